@@ -1,0 +1,296 @@
+"""VoiceAgent: one conversational turn, from the player's audio to a spoken reply.
+
+The agent owns what is the same for every engine: decoding, history, the tool-call loop and
+its bound, per-user ordering, fallback when the engine fails. Engines answer single steps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from bot import audio
+from bot.config import AgentSettings, AudioSettings
+from bot.conversations import ConversationStore
+from bot.engines.base import AudioClip, Engine, EngineReply, PastTurn, Round, TurnState, Usage
+from bot.tools import Toolbox
+from bot.tools.base import ToolContext, ToolResult
+
+log = logging.getLogger(__name__)
+
+APOLOGY = (
+    "Sorry, I can't answer right now because my voice service is down. Please try again in a few minutes."
+)
+
+# Speaks a text in a voice (None: default) → reply audio. The offline synthesizer provides it;
+# the agent uses it for apologies when the engine itself cannot speak.
+Speaker = Callable[[str, str | None], Awaitable[audio.ReplyAudio]]
+
+
+class Budget(Protocol):
+    """Per-user spending limits (usage accounting lives with the engines that spend)."""
+
+    async def refusal(self, user_id: str) -> str | None:
+        """A friendly refusal when the user's budget for today is spent, else None."""
+
+    async def record(self, user_id: str, engine: str, usage: Usage | None, audio_seconds: float) -> None: ...
+
+
+@dataclass
+class Reply:
+    text: str
+    audio: audio.ReplyAudio | None
+    user_text: str | None
+    tool_results: list[ToolResult]
+    engine: str
+    kind: str = "answer"  # answer | refusal | apology | over_budget
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    usage: Usage | None = None
+
+    @property
+    def tool_calls(self) -> list[dict[str, object]]:
+        return [{"name": r.call.name, "arguments": r.call.arguments} for r in self.tool_results]
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def stage(self, name: str):  # type: ignore[no-untyped-def]
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            elapsed = (time.perf_counter() - started) * 1000
+            self.timings[name] = round(self.timings.get(name, 0.0) + elapsed, 1)
+
+
+class VoiceAgent:
+    def __init__(
+        self,
+        engine: Engine,
+        toolbox: Toolbox,
+        conversations: ConversationStore,
+        audio_settings: AudioSettings,
+        agent_settings: AgentSettings,
+        fallback: Engine | None = None,
+        speaker: Speaker | None = None,
+        budget: Budget | None = None,
+    ) -> None:
+        self.engine = engine
+        self.toolbox = toolbox
+        self.conversations = conversations
+        self.audio_settings = audio_settings
+        self.settings = agent_settings
+        self.fallback = fallback
+        self.speaker = speaker
+        self.budget = budget
+        self._slots = asyncio.Semaphore(agent_settings.max_concurrent_turns)
+        self._user_locks: dict[str, asyncio.Lock] = {}
+        self._user_waiting: dict[str, int] = {}
+
+    # ---- public API ---------------------------------------------------------------------
+
+    async def respond(self, context: ToolContext, data: bytes, voice: str | None = None) -> Reply:
+        """One turn from the bytes of an audio file. Raises audio.AudioError for bad input."""
+        async with self._user_turn(context.user_id):
+            watch = _Stopwatch()
+            with watch.stage("decode"):
+                decoded = await asyncio.to_thread(audio.decode, data, self.audio_settings)
+                clip = AudioClip(wav=decoded.wav(), seconds=decoded.seconds)
+            return await self._turn(context, clip, None, voice, watch)
+
+    async def respond_text(self, context: ToolContext, text: str, voice: str | None = None) -> Reply:
+        """One turn from typed words (slash commands, the CLI's text mode)."""
+        async with self._user_turn(context.user_id):
+            return await self._turn(context, None, text, voice, _Stopwatch())
+
+    async def forget(self, user_id: str) -> int:
+        return await self.conversations.reset(user_id)
+
+    def voices(self) -> list[str]:
+        return self.engine.voices()
+
+    # ---- ordering -----------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _user_turn(self, user_id: str) -> AsyncIterator[None]:
+        """One user's turns run one at a time in arrival order (asyncio.Lock is FIFO); different
+        users run concurrently, at most `max_concurrent_turns` at once."""
+        lock = self._user_locks.setdefault(user_id, asyncio.Lock())
+        self._user_waiting[user_id] = self._user_waiting.get(user_id, 0) + 1
+        try:
+            async with lock, self._slots:
+                yield
+        finally:
+            self._user_waiting[user_id] -= 1
+            if self._user_waiting[user_id] == 0:
+                del self._user_waiting[user_id]
+                del self._user_locks[user_id]
+
+    # ---- the turn -----------------------------------------------------------------------
+
+    async def _turn(
+        self,
+        context: ToolContext,
+        clip: AudioClip | None,
+        text: str | None,
+        voice: str | None,
+        watch: _Stopwatch,
+    ) -> Reply:
+        if self.budget is not None:
+            refusal = await self.budget.refusal(context.user_id)
+            if refusal:
+                return await self._canned(refusal, "over_budget", text, voice, watch)
+
+        with watch.stage("history"):
+            history = await self.conversations.history(context.user_id)
+        engine = self.engine
+        turn = TurnState(
+            context=context,
+            audio=clip,
+            text=text,
+            history=history,
+            tools=self.toolbox.tools,
+            voice=voice,
+        )
+        try:
+            final = await self._loop(engine, turn, watch)
+        except Exception as exc:
+            log.warning(
+                "engine %s failed for user %s: %s",
+                engine.name,
+                context.user_id,
+                _reason(exc),
+                exc_info=not _expected(exc),
+            )
+            if self.fallback is None:
+                if turn.heard is not None:
+                    turn.heard.cancel()
+                return await self._canned(APOLOGY, "apology", text, voice, watch)
+            engine = self.fallback
+            # The fallback starts the step loop afresh but keeps tool results already fetched.
+            if turn.heard is not None:
+                turn.heard.cancel()
+            turn.heard, turn.scratch, turn.allow_tools = None, {}, True
+            try:
+                final = await self._loop(engine, turn, watch)
+            except Exception as exc2:
+                log.error(
+                    "fallback engine %s failed too: %s",
+                    engine.name,
+                    _reason(exc2),
+                    exc_info=not _expected(exc2),
+                )
+                return await self._canned(APOLOGY, "apology", text, voice, watch)
+
+        user_text = text
+        if turn.heard is not None:
+            with watch.stage("transcribe_wait"):
+                user_text = await _result_or_none(turn.heard)
+        user_text = user_text or final.user_text
+
+        with watch.stage("encode"):
+            reply_audio = await self._reply_audio(final, voice)
+        results = [r for rnd in turn.rounds for r in rnd.results]
+        usage = Usage()
+        for step_usage in turn.scratch.get("usage", []):
+            usage.add(step_usage)
+        usage.add(final.usage)
+        past = PastTurn(
+            user_text=user_text,
+            reply_text=final.text,
+            tool_results=[r.as_dict() for r in results],
+            audio_id=final.audio_id,
+            audio_expires_at=final.audio_expires_at,
+            at=time.time(),
+            engine=engine.name,
+        )
+        with watch.stage("save"):
+            await self.conversations.append(context.user_id, past)
+        if self.budget is not None:
+            await self.budget.record(context.user_id, engine.name, usage, clip.seconds if clip else 0.0)
+        return Reply(
+            text=final.text,
+            audio=reply_audio,
+            user_text=user_text,
+            tool_results=results,
+            engine=engine.name,
+            kind="refusal" if final.refusal else "answer",
+            timings_ms=watch.timings,
+            usage=usage,
+        )
+
+    async def _loop(self, engine: Engine, turn: TurnState, watch: _Stopwatch) -> EngineReply:
+        if turn.audio is not None and turn.heard is None:
+            turn.heard = asyncio.create_task(engine.transcribe(turn.audio))
+        usage_log: list[Usage] = turn.scratch.setdefault("usage", [])
+        while True:
+            turn.allow_tools = len(turn.rounds) < self.settings.max_tool_rounds
+            with watch.stage("engine"):
+                step = await engine.complete(turn)
+            if not step.tool_calls:
+                return step
+            if not turn.allow_tools:
+                # An engine that ignores the bound still gets no more tool calls run.
+                log.warning("engine %s asked for tools after the rounds bound", engine.name)
+                step.tool_calls = []
+                return step
+            if step.usage:
+                usage_log.append(step.usage)
+            with watch.stage("tools"):
+                results = await self.toolbox.run_all(turn.context, step.tool_calls)
+            turn.rounds.append(Round(calls=step.tool_calls, results=results, assistant_text=step.text))
+
+    async def _reply_audio(self, final: EngineReply, voice: str | None) -> audio.ReplyAudio | None:
+        if final.audio:
+            return await asyncio.to_thread(audio.reply_from_encoded, final.audio, final.audio_format)
+        if self.speaker is not None and final.text:
+            return await self.speaker(final.text, voice)
+        return None
+
+    async def _canned(
+        self, text: str, kind: str, user_text: str | None, voice: str | None, watch: _Stopwatch
+    ) -> Reply:
+        reply_audio = None
+        if self.speaker is not None:
+            with watch.stage("encode"):
+                try:
+                    reply_audio = await self.speaker(text, voice)
+                except Exception:
+                    log.exception("could not speak the %s message", kind)
+        return Reply(
+            text=text,
+            audio=reply_audio,
+            user_text=user_text,
+            tool_results=[],
+            engine="none",
+            kind=kind,
+            timings_ms=watch.timings,
+        )
+
+
+async def _result_or_none(task: asyncio.Task[str | None]) -> str | None:
+    try:
+        return await task
+    except asyncio.CancelledError:
+        return None
+    except Exception as exc:
+        log.warning("transcription failed: %s", _reason(exc))
+        return None
+
+
+def _expected(exc: BaseException) -> bool:
+    from bot.engines.base import EngineError
+
+    return isinstance(exc, EngineError | TimeoutError)
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__

@@ -1,0 +1,242 @@
+"""Audio in and out, in memory and in-process (PyAV's bundled FFmpeg; no subprocess, no system
+ffmpeg).
+
+In: any common container/codec → mono 16-bit PCM at the model's rate → silence trimmed → WAV.
+Out: Ogg/Opus at 48 kHz (what Discord voice messages carry), its duration and its waveform.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import math
+import warnings
+import wave
+from dataclasses import dataclass
+
+import av
+import numpy as np
+
+with warnings.catch_warnings():
+    # pydub warns when no ffmpeg binary is on PATH; we never ask it to run one.
+    warnings.simplefilter("ignore", RuntimeWarning)
+    from pydub import AudioSegment
+
+from bot.config import AudioSettings
+
+MODEL_RATE = 24_000
+REPLY_RATE = 48_000
+WAVEFORM_MAX = 256  # Discord shows at most 256 one-byte amplitude samples
+_WINDOW_MS = 10
+_PAD_MS = 120  # keep a breath of silence around speech so words are not clipped
+
+# Files people attach by mistake; recognised by their first bytes so the reply can say so.
+_NOT_AUDIO_MAGIC = {
+    b"%PDF": "a PDF document",
+    b"\x89PNG": "a PNG image",
+    b"\xff\xd8\xff": "a JPEG image",
+    b"GIF8": "a GIF image",
+    b"PK\x03\x04": "a ZIP archive",
+    b"\x7fELF": "a program",
+    b"MZ": "a program",
+}
+
+
+class AudioError(Exception):
+    """Bad input; the message is written for the player and can be shown as is."""
+
+
+@dataclass(frozen=True)
+class ReplyAudio:
+    ogg: bytes  # Ogg/Opus, 48 kHz mono
+    duration_secs: float
+    waveform: str  # base64 of at most 256 amplitude bytes
+
+    @property
+    def size(self) -> int:
+        return len(self.ogg)
+
+
+@dataclass(frozen=True)
+class DecodedAudio:
+    segment: AudioSegment  # 16-bit mono at MODEL_RATE, trimmed
+    original_seconds: float
+
+    @property
+    def seconds(self) -> float:
+        return len(self.segment) / 1000.0
+
+    def wav(self) -> bytes:
+        return pcm_to_wav(self.segment.raw_data, self.segment.frame_rate)
+
+
+def decode(data: bytes, limits: AudioSettings, rate: int = MODEL_RATE) -> DecodedAudio:
+    """Bytes of an audio file → trimmed mono PCM. Raises AudioError for anything unusable."""
+    if not data:
+        raise AudioError("That voice note is empty. Could you record it again?")
+    if len(data) > limits.max_bytes:
+        raise AudioError(
+            f"That file is too big for me ({len(data) / 1e6:.1f} MB). "
+            f"Please keep voice notes under {limits.max_bytes / 1e6:.0f} MB."
+        )
+    for magic, what in _NOT_AUDIO_MAGIC.items():
+        if data.startswith(magic):
+            raise AudioError(f"That file looks like {what}, not audio. Please send a voice note.")
+    pcm = _decode_pcm(data, rate, limits.max_seconds)
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    original = len(samples) / rate
+    trimmed = trim_silence(samples, rate, limits.silence_threshold_db, limits.min_speech_ms)
+    segment = AudioSegment(data=trimmed.tobytes(), sample_width=2, frame_rate=rate, channels=1)
+    return DecodedAudio(segment=segment, original_seconds=original)
+
+
+def _too_long(limits_seconds: float) -> AudioError:
+    minutes = limits_seconds / 60
+    limit = f"{minutes:g} minutes" if limits_seconds >= 120 else f"{limits_seconds:g} seconds"
+    return AudioError(f"That voice note is too long for me. Please keep it under {limit}.")
+
+
+def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
+    unreadable = AudioError(
+        "I couldn't read that audio file. Please send a voice note or an ogg, mp3, m4a, wav, "
+        "webm or flac file."
+    )
+    chunks: list[bytes] = []
+    total = 0
+    limit = int(max_seconds * rate)
+    try:
+        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+            if not container.streams.audio:
+                raise unreadable
+            stream = container.streams.audio[0]
+            declared = _declared_seconds(container, stream)
+            if declared is not None and declared > max_seconds + 1:
+                raise _too_long(max_seconds)
+            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    block = out.to_ndarray().tobytes()
+                    chunks.append(block)
+                    total += len(block) // 2
+                if total > limit:
+                    raise _too_long(max_seconds)
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().tobytes())
+    except AudioError:
+        raise
+    except (av.FFmpegError, ValueError, IndexError, EOFError) as exc:
+        raise unreadable from exc
+    if not chunks:
+        raise AudioError("That voice note has no sound in it. Could you record it again?")
+    return b"".join(chunks)
+
+
+def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / 1_000_000
+    return None
+
+
+def trim_silence(samples: np.ndarray, rate: int, threshold_db: float, min_speech_ms: int) -> np.ndarray:
+    """Cut leading and trailing silence; refuse audio with less speech than `min_speech_ms`."""
+    window = rate * _WINDOW_MS // 1000
+    count = len(samples) // window
+    if count == 0:
+        raise AudioError("That voice note is too short for me to hear anything.")
+    frames = samples[: count * window].astype(np.float32).reshape(count, window)
+    rms = np.sqrt(np.mean(frames * frames, axis=1)) / 32768.0
+    with np.errstate(divide="ignore"):
+        level = 20 * np.log10(np.maximum(rms, 1e-10))
+    loud = np.flatnonzero(level > threshold_db)
+    if len(loud) * _WINDOW_MS < min_speech_ms:
+        raise AudioError("I couldn't hear anything in that voice note. Could you say it again?")
+    pad = _PAD_MS // _WINDOW_MS
+    start = max(0, loud[0] - pad) * window
+    end = min(len(samples), (loud[-1] + 1 + pad) * window)
+    return samples[start:end]
+
+
+def pcm_to_wav(pcm: bytes, rate: int, channels: int = 1) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(rate)
+        w.writeframes(pcm)
+    return out.getvalue()
+
+
+def wav_to_pcm(data: bytes) -> tuple[bytes, int]:
+    """A 16-bit mono WAV → (samples, rate). Used for our own WAVs; others go through decode()."""
+    with wave.open(io.BytesIO(data), "rb") as w:
+        if w.getsampwidth() != 2 or w.getnchannels() != 1:
+            raise AudioError("Expected a 16-bit mono WAV.")
+        return w.readframes(w.getnframes()), w.getframerate()
+
+
+# ---- reply ----------------------------------------------------------------------------------
+
+
+def reply_from_pcm(pcm: bytes, rate: int) -> ReplyAudio:
+    """Mono 16-bit PCM at any rate → Ogg/Opus 48 kHz with duration and waveform."""
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    if rate != REPLY_RATE:
+        samples = _resample(samples, rate, REPLY_RATE)
+    return ReplyAudio(
+        ogg=_encode_ogg_opus(samples),
+        duration_secs=round(len(samples) / REPLY_RATE, 2),
+        waveform=waveform(samples),
+    )
+
+
+def reply_from_encoded(data: bytes, fmt: str) -> ReplyAudio:
+    """An engine's reply audio → what Discord wants, re-encoding only when it is not Ogg/Opus."""
+    if fmt == "pcm16":  # OpenAI's raw format: 24 kHz mono little-endian
+        return reply_from_pcm(data, MODEL_RATE)
+    samples = np.frombuffer(_decode_pcm(data, REPLY_RATE, max_seconds=3600.0), dtype=np.int16)
+    duration = round(len(samples) / REPLY_RATE, 2)
+    if fmt == "ogg_opus" and data.startswith(b"OggS"):
+        return ReplyAudio(ogg=data, duration_secs=duration, waveform=waveform(samples))
+    return ReplyAudio(ogg=_encode_ogg_opus(samples), duration_secs=duration, waveform=waveform(samples))
+
+
+def _resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=dst)
+    frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+    frame.sample_rate = src
+    out = [f.to_ndarray().reshape(-1) for f in resampler.resample(frame)]
+    out += [f.to_ndarray().reshape(-1) for f in resampler.resample(None)]
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
+
+
+def _encode_ogg_opus(samples: np.ndarray) -> bytes:
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="ogg") as container:
+        stream = container.add_stream("libopus", rate=REPLY_RATE, layout="mono")
+        stream.bit_rate = 32_000  # speech; Discord's own voice messages are about this
+        frame_size = 960  # 20 ms at 48 kHz
+        for start in range(0, len(samples), frame_size * 50):
+            block = samples[start : start + frame_size * 50]
+            frame = av.AudioFrame.from_ndarray(block.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = REPLY_RATE
+            frame.pts = start
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+def waveform(samples: np.ndarray, max_points: int = WAVEFORM_MAX) -> str:
+    """Discord's voice-message waveform: peak amplitude per bucket, 0-255, base64."""
+    if len(samples) == 0:
+        return base64.b64encode(bytes([0])).decode()
+    # Discord's own clients use about 10 points a second, capped at 256.
+    points = max(1, min(max_points, math.ceil(len(samples) / REPLY_RATE * 10)))
+    buckets = np.array_split(np.abs(samples.astype(np.int32)), points)
+    peaks = [int(b.max()) if len(b) else 0 for b in buckets]
+    top = max(peaks) or 1
+    scaled = bytes(min(255, round(p * 255 / top)) for p in peaks)
+    return base64.b64encode(scaled).decode()

@@ -1,0 +1,383 @@
+"""Settings: `config.toml` for behaviour, the environment (or `.env`) for secrets.
+
+Every setting can be overridden with `VOXDESK_<SECTION>_<KEY>`; secrets can only come from the
+environment, so a config file can be committed and shared without leaking anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ENV_PREFIX = "VOXDESK_"
+DEFAULT_CONFIG = Path("config.toml")
+
+
+class ConfigError(Exception):
+    """A setting is wrong; the message names the key and what to do, in one line."""
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    dir: str = "var"  # SQLite files, built speech models, reply audio written by the CLI
+
+
+@dataclass(frozen=True)
+class AudioSettings:
+    max_bytes: int = 8_000_000
+    max_seconds: float = 120.0
+    silence_threshold_db: float = -40.0  # below this (dBFS) counts as silence when trimming
+    min_speech_ms: int = 250  # less voiced audio than this is treated as "nothing said"
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    engine: str = "offline"  # offline | openai
+    fallback: str = "offline"  # when the engine fails: offline | apology
+    max_tool_rounds: int = 3
+    max_concurrent_turns: int = 8
+    system_prompt_file: str = "prompts/system.md"
+
+
+@dataclass(frozen=True)
+class ConversationSettings:
+    max_turns: int = 8
+    idle_minutes: float = 30.0
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    provider: str = "openai"  # openai | azure
+    model: str = "gpt-audio-1.5"
+    voice: str = "alloy"
+    reply_format: str = "opus"
+    transcribe_model: str = "gpt-4o-mini-transcribe"  # "" switches transcription off
+    timeout_seconds: float = 30.0
+    max_retries: int = 2
+    azure_endpoint: str = ""
+    azure_deployment: str = ""
+    api_version: str = "2025-01-01-preview"
+
+
+@dataclass(frozen=True)
+class OfflineSettings:
+    voice: str = "en-us"
+    rate_wpm: int = 165
+
+
+@dataclass(frozen=True)
+class UsageSettings:
+    daily_audio_seconds: float = 0.0  # per user; 0 means no budget
+    daily_tokens: int = 0  # per user; 0 means no budget
+    # USD per 1M tokens, by model: {"gpt-audio-1.5": {"text_in": .., "text_out": .., ...}}
+    prices: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ToolsSettings:
+    stats: str = "sqlite"  # sqlite | odbc
+    manuals: str = "sqlite"  # sqlite | azure
+    grievances: str = "local"  # local | jira
+    manual_results: int = 3
+
+
+@dataclass(frozen=True)
+class OdbcSettings:
+    pool_size: int = 5
+    query_timeout_seconds: int = 10
+    retries: int = 3
+    dialect: str = "sqlserver"  # sqlserver | sqlite
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    endpoint: str = ""
+    index: str = "manuals"
+    semantic_configuration: str = ""
+
+
+@dataclass(frozen=True)
+class JiraSettings:
+    url: str = ""
+    project: str = "GRV"
+    issue_type: str = "Task"
+    push_interval_seconds: float = 15.0
+    timeout_seconds: float = 15.0
+
+
+@dataclass(frozen=True)
+class DiscordSettings:
+    channels: list[int] = field(default_factory=list)  # guild channels answered without a mention
+    answer_mentions: bool = True  # answer in any channel when mentioned or replied to
+    any_audio_attachment: bool = True  # not only native voice messages
+    api_base: str = ""  # empty: discord.py's default; tests point it at a local fake
+    gateway_url: str = ""
+    shutdown_grace_seconds: float = 20.0
+
+
+@dataclass(frozen=True)
+class Secrets:
+    """Read from the environment only; never from config.toml and never logged."""
+
+    openai_api_key: str = ""
+    azure_openai_api_key: str = ""
+    discord_token: str = ""
+    sql_connection_string: str = ""
+    azure_search_api_key: str = ""
+    jira_email: str = ""
+    jira_api_token: str = ""
+
+    ENV: typing.ClassVar[dict[str, str]] = {
+        "openai_api_key": "OPENAI_API_KEY",
+        "azure_openai_api_key": "AZURE_OPENAI_API_KEY",
+        "discord_token": "DISCORD_TOKEN",
+        "sql_connection_string": "VOXDESK_SQL_CONNECTION_STRING",
+        "azure_search_api_key": "AZURE_SEARCH_API_KEY",
+        "jira_email": "JIRA_EMAIL",
+        "jira_api_token": "JIRA_API_TOKEN",
+    }
+
+    def __repr__(self) -> str:
+        shown = {name: ("set" if getattr(self, name) else "unset") for name in self.ENV}
+        return f"Secrets({shown})"
+
+
+@dataclass(frozen=True)
+class Settings:
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    audio: AudioSettings = field(default_factory=AudioSettings)
+    agent: AgentSettings = field(default_factory=AgentSettings)
+    conversations: ConversationSettings = field(default_factory=ConversationSettings)
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
+    offline: OfflineSettings = field(default_factory=OfflineSettings)
+    usage: UsageSettings = field(default_factory=UsageSettings)
+    tools: ToolsSettings = field(default_factory=ToolsSettings)
+    odbc: OdbcSettings = field(default_factory=OdbcSettings)
+    search: SearchSettings = field(default_factory=SearchSettings)
+    jira: JiraSettings = field(default_factory=JiraSettings)
+    discord: DiscordSettings = field(default_factory=DiscordSettings)
+    secrets: Secrets = field(default_factory=Secrets)
+    source: str = "defaults"  # which file the settings came from, for log lines
+
+    @property
+    def storage_dir(self) -> Path:
+        return Path(self.storage.dir)
+
+    def replace(self, **sections: typing.Any) -> Settings:
+        """A copy with some settings changed: `settings.replace(agent={"engine": "openai"})`."""
+        changed = {
+            name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()
+        }
+        return dataclasses.replace(self, **changed)
+
+
+SECTIONS: dict[str, type] = {
+    f.name: typing.get_type_hints(Settings)[f.name]
+    for f in dataclasses.fields(Settings)
+    if f.name not in ("secrets", "source")
+}
+
+CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
+    ("agent", "engine"): ("offline", "openai"),
+    ("agent", "fallback"): ("offline", "apology"),
+    ("openai", "provider"): ("openai", "azure"),
+    ("openai", "reply_format"): ("opus", "wav", "mp3", "flac", "aac", "pcm16"),
+    ("tools", "stats"): ("sqlite", "odbc"),
+    ("tools", "manuals"): ("sqlite", "azure"),
+    ("tools", "grievances"): ("local", "jira"),
+    ("odbc", "dialect"): ("sqlserver", "sqlite"),
+}
+
+
+def load_settings(
+    path: str | os.PathLike[str] | None = None,
+    environ: typing.Mapping[str, str] | None = None,
+    dotenv: bool = True,
+) -> Settings:
+    """Read the config file, apply `VOXDESK_*` overrides, read secrets, and validate it all."""
+    if environ is None:
+        if dotenv:
+            _load_dotenv()
+        environ = os.environ
+    chosen = path or environ.get("VOXDESK_CONFIG")
+    raw: dict[str, typing.Any] = {}
+    source = "defaults"
+    if chosen:
+        file = Path(chosen)
+        if not file.is_file():
+            raise ConfigError(f"config file {file} not found: pass --config PATH or unset VOXDESK_CONFIG")
+        raw, source = _read_toml(file), str(file)
+    elif DEFAULT_CONFIG.is_file():
+        raw, source = _read_toml(DEFAULT_CONFIG), str(DEFAULT_CONFIG)
+
+    sections: dict[str, typing.Any] = {}
+    for name, values in raw.items():
+        if name not in SECTIONS:
+            raise ConfigError(f"unknown section [{name}] in {source}: known are {', '.join(SECTIONS)}")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{name} in {source} must be a [section] table")
+        sections[name] = dict(values)
+    for key, text in environ.items():
+        if key.startswith(ENV_PREFIX) and key not in _ENV_NOT_SETTINGS:
+            section, name = _split_env_key(key)
+            sections.setdefault(section, {})[name] = _EnvText(text)
+
+    built = {name: _build_section(name, cls, sections.get(name, {})) for name, cls in SECTIONS.items()}
+    secrets = Secrets(**{name: environ.get(var, "").strip() for name, var in Secrets.ENV.items()})
+    settings = Settings(**built, secrets=secrets, source=source)
+    _check_required_secrets(settings, environ)
+    return settings
+
+
+_ENV_NOT_SETTINGS = {"VOXDESK_CONFIG", "VOXDESK_SQL_CONNECTION_STRING"}
+
+
+class _EnvText(str):
+    """A value from the environment: still text, converted to the field's type on build."""
+
+
+def _load_dotenv() -> None:
+    try:
+        from dotenv import load_dotenv
+    except ImportError:  # optional: plain environment variables still work
+        return
+    load_dotenv(override=False)
+
+
+def _read_toml(path: Path) -> dict[str, typing.Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML ({exc}): fix the file") from None
+
+
+def _split_env_key(key: str) -> tuple[str, str]:
+    rest = key[len(ENV_PREFIX) :].lower()
+    for section in sorted(SECTIONS, key=len, reverse=True):
+        if rest.startswith(section + "_"):
+            name = rest[len(section) + 1 :]
+            return section, name
+    raise ConfigError(
+        f"{key} names no setting: use VOXDESK_<SECTION>_<KEY> with a section of {', '.join(SECTIONS)}"
+    )
+
+
+def _build_section(section: str, cls: type, values: dict[str, typing.Any]) -> typing.Any:
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, typing.Any] = {}
+    for key, value in values.items():
+        if key not in hints:
+            known = ", ".join(f.name for f in dataclasses.fields(cls))
+            raise ConfigError(f"unknown setting {section}.{key}: known keys are {known}")
+        kwargs[key] = _coerce(f"{section}.{key}", hints[key], value)
+        allowed = CHOICES.get((section, key))
+        if allowed and kwargs[key] not in allowed:
+            raise ConfigError(f"{section}.{key} = {kwargs[key]!r}: choose one of {', '.join(allowed)}")
+    return cls(**kwargs)
+
+
+def _coerce(key: str, hint: typing.Any, value: typing.Any) -> typing.Any:
+    origin = typing.get_origin(hint)
+    from_env = isinstance(value, _EnvText)
+    wanted = getattr(hint, "__name__", str(hint))
+    try:
+        if hint is bool:
+            if from_env:
+                lowered = value.strip().lower()
+                if lowered in ("1", "true", "yes", "on"):
+                    return True
+                if lowered in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            if isinstance(value, bool):
+                return value
+            raise ValueError
+        if hint is int:
+            if from_env:
+                return int(value.strip())
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+            raise ValueError
+        if hint is float:
+            if from_env:
+                return float(value.strip())
+            if isinstance(value, int | float) and not isinstance(value, bool):
+                return float(value)
+            raise ValueError
+        if hint is str:
+            if isinstance(value, str):
+                return str(value)
+            raise ValueError
+        if origin is list:
+            (item,) = typing.get_args(hint)
+            if from_env:
+                parts = [p.strip() for p in value.split(",") if p.strip()]
+                return [_coerce(key, item, _EnvText(p)) for p in parts]
+            if isinstance(value, list):
+                return [_coerce(key, item, v) for v in value]
+            raise ValueError
+        if origin is dict:
+            if from_env:
+                raise ValueError
+            if isinstance(value, dict):
+                return value
+            raise ValueError
+        if isinstance(hint, types.UnionType):
+            raise TypeError(f"unsupported setting type {hint}")
+    except ValueError:
+        if origin is list:
+            wanted = "a list" + (" (comma-separated in the environment)" if from_env else "")
+        elif origin is dict:
+            wanted = "a table (set it in config.toml)"
+        where = "environment variable" if from_env else "config value"
+        raise ConfigError(f"{key}: {where} {value!r} is not {_article(wanted)}: fix it") from None
+    raise TypeError(f"unsupported setting type {hint}")
+
+
+def _article(wanted: str) -> str:
+    if wanted.startswith("a "):
+        return wanted
+    return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}.get(
+        wanted, wanted
+    )
+
+
+def _check_required_secrets(settings: Settings, environ: typing.Mapping[str, str]) -> None:
+    s = settings.secrets
+
+    def need(value: str, var: str, why: str) -> None:
+        if not value:
+            raise ConfigError(f"{var} is not set but {why}: set it in the environment or .env")
+
+    if settings.agent.engine == "openai":
+        if settings.openai.provider == "azure":
+            need(s.azure_openai_api_key, "AZURE_OPENAI_API_KEY", "openai.provider is azure")
+            if not settings.openai.azure_endpoint:
+                raise ConfigError("openai.azure_endpoint is empty but openai.provider is azure: set it")
+            if not settings.openai.azure_deployment:
+                raise ConfigError("openai.azure_deployment is empty but openai.provider is azure: set it")
+        else:
+            need(s.openai_api_key, "OPENAI_API_KEY", "agent.engine is openai")
+    if settings.tools.stats == "odbc":
+        need(s.sql_connection_string, "VOXDESK_SQL_CONNECTION_STRING", "tools.stats is odbc")
+    if settings.tools.manuals == "azure":
+        need(s.azure_search_api_key, "AZURE_SEARCH_API_KEY", "tools.manuals is azure")
+        if not settings.search.endpoint:
+            raise ConfigError("search.endpoint is empty but tools.manuals is azure: set it")
+    if settings.tools.grievances == "jira":
+        need(s.jira_email, "JIRA_EMAIL", "tools.grievances is jira")
+        need(s.jira_api_token, "JIRA_API_TOKEN", "tools.grievances is jira")
+        if not settings.jira.url:
+            raise ConfigError("jira.url is empty but tools.grievances is jira: set it")
+
+
+def require_discord_token(settings: Settings) -> str:
+    if not settings.secrets.discord_token:
+        raise ConfigError("DISCORD_TOKEN is not set but `run` needs it: set it in the environment or .env")
+    return settings.secrets.discord_token

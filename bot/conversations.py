@@ -1,0 +1,97 @@
+"""Per-user conversation history: text and audio ids only, bounded, surviving a restart."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import aiosqlite
+
+from bot.db import open_sqlite
+from bot.engines.base import PastTurn
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS turns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    at REAL NOT NULL,
+    user_text TEXT,
+    reply_text TEXT NOT NULL,
+    tool_results TEXT NOT NULL DEFAULT '[]',
+    audio_id TEXT,
+    audio_expires_at INTEGER,
+    engine TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS turns_by_user ON turns (user_id, id);
+"""
+
+
+class ConversationStore:
+    """History of each user's recent turns.
+
+    Bounded two ways: at most `max_turns` per user, and a conversation idle for longer than
+    `idle_minutes` starts afresh. No column can hold audio: only the engine's reference id.
+    """
+
+    def __init__(self, conn: aiosqlite.Connection, max_turns: int, idle_minutes: float) -> None:
+        self._conn = conn
+        self.max_turns = max_turns
+        self.idle_seconds = idle_minutes * 60
+
+    @classmethod
+    async def open(cls, path: Path | str, max_turns: int, idle_minutes: float) -> ConversationStore:
+        return cls(await open_sqlite(path, SCHEMA), max_turns, idle_minutes)
+
+    async def history(self, user_id: str, now: float | None = None) -> list[PastTurn]:
+        now = time.time() if now is None else now
+        cursor = await self._conn.execute(
+            "SELECT * FROM turns WHERE user_id = ? ORDER BY id DESC LIMIT ?",
+            (user_id, self.max_turns),
+        )
+        rows = list(await cursor.fetchall())
+        if not rows or now - rows[0]["at"] > self.idle_seconds:
+            return []
+        return [
+            PastTurn(
+                user_text=r["user_text"],
+                reply_text=r["reply_text"],
+                tool_results=json.loads(r["tool_results"]),
+                audio_id=r["audio_id"],
+                audio_expires_at=r["audio_expires_at"],
+                at=r["at"],
+                engine=r["engine"],
+            )
+            for r in reversed(rows)
+        ]
+
+    async def append(self, user_id: str, turn: PastTurn) -> None:
+        await self._conn.execute(
+            "INSERT INTO turns (user_id, at, user_text, reply_text, tool_results, audio_id,"
+            " audio_expires_at, engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                user_id,
+                turn.at or time.time(),
+                turn.user_text,
+                turn.reply_text,
+                json.dumps(turn.tool_results),
+                turn.audio_id,
+                turn.audio_expires_at,
+                turn.engine,
+            ),
+        )
+        # Keep only what history() can return, so the table never grows without bound.
+        await self._conn.execute(
+            "DELETE FROM turns WHERE user_id = ? AND id NOT IN "
+            "(SELECT id FROM turns WHERE user_id = ? ORDER BY id DESC LIMIT ?)",
+            (user_id, user_id, self.max_turns),
+        )
+        await self._conn.commit()
+
+    async def reset(self, user_id: str) -> int:
+        cursor = await self._conn.execute("DELETE FROM turns WHERE user_id = ?", (user_id,))
+        await self._conn.commit()
+        return cursor.rowcount
+
+    async def aclose(self) -> None:
+        await self._conn.close()

@@ -1,0 +1,1 @@
+"""The model behind the agent: one protocol, several implementations."""

@@ -1,0 +1,117 @@
+"""The engine protocol: what the agent asks of a model, independent of any vendor.
+
+The agent owns the turn (history, tool loop, rounds bound); an engine only answers one step:
+given the turn so far, either call tools or give the final answer with its audio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from bot.tools.base import JSON, Tool, ToolCall, ToolContext, ToolResult
+
+
+class EngineError(Exception):
+    """The engine could not answer (down, timed out, malformed reply) after its own retries."""
+
+
+@dataclass(frozen=True)
+class AudioClip:
+    """The player's note, decoded and trimmed: 24 kHz mono 16-bit WAV for a model."""
+
+    wav: bytes
+    seconds: float
+    sample_rate: int = 24_000
+
+    @property
+    def pcm(self) -> bytes:
+        """The raw 16-bit samples (the WAV minus its 44-byte header)."""
+        return self.wav[44:]
+
+
+@dataclass
+class PastTurn:
+    """One earlier turn as history keeps it: text and audio ids, never raw audio."""
+
+    user_text: str | None
+    reply_text: str
+    tool_results: list[JSON] = field(default_factory=list)  # ToolResult.as_dict() items
+    audio_id: str | None = None  # an engine's id for its audio reply (OpenAI: message.audio.id)
+    audio_expires_at: int | None = None  # unix seconds
+    at: float = 0.0  # unix seconds
+    engine: str = ""
+
+
+@dataclass
+class Usage:
+    text_in: int = 0
+    text_out: int = 0
+    audio_in: int = 0
+    audio_out: int = 0
+    cached_in: int = 0
+
+    def add(self, other: Usage | None) -> None:
+        if other is None:
+            return
+        self.text_in += other.text_in
+        self.text_out += other.text_out
+        self.audio_in += other.audio_in
+        self.audio_out += other.audio_out
+        self.cached_in += other.cached_in
+
+    @property
+    def total(self) -> int:
+        return self.text_in + self.text_out + self.audio_in + self.audio_out
+
+
+@dataclass
+class Round:
+    calls: list[ToolCall]
+    results: list[ToolResult]
+    assistant_text: str = ""  # any words the model said alongside its tool calls
+
+
+@dataclass
+class TurnState:
+    """Everything an engine may look at for one step of a turn."""
+
+    context: ToolContext
+    audio: AudioClip | None  # None for a typed request (e.g. a slash command)
+    text: str | None  # the typed request, when there is no audio
+    history: list[PastTurn]
+    tools: list[Tool]
+    voice: str | None = None  # the player's chosen reply voice, if any
+    rounds: list[Round] = field(default_factory=list)  # tool rounds so far in this turn
+    allow_tools: bool = True  # False on the last step: the engine must answer now
+    heard: asyncio.Task[str | None] | None = None  # the engine's transcribe() of `audio`
+    scratch: dict[str, Any] = field(default_factory=dict)  # engine-private state for this turn
+
+
+@dataclass
+class EngineReply:
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    text: str = ""
+    audio: bytes | None = None
+    audio_format: str = ""  # "ogg_opus", "wav", "mp3", "pcm16" (24 kHz mono), ...
+    audio_id: str | None = None
+    audio_expires_at: int | None = None
+    usage: Usage | None = None
+    refusal: bool = False  # the model declined to answer; `text` says so politely
+    user_text: str | None = None  # what the engine heard, when it knows it from this step
+
+
+class Engine(Protocol):
+    name: str
+
+    async def transcribe(self, audio: AudioClip) -> str | None:
+        """The player's words, or None when this engine cannot or is told not to."""
+
+    async def complete(self, turn: TurnState) -> EngineReply:
+        """One step: tool calls (if allowed) or the final answer with audio. Raises EngineError."""
+
+    def voices(self) -> list[str]:
+        """Reply voices a player may choose from."""
+
+    async def aclose(self) -> None: ...

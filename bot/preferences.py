@@ -1,0 +1,63 @@
+"""Per-user settings a player chooses (reply voice, reply style), persisted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiosqlite
+
+from bot.db import open_sqlite
+
+REPLY_MODES = ("voice_and_text", "voice", "text")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS preferences (
+    user_id TEXT PRIMARY KEY,
+    voice TEXT,
+    reply_mode TEXT NOT NULL DEFAULT 'voice_and_text'
+);
+"""
+
+
+@dataclass(frozen=True)
+class Preferences:
+    voice: str | None = None
+    reply_mode: str = "voice_and_text"
+
+
+class PreferenceStore:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path | str) -> PreferenceStore:
+        return cls(await open_sqlite(path, SCHEMA))
+
+    async def get(self, user_id: str) -> Preferences:
+        cursor = await self._conn.execute(
+            "SELECT voice, reply_mode FROM preferences WHERE user_id = ?", (user_id,)
+        )
+        row = await cursor.fetchone()
+        return Preferences(row["voice"], row["reply_mode"]) if row else Preferences()
+
+    async def set_voice(self, user_id: str, voice: str | None) -> None:
+        await self._conn.execute(
+            "INSERT INTO preferences (user_id, voice) VALUES (?, ?) "
+            "ON CONFLICT(user_id) DO UPDATE SET voice = excluded.voice",
+            (user_id, voice),
+        )
+        await self._conn.commit()
+
+    async def set_reply_mode(self, user_id: str, mode: str) -> None:
+        if mode not in REPLY_MODES:
+            raise ValueError(f"reply mode must be one of {', '.join(REPLY_MODES)}")
+        await self._conn.execute(
+            "INSERT INTO preferences (user_id, reply_mode) VALUES (?, ?) "
+            "ON CONFLICT(user_id) DO UPDATE SET reply_mode = excluded.reply_mode",
+            (user_id, mode),
+        )
+        await self._conn.commit()
+
+    async def aclose(self) -> None:
+        await self._conn.close()

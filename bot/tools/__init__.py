@@ -1,0 +1,216 @@
+"""The agent's four tools and the toolbox that validates and runs them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from collections.abc import Iterable
+
+import jsonschema
+
+from bot.tools.base import (
+    JSON,
+    GrievanceBackend,
+    ManualsBackend,
+    StatsBackend,
+    Tool,
+    ToolCall,
+    ToolContext,
+    ToolError,
+    ToolResult,
+)
+
+log = logging.getLogger(__name__)
+
+CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
+TICKET_KEY = re.compile(r"^[A-Z][A-Z0-9]{1,9}-[1-9][0-9]{0,8}$")
+MAX_DESCRIPTION = 2000
+
+
+def build_tools(
+    stats: StatsBackend,
+    manuals: ManualsBackend,
+    grievances: GrievanceBackend,
+    manual_results: int = 3,
+) -> list[Tool]:
+    """The four tools, bound to whichever backends the config chose."""
+
+    async def get_player_stats(ctx: ToolContext, args: JSON) -> JSON:
+        summary = await stats.player_summary(ctx.user_id)
+        if summary is None:
+            return {
+                "linked": False,
+                "message": "This Discord account is not linked to a player profile yet.",
+            }
+        return {
+            "linked": True,
+            "player_name": summary.player_name,
+            "total_points": summary.total_points,
+            "rank": summary.rank,
+            "players_ranked": summary.players_ranked,
+            "games": [vars(g) for g in summary.games],
+            "achievements": summary.achievements,
+        }
+
+    async def search_manuals(ctx: ToolContext, args: JSON) -> JSON:
+        passages = await manuals.search(args["query"], manual_results)
+        return {
+            "passages": [{"title": p.title, "text": p.text, "source": p.source} for p in passages],
+        }
+
+    async def register_grievance(ctx: ToolContext, args: JSON) -> JSON:
+        description = args["description"].strip()[:MAX_DESCRIPTION]
+        ticket = await grievances.register(ctx.user_id, args["category"], description)
+        return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
+
+    async def get_grievance_status(ctx: ToolContext, args: JSON) -> JSON:
+        key = args.get("ticket_key")
+        if key is not None:
+            key = key.strip().upper()
+            if not TICKET_KEY.match(key):
+                return {"tickets": [], "message": f"{key!r} is not a ticket key like GRV-12."}
+        tickets = await grievances.status(ctx.user_id, key)
+        found = [
+            {
+                "ticket_key": t.key,
+                "category": t.category,
+                "status": t.status,
+                "last_update": t.updated_at,
+                "summary": t.description[:200],
+                **(
+                    {"note": "from our local record; the ticket system is unreachable"}
+                    if t.from_local_record
+                    else {}
+                ),
+            }
+            for t in tickets
+        ]
+        if key is not None and not found:
+            return {"tickets": [], "message": f"No ticket {key} was found for you."}
+        return {"tickets": found}
+
+    return [
+        Tool(
+            name="get_player_stats",
+            description=(
+                "The speaker's own game summary: games played, points earned and cash won by "
+                "game type, total points, rank and achievements. Only ever the speaker's data."
+            ),
+            parameters={"type": "object", "properties": {}, "additionalProperties": False},
+            handler=get_player_stats,
+        ),
+        Tool(
+            name="search_manuals",
+            description=(
+                "Search the game's help manuals (controllers, accounts, passwords, two-factor "
+                "authentication, refunds, missing purchases, cheaters, system requirements, "
+                "crashes, parental controls, seasons and battle pass)."
+            ),
+            parameters={
+                "type": "object",
+                "properties": {
+                    "query": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": 300,
+                        "description": "What the player wants to know, in a few words.",
+                    }
+                },
+                "required": ["query"],
+                "additionalProperties": False,
+            },
+            handler=search_manuals,
+        ),
+        Tool(
+            name="register_grievance",
+            description=(
+                "File a complaint ticket for the speaker and return its key. Use when the player "
+                "reports a problem they want the support team to handle."
+            ),
+            parameters={
+                "type": "object",
+                "properties": {
+                    "category": {"type": "string", "enum": list(CATEGORIES)},
+                    "description": {
+                        "type": "string",
+                        "minLength": 1,
+                        "maxLength": MAX_DESCRIPTION,
+                        "description": "The problem in the player's own words.",
+                    },
+                },
+                "required": ["category", "description"],
+                "additionalProperties": False,
+            },
+            handler=register_grievance,
+        ),
+        Tool(
+            name="get_grievance_status",
+            description=(
+                "Status and last update of the speaker's own tickets, or of one ticket of "
+                "theirs when a key such as GRV-12 is given."
+            ),
+            parameters={
+                "type": "object",
+                "properties": {
+                    "ticket_key": {
+                        "type": "string",
+                        "maxLength": 20,
+                        "description": "A ticket key like GRV-12; omit for all the speaker's tickets.",
+                    }
+                },
+                "additionalProperties": False,
+            },
+            handler=get_grievance_status,
+        ),
+    ]
+
+
+class Toolbox:
+    """Validates the model's arguments against each tool's schema and runs the handler.
+
+    A failing tool becomes a result the model can talk about ({"error": ...}), never an
+    exception that would lose the player's turn.
+    """
+
+    def __init__(self, tools: Iterable[Tool]) -> None:
+        self._tools = {t.name: t for t in tools}
+
+    @property
+    def tools(self) -> list[Tool]:
+        return list(self._tools.values())
+
+    def specs(self) -> list[JSON]:
+        return [t.spec() for t in self._tools.values()]
+
+    def get(self, name: str) -> Tool | None:
+        return self._tools.get(name)
+
+    async def run(self, ctx: ToolContext, call: ToolCall) -> ToolResult:
+        started = time.perf_counter()
+        tool = self._tools.get(call.name)
+        ok = False
+        if tool is None:
+            result: JSON = {"error": f"There is no tool called {call.name}."}
+        else:
+            try:
+                jsonschema.validate(call.arguments, tool.parameters)
+            except jsonschema.ValidationError as exc:
+                result = {"error": f"Invalid arguments for {call.name}: {exc.message}"}
+            else:
+                try:
+                    result = await tool.handler(ctx, call.arguments)
+                    ok = True
+                except ToolError as exc:
+                    log.warning("tool %s failed for user %s: %s", call.name, ctx.user_id, exc)
+                    result = {"error": str(exc)}
+                except Exception:
+                    log.exception("tool %s crashed for user %s", call.name, ctx.user_id)
+                    result = {"error": f"{call.name} is not working right now."}
+        elapsed = (time.perf_counter() - started) * 1000
+        return ToolResult(call=call, result=result, ok=ok, elapsed_ms=elapsed)
+
+    async def run_all(self, ctx: ToolContext, calls: list[ToolCall]) -> list[ToolResult]:
+        """Several calls of one round run concurrently; results keep the calls' order."""
+        return list(await asyncio.gather(*(self.run(ctx, c) for c in calls)))

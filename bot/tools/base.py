@@ -1,0 +1,134 @@
+"""What every tool is made of, and the backends the tools stand on.
+
+Identity rule: a handler learns who is asking from `ToolContext`, which the platform adapter
+fills in. No tool schema has a user, player or owner field, so the model cannot choose whose
+data it reads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+JSON = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    user_id: str  # the platform's id for the speaker (a Discord snowflake, as text)
+    display_name: str = ""
+    platform: str = "discord"
+
+
+class ToolError(Exception):
+    """A failure the player may hear about, e.g. "the manuals are unavailable right now"."""
+
+
+@dataclass(frozen=True)
+class Tool:
+    name: str
+    description: str
+    parameters: JSON  # JSON schema of the model-supplied arguments
+    handler: Callable[[ToolContext, JSON], Awaitable[JSON]]
+
+    def spec(self) -> JSON:
+        """The Chat Completions `tools` entry."""
+        return {
+            "type": "function",
+            "function": {
+                "name": self.name,
+                "description": self.description,
+                "parameters": self.parameters,
+            },
+        }
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: JSON
+
+    @property
+    def arguments_json(self) -> str:
+        return json.dumps(self.arguments, separators=(",", ":"))
+
+
+@dataclass
+class ToolResult:
+    call: ToolCall
+    result: JSON
+    ok: bool = True
+    elapsed_ms: float = 0.0
+
+    def as_dict(self) -> JSON:
+        return {
+            "id": self.call.id,
+            "name": self.call.name,
+            "arguments": self.call.arguments,
+            "result": self.result,
+            "ok": self.ok,
+        }
+
+
+# ---- backends ---------------------------------------------------------------------------
+
+
+@dataclass
+class GameSummary:
+    game_type: str
+    games_played: int
+    points_earned: int
+    cash_won: float
+
+
+@dataclass
+class PlayerSummary:
+    player_name: str
+    total_points: int
+    rank: int  # 1 is best, by total points among all players
+    players_ranked: int
+    games: list[GameSummary] = field(default_factory=list)
+    achievements: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Passage:
+    title: str
+    text: str
+    source: str  # manual file or document key
+    score: float = 0.0
+
+
+@dataclass
+class Grievance:
+    key: str  # what the player is told: GRV-12 locally, the Jira key once pushed
+    category: str
+    description: str
+    status: str  # plain words: "open", "in progress", "resolved"
+    created_at: str  # ISO 8601, UTC
+    updated_at: str
+    local_key: str = ""
+    remote_key: str | None = None
+    from_local_record: bool = False  # True when the remote tracker could not be reached
+
+
+class StatsBackend(Protocol):
+    async def player_summary(self, user_id: str) -> PlayerSummary | None: ...
+    async def check(self) -> str: ...
+    async def aclose(self) -> None: ...
+
+
+class ManualsBackend(Protocol):
+    async def search(self, query: str, top: int) -> list[Passage]: ...
+    async def check(self) -> str: ...
+    async def aclose(self) -> None: ...
+
+
+class GrievanceBackend(Protocol):
+    async def register(self, user_id: str, category: str, description: str) -> Grievance: ...
+    async def status(self, user_id: str, key: str | None = None) -> list[Grievance]: ...
+    async def check(self) -> str: ...
+    async def aclose(self) -> None: ...
