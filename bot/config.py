@@ -246,7 +246,7 @@ def _load_dotenv() -> None:
         from dotenv import load_dotenv
     except ImportError:  # optional: plain environment variables still work
         return
-    load_dotenv(override=False)
+    load_dotenv(Path(".env"), override=False)  # the working directory, like config.toml
 
 
 def _read_toml(path: Path) -> dict[str, typing.Any]:

@@ -1,0 +1,204 @@
+"""The composition root: every client and store is built here, from Settings, and nowhere else.
+
+Front ends (the CLI, the Discord cogs) call `build_app` and use what it returns; tests point the
+same code at local fakes through Settings (base URLs, storage dir), not by patching internals.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from bot.agent import Budget, Speaker, VoiceAgent
+from bot.config import Settings
+from bot.conversations import ConversationStore
+from bot.engines.base import Engine
+from bot.preferences import PreferenceStore
+from bot.tools import Toolbox, build_tools
+from bot.tools.base import GrievanceBackend, ManualsBackend, StatsBackend
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StoragePaths:
+    root: Path
+
+    @property
+    def players(self) -> Path:
+        return self.root / "players.db"
+
+    @property
+    def manuals(self) -> Path:
+        return self.root / "manuals.db"
+
+    @property
+    def grievances(self) -> Path:
+        return self.root / "grievances.db"
+
+    @property
+    def conversations(self) -> Path:
+        return self.root / "conversations.db"
+
+    @property
+    def preferences(self) -> Path:
+        return self.root / "preferences.db"
+
+    @property
+    def usage(self) -> Path:
+        return self.root / "usage.db"
+
+    @property
+    def speech(self) -> Path:
+        return self.root / "speech"
+
+
+def storage_paths(settings: Settings) -> StoragePaths:
+    return StoragePaths(settings.storage_dir)
+
+
+@dataclass
+class App:
+    settings: Settings
+    agent: VoiceAgent
+    toolbox: Toolbox
+    engine: Engine
+    stats: StatsBackend
+    manuals: ManualsBackend
+    grievances: GrievanceBackend
+    conversations: ConversationStore
+    preferences: PreferenceStore
+    fallback: Engine | None = None
+    closers: list[object] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        """Close every client once, even if one of them fails to close."""
+        for thing in reversed(self.closers):
+            try:
+                await thing.aclose()  # type: ignore[attr-defined]
+            except Exception:
+                log.exception("closing %s failed", type(thing).__name__)
+        self.closers.clear()
+
+
+class NotInitialised(Exception):
+    pass
+
+
+async def build_stats_backend(settings: Settings) -> StatsBackend:
+    if settings.tools.stats == "odbc":
+        raise NotImplementedError("tools.stats = odbc is not available yet")
+    path = storage_paths(settings).players
+    if not path.exists():
+        raise NotInitialised(f"{path} does not exist: run `python -m bot init` first")
+    from bot.tools.embedded import SqliteStats
+
+    return await SqliteStats.open(path)
+
+
+async def build_manuals_backend(settings: Settings) -> ManualsBackend:
+    if settings.tools.manuals == "azure":
+        raise NotImplementedError("tools.manuals = azure is not available yet")
+    path = storage_paths(settings).manuals
+    if not path.exists():
+        raise NotInitialised(f"{path} does not exist: run `python -m bot init` first")
+    from bot.tools.embedded import FtsManuals
+
+    return await FtsManuals.open(path)
+
+
+async def build_grievance_backend(settings: Settings) -> GrievanceBackend:
+    if settings.tools.grievances == "jira":
+        raise NotImplementedError("tools.grievances = jira is not available yet")
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    return await LocalGrievanceStore.open(storage_paths(settings).grievances)
+
+
+async def build_engine(settings: Settings, name: str) -> Engine:
+    if name == "openai":
+        from bot.engines.openai import create_openai_engine
+
+        return await create_openai_engine(settings)
+    from bot.engines.offline import create_offline_engine
+
+    return await create_offline_engine(settings)
+
+
+def build_speaker(settings: Settings) -> Speaker | None:
+    from bot.engines.offline import create_speaker
+
+    return create_speaker(settings)
+
+
+async def build_budget(settings: Settings) -> Budget | None:
+    return None
+
+
+async def build_app(settings: Settings, engine: Engine | None = None) -> App:
+    """Everything the bot needs, built from settings. `engine` replaces the configured engine
+    (benchmarks and front-end tests use an instant one)."""
+    async with contextlib.AsyncExitStack() as undo:
+        closers: list[object] = []
+
+        async def keep(thing):  # type: ignore[no-untyped-def]
+            closers.append(thing)
+            undo.push_async_callback(thing.aclose)
+            return thing
+
+        stats = await keep(await build_stats_backend(settings))
+        manuals = await keep(await build_manuals_backend(settings))
+        grievances = await keep(await build_grievance_backend(settings))
+        paths = storage_paths(settings)
+        conversations = await keep(
+            await ConversationStore.open(
+                paths.conversations, settings.conversations.max_turns, settings.conversations.idle_minutes
+            )
+        )
+        preferences = await keep(await PreferenceStore.open(paths.preferences))
+        if engine is None:
+            engine = await keep(await build_engine(settings, settings.agent.engine))
+        fallback = None
+        if settings.agent.fallback == "offline" and engine.name != "offline":
+            fallback = await keep(await build_engine(settings, "offline"))
+        budget = await build_budget(settings)
+        if budget is not None and hasattr(budget, "aclose"):
+            await keep(budget)
+        toolbox = Toolbox(build_tools(stats, manuals, grievances, settings.tools.manual_results))
+        agent = VoiceAgent(
+            engine=engine,
+            toolbox=toolbox,
+            conversations=conversations,
+            audio_settings=settings.audio,
+            agent_settings=settings.agent,
+            fallback=fallback,
+            speaker=build_speaker(settings),
+            budget=budget,
+        )
+        undo.pop_all()
+        return App(
+            settings=settings,
+            agent=agent,
+            toolbox=toolbox,
+            engine=engine,
+            stats=stats,
+            manuals=manuals,
+            grievances=grievances,
+            conversations=conversations,
+            preferences=preferences,
+            fallback=fallback,
+            closers=closers,
+        )
+    raise AssertionError("unreachable")
+
+
+@contextlib.asynccontextmanager
+async def running_app(settings: Settings, engine: Engine | None = None) -> AsyncIterator[App]:
+    app = await build_app(settings, engine)
+    try:
+        yield app
+    finally:
+        await app.aclose()

@@ -1,0 +1,172 @@
+"""`python -m bot ...` / `voxdesk ...`: the command-line front end over the same core."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from bot.app import NotInitialised
+from bot.audio import AudioError
+from bot.config import ConfigError, Settings, load_settings
+
+log = logging.getLogger("bot")
+
+DEMO_USER = "111111111111111111"  # Nova, a linked demo player (data/sql/sqlite/seed.sql)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(args.config)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from bot.seed import initialise
+
+    for line in asyncio.run(initialise(_settings(args))):
+        print(line)
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    from bot.app import running_app
+    from bot.tools.base import ToolContext
+
+    settings = _settings(args)
+    data = Path(args.file).read_bytes()
+
+    async def ask() -> dict[str, object]:
+        async with running_app(settings) as app:
+            reply = await app.agent.respond(ToolContext(user_id=args.user, platform="cli"), data, args.voice)
+        out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="voxdesk-"))
+        out_dir.mkdir(parents=True, exist_ok=True)
+        audio_path = None
+        if reply.audio is not None:
+            audio_path = out_dir / (Path(args.file).stem + "-reply.ogg")
+            audio_path.write_bytes(reply.audio.ogg)
+        return {
+            "user_text": reply.user_text,
+            "reply_text": reply.text,
+            "tool_calls": reply.tool_calls,
+            "reply_audio": str(audio_path) if audio_path else None,
+            "engine": reply.engine,
+            "timings_ms": reply.timings_ms,
+        }
+
+    result = asyncio.run(ask())
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(f"heard:  {result['user_text'] or '(not transcribed)'}")
+        for call in result["tool_calls"]:  # type: ignore[attr-defined]
+            print(f"tool:   {call['name']} {json.dumps(call['arguments'])}")
+        print(f"reply:  {result['reply_text']}")
+        print(f"audio:  {result['reply_audio']}")
+        print(f"engine: {result['engine']}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from bot.app import running_app
+    from bot.tools.base import ToolContext
+
+    settings = _settings(args)
+    samples = sorted(Path(args.samples).glob("*.ogg"))
+    if not samples:
+        print(f"no .ogg samples in {args.samples}", file=sys.stderr)
+        return 1
+
+    async def demo() -> list[tuple[str, str, str, str, str]]:
+        rows = []
+        async with running_app(settings) as app:
+            for path in samples:
+                ctx = ToolContext(user_id=args.user, platform="cli")
+                try:
+                    reply = await app.agent.respond(ctx, path.read_bytes())
+                except AudioError as exc:
+                    rows.append((path.name, "-", "-", f"(bad audio) {exc}", "-"))
+                    continue
+                tools = ", ".join(c["name"] for c in reply.tool_calls) or "-"
+                rows.append((path.name, reply.user_text or "?", tools, reply.text, reply.engine))
+        return rows
+
+    rows = asyncio.run(demo())
+    print(f"demo player {args.user}, engine {settings.agent.engine}\n")
+    for name, heard, tools, answer, engine in rows:
+        print(f"note:   {name}")
+        print(f"heard:  {heard}")
+        print(f"tool:   {tools}")
+        print(f"answer: {answer}")
+        print()
+    return 0
+
+
+# name → (handler, help, argument adder)
+COMMANDS: dict[
+    str, tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None]]
+] = {
+    "init": (cmd_init, "create and seed the embedded databases and speech models", lambda p: None),
+    "ask": (
+        cmd_ask,
+        "answer one voice note file and write the spoken reply",
+        lambda p: (
+            p.add_argument("file", help="an audio file: ogg, mp3, m4a, wav, webm, flac"),
+            p.add_argument("--user", default=DEMO_USER, help="Discord user id of the speaker"),
+            p.add_argument("--voice", default=None, help="reply voice (engine-specific)"),
+            p.add_argument("--out", default=None, help="folder for the reply audio"),
+            p.add_argument("--json", action="store_true", help="print one JSON object"),
+        ),
+    ),
+    "demo": (
+        cmd_demo,
+        "answer every sample voice note in data/samples and print a table",
+        lambda p: (
+            p.add_argument(
+                "--samples", default=str(Path(__file__).resolve().parent.parent / "data" / "samples")
+            ),
+            p.add_argument("--user", default=DEMO_USER),
+        ),
+    ),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="voxdesk", description="voxdesk: voice notes in, voice notes out")
+    parser.add_argument(
+        "--config", default=None, help="config file (default: config.toml, or VOXDESK_CONFIG)"
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (handler, help_text, add_arguments) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        add_arguments(p)
+        p.set_defaults(handler=handler)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)-8s %(name)s %(message)s",
+    )
+    try:
+        return args.handler(args)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except AudioError as exc:
+        print(str(exc), file=sys.stderr)
+        return 3
+    except NotInitialised as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    except FileNotFoundError as exc:
+        print(f"{exc.filename}: no such file", file=sys.stderr)
+        return 4
+    except KeyboardInterrupt:
+        return 130

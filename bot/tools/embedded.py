@@ -1,0 +1,109 @@
+"""The embedded backends: player stats on SQLite and manuals in an FTS5 index (BM25 ranking)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from bot.db import open_sqlite
+from bot.tools import stats_sql
+from bot.tools.base import Passage, PlayerSummary
+from bot.tools.manual_chunks import Chunk
+
+
+class SqliteStats:
+    """StatsBackend over the embedded players database, running the shared SQL."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path | str) -> SqliteStats:
+        return cls(await open_sqlite(path))
+
+    async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+        cursor = await self._conn.execute(sql, tuple(params))
+        return list(await cursor.fetchall())
+
+    async def player_summary(self, user_id: str) -> PlayerSummary | None:
+        return await stats_sql.player_summary(self._fetch, user_id, dialect="sqlite")
+
+    async def check(self) -> str:
+        (count,) = (await self._fetch(stats_sql.PLAYER_COUNT, ()))[0]
+        return f"embedded player database: {count} players"
+
+    async def aclose(self) -> None:
+        await self._conn.close()
+
+
+FTS_SCHEMA = """
+CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5(
+    title, text, key UNINDEXED, source UNINDEXED, tokenize = 'porter unicode61'
+);
+"""
+
+# Words that carry no meaning for a search; left in, they match every manual.
+_STOPWORDS = frozenset(
+    "a an and are as at be but by can could do does did for from get got have has how i i'm im "
+    "in is it its me my of on or please so that the their them there this to up was we what "
+    "when where which who why will with would you your tell know want need help about".split()
+)
+_WORD = re.compile(r"[a-z0-9]+")
+TITLE_WEIGHT = 4.0  # a match in a section's title counts four times one in its text
+
+
+def fts_query(text: str) -> str:
+    """Free text → an FTS5 query of quoted terms joined by OR (BM25 ranks by how many match).
+
+    Quoting every term means nothing a player says can be read as FTS5 syntax.
+    """
+    words = [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
+    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+
+
+class FtsManuals:
+    """ManualsBackend over a local SQLite FTS5 index of the manuals' sections."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path | str) -> FtsManuals:
+        return cls(await open_sqlite(path, FTS_SCHEMA))
+
+    async def rebuild(self, chunks: list[Chunk]) -> None:
+        await self._conn.execute("DELETE FROM passages")
+        await self._conn.executemany(
+            "INSERT INTO passages (title, text, key, source) VALUES (?, ?, ?, ?)",
+            [(c.title, c.text, c.key, c.source) for c in chunks],
+        )
+        await self._conn.commit()
+
+    async def search(self, query: str, top: int) -> list[Passage]:
+        match = fts_query(query)
+        if not match:
+            return []
+        cursor = await self._conn.execute(
+            "SELECT title, text, source, bm25(passages, ?, 1.0) AS score FROM passages "
+            "WHERE passages MATCH ? ORDER BY score LIMIT ?",
+            (TITLE_WEIGHT, match, top),
+        )
+        # bm25() is lower-is-better; flip it so a higher score means a better passage.
+        return [
+            Passage(title=r["title"], text=r["text"], source=r["source"], score=-r["score"])
+            for r in await cursor.fetchall()
+        ]
+
+    async def check(self) -> str:
+        cursor = await self._conn.execute("SELECT COUNT(*) FROM passages")
+        (count,) = await cursor.fetchone()  # type: ignore[misc]
+        if not count:
+            return "local manuals index is empty: run `python -m bot init`"
+        return f"local manuals index: {count} passages"
+
+    async def aclose(self) -> None:
+        await self._conn.close()

@@ -1,0 +1,49 @@
+"""Real encoded audio for tests, made in-process with PyAV's encoders."""
+
+from __future__ import annotations
+
+import io
+
+import av
+import numpy as np
+
+# container format, codec, file suffix
+FORMATS = {
+    "ogg": ("ogg", "libopus", ".ogg"),
+    "mp3": ("mp3", "libmp3lame", ".mp3"),
+    "m4a": ("ipod", "aac", ".m4a"),
+    "wav": ("wav", "pcm_s16le", ".wav"),
+    "webm": ("webm", "libopus", ".webm"),
+    "flac": ("flac", "flac", ".flac"),
+}
+
+
+def speechlike(seconds: float, rate: int = 48_000, lead: float = 0.5, tail: float = 0.5) -> np.ndarray:
+    """Silence, then `seconds` of syllable-like tone bursts, then silence (int16 mono)."""
+    t = np.arange(int(seconds * rate)) / rate
+    envelope = 0.55 + 0.45 * np.sin(2 * np.pi * 3.0 * t)  # ~3 syllables a second
+    voiced = 0.4 * envelope * (np.sin(2 * np.pi * 180 * t) + 0.5 * np.sin(2 * np.pi * 360 * t))
+    pad = lambda s: np.zeros(int(s * rate))  # noqa: E731
+    signal = np.concatenate([pad(lead), voiced, pad(tail)])
+    return (np.clip(signal, -1, 1) * 20000).astype(np.int16)
+
+
+def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
+    container_format, codec, _ = FORMATS[fmt]
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=container_format) as container:
+        codec_rate = 48_000 if codec == "libopus" else rate
+        stream = container.add_stream(codec, rate=codec_rate, layout="mono")
+        resampler = av.AudioResampler(
+            format=stream.codec_context.format.name if stream.codec_context.format else "s16",
+            layout="mono",
+            rate=codec_rate,
+        )
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        for resampled in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(resampled):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()

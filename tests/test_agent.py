@@ -1,0 +1,126 @@
+import asyncio
+import random
+
+import pytest
+
+from bot.app import running_app
+from bot.audio import AudioError
+from bot.engines.base import EngineReply, TurnState
+from bot.tools.base import ToolContext
+from tests.audio_samples import encode, speechlike
+from tests.scripted_engine import BrokenEngine, ScriptedEngine, answer, calls, tone_wav_reply
+
+from .conftest import BLAZE, NOVA
+
+NOTE = encode(speechlike(1.0), 48_000, "ogg")
+
+
+async def test_one_turn_runs_two_tools_in_one_round_then_answers(settings) -> None:
+    engine = ScriptedEngine(
+        [
+            calls(("get_player_stats", {}), ("get_grievance_status", {})),
+            lambda turn: tone_wav_reply(
+                f"You have {turn.rounds[0].results[0].result['total_points']} points"
+            ),
+        ]
+    )
+    async with running_app(settings, engine) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        history = await app.conversations.history(NOVA)
+    assert [c["name"] for c in reply.tool_calls] == ["get_player_stats", "get_grievance_status"]
+    points = reply.tool_results[0].result["total_points"]
+    assert reply.text == f"You have {points} points"
+    assert reply.user_text == "scripted words"
+    assert reply.audio is not None and reply.audio.ogg.startswith(b"OggS")
+    assert reply.audio.duration_secs == pytest.approx(0.5, abs=0.03)
+    assert {"decode", "engine", "tools", "encode", "save"} <= set(reply.timings_ms)
+    assert len(engine.seen) == 2 and engine.seen[0].audio is not None
+    assert engine.seen[0].audio.seconds > 0.9
+    assert [t.user_text for t in history] == ["scripted words"]
+    assert history[0].tool_results[0]["name"] == "get_player_stats"
+
+
+async def test_rounds_are_bounded_and_the_last_step_must_answer(settings) -> None:
+    def greedy(turn: TurnState) -> EngineReply:
+        if turn.allow_tools:
+            return calls(("search_manuals", {"query": "refund"}))(turn)
+        return tone_wav_reply("done")
+
+    engine = ScriptedEngine([greedy])
+    async with running_app(settings, engine) as app:
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "loop forever")
+    assert len(reply.tool_calls) == settings.agent.max_tool_rounds == 3
+    assert engine.allowed == [True, True, True, False]
+    assert reply.text == "done"
+
+
+async def test_an_engine_ignoring_the_bound_gets_no_more_tools_run(settings) -> None:
+    engine = ScriptedEngine([calls(("get_player_stats", {}))])
+    async with running_app(settings, engine) as app:
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "hi")
+    assert len(reply.tool_calls) == 3
+
+
+async def test_bad_audio_raises_audio_error_and_leaves_history_alone(settings) -> None:
+    async with running_app(settings, ScriptedEngine()) as app:
+        with pytest.raises(AudioError):
+            await app.agent.respond(ToolContext(user_id=NOVA), b"%PDF-1.4 not a note")
+        assert await app.conversations.history(NOVA) == []
+
+
+async def test_engine_failure_gives_an_apology_not_silence(settings) -> None:
+    async with running_app(settings, BrokenEngine()) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.kind == "apology" and "Sorry" in reply.text
+
+
+async def test_engine_failure_falls_back_to_the_other_engine(settings) -> None:
+    async with running_app(settings, BrokenEngine()) as app:
+        app.agent.fallback = ScriptedEngine([answer("from the fallback")], name="backup")
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.kind, reply.text, reply.engine) == ("answer", "from the fallback", "backup")
+
+
+async def test_history_reaches_the_engine_on_the_next_turn(settings) -> None:
+    engine = ScriptedEngine()
+    async with running_app(settings, engine) as app:
+        await app.agent.respond_text(ToolContext(user_id=NOVA), "first")
+        await app.agent.respond_text(ToolContext(user_id=NOVA), "second")
+        await app.agent.respond_text(ToolContext(user_id=BLAZE), "other user")
+    assert [len(t.history) for t in engine.seen] == [0, 1, 0]  # one step per turn
+    assert engine.seen[1].history[0].user_text == "first"
+
+
+async def test_each_users_turns_stay_in_order_under_concurrency(settings) -> None:
+    """Many users, several notes each, all at once: every user's turns run in arrival order,
+    one at a time, while different users overlap."""
+    running: dict[str, int] = {}
+    overlap = {"max": 0, "now": 0}
+    order: dict[str, list[str]] = {}
+
+    class Recorder(ScriptedEngine):
+        async def complete(self, turn: TurnState) -> EngineReply:
+            user = turn.context.user_id
+            running[user] = running.get(user, 0) + 1
+            assert running[user] == 1, "two turns of one user ran at once"
+            overlap["now"] += 1
+            overlap["max"] = max(overlap["max"], overlap["now"])
+            await asyncio.sleep(random.uniform(0, 0.01))
+            order.setdefault(user, []).append(turn.text or "")
+            overlap["now"] -= 1
+            running[user] -= 1
+            return EngineReply(text=f"re {turn.text}")
+
+    users = [str(10**17 + i) for i in range(20)]
+    async with running_app(settings, Recorder()) as app:
+        tasks = [
+            asyncio.create_task(app.agent.respond_text(ToolContext(user_id=u), f"{u}-{n}"))
+            for n in range(4)
+            for u in users
+        ]
+        replies = await asyncio.gather(*tasks)
+        assert app.agent._user_locks == {}
+    assert all(r.text.startswith("re ") for r in replies)
+    for u in users:
+        assert order[u] == [f"{u}-{n}" for n in range(4)]
+    assert 1 < overlap["max"] <= settings.agent.max_concurrent_turns

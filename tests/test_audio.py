@@ -1,0 +1,113 @@
+import base64
+import io
+import wave
+
+import numpy as np
+import pytest
+
+from bot import audio
+from bot.config import AudioSettings
+from tests.audio_samples import FORMATS, encode, speechlike
+
+LIMITS = AudioSettings()
+
+
+@pytest.mark.parametrize("fmt", sorted(FORMATS))
+def test_each_format_decodes_trims_and_resamples(fmt: str) -> None:
+    data = encode(speechlike(2.0, lead=0.8, tail=0.8), 48_000, fmt)
+    decoded = audio.decode(data, LIMITS)
+    assert decoded.segment.frame_rate == 24_000
+    assert decoded.segment.channels == 1
+    assert decoded.segment.sample_width == 2
+    assert decoded.original_seconds == pytest.approx(3.6, abs=0.1)
+    # 0.8 s of silence each side is cut down to the 120 ms pad
+    assert decoded.seconds == pytest.approx(2.0 + 0.24, abs=0.08)
+    with wave.open(io.BytesIO(decoded.wav())) as w:
+        assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (24_000, 1, 2)
+        assert w.getnframes() == len(decoded.segment.raw_data) // 2
+
+
+def test_sample_rate_of_input_does_not_matter() -> None:
+    data = encode(speechlike(1.5, rate=16_000), 16_000, "wav")
+    assert audio.decode(data, LIMITS).seconds == pytest.approx(1.74, abs=0.08)
+
+
+@pytest.mark.parametrize(
+    ("data", "says"),
+    [
+        (b"", "empty"),
+        (b"%PDF-1.7\n1 0 obj\n<<>>\nendobj\n" * 50, "PDF"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(500), "PNG"),
+        (bytes(range(256)) * 40, "couldn't read"),
+        (b"OggS" + bytes(3000), "couldn't read"),
+    ],
+)
+def test_bad_input_raises_one_friendly_error(data: bytes, says: str) -> None:
+    with pytest.raises(audio.AudioError, match=says):
+        audio.decode(data, LIMITS)
+
+
+def test_truncated_voice_note_is_refused_or_decoded_never_crashes() -> None:
+    data = encode(speechlike(2.0), 48_000, "ogg")
+    for cut in (10, 100, len(data) // 3):
+        try:
+            audio.decode(data[:cut], LIMITS)
+        except audio.AudioError:
+            pass
+
+
+def test_silence_only_is_refused() -> None:
+    silent = np.zeros(48_000 * 3, dtype=np.int16)
+    with pytest.raises(audio.AudioError, match="couldn't hear anything"):
+        audio.decode(encode(silent, 48_000, "ogg"), LIMITS)
+
+
+def test_over_the_byte_limit_is_refused_before_decoding() -> None:
+    limits = AudioSettings(max_bytes=1000)
+    with pytest.raises(audio.AudioError, match="too big"):
+        audio.decode(encode(speechlike(2.0), 48_000, "wav"), limits)
+
+
+@pytest.mark.parametrize("fmt", ["ogg", "wav", "mp3"])
+def test_over_the_length_limit_is_refused(fmt: str) -> None:
+    limits = AudioSettings(max_seconds=5)
+    with pytest.raises(audio.AudioError, match="too long"):
+        audio.decode(encode(speechlike(8.0, rate=16_000), 16_000, fmt), limits)
+
+
+def test_reply_is_48k_ogg_opus_with_matching_duration_and_waveform() -> None:
+    pcm = speechlike(3.0, rate=24_000, lead=0, tail=0).tobytes()
+    reply = audio.reply_from_pcm(pcm, 24_000)
+    assert reply.ogg.startswith(b"OggS")
+    assert reply.duration_secs == pytest.approx(3.0, abs=0.02)
+    points = base64.b64decode(reply.waveform)
+    assert 1 <= len(points) <= 256
+    assert len(points) == 30  # ten a second
+    assert max(points) == 255
+    back = audio.decode(reply.ogg, LIMITS, rate=48_000)
+    assert back.original_seconds == pytest.approx(3.0, abs=0.05)
+
+
+def test_waveform_follows_the_loudness_and_caps_at_256_points() -> None:
+    rate = 48_000
+    quiet_then_loud = np.concatenate([np.full(rate, 1000), np.full(rate, 20000)]).astype(np.int16)
+    points = base64.b64decode(audio.waveform(quiet_then_loud))
+    assert len(points) == 20
+    assert all(p < 20 for p in points[:10]) and all(p == 255 for p in points[10:])
+    long = np.full(rate * 60, 5000, dtype=np.int16)
+    assert len(base64.b64decode(audio.waveform(long))) == 256
+
+
+def test_ogg_opus_reply_is_passed_through_without_reencoding() -> None:
+    first = audio.reply_from_pcm(speechlike(1.0, rate=24_000).tobytes(), 24_000)
+    again = audio.reply_from_encoded(first.ogg, "ogg_opus")
+    assert again.ogg is first.ogg
+    assert again.duration_secs == pytest.approx(first.duration_secs, abs=0.03)
+
+
+def test_wav_and_pcm16_replies_are_encoded_once_to_opus() -> None:
+    pcm = speechlike(1.0, rate=24_000, lead=0, tail=0).tobytes()
+    for data, fmt in ((audio.pcm_to_wav(pcm, 24_000), "wav"), (pcm, "pcm16")):
+        reply = audio.reply_from_encoded(data, fmt)
+        assert reply.ogg.startswith(b"OggS")
+        assert reply.duration_secs == pytest.approx(1.0, abs=0.03)

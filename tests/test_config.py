@@ -1,0 +1,90 @@
+from pathlib import Path
+
+import pytest
+
+from bot.config import ConfigError, load_settings
+
+from .conftest import REPO
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return path
+
+
+def test_repo_config_loads_with_no_secrets() -> None:
+    settings = load_settings(REPO / "config.toml", environ={})
+    assert settings.agent.engine == "offline"
+    assert settings.tools.stats == "sqlite"
+
+
+def test_environment_overrides_every_kind_of_setting(tmp_path: Path) -> None:
+    env = {
+        "VOXDESK_STORAGE_DIR": "/tmp/x",
+        "VOXDESK_AGENT_MAX_TOOL_ROUNDS": "5",
+        "VOXDESK_AUDIO_MAX_SECONDS": "30.5",
+        "VOXDESK_DISCORD_ANSWER_MENTIONS": "false",
+        "VOXDESK_DISCORD_CHANNELS": "1, 2,3",
+    }
+    settings = load_settings(REPO / "config.toml", environ=env)
+    assert settings.storage.dir == "/tmp/x"
+    assert settings.agent.max_tool_rounds == 5
+    assert settings.audio.max_seconds == 30.5
+    assert settings.discord.answer_mentions is False
+    assert settings.discord.channels == [1, 2, 3]
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = write(tmp_path, "[agent]\nmax_tool_rounds = 7\n")
+    assert load_settings(environ={"VOXDESK_CONFIG": str(path)}).agent.max_tool_rounds == 7
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "names"),
+    [
+        ("[agent]\nengin = 'openai'\n", {}, "agent.engin"),
+        ("[agnt]\nengine = 'openai'\n", {}, "[agnt]"),
+        ("[agent]\nmax_tool_rounds = 'three'\n", {}, "agent.max_tool_rounds"),
+        ("[agent]\nengine = 'gpt'\n", {}, "agent.engine"),
+        ("", {"VOXDESK_AGENT_MAX_TOOL_ROUNDS": "many"}, "agent.max_tool_rounds"),
+        ("", {"VOXDESK_NOPE_X": "1"}, "VOXDESK_NOPE_X"),
+        ("[agent]\nengine = 'openai'\n", {}, "OPENAI_API_KEY"),
+        ("[tools]\ngrievances = 'jira'\n", {"JIRA_EMAIL": "a@b.c"}, "JIRA_API_TOKEN"),
+        ("[tools]\nstats = 'odbc'\n", {}, "VOXDESK_SQL_CONNECTION_STRING"),
+        ("[agent\n", {}, "not valid TOML"),
+    ],
+)
+def test_bad_settings_stop_with_one_line_naming_the_key(
+    tmp_path: Path, text: str, env: dict, names: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ=env)
+    message = str(caught.value)
+    assert names in message
+    assert "\n" not in message
+
+
+def test_missing_config_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_settings(tmp_path / "nope.toml", environ={})
+
+
+def test_secrets_come_only_from_the_environment_and_never_print(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown section"):
+        load_settings(write(tmp_path, "[secrets]\nopenai_api_key = 'sk-x'\n"), environ={})
+    settings = load_settings(
+        write(tmp_path, "[agent]\nengine = 'openai'\n"), environ={"OPENAI_API_KEY": "sk-very-secret"}
+    )
+    assert settings.secrets.openai_api_key == "sk-very-secret"
+    assert "sk-very-secret" not in repr(settings)
+
+
+def test_dotenv_file_supplies_secrets(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-from-dotenv\n")
+    write(tmp_path, "[agent]\nengine = 'openai'\n")
+    settings = load_settings()
+    assert settings.secrets.openai_api_key == "sk-from-dotenv"
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)

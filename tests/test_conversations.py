@@ -1,0 +1,76 @@
+import sqlite3
+import time
+
+from bot.conversations import ConversationStore
+from bot.engines.base import PastTurn
+
+
+def turn(i: int, at: float | None = None) -> PastTurn:
+    return PastTurn(
+        user_text=f"question {i}",
+        reply_text=f"answer {i}",
+        tool_results=[{"name": "get_player_stats", "arguments": {}, "result": {"total_points": i}}],
+        audio_id=f"audio_{i}",
+        audio_expires_at=int(time.time()) + 3600,
+        at=at or time.time(),
+    )
+
+
+async def test_history_is_bounded_ordered_and_per_user(tmp_path) -> None:
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=3, idle_minutes=30)
+    for i in range(5):
+        await store.append("u1", turn(i))
+    await store.append("u2", turn(99))
+    history = await store.history("u1")
+    assert [t.user_text for t in history] == ["question 2", "question 3", "question 4"]
+    assert history[-1].tool_results[0]["result"] == {"total_points": 4}
+    assert [t.user_text for t in await store.history("u2")] == ["question 99"]
+    await store.aclose()
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        assert conn.execute("SELECT COUNT(*) FROM turns WHERE user_id='u1'").fetchone()[0] == 3
+
+
+async def test_history_survives_a_restart_and_reset_clears_one_user(tmp_path) -> None:
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=5, idle_minutes=30)
+    await store.append("u1", turn(1))
+    await store.append("u2", turn(2))
+    await store.aclose()
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=5, idle_minutes=30)
+    assert [t.audio_id for t in await store.history("u1")] == ["audio_1"]
+    assert await store.reset("u1") == 1
+    assert await store.history("u1") == []
+    assert len(await store.history("u2")) == 1
+    await store.aclose()
+
+
+async def test_idle_conversation_starts_afresh(tmp_path) -> None:
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=5, idle_minutes=10)
+    now = time.time()
+    await store.append("u1", turn(1, at=now - 3600))
+    assert await store.history("u1", now=now) == []
+    await store.append("u1", turn(2, at=now - 60))
+    assert [t.user_text for t in await store.history("u1", now=now)] == ["question 1", "question 2"]
+    await store.aclose()
+
+
+async def test_no_column_can_hold_audio(tmp_path) -> None:
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=5, idle_minutes=10)
+    await store.append("u1", turn(1))
+    await store.aclose()
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        columns = [r[1] for r in conn.execute("PRAGMA table_info(turns)")]
+        types = {r[2] for r in conn.execute("PRAGMA table_info(turns)")}
+        rows = conn.execute("SELECT * FROM turns").fetchall()
+    assert "BLOB" not in types
+    assert not any(isinstance(v, bytes) for row in rows for v in row)
+    assert set(columns) == {
+        "id",
+        "user_id",
+        "at",
+        "user_text",
+        "reply_text",
+        "tool_results",
+        "audio_id",
+        "audio_expires_at",
+        "engine",
+    }

@@ -1,0 +1,138 @@
+import asyncio
+
+import pytest
+
+from bot.app import running_app
+from bot.tools import CATEGORIES
+from bot.tools.base import ToolCall, ToolContext
+from bot.tools.embedded import fts_query
+
+from .conftest import BLAZE, NOVA, QUILL, UNLINKED
+
+
+def call(name: str, **arguments: object) -> ToolCall:
+    return ToolCall(id="c1", name=name, arguments=dict(arguments))
+
+
+async def run(app, user: str, name: str, **arguments: object) -> dict:
+    result = await app.toolbox.run(ToolContext(user_id=user), call(name, **arguments))
+    return result.result
+
+
+async def test_player_stats_are_the_speakers_own(settings, scripted_app_engine) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        nova = await run(app, NOVA, "get_player_stats")
+        blaze = await run(app, BLAZE, "get_player_stats")
+    assert nova["player_name"] == "Nova" and blaze["player_name"] == "Blaze"
+    assert nova["total_points"] == sum(g["points_earned"] for g in nova["games"])
+    assert {g["game_type"] for g in nova["games"]} <= {"battle_royale", "poker", "racing", "trivia"}
+    assert all(g["games_played"] > 0 for g in nova["games"])
+    assert 1 <= nova["rank"] <= nova["players_ranked"] == 12
+    assert nova["achievements"]
+
+
+async def test_ranks_are_a_permutation_by_points(settings, scripted_app_engine) -> None:
+    users = [f"{d}" * 18 for d in "12345678"] + [
+        "999999999999999999",
+        "101010101010101010",
+        "121212121212121212",
+        "131313131313131313",
+    ]
+    async with running_app(settings, scripted_app_engine) as app:
+        stats = [await run(app, u, "get_player_stats") for u in users]
+    by_points = sorted(stats, key=lambda s: -s["total_points"])
+    assert [s["rank"] for s in by_points] == sorted(s["rank"] for s in stats)
+    assert by_points[0]["rank"] == 1
+
+
+async def test_a_model_cannot_ask_for_another_players_stats(settings, scripted_app_engine) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        sneaky = await app.toolbox.run(
+            ToolContext(user_id=NOVA), call("get_player_stats", user_id=BLAZE, player="Blaze")
+        )
+        own = await run(app, NOVA, "get_player_stats")
+    assert not sneaky.ok and "Invalid arguments" in sneaky.result["error"]
+    assert "Blaze" not in str(sneaky.result)
+    assert own["player_name"] == "Nova"
+
+
+async def test_unlinked_user_gets_a_polite_answer(settings, scripted_app_engine) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        result = await run(app, UNLINKED, "get_player_stats")
+    assert result == {
+        "linked": False,
+        "message": "This Discord account is not linked to a player profile yet.",
+    }
+
+
+async def test_grievance_keys_count_up_and_status_is_scoped(settings, scripted_app_engine) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        first = await run(app, BLAZE, "register_grievance", category="wallet", description="charged twice")
+        second = await run(app, BLAZE, "register_grievance", category="other", description="lag")
+        assert first["ticket_key"] == "GRV-14" and second["ticket_key"] == "GRV-15"
+        mine = await run(app, BLAZE, "get_grievance_status")
+        assert [t["ticket_key"] for t in mine["tickets"]] == ["GRV-15", "GRV-14", "GRV-11"]
+        one = await run(app, BLAZE, "get_grievance_status", ticket_key="grv-14")
+        assert [t["ticket_key"] for t in one["tickets"]] == ["GRV-14"]
+        assert one["tickets"][0]["status"] == "open"
+        # Nova's ticket, asked for by Blaze: nothing, not even that it exists
+        theirs = await run(app, BLAZE, "get_grievance_status", ticket_key="GRV-10")
+        assert theirs["tickets"] == [] and "No ticket GRV-10" in theirs["message"]
+        nova = await run(app, NOVA, "get_grievance_status")
+        assert {t["ticket_key"] for t in nova["tickets"]} == {"GRV-10", "GRV-12"}
+
+
+async def test_concurrent_grievances_get_distinct_keys(settings, scripted_app_engine) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        results = await asyncio.gather(
+            *(run(app, QUILL, "register_grievance", category="other", description=f"n{i}") for i in range(20))
+        )
+        keys = [r["ticket_key"] for r in results]
+        assert len(set(keys)) == 20
+        listed = await run(app, QUILL, "get_grievance_status")
+    assert len(listed["tickets"]) == 10  # the newest ten
+
+
+@pytest.mark.parametrize("category", ["refund", "", "WALLET", "wallet; DROP TABLE grievances"])
+async def test_unknown_categories_and_injection_are_refused(settings, scripted_app_engine, category) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        result = await app.toolbox.run(
+            ToolContext(user_id=NOVA), call("register_grievance", category=category, description="x")
+        )
+        after = await run(app, NOVA, "get_grievance_status")
+    assert not result.ok
+    assert len(after["tickets"]) == 2
+    assert set(CATEGORIES) == {"wallet", "reward_points", "gaming_experience", "usage_history", "other"}
+
+
+async def test_ticket_key_that_is_not_a_key_is_refused(settings, scripted_app_engine) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        result = await run(app, NOVA, "get_grievance_status", ticket_key="GRV-10' OR '1'='1")
+    assert result["tickets"] == [] and "not a ticket key" in result["message"]
+
+
+async def test_manual_search_ranks_the_right_manual_first(settings, scripted_app_engine) -> None:
+    expectations = {
+        "how do I pair my controller": "controller",
+        "I forgot my password": "password",
+        "set up two factor authentication": "two-factor",
+        "can I get a refund": "refund",
+        "someone is cheating, how do I report them": "cheat",
+        "the game keeps crashing": "crash",
+        "what are the minimum requirements for my pc": "requirements",
+        "how does the battle pass work": "battle",
+        "limit my kid's play time": "parental",
+        "I bought gems but they never arrived": "purchases",
+    }
+    async with running_app(settings, scripted_app_engine) as app:
+        for question, expected_source in expectations.items():
+            result = await run(app, NOVA, "search_manuals", query=question)
+            passages = result["passages"]
+            assert passages, question
+            assert expected_source in passages[0]["source"], (question, passages[0]["source"])
+            assert passages[0]["title"]
+
+
+def test_fts_query_quotes_every_term_so_nothing_is_syntax() -> None:
+    assert fts_query('refund" OR title:* NEAR(a b)') == '"refund" OR "title" OR "near" OR "b"'
+    assert fts_query("how do I") == ""
