@@ -101,6 +101,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"heard:  {heard}")
         print(f"tool:   {tools}")
         print(f"answer: {answer}")
+        print(f"engine: {engine}")
         print()
     return 0
 
