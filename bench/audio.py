@@ -1,0 +1,73 @@
+"""Decode + trim + resample + WAV for a voice note: our in-process path vs pydub's default.
+
+    python bench/audio.py [--repeat N]
+
+The baseline is what the seed design did: `AudioSegment.from_file` (an ffmpeg subprocess per
+note), pydub's silence detection, `set_frame_rate`/`set_channels`, `export(format="wav")`.
+It needs an `ffmpeg` binary on PATH (apt-get install ffmpeg); our path does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bot import audio  # noqa: E402
+from bot.config import AudioSettings  # noqa: E402
+from tests.audio_samples import encode, speechlike  # noqa: E402
+
+
+def ours(data: bytes) -> bytes:
+    return audio.decode(data, AudioSettings(max_seconds=600)).wav()
+
+
+def pydub_default(data: bytes) -> bytes:
+    from pydub import AudioSegment
+    from pydub.silence import detect_leading_silence
+
+    segment = AudioSegment.from_file(io.BytesIO(data))
+    start = detect_leading_silence(segment, silence_threshold=-40.0)
+    end = detect_leading_silence(segment.reverse(), silence_threshold=-40.0)
+    segment = segment[start : len(segment) - end]
+    segment = segment.set_frame_rate(24_000).set_channels(1).set_sample_width(2)
+    out = io.BytesIO()
+    segment.export(out, format="wav")
+    return out.getvalue()
+
+
+def timed(fn, data: bytes, repeat: int) -> float:  # type: ignore[no-untyped-def]
+    fn(data)  # warm-up: imports, codec tables
+    runs = []
+    for _ in range(repeat):
+        started = time.perf_counter()
+        fn(data)
+        runs.append((time.perf_counter() - started) * 1000)
+    return statistics.median(runs)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    have_ffmpeg = shutil.which("ffmpeg") is not None
+    print(f"median of {args.repeat} runs, Ogg/Opus 48 kHz mono voice notes (as Discord sends them)")
+    print(f"{'note':>6} {'ours ms':>9} {'pydub+ffmpeg ms':>16} {'speed-up':>9}")
+    for seconds in (10, 60):
+        data = encode(speechlike(seconds - 1.0), 48_000, "ogg")
+        mine = timed(ours, data, args.repeat)
+        if have_ffmpeg:
+            base = timed(pydub_default, data, args.repeat)
+            print(f"{seconds:>5}s {mine:>9.1f} {base:>16.1f} {base / mine:>8.1f}x")
+        else:
+            print(f"{seconds:>5}s {mine:>9.1f} {'(no ffmpeg)':>16} {'-':>9}")
+
+
+if __name__ == "__main__":
+    main()
