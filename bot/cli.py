@@ -106,6 +106,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    from bot.evaluation import run_eval
+
+    splits = tuple(args.split) if args.split else ("heldout", "dev", "tune")
+    print(asyncio.run(run_eval(_settings(args), splits, verbose=args.misses)))
+    return 0
+
+
 # name → (handler, help, argument adder)
 COMMANDS: dict[
     str, tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None]]
@@ -130,6 +138,14 @@ COMMANDS: dict[
                 "--samples", default=str(Path(__file__).resolve().parent.parent / "data" / "samples")
             ),
             p.add_argument("--user", default=DEMO_USER),
+        ),
+    ),
+    "eval": (
+        cmd_eval,
+        "measure the offline engine on the spoken evaluation set (data/eval)",
+        lambda p: (
+            p.add_argument("--split", action="append", choices=["heldout", "dev", "tune"]),
+            p.add_argument("--misses", action="store_true", help="list every miss"),
         ),
     ),
 }

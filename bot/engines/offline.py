@@ -124,12 +124,12 @@ def spoken(text: str) -> str:
     return _KEY.sub(lambda m: " ".join(m.group(1)) + " " + m.group(2), text)
 
 
-def speak_pcm(text: str, voice: str, rate_wpm: int) -> tuple[bytes, int]:
+def speak_pcm(text: str, voice: str, rate_wpm: int, pitch: int = 50) -> tuple[bytes, int]:
     engine = Espeak.shared()
     if not engine.has_voice(voice):
         log.warning("no eSpeak voice %r; using en-us", voice)
         voice = "en-us"
-    speech = engine.synthesize(spoken(text), voice, rate_wpm)
+    speech = engine.synthesize(spoken(text), voice, rate_wpm, pitch)
     return speech.pcm, speech.rate
 
 

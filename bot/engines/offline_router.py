@@ -66,6 +66,18 @@ CUES: dict[str, dict[str, float]] = {
         "earned": 1.0,
         "how many points": 1.5,
         "my profile": 1.5,
+        "how much cash": 2.0,
+        "how much money": 2.0,
+        "total": 1.5,
+        "ranked": 2.5,
+        "rankings": 2.5,
+        "standing": 2.0,
+        "summary": 2.0,
+        "my games": 1.5,
+        "unlocked": 1.5,
+        "awards": 2.0,
+        "winnings": 2.0,
+        "place": 1.0,
     },
     MANUALS: {
         "how do i": 2.0,
@@ -124,6 +136,16 @@ CUES: dict[str, dict[str, float]] = {
         "verify": 1.5,
         "files": 0.8,
         "hacker": 1.5,
+        "stick": 2.0,
+        "account": 1.0,
+        "phone": 1.5,
+        "laptop": 2.0,
+        "computer": 1.5,
+        "pc": 1.5,
+        "end of the season": 2.0,
+        "what should i do": 1.5,
+        "what do i do": 1.5,
+        "purchases": 1.5,
     },
     REGISTER: {
         "complain": 3.5,
@@ -159,6 +181,16 @@ CUES: dict[str, dict[str, float]] = {
         "my money": 1.5,
         "i was": 0.5,
         "keeps": 1.0,
+        "reward points": 2.5,
+        "are missing": 2.0,
+        "is missing": 2.0,
+        "is wrong": 2.0,
+        "never arrived": 1.5,
+        "open a": 2.0,
+        "shows games": 2.0,
+        "i never played": 2.0,
+        "took money": 3.0,
+        "not correct": 2.0,
     },
     STATUS: {
         "status": 3.5,
@@ -183,12 +215,19 @@ CUES: dict[str, dict[str, float]] = {
         "where is my": 1.5,
         "g r v": 3.0,
         "grv": 3.0,
+        "latest on": 2.5,
+        "replied": 2.5,
+        "looked at": 2.0,
+        "still open": 2.5,
+        "check on my": 2.0,
     },
     GREETING: {
         "hello": 3.0,
         "hi": 2.5,
         "hey": 2.0,
         "good morning": 3.0,
+        "morning": 2.0,
+        "evening": 2.0,
         "good evening": 3.0,
         "how are you": 2.5,
         "howdy": 3.0,
@@ -264,6 +303,11 @@ CATEGORY_CUES: dict[str, dict[str, float]] = {
     },
 }
 
+# A word that is itself a cue ("stats") must not fuzzily count as another ("status").
+_EXACT_ONLY = frozenset(
+    cue for table in (*CUES.values(), *CATEGORY_CUES.values()) for cue in table if " " not in cue
+)
+
 _NUMBER_WORDS = {
     w: i
     for i, w in enumerate(
@@ -296,8 +340,8 @@ def tokenize(text: str) -> list[str]:
 def _word_matches(cue: str, word: str) -> bool:
     if cue == word:
         return True
-    if len(cue) < 5 or len(word) < 4:
-        return False  # short words: too easy to confuse
+    if len(cue) < 5 or len(word) < 4 or word in _EXACT_ONLY:
+        return False  # short words are too easy to confuse; a cue word means only itself
     return difflib.SequenceMatcher(None, cue, word).ratio() >= 0.84
 
 
@@ -380,11 +424,20 @@ def route(text: str, history: list[PastTurn] | None = None) -> Intent:
 
     # A question about a problem ("how do I get a refund") is for the manuals; a statement of
     # one ("I was charged twice") is a grievance.
-    if joined.startswith(("how ", "what ", "can ", "where ", "when ", "does ", "is there", "why ")):
+    if joined.startswith(("how ", "what ", "can ", "where ", "when ", "does ", "is there", "why ", "which ")):
         scores[MANUALS] += 0.5
         scores[REGISTER] -= 1.0
     if "status" in words or "update" in words:
         scores[REGISTER] -= 2.0
+    # A statement of something wrong ("my rewards never arrived") is a complaint.
+    elif joined.startswith(("my ", "i ", "someone ", "somebody ", "the ")) and scores[REGISTER] > 0:
+        scores[REGISTER] += 1.0
+    # "my complaint" / "my ticket" is one that already exists: asking about it is a status check.
+    if re.search(
+        r"\bmy (complaints?|grievances?|tickets?|support tickets?|case)\b", joined
+    ) and not re.search(r"\b(file|make|open|raise|new)\b", joined):
+        scores[STATUS] += 1.5
+        scores[REGISTER] -= 1.5
 
     ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
     (best, top), (_, second) = ranked[0], ranked[1]

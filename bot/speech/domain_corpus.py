@@ -170,6 +170,160 @@ MANUAL_FACTS = [
     "how do parental controls work",
 ]
 
+# Frames × synonyms: the many ways players name the same thing.
+STATS_FRAMES = [
+    "what is my {x}",
+    "what's my {x}",
+    "tell me my {x}",
+    "read me my {x}",
+    "show me my {x}",
+    "give me my {x}",
+    "can you tell me my {x}",
+    "i'd like to know my {x}",
+    "and my {x}",
+    "what about my {x}",
+    "check my {x}",
+]
+STATS_THINGS = [
+    "points",
+    "total points",
+    "points total",
+    "score",
+    "rank",
+    "ranking",
+    "position",
+    "standing",
+    "stats",
+    "player stats",
+    "statistics",
+    "achievements",
+    "trophies",
+    "badges",
+    "awards",
+    "winnings",
+    "cash winnings",
+    "summary",
+    "game summary",
+    "record",
+    "profile",
+    "level",
+]
+STATS_EXTRA = (
+    [
+        f"how many {x} have i {y}"
+        for x in ("points", "games", "wins", "matches", "achievements", "trophies", "badges")
+        for y in ("got", "earned", "played", "won", "unlocked")
+    ]
+    + [f"how much {x} have i won{t}" for x in ("cash", "money") for t in ("", " so far", " this season")]
+    + [
+        f"have i {v} any {x}"
+        for v in ("unlocked", "earned", "got")
+        for x in ("achievements", "trophies", "badges")
+    ]
+    + [f"how am i doing{t}" for t in (" right now", " this season", " lately", " so far")]
+)
+
+PROBLEM_SUBJECTS = [
+    "my wallet",
+    "my balance",
+    "my wallet balance",
+    "my account balance",
+    "my reward points",
+    "my season rewards",
+    "my battle pass rewards",
+    "my match history",
+    "my usage history",
+    "my play history",
+    "my credits",
+    "my gems",
+    "my payment",
+    "my refund",
+    "my points",
+]
+PROBLEMS = [
+    "is wrong",
+    "is missing",
+    "are missing",
+    "is not correct",
+    "never arrived",
+    "did not update",
+    "disappeared",
+    "was not added",
+    "is empty",
+    "does not add up",
+]
+COMPLAINT_FRAMES = [
+    "i want to complain about {x}",
+    "i'd like to complain about {x}",
+    "i want to report a problem with {x}",
+    "i want to raise a grievance about {x}",
+    "please file a complaint about {x}",
+    "i have a problem with {x}",
+    "open a ticket about {x}",
+]
+COMPLAINT_TOPICS = [
+    "my wallet",
+    "the lag",
+    "the servers",
+    "the matchmaking",
+    "a payment",
+    "my account",
+    "my reward points",
+    "a moderator",
+    "my match history",
+    "a charge",
+    "being kicked",
+]
+INCIDENTS = [
+    "i got kicked out of the match",
+    "i got disconnected in the final",
+    "the game crashed during a match",
+    "the game froze during a tournament",
+    "i lost my points",
+    "i lost my entry fee",
+    "i was charged for nothing",
+    "someone took money from my wallet",
+    "i paid but got nothing",
+    "the servers were lagging",
+    "i was charged twice for the same item",
+]
+STATUS_FRAMES = [
+    "any news on my {x}",
+    "any update on my {x}",
+    "what's the latest on my {x}",
+    "what is the status of my {x}",
+    "has anyone answered my {x}",
+    "has support looked at my {x}",
+    "is my {x} resolved",
+    "is my {x} fixed yet",
+    "is my {x} still open",
+    "what happened with my {x}",
+    "check on my {x}",
+    "where are we with my {x}",
+    "did anyone reply to my {x}",
+]
+STATUS_OBJECTS = ["ticket", "tickets", "complaint", "complaints", "grievance", "support ticket", "case"]
+MANUAL_FRAMES_EXTRA = ["what should i do if {x}", "what do i do when {x}", "help {x}"]
+MANUAL_CONDITIONS = [
+    "my controller won't connect",
+    "my controller keeps disconnecting",
+    "the game keeps crashing",
+    "the game freezes",
+    "i forgot my password",
+    "my account is locked",
+    "i lost my phone",
+    "my purchase didn't arrive",
+    "my gems didn't arrive",
+    "i see a cheater",
+    "my stick drifts",
+]
+MANUAL_TOPIC_QUESTIONS = [
+    "where do i {x}",
+    "how long does it take to {x}",
+    "is it possible to {x}",
+    "what's the best way to {x}",
+]
+
 NUMBERS = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen".split()
 
 
@@ -178,6 +332,12 @@ def domain_sentences(manuals_dir: Path) -> list[str]:
     base = STATS + STATUS + GRIEVANCE + SMALLTALK + MANUAL_FACTS
     base += [q.format(x=t) for q, t in itertools.product(MANUAL_QUESTIONS, MANUAL_TASKS)]
     base += [f"what is the status of ticket {n}" for n in NUMBERS]
+    base += [f.format(x=x) for f in STATS_FRAMES for x in STATS_THINGS] + STATS_EXTRA
+    base += [f"{x} {p}" for x in PROBLEM_SUBJECTS for p in PROBLEMS]
+    base += [f.format(x=x) for f in COMPLAINT_FRAMES for x in COMPLAINT_TOPICS] + INCIDENTS
+    base += [f.format(x=x) for f in STATUS_FRAMES for x in STATUS_OBJECTS]
+    base += [f.format(x=x) for f in MANUAL_FRAMES_EXTRA for x in MANUAL_CONDITIONS]
+    base += [f.format(x=x) for f in MANUAL_TOPIC_QUESTIONS for x in MANUAL_TASKS]
     sentences = [f"{o} {s}".strip() for o, s in itertools.product(OPENERS[:4], base)]
     sentences += [f"{o} {s}".strip() for o, s in itertools.product(OPENERS[4:], base[::3])]
     for chunk in chunk_manuals(manuals_dir):

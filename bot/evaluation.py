@@ -1,0 +1,192 @@
+"""`python -m bot eval`: how well the offline engine hears and routes spoken questions.
+
+Each question in data/eval/questions.tsv is spoken by eSpeak NG (voice, speed and pitch vary
+per question; the held-out split uses voices the tuning split never used), encoded as an
+Ogg/Opus voice note, and also mixed with background noise. Every recording then goes the real
+way: audio.decode → the engine's recogniser → the intent router.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bot import audio
+from bot.config import Settings
+from bot.engines import offline_router as router
+from bot.engines.offline import OfflineEngine, create_offline_engine, speak_pcm
+from bot.speech.domain_corpus import normalise
+
+QUESTIONS = Path(__file__).resolve().parent.parent / "data" / "eval" / "questions.tsv"
+VOICES = {
+    "tune": ["en-us+f2", "en-us+m2", "en-us+klatt3", "en-us+f5"],
+    "dev": ["en-us+f3", "en-us+m6", "en+f3", "en-us+f2"],
+    "heldout": ["en-us+f3", "en-us+m6", "en+f3", "en-us+klatt"],
+}
+SPEEDS = [145, 160, 175]
+PITCHES = [40, 50, 62]
+NOISE_SNR_DB = 10.0
+
+
+@dataclass(frozen=True)
+class Question:
+    split: str
+    intent: str
+    text: str
+    index: int
+
+    @property
+    def voice(self) -> str:
+        voices = VOICES[self.split]
+        return voices[self.index % len(voices)]
+
+    @property
+    def speed(self) -> int:
+        return SPEEDS[(self.index // 2) % len(SPEEDS)]
+
+    @property
+    def pitch(self) -> int:
+        return PITCHES[(self.index // 3) % len(PITCHES)]
+
+
+@dataclass
+class Outcome:
+    question: Question
+    noisy: bool
+    heard: str
+    routed: str
+    errors: int
+    words: int
+    decode_seconds: float
+    audio_seconds: float
+
+    @property
+    def correct(self) -> bool:
+        return self.routed == self.question.intent
+
+
+def load_questions(path: Path = QUESTIONS) -> list[Question]:
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        split, intent, text = line.split("\t")
+        out.append(Question(split, intent, text, len(out)))
+    return out
+
+
+def add_noise(samples: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
+    """Background hiss and hum (pink-ish noise) at the given signal-to-noise ratio."""
+    rng = np.random.default_rng(seed)
+    white = rng.standard_normal(len(samples))
+    pink = np.cumsum(white)
+    pink -= np.convolve(pink, np.ones(64) / 64, mode="same")  # drop the drift, keep the colour
+    noise = pink / (np.std(pink) or 1.0)
+    speech = samples.astype(np.float64)
+    power = np.mean(speech[np.abs(speech) > 300] ** 2) if np.any(np.abs(speech) > 300) else 1.0
+    noise *= np.sqrt(power / 10 ** (snr_db / 10))
+    return np.clip(speech + noise, -32768, 32767).astype(np.int16)
+
+
+def recording(q: Question, noisy: bool, cache: Path) -> bytes:
+    """The question as an Ogg/Opus voice note, cached by everything that shapes it."""
+    tag = f"{q.text}|{q.voice}|{q.speed}|{q.pitch}|{noisy}|{NOISE_SNR_DB}"
+    path = cache / (hashlib.sha1(tag.encode()).hexdigest()[:16] + ".ogg")
+    if path.exists():
+        return path.read_bytes()
+    pcm, rate = speak_pcm(q.text, q.voice, q.speed, q.pitch)
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    silence = np.zeros(rate // 3, dtype=np.int16)
+    samples = np.concatenate([silence, samples, silence])
+    if noisy:
+        samples = add_noise(samples, NOISE_SNR_DB, seed=q.index)
+    data = audio.reply_from_pcm(samples.tobytes(), rate).ogg
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
+    ref, hyp = reference.split(), hypothesis.split()
+    row = list(range(len(hyp) + 1))
+    for i, r in enumerate(ref, 1):
+        prev, row[0] = row[0], i
+        for j, h in enumerate(hyp, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (r != h))
+    return row[-1], len(ref)
+
+
+def evaluate(engine: OfflineEngine, questions: list[Question], cache: Path, limits) -> list[Outcome]:  # type: ignore[no-untyped-def]
+    outcomes = []
+    for q in questions:
+        for noisy in (False, True):
+            decoded = audio.decode(recording(q, noisy, cache), limits)
+            started = time.perf_counter()
+            heard = engine.hear(decoded.segment.raw_data, decoded.segment.frame_rate)
+            took = time.perf_counter() - started
+            intent = router.route(heard)
+            routed = intent.name if intent.is_tool or intent.name == router.UNSURE else "smalltalk"
+            errors, words = word_errors(normalise(q.text), heard)
+            outcomes.append(Outcome(q, noisy, heard, routed, errors, words, took, decoded.seconds))
+    return outcomes
+
+
+def report(outcomes: list[Outcome], split: str, out: io.TextIOBase | None = None) -> str:
+    rows = [o for o in outcomes if o.question.split == split]
+    by_intent: dict[str, dict[bool, list[Outcome]]] = defaultdict(lambda: {False: [], True: []})
+    for o in rows:
+        by_intent[o.question.intent][o.noisy].append(o)
+    lines = [
+        f"split: {split} ({len(rows) // 2} questions, each clean and with noise at {NOISE_SNR_DB:g} dB SNR)"
+    ]
+    lines.append(f"{'intent':<22} {'n':>3} {'clean':>7} {'noisy':>7}")
+    for intent in sorted(by_intent):
+        clean, noisy = by_intent[intent][False], by_intent[intent][True]
+        lines.append(f"{intent:<22} {len(clean):>3} {_acc(clean):>7} {_acc(noisy):>7}")
+    clean = [o for o in rows if not o.noisy]
+    noisy = [o for o in rows if o.noisy]
+    lines.append(f"{'all':<22} {len(clean):>3} {_acc(clean):>7} {_acc(noisy):>7}")
+    lines.append(f"word error rate: clean {_wer(clean):.1%}, noisy {_wer(noisy):.1%}")
+    rtf = [o.decode_seconds / o.audio_seconds for o in rows]
+    total = sum(o.decode_seconds for o in rows) / sum(o.audio_seconds for o in rows)
+    lines.append(
+        f"real-time factor: overall {total:.3f}, p95 {np.percentile(rtf, 95):.3f}, worst {max(rtf):.3f}"
+    )
+    return "\n".join(lines)
+
+
+def _acc(rows: list[Outcome]) -> str:
+    return f"{sum(o.correct for o in rows) / len(rows):.0%}" if rows else "-"
+
+
+def _wer(rows: list[Outcome]) -> float:
+    words = sum(o.words for o in rows)
+    return sum(o.errors for o in rows) / words if words else 0.0
+
+
+async def run_eval(
+    settings: Settings, splits: tuple[str, ...] = ("heldout", "dev", "tune"), verbose: bool = False
+) -> str:
+    import asyncio
+
+    engine = await create_offline_engine(settings)
+    questions = [q for q in load_questions() if q.split in splits]
+    cache = settings.storage_dir / "eval"
+    outcomes = await asyncio.to_thread(evaluate, engine, questions, cache, settings.audio)
+    parts = [report(outcomes, split) for split in splits]
+    if verbose:
+        misses = [o for o in outcomes if not o.correct]
+        parts.append(
+            "misses:\n"
+            + "\n".join(
+                f"  [{o.question.split}{' noisy' if o.noisy else ''}] {o.question.text!r} heard {o.heard!r} → {o.routed}"
+                for o in misses
+            )
+        )
+    return "\n\n".join(parts)
