@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bot import audio  # noqa: E402
-from bot.config import AudioSettings  # noqa: E402
-from tests.audio_samples import encode, speechlike  # noqa: E402
+from bot import audio
+from bot.config import AudioSettings
+from tests.audio_samples import encode, speechlike
 
 
 def ours(data: bytes) -> bytes:

@@ -182,11 +182,10 @@ async def run_eval(
     parts = [report(outcomes, split) for split in splits]
     if verbose:
         misses = [o for o in outcomes if not o.correct]
-        parts.append(
-            "misses:\n"
-            + "\n".join(
-                f"  [{o.question.split}{' noisy' if o.noisy else ''}] {o.question.text!r} heard {o.heard!r} → {o.routed}"
-                for o in misses
-            )
-        )
+        lines = [
+            f"  [{o.question.split}{' noisy' if o.noisy else ''}] {o.question.text!r} "
+            f"heard {o.heard!r} → {o.routed}"
+            for o in misses
+        ]
+        parts.append("misses:\n" + "\n".join(lines))
     return "\n\n".join(parts)
