@@ -106,6 +106,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from cogs.runner import run
+
+    return run(_settings(args))
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from cogs.runner import sync
+
+    return sync(_settings(args), args.guild)
+
+
 # name → (handler, help, argument adder)
 COMMANDS: dict[
     str, tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None]]
@@ -131,6 +143,12 @@ COMMANDS: dict[
             ),
             p.add_argument("--user", default=DEMO_USER),
         ),
+    ),
+    "run": (cmd_run, "start the Discord bot (needs DISCORD_TOKEN)", lambda p: None),
+    "sync": (
+        cmd_sync,
+        "publish the slash commands, globally or to one guild",
+        lambda p: p.add_argument("--guild", type=int, default=None, help="guild id: instant, for testing"),
     ),
 }
 

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import os
+import signal
 
 import pytest
 
 from bot.audio import decode
+from cogs.runner import serve
 from tests.conftest import BLAZE, NOVA, QUILL
-from tests.discord_harness import Harness, running_bot, voice_note
+from tests.discord_harness import Harness, discord_settings, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     MESSAGE_CONTENT_INTENT,
     OTHER_CHANNEL,
+    TOKEN,
     VOICE_FLAG,
     FakeDiscord,
     InjectedUser,
@@ -169,15 +174,28 @@ async def test_twenty_players_three_notes_each_all_answered_in_order(settings, f
         assert h.fake.violations == []
 
 
-async def test_shutdown_finishes_the_note_in_flight(settings, fake: FakeDiscord):
+async def test_sigterm_stops_taking_notes_finishes_the_turn_and_closes_everything(settings, fake: FakeDiscord):
     from tests.frontend_engine import FrontendEngine
 
-    async with running_bot(settings, fake, engine=FrontendEngine(delay=0.3)) as h:
-        note = await h.fake.send_note(nova, voice_note())
-        await h.fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
-        h.stop.set()  # what SIGTERM does
-        await h.task
-        assert len(h.fake.replies_to(note["id"])) == 2
-        assert h.bot.is_closed()
-        late = await h.fake.send_note(blaze, voice_note()) if h.fake._sockets else None
-        assert late is None or h.fake.replies_to(late["id"]) == []
+    settings = discord_settings(settings, fake)
+    started: asyncio.Future = asyncio.get_running_loop().create_future()
+    # No stop event: serve() listens for SIGTERM / SIGINT itself, as `python -m bot run` does.
+    task = asyncio.create_task(serve(settings, TOKEN, engine=FrontendEngine(delay=0.3), started=started))
+    bot = await asyncio.wait_for(started, 30)
+    await asyncio.wait_for(bot.wait_until_ready(), 30)
+    note = await fake.send_note(nova, voice_note())
+    await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 30)
+    assert len(fake.replies_to(note["id"])) == 2  # the turn in flight was finished
+    assert not bot.accepting and bot.is_closed()
+    assert bot.core.closers == []  # App.aclose() closed every store and client
+
+
+def test_run_without_a_token_says_what_to_do(monkeypatch, capsys, settings):
+    from bot.cli import main
+
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.setenv("VOXDESK_STORAGE_DIR", str(settings.storage_dir))
+    assert main(["run"]) == 2
+    assert "DISCORD_TOKEN is not set" in capsys.readouterr().err
