@@ -174,7 +174,7 @@ async def test_twenty_players_three_notes_each_all_answered_in_order(settings, f
         assert h.fake.violations == []
 
 
-async def test_sigterm_stops_taking_notes_finishes_the_turn_and_closes_everything(settings, fake: FakeDiscord):
+async def test_sigterm_finishes_the_turn_in_flight_and_closes_everything(settings, fake: FakeDiscord):
     from tests.frontend_engine import FrontendEngine
 
     settings = discord_settings(settings, fake)
