@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 
 from bot.audio import pcm_to_wav
-from bot.engines.base import AudioClip, EngineReply, TurnState
+from bot.engines.base import AudioClip, EngineError, EngineReply, TurnState
 from bot.tools.base import ToolCall
 
 VOICES = ["aurora", "basalt", "cinder"]
@@ -32,12 +32,15 @@ class FrontendEngine:
         self.delay = delay
         self.reply_seconds = reply_seconds
         self.long_reply = False  # answer with a transcript longer than one Discord message
+        self.down = False  # behave like a model service that is unreachable
         self.turns: list[TurnState] = []
 
     async def transcribe(self, audio: AudioClip) -> str | None:
         return f"a note of {audio.seconds:.1f} seconds"
 
     async def complete(self, turn: TurnState) -> EngineReply:
+        if self.down:
+            raise EngineError("model service unreachable")
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.use_tools and not turn.rounds and turn.allow_tools:

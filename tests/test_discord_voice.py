@@ -114,6 +114,18 @@ async def test_refused_voice_message_falls_back_to_a_file_reply(harness: Harness
     assert decode(upload.data, harness.settings.audio).seconds > 0
 
 
+async def test_engine_down_gets_a_spoken_or_written_apology(harness: Harness):
+    harness.engine.down = True
+    note = await harness.fake.send_note(nova, voice_note())
+    replies = await answered(harness.fake, note, count=1)
+    assert "voice service is down" in replies[-1].content
+    channel = int(note["channel_id"])
+    warning = "\N{WARNING SIGN}"
+    await harness.fake.wait_for(
+        lambda _: [r for r in harness.fake.sent("reaction_add", channel) if r.body["emoji"] == warning]
+    )
+
+
 async def test_oversized_note_is_refused_before_download(harness: Harness):
     fake = harness.fake
     note = await fake.send_note(nova, voice_note(), declared_size=50_000_000)

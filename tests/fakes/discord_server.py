@@ -24,6 +24,7 @@ import io
 import itertools
 import json
 import re
+import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -152,6 +153,7 @@ class Received:
     files: list[Upload] = field(default_factory=list)
     response: dict[str, Any] | None = None  # what the fake answered (e.g. the created message)
     error: int | None = None  # the Discord error code the fake answered with
+    at: float = field(default_factory=time.perf_counter)  # when it arrived
 
     @property
     def flags(self) -> int:
@@ -187,6 +189,7 @@ class FakeDiscord:
         self.violations: list[str] = []  # requests the real Discord would have refused
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id → synced commands
         self.attachments: dict[int, bytes] = {}
+        self.dispatched_at: dict[str, float] = {}  # message id → when MESSAGE_CREATE went out
         self.refuse_voice_in: set[int] = set()  # channels that answer 50173 to voice messages
         self.identified = asyncio.Event()
         self.identify_payloads: list[dict[str, Any]] = []
@@ -374,6 +377,7 @@ class FakeDiscord:
                 "mute": False,
                 "flags": 0,
             }
+        self.dispatched_at[message["id"]] = time.perf_counter()
         await self.dispatch("MESSAGE_CREATE", message)
         return message
 
