@@ -183,7 +183,7 @@ def reply_from_pcm(pcm: bytes, rate: int) -> ReplyAudio:
     """Mono 16-bit PCM at any rate → Ogg/Opus 48 kHz with duration and waveform."""
     samples = np.frombuffer(pcm, dtype=np.int16)
     if rate != REPLY_RATE:
-        samples = _resample(samples, rate, REPLY_RATE)
+        samples = resample(samples, rate, REPLY_RATE)
     return ReplyAudio(
         ogg=_encode_ogg_opus(samples),
         duration_secs=round(len(samples) / REPLY_RATE, 2),
@@ -202,7 +202,7 @@ def reply_from_encoded(data: bytes, fmt: str) -> ReplyAudio:
     return ReplyAudio(ogg=_encode_ogg_opus(samples), duration_secs=duration, waveform=waveform(samples))
 
 
-def _resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
+def resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
     resampler = av.AudioResampler(format="s16", layout="mono", rate=dst)
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
     frame.sample_rate = src

@@ -1,0 +1,263 @@
+"""The offline engine: pocketsphinx hears, the intent router picks a tool, templates answer and
+eSpeak NG speaks. No network, no downloads: everything comes from the wheels.
+
+It is the embedded default, the fallback when a cloud engine fails, and how the tests run real
+speech end to end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from bot import audio
+from bot.config import Settings
+from bot.engines import offline_router as router
+from bot.engines.base import AudioClip, EngineReply, TurnState
+from bot.speech.recognizer import Recognizer, build_domain_model, to_16k
+from bot.speech.synth import Espeak, english_voices
+from bot.tools.base import ToolCall
+
+log = logging.getLogger(__name__)
+
+DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
+
+GREETING = "Hi! Ask me about your points, the game guides, or your support tickets."
+THANKS = "You're welcome. Good luck in your next match!"
+CAPABILITIES = (
+    "I can tell you your points, rank and achievements, answer questions from the game guides, "
+    "file a complaint for you, and check on your tickets."
+)
+GOODBYE = "Bye for now. Good games!"
+UNSURE = (
+    "Sorry, I didn't catch that. Could you say it again in other words? You can ask about your "
+    "points, the game guides, or your tickets."
+)
+SMALLTALK = {
+    router.GREETING: GREETING,
+    router.THANKS: THANKS,
+    router.CAPABILITIES: CAPABILITIES,
+    router.GOODBYE: GOODBYE,
+    router.UNSURE: UNSURE,
+}
+CATEGORY_WORDS = {
+    "wallet": "wallet",
+    "reward_points": "reward points",
+    "gaming_experience": "game experience",
+    "usage_history": "usage history",
+    "other": "general",
+}
+GAME_WORDS = {"battle_royale": "battle royale"}
+
+
+class OfflineEngine:
+    name = "offline"
+
+    def __init__(self, recognizer: Recognizer, voice: str, rate_wpm: int) -> None:
+        self.recognizer = recognizer
+        self.voice = voice
+        self.rate_wpm = rate_wpm
+
+    # ---- hearing --------------------------------------------------------------------------
+
+    async def transcribe(self, clip: AudioClip) -> str | None:
+        return await asyncio.to_thread(self.hear, clip.pcm, clip.sample_rate)
+
+    def hear(self, pcm: bytes, rate: int) -> str:
+        """Domain model first; the general model only when the domain words make no sense."""
+        pcm16 = to_16k(pcm, rate)
+        heard = self.recognizer.recognize(pcm16)
+        if router.route(heard.text).name != router.UNSURE:
+            return heard.text
+        wider = self.recognizer.recognize(pcm16, general=True)
+        if router.route(wider.text).name != router.UNSURE:
+            log.info("general model understood what the domain model did not: %r", wider.text)
+            return wider.text
+        return heard.text
+
+    # ---- one step -------------------------------------------------------------------------
+
+    async def complete(self, turn: TurnState) -> EngineReply:
+        if turn.rounds:
+            last = turn.rounds[-1]
+            text = render(last.calls[0].name, last.results[0].result, turn.scratch.get("heard", ""))
+            return await self._say(text, turn)
+        heard = turn.text if turn.text is not None else (await turn.heard if turn.heard else None) or ""
+        turn.scratch["heard"] = heard
+        intent = router.route(heard, turn.history)
+        log.info("heard %r → %s %s", heard, intent.name, intent.arguments)
+        if intent.is_tool and turn.allow_tools:
+            call = ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=intent.name, arguments=intent.arguments)
+            return EngineReply(tool_calls=[call], user_text=heard)
+        return await self._say(SMALLTALK.get(intent.name, UNSURE), turn)
+
+    async def _say(self, text: str, turn: TurnState) -> EngineReply:
+        voice = turn.voice or self.voice
+        pcm, rate = await asyncio.to_thread(speak_pcm, text, voice, self.rate_wpm)
+        return EngineReply(
+            text=text,
+            audio=audio.pcm_to_wav(pcm, rate),
+            audio_format="wav",
+            user_text=turn.scratch.get("heard"),
+        )
+
+    def voices(self) -> list[str]:
+        return english_voices()
+
+    async def aclose(self) -> None:
+        pass
+
+
+# ---- speaking -------------------------------------------------------------------------------
+
+_KEY = re.compile(r"\b([A-Z]{2,6})-(\d+)\b")
+
+
+def spoken(text: str) -> str:
+    """Text as it should sound: ticket keys letter by letter ("G R V 14")."""
+    return _KEY.sub(lambda m: " ".join(m.group(1)) + " " + m.group(2), text)
+
+
+def speak_pcm(text: str, voice: str, rate_wpm: int) -> tuple[bytes, int]:
+    engine = Espeak.shared()
+    if not engine.has_voice(voice):
+        log.warning("no eSpeak voice %r; using en-us", voice)
+        voice = "en-us"
+    speech = engine.synthesize(spoken(text), voice, rate_wpm)
+    return speech.pcm, speech.rate
+
+
+# ---- answers --------------------------------------------------------------------------------
+
+
+def render(tool: str, result: dict[str, Any], heard: str) -> str:
+    if "error" in result:
+        return f"Sorry, {result['error'][0].lower()}{result['error'][1:]}"
+    if tool == router.STATS:
+        return _stats(result, heard)
+    if tool == router.MANUALS:
+        return _manuals(result)
+    if tool == router.REGISTER:
+        what = CATEGORY_WORDS.get(result.get("category", "other"), "general")
+        return (
+            f"I've filed your {what} complaint. Your ticket number is {result['ticket_key']}. "
+            "Ask me about its status any time."
+        )
+    if tool == router.STATUS:
+        return _status(result)
+    return UNSURE
+
+
+def _stats(result: dict[str, Any], heard: str) -> str:
+    if not result.get("linked"):
+        return (
+            "I couldn't find a player profile linked to your Discord account. Ask a moderator to "
+            "link it, then try again."
+        )
+    words = set(router.tokenize(heard))
+    achievements = result["achievements"]
+    if words & {"achievements", "achievement", "trophies", "badges"}:
+        if not achievements:
+            return f"{result['player_name']}, you have no achievements yet. Keep playing!"
+        return f"You have {_count(len(achievements), 'achievement')}: {_and(achievements)}."
+    games = sorted(result["games"], key=lambda g: -g["points_earned"])
+    lines = [
+        f"{result['player_name']}, you have {result['total_points']} points, "
+        f"and you're ranked {result['rank']} of {result['players_ranked']} players."
+    ]
+    if games:
+        best = games[0]
+        lines.append(
+            f"Your best game is {GAME_WORDS.get(best['game_type'], best['game_type'])}, with "
+            f"{best['points_earned']} points from {_count(best['games_played'], 'game')}."
+        )
+    cash = sum(g["cash_won"] for g in result["games"])
+    if cash:
+        lines.append(f"You've won {cash:.2f} dollars in cash.")
+    if achievements:
+        lines.append(f"Your latest achievement is {achievements[0]}.")
+    return " ".join(lines)
+
+
+def _manuals(result: dict[str, Any]) -> str:
+    passages = result.get("passages") or []
+    if not passages:
+        return "I couldn't find that in the game guides. Could you ask in other words?"
+    best = passages[0]
+    sentences = re.split(r"(?<=[.!?])\s+", best["text"])
+    short = " ".join(sentences[:2])
+    return f"From the guide on {best['title'].split(':')[0].lower()}: {short}"
+
+
+def _status(result: dict[str, Any]) -> str:
+    tickets = result.get("tickets") or []
+    if not tickets:
+        return result.get("message") or "You don't have any support tickets."
+    parts = []
+    if len(tickets) > 1:
+        parts.append(f"You have {_count(len(tickets), 'ticket')}.")
+    for t in tickets[:3]:
+        what = CATEGORY_WORDS.get(t["category"], "general")
+        note = (
+            " That's from our local record, because the ticket system is unreachable."
+            if t.get("note")
+            else ""
+        )
+        parts.append(
+            f"{t['ticket_key']}, your {what} complaint, is {t['status']}, "
+            f"last updated {_when(t['last_update'])}.{note}"
+        )
+    if len(tickets) > 3:
+        parts.append(f"And {len(tickets) - 3} older ones.")
+    return " ".join(parts)
+
+
+def _when(stamp: str) -> str:
+    try:
+        when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    return f"{when.day} {when.strftime('%B')}"
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _and(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+# ---- factories used by bot/app.py and bot/seed.py -------------------------------------------
+
+
+def speech_dir(settings: Settings) -> Path:
+    return settings.storage_dir / "speech"
+
+
+async def build_speech_models(settings: Settings, data_dir: Path = DATA_DIR) -> str:
+    started = time.perf_counter()
+    sentences, words = await asyncio.to_thread(build_domain_model, data_dir / "manuals", speech_dir(settings))
+    took = time.perf_counter() - started
+    return f"speech: domain language model of {sentences} sentences, {words} words ({took:.1f} s)"
+
+
+async def create_offline_engine(settings: Settings) -> OfflineEngine:
+    recognizer = await asyncio.to_thread(Recognizer, speech_dir(settings))
+    return OfflineEngine(recognizer, settings.offline.voice, settings.offline.rate_wpm)
+
+
+def create_speaker(settings: Settings):  # type: ignore[no-untyped-def]
+    async def speak(text: str, voice: str | None) -> audio.ReplyAudio:
+        pcm, rate = await asyncio.to_thread(
+            speak_pcm, text, voice or settings.offline.voice, settings.offline.rate_wpm
+        )
+        return await asyncio.to_thread(audio.reply_from_pcm, pcm, rate)
+
+    return speak

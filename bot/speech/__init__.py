@@ -1,0 +1,1 @@
+"""Offline speech: eSpeak NG synthesis and pocketsphinx recognition, from what the wheels ship."""

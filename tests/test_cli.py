@@ -1,0 +1,66 @@
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from .conftest import REPO
+
+
+def voxdesk(*args: str, storage: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    environ = {**os.environ, "VOXDESK_STORAGE_DIR": str(storage), **env}
+    return subprocess.run(
+        [sys.executable, "-m", "bot", *args],
+        cwd=REPO,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_ask_with_a_pdf_exits_nonzero_with_the_reason_and_no_traceback(settings, tmp_path: Path) -> None:
+    pdf = tmp_path / "note.ogg"
+    pdf.write_bytes(b"%PDF-1.4\n" + bytes(2000))
+    done = voxdesk("ask", str(pdf), "--json", storage=settings.storage_dir)
+    assert done.returncode == 3
+    assert done.stdout == ""
+    assert "looks like a PDF document" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_ask_before_init_says_to_run_init(tmp_path: Path) -> None:
+    note = tmp_path / "n.ogg"
+    note.write_bytes(b"OggS")
+    done = voxdesk("ask", str(note), storage=tmp_path / "empty")
+    assert done.returncode == 2
+    assert "python -m bot init" in done.stderr
+
+
+def test_bad_setting_exits_with_one_line(tmp_path: Path) -> None:
+    done = voxdesk("init", storage=tmp_path, VOXDESK_AGENT_ENGINE="gpt")
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0
+    assert "agent.engine" in done.stderr
+
+
+def test_init_is_idempotent_and_never_drops_a_filed_grievance(settings) -> None:
+    db = settings.storage_dir / "grievances.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute(
+            "INSERT INTO grievances (local_key, user_id, category, description, created_at, updated_at)"
+            " VALUES ('GRV-99', '5', 'other', 'keep me', 'x', 'x')"
+        )
+        conn.execute("UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-11'")
+    import asyncio
+
+    from bot.seed import initialise
+
+    lines = asyncio.run(initialise(settings, speech=False))
+    assert any("12 demo players" in line for line in lines)
+    with sqlite3.connect(db) as conn:
+        rows = dict(conn.execute("SELECT local_key, status FROM grievances").fetchall())
+    assert rows["GRV-99"] == "open"
+    assert rows["GRV-11"] == "resolved"  # a re-run does not reset what happened to a ticket
+    assert json.loads((REPO / "data" / "grievances.json").read_text())[0]["key"] == "GRV-10"
