@@ -48,6 +48,7 @@ TOKEN = "fake-bot-token.for-tests-only"
 MESSAGE_CONTENT_INTENT = 1 << 15
 VOICE_FLAG = 1 << 13  # IS_VOICE_MESSAGE
 EPHEMERAL_FLAG = 1 << 6
+SEND_VOICE_MESSAGES = 1 << 46
 ALL_PERMISSIONS = (1 << 51) - 1
 CONTENT_LIMIT = 2000  # what a bot may send, tighter than the spec's 4000 (Nitro users)
 
@@ -191,6 +192,8 @@ class FakeDiscord:
         self.attachments: dict[int, bytes] = {}
         self.dispatched_at: dict[str, float] = {}  # message id → when MESSAGE_CREATE went out
         self.refuse_voice_in: set[int] = set()  # channels that answer 50173 to voice messages
+        # Channels whose overwrites deny @everyone Send Voice Messages (set before the bot connects).
+        self.no_voice_permission_in: set[int] = set()
         self.identified = asyncio.Event()
         self.identify_payloads: list[dict[str, Any]] = []
         self.guild_channels = {ALLOWED_CHANNEL: "voice-help", OTHER_CHANNEL: "general"}
@@ -494,7 +497,11 @@ class FakeDiscord:
                 "guild_id": str(GUILD_ID),
                 "name": name,
                 "position": i,
-                "permission_overwrites": [],
+                "permission_overwrites": [
+                    {"id": str(GUILD_ID), "type": 0, "allow": "0", "deny": str(SEND_VOICE_MESSAGES)}
+                ]
+                if cid in self.no_voice_permission_in
+                else [],
                 "nsfw": False,
                 "topic": None,
                 "last_message_id": None,
@@ -673,6 +680,8 @@ class FakeDiscord:
             self._violate(50035, "attachments.0.waveform: 1 to 256 samples")
         if not _is_ogg_opus(files[0].data):
             self._violate(50159, "Voice messages must have a single audio attachment (Ogg/Opus)")
+        if channel_id in self.no_voice_permission_in:
+            raise DiscordError(403, 50013, "Missing Permissions")
         if channel_id in self.refuse_voice_in:
             # Not a malformed request: the channel refuses voice messages, as Discord may.
             raise DiscordError(403, 50173, "Cannot send voice messages in this channel")
