@@ -57,6 +57,12 @@ def make_intents(message_content: bool) -> discord.Intents:
     return intents
 
 
+# Voice *messages* are ordinary uploads; the bot never joins voice channels, so the libraries for
+# voice connections (PyNaCl, davey) are not needed and their start-up warnings would mislead.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
 class VoxdeskBot(commands.Bot):
     """One client over one App. `app` is None only for `sync`, which needs the command tree and
     nothing else."""

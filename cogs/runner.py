@@ -20,11 +20,20 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+def use_discord_logging(level: int) -> None:
+    """discord.py's log format (coloured on a terminal) for every logger, ours included. The
+    CLI's plain root handler goes, or each line would be printed twice."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    discord.utils.setup_logging(level=level)
+
+
 def run(settings: Settings) -> int:
     """Start the bot and run until SIGTERM or Ctrl-C; then finish the notes in flight (bounded by
     discord.shutdown_grace_seconds) and close every client."""
     token = require_discord_token(settings)
-    discord.utils.setup_logging(level=logging.INFO)  # discord.py's own format, for our loggers too
+    use_discord_logging(logging.INFO)
     try:
         asyncio.run(serve(settings, token))
     except discord.LoginFailure:
@@ -106,7 +115,7 @@ def sync(settings: Settings, guild_id: int | None) -> int:
     """Publish the slash commands: globally (can take a while to appear everywhere) or to one
     guild (instant; copies the global commands there, for testing)."""
     token = require_discord_token(settings)
-    discord.utils.setup_logging(level=logging.WARNING)
+    use_discord_logging(logging.WARNING)
     names = asyncio.run(sync_commands(settings, token, guild_id))
     where = f"guild {guild_id}" if guild_id else "all guilds and DMs (global)"
     print(f"synced {len(names)} command(s) to {where}: {', '.join(sorted(names))}")

@@ -100,10 +100,11 @@ class VoiceNotes(commands.Cog):
             await self._react(message, WORKING)
             ok = False
             try:
-                async with message.channel.typing():
+                async with self._typing(message):
                     ok = await self._turn(message, note)
             except discord.HTTPException as exc:
                 log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
+                await self._tell(message, OOPS)
             except Exception:
                 log.exception("note %s from %s failed", message.id, author.id)
                 await self._tell(message, OOPS)
@@ -150,6 +151,20 @@ class VoiceNotes(commands.Cog):
             "answered note %s from %s as %s (%s, %s)", message.id, author.id, how, reply.kind, reply.engine
         )
         return reply.kind in ("answer", "refusal")
+
+    @contextlib.asynccontextmanager
+    async def _typing(self, message: discord.Message) -> AsyncIterator[None]:
+        """ "typing…" while the note is answered; a channel that refuses it costs nothing else."""
+        typing = message.channel.typing()
+        try:
+            await typing.__aenter__()
+        except discord.HTTPException:
+            yield
+            return
+        try:
+            yield
+        finally:
+            await typing.__aexit__(None, None, None)
 
     async def _tell(self, message: discord.Message, text: str) -> None:
         """A short reply the player can act on; sending failures are only logged."""
