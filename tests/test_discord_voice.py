@@ -93,6 +93,16 @@ async def test_notes_the_bot_must_not_answer_get_nothing(harness: Harness):
     assert not fake.sent("typing", OTHER_CHANNEL)[1:]  # only the one answered note showed typing
 
 
+async def test_the_bot_resumes_after_a_gateway_reconnect(harness: Harness):
+    fake = harness.fake
+    await fake.ask_to_reconnect()
+    await asyncio.wait_for(fake.resumed.wait(), 30)
+    (resume,) = fake.resume_payloads
+    assert resume["session_id"] in fake.sessions and len(fake.identify_payloads) == 1
+    note = await fake.send_note(nova, voice_note())
+    await answered(fake, note)
+
+
 async def test_a_pdf_named_ogg_gets_a_friendly_error(harness: Harness):
     pdf = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n" + b"0" * 2000
     note = await harness.fake.send_note(nova, pdf, voice=False, filename="question.ogg")

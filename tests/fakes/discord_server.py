@@ -196,6 +196,9 @@ class FakeDiscord:
         self.no_voice_permission_in: set[int] = set()
         self.identified = asyncio.Event()
         self.identify_payloads: list[dict[str, Any]] = []
+        self.resume_payloads: list[dict[str, Any]] = []
+        self.resumed = asyncio.Event()
+        self.sessions: dict[str, int] = {}  # session id → intents, for RESUME
         self.guild_channels = {ALLOWED_CHANNEL: "voice-help", OTHER_CHANNEL: "general"}
         # GATEWAY_MESSAGE_CONTENT granted in the developer portal; clear it to test the fallback.
         self.application_flags = 1 << 19
@@ -430,6 +433,13 @@ class FakeDiscord:
             data["user"] = user.payload()
         await self.dispatch("INTERACTION_CREATE", data)
         return interaction_id
+
+    async def ask_to_reconnect(self) -> None:
+        """Gateway op 7 RECONNECT, as Discord sends before moving a session: the client should
+        come back and RESUME rather than IDENTIFY again."""
+        self.resumed.clear()
+        for session in list(self._sockets):
+            await session.send({"op": 7, "d": None})
 
     def interaction_records(self, interaction_id: str) -> list[Received]:
         token = f"interaction-token-{interaction_id}"
@@ -927,6 +937,7 @@ class _GatewaySession:
                     return
                 self.fake.identify_payloads.append(data)
                 self.intents = int(data.get("intents") or 0)
+                self.fake.sessions[self.session_id] = self.intents
                 granted = self.fake.application_flags & ((1 << 19) | (1 << 18))
                 if self.intents & MESSAGE_CONTENT_INTENT and not granted:
                     await self.ws.close(code=4014, message=b"Disallowed intent(s).")
@@ -936,12 +947,19 @@ class _GatewaySession:
                 self.ready = True
                 self.fake.identified.set()
             elif op == 6:  # resume
+                self.fake.resume_payloads.append(data)
                 if data.get("token") != TOKEN:
                     await self.ws.close(code=4004, message=b"Authentication failed.")
                     return
+                if data.get("session_id") not in self.fake.sessions:
+                    await self.send({"op": 9, "d": False})  # invalid session: identify afresh
+                    continue
+                self.session_id = data["session_id"]
+                self.intents = self.fake.sessions[self.session_id]
                 self.sequence = int(data.get("seq") or 0)
                 await self.dispatch("RESUMED", {})
                 self.ready = True
+                self.fake.resumed.set()
             elif op in (3, 4, 8):  # presence, voice state, request members: accepted, nothing to do
                 continue
             else:
