@@ -144,3 +144,20 @@ async def test_sync_publishes_the_command_tree(settings, fake: FakeDiscord):
     assert await sync_commands(discord_settings(settings, fake), TOKEN, None)
     assert sorted(c["name"] for c in fake.commands["global"]) == ["forget", "grievance", "replies", "voice"]
     assert fake.violations == []
+
+
+async def test_a_long_ticket_list_continues_in_follow_ups(harness: Harness):
+    fake = harness.fake
+    for i in range(14):
+        description = f"Problem number {i}: " + "the store charged me twice and the items never arrived. " * 3
+        assert await ask(fake, blaze, "grievance", sub("file", category="wallet", description=description))
+    interaction = await fake.slash(blaze, "grievance", sub("list"))
+    first = await fake.interaction_answer(interaction)
+    follow_ups = await fake.wait_for(
+        lambda _: [r for r in fake.interaction_records(interaction) if r.kind == "followup"]
+    )
+    texts = [private_text(first)] + [r.body["content"] for r in follow_ups]
+    assert all(len(t) <= 2000 for t in texts)
+    assert all(r.body["flags"] & EPHEMERAL_FLAG for r in follow_ups)
+    assert texts[0].startswith("**Your tickets**") and "Problem number 13" in texts[0]
+    assert fake.violations == []
