@@ -19,6 +19,7 @@ log = logging.getLogger(__name__)
 
 WORKING = "\N{HEADPHONE}"  # shown on the player's note while it is queued or being answered
 FAILED = "\N{WARNING SIGN}"
+RESTARTING = "I'm restarting and couldn't finish answering that note. Please send it again in a minute."
 OOPS = "Sorry, something went wrong on my side and I couldn't answer that note. Please try again."
 
 
@@ -105,6 +106,10 @@ class VoiceNotes(commands.Cog):
             except discord.HTTPException as exc:
                 log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
                 await self._tell(message, OOPS)
+            except asyncio.CancelledError:
+                # Shutting down and the grace period ran out: say so rather than go quiet.
+                await self._tell(message, RESTARTING)
+                raise
             except Exception:
                 log.exception("note %s from %s failed", message.id, author.id)
                 await self._tell(message, OOPS)

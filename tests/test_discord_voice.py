@@ -233,3 +233,18 @@ def test_run_without_a_token_says_what_to_do(monkeypatch, capsys, settings):
     monkeypatch.setenv("VOXDESK_STORAGE_DIR", str(settings.storage_dir))
     assert main(["run"]) == 2
     assert "DISCORD_TOKEN is not set" in capsys.readouterr().err
+
+
+async def test_a_turn_still_running_after_the_grace_period_is_cancelled_with_a_note(
+    settings, fake: FakeDiscord
+):
+    from tests.frontend_engine import FrontendEngine
+
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
+        note = await h.fake.send_note(nova, voice_note())
+        await h.fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        await asyncio.wait_for(h.task, 10)
+        (reply,) = h.fake.replies_to(note["id"])
+        assert "restarting" in reply.content
+        assert h.bot.is_closed()
