@@ -128,11 +128,8 @@ class VoiceNotes(commands.Cog):
             )
             return False
         if note.duration is not None and note.duration > limits.max_seconds:
-            limit = (
-                f"{limits.max_seconds / 60:g} minutes"
-                if limits.max_seconds >= 120
-                else (f"{limits.max_seconds:g} seconds")
-            )
+            seconds = limits.max_seconds
+            limit = f"{seconds / 60:g} minutes" if seconds >= 120 else f"{seconds:g} seconds"
             await self._tell(message, f"That voice note is too long for me. Please keep it under {limit}.")
             return False
         try:

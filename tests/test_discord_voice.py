@@ -248,3 +248,10 @@ async def test_a_turn_still_running_after_the_grace_period_is_cancelled_with_a_n
         (reply,) = h.fake.replies_to(note["id"])
         assert "restarting" in reply.content
         assert h.bot.is_closed()
+
+
+async def test_a_note_declared_too_long_is_refused_before_download(harness: Harness):
+    note = await harness.fake.send_note(nova, voice_note(), duration=600.0)
+    (reply,) = await answered(harness.fake, note, count=1)
+    assert "too long" in reply.content
+    assert not harness.fake.sent("cdn")
