@@ -114,6 +114,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    from cogs.runner import run
+
+    return run(_settings(args))
+
+
+def cmd_sync(args: argparse.Namespace) -> int:
+    from cogs.runner import sync
+
+    return sync(_settings(args), args.guild)
+
+
 # name → (handler, help, argument adder)
 COMMANDS: dict[
     str, tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None]]
@@ -147,6 +159,12 @@ COMMANDS: dict[
             p.add_argument("--split", action="append", choices=["heldout", "dev", "tune"]),
             p.add_argument("--misses", action="store_true", help="list every miss"),
         ),
+    ),
+    "run": (cmd_run, "start the Discord bot (needs DISCORD_TOKEN)", lambda p: None),
+    "sync": (
+        cmd_sync,
+        "publish the slash commands, globally or to one guild",
+        lambda p: p.add_argument("--guild", type=int, default=None, help="guild id: instant, for testing"),
     ),
 }
 
@@ -183,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         print(str(exc), file=sys.stderr)
         return 2
     except FileNotFoundError as exc:
-        print(f"{exc.filename}: no such file", file=sys.stderr)
+        print(f"{exc.filename}: no such file" if exc.filename else str(exc), file=sys.stderr)
         return 4
     except KeyboardInterrupt:
         return 130

@@ -118,6 +118,11 @@ class DiscordSettings:
     api_base: str = ""  # empty: discord.py's default; tests point it at a local fake
     gateway_url: str = ""
     shutdown_grace_seconds: float = 20.0
+    message_content: bool = True  # ask for the privileged intent (falls back with a warning if not granted)
+    guild_ready_timeout: float = 2.0  # seconds discord.py waits for GUILD_CREATEs before "ready"
+    defer_after_seconds: float = 2.0  # slash commands slower than this are deferred (Discord allows 3)
+    flood_notes: int = 5  # at most this many notes per user ...
+    flood_seconds: float = 60.0  # ... in this many seconds; more get a "slow down" reply
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ def seeded_storage(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from bot.seed import initialise
 
     storage = tmp_path_factory.mktemp("seeded")
-    asyncio.run(initialise(make_settings(storage), speech=False))
+    asyncio.run(initialise(make_settings(storage)))
     return storage
 
 

@@ -1,0 +1,148 @@
+"""VoxdeskBot: the discord.py client, its intents, its extensions and its orderly shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import discord
+import yarl
+from discord import app_commands
+from discord.ext import commands
+
+from bot.config import DiscordSettings
+
+if TYPE_CHECKING:
+    from bot.app import App
+
+log = logging.getLogger(__name__)
+
+EXTENSIONS = ("cogs.voice", "cogs.grievance", "cogs.settings")
+
+# The library's own endpoints, kept so an empty setting always means "the real Discord".
+_DEFAULT_API_BASE = discord.http.Route.BASE
+_DEFAULT_GATEWAY = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
+
+MESSAGE_CONTENT_OFF = (
+    "Message Content intent is off for this application: guild voice notes are only seen when they "
+    "mention or reply to the bot (DMs still work); enable it under Bot > Privileged Gateway Intents."
+)
+
+
+def point_discord_at(settings: DiscordSettings) -> None:
+    """Send discord.py's REST calls and gateway connection to the configured endpoints.
+
+    discord.py 2.7 has no per-client option for either: every REST route (including interaction
+    callbacks and webhooks) is built from the class attribute `discord.http.Route.BASE`, and a
+    non-sharded client connects to `DiscordWebSocket.DEFAULT_GATEWAY` (only AutoShardedClient
+    asks GET /gateway/bot). Those two class attributes are the library's single sources for the
+    endpoints (Route.BASE is also what discord.py's own `_set_api_version` rewrites, and what
+    REST proxies such as nirn-proxy are pointed at), so setting them is configuration rather than
+    patching behaviour; the client is otherwise untouched. Attachment and CDN URLs come from
+    the payloads themselves. A bot process runs one client, so process-wide is the right scope.
+    """
+    discord.http.Route.BASE = settings.api_base.rstrip("/") or _DEFAULT_API_BASE
+    gateway = settings.gateway_url
+    discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway) if gateway else _DEFAULT_GATEWAY
+
+
+def make_intents(message_content: bool) -> discord.Intents:
+    intents = discord.Intents.none()
+    intents.guilds = True  # channels and permissions, to know where a voice message may go
+    intents.guild_messages = True
+    intents.dm_messages = True
+    intents.message_content = message_content  # privileged: attachments of un-mentioned guild messages
+    return intents
+
+
+# Voice *messages* are ordinary uploads; the bot never joins voice channels, so the libraries for
+# voice connections (PyNaCl, davey) are not needed and their start-up warnings would mislead.
+discord.VoiceClient.warn_nacl = False
+discord.VoiceClient.warn_dave = False
+
+
+class VoxdeskBot(commands.Bot):
+    """One client over one App. `app` is None only for `sync`, which needs the command tree and
+    nothing else."""
+
+    def __init__(self, app: App | None, settings: DiscordSettings, *, message_content: bool = True) -> None:
+        point_discord_at(settings)
+        super().__init__(
+            command_prefix=commands.when_mentioned,  # no text commands: slash commands only
+            help_command=None,
+            intents=make_intents(message_content),
+            guild_ready_timeout=settings.guild_ready_timeout,
+            allowed_mentions=discord.AllowedMentions.none(),
+            max_messages=None,  # we never look at old messages; do not cache them
+        )
+        self.app = app
+        self.discord_settings = settings
+        self.accepting = True  # False once shutdown starts: new notes are left alone
+        self._inflight: set[asyncio.Task[Any]] = set()
+        self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
+
+    @property
+    def core(self) -> App:
+        if self.app is None:
+            raise RuntimeError("this client was built without an App (sync only)")
+        return self.app
+
+    async def setup_hook(self) -> None:
+        for name in EXTENSIONS:
+            await self.load_extension(name)
+
+    def message_content_granted(self) -> bool:
+        """After login: whether the application may receive message content (full or limited)."""
+        flags = self.application.flags if self.application else None
+        return bool(flags and (flags.gateway_message_content or flags.gateway_message_content_limited))
+
+    async def on_ready(self) -> None:
+        log.info(
+            "ready as %s (%s) in %d guild(s); answering DMs%s",
+            self.user,
+            self.user.id if self.user else "?",
+            len(self.guilds),
+            f" and channels {list(self.discord_settings.channels)}" if self.discord_settings.channels else "",
+        )
+
+    # ---- work in flight, for a graceful shutdown ---------------------------------------
+
+    def track(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.create_task(work)
+        self._inflight.add(task)
+        task.add_done_callback(self._inflight.discard)
+        return task
+
+    @property
+    def inflight(self) -> int:
+        return len(self._inflight)
+
+    async def drain(self, grace_seconds: float) -> int:
+        """Stop taking notes and wait up to `grace_seconds` for the turns in flight. Returns how
+        many had to be cancelled."""
+        self.accepting = False
+        pending = set(self._inflight)
+        if pending:
+            log.info("finishing %d note(s) in flight (up to %.0f s)", len(pending), grace_seconds)
+            _, pending = await asyncio.wait(pending, timeout=grace_seconds)
+        for task in pending:
+            task.cancel()
+        if pending:
+            log.warning("cancelled %d note(s) still running after %.0f s", len(pending), grace_seconds)
+            await asyncio.gather(*pending, return_exceptions=True)
+        return len(pending)
+
+    async def _on_app_command_error(
+        self, interaction: discord.Interaction, error: app_commands.AppCommandError
+    ) -> None:
+        log.error("slash command %s failed", interaction.command and interaction.command.name, exc_info=error)
+        text = "Sorry, that didn't work on my side. Please try again in a moment."
+        try:
+            if interaction.response.is_done():
+                await interaction.followup.send(text, ephemeral=True)
+            else:
+                await interaction.response.send_message(text, ephemeral=True)
+        except discord.HTTPException:
+            log.warning("could not tell the player about the failed command")

@@ -1,0 +1,94 @@
+"""/grievance status | list | file: the same tools the agent uses, typed instead of spoken."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.tools import CATEGORIES
+from bot.tools.base import ToolCall
+from cogs.bot import VoxdeskBot
+from cogs.interactions import answer_privately, caller
+
+_call_ids = itertools.count(1)
+
+
+def describe_tickets(result: dict[str, Any]) -> str:
+    if "error" in result:
+        return f"Sorry, I couldn't look that up: {result['error']}"
+    tickets = result.get("tickets") or []
+    if not tickets:
+        return result.get("message") or "You have no tickets with us. Use `/grievance file` to open one."
+    lines = [f"**Your tickets** ({len(tickets)})" if len(tickets) > 1 else "**Your ticket**"]
+    for t in tickets:
+        updated = str(t.get("last_update", ""))[:16].replace("T", " ")
+        line = (
+            f"`{t['ticket_key']}` · {t['category'].replace('_', ' ')} · **{t['status']}** · updated {updated}"
+        )
+        if t.get("summary"):
+            line += f"\n> {t['summary']}"
+        if t.get("note"):
+            line += f"\n_{t['note']}_"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+class Grievances(commands.GroupCog, group_name="grievance", group_description="Your support tickets"):
+    def __init__(self, bot: VoxdeskBot) -> None:
+        self.bot = bot
+
+    async def _run(
+        self, interaction: discord.Interaction, tool: str, arguments: dict[str, Any]
+    ) -> dict[str, Any]:
+        call = ToolCall(id=f"slash_{next(_call_ids)}", name=tool, arguments=arguments)
+        result = await self.bot.core.toolbox.run(caller(interaction), call)
+        return result.result
+
+    @app_commands.command(name="status", description="The status of your tickets, or of one of them")
+    @app_commands.describe(ticket="A ticket key like GRV-12; leave it out for all your tickets")
+    async def status(self, interaction: discord.Interaction, ticket: str | None = None) -> None:
+        arguments = {"ticket_key": ticket.strip()} if ticket and ticket.strip() else {}
+
+        async def work() -> str:
+            return describe_tickets(await self._run(interaction, "get_grievance_status", arguments))
+
+        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+
+    @app_commands.command(name="list", description="All your tickets")
+    async def list_(self, interaction: discord.Interaction) -> None:
+        async def work() -> str:
+            return describe_tickets(await self._run(interaction, "get_grievance_status", {}))
+
+        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+
+    @app_commands.command(name="file", description="Open a support ticket")
+    @app_commands.describe(category="What it is about", description="What went wrong, in your own words")
+    @app_commands.choices(
+        category=[app_commands.Choice(name=c.replace("_", " "), value=c) for c in CATEGORIES]
+    )
+    async def file(
+        self,
+        interaction: discord.Interaction,
+        category: app_commands.Choice[str],
+        description: app_commands.Range[str, 5, 1000],
+    ) -> None:
+        async def work() -> str:
+            result = await self._run(
+                interaction, "register_grievance", {"category": category.value, "description": description}
+            )
+            if "error" in result:
+                return f"Sorry, I couldn't file that: {result['error']}"
+            return (
+                f"Filed ticket `{result['ticket_key']}` ({category.name}); status **{result['status']}**. "
+                "Ask `/grievance status` any time."
+            )
+
+        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+
+
+async def setup(bot: VoxdeskBot) -> None:
+    await bot.add_cog(Grievances(bot))

@@ -1,0 +1,134 @@
+"""`python -m bot run` and `python -m bot sync [--guild ID]`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from typing import TYPE_CHECKING
+
+import discord
+
+from bot.config import Settings, require_discord_token
+from cogs.bot import MESSAGE_CONTENT_OFF, VoxdeskBot
+
+if TYPE_CHECKING:
+    from bot.app import App
+    from bot.engines.base import Engine
+
+log = logging.getLogger(__name__)
+
+
+def use_discord_logging(level: int) -> None:
+    """discord.py's log format (coloured on a terminal) for every logger, ours included. The
+    CLI's plain root handler goes, or each line would be printed twice."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+    discord.utils.setup_logging(level=level)
+
+
+def run(settings: Settings) -> int:
+    """Start the bot and run until SIGTERM or Ctrl-C; then finish the notes in flight (bounded by
+    discord.shutdown_grace_seconds) and close every client."""
+    token = require_discord_token(settings)
+    use_discord_logging(logging.INFO)
+    try:
+        asyncio.run(serve(settings, token))
+    except discord.LoginFailure:
+        log.error("Discord refused DISCORD_TOKEN: copy the bot token again from the developer portal")
+        return 2
+    return 0
+
+
+async def login(settings: Settings, token: str, app: App | None) -> VoxdeskBot:
+    """A logged-in client. Without the Message Content intent granted to the application, asking
+    for it would get the connection closed (4014): say so in one line and go on without it."""
+    wanted = settings.discord.message_content
+    bot = await _logged_in(VoxdeskBot(app, settings.discord, message_content=wanted), token)
+    if wanted and not bot.message_content_granted():
+        log.warning(MESSAGE_CONTENT_OFF)
+        await bot.close()
+        bot = await _logged_in(VoxdeskBot(app, settings.discord, message_content=False), token)
+    elif not wanted:
+        log.warning(MESSAGE_CONTENT_OFF.replace("for this application", "(discord.message_content = false)"))
+    return bot
+
+
+async def _logged_in(bot: VoxdeskBot, token: str) -> VoxdeskBot:
+    try:
+        await bot.login(token)
+    except BaseException:
+        await bot.close()
+        raise
+    return bot
+
+
+async def serve(
+    settings: Settings,
+    token: str,
+    stop: asyncio.Event | None = None,
+    engine: Engine | None = None,
+    started: asyncio.Future[VoxdeskBot] | None = None,
+) -> None:
+    """Run the bot until `stop` is set, or SIGTERM / SIGINT when no `stop` is given. `engine`
+    replaces the configured one (front-end tests, benchmarks); `started` receives the client."""
+    from bot.app import build_app
+
+    signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not main thread
+            loop.add_signal_handler(sig, stop.set)
+
+    app = await build_app(settings, engine)
+    try:
+        bot = await login(settings, token, app)
+        if started is not None:
+            started.set_result(bot)
+        try:
+            connection = asyncio.create_task(bot.connect(reconnect=True))
+            stopping = asyncio.create_task(stop.wait())
+            done, _ = await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if connection in done:
+                connection.result()  # the gateway gave up: raise why
+            log.info("shutting down: no new notes")
+            await bot.drain(settings.discord.shutdown_grace_seconds)
+        finally:
+            await bot.close()
+            stopping.cancel()
+            if not connection.done():
+                connection.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await connection
+    finally:
+        await app.aclose()
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        log.info("stopped")
+
+
+def sync(settings: Settings, guild_id: int | None) -> int:
+    """Publish the slash commands: globally (can take a while to appear everywhere) or to one
+    guild (instant; copies the global commands there, for testing)."""
+    token = require_discord_token(settings)
+    use_discord_logging(logging.WARNING)
+    names = asyncio.run(sync_commands(settings, token, guild_id))
+    where = f"guild {guild_id}" if guild_id else "all guilds and DMs (global)"
+    print(f"synced {len(names)} command(s) to {where}: {', '.join(sorted(names))}")
+    return 0
+
+
+async def sync_commands(settings: Settings, token: str, guild_id: int | None) -> list[str]:
+    bot = await _logged_in(VoxdeskBot(None, settings.discord, message_content=False), token)
+    try:  # login ran setup_hook: the extensions have filled the command tree
+        guild = discord.Object(id=guild_id) if guild_id else None
+        if guild is not None:
+            bot.tree.copy_global_to(guild=guild)
+        synced = await bot.tree.sync(guild=guild)
+        return [c.name for c in synced]
+    finally:
+        await bot.close()

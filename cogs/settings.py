@@ -1,0 +1,73 @@
+"""/forget, /voice, /replies: each player's own settings, kept in the core's PreferenceStore."""
+
+from __future__ import annotations
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from cogs.bot import VoxdeskBot
+from cogs.interactions import answer_privately, caller
+
+REPLY_STYLES = {
+    "voice_and_text": "a voice message and its transcript",
+    "voice": "a voice message only",
+    "text": "text only",
+}
+
+
+class PlayerSettings(commands.Cog):
+    def __init__(self, bot: VoxdeskBot) -> None:
+        self.bot = bot
+
+    @app_commands.command(name="forget", description="Forget our conversation so far")
+    async def forget(self, interaction: discord.Interaction) -> None:
+        async def work() -> str:
+            removed = await self.bot.core.agent.forget(caller(interaction).user_id)
+            if not removed:
+                return "There was nothing to forget: we start afresh anyway."
+            return "Done: I've forgotten our conversation. Your next note starts afresh."
+
+        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+
+    @app_commands.command(name="voice", description="Pick the voice I answer you in")
+    @app_commands.describe(voice="One of the voices I can speak with")
+    async def voice(self, interaction: discord.Interaction, voice: str) -> None:
+        async def work() -> str:
+            voices = self.bot.core.agent.voices()
+            chosen = next((v for v in voices if v.lower() == voice.strip().lower()), None)
+            if chosen is None:
+                shown = ", ".join(voices[:20])
+                return f"I don't know the voice {voice!r}. Pick one of: {shown}."
+            await self.bot.core.preferences.set_voice(caller(interaction).user_id, chosen)
+            return f"From now on I'll answer you in the voice **{chosen}**."
+
+        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+
+    @voice.autocomplete("voice")
+    async def voice_names(
+        self, interaction: discord.Interaction, typed: str
+    ) -> list[app_commands.Choice[str]]:
+        typed = typed.strip().lower()
+        voices = [v for v in self.bot.core.agent.voices() if typed in v.lower()]
+        return [app_commands.Choice(name=v, value=v) for v in voices[:25]]  # Discord shows at most 25
+
+    @app_commands.command(name="replies", description="How I answer your voice notes")
+    @app_commands.describe(style="Voice message and transcript, voice only, or text only")
+    @app_commands.choices(
+        style=[
+            app_commands.Choice(name="Voice message and transcript", value="voice_and_text"),
+            app_commands.Choice(name="Voice message only", value="voice"),
+            app_commands.Choice(name="Text only", value="text"),
+        ]
+    )
+    async def replies(self, interaction: discord.Interaction, style: app_commands.Choice[str]) -> None:
+        async def work() -> str:
+            await self.bot.core.preferences.set_reply_mode(caller(interaction).user_id, style.value)
+            return f"From now on I'll answer your notes with {REPLY_STYLES[style.value]}."
+
+        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+
+
+async def setup(bot: VoxdeskBot) -> None:
+    await bot.add_cog(PlayerSettings(bot))

@@ -1,0 +1,190 @@
+"""Voice notes in, voice messages out: which messages to answer, and the turn around each one."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import discord
+from discord.ext import commands
+
+from bot.audio import AudioError
+from bot.tools.base import ToolContext
+from cogs.bot import VoxdeskBot
+from cogs.replies import send_answer, send_text
+
+log = logging.getLogger(__name__)
+
+WORKING = "\N{HEADPHONE}"  # shown on the player's note while it is queued or being answered
+FAILED = "\N{WARNING SIGN}"
+RESTARTING = "I'm restarting and couldn't finish answering that note. Please send it again in a minute."
+OOPS = "Sorry, something went wrong on my side and I couldn't answer that note. Please try again."
+
+
+class VoiceNotes(commands.Cog):
+    def __init__(self, bot: VoxdeskBot) -> None:
+        self.bot = bot
+        settings = bot.discord_settings
+        self.settings = settings
+        self.flood = commands.CooldownMapping.from_cooldown(
+            settings.flood_notes, settings.flood_seconds, commands.BucketType.user
+        )
+        # One lock per user around the whole note (download, turn, replies): asyncio.Lock wakes
+        # waiters first-come first-served, so a player's replies go out in the order they spoke.
+        self._user_locks: dict[int, asyncio.Lock] = {}
+        self._user_waiting: dict[int, int] = {}
+
+    # ---- which messages --------------------------------------------------------------
+
+    def voice_note(self, message: discord.Message) -> discord.Attachment | None:
+        for attachment in message.attachments:
+            if attachment.is_voice_message():
+                return attachment
+        if self.settings.any_audio_attachment:
+            for attachment in message.attachments:
+                if (attachment.content_type or "").startswith("audio/"):
+                    return attachment
+        return None
+
+    def addressed_here(self, message: discord.Message) -> bool:
+        if message.guild is None:
+            return True  # DMs always
+        channel = message.channel
+        parent = getattr(channel, "parent_id", None)
+        if channel.id in self.settings.channels or (parent is not None and parent in self.settings.channels):
+            return True
+        if not self.settings.answer_mentions or self.bot.user is None:
+            return False
+        if self.bot.user in message.mentions:
+            return True
+        ref = message.reference
+        resolved = ref.resolved if ref else None
+        return isinstance(resolved, discord.Message) and resolved.author.id == self.bot.user.id
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or not self.bot.accepting:
+            return
+        note = self.voice_note(message)
+        if note is None or not self.addressed_here(message):
+            return
+        retry_after = self.flood.update_rate_limit(message)
+        if retry_after:
+            self.bot.track(
+                self._tell(
+                    message,
+                    f"You're sending notes faster than I can answer. Try again in {retry_after:.0f} seconds.",
+                )
+            )
+            return
+        self.bot.track(self.answer(message, note))
+
+    # ---- one note --------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _in_order(self, user_id: int) -> AsyncIterator[None]:
+        lock = self._user_locks.setdefault(user_id, asyncio.Lock())
+        self._user_waiting[user_id] = self._user_waiting.get(user_id, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._user_waiting[user_id] -= 1
+            if not self._user_waiting[user_id]:
+                del self._user_waiting[user_id], self._user_locks[user_id]
+
+    async def answer(self, message: discord.Message, note: discord.Attachment) -> None:
+        author = message.author
+        async with self._in_order(author.id):
+            await self._react(message, WORKING)
+            ok = False
+            try:
+                async with self._typing(message):
+                    ok = await self._turn(message, note)
+            except discord.HTTPException as exc:
+                log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
+                await self._tell(message, OOPS)
+            except asyncio.CancelledError:
+                # Shutting down and the grace period ran out: say so rather than go quiet.
+                await self._tell(message, RESTARTING)
+                raise
+            except Exception:
+                log.exception("note %s from %s failed", message.id, author.id)
+                await self._tell(message, OOPS)
+            finally:
+                await self._react(message, WORKING, remove=True)
+                if not ok:
+                    await self._react(message, FAILED)
+
+    async def _turn(self, message: discord.Message, note: discord.Attachment) -> bool:
+        limits = self.bot.core.settings.audio
+        if note.size > limits.max_bytes:
+            await self._tell(
+                message,
+                f"That file is too big for me ({note.size / 1e6:.1f} MB). "
+                f"Please keep voice notes under {limits.max_bytes / 1e6:.0f} MB.",
+            )
+            return False
+        if note.duration is not None and note.duration > limits.max_seconds:
+            seconds = limits.max_seconds
+            limit = f"{seconds / 60:g} minutes" if seconds >= 120 else f"{seconds:g} seconds"
+            await self._tell(message, f"That voice note is too long for me. Please keep it under {limit}.")
+            return False
+        try:
+            data = await note.read()
+        except discord.HTTPException as exc:
+            log.warning("could not download attachment %s: %s", note.id, exc.status)
+            await self._tell(message, "I couldn't download that voice note. Could you send it again?")
+            return False
+
+        app = self.bot.core
+        author = message.author
+        prefs = await app.preferences.get(str(author.id))
+        context = ToolContext(user_id=str(author.id), display_name=author.display_name, platform="discord")
+        try:
+            reply = await app.agent.respond(context, data, voice=prefs.voice)
+        except AudioError as exc:
+            await self._tell(message, str(exc))
+            return False
+        how = await send_answer(self.bot, message, reply.text, reply.audio, prefs.reply_mode)
+        log.info(
+            "answered note %s from %s as %s (%s, %s)", message.id, author.id, how, reply.kind, reply.engine
+        )
+        return reply.kind in ("answer", "refusal")
+
+    @contextlib.asynccontextmanager
+    async def _typing(self, message: discord.Message) -> AsyncIterator[None]:
+        """ "typing…" while the note is answered; a channel that refuses it costs nothing else."""
+        typing = message.channel.typing()
+        try:
+            await typing.__aenter__()
+        except discord.HTTPException:
+            yield
+            return
+        try:
+            yield
+        finally:
+            await typing.__aexit__(None, None, None)
+
+    async def _tell(self, message: discord.Message, text: str) -> None:
+        """A short reply the player can act on; sending failures are only logged."""
+        try:
+            await send_text(message, text)
+        except discord.HTTPException as exc:
+            log.warning("could not reply in channel %s: %s", message.channel.id, exc.status)
+
+    async def _react(self, message: discord.Message, emoji: str, remove: bool = False) -> None:
+        try:
+            if remove:
+                assert self.bot.user is not None
+                await message.remove_reaction(emoji, self.bot.user)
+            else:
+                await message.add_reaction(emoji)
+        except discord.HTTPException:
+            pass  # a missing Add Reactions permission must not cost the player their answer
+
+
+async def setup(bot: VoxdeskBot) -> None:
+    await bot.add_cog(VoiceNotes(bot))

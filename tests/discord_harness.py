@@ -1,0 +1,73 @@
+"""The bot as `python -m bot run` starts it (cogs.runner.serve), pointed at the fake Discord by
+settings, with the front-end test engine standing in for the model."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from bot.config import Settings
+from cogs.bot import VoxdeskBot
+from cogs.runner import serve
+from tests.audio_samples import encode, speechlike
+from tests.fakes.discord_server import ALLOWED_CHANNEL, TOKEN, FakeDiscord
+from tests.frontend_engine import FrontendEngine
+
+
+@dataclass
+class Harness:
+    fake: FakeDiscord
+    bot: VoxdeskBot
+    engine: FrontendEngine
+    settings: Settings
+    stop: asyncio.Event
+    task: asyncio.Task[None]
+
+
+def discord_settings(settings: Settings, fake: FakeDiscord, **discord: Any) -> Settings:
+    return settings.replace(
+        discord={
+            "api_base": fake.api_base,
+            "gateway_url": fake.gateway_url,
+            "channels": [ALLOWED_CHANNEL],
+            "guild_ready_timeout": 0.05,
+            **discord,
+        },
+        secrets={"discord_token": TOKEN},
+    )
+
+
+@contextlib.asynccontextmanager
+async def running_bot(
+    settings: Settings, fake: FakeDiscord, engine: FrontendEngine | None = None, **discord: Any
+) -> AsyncIterator[Harness]:
+    settings = discord_settings(settings, fake, **discord)
+    engine = engine or FrontendEngine()
+    stop = asyncio.Event()
+    started: asyncio.Future[VoxdeskBot] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(serve(settings, TOKEN, stop=stop, engine=engine, started=started))
+    done, _ = await asyncio.wait({started, task}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        task.result()  # raises why it did not start
+    if started not in done:
+        raise TimeoutError("the bot did not log in")
+    bot = started.result()
+    await asyncio.wait_for(bot.wait_until_ready(), 30)
+    try:
+        yield Harness(fake, bot, engine, settings, stop, task)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 60)
+
+
+_NOTES: dict[float, bytes] = {}
+
+
+def voice_note(seconds: float = 1.5) -> bytes:
+    """A real Ogg/Opus voice note with speech-like sound (cached: encoding is the slow part)."""
+    if seconds not in _NOTES:
+        _NOTES[seconds] = encode(speechlike(seconds), 48_000, "ogg")
+    return _NOTES[seconds]

@@ -1,0 +1,1006 @@
+"""A fake Discord: a real HTTP + WebSocket server on 127.0.0.1 that the unmodified discord.py
+client talks to, pointed at it by configuration (`discord.api_base`, `discord.gateway_url`).
+
+REST: gateway discovery, the bot's user and application, channel messages (JSON and multipart,
+with `payload_json`), typing, reactions, interaction callbacks, follow-up webhooks and the
+original response, application command sync, and a CDN path serving attachment bytes.
+Gateway: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats and ACKs, RESUME, zlib-stream
+compression, and dispatches of MESSAGE_CREATE / INTERACTION_CREATE that tests inject.
+
+Every message and interaction body is validated against the official OpenAPI description
+(`../shared/specs/discord-openapi.json`) plus the rules Discord applies to voice messages; a
+body that the real service would refuse gets the real error code and is kept in `violations`
+so a test can fail on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import functools
+import io
+import itertools
+import json
+import re
+import time
+import zlib
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import referencing
+from aiohttp import WSMsgType, web
+
+SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "discord-openapi.json"
+
+APPLICATION_ID = 900000000000000001
+BOT_USER_ID = APPLICATION_ID  # a bot's user id is its application id
+GUILD_ID = 910000000000000001
+ALLOWED_CHANNEL = 920000000000000001  # put this one in settings.discord.channels
+OTHER_CHANNEL = 920000000000000002
+TOKEN = "fake-bot-token.for-tests-only"
+
+MESSAGE_CONTENT_INTENT = 1 << 15
+VOICE_FLAG = 1 << 13  # IS_VOICE_MESSAGE
+EPHEMERAL_FLAG = 1 << 6
+SEND_VOICE_MESSAGES = 1 << 46
+ALL_PERMISSIONS = (1 << 51) - 1
+CONTENT_LIMIT = 2000  # what a bot may send, tighter than the spec's 4000 (Nitro users)
+
+_snowflakes = itertools.count(930000000000000001)
+
+
+def snowflake() -> int:
+    return next(_snowflakes)
+
+
+def now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat()
+
+
+def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
+    return {
+        "id": str(user_id),
+        "username": name,
+        "global_name": name.title(),
+        "discriminator": "0",
+        "avatar": None,
+        "bot": bot,
+        "public_flags": 0,
+    }
+
+
+# ---- validation against the spec ----------------------------------------------------------
+
+
+@functools.cache
+def _spec() -> dict[str, Any]:
+    spec = json.loads(SPEC.read_text())
+    # Discord documents that snowflakes are returned as strings but accepted as integers too, and
+    # discord.py sends integers (e.g. in message_reference); the spec only describes the string.
+    snowflake = spec["components"]["schemas"]["SnowflakeType"]
+    spec["components"]["schemas"]["SnowflakeType"] = {"anyOf": [snowflake, {"type": "integer", "minimum": 0}]}
+    return spec
+
+
+@functools.cache
+def _registry() -> referencing.Registry:
+    resource = referencing.Resource.from_contents(
+        _spec(), default_specification=referencing.jsonschema.DRAFT202012
+    )
+    return referencing.Registry().with_resource("urn:discord-openapi", resource)
+
+
+@functools.cache
+def _validator(path: str, method: str, content_type: str) -> jsonschema.Draft202012Validator:
+    _spec()["paths"][path][method]["requestBody"]["content"][content_type]["schema"]  # KeyError if absent
+    # Point into the spec document so its own "#/components/..." references resolve.
+    pointer = "/".join(
+        part.replace("~", "~0").replace("/", "~1")
+        for part in ("", "paths", path, method, "requestBody", "content", content_type, "schema")
+    )
+    return jsonschema.Draft202012Validator({"$ref": f"urn:discord-openapi#{pointer}"}, registry=_registry())
+
+
+def spec_errors(path: str, method: str, content_type: str, body: Any) -> list[str]:
+    validator = _validator(path, method, content_type)
+    return [
+        f"{'/'.join(map(str, e.absolute_path)) or '<body>'}: {e.message}" for e in validator.iter_errors(body)
+    ]
+
+
+def _json(data: Any, status: int = 200) -> web.Response:
+    # Exactly "application/json", as Discord sends: discord.py compares the header verbatim.
+    return web.Response(
+        body=json.dumps(data).encode(), status=status, headers={"Content-Type": "application/json"}
+    )
+
+
+class DiscordError(Exception):
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+    def response(self) -> web.Response:
+        return _json({"code": self.code, "message": self.message}, status=self.status)
+
+
+# ---- what the fake received ---------------------------------------------------------------
+
+
+@dataclass
+class Upload:
+    field: str
+    filename: str
+    content_type: str
+    data: bytes
+
+
+@dataclass
+class Received:
+    """One request a test may assert on."""
+
+    # message | typing | reaction_add | reaction_remove | callback | followup | edit_original | sync | cdn
+    kind: str
+    method: str
+    path: str
+    channel_id: int | None = None
+    body: Any = None
+    files: list[Upload] = field(default_factory=list)
+    response: dict[str, Any] | None = None  # what the fake answered (e.g. the created message)
+    error: int | None = None  # the Discord error code the fake answered with
+    at: float = field(default_factory=time.perf_counter)  # when it arrived
+
+    @property
+    def flags(self) -> int:
+        return int((self.body or {}).get("flags") or 0)
+
+    @property
+    def is_voice_message(self) -> bool:
+        return self.kind == "message" and bool(self.flags & VOICE_FLAG) and self.error is None
+
+    @property
+    def content(self) -> str:
+        return (self.body or {}).get("content") or ""
+
+    @property
+    def reply_to(self) -> int | None:
+        ref = (self.body or {}).get("message_reference") or {}
+        return int(ref["message_id"]) if ref.get("message_id") else None
+
+
+@dataclass
+class InjectedUser:
+    id: int
+    name: str
+    bot: bool = False
+
+    def payload(self) -> dict[str, Any]:
+        return user_payload(self.id, self.name, self.bot)
+
+
+class FakeDiscord:
+    def __init__(self) -> None:
+        self.received: list[Received] = []
+        self.violations: list[str] = []  # requests the real Discord would have refused
+        self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id → synced commands
+        self.attachments: dict[int, bytes] = {}
+        self.dispatched_at: dict[str, float] = {}  # message id → when MESSAGE_CREATE went out
+        self.refuse_voice_in: set[int] = set()  # channels that answer 50173 to voice messages
+        # Channels whose overwrites deny @everyone Send Voice Messages (set before the bot connects).
+        self.no_voice_permission_in: set[int] = set()
+        self.identified = asyncio.Event()
+        self.identify_payloads: list[dict[str, Any]] = []
+        self.resume_payloads: list[dict[str, Any]] = []
+        self.resumed = asyncio.Event()
+        self.sessions: dict[str, int] = {}  # session id → intents, for RESUME
+        self.guild_channels = {ALLOWED_CHANNEL: "voice-help", OTHER_CHANNEL: "general"}
+        # GATEWAY_MESSAGE_CONTENT granted in the developer portal; clear it to test the fallback.
+        self.application_flags = 1 << 19
+        self._changed = asyncio.Condition()
+        self._sockets: list[_GatewaySession] = []
+        self._runner: web.AppRunner | None = None
+        self.port = 0
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def start(self) -> FakeDiscord:
+        app = web.Application(client_max_size=30 * 1024 * 1024, middlewares=[self._errors])
+        r = app.router
+        r.add_get("/api/v10/gateway/bot", self._gateway_bot)
+        r.add_get("/api/v10/gateway", self._gateway_bot)
+        r.add_get("/api/v10/users/@me", self._me)
+        r.add_get("/api/v10/oauth2/applications/@me", self._application)
+        r.add_post("/api/v10/channels/{channel_id}/messages", self._create_message)
+        r.add_post("/api/v10/channels/{channel_id}/typing", self._typing)
+        r.add_put("/api/v10/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._react)
+        r.add_delete(
+            "/api/v10/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._react
+        )
+        r.add_post("/api/v10/interactions/{interaction_id}/{token}/callback", self._callback)
+        r.add_post("/api/v10/webhooks/{application_id}/{token}", self._followup)
+        r.add_patch("/api/v10/webhooks/{application_id}/{token}/messages/@original", self._edit_original)
+        r.add_get("/api/v10/webhooks/{application_id}/{token}/messages/@original", self._get_original)
+        r.add_put("/api/v10/applications/{application_id}/commands", self._sync)
+        r.add_put("/api/v10/applications/{application_id}/guilds/{guild_id}/commands", self._sync)
+        r.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._cdn)
+        r.add_get("/gateway", self._gateway)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = self._runner.addresses[0][1]  # port 0: the OS chose one
+        return self
+
+    async def stop(self) -> None:
+        for session in list(self._sockets):
+            await session.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def api_base(self) -> str:
+        return f"{self.url}/api/v10"
+
+    @property
+    def gateway_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/gateway"
+
+    def settings_env(self) -> dict[str, str]:
+        """`VOXDESK_*` variables that point the bot here."""
+        return {
+            "VOXDESK_DISCORD_API_BASE": self.api_base,
+            "VOXDESK_DISCORD_GATEWAY_URL": self.gateway_url,
+            "VOXDESK_DISCORD_CHANNELS": str(ALLOWED_CHANNEL),
+            "VOXDESK_DISCORD_GUILD_READY_TIMEOUT": "0.05",
+        }
+
+    # ---- waiting on what arrives -----------------------------------------------------
+
+    async def _record(self, item: Received) -> None:
+        async with self._changed:
+            self.received.append(item)
+            self._changed.notify_all()
+
+    async def wait_for(self, predicate: Callable[[list[Received]], Any], within: float = 20.0) -> Any:
+        """Wait until `predicate(self.received)` is truthy, and return its value."""
+
+        async def until() -> Any:
+            async with self._changed:
+                while not (value := predicate(self.received)):
+                    await self._changed.wait()
+                return value
+
+        return await asyncio.wait_for(until(), within)
+
+    def sent(self, kind: str = "message", channel_id: int | None = None) -> list[Received]:
+        return [
+            r
+            for r in self.received
+            if r.kind == kind and r.error is None and (channel_id is None or r.channel_id == channel_id)
+        ]
+
+    def replies_to(self, message_id: int | str) -> list[Received]:
+        """Messages the bot posted in reply to a message, in the order they arrived."""
+        return [
+            r
+            for r in self.received
+            if r.kind == "message" and r.error is None and r.reply_to == int(message_id)
+        ]
+
+    # ---- injecting events ------------------------------------------------------------
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        await self.identified.wait()
+        for session in list(self._sockets):
+            if session.ready:
+                await session.dispatch(event, data)
+
+    async def send_note(
+        self,
+        author: InjectedUser,
+        audio: bytes,
+        *,
+        channel_id: int | None = None,
+        guild: bool = False,
+        voice: bool = True,
+        filename: str = "voice-message.ogg",
+        content_type: str = "audio/ogg",
+        duration: float = 3.0,
+        content: str = "",
+        mention_bot: bool = False,
+        declared_size: int | None = None,
+    ) -> dict[str, Any]:
+        """A player's message with one attachment, dispatched as MESSAGE_CREATE."""
+        attachment_id = snowflake()
+        channel = channel_id or (ALLOWED_CHANNEL if guild else 940000000000000000 + author.id % 10**9)
+        self.attachments[attachment_id] = audio
+        url = f"{self.url}/attachments/{channel}/{attachment_id}/{filename}"
+        attachment: dict[str, Any] = {
+            "id": str(attachment_id),
+            "filename": filename,
+            "size": declared_size if declared_size is not None else len(audio),
+            "url": url,
+            "proxy_url": url,
+            "content_type": content_type,
+        }
+        if voice:
+            attachment["duration_secs"] = duration
+            attachment["waveform"] = base64.b64encode(bytes(range(0, 250, 5))).decode()
+        return await self.send_message(
+            author,
+            channel_id=channel,
+            guild=guild or channel in self.guild_channels,
+            content=content,
+            attachments=[attachment],
+            flags=VOICE_FLAG if voice else 0,
+            mention_bot=mention_bot,
+        )
+
+    async def send_message(
+        self,
+        author: InjectedUser,
+        *,
+        channel_id: int,
+        guild: bool,
+        content: str = "",
+        attachments: list[dict[str, Any]] | None = None,
+        flags: int = 0,
+        mention_bot: bool = False,
+    ) -> dict[str, Any]:
+        message: dict[str, Any] = {
+            "id": str(snowflake()),
+            "channel_id": str(channel_id),
+            "author": author.payload(),
+            "content": content,
+            "timestamp": now_iso(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [user_payload(BOT_USER_ID, "voxdesk", bot=True)] if mention_bot else [],
+            "mention_roles": [],
+            "attachments": attachments or [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": flags,
+        }
+        if guild:
+            message["guild_id"] = str(GUILD_ID)
+            message["member"] = {
+                "roles": [],
+                "joined_at": now_iso(),
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+            }
+        self.dispatched_at[message["id"]] = time.perf_counter()
+        await self.dispatch("MESSAGE_CREATE", message)
+        return message
+
+    async def slash(
+        self,
+        user: InjectedUser,
+        name: str,
+        options: list[dict[str, Any]] | None = None,
+        *,
+        guild: bool = True,
+        autocomplete: bool = False,
+    ) -> str:
+        """A slash command (or its autocomplete request) dispatched as INTERACTION_CREATE; returns
+        the interaction id, whose callback and follow-ups can then be awaited."""
+        interaction_id = str(snowflake())
+        channel_id = ALLOWED_CHANNEL if guild else 940000000000000000 + user.id % 10**9
+        data: dict[str, Any] = {
+            "id": interaction_id,
+            "application_id": str(APPLICATION_ID),
+            "type": 4 if autocomplete else 2,
+            "data": {"id": str(snowflake()), "name": name, "type": 1, "options": options or []},
+            "channel_id": str(channel_id),
+            "channel": {"id": str(channel_id), "type": 0 if guild else 1},
+            "token": f"interaction-token-{interaction_id}",
+            "version": 1,
+            "app_permissions": str(ALL_PERMISSIONS),
+            "locale": "en-US",
+            "entitlements": [],
+            "authorizing_integration_owners": {"0": str(GUILD_ID)} if guild else {"1": str(user.id)},
+            "context": 0 if guild else 1,
+            "attachment_size_limit": 10 * 1024 * 1024,
+        }
+        if guild:
+            data["guild_id"] = str(GUILD_ID)
+            data["guild_locale"] = "en-US"
+            data["channel"].update({"guild_id": str(GUILD_ID), "name": "voice-help", "position": 0})
+            data["member"] = {
+                "user": user.payload(),
+                "roles": [],
+                "joined_at": now_iso(),
+                "deaf": False,
+                "mute": False,
+                "flags": 0,
+                "permissions": str(ALL_PERMISSIONS),
+            }
+        else:
+            data["user"] = user.payload()
+        await self.dispatch("INTERACTION_CREATE", data)
+        return interaction_id
+
+    async def ask_to_reconnect(self) -> None:
+        """Gateway op 7 RECONNECT, as Discord sends before moving a session: the client should
+        come back and RESUME rather than IDENTIFY again."""
+        self.resumed.clear()
+        for session in list(self._sockets):
+            await session.send({"op": 7, "d": None})
+
+    def interaction_records(self, interaction_id: str) -> list[Received]:
+        token = f"interaction-token-{interaction_id}"
+        return [r for r in self.received if interaction_id in r.path or token in r.path]
+
+    async def interaction_answer(self, interaction_id: str, within: float = 20.0) -> Received:
+        """The message the player finally sees: the callback's message, or after a deferral the
+        edit of the original response or a follow-up."""
+
+        def done(records: list[Received]) -> Received | None:
+            for r in self.interaction_records(interaction_id):
+                if r.error is not None:
+                    continue
+                if r.kind == "callback" and r.body.get("type") in (4, 8):
+                    return r
+                if r.kind in ("edit_original", "followup"):
+                    return r
+            return None
+
+        return await self.wait_for(done, within)
+
+    # ---- gateway ---------------------------------------------------------------------
+
+    async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(max_msg_size=0)
+        await ws.prepare(request)
+        compress = request.query.get("compress")
+        if compress not in (None, "zlib-stream"):
+            await ws.close(code=4000, message=b"unsupported compression")
+            return ws
+        session = _GatewaySession(self, ws, zlib_stream=compress == "zlib-stream")
+        self._sockets.append(session)
+        try:
+            await session.run()
+        finally:
+            self._sockets.remove(session)
+        return ws
+
+    def ready_payload(self, session_id: str) -> dict[str, Any]:
+        return {
+            "v": 10,
+            "user": {
+                **user_payload(BOT_USER_ID, "voxdesk", bot=True),
+                "verified": True,
+                "mfa_enabled": False,
+                "flags": 0,
+            },
+            "guilds": [{"id": str(GUILD_ID), "unavailable": True}],
+            "session_id": session_id,
+            "resume_gateway_url": self.gateway_url,
+            "application": {"id": str(APPLICATION_ID), "flags": self.application_flags},
+            "private_channels": [],
+            "relationships": [],
+            "user_settings": {},
+            "guild_join_requests": [],
+            "geo_ordered_rtc_regions": [],
+            "shard": [0, 1],
+        }
+
+    def guild_payload(self) -> dict[str, Any]:
+        channels = [
+            {
+                "id": str(cid),
+                "type": 0,
+                "guild_id": str(GUILD_ID),
+                "name": name,
+                "position": i,
+                "permission_overwrites": [
+                    {"id": str(GUILD_ID), "type": 0, "allow": "0", "deny": str(SEND_VOICE_MESSAGES)}
+                ]
+                if cid in self.no_voice_permission_in
+                else [],
+                "nsfw": False,
+                "topic": None,
+                "last_message_id": None,
+                "rate_limit_per_user": 0,
+                "parent_id": None,
+            }
+            for i, (cid, name) in enumerate(self.guild_channels.items())
+        ]
+        return {
+            "id": str(GUILD_ID),
+            "name": "Voxdesk Test Arena",
+            "icon": None,
+            "owner_id": "1",
+            "unavailable": False,
+            "member_count": 3,
+            "large": False,
+            "features": [],
+            "verification_level": 0,
+            "default_message_notifications": 0,
+            "explicit_content_filter": 0,
+            "mfa_level": 0,
+            "nsfw_level": 0,
+            "premium_tier": 0,
+            "preferred_locale": "en-US",
+            "system_channel_id": None,
+            "afk_channel_id": None,
+            "afk_timeout": 300,
+            "roles": [
+                {
+                    "id": str(GUILD_ID),  # @everyone shares the guild's id
+                    "name": "@everyone",
+                    "permissions": str(ALL_PERMISSIONS & ~(1 << 3)),  # everything but administrator
+                    "position": 0,
+                    "color": 0,
+                    "hoist": False,
+                    "managed": False,
+                    "mentionable": False,
+                    "flags": 0,
+                }
+            ],
+            "emojis": [],
+            "stickers": [],
+            "channels": channels,
+            "threads": [],
+            "members": [
+                {
+                    "user": user_payload(BOT_USER_ID, "voxdesk", bot=True),
+                    "roles": [],
+                    "joined_at": now_iso(),
+                    "deaf": False,
+                    "mute": False,
+                    "flags": 0,
+                }
+            ],
+            "voice_states": [],
+            "presences": [],
+            "stage_instances": [],
+            "guild_scheduled_events": [],
+            "soundboard_sounds": [],
+            "joined_at": now_iso(),
+        }
+
+    # ---- REST ------------------------------------------------------------------------
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if (
+            request.path.startswith("/api/")
+            and "/webhooks/" not in request.path
+            and "/interactions/" not in request.path
+        ):
+            if request.headers.get("Authorization") != f"Bot {TOKEN}":
+                return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+        try:
+            return await handler(request)
+        except DiscordError as exc:
+            return exc.response()
+
+    async def _gateway_bot(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "url": self.gateway_url,
+                "shards": 1,
+                "session_start_limit": {
+                    "total": 1000,
+                    "remaining": 999,
+                    "reset_after": 0,
+                    "max_concurrency": 1,
+                },
+            }
+        )
+
+    async def _me(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                **user_payload(BOT_USER_ID, "voxdesk", bot=True),
+                "verified": True,
+                "flags": 0,
+                "mfa_enabled": False,
+            }
+        )
+
+    async def _application(self, request: web.Request) -> web.Response:
+        return _json(
+            {
+                "id": str(APPLICATION_ID),
+                "name": "voxdesk",
+                "icon": None,
+                "description": "",
+                "bot_public": True,
+                "bot_require_code_grant": False,
+                "owner": user_payload(1, "owner"),
+                "verify_key": "0" * 64,
+                "flags": self.application_flags,
+                "team": None,
+                "interactions_endpoint_url": None,
+            }
+        )
+
+    async def _read_body(self, request: web.Request) -> tuple[str, Any, list[Upload]]:
+        """(content type, JSON body, uploaded files) for JSON and multipart requests alike."""
+        if request.content_type == "multipart/form-data":
+            reader = await request.multipart()
+            body: Any = None
+            files: list[Upload] = []
+            while (part := await reader.next()) is not None:
+                name = part.name or ""
+                data = await part.read()  # type: ignore[union-attr]
+                if name == "payload_json":
+                    body = json.loads(data)
+                elif re.fullmatch(r"files\[\d+\]", name):
+                    files.append(
+                        Upload(name, part.filename or "", part.headers.get("Content-Type", ""), bytes(data))
+                    )
+                else:
+                    raise DiscordError(400, 50035, f"Invalid Form Body: unexpected form field {name!r}")
+            return "multipart/form-data", body if body is not None else {}, files
+        if request.content_type == "application/json":
+            return "application/json", await request.json(), []
+        raise DiscordError(400, 50035, f"Invalid Form Body: unsupported content type {request.content_type}")
+
+    def _check(self, spec_path: str, method: str, content_type: str, body: Any) -> None:
+        errors = spec_errors(spec_path, method, content_type, body)
+        if errors:
+            self.violations.extend(f"{method.upper()} {spec_path}: {e}" for e in errors)
+            raise DiscordError(400, 50035, "Invalid Form Body: " + "; ".join(errors[:3]))
+
+    def _check_message(self, body: dict[str, Any], files: list[Upload], channel_id: int | None) -> None:
+        """What Discord checks beyond the schema: bot content limit, non-empty, attachment ids,
+        and the voice-message rules."""
+        content = body.get("content") or ""
+        if len(content) > CONTENT_LIMIT:
+            self._violate(50035, f"content: Must be {CONTENT_LIMIT} or fewer in length.")
+        declared = body.get("attachments") or []
+        file_ids = {str(i) for i in range(len(files))}
+        for a in declared:
+            if str(a["id"]) not in file_ids:
+                self._violate(50035, f"attachments: id {a['id']} refers to no uploaded file")
+        if not (content or files or body.get("embeds") or body.get("sticker_ids") or body.get("poll")):
+            self._violate(50006, "Cannot send an empty message")
+        flags = int(body.get("flags") or 0)
+        if not flags & VOICE_FLAG:
+            return
+        if content:
+            self._violate(50161, "Voice messages cannot have content")
+        if len(files) != 1 or len(declared) != 1:
+            self._violate(50159, "Voice messages must have a single audio attachment")
+        attachment = declared[0]
+        if attachment.get("duration_secs") is None or attachment.get("waveform") is None:
+            self._violate(50160, "Voice messages must have supporting metadata (duration_secs and waveform)")
+        try:
+            wave = base64.b64decode(attachment["waveform"], validate=True)
+        except ValueError:
+            self._violate(50035, "attachments.0.waveform: not base64")
+        if not 1 <= len(wave) <= 256:
+            self._violate(50035, "attachments.0.waveform: 1 to 256 samples")
+        if not _is_ogg_opus(files[0].data):
+            self._violate(50159, "Voice messages must have a single audio attachment (Ogg/Opus)")
+        if channel_id in self.no_voice_permission_in:
+            raise DiscordError(403, 50013, "Missing Permissions")
+        if channel_id in self.refuse_voice_in:
+            # Not a malformed request: the channel refuses voice messages, as Discord may.
+            raise DiscordError(403, 50173, "Cannot send voice messages in this channel")
+
+    def _violate(self, code: int, message: str) -> None:
+        self.violations.append(message)
+        raise DiscordError(400, code, message)
+
+    def _message_response(self, channel_id: int, body: dict[str, Any], files: list[Upload]) -> dict[str, Any]:
+        message_id = snowflake()
+        attachments = []
+        for declared, upload in zip(body.get("attachments") or [{} for _ in files], files, strict=False):
+            attachment_id = snowflake()
+            self.attachments[attachment_id] = upload.data
+            url = f"{self.url}/attachments/{channel_id}/{attachment_id}/{upload.filename}"
+            item = {
+                "id": str(attachment_id),
+                "filename": upload.filename,
+                "size": len(upload.data),
+                "url": url,
+                "proxy_url": url,
+                "content_type": "audio/ogg" if _is_ogg_opus(upload.data) else "application/octet-stream",
+            }
+            for key in ("duration_secs", "waveform"):
+                if declared.get(key) is not None:
+                    item[key] = declared[key]
+            attachments.append(item)
+        response: dict[str, Any] = {
+            "id": str(message_id),
+            "channel_id": str(channel_id),
+            "author": user_payload(BOT_USER_ID, "voxdesk", bot=True),
+            "content": body.get("content") or "",
+            "timestamp": now_iso(),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": attachments,
+            "embeds": [],
+            "pinned": False,
+            "type": 19 if body.get("message_reference") else 0,
+            "flags": int(body.get("flags") or 0),
+        }
+        if body.get("message_reference"):
+            response["message_reference"] = {**body["message_reference"], "channel_id": str(channel_id)}
+        return response
+
+    async def _create_message(self, request: web.Request) -> web.Response:
+        channel_id = int(request.match_info["channel_id"])
+        content_type, body, files = await self._read_body(request)
+        record = Received("message", request.method, request.path, channel_id, body, files)
+        try:
+            self._check("/channels/{channel_id}/messages", "post", content_type, body)
+            self._check_message(body, files, channel_id)
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        record.response = self._message_response(channel_id, body, files)
+        await self._record(record)
+        return _json(record.response)
+
+    async def _typing(self, request: web.Request) -> web.Response:
+        await self._record(
+            Received("typing", request.method, request.path, int(request.match_info["channel_id"]))
+        )
+        return web.Response(status=204)
+
+    async def _react(self, request: web.Request) -> web.Response:
+        kind = "reaction_add" if request.method == "PUT" else "reaction_remove"
+        body = {"message_id": request.match_info["message_id"], "emoji": request.match_info["emoji"]}
+        await self._record(
+            Received(kind, request.method, request.path, int(request.match_info["channel_id"]), body)
+        )
+        return web.Response(status=204)
+
+    async def _callback(self, request: web.Request) -> web.Response:
+        interaction_id = request.match_info["interaction_id"]
+        if request.match_info["token"] != f"interaction-token-{interaction_id}":
+            raise DiscordError(401, 50027, "Invalid Webhook Token")
+        content_type, body, files = await self._read_body(request)
+        record = Received("callback", request.method, request.path, None, body, files)
+        try:
+            self._check(
+                "/interactions/{interaction_id}/{interaction_token}/callback", "post", content_type, body
+            )
+            if body.get("type") == 4 and len((body.get("data") or {}).get("content") or "") > CONTENT_LIMIT:
+                self._violate(50035, f"data.content: Must be {CONTENT_LIMIT} or fewer in length.")
+            if any(
+                r.kind == "callback" and r.error is None for r in self.interaction_records(interaction_id)
+            ):
+                raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        await self._record(record)
+        data = body.get("data") or {}
+        answer: dict[str, Any] = {
+            "interaction": {
+                "id": interaction_id,
+                "type": 2,
+                "response_message_loading": body["type"] == 5,
+                "response_message_ephemeral": bool(int(data.get("flags") or 0) & EPHEMERAL_FLAG),
+            }
+        }
+        if body["type"] in (4, 5):
+            message = self._message_response(ALLOWED_CHANNEL, data, files)
+            message["interaction_metadata"] = {"id": interaction_id, "type": 2, "user": user_payload(1, "x")}
+            answer["interaction"]["response_message_id"] = message["id"]
+            answer["resource"] = {"type": body["type"], "message": message}
+        record.response = answer
+        return _json(answer)
+
+    async def _followup(self, request: web.Request) -> web.Response:
+        content_type, body, files = await self._read_body(request)
+        record = Received("followup", request.method, request.path, None, body, files)
+        try:
+            self._check("/webhooks/{webhook_id}/{webhook_token}", "post", content_type, body)
+            if len(body.get("content") or "") > CONTENT_LIMIT:
+                self._violate(50035, f"content: Must be {CONTENT_LIMIT} or fewer in length.")
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        record.response = self._message_response(ALLOWED_CHANNEL, body, files)
+        await self._record(record)
+        return _json(record.response)
+
+    async def _edit_original(self, request: web.Request) -> web.Response:
+        content_type, body, files = await self._read_body(request)
+        record = Received("edit_original", request.method, request.path, None, body, files)
+        try:
+            self._check(
+                "/webhooks/{webhook_id}/{webhook_token}/messages/@original", "patch", content_type, body
+            )
+            if len(body.get("content") or "") > CONTENT_LIMIT:
+                self._violate(50035, f"content: Must be {CONTENT_LIMIT} or fewer in length.")
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        record.response = self._message_response(ALLOWED_CHANNEL, body, files)
+        await self._record(record)
+        return _json(record.response)
+
+    async def _get_original(self, request: web.Request) -> web.Response:
+        token = request.match_info["token"]
+        for r in reversed(self.received):
+            if token in r.path and r.response is not None:
+                message = r.response.get("resource", {}).get("message", r.response)
+                return _json(message)
+        raise DiscordError(404, 10008, "Unknown Message")
+
+    async def _sync(self, request: web.Request) -> web.Response:
+        guild_id = request.match_info.get("guild_id")
+        spec_path = (
+            "/applications/{application_id}/guilds/{guild_id}/commands"
+            if guild_id
+            else "/applications/{application_id}/commands"
+        )
+        body = await request.json()
+        record = Received("sync", request.method, request.path, None, body)
+        try:
+            if request.match_info["application_id"] != str(APPLICATION_ID):
+                raise DiscordError(404, 10002, "Unknown Application")
+            self._check(spec_path, "put", "application/json", body)
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        stored = [
+            {
+                "id": str(snowflake()),
+                "application_id": str(APPLICATION_ID),
+                "version": str(snowflake()),
+                "type": 1,
+                "description": "",
+                "default_member_permissions": None,
+                "dm_permission": True,
+                "nsfw": False,
+                **({"guild_id": guild_id} if guild_id else {}),
+                **command,
+            }
+            for command in body
+        ]
+        self.commands[guild_id or "global"] = stored
+        record.response = {"commands": stored}
+        await self._record(record)
+        return _json(stored)
+
+    async def _cdn(self, request: web.Request) -> web.Response:
+        data = self.attachments.get(int(request.match_info["attachment_id"]))
+        await self._record(
+            Received("cdn", request.method, request.path, int(request.match_info["channel_id"]))
+        )
+        if data is None:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(body=data, content_type="application/octet-stream")
+
+
+class _GatewaySession:
+    HEARTBEAT_MS = 41_250
+
+    def __init__(self, fake: FakeDiscord, ws: web.WebSocketResponse, zlib_stream: bool) -> None:
+        self.fake = fake
+        self.ws = ws
+        self.sequence = 0
+        self.ready = False
+        self.intents = 0
+        self.session_id = f"fake-session-{snowflake()}"
+        self._compressor = zlib.compressobj() if zlib_stream else None
+        self._lock = asyncio.Lock()
+
+    async def send(self, payload: dict[str, Any]) -> None:
+        text = json.dumps(payload)
+        async with self._lock:  # one zlib stream: frames must go out in the order compressed
+            if self._compressor is None:
+                await self.ws.send_str(text)
+            else:
+                data = self._compressor.compress(text.encode()) + self._compressor.flush(zlib.Z_SYNC_FLUSH)
+                await self.ws.send_bytes(data)
+
+    async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        if event == "MESSAGE_CREATE" and not self.intents & MESSAGE_CONTENT_INTENT:
+            data = _without_content(data)
+        self.sequence += 1
+        await self.send({"op": 0, "t": event, "s": self.sequence, "d": data})
+
+    async def run(self) -> None:
+        await self.send({"op": 10, "d": {"heartbeat_interval": self.HEARTBEAT_MS}})
+        async for msg in self.ws:
+            if msg.type != WSMsgType.TEXT:
+                continue
+            payload = json.loads(msg.data)
+            op, data = payload.get("op"), payload.get("d")
+            if op == 1:  # heartbeat
+                await self.send({"op": 11})
+            elif op == 2:  # identify
+                if data.get("token") != TOKEN:
+                    await self.ws.close(code=4004, message=b"Authentication failed.")
+                    return
+                self.fake.identify_payloads.append(data)
+                self.intents = int(data.get("intents") or 0)
+                self.fake.sessions[self.session_id] = self.intents
+                granted = self.fake.application_flags & ((1 << 19) | (1 << 18))
+                if self.intents & MESSAGE_CONTENT_INTENT and not granted:
+                    await self.ws.close(code=4014, message=b"Disallowed intent(s).")
+                    return
+                await self.dispatch("READY", self.fake.ready_payload(self.session_id))
+                await self.dispatch("GUILD_CREATE", self.fake.guild_payload())
+                self.ready = True
+                self.fake.identified.set()
+            elif op == 6:  # resume
+                self.fake.resume_payloads.append(data)
+                if data.get("token") != TOKEN:
+                    await self.ws.close(code=4004, message=b"Authentication failed.")
+                    return
+                if data.get("session_id") not in self.fake.sessions:
+                    await self.send({"op": 9, "d": False})  # invalid session: identify afresh
+                    continue
+                self.session_id = data["session_id"]
+                self.intents = self.fake.sessions[self.session_id]
+                self.sequence = int(data.get("seq") or 0)
+                await self.dispatch("RESUMED", {})
+                self.ready = True
+                self.fake.resumed.set()
+            elif op in (3, 4, 8):  # presence, voice state, request members: accepted, nothing to do
+                continue
+            else:
+                await self.ws.close(code=4001, message=b"Unknown opcode.")
+                return
+
+
+def _without_content(message: dict[str, Any]) -> dict[str, Any]:
+    """What Discord delivers without the Message Content intent: guild messages that do not
+    mention the bot arrive with no content, attachments or embeds."""
+    mentioned = any(int(u["id"]) == BOT_USER_ID for u in message.get("mentions", []))
+    if "guild_id" not in message or mentioned:
+        return message
+    return {**message, "content": "", "attachments": [], "embeds": []}
+
+
+def _is_ogg_opus(data: bytes) -> bool:
+    """An Ogg container whose first stream is Opus, and that actually decodes."""
+    if not data.startswith(b"OggS") or b"OpusHead" not in data[:100]:
+        return False
+    import av
+
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.audio[0]
+            return stream.codec_context.name == "opus" and any(True for _ in container.decode(stream))
+    except (av.FFmpegError, IndexError):
+        return False
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[FakeDiscord]:
+    fake = await FakeDiscord().start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
+
+
+@pytest.fixture
+async def fake_discord() -> AsyncIterator[FakeDiscord]:
+    """A running fake Discord; `settings_env()` gives the settings that point the bot at it."""
+    async with serving() as fake:
+        yield fake

@@ -1,0 +1,163 @@
+"""Slash commands through the real discord.py client and the fake Discord."""
+
+from __future__ import annotations
+
+import pytest
+
+from cogs.runner import sync_commands
+from tests.conftest import BLAZE, NOVA
+from tests.discord_harness import Harness, discord_settings, running_bot, voice_note
+from tests.fakes.discord_server import (
+    EPHEMERAL_FLAG,
+    GUILD_ID,
+    TOKEN,
+    VOICE_FLAG,
+    FakeDiscord,
+    InjectedUser,
+    Received,
+    serving,
+)
+
+nova = InjectedUser(int(NOVA), "nova")
+blaze = InjectedUser(int(BLAZE), "blaze")
+
+
+@pytest.fixture
+async def fake():
+    async with serving() as running:
+        yield running
+
+
+@pytest.fixture
+async def harness(settings, fake: FakeDiscord):
+    async with running_bot(settings, fake) as h:
+        yield h
+
+
+def sub(name: str, **options: object) -> list[dict]:
+    return [
+        {"name": name, "type": 1, "options": [{"name": k, "type": 3, "value": v} for k, v in options.items()]}
+    ]
+
+
+def option(name: str, value: object, focused: bool = False) -> dict:
+    return {"name": name, "type": 3, "value": value, **({"focused": True} if focused else {})}
+
+
+def private_text(answer: Received) -> str:
+    """The text of an ephemeral answer, checking that it is ephemeral."""
+    if answer.kind == "callback":
+        data = answer.body["data"]
+        assert data["flags"] & EPHEMERAL_FLAG
+        return data["content"]
+    return answer.body["content"]  # the edit of a deferred ephemeral response
+
+
+async def ask(fake: FakeDiscord, user: InjectedUser, name: str, options: list[dict], **kw: object) -> str:
+    interaction = await fake.slash(user, name, options, **kw)
+    return private_text(await fake.interaction_answer(interaction))
+
+
+async def reply_to_note(fake: FakeDiscord, user: InjectedUser, count: int = 2) -> list[Received]:
+    note = await fake.send_note(user, voice_note())
+    return await fake.wait_for(lambda _: (r := fake.replies_to(note["id"])) and len(r) >= count and r)
+
+
+async def test_grievance_status_shows_only_the_callers_tickets_privately(harness: Harness):
+    text = await ask(harness.fake, nova, "grievance", sub("status"))
+    assert "GRV-10" in text and "GRV-12" in text
+    assert "GRV-11" not in text and "GRV-13" not in text  # Blaze's and Quill's
+    other = await ask(harness.fake, nova, "grievance", sub("status", ticket="GRV-11"))
+    assert "No ticket GRV-11 was found for you" in other
+    listed = await ask(harness.fake, blaze, "grievance", sub("list"))
+    assert "GRV-11" in listed and "GRV-10" not in listed
+    assert harness.fake.violations == []
+
+
+async def test_grievance_file_then_status(harness: Harness):
+    filed = await ask(
+        harness.fake,
+        blaze,
+        "grievance",
+        sub("file", category="wallet", description="Bought 500 gems, wallet never showed them."),
+    )
+    assert filed.startswith("Filed ticket `GRV-")
+    key = filed.split("`")[1]
+    status = await ask(harness.fake, blaze, "grievance", sub("status", ticket=key))
+    assert key in status and "wallet" in status
+    assert key not in await ask(harness.fake, nova, "grievance", sub("list"))
+
+
+async def test_slow_commands_are_deferred_first(settings, fake: FakeDiscord):
+    async with running_bot(settings, fake, defer_after_seconds=0.0) as h:
+        interaction = await h.fake.slash(nova, "grievance", sub("list"))
+        answer = await h.fake.interaction_answer(interaction)
+        (callback,) = [r for r in h.fake.interaction_records(interaction) if r.kind == "callback"]
+        assert callback.body["type"] == 5 and callback.body["data"]["flags"] & EPHEMERAL_FLAG
+        assert answer.kind == "edit_original" and "GRV-10" in answer.body["content"]
+        assert h.fake.violations == []
+
+
+async def test_forget_clears_the_conversation(harness: Harness):
+    fake = harness.fake
+    assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+    assert (await reply_to_note(fake, nova))[1].content.endswith("History 1.")
+    assert "forgotten" in await ask(fake, nova, "forget", [], guild=False)
+    assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+
+
+async def test_voice_autocompletes_and_changes_the_next_reply(harness: Harness):
+    fake = harness.fake
+    interaction = await fake.slash(nova, "voice", [option("voice", "ba", focused=True)], autocomplete=True)
+    (suggestions,) = await fake.wait_for(
+        lambda _: [r for r in fake.interaction_records(interaction) if r.kind == "callback"]
+    )
+    assert suggestions.body == {"type": 8, "data": {"choices": [{"name": "basalt", "value": "basalt"}]}}
+    assert "I don't know the voice" in await ask(fake, nova, "voice", [option("voice", "robot")])
+    assert "basalt" in await ask(fake, nova, "voice", [option("voice", "basalt")])
+    voice, transcript = await reply_to_note(fake, nova)
+    assert "Voice basalt." in transcript.content
+    assert voice.is_voice_message
+    assert "Voice default." in (await reply_to_note(fake, blaze))[1].content  # only Nova's changed
+
+
+async def test_replies_text_only_and_voice_only(harness: Harness):
+    fake = harness.fake
+    assert "text only" in await ask(fake, nova, "replies", [option("style", "text")])
+    note = await fake.send_note(nova, voice_note())
+    (text,) = await fake.wait_for(lambda _: fake.replies_to(note["id"]))
+    assert text.content.startswith("Nova, you have") and not text.files
+
+    assert "voice message only" in await ask(fake, nova, "replies", [option("style", "voice")])
+    note = await fake.send_note(nova, voice_note())
+    await fake.wait_for(lambda _: fake.sent("reaction_remove", int(note["channel_id"]))[1:])  # 2nd note done
+    (voice,) = fake.replies_to(note["id"])
+    assert voice.flags & VOICE_FLAG and voice.content == ""
+
+
+async def test_sync_publishes_the_command_tree(settings, fake: FakeDiscord):
+    names = await sync_commands(discord_settings(settings, fake), TOKEN, GUILD_ID)
+    assert sorted(names) == ["forget", "grievance", "replies", "voice"]
+    stored = {c["name"]: c for c in fake.commands[str(GUILD_ID)]}
+    assert {o["name"] for o in stored["grievance"]["options"]} == {"status", "list", "file"}
+    assert any(o.get("autocomplete") for o in stored["voice"]["options"])
+    assert await sync_commands(discord_settings(settings, fake), TOKEN, None)
+    assert sorted(c["name"] for c in fake.commands["global"]) == ["forget", "grievance", "replies", "voice"]
+    assert fake.violations == []
+
+
+async def test_a_long_ticket_list_continues_in_follow_ups(harness: Harness):
+    fake = harness.fake
+    for i in range(14):
+        description = f"Problem number {i}: " + "the store charged me twice and the items never arrived. " * 3
+        assert await ask(fake, blaze, "grievance", sub("file", category="wallet", description=description))
+    interaction = await fake.slash(blaze, "grievance", sub("list"))
+    first = await fake.interaction_answer(interaction)
+    follow_ups = await fake.wait_for(
+        lambda _: [r for r in fake.interaction_records(interaction) if r.kind == "followup"]
+    )
+    texts = [private_text(first)] + [r.body["content"] for r in follow_ups]
+    assert all(len(t) <= 2000 for t in texts)
+    assert all(r.body["flags"] & EPHEMERAL_FLAG for r in follow_ups)
+    assert texts[0].startswith("**Your tickets**") and "Problem number 13" in texts[0]
+    assert fake.violations == []

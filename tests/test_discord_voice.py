@@ -1,0 +1,257 @@
+"""Voice notes through the real discord.py client and the fake Discord, end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import os
+import signal
+
+import pytest
+
+from bot.audio import decode
+from cogs.runner import serve
+from tests.conftest import BLAZE, NOVA, QUILL
+from tests.discord_harness import Harness, discord_settings, running_bot, voice_note
+from tests.fakes.discord_server import (
+    ALLOWED_CHANNEL,
+    MESSAGE_CONTENT_INTENT,
+    OTHER_CHANNEL,
+    TOKEN,
+    VOICE_FLAG,
+    FakeDiscord,
+    InjectedUser,
+    Received,
+    serving,
+)
+
+nova = InjectedUser(int(NOVA), "nova")
+blaze = InjectedUser(int(BLAZE), "blaze")
+quill = InjectedUser(int(QUILL), "quill")
+
+
+@pytest.fixture
+async def fake():
+    async with serving() as running:
+        yield running
+
+
+@pytest.fixture
+async def harness(settings, fake: FakeDiscord):
+    async with running_bot(settings, fake) as h:
+        yield h
+
+
+async def answered(fake: FakeDiscord, message: dict, count: int = 2) -> list[Received]:
+    return await fake.wait_for(lambda _: (r := fake.replies_to(message["id"])) and len(r) >= count and r)
+
+
+def assert_voice_message(record: Received, settings) -> None:
+    assert record.is_voice_message
+    assert record.content == ""
+    (upload,) = record.files
+    (attachment,) = record.body["attachments"]
+    assert attachment["duration_secs"] > 0
+    assert 1 <= len(base64.b64decode(attachment["waveform"])) <= 256
+    decoded = decode(upload.data, settings.audio)  # the reply is real, decodable audio
+    assert abs(decoded.original_seconds - attachment["duration_secs"]) < 0.2
+
+
+async def test_dm_note_gets_a_voice_message_then_the_transcript(harness: Harness):
+    fake = harness.fake
+    note = await fake.send_note(nova, voice_note())
+    voice, transcript = await answered(fake, note)
+    assert_voice_message(voice, harness.settings)
+    assert transcript.content.startswith("Nova, you have")  # the tool ran for the speaker
+    assert not transcript.flags & VOICE_FLAG
+    channel = int(note["channel_id"])
+    assert fake.sent("typing", channel)
+    assert fake.sent("reaction_add", channel)
+    await fake.wait_for(lambda _: fake.sent("reaction_remove", channel))  # "working" came and went
+    assert fake.violations == []
+
+
+async def test_note_in_an_allowed_guild_channel_is_answered(harness: Harness):
+    note = await harness.fake.send_note(blaze, voice_note(), guild=True)
+    voice, transcript = await answered(harness.fake, note)
+    assert voice.channel_id == ALLOWED_CHANNEL
+    assert_voice_message(voice, harness.settings)
+    assert transcript.content.startswith("Blaze, you have")
+    assert harness.fake.violations == []
+
+
+async def test_notes_the_bot_must_not_answer_get_nothing(harness: Harness):
+    fake = harness.fake
+    elsewhere = await fake.send_note(nova, voice_note(), channel_id=OTHER_CHANNEL)
+    robot = await fake.send_note(InjectedUser(555, "otherbot", bot=True), voice_note(), guild=True)
+    mentioned = await fake.send_note(quill, voice_note(), channel_id=OTHER_CHANNEL, mention_bot=True)
+    # The mention in the other channel is answered; by then the two notes before it were judged.
+    await answered(fake, mentioned)
+    assert fake.replies_to(elsewhere["id"]) == []
+    assert fake.replies_to(robot["id"]) == []
+    assert not fake.sent("typing", OTHER_CHANNEL)[1:]  # only the one answered note showed typing
+
+
+async def test_the_bot_resumes_after_a_gateway_reconnect(harness: Harness):
+    fake = harness.fake
+    await fake.ask_to_reconnect()
+    await asyncio.wait_for(fake.resumed.wait(), 30)
+    (resume,) = fake.resume_payloads
+    assert resume["session_id"] in fake.sessions and len(fake.identify_payloads) == 1
+    note = await fake.send_note(nova, voice_note())
+    await answered(fake, note)
+
+
+async def test_a_pdf_named_ogg_gets_a_friendly_error(harness: Harness):
+    pdf = b"%PDF-1.7\n1 0 obj << /Type /Catalog >> endobj\n" + b"0" * 2000
+    note = await harness.fake.send_note(nova, pdf, voice=False, filename="question.ogg")
+    (reply,) = await answered(harness.fake, note, count=1)
+    assert "PDF" in reply.content and "voice note" in reply.content
+    assert not reply.files
+
+
+async def test_refused_voice_message_falls_back_to_a_file_reply(harness: Harness):
+    fake = harness.fake
+    fake.refuse_voice_in.add(ALLOWED_CHANNEL)
+    note = await fake.send_note(nova, voice_note(), guild=True)
+    (reply,) = await answered(fake, note, count=1)
+    refused = [r for r in fake.received if r.kind == "message" and r.error == 50173]
+    assert len(refused) == 1
+    assert not reply.flags & VOICE_FLAG
+    assert reply.content.startswith("Nova, you have")
+    (upload,) = reply.files
+    assert decode(upload.data, harness.settings.audio).seconds > 0
+
+
+async def test_engine_down_gets_a_spoken_or_written_apology(harness: Harness):
+    harness.engine.down = True
+    note = await harness.fake.send_note(nova, voice_note())
+    # Spoken by the app's speaker when it has one (then as a voice message first), always written.
+    await harness.fake.wait_for(
+        lambda _: any("voice service is down" in r.content for r in harness.fake.replies_to(note["id"]))
+    )
+    channel = int(note["channel_id"])
+    warning = "\N{WARNING SIGN}"
+    await harness.fake.wait_for(
+        lambda _: [r for r in harness.fake.sent("reaction_add", channel) if r.body["emoji"] == warning]
+    )
+
+
+async def test_without_send_voice_messages_permission_the_reply_is_a_file(settings, fake: FakeDiscord):
+    fake.no_voice_permission_in.add(ALLOWED_CHANNEL)
+    async with running_bot(settings, fake) as h:
+        note = await h.fake.send_note(nova, voice_note(), guild=True)
+        (reply,) = await answered(h.fake, note, count=1)
+        assert not reply.flags & VOICE_FLAG and reply.content.startswith("Nova, you have")
+        assert len(reply.files) == 1
+        assert not [r for r in h.fake.received if r.error is not None]  # it knew, so it did not try
+
+
+async def test_oversized_note_is_refused_before_download(harness: Harness):
+    fake = harness.fake
+    note = await fake.send_note(nova, voice_note(), declared_size=50_000_000)
+    (reply,) = await answered(fake, note, count=1)
+    assert "too big" in reply.content
+    assert not fake.sent("cdn")
+
+
+async def test_long_transcripts_are_split_at_discords_limit(harness: Harness):
+    harness.engine.long_reply = True
+    note = await harness.fake.send_note(nova, voice_note())
+    replies = await answered(harness.fake, note, count=3)
+    text = [r.content for r in replies[1:]]
+    assert all(len(t) <= 2000 for t in text)
+    assert " ".join(text).startswith("Nova, you have") and "Tip 59" in text[-1]
+
+
+async def test_flooding_player_is_asked_to_slow_down(settings, fake: FakeDiscord):
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600) as h:
+        notes = [await h.fake.send_note(nova, voice_note()) for _ in range(3)]
+        (slow_down,) = await answered(h.fake, notes[2], count=1)
+        assert "faster than I can answer" in slow_down.content
+        await answered(h.fake, notes[1])
+
+
+async def test_without_message_content_intent_dms_still_work(settings, fake: FakeDiscord, caplog):
+    fake.application_flags = 0  # the intent is not enabled in the developer portal
+    caplog.set_level(logging.WARNING, logger="cogs")
+    async with running_bot(settings, fake) as h:
+        assert not h.fake.identify_payloads[-1]["intents"] & MESSAGE_CONTENT_INTENT
+        assert any("Message Content intent is off" in r.message for r in caplog.records)
+        unseen = await h.fake.send_note(blaze, voice_note(), guild=True)
+        dm = await h.fake.send_note(nova, voice_note())
+        await answered(h.fake, dm)
+        assert h.fake.replies_to(unseen["id"]) == []  # Discord hid its attachment from the bot
+
+
+async def test_twenty_players_three_notes_each_all_answered_in_order(settings, fake: FakeDiscord):
+    async with running_bot(settings, fake) as h:
+        players = [InjectedUser(800000000000000000 + i, f"player{i}") for i in range(20)]
+        notes = {p.id: [] for p in players}
+        for round_ in range(3):
+            for p in players:
+                notes[p.id].append(await h.fake.send_note(p, voice_note(), guild=round_ == 1))
+
+        def all_answered(_):
+            return all(len(h.fake.replies_to(n["id"])) >= 2 for ns in notes.values() for n in ns)
+
+        await h.fake.wait_for(all_answered, within=120)
+        order = {id(r): i for i, r in enumerate(h.fake.received)}
+        for p in players:
+            replies = [h.fake.replies_to(n["id"]) for n in notes[p.id]]
+            for k, (voice, transcript) in enumerate(replies):
+                assert voice.is_voice_message
+                assert transcript.content.endswith(f"History {k}.")  # the turns ran in order
+            positions = [order[id(r)] for pair in replies for r in pair]
+            assert positions == sorted(positions)  # and their replies went out in order
+        assert h.fake.violations == []
+
+
+async def test_sigterm_finishes_the_turn_in_flight_and_closes_everything(settings, fake: FakeDiscord):
+    from tests.frontend_engine import FrontendEngine
+
+    settings = discord_settings(settings, fake)
+    started: asyncio.Future = asyncio.get_running_loop().create_future()
+    # No stop event: serve() listens for SIGTERM / SIGINT itself, as `python -m bot run` does.
+    task = asyncio.create_task(serve(settings, TOKEN, engine=FrontendEngine(delay=0.3), started=started))
+    bot = await asyncio.wait_for(started, 30)
+    await asyncio.wait_for(bot.wait_until_ready(), 30)
+    note = await fake.send_note(nova, voice_note())
+    await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+    os.kill(os.getpid(), signal.SIGTERM)
+    await asyncio.wait_for(task, 30)
+    assert len(fake.replies_to(note["id"])) == 2  # the turn in flight was finished
+    assert not bot.accepting and bot.is_closed()
+    assert bot.core.closers == []  # App.aclose() closed every store and client
+
+
+def test_run_without_a_token_says_what_to_do(monkeypatch, capsys, settings):
+    from bot.cli import main
+
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    monkeypatch.setenv("VOXDESK_STORAGE_DIR", str(settings.storage_dir))
+    assert main(["run"]) == 2
+    assert "DISCORD_TOKEN is not set" in capsys.readouterr().err
+
+
+async def test_a_turn_still_running_after_the_grace_period_is_cancelled_with_a_note(
+    settings, fake: FakeDiscord
+):
+    from tests.frontend_engine import FrontendEngine
+
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
+        note = await h.fake.send_note(nova, voice_note())
+        await h.fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        await asyncio.wait_for(h.task, 10)
+        (reply,) = h.fake.replies_to(note["id"])
+        assert "restarting" in reply.content
+        assert h.bot.is_closed()
+
+
+async def test_a_note_declared_too_long_is_refused_before_download(harness: Harness):
+    note = await harness.fake.send_note(nova, voice_note(), duration=600.0)
+    (reply,) = await answered(harness.fake, note, count=1)
+    assert "too long" in reply.content
+    assert not harness.fake.sent("cdn")
