@@ -64,3 +64,32 @@ def test_init_is_idempotent_and_never_drops_a_filed_grievance(settings) -> None:
     assert rows["GRV-99"] == "open"
     assert rows["GRV-11"] == "resolved"  # a re-run does not reset what happened to a ticket
     assert json.loads((REPO / "data" / "grievances.json").read_text())[0]["key"] == "GRV-10"
+
+
+def test_ask_json_runs_one_full_turn(settings) -> None:
+    note = REPO / "data" / "samples" / "2-how-many-points.ogg"
+    done = voxdesk(
+        "ask", str(note), "--json", "--out", str(settings.storage_dir / "out"), storage=settings.storage_dir
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert set(result) == {"user_text", "reply_text", "tool_calls", "reply_audio", "engine", "timings_ms"}
+    assert result["engine"] == "offline"
+    assert result["tool_calls"] == [{"name": "get_player_stats", "arguments": {}}]
+    assert "Nova" in result["reply_text"]
+    assert Path(result["reply_audio"]).read_bytes().startswith(b"OggS")
+    assert result["timings_ms"]["decode"] > 0
+
+
+def test_demo_answers_every_sample_with_the_right_tool(settings) -> None:
+    done = voxdesk("demo", storage=settings.storage_dir)
+    assert done.returncode == 0, done.stderr
+    tools = [line.split(":", 1)[1].strip() for line in done.stdout.splitlines() if line.startswith("tool:")]
+    assert tools == [
+        "-",
+        "get_player_stats",
+        "search_manuals",
+        "register_grievance",
+        "get_grievance_status",
+        "-",
+    ]

@@ -1,0 +1,138 @@
+"""The offline engine for real: eSpeak NG speaks, pocketsphinx hears, the router picks tools."""
+
+import pytest
+
+from bot.app import running_app
+from bot.audio import decode, reply_from_pcm
+from bot.config import AudioSettings
+from bot.engines import offline_router as router
+from bot.engines.offline import speak_pcm, spoken
+from bot.speech.synth import english_voices
+from bot.tools.base import ToolContext
+
+from .conftest import NOVA, REPO
+
+SAMPLES = REPO / "data" / "samples"
+
+
+@pytest.mark.parametrize(
+    ("note", "tool"),
+    [
+        ("2-how-many-points.ogg", "get_player_stats"),
+        ("3-pair-controller.ogg", "search_manuals"),
+        ("4-charged-twice.ogg", "register_grievance"),
+        ("5-ticket-status.ogg", "get_grievance_status"),
+    ],
+)
+async def test_spoken_question_reaches_the_right_tool(settings, note: str, tool: str) -> None:
+    async with running_app(settings) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), (SAMPLES / note).read_bytes())
+    assert reply.engine == "offline"
+    assert [c["name"] for c in reply.tool_calls] == [tool]
+    assert reply.user_text
+    assert reply.audio is not None and reply.audio.duration_secs > 1.0
+    if tool == "register_grievance":
+        assert reply.tool_calls[0]["arguments"]["category"] == "wallet"
+        assert "GRV-14" in reply.text
+
+
+async def test_freshly_synthesised_question_in_another_voice_is_understood(settings) -> None:
+    pcm, rate = speak_pcm("What achievements do I have?", "en-us+f3", 150)
+    note = reply_from_pcm(pcm, rate).ogg
+    async with running_app(settings) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), note)
+    assert [c["name"] for c in reply.tool_calls] == ["get_player_stats"]
+    assert "achievement" in reply.text
+
+
+@pytest.mark.parametrize(
+    ("heard", "intent", "arguments"),
+    [
+        ("so any points do i have", "get_player_stats", {}),
+        ("what are my achievments", "get_player_stats", {}),  # misspelt by the recogniser
+        ("how do i pear my controler", "search_manuals", {"query": "how do i pear my controler"}),
+        ("um how can i get a refund", "search_manuals", {"query": "um how can i get a refund"}),
+        ("i was charged twice for gems", "register_grievance", {"category": "wallet"}),
+        ("my reward points are missing", "register_grievance", {"category": "reward_points"}),
+        ("the game keeps kicking me out of matches", "register_grievance", {"category": "gaming_experience"}),
+        ("my match history is wrong", "register_grievance", {"category": "usage_history"}),
+        ("what is the status of ticket g r v twelve", "get_grievance_status", {"ticket_key": "GRV-12"}),
+        ("any update on my complaint", "get_grievance_status", {}),
+        ("hello there", "greeting", {}),
+        ("thanks a lot", "thanks", {}),
+        ("what can you do", "capabilities", {}),
+        ("the so what", "unsure", {}),
+        ("", "unsure", {}),
+    ],
+)
+def test_router_tolerates_recognition_errors(heard: str, intent: str, arguments: dict) -> None:
+    routed = router.route(heard)
+    assert routed.name == intent
+    for key, value in arguments.items():
+        assert routed.arguments[key] == value
+
+
+def test_router_passes_the_heard_words_as_the_grievance_description() -> None:
+    routed = router.route("i was charged twice for gems")
+    assert routed.arguments["description"] == "i was charged twice for gems"
+
+
+def test_router_never_puts_a_user_id_in_arguments() -> None:
+    for text in ("show me player forty two's points", "what is the status of blaze's tickets"):
+        routed = router.route(text)
+        assert not {"user_id", "player", "player_id", "owner"} & set(routed.arguments)
+
+
+def test_ticket_keys_are_heard_in_several_ways() -> None:
+    assert router.ticket_key("status of g r v fourteen") == "GRV-14"
+    assert router.ticket_key("ticket number twenty one") == "GRV-21"
+    assert router.ticket_key("grv-7 please") == "GRV-7"
+    assert router.ticket_key("my tickets") is None
+
+
+@pytest.mark.parametrize("voice", ["en-us", "en-us+f3"])
+def test_synthesis_gives_decodable_ogg_opus_of_sensible_length(voice: str) -> None:
+    text = "You have 708 points, and you're ranked 11 of 12 players."
+    pcm, rate = speak_pcm(text, voice, 165)
+    reply = reply_from_pcm(pcm, rate)
+    assert reply.ogg.startswith(b"OggS")
+    # about 12 words at 165 words a minute: a few seconds, not a blip and not a minute
+    assert 2.5 < reply.duration_secs < 8.0
+    back = decode(reply.ogg, AudioSettings())
+    assert back.seconds > 2.0
+
+
+def test_ticket_keys_are_spoken_letter_by_letter() -> None:
+    assert spoken("Your ticket number is GRV-14.") == "Your ticket number is G R V 14."
+
+
+def test_english_voices_are_really_available() -> None:
+    voices = english_voices()
+    assert "en-us" in voices and len(voices) >= 4
+
+
+async def test_follow_up_about_achievements_uses_the_last_turn(settings) -> None:
+    async with running_app(settings) as app:
+        ctx = ToolContext(user_id=NOVA)
+        first = await app.agent.respond_text(ctx, "how many points do i have")
+        second = await app.agent.respond_text(ctx, "and what about my achievements")
+    assert first.tool_calls[0]["name"] == second.tool_calls[0]["name"] == "get_player_stats"
+    assert "points" in first.text
+    assert second.text.startswith("You have") and "achievement" in second.text
+
+
+async def test_status_of_it_right_after_filing_refers_to_that_ticket(settings) -> None:
+    async with running_app(settings) as app:
+        ctx = ToolContext(user_id=NOVA)
+        filed = await app.agent.respond_text(ctx, "i want to complain i was charged twice")
+        key = filed.tool_results[0].result["ticket_key"]
+        status = await app.agent.respond_text(ctx, "what's the status of it")
+    assert status.tool_calls == [{"name": "get_grievance_status", "arguments": {"ticket_key": key}}]
+    assert key in status.text and "open" in status.text
+
+
+async def test_unsure_asks_again_instead_of_guessing(settings) -> None:
+    async with running_app(settings) as app:
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "purple monkey dishwasher")
+    assert reply.tool_calls == []
+    assert "say it again" in reply.text
