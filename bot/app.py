@@ -135,7 +135,9 @@ def build_speaker(settings: Settings) -> Speaker | None:
 
 
 async def build_budget(settings: Settings) -> Budget | None:
-    return None
+    from bot.usage import UsageMeter
+
+    return await UsageMeter.open(storage_paths(settings).usage, settings.usage, settings.openai.model)
 
 
 async def build_app(settings: Settings, engine: Engine | None = None) -> App:

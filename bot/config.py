@@ -53,10 +53,12 @@ class ConversationSettings:
 @dataclass(frozen=True)
 class OpenAISettings:
     provider: str = "openai"  # openai | azure
+    base_url: str = ""  # empty: OPENAI_BASE_URL if set, else api.openai.com
     model: str = "gpt-audio-1.5"
     voice: str = "alloy"
     reply_format: str = "opus"
     transcribe_model: str = "gpt-4o-mini-transcribe"  # "" switches transcription off
+    audio_history_turns: int = 1  # latest replies sent back by audio id; older ones as their text
     timeout_seconds: float = 30.0
     max_retries: int = 2
     azure_endpoint: str = ""

@@ -1,0 +1,270 @@
+"""The OpenAI audio engine: audio in, audio and text out, with tools, through Chat Completions.
+
+Works with OpenAI (`AsyncOpenAI`; OPENAI_BASE_URL points it at any compatible server) and Azure
+OpenAI (`AsyncAzureOpenAI`). Retries, backoff and `retry-after` are the SDK's own.
+
+Cost is kept bounded by what goes into each request: the current note's audio only; earlier
+turns as text (the player's words from a concurrent transcription, the assistant's transcript,
+tool calls and results) plus references to earlier audio replies while they have not expired.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import openai
+
+from bot.config import Settings
+from bot.engines.base import AudioClip, EngineError, EngineReply, PastTurn, TurnState, Usage
+from bot.tools.base import ToolCall
+
+log = logging.getLogger(__name__)
+
+VOICES = ["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"]
+# Audio models OpenAI has retired or announced for retirement; a warning at start-up says so.
+SHUTDOWNS = {
+    "gpt-4o-audio-preview": "shut down by OpenAI",
+    "gpt-4o-audio-preview-2024-10-01": "shut down by OpenAI",
+    "gpt-4o-audio-preview-2024-12-17": "shut down by OpenAI",
+    "gpt-4o-audio-preview-2025-06-03": "shut down by OpenAI",
+}
+TRANSCRIPT_WAIT = 2.0  # seconds
+EXPIRY_MARGIN = 60  # seconds: an audio reference about to expire is sent as text instead
+REFUSAL = "Sorry, I can't help with that one. Is there something else about your games I can do?"
+# What we ask for → what reply_from_encoded is told it got. Opus comes in an Ogg container, which
+# is exactly what a Discord voice message carries, so it needs no re-encoding.
+FORMATS = {"opus": "ogg_opus", "wav": "wav", "mp3": "mp3", "flac": "flac", "aac": "aac", "pcm16": "pcm16"}
+
+
+class OpenAIEngine:
+    name = "openai"
+
+    def __init__(
+        self,
+        client: openai.AsyncOpenAI,
+        model: str,
+        voice: str,
+        reply_format: str,
+        transcribe_model: str,
+        system_prompt: str,
+        audio_history_turns: int = 1,
+    ) -> None:
+        self.client = client
+        self.model = model
+        self.voice = voice
+        self.reply_format = reply_format
+        self.transcribe_model = transcribe_model
+        self.system_prompt = system_prompt
+        self.audio_history_turns = audio_history_turns
+
+    async def transcribe(self, audio: AudioClip) -> str | None:
+        if not self.transcribe_model:
+            return None
+        try:
+            result = await self.client.audio.transcriptions.create(
+                model=self.transcribe_model, file=("note.wav", audio.wav, "audio/wav")
+            )
+        except openai.OpenAIError as exc:
+            log.warning("transcription failed: %s", type(exc).__name__)
+            return None
+        return result.text.strip() or None
+
+    async def complete(self, turn: TurnState) -> EngineReply:
+        if turn.rounds and turn.heard is not None and not turn.heard.done():
+            # A short wait for the words lets this step send text instead of the audio again.
+            await asyncio.wait({turn.heard}, timeout=TRANSCRIPT_WAIT)
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": build_messages(self.system_prompt, turn, self.audio_history_turns),
+            "modalities": ["text", "audio"],
+            "audio": {
+                "voice": turn.voice if turn.voice in VOICES else self.voice,
+                "format": self.reply_format,
+            },
+            "tools": [tool.spec() for tool in turn.tools],
+        }
+        if not turn.allow_tools:
+            request["tool_choice"] = "none"  # the rounds bound is reached: answer now
+        try:
+            response = await self.client.chat.completions.create(**request)
+        except openai.APIStatusError as exc:
+            raise EngineError(f"OpenAI answered {exc.status_code}") from exc
+        except (openai.OpenAIError, ValueError) as exc:
+            raise EngineError(type(exc).__name__) from exc
+        if not response.choices:
+            raise EngineError("OpenAI returned no choices")
+        message = response.choices[0].message
+        usage = _usage(response.usage)
+        if message.tool_calls and turn.allow_tools:
+            calls = []
+            for call in message.tool_calls:
+                try:
+                    arguments = json.loads(call.function.arguments or "{}")
+                except json.JSONDecodeError:
+                    arguments = {"_unparsed": call.function.arguments}
+                calls.append(ToolCall(id=call.id, name=call.function.name, arguments=arguments))
+            return EngineReply(tool_calls=calls, text=message.content or "", usage=usage)
+        if message.refusal:
+            log.info("model refused: %s", message.refusal)
+            return EngineReply(text=REFUSAL, refusal=True, usage=usage)
+        if message.audio is None:
+            return EngineReply(text=message.content or "", usage=usage)
+        return EngineReply(
+            text=message.audio.transcript or message.content or "",
+            audio=base64.b64decode(message.audio.data),
+            audio_format=FORMATS[self.reply_format],
+            audio_id=message.audio.id,
+            audio_expires_at=message.audio.expires_at,
+            usage=usage,
+        )
+
+    def voices(self) -> list[str]:
+        return list(VOICES)
+
+    async def verify_model(self) -> None:
+        """Warn at start-up when the configured model is unknown to the provider or retired."""
+        if self.model in SHUTDOWNS:
+            log.warning(
+                "model %s is %s: set openai.model to a current audio model", self.model, SHUTDOWNS[self.model]
+            )
+        try:
+            await self.client.models.retrieve(self.model)
+        except openai.NotFoundError:
+            log.warning("model %s is not offered by this provider: check openai.model", self.model)
+        except openai.OpenAIError as exc:
+            log.info("could not check model %s: %s", self.model, type(exc).__name__)
+
+    async def aclose(self) -> None:
+        await self.client.close()
+
+
+def build_messages(
+    system_prompt: str, turn: TurnState, audio_turns: int = 1, now: float | None = None
+) -> list[dict[str, Any]]:
+    now = time.time() if now is None else now
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
+    by_audio = len(turn.history) - audio_turns
+    for index, past in enumerate(turn.history):
+        messages += _past_turn(past, now, by_audio=index >= by_audio)
+    heard = _heard(turn)
+    if turn.rounds and heard:
+        # After the first step the player's words, already transcribed, say the same as their
+        # audio did, at a fraction of the cost.
+        messages.append({"role": "user", "content": heard})
+    elif turn.audio is not None:
+        encoded = base64.b64encode(turn.audio.wav).decode()
+        messages.append(
+            {
+                "role": "user",
+                "content": [{"type": "input_audio", "input_audio": {"data": encoded, "format": "wav"}}],
+            }
+        )
+    else:
+        messages.append({"role": "user", "content": turn.text or ""})
+    for round_ in turn.rounds:
+        messages.append(
+            {
+                "role": "assistant",
+                "content": round_.assistant_text or None,
+                "tool_calls": [_tool_call(c.id, c.name, c.arguments) for c in round_.calls],
+            }
+        )
+        messages += [
+            {"role": "tool", "tool_call_id": r.call.id, "content": json.dumps(r.result)}
+            for r in round_.results
+        ]
+    return messages
+
+
+def _heard(turn: TurnState) -> str | None:
+    task = turn.heard
+    if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    return task.result()
+
+
+def _past_turn(past: PastTurn, now: float, by_audio: bool) -> list[dict[str, Any]]:
+    """An earlier turn as text; its audio reply by reference only while OpenAI still holds it.
+    The player's past audio is never sent again."""
+    out: list[dict[str, Any]] = [{"role": "user", "content": past.user_text or "(a voice note)"}]
+    calls = [r for r in past.tool_results if r.get("id")]
+    if calls:
+        out.append(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [_tool_call(r["id"], r["name"], r["arguments"]) for r in calls],
+            }
+        )
+        out += [{"role": "tool", "tool_call_id": r["id"], "content": json.dumps(r["result"])} for r in calls]
+    if by_audio and past.audio_id and past.audio_expires_at and past.audio_expires_at > now + EXPIRY_MARGIN:
+        out.append({"role": "assistant", "audio": {"id": past.audio_id}})
+    else:
+        out.append({"role": "assistant", "content": past.reply_text})
+    return out
+
+
+def _tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def _usage(usage: Any) -> Usage | None:
+    if usage is None:
+        return None
+    prompt_audio = getattr(usage.prompt_tokens_details, "audio_tokens", 0) or 0
+    cached = getattr(usage.prompt_tokens_details, "cached_tokens", 0) or 0
+    completion_audio = getattr(usage.completion_tokens_details, "audio_tokens", 0) or 0
+    return Usage(
+        text_in=usage.prompt_tokens - prompt_audio,
+        text_out=usage.completion_tokens - completion_audio,
+        audio_in=prompt_audio,
+        audio_out=completion_audio,
+        cached_in=cached,
+    )
+
+
+def build_client(settings: Settings) -> openai.AsyncOpenAI:
+    o = settings.openai
+    if o.provider == "azure":
+        return openai.AsyncAzureOpenAI(
+            api_key=settings.secrets.azure_openai_api_key,
+            azure_endpoint=o.azure_endpoint,
+            # No client-wide deployment: each request's `model` names its deployment, so chat and
+            # transcription can use different deployments.
+            api_version=o.api_version,
+            timeout=o.timeout_seconds,
+            max_retries=o.max_retries,
+        )
+    # With no openai.base_url the SDK reads OPENAI_BASE_URL itself, as it documents.
+    return openai.AsyncOpenAI(
+        api_key=settings.secrets.openai_api_key,
+        base_url=o.base_url or None,
+        timeout=o.timeout_seconds,
+        max_retries=o.max_retries,
+    )
+
+
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+async def create_openai_engine(settings: Settings, verify: bool = True) -> OpenAIEngine:
+    o = settings.openai
+    prompt = REPO / settings.agent.system_prompt_file  # an absolute setting replaces REPO
+    engine = OpenAIEngine(
+        client=build_client(settings),
+        model=o.azure_deployment if o.provider == "azure" else o.model,
+        voice=o.voice,
+        reply_format=o.reply_format,
+        transcribe_model=o.transcribe_model,
+        system_prompt=(await asyncio.to_thread(prompt.read_text, encoding="utf-8")).strip(),
+        audio_history_turns=o.audio_history_turns,
+    )
+    if verify and o.provider == "openai":
+        await engine.verify_model()
+    return engine

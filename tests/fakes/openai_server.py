@@ -1,0 +1,309 @@
+"""A fake OpenAI (and Azure OpenAI) server on 127.0.0.1 for the real `openai` SDK.
+
+It validates every chat request against `CreateChatCompletionRequest` and every transcription
+against `CreateTranscriptionRequest` from the official spec, refuses what we never want to send
+(the deprecated `functions`), answers with scripted replies carrying real audio, and can be told
+to fail: 429 with retry-after, 500, a hang past the client's timeout, malformed JSON.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from aiohttp import web
+
+from bot.audio import pcm_to_wav, reply_from_pcm
+from tests.fakes.openapi import component_errors
+
+SPEC = "openai-openapi.json"
+API_KEY = "sk-test-fake"
+AZURE_KEY = "azure-test-key"
+AUDIO_TOKENS_PER_SECOND = 10  # roughly what OpenAI bills for audio input
+
+Reply = dict[str, Any]
+Responder = Callable[[dict[str, Any]], Reply]
+
+
+@dataclass
+class Received:
+    path: str
+    body: dict[str, Any]
+    headers: dict[str, str]
+    query: dict[str, str]
+
+    @property
+    def audio_bytes(self) -> int:
+        """Bytes of base64 audio this request carried (input_audio parts only)."""
+        total = 0
+        for message in self.body.get("messages", []):
+            content = message.get("content")
+            if isinstance(content, list):
+                for part in content:
+                    if part.get("type") == "input_audio":
+                        total += len(part["input_audio"]["data"])
+        return total
+
+    @property
+    def audio_ids(self) -> list[str]:
+        return [m["audio"]["id"] for m in self.body.get("messages", []) if m.get("audio")]
+
+
+@dataclass
+class Failure:
+    status: int = 500
+    retry_after: float | None = None
+    hang: float = 0.0
+    malformed: bool = False
+
+
+@dataclass
+class FakeOpenAI:
+    script: list[Responder] = field(default_factory=list)  # one per chat request, in order
+    failures: list[Failure] = field(default_factory=list)  # consumed before the script
+    received: list[Received] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)
+    transcript: str = "how many points do i have"
+    models: list[str] = field(
+        default_factory=lambda: ["gpt-audio-1.5", "gpt-audio", "gpt-4o-mini-transcribe"]
+    )
+    audio_ttl: int = 3600
+    _runner: web.AppRunner | None = None
+    port: int = 0
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> FakeOpenAI:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/audio/transcriptions", self._transcribe)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_get("/v1/models/{model}", self._model)
+        app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
+        app.router.add_post("/openai/deployments/{deployment}/audio/transcriptions", self._transcribe)
+        self._runner = web.AppRunner(app)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        return self
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    @property
+    def azure_endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def env(self) -> dict[str, str]:
+        return {"OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": API_KEY}
+
+    @property
+    def chats(self) -> list[Received]:
+        return [r for r in self.received if r.path.endswith("/chat/completions")]
+
+    @property
+    def transcriptions(self) -> list[Received]:
+        return [r for r in self.received if r.path.endswith("/audio/transcriptions")]
+
+    # ---- handlers -------------------------------------------------------------------------
+
+    def _authorised(self, request: web.Request) -> bool:
+        if request.path.startswith("/openai/"):
+            return request.headers.get("api-key") == AZURE_KEY and "api-version" in request.query
+        return request.headers.get("Authorization") == f"Bearer {API_KEY}"
+
+    async def _fail_if_told(self) -> web.Response | None:
+        if not self.failures:
+            return None
+        failure = self.failures.pop(0)
+        if failure.hang:
+            await asyncio.sleep(failure.hang)
+        if failure.malformed:
+            return web.Response(
+                status=200, text='{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
+            )
+        headers = {}
+        if failure.retry_after is not None:
+            headers["retry-after"] = str(failure.retry_after)
+        error = {"error": {"message": "scripted failure", "type": "server_error", "code": None}}
+        return web.json_response(error, status=failure.status, headers=headers)
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response(
+                {"error": {"message": "Incorrect API key", "type": "invalid_request_error"}}, status=401
+            )
+        body = await request.json()
+        self.received.append(Received(request.path, body, dict(request.headers), dict(request.query)))
+        errors = component_errors(SPEC, "CreateChatCompletionRequest", body)
+        if "functions" in body or "function_call" in body:
+            errors.append("deprecated functions/function_call sent; use tools/tool_calls")
+        if errors:
+            self.violations += errors
+            return web.json_response(
+                {"error": {"message": "; ".join(errors), "type": "invalid_request_error"}}, status=400
+            )
+        failed = await self._fail_if_told()
+        if failed is not None:
+            return failed
+        responder = self.script.pop(0) if self.script else answer("Here is your answer.")
+        message = responder(body)
+        return web.json_response(self._completion(body, message))
+
+    def _completion(self, body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+        fmt = (body.get("audio") or {}).get("format", "wav")
+        if message.pop("_audio", False):
+            transcript = message.pop("content")
+            message["content"] = None
+            message["audio"] = {
+                "id": f"audio_{uuid.uuid4().hex[:16]}",
+                "data": base64.b64encode(spoken_audio(transcript, fmt)).decode(),
+                "expires_at": int(time.time()) + self.audio_ttl,
+                "transcript": transcript,
+            }
+        audio_in = sum(
+            len(base64.b64decode(p["input_audio"]["data"])) / 48_000 * AUDIO_TOKENS_PER_SECOND
+            for m in body["messages"]
+            if isinstance(m.get("content"), list)
+            for p in m["content"]
+            if p.get("type") == "input_audio"
+        )
+        text_in = sum(len(json.dumps(m)) // 4 for m in body["messages"]) - int(audio_in)
+        audio_out = 25 if message.get("audio") else 0
+        text_out = 12
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": body["model"],
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "refusal": None, **message},
+                    "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                    "logprobs": None,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": int(audio_in) + max(text_in, 1),
+                "completion_tokens": audio_out + text_out,
+                "total_tokens": int(audio_in) + max(text_in, 1) + audio_out + text_out,
+                "prompt_tokens_details": {"audio_tokens": int(audio_in), "cached_tokens": 0},
+                "completion_tokens_details": {
+                    "audio_tokens": audio_out,
+                    "text_tokens": text_out,
+                    "reasoning_tokens": 0,
+                },
+            },
+        }
+
+    async def _transcribe(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"error": {"message": "Incorrect API key"}}, status=401)
+        form = await request.post()
+        fields = {k: v for k, v in form.items() if not hasattr(v, "file")}
+        upload = form.get("file")
+        body = {**fields, "file": getattr(upload, "filename", "")}
+        self.received.append(Received(request.path, body, dict(request.headers), dict(request.query)))
+        errors = component_errors(SPEC, "CreateTranscriptionRequest", body)
+        if upload is None or not hasattr(upload, "file"):
+            errors.append("file: no file part")
+        else:
+            data = upload.file.read()
+            if not data.startswith(b"RIFF"):
+                errors.append("file: not a WAV")
+        if errors:
+            self.violations += errors
+            return web.json_response({"error": {"message": "; ".join(errors)}}, status=400)
+        return web.json_response({"text": self.transcript, "usage": {"type": "duration", "seconds": 2}})
+
+    async def _models(self, request: web.Request) -> web.Response:
+        data = [{"id": m, "object": "model", "created": 0, "owned_by": "openai"} for m in self.models]
+        return web.json_response({"object": "list", "data": data})
+
+    async def _model(self, request: web.Request) -> web.Response:
+        model = request.match_info["model"]
+        if model not in self.models:
+            return web.json_response(
+                {"error": {"message": f"The model `{model}` does not exist", "code": "model_not_found"}},
+                status=404,
+            )
+        return web.json_response({"id": model, "object": "model", "created": 0, "owned_by": "openai"})
+
+
+# ---- scripted replies -------------------------------------------------------------------------
+
+
+def answer(text: str) -> Responder:
+    """A final spoken answer; `text` may use {tool:<name>} to quote a tool result it was sent."""
+
+    def respond(body: dict[str, Any]) -> Reply:
+        results = {m.get("tool_call_id"): m["content"] for m in body["messages"] if m.get("role") == "tool"}
+        names = {
+            call["id"]: call["function"]["name"]
+            for m in body["messages"]
+            if m.get("role") == "assistant"
+            for call in m.get("tool_calls") or []
+        }
+        spoken = text
+        for call_id, content in results.items():
+            spoken = spoken.replace(f"{{tool:{names.get(call_id)}}}", content)
+        return {"content": spoken, "_audio": True}
+
+    return respond
+
+
+def tool_calls(*calls: tuple[str, dict[str, Any]]) -> Responder:
+    def respond(body: dict[str, Any]) -> Reply:
+        return {
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": f"call_{uuid.uuid4().hex[:10]}",
+                    "type": "function",
+                    "function": {"name": name, "arguments": json.dumps(arguments)},
+                }
+                for name, arguments in calls
+            ],
+        }
+
+    return respond
+
+
+def refusal(text: str) -> Responder:
+    return lambda body: {"content": None, "refusal": text}
+
+
+def spoken_audio(transcript: str, fmt: str) -> bytes:
+    """Real audio of a plausible length for the transcript, in the requested format."""
+    seconds = max(0.5, len(transcript.split()) / 2.7)
+    t = np.arange(int(seconds * 24_000)) / 24_000
+    pcm = (np.sin(2 * np.pi * 200 * t) * 6000 * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.int16)
+    if fmt == "opus":
+        return reply_from_pcm(pcm.tobytes(), 24_000).ogg
+    if fmt == "pcm16":
+        return pcm.tobytes()
+    return pcm_to_wav(pcm.tobytes(), 24_000)
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[FakeOpenAI]:
+    fake = await FakeOpenAI().start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()

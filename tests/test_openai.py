@@ -1,0 +1,301 @@
+"""The OpenAI engine through the real `openai` SDK, over HTTP, against the fake OpenAI server."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from bot.app import running_app
+from bot.engines.base import PastTurn
+from bot.tools.base import ToolContext
+from tests.audio_samples import encode, speechlike
+from tests.fakes.openai_server import (
+    API_KEY,
+    AZURE_KEY,
+    Failure,
+    answer,
+    refusal,
+    serving,
+    tool_calls,
+)
+
+from .conftest import BLAZE, NOVA, make_settings
+
+NOTE = encode(speechlike(2.0), 48_000, "ogg")
+
+
+@pytest.fixture
+async def fake():
+    async with serving() as server:
+        yield server
+
+
+def openai_settings(storage: Path, fake, **env: str):
+    defaults = {
+        "VOXDESK_AGENT_ENGINE": "openai",
+        "VOXDESK_OPENAI_BASE_URL": fake.base_url,
+        "VOXDESK_OPENAI_TIMEOUT_SECONDS": "2",
+        "VOXDESK_OPENAI_MAX_RETRIES": "2",
+        "OPENAI_API_KEY": API_KEY,
+    }
+    return make_settings(storage, **{**defaults, **env})
+
+
+@pytest.fixture
+def storage(settings) -> Path:
+    return settings.storage_dir
+
+
+async def test_plain_question_is_answered_with_audio_and_text(storage, fake) -> None:
+    fake.script = [answer("Hi there, ask me about your points.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.engine == "openai" and reply.kind == "answer"
+    assert reply.text == "Hi there, ask me about your points."
+    assert reply.user_text == fake.transcript  # from the concurrent transcription request
+    assert reply.audio is not None and reply.audio.ogg.startswith(b"OggS")
+    assert reply.audio.duration_secs > 1
+    (chat,) = fake.chats
+    assert chat.body["modalities"] == ["text", "audio"]
+    assert chat.body["audio"] == {"voice": "alloy", "format": "opus"}
+    assert chat.body["model"] == "gpt-audio-1.5"
+    assert {t["function"]["name"] for t in chat.body["tools"]} == {
+        "get_player_stats",
+        "search_manuals",
+        "register_grievance",
+        "get_grievance_status",
+    }
+    assert "functions" not in chat.body
+    assert chat.body["messages"][0]["role"] == "system"
+    assert "markdown" in chat.body["messages"][0]["content"]
+    assert chat.body["messages"][-1]["content"][0]["type"] == "input_audio"
+    assert len(fake.transcriptions) == 1
+    assert fake.violations == []
+
+
+async def test_a_tool_result_reaches_the_spoken_answer(storage, fake) -> None:
+    fake.script = [tool_calls(("get_player_stats", {})), answer("Your stats: {tool:get_player_stats}")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert [c["name"] for c in reply.tool_calls] == ["get_player_stats"]
+    points = reply.tool_results[0].result["total_points"]
+    assert f'"total_points": {points}' in reply.text
+    second = fake.chats[1].body["messages"]
+    assert (
+        second[-2]["role"] == "assistant"
+        and second[-2]["tool_calls"][0]["function"]["name"] == "get_player_stats"
+    )
+    assert second[-1]["role"] == "tool"
+    # the note's audio goes once; the next step carries the player's transcribed words instead
+    assert [c.audio_bytes > 0 for c in fake.chats] == [True, False]
+    assert second[-3] == {"role": "user", "content": fake.transcript}
+    assert len(fake.chats) == 2  # no extra "answer with context" request
+    assert fake.violations == []
+
+
+async def test_two_tools_in_one_round(storage, fake) -> None:
+    fake.script = [
+        tool_calls(("get_player_stats", {}), ("get_grievance_status", {})),
+        answer("{tool:get_grievance_status}"),
+    ]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert [c["name"] for c in reply.tool_calls] == ["get_player_stats", "get_grievance_status"]
+    tool_messages = [m for m in fake.chats[1].body["messages"] if m["role"] == "tool"]
+    assert len(tool_messages) == 2
+    assert "GRV-10" in reply.text
+
+
+async def test_the_rounds_bound_forces_an_answer(storage, fake) -> None:
+    fake.script = [tool_calls(("search_manuals", {"query": "refund"}))] * 3 + [answer("Done.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert len(reply.tool_calls) == 3 and reply.text == "Done."
+    assert [c.body.get("tool_choice") for c in fake.chats] == [None, None, None, "none"]
+
+
+async def test_rate_limit_then_success_uses_the_sdk_retry(storage, fake) -> None:
+    fake.failures = [Failure(status=429, retry_after=0.2)]
+    fake.script = [answer("Back again.")]
+    started = time.monotonic()
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.engine == "openai" and reply.text == "Back again."
+    assert len(fake.chats) == 2
+    assert time.monotonic() - started >= 0.2  # retry-after was honoured
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [Failure(status=500), Failure(malformed=True), Failure(hang=5)],
+    ids=["500", "malformed", "hang"],
+)
+async def test_persistent_failure_falls_back_to_the_offline_engine(storage, fake, failure) -> None:
+    fake.failures = [failure] * 3
+    settings = openai_settings(
+        storage,
+        fake,
+        VOXDESK_AGENT_FALLBACK="offline",
+        VOXDESK_OPENAI_TIMEOUT_SECONDS="0.5",
+        VOXDESK_OPENAI_MAX_RETRIES="1",
+    )
+    async with running_app(settings) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.engine == "offline"
+    assert reply.audio is not None and reply.text
+
+
+async def test_persistent_failure_without_fallback_apologises(storage, fake) -> None:
+    fake.failures = [Failure(status=500)] * 3
+    async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_MAX_RETRIES="1")) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.kind == "apology" and "Sorry" in reply.text
+    assert reply.audio is not None  # spoken by the offline synthesizer
+
+
+async def test_refusals_are_passed_on_politely(storage, fake) -> None:
+    fake.script = [refusal("I can't help with that.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.kind == "refusal" and reply.text.startswith("Sorry")
+
+
+async def test_expired_audio_ids_are_not_sent(storage, fake) -> None:
+    now = time.time()
+    async with running_app(openai_settings(storage, fake)) as app:
+        for audio_id, expires in (("audio_old", now - 10), ("audio_live", now + 3000)):
+            await app.conversations.append(
+                NOVA,
+                PastTurn(
+                    user_text="q",
+                    reply_text=f"reply for {audio_id}",
+                    audio_id=audio_id,
+                    audio_expires_at=int(expires),
+                    at=now,
+                ),
+            )
+        fake.script = [answer("ok")]
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    messages = fake.chats[0].body["messages"]
+    assert fake.chats[0].audio_ids == ["audio_live"]
+    assert {"role": "assistant", "content": "reply for audio_old"} in messages
+
+
+async def test_another_players_name_still_returns_the_speakers_data(storage, fake) -> None:
+    fake.transcript = "show me Blaze's points"
+    fake.script = [
+        tool_calls(("get_player_stats", {"player": "Blaze"})),
+        tool_calls(("get_player_stats", {})),
+        answer("{tool:get_player_stats}"),
+    ]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    refused, own = reply.tool_results
+    assert not refused.ok and "Invalid arguments" in refused.result["error"]
+    assert own.result["player_name"] == "Nova"
+    assert "Blaze" not in json.dumps([r.result for r in reply.tool_results])
+
+
+async def test_azure_provider_builds_the_deployment_url(storage, fake) -> None:
+    settings = make_settings(
+        storage,
+        VOXDESK_AGENT_ENGINE="openai",
+        VOXDESK_OPENAI_PROVIDER="azure",
+        VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
+        VOXDESK_OPENAI_AZURE_DEPLOYMENT="voxdesk-audio",
+        AZURE_OPENAI_API_KEY=AZURE_KEY,
+    )
+    fake.script = [answer("From Azure.")]
+    async with running_app(settings) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.text == "From Azure."
+    (chat,) = fake.chats
+    assert chat.path == "/openai/deployments/voxdesk-audio/chat/completions"
+    assert chat.query["api-version"] == "2025-01-01-preview"
+    assert chat.headers["api-key"] == AZURE_KEY
+    assert fake.transcriptions[0].path == "/openai/deployments/gpt-4o-mini-transcribe/audio/transcriptions"
+
+
+async def test_audio_sent_per_request_stays_flat_over_ten_turns(storage, fake) -> None:
+    fake.script = [answer(f"answer {i}") for i in range(10)]
+    async with running_app(openai_settings(storage, fake)) as app:
+        for _ in range(10):
+            await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+    sent = [c.audio_bytes for c in fake.chats]
+    assert len(sent) == 10 and len(set(sent)) == 1  # one note's audio, never the past ones
+    assert [len(c.audio_ids) for c in fake.chats] == [0] + [1] * 9  # only the latest reply by audio
+    assert len(fake.chats[-1].body["messages"]) == 1 + 8 * 2 + 1  # history bounded at 8 turns
+
+
+async def test_transcription_can_be_switched_off(storage, fake) -> None:
+    fake.script = [answer("ok")]
+    async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_TRANSCRIBE_MODEL="")) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert fake.transcriptions == [] and reply.user_text is None
+
+
+async def test_daily_budget_refuses_politely_once_spent(storage, fake) -> None:
+    fake.script = [answer("first"), answer("second")]
+    settings = openai_settings(storage, fake, VOXDESK_USAGE_DAILY_AUDIO_SECONDS="1")
+    async with running_app(settings) as app:
+        first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        second = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        other = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        spent = await app.agent.budget.today_for(NOVA)  # type: ignore[union-attr]
+    assert first.text == "first"
+    assert second.kind == "over_budget" and "tomorrow" in second.text
+    assert other.text == "second"
+    assert len(fake.chats) == 2
+    assert spent["audio_in"] > 0 and spent["cost_usd"] > 0 and spent["audio_seconds"] > 2
+
+
+async def test_start_up_warns_about_unknown_and_retired_models(storage, fake, caplog) -> None:
+    from bot.engines.openai import create_openai_engine
+
+    for model in ("gpt-4o-audio-preview", "no-such-model"):
+        engine = await create_openai_engine(openai_settings(storage, fake, VOXDESK_OPENAI_MODEL=model))
+        await engine.aclose()
+    assert "gpt-4o-audio-preview is shut down" in caplog.text
+    assert "no-such-model is not offered" in caplog.text
+
+
+async def test_cli_ask_json_runs_a_full_turn_on_any_compatible_server(storage, fake) -> None:
+    import asyncio
+    import os
+    import sys
+
+    from .conftest import REPO
+
+    fake.script = [tool_calls(("get_player_stats", {})), answer("You have {tool:get_player_stats}")]
+    env = {
+        **os.environ,
+        "VOXDESK_STORAGE_DIR": str(storage),
+        "VOXDESK_AGENT_ENGINE": "openai",
+        "OPENAI_BASE_URL": fake.base_url,  # the SDK's own variable, not ours
+        "OPENAI_API_KEY": API_KEY,
+    }
+    note = REPO / "data" / "samples" / "2-how-many-points.ogg"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        "ask",
+        str(note),
+        "--json",
+        "--out",
+        str(storage / "out"),
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, stderr.decode()
+    result = json.loads(stdout)
+    assert result["engine"] == "openai"
+    assert result["user_text"] == fake.transcript
+    assert result["tool_calls"] == [{"name": "get_player_stats", "arguments": {}}]
+    assert Path(result["reply_audio"]).read_bytes().startswith(b"OggS")  # noqa: ASYNC240
