@@ -90,7 +90,9 @@ class NotInitialised(Exception):
 
 async def build_stats_backend(settings: Settings) -> StatsBackend:
     if settings.tools.stats == "odbc":
-        raise NotImplementedError("tools.stats = odbc is not available yet")
+        from bot.tools.odbc_stats import OdbcStats
+
+        return await OdbcStats.open(settings.secrets.sql_connection_string, settings.odbc)
     path = storage_paths(settings).players
     if not path.exists():
         raise NotInitialised(f"{path} does not exist: run `python -m bot init` first")
@@ -101,7 +103,9 @@ async def build_stats_backend(settings: Settings) -> StatsBackend:
 
 async def build_manuals_backend(settings: Settings) -> ManualsBackend:
     if settings.tools.manuals == "azure":
-        raise NotImplementedError("tools.manuals = azure is not available yet")
+        from bot.tools.azure_manuals import AzureSearchManuals
+
+        return await AzureSearchManuals.open(settings.search, settings.secrets.azure_search_api_key)
     path = storage_paths(settings).manuals
     if not path.exists():
         raise NotInitialised(f"{path} does not exist: run `python -m bot init` first")
@@ -111,11 +115,17 @@ async def build_manuals_backend(settings: Settings) -> ManualsBackend:
 
 
 async def build_grievance_backend(settings: Settings) -> GrievanceBackend:
+    """With Jira on, grievances still go to the local store first (the outbox); a background task
+    started by `build_app` pushes them to Jira."""
+    path = storage_paths(settings).grievances
     if settings.tools.grievances == "jira":
-        raise NotImplementedError("tools.grievances = jira is not available yet")
+        from bot.tools.jira_grievances import JiraGrievances
+
+        s = settings.secrets
+        return await JiraGrievances.open(settings.jira, s.jira_email, s.jira_api_token, path)
     from bot.tools.grievance_store import LocalGrievanceStore
 
-    return await LocalGrievanceStore.open(storage_paths(settings).grievances)
+    return await LocalGrievanceStore.open(path)
 
 
 async def build_engine(settings: Settings, name: str) -> Engine:
@@ -154,6 +164,9 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
         stats = await keep(await build_stats_backend(settings))
         manuals = await keep(await build_manuals_backend(settings))
         grievances = await keep(await build_grievance_backend(settings))
+        start = getattr(grievances, "start", None)  # the Jira outbox's pusher
+        if start is not None:
+            await start()
         paths = storage_paths(settings)
         conversations = await keep(
             await ConversationStore.open(

@@ -114,6 +114,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from bot.health import check_all
+
+    results = asyncio.run(check_all(_settings(args)))
+    for result in results:
+        print(result.line())
+    return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_index_manuals(args: argparse.Namespace) -> int:
+    from bot.tools.azure_manuals import index_manuals
+
+    settings = _settings(args)
+    if not settings.search.endpoint:
+        raise ConfigError("search.endpoint is empty: set it to https://<service>.search.windows.net")
+    if not settings.secrets.azure_search_api_key:
+        raise ConfigError("AZURE_SEARCH_API_KEY is not set: set an admin key in the environment or .env")
+    key = settings.secrets.azure_search_api_key
+    print(asyncio.run(index_manuals(settings.search, key, Path(args.manuals))))
+    return 0
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from cogs.runner import run
 
@@ -158,6 +180,14 @@ COMMANDS: dict[
         lambda p: (
             p.add_argument("--split", action="append", choices=["heldout", "dev", "tune"]),
             p.add_argument("--misses", action="store_true", help="list every miss"),
+        ),
+    ),
+    "check": (cmd_check, "try each configured service once and say why one is not reachable", lambda p: None),
+    "index-manuals": (
+        cmd_index_manuals,
+        "create the Azure AI Search index if missing and upload data/manuals (re-runs update)",
+        lambda p: p.add_argument(
+            "--manuals", default=str(Path(__file__).resolve().parent.parent / "data" / "manuals")
         ),
     ),
     "run": (cmd_run, "start the Discord bot (needs DISCORD_TOKEN)", lambda p: None),

@@ -93,3 +93,23 @@ def test_demo_answers_every_sample_with_the_right_tool(settings) -> None:
         "get_grievance_status",
         "-",
     ]
+
+
+def test_check_on_the_embedded_defaults_says_every_service_is_ok(settings) -> None:
+    done = voxdesk("check", storage=settings.storage_dir)
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["ok", "engine"],
+        ["ok", "stats"],
+        ["ok", "manuals"],
+        ["ok", "grievances"],
+    ]
+    assert "12 players" in done.stdout
+
+
+def test_check_before_init_names_what_is_missing(tmp_path: Path) -> None:
+    done = voxdesk("check", storage=tmp_path / "empty")
+    assert done.returncode == 1
+    assert "FAIL  engine" in done.stdout and "python -m bot init" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr

@@ -218,6 +218,10 @@ async def test_azure_provider_builds_the_deployment_url(storage, fake) -> None:
     assert chat.headers["api-key"] == AZURE_KEY
     assert fake.transcriptions[0].path == "/openai/deployments/gpt-4o-mini-transcribe/audio/transcriptions"
 
+    from bot.health import check_engine
+
+    assert "reachable, deployment voxdesk-audio" in await check_engine(settings)
+
 
 async def test_audio_sent_per_request_stays_flat_over_ten_turns(storage, fake) -> None:
     fake.script = [answer(f"answer {i}") for i in range(10)]
@@ -299,3 +303,13 @@ async def test_cli_ask_json_runs_a_full_turn_on_any_compatible_server(storage, f
     assert result["user_text"] == fake.transcript
     assert result["tool_calls"] == [{"name": "get_player_stats", "arguments": {}}]
     assert Path(result["reply_audio"]).read_bytes().startswith(b"OggS")  # noqa: ASYNC240
+
+
+async def test_check_names_a_refused_key_and_a_missing_model(storage, fake) -> None:
+    from bot.health import check_engine
+
+    assert "available" in await check_engine(openai_settings(storage, fake))
+    with pytest.raises(RuntimeError, match=r"refused the API key \(401\)"):
+        await check_engine(openai_settings(storage, fake, OPENAI_API_KEY="sk-wrong"))
+    with pytest.raises(RuntimeError, match="does not offer model no-such-model"):
+        await check_engine(openai_settings(storage, fake, VOXDESK_OPENAI_MODEL="no-such-model"))

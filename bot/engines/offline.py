@@ -253,6 +253,17 @@ async def create_offline_engine(settings: Settings) -> OfflineEngine:
     return OfflineEngine(recognizer, settings.offline.voice, settings.offline.rate_wpm)
 
 
+async def check_offline_engine(settings: Settings) -> str:
+    """For `python -m bot check`: the speech models are built and eSpeak can speak."""
+    arpa = speech_dir(settings) / "domain.arpa"
+    if not arpa.exists():
+        raise FileNotFoundError(f"{arpa} is missing: run `python -m bot init`")
+    pcm, rate = await asyncio.to_thread(speak_pcm, "ready", settings.offline.voice, settings.offline.rate_wpm)
+    seconds = len(pcm) / 2 / rate
+    voice = settings.offline.voice
+    return f"offline speech: models in {arpa.parent}, eSpeak voice {voice} spoke {seconds:.1f} s"
+
+
 def create_speaker(settings: Settings):  # type: ignore[no-untyped-def]
     async def speak(text: str, voice: str | None) -> audio.ReplyAudio:
         pcm, rate = await asyncio.to_thread(

@@ -140,6 +140,28 @@ class OpenAIEngine:
         except openai.OpenAIError as exc:
             log.info("could not check model %s: %s", self.model, type(exc).__name__)
 
+    async def check(self) -> str:
+        """For `python -m bot check`: one request that proves the key and the model are good."""
+        where = str(self.client.base_url).rstrip("/")
+        try:
+            if isinstance(self.client, openai.AsyncAzureOpenAI):
+                # Azure has no per-deployment model lookup; listing proves endpoint and key.
+                await self.client.models.list()
+                return f"Azure OpenAI {where}: reachable, deployment {self.model}"
+            await self.client.models.retrieve(self.model)
+        except openai.AuthenticationError as exc:
+            raise RuntimeError(f"{where} refused the API key ({exc.status_code}): check it") from None
+        except openai.PermissionDeniedError as exc:
+            raise RuntimeError(f"{where}: the key may not use this ({exc.status_code})") from None
+        except openai.NotFoundError:
+            raise RuntimeError(f"{where} does not offer model {self.model}: check openai.model") from None
+        except openai.APIConnectionError as exc:
+            raise RuntimeError(f"cannot reach {where}: {exc.__cause__ or exc}") from None
+        except openai.APIStatusError as exc:
+            raise RuntimeError(f"{where} answered {exc.status_code}") from None
+        retired = f" (warning: {SHUTDOWNS[self.model]})" if self.model in SHUTDOWNS else ""
+        return f"OpenAI {where}: model {self.model} available{retired}"
+
     async def aclose(self) -> None:
         await self.client.close()
 

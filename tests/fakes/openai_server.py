@@ -87,6 +87,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/audio/transcriptions", self._transcribe)
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/v1/models/{model}", self._model)
+        app.router.add_get("/openai/models", self._models)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
         app.router.add_post("/openai/deployments/{deployment}/audio/transcriptions", self._transcribe)
         self._runner = web.AppRunner(app)
@@ -232,10 +233,14 @@ class FakeOpenAI:
         return web.json_response({"text": self.transcript, "usage": {"type": "duration", "seconds": 2}})
 
     async def _models(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"error": {"message": "Incorrect API key"}}, status=401)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "openai"} for m in self.models]
         return web.json_response({"object": "list", "data": data})
 
     async def _model(self, request: web.Request) -> web.Response:
+        if not self._authorised(request):
+            return web.json_response({"error": {"message": "Incorrect API key"}}, status=401)
         model = request.match_info["model"]
         if model not in self.models:
             return web.json_response(
