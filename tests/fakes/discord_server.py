@@ -19,7 +19,6 @@ import asyncio
 import base64
 import contextlib
 import datetime
-import functools
 import io
 import itertools
 import json
@@ -28,15 +27,14 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import jsonschema
 import pytest
-import referencing
 from aiohttp import WSMsgType, web
 
-SPEC = Path(__file__).resolve().parents[2].parent / "shared" / "specs" / "discord-openapi.json"
+from tests.fakes.openapi import request_errors
+
+SPEC = "discord-openapi.json"
 
 APPLICATION_ID = 900000000000000001
 BOT_USER_ID = APPLICATION_ID  # a bot's user id is its application id
@@ -78,40 +76,8 @@ def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
 # ---- validation against the spec ----------------------------------------------------------
 
 
-@functools.cache
-def _spec() -> dict[str, Any]:
-    spec = json.loads(SPEC.read_text())
-    # Discord documents that snowflakes are returned as strings but accepted as integers too, and
-    # discord.py sends integers (e.g. in message_reference); the spec only describes the string.
-    snowflake = spec["components"]["schemas"]["SnowflakeType"]
-    spec["components"]["schemas"]["SnowflakeType"] = {"anyOf": [snowflake, {"type": "integer", "minimum": 0}]}
-    return spec
-
-
-@functools.cache
-def _registry() -> referencing.Registry:
-    resource = referencing.Resource.from_contents(
-        _spec(), default_specification=referencing.jsonschema.DRAFT202012
-    )
-    return referencing.Registry().with_resource("urn:discord-openapi", resource)
-
-
-@functools.cache
-def _validator(path: str, method: str, content_type: str) -> jsonschema.Draft202012Validator:
-    _spec()["paths"][path][method]["requestBody"]["content"][content_type]["schema"]  # KeyError if absent
-    # Point into the spec document so its own "#/components/..." references resolve.
-    pointer = "/".join(
-        part.replace("~", "~0").replace("/", "~1")
-        for part in ("", "paths", path, method, "requestBody", "content", content_type, "schema")
-    )
-    return jsonschema.Draft202012Validator({"$ref": f"urn:discord-openapi#{pointer}"}, registry=_registry())
-
-
 def spec_errors(path: str, method: str, content_type: str, body: Any) -> list[str]:
-    validator = _validator(path, method, content_type)
-    return [
-        f"{'/'.join(map(str, e.absolute_path)) or '<body>'}: {e.message}" for e in validator.iter_errors(body)
-    ]
+    return request_errors(SPEC, path, method, content_type, body)
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
