@@ -9,7 +9,7 @@ import aiosqlite
 
 from bot.db import open_sqlite
 
-REPLY_MODES = ("voice_and_text", "voice", "text")
+REPLY_MODES = ("voice_and_text", "voice", "file", "text")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS preferences (

@@ -91,11 +91,12 @@ async def send_text(message: discord.Message, text: str, file: ReplyAudio | None
 async def send_answer(
     client: discord.Client, message: discord.Message, text: str, audio: ReplyAudio | None, mode: str
 ) -> str:
-    """Answer with the player's chosen style; returns how it went out: voice | file | text."""
+    """Answer with the player's chosen style (voice_and_text | voice | file | text); returns how it
+    went out: voice | file | text. A refused voice message falls back to the file style."""
     if audio is None or mode == "text":
         await send_text(message, text)
         return "text"
-    if voice_message_allowed(message):
+    if mode != "file" and voice_message_allowed(message):
         try:
             await send_voice_message(client, message, audio)
         except discord.HTTPException as exc:

@@ -12,6 +12,7 @@ from cogs.interactions import answer_privately, caller
 REPLY_STYLES = {
     "voice_and_text": "a voice message and its transcript",
     "voice": "a voice message only",
+    "file": "an audio file with the transcript as its text",
     "text": "text only",
 }
 
@@ -53,11 +54,12 @@ class PlayerSettings(commands.Cog):
         return [app_commands.Choice(name=v, value=v) for v in voices[:25]]  # Discord shows at most 25
 
     @app_commands.command(name="replies", description="How I answer your voice notes")
-    @app_commands.describe(style="Voice message and transcript, voice only, or text only")
+    @app_commands.describe(style="Voice message and transcript, voice only, an audio file, or text only")
     @app_commands.choices(
         style=[
             app_commands.Choice(name="Voice message and transcript", value="voice_and_text"),
             app_commands.Choice(name="Voice message only", value="voice"),
+            app_commands.Choice(name="Audio file with the transcript", value="file"),
             app_commands.Choice(name="Text only", value="text"),
         ]
     )

@@ -121,7 +121,7 @@ async def test_voice_autocompletes_and_changes_the_next_reply(harness: Harness):
     assert "Voice default." in (await reply_to_note(fake, blaze))[1].content  # only Nova's changed
 
 
-async def test_replies_text_only_and_voice_only(harness: Harness):
+async def test_replies_text_only_voice_only_and_file(harness: Harness):
     fake = harness.fake
     assert "text only" in await ask(fake, nova, "replies", [option("style", "text")])
     note = await fake.send_note(nova, voice_note())
@@ -133,6 +133,15 @@ async def test_replies_text_only_and_voice_only(harness: Harness):
     await fake.wait_for(lambda _: fake.sent("reaction_remove", int(note["channel_id"]))[1:])  # 2nd note done
     (voice,) = fake.replies_to(note["id"])
     assert voice.flags & VOICE_FLAG and voice.content == ""
+
+    assert "audio file" in await ask(fake, nova, "replies", [option("style", "file")])
+    note = await fake.send_note(nova, voice_note())
+    await fake.wait_for(lambda _: fake.sent("reaction_remove", int(note["channel_id"]))[2:])  # 3rd note done
+    (file_reply,) = fake.replies_to(note["id"])
+    assert not file_reply.flags & VOICE_FLAG
+    assert file_reply.content.startswith("Nova, you have")
+    (upload,) = file_reply.files
+    assert upload.filename == "reply.ogg" and upload.data.startswith(b"OggS")
 
 
 async def test_sync_publishes_the_command_tree(settings, fake: FakeDiscord):

@@ -255,3 +255,17 @@ async def test_a_note_declared_too_long_is_refused_before_download(harness: Harn
     (reply,) = await answered(harness.fake, note, count=1)
     assert "too long" in reply.content
     assert not harness.fake.sent("cdn")
+
+
+async def test_a_player_over_todays_budget_is_told_so_and_others_are_still_answered(
+    settings, fake: FakeDiscord
+):
+    limited = settings.replace(usage={"daily_audio_seconds": 1.0})
+    async with running_bot(limited, fake) as h:
+        first = await h.fake.send_note(nova, voice_note())
+        assert (await answered(h.fake, first))[1].content.startswith("Nova, you have")
+        second = await h.fake.send_note(nova, voice_note())
+        refused = "used up today's voice answers"
+        await h.fake.wait_for(lambda _: any(refused in r.content for r in h.fake.replies_to(second["id"])))
+        other = await h.fake.send_note(blaze, voice_note())
+        assert (await answered(h.fake, other))[1].content.startswith("Blaze, you have")
