@@ -124,7 +124,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_index_manuals(args: argparse.Namespace) -> int:
-    from bot.tools.azure_manuals import index_manuals
+    from bot.tools.azure_manuals import SearchServiceError, index_manuals
 
     settings = _settings(args)
     if not settings.search.endpoint:
@@ -132,7 +132,11 @@ def cmd_index_manuals(args: argparse.Namespace) -> int:
     if not settings.secrets.azure_search_api_key:
         raise ConfigError("AZURE_SEARCH_API_KEY is not set: set an admin key in the environment or .env")
     key = settings.secrets.azure_search_api_key
-    print(asyncio.run(index_manuals(settings.search, key, Path(args.manuals))))
+    try:
+        print(asyncio.run(index_manuals(settings.search, key, Path(args.manuals))))
+    except SearchServiceError as exc:
+        print(f"index-manuals: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -92,7 +92,8 @@ class ToolsSettings:
 class OdbcSettings:
     pool_size: int = 5
     query_timeout_seconds: int = 10
-    retries: int = 3
+    retries: int = 3  # extra attempts on transient errors (dropped connections, Azure SQL throttling)
+    retry_backoff_seconds: float = 0.5  # first wait between attempts; doubles each time, at most 4 s
     dialect: str = "sqlserver"  # sqlserver | sqlite
 
 
@@ -101,6 +102,8 @@ class SearchSettings:
     endpoint: str = ""
     index: str = "manuals"
     semantic_configuration: str = ""
+    timeout_seconds: float = 5.0  # per request, connecting and reading
+    retries: int = 2  # the SDK's own retries on 5xx, throttling and dropped connections
 
 
 @dataclass(frozen=True)
@@ -108,8 +111,12 @@ class JiraSettings:
     url: str = ""
     project: str = "GRV"
     issue_type: str = "Task"
-    push_interval_seconds: float = 15.0
+    push_interval_seconds: float = 15.0  # the sweep for pending grievances, and the first retry delay
     timeout_seconds: float = 15.0
+    max_backoff_seconds: float = 300.0  # retry delays double from push_interval_seconds up to this
+    settle_seconds: float = 30.0  # after a create whose outcome is unknown, wait for Jira's search index
+    user_label_prefix: str = "discord-"  # label discord-<user id> finds a player's tickets
+    key_label_prefix: str = "voxdesk-"  # label voxdesk-GRV-14 finds the push of local GRV-14
 
 
 @dataclass(frozen=True)

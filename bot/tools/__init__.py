@@ -57,7 +57,15 @@ def build_tools(
     async def search_manuals(ctx: ToolContext, args: JSON) -> JSON:
         passages = await manuals.search(args["query"], manual_results)
         return {
-            "passages": [{"title": p.title, "text": p.text, "source": p.source} for p in passages],
+            "passages": [
+                {
+                    "title": p.title,
+                    "text": p.text,
+                    "source": p.source,
+                    **({"excerpt": p.excerpt} if p.excerpt else {}),
+                }
+                for p in passages
+            ],
         }
 
     async def register_grievance(ctx: ToolContext, args: JSON) -> JSON:

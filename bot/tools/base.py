@@ -100,6 +100,7 @@ class Passage:
     text: str
     source: str  # manual file or document key
     score: float = 0.0
+    excerpt: str = ""  # the part that matched (a semantic caption or highlights), when the backend has it
 
 
 @dataclass

@@ -47,13 +47,18 @@ CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5(
 """
 
 # Words that carry no meaning for a search; left in, they match every manual.
-_STOPWORDS = frozenset(
+STOPWORDS = frozenset(
     "a an and are as at be but by can could do does did for from get got have has how i i'm im "
     "in is it its me my of on or please so that the their them there this to up was we what "
     "when where which who why will with would you your tell know want need help about".split()
 )
-_WORD = re.compile(r"[a-z0-9]+")
+WORD = re.compile(r"[a-z0-9]+")
 TITLE_WEIGHT = 4.0  # a match in a section's title counts four times one in its text
+
+
+def query_terms(text: str) -> list[str]:
+    """The meaningful words of a question, lowercased, each once: all any manuals backend is sent."""
+    return list(dict.fromkeys(w for w in WORD.findall(text.lower()) if w not in STOPWORDS))
 
 
 def fts_query(text: str) -> str:
@@ -61,8 +66,7 @@ def fts_query(text: str) -> str:
 
     Quoting every term means nothing a player says can be read as FTS5 syntax.
     """
-    words = [w for w in _WORD.findall(text.lower()) if w not in _STOPWORDS]
-    return " OR ".join(f'"{w}"' for w in dict.fromkeys(words))
+    return " OR ".join(f'"{w}"' for w in query_terms(text))
 
 
 class FtsManuals:

@@ -1,0 +1,356 @@
+"""Game-manual search on Azure AI Search, and `index-manuals`, which builds that index.
+
+The query sent is made of the player's words only (the same words, minus the same stopwords, as
+the embedded FTS index uses), joined by spaces and sent with the simple syntax in `any` mode. No
+character the player says reaches the service as query syntax, and nothing ever goes into a
+`$filter`. The index gives a section title four times the weight of its text, as the embedded
+index does, so both backends rank the manuals alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import re
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from azure.core.credentials import AzureKeyCredential
+from azure.core.exceptions import (
+    AzureError,
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.search.documents.aio import SearchClient
+from azure.search.documents.indexes.aio import SearchIndexClient
+from azure.search.documents.indexes.models import (
+    ScoringProfile,
+    SearchableField,
+    SearchFieldDataType,
+    SearchIndex,
+    SemanticConfiguration,
+    SemanticField,
+    SemanticPrioritizedFields,
+    SemanticSearch,
+    SimpleField,
+    TextWeights,
+)
+
+from bot.config import SearchSettings
+from bot.tools.base import Passage, ToolError
+
+# One vocabulary for both backends: the same words are searched for on either.
+from bot.tools.embedded import TITLE_WEIGHT, WORD, query_terms
+from bot.tools.manual_chunks import Chunk, chunk_manuals
+
+log = logging.getLogger(__name__)
+
+UNAVAILABLE = "The game manuals are unavailable right now, please try again in a few minutes."
+FIELDS = ["key", "title", "text", "source"]
+SCORING_PROFILE = "title-first"
+ANALYZER = "en.lucene"  # English stemming and stopwords, like the embedded index's porter tokenizer
+BATCH = 500  # documents per indexing request; the service takes up to 1000
+_VALID_KEY = re.compile(r"^[A-Za-z0-9\-=][A-Za-z0-9_\-=]{0,1023}$")
+_TAG = re.compile(r"</?em>")
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+class SearchServiceError(Exception):
+    """The search service refused or could not be reached; str() is the reason in one line."""
+
+
+def document_key(chunk_key: str) -> str:
+    """A valid Azure document key (letters, digits, _ - =, not starting with _) for a chunk.
+
+    Chunk keys from ordinary file names are used as they are; anything else is encoded with
+    URL-safe base64, which stays stable across runs so a re-index still updates in place.
+    """
+    if _VALID_KEY.match(chunk_key):
+        return chunk_key
+    return "b64-" + base64.urlsafe_b64encode(chunk_key.encode()).decode().rstrip("=")
+
+
+def _check_endpoint(endpoint: str) -> str:
+    parts = urlsplit(endpoint.strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SearchServiceError(
+            f"search.endpoint {endpoint!r} is not a URL like https://<service>.search.windows.net"
+        )
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+        # The key travels in a header: never in clear text beyond this machine.
+        raise SearchServiceError(
+            f"search.endpoint {endpoint!r} must use https (plain http only for localhost)"
+        )
+    return endpoint.strip().rstrip("/")
+
+
+def _client_options(settings: SearchSettings) -> dict[str, Any]:
+    """Timeouts and the SDK's own retries (with backoff).
+
+    azure-core retries a search (a POST) on 500, 503 and 504 but not after a read timeout, so a
+    hanging service costs a player one timeout; GETs such as the document count retry on both.
+    """
+    return {
+        "connection_timeout": settings.timeout_seconds,
+        "read_timeout": settings.timeout_seconds,
+        "retry_total": settings.retries,
+        "retry_connect": settings.retries,
+        "retry_read": settings.retries,
+        "retry_status": settings.retries,
+    }
+
+
+def _budget(settings: SearchSettings) -> float:
+    """A hard ceiling for one call, retries and backoff included, so a player's turn ends."""
+    return settings.timeout_seconds * (settings.retries + 2)
+
+
+def _status(exc: BaseException) -> int | None:
+    return exc.status_code if isinstance(exc, HttpResponseError) else None
+
+
+def _first_line(exc: BaseException) -> str:
+    if isinstance(exc, HttpResponseError) and exc.error is not None and exc.error.message:
+        return str(exc.error.message).strip().splitlines()[0]
+    text = getattr(exc, "message", None) or str(exc)
+    lines = str(text).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def describe(exc: BaseException, settings: SearchSettings) -> str:
+    """The exact reason a call failed, in one line an operator can act on (never the key)."""
+    endpoint, status = settings.endpoint, _status(exc)
+    if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
+        return f"AZURE_SEARCH_API_KEY was refused ({status}) by {endpoint}: check the key"
+    if isinstance(exc, ResourceNotFoundError) or status == 404:
+        return f"index '{settings.index}' not found at {endpoint}: run `python -m bot index-manuals`"
+    if isinstance(exc, TimeoutError):
+        return f"no answer from {endpoint} within {_budget(settings):.0f} s"
+    if isinstance(exc, ServiceRequestError):
+        return f"cannot reach {endpoint}: {_first_line(exc)}"
+    if isinstance(exc, ServiceResponseError):
+        return f"no usable answer from {endpoint}: {_first_line(exc)}"
+    if status is not None:
+        return f"{endpoint} answered {status}: {_first_line(exc)}"
+    return f"{endpoint}: {_first_line(exc)}"
+
+
+def _excerpt(doc: dict[str, Any]) -> str:
+    captions = doc.get("@search.captions") or []
+    for caption in captions:
+        text = caption.get("text") or caption.get("highlights") or ""
+        if text:
+            return _TAG.sub("", str(text)).strip()
+    highlights = doc.get("@search.highlights") or {}
+    fragments = [f for field in ("text", "title") for f in highlights.get(field) or []]
+    return " … ".join(_TAG.sub("", f).strip() for f in fragments)
+
+
+class AzureSearchManuals:
+    """ManualsBackend over an Azure AI Search index built by `index_manuals`."""
+
+    def __init__(self, client: SearchClient, settings: SearchSettings) -> None:
+        self._client = client
+        self._settings = settings
+
+    @classmethod
+    async def open(cls, settings: SearchSettings, api_key: str) -> AzureSearchManuals:
+        if not api_key:
+            raise SearchServiceError("AZURE_SEARCH_API_KEY is empty: set it in the environment or .env")
+        endpoint = _check_endpoint(settings.endpoint)
+        client = SearchClient(
+            endpoint, settings.index, AzureKeyCredential(api_key), **_client_options(settings)
+        )
+        return cls(client, settings)
+
+    def _query(self, query: str, top: int) -> dict[str, Any] | None:
+        terms = query_terms(query)
+        if not terms:
+            return None
+        options: dict[str, Any] = {
+            "search_text": " ".join(terms),
+            "search_mode": "any",
+            "select": FIELDS,
+            "top": top,
+        }
+        semantic = self._settings.semantic_configuration
+        if semantic:
+            # The reranker reads the whole question; it gets the player's words, never their syntax.
+            options |= {
+                "query_type": "semantic",
+                "semantic_configuration_name": semantic,
+                "semantic_query": " ".join(WORD.findall(query.lower())),
+                "query_caption": "extractive",
+            }
+        else:
+            options |= {"query_type": "simple", "highlight_fields": "text,title"}
+        return options
+
+    async def search(self, query: str, top: int) -> list[Passage]:
+        options = self._query(query, top)
+        if options is None:
+            return []
+        try:
+            async with asyncio.timeout(_budget(self._settings)):
+                results = await self._client.search(**options)
+                docs = [doc async for doc in results]
+        except (AzureError, TimeoutError) as exc:
+            self._log_failure(exc)
+            raise ToolError(UNAVAILABLE) from exc
+        passages: list[Passage] = []
+        for doc in docs[:top]:
+            reranked = doc.get("@search.reranker_score")
+            passages.append(
+                Passage(
+                    title=str(doc.get("title") or ""),
+                    text=str(doc.get("text") or ""),
+                    source=str(doc.get("source") or doc.get("key") or ""),
+                    score=float(reranked if reranked is not None else doc.get("@search.score") or 0.0),
+                    excerpt=_excerpt(doc),
+                )
+            )
+        return passages
+
+    def _log_failure(self, exc: BaseException) -> None:
+        reason = describe(exc, self._settings)
+        status = _status(exc)
+        if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
+            log.error("manuals search: credentials problem: %s", reason)
+        elif isinstance(exc, ResourceNotFoundError) or status == 404:
+            log.error("manuals search: configuration problem: %s", reason)
+        else:
+            log.warning("manuals search unavailable: %s", reason)
+
+    async def check(self) -> str:
+        settings = self._settings
+        try:
+            async with asyncio.timeout(_budget(settings)):
+                count = await self._client.get_document_count()
+                if settings.semantic_configuration and count:
+                    # Proves the semantic configuration exists, which counting cannot.
+                    results = await self._client.search(**(self._query("manual", 1) or {}))
+                    _ = [doc async for doc in results]
+        except (AzureError, TimeoutError) as exc:
+            raise SearchServiceError(describe(exc, settings)) from exc
+        if not count:
+            raise SearchServiceError(f"index '{settings.index}' is empty: run `python -m bot index-manuals`")
+        mode = (
+            f"semantic ranking '{settings.semantic_configuration}'"
+            if settings.semantic_configuration
+            else "keyword"
+        )
+        return f"Azure AI Search index '{settings.index}': {count} documents, {mode} queries"
+
+    async def aclose(self) -> None:
+        await self._client.close()
+
+
+# ---- index-manuals ------------------------------------------------------------------------
+
+
+def index_definition(settings: SearchSettings) -> SearchIndex:
+    semantic = None
+    if settings.semantic_configuration:
+        semantic = SemanticSearch(
+            default_configuration_name=settings.semantic_configuration,
+            configurations=[_semantic_configuration(settings.semantic_configuration)],
+        )
+    return SearchIndex(
+        name=settings.index,
+        fields=[
+            SimpleField(name="key", type=SearchFieldDataType.STRING, key=True),
+            SearchableField(name="title", analyzer_name=ANALYZER),
+            SearchableField(name="text", analyzer_name=ANALYZER),
+            SimpleField(name="source", type=SearchFieldDataType.STRING, filterable=True),
+        ],
+        scoring_profiles=[
+            ScoringProfile(
+                name=SCORING_PROFILE, text_weights=TextWeights(weights={"title": TITLE_WEIGHT, "text": 1.0})
+            )
+        ],
+        default_scoring_profile=SCORING_PROFILE,
+        semantic_search=semantic,
+    )
+
+
+def _semantic_configuration(name: str) -> SemanticConfiguration:
+    return SemanticConfiguration(
+        name=name,
+        prioritized_fields=SemanticPrioritizedFields(
+            title_field=SemanticField(field_name="title"),
+            content_fields=[SemanticField(field_name="text")],
+        ),
+    )
+
+
+async def _ensure_index(indexes: SearchIndexClient, settings: SearchSettings) -> str:
+    """Create the index when missing; add the configured semantic configuration when absent."""
+    try:
+        index = await indexes.get_index(settings.index)
+    except ResourceNotFoundError:
+        await indexes.create_index(index_definition(settings))
+        return "created"
+    name = settings.semantic_configuration
+    configurations = list(index.semantic_search.configurations or []) if index.semantic_search else []
+    if name and all(c.name != name for c in configurations):
+        configurations.append(_semantic_configuration(name))
+        index.semantic_search = SemanticSearch(default_configuration_name=name, configurations=configurations)
+        await indexes.create_or_update_index(index)
+        return f"given semantic configuration '{name}'"
+    return "already there"
+
+
+def _document(chunk: Chunk) -> dict[str, str]:
+    return {"key": document_key(chunk.key), "title": chunk.title, "text": chunk.text, "source": chunk.source}
+
+
+async def _stale_keys(client: SearchClient, current: set[str]) -> list[str]:
+    """Keys in the index that no manual section has any more (a section or manual removed)."""
+    results = await client.search(search_text="*", select=["key"], top=100_000)
+    return [doc["key"] async for doc in results if doc["key"] not in current]
+
+
+async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Path) -> str:
+    """Create the index if missing and upload every manual section; a re-run updates in place.
+
+    Returns a one-line summary; raises SearchServiceError with the reason when it cannot.
+    """
+    chunks = chunk_manuals(manuals_dir)
+    if not chunks:
+        raise SearchServiceError(f"no manuals (*.md) with sections found in {manuals_dir}")
+    if not api_key:
+        raise SearchServiceError("AZURE_SEARCH_API_KEY is empty: set it in the environment or .env")
+    endpoint = _check_endpoint(settings.endpoint)
+    credential = AzureKeyCredential(api_key)
+    options = _client_options(settings)
+    documents = [_document(c) for c in chunks]
+    try:
+        async with SearchIndexClient(endpoint, credential, **options) as indexes:
+            state = await _ensure_index(indexes, settings)
+        async with SearchClient(endpoint, settings.index, credential, **options) as client:
+            results = []
+            for start in range(0, len(documents), BATCH):
+                results += await client.merge_or_upload_documents(documents[start : start + BATCH])
+            refused = [r for r in results if not r.succeeded]
+            if refused:
+                first = refused[0]
+                raise SearchServiceError(
+                    f"{len(refused)} of {len(documents)} passages were refused; "
+                    f"{first.key}: {first.error_message} ({first.status_code})"
+                )
+            stale = await _stale_keys(client, {d["key"] for d in documents})
+            if stale:
+                await client.delete_documents([{"key": key} for key in stale])
+    except AzureError as exc:
+        raise SearchServiceError(describe(exc, settings)) from exc
+    added = sum(1 for r in results if r.status_code == 201)
+    manuals = len({c.source for c in chunks})
+    return (
+        f"index '{settings.index}' {state}: {len(documents)} passages from {manuals} manuals "
+        f"in {manuals_dir} ({added} added, {len(documents) - added} updated, {len(stale)} removed)"
+    )

@@ -1,0 +1,392 @@
+"""Manuals on Azure AI Search: the real async SDK against the fake search service on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.app import running_app
+from bot.config import SearchSettings, Settings
+from bot.health import check_all
+from bot.tools.azure_manuals import (
+    UNAVAILABLE,
+    AzureSearchManuals,
+    SearchServiceError,
+    document_key,
+    index_manuals,
+)
+from bot.tools.base import ToolCall, ToolContext
+from bot.tools.manual_chunks import chunk_manuals
+from tests.conftest import NOVA, REPO, make_settings
+from tests.fakes.search_server import FakeSearch, running_fake_search
+
+MANUALS = REPO / "data" / "manuals"
+SECTIONS = len(chunk_manuals(MANUALS))
+
+QUESTIONS = [
+    "how do I pair my controller",
+    "I want a refund",
+    "how do I turn on two-factor authentication",
+    "someone is cheating",
+    "the game keeps crashing",
+    "I forgot my password",
+    "my controller stick is drifting",
+    "I bought gems but never got them",
+    "what are the minimum PC requirements",
+    "how do I limit my kid's play time",
+    "when does the season end",
+    "I lost my phone with the authenticator",
+    "my account is locked",
+    "can I get my money back",
+]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeSearch]:
+    async with running_fake_search() as server:
+        yield server
+
+
+def search_settings(fake: FakeSearch, **overrides: object) -> SearchSettings:
+    values: dict[str, object] = {"endpoint": fake.endpoint, "timeout_seconds": 1.0, "retries": 1}
+    return SearchSettings(**(values | overrides))  # type: ignore[arg-type]
+
+
+def app_settings(settings: Settings, fake: FakeSearch, **env: str) -> Settings:
+    """The seeded test settings, switched to Azure manuals by configuration alone."""
+    return make_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_MANUALS="azure",
+        VOXDESK_SEARCH_ENDPOINT=fake.endpoint,
+        VOXDESK_SEARCH_TIMEOUT_SECONDS="1",
+        VOXDESK_SEARCH_RETRIES="1",
+        AZURE_SEARCH_API_KEY=fake.api_key,
+        **env,
+    )
+
+
+async def ask(app, query: str):  # type: ignore[no-untyped-def]
+    call = ToolCall(id="c1", name="search_manuals", arguments={"query": query})
+    return await app.toolbox.run(ToolContext(user_id=NOVA), call)
+
+
+# ---- index-manuals ------------------------------------------------------------------------
+
+
+async def test_index_manuals_creates_the_index_and_uploads_every_section(fake: FakeSearch) -> None:
+    summary = await index_manuals(search_settings(fake), fake.api_key, MANUALS)
+
+    assert summary.startswith("index 'manuals' created:")
+    assert f"{SECTIONS} passages from 10 manuals" in summary and f"({SECTIONS} added" in summary
+    index = fake.indexes["manuals"]
+    fields = {f["name"]: f for f in index.definition["fields"]}
+    assert fields["key"]["key"] and fields["key"]["type"] == "Edm.String"
+    assert fields["title"]["analyzer"] == fields["text"]["analyzer"] == "en.lucene"
+    assert index.definition["defaultScoringProfile"] == "title-first"
+    assert "semantic" not in index.definition or not index.definition["semantic"]
+    assert set(index.documents) == {c.key for c in chunk_manuals(MANUALS)}
+    pairing = index.documents["controller-pairing-1"]
+    assert pairing["source"] == "controller-pairing.md" and "Bluetooth" in pairing["title"]
+    creates = [r for r in fake.received if r.operation == "create_index"]
+    assert len(creates) == 1 and all(r.query["api-version"] == "2026-04-01" for r in fake.received)
+
+
+async def test_a_second_run_updates_in_place(fake: FakeSearch, tmp_path: Path) -> None:
+    manuals = tmp_path / "manuals"
+    shutil.copytree(MANUALS, manuals)
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, manuals)
+    again = await index_manuals(settings, fake.api_key, manuals)
+    assert "already there" in again and f"(0 added, {SECTIONS} updated, 0 removed)" in again
+    assert len(fake.documents("manuals")) == SECTIONS
+
+    refunds = manuals / "refunds.md"
+    refunds.write_text(refunds.read_text().replace("14 days", "30 days"))
+    cheaters = manuals / "reporting-cheaters.md"
+    text = cheaters.read_text()
+    cheaters.write_text(text[: text.index("## Please do not name and shame")])
+    summary = await index_manuals(settings, fake.api_key, manuals)
+
+    documents = fake.documents("manuals")
+    assert len(documents) == SECTIONS - 1 and "reporting-cheaters-5" not in documents
+    assert "30 days" in documents["refunds-1"]["text"] and "14 days" not in documents["refunds-1"]["text"]
+    assert f"(0 added, {SECTIONS - 1} updated, 1 removed)" in summary
+    assert len([r for r in fake.received if r.operation == "create_index"]) == 1
+
+
+async def test_document_keys_are_valid_azure_keys(fake: FakeSearch, tmp_path: Path) -> None:
+    (tmp_path / "Café FAQ (v2).md").write_text("# FAQ\n\n## Prices\n\nPrices are in euros.\n")
+    (tmp_path / "_draft.md").write_text("# Draft\n\n## Soon\n\nComing soon.\n")
+    summary = await index_manuals(search_settings(fake), fake.api_key, tmp_path)
+
+    keys = set(fake.documents("manuals"))
+    assert "2 passages" in summary and len(keys) == 2
+    assert all(re.fullmatch(r"[A-Za-z0-9\-=][A-Za-z0-9_\-=]*", k) for k in keys)
+    assert document_key("Café FAQ (v2)-1") in keys and document_key("_draft-1") in keys
+    assert document_key("refunds-2") == "refunds-2"  # ordinary keys stay readable
+    await index_manuals(search_settings(fake), fake.api_key, tmp_path)
+    assert set(fake.documents("manuals")) == keys  # stable: a re-run finds the same keys
+
+
+async def test_a_query_key_cannot_index(fake: FakeSearch) -> None:
+    with pytest.raises(SearchServiceError, match=r"AZURE_SEARCH_API_KEY was refused \(403\)") as raised:
+        await index_manuals(search_settings(fake), fake.query_key, MANUALS)
+    assert fake.query_key not in str(raised.value)
+
+
+# ---- search through the tool --------------------------------------------------------------
+
+
+async def test_answers_match_the_embedded_index(
+    settings: Settings, fake: FakeSearch, scripted_app_engine
+) -> None:
+    await index_manuals(search_settings(fake), fake.api_key, MANUALS)
+    fake.received.clear()
+    mismatches = []
+    async with (
+        running_app(settings, scripted_app_engine) as embedded,
+        running_app(app_settings(settings, fake), scripted_app_engine) as cloud,
+    ):
+        assert type(cloud.manuals).__name__ == "AzureSearchManuals"
+        for question in QUESTIONS:
+            local, remote = await ask(embedded, question), await ask(cloud, question)
+            assert remote.ok, remote.result
+            first_local, first_remote = local.result["passages"][0], remote.result["passages"][0]
+            first_remote = {k: v for k, v in first_remote.items() if k != "excerpt"}  # Azure's extra
+            if first_local != first_remote:
+                mismatches.append((question, first_local["title"], first_remote["title"]))
+            assert len(remote.result["passages"]) == settings.tools.manual_results
+    assert not mismatches
+    sent = [r.body for r in fake.searches]
+    assert sent[0]["search"] == "pair controller" and sent[0]["searchMode"] == "any"
+    assert all(b["queryType"] == "simple" and "filter" not in b for b in sent)
+
+
+async def test_the_full_section_text_comes_back_with_highlights(fake: FakeSearch) -> None:
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        passages = await manuals.search("my controller stick is drifting", 2)
+    finally:
+        await manuals.aclose()
+    chunk = next(c for c in chunk_manuals(MANUALS) if c.key == "controller-pairing-4")
+    assert passages[0].text == chunk.text and passages[0].source == "controller-pairing.md"
+    assert "drift" in passages[0].excerpt.lower() and "<em>" not in passages[0].excerpt
+    assert passages[0].score > passages[1].score > 0
+    assert fake.searches[-1].body["highlight"] == "text,title"
+
+
+async def test_semantic_ranking_with_captions(fake: FakeSearch) -> None:
+    settings = search_settings(fake, semantic_configuration="manuals-semantic")
+    summary = await index_manuals(settings, fake.api_key, MANUALS)
+    assert "created" in summary
+    semantic = fake.indexes["manuals"].definition["semantic"]
+    assert semantic["defaultConfiguration"] == "manuals-semantic"
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        passages = await manuals.search("How do I turn ON two-factor authentication?", 3)
+        health = await manuals.check()
+    finally:
+        await manuals.aclose()
+    body = fake.searches[-2].body
+    assert body["queryType"] == "semantic" and body["semanticConfiguration"] == "manuals-semantic"
+    assert body["captions"] == "extractive"
+    assert body["semanticQuery"] == "how do i turn on two factor authentication"
+    assert passages[0].title.startswith("Two-factor authentication")
+    caption = " ".join(passages[0].excerpt.replace("…", " ").split())
+    assert caption and "<em>" not in passages[0].excerpt and caption in passages[0].text
+    assert 0 < passages[0].score <= 4.0  # the reranker's scale
+    assert "semantic ranking 'manuals-semantic'" in health
+
+
+async def test_a_semantic_configuration_is_added_to_an_existing_index(fake: FakeSearch) -> None:
+    await index_manuals(search_settings(fake), fake.api_key, MANUALS)
+    summary = await index_manuals(search_settings(fake, semantic_configuration="sem"), fake.api_key, MANUALS)
+    assert "given semantic configuration 'sem'" in summary
+    assert fake.indexes["manuals"].definition["semantic"]["configurations"][0]["name"] == "sem"
+    assert len(fake.documents("manuals")) == SECTIONS
+
+
+INJECTIONS = [
+    "title:x OR *) AND search.ismatch('a')",
+    '"refund" OR "password" -controller +crash | \\"escaped\\" \\\\ back\\slash',
+    "$filter=source eq 'refunds.md' or 1 eq 1 &$select=* /regex.*/ fuzzy~2 boost^10 [a TO z] {x}",
+    "refund') or search.in(key, 'a,b') or ('",
+]
+
+
+@pytest.mark.parametrize("semantic", ["", "sem"])
+async def test_syntax_in_a_question_is_only_words(fake: FakeSearch, semantic: str) -> None:
+    settings = search_settings(fake, semantic_configuration=semantic)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        for query in INJECTIONS:
+            passages = await manuals.search(query, 3)
+            body = fake.searches[-1].body
+            assert re.fullmatch(r"[a-z0-9]+( [a-z0-9]+)*", body["search"]), body["search"]
+            assert not {"filter", "orderby", "searchFields", "scoringProfile"} & set(body)
+            assert body["select"] == "key,title,text,source" and body["searchMode"] == "any"
+            assert body["queryType"] == ("semantic" if semantic else "simple")
+            if semantic:
+                assert re.fullmatch(r"[a-z0-9 ]+", body["semanticQuery"])
+            assert all(p.text for p in passages)
+        sent = len(fake.searches)
+        assert await manuals.search("*", 3) == [] and await manuals.search("how do I?", 3) == []
+        assert len(fake.searches) == sent  # nothing worth searching: the service is not asked
+    finally:
+        await manuals.aclose()
+
+
+async def test_syntax_through_the_tool_returns_normally(
+    settings: Settings, fake: FakeSearch, scripted_app_engine
+) -> None:
+    await index_manuals(search_settings(fake), fake.api_key, MANUALS)
+    fake.received.clear()
+    async with running_app(app_settings(settings, fake), scripted_app_engine) as app:
+        result = await ask(app, INJECTIONS[0])
+        refund = await ask(app, INJECTIONS[1])
+    assert result.ok and "error" not in result.result
+    assert fake.searches[0].body["search"] == "title x search ismatch"
+    assert refund.ok and refund.result["passages"]
+
+
+# ---- failures -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("failure", ["500", "hang", "stopped", "403", "no index"])
+async def test_search_down_is_a_sentence_the_player_hears(
+    settings: Settings, fake: FakeSearch, scripted_app_engine, caplog: pytest.LogCaptureFixture, failure: str
+) -> None:
+    await index_manuals(search_settings(fake), fake.api_key, MANUALS)
+    env = {"VOXDESK_SEARCH_INDEX": "missing"} if failure == "no index" else {}
+    async with running_app(app_settings(settings, fake, **env), scripted_app_engine) as app:
+        if failure == "500":
+            fake.fail_with(500)
+        elif failure == "hang":
+            fake.fail_with(hang=30)
+        elif failure == "403":
+            fake.fail_with(403)
+        elif failure == "stopped":
+            await fake.stop()
+        before = len(fake.searches)
+        started = time.perf_counter()
+        with caplog.at_level(logging.WARNING):
+            result = await ask(app, "how do I pair my controller")
+        elapsed = time.perf_counter() - started
+    assert not result.ok and result.result == {"error": UNAVAILABLE}
+    assert elapsed < 4.0  # one 1 s timeout (a search POST is not retried on a read timeout)
+    logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "bot.tools.azure_manuals")
+    expected = {
+        "500": "answered 500",
+        "hang": "Timeout",
+        "stopped": "cannot reach",
+        "403": "credentials problem: AZURE_SEARCH_API_KEY was refused (403)",
+        "no index": "index 'missing' not found",
+    }[failure]
+    assert expected in logged
+    assert fake.api_key not in caplog.text
+    if failure == "500":
+        assert len(fake.searches) - before == 2  # the SDK retried once (retries = 1), then gave up
+
+
+async def test_search_recovers_after_a_blip_and_a_restart(fake: FakeSearch) -> None:
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        fake.fail_with(503, times=1)
+        passages = await manuals.search("I want a refund", 3)  # the SDK's retry hides one 503
+        assert passages[0].source == "refunds.md"
+        port = fake.port
+        await fake.stop()
+        with pytest.raises(Exception, match="unavailable right now"):
+            await manuals.search("I want a refund", 3)
+        await fake.start(port=port)
+        assert (await manuals.search("I want a refund", 3))[0].source == "refunds.md"
+    finally:
+        await manuals.aclose()
+
+
+# ---- check --------------------------------------------------------------------------------
+
+
+async def test_check_counts_the_documents(fake: FakeSearch) -> None:
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    for key in (fake.api_key, fake.query_key):  # a query key is enough to serve players
+        manuals = await AzureSearchManuals.open(settings, key)
+        try:
+            assert (
+                await manuals.check()
+                == f"Azure AI Search index 'manuals': {SECTIONS} documents, keyword queries"
+            )
+        finally:
+            await manuals.aclose()
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        (
+            "wrong key",
+            r"^AZURE_SEARCH_API_KEY was refused \(403\) by http://127\.0\.0\.1:\d+: check the key$",
+        ),
+        ("missing index", r"^index 'nope' not found at .*: run `python -m bot index-manuals`$"),
+        ("empty index", r"^index 'manuals' is empty: run `python -m bot index-manuals`$"),
+        ("stopped", r"^cannot reach http://127\.0\.0\.1:\d+: .+"),
+        ("semantic missing", r"^http://127\.0\.0\.1:\d+ answered 400: Semantic configuration 'nope' is not"),
+    ],
+)
+async def test_check_names_the_reason(fake: FakeSearch, case: str, reason: str) -> None:
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    key = fake.api_key
+    if case == "wrong key":
+        key = "not-the-key"
+    elif case == "missing index":
+        settings = search_settings(fake, index="nope")
+    elif case == "empty index":
+        index = fake.indexes["manuals"]
+        index.documents.clear()
+    elif case == "stopped":
+        await fake.stop()
+    elif case == "semantic missing":
+        settings = search_settings(fake, semantic_configuration="nope")
+    manuals = await AzureSearchManuals.open(settings, key)
+    try:
+        with pytest.raises(SearchServiceError) as raised:
+            await manuals.check()
+    finally:
+        await manuals.aclose()
+    assert re.search(reason, str(raised.value)), str(raised.value)
+    assert "not-the-key" not in str(raised.value)
+
+
+async def test_bot_check_reports_the_search_service(settings: Settings, fake: FakeSearch) -> None:
+    await index_manuals(search_settings(fake), fake.api_key, MANUALS)
+    good = {r.service: r for r in await check_all(app_settings(settings, fake))}["manuals"]
+    wrong = make_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_MANUALS="azure",
+        VOXDESK_SEARCH_ENDPOINT=fake.endpoint,
+        AZURE_SEARCH_API_KEY="wrong",
+    )
+    bad = {r.service: r for r in await check_all(wrong)}["manuals"]
+    assert good.ok and f"{SECTIONS} documents" in good.line()
+    assert not bad.ok and "AZURE_SEARCH_API_KEY was refused (403)" in bad.line()
+
+
+async def test_plain_http_is_refused_beyond_this_machine() -> None:
+    settings = SearchSettings(endpoint="http://search.example.com")
+    with pytest.raises(SearchServiceError, match="must use https"):
+        await AzureSearchManuals.open(settings, "key")
+    with pytest.raises(SearchServiceError, match="AZURE_SEARCH_API_KEY is empty"):
+        await AzureSearchManuals.open(SearchSettings(endpoint="https://x.search.windows.net"), "")
