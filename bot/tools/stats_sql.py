@@ -17,8 +17,12 @@ MAX_ACHIEVEMENTS = 10
 
 FIND_PLAYER = "SELECT player_id, player_name FROM players WHERE discord_user_id = ?"
 
+# Cash is cast to FLOAT (a double on both dialects) because SQLite stores 0.00 as the integer 0,
+# and an ODBC driver that types a computed column from its first row (the SQLite one does) would
+# then truncate every later sum to an integer: 50.97 read back as 50.
 GAMES_BY_TYPE = (
-    "SELECT game_type, COUNT(*), COALESCE(SUM(points_earned), 0), COALESCE(SUM(cash_won), 0) "
+    "SELECT game_type, COUNT(*), COALESCE(SUM(points_earned), 0), "
+    "CAST(COALESCE(SUM(cash_won), 0) AS FLOAT) "
     "FROM game_sessions WHERE player_id = ? GROUP BY game_type ORDER BY game_type"
 )
 

@@ -1,0 +1,205 @@
+"""Player stats over ODBC (Azure SQL in production, the SQLite ODBC driver in tests) with aioodbc.
+
+The queries are the embedded path's, from `bot.tools.stats_sql`; only the dialect name differs.
+One summary runs on one pooled connection; a transient failure (a dropped connection, Azure SQL
+throttling or failover) discards that connection and retries the whole summary on a fresh one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+import aioodbc
+import pyodbc
+
+from bot.config import OdbcSettings
+from bot.tools import stats_sql
+from bot.tools.base import PlayerSummary, ToolError
+from bot.tools.stats_sql import Fetch
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+UNAVAILABLE = "Player stats are unavailable right now, please try again in a few minutes."
+MAX_BACKOFF_SECONDS = 4.0
+
+# Connection-level SQLSTATEs: link failure, cannot connect, no connection, rejected, timeouts.
+TRANSIENT_SQLSTATES = frozenset({"08S01", "08001", "08003", "08004", "HYT00", "HYT01"})
+# Azure SQL's documented transient errors (database unavailable, failover, throttling, network).
+AZURE_TRANSIENT_ERRORS = frozenset(
+    {4060, 40197, 40501, 40613, 49918, 49919, 49920, 4221, 10928, 10929, 10053, 10054, 10060, 233, 64}
+)
+# SQLite's "busy" and "locked": another writer holds the file; waiting is the cure.
+SQLITE_TRANSIENT_ERRORS = frozenset({5, 6})
+# pyodbc's own words when the driver connection under a pooled one has gone away.
+_CLOSED_CONNECTION = "attempt to use a closed connection"
+
+# pyodbc messages end in "(native error) (ODBC function)", e.g. "... (40613) (SQLDriverConnect)".
+_NATIVE_ERROR = re.compile(r"\((\d+)\)")
+_SECRET_VALUE = re.compile(r"(?i)\b(pwd|password)(\s*=\s*)(\{(?:[^}]|\}\})*\}?|[^;]*)")
+
+
+def redact(connection_string: str) -> str:
+    """The connection string with password values masked, fit for a log line."""
+    return _SECRET_VALUE.sub(r"\1\2***", connection_string)
+
+
+def is_transient(exc: BaseException, dialect: str = "sqlserver") -> bool:
+    """Whether another attempt on a fresh connection may succeed where this one failed."""
+    if isinstance(exc, TimeoutError):  # waiting for a pooled connection or a login
+        return True
+    if not isinstance(exc, pyodbc.Error):
+        return False
+    if len(exc.args) < 2:  # pyodbc's own errors carry only a message
+        return bool(exc.args) and str(exc.args[0]).lower().startswith(_CLOSED_CONNECTION)
+    sqlstate, message = str(exc.args[0]), str(exc.args[1])
+    if sqlstate in TRANSIENT_SQLSTATES:
+        return True
+    codes = {int(n) for n in _NATIVE_ERROR.findall(message)}
+    transient = SQLITE_TRANSIENT_ERRORS if dialect == "sqlite" else AZURE_TRANSIENT_ERRORS
+    return bool(codes & transient)
+
+
+_HINTS = {
+    "28000": "login failed: check the user and password in VOXDESK_SQL_CONNECTION_STRING",
+    "IM002": "no such ODBC driver or data source: check Driver= in VOXDESK_SQL_CONNECTION_STRING",
+}
+
+
+def describe(exc: BaseException) -> str:
+    """One readable line for a driver error, with any password scrubbed out."""
+    if isinstance(exc, TimeoutError):
+        return "no connection from the pool in time (the database did not answer)"
+    if isinstance(exc, pyodbc.Error) and len(exc.args) >= 2:
+        sqlstate, message = str(exc.args[0]), str(exc.args[1])
+        # Drop the "[08001] " prefix that repeats the SQLSTATE, and the ODBC function name.
+        message = re.sub(r"^\[\w+\]\s*", "", message)
+        message = re.sub(r"\s*\(SQL\w+\)\s*$", "", message)
+        hint = _HINTS.get(sqlstate, "")
+        text = f"{hint} ({message}, SQLSTATE {sqlstate})" if hint else f"{message} (SQLSTATE {sqlstate})"
+    else:
+        text = str(exc) or type(exc).__name__
+    return redact(text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
+
+
+class OdbcStatsError(Exception):
+    """`check()` could not reach the database; the message is the driver's reason, scrubbed."""
+
+
+class OdbcStats:
+    """StatsBackend over any ODBC database holding the tables of data/sql/*/schema.sql."""
+
+    def __init__(self, pool: aioodbc.Pool, executor: ThreadPoolExecutor, settings: OdbcSettings) -> None:
+        self._pool = pool
+        self._executor = executor
+        self._settings = settings
+
+    @classmethod
+    async def open(cls, connection_string: str, settings: OdbcSettings) -> OdbcStats:
+        """A pool that connects lazily (minsize 0): the bot starts, and serves its other tools, even
+        while the database is down; the first question connects, and `check` reports reachability."""
+        timeout = settings.query_timeout_seconds
+
+        async def configure(conn: pyodbc.Connection) -> None:
+            conn.timeout = timeout  # SQL_ATTR_QUERY_TIMEOUT on every statement of this connection
+
+        # The driver's calls block a thread each; their own pool keeps a stuck database from
+        # starving the default executor the audio work runs on.
+        executor = ThreadPoolExecutor(max_workers=settings.pool_size * 2, thread_name_prefix="odbc")
+        pool = await aioodbc.create_pool(
+            dsn=connection_string,
+            minsize=0,
+            maxsize=settings.pool_size,
+            autocommit=True,  # read-only queries: no transaction to commit on every release
+            timeout=timeout,  # login timeout
+            executor=executor,
+            after_created=configure,
+        )
+        log.info(
+            "player stats over ODBC (%s dialect, pool of %d): %s",
+            settings.dialect,
+            settings.pool_size,
+            redact(connection_string),
+        )
+        return cls(pool, executor, settings)
+
+    async def player_summary(self, user_id: str) -> PlayerSummary | None:
+        dialect = self._settings.dialect
+        try:
+            return await self._with_retries(lambda fetch: stats_sql.player_summary(fetch, user_id, dialect))
+        except (pyodbc.Error, TimeoutError) as exc:
+            log.error("player stats query failed: %s", describe(exc))
+            raise ToolError(UNAVAILABLE) from None
+
+    async def check(self) -> str:
+        """One attempt, no retries: the health command wants the state right now."""
+        try:
+            rows = await self._attempt(lambda fetch: fetch(stats_sql.PLAYER_COUNT, ()))
+        except (pyodbc.Error, TimeoutError) as exc:
+            # `from None`: the driver's original error is not carried along to a log unscrubbed.
+            raise OdbcStatsError(describe(exc)) from None
+        return f"ODBC player database: {rows[0][0]} players"
+
+    async def aclose(self) -> None:
+        self._pool.close()
+        await self._pool.wait_closed()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    async def _with_retries(self, work: Callable[[Fetch], Awaitable[T]]) -> T:
+        retries = max(0, self._settings.retries)
+        for attempt in range(retries + 1):
+            try:
+                return await self._attempt(work)
+            except (pyodbc.Error, TimeoutError) as exc:
+                if attempt == retries or not is_transient(exc, self._settings.dialect):
+                    raise
+                wait = min(MAX_BACKOFF_SECONDS, self._settings.retry_backoff_seconds * 2**attempt)
+                log.warning(
+                    "player stats: transient error on attempt %d of %d, retrying in %.2f s: %s",
+                    attempt + 1,
+                    retries + 1,
+                    wait,
+                    describe(exc),
+                )
+                await asyncio.sleep(wait)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    async def _attempt(self, work: Callable[[Fetch], Awaitable[T]]) -> T:
+        # A full pool or a login the driver does not time out itself must not hold a player
+        # forever; a running statement is bounded by the driver's query timeout instead, since
+        # abandoning it would hand a busy connection back to the pool.
+        limit = self._settings.query_timeout_seconds
+        async with asyncio.timeout(2 * limit if limit > 0 else None):
+            conn = await self._pool.acquire()
+        try:
+
+            async def fetch(sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+                cursor = await conn.execute(sql, *params)
+                rows = list(await cursor.fetchall())
+                await cursor.close()
+                return rows
+
+            return await work(fetch)
+        except BaseException:
+            # Whatever went wrong, this connection's state is unknown: close it so the pool drops
+            # it (a closed connection is not put back) and the next attempt opens a fresh one.
+            await _close_quietly(conn)
+            raise
+        finally:
+            await self._pool.release(conn)
+
+
+async def _close_quietly(conn: aioodbc.Connection) -> None:
+    try:
+        await conn.close()
+    except pyodbc.Error as exc:  # the driver connection underneath was already gone
+        log.debug("closing a broken ODBC connection: %s", describe(exc))
+        # aioodbc forgets its driver connection only when close() succeeds; without this the pool
+        # would take the dead connection back and hand it to the next player.
+        conn._conn = None

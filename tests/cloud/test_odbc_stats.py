@@ -1,0 +1,509 @@
+"""Player stats over ODBC, for real: aioodbc → unixODBC → the SQLite ODBC driver on players.db.
+
+CI installs `unixodbc` and `libsqliteodbc` from Debian; the driver registers itself as `SQLite3`.
+The same SQL runs here as on Azure SQL (only the row-limit dialect differs), so these tests pin
+the pool, retry, timeout and error handling that production relies on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import sqlite3
+from collections.abc import AsyncIterator
+from decimal import Decimal
+from pathlib import Path
+
+import pyodbc
+import pytest
+
+from bot.app import running_app, storage_paths
+from bot.config import ConfigError, OdbcSettings, Settings
+from bot.tools import Toolbox, build_tools
+from bot.tools.base import ToolCall, ToolContext, ToolError
+from bot.tools.embedded import FtsManuals, SqliteStats
+from bot.tools.grievance_store import LocalGrievanceStore
+from bot.tools.odbc_stats import (
+    UNAVAILABLE,
+    OdbcStats,
+    OdbcStatsError,
+    describe,
+    is_transient,
+    redact,
+)
+from tests.conftest import BLAZE, NOVA, QUILL, REPO, UNLINKED, make_settings
+
+
+@pytest.fixture(autouse=True, scope="module")
+def sqlite_odbc_driver() -> None:
+    # A failure, not a skip: `bash scripts/dev test` installs the driver, and a skipped ODBC path
+    # would let CI pass without ever running it.
+    if "SQLite3" not in pyodbc.drivers():
+        pytest.fail("the SQLite ODBC driver is missing: apt-get install unixodbc libsqliteodbc")
+
+
+# Short waits keep the fault tests quick; the logic is the same as with production's values.
+FAST = OdbcSettings(
+    dialect="sqlite", pool_size=2, query_timeout_seconds=5, retries=2, retry_backoff_seconds=0.01
+)
+PASSWORD = "hunter2"
+
+
+def odbc_string(db: Path | str, driver: str = "SQLite3", extra: str = "") -> str:
+    # Timeout is the SQLite driver's busy wait in ms (it ignores ODBC's query timeout attribute).
+    return f"Driver={driver};Database={db};Timeout=200{extra}"
+
+
+def players_db(settings: Settings) -> Path:
+    return storage_paths(settings).players
+
+
+def linked_ids(db: Path) -> list[str]:
+    with sqlite3.connect(db) as conn:
+        return [row[0] for row in conn.execute("SELECT discord_user_id FROM players ORDER BY player_id")]
+
+
+def table_counts(db: Path) -> dict[str, int]:
+    with sqlite3.connect(db) as conn:
+        return {
+            t: conn.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0]
+            for t in ("players", "game_sessions", "achievements")
+        }
+
+
+def lock_exclusively(db: Path) -> sqlite3.Connection:
+    """Another writer holding the whole file, as a long write transaction would."""
+    locker = sqlite3.connect(db, isolation_level=None)
+    # In WAL mode readers pass a writer's lock; the rollback journal makes them wait.
+    assert locker.execute("PRAGMA journal_mode=DELETE").fetchone()[0] == "delete"
+    locker.execute("BEGIN EXCLUSIVE")
+    return locker
+
+
+async def embedded_summary(db: Path, user: str) -> object:
+    stats = await SqliteStats.open(db)
+    try:
+        return await stats.player_summary(user)
+    finally:
+        await stats.aclose()
+
+
+@pytest.fixture
+async def odbc(settings: Settings) -> AsyncIterator[OdbcStats]:
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), FAST)
+    try:
+        yield stats
+    finally:
+        await stats.aclose()
+
+
+@pytest.fixture
+async def embedded(settings: Settings) -> AsyncIterator[SqliteStats]:
+    stats = await SqliteStats.open(players_db(settings))
+    try:
+        yield stats
+    finally:
+        await stats.aclose()
+
+
+async def toolbox_over(stats: OdbcStats, settings: Settings) -> tuple[Toolbox, list[object]]:
+    paths = storage_paths(settings)
+    manuals = await FtsManuals.open(paths.manuals)
+    grievances = await LocalGrievanceStore.open(paths.grievances)
+    return Toolbox(build_tools(stats, manuals, grievances)), [manuals, grievances]
+
+
+def stats_call(**arguments: object) -> ToolCall:
+    return ToolCall(id="c1", name="get_player_stats", arguments=dict(arguments))
+
+
+# ---- the pure pieces --------------------------------------------------------------------
+
+
+def driver_error(sqlstate: str, text: str, native: int, function: str = "SQLExecDirectW") -> pyodbc.Error:
+    """An error shaped as pyodbc raises them: (SQLSTATE, "[state] text (native) (function)")."""
+    return pyodbc.Error(
+        sqlstate, f"[{sqlstate}] [Microsoft][ODBC Driver 18 for SQL Server]{text} ({native}) ({function})"
+    )
+
+
+CLOSED = pyodbc.ProgrammingError("Attempt to use a closed connection.")
+
+TRANSIENT = [
+    (driver_error("08S01", "Communication link failure", 104), "sqlserver"),
+    (driver_error("08001", "TCP Provider: Timeout error [258].", 258, "SQLDriverConnect"), "sqlserver"),
+    (driver_error("08003", "Connection not open", 0), "sqlserver"),
+    (driver_error("08004", "Server rejected the connection", 0, "SQLDriverConnect"), "sqlserver"),
+    (driver_error("HYT00", "Query timeout expired", 0), "sqlserver"),
+    (driver_error("HYT01", "Connection timeout expired", 0, "SQLDriverConnect"), "sqlserver"),
+    (driver_error("42000", "[SQL Server]Database 'players' is not currently available.", 40613), "sqlserver"),
+    (driver_error("42000", "[SQL Server]The service is currently busy.", 40501), "sqlserver"),
+    (driver_error("42000", "[SQL Server]The request limit for the database is 60.", 10928), "sqlserver"),
+    (driver_error("HY000", "[SQL Server]Cannot open database requested by the login.", 4060), "sqlserver"),
+    (driver_error("HY000", "TCP Provider: An existing connection was forcibly closed", 10054), "sqlserver"),
+    (driver_error("HY000", "[SQLite]database is locked (5)", 5), "sqlite"),
+    (CLOSED, "sqlserver"),
+    (CLOSED, "sqlite"),
+    (TimeoutError(), "sqlserver"),
+]
+
+# Not worth another attempt: they would fail the same way.
+PERMANENT = [
+    (
+        driver_error("28000", "[SQL Server]Login failed for user 'bot'.", 18456, "SQLDriverConnect"),
+        "sqlserver",
+    ),
+    (driver_error("42S02", "[SQL Server]Invalid object name 'players'.", 208), "sqlserver"),
+    (driver_error("01000", "[unixODBC][Driver Manager]Can't open lib 'X' : file not found", 0), "sqlserver"),
+    (driver_error("HY000", "[SQLite]connect failed", 14, "SQLDriverConnect"), "sqlite"),
+    (driver_error("HY000", "[SQLite]database is locked (5)", 5), "sqlserver"),
+    (pyodbc.ProgrammingError("No results.  Previous SQL was not a query."), "sqlserver"),
+    (ValueError("not a driver error"), "sqlserver"),
+]
+
+
+@pytest.mark.parametrize(
+    ("error", "dialect", "transient"),
+    [(e, d, True) for e, d in TRANSIENT] + [(e, d, False) for e, d in PERMANENT],
+)
+def test_transient_errors_are_classified(error: BaseException, dialect: str, transient: bool) -> None:
+    assert is_transient(error, dialect) is transient
+
+
+@pytest.mark.parametrize(
+    ("connection_string", "expected"),
+    [
+        (
+            "Driver={ODBC Driver 18 for SQL Server};Server=tcp:x.database.windows.net,1433;"
+            "Database=players;Uid=bot;Pwd=hunter2;Encrypt=yes",
+            "Driver={ODBC Driver 18 for SQL Server};Server=tcp:x.database.windows.net,1433;"
+            "Database=players;Uid=bot;Pwd=***;Encrypt=yes",
+        ),
+        ("Driver=SQLite3;PASSWORD = hunter2", "Driver=SQLite3;PASSWORD = ***"),
+        ("PWD={hun;ter}}2};Encrypt=yes", "PWD=***;Encrypt=yes"),
+        ("Driver=SQLite3;Database=/srv/players.db", "Driver=SQLite3;Database=/srv/players.db"),
+    ],
+)
+def test_redact_masks_passwords_only(connection_string: str, expected: str) -> None:
+    assert redact(connection_string) == expected
+    assert PASSWORD not in redact(connection_string)
+
+
+def test_describe_names_the_reason_and_hides_the_password() -> None:
+    login = pyodbc.Error(
+        "28000", "[28000] [SQL Server]Login failed for user 'bot'. (18456) (SQLDriverConnect)"
+    )
+    assert describe(login).startswith("login failed: check the user and password")
+    assert "SQLSTATE 28000" in describe(login) and "(SQLDriverConnect)" not in describe(login)
+    echoed = pyodbc.Error("HY000", "[HY000] bad option in 'Uid=bot;PWD=hunter2' (0) (SQLDriverConnect)")
+    assert PASSWORD not in describe(echoed)
+
+
+def _seed_rows(path: Path) -> list[tuple[str, tuple[str, ...], tuple[object, ...]]]:
+    """(table, columns, values) of every INSERT in a seed script, with values as Python data."""
+    insert = re.compile(r"INSERT INTO (?:dbo\.)?(\w+) \(([^)]*)\) VALUES \((.*)\);$")
+    value = re.compile(r"N?'((?:[^']|'')*)'|(-?\d+(?:\.\d+)?)|(NULL)")
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("INSERT"):
+            continue
+        found = insert.match(line)
+        assert found, line
+        table, columns, values = found.groups()
+        parsed: list[object] = []
+        for text, number, null in value.findall(values):
+            if null:
+                parsed.append(None)
+            elif number:
+                parsed.append(Decimal(number))
+            else:
+                parsed.append(text.replace("''", "'"))
+        names = tuple(c.strip() for c in columns.split(","))
+        assert len(parsed) == len(names), line
+        rows.append((table, names, tuple(parsed)))
+    return rows
+
+
+def test_sqlite_and_sqlserver_seeds_hold_identical_data() -> None:
+    sqlite_rows = _seed_rows(REPO / "data/sql/sqlite/seed.sql")
+    sqlserver_rows = _seed_rows(REPO / "data/sql/sqlserver/seed.sql")
+    assert len(sqlite_rows) > 300
+    assert sqlserver_rows == sqlite_rows
+
+
+def test_sqlserver_schema_has_the_sqlite_tables_and_columns() -> None:
+    def columns(path: Path) -> dict[str, list[str]]:
+        tables: dict[str, list[str]] = {}
+        for name, body in re.findall(
+            r"CREATE TABLE (?:IF NOT EXISTS )?(?:dbo\.)?(\w+) \((.*?)\n\s*\);", path.read_text(), re.S
+        ):
+            tables[name] = [line.split()[0] for line in body.strip().splitlines()]
+        return tables
+
+    sqlite = columns(REPO / "data/sql/sqlite/schema.sql")
+    assert set(sqlite) == {"players", "game_sessions", "achievements"}
+    assert columns(REPO / "data/sql/sqlserver/schema.sql") == sqlite
+    sqlserver = (REPO / "data/sql/sqlserver/schema.sql").read_text()
+    assert sqlserver.count("IF OBJECT_ID(") == 3 and "cash_won DECIMAL(10, 2)" in sqlserver
+
+
+# ---- (a) parity with the embedded path ---------------------------------------------------
+
+
+async def test_every_player_gets_the_same_summary_as_on_the_embedded_path(
+    settings: Settings, odbc: OdbcStats, embedded: SqliteStats
+) -> None:
+    users = [*linked_ids(players_db(settings)), UNLINKED]
+    assert len(users) == 13
+    for user in users:
+        over_odbc = await odbc.player_summary(user)
+        assert over_odbc == await embedded.player_summary(user), user
+        if user != UNLINKED:
+            assert over_odbc is not None and over_odbc.players_ranked == 12
+            assert all(isinstance(g.cash_won, float) for g in over_odbc.games)
+    assert await odbc.player_summary(UNLINKED) is None
+
+
+async def test_concurrent_players_share_a_bounded_pool(settings: Settings, odbc: OdbcStats) -> None:
+    users = linked_ids(players_db(settings)) * 3
+    summaries = await asyncio.gather(*(odbc.player_summary(u) for u in users))
+    names = dict(zip(users, (s.player_name for s in summaries if s), strict=True))
+    assert names[NOVA] == "Nova" and names[BLAZE] == "Blaze" and names[QUILL] == "Quill"
+    assert len({s.player_name for s in summaries if s}) == 12
+    assert odbc._pool.size <= FAST.pool_size
+
+
+# ---- (b) through the real tool ------------------------------------------------------------
+
+
+async def test_the_stats_tool_answers_with_the_speakers_own_data(settings: Settings, odbc: OdbcStats) -> None:
+    toolbox, others = await toolbox_over(odbc, settings)
+    try:
+        nova = await toolbox.run(ToolContext(user_id=NOVA), stats_call())
+        quill = await toolbox.run(ToolContext(user_id=QUILL), stats_call())
+        unlinked = await toolbox.run(ToolContext(user_id=UNLINKED), stats_call())
+    finally:
+        for thing in others:
+            await thing.aclose()  # type: ignore[attr-defined]
+    assert nova.ok and nova.result["player_name"] == "Nova" and nova.result["linked"] is True
+    assert quill.ok and quill.result["player_name"] == "Quill"
+    assert nova.result["total_points"] == sum(g["points_earned"] for g in nova.result["games"])
+    assert unlinked.ok and unlinked.result["linked"] is False
+
+
+async def test_config_with_odbc_on_the_sqlite_dialect_runs_the_app(
+    settings: Settings, scripted_app_engine
+) -> None:
+    odbc_settings = make_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_STATS="odbc",
+        VOXDESK_ODBC_DIALECT="sqlite",
+        VOXDESK_SQL_CONNECTION_STRING=odbc_string(players_db(settings)),
+    )
+    assert odbc_settings.tools.stats == "odbc" and odbc_settings.odbc.dialect == "sqlite"
+    async with running_app(odbc_settings, scripted_app_engine) as app:
+        assert isinstance(app.stats, OdbcStats)
+        blaze = await app.toolbox.run(ToolContext(user_id=BLAZE), stats_call())
+    assert blaze.ok and blaze.result["player_name"] == "Blaze"
+
+
+def test_config_refuses_an_unknown_dialect(settings: Settings) -> None:
+    with pytest.raises(ConfigError, match=r"odbc\.dialect"):
+        make_settings(settings.storage_dir, VOXDESK_ODBC_DIALECT="mysql")
+
+
+# ---- (c) injection and identity -----------------------------------------------------------
+
+EVIL_IDS = [
+    "111111111111111111' OR '1'='1",
+    "1; DROP TABLE players; --",
+    "' OR 1=1 --",
+    f"{NOVA}' --",
+    "x'; DELETE FROM game_sessions; --",
+    "%",
+]
+
+
+async def test_sql_in_a_user_id_finds_nothing_and_changes_nothing(
+    settings: Settings, odbc: OdbcStats
+) -> None:
+    before = table_counts(players_db(settings))
+    for evil in EVIL_IDS:
+        assert await odbc.player_summary(evil) is None, evil
+    assert table_counts(players_db(settings)) == before
+    assert await odbc.check() == "ODBC player database: 12 players"
+    assert (await odbc.player_summary(NOVA)).player_name == "Nova"  # type: ignore[union-attr]
+
+
+async def test_a_player_never_sees_another_players_stats(settings: Settings, odbc: OdbcStats) -> None:
+    toolbox, others = await toolbox_over(odbc, settings)
+    try:
+        sneaky = await toolbox.run(ToolContext(user_id=NOVA), stats_call(user_id=BLAZE))
+        evil = [await toolbox.run(ToolContext(user_id=e), stats_call()) for e in EVIL_IDS]
+    finally:
+        for thing in others:
+            await thing.aclose()  # type: ignore[attr-defined]
+    assert (
+        not sneaky.ok and "Invalid arguments" in sneaky.result["error"] and "Blaze" not in str(sneaky.result)
+    )
+    assert all(r.ok and r.result["linked"] is False for r in evil)
+    with sqlite3.connect(players_db(settings)) as conn:
+        owners = dict(conn.execute("SELECT discord_user_id, player_name FROM players"))
+    for user, name in owners.items():
+        summary = await odbc.player_summary(user)
+        assert summary is not None and summary.player_name == name
+
+
+# ---- (d) SQL down ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        pytest.param(
+            lambda tmp: odbc_string(tmp / "no" / "such" / "dir" / "players.db"), id="unopenable-path"
+        ),
+        pytest.param(lambda tmp: odbc_string(tmp / "players.db", driver="NoSuchDriver"), id="missing-driver"),
+    ],
+)
+async def test_sql_down_gives_the_friendly_sentence_and_a_log_line(
+    tmp_path: Path, broken, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    # minsize 0: opening never connects, so the bot starts even while the database is down.
+    stats = await OdbcStats.open(broken(tmp_path) + f";UID=bot;PWD={PASSWORD}", FAST)
+    try:
+        with pytest.raises(ToolError) as raised:
+            await stats.player_summary(NOVA)
+    finally:
+        await stats.aclose()
+    assert str(raised.value) == UNAVAILABLE
+    failed = [r for r in caplog.records if r.getMessage().startswith("player stats query failed")]
+    assert len(failed) == 1 and "SQLSTATE" in failed[0].getMessage()
+    assert PASSWORD not in caplog.text
+
+
+async def test_sql_down_keeps_the_other_tools_serving(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = players_db(settings)
+    stats = await OdbcStats.open(odbc_string(db), FAST)
+    toolbox, others = await toolbox_over(stats, settings)
+    try:
+        db.unlink()  # the database goes away before any connection was made
+        stats_result = await toolbox.run(ToolContext(user_id=NOVA), stats_call())
+        manuals = await toolbox.run(
+            ToolContext(user_id=NOVA),
+            ToolCall(id="c2", name="search_manuals", arguments={"query": "pair my controller"}),
+        )
+    finally:
+        for thing in [*others, stats]:
+            await thing.aclose()  # type: ignore[attr-defined]
+    assert not stats_result.ok and stats_result.result == {"error": UNAVAILABLE}
+    assert manuals.ok and manuals.result["passages"]
+    assert "player stats query failed" in caplog.text
+
+
+async def test_a_database_locked_beyond_the_retries_is_unavailable(
+    settings: Settings, odbc: OdbcStats, caplog: pytest.LogCaptureFixture
+) -> None:
+    locker = lock_exclusively(players_db(settings))
+    try:
+        with pytest.raises(ToolError, match=re.escape(UNAVAILABLE)):
+            await odbc.player_summary(NOVA)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+    retried = [r for r in caplog.records if "transient error" in r.getMessage()]
+    assert len(retried) == FAST.retries and "database is locked" in retried[0].getMessage()
+    assert (await odbc.player_summary(NOVA)).player_name == "Nova"  # type: ignore[union-attr]
+
+
+# ---- (e) transient errors are retried ------------------------------------------------------
+
+
+async def test_a_locked_database_is_retried_until_it_frees_up(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    patient = OdbcSettings(dialect="sqlite", pool_size=2, retries=6, retry_backoff_seconds=0.1)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), patient)
+    locker = lock_exclusively(players_db(settings))
+    # Another writer holds the file for the first attempts, then lets go.
+    asyncio.get_running_loop().call_later(0.8, locker.execute, "ROLLBACK")
+    try:
+        summary = await stats.player_summary(NOVA)
+    finally:
+        await stats.aclose()
+        locker.close()
+    assert summary == await embedded_summary(players_db(settings), NOVA)
+    assert any("transient error on attempt 1" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_connection_dropped_under_the_pool_is_discarded_and_the_query_retried(
+    settings: Settings, embedded: SqliteStats, caplog: pytest.LogCaptureFixture
+) -> None:
+    single = OdbcSettings(dialect="sqlite", pool_size=1, retries=1, retry_backoff_seconds=0.01)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), single)
+    try:
+        assert (await stats.player_summary(BLAZE)).player_name == "Blaze"  # type: ignore[union-attr]
+        pool = stats._pool
+        assert pool.size == pool.freesize == 1
+        async with pool.acquire() as pooled:
+            pooled._conn.close()  # the driver connection dies; aioodbc's wrapper does not know
+        summary = await stats.player_summary(NOVA)
+        assert pool.size == pool.freesize == 1
+        async with pool.acquire() as fresh:
+            assert fresh is not pooled and not fresh.closed
+    finally:
+        await stats.aclose()
+    assert summary == await embedded.player_summary(NOVA)
+    assert any("closed connection" in r.getMessage() for r in caplog.records)
+
+
+# ---- (f) check -------------------------------------------------------------------------------
+
+
+async def test_check_counts_the_players(odbc: OdbcStats) -> None:
+    assert await odbc.check() == "ODBC player database: 12 players"
+
+
+@pytest.mark.parametrize(
+    ("broken", "reason"),
+    [
+        (lambda tmp: odbc_string(tmp / "no" / "such" / "players.db"), "connect failed"),
+        (lambda tmp: odbc_string(tmp / "players.db", driver="NoSuchDriver"), "Can't open lib 'NoSuchDriver'"),
+    ],
+)
+async def test_check_names_the_reason_without_the_password(tmp_path: Path, broken, reason: str) -> None:
+    stats = await OdbcStats.open(broken(tmp_path) + f";UID=bot;PWD={PASSWORD}", FAST)
+    try:
+        with pytest.raises(OdbcStatsError) as raised:
+            await stats.check()
+    finally:
+        await stats.aclose()
+    message = str(raised.value)
+    assert reason in message and "SQLSTATE" in message
+    assert PASSWORD not in message and raised.value.__cause__ is None
+
+
+async def test_health_check_line_for_odbc_stats(settings: Settings) -> None:
+    from bot.health import check_all
+
+    good = make_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_STATS="odbc",
+        VOXDESK_ODBC_DIALECT="sqlite",
+        VOXDESK_SQL_CONNECTION_STRING=odbc_string(players_db(settings)),
+    )
+    bad = make_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_STATS="odbc",
+        VOXDESK_ODBC_DIALECT="sqlite",
+        VOXDESK_SQL_CONNECTION_STRING=odbc_string(players_db(settings), driver="NoSuchDriver")
+        + f";PWD={PASSWORD}",
+    )
+    (ok,) = [r for r in await check_all(good) if r.service == "stats"]
+    (fail,) = [r for r in await check_all(bad) if r.service == "stats"]
+    assert ok.ok and ok.detail == "ODBC player database: 12 players"
+    assert not fail.ok and "NoSuchDriver" in fail.detail and PASSWORD not in fail.line()
