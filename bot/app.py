@@ -6,6 +6,7 @@ same code at local fakes through Settings (base URLs, storage dir), not by patch
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -21,6 +22,8 @@ from bot.tools import Toolbox, build_tools
 from bot.tools.base import GrievanceBackend, ManualsBackend, StatsBackend
 
 log = logging.getLogger(__name__)
+
+FLUSH_SECONDS = 5.0  # at shutdown, how long pending grievances may take to reach Jira
 
 
 @dataclass(frozen=True)
@@ -76,12 +79,24 @@ class App:
 
     async def aclose(self) -> None:
         """Close every client once, even if one of them fails to close."""
+        await self._flush_grievances()
         for thing in reversed(self.closers):
             try:
                 await thing.aclose()  # type: ignore[attr-defined]
             except Exception:
                 log.exception("closing %s failed", type(thing).__name__)
         self.closers.clear()
+
+    async def _flush_grievances(self) -> None:
+        # A one-shot `ask` that filed a grievance should not leave it for the next run to push;
+        # whatever does not make it in time stays pending in the local store, never lost.
+        flush = getattr(self.grievances, "push_pending", None)
+        if flush is None:
+            return
+        try:
+            await asyncio.wait_for(flush(), FLUSH_SECONDS)
+        except Exception as exc:
+            log.info("grievances left pending at shutdown: %s", exc or type(exc).__name__)
 
 
 class NotInitialised(Exception):

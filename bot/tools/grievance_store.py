@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -17,6 +18,7 @@ from bot.tools.base import Grievance
 
 KEY_PREFIX = "GRV"
 MAX_LISTED = 10
+MAX_ERROR_CHARS = 500
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS grievances (
@@ -36,6 +38,19 @@ CREATE TABLE IF NOT EXISTS grievances (
 CREATE INDEX IF NOT EXISTS grievances_by_user ON grievances (user_id, id);
 CREATE INDEX IF NOT EXISTS grievances_pending ON grievances (push_state);
 """
+
+
+@dataclass(frozen=True)
+class PendingGrievance:
+    """A grievance the remote tracker has not acknowledged yet: what the outbox pushes."""
+
+    local_key: str
+    user_id: str
+    category: str
+    description: str
+    created_at: str
+    attempts: int
+    last_error: str | None
 
 
 def utc_now() -> str:
@@ -87,10 +102,56 @@ class LocalGrievanceStore:
             )
         else:
             cursor = await self._conn.execute(
-                "SELECT * FROM grievances WHERE user_id = ? ORDER BY id DESC LIMIT ?",
+                "SELECT * FROM grievances WHERE user_id = ? AND local_key IS NOT NULL"
+                " ORDER BY id DESC LIMIT ?",
                 (user_id, MAX_LISTED),
             )
         return [self._to_grievance(row) for row in await cursor.fetchall()]
+
+    # ---- the outbox: rows waiting for the remote tracker ---------------------------------------
+
+    async def pending(self, limit: int = 100) -> list[PendingGrievance]:
+        """Unacknowledged grievances, oldest first, so they reach the tracker in filing order.
+        (A row whose key is not set yet is mid-`register` on this connection: not ready.)"""
+        cursor = await self._conn.execute(
+            "SELECT local_key, user_id, category, description, created_at, attempts, last_error"
+            " FROM grievances WHERE push_state = 'pending' AND local_key IS NOT NULL ORDER BY id LIMIT ?",
+            (limit,),
+        )
+        return [PendingGrievance(*row) for row in await cursor.fetchall()]
+
+    async def count_pending(self) -> int:
+        cursor = await self._conn.execute("SELECT COUNT(*) FROM grievances WHERE push_state = 'pending'")
+        (count,) = await cursor.fetchone()  # type: ignore[misc]
+        return int(count)
+
+    async def mark_pushed(self, local_key: str, remote_key: str) -> None:
+        async with self._write_lock:
+            await self._conn.execute(
+                "UPDATE grievances SET push_state = 'pushed', remote_key = ?, last_error = NULL,"
+                " attempts = attempts + 1 WHERE local_key = ?",
+                (remote_key, local_key),
+            )
+            await self._conn.commit()
+
+    async def record_attempt(self, local_key: str, error: str) -> None:
+        """A failed push: counted, with its reason, for the operator to see."""
+        async with self._write_lock:
+            await self._conn.execute(
+                "UPDATE grievances SET attempts = attempts + 1, last_error = ? WHERE local_key = ?",
+                (error[:MAX_ERROR_CHARS], local_key),
+            )
+            await self._conn.commit()
+
+    async def update_status(self, local_key: str, status: str, updated_at: str) -> None:
+        """Cache what the tracker said, so an answer from the local record is as fresh as we know."""
+        async with self._write_lock:
+            await self._conn.execute(
+                "UPDATE grievances SET status = ?, updated_at = ? WHERE local_key = ?"
+                " AND (status != ? OR updated_at != ?)",
+                (status, updated_at, local_key, status, updated_at),
+            )
+            await self._conn.commit()
 
     async def check(self) -> str:
         cursor = await self._conn.execute("SELECT COUNT(*) FROM grievances")

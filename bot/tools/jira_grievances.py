@@ -1,0 +1,269 @@
+"""Grievances in Jira Cloud, behind an outbox so none is ever lost.
+
+A grievance is committed to the local store first and the player hears its local key (GRV-14)
+at once. A background task pushes pending grievances to Jira, oldest first, backing off while
+Jira is down, and records the Jira key against the local one; a restart resumes with whatever
+is still pending. Before creating an issue the pusher looks for one labelled with the local
+key, so a push whose answer was lost (a timeout after Jira created the issue, a cancelled push)
+is never created twice.
+
+Status answers come from Jira when it answers, merged with the player's grievances that have
+not reached it yet, and from the local record, marked `from_local_record`, when it does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import functools
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TypeVar
+
+from bot.config import JiraSettings
+from bot.tools import CATEGORIES
+from bot.tools.base import Grievance, ToolError
+from bot.tools.grievance_store import MAX_LISTED, LocalGrievanceStore, PendingGrievance
+from bot.tools.jira_tracker import USER_ID, JiraTracker, RemoteIssue, TrackerError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+PUSH_BATCH = 200
+JIRA_THREADS = 8
+UNREACHABLE = (
+    "The ticket system is unreachable right now, so I can't look that ticket up. "
+    "Please try again in a few minutes."
+)
+
+
+class JiraGrievances:
+    """A GrievanceBackend: the local store as an outbox in front of a Jira project."""
+
+    def __init__(
+        self, settings: JiraSettings, tracker: JiraTracker, store: LocalGrievanceStore, email: str
+    ) -> None:
+        self._settings = settings
+        self._tracker = tracker
+        self._store = store
+        self._email = email
+        self._wake = asyncio.Event()
+        self._push_lock = asyncio.Lock()  # the pusher and an explicit flush never push the same row
+        self._task: asyncio.Task[None] | None = None
+        self._not_before: dict[str, float] = {}  # local key -> monotonic time of its next try
+        # Jira's blocking calls get threads of their own: a hanging Jira then cannot use up the
+        # loop's default pool that audio decoding and the other backends rely on.
+        self._threads = ThreadPoolExecutor(JIRA_THREADS, thread_name_prefix="jira")
+
+    @classmethod
+    async def open(
+        cls, settings: JiraSettings, email: str, api_token: str, local_path: Path
+    ) -> JiraGrievances:
+        """No request is made: opening works while Jira is down (grievances then wait locally)."""
+        tracker = JiraTracker(
+            settings.url,
+            email,
+            api_token,
+            settings.project,
+            settings.issue_type,
+            settings.timeout_seconds,
+            settings.user_label_prefix,
+            settings.key_label_prefix,
+        )
+        store = await LocalGrievanceStore.open(local_path, initial_state="pending")
+        return cls(settings, tracker, store, email)
+
+    # ---- GrievanceBackend ----------------------------------------------------------------------
+
+    async def register(self, user_id: str, category: str, description: str) -> Grievance:
+        grievance = await self._store.register(user_id, category, description)
+        self._wake.set()
+        return grievance
+
+    async def status(self, user_id: str, key: str | None = None) -> list[Grievance]:
+        if not USER_ID.match(user_id):  # not a Discord id (a CLI user, say): Jira holds none of theirs
+            return await self._store.status(user_id, key)
+        if key is None:
+            return await self._list(user_id)
+        return await self._one(user_id, key)
+
+    async def check(self) -> str:
+        """One line if Jira answers with these credentials and the project can take our issues;
+        otherwise raises with the exact reason."""
+        await self._in_thread(self._tracker.server_info)
+        me = await self._in_thread(self._tracker.myself)
+        types = await self._in_thread(self._tracker.issue_types)
+        project, issue_type = self._settings.project, self._settings.issue_type
+        if issue_type not in types:
+            raise TrackerError(
+                f"Jira project {project} has no issue type {issue_type!r}: set jira.issue_type to one of "
+                + ", ".join(types)
+            )
+        pending = await self._store.count_pending()
+        who = me.get("emailAddress") or self._email
+        return f"Jira {self._tracker.url}: reachable as {who}, project {project}, {pending} pending"
+
+    async def aclose(self) -> None:
+        """Stops the pusher and closes the store. A push cancelled half-way is safe: its issue, if
+        Jira made one, is found by its label before anything is created again."""
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tracker.close()
+        # calls still blocked in a thread end by the client's timeout; nobody waits for them
+        self._threads.shutdown(wait=False, cancel_futures=True)
+        await self._store.aclose()
+
+    async def _in_thread(self, call: Callable[..., T], *args: object) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(call, *args))
+
+    # ---- the pusher ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start pushing in the background, beginning with what a previous run left pending."""
+        if self._task is None:
+            self._task = asyncio.create_task(self._pusher(), name="jira-grievance-pusher")
+
+    async def push_pending(self) -> int:
+        """Push every pending grievance now, oldest first, and return how many reached Jira.
+
+        Raises TrackerError when Jira as a whole fails (down, timing out, refusing the
+        credentials); what was not pushed stays pending. A grievance Jira refuses on its own
+        (a 400) keeps its error and stays pending while the others go on.
+        """
+        total = 0
+        async with self._push_lock:
+            while True:
+                rows = await self._store.pending(PUSH_BATCH)
+                pushed = 0
+                for row in rows:
+                    if self._not_before.get(row.local_key, 0.0) > time.monotonic():
+                        continue
+                    try:
+                        await self._push_one(row)
+                    except TrackerError as exc:
+                        await self._store.record_attempt(row.local_key, str(exc))
+                        if not exc.row_only:
+                            raise
+                        log.warning("Jira refused grievance %s: %s (it stays pending)", row.local_key, exc)
+                        continue
+                    pushed += 1
+                total += pushed
+                if len(rows) < PUSH_BATCH or pushed == 0:
+                    return total
+
+    async def _push_one(self, row: PendingGrievance) -> str:
+        try:
+            remote_key = await self._in_thread(self._tracker.find_by_local_key, row.local_key)
+            if remote_key is not None:
+                log.info("grievance %s was already in Jira as %s", row.local_key, remote_key)
+            else:
+                try:
+                    remote_key = await self._in_thread(
+                        self._tracker.create, row.local_key, row.user_id, row.category, row.description
+                    )
+                except TrackerError as exc:
+                    if exc.maybe_done:
+                        # Jira may have made the issue; its search index lags a little, so give it
+                        # time to show the label before looking again.
+                        self._not_before[row.local_key] = time.monotonic() + self._settings.settle_seconds
+                    raise
+        except ValueError as exc:  # a value that may not go into JQL or a label (never a valid Discord id)
+            raise TrackerError(str(exc), row_only=True, maybe_done=False) from None
+        await self._store.mark_pushed(row.local_key, remote_key)
+        self._not_before.pop(row.local_key, None)
+        log.info("grievance %s pushed to Jira as %s", row.local_key, remote_key)
+        return remote_key
+
+    async def _pusher(self) -> None:
+        interval = self._settings.push_interval_seconds
+        backoff = 0.0
+        while True:
+            self._wake.clear()  # a grievance registered from here on wakes the next round
+            try:
+                await self.push_pending()
+            except Exception as exc:  # never dies: the grievances wait in the store
+                backoff = min(self._settings.max_backoff_seconds, max(interval, backoff * 2))
+                pending = await self._pending_count()
+                if isinstance(exc, TrackerError):
+                    log.warning(
+                        "pushing grievances to Jira failed: %s; %d pending, next try in %.1f s",
+                        exc,
+                        pending,
+                        backoff,
+                    )
+                else:
+                    log.exception(
+                        "the grievance pusher failed; %d pending, next try in %.1f s", pending, backoff
+                    )
+                # new grievances do not cut a backoff short: Jira is the problem, not the queue
+                await asyncio.sleep(backoff)
+                continue
+            backoff = 0.0
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), interval)
+
+    async def _pending_count(self) -> int:
+        try:
+            return await self._store.count_pending()
+        except Exception:
+            return -1
+
+    # ---- status --------------------------------------------------------------------------------
+
+    async def _one(self, user_id: str, key: str) -> list[Grievance]:
+        local = await self._store.status(user_id, key)  # scoped to the speaker
+        row = next((g for g in local if g.remote_key == key), None) or next(
+            (g for g in local if g.local_key == key), None
+        )
+        if row is not None and row.remote_key is None:
+            return [row]  # not in Jira yet: the local record is all there is
+        try:
+            issue = await self._in_thread(self._tracker.get_for_user, row.remote_key if row else key, user_id)
+        except TrackerError as exc:
+            log.warning("Jira status lookup failed, answering from the local record: %s", exc)
+            if row is None:
+                raise ToolError(UNREACHABLE) from None
+            return [dataclasses.replace(row, from_local_record=True)]
+        if issue is None:
+            return [row] if row else []  # gone from Jira, or not the speaker's
+        return [await self._merged(issue, row)]
+
+    async def _list(self, user_id: str) -> list[Grievance]:
+        local = await self._store.status(user_id)
+        try:
+            remote = await self._in_thread(self._tracker.list_for_user, user_id, MAX_LISTED)
+        except TrackerError as exc:
+            log.warning("Jira ticket listing failed, answering from the local record: %s", exc)
+            return [dataclasses.replace(g, from_local_record=True) for g in local]
+        by_remote = {g.remote_key: g for g in local if g.remote_key}
+        merged = [await self._merged(issue, by_remote.pop(issue.key, None)) for issue in remote]
+        # Jira lists neither what is still pending nor what was pushed moments ago (its search index lags)
+        merged += [g for g in local if g.remote_key is None or g.remote_key in by_remote]
+        merged.sort(key=lambda g: g.created_at, reverse=True)
+        return merged[:MAX_LISTED]
+
+    async def _merged(self, issue: RemoteIssue, row: Grievance | None) -> Grievance:
+        """Jira's status and key with the player's own words and filing time from the store."""
+        if row is not None:
+            await self._store.update_status(row.local_key, issue.status, issue.updated_at)
+            return dataclasses.replace(
+                row, key=issue.key, remote_key=issue.key, status=issue.status, updated_at=issue.updated_at
+            )
+        key_label = self._settings.key_label_prefix
+        return Grievance(
+            key=issue.key,
+            category=next((x for x in issue.labels if x in CATEGORIES), "other"),
+            description=issue.description or issue.summary,
+            status=issue.status,
+            created_at=issue.created_at,
+            updated_at=issue.updated_at,
+            local_key=next((x[len(key_label) :] for x in issue.labels if x.startswith(key_label)), ""),
+            remote_key=issue.key,
+        )

@@ -1,0 +1,311 @@
+"""Jira Cloud for grievances, through the synchronous `jira` package.
+
+Every method here blocks on HTTP: callers run them with `asyncio.to_thread`, never on the event
+loop. JQL is built only from values checked against strict patterns (project key, digits-only
+user id, local key), each quoted, so nothing a player or the model says can reach a query.
+
+Grievances are found again by labels: the category, `discord-<user id>` (whose tickets these
+are) and `voxdesk-GRV-14` (which local grievance this issue is the push of).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+from jira import JIRA, JIRAError
+from urllib3.exceptions import NewConnectionError
+
+from bot.tools import TICKET_KEY
+from bot.tools.grievance_store import KEY_PREFIX
+
+PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}$")
+USER_ID = re.compile(r"^[0-9]{1,20}$")  # a Discord snowflake
+LOCAL_KEY = re.compile(rf"^{KEY_PREFIX}-[1-9][0-9]{{0,8}}$")
+LABEL_PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+SEARCH_FIELDS = ["summary", "description", "labels", "status", "created", "updated"]
+STATUS_WORDS = {"new": "open", "indeterminate": "in progress", "done": "resolved"}
+SUMMARY_WORDS = 12
+SUMMARY_CHARS = 120
+REASON_CHARS = 200
+
+
+class TrackerError(Exception):
+    """Jira did not do what was asked. `str()` is a one-line reason with no secrets in it.
+
+    `maybe_done` is False only when the request certainly had no effect (refused with a 4xx, or
+    no connection was made); after a create that failed with `maybe_done`, the issue may exist.
+    """
+
+    def __init__(
+        self, reason: str, status: int | None = None, maybe_done: bool = True, row_only: bool | None = None
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.maybe_done = maybe_done
+        # Jira refused this one request (a 4xx about its content), not every request: the outbox
+        # goes on with the next grievance instead of backing off.
+        self.row_only = (
+            row_only
+            if row_only is not None
+            else status is not None and 400 <= status < 500 and status not in (401, 403, 404, 429)
+        )
+
+
+@dataclass(frozen=True)
+class RemoteIssue:
+    key: str
+    summary: str
+    description: str
+    labels: tuple[str, ...]
+    status: str  # plain words: "open", "in progress", "resolved"
+    created_at: str  # ISO 8601, UTC, like the local store's
+    updated_at: str
+
+
+def status_words(status: dict[str, Any] | None) -> str:
+    """Jira's status category (to-do / in-progress / done) as the words a player hears."""
+    status = status or {}
+    category = (status.get("statusCategory") or {}).get("key", "")
+    return STATUS_WORDS.get(category) or str(status.get("name") or "open").lower()
+
+
+def iso_utc(jira_time: str | None) -> str:
+    """Jira's 2025-01-31T10:00:00.000+0000 as 2025-01-31T10:00:00Z."""
+    if not jira_time:
+        return ""
+    try:
+        when = dt.datetime.strptime(jira_time, "%Y-%m-%dT%H:%M:%S.%f%z")
+    except ValueError:
+        return jira_time
+    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def summary_for(category: str, description: str) -> str:
+    """ "Wallet: charged twice for the battle pass …", one line, at most SUMMARY_CHARS."""
+    words = description.split()  # split() also drops newlines and tabs, which summaries may not hold
+    text = " ".join(words[:SUMMARY_WORDS])
+    if len(words) > SUMMARY_WORDS:
+        text += " …"
+    summary = f"{category.replace('_', ' ').capitalize()}: {text}" if text else category
+    return summary if len(summary) <= SUMMARY_CHARS else summary[: SUMMARY_CHARS - 2].rstrip() + " …"
+
+
+def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
+    """Any failure of the client as a TrackerError with a short reason. `str(JIRAError)` is not
+    used: it carries whole response headers and bodies."""
+    if isinstance(exc, TrackerError):
+        return exc
+    if isinstance(exc, JIRAError):
+        status = exc.status_code
+        text = " ".join(str(exc.text or "").split())[:REASON_CHARS]
+        if status == 401:
+            reason = "Jira refused the credentials (401): check JIRA_EMAIL and JIRA_API_TOKEN"
+        elif status == 403:
+            reason = f"Jira refused access (403): the account lacks a permission ({text or 'no detail'})"
+        else:
+            reason = f"Jira answered HTTP {status}: {text or 'no detail'}"
+        return TrackerError(reason, status, maybe_done=not (status is not None and 400 <= status < 500))
+    if isinstance(exc, requests.ConnectTimeout):
+        return TrackerError(
+            f"cannot connect to Jira at {url}: no answer within {timeout:g} s", maybe_done=False
+        )
+    if isinstance(exc, requests.Timeout):
+        return TrackerError(f"Jira at {url} did not answer within {timeout:g} s")
+    if isinstance(exc, requests.ConnectionError):
+        refused = isinstance(getattr(exc.args[0] if exc.args else None, "reason", None), NewConnectionError)
+        detail = "connection refused or host unknown" if refused else "connection lost"
+        return TrackerError(f"cannot connect to Jira at {url}: {detail}", maybe_done=not refused)
+    return TrackerError(f"Jira call failed: {type(exc).__name__}: {str(exc)[:REASON_CHARS]}")
+
+
+class JiraTracker:
+    """Grievance operations on one Jira project. Blocking: call through `asyncio.to_thread`."""
+
+    def __init__(
+        self,
+        url: str,
+        email: str,
+        api_token: str,
+        project: str,
+        issue_type: str,
+        timeout: float,
+        user_label_prefix: str = "discord-",
+        key_label_prefix: str = "voxdesk-",
+    ) -> None:
+        if not PROJECT_KEY.match(project):
+            raise ValueError(f"jira.project = {project!r} is not a Jira project key like GRV: fix it")
+        for name, prefix in (
+            ("user_label_prefix", user_label_prefix),
+            ("key_label_prefix", key_label_prefix),
+        ):
+            if not LABEL_PREFIX.match(prefix):
+                raise ValueError(f"jira.{name} = {prefix!r}: use lower-case letters, digits, - or _")
+        self.url = url.rstrip("/")
+        self.project = project
+        self.issue_type = issue_type
+        self.timeout = timeout
+        self.user_label_prefix = user_label_prefix
+        self.key_label_prefix = key_label_prefix
+        self._auth = (email, api_token)
+        # requests sessions are not documented as thread-safe: each thread borrows a client of its own
+        self._idle: list[JIRA] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    # ---- labels and JQL, from validated values only -------------------------------------------
+
+    def user_label(self, user_id: str) -> str:
+        if not USER_ID.match(user_id):
+            raise ValueError("a user id must be digits only")
+        return f"{self.user_label_prefix}{user_id}"
+
+    def key_label(self, local_key: str) -> str:
+        if not LOCAL_KEY.match(local_key):
+            raise ValueError(f"a local key must look like {KEY_PREFIX}-12")
+        return f"{self.key_label_prefix}{local_key}"
+
+    def _jql(self, label: str, newest_first: bool = False) -> str:
+        # `label` comes from user_label/key_label, so it holds no quote, space or operator
+        jql = f'project = "{self.project}" AND labels = "{label}"'
+        return jql + " ORDER BY created DESC" if newest_first else jql
+
+    # ---- operations ----------------------------------------------------------------------------
+
+    def create(self, local_key: str, user_id: str, category: str, description: str) -> str:
+        """Create the issue for local grievance `local_key`; returns its key (GRV-101), not its id."""
+        fields = {
+            # dicts, not names: the client would otherwise look the project and type up first
+            "project": {"key": self.project},
+            "issuetype": {"name": self.issue_type},
+            "summary": summary_for(category, description),
+            "description": description,  # plain text (API v2); never interpreted as a query
+            "labels": [category, self.user_label(user_id), self.key_label(local_key)],
+        }
+        with self._client() as client:
+            issue = client.create_issue(fields=fields, prefetch=False)
+        return str(issue.key)
+
+    def find_by_local_key(self, local_key: str) -> str | None:
+        """The key of the issue already pushed for `local_key`, if any."""
+        issues = self._search(self._jql(self.key_label(local_key)), limit=2)
+        return issues[0].key if issues else None
+
+    def list_for_user(self, user_id: str, limit: int) -> list[RemoteIssue]:
+        return self._search(self._jql(self.user_label(user_id), newest_first=True), limit)
+
+    def get_for_user(self, key: str, user_id: str) -> RemoteIssue | None:
+        """One issue of our project, only if it carries the speaker's label: someone else's key
+        finds nothing."""
+        if not TICKET_KEY.match(key) or not key.startswith(f"{self.project}-"):
+            return None
+        label = self.user_label(user_id)
+        try:
+            with self._client() as client:
+                raw = client.issue(key, fields=",".join(SEARCH_FIELDS)).raw
+        except JIRAError as exc:
+            if exc.status_code == 404:
+                return None
+            raise
+        issue = self._to_issue(raw)
+        return issue if label in issue.labels else None
+
+    def server_info(self) -> dict[str, Any]:
+        with self._client() as client:
+            return client.server_info()
+
+    def myself(self) -> dict[str, Any]:
+        with self._client() as client:
+            return client.myself()
+
+    def issue_types(self) -> list[str]:
+        """The issue types of the configured project (raises with 404 when it is not visible)."""
+        try:
+            with self._client() as client:
+                raw = client.project(self.project).raw
+        except JIRAError as exc:  # only a 404 gets here
+            raise TrackerError(
+                f"Jira has no project {self.project} this account can see (404): check jira.project",
+                exc.status_code,
+                maybe_done=False,
+            ) from None
+        return [str(t.get("name")) for t in raw.get("issueTypes", [])]
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for client in idle:
+            client.close()
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    def _search(self, jql: str, limit: int) -> list[RemoteIssue]:
+        # The enhanced search (/search/jql): the old /search is gone on Cloud. One page of `limit`.
+        with self._client() as client:
+            page = client.enhanced_search_issues(jql, maxResults=limit, fields=list(SEARCH_FIELDS))
+        return [self._to_issue(issue.raw) for issue in page or []][:limit]  # type: ignore[union-attr]
+
+    @staticmethod
+    def _to_issue(raw: dict[str, Any]) -> RemoteIssue:
+        fields = raw.get("fields") or {}
+        description = fields.get("description")
+        return RemoteIssue(
+            key=str(raw["key"]),
+            summary=str(fields.get("summary") or ""),
+            description=description if isinstance(description, str) else "",
+            labels=tuple(fields.get("labels") or ()),
+            status=status_words(fields.get("status")),
+            created_at=iso_utc(fields.get("created")),
+            updated_at=iso_utc(fields.get("updated")),
+        )
+
+    @contextlib.contextmanager
+    def _client(self) -> Iterator[JIRA]:
+        with self._lock:
+            if self._closed:
+                raise TrackerError("the Jira client is closed", maybe_done=False)
+            client = self._idle.pop() if self._idle else None
+        try:
+            if client is None:
+                client = self._connect()
+            yield client
+        except Exception as exc:
+            if isinstance(exc, JIRAError) and exc.status_code == 404:
+                raise  # callers tell "not found" from "not reachable"
+            raise explain(exc, self.url, self.timeout) from None
+        finally:
+            if client is not None:
+                with self._lock:
+                    keep = not self._closed
+                    if keep:
+                        self._idle.append(client)
+                if not keep:
+                    client.close()
+
+    def _connect(self) -> JIRA:
+        # get_server_info: the client asks serverInfo whether this is Cloud, and only then runs
+        # the enhanced search. max_retries=0: the library's retries on a dropped connection sleep
+        # 20 s and more inside the thread; the outbox does its own retrying with backoff.
+        client = JIRA(
+            server=self.url,
+            basic_auth=self._auth,
+            timeout=self.timeout,
+            max_retries=0,
+            get_server_info=True,
+            logging=False,
+        )
+        if client.deploymentType != "Cloud":
+            client.close()
+            raise TrackerError(
+                f"{self.url} is Jira {client.deploymentType or 'Server'}, not Jira Cloud: set jira.url to "
+                "your https://<site>.atlassian.net",
+                maybe_done=False,
+            )
+        return client

@@ -1,0 +1,538 @@
+"""Grievances in Jira through the real `jira` package against the fake Jira: the outbox never
+loses or duplicates a grievance, status answers are the speaker's own, and nothing a player
+says reaches JQL."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import pytest
+import requests
+from jira import JIRA, JIRAError
+
+from bot.app import build_grievance_backend, running_app
+from bot.config import JiraSettings
+from bot.tools import CATEGORIES
+from bot.tools.base import ToolCall, ToolContext
+from bot.tools.grievance_store import LocalGrievanceStore
+from bot.tools.jira_grievances import JiraGrievances
+from bot.tools.jira_tracker import TrackerError, status_words, summary_for
+from tests.conftest import BLAZE, NOVA, QUILL, make_settings
+from tests.fakes.jira_server import FakeJira, running_fake_jira
+
+# The two JQL forms voxdesk may send, with only digits or a local key inside the quotes.
+OUR_JQL = re.compile(
+    r'^project = "GRV" AND labels = "(discord-[0-9]+" ORDER BY created DESC|voxdesk-GRV-[0-9]+")$'
+)
+FAST = {
+    "push_interval_seconds": 0.05,
+    "timeout_seconds": 0.5,
+    "max_backoff_seconds": 0.2,
+    "settle_seconds": 0.0,
+}
+
+
+def jira_settings(fake: FakeJira, **changes: object) -> JiraSettings:
+    return JiraSettings(url=fake.url, **{**FAST, **changes})  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeJira]:
+    async with running_fake_jira() as server:
+        yield server
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "grievances.db"
+
+
+async def open_backend(fake: FakeJira, db: Path, **changes: object) -> JiraGrievances:
+    return await JiraGrievances.open(jira_settings(fake, **changes), fake.email, fake.token, db)
+
+
+async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.02)
+
+
+def creates(fake: FakeJira) -> int:
+    return len(fake.requests_to("/issue", "POST"))
+
+
+def assert_only_our_jql(fake: FakeJira) -> None:
+    assert fake.bad_jql == [] and fake.unexpected == []
+    assert fake.jql and all(OUR_JQL.match(q) for q in fake.jql)
+
+
+async def local_rows(db: Path) -> dict[str, tuple[str, str | None]]:
+    store = await LocalGrievanceStore.open(db)
+    try:
+        cursor = await store._conn.execute("SELECT local_key, push_state, remote_key FROM grievances")
+        return {k: (state, remote) for k, state, remote in await cursor.fetchall()}
+    finally:
+        await store.aclose()
+
+
+async def eventually_pushed(db: Path, key: str, within: float = 5.0) -> None:
+    deadline = time.monotonic() + within
+    while (await local_rows(db)).get(key, ("",))[0] != "pushed":
+        assert time.monotonic() < deadline, f"{key} was not pushed in time"
+        await asyncio.sleep(0.05)
+
+
+# ---- filing and pushing -------------------------------------------------------------------------
+
+
+async def test_register_answers_with_a_local_key_then_the_issue_reaches_jira(fake, db) -> None:
+    backend = await open_backend(fake, db)
+    try:
+        ticket = await backend.register(
+            NOVA, "wallet", "I was charged twice for the battle pass\nplease refund"
+        )
+        assert ticket.key == ticket.local_key == "GRV-1" and ticket.status == "open"
+        assert fake.issues == {}  # nothing sent yet: the player already has a key
+        assert await backend.push_pending() == 1
+        (issue,) = fake.issues.values()
+        assert issue.key == "GRV-101" and issue.project == "GRV" and issue.issue_type == "Task"
+        assert issue.labels == ["wallet", f"discord-{NOVA}", "voxdesk-GRV-1"]
+        assert issue.summary == "Wallet: I was charged twice for the battle pass please refund"
+        assert issue.description == "I was charged twice for the battle pass\nplease refund"
+        assert await backend.push_pending() == 0  # pushed once only
+
+        mine = await backend.status(NOVA)
+        assert [(t.key, t.local_key, t.status, t.from_local_record) for t in mine] == [
+            ("GRV-101", "GRV-1", "open", False)
+        ]
+        fake.set_status("GRV-101", "In Progress")
+        by_remote = await backend.status(NOVA, "GRV-101")
+        by_local = await backend.status(NOVA, "GRV-1")
+        assert (
+            [(t.key, t.status) for t in by_remote]
+            == [(t.key, t.status) for t in by_local]
+            == [("GRV-101", "in progress")]
+        )
+        assert by_local[0].description.startswith("I was charged twice")
+    finally:
+        await backend.aclose()
+    assert await local_rows(db) == {"GRV-1": ("pushed", "GRV-101")}
+    assert_only_our_jql(fake)
+    assert not fake.requests_to("/search")  # never the removed search
+
+
+async def test_the_background_pusher_pushes_soon_after_register(fake, db) -> None:
+    backend = await open_backend(fake, db, push_interval_seconds=30.0)  # only the wake-up can explain it
+    await backend.start()
+    try:
+        await backend.register(NOVA, "other", "lag spikes every evening")
+        await eventually(lambda: len(fake.issues) == 1, within=3.0)
+    finally:
+        await backend.aclose()
+
+
+async def test_jira_down_ten_grievances_acknowledged_at_once_all_pushed_once(fake, db) -> None:
+    fake.fail("500")
+    backend = await open_backend(fake, db)
+    await backend.start()
+    try:
+        started = time.monotonic()
+        tickets = await asyncio.gather(
+            *(backend.register(NOVA, "reward_points", f"points missing, match {i}") for i in range(10))
+        )
+        assert time.monotonic() - started < 1.0
+        keys = [t.key for t in tickets]
+        assert len(set(keys)) == 10 and all(k.startswith("GRV-") for k in keys)
+        await asyncio.sleep(0.5)  # the pusher retries against a failing Jira meanwhile
+        assert fake.issues == {} and len(fake.received) > 1
+        fake.recover()
+        await eventually(lambda: len(fake.issues) == 10)
+        await asyncio.sleep(0.3)  # a few more rounds: nothing is pushed twice
+    finally:
+        await backend.aclose()
+    assert creates(fake) == 10
+    pushed_for = sorted(
+        label for i in fake.issues.values() for label in i.labels if label.startswith("voxdesk-")
+    )
+    assert pushed_for == sorted(f"voxdesk-{k}" for k in keys)
+    assert {state for state, _ in (await local_rows(db)).values()} == {"pushed"}
+
+
+async def test_pending_grievances_are_pushed_after_a_restart(fake, db) -> None:
+    fake.fail("hang")  # Jira times out while these are filed
+    first = await open_backend(fake, db)
+    await first.start()
+    keys = [(await first.register(BLAZE, "wallet", f"refund {i} missing")).key for i in range(3)]
+    await asyncio.sleep(0.2)
+    await first.aclose()  # shut down with all three pending
+    assert {state for state, _ in (await local_rows(db)).values()} == {"pending"}
+
+    fake.recover()
+    second = await open_backend(fake, db)
+    await second.start()
+    try:
+        await eventually(lambda: len(fake.issues) == 3)
+        listed = await second.status(BLAZE)
+    finally:
+        await second.aclose()
+    assert creates(fake) == 3
+    assert sorted(t.local_key for t in listed) == sorted(keys)
+    assert all(t.key == t.remote_key and t.key.startswith("GRV-1") for t in listed)
+
+
+async def test_a_timeout_after_jira_created_the_issue_does_not_duplicate_it(fake, db) -> None:
+    fake.fail("create_then_hang", times=1)
+    backend = await open_backend(fake, db)
+    await backend.start()
+    try:
+        ticket = await backend.register(NOVA, "gaming_experience", "the game froze during the final")
+        await eventually(lambda: len(fake.issues) == 1)
+        await eventually_pushed(db, ticket.key)
+        await asyncio.sleep(0.2)
+    finally:
+        await backend.aclose()
+    assert creates(fake) == 1 and len(fake.issues) == 1
+    assert (await local_rows(db))[ticket.key] == ("pushed", "GRV-101")
+    assert len(fake.requests_to("/search/jql")) >= 2  # looked again, found it, did not create
+
+
+async def test_a_push_cancelled_mid_way_is_not_duplicated_after_restart(fake, db) -> None:
+    fake.fail("create_then_hang")
+    first = await open_backend(fake, db, timeout_seconds=10.0)
+    await first.start()
+    ticket = await first.register(NOVA, "wallet", "gems never arrived")
+    await eventually(lambda: len(fake.issues) == 1)  # Jira has it; its answer has not come back
+    await first.aclose()  # cancels the push in flight
+    fake.recover()
+    fake.release()  # the abandoned request's thread gets its answer, which nobody reads
+
+    second = await open_backend(fake, db)
+    try:
+        assert await second.push_pending() == 1
+    finally:
+        await second.aclose()
+    assert creates(fake) == 1 and len(fake.issues) == 1
+    assert (await local_rows(db))[ticket.key] == ("pushed", "GRV-101")
+
+
+async def test_ten_grievances_survive_an_outage_a_restart_and_a_lost_answer(fake, db) -> None:
+    fake.fail("500")
+    first = await open_backend(fake, db)
+    await first.start()
+    tickets = await asyncio.gather(*(first.register(NOVA, "wallet", f"charge {i}") for i in range(10)))
+    await asyncio.sleep(0.3)
+    await first.aclose()  # the bot restarts while Jira is still down
+    assert fake.issues == {}
+
+    fake.fail("create_then_hang", times=1)  # Jira is back, but the first answer gets lost
+    second = await open_backend(fake, db)
+    await second.start()
+    try:
+        await eventually(lambda: len(fake.issues) == 10)
+        for ticket in tickets:
+            await eventually_pushed(db, ticket.key)
+    finally:
+        await second.aclose()
+    labels = [x for issue in fake.issues.values() for x in issue.labels if x.startswith("voxdesk-")]
+    assert sorted(labels) == sorted(f"voxdesk-{t.key}" for t in tickets)  # each exactly once
+    assert creates(fake) == 10
+
+
+async def test_a_hanging_jira_never_blocks_the_event_loop(fake, db) -> None:
+    backend = await open_backend(fake, db)
+    await backend.register(NOVA, "other", "x")
+    fake.fail("hang")
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    running = asyncio.create_task(ticker())
+    try:
+        started = time.monotonic()
+        (ticket,) = await backend.status(NOVA)  # waits out the 0.5 s timeout, in a thread
+        waited = time.monotonic() - started
+    finally:
+        running.cancel()
+        await backend.aclose()
+    assert ticket.from_local_record and waited >= 0.5
+    assert ticks >= 0.5 * waited / 0.01  # the loop kept turning all along
+
+
+async def test_backoff_spaces_out_retries_and_is_capped(fake, db) -> None:
+    fake.fail("500")
+    backend = await open_backend(fake, db)
+    await backend.register(QUILL, "other", "x")
+    await backend.start()
+    try:
+        await asyncio.sleep(1.0)
+        tries = len(fake.received)
+        # delays 0.05, 0.1, 0.2, 0.2, ...: about six tries a second, not one every interval or faster
+        assert 4 <= tries <= 10
+        fake.recover()
+        started = time.monotonic()
+        await eventually(lambda: len(fake.issues) == 1)
+        assert time.monotonic() - started < 0.2 + 0.3  # at most one capped delay
+    finally:
+        await backend.aclose()
+
+
+async def test_a_grievance_jira_refuses_does_not_hold_up_the_others(fake, db) -> None:
+    backend = await open_backend(fake, db)
+    try:
+        await backend.register("not-a-discord-id", "other", "from the command line")
+        await backend.register(NOVA, "other", "a normal one")
+        assert await backend.push_pending() == 1
+        rows = await local_rows(db)
+    finally:
+        await backend.aclose()
+    assert rows == {"GRV-1": ("pending", None), "GRV-2": ("pushed", "GRV-101")}
+
+
+# ---- status -------------------------------------------------------------------------------------
+
+
+def jira_env(fake: FakeJira, token: str | None = None) -> dict[str, str]:
+    return {
+        "VOXDESK_TOOLS_GRIEVANCES": "jira",
+        "VOXDESK_JIRA_URL": fake.url,
+        "JIRA_EMAIL": fake.email,
+        "JIRA_API_TOKEN": token or fake.token,
+        **{f"VOXDESK_JIRA_{k.upper()}": str(v) for k, v in FAST.items()},
+    }
+
+
+async def tool(app, user: str, name: str, **arguments: object) -> dict:
+    result = await app.toolbox.run(
+        ToolContext(user_id=user), ToolCall(id="c1", name=name, arguments=arguments)
+    )
+    return result.result
+
+
+async def test_status_while_jira_is_down_comes_from_the_local_record_with_a_note(
+    fake, settings, scripted_app_engine
+) -> None:
+    settings = make_settings(settings.storage_dir, **jira_env(fake))
+    async with running_app(settings, scripted_app_engine) as app:
+        filed = await tool(app, NOVA, "register_grievance", category="wallet", description="double charge")
+        assert filed == {"ticket_key": "GRV-14", "status": "open", "category": "wallet"}
+        await eventually(lambda: len(fake.issues) == 1)
+        await eventually_pushed(settings.storage_dir / "grievances.db", "GRV-14")
+        fake.set_status("GRV-101", "Done")
+        up = await tool(app, NOVA, "get_grievance_status", ticket_key="GRV-101")
+        assert [(t["ticket_key"], t["status"]) for t in up["tickets"]] == [("GRV-101", "resolved")]
+        assert "note" not in up["tickets"][0]
+
+        for mode in ("500", "hang"):
+            fake.fail(mode)
+            one = await tool(app, NOVA, "get_grievance_status", ticket_key="GRV-14")
+            listed = await tool(app, NOVA, "get_grievance_status")
+            fake.recover()
+            assert [(t["ticket_key"], t["status"]) for t in one["tickets"]] == [("GRV-101", "resolved")]
+            assert "unreachable" in one["tickets"][0]["note"]
+            # the Jira ticket (its last known status) and the two demo tickets filed before Jira
+            assert {t["ticket_key"] for t in listed["tickets"]} == {"GRV-101", "GRV-10", "GRV-12"}
+            assert all("unreachable" in t["note"] for t in listed["tickets"])
+
+        fake.fail("500")
+        unknown = await tool(app, NOVA, "get_grievance_status", ticket_key="GRV-150")
+        assert "unreachable" in unknown["error"]  # not "no such ticket": we cannot know
+
+
+async def test_jira_lists_the_speakers_tickets_with_pending_ones_merged_in(fake, db) -> None:
+    staff_filed = fake.add_issue([f"discord-{NOVA}", "wallet"], summary="Refund follow-up")  # GRV-101
+    fake.add_issue([f"discord-{BLAZE}", "other"])  # someone else's
+    backend = await open_backend(fake, db)
+    try:
+        await backend.register(NOVA, "wallet", "first")
+        await backend.push_pending()  # GRV-1 -> GRV-103
+        await backend.register(NOVA, "other", "second, not in Jira yet")  # GRV-2, pending
+        listed = await backend.status(NOVA)
+    finally:
+        await backend.aclose()
+    by_key = {t.key: t for t in listed}
+    assert set(by_key) == {"GRV-2", "GRV-103", staff_filed.key}
+    assert (by_key["GRV-2"].local_key, by_key["GRV-2"].remote_key) == ("GRV-2", None)
+    assert (by_key["GRV-103"].local_key, by_key["GRV-103"].description) == ("GRV-1", "first")
+    staff = by_key[staff_filed.key]
+    assert (staff.local_key, staff.category, staff.description) == ("", "wallet", "Refund follow-up")
+    assert not any(t.from_local_record for t in listed) and {t.status for t in listed} == {"open"}
+
+
+async def test_a_player_never_sees_another_players_tickets(fake, settings, scripted_app_engine) -> None:
+    settings = make_settings(settings.storage_dir, **jira_env(fake))
+    fake.add_issue([f"discord-{NOVA}", "other"], summary="filed by support for Nova")  # GRV-101
+    async with running_app(settings, scripted_app_engine) as app:
+        await tool(app, NOVA, "register_grievance", category="wallet", description="Nova's problem")
+        await eventually(lambda: len(fake.issues) == 2)
+        await eventually_pushed(settings.storage_dir / "grievances.db", "GRV-14")
+        assert fake.issues["GRV-102"].labels[-1] == "voxdesk-GRV-14"
+        nova = await tool(app, NOVA, "get_grievance_status")
+        assert {"GRV-101", "GRV-102"} <= {t["ticket_key"] for t in nova["tickets"]}
+        for key in ("GRV-101", "GRV-102", "GRV-14", "GRV-10"):  # Jira keys, Nova's local key, a demo key
+            theirs = await tool(app, BLAZE, "get_grievance_status", ticket_key=key)
+            assert theirs["tickets"] == [] and f"No ticket {key}" in theirs["message"]
+        blaze = await tool(app, BLAZE, "get_grievance_status")
+        assert {t["ticket_key"] for t in blaze["tickets"]} == {"GRV-11"}  # Blaze's own demo ticket
+    assert_only_our_jql(fake)
+
+
+async def test_jql_in_model_arguments_changes_nothing(fake, settings, scripted_app_engine) -> None:
+    settings = make_settings(settings.storage_dir, **jira_env(fake))
+    sneaky = "') OR labels is not EMPTY --"
+    async with running_app(settings, scripted_app_engine) as app:
+        too_long = await tool(app, NOVA, "get_grievance_status", ticket_key='GRV-1" OR project = X')
+        assert "Invalid arguments" in too_long["error"]  # longer than a key may be
+        refused = await tool(app, NOVA, "get_grievance_status", ticket_key='GRV-1" OR 1=1')
+        assert refused["tickets"] == [] and "not a ticket key" in refused["message"]
+        filed = await tool(app, NOVA, "register_grievance", category="other", description=sneaky)
+        await eventually(lambda: len(fake.issues) == 1)
+        await eventually_pushed(settings.storage_dir / "grievances.db", filed["ticket_key"])
+        blaze = await tool(app, BLAZE, "get_grievance_status")
+        # the backend itself, bypassing the tool's key check, refuses to query with such keys
+        direct = [await app.grievances.status(NOVA, k) for k in ('GRV-1" OR project = X', "GRV-1 OR 1=1")]
+        not_digits = await app.grievances.status('1" OR labels is not EMPTY', None)
+    (issue,) = fake.issues.values()
+    assert issue.description == sneaky and issue.summary == f"Other: {sneaky}"
+    assert issue.labels == ["other", f"discord-{NOVA}", f"voxdesk-{filed['ticket_key']}"]
+    assert {t["ticket_key"] for t in blaze["tickets"]} == {"GRV-11"}
+    assert direct == [[], []] and not_digits == []
+    assert_only_our_jql(fake)
+
+
+async def test_status_categories_become_plain_words(fake, db) -> None:
+    backend = await open_backend(fake, db)
+    try:
+        await backend.register(NOVA, "other", "x")
+        await backend.push_pending()
+        seen = []
+        for status, category in [
+            ("To Do", None),
+            ("In Progress", None),
+            ("Waiting for support", "indeterminate"),
+            ("Done", None),
+            ("Won't fix", "done"),
+            ("Reopened", "new"),
+        ]:
+            fake.set_status("GRV-101", status, category)
+            (ticket,) = await backend.status(NOVA, "GRV-101")
+            seen.append(ticket.status)
+    finally:
+        await backend.aclose()
+    assert seen == ["open", "in progress", "in progress", "resolved", "resolved", "open"]
+    assert status_words({"name": "Triage", "statusCategory": {"key": "undefined"}}) == "triage"
+
+
+def test_summaries_are_one_short_line() -> None:
+    long = "word " * 100
+    assert summary_for("reward_points", "missing\npoints\tagain") == "Reward points: missing points again"
+    assert len(summary_for("other", long)) <= 120 and "\n" not in summary_for("other", long)
+    assert set(CATEGORIES) >= {"wallet", "other"}
+
+
+# ---- check ----------------------------------------------------------------------------------------
+
+
+async def test_check_says_who_and_what_is_pending(fake, db) -> None:
+    backend = await open_backend(fake, db)
+    try:
+        await backend.register(NOVA, "other", "x")
+        line = await backend.check()
+    finally:
+        await backend.aclose()
+    assert line == f"Jira {fake.url}: reachable as {fake.email}, project GRV, 1 pending"
+
+
+async def test_check_names_the_credentials_when_jira_refuses_them(fake, settings) -> None:
+    wrong = make_settings(settings.storage_dir, **jira_env(fake, token="not-the-token"))
+    backend = await build_grievance_backend(wrong)
+    try:
+        with pytest.raises(TrackerError) as refused:
+            await backend.check()
+    finally:
+        await backend.aclose()
+    assert str(refused.value) == "Jira refused the credentials (401): check JIRA_EMAIL and JIRA_API_TOKEN"
+    assert "not-the-token" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"project": "NOPE"}, "Jira has no project NOPE this account can see (404): check jira.project"),
+        (
+            {"issue_type": "Epic"},
+            "Jira project GRV has no issue type 'Epic': set jira.issue_type to one of Task, Bug",
+        ),
+    ],
+)
+async def test_check_names_a_wrong_project_or_issue_type(fake, db, changes, expected) -> None:
+    backend = await open_backend(fake, db, **changes)
+    try:
+        with pytest.raises(TrackerError) as failed:
+            await backend.check()
+    finally:
+        await backend.aclose()
+    assert str(failed.value) == expected
+
+
+async def test_check_when_jira_is_down_or_slow(fake, db) -> None:
+    backend = await open_backend(fake, db, timeout_seconds=0.3)
+    try:
+        fake.fail("hang")
+        with pytest.raises(TrackerError, match=r"did not answer within 0\.3 s"):
+            await backend.check()
+        fake.recover()
+        await fake.stop()
+        with pytest.raises(TrackerError, match="cannot connect to Jira"):
+            await backend.check()
+    finally:
+        await backend.aclose()
+
+
+# ---- the fake itself, through the real client ------------------------------------------------------
+
+
+async def test_fake_pages_the_enhanced_search_and_refuses_what_cloud_refuses(fake) -> None:
+    for n in range(5):
+        fake.add_issue([f"discord-{NOVA}"], summary=f"issue {n}")
+    jql = f'project = "GRV" AND labels = "discord-{NOVA}" ORDER BY created DESC'
+
+    def use_the_client() -> tuple[list[str], int, int | None, int | None]:
+        client = JIRA(server=fake.url, basic_auth=(fake.email, fake.token), max_retries=0)
+        try:
+            keys: list[str] = []
+            token = None
+            while True:
+                page = client.enhanced_search_issues(jql, nextPageToken=token, maxResults=2, json_result=True)
+                keys += [i["key"] for i in page["issues"]]  # type: ignore[index]
+                token = page.get("nextPageToken")  # type: ignore[union-attr]
+                if not token:
+                    break
+            removed = requests.get(
+                f"{fake.url}/rest/api/2/search", params={"jql": jql}, auth=(fake.email, fake.token), timeout=5
+            ).status_code
+            statuses: list[int | None] = []
+            for attempt in (
+                lambda: client.enhanced_search_issues("project = GRV OR 1=1", maxResults=1),
+                lambda: JIRA(server=fake.url, basic_auth=(fake.email, "wrong"), max_retries=0),
+            ):
+                try:
+                    attempt()
+                except JIRAError as exc:
+                    statuses.append(exc.status_code)
+            return keys, removed, *statuses  # type: ignore[return-value]
+        finally:
+            client.close()
+
+    keys, removed, bad_jql, unauthorised = await asyncio.to_thread(use_the_client)
+    assert keys == [f"GRV-{n}" for n in range(105, 100, -1)]
+    assert (removed, bad_jql, unauthorised) == (410, 400, 401)
+    assert fake.bad_jql == ["project = GRV OR 1=1"]

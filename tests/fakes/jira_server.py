@@ -1,0 +1,438 @@
+"""A fake Jira Cloud on 127.0.0.1 for the real `jira` package.
+
+It serves what the client calls for our operations (server info, myself, the field list, a
+project, create issue, get issue, the enhanced JQL search with `nextPageToken` paging) under
+/rest/api/2 and /rest/api/3, checks HTTP basic auth, answers the removed `/rest/api/*/search`
+with 410, and accepts only the JQL forms voxdesk sends: anything else is a 400 and is recorded
+in `bad_jql`, so a test notices unexpected JQL. Switches make it fail: 500 for everything, a
+hang past the client's timeout, 401, and "create the issue, then hang" (a timeout after Jira
+has already created the issue).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import datetime as dt
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+EMAIL = "bot@voxdesk.example"
+TOKEN = "jira-test-token"
+PROJECT = "GRV"
+ISSUE_TYPES = {"10001": "Task", "10002": "Bug"}
+# status name -> (statusCategory key, statusCategory id, statusCategory name)
+CATEGORIES = {"new": (2, "To Do"), "indeterminate": (4, "In Progress"), "done": (3, "Done")}
+STATUSES = {"To Do": "new", "In Progress": "indeterminate", "Done": "done"}
+FIELDS = ("summary", "description", "labels", "status", "created", "updated", "issuetype", "project")
+FAIL_MODES = ("500", "hang", "401", "create_then_hang")
+
+BODY = web.RequestKey("body", object)  # the parsed JSON body, read once by the middleware
+
+# The only JQL voxdesk sends: one project, one label, optionally newest first.
+JQL = re.compile(
+    r'^project = "(?P<project>[A-Z][A-Z0-9_]{1,9})" AND labels = "(?P<label>[A-Za-z0-9_-]{1,255})"'
+    r"(?P<order> ORDER BY created DESC)?$"
+)
+
+
+def jira_time(when: dt.datetime) -> str:
+    """Jira's timestamp format: 2025-01-31T10:00:00.000+0000."""
+    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}" + when.strftime("%z")
+
+
+@dataclass
+class FakeIssue:
+    id: str
+    key: str
+    project: str
+    issue_type: str
+    summary: str
+    description: Any
+    labels: list[str]
+    created: dt.datetime
+    updated: dt.datetime
+    status: str = "To Do"
+    category: str = "new"  # the status category key
+
+    def json(self, base: str, wanted: set[str] | None = None) -> dict[str, Any]:
+        cat_id, cat_name = CATEGORIES[self.category]
+        type_id = next(i for i, n in ISSUE_TYPES.items() if n == self.issue_type)
+        fields = {
+            "summary": self.summary,
+            "description": self.description,
+            "labels": list(self.labels),
+            "issuetype": {"id": type_id, "name": self.issue_type},
+            "project": {"id": "10000", "key": self.project, "name": "Grievances"},
+            "status": {
+                "id": str(10 + cat_id),
+                "name": self.status,
+                "statusCategory": {"id": cat_id, "key": self.category, "name": cat_name},
+            },
+            "created": jira_time(self.created),
+            "updated": jira_time(self.updated),
+        }
+        if wanted is not None:
+            fields = {k: v for k, v in fields.items() if k in wanted}
+        return {
+            "id": self.id,
+            "key": self.key,
+            "self": f"{base}/rest/api/2/issue/{self.id}",
+            "fields": fields,
+        }
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+
+
+@dataclass
+class FakeJira:
+    email: str = EMAIL
+    token: str = TOKEN
+    project: str = PROJECT
+    first_number: int = 101  # issue numbers start here, so GRV-101 is never mistaken for local GRV-1
+    hang_seconds: float = 30.0  # a hang lasts this long unless the server stops first
+    issues: dict[str, FakeIssue] = field(default_factory=dict)
+    received: list[Received] = field(default_factory=list)
+    jql: list[str] = field(default_factory=list)  # every JQL string received, well-formed or not
+    bad_jql: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)  # requests to endpoints we do not serve
+    port: int = 0
+    _failure: str | None = None
+    _failures_left: int | None = None
+    _released: asyncio.Event = field(default_factory=asyncio.Event)
+    _runner: web.AppRunner | None = None
+
+    # ---- lifecycle and test controls -------------------------------------------------------
+
+    async def start(self) -> FakeJira:
+        app = web.Application(middlewares=[self._middleware])
+        api = "/rest/api/{version:[23]}"
+        app.router.add_get(f"{api}/serverInfo", self._server_info)
+        app.router.add_get(f"{api}/myself", self._myself)
+        app.router.add_get(f"{api}/field", self._fields)
+        app.router.add_get(f"{api}/project/{{key}}", self._project)
+        app.router.add_post(f"{api}/issue", self._create)
+        app.router.add_get(f"{api}/issue/{{key}}", self._issue)
+        app.router.add_get(f"{api}/search/jql", self._search)
+        app.router.add_post(f"{api}/search/jql", self._search)
+        app.router.add_route("*", f"{api}/search", self._removed_search)
+        app.router.add_route("*", "/{tail:.*}", self._unknown)
+        self._runner = web.AppRunner(app, shutdown_timeout=1.0)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", 0).start()
+        self.port = self._runner.addresses[0][1]  # port 0: the OS chose one
+        return self
+
+    async def stop(self) -> None:
+        self._released.set()  # hanging handlers return at once
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def fail(self, mode: str, times: int | None = None) -> None:
+        """Fail from now on: "500", "hang", "401" or "create_then_hang" (which affects only issue
+        creation); `times` requests, or until `recover()`."""
+        if mode not in FAIL_MODES:
+            raise ValueError(f"unknown failure mode {mode!r}: choose one of {', '.join(FAIL_MODES)}")
+        self._failure, self._failures_left = mode, times
+
+    def recover(self) -> None:
+        self._failure, self._failures_left = None, None
+
+    def release(self) -> None:
+        """End the hangs in progress now (their clients may long have given up)."""
+        self._released.set()
+        self._released = asyncio.Event()
+
+    def set_status(self, key: str, status: str, category: str | None = None) -> None:
+        """Move an issue, e.g. set_status("GRV-101", "In Progress") or a custom status name with
+        its category ("new", "indeterminate", "done")."""
+        issue = self.issues[key]
+        issue.status = status
+        issue.category = category or STATUSES[status]
+        issue.updated = dt.datetime.now(dt.UTC)
+
+    def add_issue(
+        self, labels: list[str], summary: str = "filed in Jira", description: str = ""
+    ) -> FakeIssue:
+        """An issue created in Jira directly (by support staff, say), not by voxdesk."""
+        return self._new_issue(self.project, "Task", summary, description, labels)
+
+    def requests_to(self, suffix: str, method: str | None = None) -> list[Received]:
+        return [r for r in self.received if r.path.endswith(suffix) and method in (None, r.method)]
+
+    # ---- plumbing ------------------------------------------------------------------------
+
+    @web.middleware
+    async def _middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        body: Any = None
+        if request.can_read_body:
+            text = await request.text()
+            try:
+                body = json.loads(text) if text else None
+            except ValueError:
+                return _errors(400, "The request body is not JSON.")
+        query = {k: request.query.getall(k) for k in request.query}
+        self.received.append(Received(request.method, request.path, query, body))
+        request[BODY] = body
+        if not self._authorised(request):
+            return _unauthorised()
+        failure = self._take_failure() if self._failure in ("500", "hang", "401") else None
+        if failure == "401":
+            return _unauthorised()
+        if failure == "500":
+            return _errors(500, "Internal server error (scripted).")
+        if failure == "hang":
+            await self._hang()
+            return _errors(504, "Gateway timeout (scripted hang).")
+        return await handler(request)
+
+    def _take_failure(self) -> str | None:
+        mode = self._failure
+        if self._failures_left is not None:
+            self._failures_left -= 1
+            if self._failures_left <= 0:
+                self.recover()
+        return mode
+
+    def _authorised(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Basic "):
+            return False
+        try:
+            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return (user, password) == (self.email, self.token)
+
+    async def _hang(self) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._released.wait(), self.hang_seconds)
+
+    def _new_issue(
+        self, project: str, issue_type: str, summary: str, description: Any, labels: list[str]
+    ) -> FakeIssue:
+        number = self.first_number + sum(1 for i in self.issues.values() if i.project == project)
+        now = dt.datetime.now(dt.UTC)
+        issue = FakeIssue(
+            id=str(20000 + len(self.issues)),
+            key=f"{project}-{number}",
+            project=project,
+            issue_type=issue_type,
+            summary=summary,
+            description=description,
+            labels=labels,
+            created=now,
+            updated=now,
+        )
+        self.issues[issue.key] = issue
+        return issue
+
+    def _find(self, key_or_id: str) -> FakeIssue | None:
+        return self.issues.get(key_or_id) or next(
+            (i for i in self.issues.values() if i.id == key_or_id), None
+        )
+
+    # ---- endpoints -----------------------------------------------------------------------
+
+    async def _server_info(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "baseUrl": self.url,
+                "displayUrl": self.url,
+                "version": "1001.0.0-SNAPSHOT",
+                "versionNumbers": [1001, 0, 0],
+                "deploymentType": "Cloud",
+                "buildNumber": 100280,
+                "serverTitle": "Fake Jira",
+            }
+        )
+
+    async def _myself(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {
+                "self": f"{self.url}/rest/api/2/user?accountId=5b10ac8d82e05b22cc7d4ef5",
+                "accountId": "5b10ac8d82e05b22cc7d4ef5",
+                "accountType": "atlassian",
+                "emailAddress": self.email,
+                "displayName": "VoxDesk Bot",
+                "active": True,
+            }
+        )
+
+    async def _fields(self, request: web.Request) -> web.Response:
+        clauses = {"created": ["created", "createdDate"], "updated": ["updated", "updatedDate"]}
+        return web.json_response(
+            [
+                {
+                    "id": f,
+                    "key": f,
+                    "name": f.capitalize(),
+                    "custom": False,
+                    "clauseNames": clauses.get(f, [f]),
+                }
+                for f in FIELDS
+            ]
+        )
+
+    async def _project(self, request: web.Request) -> web.Response:
+        key = request.match_info["key"]
+        if key != self.project:
+            return _errors(404, f"No project could be found with key '{key}'.")
+        types = [{"id": i, "name": n, "subtask": False} for i, n in ISSUE_TYPES.items()]
+        return web.json_response(
+            {
+                "self": f"{self.url}/rest/api/2/project/10000",
+                "id": "10000",
+                "key": key,
+                "name": "Grievances",
+                "issueTypes": types,
+            }
+        )
+
+    async def _create(self, request: web.Request) -> web.Response:
+        body = request[BODY]
+        if not isinstance(body, dict) or not isinstance(body.get("fields"), dict):
+            return _errors(400, "The request must carry a fields object.")
+        fields = body["fields"]
+        errors: dict[str, str] = {}
+        for name in fields:
+            if name not in ("project", "issuetype", "summary", "description", "labels"):
+                errors[name] = (
+                    f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
+                )
+        project = fields.get("project") or {}
+        if project.get("key", project.get("id")) not in (self.project, "10000"):
+            errors["project"] = "Specify a valid project ID or key"
+        issue_type = fields.get("issuetype") or {}
+        type_name = issue_type.get("name") or ISSUE_TYPES.get(str(issue_type.get("id")))
+        if type_name not in ISSUE_TYPES.values():
+            errors["issuetype"] = "Specify an issue type"
+        summary = fields.get("summary")
+        if not isinstance(summary, str) or not summary.strip():
+            errors["summary"] = "You must specify a summary of the issue."
+        elif len(summary) > 255 or "\n" in summary or "\r" in summary:
+            errors["summary"] = "Summary must be less than 255 characters and on one line."
+        description = fields.get("description")
+        plain = request.match_info["version"] == "2"
+        if description is not None and plain != isinstance(description, str):
+            # v2 takes text (wiki markup); v3 takes an Atlassian Document Format object
+            errors["description"] = (
+                "Operation value must be a string"
+                if plain
+                else "Operation value must be an Atlassian Document"
+            )
+        labels = fields.get("labels", [])
+        if not isinstance(labels, list) or any(not isinstance(x, str) or not x or " " in x for x in labels):
+            errors["labels"] = "Labels cannot contain spaces and must be non-empty strings."
+        if errors:
+            return web.json_response({"errorMessages": [], "errors": errors}, status=400)
+        issue = self._new_issue(self.project, type_name, summary, description, list(labels))
+        created = {"id": issue.id, "key": issue.key, "self": f"{self.url}/rest/api/2/issue/{issue.id}"}
+        if self._failure == "create_then_hang":
+            self._take_failure()
+            await self._hang()
+        return web.json_response(created, status=201)
+
+    async def _issue(self, request: web.Request) -> web.Response:
+        issue = self._find(request.match_info["key"])
+        if issue is None:
+            return _errors(404, "Issue does not exist or you do not have permission to see it.")
+        return web.json_response(issue.json(self.url, _wanted_fields(request.query.getall("fields", []))))
+
+    async def _search(self, request: web.Request) -> web.Response:
+        params: dict[str, Any] = dict(request[BODY] or {}) if request.method == "POST" else {}
+        if request.method == "GET":
+            params = {k: request.query.getall(k) for k in request.query}
+            params = {k: (v if k == "fields" else v[-1]) for k, v in params.items()}
+        jql = params.get("jql")
+        if not isinstance(jql, str):
+            return _errors(
+                400, "Unbounded JQL queries are not allowed here. Please add a search restriction."
+            )
+        self.jql.append(jql)
+        match = JQL.match(jql)
+        if match is None:
+            self.bad_jql.append(jql)
+            return _errors(
+                400, f"Error in the JQL Query: unexpected query {jql!r} (the fake accepts only ours)."
+            )
+        try:
+            limit = min(int(params.get("maxResults", 50)), 5000)
+            start = (
+                int(base64.urlsafe_b64decode(params["nextPageToken"]).decode())
+                if params.get("nextPageToken")
+                else 0
+            )
+        except (ValueError, binascii.Error):
+            return _errors(400, "Invalid maxResults or nextPageToken.")
+        found = [
+            i for i in self.issues.values() if i.project == match["project"] and match["label"] in i.labels
+        ]
+        if match["order"]:
+            found.sort(key=lambda i: (i.created, int(i.id)), reverse=True)
+        page = found[start : start + limit]
+        wanted = _wanted_fields(params.get("fields") or [])
+        result: dict[str, Any] = {"issues": [i.json(self.url, wanted) for i in page]}
+        if start + limit < len(found):
+            result["nextPageToken"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
+            result["isLast"] = False
+        else:
+            result["isLast"] = True
+        return web.json_response(result)
+
+    async def _removed_search(self, request: web.Request) -> web.Response:
+        return _errors(
+            410,
+            "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API.",
+        )
+
+    async def _unknown(self, request: web.Request) -> web.Response:
+        self.unexpected.append(f"{request.method} {request.path}")
+        return _errors(404, f"The fake Jira does not serve {request.method} {request.path}.")
+
+
+def _wanted_fields(values: list[str] | str) -> set[str] | None:
+    names = {
+        n.strip()
+        for v in ([values] if isinstance(values, str) else values)
+        for n in v.split(",")
+        if n.strip()
+    }
+    if not names or "*all" in names or "*navigable" in names:
+        return None
+    return names
+
+
+def _errors(status: int, message: str) -> web.Response:
+    return web.json_response({"errorMessages": [message], "errors": {}}, status=status)
+
+
+def _unauthorised() -> web.Response:
+    return web.Response(status=401, text="Client must be authenticated to access this resource.")
+
+
+@contextlib.asynccontextmanager
+async def running_fake_jira(**options: Any) -> AsyncIterator[FakeJira]:
+    fake = await FakeJira(**options).start()
+    try:
+        yield fake
+    finally:
+        await fake.stop()
