@@ -193,6 +193,12 @@ class OdbcStats:
             raise
         finally:
             await self._pool.release(conn)
+            if conn.closed:
+                # aioodbc's release() wakes waiters only for a connection that goes back open;
+                # without this a player waiting for a connection, and wait_closed() at shutdown,
+                # would wait for ever after a failed query.
+                async with self._pool._cond:
+                    self._pool._cond.notify_all()
 
 
 async def _close_quietly(conn: aioodbc.Connection) -> None:

@@ -420,6 +420,27 @@ async def test_a_database_locked_beyond_the_retries_is_unavailable(
     assert (await odbc.player_summary(NOVA)).player_name == "Nova"  # type: ignore[union-attr]
 
 
+async def test_a_failed_query_frees_its_pool_slot_for_waiting_players_and_shutdown(
+    settings: Settings,
+) -> None:
+    # One connection, two players: the second waits for the first's connection. When that one
+    # fails and is dropped, the waiter must be woken at once, not after its 2 x 5 s wait.
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    locker = lock_exclusively(players_db(settings))
+    try:
+        both = asyncio.gather(stats.player_summary(NOVA), stats.player_summary(BLAZE), return_exceptions=True)
+        results = await asyncio.wait_for(both, 4)
+        assert all(isinstance(r, ToolError) for r in results)
+        failing = asyncio.create_task(stats.player_summary(QUILL))
+        await asyncio.sleep(0)
+        await asyncio.wait_for(stats.aclose(), 4)  # closing while a query fails does not hang
+        assert isinstance((await asyncio.gather(failing, return_exceptions=True))[0], ToolError)
+    finally:
+        locker.execute("ROLLBACK")
+        locker.close()
+
+
 # ---- (e) transient errors are retried ------------------------------------------------------
 
 
