@@ -96,7 +96,7 @@ class App:
         try:
             await asyncio.wait_for(flush(), FLUSH_SECONDS)
         except Exception as exc:
-            log.info("grievances left pending at shutdown: %s", exc or type(exc).__name__)
+            log.info("grievances left pending at shutdown: %s", str(exc) or type(exc).__name__)
 
 
 class NotInitialised(Exception):

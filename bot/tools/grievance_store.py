@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import secrets
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,8 +35,10 @@ CREATE TABLE IF NOT EXISTS grievances (
     remote_key TEXT,
     push_state TEXT NOT NULL DEFAULT 'local_only',  -- local_only | pending | pushed
     attempts INTEGER NOT NULL DEFAULT 0,
-    last_error TEXT
+    last_error TEXT,
+    next_try_at REAL  -- unix time: a pusher's claim on the row, or when to try it again
 );
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS grievances_by_user ON grievances (user_id, id);
 CREATE INDEX IF NOT EXISTS grievances_pending ON grievances (push_state);
 """
@@ -53,6 +57,15 @@ class PendingGrievance:
     last_error: str | None
 
 
+async def _add_missing_columns(conn: aiosqlite.Connection) -> None:
+    """Databases made by an older version lack the newer columns; add them, keeping every row."""
+    cursor = await conn.execute("PRAGMA table_info(grievances)")
+    have = {row[1] for row in await cursor.fetchall()}
+    if "next_try_at" not in have:
+        await conn.execute("ALTER TABLE grievances ADD COLUMN next_try_at REAL")
+        await conn.commit()
+
+
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -68,16 +81,22 @@ class LocalGrievanceStore:
 
     @classmethod
     async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
-        return cls(await open_sqlite(path, SCHEMA), initial_state)
+        conn = await open_sqlite(path, SCHEMA)
+        await _add_missing_columns(conn)
+        return cls(conn, initial_state)
 
-    async def register(self, user_id: str, category: str, description: str) -> Grievance:
+    async def register(
+        self, user_id: str, category: str, description: str, push_state: str | None = None
+    ) -> Grievance:
+        """`push_state` overrides the store's initial state for this one row ('local_only' for a
+        grievance no remote tracker can take)."""
         now = utc_now()
         # The row and its key are committed together, before the player hears the key.
         async with self._write_lock:
             cursor = await self._conn.execute(
                 "INSERT INTO grievances (user_id, category, description, created_at, updated_at,"
                 " push_state) VALUES (?, ?, ?, ?, ?, ?)",
-                (user_id, category, description, now, now, self._initial_state),
+                (user_id, category, description, now, now, push_state or self._initial_state),
             )
             row_id = cursor.lastrowid
             key = f"{KEY_PREFIX}-{row_id}"
@@ -111,14 +130,43 @@ class LocalGrievanceStore:
     # ---- the outbox: rows waiting for the remote tracker ---------------------------------------
 
     async def pending(self, limit: int = 100) -> list[PendingGrievance]:
-        """Unacknowledged grievances, oldest first, so they reach the tracker in filing order.
-        (A row whose key is not set yet is mid-`register` on this connection: not ready.)"""
+        """Unacknowledged grievances that are due, oldest first, so they reach the tracker in
+        filing order. Rows claimed by a pusher (this process or another on the same file) or
+        waiting out a retry delay are left out. (A row whose key is not set yet is mid-`register`
+        on this connection: not ready.)"""
         cursor = await self._conn.execute(
             "SELECT local_key, user_id, category, description, created_at, attempts, last_error"
-            " FROM grievances WHERE push_state = 'pending' AND local_key IS NOT NULL ORDER BY id LIMIT ?",
-            (limit,),
+            " FROM grievances WHERE push_state = 'pending' AND local_key IS NOT NULL"
+            " AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY id LIMIT ?",
+            (time.time(), limit),
         )
         return [PendingGrievance(*row) for row in await cursor.fetchall()]
+
+    async def claim(self, local_key: str, until: float) -> bool:
+        """Take a pending row for pushing until `until` (unix time); False if another pusher holds
+        it. The claim is on disk, so it holds across processes (a CLI `ask` next to the running
+        bot) and across a crash in the middle of a create: nobody retries the row until Jira has
+        had time to show the issue that create may have made."""
+        async with self._write_lock:
+            cursor = await self._conn.execute(
+                "UPDATE grievances SET next_try_at = ? WHERE local_key = ? AND push_state = 'pending'"
+                " AND (next_try_at IS NULL OR next_try_at <= ?)",
+                (until, local_key, time.time()),
+            )
+            await self._conn.commit()
+            return cursor.rowcount == 1
+
+    async def store_id(self) -> str:
+        """A random id made once per grievance database: local keys (GRV-14) repeat across
+        databases, so what finds a pushed grievance in Jira again must carry this too."""
+        async with self._write_lock:
+            await self._conn.execute(
+                "INSERT OR IGNORE INTO meta (name, value) VALUES ('store_id', ?)", (secrets.token_hex(4),)
+            )
+            await self._conn.commit()
+        cursor = await self._conn.execute("SELECT value FROM meta WHERE name = 'store_id'")
+        (value,) = await cursor.fetchone()  # type: ignore[misc]
+        return str(value)
 
     async def count_pending(self) -> int:
         cursor = await self._conn.execute("SELECT COUNT(*) FROM grievances WHERE push_state = 'pending'")
@@ -129,17 +177,19 @@ class LocalGrievanceStore:
         async with self._write_lock:
             await self._conn.execute(
                 "UPDATE grievances SET push_state = 'pushed', remote_key = ?, last_error = NULL,"
-                " attempts = attempts + 1 WHERE local_key = ?",
+                " next_try_at = NULL, attempts = attempts + 1 WHERE local_key = ?",
                 (remote_key, local_key),
             )
             await self._conn.commit()
 
-    async def record_attempt(self, local_key: str, error: str) -> None:
-        """A failed push: counted, with its reason, for the operator to see."""
+    async def record_attempt(self, local_key: str, error: str, next_try_at: float | None = None) -> None:
+        """A failed push: counted, with its reason, for the operator to see; the row is due again
+        at `next_try_at` (None: whenever the pusher next runs)."""
         async with self._write_lock:
             await self._conn.execute(
-                "UPDATE grievances SET attempts = attempts + 1, last_error = ? WHERE local_key = ?",
-                (error[:MAX_ERROR_CHARS], local_key),
+                "UPDATE grievances SET attempts = attempts + 1, last_error = ?, next_try_at = ?"
+                " WHERE local_key = ?",
+                (error[:MAX_ERROR_CHARS], next_try_at, local_key),
             )
             await self._conn.commit()
 

@@ -54,7 +54,6 @@ class JiraGrievances:
         self._wake = asyncio.Event()
         self._push_lock = asyncio.Lock()  # the pusher and an explicit flush never push the same row
         self._task: asyncio.Task[None] | None = None
-        self._not_before: dict[str, float] = {}  # local key -> monotonic time of its next try
         # Jira's blocking calls get threads of their own: a hanging Jira then cannot use up the
         # loop's default pool that audio decoding and the other backends rely on.
         self._threads = ThreadPoolExecutor(JIRA_THREADS, thread_name_prefix="jira")
@@ -64,22 +63,33 @@ class JiraGrievances:
         cls, settings: JiraSettings, email: str, api_token: str, local_path: Path
     ) -> JiraGrievances:
         """No request is made: opening works while Jira is down (grievances then wait locally)."""
-        tracker = JiraTracker(
-            settings.url,
-            email,
-            api_token,
-            settings.project,
-            settings.issue_type,
-            settings.timeout_seconds,
-            settings.user_label_prefix,
-            settings.key_label_prefix,
-        )
         store = await LocalGrievanceStore.open(local_path, initial_state="pending")
+        try:
+            # voxdesk-<store id>-GRV-14: local keys repeat across databases (a new storage dir, a
+            # staging bot on the same project), so the label that finds a push again names both.
+            key_label_prefix = f"{settings.key_label_prefix}{await store.store_id()}-"
+            tracker = JiraTracker(
+                settings.url,
+                email,
+                api_token,
+                settings.project,
+                settings.issue_type,
+                settings.timeout_seconds,
+                settings.user_label_prefix,
+                key_label_prefix,
+            )
+        except BaseException:
+            await store.aclose()
+            raise
         return cls(settings, tracker, store, email)
 
     # ---- GrievanceBackend ----------------------------------------------------------------------
 
     async def register(self, user_id: str, category: str, description: str) -> Grievance:
+        if not USER_ID.match(user_id):
+            # Not a Discord id (a CLI user, say): Jira could never list it for its owner, so it
+            # stays a local ticket instead of failing to push for ever.
+            return await self._store.register(user_id, category, description, push_state="local_only")
         grievance = await self._store.register(user_id, category, description)
         self._wake.set()
         return grievance
@@ -143,41 +153,51 @@ class JiraGrievances:
                 rows = await self._store.pending(PUSH_BATCH)
                 pushed = 0
                 for row in rows:
-                    if self._not_before.get(row.local_key, 0.0) > time.monotonic():
-                        continue
                     try:
-                        await self._push_one(row)
+                        if await self._push_one(row) is not None:
+                            pushed += 1
                     except TrackerError as exc:
-                        await self._store.record_attempt(row.local_key, str(exc))
                         if not exc.row_only:
                             raise
                         log.warning("Jira refused grievance %s: %s (it stays pending)", row.local_key, exc)
-                        continue
-                    pushed += 1
                 total += pushed
                 if len(rows) < PUSH_BATCH or pushed == 0:
                     return total
 
-    async def _push_one(self, row: PendingGrievance) -> str:
+    async def _push_one(self, row: PendingGrievance) -> str | None:
+        """Push one row; None if another pusher holds it. Every failure is recorded on the row
+        with the time it is due again, and re-raised."""
+        s = self._settings
+        # The claim outlasts a find, a create and Jira's search catching up with that create, so
+        # a pusher that dies mid-create (or another process) never creates the issue again.
+        if not await self._store.claim(row.local_key, time.time() + 3 * s.timeout_seconds + s.settle_seconds):
+            return None
         try:
             remote_key = await self._in_thread(self._tracker.find_by_local_key, row.local_key)
             if remote_key is not None:
                 log.info("grievance %s was already in Jira as %s", row.local_key, remote_key)
             else:
-                try:
-                    remote_key = await self._in_thread(
-                        self._tracker.create, row.local_key, row.user_id, row.category, row.description
-                    )
-                except TrackerError as exc:
-                    if exc.maybe_done:
-                        # Jira may have made the issue; its search index lags a little, so give it
-                        # time to show the label before looking again.
-                        self._not_before[row.local_key] = time.monotonic() + self._settings.settle_seconds
-                    raise
-        except ValueError as exc:  # a value that may not go into JQL or a label (never a valid Discord id)
-            raise TrackerError(str(exc), row_only=True, maybe_done=False) from None
+                remote_key = await self._in_thread(
+                    self._tracker.create, row.local_key, row.user_id, row.category, row.description
+                )
+        except ValueError as exc:  # a value that may not go into JQL or a label
+            error = TrackerError(str(exc), row_only=True, maybe_done=False)
+            await self._store.record_attempt(row.local_key, str(error), time.time() + s.max_backoff_seconds)
+            raise error from None
+        except TrackerError as exc:
+            if exc.maybe_done:
+                # Jira may have made the issue; its search index lags, so let it show the label
+                # before looking again.
+                due: float | None = time.time() + s.settle_seconds
+            elif exc.row_only:
+                # Refused on its own (a 4xx about its content): retried ever more rarely, so it
+                # never holds up the grievances behind it.
+                due = time.time() + min(s.max_backoff_seconds, s.push_interval_seconds * 2**row.attempts)
+            else:
+                due = None  # Jira as a whole failed: the pusher's own backoff applies
+            await self._store.record_attempt(row.local_key, str(exc), due)
+            raise
         await self._store.mark_pushed(row.local_key, remote_key)
-        self._not_before.pop(row.local_key, None)
         log.info("grievance %s pushed to Jira as %s", row.local_key, remote_key)
         return remote_key
 
@@ -256,7 +276,7 @@ class JiraGrievances:
             return dataclasses.replace(
                 row, key=issue.key, remote_key=issue.key, status=issue.status, updated_at=issue.updated_at
             )
-        key_label = self._settings.key_label_prefix
+        key_label = self._tracker.key_label_prefix
         return Grievance(
             key=issue.key,
             category=next((x for x in issue.labels if x in CATEGORIES), "other"),

@@ -207,7 +207,7 @@ class JiraTracker:
             return None
         label = self.user_label(user_id)
         try:
-            with self._client() as client:
+            with self._client(not_found=True) as client:
                 raw = client.issue(key, fields=",".join(SEARCH_FIELDS)).raw
         except JIRAError as exc:
             if exc.status_code == 404:
@@ -227,7 +227,7 @@ class JiraTracker:
     def issue_types(self) -> list[str]:
         """The issue types of the configured project (raises with 404 when it is not visible)."""
         try:
-            with self._client() as client:
+            with self._client(not_found=True) as client:
                 raw = client.project(self.project).raw
         except JIRAError as exc:  # only a 404 gets here
             raise TrackerError(
@@ -267,27 +267,34 @@ class JiraTracker:
         )
 
     @contextlib.contextmanager
-    def _client(self) -> Iterator[JIRA]:
+    def _client(self, not_found: bool = False) -> Iterator[JIRA]:
+        """A connected client for one operation; every failure becomes a TrackerError, except
+        that with `not_found` a 404 from the operation itself is re-raised as a JIRAError so
+        the caller can tell "no such issue" from "Jira unreachable"."""
         with self._lock:
             if self._closed:
                 raise TrackerError("the Jira client is closed", maybe_done=False)
             client = self._idle.pop() if self._idle else None
-        try:
-            if client is None:
+        if client is None:
+            try:
                 client = self._connect()
+            except TrackerError:
+                raise
+            except Exception as exc:  # a 404 here means a wrong jira.url, never "not found"
+                raise explain(exc, self.url, self.timeout) from None
+        try:
             yield client
         except Exception as exc:
-            if isinstance(exc, JIRAError) and exc.status_code == 404:
-                raise  # callers tell "not found" from "not reachable"
+            if not_found and isinstance(exc, JIRAError) and exc.status_code == 404:
+                raise
             raise explain(exc, self.url, self.timeout) from None
         finally:
-            if client is not None:
-                with self._lock:
-                    keep = not self._closed
-                    if keep:
-                        self._idle.append(client)
-                if not keep:
-                    client.close()
+            with self._lock:
+                keep = not self._closed
+                if keep:
+                    self._idle.append(client)
+            if not keep:
+                client.close()
 
     def _connect(self) -> JIRA:
         # get_server_info: the client asks serverInfo whether this is Cloud, and only then runs
