@@ -136,3 +136,32 @@ async def test_manual_search_ranks_the_right_manual_first(settings, scripted_app
 def test_fts_query_quotes_every_term_so_nothing_is_syntax() -> None:
     assert fts_query('refund" OR title:* NEAR(a b)') == '"refund" OR "title" OR "near" OR "b"'
     assert fts_query("how do I") == ""
+
+
+async def test_a_grievance_database_from_before_the_outbox_columns_opens_with_every_row(tmp_path) -> None:
+    import sqlite3
+
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    with sqlite3.connect(db) as conn:  # the table as the first release made it
+        conn.execute(
+            "CREATE TABLE grievances (id INTEGER PRIMARY KEY AUTOINCREMENT, local_key TEXT UNIQUE,"
+            " user_id TEXT NOT NULL, category TEXT NOT NULL, description TEXT NOT NULL,"
+            " status TEXT NOT NULL DEFAULT 'open', created_at TEXT NOT NULL, updated_at TEXT NOT NULL,"
+            " remote_key TEXT, push_state TEXT NOT NULL DEFAULT 'local_only',"
+            " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT)"
+        )
+        conn.execute(
+            "INSERT INTO grievances (local_key, user_id, category, description, created_at, updated_at,"
+            " push_state) VALUES ('GRV-1', ?, 'wallet', 'old one', 'x', 'x', 'pending')",
+            (NOVA,),
+        )
+    store = await LocalGrievanceStore.open(db, initial_state="pending")
+    try:
+        assert [g.key for g in await store.status(NOVA)] == ["GRV-1"]
+        assert [p.local_key for p in await store.pending()] == ["GRV-1"]
+        assert await store.claim("GRV-1", until=9e12) and not await store.claim("GRV-1", until=9e12)
+        assert (await store.register(NOVA, "other", "new one")).key == "GRV-2"
+    finally:
+        await store.aclose()
