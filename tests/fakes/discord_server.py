@@ -153,6 +153,10 @@ class InjectedUser:
 class FakeDiscord:
     def __init__(self) -> None:
         self.received: list[Received] = []
+        # Replies indexed by the message they answer: many waiters re-check on every request,
+        # and scanning all of `received` each time made the fake, not the bot, the bottleneck
+        # of bench/e2e.py at 50 users.
+        self._replies: dict[int, list[Received]] = {}
         self.violations: list[str] = []  # requests the real Discord would have refused
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id → synced commands
         self.attachments: dict[int, bytes] = {}
@@ -235,6 +239,8 @@ class FakeDiscord:
     async def _record(self, item: Received) -> None:
         async with self._changed:
             self.received.append(item)
+            if item.kind == "message" and item.error is None and item.reply_to is not None:
+                self._replies.setdefault(item.reply_to, []).append(item)
             self._changed.notify_all()
 
     async def wait_for(self, predicate: Callable[[list[Received]], Any], within: float = 20.0) -> Any:
@@ -257,11 +263,7 @@ class FakeDiscord:
 
     def replies_to(self, message_id: int | str) -> list[Received]:
         """Messages the bot posted in reply to a message, in the order they arrived."""
-        return [
-            r
-            for r in self.received
-            if r.kind == "message" and r.error is None and r.reply_to == int(message_id)
-        ]
+        return list(self._replies.get(int(message_id), ()))
 
     # ---- injecting events ------------------------------------------------------------
 
