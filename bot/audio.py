@@ -96,14 +96,16 @@ def _too_long(limits_seconds: float) -> AudioError:
     return AudioError(f"That voice note is too long for me. Please keep it under {limit}.")
 
 
+FIFO_SECONDS = 10  # decoded audio resampled per call: bounds memory, keeps calls few
+
+
 def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
     unreadable = AudioError(
         "I couldn't read that audio file. Please send a voice note or an ogg, mp3, m4a, wav, "
         "webm or flac file."
     )
     chunks: list[bytes] = []
-    total = 0
-    limit = int(max_seconds * rate)
+    decoded_seconds = 0.0
     try:
         with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
             if not container.streams.audio:
@@ -113,15 +115,29 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
             if declared is not None and declared > max_seconds + 1:
                 raise _too_long(max_seconds)
             resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+            # Decoded frames are gathered in a FIFO and resampled a few seconds at a time: one
+            # resampler call per 20 ms Opus frame cost more than the decoding itself.
+            fifo = av.AudioFifo()
+
+            def drain() -> None:
+                if fifo.samples:
+                    chunks.extend(out.to_ndarray().tobytes() for out in resampler.resample(fifo.read()))
+
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    block = out.to_ndarray().tobytes()
-                    chunks.append(block)
-                    total += len(block) // 2
-                if total > limit:
+                frame.pts = None  # the FIFO would insist on gapless timestamps; we need none
+                try:
+                    fifo.write(frame)
+                except ValueError:  # the format changed mid-stream: finish the old one first
+                    drain()
+                    fifo = av.AudioFifo()
+                    fifo.write(frame)
+                decoded_seconds += frame.samples / frame.sample_rate
+                if decoded_seconds > max_seconds:
                     raise _too_long(max_seconds)
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().tobytes())
+                if fifo.samples >= FIFO_SECONDS * frame.sample_rate:
+                    drain()
+            drain()
+            chunks.extend(out.to_ndarray().tobytes() for out in resampler.resample(None))
     except AudioError:
         raise
     except (av.FFmpegError, ValueError, IndexError, EOFError) as exc:
