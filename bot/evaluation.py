@@ -28,6 +28,7 @@ VOICES = {
     "tune": ["en-us+f2", "en-us+m2", "en-us+klatt3", "en-us+f5"],
     "dev": ["en-us+f3", "en-us+m6", "en+f3", "en-us+f2"],
     "heldout": ["en-us+f3", "en-us+m6", "en+f3", "en-us+klatt"],
+    "heldout2": ["en-us+f4", "en-us+m3", "en+f4", "en-us+f1"],
 }
 SPEEDS = [145, 160, 175]
 PITCHES = [40, 50, 62]
