@@ -182,7 +182,7 @@ COMMANDS: dict[
         cmd_eval,
         "measure the offline engine on the spoken evaluation set (data/eval)",
         lambda p: (
-            p.add_argument("--split", action="append", choices=["heldout2", "heldout", "dev", "tune"]),
+            p.add_argument("--split", action="append", choices=["heldout3", "heldout2", "heldout", "dev", "tune"]),
             p.add_argument("--misses", action="store_true", help="list every miss"),
         ),
     ),
