@@ -104,6 +104,8 @@ SMALLTALK = [
     "thank you",
     "thanks a lot",
     "thanks",
+    "thanks for your help",
+    "thank you very much",
     "cheers",
     "that is all thanks",
     "what can you do",
@@ -112,6 +114,7 @@ SMALLTALK = [
     "who are you",
     "help",
     "goodbye",
+    "goodbye for now",
     "bye",
 ]
 
@@ -150,6 +153,8 @@ MANUAL_TASKS = [
 MANUAL_FACTS = [
     "what are the system requirements",
     "what are the minimum requirements",
+    "what are the minimum specs",
+    "how do i get my money back",
     "what are the recommended specs",
     "will the game run on my pc",
     "does it run on playstation",
@@ -183,6 +188,8 @@ STATS_FRAMES = [
     "and my {x}",
     "what about my {x}",
     "check my {x}",
+    "what's my current {x}",
+    "what is my current {x}",
 ]
 STATS_THINGS = [
     "points",
@@ -221,6 +228,11 @@ STATS_EXTRA = (
         for x in ("achievements", "trophies", "badges")
     ]
     + [f"how am i doing{t}" for t in (" right now", " this season", " lately", " so far")]
+    + [f"am i doing well{t}" for t in ("", " this season", " lately")]
+    + [
+        f"how many {g}games did i play"
+        for g in ("", "poker ", "trivia ", "racing ", "battle royale ", "ranked ")
+    ]
 )
 
 PROBLEM_SUBJECTS = [
