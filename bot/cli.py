@@ -17,6 +17,7 @@ from bot.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("bot")
 
+EVAL_SPLITS = ("heldout3", "heldout2", "heldout", "dev", "tune")  # newest held-out split first
 DEMO_USER = "111111111111111111"  # Nova, a linked demo player (data/sql/sqlite/seed.sql)
 
 
@@ -109,7 +110,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from bot.evaluation import run_eval
 
-    splits = tuple(args.split) if args.split else ("heldout", "dev", "tune")
+    splits = tuple(args.split) if args.split else EVAL_SPLITS
     print(asyncio.run(run_eval(_settings(args), splits, verbose=args.misses)))
     return 0
 
@@ -182,7 +183,7 @@ COMMANDS: dict[
         cmd_eval,
         "measure the offline engine on the spoken evaluation set (data/eval)",
         lambda p: (
-            p.add_argument("--split", action="append", choices=["heldout3", "heldout2", "heldout", "dev", "tune"]),
+            p.add_argument("--split", action="append", choices=EVAL_SPLITS),
             p.add_argument("--misses", action="store_true", help="list every miss"),
         ),
     ),
