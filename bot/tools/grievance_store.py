@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,8 +63,12 @@ async def _add_missing_columns(conn: aiosqlite.Connection) -> None:
     cursor = await conn.execute("PRAGMA table_info(grievances)")
     have = {row[1] for row in await cursor.fetchall()}
     if "next_try_at" not in have:
-        await conn.execute("ALTER TABLE grievances ADD COLUMN next_try_at REAL")
-        await conn.commit()
+        try:
+            await conn.execute("ALTER TABLE grievances ADD COLUMN next_try_at REAL")
+            await conn.commit()
+        except sqlite3.OperationalError as exc:  # another process added it a moment ago
+            if "duplicate column" not in str(exc):
+                raise
 
 
 def utc_now() -> str:
@@ -146,12 +151,25 @@ class LocalGrievanceStore:
         """Take a pending row for pushing until `until` (unix time); False if another pusher holds
         it. The claim is on disk, so it holds across processes (a CLI `ask` next to the running
         bot) and across a crash in the middle of a create: nobody retries the row until Jira has
-        had time to show the issue that create may have made."""
+        had time to show the issue that create may have made. `until` is also the claim's token
+        for `renew` and `record_attempt`."""
         async with self._write_lock:
             cursor = await self._conn.execute(
                 "UPDATE grievances SET next_try_at = ? WHERE local_key = ? AND push_state = 'pending'"
                 " AND (next_try_at IS NULL OR next_try_at <= ?)",
                 (until, local_key, time.time()),
+            )
+            await self._conn.commit()
+            return cursor.rowcount == 1
+
+    async def renew(self, local_key: str, token: float, until: float) -> bool:
+        """Extend our claim (still holding `token`) to `until`; False if it lapsed and another
+        pusher may have the row now, in which case we must not create anything for it."""
+        async with self._write_lock:
+            cursor = await self._conn.execute(
+                "UPDATE grievances SET next_try_at = ? WHERE local_key = ? AND push_state = 'pending'"
+                " AND next_try_at = ?",
+                (until, local_key, token),
             )
             await self._conn.commit()
             return cursor.rowcount == 1
@@ -182,14 +200,27 @@ class LocalGrievanceStore:
             )
             await self._conn.commit()
 
-    async def record_attempt(self, local_key: str, error: str, next_try_at: float | None = None) -> None:
+    async def record_attempt(
+        self, local_key: str, error: str, next_try_at: float | None = None, token: float | None = None
+    ) -> None:
         """A failed push: counted, with its reason, for the operator to see; the row is due again
-        at `next_try_at` (None: whenever the pusher next runs)."""
+        at `next_try_at` (None: whenever the pusher next runs). With `token`, the due time is set
+        only while that claim is still ours, so a late failure never undoes another's claim."""
         async with self._write_lock:
             await self._conn.execute(
-                "UPDATE grievances SET attempts = attempts + 1, last_error = ?, next_try_at = ?"
+                "UPDATE grievances SET attempts = attempts + 1, last_error = ?,"
+                " next_try_at = CASE WHEN ? IS NULL OR next_try_at = ? THEN ? ELSE next_try_at END"
                 " WHERE local_key = ?",
-                (error[:MAX_ERROR_CHARS], next_try_at, local_key),
+                (error[:MAX_ERROR_CHARS], token, token, next_try_at, local_key),
+            )
+            await self._conn.commit()
+
+    async def keep_local(self, local_key: str) -> None:
+        """A grievance no remote tracker can take (its owner is no Discord user) stays local."""
+        async with self._write_lock:
+            await self._conn.execute(
+                "UPDATE grievances SET push_state = 'local_only', next_try_at = NULL WHERE local_key = ?",
+                (local_key,),
             )
             await self._conn.commit()
 

@@ -57,6 +57,7 @@ class JiraGrievances:
         # Jira's blocking calls get threads of their own: a hanging Jira then cannot use up the
         # loop's default pool that audio decoding and the other backends rely on.
         self._threads = ThreadPoolExecutor(JIRA_THREADS, thread_name_prefix="jira")
+        self._push_threads = ThreadPoolExecutor(1, thread_name_prefix="jira-push")
 
     @classmethod
     async def open(
@@ -128,6 +129,7 @@ class JiraGrievances:
         self._tracker.close()
         # calls still blocked in a thread end by the client's timeout; nobody waits for them
         self._threads.shutdown(wait=False, cancel_futures=True)
+        self._push_threads.shutdown(wait=False, cancel_futures=True)
         await self._store.aclose()
 
     async def _in_thread(self, call: Callable[..., T], *args: object) -> T:
@@ -165,24 +167,37 @@ class JiraGrievances:
                     return total
 
     async def _push_one(self, row: PendingGrievance) -> str | None:
-        """Push one row; None if another pusher holds it. Every failure is recorded on the row
-        with the time it is due again, and re-raised."""
+        """Push one row; None if another pusher holds it (or it can never go to Jira). Every
+        failure is recorded on the row with the time it is due again, and re-raised."""
         s = self._settings
         # The claim outlasts a find, a create and Jira's search catching up with that create, so
         # a pusher that dies mid-create (or another process) never creates the issue again.
-        if not await self._store.claim(row.local_key, time.time() + 3 * s.timeout_seconds + s.settle_seconds):
+        token = time.time() + 3 * s.timeout_seconds + s.settle_seconds
+        if not await self._store.claim(row.local_key, token):
+            return None
+        if not USER_ID.match(row.user_id):  # filed before such grievances were kept local
+            await self._store.keep_local(row.local_key)
+            log.info("grievance %s is not a Discord user's: kept local, not pushed", row.local_key)
             return None
         try:
-            remote_key = await self._in_thread(self._tracker.find_by_local_key, row.local_key)
+            remote_key = await self._in_push_thread(self._tracker.find_by_local_key, row.local_key)
             if remote_key is not None:
                 log.info("grievance %s was already in Jira as %s", row.local_key, remote_key)
             else:
-                remote_key = await self._in_thread(
+                # The find may have been slow: create only while the row is still ours, and
+                # hold it long enough for the create and for Jira's search to catch up with it.
+                renewed = time.time() + 2 * s.timeout_seconds + s.settle_seconds
+                if not await self._store.renew(row.local_key, token, renewed):
+                    log.warning("claim on grievance %s lapsed before its create: next round", row.local_key)
+                    return None
+                token = renewed
+                remote_key = await self._in_push_thread(
                     self._tracker.create, row.local_key, row.user_id, row.category, row.description
                 )
         except ValueError as exc:  # a value that may not go into JQL or a label
             error = TrackerError(str(exc), row_only=True, maybe_done=False)
-            await self._store.record_attempt(row.local_key, str(error), time.time() + s.max_backoff_seconds)
+            due = time.time() + s.max_backoff_seconds
+            await self._store.record_attempt(row.local_key, str(error), due, token)
             raise error from None
         except TrackerError as exc:
             if exc.maybe_done:
@@ -192,14 +207,21 @@ class JiraGrievances:
             elif exc.row_only:
                 # Refused on its own (a 4xx about its content): retried ever more rarely, so it
                 # never holds up the grievances behind it.
-                due = time.time() + min(s.max_backoff_seconds, s.push_interval_seconds * 2**row.attempts)
+                backoff = s.push_interval_seconds * 2.0 ** min(row.attempts, 30)
+                due = time.time() + min(s.max_backoff_seconds, backoff)
             else:
                 due = None  # Jira as a whole failed: the pusher's own backoff applies
-            await self._store.record_attempt(row.local_key, str(exc), due)
+            await self._store.record_attempt(row.local_key, str(exc), due, token)
             raise
         await self._store.mark_pushed(row.local_key, remote_key)
         log.info("grievance %s pushed to Jira as %s", row.local_key, remote_key)
         return remote_key
+
+    async def _in_push_thread(self, call: Callable[..., T], *args: object) -> T:
+        # Pushes get a thread of their own: status lookups hanging on a slow Jira must not delay
+        # a create past the claim that protects it.
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._push_threads, functools.partial(call, *args))
 
     async def _pusher(self) -> None:
         interval = self._settings.push_interval_seconds

@@ -17,7 +17,7 @@ from jira import JIRA, JIRAError
 from bot.app import build_grievance_backend, running_app
 from bot.config import JiraSettings
 from bot.tools import CATEGORIES
-from bot.tools.base import ToolCall, ToolContext
+from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
 from bot.tools.jira_tracker import TrackerError, status_words, summary_for
@@ -94,6 +94,16 @@ async def expire_claims(db: Path) -> None:
     try:
         await store._conn.execute("UPDATE grievances SET next_try_at = NULL")
         await store._conn.commit()
+    finally:
+        await store.aclose()
+
+
+async def next_try(db: Path, key: str) -> float:
+    store = await LocalGrievanceStore.open(db)
+    try:
+        cursor = await store._conn.execute("SELECT next_try_at FROM grievances WHERE local_key = ?", (key,))
+        (value,) = await cursor.fetchone()  # type: ignore[misc]
+        return float(value)
     finally:
         await store.aclose()
 
@@ -599,7 +609,47 @@ async def test_a_wrong_jira_url_is_unreachable_not_not_found(fake, db) -> None:
             await backend.push_pending()
         (listed,) = await backend.status(NOVA)
         (one,) = await backend.status(NOVA, ticket.key)
+        with pytest.raises(ToolError, match="unreachable"):  # a Jira key needs Jira: not "not found"
+            await backend.status(NOVA, "GRV-101")
     finally:
         await backend.aclose()
     assert listed.from_local_record and listed.key == ticket.key
     assert one.key == ticket.key
+
+
+async def test_a_grievance_jira_refuses_is_retried_ever_more_rarely_and_holds_up_nothing(fake, db) -> None:
+    backend = await open_backend(fake, db, push_interval_seconds=60.0, max_backoff_seconds=600.0)
+    try:
+        refused = await backend.register(NOVA, "wallet", "refused once")
+        other = await backend.register(NOVA, "other", "goes through")
+        fake.fail("reject_create", times=1)
+        assert await backend.push_pending() == 1  # the refusal does not stop the round
+        rows = await local_rows(db)
+        assert rows[refused.key] == ("pending", None) and rows[other.key][0] == "pushed"
+        due = await next_try(db, refused.key)
+        assert 55 < due - time.time() <= 60  # first refusal: one push interval
+        assert await backend.push_pending() == 0 and creates(fake) == 2  # not retried before then
+        await expire_claims(db)
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    assert (await local_rows(db))[refused.key][0] == "pushed" and creates(fake) == 3
+
+
+async def test_a_lapsed_claim_cannot_be_renewed_or_overwritten_by_its_old_holder(db) -> None:
+    # Pusher A's claim ran out while its find was slow; pusher B claimed the row. A must not
+    # create (renew fails), and A's late failure must not undo B's claim.
+    store = await LocalGrievanceStore.open(db, initial_state="pending")
+    try:
+        key = (await store.register(NOVA, "wallet", "slow find")).local_key
+        a_token = time.time() + 0.05
+        assert await store.claim(key, a_token)
+        await asyncio.sleep(0.1)
+        b_token = time.time() + 60
+        assert await store.claim(key, b_token)  # A's claim had lapsed
+        assert not await store.renew(key, a_token, time.time() + 60)
+        await store.record_attempt(key, "A timed out", None, a_token)
+        assert await next_try(db, key) == b_token and not await store.claim(key, time.time() + 60)
+        assert await store.renew(key, b_token, b_token + 1)
+    finally:
+        await store.aclose()

@@ -32,7 +32,7 @@ ISSUE_TYPES = {"10001": "Task", "10002": "Bug"}
 CATEGORIES = {"new": (2, "To Do"), "indeterminate": (4, "In Progress"), "done": (3, "Done")}
 STATUSES = {"To Do": "new", "In Progress": "indeterminate", "Done": "done"}
 FIELDS = ("summary", "description", "labels", "status", "created", "updated", "issuetype", "project")
-FAIL_MODES = ("500", "hang", "401", "create_then_hang")
+FAIL_MODES = ("500", "hang", "401", "create_then_hang", "reject_create")
 
 BODY = web.RequestKey("body", object)  # the parsed JSON body, read once by the middleware
 
@@ -147,7 +147,8 @@ class FakeJira:
         return f"http://127.0.0.1:{self.port}"
 
     def fail(self, mode: str, times: int | None = None) -> None:
-        """Fail from now on: "500", "hang", "401" or "create_then_hang" (which affects only issue
+        """Fail from now on: "500", "hang", "401", "create_then_hang" or "reject_create" (a 400
+        about the issue's content; these two affect only issue
         creation); `times` requests, or until `recover()`."""
         if mode not in FAIL_MODES:
             raise ValueError(f"unknown failure mode {mode!r}: choose one of {', '.join(FAIL_MODES)}")
@@ -342,6 +343,9 @@ class FakeJira:
         labels = fields.get("labels", [])
         if not isinstance(labels, list) or any(not isinstance(x, str) or not x or " " in x for x in labels):
             errors["labels"] = "Labels cannot contain spaces and must be non-empty strings."
+        if self._failure == "reject_create":
+            self._take_failure()
+            errors["labels"] = "The label 'wallet' is not allowed in this project."
         if errors:
             return web.json_response({"errorMessages": [], "errors": errors}, status=400)
         issue = self._new_issue(self.project, type_name, summary, description, list(labels))
