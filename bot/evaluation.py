@@ -30,6 +30,7 @@ VOICES = {
     "heldout": ["en-us+f3", "en-us+m6", "en+f3", "en-us+klatt"],
     "heldout2": ["en-us+f4", "en-us+m3", "en+f4", "en-us+f1"],
     "heldout3": ["en-us+klatt2", "en-us+m1", "en+f5", "en-us+m7"],
+    "heldout4": ["en-us+m4", "en-us+klatt4", "en+m2", "en-us+m5"],
 }
 SPEEDS = [145, 160, 175]
 PITCHES = [40, 50, 62]
