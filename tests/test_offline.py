@@ -136,3 +136,33 @@ async def test_unsure_asks_again_instead_of_guessing(settings) -> None:
         reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "purple monkey dishwasher")
     assert reply.tool_calls == []
     assert "say it again" in reply.text
+
+
+def test_the_confusion_model_learns_what_the_recogniser_makes_of_each_question() -> None:
+    from bot.speech.confusions import Confusions, train
+
+    model = train(
+        [
+            ("daily my credits grievance", router.STATS),
+            ("tell me my stats", router.STATS),
+            ("what is the status of my ticket", router.STATUS),
+            ("i want to file a complaint", router.REGISTER),
+        ]
+        * 3
+    )
+    label, probability = model.predict("daily my credits")
+    assert label == router.STATS and probability > 0.9
+    assert Confusions.from_json(model.to_json()).predict("daily my credits") == (label, probability)
+
+
+def test_the_router_takes_the_confusion_models_guess_only_when_its_cues_are_unsure() -> None:
+    # The shipped model (data/speech/confusions.json) knows this garbled stats question...
+    assert router.route("what's my game how").name == router.STATS
+    router.use_confusions(False)
+    try:
+        assert router.route("what's my game how").name == router.UNSURE
+    finally:
+        router.use_confusions(True)
+    # ...but clear cues still decide, and a single word is never a guess.
+    assert router.route("what is the status of my ticket").name == router.STATUS
+    assert router.route("so").name == router.UNSURE

@@ -357,6 +357,27 @@ PRONOUN_TICKET = re.compile(r"\b(it|that|that one|that ticket|this ticket|the ti
 
 MIN_SCORE = 2.0  # below this nothing was really asked
 MIN_MARGIN = 0.6  # the winner must beat the runner-up by this much, or we ask again
+GUESS_MIN = 0.9  # when the cues are unsure, the confusion model must be at least this sure
+_confusions_on = True
+
+
+def use_confusions(on: bool) -> None:
+    """Switch the confusion model off (while building it) or on."""
+    global _confusions_on
+    _confusions_on = on
+
+
+def _guess(joined: str, words: list[str]) -> str | None:
+    """What the recogniser's known mistakes suggest was asked, if the model is sure enough."""
+    if not _confusions_on or len(words) < 2:
+        return None
+    from bot.speech.confusions import load
+
+    model = load()
+    if model is None:
+        return None
+    label, probability = model.predict(joined)
+    return label if probability >= GUESS_MIN else None
 
 
 def tokenize(text: str) -> list[str]:
@@ -478,7 +499,10 @@ def route(text: str, history: list[PastTurn] | None = None) -> Intent:
     (best, top), (_, second) = ranked[0], ranked[1]
     confidence = max(0.0, min(1.0, (top - second) / 3 + (top - MIN_SCORE) / 10))
     if top < MIN_SCORE or top - second < MIN_MARGIN:
-        return Intent(UNSURE, confidence=confidence, scores=scores)
+        guess = _guess(joined, words)
+        if guess is None:
+            return Intent(UNSURE, confidence=confidence, scores=scores)
+        best = guess
 
     arguments: dict[str, Any] = {}
     if best == MANUALS:

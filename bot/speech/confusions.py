@@ -1,0 +1,156 @@
+"""How the recogniser mishears each kind of question, learnt once from synthetic speech.
+
+A quarter of the words pocketsphinx hears are wrong, and its mistakes are not random: "tell me
+my stats" tends to come out as "daily my credits grievance". This is a naive Bayes model over
+the words the recogniser produced (not the words spoken), trained on eSpeak recordings of
+labelled questions. The router asks it only when its own cues leave it unsure, and takes its
+answer only when the model is confident; otherwise the player is still asked to rephrase.
+
+    python -m bot.speech.confusions     # rebuild data/speech/confusions.json (a few minutes)
+
+Training uses the domain corpus and the evaluation set's tune, dev, heldout and heldout2 splits,
+in their voices; never the newer held-out splits or their voices.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import math
+import random
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
+MODEL_PATH = DATA_DIR / "speech" / "confusions.json"
+TRAINING_SPLITS = ("tune", "dev", "heldout", "heldout2")
+SMOOTHING = 0.5
+
+
+def features(text: str) -> list[str]:
+    words = text.split()
+    return words + [f"{a}_{b}" for a, b in itertools.pairwise(words)]
+
+
+@dataclass
+class Confusions:
+    counts: dict[str, dict[str, int]]  # label -> feature -> count
+    documents: dict[str, int]  # label -> training utterances
+
+    @functools.cached_property
+    def _vocabulary(self) -> int:
+        return len({f for per in self.counts.values() for f in per})
+
+    @functools.cached_property
+    def _totals(self) -> dict[str, int]:
+        return {label: sum(per.values()) for label, per in self.counts.items()}
+
+    def predict(self, text: str) -> tuple[str, float]:
+        """The most likely label for what the recogniser heard, and its posterior probability."""
+        found = features(text)
+        all_documents = sum(self.documents.values())
+        scores = {}
+        for label, per in self.counts.items():
+            denominator = self._totals[label] + SMOOTHING * self._vocabulary
+            log_p = math.log(self.documents[label] / all_documents)
+            log_p += sum(math.log((per.get(f, 0) + SMOOTHING) / denominator) for f in found)
+            scores[label] = log_p
+        best = max(scores, key=scores.__getitem__)
+        top = scores[best]
+        total = sum(math.exp(s - top) for s in scores.values())
+        return best, 1.0 / total
+
+    def to_json(self) -> str:
+        return json.dumps({"counts": self.counts, "documents": self.documents}, sort_keys=True, indent=0)
+
+    @classmethod
+    def from_json(cls, text: str) -> Confusions:
+        raw = json.loads(text)
+        return cls(raw["counts"], raw["documents"])
+
+
+@functools.cache
+def load(path: Path = MODEL_PATH) -> Confusions | None:
+    try:
+        return Confusions.from_json(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+
+
+def train(examples: list[tuple[str, str]]) -> Confusions:
+    counts: dict[str, Counter[str]] = defaultdict(Counter)
+    documents: Counter[str] = Counter()
+    for heard, label in examples:
+        if heard.strip():
+            counts[label].update(features(heard))
+            documents[label] += 1
+    return Confusions({label: dict(c) for label, c in counts.items()}, dict(documents))
+
+
+# ---- building: synthesise, recognise, count ------------------------------------------------
+
+
+def _corpus_examples(rng: random.Random, per_list: int) -> list[tuple[str, str]]:
+    from bot.engines import offline_router as router
+    from bot.speech import domain_corpus as corpus
+
+    labelled = {
+        router.STATS: corpus.STATS
+        + [f.format(x=x) for f in corpus.STATS_FRAMES for x in corpus.STATS_THINGS],
+        router.STATUS: corpus.STATUS
+        + [f.format(x=x) for f in corpus.STATUS_FRAMES for x in corpus.STATUS_OBJECTS],
+        router.REGISTER: corpus.GRIEVANCE
+        + corpus.INCIDENTS
+        + [f"{x} {p}" for x in corpus.PROBLEM_SUBJECTS for p in corpus.PROBLEMS],
+        router.MANUALS: corpus.MANUAL_FACTS
+        + [q.format(x=t) for q in corpus.MANUAL_QUESTIONS for t in corpus.MANUAL_TASKS],
+    }
+    examples = [(s, label) for label, sentences in labelled.items() for s in rng.sample(sentences, per_list)]
+    # Small talk is labelled by its kind, which the router reads reliably from the true words.
+    examples += [(s, router.route(s).name) for s in corpus.SMALLTALK]
+    return examples
+
+
+def build(storage: Path, out: Path = MODEL_PATH, per_list: int = 60, seed: int = 7) -> str:
+    import numpy as np
+
+    from bot import audio
+    from bot.config import AudioSettings
+    from bot.engines import offline_router as router
+    from bot.engines.offline import OfflineEngine, speak_pcm
+    from bot.evaluation import VOICES, add_noise, load_questions, recording
+    from bot.speech.recognizer import Recognizer
+
+    rng = random.Random(seed)
+    engine = OfflineEngine(Recognizer(storage / "speech"), "en-us", 165)
+    voices = sorted({v for split in TRAINING_SPLITS for v in VOICES[split]})
+    router.use_confusions(False)  # learn from the router's own decisions, not the model's
+    examples: list[tuple[str, str]] = []
+    limits = AudioSettings()
+    for i, (text, label) in enumerate(_corpus_examples(rng, per_list)):
+        pcm, rate = speak_pcm(
+            text, voices[i % len(voices)], rng.choice([145, 160, 175]), rng.choice([40, 50, 62])
+        )
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        for noisy in (False, True):
+            heard_from = add_noise(samples, 10.0, seed=i) if noisy else samples
+            examples.append((engine.hear(heard_from.tobytes(), rate), label))
+    for q in load_questions():
+        if q.split not in TRAINING_SPLITS:
+            continue
+        label = q.intent if q.intent != "smalltalk" else router.route(q.text).name
+        for noisy in (False, True):
+            decoded = audio.decode(recording(q, noisy, storage / "eval"), limits)
+            examples.append((engine.hear(decoded.segment.raw_data, decoded.segment.frame_rate), label))
+    model = train(examples)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(model.to_json() + "\n", encoding="utf-8")
+    return f"{len(examples)} recognised utterances → {out}"
+
+
+if __name__ == "__main__":
+    import sys
+
+    print(build(Path(sys.argv[1] if len(sys.argv) > 1 else "var")))
