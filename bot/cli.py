@@ -17,7 +17,8 @@ from bot.config import ConfigError, Settings, load_settings
 
 log = logging.getLogger("bot")
 
-EVAL_SPLITS = ("heldout4", "heldout3", "heldout2", "heldout", "dev", "tune")  # newest held-out split first
+# newest held-out split first
+EVAL_SPLITS = ("heldout5", "heldout4", "heldout3", "heldout2", "heldout", "dev", "tune")
 DEMO_USER = "111111111111111111"  # Nova, a linked demo player (data/sql/sqlite/seed.sql)
 
 

@@ -31,6 +31,7 @@ VOICES = {
     "heldout2": ["en-us+f4", "en-us+m3", "en+f4", "en-us+f1"],
     "heldout3": ["en-us+klatt2", "en-us+m1", "en+f5", "en-us+m7"],
     "heldout4": ["en-us+m4", "en-us+klatt4", "en+m2", "en-us+m5"],
+    "heldout5": ["en+m4", "en+f2", "en+klatt2", "en+f1"],
 }
 SPEEDS = [145, 160, 175]
 PITCHES = [40, 50, 62]
