@@ -8,7 +8,7 @@ answer only when the model is confident; otherwise the player is still asked to 
 
     python -m bot.speech.confusions     # rebuild data/speech/confusions.json (a few minutes)
 
-Training uses the domain corpus and the evaluation set's tune, dev, heldout and heldout2 splits,
+Training uses the domain corpus and the evaluation set's tune, dev and first four held-out splits,
 in their voices; never the newer held-out splits or their voices.
 """
 
@@ -25,7 +25,7 @@ from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 MODEL_PATH = DATA_DIR / "speech" / "confusions.json"
-TRAINING_SPLITS = ("tune", "dev", "heldout", "heldout2")
+TRAINING_SPLITS = ("tune", "dev", "heldout", "heldout2", "heldout3", "heldout4")
 SMOOTHING = 0.5
 
 
@@ -107,13 +107,17 @@ def _corpus_examples(rng: random.Random, per_list: int) -> list[tuple[str, str]]
         router.MANUALS: corpus.MANUAL_FACTS
         + [q.format(x=t) for q in corpus.MANUAL_QUESTIONS for t in corpus.MANUAL_TASKS],
     }
-    examples = [(s, label) for label, sentences in labelled.items() for s in rng.sample(sentences, per_list)]
+    examples = [
+        (s, label)
+        for label, sentences in labelled.items()
+        for s in rng.sample(sentences, min(per_list, len(sentences)))
+    ]
     # Small talk is labelled by its kind, which the router reads reliably from the true words.
     examples += [(s, router.route(s).name) for s in corpus.SMALLTALK]
     return examples
 
 
-def build(storage: Path, out: Path = MODEL_PATH, per_list: int = 60, seed: int = 7) -> str:
+def build(storage: Path, out: Path = MODEL_PATH, per_list: int = 120, seed: int = 7) -> str:
     import numpy as np
 
     from bot import audio
