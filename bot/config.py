@@ -116,7 +116,7 @@ class JiraSettings:
     max_backoff_seconds: float = 300.0  # retry delays double from push_interval_seconds up to this
     settle_seconds: float = 30.0  # after a create whose outcome is unknown, wait for Jira's search index
     user_label_prefix: str = "discord-"  # label discord-<user id> finds a player's tickets
-    key_label_prefix: str = "voxdesk-"  # label voxdesk-GRV-14 finds the push of local GRV-14
+    key_label_prefix: str = "voxdesk-"  # label voxdesk-<database id>-GRV-14 finds the push of GRV-14
 
 
 @dataclass(frozen=True)

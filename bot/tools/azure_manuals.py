@@ -122,12 +122,22 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _problem(exc: BaseException) -> str | None:
+    """ "credentials" or "configuration" when the operator must fix something, else None."""
+    status = _status(exc)
+    if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
+        return "credentials"
+    if isinstance(exc, ResourceNotFoundError) or status == 404:
+        return "configuration"
+    return None
+
+
 def describe(exc: BaseException, settings: SearchSettings) -> str:
     """The exact reason a call failed, in one line an operator can act on (never the key)."""
-    endpoint, status = settings.endpoint, _status(exc)
-    if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
+    endpoint, status, problem = settings.endpoint, _status(exc), _problem(exc)
+    if problem == "credentials":
         return f"AZURE_SEARCH_API_KEY was refused ({status}) by {endpoint}: check the key"
-    if isinstance(exc, ResourceNotFoundError) or status == 404:
+    if problem == "configuration":
         return f"index '{settings.index}' not found at {endpoint}: run `python -m bot index-manuals`"
     if isinstance(exc, TimeoutError):
         return f"no answer from {endpoint} within {_budget(settings):.0f} s"
@@ -217,12 +227,9 @@ class AzureSearchManuals:
         return passages
 
     def _log_failure(self, exc: BaseException) -> None:
-        reason = describe(exc, self._settings)
-        status = _status(exc)
-        if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
-            log.error("manuals search: credentials problem: %s", reason)
-        elif isinstance(exc, ResourceNotFoundError) or status == 404:
-            log.error("manuals search: configuration problem: %s", reason)
+        reason, problem = describe(exc, self._settings), _problem(exc)
+        if problem is not None:
+            log.error("manuals search: %s problem: %s", problem, reason)
         else:
             log.warning("manuals search unavailable: %s", reason)
 

@@ -132,8 +132,11 @@ class JiraGrievances:
         self._push_threads.shutdown(wait=False, cancel_futures=True)
         await self._store.aclose()
 
-    async def _in_thread(self, call: Callable[..., T], *args: object) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(call, *args))
+    async def _in_thread(self, call: Callable[..., T], *args: object, pushing: bool = False) -> T:
+        # Pushes get a thread of their own: status lookups hanging on a slow Jira must not delay
+        # a create past the claim that protects it.
+        pool = self._push_threads if pushing else self._threads
+        return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(call, *args))
 
     # ---- the pusher ----------------------------------------------------------------------------
 
@@ -180,7 +183,7 @@ class JiraGrievances:
             log.info("grievance %s is not a Discord user's: kept local, not pushed", row.local_key)
             return None
         try:
-            remote_key = await self._in_push_thread(self._tracker.find_by_local_key, row.local_key)
+            remote_key = await self._in_thread(self._tracker.find_by_local_key, row.local_key, pushing=True)
             if remote_key is not None:
                 log.info("grievance %s was already in Jira as %s", row.local_key, remote_key)
             else:
@@ -191,8 +194,13 @@ class JiraGrievances:
                     log.warning("claim on grievance %s lapsed before its create: next round", row.local_key)
                     return None
                 token = renewed
-                remote_key = await self._in_push_thread(
-                    self._tracker.create, row.local_key, row.user_id, row.category, row.description
+                remote_key = await self._in_thread(
+                    self._tracker.create,
+                    row.local_key,
+                    row.user_id,
+                    row.category,
+                    row.description,
+                    pushing=True,
                 )
         except ValueError as exc:  # a value that may not go into JQL or a label
             error = TrackerError(str(exc), row_only=True, maybe_done=False)
@@ -216,12 +224,6 @@ class JiraGrievances:
         await self._store.mark_pushed(row.local_key, remote_key)
         log.info("grievance %s pushed to Jira as %s", row.local_key, remote_key)
         return remote_key
-
-    async def _in_push_thread(self, call: Callable[..., T], *args: object) -> T:
-        # Pushes get a thread of their own: status lookups hanging on a slow Jira must not delay
-        # a create past the claim that protects it.
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._push_threads, functools.partial(call, *args))
 
     async def _pusher(self) -> None:
         interval = self._settings.push_interval_seconds

@@ -1,11 +1,11 @@
 """Jira Cloud for grievances, through the synchronous `jira` package.
 
-Every method here blocks on HTTP: callers run them with `asyncio.to_thread`, never on the event
-loop. JQL is built only from values checked against strict patterns (project key, digits-only
+Every method here blocks on HTTP: the outbox runs them in threads of its own, never on the
+event loop. JQL is built only from values checked against strict patterns (project key, digits-only
 user id, local key), each quoted, so nothing a player or the model says can reach a query.
 
 Grievances are found again by labels: the category, `discord-<user id>` (whose tickets these
-are) and `voxdesk-GRV-14` (which local grievance this issue is the push of).
+are) and `voxdesk-<database id>-GRV-14` (which local grievance this issue is the push of).
 """
 
 from __future__ import annotations
@@ -126,7 +126,7 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
 
 
 class JiraTracker:
-    """Grievance operations on one Jira project. Blocking: call through `asyncio.to_thread`."""
+    """Grievance operations on one Jira project. Blocking: call from a worker thread."""
 
     def __init__(
         self,
@@ -278,8 +278,6 @@ class JiraTracker:
         if client is None:
             try:
                 client = self._connect()
-            except TrackerError:
-                raise
             except Exception as exc:  # a 404 here means a wrong jira.url, never "not found"
                 raise explain(exc, self.url, self.timeout) from None
         try:
