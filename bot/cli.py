@@ -14,11 +14,10 @@ from pathlib import Path
 from bot.app import NotInitialised
 from bot.audio import AudioError
 from bot.config import ConfigError, Settings, load_settings
+from bot.evaluation import SPLITS, run_eval
 
 log = logging.getLogger("bot")
 
-# newest held-out split first
-EVAL_SPLITS = ("heldout5", "heldout4", "heldout3", "heldout2", "heldout", "dev", "tune")
 DEMO_USER = "111111111111111111"  # Nova, a linked demo player (data/sql/sqlite/seed.sql)
 
 
@@ -109,9 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from bot.evaluation import run_eval
-
-    splits = tuple(args.split) if args.split else EVAL_SPLITS
+    splits = tuple(args.split) if args.split else SPLITS
     print(asyncio.run(run_eval(_settings(args), splits, verbose=args.misses)))
     return 0
 
@@ -184,7 +181,7 @@ COMMANDS: dict[
         cmd_eval,
         "measure the offline engine on the spoken evaluation set (data/eval)",
         lambda p: (
-            p.add_argument("--split", action="append", choices=EVAL_SPLITS),
+            p.add_argument("--split", action="append", choices=SPLITS),
             p.add_argument("--misses", action="store_true", help="list every miss"),
         ),
     ),

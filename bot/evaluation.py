@@ -33,6 +33,7 @@ VOICES = {
     "heldout4": ["en-us+m4", "en-us+klatt4", "en+m2", "en-us+m5"],
     "heldout5": ["en+m4", "en+f2", "en+klatt2", "en+f1"],
 }
+SPLITS = tuple(reversed(VOICES))  # newest held-out split first, tune last
 SPEEDS = [145, 160, 175]
 PITCHES = [40, 50, 62]
 NOISE_SNR_DB = 10.0
@@ -174,9 +175,7 @@ def _wer(rows: list[Outcome]) -> float:
     return sum(o.errors for o in rows) / words if words else 0.0
 
 
-async def run_eval(
-    settings: Settings, splits: tuple[str, ...] = ("heldout", "dev", "tune"), verbose: bool = False
-) -> str:
+async def run_eval(settings: Settings, splits: tuple[str, ...] = SPLITS, verbose: bool = False) -> str:
     import asyncio
 
     engine = await create_offline_engine(settings)

@@ -254,14 +254,15 @@ async def create_offline_engine(settings: Settings) -> OfflineEngine:
 
 
 async def check_offline_engine(settings: Settings) -> str:
-    """For `python -m bot check`: the speech models are built and eSpeak can speak."""
-    arpa = speech_dir(settings) / "domain.arpa"
-    if not arpa.exists():
-        raise FileNotFoundError(f"{arpa} is missing: run `python -m bot init`")
-    pcm, rate = await asyncio.to_thread(speak_pcm, "ready", settings.offline.voice, settings.offline.rate_wpm)
-    seconds = len(pcm) / 2 / rate
-    voice = settings.offline.voice
-    return f"offline speech: models in {arpa.parent}, eSpeak voice {voice} spoke {seconds:.1f} s"
+    """For `python -m bot check`: the speech models load (the recognizer names a missing one)
+    and eSpeak can speak."""
+    engine = await create_offline_engine(settings)
+    try:
+        pcm, rate = await asyncio.to_thread(speak_pcm, "ready", engine.voice, engine.rate_wpm)
+    finally:
+        await engine.aclose()
+    spoke = f"eSpeak voice {engine.voice} spoke {len(pcm) / 2 / rate:.1f} s"
+    return f"offline speech: models in {speech_dir(settings)}, {spoke}"
 
 
 def create_speaker(settings: Settings):  # type: ignore[no-untyped-def]

@@ -124,30 +124,32 @@ def build(storage: Path, out: Path = MODEL_PATH, per_list: int = 120, seed: int 
     from bot.config import AudioSettings
     from bot.engines import offline_router as router
     from bot.engines.offline import OfflineEngine, speak_pcm
-    from bot.evaluation import VOICES, add_noise, load_questions, recording
+    from bot.evaluation import NOISE_SNR_DB, VOICES, add_noise, load_questions, recording
     from bot.speech.recognizer import Recognizer
 
     rng = random.Random(seed)
     engine = OfflineEngine(Recognizer(storage / "speech"), "en-us", 165)
     voices = sorted({v for split in TRAINING_SPLITS for v in VOICES[split]})
-    router.use_confusions(False)  # learn from the router's own decisions, not the model's
     examples: list[tuple[str, str]] = []
     limits = AudioSettings()
-    for i, (text, label) in enumerate(_corpus_examples(rng, per_list)):
-        pcm, rate = speak_pcm(
-            text, voices[i % len(voices)], rng.choice([145, 160, 175]), rng.choice([40, 50, 62])
-        )
-        samples = np.frombuffer(pcm, dtype=np.int16)
-        for noisy in (False, True):
-            heard_from = add_noise(samples, 10.0, seed=i) if noisy else samples
-            examples.append((engine.hear(heard_from.tobytes(), rate), label))
-    for q in load_questions():
-        if q.split not in TRAINING_SPLITS:
-            continue
-        label = q.intent if q.intent != "smalltalk" else router.route(q.text).name
-        for noisy in (False, True):
-            decoded = audio.decode(recording(q, noisy, storage / "eval"), limits)
-            examples.append((engine.hear(decoded.segment.raw_data, decoded.segment.frame_rate), label))
+    router.use_confusions(False)  # learn from the router's own decisions, not the model's
+    try:
+        for i, (text, label) in enumerate(_corpus_examples(rng, per_list)):
+            speed, pitch = rng.choice([145, 160, 175]), rng.choice([40, 50, 62])
+            pcm, rate = speak_pcm(text, voices[i % len(voices)], speed, pitch)
+            samples = np.frombuffer(pcm, dtype=np.int16)
+            for noisy in (False, True):
+                heard_from = add_noise(samples, NOISE_SNR_DB, seed=i) if noisy else samples
+                examples.append((engine.hear(heard_from.tobytes(), rate), label))
+        for q in load_questions():
+            if q.split not in TRAINING_SPLITS:
+                continue
+            label = q.intent if q.intent != "smalltalk" else router.route(q.text).name
+            for noisy in (False, True):
+                decoded = audio.decode(recording(q, noisy, storage / "eval"), limits)
+                examples.append((engine.hear(decoded.segment.raw_data, decoded.segment.frame_rate), label))
+    finally:
+        router.use_confusions(True)
     model = train(examples)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(model.to_json() + "\n", encoding="utf-8")
