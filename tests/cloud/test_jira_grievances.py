@@ -5,10 +5,13 @@ says reaches JQL."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
+import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
@@ -79,33 +82,24 @@ def assert_only_our_jql(fake: FakeJira) -> None:
     assert fake.jql and all(OUR_JQL.match(q) for q in fake.jql)
 
 
+def sql(db: Path, statement: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """Look into (or change) the grievance database directly, as an operator would."""
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        return conn.execute(statement, params).fetchall()
+
+
 async def local_rows(db: Path) -> dict[str, tuple[str, str | None]]:
-    store = await LocalGrievanceStore.open(db)
-    try:
-        cursor = await store._conn.execute("SELECT local_key, push_state, remote_key FROM grievances")
-        return {k: (state, remote) for k, state, remote in await cursor.fetchall()}
-    finally:
-        await store.aclose()
+    rows = sql(db, "SELECT local_key, push_state, remote_key FROM grievances")
+    return {k: (state, remote) for k, state, remote in rows}
 
 
 async def expire_claims(db: Path) -> None:
     """As if every pusher's claim and retry delay had run out."""
-    store = await LocalGrievanceStore.open(db)
-    try:
-        await store._conn.execute("UPDATE grievances SET next_try_at = NULL")
-        await store._conn.commit()
-    finally:
-        await store.aclose()
+    sql(db, "UPDATE grievances SET next_try_at = NULL")
 
 
 async def next_try(db: Path, key: str) -> float:
-    store = await LocalGrievanceStore.open(db)
-    try:
-        cursor = await store._conn.execute("SELECT next_try_at FROM grievances WHERE local_key = ?", (key,))
-        (value,) = await cursor.fetchone()  # type: ignore[misc]
-        return float(value)
-    finally:
-        await store.aclose()
+    return float(sql(db, "SELECT next_try_at FROM grievances WHERE local_key = ?", (key,))[0][0])
 
 
 async def eventually_pushed(db: Path, key: str, within: float = 5.0) -> None:
