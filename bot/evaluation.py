@@ -32,6 +32,7 @@ VOICES = {
     "heldout3": ["en-us+klatt2", "en-us+m1", "en+f5", "en-us+m7"],
     "heldout4": ["en-us+m4", "en-us+klatt4", "en+m2", "en-us+m5"],
     "heldout5": ["en+m4", "en+f2", "en+klatt2", "en+f1"],
+    "heldout6": ["en-us+m8", "en-us+klatt5", "en-us+Andy", "en-us+steph"],
 }
 SPLITS = tuple(reversed(VOICES))  # newest held-out split first, tune last
 SPEEDS = [145, 160, 175]
