@@ -33,6 +33,7 @@ VOICES = {
     "heldout4": ["en-us+m4", "en-us+klatt4", "en+m2", "en-us+m5"],
     "heldout5": ["en+m4", "en+f2", "en+klatt2", "en+f1"],
     "heldout6": ["en-us+m8", "en-us+klatt5", "en-us+Andy", "en-us+steph"],
+    "heldout7": ["en-us+david", "en-us+Annie", "en-us+robert", "en-us+linda"],
 }
 SPLITS = tuple(reversed(VOICES))  # newest held-out split first, tune last
 SPEEDS = [145, 160, 175]
