@@ -72,6 +72,30 @@ def test_router_tolerates_recognition_errors(heard: str, intent: str, arguments:
         assert routed.arguments[key] == value
 
 
+def test_runners_up_outvote_a_garbled_best_transcript() -> None:
+    heard = ["the so what", "what are my points", "how do i pair my controller", "what are my point"]
+    assert router.settle(heard) == "what are my points"
+    # Two runners-up that agree outweigh a best transcript that stands alone...
+    assert router.settle(["how do i get a refund", "what are my points", "what are my points please"]) == (
+        "what are my points"
+    )
+    # ...one runner-up does not, and when nothing makes sense the best transcript is kept.
+    assert router.settle(["how do i get a refund", "what are my points"]) == "how do i get a refund"
+    assert router.settle(["purple monkey dishwasher", "the so what"]) == "purple monkey dishwasher"
+    assert router.settle([]) == ""
+
+
+def test_the_recogniser_lists_distinct_runners_up_best_first(settings) -> None:
+    from bot.speech.recognizer import ALTERNATIVES, Recognizer, to_16k
+
+    pcm, rate = speak_pcm("How many points do I have?", "en-us+m2", 160)
+    heard = Recognizer(settings.storage_dir / "speech").recognize(to_16k(pcm, rate))
+    assert heard.alternatives[0] == heard.text
+    assert 1 < len(heard.alternatives) <= ALTERNATIVES + 1
+    assert len(set(heard.alternatives)) == len(heard.alternatives)
+    assert all(a and "<" not in a and "[" not in a for a in heard.alternatives)
+
+
 def test_router_passes_the_heard_words_as_the_grievance_description() -> None:
     routed = router.route("i was charged twice for gems")
     assert routed.arguments["description"] == "i was charged twice for gems"

@@ -70,11 +70,13 @@ class OfflineEngine:
         return await asyncio.to_thread(self.hear, clip.pcm, clip.sample_rate)
 
     def hear(self, pcm: bytes, rate: int) -> str:
-        """Domain model first; the general model only when the domain words make no sense."""
+        """Domain model first, its runners-up voting on what was asked; the general model only
+        when none of the domain transcripts makes sense."""
         pcm16 = to_16k(pcm, rate)
         heard = self.recognizer.recognize(pcm16)
-        if router.route(heard.text).name != router.UNSURE:
-            return heard.text
+        text = router.settle(heard.alternatives or (heard.text,))
+        if router.route(text).name != router.UNSURE:
+            return text
         wider = self.recognizer.recognize(pcm16, general=True)
         if router.route(wider.text).name != router.UNSURE:
             log.info("general model understood what the domain model did not: %r", wider.text)

@@ -8,6 +8,7 @@ thread, so the event loop never waits on a decode.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 import queue
@@ -36,11 +37,17 @@ CMUDICT = MODEL / "cmudict-en-us.dict"
 TUNING = {"loglevel": "FATAL", "fwdflat": False, "wip": 2.0}
 
 
+# How many distinct transcripts to read off the lattice after the best one. With a quarter of
+# the words wrong, the right intent is often in the runners-up when the best path is garbled.
+ALTERNATIVES = 10
+
+
 @dataclass(frozen=True)
 class Hypothesis:
     text: str
     model: str  # "domain" or "general"
     log_prob: float  # pocketsphinx's path score; higher is better, comparable within one model
+    alternatives: tuple[str, ...] = ()  # distinct transcripts, best first (text among them)
 
 
 def build_domain_model(manuals_dir: Path, out_dir: Path) -> tuple[int, int]:
@@ -80,7 +87,8 @@ class Recognizer:
         self._general_lock = threading.Lock()
 
     def recognize(self, pcm: bytes, general: bool = False) -> Hypothesis:
-        """16 kHz mono int16 → words. `general` uses the wide English model (slower, looser)."""
+        """16 kHz mono int16 → words. `general` uses the wide English model (slower, looser);
+        the domain model also lists its runners-up."""
         if general:
             with self._general_lock:
                 if self._general is None:
@@ -88,20 +96,36 @@ class Recognizer:
                 return self._decode(self._general, pcm, "general")
         decoder = self._domain.get()
         try:
-            return self._decode(decoder, pcm, "domain")
+            return self._decode(decoder, pcm, "domain", ALTERNATIVES)
         finally:
             self._domain.put(decoder)
 
     @staticmethod
-    def _decode(decoder: pocketsphinx.Decoder, pcm: bytes, model: str) -> Hypothesis:
+    def _decode(decoder: pocketsphinx.Decoder, pcm: bytes, model: str, alternatives: int = 0) -> Hypothesis:
         decoder.start_utt()
         decoder.process_raw(pcm, full_utt=True)
         decoder.end_utt()
         hyp = decoder.hyp()
         if hyp is None:
             return Hypothesis("", model, float("-inf"))
-        words = [w for w in hyp.hypstr.split() if not w.startswith(("<", "[", "++"))]
-        return Hypothesis(" ".join(w.split("(")[0] for w in words), model, float(hyp.score))
+        text = _words(hyp.hypstr)
+        found = [text]
+        if alternatives:
+            # The N-best search repeats transcripts that differ only in fillers or pronunciation
+            # variants; a bounded read keeps a noisy utterance from walking a huge lattice.
+            for other in itertools.islice(decoder.nbest(), 3 * alternatives):
+                if other is None or len(found) > alternatives:
+                    break
+                candidate = _words(other.hypstr)
+                if candidate and candidate not in found:
+                    found.append(candidate)
+        return Hypothesis(text, model, float(hyp.score), tuple(found))
+
+
+def _words(hypstr: str) -> str:
+    """Spoken words only: no silences, noises or pronunciation-variant suffixes."""
+    words = [w for w in hypstr.split() if not w.startswith(("<", "[", "++"))]
+    return " ".join(w.split("(")[0] for w in words)
 
 
 def to_16k(pcm: bytes, rate: int) -> bytes:
