@@ -49,7 +49,7 @@ CUES: dict[str, dict[str, float]] = {
         "statistics": 2.5,
         "rank": 2.5,
         "ranking": 2.5,
-        "leaderboard": 2.5,
+        "leaderboard": 3.0,
         "achievements": 3.0,
         "achievement": 3.0,
         "trophies": 2.5,
@@ -85,6 +85,8 @@ CUES: dict[str, dict[str, float]] = {
         "did i play": 2.0,
         "how well": 2.0,
         "top ten": 2.0,
+        "lately": 1.5,
+        "doing well": 2.0,
     },
     MANUALS: {
         "how do i": 2.0,
@@ -501,9 +503,9 @@ def route(text: str, history: list[PastTurn] | None = None) -> Intent:
     elif body.startswith(("my ", "i ", "someone ", "somebody ", "the ")) and scores[REGISTER] > 0:
         scores[REGISTER] += 1.0
     # "my complaint" / "my ticket" is one that already exists: asking about it is a status check.
-    if re.search(
-        r"\bmy (complaints?|grievances?|tickets?|support tickets?|case)\b", joined
-    ) and not re.search(r"\b(file|make|open|raise|new)\b", joined):
+    if re.search(r"\bmy (\w+ )?(complaints?|grievances?|tickets?|case)\b", joined) and not re.search(
+        r"\b(file|make|open|raise|new)\b", joined
+    ):
         scores[STATUS] += 1.5
         scores[REGISTER] -= 1.5
 
