@@ -74,8 +74,8 @@ class OfflineEngine:
         when none of the domain transcripts makes sense."""
         pcm16 = to_16k(pcm, rate)
         heard = self.recognizer.recognize(pcm16)
-        text = router.settle(heard.alternatives or (heard.text,))
-        if router.route(text).name != router.UNSURE:
+        text = router.settle(heard.alternatives)
+        if text is not None:
             return text
         wider = self.recognizer.recognize(pcm16, general=True)
         if router.route(wider.text).name != router.UNSURE:

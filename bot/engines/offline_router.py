@@ -535,11 +535,12 @@ def route(text: str, history: list[PastTurn] | None = None) -> Intent:
 RUNNER_UP_WEIGHT = 0.8  # each lower-ranked transcript's vote counts this much of the one above
 
 
-def settle(transcripts: Sequence[str]) -> str:
-    """The transcript to act on, from the recogniser's best-first list: each one votes for the
-    intent it routes to (unsure ones abstain), and the best-ranked transcript of the winning
-    intent is returned. Chosen on the evaluation's seen splits, where it turns about one in
-    forty misheard questions into the right tool (N-best of 10, weight 0.8 per rank)."""
+def settle(transcripts: Sequence[str]) -> str | None:
+    """The transcript to act on, from the recogniser's best-first list, or None when none of
+    them makes sense: each one votes for the intent it routes to (unsure ones abstain), and the
+    best-ranked transcript of the winning intent is returned. Chosen on the evaluation's seen
+    splits, where it turns about one in forty misheard questions into the right tool (N-best of
+    10, weight 0.8 per rank)."""
     votes: dict[str, float] = {}
     first: dict[str, str] = {}
     for rank, text in enumerate(transcripts):
@@ -548,6 +549,4 @@ def settle(transcripts: Sequence[str]) -> str:
             continue
         votes[name] = votes.get(name, 0.0) + RUNNER_UP_WEIGHT**rank
         first.setdefault(name, text)
-    if not votes:
-        return transcripts[0] if transcripts else ""
-    return first[max(votes, key=votes.__getitem__)]
+    return first[max(votes, key=votes.__getitem__)] if votes else None
