@@ -1,5 +1,7 @@
 """The offline engine for real: eSpeak NG speaks, pocketsphinx hears, the router picks tools."""
 
+from collections import Counter
+
 import pytest
 
 from bot.app import running_app
@@ -179,7 +181,8 @@ def test_the_confusion_model_learns_what_the_recogniser_makes_of_each_question()
     assert Confusions.from_json(model.to_json()).predict("daily my credits") == (label, probability)
 
 
-def test_the_router_takes_the_confusion_models_guess_only_when_its_cues_are_unsure() -> None:
+def test_the_router_takes_the_confusion_models_guess_only_when_its_cues_are_unsure(monkeypatch) -> None:
+    monkeypatch.setattr(router, "WORD_MODEL_WEIGHT", 0.0)  # the cues alone, then the guess
     # The shipped model (data/speech/confusions.json) knows this garbled stats question...
     assert router.route("what's my game how").name == router.STATS
     router.use_confusions(False)
@@ -190,3 +193,36 @@ def test_the_router_takes_the_confusion_models_guess_only_when_its_cues_are_unsu
     # ...but clear cues still decide, and a single word is never a guess.
     assert router.route("what is the status of my ticket").name == router.STATUS
     assert router.route("so").name == router.UNSURE
+
+
+# Wordings none of the cues anticipate, and none of them in data/speech/phrasings/.
+UNCUED = [
+    ("did the devs ever get back to me", router.STATUS),
+    ("has anybody looked into the thing i sent you", router.STATUS),
+    ("is there a way to turn off voice chat", router.MANUALS),
+    ("some dude was using an aimbot the whole game", router.REGISTER),
+    ("my skins vanished", router.REGISTER),
+    ("are you a real person", router.CAPABILITIES),
+]
+
+
+@pytest.mark.parametrize(("text", "intent"), UNCUED)
+def test_the_phrasings_word_model_routes_wordings_the_cues_miss(monkeypatch, text: str, intent: str) -> None:
+    assert router.route(text).name == intent
+    monkeypatch.setattr(router, "WORD_MODEL_WEIGHT", 0.0)
+    monkeypatch.setattr(router, "_confusions_on", False)
+    assert router.route(text).name != intent  # the cues alone do not get it
+
+
+def test_the_phrasings_are_well_formed_and_share_nothing_with_the_evaluation_set() -> None:
+    from bot.evaluation import load_questions
+    from bot.speech import phrasings
+    from bot.speech.domain_corpus import normalise
+
+    examples = phrasings.load()
+    per_intent = Counter(label for _, label in examples)
+    assert set(per_intent) == {*router.TOOLS, phrasings.SMALLTALK}
+    assert min(per_intent.values()) >= 100
+    evaluation = {normalise(q.text) for q in load_questions()}
+    assert not {text for text, _ in examples} & evaluation
+    assert not {text for text, _ in UNCUED} & {text for text, _ in examples}

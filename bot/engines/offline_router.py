@@ -372,6 +372,9 @@ PRONOUN_TICKET = re.compile(r"\b(it|that|that one|that ticket|this ticket|the ti
 MIN_SCORE = 2.0  # below this nothing was really asked
 MIN_MARGIN = 0.6  # the winner must beat the runner-up by this much, or we ask again
 GUESS_MIN = 0.9  # when the cues are unsure, the confusion model must be at least this sure
+# How much the phrasings' word model adds to an intent's cue score, times its probability: a
+# sure word model alone reaches MIN_SCORE, and it settles near-ties between cues.
+WORD_MODEL_WEIGHT = 3.0
 _confusions_on = True
 
 
@@ -392,6 +395,19 @@ def _guess(joined: str, words: list[str]) -> str | None:
         return None
     label, probability = model.predict(joined)
     return label if probability >= GUESS_MIN else None
+
+
+def _add_word_model(scores: dict[str, float], joined: str) -> None:
+    """Weigh in what the phrasings' word model makes of the words; its small-talk share goes to
+    the small-talk kind the cues prefer ("what can you do" when none)."""
+    if WORD_MODEL_WEIGHT <= 0:
+        return
+    from bot.speech import phrasings
+
+    for label, probability in phrasings.word_model().posteriors(joined).items():
+        if label == phrasings.SMALLTALK:
+            label = max(SMALLTALK, key=lambda kind: (scores[kind], kind == CAPABILITIES))
+        scores[label] += WORD_MODEL_WEIGHT * probability
 
 
 def tokenize(text: str) -> list[str]:
@@ -509,6 +525,7 @@ def route(text: str, history: list[PastTurn] | None = None) -> Intent:
         scores[STATUS] += 1.5
         scores[REGISTER] -= 1.5
 
+    _add_word_model(scores, joined)
     ranked = sorted(scores.items(), key=lambda kv: kv[1], reverse=True)
     (best, top), (_, second) = ranked[0], ranked[1]
     confidence = max(0.0, min(1.0, (top - second) / 3 + (top - MIN_SCORE) / 10))

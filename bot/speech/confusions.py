@@ -8,8 +8,9 @@ answer only when the model is confident; otherwise the player is still asked to 
 
     python -m bot.speech.confusions     # rebuild data/speech/confusions.json (a few minutes)
 
-Training uses the domain corpus and the evaluation set's tune, dev and first five held-out splits,
-in their voices; never the newer held-out splits or their voices.
+Training uses the domain corpus, the phrasings (bot/speech/phrasings.py) and the evaluation set's
+tune, dev and first five held-out splits, in their voices; never the newer held-out splits or
+their voices.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ class Confusions:
 
     def predict(self, text: str) -> tuple[str, float]:
         """The most likely label for what the recogniser heard, and its posterior probability."""
+        posteriors = self.posteriors(text)
+        best = max(posteriors, key=posteriors.__getitem__)
+        return best, posteriors[best]
+
+    def posteriors(self, text: str) -> dict[str, float]:
+        """Every label's posterior probability for these words."""
         found = features(text)
         all_documents = sum(self.documents.values())
         scores = {}
@@ -57,10 +64,9 @@ class Confusions:
             log_p = math.log(self.documents[label] / all_documents)
             log_p += sum(math.log((per.get(f, 0) + SMOOTHING) / denominator) for f in found)
             scores[label] = log_p
-        best = max(scores, key=scores.__getitem__)
-        top = scores[best]
+        top = max(scores.values())
         total = sum(math.exp(s - top) for s in scores.values())
-        return best, 1.0 / total
+        return {label: math.exp(s - top) / total for label, s in scores.items()}
 
     def to_json(self) -> str:
         return json.dumps({"counts": self.counts, "documents": self.documents}, sort_keys=True, indent=0)
@@ -92,7 +98,9 @@ def train(examples: list[tuple[str, str]]) -> Confusions:
 # ---- building: synthesise, recognise, count ------------------------------------------------
 
 
-def _corpus_examples(rng: random.Random, per_list: int) -> list[tuple[str, str]]:
+def corpus_examples(
+    rng: random.Random, per_list: int, smalltalk_label: str | None = None
+) -> list[tuple[str, str]]:
     from bot.engines import offline_router as router
     from bot.speech import domain_corpus as corpus
 
@@ -113,8 +121,18 @@ def _corpus_examples(rng: random.Random, per_list: int) -> list[tuple[str, str]]
         for s in rng.sample(sentences, min(per_list, len(sentences)))
     ]
     # Small talk is labelled by its kind, which the router reads reliably from the true words.
-    examples += [(s, router.route(s).name) for s in corpus.SMALLTALK]
+    examples += [(s, smalltalk_label or router.route(s).name) for s in corpus.SMALLTALK]
     return examples
+
+
+def _phrasing_examples() -> list[tuple[str, str]]:
+    from bot.engines import offline_router as router
+    from bot.speech import phrasings
+
+    return [
+        (text, router.route(text).name if label == phrasings.SMALLTALK else label)
+        for text, label in phrasings.load()
+    ]
 
 
 def build(storage: Path, out: Path = MODEL_PATH, per_list: int = 120, seed: int = 7) -> str:
@@ -134,7 +152,7 @@ def build(storage: Path, out: Path = MODEL_PATH, per_list: int = 120, seed: int 
     limits = AudioSettings()
     router.use_confusions(False)  # learn from the router's own decisions, not the model's
     try:
-        for i, (text, label) in enumerate(_corpus_examples(rng, per_list)):
+        for i, (text, label) in enumerate(corpus_examples(rng, per_list) + _phrasing_examples()):
             speed, pitch = rng.choice([145, 160, 175]), rng.choice([40, 50, 62])
             pcm, rate = speak_pcm(text, voices[i % len(voices)], speed, pitch)
             samples = np.frombuffer(pcm, dtype=np.int16)

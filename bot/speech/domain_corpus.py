@@ -352,6 +352,9 @@ def domain_sentences(manuals_dir: Path) -> list[str]:
     base += [f.format(x=x) for f in MANUAL_TOPIC_QUESTIONS for x in MANUAL_TASKS]
     sentences = [f"{o} {s}".strip() for o, s in itertools.product(OPENERS[:4], base)]
     sentences += [f"{o} {s}".strip() for o, s in itertools.product(OPENERS[4:], base[::3])]
+    from bot.speech.phrasings import load as load_phrasings
+
+    sentences += [text for text, _ in load_phrasings()]
     for chunk in chunk_manuals(manuals_dir):
         sentences.append(normalise(chunk.title.replace(":", " ")))
         sentences += [normalise(s) for s in re.split(r"[.!?]", chunk.text) if len(s.split()) >= 3]

@@ -1,0 +1,41 @@
+"""How players word each kind of request, as labelled examples, and a word model learnt from them.
+
+The router's cue words catch the phrasings its authors thought of; players find others ("yo
+is my report done", "could you look into a double charge"). data/speech/phrasings/*.tsv holds
+hundreds of labelled utterances written in several registers (casual, polite, terse, rambly),
+none taken from the evaluation set. They feed the domain language model (so the recogniser
+knows their words) and a naive Bayes model over their words that the router weighs alongside
+its cues.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from pathlib import Path
+
+from bot.speech.confusions import Confusions, train
+from bot.speech.domain_corpus import normalise
+
+PHRASINGS_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "speech" / "phrasings"
+SMALLTALK = "smalltalk"  # one label for greetings, thanks, goodbyes and "what can you do"
+
+
+def load(directory: Path = PHRASINGS_DIR) -> list[tuple[str, str]]:
+    """(normalised utterance, intent) pairs from every phrasings file."""
+    out = []
+    for path in sorted(directory.glob("*.tsv")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                intent, text = line.split("\t")
+                out.append((normalise(text), intent))
+    return out
+
+
+@functools.cache
+def word_model() -> Confusions:
+    """Naive Bayes over words and word pairs, from the phrasings and a sample of the domain
+    corpus's own sentences (the same number per intent, so no intent wins on volume)."""
+    from bot.speech.confusions import corpus_examples
+
+    return train(load() + corpus_examples(random.Random(11), per_list=40, smalltalk_label=SMALLTALK))
