@@ -202,7 +202,9 @@ UNCUED = [
     ("is there a way to turn off voice chat", router.MANUALS),
     ("some dude was using an aimbot the whole game", router.REGISTER),
     ("my skins vanished", router.REGISTER),
-    ("are you a real person", router.CAPABILITIES),
+    ("are you actually a person", router.CAPABILITIES),
+    ("my legendary sword disappeared from the inventory", router.REGISTER),
+    ("whats the word on the thing i reported", router.STATUS),
 ]
 
 

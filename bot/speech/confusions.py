@@ -9,7 +9,7 @@ answer only when the model is confident; otherwise the player is still asked to 
     python -m bot.speech.confusions     # rebuild data/speech/confusions.json (a few minutes)
 
 Training uses the domain corpus, the phrasings (bot/speech/phrasings.py) and the evaluation set's
-tune, dev and first five held-out splits, in their voices; never the newer held-out splits or
+tune, dev and first seven held-out splits, in their voices; never the newer held-out splits or
 their voices.
 """
 
@@ -19,14 +19,26 @@ import functools
 import itertools
 import json
 import math
+import os
 import random
 from collections import Counter, defaultdict
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 MODEL_PATH = DATA_DIR / "speech" / "confusions.json"
-TRAINING_SPLITS = ("tune", "dev", "heldout", "heldout2", "heldout3", "heldout4", "heldout5")
+TRAINING_SPLITS = (
+    "tune",
+    "dev",
+    "heldout",
+    "heldout2",
+    "heldout3",
+    "heldout4",
+    "heldout5",
+    "heldout6",
+    "heldout7",
+)
 SMOOTHING = 0.5
 
 
@@ -136,42 +148,63 @@ def _phrasing_examples() -> list[tuple[str, str]]:
 
 
 def build(storage: Path, out: Path = MODEL_PATH, per_list: int = 120, seed: int = 7) -> str:
+    from bot.evaluation import VOICES, load_questions
+
+    rng = random.Random(seed)
+    voices = sorted({v for split in TRAINING_SPLITS for v in VOICES[split]})
+    sentences = [
+        (
+            "say",
+            (text, label, voices[i % len(voices)], rng.choice([145, 160, 175]), rng.choice([40, 50, 62]), i),
+        )
+        for i, (text, label) in enumerate(corpus_examples(rng, per_list) + _phrasing_examples())
+    ]
+    questions = [("ask", (q,)) for q in load_questions() if q.split in TRAINING_SPLITS]
+    # pocketsphinx holds the GIL while it decodes: one process per core.
+    with ProcessPoolExecutor(os.cpu_count() or 1, initializer=_start_worker, initargs=(storage,)) as pool:
+        examples = [pair for pairs in pool.map(_hear, sentences + questions, chunksize=8) for pair in pairs]
+    model = train(examples)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(model.to_json() + "\n", encoding="utf-8")
+    return f"{len(examples)} recognised utterances → {out}"
+
+
+_worker: dict = {}
+
+
+def _start_worker(storage: Path) -> None:
+    from bot.engines import offline_router as router
+    from bot.engines.offline import OfflineEngine
+    from bot.speech.recognizer import Recognizer
+
+    router.use_confusions(False)  # learn from the router's own decisions, not the model's
+    _worker.update(engine=OfflineEngine(Recognizer(storage / "speech"), "en-us", 165), storage=storage)
+
+
+def _hear(job: tuple[str, tuple]) -> list[tuple[str, str]]:
+    """(what was heard, label) for one utterance, clean and with noise."""
     import numpy as np
 
     from bot import audio
     from bot.config import AudioSettings
     from bot.engines import offline_router as router
-    from bot.engines.offline import OfflineEngine, speak_pcm
-    from bot.evaluation import NOISE_SNR_DB, VOICES, add_noise, load_questions, recording
-    from bot.speech.recognizer import Recognizer
+    from bot.engines.offline import speak_pcm
+    from bot.evaluation import NOISE_SNR_DB, add_noise, recording
 
-    rng = random.Random(seed)
-    engine = OfflineEngine(Recognizer(storage / "speech"), "en-us", 165)
-    voices = sorted({v for split in TRAINING_SPLITS for v in VOICES[split]})
-    examples: list[tuple[str, str]] = []
-    limits = AudioSettings()
-    router.use_confusions(False)  # learn from the router's own decisions, not the model's
-    try:
-        for i, (text, label) in enumerate(corpus_examples(rng, per_list) + _phrasing_examples()):
-            speed, pitch = rng.choice([145, 160, 175]), rng.choice([40, 50, 62])
-            pcm, rate = speak_pcm(text, voices[i % len(voices)], speed, pitch)
-            samples = np.frombuffer(pcm, dtype=np.int16)
-            for noisy in (False, True):
-                heard_from = add_noise(samples, NOISE_SNR_DB, seed=i) if noisy else samples
-                examples.append((engine.hear(heard_from.tobytes(), rate), label))
-        for q in load_questions():
-            if q.split not in TRAINING_SPLITS:
-                continue
-            label = q.intent if q.intent != "smalltalk" else router.route(q.text).name
-            for noisy in (False, True):
-                decoded = audio.decode(recording(q, noisy, storage / "eval"), limits)
-                examples.append((engine.hear(decoded.segment.raw_data, decoded.segment.frame_rate), label))
-    finally:
-        router.use_confusions(True)
-    model = train(examples)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(model.to_json() + "\n", encoding="utf-8")
-    return f"{len(examples)} recognised utterances → {out}"
+    engine = _worker["engine"]
+    kind, args = job
+    if kind == "say":
+        text, label, voice, speed, pitch, seed = args
+        pcm, rate = speak_pcm(text, voice, speed, pitch)
+        samples = np.frombuffer(pcm, dtype=np.int16)
+        return [
+            (engine.hear(x.tobytes(), rate), label) for x in (samples, add_noise(samples, NOISE_SNR_DB, seed))
+        ]
+    (q,) = args
+    label = q.intent if q.intent != "smalltalk" else router.route(q.text).name
+    notes = [recording(q, noisy, _worker["storage"] / "eval") for noisy in (False, True)]
+    decoded = [audio.decode(note, AudioSettings()) for note in notes]
+    return [(engine.hear(d.segment.raw_data, d.segment.frame_rate), label) for d in decoded]
 
 
 if __name__ == "__main__":
