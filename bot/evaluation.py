@@ -35,6 +35,7 @@ VOICES = {
     "heldout6": ["en-us+m8", "en-us+klatt5", "en-us+Andy", "en-us+steph"],
     "heldout7": ["en-us+david", "en-us+Annie", "en-us+robert", "en-us+linda"],
     "heldout8": ["en-us+paul", "en-us+Andrea", "en-us+edward", "en-us+belinda"],
+    "heldout9": ["en-us+Alex", "en-us+anika", "en+john", "en-us+Michael"],
 }
 SPLITS = tuple(reversed(VOICES))  # newest held-out split first, tune last
 SPEEDS = [145, 160, 175]
