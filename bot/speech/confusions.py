@@ -25,6 +25,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 MODEL_PATH = DATA_DIR / "speech" / "confusions.json"
@@ -169,7 +170,7 @@ def build(storage: Path, out: Path = MODEL_PATH, per_list: int = 120, seed: int 
     return f"{len(examples)} recognised utterances → {out}"
 
 
-_worker: dict = {}
+_worker: dict[str, Any] = {}  # this worker process's engine and storage directory
 
 
 def _start_worker(storage: Path) -> None:
