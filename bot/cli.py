@@ -14,7 +14,7 @@ from pathlib import Path
 from bot.app import NotInitialised
 from bot.audio import AudioError
 from bot.config import ConfigError, Settings, load_settings
-from bot.evaluation import SPLITS, run_eval
+from bot.evaluation import DEFAULT_SPLITS, SPLITS, run_eval
 
 log = logging.getLogger("bot")
 
@@ -108,7 +108,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    splits = tuple(args.split) if args.split else SPLITS
+    splits = tuple(args.split) if args.split else DEFAULT_SPLITS
     print(asyncio.run(run_eval(_settings(args), splits, verbose=args.misses)))
     return 0
 
@@ -181,7 +181,12 @@ COMMANDS: dict[
         cmd_eval,
         "measure the offline engine on the spoken evaluation set (data/eval)",
         lambda p: (
-            p.add_argument("--split", action="append", choices=SPLITS),
+            p.add_argument(
+                "--split",
+                action="append",
+                choices=SPLITS,
+                help="one split (repeatable); default: all but the blind ones not yet run",
+            ),
             p.add_argument("--misses", action="store_true", help="list every miss"),
         ),
     ),

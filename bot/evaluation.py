@@ -38,6 +38,10 @@ VOICES = {
     "heldout9": ["en-us+Alex", "en-us+anika", "en+john", "en-us+Michael"],
 }
 SPLITS = tuple(reversed(VOICES))  # newest held-out split first, tune last
+# Blind splits not yet run: kept out of a plain `eval` so nobody sees them by accident; name one
+# with --split to run it, once, at the end of the work it measures.
+RESERVED = ("heldout9",)
+DEFAULT_SPLITS = tuple(s for s in SPLITS if s not in RESERVED)
 SPEEDS = [145, 160, 175]
 PITCHES = [40, 50, 62]
 NOISE_SNR_DB = 10.0
@@ -179,7 +183,9 @@ def _wer(rows: list[Outcome]) -> float:
     return sum(o.errors for o in rows) / words if words else 0.0
 
 
-async def run_eval(settings: Settings, splits: tuple[str, ...] = SPLITS, verbose: bool = False) -> str:
+async def run_eval(
+    settings: Settings, splits: tuple[str, ...] = DEFAULT_SPLITS, verbose: bool = False
+) -> str:
     import asyncio
 
     engine = await create_offline_engine(settings)
