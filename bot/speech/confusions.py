@@ -139,13 +139,17 @@ def corpus_examples(
 
 
 def _phrasing_examples() -> list[tuple[str, str]]:
-    from bot.engines import offline_router as router
     from bot.speech import phrasings
 
-    return [
-        (text, router.route(text).name if label == phrasings.SMALLTALK else label)
-        for text, label in phrasings.load()
-    ]
+    return [(text, _label(text, intent)) for text, intent in phrasings.load()]
+
+
+def _label(text: str, intent: str) -> str:
+    """The model's label: a tool name, or for small talk its kind ("greeting", "thanks", ...),
+    which the router reads reliably from the true words."""
+    from bot.engines import offline_router as router
+
+    return router.route(text).name if intent == "smalltalk" else intent
 
 
 def build(storage: Path, out: Path = MODEL_PATH, per_list: int = 120, seed: int = 7) -> str:
@@ -188,7 +192,6 @@ def _hear(job: tuple[str, tuple]) -> list[tuple[str, str]]:
 
     from bot import audio
     from bot.config import AudioSettings
-    from bot.engines import offline_router as router
     from bot.engines.offline import speak_pcm
     from bot.evaluation import NOISE_SNR_DB, add_noise, recording
 
@@ -202,7 +205,7 @@ def _hear(job: tuple[str, tuple]) -> list[tuple[str, str]]:
             (engine.hear(x.tobytes(), rate), label) for x in (samples, add_noise(samples, NOISE_SNR_DB, seed))
         ]
     (q,) = args
-    label = q.intent if q.intent != "smalltalk" else router.route(q.text).name
+    label = _label(q.text, q.intent)
     notes = [recording(q, noisy, _worker["storage"] / "eval") for noisy in (False, True)]
     decoded = [audio.decode(note, AudioSettings()) for note in notes]
     return [(engine.hear(d.segment.raw_data, d.segment.frame_rate), label) for d in decoded]

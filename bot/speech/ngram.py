@@ -1,9 +1,9 @@
 """Trigram language models in ARPA format for pocketsphinx.
 
-`train` makes a model from a list of sentences with interpolated absolute discounting;
-`mix` interpolates it with a general model (pocketsphinx's English one) over a wider vocabulary. Both are
-written out in ARPA's backoff form: each listed n-gram stores its probability, and each history
-a backoff weight that makes its conditional distribution sum to one.
+`train` makes a model from a list of sentences with interpolated absolute discounting; `mix`
+interpolates it with a general model (pocketsphinx's English one) over a wider vocabulary;
+`to_arpa` writes either in ARPA's backoff form: each listed n-gram stores its probability, and
+each history a backoff weight that makes its conditional distribution sum to one.
 """
 
 from __future__ import annotations
@@ -116,7 +116,3 @@ def to_arpa(model: BackoffModel) -> str:
             lines.append(f"{log(model.probs[gram])}\t{' '.join(gram)}{bow}")
     lines += ["", "\\end\\", ""]
     return "\n".join(lines)
-
-
-def build_arpa(sentences: list[str]) -> str:
-    return to_arpa(train(sentences))
