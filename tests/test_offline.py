@@ -87,6 +87,19 @@ def test_runners_up_outvote_a_garbled_best_transcript() -> None:
     assert router.settle([]) is None
 
 
+def test_a_grievance_is_filed_only_when_the_transcripts_agree() -> None:
+    complaint = "i was charged twice for gems"
+    # Most of the list says the same complaint: file it.
+    agreeing = [complaint, "purple monkey dishwasher", f"{complaint} please", "i was charged twice", "um"]
+    assert router.settle(agreeing) == complaint
+    # One noisy transcript out of ten leans that way and nothing else is clear: ask again.
+    noise = [complaint] + ["the so what"] * 9
+    assert router.route(complaint).name == router.REGISTER
+    assert router.settle(noise) == ""
+    # Other tools need no such agreement: looking up points writes nothing.
+    assert router.settle(["what are my points", *noise[1:]]) == "what are my points"
+
+
 def test_the_recogniser_lists_distinct_runners_up_best_first(settings) -> None:
     from bot.speech.recognizer import ALTERNATIVES, Recognizer, to_16k
 

@@ -75,6 +75,8 @@ class OfflineEngine:
         pcm16 = to_16k(pcm, rate)
         heard = self.recognizer.recognize(pcm16)
         text = router.settle(heard.alternatives)
+        if text == "":
+            log.info("asking again rather than filing a grievance from %r: few transcripts agree", heard.text)
         if text is not None:
             return text
         wider = self.recognizer.recognize(pcm16, general=True)
