@@ -111,6 +111,25 @@ def test_the_recogniser_lists_distinct_runners_up_best_first(settings) -> None:
     assert all(a and "<" not in a and "[" not in a for a in heard.alternatives)
 
 
+def test_a_note_is_heard_the_same_whatever_was_heard_before_it(settings) -> None:
+    """The decoders are shared by all players: one player's noisy note must not change how the
+    next player's note is heard."""
+    import numpy as np
+
+    from bot.evaluation import add_noise
+    from bot.speech.recognizer import Recognizer, to_16k
+
+    pcm, rate = speak_pcm("Where can I check the status of my complaint?", "en-us+f3", 175)
+    note = to_16k(pcm, rate)
+    loud, rate = speak_pcm("The boss fight in the third dungeon keeps crashing my game", "en-us+m6", 145)
+    noisy = to_16k(add_noise(np.frombuffer(loud, dtype=np.int16), 0.0, seed=3).tobytes(), rate)
+    recognizer = Recognizer(settings.storage_dir / "speech")
+    first = recognizer.recognize(note).alternatives
+    for _ in range(4):  # every decoder in the pool hears the noisy note...
+        recognizer.recognize(noisy)
+    assert [recognizer.recognize(note).alternatives for _ in range(2)] == [first, first]  # ...then this one
+
+
 def test_router_passes_the_heard_words_as_the_grievance_description() -> None:
     routed = router.route("i was charged twice for gems")
     assert routed.arguments["description"] == "i was charged twice for gems"

@@ -131,6 +131,10 @@ class Recognizer:
 
     @staticmethod
     def _decode(decoder: pocketsphinx.Decoder, pcm: bytes, model: str, alternatives: int = 0) -> Hypothesis:
+        # The front end's cepstral mean and noise estimates otherwise carry over from the last
+        # note this decoder heard, often another player's: the same note would be heard
+        # differently depending on who spoke before.
+        decoder.reinit_feat()
         decoder.start_utt()
         decoder.process_raw(pcm, full_utt=True)
         decoder.end_utt()
