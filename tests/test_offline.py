@@ -63,6 +63,12 @@ async def test_freshly_synthesised_question_in_another_voice_is_understood(setti
         ("hello there", "greeting", {}),
         ("thanks a lot", "thanks", {}),
         ("what can you do", "capabilities", {}),
+        ("how does this work", "capabilities", {}),
+        ("yo what's up", "greeting", {}),
+        ("thx", "thanks", {}),
+        ("goodnight", "goodbye", {}),
+        # A greeting in front of a complaint is no greeting.
+        ("yo my gems disappeared", "register_grievance", {"category": "wallet"}),
         ("the so what", "unsure", {}),
         ("", "unsure", {}),
     ],
@@ -98,6 +104,35 @@ def test_a_grievance_is_filed_only_when_the_transcripts_agree() -> None:
     assert router.settle(noise) == ""
     # Other tools need no such agreement: looking up points writes nothing.
     assert router.settle(["what are my points", *noise[1:]]) == "what are my points"
+
+
+class _ScriptedRecognizer:
+    """What the two language models "heard", fixed, to test the engine's choice between them."""
+
+    def __init__(self, domain: list[str], general: str) -> None:
+        from bot.speech.recognizer import Hypothesis
+
+        self.heard = {
+            False: Hypothesis(domain[0], "domain", 0.0, tuple(domain)),
+            True: Hypothesis(general, "general", 0.0, (general,)),
+        }
+
+    def recognize(self, pcm: bytes, general: bool = False):  # type: ignore[no-untyped-def]
+        return self.heard[general]
+
+
+@pytest.mark.parametrize(
+    ("general", "acted_on"),
+    [
+        ("how do i pair my controller", "search_manuals"),  # the wider model may look things up...
+        ("i was charged twice for gems", "unsure"),  # ...but one loose transcript files no ticket
+    ],
+)
+def test_the_general_model_is_a_fallback_that_never_files_a_grievance(general: str, acted_on: str) -> None:
+    from bot.engines.offline import OfflineEngine
+
+    engine = OfflineEngine(_ScriptedRecognizer(["the so what", "um the"], general), "en-us", 165)  # type: ignore[arg-type]
+    assert router.route(engine.hear(bytes(3200), 16_000)).name == acted_on
 
 
 def test_the_recogniser_lists_distinct_runners_up_best_first(settings) -> None:

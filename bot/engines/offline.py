@@ -80,7 +80,8 @@ class OfflineEngine:
         if text is not None:
             return text
         wider = self.recognizer.recognize(pcm16, general=True)
-        if router.route(wider.text).name != router.UNSURE:
+        # Only for reading or looking things up: one loose transcript is not enough to file a ticket.
+        if router.route(wider.text).name not in (router.UNSURE, router.REGISTER):
             log.info("general model understood what the domain model did not: %r", wider.text)
             return wider.text
         return heard.text
