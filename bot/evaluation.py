@@ -41,8 +41,9 @@ VOICES = {
     "heldout12": ["en-us+norbert", "en-us+Alicia", "en-us+travis", "en-us+Jacky"],
 }
 SPLITS = tuple(reversed(VOICES))  # newest held-out split first, tune last
-# Blind splits not yet run: kept out of a plain `eval` so nobody sees them by accident; name one
-# with --split to run it, once, at the end of the work it measures.
+# Blind splits: kept out of a plain `eval` so nobody reads their misses by accident; name one with
+# --split to run it at the end of the work it measures. All three have been run once (fourth
+# session, totals and per-intent figures only), so the next round needs a fresh blind split.
 RESERVED = ("heldout9", "heldout11", "heldout12")
 DEFAULT_SPLITS = tuple(s for s in SPLITS if s not in RESERVED)
 SPEEDS = [145, 160, 175]
