@@ -39,12 +39,13 @@ VOICES = {
     "heldout10": ["en-us+adam", "en-us+shelby", "en-us+ian", "en-us+steph2"],
     "heldout11": ["en-us+benjamin", "en-us+aunty", "en-us+rob", "en-us+steph3"],
     "heldout12": ["en-us+norbert", "en-us+Alicia", "en-us+travis", "en-us+Jacky"],
+    "heldout13": ["en-us+Nguyen", "en-us+Gene2", "en-us+pedro", "en-us+Mike"],
 }
 SPLITS = tuple(reversed(VOICES))  # newest held-out split first, tune last
 # Blind splits: kept out of a plain `eval` so nobody reads their misses by accident; name one with
-# --split to run it at the end of the work it measures. All three have been run once (fourth
-# session, totals and per-intent figures only), so the next round needs a fresh blind split.
-RESERVED = ("heldout9", "heldout11", "heldout12")
+# --split to run it at the end of the work it measures. heldout9, 11 and 12 have each been run once
+# (fourth session, totals and per-intent figures only); heldout13 is the fifth session's blind split.
+RESERVED = ("heldout9", "heldout11", "heldout12", "heldout13")
 DEFAULT_SPLITS = tuple(s for s in SPLITS if s not in RESERVED)
 SPEEDS = [145, 160, 175]
 PITCHES = [40, 50, 62]
