@@ -17,7 +17,7 @@ from typing import Protocol
 from bot import audio
 from bot.config import AgentSettings, AudioSettings
 from bot.conversations import ConversationStore
-from bot.engines.base import AudioClip, Engine, EngineReply, PastTurn, Round, TurnState, Usage
+from bot.engines.base import AudioClip, Engine, EngineReply, PastTurn, Round, Transcript, TurnState, Usage
 from bot.tools import Toolbox
 from bot.tools.base import ToolContext, ToolResult
 
@@ -276,14 +276,15 @@ class VoiceAgent:
         )
 
 
-async def _result_or_none(task: asyncio.Task[str | None]) -> str | None:
+async def _result_or_none(task: asyncio.Task[Transcript | None]) -> str | None:
     try:
-        return await task
+        heard = await task
     except asyncio.CancelledError:
         return None
     except Exception as exc:
         log.warning("transcription failed: %s", _reason(exc))
         return None
+    return heard.text if heard is not None else None
 
 
 def _expected(exc: BaseException) -> bool:

@@ -9,7 +9,7 @@ import asyncio
 import numpy as np
 
 from bot.audio import pcm_to_wav
-from bot.engines.base import AudioClip, EngineError, EngineReply, TurnState
+from bot.engines.base import AudioClip, EngineError, EngineReply, Transcript, TurnState
 from bot.tools.base import ToolCall
 
 VOICES = ["aurora", "basalt", "cinder"]
@@ -35,8 +35,8 @@ class FrontendEngine:
         self.down = False  # behave like a model service that is unreachable
         self.turns: list[TurnState] = []
 
-    async def transcribe(self, audio: AudioClip) -> str | None:
-        return f"a note of {audio.seconds:.1f} seconds"
+    async def transcribe(self, audio: AudioClip) -> Transcript | None:
+        return Transcript(f"a note of {audio.seconds:.1f} seconds")
 
     async def complete(self, turn: TurnState) -> EngineReply:
         if self.down:

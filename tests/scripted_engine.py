@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from bot.engines.base import AudioClip, EngineError, EngineReply, TurnState
+from bot.engines.base import AudioClip, EngineError, EngineReply, Transcript, TurnState
 from bot.tools.base import ToolCall
 
 Step = Callable[[TurnState], EngineReply]
@@ -31,8 +31,8 @@ class ScriptedEngine:
         self.allowed: list[bool] = []  # allow_tools as it was at each step
         self.heard_text = "scripted words"
 
-    async def transcribe(self, audio: AudioClip) -> str | None:
-        return self.heard_text
+    async def transcribe(self, audio: AudioClip) -> Transcript | None:
+        return Transcript(self.heard_text)
 
     async def complete(self, turn: TurnState) -> EngineReply:
         self.seen.append(turn)

@@ -8,6 +8,7 @@ from bot.app import running_app
 from bot.audio import decode, reply_from_pcm
 from bot.config import AudioSettings
 from bot.engines import offline_router as router
+from bot.engines.base import Transcript
 from bot.engines.offline import speak_pcm, spoken
 from bot.speech.synth import english_voices
 from bot.tools.base import ToolContext
@@ -82,13 +83,14 @@ def test_router_tolerates_recognition_errors(heard: str, intent: str, arguments:
 
 def test_runners_up_outvote_a_garbled_best_transcript() -> None:
     heard = ["the so what", "what are my points", "how do i pair my controller", "what are my point"]
-    assert router.settle(heard) == "what are my points"
+    assert router.settle(heard) == Transcript("what are my points")
     # Two runners-up that agree outweigh a best transcript that stands alone...
     assert router.settle(["how do i get a refund", "what are my points", "what are my points please"]) == (
-        "what are my points"
+        Transcript("what are my points")
     )
     # ...one runner-up does not, and when nothing makes sense there is nothing to act on.
-    assert router.settle(["how do i get a refund", "what are my points"]) == "how do i get a refund"
+    refund = "how do i get a refund"
+    assert router.settle([refund, "what are my points"]) == Transcript(refund)
     assert router.settle(["purple monkey dishwasher", "the so what"]) is None
     assert router.settle([]) is None
 
@@ -97,13 +99,14 @@ def test_a_grievance_is_filed_only_when_the_transcripts_agree() -> None:
     complaint = "i was charged twice for gems"
     # Most of the list says the same complaint: file it.
     agreeing = [complaint, "purple monkey dishwasher", f"{complaint} please", "i was charged twice", "um"]
-    assert router.settle(agreeing) == complaint
-    # One noisy transcript out of ten leans that way and nothing else is clear: ask again.
+    assert router.settle(agreeing) == Transcript(complaint)
+    # One noisy transcript out of ten leans that way and nothing else is clear: ask again, keeping
+    # the words heard.
     noise = [complaint] + ["the so what"] * 9
     assert router.route(complaint).name == router.REGISTER
-    assert router.settle(noise) == ""
+    assert router.settle(noise) == Transcript(complaint, act_on=False)
     # Other tools need no such agreement: looking up points writes nothing.
-    assert router.settle(["what are my points", *noise[1:]]) == "what are my points"
+    assert router.settle(["what are my points", *noise[1:]]) == Transcript("what are my points")
 
 
 class _ScriptedRecognizer:
@@ -132,7 +135,21 @@ def test_the_general_model_is_a_fallback_that_never_files_a_grievance(general: s
     from bot.engines.offline import OfflineEngine
 
     engine = OfflineEngine(_ScriptedRecognizer(["the so what", "um the"], general), "en-us", 165)  # type: ignore[arg-type]
-    assert router.route(engine.hear(bytes(3200), 16_000)).name == acted_on
+    heard = engine.hear(bytes(3200), 16_000)
+    assert heard.act_on and router.route(heard.text).name == acted_on
+
+
+async def test_a_doubtful_grievance_is_asked_again_and_its_words_are_kept(settings) -> None:
+    complaint = "i was charged twice for gems"
+    async with running_app(settings) as app:
+        app.agent.engine.recognizer = _ScriptedRecognizer([complaint] + ["the so what"] * 9, "um")  # type: ignore[attr-defined]
+        ctx = ToolContext(user_id=NOVA)
+        reply = await app.agent.respond(ctx, (SAMPLES / "4-charged-twice.ogg").read_bytes())
+        history = await app.conversations.history(NOVA)
+    assert reply.tool_calls == [] and "say it again" in reply.text
+    # What the player said is not lost: the transcript and the conversation keep the words heard.
+    assert reply.user_text == complaint
+    assert history[-1].user_text == complaint
 
 
 def test_the_recogniser_lists_distinct_runners_up_best_first(settings) -> None:

@@ -31,6 +31,16 @@ class AudioClip:
         return self.wav[44:]
 
 
+@dataclass(frozen=True)
+class Transcript:
+    """What an engine heard in a note."""
+
+    text: str
+    # False when the engine heard these words but not surely enough to act on them: the player is
+    # asked to say it again, and the words are still kept in the conversation.
+    act_on: bool = True
+
+
 @dataclass
 class PastTurn:
     """One earlier turn as history keeps it: text and audio ids, never raw audio."""
@@ -85,7 +95,7 @@ class TurnState:
     voice: str | None = None  # the player's chosen reply voice, if any
     rounds: list[Round] = field(default_factory=list)  # tool rounds so far in this turn
     allow_tools: bool = True  # False on the last step: the engine must answer now
-    heard: asyncio.Task[str | None] | None = None  # the engine's transcribe() of `audio`
+    heard: asyncio.Task[Transcript | None] | None = None  # the engine's transcribe() of `audio`
     scratch: dict[str, Any] = field(default_factory=dict)  # engine-private state for this turn
 
 
@@ -105,7 +115,7 @@ class EngineReply:
 class Engine(Protocol):
     name: str
 
-    async def transcribe(self, audio: AudioClip) -> str | None:
+    async def transcribe(self, audio: AudioClip) -> Transcript | None:
         """The player's words, or None when this engine cannot or is told not to."""
 
     async def complete(self, turn: TurnState) -> EngineReply:

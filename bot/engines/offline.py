@@ -19,7 +19,7 @@ from typing import Any
 from bot import audio
 from bot.config import Settings
 from bot.engines import offline_router as router
-from bot.engines.base import AudioClip, EngineReply, TurnState
+from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState
 from bot.speech.recognizer import Recognizer, build_domain_model, to_16k
 from bot.speech.synth import Espeak, english_voices
 from bot.tools.base import ToolCall
@@ -66,25 +66,25 @@ class OfflineEngine:
 
     # ---- hearing --------------------------------------------------------------------------
 
-    async def transcribe(self, clip: AudioClip) -> str | None:
+    async def transcribe(self, clip: AudioClip) -> Transcript | None:
         return await asyncio.to_thread(self.hear, clip.pcm, clip.sample_rate)
 
-    def hear(self, pcm: bytes, rate: int) -> str:
+    def hear(self, pcm: bytes, rate: int) -> Transcript:
         """Domain model first, its runners-up voting on what was asked; the general model only
         when none of the domain transcripts makes sense."""
         pcm16 = to_16k(pcm, rate)
         heard = self.recognizer.recognize(pcm16)
-        text = router.settle(heard.alternatives)
-        if text == "":
-            log.info("asking again rather than filing a grievance from %r: few transcripts agree", heard.text)
-        if text is not None:
-            return text
+        settled = router.settle(heard.alternatives)
+        if settled is not None:
+            if not settled.act_on:
+                log.info("asking again before filing a grievance from %r: too few agree", settled.text)
+            return settled
         wider = self.recognizer.recognize(pcm16, general=True)
         # Only for reading or looking things up: one loose transcript is not enough to file a ticket.
         if router.route(wider.text).name not in (router.UNSURE, router.REGISTER):
             log.info("general model understood what the domain model did not: %r", wider.text)
-            return wider.text
-        return heard.text
+            return Transcript(wider.text)
+        return Transcript(heard.text)
 
     # ---- one step -------------------------------------------------------------------------
 
@@ -93,10 +93,13 @@ class OfflineEngine:
             last = turn.rounds[-1]
             text = render(last.calls[0].name, last.results[0].result, turn.scratch.get("heard", ""))
             return await self._say(text, turn)
-        heard = turn.text if turn.text is not None else (await turn.heard if turn.heard else None) or ""
-        turn.scratch["heard"] = heard
-        intent = router.route(heard, turn.history)
-        log.info("heard %r → %s %s", heard, intent.name, intent.arguments)
+        if turn.text is not None:
+            heard = Transcript(turn.text)
+        else:
+            heard = (await turn.heard if turn.heard else None) or Transcript("", act_on=False)
+        turn.scratch["heard"] = heard.text
+        intent = router.route(heard.text, turn.history) if heard.act_on else router.Intent(router.UNSURE)
+        log.info("heard %r → %s %s", heard.text, intent.name, intent.arguments)
         if intent.is_tool and turn.allow_tools:
             call = ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=intent.name, arguments=intent.arguments)
             return EngineReply(tool_calls=[call], user_text=heard)

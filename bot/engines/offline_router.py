@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.engines.base import PastTurn
+from bot.engines.base import PastTurn, Transcript
 
 STATS = "get_player_stats"
 MANUALS = "search_manuals"
@@ -574,13 +574,14 @@ RUNNER_UP_WEIGHT = 0.8  # each lower-ranked transcript's vote counts this much o
 REGISTER_MIN_AGREEMENT = 0.3
 
 
-def settle(transcripts: Sequence[str]) -> str | None:
+def settle(transcripts: Sequence[str]) -> Transcript | None:
     """The transcript to act on, from the recogniser's best-first list: each one votes for the
     intent it routes to (unsure ones abstain), and the best-ranked transcript of the winning
-    intent is returned. None when none of them makes sense; "" when they lean towards filing a
-    grievance but too few agree, so the player is asked again rather than a ticket filed from
-    noise. Chosen on the evaluation's seen splits, where voting turns about one in forty
-    misheard questions into the right tool (N-best of 10, weight 0.8 per rank)."""
+    intent is returned. None when none of them makes sense. When they lean towards filing a
+    grievance but too few agree, the best transcript comes back marked not to act on, so the
+    player is asked again rather than a ticket filed from noise. Chosen on the evaluation's seen
+    splits, where voting turns about one in forty misheard questions into the right tool (N-best
+    of 10, weight 0.8 per rank)."""
     votes: dict[str, float] = {}
     first: dict[str, str] = {}
     for rank, text in enumerate(transcripts):
@@ -594,5 +595,5 @@ def settle(transcripts: Sequence[str]) -> str | None:
     winner = max(votes, key=votes.__getitem__)
     possible = sum(RUNNER_UP_WEIGHT**rank for rank in range(len(transcripts)))
     if winner == REGISTER and votes[winner] < REGISTER_MIN_AGREEMENT * possible:
-        return ""
-    return first[winner]
+        return Transcript(transcripts[0], act_on=False)
+    return Transcript(first[winner])

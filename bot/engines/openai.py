@@ -21,7 +21,7 @@ from typing import Any
 import openai
 
 from bot.config import Settings
-from bot.engines.base import AudioClip, EngineError, EngineReply, PastTurn, TurnState, Usage
+from bot.engines.base import AudioClip, EngineError, EngineReply, PastTurn, Transcript, TurnState, Usage
 from bot.tools.base import ToolCall
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ class OpenAIEngine:
         self.system_prompt = system_prompt
         self.audio_history_turns = audio_history_turns
 
-    async def transcribe(self, audio: AudioClip) -> str | None:
+    async def transcribe(self, audio: AudioClip) -> Transcript | None:
         if not self.transcribe_model:
             return None
         try:
@@ -73,7 +73,8 @@ class OpenAIEngine:
         except openai.OpenAIError as exc:
             log.warning("transcription failed: %s", type(exc).__name__)
             return None
-        return result.text.strip() or None
+        text = result.text.strip()
+        return Transcript(text) if text else None
 
     async def complete(self, turn: TurnState) -> EngineReply:
         if turn.rounds and turn.heard is not None and not turn.heard.done():
@@ -208,7 +209,8 @@ def _heard(turn: TurnState) -> str | None:
     task = turn.heard
     if task is None or not task.done() or task.cancelled() or task.exception() is not None:
         return None
-    return task.result()
+    heard = task.result()
+    return heard.text if heard is not None else None
 
 
 def _past_turn(past: PastTurn, now: float, by_audio: bool) -> list[dict[str, Any]]:
