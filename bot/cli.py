@@ -185,7 +185,7 @@ COMMANDS: dict[
                 "--split",
                 action="append",
                 choices=SPLITS,
-                help="one split (repeatable); default: all but the blind ones not yet run",
+                help="one split (repeatable); default: all but the reserved blind ones",
             ),
             p.add_argument("--misses", action="store_true", help="list every miss"),
         ),

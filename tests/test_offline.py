@@ -95,18 +95,16 @@ def test_runners_up_outvote_a_garbled_best_transcript() -> None:
     assert router.settle([]) is None
 
 
-def test_a_grievance_is_filed_only_when_the_transcripts_agree() -> None:
-    complaint = "i was charged twice for gems"
-    # Most of the list says the same complaint: file it.
-    agreeing = [complaint, "purple monkey dishwasher", f"{complaint} please", "i was charged twice", "um"]
-    assert router.settle(agreeing) == Transcript(complaint)
+@pytest.mark.parametrize("said", ["i was charged twice for gems", "what are my points"])
+def test_the_engine_acts_only_when_the_transcripts_agree(said: str) -> None:
+    # Most of the list says the same thing: act on it.
+    agreeing = [said, "purple monkey dishwasher", f"{said} please", said.rsplit(" ", 1)[0], "um"]
+    assert router.settle(agreeing) == Transcript(said)
     # One noisy transcript out of ten leans that way and nothing else is clear: ask again, keeping
     # the words heard.
-    noise = [complaint] + ["the so what"] * 9
-    assert router.route(complaint).name == router.REGISTER
-    assert router.settle(noise) == Transcript(complaint, act_on=False)
-    # Other tools need no such agreement: looking up points writes nothing.
-    assert router.settle(["what are my points", *noise[1:]]) == Transcript("what are my points")
+    noise = [said] + ["the so what"] * 9
+    assert router.route(said).is_tool
+    assert router.settle(noise) == Transcript(said, act_on=False)
 
 
 class _ScriptedRecognizer:
@@ -320,3 +318,20 @@ def test_blind_splits_stay_out_of_a_plain_eval() -> None:
     assert set(RESERVED) <= set(SPLITS) and not set(RESERVED) & set(DEFAULT_SPLITS)
     asked = {q.split for q in load_questions()}
     assert set(RESERVED) <= asked
+
+
+def test_the_evaluation_report_tells_a_question_back_from_a_wrong_answer() -> None:
+    from bot.evaluation import Outcome, Question, report
+
+    def outcome(index: int, noisy: bool, routed: str) -> Outcome:
+        question = Question("tune", router.STATS, "how many points do i have", index)
+        return Outcome(question, noisy, "", routed, 0, 5, 0.1, 1.0)
+
+    routed = {
+        False: [router.STATS, router.UNSURE, router.STATS],
+        True: [router.MANUALS, router.UNSURE, router.STATS],
+    }
+    rows = [outcome(i, noisy, r) for noisy in (False, True) for i, r in enumerate(routed[noisy])]
+    text = report(rows, "tune")
+    assert "all                      3     67%     33%" in text
+    assert "missed: asked again clean 33%, noisy 33%; wrong tool clean 0%, noisy 33%" in text

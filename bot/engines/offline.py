@@ -77,7 +77,7 @@ class OfflineEngine:
         settled = router.settle(heard.alternatives)
         if settled is not None:
             if not settled.act_on:
-                log.info("asking again before filing a grievance from %r: too few agree", settled.text)
+                log.info("asking again rather than acting on %r: too few transcripts agree", settled.text)
             return settled
         wider = self.recognizer.recognize(pcm16, general=True)
         # Only for reading or looking things up: one loose transcript is not enough to file a ticket.
