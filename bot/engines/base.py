@@ -116,7 +116,8 @@ class Engine(Protocol):
     name: str
 
     async def transcribe(self, audio: AudioClip) -> Transcript | None:
-        """The player's words, or None when this engine cannot or is told not to."""
+        """The player's words, or None when this engine cannot or is told not to. An engine that
+        marks a transcript not to act on (`act_on=False`) asks the player again in `complete`."""
 
     async def complete(self, turn: TurnState) -> EngineReply:
         """One step: tool calls (if allowed) or the final answer with audio. Raises EngineError."""

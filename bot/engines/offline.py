@@ -13,6 +13,7 @@ import logging
 import re
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +57,13 @@ CATEGORY_WORDS = {
 GAME_WORDS = {"battle_royale": "battle royale"}
 
 
+@dataclass(frozen=True)
+class Heard(Transcript):
+    """A transcript with the recogniser's runners-up (best first), to weigh again in context."""
+
+    alternatives: tuple[str, ...] = ()
+
+
 class OfflineEngine:
     name = "offline"
 
@@ -76,15 +84,14 @@ class OfflineEngine:
         heard = self.recognizer.recognize(pcm16)
         settled = router.settle(heard.alternatives)
         if settled is not None:
-            if not settled.act_on:
-                log.info("asking again rather than acting on %r: too few transcripts agree", settled.text)
-            return settled
+            return Heard(settled.text, settled.act_on, heard.alternatives)
         wider = self.recognizer.recognize(pcm16, general=True)
         # Only for reading or looking things up: one loose transcript is not enough to file a ticket.
         if router.route(wider.text).name not in (router.UNSURE, router.REGISTER):
             log.info("general model understood what the domain model did not: %r", wider.text)
             return Transcript(wider.text)
-        return Transcript(heard.text)
+        # Nothing made sense alone; in the conversation's light it still may (see `complete`).
+        return Heard(heard.text, False, heard.alternatives)
 
     # ---- one step -------------------------------------------------------------------------
 
@@ -97,12 +104,18 @@ class OfflineEngine:
             heard = Transcript(turn.text)
         else:
             heard = (await turn.heard if turn.heard else None) or Transcript("", act_on=False)
+        if isinstance(heard, Heard) and turn.history:
+            # The runners-up vote again in the conversation's light: "and my achievements?"
+            # after a points question is clear in context even when it was not alone.
+            heard = router.settle(heard.alternatives, turn.history) or heard
+        if not heard.act_on:
+            log.info("asking again rather than acting on %r: too few transcripts agree", heard.text)
         turn.scratch["heard"] = heard.text
         intent = router.route(heard.text, turn.history) if heard.act_on else router.Intent(router.UNSURE)
         log.info("heard %r → %s %s", heard.text, intent.name, intent.arguments)
         if intent.is_tool and turn.allow_tools:
             call = ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=intent.name, arguments=intent.arguments)
-            return EngineReply(tool_calls=[call], user_text=heard)
+            return EngineReply(tool_calls=[call], user_text=heard.text)
         return await self._say(SMALLTALK.get(intent.name, UNSURE), turn)
 
     async def _say(self, text: str, turn: TurnState) -> EngineReply:

@@ -510,8 +510,10 @@ def route(text: str, history: list[PastTurn] | None = None) -> Intent:
 
     # Follow-ups lean on the previous turn: "and my achievements?" after stats, "what's the
     # status of it?" right after filing a ticket.
+    # Never towards filing again: after a complaint, a few stray words ("and my") would otherwise
+    # file a second ticket; a real second complaint has words of its own.
     follow_up = any(joined.startswith(f) for f in FOLLOW_UP) or len(words) <= 4
-    if last_tool and follow_up and last_tool in scores:
+    if last_tool and last_tool != REGISTER and follow_up and last_tool in scores:
         scores[last_tool] += 1.0
     if last_tool == REGISTER and PRONOUN_TICKET.search(joined):
         scores[STATUS] += 1.5
@@ -567,27 +569,28 @@ def route(text: str, history: list[PastTurn] | None = None) -> Intent:
 
 
 RUNNER_UP_WEIGHT = 0.8  # each lower-ranked transcript's vote counts this much of the one above
-# When fewer than this share of all the transcripts' votes back the winning intent, the player is
-# asked again rather than answered from a guess. First for grievances alone (a ticket the studio's
-# staff will read), then for every intent: on the seen splits heldout6-8 and heldout10, where the
-# engine had asked again for under 3% of notes and acted wrongly on 15-53%, it turns about three
-# wrong answers into a question for each right one it loses (right tool -1.3 points on average,
-# wrong tool -4.4).
+# When the winning intent's votes are under this share of the whole list's weight (transcripts
+# that route nowhere count against it), the player is asked again rather than answered from a
+# guess. First for grievances alone (a ticket the studio's staff will read), then for every
+# intent: on the seen splits heldout6-8 and heldout10, where the engine had asked again for 2.5%
+# of notes on average (up to 10%) and acted wrongly on 15-53%, it turns about three wrong answers
+# into a question for each right one it loses (right tool -1.3 points on average, wrong -4.4).
 MIN_AGREEMENT = 0.3
 
 
-def settle(transcripts: Sequence[str]) -> Transcript | None:
+def settle(transcripts: Sequence[str], history: list[PastTurn] | None = None) -> Transcript | None:
     """The transcript to act on, from the recogniser's best-first list: each one votes for the
     intent it routes to (unsure ones abstain), and the best-ranked transcript of the winning
-    intent is returned. None when none of them makes sense. When too few of them agree, the best
-    transcript comes back marked not to act on, so the player is asked again rather than
-    answered (or a ticket filed) from noise. Chosen on the evaluation's seen
-    splits, where voting turns about one in forty misheard questions into the right tool (N-best
-    of 10, weight 0.8 per rank)."""
+    intent is returned. None when none of them makes sense. When the winner's votes are under
+    MIN_AGREEMENT of the weight of the whole list (abstentions included), the best transcript
+    comes back marked not to act on, so the player is asked again rather than answered (or a
+    ticket filed) from noise. `history` is the conversation, for follow-ups ("and my
+    achievements?"). Chosen on the evaluation's seen splits, where voting turns about one in
+    forty misheard questions into the right tool (N-best of 10, weight 0.8 per rank)."""
     votes: dict[str, float] = {}
     first: dict[str, str] = {}
     for rank, text in enumerate(transcripts):
-        name = route(text).name
+        name = route(text, history).name
         if name == UNSURE:
             continue
         votes[name] = votes.get(name, 0.0) + RUNNER_UP_WEIGHT**rank

@@ -25,10 +25,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from bot.engines.base import Transcript
+from typing import Any
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
 MODEL_PATH = DATA_DIR / "speech" / "confusions.json"
@@ -209,20 +206,14 @@ def _hear(job: tuple[str, tuple]) -> list[tuple[str, str]]:
         pcm, rate = speak_pcm(text, voice, speed, pitch)
         samples = np.frombuffer(pcm, dtype=np.int16)
         return [
-            (_acted_on(engine.hear(x.tobytes(), rate)), label)
+            (engine.hear(x.tobytes(), rate).text, label)
             for x in (samples, add_noise(samples, NOISE_SNR_DB, seed))
         ]
     (q,) = args
     label = _label(q.text, q.intent)
     notes = [recording(q, noisy, _worker["storage"] / "eval") for noisy in (False, True)]
     decoded = [audio.decode(note, AudioSettings()) for note in notes]
-    return [(_acted_on(engine.hear(d.segment.raw_data, d.segment.frame_rate)), label) for d in decoded]
-
-
-def _acted_on(heard: Transcript) -> str:
-    # A note the engine asks again about never reaches the router, so it teaches nothing about
-    # what the router will see; left out (as empty) like the notes nothing was heard in.
-    return heard.text if heard.act_on else ""
+    return [(engine.hear(d.segment.raw_data, d.segment.frame_rate).text, label) for d in decoded]
 
 
 if __name__ == "__main__":
