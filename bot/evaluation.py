@@ -47,9 +47,9 @@ SPLITS = tuple(reversed(VOICES))  # newest held-out split first, tune last
 # Blind splits: kept out of a plain `eval` so nobody reads their misses by accident; name one with
 # --split to run it at the end of the work it measures. heldout9, 11 and 12 were run once to report
 # in the fourth session; heldout13 (voices screened to human proportions) once blind in the fifth,
-# then again, no longer blind, beside that session's agreement rule. The next round of accuracy
-# work needs a fresh blind split, written before it starts. heldout14 is the fifth session's second
-# blind split, for its decoder change.
+# then again, no longer blind, beside that session's agreement rule; heldout14 (same screening)
+# once with each of that session's decoder settings, at its end. The next round of accuracy work
+# needs a fresh blind split, written before it starts.
 RESERVED = ("heldout9", "heldout11", "heldout12", "heldout13", "heldout14")
 DEFAULT_SPLITS = tuple(s for s in SPLITS if s not in RESERVED)
 SPEEDS = [145, 160, 175]
