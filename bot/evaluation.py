@@ -154,7 +154,7 @@ def evaluate(engine: OfflineEngine, questions: list[Question], cache: Path, limi
             started = time.perf_counter()
             heard = engine.hear(decoded.segment.raw_data, decoded.segment.frame_rate)
             took = time.perf_counter() - started
-            intent = router.route(heard.text) if heard.act_on else router.Intent(router.UNSURE)
+            intent = router.decide(heard)
             routed = intent.name if intent.is_tool or intent.name == router.UNSURE else "smalltalk"
             errors, words = word_errors(normalise(q.text), heard.text)
             outcome = Outcome(

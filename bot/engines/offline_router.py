@@ -602,3 +602,9 @@ def settle(transcripts: Sequence[str], history: list[PastTurn] | None = None) ->
     if votes[winner] < MIN_AGREEMENT * possible:
         return Transcript(transcripts[0], act_on=False)
     return Transcript(first[winner])
+
+
+def decide(heard: Transcript, history: list[PastTurn] | None = None) -> Intent:
+    """What to do about a transcript: its route, or unsure (ask again) when it is marked not to
+    be acted on."""
+    return route(heard.text, history) if heard.act_on else Intent(UNSURE)
