@@ -70,6 +70,7 @@ class OpenAISettings:
 class OfflineSettings:
     voice: str = "en-us"
     rate_wpm: int = 165
+    workers: int = 0  # speech decoding processes; 0: one per core, up to four
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,10 @@ import numpy as np
 from bot import audio
 from bot.config import Settings
 from bot.engines import offline_router as router
-from bot.engines.offline import OfflineEngine, create_offline_engine, speak_pcm
+from bot.engines.offline import speak_pcm, speech_dir
+from bot.engines.offline_hearing import hear
 from bot.speech.domain_corpus import normalise
+from bot.speech.recognizer import Recognizer
 
 QUESTIONS = Path(__file__).resolve().parent.parent / "data" / "eval" / "questions.tsv"
 VOICES = {
@@ -146,13 +148,13 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
     return row[-1], len(ref)
 
 
-def evaluate(engine: OfflineEngine, questions: list[Question], cache: Path, limits) -> list[Outcome]:  # type: ignore[no-untyped-def]
+def evaluate(recognizer: Recognizer, questions: list[Question], cache: Path, limits) -> list[Outcome]:  # type: ignore[no-untyped-def]
     outcomes = []
     for q in questions:
         for noisy in (False, True):
             decoded = audio.decode(recording(q, noisy, cache), limits)
             started = time.perf_counter()
-            heard = engine.hear(decoded.segment.raw_data, decoded.segment.frame_rate)
+            heard = hear(recognizer, decoded.segment.raw_data, decoded.segment.frame_rate)
             took = time.perf_counter() - started
             intent = router.decide(heard)
             routed = intent.name if intent.is_tool or intent.name == router.UNSURE else "smalltalk"
@@ -219,10 +221,11 @@ async def run_eval(
 ) -> str:
     import asyncio
 
-    engine = await create_offline_engine(settings)
+    # Decoded one note at a time in this process, so each note's time is its own.
+    recognizer = await asyncio.to_thread(Recognizer, speech_dir(settings))
     questions = [q for q in load_questions() if q.split in splits]
     cache = settings.storage_dir / "eval"
-    outcomes = await asyncio.to_thread(evaluate, engine, questions, cache, settings.audio)
+    outcomes = await asyncio.to_thread(evaluate, recognizer, questions, cache, settings.audio)
     parts = [report(outcomes, split) for split in splits]
     if verbose:
         misses = [o for o in outcomes if not o.correct]

@@ -122,6 +122,15 @@ class _ScriptedRecognizer:
         return self.heard[general]
 
 
+async def _hears(app, domain: list[str], general: str = "um") -> None:  # type: ignore[no-untyped-def]
+    """From now on the running app's engine hears these transcripts, whatever the note says."""
+    from bot.engines.offline_hearing import LocalHearing
+
+    engine = app.agent.engine
+    await engine.hearing.aclose()
+    engine.hearing = LocalHearing(_ScriptedRecognizer(domain, general))  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
     ("general", "acted_on"),
     [
@@ -130,17 +139,16 @@ class _ScriptedRecognizer:
     ],
 )
 def test_the_general_model_is_a_fallback_that_never_files_a_grievance(general: str, acted_on: str) -> None:
-    from bot.engines.offline import OfflineEngine
+    from bot.engines.offline_hearing import hear
 
-    engine = OfflineEngine(_ScriptedRecognizer(["the so what", "um the"], general), "en-us", 165)  # type: ignore[arg-type]
-    heard = engine.hear(bytes(3200), 16_000)
+    heard = hear(_ScriptedRecognizer(["the so what", "um the"], general), bytes(3200), 16_000)  # type: ignore[arg-type]
     assert (router.route(heard.text).name if heard.act_on else router.UNSURE) == acted_on
 
 
 @pytest.mark.parametrize("said", ["i was charged twice for gems", "what are my points"])
 async def test_a_doubtful_note_is_asked_again_and_its_words_are_kept(settings, said: str) -> None:
     async with running_app(settings) as app:
-        app.agent.engine.recognizer = _ScriptedRecognizer([said] + ["the so what"] * 9, "um")  # type: ignore[attr-defined]
+        await _hears(app, [said] + ["the so what"] * 9)
         reply = await app.agent.respond(
             ToolContext(user_id=NOVA), (SAMPLES / "4-charged-twice.ogg").read_bytes()
         )
@@ -159,11 +167,11 @@ async def test_a_spoken_follow_up_is_weighed_in_the_conversations_light(settings
         # Alone, these few agree too little to act on; right after a points question they agree.
         heard = ["the so what", "what about that", "what about it", "um the", "and the thing"]
         assert not router.settle(heard).act_on  # type: ignore[union-attr]
-        app.agent.engine.recognizer = _ScriptedRecognizer(heard, "um")  # type: ignore[attr-defined]
+        await _hears(app, heard)
         follow_up = await app.agent.respond(ctx, note)
         filed = await app.agent.respond_text(ctx, "i was charged twice for gems")
         # Stray words right after a complaint never file a second ticket.
-        app.agent.engine.recognizer = _ScriptedRecognizer(["and my", "um the", "the so what"], "um")  # type: ignore[attr-defined]
+        await _hears(app, ["and my", "um the", "the so what"])
         stray = await app.agent.respond(ctx, note)
     assert [c["name"] for c in follow_up.tool_calls] == ["get_player_stats"]
     assert [c["name"] for c in filed.tool_calls] == ["register_grievance"]
@@ -173,8 +181,9 @@ async def test_a_spoken_follow_up_is_weighed_in_the_conversations_light(settings
 async def test_the_tool_call_step_reports_the_words_heard() -> None:
     from bot.engines.base import TurnState
     from bot.engines.offline import OfflineEngine
+    from bot.engines.offline_hearing import LocalHearing
 
-    engine = OfflineEngine(_ScriptedRecognizer(["um"], "um"), "en-us", 165)  # type: ignore[arg-type]
+    engine = OfflineEngine(LocalHearing(_ScriptedRecognizer(["um"], "um")), "en-us", 165)  # type: ignore[arg-type]
     turn = TurnState(
         ToolContext(user_id=NOVA), audio=None, text="how many points do i have", history=[], tools=[]
     )
@@ -195,8 +204,8 @@ def test_the_recogniser_lists_distinct_runners_up_best_first(settings) -> None:
 
 
 def test_a_note_is_heard_the_same_whatever_was_heard_before_it(settings) -> None:
-    """The decoders are shared by all players: one player's noisy note must not change how the
-    next player's note is heard."""
+    """A worker's decoders are shared by all players: one player's noisy note must not change
+    how the next player's note is heard."""
     import numpy as np
 
     from bot.evaluation import add_noise
@@ -208,9 +217,39 @@ def test_a_note_is_heard_the_same_whatever_was_heard_before_it(settings) -> None
     noisy = to_16k(add_noise(np.frombuffer(loud, dtype=np.int16), 0.0, seed=3).tobytes(), rate)
     recognizer = Recognizer(settings.storage_dir / "speech")
     first = recognizer.recognize(note).alternatives
-    for _ in range(4):  # every decoder in the pool hears the noisy note...
-        recognizer.recognize(noisy)
-    assert [recognizer.recognize(note).alternatives for _ in range(2)] == [first, first]  # ...then this one
+    recognizer.recognize(noisy)
+    assert [recognizer.recognize(note).alternatives for _ in range(2)] == [first, first]
+
+
+async def test_notes_are_decoded_in_worker_processes_and_a_dead_worker_loses_no_note(settings) -> None:
+    """pocketsphinx holds the GIL while it decodes: in this process it would stall the bot."""
+    import os
+    import signal
+
+    from bot.engines.offline_hearing import WorkerHearing
+
+    pcm, rate = speak_pcm("How many points do I have?", "en-us+m2", 160)
+    hearing = WorkerHearing(settings.storage_dir / "speech", workers=2)
+    try:
+        workers = await hearing.start()
+        assert workers and os.getpid() not in workers
+        first = await hearing.hear(pcm, rate)
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        again = await hearing.hear(pcm, rate)
+        fresh = await hearing.start()
+    finally:
+        await hearing.aclose()
+    assert router.decide(first).name == "get_player_stats"
+    assert again == first
+    assert fresh and not fresh & workers
+
+
+def test_a_missing_speech_model_is_named_before_any_worker_starts(tmp_path) -> None:
+    from bot.engines.offline_hearing import WorkerHearing
+
+    with pytest.raises(FileNotFoundError, match="python -m bot init"):
+        WorkerHearing(tmp_path)
 
 
 def test_router_passes_the_heard_words_as_the_grievance_description() -> None:

@@ -13,7 +13,6 @@ import logging
 import re
 import time
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,8 @@ from bot import audio
 from bot.config import Settings
 from bot.engines import offline_router as router
 from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState
-from bot.speech.recognizer import Recognizer, build_domain_model, to_16k
+from bot.engines.offline_hearing import Heard, Hearing, WorkerHearing
+from bot.speech.recognizer import build_domain_model
 from bot.speech.synth import Espeak, english_voices
 from bot.tools.base import ToolCall
 
@@ -57,41 +57,16 @@ CATEGORY_WORDS = {
 GAME_WORDS = {"battle_royale": "battle royale"}
 
 
-@dataclass(frozen=True)
-class Heard(Transcript):
-    """A transcript with the recogniser's runners-up (best first), to weigh again in context."""
-
-    alternatives: tuple[str, ...] = ()
-
-
 class OfflineEngine:
     name = "offline"
 
-    def __init__(self, recognizer: Recognizer, voice: str, rate_wpm: int) -> None:
-        self.recognizer = recognizer
+    def __init__(self, hearing: Hearing, voice: str, rate_wpm: int) -> None:
+        self.hearing = hearing
         self.voice = voice
         self.rate_wpm = rate_wpm
 
-    # ---- hearing --------------------------------------------------------------------------
-
     async def transcribe(self, clip: AudioClip) -> Transcript | None:
-        return await asyncio.to_thread(self.hear, clip.pcm, clip.sample_rate)
-
-    def hear(self, pcm: bytes, rate: int) -> Transcript:
-        """Domain model first, its runners-up voting on what was asked; the general model only
-        when none of the domain transcripts makes sense."""
-        pcm16 = to_16k(pcm, rate)
-        heard = self.recognizer.recognize(pcm16)
-        settled = router.settle(heard.alternatives)
-        if settled is not None:
-            return Heard(settled.text, settled.act_on, heard.alternatives)
-        wider = self.recognizer.recognize(pcm16, general=True)
-        # Only for reading or looking things up: one loose transcript is not enough to file a ticket.
-        if router.route(wider.text).name not in (router.UNSURE, router.REGISTER):
-            log.info("general model understood what the domain model did not: %r", wider.text)
-            return Transcript(wider.text)
-        # Nothing made sense alone; in the conversation's light it still may (see `complete`).
-        return Heard(heard.text, False, heard.alternatives)
+        return await self.hearing.hear(clip.pcm, clip.sample_rate)
 
     # ---- one step -------------------------------------------------------------------------
 
@@ -133,7 +108,7 @@ class OfflineEngine:
         return english_voices()
 
     async def aclose(self) -> None:
-        pass
+        await self.hearing.aclose()
 
 
 # ---- speaking -------------------------------------------------------------------------------
@@ -271,8 +246,13 @@ async def build_speech_models(settings: Settings, data_dir: Path = DATA_DIR) -> 
 
 
 async def create_offline_engine(settings: Settings) -> OfflineEngine:
-    recognizer = await asyncio.to_thread(Recognizer, speech_dir(settings))
-    return OfflineEngine(recognizer, settings.offline.voice, settings.offline.rate_wpm)
+    hearing = WorkerHearing(speech_dir(settings), settings.offline.workers)
+    try:
+        await hearing.start()
+    except BaseException:
+        await hearing.aclose()
+        raise
+    return OfflineEngine(hearing, settings.offline.voice, settings.offline.rate_wpm)
 
 
 async def check_offline_engine(settings: Settings) -> str:

@@ -178,16 +178,15 @@ def build(storage: Path, out: Path = MODEL_PATH, per_list: int = 120, seed: int 
     return f"{len(examples)} recognised utterances → {out}"
 
 
-_worker: dict[str, Any] = {}  # this worker process's engine and storage directory
+_worker: dict[str, Any] = {}  # this worker process's recogniser and storage directory
 
 
 def _start_worker(storage: Path) -> None:
     from bot.engines import offline_router as router
-    from bot.engines.offline import OfflineEngine
     from bot.speech.recognizer import Recognizer
 
     router.use_confusions(False)  # learn from the router's own decisions, not the model's
-    _worker.update(engine=OfflineEngine(Recognizer(storage / "speech"), "en-us", 165), storage=storage)
+    _worker.update(recognizer=Recognizer(storage / "speech"), storage=storage)
 
 
 def _hear(job: tuple[str, tuple]) -> list[tuple[str, str]]:
@@ -197,23 +196,24 @@ def _hear(job: tuple[str, tuple]) -> list[tuple[str, str]]:
     from bot import audio
     from bot.config import AudioSettings
     from bot.engines.offline import speak_pcm
+    from bot.engines.offline_hearing import hear
     from bot.evaluation import NOISE_SNR_DB, add_noise, recording
 
-    engine = _worker["engine"]
+    recognizer = _worker["recognizer"]
     kind, args = job
     if kind == "say":
         text, label, voice, speed, pitch, seed = args
         pcm, rate = speak_pcm(text, voice, speed, pitch)
         samples = np.frombuffer(pcm, dtype=np.int16)
         return [
-            (engine.hear(x.tobytes(), rate).text, label)
+            (hear(recognizer, x.tobytes(), rate).text, label)
             for x in (samples, add_noise(samples, NOISE_SNR_DB, seed))
         ]
     (q,) = args
     label = _label(q.text, q.intent)
     notes = [recording(q, noisy, _worker["storage"] / "eval") for noisy in (False, True)]
     decoded = [audio.decode(note, AudioSettings()) for note in notes]
-    return [(engine.hear(d.segment.raw_data, d.segment.frame_rate).text, label) for d in decoded]
+    return [(hear(recognizer, d.segment.raw_data, d.segment.frame_rate).text, label) for d in decoded]
 
 
 if __name__ == "__main__":

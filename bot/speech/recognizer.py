@@ -2,8 +2,8 @@
 
 Two language models: the domain model built by `build_domain_model` at `init` time (what
 players ask this bot), and the wheel's general English model as a fallback for the rest.
-Decoders are not thread-safe; each sits behind its own lock and callers run `recognize` in a
-thread, so the event loop never waits on a decode.
+Decoders are not thread-safe, so each sits behind its own lock; the bot runs recognisers in
+worker processes (bot/engines/offline_hearing.py), since a decode holds the GIL throughout.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-import os
-import queue
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,15 +103,21 @@ def _decoder(lm: Path, dictionary: Path) -> pocketsphinx.Decoder:
     return pocketsphinx.Decoder(config)
 
 
+def require_models(model_dir: Path) -> None:
+    if not (model_dir / "domain.arpa").exists():
+        raise FileNotFoundError(
+            f"{model_dir / 'domain.arpa'} is missing: run `python -m bot init` to build the speech models"
+        )
+
+
 class Recognizer:
+    """One domain decoder and, once needed, one general one. pocketsphinx holds the GIL while it
+    decodes, so parallel decoding takes processes (see bot/engines/offline_hearing.py)."""
+
     def __init__(self, model_dir: Path) -> None:
-        arpa, dictionary = model_dir / "domain.arpa", model_dir / "domain.dict"
-        if not arpa.exists():
-            raise FileNotFoundError(f"{arpa} is missing: run `python -m bot init` to build the speech models")
-        # One decoder per core: decodes of different players run in parallel threads.
-        self._domain: queue.SimpleQueue[pocketsphinx.Decoder] = queue.SimpleQueue()
-        for _ in range(max(1, min(4, os.cpu_count() or 1))):
-            self._domain.put(_decoder(arpa, dictionary))
+        require_models(model_dir)
+        self._domain = _decoder(model_dir / "domain.arpa", model_dir / "domain.dict")
+        self._domain_lock = threading.Lock()
         self._general: pocketsphinx.Decoder | None = None
         self._general_lock = threading.Lock()
 
@@ -125,11 +129,8 @@ class Recognizer:
                 if self._general is None:
                     self._general = _decoder(GENERAL_LM, CMUDICT)
                 return self._decode(self._general, pcm, "general")
-        decoder = self._domain.get()
-        try:
-            return self._decode(decoder, pcm, "domain", ALTERNATIVES)
-        finally:
-            self._domain.put(decoder)
+        with self._domain_lock:
+            return self._decode(self._domain, pcm, "domain", ALTERNATIVES)
 
     @staticmethod
     def _decode(decoder: pocketsphinx.Decoder, pcm: bytes, model: str, alternatives: int = 0) -> Hypothesis:

@@ -1,0 +1,139 @@
+"""How the offline engine hears a note: pocketsphinx's transcripts voting on what was asked.
+
+pocketsphinx holds the GIL for the whole of a decode (a few tenths of a second per note, seconds
+for a long one), so decoding in a thread stalls the event loop and runs no faster on two cores
+than on one. The bot therefore decodes in worker processes (`WorkerHearing`), each with its own
+decoders; `LocalHearing` decodes in this process, for the evaluation, the confusion-model
+builder (which bring their own processes) and tests that script what was heard.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bot.engines import offline_router as router
+from bot.engines.base import Transcript
+from bot.speech.recognizer import Recognizer, require_models, to_16k
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Heard(Transcript):
+    """A transcript with the recogniser's runners-up (best first), to weigh again in context."""
+
+    alternatives: tuple[str, ...] = ()
+
+
+def hear(recognizer: Recognizer, pcm: bytes, rate: int) -> Transcript:
+    """Domain model first, its runners-up voting on what was asked; the general model only when
+    none of the domain transcripts makes sense."""
+    pcm16 = to_16k(pcm, rate)
+    heard = recognizer.recognize(pcm16)
+    settled = router.settle(heard.alternatives)
+    if settled is not None:
+        return Heard(settled.text, settled.act_on, heard.alternatives)
+    wider = recognizer.recognize(pcm16, general=True)
+    # Only for reading or looking things up: one loose transcript is not enough to file a ticket.
+    if router.route(wider.text).name not in (router.UNSURE, router.REGISTER):
+        log.info("general model understood what the domain model did not: %r", wider.text)
+        return Transcript(wider.text)
+    # Nothing made sense alone; in the conversation's light it still may (the engine re-votes).
+    return Heard(heard.text, False, heard.alternatives)
+
+
+class Hearing(Protocol):
+    async def hear(self, pcm: bytes, rate: int) -> Transcript: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalHearing:
+    """Decodes in a thread of this process: one note at a time, holding the GIL while it does."""
+
+    def __init__(self, recognizer: Recognizer) -> None:
+        self.recognizer = recognizer
+
+    async def hear(self, pcm: bytes, rate: int) -> Transcript:
+        return await asyncio.to_thread(hear, self.recognizer, pcm, rate)
+
+    async def aclose(self) -> None:
+        pass
+
+
+def default_workers() -> int:
+    # Each worker holds about 65 MB of models (more once it has needed the general one); past
+    # four, a raid is better served by a second bot process than by more decoders in this one.
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+class WorkerHearing:
+    """Decodes in worker processes, in parallel across cores, with the event loop left free.
+
+    A worker that dies (a crash in the native decoder, the OOM killer) breaks the pool; the note
+    it was hearing is tried once more on fresh workers, so no note is lost to it.
+    """
+
+    def __init__(self, model_dir: Path, workers: int = 0) -> None:
+        require_models(model_dir)  # a missing model is named at start-up, not on the first note
+        self.model_dir = model_dir
+        self.workers = workers or default_workers()
+        self._pool = self._start()
+
+    def _start(self) -> ProcessPoolExecutor:
+        # "spawn": the bot's threads (discord.py, the default executor) must not be forked mid-lock.
+        return ProcessPoolExecutor(
+            self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_load_recognizer,
+            initargs=(str(self.model_dir),),
+        )
+
+    async def start(self) -> set[int]:
+        """Start the workers and load their models now, so the first notes do not wait for it;
+        returns the process ids that answered."""
+        loop = asyncio.get_running_loop()
+        answers = [loop.run_in_executor(self._pool, _worker_pid) for _ in range(self.workers)]
+        return set(await asyncio.gather(*answers))
+
+    async def hear(self, pcm: bytes, rate: int) -> Transcript:
+        loop = asyncio.get_running_loop()
+        pool = self._pool
+        try:
+            return await loop.run_in_executor(pool, _hear_in_worker, pcm, rate)
+        except BrokenProcessPool:
+            log.error("a speech worker died while hearing a note; starting fresh workers and trying it again")
+            if self._pool is pool:  # other notes in flight saw the same failure: restart once
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._start()
+            return await loop.run_in_executor(self._pool, _hear_in_worker, pcm, rate)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+
+
+# ---- in the worker processes ------------------------------------------------------------------
+
+_recognizer: Recognizer | None = None
+
+
+def _load_recognizer(model_dir: str) -> None:
+    global _recognizer
+    _recognizer = Recognizer(Path(model_dir))
+
+
+def _worker_pid() -> int:
+    return os.getpid()
+
+
+def _hear_in_worker(pcm: bytes, rate: int) -> Transcript:
+    assert _recognizer is not None, "the pool's initializer loads the recogniser"
+    return hear(_recognizer, pcm, rate)
