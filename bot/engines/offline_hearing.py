@@ -13,6 +13,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import signal
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -127,6 +128,9 @@ _recognizer: Recognizer | None = None
 
 def _load_recognizer(model_dir: str) -> None:
     global _recognizer
+    # Ctrl-C in a terminal reaches the whole process group; the bot finishes the notes in flight
+    # and then shuts its workers down, so they must not die first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _recognizer = Recognizer(Path(model_dir))
 
 
