@@ -8,7 +8,9 @@ directory, exactly as the bot would: decode, hear, route, run the tool, speak, e
 of hearing, in the same run:
 
 - workers: pocketsphinx in worker processes, one per core (what the bot does);
-- threads: pocketsphinx in threads of the bot's own process (the baseline, how it ran before).
+- threads: pocketsphinx in threads of the bot's own process (the baseline: how it ran before,
+  with one decoder behind a lock where the old code queued two; a decode holds the GIL, so two
+  decoders in threads measured no faster than one).
 
 Per note: seconds from the note's bytes to the finished reply; and the worst lateness of a 5 ms
 timer on the event loop, which is what heartbeats and other players' slash commands wait for.

@@ -223,6 +223,7 @@ def test_a_note_is_heard_the_same_whatever_was_heard_before_it(settings) -> None
 
 async def test_notes_are_decoded_in_worker_processes_and_a_dead_worker_loses_no_note(settings) -> None:
     """pocketsphinx holds the GIL while it decodes: in this process it would stall the bot."""
+    import asyncio
     import os
     import signal
 
@@ -232,17 +233,56 @@ async def test_notes_are_decoded_in_worker_processes_and_a_dead_worker_loses_no_
     hearing = WorkerHearing(settings.storage_dir / "speech", workers=2)
     try:
         workers = await hearing.start()
-        assert workers and os.getpid() not in workers
         first = await hearing.hear(pcm, rate)
+        in_flight = [asyncio.ensure_future(hearing.hear(pcm * 8, rate)) for _ in range(3)]
+        await asyncio.sleep(0.3)  # the workers are decoding when they die
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
-        again = await hearing.hear(pcm, rate)
+        again = await asyncio.gather(*in_flight)
         fresh = await hearing.start()
     finally:
         await hearing.aclose()
+    assert workers and os.getpid() not in workers
     assert router.decide(first).name == "get_player_stats"
-    assert again == first
+    assert all(router.decide(t).name == "get_player_stats" for t in again)
     assert fresh and not fresh & workers
+
+
+def _crash_on_silence(pcm: bytes, rate: int):  # type: ignore[no-untyped-def]
+    """A worker's job that dies like a native crash on one kind of note."""
+    import os
+
+    from bot.engines.offline_hearing import _hear_in_worker
+
+    if not any(pcm):
+        os._exit(1)
+    return _hear_in_worker(pcm, rate)
+
+
+async def test_a_note_that_crashes_its_worker_gets_an_apology_and_takes_no_other_note_down(settings) -> None:
+    import asyncio
+
+    from bot.engines.base import EngineError
+    from bot.engines.offline_hearing import WorkerHearing
+
+    class Crashing(WorkerHearing):
+        job = staticmethod(_crash_on_silence)
+
+    pcm, rate = speak_pcm("How many points do I have?", "en-us+m2", 160)
+    hearing = Crashing(settings.storage_dir / "speech", workers=2)
+    try:
+        await hearing.start()
+        notes = [hearing.hear(pcm, rate) for _ in range(4)]
+        crash, *others = await asyncio.gather(
+            hearing.hear(bytes(32_000), 16_000), *notes, return_exceptions=True
+        )
+        after = await hearing.hear(pcm, rate)
+    finally:
+        await hearing.aclose()
+    assert isinstance(crash, EngineError)
+    assert all(
+        isinstance(t, Transcript) and router.decide(t).name == "get_player_stats" for t in [*others, after]
+    )
 
 
 def test_a_missing_speech_model_is_named_before_any_worker_starts(tmp_path) -> None:

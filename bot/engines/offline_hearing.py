@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import signal
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.engines import offline_router as router
-from bot.engines.base import Transcript
+from bot.engines.base import EngineError, Transcript
 from bot.speech.recognizer import Recognizer, require_models, to_16k
 
 log = logging.getLogger(__name__)
@@ -76,61 +77,18 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
-class WorkerHearing:
-    """Decodes in worker processes, in parallel across cores, with the event loop left free.
-
-    A worker that dies (a crash in the native decoder, the OOM killer) breaks the pool; the note
-    it was hearing is tried once more on fresh workers, so no note is lost to it.
-    """
-
-    def __init__(self, model_dir: Path, workers: int = 0) -> None:
-        require_models(model_dir)  # a missing model is named at start-up, not on the first note
-        self.model_dir = model_dir
-        self.workers = workers or default_workers()
-        self._pool = self._start()
-
-    def _start(self) -> ProcessPoolExecutor:
-        # "spawn": the bot's threads (discord.py, the default executor) must not be forked mid-lock.
-        return ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_load_recognizer,
-            initargs=(str(self.model_dir),),
-        )
-
-    async def start(self) -> set[int]:
-        """Start the workers and load their models now, so the first notes do not wait for it;
-        returns the process ids that answered."""
-        loop = asyncio.get_running_loop()
-        answers = [loop.run_in_executor(self._pool, _worker_pid) for _ in range(self.workers)]
-        return set(await asyncio.gather(*answers))
-
-    async def hear(self, pcm: bytes, rate: int) -> Transcript:
-        loop = asyncio.get_running_loop()
-        pool = self._pool
-        try:
-            return await loop.run_in_executor(pool, _hear_in_worker, pcm, rate)
-        except BrokenProcessPool:
-            log.error("a speech worker died while hearing a note; starting fresh workers and trying it again")
-            if self._pool is pool:  # other notes in flight saw the same failure: restart once
-                pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._start()
-            return await loop.run_in_executor(self._pool, _hear_in_worker, pcm, rate)
-
-    async def aclose(self) -> None:
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
-
-
 # ---- in the worker processes ------------------------------------------------------------------
 
 _recognizer: Recognizer | None = None
 
 
-def _load_recognizer(model_dir: str) -> None:
+def _start_worker(model_dir: str, log_level: int, log_format: str | None) -> None:
     global _recognizer
-    # Ctrl-C in a terminal reaches the whole process group; the bot finishes the notes in flight
-    # and then shuts its workers down, so they must not die first.
+    # Ctrl-C in a terminal, and systemd's stop, signal the whole process group; the bot finishes
+    # the notes in flight and then shuts its workers down, so they must not die first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    logging.basicConfig(level=log_level, format=log_format or logging.BASIC_FORMAT)
     _recognizer = Recognizer(Path(model_dir))
 
 
@@ -141,3 +99,67 @@ def _worker_pid() -> int:
 def _hear_in_worker(pcm: bytes, rate: int) -> Transcript:
     assert _recognizer is not None, "the pool's initializer loads the recogniser"
     return hear(_recognizer, pcm, rate)
+
+
+class WorkerHearing:
+    """Decodes in worker processes, in parallel across cores, with the event loop left free.
+
+    A worker that dies (a crash in the native decoder, the OOM killer) breaks the pool and every
+    note in flight on it. The pool is replaced, and each of those notes is heard again in a
+    worker of its own: the note that crashed its worker cannot take the others down twice, and
+    only that one gets an apology (EngineError).
+    """
+
+    # What a worker does with a note; a module-level function, since it crosses to the worker by name.
+    job: Callable[[bytes, int], Transcript] = staticmethod(_hear_in_worker)
+
+    def __init__(self, model_dir: Path, workers: int = 0) -> None:
+        require_models(model_dir)  # a missing model is named at start-up, not on the first note
+        self.model_dir = model_dir
+        self.workers = workers or default_workers()
+        self._closed = False
+        self._pool = self._new_pool(self.workers)
+
+    def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+        root = logging.getLogger()
+        formatter = next((h.formatter for h in root.handlers if h.formatter), None)
+        log_format = getattr(formatter, "_fmt", None)  # the bot's log format, for the workers' lines
+        # "spawn": the bot's threads (discord.py, the default executor) must not be forked mid-lock.
+        return ProcessPoolExecutor(
+            workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_worker,
+            initargs=(str(self.model_dir), root.getEffectiveLevel(), log_format),
+        )
+
+    async def start(self) -> set[int]:
+        """Start the workers now, so the first notes do not wait for them; returns the process
+        ids that answered (every worker is started, though a quick one may answer for two)."""
+        loop = asyncio.get_running_loop()
+        answers = [loop.run_in_executor(self._pool, _worker_pid) for _ in range(self.workers)]
+        return set(await asyncio.gather(*answers))
+
+    async def hear(self, pcm: bytes, rate: int) -> Transcript:
+        loop = asyncio.get_running_loop()
+        pool = self._pool
+        try:
+            return await loop.run_in_executor(pool, self.job, pcm, rate)
+        except BrokenProcessPool:
+            if self._closed:
+                raise
+            log.error("a speech worker died while hearing a note; starting fresh workers, hearing it again")
+            if self._pool is pool:  # the other notes in flight saw the same failure: replace it once
+                pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = self._new_pool(self.workers)
+        alone = self._new_pool(1)
+        try:
+            return await loop.run_in_executor(alone, self.job, pcm, rate)
+        except BrokenProcessPool as exc:
+            log.error("a speech worker died again on the same note (%.1f s of audio)", len(pcm) / 2 / rate)
+            raise EngineError("the speech recogniser crashed on this note") from exc
+        finally:
+            alone.shutdown(wait=False, cancel_futures=True)
+
+    async def aclose(self) -> None:
+        self._closed = True
+        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
