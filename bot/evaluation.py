@@ -8,6 +8,7 @@ way: audio.decode → the engine's recogniser → the intent router.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import time
@@ -21,6 +22,7 @@ import numpy as np
 from bot import audio
 from bot.config import Settings
 from bot.engines import offline_router as router
+from bot.engines.base import Transcript
 from bot.engines.offline import speak_pcm, speech_dir
 from bot.engines.offline_hearing import hear
 from bot.speech.domain_corpus import normalise
@@ -148,13 +150,18 @@ def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
     return row[-1], len(ref)
 
 
-def evaluate(recognizer: Recognizer, questions: list[Question], cache: Path, limits) -> list[Outcome]:  # type: ignore[no-untyped-def]
+# What turns a decoded note (PCM, sample rate) into a transcript: the offline engine's hearing, or
+# another recogniser measured against it (bench/whisper.py).
+Listen = Callable[[bytes, int], Transcript]
+
+
+def evaluate(listen: Listen, questions: list[Question], cache: Path, limits) -> list[Outcome]:  # type: ignore[no-untyped-def]
     outcomes = []
     for q in questions:
         for noisy in (False, True):
             decoded = audio.decode(recording(q, noisy, cache), limits)
             started = time.perf_counter()
-            heard = hear(recognizer, decoded.segment.raw_data, decoded.segment.frame_rate)
+            heard = listen(decoded.segment.raw_data, decoded.segment.frame_rate)
             took = time.perf_counter() - started
             intent = router.decide(heard)
             routed = intent.name if intent.is_tool or intent.name == router.UNSURE else "smalltalk"
@@ -225,7 +232,8 @@ async def run_eval(
     recognizer = await asyncio.to_thread(Recognizer, speech_dir(settings))
     questions = [q for q in load_questions() if q.split in splits]
     cache = settings.storage_dir / "eval"
-    outcomes = await asyncio.to_thread(evaluate, recognizer, questions, cache, settings.audio)
+    listen = functools.partial(hear, recognizer)
+    outcomes = await asyncio.to_thread(evaluate, listen, questions, cache, settings.audio)
     parts = [report(outcomes, split) for split in splits]
     if verbose:
         misses = [o for o in outcomes if not o.correct]
