@@ -22,6 +22,7 @@ import functools
 import hashlib
 import sys
 import time
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -32,9 +33,11 @@ from bot.config import Settings, load_settings
 from bot.engines.base import Transcript
 from bot.engines.offline import speech_dir
 from bot.engines.offline_hearing import hear
-from bot.evaluation import SPLITS, Listen, evaluate, load_questions, recording, report
+from bot.evaluation import SPLITS, Listen, environment, evaluate, load_questions, report, split_recordings
 from bot.speech.domain_corpus import normalise
 from bot.speech.recognizer import Recognizer, to_16k
+
+WHISPER_PACKAGES = ("faster-whisper", "ctranslate2")
 
 
 def bundled_model() -> tuple[Path, str]:
@@ -90,11 +93,10 @@ def main() -> int:
     model_dir, model_name = (args.model, args.model.name) if args.model else bundled_model()
     weights = model_dir / "model.bin"
     print(f"Whisper weights: {weights} sha256 {sha256(weights)}")
+    print(environment() + ", " + ", ".join(f"{p} {metadata.version(p)}" for p in WHISPER_PACKAGES))
     questions = [q for q in load_questions() if q.split in args.split]
     cache = settings.storage_dir / "eval"
-    for q in questions:  # synthesised once, before any clock runs
-        for noisy in (False, True):
-            recording(q, noisy, cache)
+    split_recordings(questions, cache)  # before any clock runs
     whisper = f"Whisper ({model_name}, beam {args.beam}, {args.threads} threads)"
     contenders = {
         "pocketsphinx (the offline engine)": lambda: pocketsphinx_listener(settings),

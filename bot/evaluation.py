@@ -11,10 +11,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import json
+import multiprocessing
+import os
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -124,20 +129,78 @@ def add_noise(samples: np.ndarray, snr_db: float, seed: int) -> np.ndarray:
 
 def recording(q: Question, noisy: bool, cache: Path) -> bytes:
     """The question as an Ogg/Opus voice note, cached by everything that shapes it."""
-    tag = f"{q.text}|{q.voice}|{q.speed}|{q.pitch}|{noisy}|{NOISE_SNR_DB}"
-    path = cache / (hashlib.sha1(tag.encode()).hexdigest()[:16] + ".ogg")
+    path = cache / _recording_name(q, noisy)
     if path.exists():
         return path.read_bytes()
+    data = _record(q, noisy)
+    cache.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return data
+
+
+def _recording_name(q: Question, noisy: bool) -> str:
+    tag = f"{q.text}|{q.voice}|{q.speed}|{q.pitch}|{noisy}|{NOISE_SNR_DB}"
+    return hashlib.sha1(tag.encode()).hexdigest()[:16] + ".ogg"
+
+
+def _record(q: Question, noisy: bool) -> bytes:
     pcm, rate = speak_pcm(q.text, q.voice, q.speed, q.pitch)
     samples = np.frombuffer(pcm, dtype=np.int16)
     silence = np.zeros(rate // 3, dtype=np.int16)
     samples = np.concatenate([silence, samples, silence])
     if noisy:
         samples = add_noise(samples, NOISE_SNR_DB, seed=q.index)
-    data = audio.reply_from_pcm(samples.tobytes(), rate).ogg
-    cache.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
-    return data
+    return audio.reply_from_pcm(samples.tobytes(), rate).ogg
+
+
+# eSpeak NG's output depends on what it said before in the same process (its wave generator keeps
+# state between calls, even across espeak_Terminate/Initialize): the same question spoken twice in a
+# row differs by a few hundred samples, and a split recorded after another measured 70% / 42%
+# where recorded alone it measured 72% / 46%. So each split is recorded whole, in file order, by a
+# process of its own: it sounds the same whichever splits run beside it, and on any machine with
+# the same releases.
+def split_recordings(questions: list[Question], cache: Path) -> dict[tuple[int, bool], Path]:
+    """Each question's clean and noisy recording, making any split that is missing or stale."""
+    by_split: dict[str, list[Question]] = defaultdict(list)
+    for q in questions:
+        by_split[q.split].append(q)
+    stale = [
+        (qs, cache / split)
+        for split, qs in by_split.items()
+        if _split_manifest(cache / split) != _manifest(qs)
+    ]
+    if stale:
+        spawn = multiprocessing.get_context("spawn")
+        workers = min(len(stale), os.cpu_count() or 1)
+        with ProcessPoolExecutor(workers, mp_context=spawn, max_tasks_per_child=1) as pool:
+            list(pool.map(_record_split, *zip(*stale, strict=True)))
+    return {
+        (q.index, noisy): cache / q.split / _recording_name(q, noisy)
+        for q in questions
+        for noisy in (False, True)
+    }
+
+
+def _manifest(questions: list[Question]) -> dict[str, object]:
+    names = [_recording_name(q, noisy) for q in questions for noisy in (False, True)]
+    return {"made with": environment(), "recordings": names}
+
+
+def _split_manifest(folder: Path) -> dict[str, object]:
+    try:
+        return json.loads((folder / "split.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record_split(questions: list[Question], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "split.json").unlink(missing_ok=True)
+    for q in questions:
+        for noisy in (False, True):
+            (folder / _recording_name(q, noisy)).write_bytes(_record(q, noisy))
+    # Written last: a split cut short is recorded again from its start.
+    (folder / "split.json").write_text(json.dumps(_manifest(questions)))
 
 
 def word_errors(reference: str, hypothesis: str) -> tuple[int, int]:
@@ -157,9 +220,10 @@ Listen = Callable[[bytes, int], Transcript]
 
 def evaluate(listen: Listen, questions: list[Question], cache: Path, limits) -> list[Outcome]:  # type: ignore[no-untyped-def]
     outcomes = []
+    recordings = split_recordings(questions, cache)
     for q in questions:
         for noisy in (False, True):
-            decoded = audio.decode(recording(q, noisy, cache), limits)
+            decoded = audio.decode(recordings[q.index, noisy].read_bytes(), limits)
             started = time.perf_counter()
             heard = listen(decoded.segment.raw_data, decoded.segment.frame_rate)
             took = time.perf_counter() - started
@@ -223,6 +287,19 @@ def _wer(rows: list[Outcome]) -> float:
     return sum(o.errors for o in rows) / words if words else 0.0
 
 
+def environment() -> str:
+    """The releases that synthesise, encode and hear the recordings. They are made afresh in each
+    environment, and the same code has measured a few points apart under different releases."""
+    import av
+
+    codec = ".".join(map(str, av.library_versions["libavcodec"]))
+    packages = ("pocketsphinx", "espeakng-loader", "av", "numpy")
+    return "recorded and heard with " + ", ".join(
+        f"{name} {metadata.version(name)}" + (f" (libavcodec {codec})" if name == "av" else "")
+        for name in packages
+    )
+
+
 async def run_eval(
     settings: Settings, splits: tuple[str, ...] = DEFAULT_SPLITS, verbose: bool = False
 ) -> str:
@@ -234,7 +311,7 @@ async def run_eval(
     cache = settings.storage_dir / "eval"
     listen = functools.partial(hear, recognizer)
     outcomes = await asyncio.to_thread(evaluate, listen, questions, cache, settings.audio)
-    parts = [report(outcomes, split) for split in splits]
+    parts = [environment()] + [report(outcomes, split) for split in splits]
     if verbose:
         misses = [o for o in outcomes if not o.correct]
         lines = [

@@ -447,3 +447,22 @@ def test_the_evaluation_report_tells_a_question_back_from_a_wrong_answer() -> No
     text = report(rows, "tune")
     assert "all                      3     67%     33%" in text
     assert "missed: asked again clean 33%, noisy 33%; wrong tool clean 0%, noisy 33%" in text
+
+
+def _pcm(path) -> bytes:  # type: ignore[no-untyped-def]
+    return decode(path.read_bytes(), AudioSettings()).segment.raw_data
+
+
+def test_a_split_sounds_the_same_whatever_is_recorded_beside_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from bot.evaluation import Question, split_recordings
+
+    # eSpeak NG keeps state between utterances in one process; each split gets a process of its own.
+    split = [Question("tune", router.STATS, "how many points do i have", 0)]
+    other = [Question("dev", router.MANUALS, "how do i unlock the jungle map", 1)]
+    alone = split_recordings(split, tmp_path / "alone")
+    beside = split_recordings(other + split, tmp_path / "beside")
+    for key in alone:
+        assert _pcm(alone[key]) == _pcm(beside[key])
+    made = alone[0, False].stat().st_mtime_ns
+    assert split_recordings(split, tmp_path / "alone") == alone
+    assert alone[0, False].stat().st_mtime_ns == made  # recorded once, then reused
