@@ -150,7 +150,7 @@ class VoiceAgent:
                 return await self._canned(refusal, "over_budget", text, voice, watch)
 
         with watch.stage("history"):
-            history = await self.conversations.history(context.user_id)
+            history = await self.conversations.history(context.user_id, context.conversation)
         engine = self.engine
         turn = TurnState(
             context=context,
@@ -213,7 +213,7 @@ class VoiceAgent:
             engine=engine.name,
         )
         with watch.stage("save"):
-            await self.conversations.append(context.user_id, past)
+            await self.conversations.append(context.user_id, past, context.conversation)
         if self.budget is not None:
             await self.budget.record(context.user_id, engine.name, usage, clip.seconds if clip else 0.0)
         return Reply(

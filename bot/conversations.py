@@ -1,4 +1,7 @@
-"""Per-user conversation history: text and audio ids only, bounded, surviving a restart."""
+"""Per-user conversation history: text and audio ids only, bounded, surviving a restart.
+
+A player has one conversation per place they talk in (a DM, each guild channel): what they said in
+private never shapes an answer posted where others read it."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.db import open_sqlite
+from bot.db import add_missing_columns, open_sqlite
 from bot.engines.base import PastTurn
 
 SCHEMA = """
@@ -21,17 +24,21 @@ CREATE TABLE IF NOT EXISTS turns (
     tool_results TEXT NOT NULL DEFAULT '[]',
     audio_id TEXT,
     audio_expires_at INTEGER,
-    engine TEXT NOT NULL DEFAULT ''
+    engine TEXT NOT NULL DEFAULT '',
+    conversation TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS turns_by_user ON turns (user_id, id);
 """
+# After the columns an older database lacks have been added.
+INDEXES = "CREATE INDEX IF NOT EXISTS turns_by_place ON turns (user_id, conversation, id);"
 
 
 class ConversationStore:
-    """History of each user's recent turns.
+    """History of each user's recent turns, one conversation per place (`ToolContext.conversation`).
 
-    Bounded two ways: at most `max_turns` per user, and a conversation idle for longer than
-    `idle_minutes` starts afresh. No column can hold audio: only the engine's reference id.
+    Bounded two ways: at most `max_turns` per conversation, and a conversation idle for longer than
+    `idle_minutes` starts afresh (its turns are deleted with the user's next turn anywhere). No
+    column can hold audio: only the engine's reference id.
     """
 
     def __init__(self, conn: aiosqlite.Connection, max_turns: int, idle_minutes: float) -> None:
@@ -41,13 +48,16 @@ class ConversationStore:
 
     @classmethod
     async def open(cls, path: Path | str, max_turns: int, idle_minutes: float) -> ConversationStore:
-        return cls(await open_sqlite(path, SCHEMA), max_turns, idle_minutes)
+        conn = await open_sqlite(path, SCHEMA)
+        await add_missing_columns(conn, "turns", {"conversation": "TEXT NOT NULL DEFAULT ''"})
+        await conn.executescript(INDEXES)
+        return cls(conn, max_turns, idle_minutes)
 
-    async def history(self, user_id: str, now: float | None = None) -> list[PastTurn]:
+    async def history(self, user_id: str, conversation: str = "", now: float | None = None) -> list[PastTurn]:
         now = time.time() if now is None else now
         cursor = await self._conn.execute(
-            "SELECT * FROM turns WHERE user_id = ? ORDER BY id DESC LIMIT ?",
-            (user_id, self.max_turns),
+            "SELECT * FROM turns WHERE user_id = ? AND conversation = ? ORDER BY id DESC LIMIT ?",
+            (user_id, conversation, self.max_turns),
         )
         rows = list(await cursor.fetchall())
         if not rows or now - rows[0]["at"] > self.idle_seconds:
@@ -65,13 +75,22 @@ class ConversationStore:
             for r in reversed(rows)
         ]
 
-    async def append(self, user_id: str, turn: PastTurn) -> None:
+    async def append(self, user_id: str, turn: PastTurn, conversation: str = "") -> None:
+        at = turn.at or time.time()
+        # Conversations idle past the limit can never be read again: this one starts afresh,
+        # and the player's others are forgotten rather than kept.
         await self._conn.execute(
-            "INSERT INTO turns (user_id, at, user_text, reply_text, tool_results, audio_id,"
-            " audio_expires_at, engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "DELETE FROM turns WHERE user_id = ? AND conversation IN (SELECT conversation FROM turns"
+            " WHERE user_id = ? GROUP BY conversation HAVING MAX(at) < ?)",
+            (user_id, user_id, at - self.idle_seconds),
+        )
+        await self._conn.execute(
+            "INSERT INTO turns (user_id, conversation, at, user_text, reply_text, tool_results,"
+            " audio_id, audio_expires_at, engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 user_id,
-                turn.at or time.time(),
+                conversation,
+                at,
                 turn.user_text,
                 turn.reply_text,
                 json.dumps(turn.tool_results),
@@ -82,13 +101,14 @@ class ConversationStore:
         )
         # Keep only what history() can return, so the table never grows without bound.
         await self._conn.execute(
-            "DELETE FROM turns WHERE user_id = ? AND id NOT IN "
-            "(SELECT id FROM turns WHERE user_id = ? ORDER BY id DESC LIMIT ?)",
-            (user_id, user_id, self.max_turns),
+            "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND id NOT IN (SELECT id FROM"
+            " turns WHERE user_id = ? AND conversation = ? ORDER BY id DESC LIMIT ?)",
+            (user_id, conversation, user_id, conversation, self.max_turns),
         )
         await self._conn.commit()
 
     async def reset(self, user_id: str) -> int:
+        """Forget the player's every conversation."""
         cursor = await self._conn.execute("DELETE FROM turns WHERE user_id = ?", (user_id,))
         await self._conn.commit()
         return cursor.rowcount

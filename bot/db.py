@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 import aiosqlite
@@ -19,3 +20,19 @@ async def open_sqlite(path: Path | str, schema: str = "") -> aiosqlite.Connectio
         await conn.executescript(schema)
         await conn.commit()
     return conn
+
+
+async def add_missing_columns(conn: aiosqlite.Connection, table: str, columns: dict[str, str]) -> None:
+    """Databases made by an older version lack the newer columns (name -> its SQL definition);
+    add them, keeping every row."""
+    cursor = await conn.execute(f"PRAGMA table_info({table})")
+    have = {row[1] for row in await cursor.fetchall()}
+    for name, definition in columns.items():
+        if name in have:
+            continue
+        try:
+            await conn.execute(f"ALTER TABLE {table} ADD COLUMN {name} {definition}")
+            await conn.commit()
+        except sqlite3.OperationalError as exc:  # another process added it a moment ago
+            if "duplicate column" not in str(exc):
+                raise

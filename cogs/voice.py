@@ -142,7 +142,12 @@ class VoiceNotes(commands.Cog):
         app = self.bot.core
         author = message.author
         prefs = await app.preferences.get(str(author.id))
-        context = ToolContext(user_id=str(author.id), display_name=author.display_name, platform="discord")
+        context = ToolContext(
+            user_id=str(author.id),
+            display_name=author.display_name,
+            platform="discord",
+            conversation=str(message.channel.id),
+        )
         try:
             reply = await app.agent.respond(context, data, voice=prefs.voice)
         except AudioError as exc:

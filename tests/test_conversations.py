@@ -49,7 +49,38 @@ async def test_idle_conversation_starts_afresh(tmp_path) -> None:
     await store.append("u1", turn(1, at=now - 3600))
     assert await store.history("u1", now=now) == []
     await store.append("u1", turn(2, at=now - 60))
-    assert [t.user_text for t in await store.history("u1", now=now)] == ["question 1", "question 2"]
+    assert [t.user_text for t in await store.history("u1", now=now)] == ["question 2"]
+    await store.aclose()
+    with sqlite3.connect(tmp_path / "c.db") as conn:  # the idle turn is gone, not just hidden
+        assert conn.execute("SELECT COUNT(*) FROM turns").fetchone()[0] == 1
+
+
+async def test_each_place_a_player_talks_in_has_its_own_conversation(tmp_path) -> None:
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=2, idle_minutes=10)
+    now = time.time()
+    await store.append("u1", turn(1, at=now - 3600), conversation="old channel")
+    for i in range(2, 5):
+        await store.append("u1", turn(i, at=now - 60 + i), conversation="dm")
+    await store.append("u1", turn(9, at=now), conversation="guild channel")
+    assert [t.user_text for t in await store.history("u1", "dm", now=now)] == ["question 3", "question 4"]
+    assert [t.user_text for t in await store.history("u1", "guild channel", now=now)] == ["question 9"]
+    assert await store.history("u1", now=now) == []
+    assert await store.reset("u1") == 3  # forgetting covers every place; the idle one was gone
+    await store.aclose()
+
+
+async def test_a_database_from_before_places_keeps_its_turns(tmp_path) -> None:
+    with sqlite3.connect(tmp_path / "c.db") as conn:
+        conn.execute(
+            "CREATE TABLE turns (id INTEGER PRIMARY KEY AUTOINCREMENT, user_id TEXT NOT NULL,"
+            " at REAL NOT NULL, user_text TEXT, reply_text TEXT NOT NULL, tool_results TEXT NOT NULL"
+            " DEFAULT '[]', audio_id TEXT, audio_expires_at INTEGER, engine TEXT NOT NULL DEFAULT '')"
+        )
+        conn.execute("INSERT INTO turns (user_id, at, reply_text) VALUES ('u1', ?, 'hello')", (time.time(),))
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=5, idle_minutes=10)
+    assert [t.reply_text for t in await store.history("u1")] == ["hello"]
+    await store.append("u1", turn(1), conversation="dm")
+    assert len(await store.history("u1", "dm")) == 1
     await store.aclose()
 
 
@@ -73,4 +104,5 @@ async def test_no_column_can_hold_audio(tmp_path) -> None:
         "audio_id",
         "audio_expires_at",
         "engine",
+        "conversation",
     }

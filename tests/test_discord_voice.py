@@ -81,6 +81,18 @@ async def test_note_in_an_allowed_guild_channel_is_answered(harness: Harness):
     assert harness.fake.violations == []
 
 
+async def test_what_a_player_said_in_a_dm_never_shapes_a_public_answer(harness: Harness):
+    fake = harness.fake
+    _, in_private = await answered(fake, await fake.send_note(nova, voice_note()))
+    _, in_public = await answered(fake, await fake.send_note(nova, voice_note(), guild=True))
+    assert in_public.channel_id == ALLOWED_CHANNEL
+    assert in_private.content.endswith("History 0.")
+    assert in_public.content.endswith("History 0.")
+    assert harness.engine.turns[-1].history == []
+    _, back_in_private = await answered(fake, await fake.send_note(nova, voice_note()))
+    assert back_in_private.content.endswith("History 1.")  # the DM conversation goes on
+
+
 async def test_notes_the_bot_must_not_answer_get_nothing(harness: Harness):
     fake = harness.fake
     elsewhere = await fake.send_note(nova, voice_note(), channel_id=OTHER_CHANNEL)
@@ -200,9 +212,11 @@ async def test_twenty_players_three_notes_each_all_answered_in_order(settings, f
         order = {id(r): i for i, r in enumerate(h.fake.received)}
         for p in players:
             replies = [h.fake.replies_to(n["id"]) for n in notes[p.id]]
-            for k, (voice, transcript) in enumerate(replies):
+            # The turns ran in order: the DM conversation's second turn sees its first; the
+            # guild channel's turn is a conversation of its own.
+            for (voice, transcript), history in zip(replies, (0, 0, 1), strict=True):
                 assert voice.is_voice_message
-                assert transcript.content.endswith(f"History {k}.")  # the turns ran in order
+                assert transcript.content.endswith(f"History {history}.")
             positions = [order[id(r)] for pair in replies for r in pair]
             assert positions == sorted(positions)  # and their replies went out in order
         assert h.fake.violations == []

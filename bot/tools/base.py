@@ -20,6 +20,8 @@ class ToolContext:
     user_id: str  # the platform's id for the speaker (a Discord snowflake, as text)
     display_name: str = ""
     platform: str = "discord"
+    # Where they are talking (a Discord channel id): each place has its own conversation history.
+    conversation: str = ""
 
 
 class ToolError(Exception):

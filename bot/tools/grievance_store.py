@@ -9,14 +9,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import secrets
-import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
-from bot.db import open_sqlite
+from bot.db import add_missing_columns, open_sqlite
 from bot.tools.base import Grievance
 
 KEY_PREFIX = "GRV"
@@ -58,19 +57,6 @@ class PendingGrievance:
     last_error: str | None
 
 
-async def _add_missing_columns(conn: aiosqlite.Connection) -> None:
-    """Databases made by an older version lack the newer columns; add them, keeping every row."""
-    cursor = await conn.execute("PRAGMA table_info(grievances)")
-    have = {row[1] for row in await cursor.fetchall()}
-    if "next_try_at" not in have:
-        try:
-            await conn.execute("ALTER TABLE grievances ADD COLUMN next_try_at REAL")
-            await conn.commit()
-        except sqlite3.OperationalError as exc:  # another process added it a moment ago
-            if "duplicate column" not in str(exc):
-                raise
-
-
 def utc_now() -> str:
     return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -87,7 +73,7 @@ class LocalGrievanceStore:
     @classmethod
     async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
         conn = await open_sqlite(path, SCHEMA)
-        await _add_missing_columns(conn)
+        await add_missing_columns(conn, "grievances", {"next_try_at": "REAL"})
         return cls(conn, initial_state)
 
     async def register(
