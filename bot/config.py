@@ -11,11 +11,20 @@ import os
 import tomllib
 import types
 import typing
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
 ENV_PREFIX = "VOXDESK_"
 DEFAULT_CONFIG = Path("config.toml")
+
+
+def shown_url(url: str) -> str:
+    """A service address fit for a log line or `check`: any user:password@ and query string
+    (where a proxy's credentials or a key may ride along) removed."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 class ConfigError(Exception):

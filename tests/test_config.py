@@ -88,3 +88,10 @@ def test_dotenv_file_supplies_secrets(tmp_path: Path, monkeypatch: pytest.Monkey
     settings = load_settings()
     assert settings.secrets.openai_api_key == "sk-from-dotenv"
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+
+
+def test_shown_url_drops_credentials_and_query() -> None:
+    from bot.config import shown_url
+
+    assert shown_url("https://svc:s3cret@proxy.example:8443/v1?key=abc") == "https://proxy.example:8443/v1"
+    assert shown_url("https://acme.atlassian.net") == "https://acme.atlassian.net"

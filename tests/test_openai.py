@@ -313,3 +313,10 @@ async def test_check_names_a_refused_key_and_a_missing_model(storage, fake) -> N
         await check_engine(openai_settings(storage, fake, OPENAI_API_KEY="sk-wrong"))
     with pytest.raises(RuntimeError, match="does not offer model no-such-model"):
         await check_engine(openai_settings(storage, fake, VOXDESK_OPENAI_MODEL="no-such-model"))
+    # A proxy's credentials in the address stay out of what `check` prints.
+    guarded = fake.base_url.replace("http://", "http://svc:s3cret@")
+    with pytest.raises(RuntimeError) as refused:
+        await check_engine(
+            openai_settings(storage, fake, OPENAI_API_KEY="sk-wrong", VOXDESK_OPENAI_BASE_URL=guarded)
+        )
+    assert "s3cret" not in str(refused.value) and "refused the API key" in str(refused.value)

@@ -20,7 +20,7 @@ from typing import Any
 
 import openai
 
-from bot.config import Settings
+from bot.config import Settings, shown_url
 from bot.engines.base import AudioClip, EngineError, EngineReply, PastTurn, Transcript, TurnState, Usage
 from bot.tools.base import ToolCall
 
@@ -143,7 +143,7 @@ class OpenAIEngine:
 
     async def check(self) -> str:
         """For `python -m bot check`: one request that proves the key and the model are good."""
-        where = str(self.client.base_url).rstrip("/")
+        where = shown_url(str(self.client.base_url)).rstrip("/")
         try:
             if isinstance(self.client, openai.AsyncAzureOpenAI):
                 # Azure has no per-deployment model lookup; listing proves endpoint and key.

@@ -116,7 +116,7 @@ class JiraGrievances:
             )
         pending = await self._store.count_pending()
         who = me.get("emailAddress") or self._email
-        return f"Jira {self._tracker.url}: reachable as {who}, project {project}, {pending} pending"
+        return f"Jira {self._tracker.shown_url}: reachable as {who}, project {project}, {pending} pending"
 
     async def aclose(self) -> None:
         """Stops the pusher and closes the store. A push cancelled half-way is safe: its issue, if

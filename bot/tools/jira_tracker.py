@@ -22,6 +22,7 @@ import requests
 from jira import JIRA, JIRAError
 from urllib3.exceptions import NewConnectionError
 
+from bot.config import shown_url
 from bot.tools import TICKET_KEY
 from bot.tools.grievance_store import KEY_PREFIX
 
@@ -148,6 +149,7 @@ class JiraTracker:
             if not LABEL_PREFIX.match(prefix):
                 raise ValueError(f"jira.{name} = {prefix!r}: use lower-case letters, digits, - or _")
         self.url = url.rstrip("/")
+        self.shown_url = shown_url(self.url)  # for messages and logs
         self.project = project
         self.issue_type = issue_type
         self.timeout = timeout
@@ -279,13 +281,13 @@ class JiraTracker:
             try:
                 client = self._connect()
             except Exception as exc:  # a 404 here means a wrong jira.url, never "not found"
-                raise explain(exc, self.url, self.timeout) from None
+                raise explain(exc, self.shown_url, self.timeout) from None
         try:
             yield client
         except Exception as exc:
             if not_found and isinstance(exc, JIRAError) and exc.status_code == 404:
                 raise
-            raise explain(exc, self.url, self.timeout) from None
+            raise explain(exc, self.shown_url, self.timeout) from None
         finally:
             with self._lock:
                 keep = not self._closed
@@ -309,8 +311,8 @@ class JiraTracker:
         if client.deploymentType != "Cloud":
             client.close()
             raise TrackerError(
-                f"{self.url} is Jira {client.deploymentType or 'Server'}, not Jira Cloud: set jira.url to "
-                "your https://<site>.atlassian.net",
+                f"{self.shown_url} is Jira {client.deploymentType or 'Server'}, not Jira Cloud: "
+                "set jira.url to your https://<site>.atlassian.net",
                 maybe_done=False,
             )
         return client

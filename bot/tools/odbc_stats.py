@@ -42,11 +42,16 @@ _CLOSED_CONNECTION = "attempt to use a closed connection"
 
 # pyodbc messages end in "(native error) (ODBC function)", e.g. "... (40613) (SQLDriverConnect)".
 _NATIVE_ERROR = re.compile(r"\((\d+)\)")
-_SECRET_VALUE = re.compile(r"(?i)\b(pwd|password)(\s*=\s*)(\{(?:[^}]|\}\})*\}?|[^;]*)")
+# Every keyword of the SQL Server and SQLite drivers whose value is (or holds) a secret: ClientKey
+# is "file:<path>,<password>", KeyStoreSecret an Always Encrypted client secret.
+_SECRET_VALUE = re.compile(
+    r"(?i)\b(pwd|password|keystoresecret|clientkey|clientsecret|accesstoken)(\s*=\s*)"
+    r"(\{(?:[^}]|\}\})*\}?|[^;]*)"
+)
 
 
 def redact(connection_string: str) -> str:
-    """The connection string with password values masked, fit for a log line."""
+    """The connection string with secret values masked, fit for a log line."""
     return _SECRET_VALUE.sub(r"\1\2***", connection_string)
 
 

@@ -183,9 +183,15 @@ def test_transient_errors_are_classified(error: BaseException, dialect: str, tra
         ("Driver=SQLite3;PASSWORD = hunter2", "Driver=SQLite3;PASSWORD = ***"),
         ("PWD={hun;ter}}2};Encrypt=yes", "PWD=***;Encrypt=yes"),
         ("Driver=SQLite3;Database=/srv/players.db", "Driver=SQLite3;Database=/srv/players.db"),
+        (  # Always Encrypted with a Key Vault client secret, and a client certificate's password
+            "Uid=bot;Pwd=hunter2;KeyStoreAuthentication=KeyVaultClientSecret;"
+            "KeyStorePrincipalId=app;KeyStoreSecret=hunter2;ClientKey=file:/k.pem,hunter2",
+            "Uid=bot;Pwd=***;KeyStoreAuthentication=KeyVaultClientSecret;"
+            "KeyStorePrincipalId=app;KeyStoreSecret=***;ClientKey=***",
+        ),
     ],
 )
-def test_redact_masks_passwords_only(connection_string: str, expected: str) -> None:
+def test_redact_masks_secrets_only(connection_string: str, expected: str) -> None:
     assert redact(connection_string) == expected
     assert PASSWORD not in redact(connection_string)
 
