@@ -96,7 +96,16 @@ def _too_long(limits_seconds: float) -> AudioError:
     return AudioError(f"That voice note is too long for me. Please keep it under {limit}.")
 
 
-FIFO_SECONDS = 10  # decoded audio resampled per call: bounds memory, keeps calls few
+# Decoded samples (all channels) resampled per call: ten seconds of 48 kHz mono. Counted in
+# samples, not seconds: ten seconds of a crafted 655 kHz, 8-channel FLAC (87 KB) once took 1.3 GB.
+FIFO_VALUES = 10 * 48_000
+# No voice note comes near these; a file that claims more is crafted or broken.
+MAX_RATE = 192_000
+MAX_CHANNELS = 8
+
+
+def _implausible(rate: int | None, channels: int | None) -> bool:
+    return (rate or 0) > MAX_RATE or (channels or 0) > MAX_CHANNELS
 
 
 def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
@@ -124,6 +133,8 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
                     chunks.extend(out.to_ndarray().tobytes() for out in resampler.resample(fifo.read()))
 
             for frame in container.decode(stream):
+                if _implausible(frame.sample_rate, len(frame.layout.channels)):
+                    raise unreadable
                 frame.pts = None  # the FIFO would insist on gapless timestamps; we need none
                 try:
                     fifo.write(frame)
@@ -134,7 +145,7 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
                 decoded_seconds += frame.samples / frame.sample_rate
                 if decoded_seconds > max_seconds:
                     raise _too_long(max_seconds)
-                if fifo.samples >= FIFO_SECONDS * frame.sample_rate:
+                if fifo.samples * len(frame.layout.channels) >= FIFO_VALUES:
                     drain()
             drain()
             chunks.extend(out.to_ndarray().tobytes() for out in resampler.resample(None))

@@ -111,3 +111,11 @@ def test_wav_and_pcm16_replies_are_encoded_once_to_opus() -> None:
         reply = audio.reply_from_encoded(data, fmt)
         assert reply.ogg.startswith(b"OggS")
         assert reply.duration_secs == pytest.approx(1.0, abs=0.03)
+
+
+def test_a_crafted_sample_rate_is_refused_before_it_is_decoded() -> None:
+    # FLAC allows up to 655 kHz: 87 KB of it, eight channels, once cost 1.3 GB to decode.
+    data = encode(speechlike(1.0, rate=384_000), 384_000, "flac")
+    with pytest.raises(audio.AudioError, match="couldn't read"):
+        audio.decode(data, LIMITS)
+    assert audio.decode(encode(speechlike(1.0, rate=96_000), 96_000, "flac"), LIMITS).seconds > 1
