@@ -149,8 +149,12 @@ class VoiceAgent:
             if refusal:
                 return await self._canned(refusal, "over_budget", text, voice, watch)
 
-        with watch.stage("history"):
-            history = await self.conversations.history(context.user_id, context.conversation)
+        try:
+            with watch.stage("history"):
+                history = await self.conversations.history(context.user_id, context.conversation)
+        except Exception as exc:  # the player is still answered, only without the context
+            log.error("could not read the history of user %s: %s", context.user_id, _reason(exc))
+            history = []
         engine = self.engine
         turn = TurnState(
             context=context,
@@ -212,10 +216,18 @@ class VoiceAgent:
             at=time.time(),
             engine=engine.name,
         )
-        with watch.stage("save"):
-            await self.conversations.append(context.user_id, past, context.conversation)
+        # The answer is given whatever happens to the bookkeeping: its tools have run (a ticket
+        # may be filed), and "something went wrong" now would send the player to file it twice.
+        try:
+            with watch.stage("save"):
+                await self.conversations.append(context.user_id, past, context.conversation)
+        except Exception as exc:
+            log.error("could not save the turn of user %s: %s", context.user_id, _reason(exc))
         if self.budget is not None:
-            await self.budget.record(context.user_id, engine.name, usage, clip.seconds if clip else 0.0)
+            try:
+                await self.budget.record(context.user_id, engine.name, usage, clip.seconds if clip else 0.0)
+            except Exception as exc:
+                log.error("could not record the usage of user %s: %s", context.user_id, _reason(exc))
         return Reply(
             text=final.text,
             audio=reply_audio,

@@ -124,3 +124,25 @@ async def test_each_users_turns_stay_in_order_under_concurrency(settings) -> Non
     for u in users:
         assert order[u] == [f"{u}-{n}" for n in range(4)]
     assert 1 < overlap["max"] <= settings.agent.max_concurrent_turns
+
+
+async def test_a_ticket_filed_is_confirmed_even_when_the_turn_cannot_be_saved(settings, caplog) -> None:
+    import sqlite3
+
+    async def locked(*args: object, **kwargs: object) -> None:
+        raise sqlite3.OperationalError("database is locked")
+
+    engine = ScriptedEngine(
+        [
+            calls(("register_grievance", {"category": "wallet", "description": "charged twice for gems"})),
+            lambda turn: answer(f"Filed as {turn.rounds[0].results[0].result['ticket_key']}")(turn),
+        ]
+    )
+    async with running_app(settings, engine) as app:
+        app.conversations.history = locked  # type: ignore[method-assign]
+        app.conversations.append = locked  # type: ignore[method-assign]
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        mine = await app.grievances.status(NOVA)
+    assert reply.kind == "answer" and reply.text.startswith("Filed as GRV-")
+    assert [g.description for g in mine].count("charged twice for gems") == 1
+    assert "could not save the turn" in caplog.text and "could not read the history" in caplog.text
