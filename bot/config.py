@@ -142,6 +142,7 @@ class DiscordSettings:
     defer_after_seconds: float = 2.0  # slash commands slower than this are deferred (Discord allows 3)
     flood_notes: int = 5  # at most this many notes per user ...
     flood_seconds: float = 60.0  # ... in this many seconds; more get a "slow down" reply
+    download_seconds: float = 30.0  # a voice note not downloaded by then is given up on
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
+import aiohttp
 import discord
 from discord.ext import commands
 
@@ -21,6 +22,14 @@ WORKING = "\N{HEADPHONE}"  # shown on the player's note while it is queued or be
 FAILED = "\N{WARNING SIGN}"
 RESTARTING = "I'm restarting and couldn't finish answering that note. Please send it again in a minute."
 OOPS = "Sorry, something went wrong on my side and I couldn't answer that note. Please try again."
+NOT_A_NOTE = (
+    "I answer voice notes: hold the microphone button to record one (or attach an audio file), "
+    "and I'll reply out loud. Try /grievance for tickets."
+)
+ONE_AT_A_TIME = "I answer one voice note per message, so I've answered the first. Send the others one by one."
+# A player is told "slow down" or "send a voice note" at most once in this many seconds: replying
+# to every message of a flood would itself flood the channel and run into Discord's rate limits.
+HINT_SECONDS = 60.0
 
 
 class VoiceNotes(commands.Cog):
@@ -31,6 +40,7 @@ class VoiceNotes(commands.Cog):
         self.flood = commands.CooldownMapping.from_cooldown(
             settings.flood_notes, settings.flood_seconds, commands.BucketType.user
         )
+        self.hints = commands.CooldownMapping.from_cooldown(1, HINT_SECONDS, commands.BucketType.user)
         # One lock per user around the whole note (download, turn, replies): asyncio.Lock wakes
         # waiters first-come first-served, so a player's replies go out in the order they spoke.
         self._user_locks: dict[int, asyncio.Lock] = {}
@@ -38,15 +48,11 @@ class VoiceNotes(commands.Cog):
 
     # ---- which messages --------------------------------------------------------------
 
-    def voice_note(self, message: discord.Message) -> discord.Attachment | None:
-        for attachment in message.attachments:
-            if attachment.is_voice_message():
-                return attachment
-        if self.settings.any_audio_attachment:
-            for attachment in message.attachments:
-                if (attachment.content_type or "").startswith("audio/"):
-                    return attachment
-        return None
+    def voice_notes(self, message: discord.Message) -> list[discord.Attachment]:
+        notes = [a for a in message.attachments if a.is_voice_message()]
+        if not notes and self.settings.any_audio_attachment:
+            notes = [a for a in message.attachments if (a.content_type or "").startswith("audio/")]
+        return notes
 
     def addressed_here(self, message: discord.Message) -> bool:
         if message.guild is None:
@@ -67,19 +73,42 @@ class VoiceNotes(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or not self.bot.accepting:
             return
-        note = self.voice_note(message)
-        if note is None or not self.addressed_here(message):
+        notes = self.voice_notes(message)
+        if not notes:
+            # Chat in a channel the bot watches is not for it; a DM or a mention is.
+            chatty = message.type in (discord.MessageType.default, discord.MessageType.reply)
+            if chatty and (message.guild is None or self._mentioned(message)):
+                log.info("message %s from %s has no voice note", message.id, message.author.id)
+                self._hint(message, NOT_A_NOTE)
+            return
+        if not self.addressed_here(message):
             return
         retry_after = self.flood.update_rate_limit(message)
         if retry_after:
-            self.bot.track(
-                self._tell(
-                    message,
-                    f"You're sending notes faster than I can answer. Try again in {retry_after:.0f} seconds.",
-                )
+            log.info("flood: note %s from %s not answered", message.id, message.author.id)
+            self._hint(
+                message,
+                f"You're sending notes faster than I can answer. Try again in {retry_after:.0f} seconds.",
             )
             return
-        self.bot.track(self.answer(message, note))
+        if len(notes) > 1:
+            log.info(
+                "message %s from %s has %d notes; answering the first",
+                message.id,
+                message.author.id,
+                len(notes),
+            )
+            self.bot.track(self._tell(message, ONE_AT_A_TIME))
+        self.bot.track(self.answer(message, notes[0]))
+
+    def _mentioned(self, message: discord.Message) -> bool:
+        me = self.bot.user
+        return self.settings.answer_mentions and me is not None and me in message.mentions
+
+    def _hint(self, message: discord.Message, text: str) -> None:
+        """Tell the player, unless they were told something of the kind a moment ago."""
+        if not self.hints.update_rate_limit(message):
+            self.bot.track(self._tell(message, text))
 
     # ---- one note --------------------------------------------------------------------
 
@@ -121,6 +150,7 @@ class VoiceNotes(commands.Cog):
     async def _turn(self, message: discord.Message, note: discord.Attachment) -> bool:
         limits = self.bot.core.settings.audio
         if note.size > limits.max_bytes:
+            log.info("note %s from %s refused: %d bytes", message.id, message.author.id, note.size)
             await self._tell(
                 message,
                 f"That file is too big for me ({note.size / 1e6:.1f} MB). "
@@ -130,12 +160,17 @@ class VoiceNotes(commands.Cog):
         if note.duration is not None and note.duration > limits.max_seconds:
             seconds = limits.max_seconds
             limit = f"{seconds / 60:g} minutes" if seconds >= 120 else f"{seconds:g} seconds"
+            log.info("note %s from %s refused: %.0f s declared", message.id, message.author.id, note.duration)
             await self._tell(message, f"That voice note is too long for me. Please keep it under {limit}.")
             return False
         try:
-            data = await note.read()
-        except discord.HTTPException as exc:
-            log.warning("could not download attachment %s: %s", note.id, exc.status)
+            # discord.py's session sets no timeout of its own: a stalled download would hold this
+            # player's later notes for aiohttp's five minutes.
+            async with asyncio.timeout(self.settings.download_seconds):
+                data = await note.read()
+        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+            why = f"HTTP {exc.status}" if isinstance(exc, discord.HTTPException) else type(exc).__name__
+            log.warning("could not download attachment %s of note %s: %s", note.id, message.id, why)
             await self._tell(message, "I couldn't download that voice note. Could you send it again?")
             return False
 
@@ -151,6 +186,7 @@ class VoiceNotes(commands.Cog):
         try:
             reply = await app.agent.respond(context, data, voice=prefs.voice)
         except AudioError as exc:
+            log.info("note %s from %s refused: %s", message.id, author.id, exc)
             await self._tell(message, str(exc))
             return False
         how = await send_answer(self.bot, message, reply.text, reply.audio, prefs.reply_mode)

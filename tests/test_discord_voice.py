@@ -168,6 +168,50 @@ async def test_oversized_note_is_refused_before_download(harness: Harness):
     assert not fake.sent("cdn")
 
 
+async def test_a_stalled_download_is_given_up_and_the_players_next_note_answered(settings, fake: FakeDiscord):
+    async with running_bot(settings, fake, download_seconds=0.5) as h:
+        fake.cdn_stall_seconds = 30
+        stalled = await fake.send_note(nova, voice_note())
+        (reply,) = await answered(fake, stalled, count=1)
+        assert "couldn't download" in reply.content
+        fake.cdn_stall_seconds = 0
+        await answered(fake, await fake.send_note(nova, voice_note()))  # not held behind it
+        assert h.fake.violations == []
+
+
+async def test_a_dm_without_a_voice_note_is_told_how_to_send_one_once_a_minute(harness: Harness, caplog):
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    fake = harness.fake
+    dm = 940000000000000000 + nova.id % 10**9
+    text = await fake.send_message(nova, channel_id=dm, guild=False, content="how many points do i have?")
+    (hint,) = await answered(fake, text, count=1)
+    assert "I answer voice notes" in hint.content
+    url = f"{fake.url}/attachments/{dm}/1/rules.pdf"
+    pdf = {"id": "1", "filename": "rules.pdf", "size": 9, "url": url, "proxy_url": url}
+    pdf["content_type"] = "application/pdf"
+    again = await fake.send_message(nova, channel_id=dm, guild=False, attachments=[pdf])
+    chatter = await fake.send_message(blaze, channel_id=ALLOWED_CHANNEL, guild=True, content="gg everyone")
+    await answered(fake, await fake.send_note(nova, voice_note()))  # by then the two before were judged
+    assert fake.replies_to(again["id"]) == [] and fake.replies_to(chatter["id"]) == []
+    assert f"message {again['id']} from {nova.id} has no voice note" in caplog.text
+
+
+async def test_two_notes_in_one_message_get_the_first_answered_and_a_word_about_the_rest(harness: Harness):
+    fake = harness.fake
+    one = await fake.send_note(nova, voice_note())
+    note = one["attachments"][0]
+    two = await fake.send_message(
+        nova,
+        channel_id=int(one["channel_id"]),
+        guild=False,
+        attachments=[note, {**note, "id": "2"}],
+        flags=VOICE_FLAG,
+    )
+    replies = await answered(fake, two, count=3)
+    assert any("one voice note per message" in r.content for r in replies)
+    assert sum(r.is_voice_message for r in replies) == 1
+
+
 async def test_long_transcripts_are_split_at_discords_limit(harness: Harness):
     harness.engine.long_reply = True
     note = await harness.fake.send_note(nova, voice_note())
@@ -183,6 +227,10 @@ async def test_flooding_player_is_asked_to_slow_down(settings, fake: FakeDiscord
         (slow_down,) = await answered(h.fake, notes[2], count=1)
         assert "faster than I can answer" in slow_down.content
         await answered(h.fake, notes[1])
+        # A flood is told once, not once per note: that would flood the channel in turn.
+        more = [await h.fake.send_note(nova, voice_note()) for _ in range(5)]
+        await answered(h.fake, await h.fake.send_note(blaze, voice_note()))
+        assert all(h.fake.replies_to(n["id"]) == [] for n in more)
 
 
 async def test_without_message_content_intent_dms_still_work(settings, fake: FakeDiscord, caplog):

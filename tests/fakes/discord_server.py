@@ -160,6 +160,7 @@ class FakeDiscord:
         self.violations: list[str] = []  # requests the real Discord would have refused
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id → synced commands
         self.attachments: dict[int, bytes] = {}
+        self.cdn_stall_seconds = 0.0  # > 0: the CDN accepts a download, then sends nothing this long
         self.dispatched_at: dict[str, float] = {}  # message id → when MESSAGE_CREATE went out
         self.refuse_voice_in: set[int] = set()  # channels that answer 50173 to voice messages
         # Channels whose overwrites deny @everyone Send Voice Messages (set before the bot connects).
@@ -859,6 +860,8 @@ class FakeDiscord:
         )
         if data is None:
             return web.Response(status=404, text="Not Found")
+        if self.cdn_stall_seconds:
+            await asyncio.sleep(self.cdn_stall_seconds)
         return web.Response(body=data, content_type="application/octet-stream")
 
 
