@@ -165,3 +165,38 @@ async def test_a_grievance_database_from_before_the_outbox_columns_opens_with_ev
         assert (await store.register(NOVA, "other", "new one")).key == "GRV-2"
     finally:
         await store.aclose()
+
+
+async def test_a_grievance_the_database_refuses_is_kept_and_filed_later(tmp_path, caplog) -> None:
+    import sqlite3
+
+    from bot.tools.base import ToolError
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    await store._conn.execute("PRAGMA busy_timeout=100")  # not the production 5 s wait
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        assert (await store.register(NOVA, "wallet", "first")).key == "GRV-1"
+        locker.execute("BEGIN EXCLUSIVE")  # another process holds the database
+        with pytest.raises(ToolError, match="kept every word"):
+            await store.register(NOVA, "wallet", "charged twice for gems")
+        assert "charged twice for gems" in (tmp_path / "grievances.db.spool.jsonl").read_text()
+        locker.execute("ROLLBACK")
+        assert (await store.register(BLAZE, "other", "next one")).key == "GRV-3"  # the kept one first
+        assert [(g.key, g.description) for g in await store.status(NOVA)] == [
+            ("GRV-2", "charged twice for gems"),
+            ("GRV-1", "first"),
+        ]
+        locker.execute("BEGIN EXCLUSIVE")  # and across a restart
+        with pytest.raises(ToolError):
+            await store.register(QUILL, "other", "lag spikes every evening")
+        await store.aclose()
+        locker.execute("ROLLBACK")
+        store = await LocalGrievanceStore.open(db)
+        assert [g.description for g in await store.status(QUILL)] == ["lag spikes every evening"]
+        assert not list(tmp_path.glob("*.spool*"))
+    finally:
+        locker.close()
+        await store.aclose()

@@ -215,7 +215,10 @@ class Toolbox:
                     result = {"error": str(exc)}
                 except Exception:
                     log.exception("tool %s crashed for user %s", call.name, ctx.user_id)
-                    result = {"error": f"{call.name} is not working right now."}
+                    # Heard by the player as it stands (the offline engine reads it out): no tool name.
+                    result = {
+                        "error": "That part of me isn't working right now. Please try again in a few minutes."
+                    }
         elapsed = (time.perf_counter() - started) * 1000
         return ToolResult(call=call, result=result, ok=ok, elapsed_ms=elapsed)
 

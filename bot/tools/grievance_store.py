@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
+import logging
+import os
 import secrets
+import sqlite3
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +20,15 @@ from pathlib import Path
 import aiosqlite
 
 from bot.db import add_missing_columns, open_sqlite
-from bot.tools.base import Grievance
+from bot.tools.base import Grievance, ToolError
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "GRV"
+KEPT_FOR_LATER = (
+    "I couldn't file your complaint just now, but I've kept every word of it and it will be filed "
+    "as soon as I can. Ask me about your tickets in a little while to get its number."
+)
 MAX_LISTED = 10
 MAX_ERROR_CHARS = 500
 
@@ -65,16 +75,23 @@ class LocalGrievanceStore:
     """A GrievanceBackend on SQLite. `push_state` is 'local_only' when no remote tracker is in
     use, and 'pending' until a remote tracker has acknowledged the grievance."""
 
-    def __init__(self, conn: aiosqlite.Connection, initial_state: str = "local_only") -> None:
+    def __init__(
+        self, conn: aiosqlite.Connection, initial_state: str = "local_only", spool: Path | None = None
+    ) -> None:
         self._conn = conn
         self._initial_state = initial_state
         self._write_lock = asyncio.Lock()
+        # Grievances the database refused (locked past its busy timeout, disk full, damaged), one
+        # JSON line each, filed from here at the next start or the next grievance.
+        self._spool = spool
 
     @classmethod
     async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
         conn = await open_sqlite(path, SCHEMA)
         await add_missing_columns(conn, "grievances", {"next_try_at": "REAL"})
-        return cls(conn, initial_state)
+        store = cls(conn, initial_state, Path(f"{path}.spool.jsonl"))
+        await store.file_spooled()
+        return store
 
     async def register(
         self, user_id: str, category: str, description: str, push_state: str | None = None
@@ -82,17 +99,17 @@ class LocalGrievanceStore:
         """`push_state` overrides the store's initial state for this one row ('local_only' for a
         grievance no remote tracker can take)."""
         now = utc_now()
+        state = push_state or self._initial_state
+        await self.file_spooled()
         # The row and its key are committed together, before the player hears the key.
         async with self._write_lock:
-            cursor = await self._conn.execute(
-                "INSERT INTO grievances (user_id, category, description, created_at, updated_at,"
-                " push_state) VALUES (?, ?, ?, ?, ?, ?)",
-                (user_id, category, description, now, now, push_state or self._initial_state),
-            )
-            row_id = cursor.lastrowid
-            key = f"{KEY_PREFIX}-{row_id}"
-            await self._conn.execute("UPDATE grievances SET local_key = ? WHERE id = ?", (key, row_id))
-            await self._conn.commit()
+            try:
+                key = await self._insert(user_id, category, description, now, state)
+                await self._conn.commit()
+            except sqlite3.Error as exc:
+                await self._rollback()
+                self._keep_for_later(exc, user_id, category, description, now, state)
+                raise ToolError(KEPT_FOR_LATER) from None
         return Grievance(
             key=key,
             category=category,
@@ -102,6 +119,66 @@ class LocalGrievanceStore:
             updated_at=now,
             local_key=key,
         )
+
+    async def _insert(self, user_id: str, category: str, description: str, at: str, state: str) -> str:
+        cursor = await self._conn.execute(
+            "INSERT INTO grievances (user_id, category, description, created_at, updated_at,"
+            " push_state) VALUES (?, ?, ?, ?, ?, ?)",
+            (user_id, category, description, at, at, state),
+        )
+        key = f"{KEY_PREFIX}-{cursor.lastrowid}"
+        await self._conn.execute("UPDATE grievances SET local_key = ? WHERE id = ?", (key, cursor.lastrowid))
+        return key
+
+    async def _rollback(self) -> None:
+        # Half a transaction left open would be committed with the next grievance.
+        try:
+            await self._conn.rollback()
+        except sqlite3.Error:
+            pass
+
+    def _keep_for_later(self, exc: sqlite3.Error, *row: str) -> None:
+        """Append the grievance to the spool, on disk before the player is told it is kept."""
+        if self._spool is None:
+            raise exc
+        line = json.dumps(dict(zip(("user_id", "category", "description", "at", "state"), row, strict=True)))
+        try:
+            with self._spool.open("a", encoding="utf-8") as f:
+                f.write(line + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError:
+            log.exception("grievance of user %s could be neither filed nor kept: %s", row[0], line)
+            raise exc from None
+        log.error("grievance of user %s kept in %s to file later: %s", row[0], self._spool, exc)
+
+    async def file_spooled(self) -> int:
+        """File the grievances the database once refused; how many were filed."""
+        if self._spool is None:
+            return 0
+        taken = self._spool.with_name(self._spool.name + ".filing")
+        async with self._write_lock:
+            try:
+                if not taken.exists():
+                    os.replace(self._spool, taken)  # new refusals start a new spool meanwhile
+            except FileNotFoundError:
+                return 0
+            rows = [
+                json.loads(line) for line in taken.read_text(encoding="utf-8").splitlines() if line.strip()
+            ]
+            try:
+                for r in rows:
+                    key = await self._insert(
+                        r["user_id"], r["category"], r["description"], r["at"], r["state"]
+                    )
+                    log.info("kept grievance of user %s filed as %s", r["user_id"], key)
+                await self._conn.commit()
+            except sqlite3.Error as exc:
+                await self._rollback()
+                log.warning("kept grievances not filed yet (%d): %s", len(rows), exc)
+                return 0
+            taken.unlink()
+        return len(rows)
 
     async def status(self, user_id: str, key: str | None = None) -> list[Grievance]:
         # The user_id condition is in every query: a key that belongs to someone else finds nothing.
