@@ -154,11 +154,11 @@ def _record(q: Question, noisy: bool) -> bytes:
 
 
 # eSpeak NG's output depends on what it said before in the same process (its wave generator keeps
-# state between calls, even across espeak_Terminate/Initialize): the same question spoken twice in a
-# row differs by a few hundred samples, and a split recorded after another measured 70% / 42%
-# where recorded alone it measured 72% / 46%. So each split is recorded whole, in file order, by a
-# process of its own: it sounds the same whichever splits run beside it, and on any machine with
-# the same releases.
+# state between utterances, even across espeak_Terminate/Initialize): recorded after heldout13,
+# heldout14 measured 70% / 42%; recorded alone, 72% / 46%. So each split is recorded whole, in file
+# order, by a process of its own. A little variation from one process to the next remains (the
+# waveform, not the timing, of some utterances); three fresh recordings of heldout14 measured the
+# same, 72% / 46% each.
 def split_recordings(questions: list[Question], cache: Path) -> dict[tuple[int, bool], Path]:
     """Each question's clean and noisy recording, making any split that is missing or stale."""
     by_split: dict[str, list[Question]] = defaultdict(list)

@@ -383,6 +383,15 @@ _TENS = {
 OPENING_FILLERS = frozenset(
     {"um", "uh", "so", "okay", "ok", "well", "hi", "hey", "hello", "yo", "sup", "greetings"}
 )
+# Words that carry no request on their own: what the recogniser makes of a hum, a cough or noise
+# ("a the a a a"). A transcript of nothing else, matching no cue ("who are you" does), is never
+# acted on without a conversation to lean on, however its words happen to tilt the word model.
+FUNCTION_WORDS = frozenset(
+    "a an the and or but of to in on at for from with by it its is was be been are am i me my "
+    "you your we our he she they them this that there here these those so as if then do does did "
+    "about just like not um uh er ah oh eh hm hmm mm okay ok well yeah what how who why when where "
+    "which".split()
+)
 FOLLOW_UP = ("and", "what about", "how about", "also", "what else", "and what about")
 PRONOUN_TICKET = re.compile(r"\b(it|that|that one|that ticket|this ticket|the ticket)\b")
 
@@ -505,8 +514,10 @@ def route(text: str, history: list[PastTurn] | None = None) -> Intent:
     joined = " ".join(words)
     if not words:
         return Intent(UNSURE)
-    scores = score(joined, CUES)
     last_tool, last_result = _last_tool(history)
+    scores = score(joined, CUES)
+    if not last_tool and all(w in FUNCTION_WORDS for w in words) and max(scores.values()) <= 0:
+        return Intent(UNSURE)
 
     # Follow-ups lean on the previous turn: "and my achievements?" after stats, "what's the
     # status of it?" right after filing a ticket.
