@@ -11,6 +11,7 @@ from discord.ext import commands
 
 from bot.tools import CATEGORIES
 from bot.tools.base import ToolCall
+from bot.tools.grievance_store import KEPT_FOR_LATER
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller
 
@@ -81,6 +82,8 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 interaction, "register_grievance", {"category": category.value, "description": description}
             )
             if "error" in result:
+                if result["error"] == KEPT_FOR_LATER:  # not filed, but not lost either
+                    return KEPT_FOR_LATER
                 return f"Sorry, I couldn't file that: {result['error']}"
             return (
                 f"Filed ticket `{result['ticket_key']}` ({category.name}); status **{result['status']}**. "

@@ -26,7 +26,9 @@ NOT_A_NOTE = (
     "I answer voice notes: hold the microphone button to record one (or attach an audio file), "
     "and I'll reply out loud. Try /grievance for tickets."
 )
-ONE_AT_A_TIME = "I answer one voice note per message, so I've answered the first. Send the others one by one."
+ONE_AT_A_TIME = (
+    "I answer one voice note per message, so I'll answer the first. Please send the others one by one."
+)
 # A player is told "slow down" or "send a voice note" at most once in this many seconds: replying
 # to every message of a flood would itself flood the channel and run into Discord's rate limits.
 HINT_SECONDS = 60.0
@@ -40,7 +42,11 @@ class VoiceNotes(commands.Cog):
         self.flood = commands.CooldownMapping.from_cooldown(
             settings.flood_notes, settings.flood_seconds, commands.BucketType.user
         )
-        self.hints = commands.CooldownMapping.from_cooldown(1, HINT_SECONDS, commands.BucketType.user)
+        # Each kind of hint has its own: a player told how to send a note still hears "slow down".
+        self.hints = {
+            kind: commands.CooldownMapping.from_cooldown(1, HINT_SECONDS, commands.BucketType.user)
+            for kind in (NOT_A_NOTE, "flood")
+        }
         # One lock per user around the whole note (download, turn, replies): asyncio.Lock wakes
         # waiters first-come first-served, so a player's replies go out in the order they spoke.
         self._user_locks: dict[int, asyncio.Lock] = {}
@@ -79,7 +85,7 @@ class VoiceNotes(commands.Cog):
             chatty = message.type in (discord.MessageType.default, discord.MessageType.reply)
             if chatty and (message.guild is None or self._mentioned(message)):
                 log.info("message %s from %s has no voice note", message.id, message.author.id)
-                self._hint(message, NOT_A_NOTE)
+                self._hint(message, NOT_A_NOTE, NOT_A_NOTE)
             return
         if not self.addressed_here(message):
             return
@@ -89,6 +95,7 @@ class VoiceNotes(commands.Cog):
             self._hint(
                 message,
                 f"You're sending notes faster than I can answer. Try again in {retry_after:.0f} seconds.",
+                "flood",
             )
             return
         if len(notes) > 1:
@@ -105,9 +112,9 @@ class VoiceNotes(commands.Cog):
         me = self.bot.user
         return self.settings.answer_mentions and me is not None and me in message.mentions
 
-    def _hint(self, message: discord.Message, text: str) -> None:
+    def _hint(self, message: discord.Message, text: str, kind: str) -> None:
         """Tell the player, unless they were told something of the kind a moment ago."""
-        if not self.hints.update_rate_limit(message):
+        if not self.hints[kind].update_rate_limit(message):
             self.bot.track(self._tell(message, text))
 
     # ---- one note --------------------------------------------------------------------

@@ -196,7 +196,67 @@ async def test_a_grievance_the_database_refuses_is_kept_and_filed_later(tmp_path
         locker.execute("ROLLBACK")
         store = await LocalGrievanceStore.open(db)
         assert [g.description for g in await store.status(QUILL)] == ["lag spikes every evening"]
-        assert not list(tmp_path.glob("*.spool*"))
+        assert (tmp_path / "grievances.db.spool.jsonl").read_text() == ""  # filed, emptied
     finally:
         locker.close()
         await store.aclose()
+
+
+async def test_the_grievance_spool_files_each_line_once_and_sets_aside_a_torn_one(tmp_path) -> None:
+    import json
+
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db, spool = tmp_path / "grievances.db", tmp_path / "grievances.db.spool.jsonl"
+    kept = {
+        "id": "a1",
+        "user_id": NOVA,
+        "category": "wallet",
+        "description": "kept",
+        "at": "x",
+        "state": "local_only",
+    }
+    # As if a crash came between filing the spool and emptying it: the line is there again.
+    for _ in range(2):
+        spool.write_text(json.dumps(kept) + "\n" + '{"id": "b2", "user_id": "1", "categ\n')
+        store = await LocalGrievanceStore.open(db)
+        assert [g.description for g in await store.status(NOVA)] == ["kept"]
+        await store.aclose()
+    assert spool.read_text() == ""
+    assert (tmp_path / "grievances.db.spool.jsonl.rejected").read_text().count('"b2"') == 2
+
+
+async def test_a_grievance_kept_while_another_process_files_the_spool_waits_for_it(tmp_path) -> None:
+    import fcntl
+    import os
+    import threading
+
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    spool = GrievanceSpool(tmp_path / "g.spool.jsonl")
+    spool.keep(user_id=NOVA, category="other", description="first", at="x", state="local_only")
+    taken = spool.take()  # this process is "filing": it holds the lock
+    assert taken is not None and [r["description"] for r in taken[1]] == ["first"]
+    assert spool.take() is None  # a second filer stands aside
+    other = threading.Thread(
+        target=spool.keep,
+        kwargs={
+            "user_id": BLAZE,
+            "category": "other",
+            "description": "second",
+            "at": "x",
+            "state": "local_only",
+        },
+    )
+    other.start()
+    await asyncio.sleep(0.2)
+    assert other.is_alive()  # waiting, not appending to what is about to be emptied
+    spool.finish(taken[0])
+    other.join(5)
+    assert not other.is_alive()
+    taken = spool.take()
+    assert taken is not None and [r["description"] for r in taken[1]] == ["second"]
+    spool.release(taken[0])
+    fd = os.open(spool.path, os.O_RDONLY)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: free to lock
+    os.close(fd)

@@ -279,6 +279,8 @@ CUES: dict[str, dict[str, float]] = {
         "what can you help": 4.0,
         "how can you help": 4.0,
         "who are you": 4.0,
+        "what are you": 4.0,
+        "what you are": 3.0,
         "help me with": 2.0,
         "what do you do": 4.0,
         "what can you": 3.0,

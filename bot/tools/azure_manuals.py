@@ -41,7 +41,7 @@ from azure.search.documents.indexes.models import (
     TextWeights,
 )
 
-from bot.config import SearchSettings
+from bot.config import SearchSettings, shown_url
 from bot.tools.base import Passage, ToolError
 
 # One vocabulary for both backends: the same words are searched for on either.
@@ -134,7 +134,7 @@ def _problem(exc: BaseException) -> str | None:
 
 def describe(exc: BaseException, settings: SearchSettings) -> str:
     """The exact reason a call failed, in one line an operator can act on (never the key)."""
-    endpoint, status, problem = settings.endpoint, _status(exc), _problem(exc)
+    endpoint, status, problem = shown_url(settings.endpoint), _status(exc), _problem(exc)
     if problem == "credentials":
         return f"AZURE_SEARCH_API_KEY was refused ({status}) by {endpoint}: check the key"
     if problem == "configuration":

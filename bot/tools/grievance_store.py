@@ -10,7 +10,6 @@ import asyncio
 import datetime as dt
 import json
 import logging
-import os
 import secrets
 import sqlite3
 import time
@@ -21,6 +20,7 @@ import aiosqlite
 
 from bot.db import add_missing_columns, open_sqlite
 from bot.tools.base import Grievance, ToolError
+from bot.tools.grievance_spool import GrievanceSpool
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +46,15 @@ CREATE TABLE IF NOT EXISTS grievances (
     push_state TEXT NOT NULL DEFAULT 'local_only',  -- local_only | pending | pushed
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
-    next_try_at REAL  -- unix time: a pusher's claim on the row, or when to try it again
+    next_try_at REAL,  -- unix time: a pusher's claim on the row, or when to try it again
+    spool_id TEXT  -- set when filed from the spool (grievance_spool.py): filed once, whatever happens
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS grievances_by_user ON grievances (user_id, id);
 CREATE INDEX IF NOT EXISTS grievances_pending ON grievances (push_state);
 """
+# After the columns an older database lacks have been added.
+INDEXES = "CREATE UNIQUE INDEX IF NOT EXISTS grievances_by_spool_id ON grievances (spool_id);"
 
 
 @dataclass(frozen=True)
@@ -76,20 +79,24 @@ class LocalGrievanceStore:
     use, and 'pending' until a remote tracker has acknowledged the grievance."""
 
     def __init__(
-        self, conn: aiosqlite.Connection, initial_state: str = "local_only", spool: Path | None = None
+        self,
+        conn: aiosqlite.Connection,
+        initial_state: str = "local_only",
+        spool: GrievanceSpool | None = None,
     ) -> None:
         self._conn = conn
         self._initial_state = initial_state
         self._write_lock = asyncio.Lock()
-        # Grievances the database refused (locked past its busy timeout, disk full, damaged), one
-        # JSON line each, filed from here at the next start or the next grievance.
+        # Grievances the database refused (locked past its busy timeout, disk full, damaged),
+        # filed from there at the next start or the next grievance.
         self._spool = spool
 
     @classmethod
     async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
         conn = await open_sqlite(path, SCHEMA)
-        await add_missing_columns(conn, "grievances", {"next_try_at": "REAL"})
-        store = cls(conn, initial_state, Path(f"{path}.spool.jsonl"))
+        await add_missing_columns(conn, "grievances", {"next_try_at": "REAL", "spool_id": "TEXT"})
+        await conn.executescript(INDEXES)
+        store = cls(conn, initial_state, GrievanceSpool(Path(f"{path}.spool.jsonl")))
         await store.file_spooled()
         return store
 
@@ -108,7 +115,7 @@ class LocalGrievanceStore:
                 await self._conn.commit()
             except sqlite3.Error as exc:
                 await self._rollback()
-                self._keep_for_later(exc, user_id, category, description, now, state)
+                await self._keep_for_later(exc, user_id, category, description, now, state)
                 raise ToolError(KEPT_FOR_LATER) from None
         return Grievance(
             key=key,
@@ -120,12 +127,17 @@ class LocalGrievanceStore:
             local_key=key,
         )
 
-    async def _insert(self, user_id: str, category: str, description: str, at: str, state: str) -> str:
+    async def _insert(
+        self, user_id: str, category: str, description: str, at: str, state: str, spool_id: str | None = None
+    ) -> str | None:
+        """The new row's key; None when a grievance from the spool was filed before."""
         cursor = await self._conn.execute(
-            "INSERT INTO grievances (user_id, category, description, created_at, updated_at,"
-            " push_state) VALUES (?, ?, ?, ?, ?, ?)",
-            (user_id, category, description, at, at, state),
+            "INSERT OR IGNORE INTO grievances (user_id, category, description, created_at, updated_at,"
+            " push_state, spool_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (user_id, category, description, at, at, state, spool_id),
         )
+        if not cursor.rowcount:
+            return None
         key = f"{KEY_PREFIX}-{cursor.lastrowid}"
         await self._conn.execute("UPDATE grievances SET local_key = ? WHERE id = ?", (key, cursor.lastrowid))
         return key
@@ -137,48 +149,54 @@ class LocalGrievanceStore:
         except sqlite3.Error:
             pass
 
-    def _keep_for_later(self, exc: sqlite3.Error, *row: str) -> None:
-        """Append the grievance to the spool, on disk before the player is told it is kept."""
+    async def _keep_for_later(
+        self, exc: sqlite3.Error, user_id: str, category: str, description: str, at: str, state: str
+    ) -> None:
+        """Keep the grievance in the spool, on disk before the player is told it is kept."""
         if self._spool is None:
             raise exc
-        line = json.dumps(dict(zip(("user_id", "category", "description", "at", "state"), row, strict=True)))
+        row = {"user_id": user_id, "category": category, "description": description, "at": at, "state": state}
         try:
-            with self._spool.open("a", encoding="utf-8") as f:
-                f.write(line + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            await asyncio.to_thread(self._spool.keep, **row)
         except OSError:
-            log.exception("grievance of user %s could be neither filed nor kept: %s", row[0], line)
+            # The player hears it was not filed; the words survive in this line for an operator.
+            log.exception("grievance could be neither filed nor kept: %s", json.dumps(row))
             raise exc from None
-        log.error("grievance of user %s kept in %s to file later: %s", row[0], self._spool, exc)
+        log.error("grievance of user %s kept in %s to file later: %s", user_id, self._spool.path, exc)
 
     async def file_spooled(self) -> int:
-        """File the grievances the database once refused; how many were filed."""
-        if self._spool is None:
+        """File the grievances the database once refused; how many were filed. Never raises:
+        what cannot be filed now stays in the spool for the next try."""
+        spool = self._spool
+        if spool is None or not spool.waiting():
             return 0
-        taken = self._spool.with_name(self._spool.name + ".filing")
         async with self._write_lock:
             try:
-                if not taken.exists():
-                    os.replace(self._spool, taken)  # new refusals start a new spool meanwhile
-            except FileNotFoundError:
+                taken = await asyncio.to_thread(spool.take)
+            except OSError as exc:
+                log.warning("could not read %s: %s", spool.path, exc)
                 return 0
-            rows = [
-                json.loads(line) for line in taken.read_text(encoding="utf-8").splitlines() if line.strip()
-            ]
+            if taken is None:  # empty, or another process is filing it
+                return 0
+            fd, rows = taken
+            filed = []
             try:
                 for r in rows:
                     key = await self._insert(
-                        r["user_id"], r["category"], r["description"], r["at"], r["state"]
+                        r["user_id"], r["category"], r["description"], r["at"], r["state"], r["id"]
                     )
-                    log.info("kept grievance of user %s filed as %s", r["user_id"], key)
+                    if key is not None:
+                        filed.append((r["user_id"], key))
                 await self._conn.commit()
             except sqlite3.Error as exc:
                 await self._rollback()
+                spool.release(fd)
                 log.warning("kept grievances not filed yet (%d): %s", len(rows), exc)
                 return 0
-            taken.unlink()
-        return len(rows)
+            spool.finish(fd)
+        for user_id, key in filed:
+            log.info("kept grievance of user %s filed as %s", user_id, key)
+        return len(filed)
 
     async def status(self, user_id: str, key: str | None = None) -> list[Grievance]:
         # The user_id condition is in every query: a key that belongs to someone else finds nothing.

@@ -18,6 +18,7 @@ from bot.tools.azure_manuals import (
     UNAVAILABLE,
     AzureSearchManuals,
     SearchServiceError,
+    describe,
     document_key,
     index_manuals,
 )
@@ -390,3 +391,8 @@ async def test_plain_http_is_refused_beyond_this_machine() -> None:
         await AzureSearchManuals.open(settings, "key")
     with pytest.raises(SearchServiceError, match="AZURE_SEARCH_API_KEY is empty"):
         await AzureSearchManuals.open(SearchSettings(endpoint="https://x.search.windows.net"), "")
+
+
+def test_an_endpoint_is_described_without_credentials_in_it() -> None:
+    endpoint = SearchSettings(endpoint="https://admin:s3cret@x.search.windows.net")
+    assert describe(TimeoutError(), endpoint) == "no answer from https://x.search.windows.net within 20 s"

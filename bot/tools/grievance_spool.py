@@ -1,0 +1,96 @@
+"""Grievances the local database refused, kept on disk until it takes them.
+
+One JSON line per grievance, each with an id of its own that the database keeps in a unique
+column: filing is idempotent, so a crash between filing and emptying the spool, or two processes
+filing at once (the bot and a one-shot `python -m bot ask` share var/), never files one twice.
+An exclusive flock on the file orders appending and filing across processes, so a line appended
+while another process files the spool waits for it and is not emptied away unread.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("user_id", "category", "description", "at", "state")
+
+
+class GrievanceSpool:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rejected = path.with_name(path.name + ".rejected")
+
+    def keep(self, **row: str) -> None:
+        """Append one grievance, on disk (fsynced) before returning. Blocking: run in a thread."""
+        line = json.dumps({"id": uuid.uuid4().hex, **{f: row[f] for f in FIELDS}}) + "\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another process files the spool
+            os.write(fd, line.encode())
+            os.fsync(fd)
+        finally:
+            os.close(fd)  # and with it the lock
+
+    def waiting(self) -> bool:
+        try:
+            return self.path.stat().st_size > 0
+        except FileNotFoundError:
+            return False
+
+    def take(self) -> tuple[int, list[dict[str, Any]]] | None:
+        """Lock the spool and read its grievances: (the locked descriptor, rows), or None when it
+        is empty or another process is filing it. Blocking: run in a thread."""
+        try:
+            fd = os.open(self.path, os.O_RDWR)
+        except FileNotFoundError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        with open(fd, encoding="utf-8", closefd=False) as f:
+            lines = f.read().splitlines()
+        rows = []
+        for line in lines:
+            row = _parse(line)
+            if row is not None:
+                rows.append(row)
+            elif line.strip():
+                # A line cut short by a crash or a full disk: set aside, never a reason to stop.
+                log.error("unreadable line in %s moved to %s: %r", self.path, self.rejected, line)
+                with self.rejected.open("a", encoding="utf-8") as out:
+                    out.write(line + "\n")
+        if not rows:
+            self.finish(fd)
+            return None
+        return fd, rows
+
+    def finish(self, fd: int) -> None:
+        """Empty the spool taken with `take`, its grievances filed, and let it go."""
+        try:
+            os.ftruncate(fd, 0)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def release(self, fd: int) -> None:
+        """Let the spool go unfiled, to be tried again."""
+        os.close(fd)
+
+
+def _parse(line: str) -> dict[str, Any] | None:
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    if not isinstance(row, dict) or not all(isinstance(row.get(f), str) for f in ("id", *FIELDS)):
+        return None
+    return row
