@@ -288,8 +288,8 @@ def _wer(rows: list[Outcome]) -> float:
 
 
 def environment() -> str:
-    """The releases that synthesise, encode and hear the recordings. They are made afresh in each
-    environment, and the same code has measured a few points apart under different releases."""
+    """The releases that synthesise, encode and hear the recordings: a split is recorded again
+    when they change, and a report names them."""
     import av
 
     codec = ".".join(map(str, av.library_versions["libavcodec"]))

@@ -45,7 +45,7 @@ class VoiceNotes(commands.Cog):
         # Each kind of hint has its own: a player told how to send a note still hears "slow down".
         self.hints = {
             kind: commands.CooldownMapping.from_cooldown(1, HINT_SECONDS, commands.BucketType.user)
-            for kind in (NOT_A_NOTE, "flood")
+            for kind in ("not a note", "flood")
         }
         # One lock per user around the whole note (download, turn, replies): asyncio.Lock wakes
         # waiters first-come first-served, so a player's replies go out in the order they spoke.
@@ -67,10 +67,10 @@ class VoiceNotes(commands.Cog):
         parent = getattr(channel, "parent_id", None)
         if channel.id in self.settings.channels or (parent is not None and parent in self.settings.channels):
             return True
+        if self._mentioned(message):
+            return True
         if not self.settings.answer_mentions or self.bot.user is None:
             return False
-        if self.bot.user in message.mentions:
-            return True
         ref = message.reference
         resolved = ref.resolved if ref else None
         return isinstance(resolved, discord.Message) and resolved.author.id == self.bot.user.id
@@ -85,7 +85,7 @@ class VoiceNotes(commands.Cog):
             chatty = message.type in (discord.MessageType.default, discord.MessageType.reply)
             if chatty and (message.guild is None or self._mentioned(message)):
                 log.info("message %s from %s has no voice note", message.id, message.author.id)
-                self._hint(message, NOT_A_NOTE, NOT_A_NOTE)
+                self._hint(message, NOT_A_NOTE, "not a note")
             return
         if not self.addressed_here(message):
             return

@@ -132,8 +132,8 @@ class LocalGrievanceStore:
     ) -> str | None:
         """The new row's key; None when a grievance from the spool was filed before."""
         cursor = await self._conn.execute(
-            "INSERT OR IGNORE INTO grievances (user_id, category, description, created_at, updated_at,"
-            " push_state, spool_id) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO grievances (user_id, category, description, created_at, updated_at,"
+            " push_state, spool_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (spool_id) DO NOTHING",
             (user_id, category, description, at, at, state, spool_id),
         )
         if not cursor.rowcount:
