@@ -26,6 +26,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from bot import paths
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.e2e import LagMonitor, pct
@@ -38,7 +40,7 @@ from bot.speech.recognizer import Recognizer
 from bot.tools.base import ToolContext
 
 REPO = Path(__file__).resolve().parent.parent
-NOTES = [p.read_bytes() for p in sorted((REPO / "data" / "samples").glob("*.ogg"))]
+NOTES = [p.read_bytes() for p in sorted(paths.SAMPLES.glob("*.ogg"))]
 
 
 async def one_player(app: App, user_id: str, count: int, out: list[float]) -> None:

@@ -11,6 +11,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from bot import paths
 from bot.app import NotInitialised
 from bot.audio import AudioError
 from bot.config import ConfigError, Settings, load_settings
@@ -18,7 +19,7 @@ from bot.evaluation import DEFAULT_SPLITS, SPLITS, run_eval
 
 log = logging.getLogger("bot")
 
-DEMO_USER = "111111111111111111"  # Nova, a linked demo player (data/sql/sqlite/seed.sql)
+DEMO_USER = "111111111111111111"  # Nova, a linked demo player (bot/data/sql/sqlite/seed.sql)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -131,8 +132,9 @@ def cmd_index_manuals(args: argparse.Namespace) -> int:
     if not settings.secrets.azure_search_api_key:
         raise ConfigError("AZURE_SEARCH_API_KEY is not set: set an admin key in the environment or .env")
     key = settings.secrets.azure_search_api_key
+    manuals = Path(args.manuals) if args.manuals else settings.manuals_dir
     try:
-        print(asyncio.run(index_manuals(settings.search, key, Path(args.manuals))))
+        print(asyncio.run(index_manuals(settings.search, key, manuals)))
     except SearchServiceError as exc:
         print(f"index-manuals: {exc}", file=sys.stderr)
         return 1
@@ -169,17 +171,17 @@ COMMANDS: dict[
     ),
     "demo": (
         cmd_demo,
-        "answer every sample voice note in data/samples and print a table",
+        "answer every sample voice note voxdesk ships and print a table",
         lambda p: (
             p.add_argument(
-                "--samples", default=str(Path(__file__).resolve().parent.parent / "data" / "samples")
+                "--samples", default=str(paths.SAMPLES), help="folder of voice notes (default: the samples)"
             ),
             p.add_argument("--user", default=DEMO_USER),
         ),
     ),
     "eval": (
         cmd_eval,
-        "measure the offline engine on the spoken evaluation set (data/eval)",
+        "measure the offline engine on the spoken evaluation set",
         lambda p: (
             p.add_argument(
                 "--split",
@@ -193,9 +195,9 @@ COMMANDS: dict[
     "check": (cmd_check, "try each configured service once and say why one is not reachable", lambda p: None),
     "index-manuals": (
         cmd_index_manuals,
-        "create the Azure AI Search index if missing and upload data/manuals (re-runs update)",
+        "create the Azure AI Search index if missing and upload the manuals (re-runs update)",
         lambda p: p.add_argument(
-            "--manuals", default=str(Path(__file__).resolve().parent.parent / "data" / "manuals")
+            "--manuals", default=None, help="folder of *.md manuals (default: storage.manuals_dir)"
         ),
     ),
     "run": (cmd_run, "start the Discord bot (needs DISCORD_TOKEN)", lambda p: None),

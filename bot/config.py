@@ -15,6 +15,8 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bot import paths
+
 ENV_PREFIX = "VOXDESK_"
 DEFAULT_CONFIG = Path("config.toml")
 
@@ -34,6 +36,7 @@ class ConfigError(Exception):
 @dataclass(frozen=True)
 class StorageSettings:
     dir: str = "var"  # SQLite files, built speech models, reply audio written by the CLI
+    manuals_dir: str = ""  # the game manuals (*.md) to index; empty: the ones voxdesk ships
 
 
 @dataclass(frozen=True)
@@ -50,7 +53,7 @@ class AgentSettings:
     fallback: str = "offline"  # when the engine fails: offline | apology
     max_tool_rounds: int = 3
     max_concurrent_turns: int = 8
-    system_prompt_file: str = "prompts/system.md"
+    system_prompt_file: str = ""  # empty: the prompt voxdesk ships
 
 
 @dataclass(frozen=True)
@@ -192,6 +195,14 @@ class Settings:
     @property
     def storage_dir(self) -> Path:
         return Path(self.storage.dir)
+
+    @property
+    def manuals_dir(self) -> Path:
+        return Path(self.storage.manuals_dir) if self.storage.manuals_dir else paths.MANUALS
+
+    @property
+    def system_prompt_path(self) -> Path:
+        return Path(self.agent.system_prompt_file) if self.agent.system_prompt_file else paths.SYSTEM_PROMPT
 
     def replace(self, **sections: typing.Any) -> Settings:
         """A copy with some settings changed: `settings.replace(agent={"engine": "openai"})`."""

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bot import audio
+from bot import audio, paths
 from bot.config import Settings
 from bot.engines import offline_router as router
 from bot.engines.base import Transcript
@@ -33,7 +33,7 @@ from bot.engines.offline_hearing import hear
 from bot.speech.domain_corpus import normalise
 from bot.speech.recognizer import Recognizer
 
-QUESTIONS = Path(__file__).resolve().parent.parent / "data" / "eval" / "questions.tsv"
+QUESTIONS = paths.EVAL_QUESTIONS
 VOICES = {
     "tune": ["en-us+f2", "en-us+m2", "en-us+klatt3", "en-us+f5"],
     "dev": ["en-us+f3", "en-us+m6", "en+f3", "en-us+f2"],

@@ -1,4 +1,5 @@
-"""`python -m bot init`: create and seed the embedded databases from the files in data/."""
+"""`python -m bot init`: create and seed the embedded databases from the data voxdesk ships
+(`bot/data/`) and the manuals folder the settings name."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 import sqlite3
 from pathlib import Path
 
+from bot import paths
 from bot.app import storage_paths
 from bot.config import Settings
 from bot.tools.embedded import FtsManuals
@@ -14,8 +16,6 @@ from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.manual_chunks import chunk_manuals
 
 log = logging.getLogger(__name__)
-
-DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
 def load_sql_script(db: Path, *scripts: Path) -> None:
@@ -26,33 +26,33 @@ def load_sql_script(db: Path, *scripts: Path) -> None:
             conn.executescript(script.read_text(encoding="utf-8"))
 
 
-async def initialise(settings: Settings, data_dir: Path = DATA_DIR, speech: bool = True) -> list[str]:
+async def initialise(settings: Settings, speech: bool = True) -> list[str]:
     """Idempotent: re-running refreshes demo data and indexes, never deletes a filed grievance."""
-    paths = storage_paths(settings)
-    paths.root.mkdir(parents=True, exist_ok=True)
+    storage = storage_paths(settings)
+    storage.root.mkdir(parents=True, exist_ok=True)
     done = []
 
-    sql = data_dir / "sql" / "sqlite"
-    load_sql_script(paths.players, sql / "schema.sql", sql / "seed.sql")
-    with sqlite3.connect(paths.players) as conn:
+    sql = paths.SQL / "sqlite"
+    load_sql_script(storage.players, sql / "schema.sql", sql / "seed.sql")
+    with sqlite3.connect(storage.players) as conn:
         players = conn.execute("SELECT COUNT(*) FROM players").fetchone()[0]
-    done.append(f"players: {players} demo players in {paths.players}")
+    done.append(f"players: {players} demo players in {storage.players}")
 
-    chunks = chunk_manuals(data_dir / "manuals")
-    manuals = await FtsManuals.open(paths.manuals)
+    chunks = chunk_manuals(settings.manuals_dir)
+    manuals = await FtsManuals.open(storage.manuals)
     try:
         await manuals.rebuild(chunks)
     finally:
         await manuals.aclose()
-    done.append(f"manuals: {len(chunks)} passages from {data_dir / 'manuals'} in {paths.manuals}")
+    done.append(f"manuals: {len(chunks)} passages from {settings.manuals_dir} in {storage.manuals}")
 
-    store = await LocalGrievanceStore.open(paths.grievances)
+    store = await LocalGrievanceStore.open(storage.grievances)
     try:
-        seeded = json.loads((data_dir / "grievances.json").read_text(encoding="utf-8"))
+        seeded = json.loads(paths.GRIEVANCES.read_text(encoding="utf-8"))
         await store.seed(seeded)
     finally:
         await store.aclose()
-    done.append(f"grievances: {len(seeded)} demo grievances in {paths.grievances}")
+    done.append(f"grievances: {len(seeded)} demo grievances in {storage.grievances}")
 
     if speech:
         from bot.engines.offline import build_speech_models

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bot import paths
+
 from .conftest import REPO
 
 
@@ -63,11 +65,11 @@ def test_init_is_idempotent_and_never_drops_a_filed_grievance(settings) -> None:
         rows = dict(conn.execute("SELECT local_key, status FROM grievances").fetchall())
     assert rows["GRV-99"] == "open"
     assert rows["GRV-11"] == "resolved"  # a re-run does not reset what happened to a ticket
-    assert json.loads((REPO / "data" / "grievances.json").read_text())[0]["key"] == "GRV-10"
+    assert json.loads(paths.GRIEVANCES.read_text())[0]["key"] == "GRV-10"
 
 
 def test_ask_json_runs_one_full_turn(settings) -> None:
-    note = REPO / "data" / "samples" / "2-how-many-points.ogg"
+    note = paths.SAMPLES / "2-how-many-points.ogg"
     done = voxdesk(
         "ask", str(note), "--json", "--out", str(settings.storage_dir / "out"), storage=settings.storage_dir
     )

@@ -4,6 +4,7 @@ from collections import Counter
 
 import pytest
 
+from bot import paths
 from bot.app import running_app
 from bot.audio import decode, reply_from_pcm
 from bot.config import AudioSettings
@@ -13,9 +14,9 @@ from bot.engines.offline import speak_pcm, spoken
 from bot.speech.synth import english_voices
 from bot.tools.base import ToolContext
 
-from .conftest import NOVA, REPO
+from .conftest import NOVA
 
-SAMPLES = REPO / "data" / "samples"
+SAMPLES = paths.SAMPLES
 
 
 @pytest.mark.parametrize(
@@ -378,7 +379,7 @@ def test_the_confusion_model_learns_what_the_recogniser_makes_of_each_question()
 
 def test_the_router_takes_the_confusion_models_guess_only_when_its_cues_are_unsure(monkeypatch) -> None:
     monkeypatch.setattr(router, "WORD_MODEL_WEIGHT", 0.0)  # the cues alone, then the guess
-    # The shipped model (data/speech/confusions.json) knows this garbled stats question...
+    # The shipped model (bot/data/speech/confusions.json) knows this garbled stats question...
     assert router.route("what's my game how").name == router.STATS
     router.use_confusions(False)
     try:
@@ -390,7 +391,7 @@ def test_the_router_takes_the_confusion_models_guess_only_when_its_cues_are_unsu
     assert router.route("so").name == router.UNSURE
 
 
-# Wordings none of the cues anticipate, and none of them in data/speech/phrasings/.
+# Wordings none of the cues anticipate, and none of them in bot/data/speech/phrasings/.
 UNCUED = [
     ("did the devs ever get back to me", router.STATUS),
     ("has anybody looked into the thing i sent you", router.STATUS),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import paths
 from bot.app import running_app
 from bot.engines.base import PastTurn
 from bot.tools.base import ToolContext
@@ -281,7 +282,7 @@ async def test_cli_ask_json_runs_a_full_turn_on_any_compatible_server(storage, f
         "OPENAI_BASE_URL": fake.base_url,  # the SDK's own variable, not ours
         "OPENAI_API_KEY": API_KEY,
     }
-    note = REPO / "data" / "samples" / "2-how-many-points.ogg"
+    note = paths.SAMPLES / "2-how-many-points.ogg"
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

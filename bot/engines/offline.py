@@ -27,8 +27,6 @@ from bot.tools.base import ToolCall
 
 log = logging.getLogger(__name__)
 
-DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
-
 GREETING = "Hi! Ask me about your points, the game guides, or your support tickets."
 THANKS = "You're welcome. Good luck in your next match!"
 CAPABILITIES = (
@@ -238,9 +236,9 @@ def speech_dir(settings: Settings) -> Path:
     return settings.storage_dir / "speech"
 
 
-async def build_speech_models(settings: Settings, data_dir: Path = DATA_DIR) -> str:
+async def build_speech_models(settings: Settings) -> str:
     started = time.perf_counter()
-    sentences, words = await asyncio.to_thread(build_domain_model, data_dir / "manuals", speech_dir(settings))
+    sentences, words = await asyncio.to_thread(build_domain_model, settings.manuals_dir, speech_dir(settings))
     took = time.perf_counter() - started
     return f"speech: domain language model of {sentences} sentences, {words} words ({took:.1f} s)"
 

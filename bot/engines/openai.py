@@ -15,7 +15,6 @@ import base64
 import json
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -274,12 +273,9 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
     )
 
 
-REPO = Path(__file__).resolve().parent.parent.parent
-
-
 async def create_openai_engine(settings: Settings, verify: bool = True) -> OpenAIEngine:
     o = settings.openai
-    prompt = REPO / settings.agent.system_prompt_file  # an absolute setting replaces REPO
+    prompt = settings.system_prompt_path
     engine = OpenAIEngine(
         client=build_client(settings),
         model=o.azure_deployment if o.provider == "azure" else o.model,

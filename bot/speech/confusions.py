@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DATA_DIR = Path(__file__).resolve().parent.parent.parent / "data"
-MODEL_PATH = DATA_DIR / "speech" / "confusions.json"
+from bot import paths
+
+MODEL_PATH = paths.CONFUSIONS
 TRAINING_SPLITS = (
     "tune",
     "dev",

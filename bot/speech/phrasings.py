@@ -14,10 +14,11 @@ import functools
 import random
 from pathlib import Path
 
+from bot import paths
 from bot.speech.confusions import Confusions, train
 from bot.speech.domain_corpus import normalise
 
-PHRASINGS_DIR = Path(__file__).resolve().parent.parent.parent / "data" / "speech" / "phrasings"
+PHRASINGS_DIR = paths.PHRASINGS
 SMALLTALK = "smalltalk"  # one label for greetings, thanks, goodbyes and "what can you do"
 
 

@@ -5,12 +5,11 @@ Spoken by eSpeak NG and encoded like a Discord voice message (Ogg/Opus, 48 kHz m
 
 from __future__ import annotations
 
-from pathlib import Path
-
+from bot import paths
 from bot.audio import reply_from_pcm
 from bot.engines.offline import speak_pcm
 
-SAMPLES = Path(__file__).resolve().parent.parent.parent / "data" / "samples"
+SAMPLES = paths.SAMPLES
 
 # file name → (question, voice); numbered so the demo plays them in conversation order
 NOTES = {

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import paths
 from bot.app import running_app
 from bot.config import SearchSettings, Settings
 from bot.health import check_all
@@ -24,10 +25,10 @@ from bot.tools.azure_manuals import (
 )
 from bot.tools.base import ToolCall, ToolContext
 from bot.tools.manual_chunks import chunk_manuals
-from tests.conftest import NOVA, REPO, make_settings
+from tests.conftest import NOVA, make_settings
 from tests.fakes.search_server import FakeSearch, running_fake_search
 
-MANUALS = REPO / "data" / "manuals"
+MANUALS = paths.MANUALS
 SECTIONS = len(chunk_manuals(MANUALS))
 
 QUESTIONS = [

@@ -10,17 +10,18 @@ from pathlib import Path
 
 import pytest
 
+from bot import paths
 from bot.app import running_app, storage_paths
 from bot.config import Settings
 from bot.health import check_all
 from bot.tools.azure_manuals import index_manuals
 from bot.tools.base import ToolContext
 from tests.cloud.test_jira_grievances import pushed_keys
-from tests.conftest import NOVA, REPO, make_settings
+from tests.conftest import NOVA, make_settings
 from tests.fakes.jira_server import FakeJira, running_fake_jira
 from tests.fakes.search_server import FakeSearch, running_fake_search
 
-SAMPLES = sorted((REPO / "data" / "samples").glob("*.ogg"))
+SAMPLES = sorted(paths.SAMPLES.glob("*.ogg"))
 
 
 @pytest.fixture
@@ -62,7 +63,7 @@ def cloud_env(storage: Path, search: FakeSearch, jira: FakeJira) -> dict[str, st
 
 async def cloud_settings(storage: Path, search: FakeSearch, jira: FakeJira, **env: str) -> Settings:
     settings = make_settings(storage, **{**cloud_env(storage, search, jira), **env})
-    await index_manuals(settings.search, settings.secrets.azure_search_api_key, REPO / "data" / "manuals")
+    await index_manuals(settings.search, settings.secrets.azure_search_api_key, paths.MANUALS)
     return settings
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pyodbc
 import pytest
 
+from bot import paths
 from bot.app import running_app, storage_paths
 from bot.config import ConfigError, OdbcSettings, Settings
 from bot.tools import Toolbox, build_tools
@@ -32,7 +33,7 @@ from bot.tools.odbc_stats import (
     is_transient,
     redact,
 )
-from tests.conftest import BLAZE, NOVA, QUILL, REPO, UNLINKED, make_settings
+from tests.conftest import BLAZE, NOVA, QUILL, UNLINKED, make_settings
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -232,8 +233,8 @@ def _seed_rows(path: Path) -> list[tuple[str, tuple[str, ...], tuple[object, ...
 
 
 def test_sqlite_and_sqlserver_seeds_hold_identical_data() -> None:
-    sqlite_rows = _seed_rows(REPO / "data/sql/sqlite/seed.sql")
-    sqlserver_rows = _seed_rows(REPO / "data/sql/sqlserver/seed.sql")
+    sqlite_rows = _seed_rows(paths.SQL / "sqlite/seed.sql")
+    sqlserver_rows = _seed_rows(paths.SQL / "sqlserver/seed.sql")
     assert len(sqlite_rows) > 300
     assert sqlserver_rows == sqlite_rows
 
@@ -247,10 +248,10 @@ def test_sqlserver_schema_has_the_sqlite_tables_and_columns() -> None:
             tables[name] = [line.split()[0] for line in body.strip().splitlines()]
         return tables
 
-    sqlite = columns(REPO / "data/sql/sqlite/schema.sql")
+    sqlite = columns(paths.SQL / "sqlite/schema.sql")
     assert set(sqlite) == {"players", "game_sessions", "achievements"}
-    assert columns(REPO / "data/sql/sqlserver/schema.sql") == sqlite
-    sqlserver = (REPO / "data/sql/sqlserver/schema.sql").read_text()
+    assert columns(paths.SQL / "sqlserver/schema.sql") == sqlite
+    sqlserver = (paths.SQL / "sqlserver/schema.sql").read_text()
     assert sqlserver.count("IF OBJECT_ID(") == 3 and "cash_won DECIMAL(10, 2)" in sqlserver
 
 

@@ -8,7 +8,7 @@ Gateway: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats and ACKs, RESUME, z
 compression, and dispatches of MESSAGE_CREATE / INTERACTION_CREATE that tests inject.
 
 Every message and interaction body is validated against the official OpenAPI description
-(`../shared/specs/discord-openapi.json`) plus the rules Discord applies to voice messages; a
+(`tests/fakes/specs/discord-openapi.json.gz`) plus the rules Discord applies to voice messages; a
 body that the real service would refuse gets the real error code and is kept in `violations`
 so a test can fail on it.
 """

@@ -1,9 +1,11 @@
-"""Validating request bodies against the official OpenAPI specs in `<repo>/../shared/specs/`,
-with `$ref`s resolved inside the spec document. The OpenAI and Discord fakes both use it."""
+"""Validating request bodies against the official OpenAPI specs kept in `tests/fakes/specs/`
+(gzipped, with their source, commit and licence in `manifest.json`), with `$ref`s resolved inside
+the spec document. The OpenAI and Discord fakes both use it."""
 
 from __future__ import annotations
 
 import functools
+import gzip
 import json
 from pathlib import Path
 from typing import Any
@@ -12,7 +14,7 @@ import jsonschema
 import referencing
 import referencing.jsonschema
 
-SPECS = Path(__file__).resolve().parents[3] / "shared" / "specs"
+SPECS = Path(__file__).resolve().parent / "specs"
 
 
 def _accept_integer_snowflakes(spec: dict[str, Any]) -> None:
@@ -28,7 +30,7 @@ _PATCHES = {"discord-openapi.json": _accept_integer_snowflakes}
 
 @functools.cache
 def spec(name: str) -> dict[str, Any]:
-    document = json.loads((SPECS / name).read_text())
+    document = json.loads(gzip.decompress((SPECS / f"{name}.gz").read_bytes()))
     if name in _PATCHES:
         _PATCHES[name](document)
     return document
