@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import shutil
+import warnings
+import weakref
 from pathlib import Path
 
+import aiosqlite
 import pytest
 
 from bot.config import Settings, load_settings
+from tests import repo_boundary
 
 REPO = Path(__file__).resolve().parent.parent
+BOUNDARY = repo_boundary.install(REPO)
 NOVA = "111111111111111111"  # demo player 1
 BLAZE = "222222222222222222"  # demo player 2
 QUILL = "333333333333333333"
@@ -45,3 +50,51 @@ def scripted_app_engine():
     from tests.scripted_engine import ScriptedEngine
 
     return ScriptedEngine()
+
+
+@pytest.fixture(autouse=True)
+def _nothing_read_beside_the_repository():
+    BOUNDARY.take()
+    yield
+    reads = BOUNDARY.take()
+    if reads:
+        pytest.fail("read outside the repository (a clone has nothing beside it): " + "; ".join(reads[:5]))
+
+
+# Every aiosqlite connection a test opens, so one left open can be closed after the test: its
+# worker thread is not a daemon, and a store a failed assertion skipped closing would otherwise
+# keep pytest from exiting at the end of the run.
+_CONNECTIONS: weakref.WeakSet[aiosqlite.Connection] = weakref.WeakSet()
+_connection_init = aiosqlite.Connection.__init__
+
+
+def _tracked_init(self: aiosqlite.Connection, *args: object, **kwargs: object) -> None:
+    _connection_init(self, *args, **kwargs)  # type: ignore[arg-type]
+    _CONNECTIONS.add(self)
+
+
+aiosqlite.Connection.__init__ = _tracked_init  # type: ignore[method-assign]
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):  # type: ignore[no-untyped-def]
+    report = yield
+    if report.when == "call":
+        item.stash[_CALL_FAILED] = report.failed
+    return report
+
+
+_CALL_FAILED = pytest.StashKey[bool]()
+
+
+@pytest.fixture(autouse=True)
+def _no_store_left_open(request: pytest.FixtureRequest):
+    before = set(_CONNECTIONS)
+    yield
+    left = [c for c in _CONNECTIONS if c not in before and c._connection is not None]
+    for connection in left:
+        with warnings.catch_warnings():  # stop() asks for an event loop it does not need here
+            warnings.simplefilter("ignore")
+            connection.stop()
+    if left and not request.node.stash.get(_CALL_FAILED, True):
+        pytest.fail(f"{len(left)} SQLite connection(s) left open: close stores in finally or a fixture")

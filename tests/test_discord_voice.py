@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import os
 import signal
@@ -274,15 +275,29 @@ async def test_sigterm_finishes_the_turn_in_flight_and_closes_everything(setting
     from tests.frontend_engine import FrontendEngine
 
     settings = discord_settings(settings, fake)
-    started: asyncio.Future = asyncio.get_running_loop().create_future()
+    loop = asyncio.get_running_loop()
+    started: asyncio.Future = loop.create_future()
     # No stop event: serve() listens for SIGTERM / SIGINT itself, as `python -m bot run` does.
     task = asyncio.create_task(serve(settings, TOKEN, engine=FrontendEngine(delay=0.3), started=started))
-    bot = await asyncio.wait_for(started, 30)
-    await asyncio.wait_for(bot.wait_until_ready(), 30)
-    note = await fake.send_note(nova, voice_note())
-    await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
-    os.kill(os.getpid(), signal.SIGTERM)
-    await asyncio.wait_for(task, 30)
+    unhandled: list[int] = []
+
+    def not_taken_by_serve(signum: int, frame: object) -> None:
+        # Only reached if serve() installed no handler: fail the test, never the pytest process.
+        unhandled.append(signum)
+        loop.call_soon_threadsafe(task.cancel)
+
+    previous = signal.signal(signal.SIGTERM, not_taken_by_serve)
+    try:
+        bot = await asyncio.wait_for(started, 30)
+        await asyncio.wait_for(bot.wait_until_ready(), 30)
+        note = await fake.send_note(nova, voice_note())
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        os.kill(os.getpid(), signal.SIGTERM)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait_for(task, 30)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    assert unhandled == [], "serve() did not handle SIGTERM"
     assert len(fake.replies_to(note["id"])) == 2  # the turn in flight was finished
     assert not bot.accepting and bot.is_closed()
     assert bot.core.closers == []  # App.aclose() closed every store and client
