@@ -85,12 +85,23 @@ class OfflineSettings:
     workers: int = 0  # speech decoding processes; 0: one per core, up to four
 
 
+# USD per 1M tokens, as published; also in config.toml, so an install without one estimates alike.
+DEFAULT_PRICES: dict[str, dict[str, float]] = {
+    model: {"text_in": text_in, "text_out": text_out, "audio_in": audio_in, "audio_out": audio_out}
+    for model, (text_in, text_out, audio_in, audio_out) in {
+        "gpt-audio-1.5": (2.5, 10.0, 32.0, 64.0),
+        "gpt-audio": (2.5, 10.0, 32.0, 64.0),
+        "gpt-4o-mini-audio-preview": (0.15, 0.6, 10.0, 20.0),
+    }.items()
+}
+
+
 @dataclass(frozen=True)
 class UsageSettings:
     daily_audio_seconds: float = 0.0  # per user; 0 means no budget
     daily_tokens: int = 0  # per user; 0 means no budget
     # USD per 1M tokens, by model: {"gpt-audio-1.5": {"text_in": .., "text_out": .., ...}}
-    prices: dict[str, dict[str, float]] = field(default_factory=dict)
+    prices: dict[str, dict[str, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
 
 
 @dataclass(frozen=True)

@@ -1,3 +1,4 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -95,3 +96,12 @@ def test_shown_url_drops_credentials_and_query() -> None:
 
     assert shown_url("https://svc:s3cret@proxy.example:8443/v1?key=abc") == "https://proxy.example:8443/v1"
     assert shown_url("https://acme.atlassian.net") == "https://acme.atlassian.net"
+
+
+def test_an_install_without_config_toml_behaves_like_the_checkout(tmp_path, monkeypatch) -> None:
+    # An installed wheel run from an empty folder has no config.toml: the defaults must be the file's.
+    monkeypatch.chdir(tmp_path)
+    from_file = load_settings(REPO / "config.toml", environ={})
+    built_in = load_settings(None, environ={})
+    assert built_in.source == "defaults"
+    assert dataclasses.replace(built_in, source=from_file.source) == from_file
