@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import sqlite3
 import warnings
 import weakref
+from collections import defaultdict
 from pathlib import Path
 
 import aiosqlite
 import pytest
 
 from bot.config import Settings, load_settings
+from bot.tools.base import GameSummary, PlayerSummary
+from bot.tools.stats_sql import MAX_ACHIEVEMENTS
 from tests import repo_boundary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -98,3 +103,46 @@ def _no_store_left_open(request: pytest.FixtureRequest):
             connection.stop()
     if left and not request.node.stash.get(_CALL_FAILED, True):
         pytest.fail(f"{len(left)} SQLite connection(s) left open: close stores in finally or a fixture")
+
+
+def summary_from_rows(players_db: Path, user_id: str) -> PlayerSummary | None:
+    """The speaker's summary worked out in Python from every row of the players database, not
+    with the bot's SQL: a query that lets another player's rows in (a lost `WHERE player_id`)
+    gives the bot a different answer from this one, where comparing two backends that share
+    that SQL would not notice."""
+    with contextlib.closing(sqlite3.connect(players_db)) as conn:
+        players = conn.execute("SELECT player_id, discord_user_id, player_name FROM players").fetchall()
+        sessions = conn.execute(
+            "SELECT player_id, game_type, points_earned, cash_won FROM game_sessions"
+        ).fetchall()
+        earned = conn.execute("SELECT player_id, name, earned_at FROM achievements").fetchall()
+    mine = [(pid, name) for pid, discord_id, name in players if discord_id == user_id]
+    if not mine:
+        return None
+    ((player_id, player_name),) = mine
+    totals = {pid: 0 for pid, _, _ in players}
+    by_type: dict[str, list[tuple[int, float]]] = defaultdict(list)
+    for pid, game_type, points, cash in sessions:
+        totals[pid] += points
+        if pid == player_id:
+            by_type[game_type].append((points, cash))
+    games = [
+        GameSummary(
+            game_type=game_type,
+            games_played=len(rows),
+            points_earned=sum(p for p, _ in rows),
+            cash_won=round(sum(c for _, c in rows), 2),
+        )
+        for game_type, rows in sorted(by_type.items())
+    ]
+    # Newest first, ties by name: two stable sorts, the tie-breaker first.
+    newest_first = sorted((a for a in earned if a[0] == player_id), key=lambda a: a[1])
+    newest_first.sort(key=lambda a: a[2], reverse=True)
+    return PlayerSummary(
+        player_name=player_name,
+        total_points=totals[player_id],
+        rank=1 + sum(total > totals[player_id] for total in totals.values()),
+        players_ranked=len(players),
+        games=games,
+        achievements=[name for _, name, _ in newest_first[:MAX_ACHIEVEMENTS]],
+    )

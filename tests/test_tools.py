@@ -1,13 +1,14 @@
 import asyncio
+import sqlite3
 
 import pytest
 
-from bot.app import running_app
+from bot.app import running_app, storage_paths
 from bot.tools import CATEGORIES
 from bot.tools.base import ToolCall, ToolContext
 from bot.tools.embedded import fts_query
 
-from .conftest import BLAZE, NOVA, QUILL, UNLINKED
+from .conftest import BLAZE, NOVA, QUILL, UNLINKED, summary_from_rows
 
 
 def call(name: str, **arguments: object) -> ToolCall:
@@ -29,6 +30,26 @@ async def test_player_stats_are_the_speakers_own(settings, scripted_app_engine) 
     assert all(g["games_played"] > 0 for g in nova["games"])
     assert 1 <= nova["rank"] <= nova["players_ranked"] == 12
     assert nova["achievements"]
+
+
+async def test_a_summary_holds_the_speakers_achievements_and_points_and_no_one_elses(
+    settings, scripted_app_engine
+) -> None:
+    # Nova has one achievement and Blaze two others; Rook's five include Nova's "Night Owl", so
+    # only an exact list tells "mine" from "someone's".
+    players_db = storage_paths(settings).players
+    with sqlite3.connect(players_db) as conn:
+        users = [user for (user,) in conn.execute("SELECT discord_user_id FROM players")]
+    assert len(users) == 12
+    async with running_app(settings, scripted_app_engine) as app:
+        nova = await run(app, NOVA, "get_player_stats")
+        blaze = await run(app, BLAZE, "get_player_stats")
+        summaries = {u: await app.stats.player_summary(u) for u in users}
+    assert nova["achievements"] == ["Night Owl"] and nova["total_points"] == 708
+    assert blaze["achievements"] == ["Quiz Master", "Ten Win Streak"]
+    assert [g["game_type"] for g in blaze["games"]] == ["poker", "racing", "trivia"]
+    for user, summary in summaries.items():
+        assert summary == summary_from_rows(players_db, user), user
 
 
 async def test_ranks_are_a_permutation_by_points(settings, scripted_app_engine) -> None:

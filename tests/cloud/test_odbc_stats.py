@@ -33,7 +33,7 @@ from bot.tools.odbc_stats import (
     is_transient,
     redact,
 )
-from tests.conftest import BLAZE, NOVA, QUILL, UNLINKED, make_settings
+from tests.conftest import BLAZE, NOVA, QUILL, UNLINKED, make_settings, summary_from_rows
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -360,6 +360,9 @@ async def test_a_player_never_sees_another_players_stats(settings: Settings, odb
     for user, name in owners.items():
         summary = await odbc.player_summary(user)
         assert summary is not None and summary.player_name == name
+        # Exactly their own games and achievements: the parity test above cannot tell, as both
+        # paths run the same SQL.
+        assert summary == summary_from_rows(players_db(settings), user), user
 
 
 # ---- (d) SQL down ---------------------------------------------------------------------------
