@@ -5,12 +5,14 @@ import pytest
 
 from bot.app import running_app
 from bot.audio import AudioError
-from bot.engines.base import EngineReply, TurnState
+from bot.config import UsageSettings
+from bot.engines.base import EngineReply, TurnState, Usage
 from bot.tools.base import ToolContext
+from bot.usage import OVER_BUDGET, UsageMeter
 from tests.audio_samples import encode, speechlike
 from tests.scripted_engine import BrokenEngine, ScriptedEngine, answer, calls, tone_wav_reply
 
-from .conftest import BLAZE, NOVA
+from .conftest import BLAZE, NOVA, QUILL
 
 NOTE = encode(speechlike(1.0), 48_000, "ogg")
 
@@ -126,6 +128,49 @@ async def test_each_users_turns_stay_in_order_under_concurrency(settings) -> Non
     assert 1 < overlap["max"] <= settings.agent.max_concurrent_turns
 
 
+async def test_one_players_turns_never_overlap_even_with_slots_to_spare(settings) -> None:
+    """With more turn slots than players, only the per-player lock keeps one player's notes apart.
+
+    Every turn is held inside the engine until each player has a turn there, so different players
+    overlap by construction; a player's later notes, sent before the others' (typed turns reach
+    the engine in the order sent), would be in the engine by then too were nothing stopping them.
+    """
+    players = [NOVA, BLAZE, QUILL]
+    in_flight = dict.fromkeys(players, 0)
+    peak = dict.fromkeys(players, 0)
+    most_players_at_once = 0
+    everyone_in = asyncio.Event()
+
+    class Holding(ScriptedEngine):
+        async def complete(self, turn: TurnState) -> EngineReply:
+            nonlocal most_players_at_once
+            user = turn.context.user_id
+            in_flight[user] += 1
+            peak[user] = max(peak[user], in_flight[user])
+            players_in = sum(1 for n in in_flight.values() if n)
+            most_players_at_once = max(most_players_at_once, players_in)
+            if players_in == len(players):
+                everyone_in.set()
+            try:
+                # Not a timing assertion: a guard so a broken lock fails the test instead of hanging it.
+                await asyncio.wait_for(everyone_in.wait(), 30)
+            finally:
+                in_flight[user] -= 1
+            return EngineReply(text=f"re {turn.text}")
+
+    roomy = settings.replace(agent={"max_concurrent_turns": 64})
+    sent = [(NOVA, n) for n in range(4)] + [(u, n) for n in range(2) for u in (BLAZE, QUILL)]
+    async with running_app(roomy, Holding()) as app:
+        replies = await asyncio.gather(
+            *(app.agent.respond_text(ToolContext(user_id=u), f"{u}-{n}") for u, n in sent)
+        )
+        histories = {u: [t.user_text for t in await app.conversations.history(u)] for u in players}
+    assert [r.text for r in replies] == [f"re {u}-{n}" for u, n in sent]
+    assert peak == dict.fromkeys(players, 1)
+    assert most_players_at_once == len(players) < roomy.agent.max_concurrent_turns
+    assert histories[NOVA] == [f"{NOVA}-{n}" for n in range(4)]  # one after another, in order
+
+
 async def test_a_ticket_filed_is_confirmed_even_when_the_turn_cannot_be_saved(settings, caplog) -> None:
     import sqlite3
 
@@ -146,3 +191,35 @@ async def test_a_ticket_filed_is_confirmed_even_when_the_turn_cannot_be_saved(se
     assert reply.kind == "answer" and reply.text.startswith("Filed as GRV-")
     assert [g.description for g in mine].count("charged twice for gems") == 1
     assert "could not save the turn" in caplog.text and "could not read the history" in caplog.text
+
+
+async def test_the_daily_token_budget_stops_a_player_once_spent(settings) -> None:
+    spend = lambda turn: EngineReply(text="ok", usage=Usage(text_in=60, audio_out=40))  # noqa: E731
+    engine = ScriptedEngine([spend])
+    budgeted = settings.replace(usage={"daily_tokens": 100})
+    async with running_app(budgeted, engine) as app:
+        first = await app.agent.respond_text(ToolContext(user_id=NOVA), "one")
+        second = await app.agent.respond_text(ToolContext(user_id=NOVA), "two")
+        other = await app.agent.respond_text(ToolContext(user_id=BLAZE), "three")
+    assert (first.kind, second.kind, other.kind) == ("answer", "over_budget", "answer")
+    assert second.text == OVER_BUDGET
+    assert len(engine.seen) == 2  # the refused turn never reached the engine
+
+
+async def test_the_daily_budget_refuses_at_exactly_the_limit_not_one_past_it(tmp_path) -> None:
+    limits = UsageSettings(daily_audio_seconds=2.0, daily_tokens=100)
+    meter = await UsageMeter.open(tmp_path / "usage.db", limits, model="m")
+    try:
+        # Every kind of token counts towards the one daily figure.
+        await meter.record(NOVA, "scripted", Usage(text_in=40, text_out=30, audio_in=20, audio_out=9), 0.0)
+        assert await meter.refusal(NOVA) is None  # 99 tokens
+        await meter.record(NOVA, "scripted", Usage(audio_out=1), 0.0)
+        assert await meter.refusal(NOVA) == OVER_BUDGET  # 100: exactly the limit
+
+        await meter.record(BLAZE, "scripted", None, 1.5)
+        assert await meter.refusal(BLAZE) is None
+        await meter.record(BLAZE, "scripted", None, 0.5)  # 2.0 s, exact in binary floating point
+        assert await meter.refusal(BLAZE) == OVER_BUDGET
+        assert await meter.refusal(QUILL) is None
+    finally:
+        await meter.aclose()
