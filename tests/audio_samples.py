@@ -47,3 +47,25 @@ def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
         for packet in stream.encode(None):
             container.mux(packet)
     return out.getvalue()
+
+
+def constant_flac(seconds: int, rate: int, layout: str = "7.1", level: int = 5000) -> bytes:
+    """A FLAC of one constant level on every channel: FLAC stores each block of it in a few bytes,
+    so a long, high-rate, many-channel file is tiny on disk and huge decoded. Encoded a second at
+    a time so making it never holds the decoded size in memory."""
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="flac") as container:
+        stream = container.add_stream("flac", rate=rate, layout=layout)
+        stream.codec_context.format = "s16"
+        channels = av.AudioLayout(layout).nb_channels
+        # Packed samples: PyAV 18 miscounts the planes of a planar 7.1 frame.
+        second = np.full((1, channels * rate), level, dtype=np.int16)
+        for n in range(seconds):
+            frame = av.AudioFrame.from_ndarray(second, format="s16", layout=layout)
+            frame.sample_rate = rate
+            frame.pts = n * rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()

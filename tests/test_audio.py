@@ -1,13 +1,16 @@
 import base64
 import io
+import subprocess
+import sys
 import wave
 
+import av
 import numpy as np
 import pytest
 
 from bot import audio
 from bot.config import AudioSettings
-from tests.audio_samples import FORMATS, encode, speechlike
+from tests.audio_samples import FORMATS, constant_flac, encode, speechlike
 
 LIMITS = AudioSettings()
 
@@ -119,3 +122,72 @@ def test_a_crafted_sample_rate_is_refused_before_it_is_decoded() -> None:
     with pytest.raises(audio.AudioError, match="couldn't read"):
         audio.decode(data, LIMITS)
     assert audio.decode(encode(speechlike(1.0, rate=96_000), 96_000, "flac"), LIMITS).seconds > 1
+
+
+def test_more_than_eight_channels_are_refused() -> None:
+    def wav(channels: int) -> bytes:
+        out = io.BytesIO()
+        with wave.open(out, "wb") as w:
+            w.setnchannels(channels)
+            w.setsampwidth(2)
+            w.setframerate(16_000)
+            w.writeframes(np.repeat(speechlike(1.0, rate=16_000)[:, None], channels, axis=1).tobytes())
+        return out.getvalue()
+
+    assert audio.decode(wav(8), LIMITS).seconds > 1
+    # Not 9: FFmpeg's resampler happens to refuse that layout itself, and would hide a lost limit.
+    with pytest.raises(audio.AudioError, match="couldn't read"):
+        audio.decode(wav(16), LIMITS)
+
+
+def test_a_file_that_holds_more_than_it_declares_is_stopped_while_decoding() -> None:
+    # A FLAC header states how many samples follow; this one says one second and holds nine, so
+    # it passes the check on the declared length and only counting the decoded seconds stops it.
+    data = bytearray(encode(speechlike(8.0, rate=16_000), 16_000, "flac"))
+    streaminfo = slice(8 + 10, 8 + 18)  # after "fLaC" and the block header: rate, channels, bits, total
+    fields = int.from_bytes(data[streaminfo], "big")
+    assert fields & (2**36 - 1) == 9 * 16_000
+    data[streaminfo] = ((fields & ~(2**36 - 1)) | 16_000).to_bytes(8, "big")
+    with av.open(io.BytesIO(bytes(data))) as container:
+        assert container.duration == 1_000_000  # the lie is what the demuxer believes
+    with pytest.raises(audio.AudioError, match="too long"):
+        audio.decode(bytes(data), AudioSettings(max_seconds=5))
+
+
+def test_waveform_is_the_peak_of_each_bucket_not_its_average() -> None:
+    # Two seconds, twenty buckets: the first ten silent but for one click each (every other one
+    # negative), the last ten a steady level below the clicks. A mean or RMS would make the clicks
+    # vanish and the steady half the loudest.
+    samples = np.zeros(2 * 48_000, dtype=np.int16)
+    samples[48_000:] = 8000
+    for bucket in range(10):
+        samples[bucket * 4800 + 100] = 20000 if bucket % 2 else -20000
+    assert list(base64.b64decode(audio.waveform(samples))) == [255] * 10 + [102] * 10
+
+
+# Run in a child so its peak resident memory (ru_maxrss, KiB on Linux) is this decode's alone.
+_DECODE_AND_MEASURE = """
+import resource, sys
+from bot import audio
+from bot.config import AudioSettings
+decoded = audio.decode(open(sys.argv[1], "rb").read(), AudioSettings())
+print(decoded.original_seconds, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+"""
+DECODE_PEAK_MB = 400
+
+
+def test_decoding_a_long_192khz_eight_channel_flac_stays_under_400_mb(tmp_path) -> None:
+    # 110 s at 192 kHz on 8 channels, just inside every limit: 169 million samples, 338 MB as
+    # 16-bit, from a 50 KB file. Gathered whole before resampling it peaked at 2.5 GB; resampled
+    # 480,000 values at a time it peaks near 80 MB, most of that the interpreter and libraries.
+    data = constant_flac(110, 192_000, layout="7.1")
+    assert len(data) < 200_000
+    note = tmp_path / "crafted.flac"
+    note.write_bytes(data)
+    child = subprocess.run(
+        [sys.executable, "-c", _DECODE_AND_MEASURE, str(note)], capture_output=True, text=True, timeout=300
+    )
+    assert child.returncode == 0, child.stderr
+    seconds, peak_kib = child.stdout.split()
+    assert float(seconds) == pytest.approx(110, abs=0.01)  # decoded to the end, not refused
+    assert int(peak_kib) / 1024 < DECODE_PEAK_MB
