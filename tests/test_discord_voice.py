@@ -346,3 +346,24 @@ async def test_a_player_over_todays_budget_is_told_so_and_others_are_still_answe
         await h.fake.wait_for(lambda _: any(refused in r.content for r in h.fake.replies_to(second["id"])))
         other = await h.fake.send_note(blaze, voice_note())
         assert (await answered(h.fake, other))[1].content.startswith("Blaze, you have")
+
+
+async def test_no_reply_in_a_voice_note_exchange_may_ping_anyone(harness: Harness):
+    # Discord pings the replied-to player and parses @everyone, roles and users in the content
+    # unless told otherwise, and the content is the model's words. Every way a note is answered
+    # (voice message and transcript, the file a refused voice message falls back to, an error
+    # reply) must say so in its own request.
+    fake = harness.fake
+    fake.refuse_voice_in.add(ALLOWED_CHANNEL)
+    notes = [
+        await fake.send_note(nova, voice_note()),
+        await fake.send_note(blaze, voice_note(), guild=True),
+        await fake.send_note(quill, b"%PDF-1.7\n" + b"0" * 2000, voice=False, filename="question.ogg"),
+    ]
+    for note, count in zip(notes, (2, 1, 1), strict=True):
+        await answered(fake, note, count=count)
+    messages = [r for r in fake.received if r.kind == "message"]
+    assert sum(r.is_voice_message for r in messages) == 1 and any(r.error == 50173 for r in messages)
+    assert len(messages) == 5  # voice and transcript, the refused voice message and its file, the error
+    for sent in messages:
+        assert sent.body.get("allowed_mentions") == {"parse": [], "replied_user": False}, sent.body
