@@ -362,6 +362,7 @@ async def test_check_names_the_reason(fake: FakeSearch, case: str, reason: str) 
         await fake.stop()
     elif case == "semantic missing":
         settings = search_settings(fake, semantic_configuration="nope")
+        fake.expect_violations()  # the service refuses it with a 400, which check() must explain
     manuals = await AzureSearchManuals.open(settings, key)
     try:
         with pytest.raises(SearchServiceError) as raised:

@@ -557,6 +557,7 @@ async def test_fake_pages_the_enhanced_search_and_refuses_what_cloud_refuses(fak
     for n in range(5):
         fake.add_issue([f"discord-{NOVA}"], summary=f"issue {n}")
     jql = f'project = "GRV" AND labels = "discord-{NOVA}" ORDER BY created DESC'
+    fake.expect_violations()  # the removed search and the foreign JQL, on purpose
 
     def use_the_client() -> tuple[list[str], int, int | None, int | None]:
         client = JIRA(server=fake.url, basic_auth=(fake.email, fake.token), max_retries=0)
@@ -589,11 +590,14 @@ async def test_fake_pages_the_enhanced_search_and_refuses_what_cloud_refuses(fak
     assert keys == [f"GRV-{n}" for n in range(105, 100, -1)]
     assert (removed, bad_jql, unauthorised) == (410, 400, 401)
     assert fake.bad_jql == ["project = GRV OR 1=1"]
+    removed_reason, jql_reason = fake.violations
+    assert "has been removed" in removed_reason and "OR 1=1" in jql_reason
 
 
 async def test_a_wrong_jira_url_is_unreachable_not_not_found(fake, db) -> None:
     # Every path under a wrong jira.url answers 404: that is "Jira unreachable", never "no such
     # ticket", so status falls back to the local record and the pusher backs off.
+    fake.expect_violations()
     backend = await JiraGrievances.open(
         jira_settings(fake, url=f"{fake.url}/not-jira"), fake.email, fake.token, db
     )

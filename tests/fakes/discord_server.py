@@ -27,12 +27,13 @@ import time
 import zlib
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from aiohttp import WSMsgType, web
 
 from tests.fakes.openapi import request_errors
+from tests.fakes.strict import FakeRefused, Strict, checked
 
 SPEC = "discord-openapi.json"
 
@@ -46,6 +47,14 @@ TOKEN = "fake-bot-token.for-tests-only"
 MESSAGE_CONTENT_INTENT = 1 << 15
 VOICE_FLAG = 1 << 13  # IS_VOICE_MESSAGE
 EPHEMERAL_FLAG = 1 << 6
+SUPPRESS_EMBEDS, SUPPRESS_NOTIFICATIONS, COMPONENTS_V2 = 1 << 2, 1 << 12, 1 << 15
+# The flags a request may set, per Discord's docs for each endpoint; the others (CROSSPOSTED,
+# LOADING, ...) are Discord's to set.
+MESSAGE_FLAGS = SUPPRESS_EMBEDS | SUPPRESS_NOTIFICATIONS | VOICE_FLAG | COMPONENTS_V2
+INTERACTION_FLAGS = MESSAGE_FLAGS | EPHEMERAL_FLAG  # a callback's message and follow-ups
+DEFERRED_FLAGS = EPHEMERAL_FLAG  # "the only valid flag" on a deferred callback
+EDIT_FLAGS = SUPPRESS_EMBEDS | COMPONENTS_V2 | EPHEMERAL_FLAG  # EPHEMERAL is ignored on an edit
+MENTION_TYPES = {"users", "roles", "everyone"}
 SEND_VOICE_MESSAGES = 1 << 46
 ALL_PERMISSIONS = (1 << 51) - 1
 CONTENT_LIMIT = 2000  # what a bot may send, tighter than the spec's 4000 (Nitro users)
@@ -150,7 +159,7 @@ class InjectedUser:
         return user_payload(self.id, self.name, self.bot)
 
 
-class FakeDiscord:
+class FakeDiscord(Strict):
     def __init__(self) -> None:
         self.received: list[Received] = []
         # Replies indexed by the message they answer: many waiters re-check on every request,
@@ -158,9 +167,11 @@ class FakeDiscord:
         # of bench/e2e.py at 50 users.
         self._replies: dict[int, list[Received]] = {}
         self.violations: list[str] = []  # requests the real Discord would have refused
+        self.violations_expected = False
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id → synced commands
         self.attachments: dict[int, bytes] = {}
         self.cdn_stall_seconds = 0.0  # > 0: the CDN accepts a download, then sends nothing this long
+        self._stopping = asyncio.Event()  # set on stop: stalled downloads end at once
         self.dispatched_at: dict[str, float] = {}  # message id → when MESSAGE_CREATE went out
         self.refuse_voice_in: set[int] = set()  # channels that answer 50173 to voice messages
         # Channels whose overwrites deny @everyone Send Voice Messages (set before the bot connects).
@@ -209,6 +220,8 @@ class FakeDiscord:
         return self
 
     async def stop(self) -> None:
+        # Before the cleanup, which would otherwise wait for every stalled download to finish.
+        self._stopping.set()
         for session in list(self._sockets):
             await session.ws.close()
         if self._runner is not None:
@@ -245,11 +258,14 @@ class FakeDiscord:
             self._changed.notify_all()
 
     async def wait_for(self, predicate: Callable[[list[Received]], Any], within: float = 20.0) -> Any:
-        """Wait until `predicate(self.received)` is truthy, and return its value."""
+        """Wait until `predicate(self.received)` is truthy, and return its value. A request refused
+        as malformed ends the wait at once with the reason: what was awaited may never come."""
 
         async def until() -> Any:
             async with self._changed:
                 while not (value := predicate(self.received)):
+                    if self.unexpected_violations:
+                        raise FakeRefused(self, self.unexpected_violations)
                     await self._changed.wait()
                 return value
 
@@ -557,6 +573,8 @@ class FakeDiscord:
         try:
             return await handler(request)
         except DiscordError as exc:
+            async with self._changed:  # a waiter may be waiting for what was just refused
+                self._changed.notify_all()
             return exc.response()
 
     async def _gateway_bot(self, request: web.Request) -> web.Response:
@@ -616,21 +634,44 @@ class FakeDiscord:
                         Upload(name, part.filename or "", part.headers.get("Content-Type", ""), bytes(data))
                     )
                 else:
-                    raise DiscordError(400, 50035, f"Invalid Form Body: unexpected form field {name!r}")
+                    self._violate(50035, f"Invalid Form Body: unexpected form field {name!r}")
             return "multipart/form-data", body if body is not None else {}, files
         if request.content_type == "application/json":
             return "application/json", await request.json(), []
-        raise DiscordError(400, 50035, f"Invalid Form Body: unsupported content type {request.content_type}")
+        self._violate(50035, f"Invalid Form Body: unsupported content type {request.content_type}")
 
     def _check(self, spec_path: str, method: str, content_type: str, body: Any) -> None:
         errors = spec_errors(spec_path, method, content_type, body)
         if errors:
-            self.violations.extend(f"{method.upper()} {spec_path}: {e}" for e in errors)
+            for e in errors:
+                self.refuse(f"{method.upper()} {spec_path}: {e}")
             raise DiscordError(400, 50035, "Invalid Form Body: " + "; ".join(errors[:3]))
+
+    def _check_fields(self, body: dict[str, Any], allowed_flags: int, where: str = "") -> None:
+        """Flags and allowed_mentions of any message a bot sends, beyond their types."""
+        flags = int(body.get("flags") or 0)
+        if flags & ~allowed_flags:
+            self._violate(50035, f"{where}flags: {flags} sets {flags & ~allowed_flags}, not settable here")
+        mentions = body.get("allowed_mentions") or {}
+        parse = mentions.get("parse") or []
+        if set(parse) - MENTION_TYPES:
+            self._violate(50035, f"{where}allowed_mentions.parse: {parse} is not users, roles, everyone")
+        for kind in ("users", "roles"):
+            ids = mentions.get(kind) or []
+            if kind in parse and ids:
+                self._violate(
+                    50035,
+                    f"{where}allowed_mentions: parse:[{kind!r}] and {kind}: [ids] are mutually exclusive",
+                )
+            if len(ids) > 100:
+                self._violate(50035, f"{where}allowed_mentions.{kind}: at most 100 ids")
+        if not isinstance(mentions.get("replied_user", False), bool):
+            self._violate(50035, f"{where}allowed_mentions.replied_user: must be a boolean")
 
     def _check_message(self, body: dict[str, Any], files: list[Upload], channel_id: int | None) -> None:
         """What Discord checks beyond the schema: bot content limit, non-empty, attachment ids,
-        and the voice-message rules."""
+        flags and mentions, and the voice-message rules."""
+        self._check_fields(body, MESSAGE_FLAGS)
         content = body.get("content") or ""
         if len(content) > CONTENT_LIMIT:
             self._violate(50035, f"content: Must be {CONTENT_LIMIT} or fewer in length.")
@@ -657,17 +698,24 @@ class FakeDiscord:
             self._violate(50035, "attachments.0.waveform: not base64")
         if not 1 <= len(wave) <= 256:
             self._violate(50035, "attachments.0.waveform: 1 to 256 samples")
-        if not _is_ogg_opus(files[0].data):
+        seconds = _ogg_opus_seconds(files[0].data)
+        if seconds is None:
             self._violate(50159, "Voice messages must have a single audio attachment (Ogg/Opus)")
+        declared_seconds = float(attachment["duration_secs"])
+        # The player sees this duration on the voice message's player; it must be the audio's.
+        if abs(declared_seconds - seconds) > max(1.0, 0.1 * seconds):
+            self._violate(
+                50035,
+                f"attachments.0.duration_secs: {declared_seconds} s, but the audio lasts {seconds:.2f} s",
+            )
         if channel_id in self.no_voice_permission_in:
             raise DiscordError(403, 50013, "Missing Permissions")
         if channel_id in self.refuse_voice_in:
             # Not a malformed request: the channel refuses voice messages, as Discord may.
             raise DiscordError(403, 50173, "Cannot send voice messages in this channel")
 
-    def _violate(self, code: int, message: str) -> None:
-        self.violations.append(message)
-        raise DiscordError(400, code, message)
+    def _violate(self, code: int, message: str, status: int = 400) -> NoReturn:
+        raise DiscordError(status, code, self.refuse(message))
 
     def _message_response(self, channel_id: int, body: dict[str, Any], files: list[Upload]) -> dict[str, Any]:
         message_id = snowflake()
@@ -741,7 +789,7 @@ class FakeDiscord:
     async def _callback(self, request: web.Request) -> web.Response:
         interaction_id = request.match_info["interaction_id"]
         if request.match_info["token"] != f"interaction-token-{interaction_id}":
-            raise DiscordError(401, 50027, "Invalid Webhook Token")
+            self._violate(50027, "Invalid Webhook Token", status=401)
         content_type, body, files = await self._read_body(request)
         record = Received("callback", request.method, request.path, None, body, files)
         try:
@@ -750,10 +798,13 @@ class FakeDiscord:
             )
             if body.get("type") == 4 and len((body.get("data") or {}).get("content") or "") > CONTENT_LIMIT:
                 self._violate(50035, f"data.content: Must be {CONTENT_LIMIT} or fewer in length.")
+            if body.get("type") in (4, 5):
+                allowed = INTERACTION_FLAGS if body["type"] == 4 else DEFERRED_FLAGS
+                self._check_fields(body.get("data") or {}, allowed, "data.")
             if any(
                 r.kind == "callback" and r.error is None for r in self.interaction_records(interaction_id)
             ):
-                raise DiscordError(400, 40060, "Interaction has already been acknowledged.")
+                self._violate(40060, "Interaction has already been acknowledged.")
         except DiscordError as exc:
             record.error = exc.code
             await self._record(record)
@@ -783,6 +834,7 @@ class FakeDiscord:
             self._check("/webhooks/{webhook_id}/{webhook_token}", "post", content_type, body)
             if len(body.get("content") or "") > CONTENT_LIMIT:
                 self._violate(50035, f"content: Must be {CONTENT_LIMIT} or fewer in length.")
+            self._check_fields(body, INTERACTION_FLAGS)
         except DiscordError as exc:
             record.error = exc.code
             await self._record(record)
@@ -800,6 +852,7 @@ class FakeDiscord:
             )
             if len(body.get("content") or "") > CONTENT_LIMIT:
                 self._violate(50035, f"content: Must be {CONTENT_LIMIT} or fewer in length.")
+            self._check_fields(body, EDIT_FLAGS)
         except DiscordError as exc:
             record.error = exc.code
             await self._record(record)
@@ -861,7 +914,8 @@ class FakeDiscord:
         if data is None:
             return web.Response(status=404, text="Not Found")
         if self.cdn_stall_seconds:
-            await asyncio.sleep(self.cdn_stall_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.cdn_stall_seconds)
         return web.Response(body=data, content_type="application/octet-stream")
 
 
@@ -947,27 +1001,33 @@ def _without_content(message: dict[str, Any]) -> dict[str, Any]:
     return {**message, "content": "", "attachments": [], "embeds": []}
 
 
-def _is_ogg_opus(data: bytes) -> bool:
-    """An Ogg container whose first stream is Opus, and that actually decodes."""
+def _ogg_opus_seconds(data: bytes) -> float | None:
+    """How long the audio lasts, if it is an Ogg container whose first stream is Opus that
+    actually decodes; None otherwise."""
     if not data.startswith(b"OggS") or b"OpusHead" not in data[:100]:
-        return False
+        return None
     import av
 
     try:
         with av.open(io.BytesIO(data)) as container:
             stream = container.streams.audio[0]
-            return stream.codec_context.name == "opus" and any(True for _ in container.decode(stream))
+            if stream.codec_context.name != "opus":
+                return None
+            samples = sum(frame.samples for frame in container.decode(stream))
+            return samples / stream.codec_context.sample_rate if samples else None
     except (av.FFmpegError, IndexError):
-        return False
+        return None
+
+
+def _is_ogg_opus(data: bytes) -> bool:
+    return _ogg_opus_seconds(data) is not None
 
 
 @contextlib.asynccontextmanager
 async def serving() -> AsyncIterator[FakeDiscord]:
-    fake = await FakeDiscord().start()
-    try:
+    """A running fake Discord, stopped at the end; fails if it refused a request as malformed."""
+    async with checked(await FakeDiscord().start()) as fake:
         yield fake
-    finally:
-        await fake.stop()
 
 
 @pytest.fixture

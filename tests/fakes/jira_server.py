@@ -4,7 +4,9 @@ It serves what the client calls for our operations (server info, myself, the fie
 project, create issue, get issue, the enhanced JQL search with `nextPageToken` paging) under
 /rest/api/2 and /rest/api/3, checks HTTP basic auth, answers the removed `/rest/api/*/search`
 with 410, and accepts only the JQL forms voxdesk sends: anything else is a 400 and is recorded
-in `bad_jql`, so a test notices unexpected JQL. Switches make it fail: 500 for everything, a
+in `bad_jql`, so a test notices unexpected JQL. Every request refused as one Jira would refuse
+(bad JQL, an issue it would not create, the removed search, an endpoint the fake does not serve)
+is kept in `violations`, which fail the test when the fake stops. Switches make it fail: 500 for everything, a
 hang past the client's timeout, 401, and "create the issue, then hang" (a timeout after Jira
 has already created the issue).
 """
@@ -23,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.strict import Strict, checked
 
 EMAIL = "bot@voxdesk.example"
 TOKEN = "jira-test-token"
@@ -98,7 +102,7 @@ class Received:
 
 
 @dataclass
-class FakeJira:
+class FakeJira(Strict):
     email: str = EMAIL
     token: str = TOKEN
     project: str = PROJECT
@@ -109,6 +113,8 @@ class FakeJira:
     jql: list[str] = field(default_factory=list)  # every JQL string received, well-formed or not
     bad_jql: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)  # requests to endpoints we do not serve
+    violations: list[str] = field(default_factory=list)
+    violations_expected: bool = False
     port: int = 0
     _failure: str | None = None
     _failures_left: int | None = None
@@ -189,7 +195,7 @@ class FakeJira:
             try:
                 body = json.loads(text) if text else None
             except ValueError:
-                return _errors(400, "The request body is not JSON.")
+                return _errors(400, self.refuse(f"{request.method} {request.path}: the body is not JSON."))
         query = {k: request.query.getall(k) for k in request.query}
         self.received.append(Received(request.method, request.path, query, body))
         request[BODY] = body
@@ -311,7 +317,7 @@ class FakeJira:
     async def _create(self, request: web.Request) -> web.Response:
         body = request[BODY]
         if not isinstance(body, dict) or not isinstance(body.get("fields"), dict):
-            return _errors(400, "The request must carry a fields object.")
+            return _errors(400, self.refuse("create issue: the request must carry a fields object."))
         fields = body["fields"]
         errors: dict[str, str] = {}
         for name in fields:
@@ -343,7 +349,9 @@ class FakeJira:
         labels = fields.get("labels", [])
         if not isinstance(labels, list) or any(not isinstance(x, str) or not x or " " in x for x in labels):
             errors["labels"] = "Labels cannot contain spaces and must be non-empty strings."
-        if self._failure == "reject_create":
+        for name, error in errors.items():
+            self.refuse(f"create issue: {name}: {error}")
+        if self._failure == "reject_create":  # scripted, so not a violation
             self._take_failure()
             errors["labels"] = "The label 'wallet' is not allowed in this project."
         if errors:
@@ -369,14 +377,18 @@ class FakeJira:
         jql = params.get("jql")
         if not isinstance(jql, str):
             return _errors(
-                400, "Unbounded JQL queries are not allowed here. Please add a search restriction."
+                400,
+                self.refuse("Unbounded JQL queries are not allowed here. Please add a search restriction."),
             )
         self.jql.append(jql)
         match = JQL.match(jql)
         if match is None:
             self.bad_jql.append(jql)
             return _errors(
-                400, f"Error in the JQL Query: unexpected query {jql!r} (the fake accepts only ours)."
+                400,
+                self.refuse(
+                    f"Error in the JQL Query: unexpected query {jql!r} (the fake accepts only ours)."
+                ),
             )
         try:
             limit = min(int(params.get("maxResults", 50)), 5000)
@@ -386,7 +398,7 @@ class FakeJira:
                 else 0
             )
         except (ValueError, binascii.Error):
-            return _errors(400, "Invalid maxResults or nextPageToken.")
+            return _errors(400, self.refuse("Invalid maxResults or nextPageToken."))
         found = [
             i for i in self.issues.values() if i.project == match["project"] and match["label"] in i.labels
         ]
@@ -405,12 +417,15 @@ class FakeJira:
     async def _removed_search(self, request: web.Request) -> web.Response:
         return _errors(
             410,
-            "The requested API has been removed. Please migrate to the /rest/api/3/search/jql API.",
+            self.refuse(
+                f"{request.path}: the requested API has been removed. Please migrate to the "
+                "/rest/api/3/search/jql API."
+            ),
         )
 
     async def _unknown(self, request: web.Request) -> web.Response:
         self.unexpected.append(f"{request.method} {request.path}")
-        return _errors(404, f"The fake Jira does not serve {request.method} {request.path}.")
+        return _errors(404, self.refuse(f"The fake Jira does not serve {request.method} {request.path}."))
 
 
 def _wanted_fields(values: list[str] | str) -> set[str] | None:
@@ -435,8 +450,6 @@ def _unauthorised() -> web.Response:
 
 @contextlib.asynccontextmanager
 async def running_fake_jira(**options: Any) -> AsyncIterator[FakeJira]:
-    fake = await FakeJira(**options).start()
-    try:
+    """A running fake Jira, stopped at the end; fails if it refused a request as malformed."""
+    async with checked(await FakeJira(**options).start()) as fake:
         yield fake
-    finally:
-        await fake.stop()

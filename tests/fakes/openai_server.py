@@ -1,7 +1,9 @@
 """A fake OpenAI (and Azure OpenAI) server on 127.0.0.1 for the real `openai` SDK.
 
 It validates every chat request against `CreateChatCompletionRequest` and every transcription
-against `CreateTranscriptionRequest` from the official spec, refuses what we never want to send
+against `CreateTranscriptionRequest` from the official spec (closed against unknown fields),
+checks what the API checks beyond the schema (each tool result answers a tool call of the
+assistant message before it, and each tool call is answered), refuses what we never want to send
 (the deprecated `functions`), answers with scripted replies carrying real audio, and can be told
 to fail: 429 with retry-after, 500, a hang past the client's timeout, malformed JSON.
 """
@@ -23,6 +25,7 @@ from aiohttp import web
 
 from bot.audio import pcm_to_wav, reply_from_pcm
 from tests.fakes.openapi import component_errors
+from tests.fakes.strict import Strict, checked
 
 SPEC = "openai-openapi.json"
 API_KEY = "sk-test-fake"
@@ -66,11 +69,12 @@ class Failure:
 
 
 @dataclass
-class FakeOpenAI:
+class FakeOpenAI(Strict):
     script: list[Responder] = field(default_factory=list)  # one per chat request, in order
     failures: list[Failure] = field(default_factory=list)  # consumed before the script
     received: list[Received] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    violations_expected: bool = False
     transcript: str = "how many points do i have"
     models: list[str] = field(
         default_factory=lambda: ["gpt-audio-1.5", "gpt-audio", "gpt-4o-mini-transcribe"]
@@ -90,6 +94,7 @@ class FakeOpenAI:
         app.router.add_get("/openai/models", self._models)
         app.router.add_post("/openai/deployments/{deployment}/chat/completions", self._chat)
         app.router.add_post("/openai/deployments/{deployment}/audio/transcriptions", self._transcribe)
+        app.router.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -148,13 +153,22 @@ class FakeOpenAI:
             return web.json_response(
                 {"error": {"message": "Incorrect API key", "type": "invalid_request_error"}}, status=401
             )
-        body = await request.json()
+        try:
+            body = await request.json()
+        except ValueError:
+            message = self.refuse(f"{request.path}: the body is not JSON")
+            return web.json_response(
+                {"error": {"message": message, "type": "invalid_request_error"}}, status=400
+            )
         self.received.append(Received(request.path, body, dict(request.headers), dict(request.query)))
         errors = component_errors(SPEC, "CreateChatCompletionRequest", body)
         if "functions" in body or "function_call" in body:
             errors.append("deprecated functions/function_call sent; use tools/tool_calls")
+        if not errors:
+            errors = _conversation_errors(body["messages"])
         if errors:
-            self.violations += errors
+            for error in errors:
+                self.refuse(error)
             return web.json_response(
                 {"error": {"message": "; ".join(errors), "type": "invalid_request_error"}}, status=400
             )
@@ -228,7 +242,8 @@ class FakeOpenAI:
             if not data.startswith(b"RIFF"):
                 errors.append("file: not a WAV")
         if errors:
-            self.violations += errors
+            for error in errors:
+                self.refuse(error)
             return web.json_response({"error": {"message": "; ".join(errors)}}, status=400)
         return web.json_response({"text": self.transcript, "usage": {"type": "duration", "seconds": 2}})
 
@@ -248,6 +263,41 @@ class FakeOpenAI:
                 status=404,
             )
         return web.json_response({"id": model, "object": "model", "created": 0, "owned_by": "openai"})
+
+    async def _unknown(self, request: web.Request) -> web.Response:
+        message = self.refuse(f"{request.method} {request.path}: not an endpoint the fake serves")
+        return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=404)
+
+
+def _conversation_errors(messages: list[dict[str, Any]]) -> list[str]:
+    """The API's 400s for tool messages out of place: a tool result must come after the assistant
+    message that made its call (other results between them), and every call made must be
+    answered before the conversation goes on."""
+    errors: list[str] = []
+    open_calls: list[str] = []  # calls of the latest assistant message not yet answered
+    answering = False  # only tool results since that assistant message
+    for i, message in enumerate(messages):
+        role = message.get("role")
+        if role == "tool":
+            call_id = message.get("tool_call_id")
+            if not answering or call_id not in open_calls:
+                errors.append(
+                    f"messages/{i}: messages with role 'tool' must be a response to a preceding message "
+                    f"with 'tool_calls' (no open call {call_id!r})"
+                )
+            else:
+                open_calls.remove(call_id)
+            continue
+        if open_calls:
+            errors.append(
+                f"messages/{i}: an assistant message with 'tool_calls' must be followed by tool messages "
+                f"responding to each 'tool_call_id'; not answered: {', '.join(open_calls)}"
+            )
+        open_calls = [c["id"] for c in message.get("tool_calls") or []] if role == "assistant" else []
+        answering = role == "assistant" and bool(open_calls)
+    if open_calls:
+        errors.append(f"messages: tool calls not answered at the end: {', '.join(open_calls)}")
+    return errors
 
 
 # ---- scripted replies -------------------------------------------------------------------------
@@ -307,8 +357,6 @@ def spoken_audio(transcript: str, fmt: str) -> bytes:
 
 @contextlib.asynccontextmanager
 async def serving() -> AsyncIterator[FakeOpenAI]:
-    fake = await FakeOpenAI().start()
-    try:
+    """A running fake OpenAI, stopped at the end; fails if it refused a request as malformed."""
+    async with checked(await FakeOpenAI().start()) as fake:
         yield fake
-    finally:
-        await fake.stop()

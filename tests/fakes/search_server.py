@@ -12,6 +12,11 @@ tokenizer), the same ranker the embedded manuals index uses: a parity test betwe
 backends then fails only when the cloud path sends different words, forgets the title weighting
 or maps results wrongly, never because two rankers disagree on a near tie.
 
+The query text is held to what the bot promises: the player's words, no query syntax. Simple
+syntax (queryType simple, and semantic's keyword half) never fails to parse, so an operator in it
+(+ | - " * ( ) \\) is answered as the service would answer it and kept in `violations`; full
+Lucene that does not parse is a 400, as on the real service.
+
 Switches: `fail_with(500)`, `fail_with(403)`, `fail_with(hang=30)` (longer than the client's
 timeout), each for every request until `recover()` or for `times` requests.
 """
@@ -29,6 +34,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
+
+from tests.fakes.strict import Strict, checked
 
 ADMIN_KEY = "fake-search-admin-key"
 QUERY_KEY = "fake-search-query-key"
@@ -54,12 +61,15 @@ INDEX_BODY = {
 _PATH = re.compile(r"^/indexes(?:\('(?P<q>[^']*)'\)|/(?P<p>[^/('$]+))?(?P<rest>/.*)?$")
 _DOC = re.compile(r"^/docs(?:\('(?P<q>[^']*)'\)|/(?P<p>[^/]+))$")
 _TERM = re.compile(r"\w+")
+SIMPLE_OPERATORS = set('+|-"*()\\')
 
 
 class SearchError(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, violation: bool | None = None) -> None:
         super().__init__(message)
         self.status = status
+        # A 400 is a malformed request; a 404 or 403 is usually the state or the key a test set up.
+        self.violation = status == 400 if violation is None else violation
 
 
 @dataclass
@@ -112,7 +122,7 @@ class FakeIndex:
         return {name: float(weights.get(name, 1.0)) for name in self.searchable}
 
 
-class FakeSearch:
+class FakeSearch(Strict):
     def __init__(self, service: str = "fake") -> None:
         self.service = service
         self.api_key = ADMIN_KEY
@@ -120,6 +130,8 @@ class FakeSearch:
         self.indexes: dict[str, FakeIndex] = {}
         self.received: list[Received] = []
         self.failures: list[Failure] = []
+        self.violations: list[str] = []
+        self.violations_expected = False
         self._released = asyncio.Event()  # set on stop: hanging handlers return at once
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -192,12 +204,14 @@ class FakeSearch:
                 raise SearchError(400, "The request body is not valid JSON.")
             return await getattr(self, f"_op_{operation}")(index, rest, body)
         except SearchError as exc:
+            if exc.violation:
+                self.refuse(f"{request.method} {request.path}: {exc}")
             return _error(exc.status, str(exc))
 
     def _route(self, path: str) -> tuple[str | None, str]:
         match = _PATH.match(path)
         if match is None:
-            raise SearchError(404, f"The resource '{path}' was not found.")
+            raise SearchError(404, f"The resource '{path}' was not found.", violation=True)
         return match.group("q") or match.group("p"), match.group("rest") or ""
 
     def _operation(self, method: str, index: str | None, rest: str) -> str:
@@ -216,7 +230,7 @@ class FakeSearch:
             return found
         if method == "GET" and index is not None and _DOC.match(rest):
             return "get_document"
-        raise SearchError(404, f"The resource '{method} {rest or '/indexes'}' was not found.")
+        raise SearchError(404, f"The resource '{method} {rest or '/indexes'}' was not found.", violation=True)
 
     def _authorise(self, request: web.Request, operation: str) -> None:
         key = request.headers.get("api-key")
@@ -361,6 +375,7 @@ class FakeSearch:
         mode = body.get("searchMode", "any")
         if mode not in ("any", "all"):
             raise SearchError(400, f"Invalid searchMode '{mode}'.")
+        self._check_query_text(body.get("search"), query_type)
         semantic = None
         if query_type == "semantic":
             semantic = index.semantic_configuration(body.get("semanticConfiguration"))
@@ -414,6 +429,40 @@ class FakeSearch:
         if body.get("count"):
             result["@odata.count"] = len(hits)
         return web.json_response(result)
+
+    def _check_query_text(self, text: Any, query_type: str) -> None:
+        if not isinstance(text, str) or text.strip() == "*":  # "*" alone: every document
+            return
+        if query_type == "full":
+            problem = _lucene_problem(text)
+            if problem:
+                raise SearchError(400, f"Failed to parse query string {text!r}: {problem}.")
+        operators = sorted(SIMPLE_OPERATORS & set(text))
+        if operators:
+            self.refuse(
+                f"search {text!r} holds query syntax {' '.join(operators)}: the bot sends the player's "
+                "words only"
+            )
+
+
+def _lucene_problem(text: str) -> str | None:
+    """Why full Lucene syntax would not parse, for the mistakes a query built from words makes."""
+    unescaped = re.sub(r"\\.", "", text)
+    if unescaped.count('"') % 2:
+        return "unbalanced quotes"
+    outside = re.sub(r'"[^"]*"', "", unescaped)
+    depth = 0
+    for char in outside:
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth < 0:
+            return "a ')' closes nothing"
+    if depth:
+        return "unbalanced parentheses"
+    if re.search(r"(?:^|\s)(?:AND|OR|NOT|&&|\|\||[+\-!])\s*$", outside) or re.match(
+        r"\s*(?:AND|OR)\b", outside
+    ):
+        return "an operator without its term"
+    return None
 
 
 def _error(status: int, message: str) -> web.Response:
@@ -534,8 +583,7 @@ def _rank(
 
 @contextlib.asynccontextmanager
 async def running_fake_search() -> AsyncIterator[FakeSearch]:
-    fake = await FakeSearch().start()
-    try:
+    """A running fake search service, stopped at the end; fails if it refused a request as
+    malformed or was sent query syntax."""
+    async with checked(await FakeSearch().start()) as fake:
         yield fake
-    finally:
-        await fake.stop()

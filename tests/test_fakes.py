@@ -1,0 +1,287 @@
+"""The fakes refuse what the real services refuse, say why, and make the test fail with that
+reason at once, not after a timeout. Each test sends a request the real service would refuse."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import aiohttp
+import pytest
+
+from tests.discord_harness import voice_note
+from tests.fakes import discord_server, openai_server, search_server
+from tests.fakes.discord_server import ALLOWED_CHANNEL, EPHEMERAL_FLAG, TOKEN, VOICE_FLAG, FakeDiscord
+from tests.fakes.openapi import component_errors, request_errors
+from tests.fakes.strict import FakeRefused
+
+OPENAI = "openai-openapi.json"
+DISCORD = "discord-openapi.json"
+CHAT = {"model": "gpt-audio-1.5", "messages": [{"role": "user", "content": "hi"}]}
+MESSAGES = "/channels/{channel_id}/messages"
+
+
+def chat_errors(**changes: Any) -> list[str]:
+    return component_errors(OPENAI, "CreateChatCompletionRequest", {**CHAT, **changes})
+
+
+def message_errors(body: dict[str, Any]) -> list[str]:
+    return request_errors(DISCORD, MESSAGES, "post", "application/json", body)
+
+
+# ---- closed schemas -------------------------------------------------------------------------
+
+
+def test_unknown_fields_are_refused_at_every_level() -> None:
+    assert chat_errors(temperature=0.5, modalities=["text", "audio"]) == []  # both halves of an allOf
+    assert chat_errors(foo=1) == ["<body>: Unevaluated properties are not allowed ('foo' was unexpected)"]
+    assert chat_errors(messages=[{"role": "user", "content": "hi", "foo": 1}]) == [
+        "messages/0: Unevaluated properties are not allowed ('foo' was unexpected)"
+    ]
+    assert chat_errors(audio={"voice": "alloy", "format": "opus", "speed": 2}) == [
+        "audio: Unevaluated properties are not allowed ('speed' was unexpected)"
+    ]
+    assert message_errors({"content": "x", "spoiler": True}) == [
+        "<body>: Unevaluated properties are not allowed ('spoiler' was unexpected)"
+    ]
+
+
+def test_free_form_objects_stay_open() -> None:
+    # A function's parameters are a JSON Schema of the caller's own: any property goes.
+    parameters = {"type": "object", "properties": {"x": {"type": "string"}}, "additionalProperties": False}
+    tool = {"type": "function", "function": {"name": "f", "parameters": parameters}}
+    assert chat_errors(tools=[tool], metadata={"anything": "goes"}) == []
+    renamed = {**tool, "function": {**tool["function"], "strictly": True}}
+    assert chat_errors(tools=[renamed]) == [
+        "tools/0/function: Unevaluated properties are not allowed ('strictly' was unexpected)"
+    ]
+
+
+def test_openapi_3_0_nullable_allows_null_and_only_there() -> None:
+    assert chat_errors(max_completion_tokens=None, frequency_penalty=None) == []  # `nullable: true`
+    assert chat_errors(max_completion_tokens=10) == []
+    assert chat_errors(model=None) == ["model: None is not valid under any of the given schemas"]
+    assert chat_errors(messages=None) == ["messages: None is not of type 'array'"]
+
+
+# ---- OpenAI ---------------------------------------------------------------------------------
+
+
+def call(call_id: str) -> dict[str, Any]:
+    return {"id": call_id, "type": "function", "function": {"name": "get_player_stats", "arguments": "{}"}}
+
+
+async def chat(fake: openai_server.FakeOpenAI, messages: list[dict[str, Any]]) -> tuple[int, str]:
+    headers = {"Authorization": f"Bearer {openai_server.API_KEY}"}
+    async with (
+        aiohttp.ClientSession() as session,
+        session.post(
+            f"{fake.base_url}/chat/completions", json={**CHAT, "messages": messages}, headers=headers
+        ) as response,
+    ):
+        return response.status, (await response.json()).get("error", {}).get("message", "")
+
+
+async def test_a_tool_result_must_answer_a_call_just_made() -> None:
+    user = {"role": "user", "content": "how many points"}
+    asked = {"role": "assistant", "content": None, "tool_calls": [call("call_a"), call("call_b")]}
+    result_a = {"role": "tool", "tool_call_id": "call_a", "content": "{}"}
+    result_b = {"role": "tool", "tool_call_id": "call_b", "content": "{}"}
+    async with openai_server.serving() as fake:
+        fake.expect_violations()
+        assert (await chat(fake, [user, asked, result_a, result_b]))[0] == 200
+        assert fake.violations == []
+        status, message = await chat(fake, [user, result_a])  # no call before it
+        assert status == 400 and "must be a response to a preceding message with 'tool_calls'" in message
+        status, message = await chat(fake, [user, asked, result_a, result_a, result_b])  # a twice
+        assert status == 400 and "no open call 'call_a'" in message
+        status, message = await chat(fake, [user, asked, result_a, user])  # call_b never answered
+        assert status == 400 and "not answered: call_b" in message
+        assert len(fake.violations) == 3
+
+
+# ---- Discord --------------------------------------------------------------------------------
+
+
+async def discord_post(fake: FakeDiscord, path: str, body: dict[str, Any], audio: bytes | None = None) -> Any:
+    headers = {"Authorization": f"Bot {TOKEN}"}
+    async with aiohttp.ClientSession() as session:
+        if audio is None:
+            request = session.post(f"{fake.api_base}{path}", json=body, headers=headers)
+        else:
+            form = aiohttp.FormData()
+            form.add_field("payload_json", json.dumps(body), content_type="application/json")
+            form.add_field("files[0]", audio, filename="voice-message.ogg", content_type="audio/ogg")
+            request = session.post(f"{fake.api_base}{path}", data=form, headers=headers)
+        async with request as response:
+            return await response.json()
+
+
+@pytest.fixture
+async def refusing_discord():
+    async with discord_server.serving() as fake:
+        fake.expect_violations()
+        yield fake
+
+
+@pytest.mark.parametrize(
+    ("mentions", "reason"),
+    [
+        ({"parse": ["users"], "users": ["1"]}, "parse:['users'] and users: [ids] are mutually exclusive"),
+        ({"parse": ["roles"], "roles": ["1"]}, "parse:['roles'] and roles: [ids] are mutually exclusive"),
+        ({"parse": ["channels"]}, "'channels' is not valid"),
+        ({"users": [str(n) for n in range(1, 102)]}, "is too long"),
+        ({"replied_user": "yes"}, "'yes' is not of type 'boolean', 'null'"),
+        ({"parse": [], "everyone": True}, "('everyone' was unexpected)"),
+    ],
+)
+async def test_allowed_mentions_are_checked(
+    refusing_discord: FakeDiscord, mentions: dict, reason: str
+) -> None:
+    fake = refusing_discord
+    answer = await discord_post(
+        fake, f"/channels/{ALLOWED_CHANNEL}/messages", {"content": "hi", "allowed_mentions": mentions}
+    )
+    assert answer["code"] == 50035 and reason in answer["message"]
+    (violation,) = fake.violations
+    assert reason in violation
+    ok = {"parse": ["everyone"], "users": ["1"], "roles": [], "replied_user": False}
+    assert "id" in await discord_post(
+        fake, f"/channels/{ALLOWED_CHANNEL}/messages", {"content": "hi", "allowed_mentions": ok}
+    )
+
+
+async def test_only_settable_flags_are_taken(refusing_discord: FakeDiscord) -> None:
+    fake = refusing_discord
+    channel = f"/channels/{ALLOWED_CHANNEL}/messages"
+    refused = await discord_post(fake, channel, {"content": "secret", "flags": EPHEMERAL_FLAG})
+    assert refused["code"] == 50035 and "flags: 64 sets 64, not settable here" in refused["message"]
+    assert "id" in await discord_post(fake, channel, {"content": "quiet", "flags": (1 << 12) | (1 << 2)})
+    callback = "/interactions/{0}/interaction-token-{0}/callback"
+    answered = await discord_post(
+        fake, callback.format(1), {"type": 4, "data": {"content": "only you", "flags": EPHEMERAL_FLAG}}
+    )
+    assert answered["interaction"]["response_message_ephemeral"]
+    deferred = await discord_post(fake, callback.format(2), {"type": 5, "data": {"flags": 1 << 2}})
+    assert deferred["code"] == 50035 and "data.flags: 4 sets 4" in deferred["message"]
+    crossposted = await discord_post(fake, "/webhooks/1/interaction-token-1", {"content": "x", "flags": 1})
+    assert crossposted["code"] == 50035
+    assert len(fake.violations) == 3
+
+
+async def test_a_voice_message_declares_the_duration_of_its_audio(refusing_discord: FakeDiscord) -> None:
+    fake = refusing_discord
+    note = voice_note(1.5)  # with half a second of silence either side: 2.5 s
+
+    def body(seconds: float) -> dict[str, Any]:
+        attachment = {
+            "id": "0",
+            "filename": "voice-message.ogg",
+            "duration_secs": seconds,
+            "waveform": "AAAA",
+        }
+        return {"flags": VOICE_FLAG, "attachments": [attachment]}
+
+    path = f"/channels/{ALLOWED_CHANNEL}/messages"
+    assert "id" in await discord_post(fake, path, body(2.5), note)
+    assert "id" in await discord_post(fake, path, body(3.3), note)  # within a second
+    refused = await discord_post(fake, path, body(30.0), note)
+    assert refused["code"] == 50035
+    assert "duration_secs: 30.0 s, but the audio lasts 2.50 s" in refused["message"]
+    assert len(fake.violations) == 1
+
+
+# ---- failing fast ---------------------------------------------------------------------------
+
+
+async def test_a_refusal_fails_the_test_when_the_fake_stops() -> None:
+    with pytest.raises(FakeRefused, match=r"(?s)FakeDiscord refused 1 request.*'spoiler' was unexpected"):
+        async with discord_server.serving() as fake:
+            await discord_post(
+                fake, f"/channels/{ALLOWED_CHANNEL}/messages", {"content": "x", "spoiler": True}
+            )
+    with pytest.raises(ZeroDivisionError) as failed:  # the test's own failure stays, the reason is added
+        async with discord_server.serving() as fake:
+            await discord_post(
+                fake, f"/channels/{ALLOWED_CHANNEL}/messages", {"content": "x", "spoiler": True}
+            )
+            1 / 0  # noqa: B018
+    assert "'spoiler' was unexpected" in "\n".join(failed.value.__notes__)
+    async with discord_server.serving() as fake:  # declared: passes
+        fake.expect_violations()
+        await discord_post(fake, f"/channels/{ALLOWED_CHANNEL}/messages", {"content": "x", "spoiler": True})
+
+
+async def test_a_waiter_gives_up_at_the_first_refusal_with_its_reason() -> None:
+    async with discord_server.serving() as fake:
+        waiting = asyncio.create_task(fake.wait_for(lambda received: fake.sent("message"), within=5))
+        await asyncio.sleep(0.05)
+        started = time.perf_counter()
+        await discord_post(fake, f"/channels/{ALLOWED_CHANNEL}/messages", {"content": "x", "spoiler": True})
+        with pytest.raises(FakeRefused, match="'spoiler' was unexpected"):
+            await waiting
+        assert time.perf_counter() - started < 2
+        fake.expect_violations()  # seen: not again at the end
+
+
+async def test_a_stalled_download_ends_when_the_fake_stops() -> None:
+    fake = await FakeDiscord().start()
+    fake.attachments[1] = b"OggS"
+    fake.cdn_stall_seconds = 10
+    session = aiohttp.ClientSession()
+    download = asyncio.create_task(session.get(f"{fake.url}/attachments/{ALLOWED_CHANNEL}/1/a.ogg"))
+    try:
+        await fake.wait_for(lambda _: fake.sent("cdn"))
+        started = time.perf_counter()
+        await fake.stop()
+        assert time.perf_counter() - started < 5  # not the 10 s stall
+    finally:
+        download.cancel()
+        await session.close()
+
+
+# ---- Azure AI Search ------------------------------------------------------------------------
+
+
+async def search(fake: search_server.FakeSearch, text: str, query_type: str = "simple") -> int:
+    index = {
+        "name": "manuals",
+        "fields": [
+            {"name": "key", "type": "Edm.String", "key": True},
+            {"name": "text", "type": "Edm.String", "searchable": True},
+        ],
+    }
+    params = {"api-version": "2026-04-01"}
+    headers = {"api-key": fake.api_key}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        if "manuals" not in fake.indexes:
+            async with session.post(f"{fake.endpoint}/indexes", json=index, params=params) as response:
+                assert response.status == 201
+        body = {"search": text, "queryType": query_type}
+        url = f"{fake.endpoint}/indexes('manuals')/docs/search.post.search"
+        async with session.post(url, json=body, params=params) as response:
+            return response.status
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['"refund"', "refund -controller", "refund | password", "crash*", "(refund)", "a+b", "back\\slash"],
+)
+async def test_query_syntax_in_a_simple_search_is_flagged(text: str) -> None:
+    async with search_server.running_fake_search() as fake:
+        fake.expect_violations()
+        assert await search(fake, text) == 200  # as the service would: simple syntax always parses
+        (violation,) = fake.violations
+        assert f"search {text!r} holds query syntax" in violation
+        assert await search(fake, "refund controller") == 200 and await search(fake, "*") == 200
+        assert len(fake.violations) == 1
+
+
+@pytest.mark.parametrize("text", ["(refund", "refund)", '"refund', "refund AND", "OR refund"])
+async def test_full_lucene_that_does_not_parse_is_a_400(text: str) -> None:
+    async with search_server.running_fake_search() as fake:
+        fake.expect_violations()
+        assert await search(fake, text, "full") == 400
+        assert "Failed to parse query string" in fake.violations[0]
