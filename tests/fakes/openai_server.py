@@ -81,6 +81,7 @@ class FakeOpenAI(Strict):
     )
     audio_ttl: int = 3600
     _runner: web.AppRunner | None = None
+    _stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on stop: hangs end at once
     port: int = 0
 
     # ---- lifecycle ------------------------------------------------------------------------
@@ -103,6 +104,8 @@ class FakeOpenAI(Strict):
         return self
 
     async def stop(self) -> None:
+        # Before the cleanup, which would otherwise wait for every hanging request to finish.
+        self._stopping.set()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -137,7 +140,8 @@ class FakeOpenAI(Strict):
             return None
         failure = self.failures.pop(0)
         if failure.hang:
-            await asyncio.sleep(failure.hang)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), failure.hang)
         if failure.malformed:
             return web.Response(
                 status=200, text='{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
