@@ -281,3 +281,37 @@ async def test_a_grievance_kept_while_another_process_files_the_spool_waits_for_
     fd = os.open(spool.path, os.O_RDONLY)
     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released: free to lock
     os.close(fd)
+
+
+async def test_a_note_heard_again_files_its_grievance_once(settings, scripted_app_engine) -> None:
+    # A turn re-run for the same note (the bot was killed mid-turn and answers it after the
+    # restart) must find the ticket it filed, not file a second one.
+    note = ToolContext(user_id=NOVA, request_id="930000000000000123")
+    again = ToolContext(user_id=NOVA, request_id="930000000000000123")
+    other_note = ToolContext(user_id=NOVA, request_id="930000000000000124")
+    complaint = call("register_grievance", category="wallet", description="charged twice")
+    async with running_app(settings, scripted_app_engine) as app:
+        first = (await app.toolbox.run(note, complaint)).result
+        second = (
+            await app.toolbox.run(
+                again, call("register_grievance", category="wallet", description="I was charged twice")
+            )
+        ).result
+        third = (await app.toolbox.run(other_note, complaint)).result
+        listed = await run(app, NOVA, "get_grievance_status")
+    assert second["ticket_key"] == first["ticket_key"]
+    assert third["ticket_key"] != first["ticket_key"]
+    keys = [t["ticket_key"] for t in listed["tickets"]]
+    assert keys.count(first["ticket_key"]) == 1 and len(keys) == len(set(keys))
+
+
+async def test_a_filing_id_never_returns_another_players_ticket(tmp_path) -> None:
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        await store.register(NOVA, "wallet", "mine", filing_id="discord:1:wallet")
+        with pytest.raises(RuntimeError):
+            await store.register(BLAZE, "wallet", "theirs", filing_id="discord:1:wallet")
+    finally:
+        await store.aclose()

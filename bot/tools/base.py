@@ -22,6 +22,9 @@ class ToolContext:
     platform: str = "discord"
     # Where they are talking (a Discord channel id): each place has its own conversation history.
     conversation: str = ""
+    # What the player sent (a Discord message id): a turn run again for the same note, after a
+    # crash, files no grievance twice.
+    request_id: str = ""
 
 
 class ToolError(Exception):
@@ -131,7 +134,9 @@ class ManualsBackend(Protocol):
 
 
 class GrievanceBackend(Protocol):
-    async def register(self, user_id: str, category: str, description: str) -> Grievance: ...
+    async def register(
+        self, user_id: str, category: str, description: str, filing_id: str | None = None
+    ) -> Grievance: ...
     async def status(self, user_id: str, key: str | None = None) -> list[Grievance]: ...
     async def check(self) -> str: ...
     async def aclose(self) -> None: ...

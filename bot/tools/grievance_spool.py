@@ -27,9 +27,10 @@ class GrievanceSpool:
         self.path = path
         self.rejected = path.with_name(path.name + ".rejected")
 
-    def keep(self, **row: str) -> None:
-        """Append one grievance, on disk (fsynced) before returning. Blocking: run in a thread."""
-        line = json.dumps({"id": uuid.uuid4().hex, **{f: row[f] for f in FIELDS}}) + "\n"
+    def keep(self, filing_id: str | None = None, **row: str) -> None:
+        """Append one grievance, on disk (fsynced) before returning; `filing_id` (else a fresh
+        one) is what files it once. Blocking: run in a thread."""
+        line = json.dumps({"id": filing_id or uuid.uuid4().hex, **{f: row[f] for f in FIELDS}}) + "\n"
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another process files the spool

@@ -47,7 +47,9 @@ CREATE TABLE IF NOT EXISTS grievances (
     attempts INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
     next_try_at REAL,  -- unix time: a pusher's claim on the row, or when to try it again
-    spool_id TEXT  -- set when filed from the spool (grievance_spool.py): filed once, whatever happens
+    -- a filing id: a note's (filed once however often its turn runs) or a spool line's
+    -- (grievance_spool.py: filed once, whatever happens)
+    spool_id TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS grievances_by_user ON grievances (user_id, id);
@@ -101,22 +103,30 @@ class LocalGrievanceStore:
         return store
 
     async def register(
-        self, user_id: str, category: str, description: str, push_state: str | None = None
+        self,
+        user_id: str,
+        category: str,
+        description: str,
+        filing_id: str | None = None,
+        push_state: str | None = None,
     ) -> Grievance:
-        """`push_state` overrides the store's initial state for this one row ('local_only' for a
-        grievance no remote tracker can take)."""
+        """`filing_id` files it once: registering again with the same id returns the grievance
+        filed the first time. `push_state` overrides the store's initial state for this one row
+        ('local_only' for a grievance no remote tracker can take)."""
         now = utc_now()
         state = push_state or self._initial_state
         await self.file_spooled()
         # The row and its key are committed together, before the player hears the key.
         async with self._write_lock:
             try:
-                key = await self._insert(user_id, category, description, now, state)
+                key = await self._insert(user_id, category, description, now, state, filing_id)
                 await self._conn.commit()
             except sqlite3.Error as exc:
                 await self._rollback()
-                await self._keep_for_later(exc, user_id, category, description, now, state)
+                await self._keep_for_later(exc, user_id, category, description, now, state, filing_id)
                 raise ToolError(KEPT_FOR_LATER) from None
+        if key is None:  # filed before, by an earlier run of the same turn
+            return await self._filed_as(user_id, filing_id)
         return Grievance(
             key=key,
             category=category,
@@ -142,6 +152,15 @@ class LocalGrievanceStore:
         await self._conn.execute("UPDATE grievances SET local_key = ? WHERE id = ?", (key, cursor.lastrowid))
         return key
 
+    async def _filed_as(self, user_id: str, filing_id: str | None) -> Grievance:
+        cursor = await self._conn.execute("SELECT * FROM grievances WHERE spool_id = ?", (filing_id,))
+        row = await cursor.fetchone()
+        # A filing id names one player's note; another player's row under it would be a bug, and
+        # answering with that row would show them someone else's ticket.
+        if row is None or row["user_id"] != user_id:
+            raise RuntimeError(f"filing id {filing_id!r} is not this player's")
+        return self._to_grievance(row)
+
     async def _rollback(self) -> None:
         # Half a transaction left open would be committed with the next grievance.
         try:
@@ -150,14 +169,21 @@ class LocalGrievanceStore:
             pass
 
     async def _keep_for_later(
-        self, exc: sqlite3.Error, user_id: str, category: str, description: str, at: str, state: str
+        self,
+        exc: sqlite3.Error,
+        user_id: str,
+        category: str,
+        description: str,
+        at: str,
+        state: str,
+        filing_id: str | None,
     ) -> None:
         """Keep the grievance in the spool, on disk before the player is told it is kept."""
         if self._spool is None:
             raise exc
         row = {"user_id": user_id, "category": category, "description": description, "at": at, "state": state}
         try:
-            await asyncio.to_thread(self._spool.keep, **row)
+            await asyncio.to_thread(self._spool.keep, filing_id, **row)
         except OSError:
             # The player hears it was not filed; the words survive in this line for an operator.
             log.exception("grievance could be neither filed nor kept: %s", json.dumps(row))

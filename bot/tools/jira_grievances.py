@@ -86,12 +86,16 @@ class JiraGrievances:
 
     # ---- GrievanceBackend ----------------------------------------------------------------------
 
-    async def register(self, user_id: str, category: str, description: str) -> Grievance:
+    async def register(
+        self, user_id: str, category: str, description: str, filing_id: str | None = None
+    ) -> Grievance:
         if not USER_ID.match(user_id):
             # Not a Discord id (a CLI user, say): Jira could never list it for its owner, so it
             # stays a local ticket instead of failing to push for ever.
-            return await self._store.register(user_id, category, description, push_state="local_only")
-        grievance = await self._store.register(user_id, category, description)
+            return await self._store.register(
+                user_id, category, description, filing_id, push_state="local_only"
+            )
+        grievance = await self._store.register(user_id, category, description, filing_id)
         self._wake.set()
         return grievance
 
