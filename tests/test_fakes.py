@@ -9,11 +9,22 @@ import time
 from typing import Any
 
 import aiohttp
+import discord
 import pytest
 
-from tests.discord_harness import voice_note
+from tests.conftest import BLAZE, NOVA
+from tests.discord_harness import running_bot, voice_note
 from tests.fakes import discord_server, openai_server, search_server
-from tests.fakes.discord_server import ALLOWED_CHANNEL, EPHEMERAL_FLAG, TOKEN, VOICE_FLAG, FakeDiscord
+from tests.fakes.discord_server import (
+    ALLOWED_CHANNEL,
+    EPHEMERAL_FLAG,
+    OTHER_CHANNEL,
+    TOKEN,
+    VOICE_FLAG,
+    FakeDiscord,
+    InjectedUser,
+    dm_channel_id,
+)
 from tests.fakes.openapi import component_errors, request_errors
 from tests.fakes.strict import FakeRefused
 
@@ -191,6 +202,159 @@ async def test_a_voice_message_declares_the_duration_of_its_audio(refusing_disco
     assert refused["code"] == 50035
     assert "duration_secs: 30.0 s, but the audio lasts 2.50 s" in refused["message"]
     assert len(fake.violations) == 1
+
+
+# ---- Discord: history, DMs, deletions, sessions ---------------------------------------------
+
+nova = InjectedUser(int(NOVA), "nova")
+blaze = InjectedUser(int(BLAZE), "blaze")
+
+
+async def test_history_pages_newest_first_and_discord_py_reads_it_all(settings) -> None:
+    async with discord_server.serving() as fake:
+        # Chatter in a channel the bot does not answer, posted before it starts: kept, not sent.
+        posted = [
+            await fake.send_message(blaze, channel_id=OTHER_CHANNEL, guild=True, content=f"gg {i}")
+            for i in range(150)
+        ]
+        ids = [int(m["id"]) for m in posted]
+        async with running_bot(settings, fake) as h:
+            channel = h.bot.get_channel(OTHER_CHANNEL)
+            assert isinstance(channel, discord.TextChannel)
+            after_first = [m.id async for m in channel.history(after=discord.Object(ids[0]), limit=None)]
+            assert after_first == ids[1:]  # oldest first across two pages of 100
+            pages = [r for r in fake.received if r.kind == "history" and "after" in r.body]
+            assert [len(r.response["messages"]) for r in pages] == [100, 49]
+            assert [m.id async for m in channel.history(limit=None)] == ids[::-1]
+            assert [m.id async for m in channel.history(before=discord.Object(ids[10]))] == ids[9::-1]
+            around = [m.id async for m in channel.history(around=discord.Object(ids[75]), limit=11)]
+            assert sorted(around) == ids[70:81]
+            assert (await channel.fetch_message(ids[3])).content == "gg 3"
+            await fake.delete_message(OTHER_CHANNEL, ids[3])
+            with pytest.raises(discord.NotFound) as gone:
+                await channel.fetch_message(ids[3])
+            assert gone.value.code == 10008
+            assert ids[3] not in [m.id async for m in channel.history(limit=10, after=discord.Object(ids[0]))]
+        # The bot's client was never given the chatter: it only read it back.
+        assert not [r for r in fake.received if r.kind == "message"]
+
+
+async def test_history_limit_is_1_to_100_and_anchors_are_exclusive(refusing_discord: FakeDiscord) -> None:
+    fake = refusing_discord
+
+    async def history(query: dict[str, str], channel: int = ALLOWED_CHANNEL) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bot {TOKEN}"}
+        async with aiohttp.ClientSession(headers=headers) as session:
+            url = f"{fake.api_base}/channels/{channel}/messages"
+            async with session.get(url, params=query) as response:
+                return response.status, await response.json()
+
+    assert (await history({}))[0] == (await history({"limit": "100"}))[0] == 200
+    for malformed in ({"limit": "101"}, {"limit": "0"}, {"before": "5", "after": "1"}):
+        status, answer = await history(malformed)
+        assert (status, answer["code"]) == (400, 50035), malformed
+    status, answer = await history({}, channel=1)
+    assert (status, answer["code"]) == (404, 10003)
+    assert len(fake.violations) == 3
+
+
+async def test_notes_sent_while_the_bot_is_down_are_in_the_history_only(settings) -> None:
+    async with discord_server.serving() as fake:
+        missed_dm = await fake.send_note(nova, voice_note())
+        missed_guild = await fake.send_note(blaze, voice_note(), guild=True)
+        async with running_bot(settings, fake) as h:
+            later = await fake.send_note(nova, voice_note())
+            await fake.wait_for(lambda _: len(fake.replies_to(later["id"])) >= 2)
+            dm = await h.bot.fetch_channel(dm_channel_id(nova.id))
+            assert isinstance(dm, discord.DMChannel) and dm.recipient and dm.recipient.id == nova.id
+            in_dm = [m.id async for m in dm.history(limit=None, oldest_first=True)]
+            assert in_dm[:2] == [int(missed_dm["id"]), int(later["id"])]  # then the bot's two replies
+            guild = await h.bot.fetch_channel(ALLOWED_CHANNEL)
+            assert [m.id async for m in guild.history(limit=None)] == [int(missed_guild["id"])]
+        assert fake.replies_to(missed_dm["id"]) == fake.replies_to(missed_guild["id"]) == []
+
+
+async def test_a_dm_the_bot_opens_is_the_players_dm_and_closed_dms_refuse(settings) -> None:
+    async with discord_server.serving() as fake, running_bot(settings, fake) as h:
+        fake.dms_closed.add(blaze.id)
+        dm = await h.bot.create_dm(discord.Object(nova.id))
+        assert dm.id == dm_channel_id(nova.id)
+        sent = await dm.send("Your ticket GRV-10 was updated.")
+        assert sent.channel.id == dm.id and fake.sent("message", dm.id)
+        closed = await h.bot.create_dm(discord.Object(blaze.id))  # opening works; sending does not
+        with pytest.raises(discord.Forbidden) as refused:
+            await closed.send("Your ticket GRV-11 was updated.")
+        assert refused.value.code == 50007 and refused.value.text == "Cannot send messages to this user"
+        with pytest.raises(discord.NotFound) as unknown:
+            await h.bot.fetch_channel(123)
+        assert unknown.value.code == 10003
+
+
+async def test_a_reply_to_a_deleted_message_is_refused_unless_it_may_stand_alone(settings) -> None:
+    async with discord_server.serving() as fake, running_bot(settings, fake) as h:
+        fake.expect_refusals()
+        chat = await fake.send_message(nova, channel_id=ALLOWED_CHANNEL, guild=True, content="hi")
+        deleted = asyncio.create_task(h.bot.wait_for("raw_message_delete", timeout=5))
+        await fake.delete_message(ALLOWED_CHANNEL, chat["id"])
+        assert (await deleted).message_id == int(chat["id"])  # MESSAGE_DELETE reached the bot
+        channel = h.bot.get_channel(ALLOWED_CHANNEL)
+        assert isinstance(channel, discord.TextChannel)
+        note = channel.get_partial_message(int(chat["id"]))
+        with pytest.raises(discord.HTTPException) as refused:
+            await channel.send("answer", reference=note)  # fail_if_not_exists defaults to true
+        assert refused.value.status == 400 and refused.value.code == 50035
+        assert "In message_reference: Unknown message" in refused.value.text
+        (reason,) = fake.refused
+        assert "REPLIES_UNKNOWN_MESSAGE" in reason
+        posted = await channel.send("answer", reference=note.to_reference(fail_if_not_exists=False))
+        assert posted.reference is None and posted.type is discord.MessageType.default
+        with pytest.raises(discord.NotFound) as no_reaction:
+            await note.add_reaction("\N{WARNING SIGN}")
+        assert no_reaction.value.code == 10008
+        assert fake.violations == []
+
+
+async def test_a_reply_to_a_gone_message_fails_a_test_that_does_not_expect_it() -> None:
+    reply = {"content": "x", "message_reference": {"message_id": "42"}}
+    with pytest.raises(FakeRefused, match="REPLIES_UNKNOWN_MESSAGE"):
+        async with discord_server.serving() as fake:
+            answer = await discord_post(fake, f"/channels/{ALLOWED_CHANNEL}/messages", reply)
+            assert answer["errors"]["message_reference"]["_errors"][0]["code"] == "REPLIES_UNKNOWN_MESSAGE"
+    assert fake.violations == []  # Discord's answer, not a malformed request
+
+
+async def test_an_upload_is_served_with_the_content_type_it_was_sent_with(
+    refusing_discord: FakeDiscord,
+) -> None:
+    fake = refusing_discord
+    body = {"content": "spoken reply", "attachments": [{"id": "0", "filename": "voice-message.ogg"}]}
+    answer = await discord_post(fake, f"/channels/{ALLOWED_CHANNEL}/messages", body, voice_note())
+    assert answer["attachments"][0]["content_type"] == "audio/ogg"
+    (record,) = fake.sent("message")
+    assert [f.content_type for f in record.files] == ["audio/ogg"]
+
+
+async def gateway_session(fake: FakeDiscord, close_code: int, resume: str | None = None) -> dict[str, Any]:
+    """Identify (or resume) on the fake's gateway, close with `close_code`; the last event seen."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(fake.gateway_url) as ws:
+        assert (await ws.receive_json())["op"] == 10
+        if resume is None:
+            await ws.send_json({"op": 2, "d": {"token": TOKEN, "intents": 0, "properties": {}}})
+        else:
+            await ws.send_json({"op": 6, "d": {"token": TOKEN, "session_id": resume, "seq": 0}})
+        event = await ws.receive_json()
+        await ws.close(code=close_code)
+        return event
+
+
+async def test_a_session_closed_with_1000_ends_and_the_code_is_kept() -> None:
+    async with discord_server.serving() as fake:
+        ready = await gateway_session(fake, 4000)
+        session_id = ready["d"]["session_id"]
+        assert (await gateway_session(fake, 1000, resume=session_id))["t"] == "RESUMED"  # 4000: resumable
+        assert (await gateway_session(fake, 1000, resume=session_id))["op"] == 9  # 1000: ended
+        await fake.wait_for(lambda _: len(fake.close_codes) == 3)
+        assert fake.close_codes == [4000, 1000, 1000]
 
 
 # ---- failing fast ---------------------------------------------------------------------------

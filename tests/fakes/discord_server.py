@@ -1,16 +1,25 @@
 """A fake Discord: a real HTTP + WebSocket server on 127.0.0.1 that the unmodified discord.py
 client talks to, pointed at it by configuration (`discord.api_base`, `discord.gateway_url`).
 
-REST: gateway discovery, the bot's user and application, channel messages (JSON and multipart,
-with `payload_json`), typing, reactions, interaction callbacks, follow-up webhooks and the
+REST: gateway discovery, the bot's user and application, channels and DM channels, channel
+messages (create as JSON or multipart with `payload_json`, read one, read the history with
+before/after/around/limit), typing, reactions, interaction callbacks, follow-up webhooks and the
 original response, application command sync, and a CDN path serving attachment bytes.
 Gateway: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats and ACKs, RESUME, zlib-stream
-compression, and dispatches of MESSAGE_CREATE / INTERACTION_CREATE that tests inject.
+compression, and dispatches of MESSAGE_CREATE / MESSAGE_DELETE / INTERACTION_CREATE that tests
+inject. What a test injects while no bot is connected is kept in the history only, as Discord
+keeps what players post while a bot is down; each session's close code is kept in `close_codes`.
+
+Every message players and the bot create is kept per channel, so a bot can read back what it
+missed, and a player can delete one (`delete_message`): a reply to it is then refused with
+REPLIES_UNKNOWN_MESSAGE unless it says `fail_if_not_exists: false`, as on Discord.
 
 Every message and interaction body is validated against the official OpenAPI description
 (`tests/fakes/specs/discord-openapi.json.gz`) plus the rules Discord applies to voice messages; a
 body that the real service would refuse gets the real error code and is kept in `violations`
-so a test can fail on it.
+so a test can fail on it. Answers Discord gives to well-formed requests that a careful bot
+never provokes (a reply to a deleted message, a post to a channel that does not exist) are kept
+in `refused` and fail the test too, unless it calls `expect_refusals()`.
 """
 
 from __future__ import annotations
@@ -20,7 +29,6 @@ import base64
 import contextlib
 import datetime
 import io
-import itertools
 import json
 import re
 import time
@@ -59,15 +67,34 @@ SEND_VOICE_MESSAGES = 1 << 46
 ALL_PERMISSIONS = (1 << 51) - 1
 CONTENT_LIMIT = 2000  # what a bot may send, tighter than the spec's 4000 (Nitro users)
 
-_snowflakes = itertools.count(930000000000000001)
+DISCORD_EPOCH_MS = 1420070400000
+DM_CHANNEL_BASE = 940000000000000000
+_last_snowflake = 0
 
 
 def snowflake() -> int:
-    return next(_snowflakes)
+    """An id as Discord makes them, with the milliseconds since Discord's epoch in the top bits:
+    ordering messages by id is ordering them by time, and `history(after=<datetime>)` (which
+    discord.py turns into an id) finds what was posted after that moment. Increasing, unique."""
+    global _last_snowflake
+    _last_snowflake = max(_last_snowflake + 1, (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22)
+    return _last_snowflake
+
+
+def snowflake_iso(snowflake_id: int) -> str:
+    """The moment an id was made, as the ISO timestamp Discord puts beside it."""
+    ms = (snowflake_id >> 22) + DISCORD_EPOCH_MS
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC).isoformat()
 
 
 def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat()
+
+
+def dm_channel_id(user_id: int) -> int:
+    """The id of the bot's DM channel with a user: the same for every way it is reached (a note
+    the player sends, a slash command in DMs, the bot opening the DM itself)."""
+    return DM_CHANNEL_BASE + user_id % 10**9
 
 
 def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
@@ -97,12 +124,23 @@ def _json(data: Any, status: int = 200) -> web.Response:
 
 
 class DiscordError(Exception):
-    def __init__(self, status: int, code: int, message: str) -> None:
+    def __init__(self, status: int, code: int, message: str, errors: dict[str, Any] | None = None) -> None:
         super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+        self.status, self.code, self.message, self.errors = status, code, message, errors
 
     def response(self) -> web.Response:
-        return _json({"code": self.code, "message": self.message}, status=self.status)
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.errors is not None:
+            body["errors"] = self.errors  # per field, as Discord details an Invalid Form Body
+        return _json(body, status=self.status)
+
+
+def _unknown_message() -> DiscordError:
+    return DiscordError(404, 10008, "Unknown Message")
+
+
+def _unknown_channel() -> DiscordError:
+    return DiscordError(404, 10003, "Unknown Channel")
 
 
 # ---- what the fake received ---------------------------------------------------------------
@@ -120,7 +158,8 @@ class Upload:
 class Received:
     """One request a test may assert on."""
 
-    # message | typing | reaction_add | reaction_remove | callback | followup | edit_original | sync | cdn
+    # message | typing | reaction_add | reaction_remove | callback | followup | edit_original | sync
+    # | cdn | history | get_message | get_channel | open_dm
     kind: str
     method: str
     path: str
@@ -168,6 +207,15 @@ class FakeDiscord(Strict):
         self._replies: dict[int, list[Received]] = {}
         self.violations: list[str] = []  # requests the real Discord would have refused
         self.violations_expected = False
+        # Well-formed requests Discord refuses because of what they point at (a reply to a
+        # deleted message, a post to no channel): a careful bot never makes them, so they fail
+        # the test unless it calls expect_refusals().
+        self.refused: list[str] = []
+        self.refusals_expected = False
+        self.messages: dict[int, dict[int, dict[str, Any]]] = {}  # channel id → message id → message
+        self.dm_channels: dict[int, dict[str, Any]] = {}  # DM channel id → its recipient (user payload)
+        self.dms_closed: set[int] = set()  # users who do not take DMs from the bot: 50007
+        self.close_codes: list[int | None] = []  # per gateway session the client ended: its close code
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id → synced commands
         self.attachments: dict[int, bytes] = {}
         self.cdn_stall_seconds = 0.0  # > 0: the CDN accepts a download, then sends nothing this long
@@ -198,7 +246,11 @@ class FakeDiscord(Strict):
         r.add_get("/api/v10/gateway", self._gateway_bot)
         r.add_get("/api/v10/users/@me", self._me)
         r.add_get("/api/v10/oauth2/applications/@me", self._application)
+        r.add_post("/api/v10/users/@me/channels", self._create_dm)
+        r.add_get("/api/v10/channels/{channel_id}", self._get_channel)
         r.add_post("/api/v10/channels/{channel_id}/messages", self._create_message)
+        r.add_get("/api/v10/channels/{channel_id}/messages", self._history)
+        r.add_get("/api/v10/channels/{channel_id}/messages/{message_id}", self._get_message)
         r.add_post("/api/v10/channels/{channel_id}/typing", self._typing)
         r.add_put("/api/v10/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._react)
         r.add_delete(
@@ -223,7 +275,7 @@ class FakeDiscord(Strict):
         # Before the cleanup, which would otherwise wait for every stalled download to finish.
         self._stopping.set()
         for session in list(self._sockets):
-            await session.ws.close()
+            await session.close(1000, b"")
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -247,6 +299,26 @@ class FakeDiscord(Strict):
             "VOXDESK_DISCORD_CHANNELS": str(ALLOWED_CHANNEL),
             "VOXDESK_DISCORD_GUILD_READY_TIMEOUT": "0.05",
         }
+
+    # ---- refusals that are Discord's answer, not a malformed request ----------------------
+
+    def expect_refusals(self) -> None:
+        """This test makes the bot point at what is gone on purpose: `refused` does not fail it."""
+        self.refusals_expected = True
+
+    def _refuse_as_discord(self, reason: str, error: DiscordError) -> NoReturn:
+        self.refused.append(reason)
+        raise error
+
+    @property
+    def unexpected_violations(self) -> list[str]:
+        # Refusals end a waiter and fail the test at the end exactly as violations do.
+        refused = (
+            []
+            if self.refusals_expected
+            else [f"{r} (Discord's answer; expect_refusals())" for r in self.refused]
+        )
+        return [*super().unexpected_violations, *refused]
 
     # ---- waiting on what arrives -----------------------------------------------------
 
@@ -284,8 +356,13 @@ class FakeDiscord(Strict):
 
     # ---- injecting events ------------------------------------------------------------
 
+    @property
+    def bot_connected(self) -> bool:
+        return any(session.ready for session in self._sockets)
+
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        await self.identified.wait()
+        """Send an event to every ready session. With none (the bot is down or not yet
+        identified) it goes nowhere, as on Discord: a bot learns of it from the history."""
         for session in list(self._sockets):
             if session.ready:
                 await session.dispatch(event, data)
@@ -305,9 +382,9 @@ class FakeDiscord(Strict):
         mention_bot: bool = False,
         declared_size: int | None = None,
     ) -> dict[str, Any]:
-        """A player's message with one attachment, dispatched as MESSAGE_CREATE."""
+        """A player's message with one attachment, stored and dispatched as MESSAGE_CREATE."""
         attachment_id = snowflake()
-        channel = channel_id or (ALLOWED_CHANNEL if guild else 940000000000000000 + author.id % 10**9)
+        channel = channel_id or (ALLOWED_CHANNEL if guild else dm_channel_id(author.id))
         self.attachments[attachment_id] = audio
         url = f"{self.url}/attachments/{channel}/{attachment_id}/{filename}"
         attachment: dict[str, Any] = {
@@ -342,12 +419,15 @@ class FakeDiscord(Strict):
         flags: int = 0,
         mention_bot: bool = False,
     ) -> dict[str, Any]:
+        """A player's message, kept in the channel's history and dispatched as MESSAGE_CREATE to
+        a connected bot (only kept while none is)."""
+        message_id = snowflake()
         message: dict[str, Any] = {
-            "id": str(snowflake()),
+            "id": str(message_id),
             "channel_id": str(channel_id),
             "author": author.payload(),
             "content": content,
-            "timestamp": now_iso(),
+            "timestamp": snowflake_iso(message_id),
             "edited_timestamp": None,
             "tts": False,
             "mention_everyone": False,
@@ -368,9 +448,30 @@ class FakeDiscord(Strict):
                 "mute": False,
                 "flags": 0,
             }
+        elif channel_id not in self.guild_channels:
+            self.dm_channels.setdefault(channel_id, author.payload())
+        self._store(message)
         self.dispatched_at[message["id"]] = time.perf_counter()
         await self.dispatch("MESSAGE_CREATE", message)
         return message
+
+    async def delete_message(self, channel_id: int, message_id: int | str) -> None:
+        """A player deletes a message: gone from the history, MESSAGE_DELETE to a connected bot."""
+        channel_id, message_id = int(channel_id), int(message_id)
+        if self.messages.get(channel_id, {}).pop(message_id, None) is None:
+            raise KeyError(f"no message {message_id} in channel {channel_id} to delete")
+        event = {"id": str(message_id), "channel_id": str(channel_id)}
+        if channel_id in self.guild_channels:
+            event["guild_id"] = str(GUILD_ID)
+        await self.dispatch("MESSAGE_DELETE", event)
+
+    def _store(self, message: dict[str, Any]) -> None:
+        self.messages.setdefault(int(message["channel_id"]), {})[int(message["id"])] = message
+
+    def _open_dm(self, recipient: dict[str, Any]) -> int:
+        channel_id = dm_channel_id(int(recipient["id"]))
+        self.dm_channels.setdefault(channel_id, recipient)
+        return channel_id
 
     async def slash(
         self,
@@ -384,7 +485,7 @@ class FakeDiscord(Strict):
         """A slash command (or its autocomplete request) dispatched as INTERACTION_CREATE; returns
         the interaction id, whose callback and follow-ups can then be awaited."""
         interaction_id = str(snowflake())
-        channel_id = ALLOWED_CHANNEL if guild else 940000000000000000 + user.id % 10**9
+        channel_id = ALLOWED_CHANNEL if guild else self._open_dm(user.payload())
         data: dict[str, Any] = {
             "id": interaction_id,
             "application_id": str(APPLICATION_ID),
@@ -461,6 +562,14 @@ class FakeDiscord(Strict):
             await session.run()
         finally:
             self._sockets.remove(session)
+        if not session.closed_by_fake:
+            if session.client_close_code in (1000, 1001):
+                # Discord ends a session closed with 1000 or 1001 at once (the bot shows offline)
+                # and will not RESUME it; any other close keeps it resumable for a while.
+                self.sessions.pop(session.session_id, None)
+            async with self._changed:
+                self.close_codes.append(session.client_close_code)
+                self._changed.notify_all()
         return ws
 
     def ready_payload(self, session_id: str) -> dict[str, Any]:
@@ -484,27 +593,39 @@ class FakeDiscord(Strict):
             "shard": [0, 1],
         }
 
-    def guild_payload(self) -> dict[str, Any]:
-        channels = [
-            {
-                "id": str(cid),
-                "type": 0,
-                "guild_id": str(GUILD_ID),
-                "name": name,
-                "position": i,
-                "permission_overwrites": [
-                    {"id": str(GUILD_ID), "type": 0, "allow": "0", "deny": str(SEND_VOICE_MESSAGES)}
-                ]
-                if cid in self.no_voice_permission_in
-                else [],
-                "nsfw": False,
-                "topic": None,
-                "last_message_id": None,
-                "rate_limit_per_user": 0,
-                "parent_id": None,
+    def _last_message_id(self, channel_id: int) -> str | None:
+        stored = self.messages.get(channel_id)
+        return str(max(stored)) if stored else None
+
+    def channel_payload(self, channel_id: int) -> dict[str, Any]:
+        """A guild text channel or a DM channel as Discord describes it; 10003 for any other id."""
+        if channel_id in self.dm_channels:
+            return {
+                "id": str(channel_id),
+                "type": 1,
+                "last_message_id": self._last_message_id(channel_id),
+                "flags": 0,
+                "recipients": [self.dm_channels[channel_id]],
             }
-            for i, (cid, name) in enumerate(self.guild_channels.items())
-        ]
+        if channel_id not in self.guild_channels:
+            raise _unknown_channel()
+        denied = [{"id": str(GUILD_ID), "type": 0, "allow": "0", "deny": str(SEND_VOICE_MESSAGES)}]
+        return {
+            "id": str(channel_id),
+            "type": 0,
+            "guild_id": str(GUILD_ID),
+            "name": self.guild_channels[channel_id],
+            "position": list(self.guild_channels).index(channel_id),
+            "permission_overwrites": denied if channel_id in self.no_voice_permission_in else [],
+            "nsfw": False,
+            "topic": None,
+            "last_message_id": self._last_message_id(channel_id),
+            "rate_limit_per_user": 0,
+            "parent_id": None,
+        }
+
+    def guild_payload(self) -> dict[str, Any]:
+        channels = [self.channel_payload(cid) for cid in self.guild_channels]
         return {
             "id": str(GUILD_ID),
             "name": "Voxdesk Test Arena",
@@ -717,7 +838,9 @@ class FakeDiscord(Strict):
     def _violate(self, code: int, message: str, status: int = 400) -> NoReturn:
         raise DiscordError(status, code, self.refuse(message))
 
-    def _message_response(self, channel_id: int, body: dict[str, Any], files: list[Upload]) -> dict[str, Any]:
+    def _message_response(
+        self, channel_id: int, body: dict[str, Any], files: list[Upload], *, keep_reference: bool = True
+    ) -> dict[str, Any]:
         message_id = snowflake()
         attachments = []
         for declared, upload in zip(body.get("attachments") or [{} for _ in files], files, strict=False):
@@ -730,7 +853,8 @@ class FakeDiscord(Strict):
                 "size": len(upload.data),
                 "url": url,
                 "proxy_url": url,
-                "content_type": "audio/ogg" if _is_ogg_opus(upload.data) else "application/octet-stream",
+                # What the client declared for the part: Discord serves the file with it.
+                "content_type": upload.content_type or "application/octet-stream",
             }
             for key in ("duration_secs", "waveform"):
                 if declared.get(key) is not None:
@@ -741,7 +865,7 @@ class FakeDiscord(Strict):
             "channel_id": str(channel_id),
             "author": user_payload(BOT_USER_ID, "voxdesk", bot=True),
             "content": body.get("content") or "",
-            "timestamp": now_iso(),
+            "timestamp": snowflake_iso(message_id),
             "edited_timestamp": None,
             "tts": False,
             "mention_everyone": False,
@@ -750,11 +874,18 @@ class FakeDiscord(Strict):
             "attachments": attachments,
             "embeds": [],
             "pinned": False,
-            "type": 19 if body.get("message_reference") else 0,
+            "type": 0,
             "flags": int(body.get("flags") or 0),
         }
-        if body.get("message_reference"):
-            response["message_reference"] = {**body["message_reference"], "channel_id": str(channel_id)}
+        reference = body.get("message_reference") if keep_reference else None
+        if reference:
+            response["type"] = 19  # REPLY
+            response["message_reference"] = {
+                "type": 0,
+                "message_id": str(reference["message_id"]),
+                "channel_id": str(channel_id),
+                **({"guild_id": str(GUILD_ID)} if channel_id in self.guild_channels else {}),
+            }
         return response
 
     async def _create_message(self, request: web.Request) -> web.Response:
@@ -764,11 +895,160 @@ class FakeDiscord(Strict):
         try:
             self._check("/channels/{channel_id}/messages", "post", content_type, body)
             self._check_message(body, files, channel_id)
+            self._check_recipient(channel_id, request.path)
+            keep_reference = self._reference_stands(channel_id, body, request.path)
         except DiscordError as exc:
             record.error = exc.code
             await self._record(record)
             raise
-        record.response = self._message_response(channel_id, body, files)
+        record.response = self._message_response(channel_id, body, files, keep_reference=keep_reference)
+        self._store(record.response)
+        await self._record(record)
+        return _json(record.response)
+
+    def _check_recipient(self, channel_id: int, path: str) -> None:
+        """The channel exists, and if it is a DM its user takes DMs from the bot."""
+        if channel_id in self.guild_channels:
+            return
+        recipient = self.dm_channels.get(channel_id)
+        if recipient is None:
+            self._refuse_as_discord(f"POST {path}: no such channel", _unknown_channel())
+        if int(recipient["id"]) in self.dms_closed:
+            # The user closed their DMs or blocked the bot: Discord's answer, not the bot's error.
+            raise DiscordError(403, 50007, "Cannot send messages to this user")
+
+    def _reference_stands(self, channel_id: int, body: dict[str, Any], path: str) -> bool:
+        """Whether the message keeps its reply reference. One to a message that is gone is
+        refused, unless `fail_if_not_exists` is false: then Discord posts a plain message."""
+        reference = body.get("message_reference")
+        if not reference:
+            return True
+        where = int(reference.get("channel_id") or channel_id)
+        if int(reference["message_id"]) in self.messages.get(where, {}):
+            return True
+        if reference.get("fail_if_not_exists") is False:
+            return False
+        errors = {
+            "message_reference": {
+                "_errors": [{"code": "REPLIES_UNKNOWN_MESSAGE", "message": "Unknown message"}]
+            }
+        }
+        self._refuse_as_discord(
+            f"POST {path}: REPLIES_UNKNOWN_MESSAGE, a reply to message {reference['message_id']}, "
+            "which no longer exists, without fail_if_not_exists: false",
+            DiscordError(400, 50035, "Invalid Form Body", errors),
+        )
+
+    def _stored(self, channel_id: int, message_id: str) -> dict[str, Any]:
+        if not message_id.isdigit():
+            self._violate(50035, f"message_id: {message_id!r} is not a snowflake")
+        message = self.messages.get(channel_id, {}).get(int(message_id))
+        if message is None:
+            raise _unknown_message()
+        return message
+
+    def _as_read(self, message: dict[str, Any]) -> dict[str, Any]:
+        """A stored message as REST returns it: no `member` (a gateway-only field), and without
+        the Message Content intent granted, the content of others' guild messages hidden."""
+        message = {k: v for k, v in message.items() if k != "member"}
+        granted = self.application_flags & ((1 << 19) | (1 << 18))
+        if granted or int(message["author"]["id"]) == BOT_USER_ID:
+            return message
+        return _without_content(message)
+
+    async def _get_message(self, request: web.Request) -> web.Response:
+        channel_id = int(request.match_info["channel_id"])
+        record = Received("get_message", request.method, request.path, channel_id)
+        try:
+            message = self._as_read(self._stored(channel_id, request.match_info["message_id"]))
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        record.response = message
+        await self._record(record)
+        return _json(message)
+
+    async def _history(self, request: web.Request) -> web.Response:
+        """GET /channels/{id}/messages: at most `limit` (1-100, default 50) messages, newest
+        first whatever the anchor; `after` takes the oldest ones after it, `around` about half
+        each side of it (itself included)."""
+        channel_id = int(request.match_info["channel_id"])
+        record = Received("history", request.method, request.path, channel_id, dict(request.query))
+        try:
+            anchor, at, limit = self._history_query(request)
+            if channel_id not in self.guild_channels and channel_id not in self.dm_channels:
+                raise _unknown_channel()
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        ids = sorted(self.messages.get(channel_id, {}))
+        if anchor == "before":
+            chosen = [i for i in ids if i < at][-limit:]
+        elif anchor == "after":
+            chosen = [i for i in ids if i > at][:limit]
+        elif anchor == "around":
+            newer = [i for i in ids if i > at][: limit // 2]
+            chosen = [i for i in ids if i <= at][-(limit - len(newer)) :] + newer
+        else:
+            chosen = ids[-limit:]
+        stored = self.messages.get(channel_id, {})
+        page = [self._as_read(stored[i]) for i in reversed(chosen)]
+        record.response = {"messages": [m["id"] for m in page]}
+        await self._record(record)
+        return _json(page)
+
+    def _history_query(self, request: web.Request) -> tuple[str | None, int, int]:
+        """(before | after | around | None, its message id, limit); a malformed query is a 50035."""
+        query = request.query
+        anchors = [name for name in ("before", "after", "around") if name in query]
+        if len(anchors) > 1:
+            self._violate(50035, f"GET messages: {', '.join(anchors)} are mutually exclusive")
+        at = 0
+        for name in anchors:
+            if not query[name].isdigit():
+                self._violate(50035, f'{name}: Value "{query[name]}" is not snowflake.')
+            at = int(query[name])
+        raw = query.get("limit", "50")
+        if not raw.lstrip("-").isdigit():
+            self._violate(50035, f'limit: Value "{raw}" is not int.')
+        limit = int(raw)
+        if not 1 <= limit <= 100:
+            bound = "less than or equal to 100" if limit > 100 else "greater than or equal to 1"
+            self._violate(50035, f"limit: int value should be {bound}.")
+        return (anchors[0] if anchors else None), at, limit
+
+    async def _get_channel(self, request: web.Request) -> web.Response:
+        channel_id = int(request.match_info["channel_id"])
+        record = Received("get_channel", request.method, request.path, channel_id)
+        try:
+            record.response = self.channel_payload(channel_id)
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        await self._record(record)
+        return _json(record.response)
+
+    async def _create_dm(self, request: web.Request) -> web.Response:
+        """POST /users/@me/channels: the bot's DM channel with a user, made once and returned
+        again after. Opening one works even when the user takes no DMs; sending then fails."""
+        body = await request.json()
+        record = Received("open_dm", request.method, request.path, None, body)
+        try:
+            self._check("/users/@me/channels", "post", "application/json", body)
+            if body.get("recipient_id") is None:
+                self._violate(50035, "recipient_id: This field is required")
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        user_id = int(body["recipient_id"])
+        known = self.dm_channels.get(dm_channel_id(user_id))
+        channel_id = self._open_dm(known or user_payload(user_id, f"player{user_id % 10_000}"))
+        record.channel_id = channel_id
+        record.response = self.channel_payload(channel_id)
         await self._record(record)
         return _json(record.response)
 
@@ -780,10 +1060,16 @@ class FakeDiscord(Strict):
 
     async def _react(self, request: web.Request) -> web.Response:
         kind = "reaction_add" if request.method == "PUT" else "reaction_remove"
+        channel_id = int(request.match_info["channel_id"])
         body = {"message_id": request.match_info["message_id"], "emoji": request.match_info["emoji"]}
-        await self._record(
-            Received(kind, request.method, request.path, int(request.match_info["channel_id"]), body)
-        )
+        record = Received(kind, request.method, request.path, channel_id, body)
+        try:
+            self._stored(channel_id, body["message_id"])  # a deleted message takes no reactions
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        await self._record(record)
         return web.Response(status=204)
 
     async def _callback(self, request: web.Request) -> web.Response:
@@ -929,8 +1215,14 @@ class _GatewaySession:
         self.ready = False
         self.intents = 0
         self.session_id = f"fake-session-{snowflake()}"
+        self.closed_by_fake = False
+        self.client_close_code: int | None = None  # None: the client dropped without a close frame
         self._compressor = zlib.compressobj() if zlib_stream else None
         self._lock = asyncio.Lock()
+
+    async def close(self, code: int, reason: bytes) -> None:
+        self.closed_by_fake = True
+        await self.ws.close(code=code, message=reason)
 
     async def send(self, payload: dict[str, Any]) -> None:
         text = json.dumps(payload)
@@ -949,7 +1241,13 @@ class _GatewaySession:
 
     async def run(self) -> None:
         await self.send({"op": 10, "d": {"heartbeat_interval": self.HEARTBEAT_MS}})
-        async for msg in self.ws:
+        while True:
+            msg = await self.ws.receive()
+            if msg.type == WSMsgType.CLOSE:
+                self.client_close_code = int(msg.data)  # aiohttp has already answered the close
+                return
+            if msg.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                return
             if msg.type != WSMsgType.TEXT:
                 continue
             payload = json.loads(msg.data)
@@ -958,14 +1256,14 @@ class _GatewaySession:
                 await self.send({"op": 11})
             elif op == 2:  # identify
                 if data.get("token") != TOKEN:
-                    await self.ws.close(code=4004, message=b"Authentication failed.")
+                    await self.close(4004, b"Authentication failed.")
                     return
                 self.fake.identify_payloads.append(data)
                 self.intents = int(data.get("intents") or 0)
                 self.fake.sessions[self.session_id] = self.intents
                 granted = self.fake.application_flags & ((1 << 19) | (1 << 18))
                 if self.intents & MESSAGE_CONTENT_INTENT and not granted:
-                    await self.ws.close(code=4014, message=b"Disallowed intent(s).")
+                    await self.close(4014, b"Disallowed intent(s).")
                     return
                 await self.dispatch("READY", self.fake.ready_payload(self.session_id))
                 await self.dispatch("GUILD_CREATE", self.fake.guild_payload())
@@ -974,7 +1272,7 @@ class _GatewaySession:
             elif op == 6:  # resume
                 self.fake.resume_payloads.append(data)
                 if data.get("token") != TOKEN:
-                    await self.ws.close(code=4004, message=b"Authentication failed.")
+                    await self.close(4004, b"Authentication failed.")
                     return
                 if data.get("session_id") not in self.fake.sessions:
                     await self.send({"op": 9, "d": False})  # invalid session: identify afresh
@@ -988,7 +1286,7 @@ class _GatewaySession:
             elif op in (3, 4, 8):  # presence, voice state, request members: accepted, nothing to do
                 continue
             else:
-                await self.ws.close(code=4001, message=b"Unknown opcode.")
+                await self.close(4001, b"Unknown opcode.")
                 return
 
 
@@ -1017,10 +1315,6 @@ def _ogg_opus_seconds(data: bytes) -> float | None:
             return samples / stream.codec_context.sample_rate if samples else None
     except (av.FFmpegError, IndexError):
         return None
-
-
-def _is_ogg_opus(data: bytes) -> bool:
-    return _ogg_opus_seconds(data) is not None
 
 
 @contextlib.asynccontextmanager
