@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
+from typing import Any
 
 import discord
 from discord.http import Route
@@ -16,6 +16,9 @@ log = logging.getLogger(__name__)
 MESSAGE_LIMIT = 2000  # characters a bot may put in one message
 VOICE_MESSAGE_FLAG = discord.MessageFlags.voice.flag  # 8192
 VOICE_FILENAME = "voice-message.ogg"
+FILE_FILENAME = "reply.ogg"
+NO_PINGS = {"parse": [], "replied_user": False}  # the model's words must not ping anyone, nor the note
+Upload = tuple[str, bytes]  # filename, Ogg/Opus bytes
 # Discord's answers that mean "no voice messages here": fall back to a file reply.
 VOICE_REFUSED_CODES = {50173, 50013}  # cannot send voice messages in this channel; missing permissions
 
@@ -45,47 +48,69 @@ def voice_message_allowed(message: discord.Message) -> bool:
     return channel.permissions_for(guild.me).send_voice_messages
 
 
-async def send_voice_message(client: discord.Client, message: discord.Message, reply: ReplyAudio) -> None:
-    """Post `reply` as a native voice message answering `message`.
+def reply_reference(message: discord.Message) -> discord.MessageReference:
+    """A reference to the note that lets the reply stand alone if the player deleted the note
+    meanwhile: by default Discord refuses a reply to a gone message (REPLIES_UNKNOWN_MESSAGE),
+    and the player would get no answer at all."""
+    return message.to_reference(fail_if_not_exists=False)
 
-    discord.py 2.7 cannot send voice messages, so this one request goes through the client's own
-    HTTP layer (its session, rate limiting and retries) with a raw route and a multipart form:
-    flag 8192, no content, one Ogg/Opus attachment with `duration_secs` and `waveform`.
+
+async def post_reply(
+    client: discord.Client, message: discord.Message, payload: dict[str, Any], upload: Upload | None = None
+) -> None:
+    """Post one reply to `message` with at most one audio upload.
+
+    discord.py 2.7 can neither send voice messages nor say what type an upload is (discord.File
+    goes out as application/octet-stream), so these requests go through the client's own HTTP
+    layer (its session, rate limiting and retries) with a raw route and a multipart form.
     Raises discord.HTTPException as any other send would.
     """
-    payload = {
-        "flags": VOICE_MESSAGE_FLAG,
-        "attachments": [
-            {
-                "id": "0",
-                "filename": VOICE_FILENAME,
-                "duration_secs": reply.duration_secs,
-                "waveform": reply.waveform,
-            }
-        ],
-        "message_reference": {"message_id": str(message.id), "fail_if_not_exists": False},
-        "allowed_mentions": {"parse": [], "replied_user": False},
-    }
-    form = [
-        {"name": "payload_json", "value": json.dumps(payload)},
-        {"name": "files[0]", "value": reply.ogg, "filename": VOICE_FILENAME, "content_type": "audio/ogg"},
-    ]
+    body = {**payload, "message_reference": reply_reference(message).to_dict(), "allowed_mentions": NO_PINGS}
+    form: list[dict[str, Any]] = [{"name": "payload_json", "value": json.dumps(body)}]
+    if upload is not None:
+        filename, data = upload
+        form.append({"name": "files[0]", "value": data, "filename": filename, "content_type": "audio/ogg"})
     route = Route("POST", "/channels/{channel_id}/messages", channel_id=message.channel.id)
     await client.http.request(route, form=form)
 
 
-async def send_text(message: discord.Message, text: str, file: ReplyAudio | None = None) -> None:
-    """Reply with `text` split at Discord's limit; `file` (if any) rides on the first piece."""
-    pieces = split_message(text) or [""]
-    for i, piece in enumerate(pieces):
-        attachment = None
-        if i == 0 and file is not None:
-            attachment = discord.File(io.BytesIO(file.ogg), filename="reply.ogg", description="spoken reply")
-        await message.reply(
-            content=piece or None,
-            file=attachment,  # type: ignore[arg-type]
-            mention_author=False,
-        )
+async def send_voice_message(client: discord.Client, message: discord.Message, reply: ReplyAudio) -> None:
+    """Post `reply` as a native voice message answering `message`: flag 8192, no content, one
+    Ogg/Opus attachment with `duration_secs` and `waveform`."""
+    attachment = {
+        "id": "0",
+        "filename": VOICE_FILENAME,
+        "duration_secs": reply.duration_secs,
+        "waveform": reply.waveform,
+    }
+    payload = {"flags": VOICE_MESSAGE_FLAG, "attachments": [attachment]}
+    await post_reply(client, message, payload, (VOICE_FILENAME, reply.ogg))
+
+
+async def send_file(client: discord.Client, message: discord.Message, text: str, reply: ReplyAudio) -> None:
+    """The spoken reply as an Ogg/Opus file where a voice message cannot go, with the first piece
+    of `text`; the rest of `text` follows as plain replies."""
+    first, *rest = split_message(text) or [""]
+    payload: dict[str, Any] = {
+        "attachments": [{"id": "0", "filename": FILE_FILENAME, "description": "spoken reply"}]
+    }
+    if first:
+        payload["content"] = first
+    await post_reply(client, message, payload, (FILE_FILENAME, reply.ogg))
+    for piece in rest:
+        await _send_piece(message, piece)
+
+
+async def send_text(message: discord.Message, text: str) -> None:
+    """Reply with `text` split at Discord's limit."""
+    for piece in split_message(text):
+        await _send_piece(message, piece)
+
+
+async def _send_piece(message: discord.Message, piece: str) -> None:
+    # The client's AllowedMentions.none() plus mention_author=False: the same NO_PINGS the raw
+    # route sends, so no reply of any kind pings anyone.
+    await message.channel.send(content=piece, reference=reply_reference(message), mention_author=False)
 
 
 async def send_answer(
@@ -107,5 +132,5 @@ async def send_answer(
             if mode == "voice_and_text" and text:
                 await send_text(message, text)
             return "voice"
-    await send_text(message, text if mode != "voice" else "", file=audio)
+    await send_file(client, message, text if mode != "voice" else "", audio)
     return "file"

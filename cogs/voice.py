@@ -230,8 +230,10 @@ class VoiceNotes(commands.Cog):
                 await message.remove_reaction(emoji, self.bot.user)
             else:
                 await message.add_reaction(emoji)
-        except discord.HTTPException:
-            pass  # a missing Add Reactions permission must not cost the player their answer
+        except discord.HTTPException as exc:
+            # A missing Add Reactions permission, or a note the player deleted meanwhile (404):
+            # neither may cost the player their answer, nor is either worth a warning.
+            log.debug("no %s reaction on note %s: %s %s", emoji, message.id, exc.status, exc.code)
 
 
 async def setup(bot: VoxdeskBot) -> None:

@@ -1,0 +1,123 @@
+"""Every reply reaches the player, however the note fares: through the real discord.py client and
+the fake Discord, which refuses a reply to a deleted message unless it may stand alone."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from tests.conftest import NOVA
+from tests.discord_harness import running_bot, voice_note
+from tests.fakes.discord_server import ALLOWED_CHANNEL, FakeDiscord, InjectedUser, Received, serving
+from tests.frontend_engine import FrontendEngine
+
+nova = InjectedUser(int(NOVA), "nova")
+WARNING_SIGN = "\N{WARNING SIGN}"
+
+
+@pytest.fixture
+async def fake():
+    async with serving() as running:
+        yield running
+
+
+async def replies(fake: FakeDiscord, message: dict[str, Any], count: int) -> list[Received]:
+    return await fake.wait_for(lambda _: (r := fake.replies_to(message["id"])) and len(r) >= count and r)
+
+
+async def reactions_settled(fake: FakeDiscord, message: dict[str, Any], kinds: int) -> list[Received]:
+    """The reactions the bot tried on a message once `kinds` attempts have come in: the last
+    thing it does for a note, so the answer is over."""
+
+    def tried(records: list[Received]) -> list[Received] | None:
+        mine = [r for r in records if r.kind.startswith("reaction") and r.body["message_id"] == message["id"]]
+        return mine if len(mine) >= kinds else None
+
+    return await fake.wait_for(tried)
+
+
+def stood_alone(reply: Received) -> bool:
+    """Posted (its request asked to reply to the note) as a plain message: the note was gone."""
+    assert reply.response is not None
+    return (
+        reply.reply_to is not None
+        and "message_reference" not in reply.response
+        and not reply.response["type"]
+    )
+
+
+def warnings_logged(caplog: pytest.LogCaptureFixture, but: str = "") -> list[str]:
+    """Warnings and errors from any logger, except the ones saying `but` (the test's own doing)."""
+    logged = [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.WARNING]
+    return [line for line in logged if not but or but not in line]
+
+
+@pytest.mark.parametrize("where", ["dm voice message", "guild file fallback"])
+async def test_a_note_deleted_mid_answer_still_gets_its_whole_answer(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, where: str
+):
+    caplog.set_level(logging.INFO)
+    guild = where.startswith("guild")
+    if guild:
+        fake.refuse_voice_in.add(ALLOWED_CHANNEL)
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=0.4)):
+        note = await fake.send_note(nova, voice_note(), guild=guild)
+        await fake.wait_for(lambda _: fake.sent("cdn"))  # downloaded: the turn is running
+        await fake.delete_message(int(note["channel_id"]), note["id"])
+        if guild:
+            (file,) = await replies(fake, note, 1)
+            assert stood_alone(file) and file.content.startswith("Nova, you have") and file.files
+        else:
+            voice, transcript = await replies(fake, note, 2)
+            assert voice.is_voice_message and stood_alone(voice)
+            assert stood_alone(transcript) and transcript.content.startswith("Nova, you have")
+        tried = await reactions_settled(fake, note, 2)  # 🎧 on, then off: refused, the note is gone
+        assert [(r.kind, r.error) for r in tried] == [("reaction_add", None), ("reaction_remove", 10008)]
+    assert warnings_logged(caplog) == []
+    assert fake.refused == []
+
+
+async def test_an_apology_for_a_deleted_note_goes_out_and_the_lost_reaction_is_no_failure(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake) as h:
+        h.engine.down = True
+        note = await fake.send_note(nova, voice_note())
+        await fake.delete_message(int(note["channel_id"]), note["id"])  # before the bot answers
+        apology = await fake.wait_for(
+            lambda _: [r for r in fake.replies_to(note["id"]) if "voice service is down" in r.content]
+        )
+        assert all(stood_alone(r) for r in fake.replies_to(note["id"]))
+        assert apology
+        tried = await reactions_settled(fake, note, 3)  # 🎧 on and off, then ⚠: all on a gone note
+        assert [r.body["emoji"] for r in tried][-1] == WARNING_SIGN
+        assert {r.error for r in tried} == {10008}
+    assert warnings_logged(caplog, but="model service unreachable") == []
+
+
+async def test_a_hint_for_a_deleted_message_goes_out(settings, fake: FakeDiscord):
+    async with running_bot(settings, fake):
+        dm = 940000000000000000 + nova.id % 10**9
+        text = await fake.send_message(nova, channel_id=dm, guild=False, content="how many points?")
+        await fake.delete_message(dm, text["id"])
+        (hint,) = await replies(fake, text, 1)
+        assert "I answer voice notes" in hint.content and stood_alone(hint)
+
+
+async def test_the_file_fallback_is_uploaded_as_ogg_audio(settings, fake: FakeDiscord):
+    fake.refuse_voice_in.add(ALLOWED_CHANNEL)
+    async with running_bot(settings, fake):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        (reply,) = await replies(fake, note, 1)
+        (upload,) = reply.files
+        assert (upload.filename, upload.content_type) == ("reply.ogg", "audio/ogg")
+        assert reply.response is not None
+        (attachment,) = reply.response["attachments"]
+        assert attachment["content_type"] == "audio/ogg"  # what players' clients are told it is
+        assert reply.body["attachments"] == [
+            {"id": "0", "filename": "reply.ogg", "description": "spoken reply"}
+        ]
+        assert reply.body["message_reference"]["fail_if_not_exists"] is False
