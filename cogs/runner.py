@@ -97,18 +97,31 @@ async def serve(
             log.info("shutting down: no new notes")
             await bot.drain(settings.discord.shutdown_grace_seconds)
         finally:
-            await bot.close()
             stopping.cancel()
-            if not connection.done():
-                connection.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await connection
+            await close_gateway(bot, connection)
     finally:
         await app.aclose()
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(sig)
         log.info("stopped")
+
+
+async def close_gateway(bot: VoxdeskBot, connection: asyncio.Task[None]) -> None:
+    """End the gateway session with close code 1000, then close the client.
+
+    Discord ends a session closed with 1000 at once, so the bot shows offline; any other code
+    keeps it open for a RESUME and the bot looks online for a while after it is gone.
+    Client.close() asks for 1000, but while the connect task is reading, aiohttp hands that close
+    to the reader, and discord.py's reader closes with 4000: so the reader is stopped first.
+    """
+    try:
+        if not connection.done():
+            connection.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await connection
+    finally:
+        await bot.close()  # whatever happened above: the HTTP session and the socket must not leak
 
 
 def sync(settings: Settings, guild_id: int | None) -> int:

@@ -301,6 +301,7 @@ async def test_sigterm_finishes_the_turn_in_flight_and_closes_everything(setting
     assert len(fake.replies_to(note["id"])) == 2  # the turn in flight was finished
     assert not bot.accepting and bot.is_closed()
     assert bot.core.closers == []  # App.aclose() closed every store and client
+    assert fake.close_codes == [1000]  # the session ended, not left resumable: offline at once
 
 
 def test_run_without_a_token_says_what_to_do(monkeypatch, capsys, settings):
