@@ -17,6 +17,7 @@ from bot.agent import Budget, Speaker, VoiceAgent
 from bot.config import Settings
 from bot.conversations import ConversationStore
 from bot.engines.base import Engine
+from bot.note_ledger import NoteLedger
 from bot.preferences import PreferenceStore
 from bot.tools import Toolbox, build_tools
 from bot.tools.base import GrievanceBackend, ManualsBackend, StatsBackend
@@ -51,6 +52,10 @@ class StoragePaths:
         return self.root / "preferences.db"
 
     @property
+    def notes(self) -> Path:
+        return self.root / "notes.db"
+
+    @property
     def usage(self) -> Path:
         return self.root / "usage.db"
 
@@ -74,6 +79,7 @@ class App:
     grievances: GrievanceBackend
     conversations: ConversationStore
     preferences: PreferenceStore
+    notes: NoteLedger
     fallback: Engine | None = None
     closers: list[object] = field(default_factory=list)
 
@@ -189,6 +195,7 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
             )
         )
         preferences = await keep(await PreferenceStore.open(paths.preferences))
+        notes = await keep(await NoteLedger.open(paths.notes))
         if engine is None:
             engine = await keep(await build_engine(settings, settings.agent.engine))
         fallback = None
@@ -219,6 +226,7 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
             grievances=grievances,
             conversations=conversations,
             preferences=preferences,
+            notes=notes,
             fallback=fallback,
             closers=closers,
         )

@@ -157,6 +157,8 @@ class DiscordSettings:
     flood_notes: int = 5  # at most this many notes per user ...
     flood_seconds: float = 60.0  # ... in this many seconds; more get a "slow down" reply
     download_seconds: float = 30.0  # a voice note not downloaded by then is given up on
+    # On start, notes sent this recently while the bot was down are answered; older ones are not.
+    catch_up_minutes: float = 30.0
 
 
 @dataclass(frozen=True)

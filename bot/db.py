@@ -8,10 +8,12 @@ from pathlib import Path
 import aiosqlite
 
 
-async def open_sqlite(path: Path | str, schema: str = "") -> aiosqlite.Connection:
-    """A WAL-mode connection (readers never wait on the writer), with `schema` applied."""
+async def open_sqlite(path: Path | str, schema: str = "", autocommit: bool = False) -> aiosqlite.Connection:
+    """A WAL-mode connection (readers never wait on the writer), with `schema` applied.
+    `autocommit`: each statement commits by itself; transactions only where BEGIN opens one."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    conn = await aiosqlite.connect(str(path))
+    extra = {"isolation_level": None} if autocommit else {}
+    conn = await aiosqlite.connect(str(path), **extra)
     conn.row_factory = aiosqlite.Row
     await conn.execute("PRAGMA journal_mode=WAL")
     await conn.execute("PRAGMA synchronous=NORMAL")

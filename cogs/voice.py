@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 
 WORKING = "\N{HEADPHONE}"  # shown on the player's note while it is queued or being answered
 FAILED = "\N{WARNING SIGN}"
-RESTARTING = "I'm restarting and couldn't finish answering that note. Please send it again in a minute."
+# On a note that arrives while the bot shuts down: kept, and answered after the restart.
+LATER = "\N{HOURGLASS WITH FLOWING SAND}"
+RESTARTING = "I'm restarting: I'll answer this note in a moment, as soon as I'm back."
 OOPS = "Sorry, something went wrong on my side and I couldn't answer that note. Please try again."
 NOT_A_NOTE = (
     "I answer voice notes: hold the microphone button to record one (or attach an audio file), "
@@ -77,7 +79,11 @@ class VoiceNotes(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
-        if message.author.bot or not self.bot.accepting:
+        if message.author.bot:
+            return
+        if not self.bot.accepting:
+            if self.voice_notes(message) and self.addressed_here(message):
+                self.bot.track(self._keep_for_restart(message))
             return
         notes = self.voice_notes(message)
         if not notes:
@@ -133,26 +139,55 @@ class VoiceNotes(commands.Cog):
 
     async def answer(self, message: discord.Message, note: discord.Attachment) -> None:
         author = message.author
-        async with self._in_order(author.id):
-            await self._react(message, WORKING)
-            ok = False
-            try:
-                async with self._typing(message):
-                    ok = await self._turn(message, note)
-            except discord.HTTPException as exc:
-                log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
-                await self._tell(message, OOPS)
-            except asyncio.CancelledError:
-                # Shutting down and the grace period ran out: say so rather than go quiet.
-                await self._tell(message, RESTARTING)
-                raise
-            except Exception:
-                log.exception("note %s from %s failed", message.id, author.id)
-                await self._tell(message, OOPS)
-            finally:
-                await self._react(message, WORKING, remove=True)
-                if not ok:
-                    await self._react(message, FAILED)
+        ledger = self.bot.core.notes
+        # Claimed before queueing: another bot process on the same storage (a deploy overlapping
+        # the old one), or the catch-up racing a live event, then leaves it alone.
+        if not await ledger.claim(message.id, message.channel.id, str(author.id)):
+            log.info("note %s from %s is answered elsewhere", message.id, author.id)
+            return
+        await self._remember_place(message)
+        try:
+            async with self._in_order(author.id):
+                await self._answer(message, note)
+        except asyncio.CancelledError:
+            # Shutting down and the grace period ran out, mid-turn or still queued: the note is
+            # answered after the restart.
+            await ledger.release(message.id)
+            await self._react(message, LATER)
+            raise
+        await ledger.answered(message.id)
+
+    async def _answer(self, message: discord.Message, note: discord.Attachment) -> None:
+        await self._react(message, WORKING)
+        ok = False
+        try:
+            async with self._typing(message):
+                ok = await self._turn(message, note)
+        except discord.HTTPException as exc:
+            log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
+            await self._tell(message, OOPS)
+        except asyncio.CancelledError:
+            await self._tell(message, RESTARTING)
+            raise
+        except Exception:
+            log.exception("note %s from %s failed", message.id, message.author.id)
+            await self._tell(message, OOPS)
+        finally:
+            await self._react(message, WORKING, remove=True)
+            if not ok:
+                await self._react(message, FAILED)
+
+    async def _keep_for_restart(self, message: discord.Message) -> None:
+        """A note that arrived while shutting down: kept, marked, and answered after the restart."""
+        await self._remember_place(message)
+        if await self.bot.core.notes.keep_for_restart(message.id, message.channel.id, str(message.author.id)):
+            log.info("note %s from %s kept for after the restart", message.id, message.author.id)
+            await self._react(message, LATER)
+
+    async def _remember_place(self, message: discord.Message) -> None:
+        # DMs are where catch-up looks after a restart, beside the configured channels.
+        kind = "dm" if message.guild is None else "channel"
+        await self.bot.core.notes.remember_place(message.channel.id, kind, str(message.author.id))
 
     async def _turn(self, message: discord.Message, note: discord.Attachment) -> bool:
         limits = self.bot.core.settings.audio
@@ -189,6 +224,7 @@ class VoiceNotes(commands.Cog):
             display_name=author.display_name,
             platform="discord",
             conversation=str(message.channel.id),
+            request_id=str(message.id),
         )
         try:
             reply = await app.agent.respond(context, data, voice=prefs.voice)

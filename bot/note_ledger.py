@@ -1,0 +1,239 @@
+"""Which notes have been answered: the record that makes every note answered exactly once.
+
+A front end claims a note here before answering it and marks it answered after, so two bot
+processes on one `storage.dir` (a deploy overlapping the old one) never both answer it. A note
+that arrives while the bot shuts down is recorded as pending; a note whose turn was cut short by
+a crash stays claimed by a process that no longer exists. Both are answered after the restart.
+The ledger also remembers the places notes came from, so the bot knows where to look for notes
+sent while it was down.
+
+Message ids are platform snowflakes: they grow with time, so the newest handled id of a place is
+where reading its history resumes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import sqlite3
+import time
+import uuid
+from pathlib import Path
+
+import aiosqlite
+
+from bot.db import open_sqlite
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS notes (
+    message_id INTEGER PRIMARY KEY,
+    place_id INTEGER NOT NULL,
+    user_id TEXT NOT NULL,
+    state TEXT NOT NULL,        -- pending | started | answered | expired
+    owner TEXT,                 -- '<pid>:<start>:<token>' of the process answering it ('started')
+    lease_until REAL,           -- when a 'started' claim lapses whatever its owner
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notes_by_state ON notes (state, message_id);
+CREATE TABLE IF NOT EXISTS places (
+    place_id INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,         -- dm | channel
+    user_id TEXT                -- whose DM
+);
+"""
+
+# A claim outlives any turn: a download is given up after 30 s and a shutdown waits 20 s, so a
+# claim this old belongs to a process that died (or an old process whose pid was reused).
+LEASE_SECONDS = 15 * 60.0
+UNFINISHED = ("pending", "started")
+
+
+@dataclasses.dataclass(frozen=True)
+class Unanswered:
+    message_id: int
+    place_id: int
+    user_id: str
+    state: str
+
+
+class NoteLedger:
+    def __init__(self, conn: aiosqlite.Connection, owner: str) -> None:
+        self._conn = conn
+        self.owner = owner
+        # One connection: a claim's transaction must not take in another coroutine's statements.
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str) -> NoteLedger:
+        # Autocommit, with BEGIN IMMEDIATE where a read and a write must be one transaction.
+        conn = await open_sqlite(path, SCHEMA, autocommit=True)
+        return cls(conn, _owner_id())
+
+    async def aclose(self) -> None:
+        await self._conn.close()
+
+    # ---- one note -------------------------------------------------------------------------
+
+    async def claim(self, message_id: int, place_id: int, user_id: str) -> bool:
+        """Take the note for answering: True if this process should answer it now. False when it
+        was answered or given up on, or another live process is answering it."""
+        now = time.time()
+        async with self._lock, self._transaction():
+            cursor = await self._conn.execute(
+                "SELECT state, owner, lease_until FROM notes WHERE message_id = ?", (message_id,)
+            )
+            row = await cursor.fetchone()
+            if row is not None and not self._claimable(row["state"], row["owner"], row["lease_until"], now):
+                return False
+            await self._conn.execute(
+                "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
+                " VALUES (?, ?, ?, 'started', ?, ?, ?) ON CONFLICT (message_id) DO UPDATE SET"
+                " state = 'started', owner = excluded.owner, lease_until = excluded.lease_until,"
+                " updated_at = excluded.updated_at",
+                (message_id, place_id, user_id, self.owner, now + LEASE_SECONDS, now),
+            )
+        return True
+
+    def _claimable(self, state: str, owner: str | None, lease_until: float | None, now: float) -> bool:
+        if state == "pending":
+            return True
+        if state != "started" or owner == self.owner:
+            return False
+        return (lease_until or 0) < now or not _alive(owner or "")
+
+    async def answered(self, message_id: int) -> None:
+        await self._set(message_id, "answered")
+
+    async def release(self, message_id: int) -> None:
+        """Give a claimed note back, to be answered after a restart (a shutdown cut its turn)."""
+        await self._set(message_id, "pending")
+
+    async def keep_for_restart(self, message_id: int, place_id: int, user_id: str) -> bool:
+        """Record a note that arrived while shutting down; False if it was known already."""
+        async with self._lock:
+            cursor = await self._conn.execute(
+                "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
+                " VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (message_id) DO NOTHING",
+                (message_id, place_id, user_id, time.time()),
+            )
+        return cursor.rowcount == 1
+
+    async def expire(self, message_ids: list[int]) -> None:
+        """Notes too old to answer now: never answered, whoever asks later."""
+        now = time.time()
+        async with self._lock:
+            await self._conn.executemany(
+                "UPDATE notes SET state = 'expired', owner = NULL, updated_at = ? WHERE message_id = ?"
+                " AND state IN ('pending', 'started')",
+                [(now, m) for m in message_ids],
+            )
+
+    async def _set(self, message_id: int, state: str) -> None:
+        async with self._lock:
+            await self._conn.execute(
+                "UPDATE notes SET state = ?, owner = NULL, lease_until = NULL, updated_at = ?"
+                " WHERE message_id = ? AND owner = ?",
+                (state, time.time(), message_id, self.owner),
+            )
+
+    # ---- what to look at after a start --------------------------------------------------------
+
+    async def seen(self, message_ids: list[int]) -> set[int]:
+        """Those of `message_ids` that were answered, given up on, or are being answered."""
+        if not message_ids:
+            return set()
+        marks = ",".join("?" * len(message_ids))
+        cursor = await self._conn.execute(
+            f"SELECT message_id, state, owner, lease_until FROM notes WHERE message_id IN ({marks})",
+            message_ids,
+        )
+        now = time.time()
+        return {
+            row["message_id"]
+            for row in await cursor.fetchall()
+            if not self._claimable(row["state"], row["owner"], row["lease_until"], now)
+        }
+
+    async def unanswered(self) -> list[Unanswered]:
+        """Notes kept for a restart, and notes whose turn a dead process never finished."""
+        cursor = await self._conn.execute(
+            "SELECT message_id, place_id, user_id, state, owner, lease_until FROM notes"
+            " WHERE state IN ('pending', 'started') ORDER BY message_id"
+        )
+        now = time.time()
+        return [
+            Unanswered(row["message_id"], row["place_id"], row["user_id"], row["state"])
+            for row in await cursor.fetchall()
+            if self._claimable(row["state"], row["owner"], row["lease_until"], now)
+        ]
+
+    async def last_handled(self, place_id: int) -> int | None:
+        cursor = await self._conn.execute(
+            "SELECT MAX(message_id) FROM notes WHERE place_id = ? AND state = 'answered'", (place_id,)
+        )
+        row = await cursor.fetchone()
+        return row[0] if row else None
+
+    async def remember_place(self, place_id: int, kind: str, user_id: str | None = None) -> None:
+        async with self._lock:
+            await self._conn.execute(
+                "INSERT INTO places (place_id, kind, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                (place_id, kind, user_id),
+            )
+
+    async def places(self, kind: str) -> list[int]:
+        cursor = await self._conn.execute("SELECT place_id FROM places WHERE kind = ?", (kind,))
+        return [row[0] for row in await cursor.fetchall()]
+
+    # ---------------------------------------------------------------------------------------
+
+    def _transaction(self) -> _Immediate:
+        return _Immediate(self._conn)
+
+
+class _Immediate:
+    """BEGIN IMMEDIATE ... COMMIT: the read and the write of a claim hold the write lock
+    together, so two processes cannot both see a note unclaimed."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def __aenter__(self) -> None:
+        await self._conn.execute("BEGIN IMMEDIATE")
+
+    async def __aexit__(self, kind: object, exc: object, tb: object) -> None:
+        try:
+            await self._conn.execute("COMMIT" if kind is None else "ROLLBACK")
+        except sqlite3.Error:
+            if kind is None:
+                raise
+
+
+def _process_start(pid: int) -> str:
+    """When process `pid` started (clock ticks since boot, from /proc), or "" where unknown: a pid
+    the system reused for a new process (a container's pid 1 after a restart) starts later."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rpartition(")")[2].split()[19]  # field 22; the name before ")" may hold spaces
+
+
+def _owner_id() -> str:
+    pid = os.getpid()
+    return f"{pid}:{_process_start(pid)}:{uuid.uuid4().hex[:12]}"
+
+
+def _alive(owner: str) -> bool:
+    """Whether the process named in a claim may still be answering it."""
+    pid_text, _, rest = owner.partition(":")
+    started = rest.partition(":")[0]
+    try:
+        pid = int(pid_text)
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # alive, under another user
+        pass
+    return not started or _process_start(pid) in ("", started)

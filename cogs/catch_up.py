@@ -1,0 +1,144 @@
+"""After a start: answer the voice notes sent while the bot was down (a deploy, a crash), the
+notes kept during the last shutdown, and the notes a killed process never finished.
+
+Each configured channel and each DM the bot has answered in before is read from the newest note
+it handled there, but no further back than `discord.catch_up_minutes`: later notes nobody
+answered are answered oldest first, through the same path as a live note (so the ledger's claim
+keeps two processes starting together from both answering). Older ones are left, and counted in
+the log. discord.py's history iterator pages 100 at a time through the client's rate limiter.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from typing import TYPE_CHECKING
+
+import discord
+from discord.ext import commands
+
+from cogs.bot import VoxdeskBot
+
+if TYPE_CHECKING:
+    from cogs.voice import VoiceNotes
+
+log = logging.getLogger(__name__)
+
+# How far past the window's edge a channel is read only to count what is not answered.
+COUNT_AT_MOST = 500
+
+
+class CatchUp(commands.Cog):
+    def __init__(self, bot: VoxdeskBot) -> None:
+        self.bot = bot
+        self._done = False
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        if self._done:  # a later READY is a reconnection, not a start
+            return
+        self._done = True
+        self.bot.track(self.catch_up())
+
+    async def catch_up(self) -> None:
+        try:
+            await self._catch_up()
+        except Exception:
+            log.exception("catch-up after the start failed; new notes are still answered")
+
+    async def _catch_up(self) -> None:
+        voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
+        if voice is None:
+            return
+        ledger = self.bot.core.notes
+        minutes = self.bot.discord_settings.catch_up_minutes
+        cutoff = discord.utils.utcnow() - datetime.timedelta(minutes=minutes)
+        leftovers = await ledger.unanswered()
+        places = set(self.bot.discord_settings.channels) | set(await ledger.places("dm"))
+        places |= {u.place_id for u in leftovers}
+
+        found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
+        replied: set[int] = set()  # notes a bot message refers to
+        too_old: set[int] = {u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff}
+        for place_id in sorted(places):
+            channel = await self._channel(place_id)
+            if channel is None:
+                continue
+            last = await ledger.last_handled(place_id)
+            start: discord.abc.Snowflake | datetime.datetime = cutoff
+            if last is not None and _sent_at(last) >= cutoff:
+                start = discord.Object(id=last)
+            elif last is not None:
+                too_old |= await self._unanswered_before(voice, channel, last, cutoff)
+            try:
+                async for message in channel.history(limit=None, after=start, oldest_first=True):
+                    self._sort(voice, message, found, replied)
+            except discord.HTTPException as exc:
+                log.warning("catch-up could not read channel %s: %s %s", place_id, exc.status, exc.text)
+
+        if too_old:
+            await ledger.expire(sorted(too_old))
+            log.info("catch-up: %d note(s) older than %g minutes left unanswered", len(too_old), minutes)
+        seen = await ledger.seen(list(found))
+        # A turn a killed process had started may have got its reply out before the process died;
+        # a kept or released note may have had a "restarting" message, which is no answer.
+        cut_short = {u.message_id for u in leftovers if u.state == "started"} & replied
+        todo = sorted(m for m in found if m not in seen and m not in cut_short)
+        log.info(
+            "catch-up: answering %d note(s) sent while I was away, from %d place(s)", len(todo), len(places)
+        )
+        for message_id in todo:  # oldest first: each player's lock keeps them in this order
+            self.bot.track(voice.answer(*found[message_id]))
+
+    def _sort(
+        self,
+        voice: VoiceNotes,
+        message: discord.Message,
+        found: dict[int, tuple[discord.Message, discord.Attachment]],
+        replied: set[int],
+    ) -> None:
+        me = self.bot.user
+        if me is not None and message.author.id == me.id:
+            if message.reference and message.reference.message_id:
+                replied.add(message.reference.message_id)
+            return
+        if message.author.bot:
+            return
+        notes = voice.voice_notes(message)
+        if notes and voice.addressed_here(message):
+            found[message.id] = (message, notes[0])
+
+    async def _unanswered_before(
+        self, voice: VoiceNotes, channel: discord.abc.Messageable, last: int, cutoff: datetime.datetime
+    ) -> set[int]:
+        """Notes between the last one handled and the window's edge: only counted."""
+        found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
+        replied: set[int] = set()
+        try:
+            async for message in channel.history(
+                limit=COUNT_AT_MOST, after=discord.Object(id=last), before=cutoff, oldest_first=True
+            ):
+                self._sort(voice, message, found, replied)
+        except discord.HTTPException:
+            return set()
+        return set(found) - replied
+
+    async def _channel(self, place_id: int) -> discord.abc.Messageable | None:
+        channel = self.bot.get_channel(place_id)
+        if channel is None:
+            try:
+                channel = await self.bot.fetch_channel(place_id)
+            except discord.HTTPException as exc:  # deleted, or no longer visible to the bot
+                log.info("catch-up skips channel %s: %s %s", place_id, exc.status, exc.text)
+                return None
+        if not isinstance(channel, discord.abc.Messageable):
+            return None
+        return channel
+
+
+def _sent_at(message_id: int) -> datetime.datetime:
+    return discord.utils.snowflake_time(message_id)
+
+
+async def setup(bot: VoxdeskBot) -> None:
+    await bot.add_cog(CatchUp(bot))

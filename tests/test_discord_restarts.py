@@ -1,0 +1,209 @@
+"""No note goes unanswered across a shutdown, a restart, a crash and two processes at once: the
+real discord.py client against the fake Discord, which keeps channel history while the bot is
+down and serves it paginated as Discord does."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.conftest import BLAZE, NOVA, REPO
+from tests.discord_harness import running_bot, voice_note
+from tests.fakes.discord_server import (
+    ALLOWED_CHANNEL,
+    TOKEN,
+    FakeDiscord,
+    InjectedUser,
+    Received,
+    serving,
+)
+from tests.frontend_engine import FrontendEngine
+
+nova = InjectedUser(int(NOVA), "nova")
+blaze = InjectedUser(int(BLAZE), "blaze")
+LATER = "\N{HOURGLASS WITH FLOWING SAND}"
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with serving() as fake:
+        yield fake
+
+
+def answers(fake: FakeDiscord, note: dict) -> int:
+    """Voice messages the bot posted for `note` (one per complete answer)."""
+    return sum(1 for r in fake.replies_to(note["id"]) if r.is_voice_message)
+
+
+def kept_for_later(record: Received, note: dict) -> bool:
+    return record.kind == "reaction_add" and record.body == {"message_id": note["id"], "emoji": LATER}
+
+
+async def all_answered(fake: FakeDiscord, notes: list[dict], within: float = 30.0) -> None:
+    await fake.wait_for(lambda _: all(answers(fake, n) >= 1 for n in notes), within)
+
+
+async def settle(fake: FakeDiscord) -> None:
+    """Let a started bot finish whatever it was going to send (nothing more may come)."""
+    count = -1
+    while count != len(fake.received):
+        count = len(fake.received)
+        await asyncio.sleep(0.3)
+
+
+async def test_notes_sent_while_the_bot_was_down_are_answered_once_oldest_first(settings, fake) -> None:
+    async with running_bot(settings, fake) as h:
+        first = await fake.send_note(nova, voice_note())  # a DM: the bot now knows this place
+        await all_answered(fake, [first])
+    # Down for a deploy: a DM and a channel note, from two players.
+    missed = [
+        await fake.send_note(nova, voice_note()),
+        await fake.send_note(blaze, voice_note(), guild=True),
+        await fake.send_note(nova, voice_note()),
+    ]
+    assert not any(fake.replies_to(n["id"]) for n in missed)
+    async with running_bot(settings, fake) as h:
+        await all_answered(fake, missed)
+        await settle(fake)
+    assert [answers(fake, n) for n in [first, *missed]] == [1, 1, 1, 1]
+    # Nova's two missed notes in the order she sent them (her conversation grew by one each).
+    nova_turns = [t for t in h.engine.turns if t.context.user_id == NOVA]
+    assert [len(t.history) for t in nova_turns] == [1, 2]
+    order = {id(r): i for i, r in enumerate(fake.received)}
+    first_replies = [order[id(fake.replies_to(n["id"])[0])] for n in (missed[0], missed[2])]
+    assert first_replies == sorted(first_replies)
+
+
+async def test_a_restart_answers_nothing_twice(settings, fake) -> None:
+    async with running_bot(settings, fake):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await all_answered(fake, [note])
+    async with running_bot(settings, fake):
+        await settle(fake)
+    async with running_bot(settings, fake):
+        await settle(fake)
+    assert answers(fake, note) == 1
+
+
+async def test_notes_older_than_the_window_get_nothing_and_are_counted(settings, fake, caplog) -> None:
+    async with running_bot(settings, fake):
+        seen = await fake.send_note(nova, voice_note(), guild=True)
+        await all_answered(fake, [seen])
+    stale = [await fake.send_note(nova, voice_note(), guild=True) for _ in range(3)]
+    await asyncio.sleep(1.5)
+    fresh = await fake.send_note(nova, voice_note(), guild=True)
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    async with running_bot(settings, fake, catch_up_minutes=1 / 60):  # a one-second window
+        await all_answered(fake, [fresh])
+        await settle(fake)
+    assert [answers(fake, n) for n in stale] == [0, 0, 0]
+    assert "3 note(s) older than" in caplog.text
+
+
+async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_restart(
+    settings, fake
+) -> None:
+    engine = FrontendEngine(delay=1.5)
+    async with running_bot(settings, fake, engine=engine) as h:
+        in_flight = await fake.send_note(nova, voice_note())
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()  # SIGTERM: serve() stops taking notes and finishes the one in flight
+        while h.bot.accepting:  # noqa: ASYNC110 - the bot's own flag; it has no event to wait on
+            await asyncio.sleep(0.01)
+        arriving = await fake.send_note(blaze, voice_note())
+        await fake.wait_for(
+            lambda rs: any(
+                r.kind == "reaction_add"
+                and r.body["message_id"] == arriving["id"]
+                and r.body["emoji"] == LATER
+                for r in rs
+            )
+        )
+        await asyncio.wait_for(h.task, 30)
+    assert answers(fake, in_flight) == 1  # finished during the drain
+    assert answers(fake, arriving) == 0
+    assert fake.close_codes[-1] == 1000
+    async with running_bot(settings, fake):
+        await all_answered(fake, [arriving])
+        await settle(fake)
+    assert answers(fake, in_flight) == 1 and answers(fake, arriving) == 1
+
+
+async def test_a_turn_cut_by_the_grace_period_is_answered_after_the_restart(settings, fake) -> None:
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note())
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        await asyncio.wait_for(h.task, 10)
+    assert answers(fake, note) == 0
+    assert "restarting" in fake.replies_to(note["id"])[0].content
+    async with running_bot(settings, fake):
+        await all_answered(fake, [note])
+        await settle(fake)
+    assert answers(fake, note) == 1
+
+
+async def test_two_bots_on_one_storage_answer_each_note_once(settings, fake) -> None:
+    live_engine = FrontendEngine(delay=0.3)
+    async with (
+        running_bot(settings, fake, engine=live_engine),
+        running_bot(settings, fake, engine=live_engine),
+    ):
+        live = [await fake.send_note(p, voice_note(), guild=True) for p in (nova, blaze, nova)]
+        await all_answered(fake, live)
+        await settle(fake)
+    missed = [await fake.send_note(p, voice_note(), guild=True) for p in (blaze, nova, blaze)]
+    # Both start at once and both read the same history.
+    async with running_bot(settings, fake), running_bot(settings, fake):
+        await all_answered(fake, missed)
+        await settle(fake)
+    assert [answers(fake, n) for n in live + missed] == [1] * 6
+
+
+@contextlib.contextmanager
+def bot_process(settings, fake: FakeDiscord, log_path):
+    """`python -m bot run`, as an operator starts it, pointed at the fake."""
+    env = {
+        **os.environ,
+        **fake.settings_env(),
+        "DISCORD_TOKEN": TOKEN,
+        "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
+        "VOXDESK_OFFLINE_WORKERS": "1",
+    }
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "run"], cwd=REPO, env=env, stdout=log_file, stderr=log_file
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
+
+
+async def test_a_note_whose_turn_was_killed_is_answered_after_the_restart(settings, fake, tmp_path) -> None:
+    log_path = tmp_path / "bot.log"
+    fake.cdn_stall_seconds = 60  # the turn starts, then waits on its download: a kill lands mid-turn
+    with bot_process(settings, fake, log_path) as process:
+        await asyncio.wait_for(fake.identified.wait(), 60)
+        note = await fake.send_note(nova, voice_note(), channel_id=ALLOWED_CHANNEL, guild=True)
+        await fake.wait_for(lambda rs: any(r.kind == "cdn" for r in rs), 60)
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 10)
+    assert answers(fake, note) == 0
+    fake.cdn_stall_seconds = 0
+    fake.identified.clear()
+    with bot_process(settings, fake, log_path):
+        await asyncio.wait_for(fake.identified.wait(), 60)
+        await fake.wait_for(lambda _: answers(fake, note) >= 1, 60)
+        await settle(fake)
+    assert answers(fake, note) == 1, log_path.read_text()
