@@ -19,6 +19,7 @@ from bot.conversations import ConversationStore
 from bot.engines.base import Engine
 from bot.note_ledger import NoteLedger
 from bot.preferences import PreferenceStore
+from bot.ticket_news import NewsStore, TicketNews
 from bot.tools import Toolbox, build_tools
 from bot.tools.base import GrievanceBackend, ManualsBackend, StatsBackend
 
@@ -60,6 +61,10 @@ class StoragePaths:
         return self.root / "usage.db"
 
     @property
+    def news(self) -> Path:
+        return self.root / "news.db"
+
+    @property
     def speech(self) -> Path:
         return self.root / "speech"
 
@@ -80,6 +85,7 @@ class App:
     conversations: ConversationStore
     preferences: PreferenceStore
     notes: NoteLedger
+    news: TicketNews
     fallback: Engine | None = None
     closers: list[object] = field(default_factory=list)
 
@@ -205,6 +211,9 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
         if budget is not None and hasattr(budget, "aclose"):
             await keep(budget)
         toolbox = Toolbox(build_tools(stats, manuals, grievances, settings.tools.manual_results))
+        speaker = build_speaker(settings)
+        news_store = await keep(await NewsStore.open(paths.news))
+        news = TicketNews(news_store, grievances, preferences, speaker, settings.news)
         agent = VoiceAgent(
             engine=engine,
             toolbox=toolbox,
@@ -212,7 +221,7 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
             audio_settings=settings.audio,
             agent_settings=settings.agent,
             fallback=fallback,
-            speaker=build_speaker(settings),
+            speaker=speaker,
             budget=budget,
         )
         undo.pop_all()
@@ -227,6 +236,7 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
             conversations=conversations,
             preferences=preferences,
             notes=notes,
+            news=news,
             fallback=fallback,
             closers=closers,
         )

@@ -162,6 +162,12 @@ class DiscordSettings:
 
 
 @dataclass(frozen=True)
+class NewsSettings:
+    enabled: bool = True  # DM players when a kept grievance is filed late or a ticket's status changes
+    poll_seconds: float = 60.0  # how often the bot looks for ticket news (the local store and Jira)
+
+
+@dataclass(frozen=True)
 class Secrets:
     """Read from the environment only; never from config.toml and never logged."""
 
@@ -202,6 +208,7 @@ class Settings:
     search: SearchSettings = field(default_factory=SearchSettings)
     jira: JiraSettings = field(default_factory=JiraSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
+    news: NewsSettings = field(default_factory=NewsSettings)
     secrets: Secrets = field(default_factory=Secrets)
     source: str = "defaults"  # which file the settings came from, for log lines
 

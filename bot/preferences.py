@@ -1,4 +1,4 @@
-"""Per-user settings a player chooses (reply voice, reply style), persisted."""
+"""Per-user settings a player chooses (reply voice, reply style, ticket news), persisted."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.db import open_sqlite
+from bot.db import add_missing_columns, open_sqlite
 
 REPLY_MODES = ("voice_and_text", "voice", "file", "text")
 
@@ -15,7 +15,8 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS preferences (
     user_id TEXT PRIMARY KEY,
     voice TEXT,
-    reply_mode TEXT NOT NULL DEFAULT 'voice_and_text'
+    reply_mode TEXT NOT NULL DEFAULT 'voice_and_text',
+    notify INTEGER NOT NULL DEFAULT 1  -- ticket news by DM (bot/ticket_news.py)
 );
 """
 
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS preferences (
 class Preferences:
     voice: str | None = None
     reply_mode: str = "voice_and_text"
+    notify: bool = True
 
 
 class PreferenceStore:
@@ -32,14 +34,16 @@ class PreferenceStore:
 
     @classmethod
     async def open(cls, path: Path | str) -> PreferenceStore:
-        return cls(await open_sqlite(path, SCHEMA))
+        conn = await open_sqlite(path, SCHEMA)
+        await add_missing_columns(conn, "preferences", {"notify": "INTEGER NOT NULL DEFAULT 1"})
+        return cls(conn)
 
     async def get(self, user_id: str) -> Preferences:
         cursor = await self._conn.execute(
-            "SELECT voice, reply_mode FROM preferences WHERE user_id = ?", (user_id,)
+            "SELECT voice, reply_mode, notify FROM preferences WHERE user_id = ?", (user_id,)
         )
         row = await cursor.fetchone()
-        return Preferences(row["voice"], row["reply_mode"]) if row else Preferences()
+        return Preferences(row["voice"], row["reply_mode"], bool(row["notify"])) if row else Preferences()
 
     async def set_voice(self, user_id: str, voice: str | None) -> None:
         await self._conn.execute(
@@ -56,6 +60,14 @@ class PreferenceStore:
             "INSERT INTO preferences (user_id, reply_mode) VALUES (?, ?) "
             "ON CONFLICT(user_id) DO UPDATE SET reply_mode = excluded.reply_mode",
             (user_id, mode),
+        )
+        await self._conn.commit()
+
+    async def set_notify(self, user_id: str, on: bool) -> None:
+        await self._conn.execute(
+            "INSERT INTO preferences (user_id, notify) VALUES (?, ?) "
+            "ON CONFLICT(user_id) DO UPDATE SET notify = excluded.notify",
+            (user_id, int(on)),
         )
         await self._conn.commit()
 

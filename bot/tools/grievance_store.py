@@ -55,8 +55,26 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS grievances_by_user ON grievances (user_id, id);
 CREATE INDEX IF NOT EXISTS grievances_pending ON grievances (push_state);
 """
-# After the columns an older database lacks have been added.
-INDEXES = "CREATE UNIQUE INDEX IF NOT EXISTS grievances_by_spool_id ON grievances (spool_id);"
+# After the columns an older database lacks have been added (the triggers name them).
+INDEXES = """
+CREATE UNIQUE INDEX IF NOT EXISTS grievances_by_spool_id ON grievances (spool_id);
+-- What may be news for a player (bot/ticket_news.py reads and then drops these). Triggers, so a
+-- change made by anything that writes the file counts: this process, a CLI `ask`, or support staff
+-- setting a status with the sqlite3 shell.
+CREATE TABLE IF NOT EXISTS news_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    grievance_id INTEGER NOT NULL,
+    kind TEXT NOT NULL  -- filed_late | pushed | status
+);
+CREATE TRIGGER IF NOT EXISTS news_filed_late AFTER INSERT ON grievances WHEN NEW.spool_id IS NOT NULL
+BEGIN INSERT INTO news_events (grievance_id, kind) VALUES (NEW.id, 'filed_late'); END;
+CREATE TRIGGER IF NOT EXISTS news_pushed AFTER UPDATE OF push_state ON grievances
+WHEN NEW.push_state = 'pushed' AND OLD.push_state IS NOT 'pushed'
+BEGIN INSERT INTO news_events (grievance_id, kind) VALUES (NEW.id, 'pushed'); END;
+CREATE TRIGGER IF NOT EXISTS news_status AFTER UPDATE OF status ON grievances
+WHEN NEW.status IS NOT OLD.status
+BEGIN INSERT INTO news_events (grievance_id, kind) VALUES (NEW.id, 'status'); END;
+"""
 
 
 @dataclass(frozen=True)
@@ -70,6 +88,24 @@ class PendingGrievance:
     created_at: str
     attempts: int
     last_error: str | None
+
+
+@dataclass(frozen=True)
+class GrievanceEvent:
+    """Something that happened to a grievance (see news_events), with the grievance as it is now."""
+
+    id: int
+    kind: str  # filed_late | pushed | status
+    user_id: str
+    local_key: str
+    remote_key: str | None
+    category: str
+    description: str
+    status: str
+    created_at: str
+    push_state: str
+    attempts: int
+    spool_id: str | None
 
 
 def utc_now() -> str:
@@ -224,6 +260,11 @@ class LocalGrievanceStore:
             log.info("kept grievance of user %s filed as %s", user_id, key)
         return len(filed)
 
+    @property
+    def local_store(self) -> LocalGrievanceStore:
+        """The store that holds every grievance (ticket news reads its events): this one."""
+        return self
+
     async def status(self, user_id: str, key: str | None = None) -> list[Grievance]:
         # The user_id condition is in every query: a key that belongs to someone else finds nothing.
         if key is not None:
@@ -340,6 +381,58 @@ class LocalGrievanceStore:
                 (status, updated_at, local_key, status, updated_at),
             )
             await self._conn.commit()
+
+    # ---- ticket news: what happened since a reader last looked ------------------------------
+
+    async def news_events(self, after: int, limit: int = 500) -> list[GrievanceEvent | int]:
+        """Events after id `after`, oldest first, each with its grievance as it is now; a bare id
+        for an event whose grievance is gone or has no key yet, so the reader moves past it."""
+        cursor = await self._conn.execute(
+            "SELECT e.id AS event_id, e.kind, g.* FROM news_events e"
+            " LEFT JOIN grievances g ON g.id = e.grievance_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
+            (after, limit),
+        )
+        found: list[GrievanceEvent | int] = []
+        for row in await cursor.fetchall():
+            if row["local_key"] is None:
+                found.append(int(row["event_id"]))
+                continue
+            found.append(
+                GrievanceEvent(
+                    id=int(row["event_id"]),
+                    kind=row["kind"],
+                    user_id=row["user_id"],
+                    local_key=row["local_key"],
+                    remote_key=row["remote_key"],
+                    category=row["category"],
+                    description=row["description"],
+                    status=row["status"],
+                    created_at=row["created_at"],
+                    push_state=row["push_state"],
+                    attempts=int(row["attempts"]),
+                    spool_id=row["spool_id"],
+                )
+            )
+        return found
+
+    async def drop_news_events(self, up_to: int) -> None:
+        """Forget the events a reader has dealt with, so the table stays small."""
+        async with self._write_lock:
+            await self._conn.execute("DELETE FROM news_events WHERE id <= ?", (up_to,))
+            await self._conn.commit()
+
+    async def users(self) -> list[str]:
+        """Everyone with a grievance here: whose tickets ticket news asks Jira about."""
+        cursor = await self._conn.execute("SELECT DISTINCT user_id FROM grievances ORDER BY user_id")
+        return [str(row[0]) for row in await cursor.fetchall()]
+
+    async def status_by_remote_key(self, remote_key: str) -> tuple[str, str] | None:
+        """(local key, status as last known here) of the grievance pushed as `remote_key`."""
+        cursor = await self._conn.execute(
+            "SELECT local_key, status FROM grievances WHERE remote_key = ?", (remote_key,)
+        )
+        row = await cursor.fetchone()
+        return (row["local_key"], row["status"]) if row else None
 
     async def check(self) -> str:
         cursor = await self._conn.execute("SELECT COUNT(*) FROM grievances")

@@ -35,6 +35,7 @@ T = TypeVar("T")
 
 PUSH_BATCH = 200
 JIRA_THREADS = 8
+NEWS_BATCH = 50  # players' labels per ticket-news query, keeping each JQL string short
 UNREACHABLE = (
     "The ticket system is unreachable right now, so I can't look that ticket up. "
     "Please try again in a few minutes."
@@ -105,6 +106,22 @@ class JiraGrievances:
         if key is None:
             return await self._list(user_id)
         return await self._one(user_id, key)
+
+    @property
+    def local_store(self) -> LocalGrievanceStore:
+        """The outbox, which holds every grievance (ticket news reads its events)."""
+        return self._store
+
+    async def updated_issues(self, user_ids: list[str], minutes: int) -> list[tuple[str, RemoteIssue]]:
+        """(player, issue) for these players' issues updated in Jira in the last `minutes`, from a
+        query per NEWS_BATCH players. Raises TrackerError when Jira fails."""
+        ids = [u for u in user_ids if USER_ID.match(u)]
+        found: list[tuple[str, RemoteIssue]] = []
+        for start in range(0, len(ids), NEWS_BATCH):
+            batch = ids[start : start + NEWS_BATCH]
+            issues = await self._in_thread(self._tracker.updated_for_users, batch, minutes)
+            found += [(u, i) for i in issues if (u := self._tracker.user_of(i)) in batch]
+        return found
 
     async def check(self) -> str:
         """One line if Jira answers with these credentials and the project can take our issues;

@@ -35,6 +35,7 @@ STATUS_WORDS = {"new": "open", "indeterminate": "in progress", "done": "resolved
 SUMMARY_WORDS = 12
 SUMMARY_CHARS = 120
 REASON_CHARS = 200
+MAX_WINDOW_MINUTES = 7 * 24 * 60  # how far back ticket news looks, at most
 
 
 class TrackerError(Exception):
@@ -178,6 +179,17 @@ class JiraTracker:
         jql = f'project = "{self.project}" AND labels = "{label}"'
         return jql + " ORDER BY created DESC" if newest_first else jql
 
+    def _updated_jql(self, labels: list[str], minutes: int) -> str:
+        # labels from user_label; `minutes` a bounded int. A relative date ("-5m") is measured
+        # from Jira's own clock: an absolute one would be read in the account's time zone.
+        if not 1 <= minutes <= MAX_WINDOW_MINUTES:
+            raise ValueError(f"a window of 1 to {MAX_WINDOW_MINUTES} minutes")
+        quoted = ", ".join(f'"{label}"' for label in labels)
+        return (
+            f'project = "{self.project}" AND labels in ({quoted}) AND updated >= "-{minutes}m"'
+            " ORDER BY updated ASC"
+        )
+
     # ---- operations ----------------------------------------------------------------------------
 
     def create(self, local_key: str, user_id: str, category: str, description: str) -> str:
@@ -201,6 +213,24 @@ class JiraTracker:
 
     def list_for_user(self, user_id: str, limit: int) -> list[RemoteIssue]:
         return self._search(self._jql(self.user_label(user_id), newest_first=True), limit)
+
+    def updated_for_users(self, user_ids: list[str], minutes: int) -> list[RemoteIssue]:
+        """Every issue of these players (by their labels) updated in the last `minutes`, least
+        recently updated first; all pages (ticket news needs each one, not the newest few)."""
+        if not user_ids:
+            return []
+        jql = self._updated_jql([self.user_label(u) for u in user_ids], minutes)
+        with self._client() as client:
+            found = client.enhanced_search_issues(jql, maxResults=0, fields=list(SEARCH_FIELDS))
+        return [self._to_issue(issue.raw) for issue in found or []]  # type: ignore[union-attr]
+
+    def user_of(self, issue: RemoteIssue) -> str | None:
+        """The player an issue is for, from its discord-<id> label."""
+        prefix = self.user_label_prefix
+        ids = [
+            x[len(prefix) :] for x in issue.labels if x.startswith(prefix) and USER_ID.match(x[len(prefix) :])
+        ]
+        return ids[0] if len(ids) == 1 else None  # two players' labels: tell neither
 
     def get_for_user(self, key: str, user_id: str) -> RemoteIssue | None:
         """One issue of our project, only if it carries the speaker's label: someone else's key

@@ -3,7 +3,8 @@
 It serves what the client calls for our operations (server info, myself, the field list, a
 project, create issue, get issue, the enhanced JQL search with `nextPageToken` paging) under
 /rest/api/2 and /rest/api/3, checks HTTP basic auth, answers the removed `/rest/api/*/search`
-with 410, and accepts only the JQL forms voxdesk sends: anything else is a 400 and is recorded
+with 410, and accepts only the JQL forms voxdesk sends (one label, or for ticket news a list of
+players' labels and a relative `updated` window, which it applies): anything else is a 400 and is recorded
 in `bad_jql`, so a test notices unexpected JQL. Every request refused as one Jira would refuse
 (bad JQL, an issue it would not create, the removed search, an endpoint the fake does not serve)
 is kept in `violations`, which fail the test when the fake stops. Switches make it fail: 500 for everything, a
@@ -44,6 +45,12 @@ BODY = web.RequestKey("body", object)  # the parsed JSON body, read once by the 
 JQL = re.compile(
     r'^project = "(?P<project>[A-Z][A-Z0-9_]{1,9})" AND labels = "(?P<label>[A-Za-z0-9_-]{1,255})"'
     r"(?P<order> ORDER BY created DESC)?$"
+)
+# Ticket news (bot/ticket_news.py): players' labels, updated in the last minutes, oldest first.
+NEWS_JQL = re.compile(
+    r'^project = "(?P<project>[A-Z][A-Z0-9_]{1,9})" AND labels in \((?P<labels>"[A-Za-z0-9_-]{1,255}"'
+    r'(?:, "[A-Za-z0-9_-]{1,255}"){0,99})\) AND updated >= "-(?P<minutes>[1-9][0-9]{0,5})m"'
+    r" ORDER BY updated ASC$"
 )
 
 
@@ -382,7 +389,8 @@ class FakeJira(Strict):
             )
         self.jql.append(jql)
         match = JQL.match(jql)
-        if match is None:
+        news = NEWS_JQL.match(jql) if match is None else None
+        if match is None and news is None:
             self.bad_jql.append(jql)
             return _errors(
                 400,
@@ -399,11 +407,24 @@ class FakeJira(Strict):
             )
         except (ValueError, binascii.Error):
             return _errors(400, self.refuse("Invalid maxResults or nextPageToken."))
-        found = [
-            i for i in self.issues.values() if i.project == match["project"] and match["label"] in i.labels
-        ]
-        if match["order"]:
-            found.sort(key=lambda i: (i.created, int(i.id)), reverse=True)
+        if news is not None:
+            labels = set(re.findall(r'"([^"]+)"', news["labels"]))
+            since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=int(news["minutes"]))
+            found = [
+                i
+                for i in self.issues.values()
+                if i.project == news["project"] and labels & set(i.labels) and i.updated >= since
+            ]
+            found.sort(key=lambda i: (i.updated, int(i.id)))
+        else:
+            assert match is not None
+            found = [
+                i
+                for i in self.issues.values()
+                if i.project == match["project"] and match["label"] in i.labels
+            ]
+            if match["order"]:
+                found.sort(key=lambda i: (i.created, int(i.id)), reverse=True)
         page = found[start : start + limit]
         wanted = _wanted_fields(params.get("fields") or [])
         result: dict[str, Any] = {"issues": [i.json(self.url, wanted) for i in page]}

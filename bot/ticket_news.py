@@ -1,0 +1,524 @@
+"""Ticket news: a player is told by DM when a grievance they were told is kept gets filed, when a
+grievance reaches Jira late under a new key, and when one of their tickets changes status.
+
+Finding news (`TicketNews.find`) has two sources:
+
+- the grievance database's `news_events`, written by triggers (grievance_store.py), so a change
+  made by anyone who writes the file counts: a grievance filed from the spool (its player never
+  heard a key), a push to Jira that came only after Jira had failed (the key the player heard is
+  not the one they will see from now on), and, when the local store is the ticket system, a
+  status change, support staff's `UPDATE grievances SET status = ...` included;
+- with Jira on, a poll of the players' issues updated since the last poll (JQL built only from
+  validated values, jira_tracker.py), each compared with the status last known locally.
+
+Each piece of news is kept in news.db once, unique per (source, ticket, kind, status): finding it
+again (overlapping poll windows, a restart before a cursor was saved) adds nothing.
+
+Delivering (`TicketNews.deliver`) is at most once per (ticket, status): each player's due news is
+claimed on disk ('pending' -> 'sending') before anything is sent, and marked after. A crash in
+between leaves it 'sending', and it is never sent again: a lost DM is preferred to a repeated one
+(the player can still ask `/grievance status`). Only a send that certainly never reached Discord
+(no connection) goes back to 'pending' for a later round. A player with `/notify off` gets
+nothing: their news is marked 'muted', not kept for later. A player whose DMs are closed is told
+so once, in the channel they last sent a voice note in, until a DM to them goes through again.
+
+The sending itself is the front end's (`Messenger`: cogs/news.py for Discord); the speech for a
+spoken DM is made here, off the event loop, by the app's speaker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import enum
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import aiosqlite
+
+from bot.audio import ReplyAudio
+from bot.config import NewsSettings
+from bot.db import open_sqlite
+from bot.preferences import Preferences, PreferenceStore
+from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, utc_now
+
+log = logging.getLogger(__name__)
+
+USER_ID = re.compile(r"^[0-9]{1,20}$")  # only a Discord user can be sent a DM
+EVENT_BATCH = 500
+DELIVER_BATCH = 200
+MAX_ITEMS_PER_DM = 10  # more news for one player waits for the next round
+MAX_ATTEMPTS = 5  # sends that never reached Discord, before giving up on a piece of news
+RETRY_SECONDS = 30.0
+MAX_WINDOW_MINUTES = 7 * 24 * 60  # after a longer outage, older Jira changes are not news any more
+SNIPPET_CHARS = 60
+STATUS_CHARS = 40
+
+DMS_CLOSED_NOTICE = (
+    "I have news about your tickets, but I can't send you direct messages. Allow direct messages "
+    "from this server's members to get it, or ask `/grievance status` any time."
+)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS news (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    source TEXT NOT NULL,  -- local | jira: whose key `ticket` is (local GRV-5 and Jira GRV-5 differ)
+    ticket TEXT NOT NULL,
+    kind TEXT NOT NULL,  -- filed | status
+    status TEXT NOT NULL,  -- the status told
+    text TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',  -- pending | sending | sent | muted | dms_closed | failed
+    found_at TEXT NOT NULL,
+    done_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try_at REAL,
+    error TEXT,
+    UNIQUE (source, ticket, kind, status)
+);
+CREATE INDEX IF NOT EXISTS news_by_state ON news (state, id);
+CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS last_channel (
+    user_id TEXT PRIMARY KEY,
+    channel_id TEXT NOT NULL,  -- where the player last sent a voice note the bot answers
+    at TEXT NOT NULL
+);
+-- players told in a channel that their DMs are closed; cleared when a DM to them goes through
+CREATE TABLE IF NOT EXISTS dms_closed (user_id TEXT PRIMARY KEY, told_at TEXT NOT NULL);
+"""
+
+
+class Outcome(enum.Enum):
+    SENT = "sent"
+    DMS_CLOSED = "dms_closed"  # Discord refused: the player accepts no DMs from the bot
+    RETRY = "retry"  # certainly never reached Discord (no connection): may be tried again
+    FAILED = "failed"  # refused, or maybe sent: never tried again
+
+
+@dataclass(frozen=True)
+class NewsItem:
+    id: int
+    user_id: str
+    source: str
+    ticket: str
+    kind: str
+    status: str
+    text: str
+    attempts: int
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """One DM to one player: all their due news, in their reply style."""
+
+    user_id: str
+    text: str
+    audio: ReplyAudio | None  # None for text-only players, or when speaking failed
+    mode: str  # the player's /replies style: voice_and_text | voice | file | text
+    items: tuple[NewsItem, ...]
+
+
+class Messenger(Protocol):
+    """What a front end does for ticket news."""
+
+    async def direct(self, delivery: Delivery) -> Outcome:
+        """Send `delivery` to its player privately."""
+
+    async def in_channel(self, user_id: str, channel_id: str, text: str) -> bool:
+        """Post `text` for the player in a channel; False if it could not be posted."""
+
+
+Speaker = Callable[[str, str | None], Awaitable[ReplyAudio]]
+
+
+# ---- what the player is told ----------------------------------------------------------------
+
+
+def plain(text: str, limit: int) -> str:
+    """Words from a database or Jira, fit for one line of a message: no markdown or mention
+    characters, whitespace collapsed, at most `limit` characters."""
+    words = " ".join(re.sub(r"[`*_~|<>@#\\]", " ", text).split())
+    return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
+
+
+def when(iso: str) -> str:
+    """2025-01-31T10:02:00Z as "31 Jan at 10:02 UTC"."""
+    try:
+        at = dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(dt.UTC)
+    except ValueError:
+        return "earlier"
+    return f"{at.day} {at:%b} at {at:%H:%M} UTC"
+
+
+def filed_text(key: str, created_at: str, description: str, status: str) -> str:
+    return (
+        f'The complaint you made on {when(created_at)} ("{plain(description, SNIPPET_CHARS)}") is now '
+        f"filed as ticket {key}. Its status is {plain(status, STATUS_CHARS)}."
+    )
+
+
+def moved_text(local_key: str, remote_key: str, status: str) -> str:
+    return (
+        f"Your ticket {local_key} has now reached our support team as {remote_key}: use {remote_key} "
+        f"when you ask about it. Its status is {plain(status, STATUS_CHARS)}."
+    )
+
+
+def status_text(key: str, about: str, status: str) -> str:
+    about = f' ("{plain(about, SNIPPET_CHARS)}")' if about.strip() else ""
+    return f"Your ticket {key}{about} is now {plain(status, STATUS_CHARS)}."
+
+
+def message_for(items: list[NewsItem]) -> tuple[str, str]:
+    """(text, spoken words) of one DM carrying these pieces of news."""
+    if len(items) == 1:
+        return items[0].text, items[0].text
+    text = "News about your tickets:\n" + "\n".join(f"- {i.text}" for i in items)
+    return text, "News about your tickets. " + " ".join(i.text for i in items)
+
+
+# ---- what was found and told: news.db -------------------------------------------------------
+
+
+class NewsStore:
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path | str) -> NewsStore:
+        store = cls(await open_sqlite(path, SCHEMA))
+        stuck = await store.count("sending")
+        if stuck:
+            # Claimed, then the bot stopped before it knew how the send went: never sent again.
+            log.warning("%d piece(s) of ticket news were being sent when the bot stopped: not resent", stuck)
+        return store
+
+    async def add(self, user_id: str, source: str, ticket: str, kind: str, status: str, text: str) -> bool:
+        """Keep a piece of news; False if it was found before."""
+        async with self._lock:
+            cursor = await self._conn.execute(
+                "INSERT INTO news (user_id, source, ticket, kind, status, text, found_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, ticket, kind, status) DO NOTHING",
+                (user_id, source, ticket, kind, status, text, utc_now()),
+            )
+            await self._conn.commit()
+            return cursor.rowcount == 1
+
+    async def known(self, source: str, ticket: str) -> bool:
+        """Whether any news of this ticket was ever found."""
+        cursor = await self._conn.execute(
+            "SELECT 1 FROM news WHERE source = ? AND ticket = ? LIMIT 1", (source, ticket)
+        )
+        return await cursor.fetchone() is not None
+
+    async def due(self, limit: int = DELIVER_BATCH) -> list[NewsItem]:
+        cursor = await self._conn.execute(
+            "SELECT id, user_id, source, ticket, kind, status, text, attempts FROM news"
+            " WHERE state = 'pending' AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY id LIMIT ?",
+            (time.time(), limit),
+        )
+        return [NewsItem(*row) for row in await cursor.fetchall()]
+
+    async def claim(self, ids: list[int]) -> list[int]:
+        """Take pending news for sending, on disk before anything is sent; the ids now ours (news
+        another process claimed first is not)."""
+        mine = []
+        async with self._lock:
+            for news_id in ids:
+                cursor = await self._conn.execute(
+                    "UPDATE news SET state = 'sending' WHERE id = ? AND state = 'pending'", (news_id,)
+                )
+                if cursor.rowcount == 1:
+                    mine.append(news_id)
+            await self._conn.commit()
+        return mine
+
+    async def finish(self, ids: list[int], state: str, error: str | None = None) -> None:
+        async with self._lock:
+            await self._conn.executemany(
+                "UPDATE news SET state = ?, done_at = ?, error = ? WHERE id = ?",
+                [(state, utc_now(), error, i) for i in ids],
+            )
+            await self._conn.commit()
+
+    async def retry(self, ids: list[int], at: float, error: str) -> None:
+        """Back to pending, due at `at`: the send never reached Discord."""
+        async with self._lock:
+            await self._conn.executemany(
+                "UPDATE news SET state = 'pending', attempts = attempts + 1, next_try_at = ?, error = ?"
+                " WHERE id = ?",
+                [(at, error, i) for i in ids],
+            )
+            await self._conn.commit()
+
+    async def count(self, state: str) -> int:
+        cursor = await self._conn.execute("SELECT COUNT(*) FROM news WHERE state = ?", (state,))
+        (n,) = await cursor.fetchone()  # type: ignore[misc]
+        return int(n)
+
+    async def told(self, user_id: str) -> list[tuple[str, str, str, str]]:
+        """(ticket, kind, status, state) of every piece of news for a player, oldest first."""
+        cursor = await self._conn.execute(
+            "SELECT ticket, kind, status, state FROM news WHERE user_id = ? ORDER BY id", (user_id,)
+        )
+        return [tuple(row) for row in await cursor.fetchall()]  # type: ignore[misc]
+
+    async def cursor(self, name: str) -> str | None:
+        cursor = await self._conn.execute("SELECT value FROM cursors WHERE name = ?", (name,))
+        row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    async def set_cursor(self, name: str, value: str) -> None:
+        async with self._lock:
+            await self._conn.execute(
+                "INSERT INTO cursors (name, value) VALUES (?, ?)"
+                " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+                (name, value),
+            )
+            await self._conn.commit()
+
+    async def set_last_channel(self, user_id: str, channel_id: str) -> None:
+        async with self._lock:
+            await self._conn.execute(
+                "INSERT INTO last_channel (user_id, channel_id, at) VALUES (?, ?, ?)"
+                " ON CONFLICT (user_id) DO UPDATE SET channel_id = excluded.channel_id, at = excluded.at",
+                (user_id, channel_id, utc_now()),
+            )
+            await self._conn.commit()
+
+    async def last_channel(self, user_id: str) -> str | None:
+        cursor = await self._conn.execute("SELECT channel_id FROM last_channel WHERE user_id = ?", (user_id,))
+        row = await cursor.fetchone()
+        return str(row[0]) if row else None
+
+    async def claim_closed_notice(self, user_id: str) -> bool:
+        """True the first time since DMs to this player last went through: tell them, once."""
+        async with self._lock:
+            cursor = await self._conn.execute(
+                "INSERT INTO dms_closed (user_id, told_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING",
+                (user_id, utc_now()),
+            )
+            await self._conn.commit()
+            return cursor.rowcount == 1
+
+    async def dms_open(self, user_id: str) -> None:
+        """A DM went through: should they close their DMs again, they are told again."""
+        async with self._lock:
+            await self._conn.execute("DELETE FROM dms_closed WHERE user_id = ?", (user_id,))
+            await self._conn.commit()
+
+    async def aclose(self) -> None:
+        await self._conn.close()
+
+
+# ---- finding and delivering ----------------------------------------------------------------
+
+
+class TicketNews:
+    def __init__(
+        self,
+        store: NewsStore,
+        grievances: object,
+        preferences: PreferenceStore,
+        speaker: Speaker | None,
+        settings: NewsSettings,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self._preferences = preferences
+        self._speaker = speaker
+        # Both grievance backends keep every grievance in a local store; the Jira one also
+        # answers which of its issues changed (JiraGrievances.updated_issues).
+        self._local: LocalGrievanceStore | None = getattr(grievances, "local_store", None)
+        self._jira: Any = grievances if hasattr(grievances, "updated_issues") else None
+        self._round = asyncio.Lock()  # the loop and a test's explicit round never overlap
+        self._events_cursor: str | None = None
+
+    async def run_once(self, messenger: Messenger) -> int:
+        """Find news and deliver what is due; how many pieces were sent."""
+        async with self._round:
+            await self.find()
+            return await self.deliver(messenger)
+
+    async def record_channel(self, user_id: str, channel_id: str) -> None:
+        """Where the player last sent a voice note: where to tell them their DMs are closed."""
+        await self.store.set_last_channel(user_id, channel_id)
+
+    # ---- finding --------------------------------------------------------------------------
+
+    async def find(self) -> int:
+        """Look for news in every source; how many new pieces were found. A source that fails is
+        logged and tried again next round; the others still count."""
+        found = 0
+        if self._local is not None:
+            # A grievance kept in the spool is otherwise filed only at the next grievance or start.
+            await self._local.file_spooled()
+            try:
+                found += await self._find_in_events(self._local)
+            except Exception:
+                log.exception("ticket news: reading the grievance database failed")
+        if self._jira is not None and self._local is not None:
+            try:
+                found += await self._find_in_jira(self._jira, self._local)
+            except Exception as exc:
+                log.warning("ticket news: asking Jira what changed failed: %s", exc)
+        return found
+
+    async def _find_in_events(self, local: LocalGrievanceStore) -> int:
+        if self._events_cursor is None:
+            # Per grievance database: a new one numbers its events from 1 again.
+            self._events_cursor = f"grievance-events-{await local.store_id()}"
+        after = int(await self.store.cursor(self._events_cursor) or 0)
+        found = 0
+        while True:
+            events = await local.news_events(after, EVENT_BATCH)
+            for event in events:
+                if isinstance(event, GrievanceEvent):
+                    found += await self._from_event(event)
+                    after = event.id
+                else:
+                    after = event
+            if not events:
+                return found
+            # Saved after the news is: a crash in between finds the same news again, which adds nothing.
+            await self.store.set_cursor(self._events_cursor, str(after))
+            await local.drop_news_events(after)
+            if len(events) < EVENT_BATCH:
+                return found
+
+    async def _from_event(self, e: GrievanceEvent) -> int:
+        if not USER_ID.match(e.user_id):
+            return 0  # not a Discord user (a CLI `ask`): nobody to send it to
+        jira = self._jira is not None
+        if e.kind == "filed_late":
+            if e.push_state != "local_only":
+                return 0  # on its way to Jira: told with the key it gets there ("pushed")
+            text = filed_text(e.local_key, e.created_at, e.description, e.status)
+            return await self._add(e.user_id, "local", e.local_key, "filed", e.status, text)
+        if e.kind == "pushed" and e.remote_key:
+            if e.spool_id is not None:  # the player heard no key at all
+                text = filed_text(e.remote_key, e.created_at, e.description, e.status)
+            elif e.attempts > 1:  # Jira failed when it was filed: the key they heard is not Jira's
+                text = moved_text(e.local_key, e.remote_key, e.status)
+            else:
+                return 0  # pushed at once: the usual path, not news
+            return await self._add(e.user_id, "jira", e.remote_key, "filed", e.status, text)
+        if e.kind == "status" and not jira:
+            # Jira's status is the ticket's when Jira is on (the local one is a cache of it).
+            if e.status == "open" and not await self.store.known("local", e.local_key):
+                return 0  # flipped and back before anyone told them: what they last heard
+            text = status_text(e.local_key, e.description, e.status)
+            return await self._add(e.user_id, "local", e.local_key, "status", e.status, text)
+        return 0
+
+    async def _find_in_jira(self, jira: Any, local: LocalGrievanceStore) -> int:
+        started = time.time()
+        last = await self.store.cursor("jira-polled-at")
+        since = float(last) if last else started - self.settings.poll_seconds
+        # +1: a minute of overlap for Jira's search index lagging behind its updates, and clocks
+        minutes = min(MAX_WINDOW_MINUTES, math.ceil(max(0.0, started - since) / 60) + 1)
+        found = 0
+        for user_id, issue in await jira.updated_issues(await local.users(), minutes):
+            mine = await local.status_by_remote_key(issue.key)
+            # What the player last heard: the local copy is refreshed whenever they ask, and below
+            # once they are told. An issue made in Jira directly starts "open" like any other.
+            heard = mine[1] if mine else "open"
+            if issue.status == heard:
+                continue
+            about = issue.description or issue.summary
+            text = status_text(issue.key, about, issue.status)
+            found += await self._add(user_id, "jira", issue.key, "status", issue.status, text)
+            if mine is not None:
+                await local.update_status(mine[0], issue.status, issue.updated_at)
+        await self.store.set_cursor("jira-polled-at", repr(started))
+        return found
+
+    async def _add(self, user_id: str, source: str, ticket: str, kind: str, status: str, text: str) -> int:
+        added = await self.store.add(user_id, source, ticket, kind, status, text)
+        if added:
+            log.info("ticket news for %s: %s %s %s", user_id, ticket, kind, status)
+        return int(added)
+
+    # ---- delivering -----------------------------------------------------------------------
+
+    async def deliver(self, messenger: Messenger) -> int:
+        """Send each player their due news, one DM each; how many pieces were sent."""
+        due = await self.store.due()
+        by_user: dict[str, list[NewsItem]] = {}
+        for item in due:
+            mine = by_user.setdefault(item.user_id, [])
+            if len(mine) < MAX_ITEMS_PER_DM:
+                mine.append(item)
+        sent = 0
+        for user_id, items in by_user.items():
+            sent += await self._deliver_to(messenger, user_id, items)
+        return sent
+
+    async def _deliver_to(self, messenger: Messenger, user_id: str, items: list[NewsItem]) -> int:
+        claimed = set(await self.store.claim([i.id for i in items]))
+        items = [i for i in items if i.id in claimed]
+        if not items:
+            return 0
+        ids = [i.id for i in items]
+        prefs = await self._preferences.get(user_id)
+        if not prefs.notify:
+            await self.store.finish(ids, "muted")
+            log.info("ticket news for %s not sent: /notify is off (%d)", user_id, len(ids))
+            return 0
+        delivery = await self._prepare(user_id, items, prefs)
+        try:
+            outcome = await messenger.direct(delivery)
+        except Exception as exc:  # an unknown failure may have sent it: never again
+            log.exception("ticket news DM to %s failed", user_id)
+            outcome, error = Outcome.FAILED, f"{type(exc).__name__}: {exc}"[:300]
+        else:
+            error = None
+        if outcome is Outcome.SENT:
+            await self.store.finish(ids, "sent")
+            await self.store.dms_open(user_id)
+            log.info(
+                "ticket news sent to %s: %s", user_id, ", ".join(f"{i.ticket} {i.status}" for i in items)
+            )
+            return len(ids)
+        if outcome is Outcome.DMS_CLOSED:
+            await self.store.finish(ids, "dms_closed")
+            await self._tell_dms_closed(messenger, user_id)
+            return 0
+        if outcome is Outcome.RETRY and max(i.attempts for i in items) + 1 < MAX_ATTEMPTS:
+            await self.store.retry(ids, time.time() + RETRY_SECONDS, "not sent: Discord unreachable")
+            return 0
+        await self.store.finish(ids, "failed", error)
+        return 0
+
+    async def _prepare(self, user_id: str, items: list[NewsItem], prefs: Preferences) -> Delivery:
+        text, words = message_for(items)
+        audio = None
+        if prefs.reply_mode != "text" and self._speaker is not None:
+            try:
+                audio = await self._speaker(words, prefs.voice)  # synthesis and encoding in threads
+            except Exception:
+                log.exception("could not speak ticket news for %s: sending it as text", user_id)
+        return Delivery(user_id, text, audio, prefs.reply_mode, tuple(items))
+
+    async def _tell_dms_closed(self, messenger: Messenger, user_id: str) -> None:
+        channel_id = await self.store.last_channel(user_id)
+        if channel_id is None:
+            log.info("ticket news for %s: DMs closed and no channel to tell them in", user_id)
+            return
+        # Claimed before posting: at most one such message per closing of their DMs.
+        if not await self.store.claim_closed_notice(user_id):
+            return
+        try:
+            posted = await messenger.in_channel(user_id, channel_id, DMS_CLOSED_NOTICE)
+        except Exception:
+            log.exception("telling %s in channel %s that their DMs are closed failed", user_id, channel_id)
+            posted = False
+        if posted:
+            log.info("ticket news for %s: DMs closed, told them in channel %s", user_id, channel_id)

@@ -1,0 +1,366 @@
+"""Ticket news in the core: what is news (late filings, late pushes, status changes in the local
+store or in Jira), told at most once per ticket and status, across restarts, in the player's
+reply style, never to a player who turned it off, and a closed-DMs notice at most once.
+
+Real SQLite files, the real `jira` package against the fake Jira; the front end is a recording
+`Messenger`, as cogs/news.py is for Discord (tests/test_discord_news.py runs that one)."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import NewsSettings, Settings
+from bot.preferences import PreferenceStore
+from bot.ticket_news import DMS_CLOSED_NOTICE, Delivery, NewsStore, Outcome, TicketNews
+from bot.tools.grievance_spool import GrievanceSpool
+from bot.tools.grievance_store import LocalGrievanceStore
+from bot.tools.jira_grievances import JiraGrievances
+from tests.cloud.test_jira_grievances import jira_settings
+from tests.conftest import BLAZE, NOVA
+from tests.fakes.jira_server import JQL, NEWS_JQL, FakeJira, running_fake_jira
+
+
+@dataclass
+class Recorder:
+    """The front end: records what it was asked to send and answers as scripted."""
+
+    outcomes: list[Outcome] = field(default_factory=list)  # one per DM, then SENT
+    dms: list[Delivery] = field(default_factory=list)
+    notices: list[tuple[str, str, str]] = field(default_factory=list)
+
+    async def direct(self, delivery: Delivery) -> Outcome:
+        self.dms.append(delivery)
+        return self.outcomes.pop(0) if self.outcomes else Outcome.SENT
+
+    async def in_channel(self, user_id: str, channel_id: str, text: str) -> bool:
+        self.notices.append((user_id, channel_id, text))
+        return True
+
+    def texts(self, user_id: str | None = None) -> list[str]:
+        return [d.text for d in self.dms if user_id in (None, d.user_id)]
+
+
+@dataclass
+class Parts:
+    grievances: Any
+    local: LocalGrievanceStore
+    preferences: PreferenceStore
+    store: NewsStore
+    news: TicketNews
+
+
+@contextlib.asynccontextmanager
+async def news_over(
+    storage: Path, grievances: Any = None, speaker: Any = None, **settings: Any
+) -> AsyncIterator[Parts]:
+    """Ticket news over the stores in `storage`, as bot/app.py builds it; one start of the bot."""
+    async with contextlib.AsyncExitStack() as stack:
+        if grievances is None:
+            grievances = await LocalGrievanceStore.open(storage / "grievances.db")
+        stack.push_async_callback(grievances.aclose)
+        preferences = await PreferenceStore.open(storage / "preferences.db")
+        stack.push_async_callback(preferences.aclose)
+        store = await NewsStore.open(storage / "news.db")
+        stack.push_async_callback(store.aclose)
+        news = TicketNews(store, grievances, preferences, speaker, NewsSettings(**settings))
+        yield Parts(grievances, grievances.local_store, preferences, store, news)
+
+
+def sql(db: Path, statement: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """Change (or look into) a database directly, as support staff would with the sqlite3 shell."""
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        return conn.execute(statement, params).fetchall()
+
+
+def keep_in_spool(storage: Path, user_id: str, description: str, state: str = "local_only") -> None:
+    """A grievance the database refused, kept as grievance_store.py keeps it (state "pending" when
+    it is going to Jira)."""
+    at = "2025-01-31T10:02:00Z"
+    GrievanceSpool(storage / "grievances.db.spool.jsonl").keep(
+        user_id=user_id, category="wallet", description=description, at=at, state=state
+    )
+
+
+# ---- the local store as the ticket system ---------------------------------------------------
+
+
+async def test_a_late_filed_grievance_is_told_once_with_its_key_across_restarts(tmp_path: Path) -> None:
+    keep_in_spool(tmp_path, NOVA, "charged twice for the battle pass")
+    front = Recorder()
+    async with news_over(tmp_path) as p:  # filed from the spool as the store opens
+        await p.local.register(BLAZE, "other", "filed the usual way")  # heard its key: not news
+        assert await p.news.run_once(front) == 1
+        assert await p.news.run_once(front) == 0
+    (dm,) = front.dms
+    assert dm.user_id == NOVA and dm.mode == "voice_and_text" and dm.audio is None  # no speaker here
+    assert dm.text == (
+        'The complaint you made on 31 Jan at 10:02 UTC ("charged twice for the battle pass") is now '
+        "filed as ticket GRV-1. Its status is open."
+    )
+    async with news_over(tmp_path) as p:  # a restart
+        assert await p.news.run_once(front) == 0
+        assert await p.store.told(NOVA) == [("GRV-1", "filed", "open", "sent")]
+    assert len(front.dms) == 1
+
+
+async def test_a_grievance_kept_while_the_bot_runs_is_filed_and_told_within_a_round(tmp_path: Path) -> None:
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        keep_in_spool(tmp_path, NOVA, "lost my skins")  # kept by a CLI `ask` next to the bot, say
+        assert await p.news.run_once(front) == 1  # filed by the round itself, not the next grievance
+    assert "filed as ticket GRV-1" in front.texts()[0]
+
+
+async def test_a_status_set_by_staff_in_the_database_is_told_once_per_status(tmp_path: Path) -> None:
+    db = tmp_path / "grievances.db"
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        ticket = await p.local.register(NOVA, "wallet", "gems never arrived after paying")
+        assert await p.news.run_once(front) == 0  # filed the usual way: the player heard its key
+        sql(db, "UPDATE grievances SET status = 'in progress' WHERE local_key = ?", (ticket.key,))
+        assert await p.news.run_once(front) == 1
+        assert await p.news.run_once(front) == 0
+        sql(db, "UPDATE grievances SET status = 'resolved' WHERE local_key = ?", (ticket.key,))
+        sql(db, "UPDATE grievances SET status = 'in progress' WHERE local_key = ?", (ticket.key,))
+        assert await p.news.run_once(front) == 0  # "in progress" was told already
+        sql(db, "UPDATE grievances SET status = '*resolved* <@1>' WHERE local_key = ?", (ticket.key,))
+        assert await p.news.run_once(front) == 1
+    assert front.texts() == [
+        'Your ticket GRV-1 ("gems never arrived after paying") is now in progress.',
+        'Your ticket GRV-1 ("gems never arrived after paying") is now resolved 1.',  # no markup, no ping
+    ]
+    assert sql(db, "SELECT COUNT(*) FROM news_events") == [(0,)]  # read, then dropped
+
+
+async def test_a_status_that_flips_back_before_a_round_is_not_news(tmp_path: Path) -> None:
+    db = tmp_path / "grievances.db"
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        ticket = await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved' WHERE local_key = ?", (ticket.key,))
+        sql(db, "UPDATE grievances SET status = 'open' WHERE local_key = ?", (ticket.key,))
+        assert await p.news.run_once(front) == 0
+    assert front.dms == []
+
+
+async def test_notify_off_sends_nothing_and_keeps_nothing_for_later(tmp_path: Path) -> None:
+    db = tmp_path / "grievances.db"
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        await p.preferences.set_notify(NOVA, False)
+        ticket = await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved' WHERE local_key = ?", (ticket.key,))
+        assert await p.news.run_once(front) == 0
+        assert front.dms == []
+        await p.preferences.set_notify(NOVA, True)
+        assert await p.news.run_once(front) == 0  # muted news is not sent once they turn it on
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "muted")]
+        sql(db, "UPDATE grievances SET status = 'closed' WHERE local_key = ?", (ticket.key,))
+        assert await p.news.run_once(front) == 1  # news from then on is
+    assert front.texts() == ['Your ticket GRV-1 ("charged twice") is now closed.']
+
+
+async def test_one_dm_carries_all_of_a_players_news(tmp_path: Path) -> None:
+    db = tmp_path / "grievances.db"
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        for text in ("first problem", "second problem"):
+            await p.local.register(NOVA, "other", text)
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        assert await p.news.run_once(front) == 2
+    (dm,) = front.dms
+    assert dm.text.splitlines() == [
+        "News about your tickets:",
+        '- Your ticket GRV-1 ("first problem") is now resolved.',
+        '- Your ticket GRV-2 ("second problem") is now resolved.',
+    ]
+
+
+async def test_closed_dms_are_told_once_in_the_last_channel_until_a_dm_gets_through(tmp_path: Path) -> None:
+    db = tmp_path / "grievances.db"
+    front = Recorder(outcomes=[Outcome.DMS_CLOSED, Outcome.DMS_CLOSED])
+    async with news_over(tmp_path) as p:
+        ticket = await p.local.register(NOVA, "wallet", "charged twice")
+        await p.news.record_channel(NOVA, "920000000000000001")
+        for status in ("in progress", "resolved", "reopened"):
+            sql(db, "UPDATE grievances SET status = ? WHERE local_key = ?", (status, ticket.key))
+            await p.news.run_once(front)
+        assert front.notices == [(NOVA, "920000000000000001", DMS_CLOSED_NOTICE)]  # once, not per news
+        assert [state for *_, state in await p.store.told(NOVA)] == ["dms_closed", "dms_closed", "sent"]
+        front.outcomes = [Outcome.DMS_CLOSED]  # closed again after one went through: told again
+        sql(db, "UPDATE grievances SET status = 'closed' WHERE local_key = ?", (ticket.key,))
+        await p.news.run_once(front)
+    assert len(front.notices) == 2
+
+
+async def test_closed_dms_with_no_known_channel_post_nowhere(tmp_path: Path) -> None:
+    db = tmp_path / "grievances.db"
+    front = Recorder(outcomes=[Outcome.DMS_CLOSED])
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        await p.news.run_once(front)
+    assert front.notices == [] and len(front.dms) == 1
+
+
+async def test_news_claimed_when_the_bot_died_is_never_sent_again(tmp_path: Path) -> None:
+    db = tmp_path / "grievances.db"
+
+    class Dies(Recorder):
+        async def direct(self, delivery: Delivery) -> Outcome:
+            await super().direct(delivery)
+            raise SystemExit("killed mid-send")  # not an Exception: as a process dying would
+
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        with pytest.raises(SystemExit):
+            await p.news.run_once(Dies())
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        assert await p.news.run_once(front) == 0
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sending")]
+    assert front.dms == []
+
+
+async def test_a_send_that_never_reached_discord_is_tried_again_and_a_maybe_sent_one_is_not(
+    tmp_path: Path,
+) -> None:
+    db = tmp_path / "grievances.db"
+    front = Recorder(outcomes=[Outcome.RETRY])
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        await p.local.register(BLAZE, "wallet", "charged three times")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        assert await p.news.run_once(front) == 1  # Nova's could not be sent; Blaze's was
+        sql(tmp_path / "news.db", "UPDATE news SET next_try_at = 0")  # its retry delay over
+        front.outcomes = [Outcome.SENT, Outcome.FAILED]
+        sql(db, "UPDATE grievances SET status = 'closed' WHERE user_id = ?", (BLAZE,))
+        assert await p.news.run_once(front) == 1  # Nova's again, sent; Blaze's new one maybe sent
+        assert [d.user_id for d in front.dms] == [NOVA, BLAZE, NOVA, BLAZE]
+        assert await p.news.run_once(front) == 0
+        assert [s for *_, s in await p.store.told(BLAZE)] == ["sent", "failed"]
+
+
+async def test_a_spoken_dm_is_made_by_the_offline_speaker_off_the_event_loop(
+    tmp_path: Path, settings: Settings
+) -> None:
+    from bot.engines.offline import create_speaker
+
+    db = tmp_path / "grievances.db"
+    front = Recorder()
+    async with news_over(tmp_path, speaker=create_speaker(settings)) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        await p.local.register(BLAZE, "wallet", "charged twice")
+        await p.preferences.set_reply_mode(BLAZE, "text")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        assert await p.news.run_once(front) == 2
+    nova, blaze = sorted(front.dms, key=lambda d: d.user_id)
+    assert nova.audio is not None and nova.audio.ogg.startswith(b"OggS")
+    assert 1.0 < nova.audio.duration_secs < 10.0 and nova.mode == "voice_and_text"
+    assert blaze.audio is None and blaze.mode == "text"  # text-only players are not spoken to
+
+
+# ---- Jira ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeJira]:
+    async with running_fake_jira() as server:
+        yield server
+
+
+async def open_jira(fake: FakeJira, storage: Path) -> JiraGrievances:
+    return await JiraGrievances.open(jira_settings(fake), fake.email, fake.token, storage / "grievances.db")
+
+
+async def test_a_status_change_in_jira_is_told_once_by_a_safe_query(fake: FakeJira, tmp_path: Path) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice for the battle pass")
+        await p.grievances.register(BLAZE, "other", "lag every evening")
+        await p.local.register("cli-user", "other", "from the command line")  # never in JQL
+        assert await p.grievances.push_pending() == 2
+        assert await p.news.run_once(front) == 0  # pushed at once: the key they heard is fine
+        fake.set_status("GRV-101", "In Progress")
+        other = fake.add_issue([f"discord-{BLAZE}"], "Made in Jira by staff")
+        fake.set_status(other.key, "Done")
+        assert await p.news.run_once(front) == 2
+        assert await p.news.run_once(front) == 0  # polled again, nothing new
+        # The local copy follows, so the player's next question answers the same.
+        assert [g.status for g in await p.local.status(NOVA)] == ["in progress"]
+    assert sorted(front.texts()) == [
+        'Your ticket GRV-101 ("charged twice for the battle pass") is now in progress.',
+        'Your ticket GRV-103 ("Made in Jira by staff") is now resolved.',
+    ]
+    assert {d.user_id: d.items[0].ticket for d in front.dms} == {NOVA: "GRV-101", BLAZE: "GRV-103"}
+    news_queries = [q for q in fake.jql if not JQL.match(q)]
+    assert news_queries and all(NEWS_JQL.match(q) for q in news_queries)
+    assert news_queries[0] == (
+        f'project = "GRV" AND labels in ("discord-{NOVA}", "discord-{BLAZE}") AND updated >= "-2m"'
+        " ORDER BY updated ASC"
+    )
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:  # a restart
+        assert await p.news.run_once(front) == 0
+    assert len(front.dms) == 2
+
+
+async def test_after_an_outage_the_poll_looks_back_as_far_as_it_was_away(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        await p.news.run_once(front)
+        await p.store.set_cursor("jira-polled-at", repr(time.time() - 3600))  # the bot was down an hour
+        fake.set_status("GRV-101", "Done")
+        fake.issues["GRV-101"].updated -= dt.timedelta(minutes=50)  # while it was away
+        assert await p.news.run_once(front) == 1
+    assert fake.jql[-1].endswith('updated >= "-62m" ORDER BY updated ASC')  # 60 m and a bit, +1
+
+
+async def test_jira_down_keeps_the_window_open_until_it_answers(fake: FakeJira, tmp_path: Path) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        await p.news.run_once(front)
+        fake.set_status("GRV-101", "Done")
+        fake.fail("500")
+        assert await p.news.run_once(front) == 0  # logged, not raised
+        fake.recover()
+        assert await p.news.run_once(front) == 1
+    assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
+
+
+async def test_a_late_push_tells_the_new_key_and_a_spooled_one_waits_for_its_jira_key(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")  # heard GRV-1
+        fake.fail("500", times=1)
+        with pytest.raises(Exception, match="500"):
+            await p.grievances.push_pending()
+        keep_in_spool(tmp_path, BLAZE, "never got my refund", "pending")  # heard no key at all
+        assert await p.news.run_once(front) == 0  # Blaze's is filed now, but not in Jira yet: wait
+        sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")  # backoff over
+        assert await p.grievances.push_pending() == 2
+        assert await p.news.run_once(front) == 2
+        assert await p.news.run_once(front) == 0
+    assert {d.user_id: d.text for d in front.dms} == {
+        NOVA: "Your ticket GRV-1 has now reached our support team as GRV-101: use GRV-101 when you "
+        "ask about it. Its status is open.",
+        BLAZE: 'The complaint you made on 31 Jan at 10:02 UTC ("never got my refund") is now filed as '
+        "ticket GRV-102. Its status is open.",
+    }
