@@ -403,7 +403,7 @@ class TicketNews:
             text = filed_text(e.local_key, e.created_at, e.description, e.status)
             return await self._add(e.user_id, "local", e.local_key, "filed", e.status, text)
         if e.kind == "pushed" and e.remote_key:
-            if e.spool_id is not None:  # the player heard no key at all
+            if e.filed_late:  # the player heard no key at all
                 text = filed_text(e.remote_key, e.created_at, e.description, e.status)
             elif e.attempts > 1:  # Jira failed when it was filed: the key they heard is not Jira's
                 text = moved_text(e.local_key, e.remote_key, e.status)

@@ -97,7 +97,8 @@ async def test_a_late_filed_grievance_is_told_once_with_its_key_across_restarts(
     keep_in_spool(tmp_path, NOVA, "charged twice for the battle pass")
     front = Recorder()
     async with news_over(tmp_path) as p:  # filed from the spool as the store opens
-        await p.local.register(BLAZE, "other", "filed the usual way")  # heard its key: not news
+        # Filed the usual way, under its note's filing id as the tool files it: the player heard its key.
+        await p.local.register(BLAZE, "other", "filed the usual way", "discord:930000000000000077:other")
         assert await p.news.run_once(front) == 1
         assert await p.news.run_once(front) == 0
     (dm,) = front.dms

@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS grievances (
     next_try_at REAL,  -- unix time: a pusher's claim on the row, or when to try it again
     -- a filing id: a note's (filed once however often its turn runs) or a spool line's
     -- (grievance_spool.py: filed once, whatever happens)
-    spool_id TEXT
+    spool_id TEXT,
+    filed_late INTEGER NOT NULL DEFAULT 0  -- 1: filed from the spool; its player never heard its key
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS grievances_by_user ON grievances (user_id, id);
@@ -66,7 +67,7 @@ CREATE TABLE IF NOT EXISTS news_events (
     grievance_id INTEGER NOT NULL,
     kind TEXT NOT NULL  -- filed_late | pushed | status
 );
-CREATE TRIGGER IF NOT EXISTS news_filed_late AFTER INSERT ON grievances WHEN NEW.spool_id IS NOT NULL
+CREATE TRIGGER IF NOT EXISTS news_filed_late AFTER INSERT ON grievances WHEN NEW.filed_late = 1
 BEGIN INSERT INTO news_events (grievance_id, kind) VALUES (NEW.id, 'filed_late'); END;
 CREATE TRIGGER IF NOT EXISTS news_pushed AFTER UPDATE OF push_state ON grievances
 WHEN NEW.push_state = 'pushed' AND OLD.push_state IS NOT 'pushed'
@@ -105,7 +106,7 @@ class GrievanceEvent:
     created_at: str
     push_state: str
     attempts: int
-    spool_id: str | None
+    filed_late: bool  # filed from the spool: its player never heard its key
 
 
 def utc_now() -> str:
@@ -132,7 +133,11 @@ class LocalGrievanceStore:
     @classmethod
     async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
         conn = await open_sqlite(path, SCHEMA)
-        await add_missing_columns(conn, "grievances", {"next_try_at": "REAL", "spool_id": "TEXT"})
+        await add_missing_columns(
+            conn,
+            "grievances",
+            {"next_try_at": "REAL", "spool_id": "TEXT", "filed_late": "INTEGER NOT NULL DEFAULT 0"},
+        )
         await conn.executescript(INDEXES)
         store = cls(conn, initial_state, GrievanceSpool(Path(f"{path}.spool.jsonl")))
         await store.file_spooled()
@@ -174,13 +179,22 @@ class LocalGrievanceStore:
         )
 
     async def _insert(
-        self, user_id: str, category: str, description: str, at: str, state: str, spool_id: str | None = None
+        self,
+        user_id: str,
+        category: str,
+        description: str,
+        at: str,
+        state: str,
+        spool_id: str | None = None,
+        late: bool = False,
     ) -> str | None:
-        """The new row's key; None when a grievance from the spool was filed before."""
+        """The new row's key; None when a grievance from the spool was filed before. `late`: from
+        the spool, so its player is yet to hear its key (ticket news tells them)."""
         cursor = await self._conn.execute(
             "INSERT INTO grievances (user_id, category, description, created_at, updated_at,"
-            " push_state, spool_id) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (spool_id) DO NOTHING",
-            (user_id, category, description, at, at, state, spool_id),
+            " push_state, spool_id, filed_late) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (spool_id) DO NOTHING",
+            (user_id, category, description, at, at, state, spool_id, int(late)),
         )
         if not cursor.rowcount:
             return None
@@ -245,7 +259,7 @@ class LocalGrievanceStore:
             try:
                 for r in rows:
                     key = await self._insert(
-                        r["user_id"], r["category"], r["description"], r["at"], r["state"], r["id"]
+                        r["user_id"], r["category"], r["description"], r["at"], r["state"], r["id"], late=True
                     )
                     if key is not None:
                         filed.append((r["user_id"], key))
@@ -410,7 +424,7 @@ class LocalGrievanceStore:
                     created_at=row["created_at"],
                     push_state=row["push_state"],
                     attempts=int(row["attempts"]),
-                    spool_id=row["spool_id"],
+                    filed_late=bool(row["filed_late"]),
                 )
             )
         return found
