@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-EXTENSIONS = ("cogs.voice", "cogs.catch_up", "cogs.grievance", "cogs.settings")
+EXTENSIONS = ("cogs.voice", "cogs.catch_up", "cogs.grievance", "cogs.settings", "cogs.news")
 
 # The library's own endpoints, kept so an empty setting always means "the real Discord".
 _DEFAULT_API_BASE = discord.http.Route.BASE

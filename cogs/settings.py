@@ -1,4 +1,4 @@
-"""/forget, /voice, /replies: each player's own settings, kept in the core's PreferenceStore."""
+"""/forget, /voice, /replies, /notify: each player's own settings, kept in the core's PreferenceStore."""
 
 from __future__ import annotations
 
@@ -67,6 +67,24 @@ class PlayerSettings(commands.Cog):
         async def work() -> str:
             await self.bot.core.preferences.set_reply_mode(caller(interaction).user_id, style.value)
             return f"From now on I'll answer your notes with {REPLY_STYLES[style.value]}."
+
+        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+
+    @app_commands.command(name="notify", description="Ticket news by direct message: on or off")
+    @app_commands.describe(news="on: a DM when your tickets are filed or change status; off: none")
+    @app_commands.choices(
+        news=[app_commands.Choice(name="on", value="on"), app_commands.Choice(name="off", value="off")]
+    )
+    async def notify(self, interaction: discord.Interaction, news: app_commands.Choice[str]) -> None:
+        async def work() -> str:
+            on = news.value == "on"
+            await self.bot.core.preferences.set_notify(caller(interaction).user_id, on)
+            if on:
+                return (
+                    "I'll send you a direct message when a complaint of yours is filed late or one of "
+                    "your tickets changes status."
+                )
+            return "No more ticket news by direct message. `/grievance status` still shows your tickets."
 
         await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
 

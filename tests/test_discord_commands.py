@@ -146,12 +146,18 @@ async def test_replies_text_only_voice_only_and_file(harness: Harness):
 
 async def test_sync_publishes_the_command_tree(settings, fake: FakeDiscord):
     names = await sync_commands(discord_settings(settings, fake), TOKEN, GUILD_ID)
-    assert sorted(names) == ["forget", "grievance", "replies", "voice"]
+    assert sorted(names) == ["forget", "grievance", "notify", "replies", "voice"]
     stored = {c["name"]: c for c in fake.commands[str(GUILD_ID)]}
     assert {o["name"] for o in stored["grievance"]["options"]} == {"status", "list", "file"}
     assert any(o.get("autocomplete") for o in stored["voice"]["options"])
     assert await sync_commands(discord_settings(settings, fake), TOKEN, None)
-    assert sorted(c["name"] for c in fake.commands["global"]) == ["forget", "grievance", "replies", "voice"]
+    assert sorted(c["name"] for c in fake.commands["global"]) == [
+        "forget",
+        "grievance",
+        "notify",
+        "replies",
+        "voice",
+    ]
     assert fake.violations == []
 
 

@@ -1,0 +1,207 @@
+"""Ticket news on Discord: the loop that finds and delivers it (bot/ticket_news.py), the DM in the
+player's reply style, the closed-DMs notice, and where each player last sent a voice note."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import discord
+from discord.ext import commands
+from discord.http import Route
+
+from bot.audio import ReplyAudio
+from bot.ticket_news import Delivery, Outcome, TicketNews
+from cogs.bot import VoxdeskBot
+from cogs.replies import VOICE_FILENAME, VOICE_MESSAGE_FLAG, VOICE_REFUSED_CODES, split_message
+
+log = logging.getLogger(__name__)
+
+DMS_CLOSED = 50007  # Discord: "Cannot send messages to this user"
+FILE_FILENAME = "ticket-news.ogg"
+NO_PINGS = {"parse": []}
+
+
+class TicketNewsDesk(commands.Cog):
+    """Runs ticket news while the bot runs, and is its `Messenger` (bot/ticket_news.py)."""
+
+    def __init__(self, bot: VoxdeskBot) -> None:
+        self.bot = bot
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._in_round = False
+
+    @property
+    def news(self) -> TicketNews:
+        return self.bot.core.news
+
+    async def cog_load(self) -> None:
+        app = self.bot.app
+        if app is None or not app.settings.news.enabled:  # `sync` builds no App
+            return
+        self._task = asyncio.create_task(self._loop(app.settings.news.poll_seconds), name="ticket-news")
+
+    async def cog_unload(self) -> None:
+        # Bot.close() unloads every extension, while its HTTP session is still open: a round in
+        # progress may finish recording what it sent. Cut off after the grace period, a DM in
+        # flight stays claimed and is never sent again (at most once).
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()
+        if not self._in_round:  # waiting for "ready" or for the next round: nothing to finish
+            task.cancel()
+        try:
+            await asyncio.wait_for(task, self.bot.discord_settings.shutdown_grace_seconds)
+        except TimeoutError:
+            log.warning("ticket news round cut short by shutdown")
+        except asyncio.CancelledError:
+            pass
+
+    async def _loop(self, interval: float) -> None:
+        await self.bot.wait_until_ready()
+        while not self._stop.is_set():
+            self._in_round = True
+            try:
+                await self.news.run_once(self)
+            except Exception:  # never dies: what was not sent stays pending in news.db
+                log.exception("ticket news round failed")
+            finally:
+                self._in_round = False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), interval)
+
+    # ---- where each player last sent a voice note ------------------------------------------
+
+    @commands.Cog.listener()
+    async def on_message(self, message: discord.Message) -> None:
+        if message.author.bot or message.guild is None or self.bot.app is None:
+            return  # a DM channel is no use for telling someone their DMs are closed
+        audio = any(
+            a.is_voice_message() or (a.content_type or "").startswith("audio/") for a in message.attachments
+        )
+        if audio and self._answered_in(message):
+            await self.news.record_channel(str(message.author.id), str(message.channel.id))
+
+    def _answered_in(self, message: discord.Message) -> bool:
+        """A channel the bot answers notes in (configured, or where it was mentioned): the bot
+        posts nowhere a player has not talked to it."""
+        settings = self.bot.discord_settings
+        parent = getattr(message.channel, "parent_id", None)
+        if message.channel.id in settings.channels or (parent is not None and parent in settings.channels):
+            return True
+        me = self.bot.user
+        return settings.answer_mentions and me is not None and me in message.mentions
+
+    # ---- Messenger -------------------------------------------------------------------------
+
+    async def direct(self, delivery: Delivery) -> Outcome:
+        went_out = False
+        try:
+            # Only the DM channel is opened: a User would need GET /users/{id} (no members intent).
+            channel = await self.bot.create_dm(discord.Object(id=int(delivery.user_id)))
+            async for _ in self._post(channel.id, delivery):
+                went_out = True
+        except discord.HTTPException as exc:
+            if went_out:  # the voice message went, its transcript did not: they have the news
+                log.warning(
+                    "ticket news to %s only partly sent: %s %s", delivery.user_id, exc.status, exc.code
+                )
+                return Outcome.SENT
+            if exc.code == DMS_CLOSED:
+                return Outcome.DMS_CLOSED
+            log.warning("ticket news DM to %s refused: %s %s", delivery.user_id, exc.status, exc.text)
+            return Outcome.FAILED
+        except aiohttp.ClientConnectorError as exc:  # no connection was made: nothing was sent
+            log.warning("ticket news DM to %s: Discord unreachable (%s)", delivery.user_id, exc)
+            return Outcome.SENT if went_out else Outcome.RETRY
+        return Outcome.SENT
+
+    async def in_channel(self, user_id: str, channel_id: str, text: str) -> bool:
+        channel = self.bot.get_partial_messageable(int(channel_id))
+        # This one pings: it is for that player alone, in a busy channel. Nobody else can be pinged.
+        mentions = discord.AllowedMentions(
+            everyone=False, roles=False, users=[discord.Object(id=int(user_id))]
+        )
+        try:
+            await channel.send(f"<@{user_id}> {text}", allowed_mentions=mentions)
+        except discord.HTTPException as exc:
+            log.warning("could not post in channel %s: %s %s", channel_id, exc.status, exc.code)
+            return False
+        return True
+
+    async def _post(self, channel_id: int, d: Delivery) -> AsyncIterator[bool]:
+        """Send `d` in the player's reply style, as cogs/replies.py answers notes; yields after
+        each message that went out."""
+        if d.audio is None or d.mode == "text":
+            async for sent in self._text(channel_id, d.text):
+                yield sent
+            return
+        if d.mode != "file":
+            try:
+                await self._voice(channel_id, d.audio)
+            except discord.HTTPException as exc:
+                if exc.code not in VOICE_REFUSED_CODES:
+                    raise
+                log.info("voice message refused in DM %s (%s): sending a file", channel_id, exc.code)
+            else:
+                yield True
+                if d.mode == "voice_and_text":
+                    async for sent in self._text(channel_id, d.text):
+                        yield sent
+                return
+        async for sent in self._text(channel_id, d.text if d.mode != "voice" else "", d.audio):
+            yield sent
+
+    async def _voice(self, channel_id: int, audio: ReplyAudio) -> None:
+        # discord.py 2.7 cannot send voice messages: one raw request through its HTTP layer
+        # (session, rate limits, retries), as cogs/replies.py does for answers.
+        payload = {
+            "flags": VOICE_MESSAGE_FLAG,
+            "attachments": [
+                {
+                    "id": "0",
+                    "filename": VOICE_FILENAME,
+                    "duration_secs": audio.duration_secs,
+                    "waveform": audio.waveform,
+                }
+            ],
+            "allowed_mentions": NO_PINGS,
+        }
+        await self._request(channel_id, payload, (VOICE_FILENAME, audio.ogg))
+
+    async def _text(self, channel_id: int, text: str, file: ReplyAudio | None = None) -> AsyncIterator[bool]:
+        """`text` in pieces of Discord's size; the audio file (if any) rides on the first."""
+        for i, piece in enumerate(split_message(text) or [""]):
+            payload: dict[str, Any] = {"content": piece, "allowed_mentions": NO_PINGS}
+            upload = (FILE_FILENAME, file.ogg) if i == 0 and file is not None else None
+            if upload is not None:
+                payload["attachments"] = [
+                    {"id": "0", "filename": FILE_FILENAME, "description": "spoken news"}
+                ]
+            await self._request(channel_id, payload, upload)
+            yield True
+
+    async def _request(
+        self, channel_id: int, payload: dict[str, Any], upload: tuple[str, bytes] | None
+    ) -> None:
+        route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
+        if upload is None:
+            await self.bot.http.request(route, json=payload)
+            return
+        # A raw form also for the file style: discord.File would go out as octet-stream, not audio.
+        filename, data = upload
+        form: list[dict[str, Any]] = [
+            {"name": "payload_json", "value": json.dumps(payload)},
+            {"name": "files[0]", "value": data, "filename": filename, "content_type": "audio/ogg"},
+        ]
+        await self.bot.http.request(route, form=form)
+
+
+async def setup(bot: VoxdeskBot) -> None:
+    await bot.add_cog(TicketNewsDesk(bot))

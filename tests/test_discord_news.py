@@ -1,0 +1,207 @@
+"""Ticket news end to end: the real discord.py client against the fake Discord (and the real
+`jira` package against the fake Jira), from a ticket's change to the player's DM, once, across a
+restart; /notify off; closed DMs told once in the channel the player last used."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.config import Settings
+from bot.preferences import PreferenceStore
+from bot.tools.grievance_spool import GrievanceSpool
+from tests.conftest import BLAZE, NOVA
+from tests.discord_harness import running_bot, voice_note
+from tests.fakes.discord_server import (
+    ALLOWED_CHANNEL,
+    VOICE_FLAG,
+    FakeDiscord,
+    InjectedUser,
+    Received,
+    dm_channel_id,
+    serving,
+)
+from tests.fakes.jira_server import NEWS_JQL, FakeJira, running_fake_jira
+from tests.test_discord_commands import ask, sub
+
+nova = InjectedUser(int(NOVA), "nova")
+NEWS = {"poll_seconds": 0.1}
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with serving() as running:
+        yield running
+
+
+@pytest.fixture
+async def jira() -> AsyncIterator[FakeJira]:
+    async with running_fake_jira() as server:
+        yield server
+
+
+def fast(settings: Settings) -> Settings:
+    return settings.replace(news=NEWS)
+
+
+def with_jira(settings: Settings, jira: FakeJira) -> Settings:
+    return fast(settings).replace(
+        tools={"grievances": "jira"},
+        jira={"url": jira.url, "push_interval_seconds": 0.05, "timeout_seconds": 1.0, "settle_seconds": 0.0},
+        secrets={"jira_email": jira.email, "jira_api_token": jira.token},
+    )
+
+
+def sql(db: Path, statement: str, params: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+    """Look into or change a database directly, as support staff would."""
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        return conn.execute(statement, params).fetchall()
+
+
+async def staff(db: Path, statement: str, params: tuple[object, ...] = ()) -> None:
+    """A change made by support staff in another process: in a thread, as the bot's own writes
+    need the event loop to commit while this one waits for the database."""
+    await asyncio.to_thread(sql, db, statement, params)
+
+
+def news_states(settings: Settings, user_id: str) -> list[tuple[str, str, str]]:
+    """(ticket, status, state) of each piece of news for a player, from news.db."""
+    return sql(  # type: ignore[return-value]
+        settings.storage_dir / "news.db",
+        "SELECT ticket, status, state FROM news WHERE user_id = ? ORDER BY id",
+        (user_id,),
+    )
+
+
+async def eventually(condition: Callable[[], Any], within: float = 20.0) -> Any:
+    deadline = time.monotonic() + within
+    while not (value := condition()):
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+    return value
+
+
+def dms(fake: FakeDiscord, user_id: str) -> list[Received]:
+    """What reached the player's DMs (refused posts left out)."""
+    return fake.sent("message", dm_channel_id(int(user_id)))
+
+
+async def more_rounds(jira: FakeJira, rounds: int = 3) -> None:
+    """Wait for the bot to poll Jira `rounds` more times: anything it would send twice, it has."""
+    seen = len([q for q in jira.jql if NEWS_JQL.match(q)])
+    await eventually(lambda: len([q for q in jira.jql if NEWS_JQL.match(q)]) >= seen + rounds)
+
+
+async def test_a_status_change_in_jira_reaches_the_player_once_as_a_spoken_dm(
+    settings: Settings, fake: FakeDiscord, jira: FakeJira
+) -> None:
+    settings = with_jira(settings, jira)
+    async with running_bot(settings, fake):
+        filed = await ask(
+            fake, nova, "grievance", sub("file", category="wallet", description="Charged twice for gems.")
+        )
+        assert filed.startswith("Filed ticket `GRV-")
+        (issue,) = await eventually(lambda: list(jira.issues.values()))
+        await more_rounds(jira)
+        assert dms(fake, NOVA) == []  # pushed at once: the key the player heard still finds it
+        jira.set_status(issue.key, "In Progress")
+        voice, text = await fake.wait_for(lambda _: len(dms(fake, NOVA)) >= 2 and dms(fake, NOVA))
+        await more_rounds(jira)
+    assert voice.is_voice_message and voice.files[0].data.startswith(b"OggS")  # spoken by eSpeak
+    assert text.content == f'Your ticket {issue.key} ("Charged twice for gems.") is now in progress.'
+    assert text.body["allowed_mentions"] == {"parse": []}
+    async with running_bot(settings, fake):  # a restart finds the change again, and tells nothing
+        await more_rounds(jira)
+    assert len(dms(fake, NOVA)) == 2
+    assert news_states(settings, NOVA) == [(issue.key, "in progress", "sent")]
+
+
+async def test_a_grievance_kept_in_the_spool_dms_its_key_once_when_filed(
+    settings: Settings, fake: FakeDiscord
+) -> None:
+    settings = fast(settings)
+    preferences = await PreferenceStore.open(settings.storage_dir / "preferences.db")
+    try:
+        await preferences.set_reply_mode(NOVA, "text")  # as /replies text would
+    finally:
+        await preferences.aclose()
+    # The previous run's database refused it; the player heard "kept, ask later for its number".
+    GrievanceSpool(settings.storage_dir / "grievances.db.spool.jsonl").keep(
+        "discord:930000000000000099:wallet",
+        user_id=NOVA,
+        category="wallet",
+        description="Bought 500 gems and never got them",
+        at="2026-11-30T18:45:00Z",
+        state="local_only",
+    )
+    async with running_bot(settings, fake):  # files it as it starts
+        (dm,) = await fake.wait_for(lambda _: dms(fake, NOVA))
+        ((key,),) = sql(
+            settings.storage_dir / "grievances.db", "SELECT local_key FROM grievances WHERE filed_late"
+        )
+        assert dm.content == (
+            'The complaint you made on 30 Nov at 18:45 UTC ("Bought 500 gems and never got them") is now '
+            f"filed as ticket {key}. Its status is open."
+        )
+        assert not dm.flags & VOICE_FLAG and not dm.files  # text only, as the player chose
+    async with running_bot(settings, fake):  # a restart
+        await staff(
+            settings.storage_dir / "grievances.db",
+            "UPDATE grievances SET status = 'resolved' WHERE user_id = ?",
+            (BLAZE,),
+        )
+        await fake.wait_for(lambda _: dms(fake, BLAZE))  # rounds run (Blaze hears his news)...
+    assert len(dms(fake, NOVA)) == 1  # ...and Nova's is not sent again
+
+
+async def test_notify_off_sends_nothing(settings: Settings, fake: FakeDiscord) -> None:
+    settings = fast(settings)
+    grievances = settings.storage_dir / "grievances.db"
+    async with running_bot(settings, fake):
+        assert "No more ticket news" in await ask(
+            fake, nova, "notify", [{"name": "news", "type": 3, "value": "off"}]
+        )
+        await staff(
+            grievances, "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-10'"
+        )  # staff
+        await eventually(lambda: news_states(settings, NOVA) == [("GRV-10", "resolved", "muted")])
+        assert fake.sent("open_dm") == [] and dms(fake, NOVA) == []
+        assert "I'll send you" in await ask(
+            fake, nova, "notify", [{"name": "news", "type": 3, "value": "on"}]
+        )
+        await staff(grievances, "UPDATE grievances SET status = 'closed' WHERE local_key = 'GRV-10'")
+        voice, text = await fake.wait_for(lambda _: len(dms(fake, NOVA)) >= 2 and dms(fake, NOVA))
+    assert voice.is_voice_message
+    assert "GRV-10" in text.content and text.content.endswith("is now closed.")  # only the news from then on
+
+
+async def test_closed_dms_are_told_once_in_the_channel_of_the_last_note(
+    settings: Settings, fake: FakeDiscord
+) -> None:
+    settings = fast(settings)
+    grievances = settings.storage_dir / "grievances.db"
+    async with running_bot(settings, fake):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
+        fake.dms_closed.add(int(NOVA))
+        for i, status in enumerate(("resolved", "reopened")):
+            await staff(grievances, "UPDATE grievances SET status = ? WHERE local_key = 'GRV-10'", (status,))
+            await eventually(
+                lambda i=i: [s for *_, s in news_states(settings, NOVA)] == ["dms_closed"] * (i + 1)
+            )
+        # Blaze's DMs are open: his news still goes to him.
+        await staff(grievances, "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-11'")
+        await fake.wait_for(lambda _: dms(fake, BLAZE))
+    refused = [r for r in fake.received if r.kind == "message" and r.error == 50007]
+    assert len(refused) == 2 and all(r.channel_id == dm_channel_id(int(NOVA)) for r in refused)
+    assert dms(fake, NOVA) == []
+    (notice,) = [m for m in fake.sent("message", ALLOWED_CHANNEL) if m.reply_to is None]
+    assert notice.content.startswith(f"<@{NOVA}> I have news about your tickets, but I can't send you")
+    assert notice.body["allowed_mentions"] == {"parse": [], "users": [int(NOVA)]}  # only Nova is pinged
