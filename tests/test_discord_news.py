@@ -151,6 +151,8 @@ async def test_a_grievance_kept_in_the_spool_dms_its_key_once_when_filed(
             f"filed as ticket {key}. Its status is open."
         )
         assert not dm.flags & VOICE_FLAG and not dm.files  # text only, as the player chose
+    # Stopped the moment the DM arrived: the round still recorded it as sent, not cut off mid-way.
+    assert news_states(settings, NOVA) == [(key, "open", "sent")]
     async with running_bot(settings, fake):  # a restart
         await staff(
             settings.storage_dir / "grievances.db",
