@@ -207,3 +207,21 @@ async def test_closed_dms_are_told_once_in_the_channel_of_the_last_note(
     (notice,) = [m for m in fake.sent("message", ALLOWED_CHANNEL) if m.reply_to is None]
     assert notice.content.startswith(f"<@{NOVA}> I have news about your tickets, but I can't send you")
     assert notice.body["allowed_mentions"] == {"parse": [], "users": [int(NOVA)]}  # only Nova is pinged
+
+
+async def test_a_player_who_chose_audio_files_gets_the_news_as_one(
+    settings: Settings, fake: FakeDiscord
+) -> None:
+    settings = fast(settings)
+    async with running_bot(settings, fake):
+        assert "audio file" in await ask(
+            fake, nova, "replies", [{"name": "style", "type": 3, "value": "file"}]
+        )
+        await staff(
+            settings.storage_dir / "grievances.db",
+            "UPDATE grievances SET status = 'reopened' WHERE local_key = 'GRV-12'",
+        )
+        (dm,) = await fake.wait_for(lambda _: dms(fake, NOVA))
+    assert not dm.flags & VOICE_FLAG and dm.content.startswith("Your ticket GRV-12 (")
+    (upload,) = dm.files
+    assert upload.content_type == "audio/ogg" and upload.data.startswith(b"OggS")
