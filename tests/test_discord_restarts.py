@@ -207,3 +207,19 @@ async def test_a_note_whose_turn_was_killed_is_answered_after_the_restart(settin
         await fake.wait_for(lambda _: answers(fake, note) >= 1, 60)
         await settle(fake)
     assert answers(fake, note) == 1, log_path.read_text()
+
+
+async def test_two_bot_processes_starting_together_answer_each_note_once(settings, fake, tmp_path) -> None:
+    missed = [await fake.send_note(p, voice_note(), guild=True) for p in (nova, blaze, nova, blaze)]
+    log_path = tmp_path / "bots.log"
+    with bot_process(settings, fake, log_path) as one, bot_process(settings, fake, log_path) as two:
+        await fake.wait_for(lambda _: all(answers(fake, n) >= 1 for n in missed), 90)
+        live = await fake.send_note(blaze, voice_note(), guild=True)  # both sessions get this one
+        await fake.wait_for(lambda _: answers(fake, live) >= 1, 60)
+        await settle(fake)
+        assert len(fake.identify_payloads) == 2  # both were connected
+        for process in (one, two):
+            process.send_signal(signal.SIGTERM)
+        for process in (one, two):
+            assert await asyncio.to_thread(process.wait, 60) == 0, log_path.read_text()
+    assert [answers(fake, n) for n in [*missed, live]] == [1] * 5, log_path.read_text()
