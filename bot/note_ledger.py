@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS places (
 # A claim outlives any turn: a download is given up after 30 s and a shutdown waits 20 s, so a
 # claim this old belongs to a process that died (or an old process whose pid was reused).
 LEASE_SECONDS = 15 * 60.0
-UNFINISHED = ("pending", "started")
+KEEP_SETTLED_SECONDS = 30 * 24 * 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,6 +68,11 @@ class NoteLedger:
     async def open(cls, path: Path | str) -> NoteLedger:
         # Autocommit, with BEGIN IMMEDIATE where a read and a write must be one transaction.
         conn = await open_sqlite(path, SCHEMA, autocommit=True)
+        # Settled notes older than any catch-up window only make the file grow.
+        await conn.execute(
+            "DELETE FROM notes WHERE state IN ('answered', 'expired') AND updated_at < ?",
+            (time.time() - KEEP_SETTLED_SECONDS,),
+        )
         return cls(conn, _owner_id())
 
     async def aclose(self) -> None:

@@ -1,0 +1,80 @@
+"""The notes ledger's rules, on a real SQLite file: who may answer a note, and when again."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+from bot import note_ledger
+from bot.note_ledger import NoteLedger
+
+
+async def open_two(tmp_path) -> tuple[NoteLedger, NoteLedger]:
+    return await NoteLedger.open(tmp_path / "notes.db"), await NoteLedger.open(tmp_path / "notes.db")
+
+
+async def test_a_note_is_answered_by_one_ledger_and_never_again(tmp_path) -> None:
+    one, two = await open_two(tmp_path)
+    try:
+        assert await one.claim(1, 10, "u") and not await two.claim(1, 10, "u")
+        await one.answered(1)
+        assert not await one.claim(1, 10, "u") and not await two.claim(1, 10, "u")
+        assert await two.seen([1, 2]) == {1}
+        assert await one.last_handled(10) == 1
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_kept_or_released_note_is_answered_after_the_restart(tmp_path) -> None:
+    one, two = await open_two(tmp_path)
+    try:
+        assert await one.keep_for_restart(5, 10, "u") and not await one.keep_for_restart(5, 10, "u")
+        assert await one.claim(6, 10, "u")
+        await one.release(6)
+        assert [(u.message_id, u.state) for u in await two.unanswered()] == [(5, "pending"), (6, "pending")]
+        assert await two.claim(5, 10, "u") and await two.claim(6, 10, "u")
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+def a_dead_pid() -> int:
+    return int(
+        subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True).stdout
+    )
+
+
+async def test_a_claim_of_a_dead_process_or_a_lapsed_lease_is_taken_again(tmp_path) -> None:
+    one, two = await open_two(tmp_path)
+    dead = a_dead_pid()
+    try:
+        await one.claim(7, 10, "u")
+        await one._conn.execute("UPDATE notes SET owner = ? WHERE message_id = 7", (f"{dead}:1:gone",))
+        assert [u.message_id for u in await two.unanswered()] == [7]
+        assert await two.claim(7, 10, "u")
+        await two._conn.execute("UPDATE notes SET lease_until = ? WHERE message_id = 7", (time.time() - 1,))
+        assert await one.claim(7, 10, "u")  # the live owner's claim lapsed: a turn never takes this long
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_expired_notes_stay_unanswered_and_old_settled_ones_are_pruned(tmp_path) -> None:
+    one = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        await one.keep_for_restart(8, 10, "u")
+        await one.expire([8])
+        assert not await one.claim(8, 10, "u") and await one.unanswered() == []
+        await one.claim(9, 10, "u")
+        await one.answered(9)
+        old = time.time() - note_ledger.KEEP_SETTLED_SECONDS - 1
+        await one._conn.execute("UPDATE notes SET updated_at = ?", (old,))
+    finally:
+        await one.aclose()
+    again = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        assert await again.seen([8, 9]) == set()
+    finally:
+        await again.aclose()
