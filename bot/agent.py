@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from bot import audio
+from bot import audio, metrics
 from bot.config import AgentSettings, AudioSettings
 from bot.conversations import ConversationStore
 from bot.engines.base import AudioClip, Engine, EngineReply, PastTurn, Round, Transcript, TurnState, Usage
@@ -104,12 +104,12 @@ class VoiceAgent:
             with watch.stage("decode"):
                 decoded = await asyncio.to_thread(audio.decode, data, self.audio_settings)
                 clip = AudioClip(wav=decoded.wav(), seconds=decoded.seconds)
-            return await self._turn(context, clip, None, voice, watch)
+            return _measured(await self._turn(context, clip, None, voice, watch))
 
     async def respond_text(self, context: ToolContext, text: str, voice: str | None = None) -> Reply:
         """One turn from typed words (slash commands, the CLI's text mode)."""
         async with self._user_turn(context.user_id):
-            return await self._turn(context, None, text, voice, _Stopwatch())
+            return _measured(await self._turn(context, None, text, voice, _Stopwatch()))
 
     async def forget(self, user_id: str) -> int:
         return await self.conversations.reset(user_id)
@@ -286,6 +286,12 @@ class VoiceAgent:
             kind=kind,
             timings_ms=watch.timings,
         )
+
+
+def _measured(reply: Reply) -> Reply:
+    # Stage timings and tool calls are only seen in here; front ends count outcomes themselves.
+    metrics.agent_turn(reply.timings_ms, [(r.call.name, r.ok) for r in reply.tool_results])
+    return reply
 
 
 async def _result_or_none(task: asyncio.Task[Transcript | None]) -> str | None:

@@ -75,10 +75,7 @@ def decode(data: bytes, limits: AudioSettings, rate: int = MODEL_RATE) -> Decode
     if not data:
         raise AudioError("That voice note is empty. Could you record it again?")
     if len(data) > limits.max_bytes:
-        raise AudioError(
-            f"That file is too big for me ({len(data) / 1e6:.1f} MB). "
-            f"Please keep voice notes under {limits.max_bytes / 1e6:.0f} MB."
-        )
+        raise AudioError(too_big_message(len(data), limits))
     for magic, what in _NOT_AUDIO_MAGIC.items():
         if data.startswith(magic):
             raise AudioError(f"That file looks like {what}, not audio. Please send a voice note.")
@@ -88,6 +85,14 @@ def decode(data: bytes, limits: AudioSettings, rate: int = MODEL_RATE) -> Decode
     trimmed = trim_silence(samples, rate, limits.silence_threshold_db, limits.min_speech_ms)
     segment = AudioSegment(data=trimmed.tobytes(), sample_width=2, frame_rate=rate, channels=1)
     return DecodedAudio(segment=segment, original_seconds=original)
+
+
+def too_big_message(size: int, limits: AudioSettings) -> str:
+    """What a player is told about a file over audio.max_bytes, whichever front end took it."""
+    return (
+        f"That file is too big for me ({size / 1e6:.1f} MB). "
+        f"Please keep voice notes under {limits.max_bytes / 1e6:.0f} MB."
+    )
 
 
 def _too_long(limits_seconds: float) -> AudioError:

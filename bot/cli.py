@@ -147,6 +147,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     return run(_settings(args))
 
 
+def cmd_web(args: argparse.Namespace) -> int:
+    from bot import web
+
+    settings = _settings(args)
+    if args.port is not None:
+        settings = settings.replace(web={"port": args.port})
+    asyncio.run(web.serve(settings))
+    return 0
+
+
+def cmd_web_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from bot.web.security import hash_password
+
+    password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass("password: ")
+    if len(password) < 12:
+        print("use a staff password of 12 characters or more", file=sys.stderr)
+        return 2
+    print(hash_password(password))
+    return 0
+
+
 def cmd_sync(args: argparse.Namespace) -> int:
     from cogs.runner import sync
 
@@ -200,7 +223,21 @@ COMMANDS: dict[
             "--manuals", default=None, help="folder of *.md manuals (default: storage.manuals_dir)"
         ),
     ),
-    "run": (cmd_run, "start the Discord bot (needs DISCORD_TOKEN)", lambda p: None),
+    "run": (
+        cmd_run,
+        "start the Discord bot (needs DISCORD_TOKEN); also the web front end if web.enabled",
+        lambda p: None,
+    ),
+    "web": (
+        cmd_web,
+        "serve the web front end alone: playground, support desk, /healthz, /metrics",
+        lambda p: p.add_argument("--port", type=int, default=None, help="instead of web.port"),
+    ),
+    "web-password": (
+        cmd_web_password,
+        "hash a staff password (read from stdin or asked) for VOXDESK_WEB_STAFF_PASSWORD_HASH",
+        lambda p: None,
+    ),
     "sync": (
         cmd_sync,
         "publish the slash commands, globally or to one guild",

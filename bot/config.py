@@ -168,6 +168,23 @@ class NewsSettings:
 
 
 @dataclass(frozen=True)
+class WebSettings:
+    enabled: bool = False  # `voxdesk run` also serves the web front end
+    host: str = "127.0.0.1"  # loopback: put a TLS reverse proxy in front (docs/web.md)
+    port: int = 8080
+    # Who the playground may speak as; empty: the demo players, and only on the embedded player
+    # database (in production list a test player's id here, or the playground is off).
+    playground_players: list[str] = field(default_factory=list)
+    playground_notes: int = 10  # per client: at most this many notes ...
+    playground_seconds: float = 60.0  # ... in this many seconds
+    login_attempts: int = 5  # failed staff logins per client ...
+    login_seconds: float = 300.0  # ... in this many seconds, then 429 until the window passes
+    session_hours: float = 8.0  # a staff login lasts this long
+    secure_cookies: bool = False  # true behind HTTPS: the browser then sends cookies only over TLS
+    trust_forwarded: bool = False  # behind a reverse proxy: the client is X-Forwarded-For's last hop
+
+
+@dataclass(frozen=True)
 class Secrets:
     """Read from the environment only; never from config.toml and never logged."""
 
@@ -178,6 +195,9 @@ class Secrets:
     azure_search_api_key: str = ""
     jira_email: str = ""
     jira_api_token: str = ""
+    web_staff_password_hash: str = ""  # `voxdesk web-password` prints one
+    web_staff_password: str = ""  # plain; hashed at start and never kept (prefer the hash)
+    web_session_key: str = ""  # a Fernet key; empty: one made at start (sessions end on restart)
 
     ENV: typing.ClassVar[dict[str, str]] = {
         "openai_api_key": "OPENAI_API_KEY",
@@ -187,6 +207,9 @@ class Secrets:
         "azure_search_api_key": "AZURE_SEARCH_API_KEY",
         "jira_email": "JIRA_EMAIL",
         "jira_api_token": "JIRA_API_TOKEN",
+        "web_staff_password_hash": "VOXDESK_WEB_STAFF_PASSWORD_HASH",
+        "web_staff_password": "VOXDESK_WEB_STAFF_PASSWORD",
+        "web_session_key": "VOXDESK_WEB_SESSION_KEY",
     }
 
     def __repr__(self) -> str:
@@ -209,6 +232,7 @@ class Settings:
     jira: JiraSettings = field(default_factory=JiraSettings)
     discord: DiscordSettings = field(default_factory=DiscordSettings)
     news: NewsSettings = field(default_factory=NewsSettings)
+    web: WebSettings = field(default_factory=WebSettings)
     secrets: Secrets = field(default_factory=Secrets)
     source: str = "defaults"  # which file the settings came from, for log lines
 
@@ -290,7 +314,8 @@ def load_settings(
     return settings
 
 
-_ENV_NOT_SETTINGS = {"VOXDESK_CONFIG", "VOXDESK_SQL_CONNECTION_STRING"}
+# Secrets that share the settings' prefix are read as secrets, never as settings.
+_ENV_NOT_SETTINGS = {"VOXDESK_CONFIG", *(v for v in Secrets.ENV.values() if v.startswith(ENV_PREFIX))}
 
 
 class _EnvText(str):

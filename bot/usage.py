@@ -8,6 +8,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot import metrics
 from bot.config import UsageSettings
 from bot.db import open_sqlite
 from bot.engines.base import Usage
@@ -27,6 +28,8 @@ CREATE TABLE IF NOT EXISTS usage (
     cost_usd REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (day, user_id)
 );
+-- Turns per hour (UTC, "2026-11-20T14"), every player together: the support desk's chart.
+CREATE TABLE IF NOT EXISTS turns_by_hour (hour TEXT PRIMARY KEY, turns INTEGER NOT NULL DEFAULT 0);
 """
 
 OVER_BUDGET = (
@@ -108,7 +111,14 @@ class UsageMeter:
                 cost,
             ),
         )
+        await self._conn.execute(
+            "INSERT INTO turns_by_hour (hour, turns) VALUES (?, 1)"
+            " ON CONFLICT(hour) DO UPDATE SET turns = turns + 1",
+            (dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H"),),
+        )
         await self._conn.commit()
+        tokens = {k: getattr(usage, k) for k in ("text_in", "text_out", "audio_in", "audio_out")}
+        metrics.usage(engine, tokens, cost)
         if engine == "openai":
             log.info(
                 "turn usage user=%s model=%s text_in=%d text_out=%d audio_in=%d audio_out=%d "
@@ -122,6 +132,25 @@ class UsageMeter:
                 audio_seconds,
                 cost,
             )
+
+    async def by_day(self, days: int = 14) -> list[dict[str, float | str]]:
+        """Every player's turns, tokens and cost added up per day, oldest first (the desk's chart)."""
+        since = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days - 1)).isoformat()
+        cursor = await self._conn.execute(
+            "SELECT day, SUM(turns) AS turns, SUM(text_in + text_out + audio_in + audio_out) AS tokens,"
+            " SUM(audio_seconds) AS audio_seconds, SUM(cost_usd) AS cost_usd FROM usage"
+            " WHERE day >= ? GROUP BY day ORDER BY day",
+            (since,),
+        )
+        return [dict(row) for row in await cursor.fetchall()]
+
+    async def by_hour(self, hours: int = 24) -> dict[str, int]:
+        """Turns per hour over the last `hours` hours, every hour present (0 when quiet)."""
+        now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
+        keys = [(now - dt.timedelta(hours=h)).strftime("%Y-%m-%dT%H") for h in range(hours - 1, -1, -1)]
+        cursor = await self._conn.execute("SELECT hour, turns FROM turns_by_hour WHERE hour >= ?", (keys[0],))
+        found = {row["hour"]: int(row["turns"]) for row in await cursor.fetchall()}
+        return {k: found.get(k, 0) for k in keys}
 
     async def aclose(self) -> None:
         await self._conn.close()

@@ -84,10 +84,15 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
 
     app = await build_app(settings, engine)
+    web_runner = None
     try:
         bot = await login(settings, token, app)
         if started is not None:
             started.set_result(bot)
+        if settings.web.enabled:
+            from bot import web
+
+            web_runner = await web.start(app, discord_ready=lambda: bot.is_ready() and not bot.is_closed())
         try:
             connection = asyncio.create_task(bot.connect(reconnect=True))
             stopping = asyncio.create_task(stop.wait())
@@ -100,6 +105,8 @@ async def serve(
             stopping.cancel()
             await close_gateway(bot, connection)
     finally:
+        if web_runner is not None:
+            await web_runner.cleanup()
         await app.aclose()
         for sig in signals:
             with contextlib.suppress(NotImplementedError, RuntimeError):

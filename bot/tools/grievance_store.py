@@ -53,6 +53,15 @@ CREATE TABLE IF NOT EXISTS grievances (
     filed_late INTEGER NOT NULL DEFAULT 0  -- 1: filed from the spool; its player never heard its key
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Support staff's notes on a grievance (the web desk); never shown to the player.
+CREATE TABLE IF NOT EXISTS staff_notes (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    grievance_id INTEGER NOT NULL REFERENCES grievances (id),
+    author TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS staff_notes_by_grievance ON staff_notes (grievance_id, id);
 CREATE INDEX IF NOT EXISTS grievances_by_user ON grievances (user_id, id);
 CREATE INDEX IF NOT EXISTS grievances_pending ON grievances (push_state);
 """
@@ -89,6 +98,35 @@ class PendingGrievance:
     created_at: str
     attempts: int
     last_error: str | None
+
+
+# Statuses staff can set on the local backend; the seed and older rows use the same words.
+STAFF_STATUSES = ("open", "in progress", "waiting on player", "resolved", "closed")
+CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
+
+
+@dataclass(frozen=True)
+class StaffRow:
+    """A grievance as the support desk sees it: every field, whoever filed it."""
+
+    id: int
+    local_key: str
+    remote_key: str | None
+    user_id: str
+    category: str
+    description: str
+    status: str
+    created_at: str
+    updated_at: str
+    push_state: str
+    last_error: str | None
+
+
+@dataclass(frozen=True)
+class StaffNote:
+    author: str
+    body: str
+    created_at: str
 
 
 @dataclass(frozen=True)
@@ -396,6 +434,71 @@ class LocalGrievanceStore:
             )
             await self._conn.commit()
 
+    # ---- the support desk (bot/web): every player's grievances, for staff only ---------------
+
+    async def staff_list(
+        self,
+        status: str | None = None,
+        category: str | None = None,
+        older_than_days: float | None = None,
+        newer_than_days: float | None = None,
+        limit: int = 200,
+    ) -> list[StaffRow]:
+        """Grievances, newest first, filtered; values are bound parameters, never SQL text."""
+        where, args = ["local_key IS NOT NULL"], []
+        if status:
+            where.append("status = ?")
+            args.append(status)
+        if category:
+            where.append("category = ?")
+            args.append(category)
+        now = dt.datetime.now(dt.UTC)
+        for days, op in ((older_than_days, "<="), (newer_than_days, ">=")):
+            if days is not None:
+                at = (now - dt.timedelta(days=days)).replace(microsecond=0)
+                where.append(f"created_at {op} ?")
+                args.append(at.isoformat().replace("+00:00", "Z"))
+        cursor = await self._conn.execute(
+            f"SELECT * FROM grievances WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*args, limit)
+        )
+        return [_staff_row(row) for row in await cursor.fetchall()]
+
+    async def staff_get(self, local_key: str) -> StaffRow | None:
+        cursor = await self._conn.execute("SELECT * FROM grievances WHERE local_key = ?", (local_key,))
+        row = await cursor.fetchone()
+        return _staff_row(row) if row else None
+
+    async def staff_notes(self, local_key: str) -> list[StaffNote]:
+        cursor = await self._conn.execute(
+            "SELECT n.author, n.body, n.created_at FROM staff_notes n JOIN grievances g"
+            " ON g.id = n.grievance_id WHERE g.local_key = ? ORDER BY n.id",
+            (local_key,),
+        )
+        return [StaffNote(*row) for row in await cursor.fetchall()]
+
+    async def add_staff_note(self, local_key: str, author: str, body: str) -> bool:
+        async with self._write_lock:
+            cursor = await self._conn.execute(
+                "INSERT INTO staff_notes (grievance_id, author, body, created_at)"
+                " SELECT id, ?, ?, ? FROM grievances WHERE local_key = ?",
+                (author, body, utc_now(), local_key),
+            )
+            await self._conn.commit()
+            return cursor.rowcount == 1
+
+    async def set_status_by_staff(self, local_key: str, status: str) -> bool:
+        """Move a grievance to `status`; the news_status trigger records it, so the player hears
+        of it through ticket news like any other change. False if there is no such grievance."""
+        if status not in STAFF_STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        async with self._write_lock:
+            cursor = await self._conn.execute(
+                "UPDATE grievances SET status = ?, updated_at = ? WHERE local_key = ? AND status != ?",
+                (status, utc_now(), local_key, status),
+            )
+            await self._conn.commit()
+        return cursor.rowcount == 1 or await self.staff_get(local_key) is not None
+
     # ---- ticket news: what happened since a reader last looked ------------------------------
 
     async def news_events(self, after: int, limit: int = 500) -> list[GrievanceEvent | int]:
@@ -487,3 +590,19 @@ class LocalGrievanceStore:
                 ),
             )
         await self._conn.commit()
+
+
+def _staff_row(row: aiosqlite.Row) -> StaffRow:
+    return StaffRow(
+        id=int(row["id"]),
+        local_key=row["local_key"],
+        remote_key=row["remote_key"],
+        user_id=row["user_id"],
+        category=row["category"],
+        description=row["description"],
+        status=row["status"],
+        created_at=row["created_at"],
+        updated_at=row["updated_at"],
+        push_state=row["push_state"],
+        last_error=row["last_error"],
+    )

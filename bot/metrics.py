@@ -1,0 +1,112 @@
+"""Prometheus metrics: the one place the core and its front ends count what happens.
+
+Counters are process-wide, as Prometheus expects of one process, in a registry of our own (not
+prometheus-client's global one), so importing this module twice or building several apps in a
+test never registers a metric twice. `/metrics` (bot/web) renders `REGISTRY`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+# A note's stages: seconds from milliseconds to a slow model's half minute.
+STAGE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+# The agent's stopwatch names (bot/agent.py) → the stages an operator knows. "engine" is the
+# model's own steps: for the offline engine, hearing and routing; for OpenAI, the whole request.
+AGENT_STAGES = {"decode": "decode", "engine": "hear", "tools": "tools", "encode": "speak"}
+
+NOTES = Counter(
+    "voxdesk_notes",
+    "Voice notes by front end and outcome (answered, refused, failed) and reason",
+    ["frontend", "outcome", "reason"],
+    registry=REGISTRY,
+)
+STAGE_SECONDS = Histogram(
+    "voxdesk_stage_seconds",
+    "Seconds per stage of a note: download, decode, hear, tools, speak, send",
+    ["stage"],
+    buckets=STAGE_BUCKETS,
+    registry=REGISTRY,
+)
+TOOL_CALLS = Counter(
+    "voxdesk_tool_calls", "Tool calls by tool name and result", ["tool", "ok"], registry=REGISTRY
+)
+MODEL_TOKENS = Counter(
+    "voxdesk_model_tokens",
+    "Model tokens by engine and kind (text_in, text_out, audio_in, audio_out)",
+    ["engine", "kind"],
+    registry=REGISTRY,
+)
+MODEL_COST = Counter(
+    "voxdesk_model_cost_usd",
+    "Estimated model cost in US dollars ([usage.prices])",
+    ["engine"],
+    registry=REGISTRY,
+)
+OUTBOX_DEPTH = Gauge(
+    "voxdesk_grievance_outbox_depth",
+    "Grievances waiting to be pushed to the remote tracker (0 on the local backend)",
+    registry=REGISTRY,
+)
+DISCORD_CONNECTED = Gauge(
+    "voxdesk_discord_connected", "1 while the Discord gateway is connected", registry=REGISTRY
+)
+
+# Outcome reasons of an agent reply (Reply.kind).
+_REPLY_OUTCOMES = {
+    "answer": ("answered", "answer"),
+    "refusal": ("answered", "refusal"),
+    "over_budget": ("refused", "over_budget"),
+    "apology": ("failed", "engine_down"),
+}
+
+
+def note(frontend: str, outcome: str, reason: str) -> None:
+    NOTES.labels(frontend, outcome, reason).inc()
+
+
+def reply(frontend: str, kind: str) -> None:
+    """Count a note the agent answered, by the kind of its reply."""
+    outcome, reason = _REPLY_OUTCOMES.get(kind, ("answered", kind))
+    note(frontend, outcome, reason)
+
+
+def stage(name: str, seconds: float) -> None:
+    STAGE_SECONDS.labels(name).observe(seconds)
+
+
+@contextmanager
+def timed(name: str) -> Iterator[None]:
+    """Time a stage a front end owns (download, send); counted whether it succeeds or not."""
+    started = time.perf_counter()
+    try:
+        yield
+    finally:
+        stage(name, time.perf_counter() - started)
+
+
+def agent_turn(timings_ms: dict[str, float], tools: list[tuple[str, bool]]) -> None:
+    """What one agent turn did: its stage timings and its tool calls."""
+    for name, label in AGENT_STAGES.items():
+        if name in timings_ms:
+            stage(label, timings_ms[name] / 1000)
+    for tool, ok in tools:
+        TOOL_CALLS.labels(tool, "true" if ok else "false").inc()
+
+
+def usage(engine: str, tokens: dict[str, int], cost_usd: float) -> None:
+    for kind, count in tokens.items():
+        if count:
+            MODEL_TOKENS.labels(engine, kind).inc(count)
+    if cost_usd:
+        MODEL_COST.labels(engine).inc(cost_usd)
+
+
+def render() -> bytes:
+    return generate_latest(REGISTRY)

@@ -1,0 +1,130 @@
+"""The web front end: a thin aiohttp adapter over the same core as the CLI and Discord.
+
+Playground (bot/web/playground.py), support desk (desk.py), /healthz and /metrics (ops.py). It
+never imports discord: `voxdesk run` hands it a callable that says whether Discord is connected.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+
+import aiohttp_jinja2
+import jinja2
+from aiohttp import web
+from aiohttp_session import setup as setup_sessions
+
+from bot.app import App
+from bot.config import Settings
+from bot.web import security
+
+log = logging.getLogger(__name__)
+
+PACKAGE = resources.files(__package__)
+UPLOAD_SLACK = 64 * 1024  # multipart framing and form fields around a note of audio.max_bytes
+
+
+@dataclass
+class WebState:
+    core: App
+    password_hash: str  # "" : no staff password set, the desk stays locked
+    logins: security.RateLimit
+    notes: security.RateLimit
+    players: dict[str, str]  # who the playground may speak as: user id → name
+    discord_ready: Callable[[], bool] | None = None  # None: no Discord in this process
+    replies: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # token → (owner, ogg)
+    check_cache: tuple[float, list[object]] | None = None
+
+    @property
+    def settings(self) -> Settings:
+        return self.core.settings
+
+
+STATE = web.AppKey("state", WebState)
+
+
+def state(request: web.Request) -> WebState:
+    return request.app[STATE]
+
+
+async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) -> web.Application:
+    from bot.web import desk, ops, playground
+
+    settings = core.settings
+    w = settings.web
+    app = web.Application(
+        client_max_size=settings.audio.max_bytes + UPLOAD_SLACK,
+        middlewares=[security.headers_middleware],
+    )
+    app[STATE] = WebState(
+        core=core,
+        password_hash=security.staff_password_hash(settings),
+        logins=security.RateLimit(w.login_attempts, w.login_seconds),
+        notes=security.RateLimit(w.playground_notes, w.playground_seconds),
+        players=await playground.allowed_players(core),
+        discord_ready=discord_ready,
+    )
+    # Sessions before CSRF: the token is checked against the session's.
+    setup_sessions(app, security.session_storage(settings))
+    app.middlewares.append(security.csrf_middleware)
+    aiohttp_jinja2.setup(
+        app,
+        loader=jinja2.PackageLoader("bot.web", "templates"),
+        autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
+        context_processors=[_template_context],
+    )
+    playground.add_routes(app)
+    desk.add_routes(app)
+    ops.add_routes(app)
+    # follow_symlinks off and aiohttp's own normalisation: nothing outside static/ is served.
+    app.router.add_static("/static", str(PACKAGE / "static"), follow_symlinks=False, name="static")
+    return app
+
+
+async def _template_context(request: web.Request) -> dict[str, object]:
+    from aiohttp_session import get_session
+
+    session = await get_session(request)
+    return {"csrf": await security.csrf_token(request), "staff": bool(session.get("staff"))}
+
+
+async def start(
+    core: App, discord_ready: Callable[[], bool] | None = None, port: int | None = None
+) -> web.AppRunner:
+    """Serve on web.host:web.port (or `port`; 0 picks a free one) until the runner is cleaned up."""
+    runner = web.AppRunner(await build_web(core, discord_ready), access_log=None)
+    await runner.setup()
+    w = core.settings.web
+    site = web.TCPSite(runner, w.host, w.port if port is None else port)
+    await site.start()
+    log.info("web front end on %s", ", ".join(str(a) for a in runner.addresses))
+    return runner
+
+
+def bound_port(runner: web.AppRunner) -> int:
+    return int(runner.addresses[0][1])
+
+
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    """`voxdesk web`: the web front end alone, until SIGTERM / Ctrl-C (or `stop`)."""
+    from bot.app import running_app
+
+    signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in signals:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    async with running_app(settings) as core:
+        runner = await start(core)
+        host, port = runner.addresses[0][:2]
+        print(f"voxdesk web on http://{host}:{port}/ (Ctrl-C stops it)", flush=True)
+        try:
+            await stop.wait()
+        finally:
+            await runner.cleanup()

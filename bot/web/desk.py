@@ -1,0 +1,213 @@
+"""The support desk, for staff only: grievances listed and filtered, opened, noted and moved
+between statuses (local backend; read-only with links when Jira is the ticket system), usage and
+notes charts, and the `check` results."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import web
+from aiohttp_session import get_session, new_session
+
+from bot.tools.grievance_store import CATEGORIES, STAFF_STATUSES, LocalGrievanceStore
+from bot.web import charts, security
+from bot.web import state as web_state
+
+MAX_NOTE_CHARS = 4000
+CHECK_CACHE_SECONDS = 30.0
+# ?age=…: created within the last N days ("-N"), or longer ago than N days ("N").
+AGES = {
+    "": "any age",
+    "-1": "last 24 hours",
+    "-7": "last 7 days",
+    "7": "older than 7 days",
+    "30": "older than 30 days",
+}
+
+Handler = Callable[[web.Request], Awaitable[Any]]
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/desk/login", login_page, name="login")
+    app.router.add_post("/desk/login", login)
+    app.router.add_post("/desk/logout", logout, name="logout")
+    app.router.add_get("/desk", desk, name="desk")
+    app.router.add_get("/desk/ticket/{key}", ticket, name="ticket")
+    app.router.add_post("/desk/ticket/{key}/note", add_note, name="note")
+    app.router.add_post("/desk/ticket/{key}/status", set_status, name="status")
+    app.router.add_get("/desk/charts", charts_page, name="charts")
+    app.router.add_get("/desk/check", check_page, name="check")
+
+
+def staff_only(handler: Handler) -> Handler:
+    async def wrapped(request: web.Request) -> Any:
+        session = await get_session(request)
+        if not session.get("staff"):
+            raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
+        return await handler(request)
+
+    return wrapped
+
+
+def _store(request: web.Request) -> LocalGrievanceStore:
+    return web_state(request).core.grievances.local_store  # type: ignore[attr-defined,no-any-return]
+
+
+def _read_only(request: web.Request) -> bool:
+    return web_state(request).settings.tools.grievances == "jira"
+
+
+# ---- login ---------------------------------------------------------------------------------
+
+
+@aiohttp_jinja2.template("login.html")
+async def login_page(request: web.Request) -> dict[str, Any]:
+    return {"configured": bool(web_state(request).password_hash), "error": None}
+
+
+async def login(request: web.Request) -> web.StreamResponse:
+    st = web_state(request)
+    client = security.client_key(request, st.settings.web.trust_forwarded)
+    wait = st.logins.retry_after(client)
+    if wait:
+        raise web.HTTPTooManyRequests(text=f"Too many login attempts: try again in {wait:.0f} seconds.")
+    form = await request.post()
+    password = form.get("password")
+    ok = bool(st.password_hash) and isinstance(password, str) and bool(password)
+    # scrypt is slow on purpose: off the event loop, so a login never stalls a note.
+    if ok:
+        ok = await asyncio.to_thread(security.verify_password, str(password), st.password_hash)
+    if not ok:
+        context = {"configured": bool(st.password_hash), "error": "That password is not right."}
+        return aiohttp_jinja2.render_template("login.html", request, context, status=401)
+    st.logins.forget(client)
+    # A fresh session (and CSRF token) at login: a cookie planted before it is worth nothing after.
+    session = await new_session(request)
+    session["staff"] = True
+    session["since"] = int(time.time())
+    raise web.HTTPSeeOther(str(request.app.router["desk"].url_for()))
+
+
+async def logout(request: web.Request) -> web.StreamResponse:
+    session = await get_session(request)
+    session.invalidate()
+    raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
+
+
+# ---- grievances ------------------------------------------------------------------------------
+
+
+@staff_only
+@aiohttp_jinja2.template("desk.html")
+async def desk(request: web.Request) -> dict[str, Any]:
+    q = request.query
+    status = q.get("status", "")
+    category = q.get("category", "")
+    age = q.get("age", "")
+    if age not in AGES:
+        age = ""
+    older = newer = None
+    if age.startswith("-"):
+        newer = float(age[1:])
+    elif age:
+        older = float(age)
+    rows = await _store(request).staff_list(status or None, category or None, older, newer)
+    return {
+        "rows": rows,
+        "statuses": STAFF_STATUSES,
+        "categories": CATEGORIES,
+        "ages": AGES,
+        "chosen": {"status": status, "category": category, "age": age},
+        "read_only": _read_only(request),
+        "jira_url": web_state(request).settings.jira.url.rstrip("/"),
+    }
+
+
+@staff_only
+@aiohttp_jinja2.template("ticket.html")
+async def ticket(request: web.Request) -> dict[str, Any]:
+    store = _store(request)
+    key = request.match_info["key"]
+    row = await store.staff_get(key)
+    if row is None:
+        raise web.HTTPNotFound(text=f"No grievance {key}.")
+    return {
+        "g": row,
+        "notes": await store.staff_notes(key),
+        "statuses": STAFF_STATUSES,
+        "read_only": _read_only(request),
+        "jira_url": web_state(request).settings.jira.url.rstrip("/"),
+    }
+
+
+def _back_to(request: web.Request, key: str) -> web.HTTPSeeOther:
+    return web.HTTPSeeOther(str(request.app.router["ticket"].url_for(key=key)))
+
+
+def _refuse_if_read_only(request: web.Request) -> None:
+    if _read_only(request):
+        raise web.HTTPForbidden(text="Grievances are worked in Jira: the desk is read-only.")
+
+
+@staff_only
+async def add_note(request: web.Request) -> web.StreamResponse:
+    _refuse_if_read_only(request)
+    key = request.match_info["key"]
+    body = str((await request.post()).get("body", "")).strip()
+    if not body or len(body) > MAX_NOTE_CHARS:
+        raise web.HTTPBadRequest(text=f"A note is 1 to {MAX_NOTE_CHARS} characters.")
+    if not await _store(request).add_staff_note(key, "staff", body):
+        raise web.HTTPNotFound(text=f"No grievance {key}.")
+    raise _back_to(request, key)
+
+
+@staff_only
+async def set_status(request: web.Request) -> web.StreamResponse:
+    _refuse_if_read_only(request)
+    key = request.match_info["key"]
+    status = str((await request.post()).get("status", ""))
+    if status not in STAFF_STATUSES:
+        raise web.HTTPBadRequest(text="Unknown status.")
+    # The store's trigger records the change as ticket news: the player is told by the bot.
+    if not await _store(request).set_status_by_staff(key, status):
+        raise web.HTTPNotFound(text=f"No grievance {key}.")
+    raise _back_to(request, key)
+
+
+# ---- charts and check ------------------------------------------------------------------------
+
+
+@staff_only
+@aiohttp_jinja2.template("charts.html")
+async def charts_page(request: web.Request) -> dict[str, Any]:
+    meter = web_state(request).core.agent.budget
+    days: list[dict[str, Any]] = await meter.by_day(14) if hasattr(meter, "by_day") else []  # type: ignore[union-attr]
+    hours: dict[str, int] = await meter.by_hour(24) if hasattr(meter, "by_hour") else {}  # type: ignore[union-attr]
+    return {
+        "cost_chart": charts.bars(
+            [(d["day"][5:], float(d["cost_usd"] or 0)) for d in days], "US dollars per day", "${:.4f}"
+        ),
+        "turns_chart": charts.bars(
+            [(d["day"][5:], float(d["turns"])) for d in days], "notes per day", "{:.0f}"
+        ),
+        "hours_chart": charts.bars(
+            [(h[11:] + "h", float(n)) for h, n in hours.items()], "notes per hour", "{:.0f}"
+        ),
+        "days": days,
+    }
+
+
+@staff_only
+@aiohttp_jinja2.template("check.html")
+async def check_page(request: web.Request) -> dict[str, Any]:
+    from bot.health import check_all
+
+    st = web_state(request)
+    cached = st.check_cache
+    if cached is None or time.monotonic() - cached[0] > CHECK_CACHE_SECONDS or "again" in request.query:
+        st.check_cache = cached = (time.monotonic(), list(await check_all(st.settings)))
+    return {"results": cached[1], "age": round(time.monotonic() - cached[0])}

@@ -1,0 +1,69 @@
+"""/healthz and /metrics: what an operator's probes and Prometheus scrape."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from bot import metrics
+from bot.web import state as web_state
+
+PROBE_TIMEOUT = 2.0  # seconds per database: a probe must answer well inside a load balancer's timeout
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/healthz", healthz, name="healthz")
+    app.router.add_get("/metrics", metrics_page, name="metrics")
+
+
+async def _probe(check: Any) -> str | None:
+    """None if it answers, else why not."""
+    try:
+        await asyncio.wait_for(check(), PROBE_TIMEOUT)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"[:200]
+    return None
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Liveness is answering at all (`?live` stops there); readiness is every database answering,
+    the engine built, and Discord connected when this process runs the bot. 503 when not ready."""
+    if "live" in request.query:
+        return web.json_response({"live": True})
+    core = web_state(request).core
+    st = web_state(request)
+    started = time.perf_counter()
+    names = ("stats", "manuals", "grievances")
+    failures = await asyncio.gather(*(_probe(getattr(core, n).check) for n in names))
+    checks: dict[str, dict[str, Any]] = {
+        n: {"ok": why is None, **({"error": why} if why else {})}
+        for n, why in zip(names, failures, strict=True)
+    }
+    checks["engine"] = {"ok": bool(getattr(core.engine, "ready", True)), "name": core.engine.name}
+    if st.discord_ready is not None:
+        connected = bool(st.discord_ready())
+        checks["discord"] = {"ok": connected}
+    ready = all(c["ok"] for c in checks.values())
+    body = {
+        "live": True,
+        "ready": ready,
+        "checks": checks,
+        "ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+    return web.json_response(body, status=200 if ready else 503, headers={"Cache-Control": "no-store"})
+
+
+async def metrics_page(request: web.Request) -> web.Response:
+    st = web_state(request)
+    try:
+        depth = await st.core.grievances.local_store.count_pending()  # type: ignore[attr-defined]
+    except Exception:
+        depth = -1  # the database did not answer: visible in the graph rather than a failed scrape
+    metrics.OUTBOX_DEPTH.set(depth)
+    if st.discord_ready is not None:
+        metrics.DISCORD_CONNECTED.set(1 if st.discord_ready() else 0)
+    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})

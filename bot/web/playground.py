@@ -1,0 +1,207 @@
+"""The playground: record or upload a voice note as a demo (or configured test) player, hear the
+reply, and see what was heard, the tools called and the timings. Same agent, same audio limits,
+same friendly errors as Discord."""
+
+from __future__ import annotations
+
+import secrets
+import time
+import uuid
+from typing import Any
+
+import aiohttp_jinja2
+from aiohttp import BodyPartReader, web
+from aiohttp_session import get_session
+
+from bot import metrics
+from bot.app import App
+from bot.audio import AudioError, too_big_message
+from bot.tools.base import ToolContext
+from bot.web import security
+from bot.web import state as web_state
+
+# The demo players of bot/data/sql/sqlite/seed.sql (a test checks the two agree).
+DEMO_PLAYERS = (
+    "111111111111111111",
+    "222222222222222222",
+    "333333333333333333",
+    "444444444444444444",
+    "555555555555555555",
+    "666666666666666666",
+    "777777777777777777",
+    "888888888888888888",
+    "999999999999999999",
+    "101010101010101010",
+    "121212121212121212",
+    "131313131313131313",
+)
+MAX_REPLIES = 200  # reply audio kept in memory for the page to fetch, newest kept
+CHUNK = 64 * 1024
+
+
+async def allowed_players(core: App) -> dict[str, str]:
+    """Whom the playground may speak as. The demo players only on the embedded database: on a
+    studio's real one those ids may be real people's, so there only configured test players."""
+    ids = list(core.settings.web.playground_players)
+    if not ids and core.settings.tools.stats == "sqlite":
+        ids = list(DEMO_PLAYERS)
+    players = {}
+    for user_id in ids:
+        try:
+            summary = await core.stats.player_summary(user_id)
+        except Exception:
+            summary = None
+        players[user_id] = summary.player_name if summary is not None else f"player {user_id}"
+    return players
+
+
+def add_routes(app: web.Application) -> None:
+    app.router.add_get("/", page, name="playground")
+    app.router.add_post("/playground/ask", ask, name="ask")
+    app.router.add_get("/playground/reply/{token}", reply_audio, name="reply_audio")
+    app.router.add_get("/playground/tickets", tickets, name="tickets")
+
+
+async def _owner(request: web.Request) -> str:
+    """A random id for this browser's session: reply audio is served only to the session that
+    asked for it, so one visitor cannot fetch another's answer by guessing."""
+    session = await get_session(request)
+    owner = session.get("owner")
+    if not owner:
+        owner = session["owner"] = secrets.token_urlsafe(16)
+    return str(owner)
+
+
+@aiohttp_jinja2.template("playground.html")
+async def page(request: web.Request) -> dict[str, Any]:
+    st = web_state(request)
+    await _owner(request)
+    limits = st.settings.audio
+    return {
+        "players": st.players,
+        "max_mb": limits.max_bytes / 1e6,
+        "max_seconds": limits.max_seconds,
+        "engine": st.core.engine.name,
+    }
+
+
+def _player(request: web.Request, chosen: str | None) -> str:
+    players = web_state(request).players
+    if not players:
+        raise web.HTTPForbidden(text="The playground is off: set web.playground_players to a test player.")
+    if chosen not in players:
+        raise web.HTTPBadRequest(text="Choose one of the playground's players.")
+    return chosen
+
+
+def _refused(message: str, status: int, reason: str) -> web.Response:
+    metrics.note("web", "refused", reason)
+    return web.json_response({"error": message}, status=status)
+
+
+async def ask(request: web.Request) -> web.Response:
+    st = web_state(request)
+    wait = st.notes.retry_after(security.client_key(request, st.settings.web.trust_forwarded))
+    if wait:
+        return _refused(
+            f"You're sending notes faster than I can answer. Try again in {wait:.0f} seconds.", 429, "flood"
+        )
+    owner = await _owner(request)
+    limits = st.settings.audio
+    player, data = None, None
+    started = time.perf_counter()
+    reader = await request.multipart()
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            continue
+        if part.name == "player":
+            player = (await part.read(decode=True))[:64].decode(errors="replace")
+        elif part.name == "audio":
+            data = await _read_capped(part, limits.max_bytes)
+            if data is None:
+                declared = request.content_length or limits.max_bytes + 1
+                return _refused(too_big_message(declared, limits), 413, "too_big")
+    metrics.stage("download", time.perf_counter() - started)
+    user_id = _player(request, player)
+    if not data:
+        return _refused("That voice note is empty. Could you record it again?", 422, "empty")
+    context = ToolContext(
+        user_id=user_id,
+        display_name=st.players[user_id],
+        platform="web",
+        conversation="web",
+        request_id=f"web-{uuid.uuid4()}",
+    )
+    try:
+        reply = await st.core.agent.respond(context, data)
+    except AudioError as exc:
+        return _refused(str(exc), 422, "bad_audio")
+    except Exception:
+        metrics.note("web", "failed", "error")
+        raise
+    metrics.reply("web", reply.kind)
+    audio_url = None
+    if reply.audio is not None:
+        token = secrets.token_urlsafe(16)
+        st.replies[token] = (owner, reply.audio.ogg)
+        while len(st.replies) > MAX_REPLIES:
+            del st.replies[next(iter(st.replies))]
+        audio_url = str(request.app.router["reply_audio"].url_for(token=token))
+    return web.json_response(
+        {
+            "player": st.players[user_id],
+            "heard": reply.user_text,
+            "answer": reply.text,
+            "kind": reply.kind,
+            "engine": reply.engine,
+            "tool_calls": [
+                {"name": r.call.name, "arguments": r.call.arguments, "ok": r.ok} for r in reply.tool_results
+            ],
+            "timings_ms": {"upload": round((time.perf_counter() - started) * 1000, 1), **reply.timings_ms},
+            "audio_url": audio_url,
+        }
+    )
+
+
+async def _read_capped(part: BodyPartReader, limit: int) -> bytes | None:
+    """The part's bytes, or None as soon as it is over `limit`: a huge upload is never held."""
+    chunks, size = [], 0
+    while chunk := await part.read_chunk(CHUNK):
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def reply_audio(request: web.Request) -> web.Response:
+    st = web_state(request)
+    kept = st.replies.get(request.match_info["token"])
+    if kept is None or kept[0] != await _owner(request):
+        raise web.HTTPNotFound()
+    return web.Response(
+        body=kept[1], content_type="audio/ogg", headers={"Cache-Control": "private, no-store"}
+    )
+
+
+async def tickets(request: web.Request) -> web.Response:
+    """The chosen playground player's own tickets, as they would hear them: nobody else's."""
+    st = web_state(request)
+    user_id = _player(request, request.query.get("player"))
+    found = await st.core.grievances.status(user_id)
+    return web.json_response(
+        {
+            "player": st.players[user_id],
+            "tickets": [
+                {
+                    "key": g.key,
+                    "category": g.category,
+                    "description": g.description,
+                    "status": g.status,
+                    "updated_at": g.updated_at,
+                }
+                for g in found
+            ],
+        },
+        headers={"Cache-Control": "no-store"},
+    )

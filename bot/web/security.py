@@ -1,0 +1,179 @@
+"""Staff passwords, sessions, CSRF, rate limits and response headers for the web front end.
+
+Sessions are aiohttp-session's EncryptedCookieStorage (Fernet: AES with an HMAC), so a cookie
+can be neither read nor forged without the key; CSRF tokens live in the session and every
+request that changes something must echo one (form field or X-CSRF-Token header).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from aiohttp_session import get_session
+from aiohttp_session.cookie_storage import EncryptedCookieStorage
+from cryptography.fernet import Fernet
+
+from bot.config import ConfigError, Settings
+
+CSRF_FIELD = "csrf"
+CSRF_HEADER = "X-CSRF-Token"
+COOKIE = "voxdesk_session"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+# scrypt at n=2^14, r=8: about 16 MB and 50 ms a try, OWASP's floor for scrypt.
+SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def hash_password(password: str, salt: bytes | None = None) -> str:
+    salt = salt or secrets.token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
+    enc = base64.urlsafe_b64encode
+    return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${enc(salt).decode()}${enc(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        scheme, n, r, p, salt, digest = stored.split("$")
+        if scheme != "scrypt":
+            return False
+        dec = base64.urlsafe_b64decode
+        tried = hashlib.scrypt(
+            password.encode(), salt=dec(salt), n=int(n), r=int(r), p=int(p), dklen=len(dec(digest))
+        )
+    except ValueError:
+        return False
+    return hmac.compare_digest(tried, dec(digest))
+
+
+def staff_password_hash(settings: Settings) -> str:
+    """The staff password's hash, or "" when the desk has no password (it then stays locked)."""
+    s = settings.secrets
+    if s.web_staff_password_hash:
+        if not s.web_staff_password_hash.startswith("scrypt$"):
+            raise ConfigError(
+                "VOXDESK_WEB_STAFF_PASSWORD_HASH is not a hash from `voxdesk web-password`: make one"
+            )
+        return s.web_staff_password_hash
+    if s.web_staff_password:
+        return hash_password(s.web_staff_password)
+    return ""
+
+
+def session_storage(settings: Settings) -> EncryptedCookieStorage:
+    key = settings.secrets.web_session_key
+    if key:
+        try:
+            Fernet(key.encode())
+        except ValueError:
+            raise ConfigError(
+                "VOXDESK_WEB_SESSION_KEY is not a Fernet key: make one with "
+                "`python -c 'from cryptography.fernet import Fernet; print(Fernet.generate_key().decode())'`"
+            ) from None
+    else:
+        key = Fernet.generate_key().decode()  # sessions then end when the process stops
+    return EncryptedCookieStorage(
+        key,
+        cookie_name=COOKIE,
+        httponly=True,
+        samesite="Strict",
+        secure=settings.web.secure_cookies,
+        max_age=int(settings.web.session_hours * 3600),
+    )
+
+
+async def csrf_token(request: web.Request) -> str:
+    session = await get_session(request)
+    token = session.get(CSRF_FIELD)
+    if not token:
+        token = secrets.token_urlsafe(32)
+        session[CSRF_FIELD] = token
+    return str(token)
+
+
+@web.middleware
+async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse any state-changing request whose token is missing or not this session's."""
+    if request.method in SAFE_METHODS:
+        return await handler(request)
+    session = await get_session(request)
+    expected = session.get(CSRF_FIELD)
+    sent = request.headers.get(CSRF_HEADER)
+    if sent is None and request.content_type == "application/x-www-form-urlencoded":
+        sent = (await request.post()).get(CSRF_FIELD)  # type: ignore[assignment]
+    if not expected or not isinstance(sent, str) or not hmac.compare_digest(sent, str(expected)):
+        raise web.HTTPForbidden(text="Missing or invalid CSRF token: reload the page and try again.")
+    return await handler(request)
+
+
+@web.middleware
+async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        response = exc
+        _secure(response)
+        raise
+    _secure(response)
+    return response
+
+
+def _secure(response: web.StreamResponse) -> None:
+    if response.prepared:
+        return
+    h = response.headers
+    # No inline script, no third party: every script and style is ours, served from /static.
+    h.setdefault(
+        "Content-Security-Policy",
+        "default-src 'self'; img-src 'self' data:; media-src 'self' blob:; style-src 'self';"
+        " script-src 'self'; object-src 'none'; frame-ancestors 'none'; base-uri 'none';"
+        " form-action 'self'",
+    )
+    h.setdefault("X-Content-Type-Options", "nosniff")
+    h.setdefault("Referrer-Policy", "same-origin")
+    h.setdefault("X-Frame-Options", "DENY")
+
+
+class RateLimit:
+    """At most `count` events per `seconds` per key (a client), in memory: one process's view,
+    which is what a limit in front of one process's agent needs."""
+
+    def __init__(self, count: int, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.count = count
+        self.seconds = seconds
+        self.clock = clock
+        self._events: dict[str, deque[float]] = {}
+
+    def retry_after(self, key: str) -> float:
+        """0 if `key` may go now (and the event is counted), else seconds until it may."""
+        now = self.clock()
+        events = self._events.setdefault(key, deque())
+        while events and events[0] <= now - self.seconds:
+            events.popleft()
+        if len(events) >= self.count:
+            return events[0] + self.seconds - now
+        events.append(now)
+        if len(self._events) > 10_000:  # forget idle clients so memory stays bounded
+            self._events = {k: v for k, v in self._events.items() if v and v[-1] > now - self.seconds}
+        return 0.0
+
+    def forget(self, key: str) -> None:
+        self._events.pop(key, None)
+
+
+def client_key(request: web.Request, trust_forwarded: bool) -> str:
+    """Who the client is for rate limits: its address, or behind a trusted reverse proxy the
+    last address the proxy added to X-Forwarded-For (earlier ones are the client's to forge)."""
+    if trust_forwarded:
+        forwarded = request.headers.get("X-Forwarded-For", "")
+        hops = [h.strip() for h in forwarded.split(",") if h.strip()]
+        if hops:
+            return hops[-1]
+    return request.remote or "unknown"

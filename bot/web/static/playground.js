@@ -1,0 +1,128 @@
+// The playground page: record with MediaRecorder (or pick a file), send it, show and play the reply.
+// Everything from the server is put in the page with textContent, never as HTML.
+"use strict";
+(function () {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const $ = (id) => document.getElementById(id);
+  const player = $("player");
+  if (!player) return;
+  const status = (text) => { $("status").textContent = text; };
+  let recorder = null;
+  let chunks = [];
+
+  async function send(blob, name) {
+    const form = new FormData();
+    form.append("player", player.value);
+    form.append("audio", blob, name);
+    status("Answering…");
+    document.body.dataset.state = "answering";
+    let response;
+    try {
+      response = await fetch("/playground/ask", { method: "POST", body: form, headers: { "X-CSRF-Token": csrf } });
+    } catch (err) {
+      status("Could not reach voxdesk: " + err);
+      document.body.dataset.state = "error";
+      return;
+    }
+    const body = await response.json().catch(() => ({ error: "Something went wrong (" + response.status + ")." }));
+    if (!response.ok) {
+      status(body.error || "Something went wrong.");
+      document.body.dataset.state = "error";
+      return;
+    }
+    show(body);
+  }
+
+  function show(body) {
+    $("result").hidden = false;
+    $("heard").textContent = body.heard || "(not transcribed)";
+    $("answer").textContent = body.answer;
+    const tools = $("tools");
+    tools.replaceChildren();
+    for (const call of body.tool_calls) {
+      const li = document.createElement("li");
+      const name = document.createElement("code");
+      name.textContent = call.name;
+      li.append(name, " " + JSON.stringify(call.arguments) + (call.ok ? "" : " (failed)"));
+      tools.append(li);
+    }
+    if (!body.tool_calls.length) tools.textContent = "none";
+    const timings = $("timings");
+    timings.replaceChildren();
+    for (const [stage, ms] of Object.entries(body.timings_ms)) {
+      const li = document.createElement("li");
+      li.textContent = stage + " " + Math.round(ms) + " ms";
+      timings.append(li);
+    }
+    status("Answered by " + body.engine + ".");
+    document.body.dataset.state = "answered";
+    const audio = $("reply");
+    if (body.audio_url) {
+      audio.src = body.audio_url;
+      audio.play().catch(() => status("Answered: press play to hear it."));
+    }
+  }
+
+  $("reply").addEventListener("playing", () => { document.body.dataset.played = "yes"; });
+
+  $("record").addEventListener("click", async () => {
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+    } catch (err) {
+      status("No microphone: " + err.message + ". Upload a file instead.");
+      return;
+    }
+    chunks = [];
+    recorder = new MediaRecorder(stream);
+    recorder.addEventListener("dataavailable", (e) => { if (e.data.size) chunks.push(e.data); });
+    recorder.addEventListener("stop", () => {
+      stream.getTracks().forEach((t) => t.stop());
+      send(new Blob(chunks, { type: recorder.mimeType }), "note.webm");
+    });
+    recorder.start();
+    $("record").disabled = true;
+    $("stop").disabled = false;
+    status("Recording… press stop when you are done.");
+    document.body.dataset.state = "recording";
+  });
+
+  $("stop").addEventListener("click", () => {
+    $("record").disabled = false;
+    $("stop").disabled = true;
+    if (recorder && recorder.state !== "inactive") recorder.stop();
+  });
+
+  $("upload").addEventListener("change", (e) => {
+    const file = e.target.files[0];
+    if (file) send(file, file.name);
+    e.target.value = "";
+  });
+
+  $("refresh-tickets").addEventListener("click", async () => {
+    const response = await fetch("/playground/tickets?player=" + encodeURIComponent(player.value));
+    const body = await response.json();
+    const table = $("tickets");
+    const rows = table.querySelector("tbody");
+    rows.replaceChildren();
+    for (const t of body.tickets) {
+      const tr = document.createElement("tr");
+      tr.dataset.key = t.key;
+      for (const value of [t.key, t.category, t.status, t.updated_at.slice(0, 16).replace("T", " "), t.description]) {
+        const td = document.createElement("td");
+        td.textContent = value;
+        tr.append(td);
+      }
+      rows.append(tr);
+    }
+    if (!body.tickets.length) {
+      const tr = document.createElement("tr");
+      const td = document.createElement("td");
+      td.colSpan = 5;
+      td.textContent = body.player + " has no tickets.";
+      tr.append(td);
+      rows.append(tr);
+    }
+    table.hidden = false;
+  });
+})();

@@ -1,0 +1,424 @@
+"""The web front end through aiohttp's test client: every route, its limits and its security."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient, TestServer
+
+from bot import paths
+from bot.config import load_settings
+from bot.web.playground import DEMO_PLAYERS
+from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
+
+from .conftest import BLAZE, NOVA, REPO
+from .web_helpers import STAFF_HASH, csrf_of, log_in, web_client, web_settings
+
+NOTE = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
+
+
+@pytest.fixture
+def wsettings(settings):
+    return web_settings(settings.storage_dir)
+
+
+def note_form(player: str = NOVA, data: bytes = NOTE, name: str = "note.ogg") -> FormData:
+    form = FormData()
+    form.add_field("player", player)
+    form.add_field("audio", data, filename=name, content_type="audio/ogg")
+    return form
+
+
+async def ask(client: TestClient, token: str, **form: object):  # type: ignore[no-untyped-def]
+    return await client.post("/playground/ask", data=note_form(**form), headers={"X-CSRF-Token": token})
+
+
+# ---- playground ------------------------------------------------------------------------------
+
+
+async def test_playground_answers_a_note_with_the_tool_timings_and_playable_audio(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        page = await client.get("/")
+        html = await page.text()
+        assert page.status == 200 and "Nova" in html and "Marlow" in html
+        token = await csrf_of(client)
+        done = await ask(client, token)
+        assert done.status == 200, await done.text()
+        body = await done.json()
+        assert body["player"] == "Nova"
+        assert [c["name"] for c in body["tool_calls"]] == ["get_player_stats"]
+        assert body["answer"].startswith("Nova, you have 708 points")
+        assert body["heard"].startswith("a note of")
+        assert {"upload", "decode", "engine", "tools", "encode"} <= set(body["timings_ms"])
+        audio = await client.get(body["audio_url"])
+        assert audio.status == 200 and audio.content_type == "audio/ogg"
+        assert (await audio.read()).startswith(b"OggS")
+
+
+async def test_reply_audio_is_served_only_to_the_session_that_asked(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        body = await (await ask(client, await csrf_of(client))).json()
+        stranger = TestClient(TestServer(client.app))  # same app, another browser: no cookie
+        async with stranger:
+            assert (await stranger.get(body["audio_url"])).status == 404
+        assert (await client.get("/playground/reply/not-a-token")).status == 404
+
+
+async def test_playground_refuses_a_player_it_does_not_offer(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        token = await csrf_of(client)
+        done = await ask(client, token, player="424242424242424242")
+        assert done.status == 400
+        tickets = await client.get("/playground/tickets", params={"player": "424242424242424242"})
+        assert tickets.status == 400
+
+
+async def test_production_playground_offers_only_the_configured_test_player(settings) -> None:
+    s = web_settings(settings.storage_dir, VOXDESK_WEB_PLAYGROUND_PLAYERS=BLAZE)
+    async with web_client(s) as (client, _):
+        html = await (await client.get("/")).text()
+        assert "Blaze" in html and "Nova" not in html
+        assert (await ask(client, await csrf_of(client), player=NOVA)).status == 400
+    off = web_settings(settings.storage_dir, VOXDESK_TOOLS_STATS="sqlite")
+    assert off.web.playground_players == []
+
+
+async def test_upload_limits_and_bad_audio_get_the_same_friendly_words_as_discord(settings) -> None:
+    s = web_settings(settings.storage_dir, VOXDESK_AUDIO_MAX_BYTES="20000", VOXDESK_AUDIO_MAX_SECONDS="1.0")
+    async with web_client(s) as (client, _):
+        token = await csrf_of(client)
+        big = await ask(client, token, data=b"\0" * 50_000)
+        assert big.status == 413
+        assert "too big for me" in (await big.json())["error"]
+        pdf = await ask(client, token, data=b"%PDF-1.4\n" + bytes(2000))
+        assert pdf.status == 422
+        assert (await pdf.json())[
+            "error"
+        ] == "That file looks like a PDF document, not audio. Please send a voice note."
+        long = await ask(client, token)  # the sample is longer than one second
+        assert long.status == 422
+        assert "too long for me" in (await long.json())["error"]
+        empty = await ask(client, token, data=b"")
+        assert empty.status == 422 and "empty" in (await empty.json())["error"]
+
+
+async def test_playground_has_a_per_client_rate_limit(settings) -> None:
+    s = web_settings(settings.storage_dir, VOXDESK_WEB_PLAYGROUND_NOTES="2")
+    async with web_client(s) as (client, _):
+        token = await csrf_of(client)
+        assert (await ask(client, token)).status == 200
+        assert (await ask(client, token)).status == 200
+        third = await ask(client, token)
+        assert third.status == 429
+        assert "faster than I can answer" in (await third.json())["error"]
+
+
+def test_rate_limit_window_passes() -> None:
+    now = [0.0]
+    limit = RateLimit(2, 10.0, clock=lambda: now[0])
+    assert limit.retry_after("a") == 0 and limit.retry_after("a") == 0
+    assert limit.retry_after("a") == pytest.approx(10.0)
+    assert limit.retry_after("b") == 0  # another client is not held back
+    now[0] = 10.5
+    assert limit.retry_after("a") == 0
+
+
+async def test_a_players_ticket_view_shows_only_their_own_tickets(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        await core.grievances.register(BLAZE, "wallet", "Blaze's private complaint")
+        nova = await (await client.get("/playground/tickets", params={"player": NOVA})).json()
+        keys = {t["key"] for t in nova["tickets"]}
+        assert keys and all(t["description"] != "Blaze's private complaint" for t in nova["tickets"])
+        mine = {g.key for g in await core.grievances.status(NOVA)}
+        assert keys == mine
+
+
+def test_demo_players_are_the_seeds() -> None:
+    seed = (paths.SQL / "sqlite" / "seed.sql").read_text()
+    assert set(re.findall(r"INSERT INTO players .* VALUES \(\d+, '(\d+)'", seed)) == set(DEMO_PLAYERS)
+
+
+# ---- CSRF, cookies, escaping, static files ------------------------------------------------------
+
+
+async def test_state_changes_without_this_sessions_csrf_token_are_refused(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        await csrf_of(client)
+        missing = await client.post("/playground/ask", data=note_form())
+        assert missing.status == 403
+        other = TestClient(TestServer(client.app))
+        async with other:
+            foreign = await csrf_of(other)  # a real token, of another session
+        assert (await ask(client, foreign)).status == 403
+        assert (await log_in(client)) == 303
+        before = await core.grievances.local_store.staff_get("GRV-10")
+        for token in (None, foreign, ""):
+            data = {"status": "closed"} | ({"csrf": token} if token is not None else {})
+            refused = await client.post("/desk/ticket/GRV-10/status", data=data, allow_redirects=False)
+            assert refused.status == 403
+        assert (await core.grievances.local_store.staff_get("GRV-10")) == before
+        logout = await client.post("/desk/logout", data={}, allow_redirects=False)
+        assert logout.status == 403
+
+
+async def test_a_forged_or_tampered_session_cookie_is_not_a_login(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        assert (await log_in(client)) == 303
+        real = next(c for c in client.session.cookie_jar if c.key == "voxdesk_session").value
+        for forged in ('{"session": {"staff": true}}', real[:-4] + "AAAA", "gAAAAA" + real[6:][::-1]):
+            stranger = TestClient(TestServer(client.app))
+            async with stranger:
+                stranger.session.cookie_jar.update_cookies({"voxdesk_session": forged})
+                desk = await stranger.get("/desk", allow_redirects=False)
+                assert desk.status == 303 and desk.headers["Location"] == "/desk/login"
+        assert (await client.get("/desk", allow_redirects=False)).status == 200
+
+
+async def test_session_cookie_is_httponly_and_samesite(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        page = await client.get("/")
+        cookie = page.headers["Set-Cookie"]
+        assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+        assert "default-src 'self'" in page.headers["Content-Security-Policy"]
+        assert page.headers["X-Content-Type-Options"] == "nosniff"
+
+
+async def test_a_script_in_a_grievance_is_shown_as_text(wsettings) -> None:
+    attack = '<script>alert("x")</script><img src=x onerror=alert(1)>'
+    async with web_client(wsettings) as (client, core):
+        filed = await core.grievances.register(NOVA, "other", attack)
+        await log_in(client)
+        for path in ("/desk", f"/desk/ticket/{filed.key}"):
+            html = await (await client.get(path)).text()
+            assert "<script>alert" not in html and "<img src=x" not in html, path
+            assert "&lt;script&gt;alert" in html, path
+        token = await csrf_of(client, f"/desk/ticket/{filed.key}")
+        await client.post(f"/desk/ticket/{filed.key}/note", data={"csrf": token, "body": attack})
+        html = await (await client.get(f"/desk/ticket/{filed.key}")).text()
+        assert "<script>alert" not in html and html.count("&lt;script&gt;alert") == 2
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/static/../config.toml",
+        "/static/%2e%2e/%2e%2e/config.toml",
+        "/static/..%2f..%2fconfig.toml",
+        "/static/%2e%2e%2f__init__.py",
+        "/static//etc/passwd",
+    ],
+)
+async def test_static_files_never_leave_the_static_folder(wsettings, path: str) -> None:
+    async with web_client(wsettings) as (client, _):
+        assert (await client.get("/static/style.css")).status == 200
+        got = await client.get(path, allow_redirects=False)
+        assert got.status in (403, 404), (path, got.status)
+        assert "[storage]" not in await got.text() and "PACKAGE" not in await got.text()
+
+
+# ---- the support desk --------------------------------------------------------------------------
+
+
+async def test_desk_needs_a_login_and_wrong_passwords_are_rate_limited(settings) -> None:
+    s = web_settings(settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="3")
+    async with web_client(s) as (client, _):
+        for path in ("/desk", "/desk/ticket/GRV-10", "/desk/charts", "/desk/check"):
+            got = await client.get(path, allow_redirects=False)
+            assert got.status == 303 and got.headers["Location"] == "/desk/login", path
+        assert [await log_in(client, "wrong") for _ in range(3)] == [401, 401, 401]
+        assert await log_in(client) == 429  # the right password too, until the window passes
+        assert (await client.get("/desk", allow_redirects=False)).status == 303
+
+
+async def test_desk_is_locked_without_a_staff_password(settings) -> None:
+    async with web_client(settings) as (client, _):  # no VOXDESK_WEB_STAFF_PASSWORD_HASH
+        assert "No staff password is set" in await (await client.get("/desk/login")).text()
+        token = await csrf_of(client, "/")
+        done = await client.post("/desk/login", data={"csrf": token, "password": ""}, allow_redirects=False)
+        assert done.status == 401
+
+
+async def test_desk_lists_and_filters_by_status_category_and_age(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        assert await log_in(client) == 303
+        html = await (await client.get("/desk")).text()
+        assert "GRV-10" in html and "GRV-11" in html
+        store = core.grievances.local_store
+        rows = await store.staff_list()
+        in_progress = await (await client.get("/desk", params={"status": "in progress"})).text()
+        for r in rows:
+            assert (f">{r.local_key}<" in in_progress) == (r.status == "in progress"), r.local_key
+        wallet = await (await client.get("/desk", params={"category": "wallet"})).text()
+        for r in rows:
+            assert (f">{r.local_key}<" in wallet) == (r.category == "wallet"), r.local_key
+        fresh = await core.grievances.register(NOVA, "wallet", "just now")
+        recent = await (await client.get("/desk", params={"age": "-1"})).text()
+        assert f">{fresh.key}<" in recent and ">GRV-10<" not in recent  # the seed is from 2026-11
+        old = await (await client.get("/desk", params={"age": "7"})).text()
+        assert f">{fresh.key}<" not in old
+
+
+async def test_staff_note_and_status_change_reach_the_player_as_ticket_news(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        await log_in(client)
+        store = core.grievances.local_store
+        after = max([e if isinstance(e, int) else e.id for e in await store.news_events(0)], default=0)
+        page = await client.get("/desk/ticket/GRV-10")
+        assert page.status == 200 and "Topped up 20 dollars" in await page.text()
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        noted = await client.post(
+            "/desk/ticket/GRV-10/note", data={"csrf": token, "body": "Refund sent"}, allow_redirects=False
+        )
+        assert noted.status == 303
+        moved = await client.post(
+            "/desk/ticket/GRV-10/status", data={"csrf": token, "status": "resolved"}, allow_redirects=False
+        )
+        assert moved.status == 303 and moved.headers["Location"] == "/desk/ticket/GRV-10"
+        html = await (await client.get("/desk/ticket/GRV-10")).text()
+        assert "Refund sent" in html and 'id="ticket-status">resolved<' in html
+        events = [e for e in await store.news_events(after) if not isinstance(e, int)]
+        assert [(e.kind, e.local_key, e.status, e.user_id) for e in events] == [
+            ("status", "GRV-10", "resolved", NOVA)
+        ]
+        # ... which the bot's news loop turns into a message for that player
+        assert await core.news.find() >= 1
+        told = await core.news.store.due()
+        assert any(i.user_id == NOVA and i.ticket == "GRV-10" and "resolved" in i.text for i in told)
+        view = await (await client.get("/playground/tickets", params={"player": NOVA})).json()
+        assert {t["key"]: t["status"] for t in view["tickets"]}["GRV-10"] == "resolved"
+        bad = await client.post("/desk/ticket/GRV-10/status", data={"csrf": token, "status": "deleted"})
+        assert bad.status == 400
+        missing = await client.post("/desk/ticket/GRV-999/status", data={"csrf": token, "status": "open"})
+        assert missing.status == 404
+        assert (await client.get("/desk/ticket/GRV-999")).status == 404
+
+
+async def test_with_jira_the_desk_is_read_only_and_links_to_the_issue(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        await store.mark_pushed("GRV-10", "STUDIO-7")
+        core.settings = core.settings.replace(
+            tools={"grievances": "jira"}, jira={"url": "https://studio.atlassian.net"}
+        )
+        await log_in(client)
+        html = await (await client.get("/desk")).text()
+        assert 'href="https://studio.atlassian.net/browse/STUDIO-7"' in html and "read-only" in html
+        page = await (await client.get("/desk/ticket/GRV-10")).text()
+        assert "Set status" not in page and "Add note" not in page
+        token = await csrf_of(client, "/desk")
+        for action, data in (("status", {"status": "resolved"}), ("note", {"body": "hi"})):
+            refused = await client.post(f"/desk/ticket/GRV-10/{action}", data={"csrf": token, **data})
+            assert refused.status == 403
+        assert (await store.staff_get("GRV-10")).status == "in progress"  # type: ignore[union-attr]
+
+
+async def test_charts_draw_usage_per_day_and_notes_per_hour(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        await log_in(client)
+        empty = await (await client.get("/desk/charts")).text()
+        assert "No usage yet" in empty
+        await ask(client, await csrf_of(client))
+        html = await (await client.get("/desk/charts")).text()
+        assert html.count('<svg class="chart"') == 3 and '<rect x="' in html
+        assert "notes per hour" in html and "No usage yet" not in html
+
+
+async def test_check_page_shows_each_service(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        await log_in(client)
+        html = await (await client.get("/desk/check")).text()
+        for service in ("engine", "stats", "manuals", "grievances"):
+            assert f"<td>{service}</td>" in html
+        assert "local grievance store" in html
+
+
+# ---- operations --------------------------------------------------------------------------------
+
+
+async def test_healthz_is_ready_when_databases_answer_and_discord_is_connected(wsettings) -> None:
+    connected = [True]
+    async with web_client(wsettings, discord_ready=lambda: connected[0]) as (client, core):
+        ok = await client.get("/healthz")
+        body = await ok.json()
+        assert ok.status == 200 and body["ready"] is True
+        assert set(body["checks"]) == {"stats", "manuals", "grievances", "engine", "discord"}
+        connected[0] = False
+        down = await client.get("/healthz")
+        assert down.status == 503 and (await down.json())["checks"]["discord"] == {"ok": False}
+        assert (await client.get("/healthz", params={"live": ""})).status == 200
+        await core.manuals.aclose()  # a database gone
+        gone = await (await client.get("/healthz")).json()
+        assert gone["ready"] is False and gone["checks"]["manuals"]["ok"] is False
+
+
+async def test_metrics_count_notes_stages_tools_and_the_outbox(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        token = await csrf_of(client)
+        before = await (await client.get("/metrics")).text()
+        await ask(client, token)
+        await ask(client, token, data=b"%PDF-1.4\n" + bytes(100))
+        scraped = await client.get("/metrics")
+        assert scraped.headers["Content-Type"].startswith("text/plain")
+        text = await scraped.text()
+
+    def value(metric: str, page: str) -> float:
+        found = re.search(rf"^{re.escape(metric)} ([0-9.e+-]+)$", page, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    answered = 'voxdesk_notes_total{frontend="web",outcome="answered",reason="answer"}'
+    refused = 'voxdesk_notes_total{frontend="web",outcome="refused",reason="bad_audio"}'
+    assert value(answered, text) == value(answered, before) + 1
+    assert value(refused, text) == value(refused, before) + 1
+    tool = 'voxdesk_tool_calls_total{ok="true",tool="get_player_stats"}'
+    assert value(tool, text) == value(tool, before) + 1
+    for stage in ("download", "decode", "hear", "tools", "speak"):
+        count = f'voxdesk_stage_seconds_count{{stage="{stage}"}}'
+        assert value(count, text) >= value(count, before) + 1, stage
+    assert re.search(r"^voxdesk_grievance_outbox_depth 0\.0$", text, re.M)
+
+
+# ---- settings and the command line -------------------------------------------------------------
+
+
+def test_staff_password_hash_verifies_only_its_password() -> None:
+    stored = hash_password("hunter2hunter2")
+    assert verify_password("hunter2hunter2", stored)
+    assert not verify_password("hunter2hunter3", stored)
+    assert not verify_password("hunter2hunter2", "scrypt$garbage")
+    assert not verify_password("x", "plain-text-password")
+
+
+def test_web_settings_and_secrets_come_from_where_they_should(tmp_path: Path) -> None:
+    env = {
+        "VOXDESK_WEB_STAFF_PASSWORD_HASH": STAFF_HASH,
+        "VOXDESK_WEB_SESSION_KEY": "not-a-fernet-key",
+        "VOXDESK_WEB_PORT": "9090",
+    }
+    s = load_settings(REPO / "config.toml", environ=env)
+    assert (s.web.host, s.web.port, s.web.enabled) == ("127.0.0.1", 9090, False)
+    assert s.secrets.web_staff_password_hash == STAFF_HASH and "STAFF" not in repr(s.secrets)
+    assert staff_password_hash(s) == STAFF_HASH
+    from bot.config import ConfigError
+    from bot.web.security import session_storage
+
+    with pytest.raises(ConfigError, match="VOXDESK_WEB_SESSION_KEY"):
+        session_storage(s)
+    plain = load_settings(REPO / "config.toml", environ={"VOXDESK_WEB_STAFF_PASSWORD": "pw-from-env-123"})
+    assert verify_password("pw-from-env-123", staff_password_hash(plain))
+    bad = load_settings(REPO / "config.toml", environ={"VOXDESK_WEB_STAFF_PASSWORD_HASH": "pw"})
+    with pytest.raises(ConfigError, match="web-password"):
+        staff_password_hash(bad)
+
+
+def test_the_web_front_end_imports_no_discord() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, bot.web, bot.web.desk, bot.web.playground, bot.web.ops; print('discord' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
+    assert done.stdout.strip() == "False"
