@@ -11,6 +11,7 @@ import aiohttp
 import discord
 from discord.ext import commands
 
+from bot import metrics
 from bot.audio import AudioError
 from bot.tools.base import ToolContext
 from cogs.bot import VoxdeskBot
@@ -98,6 +99,7 @@ class VoiceNotes(commands.Cog):
         retry_after = self.flood.update_rate_limit(message)
         if retry_after:
             log.info("flood: note %s from %s not answered", message.id, message.author.id)
+            metrics.note("discord", "refused", "flood")
             self._hint(
                 message,
                 f"You're sending notes faster than I can answer. Try again in {retry_after:.0f} seconds.",
@@ -165,12 +167,14 @@ class VoiceNotes(commands.Cog):
                 ok = await self._turn(message, note)
         except discord.HTTPException as exc:
             log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
+            metrics.note("discord", "failed", "send")
             await self._tell(message, OOPS)
         except asyncio.CancelledError:
             await self._tell(message, RESTARTING)
             raise
         except Exception:
             log.exception("note %s from %s failed", message.id, message.author.id)
+            metrics.note("discord", "failed", "error")
             await self._tell(message, OOPS)
         finally:
             await self._react(message, WORKING, remove=True)
@@ -193,6 +197,7 @@ class VoiceNotes(commands.Cog):
         limits = self.bot.core.settings.audio
         if note.size > limits.max_bytes:
             log.info("note %s from %s refused: %d bytes", message.id, message.author.id, note.size)
+            metrics.note("discord", "refused", "too_big")
             await self._tell(
                 message,
                 f"That file is too big for me ({note.size / 1e6:.1f} MB). "
@@ -203,16 +208,19 @@ class VoiceNotes(commands.Cog):
             seconds = limits.max_seconds
             limit = f"{seconds / 60:g} minutes" if seconds >= 120 else f"{seconds:g} seconds"
             log.info("note %s from %s refused: %.0f s declared", message.id, message.author.id, note.duration)
+            metrics.note("discord", "refused", "too_long")
             await self._tell(message, f"That voice note is too long for me. Please keep it under {limit}.")
             return False
         try:
             # discord.py's session sets no timeout of its own: a stalled download would hold this
             # player's later notes for aiohttp's five minutes.
             async with asyncio.timeout(self.settings.download_seconds):
-                data = await note.read()
+                with metrics.timed("download"):
+                    data = await note.read()
         except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
             why = f"HTTP {exc.status}" if isinstance(exc, discord.HTTPException) else type(exc).__name__
             log.warning("could not download attachment %s of note %s: %s", note.id, message.id, why)
+            metrics.note("discord", "failed", "download")
             await self._tell(message, "I couldn't download that voice note. Could you send it again?")
             return False
 
@@ -230,9 +238,12 @@ class VoiceNotes(commands.Cog):
             reply = await app.agent.respond(context, data, voice=prefs.voice)
         except AudioError as exc:
             log.info("note %s from %s refused: %s", message.id, author.id, exc)
+            metrics.note("discord", "refused", "bad_audio")
             await self._tell(message, str(exc))
             return False
-        how = await send_answer(self.bot, message, reply.text, reply.audio, prefs.reply_mode)
+        with metrics.timed("send"):
+            how = await send_answer(self.bot, message, reply.text, reply.audio, prefs.reply_mode)
+        metrics.reply("discord", reply.kind)
         log.info(
             "answered note %s from %s as %s (%s, %s)", message.id, author.id, how, reply.kind, reply.engine
         )

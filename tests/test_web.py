@@ -422,3 +422,47 @@ def test_the_web_front_end_imports_no_discord() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert done.stdout.strip() == "False"
+
+
+async def test_voxdesk_web_serves_until_stopped(wsettings, capsys) -> None:
+    import asyncio
+
+    import aiohttp
+
+    from bot import web
+
+    stop = asyncio.Event()
+    task = asyncio.create_task(web.serve(wsettings.replace(web={"port": 0}), stop))
+    for _ in range(200):
+        if "voxdesk web on" in (out := capsys.readouterr().out):
+            break
+        await asyncio.sleep(0.05)
+    url = re.search(r"(http://\S+/)", out).group(1)  # type: ignore[union-attr]
+    assert url.startswith("http://127.0.0.1:")
+    async with aiohttp.ClientSession() as http:
+        assert (await http.get(url + "healthz")).status == 200
+    stop.set()
+    await asyncio.wait_for(task, 30)
+
+
+def test_web_password_prints_a_hash_of_the_password_on_stdin() -> None:
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "web-password"],
+        input="a long staff password\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=True,
+    )
+    assert verify_password("a long staff password", done.stdout.strip())
+    short = subprocess.run(
+        [sys.executable, "-m", "bot", "web-password"],
+        input="short\n",
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert short.returncode == 2 and short.stdout == ""
