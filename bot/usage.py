@@ -142,7 +142,11 @@ class UsageMeter:
             " WHERE day >= ? GROUP BY day ORDER BY day",
             (since,),
         )
-        return [dict(row) for row in await cursor.fetchall()]
+        found = {row["day"]: dict(row) for row in await cursor.fetchall()}
+        first = dt.date.fromisoformat(since)
+        empty = {"turns": 0, "tokens": 0, "audio_seconds": 0.0, "cost_usd": 0.0}
+        days_shown = [(first + dt.timedelta(days=i)).isoformat() for i in range(days)]
+        return [found.get(day, {"day": day, **empty}) for day in days_shown]  # quiet days as zeros
 
     async def by_hour(self, hours: int = 24) -> dict[str, int]:
         """Turns per hour over the last `hours` hours, every hour present (0 when quiet)."""

@@ -68,7 +68,11 @@
   $("record").addEventListener("click", async () => {
     let stream;
     try {
-      stream = await navigator.mediaDevices.getUserMedia({ audio: true });
+      // The recogniser wants the voice as spoken: the browser's echo cancelling, noise gate and
+      // gain riding are for calls, and clip or pump a short note.
+      stream = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+      });
     } catch (err) {
       status("No microphone: " + err.message + ". Upload a file instead.");
       return;

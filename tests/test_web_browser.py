@@ -1,0 +1,151 @@
+"""The web front end in a real headless Chromium (Debian's `chromium`) through Playwright.
+
+One browser for the module, started with a fake microphone that plays a spoken question. With
+VOXDESK_SCREENSHOTS=1 each page is saved into docs/ (docs/web-*.png)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import pytest_asyncio
+
+from bot import paths
+from bot.app import build_app
+from bot.audio import decode, pcm_to_wav
+from bot.tools.base import ToolContext
+from bot.web import bound_port, start
+
+from .conftest import NOVA, REPO
+from .web_helpers import STAFF_PASSWORD, web_settings
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+SCREENSHOTS = os.environ.get("VOXDESK_SCREENSHOTS") == "1"
+QUESTION = paths.SAMPLES / "2-how-many-points.ogg"
+LEAD_IN, TAIL = 0.5, 1.5  # seconds of silence around the question in the fake microphone's file
+
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    pytest.mark.skipif(not Path(CHROMIUM).exists(), reason="Debian's chromium is not installed"),
+]
+
+
+def spoken_question(folder: Path) -> tuple[Path, float]:
+    """The sample question as 48 kHz mono WAV (what Chromium's fake capture reads), padded with
+    silence so a recording that starts a moment late still has all of it."""
+    from bot.config import AudioSettings
+
+    pcm = np.frombuffer(
+        decode(QUESTION.read_bytes(), AudioSettings(), rate=48_000).segment.raw_data, np.int16
+    )
+    pad = lambda seconds: np.zeros(int(seconds * 48_000), np.int16)  # noqa: E731
+    samples = np.concatenate([pad(LEAD_IN), pcm, pad(TAIL)])
+    path = folder / "question.wav"
+    path.write_bytes(pcm_to_wav(samples.tobytes(), 48_000))
+    return path, len(samples) / 48_000
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tuple[object, float]]:
+    from playwright.async_api import async_playwright
+
+    wav, seconds = spoken_question(tmp_path_factory.mktemp("mic"))
+    async with async_playwright() as pw:
+        chromium = await pw.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",  # root in a container: Chromium's sandbox cannot start
+                "--use-fake-ui-for-media-stream",
+                "--use-fake-device-for-media-stream",
+                f"--use-file-for-fake-audio-capture={wav}",
+                "--autoplay-policy=no-user-gesture-required",
+            ],
+        )
+        try:
+            yield chromium, seconds
+        finally:
+            await chromium.close()
+
+
+async def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
+    if SCREENSHOTS:
+        await page.screenshot(path=str(REPO / "docs" / f"web-{name}.png"), full_page=True)
+
+
+async def test_a_spoken_question_from_the_microphone_is_answered_aloud(browser, settings) -> None:
+    chromium, seconds = browser
+    core = await build_app(web_settings(settings.storage_dir))  # the real offline engine
+    runner = await start(core, port=0)
+    try:
+        page = await chromium.new_page(viewport={"width": 1100, "height": 900})
+        await page.goto(f"http://127.0.0.1:{bound_port(runner)}/")
+        await page.select_option("#player", NOVA)
+        await page.click("#record")
+        await page.wait_for_selector("body[data-state=recording]")
+        await page.wait_for_timeout(int(seconds * 1000) + 300)
+        await page.click("#stop")
+        await page.wait_for_selector("body[data-state=answered]", timeout=30_000)
+        await page.wait_for_selector("body[data-played=yes]", timeout=10_000)  # the reply is playing
+        assert await page.inner_text("#tools") == "get_player_stats {}"
+        assert "708 points" in await page.inner_text("#answer")
+        assert "points" in await page.inner_text("#heard")
+        assert "decode" in await page.inner_text("#timings")
+        await page.evaluate("document.getElementById('reply').pause()")
+        await shot(page, "playground")
+    finally:
+        await runner.cleanup()
+        await core.aclose()
+
+
+async def test_staff_resolve_a_ticket_and_the_player_sees_it(browser, settings) -> None:
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    for _ in range(3):  # some usage for the charts
+        await core.agent.respond(ToolContext(user_id=NOVA, platform="web"), QUESTION.read_bytes())
+    await core.grievances.register(NOVA, "wallet", 'My wallet shows <b>0</b> after "top-up"')
+    runner = await start(core, port=0)
+    base = f"http://127.0.0.1:{bound_port(runner)}"
+    try:
+        player = await chromium.new_page(viewport={"width": 1100, "height": 900})
+        await player.goto(base + "/")
+        await player.select_option("#player", NOVA)
+        await player.click("#refresh-tickets")
+        row = player.locator("#tickets tr[data-key='GRV-10'] td:nth-child(3)")
+        assert await row.inner_text() == "in progress"
+
+        staff = await (await chromium.new_context(viewport={"width": 1100, "height": 800})).new_page()
+        await staff.goto(base + "/desk")
+        assert staff.url.endswith("/desk/login")
+        await shot(staff, "login")
+        await staff.fill("input[name=password]", STAFF_PASSWORD)
+        await staff.click("button[type=submit]")
+        await staff.wait_for_url(base + "/desk")
+        assert "<b>0</b>" in await staff.inner_text("table")  # shown as text, not markup
+        await shot(staff, "desk")
+        await staff.click("text=GRV-10")
+        await staff.select_option("#new-status", "resolved")
+        await staff.click("#set-status")
+        await staff.wait_for_selector("#ticket-status:text('resolved')")
+        await staff.fill("textarea[name=body]", "Refunded the 20 dollars; told the player.")
+        await staff.click("text=Add note")
+        await staff.wait_for_selector("text=Refunded the 20 dollars")
+        await shot(staff, "ticket")
+        await staff.goto(base + "/desk/charts")
+        assert await staff.locator("svg.chart rect").count() >= 2
+        await shot(staff, "charts")
+        await staff.goto(base + "/desk/check")
+        assert await staff.locator("tr.ok").count() == 4
+        await shot(staff, "check")
+
+        await player.click("#refresh-tickets")
+        await player.wait_for_selector("#tickets tr[data-key='GRV-10'] td:text('resolved')")
+        await shot(player, "player-tickets")
+    finally:
+        await runner.cleanup()
+        await core.aclose()
