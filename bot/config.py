@@ -80,7 +80,7 @@ class OpenAISettings:
 
 @dataclass(frozen=True)
 class OfflineSettings:
-    voice: str = "en-us"
+    voice: str = "auto"  # auto: the neural voice when voxdesk[neural] is installed, else eSpeak's en-us
     rate_wpm: int = 165
     workers: int = 0  # speech decoding processes; 0: one per core, up to four
 

@@ -121,6 +121,29 @@ async def test_voice_autocompletes_and_changes_the_next_reply(harness: Harness):
     assert "Voice default." in (await reply_to_note(fake, blaze))[1].content  # only Nova's changed
 
 
+async def test_voice_offers_the_offline_engines_neural_voice(settings, fake: FakeDiscord):
+    from bot.engines.offline import create_offline_engine
+    from bot.speech.neural import JOE
+
+    async def suggested(typed: str) -> list[str]:
+        typing = [option("voice", typed, focused=True)]
+        interaction = await fake.slash(nova, "voice", typing, autocomplete=True)
+        (answer,) = await fake.wait_for(
+            lambda _: [r for r in fake.interaction_records(interaction) if r.kind == "callback"]
+        )
+        return [choice["value"] for choice in answer.body["data"]["choices"]]
+
+    engine = await create_offline_engine(settings)
+    try:
+        async with running_bot(settings, fake, engine=engine):  # type: ignore[arg-type]
+            assert (await suggested(""))[0] == JOE.name  # the natural voice first, eSpeak's after
+            assert "en-us" in await suggested("")
+            assert await suggested("joe") == [JOE.name]
+            assert JOE.name in await ask(fake, nova, "voice", [option("voice", JOE.name)])
+    finally:
+        await engine.aclose()
+
+
 async def test_replies_text_only_voice_only_and_file(harness: Harness):
     fake = harness.fake
     assert "text only" in await ask(fake, nova, "replies", [option("style", "text")])

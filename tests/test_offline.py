@@ -184,8 +184,10 @@ async def test_the_tool_call_step_reports_the_words_heard() -> None:
     from bot.engines.base import TurnState
     from bot.engines.offline import OfflineEngine
     from bot.engines.offline_hearing import LocalHearing
+    from bot.speech.voices import ReplyVoices
 
-    engine = OfflineEngine(LocalHearing(_ScriptedRecognizer(["um"], "um")), "en-us", 165)  # type: ignore[arg-type]
+    voices = ReplyVoices({}, {}, ["en-us"], "en-us")
+    engine = OfflineEngine(LocalHearing(_ScriptedRecognizer(["um"], "um")), voices, 165)  # type: ignore[arg-type]
     turn = TurnState(
         ToolContext(user_id=NOVA), audio=None, text="how many points do i have", history=[], tools=[]
     )

@@ -1,5 +1,6 @@
 """The offline engine: pocketsphinx hears, the intent router picks a tool, templates answer and
-eSpeak NG speaks. No network, no downloads: everything comes from the wheels.
+a neural Piper voice speaks (eSpeak NG when none is installed, or one fails its checks). No
+network, no downloads: everything comes from the wheels.
 
 It is the embedded default, the fallback when a cloud engine fails, and how the tests run real
 speech end to end.
@@ -22,7 +23,7 @@ from bot.engines import offline_router as router
 from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState
 from bot.engines.offline_hearing import Heard, Hearing, WorkerHearing
 from bot.speech.recognizer import build_domain_model
-from bot.speech.synth import Espeak, english_voices
+from bot.speech.voices import ReplyVoices, espeak_speech
 from bot.tools.base import ToolCall
 
 log = logging.getLogger(__name__)
@@ -58,10 +59,14 @@ GAME_WORDS = {"battle_royale": "battle royale"}
 class OfflineEngine:
     name = "offline"
 
-    def __init__(self, hearing: Hearing, voice: str, rate_wpm: int) -> None:
+    def __init__(self, hearing: Hearing, voices: ReplyVoices, rate_wpm: int) -> None:
         self.hearing = hearing
-        self.voice = voice
+        self.reply_voices = voices
         self.rate_wpm = rate_wpm
+
+    @property
+    def voice(self) -> str:
+        return self.reply_voices.default
 
     async def transcribe(self, clip: AudioClip) -> Transcript | None:
         return await self.hearing.hear(clip.pcm, clip.sample_rate)
@@ -93,8 +98,8 @@ class OfflineEngine:
         return await self._say(SMALLTALK.get(intent.name, UNSURE), turn)
 
     async def _say(self, text: str, turn: TurnState) -> EngineReply:
-        voice = turn.voice or self.voice
-        pcm, rate = await asyncio.to_thread(speak_pcm, text, voice, self.rate_wpm)
+        # Off the event loop: Piper takes about 40 ms a second of speech on this kind of machine.
+        pcm, rate = await asyncio.to_thread(speak_reply, self.reply_voices, text, turn.voice, self.rate_wpm)
         return EngineReply(
             text=text,
             audio=audio.pcm_to_wav(pcm, rate),
@@ -103,7 +108,7 @@ class OfflineEngine:
         )
 
     def voices(self) -> list[str]:
-        return english_voices()
+        return self.reply_voices.names()
 
     async def aclose(self) -> None:
         await self.hearing.aclose()
@@ -120,11 +125,14 @@ def spoken(text: str) -> str:
 
 
 def speak_pcm(text: str, voice: str, rate_wpm: int, pitch: int = 50) -> tuple[bytes, int]:
-    engine = Espeak.shared()
-    if not engine.has_voice(voice):
-        log.warning("no eSpeak voice %r; using en-us", voice)
-        voice = "en-us"
-    speech = engine.synthesize(spoken(text), voice, rate_wpm, pitch)
+    """eSpeak NG alone: the evaluation's and the confusion model's recordings are made with its
+    voices whatever replies are spoken in, so their figures stay comparable."""
+    speech = espeak_speech(spoken(text), voice, rate_wpm, pitch)
+    return speech.pcm, speech.rate
+
+
+def speak_reply(voices: ReplyVoices, text: str, voice: str | None, rate_wpm: int) -> tuple[bytes, int]:
+    speech = voices.speak(spoken(text), voice, rate_wpm)
     return speech.pcm, speech.rate
 
 
@@ -243,33 +251,50 @@ async def build_speech_models(settings: Settings) -> str:
     return f"speech: domain language model of {sentences} sentences, {words} words ({took:.1f} s)"
 
 
+def voices_dir(settings: Settings) -> Path:
+    """Where a neural voice downloaded by hand goes (`python -m piper.download_voices NAME
+    --data-dir var/voices`); the voice wheels are looked in first."""
+    return settings.storage_dir / "voices"
+
+
+def load_reply_voices(settings: Settings) -> ReplyVoices:
+    """Blocking; a model is hashed and loaded once per process, then shared."""
+    return ReplyVoices.load(settings.offline.voice, [voices_dir(settings)])
+
+
 async def create_offline_engine(settings: Settings) -> OfflineEngine:
     hearing = WorkerHearing(speech_dir(settings), settings.offline.workers)
     try:
         await hearing.start()
+        voices = await asyncio.to_thread(load_reply_voices, settings)
     except BaseException:
         await hearing.aclose()
         raise
-    return OfflineEngine(hearing, settings.offline.voice, settings.offline.rate_wpm)
+    return OfflineEngine(hearing, voices, settings.offline.rate_wpm)
 
 
 async def check_offline_engine(settings: Settings) -> str:
     """For `python -m bot check`: the speech models load (the recognizer names a missing one)
-    and eSpeak can speak."""
+    and the reply voice speaks; the line names that voice and its licence."""
     engine = await create_offline_engine(settings)
     try:
-        pcm, rate = await asyncio.to_thread(speak_pcm, "ready", engine.voice, engine.rate_wpm)
+        pcm, rate = await asyncio.to_thread(speak_reply, engine.reply_voices, "ready", None, engine.rate_wpm)
     finally:
         await engine.aclose()
-    spoke = f"eSpeak voice {engine.voice} spoke {len(pcm) / 2 / rate:.1f} s"
-    return f"offline speech: models in {speech_dir(settings)}, {spoke}"
+    voices = engine.reply_voices
+    spoke = f"reply voice {voices.describe().line()} spoke {len(pcm) / 2 / rate:.1f} s"
+    refused = "".join(f"; {name} refused: {why}" for name, why in voices.refused.items())
+    return f"offline speech: models in {speech_dir(settings)}, {spoke}{refused}"
 
 
 def create_speaker(settings: Settings):  # type: ignore[no-untyped-def]
+    """Speech for ticket news DMs, in the same voices as replies (loaded at the first DM)."""
+    loaded: list[ReplyVoices] = []
+
     async def speak(text: str, voice: str | None) -> audio.ReplyAudio:
-        pcm, rate = await asyncio.to_thread(
-            speak_pcm, text, voice or settings.offline.voice, settings.offline.rate_wpm
-        )
+        if not loaded:
+            loaded.append(await asyncio.to_thread(load_reply_voices, settings))
+        pcm, rate = await asyncio.to_thread(speak_reply, loaded[0], text, voice, settings.offline.rate_wpm)
         return await asyncio.to_thread(audio.reply_from_pcm, pcm, rate)
 
     return speak

