@@ -1,6 +1,6 @@
 """The reply voices side by side: Piper's neural voice against eSpeak NG on the demo's replies.
 
-    python bench/voice.py [--runs 5]
+    python bench/voice.py [--runs 5] [--ask 7]
 
 The replies are the offline agent's answers to the README's six sample notes (greeting, points,
 manuals, a grievance, ticket status, thanks), made on embedded defaults seeded into a temporary
@@ -9,13 +9,20 @@ taken: synthesis alone (text → PCM, what the voice costs), and the whole speak
 runs (PCM → 48 kHz Ogg/Opus too). Real-time factor = seconds of work / seconds of speech; below
 1 is faster than the speech lasts. Also the worst lateness of a 5 ms timer on the event loop
 while the engine speaks in a thread, as the bot does.
+
+`--ask N` also times the whole `voxdesk ask` command N times per voice (voices taking turns) on a
+5 s note spoken by eSpeak: a fresh process each time, so loading the models counts, as it does
+for anyone running the command.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +35,7 @@ from bot import paths
 from bot.app import running_app
 from bot.audio import reply_from_pcm
 from bot.config import load_settings
-from bot.engines.offline import speak_reply
+from bot.engines.offline import speak_pcm, speak_reply
 from bot.seed import initialise
 from bot.speech.neural import JOE
 from bot.speech.voices import ReplyVoices
@@ -114,9 +121,45 @@ def main(runs: int) -> None:
         print(f"event-loop lag while {voice} speaks the six in a thread: worst {lag * 1000:.1f} ms")
 
 
+FIVE_SECONDS = "Hi there, how many points do I have right now, and what is my rank this week?"
+
+
+def ask_times(runs: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="voxdesk-bench-") as tmp:
+        env = {**os.environ, "VOXDESK_STORAGE_DIR": tmp}
+        subprocess.run([sys.executable, "-m", "bot", "init"], env=env, check=True, capture_output=True)
+        pcm, rate = speak_pcm(FIVE_SECONDS, "en-us+m3", 148)
+        note = Path(tmp) / "note.ogg"
+        note.write_bytes(reply_from_pcm(pcm, rate).ogg)
+        print(f"\nvoxdesk ask on a {len(pcm) / 2 / rate:.1f} s note, {runs} runs per voice, median:")
+        walls: dict[str, list[float]] = {JOE.name: [], "en-us": []}
+        stages: dict[str, list[dict[str, float]]] = {JOE.name: [], "en-us": []}
+        command = [sys.executable, "-m", "bot", "ask", str(note), "--json", "--out", tmp]
+        for _ in range(runs):
+            for voice in walls:
+                started = time.perf_counter()
+                done = subprocess.run(
+                    command, env={**env, "VOXDESK_OFFLINE_VOICE": voice}, check=True, capture_output=True
+                )
+                walls[voice].append(time.perf_counter() - started)
+                stages[voice].append(json.loads(done.stdout)["timings_ms"])
+        for voice, times in walls.items():
+            engine = statistics.median(t["engine"] for t in stages[voice])
+            encode = statistics.median(t["encode"] for t in stages[voice])
+            print(
+                f"  {voice:<17} whole command {statistics.median(times):.2f} s "
+                f"(min {min(times):.2f}, max {max(times):.2f}); in the turn: hear + answer + speak "
+                f"{engine:.0f} ms, encode {encode:.0f} ms"
+            )
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--runs", type=int, default=5, help="runs per reply and voice (median taken)")
-    main(parser.parse_args().runs)
+    parser.add_argument("--ask", type=int, default=0, help="also time `voxdesk ask` N times per voice")
+    args = parser.parse_args()
+    main(args.runs)
+    if args.ask:
+        ask_times(args.ask)

@@ -282,7 +282,9 @@ async def check_offline_engine(settings: Settings) -> str:
     finally:
         await engine.aclose()
     voices = engine.reply_voices
-    spoke = f"reply voice {voices.describe().line()} spoke {len(pcm) / 2 / rate:.1f} s"
+    info = voices.describe()
+    seconds = len(pcm) / 2 / rate
+    spoke = f"reply voice {info.name} ({info.engine}) spoke {seconds:.1f} s, licence: {info.licence}"
     refused = "".join(f"; {name} refused: {why}" for name, why in voices.refused.items())
     return f"offline speech: models in {speech_dir(settings)}, {spoke}{refused}"
 

@@ -25,9 +25,6 @@ class VoiceInfo:
     engine: str  # "Piper" or "eSpeak NG"
     licence: str
 
-    def line(self) -> str:
-        return f"{self.name} ({self.engine}), licence: {self.licence}"
-
 
 def espeak_speech(text: str, voice: str, rate_wpm: int, pitch: int = 50) -> Speech:
     engine = Espeak.shared()
