@@ -214,6 +214,9 @@ async def test_two_bot_processes_starting_together_answer_each_note_once(setting
     log_path = tmp_path / "bots.log"
     with bot_process(settings, fake, log_path) as one, bot_process(settings, fake, log_path) as two:
         await fake.wait_for(lambda _: all(answers(fake, n) >= 1 for n in missed), 90)
+        # One bot can answer all four before the other has logged in (each loads its speech
+        # models first): the live note must wait for both sessions, or only one gets it.
+        await fake.wait_for(lambda _: len(fake.identify_payloads) == 2, 60)
         live = await fake.send_note(blaze, voice_note(), guild=True)  # both sessions get this one
         await fake.wait_for(lambda _: answers(fake, live) >= 1, 60)
         await settle(fake)
