@@ -65,14 +65,23 @@ class CatchUp(commands.Cog):
             if channel is None:
                 continue
             last = await ledger.last_handled(place_id)
+            # Notes are answered out of order (one queue per player, several players at once), so
+            # a note a stopped or killed process left unanswered can be older than the newest one
+            # it answered here: reading resumes before the oldest such note, not after the newest.
+            left_here = {u.message_id for u in leftovers if u.place_id == place_id} - too_old
             start: discord.abc.Snowflake | datetime.datetime = cutoff
             if last is not None and _sent_at(last) >= cutoff:
-                start = discord.Object(id=last)
+                start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
             elif last is not None:
                 too_old |= await self._unanswered_before(voice, channel, last, cutoff)
             try:
                 async for message in channel.history(limit=None, after=start, oldest_first=True):
-                    self._sort(voice, message, found, replied)
+                    # Up to the newest note handled, only the left-over notes are to answer: the
+                    # others were answered, or turned away on purpose (a flood).
+                    if last is not None and message.id <= last and message.id not in left_here:
+                        self._sort(voice, message, {}, replied)
+                    else:
+                        self._sort(voice, message, found, replied)
             except discord.HTTPException as exc:
                 log.warning("catch-up could not read channel %s: %s %s", place_id, exc.status, exc.text)
 

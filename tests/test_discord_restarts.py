@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.note_ledger import NoteLedger
 from tests.conftest import BLAZE, NOVA, REPO
 from tests.discord_harness import running_bot, voice_note
 from tests.fakes.discord_server import (
@@ -226,3 +227,57 @@ async def test_two_bot_processes_starting_together_answer_each_note_once(setting
         for process in (one, two):
             assert await asyncio.to_thread(process.wait, 60) == 0, log_path.read_text()
     assert [answers(fake, n) for n in [*missed, live]] == [1] * 5, log_path.read_text()
+
+
+class SlowFor(FrontendEngine):
+    """Slow for one player only: their turn is still running when the others' are answered."""
+
+    def __init__(self, user_id: str, delay: float) -> None:
+        super().__init__()
+        self.slow_user = user_id
+        self.slow_delay = delay
+
+    async def complete(self, turn):
+        if turn.context.user_id == self.slow_user:
+            await asyncio.sleep(self.slow_delay)
+        return await super().complete(turn)
+
+
+async def test_a_cut_turn_older_than_a_later_answer_in_its_channel_is_answered_after_the_restart(
+    settings, fake
+) -> None:
+    # Found by bench/soak.py: players are answered in parallel, so in a shared channel a newer
+    # note can be answered while an older one is still running when the bot stops.
+    async with running_bot(settings, fake, engine=SlowFor(NOVA, delay=30), shutdown_grace_seconds=0.5) as h:
+        older = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        newer = await fake.send_note(blaze, voice_note(), guild=True)
+        await all_answered(fake, [newer])
+        h.stop.set()
+        await asyncio.wait_for(h.task, 10)
+    assert answers(fake, older) == 0
+    async with running_bot(settings, fake):
+        await all_answered(fake, [older], within=10)
+        await settle(fake)
+    assert answers(fake, older) == 1 and answers(fake, newer) == 1
+
+
+async def test_a_killed_turn_older_than_a_later_answer_in_its_channel_is_answered_after_the_restart(
+    settings, fake
+) -> None:
+    older = await fake.send_note(nova, voice_note(), guild=True)
+    newer = await fake.send_note(blaze, voice_note(), guild=True)
+    # What a process killed mid-turn leaves (the soak's SIGKILL): it claimed both notes, answered
+    # the newer one and died on the older one.
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        ledger.owner = "4194305:1:killed"  # above Linux's largest pid: no such process
+        for note in (older, newer):
+            assert await ledger.claim(int(note["id"]), ALLOWED_CHANNEL, str(note["author"]["id"]))
+        await ledger.answered(int(newer["id"]))
+    finally:
+        await ledger.aclose()
+    async with running_bot(settings, fake):
+        await all_answered(fake, [older], within=10)
+        await settle(fake)
+    assert answers(fake, older) == 1 and answers(fake, newer) == 0
