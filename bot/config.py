@@ -159,6 +159,8 @@ class DiscordSettings:
     download_seconds: float = 30.0  # a voice note not downloaded by then is given up on
     # On start, notes sent this recently while the bot was down are answered; older ones are not.
     catch_up_minutes: float = 30.0
+    # How often a running bot looks for notes another process on the same storage left unanswered.
+    recheck_seconds: float = 30.0
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS notes (
     message_id INTEGER PRIMARY KEY,
     place_id INTEGER NOT NULL,
     user_id TEXT NOT NULL,
-    state TEXT NOT NULL,        -- pending | started | answered | expired
+    state TEXT NOT NULL,        -- pending | started | answered | expired | refused
     owner TEXT,                 -- '<pid>:<start>:<token>' of the process answering it ('started')
     lease_until REAL,           -- when a 'started' claim lapses whatever its owner
     updated_at REAL NOT NULL
@@ -70,7 +70,7 @@ class NoteLedger:
         conn = await open_sqlite(path, SCHEMA, autocommit=True)
         # Settled notes older than any catch-up window only make the file grow.
         await conn.execute(
-            "DELETE FROM notes WHERE state IN ('answered', 'expired') AND updated_at < ?",
+            "DELETE FROM notes WHERE state IN ('answered', 'expired', 'refused') AND updated_at < ?",
             (time.time() - KEEP_SETTLED_SECONDS,),
         )
         return cls(conn, _owner_id())
@@ -123,6 +123,15 @@ class NoteLedger:
                 (message_id, place_id, user_id, time.time()),
             )
         return cursor.rowcount == 1
+
+    async def turned_away(self, message_id: int, place_id: int, user_id: str) -> None:
+        """A note the player was told to send again (a flood): never answered later."""
+        async with self._lock:
+            await self._conn.execute(
+                "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
+                " VALUES (?, ?, ?, 'refused', ?) ON CONFLICT (message_id) DO NOTHING",
+                (message_id, place_id, user_id, time.time()),
+            )
 
     async def expire(self, message_ids: list[int]) -> None:
         """Notes too old to answer now: never answered, whoever asks later."""

@@ -123,10 +123,14 @@ class VoxdeskBot(commands.Bot):
         """Stop taking notes and wait up to `grace_seconds` for the turns in flight. Returns how
         many had to be cancelled."""
         self.accepting = False
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_seconds
+        if self._inflight:
+            log.info("finishing %d note(s) in flight (up to %.0f s)", len(self._inflight), grace_seconds)
+        # Work in flight may start more (a catch-up answering what it found): wait for that too.
+        while self._inflight and (left := deadline - loop.time()) > 0:
+            await asyncio.wait(set(self._inflight), timeout=left)
         pending = set(self._inflight)
-        if pending:
-            log.info("finishing %d note(s) in flight (up to %.0f s)", len(pending), grace_seconds)
-            _, pending = await asyncio.wait(pending, timeout=grace_seconds)
         for task in pending:
             task.cancel()
         if pending:

@@ -6,6 +6,10 @@ it handled there, but no further back than `discord.catch_up_minutes`: later not
 answered are answered oldest first, through the same path as a live note (so the ledger's claim
 keeps two processes starting together from both answering). Older ones are left, and counted in
 the log. discord.py's history iterator pages 100 at a time through the client's rate limiter.
+
+While it runs, the bot also looks every `discord.recheck_seconds` for notes another process left
+unanswered on the same storage: in a deploy that overlaps the old process, a note the old one
+kept or had to cut during its shutdown is answered by the new one, not at some later start.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 from typing import TYPE_CHECKING
 
 import discord
-from discord.ext import commands
+from discord.ext import commands, tasks
 
 from cogs.bot import VoxdeskBot
 
@@ -32,6 +36,10 @@ class CatchUp(commands.Cog):
     def __init__(self, bot: VoxdeskBot) -> None:
         self.bot = bot
         self._done = False
+        self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
+
+    async def cog_unload(self) -> None:
+        self.recheck.cancel()
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -39,6 +47,47 @@ class CatchUp(commands.Cog):
             return
         self._done = True
         self.bot.track(self.catch_up())
+
+    async def _recheck(self) -> None:
+        if not self.bot.accepting:
+            return
+        try:
+            await self.answer_leftovers()
+        except Exception:
+            log.exception("looking for notes left unanswered failed; trying again later")
+
+    async def answer_leftovers(self) -> int:
+        """Answer the notes another process kept or cut short, fetched by id; how many."""
+        voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
+        if voice is None:
+            return 0
+        ledger = self.bot.core.notes
+        cutoff = discord.utils.utcnow() - datetime.timedelta(
+            minutes=self.bot.discord_settings.catch_up_minutes
+        )
+        leftovers = await ledger.unanswered()
+        await ledger.expire([u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff])
+        answered = 0
+        for left in leftovers:
+            if _sent_at(left.message_id) < cutoff or not self.bot.accepting:
+                continue
+            channel = await self._channel(left.place_id)
+            try:
+                message = await channel.fetch_message(left.message_id) if channel else None
+            except discord.NotFound:  # deleted meanwhile: nothing to answer
+                await ledger.expire([left.message_id])
+                continue
+            except discord.HTTPException as exc:
+                log.warning("could not fetch note %s: %s %s", left.message_id, exc.status, exc.text)
+                continue
+            notes = voice.voice_notes(message) if message else []
+            if message is None or not notes:
+                await ledger.expire([left.message_id])
+                continue
+            log.info("answering note %s, left unanswered by another process", left.message_id)
+            self.bot.track(voice.answer(message, notes[0]))
+            answered += 1
+        return answered
 
     async def catch_up(self) -> None:
         try:
@@ -98,6 +147,8 @@ class CatchUp(commands.Cog):
         )
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
             self.bot.track(voice.answer(*found[message_id]))
+        if not self.recheck.is_running():
+            self.recheck.start()
 
     def _sort(
         self,

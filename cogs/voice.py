@@ -99,6 +99,10 @@ class VoiceNotes(commands.Cog):
         retry_after = self.flood.update_rate_limit(message)
         if retry_after:
             log.info("flood: note %s from %s not answered", message.id, message.author.id)
+            # Settled: the player was told to send it again later, so no restart answers it.
+            self.bot.track(
+                self.bot.core.notes.turned_away(message.id, message.channel.id, str(message.author.id))
+            )
             metrics.note("discord", "refused", "flood")
             self._hint(
                 message,
@@ -142,6 +146,9 @@ class VoiceNotes(commands.Cog):
     async def answer(self, message: discord.Message, note: discord.Attachment) -> None:
         author = message.author
         ledger = self.bot.core.notes
+        if not self.bot.accepting:  # found by a catch-up still running when the shutdown began
+            await self._keep_for_restart(message)
+            return
         # Claimed before queueing: another bot process on the same storage (a deploy overlapping
         # the old one), or the catch-up racing a live event, then leaves it alone.
         if not await ledger.claim(message.id, message.channel.id, str(author.id)):

@@ -281,3 +281,33 @@ async def test_a_killed_turn_older_than_a_later_answer_in_its_channel_is_answere
         await all_answered(fake, [older], within=10)
         await settle(fake)
     assert answers(fake, older) == 1 and answers(fake, newer) == 0
+
+
+async def test_a_note_the_old_process_cut_in_an_overlapping_deploy_is_answered_by_the_new_one(
+    settings, fake
+) -> None:
+    # The new process starts while the old one still answers a note (its claim is alive), so
+    # neither the live event nor the start-up catch-up may take it; the old one's shutdown then
+    # cuts the turn and gives the note back.
+    old_engine = SlowFor(NOVA, delay=30)
+    async with running_bot(settings, fake, engine=old_engine, shutdown_grace_seconds=0.3) as old:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        async with running_bot(settings, fake, recheck_seconds=0.2):
+            old.stop.set()
+            await asyncio.wait_for(old.task, 10)
+            await all_answered(fake, [note], within=10)
+            await settle(fake)
+    assert answers(fake, note) == 1
+
+
+async def test_a_note_turned_away_for_flooding_is_not_answered_after_a_restart(settings, fake) -> None:
+    async with running_bot(settings, fake, flood_notes=1, flood_seconds=600):
+        first = await fake.send_note(nova, voice_note(), guild=True)
+        flood = await fake.send_note(nova, voice_note(), guild=True)
+        await all_answered(fake, [first])
+        await fake.wait_for(lambda _: fake.replies_to(flood["id"]))  # "slow down"
+        await settle(fake)
+    async with running_bot(settings, fake):
+        await settle(fake)
+    assert answers(fake, first) == 1 and answers(fake, flood) == 0
