@@ -7,6 +7,7 @@ Real SQLite files, the real `jira` package against the fake Jira; the front end 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as dt
 import sqlite3
@@ -365,3 +366,22 @@ async def test_a_late_push_tells_the_new_key_and_a_spooled_one_waits_for_its_jir
         BLAZE: 'The complaint you made on 31 Jan at 10:02 UTC ("never got my refund") is now filed as '
         "ticket GRV-102. Its status is open.",
     }
+
+
+async def test_late_filings_racing_a_news_round_are_each_told(tmp_path) -> None:
+    # A voice turn files the spool (register -> file_spooled) while the news loop reads events on
+    # the same connection; an event read between a filing's INSERT and its key was passed over.
+    storage = tmp_path
+    async with news_over(storage) as p:
+        for i in range(20):
+            keep_in_spool(storage, NOVA, f"complaint {i}")
+            filing = asyncio.create_task(p.local.file_spooled())
+            await asyncio.sleep(0)
+            await asyncio.sleep(0)
+            await p.news._find_in_events(p.local)
+            await filing
+        await p.news.find()
+        await p.news.deliver(Recorder())
+    filed = sql(storage / "grievances.db", "SELECT local_key FROM grievances WHERE filed_late = 1")
+    told = sql(storage / "news.db", "SELECT ticket FROM news WHERE kind = 'filed'")
+    assert len(filed) == 20 and sorted(told) == sorted(filed)

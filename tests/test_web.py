@@ -467,3 +467,29 @@ def test_web_password_prints_a_hash_of_the_password_on_stdin() -> None:
         cwd=REPO,
     )
     assert short.returncode == 2 and short.stdout == ""
+
+
+async def test_two_browsers_speaking_as_one_player_do_not_share_a_conversation(settings) -> None:
+    from aiohttp import FormData
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from bot import paths
+    from tests.conftest import NOVA
+    from tests.frontend_engine import FrontendEngine
+    from tests.web_helpers import csrf_of, web_client, web_settings
+
+    def note() -> FormData:
+        form = FormData()
+        form.add_field("player", NOVA)
+        audio = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
+        form.add_field("audio", audio, filename="n.ogg", content_type="audio/ogg")
+        return form
+
+    engine = FrontendEngine()
+    async with web_client(web_settings(settings.storage_dir), engine=engine) as (alice, _):
+        await alice.post("/playground/ask", data=note(), headers={"X-CSRF-Token": await csrf_of(alice)})
+        async with TestClient(TestServer(alice.app)) as bob:
+            answer = await bob.post(
+                "/playground/ask", data=note(), headers={"X-CSRF-Token": await csrf_of(bob)}
+            )
+            assert "History 0" in (await answer.json())["answer"]

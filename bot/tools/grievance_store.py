@@ -503,14 +503,19 @@ class LocalGrievanceStore:
 
     async def news_events(self, after: int, limit: int = 500) -> list[GrievanceEvent | int]:
         """Events after id `after`, oldest first, each with its grievance as it is now; a bare id
-        for an event whose grievance is gone or has no key yet, so the reader moves past it."""
-        cursor = await self._conn.execute(
-            "SELECT e.id AS event_id, e.kind, g.* FROM news_events e"
-            " LEFT JOIN grievances g ON g.id = e.grievance_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
-            (after, limit),
-        )
+        for an event whose grievance is gone, so the reader moves past it."""
+        # Under the writers' lock: this connection also writes, and a filing is an INSERT (which
+        # records its event) then an UPDATE that sets the key; read between them, the event would
+        # be passed over for want of a key and the player never told.
+        async with self._write_lock:
+            cursor = await self._conn.execute(
+                "SELECT e.id AS event_id, e.kind, g.* FROM news_events e"
+                " LEFT JOIN grievances g ON g.id = e.grievance_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
+                (after, limit),
+            )
+            rows = await cursor.fetchall()
         found: list[GrievanceEvent | int] = []
-        for row in await cursor.fetchall():
+        for row in rows:
             if row["local_key"] is None:
                 found.append(int(row["event_id"]))
                 continue

@@ -129,7 +129,8 @@ async def ask(request: web.Request) -> web.Response:
         user_id=user_id,
         display_name=st.players[user_id],
         platform="web",
-        conversation="web",
+        # Per browser session: two visitors speaking as the same demo player never share history.
+        conversation=f"web:{owner}",
         request_id=f"web-{uuid.uuid4()}",
     )
     try:
