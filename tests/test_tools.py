@@ -315,3 +315,22 @@ async def test_a_filing_id_never_returns_another_players_ticket(tmp_path) -> Non
             await store.register(BLAZE, "wallet", "theirs", filing_id="discord:1:wallet")
     finally:
         await store.aclose()
+
+
+async def test_two_complaints_of_one_category_in_one_note_are_two_tickets_once(
+    settings, scripted_app_engine
+) -> None:
+    def turn() -> ToolContext:  # each run of the note's turn has a context of its own
+        return ToolContext(user_id=NOVA, request_id="930000000000000125")
+
+    deposit = call("register_grievance", category="wallet", description="deposit never arrived")
+    refund = call("register_grievance", category="wallet", description="refund missing")
+    async with running_app(settings, scripted_app_engine) as app:
+        first = turn()
+        keys = [(await app.toolbox.run(first, c)).result["ticket_key"] for c in (deposit, refund)]
+        again = turn()
+        rerun = [(await app.toolbox.run(again, c)).result["ticket_key"] for c in (deposit, refund)]
+        listed = await run(app, NOVA, "get_grievance_status")
+    assert keys[0] != keys[1] and rerun == keys
+    descriptions = {t["ticket_key"]: t["summary"] for t in listed["tickets"]}
+    assert descriptions[keys[1]] == "refund missing"

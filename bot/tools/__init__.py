@@ -70,10 +70,14 @@ def build_tools(
 
     async def register_grievance(ctx: ToolContext, args: JSON) -> JSON:
         description = args["description"].strip()[:MAX_DESCRIPTION]
-        # One complaint per category per note: the same note heard again (a restart mid-turn)
-        # finds the ticket it filed the first time.
-        filing_id = f"{ctx.platform}:{ctx.request_id}:{args['category']}" if ctx.request_id else None
-        ticket = await grievances.register(ctx.user_id, args["category"], description, filing_id)
+        category = args["category"]
+        # The note, and which of its complaints of this category: the same note heard again (a
+        # restart mid-turn) finds the tickets it filed the first time. Counted before any await,
+        # so complaints filed side by side are numbered in the order they were asked for.
+        nth = ctx.filed.count(category)
+        ctx.filed.append(category)
+        filing_id = f"{ctx.platform}:{ctx.request_id}:{category}:{nth}" if ctx.request_id else None
+        ticket = await grievances.register(ctx.user_id, category, description, filing_id)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
 
     async def get_grievance_status(ctx: ToolContext, args: JSON) -> JSON:

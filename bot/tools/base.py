@@ -25,6 +25,9 @@ class ToolContext:
     # What the player sent (a Discord message id): a turn run again for the same note, after a
     # crash, files no grievance twice.
     request_id: str = ""
+    # Categories of the grievances filed so far in this turn, in order: the second complaint of a
+    # category in one note is a ticket of its own, and the same again when the note is re-run.
+    filed: list[str] = field(default_factory=list, compare=False, repr=False)
 
 
 class ToolError(Exception):
