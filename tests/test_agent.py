@@ -223,3 +223,26 @@ async def test_the_daily_budget_refuses_at_exactly_the_limit_not_one_past_it(tmp
         assert await meter.refusal(QUILL) is None
     finally:
         await meter.aclose()
+
+
+async def test_a_complaint_filed_before_the_engine_failed_is_not_filed_again_by_the_fallback(
+    settings,
+) -> None:
+    from bot.engines.base import EngineError
+
+    complaint = ("register_grievance", {"category": "wallet", "description": "gems missing"})
+
+    def fail(turn: TurnState) -> EngineReply:  # the model service drops after the tool ran
+        raise EngineError("service down")
+
+    async with running_app(settings, ScriptedEngine([calls(complaint), fail])) as app:
+        # It sees the round already run, and files the same complaint again in its own first step.
+        app.agent.fallback = ScriptedEngine(
+            [answer("unused"), calls(complaint), answer("filed")], name="backup"
+        )
+        note = ToolContext(user_id=NOVA, request_id="930000000000000126")
+        reply = await app.agent.respond_text(note, "my gems are missing")
+        tickets = await app.grievances.status(NOVA)
+    keys = [r.result["ticket_key"] for r in reply.tool_results if r.call.name == "register_grievance"]
+    assert reply.engine == "backup" and len(keys) == 2 and keys[0] == keys[1]
+    assert [t.description for t in tickets].count("gems missing") == 1
