@@ -2,10 +2,11 @@
 notes kept during the last shutdown, and the notes a killed process never finished.
 
 Each configured channel and each DM the bot has answered in before is read from the newest note
-it handled there, but no further back than `discord.catch_up_minutes`: later notes nobody
-answered are answered oldest first, through the same path as a live note (so the ledger's claim
-keeps two processes starting together from both answering). Older ones are left, and counted in
-the log. discord.py's history iterator pages 100 at a time through the client's rate limiter.
+it handled there (or from the oldest one left unanswered there, if older), but no further back
+than `discord.catch_up_minutes`: later notes nobody answered are answered oldest first, through
+the same path as a live note (so the ledger's claim keeps two processes starting together from
+both answering). Older ones are left, and counted in the log. discord.py's history iterator
+pages 100 at a time through the client's rate limiter.
 
 While it runs, the bot also looks every `discord.recheck_seconds` for notes another process left
 unanswered on the same storage: in a deploy that overlaps the old process, a note the old one
