@@ -143,6 +143,17 @@ class NoteLedger:
                 [(now, m) for m in message_ids],
             )
 
+    async def answered_before_a_crash(self, message_ids: list[int]) -> None:
+        """Notes whose turn a dead process had started and whose reply it got out before dying:
+        answered, so neither a later start nor a running bot's recheck answers them again."""
+        now = time.time()
+        async with self._lock:
+            await self._conn.executemany(
+                "UPDATE notes SET state = 'answered', owner = NULL, lease_until = NULL, updated_at = ?"
+                " WHERE message_id = ? AND state = 'started'",
+                [(now, m) for m in message_ids],
+            )
+
     async def _set(self, message_id: int, state: str) -> None:
         async with self._lock:
             await self._conn.execute(

@@ -142,6 +142,8 @@ class CatchUp(commands.Cog):
         # A turn a killed process had started may have got its reply out before the process died;
         # a kept or released note may have had a "restarting" message, which is no answer.
         cut_short = {u.message_id for u in leftovers if u.state == "started"} & replied
+        # Settled now: left 'started' by a dead owner, the recheck would fetch and answer them again.
+        await ledger.answered_before_a_crash(sorted(cut_short))
         todo = sorted(m for m in found if m not in seen and m not in cut_short)
         log.info(
             "catch-up: answering %d note(s) sent while I was away, from %d place(s)", len(todo), len(places)

@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 
 import pytest
@@ -311,3 +312,27 @@ async def test_a_note_turned_away_for_flooding_is_not_answered_after_a_restart(s
     async with running_bot(settings, fake):
         await settle(fake)
     assert answers(fake, first) == 1 and answers(fake, flood) == 0
+
+
+async def test_a_note_answered_just_before_a_kill_is_not_answered_again_by_the_recheck(
+    settings, fake
+) -> None:
+    # Killed after posting the voice message and before marking the note answered: the start-up
+    # catch-up sees the reply and leaves the note, and the running bot's recheck must too.
+    async with running_bot(settings, fake):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await all_answered(fake, [note])
+        await settle(fake)
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        # The row as the killed process left it: claimed, never marked answered.
+        await ledger._conn.execute(
+            "UPDATE notes SET state = 'started', owner = ?, lease_until = ? WHERE message_id = ?",
+            ("4194305:1:killed", time.time() + 600, int(note["id"])),  # above Linux's largest pid
+        )
+    finally:
+        await ledger.aclose()
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await asyncio.sleep(1.5)  # several rechecks
+        await settle(fake)
+    assert answers(fake, note) == 1
