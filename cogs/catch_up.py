@@ -85,6 +85,10 @@ class CatchUp(commands.Cog):
             if message is None or not notes:
                 await ledger.expire([left.message_id])
                 continue
+            if left.state == "started" and await self._replied_to(message):
+                # Its process died after the reply went out, before it could mark the note.
+                await ledger.answered_before_a_crash([left.message_id])
+                continue
             log.info("answering note %s, left unanswered by another process", left.message_id)
             self.bot.track(voice.answer(message, notes[0]))
             answered += 1
@@ -152,6 +156,18 @@ class CatchUp(commands.Cog):
             self.bot.track(voice.answer(*found[message_id]))
         if not self.recheck.is_running():
             self.recheck.start()
+
+    async def _replied_to(self, message: discord.Message) -> bool:
+        """Whether a message of the bot's soon after `message` answers it."""
+        me = self.bot.user
+        try:
+            async for later in message.channel.history(after=message, limit=50, oldest_first=True):
+                ref = later.reference
+                if me and later.author.id == me.id and ref and ref.message_id == message.id:
+                    return True
+        except discord.HTTPException:
+            return False
+        return False
 
     def _sort(
         self,

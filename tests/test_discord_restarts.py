@@ -336,3 +336,23 @@ async def test_a_note_answered_just_before_a_kill_is_not_answered_again_by_the_r
         await asyncio.sleep(1.5)  # several rechecks
         await settle(fake)
     assert answers(fake, note) == 1
+
+
+async def test_a_note_answered_by_a_process_killed_beside_a_running_one_is_not_answered_again(
+    settings, fake
+) -> None:
+    # Two processes on one storage; one answers a note and is killed before marking it. The other,
+    # running all along (its start-up catch-up long done), finds the row in its recheck.
+    async with running_bot(settings, fake):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await all_answered(fake, [note])
+        await settle(fake)
+    async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
+        await settle(fake)
+        await survivor.bot.core.notes._conn.execute(
+            "UPDATE notes SET state = 'started', owner = ?, lease_until = ? WHERE message_id = ?",
+            ("4194305:1:killed", time.time() + 600, int(note["id"])),  # above Linux's largest pid
+        )
+        await asyncio.sleep(1.5)  # several rechecks
+        await settle(fake)
+    assert answers(fake, note) == 1
