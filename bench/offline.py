@@ -33,8 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.e2e import LagMonitor, pct
 from bot.app import App, running_app
 from bot.config import load_settings
-from bot.engines.offline import speech_dir
-from bot.engines.offline_hearing import LocalHearing
+from bot.engines.offline.engine import speech_dir
+from bot.engines.offline.hearing import LocalHearing
 from bot.seed import initialise
 from bot.speech.recognizer import Recognizer
 from bot.tools.base import ToolContext

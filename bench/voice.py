@@ -35,7 +35,8 @@ from bot import paths
 from bot.app import running_app
 from bot.audio import reply_from_pcm
 from bot.config import load_settings
-from bot.engines.offline import speak_pcm, speak_reply
+from bot.engines.offline.engine import speak_reply
+from bot.lab.samples import speak_pcm
 from bot.seed import initialise
 from bot.speech.neural import JOE
 from bot.speech.voices import ReplyVoices

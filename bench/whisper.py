@@ -31,9 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot.config import Settings, load_settings
 from bot.engines.base import Transcript
-from bot.engines.offline import speech_dir
-from bot.engines.offline_hearing import hear
-from bot.evaluation import SPLITS, Listen, environment, evaluate, load_questions, report, split_recordings
+from bot.engines.offline.engine import speech_dir
+from bot.engines.offline.hearing import hear
+from bot.lab.evaluation import SPLITS, Listen, environment, evaluate, load_questions, report, split_recordings
 from bot.speech.domain_corpus import normalise
 from bot.speech.recognizer import Recognizer, to_16k
 

@@ -160,13 +160,13 @@ async def build_engine(settings: Settings, name: str) -> Engine:
         from bot.engines.openai import create_openai_engine
 
         return await create_openai_engine(settings)
-    from bot.engines.offline import create_offline_engine
+    from bot.engines.offline.engine import create_offline_engine
 
     return await create_offline_engine(settings)
 
 
 def build_speaker(settings: Settings) -> Speaker | None:
-    from bot.engines.offline import create_speaker
+    from bot.engines.offline.engine import create_speaker
 
     return create_speaker(settings)
 

@@ -48,7 +48,7 @@ async def check_engine(settings: Settings) -> str:
             return await engine.check()
         finally:
             await engine.aclose()
-    from bot.engines.offline import check_offline_engine
+    from bot.engines.offline.engine import check_offline_engine
 
     return await check_offline_engine(settings)
 

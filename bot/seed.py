@@ -55,7 +55,7 @@ async def initialise(settings: Settings, speech: bool = True) -> list[str]:
     done.append(f"grievances: {len(seeded)} demo grievances in {storage.grievances}")
 
     if speech:
-        from bot.engines.offline import build_speech_models
+        from bot.engines.offline.engine import build_speech_models
 
         done.append(await build_speech_models(settings))
     return done

@@ -122,7 +122,7 @@ async def test_voice_autocompletes_and_changes_the_next_reply(harness: Harness):
 
 
 async def test_voice_offers_the_offline_engines_neural_voice(settings, fake: FakeDiscord):
-    from bot.engines.offline import create_offline_engine
+    from bot.engines.offline.engine import create_offline_engine
     from bot.speech.neural import JOE
 
     async def suggested(typed: str) -> list[str]:

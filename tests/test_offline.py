@@ -8,9 +8,10 @@ from bot import paths
 from bot.app import running_app
 from bot.audio import decode, reply_from_pcm
 from bot.config import AudioSettings
-from bot.engines import offline_router as router
 from bot.engines.base import Transcript
-from bot.engines.offline import speak_pcm, spoken
+from bot.engines.offline.engine import spoken
+from bot.intent import router
+from bot.lab.samples import speak_pcm
 from bot.speech.synth import english_voices
 from bot.tools.base import ToolContext
 
@@ -125,7 +126,7 @@ class _ScriptedRecognizer:
 
 async def _hears(app, domain: list[str], general: str = "um") -> None:  # type: ignore[no-untyped-def]
     """From now on the running app's engine hears these transcripts, whatever the note says."""
-    from bot.engines.offline_hearing import LocalHearing
+    from bot.engines.offline.hearing import LocalHearing
 
     engine = app.agent.engine
     await engine.hearing.aclose()
@@ -140,7 +141,7 @@ async def _hears(app, domain: list[str], general: str = "um") -> None:  # type: 
     ],
 )
 def test_the_general_model_is_a_fallback_that_never_files_a_grievance(general: str, acted_on: str) -> None:
-    from bot.engines.offline_hearing import hear
+    from bot.engines.offline.hearing import hear
 
     heard = hear(_ScriptedRecognizer(["the so what", "um the"], general), bytes(3200), 16_000)  # type: ignore[arg-type]
     assert (router.route(heard.text).name if heard.act_on else router.UNSURE) == acted_on
@@ -182,8 +183,8 @@ async def test_a_spoken_follow_up_is_weighed_in_the_conversations_light(settings
 
 async def test_the_tool_call_step_reports_the_words_heard() -> None:
     from bot.engines.base import TurnState
-    from bot.engines.offline import OfflineEngine
-    from bot.engines.offline_hearing import LocalHearing
+    from bot.engines.offline.engine import OfflineEngine
+    from bot.engines.offline.hearing import LocalHearing
     from bot.speech.voices import ReplyVoices
 
     voices = ReplyVoices({}, {}, ["en-us"], "en-us")
@@ -212,7 +213,7 @@ def test_a_note_is_heard_the_same_whatever_was_heard_before_it(settings) -> None
     how the next player's note is heard."""
     import numpy as np
 
-    from bot.evaluation import add_noise
+    from bot.lab.evaluation import add_noise
     from bot.speech.recognizer import Recognizer, to_16k
 
     pcm, rate = speak_pcm("Where can I check the status of my complaint?", "en-us+f3", 175)
@@ -231,7 +232,7 @@ async def test_notes_are_decoded_in_worker_processes_and_a_dead_worker_loses_no_
     import os
     import signal
 
-    from bot.engines.offline_hearing import WorkerHearing
+    from bot.engines.offline.hearing import WorkerHearing
 
     pcm, rate = speak_pcm("How many points do I have?", "en-us+m2", 160)
     hearing = WorkerHearing(settings.storage_dir / "speech", workers=2)
@@ -256,7 +257,7 @@ def _crash_on_silence(pcm: bytes, rate: int):  # type: ignore[no-untyped-def]
     """A worker's job that dies like a native crash on one kind of note."""
     import os
 
-    from bot.engines.offline_hearing import _hear_in_worker
+    from bot.engines.offline.hearing import _hear_in_worker
 
     if not any(pcm):
         os._exit(1)
@@ -267,7 +268,7 @@ async def test_a_note_that_crashes_its_worker_gets_an_apology_and_takes_no_other
     import asyncio
 
     from bot.engines.base import EngineError
-    from bot.engines.offline_hearing import WorkerHearing
+    from bot.engines.offline.hearing import WorkerHearing
 
     class Crashing(WorkerHearing):
         job = staticmethod(_crash_on_silence)
@@ -290,7 +291,7 @@ async def test_a_note_that_crashes_its_worker_gets_an_apology_and_takes_no_other
 
 
 def test_a_missing_speech_model_is_named_before_any_worker_starts(tmp_path) -> None:
-    from bot.engines.offline_hearing import WorkerHearing
+    from bot.engines.offline.hearing import WorkerHearing
 
     with pytest.raises(FileNotFoundError, match="python -m bot init"):
         WorkerHearing(tmp_path)
@@ -415,7 +416,7 @@ def test_the_phrasings_word_model_routes_wordings_the_cues_miss(monkeypatch, tex
 
 
 def test_the_phrasings_are_well_formed_and_share_nothing_with_the_evaluation_set() -> None:
-    from bot.evaluation import load_questions
+    from bot.lab.evaluation import load_questions
     from bot.speech import phrasings
     from bot.speech.domain_corpus import normalise
 
@@ -429,7 +430,7 @@ def test_the_phrasings_are_well_formed_and_share_nothing_with_the_evaluation_set
 
 
 def test_blind_splits_stay_out_of_a_plain_eval() -> None:
-    from bot.evaluation import DEFAULT_SPLITS, RESERVED, SPLITS, load_questions
+    from bot.lab.evaluation import DEFAULT_SPLITS, RESERVED, SPLITS, load_questions
 
     assert set(RESERVED) <= set(SPLITS) and not set(RESERVED) & set(DEFAULT_SPLITS)
     asked = {q.split for q in load_questions()}
@@ -437,7 +438,7 @@ def test_blind_splits_stay_out_of_a_plain_eval() -> None:
 
 
 def test_the_evaluation_report_tells_a_question_back_from_a_wrong_answer() -> None:
-    from bot.evaluation import Outcome, Question, report
+    from bot.lab.evaluation import Outcome, Question, report
 
     def outcome(index: int, noisy: bool, routed: str) -> Outcome:
         question = Question("tune", router.STATS, "how many points do i have", index)
@@ -454,7 +455,7 @@ def test_the_evaluation_report_tells_a_question_back_from_a_wrong_answer() -> No
 
 
 def test_evaluation_recordings_are_made_once_per_split_and_remade_when_it_changes(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    from bot.evaluation import Question, split_recordings
+    from bot.lab.evaluation import Question, split_recordings
 
     split = [Question("tune", router.STATS, "how many points do i have", 0)]
     other = [Question("dev", router.MANUALS, "how do i unlock the jungle map", 1)]

@@ -16,7 +16,7 @@ import pytest
 from bot import paths
 from bot.app import running_app
 from bot.audio import reply_from_pcm
-from bot.engines.offline import check_offline_engine, create_offline_engine, speak_reply, voices_dir
+from bot.engines.offline.engine import check_offline_engine, create_offline_engine, speak_reply, voices_dir
 from bot.speech import neural
 from bot.speech.voices import ReplyVoices
 from bot.tools.base import ToolContext

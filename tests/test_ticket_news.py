@@ -256,7 +256,7 @@ async def test_a_send_that_never_reached_discord_is_tried_again_and_a_maybe_sent
 async def test_a_spoken_dm_is_made_by_the_offline_speaker_off_the_event_loop(
     tmp_path: Path, settings: Settings
 ) -> None:
-    from bot.engines.offline import create_speaker
+    from bot.engines.offline.engine import create_speaker
 
     db = tmp_path / "grievances.db"
     front = Recorder()

@@ -10,7 +10,22 @@ import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from bot.tools.base import JSON, Tool, ToolCall, ToolContext, ToolResult
+from bot.tools.base import Tool, ToolCall, ToolContext, ToolResult
+
+# Defined below the engines so the intent router can use them too; the protocol speaks in them.
+from bot.turns import PastTurn, Transcript
+
+__all__ = [
+    "AudioClip",
+    "Engine",
+    "EngineError",
+    "EngineReply",
+    "PastTurn",
+    "Round",
+    "Transcript",
+    "TurnState",
+    "Usage",
+]
 
 
 class EngineError(Exception):
@@ -29,29 +44,6 @@ class AudioClip:
     def pcm(self) -> bytes:
         """The raw 16-bit samples (the WAV minus its 44-byte header)."""
         return self.wav[44:]
-
-
-@dataclass(frozen=True)
-class Transcript:
-    """What an engine heard in a note."""
-
-    text: str
-    # False when the engine heard these words but not surely enough to act on them: the player is
-    # asked to say it again, and the words are still kept in the conversation.
-    act_on: bool = True
-
-
-@dataclass
-class PastTurn:
-    """One earlier turn as history keeps it: text and audio ids, never raw audio."""
-
-    user_text: str | None
-    reply_text: str
-    tool_results: list[JSON] = field(default_factory=list)  # ToolResult.as_dict() items
-    audio_id: str | None = None  # an engine's id for its audio reply (OpenAI: message.audio.id)
-    audio_expires_at: int | None = None  # unix seconds
-    at: float = 0.0  # unix seconds
-    engine: str = ""
 
 
 @dataclass

@@ -1,21 +1,18 @@
-"""How players word each kind of request, as labelled examples, and a word model learnt from them.
+"""How players word each kind of request, as labelled examples.
 
 The router's cue words catch the phrasings its authors thought of; players find others ("yo
 is my report done", "could you look into a double charge"). data/speech/phrasings/*.tsv holds
 hundreds of labelled utterances written in several registers (casual, polite, terse, rambly),
 none taken from the evaluation set. They feed the domain language model (so the recogniser
 knows their words) and a naive Bayes model over their words that the router weighs alongside
-its cues.
+its cues (bot/intent/word_model.py).
 """
 
 from __future__ import annotations
 
-import functools
-import random
 from pathlib import Path
 
 from bot import paths
-from bot.speech.confusions import Confusions, train
 from bot.speech.domain_corpus import normalise
 
 PHRASINGS_DIR = paths.PHRASINGS
@@ -31,12 +28,3 @@ def load(directory: Path = PHRASINGS_DIR) -> list[tuple[str, str]]:
                 intent, text = line.split("\t")
                 out.append((normalise(text), intent))
     return out
-
-
-@functools.cache
-def word_model() -> Confusions:
-    """Naive Bayes over words and word pairs, from the phrasings and a sample of the domain
-    corpus's own sentences (the same number per intent, so no intent wins on volume)."""
-    from bot.speech.confusions import corpus_examples
-
-    return train(load() + corpus_examples(random.Random(11), per_list=40, smalltalk_label=SMALLTALK))

@@ -3,7 +3,7 @@
 Two language models: the domain model built by `build_domain_model` at `init` time (what
 players ask this bot), and the wheel's general English model as a fallback for the rest.
 Decoders are not thread-safe, so each sits behind its own lock; the bot runs recognisers in
-worker processes (bot/engines/offline_hearing.py), since a decode holds the GIL throughout.
+worker processes (bot/engines/offline/hearing.py), since a decode holds the GIL throughout.
 """
 
 from __future__ import annotations
@@ -112,7 +112,7 @@ def require_models(model_dir: Path) -> None:
 
 class Recognizer:
     """One domain decoder and, once needed, one general one. pocketsphinx holds the GIL while it
-    decodes, so parallel decoding takes processes (see bot/engines/offline_hearing.py)."""
+    decodes, so parallel decoding takes processes (see bot/engines/offline/hearing.py)."""
 
     def __init__(self, model_dir: Path) -> None:
         require_models(model_dir)

@@ -26,10 +26,11 @@ import numpy as np
 
 from bot import audio, paths
 from bot.config import Settings
-from bot.engines import offline_router as router
 from bot.engines.base import Transcript
-from bot.engines.offline import speak_pcm, speech_dir
-from bot.engines.offline_hearing import hear
+from bot.engines.offline.engine import speech_dir
+from bot.engines.offline.hearing import hear
+from bot.intent import router
+from bot.lab.samples import speak_pcm
 from bot.speech.domain_corpus import normalise
 from bot.speech.recognizer import Recognizer
 

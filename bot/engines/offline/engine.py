@@ -19,41 +19,23 @@ from typing import Any
 
 from bot import audio
 from bot.config import Settings
-from bot.engines import offline_router as router
 from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState
-from bot.engines.offline_hearing import Heard, Hearing, WorkerHearing
+from bot.engines.offline import sentences as say
+from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing
+from bot.intent import router
 from bot.speech.recognizer import build_domain_model
-from bot.speech.voices import ReplyVoices, espeak_speech
+from bot.speech.voices import ReplyVoices
 from bot.tools.base import ToolCall
 
 log = logging.getLogger(__name__)
 
-GREETING = "Hi! Ask me about your points, the game guides, or your support tickets."
-THANKS = "You're welcome. Good luck in your next match!"
-CAPABILITIES = (
-    "I can tell you your points, rank and achievements, answer questions from the game guides, "
-    "file a complaint for you, and check on your tickets."
-)
-GOODBYE = "Bye for now. Good games!"
-UNSURE = (
-    "Sorry, I didn't catch that. Could you say it again in other words? You can ask about your "
-    "points, the game guides, or your tickets."
-)
 SMALLTALK = {
-    router.GREETING: GREETING,
-    router.THANKS: THANKS,
-    router.CAPABILITIES: CAPABILITIES,
-    router.GOODBYE: GOODBYE,
-    router.UNSURE: UNSURE,
+    router.GREETING: say.GREETING,
+    router.THANKS: say.THANKS,
+    router.CAPABILITIES: say.CAPABILITIES,
+    router.GOODBYE: say.GOODBYE,
+    router.UNSURE: say.UNSURE,
 }
-CATEGORY_WORDS = {
-    "wallet": "wallet",
-    "reward_points": "reward points",
-    "gaming_experience": "game experience",
-    "usage_history": "usage history",
-    "other": "general",
-}
-GAME_WORDS = {"battle_royale": "battle royale"}
 
 
 class OfflineEngine:
@@ -95,7 +77,7 @@ class OfflineEngine:
         if intent.is_tool and turn.allow_tools:
             call = ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=intent.name, arguments=intent.arguments)
             return EngineReply(tool_calls=[call], user_text=heard.text)
-        return await self._say(SMALLTALK.get(intent.name, UNSURE), turn)
+        return await self._say(SMALLTALK.get(intent.name, say.UNSURE), turn)
 
     async def _say(self, text: str, turn: TurnState) -> EngineReply:
         # Off the event loop: Piper takes about 40 ms a second of speech on this kind of machine.
@@ -124,13 +106,6 @@ def spoken(text: str) -> str:
     return _KEY.sub(lambda m: " ".join(m.group(1)) + " " + m.group(2), text)
 
 
-def speak_pcm(text: str, voice: str, rate_wpm: int, pitch: int = 50) -> tuple[bytes, int]:
-    """eSpeak NG alone: the evaluation's and the confusion model's recordings are made with its
-    voices whatever replies are spoken in, so their figures stay comparable."""
-    speech = espeak_speech(spoken(text), voice, rate_wpm, pitch)
-    return speech.pcm, speech.rate
-
-
 def speak_reply(voices: ReplyVoices, text: str, voice: str | None, rate_wpm: int) -> tuple[bytes, int]:
     speech = voices.speak(spoken(text), voice, rate_wpm)
     return speech.pcm, speech.rate
@@ -141,83 +116,85 @@ def speak_reply(voices: ReplyVoices, text: str, voice: str | None, rate_wpm: int
 
 def render(tool: str, result: dict[str, Any], heard: str) -> str:
     if "error" in result:
-        return f"Sorry, {result['error'][0].lower()}{result['error'][1:]}"
+        return say.TOOL_ERROR.format(reason=f"{result['error'][0].lower()}{result['error'][1:]}")
     if tool == router.STATS:
         return _stats(result, heard)
     if tool == router.MANUALS:
         return _manuals(result)
     if tool == router.REGISTER:
-        what = CATEGORY_WORDS.get(result.get("category", "other"), "general")
-        return (
-            f"I've filed your {what} complaint. Your ticket number is {result['ticket_key']}. "
-            "Ask me about its status any time."
-        )
+        what = say.CATEGORY_WORDS.get(result.get("category", "other"), "general")
+        return say.FILED.format(category=what, ticket_key=result["ticket_key"])
     if tool == router.STATUS:
         return _status(result)
-    return UNSURE
+    return say.UNSURE
 
 
 def _stats(result: dict[str, Any], heard: str) -> str:
     if not result.get("linked"):
-        return (
-            "I couldn't find a player profile linked to your Discord account. Ask a moderator to "
-            "link it, then try again."
-        )
+        return say.NO_PROFILE
     words = set(router.tokenize(heard))
     achievements = result["achievements"]
     if words & {"achievements", "achievement", "trophies", "badges"}:
         if not achievements:
-            return f"{result['player_name']}, you have no achievements yet. Keep playing!"
-        return f"You have {_count(len(achievements), 'achievement')}: {_and(achievements)}."
+            return say.NO_ACHIEVEMENTS.format(player=result["player_name"])
+        return say.ACHIEVEMENTS.format(
+            count=_count(len(achievements), "achievement"), names=_and(achievements)
+        )
     games = sorted(result["games"], key=lambda g: -g["points_earned"])
     lines = [
-        f"{result['player_name']}, you have {result['total_points']} points, "
-        f"and you're ranked {result['rank']} of {result['players_ranked']} players."
+        say.STATS_TOTAL.format(
+            player=result["player_name"],
+            points=result["total_points"],
+            rank=result["rank"],
+            players=result["players_ranked"],
+        )
     ]
     if games:
         best = games[0]
         lines.append(
-            f"Your best game is {GAME_WORDS.get(best['game_type'], best['game_type'])}, with "
-            f"{best['points_earned']} points from {_count(best['games_played'], 'game')}."
+            say.BEST_GAME.format(
+                game=say.GAME_WORDS.get(best["game_type"], best["game_type"]),
+                points=best["points_earned"],
+                games=_count(best["games_played"], "game"),
+            )
         )
     cash = sum(g["cash_won"] for g in result["games"])
     if cash:
-        lines.append(f"You've won {cash:.2f} dollars in cash.")
+        lines.append(say.CASH_WON.format(cash=cash))
     if achievements:
-        lines.append(f"Your latest achievement is {achievements[0]}.")
+        lines.append(say.LATEST_ACHIEVEMENT.format(achievement=achievements[0]))
     return " ".join(lines)
 
 
 def _manuals(result: dict[str, Any]) -> str:
     passages = result.get("passages") or []
     if not passages:
-        return "I couldn't find that in the game guides. Could you ask in other words?"
+        return say.NOT_IN_GUIDES
     best = passages[0]
     sentences = re.split(r"(?<=[.!?])\s+", best["text"])
     short = " ".join(sentences[:2])
-    return f"From the guide on {best['title'].split(':')[0].lower()}: {short}"
+    return say.FROM_GUIDE.format(title=best["title"].split(":")[0].lower(), passage=short)
 
 
 def _status(result: dict[str, Any]) -> str:
     tickets = result.get("tickets") or []
     if not tickets:
-        return result.get("message") or "You don't have any support tickets."
+        return result.get("message") or say.NO_TICKETS
     parts = []
     if len(tickets) > 1:
-        parts.append(f"You have {_count(len(tickets), 'ticket')}.")
+        parts.append(say.TICKET_COUNT.format(count=_count(len(tickets), "ticket")))
     for t in tickets[:3]:
-        what = CATEGORY_WORDS.get(t["category"], "general")
-        note = (
-            " That's from our local record, because the ticket system is unreachable."
-            if t.get("note")
-            else ""
-        )
         parts.append(
-            f"{t['ticket_key']}, your {what} complaint, is {t['status']}, "
-            f"last updated {_when(t['last_update'])}.{note}"
+            say.TICKET_LINE.format(
+                ticket_key=t["ticket_key"],
+                category=say.CATEGORY_WORDS.get(t["category"], "general"),
+                status=t["status"],
+                when=_when(t["last_update"]),
+                note=say.FROM_LOCAL_RECORD if t.get("note") else "",
+            )
         )
     if len(tickets) > 3:
-        parts.append(f"And {len(tickets) - 3} older ones.")
+        parts.append(say.OLDER_TICKETS.format(count=len(tickets) - 3))
     return " ".join(parts)
 
 

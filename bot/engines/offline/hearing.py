@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from bot.engines import offline_router as router
 from bot.engines.base import EngineError, Transcript
+from bot.intent import router
 from bot.speech.recognizer import Recognizer, require_models, to_16k
 
 log = logging.getLogger(__name__)

@@ -14,16 +14,50 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bot.engines.base import PastTurn, Transcript
+from bot.intent.cues import (
+    CAPABILITIES,
+    CATEGORY_CUES,
+    CUES,
+    FOLLOW_UP,
+    FUNCTION_WORDS,
+    GOODBYE,
+    GREETING,
+    MANUALS,
+    NUMBER_WORDS,
+    OPENING_FILLERS,
+    PRONOUN_TICKET,
+    REGISTER,
+    SMALLTALK,
+    STATS,
+    STATUS,
+    TENS,
+    THANKS,
+    TOOLS,
+    UNSURE,
+)
+from bot.turns import PastTurn, Transcript
 
-STATS = "get_player_stats"
-MANUALS = "search_manuals"
-REGISTER = "register_grievance"
-STATUS = "get_grievance_status"
-GREETING, THANKS, CAPABILITIES, GOODBYE = "greeting", "thanks", "capabilities", "goodbye"
-UNSURE = "unsure"
-TOOLS = (STATS, MANUALS, REGISTER, STATUS)
-SMALLTALK = (GREETING, THANKS, CAPABILITIES, GOODBYE)
+# The names the engine and the lab read as router.STATS, router.UNSURE, ...: the cue data's own.
+__all__ = [
+    "CAPABILITIES",
+    "GOODBYE",
+    "GREETING",
+    "MANUALS",
+    "REGISTER",
+    "SMALLTALK",
+    "STATS",
+    "STATUS",
+    "THANKS",
+    "TOOLS",
+    "UNSURE",
+    "Intent",
+    "decide",
+    "route",
+    "settle",
+    "ticket_key",
+    "tokenize",
+    "use_confusions",
+]
 
 
 @dataclass
@@ -38,364 +72,10 @@ class Intent:
         return self.name in TOOLS
 
 
-# Cue words and their weights per intent. Multi-word cues count when all their words appear in
-# order; single words match fuzzily.
-CUES: dict[str, dict[str, float]] = {
-    STATS: {
-        "points": 2.0,
-        "point": 1.5,
-        "score": 2.0,
-        "stats": 2.5,
-        "statistics": 2.5,
-        "rank": 2.5,
-        "ranking": 2.5,
-        "leaderboard": 3.0,
-        "achievements": 3.0,
-        "achievement": 3.0,
-        "trophies": 2.5,
-        "badges": 2.0,
-        "how many games": 2.5,
-        "games have i played": 2.5,
-        "won": 1.0,
-        "win": 0.8,
-        "cash": 1.0,
-        "how am i doing": 3.0,
-        "my summary": 2.5,
-        "player summary": 3.0,
-        "my total": 1.5,
-        "my record": 1.5,
-        "earned": 1.0,
-        "how many points": 1.5,
-        "my profile": 1.5,
-        "how much cash": 2.0,
-        "how much money": 2.0,
-        "total": 1.5,
-        "ranked": 2.5,
-        "rankings": 2.5,
-        "standing": 2.0,
-        "summary": 2.0,
-        "my games": 1.5,
-        "unlocked": 1.5,
-        "awards": 2.0,
-        "winnings": 2.0,
-        "place": 1.0,
-        "what's my": 1.0,  # the frame of most stats questions; its noun is often misheard
-        "what is my": 1.0,
-        "have i played": 2.0,
-        "did i play": 2.0,
-        "how well": 2.0,
-        "top ten": 2.0,
-        "lately": 1.5,
-        "doing well": 2.0,
-    },
-    MANUALS: {
-        "how do i": 2.0,
-        "how can i": 2.0,
-        "how to": 1.5,
-        "how does": 1.5,
-        "how long": 1.0,
-        "what is the": 0.3,
-        "can i": 0.8,
-        "can you tell me how": 1.5,
-        "what are the": 0.6,
-        "pair": 2.5,
-        "controller": 2.5,
-        "bluetooth": 2.5,
-        "drift": 2.0,
-        "password": 2.5,
-        "email": 1.5,
-        "locked": 1.5,
-        "sign in": 1.5,
-        "two factor": 3.0,
-        "authentication": 3.0,
-        "authenticator": 3.0,
-        "backup codes": 3.0,
-        "refund": 2.0,
-        "money back": 2.0,
-        "requirements": 3.0,
-        "specs": 2.5,
-        "graphics card": 2.5,
-        "run on": 1.5,
-        "playstation": 2.0,
-        "xbox": 2.0,
-        "crash": 1.5,
-        "crashing": 1.5,
-        "freezes": 1.5,
-        "freezing": 1.5,
-        "drivers": 2.0,
-        "parental": 3.0,
-        "kid": 2.0,
-        "child": 2.0,
-        "play time": 2.0,
-        "spending limit": 2.5,
-        "battle pass": 2.0,
-        "season": 1.2,
-        "tier": 1.5,
-        "tiers": 1.5,
-        "cheater": 1.5,
-        "cheating": 1.5,
-        "report a player": 2.0,
-        "report a cheater": 2.0,
-        "restore purchases": 2.5,
-        "policy": 2.0,
-        "work": 0.5,
-        "works": 0.5,
-        "never arrived": 1.0,
-        "didn't arrive": 1.0,
-        "verify": 1.5,
-        "files": 0.8,
-        "hacker": 1.5,
-        "stick": 2.0,
-        "account": 1.0,
-        "phone": 1.5,
-        "laptop": 2.0,
-        "computer": 1.5,
-        "pc": 1.5,
-        "end of the season": 2.0,
-        "what should i do": 1.5,
-        "what do i do": 1.5,
-        "purchases": 1.5,
-        "where do i": 1.5,
-        "report a": 1.0,
-        "graphics": 2.0,
-        "minimum": 2.0,
-        "startup": 1.5,
-    },
-    REGISTER: {
-        "complain": 3.5,
-        "complaint": 3.0,
-        "grievance": 3.0,
-        "file a": 1.5,
-        "open a ticket": 3.5,
-        "new ticket": 3.0,
-        "raise": 1.5,
-        "report a problem": 3.5,
-        "problem with": 2.0,
-        "charged": 3.0,
-        "twice": 1.0,
-        "missing": 1.5,
-        "never showed": 2.0,
-        "didn't get": 1.5,
-        "did not get": 1.5,
-        "never got": 2.0,
-        "lost my": 2.0,
-        "kicking me": 3.0,
-        "kicked": 2.5,
-        "disconnected": 2.5,
-        "lagging": 2.5,
-        "lag": 2.0,
-        "wrong": 1.5,
-        "not right": 1.5,
-        "unfair": 2.0,
-        "broken": 1.5,
-        "scam": 2.5,
-        "stolen": 2.5,
-        "not working": 1.5,
-        "wallet": 1.0,
-        "my money": 1.5,
-        "i was": 0.5,
-        "keeps": 1.0,
-        "reward points": 2.5,
-        "are missing": 2.0,
-        "is missing": 2.0,
-        "is wrong": 2.0,
-        "never arrived": 1.5,
-        "open a": 2.0,
-        "shows games": 2.0,
-        "i never played": 2.0,
-        "took money": 3.0,
-        "not correct": 2.0,
-        "rewards never": 2.0,
-        "match history": 1.5,
-        "my payment": 1.5,
-        "rewards": 1.5,
-        "showed up": 1.5,
-        "is not": 1.0,
-        "usage history": 1.5,
-        "kicked out": 1.0,
-        "entry": 1.0,
-    },
-    STATUS: {
-        "status": 3.5,
-        "update on": 3.0,
-        "any update": 3.0,
-        "any news": 3.0,
-        "my ticket": 2.5,
-        "my tickets": 3.0,
-        "ticket": 1.0,
-        "tickets": 1.5,
-        # "my complaint" names one already filed; filing one is "complain", "file a", "open a"
-        "my complaint": 4.0,
-        "my complaints": 4.0,
-        "my grievance": 4.0,
-        "where are we": 2.0,
-        "resolved": 2.5,
-        "fixed yet": 2.0,
-        "been fixed": 2.0,
-        "what happened to": 2.5,
-        "check on": 2.0,
-        "list my": 2.5,
-        "open tickets": 2.5,
-        "support answer": 2.0,
-        "heard back": 2.5,
-        "where is my": 1.5,
-        "g r v": 3.0,
-        "grv": 3.0,
-        "latest on": 2.5,
-        "replied": 2.5,
-        "looked at": 2.0,
-        "still open": 2.5,
-        "check on my": 2.0,
-    },
-    GREETING: {
-        "hello": 3.0,
-        "hi": 2.5,
-        "hey": 2.0,
-        "good morning": 3.0,
-        "morning": 2.0,
-        "evening": 2.0,
-        "good evening": 3.0,
-        "afternoon": 2.0,
-        "good afternoon": 3.0,
-        "how are you": 2.5,
-        "howdy": 3.0,
-        "greetings": 3.0,
-        "sup": 2.0,
-        "yo": 2.0,
-        "anyone there": 3.0,
-        "anybody there": 3.0,
-    },
-    THANKS: {
-        "thank": 3.5,
-        "thanks": 3.5,
-        "cheers": 3.0,
-        "appreciate": 3.0,
-        "appreciated": 3.0,
-        "that's all": 2.0,
-        "thx": 3.5,
-    },
-    CAPABILITIES: {
-        "what can you do": 4.0,
-        "what can you help": 4.0,
-        "how can you help": 4.0,
-        "who are you": 4.0,
-        "what are you": 4.0,
-        "what you are": 3.0,
-        "help me with": 2.0,
-        "what do you do": 4.0,
-        "what can you": 3.0,
-        "how can you": 3.0,
-        "able to do": 3.0,
-        "ask you": 2.5,
-        "how does this work": 6.0,  # outweighs the manuals' "how do": it asks about the bot
-        "what do i say": 3.0,
-    },
-    GOODBYE: {
-        "goodbye": 4.0,
-        "bye": 3.5,
-        "see you": 3.0,
-        "take care": 3.0,
-        "good night": 3.0,
-        "goodnight": 3.5,
-    },
-}
-
-CATEGORY_CUES: dict[str, dict[str, float]] = {
-    "wallet": {
-        "wallet": 3,
-        "charged": 3,
-        "money": 2,
-        "payment": 2.5,
-        "paid": 2,
-        "credits": 2,
-        "gems": 2,
-        "balance": 2.5,
-        "card": 1.5,
-        "refund": 2,
-        "bought": 1.5,
-        "purchase": 1.5,
-        "top up": 2,
-        "dollars": 2,
-    },
-    "reward_points": {
-        "reward": 3,
-        "rewards": 3,
-        "reward points": 4,
-        "battle pass": 2.5,
-        "season": 1.5,
-        "tier": 1.5,
-        "bonus": 2,
-    },
-    "gaming_experience": {
-        "lag": 3,
-        "lagging": 3,
-        "kicked": 3,
-        "kicking": 3,
-        "disconnected": 3,
-        "crash": 2.5,
-        "crashed": 2.5,
-        "server": 2.5,
-        "servers": 2.5,
-        "match": 1,
-        "matchmaking": 3,
-        "cheater": 2.5,
-        "cheating": 2.5,
-        "bug": 2.5,
-        "glitch": 2.5,
-        "frozen": 2,
-        "freezes": 2,
-        "moderator": 1.5,
-        "toxic": 2.5,
-    },
-    "usage_history": {
-        "history": 3.5,
-        "usage": 3,
-        "records": 2,
-        "record": 1.5,
-        "missing games": 2.5,
-        "play history": 4,
-        "match history": 4,
-        "log": 1.5,
-    },
-}
-
 # A word that is itself a cue ("stats") must not fuzzily count as another ("status").
 _EXACT_ONLY = frozenset(
     cue for table in (*CUES.values(), *CATEGORY_CUES.values()) for cue in table if " " not in cue
 )
-
-_NUMBER_WORDS = {
-    w: i
-    for i, w in enumerate(
-        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-        "fifteen sixteen seventeen eighteen nineteen twenty".split()
-    )
-}
-_TENS = {
-    "twenty": 20,
-    "thirty": 30,
-    "forty": 40,
-    "fifty": 50,
-    "sixty": 60,
-    "seventy": 70,
-    "eighty": 80,
-    "ninety": 90,
-}
-
-OPENING_FILLERS = frozenset(
-    {"um", "uh", "so", "okay", "ok", "well", "hi", "hey", "hello", "yo", "sup", "greetings"}
-)
-# Words that carry no request on their own: what the recogniser makes of a hum, a cough or noise
-# ("a the a a a"). A transcript of nothing else, matching no cue ("who are you" does), is never
-# acted on without a conversation to lean on, however its words happen to tilt the word model.
-FUNCTION_WORDS = frozenset(
-    "a an the and or but of to in on at for from with by it its is was be been are am i me my "
-    "you your we our he she they them this that there here these those so as if then do does did "
-    "about just like not um uh er ah oh eh hm hmm mm okay ok well yeah what how who why when where "
-    "which".split()
-)
-FOLLOW_UP = ("and", "what about", "how about", "also", "what else", "and what about")
-PRONOUN_TICKET = re.compile(r"\b(it|that|that one|that ticket|this ticket|the ticket)\b")
 
 MIN_SCORE = 2.0  # below this nothing was really asked
 MIN_MARGIN = 0.6  # the winner must beat the runner-up by this much, or we ask again
@@ -430,10 +110,11 @@ def _add_word_model(scores: dict[str, float], joined: str) -> None:
     the small-talk kind the cues prefer ("what can you do" when none)."""
     if WORD_MODEL_WEIGHT <= 0:
         return
-    from bot.speech import phrasings
+    from bot.intent.word_model import word_model
+    from bot.speech.phrasings import SMALLTALK as ANY_SMALLTALK
 
-    for label, probability in phrasings.word_model().posteriors(joined).items():
-        if label == phrasings.SMALLTALK:
+    for label, probability in word_model().posteriors(joined).items():
+        if label == ANY_SMALLTALK:
             label = max(SMALLTALK, key=lambda kind: (scores[kind], kind == CAPABILITIES))
         scores[label] += WORD_MODEL_WEIGHT * probability
 
@@ -486,13 +167,13 @@ def _spoken_number(words: list[str]) -> int | None:
         return None
     if words[0].isdigit():
         return int(words[0])
-    if words[0] in _TENS:
-        value = _TENS[words[0]]
-        if len(words) > 1 and words[1] in _NUMBER_WORDS and 0 < _NUMBER_WORDS[words[1]] < 10:
-            value += _NUMBER_WORDS[words[1]]
+    if words[0] in TENS:
+        value = TENS[words[0]]
+        if len(words) > 1 and words[1] in NUMBER_WORDS and 0 < NUMBER_WORDS[words[1]] < 10:
+            value += NUMBER_WORDS[words[1]]
         return value
-    if words[0] in _NUMBER_WORDS and _NUMBER_WORDS[words[0]] > 0:
-        return _NUMBER_WORDS[words[0]]
+    if words[0] in NUMBER_WORDS and NUMBER_WORDS[words[0]] > 0:
+        return NUMBER_WORDS[words[0]]
     return None
 
 
