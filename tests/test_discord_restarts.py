@@ -192,6 +192,7 @@ def bot_process(settings, fake: FakeDiscord, log_path):
         process.wait(10)
 
 
+@pytest.mark.timeout(180)  # real processes start (imports, speech workers): slow on a busy machine
 async def test_a_note_whose_turn_was_killed_is_answered_after_the_restart(settings, fake, tmp_path) -> None:
     log_path = tmp_path / "bot.log"
     fake.cdn_stall_seconds = 60  # the turn starts, then waits on its download: a kill lands mid-turn
@@ -211,6 +212,7 @@ async def test_a_note_whose_turn_was_killed_is_answered_after_the_restart(settin
     assert answers(fake, note) == 1, log_path.read_text()
 
 
+@pytest.mark.timeout(180)  # real processes start (imports, speech workers): slow on a busy machine
 async def test_two_bot_processes_starting_together_answer_each_note_once(settings, fake, tmp_path) -> None:
     missed = [await fake.send_note(p, voice_note(), guild=True) for p in (nova, blaze, nova, blaze)]
     log_path = tmp_path / "bots.log"

@@ -26,6 +26,12 @@ from .conftest import NOVA
 JOE = neural.JOE.name
 
 
+@pytest.fixture
+def settings(settings):  # type: ignore[no-untyped-def]
+    """As configured out of the box: the neural voice when installed (other tests speak eSpeak)."""
+    return settings.replace(offline={"voice": "auto"})
+
+
 def ogg_opus_facts(ogg: bytes) -> tuple[str, int, int, float]:
     """Codec, sample rate, channels and decoded seconds of an Ogg file, read back with FFmpeg."""
     with av.open(io.BytesIO(ogg), format="ogg") as container:
