@@ -83,6 +83,10 @@ class OfflineSettings:
     voice: str = "auto"  # auto: the neural voice when voxdesk[neural] is installed, else eSpeak's en-us
     rate_wpm: int = 165
     workers: int = 0  # speech decoding processes; 0: one per core, up to four
+    # Which recogniser hears notes: pocketsphinx (ships in its wheel) | whisper (voxdesk[whisper]).
+    # The default stays pocketsphinx until the two are measured side by side (issue 18).
+    recognizer: str = "pocketsphinx"
+    whisper_model: str = "tiny.en"  # a faster-whisper model name (fetched by its loader) or a folder
 
 
 # USD per 1M tokens, as published; also in config.toml, so an install without one estimates alike.
@@ -273,6 +277,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("tools", "manuals"): ("sqlite", "azure"),
     ("tools", "grievances"): ("local", "jira"),
     ("odbc", "dialect"): ("sqlserver", "sqlite"),
+    ("offline", "recognizer"): ("pocketsphinx", "whisper"),
 }
 
 

