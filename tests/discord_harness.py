@@ -13,8 +13,14 @@ from bot.config import Settings
 from cogs.bot import VoxdeskBot
 from cogs.runner import serve
 from tests.audio_samples import encode, speechlike
-from tests.fakes.discord_server import ALLOWED_CHANNEL, TOKEN, FakeDiscord
+from tests.conftest import BLAZE, NOVA, QUILL
+from tests.fakes.discord_server import ALLOWED_CHANNEL, TOKEN, FakeDiscord, InjectedUser
 from tests.frontend_engine import FrontendEngine
+
+# The demo players as Discord users who send notes to the fake.
+nova = InjectedUser(int(NOVA), "nova")
+blaze = InjectedUser(int(BLAZE), "blaze")
+quill = InjectedUser(int(QUILL), "quill")
 
 
 @dataclass

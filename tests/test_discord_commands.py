@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 
 from cogs.runner import sync_commands
-from tests.conftest import BLAZE, NOVA
-from tests.discord_harness import Harness, discord_settings, running_bot, voice_note
+from tests.discord_harness import Harness, blaze, discord_settings, nova, running_bot, voice_note
 from tests.fakes.discord_server import (
     EPHEMERAL_FLAG,
     GUILD_ID,
@@ -17,9 +16,6 @@ from tests.fakes.discord_server import (
     Received,
     serving,
 )
-
-nova = InjectedUser(int(NOVA), "nova")
-blaze = InjectedUser(int(BLAZE), "blaze")
 
 
 @pytest.fixture

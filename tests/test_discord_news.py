@@ -18,12 +18,11 @@ from bot.config import Settings
 from bot.preferences import PreferenceStore
 from bot.tools.grievance_spool import GrievanceSpool
 from tests.conftest import BLAZE, NOVA
-from tests.discord_harness import running_bot, voice_note
+from tests.discord_harness import nova, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     VOICE_FLAG,
     FakeDiscord,
-    InjectedUser,
     Received,
     dm_channel_id,
     serving,
@@ -31,7 +30,6 @@ from tests.fakes.discord_server import (
 from tests.fakes.jira_server import NEWS_JQL, FakeJira, running_fake_jira
 from tests.test_discord_commands import ask, sub
 
-nova = InjectedUser(int(NOVA), "nova")
 NEWS = {"poll_seconds": 0.1}
 
 

@@ -8,12 +8,10 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import NOVA
-from tests.discord_harness import running_bot, voice_note
-from tests.fakes.discord_server import ALLOWED_CHANNEL, FakeDiscord, InjectedUser, Received, serving
+from tests.discord_harness import nova, running_bot, voice_note
+from tests.fakes.discord_server import ALLOWED_CHANNEL, FakeDiscord, Received, serving
 from tests.frontend_engine import FrontendEngine
 
-nova = InjectedUser(int(NOVA), "nova")
 WARNING_SIGN = "\N{WARNING SIGN}"
 
 

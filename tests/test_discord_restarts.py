@@ -17,20 +17,17 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.note_ledger import NoteLedger
-from tests.conftest import BLAZE, NOVA, REPO
-from tests.discord_harness import running_bot, voice_note
+from tests.conftest import NOVA, REPO
+from tests.discord_harness import blaze, nova, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     TOKEN,
     FakeDiscord,
-    InjectedUser,
     Received,
     serving,
 )
 from tests.frontend_engine import FrontendEngine
 
-nova = InjectedUser(int(NOVA), "nova")
-blaze = InjectedUser(int(BLAZE), "blaze")
 LATER = "\N{HOURGLASS WITH FLOWING SAND}"
 
 

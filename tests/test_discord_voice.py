@@ -13,8 +13,7 @@ import pytest
 
 from bot.audio import decode
 from cogs.runner import serve
-from tests.conftest import BLAZE, NOVA, QUILL
-from tests.discord_harness import Harness, discord_settings, running_bot, voice_note
+from tests.discord_harness import Harness, blaze, discord_settings, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     MESSAGE_CONTENT_INTENT,
@@ -26,10 +25,6 @@ from tests.fakes.discord_server import (
     Received,
     serving,
 )
-
-nova = InjectedUser(int(NOVA), "nova")
-blaze = InjectedUser(int(BLAZE), "blaze")
-quill = InjectedUser(int(QUILL), "quill")
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ import aiohttp
 import discord
 import pytest
 
-from tests.conftest import BLAZE, NOVA
-from tests.discord_harness import running_bot, voice_note
+from tests.discord_harness import blaze, nova, running_bot, voice_note
 from tests.fakes import discord_server, openai_server, search_server
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
@@ -22,7 +21,6 @@ from tests.fakes.discord_server import (
     TOKEN,
     VOICE_FLAG,
     FakeDiscord,
-    InjectedUser,
     dm_channel_id,
 )
 from tests.fakes.openapi import component_errors, request_errors
@@ -205,9 +203,6 @@ async def test_a_voice_message_declares_the_duration_of_its_audio(refusing_disco
 
 
 # ---- Discord: history, DMs, deletions, sessions ---------------------------------------------
-
-nova = InjectedUser(int(NOVA), "nova")
-blaze = InjectedUser(int(BLAZE), "blaze")
 
 
 async def test_history_pages_newest_first_and_discord_py_reads_it_all(settings) -> None:

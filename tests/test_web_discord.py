@@ -10,11 +10,8 @@ import aiohttp
 import pytest
 
 from bot import metrics
-from tests.conftest import NOVA
-from tests.discord_harness import running_bot, voice_note
-from tests.fakes.discord_server import FakeDiscord, InjectedUser, serving
-
-nova = InjectedUser(int(NOVA), "nova")
+from tests.discord_harness import nova, running_bot, voice_note
+from tests.fakes.discord_server import FakeDiscord, serving
 
 
 @pytest.fixture
