@@ -139,6 +139,8 @@ CUES: dict[str, dict[str, float]] = {
         "purchases": 1.5,
         "where do i": 1.5,
         "report a": 1.0,
+        "best way": 1.5,
+        "level up": 1.5,
         "graphics": 2.0,
         "minimum": 2.0,
         "startup": 1.5,
@@ -196,6 +198,14 @@ CUES: dict[str, dict[str, float]] = {
         "usage history": 1.5,
         "kicked out": 1.0,
         "entry": 1.0,
+        "want to report": 3.0,
+        "need to report": 3.0,
+        "like to report": 3.0,
+        "report this": 2.5,
+        "report that": 2.5,
+        "log this": 2.5,
+        "harassment": 2.0,
+        "bug": 1.0,
     },
     STATUS: {
         "status": 3.5,
@@ -378,3 +388,75 @@ FUNCTION_WORDS = frozenset(
 FOLLOW_UP = ("and", "what about", "how about", "also", "what else", "and what about")
 # A ticket named by pronoun ("what's the status of it?"), meaning the one just filed.
 PRONOUN_TICKET = re.compile(r"\b(it|that|that one|that ticket|this ticket|the ticket)\b")
+
+# Where a note that asks several things moves on to its next request ("what's my score, and is
+# my ticket done?"), longest first: the words are dropped and a new part starts after them.
+JOINERS = (
+    "and another thing",
+    "one more thing",
+    "another thing",
+    "oh yeah and",
+    "and also",
+    "and then",
+    "but also",
+    "as well as",
+    "apart from that",
+    "other than that",
+    "oh and",
+    "anyway",
+    "also",
+    "plus",
+    "and",
+    "but",
+)
+# Where a new request may start without a joiner ("how many points do i have how do i change my
+# name": the recogniser hears no full stops). Question words and asks only: a cut before "my" or
+# "is" would split one request in two ("is there a way to hide my online status").
+OPENERS = (
+    "how",
+    "what",
+    "what's",
+    "whats",
+    "where do",
+    "where can",
+    "where is",
+    "where are",
+    "where's",
+    "when do",
+    "when does",
+    "when is",
+    "when will",
+    "why do",
+    "why does",
+    "why is",
+    "why can't",
+    "which",
+    "any",
+    "did",
+    "i want",
+    "i'd like",
+    "i need",
+    "show me",
+    "tell me",
+    "please",
+    # Sign-offs end a request: "...in the campaign let me know thanks" is a question, then thanks.
+    "let me know",
+    "thanks",
+    "thank you",
+    "cheers",
+    "that's all",
+    "sorry",
+)
+# How a request of its own starts, within its first few words: "...and lost all my ranked points"
+# or "the leaderboard has hackers, please report them" tell one complaint, not two requests.
+REQUEST_STARTS = (*OPENERS, "is", "are", "can", "could", "do", "does", "has", "have", "my", "check", "i'd")
+# Words of loss: points that were "lost", "taken" or "reset" are part of a complaint.
+LOSS_WORDS = frozenset(
+    "lost lose losing loses missing gone disappeared vanished stole stolen took taken ate reset "
+    "wiped dropped deducted removed".split()
+)
+# Words that ask for a ticket. Without one, a problem told before a how-to question ("my game
+# keeps freezing, what should i do?") is the question's context, not a grievance to file.
+FILING_WORDS = frozenset(
+    "complain complaint complaints report reporting grievance file filing log ticket refund".split()
+)

@@ -9,6 +9,7 @@ rather than guessing when no intent clearly wins.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -18,15 +19,20 @@ from bot.intent.cues import (
     CAPABILITIES,
     CATEGORY_CUES,
     CUES,
+    FILING_WORDS,
     FOLLOW_UP,
     FUNCTION_WORDS,
     GOODBYE,
     GREETING,
+    JOINERS,
+    LOSS_WORDS,
     MANUALS,
     NUMBER_WORDS,
+    OPENERS,
     OPENING_FILLERS,
     PRONOUN_TICKET,
     REGISTER,
+    REQUEST_STARTS,
     SMALLTALK,
     STATS,
     STATUS,
@@ -52,7 +58,9 @@ __all__ = [
     "UNSURE",
     "Intent",
     "decide",
+    "decide_all",
     "route",
+    "route_all",
     "settle",
     "ticket_key",
     "tokenize",
@@ -123,6 +131,9 @@ def tokenize(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower().replace("-", " "))
 
 
+# Cached: a note's transcripts, and the parts of a note routed one by one, repeat the same words,
+# and fuzzy matching is most of routing's cost.
+@functools.lru_cache(maxsize=1 << 16)
 def _word_matches(cue: str, word: str) -> bool:
     if cue == word:
         return True
@@ -191,7 +202,9 @@ def _last_tool(history: list[PastTurn]) -> tuple[str | None, dict[str, Any]]:
     return None, {}
 
 
-def route(text: str, history: list[PastTurn] | None = None) -> Intent:
+def route(text: str, history: list[PastTurn] | None = None, guess: bool = True) -> Intent:
+    """The one thing `text` asks for. `guess`: when the cues leave it unsure, let the model of
+    the recogniser's mistakes guess (not for a part of a note, whose neighbours may be clearer)."""
     history = history or []
     words = tokenize(text)
     joined = " ".join(words)
@@ -243,10 +256,10 @@ def route(text: str, history: list[PastTurn] | None = None) -> Intent:
     (best, top), (_, second) = ranked[0], ranked[1]
     confidence = max(0.0, min(1.0, (top - second) / 3 + (top - MIN_SCORE) / 10))
     if top < MIN_SCORE or top - second < MIN_MARGIN:
-        guess = _guess(joined, words)
-        if guess is None:
+        guessed = _guess(joined, words) if guess else None
+        if guessed is None:
             return Intent(UNSURE, confidence=confidence, scores=scores)
-        best = guess
+        best = guessed
 
     arguments: dict[str, Any] = {}
     if best == MANUALS:
@@ -281,14 +294,15 @@ def settle(transcripts: Sequence[str], history: list[PastTurn] | None = None) ->
     ticket filed) from noise. `history` is the conversation, for follow-ups ("and my
     achievements?"). Chosen on the evaluation's seen splits, where voting turns about one in
     forty misheard questions into the right tool (N-best of 10, weight 0.8 per rank)."""
-    votes: dict[str, float] = {}
-    first: dict[str, str] = {}
+    votes: dict[tuple[str, ...], float] = {}
+    first: dict[tuple[str, ...], str] = {}
     for rank, text in enumerate(transcripts):
-        name = route(text, history).name
-        if name == UNSURE:
+        # A note that asks two things votes for the pair, so its runners-up agree with it.
+        asked = tuple(intent.name for intent in route_all(text, history))
+        if asked == (UNSURE,):
             continue
-        votes[name] = votes.get(name, 0.0) + RUNNER_UP_WEIGHT**rank
-        first.setdefault(name, text)
+        votes[asked] = votes.get(asked, 0.0) + RUNNER_UP_WEIGHT**rank
+        first.setdefault(asked, text)
     if not votes:
         return None
     winner = max(votes, key=votes.__getitem__)
@@ -308,4 +322,92 @@ def decide_all(heard: Transcript, history: list[PastTurn] | None = None) -> list
     """Everything a note asks for, in the order it was asked: one intent for most notes, two
     or more tools when the player asks several things at once. Never empty: a note that asks
     nothing clear is one unsure (ask again)."""
-    return [decide(heard, history)]
+    return route_all(heard.text, history) if heard.act_on else [Intent(UNSURE)]
+
+
+_JOINER_WORDS = tuple(tuple(j.split()) for j in JOINERS)
+_OPENER_WORDS = tuple(tuple(o.split()) for o in OPENERS)
+_REQUEST_WORDS = tuple(tuple(o.split()) for o in REQUEST_STARTS)
+MIN_PART_WORDS = 3  # a shorter stretch between two joiners is no request of its own
+PART_MIN_SCORE = 3.0  # each request of a several-request note must be at least this clear
+REQUEST_WITHIN = 3  # how far into a part its request may start ("quick one, what's my rank")
+LONG_NOTE_WORDS = 14  # from here a note may be a ramble: one clear part outweighs the whole
+
+
+def parts(words: list[str]) -> list[list[str]]:
+    """A note cut where a new request may start: at a joiner ("and also", "oh and"; the joiner
+    is dropped) or an opener ("how", "what's", "i want"). Stretches shorter than MIN_PART_WORDS
+    join the next one (the last one joins the one before)."""
+    pieces: list[list[str]] = [[]]
+    i = 0
+    while i < len(words):
+        joiner = next((j for j in _JOINER_WORDS if tuple(words[i : i + len(j)]) == j), None)
+        if joiner and pieces[-1]:
+            pieces.append([])
+            i += len(joiner)
+            continue
+        if pieces[-1] and any(tuple(words[i : i + len(o)]) == o for o in _OPENER_WORDS):
+            pieces.append([])
+        pieces[-1].append(words[i])
+        i += 1
+    merged: list[list[str]] = []
+    carry: list[str] = []
+    for piece in pieces:
+        carry += piece
+        if len(carry) >= MIN_PART_WORDS:
+            merged.append(carry)
+            carry = []
+    if carry:
+        if merged:
+            merged[-1] = merged[-1] + carry
+        else:
+            merged.append(carry)
+    return merged
+
+
+def _clear(intent: Intent, floor: float) -> bool:
+    if not intent.is_tool:
+        return False
+    ranked = sorted(intent.scores.values(), reverse=True)
+    return ranked[0] >= floor and ranked[0] - ranked[1] >= MIN_MARGIN
+
+
+def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
+    """Everything `text` asks for, in order: each part of the note (see `parts`) is routed on
+    its own. Two or more parts that clearly ask for different tools are several requests; in a
+    long note (a ramble of asides and fillers), one clear request outweighs what the whole
+    note's words lean to. Otherwise the note is routed whole."""
+    whole = route(text, history)
+    words = tokenize(text)
+    pieces = parts(words)
+    if len(pieces) < 2:
+        return [whole]
+    found: dict[str, tuple[Intent, list[str]]] = {}
+    for piece in pieces:
+        intent = route(" ".join(piece), history, guess=False)
+        if _clear(intent, PART_MIN_SCORE) and _asks(intent, piece):
+            found.setdefault(intent.name, (intent, piece))
+    if MANUALS in found and REGISTER in found and not FILING_WORDS & set(found[REGISTER][1]):
+        del found[REGISTER]  # the problem is the how-to question's context
+    if len(found) >= 2:
+        return [_with_note(intent, text) for intent, _ in found.values()]
+    if len(found) == 1 and len(words) >= LONG_NOTE_WORDS:
+        return [_with_note(next(iter(found.values()))[0], text)]
+    return [whole]
+
+
+def _asks(intent: Intent, piece: list[str]) -> bool:
+    """Whether a clear part is a request of its own: it starts like one, within its first few
+    words ("quick one, what's my rank"), and points it mentions were not lost ("...and ate my
+    winnings" goes on telling a complaint)."""
+    if intent.name == STATS and LOSS_WORDS & set(piece):
+        return False
+    starts = range(min(REQUEST_WITHIN, len(piece)))
+    return any(tuple(piece[i : i + len(r)]) == r for r in _REQUEST_WORDS for i in starts)
+
+
+def _with_note(intent: Intent, text: str) -> Intent:
+    """A grievance keeps the player's whole note as its description: staff read what was said."""
+    if intent.name == REGISTER:
+        intent.arguments["description"] = text.strip()[:2000]
+    return intent

@@ -61,9 +61,12 @@ class OfflineEngine:
 
     async def complete(self, turn: TurnState) -> EngineReply:
         if turn.rounds:
+            # Every request of the note answered in one reply, in the order they were asked.
             last = turn.rounds[-1]
-            text = render(last.calls[0].name, last.results[0].result, turn.scratch.get("heard", ""))
-            return await self._say(text, turn)
+            heard_text = turn.scratch.get("heard", "")
+            pairs = zip(last.calls, last.results, strict=True)
+            answers = [render(call.name, result.result, heard_text) for call, result in pairs]
+            return await self._say(" ".join(answers), turn)
         if turn.text is not None:
             heard = Transcript(turn.text)
         else:
@@ -76,12 +79,17 @@ class OfflineEngine:
         if not heard.act_on:
             log.info("asking again rather than acting on %r: too few transcripts agree", heard.text)
         turn.scratch["heard"] = heard.text
-        intent = router.decide(heard, turn.history)
-        log.info("heard %r → %s %s", heard.text, intent.name, intent.arguments)
-        if intent.is_tool and turn.allow_tools:
-            call = ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=intent.name, arguments=intent.arguments)
-            return EngineReply(tool_calls=[call], user_text=heard.text)
-        return await self._say(SMALLTALK.get(intent.name, say.UNSURE), turn)
+        intents = router.decide_all(heard, turn.history)
+        for intent in intents:
+            log.info("heard %r → %s %s", heard.text, intent.name, intent.arguments)
+        tools = [intent for intent in intents if intent.is_tool]
+        if tools and turn.allow_tools:
+            calls = [
+                ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=intent.name, arguments=intent.arguments)
+                for intent in tools
+            ]
+            return EngineReply(tool_calls=calls, user_text=heard.text)
+        return await self._say(SMALLTALK.get(intents[0].name, say.UNSURE), turn)
 
     async def _say(self, text: str, turn: TurnState) -> EngineReply:
         # Off the event loop: Piper takes about 40 ms a second of speech on this kind of machine.

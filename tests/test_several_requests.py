@@ -1,0 +1,126 @@
+"""Notes that ask two things at once, and rambles with one question among fillers and asides:
+every request is found, each tool is called, and one reply answers them all in order."""
+
+import pytest
+
+from bot.app import running_app
+from bot.audio import reply_from_pcm
+from bot.engines.base import Transcript
+from bot.intent import router
+from bot.lab.samples import speak_pcm
+from bot.tools.base import ToolContext
+
+from .conftest import NOVA
+
+STATS, MANUALS, REGISTER, STATUS = router.STATS, router.MANUALS, router.REGISTER, router.STATUS
+
+
+def names(text: str) -> list[str]:
+    return [intent.name for intent in router.route_all(text)]
+
+
+@pytest.mark.parametrize(
+    ("said", "asked"),
+    [
+        ("what's my score and is my refund ticket done", [STATS, STATUS]),
+        ("how do i enable voice chat and any news on my complaint", [MANUALS, STATUS]),
+        (
+            "someone stole my items in a trade and i want to report it oh and what's my rank",
+            [REGISTER, STATS],
+        ),
+        ("how many points do i have how do i change my username", [STATS, MANUALS]),  # no joiner heard
+        ("is ticket grv three closed also i need to report a bug", [STATUS, REGISTER]),
+    ],
+)
+def test_a_note_asking_two_things_routes_to_both_tools_in_the_order_asked(
+    said: str, asked: list[str]
+) -> None:
+    assert names(said) == asked
+
+
+@pytest.mark.parametrize(
+    ("said", "asked"),
+    [
+        # One complaint told in two clauses, with points that were lost: one ticket, no stats.
+        ("i disconnected mid match and lost all my ranked points", REGISTER),
+        ("please log a complaint the server crashed and ate my winnings", REGISTER),
+        ("i want to complain the server crashed and my points are gone", REGISTER),
+        # A problem told as the context of a how-to question is the question.
+        ("the game keeps freezing what should i do", MANUALS),
+        ("my joystick keeps drifting how do i fix that", MANUALS),
+        # "and" inside one request.
+        ("what are my points and rank", STATS),
+        ("is there a way to hide my online status", MANUALS),
+    ],
+)
+def test_one_request_told_in_several_clauses_stays_one(said: str, asked: str) -> None:
+    assert names(said) == [asked]
+
+
+@pytest.mark.parametrize(
+    ("said", "asked"),
+    [
+        (
+            "okay so this is kind of embarrassing i've been playing for like three months now and i still "
+            "don't really get it my friend tried to explain it but he talks too fast how do i pair my "
+            "controller with the console sorry that's all thanks",
+            MANUALS,
+        ),
+        (
+            "hmm okay so my little brother keeps asking me about this and i don't know the answer he's "
+            "nine he plays every day after school and we both want to know how do you unlock the second "
+            "map in the campaign let me know thanks",
+            MANUALS,
+        ),
+    ],
+)
+def test_a_ramble_is_routed_by_its_question_not_its_asides(said: str, asked: str) -> None:
+    assert names(said) == [asked]
+
+
+def test_the_grievance_of_a_two_request_note_keeps_the_whole_note() -> None:
+    said = "someone stole my items in a trade and i want to report it oh and what's my rank"
+    register = next(i for i in router.route_all(said) if i.name == REGISTER)
+    assert register.arguments["description"] == said
+    assert register.arguments["category"] != "other" or "stole" in said
+
+
+def test_runners_up_of_a_two_request_note_vote_for_the_pair() -> None:
+    heard = [
+        "what's my score and is my refund done",  # the ticket misheard: points alone
+        "what's my score and my rank and is my refund ticket done",
+        "what's my score and rank and is my ticket done",
+        "what's my score and is my refund ticket done",
+    ]
+    # Routed whole, the best three lean to points; asked for everything, the last three agree.
+    assert [router.route(text).name for text in heard[:3]] == [STATS] * 3
+    settled = router.settle(heard)
+    assert settled is not None and settled.act_on
+    assert [i.name for i in router.decide_all(settled)] == [STATS, STATUS]
+
+
+def test_a_held_back_note_asks_again_whatever_its_words() -> None:
+    held = Transcript("what's my score and is my refund ticket done", act_on=False)
+    assert [i.name for i in router.decide_all(held)] == [router.UNSURE]
+
+
+async def test_both_tools_are_called_and_both_answered_in_one_reply(settings) -> None:
+    async with running_app(settings) as app:
+        reply = await app.agent.respond_text(
+            ToolContext(user_id=NOVA), "how many points do i have and also any news on my complaint"
+        )
+    assert [c["name"] for c in reply.tool_calls] == [STATS, STATUS]
+    stats, status = (r.result for r in reply.tool_results)
+    assert str(stats["total_points"]) in reply.text
+    assert all(t["ticket_key"] in reply.text for t in status["tickets"][:3])
+    # The points answer comes first, as it was asked first.
+    assert reply.text.index(str(stats["total_points"])) < reply.text.index(status["tickets"][0]["ticket_key"])
+
+
+async def test_a_spoken_two_request_note_is_answered_in_one_spoken_reply(settings) -> None:
+    pcm, rate = speak_pcm("What is my score, and also, how do I pair my controller?", "en-us", 150)
+    async with running_app(settings) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), reply_from_pcm(pcm, rate).ogg)
+    assert [c["name"] for c in reply.tool_calls] == [STATS, MANUALS]
+    assert "points" in reply.text and "guide" in reply.text.lower()
+    assert reply.audio is not None and reply.audio.duration_secs > 4.0
