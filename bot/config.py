@@ -83,8 +83,8 @@ class OfflineSettings:
     voice: str = "auto"  # auto: the neural voice when voxdesk[neural] is installed, else eSpeak's en-us
     rate_wpm: int = 165
     workers: int = 0  # speech decoding processes; 0: one per core, up to four
-    # Which recogniser hears notes: pocketsphinx (ships in its wheel) | whisper (voxdesk[whisper]).
-    # The default stays pocketsphinx until the two are measured side by side (issue 18).
+    # Which recogniser hears notes: auto (Whisper when voxdesk[whisper] is installed, else
+    # pocketsphinx) | pocketsphinx (ships in its wheel) | whisper (voxdesk[whisper]).
     recognizer: str = "pocketsphinx"
     whisper_model: str = "tiny.en"  # a faster-whisper model name (fetched by its loader) or a folder
 
@@ -277,7 +277,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("tools", "manuals"): ("sqlite", "azure"),
     ("tools", "grievances"): ("local", "jira"),
     ("odbc", "dialect"): ("sqlserver", "sqlite"),
-    ("offline", "recognizer"): ("pocketsphinx", "whisper"),
+    ("offline", "recognizer"): ("auto", "pocketsphinx", "whisper"),
 }
 
 

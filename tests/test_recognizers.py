@@ -161,3 +161,23 @@ async def test_the_check_line_names_the_recogniser(settings) -> None:
     assert ", recogniser pocketsphinx, reply voice" in await check_offline_engine(settings)
     line = await check_offline_engine(with_whisper(settings))
     assert f", recogniser whisper ({whisper.resolve_model('tiny.en')}), reply voice" in line
+
+
+async def test_auto_hears_with_whisper_where_it_is_installed(settings) -> None:
+    auto = settings.replace(offline={"recognizer": "auto"})
+    assert ", recogniser whisper (" in await check_offline_engine(auto)
+    async with running_app(auto) as app:
+        assert app.engine.hearing.whisper is not None  # type: ignore[attr-defined]
+
+
+async def test_auto_without_a_whisper_model_hears_with_pocketsphinx_and_check_says_why(
+    settings, tmp_path, caplog
+) -> None:
+    auto = settings.replace(offline={"recognizer": "auto", "whisper_model": str(tmp_path / "none")})
+    line = await check_offline_engine(auto)  # not a failure: auto asked for nothing in particular
+    assert ", recogniser pocketsphinx (not Whisper: no Whisper model in " in line
+    caplog.set_level(logging.INFO, logger="bot.engines.offline.engine")
+    async with running_app(auto) as app:
+        assert app.engine.hearing.whisper is None  # type: ignore[attr-defined]
+    said = [r for r in caplog.records if "hearing with pocketsphinx" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.INFO

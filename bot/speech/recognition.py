@@ -13,7 +13,8 @@ from bot.speech.recognizer import Hypothesis
 
 POCKETSPHINX = "pocketsphinx"
 WHISPER = "whisper"
-KINDS = (POCKETSPHINX, WHISPER)
+AUTO = "auto"  # Whisper when voxdesk[whisper] and its model are there, else pocketsphinx
+KINDS = (AUTO, POCKETSPHINX, WHISPER)
 
 
 @runtime_checkable

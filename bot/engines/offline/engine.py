@@ -25,7 +25,7 @@ from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState
 from bot.engines.offline import sentences as say
 from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_workers
 from bot.intent import router
-from bot.speech.recognition import POCKETSPHINX, WHISPER
+from bot.speech.recognition import AUTO, POCKETSPHINX, WHISPER
 from bot.speech.recognizer import build_domain_model
 from bot.speech.voices import ReplyVoices
 from bot.speech.whisper_recognizer import WhisperSpec, WhisperUnavailable, domain_prompt, resolve_model
@@ -262,21 +262,27 @@ def whisper_spec(settings: Settings) -> WhisperSpec:
 
 
 async def choose_recognizer(settings: Settings) -> WhisperSpec | None:
-    """Whisper's spec when it is configured and loads; None for pocketsphinx. A Whisper model
-    that cannot be had is logged and pocketsphinx hears instead: players still get answers."""
-    if settings.offline.recognizer != WHISPER:
+    """Whisper's spec when it is configured (or `auto`) and loads; None for pocketsphinx. A
+    Whisper model that cannot be had is logged and pocketsphinx hears instead: players still get
+    answers. Under `auto` that is how an install without voxdesk[whisper] runs, said in one line."""
+    if settings.offline.recognizer == POCKETSPHINX:
         return None
     try:
         spec = await asyncio.to_thread(whisper_spec, settings)
     except WhisperUnavailable as exc:
-        log.warning('offline.recognizer is "whisper" but %s; hearing with %s instead', exc, POCKETSPHINX)
+        if settings.offline.recognizer == AUTO:
+            log.info("hearing with %s: %s", POCKETSPHINX, exc)
+        else:
+            log.warning('offline.recognizer is "whisper" but %s; hearing with %s instead', exc, POCKETSPHINX)
         return None
     log.info("hearing with Whisper from %s, %d thread(s) per worker", spec.model_dir, spec.threads)
     return spec
 
 
-def describe_recognizer(spec: WhisperSpec | None) -> str:
-    return f"recogniser whisper ({spec.model_dir})" if spec else f"recogniser {POCKETSPHINX}"
+def describe_recognizer(spec: WhisperSpec | None, why_not: str = "") -> str:
+    if spec:
+        return f"recogniser whisper ({spec.model_dir})"
+    return f"recogniser {POCKETSPHINX}" + (f" (not Whisper: {why_not})" if why_not else "")
 
 
 async def create_offline_engine(settings: Settings, whisper: WhisperSpec | None = None) -> OfflineEngine:
@@ -296,16 +302,18 @@ async def create_offline_engine(settings: Settings, whisper: WhisperSpec | None 
 async def check_offline_engine(settings: Settings) -> str:
     """For `python -m bot check`: the speech models load (the recognizer names a missing one)
     and the reply voice speaks; the line names the recogniser, that voice and its licence. A
-    configured Whisper model that cannot be had fails the check, in one line: the bot would run,
-    but not hearing the way it was told to."""
-    whisper = None
-    if settings.offline.recognizer == WHISPER:
+    Whisper model asked for by name that cannot be had fails the check, in one line: the bot
+    would run, but not hearing the way it was told to. Under `auto` the line says why not."""
+    whisper, why_not = None, ""
+    if settings.offline.recognizer != POCKETSPHINX:
         try:
             whisper = await asyncio.to_thread(whisper_spec, settings)
         except WhisperUnavailable as exc:
-            raise WhisperUnavailable(
-                f'offline.recognizer is "whisper" but {exc}; the bot would hear with {POCKETSPHINX}'
-            ) from exc
+            if settings.offline.recognizer == WHISPER:
+                raise WhisperUnavailable(
+                    f'offline.recognizer is "whisper" but {exc}; the bot would hear with {POCKETSPHINX}'
+                ) from exc
+            why_not = str(exc)
     engine = await create_offline_engine(settings, whisper)
     try:
         pcm, rate = await asyncio.to_thread(speak_reply, engine.reply_voices, "ready", None, engine.rate_wpm)
@@ -316,7 +324,7 @@ async def check_offline_engine(settings: Settings) -> str:
     seconds = len(pcm) / 2 / rate
     spoke = f"reply voice {info.name} ({info.engine}) spoke {seconds:.1f} s, licence: {info.licence}"
     refused = "".join(f"; {name} refused: {why}" for name, why in voices.refused.items())
-    heard = describe_recognizer(whisper)
+    heard = describe_recognizer(whisper, why_not)
     return f"offline speech: models in {speech_dir(settings)}, {heard}, {spoke}{refused}"
 
 
