@@ -439,17 +439,18 @@ OPENERS = (
     "show me",
     "tell me",
     "please",
-    # Sign-offs end a request: "...in the campaign let me know thanks" is a question, then thanks.
-    "let me know",
-    "thanks",
-    "thank you",
-    "cheers",
-    "that's all",
-    "sorry",
+    "i wanna",
+    "can you",
+    "could you",
+    "i was wondering",
+    "i'm wondering",
 )
+# Sign-offs and apologies end what came before: "...in the campaign let me know thanks" is a
+# question, then thanks. A part they start is no request of its own.
+SIGN_OFFS = ("let me know", "thanks", "thank you", "cheers", "that's all", "sorry")
 # How a request of its own starts, within its first few words: "...and lost all my ranked points"
 # or "the leaderboard has hackers, please report them" tell one complaint, not two requests.
-REQUEST_STARTS = (*OPENERS, "is", "are", "can", "could", "do", "does", "has", "have", "my", "check", "i'd")
+REQUEST_STARTS = (*OPENERS, *"is are can could do does has have my check i'd wanna".split())
 # Words of loss: points that were "lost", "taken" or "reset" are part of a complaint.
 LOSS_WORDS = frozenset(
     "lost lose losing loses missing gone disappeared vanished stole stolen took taken ate reset "

@@ -33,6 +33,7 @@ from bot.intent.cues import (
     PRONOUN_TICKET,
     REGISTER,
     REQUEST_STARTS,
+    SIGN_OFFS,
     SMALLTALK,
     STATS,
     STATUS,
@@ -326,7 +327,7 @@ def decide_all(heard: Transcript, history: list[PastTurn] | None = None) -> list
 
 
 _JOINER_WORDS = tuple(tuple(j.split()) for j in JOINERS)
-_OPENER_WORDS = tuple(tuple(o.split()) for o in OPENERS)
+_OPENER_WORDS = tuple(tuple(o.split()) for o in (*OPENERS, *SIGN_OFFS))
 _REQUEST_WORDS = tuple(tuple(o.split()) for o in REQUEST_STARTS)
 MIN_PART_WORDS = 3  # a shorter stretch between two joiners is no request of its own
 PART_MIN_SCORE = 3.0  # each request of a several-request note must be at least this clear
@@ -336,8 +337,8 @@ LONG_NOTE_WORDS = 14  # from here a note may be a ramble: one clear part outweig
 
 def parts(words: list[str]) -> list[list[str]]:
     """A note cut where a new request may start: at a joiner ("and also", "oh and"; the joiner
-    is dropped) or an opener ("how", "what's", "i want"). Stretches shorter than MIN_PART_WORDS
-    join the next one (the last one joins the one before)."""
+    is dropped), an opener ("how", "what's", "i want") or a sign-off ("thanks", "sorry").
+    Stretches shorter than MIN_PART_WORDS join the next one (the last joins the one before)."""
     pieces: list[list[str]] = [[]]
     i = 0
     while i < len(words):

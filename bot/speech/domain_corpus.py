@@ -9,6 +9,7 @@ questions are deliberately not taken from here.
 from __future__ import annotations
 
 import itertools
+import random
 import re
 from pathlib import Path
 
@@ -339,10 +340,27 @@ MANUAL_TOPIC_QUESTIONS = [
 NUMBERS = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen".split()
 
 
+# How players join two requests in one note ("what's my score and is my ticket done").
+JOINED_BY = ["and", "and also", "oh and", "also", "plus", "and then", "and another thing"]
+TWO_REQUESTS = 600  # sentences of two requests each: about a tenth of the corpus
+
+
+def two_requests(groups: list[list[str]], count: int, seed: int = 18) -> list[str]:
+    """`count` notes asking two things, each from a different group, joined as players join them;
+    the same every build, so the language model is too."""
+    rng = random.Random(seed)
+    out = []
+    for _ in range(count):
+        first, second = rng.sample(groups, 2)
+        out.append(f"{rng.choice(first)} {rng.choice(JOINED_BY)} {rng.choice(second)}")
+    return out
+
+
 def domain_sentences(manuals_dir: Path) -> list[str]:
     """Every sentence of the corpus, lower case, words only."""
     base = STATS + STATUS + GRIEVANCE + SMALLTALK + MANUAL_FACTS
-    base += [q.format(x=t) for q, t in itertools.product(MANUAL_QUESTIONS, MANUAL_TASKS)]
+    manual_questions = [q.format(x=t) for q, t in itertools.product(MANUAL_QUESTIONS, MANUAL_TASKS)]
+    base += manual_questions
     base += [f"what is the status of ticket {n}" for n in NUMBERS]
     base += [f.format(x=x) for f in STATS_FRAMES for x in STATS_THINGS] + STATS_EXTRA
     base += [f"{x} {p}" for x in PROBLEM_SUBJECTS for p in PROBLEMS]
@@ -352,6 +370,7 @@ def domain_sentences(manuals_dir: Path) -> list[str]:
     base += [f.format(x=x) for f in MANUAL_TOPIC_QUESTIONS for x in MANUAL_TASKS]
     sentences = [f"{o} {s}".strip() for o, s in itertools.product(OPENERS[:4], base)]
     sentences += [f"{o} {s}".strip() for o, s in itertools.product(OPENERS[4:], base[::3])]
+    sentences += two_requests([STATS, STATUS, GRIEVANCE, manual_questions], TWO_REQUESTS)
     from bot.speech.phrasings import load as load_phrasings
 
     sentences += [text for text, _ in load_phrasings()]
