@@ -475,3 +475,52 @@ def test_a_hum_or_a_cough_heard_as_little_words_files_nothing(heard: str) -> Non
     # Found by review: a 3 s tone heard as "a the a a a" filed a ticket on every try.
     assert router.route(heard).name == router.UNSURE
     assert router.route("who are you").name == router.CAPABILITIES  # few words, but a real question
+
+
+def test_speech_workers_leave_when_the_bot_is_killed(settings) -> None:
+    """SIGKILL gives the bot no chance to shut its pool down: the workers must notice alone."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = (
+        "import asyncio, sys\n"
+        "from pathlib import Path\n"
+        "from bot.engines.offline.hearing import WorkerHearing\n"
+        "async def main():\n"
+        "    hearing = WorkerHearing(Path(sys.argv[1]), workers=2)\n"
+        "    print(*sorted(await hearing.start()), flush=True)\n"
+        "    await asyncio.sleep(120)\n"
+        "if __name__ == '__main__':\n"
+        "    asyncio.run(main())\n"
+    )
+    bot = subprocess.Popen(
+        [sys.executable, "-c", script, str(settings.storage_dir / "speech")],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert bot.stdout is not None
+        workers = [int(pid) for pid in bot.stdout.readline().split()]
+        assert workers and all(_alive(pid) for pid in workers)
+    finally:
+        bot.send_signal(signal.SIGKILL)
+        bot.wait()
+    deadline = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == [], "speech workers outlived the killed bot"
+
+
+def _alive(pid: int) -> bool:
+    """Running, not a zombie waiting for a parent that will never reap it."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False

@@ -16,6 +16,8 @@ import logging
 import multiprocessing
 import os
 import signal
+import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -101,7 +103,19 @@ def _start_worker(
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=log_format or logging.BASIC_FORMAT)
+    threading.Thread(target=_leave_with_the_bot, args=(os.getppid(),), daemon=True).start()
     _recognizer = load_recognizer(Path(model_dir), whisper)
+
+
+ORPHAN_CHECK_SECONDS = 1.0
+
+
+def _leave_with_the_bot(bot_pid: int) -> None:
+    """A bot that is SIGKILLed (or OOM-killed) cannot shut its workers down: each worker leaves
+    by itself once its parent is gone, instead of holding its models' memory until a reboot."""
+    while os.getppid() == bot_pid:
+        time.sleep(ORPHAN_CHECK_SECONDS)
+    os._exit(0)
 
 
 def _worker_pid() -> int:
