@@ -211,13 +211,17 @@ def wav_to_pcm(data: bytes) -> tuple[bytes, int]:
 # ---- reply ----------------------------------------------------------------------------------
 
 
-def reply_from_pcm(pcm: bytes, rate: int) -> ReplyAudio:
+# Speech; Discord's own voice messages are about this.
+OPUS_BIT_RATE = 32_000
+
+
+def reply_from_pcm(pcm: bytes, rate: int, bit_rate: int = OPUS_BIT_RATE) -> ReplyAudio:
     """Mono 16-bit PCM at any rate → Ogg/Opus 48 kHz with duration and waveform."""
     samples = np.frombuffer(pcm, dtype=np.int16)
     if rate != REPLY_RATE:
         samples = resample(samples, rate, REPLY_RATE)
     return ReplyAudio(
-        ogg=_encode_ogg_opus(samples),
+        ogg=_encode_ogg_opus(samples, bit_rate),
         duration_secs=round(len(samples) / REPLY_RATE, 2),
         waveform=waveform(samples),
     )
@@ -243,11 +247,11 @@ def resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
 
 
-def _encode_ogg_opus(samples: np.ndarray) -> bytes:
+def _encode_ogg_opus(samples: np.ndarray, bit_rate: int = OPUS_BIT_RATE) -> bytes:
     out = io.BytesIO()
     with av.open(out, mode="w", format="ogg") as container:
         stream = container.add_stream("libopus", rate=REPLY_RATE, layout="mono")
-        stream.bit_rate = 32_000  # speech; Discord's own voice messages are about this
+        stream.bit_rate = bit_rate
         frame_size = 960  # 20 ms at 48 kHz
         for start in range(0, len(samples), frame_size * 50):
             block = samples[start : start + frame_size * 50]

@@ -102,10 +102,20 @@ class NeuralVoice:
     def name(self) -> str:
         return self.model.name
 
-    def synthesize(self, text: str, rate_wpm: int = NATURAL_WPM) -> Speech:
+    def synthesize(
+        self,
+        text: str,
+        rate_wpm: int = NATURAL_WPM,
+        noise_scale: float | None = None,
+        noise_w: float | None = None,
+    ) -> Speech:
+        """`noise_scale` (how the voice's timbre varies) and `noise_w` (how its phoneme lengths
+        vary): None keeps the voice's own, which replies use; the lab varies them."""
         from piper.config import SynthesisConfig
 
-        config = SynthesisConfig(length_scale=NATURAL_WPM / max(rate_wpm, 40))
+        config = SynthesisConfig(
+            length_scale=NATURAL_WPM / max(rate_wpm, 40), noise_scale=noise_scale, noise_w_scale=noise_w
+        )
         # Piper phonemizes with its own copy of eSpeak NG, one global engine per process that is
         # not thread-safe; the ONNX run after it is, and releases the GIL, so only phonemes wait.
         with _PHONEMES:
@@ -135,21 +145,39 @@ def load(model: VoiceModel, folder: Path) -> NeuralVoice:
     with _LOADING:
         if key in _LOADED:
             return _LOADED[key]
-        if not engine_available():
-            raise VoiceRefused("piper-tts is not installed (pip install 'voxdesk[neural]')")
-        data = {}
-        for name, expected in model.files.items():
-            blob = (folder / name).read_bytes()
-            digest = hashlib.sha256(blob).hexdigest()
-            if digest != expected:
-                raise VoiceRefused(
-                    f"{folder / name} has SHA-256 {digest[:16]}…, not the {expected[:16]}… voxdesk checked"
-                )
-            data[name] = blob
+        data = verified_files(model, folder)
         voice = _session(data[model.model_file], data[model.config_file])
         loaded = NeuralVoice(model, folder, voice, int(voice.config.sample_rate))
         _LOADED[key] = loaded
         return loaded
+
+
+def verified_files(model: VoiceModel, folder: Path) -> dict[str, bytes]:
+    """Each of the voice's files from `folder`, or VoiceRefused when one differs from the table."""
+    if not engine_available():
+        raise VoiceRefused("piper-tts is not installed (pip install 'voxdesk[neural]')")
+    data = {}
+    for name, expected in model.files.items():
+        blob = (folder / name).read_bytes()
+        digest = hashlib.sha256(blob).hexdigest()
+        if digest != expected:
+            raise VoiceRefused(
+                f"{folder / name} has SHA-256 {digest[:16]}…, not the {expected[:16]}… voxdesk checked"
+            )
+        data[name] = blob
+    return data
+
+
+def seeded(model: VoiceModel, folder: Path, files: dict[str, bytes], seed: int) -> NeuralVoice:
+    """A voice of its own, not shared, whose sampling noise starts from `seed`. Piper's model draws
+    that noise inside onnxruntime, from a generator seeded once when a session is made, so only a
+    fresh session says the same text the same way whatever it said before (the lab's recordings).
+    `files` from verified_files."""
+    import onnxruntime
+
+    onnxruntime.set_seed(seed)
+    voice = _session(files[model.model_file], files[model.config_file])
+    return NeuralVoice(model, folder, voice, int(voice.config.sample_rate))
 
 
 def _session(model: bytes, config: bytes) -> Any:
