@@ -109,10 +109,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     # Imported here: the lab (bot/lab/) is never loaded by the commands that serve players.
-    from bot.lab.evaluation import DEFAULT_SPLITS, run_eval
+    from bot.lab.evaluation import DEFAULT_SPLITS, POCKETSPHINX, WHISPER, run_eval
 
     splits = tuple(args.split) if args.split else DEFAULT_SPLITS
-    print(asyncio.run(run_eval(_settings(args), splits, verbose=args.misses)))
+    recognizers = {"both": (POCKETSPHINX, WHISPER), None: ()}.get(args.recognizer, (args.recognizer,))
+    text = asyncio.run(
+        run_eval(
+            _settings(args),
+            splits,
+            verbose=args.misses,
+            recognizers=recognizers,
+            human=args.human,
+            as_json=args.json,
+        )
+    )
+    print(text)
     return 0
 
 
@@ -122,9 +133,9 @@ class _EvalSplits:
     load bot.lab."""
 
     def _names(self) -> tuple[str, ...]:
-        from bot.lab.evaluation import SPLITS
+        from bot.lab.evaluation import EVERY_SPLIT
 
-        return SPLITS
+        return EVERY_SPLIT
 
     def __contains__(self, name: object) -> bool:
         return name in self._names()
@@ -233,6 +244,17 @@ COMMANDS: dict[
                 help="one split (repeatable): %(choices)s; default: all but the reserved blind ones",
             ),
             p.add_argument("--misses", action="store_true", help="list every miss"),
+            p.add_argument(
+                "--recognizer",
+                choices=("pocketsphinx", "whisper", "both"),
+                help="who hears the notes (both: side by side); default: offline.recognizer",
+            ),
+            p.add_argument(
+                "--human",
+                action="store_true",
+                help="also word error rate on Debian's pocketsphinx-testdata clips of people reading",
+            ),
+            p.add_argument("--json", action="store_true", help="the figures as JSON"),
         ),
     ),
     "check": (cmd_check, "try each configured service once and say why one is not reachable", lambda p: None),

@@ -27,12 +27,15 @@ import numpy as np
 from bot import audio, paths
 from bot.config import Settings
 from bot.engines.base import Transcript
-from bot.engines.offline.engine import speech_dir
-from bot.engines.offline.hearing import hear
+from bot.engines.offline.engine import speech_dir, voices_dir, whisper_spec
+from bot.engines.offline.hearing import WorkerHearing, hear
 from bot.intent import router
+from bot.lab import neural_eval
 from bot.lab.samples import speak_pcm
+from bot.speech import neural
 from bot.speech.domain_corpus import normalise
 from bot.speech.recognizer import Recognizer
+from bot.speech.whisper_recognizer import WhisperRecognizer, WhisperSpec, WhisperUnavailable
 
 QUESTIONS = paths.EVAL_QUESTIONS
 VOICES = {
@@ -61,7 +64,12 @@ SPLITS = tuple(reversed(VOICES))  # newest held-out split first, tune last
 # once with each of that session's decoder settings, at its end. The next round of accuracy work
 # needs a fresh blind split, written before it starts.
 RESERVED = ("heldout9", "heldout11", "heldout12", "heldout13", "heldout14")
-DEFAULT_SPLITS = tuple(s for s in SPLITS if s not in RESERVED)
+# The neural-voice splits (bot/lab/neural_eval.py) share the namespace: nvdev runs with a plain
+# `eval`, its blind splits only when named.
+EVERY_SPLIT = SPLITS + neural_eval.SPLITS
+DEFAULT_SPLITS = tuple(s for s in SPLITS if s not in RESERVED) + tuple(
+    s for s in neural_eval.SPLITS if s not in neural_eval.RESERVED
+)
 SPEEDS = [145, 160, 175]
 PITCHES = [40, 50, 62]
 NOISE_SNR_DB = 10.0
@@ -301,24 +309,135 @@ def environment() -> str:
     )
 
 
+POCKETSPHINX, WHISPER = "pocketsphinx", "whisper"
+HUMAN_CLIPS = Path("/usr/share/pocketsphinx/test/data")
+
+
 async def run_eval(
-    settings: Settings, splits: tuple[str, ...] = DEFAULT_SPLITS, verbose: bool = False
+    settings: Settings,
+    splits: tuple[str, ...] = DEFAULT_SPLITS,
+    verbose: bool = False,
+    recognizers: tuple[str, ...] = (),
+    human: bool = False,
+    as_json: bool = False,
 ) -> str:
+    """`recognizers`: pocketsphinx and/or whisper, each hearing every recording; none given, the
+    one `offline.recognizer` names."""
     import asyncio
 
-    # Decoded one note at a time in this process, so each note's time is its own.
-    recognizer = await asyncio.to_thread(Recognizer, speech_dir(settings))
-    questions = [q for q in load_questions() if q.split in splits]
+    recognizers = recognizers or (settings.offline.recognizer,)
+    specs: dict[str, WhisperSpec | None] = {}
+    parts: list[str] = []
+    for name in recognizers:
+        if name == WHISPER:
+            try:
+                specs[name] = await asyncio.to_thread(whisper_spec, settings)
+            except WhisperUnavailable as exc:
+                parts.append(f"whisper: not measured, {exc}")
+        else:
+            specs[name] = None
     cache = settings.storage_dir / "eval"
-    listen = functools.partial(hear, recognizer)
-    outcomes = await asyncio.to_thread(evaluate, listen, questions, cache, settings.audio)
-    parts = [environment()] + [report(outcomes, split) for split in splits]
-    if verbose:
-        misses = [o for o in outcomes if not o.correct]
-        lines = [
-            f"  [{o.question.split}{' noisy' if o.noisy else ''}] {o.question.text!r} "
-            f"heard {o.heard!r} → {o.routed if o.acted_on else 'asked again: the transcripts disagree'}"
-            for o in misses
-        ]
-        parts.append("misses:\n" + "\n".join(lines))
+    espeak = tuple(s for s in splits if s in SPLITS)
+    voiced = tuple(s for s in splits if s in neural_eval.SPLITS)
+    parts.append(environment())
+    data: dict[str, object] = {"recognizers": list(specs), "espeak": {}, "neural": []}
+
+    def listener(spec: WhisperSpec | None) -> Listen:
+        recognizer = WhisperRecognizer.load(spec) if spec else Recognizer(speech_dir(settings))
+        return functools.partial(hear, recognizer)
+
+    if espeak:
+        questions = [q for q in load_questions() if q.split in espeak]
+        for name, spec in specs.items():
+            # Decoded one note at a time in this process, so each note's time is its own.
+            listen = await asyncio.to_thread(listener, spec)
+            outcomes = await asyncio.to_thread(evaluate, listen, questions, cache, settings.audio)
+            heading = f"== eSpeak voices (the stress test), heard by {name}\n" if len(specs) > 1 else ""
+            texts = [report(outcomes, split) for split in espeak]
+            data["espeak"][name] = texts  # type: ignore[index]
+            parts.append(heading + "\n\n".join(texts))
+            if verbose:
+                parts.append("misses:\n" + "\n".join(_espeak_misses(outcomes)))
+    if voiced:
+        extra = [voices_dir(settings)]
+        models = neural_eval.installed_voices(extra)
+        if not models or not neural.engine_available():
+            parts.append(
+                "neural splits: not measured, no neural voice is installed (pip install 'voxdesk[neural]')"
+            )
+        else:
+            rows = neural_eval.load_rows(voiced)
+            made = await asyncio.to_thread(neural_eval.recordings, rows, models, cache, extra)
+            parts.append(neural_eval.environment(models))
+            outcomes_n: list[neural_eval.Outcome] = []
+            for name, spec in specs.items():
+                hearing = WorkerHearing(speech_dir(settings), settings.offline.workers, spec)
+                try:
+                    await hearing.start()
+                    outcomes_n += await neural_eval.hear_all(hearing, name, made, settings.audio)
+                finally:
+                    await hearing.aclose()
+            names = [m.name for m in models]
+            parts += [neural_eval.report(outcomes_n, split, names) for split in voiced]
+            data["neural"] = neural_eval.cells(outcomes_n)
+            if verbose:
+                parts.append("misses:\n" + "\n".join(neural_eval.misses(outcomes_n)))
+    if human:
+        line = await asyncio.to_thread(
+            human_check, {n: functools.partial(listener, s) for n, s in specs.items()}, settings
+        )
+        data["human"] = line
+        parts.append(line)
+    if as_json:
+        data["environment"] = [p for p in parts if p.startswith(("recorded", "neural notes"))]
+        return json.dumps(data, indent=1)
     return "\n\n".join(parts)
+
+
+def _espeak_misses(outcomes: list[Outcome]) -> list[str]:
+    return [
+        f"  [{o.question.split}{' noisy' if o.noisy else ''}] {o.question.text!r} "
+        f"heard {o.heard!r} → {o.routed if o.acted_on else 'asked again: the transcripts disagree'}"
+        for o in outcomes
+        if not o.correct
+    ]
+
+
+def human_clips(folder: Path = HUMAN_CLIPS) -> list[tuple[Path, str]]:
+    """Debian's pocketsphinx-testdata clips that come with a transcription: people reading, in
+    words outside this bot's domain."""
+    clips = []
+    for sub, listing in (("librivox", "transcription"), ("cards", "cards.transcription")):
+        path = folder / sub / listing
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            words, _, clip = line.rpartition("(")
+            wav = folder / sub / (clip.strip(" )") + ".wav")
+            if wav.is_file():
+                text = words.replace("<s>", "").replace("</s>", "")
+                clips.append((wav, normalise(text)))
+    return clips
+
+
+def human_check(listeners: dict[str, Callable[[], Listen]], settings: Settings) -> str:
+    """Word error rate on recorded people, a check on words outside the domain; one line."""
+    clips = human_clips()
+    if not clips:
+        return f"human clips: skipped, none in {HUMAN_CLIPS} (apt-get install pocketsphinx-testdata)"
+    seconds = 0.0
+    rates = []
+    for name, make in listeners.items():
+        listen = make()
+        errors = words = 0
+        seconds = 0.0
+        for wav, reference in clips:
+            decoded = audio.decode(wav.read_bytes(), settings.audio)
+            heard = listen(decoded.segment.raw_data, decoded.segment.frame_rate)
+            e, w = word_errors(reference, heard.text)
+            errors, words, seconds = errors + e, words + w, seconds + decoded.seconds
+        rates.append(f"{name} {errors / words:.1%}")
+    return (
+        f"human clips (pocketsphinx-testdata: {len(clips)} clips, {seconds:.0f} s, {words} words): "
+        f"word error rate " + ", ".join(rates)
+    )

@@ -1,0 +1,339 @@
+"""The neural-voice splits of `python -m bot eval`: questions spoken by every installed Piper voice,
+each made into a player's voice note in every listening condition (bot/lab/conditions.py), heard
+by the bot's own worker processes and routed with router.decide_all.
+
+A note is scored by what decide_all returns: right (the tools asked for, no other; small talk: no
+tool and not unsure), one of two (a two-request note that got one of its tools and nothing else),
+asked again (no tool, unsure) or wrong (anything else, an extra tool included).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+import zlib
+from collections import defaultdict
+from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from bot import audio, paths
+from bot.config import AudioSettings
+from bot.engines.base import Transcript
+from bot.engines.offline.engine import spoken
+from bot.engines.offline.hearing import WorkerHearing
+from bot.intent import router
+from bot.lab.conditions import CONDITIONS, Condition, apply, bed_key, load_bed, make_bed
+from bot.speech import neural
+from bot.speech.domain_corpus import normalise
+
+FILES = (paths.DATA / "eval" / "neural_dev.tsv", paths.DATA / "eval" / "neural_splits.tsv")
+SPLITS = ("nvdev", "nv1", "nv2")
+# Blind: run once, by name, at the end of the work they measure.
+RESERVED = ("nv1", "nv2")
+KINDS = ("short", "ramble", "double")
+SMALLTALK = "smalltalk"
+
+# Per-note variation of the voice, drawn from the row's seed. Piper's defaults for this voice are
+# length 1, noise 0.667 and width noise 0.8; these stay where its speech still sounds natural.
+LENGTH_SCALE = (0.85, 1.2)
+NOISE_SCALE = (0.45, 0.85)
+NOISE_W = (0.6, 1.0)
+
+RIGHT, ONE_OF_TWO, WRONG, ASKED = "right", "one of two", "wrong", "asked again"
+VERDICTS = (RIGHT, ONE_OF_TWO, WRONG, ASKED)
+
+
+@dataclass(frozen=True)
+class Row:
+    split: str
+    kind: str
+    intents: tuple[str, ...]  # the tools asked for, in order; ("smalltalk",) for none
+    text: str
+    index: int  # within its split: a new split never changes another's notes
+
+    @property
+    def seed(self) -> int:
+        return zlib.crc32(f"{self.split}:{self.index}".encode())
+
+    def delivery(self) -> tuple[float, float, float]:
+        """Piper's length scale, noise scale and width noise for this row."""
+        rng = np.random.default_rng(self.seed)
+        return tuple(round(float(rng.uniform(*r)), 3) for r in (LENGTH_SCALE, NOISE_SCALE, NOISE_W))  # type: ignore[return-value]
+
+
+def load_rows(splits: Iterable[str], files: Iterable[Path] = FILES) -> list[Row]:
+    """The rows of the named splits only, in file order."""
+    wanted = set(splits)
+    rows: list[Row] = []
+    counts: dict[str, int] = defaultdict(int)
+    for path in files:
+        for line in path.read_text(encoding="utf-8").splitlines():
+            if not line.strip() or line.startswith("#"):
+                continue
+            split, kind, intents, text = line.split("\t")
+            if split in wanted:
+                rows.append(Row(split, kind, tuple(intents.split("+")), text, counts[split]))
+                counts[split] += 1
+    return rows
+
+
+def verdict(expected: tuple[str, ...], intents: list[router.Intent]) -> str:
+    tools = {i.name for i in intents if i.is_tool}
+    unsure = any(i.name == router.UNSURE for i in intents)
+    wanted = set(expected) - {SMALLTALK}
+    if tools == wanted and (wanted or not unsure):
+        return RIGHT
+    if not tools:
+        return ASKED if unsure else WRONG
+    if len(wanted) > 1 and len(tools & wanted) == 1 and tools <= wanted:
+        return ONE_OF_TWO
+    return WRONG
+
+
+# ---- recordings -------------------------------------------------------------------------------
+
+
+def installed_voices(extra: list[Path]) -> list[neural.VoiceModel]:
+    """Every known neural voice with its files installed: a new voice wheel joins by itself."""
+    return [model for model in neural.KNOWN.values() if neural.installed_folders(model, extra)]
+
+
+@dataclass(frozen=True)
+class Note:
+    row: Row
+    voice: str
+    condition: str
+
+    @property
+    def name(self) -> str:
+        """Everything that shapes the recording, hashed."""
+        c = CONDITIONS[self.condition]
+        bed = bed_key() if c.snr_db is not None else ""
+        tag = f"{self.row.text}|{self.voice}|{self.row.delivery()}|{self.row.seed}|{c}|{bed}"
+        return hashlib.sha1(tag.encode()).hexdigest()[:16] + ".ogg"
+
+
+def notes(rows: list[Row], voices: list[str]) -> list[Note]:
+    return [Note(row, voice, c) for row in rows for voice in voices for c in CONDITIONS]
+
+
+def environment(voices: list[neural.VoiceModel]) -> str:
+    import av
+
+    codec = ".".join(map(str, av.library_versions["libavcodec"]))
+    packages = ["piper-tts", "onnxruntime", *(v.package for v in voices), "espeakng-loader", "av", "numpy"]
+    return "neural notes made with " + ", ".join(
+        f"{name} {metadata.version(name)}" + (f" (libavcodec {codec})" if name == "av" else "")
+        for name in packages
+    )
+
+
+def recordings(
+    rows: list[Row], voices: list[neural.VoiceModel], cache: Path, extra: list[Path]
+) -> dict[Note, Path]:
+    """Each row in each voice and condition, making any split that is missing or stale."""
+    names = [v.name for v in voices]
+    by_split: dict[str, list[Row]] = defaultdict(list)
+    for row in rows:
+        by_split[row.split].append(row)
+    folder = cache / "neural"
+    manifests = {split: _manifest(notes(rs, names), voices) for split, rs in by_split.items()}
+    stale = [split for split, m in manifests.items() if _read_manifest(folder / split) != m]
+    if stale:
+        spawn = multiprocessing.get_context("spawn")
+        # eSpeak's output depends on what it said before in a process: the bed is made in one of
+        # its own, and then read from the cache by every worker.
+        with ProcessPoolExecutor(1, mp_context=spawn) as pool:
+            pool.submit(make_bed, cache).result()
+        workers = max(1, min(2, os.cpu_count() or 1))
+        jobs = []
+        for split in stale:
+            (folder / split / "split.json").unlink(missing_ok=True)
+            (folder / split).mkdir(parents=True, exist_ok=True)
+            # Interleaved, so rambles (the long notes) are shared between the workers.
+            jobs += [(by_split[split][k::workers], folder / split) for k in range(workers)]
+        with ProcessPoolExecutor(workers, mp_context=spawn, max_tasks_per_child=1) as pool:
+            list(
+                pool.map(
+                    _record,
+                    [j[0] for j in jobs],
+                    [j[1] for j in jobs],
+                    [cache] * len(jobs),
+                    [extra] * len(jobs),
+                )
+            )
+        for split in stale:
+            # Written last: a split cut short is made again from its start.
+            (folder / split / "split.json").write_text(json.dumps(manifests[split]))
+    return {note: folder / note.row.split / note.name for note in notes(rows, names)}
+
+
+def _manifest(made: list[Note], voices: list[neural.VoiceModel]) -> dict[str, object]:
+    return {"made with": environment(voices), "recordings": sorted(n.name for n in made)}
+
+
+def _read_manifest(folder: Path) -> dict[str, object]:
+    try:
+        return json.loads((folder / "split.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _record(rows: list[Row], folder: Path, cache: Path, extra: list[Path]) -> None:
+    for model in installed_voices(extra):
+        where = neural.installed_folders(model, extra)[0]
+        files = neural.verified_files(model, where)
+        beds: dict[int, np.ndarray] = {}
+        for row in rows:
+            length, noise, width = row.delivery()
+            # A fresh session per note: Piper's own randomness then depends on the row alone.
+            voice = neural.seeded(model, where, files, row.seed)
+            rate_wpm = round(neural.NATURAL_WPM / length)
+            speech = voice.synthesize(spoken(row.text), rate_wpm, noise_scale=noise, noise_w=width)
+            samples = np.frombuffer(speech.pcm, dtype=np.int16)
+            if speech.rate not in beds:
+                beds[speech.rate] = load_bed(cache, speech.rate)
+            for name, condition in CONDITIONS.items():
+                note = Note(row, model.name, name)
+                (folder / note.name).write_bytes(
+                    apply(samples, speech.rate, condition, row.seed, beds[speech.rate])
+                )
+
+
+# ---- hearing and scoring ----------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    note: Note
+    recognizer: str
+    heard: str
+    intents: tuple[str, ...]
+    verdict: str
+    errors: int
+    words: int
+    seconds: float
+    audio_seconds: float
+
+
+async def hear_all(
+    hearing: WorkerHearing, label: str, made: dict[Note, Path], limits: AudioSettings
+) -> list[Outcome]:
+    """Every note through the bot's own workers, as many at a time as there are workers, so each
+    note's time is about its own."""
+    from bot.lab.evaluation import word_errors
+
+    gate = asyncio.Semaphore(hearing.workers)
+
+    async def one(note: Note, path: Path) -> Outcome:
+        decoded = await asyncio.to_thread(lambda: audio.decode(path.read_bytes(), limits))
+        async with gate:
+            started = time.perf_counter()
+            heard: Transcript = await hearing.hear(decoded.segment.raw_data, decoded.segment.frame_rate)
+            took = time.perf_counter() - started
+        intents = router.decide_all(heard)
+        errors, words = word_errors(normalise(note.row.text), heard.text)
+        return Outcome(
+            note,
+            label,
+            heard.text,
+            tuple(i.name for i in intents),
+            verdict(note.row.intents, intents),
+            errors,
+            words,
+            took,
+            decoded.seconds,
+        )
+
+    return list(await asyncio.gather(*(one(note, path) for note, path in made.items())))
+
+
+def cells(outcomes: list[Outcome]) -> list[dict[str, object]]:
+    """Per split, kind (and all kinds), condition and recogniser: the share of each verdict and the
+    word error rate."""
+    groups: dict[tuple[str, str, str, str], list[Outcome]] = defaultdict(list)
+    for o in outcomes:
+        for kind in (o.note.row.kind, "all"):
+            groups[o.note.row.split, kind, o.note.condition, o.recognizer].append(o)
+    out = []
+    for (split, kind, condition, recognizer), rows in groups.items():
+        words = sum(o.words for o in rows)
+        out.append(
+            {
+                "split": split,
+                "kind": kind,
+                "condition": condition,
+                "recognizer": recognizer,
+                "notes": len(rows),
+                **{v: sum(o.verdict == v for o in rows) / len(rows) for v in VERDICTS},
+                "word error rate": sum(o.errors for o in rows) / words if words else 0.0,
+                "real-time factor": sum(o.seconds for o in rows) / sum(o.audio_seconds for o in rows),
+            }
+        )
+    return out
+
+
+def report(outcomes: list[Outcome], split: str, voices: list[str]) -> str:
+    """One split's table: a row per kind and condition, a column group per recogniser."""
+    mine = [o for o in outcomes if o.note.row.split == split]
+    if not mine:
+        return f"split: {split}: no notes"
+    recognizers = list(dict.fromkeys(o.recognizer for o in mine))
+    table = {(c["kind"], c["condition"], c["recognizer"]): c for c in cells(mine)}
+    per_kind = {k: len({o.note.row.index for o in mine if o.note.row.kind == k}) for k in KINDS}
+    rows_n = sum(per_kind.values())
+    counts = ", ".join(f"{n} {k}" for k, n in per_kind.items() if n)
+    conditions = "; ".join(f"{c.name}: " + _describe(c) for c in CONDITIONS.values())
+    lines = [
+        f"split: {split} ({rows_n} questions: {counts}; voice {', '.join(voices)}), each in every condition",
+        f"  {conditions}",
+        "  right / one of two (double only) / wrong tool / asked again, % of notes; word error rate %",
+    ]
+    group = f"{'right':>5} {'1of2':>4} {'wrong':>5} {'asked':>5} {'WER':>5}"
+    lines.append(f"{'':<7} {'':<6} {'n':>3}  " + " | ".join(f"{r:<29}" for r in recognizers))
+    lines.append(f"{'kind':<7} {'cond.':<6} {'':>3}  " + " | ".join(f"{group:<29}" for _ in recognizers))
+    for kind in (*[k for k in KINDS if per_kind[k]], "all"):
+        for condition in CONDITIONS:
+            got = [table.get((kind, condition, r)) for r in recognizers]
+            n = next((c["notes"] for c in got if c), 0)
+            parts = []
+            for c in got:
+                if c is None:
+                    parts.append(f"{'-':<29}")
+                    continue
+                one = f"{c[ONE_OF_TWO]:.0%}" if kind in ("double", "all") else "-"
+                shares = f"{c[RIGHT]:>5.0%} {one:>4} {c[WRONG]:>5.0%} {c[ASKED]:>5.0%}"
+                parts.append(f"{shares} {c['word error rate']:>5.1%}".ljust(29))
+            lines.append(f"{kind:<7} {condition:<6} {n:>3}  " + " | ".join(parts))
+    for r in recognizers:
+        heard = [o for o in mine if o.recognizer == r]
+        rtf = [o.seconds / o.audio_seconds for o in heard]
+        total = sum(o.seconds for o in heard) / sum(o.audio_seconds for o in heard)
+        p95, worst = np.percentile(rtf, 95), max(rtf)
+        lines.append(f"real-time factor, {r}: overall {total:.3f}, p95 {p95:.3f}, worst {worst:.3f}")
+    return "\n".join(lines)
+
+
+def _describe(c: Condition) -> str:
+    parts = [f"noise at {c.snr_db:g} dB SNR"] if c.snr_db is not None else []
+    parts += ["reverb"] * c.reverb + ["phone band"] * c.phone
+    parts.append(f"Opus {c.bit_rate // 1000} kb/s")
+    return ", ".join(parts)
+
+
+def misses(outcomes: list[Outcome]) -> list[str]:
+    return [
+        f"  [{o.note.row.split} {o.note.row.kind} {o.note.condition} {o.recognizer}] {o.note.row.text!r} "
+        f"heard {o.heard!r} → {'+'.join(o.intents)} ({o.verdict})"
+        for o in outcomes
+        if o.verdict != RIGHT
+    ]

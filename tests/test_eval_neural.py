@@ -1,0 +1,186 @@
+"""The neural-voice evaluation: its listening conditions do what they claim, its scoring rules, and
+its blind splits stay out of a plain run. Synthetic signals and a couple of nvdev rows only; no
+test reads a blind row's words (failures show counts)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bot import audio
+from bot.config import AudioSettings
+from bot.intent import router
+from bot.lab import conditions, neural_eval
+from bot.lab.neural_eval import ASKED, ONE_OF_TWO, RIGHT, WRONG, verdict
+
+RATE = 22050
+STATS, MANUALS, STATUS = router.STATS, router.MANUALS, router.STATUS
+
+
+def _band_energy(samples: np.ndarray, rate: int, low: float, high: float) -> float:
+    spectrum = np.abs(np.fft.rfft(samples)) ** 2
+    freqs = np.fft.rfftfreq(len(samples), 1 / rate)
+    return float(spectrum[(freqs >= low) & (freqs < high)].sum())
+
+
+def _pcm(note: bytes) -> bytes:
+    return audio.decode(note, AudioSettings()).segment.raw_data
+
+
+def _db(ratio: float) -> float:
+    return 10 * np.log10(ratio)
+
+
+# ---- conditions -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("snr_db", [15.0, 5.0])
+def test_noise_is_mixed_at_the_ratio_asked_measured_on_the_speech_present(snr_db: float) -> None:
+    rng = np.random.default_rng(1)
+    t = np.arange(RATE * 4) / RATE
+    # Half the note is silence: measured over the whole note, the ratio would be 3 dB off.
+    talking = (t % 1.0) < 0.5
+    speech = 8000 * np.sin(2 * np.pi * 220 * t) * talking
+    noise = rng.standard_normal(len(t)) * 50 + 400 * np.sin(2 * np.pi * 3 * t)
+    mixed = conditions.mix_at_snr(speech, noise, snr_db)
+    speech_power = np.mean(speech[talking] ** 2)
+    noise_power = np.mean((mixed - speech) ** 2)
+    assert abs(_db(speech_power / noise_power) - snr_db) < 1.0
+
+
+def test_the_phone_band_keeps_300_to_3400_hz_and_removes_what_is_outside() -> None:
+    rng = np.random.default_rng(2)
+    white = rng.standard_normal(RATE * 2) * 3000
+    phone = conditions.phone_band(white, RATE)
+    assert len(phone) == len(white)
+    inside = _band_energy(phone, RATE, 400, 3300) / _band_energy(white, RATE, 400, 3300)
+    above = _band_energy(phone, RATE, 3650, RATE / 2) / _band_energy(white, RATE, 3650, RATE / 2)
+    below = _band_energy(phone, RATE, 20, 240) / _band_energy(white, RATE, 20, 240)
+    assert inside > 0.7
+    assert _db(above) < -30 and _db(below) < -30
+
+
+def test_reverb_lengthens_the_tail_and_decays_at_its_rt60() -> None:
+    rng = np.random.default_rng(3)
+    burst = np.concatenate([rng.standard_normal(RATE // 20) * 5000, np.zeros(RATE // 2)])
+    wet = conditions.reverberate(burst, RATE, rt60=0.5, seed=7)
+    after = slice(RATE // 20 + RATE // 10, RATE // 20 + 3 * RATE // 10)  # 100-300 ms after the burst
+    assert len(wet) > len(burst)
+    assert np.mean(burst[after] ** 2) == 0
+    assert _db(np.mean(wet[after] ** 2) / np.mean(burst[: RATE // 20] ** 2)) > -40
+    # 60 dB in 0.5 s: 18 dB between windows 0.15 s apart.
+    response = conditions.room_impulse(RATE, 0.5, seed=7)
+    early = np.mean(response[int(0.05 * RATE) : int(0.10 * RATE)] ** 2)
+    late = np.mean(response[int(0.20 * RATE) : int(0.25 * RATE)] ** 2)
+    assert abs(_db(early / late) - 18) < 4
+
+
+def test_the_opus_bitrate_setting_changes_the_note() -> None:
+    rng = np.random.default_rng(4)
+    t = np.arange(RATE * 3) / RATE
+    signal = 6000 * np.sin(2 * np.pi * 300 * t) + rng.standard_normal(len(t)) * 2000
+    low = conditions.encode(signal, RATE, 12_000)
+    high = conditions.encode(signal, RATE, 32_000)
+    assert len(low) < 0.6 * len(high)
+    for note in (low, high):
+        assert abs(audio.decode(note, AudioSettings()).seconds - 3) < 0.1
+
+
+def test_the_crowd_talks_about_nothing_the_router_listens_for() -> None:
+    from bot.intent.cues import CATEGORY_CUES, CUES
+    from bot.speech.domain_corpus import normalise
+
+    crowd = " " + " ".join(normalise(t) for t in conditions.CROWD_TEXTS) + " "
+    cues = {cue for table in (*CUES.values(), *CATEGORY_CUES.values()) for cue in table}
+    assert [cue for cue in cues if f" {cue} " in crowd] == []
+
+
+# ---- scoring ----------------------------------------------------------------------------------
+
+
+def _said(*names: str) -> list[router.Intent]:
+    return [router.Intent(name) for name in names]
+
+
+def test_a_two_request_note_is_right_only_with_both_tools() -> None:
+    both = (STATS, STATUS)
+    assert verdict(both, _said(STATUS, STATS)) == RIGHT  # in either order
+    assert verdict(both, _said(STATS)) == ONE_OF_TWO
+    assert verdict(both, _said(STATS, router.UNSURE)) == ONE_OF_TWO
+    assert verdict(both, _said(STATS, MANUALS)) == WRONG  # one right, one not asked for
+    assert verdict(both, _said(MANUALS)) == WRONG
+    assert verdict(both, _said(router.UNSURE)) == ASKED
+    assert verdict(both, _said(router.GREETING)) == WRONG
+
+
+def test_a_one_request_note_is_right_with_exactly_its_tool() -> None:
+    assert verdict((STATS,), _said(STATS)) == RIGHT
+    assert verdict((STATS,), _said(STATS, MANUALS)) == WRONG  # an extra tool is a wrong answer
+    assert verdict((STATS,), _said(MANUALS)) == WRONG
+    assert verdict((STATS,), _said(router.UNSURE)) == ASKED
+    assert verdict((STATS,), _said(router.THANKS)) == WRONG
+
+
+def test_small_talk_is_right_with_no_tool_and_no_doubt() -> None:
+    assert verdict(("smalltalk",), _said(router.GREETING)) == RIGHT
+    assert verdict(("smalltalk",), _said(router.UNSURE)) == ASKED
+    assert verdict(("smalltalk",), _said(STATS)) == WRONG
+
+
+def test_the_report_counts_one_of_two_apart_from_right_and_wrong() -> None:
+    row = neural_eval.Row("nvdev", "double", (STATS, STATUS), "a", 0)
+    outcomes = [
+        neural_eval.Outcome(neural_eval.Note(row, "v", "clean"), "r", "", (), v, 1, 4, 0.1, 1.0)
+        for v in (RIGHT, ONE_OF_TWO, ONE_OF_TWO, WRONG)
+    ]
+    [cell] = [c for c in neural_eval.cells(outcomes) if c["kind"] == "double"]
+    assert (cell[RIGHT], cell[ONE_OF_TWO], cell[WRONG], cell[ASKED]) == (0.25, 0.5, 0.25, 0.0)
+    assert cell["word error rate"] == 0.25
+
+
+# ---- splits -----------------------------------------------------------------------------------
+
+
+def test_the_blind_neural_splits_run_only_when_named() -> None:
+    from bot.lab.evaluation import DEFAULT_SPLITS, EVERY_SPLIT
+
+    assert {"nv1", "nv2"} == set(neural_eval.RESERVED)
+    assert not set(neural_eval.RESERVED) & set(DEFAULT_SPLITS)
+    assert "nvdev" in DEFAULT_SPLITS and set(neural_eval.SPLITS) <= set(EVERY_SPLIT)
+    rows = neural_eval.load_rows(DEFAULT_SPLITS)
+    assert sum(r.split in neural_eval.RESERVED for r in rows) == 0
+    assert {r.split for r in rows} == {"nvdev"}
+
+
+def test_each_row_has_its_own_delivery_within_range() -> None:
+    rows = neural_eval.load_rows(["nvdev"])
+    deliveries = [r.delivery() for r in rows]
+    assert len(set(deliveries)) == len(rows)
+    for (low, high), values in zip(
+        (neural_eval.LENGTH_SCALE, neural_eval.NOISE_SCALE, neural_eval.NOISE_W),
+        zip(*deliveries, strict=True),
+        strict=True,
+    ):
+        assert low <= min(values) and max(values) <= high
+
+
+def test_recordings_are_made_once_the_same_way_and_in_every_condition(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    voices = neural_eval.installed_voices([])
+    if not voices:
+        pytest.skip("no neural voice installed")
+    rows = neural_eval.load_rows(["nvdev"])[:2]
+    made = neural_eval.recordings(rows, voices, tmp_path, [])
+    assert len(made) == 2 * len(voices) * len(conditions.CONDITIONS)
+    first = {note: path.read_bytes() for note, path in made.items()}
+    heard = {note: _pcm(data) for note, data in first.items()}
+    stamps = {note: path.stat().st_mtime_ns for note, path in made.items()}
+    assert neural_eval.recordings(rows, voices, tmp_path, []) == made
+    assert {note: path.stat().st_mtime_ns for note, path in made.items()} == stamps  # not made again
+    for path in made.values():
+        path.unlink()
+    (tmp_path / "neural" / "nvdev" / "split.json").unlink()
+    again = neural_eval.recordings(rows, voices, tmp_path, [])
+    # The audio, not the bytes: Ogg gives each stream a random serial number.
+    assert {note: _pcm(path.read_bytes()) for note, path in again.items()} == heard
+    sizes = {c: sum(len(b) for n, b in first.items() if n.condition == c) for c in conditions.CONDITIONS}
+    assert sizes["hard"] < sizes["noisy"] < sizes["clean"]  # 12, 16 and 32 kb/s
