@@ -159,6 +159,8 @@ def recordings(
         for split in stale:
             (folder / split / "split.json").unlink(missing_ok=True)
             (folder / split).mkdir(parents=True, exist_ok=True)
+            for old in (folder / split).glob("*.ogg"):  # notes of rows or recipes since changed
+                old.unlink()
             # Interleaved, so rambles (the long notes) are shared between the workers.
             jobs += [(by_split[split][k::workers], folder / split) for k in range(workers)]
         with ProcessPoolExecutor(workers, mp_context=spawn, max_tasks_per_child=1) as pool:
