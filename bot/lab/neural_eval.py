@@ -140,47 +140,52 @@ def environment(voices: list[neural.VoiceModel]) -> str:
 def recordings(
     rows: list[Row], voices: list[neural.VoiceModel], cache: Path, extra: list[Path]
 ) -> dict[Note, Path]:
-    """Each row in each voice and condition, making any split that is missing or stale."""
+    """Each row in each voice and condition, making any note that is missing, and every note of a
+    split made with other releases than these. Each note is a seeded voice's alone (no state
+    carries from one to the next), so a note once made is kept whatever else is asked for."""
     names = [v.name for v in voices]
+    made = environment(voices)
+    folder = cache / "neural"
     by_split: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         by_split[row.split].append(row)
-    folder = cache / "neural"
-    manifests = {split: _manifest(notes(rs, names), voices) for split, rs in by_split.items()}
-    stale = [split for split, m in manifests.items() if _read_manifest(folder / split) != m]
-    if stale:
+    kept: dict[str, set[str]] = {}
+    missing: dict[str, list[Row]] = {}
+    for split, split_rows in by_split.items():
+        manifest = _read_manifest(folder / split)
+        if manifest.get("made with") != made:
+            for old in (folder / split).glob("*.ogg"):
+                old.unlink()
+            manifest = {}
+        kept[split] = set(manifest.get("recordings", []))  # type: ignore[call-overload]
+        missing[split] = [r for r in split_rows if not {n.name for n in notes([r], names)} <= kept[split]]
+    jobs = [(split, rs) for split, rs in missing.items() if rs]
+    if jobs:
         spawn = multiprocessing.get_context("spawn")
         # eSpeak's output depends on what it said before in a process: the bed is made in one of
         # its own, and then read from the cache by every worker.
         with ProcessPoolExecutor(1, mp_context=spawn) as pool:
             pool.submit(make_bed, cache).result()
         workers = max(1, min(2, os.cpu_count() or 1))
-        jobs = []
-        for split in stale:
-            (folder / split / "split.json").unlink(missing_ok=True)
+        # Interleaved, so rambles (the long notes) are shared between the workers.
+        chunks = [(rs[k::workers], folder / split) for split, rs in jobs for k in range(workers)]
+        for split, _ in jobs:
             (folder / split).mkdir(parents=True, exist_ok=True)
-            for old in (folder / split).glob("*.ogg"):  # notes of rows or recipes since changed
-                old.unlink()
-            # Interleaved, so rambles (the long notes) are shared between the workers.
-            jobs += [(by_split[split][k::workers], folder / split) for k in range(workers)]
         with ProcessPoolExecutor(workers, mp_context=spawn, max_tasks_per_child=1) as pool:
-            list(
-                pool.map(
-                    _record,
-                    [j[0] for j in jobs],
-                    [j[1] for j in jobs],
-                    [cache] * len(jobs),
-                    [extra] * len(jobs),
-                )
+            args = (
+                [c[0] for c in chunks],
+                [c[1] for c in chunks],
+                [cache] * len(chunks),
+                [extra] * len(chunks),
             )
-        for split in stale:
-            # Written last: a split cut short is made again from its start.
-            (folder / split / "split.json").write_text(json.dumps(manifests[split]))
+            list(pool.map(_record, *args))
+        for split, rs in jobs:
+            # Written after the notes: a run cut short makes its notes again.
+            listed = kept[split] | {n.name for n in notes(rs, names)}
+            (folder / split / "split.json").write_text(
+                json.dumps({"made with": made, "recordings": sorted(listed)})
+            )
     return {note: folder / note.row.split / note.name for note in notes(rows, names)}
-
-
-def _manifest(made: list[Note], voices: list[neural.VoiceModel]) -> dict[str, object]:
-    return {"made with": environment(voices), "recordings": sorted(n.name for n in made)}
 
 
 def _read_manifest(folder: Path) -> dict[str, object]:
