@@ -27,13 +27,14 @@ import numpy as np
 from bot import audio, paths
 from bot.config import Settings
 from bot.engines.base import Transcript
-from bot.engines.offline.engine import speech_dir, voices_dir, whisper_spec
+from bot.engines.offline.engine import choose_recognizer, speech_dir, voices_dir, whisper_spec
 from bot.engines.offline.hearing import WorkerHearing, hear
 from bot.intent import router
 from bot.lab import neural_eval
 from bot.lab.samples import speak_pcm
 from bot.speech import neural
 from bot.speech.domain_corpus import normalise
+from bot.speech.recognition import POCKETSPHINX, WHISPER
 from bot.speech.recognizer import Recognizer
 from bot.speech.whisper_recognizer import WhisperRecognizer, WhisperSpec, WhisperUnavailable
 
@@ -309,7 +310,6 @@ def environment() -> str:
     )
 
 
-POCKETSPHINX, WHISPER = "pocketsphinx", "whisper"
 HUMAN_CLIPS = Path("/usr/share/pocketsphinx/test/data")
 
 
@@ -322,12 +322,14 @@ async def run_eval(
     as_json: bool = False,
 ) -> str:
     """`recognizers`: pocketsphinx and/or whisper, each hearing every recording; none given, the
-    one `offline.recognizer` names."""
+    one the bot would hear with (`offline.recognizer`, `auto` resolved as the engine does)."""
     import asyncio
 
-    recognizers = recognizers or (settings.offline.recognizer,)
     specs: dict[str, WhisperSpec | None] = {}
     parts: list[str] = []
+    if not recognizers:
+        chosen = await choose_recognizer(settings)
+        specs[WHISPER if chosen else POCKETSPHINX] = chosen
     for name in recognizers:
         if name == WHISPER:
             try:
