@@ -250,6 +250,10 @@ class WhisperRecognizer:
                 initial_prompt=self._prompt,
                 max_new_tokens=MAX_NEW_TOKENS,
                 chunk_length=window,
+                # No fallback to sampling at higher temperatures: a note is heard the same every
+                # time, and a doubtful decode is not retried five times over (runs of 16x the
+                # note's length). The router asks again rather than act on a doubtful one.
+                temperature=0.0,
             )
             # The segments are a lazy generator: decode while the window is set.
             heard = list(segments)
