@@ -87,6 +87,29 @@ class OfflineSettings:
     # pocketsphinx) | pocketsphinx (ships in its wheel) | whisper (voxdesk[whisper]).
     recognizer: str = "pocketsphinx"
     whisper_model: str = "tiny.en"  # a faster-whisper model name (fetched by its loader) or a folder
+    # Which languages players speak: en (English only) | any (Whisper detects each note's language
+    # and translates any other into English before routing; needs a multilingual model, base from
+    # voxdesk[multilingual]) | a list such as "en,es,fr,de" (the same, detection limited to those).
+    # Replies are in English whatever the player spoke.
+    languages: str = "en"
+
+    def language_codes(self) -> tuple[str, ...] | None:
+        """The languages Whisper may hear a note as, English first; None: any it knows."""
+        if self.languages.strip() == ANY_LANGUAGE:
+            return None
+        codes = [code.strip().lower() for code in self.languages.split(",") if code.strip()]
+        return ("en", *dict.fromkeys(c for c in codes if c != "en"))
+
+
+ANY_LANGUAGE = "any"
+# Whisper's language codes (faster-whisper's tokenizer lists the same), so a typo in
+# offline.languages is named when the settings load, not when a Spanish note is misheard.
+WHISPER_LANGUAGES = frozenset(
+    "af am ar as az ba be bg bn bo br bs ca cs cy da de el en es et eu fa fi fo fr gl gu ha haw he hi "
+    "hr ht hu hy id is it ja jw ka kk km kn ko la lb ln lo lt lv mg mi mk ml mn mr ms mt my ne nl nn no "
+    "oc pa pl ps pt ro ru sa sd si sk sl sn so sq sr su sv sw ta te tg th tk tl tr tt uk ur uz vi yi yo "
+    "zh yue".split()
+)
 
 
 # USD per 1M tokens, as published; also in config.toml, so an install without one estimates alike.
@@ -317,6 +340,7 @@ def load_settings(
     built = {name: _build_section(name, cls, sections.get(name, {})) for name, cls in SECTIONS.items()}
     secrets = Secrets(**{name: environ.get(var, "").strip() for name, var in Secrets.ENV.items()})
     settings = Settings(**built, secrets=secrets, source=source)
+    _check_languages(settings.offline)
     _check_required_secrets(settings, environ)
     return settings
 
@@ -434,6 +458,19 @@ def _article(wanted: str) -> str:
     return {"int": "an integer", "float": "a number", "bool": "true or false", "str": "text"}.get(
         wanted, wanted
     )
+
+
+def _check_languages(offline: OfflineSettings) -> None:
+    codes = offline.language_codes()
+    if codes is None:
+        return
+    written = [c.strip().lower() for c in offline.languages.split(",") if c.strip()]
+    unknown = [c for c in written if c not in WHISPER_LANGUAGES]
+    if unknown or not written:
+        raise ConfigError(
+            f"offline.languages = {offline.languages!r}: use en, any, or Whisper language codes separated "
+            f'by commas such as "en,es,fr,de"' + (f" ({', '.join(unknown)} is not one)" if unknown else "")
+        )
 
 
 def _check_required_secrets(settings: Settings, environ: typing.Mapping[str, str]) -> None:

