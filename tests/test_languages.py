@@ -36,8 +36,9 @@ def multilingual(settings: Settings, languages: str = "any", model: str = "base"
 # Spanish notes spoken by eSpeak NG's "es" voice at 165 wpm and encoded by audio.reply_from_pcm,
 # kept as files: eSpeak's output differs a little from one call to the next (it depends on what it
 # spoke before), and Whisper base hears its Spanish poorly enough that the difference can change
-# the words. Each of these was heard the same way in four decodes out of four (a dev choice: the
-# bench, bench/languages.py, gives the rates over many questions).
+# the words. These two were chosen because base heard them as the tests expect in every one of at
+# least seven runs while this was written; most eSpeak Spanish is heard far worse (the rates over
+# many questions are bench/languages.py's, docs/offline-engine.md "Languages").
 SAMPLES = Path(__file__).parent / "samples"
 
 
