@@ -181,3 +181,48 @@ async def test_auto_without_a_whisper_model_hears_with_pocketsphinx_and_check_sa
         assert app.engine.hearing.whisper is None  # type: ignore[attr-defined]
     said = [r for r in caplog.records if "hearing with pocketsphinx" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.INFO
+
+
+class _DoubtfulRecognizer:
+    """Words that route well, which the recogniser itself doubts (as Whisper does in loud noise)."""
+
+    def recognize(self, pcm: bytes, general: bool = False):  # type: ignore[no-untyped-def]
+        from bot.speech.recognizer import Hypothesis
+
+        text = "how many points do i have"
+        return None if general else Hypothesis(text, "whisper", -1.3, (text,), sure=False)
+
+
+async def test_words_the_recogniser_doubts_are_asked_again_even_in_context(settings) -> None:
+    from bot.engines.offline import sentences
+    from bot.engines.offline.hearing import LocalHearing
+
+    note = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
+    async with running_app(settings) as app:
+        ctx = ToolContext(user_id=NOVA)
+        await app.agent.respond_text(ctx, "how many points do i have")  # a context that would fit
+        await app.engine.hearing.aclose()
+        app.engine.hearing = LocalHearing(_DoubtfulRecognizer())  # type: ignore[attr-defined,arg-type]
+        reply = await app.agent.respond(ctx, note)
+    assert reply.tool_calls == []
+    assert reply.text == sentences.NOT_CLEAR
+    assert reply.user_text == "how many points do i have"  # the words heard are kept
+
+
+def test_whisper_is_unsure_below_its_log_probability_floor(monkeypatch) -> None:
+    segment = type("Segment", (), {"text": " How many points do I have?", "avg_logprob": -1.2})
+    seen: dict[str, object] = {}
+
+    def transcribe(self, samples, **options):  # type: ignore[no-untyped-def]
+        seen.update(options)
+        return iter([segment]), None
+
+    recognizer = load_recognizer(paths.DATA, whisper.WhisperSpec(str(whisper.resolve_model("tiny.en"))))
+    monkeypatch.setattr(type(recognizer._model), "transcribe", transcribe)  # type: ignore[attr-defined]
+    doubtful = recognizer.recognize(bytes(2 * 16_000 * 2))  # two seconds
+    segment.avg_logprob = -0.3
+    sure = recognizer.recognize(bytes(2 * 16_000 * 2))
+    assert doubtful is not None and not doubtful.sure and sure is not None and sure.sure
+    # A two-second note may not run on for the 160 tokens a long one may.
+    assert seen["max_new_tokens"] == whisper.token_cap(2.0) < whisper.MAX_NEW_TOKENS
+    assert seen["temperature"] == 0.0

@@ -49,6 +49,9 @@ class Hypothesis:
     model: str  # "domain" or "general"
     log_prob: float  # pocketsphinx's path score; higher is better, comparable within one model
     alternatives: tuple[str, ...] = ()  # distinct transcripts, best first (text among them)
+    # False when the recogniser itself doubts what it heard (its own measure, such as Whisper's
+    # token probabilities): the note is then not acted on, however well the words route.
+    sure: bool = True
 
 
 # The domain model knows only the words of its corpus, and players use many more. Mixing in

@@ -82,7 +82,7 @@ class OfflineEngine:
             heard = Transcript(turn.text)
         else:
             heard = (await turn.heard if turn.heard else None) or Transcript("", act_on=False)
-        if isinstance(heard, Heard) and turn.history:
+        if isinstance(heard, Heard) and heard.sure and turn.history:
             # The runners-up vote again in the conversation's light: "and my achievements?"
             # after a points question is clear in context even when it was not alone.
             # Off the event loop: routing ten transcripts takes ~15 ms.
@@ -100,6 +100,8 @@ class OfflineEngine:
                 for intent in tools
             ]
             return EngineReply(tool_calls=calls, user_text=heard.text)
+        if isinstance(heard, Heard) and not heard.sure:
+            return await self._say(say.NOT_CLEAR, turn)
         return await self._say(SMALLTALK.get(intents[0].name, say.UNSURE), turn)
 
     async def _say(self, text: str, turn: TurnState) -> EngineReply:

@@ -39,6 +39,7 @@ class Heard(Transcript):
     """A transcript with the recogniser's runners-up (best first), to weigh again in context."""
 
     alternatives: tuple[str, ...] = ()
+    sure: bool = True  # False: the recogniser doubts its own words; no context makes them clear
 
 
 def hear(recognizer: SpeechRecognizer, pcm: bytes, rate: int) -> Transcript:
@@ -47,6 +48,9 @@ def hear(recognizer: SpeechRecognizer, pcm: bytes, rate: int) -> Transcript:
     pcm16 = to_16k(pcm, rate)
     heard = recognizer.recognize(pcm16)
     assert heard is not None, "the first hearing always answers"
+    if not heard.sure:
+        log.info("asking again: the recogniser doubts what it heard (%r)", heard.text)
+        return Heard(heard.text, False, heard.alternatives, sure=False)
     settled = router.settle(heard.alternatives)
     if settled is not None:
         return Heard(settled.text, settled.act_on, heard.alternatives)

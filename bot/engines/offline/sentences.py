@@ -20,6 +20,10 @@ UNSURE = (
     "Sorry, I didn't catch that. Could you say it again in other words? You can ask about your "
     "points, the game guides, or your tickets."
 )
+NOT_CLEAR = (
+    "Sorry, it's noisy where you are and I couldn't make that out. Could you say it again, a bit "
+    "closer to the microphone?"
+)
 
 # ---- a tool's answer -------------------------------------------------------------------------
 
