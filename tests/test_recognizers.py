@@ -88,6 +88,25 @@ def test_an_immediately_repeated_phrase_is_said_once(heard: str, said: str) -> N
     assert whisper.collapse_repeats(heard) == said
 
 
+@pytest.mark.parametrize(
+    ("heard", "cut_short", "said"),
+    [
+        ("what's my rank on the leaderboard what's my rank", True, "what's my rank on the leaderboard"),
+        (
+            "my purchase went through but i never got the coins my",
+            True,
+            "my purchase went through but i never got the coins",
+        ),
+        # A decode that ended by itself keeps a tail that happens to echo its start.
+        ("my points my", False, "my points my"),
+    ],
+)
+def test_a_decode_cut_at_its_token_cap_drops_the_repeat_it_was_starting(
+    heard: str, cut_short: bool, said: str
+) -> None:
+    assert whisper.collapse_repeats(heard, cut_short) == said
+
+
 def test_the_encoder_hears_a_short_window_only_inside_a_whisper_decode() -> None:
     import faster_whisper.transcribe as transcribe
     import numpy as np
@@ -210,7 +229,9 @@ async def test_words_the_recogniser_doubts_are_asked_again_even_in_context(setti
 
 
 def test_whisper_is_unsure_below_its_log_probability_floor(monkeypatch) -> None:
-    segment = type("Segment", (), {"text": " How many points do I have?", "avg_logprob": -1.2})
+    segment = type(
+        "Segment", (), {"text": " How many points do I have?", "avg_logprob": -1.2, "tokens": [1] * 7}
+    )
     seen: dict[str, object] = {}
 
     def transcribe(self, samples, **options):  # type: ignore[no-untyped-def]

@@ -299,9 +299,16 @@ def domain_prompt(manuals_dir: Path) -> str:
 # ---- hearing ----------------------------------------------------------------------------------
 
 
-def collapse_repeats(text: str) -> str:
-    """Words with any immediately repeated run of words said once: "a b a b c" → "a b c"."""
+def collapse_repeats(text: str, cut_short: bool = False) -> str:
+    """Words with any immediately repeated run of words said once: "a b a b c" → "a b c".
+    `cut_short`: the decode hit its token cap, which stops a runaway repeat part way: a tail
+    that starts the note over again ("my rank on the board my rank") is dropped as well."""
     words = text.split()
+    if cut_short:
+        for size in range(len(words) // 2, 0, -1):
+            if words[-size:] == words[:size]:
+                del words[-size:]
+                break
     changed = True
     while changed:
         changed = False
@@ -396,6 +403,7 @@ class WhisperRecognizer:
         samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
         seconds = min(WINDOW_SECONDS, math.ceil(len(samples) / RATE) + PAD_SECONDS)
         window = seconds if self._short else WINDOW_SECONDS
+        cap = token_cap(len(samples) / RATE)
         with self._lock, _window(window * RATE // 160 if self._short else None):
             language, task = "en", "transcribe"
             if self._languages != ENGLISH:
@@ -414,7 +422,7 @@ class WhisperRecognizer:
                 condition_on_previous_text=False,
                 without_timestamps=True,
                 initial_prompt=self._prompt,
-                max_new_tokens=token_cap(len(samples) / RATE),
+                max_new_tokens=cap,
                 chunk_length=window,
                 # No fallback to sampling at higher temperatures: a note is heard the same every
                 # time, and a doubtful decode is not retried five times over (runs of 16x the
@@ -423,7 +431,8 @@ class WhisperRecognizer:
             )
             # The segments are a lazy generator: decode while the window is set.
             heard = list(segments)
-        text = collapse_repeats(normalise(" ".join(s.text for s in heard)))
+        cut_short = sum(len(s.tokens) for s in heard) >= cap
+        text = collapse_repeats(normalise(" ".join(s.text for s in heard)), cut_short)
         if not text:
             return Hypothesis("", "whisper", float("-inf"))
         score = sum(s.avg_logprob for s in heard) / len(heard)
