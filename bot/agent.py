@@ -264,6 +264,8 @@ class VoiceAgent:
             turn.rounds.append(Round(calls=step.tool_calls, results=results, assistant_text=step.text))
 
     async def _reply_audio(self, final: EngineReply, voice: str | None) -> audio.ReplyAudio | None:
+        if final.reply_audio is not None:
+            return final.reply_audio
         if final.audio:
             return await asyncio.to_thread(audio.reply_from_encoded, final.audio, final.audio_format)
         if self.speaker is not None and final.text:

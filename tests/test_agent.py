@@ -246,3 +246,19 @@ async def test_a_complaint_filed_before_the_engine_failed_is_not_filed_again_by_
     keys = [r.result["ticket_key"] for r in reply.tool_results if r.call.name == "register_grievance"]
     assert reply.engine == "backup" and len(keys) == 2 and keys[0] == keys[1]
     assert [t.description for t in tickets].count("gems missing") == 1
+
+
+async def test_a_reply_the_engine_already_encoded_is_sent_as_it_is(settings) -> None:
+    """The offline engine encodes as it speaks; decoding and encoding that again would cost a
+    reply's worth of Opus work for nothing."""
+    from bot.audio import reply_from_pcm
+
+    ready = reply_from_pcm(b"\x00\x10" * 24_000, 24_000)
+
+    class Encoded(ScriptedEngine):
+        async def complete(self, turn: TurnState) -> EngineReply:
+            return EngineReply(text="done", reply_audio=ready, audio=b"not audio", audio_format="wav")
+
+    async with running_app(settings, Encoded()) as app:
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "hi")
+    assert reply.audio is ready

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.tools.base import Tool, ToolCall, ToolContext, ToolResult
 
 # Defined below the engines so the intent router can use them too; the protocol speaks in them.
 from bot.turns import PastTurn, Transcript
+
+if TYPE_CHECKING:  # the speech workers import this module and have no use for audio encoding
+    from bot.audio import ReplyAudio
 
 __all__ = [
     "AudioClip",
@@ -97,6 +100,9 @@ class EngineReply:
     text: str = ""
     audio: bytes | None = None
     audio_format: str = ""  # "ogg_opus", "wav", "mp3", "pcm16" (24 kHz mono), ...
+    # The reply already encoded as Discord wants it (the offline engine encodes as it speaks);
+    # the agent then sends it as it is, rather than decoding `audio` and encoding it again.
+    reply_audio: ReplyAudio | None = None
     audio_id: str | None = None
     audio_expires_at: int | None = None
     usage: Usage | None = None
