@@ -83,6 +83,11 @@ class OfflineSettings:
     voice: str = "auto"  # auto: the neural voice when voxdesk[neural] is installed, else eSpeak's en-us
     rate_wpm: int = 165
     workers: int = 0  # speech decoding processes; 0: one per core, up to four
+    # Replies' sentences kept as audio, so those said again are not synthesised again; 0: none.
+    sentence_cache_mb: int = 16
+    # Speak a reply sentence by sentence, on every core, encoding as it goes; false: the whole reply
+    # in one synthesis (the path before issue 18's speed work, kept to measure against).
+    speak_by_sentence: bool = True
     # Which recogniser hears notes: auto (Whisper when voxdesk[whisper] is installed, else
     # pocketsphinx) | pocketsphinx (ships in its wheel) | whisper (voxdesk[whisper]).
     recognizer: str = "pocketsphinx"

@@ -1,0 +1,143 @@
+"""Speaking a reply: its text → 48 kHz Ogg/Opus, sentence by sentence.
+
+A neural voice costs about 80 ms of a core per second of speech, most of a reply's work. So:
+
+- each sentence is synthesised as a job of its own on a small pool (one thread per core, each
+  running onnxruntime on one thread): one reply alone uses every core, and many replies at once
+  never run more ONNX sessions than there are cores;
+- sentences are encoded to Ogg/Opus in order as they come, while later ones are still being
+  synthesised, and straight from the voice's 22.05 kHz PCM (no WAV to decode again);
+- the PCM of each sentence is kept in a bounded cache keyed by voice, rate and the sentence's
+  words, so the sentences a bot says again and again (greetings, thanks, "say that again") are
+  synthesised once.
+
+eSpeak NG voices are cheap (about 1 ms a second of speech) and speak a reply whole, as before:
+their pauses between sentences come from seeing the whole text. When a neural voice fails on any
+sentence, eSpeak speaks the whole reply instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import threading
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from bot.audio import OggOpusWriter, ReplyAudio, reply_from_pcm
+from bot.speech.voices import FALLBACK, ReplyVoices, espeak_speech
+
+log = logging.getLogger(__name__)
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+# A sentence's PCM is keyed by what shapes it: the voice (a neural voice's name stands for one
+# model, checked by SHA-256 at load), the speaking rate and the words.
+CacheKey = tuple[str, int, str]
+
+
+def sentences(text: str) -> list[str]:
+    """The text split after each sentence's closing mark; Piper speaks each sentence on its own
+    anyway (with its own loudness), so the audio is what one call on the whole text gives."""
+    return [s for s in (part.strip() for part in _SENTENCE_END.split(text)) if s]
+
+
+class SentenceCache:
+    """The most recently used sentences' PCM, up to `max_bytes` (0: off). Thread-safe."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self.enabled = max_bytes > 0
+        self.hits = 0
+        self.misses = 0
+        self._size = 0
+        self._items: OrderedDict[CacheKey, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: CacheKey) -> bytes | None:
+        if not self.enabled:
+            return None
+        with self._lock:
+            pcm = self._items.get(key)
+            if pcm is None:
+                self.misses += 1
+                return None
+            self._items.move_to_end(key)
+            self.hits += 1
+            return pcm
+
+    def put(self, key: CacheKey, pcm: bytes) -> None:
+        if not self.enabled or len(pcm) > self.max_bytes:
+            return
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = pcm
+            self._size += len(pcm)
+            while self._size > self.max_bytes:
+                _, dropped = self._items.popitem(last=False)
+                self._size -= len(dropped)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+            self._size = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+class ReplySpeaker:
+    """Blocking (`speak` waits for synthesis): call it in a thread, never on the event loop."""
+
+    def __init__(self, voices: ReplyVoices, rate_wpm: int, cache_bytes: int = 0, threads: int = 0) -> None:
+        self.voices = voices
+        self.rate_wpm = rate_wpm
+        self.cache = SentenceCache(cache_bytes)
+        # False: the whole reply in one synthesis, as before issue 18's speed work (the engine
+        # then hands a WAV to the agent); kept so a bench can measure today's path beside this one.
+        self.by_sentence = True
+        self._pool = ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="voxdesk-speak")
+
+    def speak(self, text: str, voice: str | None) -> ReplyAudio:
+        name = self.voices.resolve(voice)
+        neural = self.voices.neural.get(name)
+        if neural is not None:
+            try:
+                return self._neural(name, text)
+            except Exception:
+                log.exception("neural voice %s failed; eSpeak %s speaks this reply", name, FALLBACK)
+                name = FALLBACK
+        speech = espeak_speech(text, name, self.rate_wpm)
+        return reply_from_pcm(speech.pcm, speech.rate)
+
+    def _neural(self, name: str, text: str) -> ReplyAudio:
+        voice = self.voices.neural[name]
+        keys = [(name, self.rate_wpm, sentence) for sentence in sentences(text)]
+        ready: dict[CacheKey, bytes] = {}
+        jobs: dict[CacheKey, Future[bytes]] = {}
+        for key in keys:
+            if key in ready or key in jobs:
+                continue
+            pcm = self.cache.get(key)
+            if pcm is not None:
+                ready[key] = pcm
+            else:
+                jobs[key] = self._pool.submit(lambda s: voice.synthesize(s, self.rate_wpm).pcm, key[2])
+        writer = OggOpusWriter(voice.rate)
+        try:
+            for key in keys:
+                if key not in ready:
+                    ready[key] = jobs[key].result()
+                    self.cache.put(key, ready[key])
+                writer.write(ready[key])
+            return writer.finish()
+        except BaseException:
+            for job in jobs.values():
+                job.cancel()
+            writer.close()
+            raise
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

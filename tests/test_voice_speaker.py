@@ -1,0 +1,183 @@
+"""Speaking a reply sentence by sentence: the sentence cache, encoding as it goes, the fallback to
+eSpeak when the neural voice fails, and the settings that switch it (bot/speech/speaker.py)."""
+
+import logging
+
+import numpy as np
+import pytest
+
+from bot import audio
+from bot.app import running_app
+from bot.engines.base import EngineReply, TurnState
+from bot.lab.samples import speak_pcm
+from bot.speech import neural, speaker, voices
+from bot.speech.speaker import ReplySpeaker, SentenceCache, sentences
+from bot.speech.voices import ReplyVoices
+from bot.tools.base import ToolContext
+
+from .conftest import NOVA
+
+JOE = neural.JOE.name
+
+
+@pytest.fixture(scope="module")
+def reply_voices() -> ReplyVoices:
+    loaded = ReplyVoices.load("auto", [])
+    assert JOE in loaded.neural, "the dev extra installs the neural voice"
+    return loaded
+
+
+@pytest.fixture
+def piper_texts(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The texts Piper was asked to speak, calling through to the real voice."""
+    asked: list[str] = []
+    real = neural.NeuralVoice.synthesize
+
+    def spy(self: neural.NeuralVoice, text: str, rate_wpm: int = neural.NATURAL_WPM):  # type: ignore[no-untyped-def]
+        asked.append(text)
+        return real(self, text, rate_wpm)
+
+    monkeypatch.setattr(neural.NeuralVoice, "synthesize", spy)
+    return asked
+
+
+def test_a_reply_is_split_after_each_sentence() -> None:
+    assert sentences("Hi Nova! You have 1,200 points.  Rank 3 of 9?\nThanks.") == [
+        "Hi Nova!",
+        "You have 1,200 points.",
+        "Rank 3 of 9?",
+        "Thanks.",
+    ]
+    assert sentences("Version 2.5 is out") == ["Version 2.5 is out"]
+    assert sentences("  ") == []
+
+
+def test_the_cache_keys_on_voice_rate_and_words_and_keeps_the_recent_ones() -> None:
+    cache = SentenceCache(max_bytes=10)
+    cache.put((JOE, 165, "Hello."), b"aaaa")
+    assert cache.get((JOE, 165, "Hello.")) == b"aaaa"
+    assert cache.get((JOE, 200, "Hello.")) is None  # another pace is other audio
+    assert cache.get(("en-us", 165, "Hello.")) is None  # another voice too
+    assert cache.get((JOE, 165, "Hello!")) is None
+    cache.put((JOE, 165, "Two."), b"bbbb")
+    cache.get((JOE, 165, "Hello."))  # used: now the most recent
+    cache.put((JOE, 165, "Three."), b"cccc")  # 12 bytes > 10: the least recently used goes
+    assert cache.get((JOE, 165, "Two.")) is None
+    assert cache.get((JOE, 165, "Hello.")) == b"aaaa"
+    assert cache.get((JOE, 165, "Three.")) == b"cccc"
+    cache.put((JOE, 165, "Huge."), b"x" * 11)  # larger than the whole cache: not kept
+    assert cache.get((JOE, 165, "Huge.")) is None
+    assert (cache.hits, cache.misses) == (4, 5)
+
+
+def test_a_cache_of_zero_bytes_keeps_nothing() -> None:
+    cache = SentenceCache(max_bytes=0)
+    cache.put((JOE, 165, "Hello."), b"aaaa")
+    assert cache.get((JOE, 165, "Hello.")) is None and len(cache) == 0
+
+
+def test_the_ogg_written_piece_by_piece_is_the_ogg_of_the_whole() -> None:
+    pcm, rate = speak_pcm("How many points do I have? And what is my rank?", "en-us", 165)
+    assert rate != audio.REPLY_RATE  # resampled on the way, with its state kept across pieces
+    whole = audio.reply_from_pcm(pcm, rate)
+    writer = audio.OggOpusWriter(rate)
+    third = len(pcm) // 6 * 2
+    for piece in (pcm[:third], pcm[third : 2 * third], pcm[2 * third :]):
+        writer.write(piece)
+    pieces = writer.finish()
+    # The same Opus stream (each Ogg file has a random serial number, so the bytes differ there).
+    decoded = [audio._decode_pcm(reply.ogg, audio.REPLY_RATE, 60.0) for reply in (whole, pieces)]
+    assert decoded[0] == decoded[1]
+    assert (pieces.duration_secs, pieces.waveform) == (whole.duration_secs, whole.waveform)
+
+
+def test_the_opus_complexity_is_the_encoders() -> None:
+    pcm, rate = speak_pcm("How many points do I have?", "en-us", 165)
+    samples = np.frombuffer(pcm, dtype=np.int16)
+    fast, slow = audio.OggOpusWriter(rate, complexity=5), audio.OggOpusWriter(rate, complexity=10)
+    fast.write(samples.tobytes())
+    slow.write(samples.tobytes())
+    decoded = [audio._decode_pcm(w.finish().ogg, audio.REPLY_RATE, 60.0) for w in (fast, slow)]
+    assert decoded[0] != decoded[1]
+
+
+def test_each_sentence_is_synthesised_once_and_then_comes_from_the_cache(reply_voices, piper_texts) -> None:
+    speaking = ReplySpeaker(reply_voices, 165, cache_bytes=8_000_000)
+    try:
+        first = speaking.speak("Thanks for asking. You have 40 points. Thanks for asking.", JOE)
+        assert sorted(piper_texts) == ["Thanks for asking.", "You have 40 points."]
+        again = speaking.speak("Thanks for asking. You have 41 points.", JOE)
+        assert piper_texts[2:] == ["You have 41 points."]  # only the new sentence
+        speaking.speak("Thanks for asking.", JOE)
+        assert len(piper_texts) == 3  # all from the cache
+        speaking.rate_wpm = 200
+        speaking.speak("Thanks for asking.", JOE)
+        assert piper_texts[3:] == ["Thanks for asking."]  # another pace: spoken afresh
+    finally:
+        speaking.close()
+    for reply in (first, again):
+        assert reply.ogg.startswith(b"OggS") and reply.duration_secs > 1.0
+    assert first.duration_secs > again.duration_secs  # three sentences against two
+
+
+def test_a_neural_voice_that_fails_on_a_sentence_gives_the_whole_reply_in_espeak(
+    reply_voices, monkeypatch, caplog
+) -> None:
+    real = neural.NeuralVoice.synthesize
+
+    def broken(self, text, rate_wpm=neural.NATURAL_WPM):  # type: ignore[no-untyped-def]
+        if "points" in text:
+            raise RuntimeError("onnxruntime fell over")
+        return real(self, text, rate_wpm)
+
+    espoken: list[str] = []
+    real_espeak = voices.espeak_speech
+
+    def espeak(text, voice, rate_wpm, pitch=50):  # type: ignore[no-untyped-def]
+        espoken.append(text)
+        return real_espeak(text, voice, rate_wpm, pitch)
+
+    monkeypatch.setattr(neural.NeuralVoice, "synthesize", broken)
+    monkeypatch.setattr(speaker, "espeak_speech", espeak)
+    speaking = ReplySpeaker(reply_voices, 165, cache_bytes=8_000_000)
+    try:
+        with caplog.at_level(logging.ERROR):
+            reply = speaking.speak("Hello there. You have 40 points. Goodbye.", JOE)
+    finally:
+        speaking.close()
+    assert espoken == ["Hello there. You have 40 points. Goodbye."]
+    assert f"neural voice {JOE} failed" in caplog.text
+    assert reply.ogg.startswith(b"OggS") and reply.duration_secs > 2.0
+
+
+def test_an_espeak_voice_speaks_the_reply_whole(reply_voices, piper_texts) -> None:
+    speaking = ReplySpeaker(reply_voices, 165, cache_bytes=8_000_000)
+    try:
+        reply = speaking.speak("Hello there. You have 40 points.", "en-us")
+    finally:
+        speaking.close()
+    assert piper_texts == [] and len(speaking.cache) == 0
+    assert reply.duration_secs > 1.0
+
+
+async def test_the_settings_choose_the_speaking_path(settings, piper_texts) -> None:
+    turn = TurnState(ToolContext(user_id=NOVA), audio=None, text="hi", history=[], tools=[], voice=JOE)
+    on = settings.replace(offline={"voice": "auto", "sentence_cache_mb": 3})
+    async with running_app(on) as app:
+        engine = app.agent.engine
+        assert engine.speaker.cache.max_bytes == 3_000_000 and engine.speaker.by_sentence  # type: ignore[attr-defined]
+        step: EngineReply = await engine._say("Hello there. Hello there.", turn)  # type: ignore[attr-defined]
+        # Ready to send: encoded as it was spoken, and the repeated sentence spoken once.
+        assert step.reply_audio is not None and step.audio is None
+        assert piper_texts == ["Hello there."]
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "hello")
+        assert reply.audio is not None and reply.audio.ogg.startswith(b"OggS")
+    off = settings.replace(offline={"voice": "auto", "sentence_cache_mb": 0, "speak_by_sentence": False})
+    async with running_app(off) as app:
+        engine = app.agent.engine
+        assert not engine.speaker.cache.enabled and not engine.speaker.by_sentence  # type: ignore[attr-defined]
+        before = len(piper_texts)
+        step = await engine._say("Hello there. Hello there.", turn)  # type: ignore[attr-defined]
+        # The earlier path: the whole reply in one synthesis, a WAV for the agent to encode.
+        assert step.reply_audio is None and step.audio_format == "wav" and step.audio
+        assert piper_texts[before:] == ["Hello there. Hello there."]
