@@ -2,6 +2,8 @@
 eSpeak when the neural voice fails, and the settings that switch it (bot/speech/speaker.py)."""
 
 import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -181,3 +183,23 @@ async def test_the_settings_choose_the_speaking_path(settings, piper_texts) -> N
         # The earlier path: the whole reply in one synthesis, a WAV for the agent to encode.
         assert step.reply_audio is None and step.audio_format == "wav" and step.audio
         assert piper_texts[before:] == ["Hello there. Hello there."]
+
+
+def test_replies_at_once_share_a_sentence_being_synthesised(reply_voices, monkeypatch) -> None:
+    asked: list[str] = []
+    real = neural.NeuralVoice.synthesize
+
+    def slow(self, text, rate_wpm=neural.NATURAL_WPM):  # type: ignore[no-untyped-def]
+        asked.append(text)
+        time.sleep(0.3)  # still in flight when the other replies ask for it
+        return real(self, text, rate_wpm)
+
+    monkeypatch.setattr(neural.NeuralVoice, "synthesize", slow)
+    speaking = ReplySpeaker(reply_voices, 165, cache_bytes=8_000_000)
+    try:
+        with ThreadPoolExecutor(3) as players:
+            replies = list(players.map(lambda _: speaking.speak("Hi! Welcome back.", JOE), range(3)))
+    finally:
+        speaking.close()
+    assert sorted(asked) == ["Hi!", "Welcome back."]
+    assert len({r.duration_secs for r in replies}) == 1

@@ -26,6 +26,7 @@ from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from bot.audio import OggOpusWriter, ReplyAudio, reply_from_pcm
+from bot.speech.neural import NeuralVoice
 from bot.speech.voices import FALLBACK, ReplyVoices, espeak_speech
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,8 @@ class ReplySpeaker:
         # then hands a WAV to the agent); kept so a bench can measure today's path beside this one.
         self.by_sentence = True
         self._pool = ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="voxdesk-speak")
+        self._in_flight: dict[CacheKey, Future[bytes]] = {}
+        self._lock = threading.Lock()
 
     def speak(self, text: str, voice: str | None) -> ReplyAudio:
         name = self.voices.resolve(voice)
@@ -117,27 +120,41 @@ class ReplySpeaker:
         keys = [(name, self.rate_wpm, sentence) for sentence in sentences(text)]
         ready: dict[CacheKey, bytes] = {}
         jobs: dict[CacheKey, Future[bytes]] = {}
-        for key in keys:
-            if key in ready or key in jobs:
-                continue
-            pcm = self.cache.get(key)
-            if pcm is not None:
-                ready[key] = pcm
-            else:
-                jobs[key] = self._pool.submit(lambda s: voice.synthesize(s, self.rate_wpm).pcm, key[2])
+        with self._lock:
+            for key in keys:
+                if key in ready or key in jobs:
+                    continue
+                pcm = self.cache.get(key)
+                if pcm is not None:
+                    ready[key] = pcm
+                    continue
+                # A sentence another reply is synthesising right now (several players greeting the
+                # bot at once) is waited for, not synthesised twice; only while the cache is on,
+                # since sharing it is caching it.
+                job = self._in_flight.get(key) if self.cache.enabled else None
+                if job is None:
+                    job = self._pool.submit(self._synthesize, voice, key)
+                    if self.cache.enabled:
+                        self._in_flight[key] = job
+                jobs[key] = job
         writer = OggOpusWriter(voice.rate)
         try:
             for key in keys:
-                if key not in ready:
-                    ready[key] = jobs[key].result()
-                    self.cache.put(key, ready[key])
-                writer.write(ready[key])
+                writer.write(ready[key] if key in ready else jobs[key].result())
             return writer.finish()
         except BaseException:
-            for job in jobs.values():
-                job.cancel()
+            # Jobs are left to finish (another reply may share them); what they make is cached.
             writer.close()
             raise
+
+    def _synthesize(self, voice: NeuralVoice, key: CacheKey) -> bytes:
+        try:
+            pcm = voice.synthesize(key[2], key[1]).pcm
+            self.cache.put(key, pcm)
+            return pcm
+        finally:
+            with self._lock:
+                self._in_flight.pop(key, None)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
