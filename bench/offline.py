@@ -90,7 +90,9 @@ def instrument(app: App) -> None:
     engine = app.agent.engine
     engine.hearing.hear = timed("hear", engine.hearing.hear)  # type: ignore[attr-defined]
     engine._say = timed("speak", engine._say)  # type: ignore[attr-defined]
-    decide = router.decide
+    # The engine routes a note with decide_all (every request in it); older engines with decide.
+    name = "decide_all" if hasattr(router, "decide_all") else "decide"
+    decide = getattr(router, name)
 
     def deciding(*args: Any, **kwargs: Any) -> Any:
         started = time.perf_counter()
@@ -99,7 +101,7 @@ def instrument(app: App) -> None:
         finally:
             add("route", (time.perf_counter() - started) * 1000)
 
-    offline_engine.router.decide = deciding  # type: ignore[attr-defined]
+    setattr(offline_engine.router, name, deciding)
 
 
 async def answer(app: App, context: ToolContext, note: bytes) -> float:
