@@ -46,7 +46,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.e2e import LagMonitor, pct
-from bot import audio, paths
+from bot import paths
 from bot.app import App, running_app
 from bot.audio import reply_from_pcm
 from bot.config import load_settings
@@ -131,10 +131,8 @@ def set_mode(app: App, mode: str) -> None:
     speaker = engine.speaker  # type: ignore[attr-defined]
     speaker.by_sentence = mode != "today"
     speaker.cache.enabled = mode == "+cache"
-    audio.OPUS_COMPLEXITY = 10 if mode == "today" else BEST_COMPLEXITY
 
 
-BEST_COMPLEXITY = audio.OPUS_COMPLEXITY
 MODES = ("today", "sentences", "+cache")
 
 

@@ -25,7 +25,7 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from bot.audio import OggOpusWriter, ReplyAudio, reply_from_pcm
+from bot.audio import REPLY_OPUS_COMPLEXITY, OggOpusWriter, ReplyAudio
 from bot.speech.neural import NeuralVoice
 from bot.speech.voices import FALLBACK, ReplyVoices, espeak_speech
 
@@ -113,7 +113,9 @@ class ReplySpeaker:
                 log.exception("neural voice %s failed; eSpeak %s speaks this reply", name, FALLBACK)
                 name = FALLBACK
         speech = espeak_speech(text, name, self.rate_wpm)
-        return reply_from_pcm(speech.pcm, speech.rate)
+        writer = OggOpusWriter(speech.rate, REPLY_OPUS_COMPLEXITY)
+        writer.write(speech.pcm)
+        return writer.finish()
 
     def _neural(self, name: str, text: str) -> ReplyAudio:
         voice = self.voices.neural[name]
@@ -137,7 +139,7 @@ class ReplySpeaker:
                     if self.cache.enabled:
                         self._in_flight[key] = job
                 jobs[key] = job
-        writer = OggOpusWriter(voice.rate)
+        writer = OggOpusWriter(voice.rate, REPLY_OPUS_COMPLEXITY)
         try:
             for key in keys:
                 writer.write(ready[key] if key in ready else jobs[key].result())
