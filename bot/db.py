@@ -7,17 +7,22 @@ from pathlib import Path
 
 import aiosqlite
 
+BUSY_SECONDS = 30
+
 
 async def open_sqlite(path: Path | str, schema: str = "", autocommit: bool = False) -> aiosqlite.Connection:
     """A WAL-mode connection (readers never wait on the writer), with `schema` applied.
     `autocommit`: each statement commits by itself; transactions only where BEGIN opens one."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     extra = {"isolation_level": None} if autocommit else {}
-    conn = await aiosqlite.connect(str(path), **extra)
+    # A writer waits up to BUSY_SECONDS for another's transaction (in aiosqlite's thread, not on
+    # the event loop): on a saturated machine another process's short claim can take seconds to
+    # finish, and giving up would drop a player's note.
+    conn = await aiosqlite.connect(str(path), timeout=BUSY_SECONDS, **extra)
     conn.row_factory = aiosqlite.Row
+    await conn.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
     await conn.execute("PRAGMA journal_mode=WAL")
     await conn.execute("PRAGMA synchronous=NORMAL")
-    await conn.execute("PRAGMA busy_timeout=5000")
     if schema:
         await conn.executescript(schema)
         await conn.commit()
