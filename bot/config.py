@@ -90,7 +90,7 @@ class OfflineSettings:
     speak_by_sentence: bool = True
     # Which recogniser hears notes: auto (Whisper when voxdesk[whisper] is installed, else
     # pocketsphinx) | pocketsphinx (ships in its wheel) | whisper (voxdesk[whisper]).
-    recognizer: str = "pocketsphinx"
+    recognizer: str = "auto"
     whisper_model: str = "tiny.en"  # a faster-whisper model name (fetched by its loader) or a folder
     # Which languages players speak: en (English only) | any (Whisper detects each note's language
     # and translates any other into English before routing; needs a multilingual model, base from

@@ -139,6 +139,7 @@ async def test_any_language_with_an_english_only_model_fails_check_and_hears_eng
 
 
 async def test_any_language_with_pocketsphinx_fails_check_in_one_line(settings) -> None:
+    settings = settings.replace(offline={"recognizer": "pocketsphinx"})
     line = await check_offline_engine(settings)  # English only: no word about languages
     assert "languages" not in line
     asked = settings.replace(offline={"languages": "en,es"})

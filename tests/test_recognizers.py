@@ -39,9 +39,9 @@ def with_whisper(settings: Settings, model: str = "tiny.en") -> Settings:
     return settings.replace(offline={"recognizer": "whisper", "whisper_model": model})
 
 
-def test_pocketsphinx_stays_the_default_and_the_choice_is_checked(tmp_path) -> None:
+def test_auto_is_the_default_and_the_choice_is_checked(tmp_path) -> None:
     settings = make_settings(tmp_path)
-    assert settings.offline.recognizer == "pocketsphinx"
+    assert settings.offline.recognizer == "auto"
     assert settings.offline.whisper_model == "tiny.en"
     assert make_settings(tmp_path, VOXDESK_OFFLINE_RECOGNIZER="whisper").offline.recognizer == "whisper"
     with pytest.raises(ConfigError, match="recognizer"):
@@ -177,7 +177,8 @@ async def test_a_missing_whisper_model_gets_one_check_line_and_pocketsphinx_hear
 
 
 async def test_the_check_line_names_the_recogniser(settings) -> None:
-    assert ", recogniser pocketsphinx, reply voice" in await check_offline_engine(settings)
+    pocketsphinx = settings.replace(offline={"recognizer": "pocketsphinx"})
+    assert ", recogniser pocketsphinx, reply voice" in await check_offline_engine(pocketsphinx)
     line = await check_offline_engine(with_whisper(settings))
     assert f", recogniser whisper ({whisper.resolve_model('tiny.en')}), reply voice" in line
 
