@@ -12,10 +12,12 @@ replies are as long as a real player's; past nine players the rest are unlinked.
 Engines, in the same run and taking turns row by row and round by round, so a busy moment on a
 shared machine hits each alike (the "others" column: cores other processes kept busy meanwhile):
 
-- today: the speaking path as it was before issue 18's speed work (whole reply synthesised in
-  one go, handed to the agent as a WAV, decoded and resampled again, Opus at complexity 10);
-- sentences: each sentence synthesised on the speaking pool and encoded as it comes, Opus at
-  complexity 5, with the sentence cache off;
+- today: the engine as it was before issue 18's speed work: pocketsphinx hears, and the whole
+  reply is synthesised in one go, handed to the agent as a WAV, decoded and resampled again,
+  Opus at complexity 10;
+- sentences: offline.recognizer's choice hears (Whisper tiny.en by default), each sentence is
+  synthesised on the speaking pool and encoded as it comes, Opus at complexity 5, with the
+  sentence cache off;
 - +cache: the same with the sentence cache on (what the bot runs). The raid repeats six notes,
   so its hit rate is higher than a real bot's: the row without the cache is the honest one.
 
@@ -51,6 +53,8 @@ from bot.app import App, running_app
 from bot.audio import reply_from_pcm
 from bot.config import load_settings
 from bot.engines.offline import engine as offline_engine
+from bot.engines.offline.engine import describe_recognizer, speech_dir
+from bot.engines.offline.hearing import WorkerHearing
 from bot.intent import router
 from bot.lab.samples import speak_pcm
 from bot.seed import initialise
@@ -126,8 +130,15 @@ async def answer(app: App, context: ToolContext, note: bytes) -> float:
 # ---- the engines compared ----------------------------------------------------------------------
 
 
+# Each mode's hearing: `today` hears with pocketsphinx, the recogniser the engine had before
+# Whisper became the default; the others with what offline.recognizer picks.
+HEARINGS: dict[str, Any] = {}
+
+
 def set_mode(app: App, mode: str) -> None:
     engine = app.agent.engine
+    if HEARINGS:
+        engine.hearing = HEARINGS["today" if mode == "today" else "now"]  # type: ignore[attr-defined]
     speaker = engine.speaker  # type: ignore[attr-defined]
     speaker.by_sentence = mode != "today"
     speaker.cache.enabled = mode == "+cache"
@@ -252,6 +263,9 @@ async def main(notes: int, player_counts: list[int], runs: int, voice: str, roun
         five = reply_from_pcm(pcm, rate).ogg
         async with running_app(settings) as app:
             engine = app.agent.engine
+            HEARINGS["now"] = engine.hearing  # type: ignore[attr-defined]
+            HEARINGS["today"] = WorkerHearing(speech_dir(settings), settings.offline.workers)
+            await HEARINGS["today"].start()
             instrument(app)
             info = engine.reply_voices.describe()  # type: ignore[attr-defined]
             for mode in MODES:  # imports, codecs, the general model, SQLite, the ONNX session's first run
@@ -268,9 +282,13 @@ async def main(notes: int, player_counts: list[int], runs: int, voice: str, roun
             lat = await latency(app, five, runs, MODES[:2]) if runs else {}
             cache = engine.speaker.cache  # type: ignore[attr-defined]
             workers = engine.hearing.workers  # type: ignore[attr-defined]
+            heard_with = describe_recognizer(HEARINGS["now"].whisper)
+            engine.hearing = HEARINGS["now"]  # type: ignore[attr-defined]
+            await HEARINGS.pop("today").aclose()
         print(
             f"the six sample notes through the whole offline agent; reply voice {info.name} ({info.engine}); "
-            f"{workers} hearing workers; {os.cpu_count()} cores; "
+            f"{workers} hearing workers; today hears with pocketsphinx, the others with {heard_with}; "
+            f"{os.cpu_count()} cores; "
             f"agent.max_concurrent_turns={settings.agent.max_concurrent_turns}; "
             f"sentence cache, all rows: {cache.hits} hits, {cache.misses} misses"
         )
