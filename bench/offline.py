@@ -92,10 +92,10 @@ def timed(stage: str, fn: Callable[..., Any]) -> Callable[..., Any]:
 
 def instrument(app: App) -> None:
     engine = app.agent.engine
-    engine.hearing.hear = timed("hear", engine.hearing.hear)  # type: ignore[attr-defined]
+    for hearing in {id(h): h for h in (engine.hearing, *HEARINGS.values())}.values():  # type: ignore[attr-defined]
+        hearing.hear = timed("hear", hearing.hear)
     engine._say = timed("speak", engine._say)  # type: ignore[attr-defined]
-    # The engine routes a note with decide_all (every request in it); older engines with decide.
-    name = "decide_all" if hasattr(router, "decide_all") else "decide"
+    name = "decide_all"
     decide = getattr(router, name)
 
     def deciding(*args: Any, **kwargs: Any) -> Any:

@@ -86,9 +86,9 @@ class OfflineSettings:
     # Replies' sentences kept as audio, so those said again are not synthesised again; 0: none.
     sentence_cache_mb: int = 16
     # Speak a reply sentence by sentence, on every core, encoding as it goes; false: the whole reply
-    # in one synthesis (the path before issue 18's speed work, kept to measure against).
+    # in one synthesis (the baseline bench/offline.py measures against).
     speak_by_sentence: bool = True
-    # Which recogniser hears notes: auto (Whisper when voxdesk[whisper] is installed, else
+    # Which recogniser hears notes: auto (Whisper when its model loads, else
     # pocketsphinx) | pocketsphinx (ships in its wheel) | whisper (voxdesk[whisper]).
     recognizer: str = "auto"
     whisper_model: str = "tiny.en"  # a faster-whisper model name (fetched by its loader) or a folder
@@ -100,7 +100,7 @@ class OfflineSettings:
 
     def language_codes(self) -> tuple[str, ...] | None:
         """The languages Whisper may hear a note as, English first; None: any it knows."""
-        if self.languages.strip() == ANY_LANGUAGE:
+        if self.languages.strip().lower() == ANY_LANGUAGE:
             return None
         codes = [code.strip().lower() for code in self.languages.split(",") if code.strip()]
         return ("en", *dict.fromkeys(c for c in codes if c != "en"))

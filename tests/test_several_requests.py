@@ -124,3 +124,50 @@ async def test_a_spoken_two_request_note_is_answered_in_one_spoken_reply(setting
     assert [c["name"] for c in reply.tool_calls] == [STATS, MANUALS]
     assert "points" in reply.text and "guide" in reply.text.lower()
     assert reply.audio is not None and reply.audio.duration_secs > 4.0
+
+
+async def test_each_answer_is_given_from_its_own_request_words(settings) -> None:
+    # "achievements" belongs to the how-to question: the points question is answered with points.
+    async with running_app(settings) as app:
+        reply = await app.agent.respond_text(
+            ToolContext(user_id=NOVA), "how many points do i have and how do i unlock achievements"
+        )
+    assert [c["name"] for c in reply.tool_calls] == [STATS, MANUALS]
+    stats = reply.tool_results[0].result
+    assert reply.text.startswith(f"{stats['player_name']}, you have {stats['total_points']} points")
+
+
+def test_two_tickets_asked_by_number_are_two_status_checks() -> None:
+    asked = router.route_all("what is the status of grv twelve and what is the status of grv fifteen")
+    assert [(i.name, i.arguments.get("ticket_key")) for i in asked] == [
+        (STATUS, "GRV-12"),
+        (STATUS, "GRV-15"),
+    ]
+
+
+async def test_it_after_a_filing_in_the_same_note_is_the_ticket_just_filed(settings) -> None:
+    async with running_app(settings) as app:
+        ctx = ToolContext(user_id=NOVA)
+        both = await app.agent.respond_text(ctx, "i want to report a cheater and what is the status of it")
+        # Filed with another request in the same note, "it" next time is still that ticket.
+        filed = await app.agent.respond_text(ctx, "i want to report a cheater oh and how do i block someone")
+        later = await app.agent.respond_text(ctx, "what's the status of it")
+    assert [c["name"] for c in both.tool_calls] == [REGISTER]  # its reply gives the new ticket's key
+    assert [c["name"] for c in filed.tool_calls] == [REGISTER, MANUALS]
+    key = filed.tool_results[0].result["ticket_key"]
+    assert later.tool_calls == [{"name": STATUS, "arguments": {"ticket_key": key}}]
+
+
+def test_a_loose_general_model_transcript_files_nothing_even_as_one_of_two_requests() -> None:
+    from bot.engines.offline.hearing import hear
+    from bot.speech.recognizer import Hypothesis
+
+    class Loose:
+        def recognize(self, pcm: bytes, general: bool = False):  # type: ignore[no-untyped-def]
+            if general:
+                text = "how many points do i have and i want to report a cheater in ranked"
+                return Hypothesis(text, "general", 0.0, (text,))
+            return Hypothesis("the so what", "domain", 0.0, ("the so what", "um the"))
+
+    heard = hear(Loose(), bytes(3200), 16_000)  # type: ignore[arg-type]
+    assert not heard.act_on

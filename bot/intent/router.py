@@ -75,6 +75,7 @@ class Intent:
     arguments: dict[str, Any] = field(default_factory=dict)
     confidence: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
+    said: str = ""  # the words it was routed from: the part of a note that asked for it
 
     @property
     def is_tool(self) -> bool:
@@ -196,9 +197,12 @@ def category(text: str) -> str:
 
 
 def _last_tool(history: list[PastTurn]) -> tuple[str | None, dict[str, Any]]:
+    """The previous turn's tool and result; a ticket filed in it comes first, whatever else that
+    note asked, since "it" after a filing means that ticket."""
     if not history:
         return None, {}
-    for result in reversed(history[-1].tool_results):
+    results = history[-1].tool_results
+    for result in [*(r for r in results if r.get("name") == REGISTER), *reversed(results)]:
         return result.get("name"), result.get("result") or {}
     return None, {}
 
@@ -379,21 +383,34 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     long note (a ramble of asides and fillers), one clear request outweighs what the whole
     note's words lean to. Otherwise the note is routed whole."""
     whole = route(text, history)
+    whole.said = text
     words = tokenize(text)
     pieces = parts(words)
     if len(pieces) < 2:
         return [whole]
-    found: dict[str, tuple[Intent, list[str]]] = {}
+    found: dict[tuple[str, str], Intent] = {}
     for piece in pieces:
         intent = route(" ".join(piece), history, guess=False)
         if _clear(intent, PART_MIN_SCORE) and _asks(intent, piece):
-            found.setdefault(intent.name, (intent, piece))
-    if MANUALS in found and REGISTER in found and not FILING_WORDS & set(found[REGISTER][1]):
-        del found[REGISTER]  # the problem is the how-to question's context
+            intent.said = " ".join(piece)
+            # One of each tool, but two tickets' statuses asked by number are two requests.
+            found.setdefault((intent.name, str(intent.arguments.get("ticket_key", ""))), intent)
+    clear = len(found)
+    register = next((i for (name, _), i in found.items() if name == REGISTER), None)
+    if register and any(name == MANUALS for name, _ in found):
+        if not FILING_WORDS & set(tokenize(register.said)):
+            del found[REGISTER, ""]  # the problem is the how-to question's context
+    elif register:
+        # "...and what's the status of it" asks about the ticket this note files; its reply says.
+        found = {k: i for k, i in found.items() if not (k == (STATUS, "") and PRONOUN_TICKET.search(i.said))}
     if len(found) >= 2:
-        return [_with_note(intent, text) for intent, _ in found.values()]
-    if len(found) == 1 and len(words) >= LONG_NOTE_WORDS:
-        return [_with_note(next(iter(found.values()))[0], text)]
+        return [_with_note(intent, text) for intent in found.values()]
+    # One clear request left of several, or the one clear request of a ramble.
+    if len(found) == 1 and (clear > 1 or len(words) >= LONG_NOTE_WORDS):
+        (intent,) = found.values()
+        if intent.name == MANUALS and clear > 1:
+            intent.arguments["query"] = text.strip()[:300]  # the problem told is the search's context
+        return [_with_note(intent, text)]
     return [whole]
 
 

@@ -237,8 +237,10 @@ def evaluate(listen: Listen, questions: list[Question], cache: Path, limits) -> 
             started = time.perf_counter()
             heard = listen(decoded.segment.raw_data, decoded.segment.frame_rate)
             took = time.perf_counter() - started
-            intent = router.decide(heard)
-            routed = intent.name if intent.is_tool or intent.name == router.UNSURE else "smalltalk"
+            # As the engine routes it: a single question routed to two tools is a wrong answer.
+            intents = router.decide_all(heard)
+            asked = [i.name if i.is_tool or i.name == router.UNSURE else "smalltalk" for i in intents]
+            routed = "+".join(asked)
             errors, words = word_errors(normalise(q.text), heard.text)
             outcome = Outcome(
                 q, noisy, heard.text, routed, errors, words, took, decoded.seconds, heard.act_on

@@ -11,9 +11,9 @@ A neural voice costs about 80 ms of a core per second of speech, most of a reply
   words, so the sentences a bot says again and again (greetings, thanks, "say that again") are
   synthesised once.
 
-eSpeak NG voices are cheap (about 1 ms a second of speech) and speak a reply whole, as before:
-their pauses between sentences come from seeing the whole text. When a neural voice fails on any
-sentence, eSpeak speaks the whole reply instead.
+eSpeak NG voices are cheap (about 1 ms a second of speech) and speak a reply whole: their pauses
+between sentences come from seeing the whole text. When a neural voice fails on any sentence,
+eSpeak speaks the whole reply instead.
 """
 
 from __future__ import annotations
@@ -96,8 +96,8 @@ class ReplySpeaker:
         self.voices = voices
         self.rate_wpm = rate_wpm
         self.cache = SentenceCache(cache_bytes)
-        # False: the whole reply in one synthesis, as before issue 18's speed work (the engine
-        # then hands a WAV to the agent); kept so a bench can measure today's path beside this one.
+        # False: the whole reply in one synthesis, handed to the agent as a WAV: the baseline
+        # bench/offline.py measures this path against.
         self.by_sentence = True
         self._pool = ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="voxdesk-speak")
         self._in_flight: dict[CacheKey, Future[bytes]] = {}

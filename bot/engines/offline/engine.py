@@ -79,8 +79,11 @@ class OfflineEngine:
             # Every request of the note answered in one reply, in the order they were asked.
             last = turn.rounds[-1]
             heard_text = turn.scratch.get("heard", "")
+            said = turn.scratch.get("said", {})  # each request's own words ("...and my achievements")
             pairs = zip(last.calls, last.results, strict=True)
-            answers = [render(call.name, result.result, heard_text) for call, result in pairs]
+            answers = [
+                render(call.name, result.result, said.get(call.id) or heard_text) for call, result in pairs
+            ]
             return await self._say(" ".join(answers), turn)
         if turn.text is not None:
             heard = Transcript(turn.text)
@@ -103,6 +106,7 @@ class OfflineEngine:
                 ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=intent.name, arguments=intent.arguments)
                 for intent in tools
             ]
+            turn.scratch["said"] = {call.id: intent.said for call, intent in zip(calls, tools, strict=True)}
             return EngineReply(tool_calls=calls, user_text=heard.text)
         if isinstance(heard, Heard) and not heard.sure:
             return await self._say(say.NOT_CLEAR, turn)
@@ -396,7 +400,8 @@ def create_speaker(settings: Settings):  # type: ignore[no-untyped-def]
     async def speak(text: str, voice: str | None) -> audio.ReplyAudio:
         if not loaded:
             voices = await asyncio.to_thread(load_reply_voices, settings)
-            # Its own cache and pool: news and apologies are rare, and must not evict replies.
+            # Its own pool and no cache: what it says (ticket news, a cloud engine's text replies,
+            # apologies) is rarely said twice, and must not evict the offline replies' sentences.
             loaded.append(ReplySpeaker(voices, settings.offline.rate_wpm))
         return await asyncio.to_thread(loaded[0].speak, spoken(text), voice)
 
