@@ -29,9 +29,9 @@ REPLY_RATE = 48_000
 WAVEFORM_MAX = 256  # Discord shows at most 256 one-byte amplitude samples
 # libopus's effort, 0-10 (FFmpeg's compression_level). Notes the lab and the tests make keep
 # FFmpeg's default, 10: the recogniser's figures were measured on those bytes, and a note encoded
-# otherwise is heard differently. Spoken replies, which only people hear, use 5: a 9 s reply
-# encoded in 52 ms against 140-170 ms, the same SNR against the source (19-20 dB), a file 30%
-# larger (48 KB against 37 KB).
+# otherwise is heard differently. The offline engine's spoken replies, which only people hear,
+# use 5: a 9 s reply encoded in 52 ms against 140-170 ms, the same SNR against the source
+# (19-20 dB), a file 30% larger (48 KB against 37 KB). Audio from a cloud engine is encoded at 10.
 OPUS_COMPLEXITY = 10
 REPLY_OPUS_COMPLEXITY = 5
 _ENCODE_BLOCK = 48_000  # samples handed to the encoder at a time: one second
