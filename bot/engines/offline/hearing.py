@@ -55,11 +55,13 @@ def hear(recognizer: SpeechRecognizer, pcm: bytes, rate: int) -> Transcript:
     if settled is not None:
         return Heard(settled.text, settled.act_on, heard.alternatives)
     wider = recognizer.recognize(pcm16, general=True)
-    # Only for reading or looking things up: one loose transcript is not enough to file a ticket.
-    asked = {intent.name for intent in router.route_all(wider.text)} if wider is not None else set()
-    if wider is not None and not asked & {router.UNSURE, router.REGISTER}:
-        log.info("general model understood what the domain model did not: %r", wider.text)
-        return Transcript(wider.text)
+    if wider is not None:
+        # Only for reading or looking things up: one loose transcript is not enough to file a
+        # ticket, alone or as one of the note's requests.
+        asked = {intent.name for intent in router.route_all(wider.text)}
+        if not asked & {router.UNSURE, router.REGISTER}:
+            log.info("general model understood what the domain model did not: %r", wider.text)
+            return Transcript(wider.text)
     # Nothing made sense alone; in the conversation's light it still may (the engine re-votes).
     return Heard(heard.text, False, heard.alternatives)
 
