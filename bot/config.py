@@ -89,7 +89,7 @@ class OfflineSettings:
     # in one synthesis (the baseline bench/offline.py measures against).
     speak_by_sentence: bool = True
     # Which recogniser hears notes: auto (Whisper when its model loads, else
-    # pocketsphinx) | pocketsphinx (ships in its wheel) | whisper (voxdesk[whisper]).
+    # pocketsphinx) | pocketsphinx (ships in its wheel) | whisper.
     recognizer: str = "auto"
     whisper_model: str = "tiny.en"  # a faster-whisper model name (fetched by its loader) or a folder
     # Which languages players speak: en (English only) | any (Whisper detects each note's language

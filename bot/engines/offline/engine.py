@@ -311,7 +311,7 @@ def languages_problem(settings: Settings, spec: WhisperSpec | None) -> str:
 async def choose_recognizer(settings: Settings) -> WhisperSpec | None:
     """Whisper's spec when it is configured (or `auto`) and loads; None for pocketsphinx. A
     Whisper model that cannot be had is logged and pocketsphinx hears instead: players still get
-    answers. Under `auto` that is how an install without voxdesk[whisper] runs, said in one line.
+    answers. Under `auto`, a model whose files are missing or fail their hash is said in one line.
     Languages the recogniser cannot hear are named once; English notes are still answered."""
     spec = None
     if settings.offline.recognizer != POCKETSPHINX:
