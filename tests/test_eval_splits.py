@@ -1,29 +1,49 @@
-"""The blind neural-voice splits' file is well formed. Structure only: these checks never read a
-question's words into an assertion, so a failure shows line numbers and counts, not questions."""
+"""The blind neural-voice splits' files are well formed. Structure only: these checks never read a
+question's words into an assertion, so a failure shows files, line numbers and counts, not
+questions."""
 
 from collections import Counter
+from pathlib import Path
+
+import pytest
 
 from bot import paths
+from bot.lab import neural_eval
 
-SPLITS_FILE = paths.DATA / "eval" / "neural_splits.tsv"
+EVAL = paths.DATA / "eval"
+# Each blind file and the splits it holds: nv1 and nv2 (run), nv3 and nv4 (written for later).
+SPLIT_FILES = {
+    EVAL / "neural_splits.tsv": ("nv1", "nv2"),
+    EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),
+}
 TOOLS = {"get_player_stats", "search_manuals", "register_grievance", "get_grievance_status"}
 SINGLE = {*TOOLS, "smalltalk"}
 PER_SPLIT = {"short": 84, "ramble": 18, "double": 18}
 
 
-def _rows() -> list[tuple[int, list[str]]]:
-    lines = SPLITS_FILE.read_text(encoding="utf-8").splitlines()
+def _rows(path: Path) -> list[tuple[int, list[str]]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
     return [(n, line.split("\t")) for n, line in enumerate(lines, 1) if line and not line.startswith("# ")]
 
 
-def test_every_row_has_the_four_columns_and_an_allowed_kind_and_intent() -> None:
+FILES = pytest.mark.parametrize("path", list(SPLIT_FILES), ids=lambda p: p.name)
+
+
+def test_the_blind_files_are_the_loaders_and_their_splits_reserved() -> None:
+    assert set(SPLIT_FILES) <= set(neural_eval.FILES)
+    blind = {s for splits in SPLIT_FILES.values() for s in splits}
+    assert blind == set(neural_eval.RESERVED) and blind <= set(neural_eval.SPLITS)
+
+
+@FILES
+def test_every_row_has_the_four_columns_and_an_allowed_kind_and_intent(path: Path) -> None:
     problems = []
-    for n, fields in _rows():
+    for n, fields in _rows(path):
         if len(fields) != 4 or not fields[3].strip():
             problems.append(f"line {n}: {len(fields)} columns")
             continue
         split, kind, intents, _ = fields
-        if split not in {"nv1", "nv2"} or kind not in PER_SPLIT:
+        if split not in SPLIT_FILES[path] or kind not in PER_SPLIT:
             problems.append(f"line {n}: split or kind")
         elif kind == "double":
             pair = intents.split("+")
@@ -34,15 +54,17 @@ def test_every_row_has_the_four_columns_and_an_allowed_kind_and_intent() -> None
     assert problems == []
 
 
-def test_each_split_has_its_counts_per_kind() -> None:
-    counts = Counter((fields[0], fields[1]) for _, fields in _rows())
-    expected = {(split, kind): k for split in ("nv1", "nv2") for kind, k in PER_SPLIT.items()}
+@FILES
+def test_each_split_has_its_counts_per_kind(path: Path) -> None:
+    counts = Counter((fields[0], fields[1]) for _, fields in _rows(path))
+    expected = {(split, kind): k for split in SPLIT_FILES[path] for kind, k in PER_SPLIT.items()}
     assert dict(counts) == expected
 
 
-def test_rambles_are_forty_to_eighty_words_and_questions_are_spoken_words() -> None:
+@FILES
+def test_rambles_are_forty_to_eighty_words_and_questions_are_spoken_words(path: Path) -> None:
     problems = []
-    for n, (_, kind, _, question) in _rows():
+    for n, (_, kind, _, question) in _rows(path):
         words = question.split()
         if kind == "ramble" and not 40 <= len(words) <= 80:
             problems.append(f"line {n}: ramble of {len(words)} words")
@@ -51,6 +73,8 @@ def test_rambles_are_forty_to_eighty_words_and_questions_are_spoken_words() -> N
     assert problems == []
 
 
-def test_no_question_is_asked_twice() -> None:
-    questions = Counter(fields[3].lower() for _, fields in _rows())
+def test_no_question_is_asked_twice_in_any_neural_file() -> None:
+    questions = Counter(
+        fields[3].lower() for path in neural_eval.FILES for _, fields in _rows(path) if len(fields) == 4
+    )
     assert sum(k > 1 for k in questions.values()) == 0
