@@ -450,7 +450,12 @@ OPENERS = (
 SIGN_OFFS = ("let me know", "thanks", "thank you", "cheers", "that's all", "sorry")
 # How a request of its own starts, within its first few words: "...and lost all my ranked points"
 # or "the leaderboard has hackers, please report them" tell one complaint, not two requests.
-REQUEST_STARTS = (*OPENERS, *"is are can could do does has have my check i'd wanna".split())
+REQUEST_STARTS = (
+    *OPENERS,
+    *"is are can could do does has have my check i'd wanna curious".split(),
+    # Asked as an order: "...and tell me how ticket forty is going", "...and then list my tickets".
+    *"tell give list show open file put make raise log lodge submit register report".split(),
+)
 # Words of loss: points that were "lost", "taken" or "reset" are part of a complaint.
 LOSS_WORDS = frozenset(
     "lost lose losing loses missing gone disappeared vanished stole stolen took taken ate reset "

@@ -42,6 +42,7 @@ from bot.intent.cues import (
     TOOLS,
     UNSURE,
 )
+from bot.intent.meaning import MeaningModel, meaning_model
 from bot.turns import PastTurn, Transcript
 
 # The names the engine and the lab read as router.STATS, router.UNSURE, ...: the cue data's own.
@@ -85,6 +86,12 @@ class Intent:
 # A word that is itself a cue ("stats") must not fuzzily count as another ("status").
 _EXACT_ONLY = frozenset(
     cue for table in (*CUES.values(), *CATEGORY_CUES.values()) for cue in table if " " not in cue
+)
+
+_EXISTING_TICKET = re.compile(
+    r"\bmy (\w+ )?(complaints?|grievances?|tickets?|case)\b"
+    r"|\b(complaints?|grievances?|tickets?|reports?|case) (that )?i('ve| have)? ?"
+    r"(filed|sent|made|submitted|opened|raised|lodged|logged|put)\b"
 )
 
 MIN_SCORE = 2.0  # below this nothing was really asked
@@ -215,7 +222,7 @@ def route(text: str, history: list[PastTurn] | None = None, guess: bool = True) 
     joined = " ".join(words)
     if not words:
         return Intent(UNSURE)
-    last_tool, last_result = _last_tool(history)
+    last_tool, _ = _last_tool(history)
     scores = score(joined, CUES)
     if not last_tool and all(w in FUNCTION_WORDS for w in words) and max(scores.values()) <= 0:
         return Intent(UNSURE)
@@ -229,6 +236,9 @@ def route(text: str, history: list[PastTurn] | None = None, guess: bool = True) 
         scores[last_tool] += 1.0
     if last_tool == REGISTER and PRONOUN_TICKET.search(joined):
         scores[STATUS] += 1.5
+    # A ticket named by its key ("how's grv 40 going") exists: the player asks about it.
+    if ticket_key(joined):
+        scores[STATUS] += 1.0
 
     # The recogniser often hears a filler or a greeting before the real words ("hi my points
     # are missing"): the sentence's shape is judged without it, and it is no greeting.
@@ -249,10 +259,9 @@ def route(text: str, history: list[PastTurn] | None = None, guess: bool = True) 
     # A statement of something wrong ("my rewards never arrived") is a complaint.
     elif body.startswith(("my ", "i ", "someone ", "somebody ", "the ")) and scores[REGISTER] > 0:
         scores[REGISTER] += 1.0
-    # "my complaint" / "my ticket" is one that already exists: asking about it is a status check.
-    if re.search(r"\bmy (\w+ )?(complaints?|grievances?|tickets?|case)\b", joined) and not re.search(
-        r"\b(file|make|open|raise|new)\b", joined
-    ):
+    # "my complaint" / "the complaint i filed" is one that already exists: asking about it is a
+    # status check.
+    if _EXISTING_TICKET.search(joined) and not re.search(r"\b(file|make|open|raise|new)\b", joined):
         scores[STATUS] += 1.5
         scores[REGISTER] -= 1.5
 
@@ -266,18 +275,24 @@ def route(text: str, history: list[PastTurn] | None = None, guess: bool = True) 
             return Intent(UNSURE, confidence=confidence, scores=scores)
         best = guessed
 
-    arguments: dict[str, Any] = {}
-    if best == MANUALS:
-        arguments = {"query": text.strip()[:300]}
-    elif best == REGISTER:
-        arguments = {"category": category(joined), "description": text.strip()[:2000]}
-    elif best == STATUS:
+    return Intent(best, _arguments(best, text, history), confidence, scores)
+
+
+def _arguments(tool: str, text: str, history: list[PastTurn]) -> dict[str, Any]:
+    """What `tool` is called with for a request in these words."""
+    joined = " ".join(tokenize(text))
+    if tool == MANUALS:
+        return {"query": text.strip()[:300]}
+    if tool == REGISTER:
+        return {"category": category(joined), "description": text.strip()[:2000]}
+    if tool == STATUS:
         key = ticket_key(joined)
+        last_tool, last_result = _last_tool(history)
         if key is None and last_tool == REGISTER and PRONOUN_TICKET.search(joined):
             key = last_result.get("ticket_key")
         if key:
-            arguments = {"ticket_key": key}
-    return Intent(best, arguments, confidence, scores)
+            return {"ticket_key": key}
+    return {}
 
 
 RUNNER_UP_WEIGHT = 0.8  # each lower-ranked transcript's vote counts this much of the one above
@@ -334,6 +349,12 @@ _JOINER_WORDS = tuple(tuple(j.split()) for j in JOINERS)
 _OPENER_WORDS = tuple(tuple(o.split()) for o in (*OPENERS, *SIGN_OFFS))
 _REQUEST_WORDS = tuple(tuple(o.split()) for o in REQUEST_STARTS)
 MIN_PART_WORDS = 3  # a shorter stretch between two joiners is no request of its own
+# With the meaning model (bot/intent/meaning.py), chosen on the seen splits nvdev, nv1 and nv2:
+# a part this close in meaning to one tool's phrasings is a request, however it starts ("where am
+# i on the leaderboard"); in a ramble, a part the cues find clear must also be closest in meaning
+# to that same tool, and only one part is answered.
+MEANING_SURE = 0.65
+RAMBLE_WORDS = 30
 PART_MIN_SCORE = 3.0  # each request of a several-request note must be at least this clear
 REQUEST_WITHIN = 3  # how far into a part its request may start ("quick one, what's my rank")
 LONG_NOTE_WORDS = 14  # from here a note may be a ramble: one clear part outweighs the whole
@@ -388,13 +409,18 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     pieces = parts(words)
     if len(pieces) < 2:
         return [whole]
+    model = meaning_model()
+    ramble = model is not None and len(words) >= RAMBLE_WORDS
+    requests = [r for piece in pieces if (r := _request(piece, history, model, ramble)) is not None]
+    if ramble and requests:
+        # A ramble of asides asks one thing: of the parts put as a request, the one closest in
+        # meaning to what players ask (an aside told, "my friend's points got wiped", is not).
+        asked = [r for r in requests if _asks(r[0], r[0].said.split())] or requests
+        requests = [max(asked, key=lambda r: r[1])]
     found: dict[tuple[str, str], Intent] = {}
-    for piece in pieces:
-        intent = route(" ".join(piece), history, guess=False)
-        if _clear(intent, PART_MIN_SCORE) and _asks(intent, piece):
-            intent.said = " ".join(piece)
-            # One of each tool, but two tickets' statuses asked by number are two requests.
-            found.setdefault((intent.name, str(intent.arguments.get("ticket_key", ""))), intent)
+    for intent, _ in requests:
+        # One of each tool, but two tickets' statuses asked by number are two requests.
+        found.setdefault((intent.name, str(intent.arguments.get("ticket_key", ""))), intent)
     clear = len(found)
     register = next((i for (name, _), i in found.items() if name == REGISTER), None)
     if register and any(name == MANUALS for name, _ in found):
@@ -412,6 +438,37 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
             intent.arguments["query"] = text.strip()[:300]  # the problem told is the search's context
         return [_with_note(intent, text)]
     return [whole]
+
+
+def _request(
+    piece: list[str], history: list[PastTurn] | None, model: MeaningModel | None, ramble: bool
+) -> tuple[Intent, float] | None:
+    """The request a part of a note makes, with how close it is in meaning to that tool's
+    phrasings (0 without the meaning model); None for an aside. A part counts when the cues find
+    it clear and it starts like a request (in a ramble, when its meaning points at the same tool
+    too), or when its meaning alone is sure (MEANING_SURE) and the cues do not point elsewhere."""
+    said = " ".join(piece)
+    intent = route(said, history, guess=False)
+    intent.said = said
+    cue_clear = _clear(intent, PART_MIN_SCORE) and _asks(intent, piece)
+    if model is None:
+        return (intent, 0.0) if cue_clear else None
+    kind, closeness = model.nearest(said)
+    if cue_clear and (not ramble or kind == intent.name):
+        return intent, closeness
+    if kind not in TOOLS or closeness < MEANING_SURE or (intent.is_tool and intent.name != kind):
+        return None
+    if kind == STATS and LOSS_WORDS & set(piece):
+        return None  # "...and ate my winnings" goes on telling a complaint
+    if intent.name != kind:
+        intent = _as(kind, said, history)
+    return intent, closeness
+
+
+def _as(tool: str, said: str, history: list[PastTurn] | None) -> Intent:
+    """`said` as a request for `tool`, which the meaning model is sure of and the cues do not
+    dispute."""
+    return Intent(tool, _arguments(tool, said, history or []), said=said)
 
 
 def _asks(intent: Intent, piece: list[str]) -> bool:

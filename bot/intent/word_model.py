@@ -41,8 +41,13 @@ def corpus_examples(
     return examples
 
 
+def training_examples() -> list[tuple[str, str]]:
+    """The phrasings and a sample of the domain corpus's own sentences (the same number per
+    intent, so no intent wins on volume), labelled: what both learnt models learn from."""
+    return phrasings.load() + corpus_examples(random.Random(11), per_list=40)
+
+
 @functools.cache
 def word_model() -> Confusions:
-    """Naive Bayes over words and word pairs, from the phrasings and a sample of the domain
-    corpus's own sentences (the same number per intent, so no intent wins on volume)."""
-    return train(phrasings.load() + corpus_examples(random.Random(11), per_list=40))
+    """Naive Bayes over words and word pairs, from the training examples."""
+    return train(training_examples())

@@ -383,7 +383,12 @@ def domain_sentences(manuals_dir: Path) -> list[str]:
 _NUMBER_WORDS = {str(i): w for i, w in enumerate(["zero", *NUMBERS], start=0)}
 
 
-def normalise(text: str) -> str:
+def normalise(text: str, keep_numbers: bool = False) -> str:
+    """Lower case words; numbers up to fifteen spelt out. Larger numbers are dropped from the
+    language model's sentences (it has no words for them) and kept, as digits, in what Whisper
+    heard: it writes a ticket as "GRV-40", and the router reads the key from the digits."""
     text = text.lower().replace("-", " ").replace("’", "'")
     words = re.findall(r"[a-z']+|\d+", text)
-    return " ".join(_NUMBER_WORDS.get(w, w) for w in words if not w.isdigit() or w in _NUMBER_WORDS)
+    return " ".join(
+        _NUMBER_WORDS.get(w, w) for w in words if keep_numbers or not w.isdigit() or w in _NUMBER_WORDS
+    )

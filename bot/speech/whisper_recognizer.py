@@ -432,7 +432,7 @@ class WhisperRecognizer:
             # The segments are a lazy generator: decode while the window is set.
             heard = list(segments)
         cut_short = sum(len(s.tokens) for s in heard) >= cap
-        text = collapse_repeats(normalise(" ".join(s.text for s in heard)), cut_short)
+        text = collapse_repeats(normalise(" ".join(s.text for s in heard), keep_numbers=True), cut_short)
         if not text:
             return Hypothesis("", "whisper", float("-inf"))
         score = sum(s.avg_logprob for s in heard) / len(heard)

@@ -26,7 +26,7 @@ from bot.config import Settings
 from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState
 from bot.engines.offline import sentences as say
 from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_workers
-from bot.intent import router
+from bot.intent import meaning, router
 from bot.speech.recognition import AUTO, POCKETSPHINX, WHISPER
 from bot.speech.recognizer import build_domain_model
 from bot.speech.speaker import ReplySpeaker
@@ -345,10 +345,13 @@ async def create_offline_engine(settings: Settings, whisper: WhisperSpec | None 
     """`whisper`: a recogniser already chosen (the check chooses its own); None chooses here."""
     if whisper is None:
         whisper = await choose_recognizer(settings)
-    hearing = WorkerHearing(speech_dir(settings), settings.offline.workers, whisper)
+    understanding = settings.offline.meaning_model
+    meaning.use(understanding)
+    hearing = WorkerHearing(speech_dir(settings), settings.offline.workers, whisper, understanding)
     try:
         await hearing.start()
         voices = await asyncio.to_thread(load_reply_voices, settings)
+        await asyncio.to_thread(meaning.meaning_model)
     except BaseException:
         await hearing.aclose()
         raise
@@ -390,7 +393,8 @@ async def check_offline_engine(settings: Settings) -> str:
     spoke = f"reply voice {info.name} ({info.engine}) spoke {seconds:.1f} s, licence: {info.licence}"
     refused = "".join(f"; {name} refused: {why}" for name, why in voices.refused.items())
     heard = describe_recognizer(whisper, why_not)
-    return f"offline speech: models in {speech_dir(settings)}, {heard}, {spoke}{refused}"
+    understood = meaning.describe()
+    return f"offline speech: models in {speech_dir(settings)}, {heard}, {spoke}{refused}, {understood}"
 
 
 def create_speaker(settings: Settings):  # type: ignore[no-untyped-def]

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot.engines.base import EngineError, Transcript
-from bot.intent import router
+from bot.intent import meaning, router
 from bot.speech.recognition import SpeechRecognizer
 from bot.speech.recognizer import Recognizer, require_models, to_16k
 from bot.speech.whisper_recognizer import WhisperRecognizer, WhisperSpec
@@ -102,7 +102,11 @@ def load_recognizer(model_dir: Path, whisper: WhisperSpec | None = None) -> Spee
 
 
 def _start_worker(
-    model_dir: str, log_level: int, log_format: str | None, whisper: WhisperSpec | None = None
+    model_dir: str,
+    log_level: int,
+    log_format: str | None,
+    whisper: WhisperSpec | None = None,
+    meaning_setting: str = meaning.AUTO,
 ) -> None:
     global _recognizer
     # Ctrl-C in a terminal, and systemd's stop, signal the whole process group; the bot finishes
@@ -112,6 +116,9 @@ def _start_worker(
     logging.basicConfig(level=log_level, format=log_format or logging.BASIC_FORMAT)
     threading.Thread(target=_leave_with_the_bot, args=(os.getppid(),), daemon=True).start()
     _recognizer = load_recognizer(Path(model_dir), whisper)
+    # The N-best vote routes each transcript as the engine will.
+    meaning.use(meaning_setting)
+    meaning.meaning_model()
 
 
 ORPHAN_CHECK_SECONDS = 1.0
@@ -146,12 +153,19 @@ class WorkerHearing:
     # What a worker does with a note; a module-level function, since it crosses to the worker by name.
     job: Callable[[bytes, int], Transcript] = staticmethod(_hear_in_worker)
 
-    def __init__(self, model_dir: Path, workers: int = 0, whisper: WhisperSpec | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        workers: int = 0,
+        whisper: WhisperSpec | None = None,
+        meaning_setting: str = meaning.AUTO,
+    ) -> None:
         # A missing model is named at start-up, not on the first note. pocketsphinx's are needed
         # even under Whisper: they are what the bot falls back to.
         require_models(model_dir)
         self.model_dir = model_dir
         self.whisper = whisper
+        self.meaning_setting = meaning_setting
         self.workers = workers or default_workers()
         self._closed = False
         self._pool = self._new_pool(self.workers)
@@ -165,7 +179,13 @@ class WorkerHearing:
             workers,
             mp_context=multiprocessing.get_context("spawn"),
             initializer=_start_worker,
-            initargs=(str(self.model_dir), root.getEffectiveLevel(), log_format, self.whisper),
+            initargs=(
+                str(self.model_dir),
+                root.getEffectiveLevel(),
+                log_format,
+                self.whisper,
+                self.meaning_setting,
+            ),
         )
 
     async def start(self) -> set[int]:

