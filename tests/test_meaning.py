@@ -103,6 +103,35 @@ def test_a_how_to_ramble_is_not_taken_for_the_complaint_in_its_aside(meaning_on)
     assert names(said) == [MANUALS]
 
 
+@needs_encoder
+def test_a_ramble_with_an_aside_asked_as_a_question_answers_one_request(meaning_on) -> None:
+    said = (
+        "so my buddy keeps asking me how do you even get the golden skin and i told him no idea man "
+        "but honestly what i really want to know right now is how many points i have because we "
+        "have a bet going on"
+    )
+    assert names(said) == [STATS]
+
+
+@needs_encoder
+def test_in_a_ramble_what_is_asked_outweighs_what_is_told(meaning_on) -> None:
+    said = (
+        "hey so i was telling my friend i've got like a thousand points and he didn't believe me "
+        "which is whatever but the actual thing is my controller keeps disconnecting in the middle "
+        "of matches how do i fix that"
+    )
+    assert names(said) == [MANUALS]
+
+
+@needs_encoder
+def test_in_a_ramble_a_part_the_cues_and_the_meaning_disagree_on_is_an_aside() -> None:
+    aside = "which is wild because i only ever play with my friends on weekends i don't use".split()
+    model = meaning.meaning_model()
+    assert router._request(aside, None, model, ramble=True) is None
+    # In a short note the same words would count: the cues find them clear.
+    assert router._request(aside, None, model, ramble=False)[0].name == MANUALS
+
+
 def test_without_the_meaning_model_the_router_falls_back_to_its_cues() -> None:
     meaning.use(meaning.OFF)
     try:
