@@ -212,6 +212,8 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
             await keep(budget)
         toolbox = Toolbox(build_tools(stats, manuals, grievances, settings.tools.manual_results))
         speaker = build_speaker(settings)
+        if speaker is not None and hasattr(speaker, "aclose"):
+            await keep(speaker)
         news_store = await keep(await NewsStore.open(paths.news))
         news = TicketNews(news_store, grievances, preferences, speaker, settings.news)
         agent = VoiceAgent(

@@ -272,6 +272,30 @@ async def test_a_spoken_dm_is_made_by_the_offline_speaker_off_the_event_loop(
     assert blaze.audio is None and blaze.mode == "text"  # text-only players are not spoken to
 
 
+async def test_dms_arriving_together_load_the_voices_once_and_the_pool_closes_with_the_app(
+    settings: Settings, monkeypatch
+) -> None:
+    from bot.app import running_app
+    from bot.engines.offline import engine as offline
+
+    loads: list[int] = []
+    real_load = offline.load_reply_voices
+
+    def counted(s):  # type: ignore[no-untyped-def]
+        loads.append(1)
+        return real_load(s)
+
+    monkeypatch.setattr(offline, "load_reply_voices", counted)
+    async with running_app(settings) as app:
+        speaker = app.agent.speaker
+        loads.clear()  # the engine's own replies loaded theirs
+        said = await asyncio.gather(*(speaker(f"Ticket {n} is resolved.", None) for n in range(3)))
+        assert all(a.ogg.startswith(b"OggS") for a in said)
+        assert len(loads) == 1
+        pool = speaker._speaker._pool
+    assert pool._shutdown  # the app's close shut the synthesis threads down
+
+
 # ---- Jira ----------------------------------------------------------------------------------
 
 

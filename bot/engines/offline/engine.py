@@ -397,16 +397,29 @@ async def check_offline_engine(settings: Settings) -> str:
     return f"offline speech: models in {speech_dir(settings)}, {heard}, {spoke}{refused}, {understood}"
 
 
-def create_speaker(settings: Settings):  # type: ignore[no-untyped-def]
-    """Speech for ticket news DMs, in the same voices as replies (loaded at the first DM)."""
-    loaded: list[ReplySpeaker] = []
+class NewsSpeaker:
+    """Speech for ticket news DMs (and a cloud engine's text replies, and apologies), in the same
+    voices as replies. The voices load at the first DM, once however many DMs arrive together;
+    its pool of synthesis threads is shut down with the app."""
 
-    async def speak(text: str, voice: str | None) -> audio.ReplyAudio:
-        if not loaded:
-            voices = await asyncio.to_thread(load_reply_voices, settings)
-            # Its own pool and no cache: what it says (ticket news, a cloud engine's text replies,
-            # apologies) is rarely said twice, and must not evict the offline replies' sentences.
-            loaded.append(ReplySpeaker(voices, settings.offline.rate_wpm))
-        return await asyncio.to_thread(loaded[0].speak, spoken(text), voice)
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._speaker: ReplySpeaker | None = None
+        self._loading = asyncio.Lock()
 
-    return speak
+    async def __call__(self, text: str, voice: str | None) -> audio.ReplyAudio:
+        async with self._loading:
+            if self._speaker is None:
+                voices = await asyncio.to_thread(load_reply_voices, self._settings)
+                # Its own pool and no cache: what it says is rarely said twice, and must not
+                # evict the offline replies' sentences.
+                self._speaker = ReplySpeaker(voices, self._settings.offline.rate_wpm)
+        return await asyncio.to_thread(self._speaker.speak, spoken(text), voice)
+
+    async def aclose(self) -> None:
+        if self._speaker is not None:
+            self._speaker.close()
+
+
+def create_speaker(settings: Settings) -> NewsSpeaker:
+    return NewsSpeaker(settings)
