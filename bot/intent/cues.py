@@ -409,6 +409,10 @@ JOINERS = (
     "and",
     "but",
 )
+# The joiners that add a request ("...and also can you check ticket forty"), unlike "and", "but"
+# and "anyway", which as often go on telling the same story: a long note may ask a second thing
+# after one of these.
+ADDING_JOINERS = tuple(j for j in JOINERS if j not in ("and", "but", "anyway"))
 # Where a new request may start without a joiner ("how many points do i have how do i change my
 # name": the recogniser hears no full stops). Question words and asks only: a cut before "my" or
 # "is" would split one request in two ("is there a way to hide my online status").

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
+import threading
 from collections import OrderedDict
 from pathlib import Path
 
@@ -55,19 +56,23 @@ class MeaningModel:
         index = np.array([self.kinds.index(label) for label in labels])
         self._rows = [np.flatnonzero(index == k) for k in range(len(self.kinds))]
         self._cache: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        # Notes are routed in several threads at once (the engine's turns, the N-best vote).
+        self._cache_lock = threading.Lock()
 
     def nearest(self, text: str) -> tuple[str, float]:
         """The kind of request `text` is closest to in meaning, and how close (cosine, 0 to 1)."""
-        if text in self._cache:
-            self._cache.move_to_end(text)
-            return self._cache[text]
+        with self._cache_lock:
+            if text in self._cache:
+                self._cache.move_to_end(text)
+                return self._cache[text]
         similarity = self._vectors @ self.encoder.encode(text)
         closeness = [float(np.sort(similarity[rows])[-NEAREST:].mean()) for rows in self._rows]
         best = int(np.argmax(closeness))
         answer = self.kinds[best], closeness[best]
-        self._cache[text] = answer
-        if len(self._cache) > CACHE_SIZE:
-            self._cache.popitem(last=False)
+        with self._cache_lock:
+            self._cache[text] = answer
+            if len(self._cache) > CACHE_SIZE:
+                self._cache.popitem(last=False)
         return answer
 
 
@@ -108,10 +113,22 @@ def describe() -> str:
 
 @functools.cache
 def meaning_model() -> MeaningModel | None:
-    """The model, loaded once per process; None when it is switched off or its encoder cannot be
-    had (the router then judges by cue words alone)."""
+    """The model, loaded once per process; None when it is switched off or cannot be had (the
+    router then judges by cue words alone): an optional model never stops the bot."""
     if _setting == OFF:
         return None
+    try:
+        return _load()
+    except Exception:
+        log.warning(
+            "meaning model %s could not be loaded: routing on cue words alone",
+            sentence_encoder.NAME,
+            exc_info=True,
+        )
+        return None
+
+
+def _load() -> MeaningModel | None:
     encoder = sentence_encoder.load(None if _setting == AUTO else _setting)
     if encoder is None:
         return None

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.intent.cues import (
+    ADDING_JOINERS,
     CAPABILITIES,
     CATEGORY_CUES,
     CUES,
@@ -352,7 +353,7 @@ MIN_PART_WORDS = 3  # a shorter stretch between two joiners is no request of its
 # With the meaning model (bot/intent/meaning.py), chosen on the seen splits nvdev, nv1 and nv2:
 # a part this close in meaning to one tool's phrasings is a request, however it starts ("where am
 # i on the leaderboard"); in a ramble, a part the cues find clear must also be closest in meaning
-# to that same tool, and only one part is answered.
+# to that same tool, and one part is answered (two when a joiner adds the second: "and also").
 MEANING_SURE = 0.65
 RAMBLE_WORDS = 30
 PART_MIN_SCORE = 3.0  # each request of a several-request note must be at least this clear
@@ -415,8 +416,19 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     if ramble and requests:
         # A ramble of asides asks one thing: of the parts put as a request, the one closest in
         # meaning to what players ask (an aside told, "my friend's points got wiped", is not).
+        # A second thing is asked only after a joiner that adds one ("and also ..."), clearly.
         asked = [r for r in requests if _asks(r[0], r[0].said.split())] or requests
-        requests = [max(asked, key=lambda r: r[1])]
+        best = max(asked, key=lambda r: r[1])
+        note = " ".join(words)
+        added = [
+            r
+            for r in asked
+            if r[0].name != best[0].name
+            and r[0].scores  # routed by the cues, not named by the meaning model alone
+            and _clear(r[0], PART_MIN_SCORE)
+            and any(f"{joiner} {r[0].said}" in note for joiner in ADDING_JOINERS)
+        ]
+        requests = sorted([best, *added], key=lambda r: note.find(r[0].said))
     found: dict[tuple[str, str], Intent] = {}
     for intent, _ in requests:
         # One of each tool, but two tickets' statuses asked by number are two requests.

@@ -29,7 +29,7 @@ from bot.config import Settings
 from bot.engines.base import Transcript
 from bot.engines.offline.engine import choose_recognizer, speech_dir, voices_dir, whisper_spec
 from bot.engines.offline.hearing import WorkerHearing, hear
-from bot.intent import router
+from bot.intent import meaning, router
 from bot.lab import neural_eval
 from bot.lab.samples import speak_pcm
 from bot.speech import neural
@@ -327,6 +327,7 @@ async def run_eval(
     one the bot would hear with (`offline.recognizer`, `auto` resolved as the engine does)."""
     import asyncio
 
+    meaning.use(settings.offline.meaning_model)  # the notes are routed as the bot would route them
     specs: dict[str, WhisperSpec | None] = {}
     parts: list[str] = []
     if not recognizers:
@@ -375,7 +376,9 @@ async def run_eval(
             parts.append(neural_eval.environment(models))
             outcomes_n: list[neural_eval.Outcome] = []
             for name, spec in specs.items():
-                hearing = WorkerHearing(speech_dir(settings), settings.offline.workers, spec)
+                hearing = WorkerHearing(
+                    speech_dir(settings), settings.offline.workers, spec, settings.offline.meaning_model
+                )
                 try:
                     await hearing.start()
                     outcomes_n += await neural_eval.hear_all(hearing, name, made, settings.audio)

@@ -97,7 +97,8 @@ class OfflineEngine:
         if not heard.act_on:
             log.info("asking again rather than acting on %r: too few transcripts agree", heard.text)
         turn.scratch["heard"] = heard.text
-        intents = router.decide_all(heard, turn.history)
+        # Off the event loop too: the meaning model takes tens of milliseconds over a ramble.
+        intents = await asyncio.to_thread(router.decide_all, heard, turn.history)
         for intent in intents:
             log.info("heard %r → %s %s", heard.text, intent.name, intent.arguments)
         tools = [intent for intent in intents if intent.is_tool]
@@ -417,8 +418,9 @@ class NewsSpeaker:
         return await asyncio.to_thread(self._speaker.speak, spoken(text), voice)
 
     async def aclose(self) -> None:
-        if self._speaker is not None:
-            self._speaker.close()
+        async with self._loading:  # a first DM still loading finishes, then is closed too
+            if self._speaker is not None:
+                self._speaker.close()
 
 
 def create_speaker(settings: Settings) -> NewsSpeaker:

@@ -86,8 +86,9 @@ class LocalHearing:
 
 
 def default_workers() -> int:
-    # Each worker holds about 65 MB of models (more once it has needed the general one); past
-    # four, a raid is better served by a second bot process than by more decoders in this one.
+    # Each worker holds about 65 MB of models (more once it has needed the general one) and the
+    # meaning model's 90 MB of weights; past four, a raid is better served by a second bot
+    # process than by more decoders in this one.
     return max(1, min(4, os.cpu_count() or 1))
 
 
