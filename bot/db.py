@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import aiosqlite
@@ -21,12 +23,31 @@ async def open_sqlite(path: Path | str, schema: str = "", autocommit: bool = Fal
     conn = await aiosqlite.connect(str(path), timeout=BUSY_SECONDS, **extra)
     conn.row_factory = aiosqlite.Row
     await conn.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
-    await conn.execute("PRAGMA journal_mode=WAL")
+    await _switch_to_wal(conn)
     await conn.execute("PRAGMA synchronous=NORMAL")
     if schema:
         await conn.executescript(schema)
         await conn.commit()
     return conn
+
+
+WAL_RETRY_SECONDS = 0.05
+
+
+async def _switch_to_wal(conn: aiosqlite.Connection) -> None:
+    """A database not yet in WAL mode (a new one) cannot be switched while another process writes
+    to it, and SQLite answers "database is locked" at once there, without its busy wait: two bots
+    starting together on one storage folder would have one of them fail to start. Retried until
+    BUSY_SECONDS have passed, like any other wait for a lock."""
+    deadline = time.monotonic() + BUSY_SECONDS
+    while True:
+        try:
+            await conn.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            await asyncio.sleep(WAL_RETRY_SECONDS)
 
 
 async def add_missing_columns(conn: aiosqlite.Connection, table: str, columns: dict[str, str]) -> None:

@@ -1,0 +1,30 @@
+"""Opening the embedded SQLite databases: a new database that another process is writing to is
+still opened, switched to WAL once that write ends."""
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+from bot.db import open_sqlite
+
+
+async def test_a_new_database_another_process_is_writing_to_opens_once_the_write_ends(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("CREATE TABLE first_bot (x)")  # still in rollback-journal mode, as a new file is
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("INSERT INTO first_bot VALUES (1)")
+
+    async def finish_the_write() -> None:
+        await asyncio.sleep(0.3)
+        other.execute("COMMIT")
+
+    ending = asyncio.create_task(finish_the_write())
+    conn = await open_sqlite(path, "CREATE TABLE IF NOT EXISTS second_bot (y);")
+    try:
+        await ending
+        cursor = await conn.execute("PRAGMA journal_mode")
+        assert (await cursor.fetchone())[0] == "wal"
+    finally:
+        await conn.close()
+        other.close()
