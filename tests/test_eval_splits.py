@@ -11,10 +11,11 @@ from bot import paths
 from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
-# Each blind file and the splits it holds: nv1 and nv2 (run), nv3 and nv4 (written for later).
+# Each blind file and the splits it holds: nv1 to nv4 (run), nv5 and nv6 (written for later).
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
     EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),
+    EVAL / "neural_splits_3.tsv": ("nv5", "nv6"),
 }
 TOOLS = {"get_player_stats", "search_manuals", "register_grievance", "get_grievance_status"}
 SINGLE = {*TOOLS, "smalltalk"}
