@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bot.intent.cues import (
-    ADDING_JOINERS,
     CAPABILITIES,
     CATEGORY_CUES,
     CUES,
@@ -43,7 +42,7 @@ from bot.intent.cues import (
     TOOLS,
     UNSURE,
 )
-from bot.intent.meaning import MeaningModel, meaning_model
+from bot.intent.part_classifier import ANY_SMALLTALK, PartClassifier, PartCues, part_classifier
 from bot.turns import PastTurn, Transcript
 
 # The names the engine and the lab read as router.STATS, router.UNSURE, ...: the cue data's own.
@@ -350,12 +349,6 @@ _JOINER_WORDS = tuple(tuple(j.split()) for j in JOINERS)
 _OPENER_WORDS = tuple(tuple(o.split()) for o in (*OPENERS, *SIGN_OFFS))
 _REQUEST_WORDS = tuple(tuple(o.split()) for o in REQUEST_STARTS)
 MIN_PART_WORDS = 3  # a shorter stretch between two joiners is no request of its own
-# With the meaning model (bot/intent/meaning.py), chosen on the seen splits nvdev, nv1 and nv2:
-# a part this close in meaning to one tool's phrasings is a request, however it starts ("where am
-# i on the leaderboard"); in a ramble, a part the cues find clear must also be closest in meaning
-# to that same tool, and one part is answered (two when a joiner adds the second: "and also").
-MEANING_SURE = 0.65
-RAMBLE_WORDS = 30
 PART_MIN_SCORE = 3.0  # each request of a several-request note must be at least this clear
 REQUEST_WITHIN = 3  # how far into a part its request may start ("quick one, what's my rank")
 LONG_NOTE_WORDS = 14  # from here a note may be a ramble: one clear part outweighs the whole
@@ -400,42 +393,30 @@ def _clear(intent: Intent, floor: float) -> bool:
 
 
 def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
-    """Everything `text` asks for, in order: each part of the note (see `parts`) is routed on
-    its own. Two or more parts that clearly ask for different tools are several requests; in a
-    long note (a ramble of asides and fillers), one clear request outweighs what the whole
-    note's words lean to. Otherwise the note is routed whole."""
+    """Everything `text` asks for, in order. The note is cut into parts (see `parts`), and the
+    part classifier says which of them ask for a tool (without it, the parts the cues find clear
+    and that start like a request). Two or more parts asking for different tools are several
+    requests; one is the note's request, over what the whole note's words lean to (in a short
+    note without the classifier, only when another part asked too). Otherwise the note is routed
+    whole."""
     whole = route(text, history)
     whole.said = text
     words = tokenize(text)
     pieces = parts(words)
     if len(pieces) < 2:
         return [whole]
-    model = meaning_model()
-    ramble = model is not None and len(words) >= RAMBLE_WORDS
-    requests = [r for piece in pieces if (r := _request(piece, history, model, ramble)) is not None]
-    if ramble and requests:
-        # A ramble of asides asks one thing: of the parts put as a request, the one closest in
-        # meaning to what players ask (an aside told, "my friend's points got wiped", is not).
-        # A second thing is asked only after a joiner that adds one ("and also ..."), clearly.
-        asked = [r for r in requests if _asks(r[0], r[0].said.split())] or requests
-        best = max(asked, key=lambda r: r[1])
-        note = " ".join(words)
-        added = [
-            r
-            for r in asked
-            if r[0].name != best[0].name
-            and r[0].scores  # routed by the cues, not named by the meaning model alone
-            and _clear(r[0], PART_MIN_SCORE)
-            and any(f"{joiner} {r[0].said}" in note for joiner in ADDING_JOINERS)
-        ]
-        requests = sorted([best, *added], key=lambda r: note.find(r[0].said))
+    classifier = part_classifier()
+    if classifier is not None:
+        requests = _classified(pieces, words, history, classifier)
+    else:
+        requests = [(r, 1.0) for piece in pieces if (r := _request(piece, history)) is not None]
     found: dict[tuple[str, str], Intent] = {}
     for intent, _ in requests:
         # One of each tool, but two tickets' statuses asked by number are two requests.
         found.setdefault((intent.name, str(intent.arguments.get("ticket_key", ""))), intent)
     clear = len(found)
     register = next((i for (name, _), i in found.items() if name == REGISTER), None)
-    if register and any(name == MANUALS for name, _ in found):
+    if register and any(name == MANUALS for name, _ in found) and classifier is None:
         if not FILING_WORDS & set(tokenize(register.said)):
             del found[REGISTER, ""]  # the problem is the how-to question's context
     elif register:
@@ -444,7 +425,8 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     if len(found) >= 2:
         return [_with_note(intent, text) for intent in found.values()]
     # One clear request left of several, or the one clear request of a ramble.
-    if len(found) == 1 and (clear > 1 or len(words) >= LONG_NOTE_WORDS):
+    # (With the part classifier, the one part it finds asking for something is the request.)
+    if len(found) == 1 and (clear > 1 or len(words) >= LONG_NOTE_WORDS or classifier is not None):
         (intent,) = found.values()
         if intent.name == MANUALS and clear > 1:
             intent.arguments["query"] = text.strip()[:300]  # the problem told is the search's context
@@ -452,45 +434,71 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     return [whole]
 
 
-def _request(
-    piece: list[str], history: list[PastTurn] | None, model: MeaningModel | None, ramble: bool
-) -> tuple[Intent, float] | None:
-    """The request a part of a note makes, with how close it is in meaning to that tool's
-    phrasings (0 without the meaning model); None for an aside. A part counts when the cues find
-    it clear and it starts like a request (in a ramble, when its meaning points at the same tool
-    too), or when its meaning alone is sure (MEANING_SURE) and the cues do not point elsewhere."""
+# Chosen by training on three of the four files of labelled notes (data/speech/notes) and routing
+# the fourth, in turn (`python -m bot.lab.parts --folds`): a part is a request when the classifier
+# gives it at least PART_SURE; most notes ask one thing, so a part asking for a second tool must
+# reach PART_SECOND (0.8 answers fewer two-request notes, 0.6 finds requests in rambles' asides).
+PART_SURE = 0.5
+PART_SECOND = 0.7
+
+
+def _classified(
+    pieces: list[list[str]], words: list[str], history: list[PastTurn] | None, classifier: PartClassifier
+) -> list[tuple[Intent, float]]:
+    """The requests among a note's parts, as the part classifier labels them, each with the
+    classifier's probability."""
+    routed = [part_cues(piece, history) for piece in pieces]
+    labels = classifier.label(
+        [intent.said for intent, _ in routed], " ".join(words), [cues for _, cues in routed]
+    )
+    requests = []
+    for (intent, _), (label, chance) in zip(routed, labels, strict=True):
+        if label in TOOLS and chance >= PART_SURE:
+            requests.append((intent if intent.name == label else _as(label, intent.said, history), chance))
+    if not requests:
+        return requests
+    # Most notes ask one thing: a part asking for another tool must be surer than the first.
+    first = max(requests, key=lambda r: r[1])[0].name
+    return [r for r in requests if r[0].name == first or r[1] >= PART_SECOND]
+
+
+def _request(piece: list[str], history: list[PastTurn] | None) -> Intent | None:
+    """Without the part classifier: the request a part makes when the cues find it clear and it
+    starts like a request; None for an aside."""
     said = " ".join(piece)
     intent = route(said, history, guess=False)
     intent.said = said
-    cue_clear = _clear(intent, PART_MIN_SCORE) and _asks(intent, piece)
-    if model is None:
-        return (intent, 0.0) if cue_clear else None
-    kind, closeness = model.nearest(said)
-    if cue_clear and (not ramble or kind == intent.name):
-        return intent, closeness
-    if kind not in TOOLS or closeness < MEANING_SURE or (intent.is_tool and intent.name != kind):
-        return None
-    if kind == STATS and LOSS_WORDS & set(piece):
-        return None  # "...and ate my winnings" goes on telling a complaint
-    if intent.name != kind:
-        intent = _as(kind, said, history)
-    return intent, closeness
+    return intent if _clear(intent, PART_MIN_SCORE) and _asks(intent, piece) else None
 
 
 def _as(tool: str, said: str, history: list[PastTurn] | None) -> Intent:
-    """`said` as a request for `tool`, which the meaning model is sure of and the cues do not
-    dispute."""
+    """`said` as a request for `tool`, which the part classifier found and the cues missed."""
     return Intent(tool, _arguments(tool, said, history or []), said=said)
 
 
 def _asks(intent: Intent, piece: list[str]) -> bool:
-    """Whether a clear part is a request of its own: it starts like one, within its first few
-    words ("quick one, what's my rank"), and points it mentions were not lost ("...and ate my
-    winnings" goes on telling a complaint)."""
+    """Whether a clear part is a request of its own: it starts like one, and points it mentions
+    were not lost ("...and ate my winnings" goes on telling a complaint)."""
     if intent.name == STATS and LOSS_WORDS & set(piece):
         return False
+    return _starts_like_request(piece)
+
+
+def _starts_like_request(piece: list[str]) -> bool:
+    """Within its first few words ("quick one, what's my rank")."""
     starts = range(min(REQUEST_WITHIN, len(piece)))
     return any(tuple(piece[i : i + len(r)]) == r for r in _REQUEST_WORDS for i in starts)
+
+
+def part_cues(piece: list[str], history: list[PastTurn] | None = None) -> tuple[Intent, PartCues]:
+    """What the cue words make of one part of a note on its own: its route, and that route as
+    the part classifier reads it."""
+    said = " ".join(piece)
+    intent = route(said, history, guess=False)
+    intent.said = said
+    kind = intent.name if intent.is_tool or intent.name == UNSURE else ANY_SMALLTALK
+    cues = PartCues(kind, _clear(intent, PART_MIN_SCORE), _starts_like_request(piece), dict(intent.scores))
+    return intent, cues
 
 
 def _with_note(intent: Intent, text: str) -> Intent:
