@@ -58,14 +58,12 @@ def test_a_part_takes_the_label_of_the_request_in_it() -> None:
 
 
 def test_a_part_finds_its_words_past_a_joiner_the_router_dropped() -> None:
-    note = parts._note(
-        "test", "double", [[ASIDE, "so yeah"], [STATS, "my rank"], [MANUALS, "and also how do i pair"]]
-    )
-    pieces = router.parts(list(note.words))
-    assert [" ".join(p) for p in pieces] == ["so yeah my rank", "how do i pair"]
-    labels, at = parts._align(pieces[0], note, 0)
-    assert labels == [ASIDE, ASIDE, STATS, STATS]
-    assert parts._align(pieces[1], note, at)[0] == [MANUALS] * 4
+    segments = [[ASIDE, "so yeah"], [ASIDE, "and also"], [STATS, "what is my rank right now"]]
+    note = parts._note("test", "ramble", segments)
+    # "so yeah" is too short to stand alone: it joins the next part, over the dropped joiner.
+    (piece,) = router.parts(list(note.words))
+    assert piece == "so yeah what is my rank right now".split()
+    assert parts._align(piece, note, 0)[0] == [ASIDE, ASIDE] + [STATS] * 6
 
 
 class FixedLabels(PartClassifier):
