@@ -13,6 +13,7 @@ from bot.intent import meaning, part_classifier, router
 from bot.intent.part_classifier import ASIDE, LABELS, NOTES, PartClassifier, PartCues
 from bot.lab import parts
 from bot.speech import sentence_encoder
+from bot.turns import PastTurn
 
 STATS, MANUALS, REGISTER, STATUS = router.STATS, router.MANUALS, router.REGISTER, router.STATUS
 
@@ -92,6 +93,62 @@ def test_a_part_labelled_for_a_tool_the_cues_missed_is_asked_of_that_tool(monkey
     intents = router.route_all(said)
     assert [i.name for i in intents] == [STATUS, STATS]
     assert intents[0].arguments == {"ticket_key": "GRV-12"}
+
+
+def test_of_two_parts_asking_for_one_tool_the_surer_is_the_request(monkeypatch) -> None:
+    said = "my friend asked how do you get skins and also how do i turn on two factor"
+    labels = [(ASIDE, 0.9), (MANUALS, 0.6), (MANUALS, 0.95)]
+    monkeypatch.setattr(router, "part_classifier", lambda: FixedLabels(labels))
+    (intent,) = router.route_all(said)
+    assert intent.said == "how do i turn on two factor"
+
+
+def test_a_ticket_asked_about_by_key_and_as_my_ticket_is_one_status_check(monkeypatch) -> None:
+    said = "i filed grv 12 last week what happened and also what's the status of my ticket"
+    monkeypatch.setattr(router, "part_classifier", lambda: FixedLabels([(STATUS, 0.9), (STATUS, 0.9)]))
+    assert [(i.name, i.arguments) for i in router.route_all(said)] == [(STATUS, {"ticket_key": "GRV-12"})]
+
+
+def test_the_classifier_reads_a_part_as_it_learnt_it_whatever_came_before(monkeypatch) -> None:
+    seen: list[PartCues] = []
+
+    class Recording(FixedLabels):
+        def label(self, parts, note, cues):
+            seen.extend(cues)
+            return super().label(parts, note, cues)
+
+    monkeypatch.setattr(router, "part_classifier", lambda: Recording([(ASIDE, 0.9), (ASIDE, 0.9)]))
+    said = "hmm okay sure and also what about it"
+    router.route_all(said)
+    alone = list(seen)
+    assert len(alone) == 2
+    seen.clear()
+    points = PastTurn("how many points", "you have 40", [{"name": STATS, "result": {}}])
+    router.route_all(said, [points])
+    assert seen == alone  # a short part after a points question is not nudged towards points
+
+
+@needs_encoder
+def test_weights_that_do_not_fit_the_features_leave_the_router_on_its_part_rules(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    wrong = tmp_path / "parts.npz"
+    part_classifier.save(
+        wrong, np.zeros((part_classifier.FEATURES + 1, len(LABELS))), np.zeros(len(LABELS)), "x"
+    )
+    monkeypatch.setattr(part_classifier, "WEIGHTS", wrong)
+    assert part_classifier.part_classifier() is None
+    assert "do not fit" in caplog.text
+
+
+def test_a_classifier_that_fails_on_a_note_leaves_it_to_the_cues(monkeypatch, caplog) -> None:
+    class Broken(FixedLabels):
+        def label(self, parts, note, cues):
+            raise ValueError("matmul: shapes do not match")
+
+    monkeypatch.setattr(router, "part_classifier", lambda: Broken([]))
+    assert names("what's my rank and also how do i pair a controller") == [STATS, MANUALS]
+    assert "part classifier failed" in caplog.text
 
 
 @needs_encoder

@@ -37,6 +37,9 @@ ASIDE, ANY_SMALLTALK = "aside", "smalltalk"
 LABELS = (*TOOLS, ANY_SMALLTALK, ASIDE)
 # What the cue words alone route a part to: a tool, small talk of any kind, or unsure.
 CUE_KINDS = (*TOOLS, ANY_SMALLTALK, UNSURE)
+# The numbers describing a part: its meaning and the note's, the cue kind, the tools' cue scores
+# and eleven flags (features()).
+FEATURES = 2 * sentence_encoder.DIMENSIONS + len(CUE_KINDS) + len(TOOLS) + 11
 CUE_SCALE = 10.0  # cue scores run from 0 to about 10: scaled to sit beside unit-length vectors
 WORDS_SCALE = 20.0
 # A part about someone else ("my cousin got banned", "he is filing a complaint") is seldom the
@@ -146,13 +149,16 @@ def part_classifier() -> PartClassifier | None:
     return None if meaning is None else _load(meaning, WEIGHTS)
 
 
-@functools.cache
+@functools.lru_cache(maxsize=1)  # a switch of meaning model lets the last one go
 def _load(meaning: MeaningModel, path: Path) -> PartClassifier | None:
     try:
         with np.load(path) as shipped:
             if tuple(str(label) for label in shipped["labels"]) != LABELS:
                 raise ValueError(f"labels {list(shipped['labels'])} are not {list(LABELS)}")
-            return PartClassifier(shipped["weights"], shipped["bias"], meaning)
+            weights, bias = shipped["weights"], shipped["bias"]
+            if weights.shape != (FEATURES, len(LABELS)) or bias.shape != (len(LABELS),):
+                raise ValueError(f"weights {weights.shape} do not fit {FEATURES} features")
+            return PartClassifier(weights, bias, meaning)
     except Exception:
         log.warning(
             "part classifier %s could not be loaded: cue words alone judge parts", path, exc_info=True

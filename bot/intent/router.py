@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import logging
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,6 +45,8 @@ from bot.intent.cues import (
 )
 from bot.intent.part_classifier import ANY_SMALLTALK, PartClassifier, PartCues, part_classifier
 from bot.turns import PastTurn, Transcript
+
+log = logging.getLogger(__name__)
 
 # The names the engine and the lab read as router.STATS, router.UNSURE, ...: the cue data's own.
 __all__ = [
@@ -406,14 +409,26 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     if len(pieces) < 2:
         return [whole]
     classifier = part_classifier()
+    requests = None
     if classifier is not None:
-        requests = _classified(pieces, words, history, classifier)
-    else:
+        try:
+            requests = _classified(pieces, words, history, classifier)
+        except Exception:
+            # Weights that do not fit the features: route on the cues rather than fail the note.
+            log.warning("part classifier failed: cue words alone judge this note's parts", exc_info=True)
+            classifier = None
+    if requests is None:
         requests = [(r, 1.0) for piece in pieces if (r := _request(piece, history)) is not None]
-    found: dict[tuple[str, str], Intent] = {}
-    for intent, _ in requests:
-        # One of each tool, but two tickets' statuses asked by number are two requests.
-        found.setdefault((intent.name, str(intent.arguments.get("ticket_key", ""))), intent)
+    # One of each tool, the part surest of it, but two tickets' statuses asked by number are two
+    # requests; in the order asked.
+    surest: dict[tuple[str, str], tuple[int, Intent, float]] = {}
+    for at, (intent, chance) in enumerate(requests):
+        key = (intent.name, str(intent.arguments.get("ticket_key", "")))
+        if key not in surest or chance > surest[key][2]:
+            surest[key] = (surest.get(key, (at,))[0], intent, chance)
+    found = {key: intent for key, (_, intent, _) in sorted(surest.items(), key=lambda kv: kv[1][0])}
+    if (STATUS, "") in found and any(name == STATUS and key for name, key in found):
+        del found[STATUS, ""]  # "...grv 12, what's the status of my ticket" asks about GRV-12 once
     clear = len(found)
     register = next((i for (name, _), i in found.items() if name == REGISTER), None)
     if register and any(name == MANUALS for name, _ in found) and classifier is None:
@@ -447,7 +462,11 @@ def _classified(
 ) -> list[tuple[Intent, float]]:
     """The requests among a note's parts, as the part classifier labels them, each with the
     classifier's probability."""
-    routed = [part_cues(piece, history) for piece in pieces]
+    # The features are the cues' view of each part alone, as the classifier learnt them; the
+    # conversation so far only shapes the arguments ("the status of it").
+    routed = [part_cues(piece) for piece in pieces]
+    if history:
+        routed = [(part_cues(piece, history)[0], part[1]) for piece, part in zip(pieces, routed, strict=True)]
     labels = classifier.label(
         [intent.said for intent, _ in routed], " ".join(words), [cues for _, cues in routed]
     )

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import json
 import time
 from collections import Counter
@@ -22,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 
-from bot.intent import cues, part_classifier, router
+from bot.intent import cues, part_classifier, router, word_model
 from bot.intent.cues import TOOLS
 from bot.intent.meaning import MeaningModel, meaning_model
 from bot.intent.part_classifier import ANY_SMALLTALK, ASIDE, LABELS, NOTES, WEIGHTS, PartClassifier, features
 from bot.intent.word_model import training_examples
 from bot.lab.neural_eval import ASKED, ONE_OF_TWO, RIGHT, SMALLTALK, WRONG, verdict
+from bot.speech import confusions, domain_corpus, sentence_encoder
 from bot.speech.domain_corpus import normalise
 
 PART_TOOL_WORDS = 3
@@ -93,18 +93,11 @@ def training_files(folder: Path = NOTES) -> list[tuple[str, ...]]:
 
 
 def feature_code() -> list[str]:
-    """The source of what turns a part into the classifier's numbers: a change to any of it
-    calls for new weights."""
-    functions = (
-        router.route,
-        router.score,
-        router.parts,
-        router.part_cues,
-        router._clear,
-        router._starts_like_request,
-        part_classifier.features,
-    )
-    return [Path(cues.__file__).read_text(encoding="utf-8"), *(inspect.getsource(f) for f in functions)]
+    """The source of everything that turns a part into the classifier's numbers or labels it
+    for training: a change to any of these files calls for new weights."""
+    modules = (cues, router, part_classifier, word_model, confusions, domain_corpus, sentence_encoder)
+    files = [Path(module.__file__) for module in modules] + [Path(__file__)]
+    return [path.read_text(encoding="utf-8").replace("\r\n", "\n") for path in files]
 
 
 def current_fingerprint(folder: Path = NOTES) -> str:
