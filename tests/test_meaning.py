@@ -84,43 +84,41 @@ def test_a_second_request_is_found_by_its_meaning(meaning_on) -> None:
     assert names(SECOND_REQUEST_WITHOUT_A_CUE) == [STATUS, STATS]
 
 
-@needs_encoder
-def test_a_how_to_ramble_is_not_taken_for_the_complaint_in_its_aside(meaning_on) -> None:
-    said = (
+RAMBLES = [
+    pytest.param(
         "so um my friend said his points got wiped after the patch and he is super annoyed about "
         "it and wants to complain but that is his problem not mine anyway i was wondering how do i "
-        "turn on the colourblind mode in the settings because the markers look the same"
-    )
-    assert names(said) == [MANUALS]
-
-
-@needs_encoder
-def test_a_ramble_with_an_aside_asked_as_a_question_answers_one_request(meaning_on) -> None:
-    said = (
+        "turn on the colourblind mode in the settings because the markers look the same",
+        [MANUALS],
+        id="a how-to ramble is not taken for the complaint in its aside",
+    ),
+    pytest.param(
         "so my buddy keeps asking me how do you even get the golden skin and i told him no idea man "
         "but honestly what i really want to know right now is how many points i have because we "
-        "have a bet going on"
-    )
-    assert names(said) == [STATS]
-
-
-@needs_encoder
-def test_a_long_note_that_adds_a_second_request_gets_both_answered(meaning_on) -> None:
-    said = (
+        "have a bet going on",
+        [STATS],
+        id="a ramble with an aside asked as a question answers one request",
+    ),
+    pytest.param(
         "so i've been playing a lot this week and i was wondering what's my rank on the leaderboard "
-        "right now and also can you check the status of ticket grv 40 because nobody has replied"
-    )
-    assert names(said) == [STATS, STATUS]
-
-
-@needs_encoder
-def test_in_a_ramble_what_is_asked_outweighs_what_is_told(meaning_on) -> None:
-    said = (
+        "right now and also can you check the status of ticket grv 40 because nobody has replied",
+        [STATS, STATUS],
+        id="a long note that adds a second request gets both answered",
+    ),
+    pytest.param(
         "hey so i was telling my friend i've got like a thousand points and he didn't believe me "
         "which is whatever but the actual thing is my controller keeps disconnecting in the middle "
-        "of matches how do i fix that"
-    )
-    assert names(said) == [MANUALS]
+        "of matches how do i fix that",
+        [MANUALS],
+        id="in a ramble what is asked outweighs what is told",
+    ),
+]
+
+
+@needs_encoder
+@pytest.mark.parametrize(("said", "asked"), RAMBLES)
+def test_a_long_note_is_answered_for_what_it_asks(meaning_on, said: str, asked: list[str]) -> None:
+    assert names(said) == asked
 
 
 def test_without_the_meaning_model_the_router_falls_back_to_its_cues() -> None:

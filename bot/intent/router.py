@@ -420,13 +420,13 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     if requests is None:
         requests = [(r, 1.0) for piece in pieces if (r := _request(piece, history)) is not None]
     # One of each tool, the part surest of it, but two tickets' statuses asked by number are two
-    # requests; in the order asked.
-    surest: dict[tuple[str, str], tuple[int, Intent, float]] = {}
-    for at, (intent, chance) in enumerate(requests):
+    # requests; in the order asked (a dict keeps a key where it was first put).
+    surest: dict[tuple[str, str], tuple[Intent, float]] = {}
+    for intent, chance in requests:
         key = (intent.name, str(intent.arguments.get("ticket_key", "")))
-        if key not in surest or chance > surest[key][2]:
-            surest[key] = (surest.get(key, (at,))[0], intent, chance)
-    found = {key: intent for key, (_, intent, _) in sorted(surest.items(), key=lambda kv: kv[1][0])}
+        if key not in surest or chance > surest[key][1]:
+            surest[key] = (intent, chance)
+    found = {key: intent for key, (intent, _) in surest.items()}
     if (STATUS, "") in found and any(name == STATUS and key for name, key in found):
         del found[STATUS, ""]  # "...grv 12, what's the status of my ticket" asks about GRV-12 once
     clear = len(found)
@@ -464,16 +464,13 @@ def _classified(
     classifier's probability."""
     # The features are the cues' view of each part alone, as the classifier learnt them; the
     # conversation so far only shapes the arguments ("the status of it").
-    routed = [part_cues(piece) for piece in pieces]
-    if history:
-        routed = [(part_cues(piece, history)[0], part[1]) for piece, part in zip(pieces, routed, strict=True)]
-    labels = classifier.label(
-        [intent.said for intent, _ in routed], " ".join(words), [cues for _, cues in routed]
-    )
-    requests = []
-    for (intent, _), (label, chance) in zip(routed, labels, strict=True):
-        if label in TOOLS and chance >= PART_SURE:
-            requests.append((intent if intent.name == label else _as(label, intent.said, history), chance))
+    said = [" ".join(piece) for piece in pieces]
+    labels = classifier.label(said, " ".join(words), [part_cues(piece)[1] for piece in pieces])
+    requests = [
+        (_as(label, part, history), chance)
+        for part, (label, chance) in zip(said, labels, strict=True)
+        if label in TOOLS and chance >= PART_SURE
+    ]
     if not requests:
         return requests
     # Most notes ask one thing: a part asking for another tool must be surer than the first.
@@ -484,14 +481,12 @@ def _classified(
 def _request(piece: list[str], history: list[PastTurn] | None) -> Intent | None:
     """Without the part classifier: the request a part makes when the cues find it clear and it
     starts like a request; None for an aside."""
-    said = " ".join(piece)
-    intent = route(said, history, guess=False)
-    intent.said = said
-    return intent if _clear(intent, PART_MIN_SCORE) and _asks(intent, piece) else None
+    intent, cues = part_cues(piece, history)
+    return intent if cues.clear and _asks(intent, piece) else None
 
 
 def _as(tool: str, said: str, history: list[PastTurn] | None) -> Intent:
-    """`said` as a request for `tool`, which the part classifier found and the cues missed."""
+    """`said` as a request for `tool`, as the part classifier labels it."""
     return Intent(tool, _arguments(tool, said, history or []), said=said)
 
 
