@@ -11,11 +11,12 @@ from bot import paths
 from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
-# Each blind file and the splits it holds: nv1 to nv4 (run), nv5 and nv6 (written for later).
+# Each blind file and the splits it holds: nv1 to nv6 (run), nv7 and nv8 (written for later).
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
     EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),
     EVAL / "neural_splits_3.tsv": ("nv5", "nv6"),
+    EVAL / "neural_splits_4.tsv": ("nv7", "nv8"),
 }
 TOOLS = {"get_player_stats", "search_manuals", "register_grievance", "get_grievance_status"}
 SINGLE = {*TOOLS, "smalltalk"}
