@@ -48,6 +48,18 @@ def test_noise_is_mixed_at_the_ratio_asked_measured_on_the_speech_present(snr_db
     assert abs(_db(speech_power / noise_power) - snr_db) < 1.0
 
 
+def test_pink_noise_has_the_same_power_in_every_octave() -> None:
+    pink = conditions.pink_noise(RATE * 4, np.random.default_rng(3))
+    octaves = [_band_energy(pink, RATE, low, 2 * low) for low in (125, 250, 500, 1000, 2000)]
+    assert max(octaves) / min(octaves) < 1.3  # white noise would double in each octave
+
+
+def test_the_pink_condition_is_the_issues_hard_yardstick() -> None:
+    pink, hard = conditions.CONDITIONS["pink"], conditions.CONDITIONS["hard"]
+    assert pink.noise == conditions.PINK and hard.noise == conditions.CROWD
+    assert (pink.snr_db, pink.phone, pink.bit_rate) == (hard.snr_db, hard.phone, hard.bit_rate)
+
+
 def test_the_phone_band_keeps_300_to_3400_hz_and_removes_what_is_outside() -> None:
     rng = np.random.default_rng(2)
     white = rng.standard_normal(RATE * 2) * 3000

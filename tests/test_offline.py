@@ -320,6 +320,17 @@ def test_ticket_keys_are_heard_in_several_ways() -> None:
     assert router.ticket_key("my tickets") is None
 
 
+def test_ticket_keys_survive_how_whisper_hears_them() -> None:
+    assert router.ticket_key("grb three is that one finished or not") == "GRV-3"
+    assert router.ticket_key("what about g rb 52") == "GRV-52"
+
+
+def test_a_number_counting_time_is_no_ticket_number() -> None:
+    assert router.ticket_key("i sent a ticket two weeks ago, any news") is None
+    assert router.ticket_key("my ticket twenty two days ago") is None
+    assert router.ticket_key("ticket twenty two please") == "GRV-22"
+
+
 @pytest.mark.parametrize("voice", ["en-us", "en-us+f3"])
 def test_synthesis_gives_decodable_ogg_opus_of_sensible_length(voice: str) -> None:
     text = "You have 708 points, and you're ranked 11 of 12 players."

@@ -169,18 +169,29 @@ def score(text: str, cues: dict[str, dict[str, float]]) -> dict[str, float]:
     }
 
 
+# How "GRV" comes out of a recogniser: letter by letter, run together, or with its last letter
+# heard as a b ("grb three", "g rb 52": one in five keys on the seen neural splits).
+_KEY_LETTERS = r"(?:g ?r ?[vb])"
+_KEY_ANCHORS = ("g r v", "g r b", "g rv", "g rb", "grv", "grb", "ticket number", "ticket")
+# "the ticket i sent two weeks ago": a number that counts time is no ticket's number.
+_TIME_WORDS = frozenset(
+    "second seconds minute minutes hour hours day days week weeks month months year years times".split()
+)
+
+
 def ticket_key(text: str) -> str | None:
     """ "g r v fourteen", "GRV-14", "ticket number twenty one" → "GRV-14" / "GRV-21"."""
     words = tokenize(text.replace("-", " "))
     joined = " ".join(words)
-    match = re.search(r"\bgrv ?(\d+)\b", joined) or re.search(r"\bg r v (\d+)\b", joined)
+    match = re.search(rf"\b{_KEY_LETTERS} ?(\d+)\b", joined)
     if match:
         return f"GRV-{int(match.group(1))}"
-    for anchor in ("g r v", "grv", "ticket number", "ticket"):
-        idx = joined.find(anchor + " ")
-        if idx >= 0:
-            number = _spoken_number(joined[idx + len(anchor) + 1 :].split())
-            if number:
+    for anchor in _KEY_ANCHORS:
+        for found in re.finditer(rf"\b{anchor} ", joined):
+            after = joined[found.end() :].split()
+            number = _spoken_number(after)
+            counted = after[1:3] if after and after[0] in TENS else after[1:2]
+            if number and not _TIME_WORDS & set(counted):
                 return f"GRV-{number}"
     return None
 

@@ -23,6 +23,10 @@ class Condition:
     reverb: bool
     phone: bool  # a 300-3400 Hz microphone heard through 8 kHz
     bit_rate: int  # Opus, bits a second
+    noise: str = "crowd"  # CROWD: the game-and-crowd bed; PINK: steady pink noise
+
+
+CROWD, PINK = "crowd", "pink"
 
 
 CONDITIONS = {
@@ -32,6 +36,9 @@ CONDITIONS = {
         Condition("clean", None, reverb=False, phone=False, bit_rate=audio.OPUS_BIT_RATE),
         Condition("noisy", 15.0, reverb=True, phone=False, bit_rate=16_000),
         Condition("hard", 5.0, reverb=True, phone=True, bit_rate=12_000),
+        # Issue 18's own yardstick for "hard": steady pink noise, which masks speech far less than
+        # other people talking, with the same phone band and bitrate and no room.
+        Condition("pink", 5.0, reverb=False, phone=True, bit_rate=12_000, noise=PINK),
     )
 }
 
@@ -63,6 +70,14 @@ def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarr
     power = float(np.mean(noise**2)) or 1.0
     gain = np.sqrt(speech_power(speech) / 10 ** (snr_db / 10) / power)
     return speech.astype(np.float64) + gain * noise
+
+
+def pink_noise(length: int, rng: np.random.Generator) -> np.ndarray:
+    """Noise whose power falls by 3 dB an octave, like a fan or a steady hiss."""
+    spectrum = np.fft.rfft(rng.standard_normal(length))
+    spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
+    spectrum[0] = 0.0
+    return np.fft.irfft(spectrum, length)
 
 
 def room_impulse(rate: int, rt60: float, seed: int) -> np.ndarray:
@@ -134,7 +149,9 @@ def apply(speech: np.ndarray, rate: int, condition: Condition, seed: int, bed: n
     x = np.concatenate([pad, x, pad])
     if condition.reverb:
         x = reverberate(x, rate, float(rng.uniform(*RT60_RANGE)), seed)
-    if condition.snr_db is not None:
+    if condition.snr_db is not None and condition.noise == PINK:
+        x = mix_at_snr(x, pink_noise(len(x), rng), condition.snr_db)
+    elif condition.snr_db is not None:
         assert bed is not None, "a noisy condition needs the noise bed"
         start = int(rng.integers(len(bed)))
         noise = np.resize(np.roll(bed, -start), len(x))  # wraps round a bed shorter than the note

@@ -31,7 +31,7 @@ from bot.engines.base import Transcript
 from bot.engines.offline.engine import spoken
 from bot.engines.offline.hearing import WorkerHearing
 from bot.intent import router
-from bot.lab.conditions import CONDITIONS, Condition, apply, bed_key, load_bed, make_bed
+from bot.lab.conditions import CONDITIONS, PINK, Condition, apply, bed_key, load_bed, make_bed
 from bot.speech import neural
 from bot.speech.domain_corpus import normalise
 
@@ -338,7 +338,8 @@ def report(outcomes: list[Outcome], split: str, voices: list[str]) -> str:
 
 
 def _describe(c: Condition) -> str:
-    parts = [f"noise at {c.snr_db:g} dB SNR"] if c.snr_db is not None else []
+    kind = "pink noise" if c.noise == PINK else "game and crowd noise"
+    parts = [f"{kind} at {c.snr_db:g} dB SNR"] if c.snr_db is not None else []
     parts += ["reverb"] * c.reverb + ["phone band"] * c.phone
     parts.append(f"Opus {c.bit_rate // 1000} kb/s")
     return ", ".join(parts)
