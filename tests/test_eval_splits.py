@@ -11,7 +11,7 @@ from bot import paths
 from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
-# Each blind file and the splits it holds: nv1 to nv6 (run), nv7 and nv8 (written for later).
+# Each blind file and the splits it holds, all of them run once.
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
     EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),
