@@ -11,16 +11,24 @@ from bot import paths
 from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
-# Each blind file and the splits it holds, all of them run once.
+# Each blind file and the splits it holds: nv1 to nv8 run once, nv9 and nv10 kept for the end of
+# the next round of work.
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
     EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),
     EVAL / "neural_splits_3.tsv": ("nv5", "nv6"),
     EVAL / "neural_splits_4.tsv": ("nv7", "nv8"),
+    EVAL / "neural_splits_5.tsv": ("nv9", "nv10"),
 }
 TOOLS = {"get_player_stats", "search_manuals", "register_grievance", "get_grievance_status"}
 SINGLE = {*TOOLS, "smalltalk"}
-PER_SPLIT = {"short": 84, "ramble": 18, "double": 18}
+KINDS = ("short", "ramble", "double")
+# Rows of each kind in each split of a file: nv9 and nv10 are larger, so that a 90% target on
+# rambles and two-request notes can be told from 80%.
+SMALL = {"short": 84, "ramble": 18, "double": 18}
+PER_SPLIT = {path: SMALL for path in SPLIT_FILES} | {
+    EVAL / "neural_splits_5.tsv": {"short": 100, "ramble": 50, "double": 50}
+}
 
 
 def _rows(path: Path) -> list[tuple[int, list[str]]]:
@@ -45,7 +53,7 @@ def test_every_row_has_the_four_columns_and_an_allowed_kind_and_intent(path: Pat
             problems.append(f"line {n}: {len(fields)} columns")
             continue
         split, kind, intents, _ = fields
-        if split not in SPLIT_FILES[path] or kind not in PER_SPLIT:
+        if split not in SPLIT_FILES[path] or kind not in KINDS:
             problems.append(f"line {n}: split or kind")
         elif kind == "double":
             pair = intents.split("+")
@@ -59,7 +67,7 @@ def test_every_row_has_the_four_columns_and_an_allowed_kind_and_intent(path: Pat
 @FILES
 def test_each_split_has_its_counts_per_kind(path: Path) -> None:
     counts = Counter((fields[0], fields[1]) for _, fields in _rows(path))
-    expected = {(split, kind): k for split in SPLIT_FILES[path] for kind, k in PER_SPLIT.items()}
+    expected = {(split, kind): k for split in SPLIT_FILES[path] for kind, k in PER_SPLIT[path].items()}
     assert dict(counts) == expected
 
 
