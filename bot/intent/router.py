@@ -171,8 +171,9 @@ def score(text: str, cues: dict[str, dict[str, float]]) -> dict[str, float]:
 
 # How "GRV" comes out of a recogniser: letter by letter, run together, or with its last letter
 # heard as a b ("grb three", "g rb 52": one in five keys on the seen neural splits).
-_KEY_LETTERS = r"(?:g ?r ?[vb])"
-_KEY_ANCHORS = ("g r v", "g r b", "g rv", "g rb", "grv", "grb", "ticket number", "ticket")
+_KEY_SPELLINGS = ("g r v", "g r b", "g rv", "g rb", "gr v", "gr b", "grv", "grb")
+_KEY_LETTERS = "(?:" + "|".join(_KEY_SPELLINGS) + ")"
+_KEY_ANCHORS = (*_KEY_SPELLINGS, "ticket number", "ticket")
 # "the ticket i sent two weeks ago": a number that counts time is no ticket's number.
 _TIME_WORDS = frozenset(
     "second seconds minute minutes hour hours day days week weeks month months year years times".split()
