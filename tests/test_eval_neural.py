@@ -4,6 +4,8 @@ test reads a blind row's words (failures show counts)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -58,6 +60,26 @@ def test_the_pink_condition_is_the_issues_hard_yardstick() -> None:
     pink, hard = conditions.CONDITIONS["pink"], conditions.CONDITIONS["hard"]
     assert pink.noise == conditions.PINK and hard.noise == conditions.CROWD
     assert (pink.snr_db, pink.phone, pink.bit_rate) == (hard.snr_db, hard.phone, hard.bit_rate)
+
+
+def test_a_pink_condition_mixes_pink_noise_not_the_crowd_bed() -> None:
+    t = np.arange(RATE * 2) / RATE
+    speech = (8000 * np.sin(2 * np.pi * 200 * t)).astype(np.int16)
+    bed = 20000 * np.sin(2 * np.pi * 1000 * np.arange(RATE * 10) / RATE)  # a tone no pink noise has
+    wide = conditions.Condition("pink-wide", 5.0, reverb=False, phone=False, bit_rate=64_000)
+    heard = {}
+    for noise in (conditions.PINK, conditions.CROWD):
+        note = conditions.apply(speech, RATE, dataclasses.replace(wide, noise=noise), 5, bed)
+        decoded = audio.decode(note, AudioSettings())
+        rate = decoded.segment.frame_rate
+        pcm = np.frombuffer(decoded.segment.raw_data, np.int16).astype(np.float64)
+        room_tone = pcm[int(0.05 * rate) : int(0.3 * rate)]  # before the speech: only noise
+        heard[noise] = (room_tone, rate)
+    room_tone, rate = heard[conditions.PINK]
+    octaves = [_band_energy(room_tone, rate, low, 2 * low) for low in (250, 500, 1000, 2000)]
+    assert max(octaves) / min(octaves) < 2.5, octaves
+    crowd_tone, rate = heard[conditions.CROWD]
+    assert _band_energy(crowd_tone, rate, 900, 1100) > 0.8 * _band_energy(crowd_tone, rate, 100, 8000)
 
 
 def test_the_phone_band_keeps_300_to_3400_hz_and_removes_what_is_outside() -> None:
