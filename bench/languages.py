@@ -34,9 +34,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bot import audio, paths
-from bot.config import AudioSettings
+from bot.config import AudioSettings, load_settings
 from bot.engines.offline.hearing import hear
-from bot.intent import router
+from bot.intent import meaning, router
 from bot.speech import whisper_recognizer as whisper
 from bot.speech.synth import Espeak
 
@@ -177,6 +177,7 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path("var/whisper"), help="where base is joined")
     parser.add_argument("--verbose", action="store_true", help="print what each note was heard as")
     args = parser.parse_args()
+    meaning.use(load_settings().offline.meaning_model)  # route as the configured bot routes
     langs = args.lang or list(VOICES)
     setups = args.setup or list(SETUPS)
     limits = AudioSettings()
