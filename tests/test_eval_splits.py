@@ -11,8 +11,7 @@ from bot import paths
 from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
-# Each blind file and the splits it holds: nv1 to nv8 run once, nv9 and nv10 kept for the end of
-# the next round of work.
+# Each blind file and the splits it holds, each split run once.
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
     EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),

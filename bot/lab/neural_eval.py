@@ -44,9 +44,8 @@ FILES = (
     paths.DATA / "eval" / "neural_splits_5.tsv",
 )
 SPLITS = ("nvdev", "nv1", "nv2", "nv3", "nv4", "nv5", "nv6", "nv7", "nv8", "nv9", "nv10")
-# Blind: run once, by name, at the end of the work they measure; nv1 to nv8 have been run. nv9 and
-# nv10, larger (50 rambles and 50 two-request notes each), were written before the next round of
-# work, for its end.
+# Blind: run once, by name, at the end of the work they measure; all ten have been run. nv9 and
+# nv10 are the larger (50 rambles and 50 two-request notes each). A new round needs new splits.
 RESERVED = ("nv1", "nv2", "nv3", "nv4", "nv5", "nv6", "nv7", "nv8", "nv9", "nv10")
 KINDS = ("short", "ramble", "double")
 SMALLTALK = "smalltalk"
