@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
@@ -32,22 +34,27 @@ async def open_sqlite(path: Path | str, schema: str = "", autocommit: bool = Fal
 
 
 WAL_RETRY_SECONDS = 0.05
+T = TypeVar("T")
 
 
-async def _switch_to_wal(conn: aiosqlite.Connection) -> None:
-    """A database not yet in WAL mode (a new one) cannot be switched while another process writes
-    to it, and SQLite answers "database is locked" at once there, without its busy wait: two bots
-    starting together on one storage folder would have one of them fail to start. Retried until
-    BUSY_SECONDS have passed, like any other wait for a lock."""
+async def while_locked(action: Callable[[], Awaitable[T]]) -> T:
+    """`action`, tried again while SQLite answers "database is locked" at once, without its busy
+    wait, until BUSY_SECONDS have passed, like any other wait for a lock. It does so when a
+    database not yet in WAL mode is switched while another process writes to it, and, now and
+    then, to a write on a storage folder two bots share."""
     deadline = time.monotonic() + BUSY_SECONDS
     while True:
         try:
-            await conn.execute("PRAGMA journal_mode=WAL")
-            return
+            return await action()
         except sqlite3.OperationalError as exc:
             if "locked" not in str(exc) or time.monotonic() >= deadline:
                 raise
             await asyncio.sleep(WAL_RETRY_SECONDS)
+
+
+async def _switch_to_wal(conn: aiosqlite.Connection) -> None:
+    # Two bots starting together on one storage folder would otherwise have one fail to start.
+    await while_locked(lambda: conn.execute("PRAGMA journal_mode=WAL"))
 
 
 async def add_missing_columns(conn: aiosqlite.Connection, table: str, columns: dict[str, str]) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.db import open_sqlite
+from bot.db import open_sqlite, while_locked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notes (
@@ -202,9 +202,11 @@ class NoteLedger:
 
     async def remember_place(self, place_id: int, kind: str, user_id: str | None = None) -> None:
         async with self._lock:
-            await self._conn.execute(
-                "INSERT INTO places (place_id, kind, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                (place_id, kind, user_id),
+            await while_locked(
+                lambda: self._conn.execute(
+                    "INSERT INTO places (place_id, kind, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+                    (place_id, kind, user_id),
+                )
             )
 
     async def places(self, kind: str) -> list[int]:

@@ -198,7 +198,11 @@ class VoiceNotes(commands.Cog):
     async def _remember_place(self, message: discord.Message) -> None:
         # DMs are where catch-up looks after a restart, beside the configured channels.
         kind = "dm" if message.guild is None else "channel"
-        await self.bot.core.notes.remember_place(message.channel.id, kind, str(message.author.id))
+        try:
+            await self.bot.core.notes.remember_place(message.channel.id, kind, str(message.author.id))
+        except Exception:
+            # Bookkeeping for a later catch-up: the note in hand is answered all the same.
+            log.warning("could not remember where note %s came from", message.id, exc_info=True)
 
     async def _turn(self, message: discord.Message, note: discord.Attachment) -> bool:
         limits = self.bot.core.settings.audio

@@ -5,7 +5,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-from bot.db import open_sqlite
+from bot.db import open_sqlite, while_locked
 
 
 async def test_a_new_database_another_process_is_writing_to_opens_once_the_write_ends(tmp_path: Path) -> None:
@@ -25,6 +25,34 @@ async def test_a_new_database_another_process_is_writing_to_opens_once_the_write
         await ending
         cursor = await conn.execute("PRAGMA journal_mode")
         assert (await cursor.fetchone())[0] == "wal"
+    finally:
+        await conn.close()
+        other.close()
+
+
+async def test_a_write_sqlite_refuses_at_once_is_tried_again_until_it_goes_through(tmp_path: Path) -> None:
+    path = tmp_path / "shared.db"
+    conn = await open_sqlite(path, "CREATE TABLE notes (id INTEGER PRIMARY KEY);", autocommit=True)
+    other = sqlite3.connect(path, isolation_level=None)
+    try:
+        await conn.executemany("INSERT INTO notes VALUES (?)", [(1,), (2,)])
+        # A read left open on this connection, then another process's write: SQLite refuses this
+        # connection's next write at once ("database is locked"), without its busy wait.
+        reading = await conn.execute("SELECT id FROM notes")
+        await reading.fetchone()
+        other.execute("INSERT INTO notes VALUES (3)")
+        tries = 0
+
+        async def write() -> None:
+            nonlocal tries
+            tries += 1
+            if tries == 3:
+                await reading.close()  # the read ends: the write can go through
+            await conn.execute("INSERT INTO notes VALUES (4)")
+
+        await while_locked(write)
+        assert tries == 3
+        assert other.execute("SELECT COUNT(*) FROM notes").fetchone()[0] == 4
     finally:
         await conn.close()
         other.close()

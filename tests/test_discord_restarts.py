@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -355,3 +356,16 @@ async def test_a_note_answered_by_a_process_killed_beside_a_running_one_is_not_a
         await asyncio.sleep(1.5)  # several rechecks
         await settle(fake)
     assert answers(fake, note) == 1
+
+
+async def test_a_note_is_answered_when_remembering_where_it_came_from_fails(settings, fake, caplog) -> None:
+    async with running_bot(settings, fake) as h:
+
+        async def refuse(*_: object) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+        h.bot.core.notes.remember_place = refuse
+        note = await fake.send_note(nova, voice_note())
+        await all_answered(fake, [note])
+    assert answers(fake, note) == 1
+    assert "could not remember where note" in caplog.text
