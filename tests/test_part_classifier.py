@@ -191,3 +191,30 @@ def test_without_the_meaning_model_there_is_no_part_classifier() -> None:
         assert part_classifier.part_classifier() is None
     finally:
         meaning.use(meaning.AUTO)
+
+
+@needs_encoder
+def test_the_writers_curve_holds_out_each_file_and_grows_its_training_set(
+    tmp_path: Path, monkeypatch, capsys
+):
+    from bot.lab import writers
+
+    shipped, more = tmp_path / "shipped", tmp_path / "more"
+    shipped.mkdir()
+    more.mkdir()
+    note = {"kind": "short", "segments": [[STATS, "what is my rank"]]}
+    aside = {"kind": "none", "segments": [[ASIDE, "that match was rough honestly"]]}
+    for folder, name in ((shipped, "a.jsonl"), (shipped, "b.jsonl"), (more, "c.jsonl")):
+        (folder / name).write_text(json.dumps(note) + "\n" + json.dumps(aside) + "\n")
+    monkeypatch.setattr(writers, "NOTES", shipped)
+    monkeypatch.setattr(writers, "MORE_NOTES", more)
+    monkeypatch.setattr(writers, "ROUNDS", (("c.jsonl",),))
+    monkeypatch.setattr(writers, "phrasing_notes", lambda: [])
+    assert [(name, sorted(files)) for name, files in writers.steps(["a.jsonl", "b.jsonl"])] == [
+        ("2 writers", ["a.jsonl", "b.jsonl"]),
+        ("3 writers", ["a.jsonl", "b.jsonl", "c.jsonl"]),
+    ]
+    writers.main([])
+    out = capsys.readouterr().out
+    assert "3 files held out in turn" in out
+    assert out.count("learnt from") == 2 and "short" in out and "none" in out
