@@ -116,51 +116,55 @@ class NoteLedger:
 
     async def keep_for_restart(self, message_id: int, place_id: int, user_id: str) -> bool:
         """Record a note that arrived while shutting down; False if it was known already."""
-        async with self._lock:
-            cursor = await self._conn.execute(
-                "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
-                " VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (message_id) DO NOTHING",
-                (message_id, place_id, user_id, time.time()),
-            )
+        cursor = await self._write(
+            "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
+            " VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (message_id) DO NOTHING",
+            (message_id, place_id, user_id, time.time()),
+        )
         return cursor.rowcount == 1
 
     async def turned_away(self, message_id: int, place_id: int, user_id: str) -> None:
         """A note the player was told to send again (a flood): never answered later."""
-        async with self._lock:
-            await self._conn.execute(
-                "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
-                " VALUES (?, ?, ?, 'refused', ?) ON CONFLICT (message_id) DO NOTHING",
-                (message_id, place_id, user_id, time.time()),
-            )
+        await self._write(
+            "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
+            " VALUES (?, ?, ?, 'refused', ?) ON CONFLICT (message_id) DO NOTHING",
+            (message_id, place_id, user_id, time.time()),
+        )
 
     async def expire(self, message_ids: list[int]) -> None:
         """Notes too old to answer now: never answered, whoever asks later."""
         now = time.time()
-        async with self._lock:
-            await self._conn.executemany(
-                "UPDATE notes SET state = 'expired', owner = NULL, updated_at = ? WHERE message_id = ?"
-                " AND state IN ('pending', 'started')",
-                [(now, m) for m in message_ids],
-            )
+        await self._write_many(
+            "UPDATE notes SET state = 'expired', owner = NULL, updated_at = ? WHERE message_id = ?"
+            " AND state IN ('pending', 'started')",
+            [(now, m) for m in message_ids],
+        )
 
     async def answered_before_a_crash(self, message_ids: list[int]) -> None:
         """Notes whose turn a dead process had started and whose reply it got out before dying:
         answered, so neither a later start nor a running bot's recheck answers them again."""
         now = time.time()
-        async with self._lock:
-            await self._conn.executemany(
-                "UPDATE notes SET state = 'answered', owner = NULL, lease_until = NULL, updated_at = ?"
-                " WHERE message_id = ? AND state = 'started'",
-                [(now, m) for m in message_ids],
-            )
+        await self._write_many(
+            "UPDATE notes SET state = 'answered', owner = NULL, lease_until = NULL, updated_at = ?"
+            " WHERE message_id = ? AND state = 'started'",
+            [(now, m) for m in message_ids],
+        )
 
     async def _set(self, message_id: int, state: str) -> None:
+        await self._write(
+            "UPDATE notes SET state = ?, owner = NULL, lease_until = NULL, updated_at = ?"
+            " WHERE message_id = ? AND owner = ?",
+            (state, time.time(), message_id, self.owner),
+        )
+
+    async def _write(self, sql: str, parameters: tuple[object, ...]) -> aiosqlite.Cursor:
+        """One statement that writes, by itself, tried again while SQLite refuses it at once."""
         async with self._lock:
-            await self._conn.execute(
-                "UPDATE notes SET state = ?, owner = NULL, lease_until = NULL, updated_at = ?"
-                " WHERE message_id = ? AND owner = ?",
-                (state, time.time(), message_id, self.owner),
-            )
+            return await while_locked(lambda: self._conn.execute(sql, parameters))
+
+    async def _write_many(self, sql: str, rows: list[tuple[object, ...]]) -> None:
+        async with self._lock:
+            await while_locked(lambda: self._conn.executemany(sql, rows))
 
     # ---- what to look at after a start --------------------------------------------------------
 
@@ -201,13 +205,10 @@ class NoteLedger:
         return row[0] if row else None
 
     async def remember_place(self, place_id: int, kind: str, user_id: str | None = None) -> None:
-        async with self._lock:
-            await while_locked(
-                lambda: self._conn.execute(
-                    "INSERT INTO places (place_id, kind, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-                    (place_id, kind, user_id),
-                )
-            )
+        await self._write(
+            "INSERT INTO places (place_id, kind, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
+            (place_id, kind, user_id),
+        )
 
     async def places(self, kind: str) -> list[int]:
         cursor = await self._conn.execute("SELECT place_id FROM places WHERE kind = ?", (kind,))
@@ -227,7 +228,7 @@ class _Immediate:
         self._conn = conn
 
     async def __aenter__(self) -> None:
-        await self._conn.execute("BEGIN IMMEDIATE")
+        await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
 
     async def __aexit__(self, kind: object, exc: object, tb: object) -> None:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -78,3 +79,30 @@ async def test_expired_notes_stay_unanswered_and_old_settled_ones_are_pruned(tmp
         assert await again.seen([8, 9]) == set()
     finally:
         await again.aclose()
+
+
+async def test_every_write_waits_out_a_refusal_sqlite_gives_at_once(tmp_path) -> None:
+    one, two = await open_two(tmp_path)
+    try:
+        await one.keep_for_restart(1, 10, "nova")
+        await one.keep_for_restart(2, 10, "nova")
+        # A read left open on one's connection, then a write by the other process: SQLite refuses
+        # one's next write at once ("database is locked") until the read ends.
+        reading = await one._conn.execute("SELECT message_id FROM notes")
+        await reading.fetchone()
+        await two.remember_place(20, "dm", "blaze")
+
+        async def end_the_read() -> None:
+            await asyncio.sleep(0.3)
+            await reading.close()
+
+        ending = asyncio.create_task(end_the_read())
+        assert await one.claim(1, 10, "nova")
+        await one.answered(1)
+        await one.turned_away(3, 10, "nova")
+        await one.remember_place(10, "channel")
+        await ending
+        assert await two.seen([1, 2, 3]) == {1, 3}
+    finally:
+        await one.aclose()
+        await two.aclose()
