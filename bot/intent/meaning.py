@@ -3,8 +3,8 @@ as the router uses it, loaded once per process and remembering the parts of note
 
 Cue words judge the words a player used; the encoder's vectors carry what they meant, so "has
 anybody replied to that ticket" sits near "any news on my complaint" with no word in common.
-The part classifier (bot/intent/part_classifier.py) reads them to tell which parts of a note ask
-for something.
+The word tagger (bot/intent/word_tagger.py) reads each word's meaning in its note to tell which
+words ask for something.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from bot.speech.sentence_encoder import SentenceEncoder
 
 log = logging.getLogger(__name__)
 
-# Parts of notes remembered: a note's parts are read by the worker and again by the engine.
-CACHE_SIZE = 2048
+# Notes remembered: a note is read by the worker, by the N-best vote, and again by the engine.
+CACHE_SIZE = 256
 
 AUTO, OFF = "auto", "off"
 _setting = AUTO
@@ -31,22 +31,23 @@ _setting = AUTO
 class MeaningModel:
     def __init__(self, encoder: SentenceEncoder) -> None:
         self.encoder = encoder
-        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, ...], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         # Notes are routed in several threads at once (the engine's turns, the N-best vote).
         self._cache_lock = threading.Lock()
 
-    def vector(self, text: str) -> np.ndarray:
-        """The meaning of `text`: the sentence encoder's unit-length vector, remembered."""
+    def words(self, words: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """Each word's meaning in the note and the note's (SentenceEncoder.word_states),
+        remembered."""
         with self._cache_lock:
-            if text in self._cache:
-                self._cache.move_to_end(text)
-                return self._cache[text]
-        vector = self.encoder.encode(text)
+            if words in self._cache:
+                self._cache.move_to_end(words)
+                return self._cache[words]
+        states = self.encoder.word_states(list(words))
         with self._cache_lock:
-            self._cache[text] = vector
+            self._cache[words] = states
             if len(self._cache) > CACHE_SIZE:
                 self._cache.popitem(last=False)
-        return vector
+        return states
 
 
 def use(setting: str) -> None:

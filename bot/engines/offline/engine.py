@@ -27,7 +27,7 @@ from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState
 from bot.engines.offline import sentences as say
 from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_workers
 from bot.intent import meaning, router
-from bot.intent.part_classifier import part_classifier
+from bot.intent.word_tagger import word_tagger
 from bot.speech.recognition import AUTO, POCKETSPHINX, WHISPER
 from bot.speech.recognizer import build_domain_model
 from bot.speech.speaker import ReplySpeaker
@@ -353,7 +353,7 @@ async def create_offline_engine(settings: Settings, whisper: WhisperSpec | None 
     try:
         await hearing.start()
         voices = await asyncio.to_thread(load_reply_voices, settings)
-        await asyncio.to_thread(part_classifier)  # loads the meaning model too; says if it cannot
+        await asyncio.to_thread(word_tagger)  # loads the meaning model too; says if it cannot
     except BaseException:
         await hearing.aclose()
         raise

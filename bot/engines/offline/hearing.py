@@ -27,7 +27,7 @@ from typing import Protocol
 
 from bot.engines.base import EngineError, Transcript
 from bot.intent import meaning, router
-from bot.intent.part_classifier import part_classifier
+from bot.intent.word_tagger import word_tagger
 from bot.speech.recognition import SpeechRecognizer
 from bot.speech.recognizer import Recognizer, require_models, to_16k
 from bot.speech.whisper_recognizer import WhisperRecognizer, WhisperSpec
@@ -120,7 +120,7 @@ def _start_worker(
     _recognizer = load_recognizer(Path(model_dir), whisper)
     # The N-best vote routes each transcript as the engine will.
     meaning.use(meaning_setting)
-    part_classifier()  # loads the meaning model too
+    word_tagger()  # loads the meaning model too
 
 
 ORPHAN_CHECK_SECONDS = 1.0

