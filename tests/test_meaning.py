@@ -1,5 +1,5 @@
 """The meaning model: the sentence encoder's files are checked against their published hashes,
-its vectors are the model's own, and through the part classifier the router uses it to tell a
+its vectors are the model's own, and through the word tagger the router uses it to tell a
 ramble's one request from its asides and to find a second request that starts with no cue
 word."""
 

@@ -90,6 +90,14 @@ def test_a_tool_is_asked_for_when_its_chance_over_the_words_comes_to_enough_word
     assert (request.said, request.start) == ("what is my rank", 2)
 
 
+def test_a_request_is_the_longest_stretch_of_words_that_ask_for_it() -> None:
+    words = "rank is fun so yeah what's my uh current rank".split()
+    (request,) = FixedChances({STATS: [0.9, 0, 0, 0, 0, 0.9, 0.9, 0, 0.9, 0.9]}).requests(words)
+    # One word tagged otherwise does not break a stretch; three do.
+    assert request.stretches == ("rank", "what's my uh current rank")
+    assert (request.said, request.start) == ("what's my uh current rank", 5)
+
+
 def test_a_second_tool_needs_more_words_the_longer_the_note() -> None:
     for length in (9, 40):
         words = ("what is my rank and how do i pair " + "um " * (length - 9)).split()
@@ -147,6 +155,7 @@ def test_weights_that_do_not_fit_the_features_leave_the_router_on_its_part_rules
     monkeypatch.setattr(word_tagger, "WEIGHTS", wrong)
     assert word_tagger.word_tagger() is None
     assert "do not fit" in caplog.text
+    assert names("what's my rank and also how do i pair a controller") == [STATS, MANUALS]
 
 
 def test_a_tagger_that_fails_on_a_note_leaves_it_to_the_cues(monkeypatch, caplog) -> None:
@@ -188,6 +197,16 @@ def test_a_ramble_with_someone_elses_complaint_answers_the_speakers_request() ->
 
 
 @needs_encoder
+def test_a_note_too_long_for_the_encoder_is_left_to_the_cues(caplog) -> None:
+    story = "and then we went to the shops and my brother said it was fine " * 40
+    said = story + "and also what's my rank"
+    with pytest.raises(ValueError, match="more than 512 tokens"):
+        sentence_encoder.load().word_states(router.tokenize(said))
+    assert names(said) == [STATS]
+    assert "word tagger failed" in caplog.text
+
+
+@needs_encoder
 def test_a_corrupt_weights_file_leaves_the_router_on_its_part_rules(
     tmp_path: Path, monkeypatch, caplog
 ) -> None:
@@ -199,7 +218,6 @@ def test_a_corrupt_weights_file_leaves_the_router_on_its_part_rules(
     assert names("what's my rank and also how do i pair a controller") == [STATS, MANUALS]
 
 
-@needs_encoder
 def test_without_the_meaning_model_there_is_no_word_tagger() -> None:
     meaning.use(meaning.OFF)
     try:
@@ -221,6 +239,13 @@ def test_the_writers_curve_holds_out_each_file_and_grows_its_training_set(
     monkeypatch.setattr(writers, "NOTES", tmp_path)
     monkeypatch.setattr(writers, "ROUNDS", (("a.jsonl", "b.jsonl"), ("c.jsonl",)))
     monkeypatch.setattr(writers, "phrasing_notes", lambda: [])
+    learnt_from: list[int] = []
+
+    def train(x, y):
+        learnt_from.append(len(y))
+        return tagger.train(x, y)
+
+    monkeypatch.setattr(writers, "train", train)
     assert [(name, sorted(files)) for name, files in writers.steps()] == [
         ("2 writers", ["a.jsonl", "b.jsonl"]),
         ("3 writers", ["a.jsonl", "b.jsonl", "c.jsonl"]),
@@ -229,3 +254,5 @@ def test_the_writers_curve_holds_out_each_file_and_grows_its_training_set(
     out = capsys.readouterr().out
     assert "3 files held out in turn" in out
     assert out.count("learnt from") == 2 and "short" in out and "none" in out
+    # Nine words a file; a held-out file is never learnt from: a, b, then c held out in turn.
+    assert learnt_from == [9, 18, 9, 18, 18, 18]

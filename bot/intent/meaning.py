@@ -1,5 +1,5 @@
 """The meaning model: the sentence encoder (bot/speech/sentence_encoder.py, all-MiniLM-L6-v2)
-as the router uses it, loaded once per process and remembering the parts of notes it has read.
+as the router uses it, loaded once per process and remembering the last notes it has read.
 
 Cue words judge the words a player used; the encoder's vectors carry what they meant, so "has
 anybody replied to that ticket" sits near "any news on my complaint" with no word in common.
@@ -21,8 +21,9 @@ from bot.speech.sentence_encoder import SentenceEncoder
 
 log = logging.getLogger(__name__)
 
-# Notes remembered: a note is read by the worker, by the N-best vote, and again by the engine.
-CACHE_SIZE = 256
+# Notes remembered (each about 3 KB a word): the N-best vote and the engine's turns route the
+# same words more than once within a process.
+CACHE_SIZE = 32
 
 AUTO, OFF = "auto", "off"
 _setting = AUTO

@@ -471,9 +471,12 @@ def _tagged(
         asked = [request.said]
         if request.tool == STATUS:
             # Two tickets asked about by their keys are two status checks.
-            keyed = [" ".join(piece) for piece in parts(request.said.split()) if ticket_key(" ".join(piece))]
+            pieces = [" ".join(piece) for stretch in request.stretches for piece in parts(stretch.split())]
+            keyed = [piece for piece in pieces if ticket_key(piece)]
             if len({ticket_key(said) for said in keyed}) > 1:
                 asked = keyed
+            elif keyed:
+                asked = keyed[:1]  # the ticket is named outside the longest stretch
         for said in asked:
             intent = Intent(request.tool, _arguments(request.tool, said, history or []), said=said)
             out.append((intent, request.words))

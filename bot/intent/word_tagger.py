@@ -47,6 +47,7 @@ LONG_NOTE = 120  # words; a longer note counts as this long
 REQUEST_WORDS = 1.5
 SECOND_REQUEST_WORDS = 1.5
 SECOND_PER_WORD = 0.05
+MAX_GAP = 1  # a word tagged otherwise ("what's my uh rank") does not break a stretch
 
 
 def features(words: Sequence[str], meaning: MeaningModel) -> np.ndarray:
@@ -63,8 +64,13 @@ def features(words: Sequence[str], meaning: MeaningModel) -> np.ndarray:
 class Request:
     tool: str
     words: float  # the tool's chance summed over the note's words
-    said: str  # the words it is likeliest for, in order
-    start: int  # where the first of them stands in the note
+    stretches: tuple[str, ...]  # the unbroken stretches of words likeliest for it, in order
+    start: int  # where the longest of them starts in the note
+
+    @property
+    def said(self) -> str:
+        """The longest stretch: the words that ask for it (its search, its ticket)."""
+        return max(self.stretches, key=lambda stretch: len(stretch.split()))
 
 
 @dataclass(frozen=True)
@@ -107,11 +113,24 @@ class WordTagger:
         for k, tool in enumerate(TOOLS):
             mass = float(chances[:, k].sum())
             if mass >= REQUEST_WORDS:
-                mine = [i for i, best in enumerate(likeliest) if best == k] or list(range(len(words)))
-                found.append(Request(tool, mass, " ".join(words[i] for i in mine), mine[0]))
+                runs = _runs([i for i, best in enumerate(likeliest) if best == k] or list(range(len(words))))
+                longest = max(runs, key=len)
+                stretches = tuple(" ".join(words[run[0] : run[-1] + 1]) for run in runs)
+                found.append(Request(tool, mass, stretches, longest[0]))
         found.sort(key=lambda r: r.words, reverse=True)
         second = SECOND_REQUEST_WORDS + SECOND_PER_WORD * len(words)
         return [r for i, r in enumerate(found) if i == 0 or r.words >= second]
+
+
+def _runs(places: list[int]) -> list[list[int]]:
+    """Places in the note, in stretches broken where more than MAX_GAP words come between."""
+    runs: list[list[int]] = []
+    for place in places:
+        if runs and place - runs[-1][-1] <= MAX_GAP + 1:
+            runs[-1].append(place)
+        else:
+            runs.append([place])
+    return runs
 
 
 def fingerprint(examples: Sequence[tuple[str, ...]], code: Sequence[str]) -> str:
@@ -150,8 +169,13 @@ def _load(meaning: MeaningModel, path: Path) -> WordTagger | None:
             if tuple(str(label) for label in shipped["labels"]) != LABELS:
                 raise ValueError(f"labels {list(shipped['labels'])} are not {list(LABELS)}")
             network = Network(*(shipped[name] for name in Network.__dataclass_fields__))
-        if network.hidden.shape[0] != FEATURES or network.out.shape[1] != len(LABELS):
-            raise ValueError(f"weights {network.hidden.shape} do not fit {FEATURES} features")
+        hidden = network.hidden.shape[1]
+        shapes = [network.mean.shape, network.scale.shape, network.hidden.shape]
+        shapes += [network.hidden_bias.shape, network.out.shape, network.out_bias.shape]
+        labels = len(LABELS)
+        fitting = [(FEATURES,), (FEATURES,), (FEATURES, hidden), (hidden,), (hidden, labels), (labels,)]
+        if shapes != fitting:
+            raise ValueError(f"weights {shapes} do not fit {FEATURES} features")
         return WordTagger(network, meaning)
     except Exception:
         log.warning("word tagger %s could not be loaded: cue words alone judge parts", path, exc_info=True)

@@ -17,7 +17,7 @@ import numpy as np
 from bot.intent.meaning import meaning_model
 from bot.intent.word_tagger import NOTES, WordTagger
 from bot.lab.neural_eval import RIGHT, WRONG
-from bot.lab.tagger import featurise, load_notes, phrasing_notes, route_notes, train
+from bot.lab.tagger import Remembering, featurise, load_notes, phrasing_notes, route_notes, train
 
 # The files in the order they were written: each round is a step of the curve.
 ROUNDS = (
@@ -46,9 +46,10 @@ def steps() -> list[tuple[str, set[str]]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.parse_args(argv)
-    meaning = meaning_model()
-    if meaning is None:
+    loaded = meaning_model()
+    if loaded is None:
         raise SystemExit("the meaning model is not installed (see README: Offline engine)")
+    meaning = Remembering(loaded)
     started = time.perf_counter()
     notes = load_notes(NOTES)
     phrasings = phrasing_notes()
