@@ -98,6 +98,13 @@ def test_a_request_is_the_longest_stretch_of_words_that_ask_for_it() -> None:
     assert (request.said, request.start) == ("what's my uh current rank", 5)
 
 
+def test_a_request_starts_where_its_words_do_even_when_two_stretches_are_as_long() -> None:
+    words = "rank uh points so then yeah my rank now".split()
+    (request,) = FixedChances({STATS: [0.9, 0, 0.9, 0, 0, 0, 0.9, 0.9, 0.9]}).requests(words)
+    assert request.stretches == ("rank uh points", "my rank now")
+    assert " ".join(words[request.start :]).startswith(request.said)
+
+
 def test_a_second_tool_needs_more_words_the_longer_the_note() -> None:
     for length in (9, 40):
         words = ("what is my rank and how do i pair " + "um " * (length - 9)).split()

@@ -472,11 +472,11 @@ def _tagged(
         if request.tool == STATUS:
             # Two tickets asked about by their keys are two status checks.
             pieces = [" ".join(piece) for stretch in request.stretches for piece in parts(stretch.split())]
-            keyed = [piece for piece in pieces if ticket_key(piece)]
-            if len({ticket_key(said) for said in keyed}) > 1:
-                asked = keyed
+            keyed = {piece: key for piece in pieces if (key := ticket_key(piece))}
+            if len(set(keyed.values())) > 1:
+                asked = list(keyed)
             elif keyed:
-                asked = keyed[:1]  # the ticket is named outside the longest stretch
+                asked = list(keyed)[:1]  # the ticket is named outside the longest stretch
         for said in asked:
             intent = Intent(request.tool, _arguments(request.tool, said, history or []), said=said)
             out.append((intent, request.words))
@@ -486,8 +486,9 @@ def _tagged(
 def _request(piece: list[str], history: list[PastTurn] | None) -> Intent | None:
     """Without the word tagger: the request a part makes when the cues find it clear and it
     starts like a request; None for an aside."""
-    intent = route(" ".join(piece), history, guess=False)
-    intent.said = " ".join(piece)
+    said = " ".join(piece)
+    intent = route(said, history, guess=False)
+    intent.said = said
     return intent if _clear(intent, PART_MIN_SCORE) and _asks(intent, piece) else None
 
 

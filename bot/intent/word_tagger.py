@@ -65,12 +65,8 @@ class Request:
     tool: str
     words: float  # the tool's chance summed over the note's words
     stretches: tuple[str, ...]  # the unbroken stretches of words likeliest for it, in order
-    start: int  # where the longest of them starts in the note
-
-    @property
-    def said(self) -> str:
-        """The longest stretch: the words that ask for it (its search, its ticket)."""
-        return max(self.stretches, key=lambda stretch: len(stretch.split()))
+    said: str  # the longest of them: the words that ask for it (its search, its ticket)
+    start: int  # where that one starts in the note
 
 
 @dataclass(frozen=True)
@@ -114,22 +110,24 @@ class WordTagger:
             mass = float(chances[:, k].sum())
             if mass >= REQUEST_WORDS:
                 runs = _runs([i for i, best in enumerate(likeliest) if best == k] or list(range(len(words))))
-                longest = max(runs, key=len)
-                stretches = tuple(" ".join(words[run[0] : run[-1] + 1]) for run in runs)
-                found.append(Request(tool, mass, stretches, longest[0]))
+                stretches = [words[first : last + 1] for first, last in runs]
+                longest = max(range(len(runs)), key=lambda r: len(stretches[r]))
+                said = tuple(" ".join(stretch) for stretch in stretches)
+                found.append(Request(tool, mass, said, said[longest], runs[longest][0]))
         found.sort(key=lambda r: r.words, reverse=True)
         second = SECOND_REQUEST_WORDS + SECOND_PER_WORD * len(words)
         return [r for i, r in enumerate(found) if i == 0 or r.words >= second]
 
 
-def _runs(places: list[int]) -> list[list[int]]:
-    """Places in the note, in stretches broken where more than MAX_GAP words come between."""
-    runs: list[list[int]] = []
+def _runs(places: list[int]) -> list[tuple[int, int]]:
+    """Places in the note as stretches (first, last), broken where more than MAX_GAP words come
+    between."""
+    runs: list[tuple[int, int]] = []
     for place in places:
-        if runs and place - runs[-1][-1] <= MAX_GAP + 1:
-            runs[-1].append(place)
+        if runs and place - runs[-1][1] <= MAX_GAP + 1:
+            runs[-1] = (runs[-1][0], place)
         else:
-            runs.append([place])
+            runs.append((place, place))
     return runs
 
 

@@ -50,6 +50,10 @@ class Note:
         return " ".join(self.words)
 
     @property
+    def file(self) -> str:
+        return self.source.split(":")[0]
+
+    @property
     def asks(self) -> tuple[str, ...]:
         """The tools the note asks for, in the order asked."""
         return tuple(dict.fromkeys(label for label in self.word_labels if label in TOOLS))
@@ -204,9 +208,9 @@ def folds(notes: list[Note], phrasings: list[Note], meaning: MeaningModel) -> No
     """Each notes file routed by a tagger that learnt from the other files and the phrasings,
     beside the cue-only part rules: how it does on a writer's notes it has not read."""
     x, y, owner = featurise(notes + phrasings, meaning)
-    source = np.array([note.source.split(":")[0] for note in notes + phrasings])[owner]
+    source = np.array([note.file for note in notes + phrasings])[owner]
     for path in sorted(NOTES.glob("*.jsonl")):
-        held = [note for note in notes if note.source.startswith(path.name + ":")]
+        held = [note for note in notes if note.file == path.name]
         network = train(x[source != path.name], y[source != path.name])
         print(f"{path.name} ({len(held)} notes):")
         _report("cue-only part rules", route_notes(held, None))

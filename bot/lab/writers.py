@@ -54,12 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     notes = load_notes(NOTES)
     phrasings = phrasing_notes()
     x, y, owner = featurise(notes + phrasings, meaning)
-    source = np.array([note.source.split(":")[0] for note in notes + phrasings])[owner]
-    files = sorted({note.source.split(":")[0] for note in notes})
+    source = np.array([note.file for note in notes + phrasings])[owner]
+    files = sorted({note.file for note in notes})
     curve = steps()
     totals: dict[str, dict[str, Counter[str]]] = {name: {} for name, _ in curve}
     for held in files:
-        notes_held = [note for note in notes if note.source.startswith(held + ":")]
+        notes_held = [note for note in notes if note.file == held]
         for name, learnt in curve:
             keep = np.array([s == "phrasings" or (s in learnt and s != held) for s in source])
             network = train(x[keep], y[keep])

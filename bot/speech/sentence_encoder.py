@@ -163,17 +163,13 @@ class SentenceEncoder:
                 kept[i + 1] = x
         return kept
 
-    def encode(self, text: str) -> np.ndarray:
-        """The sentence's unit-length 384-number meaning: the mean of its tokens' last states,
-        as sentence-transformers pools this model."""
-        return _unit(self._states(self.tokenizer.encode(text).ids, (LAYERS,))[LAYERS].mean(0))
-
     def word_states(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """Each word's meaning in its sentence, and the sentence's: per word, the mean of its
-        tokens' states after the last layer and after WORD_LAYER (2 * DIMENSIONS numbers; zeros
-        for words past MAX_TOKENS), and the sentence's unit-length meaning as `encode` gives it.
-        A sentence longer than MAX_TOKENS is refused (ValueError): its last words, where a
-        rambling note's request often is, would go unread."""
+        tokens' states after the last layer and after WORD_LAYER (2 * DIMENSIONS numbers), and
+        the sentence's unit-length 384-number meaning, the mean of its tokens' last states, as
+        sentence-transformers pools this model. A sentence longer than MAX_TOKENS is refused
+        (ValueError): its last words, where a rambling note's request often is, would go
+        unread."""
         encoding = self.tokenizer.encode(words, is_pretokenized=True)
         if words and encoding.word_ids[-2] != len(words) - 1:  # the last token is [SEP]
             raise ValueError(f"{len(words)} words are more than {MAX_TOKENS} tokens")
