@@ -11,8 +11,8 @@ from bot import paths
 from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
-# Each blind file and the splits it holds: nv1 to nv10 run once, nv11 and nv12 kept for the end of
-# the new round of work.
+# Each blind file and the splits it holds: nv1 to nv12 run once, nv13 and nv14 kept for the end of
+# the next round of work.
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
     EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),
@@ -20,17 +20,19 @@ SPLIT_FILES = {
     EVAL / "neural_splits_4.tsv": ("nv7", "nv8"),
     EVAL / "neural_splits_5.tsv": ("nv9", "nv10"),
     EVAL / "neural_splits_6.tsv": ("nv11", "nv12"),
+    EVAL / "neural_splits_7.tsv": ("nv13", "nv14"),
 }
 TOOLS = {"get_player_stats", "search_manuals", "register_grievance", "get_grievance_status"}
 SINGLE = {*TOOLS, "smalltalk"}
 KINDS = ("short", "ramble", "double")
-# Rows of each kind in each split of a file: nv9 to nv12 are larger, so that a 90% target on
+# Rows of each kind in each split of a file: nv9 to nv14 are larger, so that a 90% target on
 # rambles and two-request notes can be told from 80%.
 SMALL = {"short": 84, "ramble": 18, "double": 18}
 LARGE = {"short": 100, "ramble": 50, "double": 50}
 PER_SPLIT = {path: SMALL for path in SPLIT_FILES} | {
     EVAL / "neural_splits_5.tsv": LARGE,
     EVAL / "neural_splits_6.tsv": LARGE,
+    EVAL / "neural_splits_7.tsv": LARGE,
 }
 
 
