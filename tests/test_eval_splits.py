@@ -12,7 +12,7 @@ from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
 # Each reserved file and the splits it holds: nv1 to nv12 run once, nv13 and nv14 not yet run (and
-# no longer blind: see their file's header).
+# no longer blind: see their file's header), nv15 and nv16 blind and not yet run.
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
     EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),
@@ -21,11 +21,12 @@ SPLIT_FILES = {
     EVAL / "neural_splits_5.tsv": ("nv9", "nv10"),
     EVAL / "neural_splits_6.tsv": ("nv11", "nv12"),
     EVAL / "neural_splits_7.tsv": ("nv13", "nv14"),
+    EVAL / "neural_splits_8.tsv": ("nv15", "nv16"),
 }
 TOOLS = {"get_player_stats", "search_manuals", "register_grievance", "get_grievance_status"}
 SINGLE = {*TOOLS, "smalltalk"}
 KINDS = ("short", "ramble", "double")
-# Rows of each kind in each split of a file: nv9 to nv14 are larger, so that a 90% target on
+# Rows of each kind in each split of a file: nv9 to nv16 are larger, so that a 90% target on
 # rambles and two-request notes can be told from 80%.
 SMALL = {"short": 84, "ramble": 18, "double": 18}
 LARGE = {"short": 100, "ramble": 50, "double": 50}
@@ -33,6 +34,7 @@ PER_SPLIT = {path: SMALL for path in SPLIT_FILES} | {
     EVAL / "neural_splits_5.tsv": LARGE,
     EVAL / "neural_splits_6.tsv": LARGE,
     EVAL / "neural_splits_7.tsv": LARGE,
+    EVAL / "neural_splits_8.tsv": LARGE,
 }
 
 

@@ -44,12 +44,13 @@ FILES = (
     paths.DATA / "eval" / "neural_splits_5.tsv",
     paths.DATA / "eval" / "neural_splits_6.tsv",
     paths.DATA / "eval" / "neural_splits_7.tsv",
+    paths.DATA / "eval" / "neural_splits_8.tsv",
 )
-SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 15)))
+SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 17)))
 # Run only by name. nv1 to nv12 were blind and have been run once each (nv11 and nv12 measured the
 # word tagger). nv13 and nv14 have not been run but were read by the engineer (their file's header
-# says when): a blind measurement of the next round needs new splits.
-RESERVED = tuple(f"nv{n}" for n in range(1, 15))
+# says when). nv15 and nv16 are blind and not yet run.
+RESERVED = tuple(f"nv{n}" for n in range(1, 17))
 KINDS = ("short", "ramble", "double")
 SMALLTALK = "smalltalk"
 
