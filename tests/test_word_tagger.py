@@ -13,11 +13,14 @@ import pytest
 from bot.intent import meaning, router, word_tagger
 from bot.intent.word_tagger import (
     ASIDE,
+    DECIDER_FEATURES,
     LABELS,
+    MAX_REQUESTS,
     NOTES,
     REQUEST_WORDS,
     SECOND_PER_WORD,
     SECOND_REQUEST_WORDS,
+    Decider,
     WordTagger,
 )
 from bot.lab import tagger
@@ -68,8 +71,9 @@ def test_every_word_takes_the_label_of_its_stretch() -> None:
 class FixedChances(WordTagger):
     """The tagger's reading of its words' chances, apart from how the network reaches them."""
 
-    def __init__(self, chances: dict[str, list[float]]) -> None:
+    def __init__(self, chances: dict[str, list[float]], decider: Decider | None = None) -> None:
         self.chances = chances
+        self.decider = decider
 
     def probabilities(self, words):
         rows = np.zeros((len(words), len(LABELS)))
@@ -114,6 +118,58 @@ def test_a_second_tool_needs_more_words_the_longer_the_note() -> None:
             manuals = [0.0] * 5 + [mass / 4] * 4 + [0.0] * (length - 9)
             found = FixedChances({STATS: stats, MANUALS: manuals}).requests(words)
             assert [r.tool for r in found] == asked
+
+
+def on(feature: int, bias: float) -> Decider:
+    """A decider that reads one of its features only: a tool is asked for when that feature of it
+    is over -bias."""
+    weights = np.zeros(DECIDER_FEATURES)
+    weights[feature] = 1.0
+    return Decider(np.zeros(DECIDER_FEATURES), np.ones(DECIDER_FEATURES), weights, np.array(bias))
+
+
+MASS, CUE_PICK = 0, 10  # the features: a tool's chance summed over the words; the cues' pick
+
+
+def test_the_decider_asks_for_each_tool_it_gives_even_odds_two_at_most() -> None:
+    words = "rank rank rank how pair pair ticket".split()
+    chances = {
+        STATS: [0.9] * 3 + [0.0] * 4,
+        MANUALS: [0.0] * 3 + [0.5] * 3 + [0.0],
+        STATUS: [0.0] * 6 + [0.9],
+    }
+    # Masses 2.7, 1.5 and 0.9: a bar of 1 asks for the first two, a bar of 2 for the first only.
+    found = FixedChances(chances, on(MASS, -1.0)).requests(words, "", {})
+    assert [r.tool for r in found] == [STATS, MANUALS]
+    assert [r.tool for r in FixedChances(chances, on(MASS, -2.0)).requests(words, "", {})] == [STATS]
+    # However many tools pass, at most MAX_REQUESTS are asked for, the surest first.
+    assert len(FixedChances(chances, on(MASS, 0.0)).requests(words, "", {})) == MAX_REQUESTS == 2
+    # A request's weight is the decider's chance of it: here of a mass of 1.5 over a bar of 1.
+    assert found[1].said == "how pair pair" and found[1].words == pytest.approx(1 / (1 + np.exp(-0.5)), 1e-4)
+
+
+def test_the_decider_weighs_what_the_cue_words_make_of_the_note() -> None:
+    words = "so what's my rank".split()
+    chances = {STATS: [0.0, 0.9, 0.9, 0.9]}
+    decider = on(CUE_PICK, -0.5)
+    assert [r.tool for r in FixedChances(chances, decider).requests(words, STATS, {STATS: 4.0})] == [STATS]
+    assert FixedChances(chances, decider).requests(words, router.UNSURE, {}) == []
+
+
+def test_a_one_part_note_whose_cue_tool_the_decider_does_not_back_is_asked_again(monkeypatch) -> None:
+    said = "what's my rank"
+    assert router.route(said).name == STATS
+    doubting = FixedChances({STATS: [0.9] * 3}, on(MASS, -10.0))
+    monkeypatch.setattr(router, "word_tagger", lambda: doubting)
+    assert names(said) == [router.UNSURE]
+    # Small talk is no tool: the decider finding none leaves it to the cues.
+    assert names("thanks a lot") == [router.THANKS]
+
+
+def test_a_one_part_note_the_cues_cannot_place_is_routed_by_the_tagger(monkeypatch) -> None:
+    said = "uh where do i even stand these days"
+    monkeypatch.setattr(router, "word_tagger", lambda: FixedChances({STATS: [0.9] * 8}, on(MASS, -2.0)))
+    assert names(said) == [STATS]
 
 
 def test_two_tickets_asked_about_by_key_are_two_status_checks(monkeypatch) -> None:

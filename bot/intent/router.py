@@ -408,28 +408,29 @@ def _clear(intent: Intent, floor: float) -> bool:
 
 
 def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
-    """Everything `text` asks for, in order. A note of one part is routed whole. A longer one is
-    cut into parts (see `parts`), and the word tagger says which tools its words ask for
-    (without it, the parts the cues find clear and that start like a request ask). Two or more
-    tools are several requests; one is the note's request, over what the whole note's words lean
-    to (without the tagger and in a short note, only when another part asked too). Otherwise the
-    note is routed whole."""
+    """Everything `text` asks for, in order. The word tagger and its decider say which tools the
+    note's words ask for, weighing what the cue words make of the whole note; none asked when the
+    cues name a tool is unsure (ask again), and a note that asks for no tool is routed whole
+    (small talk). Without the tagger a note of one part is routed whole, and a longer one is cut
+    into parts (see `parts`): the parts the cues find clear and that start like a request ask;
+    two or more tools are several requests, and one is the note's request when another part
+    asked too or the note is long enough to be a ramble."""
     whole = route(text, history)
     whole.said = text
     words = tokenize(text)
     pieces = parts(words)
-    if len(pieces) < 2:
-        return [whole]
     tagger = word_tagger()
     requests = None
     if tagger is not None:
         try:
-            requests = _tagged(words, history, tagger)
+            requests = _tagged(words, history, tagger, whole)
         except Exception:
             # Weights that do not fit the features: route on the cues rather than fail the note.
-            log.warning("word tagger failed: cue words alone judge this note's parts", exc_info=True)
+            log.warning("word tagger failed: cue words alone judge this note", exc_info=True)
             tagger = None
     if requests is None:
+        if len(pieces) < 2:
+            return [whole]
         requests = [(r, 1.0) for piece in pieces if (r := _request(piece, history)) is not None]
     # One of each tool, the part surest of it, but two tickets' statuses asked by number are two
     # requests; in the order asked (a dict keeps a key where it was first put).
@@ -458,16 +459,20 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
         if intent.name == MANUALS and clear > 1:
             intent.arguments["query"] = text.strip()[:300]  # the problem told is the search's context
         return [_with_note(intent, text)]
+    if tagger is not None and not found and whole.is_tool:
+        # The cue words name a tool the tagger's reading of the note does not back: ask again.
+        return [Intent(UNSURE, confidence=whole.confidence, scores=whole.scores, said=text)]
     return [whole]
 
 
 def _tagged(
-    words: list[str], history: list[PastTurn] | None, tagger: WordTagger
+    words: list[str], history: list[PastTurn] | None, tagger: WordTagger, whole: Intent
 ) -> list[tuple[Intent, float]]:
-    """The requests the word tagger finds in a note, in the order asked, each with its chance
-    summed over the note's words; a request's arguments come from the words that ask for it."""
+    """The requests the word tagger finds in a note, in the order asked, each with its chance;
+    a request's arguments come from the words that ask for it. `whole`: the cue words' route of
+    the whole note, which the decider weighs."""
     out = []
-    for request in sorted(tagger.requests(words), key=lambda r: r.start):
+    for request in sorted(tagger.requests(words, whole.name, whole.scores), key=lambda r: r.start):
         asked = [request.said]
         if request.tool == STATUS:
             # Two tickets asked about by their keys are two status checks.

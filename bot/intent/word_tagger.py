@@ -18,14 +18,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from bot import paths
-from bot.intent.cues import TOOLS
+from bot.intent.cues import TOOLS, UNSURE
 from bot.intent.meaning import MeaningModel, meaning_model
 from bot.speech import sentence_encoder
 
@@ -48,6 +48,13 @@ REQUEST_WORDS = 1.5
 SECOND_REQUEST_WORDS = 1.5
 SECOND_PER_WORD = 0.05
 MAX_GAP = 1  # a word tagged otherwise ("what's my uh rank") does not break a stretch
+# The decider (`python -m bot.lab.tagger` learns it from the tagger's chances on notes it did not
+# learn from, each writer's file held out in turn) says which tools a note asks for: those it
+# gives at least ASKED_CHANCE, two at most (a third is rarer than a false second).
+DECIDER_FEATURES = 16
+ASKED_CHANCE = 0.5
+MAX_REQUESTS = 2
+CUE_SCORE_CAP = 8.0  # a cue score past this says nothing more
 
 
 def features(words: Sequence[str], meaning: MeaningModel) -> np.ndarray:
@@ -63,7 +70,7 @@ def features(words: Sequence[str], meaning: MeaningModel) -> np.ndarray:
 @dataclass(frozen=True)
 class Request:
     tool: str
-    words: float  # the tool's chance summed over the note's words
+    words: float  # the decider's chance of it; without the decider, its chance summed over the words
     stretches: tuple[str, ...]  # the unbroken stretches of words likeliest for it, in order
     said: str  # the longest of them: the words that ask for it (its search, its ticket)
     start: int  # where that one starts in the note
@@ -91,40 +98,105 @@ class Network:
         return {name: np.asarray(getattr(self, name), np.float32) for name in self.__dataclass_fields__}
 
 
+@dataclass(frozen=True)
+class Decider:
+    """Logistic regression over a tool's DECIDER_FEATURES numbers: the chance the note asks for it."""
+
+    mean: np.ndarray
+    scale: np.ndarray
+    weights: np.ndarray
+    bias: np.ndarray
+
+    def chances(self, rows: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-(((rows - self.mean) / self.scale) @ self.weights + self.bias)))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        fields = self.__dataclass_fields__
+        return {f"decider_{name}": np.asarray(getattr(self, name), np.float32) for name in fields}
+
+
+def decider_features(chances: np.ndarray, cue_pick: str, cue_scores: Mapping[str, float]) -> np.ndarray:
+    """One row of DECIDER_FEATURES numbers per tool, in TOOLS order: how much of the note its
+    words' chances give it, how sure and how unbroken they are, how long the note is and how much
+    of it is aside or small talk, and what the cue words make of the whole note."""
+    count = len(chances)
+    mass = chances.sum(axis=0)
+    likeliest = chances.argmax(axis=1)
+    top = max(float(mass[: len(TOOLS)].max()), 1e-6)
+    rows = []
+    for k, tool in enumerate(TOOLS):
+        other = max(float(mass[j]) for j in range(len(TOOLS)) if j != k)
+        mine = likeliest == k
+        rows.append(
+            [
+                mass[k],
+                mass[k] / count,
+                mass[k] / top,
+                float(mass[k] >= top),
+                chances[:, k].max(),
+                mine.sum(),
+                max((last - first + 1 for first, last in _runs(np.flatnonzero(mine), gap=0)), default=0),
+                min(count, LONG_NOTE) / (LONG_NOTE / 2),
+                mass[LABELS.index(ASIDE)] / count,
+                mass[LABELS.index(ANY_SMALLTALK)] / count,
+                float(cue_pick == tool),
+                min(cue_scores.get(tool, 0.0), CUE_SCORE_CAP),
+                other,
+                np.log1p(mass[k]),
+                float(cue_pick == UNSURE),
+                float(cue_pick in TOOLS),
+            ]
+        )
+    return np.array(rows, np.float32)
+
+
 class WordTagger:
-    def __init__(self, network: Network, meaning: MeaningModel) -> None:
+    def __init__(self, network: Network, meaning: MeaningModel, decider: Decider | None = None) -> None:
         self.network = network
         self.meaning = meaning
+        self.decider = decider
 
     def probabilities(self, words: Sequence[str]) -> np.ndarray:
         """Each word's chance of every label in LABELS."""
         return self.network.probabilities(features(words, self.meaning))
 
-    def requests(self, words: Sequence[str]) -> list[Request]:
-        """The tools the note asks for, surest first: the surest if it reaches REQUEST_WORDS,
-        and any other that reaches the second request's bar for a note this long."""
+    def requests(
+        self, words: Sequence[str], cue_pick: str = "", cue_scores: Mapping[str, float] | None = None
+    ) -> list[Request]:
+        """The tools the note asks for, surest first. With the decider: each tool it gives at
+        least ASKED_CHANCE, at most MAX_REQUESTS of them, judged from the words' chances and
+        what the cue words make of the whole note (`cue_pick`, `cue_scores`). Without it: the
+        surest tool if it reaches REQUEST_WORDS, and any other that reaches the second request's
+        bar for a note this long."""
         chances = self.probabilities(words)
-        likeliest = chances.argmax(axis=1)
-        found = []
-        for k, tool in enumerate(TOOLS):
-            mass = float(chances[:, k].sum())
-            if mass >= REQUEST_WORDS:
-                runs = _runs([i for i, best in enumerate(likeliest) if best == k] or list(range(len(words))))
-                stretches = [words[first : last + 1] for first, last in runs]
-                longest = max(range(len(runs)), key=lambda r: len(stretches[r]))
-                said = tuple(" ".join(stretch) for stretch in stretches)
-                found.append(Request(tool, mass, said, said[longest], runs[longest][0]))
+        mass = chances[:, : len(TOOLS)].sum(axis=0)
+        if self.decider is not None:
+            sure = self.decider.chances(decider_features(chances, cue_pick, cue_scores or {}))
+            asked = [k for k in np.argsort(-sure, kind="stable") if sure[k] >= ASKED_CHANCE][:MAX_REQUESTS]
+            return [_request(words, chances, int(k), float(sure[k])) for k in asked]
+        tools = [k for k in range(len(TOOLS)) if mass[k] >= REQUEST_WORDS]
+        found = [_request(words, chances, k, float(mass[k])) for k in tools]
         found.sort(key=lambda r: r.words, reverse=True)
         second = SECOND_REQUEST_WORDS + SECOND_PER_WORD * len(words)
         return [r for i, r in enumerate(found) if i == 0 or r.words >= second]
 
 
-def _runs(places: list[int]) -> list[tuple[int, int]]:
-    """Places in the note as stretches (first, last), broken where more than MAX_GAP words come
+def _request(words: Sequence[str], chances: np.ndarray, k: int, sure: float) -> Request:
+    """Tool k's request: the stretches of words likeliest for it, the longest of them said."""
+    likeliest = chances.argmax(axis=1)
+    runs = _runs([i for i, best in enumerate(likeliest) if best == k] or list(range(len(words))))
+    stretches = [words[first : last + 1] for first, last in runs]
+    longest = max(range(len(runs)), key=lambda r: len(stretches[r]))
+    said = tuple(" ".join(stretch) for stretch in stretches)
+    return Request(TOOLS[k], sure, said, said[longest], runs[longest][0])
+
+
+def _runs(places: Sequence[int], gap: int = MAX_GAP) -> list[tuple[int, int]]:
+    """Places in the note as stretches (first, last), broken where more than `gap` words come
     between."""
     runs: list[tuple[int, int]] = []
     for place in places:
-        if runs and place - runs[-1][1] <= MAX_GAP + 1:
+        if runs and place - runs[-1][1] <= gap + 1:
             runs[-1] = (runs[-1][0], place)
         else:
             runs.append((place, place))
@@ -142,8 +214,9 @@ def fingerprint(examples: Sequence[tuple[str, ...]], code: Sequence[str]) -> str
     return digest.hexdigest()
 
 
-def save(path: Path, network: Network, fingerprint: str) -> None:
-    np.savez_compressed(path, labels=np.array(LABELS), fingerprint=np.array(fingerprint), **network.arrays())
+def save(path: Path, network: Network, decider: Decider, fingerprint: str) -> None:
+    arrays = network.arrays() | decider.arrays()
+    np.savez_compressed(path, labels=np.array(LABELS), fingerprint=np.array(fingerprint), **arrays)
 
 
 def shipped_fingerprint(path: Path = WEIGHTS) -> str | None:
@@ -167,6 +240,7 @@ def _load(meaning: MeaningModel, path: Path) -> WordTagger | None:
             if tuple(str(label) for label in shipped["labels"]) != LABELS:
                 raise ValueError(f"labels {list(shipped['labels'])} are not {list(LABELS)}")
             network = Network(*(shipped[name] for name in Network.__dataclass_fields__))
+            decider = Decider(*(shipped[f"decider_{name}"] for name in Decider.__dataclass_fields__))
         hidden = network.hidden.shape[1]
         shapes = [network.mean.shape, network.scale.shape, network.hidden.shape]
         shapes += [network.hidden_bias.shape, network.out.shape, network.out_bias.shape]
@@ -174,7 +248,10 @@ def _load(meaning: MeaningModel, path: Path) -> WordTagger | None:
         fitting = [(FEATURES,), (FEATURES,), (FEATURES, hidden), (hidden,), (hidden, labels), (labels,)]
         if shapes != fitting:
             raise ValueError(f"weights {shapes} do not fit {FEATURES} features")
-        return WordTagger(network, meaning)
+        decider_shapes = [decider.mean.shape, decider.scale.shape, decider.weights.shape, decider.bias.shape]
+        if decider_shapes != [(DECIDER_FEATURES,)] * 3 + [()]:
+            raise ValueError(f"decider weights {decider_shapes} do not fit {DECIDER_FEATURES} features")
+        return WordTagger(network, meaning, decider)
     except Exception:
         log.warning("word tagger %s could not be loaded: cue words alone judge parts", path, exc_info=True)
         return None
