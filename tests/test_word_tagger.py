@@ -157,9 +157,9 @@ def test_the_decider_weighs_what_the_cue_words_make_of_the_note() -> None:
 
 
 def test_a_one_part_note_whose_cue_tool_the_decider_does_not_back_is_asked_again(monkeypatch) -> None:
-    said = "what's my rank"
-    assert router.route(said).name == STATS
-    doubting = FixedChances({STATS: [0.9] * 3}, on(MASS, -10.0))
+    said = "so what's my rank right now"
+    assert router.route(said).name == STATS and len(router.tokenize(said)) > router.FEW_WORDS
+    doubting = FixedChances({STATS: [0.9] * len(router.tokenize(said))}, on(MASS, -10.0))
     monkeypatch.setattr(router, "word_tagger", lambda: doubting)
     assert names(said) == [router.UNSURE]
     # Small talk is no tool: the decider finding none leaves it to the cues.
@@ -170,6 +170,23 @@ def test_a_one_part_note_the_cues_cannot_place_is_routed_by_the_tagger(monkeypat
     said = "uh where do i even stand these days"
     monkeypatch.setattr(router, "word_tagger", lambda: FixedChances({STATS: [0.9] * 8}, on(MASS, -2.0)))
     assert names(said) == [STATS]
+
+
+def test_a_note_of_a_few_words_keeps_its_cue_route_where_the_tagger_reads_too_little(monkeypatch) -> None:
+    from bot.turns import PastTurn
+
+    points = [PastTurn("how many points do i have", "You have 120.", [{"name": STATS, "result": {}}])]
+    for bar, said, history, asked in [
+        (-0.5, "what about that", None, [router.UNSURE]),  # no tool's words: ask again
+        (-10.0, "what are my points", None, [STATS]),  # the cue words' clear tool stands
+        (-0.5, "what about that", points, [STATS]),  # a follow-up leans on the turn before
+        (-0.5, "so what about that one then", None, [STATUS]),  # a longer note is the tagger's
+    ]:
+        # A tagger that reads a status check into every word, and a decider that backs it (a bar
+        # of -0.5) or nothing at all (-10).
+        tagger = FixedChances({STATUS: [0.9] * len(router.tokenize(said))}, on(MASS, bar))
+        monkeypatch.setattr(router, "word_tagger", lambda tagger=tagger: tagger)
+        assert [i.name for i in router.route_all(said, history)] == asked, said
 
 
 def test_two_tickets_asked_about_by_key_are_two_status_checks(monkeypatch) -> None:
@@ -210,14 +227,19 @@ def test_a_ticket_asked_about_by_key_and_as_my_ticket_is_one_status_check(monkey
 def test_weights_that_do_not_fit_the_features_leave_the_router_on_its_part_rules(
     tmp_path: Path, monkeypatch, caplog
 ) -> None:
-    wrong = tmp_path / "tagger.npz"
-    shipped = word_tagger._load(meaning.meaning_model(), word_tagger.WEIGHTS).network
-    arrays = shipped.arrays()
+    shipped = word_tagger._load(meaning.meaning_model(), word_tagger.WEIGHTS)
+    arrays = shipped.network.arrays()
     arrays["hidden"] = np.zeros((word_tagger.FEATURES + 1, arrays["hidden"].shape[1]))
-    word_tagger.save(wrong, word_tagger.Network(**arrays), "x")
-    monkeypatch.setattr(word_tagger, "WEIGHTS", wrong)
-    assert word_tagger.word_tagger() is None
-    assert "do not fit" in caplog.text
+    decider = shipped.decider
+    short = Decider(decider.mean[:-1], decider.scale[:-1], decider.weights[:-1], decider.bias)
+    cases = [(word_tagger.Network(**arrays), decider), (shipped.network, short)]
+    for n, (network, decider) in enumerate(cases):
+        wrong = tmp_path / f"tagger{n}.npz"
+        word_tagger.save(wrong, network, decider, "x")
+        monkeypatch.setattr(word_tagger, "WEIGHTS", wrong)
+        caplog.clear()
+        assert word_tagger.word_tagger() is None
+        assert "do not fit" in caplog.text
     assert names("what's my rank and also how do i pair a controller") == [STATS, MANUALS]
 
 

@@ -367,6 +367,7 @@ MIN_PART_WORDS = 3  # a shorter stretch between two joiners is no request of its
 PART_MIN_SCORE = 3.0  # each request of a several-request note must be at least this clear
 REQUEST_WITHIN = 3  # how far into a part its request may start ("quick one, what's my rank")
 LONG_NOTE_WORDS = 14  # from here a note may be a ramble: one clear part outweighs the whole
+FEW_WORDS = 4  # up to here the tagger's reading alone is too little to act on, or to doubt on
 
 
 def parts(words: list[str]) -> list[list[str]]:
@@ -411,10 +412,12 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     """Everything `text` asks for, in order. The word tagger and its decider say which tools the
     note's words ask for, weighing what the cue words make of the whole note; none asked when the
     cues name a tool is unsure (ask again), and a note that asks for no tool is routed whole
-    (small talk). Without the tagger a note of one part is routed whole, and a longer one is cut
-    into parts (see `parts`): the parts the cues find clear and that start like a request ask;
-    two or more tools are several requests, and one is the note's request when another part
-    asked too or the note is long enough to be a ramble."""
+    (small talk). A note of FEW_WORDS or fewer keeps the cue words' route after an earlier turn
+    or where the two disagree on whether it asks for a tool at all. Without the tagger a note of
+    one part is routed whole, and a longer one is cut into parts (see `parts`): the parts the
+    cues find clear and that start like a request ask; two or more tools are several requests,
+    and one is the note's request when another part asked too or the note is long enough to be a
+    ramble."""
     whole = route(text, history)
     whole.said = text
     words = tokenize(text)
@@ -428,6 +431,12 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
             # Weights that do not fit the features: route on the cues rather than fail the note.
             log.warning("word tagger failed: cue words alone judge this note", exc_info=True)
             tagger = None
+    if requests is not None and len(words) <= FEW_WORDS and (history or bool(requests) != whole.is_tool):
+        # A few words say little to the tagger ("what about that" has no tool's words; "what are my
+        # point" is a manual's "point" to it), and it reads no conversation, which such a note
+        # leans on: the cue words' route stands when there is one to lean on, or when the two
+        # disagree on whether the note asks for a tool at all; none found is unsure.
+        return [whole if whole.is_tool else _doubted(whole)]
     if requests is None:
         if len(pieces) < 2:
             return [whole]
@@ -461,8 +470,13 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
         return [_with_note(intent, text)]
     if tagger is not None and not found and whole.is_tool:
         # The cue words name a tool the tagger's reading of the note does not back: ask again.
-        return [Intent(UNSURE, confidence=whole.confidence, scores=whole.scores, said=text)]
+        return [_doubted(whole)]
     return [whole]
+
+
+def _doubted(whole: Intent) -> Intent:
+    """Unsure (ask again) about a note whose cue route is `whole`."""
+    return Intent(UNSURE, confidence=whole.confidence, scores=whole.scores, said=whole.said)
 
 
 def _tagged(
