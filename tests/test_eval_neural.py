@@ -221,3 +221,18 @@ def test_recordings_are_made_once_the_same_way_and_in_every_condition(tmp_path) 
     assert {note: _pcm(path.read_bytes()) for note, path in again.items()} == heard
     sizes = {c: sum(len(b) for n, b in first.items() if n.condition == c) for c in conditions.CONDITIONS}
     assert sizes["hard"] < sizes["noisy"] < sizes["clean"]  # 12, 16 and 32 kb/s
+
+
+async def test_the_eval_says_the_speech_models_are_missing_before_voicing(settings, monkeypatch) -> None:
+    from bot.engines.offline.engine import speech_dir
+    from bot.lab import evaluation
+
+    (speech_dir(settings) / "domain.arpa").unlink()
+
+    def voicing(*args, **kwargs):
+        raise AssertionError("notes voiced before the speech models were checked")
+
+    monkeypatch.setattr(neural_eval, "recordings", voicing)
+    monkeypatch.setattr(evaluation, "evaluate", voicing)
+    with pytest.raises(FileNotFoundError, match="python -m bot init"):
+        await evaluation.run_eval(settings, ("nvdev",), recognizers=("pocketsphinx",))

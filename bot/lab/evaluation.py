@@ -35,7 +35,7 @@ from bot.lab.samples import speak_pcm
 from bot.speech import neural
 from bot.speech.domain_corpus import normalise
 from bot.speech.recognition import POCKETSPHINX, WHISPER
-from bot.speech.recognizer import Recognizer
+from bot.speech.recognizer import Recognizer, require_models
 from bot.speech.whisper_recognizer import WhisperRecognizer, WhisperSpec, WhisperUnavailable
 
 QUESTIONS = paths.EVAL_QUESTIONS
@@ -327,6 +327,9 @@ async def run_eval(
     one the bot would hear with (`offline.recognizer`, `auto` resolved as the engine does)."""
     import asyncio
 
+    # Every recogniser's hearing falls back on the domain model: say it is missing now, not after
+    # a quarter of an hour of voicing notes.
+    require_models(speech_dir(settings))
     meaning.use(settings.offline.meaning_model)  # the notes are routed as the bot would route them
     specs: dict[str, WhisperSpec | None] = {}
     parts: list[str] = []
