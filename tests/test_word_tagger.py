@@ -180,6 +180,7 @@ def test_a_note_of_a_few_words_keeps_its_cue_route_where_the_tagger_reads_too_li
         (-0.5, "what about that", None, [router.UNSURE]),  # no tool's words: ask again
         (-10.0, "what are my points", None, [STATS]),  # the cue words' clear tool stands
         (-0.5, "what about that", points, [STATS]),  # a follow-up leans on the turn before
+        (-10.0, "thank you", points, [router.THANKS]),  # small talk after an answer stays small talk
         (-0.5, "so what about that one then", None, [STATUS]),  # a longer note is the tagger's
     ]:
         # A tagger that reads a status check into every word, and a decider that backs it (a bar

@@ -435,8 +435,9 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
         # A few words say little to the tagger ("what about that" has no tool's words; "what are my
         # point" is a manual's "point" to it), and it reads no conversation, which such a note
         # leans on: the cue words' route stands when there is one to lean on, or when the two
-        # disagree on whether the note asks for a tool at all; none found is unsure.
-        return [whole if whole.is_tool else _doubted(whole)]
+        # disagree on whether the note asks for a tool at all; a tool the cues do not name is
+        # unsure ("thank you" after an answer stays thanks).
+        return [whole if whole.is_tool or not requests else _doubted(whole)]
     if requests is None:
         if len(pieces) < 2:
             return [whole]
