@@ -421,7 +421,6 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     whole = route(text, history)
     whole.said = text
     words = tokenize(text)
-    pieces = parts(words)
     tagger = word_tagger()
     requests = None
     if tagger is not None:
@@ -439,6 +438,7 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
         # unsure ("thank you" after an answer stays thanks).
         return [whole if whole.is_tool or not requests else _doubted(whole)]
     if requests is None:
+        pieces = parts(words)
         if len(pieces) < 2:
             return [whole]
         requests = [(r, 1.0) for piece in pieces if (r := _request(piece, history)) is not None]

@@ -169,11 +169,11 @@ class WordTagger:
         surest tool if it reaches REQUEST_WORDS, and any other that reaches the second request's
         bar for a note this long."""
         chances = self.probabilities(words)
-        mass = chances[:, : len(TOOLS)].sum(axis=0)
         if self.decider is not None:
             sure = self.decider.chances(decider_features(chances, cue_pick, cue_scores or {}))
             asked = [k for k in np.argsort(-sure, kind="stable") if sure[k] >= ASKED_CHANCE][:MAX_REQUESTS]
             return [_request(words, chances, int(k), float(sure[k])) for k in asked]
+        mass = chances[:, : len(TOOLS)].sum(axis=0)
         tools = [k for k in range(len(TOOLS)) if mass[k] >= REQUEST_WORDS]
         found = [_request(words, chances, k, float(mass[k])) for k in tools]
         found.sort(key=lambda r: r.words, reverse=True)
