@@ -11,8 +11,8 @@ from bot import paths
 from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
-# Each reserved file and the splits it holds: nv1 to nv12 run once, nv13 and nv14 not yet run (and
-# no longer blind: see their file's header), nv15 and nv16 blind and not yet run.
+# Each reserved file and the splits it holds, each split run once: nv1 to nv12 and nv15, nv16 blind
+# until then, nv13 and nv14 read before they were run (see their file's header).
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
     EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),

@@ -47,9 +47,9 @@ FILES = (
     paths.DATA / "eval" / "neural_splits_8.tsv",
 )
 SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 17)))
-# Run only by name. nv1 to nv12 were blind and have been run once each (nv11 and nv12 measured the
-# word tagger). nv13 and nv14 have not been run but were read by the engineer (their file's header
-# says when). nv15 and nv16 are blind and not yet run.
+# Run only by name. nv1 to nv12 and nv15, nv16 were blind and have been run once each (nv11 and
+# nv12 measured the word tagger, nv15 and nv16 its decider). nv13 and nv14 were read by the
+# engineer before they were run (their file's header says when).
 RESERVED = tuple(f"nv{n}" for n in range(1, 17))
 KINDS = ("short", "ramble", "double")
 SMALLTALK = "smalltalk"
