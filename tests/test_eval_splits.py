@@ -11,8 +11,8 @@ from bot import paths
 from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
-# Each reserved file and the splits it holds, each split run once: nv1 to nv12 and nv15, nv16 blind
-# until then, nv13 and nv14 read before they were run (see their file's header).
+# Each reserved file and the splits it holds, each split run once: nv1 to nv12 and nv15 to nv18
+# blind until then, nv13 and nv14 read before they were run (see their file's header).
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
     EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),
@@ -22,11 +22,12 @@ SPLIT_FILES = {
     EVAL / "neural_splits_6.tsv": ("nv11", "nv12"),
     EVAL / "neural_splits_7.tsv": ("nv13", "nv14"),
     EVAL / "neural_splits_8.tsv": ("nv15", "nv16"),
+    EVAL / "neural_splits_9.tsv": ("nv17", "nv18"),
 }
 TOOLS = {"get_player_stats", "search_manuals", "register_grievance", "get_grievance_status"}
 SINGLE = {*TOOLS, "smalltalk"}
 KINDS = ("short", "ramble", "double")
-# Rows of each kind in each split of a file: nv9 to nv16 are larger, so that a 90% target on
+# Rows of each kind in each split of a file: nv9 to nv18 are larger, so that a 90% target on
 # rambles and two-request notes can be told from 80%.
 SMALL = {"short": 84, "ramble": 18, "double": 18}
 LARGE = {"short": 100, "ramble": 50, "double": 50}
@@ -35,6 +36,7 @@ PER_SPLIT = {path: SMALL for path in SPLIT_FILES} | {
     EVAL / "neural_splits_6.tsv": LARGE,
     EVAL / "neural_splits_7.tsv": LARGE,
     EVAL / "neural_splits_8.tsv": LARGE,
+    EVAL / "neural_splits_9.tsv": LARGE,
 }
 
 

@@ -45,12 +45,13 @@ FILES = (
     paths.DATA / "eval" / "neural_splits_6.tsv",
     paths.DATA / "eval" / "neural_splits_7.tsv",
     paths.DATA / "eval" / "neural_splits_8.tsv",
+    paths.DATA / "eval" / "neural_splits_9.tsv",
 )
-SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 17)))
+SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 19)))
 # Run only by name. nv1 to nv12 and nv15, nv16 were blind and have been run once each (nv11 and
-# nv12 measured the word tagger, nv15 and nv16 its decider). nv13 and nv14 were read by the
-# engineer before they were run (their file's header says when).
-RESERVED = tuple(f"nv{n}" for n in range(1, 17))
+# nv12 measured the word tagger, nv15 and nv16 its decider); nv17 and nv18 are blind and not yet
+# run. nv13 and nv14 were read by the engineer before they were run (their file's header says when).
+RESERVED = tuple(f"nv{n}" for n in range(1, 19))
 KINDS = ("short", "ramble", "double")
 SMALLTALK = "smalltalk"
 
