@@ -166,6 +166,20 @@ def test_a_one_part_note_whose_cue_tool_the_decider_does_not_back_is_asked_again
     assert names("thanks a lot") == [router.THANKS]
 
 
+def test_a_long_note_that_asks_for_nothing_the_tagger_finds_is_asked_again(monkeypatch) -> None:
+    long = (
+        "my brother and me played all night and he kept telling me he was the best at everything "
+        "even though i beat him nearly every single time we played and then mum called us for "
+        "dinner so anyway thanks"
+    )
+    short = "yeah cheers mate"
+    assert len(router.tokenize(long)) >= router.TALK_WORDS > len(router.tokenize(short))
+    assert router.route(long).name == router.THANKS == router.route(short).name
+    monkeypatch.setattr(router, "word_tagger", lambda: FixedChances({}, on(MASS, -10.0)))
+    assert names(long) == [router.UNSURE]  # half a minute of talk is no "thanks" to answer in kind
+    assert names(short) == [router.THANKS]
+
+
 def test_a_one_part_note_the_cues_cannot_place_is_routed_by_the_tagger(monkeypatch) -> None:
     said = "uh where do i even stand these days"
     monkeypatch.setattr(router, "word_tagger", lambda: FixedChances({STATS: [0.9] * 8}, on(MASS, -2.0)))

@@ -6,8 +6,8 @@ from the single-request phrasings (bot/intent/word_model.training_examples), eve
 with the phrasing's request. Then its decider (which tools a note asks for) learns from the
 chances that taggers which did not learn from a notes file give that file's notes, each file held
 out in turn. With --folds it also reports, per notes file, how routing does on that file's notes
-with a held-out tagger and decider. About 15 minutes on 2 cores: the encoder reads 8,700 notes,
-and fifteen taggers learn.
+with a held-out tagger and decider. About 18 minutes on 2 cores (24 with --folds): the encoder
+reads 8,700 notes, and fifteen taggers learn.
 """
 
 from __future__ import annotations
