@@ -48,9 +48,9 @@ FILES = (
     paths.DATA / "eval" / "neural_splits_9.tsv",
 )
 SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 19)))
-# Run only by name. nv1 to nv12 and nv15, nv16 were blind and have been run once each (nv11 and
-# nv12 measured the word tagger, nv15 and nv16 its decider); nv17 and nv18 are blind and not yet
-# run. nv13 and nv14 were read by the engineer before they were run (their file's header says when).
+# Run only by name. nv1 to nv12 and nv15 to nv18 were blind and have been run once each (nv11 and
+# nv12 measured the word tagger, nv15 to nv18 its decider). nv13 and nv14 were read by the
+# engineer before they were run (their file's header says when).
 RESERVED = tuple(f"nv{n}" for n in range(1, 19))
 KINDS = ("short", "ramble", "double")
 SMALLTALK = "smalltalk"
