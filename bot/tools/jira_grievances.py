@@ -308,9 +308,14 @@ class JiraGrievances:
             log.warning("Jira ticket listing failed, answering from the local record: %s", exc)
             return [dataclasses.replace(g, from_local_record=True) for g in local]
         by_remote = {g.remote_key: g for g in local if g.remote_key}
-        merged = [await self._merged(issue, by_remote.pop(issue.key, None)) for issue in remote]
+        # A grievance Jira made but the store has not yet marked pushed is found by its label.
+        unpushed = {g.local_key: g for g in local if g.remote_key is None}
+        merged = []
+        for issue in remote:
+            row = by_remote.pop(issue.key, None) or unpushed.pop(self._local_key_of(issue), None)
+            merged.append(await self._merged(issue, row))
         # Jira lists neither what is still pending nor what was pushed moments ago (its search index lags)
-        merged += [g for g in local if g.remote_key is None or g.remote_key in by_remote]
+        merged += [g for g in local if g.local_key in unpushed or g.remote_key in by_remote]
         merged.sort(key=lambda g: g.created_at, reverse=True)
         return merged[:MAX_LISTED]
 
@@ -321,7 +326,6 @@ class JiraGrievances:
             return dataclasses.replace(
                 row, key=issue.key, remote_key=issue.key, status=issue.status, updated_at=issue.updated_at
             )
-        key_label = self._tracker.key_label_prefix
         return Grievance(
             key=issue.key,
             category=next((x for x in issue.labels if x in CATEGORIES), "other"),
@@ -329,6 +333,10 @@ class JiraGrievances:
             status=issue.status,
             created_at=issue.created_at,
             updated_at=issue.updated_at,
-            local_key=next((x[len(key_label) :] for x in issue.labels if x.startswith(key_label)), ""),
+            local_key=self._local_key_of(issue),
             remote_key=issue.key,
         )
+
+    def _local_key_of(self, issue: RemoteIssue) -> str:
+        prefix = self._tracker.key_label_prefix
+        return next((x[len(prefix) :] for x in issue.labels if x.startswith(prefix)), "")

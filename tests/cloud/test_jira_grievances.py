@@ -235,6 +235,9 @@ async def test_a_push_cancelled_mid_way_is_not_duplicated_after_restart(fake, db
         # The first pusher's claim is on disk and outlasts the create it may have made, so the
         # restarted one leaves the row alone until Jira's search can show that issue...
         assert await second.push_pending() == 0
+        # Meanwhile the player's list shows it once, by its Jira key, not also as pending.
+        listed = await second.status(NOVA)
+        assert [(t.local_key, t.key) for t in listed] == [(ticket.key, "GRV-101")]
         await expire_claims(db)  # ...which is 3 x timeout + settle later; here, at once
         assert await second.push_pending() == 1
     finally:
