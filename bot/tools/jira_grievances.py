@@ -312,7 +312,7 @@ class JiraGrievances:
         unpushed = {g.local_key: g for g in local if g.remote_key is None}
         merged = []
         for issue in remote:
-            row = by_remote.pop(issue.key, None) or unpushed.pop(self._local_key_of(issue), None)
+            row = by_remote.pop(issue.key, None) or unpushed.pop(self._tracker.local_key_of(issue), None)
             merged.append(await self._merged(issue, row))
         # Jira lists neither what is still pending nor what was pushed moments ago (its search index lags)
         merged += [g for g in local if g.local_key in unpushed or g.remote_key in by_remote]
@@ -333,10 +333,6 @@ class JiraGrievances:
             status=issue.status,
             created_at=issue.created_at,
             updated_at=issue.updated_at,
-            local_key=self._local_key_of(issue),
+            local_key=self._tracker.local_key_of(issue),
             remote_key=issue.key,
         )
-
-    def _local_key_of(self, issue: RemoteIssue) -> str:
-        prefix = self._tracker.key_label_prefix
-        return next((x[len(prefix) :] for x in issue.labels if x.startswith(prefix)), "")

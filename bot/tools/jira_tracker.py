@@ -224,6 +224,11 @@ class JiraTracker:
             found = client.enhanced_search_issues(jql, maxResults=0, fields=list(SEARCH_FIELDS))
         return [self._to_issue(issue.raw) for issue in found or []]  # type: ignore[union-attr]
 
+    def local_key_of(self, issue: RemoteIssue) -> str:
+        """The local key an issue was pushed for, from its key label; "" without one."""
+        prefix = self.key_label_prefix
+        return next((x[len(prefix) :] for x in issue.labels if x.startswith(prefix)), "")
+
     def user_of(self, issue: RemoteIssue) -> str | None:
         """The player an issue is for, from its discord-<id> label."""
         prefix = self.user_label_prefix
