@@ -137,6 +137,53 @@ async def test_each_answer_is_given_from_its_own_request_words(settings) -> None
     assert reply.text.startswith(f"{stats['player_name']}, you have {stats['total_points']} points")
 
 
+@pytest.mark.parametrize(
+    ("said", "asked"),
+    [
+        # The complaint told of is the one asked after: nothing new to file.
+        (
+            "yesterday i make a report for a player who insult my mother in chat, is somebody looking at it",
+            [STATUS],
+        ),
+        (
+            "my sister says i play too much but whatever, the thing is last month i made a complaint "
+            "because a hacker stole my sniper skin, what happened with that, is it closed",
+            [STATUS],
+        ),
+        (
+            "how do you switch weapons fast in the jungle map and did anything happen with the report i sent",
+            [MANUALS, STATUS],
+        ),
+        # A new complaint beside the old one asked after, or one asked to be filed again.
+        (
+            "a guy called me slurs in voice chat just now and by the way did the report i made last "
+            "month get anywhere",
+            [REGISTER, STATUS],
+        ),
+        (
+            "i reported this crash before and it got fixed but now it is back again after the patch, "
+            "please file it again",
+            [REGISTER],
+        ),
+    ],
+)
+def test_a_complaint_told_as_filed_before_is_asked_after_not_filed_again(said: str, asked: list[str]) -> None:
+    assert names(said) == asked
+
+
+async def test_a_status_check_told_as_a_filing_offers_a_new_complaint(settings) -> None:
+    told = "yesterday i make a report for a player who insult my mother in chat, is somebody looking at it"
+    async with running_app(settings) as app:
+        ctx = ToolContext(user_id=NOVA)
+        checked = await app.agent.respond_text(ctx, told)
+        plain = await app.agent.respond_text(ctx, "what's the status of my tickets")
+        new = await app.agent.respond_text(ctx, "it's a new one, a player insulted my mother in chat")
+    assert [c["name"] for c in checked.tool_calls] == [STATUS]
+    assert "new complaint" in checked.text  # a player who meant a new one hears how to say so
+    assert "new complaint" not in plain.text
+    assert [c["name"] for c in new.tool_calls] == [REGISTER]
+
+
 def test_two_tickets_asked_by_number_are_two_status_checks() -> None:
     asked = router.route_all("what is the status of grv twelve and what is the status of grv fifteen")
     assert [(i.name, i.arguments.get("ticket_key")) for i in asked] == [

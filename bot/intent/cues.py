@@ -388,6 +388,28 @@ FUNCTION_WORDS = frozenset(
 FOLLOW_UP = ("and", "what about", "how about", "also", "what else", "and what about")
 # A ticket named by pronoun ("what's the status of it?"), meaning the one just filed.
 PRONOUN_TICKET = re.compile(r"\b(it|that|that one|that ticket|this ticket|the ticket)\b")
+# A ticket the player filed before: "the complaint i made", "i sent a report", "a while back i
+# reported", "i make a report one week ago". Players who tell of one are asking after it.
+_TICKET_NOUN = r"(complaints?|reports?|tickets?|grievances?)"
+_FILED = r"(made|sent|filed|submitted|opened|raised|lodged|logged|put in|reported)"
+_EARLIER = r"(ago|back|before|the other day|last (week|month|time|night|season)|yesterday|earlier)"
+PAST_FILING = re.compile(
+    rf"\b{_TICKET_NOUN}( (that|which))? i('ve| have| had)?( already)? {_FILED}\b"
+    rf"|\bi('ve| have| had)?( already)? {_FILED}\b( \w+){{0,3}} {_TICKET_NOUN}\b"
+    rf"|\bi('ve| have| had)?( already)? reported\b"
+    rf"|\b(make|made|send|sent|file|filed)( \w+){{0,2}} {_TICKET_NOUN}( \w+){{0,3}} {_EARLIER}\b"
+    rf"|\b{_EARLIER}( \w+){{0,3}} i (make|made|send|sent|file|filed|report|reported)\b"
+)
+# A request to file one now: "report that guy", "i want to make a complaint", "i've a new one".
+NEW_FILING = re.compile(
+    r"\b(report|file|log|open|raise|lodge|submit|register|record)"
+    r" (it|this|that|him|her|them|the|a|an|another|my)\b"
+    r"|\b(file|log|open|raise) one\b"
+    r"|\b(want|like|need|have|going) to (report|complain|file|make|open|log|raise)\b"
+    r"|\b(please|can you|could you) (report|file|log|open|make|write|record|register)\b"
+    r"|\bwrite (him|her|them|it) up\b"
+    r"|\b(new|another) (one|complaint|report|ticket|grievance|problem|issue)\b"
+)
 
 # Where a note that asks several things moves on to its next request ("what's my score, and is
 # my ticket done?"), longest first: the words are dropped and a new part starts after them.

@@ -28,9 +28,11 @@ from bot.intent.cues import (
     JOINERS,
     LOSS_WORDS,
     MANUALS,
+    NEW_FILING,
     NUMBER_WORDS,
     OPENERS,
     OPENING_FILLERS,
+    PAST_FILING,
     PRONOUN_TICKET,
     REGISTER,
     REQUEST_STARTS,
@@ -80,6 +82,9 @@ class Intent:
     confidence: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
     said: str = ""  # the words it was routed from: the part of a note that asked for it
+    # A tool the note's words were also read as asking for and were judged not to ("i sent a
+    # complaint last week, any news" is no new complaint): the reply can offer it.
+    rather_than: str = ""
 
     @property
     def is_tool(self) -> bool:
@@ -459,9 +464,19 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
         del found[STATUS, ""]  # "...grv 12, what's the status of my ticket" asks about GRV-12 once
     clear = len(found)
     register = next((i for (name, _), i in found.items() if name == REGISTER), None)
+    checks = [i for (name, _), i in found.items() if name == STATUS]
     if register and any(name == MANUALS for name, _ in found) and tagger is None:
         if not FILING_WORDS & set(tokenize(register.said)):
             del found[REGISTER, ""]  # the problem is the how-to question's context
+    elif register and _asks_after_filing(" ".join(words), [check.said for check in checks]):
+        # "i sent a complaint two weeks ago ... is it finished": the complaint told of is the one
+        # asked after, not a new one to file.
+        del found[REGISTER, ""]
+        if not checks:
+            checks = [Intent(STATUS, _arguments(STATUS, text, history or []), said=register.said)]
+            found[STATUS, ""] = checks[0]
+        for check in checks:
+            check.rather_than = REGISTER
     elif register:
         # "...and what's the status of it" asks about the ticket this note files; its reply says.
         found = {k: i for k, i in found.items() if not (k == (STATUS, "") and PRONOUN_TICKET.search(i.said))}
@@ -479,6 +494,15 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
         # note asks for nothing it can find: ask again.
         return [_doubted(whole)]
     return [whole]
+
+
+def _asks_after_filing(joined: str, status_words: list[str]) -> bool:
+    """Whether a note the tagger reads as filing a ticket tells of one filed before, outside the
+    words of a status check it also asks ("...and did the report i made get anywhere" names the
+    old ticket to check, beside a new one to file), and nowhere asks to file one now."""
+    told = [m.group(0) for m in PAST_FILING.finditer(joined)]
+    outside = [t for t in told if not any(t in said for said in status_words)]
+    return bool(outside) and not NEW_FILING.search(joined)
 
 
 def _doubted(whole: Intent) -> Intent:

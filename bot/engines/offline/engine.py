@@ -82,8 +82,11 @@ class OfflineEngine:
             heard_text = turn.scratch.get("heard", "")
             said = turn.scratch.get("said", {})  # each request's own words ("...and my achievements")
             pairs = zip(last.calls, last.results, strict=True)
+            offered = turn.scratch.get("rather_than", {})
             answers = [
-                render(call.name, result.result, said.get(call.id) or heard_text) for call, result in pairs
+                render(call.name, result.result, said.get(call.id) or heard_text)
+                + (say.OFFER_NEW_COMPLAINT if offered.get(call.id) == router.REGISTER else "")
+                for call, result in pairs
             ]
             return await self._say(" ".join(answers), turn)
         if turn.text is not None:
@@ -109,6 +112,9 @@ class OfflineEngine:
                 for intent in tools
             ]
             turn.scratch["said"] = {call.id: intent.said for call, intent in zip(calls, tools, strict=True)}
+            turn.scratch["rather_than"] = {
+                call.id: intent.rather_than for call, intent in zip(calls, tools, strict=True)
+            }
             return EngineReply(tool_calls=calls, user_text=heard.text)
         if isinstance(heard, Heard) and not heard.sure:
             return await self._say(say.NOT_CLEAR, turn)

@@ -53,6 +53,9 @@ TICKET_COUNT = "You have {count}."
 TICKET_LINE = "{ticket_key}, your {category} complaint, is {status}, last updated {when}.{note}"
 FROM_LOCAL_RECORD = " That's from our local record, because the ticket system is unreachable."
 OLDER_TICKETS = "And {count} older ones."
+# After a status check read from a note that told of a complaint filed before: a player who
+# meant a new one can say so.
+OFFER_NEW_COMPLAINT = " If this is a new complaint, tell me it's a new one and what happened."
 
 # ---- words inside sentences ------------------------------------------------------------------
 
