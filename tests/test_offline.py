@@ -44,11 +44,13 @@ async def test_spoken_question_reaches_the_right_tool(settings, note: str, tool:
 async def test_freshly_synthesised_question_in_another_voice_is_understood(settings) -> None:
     # eSpeak NG says the same words a little differently each time, even in a fresh process (its
     # variant voices' flutter, state carried between syntheses): of three fresh recordings, most
-    # must be understood, and the odd one misheard does not fail the test.
+    # must be understood, and the odd one misheard does not fail the test. The question is one
+    # Whisper hears surely in this voice: "what achievements do i have" sits at its doubt
+    # threshold here (2 of 10 recordings below it, so the test failed about one run in ten).
     async with running_app(settings) as app:
         replies = []
         for _ in range(3):
-            pcm, rate = speak_pcm("What achievements do I have?", "en-us+f3", 150)
+            pcm, rate = speak_pcm("What are my achievements?", "en-us+f3", 150)
             replies.append(await app.agent.respond(ToolContext(user_id=NOVA), reply_from_pcm(pcm, rate).ogg))
     understood = [r for r in replies if [c["name"] for c in r.tool_calls] == ["get_player_stats"]]
     assert len(understood) >= 2, [r.user_text for r in replies]
