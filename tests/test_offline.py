@@ -45,8 +45,8 @@ async def test_freshly_synthesised_question_in_another_voice_is_understood(setti
     # eSpeak NG says the same words a little differently each time, even in a fresh process (its
     # variant voices' flutter, state carried between syntheses): of three fresh recordings, most
     # must be understood, and the odd one misheard does not fail the test. The question is one
-    # Whisper hears surely in this voice: "what achievements do i have" sits at its doubt
-    # threshold here (2 of 10 recordings below it, so the test failed about one run in ten).
+    # Whisper hears surely in this voice ("what achievements do i have" sits at its doubt
+    # threshold in it).
     async with running_app(settings) as app:
         replies = []
         for _ in range(3):

@@ -218,3 +218,10 @@ def test_a_loose_general_model_transcript_files_nothing_even_as_one_of_two_reque
 
     heard = hear(Loose(), bytes(3200), 16_000)  # type: ignore[arg-type]
     assert not heard.act_on
+
+
+def test_the_new_complaint_offer_follows_a_tool_message_as_its_own_sentence() -> None:
+    from bot.engines.offline.engine import _ended
+
+    assert _ended("The ticket system is unreachable") == "The ticket system is unreachable."
+    assert _ended("GRV-3 is open.") == "GRV-3 is open."

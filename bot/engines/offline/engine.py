@@ -83,11 +83,12 @@ class OfflineEngine:
             said = turn.scratch.get("said", {})  # each request's own words ("...and my achievements")
             pairs = zip(last.calls, last.results, strict=True)
             offered = turn.scratch.get("rather_than", {})
-            answers = [
-                render(call.name, result.result, said.get(call.id) or heard_text)
-                + (say.OFFER_NEW_COMPLAINT if offered.get(call.id) == router.REGISTER else "")
-                for call, result in pairs
-            ]
+            answers = []
+            for call, result in pairs:
+                answer = render(call.name, result.result, said.get(call.id) or heard_text)
+                if offered.get(call.id) == router.REGISTER:
+                    answer = _ended(answer) + say.OFFER_NEW_COMPLAINT
+                answers.append(answer)
             return await self._say(" ".join(answers), turn)
         if turn.text is not None:
             heard = Transcript(turn.text)
@@ -172,6 +173,11 @@ def render(tool: str, result: dict[str, Any], heard: str) -> str:
     if tool == router.STATUS:
         return _status(result)
     return say.UNSURE
+
+
+def _ended(sentence: str) -> str:
+    """`sentence` with a full stop, so another can follow it (a tool's own message may lack one)."""
+    return sentence if sentence.rstrip().endswith((".", "!", "?")) else sentence.rstrip() + "."
 
 
 def _stats(result: dict[str, Any], heard: str) -> str:
