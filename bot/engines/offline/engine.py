@@ -80,13 +80,13 @@ class OfflineEngine:
             # Every request of the note answered in one reply, in the order they were asked.
             last = turn.rounds[-1]
             heard_text = turn.scratch.get("heard", "")
-            said = turn.scratch.get("said", {})  # each request's own words ("...and my achievements")
-            pairs = zip(last.calls, last.results, strict=True)
-            offered = turn.scratch.get("rather_than", {})
+            # Each call's intent: its own words ("...and my achievements") and any tool it stands in for.
+            asked: dict[str, router.Intent] = turn.scratch.get("asked", {})
             answers = []
-            for call, result in pairs:
-                answer = render(call.name, result.result, said.get(call.id) or heard_text)
-                if offered.get(call.id) == router.REGISTER:
+            for call, result in zip(last.calls, last.results, strict=True):
+                intent = asked.get(call.id)
+                answer = render(call.name, result.result, (intent and intent.said) or heard_text)
+                if intent and intent.rather_than == router.REGISTER:
                     answer = _ended(answer) + say.OFFER_NEW_COMPLAINT
                 answers.append(answer)
             return await self._say(" ".join(answers), turn)
@@ -112,10 +112,7 @@ class OfflineEngine:
                 ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=intent.name, arguments=intent.arguments)
                 for intent in tools
             ]
-            turn.scratch["said"] = {call.id: intent.said for call, intent in zip(calls, tools, strict=True)}
-            turn.scratch["rather_than"] = {
-                call.id: intent.rather_than for call, intent in zip(calls, tools, strict=True)
-            }
+            turn.scratch["asked"] = {call.id: intent for call, intent in zip(calls, tools, strict=True)}
             return EngineReply(tool_calls=calls, user_text=heard.text)
         if isinstance(heard, Heard) and not heard.sure:
             return await self._say(say.NOT_CLEAR, turn)
