@@ -165,10 +165,29 @@ async def test_each_answer_is_given_from_its_own_request_words(settings) -> None
             "please file it again",
             [REGISTER],
         ),
+        # A first complaint: "never made a complaint before" tells of no earlier filing.
+        ("i have never made a complaint before but this guy keeps team killing me every match", [REGISTER]),
     ],
 )
 def test_a_complaint_told_as_filed_before_is_asked_after_not_filed_again(said: str, asked: list[str]) -> None:
     assert names(said) == asked
+
+
+def test_a_filing_read_as_a_status_check_keeps_its_place_in_the_order_asked() -> None:
+    asked = names("i sent a complaint last week about a cheater and how do i change my crosshair")
+    assert asked == [STATUS, MANUALS]
+
+
+def test_a_filing_told_in_any_stretch_of_a_status_request_is_the_ticket_it_asks_after() -> None:
+    # The tagger may read a status check in pieces; the old ticket named in a shorter piece is
+    # still the one asked after, beside a new complaint to file.
+    check = router.Intent(
+        STATUS,
+        said="did anything happen with it",
+        stretches=("the report i made", "did anything happen with it"),
+    )
+    joined = "a cheater ruined my match again and the report i made did anything happen with it"
+    assert not router._asks_after_filing(joined, router._words_of([check]))
 
 
 async def test_a_status_check_told_as_a_filing_offers_a_new_complaint(settings) -> None:

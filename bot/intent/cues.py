@@ -391,12 +391,16 @@ PRONOUN_TICKET = re.compile(r"\b(it|that|that one|that ticket|this ticket|the ti
 # A ticket the player filed before: "the complaint i made", "i sent a report", "a while back i
 # reported", "i make a report one week ago". Players who tell of one are asking after it.
 _TICKET_NOUN = r"(complaints?|reports?|tickets?|grievances?)"
-_FILED = r"(made|sent|filed|submitted|opened|raised|lodged|logged|put in|reported)"
-_EARLIER = r"(ago|back|before|the other day|last (week|month|time|night|season)|yesterday|earlier)"
+_FILED = r"(made|sent|filed|submitted|opened|raised|lodged|put in|reported)"
+_EARLIER = (
+    r"(ago|(days?|weeks?|months?|while) back|the other day|last (week|month|time|night|season)"
+    r"|yesterday|earlier)"
+)
+_I_HAVE = r"i('ve| have| had|'d| did)?( already)?"
 PAST_FILING = re.compile(
-    rf"\b{_TICKET_NOUN}( (that|which))? i('ve| have| had)?( already)? {_FILED}\b"
-    rf"|\bi('ve| have| had)?( already)? {_FILED}\b( \w+){{0,3}} {_TICKET_NOUN}\b"
-    rf"|\bi('ve| have| had)?( already)? reported\b"
+    rf"\b{_TICKET_NOUN}( (that|which))? {_I_HAVE} {_FILED}\b"
+    rf"|\b{_I_HAVE} {_FILED}\b( \w+){{0,3}} {_TICKET_NOUN}\b"
+    rf"|\b{_I_HAVE} reported\b"
     rf"|\b(make|made|send|sent|file|filed)( \w+){{0,2}} {_TICKET_NOUN}( \w+){{0,3}} {_EARLIER}\b"
     rf"|\b{_EARLIER}( \w+){{0,3}} i (make|made|send|sent|file|filed|report|reported)\b"
 )

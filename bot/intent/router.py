@@ -82,6 +82,7 @@ class Intent:
     confidence: float = 0.0
     scores: dict[str, float] = field(default_factory=dict)
     said: str = ""  # the words it was routed from: the part of a note that asked for it
+    stretches: tuple[str, ...] = ()  # every stretch of words the tagger read as asking for it
     # A tool the note's words were also read as asking for and were judged not to ("i sent a
     # complaint last week, any news" is no new complaint): the reply can offer it.
     rather_than: str = ""
@@ -468,13 +469,19 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
     if register and any(name == MANUALS for name, _ in found) and tagger is None:
         if not FILING_WORDS & set(tokenize(register.said)):
             del found[REGISTER, ""]  # the problem is the how-to question's context
-    elif register and _asks_after_filing(" ".join(words), [check.said for check in checks]):
+    elif register and _asks_after_filing(" ".join(words), _words_of(checks)):
         # "i sent a complaint two weeks ago ... is it finished": the complaint told of is the one
         # asked after, not a new one to file.
-        del found[REGISTER, ""]
-        if not checks:
-            checks = [Intent(STATUS, _arguments(STATUS, text, history or []), said=register.said)]
-            found[STATUS, ""] = checks[0]
+        if checks:
+            del found[REGISTER, ""]
+        else:
+            # A status check takes the filing's place in the order asked.
+            check = Intent(STATUS, _arguments(STATUS, text, history or []), said=register.said)
+            found = dict(
+                ((STATUS, ""), check) if key == (REGISTER, "") else (key, intent)
+                for key, intent in found.items()
+            )
+            checks = [check]
         for check in checks:
             check.rather_than = REGISTER
     elif register:
@@ -505,6 +512,11 @@ def _asks_after_filing(joined: str, status_words: list[str]) -> bool:
     return bool(outside) and not NEW_FILING.search(joined)
 
 
+def _words_of(intents: list[Intent]) -> list[str]:
+    """All the stretches of words that asked for `intents`."""
+    return [words for intent in intents for words in (intent.stretches or (intent.said,))]
+
+
 def _doubted(whole: Intent) -> Intent:
     """Unsure (ask again) about a note whose cue route is `whole`."""
     return Intent(UNSURE, confidence=whole.confidence, scores=whole.scores, said=whole.said)
@@ -528,7 +540,8 @@ def _tagged(
             elif keyed:
                 asked = list(keyed)[:1]  # the ticket is named outside the longest stretch
         for said in asked:
-            intent = Intent(request.tool, _arguments(request.tool, said, history or []), said=said)
+            arguments = _arguments(request.tool, said, history or [])
+            intent = Intent(request.tool, arguments, said=said, stretches=request.stretches)
             out.append((intent, request.words))
     return out
 
