@@ -1,7 +1,9 @@
 """Speaking a reply sentence by sentence: the sentence cache, encoding as it goes, the fallback to
 eSpeak when the neural voice fails, and the settings that switch it (bot/speech/speaker.py)."""
 
+import asyncio
 import logging
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -203,3 +205,28 @@ def test_replies_at_once_share_a_sentence_being_synthesised(reply_voices, monkey
         speaking.close()
     assert sorted(asked) == ["Hi!", "Welcome back."]
     assert len({r.duration_secs for r in replies}) == 1
+
+
+async def test_replies_waiting_for_their_voice_leave_the_default_threads_free(reply_voices, monkeypatch):
+    # A raid: more replies wait for synthesis than asyncio has default threads. Decoding,
+    # routing and the grievance spool, which run there, must not queue behind them.
+    go = threading.Event()
+    real = neural.NeuralVoice.synthesize
+
+    def held(self, text, rate_wpm=neural.NATURAL_WPM):  # type: ignore[no-untyped-def]
+        go.wait(30)
+        return real(self, text, rate_wpm)
+
+    monkeypatch.setattr(neural.NeuralVoice, "synthesize", held)
+    speaking = ReplySpeaker(reply_voices, 165, threads=1)
+    try:
+        raid = [asyncio.create_task(speaking.speak_soon(f"Reply number {n}.", JOE)) for n in range(40)]
+        await asyncio.sleep(0.2)
+        probe = asyncio.create_task(asyncio.to_thread(lambda: "decoded"))
+        done, _ = await asyncio.wait({probe}, timeout=5)
+        go.set()
+        assert done, "a job on asyncio's default threads queued behind replies waiting for their voice"
+        replies = await asyncio.gather(*raid)
+    finally:
+        speaking.close()
+    assert all(reply.ogg.startswith(b"OggS") for reply in replies)

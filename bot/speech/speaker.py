@@ -18,6 +18,7 @@ eSpeak speaks the whole reply instead.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -32,6 +33,10 @@ from bot.speech.voices import FALLBACK, ReplyVoices, espeak_speech
 log = logging.getLogger(__name__)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
+
+# Replies that may wait for their sentences at once. A waiting reply holds a thread that does
+# little but encode; the synthesis pool, not this, bounds the CPU.
+REPLIES_AT_ONCE = 32
 
 # A sentence's PCM is keyed by what shapes it: the voice (a neural voice's name stands for one
 # model, checked by SHA-256 at load), the speaking rate and the words.
@@ -90,7 +95,7 @@ class SentenceCache:
 
 
 class ReplySpeaker:
-    """Blocking (`speak` waits for synthesis): call it in a thread, never on the event loop."""
+    """`speak` blocks while the reply is synthesised: on the event loop, await `speak_soon`."""
 
     def __init__(self, voices: ReplyVoices, rate_wpm: int, cache_bytes: int = 0, threads: int = 0) -> None:
         self.voices = voices
@@ -100,8 +105,14 @@ class ReplySpeaker:
         # bench/offline.py measures this path against.
         self.by_sentence = True
         self._pool = ThreadPoolExecutor(threads or os.cpu_count() or 1, thread_name_prefix="voxdesk-speak")
+        self._replies = ThreadPoolExecutor(REPLIES_AT_ONCE, thread_name_prefix="voxdesk-reply")
         self._in_flight: dict[CacheKey, Future[bytes]] = {}
         self._lock = threading.Lock()
+
+    async def speak_soon(self, text: str, voice: str | None) -> ReplyAudio:
+        """`speak` on the speaker's own threads: a raid's replies waiting for synthesis hold none
+        of asyncio's default threads, which decoding, routing and the grievance spool share."""
+        return await asyncio.get_running_loop().run_in_executor(self._replies, self.speak, text, voice)
 
     def speak(self, text: str, voice: str | None) -> ReplyAudio:
         name = self.voices.resolve(voice)
@@ -159,4 +170,5 @@ class ReplySpeaker:
                 self._in_flight.pop(key, None)
 
     def close(self) -> None:
+        self._replies.shutdown(wait=False, cancel_futures=True)
         self._pool.shutdown(wait=False, cancel_futures=True)

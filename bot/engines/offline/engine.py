@@ -121,7 +121,7 @@ class OfflineEngine:
     async def _say(self, text: str, turn: TurnState) -> EngineReply:
         # Off the event loop: Piper takes about 80 ms of a core a second of speech on this VM.
         if self.speaker.by_sentence:
-            reply = await asyncio.to_thread(self.speaker.speak, spoken(text), turn.voice)
+            reply = await self.speaker.speak_soon(spoken(text), turn.voice)
             return EngineReply(text=text, reply_audio=reply, user_text=turn.scratch.get("heard"))
         pcm, rate = await asyncio.to_thread(speak_reply, self.reply_voices, text, turn.voice, self.rate_wpm)
         return EngineReply(
@@ -425,7 +425,7 @@ class NewsSpeaker:
                 # Its own pool and no cache: what it says is rarely said twice, and must not
                 # evict the offline replies' sentences.
                 self._speaker = ReplySpeaker(voices, self._settings.offline.rate_wpm)
-        return await asyncio.to_thread(self._speaker.speak, spoken(text), voice)
+        return await self._speaker.speak_soon(spoken(text), voice)
 
     async def aclose(self) -> None:
         async with self._loading:  # a first DM still loading finishes, then is closed too
