@@ -230,3 +230,27 @@ async def test_replies_waiting_for_their_voice_leave_the_default_threads_free(re
     finally:
         speaking.close()
     assert all(reply.ogg.startswith(b"OggS") for reply in replies)
+
+
+async def test_closing_the_speaker_in_a_raid_ends_replies_with_an_error(reply_voices, monkeypatch, caplog):
+    # At shutdown, replies still waiting are neither spoken again by eSpeak (the app would wait
+    # for them) nor handed a cancellation their callers would take for their own.
+    go = threading.Event()
+    real = neural.NeuralVoice.synthesize
+
+    def held(self, text, rate_wpm=neural.NATURAL_WPM):  # type: ignore[no-untyped-def]
+        go.wait(30)
+        return real(self, text, rate_wpm)
+
+    monkeypatch.setattr(neural.NeuralVoice, "synthesize", held)
+    speaking = ReplySpeaker(reply_voices, 165, threads=1)
+    raid = [asyncio.create_task(speaking.speak_soon(f"Reply number {n}.", JOE)) for n in range(40)]
+    await asyncio.sleep(0.2)
+    with caplog.at_level(logging.ERROR):
+        speaking.close()
+        go.set()
+        ended = await asyncio.gather(*raid, return_exceptions=True)
+    closed = [e for e in ended if isinstance(e, speaker.SpeakerClosed)]
+    assert len(closed) >= 38, [type(e).__name__ for e in ended]
+    assert all(isinstance(e, speaker.SpeakerClosed | audio.ReplyAudio) for e in ended)
+    assert "failed" not in caplog.text

@@ -24,7 +24,7 @@ import os
 import re
 import threading
 from collections import OrderedDict
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 from bot.audio import REPLY_OPUS_COMPLEXITY, OggOpusWriter, ReplyAudio
 from bot.speech.neural import NeuralVoice
@@ -94,6 +94,10 @@ class SentenceCache:
         return len(self._items)
 
 
+class SpeakerClosed(RuntimeError):
+    """The speaker was closed before a reply it was asked for was spoken."""
+
+
 class ReplySpeaker:
     """`speak` blocks while the reply is synthesised: on the event loop, await `speak_soon`."""
 
@@ -112,7 +116,15 @@ class ReplySpeaker:
     async def speak_soon(self, text: str, voice: str | None) -> ReplyAudio:
         """`speak` on the speaker's own threads: a raid's replies waiting for synthesis hold none
         of asyncio's default threads, which decoding, routing and the grievance spool share."""
-        return await asyncio.get_running_loop().run_in_executor(self._replies, self.speak, text, voice)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(self._replies, self.speak, text, voice)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # The speaker closed under this reply; its caller was not cancelled, so it hears an error
+            # it can answer, not a cancellation it would take for its own.
+            raise SpeakerClosed("the speaker closed before this reply was spoken") from None
 
     def speak(self, text: str, voice: str | None) -> ReplyAudio:
         name = self.voices.resolve(voice)
@@ -120,6 +132,8 @@ class ReplySpeaker:
         if neural is not None:
             try:
                 return self._neural(name, text)
+            except CancelledError:
+                raise  # closing: no eSpeak stand-in for a reply that will not be sent
             except Exception:
                 log.exception("neural voice %s failed; eSpeak %s speaks this reply", name, FALLBACK)
                 name = FALLBACK
