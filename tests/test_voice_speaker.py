@@ -5,7 +5,7 @@ import asyncio
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import CancelledError, ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -253,4 +253,6 @@ async def test_closing_the_speaker_in_a_raid_ends_replies_with_an_error(reply_vo
     closed = [e for e in ended if isinstance(e, speaker.SpeakerClosed)]
     assert len(closed) >= 38, [type(e).__name__ for e in ended]
     assert all(isinstance(e, speaker.SpeakerClosed | audio.ReplyAudio) for e in ended)
+    with caplog.at_level(logging.ERROR), pytest.raises(CancelledError):
+        speaking.speak("Too late.", JOE)  # a reply that reaches the pool after it shut down
     assert "failed" not in caplog.text

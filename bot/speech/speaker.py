@@ -160,7 +160,10 @@ class ReplySpeaker:
                 # since sharing it is caching it.
                 job = self._in_flight.get(key) if self.cache.enabled else None
                 if job is None:
-                    job = self._pool.submit(self._synthesize, voice, key)
+                    try:
+                        job = self._pool.submit(self._synthesize, voice, key)
+                    except RuntimeError:  # the pool has shut down: the speaker is closing
+                        raise CancelledError from None
                     if self.cache.enabled:
                         self._in_flight[key] = job
                 jobs[key] = job
