@@ -167,6 +167,14 @@ async def test_each_answer_is_given_from_its_own_request_words(settings) -> None
         ),
         # A first complaint: "never made a complaint before" tells of no earlier filing.
         ("i have never made a complaint before but this guy keeps team killing me every match", [REGISTER]),
+        # "i'd put in" is what a player would do now; "i did report him" tells of a filing, and so
+        # does "a report a week ago" (a noun, not a request to report).
+        ("i'd put in a complaint about this guy, he keeps team killing me every match", [REGISTER]),
+        ("i did report him for team killing and nothing happened", [STATUS]),
+        (
+            "i made a report a week ago about a guy cheating in ranked and he is still playing every match",
+            [STATUS],
+        ),
     ],
 )
 def test_a_complaint_told_as_filed_before_is_asked_after_not_filed_again(said: str, asked: list[str]) -> None:

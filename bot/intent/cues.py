@@ -393,19 +393,23 @@ PRONOUN_TICKET = re.compile(r"\b(it|that|that one|that ticket|this ticket|the ti
 _TICKET_NOUN = r"(complaints?|reports?|tickets?|grievances?)"
 _FILED = r"(made|sent|filed|submitted|opened|raised|lodged|put in|reported)"
 _EARLIER = (
-    r"(ago|(days?|weeks?|months?|while) back|the other day|last (week|month|time|night|season)"
+    r"(ago|(days?|weeks?|months?|years?|while) back|the other day|last (week|month|time|night|season)"
     r"|yesterday|earlier)"
 )
-_I_HAVE = r"i('ve| have| had|'d| did)?( already)?"
+_I_HAVE = r"i('ve| have| had)?( already)?"
 PAST_FILING = re.compile(
     rf"\b{_TICKET_NOUN}( (that|which))? {_I_HAVE} {_FILED}\b"
     rf"|\b{_I_HAVE} {_FILED}\b( \w+){{0,3}} {_TICKET_NOUN}\b"
     rf"|\b{_I_HAVE} reported\b"
+    r"|\bi did (make|send|file|submit|open|raise|lodge|report|put in)\b"
     rf"|\b(make|made|send|sent|file|filed)( \w+){{0,2}} {_TICKET_NOUN}( \w+){{0,3}} {_EARLIER}\b"
     rf"|\b{_EARLIER}( \w+){{0,3}} i (make|made|send|sent|file|filed|report|reported)\b"
 )
 # A request to file one now: "report that guy", "i want to make a complaint", "i've a new one".
 NEW_FILING = re.compile(
+    # A verb asking now: not the noun after an article ("i made a report a week ago"), nor a
+    # filing told ("i did report him").
+    r"(?<!\ba )(?<!\bthe )(?<!\bmy )(?<!\bthat )(?<!\bthis )(?<!\bdid )"
     r"\b(report|file|log|open|raise|lodge|submit|register|record)"
     r" (it|this|that|him|her|them|the|a|an|another|my)\b"
     r"|\b(file|log|open|raise) one\b"

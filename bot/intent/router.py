@@ -476,7 +476,8 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
             del found[REGISTER, ""]
         else:
             # A status check takes the filing's place in the order asked.
-            check = Intent(STATUS, _arguments(STATUS, text, history or []), said=register.said)
+            arguments = _arguments(STATUS, text, history or [])
+            check = Intent(STATUS, arguments, said=register.said, stretches=(register.said,))
             found = dict(
                 ((STATUS, ""), check) if key == (REGISTER, "") else (key, intent)
                 for key, intent in found.items()
