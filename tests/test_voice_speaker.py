@@ -207,9 +207,9 @@ def test_replies_at_once_share_a_sentence_being_synthesised(reply_voices, monkey
     assert len({r.duration_secs for r in replies}) == 1
 
 
-async def test_replies_waiting_for_their_voice_leave_the_default_threads_free(reply_voices, monkeypatch):
-    # A raid: more replies wait for synthesis than asyncio has default threads. Decoding,
-    # routing and the grievance spool, which run there, must not queue behind them.
+@pytest.fixture
+def go(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """The real voice, held at each synthesis until the event is set: a raid's backlog."""
     go = threading.Event()
     real = neural.NeuralVoice.synthesize
 
@@ -218,6 +218,12 @@ async def test_replies_waiting_for_their_voice_leave_the_default_threads_free(re
         return real(self, text, rate_wpm)
 
     monkeypatch.setattr(neural.NeuralVoice, "synthesize", held)
+    return go
+
+
+async def test_replies_waiting_for_their_voice_leave_the_default_threads_free(reply_voices, go):
+    # A raid: more replies wait for synthesis than asyncio has default threads. Decoding,
+    # routing and the grievance spool, which run there, must not queue behind them.
     speaking = ReplySpeaker(reply_voices, 165, threads=1)
     try:
         raid = [asyncio.create_task(speaking.speak_soon(f"Reply number {n}.", JOE)) for n in range(40)]
@@ -232,17 +238,9 @@ async def test_replies_waiting_for_their_voice_leave_the_default_threads_free(re
     assert all(reply.ogg.startswith(b"OggS") for reply in replies)
 
 
-async def test_closing_the_speaker_in_a_raid_ends_replies_with_an_error(reply_voices, monkeypatch, caplog):
+async def test_closing_the_speaker_in_a_raid_ends_replies_with_an_error(reply_voices, go, caplog):
     # At shutdown, replies still waiting are neither spoken again by eSpeak (the app would wait
     # for them) nor handed a cancellation their callers would take for their own.
-    go = threading.Event()
-    real = neural.NeuralVoice.synthesize
-
-    def held(self, text, rate_wpm=neural.NATURAL_WPM):  # type: ignore[no-untyped-def]
-        go.wait(30)
-        return real(self, text, rate_wpm)
-
-    monkeypatch.setattr(neural.NeuralVoice, "synthesize", held)
     speaking = ReplySpeaker(reply_voices, 165, threads=1)
     raid = [asyncio.create_task(speaking.speak_soon(f"Reply number {n}.", JOE)) for n in range(40)]
     await asyncio.sleep(0.2)
