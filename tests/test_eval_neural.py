@@ -172,6 +172,20 @@ def test_the_report_counts_one_of_two_apart_from_right_and_wrong() -> None:
     assert cell["word error rate"] == 0.25
 
 
+def test_each_voice_is_reported_apart() -> None:
+    row = neural_eval.Row("nvdev", "short", (STATS,), "a", 0)
+    outcomes = [
+        neural_eval.Outcome(neural_eval.Note(row, voice, "clean"), "whisper", "", (), v, 0, 4, 0.1, 1.0)
+        for voice, v in (("joe", RIGHT), ("joe", RIGHT), ("kokoro", WRONG), ("kokoro", ASKED))
+    ]
+    short = {c["voice"]: c for c in neural_eval.cells(outcomes) if c["kind"] == "short"}
+    assert (short["joe"][RIGHT], short["kokoro"][RIGHT], short["kokoro"][WRONG]) == (1.0, 0.0, 0.5)
+    table = neural_eval.report(outcomes, "nvdev", ["joe", "kokoro"])
+    assert "whisper, joe" in table and "whisper, kokoro" in table
+    [line] = [x for x in table.splitlines() if x.startswith("short   clean")]
+    assert line.split()[3:5] == ["100%", "-"] and line.split("|")[1].split()[:4] == ["0%", "-", "50%", "50%"]
+
+
 # ---- splits -----------------------------------------------------------------------------------
 
 
@@ -179,7 +193,7 @@ def test_the_blind_neural_splits_run_only_when_named() -> None:
     from bot.lab.evaluation import DEFAULT_SPLITS, EVERY_SPLIT
 
     blind = {"nv1", "nv2", "nv3", "nv4", "nv5", "nv6", "nv7", "nv8", "nv9", "nv10", "nv11", "nv12"}
-    blind |= {"nv13", "nv14", "nv15", "nv16", "nv17", "nv18", "nv19"}
+    blind |= {"nv13", "nv14", "nv15", "nv16", "nv17", "nv18", "nv19", "nv20"}
     assert blind == set(neural_eval.RESERVED)
     assert not set(neural_eval.RESERVED) & set(DEFAULT_SPLITS)
     assert "nvdev" in DEFAULT_SPLITS and set(neural_eval.SPLITS) <= set(EVERY_SPLIT)

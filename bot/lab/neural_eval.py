@@ -1,6 +1,7 @@
-"""The neural-voice splits of `python -m bot eval`: questions spoken by every installed Piper voice,
-each made into a player's voice note in every listening condition (bot/lab/conditions.py), heard
-by the bot's own worker processes and routed with router.decide_all.
+"""The neural-voice splits of `python -m bot eval`: questions spoken by every installed neural voice
+(the Piper reply voices, and Kokoro's accented English from the lab's own extra), each made into a
+player's voice note in every listening condition (bot/lab/conditions.py), heard by the bot's own
+worker processes and routed with router.decide_all.
 
 A note is scored by what decide_all returns: right (the tools asked for, no other; small talk: no
 tool and not unsure), one of two (a two-request note that got one of its tools and nothing else),
@@ -17,11 +18,12 @@ import os
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 
@@ -31,6 +33,7 @@ from bot.engines.base import Transcript
 from bot.engines.offline.engine import spoken
 from bot.engines.offline.hearing import WorkerHearing
 from bot.intent import router
+from bot.lab import kokoro
 from bot.lab.conditions import CONDITIONS, PINK, Condition, apply, bed_key, load_bed, make_bed
 from bot.speech import neural
 from bot.speech.domain_corpus import normalise
@@ -47,13 +50,14 @@ FILES = (
     paths.DATA / "eval" / "neural_splits_8.tsv",
     paths.DATA / "eval" / "neural_splits_9.tsv",
     paths.DATA / "eval" / "neural_splits_10.tsv",
+    paths.DATA / "eval" / "neural_splits_11.tsv",
 )
-SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 20)))
+SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 21)))
 # Run only by name. nv1 to nv12 and nv15 to nv18 were blind and have been run once each (nv11 and
 # nv12 measured the word tagger, nv15 to nv18 its decider). nv13 and nv14 were read by the
 # engineer before they were run (their file's header says when). nv19 is smaller and targeted:
-# notes that tell of a complaint filed before.
-RESERVED = tuple(f"nv{n}" for n in range(1, 20))
+# notes that tell of a complaint filed before. nv20 is blind, for the second voice (Kokoro).
+RESERVED = tuple(f"nv{n}" for n in range(1, 21))
 KINDS = ("short", "ramble", "double")
 SMALLTALK = "smalltalk"
 
@@ -117,9 +121,74 @@ def verdict(expected: tuple[str, ...], intents: list[router.Intent]) -> str:
 # ---- recordings -------------------------------------------------------------------------------
 
 
-def installed_voices(extra: list[Path]) -> list[neural.VoiceModel]:
+class EvalVoice(Protocol):
+    """A voice the evaluation speaks its rows in."""
+
+    name: str
+
+    def versions(self) -> list[str]:
+        """Its packages and their releases: notes made with others are made again."""
+        ...
+
+    def speaker(self, extra: list[Path]) -> Callable[[Row], tuple[np.ndarray, int]]:
+        """Loads the voice (in a recording process) and says a row: 16-bit samples and their rate."""
+        ...
+
+
+@dataclass(frozen=True)
+class PiperEval:
+    model: neural.VoiceModel
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    def versions(self) -> list[str]:
+        return [f"{self.model.package} {metadata.version(self.model.package)}"]
+
+    def speaker(self, extra: list[Path]) -> Callable[[Row], tuple[np.ndarray, int]]:
+        where = neural.installed_folders(self.model, extra)[0]
+        files = neural.verified_files(self.model, where)
+
+        def say(row: Row) -> tuple[np.ndarray, int]:
+            length, noise, width = row.delivery()
+            # A fresh session per note: Piper's own randomness then depends on the row alone.
+            voice = neural.seeded(self.model, where, files, row.seed)
+            rate_wpm = round(neural.NATURAL_WPM / length)
+            speech = voice.synthesize(spoken(row.text), rate_wpm, noise_scale=noise, noise_w=width)
+            return np.frombuffer(speech.pcm, dtype=np.int16), speech.rate
+
+        return say
+
+
+@dataclass(frozen=True)
+class KokoroEval:
+    """Each row in one of Kokoro's five Japanese voices, drawn from its seed, at its length scale."""
+
+    name: str = kokoro.NAME
+
+    def versions(self) -> list[str]:
+        return kokoro.versions()
+
+    def speaker(self, extra: list[Path]) -> Callable[[Row], tuple[np.ndarray, int]]:
+        voice = kokoro.KokoroVoice()
+
+        def say(row: Row) -> tuple[np.ndarray, int]:
+            length = row.delivery()[0]
+            who = kokoro.SPEAKERS[row.seed % len(kokoro.SPEAKERS)]
+            return voice.say(spoken(row.text), who, 1 / length), kokoro.RATE
+
+        return say
+
+
+def installed_voices(extra: list[Path]) -> list[EvalVoice]:
     """Every known neural voice with its files installed: a new voice wheel joins by itself."""
-    return [model for model in neural.KNOWN.values() if neural.installed_folders(model, extra)]
+    voices: list[EvalVoice] = [
+        PiperEval(model) for model in neural.KNOWN.values() if neural.installed_folders(model, extra)
+    ]
+    if kokoro.installed():
+        voices.append(KokoroEval())
+    return voices
 
 
 @dataclass(frozen=True)
@@ -141,20 +210,18 @@ def notes(rows: list[Row], voices: list[str]) -> list[Note]:
     return [Note(row, voice, c) for row in rows for voice in voices for c in CONDITIONS]
 
 
-def environment(voices: list[neural.VoiceModel]) -> str:
+def environment(voices: list[EvalVoice]) -> str:
     import av
 
     codec = ".".join(map(str, av.library_versions["libavcodec"]))
-    packages = ["piper-tts", "onnxruntime", *(v.package for v in voices), "espeakng-loader", "av", "numpy"]
-    return "neural notes made with " + ", ".join(
-        f"{name} {metadata.version(name)}" + (f" (libavcodec {codec})" if name == "av" else "")
-        for name in packages
-    )
+    shared = [f"{name} {metadata.version(name)}" for name in ("piper-tts", "onnxruntime")]
+    after = [f"{name} {metadata.version(name)}" for name in ("espeakng-loader", "av", "numpy")]
+    after[1] += f" (libavcodec {codec})"
+    own = [v for voice in voices for v in voice.versions()]
+    return "neural notes made with " + ", ".join([*shared, *own, *after])
 
 
-def recordings(
-    rows: list[Row], voices: list[neural.VoiceModel], cache: Path, extra: list[Path]
-) -> dict[Note, Path]:
+def recordings(rows: list[Row], voices: list[EvalVoice], cache: Path, extra: list[Path]) -> dict[Note, Path]:
     """Each row in each voice and condition, making any note that is missing, and every note of a
     split made with other releases than these. Each note is a seeded voice's alone (no state
     carries from one to the next), so a note once made is kept whatever else is asked for."""
@@ -211,24 +278,16 @@ def _read_manifest(folder: Path) -> dict[str, object]:
 
 
 def _record(rows: list[Row], folder: Path, cache: Path, extra: list[Path]) -> None:
-    for model in installed_voices(extra):
-        where = neural.installed_folders(model, extra)[0]
-        files = neural.verified_files(model, where)
+    for voice in installed_voices(extra):
+        say = voice.speaker(extra)
         beds: dict[int, np.ndarray] = {}
         for row in rows:
-            length, noise, width = row.delivery()
-            # A fresh session per note: Piper's own randomness then depends on the row alone.
-            voice = neural.seeded(model, where, files, row.seed)
-            rate_wpm = round(neural.NATURAL_WPM / length)
-            speech = voice.synthesize(spoken(row.text), rate_wpm, noise_scale=noise, noise_w=width)
-            samples = np.frombuffer(speech.pcm, dtype=np.int16)
-            if speech.rate not in beds:
-                beds[speech.rate] = load_bed(cache, speech.rate)
+            samples, rate = say(row)
+            if rate not in beds:
+                beds[rate] = load_bed(cache, rate)
             for name, condition in CONDITIONS.items():
-                note = Note(row, model.name, name)
-                (folder / note.name).write_bytes(
-                    apply(samples, speech.rate, condition, row.seed, beds[speech.rate])
-                )
+                note = Note(row, voice.name, name)
+                (folder / note.name).write_bytes(apply(samples, rate, condition, row.seed, beds[rate]))
 
 
 # ---- hearing and scoring ----------------------------------------------------------------------
@@ -280,14 +339,14 @@ async def hear_all(
 
 
 def cells(outcomes: list[Outcome]) -> list[dict[str, object]]:
-    """Per split, kind (and all kinds), condition and recogniser: the share of each verdict and the
-    word error rate."""
-    groups: dict[tuple[str, str, str, str], list[Outcome]] = defaultdict(list)
+    """Per split, kind (and all kinds), condition, recogniser and voice: the share of each verdict
+    and the word error rate."""
+    groups: dict[tuple[str, str, str, str, str], list[Outcome]] = defaultdict(list)
     for o in outcomes:
         for kind in (o.note.row.kind, "all"):
-            groups[o.note.row.split, kind, o.note.condition, o.recognizer].append(o)
+            groups[o.note.row.split, kind, o.note.condition, o.recognizer, o.note.voice].append(o)
     out = []
-    for (split, kind, condition, recognizer), rows in groups.items():
+    for (split, kind, condition, recognizer, voice), rows in groups.items():
         words = sum(o.words for o in rows)
         out.append(
             {
@@ -295,6 +354,7 @@ def cells(outcomes: list[Outcome]) -> list[dict[str, object]]:
                 "kind": kind,
                 "condition": condition,
                 "recognizer": recognizer,
+                "voice": voice,
                 "notes": len(rows),
                 **{v: sum(o.verdict == v for o in rows) / len(rows) for v in VERDICTS},
                 "word error rate": sum(o.errors for o in rows) / words if words else 0.0,
@@ -305,12 +365,14 @@ def cells(outcomes: list[Outcome]) -> list[dict[str, object]]:
 
 
 def report(outcomes: list[Outcome], split: str, voices: list[str]) -> str:
-    """One split's table: a row per kind and condition, a column group per recogniser."""
+    """One split's table: a row per kind and condition, a column group per recogniser and voice."""
     mine = [o for o in outcomes if o.note.row.split == split]
     if not mine:
         return f"split: {split}: no notes"
-    recognizers = list(dict.fromkeys(o.recognizer for o in mine))
-    table = {(c["kind"], c["condition"], c["recognizer"]): c for c in cells(mine)}
+    several = len({o.note.voice for o in mine}) > 1
+    listeners = list(dict.fromkeys((o.recognizer, o.note.voice) for o in mine))
+    recognizers = [f"{r}, {v}" if several else r for r, v in listeners]
+    table = {(c["kind"], c["condition"], c["recognizer"], c["voice"]): c for c in cells(mine)}
     per_kind = {k: len({o.note.row.index for o in mine if o.note.row.kind == k}) for k in KINDS}
     rows_n = sum(per_kind.values())
     counts = ", ".join(f"{n} {k}" for k, n in per_kind.items() if n)
@@ -325,7 +387,7 @@ def report(outcomes: list[Outcome], split: str, voices: list[str]) -> str:
     lines.append(f"{'kind':<7} {'cond.':<6} {'':>3}  " + " | ".join(f"{group:<29}" for _ in recognizers))
     for kind in (*[k for k in KINDS if per_kind[k]], "all"):
         for condition in CONDITIONS:
-            got = [table.get((kind, condition, r)) for r in recognizers]
+            got = [table.get((kind, condition, r, v)) for r, v in listeners]
             n = next((c["notes"] for c in got if c), 0)
             parts = []
             for c in got:
@@ -336,12 +398,12 @@ def report(outcomes: list[Outcome], split: str, voices: list[str]) -> str:
                 shares = f"{c[RIGHT]:>5.0%} {one:>4} {c[WRONG]:>5.0%} {c[ASKED]:>5.0%}"
                 parts.append(f"{shares} {c['word error rate']:>5.1%}".ljust(29))
             lines.append(f"{kind:<7} {condition:<6} {n:>3}  " + " | ".join(parts))
-    for r in recognizers:
-        heard = [o for o in mine if o.recognizer == r]
+    for (r, v), label in zip(listeners, recognizers, strict=True):
+        heard = [o for o in mine if (o.recognizer, o.note.voice) == (r, v)]
         rtf = [o.seconds / o.audio_seconds for o in heard]
         total = sum(o.seconds for o in heard) / sum(o.audio_seconds for o in heard)
         p95, worst = np.percentile(rtf, 95), max(rtf)
-        lines.append(f"real-time factor, {r}: overall {total:.3f}, p95 {p95:.3f}, worst {worst:.3f}")
+        lines.append(f"real-time factor, {label}: overall {total:.3f}, p95 {p95:.3f}, worst {worst:.3f}")
     return "\n".join(lines)
 
 
@@ -355,7 +417,8 @@ def _describe(c: Condition) -> str:
 
 def misses(outcomes: list[Outcome]) -> list[str]:
     return [
-        f"  [{o.note.row.split} {o.note.row.kind} {o.note.condition} {o.recognizer}] {o.note.row.text!r} "
+        f"  [{o.note.row.split} {o.note.row.kind} {o.note.condition} {o.recognizer} {o.note.voice}] "
+        f"{o.note.row.text!r} "
         f"heard {o.heard!r} → {'+'.join(o.intents)} ({o.verdict})"
         for o in outcomes
         if o.verdict != RIGHT
