@@ -253,4 +253,6 @@ async def test_closing_the_speaker_in_a_raid_ends_replies_with_an_error(reply_vo
     assert all(isinstance(e, speaker.SpeakerClosed | audio.ReplyAudio) for e in ended)
     with caplog.at_level(logging.ERROR), pytest.raises(CancelledError):
         speaking.speak("Too late.", JOE)  # a reply that reaches the pool after it shut down
+    with pytest.raises(speaker.SpeakerClosed):
+        await speaking.speak_soon("Later still.", JOE)  # one asked for after the close
     assert "failed" not in caplog.text

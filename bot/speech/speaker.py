@@ -117,7 +117,11 @@ class ReplySpeaker:
         """`speak` on the speaker's own threads: a raid's replies waiting for synthesis hold none
         of asyncio's default threads, which decoding, routing and the grievance spool share."""
         try:
-            return await asyncio.get_running_loop().run_in_executor(self._replies, self.speak, text, voice)
+            waiting = asyncio.get_running_loop().run_in_executor(self._replies, self.speak, text, voice)
+        except RuntimeError:  # the pool has shut down: the same news as a reply cut off by closing
+            raise SpeakerClosed("the speaker closed before this reply was spoken") from None
+        try:
+            return await waiting
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
