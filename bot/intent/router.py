@@ -505,9 +505,10 @@ def route_all(text: str, history: list[PastTurn] | None = None) -> list[Intent]:
 
 
 def _asks_after_filing(joined: str, status_words: list[str]) -> bool:
-    """Whether a note the tagger reads as filing a ticket tells of one filed before, outside the
-    words of a status check it also asks ("...and did the report i made get anywhere" names the
-    old ticket to check, beside a new one to file), and nowhere asks to file one now."""
+    """Whether a note read as filing a ticket (by the tagger, or by the cue words without one)
+    tells of one filed before, outside the words of a status check it also asks ("...and did the
+    report i made get anywhere" names the old ticket to check, beside a new one to file), and
+    nowhere asks to file one now."""
     told = [m.group(0) for m in PAST_FILING.finditer(joined)]
     outside = [t for t in told if not any(t in said for said in status_words)]
     return bool(outside) and not NEW_FILING.search(joined)
