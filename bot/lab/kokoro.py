@@ -111,7 +111,7 @@ class KokoroVoice:
         """16-bit samples at RATE."""
         style = self.styles[speaker]
         chunks = []
-        for piece in pieces(phonemes(self.phonemizer, text)):
+        for piece in pieces(phonemes(self.phonemizer, text), MAX_PHONEMES):
             tokens = [self.vocab[c] for c in piece if c in self.vocab]
             if not tokens:
                 continue
