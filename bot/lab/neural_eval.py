@@ -125,10 +125,8 @@ class EvalVoice(Protocol):
     """A voice the evaluation speaks its rows in."""
 
     name: str
-
-    def versions(self) -> list[str]:
-        """Its packages and their releases: notes made with others are made again."""
-        ...
+    # Its distributions: notes made with other releases of them are made again.
+    packages: tuple[str, ...]
 
     def speaker(self, extra: list[Path]) -> Callable[[Row], tuple[np.ndarray, int]]:
         """Loads the voice (in a recording process) and says a row: 16-bit samples and their rate."""
@@ -143,8 +141,9 @@ class PiperEval:
     def name(self) -> str:
         return self.model.name
 
-    def versions(self) -> list[str]:
-        return [f"{self.model.package} {metadata.version(self.model.package)}"]
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return (self.model.package,)
 
     def speaker(self, extra: list[Path]) -> Callable[[Row], tuple[np.ndarray, int]]:
         where = neural.installed_folders(self.model, extra)[0]
@@ -166,9 +165,7 @@ class KokoroEval:
     """Each row in one of Kokoro's five Japanese voices, drawn from its seed, at its length scale."""
 
     name: str = kokoro.NAME
-
-    def versions(self) -> list[str]:
-        return kokoro.versions()
+    packages: tuple[str, ...] = kokoro.DISTRIBUTIONS
 
     def speaker(self, extra: list[Path]) -> Callable[[Row], tuple[np.ndarray, int]]:
         voice = kokoro.KokoroVoice()
@@ -214,11 +211,12 @@ def environment(voices: list[EvalVoice]) -> str:
     import av
 
     codec = ".".join(map(str, av.library_versions["libavcodec"]))
-    shared = [f"{name} {metadata.version(name)}" for name in ("piper-tts", "onnxruntime")]
-    after = [f"{name} {metadata.version(name)}" for name in ("espeakng-loader", "av", "numpy")]
-    after[1] += f" (libavcodec {codec})"
-    own = [v for voice in voices for v in voice.versions()]
-    return "neural notes made with " + ", ".join([*shared, *own, *after])
+    own = [name for voice in voices for name in voice.packages]
+    packages = ["piper-tts", "onnxruntime", *own, "espeakng-loader", "av", "numpy"]
+    return "neural notes made with " + ", ".join(
+        f"{name} {metadata.version(name)}" + (f" (libavcodec {codec})" if name == "av" else "")
+        for name in packages
+    )
 
 
 def recordings(rows: list[Row], voices: list[EvalVoice], cache: Path, extra: list[Path]) -> dict[Note, Path]:

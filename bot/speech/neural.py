@@ -156,16 +156,18 @@ def verified_files(model: VoiceModel, folder: Path) -> dict[str, bytes]:
     """Each of the voice's files from `folder`, or VoiceRefused when one differs from the table."""
     if not engine_available():
         raise VoiceRefused("piper-tts is not installed (pip install 'voxdesk[neural]')")
-    data = {}
-    for name, expected in model.files.items():
-        blob = (folder / name).read_bytes()
-        digest = hashlib.sha256(blob).hexdigest()
-        if digest != expected:
-            raise VoiceRefused(
-                f"{folder / name} has SHA-256 {digest[:16]}…, not the {expected[:16]}… voxdesk checked"
-            )
-        data[name] = blob
-    return data
+    return {
+        name: checked((folder / name).read_bytes(), expected, str(folder / name))
+        for name, expected in model.files.items()
+    }
+
+
+def checked(blob: bytes, expected: str, what: str) -> bytes:
+    """`blob`, or VoiceRefused naming `what` when its SHA-256 is not `expected`."""
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != expected:
+        raise VoiceRefused(f"{what} has SHA-256 {digest[:16]}…, not the {expected[:16]}… voxdesk checked")
+    return blob
 
 
 def seeded(model: VoiceModel, folder: Path, files: dict[str, bytes], seed: int) -> NeuralVoice:
