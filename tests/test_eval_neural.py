@@ -180,10 +180,50 @@ def test_each_voice_is_reported_apart() -> None:
     ]
     short = {c["voice"]: c for c in neural_eval.cells(outcomes) if c["kind"] == "short"}
     assert (short["joe"][RIGHT], short["kokoro"][RIGHT], short["kokoro"][WRONG]) == (1.0, 0.0, 0.5)
-    table = neural_eval.report(outcomes, "nvdev", ["joe", "kokoro"])
+    table = neural_eval.report(outcomes, "nvdev", [_Voice("joe"), _Voice("kokoro")])
     assert "whisper, joe" in table and "whisper, kokoro" in table
     [line] = [x for x in table.splitlines() if x.startswith("short   clean")]
     assert line.split()[3:5] == ["100%", "-"] and line.split("|")[1].split()[:4] == ["0%", "-", "50%", "50%"]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Voice:
+    """A voice as the report sees it: one speaker unless told who says each row."""
+
+    name: str
+    speakers: tuple[str, ...] = ()
+    packages: tuple[str, ...] = ()
+
+    def speaker(self, extra):  # type: ignore[no-untyped-def]
+        raise AssertionError("the report says nothing")
+
+    def who(self, row: neural_eval.Row) -> str:
+        return self.speakers[row.index % len(self.speakers)] if self.speakers else self.name
+
+
+def test_a_voice_of_several_speakers_is_reported_per_speaker() -> None:
+    rows = [neural_eval.Row("nvdev", "short", (STATS,), "a", i) for i in range(4)]
+    kokoro = _Voice("kokoro", ("amy", "bob"))  # amy says rows 0 and 2, bob rows 1 and 3
+
+    def outcome(row: neural_eval.Row, voice: str, condition: str, v: str, errors: int):  # type: ignore[no-untyped-def]
+        note = neural_eval.Note(row, voice, condition)
+        return neural_eval.Outcome(note, "whisper", "", (), v, errors, 4, 0.1, 1.0)
+
+    outcomes = [outcome(r, "joe", "clean", RIGHT, 0) for r in rows] + [
+        outcome(rows[0], "kokoro", "clean", RIGHT, 0),
+        outcome(rows[2], "kokoro", "clean", RIGHT, 1),
+        outcome(rows[1], "kokoro", "clean", WRONG, 4),
+        outcome(rows[3], "kokoro", "clean", ASKED, 2),
+        outcome(rows[0], "kokoro", "pink", WRONG, 4),
+        outcome(rows[1], "kokoro", "pink", RIGHT, 0),
+    ]
+    table = neural_eval.report(outcomes, "nvdev", [_Voice("joe"), kokoro]).splitlines()
+    assert not any("by speaker, whisper, joe" in x for x in table)
+    start = table.index("by speaker, whisper, kokoro (all kinds): right % and word error rate %")
+    amy, bob = (x.split() for x in table[start + 2 : start + 4])
+    # name, notes, then right and WER per condition: clean, noisy, hard, pink
+    assert amy == ["amy", "2", "100%", "12.5%", "-", "-", "0%", "100.0%"]
+    assert bob == ["bob", "2", "0%", "75.0%", "-", "-", "100%", "0.0%"]
 
 
 # ---- splits -----------------------------------------------------------------------------------

@@ -387,8 +387,7 @@ async def run_eval(
                     outcomes_n += await neural_eval.hear_all(hearing, name, made, settings.audio)
                 finally:
                     await hearing.aclose()
-            names = [m.name for m in models]
-            parts += [neural_eval.report(outcomes_n, split, names) for split in voiced]
+            parts += [neural_eval.report(outcomes_n, split, models) for split in voiced]
             data["neural"] = neural_eval.cells(outcomes_n)
             if verbose:
                 parts.append("misses:\n" + "\n".join(neural_eval.misses(outcomes_n)))

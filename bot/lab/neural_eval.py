@@ -132,6 +132,10 @@ class EvalVoice(Protocol):
         """Loads the voice (in a recording process) and says a row: 16-bit samples and their rate."""
         ...
 
+    def who(self, row: Row) -> str:
+        """Who says the row: the voice itself, or the one of its speakers the row's seed draws."""
+        ...
+
 
 @dataclass(frozen=True)
 class PiperEval:
@@ -144,6 +148,9 @@ class PiperEval:
     @property
     def packages(self) -> tuple[str, ...]:
         return (self.model.package,)
+
+    def who(self, row: Row) -> str:
+        return self.name
 
     def speaker(self, extra: list[Path]) -> Callable[[Row], tuple[np.ndarray, int]]:
         where = neural.installed_folders(self.model, extra)[0]
@@ -172,10 +179,12 @@ class KokoroEval:
 
         def say(row: Row) -> tuple[np.ndarray, int]:
             length = row.delivery()[0]
-            who = kokoro.SPEAKERS[row.seed % len(kokoro.SPEAKERS)]
-            return voice.say(spoken(row.text), who, 1 / length), kokoro.RATE
+            return voice.say(spoken(row.text), self.who(row), 1 / length), kokoro.RATE
 
         return say
+
+    def who(self, row: Row) -> str:
+        return kokoro.SPEAKERS[row.seed % len(kokoro.SPEAKERS)]
 
 
 def installed_voices(extra: list[Path]) -> list[EvalVoice]:
@@ -362,8 +371,9 @@ def cells(outcomes: list[Outcome]) -> list[dict[str, object]]:
     return out
 
 
-def report(outcomes: list[Outcome], split: str, voices: list[str]) -> str:
-    """One split's table: a row per kind and condition, a column group per recogniser and voice."""
+def report(outcomes: list[Outcome], split: str, voices: list[EvalVoice]) -> str:
+    """One split's table: a row per kind and condition, a column group per recogniser and voice;
+    then, for a voice of several speakers, each speaker's share right in each condition."""
     mine = [o for o in outcomes if o.note.row.split == split]
     if not mine:
         return f"split: {split}: no notes"
@@ -376,7 +386,8 @@ def report(outcomes: list[Outcome], split: str, voices: list[str]) -> str:
     counts = ", ".join(f"{n} {k}" for k, n in per_kind.items() if n)
     conditions = "; ".join(f"{c.name}: " + _describe(c) for c in CONDITIONS.values())
     lines = [
-        f"split: {split} ({rows_n} questions: {counts}; voice {', '.join(voices)}), each in every condition",
+        f"split: {split} ({rows_n} questions: {counts}; voice {', '.join(v.name for v in voices)}), "
+        "each in every condition",
         f"  {conditions}",
         "  right / one of two (double only) / wrong tool / asked again, % of notes; word error rate %",
     ]
@@ -402,7 +413,42 @@ def report(outcomes: list[Outcome], split: str, voices: list[str]) -> str:
         total = sum(o.seconds for o in heard) / sum(o.audio_seconds for o in heard)
         p95, worst = np.percentile(rtf, 95), max(rtf)
         lines.append(f"real-time factor, {label}: overall {total:.3f}, p95 {p95:.3f}, worst {worst:.3f}")
+    for voice in voices:
+        by_recognizer: dict[str, list[Outcome]] = defaultdict(list)
+        for o in mine:
+            if o.note.voice == voice.name:
+                by_recognizer[o.recognizer].append(o)
+        for r, heard in by_recognizer.items():
+            lines += _by_speaker(voice, heard, r)
     return "\n".join(lines)
+
+
+def _by_speaker(voice: EvalVoice, heard: list[Outcome], recognizer: str) -> list[str]:
+    """Right % and word error rate per speaker and condition, all kinds together: where a voice of
+    several speakers loses notes, whether one speaker or all of them lose them."""
+    groups: dict[str, dict[str, list[Outcome]]] = defaultdict(lambda: defaultdict(list))
+    for o in heard:
+        groups[voice.who(o.note.row)][o.note.condition].append(o)
+    if len(groups) < 2:
+        return []
+    lines = [
+        f"by speaker, {recognizer}, {voice.name} (all kinds): right % and word error rate %",
+        f"{'speaker':<14} {'n':>3}  " + " ".join(f"{c:<13}" for c in CONDITIONS),
+    ]
+    for who in sorted(groups):
+        cells = []
+        for condition in CONDITIONS:
+            rows = groups[who].get(condition, [])
+            if not rows:
+                cells.append(f"{'-':<13}")
+                continue
+            right = sum(o.verdict == RIGHT for o in rows) / len(rows)
+            words = sum(o.words for o in rows)
+            wer = sum(o.errors for o in rows) / words if words else 0.0
+            cells.append(f"{right:>5.0%} {wer:>6.1%} ")
+        n = max(len(rs) for rs in groups[who].values())
+        lines.append(f"{who:<14} {n:>3}  " + " ".join(cells))
+    return lines
 
 
 def _describe(c: Condition) -> str:
