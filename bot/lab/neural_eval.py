@@ -1,7 +1,7 @@
 """The neural-voice splits of `python -m bot eval`: questions spoken by every installed neural voice
-(the Piper reply voices, and Kokoro's accented English from the lab's own extra), each made into a
-player's voice note in every listening condition (bot/lab/conditions.py), heard by the bot's own
-worker processes and routed with router.decide_all.
+(the Piper reply voices, and Kokoro's accented English and Hibari's heart from the lab's own extra),
+each made into a player's voice note in every listening condition (bot/lab/conditions.py), heard by
+the bot's own worker processes and routed with router.decide_all.
 
 A note is scored by what decide_all returns: right (the tools asked for, no other; small talk: no
 tool and not unsure), one of two (a two-request note that got one of its tools and nothing else),
@@ -33,7 +33,7 @@ from bot.engines.base import Transcript
 from bot.engines.offline.engine import spoken
 from bot.engines.offline.hearing import WorkerHearing
 from bot.intent import router
-from bot.lab import kokoro
+from bot.lab import hibari, kokoro
 from bot.lab.conditions import CONDITIONS, PINK, Condition, apply, bed_key, load_bed, make_bed
 from bot.speech import neural
 from bot.speech.domain_corpus import normalise
@@ -187,6 +187,26 @@ class KokoroEval:
         return kokoro.SPEAKERS[row.seed % len(kokoro.SPEAKERS)]
 
 
+@dataclass(frozen=True)
+class HibariEval:
+    """Each row in Hibari's heart voice at its length scale, its noise drawn from the row's seed."""
+
+    name: str = hibari.NAME
+    packages: tuple[str, ...] = hibari.DISTRIBUTIONS
+
+    def speaker(self, extra: list[Path]) -> Callable[[Row], tuple[np.ndarray, int]]:
+        voice = hibari.HibariVoice()
+
+        def say(row: Row) -> tuple[np.ndarray, int]:
+            length = row.delivery()[0]
+            return voice.say(spoken(row.text), 1 / length, row.seed), hibari.RATE
+
+        return say
+
+    def who(self, row: Row) -> str:
+        return self.name
+
+
 def installed_voices(extra: list[Path]) -> list[EvalVoice]:
     """Every known neural voice with its files installed: a new voice wheel joins by itself."""
     voices: list[EvalVoice] = [
@@ -194,6 +214,8 @@ def installed_voices(extra: list[Path]) -> list[EvalVoice]:
     ]
     if kokoro.installed():
         voices.append(KokoroEval())
+    if hibari.installed():
+        voices.append(HibariEval())
     return voices
 
 
