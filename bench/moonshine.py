@@ -93,7 +93,7 @@ async def main() -> None:
         await whisper.aclose()
     outcomes += await neural_eval.hear_all(Moonshine(), "moonshine", made, settings.audio)  # type: ignore[arg-type]
     for split in args.split:
-        print(neural_eval.report(outcomes, split, [model.name for model in models]))
+        print(neural_eval.report(outcomes, split, models))
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6
     print(f"peak resident memory of this process: {peak:.2f} GB")
 

@@ -308,6 +308,11 @@ def reply_from_encoded(data: bytes, fmt: str) -> ReplyAudio:
     return ReplyAudio(ogg=_encode_ogg_opus(samples), duration_secs=duration, waveform=waveform(samples))
 
 
+def pcm16(samples: np.ndarray) -> np.ndarray:
+    """Float samples, full scale at ±1, as 16-bit: clipped, not wrapped."""
+    return (np.clip(samples, -1.0, 1.0) * 32767).astype("<i2")
+
+
 def resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
     resampler = av.AudioResampler(format="s16", layout="mono", rate=dst)
     frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")

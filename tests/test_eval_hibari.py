@@ -56,3 +56,12 @@ def test_hibari_joins_the_evaluation_with_each_rows_pace_and_seed(monkeypatch) -
         say(row)
     assert [round(1 / speed, 3) for _, speed, _ in asked] == [r.delivery()[0] for r in rows]
     assert [seed for _, _, seed in asked] == [r.seed for r in rows]
+
+
+def test_whether_scipy_does_hibaris_ffts_is_part_of_what_made_the_notes(monkeypatch) -> None:
+    util = hibari.importlib.util
+    real = util.find_spec
+    monkeypatch.setattr(util, "find_spec", lambda name: name == "scipy" or real(name))
+    assert hibari.distributions() == ("hibari-tts", "scipy")
+    monkeypatch.setattr(util, "find_spec", lambda name: None if name == "scipy" else real(name))
+    assert hibari.distributions() == ("hibari-tts",)

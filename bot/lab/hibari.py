@@ -16,6 +16,7 @@ import importlib.util
 
 import numpy as np
 
+from bot import audio
 from bot.speech.neural import checked
 
 NAME = "hibari-heart"
@@ -32,6 +33,12 @@ def installed() -> bool:
     return importlib.util.find_spec("hibari") is not None
 
 
+def distributions() -> tuple[str, ...]:
+    """The releases its samples depend on: Hibari does its FFTs with scipy where scipy is installed
+    and with numpy otherwise, and the two round differently."""
+    return DISTRIBUTIONS + (("scipy",) if importlib.util.find_spec("scipy") else ())
+
+
 class HibariVoice:
     """One onnxruntime session on one thread (the lab runs a voice per core)."""
 
@@ -39,10 +46,11 @@ class HibariVoice:
         from hibari import Hibari
 
         model = (importlib.resources.files("hibari") / "assets" / "hibari.onnx").read_bytes()
-        self.tts = Hibari(voice=VOICE, model=checked(model, MODEL_SHA256, "hibari-tts's heart voice"))
+        checked_model = checked(model, MODEL_SHA256, "hibari-tts's heart voice")
+        self.tts = Hibari(voice=VOICE, model=checked_model, threads=1)
 
     def say(self, text: str, speed: float, seed: int) -> np.ndarray:
         """16-bit samples at RATE. The model adds noise drawn from `seed`: a text, speed and seed
         always give the same samples."""
         wave = self.tts(text, speed=speed, seed=seed)
-        return (np.clip(wave, -1.0, 1.0) * 32767).astype(np.int16)
+        return audio.pcm16(wave)

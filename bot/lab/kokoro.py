@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from bot import audio
 from bot.speech.neural import checked
 
 NAME = "kokoro-82M-ja"
@@ -108,4 +109,4 @@ class KokoroVoice:
             }
             chunks.append(self.session.run(None, feed)[0].reshape(-1))
         wave = np.concatenate(chunks) if chunks else np.zeros(0, np.float32)
-        return (np.clip(wave, -1.0, 1.0) * 32767).astype(np.int16)
+        return audio.pcm16(wave)

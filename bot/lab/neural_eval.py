@@ -126,9 +126,13 @@ def verdict(expected: tuple[str, ...], intents: list[router.Intent]) -> str:
 class EvalVoice(Protocol):
     """A voice the evaluation speaks its rows in."""
 
-    name: str
-    # Its distributions: notes made with other releases of them are made again.
-    packages: tuple[str, ...]
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        """Its distributions: notes made with other releases of them are made again."""
+        ...
 
     def speaker(self, extra: list[Path]) -> Callable[[Row], tuple[np.ndarray, int]]:
         """Loads the voice (in a recording process) and says a row: 16-bit samples and their rate."""
@@ -194,7 +198,10 @@ class HibariEval:
     """Each row in Hibari's heart voice at its length scale, its noise drawn from the row's seed."""
 
     name: str = hibari.NAME
-    packages: tuple[str, ...] = hibari.DISTRIBUTIONS
+
+    @property
+    def packages(self) -> tuple[str, ...]:
+        return hibari.distributions()
 
     def speaker(self, extra: list[Path]) -> Callable[[Row], tuple[np.ndarray, int]]:
         voice = hibari.HibariVoice()
@@ -460,18 +467,18 @@ def _by_speaker(voice: EvalVoice, heard: list[Outcome], recognizer: str) -> list
         f"{'speaker':<14} {'n':>3}  " + " ".join(f"{c:<13}" for c in CONDITIONS),
     ]
     for who in sorted(groups):
-        cells = []
+        shares = []
         for condition in CONDITIONS:
             rows = groups[who].get(condition, [])
             if not rows:
-                cells.append(f"{'-':<13}")
+                shares.append(f"{'-':<13}")
                 continue
             right = sum(o.verdict == RIGHT for o in rows) / len(rows)
             words = sum(o.words for o in rows)
             wer = sum(o.errors for o in rows) / words if words else 0.0
-            cells.append(f"{right:>5.0%} {wer:>6.1%} ")
+            shares.append(f"{right:>5.0%} {wer:>6.1%} ")
         n = max(len(rs) for rs in groups[who].values())
-        lines.append(f"{who:<14} {n:>3}  " + " ".join(cells))
+        lines.append(f"{who:<14} {n:>3}  " + " ".join(shares))
     return lines
 
 

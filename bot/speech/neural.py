@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bot.audio import pcm16
 from bot.speech.synth import Speech
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,7 @@ class NeuralVoice:
             peak = float(abs(audio).max()) if audio.size else 0.0
             if peak > 1e-8:  # Piper's own normalisation, per sentence
                 audio = audio / peak
-            parts.append((audio.clip(-1.0, 1.0) * 32767).astype("<i2").tobytes())
+            parts.append(pcm16(audio).tobytes())
         return Speech(pcm=b"".join(parts), rate=self.rate)
 
 
