@@ -10,6 +10,7 @@ from bot.lab import hibari, neural_eval
 from bot.speech import whisper_recognizer as whisper
 from bot.speech.domain_corpus import normalise
 from bot.speech.neural import VoiceRefused
+from tests.eval_voices import calls_per_row
 
 pytestmark = pytest.mark.skipif(not hibari.installed(), reason="voxdesk[eval-voices] is not installed")
 
@@ -43,17 +44,9 @@ def test_a_model_that_is_not_the_one_measured_with_is_refused(monkeypatch) -> No
 
 
 def test_hibari_joins_the_evaluation_with_each_rows_pace_and_seed(monkeypatch) -> None:
-    voices = {v.name: v for v in neural_eval.installed_voices([])}
-    assert hibari.NAME in voices
-    assert "hibari-tts 0.2.1" in neural_eval.environment(list(voices.values()))
     rows = neural_eval.load_rows(["nvdev"])[:6]
-    say = voices[hibari.NAME].speaker([])
-    samples, rate = say(rows[0])
-    assert rate == hibari.RATE and len(samples) > rate
-    asked: list[tuple[str, float, int]] = []
-    monkeypatch.setattr(hibari.HibariVoice, "say", lambda self, *args: asked.append(args) or samples)
-    for row in rows:
-        say(row)
+    asked, made_with = calls_per_row(monkeypatch, hibari.NAME, hibari.HibariVoice, hibari.RATE, rows)
+    assert "hibari-tts 0.2.1" in made_with
     assert [round(1 / speed, 3) for _, speed, _ in asked] == [r.delivery()[0] for r in rows]
     assert [seed for _, _, seed in asked] == [r.seed for r in rows]
 

