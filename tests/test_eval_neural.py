@@ -224,6 +224,10 @@ def test_a_voice_of_several_speakers_is_reported_per_speaker() -> None:
     # name, notes, then right and WER per condition: clean, noisy, hard, pink
     assert amy == ["amy", "2", "100%", "12.5%", "-", "-", "0%", "100.0%"]
     assert bob == ["bob", "2", "0%", "75.0%", "-", "-", "100%", "0.0%"]
+    cells = neural_eval.speaker_cells(outcomes, [_Voice("joe"), kokoro])
+    assert {c["voice"] for c in cells} == {"kokoro"}  # one speaker: nothing to tell apart
+    amy_clean = next(c for c in cells if (c["speaker"], c["condition"]) == ("amy", "clean"))
+    assert (amy_clean["notes"], amy_clean[RIGHT], amy_clean["word error rate"]) == (2, 1.0, 0.125)
 
 
 # ---- splits -----------------------------------------------------------------------------------

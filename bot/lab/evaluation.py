@@ -389,6 +389,7 @@ async def run_eval(
                     await hearing.aclose()
             parts += [neural_eval.report(outcomes_n, split, models) for split in voiced]
             data["neural"] = neural_eval.cells(outcomes_n)
+            data["neural speakers"] = neural_eval.speaker_cells(outcomes_n, models)
             if verbose:
                 parts.append("misses:\n" + "\n".join(neural_eval.misses(outcomes_n)))
     if human:

@@ -444,41 +444,56 @@ def report(outcomes: list[Outcome], split: str, voices: list[EvalVoice]) -> str:
         total = sum(o.seconds for o in heard) / sum(o.audio_seconds for o in heard)
         p95, worst = np.percentile(rtf, 95), max(rtf)
         lines.append(f"real-time factor, {label}: overall {total:.3f}, p95 {p95:.3f}, worst {worst:.3f}")
-    for voice in voices:
-        by_recognizer: dict[str, list[Outcome]] = defaultdict(list)
-        for o in mine:
-            if o.note.voice == voice.name:
-                by_recognizer[o.recognizer].append(o)
-        for r, heard in by_recognizer.items():
-            lines += _by_speaker(voice, heard, r)
+    by_speaker = speaker_cells(mine, voices)
+    for voice, recognizer in dict.fromkeys((c["voice"], c["recognizer"]) for c in by_speaker):
+        lines += _by_speaker([c for c in by_speaker if (c["voice"], c["recognizer"]) == (voice, recognizer)])
     return "\n".join(lines)
 
 
-def _by_speaker(voice: EvalVoice, heard: list[Outcome], recognizer: str) -> list[str]:
-    """Right % and word error rate per speaker and condition, all kinds together: where a voice of
-    several speakers loses notes, whether one speaker or all of them lose them."""
-    groups: dict[str, dict[str, list[Outcome]]] = defaultdict(lambda: defaultdict(list))
-    for o in heard:
-        groups[voice.who(o.note.row)][o.note.condition].append(o)
-    if len(groups) < 2:
-        return []
+def speaker_cells(outcomes: list[Outcome], voices: list[EvalVoice]) -> list[dict[str, object]]:
+    """For each voice of several speakers: per split, recogniser, speaker and condition, all kinds
+    together, the share right and the word error rate. Where such a voice loses notes, they say
+    whether one speaker or all of them lose them."""
+    out = []
+    for voice in voices:
+        groups: dict[tuple[str, str, str, str], list[Outcome]] = defaultdict(list)
+        for o in outcomes:
+            if o.note.voice == voice.name:
+                groups[o.note.row.split, o.recognizer, voice.who(o.note.row), o.note.condition].append(o)
+        if len({speaker for _, _, speaker, _ in groups}) < 2:
+            continue
+        for (split, recognizer, speaker, condition), rows in sorted(groups.items()):
+            words = sum(o.words for o in rows)
+            out.append(
+                {
+                    "split": split,
+                    "recognizer": recognizer,
+                    "voice": voice.name,
+                    "speaker": speaker,
+                    "condition": condition,
+                    "notes": len(rows),
+                    RIGHT: sum(o.verdict == RIGHT for o in rows) / len(rows),
+                    "word error rate": sum(o.errors for o in rows) / words if words else 0.0,
+                }
+            )
+    return out
+
+
+def _by_speaker(cells: list[dict[str, object]]) -> list[str]:
+    """One voice's and recogniser's speaker cells as a table, a row per speaker."""
+    first = cells[0]
     lines = [
-        f"by speaker, {recognizer}, {voice.name} (all kinds): right % and word error rate %",
+        f"by speaker, {first['recognizer']}, {first['voice']} (all kinds): right % and word error rate %",
         f"{'speaker':<14} {'n':>3}  " + " ".join(f"{c:<13}" for c in CONDITIONS),
     ]
-    for who in sorted(groups):
-        shares = []
-        for condition in CONDITIONS:
-            rows = groups[who].get(condition, [])
-            if not rows:
-                shares.append(f"{'-':<13}")
-                continue
-            right = sum(o.verdict == RIGHT for o in rows) / len(rows)
-            words = sum(o.words for o in rows)
-            wer = sum(o.errors for o in rows) / words if words else 0.0
-            shares.append(f"{right:>5.0%} {wer:>6.1%} ")
-        n = max(len(rs) for rs in groups[who].values())
-        lines.append(f"{who:<14} {n:>3}  " + " ".join(shares))
+    for speaker in dict.fromkeys(str(c["speaker"]) for c in cells):
+        mine = {c["condition"]: c for c in cells if c["speaker"] == speaker}
+        shares = [
+            f"{mine[c][RIGHT]:>5.0%} {mine[c]['word error rate']:>6.1%} " if c in mine else f"{'-':<13}"
+            for c in CONDITIONS
+        ]
+        n = max(int(c["notes"]) for c in mine.values())  # type: ignore[call-overload]
+        lines.append(f"{speaker:<14} {n:>3}  " + " ".join(shares))
     return lines
 
 
