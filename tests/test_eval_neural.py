@@ -5,6 +5,7 @@ test reads a blind row's words (failures show counts)."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -258,12 +259,17 @@ def test_each_row_has_its_own_delivery_within_range() -> None:
         assert low <= min(values) and max(values) <= high
 
 
+@pytest.mark.timeout(120)  # every installed voice is loaded in processes of its own, twice
 def test_recordings_are_made_once_the_same_way_and_in_every_condition(tmp_path) -> None:  # type: ignore[no-untyped-def]
     voices = neural_eval.installed_voices([])
     if not voices:
         pytest.skip("no neural voice installed")
     rows = neural_eval.load_rows(["nvdev"])[:2]
+    # A voice installed later costs its own notes only: the others' are kept.
+    before = neural_eval.recordings(rows, voices[:-1], tmp_path, [])
+    kept = {note: path.stat().st_mtime_ns for note, path in before.items()}
     made = neural_eval.recordings(rows, voices, tmp_path, [])
+    assert {note: made[note].stat().st_mtime_ns for note in before} == kept
     assert len(made) == 2 * len(voices) * len(conditions.CONDITIONS)
     first = {note: path.read_bytes() for note, path in made.items()}
     heard = {note: _pcm(data) for note, data in first.items()}
@@ -271,6 +277,16 @@ def test_recordings_are_made_once_the_same_way_and_in_every_condition(tmp_path) 
     assert neural_eval.recordings(rows, voices, tmp_path, []) == made
     neural_eval.recordings(rows[:1], voices, tmp_path, [])  # a part of what was made
     assert {note: path.stat().st_mtime_ns for note, path in made.items()} == stamps  # not made again
+    # One voice's releases change: its notes are made again, the other voices' kept.
+    manifest_path = tmp_path / "neural" / "nvdev" / "split.json"
+    manifest = json.loads(manifest_path.read_text())
+    upgraded = voices[-1].name  # the quickest to make again where Hibari is installed
+    manifest["voices"][upgraded]["made with"] = "neural notes made with an older release"
+    manifest_path.write_text(json.dumps(manifest))
+    neural_eval.recordings(rows, voices, tmp_path, [])
+    remade = {note.voice for note, path in made.items() if path.stat().st_mtime_ns != stamps[note]}
+    assert remade == {upgraded}
+    stamps = {note: path.stat().st_mtime_ns for note, path in made.items()}
     for path in made.values():
         path.unlink()
     (tmp_path / "neural" / "nvdev" / "split.json").unlink()

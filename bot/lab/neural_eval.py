@@ -260,26 +260,32 @@ def environment(voices: list[EvalVoice]) -> str:
 
 
 def recordings(rows: list[Row], voices: list[EvalVoice], cache: Path, extra: list[Path]) -> dict[Note, Path]:
-    """Each row in each voice and condition, making any note that is missing, and every note of a
-    split made with other releases than these. Each note is a seeded voice's alone (no state
+    """Each row in each voice and condition, making any note that is missing. A voice's notes of a
+    split are made again when the releases that make them change; the other voices' are kept, so
+    a new or upgraded voice costs its own notes only. Each note is a seeded voice's alone (no state
     carries from one to the next), so a note once made is kept whatever else is asked for."""
     names = [v.name for v in voices]
-    made = environment(voices)
+    lines = {v.name: environment([v]) for v in voices}
     folder = cache / "neural"
     by_split: dict[str, list[Row]] = defaultdict(list)
     for row in rows:
         by_split[row.split].append(row)
-    kept: dict[str, set[str]] = {}
-    missing: dict[str, list[Row]] = {}
+    manifests: dict[str, dict[str, dict[str, object]]] = {}
+    jobs: list[tuple[str, str, list[Row]]] = []  # split, voice, rows to say
     for split, split_rows in by_split.items():
-        manifest = _read_manifest(folder / split)
-        if manifest.get("made with") != made:
-            for old in (folder / split).glob("*.ogg"):
-                old.unlink()
-            manifest = {}
-        kept[split] = set(manifest.get("recordings", []))  # type: ignore[call-overload]
-        missing[split] = [r for r in split_rows if not {n.name for n in notes([r], names)} <= kept[split]]
-    jobs = [(split, rs) for split, rs in missing.items() if rs]
+        kept = _read_manifest(folder / split)
+        for name in names:
+            mine = kept.get(name, {})
+            if mine.get("made with") != lines[name]:
+                for old in mine.get("recordings", []):  # type: ignore[attr-defined]
+                    (folder / split / old).unlink(missing_ok=True)
+                mine = {"made with": lines[name], "recordings": []}
+            kept[name] = mine
+            have = set(mine["recordings"])  # type: ignore[call-overload]
+            todo = [r for r in split_rows if not {n.name for n in notes([r], [name])} <= have]
+            if todo:
+                jobs.append((split, name, todo))
+        manifests[split] = kept
     if jobs:
         spawn = multiprocessing.get_context("spawn")
         # eSpeak's output depends on what it said before in a process: the bed is made in one of
@@ -287,45 +293,59 @@ def recordings(rows: list[Row], voices: list[EvalVoice], cache: Path, extra: lis
         with ProcessPoolExecutor(1, mp_context=spawn) as pool:
             pool.submit(make_bed, cache).result()
         workers = max(1, min(2, os.cpu_count() or 1))
-        # Interleaved, so rambles (the long notes) are shared between the workers.
-        chunks = [(rs[k::workers], folder / split) for split, rs in jobs for k in range(workers)]
-        for split, _ in jobs:
+        # Interleaved, so rambles (the long notes) are shared between the workers; a few rows stay
+        # in one process, which would otherwise spend longer loading the voice than saying them.
+        chunks = [
+            (name, rs[k::parts], folder / split)
+            for split, name, rs in jobs
+            for parts in [max(1, min(workers, len(rs) // 8))]
+            for k in range(parts)
+        ]
+        for split, _, _ in jobs:
             (folder / split).mkdir(parents=True, exist_ok=True)
         with ProcessPoolExecutor(workers, mp_context=spawn, max_tasks_per_child=1) as pool:
             args = (
                 [c[0] for c in chunks],
                 [c[1] for c in chunks],
+                [c[2] for c in chunks],
                 [cache] * len(chunks),
                 [extra] * len(chunks),
             )
             list(pool.map(_record, *args))
-        for split, rs in jobs:
+        for split, name, rs in jobs:
+            mine = manifests[split][name]
+            mine["recordings"] = sorted(set(mine["recordings"]) | {n.name for n in notes(rs, [name])})  # type: ignore[call-overload]
+        for split in dict.fromkeys(split for split, _, _ in jobs):
             # Written after the notes: a run cut short makes its notes again.
-            listed = kept[split] | {n.name for n in notes(rs, names)}
-            (folder / split / "split.json").write_text(
-                json.dumps({"made with": made, "recordings": sorted(listed)})
-            )
+            (folder / split / "split.json").write_text(json.dumps({"voices": manifests[split]}))
     return {note: folder / note.row.split / note.name for note in notes(rows, names)}
 
 
-def _read_manifest(folder: Path) -> dict[str, object]:
+def _read_manifest(folder: Path) -> dict[str, dict[str, object]]:
+    """Each voice's notes of a split and what made them. A folder from before the notes were kept
+    per voice (or none) is emptied: its notes are listed under no voice."""
     try:
-        return json.loads((folder / "split.json").read_text())
+        manifest = json.loads((folder / "split.json").read_text())
     except (OSError, ValueError):
+        manifest = {}
+    if not isinstance(manifest.get("voices"), dict):
+        for old in folder.glob("*.ogg"):
+            old.unlink()
         return {}
+    return manifest["voices"]
 
 
-def _record(rows: list[Row], folder: Path, cache: Path, extra: list[Path]) -> None:
-    for voice in installed_voices(extra):
-        say = voice.speaker(extra)
-        beds: dict[int, np.ndarray] = {}
-        for row in rows:
-            samples, rate = say(row)
-            if rate not in beds:
-                beds[rate] = load_bed(cache, rate)
-            for name, condition in CONDITIONS.items():
-                note = Note(row, voice.name, name)
-                (folder / note.name).write_bytes(apply(samples, rate, condition, row.seed, beds[rate]))
+def _record(voice_name: str, rows: list[Row], folder: Path, cache: Path, extra: list[Path]) -> None:
+    [voice] = [v for v in installed_voices(extra) if v.name == voice_name]
+    say = voice.speaker(extra)
+    beds: dict[int, np.ndarray] = {}
+    for row in rows:
+        samples, rate = say(row)
+        if rate not in beds:
+            beds[rate] = load_bed(cache, rate)
+        for name, condition in CONDITIONS.items():
+            note = Note(row, voice.name, name)
+            (folder / note.name).write_bytes(apply(samples, rate, condition, row.seed, beds[rate]))
 
 
 # ---- hearing and scoring ----------------------------------------------------------------------
