@@ -233,6 +233,7 @@ def test_a_note_is_heard_the_same_whatever_was_heard_before_it(settings) -> None
     assert [recognizer.recognize(note).alternatives for _ in range(2)] == [first, first]
 
 
+@pytest.mark.timeout(180)  # speech workers start twice (imports, models): slow on a busy machine
 async def test_notes_are_decoded_in_worker_processes_and_a_dead_worker_loses_no_note(settings) -> None:
     """pocketsphinx holds the GIL while it decodes: in this process it would stall the bot."""
     import asyncio
@@ -271,6 +272,7 @@ def _crash_on_silence(pcm: bytes, rate: int):  # type: ignore[no-untyped-def]
     return _hear_in_worker(pcm, rate)
 
 
+@pytest.mark.timeout(180)  # speech workers start twice (imports, models): slow on a busy machine
 async def test_a_note_that_crashes_its_worker_gets_an_apology_and_takes_no_other_note_down(settings) -> None:
     import asyncio
 
