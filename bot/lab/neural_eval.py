@@ -403,23 +403,22 @@ def cells(outcomes: list[Outcome]) -> list[dict[str, object]]:
     for o in outcomes:
         for kind in (o.note.row.kind, "all"):
             groups[o.note.row.split, kind, o.note.condition, o.recognizer, o.note.voice].append(o)
-    out = []
-    for (split, kind, condition, recognizer, voice), rows in groups.items():
-        words = sum(o.words for o in rows)
-        out.append(
-            {
-                "split": split,
-                "kind": kind,
-                "condition": condition,
-                "recognizer": recognizer,
-                "voice": voice,
-                "notes": len(rows),
-                **{v: sum(o.verdict == v for o in rows) / len(rows) for v in VERDICTS},
-                "word error rate": sum(o.errors for o in rows) / words if words else 0.0,
-                "real-time factor": sum(o.seconds for o in rows) / sum(o.audio_seconds for o in rows),
-            }
-        )
-    return out
+    return [
+        {"split": split, "kind": kind, "condition": condition, "recognizer": recognizer, "voice": voice}
+        | _figures(rows)
+        for (split, kind, condition, recognizer, voice), rows in groups.items()
+    ]
+
+
+def _figures(rows: list[Outcome]) -> dict[str, object]:
+    """A group of notes' count, share of each verdict, word error rate and real-time factor."""
+    words = sum(o.words for o in rows)
+    return {
+        "notes": len(rows),
+        **{v: sum(o.verdict == v for o in rows) / len(rows) for v in VERDICTS},
+        "word error rate": sum(o.errors for o in rows) / words if words else 0.0,
+        "real-time factor": sum(o.seconds for o in rows) / sum(o.audio_seconds for o in rows),
+    }
 
 
 def report(outcomes: list[Outcome], split: str, voices: list[EvalVoice]) -> str:
@@ -472,9 +471,9 @@ def report(outcomes: list[Outcome], split: str, voices: list[EvalVoice]) -> str:
 
 def speaker_cells(outcomes: list[Outcome], voices: list[EvalVoice]) -> list[dict[str, object]]:
     """For each voice of several speakers: per split, recogniser, speaker and condition, all kinds
-    together, the share right and the word error rate. Where such a voice loses notes, they say
-    whether one speaker or all of them lose them."""
-    out = []
+    together, the figures `cells` gives a kind. Where such a voice loses notes, they say whether
+    one speaker or all of them lose them."""
+    out: list[dict[str, object]] = []
     for voice in voices:
         groups: dict[tuple[str, str, str, str], list[Outcome]] = defaultdict(list)
         for o in outcomes:
@@ -482,20 +481,17 @@ def speaker_cells(outcomes: list[Outcome], voices: list[EvalVoice]) -> list[dict
                 groups[o.note.row.split, o.recognizer, voice.who(o.note.row), o.note.condition].append(o)
         if len({speaker for _, _, speaker, _ in groups}) < 2:
             continue
-        for (split, recognizer, speaker, condition), rows in sorted(groups.items()):
-            words = sum(o.words for o in rows)
-            out.append(
-                {
-                    "split": split,
-                    "recognizer": recognizer,
-                    "voice": voice.name,
-                    "speaker": speaker,
-                    "condition": condition,
-                    "notes": len(rows),
-                    RIGHT: sum(o.verdict == RIGHT for o in rows) / len(rows),
-                    "word error rate": sum(o.errors for o in rows) / words if words else 0.0,
-                }
-            )
+        out += [
+            {
+                "split": split,
+                "recognizer": recognizer,
+                "voice": voice.name,
+                "speaker": speaker,
+                "condition": condition,
+                **_figures(rows),
+            }
+            for (split, recognizer, speaker, condition), rows in sorted(groups.items())
+        ]
     return out
 
 
