@@ -259,6 +259,31 @@ def test_each_row_has_its_own_delivery_within_range() -> None:
         assert low <= min(values) and max(values) <= high
 
 
+@dataclasses.dataclass(frozen=True)
+class _MadeWith:
+    name: str = "made-up"
+    packages: tuple[str, ...] = ("pytest",)
+
+
+def test_a_voices_notes_name_only_the_releases_that_make_them() -> None:
+    line = neural_eval.environment([_MadeWith()])  # type: ignore[list-item]
+    assert "pytest " in line and "onnxruntime " in line and "av " in line
+    # The Piper voices and Kokoro phonemise with piper-tts's eSpeak; a voice that does not is not
+    # made again when piper-tts or the noise bed's eSpeak is upgraded.
+    assert "piper-tts" not in line and "espeakng-loader" not in line
+    assert all("piper-tts" in neural_eval.PiperEval(m).packages for m in neural_eval.neural.KNOWN.values())
+    assert "piper-tts" in neural_eval.KokoroEval().packages
+
+
+def test_another_espeak_release_makes_another_noise_bed(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    real = conditions.metadata.version
+    before = conditions.bed_key()
+    monkeypatch.setattr(
+        conditions.metadata, "version", lambda name: "0.0.1" if name == "espeakng-loader" else real(name)
+    )
+    assert conditions.bed_key() != before
+
+
 @pytest.mark.timeout(120)  # every installed voice is loaded in processes of its own, twice
 def test_recordings_are_made_once_the_same_way_and_in_every_condition(tmp_path) -> None:  # type: ignore[no-untyped-def]
     voices = neural_eval.installed_voices([])

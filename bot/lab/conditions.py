@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -197,8 +198,10 @@ CROWD_RATE = 22050  # eSpeak NG's
 
 
 def bed_key() -> str:
-    """Everything that shapes the noise bed, hashed: its file name in the cache."""
-    recipe = repr((BED_SECONDS, BED_SEED, CROWD_TEXTS, CROWD_VOICES, CROWD_RATE))
+    """Everything that shapes the noise bed, hashed: its file name in the cache. The talkers are
+    eSpeak's, so another eSpeak release makes another bed (and other noisy notes)."""
+    espeak = metadata.version("espeakng-loader")
+    recipe = repr((BED_SECONDS, BED_SEED, CROWD_TEXTS, CROWD_VOICES, CROWD_RATE, espeak))
     return hashlib.sha1(recipe.encode()).hexdigest()[:16]
 
 

@@ -153,7 +153,7 @@ class PiperEval:
 
     @property
     def packages(self) -> tuple[str, ...]:
-        return (self.model.package,)
+        return (self.model.package, "piper-tts")
 
     def who(self, row: Row) -> str:
         return self.name
@@ -178,7 +178,8 @@ class KokoroEval:
     """Each row in one of Kokoro's five Japanese voices, drawn from its seed, at its length scale."""
 
     name: str = kokoro.NAME
-    packages: tuple[str, ...] = kokoro.DISTRIBUTIONS
+    # Its phonemes come from piper-tts's eSpeak.
+    packages: tuple[str, ...] = (*kokoro.DISTRIBUTIONS, "piper-tts")
 
     def speaker(self, extra: list[Path]) -> Callable[[Row], tuple[np.ndarray, int]]:
         voice = kokoro.KokoroVoice()
@@ -252,7 +253,8 @@ def environment(voices: list[EvalVoice]) -> str:
 
     codec = ".".join(map(str, av.library_versions["libavcodec"]))
     own = [name for voice in voices for name in voice.packages]
-    packages = ["piper-tts", "onnxruntime", *own, "espeakng-loader", "av", "numpy"]
+    # The noise bed's eSpeak release is in the noisy notes' names (conditions.bed_key).
+    packages = ["onnxruntime", *dict.fromkeys(own), "av", "numpy"]
     return "neural notes made with " + ", ".join(
         f"{name} {metadata.version(name)}" + (f" (libavcodec {codec})" if name == "av" else "")
         for name in packages
@@ -274,6 +276,11 @@ def recordings(rows: list[Row], voices: list[EvalVoice], cache: Path, extra: lis
     jobs: list[tuple[str, str, list[Row]]] = []  # split, voice, rows to say
     for split, split_rows in by_split.items():
         kept = _read_manifest(folder / split)
+        if kept is None:
+            # Notes listed under no voice: what made them is unknown, so none is kept.
+            for old in (folder / split).glob("*.ogg"):
+                old.unlink()
+            kept = {}
         for name in names:
             mine = kept.get(name, {})
             if mine.get("made with") != lines[name]:
@@ -321,18 +328,15 @@ def recordings(rows: list[Row], voices: list[EvalVoice], cache: Path, extra: lis
     return {note: folder / note.row.split / note.name for note in notes(rows, names)}
 
 
-def _read_manifest(folder: Path) -> dict[str, dict[str, object]]:
-    """Each voice's notes of a split and what made them. A folder from before the notes were kept
-    per voice (or none) is emptied: its notes are listed under no voice."""
+def _read_manifest(folder: Path) -> dict[str, dict[str, object]] | None:
+    """Each voice's notes of a split and what made them; None where there is no such record (no
+    split.json, or one from before the notes were kept per voice)."""
     try:
         manifest = json.loads((folder / "split.json").read_text())
     except (OSError, ValueError):
-        manifest = {}
-    if not isinstance(manifest.get("voices"), dict):
-        for old in folder.glob("*.ogg"):
-            old.unlink()
-        return {}
-    return manifest["voices"]
+        return None
+    voices = manifest.get("voices") if isinstance(manifest, dict) else None
+    return voices if isinstance(voices, dict) else None
 
 
 def _record(voice_name: str, rows: list[Row], folder: Path, cache: Path, extra: list[Path]) -> None:
