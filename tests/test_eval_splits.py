@@ -11,7 +11,7 @@ from bot import paths
 from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
-# Each reserved file and the splits it holds, each split run once: nv1 to nv12 and nv15 to nv21
+# Each reserved file and the splits it holds, each split run once: nv1 to nv12 and nv15 to nv24
 # blind until then, nv13 and nv14 read before they were run (see their file's header).
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
@@ -26,6 +26,7 @@ SPLIT_FILES = {
     EVAL / "neural_splits_10.tsv": ("nv19",),
     EVAL / "neural_splits_11.tsv": ("nv20",),
     EVAL / "neural_splits_12.tsv": ("nv21",),
+    EVAL / "neural_splits_13.tsv": ("nv22", "nv23", "nv24"),
 }
 TOOLS = {"get_player_stats", "search_manuals", "register_grievance", "get_grievance_status"}
 SINGLE = {*TOOLS, "smalltalk"}
@@ -45,6 +46,8 @@ PER_SPLIT = {path: SMALL for path in SPLIT_FILES} | {
     EVAL / "neural_splits_10.tsv": {"short": 45, "ramble": 60, "double": 45},
     EVAL / "neural_splits_11.tsv": LARGE,
     EVAL / "neural_splits_12.tsv": LARGE,
+    # Three writers' splits, pooled when they are run.
+    EVAL / "neural_splits_13.tsv": {"short": 36, "ramble": 17, "double": 17},
 }
 
 
