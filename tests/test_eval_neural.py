@@ -231,6 +231,40 @@ def test_a_voice_of_several_speakers_is_reported_per_speaker() -> None:
     assert (amy_clean["notes"], amy_clean[RIGHT], amy_clean["word error rate"]) == (2, 1.0, 0.125)
 
 
+def test_several_splits_are_also_reported_pooled_as_one() -> None:
+    # Two writers' splits: each has its own row 0 and row 1, so rows are told apart by split too.
+    rows = [neural_eval.Row(split, "short", (STATS,), "a", i) for split in ("nva", "nvb") for i in range(2)]
+    kokoro = _Voice("kokoro", ("amy", "bob"))
+    verdicts = {("nva", 0): RIGHT, ("nva", 1): RIGHT, ("nvb", 0): RIGHT, ("nvb", 1): WRONG}
+    outcomes = [
+        neural_eval.Outcome(
+            neural_eval.Note(r, "kokoro", "clean"),
+            "whisper",
+            "",
+            (),
+            verdicts[r.split, r.index],
+            0,
+            4,
+            0.1,
+            1.0,
+        )
+        for r in rows
+    ]
+    pooled = neural_eval.report(outcomes, "nva+nvb", [kokoro], ("nva", "nvb")).splitlines()
+    assert pooled[0].startswith("split: nva+nvb (4 questions: 4 short;")
+    [line] = [x for x in pooled if x.startswith("short   clean")]
+    assert line.split()[2:4] == ["4", "75%"]
+    start = pooled.index("by speaker, whisper, kokoro (all kinds): right % and word error rate %")
+    amy, bob = (x.split()[:3] for x in pooled[start + 2 : start + 4])
+    assert (amy, bob) == (["amy", "2", "100%"], ["bob", "2", "50%"])  # bob: row 1 of each split
+    [alone] = [
+        x for x in neural_eval.report(outcomes, "nvb", [kokoro]).splitlines() if x.startswith("short   clean")
+    ]
+    assert alone.split()[2:4] == ["2", "50%"]
+    [cell] = [c for c in neural_eval.cells(outcomes, "nva+nvb") if c["kind"] == "short"]
+    assert (cell["split"], cell["notes"], cell[RIGHT]) == ("nva+nvb", 4, 0.75)
+
+
 # ---- splits -----------------------------------------------------------------------------------
 
 

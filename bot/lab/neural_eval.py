@@ -402,13 +402,14 @@ async def hear_all(
     return list(await asyncio.gather(*(one(note, path) for note, path in made.items())))
 
 
-def cells(outcomes: list[Outcome]) -> list[dict[str, object]]:
+def cells(outcomes: list[Outcome], pooled_as: str | None = None) -> list[dict[str, object]]:
     """Per split, kind (and all kinds), condition, recogniser and voice: the share of each verdict
-    and the word error rate."""
+    and the word error rate. With `pooled_as`, every split's notes count as that one split's."""
     groups: dict[tuple[str, str, str, str, str], list[Outcome]] = defaultdict(list)
     for o in outcomes:
+        split = pooled_as or o.note.row.split
         for kind in (o.note.row.kind, "all"):
-            groups[o.note.row.split, kind, o.note.condition, o.recognizer, o.note.voice].append(o)
+            groups[split, kind, o.note.condition, o.recognizer, o.note.voice].append(o)
     return [
         {"split": split, "kind": kind, "condition": condition, "recognizer": recognizer, "voice": voice}
         | _figures(rows)
@@ -427,17 +428,23 @@ def _figures(rows: list[Outcome]) -> dict[str, object]:
     }
 
 
-def report(outcomes: list[Outcome], split: str, voices: list[EvalVoice]) -> str:
+def report(outcomes: list[Outcome], split: str, voices: list[EvalVoice], pooled: Iterable[str] = ()) -> str:
     """One split's table: a row per kind and condition, a column group per recogniser and voice;
-    then, for a voice of several speakers, each speaker's share right in each condition."""
-    mine = [o for o in outcomes if o.note.row.split == split]
+    then, for a voice of several speakers, each speaker's share right in each condition. With
+    `pooled`, those splits' notes together, as if one split named `split`: several writers' splits
+    read as one yardstick, less bent by any one writer's way of asking."""
+    wanted = set(pooled) or {split}
+    mine = [o for o in outcomes if o.note.row.split in wanted]
     if not mine:
         return f"split: {split}: no notes"
+    label = split if pooled else None
     several = len({o.note.voice for o in mine}) > 1
     listeners = list(dict.fromkeys((o.recognizer, o.note.voice) for o in mine))
     recognizers = [f"{r}, {v}" if several else r for r, v in listeners]
-    table = {(c["kind"], c["condition"], c["recognizer"], c["voice"]): c for c in cells(mine)}
-    per_kind = {k: len({o.note.row.index for o in mine if o.note.row.kind == k}) for k in KINDS}
+    table = {(c["kind"], c["condition"], c["recognizer"], c["voice"]): c for c in cells(mine, label)}
+    per_kind = {
+        k: len({(o.note.row.split, o.note.row.index) for o in mine if o.note.row.kind == k}) for k in KINDS
+    }
     rows_n = sum(per_kind.values())
     counts = ", ".join(f"{n} {k}" for k, n in per_kind.items() if n)
     conditions = "; ".join(f"{c.name}: " + _describe(c) for c in CONDITIONS.values())
@@ -469,22 +476,25 @@ def report(outcomes: list[Outcome], split: str, voices: list[EvalVoice]) -> str:
         total = sum(o.seconds for o in heard) / sum(o.audio_seconds for o in heard)
         p95, worst = np.percentile(rtf, 95), max(rtf)
         lines.append(f"real-time factor, {label}: overall {total:.3f}, p95 {p95:.3f}, worst {worst:.3f}")
-    by_speaker = speaker_cells(mine, voices)
+    by_speaker = speaker_cells(mine, voices, label)
     for voice, recognizer in dict.fromkeys((c["voice"], c["recognizer"]) for c in by_speaker):
         lines += _by_speaker([c for c in by_speaker if (c["voice"], c["recognizer"]) == (voice, recognizer)])
     return "\n".join(lines)
 
 
-def speaker_cells(outcomes: list[Outcome], voices: list[EvalVoice]) -> list[dict[str, object]]:
-    """For each voice of several speakers: per split, recogniser, speaker and condition, all kinds
-    together, the figures `cells` gives a kind. Where such a voice loses notes, they say whether
-    one speaker or all of them lose them."""
+def speaker_cells(
+    outcomes: list[Outcome], voices: list[EvalVoice], pooled_as: str | None = None
+) -> list[dict[str, object]]:
+    """For each voice of several speakers: per split (or all as `pooled_as`), recogniser, speaker
+    and condition, all kinds together, the figures `cells` gives a kind. Where such a voice loses
+    notes, they say whether one speaker or all of them lose them."""
     out: list[dict[str, object]] = []
     for voice in voices:
         groups: dict[tuple[str, str, str, str], list[Outcome]] = defaultdict(list)
         for o in outcomes:
             if o.note.voice == voice.name:
-                groups[o.note.row.split, o.recognizer, voice.who(o.note.row), o.note.condition].append(o)
+                split = pooled_as or o.note.row.split
+                groups[split, o.recognizer, voice.who(o.note.row), o.note.condition].append(o)
         if len({speaker for _, _, speaker, _ in groups}) < 2:
             continue
         out += [
