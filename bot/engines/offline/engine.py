@@ -322,7 +322,8 @@ def languages_problem(settings: Settings, spec: WhisperSpec | None) -> str:
 async def choose_recognizer(settings: Settings) -> WhisperSpec | None:
     """Whisper's spec when it is configured (or `auto`) and loads; None for pocketsphinx. A
     Whisper model that cannot be had is logged and pocketsphinx hears instead: players still get
-    answers. Under `auto`, a model whose files are missing or fail their hash is said in one line.
+    answers. Under `auto` too a model whose files are missing or fail their hash is a warning:
+    pocketsphinx hears players' notes far worse, and the operator should know.
     Languages the recogniser cannot hear are named once; English notes are still answered."""
     spec = None
     if settings.offline.recognizer != POCKETSPHINX:
@@ -330,7 +331,7 @@ async def choose_recognizer(settings: Settings) -> WhisperSpec | None:
             spec = await asyncio.to_thread(whisper_spec, settings)
         except WhisperUnavailable as exc:
             if settings.offline.recognizer == AUTO:
-                log.info("hearing with %s: %s", POCKETSPHINX, exc)
+                log.warning("hearing with %s: %s", POCKETSPHINX, exc)
             else:
                 said = 'offline.recognizer is "whisper" but %s; hearing with %s instead'
                 log.warning(said, exc, POCKETSPHINX)
@@ -352,9 +353,12 @@ def describe_recognizer(spec: WhisperSpec | None, why_not: str = "") -> str:
     return f"recogniser {POCKETSPHINX}" + (f" (not Whisper: {why_not})" if why_not else "")
 
 
-async def create_offline_engine(settings: Settings, whisper: WhisperSpec | None = None) -> OfflineEngine:
-    """`whisper`: a recogniser already chosen (the check chooses its own); None chooses here."""
-    if whisper is None:
+async def create_offline_engine(
+    settings: Settings, whisper: WhisperSpec | None = None, *, chosen: bool = False
+) -> OfflineEngine:
+    """`chosen`: the recogniser is already chosen, `whisper` or pocketsphinx for None (the check
+    chooses its own and says why); otherwise it is chosen here."""
+    if not chosen:
         whisper = await choose_recognizer(settings)
     understanding = settings.offline.meaning_model
     meaning.use(understanding)
@@ -393,7 +397,7 @@ async def check_offline_engine(settings: Settings) -> str:
     problem = languages_problem(settings, whisper)
     if problem:
         raise WhisperUnavailable(problem)
-    engine = await create_offline_engine(settings, whisper)
+    engine = await create_offline_engine(settings, whisper, chosen=True)
     try:
         pcm, rate = await asyncio.to_thread(speak_reply, engine.reply_voices, "ready", None, engine.rate_wpm)
     finally:
