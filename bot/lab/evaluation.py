@@ -390,11 +390,13 @@ async def run_eval(
             parts += [neural_eval.report(outcomes_n, split, models) for split in voiced]
             data["neural"] = neural_eval.cells(outcomes_n)
             data["neural speakers"] = neural_eval.speaker_cells(outcomes_n, models)
-            if len(voiced) > 1:
-                pooled = "+".join(voiced)
-                parts.append(neural_eval.report(outcomes_n, pooled, models, voiced))
-                data["neural pooled"] = neural_eval.cells(outcomes_n, pooled)
-                data["neural speakers pooled"] = neural_eval.speaker_cells(outcomes_n, models, pooled)
+            blind = neural_eval.poolable(voiced)
+            if blind:
+                pooled = "+".join(blind)
+                parts.append(neural_eval.report(outcomes_n, pooled, models, blind))
+                mine = [o for o in outcomes_n if o.note.row.split in blind]
+                data["neural pooled"] = neural_eval.cells(mine, pooled)
+                data["neural speakers pooled"] = neural_eval.speaker_cells(mine, models, pooled)
             if verbose:
                 parts.append("misses:\n" + "\n".join(neural_eval.misses(outcomes_n)))
     if human:

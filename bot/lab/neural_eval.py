@@ -428,7 +428,14 @@ def _figures(rows: list[Outcome]) -> dict[str, object]:
     }
 
 
-def report(outcomes: list[Outcome], split: str, voices: list[EvalVoice], pooled: Iterable[str] = ()) -> str:
+def poolable(splits: Iterable[str]) -> tuple[str, ...]:
+    """The blind splits among `splits` when there are several, to be reported pooled as well;
+    () otherwise. A seen split would flatter the pooled figures, so it is left out."""
+    blind = tuple(s for s in splits if s in RESERVED)
+    return blind if len(blind) > 1 else ()
+
+
+def report(outcomes: list[Outcome], split: str, voices: list[EvalVoice], pooled: tuple[str, ...] = ()) -> str:
     """One split's table: a row per kind and condition, a column group per recogniser and voice;
     then, for a voice of several speakers, each speaker's share right in each condition. With
     `pooled`, those splits' notes together, as if one split named `split`: several writers' splits
@@ -437,11 +444,11 @@ def report(outcomes: list[Outcome], split: str, voices: list[EvalVoice], pooled:
     mine = [o for o in outcomes if o.note.row.split in wanted]
     if not mine:
         return f"split: {split}: no notes"
-    label = split if pooled else None
+    pooled_as = split if pooled else None
     several = len({o.note.voice for o in mine}) > 1
     listeners = list(dict.fromkeys((o.recognizer, o.note.voice) for o in mine))
     recognizers = [f"{r}, {v}" if several else r for r, v in listeners]
-    table = {(c["kind"], c["condition"], c["recognizer"], c["voice"]): c for c in cells(mine, label)}
+    table = {(c["kind"], c["condition"], c["recognizer"], c["voice"]): c for c in cells(mine, pooled_as)}
     per_kind = {
         k: len({(o.note.row.split, o.note.row.index) for o in mine if o.note.row.kind == k}) for k in KINDS
     }
@@ -476,7 +483,7 @@ def report(outcomes: list[Outcome], split: str, voices: list[EvalVoice], pooled:
         total = sum(o.seconds for o in heard) / sum(o.audio_seconds for o in heard)
         p95, worst = np.percentile(rtf, 95), max(rtf)
         lines.append(f"real-time factor, {label}: overall {total:.3f}, p95 {p95:.3f}, worst {worst:.3f}")
-    by_speaker = speaker_cells(mine, voices, label)
+    by_speaker = speaker_cells(mine, voices, pooled_as)
     for voice, recognizer in dict.fromkeys((c["voice"], c["recognizer"]) for c in by_speaker):
         lines += _by_speaker([c for c in by_speaker if (c["voice"], c["recognizer"]) == (voice, recognizer)])
     return "\n".join(lines)

