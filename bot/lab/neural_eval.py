@@ -59,8 +59,8 @@ SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 25)))
 # nv12 measured the word tagger, nv15 to nv18 its decider). nv13 and nv14 were read by the
 # engineer before they were run (their file's header says when). nv19 is smaller and targeted:
 # notes that tell of a complaint filed before. nv20 was run once, in the second voice (Kokoro) too;
-# nv21 was run once, in all three. nv22 to nv24 are three writers' blind splits, run together
-# and pooled.
+# nv21 was run once, in all three. nv22 to nv24, three writers' blind splits, were run once,
+# together, and are reported pooled as well.
 RESERVED = tuple(f"nv{n}" for n in range(1, 25))
 KINDS = ("short", "ramble", "double")
 SMALLTALK = "smalltalk"
