@@ -302,14 +302,8 @@ def test_each_row_has_its_own_delivery_within_range() -> None:
         assert low <= min(values) and max(values) <= high
 
 
-@dataclasses.dataclass(frozen=True)
-class _MadeWith:
-    name: str = "made-up"
-    packages: tuple[str, ...] = ("pytest",)
-
-
 def test_a_voices_notes_name_only_the_releases_that_make_them() -> None:
-    line = neural_eval.environment([_MadeWith()])  # type: ignore[list-item]
+    line = neural_eval.environment([_Voice("made-up", packages=("pytest",))])
     assert "pytest " in line and "onnxruntime " in line and "av " in line
     # The Piper voices and Kokoro phonemise with piper-tts's eSpeak; a voice that does not is not
     # made again when piper-tts or the noise bed's eSpeak is upgraded.
