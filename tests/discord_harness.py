@@ -1,19 +1,24 @@
 """The bot as `python -m bot run` starts it (cogs.runner.serve), pointed at the fake Discord by
-settings, with the front-end test engine standing in for the model."""
+settings, with the front-end test engine standing in for the model; or the real command in a
+child process (`bot_process`)."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bot.config import Settings
 from cogs.bot import VoxdeskBot
 from cogs.runner import serve
 from tests.audio_samples import encode, speechlike
-from tests.conftest import BLAZE, NOVA, QUILL
+from tests.conftest import BLAZE, NOVA, QUILL, REPO
 from tests.fakes.discord_server import ALLOWED_CHANNEL, TOKEN, FakeDiscord, InjectedUser
 from tests.frontend_engine import FrontendEngine
 
@@ -67,6 +72,31 @@ async def running_bot(
     finally:
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+@contextlib.contextmanager
+def bot_process(
+    settings: Settings, fake: FakeDiscord, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """`python -m bot run`, as an operator starts it, pointed at the fake."""
+    env = {
+        **os.environ,
+        **fake.settings_env(),
+        "DISCORD_TOKEN": TOKEN,
+        "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
+        "VOXDESK_OFFLINE_WORKERS": "1",
+        **(env or {}),
+    }
+    with open(log_path, "ab") as log_file:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bot", "run"], cwd=REPO, env=env, stdout=log_file, stderr=log_file
+        )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(10)
 
 
 _NOTES: dict[float, bytes] = {}

@@ -5,24 +5,19 @@ down and serves it paginated as Discord does."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
 import signal
 import sqlite3
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator
 
 import pytest
 
 from bot.note_ledger import NoteLedger
-from tests.conftest import NOVA, REPO
-from tests.discord_harness import blaze, nova, running_bot, voice_note
+from tests.conftest import NOVA
+from tests.discord_harness import blaze, bot_process, nova, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
-    TOKEN,
     FakeDiscord,
     Received,
     serving,
@@ -166,28 +161,6 @@ async def test_two_bots_on_one_storage_answer_each_note_once(settings, fake) -> 
         await all_answered(fake, missed)
         await settle(fake)
     assert [answers(fake, n) for n in live + missed] == [1] * 6
-
-
-@contextlib.contextmanager
-def bot_process(settings, fake: FakeDiscord, log_path):
-    """`python -m bot run`, as an operator starts it, pointed at the fake."""
-    env = {
-        **os.environ,
-        **fake.settings_env(),
-        "DISCORD_TOKEN": TOKEN,
-        "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
-        "VOXDESK_OFFLINE_WORKERS": "1",
-    }
-    with open(log_path, "ab") as log_file:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "run"], cwd=REPO, env=env, stdout=log_file, stderr=log_file
-        )
-    try:
-        yield process
-    finally:
-        if process.poll() is None:
-            process.kill()
-        process.wait(10)
 
 
 @pytest.mark.timeout(180)  # real processes start (imports, speech workers): slow on a busy machine

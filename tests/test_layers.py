@@ -9,16 +9,22 @@ import graph), so these tests read every module's imports, including those insid
 from __future__ import annotations
 
 import ast
+import asyncio
 import os
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
+
 from bot import paths
 from bot.config import Settings
 
 from .conftest import REPO
+from .discord_harness import bot_process, nova
+from .fakes.discord_server import serving
 
 ROOT = REPO
 PACKAGES = ("bot", "cogs")  # what ships; both serve players
@@ -153,25 +159,76 @@ def test_no_layer_reaches_one_above_it_even_through_other_modules() -> None:
         assert above == [], f"{rank_name} reaches {above}"
 
 
-def test_ask_does_not_load_the_lab(settings: Settings) -> None:
-    # A real `python -m bot ask` in a child process; the wrapper reports what it had imported.
-    wrapper = (
-        "import runpy, sys\n"
-        "try:\n"
-        "    runpy.run_module('bot', run_name='__main__', alter_sys=True)\n"
-        "except SystemExit as exc:\n"
-        "    print('EXIT', exc.code)\n"
-        "print('LOADED', sorted(m for m in sys.modules if m == 'bot.lab' or m.startswith('bot.lab.')))\n"
+# Put on PYTHONPATH, this runs first in every interpreter started with it, speech workers included,
+# and writes down each lab module that process imports.
+LAB_WATCH = """\
+import os, sys
+
+class _LabWatch:
+    def find_spec(self, name, path=None, target=None):
+        if name == "bot.lab" or name.startswith("bot.lab."):
+            with open(os.environ["TEST_LAB_WATCH_LOG"], "a") as log:
+                log.write(f"{os.getpid()} {name}\\n")
+        return None
+
+sys.meta_path.insert(0, _LabWatch())
+"""
+
+
+def lab_watch(folder: Path) -> tuple[dict[str, str], Path]:
+    """Environment that makes every child process log the lab modules it imports, and the log."""
+    (folder / "watch").mkdir()
+    (folder / "watch" / "sitecustomize.py").write_text(LAB_WATCH, encoding="utf-8")
+    log = folder / "lab-imports.log"
+    path = os.pathsep.join(filter(None, [str(folder / "watch"), os.environ.get("PYTHONPATH")]))
+    return {"PYTHONPATH": path, "TEST_LAB_WATCH_LOG": str(log)}, log
+
+
+def lab_imports(log: Path) -> list[str]:
+    return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+
+
+def test_the_lab_watch_sees_a_lab_import(tmp_path: Path) -> None:
+    # Guards the two tests below: a watch that saw nothing would let them pass on anything.
+    env, log = lab_watch(tmp_path)
+    subprocess.run(
+        [sys.executable, "-c", "import bot.lab.conditions"],
+        cwd=REPO,
+        env={**os.environ, **env},
+        check=True,
+        timeout=60,
     )
+    assert {"bot.lab", "bot.lab.conditions"} <= {line.split()[1] for line in lab_imports(log)}
+
+
+def test_ask_does_not_load_the_lab(settings: Settings, tmp_path: Path) -> None:
+    env, log = lab_watch(tmp_path)
     note = paths.SAMPLES / "2-how-many-points.ogg"
     done = subprocess.run(
-        [sys.executable, "-c", wrapper, "ask", str(note), "--json"],
+        [sys.executable, "-m", "bot", "ask", str(note), "--json"],
         cwd=REPO,
-        env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
+        env={**os.environ, **env, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert "EXIT 0" in done.stdout, done.stderr
+    assert done.returncode == 0, done.stderr
     assert "get_player_stats" in done.stdout  # it really answered
-    assert "LOADED []" in done.stdout
+    assert lab_imports(log) == []
+
+
+@pytest.mark.timeout(180)  # a real process starts and loads its speech models
+async def test_run_does_not_load_the_lab_while_it_answers_a_note(settings: Settings, tmp_path: Path) -> None:
+    # `python -m bot run` against the fake Discord, a speech worker beside it, one real note.
+    env, log = lab_watch(tmp_path)
+    note_bytes = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
+    async with serving() as fake:
+        with bot_process(settings, fake, tmp_path / "bot.log", env) as process:
+            await asyncio.wait_for(fake.identified.wait(), 90)
+            note = await fake.send_note(nova, note_bytes)
+            await fake.wait_for(lambda _: any(r.is_voice_message for r in fake.replies_to(note["id"])), 90)
+            process.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(process.wait, 60) == 0, (tmp_path / "bot.log").read_text()
+    transcript = " ".join(r.content for r in fake.replies_to(note["id"]))
+    assert "points" in transcript.lower(), transcript  # it really answered
+    assert lab_imports(log) == []
