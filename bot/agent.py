@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from bot import audio, metrics
+from bot import sentences as say
 from bot.config import AgentSettings, AudioSettings
 from bot.conversations import ConversationStore
 from bot.engines.base import AudioClip, Engine, EngineReply, PastTurn, Round, Transcript, TurnState, Usage
@@ -22,10 +23,6 @@ from bot.tools import Toolbox
 from bot.tools.base import ToolContext, ToolResult
 
 log = logging.getLogger(__name__)
-
-APOLOGY = (
-    "Sorry, I can't answer right now because my voice service is down. Please try again in a few minutes."
-)
 
 # Speaks a text in a voice (None: default) → reply audio. The offline synthesizer provides it;
 # the agent uses it for apologies when the engine itself cannot speak.
@@ -177,7 +174,7 @@ class VoiceAgent:
             if self.fallback is None:
                 if turn.heard is not None:
                     turn.heard.cancel()
-                return await self._canned(APOLOGY, "apology", text, voice, watch)
+                return await self._canned(say.VOICE_SERVICE_DOWN, "apology", text, voice, watch)
             engine = self.fallback
             # The fallback starts the step loop afresh but keeps tool results already fetched.
             if turn.heard is not None:
@@ -195,7 +192,7 @@ class VoiceAgent:
                     _reason(exc2),
                     exc_info=not _expected(exc2),
                 )
-                return await self._canned(APOLOGY, "apology", text, voice, watch)
+                return await self._canned(say.VOICE_SERVICE_DOWN, "apology", text, voice, watch)
 
         user_text = text
         if turn.heard is not None:

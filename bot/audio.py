@@ -22,6 +22,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", RuntimeWarning)
     from pydub import AudioSegment
 
+from bot import sentences as say
 from bot.config import AudioSettings
 
 MODEL_RATE = 24_000
@@ -81,12 +82,12 @@ class DecodedAudio:
 def decode(data: bytes, limits: AudioSettings, rate: int = MODEL_RATE) -> DecodedAudio:
     """Bytes of an audio file → trimmed mono PCM. Raises AudioError for anything unusable."""
     if not data:
-        raise AudioError("That voice note is empty. Could you record it again?")
+        raise AudioError(say.EMPTY_NOTE)
     if len(data) > limits.max_bytes:
         raise AudioError(too_big_message(len(data), limits))
     for magic, what in _NOT_AUDIO_MAGIC.items():
         if data.startswith(magic):
-            raise AudioError(f"That file looks like {what}, not audio. Please send a voice note.")
+            raise AudioError(say.NOT_AUDIO.format(what=what))
     pcm = _decode_pcm(data, rate, limits.max_seconds)
     samples = np.frombuffer(pcm, dtype=np.int16)
     original = len(samples) / rate
@@ -97,16 +98,17 @@ def decode(data: bytes, limits: AudioSettings, rate: int = MODEL_RATE) -> Decode
 
 def too_big_message(size: int, limits: AudioSettings) -> str:
     """What a player is told about a file over audio.max_bytes, whichever front end took it."""
-    return (
-        f"That file is too big for me ({size / 1e6:.1f} MB). "
-        f"Please keep voice notes under {limits.max_bytes / 1e6:.0f} MB."
-    )
+    return say.TOO_BIG.format(size_mb=size / 1e6, limit_mb=limits.max_bytes / 1e6)
+
+
+def too_long_message(max_seconds: float) -> str:
+    """What a player is told about a note over audio.max_seconds, whichever front end took it."""
+    limit = f"{max_seconds / 60:g} minutes" if max_seconds >= 120 else f"{max_seconds:g} seconds"
+    return say.TOO_LONG.format(limit=limit)
 
 
 def _too_long(limits_seconds: float) -> AudioError:
-    minutes = limits_seconds / 60
-    limit = f"{minutes:g} minutes" if limits_seconds >= 120 else f"{limits_seconds:g} seconds"
-    return AudioError(f"That voice note is too long for me. Please keep it under {limit}.")
+    return AudioError(too_long_message(limits_seconds))
 
 
 # Decoded samples (all channels) resampled per call: ten seconds of 48 kHz mono. Counted in
@@ -122,10 +124,7 @@ def _implausible(rate: int | None, channels: int | None) -> bool:
 
 
 def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
-    unreadable = AudioError(
-        "I couldn't read that audio file. Please send a voice note or an ogg, mp3, m4a, wav, "
-        "webm or flac file."
-    )
+    unreadable = AudioError(say.UNREADABLE)
     chunks: list[bytes] = []
     decoded_seconds = 0.0
     try:
@@ -167,7 +166,7 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
     except (av.FFmpegError, ValueError, IndexError, EOFError) as exc:
         raise unreadable from exc
     if not chunks:
-        raise AudioError("That voice note has no sound in it. Could you record it again?")
+        raise AudioError(say.SILENT)
     return b"".join(chunks)
 
 
@@ -184,14 +183,14 @@ def trim_silence(samples: np.ndarray, rate: int, threshold_db: float, min_speech
     window = rate * _WINDOW_MS // 1000
     count = len(samples) // window
     if count == 0:
-        raise AudioError("That voice note is too short for me to hear anything.")
+        raise AudioError(say.TOO_SHORT)
     frames = samples[: count * window].astype(np.float32).reshape(count, window)
     rms = np.sqrt(np.mean(frames * frames, axis=1)) / 32768.0
     with np.errstate(divide="ignore"):
         level = 20 * np.log10(np.maximum(rms, 1e-10))
     loud = np.flatnonzero(level > threshold_db)
     if len(loud) * _WINDOW_MS < min_speech_ms:
-        raise AudioError("I couldn't hear anything in that voice note. Could you say it again?")
+        raise AudioError(say.NOTHING_HEARD)
     pad = _PAD_MS // _WINDOW_MS
     start = max(0, loud[0] - pad) * window
     end = min(len(samples), (loud[-1] + 1 + pad) * window)

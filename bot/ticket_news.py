@@ -42,6 +42,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from bot import sentences as say
 from bot.audio import ReplyAudio
 from bot.config import NewsSettings
 from bot.db import open_sqlite
@@ -59,11 +60,6 @@ RETRY_SECONDS = 30.0
 MAX_WINDOW_MINUTES = 7 * 24 * 60  # after a longer outage, older Jira changes are not news any more
 SNIPPET_CHARS = 60
 STATUS_CHARS = 40
-
-DMS_CLOSED_NOTICE = (
-    "I have news about your tickets, but I can't send you direct messages. Allow direct messages "
-    "from this server's members to get it, or ask `/grievance status` any time."
-)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS news (
@@ -157,30 +153,31 @@ def when(iso: str) -> str:
 
 
 def filed_text(key: str, created_at: str, description: str, status: str) -> str:
-    return (
-        f'The complaint you made on {when(created_at)} ("{plain(description, SNIPPET_CHARS)}") is now '
-        f"filed as ticket {key}. Its status is {plain(status, STATUS_CHARS)}."
+    return say.NEWS_FILED.format(
+        when=when(created_at),
+        description=plain(description, SNIPPET_CHARS),
+        key=key,
+        status=plain(status, STATUS_CHARS),
     )
 
 
 def moved_text(local_key: str, remote_key: str, status: str) -> str:
-    return (
-        f"Your ticket {local_key} has now reached our support team as {remote_key}: use {remote_key} "
-        f"when you ask about it. Its status is {plain(status, STATUS_CHARS)}."
+    return say.NEWS_MOVED.format(
+        local_key=local_key, remote_key=remote_key, status=plain(status, STATUS_CHARS)
     )
 
 
 def status_text(key: str, about: str, status: str) -> str:
-    about = f' ("{plain(about, SNIPPET_CHARS)}")' if about.strip() else ""
-    return f"Your ticket {key}{about} is now {plain(status, STATUS_CHARS)}."
+    about = say.NEWS_ABOUT.format(about=plain(about, SNIPPET_CHARS)) if about.strip() else ""
+    return say.NEWS_STATUS.format(key=key, about=about, status=plain(status, STATUS_CHARS))
 
 
 def message_for(items: list[NewsItem]) -> tuple[str, str]:
     """(text, spoken words) of one DM carrying these pieces of news."""
     if len(items) == 1:
         return items[0].text, items[0].text
-    text = "News about your tickets:\n" + "\n".join(f"- {i.text}" for i in items)
-    return text, "News about your tickets. " + " ".join(i.text for i in items)
+    text = say.NEWS_HEADING + "\n" + "\n".join(f"- {i.text}" for i in items)
+    return text, say.NEWS_SPOKEN_HEADING + " " + " ".join(i.text for i in items)
 
 
 # ---- what was found and told: news.db -------------------------------------------------------
@@ -516,7 +513,7 @@ class TicketNews:
         if not await self.store.claim_closed_notice(user_id):
             return
         try:
-            posted = await messenger.in_channel(user_id, channel_id, DMS_CLOSED_NOTICE)
+            posted = await messenger.in_channel(user_id, channel_id, say.DMS_CLOSED_NOTICE)
         except Exception:
             log.exception("telling %s in channel %s that their DMs are closed failed", user_id, channel_id)
             posted = False

@@ -9,6 +9,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot import metrics
+from bot import sentences as say
 from bot.config import UsageSettings
 from bot.db import open_sqlite
 from bot.engines.base import Usage
@@ -31,11 +32,6 @@ CREATE TABLE IF NOT EXISTS usage (
 -- Turns per hour (UTC, "2026-11-20T14"), every player together: the support desk's chart.
 CREATE TABLE IF NOT EXISTS turns_by_hour (hour TEXT PRIMARY KEY, turns INTEGER NOT NULL DEFAULT 0);
 """
-
-OVER_BUDGET = (
-    "You've used up today's voice answers. I'll be happy to help again tomorrow; until then, "
-    "the slash commands still work."
-)
 
 
 def estimate_cost(usage: Usage, prices: dict[str, float]) -> float:
@@ -85,7 +81,7 @@ class UsageMeter:
             s.daily_tokens and tokens >= s.daily_tokens
         ):
             log.info("user %s is over today's budget", user_id)
-            return OVER_BUDGET
+            return say.OVER_BUDGET
         return None
 
     async def record(self, user_id: str, engine: str, usage: Usage | None, audio_seconds: float) -> None:

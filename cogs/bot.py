@@ -12,6 +12,7 @@ import yarl
 from discord import app_commands
 from discord.ext import commands
 
+from bot import sentences as say
 from bot.config import DiscordSettings
 
 if TYPE_CHECKING:
@@ -142,7 +143,7 @@ class VoxdeskBot(commands.Bot):
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
         log.error("slash command %s failed", interaction.command and interaction.command.name, exc_info=error)
-        text = "Sorry, that didn't work on my side. Please try again in a moment."
+        text = say.COMMAND_FAILED
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)

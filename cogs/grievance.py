@@ -9,9 +9,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import sentences as say
 from bot.tools import CATEGORIES
 from bot.tools.base import ToolCall
-from bot.tools.grievance_store import KEPT_FOR_LATER
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller
 
@@ -20,10 +20,10 @@ _call_ids = itertools.count(1)
 
 def describe_tickets(result: dict[str, Any]) -> str:
     if "error" in result:
-        return f"Sorry, I couldn't look that up: {result['error']}"
+        return say.LOOKUP_FAILED.format(reason=result["error"])
     tickets = result.get("tickets") or []
     if not tickets:
-        return result.get("message") or "You have no tickets with us. Use `/grievance file` to open one."
+        return result.get("message") or say.NO_TICKETS_YET
     lines = [f"**Your tickets** ({len(tickets)})" if len(tickets) > 1 else "**Your ticket**"]
     for t in tickets:
         updated = str(t.get("last_update", ""))[:16].replace("T", " ")
@@ -82,12 +82,11 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 interaction, "register_grievance", {"category": category.value, "description": description}
             )
             if "error" in result:
-                if result["error"] == KEPT_FOR_LATER:  # not filed, but not lost either
-                    return KEPT_FOR_LATER
-                return f"Sorry, I couldn't file that: {result['error']}"
-            return (
-                f"Filed ticket `{result['ticket_key']}` ({category.name}); status **{result['status']}**. "
-                "Ask `/grievance status` any time."
+                if result["error"] == say.KEPT_FOR_LATER:  # not filed, but not lost either
+                    return say.KEPT_FOR_LATER
+                return say.FILING_FAILED.format(reason=result["error"])
+            return say.SLASH_FILED.format(
+                ticket_key=result["ticket_key"], category=category.name, status=result["status"]
             )
 
         await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)

@@ -6,15 +6,9 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
+from bot import sentences as say
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller
-
-REPLY_STYLES = {
-    "voice_and_text": "a voice message and its transcript",
-    "voice": "a voice message only",
-    "file": "an audio file with the transcript as its text",
-    "text": "text only",
-}
 
 
 class PlayerSettings(commands.Cog):
@@ -26,8 +20,8 @@ class PlayerSettings(commands.Cog):
         async def work() -> str:
             removed = await self.bot.core.agent.forget(caller(interaction).user_id)
             if not removed:
-                return "There was nothing to forget: we start afresh anyway."
-            return "Done: I've forgotten our conversation. Your next note starts afresh."
+                return say.NOTHING_TO_FORGET
+            return say.FORGOTTEN
 
         await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
 
@@ -39,9 +33,9 @@ class PlayerSettings(commands.Cog):
             chosen = next((v for v in voices if v.lower() == voice.strip().lower()), None)
             if chosen is None:
                 shown = ", ".join(voices[:20])
-                return f"I don't know the voice {voice!r}. Pick one of: {shown}."
+                return say.UNKNOWN_VOICE.format(voice=voice, voices=shown)
             await self.bot.core.preferences.set_voice(caller(interaction).user_id, chosen)
-            return f"From now on I'll answer you in the voice **{chosen}**."
+            return say.VOICE_CHOSEN.format(voice=chosen)
 
         await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
 
@@ -66,7 +60,7 @@ class PlayerSettings(commands.Cog):
     async def replies(self, interaction: discord.Interaction, style: app_commands.Choice[str]) -> None:
         async def work() -> str:
             await self.bot.core.preferences.set_reply_mode(caller(interaction).user_id, style.value)
-            return f"From now on I'll answer your notes with {REPLY_STYLES[style.value]}."
+            return say.REPLY_STYLE_CHOSEN.format(style=say.REPLY_STYLES[style.value])
 
         await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
 
@@ -80,11 +74,8 @@ class PlayerSettings(commands.Cog):
             on = news.value == "on"
             await self.bot.core.preferences.set_notify(caller(interaction).user_id, on)
             if on:
-                return (
-                    "I'll send you a direct message when a complaint of yours is filed late or one of "
-                    "your tickets changes status."
-                )
-            return "No more ticket news by direct message. `/grievance status` still shows your tickets."
+                return say.NEWS_ON
+            return say.NEWS_OFF
 
         await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
 

@@ -12,7 +12,8 @@ import discord
 from discord.ext import commands
 
 from bot import metrics
-from bot.audio import AudioError
+from bot import sentences as say
+from bot.audio import AudioError, too_big_message, too_long_message
 from bot.tools.base import ToolContext
 from cogs.bot import VoxdeskBot
 from cogs.replies import send_answer, send_text
@@ -23,15 +24,6 @@ WORKING = "\N{HEADPHONE}"  # shown on the player's note while it is queued or be
 FAILED = "\N{WARNING SIGN}"
 # On a note that arrives while the bot shuts down: kept, and answered after the restart.
 LATER = "\N{HOURGLASS WITH FLOWING SAND}"
-RESTARTING = "I'm restarting: I'll answer this note in a moment, as soon as I'm back."
-OOPS = "Sorry, something went wrong on my side and I couldn't answer that note. Please try again."
-NOT_A_NOTE = (
-    "I answer voice notes: hold the microphone button to record one (or attach an audio file), "
-    "and I'll reply out loud. Try /grievance for tickets."
-)
-ONE_AT_A_TIME = (
-    "I answer one voice note per message, so I'll answer the first. Please send the others one by one."
-)
 # A player is told "slow down" or "send a voice note" at most once in this many seconds: replying
 # to every message of a flood would itself flood the channel and run into Discord's rate limits.
 HINT_SECONDS = 60.0
@@ -92,7 +84,7 @@ class VoiceNotes(commands.Cog):
             chatty = message.type in (discord.MessageType.default, discord.MessageType.reply)
             if chatty and (message.guild is None or self._mentioned(message)):
                 log.info("message %s from %s has no voice note", message.id, message.author.id)
-                self._hint(message, NOT_A_NOTE, "not a note")
+                self._hint(message, say.NOT_A_NOTE, "not a note")
             return
         if not self.addressed_here(message):
             return
@@ -106,7 +98,7 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "refused", "flood")
             self._hint(
                 message,
-                f"You're sending notes faster than I can answer. Try again in {retry_after:.0f} seconds.",
+                say.TOO_FAST.format(seconds=retry_after),
                 "flood",
             )
             return
@@ -117,7 +109,7 @@ class VoiceNotes(commands.Cog):
                 message.author.id,
                 len(notes),
             )
-            self.bot.track(self._tell(message, ONE_AT_A_TIME))
+            self.bot.track(self._tell(message, say.ONE_AT_A_TIME))
         self.bot.track(self.answer(message, notes[0]))
 
     def _mentioned(self, message: discord.Message) -> bool:
@@ -175,14 +167,14 @@ class VoiceNotes(commands.Cog):
         except discord.HTTPException as exc:
             log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
             metrics.note("discord", "failed", "send")
-            await self._tell(message, OOPS)
+            await self._tell(message, say.OOPS)
         except asyncio.CancelledError:
-            await self._tell(message, RESTARTING)
+            await self._tell(message, say.RESTARTING)
             raise
         except Exception:
             log.exception("note %s from %s failed", message.id, message.author.id)
             metrics.note("discord", "failed", "error")
-            await self._tell(message, OOPS)
+            await self._tell(message, say.OOPS)
         finally:
             await self._react(message, WORKING, remove=True)
             if not ok:
@@ -209,18 +201,12 @@ class VoiceNotes(commands.Cog):
         if note.size > limits.max_bytes:
             log.info("note %s from %s refused: %d bytes", message.id, message.author.id, note.size)
             metrics.note("discord", "refused", "too_big")
-            await self._tell(
-                message,
-                f"That file is too big for me ({note.size / 1e6:.1f} MB). "
-                f"Please keep voice notes under {limits.max_bytes / 1e6:.0f} MB.",
-            )
+            await self._tell(message, too_big_message(note.size, limits))
             return False
         if note.duration is not None and note.duration > limits.max_seconds:
-            seconds = limits.max_seconds
-            limit = f"{seconds / 60:g} minutes" if seconds >= 120 else f"{seconds:g} seconds"
             log.info("note %s from %s refused: %.0f s declared", message.id, message.author.id, note.duration)
             metrics.note("discord", "refused", "too_long")
-            await self._tell(message, f"That voice note is too long for me. Please keep it under {limit}.")
+            await self._tell(message, too_long_message(limits.max_seconds))
             return False
         try:
             # discord.py's session sets no timeout of its own: a stalled download would hold this
@@ -232,7 +218,7 @@ class VoiceNotes(commands.Cog):
             why = f"HTTP {exc.status}" if isinstance(exc, discord.HTTPException) else type(exc).__name__
             log.warning("could not download attachment %s of note %s: %s", note.id, message.id, why)
             metrics.note("discord", "failed", "download")
-            await self._tell(message, "I couldn't download that voice note. Could you send it again?")
+            await self._tell(message, say.DOWNLOAD_FAILED)
             return False
 
         app = self.bot.core

@@ -7,8 +7,9 @@ from bot.app import running_app
 from bot.audio import AudioError
 from bot.config import UsageSettings
 from bot.engines.base import EngineReply, TurnState, Usage
+from bot.sentences import OVER_BUDGET
 from bot.tools.base import ToolContext
-from bot.usage import OVER_BUDGET, UsageMeter
+from bot.usage import UsageMeter
 from tests.audio_samples import encode, speechlike
 from tests.scripted_engine import BrokenEngine, ScriptedEngine, answer, calls, tone_wav_reply
 

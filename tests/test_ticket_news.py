@@ -21,7 +21,8 @@ import pytest
 
 from bot.config import NewsSettings, Settings
 from bot.preferences import PreferenceStore
-from bot.ticket_news import DMS_CLOSED_NOTICE, Delivery, NewsStore, Outcome, TicketNews
+from bot.sentences import DMS_CLOSED_NOTICE
+from bot.ticket_news import Delivery, NewsStore, Outcome, TicketNews
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances

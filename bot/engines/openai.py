@@ -19,6 +19,7 @@ from typing import Any
 
 import openai
 
+from bot import sentences as say
 from bot.config import Settings, shown_url
 from bot.engines.base import AudioClip, EngineError, EngineReply, PastTurn, Transcript, TurnState, Usage
 from bot.tools.base import ToolCall
@@ -35,7 +36,6 @@ SHUTDOWNS = {
 }
 TRANSCRIPT_WAIT = 2.0  # seconds
 EXPIRY_MARGIN = 60  # seconds: an audio reference about to expire is sent as text instead
-REFUSAL = "Sorry, I can't help with that one. Is there something else about your games I can do?"
 # What we ask for → what reply_from_encoded is told it got. Opus comes in an Ogg container, which
 # is exactly what a Discord voice message carries, so it needs no re-encoding.
 FORMATS = {"opus": "ogg_opus", "wav": "wav", "mp3": "mp3", "flac": "flac", "aac": "aac", "pcm16": "pcm16"}
@@ -112,7 +112,7 @@ class OpenAIEngine:
             return EngineReply(tool_calls=calls, text=message.content or "", usage=usage)
         if message.refusal:
             log.info("model refused: %s", message.refusal)
-            return EngineReply(text=REFUSAL, refusal=True, usage=usage)
+            return EngineReply(text=say.REFUSAL, refusal=True, usage=usage)
         if message.audio is None:
             return EngineReply(text=message.content or "", usage=usage)
         return EngineReply(

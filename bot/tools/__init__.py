@@ -10,6 +10,7 @@ from collections.abc import Iterable
 
 import jsonschema
 
+from bot import sentences as say
 from bot.tools.base import (
     JSON,
     GrievanceBackend,
@@ -42,7 +43,7 @@ def build_tools(
         if summary is None:
             return {
                 "linked": False,
-                "message": "This Discord account is not linked to a player profile yet.",
+                "message": say.NOT_LINKED,
             }
         return {
             "linked": True,
@@ -85,7 +86,7 @@ def build_tools(
         if key is not None:
             key = key.strip().upper()
             if not TICKET_KEY.match(key):
-                return {"tickets": [], "message": f"{key!r} is not a ticket key like GRV-12."}
+                return {"tickets": [], "message": say.NOT_A_TICKET_KEY.format(key=key)}
         tickets = await grievances.status(ctx.user_id, key)
         found = [
             {
@@ -103,7 +104,7 @@ def build_tools(
             for t in tickets
         ]
         if key is not None and not found:
-            return {"tickets": [], "message": f"No ticket {key} was found for you."}
+            return {"tickets": [], "message": say.NO_SUCH_TICKET.format(key=key)}
         return {"tickets": found}
 
     return [
@@ -223,9 +224,7 @@ class Toolbox:
                 except Exception:
                     log.exception("tool %s crashed for user %s", call.name, ctx.user_id)
                     # Heard by the player as it stands (the offline engine reads it out): no tool name.
-                    result = {
-                        "error": "That part of me isn't working right now. Please try again in a few minutes."
-                    }
+                    result = {"error": say.TOOL_BROKEN}
         elapsed = (time.perf_counter() - started) * 1000
         return ToolResult(call=call, result=result, ok=ok, elapsed_ms=elapsed)
 

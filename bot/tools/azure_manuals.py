@@ -41,6 +41,7 @@ from azure.search.documents.indexes.models import (
     TextWeights,
 )
 
+from bot import sentences as say
 from bot.config import SearchSettings, shown_url
 from bot.tools.base import Passage, ToolError
 
@@ -50,7 +51,6 @@ from bot.tools.manual_chunks import Chunk, chunk_manuals
 
 log = logging.getLogger(__name__)
 
-UNAVAILABLE = "The game manuals are unavailable right now, please try again in a few minutes."
 FIELDS = ["key", "title", "text", "source"]
 SCORING_PROFILE = "title-first"
 ANALYZER = "en.lucene"  # English stemming and stopwords, like the embedded index's porter tokenizer
@@ -211,7 +211,7 @@ class AzureSearchManuals:
                 docs = [doc async for doc in results]
         except (AzureError, TimeoutError) as exc:
             self._log_failure(exc)
-            raise ToolError(UNAVAILABLE) from exc
+            raise ToolError(say.MANUALS_UNAVAILABLE) from exc
         passages: list[Passage] = []
         for doc in docs[:top]:
             reranked = doc.get("@search.reranker_score")

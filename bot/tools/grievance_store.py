@@ -18,6 +18,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot import sentences as say
 from bot.db import add_missing_columns, open_sqlite
 from bot.tools.base import Grievance, ToolError
 from bot.tools.grievance_spool import GrievanceSpool
@@ -25,10 +26,6 @@ from bot.tools.grievance_spool import GrievanceSpool
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "GRV"
-KEPT_FOR_LATER = (
-    "I couldn't file your complaint just now, but I've kept every word of it and it will be filed "
-    "as soon as I can. Ask me about your tickets in a little while to get its number."
-)
 MAX_LISTED = 10
 MAX_ERROR_CHARS = 500
 
@@ -203,7 +200,7 @@ class LocalGrievanceStore:
             except sqlite3.Error as exc:
                 await self._rollback()
                 await self._keep_for_later(exc, user_id, category, description, now, state, filing_id)
-                raise ToolError(KEPT_FOR_LATER) from None
+                raise ToolError(say.KEPT_FOR_LATER) from None
         if key is None:  # filed before, by an earlier run of the same turn
             return await self._filed_as(user_id, filing_id)
         return Grievance(

@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
+from bot import sentences as say
 from bot.config import JiraSettings
 from bot.tools import CATEGORIES
 from bot.tools.base import Grievance, ToolError
@@ -36,10 +37,6 @@ T = TypeVar("T")
 PUSH_BATCH = 200
 JIRA_THREADS = 8
 NEWS_BATCH = 50  # players' labels per ticket-news query, keeping each JQL string short
-UNREACHABLE = (
-    "The ticket system is unreachable right now, so I can't look that ticket up. "
-    "Please try again in a few minutes."
-)
 
 
 class JiraGrievances:
@@ -294,7 +291,7 @@ class JiraGrievances:
         except TrackerError as exc:
             log.warning("Jira status lookup failed, answering from the local record: %s", exc)
             if row is None:
-                raise ToolError(UNREACHABLE) from None
+                raise ToolError(say.TICKETS_UNREACHABLE) from None
             return [dataclasses.replace(row, from_local_record=True)]
         if issue is None:
             return [row] if row else []  # gone from Jira, or not the speaker's

@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 import aioodbc
 import pyodbc
 
+from bot import sentences as say
 from bot.config import OdbcSettings
 from bot.tools import stats_sql
 from bot.tools.base import PlayerSummary, ToolError
@@ -26,7 +27,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-UNAVAILABLE = "Player stats are unavailable right now, please try again in a few minutes."
 MAX_BACKOFF_SECONDS = 4.0
 
 # Connection-level SQLSTATEs: link failure, cannot connect, no connection, rejected, timeouts.
@@ -140,7 +140,7 @@ class OdbcStats:
             return await self._with_retries(lambda fetch: stats_sql.player_summary(fetch, user_id, dialect))
         except (pyodbc.Error, TimeoutError) as exc:
             log.error("player stats query failed: %s", describe(exc))
-            raise ToolError(UNAVAILABLE) from None
+            raise ToolError(say.STATS_UNAVAILABLE) from None
 
     async def check(self) -> str:
         """One attempt, no retries: the health command wants the state right now."""

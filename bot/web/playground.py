@@ -14,6 +14,7 @@ from aiohttp import BodyPartReader, web
 from aiohttp_session import get_session
 
 from bot import metrics
+from bot import sentences as say
 from bot.app import App
 from bot.audio import AudioError, too_big_message
 from bot.tools.base import ToolContext
@@ -103,9 +104,7 @@ async def ask(request: web.Request) -> web.Response:
     st = web_state(request)
     wait = st.notes.retry_after(security.client_key(request, st.settings.web.trust_forwarded))
     if wait:
-        return _refused(
-            f"You're sending notes faster than I can answer. Try again in {wait:.0f} seconds.", 429, "flood"
-        )
+        return _refused(say.TOO_FAST.format(seconds=wait), 429, "flood")
     owner = await _owner(request)
     limits = st.settings.audio
     player, data = None, None
@@ -124,7 +123,7 @@ async def ask(request: web.Request) -> web.Response:
     metrics.stage("download", time.perf_counter() - started)
     user_id = _player(request, player)
     if not data:
-        return _refused("That voice note is empty. Could you record it again?", 422, "empty")
+        return _refused(say.EMPTY_NOTE, 422, "empty")
     context = ToolContext(
         user_id=user_id,
         display_name=st.players[user_id],

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from bot import paths
+from bot import sentences as say
 from bot.app import running_app
 from bot.config import SearchSettings, Settings
 from bot.health import check_all
 from bot.tools.azure_manuals import (
-    UNAVAILABLE,
     AzureSearchManuals,
     SearchServiceError,
     describe,
@@ -283,7 +283,7 @@ async def test_search_down_is_a_sentence_the_player_hears(
         with caplog.at_level(logging.WARNING):
             result = await ask(app, "how do I pair my controller")
         elapsed = time.perf_counter() - started
-    assert not result.ok and result.result == {"error": UNAVAILABLE}
+    assert not result.ok and result.result == {"error": say.MANUALS_UNAVAILABLE}
     assert elapsed < 4.0  # one 1 s timeout (a search POST is not retried on a read timeout)
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "bot.tools.azure_manuals")
     expected = {

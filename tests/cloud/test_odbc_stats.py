@@ -19,6 +19,7 @@ import pyodbc
 import pytest
 
 from bot import paths
+from bot import sentences as say
 from bot.app import running_app, storage_paths
 from bot.config import ConfigError, OdbcSettings, Settings
 from bot.tools import Toolbox, build_tools
@@ -26,7 +27,6 @@ from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.embedded import FtsManuals, SqliteStats
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.odbc_stats import (
-    UNAVAILABLE,
     OdbcStats,
     OdbcStatsError,
     describe,
@@ -388,7 +388,7 @@ async def test_sql_down_gives_the_friendly_sentence_and_a_log_line(
             await stats.player_summary(NOVA)
     finally:
         await stats.aclose()
-    assert str(raised.value) == UNAVAILABLE
+    assert str(raised.value) == say.STATS_UNAVAILABLE
     failed = [r for r in caplog.records if r.getMessage().startswith("player stats query failed")]
     assert len(failed) == 1 and "SQLSTATE" in failed[0].getMessage()
     assert PASSWORD not in caplog.text
@@ -410,7 +410,7 @@ async def test_sql_down_keeps_the_other_tools_serving(
     finally:
         for thing in [*others, stats]:
             await thing.aclose()  # type: ignore[attr-defined]
-    assert not stats_result.ok and stats_result.result == {"error": UNAVAILABLE}
+    assert not stats_result.ok and stats_result.result == {"error": say.STATS_UNAVAILABLE}
     assert manuals.ok and manuals.result["passages"]
     assert "player stats query failed" in caplog.text
 
@@ -420,7 +420,7 @@ async def test_a_database_locked_beyond_the_retries_is_unavailable(
 ) -> None:
     locker = lock_exclusively(players_db(settings))
     try:
-        with pytest.raises(ToolError, match=re.escape(UNAVAILABLE)):
+        with pytest.raises(ToolError, match=re.escape(say.STATS_UNAVAILABLE)):
             await odbc.player_summary(NOVA)
     finally:
         locker.execute("ROLLBACK")

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bot import audio
+from bot import sentences as say
 from bot.config import Settings
 from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState
-from bot.engines.offline import sentences as say
 from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_workers
 from bot.intent import meaning, router
 from bot.intent.word_tagger import word_tagger

@@ -1,0 +1,172 @@
+"""Every sentence voxdesk says to a player, in one place.
+
+Kept apart from the code that picks and fills them, so wording can be reviewed, changed or
+translated without reading any logic, and a change of wording shows as one. Templates take named
+fields (`str.format`); the code that uses them decides which to say. Not here: what staff read
+(the support desk, logs, `voxdesk check`), what only the model reads (a tool's argument errors),
+and the slash commands' names and descriptions, which stay beside the commands Discord reads them
+from.
+"""
+
+from __future__ import annotations
+
+# ---- a note that cannot be answered, whichever front end took it -----------------------------
+
+EMPTY_NOTE = "That voice note is empty. Could you record it again?"
+NOT_AUDIO = "That file looks like {what}, not audio. Please send a voice note."
+TOO_BIG = "That file is too big for me ({size_mb:.1f} MB). Please keep voice notes under {limit_mb:.0f} MB."
+TOO_LONG = "That voice note is too long for me. Please keep it under {limit}."
+UNREADABLE = (
+    "I couldn't read that audio file. Please send a voice note or an ogg, mp3, m4a, wav, webm or flac file."
+)
+SILENT = "That voice note has no sound in it. Could you record it again?"
+NOTHING_HEARD = "I couldn't hear anything in that voice note. Could you say it again?"
+TOO_SHORT = "That voice note is too short for me to hear anything."
+TOO_FAST = "You're sending notes faster than I can answer. Try again in {seconds:.0f} seconds."
+
+# ---- no answer this time ---------------------------------------------------------------------
+
+VOICE_SERVICE_DOWN = (
+    "Sorry, I can't answer right now because my voice service is down. Please try again in a few minutes."
+)
+OVER_BUDGET = (
+    "You've used up today's voice answers. I'll be happy to help again tomorrow; until then, "
+    "the slash commands still work."
+)
+REFUSAL = "Sorry, I can't help with that one. Is there something else about your games I can do?"
+
+# ---- the tools: a lookup that finds nothing or fails -----------------------------------------
+
+NOT_LINKED = "This Discord account is not linked to a player profile yet."
+NOT_A_TICKET_KEY = "{key!r} is not a ticket key like GRV-12."
+NO_SUCH_TICKET = "No ticket {key} was found for you."
+TOOL_BROKEN = "That part of me isn't working right now. Please try again in a few minutes."
+STATS_UNAVAILABLE = "Player stats are unavailable right now, please try again in a few minutes."
+MANUALS_UNAVAILABLE = "The game manuals are unavailable right now, please try again in a few minutes."
+TICKETS_UNREACHABLE = (
+    "The ticket system is unreachable right now, so I can't look that ticket up. "
+    "Please try again in a few minutes."
+)
+KEPT_FOR_LATER = (
+    "I couldn't file your complaint just now, but I've kept every word of it and it will be filed "
+    "as soon as I can. Ask me about your tickets in a little while to get its number."
+)
+
+# ---- the offline engine: small talk and asking again -----------------------------------------
+
+GREETING = "Hi! Ask me about your points, the game guides, or your support tickets."
+THANKS = "You're welcome. Good luck in your next match!"
+CAPABILITIES = (
+    "I can tell you your points, rank and achievements, answer questions from the game guides, "
+    "file a complaint for you, and check on your tickets."
+)
+GOODBYE = "Bye for now. Good games!"
+UNSURE = (
+    "Sorry, I didn't catch that. Could you say it again in other words? You can ask about your "
+    "points, the game guides, or your tickets."
+)
+NOT_CLEAR = (
+    "Sorry, it's noisy where you are and I couldn't make that out. Could you say it again, a bit "
+    "closer to the microphone?"
+)
+
+# ---- the offline engine: a tool's answer -----------------------------------------------------
+
+TOOL_ERROR = "Sorry, {reason}"  # the tool's own reason, first letter lowered
+
+NO_PROFILE = (
+    "I couldn't find a player profile linked to your Discord account. Ask a moderator to "
+    "link it, then try again."
+)
+NO_ACHIEVEMENTS = "{player}, you have no achievements yet. Keep playing!"
+ACHIEVEMENTS = "You have {count}: {names}."
+STATS_TOTAL = "{player}, you have {points} points, and you're ranked {rank} of {players} players."
+BEST_GAME = "Your best game is {game}, with {points} points from {games}."
+CASH_WON = "You've won {cash:.2f} dollars in cash."
+LATEST_ACHIEVEMENT = "Your latest achievement is {achievement}."
+
+NOT_IN_GUIDES = "I couldn't find that in the game guides. Could you ask in other words?"
+FROM_GUIDE = "From the guide on {title}: {passage}"
+
+FILED = (
+    "I've filed your {category} complaint. Your ticket number is {ticket_key}. "
+    "Ask me about its status any time."
+)
+
+NO_TICKETS = "You don't have any support tickets."
+TICKET_COUNT = "You have {count}."
+TICKET_LINE = "{ticket_key}, your {category} complaint, is {status}, last updated {when}.{note}"
+FROM_LOCAL_RECORD = " That's from our local record, because the ticket system is unreachable."
+OLDER_TICKETS = "And {count} older ones."
+# After a status check read from a note that told of a complaint filed before: a player who
+# meant a new one can say so.
+OFFER_NEW_COMPLAINT = " If this is a new complaint, tell me it's a new one and what happened."
+
+# ---- words inside sentences ------------------------------------------------------------------
+
+# A grievance category as said aloud; "general" for any other.
+CATEGORY_WORDS = {
+    "wallet": "wallet",
+    "reward_points": "reward points",
+    "gaming_experience": "game experience",
+    "usage_history": "usage history",
+    "other": "general",
+}
+GAME_WORDS = {"battle_royale": "battle royale"}
+
+# ---- ticket news, sent by direct message -----------------------------------------------------
+
+NEWS_FILED = (
+    'The complaint you made on {when} ("{description}") is now filed as ticket {key}. Its status is {status}.'
+)
+NEWS_MOVED = (
+    "Your ticket {local_key} has now reached our support team as {remote_key}: use {remote_key} "
+    "when you ask about it. Its status is {status}."
+)
+NEWS_STATUS = "Your ticket {key}{about} is now {status}."
+NEWS_ABOUT = ' ("{about}")'
+NEWS_HEADING = "News about your tickets:"
+NEWS_SPOKEN_HEADING = "News about your tickets."
+DMS_CLOSED_NOTICE = (
+    "I have news about your tickets, but I can't send you direct messages. Allow direct messages "
+    "from this server's members to get it, or ask `/grievance status` any time."
+)
+
+# ---- Discord: notes --------------------------------------------------------------------------
+
+DOWNLOAD_FAILED = "I couldn't download that voice note. Could you send it again?"
+RESTARTING = "I'm restarting: I'll answer this note in a moment, as soon as I'm back."
+OOPS = "Sorry, something went wrong on my side and I couldn't answer that note. Please try again."
+NOT_A_NOTE = (
+    "I answer voice notes: hold the microphone button to record one (or attach an audio file), "
+    "and I'll reply out loud. Try /grievance for tickets."
+)
+ONE_AT_A_TIME = (
+    "I answer one voice note per message, so I'll answer the first. Please send the others one by one."
+)
+
+# ---- Discord: slash commands -----------------------------------------------------------------
+
+COMMAND_FAILED = "Sorry, that didn't work on my side. Please try again in a moment."
+LOOKUP_FAILED = "Sorry, I couldn't look that up: {reason}"
+FILING_FAILED = "Sorry, I couldn't file that: {reason}"
+NO_TICKETS_YET = "You have no tickets with us. Use `/grievance file` to open one."
+SLASH_FILED = (
+    "Filed ticket `{ticket_key}` ({category}); status **{status}**. Ask `/grievance status` any time."
+)
+NOTHING_TO_FORGET = "There was nothing to forget: we start afresh anyway."
+FORGOTTEN = "Done: I've forgotten our conversation. Your next note starts afresh."
+UNKNOWN_VOICE = "I don't know the voice {voice!r}. Pick one of: {voices}."
+VOICE_CHOSEN = "From now on I'll answer you in the voice **{voice}**."
+REPLY_STYLE_CHOSEN = "From now on I'll answer your notes with {style}."
+REPLY_STYLES = {
+    "voice_and_text": "a voice message and its transcript",
+    "voice": "a voice message only",
+    "file": "an audio file with the transcript as its text",
+    "text": "text only",
+}
+NEWS_ON = (
+    "I'll send you a direct message when a complaint of yours is filed late or one of your tickets "
+    "changes status."
+)
+NEWS_OFF = "No more ticket news by direct message. `/grievance status` still shows your tickets."
