@@ -121,6 +121,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             recognizers=recognizers,
             human=args.human,
             as_json=args.json,
+            words_only=args.as_text,
         )
     )
     print(text)
@@ -253,6 +254,11 @@ COMMANDS: dict[
                 "--human",
                 action="store_true",
                 help="also word error rate on Debian's pocketsphinx-testdata clips of people reading",
+            ),
+            p.add_argument(
+                "--as-text",
+                action="store_true",
+                help="route each question's own words: the router alone, no voice, no recogniser",
             ),
             p.add_argument("--json", action="store_true", help="the figures as JSON"),
         ),

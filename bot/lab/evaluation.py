@@ -30,7 +30,7 @@ from bot.engines.base import Transcript
 from bot.engines.offline.engine import choose_recognizer, speech_dir, voices_dir, whisper_spec
 from bot.engines.offline.hearing import WorkerHearing, hear
 from bot.intent import meaning, router
-from bot.lab import neural_eval
+from bot.lab import as_text, neural_eval
 from bot.lab.samples import speak_pcm
 from bot.speech import neural
 from bot.speech.domain_corpus import normalise
@@ -322,10 +322,15 @@ async def run_eval(
     recognizers: tuple[str, ...] = (),
     human: bool = False,
     as_json: bool = False,
+    words_only: bool = False,
 ) -> str:
     """`recognizers`: pocketsphinx and/or whisper, each hearing every recording; none given, the
-    one the bot would hear with (`offline.recognizer`, `auto` resolved as the engine does)."""
+    one the bot would hear with (`offline.recognizer`, `auto` resolved as the engine does).
+    `words_only`: route each question's own words instead, with no voice and no recogniser."""
     import asyncio
+
+    if words_only:
+        return await asyncio.to_thread(_route_words, settings, splits, as_json)
 
     # Every recogniser's hearing falls back on the domain model: say it is missing now, not after
     # a quarter of an hour of voicing notes.
@@ -409,6 +414,25 @@ async def run_eval(
         data["environment"] = [p for p in parts if p.startswith(("recorded", "neural notes"))]
         return json.dumps(data, indent=1)
     return "\n\n".join(parts)
+
+
+def _route_words(settings: Settings, splits: tuple[str, ...], as_json: bool) -> str:
+    """The router alone on the splits' questions (bot/lab/as_text.py): each split, and the blind
+    ones pooled when there are several."""
+    meaning.use(settings.offline.meaning_model)
+    espeak = [(q.split, q.intent, q.text) for q in load_questions() if q.split in splits]
+    rows = neural_eval.load_rows(s for s in splits if s in neural_eval.SPLITS)
+    routed = as_text.route(as_text.questions_of(rows, espeak))
+    texts = [as_text.report(routed, split) for split in splits]
+    figures = as_text.cells(routed)
+    blind = neural_eval.poolable(splits)
+    if blind:
+        pooled = "+".join(blind)
+        texts.append(as_text.report(routed, pooled, blind))
+        figures += as_text.cells([r for r in routed if r.split in blind], pooled)
+    if as_json:
+        return json.dumps({"as text": figures}, indent=1)
+    return "\n\n".join(texts)
 
 
 def _espeak_misses(outcomes: list[Outcome]) -> list[str]:
