@@ -52,3 +52,20 @@ async def test_the_eval_routes_words_without_speech_models_or_voices(settings) -
     assert {"short", "ramble", "double", "all"} <= {kind for split, kind in cells if split == "nvdev"}
     assert cells["dev", "short"]["notes"] == cells["dev", "all"]["notes"] > 0  # eSpeak: short notes
     assert cells["nvdev", "short"][RIGHT] > 0.8
+
+
+def test_the_abstention_rules_replay_over_the_deciders_chances() -> None:
+    from bot.lab.abstention import Decided, verdict
+
+    sure = {STATS: 0.97, MANUALS: 0.1, router.REGISTER: 0.65, STATUS: 0.02}
+    one = Decided("short", frozenset({STATS}), (STATS,), False, sure)
+    assert verdict(one, 0.0, 0.5) == RIGHT
+    assert verdict(one, 0.98, 0.5) == ASKED  # asked again below the bar
+    extra = Decided("short", frozenset({STATS}), (STATS, router.REGISTER), False, sure)
+    assert verdict(extra, 0.0, 0.5) == WRONG
+    assert verdict(extra, 0.0, 0.7) == RIGHT  # the less sure second request dropped
+    both = Decided("double", frozenset({STATS, router.REGISTER}), (STATS, router.REGISTER), False, sure)
+    assert verdict(both, 0.0, 0.5) == RIGHT
+    assert verdict(both, 0.0, 0.7) == ONE_OF_TWO
+    smalltalk = Decided("short", frozenset(), (), False, sure)
+    assert verdict(smalltalk, 0.9, 0.5) == RIGHT
