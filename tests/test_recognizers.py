@@ -257,7 +257,7 @@ class _DoubtfulRecognizer:
 
 
 async def test_words_the_recogniser_doubts_are_asked_again_even_in_context(settings) -> None:
-    from bot.engines.offline import sentences
+    from bot import sentences
     from bot.engines.offline.hearing import LocalHearing
 
     note = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
