@@ -192,7 +192,8 @@ def main() -> int:
     args = parser.parse_args()
     train = training_notes()
     tests = {name: test_rows(splits) for name, splits in TESTS.items()}
-    print(f"learnt from {len(train)} notes; right tool, whole-note regression over the sentence vector")
+    counts = ", ".join(f"{sum(k == kind for k, _, _ in train)} {kind}" for kind in KINDS)
+    print(f"right tool, a whole-note regression over the sentence vector learnt from one kind ({counts})")
     print(f"{'encoder':<18} {'kind':<7} " + " ".join(f"{name:>16}" for name in tests) + "   ms per note")
     with_router: dict[tuple[str, str, str], list[str]] = defaultdict(list)
     for name, make in (("all-MiniLM-L6-v2", MiniLM), ("all-mpnet-base-v2", lambda: MPNet(args.mpnet))):
@@ -219,7 +220,8 @@ def main() -> int:
                 if name == "all-MiniLM-L6-v2":  # the router's own verdicts, once
                     with_router["as shipped", test, row.kind].append(shipped)
     print(
-        "\nwith the router, right / wrong / asked again %: as shipped, then each regression naming the tool"
+        f"\nwith the router, right / wrong / asked again %: as shipped, then each regression (learnt from "
+        f"all {len(train)}) naming the tool"
     )
     for test in tests:
         for kind in KINDS:

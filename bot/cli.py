@@ -111,6 +111,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     # Imported here: the lab (bot/lab/) is never loaded by the commands that serve players.
     from bot.lab.evaluation import DEFAULT_SPLITS, POCKETSPHINX, WHISPER, run_eval
 
+    if args.as_text and (args.recognizer or args.human or args.misses):
+        print("--as-text routes the questions' words: no recogniser, human clips or misses", file=sys.stderr)
+        return 2
     splits = tuple(args.split) if args.split else DEFAULT_SPLITS
     recognizers = {"both": (POCKETSPHINX, WHISPER), None: ()}.get(args.recognizer, (args.recognizer,))
     text = asyncio.run(

@@ -47,6 +47,7 @@ TICKETS_UNREACHABLE = (
     "The ticket system is unreachable right now, so I can't look that ticket up. "
     "Please try again in a few minutes."
 )
+LOCAL_RECORD_NOTE = "from our local record; the ticket system is unreachable"
 KEPT_FOR_LATER = (
     "I couldn't file your complaint just now, but I've kept every word of it and it will be filed "
     "as soon as I can. Ask me about your tickets in a little while to get its number."
@@ -151,6 +152,9 @@ COMMAND_FAILED = "Sorry, that didn't work on my side. Please try again in a mome
 LOOKUP_FAILED = "Sorry, I couldn't look that up: {reason}"
 FILING_FAILED = "Sorry, I couldn't file that: {reason}"
 NO_TICKETS_YET = "You have no tickets with us. Use `/grievance file` to open one."
+TICKETS_HEADING = "**Your tickets** ({count})"
+TICKET_HEADING = "**Your ticket**"
+TICKET_ROW = "`{ticket_key}` · {category} · **{status}** · updated {updated}"
 SLASH_FILED = (
     "Filed ticket `{ticket_key}` ({category}); status **{status}**. Ask `/grievance status` any time."
 )

@@ -24,11 +24,14 @@ def describe_tickets(result: dict[str, Any]) -> str:
     tickets = result.get("tickets") or []
     if not tickets:
         return result.get("message") or say.NO_TICKETS_YET
-    lines = [f"**Your tickets** ({len(tickets)})" if len(tickets) > 1 else "**Your ticket**"]
+    lines = [say.TICKETS_HEADING.format(count=len(tickets)) if len(tickets) > 1 else say.TICKET_HEADING]
     for t in tickets:
         updated = str(t.get("last_update", ""))[:16].replace("T", " ")
-        line = (
-            f"`{t['ticket_key']}` · {t['category'].replace('_', ' ')} · **{t['status']}** · updated {updated}"
+        line = say.TICKET_ROW.format(
+            ticket_key=t["ticket_key"],
+            category=t["category"].replace("_", " "),
+            status=t["status"],
+            updated=updated,
         )
         if t.get("summary"):
             line += f"\n> {t['summary']}"

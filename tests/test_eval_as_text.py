@@ -69,3 +69,11 @@ def test_the_abstention_rules_replay_over_the_deciders_chances() -> None:
     assert verdict(both, 0.0, 0.7) == ONE_OF_TWO
     smalltalk = Decided("short", frozenset(), (), False, sure)
     assert verdict(smalltalk, 0.9, 0.5) == RIGHT
+
+
+def test_as_text_refuses_what_only_hearing_gives(capsys) -> None:  # type: ignore[no-untyped-def]
+    from bot.cli import main
+
+    assert main(["eval", "--as-text", "--recognizer", "whisper", "--split", "nvdev"]) == 2
+    assert main(["eval", "--as-text", "--human"]) == 2
+    assert "no recogniser" in capsys.readouterr().err

@@ -172,6 +172,8 @@ class _LabWatch:
         return None
 
 sys.meta_path.insert(0, _LabWatch())
+with open(os.environ["TEST_LAB_WATCH_LOG"] + ".started", "a") as log:
+    log.write(f"{os.getpid()}\\n")
 """
 
 
@@ -186,6 +188,12 @@ def lab_watch(folder: Path) -> tuple[dict[str, str], Path]:
 
 def lab_imports(log: Path) -> list[str]:
     return log.read_text(encoding="utf-8").splitlines() if log.exists() else []
+
+
+def watched_processes(log: Path) -> set[str]:
+    """The interpreters that started with the watch on."""
+    started = log.with_name(log.name + ".started")
+    return set(started.read_text(encoding="utf-8").split()) if started.exists() else set()
 
 
 def test_the_lab_watch_sees_a_lab_import(tmp_path: Path) -> None:
@@ -217,7 +225,7 @@ def test_ask_does_not_load_the_lab(settings: Settings, tmp_path: Path) -> None:
     assert lab_imports(log) == []
 
 
-@pytest.mark.timeout(180)  # a real process starts and loads its speech models
+@pytest.mark.timeout(300)  # a real process starts and loads its speech models
 async def test_run_does_not_load_the_lab_while_it_answers_a_note(settings: Settings, tmp_path: Path) -> None:
     # `python -m bot run` against the fake Discord, a speech worker beside it, one real note.
     env, log = lab_watch(tmp_path)
@@ -231,4 +239,5 @@ async def test_run_does_not_load_the_lab_while_it_answers_a_note(settings: Setti
             assert await asyncio.to_thread(process.wait, 60) == 0, (tmp_path / "bot.log").read_text()
     transcript = " ".join(r.content for r in fake.replies_to(note["id"]))
     assert "points" in transcript.lower(), transcript  # it really answered
+    assert len(watched_processes(log)) >= 2  # the bot and its speech worker were both watched
     assert lab_imports(log) == []

@@ -23,8 +23,8 @@ SPEAKING = [
     *sorted((REPO / "bot" / "engines").rglob("*.py")),
 ]
 # A capitalised word (not SQL's SELECT), at least three more, and a full stop, question or
-# exclamation mark at the end.
-SENTENCE = re.compile(r"^[A-Z][a-z']*[,:;]?( \S+){3,}.*[.!?]$", re.DOTALL)
+# exclamation mark at the end, or a value put in at the end ("Sorry, I couldn't: {reason}").
+SENTENCE = re.compile(r"^[A-Z*][a-z'*]*[,:;]?( \S+){3,}.*([.!?]|\{\})$", re.DOTALL)
 # Sentences in those modules that no player sees, by file and opening words.
 NOT_FOR_PLAYERS = {
     ("bot/audio.py", "Expected a 16-bit mono WAV"): "our own WAVs only; a player's go through decode()",
@@ -36,6 +36,11 @@ NOT_FOR_PLAYERS = {
     ("bot/tools/__init__.py", "The problem in the player's"): "an argument's description, for the model",
     ("bot/tools/__init__.py", "A ticket key like GRV-12"): "an argument's description, for the model",
     ("bot/tools/__init__.py", "There is no tool called"): "the model's own mistake, told to the model",
+    ("bot/tools/__init__.py", "Invalid arguments for"): "the model's own mistake, told to the model",
+    ("bot/tools/jira_tracker.py", "Jira answered HTTP"): "a tracker error for the operator's log",
+    ("bot/tools/jira_tracker.py", "Jira call failed"): "a tracker error for the operator's log",
+    ("bot/engines/offline/engine.py", "Whisper model"): "`voxdesk check`, for the operator",
+    ("bot/engines/openai.py", "Azure OpenAI"): "`voxdesk check`, for the operator",
     ("cogs/bot.py", "Message Content intent is off"): "a warning in the operator's log",
     ("bot/web/playground.py", "The playground is off"): "staff trying the bot on the web",
     ("bot/web/playground.py", "Choose one of the playground's"): "staff trying the bot on the web",
@@ -99,10 +104,12 @@ def test_the_check_finds_a_sentence_written_in_place(tmp_path: Path) -> None:
         '    log.info("Sent %d replies to the player today.", n)\n'
         '    tell("Sorry, I lost your note on the way. Send it again?")\n'
         '    return f"You have {n} tickets open right now."\n'
+        '    error = f"Sorry, I could not look that up: {n}"\n'
         'KIND = "voice"\n',
         encoding="utf-8",
     )
     assert stray([module], root=tmp_path) == [
         "cogs/talks.py:5: Sorry, I lost your note on the way. Send it again?",
         "cogs/talks.py:6: You have {} tickets open right now.",
+        "cogs/talks.py:7: Sorry, I could not look that up: {}",
     ]

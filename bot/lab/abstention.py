@@ -17,6 +17,8 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+
 from bot.intent import meaning, router
 from bot.intent.word_tagger import decider_features, word_tagger
 from bot.lab import neural_eval
@@ -32,7 +34,7 @@ class Decided:
     wanted: frozenset[str]  # the tools asked for
     tools: tuple[str, ...]  # the tools the router answered with
     unsure: bool  # the router asked again
-    chances: dict[str, float]  # the decider's chance for each tool
+    chances: dict[str, float]  # the decider's chance behind each tool answered
 
 
 def decide(rows: Sequence[neural_eval.Row]) -> list[Decided]:
@@ -47,7 +49,9 @@ def decide(rows: Sequence[neural_eval.Row]) -> list[Decided]:
         whole = router.route(row.text)
         words = router.tokenize(row.text)
         rows_ = decider_features(tagger.probabilities(words), whole.name, whole.scores)
-        chances = dict(zip(router.TOOLS, map(float, tagger.decider.chances(rows_)), strict=True))
+        decided = dict(zip(router.TOOLS, map(float, tagger.decider.chances(rows_)), strict=True))
+        # A status check that took a filing's place stands on the filing's chance.
+        chances = {i.name: decided[i.rather_than or i.name] for i in intents if i.is_tool}
         out.append(
             Decided(
                 row.kind,
@@ -104,7 +108,31 @@ def main(argv: list[str] | None = None) -> int:
     print(f"splits: {', '.join(args.split)}; each question's own words, right / wrong / asked again")
     print("(a two-request note neither right nor wrong has one of its two answered)")
     print("\n".join(table(decided, rules)))
+    ones = [(verdict(d, 0.0, 0.5), d.chances[d.tools[0]]) for d in decided if len(d.tools) == 1]
+    medians = {v: float(np.median([c for w, c in ones if w == v] or [np.nan])) for v in (RIGHT, WRONG)}
+    print(
+        f"notes answered with one tool: median chance behind it {medians[RIGHT]:.3f} when right, "
+        f"{medians[WRONG]:.3f} when wrong"
+    )
+    print("wrong answers as shipped: " + ", ".join(f"{n} {what}" for what, n in wrong_kinds(decided).items()))
     return 0
+
+
+def wrong_kinds(decided: list[Decided]) -> dict[str, int]:
+    """How the notes answered wrongly as shipped went wrong."""
+    kinds = {"a second request not asked": 0, "one wrong tool": 0, "a tool for small talk": 0, "other": 0}
+    for d in decided:
+        if verdict(d, 0.0, 0.5) != WRONG:
+            continue
+        if len(d.tools) == 2 and d.wanted & set(d.tools):
+            kinds["a second request not asked"] += 1
+        elif len(d.tools) == 1 and not d.wanted:
+            kinds["a tool for small talk"] += 1
+        elif len(d.tools) == 1:
+            kinds["one wrong tool"] += 1
+        else:
+            kinds["other"] += 1
+    return kinds
 
 
 if __name__ == "__main__":

@@ -95,11 +95,7 @@ def build_tools(
                 "status": t.status,
                 "last_update": t.updated_at,
                 "summary": t.description[:200],
-                **(
-                    {"note": "from our local record; the ticket system is unreachable"}
-                    if t.from_local_record
-                    else {}
-                ),
+                **({"note": say.LOCAL_RECORD_NOTE} if t.from_local_record else {}),
             }
             for t in tickets
         ]
