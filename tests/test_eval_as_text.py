@@ -58,16 +58,16 @@ def test_the_abstention_rules_replay_over_the_deciders_chances() -> None:
     from bot.lab.abstention import Decided, verdict
 
     sure = {STATS: 0.97, MANUALS: 0.1, router.REGISTER: 0.65, STATUS: 0.02}
-    one = Decided("short", frozenset({STATS}), (STATS,), False, sure)
+    one = Decided("short", (STATS,), (STATS,), False, sure)
     assert verdict(one, 0.0, 0.5) == RIGHT
     assert verdict(one, 0.98, 0.5) == ASKED  # asked again below the bar
-    extra = Decided("short", frozenset({STATS}), (STATS, router.REGISTER), False, sure)
+    extra = Decided("short", (STATS,), (STATS, router.REGISTER), False, sure)
     assert verdict(extra, 0.0, 0.5) == WRONG
     assert verdict(extra, 0.0, 0.7) == RIGHT  # the less sure second request dropped
-    both = Decided("double", frozenset({STATS, router.REGISTER}), (STATS, router.REGISTER), False, sure)
+    both = Decided("double", (STATS, router.REGISTER), (STATS, router.REGISTER), False, sure)
     assert verdict(both, 0.0, 0.5) == RIGHT
     assert verdict(both, 0.0, 0.7) == ONE_OF_TWO
-    smalltalk = Decided("short", frozenset(), (), False, sure)
+    smalltalk = Decided("short", ("smalltalk",), (), False, sure)
     assert verdict(smalltalk, 0.9, 0.5) == RIGHT
 
 

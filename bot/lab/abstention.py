@@ -22,7 +22,7 @@ import numpy as np
 from bot.intent import meaning, router
 from bot.intent.word_tagger import decider_features, word_tagger
 from bot.lab import neural_eval
-from bot.lab.neural_eval import ASKED, KINDS, ONE_OF_TWO, RIGHT, SMALLTALK, WRONG
+from bot.lab.neural_eval import ASKED, KINDS, RIGHT, SMALLTALK, WRONG
 
 ASK_BARS = (0.0, 0.8, 0.9, 0.95, 0.98)
 SECOND_BARS = (0.5, 0.6, 0.7, 0.8, 0.9)  # 0.5 is the decider's own (ASKED_CHANCE)
@@ -31,10 +31,14 @@ SECOND_BARS = (0.5, 0.6, 0.7, 0.8, 0.9)  # 0.5 is the decider's own (ASKED_CHANC
 @dataclass(frozen=True)
 class Decided:
     kind: str
-    wanted: frozenset[str]  # the tools asked for
+    asked: tuple[str, ...]  # what the note asks for, as its split labels it
     tools: tuple[str, ...]  # the tools the router answered with
     unsure: bool  # the router asked again
     chances: dict[str, float]  # the decider's chance behind each tool answered
+
+    @property
+    def wanted(self) -> set[str]:
+        return set(self.asked) - {SMALLTALK}
 
 
 def decide(rows: Sequence[neural_eval.Row]) -> list[Decided]:
@@ -55,7 +59,7 @@ def decide(rows: Sequence[neural_eval.Row]) -> list[Decided]:
         out.append(
             Decided(
                 row.kind,
-                frozenset(row.intents) - {SMALLTALK},
+                row.intents,
                 tuple(i.name for i in intents if i.is_tool),
                 any(i.name == router.UNSURE for i in intents),
                 chances,
@@ -72,14 +76,8 @@ def verdict(d: Decided, ask_bar: float, second_bar: float) -> str:
             tools.remove(weaker)
     if len(tools) == 1 and d.chances[tools[0]] < ask_bar:
         return ASKED
-    found = set(tools)
-    if found == d.wanted and (d.wanted or not d.unsure):
-        return RIGHT
-    if not found:
-        return ASKED if d.unsure else WRONG
-    if len(d.wanted) > 1 and found < d.wanted:
-        return ONE_OF_TWO
-    return WRONG
+    said = [router.Intent(tool) for tool in tools] + ([router.Intent(router.UNSURE)] if d.unsure else [])
+    return neural_eval.verdict(d.asked, said)
 
 
 def table(decided: list[Decided], rules: list[tuple[str, float, float]]) -> list[str]:
