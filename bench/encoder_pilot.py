@@ -141,13 +141,11 @@ class MPNet:
             raise ValueError(f"{len(words)} words are more than {MAX_TOKENS} tokens")
         kept = self._states(encoding.ids, (WORD_LAYER, LAYERS))
         tokens = np.concatenate([kept[LAYERS], kept[WORD_LAYER]], axis=1)
+        owner = np.array([-1 if word is None else word for word in encoding.word_ids])
+        said = owner >= 0  # not <s> or </s>
         out = np.zeros((len(words), 2 * DIMENSIONS), np.float32)
-        count = np.zeros(len(words))
-        for token, word in enumerate(encoding.word_ids):
-            if word is not None:
-                out[word] += tokens[token]
-                count[word] += 1
-        out[count > 0] /= count[count > 0, None]
+        np.add.at(out, owner[said], tokens[said])
+        out /= np.maximum(np.bincount(owner[said], minlength=len(words)), 1)[:, None]
         mean = kept[LAYERS].mean(0)
         return out, (mean / np.linalg.norm(mean)).astype(np.float32)
 
