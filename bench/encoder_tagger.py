@@ -1,7 +1,7 @@
 """Would the word tagger read new writers' notes better over all-mpnet-base-v2? A measurement,
 not the router.
 
-    python bench/encoder_tagger.py --mpnet FOLDER [--keep FILE]
+    python bench/encoder_tagger.py --mpnet FOLDER [--keep FILE | --writers]
 
 A word tagger and its decider learn exactly as `python -m bot.lab.tagger` teaches the shipped ones
 (the same labelled notes and phrasings, network, seed, and fifteen taggers each learnt without one
@@ -13,7 +13,9 @@ scores them: the shipped tagger is the baseline in the same run. Nothing else in
 changes. The blind splits nv25-nv27 are never read.
 
 all-mpnet-base-v2's files and where they come from: bench/mpnet.py. --keep saves the
-learnt tagger (about 45 minutes on 2 cores) and reuses it when the file is already there.
+learnt tagger (about 30 minutes on 2 cores) and reuses it when the file is already there.
+--writers instead holds each notes file out in turn and routes it with a tagger and decider learnt
+without it, over each encoder (`python -m bot.lab.tagger --folds`'s figures; about an hour).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -102,15 +105,61 @@ def table(results: dict[str, list[as_text.Routed]]) -> str:
     return "\n".join(lines)
 
 
+def by_writer(meaning: MeaningModel) -> dict[str, Counter[str]]:
+    """Each notes file routed by a tagger and decider learnt without it, over `meaning`, as
+    `python -m bot.lab.tagger --folds` does: how routing does on a writer it has not read."""
+    notes, phrasings = lab.load_notes(), lab.phrasing_notes()
+    x, y, owner = lab.featurise(notes + phrasings, meaning)
+    source = np.array([note.file for note in notes + phrasings])[owner]
+    folds = lab.held_out(notes, x, owner, y, source)
+    totals: dict[str, Counter[str]] = {}
+    for name, network in folds.networks.items():
+        decider = lab.fit_decider(folds.rows[folds.files != name], folds.asked[folds.files != name])
+        held = [note for note in notes if note.file == name]
+        for kind, counts in lab.route_notes(held, WordTagger(network, meaning, decider)).items():
+            totals.setdefault(kind, Counter()).update(counts)
+    return totals
+
+
+def writers_table(results: dict[str, dict[str, Counter[str]]]) -> str:
+    lines = [
+        "each writer's notes, routed by a tagger learnt without them: right / wrong / asked / one of two, %"
+    ]
+    lines.append(f"{'kind':<22} {'n':>5}  " + "".join(f"{name:<30}" for name in results))
+    for kind in sorted(next(iter(results.values()))):
+        shares = []
+        for tally in results.values():
+            counts = tally[kind]
+            n = sum(counts.values())
+            shares.append("/".join(f"{counts[v] / n:.1%}" for v in (RIGHT, WRONG, ASKED, ONE_OF_TWO)))
+        n = sum(next(iter(results.values()))[kind].values())
+        lines.append(f"{kind:<22} {n:>5}  " + "".join(f"{cell:<30}" for cell in shares))
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mpnet", type=Path, required=True, help="all-mpnet-base-v2's folder")
     parser.add_argument("--keep", type=Path, help="save the learnt tagger here, or reuse it")
+    parser.add_argument("--writers", action="store_true", help="instead, each notes file held out in turn")
     args = parser.parse_args()
     shipped = word_tagger.word_tagger()
-    if shipped is None or meaning_model() is None:
+    minilm = meaning_model()
+    if shipped is None or minilm is None:
         raise SystemExit("the shipped tagger or all-MiniLM-L6-v2 is missing: bash scripts/dev setup")
     mpnet = lab.Remembering(MeaningModel(MPNet(args.mpnet)))  # type: ignore[arg-type]
+    if args.writers:
+        by_encoder = {}
+        for name, meaning in (
+            ("all-MiniLM-L6-v2 (shipped)", lab.Remembering(minilm)),
+            ("all-mpnet-base-v2", mpnet),
+        ):
+            started = time.perf_counter()
+            print(f"{name}: a tagger without each notes file in turn", flush=True)
+            by_encoder[name] = by_writer(meaning)
+            print(f"  {time.perf_counter() - started:.0f} s", flush=True)
+        print(writers_table(by_encoder))
+        return 0
     if args.keep and args.keep.is_file():
         tagger = load(args.keep, mpnet)
         print(f"tagger over all-mpnet-base-v2 read from {args.keep}")
