@@ -6,7 +6,8 @@
 Runs the shipped all-MiniLM-L6-v2 (bot/speech/sentence_encoder.py) and, given its folder,
 all-mpnet-base-v2 (bench/mpnet.py) beside Hugging Face transformers' BertModel and MPNetModel
 loaded from the same local files (float32, eval mode, nothing downloaded), on the same token ids,
-and prints the largest difference in every layer the word tagger reads and in the sentence vector.
+and prints the largest difference in every layer the word tagger reads, in each word's pooled states
+and in the sentence vector.
 Float32 rounding leaves differences of about 1e-6; a mistake in the forward pass (a position, a
 bucket, a norm's epsilon) leaves differences of 1e-2 or more. The last note is long enough for
 MPNet's relative positions to reach its farthest, clamped buckets.
@@ -55,21 +56,43 @@ def reference(kind: str, folder: Path):  # type: ignore[no-untyped-def]
     return states
 
 
-def compare(name: str, ids: list[int], mine: dict[int, np.ndarray], theirs: list[np.ndarray]) -> float:
-    """Print and return the largest difference over the kept layers and the sentence vector."""
-    worst = 0.0
-    cells = []
-    for layer, states in sorted(mine.items()):
-        diff = float(np.abs(states - theirs[layer]).max())
-        cells.append(f"layer {layer} {diff:.1e}")
-        worst = max(worst, diff)
-    last = max(mine)
-    vectors = [mine[last].mean(0), theirs[last].mean(0)]
-    unit = [v / np.linalg.norm(v) for v in vectors]
-    diff = float(np.abs(unit[0] - unit[1]).max())
-    worst = max(worst, diff)
-    print(f"  {name} {len(ids):>4} tokens: " + ", ".join(cells) + f", sentence vector {diff:.1e}")
-    return worst
+def gap(mine: np.ndarray, theirs: np.ndarray) -> float:
+    """The largest difference; a NaN or an infinity anywhere is as far apart as can be."""
+    diff = np.abs(np.asarray(mine, np.float64) - np.asarray(theirs, np.float64))
+    return float(diff.max()) if np.isfinite(diff).all() else float("inf")
+
+
+def compare(name: str, encoder, layers: tuple[int, int], note: str, theirs) -> float:  # type: ignore[no-untyped-def]
+    """Print and return the largest difference over the kept layers' token states, each word's
+    pooled states and the sentence vector (`word_states`, as the word tagger reads them), against
+    the same pooling of the reference's states."""
+    words = note.split()
+    encoding = encoder.tokenizer.encode(words, is_pretokenized=True)
+    reference_states = theirs(encoding.ids)
+    word_layer, last = layers
+    kept = encoder._states(encoding.ids, layers)
+    cells = {f"layer {layer}": gap(kept[layer], reference_states[layer]) for layer in layers}
+    tokens = np.concatenate([reference_states[last], reference_states[word_layer]], axis=1)
+    pooled = np.array(
+        [
+            tokens[[t for t, w in enumerate(encoding.word_ids) if w == word]].mean(0)
+            for word in range(len(words))
+        ]
+    )
+    sentence = reference_states[last].mean(0)
+    mine_words, mine_sentence = encoder.word_states(words)
+    cells["words"] = gap(mine_words, pooled)
+    cells["sentence vector"] = gap(mine_sentence, sentence / np.linalg.norm(sentence))
+    print(f"  {name} {len(encoding.ids):>4} tokens: " + ", ".join(f"{k} {v:.1e}" for k, v in cells.items()))
+    return max(cells.values())
+
+
+def plant(encoder) -> None:  # type: ignore[no-untyped-def]
+    """A mistake of one per cent in one norm of the first layer, which the comparison must catch:
+    `--plant` then ends in NOT the same model."""
+    name = "encoder.layer.0.output.LayerNorm.weight"
+    encoder.w[name] = encoder.w[name] * 1.01
+    print(f"  planted: {name} one per cent larger")
 
 
 def main() -> int:
@@ -78,6 +101,9 @@ def main() -> int:
         "--minilm", type=Path, help="all-MiniLM-L6-v2's folder (default: the installed wheel's)"
     )
     parser.add_argument("--mpnet", type=Path, help="all-mpnet-base-v2's folder")
+    parser.add_argument(
+        "--plant", action="store_true", help="self-test: alter one weight of each numpy model"
+    )
     args = parser.parse_args()
     minilm_folder = args.minilm or sentence_encoder.bundled_folder()
     if minilm_folder is None:
@@ -86,20 +112,21 @@ def main() -> int:
     minilm = sentence_encoder.load(str(minilm_folder))
     if minilm is None:
         raise SystemExit(f"{minilm_folder}: not all-MiniLM-L6-v2's files (see the log line above)")
+    if args.plant:
+        plant(minilm)
     print(f"all-MiniLM-L6-v2 ({minilm_folder}) against transformers' BertModel")
     theirs = reference("bert", minilm_folder)
+    layers = (sentence_encoder.WORD_LAYER, sentence_encoder.LAYERS)
     for n, note in enumerate(NOTES):
-        ids = minilm.tokenizer.encode(note.split(), is_pretokenized=True).ids
-        kept = minilm._states(ids, (sentence_encoder.WORD_LAYER, sentence_encoder.LAYERS))
-        worst = max(worst, compare(f"note {n}", ids, kept, theirs(ids)))
+        worst = max(worst, compare(f"note {n}", minilm, layers, note, theirs))
     if args.mpnet:
         model = mpnet.MPNet(args.mpnet)
+        if args.plant:
+            plant(model)
         print(f"all-mpnet-base-v2 ({args.mpnet}) against transformers' MPNetModel")
         theirs = reference("mpnet", args.mpnet)
         for n, note in enumerate(NOTES):
-            ids = model.tokenizer.encode(note.split(), is_pretokenized=True).ids
-            kept = model._states(ids, (mpnet.WORD_LAYER, mpnet.LAYERS))
-            worst = max(worst, compare(f"note {n}", ids, kept, theirs(ids)))
+            worst = max(worst, compare(f"note {n}", model, (mpnet.WORD_LAYER, mpnet.LAYERS), note, theirs))
     verdict = "the same model" if worst < CLOSE else "NOT the same model"
     print(f"largest difference {worst:.1e}: {verdict} (float32 rounding stays under {CLOSE:.0e})")
     return 0 if worst < CLOSE else 1

@@ -94,9 +94,11 @@ def table(results: dict[str, list[as_text.Routed]]) -> str:
                 "/".join(f"{c[kind][v]:.1%}" for v in (RIGHT, WRONG, ASKED, ONE_OF_TWO))
                 for c in cells.values()
             ]
+            together = list(zip(results[names[0]], results[names[1]], strict=True))
+            assert all((a.split, a.kind, a.intents) == (b.split, b.kind, b.intents) for a, b in together)
             pairs = [
                 (a.verdict == RIGHT, b.verdict == RIGHT)
-                for a, b in zip(results[names[0]], results[names[1]], strict=True)
+                for a, b in together
                 if a.split in splits and kind in (a.kind, "all")
             ]
             only = f"{sum(a and not b for a, b in pairs)}, {sum(b and not a for a, b in pairs)}"
@@ -129,9 +131,9 @@ def writers_table(results: dict[str, dict[str, Counter[str]]]) -> str:
     for kind in sorted(next(iter(results.values()))):
         shares = []
         for tally in results.values():
-            counts = tally[kind]
+            counts = tally.get(kind, Counter())
             n = sum(counts.values())
-            shares.append("/".join(f"{counts[v] / n:.1%}" for v in (RIGHT, WRONG, ASKED, ONE_OF_TWO)))
+            shares.append("/".join(f"{counts[v] / max(n, 1):.1%}" for v in (RIGHT, WRONG, ASKED, ONE_OF_TWO)))
         n = sum(next(iter(results.values()))[kind].values())
         lines.append(f"{kind:<22} {n:>5}  " + "".join(f"{cell:<30}" for cell in shares))
     return "\n".join(lines)

@@ -23,23 +23,41 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 
 SITECUSTOMIZE = """
-import functools, os, sys
+import functools, os, sys, traceback
 from pathlib import Path
 
-sys.path[:0] = [{root!r}, {bench!r}]
-from bot.intent import word_tagger
-from bot.speech import sentence_encoder
-import mpnet
 
-@functools.cache
-def load(folder=None):
-    print(f"process {{os.getpid()}}: meaning model all-mpnet-base-v2", file=sys.stderr, flush=True)
-    return mpnet.MPNet(Path({folder!r}))
+def _stop(why):
+    # Python reports a failing sitecustomize and carries on: these rows would be MiniLM's.
+    print(f"process {{os.getpid()}}: all-mpnet-base-v2 not in use: {{why}}", file=sys.stderr, flush=True)
+    os._exit(1)
 
-sentence_encoder.load = load
-sentence_encoder.NAME = "all-mpnet-base-v2"
-word_tagger.WEIGHTS = Path({tagger!r})
-word_tagger.FEATURES = 3 * mpnet.DIMENSIONS + 2
+
+try:
+    sys.path[:0] = [{root!r}, {bench!r}]
+    from bot.intent import word_tagger
+    from bot.speech import sentence_encoder
+    import mpnet
+
+    @functools.cache
+    def load(folder=None):
+        print(f"process {{os.getpid()}}: meaning model all-mpnet-base-v2", file=sys.stderr, flush=True)
+        return mpnet.MPNet(Path({folder!r}))
+
+    _tagger = word_tagger._load
+
+    @functools.lru_cache(maxsize=1)
+    def tagger(meaning, path):
+        # word_tagger._load logs a tagger that does not fit and routes on cue words alone.
+        return _tagger(meaning, path) or _stop(f"{{path}} does not load over all-mpnet-base-v2")
+
+    sentence_encoder.load = load
+    sentence_encoder.NAME = "all-mpnet-base-v2"
+    word_tagger.WEIGHTS = Path({tagger!r})
+    word_tagger.FEATURES = 3 * mpnet.DIMENSIONS + 2
+    word_tagger._load = tagger
+except Exception:
+    _stop(traceback.format_exc())
 """
 
 
