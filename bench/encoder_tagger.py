@@ -15,7 +15,7 @@ changes. The blind splits nv25-nv27 are never read.
 all-mpnet-base-v2's files and where they come from: bench/mpnet.py. --keep saves the
 learnt tagger (about 30 minutes on 2 cores) and reuses it when the file is already there.
 --writers instead holds each notes file out in turn and routes it with a tagger and decider learnt
-without it, over each encoder (`python -m bot.lab.tagger --folds`'s figures; about an hour).
+without it, over each encoder (`python -m bot.lab.tagger --folds`'s figures; 35 minutes).
 """
 
 from __future__ import annotations
