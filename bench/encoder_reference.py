@@ -108,25 +108,36 @@ def main() -> int:
     minilm_folder = args.minilm or sentence_encoder.bundled_folder()
     if minilm_folder is None:
         raise SystemExit("all-MiniLM-L6-v2 is not installed here: give its folder with --minilm")
-    worst = 0.0
     minilm = sentence_encoder.load(str(minilm_folder))
     if minilm is None:
         raise SystemExit(f"{minilm_folder}: not all-MiniLM-L6-v2's files (see the log line above)")
-    if args.plant:
-        plant(minilm)
-    print(f"all-MiniLM-L6-v2 ({minilm_folder}) against transformers' BertModel")
-    theirs = reference("bert", minilm_folder)
-    layers = (sentence_encoder.WORD_LAYER, sentence_encoder.LAYERS)
-    for n, note in enumerate(NOTES):
-        worst = max(worst, compare(f"note {n}", minilm, layers, note, theirs))
+    models = [
+        (
+            "all-MiniLM-L6-v2",
+            minilm_folder,
+            minilm,
+            "bert",
+            (sentence_encoder.WORD_LAYER, sentence_encoder.LAYERS),
+        )
+    ]
     if args.mpnet:
-        model = mpnet.MPNet(args.mpnet)
+        models.append(
+            (
+                "all-mpnet-base-v2",
+                args.mpnet,
+                mpnet.MPNet(args.mpnet),
+                "mpnet",
+                (mpnet.WORD_LAYER, mpnet.LAYERS),
+            )
+        )
+    worst = 0.0
+    for name, folder, encoder, kind, layers in models:
         if args.plant:
-            plant(model)
-        print(f"all-mpnet-base-v2 ({args.mpnet}) against transformers' MPNetModel")
-        theirs = reference("mpnet", args.mpnet)
+            plant(encoder)
+        print(f"{name} ({folder}) against transformers' {'BertModel' if kind == 'bert' else 'MPNetModel'}")
+        theirs = reference(kind, folder)
         for n, note in enumerate(NOTES):
-            worst = max(worst, compare(f"note {n}", model, (mpnet.WORD_LAYER, mpnet.LAYERS), note, theirs))
+            worst = max(worst, compare(f"note {n}", encoder, layers, note, theirs))
     verdict = "the same model" if worst < CLOSE else "NOT the same model"
     print(f"largest difference {worst:.1e}: {verdict} (float32 rounding stays under {CLOSE:.0e})")
     return 0 if worst < CLOSE else 1

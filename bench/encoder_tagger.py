@@ -43,14 +43,20 @@ from bot.lab.neural_eval import ASKED, ONE_OF_TWO, RIGHT, WRONG
 SPENT = {"nv1-nv21": tuple(f"nv{n}" for n in range(1, 22)), "nv22-nv24": ("nv22", "nv23", "nv24")}
 
 
-def learn(meaning: MeaningModel) -> WordTagger:
-    """A tagger and decider learnt as bot.lab.tagger learns the shipped ones, over `meaning`."""
+def held_out(meaning: MeaningModel) -> tuple[list[lab.Note], np.ndarray, np.ndarray, lab.Folds]:
+    """The labelled notes, every word's features and labels over `meaning`, and a tagger learnt
+    without each notes file in turn, as bot.lab.tagger learns them."""
     notes, phrasings = lab.load_notes(), lab.phrasing_notes()
     started = time.perf_counter()
     x, y, owner = lab.featurise(notes + phrasings, meaning)
     print(f"  read {len(notes) + len(phrasings)} notes in {time.perf_counter() - started:.0f} s", flush=True)
     source = np.array([note.file for note in notes + phrasings])[owner]
-    folds = lab.held_out(notes, x, owner, y, source)
+    return notes, x, y, lab.held_out(notes, x, owner, y, source)
+
+
+def learn(meaning: MeaningModel) -> WordTagger:
+    """A tagger and decider learnt as bot.lab.tagger learns the shipped ones, over `meaning`."""
+    _, x, y, folds = held_out(meaning)
     return WordTagger(lab.train(x, y), meaning, lab.fit_decider(folds.rows, folds.asked))
 
 
@@ -76,6 +82,8 @@ def table(results: dict[str, list[as_text.Routed]]) -> str:
     """Each tagger's shares by splits and kind, and how many notes only the first or only the
     second gets right (the same questions in the same order)."""
     names = list(results)
+    together = list(zip(results[names[0]], results[names[1]], strict=True))
+    assert all((a.split, a.kind, a.intents) == (b.split, b.kind, b.intents) for a, b in together)
     lines = [
         "right / wrong tool / asked again / one of two (doubles), % of questions, as text; "
         f"then notes right only with {names[0]}, only with {names[1]}"
@@ -94,8 +102,6 @@ def table(results: dict[str, list[as_text.Routed]]) -> str:
                 "/".join(f"{c[kind][v]:.1%}" for v in (RIGHT, WRONG, ASKED, ONE_OF_TWO))
                 for c in cells.values()
             ]
-            together = list(zip(results[names[0]], results[names[1]], strict=True))
-            assert all((a.split, a.kind, a.intents) == (b.split, b.kind, b.intents) for a, b in together)
             pairs = [
                 (a.verdict == RIGHT, b.verdict == RIGHT)
                 for a, b in together
@@ -110,10 +116,7 @@ def table(results: dict[str, list[as_text.Routed]]) -> str:
 def by_writer(meaning: MeaningModel) -> dict[str, Counter[str]]:
     """Each notes file routed by a tagger and decider learnt without it, over `meaning`, as
     `python -m bot.lab.tagger --folds` does: how routing does on a writer it has not read."""
-    notes, phrasings = lab.load_notes(), lab.phrasing_notes()
-    x, y, owner = lab.featurise(notes + phrasings, meaning)
-    source = np.array([note.file for note in notes + phrasings])[owner]
-    folds = lab.held_out(notes, x, owner, y, source)
+    notes, _, _, folds = held_out(meaning)
     totals: dict[str, Counter[str]] = {}
     for name, network in folds.networks.items():
         decider = lab.fit_decider(folds.rows[folds.files != name], folds.asked[folds.files != name])
