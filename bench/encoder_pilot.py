@@ -1,18 +1,18 @@
 """Would a larger sentence encoder read new writers' notes better? A pilot, not the router.
 
-    python bench/encoder_pilot.py --mpnet FOLDER
+    python bench/encoder_pilot.py
 
 A whole-note softmax regression over each note's sentence vector learns from the labelled
 players' notes (bot/data/speech/notes/, short notes and rambles with one request) and is scored on
 the spent neural splits' rows of the same kinds: nv1-nv21 (written while the router was built)
-and nv22-nv24 (three later writers). The same regression over the shipped encoder
-(all-MiniLM-L6-v2, 6 layers, 384 numbers) and over all-mpnet-base-v2 (12 layers, 768 numbers)
+and nv22-nv24 (three later writers). The same regression over
+all-MiniLM-L6-v2 (6 layers, 384 numbers) and over all-mpnet-base-v2 (12 layers, 768 numbers)
 says how much the encoder alone moves the figures. A second table plugs each regression, learnt
 from both kinds at once, into the router: where the router (bot/intent/router.py, as shipped)
 answers a note with at most one tool, the regression names it (small talk included). The blind
 splits nv25-nv27 are never read here.
 
-all-mpnet-base-v2's files, where they come from and the numpy model that reads them: bench/mpnet.py.
+Both encoders are voxdesk's own (bot/speech/sentence_encoder.py), from their installed wheels.
 """
 
 from __future__ import annotations
@@ -29,13 +29,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mpnet import MPNet
-
 from bot import paths
 from bot.intent import router
 from bot.lab import neural_eval
 from bot.lab.neural_eval import ASKED, RIGHT, WRONG
-from bot.speech import sentence_encoder
+from bot.speech import encoder_files, sentence_encoder
 
 LABELS = ("get_player_stats", "search_manuals", "register_grievance", "get_grievance_status", "smalltalk")
 KINDS = ("short", "ramble")
@@ -43,17 +41,20 @@ TESTS = {"nv1-nv21": tuple(f"nv{n}" for n in range(1, 22)), "nv22-nv24": ("nv22"
 PENALTY = 0.01  # L2 on standardised numbers; 0.001-0.03 gave the same figures within 0.4 points
 
 
-class MiniLM:
-    """The shipped encoder's sentence vector, as the router reads it."""
+class Encoder:
+    """An encoder's sentence vector: MiniLM's as the router reads it (the words as said), MPNet's
+    from the text, as the pilot read it."""
 
-    def __init__(self) -> None:
-        encoder = sentence_encoder.load()
-        if encoder is None:
-            raise SystemExit("all-MiniLM-L6-v2 is not installed: bash scripts/dev setup")
-        self.encoder = encoder
+    def __init__(self, model: sentence_encoder.Model) -> None:
+        try:
+            self.encoder = sentence_encoder.encoder(model, *encoder_files.read(model))
+        except encoder_files.Unavailable as error:
+            raise SystemExit(f"{error}: bash scripts/dev setup") from None
 
     def embed(self, text: str) -> np.ndarray:
-        return self.encoder.word_states(text.split())[1]
+        if self.encoder.model is sentence_encoder.MINILM:
+            return self.encoder.word_states(text.split())[1]
+        return self.encoder.sentence(text)
 
 
 def _plain(text: str) -> str:
@@ -107,16 +108,15 @@ def fit(x: np.ndarray, y: np.ndarray, steps: int = 400, rate: float = 0.5):  # t
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--mpnet", type=Path, required=True, help="all-mpnet-base-v2's folder")
-    args = parser.parse_args()
+    parser.parse_args()
     train = training_notes()
     tests = {name: test_rows(splits) for name, splits in TESTS.items()}
     counts = ", ".join(f"{sum(k == kind for k, _, _ in train)} {kind}" for kind in KINDS)
     print(f"right tool, a whole-note regression over the sentence vector learnt from one kind ({counts})")
     print(f"{'encoder':<18} {'kind':<7} " + " ".join(f"{name:>16}" for name in tests) + "   ms per note")
     with_router: dict[tuple[str, str, str], list[str]] = defaultdict(list)
-    for name, make in (("all-MiniLM-L6-v2", MiniLM), ("all-mpnet-base-v2", lambda: MPNet(args.mpnet))):
-        encoder = make()
+    for model in (sentence_encoder.MINILM, sentence_encoder.MPNET):
+        name, encoder = model.name, Encoder(model)
         started = time.perf_counter()
         x_train = np.array([encoder.embed(t) for _, t, _ in train])
         x_tests = {k: np.array([encoder.embed(_plain(r.text)) for r in v]) for k, v in tests.items()}

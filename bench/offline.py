@@ -1,6 +1,6 @@
 """A raid of voice notes on the offline engine: real decoding, recognition, tools and speech.
 
-    python bench/offline.py [--notes N] [--users 1,4] [--latency 15] [--voice auto]
+    python bench/offline.py [--notes N] [--users 1,4] [--latency 15] [--voice auto] [--meaning-model auto]
 
 The agent answers the README's six sample notes (greeting, points, manuals, a grievance, ticket
 status, thanks) from several players at once, on embedded defaults seeded into a temporary
@@ -55,7 +55,7 @@ from bot.config import load_settings
 from bot.engines.offline import engine as offline_engine
 from bot.engines.offline.engine import describe_recognizer, speech_dir
 from bot.engines.offline.hearing import WorkerHearing
-from bot.intent import router
+from bot.intent import meaning, router
 from bot.lab.samples import speak_pcm
 from bot.seed import initialise
 from bot.tools.base import ToolContext
@@ -248,7 +248,9 @@ async def latency(app: App, note: bytes, runs: int, modes: tuple[str, ...]) -> d
 LATENCY_STAGES: dict[str, list[dict[str, float]]] = {}
 
 
-async def main(notes: int, player_counts: list[int], runs: int, voice: str, rounds: int) -> None:
+async def main(
+    notes: int, player_counts: list[int], runs: int, voice: str, rounds: int, meaning_model: str = "auto"
+) -> None:
     with tempfile.TemporaryDirectory(prefix="voxdesk-bench-") as tmp:
         settings = load_settings(
             REPO / "config.toml",
@@ -256,6 +258,7 @@ async def main(notes: int, player_counts: list[int], runs: int, voice: str, roun
                 "VOXDESK_STORAGE_DIR": tmp,
                 "VOXDESK_AGENT_FALLBACK": "apology",
                 "VOXDESK_OFFLINE_VOICE": voice,
+                "VOXDESK_OFFLINE_MEANING_MODEL": meaning_model,
             },
         )
         await initialise(settings)
@@ -290,7 +293,7 @@ async def main(notes: int, player_counts: list[int], runs: int, voice: str, roun
             f"{workers} hearing workers; today hears with pocketsphinx, the others with {heard_with}; "
             f"{os.cpu_count()} cores; "
             f"agent.max_concurrent_turns={settings.agent.max_concurrent_turns}; "
-            f"sentence cache, all rows: {cache.hits} hits, {cache.misses} misses"
+            f"sentence cache, all rows: {cache.hits} hits, {cache.misses} misses; {meaning.describe()}"
         )
         print(table(results, player_counts))
         if lat:
@@ -345,6 +348,11 @@ if __name__ == "__main__":
     parser.add_argument("--latency", type=int, default=15, help="5 s notes per engine, one at a time")
     parser.add_argument("--voice", default="auto", help="offline.voice (auto: Piper when installed)")
     parser.add_argument("--rounds", type=int, default=2, help="rounds of every row, taking turns")
+    parser.add_argument(
+        "--meaning-model",
+        default="auto",
+        help="offline.meaning_model (auto: all-mpnet-base-v2 when installed)",
+    )
     args = parser.parse_args()
     counts = [int(u) for u in args.users.split(",")]
-    asyncio.run(main(args.notes, counts, args.latency, args.voice, args.rounds))
+    asyncio.run(main(args.notes, counts, args.latency, args.voice, args.rounds, args.meaning_model))

@@ -97,9 +97,9 @@ class OfflineSettings:
     # voxdesk[multilingual]) | a list such as "en,es,fr,de" (the same, detection limited to those).
     # Replies are in English whatever the player spoke.
     languages: str = "en"
-    # What reads the words of a long or several-request note in their meaning: auto
-    # (all-MiniLM-L6-v2 when its wheel is installed) | off (cue words alone) | a folder holding a
-    # copy of its files.
+    # What reads the words of a note in their meaning: auto (all-mpnet-base-v2 when its wheels
+    # are installed, else all-MiniLM-L6-v2) | all-mpnet-base-v2 | all-MiniLM-L6-v2 | off (cue
+    # words alone) | a folder holding a copy of either's files.
     meaning_model: str = "auto"
 
     def language_codes(self) -> tuple[str, ...] | None:

@@ -8,7 +8,9 @@ from bot.audio import reply_from_pcm
 from bot.engines.base import Transcript
 from bot.intent import router
 from bot.lab.samples import speak_pcm
+from bot.speech.sentence_encoder import MPNET
 from bot.tools.base import ToolContext
+from tests.encoders import each_encoder, reading_through
 
 from .conftest import NOVA
 
@@ -154,12 +156,7 @@ async def test_each_answer_is_given_from_its_own_request_words(settings) -> None
             "how do you switch weapons fast in the jungle map and did anything happen with the report i sent",
             [MANUALS, STATUS],
         ),
-        # A new complaint beside the old one asked after, or one asked to be filed again.
-        (
-            "a guy called me slurs in voice chat just now and by the way did the report i made last "
-            "month get anywhere",
-            [REGISTER, STATUS],
-        ),
+        # One asked to be filed again.
         (
             "i reported this crash before and it got fixed but now it is back again after the patch, "
             "please file it again",
@@ -179,6 +176,16 @@ async def test_each_answer_is_given_from_its_own_request_words(settings) -> None
 )
 def test_a_complaint_told_as_filed_before_is_asked_after_not_filed_again(said: str, asked: list[str]) -> None:
     assert names(said) == asked
+
+
+@each_encoder({MPNET.name: "the new complaint, told before the old one asked after, is read as its story"})
+def test_a_new_complaint_beside_the_old_one_asked_after_is_filed(encoder) -> None:
+    said = (
+        "a guy called me slurs in voice chat just now and by the way did the report i made last "
+        "month get anywhere"
+    )
+    with reading_through(encoder):
+        assert names(said) == [REGISTER, STATUS]
 
 
 def test_a_filing_read_as_a_status_check_keeps_its_place_in_the_order_asked() -> None:
@@ -219,14 +226,23 @@ def test_two_tickets_asked_by_number_are_two_status_checks() -> None:
     ]
 
 
-async def test_it_after_a_filing_in_the_same_note_is_the_ticket_just_filed(settings) -> None:
-    async with running_app(settings) as app:
-        ctx = ToolContext(user_id=NOVA)
-        both = await app.agent.respond_text(ctx, "i want to report a cheater and what is the status of it")
-        # Filed with another request in the same note, "it" next time is still that ticket.
-        filed = await app.agent.respond_text(ctx, "i want to report a cheater oh and how do i block someone")
-        later = await app.agent.respond_text(ctx, "what's the status of it")
-    assert [c["name"] for c in both.tool_calls] == [REGISTER]  # its reply gives the new ticket's key
+@each_encoder({MPNET.name: "'report a cheater' beside 'the status of it' is read as a how-to question"})
+def test_a_filing_and_its_status_in_one_note_is_one_filing(encoder) -> None:
+    with reading_through(encoder):
+        # The new ticket's reply gives its key: there is no status to ask for yet.
+        assert names("i want to report a cheater and what is the status of it") == [REGISTER]
+
+
+@each_encoder()
+async def test_it_after_a_filing_in_the_same_note_is_the_ticket_just_filed(settings, encoder) -> None:
+    with reading_through(encoder):
+        async with running_app(settings.replace(offline={"meaning_model": encoder.name})) as app:
+            ctx = ToolContext(user_id=NOVA)
+            # Filed with another request in the same note, "it" next time is still that ticket.
+            filed = await app.agent.respond_text(
+                ctx, "i want to report a cheater oh and how do i block someone"
+            )
+            later = await app.agent.respond_text(ctx, "what's the status of it")
     assert [c["name"] for c in filed.tool_calls] == [REGISTER, MANUALS]
     key = filed.tool_results[0].result["ticket_key"]
     assert later.tool_calls == [{"name": STATUS, "arguments": {"ticket_key": key}}]

