@@ -319,3 +319,15 @@ def test_a_folder_named_like_a_model_is_read_as_the_folder(tmp_path: Path, monke
         assert meaning.meaning_model().encoder.where == MINILM.name
     finally:
         meaning.use(meaning.AUTO)
+
+
+@needs_encoder
+async def test_an_engine_hearing_with_pocketsphinx_reads_through_the_small_encoder(settings) -> None:
+    from bot.engines.offline.engine import create_offline_engine
+
+    engine = await create_offline_engine(settings.replace(offline={"recognizer": "pocketsphinx"}), None)
+    try:
+        assert meaning.meaning_model().encoder.model is MINILM
+    finally:
+        await engine.aclose()
+        meaning.use(meaning.AUTO)

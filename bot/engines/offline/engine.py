@@ -25,7 +25,7 @@ from bot import audio
 from bot import sentences as say
 from bot.config import Settings
 from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState
-from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_workers
+from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_workers, vote_meaning
 from bot.intent import meaning, router
 from bot.intent.word_tagger import word_tagger
 from bot.speech.recognition import AUTO, POCKETSPHINX, WHISPER
@@ -357,7 +357,9 @@ async def create_offline_engine(
     chooses its own and says why); "choose" chooses here."""
     if whisper == "choose":
         whisper = await choose_recognizer(settings)
-    understanding = settings.offline.meaning_model
+    # Under pocketsphinx `auto` reads through all-MiniLM-L6-v2, as its hearing workers vote: the
+    # engine votes again over the same ten transcripts in a conversation's light.
+    understanding = vote_meaning(settings.offline.meaning_model, pocketsphinx=whisper is None)
     meaning.use(understanding)
     hearing = WorkerHearing(speech_dir(settings), settings.offline.workers, whisper, understanding)
     try:

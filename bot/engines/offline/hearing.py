@@ -127,11 +127,11 @@ def _start_worker(
 
 
 def vote_meaning(setting: str, pocketsphinx: bool) -> str:
-    """The meaning model a hearing worker routes its transcripts with: the engine's, except that
+    """The meaning model the engine and its hearing workers route with: the setting, except that
     under `auto` pocketsphinx's vote of up to ten transcripts a note reads them through
-    all-MiniLM-L6-v2 when it is installed. Through all-mpnet-base-v2 that vote halves the
-    throughput (docs/offline-engine.md, "The word tagger over all-mpnet-base-v2"), and it only
-    picks the transcript: the engine routes the one picked through its own model."""
+    all-MiniLM-L6-v2 when it is installed. Through all-mpnet-base-v2 that vote, made in the
+    worker and again in a conversation's light by the engine, nearly halves the throughput
+    (docs/offline-engine.md, "The word tagger over all-mpnet-base-v2")."""
     if pocketsphinx and setting == meaning.AUTO and encoder_files.installed(MINILM):
         return MINILM.name
     return setting
