@@ -272,7 +272,6 @@ async def test_the_check_line_names_the_meaning_model_and_its_licence(settings, 
     try:
         line = await check_offline_engine(settings.replace(offline={"meaning_model": model.name}))
         where = meaning.meaning_model().encoder.where
-        assert "site-packages" in where
         assert line.endswith(f"meaning model {model.name} ({where}), licence: Apache-2.0")
     finally:
         meaning.use(meaning.AUTO)
@@ -331,3 +330,20 @@ async def test_an_engine_hearing_with_pocketsphinx_reads_through_the_small_encod
     finally:
         await engine.aclose()
         meaning.use(meaning.AUTO)
+
+
+@needs(MPNET)
+def test_the_inflated_model_is_kept_and_inflated_again_when_it_no_longer_matches(
+    tmp_path, monkeypatch
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    kept = encoder_files.cache_folder(MPNET)
+    assert kept.is_relative_to(tmp_path)
+    files, where = encoder_files.read(MPNET)
+    assert "site-packages" in where and sentence_encoder.mismatch(MPNET, files) is None
+    again, where = encoder_files.read(MPNET)
+    assert where == str(kept) and again == files
+    (kept / "tokenizer.json").write_text("{}", encoding="utf-8")  # a disk error, a hand edit
+    mended, where = encoder_files.read(MPNET)
+    assert "site-packages" in where and mended == files
+    assert sentence_encoder.mismatch(MPNET, encoder_files.read_folder(kept)) is None
