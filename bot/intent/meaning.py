@@ -139,10 +139,13 @@ def _installed(setting: str) -> SentenceEncoder | None:
 
 def _from_folder(folder: Path) -> SentenceEncoder | None:
     """Whichever of MODELS the folder holds a copy of, by its files' hashes."""
+    problems: dict[str, str | None] = {}
     try:
         files = encoder_files.read_folder(folder)
-        problems = {model.name: sentence_encoder.mismatch(model, files) for model in MODELS}
         for model in MODELS:
+            # One model at a time: each check hashes the 90-438 MB of weights, and so does the
+            # encoder's own.
+            problems[model.name] = sentence_encoder.mismatch(model, files)
             if problems[model.name] is None:
                 encoder = sentence_encoder.encoder(model, files, str(folder))
                 log.info("meaning model %s (%s)", model.name, folder)
