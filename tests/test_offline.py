@@ -488,6 +488,8 @@ def test_evaluation_recordings_are_made_once_per_split_and_remade_when_it_change
     changed = [Question("tune", router.STATS, "how many points have i got", 0)]
     remade = split_recordings(changed, tmp_path)
     assert all(p.exists() for p in remade.values()) and remade[0, False] != made[0, False]
+    assert not made[0, False].exists() and not made[0, True].exists()  # the old wording's, not kept
+    assert made[1, False].exists()  # another split's
 
 
 @pytest.mark.parametrize("heard", ["a the a a a", "and the a", "um the", "what about it"])

@@ -206,9 +206,14 @@ def _split_manifest(folder: Path) -> dict[str, object]:
 def _record_split(questions: list[Question], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "split.json").unlink(missing_ok=True)
+    names = set()
     for q in questions:
         for noisy in (False, True):
+            names.add(_recording_name(q, noisy))
             (folder / _recording_name(q, noisy)).write_bytes(_record(q, noisy))
+    for old in folder.glob("*.ogg"):  # a question reworded, a voice changed: not asked for again
+        if old.name not in names:
+            old.unlink()
     # Written last: a split cut short is recorded again from its start.
     (folder / "split.json").write_text(json.dumps(_manifest(questions)))
 
