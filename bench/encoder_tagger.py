@@ -23,13 +23,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bot.intent import meaning as meaning_setting
 from bot.intent import router, word_tagger
-from bot.intent.meaning import MeaningModel, meaning_model
+from bot.intent.meaning import MeaningModel
 from bot.intent.word_tagger import WordTagger
 from bot.lab import as_text, neural_eval
 from bot.lab import tagger as lab
@@ -43,20 +40,11 @@ ENCODERS = (MINILM, MPNET)  # the baseline first
 def held_out(meaning: MeaningModel) -> tuple[list[lab.Note], lab.Folds]:
     """The labelled notes, and a tagger learnt without each notes file in turn over `meaning`,
     as bot.lab.tagger learns them."""
-    notes, phrasings = lab.load_notes(), lab.phrasing_notes()
     started = time.perf_counter()
-    x, y, owner = lab.featurise(notes + phrasings, meaning)
-    print(f"  read {len(notes) + len(phrasings)} notes in {time.perf_counter() - started:.0f} s", flush=True)
-    source = np.array([note.file for note in notes + phrasings])[owner]
-    return notes, lab.held_out(notes, x, owner, y, source)
-
-
-def loaded(name: str) -> MeaningModel:
-    meaning_setting.use(name)
-    meaning = meaning_model()
-    if meaning is None:
-        raise SystemExit(f"{name} is not installed: bash scripts/dev setup")
-    return meaning
+    learning = lab.read_all(meaning)
+    read = len(learning.notes) + len(learning.phrasings)
+    print(f"  read {read} notes in {time.perf_counter() - started:.0f} s", flush=True)
+    return learning.notes, lab.held_out(learning)
 
 
 def routed(tagger: WordTagger, rows: list[neural_eval.Row]) -> list[as_text.Routed]:
@@ -141,14 +129,14 @@ def main() -> int:
         for model in ENCODERS:
             started = time.perf_counter()
             print(f"{model.name}: a tagger without each notes file in turn", flush=True)
-            by_encoder[model.name] = by_writer(lab.Remembering(loaded(model.name)))
+            by_encoder[model.name] = by_writer(lab.load_meaning(model.name))
             print(f"  {time.perf_counter() - started:.0f} s", flush=True)
         print(writers_table(by_encoder))
         return 0
     rows = neural_eval.load_rows(s for group in SPENT.values() for s in group)
     results = {}
     for model in ENCODERS:
-        loaded(model.name)
+        lab.load_meaning(model.name)
         tagger = word_tagger.word_tagger()
         if tagger is None:
             raise SystemExit(f"the tagger over {model.name} does not load (see the log line above)")

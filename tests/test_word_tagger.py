@@ -361,7 +361,7 @@ def test_the_writers_curve_holds_out_each_file_and_grows_its_training_set(
         (tmp_path / name).write_text(json.dumps(note) + "\n" + json.dumps(aside) + "\n")
     monkeypatch.setattr(writers, "NOTES", tmp_path)
     monkeypatch.setattr(writers, "ROUNDS", (("a.jsonl", "b.jsonl"), ("c.jsonl",)))
-    monkeypatch.setattr(writers, "phrasing_notes", lambda: [])
+    monkeypatch.setattr(tagger, "phrasing_notes", lambda: [])
     learnt_from: list[int] = []
 
     def train(x, y):
@@ -379,3 +379,23 @@ def test_the_writers_curve_holds_out_each_file_and_grows_its_training_set(
     assert out.count("learnt from") == 2 and "short" in out and "none" in out
     # Nine words a file; a held-out file is never learnt from: a, b, then c held out in turn.
     assert learnt_from == [9, 18, 9, 18, 18, 18]
+
+
+def test_the_weights_are_marked_with_what_the_learning_read_at_its_start(tmp_path: Path, monkeypatch) -> None:
+    # An edit to the router while a learning runs must leave its weights stale, not current.
+    from types import SimpleNamespace
+
+    marks = iter(["at the start", "at the end"])
+    monkeypatch.setattr(tagger, "current_fingerprint", lambda model: next(marks))
+    meaning_read = SimpleNamespace(encoder=SimpleNamespace(model=MINILM))
+    monkeypatch.setattr(tagger, "load_meaning", lambda name: meaning_read)
+    one_word = tagger.Learning([], [], np.zeros((1, 1)), np.zeros(1, int), np.zeros(1, int), np.array(["a"]))
+    monkeypatch.setattr(tagger, "read_all", lambda meaning: one_word)
+    no_folds = tagger.Folds({}, np.zeros((0, 1)), np.zeros(0), np.zeros(0))
+    monkeypatch.setattr(tagger, "held_out", lambda learning: no_folds)
+    monkeypatch.setattr(tagger, "train", lambda x, y: None)
+    monkeypatch.setattr(tagger, "fit_decider", lambda rows, asked: None)
+    saved = []
+    monkeypatch.setattr(word_tagger, "save", lambda path, network, decider, mark: saved.append(mark))
+    tagger.main(["--out", str(tmp_path / "tagger.npz")])
+    assert saved == ["at the start"]

@@ -125,7 +125,7 @@ def _installed(setting: str) -> SentenceEncoder | None:
         candidates = [_NAMES[setting]]
     for model in candidates:
         try:
-            encoder = sentence_encoder.encoder(model, *encoder_files.read(model))
+            encoder = sentence_encoder.encoder(encoder_files.read(model))
         except _UNREADABLE as error:
             log.warning("meaning model %s could not be loaded: %s", model.name, error)
             continue
@@ -141,13 +141,12 @@ def _from_folder(folder: Path) -> SentenceEncoder | None:
     """Whichever of MODELS the folder holds a copy of, by its files' hashes."""
     problems: dict[str, str | None] = {}
     try:
-        files = encoder_files.read_folder(folder)
+        contents = encoder_files.read_folder(folder)
         for model in MODELS:
-            # One model at a time: each check hashes the 90-438 MB of weights, and so does the
-            # encoder's own.
-            problems[model.name] = sentence_encoder.mismatch(model, files)
+            # One model at a time: each check hashes the 90-438 MB of weights.
+            problems[model.name] = sentence_encoder.mismatch(model, contents)
             if problems[model.name] is None:
-                encoder = sentence_encoder.encoder(model, files, str(folder))
+                encoder = sentence_encoder.encoder(sentence_encoder.Files(model, contents, str(folder)))
                 log.info("meaning model %s (%s)", model.name, folder)
                 return encoder
     except Exception:

@@ -151,6 +151,34 @@ def featurise(notes: list[Note], meaning: MeaningModel) -> tuple[np.ndarray, np.
     return np.concatenate(rows), np.array(labels), np.array(owners)
 
 
+@dataclass(frozen=True)
+class Learning:
+    """What every tagger learns from: the labelled notes (phrasings after them) read as rows."""
+
+    notes: list[Note]  # the players' notes, which the decider also learns from
+    phrasings: list[Note]
+    x: np.ndarray  # one row per word, players' notes then phrasings
+    y: np.ndarray  # each word's label index
+    owner: np.ndarray  # each word's note, an index into notes + phrasings
+    source: np.ndarray  # each word's notes file, or "phrasings"
+
+
+def read_all(meaning: MeaningModel, folder: Path = NOTES) -> Learning:
+    notes, phrasings = load_notes(folder), phrasing_notes()
+    x, y, owner = featurise(notes + phrasings, meaning)
+    source = np.array([note.file for note in notes + phrasings])[owner]
+    return Learning(notes, phrasings, x, y, owner, source)
+
+
+def load_meaning(encoder: str | None) -> Remembering:
+    """The named encoder (None: the one `auto` picks), remembering what it reads."""
+    meaning_setting.use(encoder or meaning_setting.AUTO)
+    loaded = meaning_model()
+    if loaded is None:
+        raise SystemExit(f"the meaning model is not installed: {meaning_setting.describe()}")
+    return Remembering(loaded)
+
+
 def train(x: np.ndarray, y: np.ndarray, seed: int = SEED) -> Network:
     """One hidden layer of rectifiers with dropout, softmax over LABELS, by Adam on minibatches;
     each label weighed by the inverse of how often it occurs, so asides (the most common) do not
@@ -222,7 +250,9 @@ class Folds:
     files: np.ndarray  # each row's notes file
 
 
-def held_out(notes: list[Note], x: np.ndarray, owner: np.ndarray, y: np.ndarray, source: np.ndarray) -> Folds:
+def held_out(learning: Learning) -> Folds:
+    """A tagger learnt without each notes file in turn, and the decider's rows for that file."""
+    notes, x, y, owner, source = learning.notes, learning.x, learning.y, learning.owner, learning.source
     networks, rows = {}, [np.empty((0, DECIDER_FEATURES))] * len(notes)
     for name in sorted({note.file for note in notes}):
         network = networks[name] = train(x[source != name], y[source != name])
@@ -283,24 +313,22 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, help="default: the shipped weights for the encoder")
     parser.add_argument("--folds", action="store_true", help="also report each file held out")
     args = parser.parse_args(argv)
-    meaning_setting.use(args.encoder or meaning_setting.AUTO)
-    loaded = meaning_model()
-    if loaded is None:
-        raise SystemExit(f"the meaning model is not installed: {meaning_setting.describe()}")
-    model = loaded.encoder.model
+    meaning = load_meaning(args.encoder)
+    model = meaning.encoder.model
+    # Taken before learning: an edit to the code or notes while it runs leaves these weights
+    # marked as learnt from what was read at the start, so the suite asks for a new learning.
+    fingerprint = current_fingerprint(model)
     out = args.out or weights_file(model)
     print(f"learning the word tagger over {model.name}")
-    meaning = Remembering(loaded)
     started = time.perf_counter()
-    notes, phrasings = load_notes(), phrasing_notes()
-    x, y, owner = featurise(notes + phrasings, meaning)
-    source = np.array([note.file for note in notes + phrasings])[owner]
-    print(f"{len(notes) + len(phrasings)} notes, {len(y)} words: {dict(Counter(LABELS[k] for k in y))}")
-    folds = held_out(notes, x, owner, y, source)
+    learning = read_all(meaning)
+    labels = dict(Counter(LABELS[k] for k in learning.y))
+    print(f"{len(learning.notes) + len(learning.phrasings)} notes, {len(learning.y)} words: {labels}")
+    folds = held_out(learning)
     if args.folds:
-        report_folds(notes, folds, meaning)
-    network, decider = train(x, y), fit_decider(folds.rows, folds.asked)
-    word_tagger.save(out, network, decider, current_fingerprint(model))
+        report_folds(learning.notes, folds, meaning)
+    network, decider = train(learning.x, learning.y), fit_decider(folds.rows, folds.asked)
+    word_tagger.save(out, network, decider, fingerprint)
     print(f"wrote {out} in {time.perf_counter() - started:.0f} s")
 
 

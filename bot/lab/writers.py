@@ -16,11 +16,9 @@ from collections import Counter
 
 import numpy as np
 
-from bot.intent import meaning as meaning_setting
-from bot.intent.meaning import meaning_model
 from bot.intent.word_tagger import NOTES, WordTagger
 from bot.lab.neural_eval import RIGHT, WRONG
-from bot.lab.tagger import Remembering, featurise, load_notes, phrasing_notes, route_notes, train
+from bot.lab.tagger import load_meaning, read_all, route_notes, train
 from bot.speech.sentence_encoder import MODELS
 
 # The files in the order they were written: each round is a step of the curve.
@@ -51,16 +49,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--encoder", choices=[model.name for model in MODELS], help="default: auto's")
     args = parser.parse_args(argv)
-    meaning_setting.use(args.encoder or meaning_setting.AUTO)
-    loaded = meaning_model()
-    if loaded is None:
-        raise SystemExit("the meaning model is not installed (see README: Offline engine)")
-    meaning = Remembering(loaded)
+    meaning = load_meaning(args.encoder)
     started = time.perf_counter()
-    notes = load_notes(NOTES)
-    phrasings = phrasing_notes()
-    x, y, owner = featurise(notes + phrasings, meaning)
-    source = np.array([note.file for note in notes + phrasings])[owner]
+    learning = read_all(meaning, NOTES)
+    notes, x, y, source = learning.notes, learning.x, learning.y, learning.source
     files = sorted({note.file for note in notes})
     curve = steps()
     totals: dict[str, dict[str, Counter[str]]] = {name: {} for name, _ in curve}

@@ -21,7 +21,7 @@ import os
 import zipfile
 from pathlib import Path
 
-from bot.speech.sentence_encoder import MINILM, MPNET, Model, mismatch
+from bot.speech.sentence_encoder import MINILM, MPNET, Files, Model, checked
 
 log = logging.getLogger(__name__)
 
@@ -48,28 +48,29 @@ def installed(model: Model) -> bool:
     return _mpnet_parts() is not None
 
 
-def read(model: Model) -> tuple[dict[str, bytes], str]:
-    """The model's files from its installed wheels (name -> contents) and where they are."""
+def read(model: Model) -> Files:
+    """The model's files from its installed wheels, checked; ValueError when one differs."""
     if model is MINILM:
         folder = _minilm_folder()
         if folder is None:
             raise Unavailable(f"{model.name} is not installed ({install_hint(model)})")
-        return read_folder(folder), str(folder)
+        return checked(model, read_folder(folder), str(folder))
     parts = _mpnet_parts()
     if parts is None:
         raise Unavailable(f"{model.name} is not installed ({install_hint(model)})")
     cache = cache_folder(model)
-    kept = read_folder(cache)
-    if mismatch(model, kept) is None:
-        return kept, str(cache)
+    try:
+        return checked(model, read_folder(cache), str(cache))
+    except ValueError:
+        pass  # not kept yet, or changed since: inflated afresh below
     with zipfile.ZipFile(_Joined(parts)) as archive:
         inside = set(archive.namelist())
-        files = {
+        inflated = {
             name: _inflate(archive, _MPNET_FOLDER + name) for name in FILES if _MPNET_FOLDER + name in inside
         }
-    if mismatch(model, files) is None:
-        _keep(files, cache)
-    return files, str(parts[0].parent.parent)
+    files = checked(model, inflated, str(parts[0].parent.parent))
+    _keep(inflated, cache)
+    return files
 
 
 def cache_folder(model: Model) -> Path:

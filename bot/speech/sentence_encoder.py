@@ -21,7 +21,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -31,7 +31,8 @@ class Model:
     name: str  # as sentence-transformers names it; also what offline.meaning_model takes
     repo: str
     revision: str
-    hashes: Mapping[str, str]  # file name -> SHA-256
+    # File name -> SHA-256. Left out of the model's hash (a dict has none): the name tells them apart.
+    hashes: Mapping[str, str] = field(hash=False)
     layers: int
     dimensions: int
     heads: int
@@ -91,6 +92,25 @@ def mismatch(model: Model, files: Mapping[str, bytes]) -> str | None:
     return None
 
 
+@dataclass(frozen=True)
+class Files:
+    """A model's files (name -> contents) that match the SHA-256 recorded for it, and where they
+    were read from: made by `checked` (or once `mismatch` finds nothing), so each file is hashed
+    once a load."""
+
+    model: Model
+    contents: Mapping[str, bytes]
+    where: str
+
+
+def checked(model: Model, contents: Mapping[str, bytes], where: str) -> Files:
+    """`contents` as the model's files; ValueError naming the file that is missing or differs."""
+    problem = mismatch(model, contents)
+    if problem:
+        raise ValueError(f"{model.name} from {where}: {problem}")
+    return Files(model, contents, where)
+
+
 def read_safetensors(raw: bytes) -> dict[str, np.ndarray]:
     """Every tensor of a .safetensors file: an 8-byte header length, a JSON header naming each
     tensor's dtype, shape and byte range, then the data."""
@@ -132,19 +152,17 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
 class SentenceEncoder:
     """One of MODELS over its checked files; `where` says where they were read from."""
 
-    def __init__(self, model: Model, files: Mapping[str, bytes], where: str) -> None:
+    def __init__(self, files: Files) -> None:
         from tokenizers import Tokenizer
 
-        problem = mismatch(model, files)
-        if problem:
-            raise ValueError(f"{model.name} from {where}: {problem}")
-        self.model = model
-        self.where = where
-        self.tokenizer = Tokenizer.from_str(files["tokenizer.json"].decode("utf-8"))
+        self.model = files.model
+        self.where = files.where
+        self.tokenizer = Tokenizer.from_str(files.contents["tokenizer.json"].decode("utf-8"))
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(MAX_TOKENS)
         # Some exports prefix every name with "bert."; the model is the same.
-        self.w = {k.removeprefix("bert."): v for k, v in read_safetensors(files["model.safetensors"]).items()}
+        weights = read_safetensors(files.contents["model.safetensors"])
+        self.w = {k.removeprefix("bert."): v for k, v in weights.items()}
 
     def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
         mean = x.mean(-1, keepdims=True)
@@ -255,7 +273,7 @@ class MPNet(SentenceEncoder):
         return kept
 
 
-def encoder(model: Model, files: Mapping[str, bytes], where: str) -> SentenceEncoder:
-    """The model's encoder over `files`; ValueError when they are not its files."""
-    kind = MPNet if model is MPNET else MiniLM
-    return kind(model, files, where)
+def encoder(files: Files) -> SentenceEncoder:
+    """The encoder of the model whose checked files these are."""
+    kind = MPNet if files.model is MPNET else MiniLM
+    return kind(files)
