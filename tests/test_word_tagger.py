@@ -385,12 +385,17 @@ def test_the_weights_are_marked_with_what_the_learning_read_at_its_start(tmp_pat
     # An edit to the router while a learning runs must leave its weights stale, not current.
     from types import SimpleNamespace
 
-    marks = iter(["at the start", "at the end"])
-    monkeypatch.setattr(tagger, "current_fingerprint", lambda model: next(marks))
+    code = ["as at the start"]
+    monkeypatch.setattr(tagger, "current_fingerprint", lambda model: code[0])
     meaning_read = SimpleNamespace(encoder=SimpleNamespace(model=MINILM))
     monkeypatch.setattr(tagger, "load_meaning", lambda name: meaning_read)
     one_word = tagger.Learning([], [], np.zeros((1, 1)), np.zeros(1, int), np.zeros(1, int), np.array(["a"]))
-    monkeypatch.setattr(tagger, "read_all", lambda meaning: one_word)
+
+    def read_all(meaning):
+        code[0] = "edited meanwhile"
+        return one_word
+
+    monkeypatch.setattr(tagger, "read_all", read_all)
     no_folds = tagger.Folds({}, np.zeros((0, 1)), np.zeros(0), np.zeros(0))
     monkeypatch.setattr(tagger, "held_out", lambda learning: no_folds)
     monkeypatch.setattr(tagger, "train", lambda x, y: None)
@@ -398,4 +403,4 @@ def test_the_weights_are_marked_with_what_the_learning_read_at_its_start(tmp_pat
     saved = []
     monkeypatch.setattr(word_tagger, "save", lambda path, network, decider, mark: saved.append(mark))
     tagger.main(["--out", str(tmp_path / "tagger.npz")])
-    assert saved == ["at the start"]
+    assert saved == ["as at the start"]
