@@ -9,8 +9,8 @@ and nv22-nv24 (three later writers). The same regression over
 all-MiniLM-L6-v2 (6 layers, 384 numbers) and over all-mpnet-base-v2 (12 layers, 768 numbers)
 says how much the encoder alone moves the figures. A second table plugs each regression, learnt
 from both kinds at once, into the router: where the router (bot/intent/router.py, as shipped)
-answers a note with at most one tool, the regression names it (small talk included). The blind
-splits nv25-nv27 are never read here.
+answers a note with at most one tool, the regression names it (small talk included). The later
+splits nv25-nv30 are never read here.
 
 Both encoders are voxdesk's own (bot/speech/sentence_encoder.py), from their installed wheels.
 """

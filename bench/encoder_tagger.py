@@ -8,7 +8,7 @@ voxdesk ships a tagger and decider for each encoder (data/speech/tagger-<encoder
 12 of 12, 768 numbers each, beside the note's meaning) and over all-MiniLM-L6-v2 (after layers 4
 and 6 of 6, 384 each). The router routes the spent neural splits' questions as text with each in
 turn, scored as `python -m bot eval --as-text` scores them; nothing else in the router changes. The
-blind splits nv25-nv27 are never read.
+splits nv25-nv30 are never read.
 
 --writers instead holds each notes file out in turn and routes it with a tagger and decider learnt
 without it, over each encoder (`python -m bot.lab.tagger --folds`'s figures; 35 minutes on 2

@@ -12,8 +12,8 @@ from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
 # Each reserved file and the splits it holds, each split run once: nv1 to nv12 and nv15 to nv24
-# blind until then, nv13 and nv14 read before they were run (see their file's header); nv25 to nv27
-# blind and not yet run.
+# blind until then, nv13 and nv14 read before they were run (see their file's header), nv25 to nv27
+# blind until then; nv28 to nv30 blind and not yet run.
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
     EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),
@@ -29,6 +29,7 @@ SPLIT_FILES = {
     EVAL / "neural_splits_12.tsv": ("nv21",),
     EVAL / "neural_splits_13.tsv": ("nv22", "nv23", "nv24"),
     EVAL / "neural_splits_14.tsv": ("nv25", "nv26", "nv27"),
+    EVAL / "neural_splits_15.tsv": ("nv28", "nv29", "nv30"),
 }
 TOOLS = {"get_player_stats", "search_manuals", "register_grievance", "get_grievance_status"}
 SINGLE = {*TOOLS, "smalltalk"}
@@ -51,6 +52,8 @@ PER_SPLIT = {path: SMALL for path in SPLIT_FILES} | {
     # Three writers' splits, pooled when they are run.
     EVAL / "neural_splits_13.tsv": {"short": 36, "ramble": 17, "double": 17},
     EVAL / "neural_splits_14.tsv": {"short": 36, "ramble": 17, "double": 17},
+    # Short-heavy, to narrow the short-note figures: with nv25 to nv27, 252 short notes a voice.
+    EVAL / "neural_splits_15.tsv": {"short": 48, "ramble": 12, "double": 12},
 }
 
 

@@ -54,15 +54,17 @@ FILES = (
     paths.DATA / "eval" / "neural_splits_12.tsv",
     paths.DATA / "eval" / "neural_splits_13.tsv",
     paths.DATA / "eval" / "neural_splits_14.tsv",
+    paths.DATA / "eval" / "neural_splits_15.tsv",
 )
-SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 28)))
+SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 31)))
 # Run only by name. nv1 to nv12 and nv15 to nv18 were blind and have been run once each (nv11 and
 # nv12 measured the word tagger, nv15 to nv18 its decider). nv13 and nv14 were read by the
 # engineer before they were run (their file's header says when). nv19 is smaller and targeted:
 # notes that tell of a complaint filed before. nv20 was run once, in the second voice (Kokoro) too;
 # nv21 was run once, in all three. nv22 to nv24, three writers' blind splits, were run once,
-# together, and are reported pooled as well. nv25 to nv27, three more writers', have not been run.
-RESERVED = tuple(f"nv{n}" for n in range(1, 28))
+# together, and are reported pooled as well; so were nv25 to nv27, three more writers'. nv28 to
+# nv30, three more, have not been run.
+RESERVED = tuple(f"nv{n}" for n in range(1, 31))
 KINDS = ("short", "ramble", "double")
 SMALLTALK = "smalltalk"
 
