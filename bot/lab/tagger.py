@@ -7,8 +7,9 @@ with the phrasing's request. Then its decider (which tools a note asks for) lear
 chances that taggers which did not learn from a notes file give that file's notes, each file held
 out in turn. With --folds it also reports, per notes file, how routing does on that file's notes
 with a held-out tagger and decider. Each sentence encoder has its own tagger (--encoder, the one
-`auto` would use by default): about 18 minutes on 2 cores over all-MiniLM-L6-v2 (24 with
---folds), 31 over all-mpnet-base-v2. The encoder reads 8,700 notes, and fifteen taggers learn.
+`auto` would use by default): about 13 minutes on 2 cores over all-MiniLM-L6-v2 (more with
+--folds), 23 over all-mpnet-base-v2, with nothing else running. The encoder reads 8,700 notes,
+and fifteen taggers learn.
 """
 
 from __future__ import annotations

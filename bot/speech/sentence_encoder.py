@@ -22,6 +22,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -149,8 +150,21 @@ def _softmax(scores: np.ndarray) -> np.ndarray:
     return scores / scores.sum(-1, keepdims=True)
 
 
+class LayerNames(NamedTuple):
+    """Where a model keeps each layer's attention tensors, after "encoder.layer.{i}."; both
+    models name the feed-forward half alike."""
+
+    query: str
+    key: str
+    value: str
+    attention_out: str
+    attention_norm: str
+
+
 class SentenceEncoder:
     """One of MODELS over its checked files; `where` says where they were read from."""
+
+    LAYER: LayerNames
 
     def __init__(self, files: Files) -> None:
         from tokenizers import Tokenizer
@@ -175,9 +189,29 @@ class SentenceEncoder:
     def _heads(self, x: np.ndarray) -> np.ndarray:
         return x.reshape(len(x), self.model.heads, -1).transpose(1, 0, 2)
 
+    def _embedded(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The tokens' states before the first layer, and the bias every layer adds to its
+        attention scores (None: no bias)."""
+        raise NotImplementedError
+
     def _states(self, ids: list[int], keep: tuple[int, ...]) -> dict[int, np.ndarray]:
         """The token states after each layer in `keep` (numbered from 1)."""
-        raise NotImplementedError
+        x, bias = self._embedded(ids)
+        names = self.LAYER
+        size = self.model.dimensions // self.model.heads
+        kept = {}
+        for i in range(self.model.layers):
+            p = f"encoder.layer.{i}."
+            q, k, v = (self._heads(self._linear(x, p + n)) for n in (names.query, names.key, names.value))
+            scores = q @ k.transpose(0, 2, 1) / math.sqrt(size)
+            attention = _softmax(scores if bias is None else scores + bias)
+            context = (attention @ v).transpose(1, 0, 2).reshape(len(ids), self.model.dimensions)
+            x = self._norm(self._linear(context, p + names.attention_out) + x, p + names.attention_norm)
+            inner = _gelu(self._linear(x, p + "intermediate.dense"))
+            x = self._norm(self._linear(inner, p + "output.dense") + x, p + "output.LayerNorm")
+            if i + 1 in keep:
+                kept[i + 1] = x
+        return kept
 
     def sentence(self, text: str) -> np.ndarray:
         """The text's unit-length meaning: the mean of its tokens' last states, as
@@ -208,33 +242,31 @@ class SentenceEncoder:
 class MiniLM(SentenceEncoder):
     """BERT, as Hugging Face's BertModel runs it."""
 
-    def _states(self, ids: list[int], keep: tuple[int, ...]) -> dict[int, np.ndarray]:
+    LAYER = LayerNames(
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "attention.output.LayerNorm",
+    )
+
+    def _embedded(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
         w = self.w
         x = (
             w["embeddings.word_embeddings.weight"][np.array(ids)]
             + w["embeddings.position_embeddings.weight"][: len(ids)]
             + w["embeddings.token_type_embeddings.weight"][0]
         )
-        x = self._norm(x, "embeddings.LayerNorm")
-        size = self.model.dimensions // self.model.heads
-        kept = {}
-        for i in range(self.model.layers):
-            p = f"encoder.layer.{i}."
-            a = p + "attention."
-            q, k, v = (self._heads(self._linear(x, a + f"self.{n}")) for n in ("query", "key", "value"))
-            attention = _softmax(q @ k.transpose(0, 2, 1) / math.sqrt(size))
-            context = (attention @ v).transpose(1, 0, 2).reshape(len(ids), self.model.dimensions)
-            x = self._norm(self._linear(context, a + "output.dense") + x, a + "output.LayerNorm")
-            inner = _gelu(self._linear(x, p + "intermediate.dense"))
-            x = self._norm(self._linear(inner, p + "output.dense") + x, p + "output.LayerNorm")
-            if i + 1 in keep:
-                kept[i + 1] = x
-        return kept
+        return self._norm(x, "embeddings.LayerNorm"), None
 
 
 class MPNet(SentenceEncoder):
     """MPNet, as Hugging Face's MPNetModel runs it: positions counted from 2, and a bias on each
     attention score by how far apart the two tokens are (in 32 buckets, shared by every layer)."""
+
+    LAYER = LayerNames(
+        "attention.attn.q", "attention.attn.k", "attention.attn.v", "attention.attn.o", "attention.LayerNorm"
+    )
 
     @staticmethod
     def _buckets(relative: np.ndarray, buckets: int = 32, furthest: int = 128) -> np.ndarray:
@@ -248,29 +280,16 @@ class MPNet(SentenceEncoder):
         )
         return out + np.where(n < exact, n, np.minimum(far, half - 1))
 
-    def _states(self, ids: list[int], keep: tuple[int, ...]) -> dict[int, np.ndarray]:
+    def _embedded(self, ids: list[int]) -> tuple[np.ndarray, np.ndarray | None]:
         w = self.w
         count = len(ids)
         x = (
             w["embeddings.word_embeddings.weight"][np.array(ids)]
             + w["embeddings.position_embeddings.weight"][np.arange(count) + 2]
         )
-        x = self._norm(x, "embeddings.LayerNorm")
         relative = np.arange(count)[None, :] - np.arange(count)[:, None]
         bias = w["encoder.relative_attention_bias.weight"][self._buckets(relative)].transpose(2, 0, 1)
-        size = self.model.dimensions // self.model.heads
-        kept = {}
-        for i in range(self.model.layers):
-            p = f"encoder.layer.{i}."
-            q, k, v = (self._heads(self._linear(x, p + f"attention.attn.{n}")) for n in "qkv")
-            attention = _softmax(q @ k.transpose(0, 2, 1) / math.sqrt(size) + bias)
-            context = (attention @ v).transpose(1, 0, 2).reshape(count, self.model.dimensions)
-            x = self._norm(self._linear(context, p + "attention.attn.o") + x, p + "attention.LayerNorm")
-            inner = _gelu(self._linear(x, p + "intermediate.dense"))
-            x = self._norm(self._linear(inner, p + "output.dense") + x, p + "output.LayerNorm")
-            if i + 1 in keep:
-                kept[i + 1] = x
-        return kept
+        return self._norm(x, "embeddings.LayerNorm"), bias
 
 
 def encoder(files: Files) -> SentenceEncoder:
