@@ -33,6 +33,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 
@@ -62,8 +63,25 @@ def _package_file(package: str, *parts: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)), *parts)
 
 
-def _pointer(x: np.ndarray) -> ctypes._Pointer[ctypes.c_float]:
+_Floats: TypeAlias = "ctypes._Pointer[ctypes.c_float]"
+
+
+def _pointer(x: np.ndarray) -> _Floats:
     return x.ctypes.data_as(_FLOATS)
+
+
+def _by_frames(x: np.ndarray, frame: int, process: Callable[[_Floats, _Floats], object]) -> np.ndarray:
+    """`x` through a C enhancer that takes one frame at a time (what it heard, where to put what
+    it keeps); the time this takes is counted."""
+    x = x.astype(np.float32)
+    out = np.zeros(len(x) // frame * frame, np.float32)
+    started = time.perf_counter()
+    for i in range(0, len(out), frame):
+        heard, done = np.ascontiguousarray(x[i : i + frame]), np.zeros(frame, np.float32)
+        process(_pointer(heard), _pointer(done))
+        out[i : i + frame] = done
+    TIMER.spent += time.perf_counter() - started
+    return out
 
 
 def deepfilternet(attenuation_db: float) -> Enhancer:
@@ -83,14 +101,8 @@ def deepfilternet(attenuation_db: float) -> Enhancer:
         # Measured: the output trails the input by the window less one hop, plus two hops of
         # lookahead (1440 samples at 48 kHz).
         delay = 3 * frame
-        x = np.concatenate([samples / 32768.0, np.zeros(delay + frame)]).astype(np.float32)
-        out = np.zeros(len(x) // frame * frame, np.float32)
-        started = time.perf_counter()
-        for i in range(0, len(out), frame):
-            chunk, done = np.ascontiguousarray(x[i : i + frame]), np.zeros(frame, np.float32)
-            lib.df_process_frame(state, _pointer(chunk), _pointer(done))
-            out[i : i + frame] = done
-        TIMER.spent += time.perf_counter() - started
+        x = np.concatenate([samples / 32768.0, np.zeros(delay + frame)])
+        out = _by_frames(x, frame, lambda heard, done: lib.df_process_frame(state, heard, done))
         lib.df_free(state)
         return out[delay : delay + len(samples)] * 32768.0
 
@@ -110,14 +122,8 @@ def rnnoise() -> Enhancer:
 
     def enhance(samples: np.ndarray) -> np.ndarray:
         state = lib.rnnoise_create(None)
-        x = np.concatenate([samples, np.zeros(delay + frame)]).astype(np.float32)
-        out = np.zeros(len(x) // frame * frame, np.float32)
-        started = time.perf_counter()
-        for i in range(0, len(out), frame):
-            chunk, done = np.ascontiguousarray(x[i : i + frame]), np.zeros(frame, np.float32)
-            lib.rnnoise_process_frame(state, _pointer(done), _pointer(chunk))
-            out[i : i + frame] = done
-        TIMER.spent += time.perf_counter() - started
+        x = np.concatenate([samples, np.zeros(delay + frame)])
+        out = _by_frames(x, frame, lambda heard, done: lib.rnnoise_process_frame(state, done, heard))
         lib.rnnoise_destroy(state)
         return out[delay : delay + len(samples)]
 
