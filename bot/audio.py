@@ -30,9 +30,10 @@ REPLY_RATE = 48_000
 WAVEFORM_MAX = 256  # Discord shows at most 256 one-byte amplitude samples
 # libopus's effort, 0-10 (FFmpeg's compression_level). Notes the lab and the tests make keep
 # FFmpeg's default, 10: the recogniser's figures were measured on those bytes, and a note encoded
-# otherwise is heard differently. The offline engine's spoken replies, which only people hear,
-# use 5: a 9 s reply encoded in 52 ms against 140-170 ms, the same SNR against the source
-# (19-20 dB), a file 30% larger (48 KB against 37 KB). Audio from a cloud engine is encoded at 10.
+# otherwise is heard differently. Spoken replies, which only people hear, use 5: a 9 s reply
+# encoded in 52 ms against 140-170 ms, the same SNR against the source (19-20 dB), a file 30%
+# larger (48 KB against 37 KB). That holds for a cloud engine's audio that arrives in another
+# format too; Ogg/Opus from a cloud engine goes out as it came.
 OPUS_COMPLEXITY = 10
 REPLY_OPUS_COMPLEXITY = 5
 _ENCODE_BLOCK = 48_000  # samples handed to the encoder at a time: one second
@@ -222,9 +223,11 @@ def wav_to_pcm(data: bytes) -> tuple[bytes, int]:
 OPUS_BIT_RATE = 32_000
 
 
-def reply_from_pcm(pcm: bytes, rate: int, bit_rate: int = OPUS_BIT_RATE) -> ReplyAudio:
+def reply_from_pcm(
+    pcm: bytes, rate: int, bit_rate: int = OPUS_BIT_RATE, complexity: int = OPUS_COMPLEXITY
+) -> ReplyAudio:
     """Mono 16-bit PCM at any rate → Ogg/Opus 48 kHz with duration and waveform."""
-    writer = OggOpusWriter(rate, bit_rate=bit_rate)
+    writer = OggOpusWriter(rate, complexity, bit_rate)
     writer.write(pcm)
     return writer.finish()
 
@@ -299,12 +302,13 @@ class OggOpusWriter:
 def reply_from_encoded(data: bytes, fmt: str) -> ReplyAudio:
     """An engine's reply audio → what Discord wants, re-encoding only when it is not Ogg/Opus."""
     if fmt == "pcm16":  # OpenAI's raw format: 24 kHz mono little-endian
-        return reply_from_pcm(data, MODEL_RATE)
+        return reply_from_pcm(data, MODEL_RATE, complexity=REPLY_OPUS_COMPLEXITY)
     samples = np.frombuffer(_decode_pcm(data, REPLY_RATE, max_seconds=3600.0), dtype=np.int16)
     duration = round(len(samples) / REPLY_RATE, 2)
     if fmt == "ogg_opus" and data.startswith(b"OggS"):
         return ReplyAudio(ogg=data, duration_secs=duration, waveform=waveform(samples))
-    return ReplyAudio(ogg=_encode_ogg_opus(samples), duration_secs=duration, waveform=waveform(samples))
+    ogg = _encode_ogg_opus(samples, REPLY_OPUS_COMPLEXITY)
+    return ReplyAudio(ogg=ogg, duration_secs=duration, waveform=waveform(samples))
 
 
 def pcm16(samples: np.ndarray) -> np.ndarray:
@@ -321,8 +325,8 @@ def resample(samples: np.ndarray, src: int, dst: int) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int16)
 
 
-def _encode_ogg_opus(samples: np.ndarray, bit_rate: int = OPUS_BIT_RATE) -> bytes:
-    writer = OggOpusWriter(REPLY_RATE, bit_rate=bit_rate)
+def _encode_ogg_opus(samples: np.ndarray, complexity: int) -> bytes:
+    writer = OggOpusWriter(REPLY_RATE, complexity)
     writer.write(samples.astype(np.int16, copy=False).tobytes())
     return writer.finish().ogg
 

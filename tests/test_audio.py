@@ -116,6 +116,18 @@ def test_wav_and_pcm16_replies_are_encoded_once_to_opus() -> None:
         assert reply.duration_secs == pytest.approx(1.0, abs=0.03)
 
 
+def test_cloud_replies_are_encoded_with_the_replies_effort_not_the_notes() -> None:
+    # Re-encoding a cloud engine's PCM costs a third at complexity 5 of what it does at 10.
+    pcm = speechlike(1.0, rate=24_000).tobytes()
+    # Each Ogg stream has a random serial number, so the files are compared by size: libopus
+    # packs the same audio differently at each effort.
+    spoken = len(audio.reply_from_pcm(pcm, 24_000, complexity=audio.REPLY_OPUS_COMPLEXITY).ogg)
+    as_a_note = len(audio.reply_from_pcm(pcm, 24_000).ogg)
+    assert spoken != as_a_note
+    assert len(audio.reply_from_encoded(pcm, "pcm16").ogg) == spoken
+    assert len(audio.reply_from_encoded(audio.pcm_to_wav(pcm, 24_000), "wav").ogg) == spoken
+
+
 def test_a_crafted_sample_rate_is_refused_before_it_is_decoded() -> None:
     # FLAC allows up to 655 kHz: 87 KB of it, eight channels, once cost 1.3 GB to decode.
     data = encode(speechlike(1.0, rate=384_000), 384_000, "flac")
