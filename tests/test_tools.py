@@ -247,6 +247,94 @@ async def test_the_grievance_spool_files_each_line_once_and_sets_aside_a_torn_on
     assert (tmp_path / "grievances.db.spool.jsonl.rejected").read_text().count('"b2"') == 2
 
 
+async def test_a_grievance_kept_after_a_torn_line_is_not_set_aside_with_it(tmp_path) -> None:
+    from bot.tools.grievance_spool import GrievanceSpool
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    spool = tmp_path / "grievances.db.spool.jsonl"
+    spool.write_text('{"id": "a1", "user_id": "1111')  # a crash cut this line, newline and all
+    GrievanceSpool(spool).keep(
+        user_id=BLAZE, category="wallet", description="charged twice", at="t", state="local_only"
+    )
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        assert [g.description for g in await store.status(BLAZE)] == ["charged twice"]
+    finally:
+        await store.aclose()
+    assert (tmp_path / "grievances.db.spool.jsonl.rejected").read_text() == '{"id": "a1", "user_id": "1111\n'
+
+
+def test_a_spool_line_the_disk_takes_in_part_is_finished_or_refused(tmp_path, monkeypatch) -> None:
+    import errno
+    import json
+    import os
+
+    from bot.tools import grievance_spool
+
+    real_write = os.write
+    monkeypatch.setattr(grievance_spool.os, "write", lambda fd, data: real_write(fd, data[:10]))
+    spool = grievance_spool.GrievanceSpool(tmp_path / "g.spool.jsonl")
+    spool.keep(user_id=BLAZE, category="wallet", description="charged twice", at="t", state="local_only")
+    assert json.loads(spool.path.read_text())["description"] == "charged twice"
+
+    def full_disk(fd: int, data: bytes) -> int:
+        if len(data) > 10:
+            return real_write(fd, data[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(grievance_spool.os, "write", full_disk)
+    with pytest.raises(OSError):  # so the player hears it was not kept
+        spool.keep(user_id=BLAZE, category="wallet", description="lost my gems", at="t", state="local_only")
+
+
+async def test_a_filing_cancelled_while_the_database_is_busy_leaves_nothing_half_done(tmp_path) -> None:
+    # A shutdown's grace running out cancels the turn while another process holds the database:
+    # aiosqlite still runs the queued INSERT, and the next commit (anyone's) would commit it.
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    await store._conn.execute("PRAGMA busy_timeout=1000")  # not the production 30 s wait
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        task = asyncio.create_task(store.register(NOVA, "wallet", "charged twice", "discord:42:wallet:0"))
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        locker.execute("ROLLBACK")
+        await store.register(BLAZE, "other", "lag")
+        assert await store.status(NOVA) == []  # not filed behind the player's back
+        again = await store.register(NOVA, "wallet", "charged twice", "discord:42:wallet:0")  # re-run
+        assert again.key and [g.key for g in await store.status(NOVA)] == [again.key]
+        keyless = locker.execute("SELECT count(*) FROM grievances WHERE local_key IS NULL").fetchone()
+        assert keyless == (0,)
+    finally:
+        locker.close()
+        await store.aclose()
+
+
+async def test_a_row_filed_without_its_key_gets_it_when_the_store_opens(tmp_path) -> None:
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    await store.aclose()
+    with sqlite3.connect(db) as conn:  # as a filing cut short by an older version left it
+        conn.execute("DROP TRIGGER grievance_key")
+        conn.execute(
+            "INSERT INTO grievances (user_id, category, description, created_at, updated_at)"
+            " VALUES (?, 'wallet', 'charged twice', 'x', 'x')",
+            (NOVA,),
+        )
+    store = await LocalGrievanceStore.open(db)
+    try:
+        assert [g.key for g in await store.status(NOVA)] == ["GRV-1"]
+    finally:
+        await store.aclose()
+
+
 async def test_a_grievance_kept_while_another_process_files_the_spool_waits_for_it(tmp_path) -> None:
     import fcntl
     import os

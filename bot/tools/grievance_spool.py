@@ -31,10 +31,15 @@ class GrievanceSpool:
         """Append one grievance, on disk (fsynced) before returning; `filing_id` (else a fresh
         one) is what files it once. Blocking: run in a thread."""
         line = json.dumps({"id": filing_id or uuid.uuid4().hex, **{f: row[f] for f in FIELDS}}) + "\n"
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another process files the spool
-            os.write(fd, line.encode())
+            size = os.fstat(fd).st_size
+            if size and os.pread(fd, 1, size - 1) != b"\n":
+                # The last line was cut short (a crash, a full disk): end it, or this grievance
+                # would be glued to it and set aside with it as unreadable.
+                line = "\n" + line
+            _write_all(fd, line.encode())
             os.fsync(fd)
         finally:
             os.close(fd)  # and with it the lock
@@ -85,6 +90,14 @@ class GrievanceSpool:
     def release(self, fd: int) -> None:
         """Let the spool go unfiled, to be tried again."""
         os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    # A nearly full disk may take part of a write: the rest is written or its error raised, so
+    # a grievance is never reported kept while half of it is on disk.
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _parse(line: str) -> dict[str, Any] | None:

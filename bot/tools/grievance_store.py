@@ -81,7 +81,12 @@ BEGIN INSERT INTO news_events (grievance_id, kind) VALUES (NEW.id, 'pushed'); EN
 CREATE TRIGGER IF NOT EXISTS news_status AFTER UPDATE OF status ON grievances
 WHEN NEW.status IS NOT OLD.status
 BEGIN INSERT INTO news_events (grievance_id, kind) VALUES (NEW.id, 'status'); END;
-"""
+-- A row gets its key in the statement that inserts it: no row can ever be committed without one,
+-- whatever stops its filing half-way. Rows a filing cut short before this trigger get theirs here.
+CREATE TRIGGER IF NOT EXISTS grievance_key AFTER INSERT ON grievances WHEN NEW.local_key IS NULL
+BEGIN UPDATE grievances SET local_key = '{prefix}-' || NEW.id WHERE id = NEW.id; END;
+UPDATE grievances SET local_key = '{prefix}-' || id WHERE local_key IS NULL;
+""".replace("{prefix}", KEY_PREFIX)
 
 
 @dataclass(frozen=True)
@@ -201,6 +206,9 @@ class LocalGrievanceStore:
                 await self._rollback()
                 await self._keep_for_later(exc, user_id, category, description, now, state, filing_id)
                 raise ToolError(say.KEPT_FOR_LATER) from None
+            except BaseException:
+                await self._rollback_cut_short()
+                raise
         if key is None:  # filed before, by an earlier run of the same turn
             return await self._filed_as(user_id, filing_id)
         return Grievance(
@@ -233,9 +241,7 @@ class LocalGrievanceStore:
         )
         if not cursor.rowcount:
             return None
-        key = f"{KEY_PREFIX}-{cursor.lastrowid}"
-        await self._conn.execute("UPDATE grievances SET local_key = ? WHERE id = ?", (key, cursor.lastrowid))
-        return key
+        return f"{KEY_PREFIX}-{cursor.lastrowid}"  # set by the grievance_key trigger
 
     async def _filed_as(self, user_id: str, filing_id: str | None) -> Grievance:
         cursor = await self._conn.execute("SELECT * FROM grievances WHERE spool_id = ?", (filing_id,))
@@ -252,6 +258,13 @@ class LocalGrievanceStore:
             await self._conn.rollback()
         except sqlite3.Error:
             pass
+
+    async def _rollback_cut_short(self) -> None:
+        # A filing cancelled mid-way (a shutdown's grace ran out while the database was busy):
+        # aiosqlite still runs the statements already queued, so without this rollback the next
+        # commit on the connection, anyone's, would commit half a filing nobody was told of.
+        # Shielded: a second cancel must not stop it either.
+        await asyncio.shield(self._rollback())
 
     async def _keep_for_later(
         self,
@@ -304,6 +317,10 @@ class LocalGrievanceStore:
                 spool.release(fd)
                 log.warning("kept grievances not filed yet (%d): %s", len(rows), exc)
                 return 0
+            except BaseException:
+                await self._rollback_cut_short()
+                spool.release(fd)
+                raise
             spool.finish(fd)
         for user_id, key in filed:
             log.info("kept grievance of user %s filed as %s", user_id, key)
