@@ -132,6 +132,14 @@ async def test_ticket_key_that_is_not_a_key_is_refused(settings, scripted_app_en
     assert result["tickets"] == [] and "not a ticket key" in result["message"]
 
 
+def test_a_ticket_in_any_project_jira_allows_has_a_key_players_may_ask_after() -> None:
+    from bot.tools import TICKET_KEY
+    from bot.tools.jira_tracker import PROJECT_KEY
+
+    for project in ("GRV", "MY_PROJ", "A1"):  # Jira project keys may hold digits and underscores
+        assert PROJECT_KEY.match(project) and TICKET_KEY.match(f"{project}-12")
+
+
 async def test_manual_search_ranks_the_right_manual_first(settings, scripted_app_engine) -> None:
     expectations = {
         "how do I pair my controller": "controller",

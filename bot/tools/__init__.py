@@ -26,7 +26,7 @@ from bot.tools.base import (
 log = logging.getLogger(__name__)
 
 CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
-TICKET_KEY = re.compile(r"^[A-Z][A-Z0-9]{1,9}-[1-9][0-9]{0,8}$")
+TICKET_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}-[1-9][0-9]{0,8}$")
 MAX_DESCRIPTION = 2000
 
 

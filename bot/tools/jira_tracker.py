@@ -212,7 +212,8 @@ class JiraTracker:
         return issues[0].key if issues else None
 
     def list_for_user(self, user_id: str, limit: int) -> list[RemoteIssue]:
-        return self._search(self._jql(self.user_label(user_id), newest_first=True), limit)
+        found = self._search(self._jql(self.user_label(user_id), newest_first=True), limit)
+        return [issue for issue in found if self.user_of(issue) == user_id]
 
     def updated_for_users(self, user_ids: list[str], minutes: int) -> list[RemoteIssue]:
         """Every issue of these players (by their labels) updated in the last `minutes`, least
@@ -230,7 +231,8 @@ class JiraTracker:
         return next((x[len(prefix) :] for x in issue.labels if x.startswith(prefix)), "")
 
     def user_of(self, issue: RemoteIssue) -> str | None:
-        """The player an issue is for, from its discord-<id> label."""
+        """The player an issue is for, from its discord-<id> label. An issue staff labelled for
+        two players (merged or cloned complaints) is neither's: each would read the other's words."""
         prefix = self.user_label_prefix
         ids = [
             x[len(prefix) :] for x in issue.labels if x.startswith(prefix) and USER_ID.match(x[len(prefix) :])
@@ -238,11 +240,10 @@ class JiraTracker:
         return ids[0] if len(ids) == 1 else None  # two players' labels: tell neither
 
     def get_for_user(self, key: str, user_id: str) -> RemoteIssue | None:
-        """One issue of our project, only if it carries the speaker's label: someone else's key
-        finds nothing."""
+        """One issue of our project, only if it is the speaker's alone (`user_of`): someone
+        else's key finds nothing."""
         if not TICKET_KEY.match(key) or not key.startswith(f"{self.project}-"):
             return None
-        label = self.user_label(user_id)
         try:
             with self._client(not_found=True) as client:
                 raw = client.issue(key, fields=",".join(SEARCH_FIELDS)).raw
@@ -251,7 +252,7 @@ class JiraTracker:
                 return None
             raise
         issue = self._to_issue(raw)
-        return issue if label in issue.labels else None
+        return issue if self.user_of(issue) == user_id else None
 
     def server_info(self) -> dict[str, Any]:
         with self._client() as client:

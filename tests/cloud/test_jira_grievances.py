@@ -441,6 +441,18 @@ async def test_a_player_never_sees_another_players_tickets(fake, settings, scrip
     assert_only_our_jql(fake)
 
 
+async def test_an_issue_labelled_for_two_players_is_shown_to_neither(fake, db) -> None:
+    # Staff merging two complaints into one issue label it for both; each would read the other's.
+    issue = fake.add_issue(["wallet", f"discord-{NOVA}", f"discord-{BLAZE}"], description="Nova's card 4242")
+    backend = await open_backend(fake, db)
+    try:
+        for player in (NOVA, BLAZE):
+            assert await backend.status(player) == []
+            assert await backend.status(player, issue.key) == []
+    finally:
+        await backend.aclose()
+
+
 async def test_jql_in_model_arguments_changes_nothing(fake, settings, scripted_app_engine) -> None:
     settings = make_settings(settings.storage_dir, **jira_env(fake))
     sneaky = "') OR labels is not EMPTY --"
