@@ -299,6 +299,47 @@ async def test_a_note_that_crashes_its_worker_gets_an_apology_and_takes_no_other
     )
 
 
+def _slow_pid(pcm: bytes, rate: int) -> int:  # a worker's job that takes a while and loads nothing
+    import os
+    import time
+
+    time.sleep(0.5)
+    return os.getpid()
+
+
+@pytest.mark.timeout(120)
+async def test_a_worker_killed_in_a_raid_starts_no_more_lone_workers_than_the_pool_has(settings) -> None:
+    import asyncio
+    import multiprocessing
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.offline.hearing import WorkerHearing
+
+    class Light(WorkerHearing):  # the real recovery, with workers that load no model
+        job = staticmethod(_slow_pid)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+    hearing = Light(settings.storage_dir / "speech", workers=2)
+    try:
+        pids = await hearing.start()
+        notes = [asyncio.ensure_future(hearing.hear(bytes(2), 16_000)) for _ in range(8)]
+        await asyncio.sleep(0.3)
+        os.kill(next(iter(pids)), signal.SIGKILL)  # the OOM killer takes one
+        peak = 0
+        while not all(n.done() for n in notes):
+            peak = max(peak, len(multiprocessing.active_children()))
+            await asyncio.sleep(0.02)
+        heard = await asyncio.gather(*notes)
+    finally:
+        await hearing.aclose()
+    assert len(heard) == 8 and not set(heard) & pids
+    assert peak <= 2 * hearing.workers, f"{peak} worker processes at once after one death"
+
+
 def test_a_missing_speech_model_is_named_before_any_worker_starts(tmp_path) -> None:
     from bot.engines.offline.hearing import WorkerHearing
 

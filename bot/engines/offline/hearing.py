@@ -163,7 +163,9 @@ class WorkerHearing:
     A worker that dies (a crash in the native decoder, the OOM killer) breaks the pool and every
     note in flight on it. The pool is replaced, and each of those notes is heard again in a
     worker of its own: the note that crashed its worker cannot take the others down twice, and
-    only that one gets an apology (EngineError).
+    only that one gets an apology (EngineError). No more lone workers run at once than the pool
+    has workers: each loads every model, and eight of them after one OOM kill would invite the
+    next.
     """
 
     # What a worker does with a note; a module-level function, since it crosses to the worker by name.
@@ -185,6 +187,7 @@ class WorkerHearing:
         self.workers = workers or default_workers()
         self._closed = False
         self._pool = self._new_pool(self.workers)
+        self._lone_workers = asyncio.Semaphore(self.workers)
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         root = logging.getLogger()
@@ -223,14 +226,16 @@ class WorkerHearing:
             if self._pool is pool:  # the other notes in flight saw the same failure: replace it once
                 pool.shutdown(wait=False, cancel_futures=True)
                 self._pool = self._new_pool(self.workers)
-        alone = self._new_pool(1)
-        try:
-            return await loop.run_in_executor(alone, self.job, pcm, rate)
-        except BrokenProcessPool as exc:
-            log.error("a speech worker died again on the same note (%.1f s of audio)", len(pcm) / 2 / rate)
-            raise EngineError("the speech recogniser crashed on this note") from exc
-        finally:
-            alone.shutdown(wait=False, cancel_futures=True)
+        async with self._lone_workers:
+            alone = self._new_pool(1)
+            try:
+                return await loop.run_in_executor(alone, self.job, pcm, rate)
+            except BrokenProcessPool as exc:
+                seconds = len(pcm) / 2 / rate
+                log.error("a speech worker died again on the same note (%.1f s of audio)", seconds)
+                raise EngineError("the speech recogniser crashed on this note") from exc
+            finally:
+                alone.shutdown(wait=False, cancel_futures=True)
 
     async def aclose(self) -> None:
         self._closed = True
