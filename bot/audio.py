@@ -124,12 +124,20 @@ def _implausible(rate: int | None, channels: int | None) -> bool:
     return (rate or 0) > MAX_RATE or (channels or 0) > MAX_CHANNELS
 
 
+# The demuxers a note may be read with (FFmpeg's names). FFmpeg otherwise probes every format it
+# has, and some read other files: a 65-byte "ffconcat" text named .ogg would have the bot decode
+# an audio file from its own disk as the player's note.
+DEMUXERS = "ogg,matroska,mov,mp3,wav,flac,aac"
+
+
 def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
     unreadable = AudioError(say.UNREADABLE)
     chunks: list[bytes] = []
     decoded_seconds = 0.0
     try:
-        with av.open(io.BytesIO(data), mode="r", metadata_errors="ignore") as container:
+        with av.open(
+            io.BytesIO(data), mode="r", metadata_errors="ignore", options={"format_whitelist": DEMUXERS}
+        ) as container:
             if not container.streams.audio:
                 raise unreadable
             stream = container.streams.audio[0]

@@ -1,8 +1,10 @@
 import base64
 import io
+import os
 import subprocess
 import sys
 import wave
+from pathlib import Path
 
 import av
 import numpy as np
@@ -126,6 +128,16 @@ def test_cloud_replies_are_encoded_with_the_replies_effort_not_the_notes() -> No
     assert spoken != as_a_note
     assert len(audio.reply_from_encoded(pcm, "pcm16").ogg) == spoken
     assert len(audio.reply_from_encoded(audio.pcm_to_wav(pcm, 24_000), "wav").ogg) == spoken
+
+
+def test_a_playlist_naming_a_file_on_the_bots_disk_is_not_audio() -> None:
+    # FFmpeg's safe mode refuses absolute paths in a playlist, not paths relative to the bot's
+    # working directory.
+    sample = os.path.relpath(Path(audio.__file__).parent / "data" / "samples" / "2-how-many-points.ogg")
+    assert audio.decode(Path(sample).read_bytes(), LIMITS).seconds > 1
+    for script in (f"ffconcat version 1.0\nfile {sample}\n", f"#EXTM3U\n#EXTINF:2,\n{sample}\n"):
+        with pytest.raises(audio.AudioError, match="couldn't read"):
+            audio.decode(script.encode(), LIMITS)
 
 
 def test_a_crafted_sample_rate_is_refused_before_it_is_decoded() -> None:
