@@ -18,7 +18,17 @@ from bot import audio, metrics
 from bot import sentences as say
 from bot.config import AgentSettings, AudioSettings
 from bot.conversations import ConversationStore
-from bot.engines.base import AudioClip, Engine, EngineReply, PastTurn, Round, Transcript, TurnState, Usage
+from bot.engines.base import (
+    AudioClip,
+    Engine,
+    EngineError,
+    EngineReply,
+    PastTurn,
+    Round,
+    Transcript,
+    TurnState,
+    Usage,
+)
 from bot.tools import Toolbox
 from bot.tools.base import ToolContext, ToolResult
 
@@ -248,6 +258,10 @@ class VoiceAgent:
             with watch.stage("engine"):
                 step = await engine.complete(turn)
             if not step.tool_calls:
+                if not step.text.strip() and not step.audio and step.reply_audio is None:
+                    # A cloud model cut off by its content filter or its length: nothing to send,
+                    # and a note marked answered with nothing sent is a note lost.
+                    raise EngineError(f"engine {engine.name} answered with neither words nor audio")
                 return step
             if not turn.allow_tools:
                 # An engine that ignores the bound still gets no more tool calls run.
@@ -264,7 +278,17 @@ class VoiceAgent:
         if final.reply_audio is not None:
             return final.reply_audio
         if final.audio:
-            return await asyncio.to_thread(audio.reply_from_encoded, final.audio, final.audio_format)
+            try:
+                return await asyncio.to_thread(audio.reply_from_encoded, final.audio, final.audio_format)
+            except Exception as exc:
+                # The engine's audio, not the player's note: its answer still goes out, in the
+                # bot's own voice or as text, and the turn (tickets it filed) is still saved.
+                log.error(
+                    "engine reply audio (%s, %d bytes) unreadable, speaking its text instead: %s",
+                    final.audio_format,
+                    len(final.audio),
+                    _reason(exc),
+                )
         if self.speaker is not None and final.text:
             return await self.speaker(final.text, voice)
         return None
@@ -308,8 +332,6 @@ async def _result_or_none(task: asyncio.Task[Transcript | None]) -> str | None:
 
 
 def _expected(exc: BaseException) -> bool:
-    from bot.engines.base import EngineError
-
     return isinstance(exc, EngineError | TimeoutError)
 
 

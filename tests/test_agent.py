@@ -84,6 +84,35 @@ async def test_engine_failure_falls_back_to_the_other_engine(settings) -> None:
     assert (reply.kind, reply.text, reply.engine) == ("answer", "from the fallback", "backup")
 
 
+async def test_an_answer_with_neither_words_nor_audio_is_a_failure_not_an_empty_reply(settings) -> None:
+    class Filtered(ScriptedEngine):  # a cloud model stopped by its content filter
+        async def complete(self, turn: TurnState) -> EngineReply:
+            return EngineReply(text=" ", audio=None)
+
+    async with running_app(settings, Filtered()) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        app.agent.fallback = ScriptedEngine([answer("from the fallback")], name="backup")
+        rescued = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.kind == "apology" and "Sorry" in reply.text
+    assert (rescued.kind, rescued.text) == ("answer", "from the fallback")
+
+
+async def test_unreadable_audio_from_the_engine_still_sends_its_answer(settings) -> None:
+    class Garbled(ScriptedEngine):
+        async def complete(self, turn: TurnState) -> EngineReply:
+            if not turn.rounds:
+                return calls(("register_grievance", {"category": "wallet", "description": "gems gone"}))(turn)
+            return EngineReply(
+                text="Filed as GRV-14.", audio=b"RIFF\x00\x00\x00\x00WAVEjunk", audio_format="wav"
+            )
+
+    async with running_app(settings, Garbled()) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        history = await app.conversations.history(NOVA)
+    assert (reply.kind, reply.text) == ("answer", "Filed as GRV-14.")
+    assert [t.reply_text for t in history] == ["Filed as GRV-14."]
+
+
 async def test_history_reaches_the_engine_on_the_next_turn(settings) -> None:
     engine = ScriptedEngine()
     async with running_app(settings, engine) as app:
