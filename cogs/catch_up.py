@@ -8,6 +8,10 @@ the same path as a live note (so the ledger's claim keeps two processes starting
 both answering). Older ones are left, and counted in the log. discord.py's history iterator
 pages 100 at a time through the client's rate limiter.
 
+A gateway outage that ends in a fresh session (Discord refused to resume the old one) loses the
+events of the gap: on that READY each place is read again from when the gateway went quiet, and
+every note there that the ledger does not know is answered.
+
 While it runs, the bot also looks every `discord.recheck_seconds` for notes another process left
 unanswered on the same storage: in a deploy that overlaps the old process, a note the old one
 kept or had to cut during its shutdown is answered by the new one, not at some later start.
@@ -31,23 +35,41 @@ log = logging.getLogger(__name__)
 
 # How far past the window's edge a channel is read only to count what is not answered.
 COUNT_AT_MOST = 500
+# Read this much before the gateway went quiet: message ids carry Discord's clock, not ours.
+CLOCK_MARGIN = datetime.timedelta(minutes=2)
 
 
 class CatchUp(commands.Cog):
     def __init__(self, bot: VoxdeskBot) -> None:
         self.bot = bot
         self._done = False
+        self._quiet_since: datetime.datetime | None = None  # the gateway's last disconnect
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
 
     async def cog_unload(self) -> None:
         self.recheck.cancel()
 
     @commands.Cog.listener()
+    async def on_disconnect(self) -> None:
+        if self._quiet_since is None:
+            self._quiet_since = discord.utils.utcnow()
+
+    @commands.Cog.listener()
+    async def on_resumed(self) -> None:
+        self._quiet_since = None  # a resumed session is sent the events it missed
+
+    @commands.Cog.listener()
     async def on_ready(self) -> None:
-        if self._done:  # a later READY is a reconnection, not a start
+        if not self._done:
+            self._done = True
+            self._quiet_since = None
+            self.bot.track(self.catch_up())
             return
-        self._done = True
-        self.bot.track(self.catch_up())
+        # A fresh session after an outage: Discord does not send the events of the gap.
+        quiet, self._quiet_since = self._quiet_since, None
+        since = (quiet or discord.utils.utcnow()) - CLOCK_MARGIN
+        log.info("new gateway session: reading the notes sent since %s", since.isoformat(timespec="seconds"))
+        self.bot.track(self.catch_up(since))
 
     async def _recheck(self) -> None:
         if not self.bot.accepting:
@@ -94,13 +116,16 @@ class CatchUp(commands.Cog):
             answered += 1
         return answered
 
-    async def catch_up(self) -> None:
+    async def catch_up(self, since: datetime.datetime | None = None) -> None:
         try:
-            await self._catch_up()
+            await self._catch_up(since)
         except Exception:
-            log.exception("catch-up after the start failed; new notes are still answered")
+            log.exception("catch-up failed; new notes are still answered")
 
-    async def _catch_up(self) -> None:
+    async def _catch_up(self, since: datetime.datetime | None = None) -> None:
+        """`since`: after a gateway outage, read every place from then and answer every note the
+        ledger does not know (notes are answered out of order, so the newest one handled says
+        nothing of the gap); at a start, from the newest note handled in each place."""
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
         if voice is None:
             return
@@ -118,12 +143,12 @@ class CatchUp(commands.Cog):
             channel = await self._channel(place_id)
             if channel is None:
                 continue
-            last = await ledger.last_handled(place_id)
+            last = await ledger.last_handled(place_id) if since is None else None
             # Notes are answered out of order (one queue per player, several players at once), so
             # a note a stopped or killed process left unanswered can be older than the newest one
             # it answered here: reading resumes before the oldest such note, not after the newest.
             left_here = {u.message_id for u in leftovers if u.place_id == place_id} - too_old
-            start: discord.abc.Snowflake | datetime.datetime = cutoff
+            start: discord.abc.Snowflake | datetime.datetime = cutoff if since is None else max(cutoff, since)
             if last is not None and _sent_at(last) >= cutoff:
                 start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
             elif last is not None:

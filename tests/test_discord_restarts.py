@@ -77,6 +77,21 @@ async def test_notes_sent_while_the_bot_was_down_are_answered_once_oldest_first(
     assert first_replies == sorted(first_replies)
 
 
+async def test_a_note_sent_while_the_gateway_was_away_is_answered_by_the_new_session(settings, fake) -> None:
+    async with running_bot(settings, fake):
+        first = await fake.send_note(nova, voice_note())  # a DM: the bot now knows this place
+        await all_answered(fake, [first])
+        identified = len(fake.identify_payloads)
+        await fake.lose_the_session()
+        missed = await fake.send_note(nova, voice_note())  # no session is ready: goes nowhere
+        await fake.wait_for(lambda _: len(fake.identify_payloads) > identified and fake.bot_connected, 60)
+        await all_answered(fake, [missed])
+        after = await fake.send_note(nova, voice_note())
+        await all_answered(fake, [after])
+        await settle(fake)
+        assert [answers(fake, n) for n in (first, missed, after)] == [1, 1, 1]
+
+
 async def test_a_restart_answers_nothing_twice(settings, fake) -> None:
     async with running_bot(settings, fake):
         note = await fake.send_note(nova, voice_note(), guild=True)

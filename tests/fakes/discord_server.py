@@ -527,6 +527,13 @@ class FakeDiscord(Strict):
         for session in list(self._sockets):
             await session.send({"op": 7, "d": None})
 
+    async def lose_the_session(self) -> None:
+        """The connection drops and Discord forgets the session, as after a long outage: the
+        client's RESUME is refused (op 9) and it identifies afresh. Events meanwhile go nowhere."""
+        self.sessions.clear()
+        for session in list(self._sockets):
+            await session.close(4000, b"Unknown error.")
+
     def interaction_records(self, interaction_id: str) -> list[Received]:
         token = f"interaction-token-{interaction_id}"
         return [r for r in self.received if interaction_id in r.path or token in r.path]
