@@ -155,6 +155,7 @@ NO_TICKETS_YET = "You have no tickets with us. Use `/grievance file` to open one
 TICKETS_HEADING = "**Your tickets** ({count})"
 TICKET_HEADING = "**Your ticket**"
 TICKET_ROW = "`{ticket_key}` · {category} · **{status}** · updated {updated}"
+FILING_TOO_FAST = "You've filed several tickets just now. Please wait {seconds:.0f} seconds before the next."
 SLASH_FILED = (
     "Filed ticket `{ticket_key}` ({category}); status **{status}**. Ask `/grievance status` any time."
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from typing import Any
 
 import discord
@@ -15,6 +16,7 @@ from bot.tools.base import ToolCall
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller
 
+log = logging.getLogger(__name__)
 _call_ids = itertools.count(1)
 
 
@@ -44,6 +46,12 @@ def describe_tickets(result: dict[str, Any]) -> str:
 class Grievances(commands.GroupCog, group_name="grievance", group_description="Your support tickets"):
     def __init__(self, bot: VoxdeskBot) -> None:
         self.bot = bot
+        s = bot.discord_settings
+        # Each /grievance file opens a new ticket (in Jira too, when it is on): held to the same
+        # per-player limit as voice notes, so a script cannot bury the desk.
+        self.filings = commands.CooldownMapping(
+            commands.Cooldown(s.flood_notes, s.flood_seconds), lambda interaction: interaction.user.id
+        )
 
     async def _run(
         self, interaction: discord.Interaction, tool: str, arguments: dict[str, Any]
@@ -80,7 +88,12 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         category: app_commands.Choice[str],
         description: app_commands.Range[str, 5, 1000],
     ) -> None:
+        retry_after = self.filings.update_rate_limit(interaction)  # type: ignore[arg-type]
+
         async def work() -> str:
+            if retry_after:
+                log.info("flood: /grievance file from %s refused", interaction.user.id)
+                return say.FILING_TOO_FAST.format(seconds=retry_after)
             result = await self._run(
                 interaction, "register_grievance", {"category": category.value, "description": description}
             )

@@ -180,7 +180,27 @@ async def test_sync_publishes_the_command_tree(settings, fake: FakeDiscord):
     assert fake.violations == []
 
 
-async def test_a_long_ticket_list_continues_in_follow_ups(harness: Harness):
+async def test_filing_by_command_is_held_to_the_flood_limit(settings, fake: FakeDiscord):
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0):
+        filed = [
+            await ask(fake, blaze, "grievance", sub("file", category="wallet", description=f"Problem {i}."))
+            for i in range(3)
+        ]
+        assert [text.startswith("Filed ticket") for text in filed] == [True, True, False]
+        assert "Please wait" in filed[2]
+        assert (
+            await ask(fake, nova, "grievance", sub("file", category="other", description="Lag."))
+        ).startswith("Filed ticket")  # another player's limit is their own
+        listed = await ask(fake, blaze, "grievance", sub("list"))
+        assert "Problem 1." in listed and "Problem 2." not in listed
+
+
+async def test_a_long_ticket_list_continues_in_follow_ups(settings, fake: FakeDiscord):
+    async with running_bot(settings, fake, flood_notes=20) as harness:
+        await _a_long_ticket_list_continues_in_follow_ups(harness)
+
+
+async def _a_long_ticket_list_continues_in_follow_ups(harness: Harness) -> None:
     fake = harness.fake
     for i in range(14):
         description = f"Problem number {i}: " + "the store charged me twice and the items never arrived. " * 3
