@@ -46,6 +46,10 @@ class VoiceNotes(commands.Cog):
         # waiters first-come first-served, so a player's replies go out in the order they spoke.
         self._user_locks: dict[int, asyncio.Lock] = {}
         self._user_waiting: dict[int, int] = {}
+        # A note's bytes are downloaded only when a turn can take them: a raid of many players
+        # holds as many attachments in memory as there are turns, not one per raider.
+        turns = bot.app.settings.agent.max_concurrent_turns if bot.app is not None else 1
+        self._notes_in_hand = asyncio.Semaphore(turns)
 
     # ---- which messages --------------------------------------------------------------
 
@@ -208,36 +212,37 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "refused", "too_long")
             await self._tell(message, too_long_message(limits.max_seconds))
             return False
-        try:
-            # discord.py's session sets no timeout of its own: a stalled download would hold this
-            # player's later notes for aiohttp's five minutes.
-            async with asyncio.timeout(self.settings.download_seconds):
-                with metrics.timed("download"):
-                    data = await note.read()
-        except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
-            why = f"HTTP {exc.status}" if isinstance(exc, discord.HTTPException) else type(exc).__name__
-            log.warning("could not download attachment %s of note %s: %s", note.id, message.id, why)
-            metrics.note("discord", "failed", "download")
-            await self._tell(message, say.DOWNLOAD_FAILED)
-            return False
+        async with self._notes_in_hand:
+            try:
+                # discord.py's session sets no timeout of its own: a stalled download would hold this
+                # player's later notes for aiohttp's five minutes.
+                async with asyncio.timeout(self.settings.download_seconds):
+                    with metrics.timed("download"):
+                        data = await note.read()
+            except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+                why = f"HTTP {exc.status}" if isinstance(exc, discord.HTTPException) else type(exc).__name__
+                log.warning("could not download attachment %s of note %s: %s", note.id, message.id, why)
+                metrics.note("discord", "failed", "download")
+                await self._tell(message, say.DOWNLOAD_FAILED)
+                return False
 
-        app = self.bot.core
-        author = message.author
-        prefs = await app.preferences.get(str(author.id))
-        context = ToolContext(
-            user_id=str(author.id),
-            display_name=author.display_name,
-            platform="discord",
-            conversation=str(message.channel.id),
-            request_id=str(message.id),
-        )
-        try:
-            reply = await app.agent.respond(context, data, voice=prefs.voice)
-        except AudioError as exc:
-            log.info("note %s from %s refused: %s", message.id, author.id, exc)
-            metrics.note("discord", "refused", "bad_audio")
-            await self._tell(message, str(exc))
-            return False
+            app = self.bot.core
+            author = message.author
+            prefs = await app.preferences.get(str(author.id))
+            context = ToolContext(
+                user_id=str(author.id),
+                display_name=author.display_name,
+                platform="discord",
+                conversation=str(message.channel.id),
+                request_id=str(message.id),
+            )
+            try:
+                reply = await app.agent.respond(context, data, voice=prefs.voice)
+            except AudioError as exc:
+                log.info("note %s from %s refused: %s", message.id, author.id, exc)
+                metrics.note("discord", "refused", "bad_audio")
+                await self._tell(message, str(exc))
+                return False
         with metrics.timed("send"):
             how = await send_answer(self.bot, message, reply.text, reply.audio, prefs.reply_mode)
         metrics.reply("discord", reply.kind)

@@ -25,6 +25,7 @@ from tests.fakes.discord_server import (
     Received,
     serving,
 )
+from tests.frontend_engine import FrontendEngine
 
 
 @pytest.fixture
@@ -264,6 +265,19 @@ async def test_twenty_players_three_notes_each_all_answered_in_order(settings, f
             positions = [order[id(r)] for pair in replies for r in pair]
             assert positions == sorted(positions)  # and their replies went out in order
         assert h.fake.violations == []
+
+
+async def test_a_raid_downloads_no_more_notes_than_turns_can_take(settings, fake: FakeDiscord):
+    # Each note waiting for a turn would otherwise sit in memory: up to audio.max_bytes a raider.
+    settings = settings.replace(agent={"max_concurrent_turns": 2})
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=1.0)) as h:
+        raiders = [InjectedUser(810000000000000000 + i, f"raider{i}") for i in range(8)]
+        notes = [await h.fake.send_note(r, voice_note()) for r in raiders]
+        await h.fake.wait_for(lambda _: len(h.fake.sent("cdn")) >= 2, within=20)
+        await asyncio.sleep(0.5)  # the first turns are still running
+        assert len(h.fake.sent("cdn")) == 2
+        await h.fake.wait_for(lambda _: all(len(h.fake.replies_to(n["id"])) >= 2 for n in notes), within=60)
+        assert len(h.fake.sent("cdn")) == 8
 
 
 async def test_sigterm_finishes_the_turn_in_flight_and_closes_everything(settings, fake: FakeDiscord):
