@@ -22,6 +22,10 @@ UNREADABLE = (
 SILENT = "That voice note has no sound in it. Could you record it again?"
 NOTHING_HEARD = "I couldn't hear anything in that voice note. Could you say it again?"
 TOO_SHORT = "That voice note is too short for me to hear anything."
+TOO_MANY_WHILE_AWAY = (
+    "You sent more notes while I was away than I answer at once; I've answered {count} of them. "
+    "Send me again whatever is still unanswered."
+)
 TOO_FAST = "You're sending notes faster than I can answer. Try again in {seconds:.0f} seconds."
 
 # ---- no answer this time ---------------------------------------------------------------------

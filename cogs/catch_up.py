@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import discord
 from discord.ext import commands, tasks
 
+from bot import sentences as say
 from cogs.bot import VoxdeskBot
 
 if TYPE_CHECKING:
@@ -173,7 +174,9 @@ class CatchUp(commands.Cog):
         cut_short = {u.message_id for u in leftovers if u.state == "started"} & replied
         # Settled now: left 'started' by a dead owner, the recheck would fetch and answer them again.
         await ledger.answered_before_a_crash(sorted(cut_short))
-        todo = sorted(m for m in found if m not in seen and m not in cut_short)
+        todo = self._within_flood_limit(
+            voice, [found[m][0] for m in sorted(found) if m not in seen | cut_short]
+        )
         log.info(
             "catch-up: answering %d note(s) sent while I was away, from %d place(s)", len(todo), len(places)
         )
@@ -181,6 +184,24 @@ class CatchUp(commands.Cog):
             self.bot.track(voice.answer(*found[message_id]))
         if not self.recheck.is_running():
             self.recheck.start()
+
+    def _within_flood_limit(self, voice: VoiceNotes, messages: list[discord.Message]) -> list[int]:
+        """The notes to answer, oldest first: a player's notes beyond discord.flood_notes in any
+        discord.flood_seconds of their sending (a script that kept sending while the bot was
+        down) are turned away as they would have been live."""
+        limit = self.bot.discord_settings
+        window = datetime.timedelta(seconds=limit.flood_seconds)
+        taken: dict[int, list[datetime.datetime]] = {}
+        todo = []
+        for message in messages:
+            recent = [t for t in taken.get(message.author.id, []) if t > message.created_at - window]
+            if len(recent) >= limit.flood_notes:
+                voice.turn_away(message, say.TOO_MANY_WHILE_AWAY.format(count=limit.flood_notes))
+            else:
+                recent.append(message.created_at)
+                todo.append(message.id)
+            taken[message.author.id] = recent
+        return todo
 
     async def _replied_to(self, message: discord.Message) -> bool:
         """Whether a message of the bot's soon after `message` answers it."""

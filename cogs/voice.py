@@ -94,17 +94,7 @@ class VoiceNotes(commands.Cog):
             return
         retry_after = self.flood.update_rate_limit(message)
         if retry_after:
-            log.info("flood: note %s from %s not answered", message.id, message.author.id)
-            # Settled: the player was told to send it again later, so no restart answers it.
-            self.bot.track(
-                self.bot.core.notes.turned_away(message.id, message.channel.id, str(message.author.id))
-            )
-            metrics.note("discord", "refused", "flood")
-            self._hint(
-                message,
-                say.TOO_FAST.format(seconds=retry_after),
-                "flood",
-            )
+            self.turn_away(message, say.TOO_FAST.format(seconds=retry_after))
             return
         if len(notes) > 1:
             log.info(
@@ -119,6 +109,16 @@ class VoiceNotes(commands.Cog):
     def _mentioned(self, message: discord.Message) -> bool:
         me = self.bot.user
         return self.settings.answer_mentions and me is not None and me in message.mentions
+
+    def turn_away(self, message: discord.Message, why: str) -> None:
+        """A note over the player's flood limit: not answered, and they hear `why` once a minute."""
+        log.info("flood: note %s from %s not answered", message.id, message.author.id)
+        # Settled: the player was told to send it again later, so no restart answers it.
+        self.bot.track(
+            self.bot.core.notes.turned_away(message.id, message.channel.id, str(message.author.id))
+        )
+        metrics.note("discord", "refused", "flood")
+        self._hint(message, why, "flood")
 
     def _hint(self, message: discord.Message, text: str, kind: str) -> None:
         """Tell the player, unless they were told something of the kind a moment ago."""

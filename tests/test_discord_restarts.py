@@ -92,6 +92,23 @@ async def test_a_note_sent_while_the_gateway_was_away_is_answered_by_the_new_ses
         assert [answers(fake, n) for n in (first, missed, after)] == [1, 1, 1]
 
 
+async def test_a_flood_sent_while_the_bot_was_down_is_held_to_the_flood_limit(settings, fake) -> None:
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0):
+        first = await fake.send_note(nova, voice_note())
+        await all_answered(fake, [first])
+    flood = [await fake.send_note(nova, voice_note()) for _ in range(6)]
+    other = await fake.send_note(blaze, voice_note(), guild=True)
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0):
+        await all_answered(fake, [*flood[:2], other])
+        await settle(fake)
+    assert [answers(fake, n) for n in flood] == [1, 1, 0, 0, 0, 0]
+    told = [r.content for n in flood[2:] for r in fake.replies_to(n["id"])]
+    assert len(told) == 1 and "answered 2 of them" in told[0]
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0):  # settled, not retried
+        await settle(fake)
+    assert [answers(fake, n) for n in flood] == [1, 1, 0, 0, 0, 0]
+
+
 async def test_a_restart_answers_nothing_twice(settings, fake) -> None:
     async with running_bot(settings, fake):
         note = await fake.send_note(nova, voice_note(), guild=True)
