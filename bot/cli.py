@@ -15,6 +15,7 @@ from bot import paths
 from bot.app import NotInitialised
 from bot.audio import AudioError
 from bot.config import ConfigError, Settings, load_settings
+from bot.engines.base import SpeechModelsUnavailable
 
 log = logging.getLogger("bot")
 
@@ -328,6 +329,9 @@ def main(argv: list[str] | None = None) -> int:
     except NotInitialised as exc:
         print(str(exc), file=sys.stderr)
         return 2
+    except SpeechModelsUnavailable as exc:
+        print(str(exc), file=sys.stderr)
+        return 4
     except FileNotFoundError as exc:
         print(f"{exc.filename}: no such file" if exc.filename else str(exc), file=sys.stderr)
         return 4

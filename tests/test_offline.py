@@ -340,10 +340,26 @@ async def test_a_worker_killed_in_a_raid_starts_no_more_lone_workers_than_the_po
     assert peak <= 2 * hearing.workers, f"{peak} worker processes at once after one death"
 
 
+@pytest.mark.timeout(120)
+async def test_speech_models_that_do_not_load_are_named_in_one_line(settings) -> None:
+    from bot.engines.base import SpeechModelsUnavailable
+    from bot.engines.offline.engine import create_offline_engine
+
+    (settings.storage_dir / "speech" / "domain.arpa").write_text("not a language model\n")
+    pocketsphinx = settings.replace(offline={"recognizer": "pocketsphinx", "workers": 1})
+    with pytest.raises(
+        SpeechModelsUnavailable, match=r"could not load pocketsphinx's models.*python -m bot init"
+    ):
+        await create_offline_engine(pocketsphinx)
+
+
 def test_a_missing_speech_model_is_named_before_any_worker_starts(tmp_path) -> None:
     from bot.engines.offline.hearing import WorkerHearing
 
-    with pytest.raises(FileNotFoundError, match="python -m bot init"):
+    with pytest.raises(FileNotFoundError, match=r"domain\.arpa is missing.*python -m bot init"):
+        WorkerHearing(tmp_path)
+    (tmp_path / "domain.arpa").write_text("")  # `init` cut short between its two files
+    with pytest.raises(FileNotFoundError, match=r"domain\.dict is missing.*python -m bot init"):
         WorkerHearing(tmp_path)
 
 

@@ -305,3 +305,40 @@ def test_whisper_is_unsure_below_its_log_probability_floor(monkeypatch) -> None:
     # A two-second note may not run on for the 160 tokens a long one may.
     assert seen["max_new_tokens"] == whisper.token_cap(2.0) < whisper.MAX_NEW_TOKENS
     assert seen["temperature"] == 0.0
+
+
+def test_a_model_folder_missing_what_faster_whisper_reads_is_named_incomplete(tmp_path) -> None:
+    real = whisper.resolve_model("tiny.en")
+    folder = tmp_path / "partial"
+    folder.mkdir()
+    (folder / "model.bin").symlink_to(real / "model.bin")
+    with pytest.raises(
+        whisper.WhisperUnavailable, match=r"incomplete: no config\.json, tokenizer\.json, vocabulary\.txt"
+    ):
+        whisper.resolve_model(str(folder))
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        (folder / name).symlink_to(real / name)
+    assert whisper.resolve_model(str(folder)) == folder
+
+
+async def test_a_whisper_model_that_does_not_load_leaves_pocketsphinx_hearing(
+    settings, tmp_path, caplog
+) -> None:
+    real = whisper.resolve_model("tiny.en")
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for name in ("config.json", "tokenizer.json", "vocabulary.txt"):
+        (broken / name).symlink_to(real / name)
+    (broken / "model.bin").write_bytes(b"not a CTranslate2 model")
+    caplog.set_level(logging.WARNING, logger="bot.engines.offline.engine")
+    for recognizer in ("auto", "whisper"):
+        chosen = settings.replace(
+            offline={"recognizer": recognizer, "whisper_model": str(broken), "workers": 1}
+        )
+        async with running_app(chosen) as app:
+            assert app.engine.hearing.whisper is None  # type: ignore[attr-defined]
+            note = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
+            reply = await app.agent.respond(ToolContext(user_id=NOVA), note)
+        assert [c["name"] for c in reply.tool_calls] == ["get_player_stats"]
+    said = [r.getMessage() for r in caplog.records if "did not load" in r.getMessage()]
+    assert len(said) == 2 and str(broken) in said[0]

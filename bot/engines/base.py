@@ -35,6 +35,10 @@ class EngineError(Exception):
     """The engine could not answer (down, timed out, malformed reply) after its own retries."""
 
 
+class SpeechModelsUnavailable(RuntimeError):
+    """The offline engine's speech workers cannot start: what to do about it, in one line."""
+
+
 @dataclass(frozen=True)
 class AudioClip:
     """The player's note, decoded and trimmed: 24 kHz mono 16-bit WAV for a model."""

@@ -107,10 +107,11 @@ def _decoder(lm: Path, dictionary: Path) -> pocketsphinx.Decoder:
 
 
 def require_models(model_dir: Path) -> None:
-    if not (model_dir / "domain.arpa").exists():
-        raise FileNotFoundError(
-            f"{model_dir / 'domain.arpa'} is missing: run `python -m bot init` to build the speech models"
-        )
+    for name in ("domain.arpa", "domain.dict"):
+        if not (model_dir / name).exists():
+            raise FileNotFoundError(
+                f"{model_dir / name} is missing: run `python -m bot init` to build the speech models"
+            )
 
 
 class Recognizer:

@@ -245,6 +245,9 @@ def is_multilingual(folder: Path) -> bool:
     return False
 
 
+FOLDER_FILES = ("config.json", "tokenizer.json")
+
+
 def _looks_like_folder(setting: str) -> bool:
     return "/" in setting or "\\" in setting or setting.startswith((".", "~")) or Path(setting).is_dir()
 
@@ -263,6 +266,13 @@ def resolve_model(setting: str, cache: Path | None = None) -> Path:
         folder = Path(setting).expanduser()
         if not (folder / "model.bin").is_file():
             raise WhisperUnavailable(f"no Whisper model in {folder} (no model.bin there)")
+        # What CTranslate2 and faster-whisper read besides the weights; without tokenizer.json
+        # faster-whisper would go to the Hugging Face Hub for one.
+        missing = [name for name in FOLDER_FILES if not (folder / name).is_file()]
+        if not any((folder / name).is_file() for name in ("vocabulary.txt", "vocabulary.json")):
+            missing.append("vocabulary.txt")
+        if missing:
+            raise WhisperUnavailable(f"the Whisper model in {folder} is incomplete: no {', '.join(missing)}")
         return folder
     if setting == BUNDLED_NAME:
         bundled = bundled_model()

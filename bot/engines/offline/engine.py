@@ -18,13 +18,14 @@ import os
 import re
 import time
 import uuid
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Literal
 
 from bot import audio
 from bot import sentences as say
 from bot.config import Settings
-from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState
+from bot.engines.base import AudioClip, EngineReply, SpeechModelsUnavailable, Transcript, TurnState
 from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_workers, vote_meaning
 from bot.intent import meaning, router
 from bot.intent.word_tagger import word_tagger
@@ -45,6 +46,7 @@ from bot.speech.whisper_recognizer import (
 from bot.tools.base import ToolCall
 
 log = logging.getLogger(__name__)
+
 
 SMALLTALK = {
     router.GREETING: say.GREETING,
@@ -363,7 +365,22 @@ async def create_offline_engine(
     meaning.use(understanding)
     hearing = WorkerHearing(speech_dir(settings), settings.offline.workers, whisper, understanding)
     try:
-        await hearing.start()
+        try:
+            await hearing.start()
+        except BrokenProcessPool:
+            # A worker died loading its models; its traceback is in the log above.
+            await hearing.aclose()
+            if whisper is None:
+                raise SpeechModelsUnavailable(
+                    "the speech workers could not load pocketsphinx's models (the log says why); "
+                    "run `python -m bot init` to build them again"
+                ) from None
+            log.warning(
+                "hearing with %s: the Whisper model in %s did not load (the log says why)",
+                POCKETSPHINX,
+                whisper.model_dir,
+            )
+            return await create_offline_engine(settings, None)
         voices = await asyncio.to_thread(load_reply_voices, settings)
         await asyncio.to_thread(word_tagger)  # loads the meaning model too; says if it cannot
     except BaseException:
