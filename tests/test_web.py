@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -334,6 +335,25 @@ async def test_check_page_shows_each_service(wsettings) -> None:
         for service in ("engine", "stats", "manuals", "grievances"):
             assert f"<td>{service}</td>" in html
         assert "local grievance store" in html
+
+
+async def test_checks_asked_for_at_once_run_once(wsettings, monkeypatch) -> None:
+    from bot import health
+
+    real, runs = health.check_all, []
+
+    async def counted(settings):  # type: ignore[no-untyped-def]
+        runs.append(1)
+        return await real(settings)
+
+    monkeypatch.setattr(health, "check_all", counted)
+    async with web_client(wsettings) as (client, _):
+        await log_in(client)
+        pages = await asyncio.gather(*(client.get("/desk/check?again") for _ in range(3)))
+        assert [p.status for p in pages] == [200, 200, 200]
+        assert len(runs) == 1  # each check starts speech workers of its own
+        await client.get("/desk/check?again")
+        assert len(runs) == 2
 
 
 # ---- operations --------------------------------------------------------------------------------

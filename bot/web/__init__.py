@@ -39,6 +39,8 @@ class WebState:
     discord_ready: Callable[[], bool] | None = None  # None: no Discord in this process
     replies: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # token → (owner, ogg)
     check_cache: tuple[float, list[object]] | None = None
+    # One check at a time: each builds an offline engine of its own, speech workers and all.
+    check_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def settings(self) -> Settings:

@@ -207,7 +207,12 @@ async def check_page(request: web.Request) -> dict[str, Any]:
     from bot.health import check_all
 
     st = web_state(request)
-    cached = st.check_cache
-    if cached is None or time.monotonic() - cached[0] > CHECK_CACHE_SECONDS or "again" in request.query:
-        st.check_cache = cached = (time.monotonic(), list(await check_all(st.settings)))
+    asked_at = time.monotonic()
+    async with st.check_lock:
+        cached = st.check_cache
+        # "Check again" pressed in two tabs, or twice, is answered by one check that ended after.
+        stale = cached is None or asked_at - cached[0] > CHECK_CACHE_SECONDS
+        if stale or ("again" in request.query and cached[0] < asked_at):  # type: ignore[index]
+            results = list(await check_all(st.settings))
+            st.check_cache = cached = (time.monotonic(), results)
     return {"results": cached[1], "age": round(time.monotonic() - cached[0])}
