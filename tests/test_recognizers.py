@@ -342,3 +342,29 @@ async def test_a_whisper_model_that_does_not_load_leaves_pocketsphinx_hearing(
         assert [c["name"] for c in reply.tool_calls] == ["get_player_stats"]
     said = [r.getMessage() for r in caplog.records if "did not load" in r.getMessage()]
     assert len(said) == 2 and str(broken) in said[0]
+
+
+def test_two_threads_joining_the_same_model_file_both_get_it(tmp_path) -> None:
+    import hashlib
+    import threading
+
+    pieces = [tmp_path / "part1", tmp_path / "part2"]
+    for n, piece in enumerate(pieces):
+        piece.write_bytes(bytes([n]) * 8_000_000)
+    expected = hashlib.sha256(pieces[0].read_bytes() + pieces[1].read_bytes()).hexdigest()
+    target = tmp_path / "model.bin"
+    failures: list[BaseException] = []
+
+    def join() -> None:
+        try:
+            whisper._join(pieces, target, expected)
+        except BaseException as exc:
+            failures.append(exc)
+
+    for _ in range(3):
+        threads = [threading.Thread(target=join) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert failures == [] and whisper.sha256(target) == expected

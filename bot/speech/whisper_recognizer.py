@@ -190,9 +190,10 @@ def _pieces(parts: list[Path], name: str) -> list[Path]:
 
 def _join(pieces: list[Path], target: Path, expected: str) -> None:
     """pieces, concatenated, hashed as they are written: kept at `target` only when they match."""
-    # A file of this process's own beside the target, renamed into place only once it is whole
-    # and checked: a bot and a `voxdesk check` starting together never see half a model.
-    partial = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    # A file of this process's and thread's own beside the target, renamed into place only once
+    # it is whole and checked: a bot and a `voxdesk check` starting together, or two checks in
+    # one bot (the desk's), never see half a model nor rename each other's file away.
+    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
     digest = hashlib.sha256()
     try:
         with partial.open("wb") as out:
