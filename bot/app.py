@@ -65,6 +65,10 @@ class StoragePaths:
         return self.root / "news.db"
 
     @property
+    def web(self) -> Path:
+        return self.root / "web.db"
+
+    @property
     def speech(self) -> Path:
         return self.root / "speech"
 

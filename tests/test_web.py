@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient, TestServer
+from cryptography.fernet import Fernet
 
 from bot import paths
 from bot.config import load_settings
+from bot.web import STATE, ops
 from bot.web.playground import DEMO_PLAYERS
 from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
 
@@ -19,6 +21,7 @@ from .conftest import BLAZE, NOVA, REPO
 from .web_helpers import STAFF_HASH, csrf_of, log_in, web_client, web_settings
 
 NOTE = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
+FERNET_KEY = Fernet.generate_key().decode()  # sessions that outlive one app, as across a restart
 
 
 @pytest.fixture
@@ -356,10 +359,109 @@ async def test_checks_asked_for_at_once_run_once(wsettings, monkeypatch) -> None
         assert len(runs) == 2
 
 
+async def test_a_copied_staff_cookie_opens_nothing_after_logout_or_a_new_password(settings) -> None:
+    wsettings = web_settings(settings.storage_dir, VOXDESK_WEB_SESSION_KEY=FERNET_KEY)
+
+    async def copied(client: TestClient) -> str:
+        return next(c for c in client.session.cookie_jar if c.key == "voxdesk_session").value
+
+    async def desk_with(cookie: str, app: object) -> int:
+        async with TestClient(TestServer(app)) as other:  # type: ignore[arg-type]
+            other.session.cookie_jar.update_cookies({"voxdesk_session": cookie})
+            return (await other.get("/desk", allow_redirects=False)).status
+
+    async with web_client(wsettings) as (client, _):
+        assert await log_in(client) == 303
+        stolen = await copied(client)
+        assert await desk_with(stolen, client.app) == 200
+        token = await csrf_of(client, "/desk")
+        assert (await client.post("/desk/logout", data={"csrf": token}, allow_redirects=False)).status == 303
+        assert await desk_with(stolen, client.app) == 303
+        assert await log_in(client) == 303
+        second = await copied(client)
+        client.app[STATE].password_hash = hash_password("a new password")  # as after a restart with it
+        assert await desk_with(second, client.app) == 303
+    async with web_client(wsettings) as (client, _):  # a restart with the same session key
+        assert await desk_with(stolen, client.app) == 303
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"X-CSRF-Token": "\u00e9"}, {"password": "x"}),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"csrf=%C3%A9&password=x"),
+        ({"Content-Type": "application/x-www-form-urlencoded; charset=bogus"}, b"csrf=x&password=x"),
+        ({"Content-Type": "application/x-www-form-urlencoded"}, b"csrf=x&password=\xed\xa0\x80"),
+    ],
+)
+async def test_odd_forms_and_tokens_are_refused_not_a_server_error(wsettings, headers, body) -> None:
+    async with web_client(wsettings) as (client, _):
+        await csrf_of(client, "/desk/login")
+        answer = await client.post("/desk/login", data=body, headers=headers, allow_redirects=False)
+        assert answer.status in (400, 403)
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("application/json", b"{}"),
+        ("multipart/form-data", b"--B\r\n"),
+        ("multipart/form-data; boundary=B", b"not multipart at all"),
+        (
+            "multipart/form-data; boundary=B",
+            b'--B\r\nContent-Disposition: form-data; name="audio"; filename="n.ogg"\r\n'
+            b"Content-Transfer-Encoding: bogus\r\n\r\nxx\r\n--B--\r\n",
+        ),
+    ],
+)
+async def test_a_malformed_playground_upload_is_refused_not_a_server_error(
+    wsettings, content_type, body
+) -> None:
+    async with web_client(wsettings) as (client, _):
+        token = await csrf_of(client)
+        answer = await client.post(
+            "/playground/ask", data=body, headers={"X-CSRF-Token": token, "Content-Type": content_type}
+        )
+        assert answer.status == 400
+
+
+async def test_a_playground_request_is_held_to_one_notes_size_whatever_its_parts(settings) -> None:
+    small = web_settings(settings.storage_dir, VOXDESK_AUDIO_MAX_BYTES="20000")
+    async with web_client(small) as (client, _):
+        token = await csrf_of(client)
+        padded = note_form(data=NOTE[:1000])
+        padded.add_field("junk", b"\0" * 5_000_000, filename="junk.bin")
+        answer = await client.post("/playground/ask", data=padded, headers={"X-CSRF-Token": token})
+        assert answer.status == 413
+        extra = note_form(data=NOTE[:1000])
+        extra.add_field("junk", b"x", filename="junk.bin")
+        answer = await client.post("/playground/ask", data=extra, headers={"X-CSRF-Token": token})
+        assert answer.status == 400
+
+
+async def test_login_attempts_from_one_ipv6_64_share_a_limit(settings) -> None:
+    limited = web_settings(
+        settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="3", VOXDESK_WEB_TRUST_FORWARDED="true"
+    )
+    async with web_client(limited) as (client, _):
+        token = await csrf_of(client, "/desk/login")
+        statuses = []
+        for i in range(5):
+            forwarded = {"X-Forwarded-For": f"2001:db8:1:2::{i + 1:x}"}
+            answer = await client.post(
+                "/desk/login", data={"csrf": token, "password": "wrong"}, headers=forwarded
+            )
+            statuses.append(answer.status)
+        assert statuses == [401, 401, 401, 429, 429]
+
+
 # ---- operations --------------------------------------------------------------------------------
 
 
-async def test_healthz_is_ready_when_databases_answer_and_discord_is_connected(wsettings) -> None:
+async def test_healthz_is_ready_when_databases_answer_and_discord_is_connected(
+    wsettings, monkeypatch
+) -> None:
+    monkeypatch.setattr(ops, "PROBE_EVERY_SECONDS", 0.0)
     connected = [True]
     async with web_client(wsettings, discord_ready=lambda: connected[0]) as (client, core):
         ok = await client.get("/healthz")
@@ -373,6 +475,20 @@ async def test_healthz_is_ready_when_databases_answer_and_discord_is_connected(w
         await core.manuals.aclose()  # a database gone
         gone = await (await client.get("/healthz")).json()
         assert gone["ready"] is False and gone["checks"]["manuals"]["ok"] is False
+
+
+async def test_anonymous_healthz_probes_the_backends_at_most_every_few_seconds(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        runs = []
+        real = core.grievances.check
+
+        async def counted() -> str:
+            runs.append(1)
+            return await real()
+
+        core.grievances.check = counted  # type: ignore[method-assign]
+        probes = await asyncio.gather(*(client.get("/healthz") for _ in range(20)))
+        assert {p.status for p in probes} == {200} and len(runs) == 1
 
 
 async def test_metrics_count_notes_stages_tools_and_the_outbox(wsettings) -> None:

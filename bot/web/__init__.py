@@ -33,6 +33,7 @@ UPLOAD_SLACK = 64 * 1024  # multipart framing and form fields around a note of a
 class WebState:
     core: App
     password_hash: str  # "" : no staff password set, the desk stays locked
+    staff_logins: security.StaffLogins
     logins: security.RateLimit
     notes: security.RateLimit
     players: dict[str, str]  # who the playground may speak as: user id → name
@@ -41,6 +42,8 @@ class WebState:
     check_cache: tuple[float, list[object]] | None = None
     # One check at a time: each builds an offline engine of its own, speech workers and all.
     check_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    health_cache: tuple[float, dict[str, dict[str, object]]] | None = None
+    health_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def settings(self) -> Settings:
@@ -63,9 +66,14 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
         client_max_size=settings.audio.max_bytes + UPLOAD_SLACK,
         middlewares=[security.headers_middleware],
     )
+    from bot.app import storage_paths
+
+    staff_logins = await security.StaffLogins.open(storage_paths(settings).web)
+    core.closers.append(staff_logins)  # closed with the core, whichever runners served the app
     app[STATE] = WebState(
         core=core,
         password_hash=security.staff_password_hash(settings),
+        staff_logins=staff_logins,
         logins=security.RateLimit(w.login_attempts, w.login_seconds),
         notes=security.RateLimit(w.playground_notes, w.playground_seconds),
         players=await playground.allowed_players(core),
@@ -89,10 +97,9 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
 
 
 async def _template_context(request: web.Request) -> dict[str, object]:
-    from aiohttp_session import get_session
+    from bot.web.desk import logged_in
 
-    session = await get_session(request)
-    return {"csrf": await security.csrf_token(request), "staff": bool(session.get("staff"))}
+    return {"csrf": await security.csrf_token(request), "staff": await logged_in(request)}
 
 
 async def start(

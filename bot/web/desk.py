@@ -5,6 +5,8 @@ notes charts, and the `check` results."""
 from __future__ import annotations
 
 import asyncio
+import hmac
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -45,12 +47,23 @@ def add_routes(app: web.Application) -> None:
 
 def staff_only(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> Any:
-        session = await get_session(request)
-        if not session.get("staff"):
+        if not await logged_in(request):
             raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
         return await handler(request)
 
     return wrapped
+
+
+async def logged_in(request: web.Request) -> bool:
+    """A staff session made with today's password and not ended by a logout."""
+    session = await get_session(request)
+    st = web_state(request)
+    login = session.get("login")
+    if not session.get("staff") or not isinstance(login, str) or not st.password_hash:
+        return False
+    if not hmac.compare_digest(str(session.get("password")), security.password_mark(st.password_hash)):
+        return False
+    return not await st.staff_logins.ended(login)
 
 
 def _store(request: web.Request) -> LocalGrievanceStore:
@@ -89,11 +102,20 @@ async def login(request: web.Request) -> web.StreamResponse:
     session = await new_session(request)
     session["staff"] = True
     session["since"] = int(time.time())
+    session["login"] = secrets.token_urlsafe(16)
+    session["password"] = security.password_mark(st.password_hash)
     raise web.HTTPSeeOther(str(request.app.router["desk"].url_for()))
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
     session = await get_session(request)
+    login = session.get("login")
+    if isinstance(login, str):
+        # Until the cookie would have lapsed by itself: a copy of it opens nothing meanwhile.
+        lapses = (
+            float(session.get("since") or time.time()) + web_state(request).settings.web.session_hours * 3600
+        )
+        await web_state(request).staff_logins.end(login, lapses)
     session.invalidate()
     raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
 

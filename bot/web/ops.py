@@ -13,6 +13,9 @@ from bot import metrics
 from bot.web import state as web_state
 
 PROBE_TIMEOUT = 2.0  # seconds per database: a probe must answer well inside a load balancer's timeout
+# /healthz needs no login: its backend probes (three Jira calls on the Jira backend) run at most
+# once in this many seconds, however often it is asked, and one probe at a time.
+PROBE_EVERY_SECONDS = 2.0
 
 
 def add_routes(app: web.Application) -> None:
@@ -37,12 +40,7 @@ async def healthz(request: web.Request) -> web.Response:
     core = web_state(request).core
     st = web_state(request)
     started = time.perf_counter()
-    names = ("stats", "manuals", "grievances")
-    failures = await asyncio.gather(*(_probe(getattr(core, n).check) for n in names))
-    checks: dict[str, dict[str, Any]] = {
-        n: {"ok": why is None, **({"error": why} if why else {})}
-        for n, why in zip(names, failures, strict=True)
-    }
+    checks = dict(await _backends(st))
     checks["engine"] = {"ok": bool(getattr(core.engine, "ready", True)), "name": core.engine.name}
     if st.discord_ready is not None:
         connected = bool(st.discord_ready())
@@ -55,6 +53,21 @@ async def healthz(request: web.Request) -> web.Response:
         "ms": round((time.perf_counter() - started) * 1000, 1),
     }
     return web.json_response(body, status=200 if ready else 503, headers={"Cache-Control": "no-store"})
+
+
+async def _backends(st: Any) -> dict[str, dict[str, Any]]:
+    asked_at = time.monotonic()
+    async with st.health_lock:
+        cached = st.health_cache
+        if cached is None or asked_at - cached[0] > PROBE_EVERY_SECONDS:
+            names = ("stats", "manuals", "grievances")
+            failures = await asyncio.gather(*(_probe(getattr(st.core, n).check) for n in names))
+            checks = {
+                n: {"ok": why is None, **({"error": why} if why else {})}
+                for n, why in zip(names, failures, strict=True)
+            }
+            st.health_cache = cached = (time.monotonic(), checks)
+    return cached[1]  # type: ignore[no-any-return]
 
 
 async def metrics_page(request: web.Request) -> web.Response:

@@ -18,7 +18,7 @@ from bot import sentences as say
 from bot.app import App
 from bot.audio import AudioError, too_big_message
 from bot.tools.base import ToolContext
-from bot.web import security
+from bot.web import UPLOAD_SLACK, security
 from bot.web import state as web_state
 
 # The demo players of bot/data/sql/sqlite/seed.sql (a test checks the two agree).
@@ -107,19 +107,30 @@ async def ask(request: web.Request) -> web.Response:
         return _refused(say.TOO_FAST.format(seconds=wait), 429, "flood")
     owner = await _owner(request)
     limits = st.settings.audio
+    if request.content_type != "multipart/form-data":
+        return _refused(say.BAD_UPLOAD, 400, "bad_request")
+    # The whole body is held to what one note needs: parts are streamed, so aiohttp's
+    # client_max_size alone would let a request of any size be read to its end.
+    if (request.content_length or 0) > limits.max_bytes + UPLOAD_SLACK:
+        return _refused(too_big_message(request.content_length or 0, limits), 413, "too_big")
     player, data = None, None
     started = time.perf_counter()
-    reader = await request.multipart()
-    while (part := await reader.next()) is not None:
-        if not isinstance(part, BodyPartReader):
-            continue
-        if part.name == "player":
-            player = (await part.read(decode=True))[:64].decode(errors="replace")
-        elif part.name == "audio":
-            data = await _read_capped(part, limits.max_bytes)
-            if data is None:
-                declared = request.content_length or limits.max_bytes + 1
-                return _refused(too_big_message(declared, limits), 413, "too_big")
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name not in ("player", "audio"):
+                return _refused(say.BAD_UPLOAD, 400, "bad_request")
+            if part.name == "player" and player is None:
+                player = (await _read_capped(part, 64) or b"").decode(errors="replace")
+            elif part.name == "audio" and data is None:
+                data = await _read_capped(part, limits.max_bytes)
+                if data is None:
+                    declared = request.content_length or limits.max_bytes + 1
+                    return _refused(too_big_message(declared, limits), 413, "too_big")
+            else:  # a second player or note
+                return _refused(say.BAD_UPLOAD, 400, "bad_request")
+    except (ValueError, RuntimeError):  # no boundary, a body that is not multipart, an odd encoding
+        return _refused(say.BAD_UPLOAD, 400, "bad_request")
     metrics.stage("download", time.perf_counter() - started)
     user_id = _player(request, player)
     if not data:

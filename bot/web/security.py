@@ -10,17 +10,21 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
+import aiosqlite
 from aiohttp import web
 from aiohttp_session import get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet
 
 from bot.config import ConfigError, Settings
+from bot.db import open_sqlite
 
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
@@ -51,6 +55,44 @@ def verify_password(password: str, stored: str) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(tried, dec(digest))
+
+
+def password_mark(password_hash: str) -> str:
+    """What a staff session records of the password it logged in with: a new password ends every
+    session made with the old one, though the cookies stay readable."""
+    return hmac.new(password_hash.encode(), b"voxdesk staff session", hashlib.sha256).hexdigest()[:32]
+
+
+class StaffLogins:
+    """Staff logins ended by a logout, on disk until the session would have lapsed anyway.
+
+    Sessions live in the encrypted cookie alone, so without this list a cookie copied before a
+    logout would open the desk until it expired."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def open(cls, path: Path) -> StaffLogins:
+        conn = await open_sqlite(
+            path, "CREATE TABLE IF NOT EXISTS ended_logins (login TEXT PRIMARY KEY, until REAL NOT NULL);"
+        )
+        await conn.execute("DELETE FROM ended_logins WHERE until < ?", (time.time(),))
+        await conn.commit()
+        return cls(conn)
+
+    async def end(self, login: str, until: float) -> None:
+        await self._conn.execute(
+            "INSERT OR IGNORE INTO ended_logins (login, until) VALUES (?, ?)", (login, until)
+        )
+        await self._conn.commit()
+
+    async def ended(self, login: str) -> bool:
+        cursor = await self._conn.execute("SELECT 1 FROM ended_logins WHERE login = ?", (login,))
+        return await cursor.fetchone() is not None
+
+    async def aclose(self) -> None:
+        await self._conn.close()
 
 
 def staff_password_hash(settings: Settings) -> str:
@@ -107,8 +149,16 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     expected = session.get(CSRF_FIELD)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.content_type == "application/x-www-form-urlencoded":
-        sent = (await request.post()).get(CSRF_FIELD)  # type: ignore[assignment]
-    if not expected or not isinstance(sent, str) or not hmac.compare_digest(sent, str(expected)):
+        try:
+            sent = (await request.post()).get(CSRF_FIELD)  # type: ignore[assignment]
+        except (ValueError, LookupError):  # bytes that are not text, or a charset nobody has
+            raise web.HTTPBadRequest(text="That form could not be read.") from None
+    # Compared as bytes: compare_digest refuses non-ASCII str, and a 500 is no answer to a forgery.
+    if (
+        not expected
+        or not isinstance(sent, str)
+        or not hmac.compare_digest(sent.encode(), str(expected).encode())
+    ):
         raise web.HTTPForbidden(text="Missing or invalid CSRF token: reload the page and try again.")
     return await handler(request)
 
@@ -171,9 +221,23 @@ class RateLimit:
 def client_key(request: web.Request, trust_forwarded: bool) -> str:
     """Who the client is for rate limits: its address, or behind a trusted reverse proxy the
     last address the proxy added to X-Forwarded-For (earlier ones are the client's to forge)."""
+    address = request.remote or "unknown"
     if trust_forwarded:
         forwarded = request.headers.get("X-Forwarded-For", "")
         hops = [h.strip() for h in forwarded.split(",") if h.strip()]
         if hops:
-            return hops[-1]
-    return request.remote or "unknown"
+            address = hops[-1]
+    return _subscriber(address)
+
+
+def _subscriber(address: str) -> str:
+    # One IPv6 subscriber holds a whole /64 and may use a new address for every request.
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
