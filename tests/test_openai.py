@@ -110,6 +110,18 @@ async def test_two_tools_in_one_round(storage, fake) -> None:
     assert "GRV-10" in reply.text
 
 
+async def test_a_made_up_tool_name_the_api_would_refuse_never_goes_back_to_it(storage, fake) -> None:
+    # Some models call "multi_tool_use.parallel"; the API answers 400 to a message naming it.
+    bundled = {"tool_uses": [{"recipient_name": "functions.get_player_stats", "parameters": {}}]}
+    fake.script = [tool_calls(("multi_tool_use.parallel", bundled)), answer("First."), answer("Second.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        second = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (first.engine, first.text, second.engine, second.text) == ("openai", "First.", "openai", "Second.")
+    assert not first.tool_results[0].ok
+    assert fake.violations == []
+
+
 async def test_the_rounds_bound_forces_an_answer(storage, fake) -> None:
     fake.script = [tool_calls(("search_manuals", {"query": "refund"}))] * 3 + [answer("Done.")]
     async with running_app(openai_settings(storage, fake)) as app:

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import json
 import logging
+import re
 import time
 from typing import Any
 
@@ -34,6 +35,7 @@ SHUTDOWNS = {
     "gpt-4o-audio-preview-2024-12-17": "shut down by OpenAI",
     "gpt-4o-audio-preview-2025-06-03": "shut down by OpenAI",
 }
+NOT_IN_A_NAME = re.compile(r"[^a-zA-Z0-9_-]")  # what a function name sent to the API may not hold
 TRANSCRIPT_WAIT = 2.0  # seconds
 EXPIRY_MARGIN = 60  # seconds: an audio reference about to expire is sent as text instead
 # What we ask for → what reply_from_encoded is told it got. Opus comes in an Ogg container, which
@@ -234,6 +236,10 @@ def _past_turn(past: PastTurn, now: float, by_audio: bool) -> list[dict[str, Any
 
 
 def _tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, Any]:
+    # A model may call a tool that does not exist, named in a way the API refuses to be sent
+    # back ("multi_tool_use.parallel"): the call and its "no such tool" result go back under a
+    # name it takes, or every later request of the conversation would be a 400.
+    name = NOT_IN_A_NAME.sub("_", name)[:64] or "unknown_tool"
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
 
 

@@ -14,6 +14,7 @@ import asyncio
 import base64
 import contextlib
 import json
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -273,6 +274,11 @@ class FakeOpenAI(Strict):
         return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=404)
 
 
+# What the API answers 400 `invalid_value` for in a message's tool calls (the spec says it only of
+# the tools offered), e.g. the "multi_tool_use.parallel" some models make up.
+FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
 def _conversation_errors(messages: list[dict[str, Any]]) -> list[str]:
     """The API's 400s for tool messages out of place: a tool result must come after the assistant
     message that made its call (other results between them), and every call made must be
@@ -297,6 +303,13 @@ def _conversation_errors(messages: list[dict[str, Any]]) -> list[str]:
                 f"messages/{i}: an assistant message with 'tool_calls' must be followed by tool messages "
                 f"responding to each 'tool_call_id'; not answered: {', '.join(open_calls)}"
             )
+        for call in message.get("tool_calls") or []:
+            name = call.get("function", {}).get("name", "")
+            if not FUNCTION_NAME.match(name):
+                errors.append(
+                    f"messages/{i}: invalid 'tool_calls' function name {name!r}: it must match "
+                    f"{FUNCTION_NAME.pattern}"
+                )
         open_calls = [c["id"] for c in message.get("tool_calls") or []] if role == "assistant" else []
         answering = role == "assistant" and bool(open_calls)
     if open_calls:
