@@ -181,6 +181,7 @@ class VoiceAgent:
                 _reason(exc),
                 exc_info=not _expected(exc),
             )
+            await self._charge_failed(context.user_id, engine.name, turn.scratch.get("usage", []))
             if self.fallback is None:
                 if turn.heard is not None:
                     turn.heard.cancel()
@@ -202,6 +203,7 @@ class VoiceAgent:
                     _reason(exc2),
                     exc_info=not _expected(exc2),
                 )
+                await self._charge_failed(context.user_id, engine.name, turn.scratch.get("usage", []))
                 return await self._canned(say.VOICE_SERVICE_DOWN, "apology", text, voice, watch)
 
         user_text = text
@@ -259,6 +261,8 @@ class VoiceAgent:
                 step = await engine.complete(turn)
             if not step.tool_calls:
                 if not step.text.strip() and not step.audio and step.reply_audio is None:
+                    if step.usage:
+                        usage_log.append(step.usage)
                     # A cloud model cut off by its content filter or its length: nothing to send,
                     # and a note marked answered with nothing sent is a note lost.
                     raise EngineError(f"engine {engine.name} answered with neither words nor audio")
@@ -273,6 +277,19 @@ class VoiceAgent:
             with watch.stage("tools"):
                 results = await self.toolbox.run_all(turn.context, step.tool_calls)
             turn.rounds.append(Round(calls=step.tool_calls, results=results, assistant_text=step.text))
+
+    async def _charge_failed(self, user_id: str, engine: str, spent: list[Usage]) -> None:
+        """Tokens a failed engine spent (steps billed before it failed) count against the player's
+        budget and the cost estimate, though another engine or an apology answers the turn."""
+        if self.budget is None or not spent:
+            return
+        usage = Usage()
+        for step in spent:
+            usage.add(step)
+        try:
+            await self.budget.record(user_id, engine, usage, 0.0, turns=0)
+        except Exception as exc:
+            log.error("could not record the usage of user %s: %s", user_id, _reason(exc))
 
     async def _reply_audio(self, final: EngineReply, voice: str | None) -> audio.ReplyAudio | None:
         if final.reply_audio is not None:

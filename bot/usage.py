@@ -84,14 +84,18 @@ class UsageMeter:
             return say.OVER_BUDGET
         return None
 
-    async def record(self, user_id: str, engine: str, usage: Usage | None, audio_seconds: float) -> None:
+    async def record(
+        self, user_id: str, engine: str, usage: Usage | None, audio_seconds: float, turns: int = 1
+    ) -> None:
+        """`turns` 0: tokens an engine spent on a turn it then failed, which another engine or an
+        apology answered; they count against the budget, the turn is counted once, elsewhere."""
         usage = usage or Usage()
         prices = self.settings.prices.get(self.model, {}) if engine == "openai" else {}
         cost = estimate_cost(usage, prices)
         await self._conn.execute(
             "INSERT INTO usage (day, user_id, turns, text_in, text_out, audio_in, audio_out, audio_seconds,"
-            " cost_usd) VALUES (?, ?, 1, ?, ?, ?, ?, ?, ?) ON CONFLICT(day, user_id) DO UPDATE SET"
-            " turns = turns + 1, text_in = text_in + excluded.text_in,"
+            " cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(day, user_id) DO UPDATE SET"
+            " turns = turns + excluded.turns, text_in = text_in + excluded.text_in,"
             " text_out = text_out + excluded.text_out, audio_in = audio_in + excluded.audio_in,"
             " audio_out = audio_out + excluded.audio_out,"
             " audio_seconds = audio_seconds + excluded.audio_seconds,"
@@ -99,6 +103,7 @@ class UsageMeter:
             (
                 self.today(),
                 user_id,
+                turns,
                 usage.text_in,
                 usage.text_out,
                 usage.audio_in,
@@ -107,11 +112,12 @@ class UsageMeter:
                 cost,
             ),
         )
-        await self._conn.execute(
-            "INSERT INTO turns_by_hour (hour, turns) VALUES (?, 1)"
-            " ON CONFLICT(hour) DO UPDATE SET turns = turns + 1",
-            (dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H"),),
-        )
+        if turns:
+            await self._conn.execute(
+                "INSERT INTO turns_by_hour (hour, turns) VALUES (?, ?)"
+                " ON CONFLICT(hour) DO UPDATE SET turns = turns + excluded.turns",
+                (dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H"), turns),
+            )
         await self._conn.commit()
         tokens = {k: getattr(usage, k) for k in ("text_in", "text_out", "audio_in", "audio_out")}
         metrics.usage(engine, tokens, cost)

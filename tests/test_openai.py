@@ -269,6 +269,24 @@ async def test_daily_budget_refuses_politely_once_spent(storage, fake) -> None:
     assert spent["audio_in"] > 0 and spent["cost_usd"] > 0 and spent["audio_seconds"] > 2
 
 
+@pytest.mark.parametrize("fallback", ["offline", "apology"])
+async def test_tokens_spent_before_the_engine_failed_count_against_the_budget(
+    storage, fake, fallback
+) -> None:
+    # Step one is billed (a tool call); step two is cut off by the content filter: nothing to say.
+    fake.script = [tool_calls(("get_player_stats", {})), lambda body: {"content": None}]
+    settings = openai_settings(
+        storage, fake, VOXDESK_AGENT_FALLBACK=fallback, VOXDESK_USAGE_DAILY_TOKENS="1000000"
+    )
+    async with running_app(settings) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        spent = await app.agent.budget.today_for(NOVA)  # type: ignore[union-attr]
+    assert reply.engine == ("offline" if fallback == "offline" else "none")
+    assert sum(spent[k] for k in ("text_in", "text_out", "audio_in", "audio_out")) > 0
+    assert spent["cost_usd"] > 0
+    assert spent["turns"] == (1 if fallback == "offline" else 0)  # an apology is no answered turn
+
+
 async def test_start_up_warns_about_unknown_and_retired_models(storage, fake, caplog) -> None:
     from bot.engines.openai import create_openai_engine
 
