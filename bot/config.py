@@ -300,8 +300,11 @@ SECTIONS: dict[str, type] = {
     if f.name not in ("secrets", "source")
 }
 
+# The voices of OpenAI's audio models; any other name makes every request a 400.
+OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("agent", "engine"): ("offline", "openai"),
+    ("openai", "voice"): OPENAI_VOICES,
     ("agent", "fallback"): ("offline", "apology"),
     ("openai", "provider"): ("openai", "azure"),
     ("openai", "reply_format"): ("opus", "wav", "mp3", "flac", "aac", "pcm16"),
@@ -349,9 +352,55 @@ def load_settings(
     built = {name: _build_section(name, cls, sections.get(name, {})) for name, cls in SECTIONS.items()}
     secrets = Secrets(**{name: environ.get(var, "").strip() for name, var in Secrets.ENV.items()})
     settings = Settings(**built, secrets=secrets, source=source)
+    _check_ranges(settings)
     _check_languages(settings.offline)
     _check_required_secrets(settings, environ)
     return settings
+
+
+# Numbers that must be above zero: a limit of 0 turns, notes or connections would stop the bot
+# (no turn ever answered, no query ever run) rather than switch something off. Every other number
+# must not be negative, save silence_threshold_db (dBFS, at most 0).
+POSITIVE = {
+    ("audio", "max_bytes"), ("audio", "max_seconds"), ("agent", "max_concurrent_turns"),
+    ("conversations", "idle_minutes"), ("openai", "timeout_seconds"), ("offline", "rate_wpm"),
+    ("tools", "manual_results"), ("odbc", "pool_size"), ("odbc", "query_timeout_seconds"),
+    ("search", "timeout_seconds"), ("jira", "push_interval_seconds"), ("jira", "timeout_seconds"),
+    ("jira", "max_backoff_seconds"), ("discord", "flood_notes"), ("discord", "flood_seconds"),
+    ("discord", "download_seconds"), ("discord", "recheck_seconds"), ("news", "poll_seconds"),
+    ("web", "playground_notes"), ("web", "playground_seconds"), ("web", "login_attempts"),
+    ("web", "login_seconds"), ("web", "session_hours"),
+}  # fmt: skip
+PRICE_KEYS = ("text_in", "text_out", "audio_in", "audio_out", "cached_in")
+
+
+def _check_ranges(settings: Settings) -> None:
+    for section in SECTIONS:
+        values = getattr(settings, section)
+        for f in dataclasses.fields(values):
+            value = getattr(values, f.name)
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                continue
+            key = f"{section}.{f.name}"
+            if (section, f.name) == ("audio", "silence_threshold_db"):
+                if value > 0:
+                    raise ConfigError(f"{key} = {value}: a level in dBFS is 0 or below")
+            elif (section, f.name) in POSITIVE and value <= 0:
+                raise ConfigError(f"{key} = {value}: it must be above 0")
+            elif value < 0:
+                raise ConfigError(f"{key} = {value}: it must not be negative")
+    if not 0 <= settings.web.port <= 65535:
+        raise ConfigError(f"web.port = {settings.web.port}: a port is 0 to 65535")
+    for model, prices in settings.usage.prices.items():
+        if not isinstance(prices, dict):
+            raise ConfigError(f"usage.prices.{model!r} must be a table of prices per 1M tokens")
+        for name, price in prices.items():
+            if name not in PRICE_KEYS:
+                raise ConfigError(f"usage.prices.{model!r}.{name}: known prices are {', '.join(PRICE_KEYS)}")
+            if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
+                raise ConfigError(
+                    f"usage.prices.{model!r}.{name} = {price!r}: it must be a number, 0 or more"
+                )
 
 
 # Secrets that share the settings' prefix are read as secrets, never as settings.

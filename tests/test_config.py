@@ -54,6 +54,15 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("[tools]\ngrievances = 'jira'\n", {"JIRA_EMAIL": "a@b.c"}, "JIRA_API_TOKEN"),
         ("[tools]\nstats = 'odbc'\n", {}, "VOXDESK_SQL_CONNECTION_STRING"),
         ("[agent\n", {}, "not valid TOML"),
+        # Values of the right type that would break the bot later, not at load:
+        ("", {"VOXDESK_CONVERSATIONS_MAX_TURNS": "-1"}, "conversations.max_turns"),  # SQLite LIMIT -1: all
+        ("", {"VOXDESK_AGENT_MAX_CONCURRENT_TURNS": "0"}, "agent.max_concurrent_turns"),  # no turn, ever
+        ("", {"VOXDESK_TOOLS_MANUAL_RESULTS": "-1"}, "tools.manual_results"),
+        ("", {"VOXDESK_AUDIO_SILENCE_THRESHOLD_DB": "6"}, "audio.silence_threshold_db"),
+        ("", {"VOXDESK_WEB_PORT": "70000"}, "web.port"),
+        ("", {"VOXDESK_OPENAI_VOICE": "Alloy"}, "openai.voice"),
+        ('[usage.prices."gpt-audio-1.5"]\ntext_in = "2.5"\n', {}, "usage.prices.'gpt-audio-1.5'.text_in"),
+        ('[usage.prices."gpt-audio-1.5"]\ntext_inn = 2.5\n', {}, "usage.prices.'gpt-audio-1.5'.text_inn"),
     ],
 )
 def test_bad_settings_stop_with_one_line_naming_the_key(

@@ -21,13 +21,13 @@ from typing import Any
 import openai
 
 from bot import sentences as say
-from bot.config import Settings, shown_url
+from bot.config import OPENAI_VOICES, Settings, shown_url
 from bot.engines.base import AudioClip, EngineError, EngineReply, PastTurn, Transcript, TurnState, Usage
 from bot.tools.base import ToolCall
 
 log = logging.getLogger(__name__)
 
-VOICES = ["alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar"]
+VOICES = list(OPENAI_VOICES)
 # Audio models OpenAI has retired or announced for retirement; a warning at start-up says so.
 SHUTDOWNS = {
     "gpt-4o-audio-preview": "shut down by OpenAI",
