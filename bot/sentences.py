@@ -160,6 +160,8 @@ NO_TICKETS_YET = "You have no tickets with us. Use `/grievance file` to open one
 TICKETS_HEADING = "**Your tickets** ({count})"
 TICKET_HEADING = "**Your ticket**"
 TICKET_ROW = "`{ticket_key}` · {category} · **{status}** · updated {updated}"
+TOO_MANY_FILINGS = "Not filed: one note files at most {count} tickets. Send another note for the rest."
+TOO_MANY_CALLS = "Not run: at most {count} tool calls are run at once."
 FILING_TOO_FAST = "You've filed several tickets just now. Please wait {seconds:.0f} seconds before the next."
 SLASH_FILED = (
     "Filed ticket `{ticket_key}` ({category}); status **{status}**. Ask `/grievance status` any time."

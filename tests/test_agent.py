@@ -113,6 +113,22 @@ async def test_unreadable_audio_from_the_engine_still_sends_its_answer(settings)
     assert [t.reply_text for t in history] == ["Filed as GRV-14."]
 
 
+async def test_a_note_files_at_most_three_tickets_and_a_round_runs_at_most_eight_calls(settings) -> None:
+    filings = [
+        ("register_grievance", {"category": "wallet", "description": f"gems gone {i}"}) for i in range(5)
+    ]
+    lookups = [("get_player_stats", {})] * 10
+    engine = ScriptedEngine([calls(*filings), calls(*lookups), answer("done")])
+    async with running_app(settings, engine) as app:
+        before = len(await app.grievances.status(NOVA))
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA, request_id="n1"), "file it five times")
+        after = len(await app.grievances.status(NOVA))
+    assert after - before == 3
+    assert [r.ok for r in reply.tool_results[:5]] == [True, True, True, False, False]
+    assert [r.ok for r in reply.tool_results[5:]] == [True] * 8 + [False] * 2
+    assert len(reply.tool_results) == 15  # every call answered, run or not
+
+
 async def test_history_reaches_the_engine_on_the_next_turn(settings) -> None:
     engine = ScriptedEngine()
     async with running_app(settings, engine) as app:

@@ -28,6 +28,11 @@ log = logging.getLogger(__name__)
 CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
 TICKET_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}-[1-9][0-9]{0,8}$")
 MAX_DESCRIPTION = 2000
+# A note is one player speaking for a minute or two: more tickets than this from one note, or more
+# calls than this in one round, is a model looping (or a player asking it to), and each ticket
+# reaches the desk and Jira, each stats call one of the database pool's few connections.
+MAX_FILINGS_PER_NOTE = 3
+MAX_CALLS_PER_ROUND = 8
 
 
 def build_tools(
@@ -72,6 +77,8 @@ def build_tools(
     async def register_grievance(ctx: ToolContext, args: JSON) -> JSON:
         description = args["description"].strip()[:MAX_DESCRIPTION]
         category = args["category"]
+        if len(ctx.filed) >= MAX_FILINGS_PER_NOTE:
+            raise ToolError(say.TOO_MANY_FILINGS.format(count=MAX_FILINGS_PER_NOTE))
         # The note, and which of its complaints of this category: the same note heard again (a
         # restart mid-turn) finds the tickets it filed the first time. Counted before any await,
         # so complaints filed side by side are numbered in the order they were asked for.
@@ -225,5 +232,17 @@ class Toolbox:
         return ToolResult(call=call, result=result, ok=ok, elapsed_ms=elapsed)
 
     async def run_all(self, ctx: ToolContext, calls: list[ToolCall]) -> list[ToolResult]:
-        """Several calls of one round run concurrently; results keep the calls' order."""
-        return list(await asyncio.gather(*(self.run(ctx, c) for c in calls)))
+        """Several calls of one round run concurrently; results keep the calls' order. Calls past
+        MAX_CALLS_PER_ROUND are not run: each gets an error result, so every call is answered."""
+        ran = list(await asyncio.gather(*(self.run(ctx, c) for c in calls[:MAX_CALLS_PER_ROUND])))
+        if len(calls) > MAX_CALLS_PER_ROUND:
+            log.warning(
+                "%d tool calls in one round for user %s: ran the first %d",
+                len(calls),
+                ctx.user_id,
+                MAX_CALLS_PER_ROUND,
+            )
+        refused = {"error": say.TOO_MANY_CALLS.format(count=MAX_CALLS_PER_ROUND)}
+        return ran + [
+            ToolResult(call=c, result=refused, ok=False, elapsed_ms=0.0) for c in calls[MAX_CALLS_PER_ROUND:]
+        ]
