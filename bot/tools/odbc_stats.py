@@ -145,7 +145,9 @@ class OdbcStats:
     async def check(self) -> str:
         """One attempt, no retries: the health command wants the state right now."""
         try:
-            rows = await self._attempt(lambda fetch: fetch(stats_sql.PLAYER_COUNT, ()))
+            limit = self._settings.query_timeout_seconds
+            deadline = asyncio.get_running_loop().time() + 2 * limit if limit > 0 else None
+            rows = await self._attempt(lambda fetch: fetch(stats_sql.PLAYER_COUNT, ()), deadline)
         except (pyodbc.Error, TimeoutError) as exc:
             # `from None`: the driver's original error is not carried along to a log unscrubbed.
             raise OdbcStatsError(describe(exc)) from None
@@ -158,13 +160,20 @@ class OdbcStats:
 
     async def _with_retries(self, work: Callable[[Fetch], Awaitable[T]]) -> T:
         retries = max(0, self._settings.retries)
+        limit = self._settings.query_timeout_seconds
+        loop = asyncio.get_running_loop()
+        # All attempts together wait at most twice the query timeout for connections: when the
+        # pool is full, queueing again after each wait would hold the player (4 x 2 x 10 s and
+        # the backoffs by default) while the ones ahead are served.
+        deadline = loop.time() + 2 * limit if limit > 0 else None
         for attempt in range(retries + 1):
             try:
-                return await self._attempt(work)
+                return await self._attempt(work, deadline)
             except (pyodbc.Error, TimeoutError) as exc:
-                if attempt == retries or not is_transient(exc, self._settings.dialect):
-                    raise
                 wait = min(MAX_BACKOFF_SECONDS, self._settings.retry_backoff_seconds * 2**attempt)
+                late = deadline is not None and loop.time() + wait >= deadline
+                if attempt == retries or late or not is_transient(exc, self._settings.dialect):
+                    raise
                 log.warning(
                     "player stats: transient error on attempt %d of %d, retrying in %.2f s: %s",
                     attempt + 1,
@@ -175,12 +184,11 @@ class OdbcStats:
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # the loop returns or raises
 
-    async def _attempt(self, work: Callable[[Fetch], Awaitable[T]]) -> T:
+    async def _attempt(self, work: Callable[[Fetch], Awaitable[T]], deadline: float | None) -> T:
         # A full pool or a login the driver does not time out itself must not hold a player
         # forever; a running statement is bounded by the driver's query timeout instead, since
         # abandoning it would hand a busy connection back to the pool.
-        limit = self._settings.query_timeout_seconds
-        async with asyncio.timeout(2 * limit if limit > 0 else None):
+        async with asyncio.timeout_at(deadline):
             conn = await self._pool.acquire()
         try:
 

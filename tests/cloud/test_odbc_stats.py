@@ -11,6 +11,7 @@ import asyncio
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
@@ -490,6 +491,24 @@ async def test_a_connection_dropped_under_the_pool_is_discarded_and_the_query_re
         await stats.aclose()
     assert summary == await embedded.player_summary(NOVA)
     assert any("closed connection" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(settings: Settings) -> None:
+    # Every connection busy: queueing again after each wait, with backoffs, held a player for
+    # (retries + 1) x 2 x the query timeout and more.
+    single = OdbcSettings(
+        dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=3, retry_backoff_seconds=0.5
+    )
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), single)
+    try:
+        async with stats._pool.acquire():  # another player's long query holds the only one
+            started = time.monotonic()
+            with pytest.raises(ToolError):
+                await stats.player_summary(NOVA)
+            waited = time.monotonic() - started
+    finally:
+        await stats.aclose()
+    assert waited < 3.0, f"waited {waited:.1f} s for a connection"
 
 
 # ---- (f) check -------------------------------------------------------------------------------
