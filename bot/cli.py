@@ -312,12 +312,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+# HTTP clients that log every request's whole address at INFO: `run` logs INFO, and an address may
+# carry a proxy's user and password (openai.base_url = "https://user:pass@proxy/v1").
+QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "azure.core.pipeline.policies.http_logging_policy")
+
+
+def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)-8s %(name)s %(message)s",
     )
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    configure_logging(args.verbose)
     try:
         return args.handler(args)
     except ConfigError as exc:

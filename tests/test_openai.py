@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -351,3 +353,16 @@ async def test_check_names_a_refused_key_and_a_missing_model(storage, fake) -> N
             openai_settings(storage, fake, OPENAI_API_KEY="sk-wrong", VOXDESK_OPENAI_BASE_URL=guarded)
         )
     assert "s3cret" not in str(refused.value) and "refused the API key" in str(refused.value)
+
+
+async def test_a_proxy_password_in_the_address_stays_out_of_the_log(storage, fake, caplog) -> None:
+    from bot.cli import configure_logging
+    from bot.health import check_engine
+
+    configure_logging(verbose=True)  # as `run` and `-v` log: INFO and up
+    caplog.set_level(logging.INFO)
+    guarded = fake.base_url.replace("http://", "http://svc:s3cret@")
+    with contextlib.suppress(RuntimeError):  # the fake wants the key, not the proxy's Basic auth
+        await check_engine(openai_settings(storage, fake, VOXDESK_OPENAI_BASE_URL=guarded))
+    assert [r.getMessage() for r in caplog.records if "s3cret" in r.getMessage()] == []
+    assert not [r.getMessage() for r in caplog.records if "s3cret" in r.getMessage()]
