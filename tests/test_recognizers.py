@@ -211,6 +211,15 @@ def test_ask_hears_with_whisper_when_told_to(settings) -> None:
     assert answer["user_text"] == "how many points do i have"
 
 
+async def tools_heard_by_pocketsphinx(settings: Settings) -> list[str]:
+    """The tools the bot calls for a sample note, checking that pocketsphinx heard it."""
+    async with running_app(settings) as app:
+        assert app.engine.hearing.whisper is None  # type: ignore[attr-defined]
+        note = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), note)
+    return [c["name"] for c in reply.tool_calls]
+
+
 async def test_a_missing_whisper_model_gets_one_check_line_and_pocketsphinx_hears(
     settings, tmp_path, caplog
 ) -> None:
@@ -223,11 +232,7 @@ async def test_a_missing_whisper_model_gets_one_check_line_and_pocketsphinx_hear
     assert line.endswith("the bot would hear with pocketsphinx")
 
     caplog.set_level(logging.WARNING, logger="bot.engines.offline.engine")
-    async with running_app(missing) as app:
-        assert app.engine.hearing.whisper is None  # type: ignore[attr-defined]
-        note = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
-        reply = await app.agent.respond(ToolContext(user_id=NOVA), note)
-    assert [c["name"] for c in reply.tool_calls] == ["get_player_stats"]
+    assert await tools_heard_by_pocketsphinx(missing) == ["get_player_stats"]
     warned = [r.getMessage() for r in caplog.records if "hearing with pocketsphinx instead" in r.getMessage()]
     assert len(warned) == 1 and "no Whisper model in" in warned[0]
 
@@ -335,11 +340,7 @@ async def test_a_whisper_model_that_does_not_load_leaves_pocketsphinx_hearing(
         chosen = settings.replace(
             offline={"recognizer": recognizer, "whisper_model": str(broken), "workers": 1}
         )
-        async with running_app(chosen) as app:
-            assert app.engine.hearing.whisper is None  # type: ignore[attr-defined]
-            note = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
-            reply = await app.agent.respond(ToolContext(user_id=NOVA), note)
-        assert [c["name"] for c in reply.tool_calls] == ["get_player_stats"]
+        assert await tools_heard_by_pocketsphinx(chosen) == ["get_player_stats"]
     said = [r.getMessage() for r in caplog.records if "did not load" in r.getMessage()]
     assert len(said) == 2 and str(broken) in said[0]
 
