@@ -119,7 +119,10 @@ class VoiceAgent:
             return _measured(await self._turn(context, None, text, voice, _Stopwatch()))
 
     async def forget(self, user_id: str) -> int:
-        return await self.conversations.reset(user_id)
+        # In the player's turn order: a turn already running read the history before the reset
+        # and would save itself after it, and the next note would not start afresh.
+        async with self._user_turn(user_id):
+            return await self.conversations.reset(user_id)
 
     def voices(self) -> list[str]:
         return self.engine.voices()

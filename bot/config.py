@@ -353,6 +353,11 @@ def load_settings(
     secrets = Secrets(**{name: environ.get(var, "").strip() for name, var in Secrets.ENV.items()})
     settings = Settings(**built, secrets=secrets, source=source)
     _check_ranges(settings)
+    if settings.discord.defer_after_seconds > MAX_DEFER_SECONDS:
+        raise ConfigError(
+            f"discord.defer_after_seconds = {settings.discord.defer_after_seconds}: Discord waits 3 s for a "
+            f"command's first answer; at most {MAX_DEFER_SECONDS} leaves time to send it"
+        )
     _check_languages(settings.offline)
     _check_required_secrets(settings, environ)
     return settings
@@ -371,6 +376,7 @@ POSITIVE = {
     ("web", "playground_notes"), ("web", "playground_seconds"), ("web", "login_attempts"),
     ("web", "login_seconds"), ("web", "session_hours"),
 }  # fmt: skip
+MAX_DEFER_SECONDS = 2.5
 PRICE_KEYS = ("text_in", "text_out", "audio_in", "audio_out", "cached_in")
 
 

@@ -134,8 +134,8 @@ NEWS_ABOUT = ' ("{about}")'
 NEWS_HEADING = "News about your tickets:"
 NEWS_SPOKEN_HEADING = "News about your tickets."
 DMS_CLOSED_NOTICE = (
-    "I have news about your tickets, but I can't send you direct messages. Allow direct messages "
-    "from this server's members to get it, or ask `/grievance status` any time."
+    "I have news about your tickets, but I can't send you direct messages: ask `/grievance status` "
+    "to see it. Allow direct messages from this server's members to get news like this from now on."
 )
 
 # ---- Discord: notes --------------------------------------------------------------------------

@@ -61,6 +61,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("", {"VOXDESK_AUDIO_SILENCE_THRESHOLD_DB": "6"}, "audio.silence_threshold_db"),
         ("", {"VOXDESK_WEB_PORT": "70000"}, "web.port"),
         ("", {"VOXDESK_OPENAI_VOICE": "Alloy"}, "openai.voice"),
+        ("", {"VOXDESK_DISCORD_DEFER_AFTER_SECONDS": "10"}, "discord.defer_after_seconds"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_in = "2.5"\n', {}, "usage.prices.'gpt-audio-1.5'.text_in"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_inn = 2.5\n', {}, "usage.prices.'gpt-audio-1.5'.text_inn"),
     ],

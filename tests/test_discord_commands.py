@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from cogs.runner import sync_commands
@@ -16,6 +18,7 @@ from tests.fakes.discord_server import (
     Received,
     serving,
 )
+from tests.frontend_engine import FrontendEngine
 
 
 @pytest.fixture
@@ -100,6 +103,19 @@ async def test_forget_clears_the_conversation(harness: Harness):
     assert (await reply_to_note(fake, nova))[1].content.endswith("History 1.")
     assert "forgotten" in await ask(fake, nova, "forget", [], guild=False)
     assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+
+
+async def test_forget_while_a_note_is_answered_still_starts_the_next_afresh(settings, fake: FakeDiscord):
+    engine = FrontendEngine()
+    async with running_bot(settings, fake, engine=engine):
+        assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+        engine.delay = 1.0
+        note = await fake.send_note(nova, voice_note())
+        await asyncio.sleep(0.5)  # its turn has read the history and waits for the model
+        assert "forgotten" in await ask(fake, nova, "forget", [], guild=False)
+        await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
+        engine.delay = 0.0
+        assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
 
 
 async def test_voice_autocompletes_and_changes_the_next_reply(harness: Harness):

@@ -43,6 +43,20 @@ def message_errors(body: dict[str, Any]) -> list[str]:
 # ---- closed schemas -------------------------------------------------------------------------
 
 
+async def test_two_users_get_two_dm_channels_whatever_their_ids() -> None:
+    first, second = 111111111111111111, 1111111111111111111  # equal modulo 10**9
+    async with discord_server.serving() as fake:
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bot {discord_server.TOKEN}"}) as http:
+            opened = []
+            for user in (first, second):
+                async with http.post(
+                    f"{fake.api_base}/users/@me/channels", json={"recipient_id": str(user)}
+                ) as r:
+                    opened.append((await r.json())["id"])
+    assert opened[0] != opened[1]
+    assert opened == [str(discord_server.dm_channel_id(first)), str(discord_server.dm_channel_id(second))]
+
+
 def test_unknown_fields_are_refused_at_every_level() -> None:
     assert chat_errors(temperature=0.5, modalities=["text", "audio"]) == []  # both halves of an allOf
     assert chat_errors(foo=1) == ["<body>: Unevaluated properties are not allowed ('foo' was unexpected)"]

@@ -91,10 +91,14 @@ def now_iso() -> str:
     return datetime.datetime.now(datetime.UTC).isoformat()
 
 
+_DM_CHANNELS: dict[int, int] = {}
+
+
 def dm_channel_id(user_id: int) -> int:
     """The id of the bot's DM channel with a user: the same for every way it is reached (a note
-    the player sends, a slash command in DMs, the bot opening the DM itself)."""
-    return DM_CHANNEL_BASE + user_id % 10**9
+    the player sends, a slash command in DMs, the bot opening the DM itself), and one per user,
+    as on Discord: two players never share one, whatever their ids."""
+    return _DM_CHANNELS.setdefault(user_id, DM_CHANNEL_BASE + len(_DM_CHANNELS))
 
 
 def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
