@@ -65,7 +65,7 @@ SCHEMA = """
 CREATE TABLE IF NOT EXISTS news (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id TEXT NOT NULL,
-    source TEXT NOT NULL,  -- local | jira: whose key `ticket` is (local GRV-5 and Jira GRV-5 differ)
+    source TEXT NOT NULL,  -- local:<store id> | jira: whose key `ticket` is (GRV-5 differs in each)
     ticket TEXT NOT NULL,
     kind TEXT NOT NULL,  -- filed | status
     status TEXT NOT NULL,  -- the status told
@@ -208,6 +208,12 @@ class NewsStore:
             await self._conn.commit()
             return cursor.rowcount == 1
 
+    async def adopt_local(self, source: str) -> None:
+        """News found before sources named their grievance database ("local") is this one's."""
+        async with self._lock:
+            await self._conn.execute("UPDATE news SET source = ? WHERE source = 'local'", (source,))
+            await self._conn.commit()
+
     async def known(self, source: str, ticket: str) -> bool:
         """Whether any news of this ticket was ever found."""
         cursor = await self._conn.execute(
@@ -216,10 +222,14 @@ class NewsStore:
         return await cursor.fetchone() is not None
 
     async def due(self, limit: int = DELIVER_BATCH) -> list[NewsItem]:
+        """The oldest pending news, at most one DM's worth per player: a player with hundreds of
+        tickets closed at once must not fill the batch and hold back everyone else's news."""
         cursor = await self._conn.execute(
-            "SELECT id, user_id, source, ticket, kind, status, text, attempts FROM news"
-            " WHERE state = 'pending' AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY id LIMIT ?",
-            (time.time(), limit),
+            "SELECT id, user_id, source, ticket, kind, status, text, attempts FROM ("
+            " SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY id) AS nth FROM news"
+            " WHERE state = 'pending' AND (next_try_at IS NULL OR next_try_at <= ?)"
+            ") WHERE nth <= ? ORDER BY id LIMIT ?",
+            (time.time(), MAX_ITEMS_PER_DM, limit),
         )
         return [NewsItem(*row) for row in await cursor.fetchall()]
 
@@ -337,6 +347,7 @@ class TicketNews:
         self._jira: Any = grievances if hasattr(grievances, "updated_issues") else None
         self._round = asyncio.Lock()  # the loop and a test's explicit round never overlap
         self._events_cursor: str | None = None
+        self._local_source = "local"  # "local:<store id>" once the grievance database is read
 
     async def run_once(self, messenger: Messenger) -> int:
         """Find news and deliver what is due; how many pieces were sent."""
@@ -370,8 +381,12 @@ class TicketNews:
 
     async def _find_in_events(self, local: LocalGrievanceStore) -> int:
         if self._events_cursor is None:
-            # Per grievance database: a new one numbers its events from 1 again.
-            self._events_cursor = f"grievance-events-{await local.store_id()}"
+            # Per grievance database: a new one numbers its events from 1 again, and its keys
+            # (GRV-1 ...) are other tickets than the old one's, maybe other players'.
+            store_id = await local.store_id()
+            self._events_cursor = f"grievance-events-{store_id}"
+            self._local_source = f"local:{store_id}"
+            await self.store.adopt_local(self._local_source)
         after = int(await self.store.cursor(self._events_cursor) or 0)
         found = 0
         while True:
@@ -398,7 +413,7 @@ class TicketNews:
             if e.push_state != "local_only":
                 return 0  # on its way to Jira: told with the key it gets there ("pushed")
             text = filed_text(e.local_key, e.created_at, e.description, e.status)
-            return await self._add(e.user_id, "local", e.local_key, "filed", e.status, text)
+            return await self._add(e.user_id, self._local_source, e.local_key, "filed", e.status, text)
         if e.kind == "pushed" and e.remote_key:
             if e.filed_late:  # the player heard no key at all
                 text = filed_text(e.remote_key, e.created_at, e.description, e.status)
@@ -409,10 +424,10 @@ class TicketNews:
             return await self._add(e.user_id, "jira", e.remote_key, "filed", e.status, text)
         if e.kind == "status" and not jira:
             # Jira's status is the ticket's when Jira is on (the local one is a cache of it).
-            if e.status == "open" and not await self.store.known("local", e.local_key):
+            if e.status == "open" and not await self.store.known(self._local_source, e.local_key):
                 return 0  # flipped and back before anyone told them: what they last heard
             text = status_text(e.local_key, e.description, e.status)
-            return await self._add(e.user_id, "local", e.local_key, "status", e.status, text)
+            return await self._add(e.user_id, self._local_source, e.local_key, "status", e.status, text)
         return 0
 
     async def _find_in_jira(self, jira: Any, local: LocalGrievanceStore) -> int:

@@ -95,6 +95,33 @@ def keep_in_spool(storage: Path, user_id: str, description: str, state: str = "l
 # ---- the local store as the ticket system ---------------------------------------------------
 
 
+async def test_one_players_many_closed_tickets_hold_back_no_one_elses_news(tmp_path: Path) -> None:
+    db, front = tmp_path / "grievances.db", Recorder()
+    async with news_over(tmp_path) as p:
+        for i in range(250):  # staff close a player's backlog at once
+            await p.local.register(NOVA, "other", f"lag spike {i}")
+        await p.local.register(BLAZE, "wallet", "lost my skins")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        await p.news.run_once(front)
+    assert BLAZE in {d.user_id for d in front.dms}  # in the first round, beside Nova's first ten
+
+
+async def test_a_new_grievance_database_numbering_from_one_again_still_gets_its_news(tmp_path: Path) -> None:
+    db, front = tmp_path / "grievances.db", Recorder()
+    async with news_over(tmp_path) as p:
+        old = await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved' WHERE local_key = ?", (old.key,))
+        assert await p.news.run_once(front) == 1
+    for name in ("grievances.db", "grievances.db-wal", "grievances.db-shm"):  # a fresh database
+        (tmp_path / name).unlink(missing_ok=True)
+    async with news_over(tmp_path) as p:
+        new = await p.local.register(BLAZE, "wallet", "lost my skins")
+        assert new.key == old.key
+        sql(db, "UPDATE grievances SET status = 'resolved' WHERE local_key = ?", (new.key,))
+        assert await p.news.run_once(front) == 1
+    assert [d.user_id for d in front.dms] == [NOVA, BLAZE]
+
+
 async def test_a_late_filed_grievance_is_told_once_with_its_key_across_restarts(tmp_path: Path) -> None:
     keep_in_spool(tmp_path, NOVA, "charged twice for the battle pass")
     front = Recorder()
