@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import sqlite3
 import sys
 import tempfile
 from collections.abc import Callable, Iterator
@@ -187,6 +188,8 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.port is not None:
+        if not 0 <= args.port <= 65535:
+            raise ConfigError(f"--port {args.port}: a port is 0 to 65535")
         settings = settings.replace(web={"port": args.port})
     asyncio.run(web.serve(settings))
     return 0
@@ -197,7 +200,9 @@ def cmd_web_password(args: argparse.Namespace) -> int:
 
     from bot.web.security import hash_password
 
-    password = sys.stdin.readline().rstrip("\n") if not sys.stdin.isatty() else getpass.getpass("password: ")
+    password = (
+        sys.stdin.readline().rstrip("\r\n") if not sys.stdin.isatty() else getpass.getpass("password: ")
+    )
     if len(password) < 12:
         print("use a staff password of 12 characters or more", file=sys.stderr)
         return 2
@@ -345,6 +350,13 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     except FileNotFoundError as exc:
         print(f"{exc.filename}: no such file" if exc.filename else str(exc), file=sys.stderr)
+        return 4
+    except OSError as exc:  # unreadable, a folder where a file was meant, a port in use
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"{where}{exc.strerror or exc}", file=sys.stderr)
+        return 4
+    except sqlite3.Error as exc:
+        print(f"a database under the storage folder cannot be used: {exc}", file=sys.stderr)
         return 4
     except KeyboardInterrupt:
         return 130

@@ -429,8 +429,10 @@ def _read_toml(path: Path) -> dict[str, typing.Any]:
     try:
         with path.open("rb") as fh:
             return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path} is not valid TOML ({exc}): fix the file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path} cannot be read: {exc.strerror or exc}") from None
 
 
 def _split_env_key(key: str) -> tuple[str, str]:

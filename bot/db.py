@@ -23,13 +23,19 @@ async def open_sqlite(path: Path | str, schema: str = "", autocommit: bool = Fal
     # the event loop): on a saturated machine another process's short claim can take seconds to
     # finish, and giving up would drop a player's note.
     conn = await aiosqlite.connect(str(path), timeout=BUSY_SECONDS, **extra)
-    conn.row_factory = aiosqlite.Row
-    await conn.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
-    await _switch_to_wal(conn)
-    await conn.execute("PRAGMA synchronous=NORMAL")
-    if schema:
-        await conn.executescript(schema)
-        await conn.commit()
+    try:
+        conn.row_factory = aiosqlite.Row
+        await conn.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+        await _switch_to_wal(conn)
+        await conn.execute("PRAGMA synchronous=NORMAL")
+        if schema:
+            await conn.executescript(schema)
+            await conn.commit()
+    except BaseException:
+        # A damaged or read-only file: aiosqlite's worker thread is no daemon, and left open it
+        # would keep the process from ever exiting.
+        await conn.close()
+        raise
     return conn
 
 

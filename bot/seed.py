@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bot import paths
 from bot.app import storage_paths
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 from bot.tools.embedded import FtsManuals
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.manual_chunks import chunk_manuals
@@ -39,6 +39,9 @@ async def initialise(settings: Settings, speech: bool = True) -> list[str]:
     done.append(f"players: {players} demo players in {storage.players}")
 
     chunks = chunk_manuals(settings.manuals_dir)
+    if not chunks:
+        # Rebuilding from nothing would empty the index the bot answers manual questions from.
+        raise ConfigError(f"storage.manuals_dir {settings.manuals_dir} holds no manuals: fix the setting")
     manuals = await FtsManuals.open(storage.manuals)
     try:
         await manuals.rebuild(chunks)

@@ -8,6 +8,7 @@ import logging
 import signal
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 
 from bot.config import Settings, require_discord_token
@@ -136,7 +137,14 @@ def sync(settings: Settings, guild_id: int | None) -> int:
     guild (instant; copies the global commands there, for testing)."""
     token = require_discord_token(settings)
     use_discord_logging(logging.WARNING)
-    names = asyncio.run(sync_commands(settings, token, guild_id))
+    try:
+        names = asyncio.run(sync_commands(settings, token, guild_id))
+    except discord.LoginFailure:
+        log.error("Discord refused DISCORD_TOKEN: copy the bot token again from the developer portal")
+        return 2
+    except aiohttp.ClientError as exc:
+        log.error("could not reach Discord to publish the commands: %s", exc)
+        return 3
     where = f"guild {guild_id}" if guild_id else "all guilds and DMs (global)"
     print(f"synced {len(names)} command(s) to {where}: {', '.join(sorted(names))}")
     return 0

@@ -47,6 +47,52 @@ def test_bad_setting_exits_with_one_line(tmp_path: Path) -> None:
     assert "agent.engine" in done.stderr
 
 
+def test_a_damaged_database_is_one_line_and_the_process_ends(settings) -> None:
+    # aiosqlite's worker thread is no daemon: a connection left open by a failed open once kept
+    # `ask`, `check`, `web` and `run` from ever exiting.
+    (settings.storage_dir / "players.db").write_bytes(os.urandom(8192))
+    sample = str(paths.SAMPLES / "2-how-many-points.ogg")
+    done = voxdesk("ask", sample, storage=settings.storage_dir)
+    assert done.returncode == 4 and "Traceback" not in done.stderr
+    assert done.stderr.strip() == "a database under the storage folder cannot be used: file is not a database"
+    checked = voxdesk("check", storage=settings.storage_dir)
+    assert checked.returncode == 1 and "FAIL  stats      sqlite   file is not a database" in checked.stdout
+
+
+def test_files_and_ports_that_cannot_be_used_are_one_line(settings, tmp_path: Path) -> None:
+    folder = voxdesk("ask", str(tmp_path), storage=settings.storage_dir)
+    assert folder.returncode == 4 and folder.stderr.strip() == f"{tmp_path}: Is a directory"
+    bad_toml = tmp_path / "config.toml"
+    bad_toml.write_bytes(b"[agent]\nengine = '\xff'\n")
+    config = voxdesk("--config", str(bad_toml), "check", storage=settings.storage_dir)
+    assert (
+        config.returncode == 2 and "is not valid TOML" in config.stderr and "Traceback" not in config.stderr
+    )
+    port = voxdesk("web", "--port", "99999", storage=settings.storage_dir)
+    assert port.returncode == 2 and "--port 99999" in port.stderr and "Traceback" not in port.stderr
+
+
+def test_init_refuses_a_manuals_folder_with_no_manuals(settings, tmp_path: Path) -> None:
+    done = voxdesk("init", storage=settings.storage_dir, VOXDESK_STORAGE_MANUALS_DIR=str(tmp_path / "nope"))
+    assert done.returncode == 2 and "holds no manuals" in done.stderr
+    with sqlite3.connect(settings.storage_dir / "manuals.db") as conn:  # the index is left as it was
+        assert conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0] > 0
+
+
+def test_web_password_from_a_windows_pipe_is_the_password_typed(settings) -> None:
+    from bot.web.security import verify_password
+
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "web-password"],
+        input="pass with crlf 123\r\n",
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0 and verify_password("pass with crlf 123", done.stdout.strip())
+
+
 def test_init_is_idempotent_and_never_drops_a_filed_grievance(settings) -> None:
     db = settings.storage_dir / "grievances.db"
     with sqlite3.connect(db) as conn:

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+from asyncio.subprocess import PIPE
 
 import pytest
 
 from cogs.runner import sync_commands
+from tests.conftest import REPO
 from tests.discord_harness import Harness, blaze, discord_settings, nova, running_bot, voice_note
 from tests.fakes.discord_server import (
     EPHEMERAL_FLAG,
@@ -116,6 +120,21 @@ async def test_forget_while_a_note_is_answered_still_starts_the_next_afresh(sett
         await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
         engine.delay = 0.0
         assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+
+
+async def test_sync_with_a_refused_token_says_so_in_one_line(settings, fake: FakeDiscord):
+    env = {
+        **os.environ,
+        "DISCORD_TOKEN": "not-the-token",
+        "VOXDESK_DISCORD_API_BASE": fake.api_base,
+        "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
+    }
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bot", "sync", env=env, cwd=REPO, stdout=PIPE, stderr=PIPE
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 2 and b"Traceback" not in err
+    assert b"Discord refused DISCORD_TOKEN" in err
 
 
 async def test_voice_autocompletes_and_changes_the_next_reply(harness: Harness):

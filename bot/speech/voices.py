@@ -77,9 +77,12 @@ class ReplyVoices:
         return name
 
     def describe(self, voice: str | None = None) -> VoiceInfo:
+        """The voice that speaks for `voice`: an eSpeak name it does not have speaks as FALLBACK."""
         name = self.resolve(voice)
         if name in self.neural:
             return VoiceInfo(name, "Piper", self.neural[name].model.licence)
+        if not Espeak.shared().has_voice(name):
+            name = FALLBACK
         return VoiceInfo(name, "eSpeak NG", ESPEAK_LICENCE)
 
     def speak(self, text: str, voice: str | None, rate_wpm: int) -> Speech:
