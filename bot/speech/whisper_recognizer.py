@@ -25,7 +25,6 @@ Three departures from faster-whisper's defaults, each for a short voice note:
 from __future__ import annotations
 
 import contextvars
-import difflib
 import functools
 import hashlib
 import importlib.util
@@ -336,26 +335,10 @@ def domain_prompt(manuals_dir: Path) -> str:
 # ---- hearing ----------------------------------------------------------------------------------
 
 
-# A looping decode can say a long phrase twice with one word spelt differently the second time
-# ("my son swres he's unlocked ... my son swears he's unlocked ..."). Runs this long that differ
-# in one word only, and only by its spelling, are one phrase heard twice; two requests that differ
-# in one word ("on the ranked ladder", "on the casual ladder") differ by more than spelling, and
-# shorter runs are left alone, for a player may well say "the card back ... the card pack".
-NEAR_REPEAT_WORDS = 8
-NEAR_REPEAT_SPELLING = 0.6  # difflib's ratio between the two spellings of the odd word
-
-
-def _near_repeat(first: list[str], second: list[str]) -> bool:
-    odd = [(a, b) for a, b in zip(first, second, strict=True) if a != b]
-    return len(odd) == 1 and difflib.SequenceMatcher(None, *odd[0]).ratio() >= NEAR_REPEAT_SPELLING
-
-
 def collapse_repeats(text: str, cut_short: bool = False) -> str:
     """Words with any immediately repeated run of words said once: "a b a b c" → "a b c".
-    A run of NEAR_REPEAT_WORDS or more said again with one word spelt differently is said once
-    too, in its second spelling. `cut_short`: the decode hit its token cap, which stops a
-    runaway repeat part way: a tail that starts the note over again ("my rank on the board my
-    rank") is dropped as well."""
+    `cut_short`: the decode hit its token cap, which stops a runaway repeat part way: a tail
+    that starts the note over again ("my rank on the board my rank") is dropped as well."""
     words = text.split()
     if cut_short:
         for size in range(len(words) // 2, 0, -1):
@@ -367,13 +350,8 @@ def collapse_repeats(text: str, cut_short: bool = False) -> str:
         changed = False
         for size in range(len(words) // 2, 0, -1):
             for start in range(len(words) - 2 * size + 1):
-                first, second = words[start : start + size], words[start + size : start + 2 * size]
-                if first == second:
+                if words[start : start + size] == words[start + size : start + 2 * size]:
                     del words[start + size : start + 2 * size]
-                    changed = True
-                    break
-                if size >= NEAR_REPEAT_WORDS and _near_repeat(first, second):
-                    del words[start : start + size]
                     changed = True
                     break
             if changed:
