@@ -45,7 +45,9 @@ class Budget(Protocol):
     async def refusal(self, user_id: str) -> str | None:
         """A friendly refusal when the user's budget for today is spent, else None."""
 
-    async def record(self, user_id: str, engine: str, usage: Usage | None, audio_seconds: float) -> None: ...
+    async def record(
+        self, user_id: str, engine: str, usage: Usage | None, audio_seconds: float, turns: int = 1
+    ) -> None: ...
 
 
 @dataclass

@@ -211,7 +211,8 @@ class NewsStore:
     async def adopt_local(self, source: str) -> None:
         """News found before sources named their grievance database ("local") is this one's."""
         async with self._lock:
-            await self._conn.execute("UPDATE news SET source = ? WHERE source = 'local'", (source,))
+            # OR IGNORE: a row this database already has (an older version running beside) stays.
+            await self._conn.execute("UPDATE OR IGNORE news SET source = ? WHERE source = 'local'", (source,))
             await self._conn.commit()
 
     async def known(self, source: str, ticket: str) -> bool:

@@ -13,12 +13,12 @@ from cryptography.fernet import Fernet
 
 from bot import paths
 from bot.config import load_settings
-from bot.web import STATE, ops
+from bot.web import ops
 from bot.web.playground import DEMO_PLAYERS
 from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
 
-from .conftest import BLAZE, NOVA, REPO
-from .web_helpers import STAFF_HASH, csrf_of, log_in, web_client, web_settings
+from .conftest import BLAZE, NOVA, REPO, make_settings
+from .web_helpers import STAFF_HASH, STAFF_PASSWORD, csrf_of, log_in, web_client, web_settings
 
 NOTE = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
 FERNET_KEY = Fernet.generate_key().decode()  # sessions that outlive one app, as across a restart
@@ -379,10 +379,42 @@ async def test_a_copied_staff_cookie_opens_nothing_after_logout_or_a_new_passwor
         assert await desk_with(stolen, client.app) == 303
         assert await log_in(client) == 303
         second = await copied(client)
-        client.app[STATE].password_hash = hash_password("a new password")  # as after a restart with it
-        assert await desk_with(second, client.app) == 303
+        assert await desk_with(second, client.app) == 200
     async with web_client(wsettings) as (client, _):  # a restart with the same session key
         assert await desk_with(stolen, client.app) == 303
+        assert await desk_with(second, client.app) == 200
+    renewed = make_settings(
+        settings.storage_dir,
+        VOXDESK_WEB_SESSION_KEY=FERNET_KEY,
+        VOXDESK_WEB_STAFF_PASSWORD_HASH=hash_password("a new password"),
+    )
+    async with web_client(renewed) as (client, _):  # a restart with a new staff password
+        assert await desk_with(second, client.app) == 303
+
+
+async def test_a_plain_staff_password_keeps_logins_across_a_restart(settings) -> None:
+    plain = make_settings(
+        settings.storage_dir, VOXDESK_WEB_SESSION_KEY=FERNET_KEY, VOXDESK_WEB_STAFF_PASSWORD=STAFF_PASSWORD
+    )
+    async with web_client(plain) as (client, _):
+        assert await log_in(client) == 303
+        cookie = next(c for c in client.session.cookie_jar if c.key == "voxdesk_session").value
+    async with web_client(plain) as (client, _):  # its hash is salted afresh at each start
+        client.session.cookie_jar.update_cookies({"voxdesk_session": cookie})
+        assert (await client.get("/desk", allow_redirects=False)).status == 200
+
+
+async def test_a_login_lasts_session_hours_however_often_its_cookie_is_rewritten(settings) -> None:
+    short = web_settings(settings.storage_dir, VOXDESK_WEB_SESSION_HOURS=str(2 / 3600))  # 2 s
+    async with web_client(short) as (client, _):
+        assert await log_in(client) == 303
+        await asyncio.sleep(1.2)
+        await client.get("/")  # the playground writes the session: the cookie's age starts again
+        rewritten = next(c for c in client.session.cookie_jar if c.key == "voxdesk_session").value
+        await asyncio.sleep(1.2)  # 2.4 s after the login, 1.2 s after the rewrite
+        async with TestClient(TestServer(client.app)) as copy:
+            copy.session.cookie_jar.update_cookies({"voxdesk_session": rewritten})
+            assert (await copy.get("/desk", allow_redirects=False)).status == 303
 
 
 @pytest.mark.parametrize(

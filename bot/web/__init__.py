@@ -33,6 +33,7 @@ UPLOAD_SLACK = 64 * 1024  # multipart framing and form fields around a note of a
 class WebState:
     core: App
     password_hash: str  # "" : no staff password set, the desk stays locked
+    password_mark: str  # of the password as configured: see security.password_mark
     staff_logins: security.StaffLogins
     logins: security.RateLimit
     notes: security.RateLimit
@@ -73,6 +74,7 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
     app[STATE] = WebState(
         core=core,
         password_hash=security.staff_password_hash(settings),
+        password_mark=security.password_mark(settings),
         staff_logins=staff_logins,
         logins=security.RateLimit(w.login_attempts, w.login_seconds),
         notes=security.RateLimit(w.playground_notes, w.playground_seconds),

@@ -61,7 +61,12 @@ async def logged_in(request: web.Request) -> bool:
     login = session.get("login")
     if not session.get("staff") or not isinstance(login, str) or not st.password_hash:
         return False
-    if not hmac.compare_digest(str(session.get("password")), security.password_mark(st.password_hash)):
+    if not hmac.compare_digest(str(session.get("password")), st.password_mark):
+        return False
+    # However often the cookie is rewritten (each write restarts its max-age), a login lasts
+    # session_hours from the password typed: a logout's record is kept that long, no longer.
+    since = session.get("since")
+    if not isinstance(since, int) or time.time() - since > st.settings.web.session_hours * 3600:
         return False
     return not await st.staff_logins.ended(login)
 
@@ -103,7 +108,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     session["staff"] = True
     session["since"] = int(time.time())
     session["login"] = secrets.token_urlsafe(16)
-    session["password"] = security.password_mark(st.password_hash)
+    session["password"] = st.password_mark
     raise web.HTTPSeeOther(str(request.app.router["desk"].url_for()))
 
 

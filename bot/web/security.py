@@ -57,10 +57,13 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(tried, dec(digest))
 
 
-def password_mark(password_hash: str) -> str:
+def password_mark(settings: Settings) -> str:
     """What a staff session records of the password it logged in with: a new password ends every
-    session made with the old one, though the cookies stay readable."""
-    return hmac.new(password_hash.encode(), b"voxdesk staff session", hashlib.sha256).hexdigest()[:32]
+    session made with the old one, though the cookies stay readable. Made from the setting, not
+    from the hash of a plain password, which is salted afresh at each start."""
+    s = settings.secrets
+    secret = s.web_staff_password_hash or s.web_staff_password
+    return hmac.new(secret.encode(), b"voxdesk staff session", hashlib.sha256).hexdigest()[:32]
 
 
 class StaffLogins:
