@@ -174,9 +174,9 @@ class CatchUp(commands.Cog):
         cut_short = {u.message_id for u in leftovers if u.state == "started"} & replied
         # Settled now: left 'started' by a dead owner, the recheck would fetch and answer them again.
         await ledger.answered_before_a_crash(sorted(cut_short))
-        todo = self._within_flood_limit(
-            voice, [found[m][0] for m in sorted(found) if m not in seen | cut_short]
-        )
+        promised = {u.message_id for u in leftovers}  # kept with a ⏳, or cut by a stop: answered
+        waiting = [found[m][0] for m in sorted(found) if m not in seen | cut_short]
+        todo = self._within_flood_limit(voice, waiting, promised)
         log.info(
             "catch-up: answering %d note(s) sent while I was away, from %d place(s)", len(todo), len(places)
         )
@@ -185,22 +185,32 @@ class CatchUp(commands.Cog):
         if not self.recheck.is_running():
             self.recheck.start()
 
-    def _within_flood_limit(self, voice: VoiceNotes, messages: list[discord.Message]) -> list[int]:
+    def _within_flood_limit(
+        self, voice: VoiceNotes, messages: list[discord.Message], promised: set[int]
+    ) -> list[int]:
         """The notes to answer, oldest first: a player's notes beyond discord.flood_notes in any
         discord.flood_seconds of their sending (a script that kept sending while the bot was
-        down) are turned away as they would have been live."""
+        down) are turned away as they would have been live. Notes already promised an answer
+        (kept during a shutdown, or cut by one) are answered whatever, and count."""
         limit = self.bot.discord_settings
         window = datetime.timedelta(seconds=limit.flood_seconds)
         taken: dict[int, list[datetime.datetime]] = {}
-        todo = []
+        todo: list[int] = []
+        answered: dict[int, int] = {}
+        refused: list[discord.Message] = []
         for message in messages:
-            recent = [t for t in taken.get(message.author.id, []) if t > message.created_at - window]
-            if len(recent) >= limit.flood_notes:
-                voice.turn_away(message, say.TOO_MANY_WHILE_AWAY.format(count=limit.flood_notes))
+            author = message.author.id
+            recent = [t for t in taken.get(author, []) if t > message.created_at - window]
+            if len(recent) >= limit.flood_notes and message.id not in promised:
+                refused.append(message)
             else:
                 recent.append(message.created_at)
                 todo.append(message.id)
-            taken[message.author.id] = recent
+                answered[author] = answered.get(author, 0) + 1
+            taken[author] = recent
+        for message in refused:
+            count = answered.get(message.author.id, 0)
+            voice.turn_away(message, say.TOO_MANY_WHILE_AWAY.format(count=count))
         return todo
 
     async def _replied_to(self, message: discord.Message) -> bool:

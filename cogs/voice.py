@@ -212,6 +212,7 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "refused", "too_long")
             await self._tell(message, too_long_message(limits.max_seconds))
             return False
+        refusal = None  # told after the slot is given back: a slow send must not hold a turn slot
         async with self._notes_in_hand:
             try:
                 # discord.py's session sets no timeout of its own: a stalled download would hold this
@@ -223,26 +224,27 @@ class VoiceNotes(commands.Cog):
                 why = f"HTTP {exc.status}" if isinstance(exc, discord.HTTPException) else type(exc).__name__
                 log.warning("could not download attachment %s of note %s: %s", note.id, message.id, why)
                 metrics.note("discord", "failed", "download")
-                await self._tell(message, say.DOWNLOAD_FAILED)
-                return False
-
-            app = self.bot.core
-            author = message.author
-            prefs = await app.preferences.get(str(author.id))
-            context = ToolContext(
-                user_id=str(author.id),
-                display_name=author.display_name,
-                platform="discord",
-                conversation=str(message.channel.id),
-                request_id=str(message.id),
-            )
-            try:
-                reply = await app.agent.respond(context, data, voice=prefs.voice)
-            except AudioError as exc:
-                log.info("note %s from %s refused: %s", message.id, author.id, exc)
-                metrics.note("discord", "refused", "bad_audio")
-                await self._tell(message, str(exc))
-                return False
+                refusal = say.DOWNLOAD_FAILED
+            else:
+                app = self.bot.core
+                author = message.author
+                prefs = await app.preferences.get(str(author.id))
+                context = ToolContext(
+                    user_id=str(author.id),
+                    display_name=author.display_name,
+                    platform="discord",
+                    conversation=str(message.channel.id),
+                    request_id=str(message.id),
+                )
+                try:
+                    reply = await app.agent.respond(context, data, voice=prefs.voice)
+                except AudioError as exc:
+                    log.info("note %s from %s refused: %s", message.id, author.id, exc)
+                    metrics.note("discord", "refused", "bad_audio")
+                    refusal = str(exc)
+        if refusal is not None:
+            await self._tell(message, refusal)
+            return False
         with metrics.timed("send"):
             how = await send_answer(self.bot, message, reply.text, reply.audio, prefs.reply_mode)
         metrics.reply("discord", reply.kind)

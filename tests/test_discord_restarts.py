@@ -109,6 +109,25 @@ async def test_a_flood_sent_while_the_bot_was_down_is_held_to_the_flood_limit(se
     assert [answers(fake, n) for n in flood] == [1, 1, 0, 0, 0, 0]
 
 
+async def test_notes_kept_for_after_a_restart_are_answered_whatever_the_flood_limit(settings, fake) -> None:
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0):
+        first = await fake.send_note(nova, voice_note())
+        await all_answered(fake, [first])
+    kept = [await fake.send_note(nova, voice_note()) for _ in range(4)]
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:  # as a draining bot keeps them, with a ⏳ promising an answer after the restart
+        for note in kept:
+            await ledger.keep_for_restart(int(note["id"]), int(note["channel_id"]), NOVA)
+    finally:
+        await ledger.aclose()
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0, recheck_seconds=0.2):
+        await all_answered(fake, kept)
+        await asyncio.sleep(1.0)  # several rechecks
+        await settle(fake)
+    assert [answers(fake, n) for n in kept] == [1, 1, 1, 1]
+    assert not [r for n in kept for r in fake.replies_to(n["id"]) if "while I was away" in r.content]
+
+
 async def test_a_restart_answers_nothing_twice(settings, fake) -> None:
     async with running_bot(settings, fake):
         note = await fake.send_note(nova, voice_note(), guild=True)
