@@ -79,20 +79,6 @@ def test_init_refuses_a_manuals_folder_with_no_manuals(settings, tmp_path: Path)
         assert conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0] > 0
 
 
-def test_web_password_from_a_windows_pipe_is_the_password_typed(settings) -> None:
-    from bot.web.security import verify_password
-
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "web-password"],
-        input="pass with crlf 123\r\n",
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0 and verify_password("pass with crlf 123", done.stdout.strip())
-
-
 def test_init_is_idempotent_and_never_drops_a_filed_grievance(settings) -> None:
     db = settings.storage_dir / "grievances.db"
     with sqlite3.connect(db) as conn:
