@@ -10,9 +10,11 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Callable
+import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Generic, TypeVar
 
 import aiohttp_jinja2
 import jinja2
@@ -29,6 +31,30 @@ PACKAGE = resources.files(__package__)
 UPLOAD_SLACK = 64 * 1024  # multipart framing and form fields around a note of audio.max_bytes
 
 
+T = TypeVar("T")
+
+
+class Reused(Generic[T]):
+    """A costly result made one caller at a time, and reused while it is fresh enough."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._made: tuple[float, T] | None = None
+
+    async def get(
+        self, make: Callable[[], Awaitable[T]], max_age: float, again: bool = False
+    ) -> tuple[T, float]:
+        """The result and its age in seconds. `again`: one made after this call began (callers
+        asking again together share one)."""
+        asked_at = time.monotonic()
+        async with self._lock:
+            made = self._made
+            if made is None or asked_at - made[0] > max_age or (again and made[0] < asked_at):
+                result = await make()
+                self._made = made = (time.monotonic(), result)
+        return made[1], time.monotonic() - made[0]
+
+
 @dataclass
 class WebState:
     core: App
@@ -40,11 +66,10 @@ class WebState:
     players: dict[str, str]  # who the playground may speak as: user id → name
     discord_ready: Callable[[], bool] | None = None  # None: no Discord in this process
     replies: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # token → (owner, ogg)
-    check_cache: tuple[float, list[object]] | None = None
-    # One check at a time: each builds an offline engine of its own, speech workers and all.
-    check_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    health_cache: tuple[float, dict[str, dict[str, object]]] | None = None
-    health_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # The desk's service check (each builds an offline engine of its own, speech workers and all)
+    # and /healthz's backend probes: one at a time, and reused while fresh.
+    check: Reused[list[object]] = field(default_factory=lambda: Reused())
+    probes: Reused[dict[str, dict[str, object]]] = field(default_factory=lambda: Reused())
 
     @property
     def settings(self) -> Settings:

@@ -15,6 +15,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
+from bot.config import Settings
 from bot.tools.grievance_store import CATEGORIES, STAFF_STATUSES, LocalGrievanceStore
 from bot.web import charts, security
 from bot.web import state as web_state
@@ -66,9 +67,14 @@ async def logged_in(request: web.Request) -> bool:
     # However often the cookie is rewritten (each write restarts its max-age), a login lasts
     # session_hours from the password typed: a logout's record is kept that long, no longer.
     since = session.get("since")
-    if not isinstance(since, int) or time.time() - since > st.settings.web.session_hours * 3600:
+    if not isinstance(since, int) or time.time() > _lapses_at(since, st.settings):
         return False
     return not await st.staff_logins.ended(login)
+
+
+def _lapses_at(since: float, settings: Settings) -> float:
+    """When a login made at `since` (unix time) ends by itself."""
+    return since + settings.web.session_hours * 3600
 
 
 def _store(request: web.Request) -> LocalGrievanceStore:
@@ -116,10 +122,9 @@ async def logout(request: web.Request) -> web.StreamResponse:
     session = await get_session(request)
     login = session.get("login")
     if isinstance(login, str):
-        # Until the cookie would have lapsed by itself: a copy of it opens nothing meanwhile.
-        lapses = (
-            float(session.get("since") or time.time()) + web_state(request).settings.web.session_hours * 3600
-        )
+        # Until the login would have lapsed by itself: a copy of the cookie opens nothing meanwhile.
+        since = session.get("since")
+        lapses = _lapses_at(since if isinstance(since, int) else time.time(), web_state(request).settings)
         await web_state(request).staff_logins.end(login, lapses)
     session.invalidate()
     raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
@@ -234,12 +239,10 @@ async def check_page(request: web.Request) -> dict[str, Any]:
     from bot.health import check_all
 
     st = web_state(request)
-    asked_at = time.monotonic()
-    async with st.check_lock:
-        cached = st.check_cache
-        # "Check again" pressed in two tabs, or twice, is answered by one check that ended after.
-        stale = cached is None or asked_at - cached[0] > CHECK_CACHE_SECONDS
-        if stale or ("again" in request.query and cached[0] < asked_at):  # type: ignore[index]
-            results = list(await check_all(st.settings))
-            st.check_cache = cached = (time.monotonic(), results)
-    return {"results": cached[1], "age": round(time.monotonic() - cached[0])}
+
+    async def check() -> list[object]:
+        return list(await check_all(st.settings))
+
+    # "Check again" pressed in two tabs, or twice, is answered by one check that ended after.
+    results, age = await st.check.get(check, CHECK_CACHE_SECONDS, again="again" in request.query)
+    return {"results": results, "age": round(age)}

@@ -56,18 +56,16 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def _backends(st: Any) -> dict[str, dict[str, Any]]:
-    asked_at = time.monotonic()
-    async with st.health_lock:
-        cached = st.health_cache
-        if cached is None or asked_at - cached[0] > PROBE_EVERY_SECONDS:
-            names = ("stats", "manuals", "grievances")
-            failures = await asyncio.gather(*(_probe(getattr(st.core, n).check) for n in names))
-            checks = {
-                n: {"ok": why is None, **({"error": why} if why else {})}
-                for n, why in zip(names, failures, strict=True)
-            }
-            st.health_cache = cached = (time.monotonic(), checks)
-    return cached[1]  # type: ignore[no-any-return]
+    async def probe() -> dict[str, dict[str, Any]]:
+        names = ("stats", "manuals", "grievances")
+        failures = await asyncio.gather(*(_probe(getattr(st.core, n).check) for n in names))
+        return {
+            n: {"ok": why is None, **({"error": why} if why else {})}
+            for n, why in zip(names, failures, strict=True)
+        }
+
+    checks, _ = await st.probes.get(probe, PROBE_EVERY_SECONDS)
+    return checks  # type: ignore[no-any-return]
 
 
 async def metrics_page(request: web.Request) -> web.Response:
