@@ -220,10 +220,7 @@ class VoiceAgent:
         with watch.stage("encode"):
             reply_audio = await self._reply_audio(final, voice)
         results = [r for rnd in turn.rounds for r in rnd.results]
-        usage = Usage()
-        for step_usage in turn.scratch.get("usage", []):
-            usage.add(step_usage)
-        usage.add(final.usage)
+        usage = _summed([*turn.scratch.get("usage", []), final.usage])
         past = PastTurn(
             user_text=user_text,
             reply_text=final.text,
@@ -240,11 +237,7 @@ class VoiceAgent:
                 await self.conversations.append(context.user_id, past, context.conversation)
         except Exception as exc:
             log.error("could not save the turn of user %s: %s", context.user_id, _reason(exc))
-        if self.budget is not None:
-            try:
-                await self.budget.record(context.user_id, engine.name, usage, clip.seconds if clip else 0.0)
-            except Exception as exc:
-                log.error("could not record the usage of user %s: %s", context.user_id, _reason(exc))
+        await self._record_usage(context.user_id, engine.name, usage, clip.seconds if clip else 0.0)
         return Reply(
             text=final.text,
             audio=reply_audio,
@@ -286,13 +279,16 @@ class VoiceAgent:
     async def _charge_failed(self, user_id: str, engine: str, spent: list[Usage]) -> None:
         """Tokens a failed engine spent (steps billed before it failed) count against the player's
         budget and the cost estimate, though another engine or an apology answers the turn."""
-        if self.budget is None or not spent:
+        if spent:
+            await self._record_usage(user_id, engine, _summed(spent), 0.0, turns=0)
+
+    async def _record_usage(
+        self, user_id: str, engine: str, usage: Usage, audio_seconds: float, turns: int = 1
+    ) -> None:
+        if self.budget is None:
             return
-        usage = Usage()
-        for step in spent:
-            usage.add(step)
         try:
-            await self.budget.record(user_id, engine, usage, 0.0, turns=0)
+            await self.budget.record(user_id, engine, usage, audio_seconds, turns)
         except Exception as exc:
             log.error("could not record the usage of user %s: %s", user_id, _reason(exc))
 
@@ -351,6 +347,13 @@ async def _result_or_none(task: asyncio.Task[Transcript | None]) -> str | None:
         log.warning("transcription failed: %s", _reason(exc))
         return None
     return heard.text if heard is not None else None
+
+
+def _summed(steps: list[Usage | None]) -> Usage:
+    usage = Usage()
+    for step in steps:
+        usage.add(step)
+    return usage
 
 
 def _expected(exc: BaseException) -> bool:
