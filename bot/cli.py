@@ -15,7 +15,7 @@ from pathlib import Path
 from bot import paths
 from bot.app import NotInitialised
 from bot.audio import AudioError
-from bot.config import ConfigError, Settings, load_settings
+from bot.config import ConfigError, Settings, check_port, load_settings
 from bot.engines.base import SpeechModelsUnavailable
 
 log = logging.getLogger("bot")
@@ -188,8 +188,7 @@ def cmd_web(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     if args.port is not None:
-        if not 0 <= args.port <= 65535:
-            raise ConfigError(f"--port {args.port}: a port is 0 to 65535")
+        check_port(args.port, f"--port {args.port}")
         settings = settings.replace(web={"port": args.port})
     asyncio.run(web.serve(settings))
     return 0

@@ -353,11 +353,6 @@ def load_settings(
     secrets = Secrets(**{name: environ.get(var, "").strip() for name, var in Secrets.ENV.items()})
     settings = Settings(**built, secrets=secrets, source=source)
     _check_ranges(settings)
-    if settings.discord.defer_after_seconds > MAX_DEFER_SECONDS:
-        raise ConfigError(
-            f"discord.defer_after_seconds = {settings.discord.defer_after_seconds}: Discord waits 3 s for a "
-            f"command's first answer; at most {MAX_DEFER_SECONDS} leaves time to send it"
-        )
     _check_languages(settings.offline)
     _check_required_secrets(settings, environ)
     return settings
@@ -380,6 +375,12 @@ MAX_DEFER_SECONDS = 2.5
 PRICE_KEYS = ("text_in", "text_out", "audio_in", "audio_out", "cached_in")
 
 
+def check_port(port: int, given: str) -> None:
+    """`given`: how the port was set, for the message (a setting, or a command's option)."""
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{given}: a port is 0 to 65535")
+
+
 def _check_ranges(settings: Settings) -> None:
     for section in SECTIONS:
         values = getattr(settings, section)
@@ -395,8 +396,12 @@ def _check_ranges(settings: Settings) -> None:
                 raise ConfigError(f"{key} = {value}: it must be above 0")
             elif value < 0:
                 raise ConfigError(f"{key} = {value}: it must not be negative")
-    if not 0 <= settings.web.port <= 65535:
-        raise ConfigError(f"web.port = {settings.web.port}: a port is 0 to 65535")
+    check_port(settings.web.port, f"web.port = {settings.web.port}")
+    if settings.discord.defer_after_seconds > MAX_DEFER_SECONDS:
+        raise ConfigError(
+            f"discord.defer_after_seconds = {settings.discord.defer_after_seconds}: Discord waits 3 s for a "
+            f"command's first answer; at most {MAX_DEFER_SECONDS} leaves time to send it"
+        )
     for model, prices in settings.usage.prices.items():
         if not isinstance(prices, dict):
             raise ConfigError(f"usage.prices.{model!r} must be a table of prices per 1M tokens")
