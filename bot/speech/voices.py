@@ -26,12 +26,16 @@ class VoiceInfo:
     licence: str
 
 
+def espeak_voice(voice: str) -> str:
+    """The eSpeak voice that speaks for `voice`: FALLBACK for a name eSpeak does not have."""
+    return voice if Espeak.shared().has_voice(voice) else FALLBACK
+
+
 def espeak_speech(text: str, voice: str, rate_wpm: int, pitch: int = 50) -> Speech:
-    engine = Espeak.shared()
-    if not engine.has_voice(voice):
+    speaking = espeak_voice(voice)
+    if speaking != voice:
         log.warning("no eSpeak voice %r; using %s", voice, FALLBACK)
-        voice = FALLBACK
-    return engine.synthesize(text, voice, rate_wpm, pitch)
+    return Espeak.shared().synthesize(text, speaking, rate_wpm, pitch)
 
 
 class ReplyVoices:
@@ -81,9 +85,7 @@ class ReplyVoices:
         name = self.resolve(voice)
         if name in self.neural:
             return VoiceInfo(name, "Piper", self.neural[name].model.licence)
-        if not Espeak.shared().has_voice(name):
-            name = FALLBACK
-        return VoiceInfo(name, "eSpeak NG", ESPEAK_LICENCE)
+        return VoiceInfo(espeak_voice(name), "eSpeak NG", ESPEAK_LICENCE)
 
     def speak(self, text: str, voice: str | None, rate_wpm: int) -> Speech:
         """Blocking: call it in a thread."""

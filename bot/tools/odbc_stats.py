@@ -145,9 +145,7 @@ class OdbcStats:
     async def check(self) -> str:
         """One attempt, no retries: the health command wants the state right now."""
         try:
-            limit = self._settings.query_timeout_seconds
-            deadline = asyncio.get_running_loop().time() + 2 * limit if limit > 0 else None
-            rows = await self._attempt(lambda fetch: fetch(stats_sql.PLAYER_COUNT, ()), deadline)
+            rows = await self._attempt(lambda fetch: fetch(stats_sql.PLAYER_COUNT, ()), self._pool_deadline())
         except (pyodbc.Error, TimeoutError) as exc:
             # `from None`: the driver's original error is not carried along to a log unscrubbed.
             raise OdbcStatsError(describe(exc)) from None
@@ -160,12 +158,11 @@ class OdbcStats:
 
     async def _with_retries(self, work: Callable[[Fetch], Awaitable[T]]) -> T:
         retries = max(0, self._settings.retries)
-        limit = self._settings.query_timeout_seconds
         loop = asyncio.get_running_loop()
-        # All attempts together wait at most twice the query timeout for connections: when the
-        # pool is full, queueing again after each wait would hold the player (4 x 2 x 10 s and
-        # the backoffs by default) while the ones ahead are served.
-        deadline = loop.time() + 2 * limit if limit > 0 else None
+        # All attempts together wait for connections until one deadline: when the pool is full,
+        # queueing again after each wait would hold the player (4 x 2 x 10 s and the backoffs by
+        # default) while the ones ahead are served.
+        deadline = self._pool_deadline()
         for attempt in range(retries + 1):
             try:
                 return await self._attempt(work, deadline)
@@ -183,6 +180,12 @@ class OdbcStats:
                 )
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _pool_deadline(self) -> float | None:
+        """Loop time until which a lookup may wait for pooled connections: twice the query
+        timeout from now; None when queries have no timeout."""
+        limit = self._settings.query_timeout_seconds
+        return asyncio.get_running_loop().time() + 2 * limit if limit > 0 else None
 
     async def _attempt(self, work: Callable[[Fetch], Awaitable[T]], deadline: float | None) -> T:
         # A full pool or a login the driver does not time out itself must not hold a player

@@ -47,7 +47,6 @@ from bot.tools.base import ToolCall
 
 log = logging.getLogger(__name__)
 
-
 SMALLTALK = {
     router.GREETING: say.GREETING,
     router.THANKS: say.THANKS,
