@@ -11,8 +11,12 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from bot.config import Settings
+
+if TYPE_CHECKING:
+    from bot.app import App
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +43,14 @@ async def _check_backend(build: Callable[[], Awaitable[object]]) -> str:
         await backend.aclose()  # type: ignore[attr-defined]
 
 
-async def check_engine(settings: Settings) -> str:
+async def check_engine(settings: Settings, live: App | None = None) -> str:
+    if live is not None:
+        if live.engine.name == "offline":
+            from bot.engines.offline.engine import OfflineEngine, check_live_offline_engine
+
+            assert isinstance(live.engine, OfflineEngine)
+            return await check_live_offline_engine(settings, live.engine)
+        return await live.engine.check()
     if settings.agent.engine == "openai":
         from bot.engines.openai import create_openai_engine
 
@@ -69,20 +80,22 @@ async def _one(service: str, backend: str, run: Callable[[], Awaitable[str]]) ->
     return CheckResult(service, backend, True, detail)
 
 
-async def check_all(settings: Settings) -> list[CheckResult]:
-    """One result per service: the engine and the three tool backends, checked concurrently."""
+async def check_all(settings: Settings, live: App | None = None) -> list[CheckResult]:
+    """One result per service: the engine and the three tool backends, checked concurrently.
+    `live`: the running bot's own clients (the desk), rather than a fresh set built and closed."""
     from bot import app
+
+    def backend(name: str, build: Callable[[Settings], Awaitable[object]]) -> Callable[[], Awaitable[str]]:
+        if live is not None:
+            return getattr(live, name).check  # type: ignore[no-any-return]
+        return lambda: _check_backend(lambda: build(settings))
 
     t = settings.tools
     return list(
         await asyncio.gather(
-            _one("engine", settings.agent.engine, lambda: check_engine(settings)),
-            _one("stats", t.stats, lambda: _check_backend(lambda: app.build_stats_backend(settings))),
-            _one("manuals", t.manuals, lambda: _check_backend(lambda: app.build_manuals_backend(settings))),
-            _one(
-                "grievances",
-                t.grievances,
-                lambda: _check_backend(lambda: app.build_grievance_backend(settings)),
-            ),
+            _one("engine", settings.agent.engine, lambda: check_engine(settings, live)),
+            _one("stats", t.stats, backend("stats", app.build_stats_backend)),
+            _one("manuals", t.manuals, backend("manuals", app.build_manuals_backend)),
+            _one("grievances", t.grievances, backend("grievances", app.build_grievance_backend)),
         )
     )

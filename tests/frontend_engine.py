@@ -62,5 +62,10 @@ class FrontendEngine:
     def voices(self) -> list[str]:
         return list(VOICES)
 
+    async def check(self) -> str:
+        if self.down:
+            raise EngineError("the model service is unreachable")
+        return "the front-end test engine answers"
+
     async def aclose(self) -> None:
         pass

@@ -47,6 +47,9 @@ class ScriptedEngine:
     def voices(self) -> list[str]:
         return ["a", "b"]
 
+    async def check(self) -> str:
+        return "scripted"
+
     async def aclose(self) -> None:
         pass
 

@@ -332,12 +332,41 @@ async def test_charts_draw_usage_per_day_and_notes_per_hour(wsettings) -> None:
 
 
 async def test_check_page_shows_each_service(wsettings) -> None:
-    async with web_client(wsettings) as (client, _):
+    async with web_client(wsettings) as (client, core):
         await log_in(client)
         html = await (await client.get("/desk/check")).text()
         for service in ("engine", "stats", "manuals", "grievances"):
             assert f"<td>{service}</td>" in html
         assert "local grievance store" in html
+        assert "the front-end test engine answers" in html  # the running bot's engine, not a new one
+        core.engine.down = True  # type: ignore[attr-defined]
+        html = await (await client.get("/desk/check?again")).text()
+        assert "the model service is unreachable" in html
+
+
+async def test_the_desk_checks_the_running_offline_engine_without_new_speech_workers(
+    wsettings, monkeypatch
+) -> None:
+    from bot.app import build_app
+    from bot.engines.offline import hearing
+
+    core = await build_app(wsettings)
+    pools: list[int] = []
+    real = hearing.WorkerHearing._new_pool
+
+    def counted(self, workers):  # type: ignore[no-untyped-def]
+        pools.append(workers)
+        return real(self, workers)
+
+    monkeypatch.setattr(hearing.WorkerHearing, "_new_pool", counted)
+    try:
+        async with web_client(wsettings, core=core) as (client, _):
+            await log_in(client)
+            html = await (await client.get("/desk/check")).text()
+    finally:
+        await core.aclose()
+    assert "recogniser" in html and "reply voice" in html and "FAIL" not in html
+    assert pools == []  # each set of workers loads every speech model: hundreds of MB
 
 
 async def test_checks_asked_for_at_once_run_once(wsettings, monkeypatch) -> None:
@@ -345,16 +374,16 @@ async def test_checks_asked_for_at_once_run_once(wsettings, monkeypatch) -> None
 
     real, runs = health.check_all, []
 
-    async def counted(settings):  # type: ignore[no-untyped-def]
+    async def counted(settings, live):  # type: ignore[no-untyped-def]
         runs.append(1)
-        return await real(settings)
+        return await real(settings, live)
 
     monkeypatch.setattr(health, "check_all", counted)
     async with web_client(wsettings) as (client, _):
         await log_in(client)
         pages = await asyncio.gather(*(client.get("/desk/check?again") for _ in range(3)))
         assert [p.status for p in pages] == [200, 200, 200]
-        assert len(runs) == 1  # each check starts speech workers of its own
+        assert len(runs) == 1  # each check speaks a line and asks every backend
         await client.get("/desk/check?again")
         assert len(runs) == 2
 

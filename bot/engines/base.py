@@ -127,4 +127,8 @@ class Engine(Protocol):
     def voices(self) -> list[str]:
         """Reply voices a player may choose from."""
 
+    async def check(self) -> str:
+        """One line for `check` and the desk: what serves players and that it answers; raises,
+        with why, when it does not."""
+
     async def aclose(self) -> None: ...

@@ -66,8 +66,8 @@ class WebState:
     players: dict[str, str]  # who the playground may speak as: user id → name
     discord_ready: Callable[[], bool] | None = None  # None: no Discord in this process
     replies: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # token → (owner, ogg)
-    # The desk's service check (each builds an offline engine of its own, speech workers and all)
-    # and /healthz's backend probes: one at a time, and reused while fresh.
+    # The desk's service check (each speaks a line and asks every backend) and /healthz's backend
+    # probes: one at a time, and reused while fresh.
     check: Reused[list[object]] = field(default_factory=lambda: Reused())
     probes: Reused[dict[str, dict[str, object]]] = field(default_factory=lambda: Reused())
 

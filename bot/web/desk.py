@@ -241,7 +241,7 @@ async def check_page(request: web.Request) -> dict[str, Any]:
     st = web_state(request)
 
     async def check() -> list[object]:
-        return list(await check_all(st.settings))
+        return list(await check_all(st.settings, live=st.core))
 
     # "Check again" pressed in two tabs, or twice, is answered by one check that ended after.
     results, age = await st.check.get(check, CHECK_CACHE_SECONDS, again="again" in request.query)

@@ -60,12 +60,35 @@ class OfflineEngine:
     name = "offline"
 
     def __init__(
-        self, hearing: Hearing, voices: ReplyVoices, rate_wpm: int, speaker: ReplySpeaker | None = None
+        self,
+        hearing: Hearing,
+        voices: ReplyVoices,
+        rate_wpm: int,
+        speaker: ReplySpeaker | None = None,
+        why_not_whisper: str = "",
     ) -> None:
         self.hearing = hearing
         self.reply_voices = voices
         self.rate_wpm = rate_wpm
         self.speaker = speaker or ReplySpeaker(voices, rate_wpm)
+        self.why_not_whisper = why_not_whisper  # when pocketsphinx hears instead of a Whisper asked for
+
+    @property
+    def whisper(self) -> WhisperSpec | None:
+        return getattr(self.hearing, "whisper", None)
+
+    async def check(self) -> str:
+        """One line for `check` and the desk: the speech workers answer, the reply voice speaks,
+        and which recogniser, voice (with its licence) and meaning model serve players."""
+        if isinstance(self.hearing, WorkerHearing):
+            await self.hearing.ping()  # a broken pool fails the check here
+        pcm, rate = await asyncio.to_thread(speak_reply, self.reply_voices, "ready", None, self.rate_wpm)
+        info = self.reply_voices.describe()
+        seconds = len(pcm) / 2 / rate
+        spoke = f"reply voice {info.name} ({info.engine}) spoke {seconds:.1f} s, licence: {info.licence}"
+        refused = "".join(f"; {name} refused: {why}" for name, why in self.reply_voices.refused.items())
+        heard = describe_recognizer(self.whisper, self.why_not_whisper)
+        return f"{heard}, {spoke}{refused}, {meaning.describe()}"
 
     async def transcribe(self, clip: AudioClip) -> Transcript | None:
         return await self.hearing.hear(clip.pcm, clip.sample_rate)
@@ -318,16 +341,21 @@ def languages_problem(settings: Settings, spec: WhisperSpec | None) -> str:
 
 
 async def choose_recognizer(settings: Settings) -> WhisperSpec | None:
-    """Whisper's spec when it is configured (or `auto`) and loads; None for pocketsphinx. A
-    Whisper model that cannot be had is logged and pocketsphinx hears instead: players still get
-    answers. Under `auto` too a model whose files are missing or fail their hash is a warning:
-    pocketsphinx hears players' notes far worse, and the operator should know.
+    return (await _choose_recognizer(settings))[0]
+
+
+async def _choose_recognizer(settings: Settings) -> tuple[WhisperSpec | None, str]:
+    """Whisper's spec when it is configured (or `auto`) and loads, else None for pocketsphinx and
+    why not Whisper. A Whisper model that cannot be had is logged and pocketsphinx hears instead:
+    players still get answers. Under `auto` too a model whose files are missing or fail their
+    hash is a warning: pocketsphinx hears players' notes far worse, and the operator should know.
     Languages the recogniser cannot hear are named once; English notes are still answered."""
-    spec = None
+    spec, why_not = None, ""
     if settings.offline.recognizer != POCKETSPHINX:
         try:
             spec = await asyncio.to_thread(whisper_spec, settings)
         except WhisperUnavailable as exc:
+            why_not = str(exc)
             if settings.offline.recognizer == AUTO:
                 log.warning("hearing with %s: %s", POCKETSPHINX, exc)
             else:
@@ -338,7 +366,7 @@ async def choose_recognizer(settings: Settings) -> WhisperSpec | None:
         log.warning("%s", problem)
     if spec is not None:
         log.info("hearing with Whisper from %s, %d thread(s) per worker", spec.model_dir, spec.threads)
-    return spec
+    return spec, why_not
 
 
 def describe_recognizer(spec: WhisperSpec | None, why_not: str = "") -> str:
@@ -352,12 +380,12 @@ def describe_recognizer(spec: WhisperSpec | None, why_not: str = "") -> str:
 
 
 async def create_offline_engine(
-    settings: Settings, whisper: WhisperSpec | Literal["choose"] | None = "choose"
+    settings: Settings, whisper: WhisperSpec | Literal["choose"] | None = "choose", why_not: str = ""
 ) -> OfflineEngine:
-    """`whisper`: a recogniser already chosen, Whisper's spec or None for pocketsphinx (the check
-    chooses its own and says why); "choose" chooses here."""
+    """`whisper`: a recogniser already chosen, Whisper's spec or None for pocketsphinx (and
+    `why_not` Whisper); "choose" chooses here."""
     if whisper == "choose":
-        whisper = await choose_recognizer(settings)
+        whisper, why_not = await _choose_recognizer(settings)
     # Under pocketsphinx `auto` reads through all-MiniLM-L6-v2, as its hearing workers vote: the
     # engine votes again over the same ten transcripts in a conversation's light.
     understanding = vote_meaning(settings.offline.meaning_model, pocketsphinx=whisper is None)
@@ -379,13 +407,15 @@ async def create_offline_engine(
                 POCKETSPHINX,
                 whisper.model_dir,
             )
-            return await create_offline_engine(settings, None)
+            why_not = f"the model in {whisper.model_dir} did not load"
+            return await create_offline_engine(settings, None, why_not)
         voices = await asyncio.to_thread(load_reply_voices, settings)
         await asyncio.to_thread(word_tagger)  # loads the meaning model too; says if it cannot
     except BaseException:
         await hearing.aclose()
         raise
-    return OfflineEngine(hearing, voices, settings.offline.rate_wpm, reply_speaker(settings, voices))
+    speaker = reply_speaker(settings, voices)
+    return OfflineEngine(hearing, voices, settings.offline.rate_wpm, speaker, why_not)
 
 
 def reply_speaker(settings: Settings, voices: ReplyVoices) -> ReplySpeaker:
@@ -394,37 +424,39 @@ def reply_speaker(settings: Settings, voices: ReplyVoices) -> ReplySpeaker:
     return speaker
 
 
+def settings_problem(settings: Settings, whisper: WhisperSpec | None, why_not: str) -> str:
+    """Why the recogniser that hears is not the one configured, in one line ("" when it is): a
+    Whisper model asked for by name that cannot be had, or languages it cannot hear. The bot
+    runs, but not hearing the way it was told to. Under `auto` pocketsphinx is no failure."""
+    if whisper is None and why_not and settings.offline.recognizer == WHISPER:
+        return f'offline.recognizer is "whisper" but {why_not}; the bot would hear with {POCKETSPHINX}'
+    return languages_problem(settings, whisper)
+
+
 async def check_offline_engine(settings: Settings) -> str:
-    """For `python -m bot check`: the speech models load (the recognizer names a missing one)
-    and the reply voice speaks; the line names the recogniser, that voice and its licence. A
-    Whisper model asked for by name that cannot be had fails the check, in one line: the bot
-    would run, but not hearing the way it was told to. Under `auto` the line says why not."""
+    """For `python -m bot check`: an engine as `run` would build it, checked (OfflineEngine.check)."""
     whisper, why_not = None, ""
     if settings.offline.recognizer != POCKETSPHINX:
         try:
             whisper = await asyncio.to_thread(whisper_spec, settings)
         except WhisperUnavailable as exc:
-            if settings.offline.recognizer == WHISPER:
-                raise WhisperUnavailable(
-                    f'offline.recognizer is "whisper" but {exc}; the bot would hear with {POCKETSPHINX}'
-                ) from exc
             why_not = str(exc)
-    problem = languages_problem(settings, whisper)
+    problem = settings_problem(settings, whisper, why_not)
     if problem:
         raise WhisperUnavailable(problem)
-    engine = await create_offline_engine(settings, whisper)
+    engine = await create_offline_engine(settings, whisper, why_not)
     try:
-        pcm, rate = await asyncio.to_thread(speak_reply, engine.reply_voices, "ready", None, engine.rate_wpm)
+        return await check_live_offline_engine(settings, engine)
     finally:
         await engine.aclose()
-    voices = engine.reply_voices
-    info = voices.describe()
-    seconds = len(pcm) / 2 / rate
-    spoke = f"reply voice {info.name} ({info.engine}) spoke {seconds:.1f} s, licence: {info.licence}"
-    refused = "".join(f"; {name} refused: {why}" for name, why in voices.refused.items())
-    heard = describe_recognizer(whisper, why_not)
-    understood = meaning.describe()
-    return f"offline speech: models in {speech_dir(settings)}, {heard}, {spoke}{refused}, {understood}"
+
+
+async def check_live_offline_engine(settings: Settings, engine: OfflineEngine) -> str:
+    """The running bot's own engine, for the desk: no second set of speech workers."""
+    problem = settings_problem(settings, engine.whisper, engine.why_not_whisper)
+    if problem:
+        raise WhisperUnavailable(problem)
+    return f"offline speech: models in {speech_dir(settings)}, {await engine.check()}"
 
 
 class NewsSpeaker:

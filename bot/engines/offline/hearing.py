@@ -210,6 +210,10 @@ class WorkerHearing:
     async def start(self) -> set[int]:
         """Start the workers now, so the first notes do not wait for them; returns the process
         ids that answered (every worker is started, though a quick one may answer for two)."""
+        return await self.ping()
+
+    async def ping(self) -> set[int]:
+        """The process ids of the workers that answer; they queue behind notes in flight."""
         loop = asyncio.get_running_loop()
         answers = [loop.run_in_executor(self._pool, _worker_pid) for _ in range(self.workers)]
         return set(await asyncio.gather(*answers))
