@@ -190,7 +190,7 @@ class VoiceAgent:
             if self.fallback is None:
                 if turn.heard is not None:
                     turn.heard.cancel()
-                return await self._canned(say.VOICE_SERVICE_DOWN, "apology", text, voice, watch)
+                return await self._apology(turn, watch)
             engine = self.fallback
             # The fallback starts the step loop afresh but keeps tool results already fetched.
             if turn.heard is not None:
@@ -209,7 +209,7 @@ class VoiceAgent:
                     exc_info=not _expected(exc2),
                 )
                 await self._charge_failed(context.user_id, engine.name, turn.scratch.get("usage", []))
-                return await self._canned(say.VOICE_SERVICE_DOWN, "apology", text, voice, watch)
+                return await self._apology(turn, watch)
 
         user_text = text
         if turn.heard is not None:
@@ -310,6 +310,33 @@ class VoiceAgent:
         if self.speaker is not None and final.text:
             return await self.speaker(final.text, voice)
         return None
+
+    async def _apology(self, turn: TurnState, watch: _Stopwatch) -> Reply:
+        """No engine could answer. A complaint a tool filed before that is told by its key and
+        kept in the conversation: a player who heard only "sorry" would file it again."""
+        keys = [
+            r.result["ticket_key"]
+            for rnd in turn.rounds
+            for r in rnd.results
+            if r.call.name == "register_grievance" and r.ok and "ticket_key" in r.result
+        ]
+        if not keys:
+            return await self._canned(say.VOICE_SERVICE_DOWN, "apology", turn.text, turn.voice, watch)
+        told = f"{say.VOICE_SERVICE_DOWN} {say.FILED_BEFORE_FAILING.format(ticket_keys=', '.join(keys))}"
+        reply = await self._canned(told, "apology", turn.text, turn.voice, watch)
+        reply.tool_results = [r for rnd in turn.rounds for r in rnd.results]
+        past = PastTurn(
+            user_text=turn.text,
+            reply_text=told,
+            tool_results=[r.as_dict() for r in reply.tool_results],
+            at=time.time(),
+            engine="none",
+        )
+        try:
+            await self.conversations.append(turn.context.user_id, past, turn.context.conversation)
+        except Exception as exc:
+            log.error("could not save the turn of user %s: %s", turn.context.user_id, _reason(exc))
+        return reply
 
     async def _canned(
         self, text: str, kind: str, user_text: str | None, voice: str | None, watch: _Stopwatch

@@ -308,3 +308,21 @@ async def test_a_reply_the_engine_already_encoded_is_sent_as_it_is(settings) -> 
     async with running_app(settings, Encoded()) as app:
         reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "hi")
     assert reply.audio is ready
+
+
+async def test_an_apology_after_a_complaint_was_filed_gives_its_ticket_and_keeps_the_turn(settings) -> None:
+    from bot.engines.base import EngineError
+
+    def fail(turn: TurnState) -> EngineReply:
+        raise EngineError("service down")
+
+    complaint = ("register_grievance", {"category": "wallet", "description": "gems missing"})
+    async with running_app(settings, ScriptedEngine([calls(complaint), fail])) as app:
+        app.agent.fallback = None
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "my gems are missing")
+        history = await app.conversations.history(NOVA)
+        tickets = await app.grievances.status(NOVA)
+    key = next(t.key for t in tickets if t.description == "gems missing")
+    assert reply.kind == "apology" and "Sorry" in reply.text and key in reply.text
+    assert [t.reply_text for t in history] == [reply.text]
+    assert history[0].tool_results[0]["result"]["ticket_key"] == key

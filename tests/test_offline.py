@@ -603,3 +603,29 @@ def _alive(pid: int) -> bool:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"
     except FileNotFoundError:
         return False
+
+
+async def test_as_fallback_it_tells_a_ticket_the_failed_engine_filed_rounds_before(settings) -> None:
+    """A cloud engine that filed a complaint, looked something else up and then failed: the
+    offline fallback's answer gives the ticket's number, not only the last lookup."""
+    from bot.engines.base import EngineError, EngineReply, TurnState
+    from bot.engines.offline.engine import OfflineEngine
+    from bot.engines.offline.hearing import LocalHearing
+    from bot.speech.voices import ReplyVoices
+    from tests.scripted_engine import ScriptedEngine, calls
+
+    def fail(turn: TurnState) -> EngineReply:
+        raise EngineError("service down")
+
+    complaint = ("register_grievance", {"category": "wallet", "description": "charged twice"})
+    cloud = ScriptedEngine([calls(complaint), calls(("search_manuals", {"query": "battle pass"})), fail])
+    voices = ReplyVoices({}, {}, ["en-us"], "en-us")
+    offline = OfflineEngine(LocalHearing(_ScriptedRecognizer(["um"], "um")), voices, 165)  # type: ignore[arg-type]
+    async with running_app(settings, cloud) as app:
+        app.agent.fallback = offline
+        ctx = ToolContext(user_id=NOVA, request_id="930000000000000127")
+        reply = await app.agent.respond_text(ctx, "charged twice for the battle pass, how do seasons work")
+        tickets = await app.grievances.status(NOVA)
+    filed = next(t for t in tickets if t.description == "charged twice")
+    assert reply.engine == "offline" and filed.key in reply.text
+    assert "From the guide" in reply.text

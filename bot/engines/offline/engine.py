@@ -97,18 +97,20 @@ class OfflineEngine:
 
     async def complete(self, turn: TurnState) -> EngineReply:
         if turn.rounds:
-            # Every request of the note answered in one reply, in the order they were asked.
-            last = turn.rounds[-1]
+            # Every request of the note answered in one reply, in the order they were asked. As a
+            # cloud engine's fallback, every round that engine ran: a ticket it filed is told.
             heard_text = turn.scratch.get("heard", "")
             # Each call's intent: its own words ("...and my achievements") and any tool it stands in for.
             asked: dict[str, router.Intent] = turn.scratch.get("asked", {})
-            answers = []
-            for call, result in zip(last.calls, last.results, strict=True):
-                intent = asked.get(call.id)
-                answer = render(call.name, result.result, (intent and intent.said) or heard_text)
-                if intent and intent.rather_than == router.REGISTER:
-                    answer = _ended(answer) + say.OFFER_NEW_COMPLAINT
-                answers.append(answer)
+            answers: list[str] = []
+            for done in turn.rounds:
+                for call, result in zip(done.calls, done.results, strict=True):
+                    intent = asked.get(call.id)
+                    answer = render(call.name, result.result, (intent and intent.said) or heard_text)
+                    if intent and intent.rather_than == router.REGISTER:
+                        answer = _ended(answer) + say.OFFER_NEW_COMPLAINT
+                    if answer not in answers:  # the same lookup run twice is told once
+                        answers.append(answer)
             return await self._say(" ".join(answers), turn)
         if turn.text is not None:
             heard = Transcript(turn.text)
