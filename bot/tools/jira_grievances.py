@@ -280,22 +280,37 @@ class JiraGrievances:
     # ---- status --------------------------------------------------------------------------------
 
     async def _one(self, user_id: str, key: str) -> list[Grievance]:
+        """Every ticket of the speaker's that `key` names: the one told at filing (by its local
+        key) and the Jira issue of that key. Both, when a Jira project numbers like the local
+        store: GRV-5 told at filing, and GRV-5 another of theirs in Jira."""
         local = await self._store.status(user_id, key)  # scoped to the speaker
-        row = next((g for g in local if g.remote_key == key), None) or next(
-            (g for g in local if g.local_key == key), None
-        )
-        if row is not None and row.remote_key is None:
-            return [row]  # not in Jira yet: the local record is all there is
-        try:
-            issue = await self._in_thread(self._tracker.get_for_user, row.remote_key if row else key, user_id)
-        except TrackerError as exc:
-            log.warning("Jira status lookup failed, answering from the local record: %s", exc)
-            if row is None:
-                raise ToolError(say.TICKETS_UNREACHABLE) from None
-            return [dataclasses.replace(row, from_local_record=True)]
-        if issue is None:
-            return [row] if row else []  # gone from Jira, or not the speaker's
-        return [await self._merged(issue, row)]
+        by_remote = {g.remote_key: g for g in local if g.remote_key}
+        told = [g for g in local if g.local_key == key]
+        found = [g for g in told if g.remote_key is None]  # not in Jira yet: the local record is all
+        # The Jira issue of that key (pushed from here, or made by staff), unless it is a key told
+        # at filing that Jira's project cannot have; and the Jira issue the told one became.
+        maybe_in_jira = not told or key.rsplit("-", 1)[0] == self._settings.project
+        lookups = [key] if maybe_in_jira else []
+        lookups += [g.remote_key for g in told if g.remote_key not in (None, key)]
+        unreachable = False
+        for remote_key in lookups:
+            row, issue = by_remote.get(remote_key), None
+            if not unreachable:  # one lookup that failed is enough to wait for
+                try:
+                    issue = await self._in_thread(self._tracker.get_for_user, remote_key, user_id)
+                except TrackerError as exc:
+                    log.warning("Jira status lookup failed, answering from the local record: %s", exc)
+                    unreachable = True
+            if unreachable:
+                if row is not None:
+                    found.append(dataclasses.replace(row, from_local_record=True))
+            elif issue is not None:
+                found.append(await self._merged(issue, row))
+            elif row is not None:
+                found.append(row)  # gone from Jira, or not the speaker's
+        if unreachable and not found:
+            raise ToolError(say.TICKETS_UNREACHABLE)
+        return found
 
     async def _list(self, user_id: str) -> list[Grievance]:
         local = await self._store.status(user_id)

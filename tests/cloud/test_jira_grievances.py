@@ -666,3 +666,24 @@ async def test_a_lapsed_claim_cannot_be_renewed_or_overwritten_by_its_old_holder
         assert await store.renew(key, b_token, b_token + 1)
     finally:
         await store.aclose()
+
+
+async def test_a_key_told_at_filing_that_is_also_a_jira_key_of_theirs_finds_both(fake, db) -> None:
+    """A real Jira project numbers from 1, like the local store: the GRV-2 told at filing may be
+    another of the player's tickets' Jira key. The player hears both, never only the other."""
+    fake.first_number = 2  # local GRV-1 becomes Jira GRV-2, local GRV-2 becomes GRV-3
+    backend = await open_backend(fake, db)
+    try:
+        first = await backend.register(NOVA, "wallet", "wallet empty")
+        second = await backend.register(NOVA, "other", "cheater in match five")
+        assert (first.key, second.key) == ("GRV-1", "GRV-2")
+        assert await backend.push_pending() == 2
+        asked = await backend.status(NOVA, "GRV-2")
+        assert sorted((t.key, t.description) for t in asked) == [
+            ("GRV-2", "wallet empty"),
+            ("GRV-3", "cheater in match five"),
+        ]
+        assert [t.description for t in await backend.status(NOVA, "GRV-3")] == ["cheater in match five"]
+        assert await backend.status(BLAZE, "GRV-2") == []
+    finally:
+        await backend.aclose()
