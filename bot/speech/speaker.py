@@ -21,18 +21,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import re
 import threading
 from collections import OrderedDict
 from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 from bot.audio import REPLY_OPUS_COMPLEXITY, OggOpusWriter, ReplyAudio
-from bot.speech.neural import NeuralVoice
+from bot.speech.neural import NeuralVoice, speakable_pieces
 from bot.speech.voices import FALLBACK, ReplyVoices, espeak_speech
 
 log = logging.getLogger(__name__)
-
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+")
 
 # Replies that may wait for their sentences at once. A waiting reply holds a thread that does
 # little but encode; the synthesis pool, not this, bounds the CPU.
@@ -44,9 +41,10 @@ CacheKey = tuple[str, int, str]
 
 
 def sentences(text: str) -> list[str]:
-    """The text split after each sentence's closing mark; Piper speaks each sentence on its own
-    anyway (with its own loudness), so the audio is what one call on the whole text gives."""
-    return [s for s in (part.strip() for part in _SENTENCE_END.split(text)) if s]
+    """The text split after each sentence's closing mark (a sentence too long for one Piper run
+    cut at its clauses); Piper speaks each sentence on its own anyway (with its own loudness), so
+    the audio is what one call on the whole text gives."""
+    return speakable_pieces(text)
 
 
 class SentenceCache:
