@@ -143,6 +143,10 @@ DMS_CLOSED_NOTICE = (
 
 DOWNLOAD_FAILED = "I couldn't download that voice note. Could you send it again?"
 RESTARTING = "I'm restarting: I'll answer this note in a moment, as soon as I'm back."
+CUT_SHORT_BY_RESTART = (
+    "I'm restarting and couldn't finish that in time. A complaint you filed is kept and will be "
+    "filed; ask /grievance status in a minute."
+)
 OOPS = "Sorry, something went wrong on my side and I couldn't answer that note. Please try again."
 NOT_A_NOTE = (
     "I answer voice notes: hold the microphone button to record one (or attach an audio file), "

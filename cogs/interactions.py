@@ -4,31 +4,62 @@ Discord's three-second deadline."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable
 
 import discord
 
+from bot import sentences as say
 from bot.tools.base import ToolContext
 from cogs.replies import split_message
 
+log = logging.getLogger(__name__)
+
 
 def caller(interaction: discord.Interaction) -> ToolContext:
-    """Identity for the tools comes from Discord's interaction, never from command arguments."""
+    """Identity for the tools comes from Discord's interaction, never from command arguments.
+    The interaction's id files a complaint once, however often its filing is tried."""
     user = interaction.user
-    return ToolContext(user_id=str(user.id), display_name=user.display_name, platform="discord")
+    return ToolContext(
+        user_id=str(user.id),
+        display_name=user.display_name,
+        platform="discord",
+        request_id=str(interaction.id),
+    )
 
 
 async def answer_privately(interaction: discord.Interaction, work: Awaitable[str], slow_after: float) -> None:
     """Reply ephemerally with what `work` produces. If it is not ready within `slow_after`
-    seconds, defer first ("thinking…"), then put the answer in the original response."""
-    task = asyncio.ensure_future(work)
-    done, _ = await asyncio.wait({task}, timeout=slow_after)
-    if done:
-        pieces = split_message(task.result())
-        await interaction.response.send_message(pieces[0], ephemeral=True)
-    else:
-        await interaction.response.defer(ephemeral=True, thinking=True)
-        pieces = split_message(await task)
-        await interaction.edit_original_response(content=pieces[0])
+    seconds, defer first ("thinking…"), then put the answer in the original response.
+
+    The work is in flight for a graceful shutdown (the bot's `track`): a stop waits for it, and
+    one whose grace runs out cancels it; the player is then told so, not left with "the
+    application did not respond"."""
+    track = getattr(interaction.client, "track", asyncio.ensure_future)
+    task = track(work)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=slow_after)
+        if done:
+            pieces = split_message(task.result())
+            await interaction.response.send_message(pieces[0], ephemeral=True)
+        else:
+            await interaction.response.defer(ephemeral=True, thinking=True)
+            pieces = split_message(await task)
+            await interaction.edit_original_response(content=pieces[0])
+    except asyncio.CancelledError:
+        if not task.cancelled():
+            raise
+        await _say_cut_short(interaction)
+        return
     for piece in pieces[1:]:
         await interaction.followup.send(piece, ephemeral=True)
+
+
+async def _say_cut_short(interaction: discord.Interaction) -> None:
+    try:
+        if interaction.response.is_done():
+            await interaction.edit_original_response(content=say.CUT_SHORT_BY_RESTART)
+        else:
+            await interaction.response.send_message(say.CUT_SHORT_BY_RESTART, ephemeral=True)
+    except discord.HTTPException as exc:
+        log.warning("could not tell interaction %s it was cut short: %s", interaction.id, exc.status)

@@ -9,6 +9,7 @@ from asyncio.subprocess import PIPE
 
 import pytest
 
+from bot.sentences import CUT_SHORT_BY_RESTART
 from cogs.runner import sync_commands
 from tests.conftest import REPO
 from tests.discord_harness import Harness, blaze, discord_settings, nova, running_bot, voice_note
@@ -250,3 +251,50 @@ async def _a_long_ticket_list_continues_in_follow_ups(harness: Harness) -> None:
     assert all(r.body["flags"] & EPHEMERAL_FLAG for r in follow_ups)
     assert texts[0].startswith("**Your tickets**") and "Problem number 13" in texts[0]
     assert fake.violations == []
+
+
+@pytest.mark.parametrize("grace, filed_now", [(10.0, True), (0.5, False)])
+async def test_a_filing_in_flight_at_a_stop_is_finished_or_kept_and_the_player_told(
+    settings, fake: FakeDiscord, grace: float, filed_now: bool
+):
+    """Staff hold the grievance database (an UPDATE from the desk) while a player files and the
+    bot is told to stop: the stop waits for the filing; if its grace runs out the filing is kept
+    in the spool and filed at the next start, and the player is told either way."""
+    import sqlite3
+    import threading
+
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = settings.storage_dir / "grievances.db"
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(db, timeout=30)
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        release.wait(30)
+        conn.execute("COMMIT")
+        conn.close()
+
+    words = "Bought 500 gems during the stop, none came."
+    holder = threading.Thread(target=hold)
+    async with running_bot(settings, fake, shutdown_grace_seconds=grace) as h:
+        holder.start()
+        await asyncio.to_thread(held.wait, 10)
+        interaction = await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+        await fake.wait_for(lambda _: fake.interaction_records(interaction) or None, 10)  # deferred
+        h.stop.set()
+        await asyncio.sleep(1.0 if filed_now else 1.5)
+        release.set()
+        answer = (await fake.interaction_answer(interaction)).body
+    holder.join()
+    said = answer.get("content") or answer["data"]["content"]
+    if filed_now:
+        assert said.startswith("Filed ticket `GRV-")
+    else:
+        assert said == CUT_SHORT_BY_RESTART
+    store = await LocalGrievanceStore.open(db)  # as the next start opens it: the spool is filed
+    try:
+        assert [g.description for g in await store.status(str(blaze.id))].count(words) == 1
+    finally:
+        await store.aclose()

@@ -206,8 +206,10 @@ class LocalGrievanceStore:
                 await self._rollback()
                 await self._keep_for_later(exc, user_id, category, description, now, state, filing_id)
                 raise ToolError(say.KEPT_FOR_LATER) from None
-            except BaseException:
+            except BaseException as exc:
                 await self._rollback_cut_short()
+                if isinstance(exc, asyncio.CancelledError):
+                    self._keep_cut_short(user_id, category, description, now, state, filing_id)
                 raise
         if key is None:  # filed before, by an earlier run of the same turn
             return await self._filed_as(user_id, filing_id)
@@ -265,6 +267,23 @@ class LocalGrievanceStore:
         # commit on the connection, anyone's, would commit half a filing nobody was told of.
         # Shielded: a second cancel must not stop it either.
         await asyncio.shield(self._rollback())
+
+    def _keep_cut_short(
+        self, user_id: str, category: str, description: str, at: str, state: str, filing_id: str | None
+    ) -> None:
+        """A filing cancelled before its commit (a shutdown's grace ran out while the database
+        was busy) goes to the spool: a slash command cannot be sent again after the restart as a
+        voice note is. On disk at once, in this thread: the task is already being cancelled. The
+        filing id files it once even if the commit did land."""
+        if self._spool is None:
+            return
+        row = {"user_id": user_id, "category": category, "description": description, "at": at, "state": state}
+        try:
+            self._spool.keep(filing_id, **row)
+        except OSError:
+            log.exception("grievance cut short could not be kept: %s", json.dumps(row))
+            return
+        log.warning("grievance of user %s cut short by a shutdown, kept in %s", user_id, self._spool.path)
 
     async def _keep_for_later(
         self,
