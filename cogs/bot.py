@@ -113,8 +113,14 @@ class VoxdeskBot(commands.Bot):
     def track(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         task = asyncio.create_task(work)
         self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(self._finished)
         return task
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._inflight.discard(task)
+        # Said now, not when the task is collected ("exception was never retrieved"), if ever.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("work in flight failed: %s", task.get_coro(), exc_info=exc)
 
     @property
     def inflight(self) -> int:

@@ -45,6 +45,9 @@ class CatchUp(commands.Cog):
         self.bot = bot
         self._done = False
         self._quiet_since: datetime.datetime | None = None  # the gateway's last disconnect
+        # A catch-up that failed (a busy or full disk, a network error) is tried again by the
+        # recheck: (its `since`,), else None.
+        self._failed: tuple[datetime.datetime | None] | None = None
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
 
     async def cog_unload(self) -> None:
@@ -74,6 +77,9 @@ class CatchUp(commands.Cog):
 
     async def _recheck(self) -> None:
         if not self.bot.accepting:
+            return
+        if self._failed is not None:
+            await self.catch_up(*self._failed)
             return
         try:
             await self.answer_leftovers()
@@ -120,8 +126,15 @@ class CatchUp(commands.Cog):
     async def catch_up(self, since: datetime.datetime | None = None) -> None:
         try:
             await self._catch_up(since)
+            self._failed = None
         except Exception:
-            log.exception("catch-up failed; new notes are still answered")
+            log.exception("catch-up failed; new notes are still answered, and it is tried again soon")
+            self._failed = (since,)
+        finally:
+            # Whatever became of the catch-up: notes another process keeps for this one (a deploy
+            # overlapping the old process) are found only by the recheck.
+            if not self.recheck.is_running():
+                self.recheck.start()
 
     async def _catch_up(self, since: datetime.datetime | None = None) -> None:
         """`since`: after a gateway outage, read every place from then and answer every note the
@@ -182,8 +195,6 @@ class CatchUp(commands.Cog):
         )
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
             self.bot.track(voice.answer(*found[message_id]))
-        if not self.recheck.is_running():
-            self.recheck.start()
 
     def _within_flood_limit(
         self, voice: VoiceNotes, messages: list[discord.Message], promised: set[int]

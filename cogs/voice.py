@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
 import discord
@@ -27,6 +27,7 @@ LATER = "\N{HOURGLASS WITH FLOWING SAND}"
 # A player is told "slow down" or "send a voice note" at most once in this many seconds: replying
 # to every message of a flood would itself flood the channel and run into Discord's rate limits.
 HINT_SECONDS = 60.0
+MAX_UNRECORDED = 1000  # notes remembered in memory while the ledger refuses writes
 
 
 class VoiceNotes(commands.Cog):
@@ -50,6 +51,7 @@ class VoiceNotes(commands.Cog):
         # holds as many attachments in memory as there are turns, not one per raider.
         turns = bot.app.settings.agent.max_concurrent_turns if bot.app is not None else 1
         self._notes_in_hand = asyncio.Semaphore(turns)
+        self._unrecorded: dict[int, None] = {}  # notes answered though the ledger refused them
 
     # ---- which messages --------------------------------------------------------------
 
@@ -147,7 +149,20 @@ class VoiceNotes(commands.Cog):
             return
         # Claimed before queueing: another bot process on the same storage (a deploy overlapping
         # the old one), or the catch-up racing a live event, then leaves it alone.
-        if not await ledger.claim(message.id, message.channel.id, str(author.id)):
+        if message.id in self._unrecorded:
+            return
+        try:
+            mine = await ledger.claim(message.id, message.channel.id, str(author.id))
+        except Exception as exc:
+            # A full or failing disk: the player is answered all the same, only the note is not
+            # recorded (a restart's catch-up could answer it again, which beats never). This
+            # process remembers it, so its own catch-up racing the live event leaves it alone.
+            log.error("could not record note %s in the ledger, answering it anyway: %s", message.id, exc)
+            self._unrecorded[message.id] = None
+            while len(self._unrecorded) > MAX_UNRECORDED:
+                del self._unrecorded[next(iter(self._unrecorded))]
+            mine = True
+        if not mine:
             log.info("note %s from %s is answered elsewhere", message.id, author.id)
             return
         await self._remember_place(message)
@@ -157,10 +172,16 @@ class VoiceNotes(commands.Cog):
         except asyncio.CancelledError:
             # Shutting down and the grace period ran out, mid-turn or still queued: the note is
             # answered after the restart.
-            await ledger.release(message.id)
+            await self._settle(ledger.release, message)
             await self._react(message, LATER)
             raise
-        await ledger.answered(message.id)
+        await self._settle(ledger.answered, message)
+
+    async def _settle(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
+        try:
+            await mark(message.id)
+        except Exception as exc:
+            log.error("could not mark note %s in the ledger: %s", message.id, exc)
 
     async def _answer(self, message: discord.Message, note: discord.Attachment) -> None:
         await self._react(message, WORKING)

@@ -393,3 +393,50 @@ async def test_a_note_is_answered_when_remembering_where_it_came_from_fails(sett
         await all_answered(fake, [note])
     assert answers(fake, note) == 1
     assert "could not remember where note" in caplog.text
+
+
+async def test_a_catch_up_that_fails_is_tried_again_and_the_recheck_still_runs(
+    settings, fake, caplog
+) -> None:
+    """A busy disk fails the start-up catch-up: the notes it would have found, and a note another
+    process keeps for this one, are still answered while the bot runs, not at some later start."""
+    real, calls = NoteLedger.unanswered, []
+
+    async def busy_once(self: NoteLedger) -> list:  # type: ignore[type-arg]
+        calls.append(1)
+        if len(calls) == 1:
+            raise sqlite3.OperationalError("database is locked")
+        return await real(self)
+
+    missed = await fake.send_note(nova, voice_note(), guild=True)  # sent while the bot was down
+    NoteLedger.unanswered = busy_once  # type: ignore[method-assign]
+    try:
+        async with running_bot(settings, fake, recheck_seconds=0.2):
+            await all_answered(fake, [missed], within=10)
+            kept = await fake.send_note(blaze, voice_note(), guild=True, dispatch=False)
+            other = await NoteLedger.open(settings.storage_dir / "notes.db")
+            try:
+                await other.keep_for_restart(int(kept["id"]), ALLOWED_CHANNEL, str(blaze.id))
+            finally:
+                await other.aclose()
+            await all_answered(fake, [kept], within=10)
+            await settle(fake)
+    finally:
+        NoteLedger.unanswered = real  # type: ignore[method-assign]
+    assert answers(fake, missed) == answers(fake, kept) == 1
+    assert "catch-up failed" in caplog.text
+
+
+async def test_a_note_is_answered_when_the_ledger_cannot_record_it(settings, fake, caplog) -> None:
+    """A full disk refuses the ledger's writes: the player is answered all the same."""
+    async with running_bot(settings, fake) as h:
+
+        async def full(*_: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        h.bot.core.notes.claim = full  # type: ignore[method-assign]
+        h.bot.core.notes.answered = full  # type: ignore[method-assign]
+        note = await fake.send_note(nova, voice_note())
+        await all_answered(fake, [note])
+    assert answers(fake, note) == 1
+    assert "could not record note" in caplog.text and "could not mark note" in caplog.text

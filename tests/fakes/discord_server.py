@@ -385,6 +385,7 @@ class FakeDiscord(Strict):
         content: str = "",
         mention_bot: bool = False,
         declared_size: int | None = None,
+        dispatch: bool = True,
     ) -> dict[str, Any]:
         """A player's message with one attachment, stored and dispatched as MESSAGE_CREATE."""
         attachment_id = snowflake()
@@ -410,6 +411,7 @@ class FakeDiscord(Strict):
             attachments=[attachment],
             flags=VOICE_FLAG if voice else 0,
             mention_bot=mention_bot,
+            dispatch=dispatch,
         )
 
     async def send_message(
@@ -422,9 +424,11 @@ class FakeDiscord(Strict):
         attachments: list[dict[str, Any]] | None = None,
         flags: int = 0,
         mention_bot: bool = False,
+        dispatch: bool = True,
     ) -> dict[str, Any]:
         """A player's message, kept in the channel's history and dispatched as MESSAGE_CREATE to
-        a connected bot (only kept while none is)."""
+        a connected bot (only kept while none is). `dispatch` False: kept only, as a message whose
+        event went to another bot process."""
         message_id = snowflake()
         message: dict[str, Any] = {
             "id": str(message_id),
@@ -455,8 +459,9 @@ class FakeDiscord(Strict):
         elif channel_id not in self.guild_channels:
             self.dm_channels.setdefault(channel_id, author.payload())
         self._store(message)
-        self.dispatched_at[message["id"]] = time.perf_counter()
-        await self.dispatch("MESSAGE_CREATE", message)
+        if dispatch:
+            self.dispatched_at[message["id"]] = time.perf_counter()
+            await self.dispatch("MESSAGE_CREATE", message)
         return message
 
     async def delete_message(self, channel_id: int, message_id: int | str) -> None:
