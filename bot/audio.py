@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import logging
 import math
 import warnings
 import wave
@@ -24,6 +25,8 @@ with warnings.catch_warnings():
 
 from bot import sentences as say
 from bot.config import AudioSettings
+
+log = logging.getLogger(__name__)
 
 MODEL_RATE = 24_000
 REPLY_RATE = 48_000
@@ -153,21 +156,39 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
                 if fifo.samples:
                     chunks.extend(out.to_ndarray().tobytes() for out in resampler.resample(fifo.read()))
 
-            for frame in container.decode(stream):
-                if _implausible(frame.sample_rate, len(frame.layout.channels)):
-                    raise unreadable
-                frame.pts = None  # the FIFO would insist on gapless timestamps; we need none
+            # Packet by packet, not container.decode(): a damaged packet (a garbled frame, a cut
+            # last frame, a second file's tag between two mp3s) costs its few milliseconds, not
+            # the note.
+            packets = bad = 0
+            first_bad: av.InvalidDataError | None = None
+            for packet in container.demux(stream):
+                packets += packet.size > 0  # the last, empty packet only flushes the decoder
                 try:
-                    fifo.write(frame)
-                except ValueError:  # the format changed mid-stream: finish the old one first
-                    drain()
-                    fifo = av.AudioFifo()
-                    fifo.write(frame)
-                decoded_seconds += frame.samples / frame.sample_rate
-                if decoded_seconds > max_seconds:
-                    raise _too_long(max_seconds)
-                if fifo.samples * len(frame.layout.channels) >= FIFO_VALUES:
-                    drain()
+                    frames = packet.decode()
+                except av.InvalidDataError as exc:
+                    bad += 1
+                    first_bad = first_bad or exc
+                    continue
+                for frame in frames:
+                    if _implausible(frame.sample_rate, len(frame.layout.channels)):
+                        raise unreadable
+                    frame.pts = None  # the FIFO would insist on gapless timestamps; we need none
+                    try:
+                        fifo.write(frame)
+                    except ValueError:  # the format changed mid-stream: finish the old one first
+                        drain()
+                        fifo = av.AudioFifo()
+                        fifo.write(frame)
+                    decoded_seconds += frame.samples / frame.sample_rate
+                    if decoded_seconds > max_seconds:
+                        raise _too_long(max_seconds)
+                    if fifo.samples * len(frame.layout.channels) >= FIFO_VALUES:
+                        drain()
+            if bad:
+                log.info("skipped %d of %d audio packets the decoder refused: %s", bad, packets, first_bad)
+                # Mostly damage, or nothing but: what is left is not the player's note.
+                if not decoded_seconds or 2 * bad > packets:
+                    raise unreadable from first_bad
             drain()
             chunks.extend(out.to_ndarray().tobytes() for out in resampler.resample(None))
     except AudioError:

@@ -219,3 +219,53 @@ def test_decoding_a_long_192khz_eight_channel_flac_stays_under_400_mb(tmp_path) 
     seconds, peak_kib = child.stdout.split()
     assert float(seconds) == pytest.approx(110, abs=0.01)  # decoded to the end, not refused
     assert int(peak_kib) / 1024 < DECODE_PEAK_MB
+
+
+def _garbled(data: bytes, at: int, count: int = 56, sync: bytes = b"") -> bytes:
+    """`count` bytes overwritten from `at`, or inside the first frame after `at` that starts with
+    `sync` (its header kept, so the demuxer still hands the frame to the decoder)."""
+    out = bytearray(data)
+    start = out.find(sync, at) + 4 if sync else at
+    out[start : start + count] = bytes((n * 37 + 11) % 256 for n in range(count))
+    return bytes(out)
+
+
+MP3_SYNC = b"\xff\xfb"  # an MPEG-1 layer III frame header, as LAME writes it at 48 kHz
+
+
+def _damaged(kind: str) -> tuple[bytes, float]:
+    """A note damaged in one place, and how many seconds of it are still there."""
+    note = speechlike(2.0)  # three seconds with its silences
+    if kind == "mp3, one frame garbled":
+        mp3 = encode(note, 48_000, "mp3")
+        return _garbled(mp3, len(mp3) // 2, sync=MP3_SYNC), 3.0
+    if kind == "mp3 sent twice, tag and all":
+        mp3 = encode(note, 48_000, "mp3")
+        return mp3 + mp3, 6.0
+    if kind == "m4a, 40 bytes garbled":
+        m4a = encode(note, 48_000, "m4a")
+        return _garbled(m4a, len(m4a) // 2, count=40), 3.0
+    flac = encode(note, 48_000, "flac")
+    return flac[: len(flac) // 2], 1.15  # the first half of the file: its last frame cut
+
+
+@pytest.mark.parametrize(
+    "kind", ["mp3, one frame garbled", "mp3 sent twice, tag and all", "m4a, 40 bytes garbled", "flac cut"]
+)
+def test_a_damaged_packet_costs_its_frame_not_the_note(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    data, seconds = _damaged(kind)
+    with caplog.at_level("INFO", logger="bot.audio"):
+        decoded = audio.decode(data, LIMITS)
+    assert decoded.original_seconds == pytest.approx(seconds, abs=0.1)
+    assert any("packets the decoder refused" in r.getMessage() for r in caplog.records)
+
+
+def test_a_note_mostly_damaged_is_refused_with_the_decoders_reason() -> None:
+    mp3 = encode(speechlike(2.0), 48_000, "mp3")
+    frame = mp3.find(MP3_SYNC, len(mp3) // 4)  # every frame of the last three quarters
+    while frame >= 0:
+        mp3 = _garbled(mp3, frame, sync=MP3_SYNC)
+        frame = mp3.find(MP3_SYNC, frame + 4)
+    with pytest.raises(audio.AudioError, match="couldn't read") as refused:
+        audio.decode(mp3, LIMITS)
+    assert isinstance(refused.value.__cause__, av.InvalidDataError)
