@@ -156,6 +156,9 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
                 if fifo.samples:
                     chunks.extend(out.to_ndarray().tobytes() for out in resampler.resample(fifo.read()))
 
+            def flush() -> None:
+                chunks.extend(out.to_ndarray().tobytes() for out in resampler.resample(None))
+
             # Packet by packet, not container.decode(): a damaged packet (a garbled frame, a cut
             # last frame, a second file's tag between two mp3s) costs its few milliseconds, not
             # the note.
@@ -175,9 +178,13 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
                     frame.pts = None  # the FIFO would insist on gapless timestamps; we need none
                     try:
                         fifo.write(frame)
-                    except ValueError:  # the format changed mid-stream: finish the old one first
+                    except ValueError:
+                        # The format changed mid-stream (two files joined, 44.1 kHz then 22.05):
+                        # finish the old one, then a FIFO and a resampler set up for the new one.
                         drain()
+                        flush()
                         fifo = av.AudioFifo()
+                        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
                         fifo.write(frame)
                     decoded_seconds += frame.samples / frame.sample_rate
                     if decoded_seconds > max_seconds:
@@ -190,7 +197,7 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
                 if not decoded_seconds or 2 * bad > packets:
                     raise unreadable from first_bad
             drain()
-            chunks.extend(out.to_ndarray().tobytes() for out in resampler.resample(None))
+            flush()
     except AudioError:
         raise
     except (av.FFmpegError, ValueError, IndexError, EOFError) as exc:

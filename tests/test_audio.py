@@ -269,3 +269,30 @@ def test_a_note_mostly_damaged_is_refused_with_the_decoders_reason() -> None:
     with pytest.raises(audio.AudioError, match="couldn't read") as refused:
         audio.decode(mp3, LIMITS)
     assert isinstance(refused.value.__cause__, av.InvalidDataError)
+
+
+def _adts(samples: np.ndarray, rate: int) -> bytes:
+    """Raw AAC in ADTS frames, which carry their own sample rate: what .aac files are."""
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="adts") as container:
+        stream = container.add_stream("aac", rate=rate, layout="mono")
+        resampler = av.AudioResampler(format="fltp", layout="mono", rate=rate)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        for resampled in resampler.resample(frame) + resampler.resample(None):
+            container.mux(stream.encode(resampled))
+        container.mux(stream.encode(None))
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "aac"])
+def test_a_note_whose_sample_rate_changes_midway_is_decoded_whole(fmt: str) -> None:
+    # Two recordings joined, each at its own rate: 1.5 s of sound with 0.5 s of silence either
+    # side, so 2.5 s each. AAC adds its encoder's priming and padding, under 0.1 s a part.
+    def part(rate: int) -> bytes:
+        samples = speechlike(1.5, rate=rate)
+        return encode(samples, rate, "mp3") if fmt == "mp3" else _adts(samples, rate)
+
+    first, second = (44_100, 22_050) if fmt == "mp3" else (44_100, 16_000)
+    decoded = audio.decode(part(first) + part(second), LIMITS)
+    assert decoded.original_seconds == pytest.approx(5.0, abs=0.2)
