@@ -207,7 +207,17 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
     return b"".join(chunks)
 
 
+# Demuxers of bare frames: nothing in the file states its length (an mp3's Xing header does,
+# when it has one and FFmpeg believes it), so FFmpeg divides the file's size by the first frame's
+# bit rate. By that a 60 s VBR mp3 that starts with silence lasts 230 s, a 3 s one with junk after
+# its frames 878 s, and two mp3s joined less than they hold. Such a length refuses nothing: the
+# decoded seconds bound these notes, and decoding 2 minutes of mp3 takes under 0.1 s.
+ESTIMATED_LENGTH = {"mp3", "aac"}
+
+
 def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
+    if container.format.name in ESTIMATED_LENGTH:
+        return None
     if stream.duration is not None and stream.time_base is not None:
         return float(stream.duration * stream.time_base)
     if container.duration is not None:

@@ -296,3 +296,41 @@ def test_a_note_whose_sample_rate_changes_midway_is_decoded_whole(fmt: str) -> N
     first, second = (44_100, 22_050) if fmt == "mp3" else (44_100, 16_000)
     decoded = audio.decode(part(first) + part(second), LIMITS)
     assert decoded.original_seconds == pytest.approx(5.0, abs=0.2)
+
+
+def _vbr_mp3_without_xing(samples: np.ndarray, rate: int) -> bytes:
+    """A VBR mp3 with no Xing header, which states the frame count: what FFmpeg writes to a pipe."""
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp3", options={"write_xing": "0"}) as container:
+        stream = container.add_stream("libmp3lame", rate=rate, layout="mono")
+        stream.codec_context.flags |= av.codec.context.Flags.qscale
+        stream.codec_context.qscale = 2
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = rate
+        resampler = av.AudioResampler(format="s16p", layout="mono", rate=rate)
+        for resampled in resampler.resample(frame) + resampler.resample(None):
+            container.mux(stream.encode(resampled))
+        container.mux(stream.encode(None))
+    return out.getvalue()
+
+
+def _ffmpegs_length(data: bytes) -> float:
+    with av.open(io.BytesIO(data)) as container:
+        return container.duration / 1_000_000
+
+
+@pytest.mark.parametrize("kind", ["vbr without xing, silence first", "junk after the frames"])
+def test_an_mp3s_estimated_length_refuses_nothing(kind: str) -> None:
+    # FFmpeg has no stated length for these and divides the file's size by the first frame's bit
+    # rate: a quiet first frame or bytes that are not frames make a short note look long.
+    limits = AudioSettings(max_seconds=10)
+    if kind.startswith("vbr"):
+        note = speechlike(6.0, rate=44_100, lead=3.0, tail=0.0).astype(np.float64)
+        note[3 * 44_100 :] += np.random.default_rng(0).normal(0, 6000, 6 * 44_100)  # dear to encode
+        data = _vbr_mp3_without_xing(note.clip(-32768, 32767).astype(np.int16), 44_100)
+    else:
+        data = encode(speechlike(8.0), 48_000, "mp3") + np.random.default_rng(0).bytes(100_000)
+    assert _ffmpegs_length(data) > 2 * limits.max_seconds  # what the length check used to trust
+    assert audio.decode(data, limits).original_seconds == pytest.approx(9.0, abs=0.1)
+    with pytest.raises(audio.AudioError, match="too long"):  # the decoded seconds still count
+        audio.decode(data, AudioSettings(max_seconds=8))
