@@ -130,7 +130,7 @@ def _implausible(rate: int | None, channels: int | None) -> bool:
 # The demuxers a note may be read with (FFmpeg's names). FFmpeg otherwise probes every format it
 # has, and some read other files: a 65-byte "ffconcat" text named .ogg would have the bot decode
 # an audio file from its own disk as the player's note.
-DEMUXERS = "ogg,matroska,mov,mp3,wav,flac,aac"
+DEMUXERS = "ogg,matroska,mov,mp3,wav,flac,aac,amr"
 
 
 def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
@@ -212,7 +212,7 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
 # bit rate. By that a 60 s VBR mp3 that starts with silence lasts 230 s, a 3 s one with junk after
 # its frames 878 s, and two mp3s joined less than they hold. Such a length refuses nothing: the
 # decoded seconds bound these notes, and decoding 2 minutes of mp3 takes under 0.1 s.
-ESTIMATED_LENGTH = {"mp3", "aac"}
+ESTIMATED_LENGTH = {"mp3", "aac", "amr"}
 
 
 def _declared_seconds(container: av.container.InputContainer, stream: av.AudioStream) -> float | None:
