@@ -328,6 +328,10 @@ class OggOpusWriter:
         if self._resampler is not None:
             for out in self._resampler.resample(None):
                 self._encode(out.to_ndarray().reshape(-1))
+        if not self._written:
+            # Ogg writes its header with the first packet: no sound (a reply of punctuation
+            # spoken) would be 0 bytes, which no player opens. One Opus frame of silence instead.
+            self._encode(np.zeros(REPLY_RATE // 50, dtype=np.int16))
         for packet in self._stream.encode(None):
             self._container.mux(packet)
         self.close()

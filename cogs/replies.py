@@ -21,6 +21,9 @@ NO_PINGS = {"parse": [], "replied_user": False}  # the model's words must not pi
 Upload = tuple[str, bytes]  # filename, Ogg/Opus bytes
 # Discord's answers that mean "no voice messages here": fall back to a file reply.
 VOICE_REFUSED_CODES = {50173, 50013}  # cannot send voice messages in this channel; missing permissions
+# Shorter than this a reply has no words to hear (a voice spoke only punctuation): its text goes
+# out alone, and Discord is not asked to take an empty voice message, which it refuses.
+MIN_VOICE_SECONDS = 0.1
 
 
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -118,7 +121,7 @@ async def send_answer(
 ) -> str:
     """Answer with the player's chosen style (voice_and_text | voice | file | text); returns how it
     went out: voice | file | text. A refused voice message falls back to the file style."""
-    if audio is None or mode == "text":
+    if audio is None or mode == "text" or not audio.ogg or audio.duration_secs < MIN_VOICE_SECONDS:
         await send_text(message, text)
         return "text"
     if mode != "file" and voice_message_allowed(message):

@@ -349,3 +349,12 @@ def test_a_raw_amr_note_is_decoded() -> None:
         container.mux(stream.encode(None))
     assert out.getvalue().startswith(b"#!AMR\n")
     assert audio.decode(out.getvalue(), LIMITS).original_seconds == pytest.approx(3.0, abs=0.05)
+
+
+def test_a_reply_with_no_sound_is_still_an_ogg_a_player_can_open() -> None:
+    # A voice given only punctuation writes no PCM; an Ogg stream with no packet has no header.
+    reply = audio.reply_from_pcm(b"", 22_050)
+    assert reply.ogg.startswith(b"OggS")
+    assert reply.duration_secs == 0.02  # one Opus frame of silence
+    with av.open(io.BytesIO(reply.ogg)) as container:
+        assert container.streams.audio[0].codec_context.name == "opus"

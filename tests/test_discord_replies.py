@@ -6,8 +6,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import numpy as np
 import pytest
 
+from bot import audio
+from bot.engines.base import EngineReply, TurnState
 from tests.discord_harness import nova, running_bot, voice_note
 from tests.fakes.discord_server import ALLOWED_CHANNEL, FakeDiscord, Received, serving
 from tests.frontend_engine import FrontendEngine
@@ -119,3 +122,29 @@ async def test_the_file_fallback_is_uploaded_as_ogg_audio(settings, fake: FakeDi
             {"id": "0", "filename": "reply.ogg", "description": "spoken reply"}
         ]
         assert reply.body["message_reference"]["fail_if_not_exists"] is False
+
+
+class SaysNothingAloud(FrontendEngine):
+    """Answers in words a voice cannot say (punctuation), spoken as the offline engine speaks: PCM
+    through the reply encoder, here no sound at all or a 50 ms click."""
+
+    def __init__(self, words: str, seconds: float) -> None:
+        super().__init__(use_tools=False)
+        self.words = words
+        self.seconds = seconds
+
+    async def complete(self, turn: TurnState) -> EngineReply:
+        pcm = np.full(int(self.seconds * 22_050), 3000, dtype=np.int16).tobytes()
+        return EngineReply(text=self.words, reply_audio=audio.reply_from_pcm(pcm, 22_050))
+
+
+@pytest.mark.parametrize("seconds", [0.0, 0.05])
+async def test_a_reply_with_nothing_to_hear_goes_out_as_its_words(
+    settings, fake: FakeDiscord, seconds: float
+):
+    async with running_bot(settings, fake, engine=SaysNothingAloud("...!?", seconds)):
+        note = await fake.send_note(nova, voice_note())
+        await reactions_settled(fake, note, 2)  # 🎧 on, then off: answered, and no ⚠
+        (reply,) = fake.replies_to(note["id"])
+        assert reply.content == "...!?" and not reply.files and not reply.is_voice_message
+    assert fake.refused == [] and fake.violations == []
