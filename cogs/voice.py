@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import aiohttp
@@ -28,6 +29,19 @@ LATER = "\N{HOURGLASS WITH FLOWING SAND}"
 # to every message of a flood would itself flood the channel and run into Discord's rate limits.
 HINT_SECONDS = 60.0
 MAX_UNRECORDED = 1000  # notes remembered in memory while the ledger refuses writes
+# Discord types a .webm as video/webm whatever it holds, and an audio-only Ogg or MP4 may come
+# typed as video too. A real video is a note as well: decoding reads its audio and skips the picture.
+AUDIO_AS_VIDEO = {"video/webm", "video/ogg", "video/mp4", "video/quicktime"}
+# An attachment whose extension Discord does not recognise comes with no content type at all.
+AUDIO_EXTENSIONS = set(".ogg .oga .opus .mp3 .m4a .aac .wav .webm .weba .flac .amr .3gp".split())
+
+
+def is_audio_attachment(attachment: discord.Attachment) -> bool:
+    """An attachment that is not a voice message but may be one spoken and saved as a file."""
+    kind = (attachment.content_type or "").split(";")[0].strip().lower()
+    if kind:
+        return kind.startswith("audio/") or kind in AUDIO_AS_VIDEO
+    return os.path.splitext(attachment.filename)[1].lower() in AUDIO_EXTENSIONS
 
 
 class VoiceNotes(commands.Cog):
@@ -58,7 +72,7 @@ class VoiceNotes(commands.Cog):
     def voice_notes(self, message: discord.Message) -> list[discord.Attachment]:
         notes = [a for a in message.attachments if a.is_voice_message()]
         if not notes and self.settings.any_audio_attachment:
-            notes = [a for a in message.attachments if (a.content_type or "").startswith("audio/")]
+            notes = [a for a in message.attachments if is_audio_attachment(a)]
         return notes
 
     def addressed_here(self, message: discord.Message) -> bool:

@@ -13,6 +13,7 @@ import pytest
 
 from bot.audio import decode
 from cogs.runner import serve
+from tests.audio_samples import encode, speechlike
 from tests.discord_harness import Harness, blaze, discord_settings, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
@@ -377,3 +378,38 @@ async def test_no_reply_in_a_voice_note_exchange_may_ping_anyone(harness: Harnes
     assert len(messages) == 5  # voice and transcript, the refused voice message and its file, the error
     for sent in messages:
         assert sent.body.get("allowed_mentions") == {"parse": [], "replied_user": False}, sent.body
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type", "fmt"),
+    [
+        ("question.webm", "video/webm", "webm"),  # what Discord says of an audio-only WebM
+        ("question.mp4", "video/mp4", "m4a"),
+        ("question.opus", None, "ogg"),  # an extension Discord gives no type
+        ("QUESTION.M4A", None, "m4a"),
+    ],
+)
+async def test_an_audio_file_discord_does_not_call_audio_is_answered(
+    harness: Harness, filename: str, content_type: str | None, fmt: str
+):
+    data = encode(speechlike(1.5), 48_000, fmt)
+    note = await harness.fake.send_note(nova, data, voice=False, filename=filename, content_type=content_type)
+    voice, transcript = await answered(harness.fake, note)
+    assert_voice_message(voice, harness.settings)
+    assert transcript.content.startswith("Nova, you have")
+
+
+@pytest.mark.parametrize(
+    ("filename", "content_type"),
+    [("map.png", "image/png"), ("rules.pdf", "application/pdf"), ("notes.txt", None), ("clip", None)],
+)
+async def test_an_attachment_that_is_not_audio_is_still_no_voice_note(
+    harness: Harness, filename: str, content_type: str | None
+):
+    fake = harness.fake
+    note = await fake.send_note(
+        nova, b"not audio" * 100, voice=False, filename=filename, content_type=content_type
+    )
+    (hint,) = await answered(fake, note, count=1)
+    assert "I answer voice notes" in hint.content
+    assert not fake.sent("cdn")
