@@ -274,7 +274,11 @@ class VoiceNotes(commands.Cog):
                 try:
                     reply = await app.agent.respond(context, data, voice=prefs.voice)
                 except AudioError as exc:
-                    log.info("note %s from %s refused: %s", message.id, author.id, exc)
+                    # The player's sentence is the same for a cut upload and an unknown codec;
+                    # the decoder's reason tells staff which.
+                    cause = exc.__cause__
+                    why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+                    log.info("note %s from %s refused: %s%s", message.id, author.id, exc, why)
                     metrics.note("discord", "refused", "bad_audio")
                     refusal = str(exc)
         if refusal is not None:

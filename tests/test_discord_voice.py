@@ -413,3 +413,14 @@ async def test_an_attachment_that_is_not_audio_is_still_no_voice_note(
     (hint,) = await answered(fake, note, count=1)
     assert "I answer voice notes" in hint.content
     assert not fake.sent("cdn")
+
+
+async def test_a_refused_note_is_logged_with_the_decoders_reason(harness: Harness, caplog):
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    cut = voice_note()[:60]  # the upload broke off inside the Opus header
+    note = await harness.fake.send_note(nova, cut)
+    (reply,) = await answered(harness.fake, note, count=1)
+    assert "couldn't read" in reply.content
+    (line,) = [r.getMessage() for r in caplog.records if f"note {note['id']} from" in r.getMessage()]
+    assert "refused: I couldn't read that audio file" in line
+    assert "(EOFError: " in line and "End of file" in line  # FFmpeg's own words, after the player's
