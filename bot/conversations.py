@@ -28,30 +28,56 @@ CREATE TABLE IF NOT EXISTS turns (
     conversation TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX IF NOT EXISTS turns_by_user ON turns (user_id, id);
+CREATE INDEX IF NOT EXISTS turns_by_age ON turns (at);
 """
 # After the columns an older database lacks have been added.
 INDEXES = "CREATE INDEX IF NOT EXISTS turns_by_place ON turns (user_id, conversation, id);"
+# Every conversation whose newest turn is older than the cutoff (both parameters): turns_by_age
+# finds the old turns, turns_by_place the few of each one's conversation.
+IDLE_TURNS = (
+    "DELETE FROM turns WHERE at < ? AND NOT EXISTS (SELECT 1 FROM turns AS newer"
+    " WHERE newer.user_id = turns.user_id AND newer.conversation = turns.conversation AND newer.at >= ?)"
+)
+# How often append also drops every player's idle conversations, not only its own player's.
+PRUNE_EVERY_SECONDS = 5 * 60.0
 
 
 class ConversationStore:
     """History of each user's recent turns, one conversation per place (`ToolContext.conversation`).
 
     Bounded two ways: at most `max_turns` per conversation, and a conversation idle for longer than
-    `idle_minutes` starts afresh (its turns are deleted with the user's next turn anywhere). No
-    column can hold audio: only the engine's reference id.
+    `idle_minutes` starts afresh. Its turns are deleted with the user's next turn anywhere, and
+    every player's idle ones at open and then, from append, every PRUNE_EVERY_SECONDS: the words
+    of a player who never comes back are not kept much past the idle limit. No column can hold
+    audio: only the engine's reference id.
     """
 
     def __init__(self, conn: aiosqlite.Connection, max_turns: int, idle_minutes: float) -> None:
         self._conn = conn
         self.max_turns = max_turns
         self.idle_seconds = idle_minutes * 60
+        self._pruned_at = 0.0
 
     @classmethod
     async def open(cls, path: Path | str, max_turns: int, idle_minutes: float) -> ConversationStore:
         conn = await open_sqlite(path, SCHEMA)
         await add_missing_columns(conn, "turns", {"conversation": "TEXT NOT NULL DEFAULT ''"})
         await conn.executescript(INDEXES)
-        return cls(conn, max_turns, idle_minutes)
+        store = cls(conn, max_turns, idle_minutes)
+        await store.prune()
+        return store
+
+    async def prune(self, now: float | None = None) -> int:
+        """Delete every player's idle conversations; how many turns went."""
+        deleted = await self._delete_idle(time.time() if now is None else now)
+        await self._conn.commit()
+        return deleted
+
+    async def _delete_idle(self, now: float) -> int:
+        self._pruned_at = now
+        cutoff = now - self.idle_seconds
+        cursor = await self._conn.execute(IDLE_TURNS, (cutoff, cutoff))
+        return cursor.rowcount
 
     async def history(self, user_id: str, conversation: str = "", now: float | None = None) -> list[PastTurn]:
         now = time.time() if now is None else now
@@ -84,6 +110,8 @@ class ConversationStore:
             " WHERE user_id = ? GROUP BY conversation HAVING MAX(at) < ?)",
             (user_id, user_id, at - self.idle_seconds),
         )
+        if at - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            await self._delete_idle(at)
         await self._conn.execute(
             "INSERT INTO turns (user_id, conversation, at, user_text, reply_text, tool_results,"
             " audio_id, audio_expires_at, engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

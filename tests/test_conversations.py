@@ -1,6 +1,7 @@
 import sqlite3
 import time
 
+from bot import conversations
 from bot.conversations import ConversationStore
 from bot.engines.base import PastTurn
 
@@ -106,3 +107,36 @@ async def test_no_column_can_hold_audio(tmp_path) -> None:
         "engine",
         "conversation",
     }
+
+
+def players_long_gone(db, players: int, turns: int, days_ago: float) -> None:
+    """Players who each talked `turns` times in a DM and never came back, as earlier runs left them."""
+    at = time.time() - days_ago * 24 * 3600
+    with sqlite3.connect(db) as conn:
+        conn.executemany(
+            "INSERT INTO turns (user_id, conversation, at, user_text, reply_text)"
+            " VALUES (?, 'dm', ?, 'hi', 'hello')",
+            [(f"gone{p}", at + t) for p in range(players) for t in range(turns)],
+        )
+
+
+async def test_conversations_of_players_who_never_come_back_are_deleted_at_open_and_while_running(
+    tmp_path,
+) -> None:
+    db = tmp_path / "c.db"
+    store = await ConversationStore.open(db, max_turns=8, idle_minutes=30)
+    await store.aclose()
+    players_long_gone(db, players=500, turns=5, days_ago=90)
+    store = await ConversationStore.open(db, max_turns=8, idle_minutes=30)  # a restart
+    await store.append("u1", turn(1))
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT user_id FROM turns").fetchall() == [("u1",)]
+    players_long_gone(db, players=500, turns=5, days_ago=90)  # left by another process meanwhile
+    await store.append("u2", turn(2, at=time.time() + 600))  # ten minutes on, another player talks
+    assert [t.user_text for t in await store.history("u1")] == ["question 1"]  # idle for 10 of 30 min
+    await store.aclose()
+    with sqlite3.connect(db) as conn:
+        assert sorted(conn.execute("SELECT user_id FROM turns").fetchall()) == [("u1",), ("u2",)]
+        # One pass over the old turns through an index, not the whole table.
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + conversations.IDLE_TURNS, (0, 0))]
+    assert plan and not any(step.startswith("SCAN") for step in plan), plan
