@@ -47,6 +47,7 @@ CREATE TABLE IF NOT EXISTS places (
 # claim this old belongs to a process that died (or an old process whose pid was reused).
 LEASE_SECONDS = 15 * 60.0
 KEEP_SETTLED_SECONDS = 30 * 24 * 3600.0
+PRUNE_EVERY_SECONDS = 3600.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,17 +64,32 @@ class NoteLedger:
         self.owner = owner
         # One connection: a claim's transaction must not take in another coroutine's statements.
         self._lock = asyncio.Lock()
+        self._pruned_at = 0.0
 
     @classmethod
     async def open(cls, path: Path | str) -> NoteLedger:
         # Autocommit, with BEGIN IMMEDIATE where a read and a write must be one transaction.
         conn = await open_sqlite(path, SCHEMA, autocommit=True)
-        # Settled notes older than any catch-up window only make the file grow.
-        await conn.execute(
+        ledger = cls(conn, _owner_id())
+        await ledger.prune()
+        return ledger
+
+    async def prune(self, now: float | None = None) -> int:
+        """Forget the settled notes older than any catch-up window: they only make the file grow.
+        How many went."""
+        now = time.time() if now is None else now
+        self._pruned_at = now
+        cursor = await self._write(
             "DELETE FROM notes WHERE state IN ('answered', 'expired', 'refused') AND updated_at < ?",
-            (time.time() - KEEP_SETTLED_SECONDS,),
+            (now - KEEP_SETTLED_SECONDS,),
         )
-        return cls(conn, _owner_id())
+        return cursor.rowcount
+
+    async def housekeeping(self, now: float | None = None) -> None:
+        """prune(), at most every PRUNE_EVERY_SECONDS: for a running bot's frequent recheck."""
+        now = time.time() if now is None else now
+        if now - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            await self.prune(now)
 
     async def aclose(self) -> None:
         await self._conn.close()

@@ -85,6 +85,10 @@ class CatchUp(commands.Cog):
             await self.answer_leftovers()
         except Exception:
             log.exception("looking for notes left unanswered failed; trying again later")
+        try:  # a bot that runs for months must not keep every settled note
+            await self.bot.core.notes.housekeeping()
+        except Exception:
+            log.exception("pruning old records failed; trying again later")
 
     async def answer_leftovers(self) -> int:
         """Answer the notes another process kept or cut short, fetched by id; how many."""

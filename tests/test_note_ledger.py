@@ -106,3 +106,23 @@ async def test_every_write_waits_out_a_refusal_sqlite_gives_at_once(tmp_path) ->
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_running_ledger_forgets_old_settled_notes_without_a_restart(tmp_path) -> None:
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        for message_id in range(1, 201):
+            await ledger.claim(message_id, 10, "u")
+            await ledger.answered(message_id)
+        await ledger.keep_for_restart(500, 10, "u")  # still to answer, however old
+        old = time.time() - note_ledger.KEEP_SETTLED_SECONDS - 1
+        await ledger._conn.execute(
+            "UPDATE notes SET updated_at = ? WHERE message_id <= 100 OR message_id = 500", (old,)
+        )
+        await ledger.housekeeping()  # the recheck runs every few seconds: pruning is hourly
+        assert await ledger.seen(list(range(1, 201))) == set(range(1, 201))
+        await ledger.housekeeping(time.time() + note_ledger.PRUNE_EVERY_SECONDS)  # an hour on
+        assert await ledger.seen(list(range(1, 201))) == set(range(101, 201))
+        assert [u.message_id for u in await ledger.unanswered()] == [500]
+    finally:
+        await ledger.aclose()
