@@ -12,7 +12,9 @@ Finding news (`TicketNews.find`) has two sources:
   validated values, jira_tracker.py), each compared with the status last known locally.
 
 Each piece of news is kept in news.db once, unique per (source, ticket, kind, status): finding it
-again (overlapping poll windows, a restart before a cursor was saved) adds nothing.
+again (overlapping poll windows, a restart before a cursor was saved) adds nothing. Once told, it
+is forgotten after a month, but for the newest piece of each ticket (`NewsStore.prune`): a ticket
+that comes back to a status it left over a month ago is told so again.
 
 Delivering (`TicketNews.deliver`) is at most once per (ticket, status): each player's due news is
 claimed on disk ('pending' -> 'sending') before anything is sent, and marked after. A crash in
@@ -58,6 +60,13 @@ MAX_ITEMS_PER_DM = 10  # more news for one player waits for the next round
 MAX_ATTEMPTS = 5  # sends that never reached Discord, before giving up on a piece of news
 RETRY_SECONDS = 30.0
 MAX_WINDOW_MINUTES = 7 * 24 * 60  # after a longer outage, older Jira changes are not news any more
+# Told news is forgotten this long after it was found, far longer than a Jira poll looks back,
+# but for the newest piece of each ticket (see NewsStore.prune).
+KEEP_TOLD_SECONDS = 30 * 24 * 3600.0
+# Where a player last sent a voice note, kept for their closed-DMs notice: one silent for this
+# long is unlikely to read that channel.
+KEEP_CHANNEL_SECONDS = 90 * 24 * 3600.0
+PRUNE_EVERY_SECONDS = 3600.0
 SNIPPET_CHARS = 60
 STATUS_CHARS = 40
 
@@ -143,6 +152,12 @@ def plain(text: str, limit: int) -> str:
     return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
 
 
+def iso_at(seconds: float) -> str:
+    """Unix seconds as utc_now() writes a time, so the two compare as text."""
+    at = dt.datetime.fromtimestamp(seconds, dt.UTC).replace(microsecond=0)
+    return at.isoformat().replace("+00:00", "Z")
+
+
 def when(iso: str) -> str:
     """2025-01-31T10:02:00Z as "31 Jan at 10:02 UTC"."""
     try:
@@ -187,6 +202,7 @@ class NewsStore:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
         self._lock = asyncio.Lock()
+        self._pruned_at = 0.0
 
     @classmethod
     async def open(cls, path: Path | str) -> NewsStore:
@@ -195,7 +211,39 @@ class NewsStore:
         if stuck:
             # Claimed, then the bot stopped before it knew how the send went: never sent again.
             log.warning("%d piece(s) of ticket news were being sent when the bot stopped: not resent", stuck)
+        await store.prune()
         return store
+
+    async def prune(self, now: float | None = None) -> int:
+        """Forget news no longer pending (sent, muted, given up on) found KEEP_TOLD_SECONDS ago,
+        but for the newest piece of each ticket, and the channels of players long silent; how
+        many pieces of news went.
+
+        What goes cannot be found again: its grievance events were read and dropped, and a Jira
+        poll sees each issue's status as it is now, looking back a week at most. Only a real
+        change brings its status back, and that is news. The newest piece stays: a Jira issue
+        made by staff is compared with "open" whenever an edit puts it in a poll, so its status
+        would be told again, and `known` needs it to tell a reopening from a flip back."""
+        now = time.time() if now is None else now
+        self._pruned_at = now
+        async with self._lock:
+            cursor = await self._conn.execute(
+                "DELETE FROM news WHERE state != 'pending' AND found_at < ? AND EXISTS (SELECT 1"
+                " FROM news AS later WHERE later.source = news.source AND later.ticket = news.ticket"
+                " AND later.id > news.id)",
+                (iso_at(now - KEEP_TOLD_SECONDS),),
+            )
+            await self._conn.execute(
+                "DELETE FROM last_channel WHERE at < ?", (iso_at(now - KEEP_CHANNEL_SECONDS),)
+            )
+            await self._conn.commit()
+        return cursor.rowcount
+
+    async def housekeeping(self, now: float | None = None) -> None:
+        """prune(), at most every PRUNE_EVERY_SECONDS: for a running bot's frequent recheck."""
+        now = time.time() if now is None else now
+        if now - self._pruned_at >= PRUNE_EVERY_SECONDS:
+            await self.prune(now)
 
     async def add(self, user_id: str, source: str, ticket: str, kind: str, status: str, text: str) -> bool:
         """Keep a piece of news; False if it was found before."""

@@ -85,8 +85,9 @@ class CatchUp(commands.Cog):
             await self.answer_leftovers()
         except Exception:
             log.exception("looking for notes left unanswered failed; trying again later")
-        try:  # a bot that runs for months must not keep every settled note
+        try:  # a bot that runs for months must not keep every settled note and told news
             await self.bot.core.notes.housekeeping()
+            await self.bot.core.news.store.housekeeping()
         except Exception:
             log.exception("pruning old records failed; trying again later")
 

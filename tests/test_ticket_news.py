@@ -437,3 +437,72 @@ async def test_late_filings_racing_a_news_round_are_each_told(tmp_path) -> None:
     filed = sql(storage / "grievances.db", "SELECT local_key FROM grievances WHERE filed_late = 1")
     told = sql(storage / "news.db", "SELECT ticket FROM news WHERE kind = 'filed'")
     assert len(filed) == 20 and sorted(told) == sorted(filed)
+
+
+# ---- what news.db keeps ----------------------------------------------------------------------
+
+
+def days_ago(days: float) -> str:
+    """A time as news.db writes one."""
+    at = dt.datetime.now(dt.UTC).replace(microsecond=0) - dt.timedelta(days=days)
+    return at.isoformat().replace("+00:00", "Z")
+
+
+async def test_a_running_bot_forgets_news_told_long_ago_but_each_tickets_last(tmp_path: Path) -> None:
+    db, news_db = tmp_path / "grievances.db", tmp_path / "news.db"
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        ticket = await p.local.register(NOVA, "wallet", "charged twice")
+        for status in ("in progress", "resolved"):
+            sql(db, "UPDATE grievances SET status = ? WHERE local_key = ?", (status, ticket.key))
+            assert await p.news.run_once(front) == 1
+        await p.local.register(BLAZE, "wallet", "lost my skins")
+        sql(db, "UPDATE grievances SET status = 'resolved' WHERE user_id = ?", (BLAZE,))
+        await p.news.find()  # found, not delivered yet
+        await p.news.record_channel(NOVA, "920000000000000001")
+        await p.news.record_channel(BLAZE, "920000000000000002")
+        sql(news_db, "UPDATE news SET found_at = ?", (days_ago(100),))
+        sql(news_db, "UPDATE last_channel SET at = ? WHERE user_id = ?", (days_ago(100), BLAZE))
+        await p.store.housekeeping()  # the recheck calls it every few seconds: it prunes hourly
+        assert len(await p.store.told(NOVA)) == 2
+        await p.store.housekeeping(time.time() + 3600)
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
+        assert [s for *_, s in await p.store.told(BLAZE)] == ["pending"]  # not told yet: kept
+        assert await p.store.last_channel(NOVA) == "920000000000000001"
+        assert await p.store.last_channel(BLAZE) is None  # silent for 100 days
+        assert await p.news.run_once(front) == 1  # Blaze's
+        # Reopened: what Nova was last told is still known, so this is news, and so is going back
+        # to a status told long ago and forgotten since.
+        for status in ("open", "in progress"):
+            sql(db, "UPDATE grievances SET status = ? WHERE local_key = ?", (status, ticket.key))
+            assert await p.news.run_once(front) == 1
+    assert front.texts(NOVA) == [
+        'Your ticket GRV-1 ("charged twice") is now in progress.',
+        'Your ticket GRV-1 ("charged twice") is now resolved.',
+        'Your ticket GRV-1 ("charged twice") is now open.',
+        'Your ticket GRV-1 ("charged twice") is now in progress.',
+    ]
+
+
+async def test_news_forgotten_at_a_restart_is_not_told_again_when_jira_shows_the_issue_again(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(BLAZE, "other", "lag every evening")
+        await p.grievances.push_pending()
+        made = fake.add_issue([f"discord-{BLAZE}"], "Made in Jira by staff")
+        for status in ("Done", "In Progress"):
+            fake.set_status(made.key, status)
+            assert await p.news.run_once(front) == 1
+    sql(tmp_path / "news.db", "UPDATE news SET found_at = ?", (days_ago(40),))
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:  # a restart prunes
+        fake.issues[made.key].updated = dt.datetime.now(dt.UTC)  # staff comment on it
+        assert await p.news.run_once(front) == 0  # in the poll again, with what Blaze was told last
+        assert await p.store.told(BLAZE) == [(made.key, "status", "in progress", "sent")]
+        fake.set_status(made.key, "Done")  # a real change, to a status told long ago
+        assert await p.news.run_once(front) == 1
+    assert front.texts() == [
+        f'Your ticket {made.key} ("Made in Jira by staff") is now {status}.'
+        for status in ("resolved", "in progress", "resolved")
+    ]
