@@ -32,6 +32,8 @@ CREATE TABLE IF NOT EXISTS usage (
 -- Turns per hour (UTC, "2026-11-20T14"), every player together: the support desk's chart.
 CREATE TABLE IF NOT EXISTS turns_by_hour (hour TEXT PRIMARY KEY, turns INTEGER NOT NULL DEFAULT 0);
 """
+# Days of figures kept: the support desk charts 14 (bot/web/desk.py), a budget reads today's.
+KEEP_DAYS = 31
 
 
 def estimate_cost(usage: Usage, prices: dict[str, float]) -> float:
@@ -55,10 +57,23 @@ class UsageMeter:
         self._conn = conn
         self.settings = settings
         self.model = model
+        self._pruned_on = ""  # the day of the last prune
 
     @classmethod
     async def open(cls, path: Path | str, settings: UsageSettings, model: str) -> UsageMeter:
-        return cls(await open_sqlite(path, SCHEMA), settings, model)
+        meter = cls(await open_sqlite(path, SCHEMA), settings, model)
+        await meter.prune()
+        return meter
+
+    async def prune(self) -> None:
+        """Forget the days older than KEEP_DAYS, every player's; at open and from record once a
+        day, so a process with no other housekeeping (the web desk alone) stays bounded too."""
+        self._pruned_on = self.today()
+        first = (dt.date.fromisoformat(self._pruned_on) - dt.timedelta(days=KEEP_DAYS - 1)).isoformat()
+        await self._conn.execute("DELETE FROM usage WHERE day < ?", (first,))
+        # "2026-11-20T14" sorts after "2026-11-20": the first day's hours stay.
+        await self._conn.execute("DELETE FROM turns_by_hour WHERE hour < ?", (first,))
+        await self._conn.commit()
 
     @staticmethod
     def today() -> str:
@@ -89,6 +104,8 @@ class UsageMeter:
     ) -> None:
         """`turns` 0: tokens an engine spent on a turn it then failed, which another engine or an
         apology answered; they count against the budget, the turn is counted once, elsewhere."""
+        if self.today() != self._pruned_on:
+            await self.prune()
         usage = usage or Usage()
         prices = self.settings.prices.get(self.model, {}) if engine == "openai" else {}
         cost = estimate_cost(usage, prices)

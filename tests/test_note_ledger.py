@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import sqlite3
 import subprocess
 import sys
 import time
 
 from bot import note_ledger
+from bot.config import UsageSettings
+from bot.engines.base import Usage
 from bot.note_ledger import NoteLedger
+from bot.usage import UsageMeter
+from tests.conftest import NOVA
 
 
 async def open_two(tmp_path) -> tuple[NoteLedger, NoteLedger]:
@@ -126,3 +132,54 @@ async def test_a_running_ledger_forgets_old_settled_notes_without_a_restart(tmp_
         assert [u.message_id for u in await ledger.unanswered()] == [500]
     finally:
         await ledger.aclose()
+
+
+# ---- usage.db, which has no ledger of its own to prune it --------------------------------------
+
+
+async def test_usage_keeps_the_days_the_desk_and_the_budget_read_and_forgets_older_ones(
+    tmp_path, monkeypatch
+) -> None:
+    db = tmp_path / "usage.db"
+    today = dt.date.fromisoformat(UsageMeter.today())
+    kept = 31  # days: the desk charts 14, a budget reads today's
+
+    def day(n: int) -> str:
+        return (today - dt.timedelta(days=n)).isoformat()
+
+    def ninety_days_of_turns() -> None:
+        with sqlite3.connect(db) as conn:  # what a bot running all along leaves
+            conn.executemany(
+                "INSERT INTO usage (day, user_id, turns) VALUES (?, 'p', 1)", [(day(n),) for n in range(90)]
+            )
+            conn.executemany(
+                "INSERT INTO turns_by_hour (hour, turns) VALUES (?, 1)",
+                [(day(n) + "T12",) for n in range(90)],
+            )
+
+    def oldest_kept() -> tuple[str, str]:
+        with sqlite3.connect(db) as conn:
+            return (
+                conn.execute("SELECT MIN(day) FROM usage").fetchone()[0],
+                conn.execute("SELECT MIN(hour) FROM turns_by_hour").fetchone()[0][:10],
+            )
+
+    meter = await UsageMeter.open(db, UsageSettings(daily_tokens=100), model="m")
+    try:
+        ninety_days_of_turns()
+        chart = await meter.by_day(14)
+        monkeypatch.setattr(UsageMeter, "today", staticmethod(lambda: day(-1)))  # past midnight
+        await meter.record(NOVA, "scripted", Usage(text_in=1), 0.0)
+        new_day_keeps = day(kept - 2)  # a month, the new day the last
+        assert oldest_kept() == (new_day_keeps, new_day_keeps)
+        assert await meter.by_day(14) == chart
+    finally:
+        await meter.aclose()
+    monkeypatch.undo()
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM usage")
+        conn.execute("DELETE FROM turns_by_hour")
+    ninety_days_of_turns()
+    meter = await UsageMeter.open(db, UsageSettings(daily_tokens=100), model="m")  # a restart
+    await meter.aclose()
+    assert oldest_kept() == (day(kept - 1), day(kept - 1))
