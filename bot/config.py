@@ -427,7 +427,8 @@ def _load_dotenv() -> None:
         from dotenv import load_dotenv
     except ImportError:  # optional: plain environment variables still work
         return
-    load_dotenv(Path(".env"), override=False)  # the working directory, like config.toml
+    # The working directory, like config.toml. No ${VAR} expansion: a secret may hold "${".
+    load_dotenv(Path(".env"), override=False, interpolate=False)
 
 
 def _read_toml(path: Path) -> dict[str, typing.Any]:

@@ -101,6 +101,17 @@ def test_dotenv_file_supplies_secrets(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
 
+def test_dotenv_keeps_a_secret_with_a_dollar_brace_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "")  # recorded, so the test's end removes what .env sets
+    monkeypatch.delenv("OPENAI_API_KEY")
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-a${b}c$d\n")
+    write(tmp_path, "[agent]\nengine = 'openai'\n")
+    assert load_settings().secrets.openai_api_key == "sk-a${b}c$d"
+
+
 def test_shown_url_drops_credentials_and_query() -> None:
     from bot.config import shown_url
 
