@@ -546,32 +546,38 @@ def _check_languages(offline: OfflineSettings) -> None:
 
 
 def _check_required_secrets(settings: Settings, environ: typing.Mapping[str, str]) -> None:
+    """Every missing secret and address in one error, so a deployment is fixed in one go."""
     s = settings.secrets
+    missing: list[str] = []
 
     def need(value: str, var: str, why: str) -> None:
         if not value:
-            raise ConfigError(f"{var} is not set but {why}: set it in the environment or .env")
+            missing.append(f"{var} is not set but {why}: set it in the environment or .env")
+
+    def need_setting(value: str, key: str, why: str) -> None:
+        if not value:
+            missing.append(f"{key} is empty but {why}: set it")
 
     if settings.agent.engine == "openai":
         if settings.openai.provider == "azure":
             need(s.azure_openai_api_key, "AZURE_OPENAI_API_KEY", "openai.provider is azure")
-            if not settings.openai.azure_endpoint:
-                raise ConfigError("openai.azure_endpoint is empty but openai.provider is azure: set it")
-            if not settings.openai.azure_deployment:
-                raise ConfigError("openai.azure_deployment is empty but openai.provider is azure: set it")
+            need_setting(settings.openai.azure_endpoint, "openai.azure_endpoint", "openai.provider is azure")
+            need_setting(
+                settings.openai.azure_deployment, "openai.azure_deployment", "openai.provider is azure"
+            )
         else:
             need(s.openai_api_key, "OPENAI_API_KEY", "agent.engine is openai")
     if settings.tools.stats == "odbc":
         need(s.sql_connection_string, "VOXDESK_SQL_CONNECTION_STRING", "tools.stats is odbc")
     if settings.tools.manuals == "azure":
         need(s.azure_search_api_key, "AZURE_SEARCH_API_KEY", "tools.manuals is azure")
-        if not settings.search.endpoint:
-            raise ConfigError("search.endpoint is empty but tools.manuals is azure: set it")
+        need_setting(settings.search.endpoint, "search.endpoint", "tools.manuals is azure")
     if settings.tools.grievances == "jira":
         need(s.jira_email, "JIRA_EMAIL", "tools.grievances is jira")
         need(s.jira_api_token, "JIRA_API_TOKEN", "tools.grievances is jira")
-        if not settings.jira.url:
-            raise ConfigError("jira.url is empty but tools.grievances is jira: set it")
+        need_setting(settings.jira.url, "jira.url", "tools.grievances is jira")
+    if missing:
+        raise ConfigError("; ".join(missing))
 
 
 def require_discord_token(settings: Settings) -> str:

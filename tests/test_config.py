@@ -76,6 +76,23 @@ def test_bad_settings_stop_with_one_line_naming_the_key(
     assert "\n" not in message
 
 
+def test_every_missing_secret_is_named_in_one_error(tmp_path: Path) -> None:
+    text = "[agent]\nengine = 'openai'\n[tools]\nstats = 'odbc'\nmanuals = 'azure'\ngrievances = 'jira'\n"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ={"JIRA_EMAIL": "a@b.c"})
+    message = str(caught.value)
+    for name in (
+        "OPENAI_API_KEY",
+        "VOXDESK_SQL_CONNECTION_STRING",
+        "AZURE_SEARCH_API_KEY",
+        "search.endpoint",
+        "JIRA_API_TOKEN",
+        "jira.url",
+    ):
+        assert name in message
+    assert "JIRA_EMAIL" not in message and "\n" not in message
+
+
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_settings(tmp_path / "nope.toml", environ={})
