@@ -1,13 +1,18 @@
 """Settings: `config.toml` for behaviour, the environment (or `.env`) for secrets.
 
 Every setting can be overridden with `VOXDESK_<SECTION>_<KEY>`; secrets can only come from the
-environment, so a config file can be committed and shared without leaking anything.
+environment, so a config file can be committed and shared without leaking anything. Other
+`VOXDESK_*` names (a typo, Kubernetes' service links for a Service named voxdesk) are logged and
+ignored: a pod cannot choose which of those it is given.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 import os
+import re
 import tomllib
 import types
 import typing
@@ -16,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from bot import paths
+
+log = logging.getLogger(__name__)
 
 ENV_PREFIX = "VOXDESK_"
 DEFAULT_CONFIG = Path("config.toml")
@@ -344,10 +351,26 @@ def load_settings(
         if not isinstance(values, dict):
             raise ConfigError(f"{name} in {source} must be a [section] table")
         sections[name] = dict(values)
+    links: list[str] = []
     for key, text in environ.items():
-        if key.startswith(ENV_PREFIX) and key not in _ENV_NOT_SETTINGS:
-            section, name = _split_env_key(key)
-            sections.setdefault(section, {})[name] = _EnvText(text)
+        if not key.startswith(ENV_PREFIX) or key in _ENV_NOT_SETTINGS:
+            continue
+        setting = _env_setting(key)
+        if _is_service_link(key, text):
+            links.append(key)
+            if setting is not None:
+                log.warning(
+                    "%s holds a service address (a Kubernetes service link), not %s.%s: ignored "
+                    "(enableServiceLinks: false in the pod spec keeps such variables out)",
+                    key,
+                    *setting,
+                )
+        elif setting is None:
+            log.warning("%s names no setting, ignored%s", key, _closest_setting(key))
+        else:
+            sections.setdefault(setting[0], {})[setting[1]] = _EnvText(text)
+    if links:
+        log.info("ignored Kubernetes service-link variables: %s", ", ".join(sorted(links)))
 
     built = {name: _build_section(name, cls, sections.get(name, {})) for name, cls in SECTIONS.items()}
     secrets = Secrets(**{name: environ.get(var, "").strip() for name, var in Secrets.ENV.items()})
@@ -441,15 +464,41 @@ def _read_toml(path: Path) -> dict[str, typing.Any]:
         raise ConfigError(f"{path} cannot be read: {exc.strerror or exc}") from None
 
 
-def _split_env_key(key: str) -> tuple[str, str]:
+def _env_setting(key: str) -> tuple[str, str] | None:
+    """The (section, key) a `VOXDESK_*` name sets, or None if it names no setting."""
     rest = key[len(ENV_PREFIX) :].lower()
     for section in sorted(SECTIONS, key=len, reverse=True):
         if rest.startswith(section + "_"):
             name = rest[len(section) + 1 :]
-            return section, name
-    raise ConfigError(
-        f"{key} names no setting: use VOXDESK_<SECTION>_<KEY> with a section of {', '.join(SECTIONS)}"
-    )
+            known = {f.name for f in dataclasses.fields(SECTIONS[section])}
+            return (section, name) if name in known else None
+    return None
+
+
+# What Kubernetes gives every pod for each Service in its namespace (a Service voxdesk-web:
+# VOXDESK_WEB_SERVICE_HOST, VOXDESK_WEB_SERVICE_PORT[_<name>], VOXDESK_WEB_PORT=tcp://...,
+# VOXDESK_WEB_PORT_8080_TCP[_PROTO|_PORT|_ADDR]).
+_SERVICE_LINK_NAME = re.compile(r"_SERVICE_HOST$|_SERVICE_PORT(_\w+)?$|_PORT_\d+_(TCP|UDP|SCTP)(_\w+)?$")
+_SERVICE_LINK_ADDRESS = re.compile(r"^(tcp|udp|sctp)://", re.IGNORECASE)
+
+
+def _is_service_link(key: str, value: str) -> bool:
+    if _SERVICE_LINK_NAME.search(key):
+        return True
+    return key.endswith("_PORT") and bool(_SERVICE_LINK_ADDRESS.match(value.strip()))
+
+
+def _closest_setting(key: str) -> str:
+    """': did you mean VOXDESK_X_Y (x.y)?' for a name close to a setting's, else the pattern."""
+    names = {
+        f"{section}_{f.name}": f"{section}.{f.name}"
+        for section, cls in SECTIONS.items()
+        for f in dataclasses.fields(cls)
+    }
+    close = difflib.get_close_matches(key[len(ENV_PREFIX) :].lower(), names, n=1, cutoff=0.75)
+    if close:
+        return f": did you mean {ENV_PREFIX}{close[0].upper()} ({names[close[0]]})?"
+    return f": settings are {ENV_PREFIX}<SECTION>_<KEY> with a section of {', '.join(SECTIONS)}"
 
 
 def _build_section(section: str, cls: type, values: dict[str, typing.Any]) -> typing.Any:

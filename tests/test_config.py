@@ -1,4 +1,5 @@
 import dataclasses
+import logging
 from pathlib import Path
 
 import pytest
@@ -49,7 +50,6 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("[agent]\nmax_tool_rounds = 'three'\n", {}, "agent.max_tool_rounds"),
         ("[agent]\nengine = 'gpt'\n", {}, "agent.engine"),
         ("", {"VOXDESK_AGENT_MAX_TOOL_ROUNDS": "many"}, "agent.max_tool_rounds"),
-        ("", {"VOXDESK_NOPE_X": "1"}, "VOXDESK_NOPE_X"),
         ("[agent]\nengine = 'openai'\n", {}, "OPENAI_API_KEY"),
         ("[tools]\ngrievances = 'jira'\n", {"JIRA_EMAIL": "a@b.c"}, "JIRA_API_TOKEN"),
         ("[tools]\nstats = 'odbc'\n", {}, "VOXDESK_SQL_CONNECTION_STRING"),
@@ -91,6 +91,52 @@ def test_every_missing_secret_is_named_in_one_error(tmp_path: Path) -> None:
     ):
         assert name in message
     assert "JIRA_EMAIL" not in message and "\n" not in message
+
+
+def test_kubernetes_service_links_are_ignored_not_fatal(caplog: pytest.LogCaptureFixture) -> None:
+    # What a pod is given for a Service "voxdesk" and a Service "voxdesk-web" in its namespace.
+    links = {
+        "VOXDESK_SERVICE_HOST": "10.0.0.1",
+        "VOXDESK_SERVICE_PORT": "8080",
+        "VOXDESK_SERVICE_PORT_HTTP": "8080",
+        "VOXDESK_PORT": "tcp://10.0.0.1:8080",
+        "VOXDESK_PORT_8080_TCP": "tcp://10.0.0.1:8080",
+        "VOXDESK_PORT_8080_TCP_PROTO": "tcp",
+        "VOXDESK_PORT_8080_TCP_PORT": "8080",
+        "VOXDESK_PORT_8080_TCP_ADDR": "10.0.0.1",
+        "VOXDESK_WEB_SERVICE_HOST": "10.0.0.5",
+        "VOXDESK_WEB_SERVICE_PORT": "8080",
+        "VOXDESK_WEB_PORT": "tcp://10.0.0.5:8080",
+        "VOXDESK_WEB_PORT_8080_TCP": "tcp://10.0.0.5:8080",
+        "VOXDESK_WEB_PORT_8080_TCP_ADDR": "10.0.0.5",
+    }
+    caplog.set_level(logging.INFO, logger="bot.config")
+    settings = load_settings(REPO / "config.toml", environ={**links, "VOXDESK_AGENT_MAX_TOOL_ROUNDS": "5"})
+    assert settings.web.port == 8080 and settings.agent.max_tool_rounds == 5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "VOXDESK_WEB_PORT holds a service address" in warnings[0]
+    assert "web.port" in warnings[0]
+    (info,) = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert all(name in info for name in links)
+    # A port given as a number is still the setting.
+    assert load_settings(REPO / "config.toml", environ={"VOXDESK_WEB_PORT": "9090"}).web.port == 9090
+
+
+@pytest.mark.parametrize(
+    ("key", "named"),
+    [
+        ("VOXDESK_WEB_PROT", "did you mean VOXDESK_WEB_PORT (web.port)?"),
+        ("VOXDESK_AGENT_ENGIN", "did you mean VOXDESK_AGENT_ENGINE (agent.engine)?"),
+        ("VOXDESK_NOPE_X", "VOXDESK_<SECTION>_<KEY>"),
+    ],
+)
+def test_an_unknown_voxdesk_name_is_a_warning_naming_the_closest_setting(
+    key: str, named: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = load_settings(REPO / "config.toml", environ={key: "openai"})
+    assert settings.agent.engine == "offline"
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.startswith(f"{key} names no setting, ignored") and named in warning
 
 
 def test_missing_config_file_is_named(tmp_path: Path) -> None:
