@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from bot import paths
 
 from .conftest import REPO
@@ -147,3 +149,26 @@ def test_check_before_init_names_what_is_missing(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert "FAIL  engine" in done.stdout and "python -m bot init" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+async def test_check_points_at_driver_when_the_odbc_driver_library_is_missing(settings) -> None:
+    # unixODBC answers SQLSTATE 01000 "Can't open lib '...' : file not found", not IM002.
+    from bot.app import build_stats_backend
+    from bot.tools.odbc_stats import OdbcStatsError
+
+    from .conftest import make_settings
+
+    odbc = make_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_STATS="odbc",
+        VOXDESK_SQL_CONNECTION_STRING="Driver=/nonexistent/libvoxdesk-odbc.so;Database=x;PWD=hunter2",
+    )
+    stats = await build_stats_backend(odbc)
+    try:
+        with pytest.raises(OdbcStatsError) as caught:
+            await stats.check()
+    finally:
+        await stats.aclose()  # type: ignore[attr-defined]
+    detail = str(caught.value)
+    assert detail.startswith("no such ODBC driver or data source: check Driver=")
+    assert "Can't open lib '/nonexistent/libvoxdesk-odbc.so'" in detail and "hunter2" not in detail

@@ -75,6 +75,9 @@ _HINTS = {
     "28000": "login failed: check the user and password in VOXDESK_SQL_CONNECTION_STRING",
     "IM002": "no such ODBC driver or data source: check Driver= in VOXDESK_SQL_CONNECTION_STRING",
 }
+# unixODBC's words for a driver it cannot load (not installed, or a wrong library path), under
+# the general warning SQLSTATE 01000 rather than IM002.
+_DRIVER_NOT_LOADED = "Can't open lib"
 
 
 def describe(exc: BaseException) -> str:
@@ -86,7 +89,10 @@ def describe(exc: BaseException) -> str:
         # Drop the "[08001] " prefix that repeats the SQLSTATE, and the ODBC function name.
         message = re.sub(r"^\[\w+\]\s*", "", message)
         message = re.sub(r"\s*\(SQL\w+\)\s*$", "", message)
-        hint = _HINTS.get(sqlstate, "")
+        if sqlstate == "01000" and _DRIVER_NOT_LOADED in message:
+            hint = _HINTS["IM002"]
+        else:
+            hint = _HINTS.get(sqlstate, "")
         text = f"{hint} ({message}, SQLSTATE {sqlstate})" if hint else f"{message} (SQLSTATE {sqlstate})"
     else:
         text = str(exc) or type(exc).__name__
