@@ -37,6 +37,9 @@ STAGE_SECONDS = Histogram(
 TOOL_CALLS = Counter(
     "voxdesk_tool_calls", "Tool calls by tool name and result", ["tool", "ok"], registry=REGISTRY
 )
+# The toolbox's tools (bot/tools/__init__.py). A name a model makes up is counted as "unknown":
+# each label value is a time series kept for the life of the process.
+TOOLS = frozenset({"get_player_stats", "search_manuals", "register_grievance", "get_grievance_status"})
 MODEL_TOKENS = Counter(
     "voxdesk_model_tokens",
     "Model tokens by engine and kind (text_in, text_out, audio_in, audio_out)",
@@ -97,7 +100,7 @@ def agent_turn(timings_ms: dict[str, float], tools: list[tuple[str, bool]]) -> N
         if name in timings_ms:
             stage(label, timings_ms[name] / 1000)
     for tool, ok in tools:
-        TOOL_CALLS.labels(tool, "true" if ok else "false").inc()
+        TOOL_CALLS.labels(tool if tool in TOOLS else "unknown", "true" if ok else "false").inc()
 
 
 def usage(engine: str, tokens: dict[str, int], cost_usd: float) -> None:

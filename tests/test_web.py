@@ -682,3 +682,28 @@ async def test_two_browsers_speaking_as_one_player_do_not_share_a_conversation(s
                 "/playground/ask", data=note(), headers={"X-CSRF-Token": await csrf_of(bob)}
             )
             assert "History 0" in (await answer.json())["answer"]
+
+
+async def test_a_tool_name_the_model_makes_up_is_counted_as_unknown(wsettings) -> None:
+    from bot import metrics
+    from tests.scripted_engine import ScriptedEngine, answer, calls
+
+    invented = "lookup_every_players_points"
+    engine = ScriptedEngine([calls((invented, {}), ("get_player_stats", {})), answer("ok")])
+    before = metrics.render().decode()
+    async with web_client(wsettings, engine=engine) as (client, core):
+        done = await ask(client, await csrf_of(client))
+        assert done.status == 200, await done.text()
+        text = await (await client.get("/metrics")).text()
+        names = {t.name for t in core.toolbox.tools}
+
+    def value(metric: str, page: str) -> float:
+        found = re.search(rf"^{re.escape(metric)} ([0-9.e+-]+)$", page, re.M)
+        return float(found.group(1)) if found else 0.0
+
+    unknown = 'voxdesk_tool_calls_total{ok="false",tool="unknown"}'
+    stats = 'voxdesk_tool_calls_total{ok="true",tool="get_player_stats"}'
+    assert value(unknown, text) == value(unknown, before) + 1
+    assert value(stats, text) == value(stats, before) + 1
+    assert invented not in text
+    assert names == metrics.TOOLS  # every real tool keeps its own name
