@@ -2,7 +2,8 @@
 
 Counters are process-wide, as Prometheus expects of one process, in a registry of our own (not
 prometheus-client's global one), so importing this module twice or building several apps in a
-test never registers a metric twice. `/metrics` (bot/web) renders `REGISTRY`.
+test never registers a metric twice. `/metrics` (bot/web) renders `REGISTRY`, and
+`DISCORD_REGISTRY` too in a process that runs the Discord bot.
 """
 
 from __future__ import annotations
@@ -57,8 +58,10 @@ OUTBOX_DEPTH = Gauge(
     "Grievances waiting to be pushed to the remote tracker (0 on the local backend)",
     registry=REGISTRY,
 )
+# Apart: `voxdesk web` has no gateway, and a 0 there would read as a Discord bot disconnected.
+DISCORD_REGISTRY = CollectorRegistry(auto_describe=True)
 DISCORD_CONNECTED = Gauge(
-    "voxdesk_discord_connected", "1 while the Discord gateway is connected", registry=REGISTRY
+    "voxdesk_discord_connected", "1 while the Discord gateway is connected", registry=DISCORD_REGISTRY
 )
 
 # Outcome reasons of an agent reply (Reply.kind).
@@ -111,5 +114,7 @@ def usage(engine: str, tokens: dict[str, int], cost_usd: float) -> None:
         MODEL_COST.labels(engine).inc(cost_usd)
 
 
-def render() -> bytes:
-    return generate_latest(REGISTRY)
+def render(discord: bool = False) -> bytes:
+    """The metrics page; `discord`: this process runs the Discord bot."""
+    page = generate_latest(REGISTRY)
+    return page + generate_latest(DISCORD_REGISTRY) if discord else page

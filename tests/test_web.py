@@ -707,3 +707,13 @@ async def test_a_tool_name_the_model_makes_up_is_counted_as_unknown(wsettings) -
     assert value(stats, text) == value(stats, before) + 1
     assert invented not in text
     assert names == metrics.TOOLS  # every real tool keeps its own name
+
+
+async def test_the_discord_gauge_is_on_metrics_only_where_discord_runs(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):  # `voxdesk web`: no Discord in the process
+        alone = await (await client.get("/metrics")).text()
+    async with web_client(wsettings, discord_ready=lambda: True) as (client, _):  # `voxdesk run`
+        beside = await (await client.get("/metrics")).text()
+    assert "voxdesk_discord_connected" not in alone and "voxdesk_notes_total" in alone
+    assert re.search(r"^voxdesk_discord_connected 1\.0$", beside, re.M)
+    assert beside.count("# TYPE voxdesk_discord_connected gauge") == 1

@@ -77,4 +77,5 @@ async def metrics_page(request: web.Request) -> web.Response:
     metrics.OUTBOX_DEPTH.set(depth)
     if st.discord_ready is not None:
         metrics.DISCORD_CONNECTED.set(1 if st.discord_ready() else 0)
-    return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+    page = metrics.render(discord=st.discord_ready is not None)
+    return web.Response(body=page, headers={"Content-Type": CONTENT_TYPE_LATEST})
