@@ -717,3 +717,32 @@ async def test_the_discord_gauge_is_on_metrics_only_where_discord_runs(wsettings
     assert "voxdesk_discord_connected" not in alone and "voxdesk_notes_total" in alone
     assert re.search(r"^voxdesk_discord_connected 1\.0$", beside, re.M)
     assert beside.count("# TYPE voxdesk_discord_connected gauge") == 1
+
+
+async def test_healthz_gives_a_reason_code_not_the_error_text_and_logs_it_once(
+    wsettings, monkeypatch, caplog
+) -> None:
+    import logging
+
+    caplog.set_level(logging.INFO, logger="bot.web.ops")
+    monkeypatch.setattr(ops, "PROBE_EVERY_SECONDS", 0.0)
+    secret = "cannot reach sql-7.corp.internal:1433 as svc_voxdesk"
+
+    async def down() -> str:
+        raise ConnectionError(secret)
+
+    async with web_client(wsettings) as (client, core):
+        up = core.stats.check
+        core.stats.check = down  # type: ignore[method-assign]
+        pages = [await client.get("/healthz") for _ in range(3)]
+        bodies = [await p.text() for p in pages]
+        core.stats.check = up  # type: ignore[method-assign]
+        back = await client.get("/healthz")
+    assert [p.status for p in pages] == [503] * 3 and back.status == 200
+    assert all("corp.internal" not in body for body in bodies)
+    assert (await pages[0].json())["checks"]["stats"] == {"ok": False, "error": "ConnectionError"}
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "bot.web.ops"]
+    assert logged == [
+        ("WARNING", f"healthz: stats does not answer: ConnectionError: {secret}"),  # once, not per probe
+        ("INFO", "healthz: stats answers again"),
+    ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Any
 
@@ -17,19 +18,39 @@ PROBE_TIMEOUT = 2.0  # seconds per database: a probe must answer well inside a l
 # once in this many seconds, however often it is asked, and one probe at a time.
 PROBE_EVERY_SECONDS = 2.0
 
+log = logging.getLogger(__name__)
+
+# Each backend's last probe result: None when it answered, else the reason code /healthz gave.
+_LAST_PROBED = web.AppKey("last_probed", dict)
+
 
 def add_routes(app: web.Application) -> None:
+    app[_LAST_PROBED] = {}
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/metrics", metrics_page, name="metrics")
 
 
-async def _probe(check: Any) -> str | None:
+async def _probe(check: Any) -> BaseException | None:
     """None if it answers, else why not."""
     try:
         await asyncio.wait_for(check(), PROBE_TIMEOUT)
     except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"[:200]
+        return exc
     return None
+
+
+def _reason_code(name: str, failure: BaseException | None, last: dict[str, str | None]) -> str | None:
+    """What /healthz, which needs no login, may say: the exception's type, never its text (hosts,
+    driver messages). The text is logged once, when the backend's state changes; `check` and the
+    desk show it in full."""
+    code = None if failure is None else type(failure).__name__
+    if code != last.get(name):
+        if failure is not None:
+            log.warning("healthz: %s does not answer: %s", name, f"{code}: {failure}"[:300])
+        else:
+            log.info("healthz: %s answers again", name)
+        last[name] = code
+    return code
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -40,7 +61,7 @@ async def healthz(request: web.Request) -> web.Response:
     core = web_state(request).core
     st = web_state(request)
     started = time.perf_counter()
-    checks = dict(await _backends(st))
+    checks = dict(await _backends(st, request.app[_LAST_PROBED]))
     checks["engine"] = {"ok": bool(getattr(core.engine, "ready", True)), "name": core.engine.name}
     if st.discord_ready is not None:
         connected = bool(st.discord_ready())
@@ -55,13 +76,14 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503, headers={"Cache-Control": "no-store"})
 
 
-async def _backends(st: Any) -> dict[str, dict[str, Any]]:
+async def _backends(st: Any, last: dict[str, str | None]) -> dict[str, dict[str, Any]]:
     async def probe() -> dict[str, dict[str, Any]]:
         names = ("stats", "manuals", "grievances")
         failures = await asyncio.gather(*(_probe(getattr(st.core, n).check) for n in names))
+        codes = [_reason_code(n, failure, last) for n, failure in zip(names, failures, strict=True)]
         return {
-            n: {"ok": why is None, **({"error": why} if why else {})}
-            for n, why in zip(names, failures, strict=True)
+            n: {"ok": code is None, **({"error": code} if code else {})}
+            for n, code in zip(names, codes, strict=True)
         }
 
     checks, _ = await st.probes.get(probe, PROBE_EVERY_SECONDS)
