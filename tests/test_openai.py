@@ -366,3 +366,25 @@ async def test_a_proxy_password_in_the_address_stays_out_of_the_log(storage, fak
         await check_engine(openai_settings(storage, fake, VOXDESK_OPENAI_BASE_URL=guarded))
     assert [r.getMessage() for r in caplog.records if "s3cret" in r.getMessage()] == []
     assert not [r.getMessage() for r in caplog.records if "s3cret" in r.getMessage()]
+
+
+async def test_a_refused_key_is_an_error_at_start_and_healthz_not_ready_until_a_call_succeeds(
+    storage, fake, caplog
+) -> None:
+    from bot.engines.openai import create_openai_engine
+    from tests.web_helpers import web_client
+
+    settings = openai_settings(storage, fake, OPENAI_API_KEY="sk-wrong")
+    engine = await create_openai_engine(settings)
+    (refused,) = [r for r in caplog.records if "refused the API key" in r.getMessage()]
+    assert refused.levelname == "ERROR" and "(401: Incorrect API key)" in refused.getMessage()
+    async with web_client(settings, engine=engine) as (client, core):
+        down = await client.get("/healthz")
+        assert down.status == 503 and (await down.json())["checks"]["engine"]["ok"] is False
+        engine.client.api_key = API_KEY  # the key put right (a rotated key that had not yet propagated)
+        fake.script = [answer("Hello again.")]
+        reply = await core.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        assert reply.engine == "openai"
+        up = await client.get("/healthz")
+        assert up.status == 200 and (await up.json())["checks"]["engine"] == {"ok": True, "name": "openai"}
+    await engine.aclose()

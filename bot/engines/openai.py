@@ -45,6 +45,9 @@ FORMATS = {"opus": "ogg_opus", "wav": "wav", "mp3": "mp3", "flac": "flac", "aac"
 
 class OpenAIEngine:
     name = "openai"
+    # False once the provider refused the key (401/403), until a request succeeds: /healthz says
+    # not ready instead of every note quietly going to the fallback.
+    ready = True
 
     def __init__(
         self,
@@ -96,9 +99,12 @@ class OpenAIEngine:
         try:
             response = await self.client.chat.completions.create(**request)
         except openai.APIStatusError as exc:
+            if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+                self.ready = False
             raise EngineError(f"OpenAI answered {exc.status_code}") from exc
         except (openai.OpenAIError, ValueError) as exc:
             raise EngineError(type(exc).__name__) from exc
+        self.ready = True
         if not response.choices:
             raise EngineError("OpenAI returned no choices")
         message = response.choices[0].message
@@ -135,10 +141,17 @@ class OpenAIEngine:
             log.warning(
                 "model %s is %s: set openai.model to a current audio model", self.model, SHUTDOWNS[self.model]
             )
+        where = shown_url(str(self.client.base_url)).rstrip("/")
         try:
             await self.client.models.retrieve(self.model)
         except openai.NotFoundError:
             log.warning("model %s is not offered by this provider: check openai.model", self.model)
+        except openai.AuthenticationError as exc:
+            self.ready = False
+            log.error("%s refused the API key (401: %s): check OPENAI_API_KEY", where, _said(exc))
+        except openai.PermissionDeniedError as exc:
+            self.ready = False
+            log.error("%s: the API key may not use model %s (403: %s)", where, self.model, _said(exc))
         except openai.OpenAIError as exc:
             log.info("could not check model %s: %s", self.model, type(exc).__name__)
 
@@ -241,6 +254,13 @@ def _tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, 
     # name it takes, or every later request of the conversation would be a 400.
     name = NOT_IN_A_NAME.sub("_", name)[:64] or "unknown_tool"
     return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+
+
+def _said(exc: openai.APIStatusError) -> str:
+    """The provider's own one-line reason for refusing a request."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    text = str(body.get("message") or exc.message).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def _usage(usage: Any) -> Usage | None:
