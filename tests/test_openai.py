@@ -388,3 +388,25 @@ async def test_a_refused_key_is_an_error_at_start_and_healthz_not_ready_until_a_
         up = await client.get("/healthz")
         assert up.status == 200 and (await up.json())["checks"]["engine"] == {"ok": True, "name": "openai"}
     await engine.aclose()
+
+
+async def test_check_on_azure_fails_on_a_deployment_that_does_not_exist(storage, fake) -> None:
+    from bot.health import check_engine
+
+    def azure(deployment: str):  # type: ignore[no-untyped-def]
+        return make_settings(
+            storage,
+            VOXDESK_AGENT_ENGINE="openai",
+            VOXDESK_OPENAI_PROVIDER="azure",
+            VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
+            VOXDESK_OPENAI_AZURE_DEPLOYMENT=deployment,
+            AZURE_OPENAI_API_KEY=AZURE_KEY,
+        )
+
+    with pytest.raises(RuntimeError, match=r"has no deployment voxdes-audio: check openai\.azure_deployment"):
+        await check_engine(azure("voxdes-audio"))
+    assert "deployment voxdesk-audio answers" in await check_engine(azure("voxdesk-audio"))
+    probe = fake.chats[0]
+    assert probe.path == "/openai/deployments/voxdesk-audio/chat/completions"
+    assert probe.body["max_completion_tokens"] == 1 and probe.body["modalities"] == ["text"]
+    assert fake.violations == []

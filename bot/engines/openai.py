@@ -158,17 +158,28 @@ class OpenAIEngine:
     async def check(self) -> str:
         """For `python -m bot check`: one request that proves the key and the model are good."""
         where = shown_url(str(self.client.base_url)).rstrip("/")
+        azure = isinstance(self.client, openai.AsyncAzureOpenAI)
         try:
-            if isinstance(self.client, openai.AsyncAzureOpenAI):
-                # Azure has no per-deployment model lookup; listing proves endpoint and key.
-                await self.client.models.list()
-                return f"Azure OpenAI {where}: reachable, deployment {self.model}"
+            if azure:
+                # Azure's data plane has no deployment lookup (listing models passes for any
+                # name): the smallest text request to the deployment proves it exists and answers.
+                await self.client.chat.completions.create(
+                    model=self.model,
+                    messages=[{"role": "user", "content": "Say OK."}],
+                    modalities=["text"],
+                    max_completion_tokens=1,
+                )
+                return f"Azure OpenAI {where}: reachable, deployment {self.model} answers"
             await self.client.models.retrieve(self.model)
         except openai.AuthenticationError as exc:
             raise RuntimeError(f"{where} refused the API key ({exc.status_code}): check it") from None
         except openai.PermissionDeniedError as exc:
             raise RuntimeError(f"{where}: the key may not use this ({exc.status_code})") from None
         except openai.NotFoundError:
+            if azure:
+                raise RuntimeError(
+                    f"{where} has no deployment {self.model}: check openai.azure_deployment"
+                ) from None
             raise RuntimeError(f"{where} does not offer model {self.model}: check openai.model") from None
         except openai.APIConnectionError as exc:
             raise RuntimeError(f"cannot reach {where}: {exc.__cause__ or exc}") from None

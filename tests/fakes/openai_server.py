@@ -80,6 +80,8 @@ class FakeOpenAI(Strict):
     models: list[str] = field(
         default_factory=lambda: ["gpt-audio-1.5", "gpt-audio", "gpt-4o-mini-transcribe"]
     )
+    # Azure's deployments: a request naming any other is a 404 DeploymentNotFound, as on Azure.
+    deployments: list[str] = field(default_factory=lambda: ["voxdesk-audio", "gpt-4o-mini-transcribe"])
     audio_ttl: int = 3600
     _runner: web.AppRunner | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on stop: hangs end at once
@@ -131,6 +133,17 @@ class FakeOpenAI(Strict):
 
     # ---- handlers -------------------------------------------------------------------------
 
+    def _no_deployment(self, request: web.Request) -> web.Response | None:
+        deployment = request.match_info.get("deployment")
+        if deployment is None or deployment in self.deployments:
+            return None
+        error = {
+            "code": "DeploymentNotFound",
+            "message": "The API deployment for this resource does not exist. If you created the "
+            "deployment within the last 5 minutes, please wait a moment and try again.",
+        }
+        return web.json_response({"error": error}, status=404)
+
     def _authorised(self, request: web.Request) -> bool:
         if request.path.startswith("/openai/"):
             return request.headers.get("api-key") == AZURE_KEY and "api-version" in request.query
@@ -158,6 +171,9 @@ class FakeOpenAI(Strict):
             return web.json_response(
                 {"error": {"message": "Incorrect API key", "type": "invalid_request_error"}}, status=401
             )
+        missing = self._no_deployment(request)
+        if missing is not None:
+            return missing
         try:
             body = await request.json()
         except ValueError:
@@ -234,6 +250,9 @@ class FakeOpenAI(Strict):
     async def _transcribe(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return web.json_response({"error": {"message": "Incorrect API key"}}, status=401)
+        missing = self._no_deployment(request)
+        if missing is not None:
+            return missing
         form = await request.post()
         fields = {k: v for k, v in form.items() if not hasattr(v, "file")}
         upload = form.get("file")
