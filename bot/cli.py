@@ -153,7 +153,7 @@ class _EvalSplits:
 def cmd_check(args: argparse.Namespace) -> int:
     from bot.health import check_all
 
-    results = asyncio.run(check_all(_settings(args)))
+    results = asyncio.run(check_all(_settings(args), for_run=args.run))
     for result in results:
         print(result.line())
     return 0 if all(r.ok for r in results) else 1
@@ -271,7 +271,13 @@ COMMANDS: dict[
             p.add_argument("--json", action="store_true", help="the figures as JSON"),
         ),
     ),
-    "check": (cmd_check, "try each configured service once and say why one is not reachable", lambda p: None),
+    "check": (
+        cmd_check,
+        "try each configured service once and say why one is not reachable",
+        lambda p: p.add_argument(
+            "--run", action="store_true", help="also fail on what `run` alone needs: DISCORD_TOKEN"
+        ),
+    ),
     "index-manuals": (
         cmd_index_manuals,
         "create the Azure AI Search index if missing and upload the manuals (re-runs update)",

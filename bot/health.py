@@ -8,12 +8,14 @@ the others (building the whole app would stop at the first failure).
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from bot.config import Settings
+from bot.config import ConfigError, Settings
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -64,6 +66,57 @@ async def check_engine(settings: Settings, live: App | None = None) -> str:
     return await check_offline_engine(settings)
 
 
+async def check_fallback(settings: Settings, live: App | None = None) -> str:
+    """The offline engine a failing cloud engine hands notes to; the desk's own one under `live`."""
+    from bot.engines.offline.engine import OfflineEngine, check_live_offline_engine, check_offline_engine
+
+    if live is not None:
+        assert isinstance(live.fallback, OfflineEngine)
+        return await check_live_offline_engine(settings, live.fallback)
+    return await check_offline_engine(settings)
+
+
+def check_discord_token(settings: Settings, for_run: bool) -> str:
+    """No network call: Discord itself is tried when `run` logs in."""
+    if settings.secrets.discord_token:
+        return "DISCORD_TOKEN set (Discord tries it when `run` logs in)"
+    if for_run:
+        raise ConfigError("DISCORD_TOKEN not set: `run` needs it")
+    return "DISCORD_TOKEN not set: `run` needs it, `ask`/`web` do not"
+
+
+async def check_web_secrets(settings: Settings) -> str:
+    """What the web front end refuses to start with: a session key or staff hash that does not parse."""
+    from bot.web.security import session_storage, staff_password_hash
+
+    s = settings.secrets
+    session_storage(settings)
+    stored = await asyncio.to_thread(staff_password_hash, settings)  # a plain password is hashed
+    if s.web_staff_password_hash and not _scrypt_hash_parses(stored):
+        raise ConfigError(
+            "VOXDESK_WEB_STAFF_PASSWORD_HASH is not a hash from `voxdesk web-password`: make one"
+        )
+    key = "session key set" if s.web_session_key else "no session key (sessions end on restart)"
+    if s.web_staff_password_hash:
+        staff = "staff password hash"
+    elif stored:
+        staff = "plain staff password (prefer the hash)"
+    else:
+        staff = "no staff password (the desk stays locked)"
+    return f"{key}, {staff}"
+
+
+def _scrypt_hash_parses(stored: str) -> bool:
+    # The shape `voxdesk web-password` prints: scrypt$N$r$p$salt$digest, base64 for the last two.
+    parts = stored.split("$")
+    if len(parts) != 6 or not all(part.isdigit() for part in parts[1:4]):
+        return False
+    try:
+        return all(base64.urlsafe_b64decode(part) for part in parts[4:])
+    except (binascii.Error, ValueError):
+        return False
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text or type(exc).__name__
@@ -80,9 +133,11 @@ async def _one(service: str, backend: str, run: Callable[[], Awaitable[str]]) ->
     return CheckResult(service, backend, True, detail)
 
 
-async def check_all(settings: Settings, live: App | None = None) -> list[CheckResult]:
-    """One result per service: the engine and the three tool backends, checked concurrently.
-    `live`: the running bot's own clients (the desk), rather than a fresh set built and closed."""
+async def check_all(settings: Settings, live: App | None = None, for_run: bool = False) -> list[CheckResult]:
+    """One result per service, checked concurrently: the engine, its offline fallback, the three
+    tool backends, the Discord token (a FAIL if missing only `for_run`) and, with the web front end
+    on or its secrets set, those secrets. `live`: the running bot's own clients (the desk), rather
+    than a fresh set built and closed."""
     from bot import app
 
     def backend(name: str, build: Callable[[Settings], Awaitable[object]]) -> Callable[[], Awaitable[str]]:
@@ -90,12 +145,26 @@ async def check_all(settings: Settings, live: App | None = None) -> list[CheckRe
             return getattr(live, name).check  # type: ignore[no-any-return]
         return lambda: _check_backend(lambda: build(settings))
 
-    t = settings.tools
-    return list(
-        await asyncio.gather(
-            _one("engine", settings.agent.engine, lambda: check_engine(settings, live)),
-            _one("stats", t.stats, backend("stats", app.build_stats_backend)),
-            _one("manuals", t.manuals, backend("manuals", app.build_manuals_backend)),
-            _one("grievances", t.grievances, backend("grievances", app.build_grievance_backend)),
-        )
-    )
+    async def discord() -> str:
+        return check_discord_token(settings, for_run)
+
+    t, s = settings.tools, settings.secrets
+    checks = [
+        _one("engine", settings.agent.engine, lambda: check_engine(settings, live)),
+        _one("stats", t.stats, backend("stats", app.build_stats_backend)),
+        _one("manuals", t.manuals, backend("manuals", app.build_manuals_backend)),
+        _one("grievances", t.grievances, backend("grievances", app.build_grievance_backend)),
+        _one("discord", "token", discord),
+    ]
+    if _has_offline_fallback(settings, live):
+        checks.insert(1, _one("fallback", "offline", lambda: check_fallback(settings, live)))
+    if settings.web.enabled or s.web_session_key or s.web_staff_password_hash or s.web_staff_password:
+        checks.append(_one("web", "secrets", lambda: check_web_secrets(settings)))
+    return list(await asyncio.gather(*checks))
+
+
+def _has_offline_fallback(settings: Settings, live: App | None) -> bool:
+    if live is not None:
+        return live.fallback is not None
+    # As bot/app.py builds it: an offline engine behind any other engine.
+    return settings.agent.fallback == "offline" and settings.agent.engine != "offline"

@@ -132,7 +132,7 @@ def test_demo_answers_every_sample_with_the_right_tool(settings) -> None:
 
 
 def test_check_on_the_embedded_defaults_says_every_service_is_ok(settings) -> None:
-    done = voxdesk("check", storage=settings.storage_dir)
+    done = voxdesk("check", storage=settings.storage_dir, DISCORD_TOKEN="")
     assert done.returncode == 0, done.stdout + done.stderr
     lines = done.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [
@@ -140,8 +140,10 @@ def test_check_on_the_embedded_defaults_says_every_service_is_ok(settings) -> No
         ["ok", "stats"],
         ["ok", "manuals"],
         ["ok", "grievances"],
+        ["ok", "discord"],
     ]
     assert "12 players" in done.stdout
+    assert "DISCORD_TOKEN not set: `run` needs it, `ask`/`web` do not" in lines[-1]
 
 
 def test_check_before_init_names_what_is_missing(tmp_path: Path) -> None:
@@ -172,3 +174,28 @@ async def test_check_points_at_driver_when_the_odbc_driver_library_is_missing(se
     detail = str(caught.value)
     assert detail.startswith("no such ODBC driver or data source: check Driver=")
     assert "Can't open lib '/nonexistent/libvoxdesk-odbc.so'" in detail and "hunter2" not in detail
+
+
+async def test_check_says_what_run_needs_beyond_the_services(settings) -> None:
+    from cryptography.fernet import Fernet
+
+    from bot.health import check_all
+
+    from .conftest import make_settings
+
+    async def lines(**env: str) -> dict[str, str]:
+        checked = await check_all(make_settings(settings.storage_dir, **env), for_run=True)
+        return {r.service: r.line() for r in checked if r.service in ("discord", "web")}
+
+    missing = await lines(DISCORD_TOKEN="")
+    assert missing == {"discord": "FAIL  discord    token    DISCORD_TOKEN not set: `run` needs it"}
+    web = await lines(
+        DISCORD_TOKEN="x.y.z",
+        VOXDESK_WEB_ENABLED="true",
+        VOXDESK_WEB_SESSION_KEY=Fernet.generate_key().decode(),
+        VOXDESK_WEB_STAFF_PASSWORD_HASH="scrypt$16384$8$1$c2FsdA==",  # cut short in a copy and paste
+    )
+    assert web["discord"].startswith("ok    discord    token    DISCORD_TOKEN set")
+    assert web["web"].startswith("FAIL  web        secrets  VOXDESK_WEB_STAFF_PASSWORD_HASH is not a hash")
+    bad_key = await lines(VOXDESK_WEB_ENABLED="true", VOXDESK_WEB_SESSION_KEY="not-a-key")
+    assert "VOXDESK_WEB_SESSION_KEY is not a Fernet key" in bad_key["web"]
