@@ -107,6 +107,7 @@ FROM_LOCAL_RECORD = " That's from our local record, because the ticket system is
 OLDER_TICKETS = "And {count} older ones."
 # After a status check read from a note that told of a complaint filed before: a player who
 # meant a new one can say so.
+WHAT_WENT_WRONG = "I can file a complaint for you. What went wrong? Tell me what happened in your next note."
 OFFER_NEW_COMPLAINT = " If this is a new complaint, tell me it's a new one and what happened."
 
 # ---- words inside sentences ------------------------------------------------------------------

@@ -629,3 +629,28 @@ async def test_as_fallback_it_tells_a_ticket_the_failed_engine_filed_rounds_befo
     filed = next(t for t in tickets if t.description == "charged twice")
     assert reply.engine == "offline" and filed.key in reply.text
     assert "From the guide" in reply.text
+
+
+async def test_a_complaint_that_tells_no_problem_files_the_one_told_before_or_asks(settings) -> None:
+    """Staff get no empty tickets: "file that as a complaint" files the problem of the note
+    before (or tells the ticket already filed for it), and "I want to complain" is asked what
+    happened, whose answer is the complaint."""
+    from bot.sentences import WHAT_WENT_WRONG
+
+    async with running_app(settings) as app:
+        nova = ToolContext(user_id=NOVA)
+        before = {t.key for t in await app.grievances.status(NOVA)}
+        crash = "my game keeps crashing on startup, what should i do"
+        assert [c["name"] for c in (await app.agent.respond_text(nova, crash)).tool_calls] == ["search_manuals"]
+        pointed = await app.agent.respond_text(nova, "please file that as a complaint")
+        asked = await app.agent.respond_text(nova, "i want to file a complaint")
+        told = await app.agent.respond_text(nova, "i was charged twice for gems last friday")
+        again = await app.agent.respond_text(nova, "file that as a complaint")
+        tickets = await app.grievances.status(NOVA)
+    (filed,) = [c["arguments"] for c in pointed.tool_calls]
+    assert filed["description"] == crash
+    assert asked.tool_calls == [] and asked.text == WHAT_WENT_WRONG
+    assert [c["arguments"]["category"] for c in told.tool_calls] == ["wallet"]
+    assert [c["name"] for c in again.tool_calls] == ["get_grievance_status"]  # no second ticket
+    new = sorted(t.description for t in tickets if t.key not in before)
+    assert new == sorted([crash, "i was charged twice for gems last friday"])

@@ -12,6 +12,7 @@ speech end to end.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import os
@@ -28,6 +29,7 @@ from bot.config import Settings
 from bot.engines.base import AudioClip, EngineReply, SpeechModelsUnavailable, Transcript, TurnState
 from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_workers, vote_meaning
 from bot.intent import meaning, router
+from bot.intent.cues import FILING_WORDS, FUNCTION_WORDS
 from bot.intent.word_tagger import word_tagger
 from bot.speech.recognition import AUTO, POCKETSPHINX, WHISPER
 from bot.speech.recognizer import build_domain_model
@@ -44,6 +46,7 @@ from bot.speech.whisper_recognizer import (
     resolve_model,
 )
 from bot.tools.base import ToolCall
+from bot.turns import PastTurn
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,8 @@ class OfflineEngine:
                         answer = _ended(answer) + say.OFFER_NEW_COMPLAINT
                     if answer not in answers:  # the same lookup run twice is told once
                         answers.append(answer)
+            if turn.scratch.get("ask_what_went_wrong"):
+                answers.append(say.WHAT_WENT_WRONG)
             return await self._say(" ".join(answers), turn)
         if turn.text is not None:
             heard = Transcript(turn.text)
@@ -129,7 +134,11 @@ class OfflineEngine:
         intents = await asyncio.to_thread(router.decide_all, heard, turn.history)
         for intent in intents:
             log.info("heard %r → %s %s", heard.text, intent.name, intent.arguments)
+        intents, ask_what_went_wrong = _complaints_with_substance(intents, turn.history)
+        turn.scratch["ask_what_went_wrong"] = ask_what_went_wrong
         tools = [intent for intent in intents if intent.is_tool]
+        if ask_what_went_wrong and not tools:
+            return await self._say(say.WHAT_WENT_WRONG, turn)
         if tools and turn.allow_tools:
             calls = [
                 ToolCall(id=f"call_{uuid.uuid4().hex[:12]}", name=intent.name, arguments=intent.arguments)
@@ -175,6 +184,58 @@ def spoken(text: str) -> str:
 def speak_reply(voices: ReplyVoices, text: str, voice: str | None, rate_wpm: int) -> tuple[bytes, int]:
     speech = voices.speak(spoken(text), voice, rate_wpm)
     return speech.pcm, speech.rate
+
+
+# ---- complaints ----------------------------------------------------------------------------
+
+# Words that ask to file, or point at something said before, but tell no problem: "I want to
+# make a complaint", "please file that as a complaint". A ticket of only these is empty.
+_NO_PROBLEM_TOLD = (
+    FUNCTION_WORDS
+    | FILING_WORDS
+    | frozenset(
+        "want wanna would like make have has got please can could need lodge submit open raise new "
+        "put down send create start let let's i'd i'm i've id im one another some something formal "
+        "official support help issue problem as an complaint's".split()
+    )
+)
+_POINTERS = frozenset({"that", "it", "this"})
+
+
+def _problem_words(text: str) -> set[str]:
+    return set(router.tokenize(text)) - _NO_PROBLEM_TOLD
+
+
+def _complaints_with_substance(
+    intents: list[router.Intent], history: list[PastTurn]
+) -> tuple[list[router.Intent], bool]:
+    """The intents with every complaint that tells no problem resolved, and whether to ask the
+    player what went wrong. "File that as a complaint" files the problem of the turn before (or,
+    when that turn filed it already, tells that ticket); "I want to complain" files nothing yet:
+    the player is asked what happened, and their answer is the complaint."""
+    kept: list[router.Intent] = []
+    ask = False
+    for intent in intents:
+        if intent.name != router.REGISTER or _problem_words(intent.arguments.get("description", "")):
+            kept.append(intent)
+            continue
+        before = history[-1] if history else None
+        filed = [
+            r["result"]["ticket_key"]
+            for r in (before.tool_results if before else [])
+            if r.get("name") == router.REGISTER and "ticket_key" in (r.get("result") or {})
+        ]
+        points_back = bool(_POINTERS & set(router.tokenize(intent.arguments.get("description", ""))))
+        told = (before.user_text or "") if before else ""
+        if points_back and filed:
+            kept.append(dataclasses.replace(intent, name=router.STATUS, arguments={"ticket_key": filed[-1]}))
+        elif points_back and _problem_words(told):
+            words = " ".join(router.tokenize(told))
+            arguments = {"category": router.category(words), "description": told.strip()[:2000]}
+            kept.append(dataclasses.replace(intent, arguments=arguments))
+        else:
+            ask = True
+    return kept, ask
 
 
 # ---- answers --------------------------------------------------------------------------------
