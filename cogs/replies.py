@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import discord
@@ -117,10 +118,16 @@ async def _send_piece(message: discord.Message, piece: str) -> None:
 
 
 async def send_answer(
-    client: discord.Client, message: discord.Message, text: str, audio: ReplyAudio | None, mode: str
+    client: discord.Client,
+    message: discord.Message,
+    text: str,
+    audio: ReplyAudio | None,
+    mode: str,
+    answered: Callable[[], None] = lambda: None,
 ) -> str:
     """Answer with the player's chosen style (voice_and_text | voice | file | text); returns how it
-    went out: voice | file | text. A refused voice message falls back to the file style."""
+    went out: voice | file | text. A refused voice message falls back to the file style.
+    `answered` is called once the voice message is out, before its transcript follows."""
     if audio is None or mode == "text" or not audio.ogg or audio.duration_secs < MIN_VOICE_SECONDS:
         await send_text(message, text)
         return "text"
@@ -132,6 +139,7 @@ async def send_answer(
                 raise
             log.info("voice message refused in channel %s (%s): sending a file", message.channel.id, exc.code)
         else:
+            answered()
             if mode == "voice_and_text" and text:
                 await send_text(message, text)
             return "voice"

@@ -66,6 +66,7 @@ class VoiceNotes(commands.Cog):
         turns = bot.app.settings.agent.max_concurrent_turns if bot.app is not None else 1
         self._notes_in_hand = asyncio.Semaphore(turns)
         self._unrecorded: dict[int, None] = {}  # notes answered though the ledger refused them
+        self._answer_out: set[int] = set()  # notes whose answer is sent, its transcript maybe not yet
 
     # ---- which messages --------------------------------------------------------------
 
@@ -184,11 +185,18 @@ class VoiceNotes(commands.Cog):
             async with self._in_order(author.id):
                 await self._answer(message, note)
         except asyncio.CancelledError:
+            if message.id in self._answer_out:
+                # Cut while its transcript was still going out: the answer itself was sent, and
+                # answering it again after the restart would answer it twice.
+                await self._settle(ledger.answered, message)
+                raise
             # Shutting down and the grace period ran out, mid-turn or still queued: the note is
             # answered after the restart.
             await self._settle(ledger.release, message)
             await self._react(message, LATER)
             raise
+        finally:
+            self._answer_out.discard(message.id)
         await self._settle(ledger.answered, message)
 
     async def _settle(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
@@ -208,7 +216,8 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "failed", "send")
             await self._tell(message, say.OOPS)
         except asyncio.CancelledError:
-            await self._tell(message, say.RESTARTING)
+            if message.id not in self._answer_out:
+                await self._tell(message, say.RESTARTING)
             raise
         except Exception:
             log.exception("note %s from %s failed", message.id, message.author.id)
@@ -216,7 +225,7 @@ class VoiceNotes(commands.Cog):
             await self._tell(message, say.OOPS)
         finally:
             await self._react(message, WORKING, remove=True)
-            if not ok:
+            if not ok and message.id not in self._answer_out:
                 await self._react(message, FAILED)
 
     async def _keep_for_restart(self, message: discord.Message) -> None:
@@ -285,7 +294,14 @@ class VoiceNotes(commands.Cog):
             await self._tell(message, refusal)
             return False
         with metrics.timed("send"):
-            how = await send_answer(self.bot, message, reply.text, reply.audio, prefs.reply_mode)
+            how = await send_answer(
+                self.bot,
+                message,
+                reply.text,
+                reply.audio,
+                prefs.reply_mode,
+                answered=lambda: self._answer_out.add(message.id),
+            )
         metrics.reply("discord", reply.kind)
         log.info(
             "answered note %s from %s as %s (%s, %s)", message.id, author.id, how, reply.kind, reply.engine

@@ -440,3 +440,30 @@ async def test_a_note_is_answered_when_the_ledger_cannot_record_it(settings, fak
         await all_answered(fake, [note])
     assert answers(fake, note) == 1
     assert "could not record note" in caplog.text and "could not mark note" in caplog.text
+
+
+async def test_a_turn_cut_while_its_transcript_goes_out_is_not_answered_again(
+    settings, fake, monkeypatch
+) -> None:
+    """The voice message is out, the transcript waits (Discord's rate limit) when the grace runs
+    out: the note is answered, so it is neither told "I'm restarting" nor answered again."""
+    import cogs.replies
+
+    real = cogs.replies._send_piece
+
+    async def rate_limited(message, piece):  # type: ignore[no-untyped-def]
+        await asyncio.sleep(5)
+        await real(message, piece)
+
+    async with running_bot(settings, fake, shutdown_grace_seconds=0.5) as h:
+        monkeypatch.setattr(cogs.replies, "_send_piece", rate_limited)
+        note = await fake.send_note(nova, voice_note())
+        await fake.wait_for(lambda _: answers(fake, note) >= 1 or None)
+        h.stop.set()
+        await asyncio.wait_for(h.task, 30)
+    monkeypatch.setattr(cogs.replies, "_send_piece", real)
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await asyncio.sleep(1.0)
+        await settle(fake)
+    texts = [r.content for r in fake.replies_to(note["id"]) if not r.is_voice_message]
+    assert answers(fake, note) == 1 and texts == []
