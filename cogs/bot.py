@@ -126,17 +126,23 @@ class VoxdeskBot(commands.Bot):
     def inflight(self) -> int:
         return len(self._inflight)
 
-    async def drain(self, grace_seconds: float) -> int:
-        """Stop taking notes and wait up to `grace_seconds` for the turns in flight. Returns how
-        many had to be cancelled."""
+    async def drain(self, grace_seconds: float, hurry: asyncio.Event | None = None) -> int:
+        """Stop taking notes and wait up to `grace_seconds` for the turns in flight, or until
+        `hurry` is set. Returns how many had to be cancelled."""
         self.accepting = False
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_seconds
+        hurry = hurry or asyncio.Event()
         if self._inflight:
             log.info("finishing %d note(s) in flight (up to %.0f s)", len(self._inflight), grace_seconds)
-        # Work in flight may start more (a catch-up answering what it found): wait for that too.
-        while self._inflight and (left := deadline - loop.time()) > 0:
-            await asyncio.wait(set(self._inflight), timeout=left)
+        hurried = asyncio.create_task(hurry.wait())
+        try:
+            # Work in flight may start more (a catch-up answering what it found): wait for that too.
+            while self._inflight and not hurry.is_set() and (left := deadline - loop.time()) > 0:
+                first = asyncio.FIRST_COMPLETED
+                await asyncio.wait({*self._inflight, hurried}, timeout=left, return_when=first)
+        finally:
+            hurried.cancel()
         pending = set(self._inflight)
         for task in pending:
             task.cancel()

@@ -6,7 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import discord
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     from bot.engines.base import Engine
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def use_discord_logging(level: int) -> None:
@@ -75,16 +77,61 @@ async def serve(
 ) -> None:
     """Run the bot until `stop` is set, or SIGTERM / SIGINT when no `stop` is given. `engine`
     replaces the configured one (front-end tests, benchmarks); `started` receives the client."""
-    from bot.app import build_app
 
     signals = (signal.SIGTERM, signal.SIGINT) if stop is None else ()
     stop = stop or asyncio.Event()
+    hurry = asyncio.Event()  # a second signal: the notes in flight are not waited for
+
+    def on_signal() -> None:
+        if stop.is_set():
+            log.warning("asked again to stop: not waiting for the notes in flight")
+            hurry.set()
+        stop.set()
+
     loop = asyncio.get_running_loop()
     for sig in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows / not main thread
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal)
+    try:
+        await _serve(settings, token, stop, hurry, engine, started)
+    finally:
+        for sig in signals:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(sig)
+        log.info("stopped")
 
-    app = await build_app(settings, engine)
+
+async def _until_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """`work`'s result, or None when `stop` is set first (`work` is then cancelled)."""
+    task = asyncio.ensure_future(work)
+    stopping = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    return None
+
+
+async def _serve(
+    settings: Settings,
+    token: str,
+    stop: asyncio.Event,
+    hurry: asyncio.Event,
+    engine: Engine | None,
+    started: asyncio.Future[VoxdeskBot] | None,
+) -> None:
+    from bot.app import build_app
+
+    # Start-up (speech models, the meaning model) takes seconds: a stop meanwhile ends it there.
+    app = await _until_stopped(build_app(settings, engine), stop)
+    if app is None:
+        log.info("stopped while starting")
+        return
     web_runner = None
     try:
         bot = await login(settings, token, app)
@@ -101,7 +148,7 @@ async def serve(
             if connection in done:
                 connection.result()  # the gateway gave up: raise why
             log.info("shutting down: no new notes")
-            await bot.drain(settings.discord.shutdown_grace_seconds)
+            await bot.drain(settings.discord.shutdown_grace_seconds, hurry)
         finally:
             stopping.cancel()
             await close_gateway(bot, connection)
@@ -109,10 +156,6 @@ async def serve(
         if web_runner is not None:
             await web_runner.cleanup()
         await app.aclose()
-        for sig in signals:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.remove_signal_handler(sig)
-        log.info("stopped")
 
 
 async def close_gateway(bot: VoxdeskBot, connection: asyncio.Task[None]) -> None:

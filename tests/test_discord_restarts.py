@@ -467,3 +467,40 @@ async def test_a_turn_cut_while_its_transcript_goes_out_is_not_answered_again(
         await settle(fake)
     texts = [r.content for r in fake.replies_to(note["id"]) if not r.is_voice_message]
     assert answers(fake, note) == 1 and texts == []
+
+
+@pytest.mark.timeout(180)  # a real process starts (imports, speech workers): slow on a busy machine
+async def test_a_second_sigterm_stops_without_waiting_out_the_grace(settings, fake, tmp_path) -> None:
+    log_path = tmp_path / "bot.log"
+    fake.cdn_stall_seconds = 600  # the turn waits on its download for as long as the grace
+    grace = {"VOXDESK_DISCORD_SHUTDOWN_GRACE_SECONDS": "600"}
+    with bot_process(settings, fake, log_path, grace) as process:
+        await asyncio.wait_for(fake.identified.wait(), 60)
+        note = await fake.send_note(nova, voice_note(), channel_id=ALLOWED_CHANNEL, guild=True)
+        await fake.wait_for(lambda rs: any(r.kind == "cdn" for r in rs), 60)
+        process.send_signal(signal.SIGTERM)
+        await fake.wait_for(lambda _: "finishing 1 note" in log_path.read_text() or None, 30)
+        process.send_signal(signal.SIGTERM)  # the operator presses Ctrl-C again
+        assert await asyncio.to_thread(process.wait, 60) == 0, log_path.read_text()
+    assert "asked again to stop" in log_path.read_text()
+    assert any(kept_for_later(r, note) for r in fake.received)  # answered after the restart
+
+
+async def test_a_stop_during_start_up_ends_it_before_logging_in(settings, fake, monkeypatch, caplog) -> None:
+    import bot.app
+    from cogs.runner import serve
+    from tests.discord_harness import discord_settings
+    from tests.fakes.discord_server import TOKEN
+
+    real, stop = bot.app.build_app, asyncio.Event()
+
+    async def loading(*args: object) -> object:
+        stop.set()  # SIGTERM while the speech models load
+        await asyncio.sleep(5)
+        return await real(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(bot.app, "build_app", loading)
+    with caplog.at_level(logging.INFO, logger="cogs.runner"):
+        await asyncio.wait_for(serve(discord_settings(settings, fake), TOKEN, stop=stop), 30)
+    assert "stopped while starting" in caplog.text
+    assert fake.identify_payloads == []

@@ -641,7 +641,8 @@ async def test_a_complaint_that_tells_no_problem_files_the_one_told_before_or_as
         nova = ToolContext(user_id=NOVA)
         before = {t.key for t in await app.grievances.status(NOVA)}
         crash = "my game keeps crashing on startup, what should i do"
-        assert [c["name"] for c in (await app.agent.respond_text(nova, crash)).tool_calls] == ["search_manuals"]
+        looked_up = await app.agent.respond_text(nova, crash)
+        assert [c["name"] for c in looked_up.tool_calls] == ["search_manuals"]
         pointed = await app.agent.respond_text(nova, "please file that as a complaint")
         asked = await app.agent.respond_text(nova, "i want to file a complaint")
         told = await app.agent.respond_text(nova, "i was charged twice for gems last friday")
