@@ -11,7 +11,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.db import add_missing_columns, open_sqlite
+from bot.db import add_missing_columns, opening
 from bot.engines.base import PastTurn
 
 SCHEMA = """
@@ -60,12 +60,12 @@ class ConversationStore:
 
     @classmethod
     async def open(cls, path: Path | str, max_turns: int, idle_minutes: float) -> ConversationStore:
-        conn = await open_sqlite(path, SCHEMA)
-        await add_missing_columns(conn, "turns", {"conversation": "TEXT NOT NULL DEFAULT ''"})
-        await conn.executescript(INDEXES)
-        store = cls(conn, max_turns, idle_minutes)
-        await store.prune()
-        return store
+        async with opening(path, SCHEMA) as conn:
+            await add_missing_columns(conn, "turns", {"conversation": "TEXT NOT NULL DEFAULT ''"})
+            await conn.executescript(INDEXES)
+            store = cls(conn, max_turns, idle_minutes)
+            await store.prune()
+            return store
 
     async def prune(self, now: float | None = None) -> int:
         """Delete every player's idle conversations; how many turns went."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
@@ -37,6 +38,21 @@ async def open_sqlite(path: Path | str, schema: str = "", autocommit: bool = Fal
         await conn.close()
         raise
     return conn
+
+
+@contextlib.asynccontextmanager
+async def opening(
+    path: Path | str, schema: str = "", autocommit: bool = False
+) -> AsyncIterator[aiosqlite.Connection]:
+    """`open_sqlite` for a store's `open`, which has more to do (columns, indexes, pruning): if
+    any of that fails (a database locked past BUSY_SECONDS) the connection is closed, or its
+    worker thread would keep the process from exiting after the one-line error."""
+    conn = await open_sqlite(path, schema, autocommit)
+    try:
+        yield conn
+    except BaseException:
+        await conn.close()
+        raise
 
 
 WAL_RETRY_SECONDS = 0.05

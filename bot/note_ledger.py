@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.db import open_sqlite, while_locked
+from bot.db import opening, while_locked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notes (
@@ -69,10 +69,10 @@ class NoteLedger:
     @classmethod
     async def open(cls, path: Path | str) -> NoteLedger:
         # Autocommit, with BEGIN IMMEDIATE where a read and a write must be one transaction.
-        conn = await open_sqlite(path, SCHEMA, autocommit=True)
-        ledger = cls(conn, _owner_id())
-        await ledger.prune()
-        return ledger
+        async with opening(path, SCHEMA, autocommit=True) as conn:
+            ledger = cls(conn, _owner_id())
+            await ledger.prune()
+            return ledger
 
     async def prune(self, now: float | None = None) -> int:
         """Forget the settled notes older than any catch-up window: they only make the file grow.

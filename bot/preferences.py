@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.db import add_missing_columns, open_sqlite
+from bot.db import add_missing_columns, opening
 
 REPLY_MODES = ("voice_and_text", "voice", "file", "text")
 
@@ -34,9 +34,9 @@ class PreferenceStore:
 
     @classmethod
     async def open(cls, path: Path | str) -> PreferenceStore:
-        conn = await open_sqlite(path, SCHEMA)
-        await add_missing_columns(conn, "preferences", {"notify": "INTEGER NOT NULL DEFAULT 1"})
-        return cls(conn)
+        async with opening(path, SCHEMA) as conn:
+            await add_missing_columns(conn, "preferences", {"notify": "INTEGER NOT NULL DEFAULT 1"})
+            return cls(conn)
 
     async def get(self, user_id: str) -> Preferences:
         cursor = await self._conn.execute(

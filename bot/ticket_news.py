@@ -47,7 +47,7 @@ import aiosqlite
 from bot import sentences as say
 from bot.audio import ReplyAudio
 from bot.config import NewsSettings
-from bot.db import open_sqlite
+from bot.db import opening
 from bot.preferences import Preferences, PreferenceStore
 from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, utc_now
 
@@ -206,13 +206,15 @@ class NewsStore:
 
     @classmethod
     async def open(cls, path: Path | str) -> NewsStore:
-        store = cls(await open_sqlite(path, SCHEMA))
-        stuck = await store.count("sending")
-        if stuck:
-            # Claimed, then the bot stopped before it knew how the send went: never sent again.
-            log.warning("%d piece(s) of ticket news were being sent when the bot stopped: not resent", stuck)
-        await store.prune()
-        return store
+        async with opening(path, SCHEMA) as conn:
+            store = cls(conn)
+            stuck = await store.count("sending")
+            if stuck:
+                # Claimed, then the bot stopped before it knew how the send went: never sent again.
+                said = "%d piece(s) of ticket news were being sent when the bot stopped: not resent"
+                log.warning(said, stuck)
+            await store.prune()
+            return store
 
     async def prune(self, now: float | None = None) -> int:
         """Forget news no longer pending (sent, muted, given up on) found KEEP_TOLD_SECONDS ago,

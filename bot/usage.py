@@ -11,7 +11,7 @@ import aiosqlite
 from bot import metrics
 from bot import sentences as say
 from bot.config import UsageSettings
-from bot.db import open_sqlite
+from bot.db import opening
 from bot.engines.base import Usage
 
 log = logging.getLogger(__name__)
@@ -61,9 +61,10 @@ class UsageMeter:
 
     @classmethod
     async def open(cls, path: Path | str, settings: UsageSettings, model: str) -> UsageMeter:
-        meter = cls(await open_sqlite(path, SCHEMA), settings, model)
-        await meter.prune()
-        return meter
+        async with opening(path, SCHEMA) as conn:
+            meter = cls(conn, settings, model)
+            await meter.prune()
+            return meter
 
     async def prune(self) -> None:
         """Forget the days older than KEEP_DAYS, every player's; at open and from record once a

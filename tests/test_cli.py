@@ -12,7 +12,7 @@ from bot import paths
 from .conftest import REPO
 
 
-def voxdesk(*args: str, storage: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def voxdesk(*args: str, storage: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, "VOXDESK_STORAGE_DIR": str(storage), **env}
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],
@@ -20,7 +20,7 @@ def voxdesk(*args: str, storage: Path, **env: str) -> subprocess.CompletedProces
         env=environ,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
     )
 
 
@@ -59,6 +59,19 @@ def test_a_damaged_database_is_one_line_and_the_process_ends(settings) -> None:
     assert done.stderr.strip() == "a database under the storage folder cannot be used: file is not a database"
     checked = voxdesk("check", storage=settings.storage_dir)
     assert checked.returncode == 1 and "FAIL  stats      sqlite   file is not a database" in checked.stdout
+
+
+def test_a_store_that_fails_after_opening_its_file_is_one_line_and_the_process_ends(settings) -> None:
+    # Opening a store does more than open its file (columns, indexes, pruning); a failure there
+    # (here an index the rows break; in life a database locked past its wait) left the connection
+    # open, and its worker thread kept `ask` and `run` alive for ever after the error line.
+    with sqlite3.connect(settings.storage_dir / "grievances.db") as db:
+        db.execute("DROP INDEX grievances_by_spool_id")
+        db.execute("UPDATE grievances SET spool_id = 'same'")
+    sample = str(paths.SAMPLES / "2-how-many-points.ogg")
+    done = voxdesk("ask", sample, storage=settings.storage_dir, timeout=120)
+    assert done.returncode == 4 and "Traceback" not in done.stderr
+    assert "UNIQUE constraint failed" in done.stderr
 
 
 def test_files_and_ports_that_cannot_be_used_are_one_line(settings, tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot import sentences as say
-from bot.db import add_missing_columns, open_sqlite
+from bot.db import add_missing_columns, opening
 from bot.tools.base import Grievance, ToolError
 from bot.tools.grievance_spool import GrievanceSpool
 
@@ -172,16 +172,16 @@ class LocalGrievanceStore:
 
     @classmethod
     async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
-        conn = await open_sqlite(path, SCHEMA)
-        await add_missing_columns(
-            conn,
-            "grievances",
-            {"next_try_at": "REAL", "spool_id": "TEXT", "filed_late": "INTEGER NOT NULL DEFAULT 0"},
-        )
-        await conn.executescript(INDEXES)
-        store = cls(conn, initial_state, GrievanceSpool(Path(f"{path}.spool.jsonl")))
-        await store.file_spooled()
-        return store
+        async with opening(path, SCHEMA) as conn:
+            await add_missing_columns(
+                conn,
+                "grievances",
+                {"next_try_at": "REAL", "spool_id": "TEXT", "filed_late": "INTEGER NOT NULL DEFAULT 0"},
+            )
+            await conn.executescript(INDEXES)
+            store = cls(conn, initial_state, GrievanceSpool(Path(f"{path}.spool.jsonl")))
+            await store.file_spooled()
+            return store
 
     async def register(
         self,

@@ -24,7 +24,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet
 
 from bot.config import ConfigError, Settings
-from bot.db import open_sqlite
+from bot.db import opening
 
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
@@ -77,12 +77,11 @@ class StaffLogins:
 
     @classmethod
     async def open(cls, path: Path) -> StaffLogins:
-        conn = await open_sqlite(
-            path, "CREATE TABLE IF NOT EXISTS ended_logins (login TEXT PRIMARY KEY, until REAL NOT NULL);"
-        )
-        await conn.execute("DELETE FROM ended_logins WHERE until < ?", (time.time(),))
-        await conn.commit()
-        return cls(conn)
+        schema = "CREATE TABLE IF NOT EXISTS ended_logins (login TEXT PRIMARY KEY, until REAL NOT NULL);"
+        async with opening(path, schema) as conn:
+            await conn.execute("DELETE FROM ended_logins WHERE until < ?", (time.time(),))
+            await conn.commit()
+            return cls(conn)
 
     async def end(self, login: str, until: float) -> None:
         await self._conn.execute(
