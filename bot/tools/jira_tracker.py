@@ -292,17 +292,28 @@ class JiraTracker:
 
     @staticmethod
     def _to_issue(raw: dict[str, Any]) -> RemoteIssue:
-        fields = raw.get("fields") or {}
-        description = fields.get("description")
-        return RemoteIssue(
-            key=str(raw["key"]),
-            summary=str(fields.get("summary") or ""),
-            description=description if isinstance(description, str) else "",
-            labels=tuple(fields.get("labels") or ()),
-            status=status_words(fields.get("status")),
-            created_at=iso_utc(fields.get("created")),
-            updated_at=iso_utc(fields.get("updated")),
-        )
+        """An issue from Jira's answer. An answer of another shape (a changed API, an odd field)
+        is a TrackerError like any other failure of Jira's, so status lookups fall back to the
+        local record instead of failing."""
+        try:
+            fields = raw.get("fields") or {}
+            description = fields.get("description")
+            labels = fields.get("labels") or []
+            # user_of reads labels as strings: anything else would decide whose issue this is wrongly
+            if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+                raise TypeError(f"labels are not a list of strings: {str(labels)[:80]}")
+            return RemoteIssue(
+                key=str(raw["key"]),
+                summary=str(fields.get("summary") or ""),
+                description=description if isinstance(description, str) else "",
+                labels=tuple(labels),
+                status=status_words(fields.get("status")),
+                created_at=iso_utc(fields.get("created")),
+                updated_at=iso_utc(fields.get("updated")),
+            )
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            detail = f"{type(exc).__name__}: {exc}"[:REASON_CHARS]
+            raise TrackerError(f"Jira call failed: an answer of an unexpected shape ({detail})") from None
 
     @contextlib.contextmanager
     def _client(self, not_found: bool = False) -> Iterator[JIRA]:

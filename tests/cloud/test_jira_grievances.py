@@ -19,7 +19,7 @@ from jira import JIRA, JIRAError
 
 from bot.app import build_grievance_backend, running_app
 from bot.config import JiraSettings
-from bot.tools import CATEGORIES
+from bot.tools import CATEGORIES, Toolbox, build_tools
 from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
@@ -687,3 +687,49 @@ async def test_a_key_told_at_filing_that_is_also_a_jira_key_of_theirs_finds_both
         assert await backend.status(BLAZE, "GRV-2") == []
     finally:
         await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    "odd",
+    [
+        {"status": "Done"},  # a bare name where Jira sends an object
+        {"status": {"name": "Done", "statusCategory": "done"}},
+        {"labels": [{"name": f"discord-{NOVA}"}]},
+        {"created": 1738317600},
+    ],
+)
+async def test_an_answer_of_an_unexpected_shape_is_a_tracker_error_not_a_crash(
+    fake, db, odd: dict[str, object]
+) -> None:
+    import dataclasses
+
+    from tests.fakes.jira_server import FakeIssue
+
+    class OddIssue(FakeIssue):
+        def json(self, base: str, wanted: set[str] | None = None) -> dict[str, Any]:
+            raw = super().json(base, wanted)
+            raw["fields"].update(odd)
+            return raw
+
+    backend = await open_backend(fake, db)
+    tools = Toolbox(build_tools(None, None, backend))  # type: ignore[arg-type]
+    try:
+        filed = await backend.register(NOVA, "wallet", "charged twice for the battle pass")
+        await backend.push_pending()
+        (issue,) = fake.issues.values()
+        fake.issues[issue.key] = OddIssue(**dataclasses.asdict(issue))
+        with pytest.raises(TrackerError, match="unexpected shape"):
+            await asyncio.to_thread(backend._tracker.get_for_user, issue.key, NOVA)
+        one = await tools.run(
+            ToolContext(user_id=NOVA),
+            ToolCall(id="1", name="get_grievance_status", arguments={"ticket_key": issue.key}),
+        )
+        listed = await backend.status(NOVA)
+    finally:
+        await backend.aclose()
+    assert one.ok, one.result
+    assert [(t["ticket_key"], t["summary"]) for t in one.result["tickets"]] == [
+        (issue.key, "charged twice for the battle pass")
+    ]
+    assert "unreachable" in one.result["tickets"][0]["note"]
+    assert [(t.local_key, t.from_local_record) for t in listed] == [(filed.local_key, True)]
