@@ -432,3 +432,20 @@ async def test_two_complaints_of_one_category_in_one_note_are_two_tickets_once(
     assert keys[0] != keys[1] and rerun == keys
     descriptions = {t["ticket_key"]: t["summary"] for t in listed["tickets"]}
     assert descriptions[keys[1]] == "refund missing"
+
+
+@pytest.mark.parametrize("blank", ["   ", " \n\t "])
+async def test_a_blank_description_or_query_is_refused_not_filed_or_searched(
+    settings, scripted_app_engine, blank
+) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        before = await app.grievances.status(NOVA)
+        filed = await app.toolbox.run(
+            ToolContext(user_id=NOVA), call("register_grievance", category="wallet", description=blank)
+        )
+        searched = await app.toolbox.run(ToolContext(user_id=NOVA), call("search_manuals", query=blank))
+        after = await app.grievances.status(NOVA)
+    assert not filed.ok and filed.result["error"].startswith("Invalid arguments for register_grievance: ")
+    assert "description" in filed.result["error"]
+    assert not searched.ok and searched.result["error"].startswith("Invalid arguments for search_manuals: ")
+    assert after == before

@@ -186,6 +186,21 @@ def build_tools(
     ]
 
 
+def invalid_arguments(arguments: JSON, schema: JSON) -> str | None:
+    """What is wrong with the model's arguments for a tool's schema, for the model to read; None
+    when nothing is."""
+    try:
+        jsonschema.validate(arguments, schema)
+    except jsonschema.ValidationError as exc:
+        return exc.message
+    # minLength counts spaces: a description of nothing else would file an empty ticket
+    for name, spec in schema.get("properties", {}).items():
+        value = arguments.get(name)
+        if spec.get("minLength") and isinstance(value, str) and not value.strip():
+            return f"{name!r} is blank"
+    return None
+
+
 class Toolbox:
     """Validates the model's arguments against each tool's schema and runs the handler.
 
@@ -212,22 +227,19 @@ class Toolbox:
         ok = False
         if tool is None:
             result: JSON = {"error": f"There is no tool called {call.name}."}
+        elif (problem := invalid_arguments(call.arguments, tool.parameters)) is not None:
+            result = {"error": f"Invalid arguments for {call.name}: {problem}"}
         else:
             try:
-                jsonschema.validate(call.arguments, tool.parameters)
-            except jsonschema.ValidationError as exc:
-                result = {"error": f"Invalid arguments for {call.name}: {exc.message}"}
-            else:
-                try:
-                    result = await tool.handler(ctx, call.arguments)
-                    ok = True
-                except ToolError as exc:
-                    log.warning("tool %s failed for user %s: %s", call.name, ctx.user_id, exc)
-                    result = {"error": str(exc)}
-                except Exception:
-                    log.exception("tool %s crashed for user %s", call.name, ctx.user_id)
-                    # Heard by the player as it stands (the offline engine reads it out): no tool name.
-                    result = {"error": say.TOOL_BROKEN}
+                result = await tool.handler(ctx, call.arguments)
+                ok = True
+            except ToolError as exc:
+                log.warning("tool %s failed for user %s: %s", call.name, ctx.user_id, exc)
+                result = {"error": str(exc)}
+            except Exception:
+                log.exception("tool %s crashed for user %s", call.name, ctx.user_id)
+                # Heard by the player as it stands (the offline engine reads it out): no tool name.
+                result = {"error": say.TOOL_BROKEN}
         elapsed = (time.perf_counter() - started) * 1000
         return ToolResult(call=call, result=result, ok=ok, elapsed_ms=elapsed)
 
