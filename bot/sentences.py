@@ -44,7 +44,7 @@ REFUSAL = "Sorry, I can't help with that one. Is there something else about your
 # ---- the tools: a lookup that finds nothing or fails -----------------------------------------
 
 NOT_LINKED = "This Discord account is not linked to a player profile yet."
-NOT_A_TICKET_KEY = "{key!r} is not a ticket key like GRV-12."
+NOT_A_TICKET_KEY = "“{key}” is not a ticket key like GRV-12."
 NO_SUCH_TICKET = "No ticket {key} was found for you."
 TOOL_BROKEN = "That part of me isn't working right now. Please try again in a few minutes."
 STATS_UNAVAILABLE = "Player stats are unavailable right now, please try again in a few minutes."

@@ -11,7 +11,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import sentences as say
-from bot.tools import CATEGORIES
+from bot.tools import CATEGORIES, TICKET_KEY, clipped
 from bot.tools.base import ToolCall
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller
@@ -63,9 +63,13 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
     @app_commands.command(name="status", description="The status of your tickets, or of one of them")
     @app_commands.describe(ticket="A ticket key like GRV-12; leave it out for all your tickets")
     async def status(self, interaction: discord.Interaction, ticket: str | None = None) -> None:
-        arguments = {"ticket_key": ticket.strip()} if ticket and ticket.strip() else {}
+        typed = (ticket or "").strip()
 
         async def work() -> str:
+            # Checked here: the tool's own refusal of a long one names the tool, for the model.
+            if typed and not TICKET_KEY.match(typed.upper()):
+                return say.NOT_A_TICKET_KEY.format(key=clipped(typed))
+            arguments = {"ticket_key": typed} if typed else {}
             return describe_tickets(await self._run(interaction, "get_grievance_status", arguments))
 
         await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)

@@ -298,3 +298,18 @@ async def test_a_filing_in_flight_at_a_stop_is_finished_or_kept_and_the_player_t
         assert [g.description for g in await store.status(str(blaze.id))].count(words) == 1
     finally:
         await store.aclose()
+
+
+async def test_grievance_status_with_a_key_that_is_not_one_says_so_in_players_words(harness: Harness):
+    from bot.sentences import NOT_A_TICKET_KEY
+
+    for typed, shown in [
+        ("GRV-12 (the refund one)", "GRV-12 (the refund one)"),  # longer than a key may be
+        ("grv12", "grv12"),
+        ("GRV-1" + "0" * 200, "GRV-1" + "0" * 75 + "…"),
+    ]:
+        text = await ask(harness.fake, nova, "grievance", sub("status", ticket=typed))
+        assert text == NOT_A_TICKET_KEY.format(key=shown)
+        assert "get_grievance_status" not in text and "'" not in text
+    assert "GRV-12" in await ask(harness.fake, nova, "grievance", sub("status", ticket=" grv-12 "))
+    assert harness.fake.violations == []

@@ -449,3 +449,29 @@ async def test_a_blank_description_or_query_is_refused_not_filed_or_searched(
     assert "description" in filed.result["error"]
     assert not searched.ok and searched.result["error"].startswith("Invalid arguments for search_manuals: ")
     assert after == before
+
+
+async def test_an_argument_error_shows_only_the_start_of_a_huge_value(settings, scripted_app_engine) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        nova = ToolContext(user_id=NOVA)
+        long_query = await app.toolbox.run(nova, call("search_manuals", query="x" * 1_000_000))
+        odd_name = await app.toolbox.run(nova, call("search_manuals", query="refund", **{"y" * 100_000: 1}))
+    error = long_query.result["error"]
+    assert not long_query.ok and error.startswith("Invalid arguments for search_manuals: 'xxx")
+    assert error.endswith("is too long") and len(error) < 200
+    assert not odd_name.ok and odd_name.result["error"].startswith("Invalid arguments for search_manuals: ")
+    assert len(odd_name.result["error"]) <= 400
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+async def test_a_blank_ticket_key_is_no_key(settings, scripted_app_engine, blank) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        given = await run(app, NOVA, "get_grievance_status", ticket_key=blank)
+        omitted = await run(app, NOVA, "get_grievance_status")
+    assert given == omitted and {t["ticket_key"] for t in given["tickets"]} == {"GRV-10", "GRV-12"}
+
+
+async def test_a_key_that_is_not_one_is_quoted_for_people_not_python(settings, scripted_app_engine) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        result = await run(app, NOVA, "get_grievance_status", ticket_key="grv12")
+    assert result == {"tickets": [], "message": "“GRV12” is not a ticket key like GRV-12."}

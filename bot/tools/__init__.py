@@ -33,6 +33,9 @@ MAX_DESCRIPTION = 2000
 # reaches the desk and Jira, each stats call one of the database pool's few connections.
 MAX_FILINGS_PER_NOTE = 3
 MAX_CALLS_PER_ROUND = 8
+# An argument error is read by the model and kept in the history: it shows a value only in part.
+SHOWN_CHARS = 80
+MAX_ERROR_CHARS = 300
 
 
 def build_tools(
@@ -89,9 +92,9 @@ def build_tools(
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
 
     async def get_grievance_status(ctx: ToolContext, args: JSON) -> JSON:
-        key = args.get("ticket_key")
+        # Models fill optional fields with "": that is no key, not a wrong one.
+        key = (args.get("ticket_key") or "").strip().upper() or None
         if key is not None:
-            key = key.strip().upper()
             if not TICKET_KEY.match(key):
                 return {"tickets": [], "message": say.NOT_A_TICKET_KEY.format(key=key)}
         tickets = await grievances.status(ctx.user_id, key)
@@ -186,13 +189,20 @@ def build_tools(
     ]
 
 
+def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def invalid_arguments(arguments: JSON, schema: JSON) -> str | None:
     """What is wrong with the model's arguments for a tool's schema, for the model to read; None
     when nothing is."""
     try:
         jsonschema.validate(arguments, schema)
     except jsonschema.ValidationError as exc:
-        return exc.message
+        # jsonschema quotes the whole offending value (a megabyte of query, say)
+        shown = repr(exc.instance)
+        message = exc.message.replace(shown, clipped(shown))
+        return clipped(message, MAX_ERROR_CHARS)
     # minLength counts spaces: a description of nothing else would file an empty ticket
     for name, spec in schema.get("properties", {}).items():
         value = arguments.get(name)
