@@ -475,3 +475,24 @@ async def test_a_key_that_is_not_one_is_quoted_for_people_not_python(settings, s
     async with running_app(settings, scripted_app_engine) as app:
         result = await run(app, NOVA, "get_grievance_status", ticket_key="grv12")
     assert result == {"tickets": [], "message": "“GRV12” is not a ticket key like GRV-12."}
+
+
+async def test_a_lone_surrogate_in_the_models_words_is_filed_and_searched_as_a_replacement_mark(
+    settings, scripted_app_engine
+) -> None:
+    import json
+
+    # Valid JSON, as the model's arguments arrive: half of an emoji's surrogate pair.
+    description = json.loads('"charged twice \\ud83d for the pass"')
+    query = json.loads('"refund \\udc00"')
+    async with running_app(settings, scripted_app_engine) as app:
+        nova = ToolContext(user_id=NOVA, request_id="930000000000000126")
+        filed = await app.toolbox.run(
+            nova, call("register_grievance", category="wallet", description=description)
+        )
+        searched = await app.toolbox.run(nova, call("search_manuals", query=query))
+        listed = await run(app, NOVA, "get_grievance_status")
+    assert filed.ok, filed.result
+    summaries = {t["ticket_key"]: t["summary"] for t in listed["tickets"]}
+    assert summaries[filed.result["ticket_key"]] == "charged twice \ufffd for the pass"
+    assert searched.ok and searched.result["passages"], searched.result

@@ -7,6 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import jsonschema
 
@@ -189,6 +190,19 @@ def build_tools(
     ]
 
 
+def well_formed(value: Any) -> Any:
+    """The model's arguments with every string valid Unicode: JSON may carry a lone surrogate
+    ("\\ud83d"), which SQLite and UTF-8 cannot encode, so the complaint would be neither filed nor
+    kept. Split pairs are joined; a lone half becomes U+FFFD."""
+    if isinstance(value, str):
+        return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if isinstance(value, dict):
+        return {well_formed(k): well_formed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [well_formed(v) for v in value]
+    return value
+
+
 def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -234,14 +248,15 @@ class Toolbox:
     async def run(self, ctx: ToolContext, call: ToolCall) -> ToolResult:
         started = time.perf_counter()
         tool = self._tools.get(call.name)
+        arguments = well_formed(call.arguments)
         ok = False
         if tool is None:
             result: JSON = {"error": f"There is no tool called {call.name}."}
-        elif (problem := invalid_arguments(call.arguments, tool.parameters)) is not None:
+        elif (problem := invalid_arguments(arguments, tool.parameters)) is not None:
             result = {"error": f"Invalid arguments for {call.name}: {problem}"}
         else:
             try:
-                result = await tool.handler(ctx, call.arguments)
+                result = await tool.handler(ctx, arguments)
                 ok = True
             except ToolError as exc:
                 log.warning("tool %s failed for user %s: %s", call.name, ctx.user_id, exc)
