@@ -746,3 +746,40 @@ async def test_healthz_gives_a_reason_code_not_the_error_text_and_logs_it_once(
         ("WARNING", f"healthz: stats does not answer: ConnectionError: {secret}"),  # once, not per probe
         ("INFO", "healthz: stats answers again"),
     ]
+
+
+async def test_a_complaint_filed_in_the_playground_is_its_sessions_alone(settings) -> None:
+    import json
+
+    from tests.scripted_engine import ScriptedEngine, calls, tone_wav_reply
+
+    private = "my card ending 4242 and ann@example.com were charged twice"
+    complaint = ("register_grievance", {"category": "wallet", "description": private})
+
+    def heard(turn):  # type: ignore[no-untyped-def]
+        return tone_wav_reply(json.dumps([r.result for r in turn.rounds[-1].results]))
+
+    engine = ScriptedEngine([calls(complaint), heard])
+    async with web_client(web_settings(settings.storage_dir), engine=engine) as (alice, core):
+        filed = await ask(alice, await csrf_of(alice))
+        assert filed.status == 200, await filed.text()
+        key = json.loads((await filed.json())["answer"])[0]["ticket_key"]
+        mine = await (await alice.get("/playground/tickets", params={"player": NOVA})).json()
+        # the demo player's own tickets are demo data, shown to every visitor
+        assert [t["key"] for t in mine["tickets"]] == [key, "GRV-12", "GRV-10"]
+        engine.steps = [
+            calls(("get_grievance_status", {}), ("get_grievance_status", {"ticket_key": key})),
+            heard,
+        ]
+        async with TestClient(TestServer(alice.app)) as bob:
+            seen = await (await bob.get("/playground/tickets", params={"player": NOVA})).json()
+            told = await ask(bob, await csrf_of(bob))
+            told_bob = (await told.json())["answer"]
+        told_alice = (await (await ask(alice, await csrf_of(alice))).json())["answer"]
+        as_nova = await core.grievances.status(NOVA)
+        (row,) = [r for r in await core.grievances.local_store.staff_list() if r.description == private]
+    assert [t["key"] for t in seen["tickets"]] == ["GRV-12", "GRV-10"]
+    assert private not in told_bob and f"No ticket {key}" in told_bob
+    assert private in told_alice
+    assert key not in {g.key for g in as_nova}  # nor on Discord, nor in Jira: not a Discord id
+    assert row.user_id != NOVA and not row.user_id.isdigit()

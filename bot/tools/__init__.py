@@ -7,6 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
@@ -14,6 +15,7 @@ import jsonschema
 from bot import sentences as say
 from bot.tools.base import (
     JSON,
+    Grievance,
     GrievanceBackend,
     ManualsBackend,
     StatsBackend,
@@ -37,6 +39,30 @@ MAX_CALLS_PER_ROUND = 8
 # An argument error is read by the model and kept in the history: it shows a value only in part.
 SHOWN_CHARS = 80
 MAX_ERROR_CHARS = 300
+
+
+@dataclass(frozen=True)
+class SharedPlayerContext(ToolContext):
+    """A turn of someone speaking as a player many people share (the web playground's demo
+    players). Stats are the player's; grievances are filed and read as `grievance_owner`, an id of
+    the speaker's own, so nobody reads what another filed as the same player; being no Discord
+    id, it also keeps them out of Jira. The shared player's own tickets (demo data) are listed to
+    everyone."""
+
+    grievance_owner: str = field(kw_only=True)
+
+
+async def readable_grievances(
+    grievances: GrievanceBackend, ctx: ToolContext, key: str | None = None
+) -> list[Grievance]:
+    """The speaker's tickets (only the one `key` names, with a key); as a shared player, the
+    speaker's own first, then the player's."""
+    if not isinstance(ctx, SharedPlayerContext):
+        return await grievances.status(ctx.user_id, key)
+    own = await grievances.status(ctx.grievance_owner, key)
+    if key is not None and own:  # found: no need to ask after the player's (Jira may be slow)
+        return own
+    return own + await grievances.status(ctx.user_id, key)
 
 
 def build_tools(
@@ -89,7 +115,8 @@ def build_tools(
         nth = ctx.filed.count(category)
         ctx.filed.append(category)
         filing_id = f"{ctx.platform}:{ctx.request_id}:{category}:{nth}" if ctx.request_id else None
-        ticket = await grievances.register(ctx.user_id, category, description, filing_id)
+        owner = ctx.grievance_owner if isinstance(ctx, SharedPlayerContext) else ctx.user_id
+        ticket = await grievances.register(owner, category, description, filing_id)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
 
     async def get_grievance_status(ctx: ToolContext, args: JSON) -> JSON:
@@ -98,7 +125,7 @@ def build_tools(
         if key is not None:
             if not TICKET_KEY.match(key):
                 return {"tickets": [], "message": say.NOT_A_TICKET_KEY.format(key=key)}
-        tickets = await grievances.status(ctx.user_id, key)
+        tickets = await readable_grievances(grievances, ctx, key)
         found = [
             {
                 "ticket_key": t.key,

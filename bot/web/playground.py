@@ -17,7 +17,7 @@ from bot import metrics
 from bot import sentences as say
 from bot.app import App
 from bot.audio import AudioError, too_big_message
-from bot.tools.base import ToolContext
+from bot.tools import SharedPlayerContext, readable_grievances
 from bot.web import UPLOAD_SLACK, security
 from bot.web import state as web_state
 
@@ -135,13 +135,14 @@ async def ask(request: web.Request) -> web.Response:
     user_id = _player(request, player)
     if not data:
         return _refused(say.EMPTY_NOTE, 422, "empty")
-    context = ToolContext(
+    context = SharedPlayerContext(
         user_id=user_id,
         display_name=st.players[user_id],
         platform="web",
         # Per browser session: two visitors speaking as the same demo player never share history.
         conversation=f"web:{owner}",
         request_id=f"web-{uuid.uuid4()}",
+        grievance_owner=_grievance_owner(owner, user_id),
     )
     try:
         reply = await st.core.agent.respond(context, data)
@@ -195,11 +196,19 @@ async def reply_audio(request: web.Request) -> web.Response:
     )
 
 
+def _grievance_owner(owner: str, user_id: str) -> str:
+    """Whose complaints this session files as this player: its own (see SharedPlayerContext)."""
+    return f"web:{owner}:{user_id}"
+
+
 async def tickets(request: web.Request) -> web.Response:
-    """The chosen playground player's own tickets, as they would hear them: nobody else's."""
+    """The chosen playground player's tickets as this session would hear them: those it filed and
+    the player's demo tickets, never another visitor's."""
     st = web_state(request)
+    owner = await _owner(request)
     user_id = _player(request, request.query.get("player"))
-    found = await st.core.grievances.status(user_id)
+    context = SharedPlayerContext(user_id=user_id, grievance_owner=_grievance_owner(owner, user_id))
+    found = await readable_grievances(st.core.grievances, context)
     return web.json_response(
         {
             "player": st.players[user_id],

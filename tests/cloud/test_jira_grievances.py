@@ -733,3 +733,34 @@ async def test_an_answer_of_an_unexpected_shape_is_a_tracker_error_not_a_crash(
     ]
     assert "unreachable" in one.result["tickets"][0]["note"]
     assert [(t.local_key, t.from_local_record) for t in listed] == [(filed.local_key, True)]
+
+
+async def test_a_complaint_filed_as_a_shared_player_stays_local_and_its_filers(fake, db) -> None:
+    from bot.tools import SharedPlayerContext
+
+    backend = await open_backend(fake, db)
+    tools = Toolbox(build_tools(None, None, backend))  # type: ignore[arg-type]
+
+    def visitor(session: str) -> SharedPlayerContext:
+        return SharedPlayerContext(user_id=NOVA, platform="web", grievance_owner=f"web:{session}:{NOVA}")
+
+    complaint = {"category": "wallet", "description": "card 4242 charged twice"}
+    try:
+        filed = await tools.run(
+            visitor("a"), ToolCall(id="1", name="register_grievance", arguments=complaint)
+        )
+        assert filed.ok, filed.result
+        assert await backend.push_pending() == 0
+        listed = {
+            session: (
+                await tools.run(visitor(session), ToolCall(id="2", name="get_grievance_status", arguments={}))
+            )
+            for session in ("a", "b")
+        }
+        as_nova = await backend.status(NOVA)
+    finally:
+        await backend.aclose()
+    assert creates(fake) == 0 and fake.issues == {}
+    assert (await local_rows(db))[filed.result["ticket_key"]] == ("local_only", None)
+    assert [t["ticket_key"] for t in listed["a"].result["tickets"]] == [filed.result["ticket_key"]]
+    assert listed["b"].result["tickets"] == [] and as_nova == []
