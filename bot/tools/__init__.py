@@ -7,7 +7,6 @@ import logging
 import re
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import jsonschema
@@ -41,23 +40,12 @@ SHOWN_CHARS = 80
 MAX_ERROR_CHARS = 300
 
 
-@dataclass(frozen=True)
-class SharedPlayerContext(ToolContext):
-    """A turn of someone speaking as a player many people share (the web playground's demo
-    players). Stats are the player's; grievances are filed and read as `grievance_owner`, an id of
-    the speaker's own, so nobody reads what another filed as the same player; being no Discord
-    id, it also keeps them out of Jira. The shared player's own tickets (demo data) are listed to
-    everyone."""
-
-    grievance_owner: str = field(kw_only=True)
-
-
 async def readable_grievances(
     grievances: GrievanceBackend, ctx: ToolContext, key: str | None = None
 ) -> list[Grievance]:
-    """The speaker's tickets (only the one `key` names, with a key); as a shared player, the
-    speaker's own first, then the player's."""
-    if not isinstance(ctx, SharedPlayerContext):
+    """The speaker's tickets (only the one `key` names, with a key); as a shared player (see
+    ToolContext.grievance_owner), the speaker's own first, then the player's."""
+    if not ctx.grievance_owner:
         return await grievances.status(ctx.user_id, key)
     own = await grievances.status(ctx.grievance_owner, key)
     if key is not None and own:  # found: no need to ask after the player's (Jira may be slow)
@@ -115,7 +103,7 @@ def build_tools(
         nth = ctx.filed.count(category)
         ctx.filed.append(category)
         filing_id = f"{ctx.platform}:{ctx.request_id}:{category}:{nth}" if ctx.request_id else None
-        owner = ctx.grievance_owner if isinstance(ctx, SharedPlayerContext) else ctx.user_id
+        owner = ctx.grievance_owner or ctx.user_id
         ticket = await grievances.register(owner, category, description, filing_id)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
 

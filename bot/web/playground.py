@@ -17,7 +17,8 @@ from bot import metrics
 from bot import sentences as say
 from bot.app import App
 from bot.audio import AudioError, too_big_message
-from bot.tools import SharedPlayerContext, readable_grievances
+from bot.tools import readable_grievances
+from bot.tools.base import ToolContext
 from bot.web import UPLOAD_SLACK, security
 from bot.web import state as web_state
 
@@ -135,7 +136,7 @@ async def ask(request: web.Request) -> web.Response:
     user_id = _player(request, player)
     if not data:
         return _refused(say.EMPTY_NOTE, 422, "empty")
-    context = SharedPlayerContext(
+    context = ToolContext(
         user_id=user_id,
         display_name=st.players[user_id],
         platform="web",
@@ -197,7 +198,7 @@ async def reply_audio(request: web.Request) -> web.Response:
 
 
 def _grievance_owner(owner: str, user_id: str) -> str:
-    """Whose complaints this session files as this player: its own (see SharedPlayerContext)."""
+    """Whose complaints this session files as this player: its own (see ToolContext.grievance_owner)."""
     return f"web:{owner}:{user_id}"
 
 
@@ -207,7 +208,7 @@ async def tickets(request: web.Request) -> web.Response:
     st = web_state(request)
     owner = await _owner(request)
     user_id = _player(request, request.query.get("player"))
-    context = SharedPlayerContext(user_id=user_id, grievance_owner=_grievance_owner(owner, user_id))
+    context = ToolContext(user_id=user_id, grievance_owner=_grievance_owner(owner, user_id))
     found = await readable_grievances(st.core.grievances, context)
     return web.json_response(
         {

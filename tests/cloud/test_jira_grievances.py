@@ -736,13 +736,12 @@ async def test_an_answer_of_an_unexpected_shape_is_a_tracker_error_not_a_crash(
 
 
 async def test_a_complaint_filed_as_a_shared_player_stays_local_and_its_filers(fake, db) -> None:
-    from bot.tools import SharedPlayerContext
 
     backend = await open_backend(fake, db)
     tools = Toolbox(build_tools(None, None, backend))  # type: ignore[arg-type]
 
-    def visitor(session: str) -> SharedPlayerContext:
-        return SharedPlayerContext(user_id=NOVA, platform="web", grievance_owner=f"web:{session}:{NOVA}")
+    def visitor(session: str) -> ToolContext:
+        return ToolContext(user_id=NOVA, platform="web", grievance_owner=f"web:{session}:{NOVA}")
 
     complaint = {"category": "wallet", "description": "card 4242 charged twice"}
     try:
