@@ -152,3 +152,19 @@ def summary_from_rows(players_db: Path, user_id: str) -> PlayerSummary | None:
         games=games,
         achievements=[name for _, name, _ in newest_first[:MAX_ACHIEVEMENTS]],
     )
+
+
+def speech_pools_started(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The worker counts of the speech-worker pools started from now on (each worker loads every
+    speech model: hundreds of MB), calling through to the real pools."""
+    from bot.engines.offline import hearing
+
+    pools: list[int] = []
+    real = hearing.WorkerHearing._new_pool
+
+    def counted(self: hearing.WorkerHearing, workers: int):  # type: ignore[no-untyped-def]
+        pools.append(workers)
+        return real(self, workers)
+
+    monkeypatch.setattr(hearing.WorkerHearing, "_new_pool", counted)
+    return pools

@@ -25,7 +25,7 @@ from tests.fakes.openai_server import (
     tool_calls,
 )
 
-from .conftest import BLAZE, NOVA, make_settings
+from .conftest import BLAZE, NOVA, make_settings, speech_pools_started
 
 NOTE = encode(speechlike(2.0), 48_000, "ogg")
 
@@ -415,19 +415,11 @@ async def test_check_on_azure_fails_on_a_deployment_that_does_not_exist(storage,
 async def test_check_tries_the_offline_fallback_run_would_build(storage, fake, monkeypatch) -> None:
     import shutil
 
-    from bot.engines.offline import hearing
     from bot.health import check_all
 
     settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="offline")
     async with running_app(settings) as app:  # the desk's path: the running bot's own fallback
-        pools: list[int] = []
-        real = hearing.WorkerHearing._new_pool
-
-        def counted(self, workers):  # type: ignore[no-untyped-def]
-            pools.append(workers)
-            return real(self, workers)
-
-        monkeypatch.setattr(hearing.WorkerHearing, "_new_pool", counted)
+        pools = speech_pools_started(monkeypatch)
         live = {r.service: r for r in await check_all(settings, live=app)}
     assert live["fallback"].ok and "offline speech" in live["fallback"].detail and pools == []
     shutil.rmtree(storage / "speech")  # `run` would now stop building the fallback

@@ -17,7 +17,7 @@ from bot.web import ops
 from bot.web.playground import DEMO_PLAYERS
 from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
 
-from .conftest import BLAZE, NOVA, REPO, make_settings
+from .conftest import BLAZE, NOVA, REPO, make_settings, speech_pools_started
 from .web_helpers import STAFF_HASH, STAFF_PASSWORD, csrf_of, log_in, web_client, web_settings
 
 NOTE = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
@@ -41,6 +41,12 @@ async def ask(client: TestClient, token: str, **form: object):  # type: ignore[n
 
 
 # ---- playground ------------------------------------------------------------------------------
+
+
+def metric_value(metric: str, page: str) -> float:
+    """A sample's value on a /metrics page; 0 when it is not there yet."""
+    found = re.search(rf"^{re.escape(metric)} ([0-9.e+-]+)$", page, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 async def test_playground_answers_a_note_with_the_tool_timings_and_playable_audio(wsettings) -> None:
@@ -348,17 +354,9 @@ async def test_the_desk_checks_the_running_offline_engine_without_new_speech_wor
     wsettings, monkeypatch
 ) -> None:
     from bot.app import build_app
-    from bot.engines.offline import hearing
 
     core = await build_app(wsettings)
-    pools: list[int] = []
-    real = hearing.WorkerHearing._new_pool
-
-    def counted(self, workers):  # type: ignore[no-untyped-def]
-        pools.append(workers)
-        return real(self, workers)
-
-    monkeypatch.setattr(hearing.WorkerHearing, "_new_pool", counted)
+    pools = speech_pools_started(monkeypatch)
     try:
         async with web_client(wsettings, core=core) as (client, _):
             await log_in(client)
@@ -562,19 +560,15 @@ async def test_metrics_count_notes_stages_tools_and_the_outbox(wsettings) -> Non
         assert scraped.headers["Content-Type"].startswith("text/plain")
         text = await scraped.text()
 
-    def value(metric: str, page: str) -> float:
-        found = re.search(rf"^{re.escape(metric)} ([0-9.e+-]+)$", page, re.M)
-        return float(found.group(1)) if found else 0.0
-
     answered = 'voxdesk_notes_total{frontend="web",outcome="answered",reason="answer"}'
     refused = 'voxdesk_notes_total{frontend="web",outcome="refused",reason="bad_audio"}'
-    assert value(answered, text) == value(answered, before) + 1
-    assert value(refused, text) == value(refused, before) + 1
+    assert metric_value(answered, text) == metric_value(answered, before) + 1
+    assert metric_value(refused, text) == metric_value(refused, before) + 1
     tool = 'voxdesk_tool_calls_total{ok="true",tool="get_player_stats"}'
-    assert value(tool, text) == value(tool, before) + 1
+    assert metric_value(tool, text) == metric_value(tool, before) + 1
     for stage in ("download", "decode", "hear", "tools", "speak"):
         count = f'voxdesk_stage_seconds_count{{stage="{stage}"}}'
-        assert value(count, text) >= value(count, before) + 1, stage
+        assert metric_value(count, text) >= metric_value(count, before) + 1, stage
     assert re.search(r"^voxdesk_grievance_outbox_depth 0\.0$", text, re.M)
 
 
@@ -697,14 +691,10 @@ async def test_a_tool_name_the_model_makes_up_is_counted_as_unknown(wsettings) -
         text = await (await client.get("/metrics")).text()
         names = {t.name for t in core.toolbox.tools}
 
-    def value(metric: str, page: str) -> float:
-        found = re.search(rf"^{re.escape(metric)} ([0-9.e+-]+)$", page, re.M)
-        return float(found.group(1)) if found else 0.0
-
     unknown = 'voxdesk_tool_calls_total{ok="false",tool="unknown"}'
     stats = 'voxdesk_tool_calls_total{ok="true",tool="get_player_stats"}'
-    assert value(unknown, text) == value(unknown, before) + 1
-    assert value(stats, text) == value(stats, before) + 1
+    assert metric_value(unknown, text) == metric_value(unknown, before) + 1
+    assert metric_value(stats, text) == metric_value(stats, before) + 1
     assert invented not in text
     assert names == metrics.TOOLS  # every real tool keeps its own name
 
