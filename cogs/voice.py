@@ -216,7 +216,9 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "failed", "send")
             await self._tell(message, say.OOPS)
         except asyncio.CancelledError:
-            if message.id not in self._answer_out:
+            if message.id in self._answer_out:
+                ok = True  # its answer went out; only the transcript was cut
+            else:
                 await self._tell(message, say.RESTARTING)
             raise
         except Exception:
@@ -225,7 +227,7 @@ class VoiceNotes(commands.Cog):
             await self._tell(message, say.OOPS)
         finally:
             await self._react(message, WORKING, remove=True)
-            if not ok and message.id not in self._answer_out:
+            if not ok:
                 await self._react(message, FAILED)
 
     async def _keep_for_restart(self, message: discord.Message) -> None:
