@@ -655,3 +655,12 @@ async def test_a_complaint_that_tells_no_problem_files_the_one_told_before_or_as
     assert [c["name"] for c in again.tool_calls] == ["get_grievance_status"]  # no second ticket
     new = sorted(t.description for t in tickets if t.key not in before)
     assert new == sorted([crash, "i was charged twice for gems last friday"])
+
+
+async def test_a_question_about_another_game_is_not_answered_from_an_unrelated_guide(settings) -> None:
+    from bot.sentences import NOT_IN_GUIDES
+
+    async with running_app(settings) as app:
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "how do I change my Minecraft skin")
+    assert [c["name"] for c in reply.tool_calls] == ["search_manuals"]  # the same tool as before
+    assert reply.text == NOT_IN_GUIDES

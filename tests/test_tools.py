@@ -162,6 +162,34 @@ async def test_manual_search_ranks_the_right_manual_first(settings, scripted_app
             assert passages[0]["title"]
 
 
+async def test_a_question_the_manuals_do_not_cover_finds_no_passage(settings, scripted_app_engine) -> None:
+    # Each shares one everyday word with some manual ("change", "than", "last", the "s" of
+    # "what's"), which alone ranked a passage about something else first.
+    off_topic = [
+        "how do I change my Minecraft skin",
+        "how do I beat the final boss in Elden Ring",
+        "final mass in l than reading",  # the same question as Whisper once heard it
+        "who won the football last night",
+        "what's the weather like tomorrow",
+    ]
+    # A misheard or one-word question on a manual's subject is still answered.
+    on_topic = {
+        "how do i pear my controler": "controller",
+        "um how can i get a refund": "refund",
+        "refunds": "refund",
+        "someone is cheating, how do I report them": "cheat",
+    }
+    async with running_app(settings, scripted_app_engine) as app:
+        found = {q: (await run(app, NOVA, "search_manuals", query=q))["passages"] for q in off_topic}
+        answered = {q: (await run(app, NOVA, "search_manuals", query=q))["passages"] for q in on_topic}
+        kid = (await run(app, NOVA, "search_manuals", query="limit my kid's play time"))["passages"]
+    assert found == {q: [] for q in off_topic}
+    firsts = {q: passages[0]["source"] if passages else "" for q, passages in answered.items()}
+    assert all(on_topic[q] in source for q, source in firsts.items()), firsts
+    # Not only a first passage: one that shares only "time" (or the "s" of "kid's") is left out too.
+    assert [p["title"] for p in kid] == ["Parental controls: Play time limits"]
+
+
 def test_fts_query_quotes_every_term_so_nothing_is_syntax() -> None:
     assert fts_query('refund" OR title:* NEAR(a b)') == '"refund" OR "title" OR "near" OR "b"'
     assert fts_query("how do I") == ""
