@@ -664,3 +664,17 @@ async def test_a_question_about_another_game_is_not_answered_from_an_unrelated_g
         reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "how do I change my Minecraft skin")
     assert [c["name"] for c in reply.tool_calls] == ["search_manuals"]  # the same tool as before
     assert reply.text == NOT_IN_GUIDES
+
+
+async def test_a_complaint_kept_for_later_is_told_with_a_capital_i(settings) -> None:
+    import sqlite3
+
+    from bot.app import storage_paths
+    from bot.sentences import KEPT_FOR_LATER
+
+    with sqlite3.connect(storage_paths(settings).grievances) as conn:
+        conn.execute("ALTER TABLE grievances RENAME TO grievances_away")  # the filing fails
+    async with running_app(settings) as app:
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "i was charged twice for gems")
+    assert [c["name"] for c in reply.tool_calls] == ["register_grievance"]
+    assert reply.text == f"Sorry, {KEPT_FOR_LATER}"  # "Sorry, I couldn't file...", not "i couldn't"

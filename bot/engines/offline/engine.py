@@ -243,7 +243,7 @@ def _complaints_with_substance(
 
 def render(tool: str, result: dict[str, Any], heard: str) -> str:
     if "error" in result:
-        return say.TOOL_ERROR.format(reason=f"{result['error'][0].lower()}{result['error'][1:]}")
+        return say.TOOL_ERROR.format(reason=_after_sorry(result["error"]))
     if tool == router.STATS:
         return _stats(result, heard)
     if tool == router.MANUALS:
@@ -254,6 +254,14 @@ def render(tool: str, result: dict[str, Any], heard: str) -> str:
     if tool == router.STATUS:
         return _status(result)
     return say.UNSURE
+
+
+def _after_sorry(reason: str) -> str:
+    """A tool's reason to follow "Sorry, ": its first letter lowered, but never the word "I"."""
+    first = reason.split(" ", 1)[0]
+    if first == "I" or first.startswith("I'"):
+        return reason
+    return reason[:1].lower() + reason[1:]
 
 
 def _ended(sentence: str) -> str:
