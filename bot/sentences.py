@@ -58,6 +58,8 @@ KEPT_FOR_LATER = (
     "I couldn't file your complaint just now, but I've kept every word of it and it will be filed "
     "as soon as I can. Ask me about your tickets in a little while to get its number."
 )
+FILING_UNAVAILABLE = "Filing complaints isn't working right now, please try again in a few minutes."
+TICKETS_UNAVAILABLE = "Your tickets are unavailable right now, please try again in a few minutes."
 
 # ---- the offline engine: small talk and asking again -----------------------------------------
 

@@ -678,3 +678,28 @@ async def test_a_complaint_kept_for_later_is_told_with_a_capital_i(settings) -> 
         reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "i was charged twice for gems")
     assert [c["name"] for c in reply.tool_calls] == ["register_grievance"]
     assert reply.text == f"Sorry, {KEPT_FOR_LATER}"  # "Sorry, I couldn't file...", not "i couldn't"
+
+
+async def test_of_two_requests_the_one_that_failed_is_named(settings) -> None:
+    import sqlite3
+
+    from bot.app import storage_paths
+
+    def rename(db, table: str, to: str) -> None:  # type: ignore[no-untyped-def]
+        with sqlite3.connect(db) as conn:
+            conn.execute(f"ALTER TABLE {table} RENAME TO {to}")
+
+    stored = storage_paths(settings)
+    both = "how many points do i have and how do i pair my controller"
+    async with running_app(settings) as app:
+        ctx = ToolContext(user_id=NOVA)
+        rename(stored.players, "game_sessions", "sessions_away")  # the stats query fails
+        stats_down = await app.agent.respond_text(ctx, both)
+        rename(stored.players, "sessions_away", "game_sessions")
+        rename(stored.manuals, "passages", "passages_away")  # the manuals search crashes
+        manuals_down = await app.agent.respond_text(ctx, both)
+    assert [c["name"] for c in stats_down.tool_calls] == ["get_player_stats", "search_manuals"]
+    assert stats_down.text.startswith("Sorry, player stats are unavailable right now")
+    assert "From the guide on controller pairing" in stats_down.text
+    assert "708 points" in manuals_down.text
+    assert "Sorry, the game manuals are unavailable right now" in manuals_down.text

@@ -77,6 +77,16 @@ async def test_a_model_cannot_ask_for_another_players_stats(settings, scripted_a
     assert own["player_name"] == "Nova"
 
 
+async def test_a_stats_database_that_fails_says_stats_are_unavailable(settings, scripted_app_engine) -> None:
+    from bot import sentences as say
+
+    with sqlite3.connect(storage_paths(settings).players) as conn:
+        conn.execute("ALTER TABLE achievements RENAME TO achievements_away")
+    async with running_app(settings, scripted_app_engine) as app:
+        result = await run(app, NOVA, "get_player_stats")
+    assert result == {"error": say.STATS_UNAVAILABLE}  # not "that part of me isn't working"
+
+
 async def test_unlinked_user_gets_a_polite_answer(settings, scripted_app_engine) -> None:
     async with running_app(settings, scripted_app_engine) as app:
         result = await run(app, UNLINKED, "get_player_stats")

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import logging
 import re
+import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
+from bot import sentences as say
 from bot.db import open_sqlite
 from bot.tools import stats_sql
-from bot.tools.base import Passage, PlayerSummary
+from bot.tools.base import Passage, PlayerSummary, ToolError
 from bot.tools.manual_chunks import Chunk
+
+log = logging.getLogger(__name__)
 
 
 class SqliteStats:
@@ -30,7 +35,11 @@ class SqliteStats:
         return list(await cursor.fetchall())
 
     async def player_summary(self, user_id: str) -> PlayerSummary | None:
-        return await stats_sql.player_summary(self._fetch, user_id, dialect="sqlite")
+        try:
+            return await stats_sql.player_summary(self._fetch, user_id, dialect="sqlite")
+        except sqlite3.Error as exc:
+            log.error("player stats query failed: %s", exc)
+            raise ToolError(say.STATS_UNAVAILABLE) from None
 
     async def check(self) -> str:
         (count,) = (await self._fetch(stats_sql.PLAYER_COUNT, ()))[0]

@@ -241,9 +241,21 @@ def _complaints_with_substance(
 # ---- answers --------------------------------------------------------------------------------
 
 
+# What a player hears when a tool crashed, by the tool.
+_UNAVAILABLE = {
+    router.STATS: say.STATS_UNAVAILABLE,
+    router.MANUALS: say.MANUALS_UNAVAILABLE,
+    router.REGISTER: say.FILING_UNAVAILABLE,
+    router.STATUS: say.TICKETS_UNAVAILABLE,
+}
+
+
 def render(tool: str, result: dict[str, Any], heard: str) -> str:
     if "error" in result:
-        return say.TOOL_ERROR.format(reason=_after_sorry(result["error"]))
+        reason = result["error"]
+        if reason == say.TOOL_BROKEN:  # names no topic: of two requests, which one failed?
+            reason = _UNAVAILABLE.get(tool, reason)
+        return say.TOOL_ERROR.format(reason=_after_sorry(reason))
     if tool == router.STATS:
         return _stats(result, heard)
     if tool == router.MANUALS:
