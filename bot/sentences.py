@@ -74,9 +74,15 @@ UNSURE = (
     "Sorry, I didn't catch that. Could you say it again in other words? You can ask about your "
     "points, the game guides, or your tickets."
 )
-NOT_CLEAR = (
-    "Sorry, it's noisy where you are and I couldn't make that out. Could you say it again, a bit "
-    "closer to the microphone?"
+# When the recogniser doubts its words: noise, mumbling, or a language the bot does not hear.
+# NOT_CLEAR when it hears English only (the default), NOT_CLEAR_MULTILINGUAL when it hears more.
+NOT_CLEAR = "Sorry, I couldn't make that out. Could you say it again? I understand English only."
+
+NOT_CLEAR_MULTILINGUAL = "Sorry, I couldn't make that out. Could you say it again?"
+# Heard clearly, but nothing the bot does ("what's the weather like tomorrow").
+OUT_OF_SCOPE = (
+    "That's not something I can help with, sorry. I can tell you your points, rank and achievements, "
+    "answer questions from the game guides, file a complaint for you, and check on your tickets."
 )
 
 # ---- the offline engine: a tool's answer -----------------------------------------------------

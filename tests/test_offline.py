@@ -434,10 +434,18 @@ async def test_status_of_it_right_after_filing_refers_to_that_ticket(settings) -
 
 
 async def test_unsure_asks_again_instead_of_guessing(settings) -> None:
+    from bot.sentences import OUT_OF_SCOPE, UNSURE
+
     async with running_app(settings) as app:
-        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "purple monkey dishwasher")
-    assert reply.tool_calls == []
-    assert "say it again" in reply.text
+        ctx = ToolContext(user_id=NOVA)
+        nonsense = await app.agent.respond_text(ctx, "purple monkey dishwasher")
+        weather = await app.agent.respond_text(ctx, "what's the weather like tomorrow")
+        filler = await app.agent.respond_text(ctx, "um uh hmm")
+    assert nonsense.tool_calls == weather.tool_calls == filler.tool_calls == []
+    # Words heard clearly that ask for nothing the bot does: it says what it can do, not that it
+    # didn't catch them; words that say nothing at all are asked again.
+    assert nonsense.text == weather.text == OUT_OF_SCOPE
+    assert filler.text == UNSURE and "say it again" in filler.text
 
 
 def test_the_confusion_model_learns_what_the_recogniser_makes_of_each_question() -> None:
@@ -703,3 +711,34 @@ async def test_of_two_requests_the_one_that_failed_is_named(settings) -> None:
     assert "From the guide on controller pairing" in stats_down.text
     assert "708 points" in manuals_down.text
     assert "Sorry, the game manuals are unavailable right now" in manuals_down.text
+
+
+class _DoubtingRecognizer:
+    """Words that route well, which the recogniser itself doubts (as Whisper does with a note in a
+    language it was not told to hear, or in loud noise)."""
+
+    def recognize(self, pcm: bytes, general: bool = False):  # type: ignore[no-untyped-def]
+        from bot.speech.recognizer import Hypothesis
+
+        text = "how many points do i have"
+        return None if general else Hypothesis(text, "whisper", -1.3, (text,), sure=False)
+
+
+async def test_a_doubtful_note_blames_no_noise_and_says_which_language_is_heard(settings) -> None:
+    from bot import sentences as say
+    from bot.engines.offline.hearing import LocalHearing
+    from bot.speech.whisper_recognizer import WhisperSpec
+
+    note = (SAMPLES / "2-how-many-points.ogg").read_bytes()
+    async with running_app(settings) as app:
+        ctx = ToolContext(user_id=NOVA)
+        engine = app.agent.engine
+        await engine.hearing.aclose()
+        engine.hearing = LocalHearing(_DoubtingRecognizer())  # type: ignore[arg-type]
+        english_only = await app.agent.respond(ctx, note)
+        engine.hearing.whisper = WhisperSpec("unused", languages=None)  # type: ignore[attr-defined]
+        any_language = await app.agent.respond(ctx, note)
+    assert english_only.tool_calls == any_language.tool_calls == []
+    assert english_only.text == say.NOT_CLEAR and "English only" in english_only.text
+    assert any_language.text == say.NOT_CLEAR_MULTILINGUAL and "English" not in any_language.text
+    assert not any("noisy" in r.text or "microphone" in r.text for r in (english_only, any_language))

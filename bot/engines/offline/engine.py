@@ -80,6 +80,11 @@ class OfflineEngine:
     def whisper(self) -> WhisperSpec | None:
         return getattr(self.hearing, "whisper", None)
 
+    @property
+    def english_only(self) -> bool:
+        """Whether notes in other languages go unheard: pocketsphinx, or Whisper told to hear English."""
+        return self.whisper is None or self.whisper.languages == ENGLISH
+
     async def check(self) -> str:
         """One line for `check` and the desk: the speech workers answer, the reply voice speaks,
         and which recogniser, voice (with its licence) and meaning model serve players."""
@@ -147,7 +152,14 @@ class OfflineEngine:
             turn.scratch["asked"] = {call.id: intent for call, intent in zip(calls, tools, strict=True)}
             return EngineReply(tool_calls=calls, user_text=heard.text)
         if isinstance(heard, Heard) and not heard.sure:
-            return await self._say(say.NOT_CLEAR, turn)
+            return await self._say(say.NOT_CLEAR if self.english_only else say.NOT_CLEAR_MULTILINGUAL, turn)
+        if (
+            intents[0].name == router.UNSURE
+            and heard.act_on
+            and set(router.tokenize(heard.text)) - FUNCTION_WORDS
+        ):
+            # Words heard clearly that ask for nothing the bot does: saying them again won't help.
+            return await self._say(say.OUT_OF_SCOPE, turn)
         return await self._say(SMALLTALK.get(intents[0].name, say.UNSURE), turn)
 
     async def _say(self, text: str, turn: TurnState) -> EngineReply:
