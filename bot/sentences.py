@@ -117,6 +117,11 @@ OLDER_TICKETS = "And {count} older ones."
 # meant a new one can say so.
 WHAT_WENT_WRONG = "I can file a complaint for you. What went wrong? Tell me what happened in your next note."
 OFFER_NEW_COMPLAINT = " If this is a new complaint, tell me it's a new one and what happened."
+# Before the figures when a day or a week was asked about: the summary holds all-time totals only.
+ALL_TIME_ONLY = "I only have your all-time totals, not figures for a day or a week."
+GAME_STATS = "In {game}, you have {points} points from {games}."
+GAME_CASH = "You've won {cash:.2f} dollars in cash at {game}."
+GAME_NO_CASH = "You haven't won any cash at {game}."
 
 # ---- words inside sentences ------------------------------------------------------------------
 

@@ -742,3 +742,28 @@ async def test_a_doubtful_note_blames_no_noise_and_says_which_language_is_heard(
     assert english_only.text == say.NOT_CLEAR and "English only" in english_only.text
     assert any_language.text == say.NOT_CLEAR_MULTILINGUAL and "English" not in any_language.text
     assert not any("noisy" in r.text or "microphone" in r.text for r in (english_only, any_language))
+
+
+async def test_a_question_about_one_game_or_one_day_is_not_answered_with_the_totals_alone(settings) -> None:
+    from bot.sentences import ALL_TIME_ONLY
+
+    async with running_app(settings) as app:
+        ctx = ToolContext(user_id=NOVA)
+        asked = [
+            "how many points do i have in poker",
+            "how much cash have i won in battle royale",
+            "how many points did i get yesterday",
+            "what are my points this week",
+        ]
+        replies = [await app.agent.respond_text(ctx, text) for text in asked]
+    assert all([c["name"] for c in r.tool_calls] == ["get_player_stats"] for r in replies)
+    poker, royale, yesterday, week = (r.text for r in replies)
+    # Nova's seed rows: poker 51 + 60 + 12 + 78 points in 4 games and no cash; battle royale
+    # 68 + 64 + 36 points in 3 games and 34.34 + 29.69 dollars.
+    assert poker == "In poker, you have 201 points from 4 games. You haven't won any cash at poker."
+    assert royale == (
+        "In battle royale, you have 168 points from 3 games. "
+        "You've won 64.03 dollars in cash at battle royale."
+    )
+    for told in (yesterday, week):
+        assert told.startswith(f"{ALL_TIME_ONLY} Nova, you have 708 points")

@@ -293,31 +293,54 @@ def _ended(sentence: str) -> str:
     return sentence if sentence.rstrip().endswith((".", "!", "?")) else sentence.rstrip() + "."
 
 
+# Words that ask about a stretch of time ("yesterday", "this week"), which a summary of all-time
+# totals cannot answer.
+_TIME_WORDS = frozenset(
+    "yesterday today tonight morning afternoon evening week weekend month year season lately "
+    "recently ago last".split()
+)
+
+
 def _stats(result: dict[str, Any], heard: str) -> str:
     if not result.get("linked"):
         return say.NO_PROFILE
     words = set(router.tokenize(heard))
+    lines = [say.ALL_TIME_ONLY] if words & _TIME_WORDS else []
     achievements = result["achievements"]
     if words & {"achievements", "achievement", "trophies", "badges"}:
         if not achievements:
-            return say.NO_ACHIEVEMENTS.format(player=result["player_name"])
-        return say.ACHIEVEMENTS.format(
-            count=_count(len(achievements), "achievement"), names=_and(achievements)
+            lines.append(say.NO_ACHIEVEMENTS.format(player=result["player_name"]))
+        else:
+            names = _and(achievements)
+            lines.append(say.ACHIEVEMENTS.format(count=_count(len(achievements), "achievement"), names=names))
+        return " ".join(lines)
+    named = [g for g in result["games"] if set(_game(g).split()) <= words]
+    for game in named:  # "how many points do I have in poker": that game's figures, not the totals
+        lines.append(
+            say.GAME_STATS.format(
+                game=_game(game), points=game["points_earned"], games=_count(game["games_played"], "game")
+            )
         )
+        if game["cash_won"]:
+            lines.append(say.GAME_CASH.format(cash=game["cash_won"], game=_game(game)))
+        else:
+            lines.append(say.GAME_NO_CASH.format(game=_game(game)))
+    if named:
+        return " ".join(lines)
     games = sorted(result["games"], key=lambda g: -g["points_earned"])
-    lines = [
+    lines.append(
         say.STATS_TOTAL.format(
             player=result["player_name"],
             points=result["total_points"],
             rank=result["rank"],
             players=result["players_ranked"],
         )
-    ]
+    )
     if games:
         best = games[0]
         lines.append(
             say.BEST_GAME.format(
-                game=say.GAME_WORDS.get(best["game_type"], best["game_type"]),
+                game=_game(best),
                 points=best["points_earned"],
                 games=_count(best["games_played"], "game"),
             )
@@ -328,6 +351,11 @@ def _stats(result: dict[str, Any], heard: str) -> str:
     if achievements:
         lines.append(say.LATEST_ACHIEVEMENT.format(achievement=achievements[0]))
     return " ".join(lines)
+
+
+def _game(game: dict[str, Any]) -> str:
+    """A game type as said aloud: "battle royale" for battle_royale."""
+    return say.GAME_WORDS.get(game["game_type"], game["game_type"])
 
 
 def _manuals(result: dict[str, Any]) -> str:
