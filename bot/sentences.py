@@ -122,6 +122,8 @@ ALL_TIME_ONLY = "I only have your all-time totals, not figures for a day or a we
 GAME_STATS = "In {game}, you have {points} points from {games}."
 GAME_CASH = "You've won {cash:.2f} dollars in cash at {game}."
 GAME_NO_CASH = "You haven't won any cash at {game}."
+# More achievements than a summary lists: the total, then the newest.
+ACHIEVEMENTS_LATEST = "You have {count}; the latest {shown} are {names}."
 
 # ---- words inside sentences ------------------------------------------------------------------
 

@@ -15,7 +15,6 @@ import pytest
 
 from bot.config import Settings, load_settings
 from bot.tools.base import GameSummary, PlayerSummary
-from bot.tools.stats_sql import MAX_ACHIEVEMENTS
 from tests import repo_boundary
 
 REPO = Path(__file__).resolve().parent.parent
@@ -150,7 +149,7 @@ def summary_from_rows(players_db: Path, user_id: str) -> PlayerSummary | None:
         rank=1 + sum(total > totals[player_id] for total in totals.values()),
         players_ranked=len(players),
         games=games,
-        achievements=[name for _, name, _ in newest_first[:MAX_ACHIEVEMENTS]],
+        achievements=[name for _, name, _ in newest_first[:10]],  # the newest ten, as the bot promises
     )
 
 

@@ -767,3 +767,26 @@ async def test_a_question_about_one_game_or_one_day_is_not_answered_with_the_tot
     )
     for told in (yesterday, week):
         assert told.startswith(f"{ALL_TIME_ONLY} Nova, you have 708 points")
+
+
+def test_more_achievements_than_the_summary_lists_are_counted_in_full() -> None:
+    from bot.engines.offline.engine import render
+
+    newest = [f"Medal {n:02d}" for n in range(12, 2, -1)]
+    result = {
+        "linked": True,
+        "player_name": "Nova",
+        "total_points": 708,
+        "rank": 11,
+        "players_ranked": 12,
+        "games": [],
+        "achievements": newest,
+        "achievement_count": 12,
+    }
+    told = render("get_player_stats", result, "how many achievements do i have")
+    assert told.startswith("You have 12 achievements; the latest 10 are Medal 12, Medal 11, ")
+    assert told.endswith("Medal 04 and Medal 03.")
+    # A count no higher than the list is told as before.
+    assert render("get_player_stats", result | {"achievement_count": 10}, "my achievements").startswith(
+        "You have 10 achievements: Medal 12"
+    )

@@ -52,6 +52,20 @@ async def test_a_summary_holds_the_speakers_achievements_and_points_and_no_one_e
         assert summary == summary_from_rows(players_db, user), user
 
 
+async def test_a_player_with_more_than_ten_achievements_gets_the_newest_ten(
+    settings, scripted_app_engine
+) -> None:
+    players_db = storage_paths(settings).players
+    earned = [(f"Medal {n:02d}", f"2026-11-{n:02d}T18:00:00Z") for n in range(1, 12)]
+    with sqlite3.connect(players_db) as conn:  # Nova's Night Owl (2026-08-17) and eleven newer
+        conn.executemany("INSERT INTO achievements (player_id, name, earned_at) VALUES (1, ?, ?)", earned)
+    async with running_app(settings, scripted_app_engine) as app:
+        nova = await run(app, NOVA, "get_player_stats")
+        summary = await app.stats.player_summary(NOVA)
+    assert nova["achievements"] == [f"Medal {n:02d}" for n in range(11, 1, -1)]
+    assert summary == summary_from_rows(players_db, NOVA)
+
+
 async def test_ranks_are_a_permutation_by_points(settings, scripted_app_engine) -> None:
     users = [f"{d}" * 18 for d in "12345678"] + [
         "999999999999999999",

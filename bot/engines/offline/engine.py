@@ -311,8 +311,15 @@ def _stats(result: dict[str, Any], heard: str) -> str:
         if not achievements:
             lines.append(say.NO_ACHIEVEMENTS.format(player=result["player_name"]))
         else:
-            names = _and(achievements)
-            lines.append(say.ACHIEVEMENTS.format(count=_count(len(achievements), "achievement"), names=names))
+            # The summary lists the newest few; its count, when it has one, is of them all.
+            total = result.get("achievement_count", len(achievements))
+            count, names = _count(total, "achievement"), _and(achievements)
+            if total > len(achievements):
+                lines.append(
+                    say.ACHIEVEMENTS_LATEST.format(count=count, shown=len(achievements), names=names)
+                )
+            else:
+                lines.append(say.ACHIEVEMENTS.format(count=count, names=names))
         return " ".join(lines)
     named = [g for g in result["games"] if set(_game(g).split()) <= words]
     for game in named:  # "how many points do I have in poker": that game's figures, not the totals
