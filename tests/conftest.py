@@ -150,6 +150,7 @@ def summary_from_rows(players_db: Path, user_id: str) -> PlayerSummary | None:
         players_ranked=len(players),
         games=games,
         achievements=[name for _, name, _ in newest_first[:10]],  # the newest ten, as the bot promises
+        achievement_count=len(newest_first),
     )
 
 

@@ -790,3 +790,16 @@ def test_more_achievements_than_the_summary_lists_are_counted_in_full() -> None:
     assert render("get_player_stats", result | {"achievement_count": 10}, "my achievements").startswith(
         "You have 10 achievements: Medal 12"
     )
+
+
+async def test_a_player_with_twelve_achievements_hears_twelve(settings) -> None:
+    import sqlite3
+
+    from bot.app import storage_paths
+
+    earned = [(f"Medal {n:02d}", f"2026-11-{n:02d}T18:00:00Z") for n in range(1, 12)]
+    with sqlite3.connect(storage_paths(settings).players) as conn:
+        conn.executemany("INSERT INTO achievements (player_id, name, earned_at) VALUES (1, ?, ?)", earned)
+    async with running_app(settings) as app:
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "what achievements do i have")
+    assert reply.text.startswith("You have 12 achievements; the latest 10 are Medal 11, Medal 10, ")

@@ -63,6 +63,7 @@ async def test_a_player_with_more_than_ten_achievements_gets_the_newest_ten(
         nova = await run(app, NOVA, "get_player_stats")
         summary = await app.stats.player_summary(NOVA)
     assert nova["achievements"] == [f"Medal {n:02d}" for n in range(11, 1, -1)]
+    assert nova["achievement_count"] == 12
     assert summary == summary_from_rows(players_db, NOVA)
 
 

@@ -76,6 +76,7 @@ def build_tools(
             "players_ranked": summary.players_ranked,
             "games": [vars(g) for g in summary.games],
             "achievements": summary.achievements,
+            "achievement_count": summary.achievement_count,
         }
 
     async def search_manuals(ctx: ToolContext, args: JSON) -> JSON:

@@ -104,7 +104,8 @@ class PlayerSummary:
     rank: int  # 1 is best, by total points among all players
     players_ranked: int
     games: list[GameSummary] = field(default_factory=list)
-    achievements: list[str] = field(default_factory=list)
+    achievements: list[str] = field(default_factory=list)  # the newest, at most MAX_ACHIEVEMENTS
+    achievement_count: int = 0  # all of them
 
 
 @dataclass

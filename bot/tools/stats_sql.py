@@ -36,6 +36,7 @@ RANK = (
 
 PLAYER_COUNT = "SELECT COUNT(*) FROM players"
 
+ACHIEVEMENT_COUNT = "SELECT COUNT(*) FROM achievements WHERE player_id = ?"
 ACHIEVEMENTS = "SELECT {top}name FROM achievements WHERE player_id = ? ORDER BY earned_at DESC, name{limit}"
 
 
@@ -67,6 +68,7 @@ async def player_summary(fetch: Fetch, user_id: str, dialect: str) -> PlayerSumm
     achievements = [
         str(row[0]) for row in await fetch(limit_rows(ACHIEVEMENTS, MAX_ACHIEVEMENTS, dialect), (player_id,))
     ]
+    (earned,) = (await fetch(ACHIEVEMENT_COUNT, (player_id,)))[0]
     return PlayerSummary(
         player_name=str(player_name),
         total_points=total,
@@ -74,4 +76,5 @@ async def player_summary(fetch: Fetch, user_id: str, dialect: str) -> PlayerSumm
         players_ranked=int(count),
         games=games,
         achievements=achievements,
+        achievement_count=int(earned),
     )
