@@ -312,7 +312,7 @@ def _stats(result: dict[str, Any], heard: str) -> str:
             lines.append(say.NO_ACHIEVEMENTS.format(player=result["player_name"]))
         else:
             # The summary lists the newest few; its count, when it has one, is of them all.
-            total = result.get("achievement_count", len(achievements))
+            total = max(result.get("achievement_count", 0), len(achievements))
             count, names = _count(total, "achievement"), _and(achievements)
             if total > len(achievements):
                 lines.append(
