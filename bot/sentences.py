@@ -18,7 +18,8 @@ NOT_AUDIO = "That file looks like {what}, not audio. Please send a voice note."
 TOO_BIG = "That file is too big for me ({size_mb:.1f} MB). Please keep voice notes under {limit_mb:.0f} MB."
 TOO_LONG = "That voice note is too long for me. Please keep it under {limit}."
 UNREADABLE = (
-    "I couldn't read that audio file. Please send a voice note or an ogg, mp3, m4a, wav, webm or flac file."
+    "I couldn't read that audio file. "
+    "Please send a voice note or an ogg, mp3, m4a, wav, webm, flac or amr file."
 )
 SILENT = "That voice note has no sound in it. Could you record it again?"
 NOTHING_HEARD = "I couldn't hear anything in that voice note. Could you say it again?"

@@ -267,7 +267,7 @@ class Toolbox:
         arguments = well_formed(call.arguments)
         ok = False
         if tool is None:
-            result: JSON = {"error": f"There is no tool called {call.name}."}
+            result: JSON = {"error": f"There is no tool called {clipped(call.name)}."}
         elif (problem := invalid_arguments(arguments, tool.parameters)) is not None:
             result = {"error": f"Invalid arguments for {call.name}: {problem}"}
         else:
