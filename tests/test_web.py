@@ -583,6 +583,17 @@ def test_staff_password_hash_verifies_only_its_password() -> None:
     assert not verify_password("x", "plain-text-password")
 
 
+def test_a_staff_password_hash_cut_short_stops_the_web_front_end_at_start(tmp_path: Path) -> None:
+    from bot.config import ConfigError
+    from bot.web.security import staff_password_hash
+
+    whole = make_settings(tmp_path, VOXDESK_WEB_STAFF_PASSWORD_HASH=STAFF_HASH)
+    assert staff_password_hash(whole) == STAFF_HASH
+    cut = make_settings(tmp_path, VOXDESK_WEB_STAFF_PASSWORD_HASH=STAFF_HASH.rsplit("$", 1)[0])
+    with pytest.raises(ConfigError, match="not a hash from `voxdesk web-password`"):
+        staff_password_hash(cut)  # every login would fail, with nothing said
+
+
 def test_web_settings_and_secrets_come_from_where_they_should(tmp_path: Path) -> None:
     env = {
         "VOXDESK_WEB_STAFF_PASSWORD_HASH": STAFF_HASH,

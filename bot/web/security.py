@@ -8,6 +8,7 @@ request that changes something must echo one (form field or X-CSRF-Token header)
 from __future__ import annotations
 
 import base64
+import binascii
 import hashlib
 import hmac
 import ipaddress
@@ -41,6 +42,17 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     digest = hashlib.scrypt(password.encode(), salt=salt, n=SCRYPT_N, r=SCRYPT_R, p=SCRYPT_P, dklen=32)
     enc = base64.urlsafe_b64encode
     return f"scrypt${SCRYPT_N}${SCRYPT_R}${SCRYPT_P}${enc(salt).decode()}${enc(digest).decode()}"
+
+
+def hash_parses(stored: str) -> bool:
+    """The shape `voxdesk web-password` prints: scrypt$N$r$p$salt$digest, base64 for the last two."""
+    parts = stored.split("$")
+    if len(parts) != 6 or parts[0] != "scrypt" or not all(part.isdigit() for part in parts[1:4]):
+        return False
+    try:
+        return all(base64.urlsafe_b64decode(part) for part in parts[4:])
+    except (binascii.Error, ValueError):
+        return False
 
 
 def verify_password(password: str, stored: str) -> bool:
@@ -101,7 +113,8 @@ def staff_password_hash(settings: Settings) -> str:
     """The staff password's hash, or "" when the desk has no password (it then stays locked)."""
     s = settings.secrets
     if s.web_staff_password_hash:
-        if not s.web_staff_password_hash.startswith("scrypt$"):
+        # Refused at start, not at every login: a hash cut short in a .env would lock staff out.
+        if not hash_parses(s.web_staff_password_hash):
             raise ConfigError(
                 "VOXDESK_WEB_STAFF_PASSWORD_HASH is not a hash from `voxdesk web-password`: make one"
             )
