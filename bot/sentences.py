@@ -160,6 +160,7 @@ DMS_CLOSED_NOTICE = (
 
 DOWNLOAD_FAILED = "I couldn't download that voice note. Could you send it again?"
 RESTARTING = "I'm restarting: I'll answer this note in a moment, as soon as I'm back."
+COMMAND_CUT_SHORT = "I'm restarting and couldn't finish that in time. Please try again in a minute."
 CUT_SHORT_BY_RESTART = (
     "I'm restarting and couldn't finish that in time. A complaint you filed is kept and will be "
     "filed; ask /grievance status in a minute."

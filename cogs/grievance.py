@@ -109,7 +109,9 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 ticket_key=result["ticket_key"], category=category.name, status=result["status"]
             )
 
-        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+        await answer_privately(
+            interaction, work(), self.bot.discord_settings.defer_after_seconds, say.CUT_SHORT_BY_RESTART
+        )
 
 
 async def setup(bot: VoxdeskBot) -> None:

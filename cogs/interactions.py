@@ -4,9 +4,11 @@ Discord's three-second deadline."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable
 
+import aiohttp
 import discord
 
 from bot import sentences as say
@@ -28,15 +30,26 @@ def caller(interaction: discord.Interaction) -> ToolContext:
     )
 
 
-async def answer_privately(interaction: discord.Interaction, work: Awaitable[str], slow_after: float) -> None:
+async def answer_privately(
+    interaction: discord.Interaction,
+    work: Awaitable[str],
+    slow_after: float,
+    cut_short: str = say.COMMAND_CUT_SHORT,
+) -> None:
     """Reply ephemerally with what `work` produces. If it is not ready within `slow_after`
     seconds, defer first ("thinking…"), then put the answer in the original response.
 
-    The work is in flight for a graceful shutdown (the bot's `track`): a stop waits for it, and
-    one whose grace runs out cancels it; the player is then told so, not left with "the
-    application did not respond"."""
+    The whole answer is in flight for a graceful shutdown (the bot's `track`): a stop waits for
+    it, and one whose grace runs out cancels the work and tells the player so, before the
+    gateway closes, rather than leaving them with "the application did not respond"."""
     track = getattr(interaction.client, "track", asyncio.ensure_future)
-    task = track(work)
+    await track(_answer(interaction, work, slow_after, cut_short))
+
+
+async def _answer(
+    interaction: discord.Interaction, work: Awaitable[str], slow_after: float, cut_short: str
+) -> None:
+    task = asyncio.ensure_future(work)
     try:
         done, _ = await asyncio.wait({task}, timeout=slow_after)
         if done:
@@ -47,19 +60,21 @@ async def answer_privately(interaction: discord.Interaction, work: Awaitable[str
             pieces = split_message(await task)
             await interaction.edit_original_response(content=pieces[0])
     except asyncio.CancelledError:
-        if not task.cancelled():
-            raise
-        await _say_cut_short(interaction)
-        return
+        if not task.done() or task.cancelled():  # the work itself was cut, not its reply
+            task.cancel()  # a filing cut short is rolled back and kept in the spool first
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await _say_cut_short(interaction, cut_short)
+        raise
     for piece in pieces[1:]:
         await interaction.followup.send(piece, ephemeral=True)
 
 
-async def _say_cut_short(interaction: discord.Interaction) -> None:
+async def _say_cut_short(interaction: discord.Interaction, text: str) -> None:
     try:
         if interaction.response.is_done():
-            await interaction.edit_original_response(content=say.CUT_SHORT_BY_RESTART)
+            await interaction.edit_original_response(content=text)
         else:
-            await interaction.response.send_message(say.CUT_SHORT_BY_RESTART, ephemeral=True)
-    except discord.HTTPException as exc:
-        log.warning("could not tell interaction %s it was cut short: %s", interaction.id, exc.status)
+            await interaction.response.send_message(text, ephemeral=True)
+    except (discord.HTTPException, aiohttp.ClientError) as exc:
+        log.warning("could not tell interaction %s it was cut short: %s", interaction.id, exc)

@@ -549,3 +549,24 @@ async def test_a_lone_surrogate_in_the_models_words_is_filed_and_searched_as_a_r
     summaries = {t["ticket_key"]: t["summary"] for t in listed["tickets"]}
     assert summaries[filed.result["ticket_key"]] == "charged twice \ufffd for the pass"
     assert searched.ok and searched.result["passages"], searched.result
+
+
+async def test_a_filing_cancelled_while_it_waits_for_the_writers_lock_is_kept(tmp_path) -> None:
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    try:
+        async with store._write_lock:  # another filing of this process holds it
+            task = asyncio.create_task(store.register(NOVA, "wallet", "charged twice", "discord:43:wallet:0"))
+            await asyncio.sleep(0.1)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        await store.aclose()
+    store = await LocalGrievanceStore.open(db)  # the next start files the spool
+    try:
+        assert [g.description for g in await store.status(NOVA)] == ["charged twice"]
+    finally:
+        await store.aclose()

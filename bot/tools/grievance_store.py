@@ -196,21 +196,25 @@ class LocalGrievanceStore:
         ('local_only' for a grievance no remote tracker can take)."""
         now = utc_now()
         state = push_state or self._initial_state
-        await self.file_spooled()
-        # The row and its key are committed together, before the player hears the key.
-        async with self._write_lock:
-            try:
-                key = await self._insert(user_id, category, description, now, state, filing_id)
-                await self._conn.commit()
-            except sqlite3.Error as exc:
-                await self._rollback()
-                await self._keep_for_later(exc, user_id, category, description, now, state, filing_id)
-                raise ToolError(say.KEPT_FOR_LATER) from None
-            except BaseException as exc:
-                await self._rollback_cut_short()
-                if isinstance(exc, asyncio.CancelledError):
-                    self._keep_cut_short(user_id, category, description, now, state, filing_id)
-                raise
+        try:
+            await self.file_spooled()
+            # The row and its key are committed together, before the player hears the key.
+            async with self._write_lock:
+                try:
+                    key = await self._insert(user_id, category, description, now, state, filing_id)
+                    await self._conn.commit()
+                except sqlite3.Error as exc:
+                    await self._rollback()
+                    await self._keep_for_later(exc, user_id, category, description, now, state, filing_id)
+                    raise ToolError(say.KEPT_FOR_LATER) from None
+                except BaseException:
+                    await self._rollback_cut_short()
+                    raise
+        except asyncio.CancelledError:
+            # Cut short before its commit (filing the spool, waiting for the lock or the busy
+            # database); if the commit did land, the filing id files it once all the same.
+            self._keep_cut_short(user_id, category, description, now, state, filing_id)
+            raise
         if key is None:  # filed before, by an earlier run of the same turn
             return await self._filed_as(user_id, filing_id)
         return Grievance(
