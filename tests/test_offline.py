@@ -665,6 +665,23 @@ async def test_a_complaint_that_tells_no_problem_files_the_one_told_before_or_as
     assert new == sorted([crash, "i was charged twice for gems last friday"])
 
 
+async def test_after_what_went_wrong_the_players_account_is_the_complaint(settings) -> None:
+    """Asked what went wrong, "my controller stopped working" is the complaint (alone it asks the
+    guides); "that" after a thank-you points at no problem, so the player is asked."""
+    from bot.sentences import WHAT_WENT_WRONG
+
+    async with running_app(settings) as app:
+        nova = ToolContext(user_id=NOVA)
+        await app.agent.respond_text(nova, "i want to make a complaint")
+        told = await app.agent.respond_text(nova, "my controller stopped working")
+        await app.agent.respond_text(nova, "thanks")
+        thanked = await app.agent.respond_text(nova, "can you file that as a complaint")
+    assert [(c["name"], c["arguments"]["description"]) for c in told.tool_calls] == [
+        ("register_grievance", "my controller stopped working")
+    ]
+    assert thanked.tool_calls == [] and thanked.text == WHAT_WENT_WRONG
+
+
 async def test_a_question_about_another_game_is_not_answered_from_an_unrelated_guide(settings) -> None:
     from bot.sentences import NOT_IN_GUIDES
 

@@ -139,6 +139,14 @@ class OfflineEngine:
         intents = await asyncio.to_thread(router.decide_all, heard, turn.history)
         for intent in intents:
             log.info("heard %r → %s %s", heard.text, intent.name, intent.arguments)
+        if _answers_what_went_wrong(heard.text, turn.history) and not any(
+            intent.name == router.REGISTER for intent in intents
+        ):
+            # The bot asked what went wrong: the player's account of it is the complaint, though
+            # its words alone ("my controller stopped working") would be routed elsewhere.
+            words = " ".join(router.tokenize(heard.text))
+            arguments = {"category": router.category(words), "description": heard.text.strip()[:2000]}
+            intents = [router.Intent(router.REGISTER, arguments, 1.0, said=heard.text)]
         intents, ask_what_went_wrong = _complaints_with_substance(intents, turn.history)
         turn.scratch["ask_what_went_wrong"] = ask_what_went_wrong
         tools = [intent for intent in intents if intent.is_tool]
@@ -218,6 +226,19 @@ def _problem_words(text: str) -> set[str]:
     return set(router.tokenize(text)) - _NO_PROBLEM_TOLD
 
 
+_QUESTION_OPENERS = frozenset(
+    "how what when where why who which can could do does did is are will would should".split()
+)
+
+
+def _answers_what_went_wrong(text: str, history: list[PastTurn]) -> bool:
+    """A note that tells a problem right after the bot asked what went wrong, and asks nothing."""
+    if not history or not history[-1].reply_text.endswith(say.WHAT_WENT_WRONG):
+        return False
+    words = router.tokenize(text)
+    return bool(_problem_words(text)) and bool(words) and words[0] not in _QUESTION_OPENERS
+
+
 def _complaints_with_substance(
     intents: list[router.Intent], history: list[PastTurn]
 ) -> tuple[list[router.Intent], bool]:
@@ -239,9 +260,12 @@ def _complaints_with_substance(
         ]
         points_back = bool(_POINTERS & set(router.tokenize(intent.arguments.get("description", ""))))
         told = (before.user_text or "") if before else ""
+        # Only a problem asked about ("my game keeps crashing, what do I do?") is "that": not a
+        # greeting, a thank-you or a points question.
+        asked_about = before is not None and any(r.get("name") == router.MANUALS for r in before.tool_results)
         if points_back and filed:
             kept.append(dataclasses.replace(intent, name=router.STATUS, arguments={"ticket_key": filed[-1]}))
-        elif points_back and _problem_words(told):
+        elif points_back and asked_about and _problem_words(told):
             words = " ".join(router.tokenize(told))
             arguments = {"category": router.category(words), "description": told.strip()[:2000]}
             kept.append(dataclasses.replace(intent, arguments=arguments))
