@@ -131,10 +131,13 @@ class CatchUp(commands.Cog):
     async def catch_up(self, since: datetime.datetime | None = None) -> None:
         try:
             await self._catch_up(since)
-            self._failed = None
+            if self._failed is not None and _covers(since, self._failed[0]):
+                self._failed = None
         except Exception:
             log.exception("catch-up failed; new notes are still answered, and it is tried again soon")
-            self._failed = (since,)
+            # The broadest of the catch-ups still owed (a start-up's reads the most) is retried.
+            owed = self._failed
+            self._failed = (since,) if owed is None or _covers(since, owed[0]) else owed
         finally:
             # Whatever became of the catch-up: notes another process keeps for this one (a deploy
             # overlapping the old process) are found only by the recheck.
@@ -285,6 +288,12 @@ class CatchUp(commands.Cog):
         if not isinstance(channel, discord.abc.Messageable):
             return None
         return channel
+
+
+def _covers(since: datetime.datetime | None, other: datetime.datetime | None) -> bool:
+    """Whether a catch-up from `since` reads all one from `other` would: None (a start-up's, from
+    each place's newest note handled) reads the most."""
+    return since is None or (other is not None and since <= other)
 
 
 def _sent_at(message_id: int) -> datetime.datetime:

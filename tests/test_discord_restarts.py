@@ -504,3 +504,16 @@ async def test_a_stop_during_start_up_ends_it_before_logging_in(settings, fake, 
         await asyncio.wait_for(serve(discord_settings(settings, fake), TOKEN, stop=stop), 30)
     assert "stopped while starting" in caplog.text
     assert fake.identify_payloads == []
+
+
+def test_a_catch_up_owed_is_cleared_only_by_one_that_reads_as_far_back() -> None:
+    """A failed start-up catch-up (None: from each place's newest note handled) is owed until one
+    that reads as much succeeds; a gateway outage's, from a time, does not pay it."""
+    import datetime
+
+    from cogs.catch_up import _covers
+
+    drop = datetime.datetime(2026, 12, 5, 6, 0, tzinfo=datetime.UTC)
+    later = drop + datetime.timedelta(minutes=5)
+    assert _covers(None, None) and _covers(None, drop) and _covers(drop, later)
+    assert not _covers(drop, None) and not _covers(later, drop)
