@@ -10,6 +10,7 @@ from typing import Any
 import discord
 from discord.http import Route
 
+from bot import sentences as say
 from bot.audio import ReplyAudio
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ async def send_answer(
     went out: voice | file | text. A refused voice message falls back to the file style.
     `answered` is called once the voice message is out, before its transcript follows."""
     if audio is None or mode == "text" or not audio.ogg or audio.duration_secs < MIN_VOICE_SECONDS:
-        await send_text(message, text)
+        # Nothing to hear and nothing to read would be a note marked answered with nothing sent.
+        await send_text(message, text if text.strip() else say.OOPS)
         return "text"
     if mode != "file" and voice_message_allowed(message):
         try:

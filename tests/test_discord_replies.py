@@ -148,3 +148,13 @@ async def test_a_reply_with_nothing_to_hear_goes_out_as_its_words(
         (reply,) = fake.replies_to(note["id"])
         assert reply.content == "...!?" and not reply.files and not reply.is_voice_message
     assert fake.refused == [] and fake.violations == []
+
+
+async def test_a_reply_with_nothing_to_hear_or_read_is_an_apology_not_silence(settings, fake: FakeDiscord):
+    from bot.sentences import OOPS
+
+    async with running_bot(settings, fake, engine=SaysNothingAloud("", 0.0)):
+        note = await fake.send_note(nova, voice_note())
+        await fake.wait_for(lambda _: fake.replies_to(note["id"]) or None)
+        (reply,) = fake.replies_to(note["id"])
+        assert reply.content == OOPS

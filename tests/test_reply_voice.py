@@ -184,3 +184,5 @@ def test_speakable_pieces_keep_every_word_and_bound_each_piece() -> None:
     assert " ".join(pieces).replace(" ", "") == text.replace(" ", "")
     assert "clause 3 has 1,000 points," in " ".join(pieces)
     assert neural.speakable_pieces("line one\nline two。次") == ["line one", "line two。", "次"]
+    dashes = neural.speakable_pieces("This goes on - and on - " * 12)
+    assert " ".join(dashes).count(" - ") == 23 and all(len(p) <= limit for p in dashes)

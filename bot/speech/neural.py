@@ -139,7 +139,8 @@ class NeuralVoice:
 # such a sentence; so no run is given more than this many characters.
 MAX_PIECE_CHARS = 200
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|(?<=[。！？])|\s*\n\s*")
-_CLAUSE_END = re.compile(r"(?<=[,;:])\s+|(?<=[，；：、])|\s+[-–—]\s+")  # never inside "1,000"
+# After a clause's mark, which stays with it (a pause Piper speaks); never inside "1,000".
+_CLAUSE_END = re.compile(r"(?<=[,;:])\s+|(?<=[，；：、])|(?<=\s[-–—])\s+")
 
 
 def speakable_pieces(text: str, limit: int = MAX_PIECE_CHARS) -> list[str]:
