@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from typing import Any
 
@@ -397,6 +398,78 @@ async def test_a_waiter_gives_up_at_the_first_refusal_with_its_reason() -> None:
         with pytest.raises(FakeRefused, match="'spoiler' was unexpected"):
             await waiting
         assert time.perf_counter() - started < 2
+        fake.expect_violations()  # seen: not again at the end
+
+
+def _payload_json_not_json() -> aiohttp.FormData:
+    form = aiohttp.FormData()
+    form.add_field("payload_json", "{not json", content_type="application/json")
+    form.add_field("files[0]", b"OggS", filename="voice-message.ogg", content_type="audio/ogg")
+    return form
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "send", "answer", "reason"),
+    [
+        (
+            "PATCH",
+            "/channels/{channel}/messages/1",
+            {"json": {"content": "x"}},
+            (404, 0, "404: Not Found"),
+            "PATCH /api/v10/channels/{channel}/messages/1: not an endpoint the fake serves",
+        ),
+        (
+            "DELETE",
+            "/channels/{channel}/messages/1/reactions/x",
+            {},
+            (404, 0, "404: Not Found"),
+            "DELETE /api/v10/channels/{channel}/messages/1/reactions/x: not an endpoint the fake serves",
+        ),
+        (
+            "POST",
+            "/users/@me/channels",
+            {"data": b"{", "headers": {"Content-Type": "application/json"}},
+            (400, 50109, "The request body contains invalid JSON."),
+            "POST /api/v10/users/@me/channels: the body is not JSON",
+        ),
+        (
+            "POST",
+            "/channels/{channel}/messages",
+            {"data": _payload_json_not_json},
+            (400, 50109, "The request body contains invalid JSON."),
+            "POST /api/v10/channels/{channel}/messages: the body is not JSON",
+        ),
+        (
+            "POST",
+            "/channels/abc/messages",
+            {"json": {"content": "x"}},
+            (500, 0, "500: Internal Server Error"),
+            "POST /api/v10/channels/abc/messages: the fake failed on it: ValueError",
+        ),
+    ],
+    ids=["no-such-route", "no-such-method", "body-not-json", "payload-json-not-json", "fake-crashed"],
+)
+async def test_a_request_the_fake_cannot_serve_ends_a_waiter_with_its_reason(
+    method: str, path: str, send: dict[str, Any], answer: tuple[int, int, str], reason: str
+) -> None:
+    """Unknown endpoints, unreadable bodies and the fake's own failures are all kept as reasons,
+    so a test waiting for a reply fails on them rather than on a bare timeout."""
+    path, reason = path.format(channel=ALLOWED_CHANNEL), reason.format(channel=ALLOWED_CHANNEL)
+    send = {k: v() if callable(v) else v for k, v in send.items()}
+    async with discord_server.serving() as fake:
+        waiting = asyncio.create_task(fake.wait_for(lambda received: fake.sent("message")))
+        await asyncio.sleep(0)
+        headers = {"Authorization": f"Bot {TOKEN}", **send.pop("headers", {})}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(method, f"{fake.api_base}{path}", headers=headers, **send) as response,
+        ):
+            body = await response.json()
+        assert (response.status, body["code"], body["message"]) == answer
+        with pytest.raises(FakeRefused, match=re.escape(reason)):
+            await waiting  # at once: a timeout would raise TimeoutError instead
+        (violation,) = fake.violations
+        assert violation.startswith(reason)
         fake.expect_violations()  # seen: not again at the end
 
 

@@ -19,7 +19,9 @@ Every message and interaction body is validated against the official OpenAPI des
 body that the real service would refuse gets the real error code and is kept in `violations`
 so a test can fail on it. Answers Discord gives to well-formed requests that a careful bot
 never provokes (a reply to a deleted message, a post to a channel that does not exist) are kept
-in `refused` and fail the test too, unless it calls `expect_refusals()`.
+in `refused` and fail the test too, unless it calls `expect_refusals()`. A request for an endpoint
+the fake does not serve (404), a body that is not JSON (50109), or one the fake itself fails on
+(500) is kept in `violations` with its method and path.
 """
 
 from __future__ import annotations
@@ -268,6 +270,7 @@ class FakeDiscord(Strict):
         r.add_put("/api/v10/applications/{application_id}/guilds/{guild_id}/commands", self._sync)
         r.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._cdn)
         r.add_get("/gateway", self._gateway)
+        r.add_route("*", "/{tail:.*}", self._unknown)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -710,9 +713,26 @@ class FakeDiscord(Strict):
         try:
             return await handler(request)
         except DiscordError as exc:
-            async with self._changed:  # a waiter may be waiting for what was just refused
-                self._changed.notify_all()
-            return exc.response()
+            response = exc.response()
+        except json.JSONDecodeError as exc:
+            self.refuse(f"{request.method} {request.path}: the body is not JSON ({exc})")
+            response = DiscordError(400, 50109, "The request body contains invalid JSON.").response()
+        except web.HTTPException:
+            raise
+        except Exception as exc:
+            # A request the fake cannot take (a non-numeric id, a body it did not foresee): without
+            # a reason kept here, the bot would retry the bare 500 and the test time out mutely.
+            self.refuse(f"{request.method} {request.path}: the fake failed on it: {exc!r}")
+            if request.path == "/gateway":
+                raise  # the socket is open already: no HTTP answer can follow
+            response = _json({"message": "500: Internal Server Error", "code": 0}, status=500)
+        async with self._changed:  # a waiter may be waiting for what was just refused
+            self._changed.notify_all()
+        return response
+
+    async def _unknown(self, request: web.Request) -> NoReturn:
+        self.refuse(f"{request.method} {request.path}: not an endpoint the fake serves")
+        raise DiscordError(404, 0, "404: Not Found")
 
     async def _gateway_bot(self, request: web.Request) -> web.Response:
         return _json(
