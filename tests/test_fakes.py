@@ -4,6 +4,7 @@ reason at once, not after a timeout. Each test sends a request the real service 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
 import time
@@ -13,6 +14,7 @@ import aiohttp
 import discord
 import pytest
 
+from tests.audio_samples import encode, speechlike
 from tests.discord_harness import blaze, nova, running_bot, voice_note
 from tests.fakes import discord_server, openai_server, search_server
 from tests.fakes.discord_server import (
@@ -97,7 +99,7 @@ def call(call_id: str) -> dict[str, Any]:
     return {"id": call_id, "type": "function", "function": {"name": "get_player_stats", "arguments": "{}"}}
 
 
-async def chat(fake: openai_server.FakeOpenAI, messages: list[dict[str, Any]]) -> tuple[int, str]:
+async def chat_error(fake: openai_server.FakeOpenAI, messages: list[dict[str, Any]]) -> tuple[int, dict]:
     headers = {"Authorization": f"Bearer {openai_server.API_KEY}"}
     async with (
         aiohttp.ClientSession() as session,
@@ -105,7 +107,12 @@ async def chat(fake: openai_server.FakeOpenAI, messages: list[dict[str, Any]]) -
             f"{fake.base_url}/chat/completions", json={**CHAT, "messages": messages}, headers=headers
         ) as response,
     ):
-        return response.status, (await response.json()).get("error", {}).get("message", "")
+        return response.status, (await response.json()).get("error", {})
+
+
+async def chat(fake: openai_server.FakeOpenAI, messages: list[dict[str, Any]]) -> tuple[int, str]:
+    status, error = await chat_error(fake, messages)
+    return status, error.get("message", "")
 
 
 async def test_a_tool_result_must_answer_a_call_just_made() -> None:
@@ -124,6 +131,40 @@ async def test_a_tool_result_must_answer_a_call_just_made() -> None:
         status, message = await chat(fake, [user, asked, result_a, user])  # call_b never answered
         assert status == 400 and "not answered: call_b" in message
         assert len(fake.violations) == 3
+
+
+def note(data: bytes | str, fmt: str) -> list[dict[str, Any]]:
+    encoded = data if isinstance(data, str) else base64.b64encode(data).decode()
+    part = {"type": "input_audio", "input_audio": {"data": encoded, "format": fmt}}
+    return [{"role": "system", "content": "be brief"}, {"role": "user", "content": [part]}]
+
+
+async def test_a_notes_audio_must_be_strict_base64_of_the_format_it_declares() -> None:
+    wav, mp3 = encode(speechlike(0.5), 16_000, "wav"), encode(speechlike(0.5), 16_000, "mp3")
+    tag_size = int.from_bytes(bytes(b & 0x7F for b in mp3[6:10]))  # ID3's syncsafe size
+    bare_mp3 = mp3[10 + tag_size :]  # no tag: it starts with a frame sync
+    async with openai_server.serving() as fake:
+        fake.expect_violations()
+        for data, fmt in [(wav, "wav"), (mp3, "mp3"), (bare_mp3, "mp3")]:
+            assert (await chat(fake, note(data, fmt)))[0] == 200
+        assert fake.violations == []
+        refused = [
+            (wav[44:], "wav", "not valid wav"),  # raw PCM labelled wav
+            (mp3, "wav", "not valid wav"),
+            (wav, "mp3", "not valid mp3"),
+            (base64.b64encode(wav).decode() + "*", "wav", "Invalid base64"),
+            (base64.b64encode(wav).decode().replace("+", "-"), "wav", "Invalid base64"),  # base64url
+        ]
+        for data, fmt, reason in refused:
+            status, error = await chat_error(fake, note(data, fmt))
+            assert (status, error["type"], error["param"]) == (
+                400,
+                "invalid_request_error",
+                "messages[1].content[0].input_audio",
+            )
+            assert reason in error["message"]
+            assert fake.violations[-1] == f"messages[1].content[0].input_audio: {error['message']}"
+        assert len(fake.violations) == len(refused)
 
 
 # ---- Discord --------------------------------------------------------------------------------

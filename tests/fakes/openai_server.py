@@ -4,14 +4,16 @@ It validates every chat request against `CreateChatCompletionRequest` and every 
 against `CreateTranscriptionRequest` from the official spec (closed against unknown fields),
 checks what the API checks beyond the schema (each tool result answers a tool call of the
 assistant message before it, and each tool call is answered), refuses what we never want to send
-(the deprecated `functions`), answers with scripted replies carrying real audio, and can be told
-to fail: 429 with retry-after, 500, a hang past the client's timeout, malformed JSON.
+(the deprecated `functions`) and a note's audio that is not strict base64 of the format it
+declares, answers with scripted replies carrying real audio, and can be told to fail: 429 with
+retry-after, 500, a hang past the client's timeout, malformed JSON.
 """
 
 from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import json
 import re
@@ -193,6 +195,13 @@ class FakeOpenAI(Strict):
             return web.json_response(
                 {"error": {"message": "; ".join(errors), "type": "invalid_request_error"}}, status=400
             )
+        bad_audio = _input_audio_errors(body["messages"])
+        if bad_audio:
+            for param, error in bad_audio:
+                self.refuse(f"{param}: {error}")
+            param, error = bad_audio[0]
+            error_body = {"message": error, "type": "invalid_request_error", "param": param, "code": None}
+            return web.json_response({"error": error_body}, status=400)
         failed = await self._fail_if_told()
         if failed is not None:
             return failed
@@ -334,6 +343,36 @@ def _conversation_errors(messages: list[dict[str, Any]]) -> list[str]:
     if open_calls:
         errors.append(f"messages: tool calls not answered at the end: {', '.join(open_calls)}")
     return errors
+
+
+def _input_audio_errors(messages: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """(param, message) for each `input_audio` part that is not strict base64 of audio in the
+    format it declares: the API decodes it and refuses what it cannot read as that format."""
+    errors: list[tuple[str, str]] = []
+    for i, message in enumerate(messages):
+        content = message.get("content")
+        for j, part in enumerate(content if isinstance(content, list) else []):
+            if part.get("type") != "input_audio":
+                continue
+            param = f"messages[{i}].content[{j}].input_audio"
+            declared = part["input_audio"]["format"]
+            try:
+                data = base64.b64decode(part["input_audio"]["data"], validate=True)
+            except binascii.Error as exc:
+                errors.append((param, f"Invalid base64 in 'input_audio.data': {exc}"))
+                continue
+            if not _sounds_like(data, declared):
+                errors.append((param, f"The audio data is not valid {declared}: it begins {data[:12]!r}"))
+    return errors
+
+
+def _sounds_like(data: bytes, declared: str) -> bool:
+    if declared == "wav":
+        return data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+    if declared == "mp3":
+        # An ID3 tag, or straight away an MPEG audio frame: 11 set bits of frame sync.
+        return data[:3] == b"ID3" or (len(data) > 1 and data[0] == 0xFF and data[1] & 0xE0 == 0xE0)
+    return False
 
 
 # ---- scripted replies -------------------------------------------------------------------------
