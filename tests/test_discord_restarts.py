@@ -5,12 +5,14 @@ down and serves it paginated as Discord does."""
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import signal
 import sqlite3
 import time
 from collections.abc import AsyncIterator
 
+import discord
 import pytest
 
 from bot.note_ledger import NoteLedger
@@ -77,14 +79,29 @@ async def test_notes_sent_while_the_bot_was_down_are_answered_once_oldest_first(
     assert first_replies == sorted(first_replies)
 
 
-async def test_a_note_sent_while_the_gateway_was_away_is_answered_by_the_new_session(settings, fake) -> None:
+async def test_a_note_sent_while_the_gateway_was_away_is_answered_by_the_new_session(
+    settings, fake, monkeypatch
+) -> None:
+    # Five minutes of outage in a moment: the bot's clock reads five minutes back when the
+    # gateway goes quiet, and the note missed meanwhile is four minutes old when the bot is
+    # back, older than the two minutes of margin catch-up would read before its new session.
+    outage, missed_ago = datetime.timedelta(minutes=5), 240.0
     async with running_bot(settings, fake):
         first = await fake.send_note(nova, voice_note())  # a DM: the bot now knows this place
         await all_answered(fake, [first])
-        identified = len(fake.identify_payloads)
-        await fake.lose_the_session()
-        missed = await fake.send_note(nova, voice_note())  # no session is ready: goes nowhere
+        channel = int(first["channel_id"])
+        identified, reads = len(fake.identify_payloads), len(fake.sent("history", channel))
+        fake.gateway_outage()
+        with monkeypatch.context() as clock:
+            now = discord.utils.utcnow
+            clock.setattr(discord.utils, "utcnow", lambda: now() - outage)
+            await fake.lose_the_session()
+            await fake.wait_for(lambda _: fake.hanging_connections)  # the bot knows it is cut off
+        missed = await fake.send_note(nova, voice_note(), ago=missed_ago)  # goes nowhere: kept only
+        fake.end_gateway_outage()
         await fake.wait_for(lambda _: len(fake.identify_payloads) > identified and fake.bot_connected, 60)
+        read = await fake.wait_for(lambda _: fake.sent("history", channel)[reads:])
+        assert int(read[0].body["after"]) < int(missed["id"]), "catch-up began after the missed note"
         await all_answered(fake, [missed])
         after = await fake.send_note(nova, voice_note())
         await all_answered(fake, [after])

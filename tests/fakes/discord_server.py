@@ -31,6 +31,7 @@ import base64
 import contextlib
 import datetime
 import io
+import itertools
 import json
 import re
 import time
@@ -81,6 +82,16 @@ def snowflake() -> int:
     global _last_snowflake
     _last_snowflake = max(_last_snowflake + 1, (int(time.time() * 1000) - DISCORD_EPOCH_MS) << 22)
     return _last_snowflake
+
+
+_backdated = itertools.count()
+
+
+def past_snowflake(seconds_ago: float) -> int:
+    """An id made `seconds_ago` seconds before now, for a message a test dates in the past. Its
+    worker bits are set, which `snowflake()` never does, so it is unique beside those."""
+    ms = int((time.time() - seconds_ago) * 1000) - DISCORD_EPOCH_MS
+    return (ms << 22) | (1 << 17) | (next(_backdated) % (1 << 12))
 
 
 def snowflake_iso(snowflake_id: int) -> str:
@@ -226,6 +237,9 @@ class FakeDiscord(Strict):
         self.attachments: dict[int, bytes] = {}
         self.cdn_stall_seconds = 0.0  # > 0: the CDN accepts a download, then sends nothing this long
         self._stopping = asyncio.Event()  # set on stop: stalled downloads end at once
+        self._gateway_up = asyncio.Event()  # cleared by gateway_outage(): connections hang
+        self._gateway_up.set()
+        self.hanging_connections = 0  # clients waiting on the gateway while it is down
         self.dispatched_at: dict[str, float] = {}  # message id → when MESSAGE_CREATE went out
         self.refuse_voice_in: set[int] = set()  # channels that answer 50173 to voice messages
         # Channels whose overwrites deny @everyone Send Voice Messages (set before the bot connects).
@@ -281,6 +295,7 @@ class FakeDiscord(Strict):
     async def stop(self) -> None:
         # Before the cleanup, which would otherwise wait for every stalled download to finish.
         self._stopping.set()
+        self._gateway_up.set()
         for session in list(self._sockets):
             await session.close(1000, b"")
         if self._runner is not None:
@@ -389,8 +404,10 @@ class FakeDiscord(Strict):
         mention_bot: bool = False,
         declared_size: int | None = None,
         dispatch: bool = True,
+        ago: float = 0.0,
     ) -> dict[str, Any]:
-        """A player's message with one attachment, stored and dispatched as MESSAGE_CREATE."""
+        """A player's message with one attachment, stored and dispatched as MESSAGE_CREATE; `ago`
+        seconds > 0 dates it (its id and timestamp) that far in the past."""
         attachment_id = snowflake()
         channel = channel_id or (ALLOWED_CHANNEL if guild else dm_channel_id(author.id))
         self.attachments[attachment_id] = audio
@@ -415,6 +432,7 @@ class FakeDiscord(Strict):
             flags=VOICE_FLAG if voice else 0,
             mention_bot=mention_bot,
             dispatch=dispatch,
+            ago=ago,
         )
 
     async def send_message(
@@ -428,11 +446,12 @@ class FakeDiscord(Strict):
         flags: int = 0,
         mention_bot: bool = False,
         dispatch: bool = True,
+        ago: float = 0.0,
     ) -> dict[str, Any]:
         """A player's message, kept in the channel's history and dispatched as MESSAGE_CREATE to
         a connected bot (only kept while none is). `dispatch` False: kept only, as a message whose
         event went to another bot process."""
-        message_id = snowflake()
+        message_id = past_snowflake(ago) if ago else snowflake()
         message: dict[str, Any] = {
             "id": str(message_id),
             "channel_id": str(channel_id),
@@ -546,6 +565,14 @@ class FakeDiscord(Strict):
         for session in list(self._sockets):
             await session.close(4000, b"Unknown error.")
 
+    def gateway_outage(self) -> None:
+        """The gateway goes away: a client connecting meanwhile hangs, no HELLO, until
+        `end_gateway_outage()`, so a test can act while the bot knows it is disconnected."""
+        self._gateway_up.clear()
+
+    def end_gateway_outage(self) -> None:
+        self._gateway_up.set()
+
     def interaction_records(self, interaction_id: str) -> list[Received]:
         token = f"interaction-token-{interaction_id}"
         return [r for r in self.received if interaction_id in r.path or token in r.path]
@@ -569,6 +596,14 @@ class FakeDiscord(Strict):
     # ---- gateway ---------------------------------------------------------------------
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        if not self._gateway_up.is_set():
+            async with self._changed:
+                self.hanging_connections += 1
+                self._changed.notify_all()
+            await self._gateway_up.wait()
+            self.hanging_connections -= 1
+            if self._stopping.is_set():
+                raise web.HTTPServiceUnavailable()
         ws = web.WebSocketResponse(max_msg_size=0)
         await ws.prepare(request)
         compress = request.query.get("compress")
