@@ -268,6 +268,28 @@ async def test_twenty_players_three_notes_each_all_answered_in_order(settings, f
         assert h.fake.violations == []
 
 
+async def test_a_players_notes_are_answered_in_the_order_sent_when_the_first_downloads_slowly(
+    harness: Harness,
+):
+    # The second note's download finishes first: only the player's queue keeps it from being
+    # answered (and remembered) before the first.
+    fake = harness.fake
+    first = await fake.send_note(nova, voice_note(), stall=1.5)
+    second = await fake.send_note(nova, voice_note())
+    replies = await fake.wait_for(
+        lambda _: (
+            all(len(fake.replies_to(n["id"])) >= 2 for n in (first, second))
+            and [fake.replies_to(n["id"]) for n in (first, second)]
+        )
+    )
+    (_, said_first), (_, said_second) = replies
+    # The second turn saw the first: the conversation went in the order the player spoke.
+    assert said_first.content.endswith("History 0.") and said_second.content.endswith("History 1.")
+    order = {id(r): i for i, r in enumerate(fake.received)}
+    positions = [order[id(r)] for pair in replies for r in pair]
+    assert positions == sorted(positions)
+
+
 async def test_a_raid_downloads_no_more_notes_than_turns_can_take(settings, fake: FakeDiscord):
     # Each note waiting for a turn would otherwise sit in memory: up to audio.max_bytes a raider.
     settings = settings.replace(agent={"max_concurrent_turns": 2})

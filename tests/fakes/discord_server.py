@@ -236,6 +236,7 @@ class FakeDiscord(Strict):
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id → synced commands
         self.attachments: dict[int, bytes] = {}
         self.cdn_stall_seconds = 0.0  # > 0: the CDN accepts a download, then sends nothing this long
+        self.cdn_stalls: dict[int, float] = {}  # attachment id → the same, for that one download
         self._stopping = asyncio.Event()  # set on stop: stalled downloads end at once
         self._gateway_up = asyncio.Event()  # cleared by gateway_outage(): connections hang
         self._gateway_up.set()
@@ -405,10 +406,14 @@ class FakeDiscord(Strict):
         declared_size: int | None = None,
         dispatch: bool = True,
         ago: float = 0.0,
+        stall: float = 0.0,
     ) -> dict[str, Any]:
         """A player's message with one attachment, stored and dispatched as MESSAGE_CREATE; `ago`
-        seconds > 0 dates it (its id and timestamp) that far in the past."""
+        seconds > 0 dates it (its id and timestamp) that far in the past, `stall` seconds > 0 is
+        how long the CDN sends nothing once the attachment's download begins."""
         attachment_id = snowflake()
+        if stall:
+            self.cdn_stalls[attachment_id] = stall
         channel = channel_id or (ALLOWED_CHANNEL if guild else dm_channel_id(author.id))
         self.attachments[attachment_id] = audio
         url = f"{self.url}/attachments/{channel}/{attachment_id}/{filename}"
@@ -1264,15 +1269,17 @@ class FakeDiscord(Strict):
         return _json(stored)
 
     async def _cdn(self, request: web.Request) -> web.Response:
-        data = self.attachments.get(int(request.match_info["attachment_id"]))
+        attachment_id = int(request.match_info["attachment_id"])
+        data = self.attachments.get(attachment_id)
         await self._record(
             Received("cdn", request.method, request.path, int(request.match_info["channel_id"]))
         )
         if data is None:
             return web.Response(status=404, text="Not Found")
-        if self.cdn_stall_seconds:
+        stall = self.cdn_stall_seconds or self.cdn_stalls.get(attachment_id, 0.0)
+        if stall:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.cdn_stall_seconds)
+                await asyncio.wait_for(self._stopping.wait(), stall)
         return web.Response(body=data, content_type="application/octet-stream")
 
 
