@@ -215,6 +215,19 @@ async def test_one_dm_carries_all_of_a_players_news(tmp_path: Path) -> None:
     ]
 
 
+async def test_a_dm_carries_at_most_ten_pieces_of_news_and_the_rest_follow_oldest_first(
+    tmp_path: Path,
+) -> None:
+    db, front = tmp_path / "grievances.db", Recorder()
+    async with news_over(tmp_path) as p:
+        for i in range(23):
+            await p.local.register(NOVA, "other", f"lag spike {i}")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        assert [await p.news.run_once(front) for _ in range(4)] == [10, 10, 3, 0]
+    assert [len(dm.text.splitlines()) for dm in front.dms] == [11, 11, 4]  # a heading, then the news
+    assert [item.ticket for dm in front.dms for item in dm.items] == [f"GRV-{n}" for n in range(1, 24)]
+
+
 async def test_closed_dms_are_told_once_in_the_last_channel_until_a_dm_gets_through(tmp_path: Path) -> None:
     db = tmp_path / "grievances.db"
     front = Recorder(outcomes=[Outcome.DMS_CLOSED, Outcome.DMS_CLOSED])
@@ -279,6 +292,19 @@ async def test_a_send_that_never_reached_discord_is_tried_again_and_a_maybe_sent
         assert [d.user_id for d in front.dms] == [NOVA, BLAZE, NOVA, BLAZE]
         assert await p.news.run_once(front) == 0
         assert [s for *_, s in await p.store.told(BLAZE)] == ["sent", "failed"]
+
+
+async def test_a_send_that_never_reaches_discord_is_given_up_after_five_tries(tmp_path: Path) -> None:
+    db = tmp_path / "grievances.db"
+    front = Recorder(outcomes=[Outcome.RETRY] * 10)
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        for _ in range(7):
+            assert await p.news.run_once(front) == 0
+            sql(tmp_path / "news.db", "UPDATE news SET next_try_at = 0")  # its retry delay over
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "failed")]
+    assert len(front.dms) == 5
 
 
 async def test_a_spoken_dm_is_made_by_the_offline_speaker_off_the_event_loop(
@@ -381,6 +407,20 @@ async def test_after_an_outage_the_poll_looks_back_as_far_as_it_was_away(
         fake.issues["GRV-101"].updated -= dt.timedelta(minutes=50)  # while it was away
         assert await p.news.run_once(front) == 1
     assert fake.jql[-1].endswith('updated >= "-62m" ORDER BY updated ASC')  # 60 m and a bit, +1
+
+
+async def test_after_an_outage_of_weeks_the_poll_looks_back_a_week_at_most(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        await p.news.run_once(front)
+        await p.store.set_cursor("jira-polled-at", repr(time.time() - 30 * 24 * 3600))  # down a month
+        fake.set_status("GRV-101", "Done")
+        assert await p.news.run_once(front) == 1  # found: jira_tracker builds no window over a week
+    assert fake.jql[-1].endswith(f'updated >= "-{7 * 24 * 60}m" ORDER BY updated ASC')
 
 
 async def test_jira_down_keeps_the_window_open_until_it_answers(fake: FakeJira, tmp_path: Path) -> None:
