@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet
 
 from bot import paths
 from bot.config import load_settings
-from bot.web import ops
+from bot.web import ops, playground
 from bot.web.playground import DEMO_PLAYERS
 from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
 
@@ -75,6 +75,14 @@ async def test_reply_audio_is_served_only_to_the_session_that_asked(wsettings) -
         async with stranger:
             assert (await stranger.get(body["audio_url"])).status == 404
         assert (await client.get("/playground/reply/not-a-token")).status == 404
+
+
+async def test_only_the_newest_reply_audio_is_kept(wsettings, monkeypatch) -> None:
+    monkeypatch.setattr(playground, "MAX_REPLIES", 2)
+    async with web_client(wsettings) as (client, _):
+        token = await csrf_of(client)
+        urls = [(await (await ask(client, token)).json())["audio_url"] for _ in range(3)]
+        assert [(await client.get(url)).status for url in urls] == [404, 200, 200]
 
 
 async def test_playground_refuses_a_player_it_does_not_offer(wsettings) -> None:
