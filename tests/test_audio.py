@@ -178,6 +178,49 @@ def test_a_file_that_holds_more_than_it_declares_is_stopped_while_decoding() -> 
         audio.decode(bytes(data), AudioSettings(max_seconds=5))
 
 
+def _ogg_crc(page: bytes) -> int:
+    """The CRC-32 an Ogg page carries (polynomial 0x04C11DB7, not reflected, over the page with
+    its CRC field zeroed)."""
+    crc = 0
+    for byte in page:
+        crc ^= byte << 24
+        for _ in range(8):
+            crc = (crc << 1) ^ 0x04C11DB7 if crc & 0x80000000 else crc << 1
+        crc &= 0xFFFFFFFF
+    return crc
+
+
+def _ogg_stating(seconds: int) -> bytes:
+    """Two seconds of Ogg/Opus whose last page's granule position (the length FFmpeg reads)
+    says `seconds`."""
+    data = bytearray(encode(speechlike(1.0), 48_000, "ogg"))
+    last = data.rfind(b"OggS")
+    data[last + 6 : last + 14] = (48_000 * seconds).to_bytes(8, "little")
+    data[last + 22 : last + 26] = bytes(4)
+    data[last + 22 : last + 26] = _ogg_crc(bytes(data[last:])).to_bytes(4, "little")
+    return bytes(data)
+
+
+def _flac_stating(seconds: int) -> bytes:
+    """Two seconds of FLAC whose STREAMINFO's total samples say `seconds`."""
+    data = bytearray(encode(speechlike(1.0, rate=16_000), 16_000, "flac"))
+    streaminfo = slice(8 + 10, 8 + 18)  # after "fLaC" and the block header: rate, channels, bits, total
+    fields = int.from_bytes(data[streaminfo], "big")
+    data[streaminfo] = ((fields & ~(2**36 - 1)) | 16_000 * seconds).to_bytes(8, "big")
+    return bytes(data)
+
+
+@pytest.mark.parametrize("stating", [_ogg_stating, _flac_stating], ids=["ogg", "flac"])
+def test_a_header_stating_too_long_a_note_refuses_it_before_its_frames(stating) -> None:
+    data = stating(600)
+    with av.open(io.BytesIO(data)) as container:
+        assert container.duration == 600_000_000  # what the demuxer believes
+    # Its frames hold two seconds: decoding them could not find it too long, only the header.
+    assert audio.decode(data, AudioSettings(max_seconds=1000)).original_seconds == pytest.approx(2, abs=0.1)
+    with pytest.raises(audio.AudioError, match="too long"):
+        audio.decode(data, LIMITS)
+
+
 def test_waveform_is_the_peak_of_each_bucket_not_its_average() -> None:
     # Two seconds, twenty buckets: the first ten silent but for one click each (every other one
     # negative), the last ten a steady level below the clicks. A mean or RMS would make the clicks
