@@ -554,10 +554,11 @@ class TicketNews:
             await self.store.finish(ids, "dms_closed")
             await self._tell_dms_closed(messenger, user_id)
             return 0
+        unreachable = "not sent: Discord unreachable"
         if outcome is Outcome.RETRY and max(i.attempts for i in items) + 1 < MAX_ATTEMPTS:
-            await self.store.retry(ids, time.time() + RETRY_SECONDS, "not sent: Discord unreachable")
+            await self.store.retry(ids, time.time() + RETRY_SECONDS, unreachable)
             return 0
-        await self.store.finish(ids, "failed", error)
+        await self.store.finish(ids, "failed", error or (unreachable if outcome is Outcome.RETRY else None))
         return 0
 
     async def _prepare(self, user_id: str, items: list[NewsItem], prefs: Preferences) -> Delivery:

@@ -304,7 +304,9 @@ async def test_a_send_that_never_reaches_discord_is_given_up_after_five_tries(tm
             assert await p.news.run_once(front) == 0
             sql(tmp_path / "news.db", "UPDATE news SET next_try_at = 0")  # its retry delay over
         assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "failed")]
+        (why,) = sql(tmp_path / "news.db", "SELECT error FROM news")
     assert len(front.dms) == 5
+    assert why == ("not sent: Discord unreachable",)  # the desk and the log can say why
 
 
 async def test_a_spoken_dm_is_made_by_the_offline_speaker_off_the_event_loop(
