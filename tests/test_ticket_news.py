@@ -396,33 +396,26 @@ async def test_a_status_change_in_jira_is_told_once_by_a_safe_query(fake: FakeJi
     assert len(front.dms) == 2
 
 
-async def test_after_an_outage_the_poll_looks_back_as_far_as_it_was_away(
-    fake: FakeJira, tmp_path: Path
+@pytest.mark.parametrize(
+    "away, window",
+    [
+        (3600, "-62m"),  # an hour: 60 m and a bit, +1
+        (30 * 24 * 3600, f"-{7 * 24 * 60}m"),  # a month: a week at most (jira_tracker refuses more)
+    ],
+)
+async def test_after_an_outage_the_poll_looks_back_as_far_as_it_was_away_up_to_a_week(
+    fake: FakeJira, tmp_path: Path, away: int, window: str
 ) -> None:
     front = Recorder()
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
         await p.grievances.register(NOVA, "wallet", "charged twice")
         await p.grievances.push_pending()
         await p.news.run_once(front)
-        await p.store.set_cursor("jira-polled-at", repr(time.time() - 3600))  # the bot was down an hour
+        await p.store.set_cursor("jira-polled-at", repr(time.time() - away))  # the bot was down
         fake.set_status("GRV-101", "Done")
         fake.issues["GRV-101"].updated -= dt.timedelta(minutes=50)  # while it was away
         assert await p.news.run_once(front) == 1
-    assert fake.jql[-1].endswith('updated >= "-62m" ORDER BY updated ASC')  # 60 m and a bit, +1
-
-
-async def test_after_an_outage_of_weeks_the_poll_looks_back_a_week_at_most(
-    fake: FakeJira, tmp_path: Path
-) -> None:
-    front = Recorder()
-    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
-        await p.grievances.register(NOVA, "wallet", "charged twice")
-        await p.grievances.push_pending()
-        await p.news.run_once(front)
-        await p.store.set_cursor("jira-polled-at", repr(time.time() - 30 * 24 * 3600))  # down a month
-        fake.set_status("GRV-101", "Done")
-        assert await p.news.run_once(front) == 1  # found: jira_tracker builds no window over a week
-    assert fake.jql[-1].endswith(f'updated >= "-{7 * 24 * 60}m" ORDER BY updated ASC')
+    assert fake.jql[-1].endswith(f'updated >= "{window}" ORDER BY updated ASC')
 
 
 async def test_jira_down_keeps_the_window_open_until_it_answers(fake: FakeJira, tmp_path: Path) -> None:
