@@ -232,11 +232,8 @@ class VoiceAgent:
         )
         # The answer is given whatever happens to the bookkeeping: its tools have run (a ticket
         # may be filed), and "something went wrong" now would send the player to file it twice.
-        try:
-            with watch.stage("save"):
-                await self.conversations.append(context.user_id, past, context.conversation)
-        except Exception as exc:
-            log.error("could not save the turn of user %s: %s", context.user_id, _reason(exc))
+        with watch.stage("save"):
+            await self._save(context, past)
         await self._record_usage(context.user_id, engine.name, usage, clip.seconds if clip else 0.0)
         return Reply(
             text=final.text,
@@ -332,11 +329,14 @@ class VoiceAgent:
             at=time.time(),
             engine="none",
         )
-        try:
-            await self.conversations.append(turn.context.user_id, past, turn.context.conversation)
-        except Exception as exc:
-            log.error("could not save the turn of user %s: %s", turn.context.user_id, _reason(exc))
+        await self._save(turn.context, past)
         return reply
+
+    async def _save(self, context: ToolContext, past: PastTurn) -> None:
+        try:
+            await self.conversations.append(context.user_id, past, context.conversation)
+        except Exception as exc:
+            log.error("could not save the turn of user %s: %s", context.user_id, _reason(exc))
 
     async def _canned(
         self, text: str, kind: str, user_text: str | None, voice: str | None, watch: _Stopwatch

@@ -144,9 +144,7 @@ class OfflineEngine:
         ):
             # The bot asked what went wrong: the player's account of it is the complaint, though
             # its words alone ("my controller stopped working") would be routed elsewhere.
-            words = " ".join(router.tokenize(heard.text))
-            arguments = {"category": router.category(words), "description": heard.text.strip()[:2000]}
-            intents = [router.Intent(router.REGISTER, arguments, 1.0, said=heard.text)]
+            intents = [router.Intent(router.REGISTER, _complaint_about(heard.text), 1.0, said=heard.text)]
         intents, ask_what_went_wrong = _complaints_with_substance(intents, turn.history)
         turn.scratch["ask_what_went_wrong"] = ask_what_went_wrong
         tools = [intent for intent in intents if intent.is_tool]
@@ -226,6 +224,12 @@ def _problem_words(text: str) -> set[str]:
     return set(router.tokenize(text)) - _NO_PROBLEM_TOLD
 
 
+def _complaint_about(text: str) -> dict[str, Any]:
+    """register_grievance's arguments for a problem told in `text`, as the router makes them."""
+    words = " ".join(router.tokenize(text))
+    return {"category": router.category(words), "description": text.strip()[:2000]}
+
+
 _QUESTION_OPENERS = frozenset(
     "how what when where why who which can could do does did is are will would should".split()
 )
@@ -266,9 +270,7 @@ def _complaints_with_substance(
         if points_back and filed:
             kept.append(dataclasses.replace(intent, name=router.STATUS, arguments={"ticket_key": filed[-1]}))
         elif points_back and asked_about and _problem_words(told):
-            words = " ".join(router.tokenize(told))
-            arguments = {"category": router.category(words), "description": told.strip()[:2000]}
-            kept.append(dataclasses.replace(intent, arguments=arguments))
+            kept.append(dataclasses.replace(intent, arguments=_complaint_about(told)))
         else:
             ask = True
     return kept, ask
