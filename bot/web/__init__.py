@@ -70,6 +70,8 @@ class WebState:
     # probes: one at a time, and reused while fresh.
     check: Reused[list[object]] = field(default_factory=lambda: Reused())
     probes: Reused[dict[str, dict[str, object]]] = field(default_factory=lambda: Reused())
+    # Each backend's last probe: None when it answered, else the reason code /healthz gave.
+    probed: dict[str, str | None] = field(default_factory=dict)
 
     @property
     def settings(self) -> Settings:

@@ -20,12 +20,8 @@ PROBE_EVERY_SECONDS = 2.0
 
 log = logging.getLogger(__name__)
 
-# Each backend's last probe result: None when it answered, else the reason code /healthz gave.
-_LAST_PROBED = web.AppKey("last_probed", dict)
-
 
 def add_routes(app: web.Application) -> None:
-    app[_LAST_PROBED] = {}
     app.router.add_get("/healthz", healthz, name="healthz")
     app.router.add_get("/metrics", metrics_page, name="metrics")
 
@@ -58,10 +54,10 @@ async def healthz(request: web.Request) -> web.Response:
     the engine built, and Discord connected when this process runs the bot. 503 when not ready."""
     if "live" in request.query:
         return web.json_response({"live": True})
-    core = web_state(request).core
     st = web_state(request)
+    core = st.core
     started = time.perf_counter()
-    checks = dict(await _backends(st, request.app[_LAST_PROBED]))
+    checks = dict(await _backends(st))
     checks["engine"] = {"ok": bool(getattr(core.engine, "ready", True)), "name": core.engine.name}
     if st.discord_ready is not None:
         connected = bool(st.discord_ready())
@@ -76,11 +72,11 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response(body, status=200 if ready else 503, headers={"Cache-Control": "no-store"})
 
 
-async def _backends(st: Any, last: dict[str, str | None]) -> dict[str, dict[str, Any]]:
+async def _backends(st: Any) -> dict[str, dict[str, Any]]:
     async def probe() -> dict[str, dict[str, Any]]:
         names = ("stats", "manuals", "grievances")
         failures = await asyncio.gather(*(_probe(getattr(st.core, n).check) for n in names))
-        codes = [_reason_code(n, failure, last) for n, failure in zip(names, failures, strict=True)]
+        codes = [_reason_code(n, failure, st.probed) for n, failure in zip(names, failures, strict=True)]
         return {
             n: {"ok": code is None, **({"error": code} if code else {})}
             for n, code in zip(names, codes, strict=True)
