@@ -159,6 +159,11 @@ async def build_grievance_backend(settings: Settings) -> GrievanceBackend:
     return await LocalGrievanceStore.open(path)
 
 
+def offline_fallback_wanted(settings: Settings, engine: str) -> bool:
+    """Whether an offline engine stands behind `engine` (the one that answers players)."""
+    return settings.agent.fallback == "offline" and engine != "offline"
+
+
 async def build_engine(settings: Settings, name: str) -> Engine:
     if name == "openai":
         from bot.engines.openai import create_openai_engine
@@ -209,7 +214,7 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
         if engine is None:
             engine = await keep(await build_engine(settings, settings.agent.engine))
         fallback = None
-        if settings.agent.fallback == "offline" and engine.name != "offline":
+        if offline_fallback_wanted(settings, engine.name):
             fallback = await keep(await build_engine(settings, "offline"))
         budget = await build_budget(settings)
         if budget is not None and hasattr(budget, "aclose"):

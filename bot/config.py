@@ -377,7 +377,7 @@ def load_settings(
     settings = Settings(**built, secrets=secrets, source=source)
     _check_ranges(settings)
     _check_languages(settings.offline)
-    _check_required_secrets(settings, environ)
+    _check_required_secrets(settings)
     return settings
 
 
@@ -594,7 +594,7 @@ def _check_languages(offline: OfflineSettings) -> None:
         )
 
 
-def _check_required_secrets(settings: Settings, environ: typing.Mapping[str, str]) -> None:
+def _check_required_secrets(settings: Settings) -> None:
     """Every missing secret and address in one error, so a deployment is fixed in one go."""
     s = settings.secrets
     missing: list[str] = []

@@ -147,7 +147,8 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
 
 
 def _has_offline_fallback(settings: Settings, live: App | None) -> bool:
+    from bot.app import offline_fallback_wanted
+
     if live is not None:
         return live.fallback is not None
-    # As bot/app.py builds it: an offline engine behind any other engine.
-    return settings.agent.fallback == "offline" and settings.agent.engine != "offline"
+    return offline_fallback_wanted(settings, settings.agent.engine)
