@@ -49,7 +49,7 @@ from bot.audio import ReplyAudio
 from bot.config import NewsSettings
 from bot.db import opening
 from bot.preferences import Preferences, PreferenceStore
-from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, utc_now
+from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, iso_at, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +150,6 @@ def plain(text: str, limit: int) -> str:
     characters, whitespace collapsed, at most `limit` characters."""
     words = " ".join(re.sub(r"[`*_~|<>@#\\]", " ", text).split())
     return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
-
-
-def iso_at(seconds: float) -> str:
-    """Unix seconds as utc_now() writes a time, so the two compare as text."""
-    at = dt.datetime.fromtimestamp(seconds, dt.UTC).replace(microsecond=0)
-    return at.isoformat().replace("+00:00", "Z")
 
 
 def when(iso: str) -> str:

@@ -150,7 +150,14 @@ class GrievanceEvent:
 
 
 def utc_now() -> str:
-    return dt.datetime.now(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return iso_at(time.time())
+
+
+def iso_at(seconds: float) -> str:
+    """Unix seconds as the grievances' times are written ("2026-12-05T06:00:00Z"), so that
+    times compare as text."""
+    at = dt.datetime.fromtimestamp(seconds, dt.UTC).replace(microsecond=0)
+    return at.isoformat().replace("+00:00", "Z")
 
 
 class LocalGrievanceStore:
