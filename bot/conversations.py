@@ -81,11 +81,11 @@ class ConversationStore:
 
     async def history(self, user_id: str, conversation: str = "", now: float | None = None) -> list[PastTurn]:
         now = time.time() if now is None else now
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT * FROM turns WHERE user_id = ? AND conversation = ? ORDER BY id DESC LIMIT ?",
             (user_id, conversation, self.max_turns),
         )
-        rows = list(await cursor.fetchall())
+        rows = list(rows)
         if not rows or now - rows[0]["at"] > self.idle_seconds:
             return []
         return [

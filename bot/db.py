@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
 
@@ -53,6 +53,14 @@ async def opening(
     except BaseException:
         await conn.close()
         raise
+
+
+def first(rows: Iterable[aiosqlite.Row]) -> aiosqlite.Row | None:
+    """The first of a read's rows, or None. Reads on a connection that also writes fetch their
+    rows in one step (`execute_fetchall`): a statement left open between awaits holds a read
+    transaction, and a write queued meanwhile on the same connection then fails at once
+    ("database is locked") while another process writes, instead of waiting its turn."""
+    return next(iter(rows), None)
 
 
 WAL_RETRY_SECONDS = 0.05

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.db import opening, while_locked
+from bot.db import first, opening, while_locked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notes (
@@ -101,10 +101,10 @@ class NoteLedger:
         was answered or given up on, or another live process is answering it."""
         now = time.time()
         async with self._lock, self._transaction():
-            cursor = await self._conn.execute(
+            rows = await self._conn.execute_fetchall(
                 "SELECT state, owner, lease_until FROM notes WHERE message_id = ?", (message_id,)
             )
-            row = await cursor.fetchone()
+            row = first(rows)
             if row is not None and not self._claimable(row["state"], row["owner"], row["lease_until"], now):
                 return False
             await self._conn.execute(
@@ -189,35 +189,35 @@ class NoteLedger:
         if not message_ids:
             return set()
         marks = ",".join("?" * len(message_ids))
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             f"SELECT message_id, state, owner, lease_until FROM notes WHERE message_id IN ({marks})",
             message_ids,
         )
         now = time.time()
         return {
             row["message_id"]
-            for row in await cursor.fetchall()
+            for row in rows
             if not self._claimable(row["state"], row["owner"], row["lease_until"], now)
         }
 
     async def unanswered(self) -> list[Unanswered]:
         """Notes kept for a restart, and notes whose turn a dead process never finished."""
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT message_id, place_id, user_id, state, owner, lease_until FROM notes"
             " WHERE state IN ('pending', 'started') ORDER BY message_id"
         )
         now = time.time()
         return [
             Unanswered(row["message_id"], row["place_id"], row["user_id"], row["state"])
-            for row in await cursor.fetchall()
+            for row in rows
             if self._claimable(row["state"], row["owner"], row["lease_until"], now)
         ]
 
     async def last_handled(self, place_id: int) -> int | None:
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT MAX(message_id) FROM notes WHERE place_id = ? AND state = 'answered'", (place_id,)
         )
-        row = await cursor.fetchone()
+        row = first(rows)
         return row[0] if row else None
 
     async def remember_place(self, place_id: int, kind: str, user_id: str | None = None) -> None:
@@ -227,8 +227,8 @@ class NoteLedger:
         )
 
     async def places(self, kind: str) -> list[int]:
-        cursor = await self._conn.execute("SELECT place_id FROM places WHERE kind = ?", (kind,))
-        return [row[0] for row in await cursor.fetchall()]
+        rows = await self._conn.execute_fetchall("SELECT place_id FROM places WHERE kind = ?", (kind,))
+        return [row[0] for row in rows]
 
     # ---------------------------------------------------------------------------------------
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.db import add_missing_columns, opening
+from bot.db import add_missing_columns, first, opening
 
 REPLY_MODES = ("voice_and_text", "voice", "file", "text")
 
@@ -39,10 +39,10 @@ class PreferenceStore:
             return cls(conn)
 
     async def get(self, user_id: str) -> Preferences:
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT voice, reply_mode, notify FROM preferences WHERE user_id = ?", (user_id,)
         )
-        row = await cursor.fetchone()
+        row = first(rows)
         return Preferences(row["voice"], row["reply_mode"], bool(row["notify"])) if row else Preferences()
 
     async def set_voice(self, user_id: str, voice: str | None) -> None:

@@ -47,7 +47,7 @@ import aiosqlite
 from bot import sentences as say
 from bot.audio import ReplyAudio
 from bot.config import NewsSettings
-from bot.db import opening
+from bot.db import first, opening
 from bot.preferences import Preferences, PreferenceStore
 from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, iso_at, utc_now
 
@@ -261,22 +261,22 @@ class NewsStore:
 
     async def known(self, source: str, ticket: str) -> bool:
         """Whether any news of this ticket was ever found."""
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT 1 FROM news WHERE source = ? AND ticket = ? LIMIT 1", (source, ticket)
         )
-        return await cursor.fetchone() is not None
+        return first(rows) is not None
 
     async def due(self, limit: int = DELIVER_BATCH) -> list[NewsItem]:
         """The oldest pending news, at most one DM's worth per player: a player with hundreds of
         tickets closed at once must not fill the batch and hold back everyone else's news."""
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT id, user_id, source, ticket, kind, status, text, attempts FROM ("
             " SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY id) AS nth FROM news"
             " WHERE state = 'pending' AND (next_try_at IS NULL OR next_try_at <= ?)"
             ") WHERE nth <= ? ORDER BY id LIMIT ?",
             (time.time(), MAX_ITEMS_PER_DM, limit),
         )
-        return [NewsItem(*row) for row in await cursor.fetchall()]
+        return [NewsItem(*row) for row in rows]
 
     async def claim(self, ids: list[int]) -> list[int]:
         """Take pending news for sending, on disk before anything is sent; the ids now ours (news
@@ -311,20 +311,20 @@ class NewsStore:
             await self._conn.commit()
 
     async def count(self, state: str) -> int:
-        cursor = await self._conn.execute("SELECT COUNT(*) FROM news WHERE state = ?", (state,))
-        (n,) = await cursor.fetchone()  # type: ignore[misc]
+        rows = await self._conn.execute_fetchall("SELECT COUNT(*) FROM news WHERE state = ?", (state,))
+        (n,) = first(rows)  # type: ignore[misc]
         return int(n)
 
     async def told(self, user_id: str) -> list[tuple[str, str, str, str]]:
         """(ticket, kind, status, state) of every piece of news for a player, oldest first."""
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT ticket, kind, status, state FROM news WHERE user_id = ? ORDER BY id", (user_id,)
         )
-        return [tuple(row) for row in await cursor.fetchall()]  # type: ignore[misc]
+        return [tuple(row) for row in rows]  # type: ignore[misc]
 
     async def cursor(self, name: str) -> str | None:
-        cursor = await self._conn.execute("SELECT value FROM cursors WHERE name = ?", (name,))
-        row = await cursor.fetchone()
+        rows = await self._conn.execute_fetchall("SELECT value FROM cursors WHERE name = ?", (name,))
+        row = first(rows)
         return str(row[0]) if row else None
 
     async def set_cursor(self, name: str, value: str) -> None:
@@ -346,8 +346,10 @@ class NewsStore:
             await self._conn.commit()
 
     async def last_channel(self, user_id: str) -> str | None:
-        cursor = await self._conn.execute("SELECT channel_id FROM last_channel WHERE user_id = ?", (user_id,))
-        row = await cursor.fetchone()
+        rows = await self._conn.execute_fetchall(
+            "SELECT channel_id FROM last_channel WHERE user_id = ?", (user_id,)
+        )
+        row = first(rows)
         return str(row[0]) if row else None
 
     async def claim_closed_notice(self, user_id: str) -> bool:

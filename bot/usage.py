@@ -11,7 +11,7 @@ import aiosqlite
 from bot import metrics
 from bot import sentences as say
 from bot.config import UsageSettings
-from bot.db import opening
+from bot.db import first, opening
 from bot.engines.base import Usage
 
 log = logging.getLogger(__name__)
@@ -81,10 +81,10 @@ class UsageMeter:
         return dt.datetime.now(dt.UTC).date().isoformat()
 
     async def today_for(self, user_id: str) -> dict[str, float]:
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT * FROM usage WHERE day = ? AND user_id = ?", (self.today(), user_id)
         )
-        row = await cursor.fetchone()
+        row = first(rows)
         return dict(row) if row else {}
 
     async def refusal(self, user_id: str) -> str | None:
@@ -156,13 +156,13 @@ class UsageMeter:
     async def by_day(self, days: int = 14) -> list[dict[str, float | str]]:
         """Every player's turns, tokens and cost added up per day, oldest first (the desk's chart)."""
         since = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=days - 1)).isoformat()
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT day, SUM(turns) AS turns, SUM(text_in + text_out + audio_in + audio_out) AS tokens,"
             " SUM(audio_seconds) AS audio_seconds, SUM(cost_usd) AS cost_usd FROM usage"
             " WHERE day >= ? GROUP BY day ORDER BY day",
             (since,),
         )
-        found = {row["day"]: dict(row) for row in await cursor.fetchall()}
+        found = {row["day"]: dict(row) for row in rows}
         first = dt.date.fromisoformat(since)
         empty = {"turns": 0, "tokens": 0, "audio_seconds": 0.0, "cost_usd": 0.0}
         days_shown = [(first + dt.timedelta(days=i)).isoformat() for i in range(days)]
@@ -172,8 +172,10 @@ class UsageMeter:
         """Turns per hour over the last `hours` hours, every hour present (0 when quiet)."""
         now = dt.datetime.now(dt.UTC).replace(minute=0, second=0, microsecond=0)
         keys = [(now - dt.timedelta(hours=h)).strftime("%Y-%m-%dT%H") for h in range(hours - 1, -1, -1)]
-        cursor = await self._conn.execute("SELECT hour, turns FROM turns_by_hour WHERE hour >= ?", (keys[0],))
-        found = {row["hour"]: int(row["turns"]) for row in await cursor.fetchall()}
+        rows = await self._conn.execute_fetchall(
+            "SELECT hour, turns FROM turns_by_hour WHERE hour >= ?", (keys[0],)
+        )
+        found = {row["hour"]: int(row["turns"]) for row in rows}
         return {k: found.get(k, 0) for k in keys}
 
     async def aclose(self) -> None:

@@ -570,3 +570,37 @@ async def test_a_filing_cancelled_while_it_waits_for_the_writers_lock_is_kept(tm
         assert [g.description for g in await store.status(NOVA)] == ["charged twice"]
     finally:
         await store.aclose()
+
+
+async def test_a_read_in_flight_never_makes_a_filing_give_up_on_a_busy_database(
+    tmp_path, monkeypatch
+) -> None:
+    """Staff hold the database for a moment while another coroutine reads this store: the filing
+    waits its turn. A read whose statement stayed open between awaits held a read transaction,
+    and SQLite then refuses the same connection's write at once rather than wait."""
+    import aiosqlite
+
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    earlier = [await store.register(NOVA, "other", f"lag in match {n}") for n in (1, 2)]
+    real = aiosqlite.Cursor.fetchall
+
+    async def slow(self):  # type: ignore[no-untyped-def] # the gap between a statement and its rows
+        await asyncio.sleep(0.3)
+        return await real(self)
+
+    monkeypatch.setattr(aiosqlite.Cursor, "fetchall", slow)
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN IMMEDIATE")
+        asyncio.get_running_loop().call_later(0.6, locker.execute, "COMMIT")
+        listing = asyncio.create_task(store.status(NOVA))
+        await asyncio.sleep(0.05)
+        ticket = await store.register(NOVA, "wallet", "charged twice")  # not "kept for later"
+        assert ticket.key and len(await listing) == 2
+        assert [g.key for g in await store.status(NOVA)] == [ticket.key, *(g.key for g in reversed(earlier))]
+    finally:
+        locker.close()
+        await store.aclose()

@@ -19,7 +19,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot import sentences as say
-from bot.db import add_missing_columns, opening
+from bot.db import add_missing_columns, first, opening
 from bot.tools.base import Grievance, ToolError
 from bot.tools.grievance_spool import GrievanceSpool
 
@@ -257,8 +257,8 @@ class LocalGrievanceStore:
         return f"{KEY_PREFIX}-{cursor.lastrowid}"  # set by the grievance_key trigger
 
     async def _filed_as(self, user_id: str, filing_id: str | None) -> Grievance:
-        cursor = await self._conn.execute("SELECT * FROM grievances WHERE spool_id = ?", (filing_id,))
-        row = await cursor.fetchone()
+        rows = await self._conn.execute_fetchall("SELECT * FROM grievances WHERE spool_id = ?", (filing_id,))
+        row = first(rows)
         # A filing id names one player's note; another player's row under it would be a bug, and
         # answering with that row would show them someone else's ticket.
         if row is None or row["user_id"] != user_id:
@@ -364,17 +364,17 @@ class LocalGrievanceStore:
     async def status(self, user_id: str, key: str | None = None) -> list[Grievance]:
         # The user_id condition is in every query: a key that belongs to someone else finds nothing.
         if key is not None:
-            cursor = await self._conn.execute(
+            rows = await self._conn.execute_fetchall(
                 "SELECT * FROM grievances WHERE user_id = ? AND (local_key = ? OR remote_key = ?)",
                 (user_id, key, key),
             )
         else:
-            cursor = await self._conn.execute(
+            rows = await self._conn.execute_fetchall(
                 "SELECT * FROM grievances WHERE user_id = ? AND local_key IS NOT NULL"
                 " ORDER BY id DESC LIMIT ?",
                 (user_id, MAX_LISTED),
             )
-        return [self._to_grievance(row) for row in await cursor.fetchall()]
+        return [self._to_grievance(row) for row in rows]
 
     # ---- the outbox: rows waiting for the remote tracker ---------------------------------------
 
@@ -383,13 +383,13 @@ class LocalGrievanceStore:
         filing order. Rows claimed by a pusher (this process or another on the same file) or
         waiting out a retry delay are left out. (A row whose key is not set yet is mid-`register`
         on this connection: not ready.)"""
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT local_key, user_id, category, description, created_at, attempts, last_error"
             " FROM grievances WHERE push_state = 'pending' AND local_key IS NOT NULL"
             " AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY id LIMIT ?",
             (time.time(), limit),
         )
-        return [PendingGrievance(*row) for row in await cursor.fetchall()]
+        return [PendingGrievance(*row) for row in rows]
 
     async def claim(self, local_key: str, until: float) -> bool:
         """Take a pending row for pushing until `until` (unix time); False if another pusher holds
@@ -426,13 +426,14 @@ class LocalGrievanceStore:
                 "INSERT OR IGNORE INTO meta (name, value) VALUES ('store_id', ?)", (secrets.token_hex(4),)
             )
             await self._conn.commit()
-        cursor = await self._conn.execute("SELECT value FROM meta WHERE name = 'store_id'")
-        (value,) = await cursor.fetchone()  # type: ignore[misc]
+        rows = await self._conn.execute_fetchall("SELECT value FROM meta WHERE name = 'store_id'")
+        (value,) = first(rows)  # type: ignore[misc]
         return str(value)
 
     async def count_pending(self) -> int:
-        cursor = await self._conn.execute("SELECT COUNT(*) FROM grievances WHERE push_state = 'pending'")
-        (count,) = await cursor.fetchone()  # type: ignore[misc]
+        pending = "SELECT COUNT(*) FROM grievances WHERE push_state = 'pending'"
+        rows = await self._conn.execute_fetchall(pending)
+        (count,) = first(rows)  # type: ignore[misc]
         return int(count)
 
     async def mark_pushed(self, local_key: str, remote_key: str) -> None:
@@ -502,23 +503,23 @@ class LocalGrievanceStore:
                 at = (now - dt.timedelta(days=days)).replace(microsecond=0)
                 where.append(f"created_at {op} ?")
                 args.append(at.isoformat().replace("+00:00", "Z"))
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             f"SELECT * FROM grievances WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*args, limit)
         )
-        return [_staff_row(row) for row in await cursor.fetchall()]
+        return [_staff_row(row) for row in rows]
 
     async def staff_get(self, local_key: str) -> StaffRow | None:
-        cursor = await self._conn.execute("SELECT * FROM grievances WHERE local_key = ?", (local_key,))
-        row = await cursor.fetchone()
+        rows = await self._conn.execute_fetchall("SELECT * FROM grievances WHERE local_key = ?", (local_key,))
+        row = first(rows)
         return _staff_row(row) if row else None
 
     async def staff_notes(self, local_key: str) -> list[StaffNote]:
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT n.author, n.body, n.created_at FROM staff_notes n JOIN grievances g"
             " ON g.id = n.grievance_id WHERE g.local_key = ? ORDER BY n.id",
             (local_key,),
         )
-        return [StaffNote(*row) for row in await cursor.fetchall()]
+        return [StaffNote(*row) for row in rows]
 
     async def add_staff_note(self, local_key: str, author: str, body: str) -> bool:
         async with self._write_lock:
@@ -552,12 +553,11 @@ class LocalGrievanceStore:
         # records its event) then an UPDATE that sets the key; read between them, the event would
         # be passed over for want of a key and the player never told.
         async with self._write_lock:
-            cursor = await self._conn.execute(
+            rows = await self._conn.execute_fetchall(
                 "SELECT e.id AS event_id, e.kind, g.* FROM news_events e"
                 " LEFT JOIN grievances g ON g.id = e.grievance_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
                 (after, limit),
             )
-            rows = await cursor.fetchall()
         found: list[GrievanceEvent | int] = []
         for row in rows:
             if row["local_key"] is None:
@@ -589,20 +589,20 @@ class LocalGrievanceStore:
 
     async def users(self) -> list[str]:
         """Everyone with a grievance here: whose tickets ticket news asks Jira about."""
-        cursor = await self._conn.execute("SELECT DISTINCT user_id FROM grievances ORDER BY user_id")
-        return [str(row[0]) for row in await cursor.fetchall()]
+        rows = await self._conn.execute_fetchall("SELECT DISTINCT user_id FROM grievances ORDER BY user_id")
+        return [str(row[0]) for row in rows]
 
     async def status_by_remote_key(self, remote_key: str) -> tuple[str, str] | None:
         """(local key, status as last known here) of the grievance pushed as `remote_key`."""
-        cursor = await self._conn.execute(
+        rows = await self._conn.execute_fetchall(
             "SELECT local_key, status FROM grievances WHERE remote_key = ?", (remote_key,)
         )
-        row = await cursor.fetchone()
+        row = first(rows)
         return (row["local_key"], row["status"]) if row else None
 
     async def check(self) -> str:
-        cursor = await self._conn.execute("SELECT COUNT(*) FROM grievances")
-        (count,) = await cursor.fetchone()  # type: ignore[misc]
+        rows = await self._conn.execute_fetchall("SELECT COUNT(*) FROM grievances")
+        (count,) = first(rows)  # type: ignore[misc]
         return f"local grievance store: {count} grievances"
 
     async def aclose(self) -> None:

@@ -25,7 +25,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet
 
 from bot.config import ConfigError, Settings
-from bot.db import opening
+from bot.db import first, opening
 
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
@@ -102,8 +102,8 @@ class StaffLogins:
         await self._conn.commit()
 
     async def ended(self, login: str) -> bool:
-        cursor = await self._conn.execute("SELECT 1 FROM ended_logins WHERE login = ?", (login,))
-        return await cursor.fetchone() is not None
+        rows = await self._conn.execute_fetchall("SELECT 1 FROM ended_logins WHERE login = ?", (login,))
+        return first(rows) is not None
 
     async def aclose(self) -> None:
         await self._conn.close()
