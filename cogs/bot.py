@@ -20,6 +20,13 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    # Said now, not when the task is collected ("exception was never retrieved"), if ever.
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.error("work in flight failed: %s", task.get_coro(), exc_info=exc)
+
+
 EXTENSIONS = ("cogs.voice", "cogs.catch_up", "cogs.grievance", "cogs.settings", "cogs.news")
 
 # The library's own endpoints, kept so an empty setting always means "the real Discord".
@@ -110,17 +117,15 @@ class VoxdeskBot(commands.Bot):
 
     # ---- work in flight, for a graceful shutdown ---------------------------------------
 
-    def track(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def track(self, work: Coroutine[Any, Any, Any], awaited: bool = False) -> asyncio.Task[Any]:
+        """Work in flight that a stop waits for. Its failure is logged here unless it is
+        `awaited` by a caller that reports it (a slash command's error handler)."""
         task = asyncio.create_task(work)
         self._inflight.add(task)
-        task.add_done_callback(self._finished)
+        task.add_done_callback(self._inflight.discard)
+        if not awaited:
+            task.add_done_callback(_log_failure)
         return task
-
-    def _finished(self, task: asyncio.Task[Any]) -> None:
-        self._inflight.discard(task)
-        # Said now, not when the task is collected ("exception was never retrieved"), if ever.
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.error("work in flight failed: %s", task.get_coro(), exc_info=exc)
 
     @property
     def inflight(self) -> int:

@@ -42,8 +42,10 @@ async def answer_privately(
     The whole answer is in flight for a graceful shutdown (the bot's `track`): a stop waits for
     it, and one whose grace runs out cancels the work and tells the player so, before the
     gateway closes, rather than leaving them with "the application did not respond"."""
-    track = getattr(interaction.client, "track", asyncio.ensure_future)
-    await track(_answer(interaction, work, slow_after, cut_short))
+    answering = _answer(interaction, work, slow_after, cut_short)
+    track = getattr(interaction.client, "track", None)
+    # Awaited here, so a failure reaches the command tree's error handler, which logs it once.
+    await (track(answering, awaited=True) if track else answering)
 
 
 async def _answer(

@@ -9,7 +9,7 @@ from asyncio.subprocess import PIPE
 
 import pytest
 
-from bot.sentences import CUT_SHORT_BY_RESTART
+from bot.sentences import COMMAND_FAILED, CUT_SHORT_BY_RESTART
 from cogs.runner import sync_commands
 from tests.conftest import REPO
 from tests.discord_harness import Harness, blaze, discord_settings, nova, running_bot, voice_note
@@ -313,3 +313,16 @@ async def test_grievance_status_with_a_key_that_is_not_one_says_so_in_players_wo
         assert "get_grievance_status" not in text and "'" not in text
     assert "GRV-12" in await ask(harness.fake, nova, "grievance", sub("status", ticket=" grv-12 "))
     assert harness.fake.violations == []
+
+
+async def test_a_failing_command_tells_the_player_and_logs_once(harness: Harness, monkeypatch, caplog):
+    async def full_disk(*_: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(harness.bot.core.preferences, "set_reply_mode", full_disk)
+    with caplog.at_level("ERROR"):
+        answer = await ask(harness.fake, nova, "replies", [option("style", "text")])
+    assert answer == COMMAND_FAILED
+    failures = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert len(failures) == 1, [r.getMessage() for r in failures]
+    assert "replies" in failures[0].getMessage() and "No space left" in str(failures[0].exc_info[1])
