@@ -7,7 +7,7 @@ import asyncio
 import base64
 import json
 import re
-from typing import Any
+from typing import Any, NoReturn
 
 import aiohttp
 import discord
@@ -482,19 +482,38 @@ def _payload_json_not_json() -> aiohttp.FormData:
             "POST",
             "/channels/abc/messages",
             {"json": {"content": "x"}},
+            (400, 50035, "Invalid Form Body"),
+            "POST /api/v10/channels/abc/messages: channel_id: Value 'abc' is not snowflake.",
+        ),
+        (
+            "POST",
+            "/channels/{channel}/typing",
+            {},
             (500, 0, "500: Internal Server Error"),
-            "POST /api/v10/channels/abc/messages: the fake failed on it: ValueError",
+            "POST /api/v10/channels/{channel}/typing: the fake failed on it: RuntimeError('broken')",
         ),
     ],
-    ids=["no-such-route", "no-such-method", "body-not-json", "payload-json-not-json", "fake-crashed"],
+    ids=[
+        "no-such-route",
+        "no-such-method",
+        "body-not-json",
+        "payload-json-not-json",
+        "not-a-snowflake",
+        "fake-crashed",
+    ],
 )
 async def test_a_request_the_fake_cannot_serve_ends_a_waiter_with_its_reason(
-    method: str, path: str, send: dict[str, Any], answer: tuple[int, int, str], reason: str
+    method: str, path: str, send: dict[str, Any], answer: tuple[int, int, str], reason: str, monkeypatch
 ) -> None:
     """Unknown endpoints, unreadable bodies and the fake's own failures are all kept as reasons,
     so a test waiting for a reply fails on them rather than on a bare timeout."""
     path, reason = path.format(channel=ALLOWED_CHANNEL), reason.format(channel=ALLOWED_CHANNEL)
     send = {k: v() if callable(v) else v for k, v in send.items()}
+
+    async def broken(*_: object) -> NoReturn:
+        raise RuntimeError("broken")
+
+    monkeypatch.setattr(FakeDiscord, "_typing", broken)
     async with discord_server.serving() as fake:
         waiting = asyncio.create_task(fake.wait_for(lambda received: fake.sent("message")))
         await asyncio.sleep(0)

@@ -751,6 +751,12 @@ class FakeDiscord(Strict):
             if request.headers.get("Authorization") != f"Bot {TOKEN}":
                 return _json({"message": "401: Unauthorized", "code": 0}, status=401)
         try:
+            for name, value in request.match_info.items():
+                if name.endswith("_id") and not value.isdigit():  # as Discord checks a snowflake
+                    said = f"Value {value!r} is not snowflake."
+                    self.refuse(f"{request.method} {request.path}: {name}: {said}")
+                    errors = {name: {"_errors": [{"code": "NUMBER_TYPE_COERCE", "message": said}]}}
+                    raise DiscordError(400, 50035, "Invalid Form Body", errors)
             return await handler(request)
         except DiscordError as exc:
             response = exc.response()
@@ -760,7 +766,7 @@ class FakeDiscord(Strict):
         except web.HTTPException:
             raise
         except Exception as exc:
-            # A request the fake cannot take (a non-numeric id, a body it did not foresee): without
+            # A request the fake cannot take (a body it did not foresee): without
             # a reason kept here, the bot would retry the bare 500 and the test time out mutely.
             self.refuse(f"{request.method} {request.path}: the fake failed on it: {exc!r}")
             if request.path == "/gateway":
