@@ -72,6 +72,12 @@ class StoragePaths:
     def speech(self) -> Path:
         return self.root / "speech"
 
+    @property
+    def databases(self) -> list[Path]:
+        """Every SQLite file voxdesk keeps (the speech folder is rebuilt by `init`)."""
+        names = ("players", "manuals", "grievances", "conversations", "preferences", "notes", "usage")
+        return [getattr(self, name) for name in (*names, "news", "web")]
+
 
 def storage_paths(settings: Settings) -> StoragePaths:
     return StoragePaths(settings.storage_dir)

@@ -153,10 +153,22 @@ class _EvalSplits:
 def cmd_check(args: argparse.Namespace) -> int:
     from bot.health import check_all
 
-    results = asyncio.run(check_all(_settings(args), for_run=args.run))
+    settings = _settings(args)
+    print(settings.whereabouts())
+    results = asyncio.run(check_all(settings, for_run=args.run))
     for result in results:
         print(result.line())
     return 0 if all(r.ok for r in results) else 1
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from bot.backup import backup
+
+    folder, lines = backup(_settings(args), Path(args.into))
+    for line in lines:
+        print(line)
+    print(f"backup: {folder}" if lines else f"backup: nothing to copy yet; {folder} is empty")
+    return 0
 
 
 def cmd_index_manuals(args: argparse.Namespace) -> int:
@@ -277,6 +289,11 @@ COMMANDS: dict[
         lambda p: p.add_argument(
             "--run", action="store_true", help="also fail on what `run` alone needs: DISCORD_TOKEN"
         ),
+    ),
+    "backup": (
+        cmd_backup,
+        "copy every database and the grievance spool into a new folder under DIR (safe while running)",
+        lambda p: p.add_argument("into", metavar="DIR", help="where the dated backup folder is made"),
     ),
     "index-manuals": (
         cmd_index_manuals,

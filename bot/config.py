@@ -42,7 +42,7 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class StorageSettings:
-    dir: str = "var"  # SQLite files, built speech models, reply audio written by the CLI
+    dir: str = "var"  # SQLite files, the grievance spool, built speech models
     manuals_dir: str = ""  # the game manuals (*.md) to index; empty: the ones voxdesk ships
 
 
@@ -288,6 +288,15 @@ class Settings:
     @property
     def manuals_dir(self) -> Path:
         return Path(self.storage.manuals_dir) if self.storage.manuals_dir else paths.MANUALS
+
+    def whereabouts(self) -> str:
+        """Where the settings came from and where the data goes, as absolute paths: both follow
+        the working directory, which a service manager may set to something unexpected."""
+        if self.source == "defaults":
+            came = f"built-in settings (no {DEFAULT_CONFIG} in {Path.cwd()}: --config or VOXDESK_CONFIG)"
+        else:
+            came = f"settings from {Path(self.source).resolve()}"
+        return f"{came}, data in {self.storage_dir.resolve()}"
 
     @property
     def system_prompt_path(self) -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
@@ -15,10 +16,24 @@ import aiosqlite
 BUSY_SECONDS = 30
 
 
+def private_dir(folder: Path) -> None:
+    """Make `folder` (and its parents) if missing, a new one readable by its owner alone: the
+    databases hold players' words, grievances and Discord ids."""
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+
+
+def private_file(path: Path | str) -> None:
+    """Create a database file readable by its owner alone, if it does not exist yet. SQLite
+    gives its -wal and -shm files the database's own mode; an existing file keeps its mode."""
+    private_dir(Path(path).parent)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 async def open_sqlite(path: Path | str, schema: str = "", autocommit: bool = False) -> aiosqlite.Connection:
     """A WAL-mode connection (readers never wait on the writer), with `schema` applied.
     `autocommit`: each statement commits by itself; transactions only where BEGIN opens one."""
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    private_file(path)
     extra = {"isolation_level": None} if autocommit else {}
     # A writer waits up to BUSY_SECONDS for another's transaction (in aiosqlite's thread, not on
     # the event loop): on a saturated machine another process's short claim can take seconds to

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sqlite3
@@ -11,6 +12,7 @@ from pathlib import Path
 from bot import paths
 from bot.app import storage_paths
 from bot.config import ConfigError, Settings
+from bot.db import private_dir, private_file
 from bot.tools.embedded import FtsManuals
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.manual_chunks import chunk_manuals
@@ -19,24 +21,37 @@ log = logging.getLogger(__name__)
 
 
 def load_sql_script(db: Path, *scripts: Path) -> None:
-    """Run schema/seed scripts in one transaction (the seed replaces the demo rows)."""
-    db.parent.mkdir(parents=True, exist_ok=True)
-    with sqlite3.connect(db) as conn:
-        for script in scripts:
-            conn.executescript(script.read_text(encoding="utf-8"))
+    """Run SQL scripts in one transaction: a reader never sees half of them."""
+    private_file(db)
+    with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        conn.executescript(
+            "BEGIN;\n" + "\n".join(script.read_text(encoding="utf-8") for script in scripts) + "\nCOMMIT;"
+        )
+
+
+def _players(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("SELECT COUNT(*) FROM players").fetchone()[0]
 
 
 async def initialise(settings: Settings, speech: bool = True) -> list[str]:
-    """Idempotent: re-running refreshes demo data and indexes, never deletes a filed grievance."""
+    """Idempotent: the demo players and grievances go only into a new players database; a re-run
+    keeps the players a studio linked or added, rebuilds the indexes and never deletes a filed
+    grievance."""
     storage = storage_paths(settings)
-    storage.root.mkdir(parents=True, exist_ok=True)
+    private_dir(storage.root)
     done = []
 
     sql = paths.SQL / "sqlite"
-    load_sql_script(storage.players, sql / "schema.sql", sql / "seed.sql")
-    with sqlite3.connect(storage.players) as conn:
-        players = conn.execute("SELECT COUNT(*) FROM players").fetchone()[0]
-    done.append(f"players: {players} demo players in {storage.players}")
+    load_sql_script(storage.players, sql / "schema.sql")
+    players = _players(storage.players)
+    first_run = players == 0
+    if first_run:
+        load_sql_script(storage.players, sql / "seed.sql")
+        players = _players(storage.players)
+        done.append(f"players: {players} demo players in {storage.players}")
+    else:
+        done.append(f"players: {players} kept in {storage.players} (demo players go only into a new one)")
 
     chunks = chunk_manuals(settings.manuals_dir)
     if not chunks:
@@ -51,11 +66,14 @@ async def initialise(settings: Settings, speech: bool = True) -> list[str]:
 
     store = await LocalGrievanceStore.open(storage.grievances)
     try:
-        seeded = json.loads(paths.GRIEVANCES.read_text(encoding="utf-8"))
-        await store.seed(seeded)
+        if first_run:
+            seeded = json.loads(paths.GRIEVANCES.read_text(encoding="utf-8"))
+            await store.seed(seeded)
+            done.append(f"grievances: {len(seeded)} demo grievances in {storage.grievances}")
+        else:
+            done.append(f"grievances: kept in {storage.grievances} ({await store.check()})")
     finally:
         await store.aclose()
-    done.append(f"grievances: {len(seeded)} demo grievances in {storage.grievances}")
 
     if speech:
         from bot.engines.offline.engine import build_speech_models

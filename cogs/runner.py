@@ -37,6 +37,7 @@ def run(settings: Settings) -> int:
     discord.shutdown_grace_seconds) and close every client."""
     token = require_discord_token(settings)
     use_discord_logging(logging.INFO)
+    log.info("%s", settings.whereabouts())
     try:
         asyncio.run(serve(settings, token))
     except discord.LoginFailure:

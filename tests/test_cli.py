@@ -12,11 +12,13 @@ from bot import paths
 from .conftest import REPO
 
 
-def voxdesk(*args: str, storage: Path, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+def voxdesk(
+    *args: str, storage: Path, timeout: float = 300, cwd: Path = REPO, **env: str
+) -> subprocess.CompletedProcess[str]:
     environ = {**os.environ, "VOXDESK_STORAGE_DIR": str(storage), **env}
     return subprocess.run(
         [sys.executable, "-m", "bot", *args],
-        cwd=REPO,
+        cwd=cwd,
         env=environ,
         capture_output=True,
         text=True,
@@ -94,7 +96,7 @@ def test_init_refuses_a_manuals_folder_with_no_manuals(settings, tmp_path: Path)
         assert conn.execute("SELECT COUNT(*) FROM passages").fetchone()[0] > 0
 
 
-def test_init_is_idempotent_and_never_drops_a_filed_grievance(settings) -> None:
+def test_init_is_idempotent_and_never_drops_a_filed_grievance_or_a_linked_player(settings) -> None:
     db = settings.storage_dir / "grievances.db"
     with sqlite3.connect(db) as conn:
         conn.execute(
@@ -102,17 +104,43 @@ def test_init_is_idempotent_and_never_drops_a_filed_grievance(settings) -> None:
             " VALUES ('GRV-99', '5', 'other', 'keep me', 'x', 'x')"
         )
         conn.execute("UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-11'")
+        conn.execute("DELETE FROM grievances WHERE local_key = 'GRV-12'")  # staff cleared a demo row
+    players = settings.storage_dir / "players.db"
+    with sqlite3.connect(players) as conn:  # a studio links a real player and adds one
+        conn.execute("UPDATE players SET discord_user_id = '424242424242424242' WHERE player_id = 1")
+        conn.execute(
+            "INSERT INTO players (player_id, discord_user_id, player_name) VALUES (99, '9090', 'Real')"
+        )
     import asyncio
 
     from bot.seed import initialise
 
     lines = asyncio.run(initialise(settings, speech=False))
-    assert any("12 demo players" in line for line in lines)
+    assert any("13 kept" in line for line in lines), lines
     with sqlite3.connect(db) as conn:
         rows = dict(conn.execute("SELECT local_key, status FROM grievances").fetchall())
     assert rows["GRV-99"] == "open"
     assert rows["GRV-11"] == "resolved"  # a re-run does not reset what happened to a ticket
+    assert "GRV-12" not in rows  # nor bring back a demo ticket staff removed
     assert json.loads(paths.GRIEVANCES.read_text())[0]["key"] == "GRV-10"
+    with sqlite3.connect(players) as conn:
+        linked = conn.execute("SELECT player_id, discord_user_id FROM players WHERE player_id IN (1, 99)")
+        assert linked.fetchall() == [(1, "424242424242424242"), (99, "9090")]
+        assert conn.execute("SELECT COUNT(*) FROM game_sessions").fetchone()[0] == 277
+
+
+def test_init_seeds_demo_players_into_a_new_database_in_one_transaction(tmp_path: Path) -> None:
+    from bot.seed import load_sql_script
+
+    db = tmp_path / "players.db"
+    broken = tmp_path / "broken.sql"
+    broken.write_text((paths.SQL / "sqlite" / "seed.sql").read_text() + "INSERT INTO nowhere VALUES (1);\n")
+    load_sql_script(db, paths.SQL / "sqlite" / "schema.sql")
+    with pytest.raises(sqlite3.OperationalError, match="nowhere"):
+        load_sql_script(db, broken)
+    with sqlite3.connect(db) as conn:  # all or nothing: no reader sees half a seed
+        assert conn.execute("SELECT COUNT(*) FROM players").fetchone()[0] == 0
+    assert db.stat().st_mode & 0o777 == 0o600
 
 
 def test_ask_json_runs_one_full_turn(settings) -> None:
@@ -147,7 +175,8 @@ def test_demo_answers_every_sample_with_the_right_tool(settings) -> None:
 def test_check_on_the_embedded_defaults_says_every_service_is_ok(settings) -> None:
     done = voxdesk("check", storage=settings.storage_dir, DISCORD_TOKEN="")
     assert done.returncode == 0, done.stdout + done.stderr
-    lines = done.stdout.splitlines()
+    where, *lines = done.stdout.splitlines()
+    assert where == f"settings from {REPO / 'config.toml'}, data in {settings.storage_dir}"
     assert [line.split()[:2] for line in lines] == [
         ["ok", "engine"],
         ["ok", "stats"],
@@ -162,8 +191,16 @@ def test_check_on_the_embedded_defaults_says_every_service_is_ok(settings) -> No
 def test_check_before_init_names_what_is_missing(tmp_path: Path) -> None:
     done = voxdesk("check", storage=tmp_path / "empty")
     assert done.returncode == 1
+    assert done.stdout.startswith(f"settings from {REPO / 'config.toml'}, data in {tmp_path / 'empty'}\n")
     assert "FAIL  engine" in done.stdout and "python -m bot init" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_check_elsewhere_says_it_runs_on_built_in_settings(tmp_path: Path) -> None:
+    # A service started from / once ran on built-in settings and a data folder of /var silently.
+    done = voxdesk("check", storage=tmp_path / "data", cwd=tmp_path, PYTHONPATH=str(REPO))
+    where = f"built-in settings (no config.toml in {tmp_path}: --config or VOXDESK_CONFIG)"
+    assert done.stdout.startswith(f"{where}, data in {tmp_path / 'data'}\n"), done.stdout + done.stderr
 
 
 async def test_check_points_at_driver_when_the_odbc_driver_library_is_missing(settings) -> None:

@@ -56,3 +56,16 @@ async def test_a_write_sqlite_refuses_at_once_is_tried_again_until_it_goes_throu
     finally:
         await conn.close()
         other.close()
+
+
+async def test_new_data_folders_and_databases_are_the_owners_alone(tmp_path: Path) -> None:
+    # The databases hold players' words, grievances and Discord ids: not for every local user.
+    conn = await open_sqlite(tmp_path / "var" / "talk.db", "CREATE TABLE said (words TEXT)")
+    try:
+        await conn.execute("INSERT INTO said VALUES ('my refund never came')")
+        await conn.commit()
+        modes = {p.name: p.stat().st_mode & 0o777 for p in (tmp_path / "var").iterdir()}
+    finally:
+        await conn.close()
+    assert (tmp_path / "var").stat().st_mode & 0o777 == 0o700
+    assert modes == {"talk.db": 0o600, "talk.db-wal": 0o600, "talk.db-shm": 0o600}

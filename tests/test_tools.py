@@ -305,7 +305,9 @@ async def test_the_grievance_spool_files_each_line_once_and_sets_aside_a_torn_on
         assert [g.description for g in await store.status(NOVA)] == ["kept"]
         await store.aclose()
     assert spool.read_text() == ""
-    assert (tmp_path / "grievances.db.spool.jsonl.rejected").read_text().count('"b2"') == 2
+    rejected = tmp_path / "grievances.db.spool.jsonl.rejected"
+    assert rejected.read_text().count('"b2"') == 2
+    assert rejected.stat().st_mode & 0o777 == 0o600  # a grievance's words, as in the spool
 
 
 async def test_a_grievance_kept_after_a_torn_line_is_not_set_aside_with_it(tmp_path) -> None:

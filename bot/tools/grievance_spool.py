@@ -27,6 +27,11 @@ class GrievanceSpool:
         self.path = path
         self.rejected = path.with_name(path.name + ".rejected")
 
+    @classmethod
+    def beside(cls, database: Path | str) -> GrievanceSpool:
+        """The spool of the grievance database at `database`."""
+        return cls(Path(f"{database}.spool.jsonl"))
+
     def keep(self, filing_id: str | None = None, **row: str) -> None:
         """Append one grievance, on disk (fsynced) before returning; `filing_id` (else a fresh
         one) is what files it once. Blocking: run in a thread."""
@@ -72,7 +77,8 @@ class GrievanceSpool:
             elif line.strip():
                 # A line cut short by a crash or a full disk: set aside, never a reason to stop.
                 log.error("unreadable line in %s moved to %s: %r", self.path, self.rejected, line)
-                with self.rejected.open("a", encoding="utf-8") as out:
+                kept = os.open(self.rejected, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                with open(kept, "a", encoding="utf-8") as out:  # a grievance's words: owner only
                     out.write(line + "\n")
         if not rows:
             self.finish(fd)

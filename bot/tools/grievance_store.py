@@ -186,7 +186,7 @@ class LocalGrievanceStore:
                 {"next_try_at": "REAL", "spool_id": "TEXT", "filed_late": "INTEGER NOT NULL DEFAULT 0"},
             )
             await conn.executescript(INDEXES)
-            store = cls(conn, initial_state, GrievanceSpool(Path(f"{path}.spool.jsonl")))
+            store = cls(conn, initial_state, GrievanceSpool.beside(path))
             await store.file_spooled()
             return store
 

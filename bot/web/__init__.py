@@ -158,6 +158,7 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     for sig in signals:
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    log.info("%s", settings.whereabouts())
     async with running_app(settings) as core:
         runner = await start(core)
         host, port = runner.addresses[0][:2]

@@ -1,8 +1,6 @@
--- Demo players for the embedded default; loaded by `python -m bot init`.
--- Discord user ids are fake; link real ones by updating players.discord_user_id.
-DELETE FROM achievements;
-DELETE FROM game_sessions;
-DELETE FROM players;
+-- Demo players for the embedded default, loaded by `python -m bot init` into a new players
+-- database only (a re-run keeps what is there). Discord user ids are fake; link real ones by
+-- updating players.discord_user_id.
 INSERT INTO players (player_id, discord_user_id, player_name) VALUES (1, '111111111111111111', 'Nova');
 INSERT INTO players (player_id, discord_user_id, player_name) VALUES (2, '222222222222222222', 'Blaze');
 INSERT INTO players (player_id, discord_user_id, player_name) VALUES (3, '333333333333333333', 'Quill');

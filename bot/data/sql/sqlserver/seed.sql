@@ -1,11 +1,14 @@
 -- Demo players for Azure SQL / SQL Server: the same rows as data/sql/sqlite/seed.sql
 -- (tests/cloud/test_odbc_stats.py checks that the two seeds hold identical data).
--- Replaces the demo rows in one transaction; run data/sql/sqlserver/schema.sql first.
+-- For an empty database only, in one transaction; run data/sql/sqlserver/schema.sql first.
 SET XACT_ABORT ON;
+IF EXISTS (SELECT 1 FROM dbo.players)
+BEGIN
+    -- Never over real players: the demo rows would take their ids, or replace them.
+    RAISERROR (N'dbo.players already holds players: the demo seed is for an empty database', 16, 1);
+    SET NOEXEC ON;
+END;
 BEGIN TRANSACTION;
-DELETE FROM dbo.achievements;
-DELETE FROM dbo.game_sessions;
-DELETE FROM dbo.players;
 INSERT INTO dbo.players (player_id, discord_user_id, player_name) VALUES (1, N'111111111111111111', N'Nova');
 INSERT INTO dbo.players (player_id, discord_user_id, player_name) VALUES (2, N'222222222222222222', N'Blaze');
 INSERT INTO dbo.players (player_id, discord_user_id, player_name) VALUES (3, N'333333333333333333', N'Quill');
@@ -321,3 +324,4 @@ INSERT INTO dbo.game_sessions (session_id, player_id, game_type, played_at, poin
 INSERT INTO dbo.achievements (achievement_id, player_id, name, earned_at) VALUES (24, 12, N'Season One Veteran', N'2026-10-05T18:00:00Z');
 INSERT INTO dbo.achievements (achievement_id, player_id, name, earned_at) VALUES (25, 12, N'Quiz Master', N'2026-07-12T18:00:00Z');
 COMMIT TRANSACTION;
+SET NOEXEC OFF;

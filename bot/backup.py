@@ -1,0 +1,60 @@
+"""`voxdesk backup DIR`: a consistent copy of every database and the grievance spool, safe while
+the bot runs.
+
+A plain file copy of a running bot's databases misses what sits in their write-ahead logs
+(`*.db-wal`) until SQLite checkpoints it: recent grievances, for one. SQLite's online backup
+copies each database as one transaction sees it, WAL included, and waits for a writer's
+transaction (up to db.BUSY_SECONDS) rather than copying half of it."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import sqlite3
+from pathlib import Path
+
+from bot.app import storage_paths
+from bot.config import Settings
+from bot.db import BUSY_SECONDS, private_dir, private_file
+from bot.tools.grievance_spool import GrievanceSpool
+
+
+def backup(settings: Settings, into: Path, now: dt.datetime | None = None) -> tuple[Path, list[str]]:
+    """Copy into a new folder `into`/voxdesk-<UTC time>: (that folder, one line per file)."""
+    storage = storage_paths(settings)
+    stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
+    folder = into / f"voxdesk-{stamp}"
+    private_dir(into)
+    folder.mkdir(mode=0o700)  # never into an earlier backup
+    lines = []
+    for db in storage.databases:
+        if db.exists():
+            _copy_database(db, folder / db.name)
+            lines.append(f"{db.name}: copied")
+    spool = GrievanceSpool.beside(storage.grievances)
+    for kept in (spool.path, spool.rejected):
+        if kept.exists():
+            _copy_locked(kept, folder / kept.name)
+            lines.append(f"{kept.name}: copied (grievances not yet in the database)")
+    return folder, lines
+
+
+def _copy_database(source: Path, target: Path) -> None:
+    private_file(target)
+    with (
+        contextlib.closing(sqlite3.connect(source, timeout=BUSY_SECONDS)) as src,
+        contextlib.closing(sqlite3.connect(target)) as dst,
+    ):
+        src.backup(dst)
+
+
+def _copy_locked(source: Path, target: Path) -> None:
+    """The spool under its own lock, so a grievance being appended is copied whole or not at all."""
+    with open(source, "rb") as src:
+        fcntl.flock(src, fcntl.LOCK_SH)
+        data = src.read()
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "wb") as out:
+        out.write(data)

@@ -1,0 +1,65 @@
+"""`voxdesk backup`: a copy of a running bot's data that holds every committed grievance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.backup import backup
+from bot.tools.grievance_spool import GrievanceSpool
+from bot.tools.grievance_store import LocalGrievanceStore
+
+from .test_cli import voxdesk
+
+NOVA = "111111111111111111"
+
+
+def _grievances(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM grievances").fetchone()[0]
+
+
+async def test_a_backup_while_the_store_is_open_holds_every_committed_grievance(settings, tmp_path: Path):
+    storage = settings.storage_dir
+    store = await LocalGrievanceStore.open(storage / "grievances.db")
+    try:
+        for i in range(5):
+            await store.register(NOVA, "wallet", f"charged twice, time {i}")
+        filed = _grievances(storage / "grievances.db")
+        plain = tmp_path / "plain.db"
+        shutil.copy(storage / "grievances.db", plain)  # what `cp` would keep: the WAL left behind
+        assert _grievances(plain) < filed
+        GrievanceSpool.beside(storage / "grievances.db").keep(
+            "note-1",
+            user_id=NOVA,
+            category="other",
+            description="kept while the disk was full",
+            at="x",
+            state="local_only",
+        )
+
+        at = dt.datetime(2026, 12, 5, 8, 30, tzinfo=dt.UTC)
+        folder, lines = backup(settings, tmp_path / "backups", now=at)
+    finally:
+        await store.aclose()
+
+    assert folder == tmp_path / "backups" / "voxdesk-20261205T083000Z"
+    assert _grievances(folder / "grievances.db") == filed
+    assert "kept while the disk was full" in (folder / "grievances.db.spool.jsonl").read_text()
+    assert {"players.db: copied", "grievances.db: copied", "manuals.db: copied"} <= set(lines)
+    for copied in folder.iterdir():
+        assert copied.stat().st_mode & 0o777 == 0o600, copied  # players' words: the owner's alone
+    with pytest.raises(FileExistsError):  # never over an earlier backup
+        backup(settings, tmp_path / "backups", now=at)
+
+
+def test_backup_command_names_its_folder(settings, tmp_path: Path) -> None:
+    done = voxdesk("backup", str(tmp_path / "b"), storage=settings.storage_dir)
+    assert done.returncode == 0, done.stderr
+    assert "grievances.db: copied" in done.stdout
+    (folder,) = (tmp_path / "b").iterdir()
+    assert done.stdout.strip().endswith(f"backup: {folder}")
