@@ -4,7 +4,9 @@ The query sent is made of the player's words only (the same words, minus the sam
 the embedded FTS index uses), joined by spaces and sent with the simple syntax in `any` mode. No
 character the player says reaches the service as query syntax, and nothing ever goes into a
 `$filter`. The index gives a section title four times the weight of its text, as the embedded
-index does, so both backends rank the manuals alike.
+index does, so both backends rank the manuals alike, and a passage that shares too few of the
+question's words is left out by the same rule (bot/tools/relevance.py), so neither answers an
+off-topic question from an unrelated manual.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from bot.tools.base import Passage, ToolError
 # One vocabulary for both backends: the same words are searched for on either.
 from bot.tools.embedded import TITLE_WEIGHT, WORD, query_terms
 from bot.tools.manual_chunks import Chunk, chunk_manuals
+from bot.tools.relevance import CANDIDATES_PER_RESULT, evidence, terms_to_look_up
 
 log = logging.getLogger(__name__)
 
@@ -202,18 +205,28 @@ class AzureSearchManuals:
         return options
 
     async def search(self, query: str, top: int) -> list[Passage]:
-        options = self._query(query, top)
+        terms = query_terms(query)
+        options = self._query(query, top * CANDIDATES_PER_RESULT)
         if options is None:
             return []
         try:
             async with asyncio.timeout(_budget(self._settings)):
                 results = await self._client.search(**options)
                 docs = [doc async for doc in results]
+                # The embedded index's rule, on the passages returned whatever ranked them: the
+                # semantic reranker only reorders what the keyword half matched, and a floor on
+                # its score would be a second rule, tuned to a model, the backends would not share.
+                found = evidence(terms, [(str(d.get("title") or ""), str(d.get("text") or "")) for d in docs])
+                all_known = True
+                for term in terms_to_look_up(terms, found):
+                    if not await self._known(term):
+                        all_known = False
+                        break
         except (AzureError, TimeoutError) as exc:
             self._log_failure(exc)
             raise ToolError(say.MANUALS_UNAVAILABLE) from exc
         passages: list[Passage] = []
-        for doc in docs[:top]:
+        for doc in [d for d, e in zip(docs, found, strict=True) if e.answers(all_known)][:top]:
             reranked = doc.get("@search.reranker_score")
             passages.append(
                 Passage(
@@ -225,6 +238,13 @@ class AzureSearchManuals:
                 )
             )
         return passages
+
+    async def _known(self, term: str) -> bool:
+        """Whether any manual uses the word: one keyword query for a single document key."""
+        results = await self._client.search(
+            search_text=term, search_mode="any", query_type="simple", select=["key"], top=1
+        )
+        return any([doc async for doc in results])
 
     def _log_failure(self, exc: BaseException) -> None:
         reason, problem = describe(exc, self._settings), _problem(exc)

@@ -16,6 +16,7 @@ from bot.db import open_sqlite
 from bot.tools import stats_sql
 from bot.tools.base import Passage, PlayerSummary, ToolError
 from bot.tools.manual_chunks import Chunk
+from bot.tools.relevance import CANDIDATES_PER_RESULT, evidence, terms_to_look_up
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,6 @@ STOPWORDS = frozenset(
 )
 WORD = re.compile(r"[a-z0-9]+")
 TITLE_WEIGHT = 4.0  # a match in a section's title counts four times one in its text
-# BM25 ranks a passage that shares one everyday word with the question ("change" of "how do I
-# change my Minecraft skin", "than" of a misheard "final mass in l than reading") above nothing at
-# all, so an off-topic question would be answered from a random manual. A passage answers with two
-# of the question's terms, or one in its manual's title ("refund" in Refunds), or one when the
-# manuals use every word of the question: a word they never use ("minecraft") says the question
-# is about something else.
-MIN_TERMS = 2
-# Candidates read past `top`, so the passages left out leave room for the next ones that answer.
-CANDIDATES_PER_RESULT = 4
-_MARK = "\x02"  # highlight()'s marker for a matched word; never in a manual's text
 
 
 def query_terms(text: str) -> list[str]:
@@ -118,38 +109,18 @@ class FtsManuals:
             (TITLE_WEIGHT, fts_query(query), top * CANDIDATES_PER_RESULT),
         )
         rows = list(await cursor.fetchall())
-        matched, in_manual_title = await self._evidence(terms, [r["rowid"] for r in rows])
-        all_known = all([await self._known(term) for term in terms])
-
-        def answers(rowid: int) -> bool:
-            found = len(matched[rowid])
-            return found >= MIN_TERMS or rowid in in_manual_title or (found == 1 and all_known)
-
+        found = evidence(terms, [(r["title"], r["text"]) for r in rows])
+        all_known = True
+        for term in terms_to_look_up(terms, found):
+            if not await self._known(term):
+                all_known = False
+                break
         # bm25() is lower-is-better; flip it so a higher score means a better passage.
         return [
             Passage(title=r["title"], text=r["text"], source=r["source"], score=-r["score"])
-            for r in rows
-            if answers(r["rowid"])
+            for r, e in zip(rows, found, strict=True)
+            if e.answers(all_known)
         ][:top]
-
-    async def _evidence(self, terms: list[str], rowids: list[int]) -> tuple[dict[int, set[str]], set[int]]:
-        """Which of `terms` each passage matches (through the index's own stemming: "controler"
-        matches "controller"), and the passages whose manual title holds one of them."""
-        matched: dict[int, set[str]] = {rowid: set() for rowid in rowids}
-        in_manual_title: set[int] = set()
-        among = ",".join("?" * len(rowids))
-        for term in terms if rowids else []:
-            cursor = await self._conn.execute(
-                "SELECT rowid, highlight(passages, 0, ?, '') AS title FROM passages "
-                f"WHERE passages MATCH ? AND rowid IN ({among})",
-                (_MARK, f'"{term}"', *rowids),
-            )
-            for r in await cursor.fetchall():
-                matched[r["rowid"]].add(term)
-                # A chunk's title is "<manual title>: <section heading>".
-                if _MARK in r["title"].split(": ", 1)[0]:
-                    in_manual_title.add(r["rowid"])
-        return matched, in_manual_title
 
     async def _known(self, term: str) -> bool:
         """Whether any manual uses the word."""
