@@ -256,6 +256,19 @@ def test_sqlserver_schema_has_the_sqlite_tables_and_columns() -> None:
     assert sqlserver.count("IF OBJECT_ID(") == 3 and "cash_won DECIMAL(10, 2)" in sqlserver
 
 
+def test_sqlserver_schema_turns_quoted_identifier_on_for_its_filtered_index() -> None:
+    # sqlcmd -i runs with QUOTED_IDENTIFIER OFF, and the filtered unique index then fails (Msg 1934),
+    # letting one Discord id be linked to two players. The setting is read when a batch is parsed,
+    # so it must come in a batch of its own before the index's.
+    lines = [
+        line.split("--")[0].strip() for line in (paths.SQL / "sqlserver/schema.sql").read_text().splitlines()
+    ]
+    statements = [line for line in lines if line]
+    assert statements[:2] == ["SET QUOTED_IDENTIFIER ON;", "GO"]
+    assert not any("QUOTED_IDENTIFIER OFF" in line.upper() for line in statements)
+    assert any(line.startswith("WHERE discord_user_id IS NOT NULL") for line in statements)
+
+
 # ---- (a) parity with the embedded path ---------------------------------------------------
 
 

@@ -3,6 +3,11 @@
 -- Idempotent: run it as often as you like (sqlcmd -i schema.sql, or Azure Data Studio).
 -- Dates stay ISO 8601 text, as in SQLite, so ordering by them means the same on both.
 
+-- The filtered index below can only be made with QUOTED_IDENTIFIER ON (else Msg 1934), and
+-- sqlcmd leaves it OFF unless run with -I. It is read when a batch is parsed, hence the GO.
+SET QUOTED_IDENTIFIER ON;
+GO
+
 IF OBJECT_ID(N'dbo.players', N'U') IS NULL
     CREATE TABLE dbo.players (
         player_id INT NOT NULL CONSTRAINT pk_players PRIMARY KEY,
