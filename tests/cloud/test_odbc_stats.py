@@ -531,6 +531,18 @@ async def test_check_counts_the_players(odbc: OdbcStats) -> None:
     assert await odbc.check() == "ODBC player database: 12 players"
 
 
+@pytest.mark.parametrize("table", ["game_sessions", "achievements"])
+async def test_check_fails_when_a_table_a_summary_reads_is_missing(settings: Settings, table: str) -> None:
+    with sqlite3.connect(players_db(settings)) as conn:
+        conn.execute(f"DROP TABLE {table}")
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), FAST)
+    try:
+        with pytest.raises(OdbcStatsError, match=f"no such table: {table}"):
+            await stats.check()
+    finally:
+        await stats.aclose()
+
+
 @pytest.mark.parametrize(
     ("broken", "reason"),
     [
