@@ -235,6 +235,8 @@ class JiraGrievances:
                 # never holds up the grievances behind it.
                 backoff = s.push_interval_seconds * 2.0 ** min(row.attempts, 30)
                 due = time.time() + min(s.max_backoff_seconds, backoff)
+            elif exc.retry_after is not None:
+                due = time.time() + exc.retry_after  # rate limited: not before Jira asks
             else:
                 due = None  # Jira as a whole failed: the pusher's own backoff applies
             await self._store.record_attempt(row.local_key, str(exc), due, token)
@@ -252,20 +254,23 @@ class JiraGrievances:
                 await self.push_pending()
             except Exception as exc:  # never dies: the grievances wait in the store
                 backoff = min(self._settings.max_backoff_seconds, max(interval, backoff * 2))
+                # A 429's Retry-After is a floor, even past max_backoff_seconds: asking sooner
+                # only earns another 429.
+                wait = max(backoff, getattr(exc, "retry_after", None) or 0.0)
                 pending = await self._pending_count()
                 if isinstance(exc, TrackerError):
                     log.warning(
                         "pushing grievances to Jira failed: %s; %d pending, next try in %.1f s",
                         exc,
                         pending,
-                        backoff,
+                        wait,
                     )
                 else:
                     log.exception(
-                        "the grievance pusher failed; %d pending, next try in %.1f s", pending, backoff
+                        "the grievance pusher failed; %d pending, next try in %.1f s", pending, wait
                     )
                 # new grievances do not cut a backoff short: Jira is the problem, not the queue
-                await asyncio.sleep(backoff)
+                await asyncio.sleep(wait)
                 continue
             backoff = 0.0
             with contextlib.suppress(TimeoutError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import email.utils
 import re
 import threading
 from collections.abc import Iterator
@@ -46,11 +47,18 @@ class TrackerError(Exception):
     """
 
     def __init__(
-        self, reason: str, status: int | None = None, maybe_done: bool = True, row_only: bool | None = None
+        self,
+        reason: str,
+        status: int | None = None,
+        maybe_done: bool = True,
+        row_only: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.maybe_done = maybe_done
+        # Seconds Jira asked us to wait before the next request (a 429's Retry-After), if it said.
+        self.retry_after = retry_after
         # Jira refused this one request (a 4xx about its content), not every request: the outbox
         # goes on with the next grievance instead of backing off.
         self.row_only = (
@@ -99,6 +107,22 @@ def summary_for(category: str, description: str) -> str:
     return summary if len(summary) <= SUMMARY_CHARS else summary[: SUMMARY_CHARS - 2].rstrip() + " …"
 
 
+def retry_after_seconds(response: requests.Response | None) -> float | None:
+    """A response's Retry-After in seconds: whole seconds (what Jira Cloud sends) or an HTTP date."""
+    value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
+    if not value:
+        return None
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:  # an HTTP date is GMT even when it does not say so
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+
+
 def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
     """Any failure of the client as a TrackerError with a short reason. `str(JIRAError)` is not
     used: it carries whole response headers and bodies."""
@@ -107,13 +131,23 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
     if isinstance(exc, JIRAError):
         status = exc.status_code
         text = " ".join(str(exc.text or "").split())[:REASON_CHARS]
+        retry_after = retry_after_seconds(exc.response) if status == 429 else None
         if status == 401:
             reason = "Jira refused the credentials (401): check JIRA_EMAIL and JIRA_API_TOKEN"
         elif status == 403:
             reason = f"Jira refused access (403): the account lacks a permission ({text or 'no detail'})"
+        elif retry_after is not None:
+            reason = (
+                f"Jira is rate limiting this account (429): it asks for no request within {retry_after:g} s"
+            )
         else:
             reason = f"Jira answered HTTP {status}: {text or 'no detail'}"
-        return TrackerError(reason, status, maybe_done=not (status is not None and 400 <= status < 500))
+        return TrackerError(
+            reason,
+            status,
+            maybe_done=not (status is not None and 400 <= status < 500),
+            retry_after=retry_after,
+        )
     if isinstance(exc, requests.ConnectTimeout):
         return TrackerError(
             f"cannot connect to Jira at {url}: no answer within {timeout:g} s", maybe_done=False
@@ -345,8 +379,9 @@ class JiraTracker:
 
     def _connect(self) -> JIRA:
         # get_server_info: the client asks serverInfo whether this is Cloud, and only then runs
-        # the enhanced search. max_retries=0: the library's retries on a dropped connection sleep
-        # 20 s and more inside the thread; the outbox does its own retrying with backoff.
+        # the enhanced search. max_retries=0: the library's retries on a dropped connection or a
+        # 429 sleep 20 s and more inside the thread; the outbox does its own retrying with backoff,
+        # waiting at least as long as a 429's Retry-After asks (TrackerError.retry_after).
         client = JIRA(
             server=self.url,
             basic_auth=self._auth,

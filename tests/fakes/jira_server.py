@@ -8,8 +8,8 @@ players' labels and a relative `updated` window, which it applies): anything els
 in `bad_jql`, so a test notices unexpected JQL. Every request refused as one Jira would refuse
 (bad JQL, an issue it would not create, the removed search, an endpoint the fake does not serve)
 is kept in `violations`, which fail the test when the fake stops. Switches make it fail: 500 for everything, a
-hang past the client's timeout, 401, and "create the issue, then hang" (a timeout after Jira
-has already created the issue).
+hang past the client's timeout, 401, 429 with Jira Cloud's Retry-After (rate limited), and "create
+the issue, then hang" (a timeout after Jira has already created the issue).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ ISSUE_TYPES = {"10001": "Task", "10002": "Bug"}
 CATEGORIES = {"new": (2, "To Do"), "indeterminate": (4, "In Progress"), "done": (3, "Done")}
 STATUSES = {"To Do": "new", "In Progress": "indeterminate", "Done": "done"}
 FIELDS = ("summary", "description", "labels", "status", "created", "updated", "issuetype", "project")
-FAIL_MODES = ("500", "hang", "401", "create_then_hang", "reject_create")
+FAIL_MODES = ("500", "hang", "401", "429", "create_then_hang", "reject_create")
 
 BODY = web.RequestKey("body", object)  # the parsed JSON body, read once by the middleware
 
@@ -115,6 +115,7 @@ class FakeJira(Strict):
     project: str = PROJECT
     first_number: int = 101  # issue numbers start here, so GRV-101 is never mistaken for local GRV-1
     hang_seconds: float = 30.0  # a hang lasts this long unless the server stops first
+    retry_after: str = "1"  # a 429's Retry-After: whole seconds, as Jira Cloud sends it
     issues: dict[str, FakeIssue] = field(default_factory=dict)
     received: list[Received] = field(default_factory=list)
     jql: list[str] = field(default_factory=list)  # every JQL string received, well-formed or not
@@ -160,7 +161,7 @@ class FakeJira(Strict):
         return f"http://127.0.0.1:{self.port}"
 
     def fail(self, mode: str, times: int | None = None) -> None:
-        """Fail from now on: "500", "hang", "401", "create_then_hang" or "reject_create" (a 400
+        """Fail from now on: "500", "hang", "401", "429", "create_then_hang" or "reject_create" (a 400
         about the issue's content; these two affect only issue
         creation); `times` requests, or until `recover()`."""
         if mode not in FAIL_MODES:
@@ -208,9 +209,15 @@ class FakeJira(Strict):
         request[BODY] = body
         if not self._authorised(request):
             return _unauthorised()
-        failure = self._take_failure() if self._failure in ("500", "hang", "401") else None
+        failure = self._take_failure() if self._failure in ("500", "hang", "401", "429") else None
         if failure == "401":
             return _unauthorised()
+        if failure == "429":
+            # Jira Cloud's rate limiting: the request had no effect; try again after Retry-After.
+            response = _errors(429, "Rate limit exceeded.")
+            response.headers["Retry-After"] = self.retry_after
+            response.headers["X-RateLimit-Reason"] = "jira-quota-tenant-based"
+            return response
         if failure == "500":
             return _errors(500, "Internal server error (scripted).")
         if failure == "hang":
