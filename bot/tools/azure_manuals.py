@@ -199,6 +199,9 @@ class AzureSearchManuals:
                 "semantic_configuration_name": semantic,
                 "semantic_query": " ".join(WORD.findall(query.lower())),
                 "query_caption": "extractive",
+                # A reranker that fails or is overloaded leaves the keyword ranking, which answers
+                # as well as keyword mode does, instead of failing the player's question.
+                "semantic_error_mode": "partial",
             }
         else:
             options |= {"query_type": "simple", "highlight_fields": "text,title"}
@@ -225,6 +228,8 @@ class AzureSearchManuals:
         except (AzureError, TimeoutError) as exc:
             self._log_failure(exc)
             raise ToolError(say.MANUALS_UNAVAILABLE) from exc
+        if options.get("query_type") == "semantic" and docs and docs[0].get("@search.reranker_score") is None:
+            log.warning("manuals search: semantic ranking failed, answering from keyword ranking")
         passages: list[Passage] = []
         for doc in [d for d, e in zip(docs, found, strict=True) if e.answers(all_known)][:top]:
             reranked = doc.get("@search.reranker_score")

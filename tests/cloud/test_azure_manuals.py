@@ -209,6 +209,28 @@ async def test_semantic_ranking_with_captions(fake: FakeSearch) -> None:
     assert "semantic ranking 'manuals-semantic'" in health
 
 
+async def test_a_failing_semantic_ranker_still_answers_from_keyword_ranking(
+    fake: FakeSearch, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = search_settings(fake, semantic_configuration="manuals-semantic")
+    await index_manuals(settings, fake.api_key, MANUALS)
+    fake.fail_semantic("capacityOverloaded")
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        with caplog.at_level(logging.WARNING):
+            passages = await manuals.search("How do I turn ON two-factor authentication?", 3)
+        fake.recover()
+        reranked = await manuals.search("How do I turn ON two-factor authentication?", 3)
+    finally:
+        await manuals.aclose()
+    sent = [r.body for r in fake.searches if r.body.get("queryType") == "semantic"]
+    assert sent and all(b["semanticErrorHandling"] == "partial" for b in sent)
+    assert passages[0].title.startswith("Two-factor authentication")
+    assert [p.title for p in passages] == [p.title for p in reranked]  # the fake reranks as BM25 does
+    assert passages[0].excerpt == "" and reranked[0].excerpt  # no captions without the reranker
+    assert "semantic ranking failed, answering from keyword ranking" in caplog.text
+
+
 async def test_a_semantic_configuration_is_added_to_an_existing_index(fake: FakeSearch) -> None:
     await index_manuals(search_settings(fake), fake.api_key, MANUALS)
     summary = await index_manuals(search_settings(fake, semantic_configuration="sem"), fake.api_key, MANUALS)

@@ -18,7 +18,10 @@ syntax (queryType simple, and semantic's keyword half) never fails to parse, so 
 Lucene that does not parse is a 400, as on the real service.
 
 Switches: `fail_with(500)`, `fail_with(403)`, `fail_with(hang=30)` (longer than the client's
-timeout), each for every request until `recover()` or for `times` requests.
+timeout), each for every request until `recover()` or for `times` requests; and
+`fail_semantic("capacityOverloaded")`, a semantic ranker that fails while keyword search works: a
+query that asked for `semanticErrorHandling: partial` gets the keyword results with a 206, as on
+the real service, any other semantic query a 503.
 """
 
 from __future__ import annotations
@@ -62,6 +65,7 @@ _PATH = re.compile(r"^/indexes(?:\('(?P<q>[^']*)'\)|/(?P<p>[^/('$]+))?(?P<rest>/
 _DOC = re.compile(r"^/docs(?:\('(?P<q>[^']*)'\)|/(?P<p>[^/]+))$")
 _TERM = re.compile(r"\w+")
 SIMPLE_OPERATORS = set('+|-"*()\\')
+SEMANTIC_ERROR_REASONS = {"maxWaitExceeded", "capacityOverloaded", "transient"}
 
 
 class SearchError(Exception):
@@ -130,6 +134,7 @@ class FakeSearch(Strict):
         self.indexes: dict[str, FakeIndex] = {}
         self.received: list[Received] = []
         self.failures: list[Failure] = []
+        self.semantic_failure: str | None = None  # a SEMANTIC_ERROR_REASONS value while failing
         self.violations: list[str] = []
         self.violations_expected = False
         self._released = asyncio.Event()  # set on stop: hanging handlers return at once
@@ -163,6 +168,12 @@ class FakeSearch(Strict):
 
     def recover(self) -> None:
         self.failures = []
+        self.semantic_failure = None
+
+    def fail_semantic(self, reason: str = "capacityOverloaded") -> None:
+        if reason not in SEMANTIC_ERROR_REASONS:
+            raise ValueError(f"unknown semantic error reason {reason!r}")
+        self.semantic_failure = reason
 
     @property
     def searches(self) -> list[Received]:
@@ -386,6 +397,14 @@ class FakeSearch(Strict):
                 )
         elif body.get("captions") or body.get("answers") or body.get("semanticConfiguration"):
             raise SearchError(400, "captions, answers and semanticConfiguration need queryType 'semantic'.")
+        error_mode = body.get("semanticErrorHandling", "fail")
+        if error_mode not in ("partial", "fail"):
+            raise SearchError(400, f"Invalid semanticErrorHandling '{error_mode}'.")
+        partial = semantic is not None and self.semantic_failure is not None
+        if partial and error_mode == "fail":
+            raise SearchError(503, f"Semantic ranking failed: {self.semantic_failure}.", violation=False)
+        if partial:
+            semantic = None  # the keyword half's results, unranked by the reranker and uncaptioned
         fields = index.fields
         select = _names(body.get("select")) or [n for n, f in fields.items() if f.get("retrievable", True)]
         highlight = _names(body.get("highlight"))
@@ -428,6 +447,10 @@ class FakeSearch(Strict):
         result: dict[str, Any] = {"value": value}
         if body.get("count"):
             result["@odata.count"] = len(hits)
+        if partial:
+            result["@search.semanticPartialResponseReason"] = self.semantic_failure
+            result["@search.semanticPartialResponseType"] = "baseResults"
+            return web.json_response(result, status=206)
         return web.json_response(result)
 
     def _check_query_text(self, text: Any, query_type: str) -> None:
