@@ -634,6 +634,20 @@ def _check_required_secrets(settings: Settings) -> None:
         need(s.jira_email, "JIRA_EMAIL", "tools.grievances is jira")
         need(s.jira_api_token, "JIRA_API_TOKEN", "tools.grievances is jira")
         need_setting(settings.jira.url, "jira.url", "tools.grievances is jira")
+        jira = urllib.parse.urlsplit(settings.jira.url.strip())
+        # JIRA_EMAIL and JIRA_API_TOKEN go as Basic auth with every request: never in clear text
+        # beyond this machine.
+        if settings.jira.url and not (
+            jira.hostname
+            and (
+                jira.scheme == "https"
+                or (jira.scheme == "http" and jira.hostname in ("127.0.0.1", "localhost", "::1"))
+            )
+        ):
+            missing.append(
+                f"jira.url = {shown_url(settings.jira.url)!r} is not https: set your "
+                "https://<site>.atlassian.net (plain http only for localhost)"
+            )
     if missing:
         raise ConfigError("; ".join(missing))
 

@@ -18,7 +18,7 @@ import requests
 from jira import JIRA, JIRAError
 
 from bot.app import build_grievance_backend, running_app
-from bot.config import JiraSettings
+from bot.config import ConfigError, JiraSettings
 from bot.tools import CATEGORIES, Toolbox, build_tools
 from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.grievance_store import LocalGrievanceStore
@@ -521,6 +521,34 @@ def test_summaries_are_one_short_line() -> None:
     assert summary_for("reward_points", "missing\npoints\tagain") == "Reward points: missing points again"
     assert len(summary_for("other", long)) <= 120 and "\n" not in summary_for("other", long)
     assert set(CATEGORIES) >= {"wallet", "other"}
+
+
+@pytest.mark.parametrize(
+    ("url", "refused"),
+    [
+        ("http://studio.atlassian.net", True),
+        ("http://bot:token@10.0.0.5:8080/jira", True),
+        ("ftp://studio.atlassian.net", True),
+        ("studio.atlassian.net", True),
+        ("https://studio.atlassian.net", False),
+        ("http://127.0.0.1:8080", False),
+        ("http://localhost:8080", False),
+        ("http://[::1]:8080", False),
+    ],
+)
+def test_a_jira_url_that_would_send_the_token_in_clear_is_a_config_error(
+    tmp_path: Path, url: str, refused: bool
+) -> None:
+    env = {"VOXDESK_TOOLS_GRIEVANCES": "jira", "VOXDESK_JIRA_URL": url, "JIRA_EMAIL": "a@b.c"}
+    env["JIRA_API_TOKEN"] = "t0ken"
+    if not refused:
+        assert make_settings(tmp_path, **env).jira.url == url
+        return
+    with pytest.raises(ConfigError) as raised:
+        make_settings(tmp_path, **env)
+    message = str(raised.value)
+    assert message.startswith("jira.url = ") and "is not https" in message
+    assert "token" not in message.replace("API_TOKEN", "")  # no credentials from the URL either
 
 
 # ---- check ----------------------------------------------------------------------------------------
