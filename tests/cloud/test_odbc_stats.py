@@ -256,17 +256,19 @@ def test_sqlserver_schema_has_the_sqlite_tables_and_columns() -> None:
     assert sqlserver.count("IF OBJECT_ID(") == 3 and "cash_won DECIMAL(10, 2)" in sqlserver
 
 
-def test_sqlserver_schema_turns_quoted_identifier_on_for_its_filtered_index() -> None:
-    # sqlcmd -i runs with QUOTED_IDENTIFIER OFF, and the filtered unique index then fails (Msg 1934),
-    # letting one Discord id be linked to two players. The setting is read when a batch is parsed,
-    # so it must come in a batch of its own before the index's.
+@pytest.mark.parametrize("script", ["schema.sql", "seed.sql"])
+def test_sqlserver_scripts_turn_quoted_identifier_on_for_the_filtered_index(script: str) -> None:
+    # sqlcmd -i runs with QUOTED_IDENTIFIER OFF, and the filtered unique index on players then
+    # fails to be made (Msg 1934), letting one Discord id be linked to two players, and so does
+    # every insert into players. The setting is read when a batch is parsed, so it must come in a
+    # batch of its own first.
     lines = [
-        line.split("--")[0].strip() for line in (paths.SQL / "sqlserver/schema.sql").read_text().splitlines()
+        line.split("--")[0].strip() for line in (paths.SQL / "sqlserver" / script).read_text().splitlines()
     ]
     statements = [line for line in lines if line]
     assert statements[:2] == ["SET QUOTED_IDENTIFIER ON;", "GO"]
     assert not any("QUOTED_IDENTIFIER OFF" in line.upper() for line in statements)
-    assert any(line.startswith("WHERE discord_user_id IS NOT NULL") for line in statements)
+    assert any("discord_user_id" in line for line in statements)
 
 
 # ---- (a) parity with the embedded path ---------------------------------------------------
@@ -582,3 +584,12 @@ async def test_health_check_line_for_odbc_stats(settings: Settings) -> None:
     (fail,) = [r for r in await check_all(bad) if r.service == "stats"]
     assert ok.ok and ok.detail == "ODBC player database: 12 players"
     assert not fail.ok and "NoSuchDriver" in fail.detail and PASSWORD not in fail.line()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "sqlserver"])
+def test_the_demo_seeds_never_delete_a_studios_players(dialect: str) -> None:
+    # Both once began with DELETE FROM players: run again, they wiped the players a studio linked.
+    seed = (paths.SQL / dialect / "seed.sql").read_text().upper()
+    assert "DELETE" not in seed and "TRUNCATE" not in seed and "DROP" not in seed
+    if dialect == "sqlserver":  # `init` checks for itself that the SQLite players table is empty
+        assert "IF EXISTS (SELECT 1 FROM DBO.PLAYERS)" in seed and "SET NOEXEC ON" in seed

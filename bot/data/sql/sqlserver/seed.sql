@@ -1,6 +1,10 @@
 -- Demo players for Azure SQL / SQL Server: the same rows as data/sql/sqlite/seed.sql
 -- (tests/cloud/test_odbc_stats.py checks that the two seeds hold identical data).
 -- For an empty database only, in one transaction; run data/sql/sqlserver/schema.sql first.
+-- Inserting into dbo.players, which has a filtered index, needs QUOTED_IDENTIFIER ON (else Msg
+-- 1934), which sqlcmd leaves OFF unless run with -I; it is read when a batch is parsed.
+SET QUOTED_IDENTIFIER ON;
+GO
 SET XACT_ABORT ON;
 IF EXISTS (SELECT 1 FROM dbo.players)
 BEGIN
