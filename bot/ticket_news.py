@@ -395,6 +395,7 @@ class TicketNews:
         self._round = asyncio.Lock()  # the loop and a test's explicit round never overlap
         self._events_cursor: str | None = None
         self._local_source = "local"  # "local:<store id>" once the grievance database is read
+        self._jira_quiet_until = 0.0  # a 429's Retry-After: no poll before this time
 
     async def run_once(self, messenger: Messenger) -> int:
         """Find news and deliver what is due; how many pieces were sent."""
@@ -419,11 +420,14 @@ class TicketNews:
                 found += await self._find_in_events(self._local)
             except Exception:
                 log.exception("ticket news: reading the grievance database failed")
-        if self._jira is not None and self._local is not None:
+        if self._jira is not None and self._local is not None and time.time() >= self._jira_quiet_until:
             try:
                 found += await self._find_in_jira(self._jira, self._local)
             except Exception as exc:
                 log.warning("ticket news: asking Jira what changed failed: %s", exc)
+                # Rate limited: asking again before Jira allows only prolongs the limit, which
+                # the grievance pusher shares. The window stays open, so nothing is missed.
+                self._jira_quiet_until = time.time() + (getattr(exc, "retry_after", None) or 0.0)
         return found
 
     async def _find_in_events(self, local: LocalGrievanceStore) -> int:

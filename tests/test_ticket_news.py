@@ -432,6 +432,24 @@ async def test_jira_down_keeps_the_window_open_until_it_answers(fake: FakeJira, 
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
 
 
+async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tmp_path: Path) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        await p.news.run_once(front)
+        fake.set_status("GRV-101", "Done")
+        fake.retry_after = "2"
+        fake.fail("429", times=1)
+        asked = len(fake.received)
+        assert await p.news.run_once(front) == 0  # rate limited: logged, not raised
+        assert await p.news.run_once(front) == 0  # within Retry-After: Jira is not asked
+        assert len(fake.received) == asked + 1
+        await asyncio.sleep(2.1)
+        assert await p.news.run_once(front) == 1  # the window stayed open: the change is found
+    assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
+
+
 async def test_a_late_push_tells_the_new_key_and_a_spooled_one_waits_for_its_jira_key(
     fake: FakeJira, tmp_path: Path
 ) -> None:
