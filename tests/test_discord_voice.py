@@ -17,8 +17,10 @@ from tests.audio_samples import encode, speechlike
 from tests.discord_harness import Harness, blaze, discord_settings, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
+    BOT_USER_ID,
     MESSAGE_CONTENT_INTENT,
     OTHER_CHANNEL,
+    SEND_VOICE_MESSAGES,
     TOKEN,
     VOICE_FLAG,
     FakeDiscord,
@@ -27,6 +29,8 @@ from tests.fakes.discord_server import (
     serving,
 )
 from tests.frontend_engine import FrontendEngine
+
+me = InjectedUser(BOT_USER_ID, "voxdesk", bot=True)  # the bot's own messages, posted earlier
 
 
 @pytest.fixture
@@ -95,7 +99,11 @@ async def test_notes_the_bot_must_not_answer_get_nothing(harness: Harness):
     fake = harness.fake
     elsewhere = await fake.send_note(nova, voice_note(), channel_id=OTHER_CHANNEL)
     robot = await fake.send_note(InjectedUser(555, "otherbot", bot=True), voice_note(), guild=True)
-    mentioned = await fake.send_note(quill, voice_note(), channel_id=OTHER_CHANNEL, mention_bot=True)
+    # A voice message has no text to @mention in: it reaches the bot as a pinging reply to it.
+    earlier = await fake.send_message(me, channel_id=OTHER_CHANNEL, guild=True, content="Hi!", dispatch=False)
+    mentioned = await fake.send_note(
+        quill, voice_note(), channel_id=OTHER_CHANNEL, mention_bot=True, reply_to=earlier
+    )
     # The mention in the other channel is answered; by then the two notes before it were judged.
     await answered(fake, mentioned)
     assert fake.replies_to(elsewhere["id"]) == []
@@ -149,7 +157,7 @@ async def test_engine_down_gets_a_spoken_or_written_apology(harness: Harness):
 
 
 async def test_without_send_voice_messages_permission_the_reply_is_a_file(settings, fake: FakeDiscord):
-    fake.no_voice_permission_in.add(ALLOWED_CHANNEL)
+    fake.denied[ALLOWED_CHANNEL] = SEND_VOICE_MESSAGES
     async with running_bot(settings, fake) as h:
         note = await h.fake.send_note(nova, voice_note(), guild=True)
         (reply,) = await answered(h.fake, note, count=1)

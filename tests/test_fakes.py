@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import io
 import json
 import re
 from typing import Any, NoReturn
@@ -18,8 +19,12 @@ from tests.discord_harness import blaze, nova, running_bot, voice_note
 from tests.fakes import discord_server, openai_server, search_server
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
+    ATTACH_FILES,
+    BOT_USER_ID,
     EPHEMERAL_FLAG,
     OTHER_CHANNEL,
+    READ_MESSAGE_HISTORY,
+    SEND_MESSAGES,
     TOKEN,
     VOICE_FLAG,
     FakeDiscord,
@@ -363,6 +368,48 @@ async def test_a_reply_to_a_deleted_message_is_refused_unless_it_may_stand_alone
             await note.add_reaction("\N{WARNING SIGN}")
         assert no_reaction.value.code == 10008
         assert fake.violations == []
+
+
+async def test_a_channel_denying_the_bot_refuses_what_discord_refuses(settings) -> None:
+    async with discord_server.serving() as fake, running_bot(settings, fake) as h:
+        fake.expect_refusals()
+        note = await fake.send_note(nova, voice_note(), channel_id=OTHER_CHANNEL, dispatch=False)
+        await fake.deny(OTHER_CHANNEL, READ_MESSAGE_HISTORY)
+        channel = h.bot.get_channel(OTHER_CHANNEL)
+        assert isinstance(channel, discord.TextChannel) and h.bot.user is not None
+        await fake.wait_for(lambda _: not channel.permissions_for(channel.guild.me).read_message_history)
+        assert [m async for m in channel.history(limit=None)] == []  # 200 and nothing, not a 403
+        partial = channel.get_partial_message(int(note["id"]))
+        for refused in (channel.send("answer", reference=partial), partial.add_reaction("\N{HEADPHONE}")):
+            with pytest.raises(discord.Forbidden) as missing:
+                await refused
+            assert missing.value.code == 50013
+        await channel.send("answer")  # a plain message needs no history
+        await fake.deny(OTHER_CHANNEL, ATTACH_FILES)
+        with pytest.raises(discord.Forbidden):
+            await channel.send("answer", file=discord.File(io.BytesIO(b"OggS"), "reply.ogg"))
+        await fake.deny(OTHER_CHANNEL, SEND_MESSAGES)
+        for refused in (channel.send("answer"), channel.typing().__aenter__()):
+            with pytest.raises(discord.Forbidden):
+                await refused
+        assert len(fake.refused) == 5 and all("without permission" in r for r in fake.refused)
+        assert fake.violations == []
+
+
+async def test_a_voice_message_mentions_the_bot_only_as_a_pinging_reply() -> None:
+    async with discord_server.serving() as fake:
+        bot = discord_server.InjectedUser(BOT_USER_ID, "voxdesk", bot=True)
+        with pytest.raises(ValueError, match="pinging reply"):
+            await fake.send_note(nova, voice_note(), channel_id=OTHER_CHANNEL, mention_bot=True)
+        earlier = await fake.send_message(bot, channel_id=OTHER_CHANNEL, guild=True, content="Hi")
+        note = await fake.send_note(
+            nova, voice_note(), channel_id=OTHER_CHANNEL, mention_bot=True, reply_to=earlier
+        )
+        assert note["content"] == "" and note["type"] == 19
+        assert note["message_reference"]["message_id"] == earlier["id"]
+        assert [u["id"] for u in note["mentions"]] == [str(BOT_USER_ID)]
+        text = await fake.send_message(nova, channel_id=OTHER_CHANNEL, guild=True, mention_bot=True)
+        assert text["content"] == f"<@{BOT_USER_ID}>"  # a mention is written in the text
 
 
 async def test_a_reply_to_a_gone_message_fails_a_test_that_does_not_expect_it() -> None:

@@ -66,6 +66,7 @@ INTERACTION_FLAGS = MESSAGE_FLAGS | EPHEMERAL_FLAG  # a callback's message and f
 DEFERRED_FLAGS = EPHEMERAL_FLAG  # "the only valid flag" on a deferred callback
 EDIT_FLAGS = SUPPRESS_EMBEDS | COMPONENTS_V2 | EPHEMERAL_FLAG  # EPHEMERAL is ignored on an edit
 MENTION_TYPES = {"users", "roles", "everyone"}
+SEND_MESSAGES, ATTACH_FILES, READ_MESSAGE_HISTORY = 1 << 11, 1 << 15, 1 << 16
 SEND_VOICE_MESSAGES = 1 << 46
 ALL_PERMISSIONS = (1 << 51) - 1
 CONTENT_LIMIT = 2000  # what a bot may send, tighter than the spec's 4000 (Nitro users)
@@ -243,8 +244,10 @@ class FakeDiscord(Strict):
         self.hanging_connections = 0  # clients waiting on the gateway while it is down
         self.dispatched_at: dict[str, float] = {}  # message id → when MESSAGE_CREATE went out
         self.refuse_voice_in: set[int] = set()  # channels that answer 50173 to voice messages
-        # Channels whose overwrites deny @everyone Send Voice Messages (set before the bot connects).
-        self.no_voice_permission_in: set[int] = set()
+        # Guild channel id → the permissions its overwrites deny @everyone, the bot included (see
+        # deny()). Discord refuses what they forbid with 403 50013, and a history read without
+        # Read Message History is an empty list.
+        self.denied: dict[int, int] = {}
         self.identified = asyncio.Event()
         self.identify_payloads: list[dict[str, Any]] = []
         self.resume_payloads: list[dict[str, Any]] = []
@@ -403,6 +406,7 @@ class FakeDiscord(Strict):
         duration: float = 3.0,
         content: str = "",
         mention_bot: bool = False,
+        reply_to: dict[str, Any] | None = None,
         declared_size: int | None = None,
         dispatch: bool = True,
         ago: float = 0.0,
@@ -436,6 +440,7 @@ class FakeDiscord(Strict):
             attachments=[attachment],
             flags=VOICE_FLAG if voice else 0,
             mention_bot=mention_bot,
+            reply_to=reply_to,
             dispatch=dispatch,
             ago=ago,
         )
@@ -450,12 +455,25 @@ class FakeDiscord(Strict):
         attachments: list[dict[str, Any]] | None = None,
         flags: int = 0,
         mention_bot: bool = False,
+        reply_to: dict[str, Any] | None = None,
         dispatch: bool = True,
         ago: float = 0.0,
     ) -> dict[str, Any]:
         """A player's message, kept in the channel's history and dispatched as MESSAGE_CREATE to
         a connected bot (only kept while none is). `dispatch` False: kept only, as a message whose
-        event went to another bot process."""
+        event went to another bot process. `reply_to`: a message it replies to; with
+        `mention_bot`, a reply that pings its author, else a mention written in the content.
+
+        A voice message has no content, so the only way it mentions the bot is as a pinging reply
+        to one of the bot's messages: asking for another is an error in the test."""
+        voice = bool(flags & VOICE_FLAG)
+        pings_reply = reply_to is not None and mention_bot
+        if pings_reply and int(reply_to["author"]["id"]) != BOT_USER_ID:  # type: ignore[index]
+            raise ValueError("mention_bot with reply_to: the reply must be to one of the bot's messages")
+        if mention_bot and not pings_reply:
+            if voice:
+                raise ValueError("a voice message cannot mention the bot except as a pinging reply_to")
+            content = f"<@{BOT_USER_ID}> {content}".strip()
         message_id = past_snowflake(ago) if ago else snowflake()
         message: dict[str, Any] = {
             "id": str(message_id),
@@ -471,9 +489,17 @@ class FakeDiscord(Strict):
             "attachments": attachments or [],
             "embeds": [],
             "pinned": False,
-            "type": 0,
+            "type": 19 if reply_to is not None else 0,  # REPLY
             "flags": flags,
         }
+        if reply_to is not None:
+            message["message_reference"] = {
+                "type": 0,
+                "message_id": reply_to["id"],
+                "channel_id": str(channel_id),
+                **({"guild_id": str(GUILD_ID)} if guild else {}),
+            }
+            message["referenced_message"] = self._as_read(reply_to)
         if guild:
             message["guild_id"] = str(GUILD_ID)
             message["member"] = {
@@ -490,6 +516,22 @@ class FakeDiscord(Strict):
             self.dispatched_at[message["id"]] = time.perf_counter()
             await self.dispatch("MESSAGE_CREATE", message)
         return message
+
+    async def deny(self, channel_id: int, permissions: int, *, tell_the_bot: bool = True) -> None:
+        """An admin denies @everyone (the bot too) `permissions` in a guild channel's overwrites;
+        a connected bot hears of it by CHANNEL_UPDATE, as discord.py keeps its permissions up to
+        date. `tell_the_bot` False: the bot's cache is behind (an event it has not had yet)."""
+        self.denied[channel_id] = self.denied.get(channel_id, 0) | permissions
+        if tell_the_bot:
+            await self.dispatch("CHANNEL_UPDATE", self.channel_payload(channel_id))
+
+    def _check_permission(self, channel_id: int, permission: int, what: str) -> None:
+        if self.denied.get(channel_id, 0) & permission:
+            # A careful bot knows its channel permissions from the guild cache and asks no such thing.
+            self._refuse_as_discord(
+                f"{what} in channel {channel_id} without permission {permission:#x}",
+                DiscordError(403, 50013, "Missing Permissions"),
+            )
 
     async def delete_message(self, channel_id: int, message_id: int | str) -> None:
         """A player deletes a message: gone from the history, MESSAGE_DELETE to a connected bot."""
@@ -668,14 +710,15 @@ class FakeDiscord(Strict):
             }
         if channel_id not in self.guild_channels:
             raise _unknown_channel()
-        denied = [{"id": str(GUILD_ID), "type": 0, "allow": "0", "deny": str(SEND_VOICE_MESSAGES)}]
+        denied = self.denied.get(channel_id, 0)
+        overwrites = [{"id": str(GUILD_ID), "type": 0, "allow": "0", "deny": str(denied)}] if denied else []
         return {
             "id": str(channel_id),
             "type": 0,
             "guild_id": str(GUILD_ID),
             "name": self.guild_channels[channel_id],
             "position": list(self.guild_channels).index(channel_id),
-            "permission_overwrites": denied if channel_id in self.no_voice_permission_in else [],
+            "permission_overwrites": overwrites,
             "nsfw": False,
             "topic": None,
             "last_message_id": self._last_message_id(channel_id),
@@ -911,8 +954,7 @@ class FakeDiscord(Strict):
                 50035,
                 f"attachments.0.duration_secs: {declared_seconds} s, but the audio lasts {seconds:.2f} s",
             )
-        if channel_id in self.no_voice_permission_in:
-            raise DiscordError(403, 50013, "Missing Permissions")
+        self._check_permission(channel_id, SEND_VOICE_MESSAGES, "POST a voice message")
         if channel_id in self.refuse_voice_in:
             # Not a malformed request: the channel refuses voice messages, as Discord may.
             raise DiscordError(403, 50173, "Cannot send voice messages in this channel")
@@ -976,6 +1018,12 @@ class FakeDiscord(Strict):
         record = Received("message", request.method, request.path, channel_id, body, files)
         try:
             self._check("/channels/{channel_id}/messages", "post", content_type, body)
+            self._check_permission(channel_id, SEND_MESSAGES, "POST a message")
+            if body.get("message_reference"):
+                # "the current user must have the READ_MESSAGE_HISTORY permission" to reply
+                self._check_permission(channel_id, READ_MESSAGE_HISTORY, "POST a reply")
+            if files:
+                self._check_permission(channel_id, ATTACH_FILES, "POST an upload")
             self._check_message(body, files, channel_id)
             self._check_recipient(channel_id, request.path)
             keep_reference = self._reference_stands(channel_id, body, request.path)
@@ -1065,7 +1113,9 @@ class FakeDiscord(Strict):
             record.error = exc.code
             await self._record(record)
             raise
-        ids = sorted(self.messages.get(channel_id, {}))
+        # Without Read Message History Discord answers 200 with no messages, not an error.
+        hidden = self.denied.get(channel_id, 0) & READ_MESSAGE_HISTORY
+        ids = [] if hidden else sorted(self.messages.get(channel_id, {}))
         if anchor == "before":
             chosen = [i for i in ids if i < at][-limit:]
         elif anchor == "after":
@@ -1135,9 +1185,15 @@ class FakeDiscord(Strict):
         return _json(record.response)
 
     async def _typing(self, request: web.Request) -> web.Response:
-        await self._record(
-            Received("typing", request.method, request.path, int(request.match_info["channel_id"]))
-        )
+        channel_id = int(request.match_info["channel_id"])
+        record = Received("typing", request.method, request.path, channel_id)
+        try:
+            self._check_permission(channel_id, SEND_MESSAGES, "POST typing")
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        await self._record(record)
         return web.Response(status=204)
 
     async def _react(self, request: web.Request) -> web.Response:
@@ -1146,6 +1202,8 @@ class FakeDiscord(Strict):
         body = {"message_id": request.match_info["message_id"], "emoji": request.match_info["emoji"]}
         record = Received(kind, request.method, request.path, channel_id, body)
         try:
+            if kind == "reaction_add":  # "requires the READ_MESSAGE_HISTORY permission"
+                self._check_permission(channel_id, READ_MESSAGE_HISTORY, "PUT a reaction")
             self._stored(channel_id, body["message_id"])  # a deleted message takes no reactions
         except DiscordError as exc:
             record.error = exc.code
