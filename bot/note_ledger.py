@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS notes (
     place_id INTEGER NOT NULL,
     user_id TEXT NOT NULL,
     state TEXT NOT NULL,        -- pending | started | answered | expired | refused
+                                -- (expired: given up on, too old or nowhere to answer it)
     owner TEXT,                 -- '<pid>:<start>:<token>' of the process answering it ('started')
     lease_until REAL,           -- when a 'started' claim lapses whatever its owner
     updated_at REAL NOT NULL
@@ -125,6 +126,11 @@ class NoteLedger:
 
     async def answered(self, message_id: int) -> None:
         await self._set(message_id, "answered")
+
+    async def unanswerable(self, message_id: int) -> None:
+        """A claimed note nothing could be posted for (the bot may not post where it was sent):
+        given up on, like an expired one, so no restart tries it again."""
+        await self._set(message_id, "expired")
 
     async def release(self, message_id: int) -> None:
         """Give a claimed note back, to be answered after a restart (a shutdown cut its turn)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import discord
@@ -22,7 +22,8 @@ FILE_FILENAME = "reply.ogg"
 NO_PINGS = {"parse": [], "replied_user": False}  # the model's words must not ping anyone, nor the note
 Upload = tuple[str, bytes]  # filename, Ogg/Opus bytes
 # Discord's answers that mean "no voice messages here": fall back to a file reply.
-VOICE_REFUSED_CODES = {50173, 50013}  # cannot send voice messages in this channel; missing permissions
+MISSING_PERMISSIONS = 50013
+VOICE_REFUSED_CODES = {50173, MISSING_PERMISSIONS}  # cannot send voice messages in this channel
 # Shorter than this a reply has no words to hear (a voice spoke only punctuation): its text goes
 # out alone, and Discord is not asked to take an empty voice message, which it refuses.
 MIN_VOICE_SECONDS = 0.1
@@ -44,13 +45,47 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     return pieces
 
 
-def voice_message_allowed(message: discord.Message) -> bool:
-    """False when the bot knows it lacks the Send Voice Messages permission where it would reply."""
+def _permissions(message: discord.Message) -> discord.Permissions | None:
+    """The bot's permissions where `message` was posted, as discord.py keeps them from the
+    gateway; None in a DM, where there are none to lack."""
     channel = message.channel
     guild = message.guild
     if guild is None or not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+        return None
+    return channel.permissions_for(guild.me)
+
+
+def voice_message_allowed(message: discord.Message) -> bool:
+    """False when the bot knows it lacks the Send Voice Messages permission where it would reply."""
+    perms = _permissions(message)
+    return perms is None or perms.send_voice_messages
+
+
+def may_send(message: discord.Message) -> bool:
+    """False when the bot knows it may post nothing where `message` was posted."""
+    perms = _permissions(message)
+    if perms is None:
         return True
-    return channel.permissions_for(guild.me).send_voice_messages
+    in_thread = isinstance(message.channel, discord.Thread)
+    return perms.send_messages_in_threads if in_thread else perms.send_messages
+
+
+def may_link(message: discord.Message) -> bool:
+    """Whether a reply may point at `message`: Discord refuses a reply (403 50013) where the bot
+    lacks Read Message History, and a reaction too."""
+    perms = _permissions(message)
+    return perms is None or perms.read_message_history
+
+
+def may_react(message: discord.Message) -> bool:
+    """Whether the bot may put its own reaction on `message` (and so have one to take off)."""
+    perms = _permissions(message)
+    return perms is None or (perms.read_message_history and perms.add_reactions)
+
+
+def may_attach(message: discord.Message) -> bool:
+    perms = _permissions(message)
+    return perms is None or perms.attach_files
 
 
 def reply_reference(message: discord.Message) -> discord.MessageReference:
@@ -60,17 +95,51 @@ def reply_reference(message: discord.Message) -> discord.MessageReference:
     return message.to_reference(fail_if_not_exists=False)
 
 
+def _refused_for_permissions(exc: discord.HTTPException) -> bool:
+    return exc.status == 403 and exc.code == MISSING_PERMISSIONS
+
+
+async def _linked_if_allowed(message: discord.Message, send: Callable[[bool], Awaitable[None]]) -> None:
+    """`send(linked)` as a reply where the bot may reply, else as a plain message. A reply Discord
+    refuses for missing permissions though discord.py thought them granted (an update it has not
+    had yet) goes out once more without the link."""
+    linked = may_link(message)
+    try:
+        await send(linked)
+    except discord.HTTPException as exc:
+        if not linked or not _refused_for_permissions(exc):
+            raise
+        log.info("reply to note %s refused (50013): posting it without the link", message.id)
+        await send(False)
+
+
+def _pieces(message: discord.Message, text: str, linked: bool) -> list[str]:
+    """`text` cut at Discord's limit; without a reply link the first piece names the player (the
+    client's AllowedMentions.none() and NO_PINGS keep it from pinging them)."""
+    if linked:
+        return split_message(text)
+    name = f"{message.author.mention} "
+    pieces = split_message(text, MESSAGE_LIMIT - len(name))
+    return [name + pieces[0], *pieces[1:]] if pieces else [name.strip()]
+
+
 async def post_reply(
-    client: discord.Client, message: discord.Message, payload: dict[str, Any], upload: Upload | None = None
+    client: discord.Client,
+    message: discord.Message,
+    payload: dict[str, Any],
+    upload: Upload | None = None,
+    linked: bool = True,
 ) -> None:
-    """Post one reply to `message` with at most one audio upload.
+    """Post one reply to `message` with at most one audio upload; `linked` False: a plain message.
 
     discord.py 2.7 can neither send voice messages nor say what type an upload is (discord.File
     goes out as application/octet-stream), so these requests go through the client's own HTTP
     layer (its session, rate limiting and retries) with a raw route and a multipart form.
     Raises discord.HTTPException as any other send would.
     """
-    body = {**payload, "message_reference": reply_reference(message).to_dict(), "allowed_mentions": NO_PINGS}
+    body = {**payload, "allowed_mentions": NO_PINGS}
+    if linked:
+        body["message_reference"] = reply_reference(message).to_dict()
     form: list[dict[str, Any]] = [{"name": "payload_json", "value": json.dumps(body)}]
     if upload is not None:
         filename, data = upload
@@ -89,33 +158,47 @@ async def send_voice_message(client: discord.Client, message: discord.Message, r
         "waveform": reply.waveform,
     }
     payload = {"flags": VOICE_MESSAGE_FLAG, "attachments": [attachment]}
-    await post_reply(client, message, payload, (VOICE_FILENAME, reply.ogg))
+    upload = (VOICE_FILENAME, reply.ogg)
+    # Without the link it cannot name the player (a voice message has no text): its transcript does.
+    await _linked_if_allowed(message, lambda linked: post_reply(client, message, payload, upload, linked))
 
 
 async def send_file(client: discord.Client, message: discord.Message, text: str, reply: ReplyAudio) -> None:
     """The spoken reply as an Ogg/Opus file where a voice message cannot go, with the first piece
-    of `text`; the rest of `text` follows as plain replies."""
-    first, *rest = split_message(text) or [""]
-    payload: dict[str, Any] = {
-        "attachments": [{"id": "0", "filename": FILE_FILENAME, "description": "spoken reply"}]
-    }
-    if first:
-        payload["content"] = first
-    await post_reply(client, message, payload, (FILE_FILENAME, reply.ogg))
-    for piece in rest:
-        await _send_piece(message, piece)
+    of `text`; the rest of `text` follows as plain messages, replies where allowed."""
+
+    async def send(linked: bool) -> None:
+        first, *rest = _pieces(message, text, linked) or [""]
+        payload: dict[str, Any] = {
+            "attachments": [{"id": "0", "filename": FILE_FILENAME, "description": "spoken reply"}]
+        }
+        if first:
+            payload["content"] = first
+        await post_reply(client, message, payload, (FILE_FILENAME, reply.ogg), linked)
+        for piece in rest:
+            await _send_piece(message, piece, linked)
+
+    await _linked_if_allowed(message, send)
 
 
 async def send_text(message: discord.Message, text: str) -> None:
-    """Reply with `text` split at Discord's limit."""
-    for piece in split_message(text):
-        await _send_piece(message, piece)
+    """Reply with `text` split at Discord's limit; where the bot may not reply, a plain message
+    that names the player."""
+
+    async def send(linked: bool) -> None:
+        for piece in _pieces(message, text, linked):
+            await _send_piece(message, piece, linked)
+
+    await _linked_if_allowed(message, send)
 
 
-async def _send_piece(message: discord.Message, piece: str) -> None:
+async def _send_piece(message: discord.Message, piece: str, linked: bool) -> None:
     # The client's AllowedMentions.none() plus mention_author=False: the same NO_PINGS the raw
     # route sends, so no reply of any kind pings anyone.
-    await message.channel.send(content=piece, reference=reply_reference(message), mention_author=False)
+    if linked:
+        await message.channel.send(content=piece, reference=reply_reference(message), mention_author=False)
+    else:
+        await message.channel.send(content=piece)
 
 
 async def send_answer(
@@ -145,5 +228,15 @@ async def send_answer(
             if mode == "voice_and_text" and text:
                 await send_text(message, text)
             return "voice"
-    await send_file(client, message, text if mode != "voice" else "", audio)
-    return "file"
+    if may_attach(message):
+        try:
+            await send_file(client, message, text if mode != "voice" else "", audio)
+        except discord.HTTPException as exc:
+            if not _refused_for_permissions(exc):
+                raise
+            log.info("file reply refused in channel %s (50013): sending the text", message.channel.id)
+        else:
+            return "file"
+    # Where no audio can go, the words are all the answer there is, whatever style was chosen.
+    await send_text(message, text if text.strip() else say.OOPS)
+    return "text"

@@ -17,7 +17,7 @@ from bot import sentences as say
 from bot.audio import AudioError, too_big_message, too_long_message
 from bot.tools.base import ToolContext
 from cogs.bot import VoxdeskBot
-from cogs.replies import send_answer, send_text
+from cogs.replies import may_react, may_send, send_answer, send_text
 
 log = logging.getLogger(__name__)
 
@@ -180,10 +180,21 @@ class VoiceNotes(commands.Cog):
         if not mine:
             log.info("note %s from %s is answered elsewhere", message.id, author.id)
             return
+        if not may_send(message):
+            # Nothing could reach the player there: no turn is spent on an answer that cannot go out.
+            log.warning(
+                "note %s from %s not answered: no Send Messages permission in channel %s",
+                message.id,
+                author.id,
+                message.channel.id,
+            )
+            metrics.note("discord", "failed", "permissions")
+            await self._settle(ledger.unanswerable, message)
+            return
         await self._remember_place(message)
         try:
             async with self._in_order(author.id):
-                await self._answer(message, note)
+                reached = await self._answer(message, note)
         except asyncio.CancelledError:
             if message.id in self._answer_out:
                 # Cut while its transcript was still going out: the answer itself was sent, and
@@ -197,7 +208,18 @@ class VoiceNotes(commands.Cog):
             raise
         finally:
             self._answer_out.discard(message.id)
-        await self._settle(ledger.answered, message)
+        if reached:
+            await self._settle(ledger.answered, message)
+            return
+        # Recorded as given up on, not answered: a restart must not try it again either, as the
+        # same refusals would meet it.
+        log.error(
+            "note %s from %s got no answer: nothing could be posted in channel %s (see above)",
+            message.id,
+            author.id,
+            message.channel.id,
+        )
+        await self._settle(ledger.unanswerable, message)
 
     async def _settle(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
         try:
@@ -205,16 +227,17 @@ class VoiceNotes(commands.Cog):
         except Exception as exc:
             log.error("could not mark note %s in the ledger: %s", message.id, exc)
 
-    async def _answer(self, message: discord.Message, note: discord.Attachment) -> None:
+    async def _answer(self, message: discord.Message, note: discord.Attachment) -> bool:
+        """Whether anything reached the player: the answer, or a line telling them why not."""
         await self._react(message, WORKING)
-        ok = False
+        ok = reached = False
         try:
             async with self._typing(message):
-                ok = await self._turn(message, note)
+                ok, reached = await self._turn(message, note)
         except discord.HTTPException as exc:
             log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
             metrics.note("discord", "failed", "send")
-            await self._tell(message, say.OOPS)
+            reached = await self._tell(message, say.OOPS) or message.id in self._answer_out
         except asyncio.CancelledError:
             if message.id in self._answer_out:
                 ok = True  # its answer went out; only the transcript was cut
@@ -224,11 +247,12 @@ class VoiceNotes(commands.Cog):
         except Exception:
             log.exception("note %s from %s failed", message.id, message.author.id)
             metrics.note("discord", "failed", "error")
-            await self._tell(message, say.OOPS)
+            reached = await self._tell(message, say.OOPS) or message.id in self._answer_out
         finally:
             await self._react(message, WORKING, remove=True)
             if not ok:
                 await self._react(message, FAILED)
+        return reached
 
     async def _keep_for_restart(self, message: discord.Message) -> None:
         """A note that arrived while shutting down: kept, marked, and answered after the restart."""
@@ -246,18 +270,17 @@ class VoiceNotes(commands.Cog):
             # Bookkeeping for a later catch-up: the note in hand is answered all the same.
             log.warning("could not remember where note %s came from", message.id, exc_info=True)
 
-    async def _turn(self, message: discord.Message, note: discord.Attachment) -> bool:
+    async def _turn(self, message: discord.Message, note: discord.Attachment) -> tuple[bool, bool]:
+        """(answered as the agent meant to, anything reached the player)."""
         limits = self.bot.core.settings.audio
         if note.size > limits.max_bytes:
             log.info("note %s from %s refused: %d bytes", message.id, message.author.id, note.size)
             metrics.note("discord", "refused", "too_big")
-            await self._tell(message, too_big_message(note.size, limits))
-            return False
+            return False, await self._tell(message, too_big_message(note.size, limits))
         if note.duration is not None and note.duration > limits.max_seconds:
             log.info("note %s from %s refused: %.0f s declared", message.id, message.author.id, note.duration)
             metrics.note("discord", "refused", "too_long")
-            await self._tell(message, too_long_message(limits.max_seconds))
-            return False
+            return False, await self._tell(message, too_long_message(limits.max_seconds))
         refusal = None  # told after the slot is given back: a slow send must not hold a turn slot
         async with self._notes_in_hand:
             try:
@@ -293,8 +316,7 @@ class VoiceNotes(commands.Cog):
                     metrics.note("discord", "refused", "bad_audio")
                     refusal = str(exc)
         if refusal is not None:
-            await self._tell(message, refusal)
-            return False
+            return False, await self._tell(message, refusal)
         with metrics.timed("send"):
             how = await send_answer(
                 self.bot,
@@ -308,7 +330,7 @@ class VoiceNotes(commands.Cog):
         log.info(
             "answered note %s from %s as %s (%s, %s)", message.id, author.id, how, reply.kind, reply.engine
         )
-        return reply.kind in ("answer", "refusal")
+        return reply.kind in ("answer", "refusal"), True
 
     @contextlib.asynccontextmanager
     async def _typing(self, message: discord.Message) -> AsyncIterator[None]:
@@ -324,14 +346,18 @@ class VoiceNotes(commands.Cog):
         finally:
             await typing.__aexit__(None, None, None)
 
-    async def _tell(self, message: discord.Message, text: str) -> None:
-        """A short reply the player can act on; sending failures are only logged."""
+    async def _tell(self, message: discord.Message, text: str) -> bool:
+        """A short reply the player can act on; whether it went out (failures are only logged)."""
         try:
             await send_text(message, text)
         except discord.HTTPException as exc:
-            log.warning("could not reply in channel %s: %s", message.channel.id, exc.status)
+            log.warning("could not reply in channel %s: %s %s", message.channel.id, exc.status, exc.text)
+            return False
+        return True
 
     async def _react(self, message: discord.Message, emoji: str, remove: bool = False) -> None:
+        if not may_react(message):
+            return  # Discord would refuse it (403 50013) for every note in this channel
         try:
             if remove:
                 assert self.bot.user is not None

@@ -3,7 +3,10 @@ the fake Discord, which refuses a reply to a deleted message unless it may stand
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+import sqlite3
 from typing import Any
 
 import numpy as np
@@ -12,7 +15,15 @@ import pytest
 from bot import audio
 from bot.engines.base import EngineReply, TurnState
 from tests.discord_harness import nova, running_bot, voice_note
-from tests.fakes.discord_server import ALLOWED_CHANNEL, FakeDiscord, Received, serving
+from tests.fakes.discord_server import (
+    ALLOWED_CHANNEL,
+    ATTACH_FILES,
+    READ_MESSAGE_HISTORY,
+    SEND_MESSAGES,
+    FakeDiscord,
+    Received,
+    serving,
+)
 from tests.frontend_engine import FrontendEngine
 
 WARNING_SIGN = "\N{WARNING SIGN}"
@@ -158,3 +169,87 @@ async def test_a_reply_with_nothing_to_hear_or_read_is_an_apology_not_silence(se
         await fake.wait_for(lambda _: fake.replies_to(note["id"]) or None)
         (reply,) = fake.replies_to(note["id"])
         assert reply.content == OOPS
+
+
+def note_state(settings, note: dict[str, Any]) -> str | None:
+    """The note's state in the bot's ledger (pending, started, answered, expired, refused)."""
+    with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as conn:
+        row = conn.execute("SELECT state FROM notes WHERE message_id = ?", (int(note["id"]),)).fetchone()
+    return row[0] if row else None
+
+
+async def settled(settings, note: dict[str, Any]) -> str:
+    """The note's state once the bot has settled it (the ledger is a file: it is polled)."""
+    for _ in range(400):
+        state = note_state(settings, note)
+        if state not in (None, "started"):
+            return state
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"note {note['id']} is still {state}")
+
+
+def in_channel(fake: FakeDiscord, count: int) -> Any:
+    return lambda _: (sent := fake.sent("message", ALLOWED_CHANNEL)) and len(sent) >= count and sent
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["permissions known", "not yet known"])
+async def test_without_read_message_history_the_answer_goes_out_unlinked_naming_the_player(
+    settings, fake: FakeDiscord, known: bool
+):
+    if known:
+        fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake):
+        if not known:  # denied after the bot connected, and it has not heard: Discord refuses
+            fake.expect_refusals()
+            await fake.deny(ALLOWED_CHANNEL, READ_MESSAGE_HISTORY, tell_the_bot=False)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        voice, transcript = await fake.wait_for(in_channel(fake, 2))
+        assert await settled(settings, note) == "answered"
+    assert voice.is_voice_message and transcript.content.startswith(f"<@{nova.id}> Nova, you have")
+    assert voice.reply_to is None and transcript.reply_to is None
+    assert transcript.body["allowed_mentions"]["parse"] == []  # named, not pinged
+    refused = [r for r in fake.received if r.error is not None]
+    if known:  # no reply, no reaction was tried: each would be refused
+        assert refused == [] and not fake.sent("reaction_add", ALLOWED_CHANNEL)
+    else:  # each message is refused once as a reply, then goes out plain
+        assert len([r for r in refused if r.kind == "message"]) == 2
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["permissions known", "not yet known"])
+async def test_without_send_messages_a_note_is_given_up_on_and_logged_not_answered(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, known: bool
+):
+    caplog.set_level(logging.INFO)
+    if known:
+        fake.denied[ALLOWED_CHANNEL] = SEND_MESSAGES
+    async with running_bot(settings, fake) as h:
+        if not known:
+            fake.expect_refusals()
+            await fake.deny(ALLOWED_CHANNEL, SEND_MESSAGES, tell_the_bot=False)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "expired"  # given up on: no restart tries it again
+        if known:  # no turn is spent on an answer that cannot go out
+            assert h.engine.turns == []
+    assert not fake.sent("message", ALLOWED_CHANNEL)
+    problems = warnings_logged(caplog)
+    assert any(str(note["id"]) in line for line in problems), problems
+    if known:
+        assert [r for r in fake.received if r.error is not None] == []
+
+
+@pytest.mark.parametrize("known", [True, False], ids=["permissions known", "not yet known"])
+async def test_without_attach_files_the_file_fallback_is_the_transcript_alone(
+    settings, fake: FakeDiscord, known: bool
+):
+    fake.refuse_voice_in.add(ALLOWED_CHANNEL)  # no voice message here: the fallback is a file
+    if known:
+        fake.denied[ALLOWED_CHANNEL] = ATTACH_FILES
+    async with running_bot(settings, fake):
+        if not known:
+            fake.expect_refusals()
+            await fake.deny(ALLOWED_CHANNEL, ATTACH_FILES, tell_the_bot=False)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+    (reply,) = fake.replies_to(note["id"])[-1:]
+    assert reply.content.startswith("Nova, you have") and not reply.files
+    assert [r.content for r in fake.sent("message", ALLOWED_CHANNEL)] == [reply.content]  # no sorry line

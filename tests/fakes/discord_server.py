@@ -1022,7 +1022,9 @@ class FakeDiscord(Strict):
             if body.get("message_reference"):
                 # "the current user must have the READ_MESSAGE_HISTORY permission" to reply
                 self._check_permission(channel_id, READ_MESSAGE_HISTORY, "POST a reply")
-            if files:
+            if files and not int(body.get("flags") or 0) & VOICE_FLAG:
+                # A voice message is an upload too, but gated by Send Voice Messages alone
+                # (discord-api-docs#6082).
                 self._check_permission(channel_id, ATTACH_FILES, "POST an upload")
             self._check_message(body, files, channel_id)
             self._check_recipient(channel_id, request.path)
