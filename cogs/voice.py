@@ -232,8 +232,7 @@ class VoiceNotes(commands.Cog):
         await self._react(message, WORKING)
         ok = reached = False
         try:
-            async with self._typing(message):
-                ok, reached = await self._turn(message, note)
+            ok, reached = await self._turn(message, note)
         except discord.HTTPException as exc:
             log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
             metrics.note("discord", "failed", "send")
@@ -282,7 +281,9 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "refused", "too_long")
             return False, await self._tell(message, too_long_message(limits.max_seconds))
         refusal = None  # told after the slot is given back: a slow send must not hold a turn slot
-        async with self._notes_in_hand:
+        # "typing…" only once a turn slot is the note's: discord.py sends it again every 5 s, and a
+        # queue of waiting notes would otherwise cost requests growing with the square of its length.
+        async with self._notes_in_hand, self._typing(message):
             try:
                 # discord.py's session sets no timeout of its own: a stalled download would hold this
                 # player's later notes for aiohttp's five minutes.
@@ -334,7 +335,8 @@ class VoiceNotes(commands.Cog):
 
     @contextlib.asynccontextmanager
     async def _typing(self, message: discord.Message) -> AsyncIterator[None]:
-        """ "typing…" while the note is answered; a channel that refuses it costs nothing else."""
+        """ "typing…" while the note is heard and answered; a channel that refuses it costs nothing
+        else."""
         typing = message.channel.typing()
         try:
             await typing.__aenter__()

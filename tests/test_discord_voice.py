@@ -454,3 +454,17 @@ async def test_a_refused_note_is_logged_with_the_decoders_reason(harness: Harnes
     (line,) = [r.getMessage() for r in caplog.records if f"note {note['id']} from" in r.getMessage()]
     assert "refused: I couldn't read that audio file" in line
     assert "(EOFError: " in line and "End of file" in line  # FFmpeg's own words, after the player's
+
+
+async def test_only_a_note_whose_turn_runs_shows_typing_not_the_ones_waiting(settings, fake: FakeDiscord):
+    settings = settings.replace(agent={"max_concurrent_turns": 1})  # a raid: one turn at a time
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=0.3)):
+        notes = [await fake.send_note(player, voice_note()) for player in (nova, blaze, quill)]
+        for note in notes:
+            await answered(fake, note)
+    # discord.py sends typing again every 5 s: one for each waiting note would grow with the
+    # square of the queue. Each note types once, after the one before it was heard (downloaded).
+    channels = [int(n["channel_id"]) for n in notes]
+    assert [r.channel_id for r in fake.sent("typing")] == channels
+    order = [(r.kind, r.channel_id) for r in fake.received if r.kind in ("typing", "cdn")]
+    assert order == [(kind, c) for c in channels for kind in ("typing", "cdn")]
