@@ -35,7 +35,7 @@ _DEFAULT_GATEWAY = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
 
 MESSAGE_CONTENT_OFF = (
     "Message Content intent is off for this application: guild voice notes are only seen when they "
-    "mention or reply to the bot (DMs still work); enable it under Bot > Privileged Gateway Intents."
+    "reply to the bot with the ping on (DMs still work); enable it under Bot > Privileged Gateway Intents."
 )
 
 

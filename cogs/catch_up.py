@@ -165,6 +165,14 @@ class CatchUp(commands.Cog):
             channel = await self._channel(place_id)
             if channel is None:
                 continue
+            if not _may_read(channel):
+                # Discord would answer an empty list, not an error: the notes would vanish unseen.
+                log.warning(
+                    "catch-up cannot read channel %s: no Read Message History permission; notes sent"
+                    " there while I was away are not answered",
+                    place_id,
+                )
+                continue
             last = await ledger.last_handled(place_id) if since is None else None
             # Notes are answered out of order (one queue per player, several players at once), so
             # a note a stopped or killed process left unanswered can be older than the newest one
@@ -288,6 +296,13 @@ class CatchUp(commands.Cog):
         if not isinstance(channel, discord.abc.Messageable):
             return None
         return channel
+
+
+def _may_read(channel: discord.abc.Messageable) -> bool:
+    """False when discord.py knows the bot may not read the channel's history (a guild channel)."""
+    if not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+        return True
+    return channel.permissions_for(channel.guild.me).read_message_history
 
 
 def _covers(since: datetime.datetime | None, other: datetime.datetime | None) -> bool:

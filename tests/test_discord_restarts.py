@@ -20,6 +20,7 @@ from tests.conftest import NOVA
 from tests.discord_harness import blaze, bot_process, nova, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
+    READ_MESSAGE_HISTORY,
     FakeDiscord,
     Received,
     serving,
@@ -169,6 +170,22 @@ async def test_notes_older_than_the_window_get_nothing_and_are_counted(settings,
         await settle(fake)
     assert [answers(fake, n) for n in stale] == [0, 0, 0]
     assert "3 note(s) older than" in caplog.text
+
+
+async def test_a_channel_the_bot_may_not_read_is_named_in_a_warning_not_passed_over(
+    settings, fake, caplog
+) -> None:
+    missed = await fake.send_note(nova, voice_note(), guild=True)  # sent while the bot was down
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY  # its history reads as an empty list
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    async with running_bot(settings, fake):
+        for _ in range(200):  # the catch-up's last line: nothing the fake sees follows it
+            if "catch-up: answering" in caplog.text:
+                break
+            await asyncio.sleep(0.05)
+    assert answers(fake, missed) == 0
+    (warning,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert str(ALLOWED_CHANNEL) in warning.getMessage() and "Read Message History" in warning.getMessage()
 
 
 async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_restart(
