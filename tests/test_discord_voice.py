@@ -464,7 +464,8 @@ async def test_only_a_note_whose_turn_runs_shows_typing_not_the_ones_waiting(set
             await answered(fake, note)
     # discord.py sends typing again every 5 s: one for each waiting note would grow with the
     # square of the queue. Each note types once, after the one before it was heard (downloaded).
+    # A turn slower than 5 s (a loaded machine) repeats its own typing: counted once here.
     channels = [int(n["channel_id"]) for n in notes]
-    assert [r.channel_id for r in fake.sent("typing")] == channels
     order = [(r.kind, r.channel_id) for r in fake.received if r.kind in ("typing", "cdn")]
-    assert order == [(kind, c) for c in channels for kind in ("typing", "cdn")]
+    once = [step for i, step in enumerate(order) if not i or step != order[i - 1]]
+    assert once == [(kind, c) for c in channels for kind in ("typing", "cdn")], order
