@@ -22,6 +22,7 @@ from tests.fakes.openai_server import (
     answer,
     refusal,
     serving,
+    spoken_audio,
     tool_calls,
 )
 
@@ -426,3 +427,17 @@ async def test_check_tries_the_offline_fallback_run_would_build(storage, fake, m
     lines = {r.service: r for r in await check_all(settings)}
     assert lines["engine"].ok and "available" in lines["engine"].detail
     assert not lines["fallback"].ok and "python -m bot init" in lines["fallback"].detail
+
+
+SIGNATURES = {"wav": b"RIFF", "mp3": b"ID3", "flac": b"fLaC", "aac": b"\xff\xf1", "opus": b"OggS"}
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3", "flac", "aac", "opus", "pcm16"])
+async def test_each_reply_format_comes_as_real_audio_in_that_format(storage, fake, fmt) -> None:
+    if fmt in SIGNATURES:
+        assert spoken_audio("a few words", fmt).startswith(SIGNATURES[fmt])
+    fake.script = [answer("one two three four five six seven eight nine")]  # about 3.3 s
+    async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_REPLY_FORMAT=fmt)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert fake.chats[0].body["audio"]["format"] == fmt
+    assert reply.audio is not None and reply.audio.duration_secs == pytest.approx(3.33, abs=0.15)

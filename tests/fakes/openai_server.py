@@ -5,8 +5,8 @@ against `CreateTranscriptionRequest` from the official spec (closed against unkn
 checks what the API checks beyond the schema (each tool result answers a tool call of the
 assistant message before it, and each tool call is answered), refuses what we never want to send
 (the deprecated `functions`) and a note's audio that is not strict base64 of the format it
-declares, answers with scripted replies carrying real audio, and can be told to fail: 429 with
-retry-after, 500, a hang past the client's timeout, malformed JSON.
+declares, answers with scripted replies carrying real audio in the format asked for, and can be
+told to fail: 429 with retry-after, 500, a hang past the client's timeout, malformed JSON.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import io
 import json
 import re
 import time
@@ -23,6 +24,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import av
 import numpy as np
 from aiohttp import web
 
@@ -418,16 +420,40 @@ def refusal(text: str) -> Responder:
     return lambda body: {"content": None, "refusal": text}
 
 
+def speaking_seconds(transcript: str) -> float:
+    return max(0.5, len(transcript.split()) / 2.7)
+
+
+# The containers and codecs of the formats the API answers in, besides wav, opus and pcm16. Its
+# aac is raw ADTS.
+ENCODERS = {
+    "mp3": ("mp3", "libmp3lame"),
+    "flac": ("flac", "flac"),
+    "aac": ("adts", "aac"),
+}
+
+
 def spoken_audio(transcript: str, fmt: str) -> bytes:
     """Real audio of a plausible length for the transcript, in the requested format."""
-    seconds = max(0.5, len(transcript.split()) / 2.7)
-    t = np.arange(int(seconds * 24_000)) / 24_000
+    t = np.arange(int(speaking_seconds(transcript) * 24_000)) / 24_000
     pcm = (np.sin(2 * np.pi * 200 * t) * 6000 * (0.6 + 0.4 * np.sin(2 * np.pi * 3 * t))).astype(np.int16)
     if fmt == "opus":
         return reply_from_pcm(pcm.tobytes(), 24_000).ogg
     if fmt == "pcm16":
         return pcm.tobytes()
-    return pcm_to_wav(pcm.tobytes(), 24_000)
+    if fmt == "wav":
+        return pcm_to_wav(pcm.tobytes(), 24_000)
+    container_format, codec = ENCODERS[fmt]
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=24_000, layout="mono")
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=24_000)
+        frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 24_000
+        for resampled in resampler.resample(frame) + resampler.resample(None):
+            container.mux(stream.encode(resampled))
+        container.mux(stream.encode(None))
+    return out.getvalue()
 
 
 @contextlib.asynccontextmanager
