@@ -35,7 +35,12 @@ from tests.fakes.strict import FakeRefused
 
 OPENAI = "openai-openapi.json"
 DISCORD = "discord-openapi.json"
-CHAT = {"model": "gpt-audio-1.5", "messages": [{"role": "user", "content": "hi"}]}
+CHAT = {
+    "model": "gpt-audio-1.5",
+    "messages": [{"role": "user", "content": "hi"}],
+    "modalities": ["text", "audio"],  # an audio model refuses a request without audio
+    "audio": {"voice": "alloy", "format": "wav"},
+}
 MESSAGES = "/channels/{channel_id}/messages"
 
 

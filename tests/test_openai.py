@@ -8,6 +8,7 @@ import logging
 import time
 from pathlib import Path
 
+import openai
 import pytest
 
 from bot import paths
@@ -409,7 +410,9 @@ async def test_check_on_azure_fails_on_a_deployment_that_does_not_exist(storage,
     assert "deployment voxdesk-audio answers" in await check_engine(azure("voxdesk-audio"))
     probe = fake.chats[0]
     assert probe.path == "/openai/deployments/voxdesk-audio/chat/completions"
+    # Audio in, text out, one token: an audio model refuses a request without audio either way.
     assert probe.body["max_completion_tokens"] == 1 and probe.body["modalities"] == ["text"]
+    assert probe.audio_bytes > 0
     assert fake.violations == []
 
 
@@ -427,6 +430,18 @@ async def test_check_tries_the_offline_fallback_run_would_build(storage, fake, m
     lines = {r.service: r for r in await check_all(settings)}
     assert lines["engine"].ok and "available" in lines["engine"].detail
     assert not lines["fallback"].ok and "python -m bot init" in lines["fallback"].detail
+
+
+async def test_the_fake_refuses_a_request_with_no_audio_as_audio_models_do(fake) -> None:
+    fake.expect_violations()
+    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=fake.base_url, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.chat.completions.create(
+            model="gpt-audio-1.5", messages=[{"role": "user", "content": "Say OK."}], modalities=["text"]
+        )
+    await client.close()
+    assert "either input content or output modality contain audio" in str(refused.value)
+    assert len(fake.violations) == 1
 
 
 SIGNATURES = {"wav": b"RIFF", "mp3": b"ID3", "flac": b"fLaC", "aac": b"\xff\xf1", "opus": b"OggS"}

@@ -21,6 +21,7 @@ from typing import Any
 import openai
 
 from bot import sentences as say
+from bot.audio import pcm_to_wav
 from bot.config import OPENAI_VOICES, Settings, shown_url
 from bot.engines.base import AudioClip, EngineError, EngineReply, PastTurn, Transcript, TurnState, Usage
 from bot.tools.base import ToolCall
@@ -41,6 +42,8 @@ EXPIRY_MARGIN = 60  # seconds: an audio reference about to expire is sent as tex
 # What we ask for → what reply_from_encoded is told it got. Opus comes in an Ogg container, which
 # is exactly what a Discord voice message carries, so it needs no re-encoding.
 FORMATS = {"opus": "ogg_opus", "wav": "wav", "mp3": "mp3", "flac": "flac", "aac": "aac", "pcm16": "pcm16"}
+# Half a second of silence: audio models refuse a request with neither audio in nor audio out.
+SILENCE = base64.b64encode(pcm_to_wav(bytes(24_000), 24_000)).decode()
 
 
 class OpenAIEngine:
@@ -162,10 +165,12 @@ class OpenAIEngine:
         try:
             if azure:
                 # Azure's data plane has no deployment lookup (listing models passes for any
-                # name): the smallest text request to the deployment proves it exists and answers.
+                # name): the smallest request to the deployment proves it exists and answers. An
+                # audio model refuses one with no audio, so it hears a moment of silence.
+                silence = {"type": "input_audio", "input_audio": {"data": SILENCE, "format": "wav"}}
                 await self.client.chat.completions.create(
                     model=self.model,
-                    messages=[{"role": "user", "content": "Say OK."}],
+                    messages=[{"role": "user", "content": [silence]}],
                     modalities=["text"],
                     max_completion_tokens=1,
                 )

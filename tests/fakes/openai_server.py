@@ -5,7 +5,8 @@ against `CreateTranscriptionRequest` from the official spec (closed against unkn
 checks what the API checks beyond the schema (each tool result answers a tool call of the
 assistant message before it, and each tool call is answered), refuses what we never want to send
 (the deprecated `functions`) and a note's audio that is not strict base64 of the format it
-declares, answers with scripted replies carrying real audio in the format asked for, and can be
+declares, and, as the audio models it stands for do, a request with neither audio in nor audio
+out. It answers with scripted replies carrying real audio in the format asked for, and can be
 told to fail: 429 with retry-after, 500, a hang past the client's timeout, malformed JSON.
 """
 
@@ -191,6 +192,8 @@ class FakeOpenAI(Strict):
             errors.append("deprecated functions/function_call sent; use tools/tool_calls")
         if not errors:
             errors = _conversation_errors(body["messages"])
+        if not errors and not _has_audio(body):
+            errors.append(NO_AUDIO)
         if errors:
             for error in errors:
                 self.refuse(error)
@@ -213,7 +216,8 @@ class FakeOpenAI(Strict):
 
     def _completion(self, body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
         fmt = (body.get("audio") or {}).get("format", "wav")
-        if message.pop("_audio", False):
+        spoken = message.pop("_audio", False) and "audio" in (body.get("modalities") or [])
+        if spoken:
             transcript = message.pop("content")
             message["content"] = None
             message["audio"] = {
@@ -302,6 +306,21 @@ class FakeOpenAI(Strict):
     async def _unknown(self, request: web.Request) -> web.Response:
         message = self.refuse(f"{request.method} {request.path}: not an endpoint the fake serves")
         return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=404)
+
+
+# What an audio model answers a request with neither audio in nor audio out.
+NO_AUDIO = "This model requires that either input content or output modality contain audio."
+
+
+def _has_audio(body: dict[str, Any]) -> bool:
+    if "audio" in (body.get("modalities") or []):
+        return True
+    return any(
+        part.get("type") == "input_audio"
+        for message in body["messages"]
+        if isinstance(message.get("content"), list)
+        for part in message["content"]
+    )
 
 
 # What the API answers 400 `invalid_value` for in a message's tool calls (the spec says it only of
