@@ -182,6 +182,7 @@ async def test_refusals_are_passed_on_politely(storage, fake) -> None:
 
 async def test_expired_audio_ids_are_not_sent(storage, fake) -> None:
     now = time.time()
+    fake.issued_audio["audio_live"] = int(now + 3000)
     async with running_app(openai_settings(storage, fake)) as app:
         for audio_id, expires in (("audio_old", now - 10), ("audio_live", now + 3000)):
             await app.conversations.append(
@@ -442,6 +443,50 @@ async def test_the_fake_refuses_a_request_with_no_audio_as_audio_models_do(fake)
     await client.close()
     assert "either input content or output modality contain audio" in str(refused.value)
     assert len(fake.violations) == 1
+
+
+async def test_an_audio_id_the_provider_does_not_know_is_sent_again_as_text(storage, fake, caplog) -> None:
+    # Issued under another key (or provider, or model): this fake never gave it out.
+    stranger = PastTurn(
+        user_text="q",
+        reply_text="the earlier answer",
+        audio_id="audio_elsewhere",
+        audio_expires_at=int(time.time()) + 3000,
+    )
+    fake.script = [answer("Still here."), answer("And again.")]
+    async with running_app(openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="apology")) as app:
+        await app.conversations.append(NOVA, stranger)
+        first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        second = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (first.engine, first.text, second.text) == ("openai", "Still here.", "And again.")
+    refused, resent, following = fake.chats
+    assert refused.audio_ids == ["audio_elsewhere"]
+    assert (
+        resent.audio_ids == []
+        and {"role": "assistant", "content": "the earlier answer"} in resent.body["messages"]
+    )
+    assert len(following.audio_ids) == 1 and following.audio_ids[0] in fake.issued_audio  # its own reply's
+    assert "Assistant audio audio_elsewhere not found" in caplog.text
+    assert fake.violations == []
+
+
+async def test_the_fake_refuses_an_audio_id_it_never_issued_as_the_api_does(fake) -> None:
+    client = openai.AsyncOpenAI(api_key=API_KEY, base_url=fake.base_url, max_retries=0)
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "audio": {"id": "audio_unknown"}},
+        {"role": "user", "content": "and?"},
+    ]
+    with pytest.raises(openai.BadRequestError) as refused:
+        await client.chat.completions.create(
+            model="gpt-audio-1.5",
+            messages=messages,  # type: ignore[arg-type]
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "wav"},
+        )
+    await client.close()
+    assert refused.value.code == "audio_not_found" and refused.value.param == "messages[1].audio.id"
+    assert fake.violations == []  # the client cannot know: not a malformed request
 
 
 SIGNATURES = {"wav": b"RIFF", "mp3": b"ID3", "flac": b"fLaC", "aac": b"\xff\xf1", "opus": b"OggS"}

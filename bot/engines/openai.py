@@ -42,6 +42,10 @@ EXPIRY_MARGIN = 60  # seconds: an audio reference about to expire is sent as tex
 # What we ask for → what reply_from_encoded is told it got. Opus comes in an Ogg container, which
 # is exactly what a Discord voice message carries, so it needs no re-encoding.
 FORMATS = {"opus": "ogg_opus", "wav": "wav", "mp3": "mp3", "flac": "flac", "aac": "aac", "pcm16": "pcm16"}
+# The error code of an earlier reply's audio id the provider does not hold (another provider, model
+# or key issued it, or it expired early by its clock).
+AUDIO_NOT_FOUND = "audio_not_found"
+TEXT_HISTORY = "text_history"  # turn.scratch: this turn sends earlier replies as text only
 # Half a second of silence: audio models refuse a request with neither audio in nor audio out.
 SILENCE = base64.b64encode(pcm_to_wav(bytes(24_000), 24_000)).decode()
 
@@ -87,20 +91,17 @@ class OpenAIEngine:
         if turn.rounds and turn.heard is not None and not turn.heard.done():
             # A short wait for the words lets this step send text instead of the audio again.
             await asyncio.wait({turn.heard}, timeout=TRANSCRIPT_WAIT)
-        request: dict[str, Any] = {
-            "model": self.model,
-            "messages": build_messages(self.system_prompt, turn, self.audio_history_turns),
-            "modalities": ["text", "audio"],
-            "audio": {
-                "voice": turn.voice if turn.voice in VOICES else self.voice,
-                "format": self.reply_format,
-            },
-            "tools": [tool.spec() for tool in turn.tools],
-        }
-        if not turn.allow_tools:
-            request["tool_choice"] = "none"  # the rounds bound is reached: answer now
+        audio_turns = 0 if turn.scratch.get(TEXT_HISTORY) else self.audio_history_turns
         try:
-            response = await self.client.chat.completions.create(**request)
+            try:
+                response = await self.client.chat.completions.create(**self._request(turn, audio_turns))
+            except openai.BadRequestError as exc:
+                if exc.code != AUDIO_NOT_FOUND or not audio_turns:
+                    raise
+                # The conversation goes on with the transcripts of those replies instead.
+                log.warning("earlier reply's audio refused (%s): sending the history as text", _said(exc))
+                turn.scratch[TEXT_HISTORY] = True
+                response = await self.client.chat.completions.create(**self._request(turn, 0))
         except openai.APIStatusError as exc:
             if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
                 self.ready = False
@@ -134,6 +135,21 @@ class OpenAIEngine:
             audio_expires_at=message.audio.expires_at,
             usage=usage,
         )
+
+    def _request(self, turn: TurnState, audio_turns: int) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": build_messages(self.system_prompt, turn, audio_turns),
+            "modalities": ["text", "audio"],
+            "audio": {
+                "voice": turn.voice if turn.voice in VOICES else self.voice,
+                "format": self.reply_format,
+            },
+            "tools": [tool.spec() for tool in turn.tools],
+        }
+        if not turn.allow_tools:
+            request["tool_choice"] = "none"  # the rounds bound is reached: answer now
+        return request
 
     def voices(self) -> list[str]:
         return list(VOICES)

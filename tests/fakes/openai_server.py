@@ -6,8 +6,9 @@ checks what the API checks beyond the schema (each tool result answers a tool ca
 assistant message before it, and each tool call is answered), refuses what we never want to send
 (the deprecated `functions`) and a note's audio that is not strict base64 of the format it
 declares, and, as the audio models it stands for do, a request with neither audio in nor audio
-out. It answers with scripted replies carrying real audio in the format asked for, and can be
-told to fail: 429 with retry-after, 500, a hang past the client's timeout, malformed JSON.
+out. It answers with scripted replies carrying real audio in the format asked for, keeps the
+audio ids it gave out (an assistant message naming any other is a 400 `audio_not_found`), and
+can be told to fail: 429 with retry-after, 500, a hang past the client's timeout, malformed JSON.
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class FakeOpenAI(Strict):
     # Azure's deployments: a request naming any other is a 404 DeploymentNotFound, as on Azure.
     deployments: list[str] = field(default_factory=lambda: ["voxdesk-audio", "gpt-4o-mini-transcribe"])
     audio_ttl: int = 3600
+    issued_audio: dict[str, int] = field(default_factory=dict)  # audio id -> expires_at
     _runner: web.AppRunner | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on stop: hangs end at once
     port: int = 0
@@ -207,6 +209,9 @@ class FakeOpenAI(Strict):
             param, error = bad_audio[0]
             error_body = {"message": error, "type": "invalid_request_error", "param": param, "code": None}
             return web.json_response({"error": error_body}, status=400)
+        unknown = self._unknown_audio(body["messages"])
+        if unknown is not None:
+            return web.json_response({"error": unknown}, status=400)
         failed = await self._fail_if_told()
         if failed is not None:
             return failed
@@ -214,16 +219,33 @@ class FakeOpenAI(Strict):
         message = responder(body)
         return web.json_response(self._completion(body, message))
 
+    def _unknown_audio(self, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+        """The API's error for an assistant audio id it did not give out, or no longer holds: a
+        state the client cannot see, so not a violation."""
+        now = time.time()
+        for i, message in enumerate(messages):
+            audio_id = (message.get("audio") or {}).get("id")
+            if audio_id is not None and self.issued_audio.get(audio_id, 0) <= now:
+                return {
+                    "message": f"Assistant audio {audio_id} not found.",
+                    "type": "invalid_request_error",
+                    "param": f"messages[{i}].audio.id",
+                    "code": "audio_not_found",
+                }
+        return None
+
     def _completion(self, body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
         fmt = (body.get("audio") or {}).get("format", "wav")
         spoken = message.pop("_audio", False) and "audio" in (body.get("modalities") or [])
         if spoken:
             transcript = message.pop("content")
             message["content"] = None
+            audio_id = f"audio_{uuid.uuid4().hex[:16]}"
+            self.issued_audio[audio_id] = int(time.time()) + self.audio_ttl
             message["audio"] = {
-                "id": f"audio_{uuid.uuid4().hex[:16]}",
+                "id": audio_id,
                 "data": base64.b64encode(spoken_audio(transcript, fmt)).decode(),
-                "expires_at": int(time.time()) + self.audio_ttl,
+                "expires_at": self.issued_audio[audio_id],
                 "transcript": transcript,
             }
         audio_in = sum(
