@@ -223,10 +223,11 @@ class VoiceAgent:
         usage = _summed([*turn.scratch.get("usage", []), final.usage])
         past = PastTurn(
             user_text=user_text,
-            reply_text=final.text,
+            # A cut-off answer is kept as text saying so: its audio would pass it off as complete.
+            reply_text=f"{final.text} {say.CUT_OFF}" if final.cut_off else final.text,
             tool_results=[r.as_dict() for r in results],
-            audio_id=final.audio_id,
-            audio_expires_at=final.audio_expires_at,
+            audio_id=None if final.cut_off else final.audio_id,
+            audio_expires_at=None if final.cut_off else final.audio_expires_at,
             at=time.time(),
             engine=engine.name,
         )

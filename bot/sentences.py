@@ -41,6 +41,8 @@ OVER_BUDGET = (
     "the slash commands still work."
 )
 REFUSAL = "Sorry, I can't help with that one. Is there something else about your games I can do?"
+# Kept after an answer cut off at its length limit, in the history the model reads next turn.
+CUT_OFF = "[cut off here: the answer ran past its length limit]"
 
 # ---- the tools: a lookup that finds nothing or fails -----------------------------------------
 

@@ -12,6 +12,7 @@ import openai
 import pytest
 
 from bot import paths
+from bot import sentences as say
 from bot.app import running_app
 from bot.engines.base import PastTurn
 from bot.tools.base import ToolContext
@@ -487,6 +488,34 @@ async def test_the_fake_refuses_an_audio_id_it_never_issued_as_the_api_does(fake
     await client.close()
     assert refused.value.code == "audio_not_found" and refused.value.param == "messages[1].audio.id"
     assert fake.violations == []  # the client cannot know: not a malformed request
+
+
+async def test_a_reply_cut_off_at_its_token_limit_goes_out_and_is_kept_as_cut_off(
+    storage, fake, caplog
+) -> None:
+    fake.script = [answer("Your points come from matches and then", finish_reason="length"), answer("ok")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        (kept,) = await app.conversations.history(NOVA)
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.engine == "openai" and reply.kind == "answer"
+    assert reply.text == "Your points come from matches and then" and reply.audio is not None
+    assert "reply cut off at openai.max_reply_tokens" in caplog.text
+    assert (
+        kept.reply_text == f"Your points come from matches and then {say.CUT_OFF}" and kept.audio_id is None
+    )
+    assert {"role": "assistant", "content": kept.reply_text} in fake.chats[1].body["messages"]
+    assert fake.chats[0].body["max_completion_tokens"] == 2048  # openai.max_reply_tokens
+
+
+async def test_the_token_limit_is_a_setting_and_the_fake_stops_there(storage, fake) -> None:
+    fake.script = [answer("one two three four five six seven eight nine ten eleven twelve")]
+    async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_MAX_REPLY_TOKENS="40")) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        (kept,) = await app.conversations.history(NOVA)
+    assert fake.chats[0].body["max_completion_tokens"] == 40
+    assert reply.text.startswith("one two") and len(reply.text.split()) < 12  # the words it had tokens for
+    assert reply.audio is not None and kept.reply_text.endswith(say.CUT_OFF)
 
 
 SIGNATURES = {"wav": b"RIFF", "mp3": b"ID3", "flac": b"fLaC", "aac": b"\xff\xf1", "opus": b"OggS"}

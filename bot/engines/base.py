@@ -111,6 +111,7 @@ class EngineReply:
     audio_expires_at: int | None = None
     usage: Usage | None = None
     refusal: bool = False  # the model declined to answer; `text` says so politely
+    cut_off: bool = False  # the answer stopped at its length limit; `text` is what was said
     user_text: str | None = None  # what the engine heard, when it knows it from this step
 
 

@@ -65,6 +65,7 @@ class OpenAIEngine:
         transcribe_model: str,
         system_prompt: str,
         audio_history_turns: int = 1,
+        max_reply_tokens: int = 0,
     ) -> None:
         self.client = client
         self.model = model
@@ -73,6 +74,7 @@ class OpenAIEngine:
         self.transcribe_model = transcribe_model
         self.system_prompt = system_prompt
         self.audio_history_turns = audio_history_turns
+        self.max_reply_tokens = max_reply_tokens
 
     async def transcribe(self, audio: AudioClip) -> Transcript | None:
         if not self.transcribe_model:
@@ -111,7 +113,8 @@ class OpenAIEngine:
         self.ready = True
         if not response.choices:
             raise EngineError("OpenAI returned no choices")
-        message = response.choices[0].message
+        choice = response.choices[0]
+        message = choice.message
         usage = _usage(response.usage)
         if message.tool_calls and turn.allow_tools:
             calls = []
@@ -125,8 +128,14 @@ class OpenAIEngine:
         if message.refusal:
             log.info("model refused: %s", message.refusal)
             return EngineReply(text=say.REFUSAL, refusal=True, usage=usage)
+        cut_off = choice.finish_reason == "length"
+        if cut_off:
+            log.warning(
+                "reply cut off at openai.max_reply_tokens (%d tokens): what was said goes out",
+                self.max_reply_tokens,
+            )
         if message.audio is None:
-            return EngineReply(text=message.content or "", usage=usage)
+            return EngineReply(text=message.content or "", usage=usage, cut_off=cut_off)
         return EngineReply(
             text=message.audio.transcript or message.content or "",
             audio=base64.b64decode(message.audio.data),
@@ -134,6 +143,7 @@ class OpenAIEngine:
             audio_id=message.audio.id,
             audio_expires_at=message.audio.expires_at,
             usage=usage,
+            cut_off=cut_off,
         )
 
     def _request(self, turn: TurnState, audio_turns: int) -> dict[str, Any]:
@@ -147,6 +157,8 @@ class OpenAIEngine:
             },
             "tools": [tool.spec() for tool in turn.tools],
         }
+        if self.max_reply_tokens:
+            request["max_completion_tokens"] = self.max_reply_tokens
         if not turn.allow_tools:
             request["tool_choice"] = "none"  # the rounds bound is reached: answer now
         return request
@@ -342,6 +354,7 @@ async def create_openai_engine(settings: Settings, verify: bool = True) -> OpenA
         transcribe_model=o.transcribe_model,
         system_prompt=(await asyncio.to_thread(prompt.read_text, encoding="utf-8")).strip(),
         audio_history_turns=o.audio_history_turns,
+        max_reply_tokens=o.max_reply_tokens,
     )
     if verify and o.provider == "openai":
         await engine.verify_model()

@@ -7,8 +7,9 @@ assistant message before it, and each tool call is answered), refuses what we ne
 (the deprecated `functions`) and a note's audio that is not strict base64 of the format it
 declares, and, as the audio models it stands for do, a request with neither audio in nor audio
 out. It answers with scripted replies carrying real audio in the format asked for, keeps the
-audio ids it gave out (an assistant message naming any other is a 400 `audio_not_found`), and
-can be told to fail: 429 with retry-after, 500, a hang past the client's timeout, malformed JSON.
+audio ids it gave out (an assistant message naming any other is a 400 `audio_not_found`), stops
+at `max_completion_tokens` with finish_reason "length", and can be told to fail: 429 with
+retry-after, 500, a hang past the client's timeout, malformed JSON.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import binascii
 import contextlib
 import io
 import json
+import math
 import re
 import time
 import uuid
@@ -38,6 +40,7 @@ SPEC = "openai-openapi.json"
 API_KEY = "sk-test-fake"
 AZURE_KEY = "azure-test-key"
 AUDIO_TOKENS_PER_SECOND = 10  # roughly what OpenAI bills for audio input
+AUDIO_OUT_TOKENS_PER_SECOND = 20  # and for audio output
 
 Reply = dict[str, Any]
 Responder = Callable[[dict[str, Any]], Reply]
@@ -236,7 +239,25 @@ class FakeOpenAI(Strict):
 
     def _completion(self, body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
         fmt = (body.get("audio") or {}).get("format", "wav")
+        finish_reason = message.pop("_finish_reason", None)
         spoken = message.pop("_audio", False) and "audio" in (body.get("modalities") or [])
+        words = (message.get("content") or "").split()
+        text_out = max(
+            1, math.ceil(len(words) * 4 / 3) + len(json.dumps(message.get("tool_calls") or [])) // 4
+        )
+        audio_out = (
+            math.ceil(speaking_seconds(" ".join(words)) * AUDIO_OUT_TOKENS_PER_SECOND) if spoken else 0
+        )
+        cap = body.get("max_completion_tokens")
+        if cap is not None and text_out + audio_out > cap:
+            # Cut where the tokens ran out: the words, and the audio that says them.
+            kept = len(words) * cap // (text_out + audio_out)
+            if message.get("content") is not None:
+                message["content"] = " ".join(words[:kept])
+            spoken = spoken and kept > 0
+            finish_reason = "length"
+            audio_out = cap - min(cap, math.ceil(kept * 4 / 3)) if spoken else 0
+            text_out = cap - audio_out
         if spoken:
             transcript = message.pop("content")
             message["content"] = None
@@ -256,8 +277,8 @@ class FakeOpenAI(Strict):
             if p.get("type") == "input_audio"
         )
         text_in = sum(len(json.dumps(m)) // 4 for m in body["messages"]) - int(audio_in)
-        audio_out = 25 if message.get("audio") else 0
-        text_out = 12
+        if finish_reason is None:
+            finish_reason = "tool_calls" if message.get("tool_calls") else "stop"
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
@@ -267,7 +288,7 @@ class FakeOpenAI(Strict):
                 {
                     "index": 0,
                     "message": {"role": "assistant", "refusal": None, **message},
-                    "finish_reason": "tool_calls" if message.get("tool_calls") else "stop",
+                    "finish_reason": finish_reason,
                     "logprobs": None,
                 }
             ],
@@ -421,8 +442,9 @@ def _sounds_like(data: bytes, declared: str) -> bool:
 # ---- scripted replies -------------------------------------------------------------------------
 
 
-def answer(text: str) -> Responder:
-    """A final spoken answer; `text` may use {tool:<name>} to quote a tool result it was sent."""
+def answer(text: str, finish_reason: str | None = None) -> Responder:
+    """A final spoken answer; `text` may use {tool:<name>} to quote a tool result it was sent.
+    `finish_reason` (e.g. "length", "content_filter") replaces the one the fake would give."""
 
     def respond(body: dict[str, Any]) -> Reply:
         results = {m.get("tool_call_id"): m["content"] for m in body["messages"] if m.get("role") == "tool"}
@@ -435,7 +457,7 @@ def answer(text: str) -> Responder:
         spoken = text
         for call_id, content in results.items():
             spoken = spoken.replace(f"{{tool:{names.get(call_id)}}}", content)
-        return {"content": spoken, "_audio": True}
+        return {"content": spoken, "_audio": True, "_finish_reason": finish_reason}
 
     return respond
 
