@@ -259,7 +259,7 @@ class VoiceAgent:
                 if not step.text.strip() and not step.audio and step.reply_audio is None:
                     if step.usage:
                         usage_log.append(step.usage)
-                    # A cloud model cut off by its content filter or its length: nothing to send,
+                    # A cloud model cut off at its length limit before a word: nothing to send,
                     # and a note marked answered with nothing sent is a note lost.
                     raise EngineError(f"engine {engine.name} answered with neither words nor audio")
                 return step

@@ -22,6 +22,7 @@ from tests.fakes.openai_server import (
     AZURE_KEY,
     Failure,
     answer,
+    filtered,
     refusal,
     serving,
     spoken_audio,
@@ -279,7 +280,7 @@ async def test_daily_budget_refuses_politely_once_spent(storage, fake) -> None:
 async def test_tokens_spent_before_the_engine_failed_count_against_the_budget(
     storage, fake, fallback
 ) -> None:
-    # Step one is billed (a tool call); step two is cut off by the content filter: nothing to say.
+    # Step one is billed (a tool call); step two answers with neither words nor audio.
     fake.script = [tool_calls(("get_player_stats", {})), lambda body: {"content": None}]
     settings = openai_settings(
         storage, fake, VOXDESK_AGENT_FALLBACK=fallback, VOXDESK_USAGE_DAILY_TOKENS="1000000"
@@ -516,6 +517,27 @@ async def test_the_token_limit_is_a_setting_and_the_fake_stops_there(storage, fa
     assert fake.chats[0].body["max_completion_tokens"] == 40
     assert reply.text.startswith("one two") and len(reply.text.split()) < 12  # the words it had tokens for
     assert reply.audio is not None and kept.reply_text.endswith(say.CUT_OFF)
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure"])
+async def test_a_blocked_prompt_is_a_refusal_not_an_engine_failure(storage, fake, caplog, provider) -> None:
+    env = {"VOXDESK_AGENT_FALLBACK": "offline"}
+    if provider == "azure":
+        env |= {
+            "VOXDESK_OPENAI_PROVIDER": "azure",
+            "VOXDESK_OPENAI_AZURE_ENDPOINT": fake.azure_endpoint,
+            "VOXDESK_OPENAI_AZURE_DEPLOYMENT": "voxdesk-audio",
+            "AZURE_OPENAI_API_KEY": AZURE_KEY,
+        }
+        fake.failures = [Failure(content_filter=True)]  # Azure's 400 content_filter
+    else:
+        fake.script = [filtered()]  # a 200 with finish_reason content_filter and nothing said
+    async with running_app(openai_settings(storage, fake, **env)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.engine, reply.kind, reply.text) == ("openai", "refusal", say.REFUSAL)
+    assert reply.audio is not None  # the refusal is spoken
+    assert len(fake.chats) == 1
+    assert "failed" not in caplog.text  # neither an engine failure nor the fallback engine
 
 
 SIGNATURES = {"wav": b"RIFF", "mp3": b"ID3", "flac": b"fLaC", "aac": b"\xff\xf1", "opus": b"OggS"}

@@ -42,6 +42,9 @@ EXPIRY_MARGIN = 60  # seconds: an audio reference about to expire is sent as tex
 # What we ask for → what reply_from_encoded is told it got. Opus comes in an Ogg container, which
 # is exactly what a Discord voice message carries, so it needs no re-encoding.
 FORMATS = {"opus": "ogg_opus", "wav": "wav", "mp3": "mp3", "flac": "flac", "aac": "aac", "pcm16": "pcm16"}
+# Error codes of a request a content filter or usage policy blocked: Azure's content filter, and
+# OpenAI's policy refusals.
+FILTERED = {"content_filter", "content_policy_violation", "invalid_prompt"}
 # The error code of an earlier reply's audio id the provider does not hold (another provider, model
 # or key issued it, or it expired early by its clock).
 AUDIO_NOT_FOUND = "audio_not_found"
@@ -105,6 +108,9 @@ class OpenAIEngine:
                 turn.scratch[TEXT_HISTORY] = True
                 response = await self.client.chat.completions.create(**self._request(turn, 0))
         except openai.APIStatusError as exc:
+            if exc.code in FILTERED:
+                self.ready = True
+                return _filtered(f"{exc.status_code} {exc.code}", None)
             if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
                 self.ready = False
             raise EngineError(f"OpenAI answered {exc.status_code}") from exc
@@ -116,6 +122,9 @@ class OpenAIEngine:
         choice = response.choices[0]
         message = choice.message
         usage = _usage(response.usage)
+        if choice.finish_reason == "content_filter":
+            # Whatever came before the filter stopped it is not to be said either.
+            return _filtered("finish_reason content_filter", usage)
         if message.tool_calls and turn.allow_tools:
             calls = []
             for call in message.tool_calls:
@@ -305,6 +314,13 @@ def _said(exc: openai.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     text = str(body.get("message") or exc.message).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _filtered(why: str, usage: Usage | None) -> EngineReply:
+    """The provider's content filter blocked the request or the answer: the player hears the
+    polite refusal, and no other engine answers what the filter blocked."""
+    log.info("content filter: %s", why)
+    return EngineReply(text=say.REFUSAL, refusal=True, usage=usage)
 
 
 def _usage(usage: Any) -> Usage | None:

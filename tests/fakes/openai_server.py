@@ -9,7 +9,7 @@ declares, and, as the audio models it stands for do, a request with neither audi
 out. It answers with scripted replies carrying real audio in the format asked for, keeps the
 audio ids it gave out (an assistant message naming any other is a 400 `audio_not_found`), stops
 at `max_completion_tokens` with finish_reason "length", and can be told to fail: 429 with
-retry-after, 500, a hang past the client's timeout, malformed JSON.
+retry-after, 500, a hang past the client's timeout, malformed JSON, Azure's content filter.
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ class Failure:
     retry_after: float | None = None
     hang: float = 0.0
     malformed: bool = False
+    content_filter: bool = False  # Azure's 400 for a prompt its content filter blocked
 
 
 @dataclass
@@ -163,6 +164,8 @@ class FakeOpenAI(Strict):
         if not self.failures:
             return None
         failure = self.failures.pop(0)
+        if failure.content_filter:
+            return web.json_response({"error": AZURE_CONTENT_FILTER}, status=400)
         if failure.hang:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), failure.hang)
@@ -353,6 +356,19 @@ class FakeOpenAI(Strict):
 
 # What an audio model answers a request with neither audio in nor audio out.
 NO_AUDIO = "This model requires that either input content or output modality contain audio."
+# Azure's 400 for a prompt its content filter blocked, as it sends it.
+AZURE_CONTENT_FILTER = {
+    "message": "The response was filtered due to the prompt triggering Azure OpenAI's content management "
+    "policy. Please modify your prompt and retry.",
+    "type": None,
+    "param": "prompt",
+    "code": "content_filter",
+    "status": 400,
+    "innererror": {
+        "code": "ResponsibleAIPolicyViolation",
+        "content_filter_result": {"violence": {"filtered": True, "severity": "medium"}},
+    },
+}
 
 
 def _has_audio(body: dict[str, Any]) -> bool:
@@ -460,6 +476,11 @@ def answer(text: str, finish_reason: str | None = None) -> Responder:
         return {"content": spoken, "_audio": True, "_finish_reason": finish_reason}
 
     return respond
+
+
+def filtered() -> Responder:
+    """An answer the content filter withheld: finish_reason "content_filter", nothing said."""
+    return lambda body: {"content": None, "_finish_reason": "content_filter"}
 
 
 def tool_calls(*calls: tuple[str, dict[str, Any]]) -> Responder:
