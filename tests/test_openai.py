@@ -540,6 +540,15 @@ async def test_a_blocked_prompt_is_a_refusal_not_an_engine_failure(storage, fake
     assert "failed" not in caplog.text  # neither an engine failure nor the fallback engine
 
 
+async def test_words_said_with_tool_calls_go_back_with_them(storage, fake) -> None:
+    fake.script = [tool_calls(("get_player_stats", {}), said="Let me look that up."), answer("Done.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    (asked,) = [m for m in fake.chats[1].body["messages"] if m.get("tool_calls")]
+    # An audio model says them in its audio's transcript only, with no content.
+    assert asked["content"] == "Let me look that up."
+
+
 SIGNATURES = {"wav": b"RIFF", "mp3": b"ID3", "flac": b"fLaC", "aac": b"\xff\xf1", "opus": b"OggS"}
 
 

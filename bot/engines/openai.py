@@ -125,6 +125,8 @@ class OpenAIEngine:
         if choice.finish_reason == "content_filter":
             # Whatever came before the filter stopped it is not to be said either.
             return _filtered("finish_reason content_filter", usage)
+        # Audio models put their words in the audio's transcript, with no content.
+        said = (message.audio.transcript if message.audio else None) or message.content or ""
         if message.tool_calls and turn.allow_tools:
             calls = []
             for call in message.tool_calls:
@@ -133,7 +135,7 @@ class OpenAIEngine:
                 except json.JSONDecodeError:
                     arguments = {"_unparsed": call.function.arguments}
                 calls.append(ToolCall(id=call.id, name=call.function.name, arguments=arguments))
-            return EngineReply(tool_calls=calls, text=message.content or "", usage=usage)
+            return EngineReply(tool_calls=calls, text=said, usage=usage)
         if message.refusal:
             log.info("model refused: %s", message.refusal)
             return EngineReply(text=say.REFUSAL, refusal=True, usage=usage)
@@ -144,9 +146,9 @@ class OpenAIEngine:
                 self.max_reply_tokens,
             )
         if message.audio is None:
-            return EngineReply(text=message.content or "", usage=usage, cut_off=cut_off)
+            return EngineReply(text=said, usage=usage, cut_off=cut_off)
         return EngineReply(
-            text=message.audio.transcript or message.content or "",
+            text=said,
             audio=base64.b64decode(message.audio.data),
             audio_format=FORMATS[self.reply_format],
             audio_id=message.audio.id,

@@ -483,10 +483,13 @@ def filtered() -> Responder:
     return lambda body: {"content": None, "_finish_reason": "content_filter"}
 
 
-def tool_calls(*calls: tuple[str, dict[str, Any]]) -> Responder:
+def tool_calls(*calls: tuple[str, dict[str, Any]], said: str | None = None) -> Responder:
+    """Tool calls; with `said`, words spoken alongside them (as audio, when audio was asked for)."""
+
     def respond(body: dict[str, Any]) -> Reply:
         return {
-            "content": None,
+            "content": said,
+            "_audio": said is not None,
             "tool_calls": [
                 {
                     "id": f"call_{uuid.uuid4().hex[:10]}",
