@@ -23,6 +23,7 @@ from bot.engines.base import (
     Engine,
     EngineError,
     EngineReply,
+    PaidTranscript,
     PastTurn,
     Round,
     Transcript,
@@ -186,7 +187,8 @@ class VoiceAgent:
                 _reason(exc),
                 exc_info=not _expected(exc),
             )
-            await self._charge_failed(context.user_id, engine.name, turn.scratch.get("usage", []))
+            spent = [*turn.scratch.get("usage", []), _hearing_cost(turn.heard)]
+            await self._charge_failed(context.user_id, engine.name, spent)
             if self.fallback is None:
                 if turn.heard is not None:
                     turn.heard.cancel()
@@ -216,11 +218,12 @@ class VoiceAgent:
             with watch.stage("transcribe_wait"):
                 user_text = await _result_or_none(turn.heard)
         user_text = user_text or final.user_text
+        hearing = _hearing_cost(turn.heard)
 
         with watch.stage("encode"):
             reply_audio = await self._reply_audio(final, voice)
         results = [r for rnd in turn.rounds for r in rnd.results]
-        usage = _summed([*turn.scratch.get("usage", []), final.usage])
+        usage = _summed([*turn.scratch.get("usage", []), final.usage, hearing])
         past = PastTurn(
             user_text=user_text,
             # A cut-off answer is kept as text saying so: its audio would pass it off as complete.
@@ -274,10 +277,10 @@ class VoiceAgent:
                 results = await self.toolbox.run_all(turn.context, step.tool_calls)
             turn.rounds.append(Round(calls=step.tool_calls, results=results, assistant_text=step.text))
 
-    async def _charge_failed(self, user_id: str, engine: str, spent: list[Usage]) -> None:
+    async def _charge_failed(self, user_id: str, engine: str, spent: list[Usage | None]) -> None:
         """Tokens a failed engine spent (steps billed before it failed) count against the player's
         budget and the cost estimate, though another engine or an apology answers the turn."""
-        if spent:
+        if any(spent):
             await self._record_usage(user_id, engine, _summed(spent), 0.0, turns=0)
 
     async def _record_usage(
@@ -375,6 +378,14 @@ async def _result_or_none(task: asyncio.Task[Transcript | None]) -> str | None:
         log.warning("transcription failed: %s", _reason(exc))
         return None
     return heard.text if heard is not None else None
+
+
+def _hearing_cost(task: asyncio.Task[Transcript | None] | None) -> Usage | None:
+    """What a finished transcription was billed, when its engine pays for hearing."""
+    if task is None or not task.done() or task.cancelled() or task.exception() is not None:
+        return None
+    heard = task.result()
+    return heard.usage if isinstance(heard, PaidTranscript) else None
 
 
 def _summed(steps: list[Usage | None]) -> Usage:

@@ -549,6 +549,17 @@ async def test_words_said_with_tool_calls_go_back_with_them(storage, fake) -> No
     assert asked["content"] == "Let me look that up."
 
 
+async def test_the_transcription_request_counts_in_the_usage(storage, fake) -> None:
+    fake.script = [answer("Here you are.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        spent = await app.agent.budget.today_for(NOVA)  # type: ignore[union-attr]
+    billed = sum(u["total_tokens"] for u in fake.billed)
+    assert len(fake.billed) == 2  # the chat request and the transcription
+    assert reply.usage is not None and reply.usage.total == billed
+    assert sum(spent[k] for k in ("text_in", "text_out", "audio_in", "audio_out")) == billed
+
+
 SIGNATURES = {"wav": b"RIFF", "mp3": b"ID3", "flac": b"fLaC", "aac": b"\xff\xf1", "opus": b"OggS"}
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "Engine",
     "EngineError",
     "EngineReply",
+    "PaidTranscript",
     "PastTurn",
     "Round",
     "Transcript",
@@ -73,6 +74,13 @@ class Usage:
     @property
     def total(self) -> int:
         return self.text_in + self.text_out + self.audio_in + self.audio_out
+
+
+@dataclass(frozen=True)
+class PaidTranscript(Transcript):
+    """Words heard by a service that bills the hearing: what it cost goes with the turn's usage."""
+
+    usage: Usage | None = None
 
 
 @dataclass

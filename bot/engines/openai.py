@@ -23,7 +23,16 @@ import openai
 from bot import sentences as say
 from bot.audio import pcm_to_wav
 from bot.config import OPENAI_VOICES, Settings, shown_url
-from bot.engines.base import AudioClip, EngineError, EngineReply, PastTurn, Transcript, TurnState, Usage
+from bot.engines.base import (
+    AudioClip,
+    EngineError,
+    EngineReply,
+    PaidTranscript,
+    PastTurn,
+    Transcript,
+    TurnState,
+    Usage,
+)
 from bot.tools.base import ToolCall
 
 log = logging.getLogger(__name__)
@@ -90,7 +99,9 @@ class OpenAIEngine:
             log.warning("transcription failed: %s", type(exc).__name__)
             return None
         text = result.text.strip()
-        return Transcript(text) if text else None
+        if not text:
+            return None
+        return PaidTranscript(text, usage=_transcription_usage(getattr(result, "usage", None)))
 
     async def complete(self, turn: TurnState) -> EngineReply:
         if turn.rounds and turn.heard is not None and not turn.heard.done():
@@ -323,6 +334,15 @@ def _filtered(why: str, usage: Usage | None) -> EngineReply:
     polite refusal, and no other engine answers what the filter blocked."""
     log.info("content filter: %s", why)
     return EngineReply(text=say.REFUSAL, refusal=True, usage=usage)
+
+
+def _transcription_usage(usage: Any) -> Usage | None:
+    """Tokens of a transcription billed by token; one billed by duration is counted by the turn's
+    audio seconds already."""
+    if getattr(usage, "type", None) != "tokens":
+        return None
+    audio = getattr(usage.input_token_details, "audio_tokens", 0) or 0
+    return Usage(text_in=usage.input_tokens - audio, text_out=usage.output_tokens, audio_in=audio)
 
 
 def _usage(usage: Any) -> Usage | None:

@@ -94,6 +94,7 @@ class FakeOpenAI(Strict):
     deployments: list[str] = field(default_factory=lambda: ["voxdesk-audio", "gpt-4o-mini-transcribe"])
     audio_ttl: int = 3600
     issued_audio: dict[str, int] = field(default_factory=dict)  # audio id -> expires_at
+    billed: list[dict[str, Any]] = field(default_factory=list)  # the usage of every answer given
     _runner: web.AppRunner | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on stop: hangs end at once
     port: int = 0
@@ -222,8 +223,9 @@ class FakeOpenAI(Strict):
         if failed is not None:
             return failed
         responder = self.script.pop(0) if self.script else answer("Here is your answer.")
-        message = responder(body)
-        return web.json_response(self._completion(body, message))
+        completion = self._completion(body, responder(body))
+        self.billed.append(completion["usage"])
+        return web.json_response(completion)
 
     def _unknown_audio(self, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The API's error for an assistant audio id it did not give out, or no longer holds: a
@@ -330,7 +332,21 @@ class FakeOpenAI(Strict):
             for error in errors:
                 self.refuse(error)
             return web.json_response({"error": {"message": "; ".join(errors)}}, status=400)
-        return web.json_response({"text": self.transcript, "usage": {"type": "duration", "seconds": 2}})
+        seconds = (len(data) - 44) / 48_000
+        if body.get("model", "").startswith("whisper"):
+            usage: dict[str, Any] = {"type": "duration", "seconds": math.ceil(seconds)}
+        else:  # the gpt-4o transcribe models bill tokens
+            audio_tokens = math.ceil(seconds * AUDIO_TOKENS_PER_SECOND)
+            output_tokens = math.ceil(len(self.transcript.split()) * 4 / 3)
+            usage = {
+                "type": "tokens",
+                "input_tokens": audio_tokens,
+                "input_token_details": {"text_tokens": 0, "audio_tokens": audio_tokens},
+                "output_tokens": output_tokens,
+                "total_tokens": audio_tokens + output_tokens,
+            }
+        self.billed.append(usage)
+        return web.json_response({"text": self.transcript, "usage": usage})
 
     async def _models(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
