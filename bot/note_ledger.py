@@ -37,6 +37,8 @@ CREATE TABLE IF NOT EXISTS notes (
     updated_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS notes_by_state ON notes (state, message_id);
+-- A start asks each place for its newest note answered: without this, a scan of every note each.
+CREATE INDEX IF NOT EXISTS notes_by_place ON notes (place_id, state, message_id);
 CREATE TABLE IF NOT EXISTS places (
     place_id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,         -- dm | channel
@@ -83,6 +85,14 @@ class NoteLedger:
         cursor = await self._write(
             "DELETE FROM notes WHERE state IN ('answered', 'expired', 'refused') AND updated_at < ?",
             (now - KEEP_SETTLED_SECONDS,),
+        )
+        # A place is read at every start (Discord cannot list a bot's DMs): one whose notes are
+        # all forgotten, a player silent for a month, is no longer worth a request each start.
+        # Their next note comes through the gateway, and remembers the place again.
+        await self._write(
+            "DELETE FROM places WHERE NOT EXISTS"
+            " (SELECT 1 FROM notes WHERE notes.place_id = places.place_id)",
+            (),
         )
         return cursor.rowcount
 

@@ -155,14 +155,14 @@ class CatchUp(commands.Cog):
         minutes = self.bot.discord_settings.catch_up_minutes
         cutoff = discord.utils.utcnow() - datetime.timedelta(minutes=minutes)
         leftovers = await ledger.unanswered()
-        places = set(self.bot.discord_settings.channels) | set(await ledger.places("dm"))
-        places |= {u.place_id for u in leftovers}
+        dms = set(await ledger.places("dm"))
+        places = set(self.bot.discord_settings.channels) | dms | {u.place_id for u in leftovers}
 
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()  # notes a bot message refers to
         too_old: set[int] = {u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff}
         for place_id in sorted(places):
-            channel = await self._channel(place_id)
+            channel = await self._channel(place_id, dm=place_id in dms)
             if channel is None:
                 continue
             if not _may_read(channel):
@@ -182,7 +182,12 @@ class CatchUp(commands.Cog):
             if last is not None and _sent_at(last) >= cutoff:
                 start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
             elif last is not None:
-                too_old |= await self._unanswered_before(voice, channel, last, cutoff)
+                gap, window_read = await self._read_from_last(
+                    voice, place_id, channel, last, cutoff, found, replied
+                )
+                too_old |= gap
+                if window_read:
+                    continue
             try:
                 async for message in channel.history(limit=None, after=start, oldest_first=True):
                     # Up to the newest note handled, only the left-over notes are to answer: the
@@ -270,23 +275,42 @@ class CatchUp(commands.Cog):
         if notes and voice.addressed_here(message):
             found[message.id] = (message, notes[0])
 
-    async def _unanswered_before(
-        self, voice: VoiceNotes, channel: discord.abc.Messageable, last: int, cutoff: datetime.datetime
-    ) -> set[int]:
-        """Notes between the last one handled and the window's edge: only counted."""
-        found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
-        replied: set[int] = set()
+    async def _read_from_last(
+        self,
+        voice: VoiceNotes,
+        place_id: int,
+        channel: discord.abc.Messageable,
+        last: int,
+        cutoff: datetime.datetime,
+        found: dict[int, tuple[discord.Message, discord.Attachment]],
+        replied: set[int],
+    ) -> tuple[set[int], bool]:
+        """One read from the last note handled, in a place quiet since before the window: the
+        notes before the window's edge are only counted (up to COUNT_AT_MOST), those after it are
+        sorted into `found`. (the notes too old, whether the window was read too): a place with
+        nothing new, most players' DMs at a start, costs one request, not a count and a read."""
+        gap: dict[int, tuple[discord.Message, discord.Attachment]] = {}
+        counted = 0
         try:
             async for message in channel.history(
-                limit=COUNT_AT_MOST, after=discord.Object(id=last), before=cutoff, oldest_first=True
+                limit=None, after=discord.Object(id=last), oldest_first=True
             ):
-                self._sort(voice, message, found, replied)
-        except discord.HTTPException:
-            return set()
-        return set(found) - replied
+                if message.created_at >= cutoff:
+                    self._sort(voice, message, found, replied)
+                    continue
+                counted += 1
+                if counted > COUNT_AT_MOST:  # a busy channel: the window is read from its edge
+                    return set(gap) - replied, False
+                self._sort(voice, message, gap, replied)
+        except discord.HTTPException as exc:
+            log.warning("catch-up could not read channel %s: %s %s", place_id, exc.status, exc.text)
+        return set(gap) - replied, True
 
-    async def _channel(self, place_id: int) -> discord.abc.Messageable | None:
+    async def _channel(self, place_id: int, dm: bool = False) -> discord.abc.Messageable | None:
         channel = self.bot.get_channel(place_id)
+        if channel is None and dm:
+            # Not cached after a restart; a DM needs no fetch to be read (one request less each).
+            return self.bot.get_partial_messageable(place_id, type=discord.ChannelType.private)
         if channel is None:
             try:
                 channel = await self.bot.fetch_channel(place_id)

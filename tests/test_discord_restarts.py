@@ -17,7 +17,7 @@ import pytest
 
 from bot.note_ledger import NoteLedger
 from tests.conftest import NOVA
-from tests.discord_harness import blaze, bot_process, nova, running_bot, voice_note
+from tests.discord_harness import blaze, bot_process, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     READ_MESSAGE_HISTORY,
@@ -170,6 +170,26 @@ async def test_notes_older_than_the_window_get_nothing_and_are_counted(settings,
         await settle(fake)
     assert [answers(fake, n) for n in stale] == [0, 0, 0]
     assert "3 note(s) older than" in caplog.text
+
+
+async def test_a_quiet_dm_costs_one_request_at_a_start(settings, fake) -> None:
+    # Every DM ever answered is read at each start (Discord cannot list a bot's DMs): a channel
+    # fetch and a count before each read made that three requests per player who ever spoke.
+    async with running_bot(settings, fake):
+        spoke = [await fake.send_note(player, voice_note()) for player in (nova, blaze, quill)]
+        await all_answered(fake, spoke)
+    dms = {int(n["channel_id"]) for n in spoke}
+    await asyncio.sleep(1.5)
+    late = await fake.send_note(nova, voice_note())  # sent while the bot was down
+    before = len(fake.received)
+    async with running_bot(settings, fake, catch_up_minutes=1 / 60):  # all but `late` are old
+        await all_answered(fake, [late])
+        await settle(fake)
+    asked = [
+        r for r in fake.received[before:] if r.channel_id in dms and r.kind in ("history", "get_channel")
+    ]
+    assert sorted((r.kind, r.channel_id) for r in asked) == sorted(("history", c) for c in dms)
+    assert answers(fake, late) == 1 and [answers(fake, n) for n in spoke] == [1, 1, 1]
 
 
 async def test_a_channel_the_bot_may_not_read_is_named_in_a_warning_not_passed_over(

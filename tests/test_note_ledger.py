@@ -114,6 +114,21 @@ async def test_every_write_waits_out_a_refusal_sqlite_gives_at_once(tmp_path) ->
         await two.aclose()
 
 
+async def test_a_place_whose_notes_are_all_forgotten_is_forgotten_too(tmp_path) -> None:
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        for message_id, place in ((1, 10), (2, 20), (3, 20)):
+            await ledger.claim(message_id, place, "u")
+            await ledger.answered(message_id)
+            await ledger.remember_place(place, "dm", "u")
+        old = time.time() - note_ledger.KEEP_SETTLED_SECONDS - 1
+        await ledger._conn.execute("UPDATE notes SET updated_at = ? WHERE message_id <= 2", (old,))
+        await ledger.prune()
+        assert await ledger.places("dm") == [20]  # 10's player has been silent for a month
+    finally:
+        await ledger.aclose()
+
+
 async def test_a_running_ledger_forgets_old_settled_notes_without_a_restart(tmp_path) -> None:
     ledger = await NoteLedger.open(tmp_path / "notes.db")
     try:
