@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import re
 from pathlib import Path
 
@@ -278,6 +279,69 @@ async def test_desk_lists_and_filters_by_status_category_and_age(wsettings) -> N
         assert f">{fresh.key}<" in recent and ">GRV-10<" not in recent  # the seed is from 2026-11
         old = await (await client.get("/desk", params={"age": "7"})).text()
         assert f">{fresh.key}<" not in old
+
+
+async def many_grievances(store, count: int) -> None:  # type: ignore[no-untyped-def]
+    """`count` more grievances, GRV-100 up, every other one open, filed an hour apart."""
+    start = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    rows = []
+    for i in range(count):
+        at = (start + dt.timedelta(hours=i)).isoformat().replace("+00:00", "Z")
+        status = "open" if i % 2 else "closed"
+        rows.append(
+            {
+                "key": f"GRV-{100 + i}",
+                "user_id": NOVA,
+                "category": "other",
+                "description": f"complaint number {i}",
+                "status": status,
+                "created_at": at,
+                "updated_at": at,
+            }
+        )
+    await store.seed(rows)
+
+
+def keys_on(html: str) -> list[str]:
+    return re.findall(r'href="/desk/ticket/(GRV-[0-9]+)"', html)
+
+
+async def test_the_desk_pages_through_every_grievance_with_its_filters_kept(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        await many_grievances(store, 2005)  # with the four demo grievances: 2,009
+        await log_in(client)
+        opened = await store.staff_count("open")
+        assert opened == 1004  # 1,002 of ours and the demo GRV-11 and GRV-13
+        html = await (await client.get("/desk", params={"status": "open"})).text()
+        assert f"1–100 of {opened} grievances" in html
+        # Every open grievance is reachable by following the next page, the filter kept in each link.
+        seen: list[str] = []
+        path: str | None = "/desk?status=open"
+        while path:
+            html = await (await client.get(path)).text()
+            seen += keys_on(html)
+            found = re.search(r'href="([^"]+)" rel="next"', html)
+            path = found.group(1).replace("&amp;", "&") if found else None
+            assert path is None or "status=open" in path
+        assert len(seen) == opened == len(set(seen)) and "GRV-11" in seen
+        assert "Page 11 of 11" in html and "1001–1004 of 1004" in html
+        old = await (await client.get("/desk", params={"status": "open", "sort": "oldest"})).text()
+        assert keys_on(old)[:3] == ["GRV-11", "GRV-13", "GRV-101"]  # in filing order
+        aged = await store.staff_count(older_than_days=30)
+        html = await (await client.get("/desk", params={"age": "30"})).text()
+        assert f"of {aged} grievances" in html
+        found = await (await client.get("/desk", params={"q": "grv-11"})).text()
+        assert keys_on(found) == ["GRV-11"] and "1–1 of 1 grievance<" in found
+        words = await (await client.get("/desk", params={"q": "number 1999"})).text()
+        assert keys_on(words) == ["GRV-2099"]
+        wild = await (await client.get("/desk", params={"q": "100%"})).text()
+        assert keys_on(wild) == [] and "No grievances" in wild
+        for odd in ("abc", "0", "99999999999", "²"):
+            page = await client.get("/desk", params={"status": "open", "page": odd})
+            assert page.status == 200, odd
+        last = await (await client.get("/desk", params={"status": "open", "page": "500"})).text()
+        assert "Page 11 of 11" in last
 
 
 async def test_staff_note_and_status_change_reach_the_player_as_ticket_news(wsettings) -> None:

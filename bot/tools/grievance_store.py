@@ -488,25 +488,35 @@ class LocalGrievanceStore:
         older_than_days: float | None = None,
         newer_than_days: float | None = None,
         limit: int = 200,
+        *,
+        search: str = "",
+        offset: int = 0,
+        oldest_first: bool = False,
     ) -> list[StaffRow]:
-        """Grievances, newest first, filtered; values are bound parameters, never SQL text."""
-        where, args = ["local_key IS NOT NULL"], []
-        if status:
-            where.append("status = ?")
-            args.append(status)
-        if category:
-            where.append("category = ?")
-            args.append(category)
-        now = dt.datetime.now(dt.UTC)
-        for days, op in ((older_than_days, "<="), (newer_than_days, ">=")):
-            if days is not None:
-                at = (now - dt.timedelta(days=days)).replace(microsecond=0)
-                where.append(f"created_at {op} ?")
-                args.append(at.isoformat().replace("+00:00", "Z"))
+        """A page of grievances, newest first (or oldest), filtered; values are bound parameters,
+        never SQL text."""
+        where, args = _staff_where(status, category, older_than_days, newer_than_days, search)
+        order = "id" if oldest_first else "id DESC"
         rows = await self._conn.execute_fetchall(
-            f"SELECT * FROM grievances WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?", (*args, limit)
+            f"SELECT * FROM grievances WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
+            (*args, limit, max(0, offset)),
         )
         return [_staff_row(row) for row in rows]
+
+    async def staff_count(
+        self,
+        status: str | None = None,
+        category: str | None = None,
+        older_than_days: float | None = None,
+        newer_than_days: float | None = None,
+        *,
+        search: str = "",
+    ) -> int:
+        """How many grievances staff_list's filters match, over all its pages."""
+        where, args = _staff_where(status, category, older_than_days, newer_than_days, search)
+        rows = await self._conn.execute_fetchall(f"SELECT COUNT(*) FROM grievances WHERE {where}", args)
+        (count,) = first(rows)  # type: ignore[misc]
+        return int(count)
 
     async def staff_get(self, local_key: str) -> StaffRow | None:
         rows = await self._conn.execute_fetchall("SELECT * FROM grievances WHERE local_key = ?", (local_key,))
@@ -639,6 +649,39 @@ class LocalGrievanceStore:
                 ),
             )
         await self._conn.commit()
+
+
+def _staff_where(
+    status: str | None,
+    category: str | None,
+    older_than_days: float | None,
+    newer_than_days: float | None,
+    search: str,
+) -> tuple[str, list[str]]:
+    """The WHERE clause (and its arguments) of the desk's filters. A search finds a ticket by its
+    key (local or Jira), a player by their id, or descriptions holding every word searched."""
+    where, args = ["local_key IS NOT NULL"], []
+    if status:
+        where.append("status = ?")
+        args.append(status)
+    if category:
+        where.append("category = ?")
+        args.append(category)
+    now = dt.datetime.now(dt.UTC)
+    for days, op in ((older_than_days, "<="), (newer_than_days, ">=")):
+        if days is not None:
+            at = (now - dt.timedelta(days=days)).replace(microsecond=0)
+            where.append(f"created_at {op} ?")
+            args.append(at.isoformat().replace("+00:00", "Z"))
+    words = search.split()
+    if words:
+        # % and _ are wildcards to LIKE: a word holding them means them as characters.
+        likes = [w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for w in words]
+        described = " AND ".join(["description LIKE ? ESCAPE '\\'"] * len(words))
+        where.append(f"(local_key = ? OR remote_key = ? OR user_id = ? OR ({described}))")
+        term = search.strip()
+        args += [term.upper(), term.upper(), term, *(f"%{w}%" for w in likes)]
+    return " AND ".join(where), args
 
 
 def _staff_row(row: aiosqlite.Row) -> StaffRow:

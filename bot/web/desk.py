@@ -21,6 +21,8 @@ from bot.web import charts, security
 from bot.web import state as web_state
 
 MAX_NOTE_CHARS = 4000
+PAGE_SIZE = 100
+MAX_SEARCH_CHARS = 200
 CHECK_CACHE_SECONDS = 30.0
 # ?age=…: created within the last N days ("-N"), or longer ago than N days ("N").
 AGES = {
@@ -30,6 +32,8 @@ AGES = {
     "7": "older than 7 days",
     "30": "older than 30 days",
 }
+
+SORTS = {"": "newest first", "oldest": "oldest first"}
 
 Handler = Callable[[web.Request], Awaitable[Any]]
 
@@ -142,21 +146,55 @@ async def desk(request: web.Request) -> dict[str, Any]:
     age = q.get("age", "")
     if age not in AGES:
         age = ""
+    sort = q.get("sort", "")
+    if sort not in SORTS:
+        sort = ""
+    search = q.get("q", "").strip()[:MAX_SEARCH_CHARS]
     older = newer = None
     if age.startswith("-"):
         newer = float(age[1:])
     elif age:
         older = float(age)
-    rows = await _store(request).staff_list(status or None, category or None, older, newer)
+    filters = (status or None, category or None, older, newer)
+    store = _store(request)
+    total = await store.staff_count(*filters, search=search)
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(_page_number(q.get("page", "")), pages)
+    rows = await store.staff_list(
+        *filters, PAGE_SIZE, search=search, offset=(page - 1) * PAGE_SIZE, oldest_first=sort == "oldest"
+    )
+    chosen = {"status": status, "category": category, "age": age, "sort": sort, "q": search}
+    # The filters stay in the page links; empty ones are left out so the links stay short.
+    kept = {k: v for k, v in chosen.items() if v}
     return {
         "rows": rows,
         "statuses": STAFF_STATUSES,
         "categories": CATEGORIES,
         "ages": AGES,
-        "chosen": {"status": status, "category": category, "age": age},
+        "sorts": SORTS,
+        "chosen": chosen,
+        "total": total,
+        "first": (page - 1) * PAGE_SIZE + 1 if rows else 0,
+        "last": (page - 1) * PAGE_SIZE + len(rows),
+        "page": page,
+        "pages": pages,
+        "previous_page": _desk_url(request, kept, page - 1) if page > 1 else None,
+        "next_page": _desk_url(request, kept, page + 1) if page < pages else None,
         "read_only": _read_only(request),
         "jira_url": web_state(request).settings.jira.url.rstrip("/"),
     }
+
+
+def _page_number(value: str) -> int:
+    """?page=N, 1 for anything that is not a plain page number (a page past the last is cut)."""
+    if value.isascii() and value.isdigit() and len(value) <= 6:
+        return max(1, int(value))
+    return 1
+
+
+def _desk_url(request: web.Request, kept: dict[str, str], page: int) -> str:
+    query = {**kept, "page": str(page)} if page > 1 else kept
+    return str(request.app.router["desk"].url_for().with_query(query))
 
 
 @staff_only
