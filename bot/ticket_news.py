@@ -473,8 +473,9 @@ class TicketNews:
             else:
                 return 0  # pushed at once: the usual path, not news
             return await self._add(e.user_id, "jira", e.remote_key, "filed", e.status, text)
-        if e.kind == "status" and not jira:
-            # Jira's status is the ticket's when Jira is on (the local one is a cache of it).
+        if e.kind == "status" and (not jira or e.push_state == "local_only"):
+            # Jira's status is the ticket's when Jira is on (the local one is a cache of it),
+            # except for a ticket that never goes there: staff work it on the desk.
             if e.status == "open" and not await self.store.known(self._local_source, e.local_key):
                 return 0  # flipped and back before anyone told them: what they last heard
             text = status_text(e.local_key, e.description, e.status)

@@ -388,14 +388,69 @@ async def test_with_jira_the_desk_is_read_only_and_links_to_the_issue(wsettings)
         )
         await log_in(client)
         html = await (await client.get("/desk")).text()
-        assert 'href="https://studio.atlassian.net/browse/STUDIO-7"' in html and "read-only" in html
+        assert 'href="https://studio.atlassian.net/browse/STUDIO-7"' in html and "worked in Jira" in html
         page = await (await client.get("/desk/ticket/GRV-10")).text()
-        assert "Set status" not in page and "Add note" not in page
+        assert "Set status" not in page and "Add note" not in page and "is worked in Jira" in page
         token = await csrf_of(client, "/desk")
         for action, data in (("status", {"status": "resolved"}), ("note", {"body": "hi"})):
             refused = await client.post(f"/desk/ticket/GRV-10/{action}", data={"csrf": token, **data})
             assert refused.status == 403
         assert (await store.staff_get("GRV-10")).status == "in progress"  # type: ignore[union-attr]
+
+
+class JiraLike:
+    """What makes ticket news treat a grievance backend as Jira: a local store and Jira's changes."""
+
+    def __init__(self, local_store: object) -> None:
+        self.local_store = local_store
+
+    async def updated_issues(self, user_ids: list[str], minutes: int) -> list[object]:
+        return []
+
+
+async def test_with_jira_a_ticket_that_never_goes_there_is_worked_on_the_desk(wsettings) -> None:
+    from bot.ticket_news import TicketNews
+
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        await store.mark_pushed("GRV-10", "STUDIO-7")
+        pending = (await store.register(NOVA, "wallet", "top-up lost", push_state="pending")).key
+        await store.record_attempt(pending, "Jira answered 503")
+        # GRV-11 was filed while the local backend was in use: 'local_only', it never goes to Jira.
+        core.settings = core.settings.replace(
+            tools={"grievances": "jira"}, jira={"url": "https://studio.atlassian.net"}
+        )
+        await log_in(client)
+        listed = await (await client.get("/desk")).text()
+        assert "only here" in listed and "waiting to reach Jira" in listed and "Jira answered 503" in listed
+        assert "local_only" not in listed and ">pending<" not in listed
+        page = await (await client.get("/desk/ticket/GRV-11")).text()
+        assert "Set status" in page and "Add note" in page and "only here" in page
+        assert "local_only" not in page
+        waiting = await (await client.get(f"/desk/ticket/{pending}")).text()
+        assert "Set status" not in waiting and "waiting to reach Jira" in waiting
+        assert "Jira answered 503" in waiting and "pending" not in waiting
+        after = max([e if isinstance(e, int) else e.id for e in await store.news_events(0)], default=0)
+        token = await csrf_of(client, "/desk/ticket/GRV-11")
+        moved = await client.post(
+            "/desk/ticket/GRV-11/status", data={"csrf": token, "status": "resolved"}, allow_redirects=False
+        )
+        assert moved.status == 303
+        noted = await client.post(
+            "/desk/ticket/GRV-11/note", data={"csrf": token, "body": "done"}, allow_redirects=False
+        )
+        assert noted.status == 303
+        assert (await store.staff_get("GRV-11")).status == "resolved"  # type: ignore[union-attr]
+        refused = await client.post(f"/desk/ticket/{pending}/status", data={"csrf": token, "status": "x"})
+        assert refused.status == 403
+        missing = await client.post("/desk/ticket/GRV-999/note", data={"csrf": token, "body": "x"})
+        assert missing.status == 404
+        # The player is told, though Jira is on: that ticket's status is the desk's.
+        await store.drop_news_events(after)
+        news = TicketNews(core.news.store, JiraLike(store), core.preferences, None, core.settings.news)
+        assert await news.find() == 1
+        told = await core.news.store.told("222222222222222222")
+        assert ("GRV-11", "status", "resolved", "pending") in told
 
 
 async def test_charts_draw_usage_per_day_and_notes_per_hour(wsettings) -> None:

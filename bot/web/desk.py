@@ -1,6 +1,7 @@
 """The support desk, for staff only: grievances listed and filtered, opened, noted and moved
-between statuses (local backend; read-only with links when Jira is the ticket system), usage and
-notes charts, and the `check` results."""
+between statuses (local backend; with Jira as the ticket system, links to each issue and only the
+grievances that never go to Jira are worked here), usage and notes charts, and the `check`
+results."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from aiohttp import web
 from aiohttp_session import get_session, new_session
 
 from bot.config import Settings
-from bot.tools.grievance_store import CATEGORIES, STAFF_STATUSES, LocalGrievanceStore
+from bot.tools.grievance_store import CATEGORIES, STAFF_STATUSES, LocalGrievanceStore, StaffRow
 from bot.web import charts, security
 from bot.web import state as web_state
 
@@ -34,6 +35,9 @@ AGES = {
 }
 
 SORTS = {"": "newest first", "oldest": "oldest first"}
+
+# A grievance's way to Jira in staff's words, not the store's push_state.
+JIRA_STATES = {"local_only": "only here", "pending": "waiting to reach Jira", "pushed": "in Jira"}
 
 Handler = Callable[[web.Request], Awaitable[Any]]
 
@@ -85,7 +89,7 @@ def _store(request: web.Request) -> LocalGrievanceStore:
     return web_state(request).core.grievances.local_store  # type: ignore[attr-defined,no-any-return]
 
 
-def _read_only(request: web.Request) -> bool:
+def _jira_on(request: web.Request) -> bool:
     return web_state(request).settings.tools.grievances == "jira"
 
 
@@ -180,7 +184,8 @@ async def desk(request: web.Request) -> dict[str, Any]:
         "pages": pages,
         "previous_page": _desk_url(request, kept, page - 1) if page > 1 else None,
         "next_page": _desk_url(request, kept, page + 1) if page < pages else None,
-        "read_only": _read_only(request),
+        "jira_on": _jira_on(request),
+        "jira_states": JIRA_STATES,
         "jira_url": web_state(request).settings.jira.url.rstrip("/"),
     }
 
@@ -209,7 +214,9 @@ async def ticket(request: web.Request) -> dict[str, Any]:
         "g": row,
         "notes": await store.staff_notes(key),
         "statuses": STAFF_STATUSES,
-        "read_only": _read_only(request),
+        "jira_on": _jira_on(request),
+        "workable": _workable(request, row),
+        "jira_states": JIRA_STATES,
         "jira_url": web_state(request).settings.jira.url.rstrip("/"),
     }
 
@@ -218,15 +225,26 @@ def _back_to(request: web.Request, key: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(str(request.app.router["ticket"].url_for(key=key)))
 
 
-def _refuse_if_read_only(request: web.Request) -> None:
-    if _read_only(request):
-        raise web.HTTPForbidden(text="Grievances are worked in Jira: the desk is read-only.")
+def _workable(request: web.Request, row: StaffRow) -> bool:
+    """Worked on the desk: every grievance on the local backend; with Jira on, those that never go
+    there (filed while the local backend was in use, or by no Discord user), or nobody could."""
+    return not _jira_on(request) or row.push_state == "local_only"
+
+
+async def _refuse_if_not_workable(request: web.Request, key: str) -> None:
+    if not _jira_on(request):
+        return
+    row = await _store(request).staff_get(key)
+    if row is None:
+        raise web.HTTPNotFound(text=f"No grievance {key}.")
+    if not _workable(request, row):
+        raise web.HTTPForbidden(text=f"{key} is worked in Jira, not on the desk.")
 
 
 @staff_only
 async def add_note(request: web.Request) -> web.StreamResponse:
-    _refuse_if_read_only(request)
     key = request.match_info["key"]
+    await _refuse_if_not_workable(request, key)
     body = str((await request.post()).get("body", "")).strip()
     if not body or len(body) > MAX_NOTE_CHARS:
         raise web.HTTPBadRequest(text=f"A note is 1 to {MAX_NOTE_CHARS} characters.")
@@ -237,8 +255,8 @@ async def add_note(request: web.Request) -> web.StreamResponse:
 
 @staff_only
 async def set_status(request: web.Request) -> web.StreamResponse:
-    _refuse_if_read_only(request)
     key = request.match_info["key"]
+    await _refuse_if_not_workable(request, key)
     status = str((await request.post()).get("status", ""))
     if status not in STAFF_STATUSES:
         raise web.HTTPBadRequest(text="Unknown status.")
