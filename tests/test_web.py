@@ -398,6 +398,29 @@ async def test_with_jira_the_desk_is_read_only_and_links_to_the_issue(wsettings)
         assert (await store.staff_get("GRV-10")).status == "in progress"  # type: ignore[union-attr]
 
 
+async def test_the_ticket_page_says_what_its_player_will_be_told_and_what_they_were(settings) -> None:
+    s = web_settings(settings.storage_dir)
+    async with web_client(s) as (client, core):
+        await log_in(client)
+        alone = await (await client.get("/desk/ticket/GRV-10")).text()
+        assert "once `voxdesk run` on this storage looks" in alone and "told by the bot" not in alone
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        await client.post("/desk/ticket/GRV-10/status", data={"csrf": token, "status": "resolved"})
+        await core.news.find()
+        ids = [i.id for i in await core.news.store.due() if i.ticket == "GRV-10"]
+        assert await core.news.store.claim(ids) == ids
+        await core.news.store.finish(ids, "muted")
+        told = await (await client.get("/desk/ticket/GRV-10")).text()
+        assert "Last ticket news for GRV-10: “resolved”, not sent: the player turned /notify off." in told
+        playground = await core.grievances.register("web:abc:" + NOVA, "other", "from the playground")
+        page = await (await client.get(f"/desk/ticket/{playground.key}")).text()
+        assert "Nobody is told: this player is no Discord user" in page and "Last ticket news" not in page
+    async with web_client(s, discord_ready=lambda: True) as (client, _):
+        await log_in(client)
+        beside = await (await client.get("/desk/ticket/GRV-11")).text()
+        assert "The bot sends the player a DM (ticket news) within about 60 seconds" in beside
+
+
 class JiraLike:
     """What makes ticket news treat a grievance backend as Jira: a local store and Jira's changes."""
 

@@ -17,6 +17,7 @@ from aiohttp import web
 from aiohttp_session import get_session, new_session
 
 from bot.config import Settings
+from bot.ticket_news import USER_ID
 from bot.tools.grievance_store import CATEGORIES, STAFF_STATUSES, LocalGrievanceStore, StaffRow
 from bot.web import charts, security
 from bot.web import state as web_state
@@ -38,6 +39,16 @@ SORTS = {"": "newest first", "oldest": "oldest first"}
 
 # A grievance's way to Jira in staff's words, not the store's push_state.
 JIRA_STATES = {"local_only": "only here", "pending": "waiting to reach Jira", "pushed": "in Jira"}
+
+# A piece of ticket news's state (bot/ticket_news.py's news table), as staff read it.
+NEWS_STATES = {
+    "pending": "waiting to be sent",
+    "sending": "being sent",
+    "sent": "sent",
+    "muted": "not sent: the player turned /notify off",
+    "dms_closed": "not sent: the player's DMs are closed",
+    "failed": "could not be sent",
+}
 
 Handler = Callable[[web.Request], Awaitable[Any]]
 
@@ -216,6 +227,9 @@ async def ticket(request: web.Request) -> dict[str, Any]:
         "statuses": STAFF_STATUSES,
         "jira_on": _jira_on(request),
         "workable": _workable(request, row),
+        "told": _who_is_told(request, row),
+        "last_news": await _last_news(request, row),
+        "news_states": NEWS_STATES,
         "jira_states": JIRA_STATES,
         "jira_url": web_state(request).settings.jira.url.rstrip("/"),
     }
@@ -223,6 +237,35 @@ async def ticket(request: web.Request) -> dict[str, Any]:
 
 def _back_to(request: web.Request, key: str) -> web.HTTPSeeOther:
     return web.HTTPSeeOther(str(request.app.router["ticket"].url_for(key=key)))
+
+
+def _who_is_told(request: web.Request, row: StaffRow) -> str:
+    """What becomes of a status change for this ticket's player."""
+    st = web_state(request)
+    if not USER_ID.match(row.user_id):
+        return (
+            "Nobody is told: this player is no Discord user (a playground session or the command"
+            " line); they see the new status when they ask."
+        )
+    if st.discord_ready is None:
+        # `voxdesk web` alone: the change waits in the grievance database for the bot's news loop.
+        return (
+            "The player is sent a DM (ticket news) once `voxdesk run` on this storage looks for news;"
+            " this web process sends none. Not if they turned /notify off."
+        )
+    every = round(st.settings.news.poll_seconds)
+    return (
+        f"The bot sends the player a DM (ticket news) within about {every} seconds,"
+        " unless they turned /notify off."
+    )
+
+
+async def _last_news(request: web.Request, row: StaffRow) -> tuple[str, str, str] | None:
+    """(ticket, status told, state) of the newest ticket news about this grievance, if any."""
+    keys = {row.local_key, row.remote_key}
+    told = await web_state(request).core.news.store.told(row.user_id)
+    found = [(ticket, status, state) for ticket, _, status, state in told if ticket in keys]
+    return found[-1] if found else None
 
 
 def _workable(request: web.Request, row: StaffRow) -> bool:
