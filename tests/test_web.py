@@ -421,6 +421,22 @@ async def test_the_ticket_page_says_what_its_player_will_be_told_and_what_they_w
         assert "The bot sends the player a DM (ticket news) within about 60 seconds" in beside
 
 
+async def test_times_say_they_are_utc_and_players_words_find_their_own_direction(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        await log_in(client)
+        desk = await (await client.get("/desk")).text()
+        assert "<th>Filed (UTC)</th>" in desk and "<td>2026-11-14 09:12</td>" in desk
+        assert '<td class="desc" dir="auto">' in desk
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        await client.post("/desk/ticket/GRV-10/note", data={"csrf": token, "body": "Refund sent"})
+        ticket = await (await client.get("/desk/ticket/GRV-10")).text()
+        assert "<dt>Filed</dt><dd>2026-11-14 09:12 UTC</dd>" in ticket
+        assert re.search(r"staff · \d{4}-\d\d-\d\d \d\d:\d\d UTC<", ticket)
+        assert '<blockquote id="description" dir="auto">' in ticket and '<p dir="auto">Refund sent' in ticket
+        playground = await (await client.get("/")).text()
+        assert '<dd id="heard" dir="auto">' in playground and "<th>Updated (UTC)</th>" in playground
+
+
 class JiraLike:
     """What makes ticket news treat a grievance backend as Jira: a local store and Jira's changes."""
 

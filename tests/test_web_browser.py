@@ -150,3 +150,39 @@ async def test_staff_resolve_a_ticket_and_the_player_sees_it(browser, settings) 
     finally:
         await runner.cleanup()
         await core.aclose()
+
+
+async def test_long_words_and_right_to_left_text_keep_the_pages_readable(browser, settings) -> None:
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    unbroken = await core.grievances.register(NOVA, "other", "refund" * 900)  # 5,400 characters, no space
+    arabic = await core.grievances.register(NOVA, "wallet", "محفظتي فارغة بعد الشحن")
+    runner = await start(core, port=0)
+    base = f"http://127.0.0.1:{bound_port(runner)}"
+    try:
+        staff = await (await chromium.new_context(viewport={"width": 1100, "height": 800})).new_page()
+        await staff.goto(base + "/desk/login")
+        await staff.fill("input[name=password]", STAFF_PASSWORD)
+        await staff.click("button[type=submit]")
+        await staff.wait_for_url(base + "/desk")
+        page_width = "document.documentElement.scrollWidth"
+        assert await staff.evaluate(page_width) <= 1100
+        cell = staff.locator(f"tr:has(a:text-is('{unbroken.key}')) td.desc")
+        assert await cell.evaluate("td => td.scrollWidth <= td.clientWidth")  # nothing cut off
+        table = staff.locator("table.grid")
+        assert await table.evaluate("t => t.scrollWidth <= t.clientWidth")
+        rtl = staff.locator(f"tr:has(a:text-is('{arabic.key}')) td.desc")
+        assert await rtl.evaluate("td => getComputedStyle(td).direction") == "rtl"
+
+        await staff.goto(f"{base}/desk/ticket/{unbroken.key}")
+        assert await staff.evaluate(page_width) <= 1100
+        # The form's fields have names of their own, not a placeholder's.
+        assert await staff.get_by_label("New status").count() == 1
+        assert await staff.get_by_label("A note for other staff (the player never sees it)").count() == 1
+        await staff.goto(f"{base}/desk/ticket/{arabic.key}")
+        assert await staff.locator("#description").evaluate("q => getComputedStyle(q).direction") == "rtl"
+    finally:
+        await runner.cleanup()
+        await core.aclose()

@@ -111,18 +111,28 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
     # Sessions before CSRF: the token is checked against the session's.
     setup_sessions(app, security.session_storage(settings))
     app.middlewares.append(security.csrf_middleware)
-    aiohttp_jinja2.setup(
+    env = aiohttp_jinja2.setup(
         app,
         loader=jinja2.PackageLoader("bot.web", "templates"),
         autoescape=jinja2.select_autoescape(default=True, default_for_string=True),
         context_processors=[_template_context],
     )
+    env.filters["utc"] = utc_minute
     playground.add_routes(app)
     desk.add_routes(app)
     ops.add_routes(app)
     # follow_symlinks off and aiohttp's own normalisation: nothing outside static/ is served.
     app.router.add_static("/static", str(PACKAGE / "static"), follow_symlinks=False, name="static")
     return app
+
+
+def utc_minute(iso: str | None, suffix: bool = True) -> str:
+    """A stored time (ISO 8601, UTC) as staff read it: "2026-11-14 09:12 UTC". Staff may sit in
+    any time zone, so the zone is said rather than converted."""
+    if not iso:
+        return ""
+    shown = iso[:16].replace("T", " ")
+    return f"{shown} UTC" if suffix else shown
 
 
 async def _template_context(request: web.Request) -> dict[str, object]:

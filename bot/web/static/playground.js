@@ -117,6 +117,7 @@
         td.textContent = value;
         tr.append(td);
       }
+      tr.lastChild.dir = "auto"; // the player's own words, in whichever script they wrote them
       rows.append(tr);
     }
     if (!body.tickets.length) {
