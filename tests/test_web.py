@@ -437,6 +437,31 @@ async def test_times_say_they_are_utc_and_players_words_find_their_own_direction
         assert '<dd id="heard" dir="auto">' in playground and "<th>Updated (UTC)</th>" in playground
 
 
+def contrast(foreground: str, background: str) -> float:
+    """WCAG 2's contrast ratio of two #rrggbb or #rgb colours."""
+
+    def luminance(colour: str) -> float:
+        hex_ = colour.lstrip("#")
+        hex_ = "".join(c * 2 for c in hex_) if len(hex_) == 3 else hex_
+        channels = [int(hex_[i : i + 2], 16) / 255 for i in (0, 2, 4)]
+        r, g, b = (c / 12.92 if c <= 0.03928 else ((c + 0.055) / 1.055) ** 2.4 for c in channels)
+        return 0.2126 * r + 0.7152 * g + 0.0722 * b
+
+    light, dark = sorted((luminance(foreground), luminance(background)), reverse=True)
+    return (light + 0.05) / (dark + 0.05)
+
+
+def test_every_status_pill_is_readable_at_wcag_aa() -> None:
+    css = (REPO / "bot" / "web" / "static" / "style.css").read_text()
+    variables = dict(re.findall(r"--([a-z]+): (#[0-9a-f]+)", css))
+    pills = re.findall(r"\.s-([a-z-]+) \{ background: (#[0-9a-f]+); color: ([^;]+); \}", css)
+    assert len(pills) == 5
+    for name, background, colour in pills:
+        colour = variables[colour[6:-1]] if colour.startswith("var(") else colour
+        # The pills' text is 0.8rem (12.8 px), not large text: AA asks 4.5:1.
+        assert contrast(colour, background) >= 4.5, (name, round(contrast(colour, background), 2))
+
+
 class JiraLike:
     """What makes ticket news treat a grievance backend as Jira: a local store and Jira's changes."""
 
