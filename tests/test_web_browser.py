@@ -84,18 +84,29 @@ async def test_a_spoken_question_from_the_microphone_is_answered_aloud(browser, 
         page = await chromium.new_page(viewport={"width": 1100, "height": 900})
         await page.goto(f"http://127.0.0.1:{bound_port(runner)}/")
         await page.select_option("#player", NOVA)
+        focused = "document.activeElement.id || document.activeElement.tagName"
         await page.click("#record")
         await page.wait_for_selector("body[data-state=recording]")
+        assert await page.evaluate(focused) == "stop"  # not lost with the Record button disabled
         await page.wait_for_timeout(int(seconds * 1000) + 300)
         await page.click("#stop")
+        assert await page.evaluate(focused) == "record"
         await page.wait_for_selector("body[data-state=answered]", timeout=30_000)
         await page.wait_for_selector("body[data-played=yes]", timeout=10_000)  # the reply is playing
+        assert await page.evaluate(focused) == "result"  # the reply, read next
+        assert await page.get_attribute("#answer", "aria-live") == "polite"
         assert await page.inner_text("#tools") == "get_player_stats {}"
         assert "708 points" in await page.inner_text("#answer")
         assert "points" in await page.inner_text("#heard")
         assert "decode" in await page.inner_text("#timings")
         await page.evaluate("document.getElementById('reply').pause()")
         await shot(page, "playground")
+        # A note refused after that one: its error stands alone, not beside the earlier reply.
+        pdf = {"name": "note.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4\n" + bytes(2000)}
+        await page.set_input_files("#upload", files=[pdf])
+        await page.wait_for_selector("body[data-state=error]", timeout=10_000)
+        assert "looks like a PDF" in await page.inner_text("#status")
+        assert await page.locator("#result").is_hidden()
     finally:
         await runner.cleanup()
         await core.aclose()
@@ -183,6 +194,50 @@ async def test_long_words_and_right_to_left_text_keep_the_pages_readable(browser
         assert await staff.get_by_label("A note for other staff (the player never sees it)").count() == 1
         await staff.goto(f"{base}/desk/ticket/{arabic.key}")
         assert await staff.locator("#description").evaluate("q => getComputedStyle(q).direction") == "rtl"
+    finally:
+        await runner.cleanup()
+        await core.aclose()
+
+
+# Streams the page opened are kept where the test can see whether they were stopped.
+KEEP_STREAMS = """
+window.streams = [];
+if (navigator.mediaDevices) {
+  const open = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (c) => { const s = await open(c); streams.push(s); return s; };
+}
+"""
+ALL_STOPPED = "streams.every((s) => s.getTracks().every((t) => t.readyState === 'ended'))"
+
+
+@pytest.mark.parametrize(
+    "browser_lacks",
+    [
+        "delete window.MediaRecorder;",
+        "window.MediaRecorder = class { constructor() { throw new TypeError('no codec'); } };",
+        # plain http off localhost: no secure context, so no mediaDevices
+        "Object.defineProperty(Navigator.prototype, 'mediaDevices', { get: () => undefined });",
+    ],
+)
+async def test_a_browser_that_cannot_record_says_so_and_lets_go_of_the_microphone(
+    browser, settings, browser_lacks: str
+) -> None:
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    runner = await start(core, port=0)
+    try:
+        context = await chromium.new_context()
+        await context.add_init_script(KEEP_STREAMS + browser_lacks)
+        page = await context.new_page()
+        await page.goto(f"http://127.0.0.1:{bound_port(runner)}/")
+        await page.click("#record")
+        await page.wait_for_selector("#status:text('cannot record here')", timeout=5_000)
+        assert await page.inner_text("#status") == "This browser cannot record here; upload a file instead."
+        assert await page.evaluate(ALL_STOPPED)
+        assert await page.is_enabled("#record") and await page.is_disabled("#stop")
+        await context.close()
     finally:
         await runner.cleanup()
         await core.aclose()

@@ -10,10 +10,19 @@
   let recorder = null;
   let chunks = [];
 
+  const CANNOT_RECORD = "This browser cannot record here; upload a file instead.";
+
+  // The reply of an earlier note is not this note's: hidden until this one is answered.
+  function hideReply() {
+    $("result").hidden = true;
+    $("reply").pause();
+  }
+
   async function send(blob, name) {
     const form = new FormData();
     form.append("player", player.value);
     form.append("audio", blob, name);
+    hideReply();
     status("Answering…");
     document.body.dataset.state = "answering";
     let response;
@@ -56,6 +65,7 @@
     }
     status("Answered by " + body.engine + ".");
     document.body.dataset.state = "answered";
+    $("result").focus(); // where the answer is: read next, not left behind on a button
     const audio = $("reply");
     if (body.audio_url) {
       audio.src = body.audio_url;
@@ -66,6 +76,11 @@
   $("reply").addEventListener("playing", () => { document.body.dataset.played = "yes"; });
 
   $("record").addEventListener("click", async () => {
+    // Without a secure context (plain http off localhost) there is no mediaDevices at all.
+    if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || typeof MediaRecorder === "undefined") {
+      status(CANNOT_RECORD);
+      return;
+    }
     let stream;
     try {
       // The recogniser wants the voice as spoken: the browser's echo cancelling, noise gate and
@@ -78,21 +93,30 @@
       return;
     }
     chunks = [];
-    recorder = new MediaRecorder(stream);
-    recorder.addEventListener("dataavailable", (e) => { if (e.data.size) chunks.push(e.data); });
-    recorder.addEventListener("stop", () => {
-      stream.getTracks().forEach((t) => t.stop());
-      send(new Blob(chunks, { type: recorder.mimeType }), "note.webm");
-    });
-    recorder.start();
-    $("record").disabled = true;
+    try {
+      recorder = new MediaRecorder(stream);
+      recorder.addEventListener("dataavailable", (e) => { if (e.data.size) chunks.push(e.data); });
+      recorder.addEventListener("stop", () => {
+        stream.getTracks().forEach((t) => t.stop());
+        send(new Blob(chunks, { type: recorder.mimeType }), "note.webm");
+      });
+      recorder.start();
+    } catch (err) {
+      stream.getTracks().forEach((t) => t.stop()); // the microphone is not left open
+      recorder = null;
+      status(CANNOT_RECORD);
+      return;
+    }
     $("stop").disabled = false;
+    $("stop").focus(); // before Record is disabled under it, or focus falls to the page
+    $("record").disabled = true;
     status("Recording… press stop when you are done.");
     document.body.dataset.state = "recording";
   });
 
   $("stop").addEventListener("click", () => {
     $("record").disabled = false;
+    $("record").focus();
     $("stop").disabled = true;
     if (recorder && recorder.state !== "inactive") recorder.stop();
   });
