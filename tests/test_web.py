@@ -69,6 +69,29 @@ async def test_playground_answers_a_note_with_the_tool_timings_and_playable_audi
         assert (await audio.read()).startswith(b"OggS")
 
 
+async def test_reply_audio_answers_range_requests_so_players_can_seek(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        url = (await (await ask(client, await csrf_of(client))).json())["audio_url"]
+        whole = await client.get(url)
+        ogg = await whole.read()
+        size = len(ogg)
+        assert whole.status == 200 and whole.headers["Accept-Ranges"] == "bytes"
+        for asked, start, stop in (
+            ("bytes=0-99", 0, 100),
+            (f"bytes={size - 10}-", size - 10, size),
+            ("bytes=-16", size - 16, size),
+            (f"bytes=5-{size * 2}", 5, size),
+        ):
+            part = await client.get(url, headers={"Range": asked})
+            assert part.status == 206, asked
+            assert part.headers["Content-Range"] == f"bytes {start}-{stop - 1}/{size}", asked
+            assert await part.read() == ogg[start:stop], asked
+        past = await client.get(url, headers={"Range": f"bytes={size}-"})
+        assert past.status == 416 and past.headers["Content-Range"] == f"bytes */{size}"
+        several = await client.get(url, headers={"Range": "bytes=0-1, 5-6"})
+        assert several.status == 200 and await several.read() == ogg
+
+
 async def test_reply_audio_is_served_only_to_the_session_that_asked(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         body = await (await ask(client, await csrf_of(client))).json()

@@ -95,6 +95,8 @@ async def test_a_spoken_question_from_the_microphone_is_answered_aloud(browser, 
         await page.wait_for_selector("body[data-played=yes]", timeout=10_000)  # the reply is playing
         assert await page.evaluate(focused) == "result"  # the reply, read next
         assert await page.get_attribute("#answer", "aria-live") == "polite"
+        # Served in ranges, the reply has a length the audio control can show and seek in.
+        assert await page.evaluate("Number.isFinite(document.getElementById('reply').duration)")
         assert await page.inner_text("#tools") == "get_player_stats {}"
         assert "708 points" in await page.inner_text("#answer")
         assert "points" in await page.inner_text("#heard")

@@ -192,9 +192,26 @@ async def reply_audio(request: web.Request) -> web.Response:
     kept = st.replies.get(request.match_info["token"])
     if kept is None or kept[0] != await _owner(request):
         raise web.HTTPNotFound()
-    return web.Response(
-        body=kept[1], content_type="audio/ogg", headers={"Cache-Control": "private, no-store"}
-    )
+    return _ranged(request, kept[1])
+
+
+def _ranged(request: web.Request, ogg: bytes) -> web.Response:
+    """The reply audio whole, or the one byte range asked for. An audio element learns a
+    streamed Ogg file's length by asking for its end: served whole only, it shows no duration
+    and cannot seek."""
+    headers = {"Cache-Control": "private, no-store", "Accept-Ranges": "bytes"}
+    try:
+        wanted = request.http_range
+    except ValueError:  # several ranges, or an unreadable one: the whole note (RFC 9110 allows it)
+        wanted = slice(None)
+    if wanted.start is None and wanted.stop is None:
+        return web.Response(body=ogg, content_type="audio/ogg", headers=headers)
+    start, stop, _ = wanted.indices(len(ogg))
+    if start >= stop:
+        headers["Content-Range"] = f"bytes */{len(ogg)}"
+        return web.Response(status=416, headers=headers)
+    headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(ogg)}"
+    return web.Response(status=206, body=ogg[start:stop], content_type="audio/ogg", headers=headers)
 
 
 def _grievance_owner(owner: str, user_id: str) -> str:
