@@ -448,7 +448,7 @@ async def test_times_say_they_are_utc_and_players_words_find_their_own_direction
     async with web_client(wsettings) as (client, _):
         await log_in(client)
         desk = await (await client.get("/desk")).text()
-        assert "<th>Filed (UTC)</th>" in desk and "<td>2026-11-14 09:12</td>" in desk
+        assert "<th>Filed (UTC)</th>" in desk and '<td class="when">2026-11-14 09:12</td>' in desk
         assert '<td class="desc" dir="auto">' in desk
         token = await csrf_of(client, "/desk/ticket/GRV-10")
         await client.post("/desk/ticket/GRV-10/note", data={"csrf": token, "body": "Refund sent"})

@@ -186,6 +186,18 @@ async def test_long_words_and_right_to_left_text_keep_the_pages_readable(browser
         assert await cell.evaluate("td => td.scrollWidth <= td.clientWidth")  # nothing cut off
         table = staff.locator("table.grid")
         assert await table.evaluate("t => t.scrollWidth <= t.clientWidth")
+        # ... while keys, player ids, categories, statuses and times stay on one line each.
+        for short in (
+            "td:nth-child(1) a",
+            "td:nth-child(2) code",
+            "td:nth-child(3)",
+            ".status",
+            "td:nth-child(5)",
+        ):
+            lines = await staff.locator(f"tbody {short}").evaluate_all(
+                "found => found.map((e) => e.getClientRects().length)"
+            )
+            assert lines and set(lines) == {1}, (short, lines)
         rtl = staff.locator(f"tr:has(a:text-is('{arabic.key}')) td.desc")
         assert await rtl.evaluate("td => getComputedStyle(td).direction") == "rtl"
 

@@ -142,6 +142,7 @@
         tr.append(td);
       }
       tr.lastChild.dir = "auto"; // the player's own words, in whichever script they wrote them
+      tr.lastChild.className = "desc";
       rows.append(tr);
     }
     if (!body.tickets.length) {
