@@ -837,3 +837,41 @@ async def test_a_player_with_twelve_achievements_hears_twelve(settings) -> None:
     async with running_app(settings) as app:
         reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "what achievements do i have")
     assert reply.text.startswith("You have 12 achievements; the latest 10 are Medal 11, Medal 10, ")
+
+
+def _blas_threads() -> list[int]:
+    from threadpoolctl import threadpool_info
+
+    return [pool["num_threads"] for pool in threadpool_info() if pool["user_api"] == "blas"]
+
+
+@pytest.mark.timeout(180)
+async def test_each_hearing_worker_does_its_linear_algebra_on_one_thread(settings, monkeypatch) -> None:
+    # OpenBLAS's helper threads, one per core in every worker, fought the notes running side by
+    # side for the same two cores: 16-50% fewer notes a second in a raid.
+    import asyncio
+
+    from bot.engines.offline.hearing import WorkerHearing
+
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
+    hearing = WorkerHearing(settings.storage_dir / "speech", workers=1)
+    try:
+        await hearing.start()
+        threads = await asyncio.get_running_loop().run_in_executor(hearing._pool, _blas_threads)
+    finally:
+        await hearing.aclose()
+    assert threads and set(threads) == {1}
+
+
+def test_an_operators_own_thread_setting_is_kept(monkeypatch) -> None:
+    from bot.speech import math_threads
+
+    limited: list[int] = []
+    monkeypatch.setattr(math_threads, "threadpool_limits", lambda limits, user_api: limited.append(limits))
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    math_threads.one_blas_thread()
+    assert limited == []
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS")
+    math_threads.one_blas_thread()
+    assert limited == [1]

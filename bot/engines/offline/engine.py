@@ -31,6 +31,7 @@ from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_w
 from bot.intent import meaning, router
 from bot.intent.cues import FILING_WORDS, FUNCTION_WORDS
 from bot.intent.word_tagger import word_tagger
+from bot.speech.math_threads import one_blas_thread
 from bot.speech.recognition import AUTO, POCKETSPHINX, WHISPER
 from bot.speech.recognizer import build_domain_model
 from bot.speech.speaker import ReplySpeaker
@@ -542,6 +543,7 @@ async def create_offline_engine(
     `why_not` Whisper); "choose" chooses here."""
     if whisper == "choose":
         whisper, why_not = await _choose_recognizer(settings)
+    one_blas_thread()
     # Under pocketsphinx `auto` reads through all-MiniLM-L6-v2, as its hearing workers vote: the
     # engine votes again over the same ten transcripts in a conversation's light.
     understanding = vote_meaning(settings.offline.meaning_model, pocketsphinx=whisper is None)

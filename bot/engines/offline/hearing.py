@@ -29,6 +29,7 @@ from bot.engines.base import EngineError, Transcript
 from bot.intent import meaning, router
 from bot.intent.word_tagger import word_tagger
 from bot.speech import encoder_files
+from bot.speech.math_threads import one_blas_thread
 from bot.speech.recognition import SpeechRecognizer
 from bot.speech.recognizer import Recognizer, require_models, to_16k
 from bot.speech.sentence_encoder import MINILM
@@ -120,6 +121,7 @@ def _start_worker(
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=log_format or logging.BASIC_FORMAT)
     threading.Thread(target=_leave_with_the_bot, args=(os.getppid(),), daemon=True).start()
+    one_blas_thread()
     _recognizer = load_recognizer(Path(model_dir), whisper)
     # The N-best vote routes each transcript as the engine will.
     meaning.use(vote_meaning(meaning_setting, pocketsphinx=whisper is None))
