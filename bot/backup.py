@@ -1,10 +1,11 @@
 """`voxdesk backup DIR`: a consistent copy of every database and the grievance spool, safe while
 the bot runs.
 
-A plain file copy of a running bot's databases misses what sits in their write-ahead logs
-(`*.db-wal`) until SQLite checkpoints it: recent grievances, for one. SQLite's online backup
-copies each database as one transaction sees it, WAL included, and waits for a writer's
-transaction (up to db.BUSY_SECONDS) rather than copying half of it."""
+A copy of a running bot's files can catch a database half written, and a copy of its `*.db`
+files alone misses what sits in their write-ahead logs (`*.db-wal`) until SQLite moves it:
+recent grievances, for one. SQLite's online backup copies each database as one transaction
+sees it, WAL included, and waits for a writer's transaction (up to db.BUSY_SECONDS) rather than
+copying half of it."""
 
 from __future__ import annotations
 
@@ -29,15 +30,17 @@ def backup(settings: Settings, into: Path, now: dt.datetime | None = None) -> tu
     private_dir(into)
     folder.mkdir(mode=0o700)  # never into an earlier backup
     lines = []
-    for db in storage.databases:
-        if db.exists():
-            _copy_database(db, folder / db.name)
-            lines.append(f"{db.name}: copied")
+    # The spool first: a grievance the bot files from it meanwhile is then in the database's copy
+    # (or in both, and filed once by its id); the other way round it could be in neither.
     spool = GrievanceSpool.beside(storage.grievances)
     for kept in (spool.path, spool.rejected):
         if kept.exists():
             _copy_locked(kept, folder / kept.name)
             lines.append(f"{kept.name}: copied (grievances not yet in the database)")
+    for db in storage.databases:
+        if db.exists():
+            _copy_database(db, folder / db.name)
+            lines.append(f"{db.name}: copied")
     return folder, lines
 
 

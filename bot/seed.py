@@ -35,7 +35,7 @@ def _players(db: Path) -> int:
 
 
 async def initialise(settings: Settings, speech: bool = True) -> list[str]:
-    """Idempotent: the demo players and grievances go only into a new players database; a re-run
+    """Idempotent: the demo players and grievances go only into a new var/; a re-run
     keeps the players a studio linked or added, rebuilds the indexes and never deletes a filed
     grievance."""
     storage = storage_paths(settings)
@@ -43,15 +43,16 @@ async def initialise(settings: Settings, speech: bool = True) -> list[str]:
     done = []
 
     sql = paths.SQL / "sqlite"
-    load_sql_script(storage.players, sql / "schema.sql")
-    players = _players(storage.players)
-    first_run = players == 0
+    # A new var/ is one with no players database yet (or the empty file a failed first run left):
+    # an emptied players table is a studio's choice, not an invitation to bring the demo back.
+    first_run = not storage.players.exists() or storage.players.stat().st_size == 0
     if first_run:
-        load_sql_script(storage.players, sql / "seed.sql")
-        players = _players(storage.players)
-        done.append(f"players: {players} demo players in {storage.players}")
+        load_sql_script(storage.players, sql / "schema.sql", sql / "seed.sql")
+        done.append(f"players: {_players(storage.players)} demo players in {storage.players}")
     else:
-        done.append(f"players: {players} kept in {storage.players} (demo players go only into a new one)")
+        load_sql_script(storage.players, sql / "schema.sql")
+        kept = _players(storage.players)
+        done.append(f"players: {kept} kept in {storage.players} (demo players go only into a new one)")
 
     chunks = chunk_manuals(settings.manuals_dir)
     if not chunks:

@@ -287,8 +287,9 @@ class CatchUp(commands.Cog):
     ) -> tuple[set[int], bool]:
         """One read from the last note handled, in a place quiet since before the window: the
         notes before the window's edge are only counted (up to COUNT_AT_MOST), those after it are
-        sorted into `found`. (the notes too old, whether the window was read too): a place with
-        nothing new, most players' DMs at a start, costs one request, not a count and a read."""
+        sorted into `found`. Returns the notes too old to answer, and whether the window was read
+        too (not when the count ran out first). A place with nothing new, most players' DMs at a
+        start, costs one request."""
         gap: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         counted = 0
         try:

@@ -63,3 +63,19 @@ def test_backup_command_names_its_folder(settings, tmp_path: Path) -> None:
     assert "grievances.db: copied" in done.stdout
     (folder,) = (tmp_path / "b").iterdir()
     assert done.stdout.strip().endswith(f"backup: {folder}")
+
+
+def test_the_spool_is_copied_before_the_grievance_database(settings, tmp_path: Path, monkeypatch) -> None:
+    # A grievance the running bot files from the spool between the two copies must be in one of
+    # them: in the database's copy if that is taken after the spool's.
+    from bot import backup as module
+
+    copied: list[str] = []
+    real_database, real_locked = module._copy_database, module._copy_locked
+    monkeypatch.setattr(module, "_copy_database", lambda s, t: (copied.append(s.name), real_database(s, t)))
+    monkeypatch.setattr(module, "_copy_locked", lambda s, t: (copied.append(s.name), real_locked(s, t)))
+    GrievanceSpool.beside(settings.storage_dir / "grievances.db").keep(
+        "note-2", user_id=NOVA, category="other", description="kept", at="x", state="local_only"
+    )
+    backup(settings, tmp_path / "b")
+    assert copied.index("grievances.db.spool.jsonl") < copied.index("grievances.db")

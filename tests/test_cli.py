@@ -129,6 +129,22 @@ def test_init_is_idempotent_and_never_drops_a_filed_grievance_or_a_linked_player
         assert conn.execute("SELECT COUNT(*) FROM game_sessions").fetchone()[0] == 277
 
 
+def test_init_after_a_studio_empties_the_players_brings_no_demo_data_back(settings) -> None:
+    import asyncio
+
+    from bot.seed import initialise
+
+    with sqlite3.connect(settings.storage_dir / "players.db") as conn:  # stats live elsewhere now
+        for table in ("achievements", "game_sessions", "players"):
+            conn.execute(f"DELETE FROM {table}")
+    with sqlite3.connect(settings.storage_dir / "grievances.db") as conn:
+        conn.execute("DELETE FROM grievances WHERE local_key = 'GRV-12'")
+    lines = asyncio.run(initialise(settings, speech=False))
+    assert any("players: 0 kept" in line for line in lines), lines
+    with sqlite3.connect(settings.storage_dir / "grievances.db") as conn:
+        assert not conn.execute("SELECT 1 FROM grievances WHERE local_key = 'GRV-12'").fetchall()
+
+
 def test_init_seeds_demo_players_into_a_new_database_in_one_transaction(tmp_path: Path) -> None:
     from bot.seed import load_sql_script
 
@@ -197,7 +213,7 @@ def test_check_before_init_names_what_is_missing(tmp_path: Path) -> None:
 
 
 def test_check_elsewhere_says_it_runs_on_built_in_settings(tmp_path: Path) -> None:
-    # A service started from / once ran on built-in settings and a data folder of /var silently.
+    # A service started from / would run on built-in settings with its data in /var: say so.
     done = voxdesk("check", storage=tmp_path / "data", cwd=tmp_path, PYTHONPATH=str(REPO))
     where = f"built-in settings (no config.toml in {tmp_path}: --config or VOXDESK_CONFIG)"
     assert done.stdout.startswith(f"{where}, data in {tmp_path / 'data'}\n"), done.stdout + done.stderr

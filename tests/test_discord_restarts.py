@@ -173,8 +173,8 @@ async def test_notes_older_than_the_window_get_nothing_and_are_counted(settings,
 
 
 async def test_a_quiet_dm_costs_one_request_at_a_start(settings, fake) -> None:
-    # Every DM ever answered is read at each start (Discord cannot list a bot's DMs): a channel
-    # fetch and a count before each read made that three requests per player who ever spoke.
+    # Every DM the ledger knows is read at each start (Discord cannot list a bot's DMs): with a
+    # channel fetch and a separate count, that would be three requests per player who spoke.
     async with running_bot(settings, fake):
         spoke = [await fake.send_note(player, voice_note()) for player in (nova, blaze, quill)]
         await all_answered(fake, spoke)

@@ -50,7 +50,7 @@ from bot.tools.base import Passage, ToolError
 # One vocabulary for both backends: the same words are searched for on either.
 from bot.tools.embedded import TITLE_WEIGHT, WORD, query_terms
 from bot.tools.manual_chunks import Chunk, chunk_manuals
-from bot.tools.relevance import CANDIDATES_PER_RESULT, evidence, terms_to_look_up
+from bot.tools.relevance import CANDIDATES_PER_RESULT, all_known, evidence
 
 log = logging.getLogger(__name__)
 
@@ -220,18 +220,14 @@ class AzureSearchManuals:
                 # semantic reranker only reorders what the keyword half matched, and a floor on
                 # its score would be a second rule, tuned to a model, the backends would not share.
                 found = evidence(terms, [(str(d.get("title") or ""), str(d.get("text") or "")) for d in docs])
-                all_known = True
-                for term in terms_to_look_up(terms, found):
-                    if not await self._known(term):
-                        all_known = False
-                        break
+                every_known = await all_known(terms, found, self._known)
         except (AzureError, TimeoutError) as exc:
             self._log_failure(exc)
             raise ToolError(say.MANUALS_UNAVAILABLE) from exc
         if options.get("query_type") == "semantic" and docs and docs[0].get("@search.reranker_score") is None:
             log.warning("manuals search: semantic ranking failed, answering from keyword ranking")
         passages: list[Passage] = []
-        for doc in [d for d, e in zip(docs, found, strict=True) if e.answers(all_known)][:top]:
+        for doc in [d for d, e in zip(docs, found, strict=True) if e.answers(every_known)][:top]:
             reranked = doc.get("@search.reranker_score")
             passages.append(
                 Passage(

@@ -16,7 +16,7 @@ from bot.db import open_sqlite
 from bot.tools import stats_sql
 from bot.tools.base import Passage, PlayerSummary, ToolError
 from bot.tools.manual_chunks import Chunk
-from bot.tools.relevance import CANDIDATES_PER_RESULT, evidence, terms_to_look_up
+from bot.tools.relevance import CANDIDATES_PER_RESULT, all_known, evidence
 
 log = logging.getLogger(__name__)
 
@@ -110,16 +110,12 @@ class FtsManuals:
         )
         rows = list(await cursor.fetchall())
         found = evidence(terms, [(r["title"], r["text"]) for r in rows])
-        all_known = True
-        for term in terms_to_look_up(terms, found):
-            if not await self._known(term):
-                all_known = False
-                break
+        every_known = await all_known(terms, found, self._known)
         # bm25() is lower-is-better; flip it so a higher score means a better passage.
         return [
             Passage(title=r["title"], text=r["text"], source=r["source"], score=-r["score"])
             for r, e in zip(rows, found, strict=True)
-            if e.answers(all_known)
+            if e.answers(every_known)
         ][:top]
 
     async def _known(self, term: str) -> bool:

@@ -15,7 +15,7 @@ Which terms a passage holds is decided here, with the Porter stemmer both indexe
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 MIN_TERMS = 2
@@ -55,6 +55,17 @@ def evidence(terms: Sequence[str], passages: Sequence[tuple[str, str]]) -> list[
     finally:
         db.close()
     return [Evidence(frozenset(m), t) for m, t in zip(matched, in_manual_title, strict=True)]
+
+
+async def all_known(
+    terms: Sequence[str], found: Sequence[Evidence], known: Callable[[str], Awaitable[bool]]
+) -> bool:
+    """Whether the manuals use every word `answers` needs to know about, asking `known` (the
+    backend's own index) only for the terms no candidate holds, and stopping at the first no."""
+    for term in terms_to_look_up(terms, found):
+        if not await known(term):
+            return False
+    return True
 
 
 def terms_to_look_up(terms: Sequence[str], found: Sequence[Evidence]) -> list[str]:

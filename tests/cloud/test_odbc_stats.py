@@ -588,7 +588,7 @@ async def test_health_check_line_for_odbc_stats(settings: Settings) -> None:
 
 @pytest.mark.parametrize("dialect", ["sqlite", "sqlserver"])
 def test_the_demo_seeds_never_delete_a_studios_players(dialect: str) -> None:
-    # Both once began with DELETE FROM players: run again, they wiped the players a studio linked.
+    # Run again over a studio's database, a DELETE would wipe the players it linked or added.
     seed = (paths.SQL / dialect / "seed.sql").read_text().upper()
     assert "DELETE" not in seed and "TRUNCATE" not in seed and "DROP" not in seed
     if dialect == "sqlserver":  # `init` checks for itself that the SQLite players table is empty
