@@ -23,7 +23,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.db import first, opening, while_locked
+from bot.db import add_missing_columns, first, opening, while_locked
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notes (
@@ -42,7 +42,8 @@ CREATE INDEX IF NOT EXISTS notes_by_place ON notes (place_id, state, message_id)
 CREATE TABLE IF NOT EXISTS places (
     place_id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,         -- dm | channel
-    user_id TEXT                -- whose DM
+    user_id TEXT,               -- whose DM
+    heard_at REAL               -- the newest note from there (NULL: before this was kept)
 );
 """
 
@@ -50,6 +51,10 @@ CREATE TABLE IF NOT EXISTS places (
 # claim this old belongs to a process that died (or an old process whose pid was reused).
 LEASE_SECONDS = 15 * 60.0
 KEEP_SETTLED_SECONDS = 30 * 24 * 3600.0
+# Each start reads every place the ledger knows (Discord cannot list a bot's DMs), a request or
+# more each; a place silent this long is forgotten, and a note sent there while the bot is down
+# is not seen. A note sent while it runs comes through the gateway and remembers it again.
+KEEP_PLACE_SECONDS = 365 * 24 * 3600.0
 PRUNE_EVERY_SECONDS = 3600.0
 
 
@@ -73,6 +78,9 @@ class NoteLedger:
     async def open(cls, path: Path | str) -> NoteLedger:
         # Autocommit, with BEGIN IMMEDIATE where a read and a write must be one transaction.
         async with opening(path, SCHEMA, autocommit=True) as conn:
+            await add_missing_columns(conn, "places", {"heard_at": "REAL"})
+            # Places kept before heard_at was: their year starts now.
+            await conn.execute("UPDATE places SET heard_at = ? WHERE heard_at IS NULL", (time.time(),))
             ledger = cls(conn, _owner_id())
             await ledger.prune()
             return ledger
@@ -86,14 +94,7 @@ class NoteLedger:
             "DELETE FROM notes WHERE state IN ('answered', 'expired', 'refused') AND updated_at < ?",
             (now - KEEP_SETTLED_SECONDS,),
         )
-        # A place is read at every start (Discord cannot list a bot's DMs): one whose notes are
-        # all forgotten, a player silent for a month, is no longer worth a request each start.
-        # Their next note comes through the gateway, and remembers the place again.
-        await self._write(
-            "DELETE FROM places WHERE NOT EXISTS"
-            " (SELECT 1 FROM notes WHERE notes.place_id = places.place_id)",
-            (),
-        )
+        await self._write("DELETE FROM places WHERE heard_at < ?", (now - KEEP_PLACE_SECONDS,))
         return cursor.rowcount
 
     async def housekeeping(self, now: float | None = None) -> None:
@@ -236,10 +237,13 @@ class NoteLedger:
         row = first(rows)
         return row[0] if row else None
 
-    async def remember_place(self, place_id: int, kind: str, user_id: str | None = None) -> None:
+    async def remember_place(
+        self, place_id: int, kind: str, user_id: str | None = None, now: float | None = None
+    ) -> None:
         await self._write(
-            "INSERT INTO places (place_id, kind, user_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
-            (place_id, kind, user_id),
+            "INSERT INTO places (place_id, kind, user_id, heard_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (place_id) DO UPDATE SET heard_at = excluded.heard_at",
+            (place_id, kind, user_id, time.time() if now is None else now),
         )
 
     async def places(self, kind: str) -> list[int]:

@@ -211,8 +211,8 @@ class VoiceNotes(commands.Cog):
         if reached:
             await self._settle(ledger.answered, message)
             return
-        # Recorded as given up on, not answered: a restart must not try it again either, as the
-        # same refusals would meet it.
+        # Recorded as given up on, not answered, and not tried again: what kept every message from
+        # the player (mostly permissions the channel denies) would most likely meet it again.
         log.error(
             "note %s from %s got no answer: nothing could be posted in channel %s (see above)",
             message.id,

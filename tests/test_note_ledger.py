@@ -114,17 +114,34 @@ async def test_every_write_waits_out_a_refusal_sqlite_gives_at_once(tmp_path) ->
         await two.aclose()
 
 
-async def test_a_place_whose_notes_are_all_forgotten_is_forgotten_too(tmp_path) -> None:
+async def test_a_place_silent_for_a_year_is_forgotten_and_a_month_is_not(tmp_path) -> None:
+    # Read at every start, places must not grow for ever; but a player silent for a month may
+    # still send a note while the bot is down, and it must be found.
     ledger = await NoteLedger.open(tmp_path / "notes.db")
     try:
-        for message_id, place in ((1, 10), (2, 20), (3, 20)):
-            await ledger.claim(message_id, place, "u")
-            await ledger.answered(message_id)
-            await ledger.remember_place(place, "dm", "u")
-        old = time.time() - note_ledger.KEEP_SETTLED_SECONDS - 1
-        await ledger._conn.execute("UPDATE notes SET updated_at = ? WHERE message_id <= 2", (old,))
+        day = 24 * 3600.0
+        await ledger.remember_place(10, "dm", "a", now=time.time() - 366 * day)
+        await ledger.remember_place(20, "dm", "b", now=time.time() - 40 * day)
+        await ledger.remember_place(30, "dm", "c", now=time.time() - 400 * day)
+        await ledger.remember_place(30, "dm", "c")  # spoke again today
         await ledger.prune()
-        assert await ledger.places("dm") == [20]  # 10's player has been silent for a month
+        assert sorted(await ledger.places("dm")) == [20, 30]
+    finally:
+        await ledger.aclose()
+
+
+async def test_places_kept_before_their_time_was_are_kept_a_year_from_the_upgrade(tmp_path) -> None:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "notes.db") as conn:  # the table as an older version made it
+        conn.execute("CREATE TABLE places (place_id INTEGER PRIMARY KEY, kind TEXT NOT NULL, user_id TEXT)")
+        conn.execute("INSERT INTO places VALUES (10, 'dm', 'a')")
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        await ledger.prune(time.time() + 300 * 24 * 3600.0)
+        assert await ledger.places("dm") == [10]
+        await ledger.prune(time.time() + 366 * 24 * 3600.0)
+        assert await ledger.places("dm") == []
     finally:
         await ledger.aclose()
 
