@@ -418,13 +418,18 @@ async def test_after_an_outage_the_poll_looks_back_as_far_as_it_was_away_up_to_a
     assert fake.jql[-1].endswith(f'updated >= "{window}" ORDER BY updated ASC')
 
 
+async def _filed_then_resolved_in_jira(p: Parts, fake: FakeJira, front: Recorder) -> None:
+    """A complaint filed and pushed (GRV-101), a round that finds nothing, then staff resolve it."""
+    await p.grievances.register(NOVA, "wallet", "charged twice")
+    await p.grievances.push_pending()
+    await p.news.run_once(front)
+    fake.set_status("GRV-101", "Done")
+
+
 async def test_jira_down_keeps_the_window_open_until_it_answers(fake: FakeJira, tmp_path: Path) -> None:
     front = Recorder()
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
-        await p.grievances.register(NOVA, "wallet", "charged twice")
-        await p.grievances.push_pending()
-        await p.news.run_once(front)
-        fake.set_status("GRV-101", "Done")
+        await _filed_then_resolved_in_jira(p, fake, front)
         fake.fail("500")
         assert await p.news.run_once(front) == 0  # logged, not raised
         fake.recover()
@@ -435,10 +440,7 @@ async def test_jira_down_keeps_the_window_open_until_it_answers(fake: FakeJira, 
 async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tmp_path: Path) -> None:
     front = Recorder()
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
-        await p.grievances.register(NOVA, "wallet", "charged twice")
-        await p.grievances.push_pending()
-        await p.news.run_once(front)
-        fake.set_status("GRV-101", "Done")
+        await _filed_then_resolved_in_jira(p, fake, front)
         fake.retry_after = "2"
         fake.fail("429", times=1)
         asked = len(fake.received)
