@@ -73,8 +73,9 @@ class TicketNewsDesk(commands.Cog):
                 log.exception("ticket news round failed")
             finally:
                 self._in_round = False
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), interval)
+            with contextlib.suppress(TimeoutError):  # not wait_for, which can swallow a cancel
+                async with asyncio.timeout(interval):
+                    await self._stop.wait()
 
     # ---- where each player last sent a voice note ------------------------------------------
 

@@ -273,8 +273,11 @@ class JiraGrievances:
                 await asyncio.sleep(wait)
                 continue
             backoff = 0.0
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that lands
+            # as the wake does, and the pusher would outlive aclose() (which then never returns).
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
 
     async def _pending_count(self) -> int:
         try:

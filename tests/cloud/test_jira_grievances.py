@@ -158,6 +158,20 @@ async def test_the_background_pusher_pushes_soon_after_register(fake, db) -> Non
         await backend.aclose()
 
 
+async def test_closing_as_a_grievance_wakes_the_pusher_still_stops_it(fake, db) -> None:
+    # A stop arriving in the same moment as a wake-up (a filing just before shutdown) once left
+    # the pusher running and aclose() waiting for it for ever.
+    backend = await open_backend(fake, db, push_interval_seconds=30.0)
+    await backend.start()
+    await asyncio.sleep(0.2)  # the pusher has found nothing and waits to be woken
+    backend._wake.set()
+    closing = asyncio.ensure_future(backend.aclose())
+    done, _ = await asyncio.wait({closing}, timeout=5.0)  # far more than a close takes
+    if not done:  # cancelling it would also cancel the pusher again, and hide the hang
+        closing.cancel()
+    assert done, "aclose() is still waiting for the pusher, which took the stop for a wake-up"
+
+
 async def test_jira_down_ten_grievances_acknowledged_at_once_all_pushed_once(fake, db) -> None:
     fake.fail("500")
     backend = await open_backend(fake, db)
