@@ -667,12 +667,11 @@ def _staff_where(
     if category:
         where.append("category = ?")
         args.append(category)
-    now = dt.datetime.now(dt.UTC)
+    now = time.time()
     for days, op in ((older_than_days, "<="), (newer_than_days, ">=")):
         if days is not None:
-            at = (now - dt.timedelta(days=days)).replace(microsecond=0)
             where.append(f"created_at {op} ?")
-            args.append(at.isoformat().replace("+00:00", "Z"))
+            args.append(iso_at(now - days * 86400))
     words = search.split()
     if words:
         # % and _ are wildcards to LIKE: a word holding them means them as characters.

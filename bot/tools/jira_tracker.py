@@ -25,7 +25,7 @@ from urllib3.exceptions import NewConnectionError
 
 from bot.config import shown_url
 from bot.tools import TICKET_KEY
-from bot.tools.grievance_store import KEY_PREFIX
+from bot.tools.grievance_store import KEY_PREFIX, iso_at
 
 PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}$")
 USER_ID = re.compile(r"^[0-9]{1,20}$")  # a Discord snowflake
@@ -94,7 +94,7 @@ def iso_utc(jira_time: str | None) -> str:
         when = dt.datetime.strptime(jira_time, "%Y-%m-%dT%H:%M:%S.%f%z")
     except ValueError:
         return jira_time
-    return when.astimezone(dt.UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return iso_at(when.timestamp())
 
 
 def summary_for(category: str, description: str) -> str:
