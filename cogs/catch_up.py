@@ -92,7 +92,8 @@ class CatchUp(commands.Cog):
             log.exception("pruning old records failed; trying again later")
 
     async def answer_leftovers(self) -> int:
-        """Answer the notes another process kept or cut short, fetched by id; how many."""
+        """Answer the notes left unanswered (kept for later, or cut short by a process that died),
+        fetched by id; how many."""
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
         if voice is None:
             return 0
@@ -123,7 +124,7 @@ class CatchUp(commands.Cog):
                 # Its process died after the reply went out, before it could mark the note.
                 await ledger.answered_before_a_crash([left.message_id])
                 continue
-            log.info("answering note %s, left unanswered by another process", left.message_id)
+            log.info("answering note %s, kept for later or cut short", left.message_id)
             self.bot.track(voice.answer(message, notes[0]))
             answered += 1
         return answered

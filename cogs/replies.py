@@ -175,8 +175,7 @@ async def send_file(client: discord.Client, message: discord.Message, text: str,
         if first:
             payload["content"] = first
         await post_reply(client, message, payload, (FILE_FILENAME, reply.ogg), linked)
-        for piece in rest:
-            await _send_piece(message, piece, linked)
+        await _send_rest(message, rest, linked)
 
     await _linked_if_allowed(message, send)
 
@@ -186,10 +185,26 @@ async def send_text(message: discord.Message, text: str) -> None:
     that names the player."""
 
     async def send(linked: bool) -> None:
-        for piece in _pieces(message, text, linked):
-            await _send_piece(message, piece, linked)
+        pieces = _pieces(message, text, linked)
+        if pieces:  # a refused first piece is sent again unlinked, naming the player
+            await _send_piece(message, pieces[0], linked)
+            await _send_rest(message, pieces[1:], linked)
 
     await _linked_if_allowed(message, send)
+
+
+async def _send_rest(message: discord.Message, pieces: list[str], linked: bool) -> None:
+    """The pieces after the first. A link refused now (Read Message History taken away mid-send)
+    sends the rest without it: sending the whole reply again would repeat what went out."""
+    for piece in pieces:
+        try:
+            await _send_piece(message, piece, linked)
+        except discord.HTTPException as exc:
+            if not linked or not _refused_for_permissions(exc):
+                raise
+            log.info("reply to note %s refused (50013) mid-send: the rest goes unlinked", message.id)
+            linked = False
+            await _send_piece(message, piece, linked)
 
 
 async def _send_piece(message: discord.Message, piece: str, linked: bool) -> None:
@@ -216,7 +231,9 @@ async def send_answer(
         # Nothing to hear and nothing to read would be a note marked answered with nothing sent.
         await send_text(message, text if text.strip() else say.OOPS)
         return "text"
-    if mode != "file" and voice_message_allowed(message):
+    # A voice message carries no text: where it cannot be a reply, it could not say whom it
+    # answers, and the file style's words name the player.
+    if mode != "file" and voice_message_allowed(message) and (mode != "voice" or may_link(message)):
         try:
             await send_voice_message(client, message, audio)
         except discord.HTTPException as exc:

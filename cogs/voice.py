@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import logging
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -34,6 +35,21 @@ MAX_UNRECORDED = 1000  # notes remembered in memory while the ledger refuses wri
 AUDIO_AS_VIDEO = {"video/webm", "video/ogg", "video/mp4", "video/quicktime"}
 # An attachment whose extension Discord does not recognise comes with no content type at all.
 AUDIO_EXTENSIONS = set(".ogg .oga .opus .mp3 .m4a .aac .wav .webm .weba .flac .amr .3gp".split())
+
+
+class Reached(enum.Enum):
+    """What reached the player of a note: the answer or a line telling them why not (YES);
+    nothing, where the bot may not post (NO); nothing, because Discord failed (LATER)."""
+
+    YES = "yes"
+    NO = "no"
+    LATER = "later"
+
+
+def _discord_failed(exc: BaseException) -> bool:
+    """Discord's own trouble, which passes: a 5xx once discord.py's retries are spent, or a
+    connection that broke or never came."""
+    return isinstance(exc, (discord.DiscordServerError, aiohttp.ClientError, ConnectionError))
 
 
 def is_audio_attachment(attachment: discord.Attachment) -> bool:
@@ -208,8 +224,19 @@ class VoiceNotes(commands.Cog):
             raise
         finally:
             self._answer_out.discard(message.id)
-        if reached:
+        if reached is Reached.YES:
             await self._settle(ledger.answered, message)
+            return
+        if reached is Reached.LATER:
+            # discord.py's own retries are spent: the recheck answers the note once Discord is
+            # back, for as long as catch-up would. Filings are keyed by the note, so a ticket
+            # this turn filed is not filed twice.
+            log.warning(
+                "note %s from %s got no answer because Discord failed: it is answered again later",
+                message.id,
+                author.id,
+            )
+            await self._settle(ledger.release, message)
             return
         # Recorded as given up on, not answered, and not tried again: what kept every message from
         # the player (mostly permissions the channel denies) would most likely meet it again.
@@ -227,16 +254,16 @@ class VoiceNotes(commands.Cog):
         except Exception as exc:
             log.error("could not mark note %s in the ledger: %s", message.id, exc)
 
-    async def _answer(self, message: discord.Message, note: discord.Attachment) -> bool:
-        """Whether anything reached the player: the answer, or a line telling them why not."""
+    async def _answer(self, message: discord.Message, note: discord.Attachment) -> Reached:
         await self._react(message, WORKING)
-        ok = reached = False
+        ok = False
+        reached = Reached.NO
         try:
             ok, reached = await self._turn(message, note)
         except discord.HTTPException as exc:
             log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
             metrics.note("discord", "failed", "send")
-            reached = await self._tell(message, say.OOPS) or message.id in self._answer_out
+            reached = await self._tell_oops(message)
         except asyncio.CancelledError:
             if message.id in self._answer_out:
                 ok = True  # its answer went out; only the transcript was cut
@@ -246,11 +273,13 @@ class VoiceNotes(commands.Cog):
         except Exception:
             log.exception("note %s from %s failed", message.id, message.author.id)
             metrics.note("discord", "failed", "error")
-            reached = await self._tell(message, say.OOPS) or message.id in self._answer_out
+            reached = await self._tell_oops(message)
         finally:
             await self._react(message, WORKING, remove=True)
             if not ok:
-                await self._react(message, FAILED)
+                await self._react(message, LATER if reached is Reached.LATER else FAILED)
+            elif any(r.me and r.emoji == LATER for r in message.reactions):
+                await self._react(message, LATER, remove=True)  # kept for later, and answered now
         return reached
 
     async def _keep_for_restart(self, message: discord.Message) -> None:
@@ -269,8 +298,12 @@ class VoiceNotes(commands.Cog):
             # Bookkeeping for a later catch-up: the note in hand is answered all the same.
             log.warning("could not remember where note %s came from", message.id, exc_info=True)
 
-    async def _turn(self, message: discord.Message, note: discord.Attachment) -> tuple[bool, bool]:
-        """(answered as the agent meant to, anything reached the player)."""
+    async def _tell_oops(self, message: discord.Message) -> Reached:
+        told = await self._tell(message, say.OOPS)
+        return Reached.YES if message.id in self._answer_out else told
+
+    async def _turn(self, message: discord.Message, note: discord.Attachment) -> tuple[bool, Reached]:
+        """(answered as the agent meant to, what reached the player)."""
         limits = self.bot.core.settings.audio
         if note.size > limits.max_bytes:
             log.info("note %s from %s refused: %d bytes", message.id, message.author.id, note.size)
@@ -331,7 +364,7 @@ class VoiceNotes(commands.Cog):
         log.info(
             "answered note %s from %s as %s (%s, %s)", message.id, author.id, how, reply.kind, reply.engine
         )
-        return reply.kind in ("answer", "refusal"), True
+        return reply.kind in ("answer", "refusal"), Reached.YES
 
     @contextlib.asynccontextmanager
     async def _typing(self, message: discord.Message) -> AsyncIterator[None]:
@@ -348,14 +381,15 @@ class VoiceNotes(commands.Cog):
         finally:
             await typing.__aexit__(None, None, None)
 
-    async def _tell(self, message: discord.Message, text: str) -> bool:
-        """A short reply the player can act on; whether it went out (failures are only logged)."""
+    async def _tell(self, message: discord.Message, text: str) -> Reached:
+        """A short reply the player can act on (failures are only logged)."""
         try:
             await send_text(message, text)
-        except discord.HTTPException as exc:
-            log.warning("could not reply in channel %s: %s %s", message.channel.id, exc.status, exc.text)
-            return False
-        return True
+        except (discord.HTTPException, aiohttp.ClientError, ConnectionError) as exc:
+            why = f"{exc.status} {exc.text}" if isinstance(exc, discord.HTTPException) else repr(exc)
+            log.warning("could not reply in channel %s: %s", message.channel.id, why)
+            return Reached.LATER if _discord_failed(exc) else Reached.NO
+        return Reached.YES
 
     async def _react(self, message: discord.Message, emoji: str, remove: bool = False) -> None:
         if not may_react(message):

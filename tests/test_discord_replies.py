@@ -253,3 +253,59 @@ async def test_without_attach_files_the_file_fallback_is_the_transcript_alone(
     (reply,) = fake.replies_to(note["id"])[-1:]
     assert reply.content.startswith("Nova, you have") and not reply.files
     assert [r.content for r in fake.sent("message", ALLOWED_CHANNEL)] == [reply.content]  # no sorry line
+
+
+HOURGLASS = "\N{HOURGLASS WITH FLOWING SAND}"
+
+
+async def test_a_note_discord_failed_to_take_the_answer_for_is_answered_when_discord_is_back(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO)
+    fake.posts_unavailable = 2  # the answer, then the apology: 503 each, past discord.py's retries
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note())
+        voice, transcript = await replies(fake, note, 2)
+        assert await settled(settings, note) == "answered"
+        await fake.wait_for(
+            lambda got: any(r.kind == "reaction_remove" and r.body["emoji"] == HOURGLASS for r in got)
+        )
+    assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
+    assert len(h.engine.turns) == 2  # heard again: the first answer never got out
+    assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 0)] * 2
+    assert any(f"note {note['id']}" in line and "answered again" in line for line in warnings_logged(caplog))
+
+
+async def test_a_link_refused_mid_reply_sends_the_rest_unlinked_without_repeating(
+    settings, fake: FakeDiscord
+):
+    engine = FrontendEngine()
+    engine.long_reply = True  # a transcript of two pieces
+
+    async def deny_after_the_first_piece(posted: Received) -> None:
+        if len(fake.sent("message", ALLOWED_CHANNEL)) == 2:  # the voice message, then piece one
+            await fake.deny(ALLOWED_CHANNEL, READ_MESSAGE_HISTORY, tell_the_bot=False)
+
+    fake.after_post = deny_after_the_first_piece
+    fake.expect_refusals()
+    async with running_bot(settings, fake, engine=engine):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+    voice, *pieces = fake.sent("message", ALLOWED_CHANNEL)
+    assert voice.is_voice_message and [p.reply_to is not None for p in pieces] == [True, False]
+    assert len([r for r in fake.received if r.error == 50013]) == 1
+    told = " ".join(p.content for p in pieces)
+    assert told.startswith("Nova, you have") and told.count("Tip 59:") == 1 and told.count("Tip 0:") == 1
+
+
+async def test_voice_only_without_read_message_history_is_a_file_naming_the_player(
+    settings, fake: FakeDiscord
+):
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), "voice")
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+    (reply,) = fake.sent("message", ALLOWED_CHANNEL)
+    assert not reply.is_voice_message and reply.reply_to is None
+    assert reply.content == f"<@{nova.id}>" and reply.files[0].data.startswith(b"OggS")

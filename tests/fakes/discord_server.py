@@ -36,7 +36,7 @@ import json
 import re
 import time
 import zlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -153,6 +153,23 @@ class DiscordError(Exception):
         return _json(body, status=self.status)
 
 
+def _keep_own_reaction(message: dict[str, Any], emoji: str, added: bool) -> None:
+    """The bot's reaction as a message read back shows it: counted, with `me` true."""
+    others = [r for r in message.get("reactions", []) if r["emoji"]["name"] != emoji]
+    if added:
+        others.append(
+            {
+                "count": 1,
+                "count_details": {"burst": 0, "normal": 1},
+                "me": True,
+                "me_burst": False,
+                "burst_colors": [],
+                "emoji": {"id": None, "name": emoji},
+            }
+        )
+    message["reactions"] = others
+
+
 def _unknown_message() -> DiscordError:
     return DiscordError(404, 10008, "Unknown Message")
 
@@ -244,6 +261,10 @@ class FakeDiscord(Strict):
         self.hanging_connections = 0  # clients waiting on the gateway while it is down
         self.dispatched_at: dict[str, float] = {}  # message id → when MESSAGE_CREATE went out
         self.refuse_voice_in: set[int] = set()  # channels that answer 50173 to voice messages
+        # Discord's own trouble: while above 0, each message POST is answered 503 and counts it down.
+        self.posts_unavailable = 0
+        # Called once each message POST is stored: a test acting between two pieces of a reply.
+        self.after_post: Callable[[Received], Awaitable[None]] | None = None
         # Guild channel id → the permissions its overwrites deny @everyone, the bot included (see
         # deny()). Discord refuses what they forbid with 403 50013, and a history read without
         # Read Message History is an empty list.
@@ -1018,6 +1039,9 @@ class FakeDiscord(Strict):
         record = Received("message", request.method, request.path, channel_id, body, files)
         try:
             self._check("/channels/{channel_id}/messages", "post", content_type, body)
+            if self.posts_unavailable > 0:
+                self.posts_unavailable -= 1
+                raise DiscordError(503, 0, "503: Service Unavailable")
             self._check_permission(channel_id, SEND_MESSAGES, "POST a message")
             if body.get("message_reference"):
                 # "the current user must have the READ_MESSAGE_HISTORY permission" to reply
@@ -1036,6 +1060,8 @@ class FakeDiscord(Strict):
         record.response = self._message_response(channel_id, body, files, keep_reference=keep_reference)
         self._store(record.response)
         await self._record(record)
+        if self.after_post is not None:
+            await self.after_post(record)
         return _json(record.response)
 
     def _check_recipient(self, channel_id: int, path: str) -> None:
@@ -1206,11 +1232,12 @@ class FakeDiscord(Strict):
         try:
             if kind == "reaction_add":  # "requires the READ_MESSAGE_HISTORY permission"
                 self._check_permission(channel_id, READ_MESSAGE_HISTORY, "PUT a reaction")
-            self._stored(channel_id, body["message_id"])  # a deleted message takes no reactions
+            message = self._stored(channel_id, body["message_id"])  # a deleted message takes none
         except DiscordError as exc:
             record.error = exc.code
             await self._record(record)
             raise
+        _keep_own_reaction(message, body["emoji"], kind == "reaction_add")
         await self._record(record)
         return web.Response(status=204)
 
