@@ -164,7 +164,9 @@ class VoiceAgent:
 
         try:
             with watch.stage("history"):
-                history = await self.conversations.history(context.user_id, context.conversation)
+                history = await self.conversations.history(
+                    context.user_id, context.conversation, request_id=context.request_id
+                )
         except Exception as exc:  # the player is still answered, only without the context
             log.error("could not read the history of user %s: %s", context.user_id, _reason(exc))
             history = []
@@ -338,7 +340,7 @@ class VoiceAgent:
 
     async def _save(self, context: ToolContext, past: PastTurn) -> None:
         try:
-            await self.conversations.append(context.user_id, past, context.conversation)
+            await self.conversations.append(context.user_id, past, context.conversation, context.request_id)
         except Exception as exc:
             log.error("could not save the turn of user %s: %s", context.user_id, _reason(exc))
 

@@ -25,7 +25,8 @@ CREATE TABLE IF NOT EXISTS turns (
     audio_id TEXT,
     audio_expires_at INTEGER,
     engine TEXT NOT NULL DEFAULT '',
-    conversation TEXT NOT NULL DEFAULT ''
+    conversation TEXT NOT NULL DEFAULT '',
+    request_id TEXT NOT NULL DEFAULT ''  -- the note or command it answered: a re-run replaces it
 );
 CREATE INDEX IF NOT EXISTS turns_by_user ON turns (user_id, id);
 CREATE INDEX IF NOT EXISTS turns_by_age ON turns (at);
@@ -61,7 +62,11 @@ class ConversationStore:
     @classmethod
     async def open(cls, path: Path | str, max_turns: int, idle_minutes: float) -> ConversationStore:
         async with opening(path, SCHEMA) as conn:
-            await add_missing_columns(conn, "turns", {"conversation": "TEXT NOT NULL DEFAULT ''"})
+            await add_missing_columns(
+                conn,
+                "turns",
+                {"conversation": "TEXT NOT NULL DEFAULT ''", "request_id": "TEXT NOT NULL DEFAULT ''"},
+            )
             await conn.executescript(INDEXES)
             store = cls(conn, max_turns, idle_minutes)
             await store.prune()
@@ -79,11 +84,16 @@ class ConversationStore:
         cursor = await self._conn.execute(IDLE_TURNS, (cutoff, cutoff))
         return cursor.rowcount
 
-    async def history(self, user_id: str, conversation: str = "", now: float | None = None) -> list[PastTurn]:
+    async def history(
+        self, user_id: str, conversation: str = "", now: float | None = None, request_id: str = ""
+    ) -> list[PastTurn]:
+        """The conversation's recent turns, without those of `request_id`: a note answered again
+        (its answer never reached the player, or a restart cut it) must not hear itself asked."""
         now = time.time() if now is None else now
         rows = await self._conn.execute_fetchall(
-            "SELECT * FROM turns WHERE user_id = ? AND conversation = ? ORDER BY id DESC LIMIT ?",
-            (user_id, conversation, self.max_turns),
+            "SELECT * FROM turns WHERE user_id = ? AND conversation = ? AND (? = '' OR request_id != ?)"
+            " ORDER BY id DESC LIMIT ?",
+            (user_id, conversation, request_id, request_id, self.max_turns),
         )
         rows = list(rows)
         if not rows or now - rows[0]["at"] > self.idle_seconds:
@@ -101,7 +111,10 @@ class ConversationStore:
             for r in reversed(rows)
         ]
 
-    async def append(self, user_id: str, turn: PastTurn, conversation: str = "") -> None:
+    async def append(
+        self, user_id: str, turn: PastTurn, conversation: str = "", request_id: str = ""
+    ) -> None:
+        """Add a turn; one of `request_id` replaces that request's earlier turn."""
         at = turn.at or time.time()
         # Conversations idle past the limit can never be read again: this one starts afresh,
         # and the player's others are forgotten rather than kept.
@@ -112,12 +125,18 @@ class ConversationStore:
         )
         if at - self._pruned_at >= PRUNE_EVERY_SECONDS:
             await self._delete_idle(at)
+        if request_id:
+            await self._conn.execute(
+                "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND request_id = ?",
+                (user_id, conversation, request_id),
+            )
         await self._conn.execute(
-            "INSERT INTO turns (user_id, conversation, at, user_text, reply_text, tool_results,"
-            " audio_id, audio_expires_at, engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO turns (user_id, conversation, request_id, at, user_text, reply_text, tool_results,"
+            " audio_id, audio_expires_at, engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 user_id,
                 conversation,
+                request_id,
                 at,
                 turn.user_text,
                 turn.reply_text,

@@ -326,3 +326,16 @@ async def test_an_apology_after_a_complaint_was_filed_gives_its_ticket_and_keeps
     assert reply.kind == "apology" and "Sorry" in reply.text and key in reply.text
     assert [t.reply_text for t in history] == [reply.text]
     assert history[0].tool_results[0]["result"]["ticket_key"] == key
+
+
+async def test_a_note_answered_again_replaces_its_first_attempt_in_the_history(settings) -> None:
+    engine = ScriptedEngine()  # answers "answer <turns of history it saw>"
+    async with running_app(settings, engine) as app:
+        note = ToolContext(user_id=NOVA, request_id="1001")
+        await app.agent.respond(ToolContext(user_id=NOVA, request_id="1000"), NOTE)
+        await app.agent.respond(note, NOTE)
+        again = await app.agent.respond(note, NOTE)  # its answer never reached the player: heard again
+        await app.agent.respond(ToolContext(user_id=NOVA, request_id="1002"), NOTE)
+        history = await app.conversations.history(NOVA)
+    assert again.text == "answer 1"  # it did not hear its own first attempt
+    assert [t.reply_text for t in history] == ["answer 0", "answer 1", "answer 2"]

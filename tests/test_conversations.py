@@ -106,6 +106,7 @@ async def test_no_column_can_hold_audio(tmp_path) -> None:
         "audio_expires_at",
         "engine",
         "conversation",
+        "request_id",
     }
 
 
