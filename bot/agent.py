@@ -164,9 +164,7 @@ class VoiceAgent:
 
         try:
             with watch.stage("history"):
-                history = await self.conversations.history(
-                    context.user_id, context.conversation, request_id=context.request_id
-                )
+                history = await self.conversations.history(context.user_id, context.conversation)
         except Exception as exc:  # the player is still answered, only without the context
             log.error("could not read the history of user %s: %s", context.user_id, _reason(exc))
             history = []

@@ -84,16 +84,11 @@ class ConversationStore:
         cursor = await self._conn.execute(IDLE_TURNS, (cutoff, cutoff))
         return cursor.rowcount
 
-    async def history(
-        self, user_id: str, conversation: str = "", now: float | None = None, request_id: str = ""
-    ) -> list[PastTurn]:
-        """The conversation's recent turns, without those of `request_id`: a note answered again
-        (its answer never reached the player, or a restart cut it) must not hear itself asked."""
+    async def history(self, user_id: str, conversation: str = "", now: float | None = None) -> list[PastTurn]:
         now = time.time() if now is None else now
         rows = await self._conn.execute_fetchall(
-            "SELECT * FROM turns WHERE user_id = ? AND conversation = ? AND (? = '' OR request_id != ?)"
-            " ORDER BY id DESC LIMIT ?",
-            (user_id, conversation, request_id, request_id, self.max_turns),
+            "SELECT * FROM turns WHERE user_id = ? AND conversation = ? ORDER BY id DESC LIMIT ?",
+            (user_id, conversation, self.max_turns),
         )
         rows = list(rows)
         if not rows or now - rows[0]["at"] > self.idle_seconds:
@@ -114,7 +109,9 @@ class ConversationStore:
     async def append(
         self, user_id: str, turn: PastTurn, conversation: str = "", request_id: str = ""
     ) -> None:
-        """Add a turn; one of `request_id` replaces that request's earlier turn."""
+        """Add a turn. A note answered again (its answer never reached the player, or a restart
+        cut its turn) saw its first attempt in the history, and so what that attempt filed; its
+        new turn then replaces the first, so the conversation holds each note once."""
         at = turn.at or time.time()
         # Conversations idle past the limit can never be read again: this one starts afresh,
         # and the player's others are forgotten rather than kept.

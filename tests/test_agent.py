@@ -337,5 +337,24 @@ async def test_a_note_answered_again_replaces_its_first_attempt_in_the_history(s
         again = await app.agent.respond(note, NOTE)  # its answer never reached the player: heard again
         await app.agent.respond(ToolContext(user_id=NOVA, request_id="1002"), NOTE)
         history = await app.conversations.history(NOVA)
-    assert again.text == "answer 1"  # it did not hear its own first attempt
-    assert [t.reply_text for t in history] == ["answer 0", "answer 1", "answer 2"]
+    assert again.text == "answer 2"  # it saw what its first attempt did
+    assert [t.reply_text for t in history] == ["answer 0", "answer 2", "answer 2"]  # the note once
+
+
+async def test_a_note_answered_again_files_nothing_twice_whatever_category_the_model_picks(settings) -> None:
+    picks = iter(["wallet", "reward_points"])
+    engine = ScriptedEngine(
+        [
+            lambda turn: calls(("register_grievance", {"category": next(picks), "description": "gems"}))(
+                turn
+            ),
+            lambda turn: answer(f"Filed as {turn.rounds[0].results[0].result['ticket_key']}")(turn),
+        ]
+    )
+    async with running_app(settings, engine) as app:
+        note = ToolContext(user_id=NOVA, request_id="1001")
+        first = await app.agent.respond(note, NOTE)
+        again = await app.agent.respond(ToolContext(user_id=NOVA, request_id="1001"), NOTE)
+        mine = await app.grievances.status(NOVA)
+    assert first.text == again.text
+    assert [g.description for g in mine].count("gems") == 1

@@ -98,12 +98,13 @@ def build_tools(
         category = args["category"]
         if len(ctx.filed) >= MAX_FILINGS_PER_NOTE:
             raise ToolError(say.TOO_MANY_FILINGS.format(count=MAX_FILINGS_PER_NOTE))
-        # The note, and which of its complaints of this category: the same note heard again (a
-        # restart mid-turn) finds the tickets it filed the first time. Counted before any await,
-        # so complaints filed side by side are numbered in the order they were asked for.
-        nth = ctx.filed.count(category)
+        # The note, and which of its complaints: the same note heard again (its answer never
+        # reached the player, or a restart cut it) finds the tickets it filed the first time. Not
+        # keyed by category: a model asked afresh may pick another for the same complaint. Counted
+        # before any await, so complaints filed side by side are numbered as they were asked for.
+        nth = len(ctx.filed)
         ctx.filed.append(category)
-        filing_id = f"{ctx.platform}:{ctx.request_id}:{category}:{nth}" if ctx.request_id else None
+        filing_id = f"{ctx.platform}:{ctx.request_id}:{nth}" if ctx.request_id else None
         owner = ctx.grievance_owner or ctx.user_id
         ticket = await grievances.register(owner, category, description, filing_id)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
