@@ -370,13 +370,19 @@ def _measured(reply: Reply) -> Reply:
 
 
 async def _result_or_none(task: asyncio.Task[Transcript | None]) -> str | None:
+    """The transcript's words; None if it failed or was cancelled. A cancel of the turn itself
+    (a shutdown out of grace) is raised: asyncio.wait keeps it apart from the transcript's own."""
     try:
-        heard = await task
+        await asyncio.wait({task})
     except asyncio.CancelledError:
+        task.cancel()  # nobody will read it
+        raise
+    if task.cancelled():
         return None
-    except Exception as exc:
+    if (exc := task.exception()) is not None:
         log.warning("transcription failed: %s", _reason(exc))
         return None
+    heard = task.result()
     return heard.text if heard is not None else None
 
 

@@ -56,12 +56,17 @@ class TicketNewsDesk(commands.Cog):
         self._stop.set()
         if not self._in_round:  # waiting for "ready" or for the next round: nothing to finish
             task.cancel()
+        # asyncio.wait, not wait_for: a CancelledError from wait_for may be the loop's own or this
+        # unload's, and an unload cancelled (a shutdown out of grace) must not carry on as if not.
         try:
-            await asyncio.wait_for(task, self.bot.discord_settings.shutdown_grace_seconds)
-        except TimeoutError:
+            done, _ = await asyncio.wait({task}, timeout=self.bot.discord_settings.shutdown_grace_seconds)
+        finally:
+            task.cancel()  # no-op once it has ended; otherwise the grace is over, or this unload cancelled
+        if not done:
             log.warning("ticket news round cut short by shutdown")
-        except asyncio.CancelledError:
-            pass
+            await asyncio.wait({task})
+        if not task.cancelled():
+            task.result()
 
     async def _loop(self, interval: float) -> None:
         await self.bot.wait_until_ready()

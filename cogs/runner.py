@@ -113,8 +113,11 @@ async def _until_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
     if task.done():
         return task.result()
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
+    # asyncio.wait never raises `work`'s own CancelledError, so one raised here is the caller's,
+    # and goes on; `await task` under suppress(CancelledError) would swallow both.
+    await asyncio.wait({task})
+    if not task.cancelled():
+        task.result()  # it ended some other way while being stopped: say why
     return None
 
 
@@ -170,8 +173,9 @@ async def close_gateway(bot: VoxdeskBot, connection: asyncio.Task[None]) -> None
     try:
         if not connection.done():
             connection.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await connection
+            await asyncio.wait({connection})  # a cancel of the caller still reaches it (_until_stopped)
+            if not connection.cancelled():
+                connection.result()
     finally:
         await bot.close()  # whatever happened above: the HTTP session and the socket must not leak
 

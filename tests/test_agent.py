@@ -6,7 +6,7 @@ import pytest
 from bot.app import running_app
 from bot.audio import AudioError
 from bot.config import UsageSettings
-from bot.engines.base import EngineReply, TurnState, Usage
+from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState, Usage
 from bot.sentences import OVER_BUDGET
 from bot.tools.base import ToolContext
 from bot.usage import UsageMeter
@@ -358,3 +358,24 @@ async def test_a_note_answered_again_files_nothing_twice_whatever_category_the_m
         mine = await app.grievances.status(NOVA)
     assert first.text == again.text
     assert [g.description for g in mine].count("gems") == 1
+
+
+async def test_a_turn_cut_while_it_waits_for_its_transcript_ends_cut_and_saves_nothing(settings) -> None:
+    # A shutdown out of grace cancels the turn wherever it is. A cancel while it waits for the
+    # transcript is the turn's, not the transcript's: it must not go on to save an answer never sent.
+    class SlowEars(ScriptedEngine):
+        async def transcribe(self, audio: AudioClip) -> Transcript | None:
+            await asyncio.Event().wait()  # still hearing when the answer is ready
+            return None
+
+    def answer_then_cut(turn: TurnState) -> EngineReply:
+        # lands when the turn next waits: for its transcript, the answer being ready
+        asyncio.get_running_loop().call_soon(turning.cancel)
+        return tone_wav_reply("Your refund is on its way")
+
+    async with running_app(settings, SlowEars([answer_then_cut])) as app:
+        turning = asyncio.create_task(app.agent.respond(ToolContext(user_id=NOVA), NOTE))
+        with pytest.raises(asyncio.CancelledError):
+            await turning
+        history = await app.conversations.history(NOVA)
+    assert history == []

@@ -223,3 +223,32 @@ async def test_a_player_who_chose_audio_files_gets_the_news_as_one(
     assert not dm.flags & VOICE_FLAG and dm.content.startswith("Your ticket GRV-12 (")
     (upload,) = dm.files
     assert upload.content_type == "audio/ogg" and upload.data.startswith(b"OggS")
+
+
+async def test_an_unload_cancelled_while_a_round_finishes_ends_cancelled_and_stops_the_round() -> None:
+    # Bot.close() unloads the cog; a shutdown whose own grace ran out cancels that: the unload
+    # must end cancelled, not carry on, and the round it waited for must stop there too.
+    from types import SimpleNamespace
+
+    from cogs.news import TicketNewsDesk
+
+    client = SimpleNamespace(discord_settings=SimpleNamespace(shutdown_grace_seconds=30.0))
+    desk = TicketNewsDesk(client)  # type: ignore[arg-type]
+    started = asyncio.Event()
+
+    async def round_in_flight() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    desk._task = asyncio.create_task(round_in_flight())
+    desk._in_round = True
+    round_task = desk._task
+    await started.wait()
+    unloading = asyncio.create_task(desk.cog_unload())
+    await asyncio.sleep(0)  # it gives the round its grace
+    assert not unloading.done()
+    unloading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await unloading
+    await asyncio.wait({round_task})
+    assert round_task.cancelled()

@@ -560,6 +560,68 @@ async def test_a_stop_during_start_up_ends_it_before_logging_in(settings, fake, 
     assert fake.identify_payloads == []
 
 
+async def test_a_start_up_being_stopped_when_the_run_is_cancelled_ends_cancelled(
+    settings, fake, monkeypatch, caplog
+) -> None:
+    import bot.app
+    from cogs.runner import serve
+    from tests.discord_harness import discord_settings
+    from tests.fakes.discord_server import TOKEN
+
+    stop, cut, released = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    loads: list[asyncio.Task[object]] = []
+
+    async def loading(*args: object) -> object:
+        loads.append(asyncio.current_task())  # type: ignore[arg-type]
+        stop.set()  # SIGTERM while the speech models load
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cut.set()
+            await released.wait()  # what it had opened takes a moment to close
+            raise
+        raise AssertionError("unreachable")
+
+    monkeypatch.setattr(bot.app, "build_app", loading)
+    with caplog.at_level(logging.INFO, logger="cogs.runner"):
+        serving = asyncio.create_task(serve(discord_settings(settings, fake), TOKEN, stop=stop))
+        await cut.wait()
+        serving.cancel()  # the run itself is cancelled while it waits for that
+        with pytest.raises(asyncio.CancelledError):
+            await serving
+    released.set()
+    await asyncio.wait(loads)
+    assert "stopped while starting" not in caplog.text
+
+
+async def test_closing_the_gateway_cancelled_ends_cancelled_and_still_closes_the_client() -> None:
+    from cogs.runner import close_gateway
+
+    cut, released, closed = asyncio.Event(), asyncio.Event(), []
+
+    class Client:
+        async def close(self) -> None:
+            closed.append(True)
+
+    async def reading() -> None:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            cut.set()
+            await released.wait()  # the reader takes a moment to stop
+            raise
+
+    connection = asyncio.create_task(reading())
+    closing = asyncio.create_task(close_gateway(Client(), connection))  # type: ignore[arg-type]
+    await cut.wait()
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    released.set()
+    await asyncio.wait({connection})
+    assert closed == [True]
+
+
 def test_a_catch_up_owed_is_cleared_only_by_one_that_reads_as_far_back() -> None:
     """A failed start-up catch-up (None: from each place's newest note handled) is owed until one
     that reads as much succeeds; a gateway outage's, from a time, does not pay it."""

@@ -138,17 +138,27 @@ class JiraGrievances:
 
     async def aclose(self) -> None:
         """Stops the pusher and closes the store. A push cancelled half-way is safe: its issue, if
-        Jira made one, is found by its label before anything is created again."""
+        Jira made one, is found by its label before anything is created again.
+
+        A cancel of the caller (a shutdown whose grace ran out) is raised, after the client, the
+        threads and the store are closed all the same: nothing else would ever close them."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        self._tracker.close()
-        # calls still blocked in a thread end by the client's timeout; nobody waits for them
-        self._threads.shutdown(wait=False, cancel_futures=True)
-        self._push_threads.shutdown(wait=False, cancel_futures=True)
-        await self._store.aclose()
+        try:
+            if task is not None:
+                task.cancel()
+                # asyncio.wait never raises the pusher's own CancelledError, so one raised here
+                # is the caller's, and goes on; `await task` would make the two look alike.
+                await asyncio.wait({task})
+                if not task.cancelled():
+                    task.result()  # it ended some other way: say why
+        finally:
+            # Even when cancelled mid-wait, the pusher is not left using the store: it was
+            # cancelled first, and it ends at its next await without touching the store again.
+            self._tracker.close()
+            # calls still blocked in a thread end by the client's timeout; nobody waits for them
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._push_threads.shutdown(wait=False, cancel_futures=True)
+            await self._store.aclose()
 
     async def _in_thread(self, call: Callable[..., T], *args: object, pushing: bool = False) -> T:
         # Pushes get a thread of their own: status lookups hanging on a slow Jira must not delay

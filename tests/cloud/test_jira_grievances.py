@@ -172,6 +172,29 @@ async def test_closing_as_a_grievance_wakes_the_pusher_still_stops_it(fake, db) 
     assert done, "aclose() is still waiting for the pusher, which took the stop for a wake-up"
 
 
+async def test_a_close_cancelled_while_it_stops_the_pusher_ends_cancelled_and_closed(fake, db) -> None:
+    # A shutdown whose grace ran out cancels whoever is closing the backend: they must not carry
+    # on as if the close had finished in time, and what can be released still is.
+    fake.fail("hang")
+    backend = await open_backend(fake, db, timeout_seconds=30.0)
+    await backend.start()
+    await backend.register(NOVA, "wallet", "gems never arrived")
+    await eventually(lambda: len(fake.received) == 1)  # a push in flight
+    closing = asyncio.create_task(backend.aclose())
+    await asyncio.sleep(0)  # the close has cancelled the pusher and waits for it to end
+    assert not closing.done()
+    closing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    with pytest.raises(TrackerError, match="closed"):
+        backend._tracker.server_info()
+    with pytest.raises(RuntimeError, match="shutdown"):
+        backend._push_threads.submit(print)
+    with pytest.raises(ValueError, match="closed"):
+        await backend.local_store.count_pending()
+    assert sql(db, "SELECT push_state FROM grievances") == [("pending",)]  # for the next start
+
+
 async def test_jira_down_ten_grievances_acknowledged_at_once_all_pushed_once(fake, db) -> None:
     fake.fail("500")
     backend = await open_backend(fake, db)
