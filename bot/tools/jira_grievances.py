@@ -19,7 +19,7 @@ import dataclasses
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
@@ -43,8 +43,15 @@ class JiraGrievances:
     """A GrievanceBackend: the local store as an outbox in front of a Jira project."""
 
     def __init__(
-        self, settings: JiraSettings, tracker: JiraTracker, store: LocalGrievanceStore, email: str
+        self,
+        settings: JiraSettings,
+        tracker: JiraTracker,
+        store: LocalGrievanceStore,
+        email: str,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """`sleep` waits out the pusher's delays after a failure (a test passes one that records
+        the delay chosen instead of waiting it out)."""
         self._settings = settings
         self._tracker = tracker
         self._store = store
@@ -52,6 +59,7 @@ class JiraGrievances:
         self._wake = asyncio.Event()
         self._push_lock = asyncio.Lock()  # the pusher and an explicit flush never push the same row
         self._task: asyncio.Task[None] | None = None
+        self._sleep = sleep
         # Jira's blocking calls get threads of their own: a hanging Jira then cannot use up the
         # loop's default pool that audio decoding and the other backends rely on.
         self._threads = ThreadPoolExecutor(JIRA_THREADS, thread_name_prefix="jira")
@@ -59,7 +67,12 @@ class JiraGrievances:
 
     @classmethod
     async def open(
-        cls, settings: JiraSettings, email: str, api_token: str, local_path: Path
+        cls,
+        settings: JiraSettings,
+        email: str,
+        api_token: str,
+        local_path: Path,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> JiraGrievances:
         """No request is made: opening works while Jira is down (grievances then wait locally)."""
         store = await LocalGrievanceStore.open(local_path, initial_state="pending")
@@ -80,7 +93,7 @@ class JiraGrievances:
         except BaseException:
             await store.aclose()
             raise
-        return cls(settings, tracker, store, email)
+        return cls(settings, tracker, store, email, sleep)
 
     # ---- GrievanceBackend ----------------------------------------------------------------------
 
@@ -280,7 +293,7 @@ class JiraGrievances:
                         "the grievance pusher failed; %d pending, next try in %.1f s", pending, wait
                     )
                 # new grievances do not cut a backoff short: Jira is the problem, not the queue
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
                 continue
             backoff = 0.0
             # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that lands

@@ -9,7 +9,7 @@ import contextlib
 import re
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,8 +62,33 @@ def db(tmp_path: Path) -> Path:
     return tmp_path / "grievances.db"
 
 
-async def open_backend(fake: FakeJira, db: Path, **changes: object) -> JiraGrievances:
-    return await JiraGrievances.open(jira_settings(fake, **changes), fake.email, fake.token, db)
+async def open_backend(
+    fake: FakeJira, db: Path, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep, **changes: object
+) -> JiraGrievances:
+    return await JiraGrievances.open(jira_settings(fake, **changes), fake.email, fake.token, db, sleep)
+
+
+class Delays:
+    """The pusher's sleep after a failure: keeps each delay it chose, and returns only when the
+    test lets it, so a test reads the delays instead of timing them."""
+
+    def __init__(self) -> None:
+        self.chosen: list[float] = []
+        self._asked: asyncio.Queue[float] = asyncio.Queue()
+        self._go = asyncio.Semaphore(0)
+
+    async def sleep(self, delay: float) -> None:
+        self.chosen.append(delay)
+        self._asked.put_nowait(delay)
+        await self._go.acquire()
+
+    async def next(self) -> float:
+        """The delay the pusher asks for next (it is still waiting it out)."""
+        return await self._asked.get()
+
+    def let_go(self) -> None:
+        """End the delay being waited out, as if its time had passed."""
+        self._go.release()
 
 
 async def eventually(condition: Callable[[], bool], within: float = 5.0) -> None:
@@ -196,22 +221,30 @@ async def test_a_close_cancelled_while_it_stops_the_pusher_ends_cancelled_and_cl
 
 
 async def test_jira_down_ten_grievances_acknowledged_at_once_all_pushed_once(fake, db) -> None:
-    fake.fail("500")
-    backend = await open_backend(fake, db)
+    fake.fail("hang")  # Jira takes the pusher's request and answers nothing until released
+    backend = await open_backend(fake, db, timeout_seconds=30.0)
     await backend.start()
     try:
-        started = time.monotonic()
-        tickets = await asyncio.gather(
-            *(backend.register(NOVA, "reward_points", f"points missing, match {i}") for i in range(10))
+        first = await backend.register(NOVA, "reward_points", "points missing, match 0")
+        await eventually(lambda: len(fake.received) == 1)  # the pusher is waiting on Jira
+        tickets = [first] + await asyncio.gather(
+            *(backend.register(NOVA, "reward_points", f"points missing, match {i}") for i in range(1, 10))
         )
-        assert time.monotonic() - started < 1.0
+        # Every player has their key while Jira still sits on the one request: filing waits for
+        # no push, not even one that failed.
+        assert len(fake.received) == 1 and fake.issues == {}
+        assert sql(db, "SELECT COUNT(*), SUM(attempts) FROM grievances WHERE push_state = 'pending'") == [
+            (10, 0)
+        ]
         keys = [t.key for t in tickets]
         assert len(set(keys)) == 10 and all(k.startswith("GRV-") for k in keys)
-        await asyncio.sleep(0.5)  # the pusher retries against a failing Jira meanwhile
-        assert fake.issues == {} and len(fake.received) > 1
+        fake.fail("500")
+        fake.release()
+        await eventually(lambda: len(fake.received) > 3)  # the pusher retries against a failing Jira
+        assert fake.issues == {}
         fake.recover()
         await eventually(lambda: len(fake.issues) == 10)
-        await asyncio.sleep(0.3)  # a few more rounds: nothing is pushed twice
+        assert await backend.push_pending() == 0  # after the pusher's round: nothing left to push twice
     finally:
         await backend.aclose()
     assert creates(fake) == 10
@@ -337,43 +370,41 @@ async def test_ten_grievances_survive_an_outage_a_restart_and_a_lost_answer(fake
 
 
 async def test_a_hanging_jira_never_blocks_the_event_loop(fake, db) -> None:
-    backend = await open_backend(fake, db)
+    backend = await open_backend(fake, db, timeout_seconds=30.0)
     await backend.register(NOVA, "other", "x")
     fake.fail("hang")
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    running = asyncio.create_task(ticker())
     try:
-        started = time.monotonic()
-        (ticket,) = await backend.status(NOVA)  # waits out the 0.5 s timeout, in a thread
-        waited = time.monotonic() - started
+        asking = asyncio.create_task(backend.status(NOVA))
+        # The fake runs on this loop: it takes the request only while the lookup waits in a thread.
+        await eventually(lambda: len(fake.received) == 1)
+        assert not asking.done()  # Jira still holds the request, and the loop turns meanwhile
+        fake.release()  # Jira gives up (504): the answer comes from the local record
+        (ticket,) = await asking
     finally:
-        running.cancel()
         await backend.aclose()
-    assert ticket.from_local_record and waited >= 0.5
-    assert ticks >= 0.5 * waited / 0.01  # the loop kept turning all along
+    assert ticket.from_local_record
 
 
 async def test_backoff_spaces_out_retries_and_is_capped(fake, db) -> None:
     fake.fail("500")
-    backend = await open_backend(fake, db)
+    delays = Delays()
+    backend = await open_backend(fake, db, delays.sleep)  # interval 0.05 s, max backoff 0.2 s
     await backend.register(QUILL, "other", "x")
     await backend.start()
     try:
-        await asyncio.sleep(1.0)
-        tries = len(fake.received)
-        # delays 0.05, 0.1, 0.2, 0.2, ...: about six tries a second, not one every interval or faster
-        assert 4 <= tries <= 10
+        requests_before = []
+        for _ in range(6):
+            await delays.next()
+            requests_before.append(len(fake.received))
+            if len(requests_before) < 6:
+                delays.let_go()
+        # doubling from the push interval, capped at max_backoff_seconds
+        assert delays.chosen == [0.05, 0.1, 0.2, 0.2, 0.2, 0.2]
+        assert requests_before == [1, 2, 3, 4, 5, 6]  # one try per delay, none in between
         fake.recover()
-        started = time.monotonic()
+        delays.let_go()  # the sixth delay, as long as a delay ever gets, is over
         await eventually(lambda: len(fake.issues) == 1)
-        assert time.monotonic() - started < 0.2 + 0.3  # at most one capped delay
+        assert len(delays.chosen) == 6  # pushed at the first try after it
     finally:
         await backend.aclose()
 
@@ -381,18 +412,23 @@ async def test_backoff_spaces_out_retries_and_is_capped(fake, db) -> None:
 async def test_a_rate_limited_push_waits_as_long_as_jira_asks(fake, db) -> None:
     fake.retry_after = "3"  # far longer than the pusher's own 0.05 s first delay
     fake.fail("429", times=1)
-    backend = await open_backend(fake, db)
+    delays = Delays()
+    backend = await open_backend(fake, db, delays.sleep, max_backoff_seconds=10.0)
     ticket = await backend.register(QUILL, "other", "x")
     started = time.time()
     await backend.start()
     try:
-        await asyncio.sleep(1.0)  # two seconds short of Retry-After: room for a busy machine
+        assert await delays.next() == 3.0
         assert len(fake.received) == 1  # the 429; nothing more while Jira asked us to wait
-        assert await next_try(db, ticket.key) >= started + 3.0  # a flush or a second pusher waits too
+        due = await next_try(db, ticket.key)
+        assert started + 3.0 <= due <= time.time() + 3.0  # a flush or a second pusher waits too
+        assert await backend.push_pending() == 0 and len(fake.received) == 1
+        await expire_claims(db)  # as if the 3 s had passed
+        delays.let_go()
         await eventually_pushed(db, ticket.key)
     finally:
         await backend.aclose()
-    assert time.time() - started >= 3.0 and len(fake.issues) == 1
+    assert len(fake.issues) == 1 and delays.chosen == [3.0]
 
 
 async def test_a_grievance_that_cannot_go_to_jira_stays_local_and_holds_up_nothing(fake, db) -> None:
@@ -718,11 +754,12 @@ async def test_a_grievance_jira_refuses_is_retried_ever_more_rarely_and_holds_up
         refused = await backend.register(NOVA, "wallet", "refused once")
         other = await backend.register(NOVA, "other", "goes through")
         fake.fail("reject_create", times=1)
+        before = time.time()
         assert await backend.push_pending() == 1  # the refusal does not stop the round
         rows = await local_rows(db)
         assert rows[refused.key] == ("pending", None) and rows[other.key][0] == "pushed"
         due = await next_try(db, refused.key)
-        assert 55 < due - time.time() <= 60  # first refusal: one push interval
+        assert before + 60 <= due <= time.time() + 60  # first refusal: one push interval
         assert await backend.push_pending() == 0 and creates(fake) == 2  # not retried before then
         await expire_claims(db)
         assert await backend.push_pending() == 1
