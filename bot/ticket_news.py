@@ -60,6 +60,12 @@ MAX_ITEMS_PER_DM = 10  # more news for one player waits for the next round
 MAX_ATTEMPTS = 5  # sends that never reached Discord, before giving up on a piece of news
 RETRY_SECONDS = 30.0
 MAX_WINDOW_MINUTES = 7 * 24 * 60  # after a longer outage, older Jira changes are not news any more
+# A 429's Retry-After quiets the Jira poll at most this long. The poll's window reopens as far
+# back as the last poll, so a quiet loses no news, it only makes it late; a Retry-After of days
+# (a proxy's, or an HTTP date from a clock far off) would make it days late, while one poll per
+# quarter hour cannot prolong a limit Jira really means. Longer than the pusher's default cap
+# (jira.max_backoff_seconds): a grievance not yet in Jira matters more than news of one.
+MAX_QUIET_SECONDS = 15 * 60.0
 # Told news is forgotten this long after it was found, far longer than a Jira poll looks back,
 # but for the newest piece of each ticket (see NewsStore.prune).
 KEEP_TOLD_SECONDS = 30 * 24 * 3600.0
@@ -375,6 +381,20 @@ class NewsStore:
 # ---- finding and delivering ----------------------------------------------------------------
 
 
+def quiet_for(retry_after: float | None) -> float:
+    """Seconds the Jira poll waits after a failure: a 429's Retry-After, up to MAX_QUIET_SECONDS."""
+    if retry_after is None:
+        return 0.0
+    if retry_after > MAX_QUIET_SECONDS:
+        log.warning(
+            "ticket news: Jira asked for no request within %g s (Retry-After): asking again in %g s",
+            retry_after,
+            MAX_QUIET_SECONDS,
+        )
+        return MAX_QUIET_SECONDS
+    return retry_after
+
+
 class TicketNews:
     def __init__(
         self,
@@ -427,7 +447,7 @@ class TicketNews:
                 log.warning("ticket news: asking Jira what changed failed: %s", exc)
                 # Rate limited: asking again before Jira allows only prolongs the limit, which
                 # the grievance pusher shares. The window stays open, so nothing is missed.
-                self._jira_quiet_until = time.time() + (getattr(exc, "retry_after", None) or 0.0)
+                self._jira_quiet_until = time.time() + quiet_for(getattr(exc, "retry_after", None))
         return found
 
     async def _find_in_events(self, local: LocalGrievanceStore) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -22,7 +23,7 @@ import pytest
 from bot.config import NewsSettings, Settings
 from bot.preferences import PreferenceStore
 from bot.sentences import DMS_CLOSED_NOTICE
-from bot.ticket_news import Delivery, NewsStore, Outcome, TicketNews
+from bot.ticket_news import MAX_QUIET_SECONDS, Delivery, NewsStore, Outcome, TicketNews
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
@@ -450,6 +451,27 @@ async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tm
         await asyncio.sleep(2.1)
         assert await p.news.run_once(front) == 1  # the window stayed open: the change is found
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
+
+
+async def test_a_retry_after_of_days_quiets_the_poll_for_a_quarter_hour_at_most(
+    fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await _filed_then_resolved_in_jira(p, fake, front)
+        fake.retry_after = str(7 * 24 * 3600)
+        fake.fail("429", times=1)
+        asked = len(fake.received)
+        before = time.time()
+        with caplog.at_level(logging.WARNING, logger="bot.ticket_news"):
+            assert await p.news.run_once(front) == 0
+        quiet_until = p.news._jira_quiet_until
+        assert before + MAX_QUIET_SECONDS <= quiet_until <= time.time() + MAX_QUIET_SECONDS
+        assert await p.news.run_once(front) == 0 and len(fake.received) == asked + 1  # quiet meanwhile
+        p.news._jira_quiet_until = time.time()  # as if the quarter hour had passed
+        assert await p.news.run_once(front) == 1  # the window stayed open: the change is found
+    (capped,) = [r for r in caplog.records if "Retry-After" in r.getMessage()]
+    assert capped.levelno == logging.WARNING and "asking again in 900 s" in capped.getMessage()
 
 
 async def test_a_late_push_tells_the_new_key_and_a_spooled_one_waits_for_its_jira_key(

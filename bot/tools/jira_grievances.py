@@ -259,7 +259,7 @@ class JiraGrievances:
                 backoff = s.push_interval_seconds * 2.0 ** min(row.attempts, 30)
                 due = time.time() + min(s.max_backoff_seconds, backoff)
             elif exc.retry_after is not None:
-                due = time.time() + exc.retry_after  # rate limited: not before Jira asks
+                due = time.time() + self._rate_limited_for(exc.retry_after)
             else:
                 due = None  # Jira as a whole failed: the pusher's own backoff applies
             await self._store.record_attempt(row.local_key, str(exc), due, token)
@@ -267,6 +267,20 @@ class JiraGrievances:
         await self._store.mark_pushed(row.local_key, remote_key)
         log.info("grievance %s pushed to Jira as %s", row.local_key, remote_key)
         return remote_key
+
+    def _rate_limited_for(self, retry_after: float) -> float:
+        """How long a 429 holds pushes back: as long as Jira asks, up to max_backoff_seconds. A
+        Retry-After of days (a proxy's, or an HTTP date from a clock far off) would otherwise
+        silence every push for days, while asking once per longest backoff costs Jira nothing."""
+        cap = self._settings.max_backoff_seconds
+        if retry_after <= cap:
+            return retry_after
+        log.warning(
+            "Jira asked for no request within %g s (Retry-After): pushing again in %g s instead",
+            retry_after,
+            cap,
+        )
+        return cap
 
     async def _pusher(self) -> None:
         interval = self._settings.push_interval_seconds
@@ -276,10 +290,11 @@ class JiraGrievances:
             try:
                 await self.push_pending()
             except Exception as exc:  # never dies: the grievances wait in the store
-                backoff = min(self._settings.max_backoff_seconds, max(interval, backoff * 2))
-                # A 429's Retry-After is a floor, even past max_backoff_seconds: asking sooner
-                # only earns another 429.
-                wait = max(backoff, getattr(exc, "retry_after", None) or 0.0)
+                cap = self._settings.max_backoff_seconds
+                backoff = min(cap, max(interval, backoff * 2))
+                # A 429's Retry-After is a floor, since asking sooner only earns another 429, up
+                # to the longest backoff (_rate_limited_for, which logs one that was longer).
+                wait = min(cap, max(backoff, getattr(exc, "retry_after", None) or 0.0))
                 pending = await self._pending_count()
                 if isinstance(exc, TrackerError):
                     log.warning(

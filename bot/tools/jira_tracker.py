@@ -108,7 +108,8 @@ def summary_for(category: str, description: str) -> str:
 
 
 def retry_after_seconds(response: requests.Response | None) -> float | None:
-    """A response's Retry-After in seconds: whole seconds (what Jira Cloud sends) or an HTTP date."""
+    """A response's Retry-After in seconds: whole seconds (what Jira Cloud sends) or an HTTP date.
+    As Jira said it, however long: each caller bounds the wait it makes of it."""
     value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
     if not value:
         return None

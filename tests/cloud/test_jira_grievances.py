@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
+import email.utils
+import logging
 import re
 import sqlite3
 import time
@@ -429,6 +432,32 @@ async def test_a_rate_limited_push_waits_as_long_as_jira_asks(fake, db) -> None:
     finally:
         await backend.aclose()
     assert len(fake.issues) == 1 and delays.chosen == [3.0]
+
+
+@pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
+async def test_a_retry_after_of_days_holds_pushes_back_no_longer_than_the_longest_backoff(
+    fake, db, caplog, as_date: bool
+) -> None:
+    week = dt.timedelta(days=7)
+    when = email.utils.format_datetime(dt.datetime.now(dt.UTC) + week, usegmt=True)
+    fake.retry_after = when if as_date else str(int(week.total_seconds()))
+    fake.fail("429", times=1)
+    delays = Delays()
+    backend = await open_backend(fake, db, delays.sleep, max_backoff_seconds=10.0)
+    ticket = await backend.register(QUILL, "other", "x")
+    await backend.start()
+    try:
+        with caplog.at_level(logging.WARNING, logger="bot.tools.jira_grievances"):
+            assert await delays.next() == 10.0
+        assert await next_try(db, ticket.key) <= time.time() + 10.0  # a flush or a restart waits no longer
+        await expire_claims(db)
+        delays.let_go()
+        await eventually_pushed(db, ticket.key)
+    finally:
+        await backend.aclose()
+    (capped,) = [r for r in caplog.records if "Retry-After" in r.getMessage()]
+    assert capped.levelno == logging.WARNING
+    assert "pushing again in 10 s instead" in capped.getMessage()
 
 
 async def test_a_grievance_that_cannot_go_to_jira_stays_local_and_holds_up_nothing(fake, db) -> None:
