@@ -90,8 +90,14 @@ class FakeOpenAI(Strict):
     models: list[str] = field(
         default_factory=lambda: ["gpt-audio-1.5", "gpt-audio", "gpt-4o-mini-transcribe"]
     )
-    # Azure's deployments: a request naming any other is a 404 DeploymentNotFound, as on Azure.
-    deployments: list[str] = field(default_factory=lambda: ["voxdesk-audio", "gpt-4o-mini-transcribe"])
+    # Azure's deployments and the model each runs, which its answers name in `model` as Azure's
+    # do (a request names the deployment alone); any other is a 404 DeploymentNotFound.
+    deployments: dict[str, str] = field(
+        default_factory=lambda: {
+            "voxdesk-audio": "gpt-audio-2025-08-28",
+            "gpt-4o-mini-transcribe": "gpt-4o-mini-transcribe",
+        }
+    )
     audio_ttl: int = 3600
     issued_audio: dict[str, int] = field(default_factory=dict)  # audio id -> expires_at
     billed: list[dict[str, Any]] = field(default_factory=list)  # the usage of every answer given
@@ -223,7 +229,9 @@ class FakeOpenAI(Strict):
         if failed is not None:
             return failed
         responder = self.script.pop(0) if self.script else answer("Here is your answer.")
-        completion = self._completion(body, responder(body))
+        deployment = request.match_info.get("deployment")
+        model = self.deployments[deployment] if deployment else body["model"]
+        completion = self._completion(body, responder(body), model)
         self.billed.append(completion["usage"])
         return web.json_response(completion)
 
@@ -242,7 +250,7 @@ class FakeOpenAI(Strict):
                 }
         return None
 
-    def _completion(self, body: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+    def _completion(self, body: dict[str, Any], message: dict[str, Any], model: str) -> dict[str, Any]:
         fmt = (body.get("audio") or {}).get("format", "wav")
         finish_reason = message.pop("_finish_reason", None)
         spoken = message.pop("_audio", False) and "audio" in (body.get("modalities") or [])
@@ -288,7 +296,7 @@ class FakeOpenAI(Strict):
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
             "created": int(time.time()),
-            "model": body["model"],
+            "model": model,
             "choices": [
                 {
                     "index": 0,
