@@ -189,7 +189,14 @@ def build_speaker(settings: Settings) -> Speaker | None:
 async def build_budget(settings: Settings) -> Budget | None:
     from bot.usage import UsageMeter
 
-    return await UsageMeter.open(storage_paths(settings).usage, settings.usage, settings.openai.model)
+    o = settings.openai
+    chat = o.azure_deployment if o.provider == "azure" else o.model  # what a request names
+    meter = await UsageMeter.open(storage_paths(settings).usage, settings.usage, chat)
+    if settings.agent.engine == "openai":
+        # The names priced as configured. An Azure deployment's answers name its model, known from
+        # the first answer (or from `check`), and told of then if it has no row.
+        meter.expect([chat if o.provider == "openai" else "", o.transcribe_model])
+    return meter
 
 
 async def build_app(settings: Settings, engine: Engine | None = None) -> App:

@@ -132,14 +132,21 @@ WHISPER_LANGUAGES = frozenset(
 
 
 # USD per 1M tokens, as published; also in config.toml, so an install without one estimates alike.
+# The transcribe models' audio_in is unverified here: config.toml says so, by their rows.
 DEFAULT_PRICES: dict[str, dict[str, float]] = {
-    model: {"text_in": text_in, "text_out": text_out, "audio_in": audio_in, "audio_out": audio_out}
-    for model, (text_in, text_out, audio_in, audio_out) in {
-        "gpt-audio-1.5": (2.5, 10.0, 32.0, 64.0),
-        "gpt-audio": (2.5, 10.0, 32.0, 64.0),
-        "gpt-4o-mini-audio-preview": (0.15, 0.6, 10.0, 20.0),
-    }.items()
+    **{
+        model: {"text_in": text_in, "text_out": text_out, "audio_in": audio_in, "audio_out": audio_out}
+        for model, (text_in, text_out, audio_in, audio_out) in {
+            "gpt-audio-1.5": (2.5, 10.0, 32.0, 64.0),
+            "gpt-audio": (2.5, 10.0, 32.0, 64.0),
+            "gpt-4o-mini-audio-preview": (0.15, 0.6, 10.0, 20.0),
+        }.items()
+    },
+    "gpt-4o-mini-transcribe": {"text_in": 1.25, "text_out": 5.0, "audio_in": 3.0},
+    "gpt-4o-transcribe": {"text_in": 2.5, "text_out": 10.0, "audio_in": 6.0},
 }
+# A snapshot's date: OpenAI answers a request for "gpt-audio" as "gpt-audio-2025-08-28".
+SNAPSHOT_DATE = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
 @dataclass(frozen=True)
@@ -148,6 +155,18 @@ class UsageSettings:
     daily_tokens: int = 0  # per user; 0 means no budget
     # USD per 1M tokens, by model: {"gpt-audio-1.5": {"text_in": .., "text_out": .., ...}}
     prices: dict[str, dict[str, float]] = field(default_factory=lambda: dict(DEFAULT_PRICES))
+    # Names priced by another's row: an Azure deployment (the transcription's is known by its
+    # deployment name alone), or a model name a provider reports that has no row of its own.
+    price_as: dict[str, str] = field(default_factory=dict)
+
+    def price_row(self, model: str) -> str | None:
+        """The row of `prices` tokens billed by `model` are priced by: the one `price_as` names for
+        it, else its own, else its snapshot's undated name's; None when there is none."""
+        for name in dict.fromkeys((model, SNAPSHOT_DATE.sub("", model))):
+            row = self.price_as.get(name, name)
+            if row in self.prices:
+                return row
+        return None
 
 
 @dataclass(frozen=True)
@@ -447,6 +466,12 @@ def _check_ranges(settings: Settings) -> None:
                 raise ConfigError(
                     f"usage.prices.{model!r}.{name} = {price!r}: it must be a number, 0 or more"
                 )
+    for name, row in settings.usage.price_as.items():
+        if not isinstance(row, str) or row not in settings.usage.prices:
+            raise ConfigError(
+                f"usage.price_as.{name!r} = {row!r}: no [usage.prices] row has that name; "
+                f"name one of {', '.join(settings.usage.prices)}"
+            )
 
 
 # Secrets that share the settings' prefix are read as secrets, never as settings.

@@ -50,18 +50,35 @@ async def check_engine(settings: Settings, live: App | None = None) -> str:
 
             assert isinstance(live.engine, OfflineEngine)
             return await check_live_offline_engine(settings, live.engine)
-        return await live.engine.check()
+        return priced(settings, live.engine, await live.engine.check())
     if settings.agent.engine == "openai":
         from bot.engines.openai import create_openai_engine
 
         engine = await create_openai_engine(settings, verify=False)
         try:
-            return await engine.check()
+            return priced(settings, engine, await engine.check())
         finally:
             await engine.aclose()
     from bot.engines.offline.engine import check_offline_engine
 
     return await check_offline_engine(settings)
+
+
+def priced(settings: Settings, engine: object, detail: str) -> str:
+    """`detail`, and the [usage.prices] rows the engine's tokens are priced by: a name with none
+    counts as $0 in the cost estimate, which a studio would rather hear from `check` than from
+    its bill."""
+    billed = getattr(engine, "billed_models", None)
+    if billed is None:
+        return detail
+    rows = {name: settings.usage.price_row(name) for name in billed()}
+    missing = [name for name, row in rows.items() if row is None]
+    if missing:
+        return (
+            f"{detail}; no usage.prices row for {', '.join(missing)}: the cost estimate counts "
+            "its tokens as $0 (add a row, or name one in usage.price_as)"
+        )
+    return f"{detail}; priced as {', '.join(dict.fromkeys(r for r in rows.values() if r))}"
 
 
 async def check_fallback(settings: Settings, live: App | None = None) -> str:

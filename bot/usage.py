@@ -51,13 +51,44 @@ def estimate_cost(usage: Usage, prices: dict[str, float]) -> float:
 
 
 class UsageMeter:
-    """The agent's Budget: records every turn, refuses politely once a daily budget is spent."""
+    """The agent's Budget: records every turn, refuses politely once a daily budget is spent.
+
+    A turn's tokens are priced by the row of the model that billed each share of them (the model a
+    chat answer names, the transcription's own); `model` prices tokens no model was named for."""
 
     def __init__(self, conn: aiosqlite.Connection, settings: UsageSettings, model: str) -> None:
         self._conn = conn
         self.settings = settings
         self.model = model
         self._pruned_on = ""  # the day of the last prune
+        self._unpriced: set[str] = set()  # models already warned of having no price row
+
+    def expect(self, models: list[str]) -> None:
+        """Warn now of the models turns will be billed by that have no price row."""
+        for model in models:
+            if model:
+                self._row(model)
+
+    def _row(self, model: str) -> dict[str, float]:
+        row = self.settings.price_row(model)
+        if row is not None:
+            return self.settings.prices[row]
+        if model not in self._unpriced:
+            # Once: a studio wants to know, not to read it again with every turn.
+            self._unpriced.add(model)
+            log.warning(
+                "no usage.prices row for model %s: the cost estimate counts its tokens as $0; add "
+                '[usage.prices."%s"] to the config, or name a row for it in usage.price_as',
+                model,
+                model,
+            )
+        return {}
+
+    def cost(self, usage: Usage) -> float:
+        """USD for tokens of the OpenAI engine, each model's share by its own row."""
+        return sum(
+            estimate_cost(share, self._row(model or self.model)) for model, share in usage.by_model().items()
+        )
 
     @classmethod
     async def open(cls, path: Path | str, settings: UsageSettings, model: str) -> UsageMeter:
@@ -108,8 +139,7 @@ class UsageMeter:
         if self.today() != self._pruned_on:
             await self.prune()
         usage = usage or Usage()
-        prices = self.settings.prices.get(self.model, {}) if engine == "openai" else {}
-        cost = estimate_cost(usage, prices)
+        cost = self.cost(usage) if engine == "openai" else 0.0
         await self._conn.execute(
             "INSERT INTO usage (day, user_id, turns, text_in, text_out, audio_in, audio_out, audio_seconds,"
             " cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(day, user_id) DO UPDATE SET"
@@ -141,10 +171,10 @@ class UsageMeter:
         metrics.usage(engine, tokens, cost)
         if engine == "openai":
             log.info(
-                "turn usage user=%s model=%s text_in=%d text_out=%d audio_in=%d audio_out=%d "
+                "turn usage user=%s models=%s text_in=%d text_out=%d audio_in=%d audio_out=%d "
                 "audio_sent=%.1fs cost=$%.5f",
                 user_id,
-                self.model,
+                ",".join(model or self.model for model in usage.by_model()) or self.model,
                 usage.text_in,
                 usage.text_out,
                 usage.audio_in,

@@ -64,6 +64,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("", {"VOXDESK_DISCORD_DEFER_AFTER_SECONDS": "10"}, "discord.defer_after_seconds"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_in = "2.5"\n', {}, "usage.prices.'gpt-audio-1.5'.text_in"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_inn = 2.5\n', {}, "usage.prices.'gpt-audio-1.5'.text_inn"),
+        ("[usage.price_as]\nvoxdesk-audio = 'gpt-audio-15'\n", {}, "usage.price_as.'voxdesk-audio'"),
     ],
 )
 def test_bad_settings_stop_with_one_line_naming_the_key(

@@ -572,3 +572,128 @@ async def test_each_reply_format_comes_as_real_audio_in_that_format(storage, fak
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     assert fake.chats[0].body["audio"]["format"] == fmt
     assert reply.audio is not None and reply.audio.duration_secs == pytest.approx(3.33, abs=0.15)
+
+
+# USD per 1M tokens, simple enough to price a turn by hand. openai.model's row is not what an
+# Azure deployment runs, nor what a transcription costs.
+PRICES = {
+    "gpt-audio-1.5": {"text_in": 7.0, "text_out": 7.0, "audio_in": 7.0, "audio_out": 7.0},
+    "gpt-audio": {"text_in": 1.0, "text_out": 2.0, "audio_in": 3.0, "audio_out": 4.0},
+    "gpt-4o-mini-transcribe": {"text_in": 5.0, "text_out": 6.0, "audio_in": 8.0},
+}
+
+
+def azure_settings(storage: Path, fake, deployment: str, transcribe: str, **env: str):
+    return make_settings(
+        storage,
+        VOXDESK_AGENT_ENGINE="openai",
+        VOXDESK_OPENAI_PROVIDER="azure",
+        VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
+        VOXDESK_OPENAI_AZURE_DEPLOYMENT=deployment,
+        VOXDESK_OPENAI_TRANSCRIBE_MODEL=transcribe,
+        AZURE_OPENAI_API_KEY=AZURE_KEY,
+        **env,
+    )
+
+
+def billed_apart(fake) -> tuple[dict, dict]:
+    """The chat answer's usage and the transcription's, as the fake billed them."""
+    (chat,) = [u for u in fake.billed if "prompt_tokens" in u]
+    (heard,) = [u for u in fake.billed if "input_tokens" in u]
+    return chat, heard
+
+
+def chat_cost(chat: dict, row: dict[str, float]) -> float:
+    audio_in = chat["prompt_tokens_details"]["audio_tokens"]
+    audio_out = chat["completion_tokens_details"]["audio_tokens"]
+    return (
+        (chat["prompt_tokens"] - audio_in) * row["text_in"]
+        + (chat["completion_tokens"] - audio_out) * row["text_out"]
+        + audio_in * row["audio_in"]
+        + audio_out * row["audio_out"]
+    ) / 1_000_000
+
+
+def transcription_cost(heard: dict, row: dict[str, float]) -> float:
+    audio = heard["input_token_details"]["audio_tokens"]
+    return (
+        (heard["input_tokens"] - audio) * row["text_in"]
+        + heard["output_tokens"] * row["text_out"]
+        + audio * row["audio_in"]
+    ) / 1_000_000
+
+
+@pytest.mark.parametrize("transcribe", ["gpt-4o-mini-transcribe", "voxdesk-transcribe"])
+async def test_an_azure_turn_is_priced_by_its_deployments_model_and_the_transcription_by_its_own(
+    storage, fake, transcribe
+) -> None:
+    # The deployment runs gpt-audio (its answers say gpt-audio-2025-08-28). The transcription's
+    # deployment is known by its name alone: one named otherwise than its model is priced by the
+    # row usage.price_as names.
+    fake.deployments["voxdesk-transcribe"] = "gpt-4o-mini-transcribe"
+    usage: dict = {"prices": PRICES}
+    if transcribe == "voxdesk-transcribe":
+        usage["price_as"] = {"voxdesk-transcribe": "gpt-4o-mini-transcribe"}
+    settings = azure_settings(storage, fake, "voxdesk-audio", transcribe).replace(usage=usage)
+    fake.script = [answer("From Azure.")]
+    async with running_app(settings) as app:
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        spent = await app.agent.budget.today_for(NOVA)  # type: ignore[union-attr]
+    chat, heard = billed_apart(fake)
+    assert chat["prompt_tokens_details"]["audio_tokens"] > 0 and heard["output_tokens"] > 0
+    # The answer at gpt-audio's $1/$2/$3/$4 a million text in/out, audio in/out; the transcription
+    # at $8 a million audio in and $6 text out. A run: (36060*1 + 3*2 + 22*3 + 15*4) / 1M for the
+    # answer and (23*8 + 8*6) / 1M for the transcription, $0.036424 (all at $7: $0.252917).
+    expected = chat_cost(chat, PRICES["gpt-audio"]) + transcription_cost(
+        heard, PRICES["gpt-4o-mini-transcribe"]
+    )
+    assert spent["cost_usd"] == pytest.approx(expected, rel=1e-9)
+    # The budget still counts every token, whatever its price.
+    assert spent["text_in"] + spent["text_out"] + spent["audio_in"] + spent["audio_out"] == (
+        chat["total_tokens"] + heard["total_tokens"]
+    )
+
+
+async def test_an_openai_turns_transcription_is_priced_by_its_own_row(storage, fake) -> None:
+    settings = openai_settings(storage, fake).replace(usage={"prices": PRICES})
+    fake.script = [answer("Here you are.")]
+    async with running_app(settings) as app:
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        spent = await app.agent.budget.today_for(NOVA)  # type: ignore[union-attr]
+    chat, heard = billed_apart(fake)
+    expected = chat_cost(chat, PRICES["gpt-audio-1.5"]) + transcription_cost(
+        heard, PRICES["gpt-4o-mini-transcribe"]
+    )
+    assert spent["cost_usd"] == pytest.approx(expected, rel=1e-9)
+
+
+async def test_a_model_with_no_price_row_is_told_once_at_start_or_first_turn_and_by_check(
+    storage, fake, caplog
+) -> None:
+    from bot.health import check_engine
+
+    fake.deployments |= {"voxdesk-mini": "gpt-audio-mini-2025-12-15", "voxdesk-transcribe": "x"}
+    settings = azure_settings(storage, fake, "voxdesk-mini", "voxdesk-transcribe")
+    fake.script = [answer("one"), answer("two")]
+
+    def told(name: str) -> list[str]:
+        return [
+            r.getMessage()
+            for r in caplog.records
+            if r.levelname == "WARNING" and f"no usage.prices row for model {name}:" in r.getMessage()
+        ]
+
+    async with running_app(settings) as app:
+        # The transcription's deployment is priced by its name: known at start.
+        assert len(told("voxdesk-transcribe")) == 1 and told("gpt-audio-mini-2025-12-15") == []
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        spent = await app.agent.budget.today_for(NOVA)  # type: ignore[union-attr]
+    assert len(told("voxdesk-transcribe")) == 1 and len(told("gpt-audio-mini-2025-12-15")) == 1
+    assert spent["cost_usd"] == 0 and spent["audio_in"] > 0
+    detail = await check_engine(settings)
+    assert "deployment voxdesk-mini answers as gpt-audio-mini-2025-12-15" in detail
+    assert "no usage.prices row for gpt-audio-mini-2025-12-15, voxdesk-transcribe" in detail
+    assert "priced as gpt-audio, gpt-4o-mini-transcribe" in await check_engine(
+        azure_settings(storage, fake, "voxdesk-audio", "gpt-4o-mini-transcribe")
+    )

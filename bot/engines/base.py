@@ -54,6 +54,9 @@ class AudioClip:
         return self.wav[44:]
 
 
+TOKEN_KINDS = ("text_in", "text_out", "audio_in", "audio_out", "cached_in")
+
+
 @dataclass
 class Usage:
     text_in: int = 0
@@ -61,15 +64,30 @@ class Usage:
     audio_in: int = 0
     audio_out: int = 0
     cached_in: int = 0
+    # The model that billed these tokens, as the provider named it ("" unknown): each model has
+    # its own prices, so a turn's chat steps and its transcription are priced apart.
+    model: str = ""
+    # A sum's tokens by the model that billed them (empty: all of them are `model`'s).
+    shares: dict[str, Usage] = field(default_factory=dict, repr=False)
 
     def add(self, other: Usage | None) -> None:
         if other is None:
             return
-        self.text_in += other.text_in
-        self.text_out += other.text_out
-        self.audio_in += other.audio_in
-        self.audio_out += other.audio_out
-        self.cached_in += other.cached_in
+        if not self.shares and (self.total or self.cached_in):
+            self.shares[self.model] = Usage(**{k: getattr(self, k) for k in TOKEN_KINDS}, model=self.model)
+        self._count(other)
+        for model, share in other.by_model().items():
+            self.shares.setdefault(model, Usage(model=model))._count(share)
+
+    def _count(self, other: Usage) -> None:
+        for kind in TOKEN_KINDS:
+            setattr(self, kind, getattr(self, kind) + getattr(other, kind))
+
+    def by_model(self) -> dict[str, Usage]:
+        """These tokens split by the model that billed them."""
+        if self.shares:
+            return dict(self.shares)
+        return {self.model: self} if self.total or self.cached_in else {}
 
     @property
     def total(self) -> int:

@@ -87,6 +87,8 @@ class OpenAIEngine:
         self.system_prompt = system_prompt
         self.audio_history_turns = audio_history_turns
         self.max_reply_tokens = max_reply_tokens
+        # The model answers name, as far as known: on Azure `check` asks the deployment.
+        self.answers_as = model
 
     async def transcribe(self, audio: AudioClip) -> Transcript | None:
         if not self.transcribe_model:
@@ -101,7 +103,9 @@ class OpenAIEngine:
         text = result.text.strip()
         if not text:
             return None
-        return PaidTranscript(text, usage=_transcription_usage(getattr(result, "usage", None)))
+        # A transcription names no model in its answer: it is priced by the name it was asked of.
+        usage = _transcription_usage(getattr(result, "usage", None), self.transcribe_model)
+        return PaidTranscript(text, usage=usage)
 
     async def complete(self, turn: TurnState) -> EngineReply:
         if turn.rounds and turn.heard is not None and not turn.heard.done():
@@ -132,7 +136,9 @@ class OpenAIEngine:
             raise EngineError("OpenAI returned no choices")
         choice = response.choices[0]
         message = choice.message
-        usage = _usage(response.usage)
+        # Priced by the model the answer names: on Azure the deployment's model (the request names
+        # only the deployment), on OpenAI the snapshot that answered.
+        usage = _usage(response.usage, response.model or self.model)
         if choice.finish_reason == "content_filter":
             # Whatever came before the filter stopped it is not to be said either.
             return _filtered("finish_reason content_filter", usage)
@@ -218,13 +224,16 @@ class OpenAIEngine:
                 # name): the smallest request to the deployment proves it exists and answers. An
                 # audio model refuses one with no audio, so it hears a moment of silence.
                 silence = {"type": "input_audio", "input_audio": {"data": SILENCE, "format": "wav"}}
-                await self.client.chat.completions.create(
+                probe = await self.client.chat.completions.create(
                     model=self.model,
                     messages=[{"role": "user", "content": [silence]}],
                     modalities=["text"],
                     max_completion_tokens=1,
                 )
-                return f"Azure OpenAI {where}: reachable, deployment {self.model} answers"
+                self.answers_as = probe.model or self.model
+                return (
+                    f"Azure OpenAI {where}: reachable, deployment {self.model} answers as {self.answers_as}"
+                )
             await self.client.models.retrieve(self.model)
         except openai.AuthenticationError as exc:
             raise RuntimeError(f"{where} refused the API key ({exc.status_code}): check it") from None
@@ -242,6 +251,10 @@ class OpenAIEngine:
             raise RuntimeError(f"{where} answered {exc.status_code}") from None
         retired = f" (warning: {SHUTDOWNS[self.model]})" if self.model in SHUTDOWNS else ""
         return f"OpenAI {where}: model {self.model} available{retired}"
+
+    def billed_models(self) -> list[str]:
+        """The names turns' tokens are billed under, for `check` to find their price rows."""
+        return [m for m in (self.answers_as, self.transcribe_model) if m]
 
     async def aclose(self) -> None:
         await self.client.close()
@@ -336,16 +349,18 @@ def _filtered(why: str, usage: Usage | None) -> EngineReply:
     return EngineReply(text=say.REFUSAL, refusal=True, usage=usage)
 
 
-def _transcription_usage(usage: Any) -> Usage | None:
+def _transcription_usage(usage: Any, model: str) -> Usage | None:
     """Tokens of a transcription billed by token; one billed by duration is counted by the turn's
     audio seconds already."""
     if getattr(usage, "type", None) != "tokens":
         return None
     audio = getattr(usage.input_token_details, "audio_tokens", 0) or 0
-    return Usage(text_in=usage.input_tokens - audio, text_out=usage.output_tokens, audio_in=audio)
+    return Usage(
+        text_in=usage.input_tokens - audio, text_out=usage.output_tokens, audio_in=audio, model=model
+    )
 
 
-def _usage(usage: Any) -> Usage | None:
+def _usage(usage: Any, model: str) -> Usage | None:
     if usage is None:
         return None
     prompt_audio = getattr(usage.prompt_tokens_details, "audio_tokens", 0) or 0
@@ -357,6 +372,7 @@ def _usage(usage: Any) -> Usage | None:
         audio_in=prompt_audio,
         audio_out=completion_audio,
         cached_in=cached,
+        model=model,
     )
 
 
