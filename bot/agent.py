@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -65,6 +66,18 @@ class Reply:
     @property
     def tool_calls(self) -> list[dict[str, object]]:
         return [{"name": r.call.name, "arguments": r.call.arguments} for r in self.tool_results]
+
+    @property
+    def told_keys(self) -> list[str]:
+        """Keys of the tickets this turn filed (or found filed, a note heard again) that its
+        words name: what the player hears of them in this answer."""
+        keys = [
+            r.result["ticket_key"]
+            for r in self.tool_results
+            if r.call.name == "register_grievance" and r.ok and isinstance(r.result.get("ticket_key"), str)
+        ]
+        # GRV-1 is not named by "GRV-12"
+        return [k for k in keys if re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", self.text)]
 
 
 class _Stopwatch:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +20,14 @@ from bot.conversations import ConversationStore
 from bot.engines.base import Engine
 from bot.note_ledger import NoteLedger
 from bot.preferences import PreferenceStore
-from bot.ticket_news import NewsStore, TicketNews
+from bot.ticket_news import Answering, NewsStore, TicketNews
 from bot.tools import Toolbox, build_tools
 from bot.tools.base import GrievanceBackend, ManualsBackend, StatsBackend
 
 log = logging.getLogger(__name__)
 
 FLUSH_SECONDS = 5.0  # at shutdown, how long pending grievances may take to reach Jira
+MESSAGE_ID = re.compile(r"[0-9]{1,20}")  # a Discord snowflake
 
 
 @dataclass(frozen=True)
@@ -199,6 +201,18 @@ async def build_budget(settings: Settings) -> Budget | None:
     return meter
 
 
+def note_to_answer(notes: NoteLedger) -> Answering:
+    """Whether a turn is a Discord voice note still to be answered: only those are answered again
+    after a restart (a slash command is not), and the ledger knows them by message id."""
+
+    async def to_answer(platform: str, request_id: str) -> bool:
+        if platform != "discord" or not MESSAGE_ID.fullmatch(request_id):
+            return False
+        return await notes.to_answer(int(request_id))
+
+    return to_answer
+
+
 async def build_app(settings: Settings, engine: Engine | None = None) -> App:
     """Everything the bot needs, built from settings. `engine` replaces the configured engine
     (benchmarks and front-end tests use an instant one)."""
@@ -237,7 +251,7 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
         if speaker is not None and hasattr(speaker, "aclose"):
             await keep(speaker)
         news_store = await keep(await NewsStore.open(paths.news))
-        news = TicketNews(news_store, grievances, preferences, speaker, settings.news)
+        news = TicketNews(news_store, grievances, preferences, speaker, settings.news, note_to_answer(notes))
         agent = VoiceAgent(
             engine=engine,
             toolbox=toolbox,

@@ -230,6 +230,15 @@ class NoteLedger:
             if self._claimable(row["state"], row["owner"], row["lease_until"], now)
         ]
 
+    async def to_answer(self, message_id: int) -> bool:
+        """Whether the note is still to be answered: kept for a restart, given back by a turn a
+        stop cut, or being answered (by a live process, or left by a dead one for the next)."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT state FROM notes WHERE message_id = ?", (message_id,)
+        )
+        row = first(rows)
+        return row is not None and row["state"] in ("pending", "started")
+
     async def last_handled(self, place_id: int) -> int | None:
         rows = await self._conn.execute_fetchall(
             "SELECT MAX(message_id) FROM notes WHERE place_id = ? AND state = 'answered'", (place_id,)

@@ -11,6 +11,14 @@ Finding news (`TicketNews.find`) has two sources:
 - with Jira on, a poll of the players' issues updated since the last poll (JQL built only from
   validated values, jira_tracker.py), each compared with the status last known locally.
 
+A grievance filed from the spool is not news yet while the turn that filed it is still to be
+answered (`answering`: a voice note whose filing a shutdown cut, answered again after the
+restart, where the filing id finds it): its news is held, and the answer that names its key
+tells the player instead (`heard_in_answer`: the news is dropped, and the grievance is no longer
+one whose key they never heard, so its news found later, or its push to Jira, is none either).
+Held news goes out once the turn is settled without naming the key: answered by an apology, or
+never answered again (too old).
+
 Each piece of news is kept in news.db once, unique per (source, ticket, kind, status): finding it
 again (overlapping poll windows, a restart before a cursor was saved) adds nothing. Once told, it
 is forgotten after a month, but for the newest piece of each ticket (`NewsStore.prune`): a ticket
@@ -47,8 +55,9 @@ import aiosqlite
 from bot import sentences as say
 from bot.audio import ReplyAudio
 from bot.config import NewsSettings
-from bot.db import first, opening
+from bot.db import add_missing_columns, first, opening
 from bot.preferences import Preferences, PreferenceStore
+from bot.tools import filed_in
 from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, iso_at, utc_now
 
 log = logging.getLogger(__name__)
@@ -85,12 +94,15 @@ CREATE TABLE IF NOT EXISTS news (
     kind TEXT NOT NULL,  -- filed | status
     status TEXT NOT NULL,  -- the status told
     text TEXT NOT NULL,
-    state TEXT NOT NULL DEFAULT 'pending',  -- pending | sending | sent | muted | dms_closed | failed
+    -- pending | held | sending | sent | muted | dms_closed | failed | in_answer
+    -- (held: waiting for the answer to a turn; in_answer: that answer named its key)
+    state TEXT NOT NULL DEFAULT 'pending',
     found_at TEXT NOT NULL,
     done_at TEXT,
     attempts INTEGER NOT NULL DEFAULT 0,
     next_try_at REAL,
     error TEXT,
+    held_for TEXT,  -- the filing id of the turn whose answer is to tell it (state 'held')
     UNIQUE (source, ticket, kind, status)
 );
 CREATE INDEX IF NOT EXISTS news_by_state ON news (state, id);
@@ -146,6 +158,8 @@ class Messenger(Protocol):
 
 
 Speaker = Callable[[str, str | None], Awaitable[ReplyAudio]]
+# Whether a turn (platform, request id: a Discord note's message id) is still to be answered.
+Answering = Callable[[str, str], Awaitable[bool]]
 
 
 # ---- what the player is told ----------------------------------------------------------------
@@ -207,6 +221,7 @@ class NewsStore:
     @classmethod
     async def open(cls, path: Path | str) -> NewsStore:
         async with opening(path, SCHEMA) as conn:
+            await add_missing_columns(conn, "news", {"held_for": "TEXT"})
             store = cls(conn)
             stuck = await store.count("sending")
             if stuck:
@@ -217,7 +232,7 @@ class NewsStore:
             return store
 
     async def prune(self, now: float | None = None) -> int:
-        """Forget news no longer pending (sent, muted, given up on) found KEEP_TOLD_SECONDS ago,
+        """Forget news no longer due (sent, muted, given up on) found KEEP_TOLD_SECONDS ago,
         but for the newest piece of each ticket, and the channels of players long silent; how
         many pieces of news went.
 
@@ -230,9 +245,9 @@ class NewsStore:
         self._pruned_at = now
         async with self._lock:
             cursor = await self._conn.execute(
-                "DELETE FROM news WHERE state != 'pending' AND found_at < ? AND EXISTS (SELECT 1"
-                " FROM news AS later WHERE later.source = news.source AND later.ticket = news.ticket"
-                " AND later.id > news.id)",
+                "DELETE FROM news WHERE state NOT IN ('pending', 'held') AND found_at < ? AND EXISTS"
+                " (SELECT 1 FROM news AS later WHERE later.source = news.source"
+                " AND later.ticket = news.ticket AND later.id > news.id)",
                 (iso_at(now - KEEP_TOLD_SECONDS),),
             )
             await self._conn.execute(
@@ -247,16 +262,64 @@ class NewsStore:
         if now - self._pruned_at >= PRUNE_EVERY_SECONDS:
             await self.prune(now)
 
-    async def add(self, user_id: str, source: str, ticket: str, kind: str, status: str, text: str) -> bool:
-        """Keep a piece of news; False if it was found before."""
+    async def add(
+        self,
+        user_id: str,
+        source: str,
+        ticket: str,
+        kind: str,
+        status: str,
+        text: str,
+        held_for: str | None = None,
+    ) -> bool:
+        """Keep a piece of news, held for the answer to the turn of filing id `held_for` if one is
+        given; False if it was found before."""
         async with self._lock:
             cursor = await self._conn.execute(
-                "INSERT INTO news (user_id, source, ticket, kind, status, text, found_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, ticket, kind, status) DO NOTHING",
-                (user_id, source, ticket, kind, status, text, utc_now()),
+                "INSERT INTO news (user_id, source, ticket, kind, status, text, found_at, state, held_for)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, ticket, kind, status) DO NOTHING",
+                (
+                    user_id,
+                    source,
+                    ticket,
+                    kind,
+                    status,
+                    text,
+                    utc_now(),
+                    "held" if held_for else "pending",
+                    held_for,
+                ),
             )
             await self._conn.commit()
             return cursor.rowcount == 1
+
+    async def held(self) -> list[tuple[int, str]]:
+        """(id, filing id of the turn it waits for) of each piece of held news."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT id, held_for FROM news WHERE state = 'held' ORDER BY id"
+        )
+        return [(int(row[0]), str(row[1])) for row in rows]
+
+    async def release(self, ids: list[int]) -> None:
+        """Held news to be sent after all: the turn it waited for will not tell it."""
+        async with self._lock:
+            await self._conn.executemany(
+                "UPDATE news SET state = 'pending' WHERE id = ? AND state = 'held'", [(i,) for i in ids]
+            )
+            await self._conn.commit()
+
+    async def told_in_answer(self, user_id: str, tickets: list[str]) -> int:
+        """The player heard these tickets' keys in an answer: news of their filing that is not
+        sent yet never will be. How many pieces of news that was."""
+        marks = ",".join("?" * len(tickets))
+        async with self._lock:
+            cursor = await self._conn.execute(
+                "UPDATE news SET state = 'in_answer', done_at = ? WHERE user_id = ? AND kind = 'filed'"
+                f" AND state IN ('pending', 'held') AND ticket IN ({marks})",
+                (utc_now(), user_id, *tickets),
+            )
+            await self._conn.commit()
+        return cursor.rowcount
 
     async def adopt_local(self, source: str) -> None:
         """News found before sources named their grievance database ("local") is this one's."""
@@ -403,11 +466,13 @@ class TicketNews:
         preferences: PreferenceStore,
         speaker: Speaker | None,
         settings: NewsSettings,
+        answering: Answering | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
         self._preferences = preferences
         self._speaker = speaker
+        self._answering = answering
         # Both grievance backends keep every grievance in a local store; the Jira one also
         # answers which of its issues changed (JiraGrievances.updated_issues).
         self._local: LocalGrievanceStore | None = getattr(grievances, "local_store", None)
@@ -426,6 +491,17 @@ class TicketNews:
     async def record_channel(self, user_id: str, channel_id: str) -> None:
         """Where the player last sent a voice note: where to tell them their DMs are closed."""
         await self.store.set_last_channel(user_id, channel_id)
+
+    async def heard_in_answer(self, user_id: str, keys: list[str]) -> None:
+        """The player heard these ticket keys in the answer to their note: a grievance among them
+        filed from the spool is told, and its news (held for that answer, or found later) is not."""
+        if self._local is None or not keys:
+            return
+        tickets = await self._local.heard(user_id, keys)
+        if tickets and await self.store.told_in_answer(user_id, tickets):
+            log.info(
+                "ticket news for %s not sent: %s told in the answer to their note", user_id, ", ".join(keys)
+            )
 
     # ---- finding --------------------------------------------------------------------------
 
@@ -481,18 +557,25 @@ class TicketNews:
             return 0  # not a Discord user (a CLI `ask`): nobody to send it to
         jira = self._jira is not None
         if e.kind == "filed_late":
+            if not e.filed_late:
+                return 0  # its key was heard after all, in the answer to the note it came from
             if e.push_state != "local_only":
                 return 0  # on its way to Jira: told with the key it gets there ("pushed")
             text = filed_text(e.local_key, e.created_at, e.description, e.status)
-            return await self._add(e.user_id, self._local_source, e.local_key, "filed", e.status, text)
+            held_for = await self._held_for(e)
+            return await self._add(
+                e.user_id, self._local_source, e.local_key, "filed", e.status, text, held_for
+            )
         if e.kind == "pushed" and e.remote_key:
+            held_for = None
             if e.filed_late:  # the player heard no key at all
                 text = filed_text(e.remote_key, e.created_at, e.description, e.status)
+                held_for = await self._held_for(e)
             elif e.attempts > 1:  # Jira failed when it was filed: the key they heard is not Jira's
                 text = moved_text(e.local_key, e.remote_key, e.status)
             else:
                 return 0  # pushed at once: the usual path, not news
-            return await self._add(e.user_id, "jira", e.remote_key, "filed", e.status, text)
+            return await self._add(e.user_id, "jira", e.remote_key, "filed", e.status, text, held_for)
         if e.kind == "status" and (not jira or e.push_state == "local_only"):
             # Jira's status is the ticket's when Jira is on (the local one is a cache of it),
             # except for a ticket that never goes there: staff work it on the desk.
@@ -524,16 +607,51 @@ class TicketNews:
         await self.store.set_cursor("jira-polled-at", repr(started))
         return found
 
-    async def _add(self, user_id: str, source: str, ticket: str, kind: str, status: str, text: str) -> int:
-        added = await self.store.add(user_id, source, ticket, kind, status, text)
+    async def _add(
+        self,
+        user_id: str,
+        source: str,
+        ticket: str,
+        kind: str,
+        status: str,
+        text: str,
+        held_for: str | None = None,
+    ) -> int:
+        added = await self.store.add(user_id, source, ticket, kind, status, text, held_for)
         if added:
-            log.info("ticket news for %s: %s %s %s", user_id, ticket, kind, status)
+            held = f", held for the answer to {held_for}" if held_for else ""
+            log.info("ticket news for %s: %s %s %s%s", user_id, ticket, kind, status, held)
         return int(added)
+
+    async def _held_for(self, e: GrievanceEvent) -> str | None:
+        """The filing id of the turn that filed `e`'s grievance while that turn is still to be
+        answered (a note whose filing a shutdown cut): its answer is to tell the key."""
+        if e.spool_id is None or not await self._to_answer(e.spool_id):
+            return None
+        return e.spool_id
+
+    async def _to_answer(self, filing: str) -> bool:
+        turn = filed_in(filing)
+        if turn is None or self._answering is None:
+            return False
+        try:
+            return await self._answering(*turn)
+        except Exception:  # told now, maybe twice, rather than never
+            log.exception("ticket news: could not learn whether %s is still to be answered", filing)
+            return False
+
+    async def _release_held(self) -> None:
+        """Held news whose turn was settled without naming its key (an apology, a note given up
+        on as too old) is sent after all."""
+        done = [news_id for news_id, filing in await self.store.held() if not await self._to_answer(filing)]
+        if done:
+            await self.store.release(done)
 
     # ---- delivering -----------------------------------------------------------------------
 
     async def deliver(self, messenger: Messenger) -> int:
         """Send each player their due news, one DM each; how many pieces were sent."""
+        await self._release_held()
         due = await self.store.due()
         by_user: dict[str, list[NewsItem]] = {}
         for item in due:

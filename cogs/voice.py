@@ -82,7 +82,8 @@ class VoiceNotes(commands.Cog):
         turns = bot.app.settings.agent.max_concurrent_turns if bot.app is not None else 1
         self._notes_in_hand = asyncio.Semaphore(turns)
         self._unrecorded: dict[int, None] = {}  # notes answered though the ledger refused them
-        self._answer_out: set[int] = set()  # notes whose answer is sent, its transcript maybe not yet
+        # Notes whose answer is sent, its transcript maybe not yet: the ticket keys it names.
+        self._answer_out: dict[int, list[str]] = {}
 
     # ---- which messages --------------------------------------------------------------
 
@@ -215,6 +216,7 @@ class VoiceNotes(commands.Cog):
             if message.id in self._answer_out:
                 # Cut while its transcript was still going out: the answer itself was sent, and
                 # answering it again after the restart would answer it twice.
+                await self._heard(message, self._answer_out[message.id])
                 await self._settle(ledger.answered, message)
                 raise
             # Shutting down and the grace period ran out, mid-turn or still queued: the note is
@@ -223,8 +225,9 @@ class VoiceNotes(commands.Cog):
             await self._react(message, LATER)
             raise
         finally:
-            self._answer_out.discard(message.id)
+            told = self._answer_out.pop(message.id, None)
         if reached is Reached.YES:
+            await self._heard(message, told or [])
             await self._settle(ledger.answered, message)
             return
         if reached is Reached.LATER:
@@ -247,6 +250,16 @@ class VoiceNotes(commands.Cog):
             message.channel.id,
         )
         await self._settle(ledger.unanswerable, message)
+
+    async def _heard(self, message: discord.Message, keys: list[str]) -> None:
+        """Before the note is marked answered, while ticket news still holds what its answer
+        tells: a complaint of this note kept in the spool is told by this answer, not by DM."""
+        if not keys:
+            return
+        try:
+            await self.bot.core.news.heard_in_answer(str(message.author.id), keys)
+        except Exception as exc:  # the DM goes out as well: told twice rather than never
+            log.error("could not record that note %s told tickets %s: %s", message.id, keys, exc)
 
     async def _settle(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
         try:
@@ -351,15 +364,16 @@ class VoiceNotes(commands.Cog):
                     refusal = str(exc)
         if refusal is not None:
             return False, await self._tell(message, refusal)
+        told = reply.told_keys
+
+        def answered() -> None:
+            self._answer_out[message.id] = told
+
         with metrics.timed("send"):
             how = await send_answer(
-                self.bot,
-                message,
-                reply.text,
-                reply.audio,
-                prefs.reply_mode,
-                answered=lambda: self._answer_out.add(message.id),
+                self.bot, message, reply.text, reply.audio, prefs.reply_mode, answered=answered
             )
+        answered()  # out whichever way it went: a text or file answer calls nothing
         metrics.reply("discord", reply.kind)
         log.info(
             "answered note %s from %s as %s (%s, %s)", message.id, author.id, how, reply.kind, reply.engine

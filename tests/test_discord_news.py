@@ -15,19 +15,24 @@ from typing import Any
 import pytest
 
 from bot.config import Settings
+from bot.engines.base import EngineError, EngineReply, TurnState
 from bot.preferences import PreferenceStore
+from bot.tools import filing_id
+from bot.tools.base import ToolCall
 from bot.tools.grievance_spool import GrievanceSpool
-from tests.conftest import BLAZE, NOVA
-from tests.discord_harness import nova, running_bot, voice_note
+from tests.conftest import BLAZE, NOVA, QUILL
+from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     VOICE_FLAG,
     FakeDiscord,
+    InjectedUser,
     Received,
     dm_channel_id,
     serving,
 )
 from tests.fakes.jira_server import NEWS_JQL, FakeJira, running_fake_jira
+from tests.frontend_engine import FrontendEngine, tone
 from tests.test_discord_commands import ask, sub
 
 NEWS = {"poll_seconds": 0.1}
@@ -252,3 +257,163 @@ async def test_an_unload_cancelled_while_a_round_finishes_ends_cancelled_and_sto
         await unloading
     await asyncio.wait({round_task})
     assert round_task.cancelled()
+
+
+# ---- a complaint whose filing a shutdown cut, heard again after the restart --------------------
+
+
+class Complains(FrontendEngine):
+    """Files a wallet complaint for every note and names its ticket in the answer. Each step
+    waits while `gate` is closed; the turns of players in `failing` fail (no engine answers)."""
+
+    def __init__(self, failing: tuple[str, ...] = ()) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.failing = failing
+        self.filing: list[str] = []  # whose filings were asked for, in order
+
+    async def complete(self, turn: TurnState) -> EngineReply:
+        await self.gate.wait()
+        who = turn.context.user_id
+        if who in self.failing:
+            raise EngineError("model service unreachable")
+        if not turn.rounds:
+            self.filing.append(who)
+            complaint = {"category": "wallet", "description": f"{who} bought gems and never got them"}
+            return EngineReply(
+                tool_calls=[ToolCall(id="file", name="register_grievance", arguments=complaint)]
+            )
+        filed = turn.rounds[0].results[0].result
+        return EngineReply(
+            text=f"I've filed your wallet complaint as ticket {filed['ticket_key']}.",
+            audio=tone(0.6, 200.0),
+            audio_format="wav",
+        )
+
+
+async def cut_mid_filing(
+    settings: Settings,
+    fake: FakeDiscord,
+    caplog: pytest.LogCaptureFixture,
+    players: list[tuple[InjectedUser, float]],
+) -> dict[str, dict[str, Any]]:
+    """Each player sends a note (dated `ago` seconds back) that files a complaint while another
+    process holds the grievance database; a stop's grace runs out mid-filing, so each filing is
+    kept in the spool and each note is answered after the restart. The notes, by player id."""
+    engine = Complains()
+    async with running_bot(settings, fake, engine=engine, shutdown_grace_seconds=0.2) as h:
+        # Another process: in a thread, as the bot's own writes need the event loop to commit.
+        locker = sqlite3.connect(
+            settings.storage_dir / "grievances.db", isolation_level=None, check_same_thread=False
+        )
+        try:
+            await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
+            notes = {
+                str(p.id): await fake.send_note(p, voice_note(), guild=True, ago=ago) for p, ago in players
+            }
+            await eventually(lambda: len(engine.filing) == len(players))
+            h.stop.set()
+            await eventually(lambda: f"cancelled {len(players)} note(s)" in caplog.text)
+        finally:
+            await asyncio.to_thread(locker.execute, "ROLLBACK")
+            locker.close()
+        await asyncio.wait_for(h.task, 30)
+    kept = (settings.storage_dir / "grievances.db.spool.jsonl").read_text()
+    filed = sql(settings.storage_dir / "grievances.db", "SELECT spool_id FROM grievances WHERE filed_late")
+    for note in notes.values():
+        assert "restarting" in fake.replies_to(note["id"])[0].content
+        # In the spool, or filed from it by a news round that ran before the bot stopped.
+        assert f'"{filing(note)}"' in kept or (filing(note),) in filed
+    return notes
+
+
+def filing(note: dict[str, Any]) -> str:
+    """The filing id of the note's complaint (bot/tools/__init__.py)."""
+    return filing_id("discord", note["id"], 0)
+
+
+def tells(fake: FakeDiscord, user_id: str, note: dict[str, Any], key: str) -> list[str]:
+    """Every message telling the player `key`: in the answer to their note, and by DM."""
+    answer = [r.content for r in fake.replies_to(note["id"]) if key in r.content]
+    return answer + [m.content for m in dms(fake, user_id) if key in m.content]
+
+
+def answers_to(fake: FakeDiscord, note: dict[str, Any]) -> list[Received]:
+    """The bot's answers to `note`: its transcript after a voice message."""
+    return [r for r in fake.replies_to(note["id"]) if r.content.startswith("I've filed")]
+
+
+def key_of(settings: Settings, note: dict[str, Any]) -> str:
+    """The ticket the note's complaint was filed as."""
+    db = settings.storage_dir / "grievances.db"
+    ((key,),) = sql(db, "SELECT local_key FROM grievances WHERE spool_id = ?", (filing(note),))
+    return key
+
+
+async def test_a_filing_cut_by_a_stop_is_told_once_in_the_answer_or_by_dm_when_none_tells_it(
+    settings: Settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = fast(settings)
+    notes = await cut_mid_filing(settings, fake, caplog, [(nova, 0.0), (blaze, 120.0), (quill, 0.0)])
+    engine = Complains(failing=(QUILL,))
+    engine.gate.clear()
+    # Blaze's note is now too old to answer; Quill's is answered, but by an apology naming no ticket.
+    async with running_bot(settings, fake, engine=engine, catch_up_minutes=1.0):
+        # News finds Nova's filing before her note is answered again: the answer is to tell it.
+        await eventually(lambda: news_states(settings, NOVA))
+        engine.gate.set()
+        await eventually(
+            lambda: answers_to(fake, notes[NOVA]) and len(fake.replies_to(notes[QUILL]["id"])) > 1
+        )
+        await fake.wait_for(lambda _: dms(fake, BLAZE) and dms(fake, QUILL))
+        await eventually(lambda: news_states(settings, NOVA)[0][2] not in ("held", "pending", "sending"))
+    keys = {who: key_of(settings, note) for who, note in notes.items()}
+    assert tells(fake, NOVA, notes[NOVA], keys[NOVA]) == [
+        f"I've filed your wallet complaint as ticket {keys[NOVA]}."
+    ]
+    assert news_states(settings, NOVA) == [(keys[NOVA], "open", "in_answer")]
+    for who in (BLAZE, QUILL):
+        (told,) = tells(fake, who, notes[who], keys[who])
+        assert told.endswith(f"is now filed as ticket {keys[who]}. Its status is open.")
+        assert news_states(settings, who) == [(keys[who], "open", "sent")]
+
+
+async def test_a_filing_cut_by_a_stop_and_told_in_the_answer_is_no_news_after_it(
+    settings: Settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = fast(settings)
+    notes = await cut_mid_filing(settings, fake, caplog, [(nova, 0.0)])
+    # The note is answered again before any news round reads the filing (news is off in this run).
+    async with running_bot(settings.replace(news={"enabled": False}), fake, engine=Complains()):
+        await eventually(lambda: answers_to(fake, notes[NOVA]))
+    key = key_of(settings, notes[NOVA])
+    async with running_bot(settings, fake):
+        await staff(
+            settings.storage_dir / "grievances.db",
+            "UPDATE grievances SET status = 'resolved' WHERE user_id = ?",
+            (BLAZE,),
+        )
+        await fake.wait_for(lambda _: dms(fake, BLAZE))  # a round ran past Nova's filing
+    assert tells(fake, NOVA, notes[NOVA], key) == [f"I've filed your wallet complaint as ticket {key}."]
+    assert news_states(settings, NOVA) == []
+
+
+async def test_a_filing_cut_by_a_stop_that_reaches_jira_first_is_told_once_by_its_jira_key(
+    settings: Settings, fake: FakeDiscord, jira: FakeJira, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = with_jira(settings, jira)
+    notes = await cut_mid_filing(settings, fake, caplog, [(nova, 0.0)])
+    engine = Complains()
+    engine.gate.clear()
+    async with running_bot(settings, fake, engine=engine):
+        # Pushed, and its news found, before the note is answered again: the answer names its Jira key.
+        await eventually(lambda: news_states(settings, NOVA))
+        engine.gate.set()
+        await eventually(lambda: answers_to(fake, notes[NOVA]))
+        await more_rounds(jira)
+    (issue,) = jira.issues.values()
+    assert tells(fake, NOVA, notes[NOVA], issue.key) == [
+        f"I've filed your wallet complaint as ticket {issue.key}."
+    ]
+    assert news_states(settings, NOVA) == [(issue.key, "open", "in_answer")]

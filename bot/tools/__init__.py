@@ -40,6 +40,22 @@ SHOWN_CHARS = 80
 MAX_ERROR_CHARS = 300
 
 
+def filing_id(platform: str, request_id: str, nth: int) -> str:
+    """What files one complaint of a turn once, however often the turn runs: its platform and
+    request (a Discord note's message id), and which of its complaints it is."""
+    return f"{platform}:{request_id}:{nth}"
+
+
+def filed_in(filing: str) -> tuple[str, str] | None:
+    """(platform, request id) of the turn a `filing_id` names; None for an id of another kind
+    (a spool line's own, grievance_spool.py). Ids filed by older versions name the category too
+    (platform:request:category:nth)."""
+    parts = filing.split(":")
+    if len(parts) not in (3, 4) or not parts[-1].isdigit() or not all(parts[:2]):
+        return None
+    return parts[0], parts[1]
+
+
 async def readable_grievances(
     grievances: GrievanceBackend, ctx: ToolContext, key: str | None = None
 ) -> list[Grievance]:
@@ -104,9 +120,9 @@ def build_tools(
         # before any await, so complaints filed side by side are numbered as they were asked for.
         nth = len(ctx.filed)
         ctx.filed.append(category)
-        filing_id = f"{ctx.platform}:{ctx.request_id}:{nth}" if ctx.request_id else None
+        filing = filing_id(ctx.platform, ctx.request_id, nth) if ctx.request_id else None
         owner = ctx.grievance_owner or ctx.user_id
-        ticket = await grievances.register(owner, category, description, filing_id)
+        ticket = await grievances.register(owner, category, description, filing)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
 
     async def get_grievance_status(ctx: ToolContext, args: JSON) -> JSON:

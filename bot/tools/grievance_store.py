@@ -147,6 +147,7 @@ class GrievanceEvent:
     push_state: str
     attempts: int
     filed_late: bool  # filed from the spool: its player never heard its key
+    spool_id: str | None  # its filing id: the turn it was filed in (bot/tools/__init__.py), if any
 
 
 def utc_now() -> str:
@@ -587,9 +588,34 @@ class LocalGrievanceStore:
                     push_state=row["push_state"],
                     attempts=int(row["attempts"]),
                     filed_late=bool(row["filed_late"]),
+                    spool_id=row["spool_id"],
                 )
             )
         return found
+
+    async def heard(self, user_id: str, keys: list[str]) -> list[str]:
+        """The player heard these keys (local or Jira) in an answer: their grievances filed from
+        the spool are no longer ones whose key they never heard. The keys, local and Jira, of
+        those grievances."""
+        if not keys:
+            return []
+        marks = ",".join("?" * len(keys))
+        named = f"user_id = ? AND filed_late = 1 AND (local_key IN ({marks}) OR remote_key IN ({marks}))"
+        async with self._write_lock:
+            rows = await self._conn.execute_fetchall(
+                f"SELECT local_key, remote_key FROM grievances WHERE {named}", (user_id, *keys, *keys)
+            )
+            if not rows:  # the usual answer: a ticket filed as the player asked, no write needed
+                return []
+            try:
+                await self._conn.execute(
+                    f"UPDATE grievances SET filed_late = 0 WHERE {named}", (user_id, *keys, *keys)
+                )
+                await self._conn.commit()
+            except sqlite3.Error:
+                await self._rollback()
+                raise
+        return [key for row in rows for key in (row["local_key"], row["remote_key"]) if key]
 
     async def drop_news_events(self, up_to: int) -> None:
         """Forget the events a reader has dealt with, so the table stays small."""

@@ -43,11 +43,13 @@ JIRA_STATES = {"local_only": "only here", "pending": "waiting to reach Jira", "p
 # A piece of ticket news's state (bot/ticket_news.py's news table), as staff read it.
 NEWS_STATES = {
     "pending": "waiting to be sent",
+    "held": "waiting: the note it was filed from is to be answered, which tells its number",
     "sending": "being sent",
     "sent": "sent",
     "muted": "not sent: the player turned /notify off",
     "dms_closed": "not sent: the player's DMs are closed",
     "failed": "could not be sent",
+    "in_answer": "not sent: the answer to the player's note told its number",
 }
 
 Handler = Callable[[web.Request], Awaitable[Any]]
