@@ -4,7 +4,7 @@ import sqlite3
 import pytest
 
 from bot.app import running_app, storage_paths
-from bot.tools import CATEGORIES
+from bot.tools import CATEGORIES, filed_in, filing_id
 from bot.tools.base import ToolCall, ToolContext
 from bot.tools.embedded import fts_query
 
@@ -606,3 +606,10 @@ async def test_a_read_in_flight_never_makes_a_filing_give_up_on_a_busy_database(
     finally:
         locker.close()
         await store.aclose()
+
+
+def test_a_filing_id_names_its_turn_in_this_format_and_the_older_one() -> None:
+    assert filed_in(filing_id("discord", "1001", 2)) == ("discord", "1001")
+    assert filed_in("discord:1001:wallet:0") == ("discord", "1001")  # filed by an older version
+    assert filed_in("3f2a9c0e1b7d4e8f9a6b5c4d3e2f1a0b") is None  # a spool line's own id
+    assert filed_in("discord:1001:wallet") is None
