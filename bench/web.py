@@ -12,8 +12,9 @@ are answered one at a time, as on Discord), two ways in the same run:
   baseline: everything but HTTP).
 
 Also /metrics scraped every 100 ms while ten uploaders are busy: how long a scrape takes when
-Prometheus asks during load. The playground's per-client rate limit is raised for the run (every
-uploader is 127.0.0.1).
+Prometheus asks during load. The playground's per-client rate limit (every uploader is
+127.0.0.1), its own turns and its ceiling of notes a minute are raised for the run: the agent's
+turns are what is measured.
 """
 
 from __future__ import annotations
@@ -102,6 +103,8 @@ async def main(notes: int, counts: list[int]) -> None:
             "VOXDESK_STORAGE_DIR": tmp,
             "VOXDESK_AGENT_FALLBACK": "apology",
             "VOXDESK_WEB_PLAYGROUND_NOTES": "100000",
+            "VOXDESK_WEB_PLAYGROUND_TURNS": "1000",
+            "VOXDESK_WEB_PLAYGROUND_NOTES_PER_MINUTE": "100000",
         }
         settings = load_settings(REPO / "config.toml", environ=env)
         await initialise(settings)

@@ -122,7 +122,7 @@ class VoiceAgent:
 
     async def respond(self, context: ToolContext, data: bytes, voice: str | None = None) -> Reply:
         """One turn from the bytes of an audio file. Raises audio.AudioError for bad input."""
-        async with self._user_turn(context.user_id):
+        async with self._user_turn(context.speaker):
             watch = _Stopwatch()
             with watch.stage("decode"):
                 decoded = await asyncio.to_thread(audio.decode, data, self.audio_settings)
@@ -131,7 +131,7 @@ class VoiceAgent:
 
     async def respond_text(self, context: ToolContext, text: str, voice: str | None = None) -> Reply:
         """One turn from typed words (slash commands, the CLI's text mode)."""
-        async with self._user_turn(context.user_id):
+        async with self._user_turn(context.speaker):
             return _measured(await self._turn(context, None, text, voice, _Stopwatch()))
 
     async def forget(self, user_id: str) -> int:
@@ -147,8 +147,9 @@ class VoiceAgent:
 
     @contextlib.asynccontextmanager
     async def _user_turn(self, user_id: str) -> AsyncIterator[None]:
-        """One user's turns run one at a time in arrival order (asyncio.Lock is FIFO); different
-        users run concurrently, at most `max_concurrent_turns` at once."""
+        """One user's turns (a ToolContext's speaker) run one at a time in arrival order
+        (asyncio.Lock is FIFO); different users run concurrently, at most `max_concurrent_turns`
+        at once."""
         lock = self._user_locks.setdefault(user_id, asyncio.Lock())
         self._user_waiting[user_id] = self._user_waiting.get(user_id, 0) + 1
         try:

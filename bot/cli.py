@@ -209,13 +209,13 @@ def cmd_web(args: argparse.Namespace) -> int:
 def cmd_web_password(args: argparse.Namespace) -> int:
     import getpass
 
-    from bot.web.security import hash_password
+    from bot.web.security import MIN_PASSWORD_CHARS, hash_password
 
     password = (
         sys.stdin.readline().rstrip("\r\n") if not sys.stdin.isatty() else getpass.getpass("password: ")
     )
-    if len(password) < 12:
-        print("use a staff password of 12 characters or more", file=sys.stderr)
+    if len(password) < MIN_PASSWORD_CHARS:
+        print(f"use a staff password of {MIN_PASSWORD_CHARS} characters or more", file=sys.stderr)
         return 2
     print(hash_password(password))
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import ipaddress
 import logging
 import os
 import re
@@ -244,11 +245,17 @@ class WebSettings:
     playground_players: list[str] = field(default_factory=list)
     playground_notes: int = 10  # per client: at most this many notes ...
     playground_seconds: float = 60.0  # ... in this many seconds
+    # Playground notes answered at once, whoever sent them; more get "busy, try again". Below
+    # agent.max_concurrent_turns under `voxdesk run`: Discord players always keep a turn slot.
+    playground_turns: int = 2
+    playground_notes_per_minute: int = 30  # every client's notes together; more get "busy"
     login_attempts: int = 5  # failed staff logins per client ...
     login_seconds: float = 300.0  # ... in this many seconds, then 429 until the window passes
     session_hours: float = 8.0  # a staff login lasts this long
     secure_cookies: bool = False  # true behind HTTPS: the browser then sends cookies only over TLS
     trust_forwarded: bool = False  # behind a reverse proxy: the client is X-Forwarded-For's last hop
+    # ... when the request comes from one of these addresses or networks (the proxy's own)
+    trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
 
 
 @dataclass(frozen=True)
@@ -265,6 +272,7 @@ class Secrets:
     web_staff_password_hash: str = ""  # `voxdesk web-password` prints one
     web_staff_password: str = ""  # plain; hashed at start and never kept (prefer the hash)
     web_session_key: str = ""  # a Fernet key; empty: one made at start (sessions end on restart)
+    web_metrics_token: str = ""  # bearer token for /metrics from beyond this machine; empty: loopback only
 
     ENV: typing.ClassVar[dict[str, str]] = {
         "openai_api_key": "OPENAI_API_KEY",
@@ -277,6 +285,7 @@ class Secrets:
         "web_staff_password_hash": "VOXDESK_WEB_STAFF_PASSWORD_HASH",
         "web_staff_password": "VOXDESK_WEB_STAFF_PASSWORD",
         "web_session_key": "VOXDESK_WEB_SESSION_KEY",
+        "web_metrics_token": "VOXDESK_WEB_METRICS_TOKEN",
     }
 
     def __repr__(self) -> str:
@@ -423,7 +432,8 @@ POSITIVE = {
     ("jira", "max_backoff_seconds"), ("discord", "flood_notes"), ("discord", "flood_seconds"),
     ("discord", "download_seconds"), ("discord", "recheck_seconds"), ("news", "poll_seconds"),
     ("web", "playground_notes"), ("web", "playground_seconds"), ("web", "login_attempts"),
-    ("web", "login_seconds"), ("web", "session_hours"),
+    ("web", "login_seconds"), ("web", "session_hours"), ("web", "playground_turns"),
+    ("web", "playground_notes_per_minute"),
 }  # fmt: skip
 MAX_DEFER_SECONDS = 2.5
 PRICE_KEYS = ("text_in", "text_out", "audio_in", "audio_out", "cached_in")
@@ -451,6 +461,7 @@ def _check_ranges(settings: Settings) -> None:
             elif value < 0:
                 raise ConfigError(f"{key} = {value}: it must not be negative")
     check_port(settings.web.port, f"web.port = {settings.web.port}")
+    _check_web(settings)
     if settings.discord.defer_after_seconds > MAX_DEFER_SECONDS:
         raise ConfigError(
             f"discord.defer_after_seconds = {settings.discord.defer_after_seconds}: Discord waits 3 s for a "
@@ -472,6 +483,24 @@ def _check_ranges(settings: Settings) -> None:
                 f"usage.price_as.{name!r} = {row!r}: no [usage.prices] row has that name; "
                 f"name one of {', '.join(settings.usage.prices)}"
             )
+
+
+def _check_web(settings: Settings) -> None:
+    web, turns = settings.web, settings.agent.max_concurrent_turns
+    # Under `voxdesk run` the playground and Discord players share the agent's turn slots.
+    if web.enabled and web.playground_turns >= turns:
+        raise ConfigError(
+            f"web.playground_turns = {web.playground_turns}: keep it below agent.max_concurrent_turns"
+            f" ({turns}), so anonymous playground notes never hold every turn Discord players need"
+        )
+    for proxy in web.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            raise ConfigError(
+                f"web.trusted_proxies: {proxy!r} is not an IP address or network such as 10.0.0.5 or"
+                " 10.0.0.0/24"
+            ) from None
 
 
 # Secrets that share the settings' prefix are read as secrets, never as settings.

@@ -101,7 +101,8 @@ def check_discord_token(settings: Settings, for_run: bool) -> str:
 
 
 async def check_web_secrets(settings: Settings) -> str:
-    """What the web front end refuses to start with: a session key or staff hash that does not parse."""
+    """What the web front end refuses to start with: a session key or staff hash that does not parse,
+    or a plain staff password too short."""
     from bot.web.security import session_storage, staff_password_hash
 
     s = settings.secrets

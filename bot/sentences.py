@@ -29,6 +29,11 @@ TOO_MANY_WHILE_AWAY = (
     "Send me again whatever is still unanswered."
 )
 TOO_FAST = "You're sending notes faster than I can answer. Try again in {seconds:.0f} seconds."
+# The web playground: every visitor's notes together are more than it answers at once or a minute.
+PLAYGROUND_BUSY = (
+    "The playground is busy answering other visitors' notes. Try again in {seconds:.0f} seconds."
+)
+TICKETS_TOO_FAST = "You're asking for tickets faster than I can look. Try again in {seconds:.0f} seconds."
 
 # ---- no answer this time ---------------------------------------------------------------------
 

@@ -60,6 +60,11 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("", {"VOXDESK_TOOLS_MANUAL_RESULTS": "-1"}, "tools.manual_results"),
         ("", {"VOXDESK_AUDIO_SILENCE_THRESHOLD_DB": "6"}, "audio.silence_threshold_db"),
         ("", {"VOXDESK_WEB_PORT": "70000"}, "web.port"),
+        ("", {"VOXDESK_WEB_PLAYGROUND_TURNS": "0"}, "web.playground_turns"),  # no playground note, ever
+        ("", {"VOXDESK_WEB_PLAYGROUND_NOTES_PER_MINUTE": "0"}, "web.playground_notes_per_minute"),
+        # Under `voxdesk run` anonymous visitors would hold every turn Discord players need.
+        ("[web]\nenabled = true\nplayground_turns = 8\n", {}, "below agent.max_concurrent_turns"),
+        ("", {"VOXDESK_WEB_TRUSTED_PROXIES": "127.0.0.1,my-proxy"}, "web.trusted_proxies"),
         ("", {"VOXDESK_OPENAI_VOICE": "Alloy"}, "openai.voice"),
         ("", {"VOXDESK_DISCORD_DEFER_AFTER_SECONDS": "10"}, "discord.defer_after_seconds"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_in = "2.5"\n', {}, "usage.prices.'gpt-audio-1.5'.text_in"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import re
 from pathlib import Path
@@ -998,3 +999,268 @@ async def test_a_complaint_filed_in_the_playground_is_its_sessions_alone(setting
     assert private in told_alice
     assert key not in {g.key for g in as_nova}  # nor on Discord, nor in Jira: not a Discord id
     assert row.user_id != NOVA and not row.user_id.isdigit()
+
+
+# ---- the playground under a flood ----------------------------------------------------------------
+
+
+async def test_anonymous_ticket_views_have_a_per_client_rate_limit(settings, monkeypatch) -> None:
+    monkeypatch.setattr(playground, "TICKET_VIEWS", 3, raising=False)
+    async with web_client(web_settings(settings.storage_dir)) as (client, _):
+        views = [await client.get("/playground/tickets", params={"player": NOVA}) for _ in range(4)]
+        assert [v.status for v in views] == [200, 200, 200, 429]
+        assert int(views[-1].headers["Retry-After"]) >= 1
+        assert "faster than I can look" in (await views[-1].json())["error"]
+
+
+async def test_a_flood_of_ticket_views_costs_jira_one_search_a_player(settings) -> None:
+    from tests.fakes.jira_server import running_fake_jira
+
+    async with running_fake_jira() as jira:
+        on_jira = web_settings(settings.storage_dir).replace(
+            tools={"grievances": "jira"},
+            jira={"url": jira.url, "push_interval_seconds": 3600, "settle_seconds": 0.0},
+            secrets={"jira_email": jira.email, "jira_api_token": jira.token},
+        )
+        async with web_client(on_jira) as (client, _):
+            before = len(jira.requests_to("/search/jql"))
+            views = await asyncio.gather(
+                *(client.get("/playground/tickets", params={"player": NOVA}) for _ in range(10))
+            )
+            assert {v.status for v in views} == {200}
+            assert len(jira.requests_to("/search/jql")) == before + 1
+            other = await client.get("/playground/tickets", params={"player": BLAZE})
+            assert other.status == 200  # each player's tickets are their own look-up
+            assert len(jira.requests_to("/search/jql")) == before + 2
+
+
+async def test_the_playground_has_a_ceiling_of_notes_a_minute_across_every_client(settings) -> None:
+    s = web_settings(
+        settings.storage_dir,
+        VOXDESK_WEB_PLAYGROUND_NOTES="1",  # one a client: the ceiling, not the per-client limit, refuses
+        VOXDESK_WEB_PLAYGROUND_NOTES_PER_MINUTE="2",
+        VOXDESK_WEB_TRUST_FORWARDED="true",
+    )
+    async with web_client(s) as (client, _):
+        token = await csrf_of(client)
+        answers = []
+        for i in range(3):
+            headers = {"X-CSRF-Token": token, "X-Forwarded-For": f"198.51.100.{i + 1}"}
+            answers.append(await client.post("/playground/ask", data=note_form(), headers=headers))
+        assert [a.status for a in answers] == [200, 200, 429]
+        assert "busy answering other visitors' notes" in (await answers[-1].json())["error"]
+        assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
+
+
+async def test_two_sessions_speaking_as_one_player_are_answered_side_by_side(wsettings) -> None:
+    """The demo players are shared: one visitor's notes as Nova do not wait for another's."""
+    from tests.frontend_engine import FrontendEngine
+
+    inside = 0
+    both_in = asyncio.Event()
+    met: list[bool] = []  # for each turn: did it meet the other with the engine
+
+    class Holding(FrontendEngine):
+        async def complete(self, turn):  # type: ignore[no-untyped-def]
+            nonlocal inside
+            if not turn.rounds:
+                inside += 1
+                if inside == 2:
+                    both_in.set()
+                # Not a timing assertion: a guard so turns kept apart fail the test, not hang it.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(both_in.wait(), 30)
+                met.append(both_in.is_set())
+            return await super().complete(turn)
+
+    async with web_client(wsettings, engine=Holding()) as (alice, _):
+        async with TestClient(TestServer(alice.app)) as bob:
+            answers = await asyncio.gather(ask(alice, await csrf_of(alice)), ask(bob, await csrf_of(bob)))
+            assert [a.status for a in answers] == [200, 200]
+    assert met == [True, True]
+
+
+def test_rate_limit_forgets_idle_clients_from_the_front_and_keeps_a_bounded_number(monkeypatch) -> None:
+    from bot.web import security
+
+    monkeypatch.setattr(security, "MAX_CLIENTS", 100, raising=False)
+    now = [0.0]
+    limit = RateLimit(1, 10.0, clock=lambda: now[0])
+    for i in range(150):  # a flood from many addresses, all within one window
+        now[0] = i * 0.01
+        assert limit.retry_after(f"client {i}") == 0
+    assert len(limit._events) == 100  # the longest idle forgotten
+    assert limit.retry_after("client 149") > 0  # the newest still held to the limit
+    now[0] = 30.0  # the window passed for every one of them
+    assert limit.retry_after("late") == 0
+    assert list(limit._events) == ["late"]
+
+
+# ---- response headers, sessions, forms ----------------------------------------------------------
+
+
+async def test_staff_pages_and_pages_that_set_a_cookie_are_never_cached(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        first = await client.get("/")
+        assert "Set-Cookie" in first.headers and first.headers["Cache-Control"] == "no-store"
+        locked = await client.get("/desk", allow_redirects=False)
+        assert locked.status == 303 and locked.headers["Cache-Control"] == "no-store"
+        assert (await client.get("/desk/login")).headers["Cache-Control"] == "no-store"
+        assert await log_in(client) == 303
+        for path in ("/desk", "/desk/ticket/GRV-10", "/desk/check", "/desk/charts", "/"):
+            page = await client.get(path)
+            assert page.status == 200 and page.headers.get("Cache-Control") == "no-store", path
+
+
+async def test_probes_scrapes_static_files_and_404s_start_no_session(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        for path in ("/healthz", "/healthz?live", "/metrics", "/static/style.css", "/no-such-page"):
+            got = await client.get(path)
+            assert "Set-Cookie" not in got.headers, path
+        assert not list(client.session.cookie_jar)
+        assert "Set-Cookie" in (await client.get("/")).headers  # a page still starts one
+
+
+async def test_hsts_is_sent_whenever_cookies_are_secure(settings) -> None:
+    async with web_client(web_settings(settings.storage_dir)) as (client, _):
+        assert "Strict-Transport-Security" not in (await client.get("/healthz")).headers
+    secure = web_settings(settings.storage_dir, VOXDESK_WEB_SECURE_COOKIES="true")
+    async with web_client(secure) as (client, _):
+        for path in ("/", "/healthz", "/desk/login"):
+            got = await client.get(path)
+            assert got.headers["Strict-Transport-Security"] == "max-age=31536000", path
+        assert "Secure" in (await client.get("/")).headers["Set-Cookie"]
+
+
+UNREADABLE_FORMS = [
+    ("multipart/form-data", b"password=x"),  # no boundary
+    ("application/x-www-form-urlencoded; charset=bogus", b"password=x"),
+    ("multipart/form-data; boundary=B", b"not multipart at all"),
+    (
+        "multipart/form-data; boundary=B",
+        b'--B\r\nContent-Disposition: form-data; name="body"\r\n'
+        b"Content-Transfer-Encoding: bogus\r\n\r\nxx\r\n--B--\r\n",
+    ),
+    ("multipart/form-data; boundary=B", b"--B\r\nno header here\r\n\r\nxx\r\n--B--\r\n"),
+]
+
+
+@pytest.mark.parametrize(("content_type", "body"), UNREADABLE_FORMS)
+async def test_an_unreadable_form_with_the_csrf_header_is_refused_not_a_server_error(
+    wsettings, caplog, content_type: str, body: bytes
+) -> None:
+    import logging
+
+    async with web_client(wsettings) as (client, _):
+        assert await log_in(client) == 303
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        headers = {"X-CSRF-Token": token, "Content-Type": content_type}
+        caplog.set_level(logging.ERROR)
+        for path in ("/desk/ticket/GRV-10/note", "/desk/ticket/GRV-10/status", "/desk/login"):
+            answer = await client.post(path, data=body, headers=headers, allow_redirects=False)
+            assert answer.status == 400, (path, answer.status)
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# ---- who may see /metrics, whose address counts, what is logged ------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def seen_from(settings, peer: str):  # type: ignore[no-untyped-def]
+    """The web app as a client at address `peer` reaches it (the test client's own is loopback)."""
+    from aiohttp import web
+
+    from bot.app import build_app
+    from bot.web import build_web
+    from tests.frontend_engine import FrontendEngine
+
+    @web.middleware
+    async def elsewhere(request, handler):  # type: ignore[no-untyped-def]
+        return await handler(request.clone(remote=peer))
+
+    core = await build_app(settings, FrontendEngine())
+    try:
+        app = await build_web(core)
+        app.middlewares.insert(0, elsewhere)
+        async with TestClient(TestServer(app)) as client:
+            yield client
+    finally:
+        await core.aclose()
+
+
+async def test_metrics_are_served_to_this_machine_or_with_the_token(settings) -> None:
+    plain = web_settings(settings.storage_dir)
+    async with web_client(plain) as (client, _):
+        assert (await client.get("/metrics")).status == 200  # Prometheus on 127.0.0.1
+        # A reverse proxy on this machine connects from loopback too, but says whom for.
+        proxied = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
+        assert proxied.status == 403 and "voxdesk_notes_total" not in await proxied.text()
+    async with seen_from(plain, "203.0.113.9") as outside:
+        refused = await outside.get("/metrics")
+        assert refused.status == 403 and "voxdesk_" not in await refused.text()
+        assert (await outside.get("/healthz")).status == 200
+    token = "scrape-token-0123456789"
+    tokened = web_settings(settings.storage_dir, VOXDESK_WEB_METRICS_TOKEN=token)
+    assert tokened.secrets.web_metrics_token == token and token not in repr(tokened)
+    async with seen_from(tokened, "203.0.113.9") as outside:
+        scraped = await outside.get("/metrics", headers={"Authorization": f"Bearer {token}"})
+        assert scraped.status == 200 and "voxdesk_notes_total" in await scraped.text()
+        wrong = await outside.get("/metrics", headers={"Authorization": "Bearer not-it"})
+        assert wrong.status == 403
+        assert (await outside.get("/metrics")).status == 403
+
+
+async def test_forwarded_for_counts_only_from_a_trusted_proxy(settings) -> None:
+    def limited(**env: str):  # type: ignore[no-untyped-def]
+        return web_settings(
+            settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="2", VOXDESK_WEB_TRUST_FORWARDED="true", **env
+        )
+
+    async def statuses(client: TestClient) -> list[int]:
+        token = await csrf_of(client, "/desk/login")
+        answers = []
+        for i in range(3):
+            answer = await client.post(
+                "/desk/login",
+                data={"csrf": token, "password": "wrong"},
+                headers={"X-Forwarded-For": f"198.51.100.{i + 1}"},
+            )
+            answers.append(answer.status)
+        return answers
+
+    async with web_client(limited()) as (client, _):  # the proxy on loopback: each its own client
+        assert await statuses(client) == [401, 401, 401]
+    # The test client (127.0.0.1) is not the proxy: its X-Forwarded-For is its own to forge.
+    async with web_client(limited(VOXDESK_WEB_TRUSTED_PROXIES="10.0.0.5")) as (client, _):
+        assert await statuses(client) == [401, 401, 429]
+
+
+async def test_failed_staff_logins_and_lockouts_are_logged_without_the_password(settings, caplog) -> None:
+    import logging
+
+    s = web_settings(settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="2")
+    caplog.set_level(logging.INFO, logger="bot.web")
+    async with web_client(s) as (client, _):
+        assert [await log_in(client, "guessed-password-1") for _ in range(3)] == [401, 401, 429]
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "bot.web.desk"]
+    assert logged == [
+        ("WARNING", "staff login failed for client 127.0.0.1"),
+        ("WARNING", "staff login failed for client 127.0.0.1: locked out for 300 s after 2 failed attempts"),
+    ]
+    assert "guessed-password-1" not in caplog.text
+
+
+async def test_a_short_plain_staff_password_stops_the_web_front_end_and_fails_check(settings) -> None:
+    from bot import health
+    from bot.config import ConfigError
+
+    short = make_settings(settings.storage_dir, VOXDESK_WEB_STAFF_PASSWORD="hunter2")
+    with pytest.raises(ConfigError, match="VOXDESK_WEB_STAFF_PASSWORD is shorter than 12 characters"):
+        staff_password_hash(short)
+    with pytest.raises(ConfigError, match="shorter than 12"):
+        async with web_client(short):
+            pass
+    web_line = await health._one("web", "secrets", lambda: health.check_web_secrets(short))
+    assert not web_line.ok and "shorter than 12 characters" in web_line.detail
+    long_enough = make_settings(settings.storage_dir, VOXDESK_WEB_STAFF_PASSWORD="twelve chars")
+    assert verify_password("twelve chars", staff_password_hash(long_enough))

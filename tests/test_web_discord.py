@@ -57,3 +57,60 @@ async def test_run_serves_the_web_front_end_with_discord_in_its_health(settings,
     with pytest.raises(aiohttp.ClientConnectionError):  # stopped with the bot
         async with aiohttp.ClientSession() as http:
             await http.get(f"http://127.0.0.1:{port}/healthz")
+
+
+async def test_playground_notes_never_take_the_turns_discord_players_need(settings, fake: FakeDiscord):
+    """Anonymous playground notes have turns of their own (web.playground_turns, below the agent's):
+    one more is refused at once, not queued, and a Discord player's note is answered meanwhile."""
+    import asyncio
+
+    from bot.web.playground import DEMO_PLAYERS
+    from tests.frontend_engine import FrontendEngine
+
+    web_in = 0
+    two_in, three_in, release = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    class HoldingWeb(FrontendEngine):
+        async def complete(self, turn):  # type: ignore[no-untyped-def]
+            nonlocal web_in
+            if turn.context.platform == "web" and not turn.rounds:
+                web_in += 1
+                (two_in if web_in == 2 else three_in if web_in == 3 else asyncio.Event()).set()
+                await release.wait()
+            return await super().complete(turn)
+
+    port = free_port()
+    s = settings.replace(
+        web={"enabled": True, "port": port, "playground_turns": 2}, agent={"max_concurrent_turns": 3}
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    async def playground_note(player: str) -> tuple[int, str, dict]:
+        # A visitor of its own; unsafe: the jar keeps cookies of an address such as 127.0.0.1.
+        async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as browser:
+            page = await (await browser.get(base + "/")).text()
+            token = re.search(r'name="csrf-token" content="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+            form = aiohttp.FormData()
+            form.add_field("player", player)
+            form.add_field("audio", voice_note(), filename="n.ogg", content_type="audio/ogg")
+            answer = await browser.post(base + "/playground/ask", data=form, headers={"X-CSRF-Token": token})
+            return answer.status, answer.headers.get("Retry-After", ""), await answer.json()
+
+    async with running_bot(s, fake, engine=HoldingWeb()) as h:
+        held = [asyncio.create_task(playground_note(p)) for p in DEMO_PLAYERS[:2]]
+        try:
+            await asyncio.wait_for(two_in.wait(), 30)  # a guard, not a timing assertion
+            third = asyncio.create_task(playground_note(DEMO_PLAYERS[2]))
+            entered = asyncio.create_task(three_in.wait())
+            await asyncio.wait({third, entered}, return_when=asyncio.FIRST_COMPLETED)
+            entered.cancel()
+            assert third.done(), "a third playground note took one of the agent's turns"
+            status, retry_after, body = third.result()
+            assert status == 429 and int(retry_after) >= 1
+            assert "busy answering other visitors' notes" in body["error"]
+            note = await fake.send_note(nova, voice_note())  # answered while both are held
+            await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
+        finally:
+            release.set()
+        assert [status for status, _, _ in await asyncio.gather(*held)] == [200, 200]
+        h.stop.set()

@@ -34,6 +34,12 @@ class ToolContext:
     # of Jira too. The shared player's own tickets (demo data) are listed to everyone.
     grievance_owner: str = ""
 
+    @property
+    def speaker(self) -> str:
+        """Whose turns run one at a time, in order: the player's, or as a shared player the
+        speaker's own (each has a conversation of its own, so nothing is shared to keep in order)."""
+        return self.grievance_owner or self.user_id
+
 
 class ToolError(Exception):
     """A failure the player may hear about, e.g. "the manuals are unavailable right now"."""

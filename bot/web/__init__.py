@@ -14,7 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import aiohttp_jinja2
 import jinja2
@@ -62,7 +62,9 @@ class WebState:
     password_mark: str  # of the password as configured: see security.password_mark
     staff_logins: security.StaffLogins
     logins: security.RateLimit
-    notes: security.RateLimit
+    notes: security.RateLimit  # per client
+    all_notes: security.RateLimit  # every client's together, under the one key ALL
+    ticket_views: security.RateLimit  # per client
     players: dict[str, str]  # who the playground may speak as: user id → name
     discord_ready: Callable[[], bool] | None = None  # None: no Discord in this process
     replies: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # token → (owner, ogg)
@@ -72,6 +74,12 @@ class WebState:
     probes: Reused[dict[str, dict[str, object]]] = field(default_factory=lambda: Reused())
     # Each backend's last probe: None when it answered, else the reason code /healthz gave.
     probed: dict[str, str | None] = field(default_factory=dict)
+    playground_turns: int = 0  # playground notes with the agent now
+    # Each playground player's own tickets, as the backend (Jira, maybe) last gave them.
+    ticket_lists: dict[str, Reused[list[Any]]] = field(default_factory=dict)
+    # One ticket look-up of the playground's at a time: anonymous visitors never take more than one
+    # of the Jira threads Discord players' look-ups need.
+    ticket_lookup: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
     def settings(self) -> Settings:
@@ -92,7 +100,7 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
     w = settings.web
     app = web.Application(
         client_max_size=settings.audio.max_bytes + UPLOAD_SLACK,
-        middlewares=[security.headers_middleware],
+        middlewares=[security.headers_middleware(w)],
     )
     from bot.app import storage_paths
 
@@ -105,6 +113,8 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
         staff_logins=staff_logins,
         logins=security.RateLimit(w.login_attempts, w.login_seconds),
         notes=security.RateLimit(w.playground_notes, w.playground_seconds),
+        all_notes=security.RateLimit(w.playground_notes_per_minute, 60.0),
+        ticket_views=security.RateLimit(playground.TICKET_VIEWS, playground.TICKET_VIEW_SECONDS),
         players=await playground.allowed_players(core),
         discord_ready=discord_ready,
     )
@@ -135,9 +145,18 @@ def utc_minute(iso: str | None, suffix: bool = True) -> str:
     return f"{shown} UTC" if suffix else shown
 
 
+# Routes that render no page: aiohttp-jinja2 runs the context processor before every handler, and
+# its CSRF token would start a session (a Set-Cookie) on each probe, scrape and static file.
+NO_PAGE_ROUTES = frozenset({"healthz", "metrics", "static"})
+
+
 async def _template_context(request: web.Request) -> dict[str, object]:
     from bot.web.desk import logged_in
 
+    route = request.match_info.route
+    name = route.resource.name if route.resource is not None else None
+    if request.match_info.http_exception is not None or name in NO_PAGE_ROUTES:
+        return {}
     return {"csrf": await security.csrf_token(request), "staff": await logged_in(request)}
 
 

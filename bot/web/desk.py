@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -53,6 +54,8 @@ NEWS_STATES = {
 }
 
 Handler = Callable[[web.Request], Awaitable[Any]]
+
+log = logging.getLogger(__name__)
 
 
 def add_routes(app: web.Application) -> None:
@@ -116,17 +119,28 @@ async def login_page(request: web.Request) -> dict[str, Any]:
 
 async def login(request: web.Request) -> web.StreamResponse:
     st = web_state(request)
-    client = security.client_key(request, st.settings.web.trust_forwarded)
+    client = security.client_key(request, st.settings.web)
     wait = st.logins.retry_after(client)
     if wait:
         raise web.HTTPTooManyRequests(text=f"Too many login attempts: try again in {wait:.0f} seconds.")
-    form = await request.post()
+    form = await security.read_form(request)
     password = form.get("password")
     ok = bool(st.password_hash) and isinstance(password, str) and bool(password)
     # scrypt is slow on purpose: off the event loop, so a login never stalls a note.
     if ok:
         ok = await asyncio.to_thread(security.verify_password, str(password), st.password_hash)
     if not ok:
+        # Who tried, never what they typed. The attempt that uses up the window says so once,
+        # rather than a line for each refused try after it.
+        if st.logins.spent(client):
+            log.warning(
+                "staff login failed for client %s: locked out for %.0f s after %d failed attempts",
+                client,
+                st.settings.web.login_seconds,
+                st.settings.web.login_attempts,
+            )
+        else:
+            log.warning("staff login failed for client %s", client)
         context = {"configured": bool(st.password_hash), "error": "That password is not right."}
         return aiohttp_jinja2.render_template("login.html", request, context, status=401)
     st.logins.forget(client)
@@ -290,7 +304,7 @@ async def _refuse_if_not_workable(request: web.Request, key: str) -> None:
 async def add_note(request: web.Request) -> web.StreamResponse:
     key = request.match_info["key"]
     await _refuse_if_not_workable(request, key)
-    body = str((await request.post()).get("body", "")).strip()
+    body = str((await security.read_form(request)).get("body", "")).strip()
     if not body or len(body) > MAX_NOTE_CHARS:
         raise web.HTTPBadRequest(text=f"A note is 1 to {MAX_NOTE_CHARS} characters.")
     if not await _store(request).add_staff_note(key, "staff", body):
@@ -302,12 +316,13 @@ async def add_note(request: web.Request) -> web.StreamResponse:
 async def set_status(request: web.Request) -> web.StreamResponse:
     key = request.match_info["key"]
     await _refuse_if_not_workable(request, key)
-    status = str((await request.post()).get("status", ""))
+    status = str((await security.read_form(request)).get("status", ""))
     if status not in STAFF_STATUSES:
         raise web.HTTPBadRequest(text="Unknown status.")
     # The store's trigger records the change as ticket news: the player is told by the bot.
     if not await _store(request).set_status_by_staff(key, status):
         raise web.HTTPNotFound(text=f"No grievance {key}.")
+    web_state(request).ticket_lists.clear()  # the playground shows the new status at once
     raise _back_to(request, key)
 
 

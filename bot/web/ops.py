@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot import metrics
+from bot.web import security
 from bot.web import state as web_state
 
 PROBE_TIMEOUT = 2.0  # seconds per database: a probe must answer well inside a load balancer's timeout
@@ -88,6 +89,9 @@ async def _backends(st: Any) -> dict[str, dict[str, Any]]:
 
 async def metrics_page(request: web.Request) -> web.Response:
     st = web_state(request)
+    # Cost and counts are the studio's business: this machine, or whoever holds the token.
+    if not security.metrics_allowed(request, st.settings.secrets.web_metrics_token):
+        raise web.HTTPForbidden(text="/metrics is served to this machine, or with the metrics token.")
     try:
         depth = await st.core.grievances.local_store.count_pending()  # type: ignore[attr-defined]
     except Exception:

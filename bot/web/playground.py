@@ -4,6 +4,7 @@ same friendly errors as Discord."""
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 import uuid
@@ -17,9 +18,8 @@ from bot import metrics
 from bot import sentences as say
 from bot.app import App
 from bot.audio import AudioError, too_big_message
-from bot.tools import readable_grievances
 from bot.tools.base import ToolContext
-from bot.web import UPLOAD_SLACK, security
+from bot.web import UPLOAD_SLACK, Reused, security
 from bot.web import state as web_state
 
 # The demo players of bot/data/sql/sqlite/seed.sql (a test checks the two agree).
@@ -39,6 +39,14 @@ DEMO_PLAYERS = (
 )
 MAX_REPLIES = 200  # reply audio kept in memory for the page to fetch, newest kept
 CHUNK = 64 * 1024
+# The ticket view needs no login, and on Jira each look-up is a search against the studio's quota:
+# per client at most this many views in this many seconds, and a player's own tickets (the
+# costly part) are looked up at most once in TICKETS_FRESH_SECONDS, however many ask.
+TICKET_VIEWS, TICKET_VIEW_SECONDS = 20, 60.0
+TICKETS_FRESH_SECONDS = 5.0
+ALL = "all"  # the key of WebState.all_notes
+# Retry-After for a note refused because the playground's turns are all taken: about one note's time.
+BUSY_SECONDS = 5
 
 
 async def allowed_players(core: App) -> dict[str, str]:
@@ -96,16 +104,17 @@ def _player(request: web.Request, chosen: str | None) -> str:
     return chosen
 
 
-def _refused(message: str, status: int, reason: str) -> web.Response:
+def _refused(message: str, status: int, reason: str, retry_after: float | None = None) -> web.Response:
     metrics.note("web", "refused", reason)
-    return web.json_response({"error": message}, status=status)
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 async def ask(request: web.Request) -> web.Response:
     st = web_state(request)
-    wait = st.notes.retry_after(security.client_key(request, st.settings.web.trust_forwarded))
+    wait = st.notes.retry_after(security.client_key(request, st.settings.web))
     if wait:
-        return _refused(say.TOO_FAST.format(seconds=wait), 429, "flood")
+        return _refused(say.TOO_FAST.format(seconds=math.ceil(wait)), 429, "flood", wait)
     owner = await _owner(request)
     limits = st.settings.audio
     if request.content_type != "multipart/form-data":
@@ -130,12 +139,20 @@ async def ask(request: web.Request) -> web.Response:
                     return _refused(too_big_message(declared, limits), 413, "too_big")
             else:  # a second player or note
                 return _refused(say.BAD_UPLOAD, 400, "bad_request")
-    except (ValueError, RuntimeError):  # no boundary, a body that is not multipart, an odd encoding
+    except security.UNREADABLE_FORM:  # no boundary, a body that is not multipart, an odd encoding
         return _refused(say.BAD_UPLOAD, 400, "bad_request")
     metrics.stage("download", time.perf_counter() - started)
     user_id = _player(request, player)
     if not data:
         return _refused(say.EMPTY_NOTE, 422, "empty")
+    # Anonymous notes share the agent with Discord players: never more than the playground's own
+    # few turns at once, nor more than its ceiling a minute, and refused rather than queued, so a
+    # flood of them holds no turn slot and no connection.
+    if st.playground_turns >= st.settings.web.playground_turns:
+        return _refused(say.PLAYGROUND_BUSY.format(seconds=BUSY_SECONDS), 429, "busy", BUSY_SECONDS)
+    wait = st.all_notes.retry_after(ALL)
+    if wait:
+        return _refused(say.PLAYGROUND_BUSY.format(seconds=math.ceil(wait)), 429, "busy", wait)
     context = ToolContext(
         user_id=user_id,
         display_name=st.players[user_id],
@@ -145,6 +162,7 @@ async def ask(request: web.Request) -> web.Response:
         request_id=f"web-{uuid.uuid4()}",
         grievance_owner=_grievance_owner(owner, user_id),
     )
+    st.playground_turns += 1
     try:
         reply = await st.core.agent.respond(context, data)
     except AudioError as exc:
@@ -152,6 +170,8 @@ async def ask(request: web.Request) -> web.Response:
     except Exception:
         metrics.note("web", "failed", "error")
         raise
+    finally:
+        st.playground_turns -= 1
     metrics.reply("web", reply.kind)
     audio_url = None
     if reply.audio is not None:
@@ -221,12 +241,28 @@ def _grievance_owner(owner: str, user_id: str) -> str:
 
 async def tickets(request: web.Request) -> web.Response:
     """The chosen playground player's tickets as this session would hear them: those it filed and
-    the player's demo tickets, never another visitor's."""
+    the player's demo tickets, never another visitor's (readable_grievances' order: the session's
+    own first)."""
     st = web_state(request)
+    wait = st.ticket_views.retry_after(security.client_key(request, st.settings.web))
+    if wait:
+        return web.json_response(
+            {"error": say.TICKETS_TOO_FAST.format(seconds=math.ceil(wait))},
+            status=429,
+            headers={"Retry-After": str(max(1, math.ceil(wait)))},
+        )
     owner = await _owner(request)
     user_id = _player(request, request.query.get("player"))
-    context = ToolContext(user_id=user_id, grievance_owner=_grievance_owner(owner, user_id))
-    found = await readable_grievances(st.core.grievances, context)
+    grievances = st.core.grievances
+    # The session's own are on the local store (no Discord id, never in Jira): cheap, and fresh.
+    own = await grievances.status(_grievance_owner(owner, user_id))
+
+    async def look_up() -> list[Any]:
+        async with st.ticket_lookup:
+            return await grievances.status(user_id)
+
+    players, _ = await st.ticket_lists.setdefault(user_id, Reused()).get(look_up, TICKETS_FRESH_SECONDS)
+    found = own + players
     return web.json_response(
         {
             "player": st.players[user_id],

@@ -9,22 +9,25 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import ipaddress
 import secrets
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
+from collections import OrderedDict, deque
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 
 import aiosqlite
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_request import FileField
 from aiohttp_session import get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet
 
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, Settings, WebSettings
 from bot.db import first, opening
 
 CSRF_FIELD = "csrf"
@@ -33,6 +36,13 @@ COOKIE = "voxdesk_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # scrypt at n=2^14, r=8: about 16 MB and 50 ms a try, OWASP's floor for scrypt.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+MIN_PASSWORD_CHARS = 12  # `voxdesk web-password` and a plain VOXDESK_WEB_STAFF_PASSWORD alike
+# A year: browsers keep to https for the host that long after one answer over TLS.
+HSTS = "max-age=31536000"
+# What reading a form the client sent wrong raises: bytes that are not text or a charset nobody
+# has (ValueError, LookupError), and aiohttp's multipart parser on a missing boundary, a
+# transfer encoding it does not know (RuntimeError) or a part's broken header.
+UNREADABLE_FORM = (ValueError, LookupError, RuntimeError, HttpProcessingError)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -120,6 +130,11 @@ def staff_password_hash(settings: Settings) -> str:
             )
         return s.web_staff_password_hash
     if s.web_staff_password:
+        if len(s.web_staff_password) < MIN_PASSWORD_CHARS:
+            raise ConfigError(
+                f"VOXDESK_WEB_STAFF_PASSWORD is shorter than {MIN_PASSWORD_CHARS} characters: choose a "
+                "longer one (or set VOXDESK_WEB_STAFF_PASSWORD_HASH from `voxdesk web-password`)"
+            )
         return hash_password(s.web_staff_password)
     return ""
 
@@ -164,10 +179,7 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     expected = session.get(CSRF_FIELD)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.content_type == "application/x-www-form-urlencoded":
-        try:
-            sent = (await request.post()).get(CSRF_FIELD)  # type: ignore[assignment]
-        except (ValueError, LookupError):  # bytes that are not text, or a charset nobody has
-            raise web.HTTPBadRequest(text="That form could not be read.") from None
+        sent = (await read_form(request)).get(CSRF_FIELD)  # type: ignore[assignment]
     # Compared as bytes: compare_digest refuses non-ASCII str, and a 500 is no answer to a forgery.
     if (
         not expected
@@ -178,22 +190,42 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     return await handler(request)
 
 
-@web.middleware
-async def headers_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+async def read_form(request: web.Request) -> Mapping[str, str | bytes | FileField]:
+    """The request's form; 400 for one that cannot be read, never a server error."""
     try:
-        response = await handler(request)
-    except web.HTTPException as exc:
-        response = exc
-        _secure(response)
-        raise
-    _secure(response)
-    return response
+        return await request.post()
+    except UNREADABLE_FORM:
+        raise web.HTTPBadRequest(text="That form could not be read.") from None
 
 
-def _secure(response: web.StreamResponse) -> None:
+def headers_middleware(
+    settings: WebSettings,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    @web.middleware
+    async def secured(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            _secure(request, exc, settings)
+            raise
+        _secure(request, response, settings)
+        return response
+
+    return secured
+
+
+def _secure(request: web.Request, response: web.StreamResponse, settings: WebSettings) -> None:
     if response.prepared:
         return
     h = response.headers
+    # Staff pages, the playground page (it carries the session's CSRF token) and anything that sets
+    # the session cookie: never kept by a browser's or a proxy's cache, where the next person at the
+    # machine, or behind the proxy, could be shown it.
+    if request.path == "/" or request.path.startswith("/desk") or response.cookies:
+        h["Cache-Control"] = "no-store"
+    # secure_cookies says the site is served over https: browsers are then told to keep to it.
+    if settings.secure_cookies:
+        h.setdefault("Strict-Transport-Security", HSTS)
     # No inline script, no third party: every script and style is ours, served from /static.
     h.setdefault(
         "Content-Security-Policy",
@@ -206,6 +238,11 @@ def _secure(response: web.StreamResponse) -> None:
     h.setdefault("X-Frame-Options", "DENY")
 
 
+# Clients a rate limit keeps track of at once. Past it the longest idle is forgotten (and may go
+# again sooner): a flood from many addresses costs bounded memory and constant time a request.
+MAX_CLIENTS = 50_000
+
+
 class RateLimit:
     """At most `count` events per `seconds` per key (a client), in memory: one process's view,
     which is what a limit in front of one process's agent needs."""
@@ -214,35 +251,89 @@ class RateLimit:
         self.count = count
         self.seconds = seconds
         self.clock = clock
-        self._events: dict[str, deque[float]] = {}
+        # By last event, oldest first: the clients idle for a whole window are at the front.
+        self._events: OrderedDict[str, deque[float]] = OrderedDict()
 
     def retry_after(self, key: str) -> float:
         """0 if `key` may go now (and the event is counted), else seconds until it may."""
         now = self.clock()
-        events = self._events.setdefault(key, deque())
+        self._prune(now)
+        events = self._events.get(key)
+        if events is None:
+            events = self._events[key] = deque()
         while events and events[0] <= now - self.seconds:
             events.popleft()
         if len(events) >= self.count:
             return events[0] + self.seconds - now
         events.append(now)
-        if len(self._events) > 10_000:  # forget idle clients so memory stays bounded
-            self._events = {k: v for k, v in self._events.items() if v and v[-1] > now - self.seconds}
+        self._events.move_to_end(key)
+        while len(self._events) > MAX_CLIENTS:
+            self._events.popitem(last=False)
         return 0.0
+
+    def spent(self, key: str) -> bool:
+        """`key` has no event left in the current window."""
+        events = self._events.get(key)
+        now = self.clock()
+        return events is not None and sum(1 for t in events if t > now - self.seconds) >= self.count
 
     def forget(self, key: str) -> None:
         self._events.pop(key, None)
 
+    def _prune(self, now: float) -> None:
+        while self._events:
+            key, events = next(iter(self._events.items()))
+            if events and events[-1] > now - self.seconds:
+                return
+            del self._events[key]
 
-def client_key(request: web.Request, trust_forwarded: bool) -> str:
-    """Who the client is for rate limits: its address, or behind a trusted reverse proxy the
-    last address the proxy added to X-Forwarded-For (earlier ones are the client's to forge)."""
+
+def client_key(request: web.Request, settings: WebSettings) -> str:
+    """Who the client is for rate limits: its address or, when it is one of our reverse proxies
+    (`trust_forwarded`, and the peer in `trusted_proxies`), the last address the proxy added to
+    X-Forwarded-For (earlier ones are the client's to forge, and so is the whole header from a
+    peer that is not our proxy)."""
     address = request.remote or "unknown"
-    if trust_forwarded:
+    if settings.trust_forwarded and _is_trusted(address, tuple(settings.trusted_proxies)):
         forwarded = request.headers.get("X-Forwarded-For", "")
         hops = [h.strip() for h in forwarded.split(",") if h.strip()]
         if hops:
             address = hops[-1]
     return _subscriber(address)
+
+
+@functools.lru_cache(maxsize=64)
+def _networks(proxies: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    return tuple(ipaddress.ip_network(p, strict=False) for p in proxies)
+
+
+def _is_trusted(address: str, proxies: tuple[str, ...]) -> bool:
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in _networks(proxies))
+
+
+FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+
+
+def metrics_allowed(request: web.Request, token: str) -> bool:
+    """/metrics is for Prometheus: a peer on this machine that no proxy forwarded (the request a
+    reverse proxy on the same host passes on comes from loopback too, but says whom for), or
+    anyone with the bearer token when one is set."""
+    if token:
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+            return True
+    if any(h in request.headers for h in FORWARDING_HEADERS):
+        return False
+    try:
+        return ipaddress.ip_address(request.remote or "").is_loopback
+    except ValueError:
+        return False
 
 
 def _subscriber(address: str) -> str:

@@ -129,7 +129,11 @@
 
   $("refresh-tickets").addEventListener("click", async () => {
     const response = await fetch("/playground/tickets?player=" + encodeURIComponent(player.value));
-    const body = await response.json();
+    const body = await response.json().catch(() => ({ error: "Something went wrong (" + response.status + ")." }));
+    if (!response.ok) {
+      status(body.error || "Something went wrong.");
+      return;
+    }
     const table = $("tickets");
     const rows = table.querySelector("tbody");
     rows.replaceChildren();
