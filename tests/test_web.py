@@ -853,7 +853,7 @@ async def test_voxdesk_web_serves_until_stopped(wsettings, capsys) -> None:
     task = asyncio.create_task(web.serve(wsettings.replace(web={"port": 0}), stop))
     out = ""
     # The offline engine starts first: on a busy machine that takes tens of seconds.
-    async with asyncio.timeout(120):
+    async with asyncio.timeout(50):  # inside pytest-timeout's 60 s
         while "voxdesk web on" not in out and not task.done():
             out += capsys.readouterr().out
             await asyncio.sleep(0.05)
