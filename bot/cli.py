@@ -224,7 +224,10 @@ def cmd_web_password(args: argparse.Namespace) -> int:
 def cmd_sync(args: argparse.Namespace) -> int:
     from cogs.runner import sync
 
-    return sync(_settings(args), args.guild)
+    if args.clear and args.guild is None:
+        print("sync --clear removes one guild's copy of the commands: give it --guild ID", file=sys.stderr)
+        return 2
+    return sync(_settings(args), args.guild, args.clear)
 
 
 # name → (handler, help, argument adder)
@@ -319,8 +322,15 @@ COMMANDS: dict[
     ),
     "sync": (
         cmd_sync,
-        "publish the slash commands, globally or to one guild",
-        lambda p: p.add_argument("--guild", type=int, default=None, help="guild id: instant, for testing"),
+        "publish the slash commands, globally or to one guild (or remove that guild's copy)",
+        lambda p: (
+            p.add_argument("--guild", type=int, default=None, help="guild id: instant, for testing"),
+            p.add_argument(
+                "--clear",
+                action="store_true",
+                help="with --guild: remove that guild's copy (after testing there, once synced globally)",
+            ),
+        ),
     ),
 }
 

@@ -180,30 +180,60 @@ async def close_gateway(bot: VoxdeskBot, connection: asyncio.Task[None]) -> None
         await bot.close()  # whatever happened above: the HTTP session and the socket must not leak
 
 
-def sync(settings: Settings, guild_id: int | None) -> int:
+# `sync`'s exit status when Discord refuses the commands or cannot be reached (0 to 4 and 130
+# are the CLI's others, bot/cli.py).
+DISCORD_REFUSED = 5
+MISSING_ACCESS = 50001
+
+
+def sync(settings: Settings, guild_id: int | None, clear: bool = False) -> int:
     """Publish the slash commands: globally (can take a while to appear everywhere) or to one
-    guild (instant; copies the global commands there, for testing)."""
+    guild (instant; copies the global commands there, for testing). `clear` with a guild removes
+    that guild's copy: once the commands are global too, the guild would show each twice."""
     token = require_discord_token(settings)
     use_discord_logging(logging.WARNING)
     try:
-        names = asyncio.run(sync_commands(settings, token, guild_id))
+        names = asyncio.run(sync_commands(settings, token, guild_id, clear))
     except discord.LoginFailure:
         log.error("Discord refused DISCORD_TOKEN: copy the bot token again from the developer portal")
         return 2
+    except discord.HTTPException as exc:
+        log.error("%s", refused_sync(exc, guild_id))
+        return DISCORD_REFUSED
     except aiohttp.ClientError as exc:
         log.error("could not reach Discord to publish the commands: %s", exc)
-        return 3
+        return DISCORD_REFUSED
     where = f"guild {guild_id}" if guild_id else "all guilds and DMs (global)"
-    print(f"synced {len(names)} command(s) to {where}: {', '.join(sorted(names))}")
+    if clear:
+        print(f"removed the commands of {where}; the global ones stay")
+    else:
+        print(f"synced {len(names)} command(s) to {where}: {', '.join(sorted(names))}")
     return 0
 
 
-async def sync_commands(settings: Settings, token: str, guild_id: int | None) -> list[str]:
+def refused_sync(exc: discord.HTTPException, guild_id: int | None) -> str:
+    """Why Discord refused the commands, in one line for the operator."""
+    where = f"guild {guild_id}" if guild_id else "Discord (global)"
+    if exc.code == MISSING_ACCESS:
+        return (
+            f"Discord refused the commands for {where}: Missing Access (50001). The bot must be in "
+            "it, invited with the applications.commands scope (docs/discord.md has the link)"
+        )
+    reason = exc.text or exc.response.reason or "no reason given"
+    return f"Discord refused the commands for {where}: HTTP {exc.status}, {reason} ({exc.code})"
+
+
+async def sync_commands(
+    settings: Settings, token: str, guild_id: int | None, clear: bool = False
+) -> list[str]:
     bot = await _logged_in(VoxdeskBot(None, settings.discord, message_content=False), token)
     try:  # login ran setup_hook: the extensions have filled the command tree
         guild = discord.Object(id=guild_id) if guild_id else None
         if guild is not None:
-            bot.tree.copy_global_to(guild=guild)
+            if clear:
+                bot.tree.clear_commands(guild=guild)
+            else:
+                bot.tree.copy_global_to(guild=guild)
         synced = await bot.tree.sync(guild=guild)
         return [c.name for c in synced]
     finally:

@@ -8,6 +8,7 @@ import sys
 from asyncio.subprocess import PIPE
 
 import pytest
+from aiohttp import web
 
 from bot.sentences import COMMAND_FAILED, CUT_SHORT_BY_RESTART
 from cogs.runner import sync_commands
@@ -18,6 +19,7 @@ from tests.fakes.discord_server import (
     GUILD_ID,
     TOKEN,
     VOICE_FLAG,
+    DiscordError,
     FakeDiscord,
     InjectedUser,
     Received,
@@ -326,3 +328,47 @@ async def test_a_failing_command_tells_the_player_and_logs_once(harness: Harness
     failures = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(failures) == 1, [r.getMessage() for r in failures]
     assert "replies" in failures[0].getMessage() and "No space left" in str(failures[0].exc_info[1])
+
+
+async def test_sync_clear_removes_the_guild_copy_of_the_commands(settings, fake: FakeDiscord):
+    s = discord_settings(settings, fake)
+    await sync_commands(s, TOKEN, GUILD_ID)  # tried out in one guild
+    await sync_commands(s, TOKEN, None)  # then published everywhere: that guild shows each twice
+    assert await sync_commands(s, TOKEN, GUILD_ID, clear=True) == []
+    assert fake.commands[str(GUILD_ID)] == []
+    assert len(fake.commands["global"]) == 5
+    assert fake.violations == []
+
+
+async def test_sync_refused_for_a_guild_says_why_in_one_line(settings, monkeypatch):
+    original = FakeDiscord._sync
+
+    async def missing_access(self: FakeDiscord, request: web.Request) -> web.Response:
+        if request.match_info.get("guild_id"):  # the bot is not in it with applications.commands
+            raise DiscordError(403, 50001, "Missing Access")
+        return await original(self, request)
+
+    monkeypatch.setattr(FakeDiscord, "_sync", missing_access)
+    async with serving() as fake:
+        env = {
+            **os.environ,
+            **fake.settings_env(),
+            "DISCORD_TOKEN": TOKEN,
+            "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            "sync",
+            "--guild",
+            "123456789012345678",
+            env=env,
+            cwd=REPO,
+            stdout=PIPE,
+            stderr=PIPE,
+        )
+        _, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 5  # not a documented status of anything else
+    (line,) = err.decode().strip().splitlines()
+    assert "Missing Access (50001)" in line and "applications.commands" in line
