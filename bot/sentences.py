@@ -184,6 +184,10 @@ ONE_AT_A_TIME = (
 # ---- Discord: slash commands -----------------------------------------------------------------
 
 COMMAND_FAILED = "Sorry, that didn't work on my side. Please try again in a moment."
+# A command Discord still shows as it was before an upgrade (renamed, removed, or other options).
+COMMAND_OUTDATED = (
+    "That command was just updated. Please try again in a minute, or reopen Discord to get its new version."
+)
 LOOKUP_FAILED = "Sorry, I couldn't look that up: {reason}"
 FILING_FAILED = "Sorry, I couldn't file that: {reason}"
 NO_TICKETS_YET = "You have no tickets with us. Use `/grievance file` to open one."

@@ -27,6 +27,15 @@ def _log_failure(task: asyncio.Task[Any]) -> None:
         log.error("work in flight failed: %s", task.get_coro(), exc_info=exc)
 
 
+# What discord.py raises for a command whose name or options are not the ones this version
+# publishes. A TransformerError is one too: Discord checks every option against the published
+# definition (choices, lengths, types) before sending it.
+OUTDATED_COMMAND = (
+    app_commands.CommandNotFound,
+    app_commands.CommandSignatureMismatch,
+    app_commands.TransformerError,
+)
+
 EXTENSIONS = ("cogs.voice", "cogs.catch_up", "cogs.grievance", "cogs.settings", "cogs.news")
 
 # The library's own endpoints, kept so an empty setting always means "the real Discord".
@@ -78,7 +87,7 @@ class VoxdeskBot(commands.Bot):
     def __init__(self, app: App | None, settings: DiscordSettings, *, message_content: bool = True) -> None:
         point_discord_at(settings)
         super().__init__(
-            command_prefix=commands.when_mentioned,  # no text commands: slash commands only
+            command_prefix=commands.when_mentioned,  # required; never used (see on_message)
             help_command=None,
             intents=make_intents(message_content),
             guild_ready_timeout=settings.guild_ready_timeout,
@@ -105,6 +114,11 @@ class VoxdeskBot(commands.Bot):
         """After login: whether the application may receive message content (full or limited)."""
         flags = self.application.flags if self.application else None
         return bool(flags and (flags.gateway_message_content or flags.gateway_message_content_limited))
+
+    async def on_message(self, message: discord.Message, /) -> None:
+        """No text commands: slash commands only. commands.Bot's own handler would read every
+        message that mentions the bot as one and log "command not found" for it; the cogs'
+        listeners (the voice notes) are called whatever this does."""
 
     async def on_ready(self) -> None:
         log.info(
@@ -159,8 +173,21 @@ class VoxdeskBot(commands.Bot):
     async def _on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError
     ) -> None:
-        log.error("slash command %s failed", interaction.command and interaction.command.name, exc_info=error)
-        text = say.COMMAND_FAILED
+        if isinstance(error, OUTDATED_COMMAND):
+            # Discord still offers the commands as they were before this version (sync not run
+            # since, or the player's client has not fetched them again): nothing failed here.
+            data = interaction.data or {}
+            log.warning(
+                "slash command /%s is not this version's (%s): run `voxdesk sync` to publish the commands",
+                data.get("name", "?"),
+                type(error).__name__,
+            )
+            text = say.COMMAND_OUTDATED
+        else:
+            log.error(
+                "slash command %s failed", interaction.command and interaction.command.name, exc_info=error
+            )
+            text = say.COMMAND_FAILED
         try:
             if interaction.response.is_done():
                 await interaction.followup.send(text, ephemeral=True)

@@ -10,13 +10,14 @@ from asyncio.subprocess import PIPE
 import pytest
 from aiohttp import web
 
-from bot.sentences import COMMAND_FAILED, CUT_SHORT_BY_RESTART
+from bot.sentences import COMMAND_FAILED, COMMAND_OUTDATED, CUT_SHORT_BY_RESTART, NOT_A_NOTE
 from cogs.runner import sync_commands
 from tests.conftest import REPO
 from tests.discord_harness import Harness, blaze, discord_settings, nova, running_bot, voice_note
 from tests.fakes.discord_server import (
     EPHEMERAL_FLAG,
     GUILD_ID,
+    OTHER_CHANNEL,
     TOKEN,
     VOICE_FLAG,
     DiscordError,
@@ -328,6 +329,26 @@ async def test_a_failing_command_tells_the_player_and_logs_once(harness: Harness
     failures = [r for r in caplog.records if r.levelname == "ERROR"]
     assert len(failures) == 1, [r.getMessage() for r in failures]
     assert "replies" in failures[0].getMessage() and "No space left" in str(failures[0].exc_info[1])
+
+
+async def test_a_command_discord_still_shows_from_before_an_upgrade(harness: Harness, caplog):
+    with caplog.at_level("WARNING"):
+        removed = await ask(harness.fake, nova, "tickets", [])
+        reshaped = await ask(harness.fake, nova, "notify", [{"name": "news", "type": 5, "value": True}])
+    assert removed == reshaped == COMMAND_OUTDATED
+    told = [r for r in caplog.records if r.name == "cogs.bot"]
+    assert [r.levelname for r in told] == ["WARNING", "WARNING"]
+    assert all("voxdesk sync" in r.getMessage() and not r.exc_info for r in told)
+
+
+async def test_a_mention_in_words_is_answered_and_not_taken_for_a_text_command(harness: Harness, caplog):
+    with caplog.at_level("ERROR"):
+        message = await harness.fake.send_message(
+            nova, channel_id=OTHER_CHANNEL, guild=True, content="what are my tickets?", mention_bot=True
+        )
+        (hint,) = await harness.fake.wait_for(lambda _: harness.fake.replies_to(message["id"]))
+    assert hint.content == NOT_A_NOTE  # the voice cog's listener still hears messages
+    assert caplog.records == []
 
 
 async def test_sync_clear_removes_the_guild_copy_of_the_commands(settings, fake: FakeDiscord):
