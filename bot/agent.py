@@ -136,8 +136,9 @@ class VoiceAgent:
 
     async def forget(self, user_id: str) -> int:
         # In the player's turn order: a turn already running read the history before the reset
-        # and would save itself after it, and the next note would not start afresh.
-        async with self._user_turn(user_id):
+        # and would save itself after it, and the next note would not start afresh. No turn
+        # slot: a reset is quick, and other players' turns have nothing to do with it.
+        async with self._user_turn(user_id, slot=False):
             return await self.conversations.reset(user_id)
 
     def voices(self) -> list[str]:
@@ -146,14 +147,14 @@ class VoiceAgent:
     # ---- ordering -----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
-    async def _user_turn(self, user_id: str) -> AsyncIterator[None]:
+    async def _user_turn(self, user_id: str, slot: bool = True) -> AsyncIterator[None]:
         """One user's turns (a ToolContext's speaker) run one at a time in arrival order
         (asyncio.Lock is FIFO); different users run concurrently, at most `max_concurrent_turns`
-        at once."""
+        at once (what takes no `slot` waits only for the user's own turns)."""
         lock = self._user_locks.setdefault(user_id, asyncio.Lock())
         self._user_waiting[user_id] = self._user_waiting.get(user_id, 0) + 1
         try:
-            async with lock, self._slots:
+            async with lock, self._slots if slot else contextlib.nullcontext():
                 yield
         finally:
             self._user_waiting[user_id] -= 1

@@ -188,14 +188,26 @@ COMMAND_FAILED = "Sorry, that didn't work on my side. Please try again in a mome
 COMMAND_OUTDATED = (
     "That command was just updated. Please try again in a minute, or reopen Discord to get its new version."
 )
+# A command still at work near the end of the 15 minutes Discord lets it answer in.
+STILL_BUSY = "I'm still busy with that and couldn't finish it in time. Please try again later."
+STILL_BUSY_FILING = (
+    "I'm still busy and couldn't finish filing that in time. Your complaint is kept and will be "
+    "filed; ask /grievance status later to get its number."
+)
 LOOKUP_FAILED = "Sorry, I couldn't look that up: {reason}"
 FILING_FAILED = "Sorry, I couldn't file that: {reason}"
 NO_TICKETS_YET = "You have no tickets with us. Use `/grievance file` to open one."
 TICKETS_HEADING = "**Your tickets** ({count})"
+# More tickets than a slash answer lists: which of them it shows.
+TICKETS_HEADING_NEWEST = (
+    "**Your tickets**: your {count} newest; you have more, and `/grievance status` with a key "
+    "shows any of them"
+)
 TICKET_HEADING = "**Your ticket**"
 TICKET_ROW = "`{ticket_key}` · {category} · **{status}** · updated {updated}"
 TOO_MANY_FILINGS = "Not filed: one note files at most {count} tickets. Send another note for the rest."
 TOO_MANY_CALLS = "Not run: at most {count} tool calls are run at once."
+BLANK_DESCRIPTION = "Not filed: the description is empty. Tell me in a few words what went wrong."
 FILING_TOO_FAST = "You've filed several tickets just now. Please wait {seconds:.0f} seconds before the next."
 SLASH_FILED = (
     "Filed ticket `{ticket_key}` ({category}); status **{status}**. Ask `/grievance status` any time."

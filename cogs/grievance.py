@@ -2,22 +2,47 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import itertools
 import logging
+import unicodedata
 from typing import Any
 
+import aiohttp
 import discord
 from discord import app_commands
 from discord.ext import commands
 
 from bot import sentences as say
-from bot.tools import CATEGORIES, TICKET_KEY, clipped
-from bot.tools.base import ToolCall
+from bot.tools import CATEGORIES, TICKET_KEY, clipped, readable_grievances, ticket_rows
+from bot.tools.base import ToolCall, ToolError
+from bot.tools.grievance_store import FINISHED_STATUSES
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller
 
 log = logging.getLogger(__name__)
 _call_ids = itertools.count(1)
+
+# A typed list is read, not heard: every ticket a player may plausibly have, in follow-ups when it
+# runs long. The bound keeps Jira's search to one modest page.
+MAX_SHOWN = 50
+
+
+def shown_time(stamp: str) -> str:
+    """A ticket's time as a Discord timestamp, which each player's client shows in their own
+    time zone; a time that cannot be read is shown as it is."""
+    try:
+        at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+    except ValueError:
+        return stamp
+    if at.tzinfo is None:
+        at = at.replace(tzinfo=dt.UTC)  # the grievances' times are UTC
+    return discord.utils.format_dt(at, "f")
+
+
+def blank(text: str) -> bool:
+    """Nothing a person could read: spaces of any kind, and invisible marks (zero-width ones)."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs") for c in text)
 
 
 def describe_tickets(result: dict[str, Any]) -> str:
@@ -26,14 +51,20 @@ def describe_tickets(result: dict[str, Any]) -> str:
     tickets = result.get("tickets") or []
     if not tickets:
         return result.get("message") or say.NO_TICKETS_YET
-    lines = [say.TICKETS_HEADING.format(count=len(tickets)) if len(tickets) > 1 else say.TICKET_HEADING]
-    for t in tickets:
-        updated = str(t.get("last_update", ""))[:16].replace("T", " ")
+    if result.get("more"):
+        heading = say.TICKETS_HEADING_NEWEST.format(count=len(tickets))
+    elif len(tickets) > 1:
+        heading = say.TICKETS_HEADING.format(count=len(tickets))
+    else:
+        heading = say.TICKET_HEADING
+    lines = [heading]
+    # Open ones first, each group newest first as the backends list them.
+    for t in sorted(tickets, key=lambda t: t["status"] in FINISHED_STATUSES):
         line = say.TICKET_ROW.format(
             ticket_key=t["ticket_key"],
             category=t["category"].replace("_", " "),
             status=t["status"],
-            updated=updated,
+            updated=shown_time(str(t.get("last_update", ""))),
         )
         if t.get("summary"):
             line += f"\n> {t['summary']}"
@@ -60,26 +91,39 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         result = await self.bot.core.toolbox.run(caller(interaction), call)
         return result.result
 
+    async def _every_ticket(self, interaction: discord.Interaction) -> str:
+        # Not the tool: it lists the few newest, for a spoken answer.
+        try:
+            found = await readable_grievances(
+                self.bot.core.grievances, caller(interaction), limit=MAX_SHOWN + 1
+            )
+        except ToolError as exc:
+            return describe_tickets({"error": str(exc)})
+        return describe_tickets({"tickets": ticket_rows(found[:MAX_SHOWN]), "more": len(found) > MAX_SHOWN})
+
     @app_commands.command(name="status", description="The status of your tickets, or of one of them")
     @app_commands.describe(ticket="A ticket key like GRV-12; leave it out for all your tickets")
     async def status(self, interaction: discord.Interaction, ticket: str | None = None) -> None:
         typed = (ticket or "").strip()
 
         async def work() -> str:
+            if not typed:
+                return await self._every_ticket(interaction)
             # Checked here: the tool's own refusal of a long one names the tool, for the model.
-            if typed and not TICKET_KEY.match(typed.upper()):
+            if not TICKET_KEY.match(typed.upper()):
                 return say.NOT_A_TICKET_KEY.format(key=clipped(typed))
-            arguments = {"ticket_key": typed} if typed else {}
-            return describe_tickets(await self._run(interaction, "get_grievance_status", arguments))
+            return describe_tickets(
+                await self._run(interaction, "get_grievance_status", {"ticket_key": typed})
+            )
 
-        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+        await answer_privately(interaction, work, self.bot.discord_settings.defer_after_seconds)
 
     @app_commands.command(name="list", description="All your tickets")
     async def list_(self, interaction: discord.Interaction) -> None:
         async def work() -> str:
-            return describe_tickets(await self._run(interaction, "get_grievance_status", {}))
+            return await self._every_ticket(interaction)
 
-        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+        await answer_privately(interaction, work, self.bot.discord_settings.defer_after_seconds)
 
     @app_commands.command(name="file", description="Open a support ticket")
     @app_commands.describe(category="What it is about", description="What went wrong, in your own words")
@@ -92,9 +136,15 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         category: app_commands.Choice[str],
         description: app_commands.Range[str, 5, 1000],
     ) -> None:
-        retry_after = self.filings.update_rate_limit(interaction)  # type: ignore[arg-type]
+        # Before the flood counter: Discord counts spaces of any kind towards the minimum length,
+        # and a slip of the keyboard is not a ticket.
+        empty = blank(description)
+        retry_after = None if empty else self.filings.update_rate_limit(interaction)  # type: ignore[arg-type]
+        filed: list[str] = []
 
         async def work() -> str:
+            if empty:
+                return say.BLANK_DESCRIPTION
             if retry_after:
                 log.info("flood: /grievance file from %s refused", interaction.user.id)
                 return say.FILING_TOO_FAST.format(seconds=retry_after)
@@ -105,12 +155,40 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 if result["error"] == say.KEPT_FOR_LATER:  # not filed, but not lost either
                     return say.KEPT_FOR_LATER
                 return say.FILING_FAILED.format(reason=result["error"])
+            filed.append(result["ticket_key"])
             return say.SLASH_FILED.format(
                 ticket_key=result["ticket_key"], category=category.name, status=result["status"]
             )
 
-        await answer_privately(
-            interaction, work(), self.bot.discord_settings.defer_after_seconds, say.CUT_SHORT_BY_RESTART
+        try:
+            # Deferred before anything is filed: a ticket is never filed for an interaction
+            # Discord has already told the player did not respond.
+            await answer_privately(
+                interaction,
+                work,
+                self.bot.discord_settings.defer_after_seconds,
+                say.CUT_SHORT_BY_RESTART,
+                too_slow=say.STILL_BUSY_FILING,
+                defer_first=True,
+            )
+        except (discord.HTTPException, aiohttp.ClientError) as exc:
+            if not filed:
+                raise
+            await self._tell_later(interaction, filed[0], exc)
+
+    async def _tell_later(self, interaction: discord.Interaction, key: str, exc: Exception) -> None:
+        """A ticket filed whose answer never reached the player: ticket news DMs them its key, as
+        it does for a complaint filed late, rather than they file it again."""
+        user_id = str(interaction.user.id)
+        store = getattr(self.bot.core.grievances, "local_store", None)
+        if store is None or not await store.mark_untold(user_id, key):
+            log.warning("ticket %s filed for user %s, who was not told its key: %s", key, user_id, exc)
+            return
+        log.warning(
+            "ticket %s filed for user %s, but the answer did not reach them (%s): ticket news will DM it",
+            key,
+            user_id,
+            exc,
         )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 
 import aiohttp
 import discord
@@ -30,46 +30,131 @@ def caller(interaction: discord.Interaction) -> ToolContext:
     )
 
 
+# Discord takes an interaction's first response up to 3 s after it made the interaction, and
+# edits and follow-ups with its token for 15 minutes.
+TOKEN_SECONDS = 15 * 60.0
+# A command still at work this long after Discord made it is given up, so that the player is told
+# while the token still takes the edit that tells them.
+GIVE_UP_SECONDS = TOKEN_SECONDS - 60.0
+UNKNOWN_INTERACTION = 10062  # Discord's answer to a first response past its 3 s
+
+
+def age(interaction: discord.Interaction) -> float:
+    """Seconds since Discord made the interaction (the time in its id), by this host's clock;
+    never below 0, so a clock behind Discord's cannot push a deadline later."""
+    return max(0.0, (discord.utils.utcnow() - interaction.created_at).total_seconds())
+
+
+def _name(interaction: discord.Interaction) -> str:
+    command = interaction.command
+    return command.qualified_name if command is not None else "?"
+
+
 async def answer_privately(
     interaction: discord.Interaction,
-    work: Awaitable[str],
+    work: Callable[[], Awaitable[str]],
     slow_after: float,
     cut_short: str = say.COMMAND_CUT_SHORT,
+    *,
+    too_slow: str = say.STILL_BUSY,
+    defer_first: bool = False,
 ) -> None:
-    """Reply ephemerally with what `work` produces. If it is not ready within `slow_after`
-    seconds, defer first ("thinking…"), then put the answer in the original response.
+    """Reply ephemerally with what `work()` produces. If it is not ready `slow_after` seconds
+    after Discord made the interaction (the first response is due within 3 s of that, however
+    late the event reached us), defer first ("thinking…"), then put the answer in the original
+    response. `defer_first`: defer before the work starts, for work that writes, which should
+    not happen when Discord no longer takes the interaction (the player saw "the application
+    did not respond" and will try again). Work still running GIVE_UP_SECONDS after the
+    interaction was made is cancelled and the player told `too_slow`, before the token expires.
 
     The whole answer is in flight for a graceful shutdown (the bot's `track`): a stop waits for
-    it, and one whose grace runs out cancels the work and tells the player so, before the
-    gateway closes, rather than leaving them with "the application did not respond"."""
-    answering = _answer(interaction, work, slow_after, cut_short)
+    it, and one whose grace runs out cancels the work and tells the player `cut_short`, before
+    the gateway closes, rather than leaving them with "the application did not respond"."""
+    answering = _answer(interaction, work, slow_after, cut_short, too_slow, defer_first)
     track = getattr(interaction.client, "track", None)
     # Awaited here, so a failure reaches the command tree's error handler, which logs it once.
     await (track(answering, awaited=True) if track else answering)
 
 
 async def _answer(
-    interaction: discord.Interaction, work: Awaitable[str], slow_after: float, cut_short: str
+    interaction: discord.Interaction,
+    work: Callable[[], Awaitable[str]],
+    slow_after: float,
+    cut_short: str,
+    too_slow: str,
+    defer_first: bool,
 ) -> None:
-    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    since = age(interaction)
+    give_up_at = loop.time() + GIVE_UP_SECONDS - since
+    task: asyncio.Future[str] | None = None
     try:
-        done, _ = await asyncio.wait({task}, timeout=slow_after)
-        if done:
+        if not defer_first:
+            task = asyncio.ensure_future(work())
+            # Never later than `slow_after` from now, whatever the clocks say.
+            await asyncio.wait({task}, timeout=min(slow_after, max(0.0, slow_after - since)))
+        if task is not None and task.done():
             pieces = split_message(task.result())
-            await interaction.response.send_message(pieces[0], ephemeral=True)
+            if not await _first_response(
+                interaction, interaction.response.send_message(pieces[0], ephemeral=True)
+            ):
+                return
         else:
-            await interaction.response.defer(ephemeral=True, thinking=True)
-            pieces = split_message(await task)
+            if not await _first_response(
+                interaction, interaction.response.defer(ephemeral=True, thinking=True)
+            ):
+                if task is not None:
+                    await task  # started already: its writes (a preference) are finished, not cut
+                return
+            task = task or asyncio.ensure_future(work())
+            done, _ = await asyncio.wait({task}, timeout=max(0.0, give_up_at - loop.time()))
+            if not done:
+                log.warning(
+                    "/%s of user %s still at work %.0f s after it was made: given up before its token ends",
+                    _name(interaction),
+                    interaction.user.id,
+                    age(interaction),
+                )
+                await _cancelled(task)
+                await _say_cut_short(interaction, too_slow)
+                return
+            pieces = split_message(task.result())
             await interaction.edit_original_response(content=pieces[0])
     except asyncio.CancelledError:
-        if not task.done() or task.cancelled():  # the work itself was cut, not its reply
-            task.cancel()  # a filing cut short is rolled back and kept in the spool first
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is None:  # cut while deferring: nothing was started
+            await _say_cut_short(interaction, say.COMMAND_CUT_SHORT)
+        elif not task.done() or task.cancelled():  # the work itself was cut, not its reply
+            await _cancelled(task)  # a filing cut short is rolled back and kept in the spool first
             await _say_cut_short(interaction, cut_short)
         raise
     for piece in pieces[1:]:
         await interaction.followup.send(piece, ephemeral=True)
+
+
+async def _cancelled(task: asyncio.Future[str]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _first_response(interaction: discord.Interaction, response: Awaitable[object]) -> bool:
+    """Whether Discord took the interaction's first response. Refused as too late (10062), the
+    player has seen "the application did not respond" and nothing can reach them through this
+    interaction any more: logged, not raised, so the error handler does not try again."""
+    try:
+        await response
+    except discord.NotFound as exc:
+        if exc.code != UNKNOWN_INTERACTION:
+            raise
+        log.warning(
+            "/%s of user %s: Discord no longer takes interaction %s (10062), %.1f s after it made it",
+            _name(interaction),
+            interaction.user.id,
+            interaction.id,
+            age(interaction),
+        )
+        return False
+    return True
 
 
 async def _say_cut_short(interaction: discord.Interaction, text: str) -> None:

@@ -23,7 +23,7 @@ class PlayerSettings(commands.Cog):
                 return say.NOTHING_TO_FORGET
             return say.FORGOTTEN
 
-        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+        await answer_privately(interaction, work, self.bot.discord_settings.defer_after_seconds)
 
     @app_commands.command(name="voice", description="Pick the voice I answer you in")
     @app_commands.describe(voice="One of the voices I can speak with")
@@ -37,7 +37,7 @@ class PlayerSettings(commands.Cog):
             await self.bot.core.preferences.set_voice(caller(interaction).user_id, chosen)
             return say.VOICE_CHOSEN.format(voice=chosen)
 
-        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+        await answer_privately(interaction, work, self.bot.discord_settings.defer_after_seconds)
 
     @voice.autocomplete("voice")
     async def voice_names(
@@ -62,7 +62,7 @@ class PlayerSettings(commands.Cog):
             await self.bot.core.preferences.set_reply_mode(caller(interaction).user_id, style.value)
             return say.REPLY_STYLE_CHOSEN.format(style=say.REPLY_STYLES[style.value])
 
-        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+        await answer_privately(interaction, work, self.bot.discord_settings.defer_after_seconds)
 
     @app_commands.command(name="notify", description="Ticket news by direct message: on or off")
     @app_commands.describe(news="on: a DM when your tickets are filed or change status; off: none")
@@ -77,7 +77,7 @@ class PlayerSettings(commands.Cog):
                 return say.NEWS_ON
             return say.NEWS_OFF
 
-        await answer_privately(interaction, work(), self.bot.discord_settings.defer_after_seconds)
+        await answer_privately(interaction, work, self.bot.discord_settings.defer_after_seconds)
 
 
 async def setup(bot: VoxdeskBot) -> None:

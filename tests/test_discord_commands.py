@@ -3,16 +3,29 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import sys
 from asyncio.subprocess import PIPE
+from typing import NoReturn
 
 import pytest
 from aiohttp import web
 
-from bot.sentences import COMMAND_FAILED, COMMAND_OUTDATED, CUT_SHORT_BY_RESTART, NOT_A_NOTE
+from bot.engines.base import EngineReply, TurnState
+from bot.sentences import (
+    BLANK_DESCRIPTION,
+    COMMAND_FAILED,
+    COMMAND_OUTDATED,
+    CUT_SHORT_BY_RESTART,
+    FORGOTTEN,
+    NOT_A_NOTE,
+    NOTHING_TO_FORGET,
+    STILL_BUSY,
+    TICKETS_HEADING_NEWEST,
+)
 from cogs.runner import sync_commands
-from tests.conftest import REPO
+from tests.conftest import BLAZE, REPO
 from tests.discord_harness import Harness, blaze, discord_settings, nova, running_bot, voice_note
 from tests.fakes.discord_server import (
     EPHEMERAL_FLAG,
@@ -24,6 +37,7 @@ from tests.fakes.discord_server import (
     FakeDiscord,
     InjectedUser,
     Received,
+    dm_channel_id,
     serving,
 )
 from tests.frontend_engine import FrontendEngine
@@ -331,6 +345,161 @@ async def test_a_failing_command_tells_the_player_and_logs_once(harness: Harness
     assert "replies" in failures[0].getMessage() and "No space left" in str(failures[0].exc_info[1])
 
 
+async def test_grievance_list_shows_every_ticket_open_ones_first(settings, fake: FakeDiscord):
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    async with running_bot(settings, fake, flood_notes=20) as h:
+        filed = [
+            (await ask(fake, blaze, "grievance", sub("file", category="wallet", description=f"Problem {i}.")))
+            for i in range(12)
+        ]
+        keys = ["GRV-11"] + [text.split("`")[1] for text in filed]  # GRV-11: his seeded ticket
+        store = h.bot.core.grievances
+        assert isinstance(store, LocalGrievanceStore)
+        assert await store.set_status_by_staff(keys[-1], "resolved")  # his newest: done
+        listed = await ask(fake, blaze, "grievance", sub("list"))
+        assert listed.startswith("**Your tickets** (13)\n")
+        shown = [line.split("`")[1] for line in listed.splitlines() if line.startswith("`")]
+        assert sorted(shown) == sorted(keys)
+        assert shown[-1] == keys[-1] and shown[0] == keys[-2]  # open ones first, newest first
+        assert listed == await ask(fake, blaze, "grievance", sub("status"))  # no key: the same list
+        for i in range(12, 60):  # past what one answer lists
+            await store.register(BLAZE, "wallet", f"Problem {i}.")
+        interaction = await fake.slash(blaze, "grievance", sub("list"))
+        first = private_text(await fake.interaction_answer(interaction))
+
+        def shown() -> list[str]:
+            follow_ups = [
+                r.body["content"] for r in fake.interaction_records(interaction) if r.kind == "followup"
+            ]
+            lines = [line for text in [first, *follow_ups] for line in text.splitlines()]
+            return [line.split("`")[1] for line in lines if line.startswith("`")]
+
+        newest = await fake.wait_for(lambda _: len(shown()) >= 50 and shown())
+    assert first.startswith(TICKETS_HEADING_NEWEST.format(count=50))
+    assert len(newest) == 50 and "GRV-11" not in newest  # 61 in all: his oldest are left out
+
+
+async def test_ticket_times_are_discord_timestamps(harness: Harness):
+    text = await ask(harness.fake, nova, "grievance", sub("status", ticket="GRV-10"))
+    updated = dt.datetime(2026, 11, 18, 16, 40, tzinfo=dt.UTC)  # bot/data/grievances.json
+    assert f"updated <t:{int(updated.timestamp())}:f>" in text  # shown in each player's time zone
+
+
+async def test_a_command_that_reached_the_bot_late_is_deferred_within_discords_3_s(
+    settings, fake: FakeDiscord, monkeypatch
+):
+    """Discord's 3 s run from when it made the interaction (the time in its id), not from when
+    the event reached the bot: one that arrives 1.5 s late has 1.5 s left."""
+    fake.first_response_within = 3.0
+    async with running_bot(settings, fake) as h:  # defer_after_seconds 2.0
+        listing, status = asyncio.Event(), h.bot.core.grievances.status
+
+        async def slow_status(*args: object, **kwargs: object) -> object:
+            await listing.wait()
+            return await status(*args, **kwargs)
+
+        monkeypatch.setattr(h.bot.core.grievances, "status", slow_status)
+        interaction = await fake.slash(nova, "grievance", sub("list"), ago=1.5)
+        (first,) = await fake.wait_for(
+            lambda _: [r for r in fake.interaction_records(interaction) if r.kind == "callback"]
+        )
+        assert first.error is None and first.body["type"] == 5  # "thinking…", in time
+        listing.set()
+        assert "GRV-10" in private_text(await fake.interaction_answer(interaction))
+
+
+async def test_a_filing_discord_no_longer_takes_is_not_filed_and_not_an_error(
+    settings, fake: FakeDiscord, caplog
+):
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    fake.first_response_within = 3.0
+    fake.expect_refusals()  # the bot cannot know before it asks
+    words = "Heard by nobody: the event came too late."
+    with caplog.at_level("WARNING"):
+        async with running_bot(settings, fake):
+            interaction = await fake.slash(
+                blaze, "grievance", sub("file", category="wallet", description=words), ago=4.0
+            )
+            await fake.wait_for(lambda _: fake.interaction_records(interaction))
+        # stopped: whatever the command started has finished
+    assert [r.error for r in fake.interaction_records(interaction)] == [10062]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+    assert any("10062" in r.getMessage() for r in caplog.records if r.name == "cogs.interactions")
+    store = await LocalGrievanceStore.open(settings.storage_dir / "grievances.db")
+    try:  # the player saw "the application did not respond" and will file it again
+        assert words not in [g.description for g in await store.status(BLAZE, limit=100)]
+    finally:
+        await store.aclose()
+
+
+async def test_a_filing_whose_answer_is_lost_reaches_the_player_by_dm(settings, monkeypatch, caplog):
+    async def token_gone(self: FakeDiscord, request: object) -> NoReturn:
+        raise DiscordError(401, 50027, "Invalid Webhook Token")
+
+    # The answer cannot reach the player once "thinking…" is shown (Discord lost the token).
+    monkeypatch.setattr(FakeDiscord, "_edit_original", token_gone)
+    monkeypatch.setattr(FakeDiscord, "_followup", token_gone)
+    words = "Charged twice, and nobody told me the ticket."
+    async with serving() as fake:
+        async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
+            with caplog.at_level("WARNING"):
+                await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+                dms = await fake.wait_for(
+                    lambda _: [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
+                )
+    (key,) = [r.args[0] for r in caplog.records if r.name == "cogs.grievance"]
+    assert dms[0].content.endswith(f'("{words}") is now filed as ticket {key}. Its status is open.')
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+class GatedEngine(FrontendEngine):
+    """Each turn waits at the model until the test opens the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.waiting = asyncio.Event()
+
+    async def complete(self, turn: TurnState) -> EngineReply:
+        self.waiting.set()
+        await self.gate.wait()
+        return await super().complete(turn)
+
+
+async def test_forget_does_not_wait_for_other_players_turns(settings, fake: FakeDiscord):
+    engine = GatedEngine()
+    async with running_bot(settings.replace(agent={"max_concurrent_turns": 1}), fake, engine=engine):
+        try:
+            note = await fake.send_note(blaze, voice_note())
+            await engine.waiting.wait()  # Blaze's turn holds the only turn slot
+            assert await ask(fake, nova, "forget", [], guild=False) in (FORGOTTEN, NOTHING_TO_FORGET)
+        finally:
+            engine.gate.set()
+        await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
+
+
+async def test_a_command_still_waiting_near_the_tokens_end_tells_the_player(
+    settings, fake: FakeDiscord, monkeypatch
+):
+    from cogs import interactions
+
+    # Discord's token lasts 15 minutes and the bot gives up at 14: scaled down to a second here.
+    monkeypatch.setattr(interactions, "GIVE_UP_SECONDS", 1.0)
+    engine = GatedEngine()
+    async with running_bot(settings, fake, engine=engine):
+        try:
+            note = await fake.send_note(nova, voice_note())
+            await engine.waiting.wait()  # Nova's own turn: her /forget waits for it
+            interaction = await fake.slash(nova, "forget", [], guild=False)
+            answer = await fake.interaction_answer(interaction)
+        finally:
+            engine.gate.set()
+        await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
+    assert answer.kind == "edit_original" and answer.body["content"] == STILL_BUSY
+
+
 async def test_a_command_discord_still_shows_from_before_an_upgrade(harness: Harness, caplog):
     with caplog.at_level("WARNING"):
         removed = await ask(harness.fake, nova, "tickets", [])
@@ -349,6 +518,15 @@ async def test_a_mention_in_words_is_answered_and_not_taken_for_a_text_command(h
         (hint,) = await harness.fake.wait_for(lambda _: harness.fake.replies_to(message["id"]))
     assert hint.content == NOT_A_NOTE  # the voice cog's listener still hears messages
     assert caplog.records == []
+
+
+async def test_a_blank_description_is_refused_in_plain_words_and_not_counted(settings, fake: FakeDiscord):
+    async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0):
+        for blank in ("\u00a0" * 6, "\u3000" * 5, "\u200b \u2003\u200b \u00a0"):
+            text = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=blank))
+            assert text == BLANK_DESCRIPTION
+        filed = await ask(fake, blaze, "grievance", sub("file", category="wallet", description="Gems gone."))
+        assert filed.startswith("Filed ticket")  # the blanks did not use up his one filing
 
 
 async def test_sync_clear_removes_the_guild_copy_of_the_commands(settings, fake: FakeDiscord):

@@ -14,6 +14,7 @@ import jsonschema
 from bot import sentences as say
 from bot.tools.base import (
     JSON,
+    MAX_LISTED,
     Grievance,
     GrievanceBackend,
     ManualsBackend,
@@ -57,16 +58,31 @@ def filed_in(filing: str) -> tuple[str, str] | None:
 
 
 async def readable_grievances(
-    grievances: GrievanceBackend, ctx: ToolContext, key: str | None = None
+    grievances: GrievanceBackend, ctx: ToolContext, key: str | None = None, limit: int = MAX_LISTED
 ) -> list[Grievance]:
-    """The speaker's tickets (only the one `key` names, with a key); as a shared player (see
-    ToolContext.grievance_owner), the speaker's own first, then the player's."""
+    """The speaker's tickets (only the one `key` names, with a key; else the `limit` newest); as a
+    shared player (see ToolContext.grievance_owner), the speaker's own first, then the player's."""
     if not ctx.grievance_owner:
-        return await grievances.status(ctx.user_id, key)
-    own = await grievances.status(ctx.grievance_owner, key)
+        return await grievances.status(ctx.user_id, key, limit)
+    own = await grievances.status(ctx.grievance_owner, key, limit)
     if key is not None and own:  # found: no need to ask after the player's (Jira may be slow)
         return own
-    return own + await grievances.status(ctx.user_id, key)
+    return own + await grievances.status(ctx.user_id, key, limit)
+
+
+def ticket_rows(tickets: Iterable[Grievance]) -> list[JSON]:
+    """Tickets as get_grievance_status answers them (and the slash commands show them)."""
+    return [
+        {
+            "ticket_key": t.key,
+            "category": t.category,
+            "status": t.status,
+            "last_update": t.updated_at,
+            "summary": t.description[:200],
+            **({"note": say.LOCAL_RECORD_NOTE} if t.from_local_record else {}),
+        }
+        for t in tickets
+    ]
 
 
 def build_tools(
@@ -131,18 +147,7 @@ def build_tools(
         if key is not None:
             if not TICKET_KEY.match(key):
                 return {"tickets": [], "message": say.NOT_A_TICKET_KEY.format(key=key)}
-        tickets = await readable_grievances(grievances, ctx, key)
-        found = [
-            {
-                "ticket_key": t.key,
-                "category": t.category,
-                "status": t.status,
-                "last_update": t.updated_at,
-                "summary": t.description[:200],
-                **({"note": say.LOCAL_RECORD_NOTE} if t.from_local_record else {}),
-            }
-            for t in tickets
-        ]
+        found = ticket_rows(await readable_grievances(grievances, ctx, key))
         if key is not None and not found:
             return {"tickets": [], "message": say.NO_SUCH_TICKET.format(key=key)}
         return {"tickets": found}

@@ -12,6 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+# A player's tickets listed without a key: the newest this many. Spoken (the voice tool), a longer
+# list is not heard to its end; the slash commands ask for more.
+MAX_LISTED = 10
+
 JSON = dict[str, Any]
 
 
@@ -152,6 +156,9 @@ class GrievanceBackend(Protocol):
     async def register(
         self, user_id: str, category: str, description: str, filing_id: str | None = None
     ) -> Grievance: ...
-    async def status(self, user_id: str, key: str | None = None) -> list[Grievance]: ...
+    async def status(self, user_id: str, key: str | None = None, limit: int = MAX_LISTED) -> list[Grievance]:
+        """The player's ticket that `key` names, or without one their `limit` newest."""
+        ...
+
     async def check(self) -> str: ...
     async def aclose(self) -> None: ...

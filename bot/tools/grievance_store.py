@@ -20,13 +20,12 @@ import aiosqlite
 
 from bot import sentences as say
 from bot.db import add_missing_columns, first, opening
-from bot.tools.base import Grievance, ToolError
+from bot.tools.base import MAX_LISTED, Grievance, ToolError
 from bot.tools.grievance_spool import GrievanceSpool
 
 log = logging.getLogger(__name__)
 
 KEY_PREFIX = "GRV"
-MAX_LISTED = 10
 MAX_ERROR_CHARS = 500
 
 SCHEMA = """
@@ -47,7 +46,8 @@ CREATE TABLE IF NOT EXISTS grievances (
     -- a filing id: a note's (filed once however often its turn runs) or a spool line's
     -- (grievance_spool.py: filed once, whatever happens)
     spool_id TEXT,
-    filed_late INTEGER NOT NULL DEFAULT 0  -- 1: filed from the spool; its player never heard its key
+    -- 1: its player never heard its key (filed from the spool, or the answer telling it was lost)
+    filed_late INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- Support staff's notes on a grievance (the web desk); never shown to the player.
@@ -104,6 +104,8 @@ class PendingGrievance:
 
 # Statuses staff can set on the local backend; the seed and older rows use the same words.
 STAFF_STATUSES = ("open", "in progress", "waiting on player", "resolved", "closed")
+# Those a player has nothing more to wait for; Jira's done category reads "resolved" (jira_tracker).
+FINISHED_STATUSES = ("resolved", "closed")
 CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
 
 
@@ -146,7 +148,7 @@ class GrievanceEvent:
     created_at: str
     push_state: str
     attempts: int
-    filed_late: bool  # filed from the spool: its player never heard its key
+    filed_late: bool  # its player never heard its key (see the column)
     spool_id: str | None  # its filing id: the turn it was filed in (bot/tools/__init__.py), if any
 
 
@@ -357,12 +359,36 @@ class LocalGrievanceStore:
             log.info("kept grievance of user %s filed as %s", user_id, key)
         return len(filed)
 
+    async def mark_untold(self, user_id: str, key: str) -> bool:
+        """A grievance of `user_id`'s whose key never reached them (the answer telling it was
+        lost): ticket news tells them, as it tells one filed from the spool. False if they have
+        no grievance of that local key."""
+        async with self._write_lock:
+            try:
+                cursor = await self._conn.execute(
+                    "UPDATE grievances SET filed_late = 1 WHERE user_id = ? AND local_key = ?", (user_id, key)
+                )
+                found = cursor.rowcount
+                # The event ticket news reads. Pushed already, its 'pushed' event may have been read
+                # as no news: another tells it under Jira's key. Still pending, the push tells it.
+                await self._conn.execute(
+                    "INSERT INTO news_events (grievance_id, kind) SELECT id,"
+                    " CASE push_state WHEN 'pushed' THEN 'pushed' ELSE 'filed_late' END"
+                    " FROM grievances WHERE user_id = ? AND local_key = ?",
+                    (user_id, key),
+                )
+                await self._conn.commit()
+            except BaseException:
+                await self._rollback_cut_short()
+                raise
+        return found == 1
+
     @property
     def local_store(self) -> LocalGrievanceStore:
         """The store that holds every grievance (ticket news reads its events): this one."""
         return self
 
-    async def status(self, user_id: str, key: str | None = None) -> list[Grievance]:
+    async def status(self, user_id: str, key: str | None = None, limit: int = MAX_LISTED) -> list[Grievance]:
         # The user_id condition is in every query: a key that belongs to someone else finds nothing.
         if key is not None:
             rows = await self._conn.execute_fetchall(
@@ -373,7 +399,7 @@ class LocalGrievanceStore:
             rows = await self._conn.execute_fetchall(
                 "SELECT * FROM grievances WHERE user_id = ? AND local_key IS NOT NULL"
                 " ORDER BY id DESC LIMIT ?",
-                (user_id, MAX_LISTED),
+                (user_id, limit),
             )
         return [self._to_grievance(row) for row in rows]
 

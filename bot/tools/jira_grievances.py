@@ -110,11 +110,11 @@ class JiraGrievances:
         self._wake.set()
         return grievance
 
-    async def status(self, user_id: str, key: str | None = None) -> list[Grievance]:
+    async def status(self, user_id: str, key: str | None = None, limit: int = MAX_LISTED) -> list[Grievance]:
         if not USER_ID.match(user_id):  # not a Discord id (a CLI user, say): Jira holds none of theirs
-            return await self._store.status(user_id, key)
+            return await self._store.status(user_id, key, limit)
         if key is None:
-            return await self._list(user_id)
+            return await self._list(user_id, limit)
         return await self._one(user_id, key)
 
     @property
@@ -358,10 +358,10 @@ class JiraGrievances:
             raise ToolError(say.TICKETS_UNREACHABLE)
         return found
 
-    async def _list(self, user_id: str) -> list[Grievance]:
-        local = await self._store.status(user_id)
+    async def _list(self, user_id: str, limit: int) -> list[Grievance]:
+        local = await self._store.status(user_id, limit=limit)
         try:
-            remote = await self._in_thread(self._tracker.list_for_user, user_id, MAX_LISTED)
+            remote = await self._in_thread(self._tracker.list_for_user, user_id, limit)
         except TrackerError as exc:
             log.warning("Jira ticket listing failed, answering from the local record: %s", exc)
             return [dataclasses.replace(g, from_local_record=True) for g in local]
@@ -375,7 +375,7 @@ class JiraGrievances:
         # Jira lists neither what is still pending nor what was pushed moments ago (its search index lags)
         merged += [g for g in local if g.local_key in unpushed or g.remote_key in by_remote]
         merged.sort(key=lambda g: g.created_at, reverse=True)
-        return merged[:MAX_LISTED]
+        return merged[:limit]
 
     async def _merged(self, issue: RemoteIssue, row: Grievance | None) -> Grievance:
         """Jira's status and key with the player's own words and filing time from the store."""

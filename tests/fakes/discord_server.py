@@ -261,6 +261,10 @@ class FakeDiscord(Strict):
         self.hanging_connections = 0  # clients waiting on the gateway while it is down
         self.dispatched_at: dict[str, float] = {}  # message id → when MESSAGE_CREATE went out
         self.refuse_voice_in: set[int] = set()  # channels that answer 50173 to voice messages
+        # Discord refuses an interaction's first response later than 3 s after it made the
+        # interaction (10062 Unknown interaction): set to 3.0 to hold the bot to that. None: the
+        # fake does not time callbacks (a slow test machine would fail tests about other things).
+        self.first_response_within: float | None = None
         # Discord's own trouble: while above 0, each message POST is answered 503 and counts it down.
         self.posts_unavailable = 0
         # Called once each message POST is stored: a test acting between two pieces of a reply.
@@ -580,10 +584,12 @@ class FakeDiscord(Strict):
         *,
         guild: bool = True,
         autocomplete: bool = False,
+        ago: float = 0.0,
     ) -> str:
         """A slash command (or its autocomplete request) dispatched as INTERACTION_CREATE; returns
-        the interaction id, whose callback and follow-ups can then be awaited."""
-        interaction_id = str(snowflake())
+        the interaction id, whose callback and follow-ups can then be awaited. `ago` seconds > 0:
+        Discord made the interaction that long before it reaches the bot (its id says when)."""
+        interaction_id = str(past_snowflake(ago) if ago else snowflake())
         channel_id = ALLOWED_CHANNEL if guild else self._open_dm(user.payload())
         data: dict[str, Any] = {
             "id": interaction_id,
@@ -1251,6 +1257,14 @@ class FakeDiscord(Strict):
             self._check(
                 "/interactions/{interaction_id}/{interaction_token}/callback", "post", content_type, body
             )
+            made = ((int(interaction_id) >> 22) + DISCORD_EPOCH_MS) / 1000
+            late = self.first_response_within is not None and time.time() - made > self.first_response_within
+            if late:
+                self._refuse_as_discord(
+                    f"POST {request.path}: a first response {time.time() - made:.1f} s after the "
+                    "interaction was made",
+                    DiscordError(404, 10062, "Unknown interaction"),
+                )
             if body.get("type") == 4 and len((body.get("data") or {}).get("content") or "") > CONTENT_LIMIT:
                 self._violate(50035, f"data.content: Must be {CONTENT_LIMIT} or fewer in length.")
             if body.get("type") in (4, 5):
