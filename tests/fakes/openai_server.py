@@ -8,8 +8,9 @@ assistant message before it, and each tool call is answered), refuses what we ne
 declares, and, as the audio models it stands for do, a request with neither audio in nor audio
 out. It answers with scripted replies carrying real audio in the format asked for, keeps the
 audio ids it gave out (an assistant message naming any other is a 400 `audio_not_found`), stops
-at `max_completion_tokens` with finish_reason "length", and can be told to fail: 429 with
-retry-after, 500, a hang past the client's timeout, malformed JSON, Azure's content filter.
+at `max_completion_tokens` with finish_reason "length", can be told to take its time, and to fail
+(chat and transcription apart): 429 with retry-after, 500, a hang past the client's timeout,
+malformed JSON, Azure's content filter.
 """
 
 from __future__ import annotations
@@ -77,12 +78,16 @@ class Failure:
     hang: float = 0.0
     malformed: bool = False
     content_filter: bool = False  # Azure's 400 for a prompt its content filter blocked
+    headers: dict[str, str] = field(default_factory=dict)  # such as OpenAI's x-ratelimit-reset-*
 
 
 @dataclass
 class FakeOpenAI(Strict):
     script: list[Responder] = field(default_factory=list)  # one per chat request, in order
     failures: list[Failure] = field(default_factory=list)  # consumed before the script
+    transcription_failures: list[Failure] = field(default_factory=list)  # one per transcription
+    chat_seconds: float = 0.0  # how long an answer takes to come
+    transcribe_seconds: float = 0.0  # how long a transcription takes to come
     received: list[Received] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     violations_expected: bool = False
@@ -167,20 +172,24 @@ class FakeOpenAI(Strict):
             return request.headers.get("api-key") == AZURE_KEY and "api-version" in request.query
         return request.headers.get("Authorization") == f"Bearer {API_KEY}"
 
-    async def _fail_if_told(self) -> web.Response | None:
-        if not self.failures:
+    async def _take(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    async def _fail_if_told(self, failures: list[Failure] | None = None) -> web.Response | None:
+        failures = self.failures if failures is None else failures
+        if not failures:
             return None
-        failure = self.failures.pop(0)
+        failure = failures.pop(0)
         if failure.content_filter:
             return web.json_response({"error": AZURE_CONTENT_FILTER}, status=400)
         if failure.hang:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), failure.hang)
+            await self._take(failure.hang)
         if failure.malformed:
             return web.Response(
                 status=200, text='{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
             )
-        headers = {}
+        headers = dict(failure.headers)
         if failure.retry_after is not None:
             headers["retry-after"] = str(failure.retry_after)
         error = {"error": {"message": "scripted failure", "type": "server_error", "code": None}}
@@ -228,6 +237,8 @@ class FakeOpenAI(Strict):
         failed = await self._fail_if_told()
         if failed is not None:
             return failed
+        if self.chat_seconds:
+            await self._take(self.chat_seconds)
         responder = self.script.pop(0) if self.script else answer("Here is your answer.")
         deployment = request.match_info.get("deployment")
         model = self.deployments[deployment] if deployment else body["model"]
@@ -340,6 +351,11 @@ class FakeOpenAI(Strict):
             for error in errors:
                 self.refuse(error)
             return web.json_response({"error": {"message": "; ".join(errors)}}, status=400)
+        failed = await self._fail_if_told(self.transcription_failures)
+        if failed is not None:
+            return failed
+        if self.transcribe_seconds:
+            await self._take(self.transcribe_seconds)
         seconds = (len(data) - 44) / 48_000
         if body.get("model", "").startswith("whisper"):
             usage: dict[str, Any] = {"type": "duration", "seconds": math.ceil(seconds)}
