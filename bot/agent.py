@@ -36,6 +36,11 @@ from bot.tools.base import ToolContext, ToolResult
 
 log = logging.getLogger(__name__)
 
+# Seconds an answer waits, once ready, for the engine's transcription of the note: the words only
+# feed history, and a transcription held up by its own rate limit or retries must not hold the
+# answer (the turn is kept without them).
+TRANSCRIPT_GRACE = 2.0
+
 # Speaks a text in a voice (None: default) → reply audio. The offline synthesizer provides it;
 # the agent uses it for apologies when the engine itself cannot speak.
 Speaker = Callable[[str, str | None], Awaitable[audio.ReplyAudio]]
@@ -231,7 +236,7 @@ class VoiceAgent:
         user_text = text
         if turn.heard is not None:
             with watch.stage("transcribe_wait"):
-                user_text = await _result_or_none(turn.heard)
+                user_text = await _result_or_none(turn.heard, TRANSCRIPT_GRACE)
         user_text = user_text or final.user_text
         hearing = _hearing_cost(turn.heard)
 
@@ -384,14 +389,19 @@ def _measured(reply: Reply) -> Reply:
     return reply
 
 
-async def _result_or_none(task: asyncio.Task[Transcript | None]) -> str | None:
-    """The transcript's words; None if it failed or was cancelled. A cancel of the turn itself
-    (a shutdown out of grace) is raised: asyncio.wait keeps it apart from the transcript's own."""
+async def _result_or_none(task: asyncio.Task[Transcript | None], within: float) -> str | None:
+    """The transcript's words, waited for at most `within` seconds; None if it failed, was
+    cancelled or is not back by then. A cancel of the turn itself (a shutdown out of grace) is
+    raised: asyncio.wait keeps it apart from the transcript's own."""
     try:
-        await asyncio.wait({task})
+        await asyncio.wait({task}, timeout=within)
     except asyncio.CancelledError:
         task.cancel()  # nobody will read it
         raise
+    if not task.done():
+        task.cancel()
+        log.info("transcription not back %.0f s after the answer: the turn is kept without the words", within)
+        return None
     if task.cancelled():
         return None
     if (exc := task.exception()) is not None:
