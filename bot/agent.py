@@ -23,6 +23,7 @@ from bot.engines.base import (
     AudioClip,
     Engine,
     EngineError,
+    EnginePaused,
     EngineReply,
     PaidTranscript,
     PastTurn,
@@ -200,7 +201,9 @@ class VoiceAgent:
         try:
             final = await self._loop(engine, turn, watch)
         except Exception as exc:
-            log.warning(
+            log.log(
+                # A paused engine logged the pause once; every note answered meanwhile is no news.
+                logging.INFO if isinstance(exc, EnginePaused) else logging.WARNING,
                 "engine %s failed for user %s: %s",
                 engine.name,
                 context.user_id,

@@ -82,8 +82,18 @@ class OpenAISettings:
     # Tokens a reply may use, audio and transcript together (max_completion_tokens); 0: the model's
     # own limit. Speech is about 20 audio tokens and 3 transcript tokens a second: 2048 is about 90.
     max_reply_tokens: int = 2048
-    timeout_seconds: float = 30.0
+    # A reply comes whole once generated: reading it may take as long as the longest reply
+    # max_reply_tokens allows; connecting is quick or the service is unreachable.
+    connect_timeout_seconds: float = 5.0
+    timeout_seconds: float = 90.0
+    # A turn's requests together (tool steps, retries, waits): past it the fallback answers.
+    turn_deadline_seconds: float = 120.0
+    # Retries of a request that failed to connect, a 5xx, or a 429 asking for a short wait; a
+    # reply that timed out is not asked for again (it may have been generated and billed).
     max_retries: int = 2
+    # After timeouts, connection failures or 5xx in a row, requests pause this long (the fallback
+    # answers), then one request sees whether the service is back.
+    breaker_seconds: float = 30.0
     azure_endpoint: str = ""
     azure_deployment: str = ""
     api_version: str = "2025-01-01-preview"
@@ -427,6 +437,7 @@ def load_settings(
 POSITIVE = {
     ("audio", "max_bytes"), ("audio", "max_seconds"), ("agent", "max_concurrent_turns"),
     ("conversations", "idle_minutes"), ("openai", "timeout_seconds"), ("offline", "rate_wpm"),
+    ("openai", "connect_timeout_seconds"), ("openai", "turn_deadline_seconds"),
     ("tools", "manual_results"), ("odbc", "pool_size"), ("odbc", "query_timeout_seconds"),
     ("search", "timeout_seconds"), ("jira", "push_interval_seconds"), ("jira", "timeout_seconds"),
     ("jira", "max_backoff_seconds"), ("discord", "flood_notes"), ("discord", "flood_seconds"),

@@ -136,7 +136,7 @@ async def test_the_rounds_bound_forces_an_answer(storage, fake) -> None:
     assert [c.body.get("tool_choice") for c in fake.chats] == [None, None, None, "none"]
 
 
-async def test_rate_limit_then_success_uses_the_sdk_retry(storage, fake) -> None:
+async def test_a_short_rate_limit_is_waited_out_and_tried_again(storage, fake) -> None:
     fake.failures = [Failure(status=429, retry_after=0.2)]
     fake.script = [answer("Back again.")]
     started = time.monotonic()

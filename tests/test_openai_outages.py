@@ -4,14 +4,17 @@ bound to fail, and notes queued behind a rate limit or an outage get the fallbac
 
 from __future__ import annotations
 
+import asyncio
+import logging
+
 import pytest
 
 from bot.app import running_app
 from bot.tools.base import ToolContext
-from tests.fakes.openai_server import answer, serving
+from tests.fakes.openai_server import Failure, answer, serving, tool_calls
 from tests.test_openai import NOTE, openai_settings
 
-from .conftest import NOVA
+from .conftest import BLAZE, NOVA, QUILL
 
 
 @pytest.fixture
@@ -25,6 +28,10 @@ def storage(settings):
     return settings.storage_dir
 
 
+def logged(caplog: pytest.LogCaptureFixture, logger: str, words: str) -> list[logging.LogRecord]:
+    return [r for r in caplog.records if r.name == logger and words in r.getMessage()]
+
+
 async def test_the_answer_waits_only_briefly_for_the_players_words(storage, fake) -> None:
     # The transcription would come, in time; the answer is ready long before.
     fake.transcribe_seconds = 10  # within the transcription's own timeout
@@ -36,3 +43,122 @@ async def test_the_answer_waits_only_briefly_for_the_players_words(storage, fake
     assert (reply.engine, reply.text, reply.user_text) == ("openai", "Here now.", None)
     assert kept.user_text is None and kept.reply_text == "Here now."
     assert len(fake.transcriptions) == 1
+
+
+async def test_a_rate_limited_transcription_is_not_tried_again(storage, fake) -> None:
+    fake.transcription_failures = [Failure(status=429, retry_after=0.2)] * 3
+    fake.script = [answer("Answered all the same.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.engine, reply.text, reply.user_text) == ("openai", "Answered all the same.", None)
+    assert len(fake.transcriptions) == 1
+
+
+async def test_a_long_rate_limit_sends_the_notes_to_the_fallback_at_once(storage, fake, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="bot.agent")
+    fake.failures = [Failure(status=429, retry_after=30)]
+    async with running_app(openai_settings(storage, fake)) as app:
+        replies = [await app.agent.respond(ToolContext(user_id=who), NOTE) for who in (NOVA, BLAZE, QUILL)]
+    assert [r.kind for r in replies] == ["apology"] * 3
+    assert len(fake.chats) == 1  # the others would only prolong the limit
+    (paused,) = logged(caplog, "bot.engines.openai", "paused")
+    assert paused.getMessage().startswith("OpenAI chat paused for 30 s (rate limited (429))")
+    # Said once for all: the notes it sent to the fallback are no news.
+    levels = [r.levelname for r in logged(caplog, "bot.agent", "engine openai failed")]
+    assert levels == ["WARNING", "INFO", "INFO"]
+
+
+async def test_a_rate_limit_reset_header_pauses_requests_too(storage, fake) -> None:
+    # OpenAI's 429 names its wait in the reset of the limit it ran out of.
+    reset = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m0s"}
+    fake.failures = [Failure(status=429, headers=reset)]
+    async with running_app(openai_settings(storage, fake)) as app:
+        first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        second = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+    assert (first.kind, second.kind) == ("apology", "apology")
+    assert len(fake.chats) == 1
+
+
+async def test_a_reply_slower_than_the_read_timeout_is_not_asked_for_again(storage, fake) -> None:
+    # It may well have been generated, and billed; asked again, it would be late again.
+    fake.failures = [Failure(hang=5)]
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="0.5")
+    async with running_app(settings) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.kind == "apology"
+    assert len(fake.chats) == 1
+
+
+async def test_a_server_error_is_tried_again(storage, fake) -> None:
+    fake.failures = [Failure(status=500)]
+    fake.script = [answer("Second time lucky.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.engine, reply.text) == ("openai", "Second time lucky.")
+    assert len(fake.chats) == 2
+
+
+async def test_timeouts_in_a_row_send_the_next_notes_to_the_fallback_at_once(storage, fake, caplog) -> None:
+    fake.failures = [Failure(hang=5)] * 4
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="0.3")
+    async with running_app(settings) as app:
+        replies = [
+            await app.agent.respond(ToolContext(user_id=who), NOTE)
+            for who in (NOVA, BLAZE, QUILL, NOVA, BLAZE)
+        ]
+    assert [r.kind for r in replies] == ["apology"] * 5
+    assert len(fake.chats) == 3  # one each, and none once three had timed out in a row
+    (paused,) = logged(caplog, "bot.engines.openai", "paused")
+    assert paused.getMessage().startswith(
+        "OpenAI chat paused for 30 s (3 failures in a row, the last timed out)"
+    )
+
+
+async def test_after_the_pause_one_request_sees_whether_the_service_is_back(storage, fake, caplog) -> None:
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    fake.failures = [Failure(hang=5)] * 3
+    fake.script = [answer("Back.")]
+    # A pause this short is waited out by the note that comes during it.
+    settings = openai_settings(
+        storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="0.3", VOXDESK_OPENAI_BREAKER_SECONDS="0.5"
+    )
+    async with running_app(settings) as app:
+        for who in (NOVA, BLAZE, QUILL):
+            await app.agent.respond(ToolContext(user_id=who), NOTE)
+        back = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        again = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+    assert (back.engine, back.text, again.engine) == ("openai", "Back.", "openai")
+    assert len(fake.chats) == 5
+    assert len(logged(caplog, "bot.engines.openai", "paused for")) == 1
+    (answers,) = logged(caplog, "bot.engines.openai", "answers again")
+    assert answers.getMessage().startswith("OpenAI chat answers again after a pause of")
+
+
+async def test_while_one_request_sees_whether_the_service_is_back_the_others_get_the_fallback(
+    storage, fake
+) -> None:
+    fake.failures = [Failure(hang=5)] * 4
+    settings = openai_settings(
+        storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="0.5", VOXDESK_OPENAI_BREAKER_SECONDS="0.5"
+    )
+    async with running_app(settings) as app:
+        for who in (NOVA, BLAZE, QUILL):
+            await app.agent.respond(ToolContext(user_id=who), NOTE)
+        at_once = await asyncio.gather(
+            *(app.agent.respond(ToolContext(user_id=who), NOTE) for who in (NOVA, BLAZE, QUILL))
+        )
+    assert [r.kind for r in at_once] == ["apology"] * 3
+    assert len(fake.chats) == 4  # one went to see; the others did not follow it into the hang
+
+
+async def test_a_turn_past_its_deadline_is_answered_by_the_fallback(storage, fake) -> None:
+    # Each step is quick enough; together they are not.
+    fake.chat_seconds = 0.4
+    fake.script = [tool_calls(("get_player_stats", {}))] * 3 + [answer("Too late.")]
+    settings = openai_settings(
+        storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30", VOXDESK_OPENAI_TURN_DEADLINE_SECONDS="1"
+    )
+    async with running_app(settings) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.kind == "apology"
+    assert len(fake.chats) < 4

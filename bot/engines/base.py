@@ -22,6 +22,7 @@ __all__ = [
     "AudioClip",
     "Engine",
     "EngineError",
+    "EnginePaused",
     "EngineReply",
     "PaidTranscript",
     "PastTurn",
@@ -34,6 +35,11 @@ __all__ = [
 
 class EngineError(Exception):
     """The engine could not answer (down, timed out, malformed reply) after its own retries."""
+
+
+class EnginePaused(EngineError):
+    """The engine sends no requests for now (rate limited, or its service failing), and said so in
+    the log when it paused: each note the fallback answers meanwhile needs no warning of its own."""
 
 
 class SpeechModelsUnavailable(RuntimeError):

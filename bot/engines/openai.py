@@ -1,7 +1,14 @@
 """The OpenAI audio engine: audio in, audio and text out, with tools, through Chat Completions.
 
 Works with OpenAI (`AsyncOpenAI`; OPENAI_BASE_URL points it at any compatible server) and Azure
-OpenAI (`AsyncAzureOpenAI`). Retries, backoff and `retry-after` are the SDK's own.
+OpenAI (`AsyncAzureOpenAI`).
+
+Retries are the engine's, not the SDK's, and bounded by the turn's deadline: a turn holds one of
+the agent's few slots, and the fallback should answer within that time rather than after the SDK's
+whole retry budget. A 429 or a run of failures pauses requests for every turn (`Gate`), so notes
+queued behind a rate limit or an outage are answered by the fallback at once instead of each
+trying again. A reply that timed out is not asked for again: it may well have been generated, and
+billed, and would only time out again.
 
 Cost is kept bounded by what goes into each request: the current note's audio only; earlier
 turns as text (the player's words from a concurrent transcription, the assistant's transcript,
@@ -14,9 +21,12 @@ import asyncio
 import base64
 import json
 import logging
+import math
+import random
 import re
 import time
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import openai
 
@@ -26,6 +36,7 @@ from bot.config import OPENAI_VOICES, Settings, shown_url
 from bot.engines.base import (
     AudioClip,
     EngineError,
+    EnginePaused,
     EngineReply,
     PaidTranscript,
     PastTurn,
@@ -60,6 +71,96 @@ AUDIO_NOT_FOUND = "audio_not_found"
 TEXT_HISTORY = "text_history"  # turn.scratch: this turn sends earlier replies as text only
 # Half a second of silence: audio models refuse a request with neither audio in nor audio out.
 SILENCE = base64.b64encode(pcm_to_wav(bytes(24_000), 24_000)).decode()
+DEADLINE = "deadline"  # turn.scratch: time.monotonic() past which this turn sends no request
+# The player's words only feed history, and the agent waits for them briefly after the answer: a
+# transcription gets one short try.
+TRANSCRIBE_TIMEOUT = 15.0  # seconds
+SHORT_WAIT = 5.0  # seconds: a turn waits out a pause up to this; past it the fallback answers
+BREAKER_FAILURES = 3  # timeouts, connection failures or 5xx in a row that pause requests
+FIRST_PAUSE = 1.0  # seconds: a 429 naming no wait pauses this long, doubled for each in a row ...
+LONGEST_PAUSE = 300.0  # ... up to this, which bounds a named wait too: then requests try again
+RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")  # x-ratelimit-reset-*: "20ms", "1.5s", "6m0s"
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+T = TypeVar("T")
+
+
+class Gate:
+    """Whether requests to one endpoint go out, shared by every turn.
+
+    A 429 pauses them for as long as the provider asks (retry-after, or its rate-limit reset), or,
+    when it names no wait, for FIRST_PAUSE doubled with each 429 in a row. BREAKER_FAILURES
+    timeouts, connection failures or 5xx in a row pause them for `breaker_seconds`; then a single
+    request goes to see whether the service is back, and the fallback answers the others until it
+    returns. A turn waits out a pause of up to SHORT_WAIT; the fallback answers it during a longer
+    one. The breaker's pause, and a 429's longer than that, are logged when they begin and when
+    requests are answered again, not once a note."""
+
+    def __init__(self, what: str, breaker_seconds: float, meanwhile: str) -> None:
+        self.what = what
+        self.meanwhile = meanwhile  # what becomes of the notes during a pause, for the log
+        self.breaker_seconds = breaker_seconds
+        self.until = 0.0  # time.monotonic() before which no request goes
+        self.why = ""
+        self.failures = 0  # timeouts, connection failures and 5xx in a row
+        self.limited = 0  # 429s in a row
+        self.probing = False  # the one request sent after the breaker's pause is out
+        self.paused_at: float | None = None  # when the logged pause began
+
+    def wait(self) -> float:
+        """Seconds before a request may go: inf while the one seeing whether the service is back
+        is out."""
+        left = self.until - time.monotonic()
+        if left > 0:
+            return left
+        return math.inf if self.probing else 0.0
+
+    def sending(self) -> bool:
+        """A request goes out; True when it is the one to see whether the service is back."""
+        self.probing = self.failures >= BREAKER_FAILURES
+        return self.probing
+
+    def answered(self) -> None:
+        """Any answer but a 429 or a 5xx: the service is there."""
+        self.failures = self.limited = 0
+        self.probing = False
+        if self.paused_at is not None:
+            log.info(
+                "OpenAI %s answers again after a pause of %.0f s (%s)",
+                self.what,
+                time.monotonic() - self.paused_at,
+                self.why,
+            )
+            self.paused_at = None
+
+    def rate_limited(self, asked: float | None) -> float:
+        """A 429: the pause it sets (seconds)."""
+        self.limited += 1
+        self.failures = 0
+        self.probing = False
+        pause = min(FIRST_PAUSE * 2 ** min(self.limited - 1, 16) if asked is None else asked, LONGEST_PAUSE)
+        # A short pause is waited out by the turns (see _send): only a longer one needs saying.
+        self._pause(pause, "rate limited (429)", logged=pause > SHORT_WAIT)
+        return pause
+
+    def failed(self, why: str) -> None:
+        self.failures += 1
+        self.probing = False
+        if self.failures >= BREAKER_FAILURES:
+            self._pause(self.breaker_seconds, f"{self.failures} failures in a row, the last {why}")
+
+    def _pause(self, seconds: float, why: str, logged: bool = True) -> None:
+        self.until = max(self.until, time.monotonic() + seconds)
+        self.why = why
+        if self.paused_at is None and logged:
+            self.paused_at = time.monotonic()
+            log.warning(
+                "OpenAI %s paused for %.0f s (%s): %s meanwhile",
+                self.what,
+                seconds,
+                why,
+                self.meanwhile,
+            )
 
 
 class OpenAIEngine:
@@ -78,8 +179,17 @@ class OpenAIEngine:
         system_prompt: str,
         audio_history_turns: int = 1,
         max_reply_tokens: int = 0,
+        max_retries: int = 2,
+        turn_deadline: float = 120.0,
+        breaker_seconds: float = 30.0,
+        connect_timeout: float = 5.0,
     ) -> None:
         self.client = client
+        self.connect_timeout = connect_timeout
+        self.chat_gate = Gate("chat", breaker_seconds, "the fallback answers")
+        self.hearing_gate = Gate("transcription", breaker_seconds, "turns are kept without the words")
+        self.max_retries = max_retries
+        self.turn_deadline = turn_deadline
         self.model = model
         self.voice = voice
         self.reply_format = reply_format
@@ -94,10 +204,17 @@ class OpenAIEngine:
         if not self.transcribe_model:
             return None
         try:
-            result = await self.client.audio.transcriptions.create(
-                model=self.transcribe_model, file=("note.wav", audio.wav, "audio/wav")
+            result = await self._send(
+                self.hearing_gate,
+                lambda: self._once(TRANSCRIBE_TIMEOUT).audio.transcriptions.create(
+                    model=self.transcribe_model, file=("note.wav", audio.wav, "audio/wav")
+                ),
+                deadline=time.monotonic() + TRANSCRIBE_TIMEOUT,
+                retries=0,
             )
-        except openai.OpenAIError as exc:
+        except EnginePaused:
+            return None
+        except (openai.OpenAIError, EngineError) as exc:
             log.warning("transcription failed: %s", type(exc).__name__)
             return None
         text = result.text.strip()
@@ -108,20 +225,23 @@ class OpenAIEngine:
         return PaidTranscript(text, usage=usage)
 
     async def complete(self, turn: TurnState) -> EngineReply:
+        deadline: float = turn.scratch.setdefault(DEADLINE, time.monotonic() + self.turn_deadline)
         if turn.rounds and turn.heard is not None and not turn.heard.done():
             # A short wait for the words lets this step send text instead of the audio again.
-            await asyncio.wait({turn.heard}, timeout=TRANSCRIPT_WAIT)
+            await asyncio.wait(
+                {turn.heard}, timeout=max(0.0, min(TRANSCRIPT_WAIT, deadline - time.monotonic()))
+            )
         audio_turns = 0 if turn.scratch.get(TEXT_HISTORY) else self.audio_history_turns
         try:
             try:
-                response = await self.client.chat.completions.create(**self._request(turn, audio_turns))
+                response = await self._ask(self._request(turn, audio_turns), deadline)
             except openai.BadRequestError as exc:
                 if exc.code != AUDIO_NOT_FOUND or not audio_turns:
                     raise
                 # The conversation goes on with the transcripts of those replies instead.
                 log.warning("earlier reply's audio refused (%s): sending the history as text", _said(exc))
                 turn.scratch[TEXT_HISTORY] = True
-                response = await self.client.chat.completions.create(**self._request(turn, 0))
+                response = await self._ask(self._request(turn, 0), deadline)
         except openai.APIStatusError as exc:
             if exc.code in FILTERED:
                 self.ready = True
@@ -173,6 +293,74 @@ class OpenAIEngine:
             usage=usage,
             cut_off=cut_off,
         )
+
+    async def _ask(self, request: dict[str, Any], deadline: float) -> Any:
+        return await self._send(
+            self.chat_gate,
+            lambda: self._once().chat.completions.create(**request),
+            deadline=deadline,
+            retries=self.max_retries,
+        )
+
+    def _once(self, timeout: float | None = None) -> openai.AsyncOpenAI:
+        """The client with none of the SDK's retries (the engine's own are in `_send`); the
+        start-up and `check` requests use it as configured."""
+        if timeout is None:
+            return self.client.with_options(max_retries=0)
+        return self.client.with_options(
+            max_retries=0, timeout=openai.Timeout(timeout, connect=min(self.connect_timeout, timeout))
+        )
+
+    async def _send(
+        self, gate: Gate, request: Callable[[], Awaitable[T]], deadline: float, retries: int
+    ) -> T:
+        """One request through `gate`, sent again (at most `retries` times, while `deadline`, a
+        time.monotonic(), allows) after a failed connection, a 5xx, or a 429 asking for at most
+        SHORT_WAIT. Raises the SDK's error, EnginePaused when the gate holds requests back for
+        longer than a turn waits, or EngineError at the deadline."""
+        tries = 0
+        while True:
+            wait = gate.wait()
+            if wait > 0:
+                if wait > SHORT_WAIT or wait >= deadline - time.monotonic():
+                    raise EnginePaused(f"OpenAI {gate.what} requests paused: {gate.why}")
+                await asyncio.sleep(wait)
+                continue
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise EngineError("no answer within openai.turn_deadline_seconds")
+            probing = gate.sending()
+            try:
+                async with asyncio.timeout(left):
+                    result = await request()
+            except TimeoutError:
+                gate.failed("at the turn's deadline")
+                raise EngineError("no answer within openai.turn_deadline_seconds") from None
+            except openai.RateLimitError as exc:
+                pause = gate.rate_limited(_pause_asked(exc.response.headers))
+                if tries < retries and pause <= SHORT_WAIT and pause < deadline - time.monotonic():
+                    tries += 1
+                    continue  # after the pause, which the gate now holds for every turn
+                raise
+            except openai.APITimeoutError:
+                gate.failed("timed out")
+                raise
+            except (openai.APIConnectionError, openai.InternalServerError) as exc:
+                gate.failed(type(exc).__name__)
+                backoff = min(0.5 * 2**tries, 8.0) * (1 - 0.25 * random.random())
+                if tries < retries and gate.wait() == 0 and backoff < deadline - time.monotonic():
+                    tries += 1
+                    await asyncio.sleep(backoff)
+                    continue
+                raise
+            except openai.APIStatusError:
+                gate.answered()
+                raise
+            finally:
+                if probing:
+                    gate.probing = False  # whatever came of it, even a cancelled turn
+            gate.answered()
+            return result
 
     def _request(self, turn: TurnState, audio_turns: int) -> dict[str, Any]:
         request: dict[str, Any] = {
@@ -349,6 +537,24 @@ def _filtered(why: str, usage: Usage | None) -> EngineReply:
     return EngineReply(text=say.REFUSAL, refusal=True, usage=usage)
 
 
+def _pause_asked(headers: Any) -> float | None:
+    """Seconds a 429 asks to wait: retry-after-ms or retry-after (seconds), else the reset of the
+    limit it ran out of (x-ratelimit-reset-requests when no request is left, else -tokens)."""
+    for name, unit in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            seconds = float(headers.get(name) or "nan") * unit
+        except ValueError:
+            continue
+        if math.isfinite(seconds) and seconds >= 0:
+            return seconds
+    limit = "requests" if headers.get("x-ratelimit-remaining-requests") == "0" else "tokens"
+    reset = headers.get(f"x-ratelimit-reset-{limit}") or ""
+    parts = RESET.findall(reset)
+    if not parts or "".join(n + u for n, u in parts) != reset.strip():
+        return None
+    return sum(float(n) * UNITS[u] for n, u in parts)
+
+
 def _transcription_usage(usage: Any, model: str) -> Usage | None:
     """Tokens of a transcription billed by token; one billed by duration is counted by the turn's
     audio seconds already."""
@@ -385,14 +591,14 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
             # No client-wide deployment: each request's `model` names its deployment, so chat and
             # transcription can use different deployments.
             api_version=o.api_version,
-            timeout=o.timeout_seconds,
+            timeout=openai.Timeout(o.timeout_seconds, connect=o.connect_timeout_seconds),
             max_retries=o.max_retries,
         )
     # With no openai.base_url the SDK reads OPENAI_BASE_URL itself, as it documents.
     return openai.AsyncOpenAI(
         api_key=settings.secrets.openai_api_key,
         base_url=o.base_url or None,
-        timeout=o.timeout_seconds,
+        timeout=openai.Timeout(o.timeout_seconds, connect=o.connect_timeout_seconds),
         max_retries=o.max_retries,
     )
 
@@ -409,6 +615,10 @@ async def create_openai_engine(settings: Settings, verify: bool = True) -> OpenA
         system_prompt=(await asyncio.to_thread(prompt.read_text, encoding="utf-8")).strip(),
         audio_history_turns=o.audio_history_turns,
         max_reply_tokens=o.max_reply_tokens,
+        max_retries=o.max_retries,
+        turn_deadline=o.turn_deadline_seconds,
+        breaker_seconds=o.breaker_seconds,
+        connect_timeout=o.connect_timeout_seconds,
     )
     if verify and o.provider == "openai":
         await engine.verify_model()
