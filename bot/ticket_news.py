@@ -19,12 +19,16 @@ one whose key they never heard, so its news found later, or its push to Jira, is
 Held news goes out once the turn is settled without naming the key: answered by an apology, or
 never answered again (too old).
 
-Each piece of news is kept in news.db once, unique per (source, ticket, kind, status): finding it
-again (overlapping poll windows, a restart before a cursor was saved) adds nothing. Once told, it
-is forgotten after a month, but for the newest piece of each ticket (`NewsStore.prune`): a ticket
-that comes back to a status it left over a month ago is told so again.
+A status is news when it differs from the one the player was last told (queued or sent) of that
+ticket, or, with Jira, from the local copy they last heard: a ticket resolved, reopened and
+resolved again is told each time, and one that flips and comes back before a round is told
+nothing. Each piece of news is kept in news.db once, unique per (source, ticket, kind, status,
+marker), the marker naming the change (its grievance event, or its Jira issue's `updated`):
+finding the same change again (overlapping poll windows, a restart before a cursor was saved) adds
+nothing. Once told, it is forgotten after a month, but for the newest piece of each ticket
+(`NewsStore.prune`), the one a change is compared with.
 
-Delivering (`TicketNews.deliver`) is at most once per (ticket, status): each player's due news is
+Delivering (`TicketNews.deliver`) is at most once per piece of news: each player's due news is
 claimed on disk ('pending' -> 'sending') before anything is sent, and marked after. A crash in
 between leaves it 'sending', and it is never sent again: a lost DM is preferred to a repeated one
 (the player can still ask `/grievance status`). Only a send that certainly never reached Discord
@@ -55,7 +59,7 @@ import aiosqlite
 from bot import sentences as say
 from bot.audio import ReplyAudio
 from bot.config import NewsSettings
-from bot.db import add_missing_columns, first, opening
+from bot.db import add_missing_columns, first, opening, while_locked
 from bot.preferences import Preferences, PreferenceStore
 from bot.tools import filed_in
 from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, iso_at, utc_now
@@ -85,8 +89,9 @@ PRUNE_EVERY_SECONDS = 3600.0
 SNIPPET_CHARS = 60
 STATUS_CHARS = 40
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS news (
+# `{table}`: news.db's news table, by this name; the rebuild of an older file makes it under another.
+NEWS_TABLE = """
+CREATE TABLE IF NOT EXISTS {table} (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     user_id TEXT NOT NULL,
     source TEXT NOT NULL,  -- local:<store id> | jira: whose key `ticket` is (GRV-5 differs in each)
@@ -103,8 +108,22 @@ CREATE TABLE IF NOT EXISTS news (
     next_try_at REAL,
     error TEXT,
     held_for TEXT,  -- the filing id of the turn whose answer is to tell it (state 'held')
-    UNIQUE (source, ticket, kind, status)
+    -- which change of the ticket this is: its grievance event's id, or its Jira issue's `updated`
+    -- ('' for a filing, told once)
+    marker TEXT NOT NULL DEFAULT '',
+    UNIQUE (source, ticket, kind, status, marker)
 );
+"""
+NEWS_COLUMNS = (
+    "id, user_id, source, ticket, kind, status, text, state, found_at, done_at, attempts,"
+    " next_try_at, error, held_for"
+)
+# The key of news.db files made before each change had a marker: a ticket back to a status told
+# once could never be told it again.
+OLD_KEY = ["source", "ticket", "kind", "status"]
+SCHEMA = (
+    NEWS_TABLE.format(table="news")
+    + """
 CREATE INDEX IF NOT EXISTS news_by_state ON news (state, id);
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS last_channel (
@@ -115,6 +134,7 @@ CREATE TABLE IF NOT EXISTS last_channel (
 -- players told in a channel that their DMs are closed; cleared when a DM to them goes through
 CREATE TABLE IF NOT EXISTS dms_closed (user_id TEXT PRIMARY KEY, told_at TEXT NOT NULL);
 """
+)
 
 
 class Outcome(enum.Enum):
@@ -212,6 +232,49 @@ def message_for(items: list[NewsItem]) -> tuple[str, str]:
 # ---- what was found and told: news.db -------------------------------------------------------
 
 
+async def _has_old_key(conn: aiosqlite.Connection) -> bool:
+    keys = await conn.execute_fetchall("SELECT name FROM pragma_index_list('news') WHERE \"unique\" = 1")
+    for (index,) in keys:
+        columns = await conn.execute_fetchall(
+            "SELECT name FROM pragma_index_info(?) ORDER BY seqno", (index,)
+        )
+        if [c[0] for c in columns] == OLD_KEY:
+            return True
+    return False
+
+
+async def rekey_news(conn: aiosqlite.Connection) -> None:
+    """Give a news table of an older news.db its marker column and key, keeping every row (each
+    an earlier change, marker ''). SQLite changes no table's UNIQUE constraint in place: the table
+    is made again and its rows copied, in one transaction, so a stop half-way leaves the old one.
+    Taken with BEGIN IMMEDIATE and looked at again: a second bot starting on the same storage
+    waits, then finds it done."""
+    if not await _has_old_key(conn):
+        return
+    await while_locked(lambda: conn.execute("BEGIN IMMEDIATE"))
+    try:
+        if await _has_old_key(conn):
+            rows = await conn.execute_fetchall("SELECT seq FROM sqlite_sequence WHERE name = 'news'")
+            seq = first(rows)
+            await conn.execute("DROP TABLE IF EXISTS news_rekeyed")
+            await conn.execute(NEWS_TABLE.format(table="news_rekeyed"))
+            await conn.execute(
+                f"INSERT INTO news_rekeyed ({NEWS_COLUMNS}) SELECT {NEWS_COLUMNS} FROM news ORDER BY id"
+            )
+            await conn.execute("DROP TABLE news")
+            await conn.execute("ALTER TABLE news_rekeyed RENAME TO news")
+            await conn.execute("CREATE INDEX IF NOT EXISTS news_by_state ON news (state, id)")
+            if seq is not None:  # ids of news pruned since are not given out again
+                await conn.execute(
+                    "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'news'", (int(seq[0]),)
+                )
+            log.info("news.db: news table rebuilt to tell each change of a ticket apart")
+        await conn.commit()
+    except BaseException:
+        await conn.rollback()
+        raise
+
+
 class NewsStore:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
@@ -222,6 +285,7 @@ class NewsStore:
     async def open(cls, path: Path | str) -> NewsStore:
         async with opening(path, SCHEMA) as conn:
             await add_missing_columns(conn, "news", {"held_for": "TEXT"})
+            await rekey_news(conn)
             store = cls(conn)
             stuck = await store.count("sending")
             if stuck:
@@ -238,9 +302,9 @@ class NewsStore:
 
         What goes cannot be found again: its grievance events were read and dropped, and a Jira
         poll sees each issue's status as it is now, looking back a week at most. Only a real
-        change brings its status back, and that is news. The newest piece stays: a Jira issue
-        made by staff is compared with "open" whenever an edit puts it in a poll, so its status
-        would be told again, and `known` needs it to tell a reopening from a flip back."""
+        change brings its status back, and that is news. The newest piece stays: each change is
+        compared with it (`add`'s `heard`), so a Jira issue made by staff, in a poll again after
+        an edit that left its status alone, is not told that status again."""
         now = time.time() if now is None else now
         self._pruned_at = now
         async with self._lock:
@@ -271,13 +335,23 @@ class NewsStore:
         status: str,
         text: str,
         held_for: str | None = None,
+        marker: str = "",
+        heard: str | None = None,
     ) -> bool:
         """Keep a piece of news, held for the answer to the turn of filing id `held_for` if one is
-        given; False if it was found before."""
+        given; False if it was found before (the same `marker`: the same change of the ticket).
+
+        With `heard`, a status change, kept only if `status` differs from the status of the
+        newest news of this ticket, or from `heard` (what the player knows of a ticket nobody
+        told them about) when there is none: a ticket back to what its player was last told is
+        not news, and one told a status, moved on and back to it again, is. One statement, so
+        two processes finding news together compare with each other's."""
         async with self._lock:
             cursor = await self._conn.execute(
-                "INSERT INTO news (user_id, source, ticket, kind, status, text, found_at, state, held_for)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (source, ticket, kind, status) DO NOTHING",
+                "INSERT INTO news (user_id, source, ticket, kind, status, text, found_at, state, held_for,"
+                " marker) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE ? IS NULL OR COALESCE((SELECT status"
+                " FROM news WHERE source = ? AND ticket = ? ORDER BY id DESC LIMIT 1), ?) IS NOT ?"
+                " ON CONFLICT (source, ticket, kind, status, marker) DO NOTHING",
                 (
                     user_id,
                     source,
@@ -288,6 +362,12 @@ class NewsStore:
                     utc_now(),
                     "held" if held_for else "pending",
                     held_for,
+                    marker,
+                    heard,
+                    source,
+                    ticket,
+                    heard,
+                    status,
                 ),
             )
             await self._conn.commit()
@@ -327,13 +407,6 @@ class NewsStore:
             # OR IGNORE: a row this database already has (an older version running beside) stays.
             await self._conn.execute("UPDATE OR IGNORE news SET source = ? WHERE source = 'local'", (source,))
             await self._conn.commit()
-
-    async def known(self, source: str, ticket: str) -> bool:
-        """Whether any news of this ticket was ever found."""
-        rows = await self._conn.execute_fetchall(
-            "SELECT 1 FROM news WHERE source = ? AND ticket = ? LIMIT 1", (source, ticket)
-        )
-        return first(rows) is not None
 
     async def due(self, limit: int = DELIVER_BATCH) -> list[NewsItem]:
         """The oldest pending news, at most one DM's worth per player: a player with hundreds of
@@ -579,10 +652,14 @@ class TicketNews:
         if e.kind == "status" and (not jira or e.push_state == "local_only"):
             # Jira's status is the ticket's when Jira is on (the local one is a cache of it),
             # except for a ticket that never goes there: staff work it on the desk.
-            if e.status == "open" and not await self.store.known(self._local_source, e.local_key):
-                return 0  # flipped and back before anyone told them: what they last heard
+            # The event's grievance is as it is now: changes found together are told as one, and
+            # a ticket back to what its player last heard (or "open", what they heard at filing,
+            # when nobody told them more) is none.
             text = status_text(e.local_key, e.description, e.status)
-            return await self._add(e.user_id, self._local_source, e.local_key, "status", e.status, text)
+            source, marker = self._local_source, str(e.id)
+            return await self._add(
+                e.user_id, source, e.local_key, "status", e.status, text, marker=marker, heard="open"
+            )
         return 0
 
     async def _find_in_jira(self, jira: Any, local: LocalGrievanceStore) -> int:
@@ -595,13 +672,18 @@ class TicketNews:
         for user_id, issue in await jira.updated_issues(await local.users(), minutes):
             mine = await local.status_by_remote_key(issue.key)
             # What the player last heard: the local copy is refreshed whenever they ask, and below
-            # once they are told. An issue made in Jira directly starts "open" like any other.
-            heard = mine[1] if mine else "open"
-            if issue.status == heard:
+            # once they are told. An issue made in Jira directly starts "open" like any other, and
+            # then is what they were last told of it (`heard`).
+            if mine is not None and issue.status == mine[1]:
                 continue
             about = issue.description or issue.summary
             text = status_text(issue.key, about, issue.status)
-            found += await self._add(user_id, "jira", issue.key, "status", issue.status, text)
+            # `updated` tells this change from an earlier one to the same status (a reopened
+            # issue resolved again), and the same change found again in an overlapping window.
+            heard = None if mine is not None else "open"
+            found += await self._add(
+                user_id, "jira", issue.key, "status", issue.status, text, marker=issue.version, heard=heard
+            )
             if mine is not None:
                 await local.update_status(mine[0], issue.status, issue.updated_at)
         await self.store.set_cursor("jira-polled-at", repr(started))
@@ -616,8 +698,10 @@ class TicketNews:
         status: str,
         text: str,
         held_for: str | None = None,
+        marker: str = "",
+        heard: str | None = None,
     ) -> int:
-        added = await self.store.add(user_id, source, ticket, kind, status, text, held_for)
+        added = await self.store.add(user_id, source, ticket, kind, status, text, held_for, marker, heard)
         if added:
             held = f", held for the answer to {held_for}" if held_for else ""
             log.info("ticket news for %s: %s %s %s%s", user_id, ticket, kind, status, held)

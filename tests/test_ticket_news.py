@@ -1,5 +1,5 @@
 """Ticket news in the core: what is news (late filings, late pushes, status changes in the local
-store or in Jira), told at most once per ticket and status, across restarts, in the player's
+store or in Jira), each change told at most once, across restarts, in the player's
 reply style, never to a player who turned it off, and a closed-DMs notice at most once.
 
 Real SQLite files, the real `jira` package against the fake Jira; the front end is a recording
@@ -181,6 +181,31 @@ async def test_a_status_that_flips_back_before_a_round_is_not_news(tmp_path: Pat
         sql(db, "UPDATE grievances SET status = 'open' WHERE local_key = ?", (ticket.key,))
         assert await p.news.run_once(front) == 0
     assert front.dms == []
+
+
+async def test_a_ticket_reopened_and_resolved_again_is_told_each_time_and_each_change_once(
+    tmp_path: Path,
+) -> None:
+    db, front = tmp_path / "grievances.db", Recorder()
+    async with news_over(tmp_path) as p:
+        ticket = await p.local.register(NOVA, "wallet", "charged twice")
+        events_read = f"grievance-events-{await p.local.store_id()}"  # ticket news's cursor
+        for status in ("resolved", "open", "resolved", "in progress", "resolved"):
+            await p.local.set_status_by_staff(ticket.key, status)  # what the web desk calls
+            (event,) = sql(db, "SELECT id, grievance_id, kind FROM news_events")
+            cursor = await p.store.cursor(events_read) or "0"
+            assert await p.news.run_once(front) == 1
+            # Stopped before its cursor was saved: the same change is read again, and is no news.
+            sql(db, "INSERT INTO news_events (id, grievance_id, kind) VALUES (?, ?, ?)", event)
+            await p.store.set_cursor(events_read, cursor)
+            assert await p.news.run_once(front) == 0
+    assert [t.rsplit(" ", 1)[-1] for t in front.texts()] == [
+        "resolved.",
+        "open.",
+        "resolved.",
+        "progress.",
+        "resolved.",
+    ]
 
 
 async def test_notify_off_sends_nothing_and_keeps_nothing_for_later(tmp_path: Path) -> None:
@@ -397,6 +422,35 @@ async def test_a_status_change_in_jira_is_told_once_by_a_safe_query(fake: FakeJi
     assert len(front.dms) == 2
 
 
+async def test_an_issue_reopened_in_jira_and_done_again_is_told_each_time_and_each_change_once(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    db, front = tmp_path / "grievances.db", Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        heard = "open"
+        for status in ("Done", "To Do", "Done", "In Progress", "Done"):
+            fake.set_status("GRV-101", status)
+            polled = await p.store.cursor("jira-polled-at")
+            assert await p.news.run_once(front) == 1
+            # Stopped after the news was kept, before the local copy and the cursor were: the
+            # next poll's window takes in the same change again, and it is no news.
+            sql(db, "UPDATE grievances SET status = ?", (heard,))
+            if polled is not None:
+                await p.store.set_cursor("jira-polled-at", polled)
+            assert await p.news.run_once(front) == 0
+            heard = (await p.local.status(NOVA))[0].status
+        assert (await p.grievances.status(NOVA))[0].status == "resolved"
+    assert [t.rsplit(" ", 1)[-1] for t in front.texts()] == [
+        "resolved.",
+        "open.",
+        "resolved.",
+        "progress.",
+        "resolved.",
+    ]
+
+
 @pytest.mark.parametrize(
     "away, window",
     [
@@ -558,6 +612,71 @@ async def test_a_running_bot_forgets_news_told_long_ago_but_each_tickets_last(tm
         'Your ticket GRV-1 ("charged twice") is now resolved.',
         'Your ticket GRV-1 ("charged twice") is now open.',
         'Your ticket GRV-1 ("charged twice") is now in progress.',
+    ]
+
+
+# news.db as the versions before each change had its marker made it: unique per ticket and status.
+OLD_NEWS_DB = """
+CREATE TABLE news (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    user_id TEXT NOT NULL,
+    source TEXT NOT NULL,
+    ticket TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    text TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'pending',
+    found_at TEXT NOT NULL,
+    done_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_try_at REAL,
+    error TEXT,
+    UNIQUE (source, ticket, kind, status)
+);
+CREATE INDEX news_by_state ON news (state, id);
+CREATE TABLE cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE last_channel (user_id TEXT PRIMARY KEY, channel_id TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE dms_closed (user_id TEXT PRIMARY KEY, told_at TEXT NOT NULL);
+"""
+
+
+async def test_an_older_news_db_keeps_what_it_told_and_tells_a_reopened_ticket_resolved_again(
+    tmp_path: Path,
+) -> None:
+    db, news_db, front = tmp_path / "grievances.db", tmp_path / "news.db", Recorder()
+    store = await LocalGrievanceStore.open(db)
+    ticket = await store.register(NOVA, "wallet", "charged twice")
+    await store.set_status_by_staff(ticket.key, "resolved")
+    store_id = await store.store_id()
+    await store.aclose()
+    with contextlib.closing(sqlite3.connect(news_db)) as conn, conn:
+        conn.executescript(OLD_NEWS_DB)
+        told = 'Your ticket GRV-1 ("charged twice") is now resolved.'
+        conn.execute(  # told by the older version, whose events cursor is past the change
+            "INSERT INTO news (id, user_id, source, ticket, kind, status, text, state, found_at)"
+            " VALUES (7, ?, ?, 'GRV-1', 'status', 'resolved', ?, 'sent', ?)",
+            (NOVA, f"local:{store_id}", told, days_ago(1)),
+        )
+        conn.execute("UPDATE sqlite_sequence SET seq = 9")  # the two after it pruned
+    sql(db, "DELETE FROM news_events")  # read by the older version
+    for _ in range(2):  # a second start finds it done
+        async with news_over(tmp_path) as p:
+            assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
+    async with news_over(tmp_path) as p:
+        for status in ("open", "resolved"):
+            await p.local.set_status_by_staff(ticket.key, status)
+            assert await p.news.run_once(front) == 1
+        assert [s for _, _, s, _ in await p.store.told(NOVA)] == ["resolved", "open", "resolved"]
+    assert [i for (i,) in sql(news_db, "SELECT id FROM news ORDER BY id")] == [7, 10, 11]
+    (table,) = sql(news_db, "SELECT sql FROM sqlite_master WHERE name = 'news'")
+    assert "UNIQUE (source, ticket, kind, status, marker)" in table[0]
+    assert sql(news_db, "SELECT name FROM sqlite_master WHERE tbl_name = 'news' AND type = 'index'") == [
+        ("sqlite_autoindex_news_1",),
+        ("news_by_state",),
+    ]
+    assert front.texts() == [
+        'Your ticket GRV-1 ("charged twice") is now open.',
+        'Your ticket GRV-1 ("charged twice") is now resolved.',
     ]
 
 

@@ -77,6 +77,8 @@ class RemoteIssue:
     status: str  # plain words: "open", "in progress", "resolved"
     created_at: str  # ISO 8601, UTC, like the local store's
     updated_at: str
+    # `updated` as Jira wrote it, to the millisecond: which edit of the issue this is
+    version: str = ""
 
 
 def status_words(status: dict[str, Any] | None) -> str:
@@ -345,6 +347,7 @@ class JiraTracker:
                 status=status_words(fields.get("status")),
                 created_at=iso_utc(fields.get("created")),
                 updated_at=iso_utc(fields.get("updated")),
+                version=str(fields.get("updated") or ""),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             detail = f"{type(exc).__name__}: {exc}"[:REASON_CHARS]
