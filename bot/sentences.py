@@ -62,6 +62,7 @@ TICKETS_UNREACHABLE = (
     "Please try again in a few minutes."
 )
 LOCAL_RECORD_NOTE = "from our local record; the ticket system is unreachable"
+UNTRACKED_NOTE = "from our local record; the ticket system no longer has this ticket"
 KEPT_FOR_LATER = (
     "I couldn't file your complaint just now, but I've kept every word of it and it will be filed "
     "as soon as I can. Ask me about your tickets in a little while to get its number."
@@ -120,6 +121,7 @@ NO_TICKETS = "You don't have any support tickets."
 TICKET_COUNT = "You have {count}."
 TICKET_LINE = "{ticket_key}, your {category} complaint, is {status}, last updated {when}.{note}"
 FROM_LOCAL_RECORD = " That's from our local record, because the ticket system is unreachable."
+FROM_UNTRACKED = " That's from our local record, because the ticket system no longer has it."
 OLDER_TICKETS = "And {count} older ones."
 # After a status check read from a note that told of a complaint filed before: a player who
 # meant a new one can say so.

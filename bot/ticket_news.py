@@ -96,7 +96,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     user_id TEXT NOT NULL,
     source TEXT NOT NULL,  -- local:<store id> | jira: whose key `ticket` is (GRV-5 differs in each)
     ticket TEXT NOT NULL,
-    kind TEXT NOT NULL,  -- filed | status
+    kind TEXT NOT NULL,  -- filed | moved | status
     status TEXT NOT NULL,  -- the status told
     text TEXT NOT NULL,
     -- pending | held | sending | sent | muted | dms_closed | failed | in_answer
@@ -585,10 +585,7 @@ class TicketNews:
         if self._local is not None:
             # A grievance kept in the spool is otherwise filed only at the next grievance or start.
             await self._local.file_spooled()
-            try:
-                found += await self._find_in_events(self._local)
-            except Exception:
-                log.exception("ticket news: reading the grievance database failed")
+            found += await self._read_events(self._local)
         if self._jira is not None and self._local is not None and time.time() >= self._jira_quiet_until:
             try:
                 found += await self._find_in_jira(self._jira, self._local)
@@ -597,7 +594,17 @@ class TicketNews:
                 # Rate limited: asking again before Jira allows only prolongs the limit, which
                 # the grievance pusher shares. The window stays open, so nothing is missed.
                 self._jira_quiet_until = time.time() + quiet_for(getattr(exc, "retry_after", None))
+            else:
+                # An issue the poll found under a new key is told by its grievance event: this round.
+                found += await self._read_events(self._local)
         return found
+
+    async def _read_events(self, local: LocalGrievanceStore) -> int:
+        try:
+            return await self._find_in_events(local)
+        except Exception:
+            log.exception("ticket news: reading the grievance database failed")
+            return 0
 
     async def _find_in_events(self, local: LocalGrievanceStore) -> int:
         if self._events_cursor is None:
@@ -649,13 +656,20 @@ class TicketNews:
             else:
                 return 0  # pushed at once: the usual path, not news
             return await self._add(e.user_id, "jira", e.remote_key, "filed", e.status, text, held_for)
-        if e.kind == "status" and (not jira or e.push_state == "local_only"):
+        if e.kind == "moved" and e.remote_key and e.was:
+            # Jira answers to the new key: the player, who knew the old one, is told it.
+            text = moved_text(e.was, e.remote_key, e.status)
+            return await self._add(e.user_id, "jira", e.remote_key, "moved", e.status, text, marker=str(e.id))
+        if e.kind == "status" and (not jira or e.push_state == "local_only" or e.gone):
             # Jira's status is the ticket's when Jira is on (the local one is a cache of it),
-            # except for a ticket that never goes there: staff work it on the desk.
+            # except for a ticket that never goes there, or one Jira no longer has: staff work
+            # it on the desk.
             # The event's grievance is as it is now: changes found together are told as one, and
             # a ticket back to what its player last heard (or "open", what they heard at filing,
             # when nobody told them more) is none.
-            text = status_text(e.local_key, e.description, e.status)
+            # A ticket Jira no longer has goes by the Jira key its player last saw.
+            key = e.remote_key if e.gone and e.remote_key else e.local_key
+            text = status_text(key, e.description, e.status)
             source, marker = self._local_source, str(e.id)
             return await self._add(
                 e.user_id, source, e.local_key, "status", e.status, text, marker=marker, heard="open"
@@ -670,11 +684,15 @@ class TicketNews:
         minutes = min(MAX_WINDOW_MINUTES, math.ceil(max(0.0, started - since) / 60) + 1)
         found = 0
         for user_id, issue in await jira.updated_issues(await local.users(), minutes):
-            mine = await local.status_by_remote_key(issue.key)
+            mine, moved = await jira.follow_issue(user_id, issue)
+            if mine is not None and moved:
+                # Its grievance event tells the new key and the status together, in this round.
+                await local.update_status(mine.local_key, issue.status, issue.updated_at)
+                continue
             # What the player last heard: the local copy is refreshed whenever they ask, and below
             # once they are told. An issue made in Jira directly starts "open" like any other, and
             # then is what they were last told of it (`heard`).
-            if mine is not None and issue.status == mine[1]:
+            if mine is not None and issue.status == mine.status:
                 continue
             about = issue.description or issue.summary
             text = status_text(issue.key, about, issue.status)
@@ -685,7 +703,7 @@ class TicketNews:
                 user_id, "jira", issue.key, "status", issue.status, text, marker=issue.version, heard=heard
             )
             if mine is not None:
-                await local.update_status(mine[0], issue.status, issue.updated_at)
+                await local.update_status(mine.local_key, issue.status, issue.updated_at)
         await self.store.set_cursor("jira-polled-at", repr(started))
         return found
 

@@ -551,6 +551,45 @@ async def test_a_late_push_tells_the_new_key_and_a_spooled_one_waits_for_its_jir
     }
 
 
+async def test_an_issue_under_a_new_key_is_told_once_with_that_key_and_its_status(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        assert await p.news.run_once(front) == 0
+    fake.rename_project("SUP")  # staff change the project's key, and jira.project with it
+    fake.set_status("SUP-101", "Done")
+    moved = await JiraGrievances.open(
+        jira_settings(fake, project="SUP"), fake.email, fake.token, tmp_path / "grievances.db"
+    )
+    async with news_over(tmp_path, moved) as p:
+        assert await p.news.run_once(front) == 1
+        assert await p.news.run_once(front) == 0
+        assert [(t.key, t.status) for t in await p.grievances.status(NOVA)] == [("SUP-101", "resolved")]
+        assert await p.news.run_once(front) == 0
+    assert front.texts() == [
+        "Your ticket GRV-101 has now reached our support team as SUP-101: use SUP-101 when you ask"
+        " about it. Its status is resolved."
+    ]
+
+
+async def test_a_ticket_jira_no_longer_has_is_worked_on_the_desk_and_its_player_told(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        ticket = await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        fake.delete("GRV-101")
+        asked = await p.grievances.status(NOVA)  # finds it gone
+        await p.local.set_status_by_staff(ticket.key, "resolved")  # the desk works it now
+        assert await p.news.run_once(front) == 1
+        assert [t.untracked for t in asked] == [True]
+    assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
+
+
 async def test_late_filings_racing_a_news_round_are_each_told(tmp_path) -> None:
     # A voice turn files the spool (register -> file_spooled) while the news loop reads events on
     # the same connection; an event read between a filing's INSERT and its key was passed over.

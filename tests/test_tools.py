@@ -249,6 +249,41 @@ async def test_a_grievance_database_from_before_the_outbox_columns_opens_with_ev
         await store.aclose()
 
 
+async def test_a_grievance_database_from_before_moves_were_followed_records_a_move(tmp_path) -> None:
+    import sqlite3
+
+    from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    with sqlite3.connect(db) as conn:  # the tables as the versions before made them
+        conn.executescript(
+            "CREATE TABLE grievances (id INTEGER PRIMARY KEY AUTOINCREMENT, local_key TEXT UNIQUE,"
+            " user_id TEXT NOT NULL, category TEXT NOT NULL, description TEXT NOT NULL,"
+            " status TEXT NOT NULL DEFAULT 'open', created_at TEXT NOT NULL, updated_at TEXT NOT NULL,"
+            " remote_key TEXT, push_state TEXT NOT NULL DEFAULT 'local_only',"
+            " attempts INTEGER NOT NULL DEFAULT 0, last_error TEXT);"
+            "CREATE TABLE news_events (id INTEGER PRIMARY KEY AUTOINCREMENT, grievance_id INTEGER NOT NULL,"
+            " kind TEXT NOT NULL);"
+        )
+        conn.execute(
+            "INSERT INTO grievances (local_key, user_id, category, description, created_at,"
+            " updated_at, remote_key, push_state)"
+            " VALUES ('GRV-1', ?, 'wallet', 'old one', 'x', 'x', 'GRV-101', 'pushed')",
+            (NOVA,),
+        )
+    for _ in range(2):  # opened again, nothing more to add
+        store = await LocalGrievanceStore.open(db, initial_state="pending")
+        await store.aclose()
+    store = await LocalGrievanceStore.open(db, initial_state="pending")
+    try:
+        await store.follow("GRV-1", "SUP-101")
+        events = [e for e in await store.news_events(0) if isinstance(e, GrievanceEvent)]
+        assert [(e.kind, e.was, e.remote_key) for e in events] == [("moved", "GRV-101", "SUP-101")]
+        assert await store.mark_gone("GRV-1") and await store.gone(NOVA) == {"GRV-1"}
+    finally:
+        await store.aclose()
+
+
 async def test_a_grievance_the_database_refuses_is_kept_and_filed_later(tmp_path, caplog) -> None:
     import sqlite3
 

@@ -422,6 +422,26 @@ async def test_with_jira_the_desk_is_read_only_and_links_to_the_issue(wsettings)
         assert (await store.staff_get("GRV-10")).status == "in progress"  # type: ignore[union-attr]
 
 
+async def test_with_jira_a_ticket_jira_no_longer_has_is_worked_on_the_desk(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        await store.mark_pushed("GRV-10", "STUDIO-7")
+        await store.mark_gone("GRV-10")  # a status lookup found STUDIO-7 deleted
+        core.settings = core.settings.replace(
+            tools={"grievances": "jira"}, jira={"url": "https://studio.atlassian.net"}
+        )
+        await log_in(client)
+        page = await (await client.get("/desk/ticket/GRV-10")).text()
+        assert "Set status" in page and "Add note" in page and "is worked in Jira" not in page
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        for action, data in (("status", {"status": "resolved"}), ("note", {"body": "refunded"})):
+            done = await client.post(
+                f"/desk/ticket/GRV-10/{action}", data={"csrf": token, **data}, allow_redirects=False
+            )
+            assert done.status == 303
+        assert (await store.staff_get("GRV-10")).status == "resolved"  # type: ignore[union-attr]
+
+
 async def test_the_ticket_page_says_what_its_player_will_be_told_and_what_they_were(settings) -> None:
     s = web_settings(settings.storage_dir)
     async with web_client(s) as (client, core):

@@ -57,6 +57,11 @@ def filed_in(filing: str) -> tuple[str, str] | None:
     return parts[0], parts[1]
 
 
+def _record_note(ticket: Grievance) -> str:
+    """Why a ticket's status is the local record's: gone from the tracker, or it is unreachable."""
+    return say.UNTRACKED_NOTE if ticket.untracked else say.LOCAL_RECORD_NOTE
+
+
 async def readable_grievances(
     grievances: GrievanceBackend, ctx: ToolContext, key: str | None = None, limit: int = MAX_LISTED
 ) -> list[Grievance]:
@@ -79,7 +84,7 @@ def ticket_rows(tickets: Iterable[Grievance]) -> list[JSON]:
             "status": t.status,
             "last_update": t.updated_at,
             "summary": t.description[:200],
-            **({"note": say.LOCAL_RECORD_NOTE} if t.from_local_record else {}),
+            **({"note": _record_note(t)} if t.untracked or t.from_local_record else {}),
         }
         for t in tickets
     ]

@@ -138,6 +138,9 @@ class Grievance:
     local_key: str = ""
     remote_key: str | None = None
     from_local_record: bool = False  # True when the remote tracker could not be reached
+    # True when the remote tracker no longer has it (deleted, or moved out of its project): the
+    # status is the local record's, and support staff work it there
+    untracked: bool = False
 
 
 class StatsBackend(Protocol):

@@ -47,7 +47,10 @@ CREATE TABLE IF NOT EXISTS grievances (
     -- (grievance_spool.py: filed once, whatever happens)
     spool_id TEXT,
     -- 1: its player never heard its key (filed from the spool, or the answer telling it was lost)
-    filed_late INTEGER NOT NULL DEFAULT 0
+    filed_late INTEGER NOT NULL DEFAULT 0,
+    -- when the tracker answered that it no longer has the pushed issue (deleted, or moved out of
+    -- its project): worked on the desk again, its status the local one
+    gone_at TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- Support staff's notes on a grievance (the web desk); never shown to the player.
@@ -71,7 +74,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS grievances_by_spool_id ON grievances (spool_id
 CREATE TABLE IF NOT EXISTS news_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     grievance_id INTEGER NOT NULL,
-    kind TEXT NOT NULL  -- filed_late | pushed | status
+    kind TEXT NOT NULL,  -- filed_late | pushed | status | moved
+    was TEXT  -- moved: the remote key before
 );
 CREATE TRIGGER IF NOT EXISTS news_filed_late AFTER INSERT ON grievances WHEN NEW.filed_late = 1
 BEGIN INSERT INTO news_events (grievance_id, kind) VALUES (NEW.id, 'filed_late'); END;
@@ -87,6 +91,13 @@ CREATE TRIGGER IF NOT EXISTS grievance_key AFTER INSERT ON grievances WHEN NEW.l
 BEGIN UPDATE grievances SET local_key = '{prefix}-' || NEW.id WHERE id = NEW.id; END;
 UPDATE grievances SET local_key = '{prefix}-' || id WHERE local_key IS NULL;
 """.replace("{prefix}", KEY_PREFIX)
+# After news_events has its `was` column. The tracker gave a pushed issue another key (moved to
+# another project, or the project's key changed): the player is told the new one.
+MOVES = """
+CREATE TRIGGER IF NOT EXISTS news_moved AFTER UPDATE OF remote_key ON grievances
+WHEN OLD.remote_key IS NOT NULL AND NEW.remote_key IS NOT NULL AND NEW.remote_key IS NOT OLD.remote_key
+BEGIN INSERT INTO news_events (grievance_id, kind, was) VALUES (NEW.id, 'moved', OLD.remote_key); END;
+"""
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,7 @@ class StaffRow:
     updated_at: str
     push_state: str
     last_error: str | None
+    gone_at: str | None = None  # the tracker no longer has its issue: worked on the desk again
 
 
 @dataclass(frozen=True)
@@ -150,6 +162,8 @@ class GrievanceEvent:
     attempts: int
     filed_late: bool  # its player never heard its key (see the column)
     spool_id: str | None  # its filing id: the turn it was filed in (bot/tools/__init__.py), if any
+    gone: bool = False  # the tracker no longer has its issue: worked on the desk again
+    was: str | None = None  # moved: its remote key before
 
 
 def utc_now() -> str:
@@ -186,9 +200,16 @@ class LocalGrievanceStore:
             await add_missing_columns(
                 conn,
                 "grievances",
-                {"next_try_at": "REAL", "spool_id": "TEXT", "filed_late": "INTEGER NOT NULL DEFAULT 0"},
+                {
+                    "next_try_at": "REAL",
+                    "spool_id": "TEXT",
+                    "filed_late": "INTEGER NOT NULL DEFAULT 0",
+                    "gone_at": "TEXT",
+                },
             )
             await conn.executescript(INDEXES)
+            await add_missing_columns(conn, "news_events", {"was": "TEXT"})
+            await conn.executescript(MOVES)
             store = cls(conn, initial_state, GrievanceSpool.beside(path))
             await store.file_spooled()
             return store
@@ -591,7 +612,7 @@ class LocalGrievanceStore:
         # be passed over for want of a key and the player never told.
         async with self._write_lock:
             rows = await self._conn.execute_fetchall(
-                "SELECT e.id AS event_id, e.kind, g.* FROM news_events e"
+                "SELECT e.id AS event_id, e.kind, e.was, g.* FROM news_events e"
                 " LEFT JOIN grievances g ON g.id = e.grievance_id WHERE e.id > ? ORDER BY e.id LIMIT ?",
                 (after, limit),
             )
@@ -615,6 +636,8 @@ class LocalGrievanceStore:
                     attempts=int(row["attempts"]),
                     filed_late=bool(row["filed_late"]),
                     spool_id=row["spool_id"],
+                    gone=row["gone_at"] is not None,
+                    was=row["was"],
                 )
             )
         return found
@@ -654,13 +677,48 @@ class LocalGrievanceStore:
         rows = await self._conn.execute_fetchall("SELECT DISTINCT user_id FROM grievances ORDER BY user_id")
         return [str(row[0]) for row in rows]
 
-    async def status_by_remote_key(self, remote_key: str) -> tuple[str, str] | None:
-        """(local key, status as last known here) of the grievance pushed as `remote_key`."""
+    async def row_of_issue(self, user_id: str, remote_key: str, local_key: str) -> StaffRow | None:
+        """The player's grievance pushed as `remote_key`, or else the one its issue's key label
+        names (`local_key`, "" for an issue made in the tracker): an issue moved to another key
+        is still found."""
         rows = await self._conn.execute_fetchall(
-            "SELECT local_key, status FROM grievances WHERE remote_key = ?", (remote_key,)
+            "SELECT * FROM grievances WHERE user_id = ? AND (remote_key = ? OR local_key = ?)"
+            " ORDER BY remote_key IS NOT ?",
+            (user_id, remote_key, local_key, remote_key),
         )
         row = first(rows)
-        return (row["local_key"], row["status"]) if row else None
+        return _staff_row(row) if row else None
+
+    async def follow(self, local_key: str, remote_key: str) -> None:
+        """The tracker has the pushed grievance as `remote_key`: under a new key if it moved (the
+        news_moved trigger tells its player), or again after it seemed gone."""
+        async with self._write_lock:
+            await self._conn.execute(
+                "UPDATE grievances SET remote_key = ?, gone_at = NULL WHERE local_key = ?"
+                " AND push_state = 'pushed' AND (remote_key IS NOT ? OR gone_at IS NOT NULL)",
+                (remote_key, local_key, remote_key),
+            )
+            await self._conn.commit()
+
+    async def mark_gone(self, local_key: str) -> bool:
+        """The tracker no longer has the pushed grievance's issue (deleted, or moved out of its
+        project): its status is the local record's, and staff work it on the desk. False if it
+        was marked so before."""
+        async with self._write_lock:
+            cursor = await self._conn.execute(
+                "UPDATE grievances SET gone_at = ? WHERE local_key = ? AND push_state = 'pushed'"
+                " AND gone_at IS NULL",
+                (utc_now(), local_key),
+            )
+            await self._conn.commit()
+        return cursor.rowcount == 1
+
+    async def gone(self, user_id: str) -> set[str]:
+        """The local keys of the player's grievances whose issue the tracker no longer has."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT local_key FROM grievances WHERE user_id = ? AND gone_at IS NOT NULL", (user_id,)
+        )
+        return {str(row[0]) for row in rows}
 
     async def check(self) -> str:
         rows = await self._conn.execute_fetchall("SELECT COUNT(*) FROM grievances")
@@ -748,4 +806,5 @@ def _staff_row(row: aiosqlite.Row) -> StaffRow:
         updated_at=row["updated_at"],
         push_state=row["push_state"],
         last_error=row["last_error"],
+        gone_at=row["gone_at"],
     )

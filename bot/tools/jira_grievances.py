@@ -28,7 +28,7 @@ from bot import sentences as say
 from bot.config import JiraSettings
 from bot.tools import CATEGORIES
 from bot.tools.base import Grievance, ToolError
-from bot.tools.grievance_store import MAX_LISTED, LocalGrievanceStore, PendingGrievance
+from bot.tools.grievance_store import MAX_LISTED, LocalGrievanceStore, PendingGrievance, StaffRow
 from bot.tools.jira_tracker import USER_ID, JiraTracker, RemoteIssue, TrackerError
 
 log = logging.getLogger(__name__)
@@ -330,56 +330,133 @@ class JiraGrievances:
         key) and the Jira issue of that key. Both, when a Jira project numbers like the local
         store: GRV-5 told at filing, and GRV-5 another of theirs in Jira."""
         local = await self._store.status(user_id, key)  # scoped to the speaker
+        gone = await self._store.gone(user_id)
         by_remote = {g.remote_key: g for g in local if g.remote_key}
         told = [g for g in local if g.local_key == key]
         found = [g for g in told if g.remote_key is None]  # not in Jira yet: the local record is all
         # The Jira issue of that key (pushed from here, or made by staff), unless it is a key told
         # at filing that Jira's project cannot have; and the Jira issue the told one became.
         maybe_in_jira = not told or key.rsplit("-", 1)[0] == self._settings.project
-        lookups = [key] if maybe_in_jira else []
-        lookups += [g.remote_key for g in told if g.remote_key not in (None, key)]
+        lookups = [(key, by_remote.get(key))] if maybe_in_jira else []
+        lookups += [(g.remote_key, g) for g in told if g.remote_key not in (None, key)]
         unreachable = False
-        for remote_key in lookups:
-            row, issue = by_remote.get(remote_key), None
+        for remote_key, row in lookups:
+            if row is not None and row.local_key in gone:
+                # Worked on the desk now; a listing or the news poll finds its issue if it comes back.
+                found.append(dataclasses.replace(row, untracked=True))
+                continue
             if not unreachable:  # one lookup that failed is enough to wait for
                 try:
-                    issue = await self._in_thread(self._tracker.get_for_user, remote_key, user_id)
+                    if row is not None:
+                        found.append(await self._follow(row, user_id))
+                    elif (issue := await self._issue(remote_key, user_id)) is not None:
+                        found.append(await self._merged(issue, await self._row_of(user_id, issue)))
+                    continue
                 except TrackerError as exc:
                     log.warning("Jira status lookup failed, answering from the local record: %s", exc)
                     unreachable = True
-            if unreachable:
-                if row is not None:
-                    found.append(dataclasses.replace(row, from_local_record=True))
-            elif issue is not None:
-                found.append(await self._merged(issue, row))
-            elif row is not None:
-                found.append(row)  # gone from Jira, or not the speaker's
+            if row is not None:
+                found.append(dataclasses.replace(row, from_local_record=True))
         if unreachable and not found:
             raise ToolError(say.TICKETS_UNREACHABLE)
-        return found
+        return _once_each(found)
 
     async def _list(self, user_id: str, limit: int) -> list[Grievance]:
         local = await self._store.status(user_id, limit=limit)
+        gone = await self._store.gone(user_id)
         try:
             remote = await self._in_thread(self._tracker.list_for_user, user_id, limit)
         except TrackerError as exc:
             log.warning("Jira ticket listing failed, answering from the local record: %s", exc)
-            return [dataclasses.replace(g, from_local_record=True) for g in local]
-        by_remote = {g.remote_key: g for g in local if g.remote_key}
-        # A grievance Jira made but the store has not yet marked pushed is found by its label.
-        unpushed = {g.local_key: g for g in local if g.remote_key is None}
+            return [_from_record(g, gone) for g in local]
+        # Each issue with its grievance: by the key it was pushed as, or, for one moved to another
+        # key or one Jira made but the store has not yet marked pushed, by its key label.
+        unmatched = {g.local_key: g for g in local}
         merged = []
         for issue in remote:
-            row = by_remote.pop(issue.key, None) or unpushed.pop(self._tracker.local_key_of(issue), None)
+            row = next((g for g in unmatched.values() if g.remote_key == issue.key), None)
+            if row is None:
+                row = unmatched.get(self._tracker.local_key_of(issue)) or await self._row_of(user_id, issue)
+            if row is not None:
+                unmatched.pop(row.local_key, None)
             merged.append(await self._merged(issue, row))
-        # Jira lists neither what is still pending nor what was pushed moments ago (its search index lags)
-        merged += [g for g in local if g.local_key in unpushed or g.remote_key in by_remote]
+        # Jira lists neither what is still pending nor what was pushed moments ago (its search
+        # index lags), nor an issue deleted or moved out of the project: a pushed one is looked up
+        # by its key, unless it would not be shown anyway, below the newest.
+        unreachable = False
+        for g in unmatched.values():
+            if g.local_key in gone:
+                merged.append(dataclasses.replace(g, untracked=True))
+            elif g.remote_key is None:
+                merged.append(g)
+            elif unreachable:
+                merged.append(dataclasses.replace(g, from_local_record=True))
+            elif sum(m.created_at > g.created_at for m in merged) < limit:
+                try:
+                    merged.append(await self._follow(g, user_id))
+                except TrackerError as exc:
+                    log.warning("Jira status lookup failed, answering from the local record: %s", exc)
+                    unreachable = True
+                    merged.append(dataclasses.replace(g, from_local_record=True))
+        merged = _once_each(merged)
         merged.sort(key=lambda g: g.created_at, reverse=True)
         return merged[:limit]
 
+    async def _issue(self, key: str, user_id: str) -> RemoteIssue | None:
+        return await self._in_thread(self._tracker.get_for_user, key, user_id)
+
+    async def _row_of(self, user_id: str, issue: RemoteIssue) -> Grievance | None:
+        """The speaker's grievance an issue is the push of, by its key label (None for an issue
+        made in Jira)."""
+        local_key = self._tracker.local_key_of(issue)
+        if not local_key:
+            return None
+        return next(
+            (g for g in await self._store.status(user_id, local_key) if g.local_key == local_key), None
+        )
+
+    async def _follow(self, row: Grievance, user_id: str) -> Grievance:
+        """A pushed grievance as Jira has it now, wherever its issue went: by the key it was pushed
+        as (Jira answers a moved issue's old key with it), else by its key label in the project.
+        Neither found: Jira no longer has it (deleted, or moved out of the project), and its
+        status is the local record's, which staff work on the desk. Raises TrackerError when Jira
+        fails."""
+        assert row.remote_key is not None
+        issue = await self._issue(row.remote_key, user_id)
+        if issue is None:
+            issue = await self._in_thread(self._tracker.issue_of_local_key, row.local_key)
+            if issue is not None and self._tracker.user_of(issue) != user_id:
+                # Still in Jira, relabelled by staff for more than this player: nobody's to see.
+                return dataclasses.replace(row, untracked=True)
+        if issue is None:
+            if await self._store.mark_gone(row.local_key):
+                log.info(
+                    "grievance %s: Jira no longer has %s in project %s; it is worked on the desk",
+                    row.local_key,
+                    row.remote_key,
+                    self._settings.project,
+                )
+            return dataclasses.replace(row, untracked=True)
+        return await self._merged(issue, row)
+
+    async def follow_issue(self, user_id: str, issue: RemoteIssue) -> tuple[StaffRow | None, bool]:
+        """For ticket news: the grievance an updated issue is the push of (by its key, or by its
+        key label if it moved), and whether its key changed; a moved or returned issue is
+        followed as in a status answer."""
+        row = await self._store.row_of_issue(user_id, issue.key, self._tracker.local_key_of(issue))
+        if row is None or row.remote_key is None or row.push_state != "pushed":
+            return row, False
+        if row.remote_key != issue.key or row.gone_at is not None:
+            await self._store.follow(row.local_key, issue.key)
+        return row, row.remote_key != issue.key
+
     async def _merged(self, issue: RemoteIssue, row: Grievance | None) -> Grievance:
-        """Jira's status and key with the player's own words and filing time from the store."""
+        """Jira's status and key with the player's own words and filing time from the store. A
+        pushed grievance whose issue moved to another key follows it, and one that seemed gone
+        from Jira is tracked there again."""
         if row is not None:
+            if row.remote_key is not None:
+                await self._store.follow(row.local_key, issue.key)
             await self._store.update_status(row.local_key, issue.status, issue.updated_at)
             return dataclasses.replace(
                 row, key=issue.key, remote_key=issue.key, status=issue.status, updated_at=issue.updated_at
@@ -394,3 +471,23 @@ class JiraGrievances:
             local_key=self._tracker.local_key_of(issue),
             remote_key=issue.key,
         )
+
+
+def _from_record(g: Grievance, gone: set[str]) -> Grievance:
+    """A grievance answered from the local record while Jira is unreachable; said so, unless
+    Jira no longer has it anyway."""
+    if g.local_key in gone:
+        return dataclasses.replace(g, untracked=True)
+    return dataclasses.replace(g, from_local_record=True)
+
+
+def _once_each(found: list[Grievance]) -> list[Grievance]:
+    """Each grievance once, when two lookups led to the same one (an old key and its new one)."""
+    seen: set[str] = set()
+    kept = []
+    for g in found:
+        mark = g.local_key or g.key
+        if mark not in seen:
+            seen.add(mark)
+            kept.append(g)
+    return kept

@@ -245,8 +245,17 @@ class JiraTracker:
 
     def find_by_local_key(self, local_key: str) -> str | None:
         """The key of the issue already pushed for `local_key`, if any."""
+        issue = self.issue_of_local_key(local_key)
+        return issue.key if issue else None
+
+    def issue_of_local_key(self, local_key: str) -> RemoteIssue | None:
+        """The issue of our project pushed for `local_key` (by its key label), whatever its key
+        is now: an issue moved or renumbered keeps its labels."""
         issues = self._search(self._jql(self.key_label(local_key)), limit=2)
-        return issues[0].key if issues else None
+        return issues[0] if issues else None
+
+    def in_project(self, issue: RemoteIssue) -> bool:
+        return issue.key.rsplit("-", 1)[0] == self.project
 
     def list_for_user(self, user_id: str, limit: int) -> list[RemoteIssue]:
         found = self._search(self._jql(self.user_label(user_id), newest_first=True), limit)
@@ -278,8 +287,10 @@ class JiraTracker:
 
     def get_for_user(self, key: str, user_id: str) -> RemoteIssue | None:
         """One issue of our project, only if it is the speaker's alone (`user_of`): someone
-        else's key finds nothing."""
-        if not TICKET_KEY.match(key) or not key.startswith(f"{self.project}-"):
+        else's key finds nothing. Jira answers a moved issue's old key with the issue under its
+        new one: an old key of ours finds it in our project, and one moved out of it finds
+        nothing, as a deleted one does."""
+        if not TICKET_KEY.match(key):
             return None
         try:
             with self._client(not_found=True) as client:
@@ -289,7 +300,7 @@ class JiraTracker:
                 return None
             raise
         issue = self._to_issue(raw)
-        return issue if self.user_of(issue) == user_id else None
+        return issue if self.in_project(issue) and self.user_of(issue) == user_id else None
 
     def server_info(self) -> dict[str, Any]:
         with self._client() as client:

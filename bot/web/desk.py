@@ -241,7 +241,8 @@ async def ticket(request: web.Request) -> dict[str, Any]:
         "g": row,
         "notes": await store.staff_notes(key),
         "statuses": STAFF_STATUSES,
-        "jira_on": _jira_on(request),
+        # A ticket Jira no longer has is worked here, as on the local backend.
+        "jira_on": _jira_on(request) and row.gone_at is None,
         "workable": _workable(request, row),
         "told": _who_is_told(request, row),
         "last_news": await _last_news(request, row),
@@ -286,8 +287,9 @@ async def _last_news(request: web.Request, row: StaffRow) -> tuple[str, str, str
 
 def _workable(request: web.Request, row: StaffRow) -> bool:
     """Worked on the desk: every grievance on the local backend; with Jira on, those that never go
-    there (filed while the local backend was in use, or by no Discord user), or nobody could."""
-    return not _jira_on(request) or row.push_state == "local_only"
+    there (filed while the local backend was in use, or by no Discord user), or nobody could, and
+    those Jira no longer has (deleted, or moved out of the project)."""
+    return not _jira_on(request) or row.push_state == "local_only" or row.gone_at is not None
 
 
 async def _refuse_if_not_workable(request: web.Request, key: str) -> None:

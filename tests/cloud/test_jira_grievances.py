@@ -911,3 +911,65 @@ async def test_a_complaint_filed_as_a_shared_player_stays_local_and_its_filers(f
     assert (await local_rows(db))[filed.result["ticket_key"]] == ("local_only", None)
     assert [t["ticket_key"] for t in listed["a"].result["tickets"]] == [filed.result["ticket_key"]]
     assert listed["b"].result["tickets"] == [] and as_nova == []
+
+
+async def test_issues_under_a_changed_project_key_are_each_found_once_by_their_label(fake, db) -> None:
+    backend = await open_backend(fake, db)
+    try:
+        filed = await backend.register(NOVA, "wallet", "charged twice")
+        await backend.push_pending()
+        assert [t.key for t in await backend.status(NOVA)] == ["GRV-101"]
+    finally:
+        await backend.aclose()
+    fake.rename_project("SUP")  # staff change the project's key, and jira.project with it
+    fake.set_status("SUP-101", "Done")
+    backend = await open_backend(fake, db, project="SUP")
+    try:
+        listed = await backend.status(NOVA)
+        by_local_key = await backend.status(NOVA, filed.key)
+        by_old_key = await backend.status(NOVA, "GRV-101")  # Jira answers it with SUP-101
+        row = await backend.local_store.staff_get(filed.key)
+    finally:
+        await backend.aclose()
+    for found in (listed, by_local_key, by_old_key):
+        assert [(t.key, t.local_key, t.status) for t in found] == [("SUP-101", "GRV-1", "resolved")]
+    assert row is not None and (row.remote_key, row.status) == ("SUP-101", "resolved")
+    assert row.gone_at is None and not any(t.untracked for t in listed)
+
+
+async def test_an_issue_deleted_or_moved_out_of_the_project_is_the_local_records_until_it_returns(
+    fake, db
+) -> None:
+    backend = await open_backend(fake, db)
+    tools = Toolbox(build_tools(None, None, backend))  # type: ignore[arg-type]
+    try:
+        moved = await backend.register(NOVA, "wallet", "charged twice")
+        deleted = await backend.register(NOVA, "other", "lag every evening")
+        await backend.push_pending()  # GRV-101, GRV-102
+        escalated = fake.move("GRV-101", "ENG")  # to engineering's project, and resolved there
+        fake.set_status(escalated.key, "Done")
+        fake.delete("GRV-102")
+        listed = await tools.run(
+            ToolContext(user_id=NOVA), ToolCall(id="1", name="get_grievance_status", arguments={})
+        )
+        asked = len(fake.received)
+        one = await backend.status(NOVA, "GRV-101")
+        asked_again = len(fake.received) - asked
+        rows = [await backend.local_store.staff_get(g.key) for g in (moved, deleted)]
+        fake.move(escalated.key, "GRV")  # staff move it back: GRV-103
+        back = await backend.status(NOVA)
+        row_back = await backend.local_store.staff_get(moved.key)
+    finally:
+        await backend.aclose()
+    assert sorted((t["ticket_key"], t["status"], t.get("note")) for t in listed.result["tickets"]) == [
+        ("GRV-101", "open", "from our local record; the ticket system no longer has this ticket"),
+        ("GRV-102", "open", "from our local record; the ticket system no longer has this ticket"),
+    ]
+    assert [(t.key, t.untracked) for t in one] == [("GRV-101", True)]
+    assert asked_again == 0  # known to be gone: Jira is not asked again
+    assert all(r is not None and r.gone_at is not None and r.remote_key for r in rows)
+    assert sorted((t.key, t.status, t.untracked) for t in back) == [
+        ("GRV-102", "open", True),
+        ("GRV-103", "resolved", False),
+    ]
+    assert row_back is not None and (row_back.remote_key, row_back.gone_at) == ("GRV-103", None)

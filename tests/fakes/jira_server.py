@@ -9,7 +9,9 @@ in `bad_jql`, so a test notices unexpected JQL. Every request refused as one Jir
 (bad JQL, an issue it would not create, the removed search, an endpoint the fake does not serve)
 is kept in `violations`, which fail the test when the fake stops. Switches make it fail: 500 for everything, a
 hang past the client's timeout, 401, 429 with Jira Cloud's Retry-After (rate limited), and "create
-the issue, then hang" (a timeout after Jira has already created the issue).
+the issue, then hang" (a timeout after Jira has already created the issue). Issues can be moved to
+another project, a project's key changed, or an issue deleted, as staff do in Jira: an old key
+still answers with the moved issue, under its new key, as Jira's does.
 """
 
 from __future__ import annotations
@@ -117,6 +119,8 @@ class FakeJira(Strict):
     hang_seconds: float = 30.0  # a hang lasts this long unless the server stops first
     retry_after: str = "1"  # a 429's Retry-After: whole seconds, as Jira Cloud sends it
     issues: dict[str, FakeIssue] = field(default_factory=dict)
+    aliases: dict[str, str] = field(default_factory=dict)  # a moved issue's old key -> its key
+    numbered: dict[str, int] = field(default_factory=dict)  # per project, the last number given out
     received: list[Received] = field(default_factory=list)
     jql: list[str] = field(default_factory=list)  # every JQL string received, well-formed or not
     bad_jql: list[str] = field(default_factory=list)
@@ -184,6 +188,41 @@ class FakeJira(Strict):
         issue.category = category or STATUSES[status]
         issue.updated = dt.datetime.now(dt.UTC)
 
+    def move(self, key: str, project: str) -> FakeIssue:
+        """Move an issue to another project, as Jira's "Move" does: the next key there, and its
+        old key answers with it."""
+        issue = self.issues.pop(key)
+        self._rekey(issue, project, f"{project}-{self._next_number(project)}")
+        return issue
+
+    def rename_project(self, project: str) -> None:
+        """Change the project's key (GRV to SUP): every issue keeps its number under the new key,
+        and its old key answers with it."""
+        old, self.project = self.project, project
+        for issue in [i for i in self.issues.values() if i.project == old]:
+            del self.issues[issue.key]
+            self._rekey(issue, project, f"{project}-{issue.key.rsplit('-', 1)[1]}")
+        self.numbered[project] = max(self.numbered.get(project, 0), self.numbered.get(old, 0))
+
+    def delete(self, key: str) -> None:
+        del self.issues[key]
+
+    def _next_number(self, project: str) -> int:
+        # Jira never gives a number out twice, whatever was moved or deleted since.
+        number = max(self.first_number, self.numbered.get(project, 0) + 1)
+        self.numbered[project] = number
+        return number
+
+    def _rekey(self, issue: FakeIssue, project: str, key: str) -> None:
+        old = issue.key
+        issue.project, issue.key = project, key
+        issue.updated = dt.datetime.now(dt.UTC)
+        self.issues[key] = issue
+        for earlier, now in list(self.aliases.items()):
+            if now == old:
+                self.aliases[earlier] = key
+        self.aliases[old] = key
+
     def add_issue(
         self, labels: list[str], summary: str = "filed in Jira", description: str = ""
     ) -> FakeIssue:
@@ -250,7 +289,7 @@ class FakeJira(Strict):
     def _new_issue(
         self, project: str, issue_type: str, summary: str, description: Any, labels: list[str]
     ) -> FakeIssue:
-        number = self.first_number + sum(1 for i in self.issues.values() if i.project == project)
+        number = self._next_number(project)
         now = dt.datetime.now(dt.UTC)
         issue = FakeIssue(
             id=str(20000 + len(self.issues)),
@@ -267,6 +306,7 @@ class FakeJira(Strict):
         return issue
 
     def _find(self, key_or_id: str) -> FakeIssue | None:
+        key_or_id = self.aliases.get(key_or_id, key_or_id)
         return self.issues.get(key_or_id) or next(
             (i for i in self.issues.values() if i.id == key_or_id), None
         )

@@ -416,12 +416,19 @@ def _status(result: dict[str, Any]) -> str:
                 category=say.CATEGORY_WORDS.get(t["category"], "general"),
                 status=t["status"],
                 when=_when(t["last_update"]),
-                note=say.FROM_LOCAL_RECORD if t.get("note") else "",
+                note=_record_note(t.get("note")),
             )
         )
     if len(tickets) > 3:
         parts.append(say.OLDER_TICKETS.format(count=len(tickets) - 3))
     return " ".join(parts)
+
+
+def _record_note(note: str | None) -> str:
+    """Why a ticket's status is from the local record, as said after it."""
+    if not note:
+        return ""
+    return say.FROM_UNTRACKED if note == say.UNTRACKED_NOTE else say.FROM_LOCAL_RECORD
 
 
 def _when(stamp: str) -> str:
