@@ -694,6 +694,12 @@ class TicketNews:
             # then is what they were last told of it (`heard`).
             if mine is not None and issue.status == mine.status:
                 continue
+            if mine is not None and issue.untouched:
+                # Nobody changed it since the push made it: a grievance whose status was set
+                # while Jira was off (tools.grievances = "local", the desk resolving it) reaches
+                # Jira in its first status, which is no news after the one they were told.
+                await local.update_status(mine.local_key, issue.status, issue.updated_at)
+                continue
             about = issue.description or issue.summary
             text = status_text(issue.key, about, issue.status)
             # `updated` tells this change from an earlier one to the same status (a reopened

@@ -590,6 +590,34 @@ async def test_a_ticket_jira_no_longer_has_is_worked_on_the_desk_and_its_player_
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
 
 
+async def test_a_ticket_resolved_on_the_desk_while_jira_was_off_is_not_told_open_when_it_gets_there(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    front = Recorder()
+    fake.fail("500")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        ticket = await p.grievances.register(NOVA, "wallet", "charged twice")
+        with pytest.raises(Exception, match="500"):
+            await p.grievances.push_pending()
+    async with news_over(tmp_path) as p:  # tools.grievances = "local" meanwhile: the desk works it
+        await p.local.set_status_by_staff(ticket.key, "resolved")
+        assert await p.news.run_once(front) == 1
+    fake.recover()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:  # Jira on again
+        sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")  # backoff over
+        assert await p.grievances.push_pending() == 1  # made as To Do, Jira's first status
+        assert await p.news.run_once(front) == 1  # its new key
+        assert await p.news.run_once(front) == 0
+        fake.set_status("GRV-101", "In Progress")  # a change made in Jira is news again
+        assert await p.news.run_once(front) == 1
+    assert front.texts() == [
+        'Your ticket GRV-1 ("charged twice") is now resolved.',
+        "Your ticket GRV-1 has now reached our support team as GRV-101: use GRV-101 when you ask"
+        " about it. Its status is resolved.",
+        'Your ticket GRV-101 ("charged twice") is now in progress.',
+    ]
+
+
 async def test_late_filings_racing_a_news_round_are_each_told(tmp_path) -> None:
     # A voice turn files the spool (register -> file_spooled) while the news loop reads events on
     # the same connection; an event read between a filing's INSERT and its key was passed over.

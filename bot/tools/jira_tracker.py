@@ -79,6 +79,7 @@ class RemoteIssue:
     updated_at: str
     # `updated` as Jira wrote it, to the millisecond: which edit of the issue this is
     version: str = ""
+    untouched: bool = False  # never changed since it was made: `updated` is `created`
 
 
 def status_words(status: dict[str, Any] | None) -> str:
@@ -359,6 +360,7 @@ class JiraTracker:
                 created_at=iso_utc(fields.get("created")),
                 updated_at=iso_utc(fields.get("updated")),
                 version=str(fields.get("updated") or ""),
+                untouched=bool(fields.get("updated")) and fields.get("updated") == fields.get("created"),
             )
         except (AttributeError, KeyError, TypeError, ValueError) as exc:
             detail = f"{type(exc).__name__}: {exc}"[:REASON_CHARS]
