@@ -575,6 +575,22 @@ async def test_an_issue_under_a_new_key_is_told_once_with_that_key_and_its_statu
     ]
 
 
+async def test_a_copy_staff_make_of_an_issue_is_told_as_an_issue_of_its_own(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        assert await p.news.run_once(front) == 0
+        # Jira's clone keeps the labels, the push's key label included: GRV-102
+        copy = fake.add_issue(list(fake.issues["GRV-101"].labels), "Copy of the wallet complaint")
+        fake.set_status(copy.key, "Done")
+        assert await p.news.run_once(front) == 1
+        assert [g.remote_key for g in await p.local.status(NOVA)] == ["GRV-101"]
+    assert front.texts() == ['Your ticket GRV-102 ("Copy of the wallet complaint") is now resolved.']
+
+
 async def test_a_ticket_jira_no_longer_has_is_worked_on_the_desk_and_its_player_told(
     fake: FakeJira, tmp_path: Path
 ) -> None:

@@ -350,7 +350,7 @@ class JiraGrievances:
                     if row is not None:
                         found.append(await self._follow(row, user_id))
                     elif (issue := await self._issue(remote_key, user_id)) is not None:
-                        found.append(await self._merged(issue, await self._row_of(user_id, issue)))
+                        found.append(await self._merged(issue, await self._row_of(user_id, issue, gone)))
                     continue
                 except TrackerError as exc:
                     log.warning("Jira status lookup failed, answering from the local record: %s", exc)
@@ -364,22 +364,21 @@ class JiraGrievances:
     async def _list(self, user_id: str, limit: int) -> list[Grievance]:
         local = await self._store.status(user_id, limit=limit)
         gone = await self._store.gone(user_id)
-        try:
-            remote = await self._in_thread(self._tracker.list_for_user, user_id, limit)
-        except TrackerError as exc:
-            log.warning("Jira ticket listing failed, answering from the local record: %s", exc)
-            return [_from_record(g, gone) for g in local]
         # Each issue with its grievance: by the key it was pushed as, or, for one moved to another
         # key or one Jira made but the store has not yet marked pushed, by its key label.
         unmatched = {g.local_key: g for g in local}
         merged = []
-        for issue in remote:
-            row = next((g for g in unmatched.values() if g.remote_key == issue.key), None)
-            if row is None:
-                row = unmatched.get(self._tracker.local_key_of(issue)) or await self._row_of(user_id, issue)
-            if row is not None:
-                unmatched.pop(row.local_key, None)
-            merged.append(await self._merged(issue, row))
+        try:
+            for issue in await self._in_thread(self._tracker.list_for_user, user_id, limit):
+                row = next((g for g in unmatched.values() if g.remote_key == issue.key), None)
+                if row is None:
+                    row = await self._row_of(user_id, issue, gone)
+                if row is not None:
+                    unmatched.pop(row.local_key, None)
+                merged.append(await self._merged(issue, row))
+        except TrackerError as exc:
+            log.warning("Jira ticket listing failed, answering from the local record: %s", exc)
+            return [_from_record(g, gone) for g in local]
         # Jira lists neither what is still pending nor what was pushed moments ago (its search
         # index lags), nor an issue deleted or moved out of the project: a pushed one is looked up
         # by its key, unless it would not be shown anyway, below the newest.
@@ -405,15 +404,25 @@ class JiraGrievances:
     async def _issue(self, key: str, user_id: str) -> RemoteIssue | None:
         return await self._in_thread(self._tracker.get_for_user, key, user_id)
 
-    async def _row_of(self, user_id: str, issue: RemoteIssue) -> Grievance | None:
-        """The speaker's grievance an issue is the push of, by its key label (None for an issue
-        made in Jira)."""
+    async def _row_of(self, user_id: str, issue: RemoteIssue, gone: set[str]) -> Grievance | None:
+        """The speaker's grievance an issue is the push of, by its key label: None for an issue
+        made in Jira, or a copy staff made of one of ours (Jira's clone keeps the labels)."""
         local_key = self._tracker.local_key_of(issue)
         if not local_key:
             return None
-        return next(
+        row = next(
             (g for g in await self._store.status(user_id, local_key) if g.local_key == local_key), None
         )
+        if row is None or row.remote_key in (None, issue.key) or local_key in gone:
+            return row
+        return row if await self._moved_to(row.remote_key, issue, user_id) else None
+
+    async def _moved_to(self, old_key: str, issue: RemoteIssue, user_id: str) -> bool:
+        """Whether `issue`, found by a grievance's key label under another key than `old_key`, is
+        that grievance's issue moved, rather than a copy: Jira answers the old key with it, or
+        with nothing of the player's in the project any more."""
+        old = await self._issue(old_key, user_id)
+        return old is None or old.key == issue.key
 
     async def _follow(self, row: Grievance, user_id: str) -> Grievance:
         """A pushed grievance as Jira has it now, wherever its issue went: by the key it was pushed
@@ -446,9 +455,12 @@ class JiraGrievances:
         row = await self._store.row_of_issue(user_id, issue.key, self._tracker.local_key_of(issue))
         if row is None or row.remote_key is None or row.push_state != "pushed":
             return row, False
-        if row.remote_key != issue.key or row.gone_at is not None:
+        moved = row.remote_key != issue.key
+        if moved and row.gone_at is None and not await self._moved_to(row.remote_key, issue, user_id):
+            return None, False  # a copy staff made: an issue of its own
+        if moved or row.gone_at is not None:
             await self._store.follow(row.local_key, issue.key)
-        return row, row.remote_key != issue.key
+        return row, moved
 
     async def _merged(self, issue: RemoteIssue, row: Grievance | None) -> Grievance:
         """Jira's status and key with the player's own words and filing time from the store. A
@@ -482,11 +494,11 @@ def _from_record(g: Grievance, gone: set[str]) -> Grievance:
 
 
 def _once_each(found: list[Grievance]) -> list[Grievance]:
-    """Each grievance once, when two lookups led to the same one (an old key and its new one)."""
-    seen: set[str] = set()
+    """Each ticket once, when two lookups led to the same one (an old key and its new one)."""
+    seen: set[tuple[str, str]] = set()
     kept = []
     for g in found:
-        mark = g.local_key or g.key
+        mark = (g.local_key, g.key)
         if mark not in seen:
             seen.add(mark)
             kept.append(g)

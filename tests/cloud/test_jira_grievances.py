@@ -973,3 +973,21 @@ async def test_an_issue_deleted_or_moved_out_of_the_project_is_the_local_records
         ("GRV-103", "resolved", False),
     ]
     assert row_back is not None and (row_back.remote_key, row_back.gone_at) == ("GRV-103", None)
+
+
+async def test_a_copy_staff_make_of_an_issue_is_an_issue_of_its_own(fake, db) -> None:
+    backend = await open_backend(fake, db)
+    try:
+        filed = await backend.register(NOVA, "wallet", "charged twice")
+        await backend.push_pending()
+        # Jira's clone keeps the labels, the push's key label included: GRV-102
+        copy = fake.add_issue(list(fake.issues["GRV-101"].labels), "Copy of the wallet complaint")
+        fake.set_status(copy.key, "Done")
+        listed = await backend.status(NOVA)
+        by_copy = await backend.status(NOVA, copy.key)
+        row = await backend.local_store.staff_get(filed.key)
+    finally:
+        await backend.aclose()
+    assert sorted((t.key, t.status) for t in listed) == [("GRV-101", "open"), ("GRV-102", "resolved")]
+    assert [(t.key, t.status) for t in by_copy] == [("GRV-102", "resolved")]
+    assert row is not None and (row.remote_key, row.status) == ("GRV-101", "open")
