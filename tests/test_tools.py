@@ -648,3 +648,23 @@ def test_a_filing_id_names_its_turn_in_this_format_and_the_older_one() -> None:
     assert filed_in("discord:1001:wallet:0") == ("discord", "1001")  # filed by an older version
     assert filed_in("3f2a9c0e1b7d4e8f9a6b5c4d3e2f1a0b") is None  # a spool line's own id
     assert filed_in("discord:1001:wallet") is None
+
+
+async def test_a_turn_run_again_after_an_upgrade_finds_what_the_older_version_filed(tmp_path) -> None:
+    # Older versions named the category in the filing id; a note cut by the restart that upgraded
+    # is answered again with the new ids, and must not file its complaints a second time.
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        gems = await store.register(NOVA, "wallet", "gems gone", "discord:42:wallet:0")
+        points = await store.register(NOVA, "reward_points", "no points", "discord:42:reward_points:0")
+        await store.register(NOVA, "other", "lag", "discord:41:other:0")  # another note's
+        first = await store.register(NOVA, "wallet", "gems gone", filing_id("discord", "42", 0))
+        second = await store.register(NOVA, "reward_points", "no points", filing_id("discord", "42", 1))
+        third = await store.register(NOVA, "other", "and lag", filing_id("discord", "42", 2))
+        assert (first.key, second.key) == (gems.key, points.key)
+        assert third.key not in (gems.key, points.key)  # a complaint the older run never filed
+        assert len(await store.status(NOVA)) == 4
+    finally:
+        await store.aclose()

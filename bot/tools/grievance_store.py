@@ -229,6 +229,9 @@ class LocalGrievanceStore:
         state = push_state or self._initial_state
         try:
             await self.file_spooled()
+            earlier = await self._filed_by_an_older_version(user_id, filing_id)
+            if earlier is not None:
+                return earlier
             # The row and its key are committed together, before the player hears the key.
             async with self._write_lock:
                 try:
@@ -279,6 +282,22 @@ class LocalGrievanceStore:
         if not cursor.rowcount:
             return None
         return f"{KEY_PREFIX}-{cursor.lastrowid}"  # set by the grievance_key trigger
+
+    async def _filed_by_an_older_version(self, user_id: str, filing_id: str | None) -> Grievance | None:
+        """The grievance an older version filed for the same complaint of the same turn (a note
+        cut by the restart that upgraded), whose filing id named the category too
+        (platform:request:category:k): the turn's nth such row, in the order they were filed."""
+        parts = (filing_id or "").split(":")
+        if len(parts) != 3 or not parts[2].isdigit():
+            return None
+        turn = f"{parts[0]}:{parts[1]}:"
+        rows = await self._conn.execute_fetchall(
+            "SELECT * FROM grievances WHERE user_id = ? AND substr(spool_id, 1, ?) = ? ORDER BY id",
+            (user_id, len(turn), turn),
+        )
+        older = [r for r in rows if len(r["spool_id"].split(":")) == 4]
+        nth = int(parts[2])
+        return self._to_grievance(older[nth]) if nth < len(older) else None
 
     async def _filed_as(self, user_id: str, filing_id: str | None) -> Grievance:
         rows = await self._conn.execute_fetchall("SELECT * FROM grievances WHERE spool_id = ?", (filing_id,))
