@@ -186,7 +186,7 @@ class FakeJira(Strict):
         issue = self.issues[key]
         issue.status = status
         issue.category = category or STATUSES[status]
-        issue.updated = dt.datetime.now(dt.UTC)
+        _touch(issue)
 
     def move(self, key: str, project: str) -> FakeIssue:
         """Move an issue to another project, as Jira's "Move" does: the next key there, and its
@@ -216,7 +216,7 @@ class FakeJira(Strict):
     def _rekey(self, issue: FakeIssue, project: str, key: str) -> None:
         old = issue.key
         issue.project, issue.key = project, key
-        issue.updated = dt.datetime.now(dt.UTC)
+        _touch(issue)
         self.issues[key] = issue
         for earlier, now in list(self.aliases.items()):
             if now == old:
@@ -494,6 +494,12 @@ class FakeJira(Strict):
     async def _unknown(self, request: web.Request) -> web.Response:
         self.unexpected.append(f"{request.method} {request.path}")
         return _errors(404, self.refuse(f"The fake Jira does not serve {request.method} {request.path}."))
+
+
+def _touch(issue: FakeIssue) -> None:
+    """A change to an issue: its `updated`, to Jira's millisecond, is later than before, as a
+    change made after an issue was created (or changed) is in Jira, however fast a test makes it."""
+    issue.updated = max(dt.datetime.now(dt.UTC), issue.updated + dt.timedelta(milliseconds=1))
 
 
 def _wanted_fields(values: list[str] | str) -> set[str] | None:
