@@ -11,7 +11,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -77,13 +77,18 @@ class Reply:
     def told_keys(self) -> list[str]:
         """Keys of the tickets this turn filed (or found filed, a note heard again) that its
         words name: what the player hears of them in this answer."""
-        keys = [
-            r.result["ticket_key"]
-            for r in self.tool_results
-            if r.call.name == "register_grievance" and r.ok and isinstance(r.result.get("ticket_key"), str)
-        ]
+        keys = _filed_keys(self.tool_results)
         # GRV-1 is not named by "GRV-12"
         return [k for k in keys if re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", self.text)]
+
+
+def _filed_keys(results: Iterable[ToolResult]) -> list[str]:
+    """Keys of the tickets these tool results filed (or found filed, a turn run again)."""
+    return [
+        r.result["ticket_key"]
+        for r in results
+        if r.call.name == "register_grievance" and r.ok and isinstance(r.result.get("ticket_key"), str)
+    ]
 
 
 class _Stopwatch:
@@ -338,12 +343,7 @@ class VoiceAgent:
     async def _apology(self, turn: TurnState, watch: _Stopwatch) -> Reply:
         """No engine could answer. A complaint a tool filed before that is told by its key and
         kept in the conversation: a player who heard only "sorry" would file it again."""
-        keys = [
-            r.result["ticket_key"]
-            for rnd in turn.rounds
-            for r in rnd.results
-            if r.call.name == "register_grievance" and r.ok and "ticket_key" in r.result
-        ]
+        keys = _filed_keys(r for rnd in turn.rounds for r in rnd.results)
         if not keys:
             return await self._canned(say.VOICE_SERVICE_DOWN, "apology", turn.text, turn.voice, watch)
         told = f"{say.VOICE_SERVICE_DOWN} {say.FILED_BEFORE_FAILING.format(ticket_keys=', '.join(keys))}"
