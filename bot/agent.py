@@ -204,6 +204,16 @@ class VoiceAgent:
             voice=voice,
         )
         try:
+            return await self._answer(engine, turn, watch)
+        finally:
+            # A turn cancelled mid-step (a shutdown out of grace, a deadline) would otherwise leave
+            # its transcription running, and billed, for nobody.
+            if turn.heard is not None and not turn.heard.done():
+                turn.heard.cancel()
+
+    async def _answer(self, engine: Engine, turn: TurnState, watch: _Stopwatch) -> Reply:
+        context, clip, text, voice = turn.context, turn.audio, turn.text, turn.voice
+        try:
             final = await self._loop(engine, turn, watch)
         except Exception as exc:
             log.log(

@@ -379,3 +379,31 @@ async def test_a_turn_cut_while_it_waits_for_its_transcript_ends_cut_and_saves_n
             await turning
         history = await app.conversations.history(NOVA)
     assert history == []
+
+
+async def test_a_turn_cut_while_the_model_thinks_stops_its_transcription(settings) -> None:
+    # A transcription left running after its turn is cancelled is billed for nobody.
+    hearing_started, thinking = asyncio.Event(), asyncio.Event()
+    hearing: list[asyncio.Task] = []
+
+    class SlowModel(ScriptedEngine):
+        async def transcribe(self, audio: AudioClip) -> Transcript | None:
+            hearing.append(asyncio.current_task())
+            hearing_started.set()
+            await asyncio.Event().wait()
+            return None
+
+        async def complete(self, turn: TurnState) -> EngineReply:
+            thinking.set()
+            await asyncio.Event().wait()
+            raise AssertionError("never answers")
+
+    async with running_app(settings, SlowModel()) as app:
+        turning = asyncio.create_task(app.agent.respond(ToolContext(user_id=NOVA), NOTE))
+        await hearing_started.wait()
+        await thinking.wait()
+        turning.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await turning
+        await asyncio.sleep(0)
+        assert hearing[0].cancelled()
