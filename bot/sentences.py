@@ -119,10 +119,12 @@ FILED = (
 
 NO_TICKETS = "You don't have any support tickets."
 TICKET_COUNT = "You have {count}."
+TICKET_COUNT_AT_LEAST = "You have more than {count}. Here are the newest."
 TICKET_LINE = "{ticket_key}, your {category} complaint, is {status}, last updated {when}.{note}"
 FROM_LOCAL_RECORD = " That's from our local record, because the ticket system is unreachable."
 FROM_UNTRACKED = " That's from our local record, because the ticket system no longer has it."
 OLDER_TICKETS = "And {count} older ones."
+MORE_OLDER_TICKETS = "And more than {count} older ones."
 # After a status check read from a note that told of a complaint filed before: a player who
 # meant a new one can say so.
 WHAT_WENT_WRONG = "I can file a complaint for you. What went wrong? Tell me what happened in your next note."

@@ -875,3 +875,18 @@ def test_an_operators_own_thread_setting_is_kept(monkeypatch) -> None:
     monkeypatch.delenv("OPENBLAS_NUM_THREADS")
     math_threads.one_blas_thread()
     assert limited == [1]
+
+
+@pytest.mark.parametrize("more", [False, True])
+def test_a_status_answer_counts_the_tickets_it_was_given_no_more(more: bool) -> None:
+    from bot.engines.offline.engine import _status
+
+    tickets = [
+        {"ticket_key": f"GRV-{n}", "category": "other", "status": "open", "last_update": "2026-12-01T10:00Z"}
+        for n in range(20, 10, -1)
+    ]
+    said = _status({"tickets": tickets, **({"more_tickets": True} if more else {})})
+    if more:
+        assert said.startswith("You have more than 10 tickets.") and "And more than 7 older ones." in said
+    else:
+        assert said.startswith("You have 10 tickets.") and "And 7 older ones." in said

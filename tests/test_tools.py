@@ -137,6 +137,16 @@ async def test_concurrent_grievances_get_distinct_keys(settings, scripted_app_en
         assert len(set(keys)) == 20
         listed = await run(app, QUILL, "get_grievance_status")
     assert len(listed["tickets"]) == 10  # the newest ten
+    assert listed["more_tickets"] is True  # and the answer knows there are more than ten
+
+
+async def test_ten_tickets_are_all_of_them(settings, scripted_app_engine) -> None:
+    async with running_app(settings, scripted_app_engine) as app:
+        seeded = len((await run(app, QUILL, "get_grievance_status"))["tickets"])
+        for i in range(10 - seeded):
+            await run(app, QUILL, "register_grievance", category="other", description=f"n{i}")
+        listed = await run(app, QUILL, "get_grievance_status")
+    assert len(listed["tickets"]) == 10 and "more_tickets" not in listed
 
 
 @pytest.mark.parametrize("category", ["refund", "", "WALLET", "wallet; DROP TABLE grievances"])

@@ -152,9 +152,12 @@ def build_tools(
         if key is not None:
             if not TICKET_KEY.match(key):
                 return {"tickets": [], "message": say.NOT_A_TICKET_KEY.format(key=key)}
-        found = ticket_rows(await readable_grievances(grievances, ctx, key))
+        found = ticket_rows(await readable_grievances(grievances, ctx, key, MAX_LISTED + 1))
         if key is not None and not found:
             return {"tickets": [], "message": say.NO_SUCH_TICKET.format(key=key)}
+        if len(found) > MAX_LISTED:
+            # The newest are listed; an answer counting them would tell the player too few.
+            return {"tickets": found[:MAX_LISTED], "more_tickets": True}
         return {"tickets": found}
 
     return [

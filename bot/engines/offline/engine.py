@@ -407,7 +407,10 @@ def _status(result: dict[str, Any]) -> str:
     if not tickets:
         return result.get("message") or say.NO_TICKETS
     parts = []
-    if len(tickets) > 1:
+    more = bool(result.get("more_tickets"))
+    if more:
+        parts.append(say.TICKET_COUNT_AT_LEAST.format(count=_count(len(tickets), "ticket")))
+    elif len(tickets) > 1:
         parts.append(say.TICKET_COUNT.format(count=_count(len(tickets), "ticket")))
     for t in tickets[:3]:
         parts.append(
@@ -419,8 +422,8 @@ def _status(result: dict[str, Any]) -> str:
                 note=_record_note(t.get("note")),
             )
         )
-    if len(tickets) > 3:
-        parts.append(say.OLDER_TICKETS.format(count=len(tickets) - 3))
+    if len(tickets) > 3 or more:
+        parts.append((say.MORE_OLDER_TICKETS if more else say.OLDER_TICKETS).format(count=len(tickets) - 3))
     return " ".join(parts)
 
 
