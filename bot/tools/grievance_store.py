@@ -64,6 +64,7 @@ CREATE TABLE IF NOT EXISTS staff_notes (
 CREATE INDEX IF NOT EXISTS staff_notes_by_grievance ON staff_notes (grievance_id, id);
 CREATE INDEX IF NOT EXISTS grievances_by_user ON grievances (user_id, id);
 CREATE INDEX IF NOT EXISTS grievances_pending ON grievances (push_state);
+CREATE INDEX IF NOT EXISTS grievances_by_time ON grievances (created_at, id);
 """
 # After the columns an older database lacks have been added (the triggers name them).
 INDEXES = """
@@ -560,10 +561,11 @@ class LocalGrievanceStore:
         offset: int = 0,
         oldest_first: bool = False,
     ) -> list[StaffRow]:
-        """A page of grievances, newest first (or oldest), filtered; values are bound parameters,
-        never SQL text."""
+        """A page of grievances by the time each was filed, newest first (or oldest), filtered;
+        values are bound parameters, never SQL text. By time, not id: a grievance kept in the spool
+        gets its id when it is filed from there, after others made later."""
         where, args = _staff_where(status, category, older_than_days, newer_than_days, search)
-        order = "id" if oldest_first else "id DESC"
+        order = "created_at, id" if oldest_first else "created_at DESC, id DESC"
         rows = await self._conn.execute_fetchall(
             f"SELECT * FROM grievances WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?",
             (*args, limit, max(0, offset)),
