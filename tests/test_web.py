@@ -459,6 +459,10 @@ async def test_with_jira_a_ticket_jira_no_longer_has_is_worked_on_the_desk(wsett
         await log_in(client)
         page = await (await client.get("/desk/ticket/GRV-10")).text()
         assert "Set status" in page and "Add note" in page and "is worked in Jira" not in page
+        # Staff see why the status form is back: the issue it was pushed as is gone from Jira.
+        why = re.search(r'<p class="note" id="gone">(.*?)</p>', page, re.S)
+        assert why and why.group(1).startswith("GRV-10 was in Jira as STUDIO-7, but Jira no longer has")
+        assert "(no longer in Jira)" in page
         token = await csrf_of(client, "/desk/ticket/GRV-10")
         for action, data in (("status", {"status": "resolved"}), ("note", {"body": "refunded"})):
             done = await client.post(

@@ -243,6 +243,8 @@ async def ticket(request: web.Request) -> dict[str, Any]:
         "statuses": STAFF_STATUSES,
         # A ticket Jira no longer has is worked here, as on the local backend.
         "jira_on": _jira_on(request) and row.gone_at is None,
+        "gone": row.gone_at is not None,
+        "jira_project": web_state(request).settings.jira.project,
         "workable": _workable(request, row),
         "told": _who_is_told(request, row),
         "last_news": await _last_news(request, row),
