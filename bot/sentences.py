@@ -154,8 +154,22 @@ GAME_WORDS = {"battle_royale": "battle royale"}
 NEWS_FILED = (
     'The complaint you made on {when} ("{description}") is now filed as ticket {key}. Its status is {status}.'
 )
+# A ticket that reached Jira only after Jira had failed: the key its player heard was the local one.
+NEWS_REACHED = (
+    "Your ticket {old_key} has now reached our support team as {new_key}: use {new_key} "
+    "when you ask about it. Its status is {status}."
+)
+NEWS_REACHED_SAME_KEY = (
+    "Your ticket {new_key} has now reached our support team, under the same number. Its status is {status}."
+)
+# A ticket already in Jira under another key: its project's key changed (same number), or staff
+# moved it to another project.
+NEWS_RENAMED = (
+    "Your ticket {old_key} is now called {new_key}, as our support team renamed the project it is in: "
+    "use {new_key} when you ask about it. Its status is {status}."
+)
 NEWS_MOVED = (
-    "Your ticket {local_key} has now reached our support team as {remote_key}: use {remote_key} "
+    "Our support team moved your ticket {old_key}, and it is now {new_key}: use {new_key} "
     "when you ask about it. Its status is {status}."
 )
 NEWS_STATUS = "Your ticket {key}{about} is now {status}."

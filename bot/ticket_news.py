@@ -210,10 +210,20 @@ def filed_text(key: str, created_at: str, description: str, status: str) -> str:
     )
 
 
-def moved_text(local_key: str, remote_key: str, status: str) -> str:
-    return say.NEWS_MOVED.format(
-        local_key=local_key, remote_key=remote_key, status=plain(status, STATUS_CHARS)
-    )
+def reached_text(local_key: str, remote_key: str, status: str) -> str:
+    """A ticket the player heard by its local key, in Jira at last (its key there may be the same)."""
+    sentence = say.NEWS_REACHED_SAME_KEY if local_key == remote_key else say.NEWS_REACHED
+    return sentence.format(old_key=local_key, new_key=remote_key, status=plain(status, STATUS_CHARS))
+
+
+def moved_text(old_key: str, new_key: str, status: str) -> str:
+    """A Jira issue under another key: the same number under a new project key is the project
+    renamed (re-keyed); another number, the issue moved to another project."""
+    old_project, _, old_number = old_key.rpartition("-")
+    new_project, _, new_number = new_key.rpartition("-")
+    renamed = old_number == new_number and old_project != new_project
+    sentence = say.NEWS_RENAMED if renamed else say.NEWS_MOVED
+    return sentence.format(old_key=old_key, new_key=new_key, status=plain(status, STATUS_CHARS))
 
 
 def status_text(key: str, about: str, status: str) -> str:
@@ -652,7 +662,7 @@ class TicketNews:
                 text = filed_text(e.remote_key, e.created_at, e.description, e.status)
                 held_for = await self._held_for(e)
             elif e.attempts > 1:  # Jira failed when it was filed: the key they heard is not Jira's
-                text = moved_text(e.local_key, e.remote_key, e.status)
+                text = reached_text(e.local_key, e.remote_key, e.status)
             else:
                 return 0  # pushed at once: the usual path, not news
             return await self._add(e.user_id, "jira", e.remote_key, "filed", e.status, text, held_for)

@@ -570,8 +570,40 @@ async def test_an_issue_under_a_new_key_is_told_once_with_that_key_and_its_statu
         assert [(t.key, t.status) for t in await p.grievances.status(NOVA)] == [("SUP-101", "resolved")]
         assert await p.news.run_once(front) == 0
     assert front.texts() == [
-        "Your ticket GRV-101 has now reached our support team as SUP-101: use SUP-101 when you ask"
-        " about it. Its status is resolved."
+        "Your ticket GRV-101 is now called SUP-101, as our support team renamed the project it is in:"
+        " use SUP-101 when you ask about it. Its status is resolved."
+    ]
+
+
+async def test_an_issue_staff_moved_is_told_as_moved_not_as_reaching_the_team(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()  # GRV-101
+        assert await p.news.run_once(front) == 0
+        fake.move(fake.move("GRV-101", "ENG").key, "GRV")  # to engineering and back: GRV-102
+        assert await p.news.run_once(front) == 1
+    assert front.texts() == [
+        "Our support team moved your ticket GRV-101, and it is now GRV-102: use GRV-102 when you ask"
+        " about it. Its status is open."
+    ]
+
+
+async def test_a_late_push_that_keeps_its_number_says_so_rather_than_naming_it_twice(tmp_path: Path) -> None:
+    front = Recorder()
+    async with running_fake_jira(first_number=1) as fake:  # a Jira project numbering from 1 too
+        async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+            await p.grievances.register(NOVA, "wallet", "charged twice")  # heard GRV-1
+            fake.fail("500", times=1)
+            with pytest.raises(Exception, match="500"):
+                await p.grievances.push_pending()
+            sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")  # backoff over
+            assert await p.grievances.push_pending() == 1
+            assert await p.news.run_once(front) == 1
+    assert front.texts() == [
+        "Your ticket GRV-1 has now reached our support team, under the same number. Its status is open."
     ]
 
 
