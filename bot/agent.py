@@ -236,9 +236,9 @@ class VoiceAgent:
             if turn.heard is not None:
                 turn.heard.cancel()
             turn.heard, turn.scratch, turn.allow_tools = None, {}, True
-            # Counted afresh: a complaint the failed engine filed is the fallback's first of its
-            # category too, so it finds that ticket rather than filing it again.
-            context.filed.clear()
+            # Counted afresh: a complaint the failed engine filed is found again by its words (or
+            # its place), so the fallback finds that ticket rather than filing it again.
+            context.refile()
             try:
                 final = await self._loop(engine, turn, watch)
             except Exception as exc2:

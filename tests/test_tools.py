@@ -534,6 +534,54 @@ async def test_two_complaints_of_one_category_in_one_note_are_two_tickets_once(
     assert descriptions[keys[1]] == "refund missing"
 
 
+async def test_a_note_answered_again_with_its_complaints_in_the_other_order_keeps_each_ones_key(
+    settings, scripted_app_engine
+) -> None:
+    # A cloud model answering the note again files the same two complaints, the other way round
+    # and worded a little differently, side by side in one round.
+    def turn() -> ToolContext:
+        return ToolContext(user_id=NOVA, request_id="930000000000000131")
+
+    gems = call("register_grievance", category="wallet", description="My gems vanished after the update")
+    points = call(
+        "register_grievance", category="reward_points", description="Weekly reward points never arrived"
+    )
+    points_again = call(
+        "register_grievance",
+        category="reward_points",
+        description="The weekly reward points have not arrived",
+    )
+    gems_again = call(
+        "register_grievance", category="other", description="Gems vanished after the latest update"
+    )
+    lag = call("register_grievance", category="gaming_experience", description="Lag spikes every evening")
+    async with running_app(settings, scripted_app_engine) as app:
+        before = len(await app.grievances.status(NOVA, limit=100))
+        first = [r.result["ticket_key"] for r in await app.toolbox.run_all(turn(), [gems, points])]
+        again = [
+            r.result["ticket_key"] for r in await app.toolbox.run_all(turn(), [points_again, gems_again])
+        ]
+        # A third run: a complaint the earlier runs never filed comes first, where gems were.
+        third = [r.result["ticket_key"] for r in await app.toolbox.run_all(turn(), [lag, gems_again])]
+        listed = {g.key: g.description for g in await app.grievances.status(NOVA, limit=100)}
+    assert again == [first[1], first[0]]
+    assert third[1] == first[0] and third[0] not in first
+    assert len(listed) == before + 3
+    assert listed[third[0]] == "Lag spikes every evening"
+
+
+def test_a_complaint_worded_again_is_alike_and_two_complaints_are_not() -> None:
+    from bot.tools import SAME_COMPLAINT, likeness
+
+    assert likeness("charged twice", "I was charged twice") >= SAME_COMPLAINT
+    assert (
+        likeness("Charged twice for the battle pass", "Player was charged twice for battle pass")
+        >= SAME_COMPLAINT
+    )
+    assert likeness("deposit never arrived", "refund missing") < SAME_COMPLAINT
+    assert likeness("my gems vanished from my wallet", "my wallet was charged twice") < SAME_COMPLAINT
+
+
 @pytest.mark.parametrize("blank", ["   ", " \n\t "])
 async def test_a_blank_description_or_query_is_refused_not_filed_or_searched(
     settings, scripted_app_engine, blank

@@ -47,6 +47,78 @@ def filing_id(platform: str, request_id: str, nth: int) -> str:
     return f"{platform}:{request_id}:{nth}"
 
 
+# How alike two complaints' words must be (0 to 1, see `likeness`) to be one complaint filed again,
+# and how much more alike a complaint of the same category counts.
+SAME_COMPLAINT = 0.5
+SAME_CATEGORY = 0.1
+# Words that say nothing of which complaint it is.
+COMMON_WORDS = frozenset(
+    "the and was were for with that this have has had not but are you your our they them then than"
+    " from into just very also its his her she him who what when why how all any can did does got"
+    " get been being there their about after again still".split()
+)
+
+
+def _telling_words(text: str) -> set[str]:
+    # The first five letters of each word: "charged" and "charge", "arrived" and "arrive" agree.
+    return {w[:5] for w in re.findall(r"[^\W_]+", text.lower()) if len(w) > 2 and w not in COMMON_WORDS}
+
+
+def likeness(a: str, b: str) -> float:
+    """How alike two descriptions of a complaint are, 0 to 1 (the Dice coefficient of their
+    telling words): a model asked afresh words the same complaint a little differently."""
+    x, y = _telling_words(a), _telling_words(b)
+    if not x or not y:
+        return float(" ".join(a.lower().split()) == " ".join(b.lower().split()))
+    return 2 * len(x & y) / (len(x) + len(y))
+
+
+def _alike(description: str, category: str, earlier: tuple[str, str, str]) -> float:
+    _, filed_category, filed_description = earlier
+    return likeness(description, filed_description) + (SAME_CATEGORY if category == filed_category else 0.0)
+
+
+def filing_for(ctx: ToolContext, nth: int, category: str, earlier: list[tuple[str, str, str]]) -> str:
+    """The filing id of complaint `nth` of this run of the turn (ctx.complaints[nth]), given what
+    earlier runs of the turn filed (`earlier`: filing id, category, description, in filing
+    order), so that a complaint filed again keeps its own ticket whatever order the model files
+    them in this time: the earlier filing most like it, unless chosen already or the favourite
+    of another complaint of this run that likes it better; else the one at its place, unless
+    another complaint of this run is that one; else a new id. Runs with no await, so complaints
+    filed side by side choose one after another."""
+    taken = set(ctx.filings.values())
+    free = [f for f in earlier if f[0] not in taken]
+
+    def favourite(k: int) -> tuple[str | None, float]:
+        scored = [(_alike(ctx.complaints[k], ctx.filed[k], f), f[0]) for f in free]
+        score, chosen = max(scored, default=(0.0, None))
+        return (chosen, score) if score >= SAME_COMPLAINT else (None, 0.0)
+
+    rivals = [favourite(k) for k in ctx.complaints if k != nth and k not in ctx.filings]
+    candidates = [
+        (score, f[0])
+        for f in free
+        if (score := _alike(ctx.complaints[nth], category, f)) >= SAME_COMPLAINT
+        and not any(chosen == f[0] and better > score for chosen, better in rivals)
+    ]
+    if candidates:
+        return max(candidates)[1]
+    platform, request = ctx.platform, ctx.request_id
+    at_place = filing_id(platform, request, nth)
+    filed_there = next((f for f in earlier if f[0] == at_place), None)
+    others = [k for k in ctx.complaints if k != nth]
+    if at_place not in taken and (
+        filed_there is None
+        or not any(_alike(ctx.complaints[k], ctx.filed[k], filed_there) >= SAME_COMPLAINT for k in others)
+    ):
+        return at_place
+    used = taken | {f[0] for f in earlier}
+    k = nth
+    while filing_id(platform, request, k) in used:
+        k += 1
+    return filing_id(platform, request, k)
+
+
 def filed_in(filing: str) -> tuple[str, str] | None:
     """(platform, request id) of the turn a `filing_id` names; None for an id of another kind
     (a spool line's own, grievance_spool.py). Ids filed by older versions name the category too
@@ -136,13 +208,19 @@ def build_tools(
         if len(ctx.filed) >= MAX_FILINGS_PER_NOTE:
             raise ToolError(say.TOO_MANY_FILINGS.format(count=MAX_FILINGS_PER_NOTE))
         # The note, and which of its complaints: the same note heard again (its answer never
-        # reached the player, or a restart cut it) finds the tickets it filed the first time. Not
-        # keyed by category: a model asked afresh may pick another for the same complaint. Counted
-        # before any await, so complaints filed side by side are numbered as they were asked for.
+        # reached the player, or a restart cut it) finds the tickets it filed the first time, each
+        # complaint its own by its words (filing_for), whatever order they come in this time.
+        # Counted before any await, so every complaint filed side by side is known to the others.
         nth = len(ctx.filed)
         ctx.filed.append(category)
-        filing = filing_id(ctx.platform, ctx.request_id, nth) if ctx.request_id else None
+        ctx.complaints[nth] = description
         owner = ctx.grievance_owner or ctx.user_id
+        filing = None
+        if ctx.request_id:
+            store = getattr(grievances, "local_store", None)
+            turn = filing_id(ctx.platform, ctx.request_id, 0)[:-1]  # "platform:request:"
+            earlier = await store.filings_of_turn(owner, turn) if store is not None else []
+            filing = ctx.filings[nth] = filing_for(ctx, nth, category, earlier)
         ticket = await grievances.register(owner, category, description, filing)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
 

@@ -32,11 +32,21 @@ class ToolContext:
     # Categories of the grievances filed so far in this turn, in order: the second complaint of a
     # category in one note is a ticket of its own, and the same again when the note is re-run.
     filed: list[str] = field(default_factory=list, compare=False, repr=False)
+    # Each complaint of this run of the turn, by its place (filed[n]): its words, and the filing
+    # id chosen for it once chosen (bot/tools/__init__.py, filing_for). Cleared with `filed`.
+    complaints: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
+    filings: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
     # Someone speaking as a player many people share (the web playground's demo players): stats
     # are the player's, but grievances are filed and read as this id of the speaker's own, so
     # nobody reads what another filed as the same player; being no Discord id, it keeps them out
     # of Jira too. The shared player's own tickets (demo data) are listed to everyone.
     grievance_owner: str = ""
+
+    def refile(self) -> None:
+        """Count this turn's complaints afresh (another engine runs the turn again)."""
+        self.filed.clear()
+        self.complaints.clear()
+        self.filings.clear()
 
     @property
     def speaker(self) -> str:

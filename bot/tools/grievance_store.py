@@ -300,6 +300,18 @@ class LocalGrievanceStore:
         nth = int(parts[2])
         return self._to_grievance(older[nth]) if nth < len(older) else None
 
+    async def filings_of_turn(self, user_id: str, turn: str) -> list[tuple[str, str, str]]:
+        """(filing id, category, description) of each grievance of `user_id` filed under a filing
+        id starting with `turn` ("platform:request:"), in filing order: what an earlier run of
+        that turn filed. The spool is filed first, so a filing a shutdown cut short is among them."""
+        await self.file_spooled()
+        rows = await self._conn.execute_fetchall(
+            "SELECT spool_id, category, description FROM grievances WHERE user_id = ?"
+            " AND substr(spool_id, 1, ?) = ? ORDER BY id",
+            (user_id, len(turn), turn),
+        )
+        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+
     async def _filed_as(self, user_id: str, filing_id: str | None) -> Grievance:
         rows = await self._conn.execute_fetchall("SELECT * FROM grievances WHERE spool_id = ?", (filing_id,))
         row = first(rows)
