@@ -705,9 +705,9 @@ class TicketNews:
             if mine is not None and issue.status == mine.status:
                 continue
             if mine is not None and issue.untouched:
-                # Nobody changed it since the push made it: a grievance whose status was set
-                # while Jira was off (tools.grievances = "local", the desk resolving it) reaches
-                # Jira in its first status, which is no news after the one they were told.
+                # Nobody changed it since the push made it: its first status is no news after
+                # the one they were told. (A status the desk set while it waited is given to the
+                # issue by the push itself, jira_grievances.py.)
                 await local.update_status(mine.local_key, issue.status, issue.updated_at)
                 continue
             about = issue.description or issue.summary

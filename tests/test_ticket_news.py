@@ -387,8 +387,10 @@ async def fake() -> AsyncIterator[FakeJira]:
         yield server
 
 
-async def open_jira(fake: FakeJira, storage: Path) -> JiraGrievances:
-    return await JiraGrievances.open(jira_settings(fake), fake.email, fake.token, storage / "grievances.db")
+async def open_jira(fake: FakeJira, storage: Path, **settings: object) -> JiraGrievances:
+    return await JiraGrievances.open(
+        jira_settings(fake, **settings), fake.email, fake.token, storage / "grievances.db"
+    )
 
 
 async def test_a_status_change_in_jira_is_told_once_by_a_safe_query(fake: FakeJira, tmp_path: Path) -> None:
@@ -653,9 +655,12 @@ async def test_a_ticket_resolved_on_the_desk_while_jira_was_off_is_not_told_open
     fake.recover()
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:  # Jira on again
         sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")  # backoff over
-        assert await p.grievances.push_pending() == 1  # made as To Do, Jira's first status
+        assert await p.grievances.push_pending() == 1  # made as To Do, then moved to Done
+        assert fake.transitioned == [("GRV-101", "Done")]
         assert await p.news.run_once(front) == 1  # its new key
         assert await p.news.run_once(front) == 0
+        assert [(t.key, t.status) for t in await p.grievances.status(NOVA)] == [("GRV-101", "resolved")]
+        assert await p.news.run_once(front) == 0  # Jira agrees with what they were told
         fake.set_status("GRV-101", "In Progress")  # a change made in Jira is news again
         assert await p.news.run_once(front) == 1
     assert front.texts() == [
@@ -664,6 +669,61 @@ async def test_a_ticket_resolved_on_the_desk_while_jira_was_off_is_not_told_open
         " about it. Its status is resolved.",
         'Your ticket GRV-101 ("charged twice") is now in progress.',
     ]
+
+
+async def desk_set_while_jira_was_off(fake: FakeJira, storage: Path, status: str) -> str:
+    """A grievance filed while Jira failed, then given `status` on the desk (tools.grievances =
+    "local" meanwhile); its local key."""
+    fake.fail("500")
+    async with news_over(storage, await open_jira(fake, storage)) as p:
+        ticket = await p.grievances.register(NOVA, "wallet", "charged twice")
+        with pytest.raises(Exception, match="500"):
+            await p.grievances.push_pending()
+    fake.recover()
+    async with news_over(storage) as p:
+        await p.local.set_status_by_staff(ticket.key, status)
+    sql(storage / "grievances.db", "UPDATE grievances SET next_try_at = NULL")  # backoff over
+    return ticket.key
+
+
+@pytest.mark.parametrize(
+    ("status", "jira_status", "told"),
+    [("closed", "Done", "resolved"), ("waiting on player", "In Progress", "in progress")],
+)
+async def test_a_status_set_on_the_desk_while_jira_was_off_reaches_jira_in_its_words(
+    fake: FakeJira, tmp_path: Path, status: str, jira_status: str, told: str
+) -> None:
+    front = Recorder()
+    key = await desk_set_while_jira_was_off(fake, tmp_path, status)
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.grievances.push_pending() == 1
+        assert await p.news.run_once(front) == 1
+        assert await p.news.run_once(front) == 0
+        row = await p.local.staff_get(key)
+    assert fake.issues["GRV-101"].status == jira_status
+    assert row is not None and (row.remote_key, row.status) == ("GRV-101", told)
+    assert front.texts() == [
+        f"Your ticket {key} has now reached our support team as GRV-101: use GRV-101 when you ask"
+        f" about it. Its status is {told}."
+    ]
+
+
+async def test_a_desk_status_jira_cannot_take_yet_keeps_the_grievance_waiting_never_made_twice(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    fake.workflow = ("To Do", "In Progress")  # no way into Done, for now
+    async with news_over(tmp_path, await open_jira(fake, tmp_path, settle_seconds=0.0)) as p:
+        assert await p.grievances.push_pending() == 0  # made, but not moved: waits
+        waiting = await p.local.staff_get(key)
+        fake.workflow = None  # the Jira admin adds the transition
+        sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")  # its backoff over
+        assert await p.grievances.push_pending() == 1  # found by its label, and moved
+        pushed = await p.local.staff_get(key)
+    assert waiting is not None and waiting.push_state == "pending" and waiting.remote_key is None
+    assert "in Jira as GRV-101, but not moved to 'resolved'" in (waiting.last_error or "")
+    assert list(fake.issues) == ["GRV-101"] and fake.transitioned == [("GRV-101", "Done")]
+    assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
 
 
 async def test_late_filings_racing_a_news_round_are_each_told(tmp_path) -> None:

@@ -112,6 +112,9 @@ class PendingGrievance:
     created_at: str
     attempts: int
     last_error: str | None
+    # As staff set it on the desk while it waited (tools.grievances = "local" during an outage):
+    # the push gives the issue this status too, so Jira never contradicts what the player was told.
+    status: str = "open"
 
 
 # Statuses staff can set on the local backend; the seed and older rows use the same words.
@@ -464,7 +467,7 @@ class LocalGrievanceStore:
         waiting out a retry delay are left out. (A row whose key is not set yet is mid-`register`
         on this connection: not ready.)"""
         rows = await self._conn.execute_fetchall(
-            "SELECT local_key, user_id, category, description, created_at, attempts, last_error"
+            "SELECT local_key, user_id, category, description, created_at, attempts, last_error, status"
             " FROM grievances WHERE push_state = 'pending' AND local_key IS NOT NULL"
             " AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY id LIMIT ?",
             (time.time(), limit),

@@ -29,7 +29,7 @@ from bot.config import JiraSettings
 from bot.tools import CATEGORIES
 from bot.tools.base import Grievance, ToolError
 from bot.tools.grievance_store import MAX_LISTED, LocalGrievanceStore, PendingGrievance, StaffRow
-from bot.tools.jira_tracker import USER_ID, JiraTracker, RemoteIssue, TrackerError
+from bot.tools.jira_tracker import STATUS_CATEGORIES, USER_ID, JiraTracker, RemoteIssue, TrackerError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -264,9 +264,49 @@ class JiraGrievances:
                 due = None  # Jira as a whole failed: the pusher's own backoff applies
             await self._store.record_attempt(row.local_key, str(exc), due, token)
             raise
+        if STATUS_CATEGORIES.get(row.status, "new") != "new":
+            await self._give_status(row, remote_key, token)
         await self._store.mark_pushed(row.local_key, remote_key)
         log.info("grievance %s pushed to Jira as %s", row.local_key, remote_key)
         return remote_key
+
+    async def _give_status(self, row: PendingGrievance, remote_key: str, token: float) -> None:
+        """Move the issue just made (or found) for `row` to the status staff set on the desk while
+        it waited: its player was told that status, and Jira's is the ticket's from now on. Jira's
+        words for it (a "closed" is "resolved" there) are kept as the local copy. Raises
+        TrackerError when Jira fails or its workflow has no way there; the row stays pending,
+        due again once Jira's search shows the issue, so the retry finds it rather than making
+        another, and moves it only if it still has to. (A status Jira has no category for, set
+        by hand in the database, is left as Jira makes the issue.)"""
+        s = self._settings
+        try:
+            issue = await self._in_thread(self._tracker.move_to, remote_key, row.status, pushing=True)
+            if issue is None:
+                raise TrackerError(
+                    f"{remote_key}'s workflow has no transition to a status like {row.status!r}",
+                    row_only=True,
+                    maybe_done=False,
+                )
+        except TrackerError as exc:
+            wait = s.settle_seconds
+            if exc.row_only:  # retried ever more rarely, as a create Jira refuses
+                wait = max(
+                    wait, min(s.max_backoff_seconds, s.push_interval_seconds * 2.0 ** min(row.attempts, 30))
+                )
+            elif exc.retry_after is not None:
+                wait = max(wait, self._rate_limited_for(exc.retry_after))
+            reason = f"in Jira as {remote_key}, but not moved to {row.status!r}: {exc}"
+            await self._store.record_attempt(row.local_key, reason, time.time() + wait, token)
+            raise TrackerError(
+                reason, exc.status, maybe_done=False, row_only=exc.row_only, retry_after=exc.retry_after
+            ) from None
+        await self._store.update_status(row.local_key, issue.status, issue.updated_at)
+        log.info(
+            "grievance %s: %s moved to %s, as staff set it while it waited",
+            row.local_key,
+            remote_key,
+            issue.status,
+        )
 
     def _rate_limited_for(self, retry_after: float) -> float:
         """How long a 429 holds pushes back: as long as Jira asks, up to max_backoff_seconds. A

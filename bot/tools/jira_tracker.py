@@ -33,6 +33,14 @@ LOCAL_KEY = re.compile(rf"^{KEY_PREFIX}-[1-9][0-9]{{0,8}}$")
 LABEL_PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
 SEARCH_FIELDS = ["summary", "description", "labels", "status", "created", "updated"]
 STATUS_WORDS = {"new": "open", "indeterminate": "in progress", "done": "resolved"}
+# The status category a local status (the desk's, grievance_store.STAFF_STATUSES) is in Jira.
+STATUS_CATEGORIES = {
+    "open": "new",
+    "in progress": "indeterminate",
+    "waiting on player": "indeterminate",
+    "resolved": "done",
+    "closed": "done",
+}
 SUMMARY_WORDS = 12
 SUMMARY_CHARS = 120
 REASON_CHARS = 200
@@ -243,6 +251,32 @@ class JiraTracker:
         with self._client() as client:
             issue = client.create_issue(fields=fields, prefetch=False)
         return str(issue.key)
+
+    def move_to(self, key: str, status: str) -> RemoteIssue | None:
+        """Give issue `key` the local `status` (one set on the desk while the grievance waited to
+        reach Jira) as staff would in Jira: by a transition into a status of its category, the
+        one named like it if the workflow has one. The issue as it is then (as it was, when it is
+        in that category already); None when its workflow offers no such transition."""
+        category = STATUS_CATEGORIES.get(status)
+        if category is None:
+            raise ValueError(f"no Jira status category for {status!r}")
+        fields = ",".join(SEARCH_FIELDS)
+        with self._client() as client:
+            issue = self._to_issue(client.issue(key, fields=fields).raw)
+            if issue.status == STATUS_WORDS[category]:
+                return issue
+            offered = [
+                t
+                for t in client.transitions(key)
+                if ((t.get("to") or {}).get("statusCategory") or {}).get("key") == category
+            ]
+            if not offered:
+                return None
+            named = [
+                t for t in offered if status in (str(t.get("name")).lower(), str(t["to"].get("name")).lower())
+            ]
+            client.transition_issue(key, str((named or offered)[0]["id"]))
+            return self._to_issue(client.issue(key, fields=fields).raw)
 
     def find_by_local_key(self, local_key: str) -> str | None:
         """The key of the issue already pushed for `local_key`, if any."""

@@ -756,6 +756,31 @@ async def test_fake_pages_the_enhanced_search_and_refuses_what_cloud_refuses(fak
     assert "has been removed" in removed_reason and "OR 1=1" in jql_reason
 
 
+async def test_fake_moves_an_issue_only_by_a_transition_its_workflow_offers(fake) -> None:
+    issue = fake.add_issue([f"discord-{NOVA}"])
+    fake.expect_violations()  # the transition to the status it is in, on purpose
+
+    def use_the_client() -> tuple[list[str], str, int | None]:
+        client = JIRA(server=fake.url, basic_auth=(fake.email, fake.token), max_retries=0)
+        try:
+            offered = [t["to"]["statusCategory"]["key"] for t in client.transitions(issue.key)]
+            client.transition_issue(issue.key, "Done")  # by name, as the client finds its id
+            status = client.issue(issue.key).fields.status.name
+            try:
+                client.transition_issue(issue.key, "31")  # Done again: not offered from Done
+                refused = None
+            except JIRAError as exc:
+                refused = exc.status_code
+            return offered, status, refused
+        finally:
+            client.close()
+
+    offered, status, refused = await asyncio.to_thread(use_the_client)
+    assert offered == ["indeterminate", "done"] and status == "Done" and refused == 400
+    assert fake.transitioned == [(issue.key, "Done")] and issue.updated > issue.created
+    assert len(fake.violations) == 1 and "not offered from Done" in fake.violations[0]
+
+
 async def test_a_wrong_jira_url_is_unreachable_not_not_found(fake, db) -> None:
     # Every path under a wrong jira.url answers 404: that is "Jira unreachable", never "no such
     # ticket", so status falls back to the local record and the pusher backs off.

@@ -1,7 +1,9 @@
 """A fake Jira Cloud on 127.0.0.1 for the real `jira` package.
 
 It serves what the client calls for our operations (server info, myself, the field list, a
-project, create issue, get issue, the enhanced JQL search with `nextPageToken` paging) under
+project, create issue, get issue, an issue's transitions and performing one (a team-managed
+project's workflow: To Do, In Progress, Done, each reached from the others; `workflow` leaves
+some out), the enhanced JQL search with `nextPageToken` paging) under
 /rest/api/2 and /rest/api/3, checks HTTP basic auth, answers the removed `/rest/api/*/search`
 with 410, and accepts only the JQL forms voxdesk sends (one label, or for ticket news a list of
 players' labels and a relative `updated` window, which it applies): anything else is a 400 and is recorded
@@ -38,6 +40,9 @@ ISSUE_TYPES = {"10001": "Task", "10002": "Bug"}
 # status name -> (statusCategory key, statusCategory id, statusCategory name)
 CATEGORIES = {"new": (2, "To Do"), "indeterminate": (4, "In Progress"), "done": (3, "Done")}
 STATUSES = {"To Do": "new", "In Progress": "indeterminate", "Done": "done"}
+# The workflow of a Jira Cloud team-managed project: a global transition into each status, named
+# after it, offered from every other status. id -> status it leads to.
+TRANSITIONS = {"11": "To Do", "21": "In Progress", "31": "Done"}
 FIELDS = ("summary", "description", "labels", "status", "created", "updated", "issuetype", "project")
 FAIL_MODES = ("500", "hang", "401", "429", "create_then_hang", "reject_create")
 
@@ -61,6 +66,16 @@ def jira_time(when: dt.datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}" + when.strftime("%z")
 
 
+def status_json(name: str, category: str) -> dict[str, Any]:
+    """A status as Jira shows it, with its category (to-do / in-progress / done)."""
+    cat_id, cat_name = CATEGORIES[category]
+    return {
+        "id": str(10 + cat_id),
+        "name": name,
+        "statusCategory": {"id": cat_id, "key": category, "name": cat_name},
+    }
+
+
 @dataclass
 class FakeIssue:
     id: str
@@ -76,7 +91,6 @@ class FakeIssue:
     category: str = "new"  # the status category key
 
     def json(self, base: str, wanted: set[str] | None = None) -> dict[str, Any]:
-        cat_id, cat_name = CATEGORIES[self.category]
         type_id = next(i for i, n in ISSUE_TYPES.items() if n == self.issue_type)
         fields = {
             "summary": self.summary,
@@ -84,11 +98,7 @@ class FakeIssue:
             "labels": list(self.labels),
             "issuetype": {"id": type_id, "name": self.issue_type},
             "project": {"id": "10000", "key": self.project, "name": "Grievances"},
-            "status": {
-                "id": str(10 + cat_id),
-                "name": self.status,
-                "statusCategory": {"id": cat_id, "key": self.category, "name": cat_name},
-            },
+            "status": status_json(self.status, self.category),
             "created": jira_time(self.created),
             "updated": jira_time(self.updated),
         }
@@ -125,6 +135,9 @@ class FakeJira(Strict):
     jql: list[str] = field(default_factory=list)  # every JQL string received, well-formed or not
     bad_jql: list[str] = field(default_factory=list)
     unexpected: list[str] = field(default_factory=list)  # requests to endpoints we do not serve
+    transitioned: list[tuple[str, str]] = field(default_factory=list)  # (key, status) of each transition
+    # The statuses the workflow has a transition into (None: every one in TRANSITIONS).
+    workflow: tuple[str, ...] | None = None
     violations: list[str] = field(default_factory=list)
     violations_expected: bool = False
     port: int = 0
@@ -144,6 +157,8 @@ class FakeJira(Strict):
         app.router.add_get(f"{api}/project/{{key}}", self._project)
         app.router.add_post(f"{api}/issue", self._create)
         app.router.add_get(f"{api}/issue/{{key}}", self._issue)
+        app.router.add_get(f"{api}/issue/{{key}}/transitions", self._transitions)
+        app.router.add_post(f"{api}/issue/{{key}}/transitions", self._transition)
         app.router.add_get(f"{api}/search/jql", self._search)
         app.router.add_post(f"{api}/search/jql", self._search)
         app.router.add_route("*", f"{api}/search", self._removed_search)
@@ -422,6 +437,75 @@ class FakeJira(Strict):
         if issue is None:
             return _errors(404, "Issue does not exist or you do not have permission to see it.")
         return web.json_response(issue.json(self.url, _wanted_fields(request.query.getall("fields", []))))
+
+    def _offered(self, issue: FakeIssue) -> dict[str, str]:
+        """The transitions the issue's workflow offers from its status (`workflow`, if set, limits
+        them: a project whose workflow has no way into some status)."""
+        return {
+            i: to
+            for i, to in TRANSITIONS.items()
+            if to != issue.status and (self.workflow is None or to in self.workflow)
+        }
+
+    async def _transitions(self, request: web.Request) -> web.Response:
+        issue = self._find(request.match_info["key"])
+        if issue is None:
+            return _errors(404, "Issue does not exist or you do not have permission to see it.")
+        return web.json_response(
+            {
+                "expand": "transitions",
+                "transitions": [
+                    {
+                        "id": i,
+                        "name": to,
+                        "to": {
+                            "self": f"{self.url}/rest/api/2/status/{10 + CATEGORIES[STATUSES[to]][0]}",
+                            "description": "",
+                            "iconUrl": f"{self.url}/images/icons/statuses/generic.png",
+                            **status_json(to, STATUSES[to]),
+                        },
+                        "hasScreen": False,
+                        "isGlobal": True,
+                        "isInitial": False,
+                        "isAvailable": True,
+                        "isConditional": False,
+                        "isLooped": False,
+                    }
+                    for i, to in self._offered(issue).items()
+                ],
+            }
+        )
+
+    async def _transition(self, request: web.Request) -> web.Response:
+        issue = self._find(request.match_info["key"])
+        if issue is None:
+            return _errors(404, "Issue does not exist or you do not have permission to see it.")
+        body = request[BODY]
+        transition = body.get("transition") if isinstance(body, dict) else None
+        if not isinstance(transition, dict) or not isinstance(transition.get("id"), (str, int)):
+            return _errors(400, self.refuse("transition issue: the request must carry a transition id."))
+        unknown = set(body) - {"transition", "fields", "update", "historyMetadata", "properties"}
+        if unknown:
+            return _errors(400, self.refuse(f"transition issue: unknown fields {sorted(unknown)}."))
+        if body.get("fields") or body.get("update"):
+            # Our transitions have no screen: Jira refuses any field set with them.
+            return web.json_response(
+                {
+                    "errorMessages": [],
+                    "errors": {f: "Field cannot be set." for f in body.get("fields") or {}},
+                },
+                status=400,
+            )
+        to = self._offered(issue).get(str(transition["id"]))
+        if to is None:
+            # Scripted (a workflow without that way) or asked wrongly: refused as Jira refuses it.
+            if str(transition["id"]) not in TRANSITIONS or self.workflow is None:
+                self.refuse(f"transition issue: {transition['id']!r} is not offered from {issue.status}.")
+            return _errors(400, f"Transition id '{transition['id']}' is not valid for this issue.")
+        issue.status, issue.category = to, STATUSES[to]
+        _touch(issue)
+        self.transitioned.append((issue.key, to))
+        return web.Response(status=204)
 
     async def _search(self, request: web.Request) -> web.Response:
         params: dict[str, Any] = dict(request[BODY] or {}) if request.method == "POST" else {}
