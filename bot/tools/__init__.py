@@ -15,6 +15,7 @@ from bot import sentences as say
 from bot.tools.base import (
     JSON,
     MAX_LISTED,
+    Filing,
     Grievance,
     GrievanceBackend,
     ManualsBackend,
@@ -217,10 +218,13 @@ def build_tools(
         owner = ctx.grievance_owner or ctx.user_id
         filing = None
         if ctx.request_id:
-            store = getattr(grievances, "local_store", None)
+
+            def choose(earlier: list[tuple[str, str, str]]) -> str:
+                chosen = ctx.filings[nth] = filing_for(ctx, nth, category, earlier)
+                return chosen
+
             turn = filing_id(ctx.platform, ctx.request_id, 0)[:-1]  # "platform:request:"
-            earlier = await store.filings_of_turn(owner, turn) if store is not None else []
-            filing = ctx.filings[nth] = filing_for(ctx, nth, category, earlier)
+            filing = Filing(turn, filing_id(ctx.platform, ctx.request_id, nth), choose)
         ticket = await grievances.register(owner, category, description, filing)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
 

@@ -55,6 +55,18 @@ class ToolContext:
         return self.grievance_owner or self.user_id
 
 
+@dataclass(frozen=True)
+class Filing:
+    """Which complaint of which turn a grievance is, for a backend to file it once: the filing id
+    `choose` picks from what earlier runs of the turn filed (filing id, category, description of
+    each grievance of the player under a filing id starting with `turn`, "platform:request:"), or
+    `place`, the id of its place in the turn, when it is cut short before it could look."""
+
+    turn: str
+    place: str
+    choose: Callable[[list[tuple[str, str, str]]], str]
+
+
 class ToolError(Exception):
     """A failure the player may hear about, e.g. "the manuals are unavailable right now"."""
 
@@ -167,7 +179,7 @@ class ManualsBackend(Protocol):
 
 class GrievanceBackend(Protocol):
     async def register(
-        self, user_id: str, category: str, description: str, filing_id: str | None = None
+        self, user_id: str, category: str, description: str, filing_id: str | Filing | None = None
     ) -> Grievance: ...
     async def status(self, user_id: str, key: str | None = None, limit: int = MAX_LISTED) -> list[Grievance]:
         """The player's ticket that `key` names, or without one their `limit` newest."""

@@ -20,7 +20,7 @@ import aiosqlite
 
 from bot import sentences as say
 from bot.db import add_missing_columns, first, opening
-from bot.tools.base import MAX_LISTED, Grievance, ToolError
+from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import GrievanceSpool
 
 log = logging.getLogger(__name__)
@@ -223,16 +223,23 @@ class LocalGrievanceStore:
         user_id: str,
         category: str,
         description: str,
-        filing_id: str | None = None,
+        filing_id: str | Filing | None = None,
         push_state: str | None = None,
     ) -> Grievance:
-        """`filing_id` files it once: registering again with the same id returns the grievance
-        filed the first time. `push_state` overrides the store's initial state for this one row
+        """`filing_id` (a filing id, or the Filing that chooses one from what earlier runs of its turn
+        filed) files it once: registering again with the same id returns the grievance filed the
+        first time. `push_state` overrides the store's initial state for this one row
         ('local_only' for a grievance no remote tracker can take)."""
         now = utc_now()
         state = push_state or self._initial_state
+        # Cut short before it could choose, a complaint is kept under its place in the turn.
+        choice, filing_id = (
+            (filing_id, filing_id.place) if isinstance(filing_id, Filing) else (None, filing_id)
+        )
         try:
             await self.file_spooled()
+            if choice is not None:
+                filing_id = choice.choose(await self._filings_of_turn(user_id, choice.turn))
             earlier = await self._filed_by_an_older_version(user_id, filing_id)
             if earlier is not None:
                 return earlier
@@ -303,11 +310,10 @@ class LocalGrievanceStore:
         nth = int(parts[2])
         return self._to_grievance(older[nth]) if nth < len(older) else None
 
-    async def filings_of_turn(self, user_id: str, turn: str) -> list[tuple[str, str, str]]:
+    async def _filings_of_turn(self, user_id: str, turn: str) -> list[tuple[str, str, str]]:
         """(filing id, category, description) of each grievance of `user_id` filed under a filing
-        id starting with `turn` ("platform:request:"), in filing order: what an earlier run of
-        that turn filed. The spool is filed first, so a filing a shutdown cut short is among them."""
-        await self.file_spooled()
+        id starting with `turn` ("platform:request:"), in filing order: what earlier runs of that
+        turn filed (the spool filed first, a filing a shutdown cut short is among them)."""
         rows = await self._conn.execute_fetchall(
             "SELECT spool_id, category, description FROM grievances WHERE user_id = ?"
             " AND substr(spool_id, 1, ?) = ? ORDER BY id",

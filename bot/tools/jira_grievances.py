@@ -27,7 +27,7 @@ from typing import TypeVar
 from bot import sentences as say
 from bot.config import JiraSettings
 from bot.tools import CATEGORIES
-from bot.tools.base import Grievance, ToolError
+from bot.tools.base import Filing, Grievance, ToolError
 from bot.tools.grievance_store import MAX_LISTED, LocalGrievanceStore, PendingGrievance, StaffRow
 from bot.tools.jira_tracker import STATUS_CATEGORIES, USER_ID, JiraTracker, RemoteIssue, TrackerError
 
@@ -98,7 +98,7 @@ class JiraGrievances:
     # ---- GrievanceBackend ----------------------------------------------------------------------
 
     async def register(
-        self, user_id: str, category: str, description: str, filing_id: str | None = None
+        self, user_id: str, category: str, description: str, filing_id: str | Filing | None = None
     ) -> Grievance:
         if not USER_ID.match(user_id):
             # Not a Discord id (a CLI user, say): Jira could never list it for its owner, so it
