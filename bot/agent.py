@@ -77,9 +77,89 @@ class Reply:
     def told_keys(self) -> list[str]:
         """Keys of the tickets this turn filed (or found filed, a note heard again) that its
         words name: what the player hears of them in this answer."""
-        keys = _filed_keys(self.tool_results)
-        # GRV-1 is not named by "GRV-12"
-        return [k for k in keys if re.search(rf"(?<![\w-]){re.escape(k)}(?![\w-])", self.text)]
+        return [k for k in _filed_keys(self.tool_results) if names_key(self.text, k)]
+
+
+# Ticket numbers as a model may write them out for its voice ("GRV twelve", "S U P one oh one").
+_UNITS = {
+    w: i
+    for i, w in enumerate(
+        "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
+        " fifteen sixteen seventeen eighteen nineteen".split()
+    )
+} | {"oh": 0}
+_TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
+_SCALES = {"hundred": 100, "thousand": 1000}
+# Between a key's letters and its number: nothing, a dash (or the word), "number", "#".
+_KEY_GAP = r"(?:\s*(?:[-\u2010-\u2015]|\bdash\b|\bnumber\b|\bno\.|#)\s*|\s*)"
+_NUMBER_RUN = re.compile(r"[0-9A-Za-z]+(?:(?:\s+|-)[0-9A-Za-z]+)*")
+
+
+def names_key(text: str, key: str) -> bool:
+    """Whether `text` names ticket `key` (any project's, "SUP-101"): as written, or spelt out
+    as a voice says it ("GRV twelve", "G R V dash one two", "SUP one hundred and one"). The
+    whole number said is read, so GRV-1 is not named by "GRV-12" or "GRV twelve"."""
+    project, _, digits = key.rpartition("-")
+    if not project or not digits.isdigit():
+        return False
+    letters = r"[\s.\-]*".join(re.escape(c) for c in project)
+    for found in re.finditer(rf"(?<![\w-]){letters}{_KEY_GAP}", text, re.IGNORECASE):
+        run = _NUMBER_RUN.match(text, found.end())
+        if run and int(digits) in _readings(run.group().lower().replace("-", " ").split()):
+            return True
+    return False
+
+
+def _a_count(words: list[str]) -> bool:
+    """Whether number words read as one count: no two units or tens side by side ("one two" is
+    figures), a unit only after a tens word, nothing said as "oh"."""
+    for before, w in zip(["and", *words], words, strict=False):
+        if w == "oh" or (before in _UNITS and w not in _SCALES and w != "and"):
+            return False
+        if before in _TENS and (w in _TENS or (w in _UNITS and not 0 < _UNITS[w] < 10)):
+            return False
+    return True
+
+
+def _readings(words: list[str]) -> set[int]:
+    """The numbers the leading number words (or digits) of `words` may be read as: a count
+    ("one hundred and one"), or figures said one or two at a time ("one oh one", "twelve
+    thirty four")."""
+    spoken: list[str] = []
+    for w in words:
+        if w.isdigit() or w in _UNITS or w in _TENS or w in _SCALES or (w == "and" and spoken):
+            spoken.append(w)
+        else:
+            break
+    while spoken and spoken[-1] == "and":
+        spoken.pop()
+    if not spoken:
+        return set()
+    if spoken[0].isdigit():  # written in figures: what follows is other words
+        return {int(spoken[0])}
+    if any(w.isdigit() for w in spoken):
+        return set()
+    found = set()
+    if _a_count(spoken):
+        total = group = 0
+        for w in spoken:
+            if w in _SCALES:
+                group = max(group, 1) * _SCALES[w]
+                if _SCALES[w] >= 1000:
+                    total, group = total + group, 0
+            elif w != "and":
+                group += _UNITS.get(w, 0) + _TENS.get(w, 0)
+        found.add(total + group)
+    if "and" not in spoken and not any(w in _SCALES for w in spoken):
+        # Said in figures: each unit or teen, or a tens word with the unit after it, is a part.
+        parts: list[int] = []
+        for w in spoken:
+            if w in _UNITS and parts and parts[-1] in _TENS.values() and 0 < _UNITS[w] < 10 and w != "oh":
+                parts[-1] += _UNITS[w]
+            else:
+                parts.append(_UNITS.get(w, _TENS.get(w, 0)))
+        found.add(int("".join(str(p) for p in parts)))
+    return found
 
 
 def _filed_keys(results: Iterable[ToolResult]) -> list[str]:

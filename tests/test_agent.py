@@ -407,3 +407,32 @@ async def test_a_turn_cut_while_the_model_thinks_stops_its_transcription(setting
             await turning
         await asyncio.sleep(0)
         assert hearing[0].cancelled()
+
+
+@pytest.mark.parametrize(
+    ("text", "told"),
+    [
+        ("I filed that as GRV-12.", ["GRV-12"]),
+        ("I filed that as GRV twelve.", ["GRV-12"]),  # a model writing its words for the voice
+        ("That's ticket G R V dash one two.", ["GRV-12"]),
+        ("It's in as grv twelve, and the other as SUP one oh one.", ["GRV-12", "SUP-101"]),
+        ("Filed as SUP one hundred and one.", ["SUP-101"]),  # a Jira project's key, found again
+        ("Filed as GRV-1.", []),  # neither of them: GRV-1 is not GRV-12
+        ("Filed as GRV one.", []),
+        ("Your earlier ticket, GRV one two three, is open.", []),
+    ],
+)
+def test_a_ticket_key_is_told_however_the_answer_writes_it(text: str, told: list[str]) -> None:
+    from bot.agent import Reply
+    from bot.tools.base import ToolCall, ToolResult
+
+    filed = [
+        ToolResult(
+            call=ToolCall(id=str(n), name="register_grievance", arguments={}),
+            result={"ticket_key": key, "status": "open", "category": "wallet"},
+            ok=True,
+            elapsed_ms=1.0,
+        )
+        for n, key in enumerate(["GRV-12", "SUP-101"])
+    ]
+    assert Reply(text, None, None, filed, "scripted").told_keys == told
