@@ -695,6 +695,10 @@ class TicketNews:
         found = 0
         for user_id, issue in await jira.updated_issues(await local.users(), minutes):
             mine, moved = await jira.follow_issue(user_id, issue)
+            if mine is not None and mine.push_state == "pending":
+                # Made by a push not finished yet (which may still have to give it the status the
+                # desk set): the push's own news tells it.
+                continue
             if mine is not None and moved:
                 # Its grievance event tells the new key and the status together, in this round.
                 await local.update_status(mine.local_key, issue.status, issue.updated_at)

@@ -715,12 +715,15 @@ async def test_a_desk_status_jira_cannot_take_yet_keeps_the_grievance_waiting_ne
     fake.workflow = ("To Do", "In Progress")  # no way into Done, for now
     async with news_over(tmp_path, await open_jira(fake, tmp_path, settle_seconds=0.0)) as p:
         assert await p.grievances.push_pending() == 0  # made, but not moved: waits
+        assert await p.news.run_once(Recorder()) == 0  # its issue in the poll, still To Do
+        assert [(t.key, t.status) for t in await p.grievances.status(NOVA)] == [("GRV-101", "resolved")]
         waiting = await p.local.staff_get(key)
         fake.workflow = None  # the Jira admin adds the transition
         sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")  # its backoff over
         assert await p.grievances.push_pending() == 1  # found by its label, and moved
         pushed = await p.local.staff_get(key)
     assert waiting is not None and waiting.push_state == "pending" and waiting.remote_key is None
+    assert waiting.status == "resolved"  # what its player was told, until Jira has it too
     assert "in Jira as GRV-101, but not moved to 'resolved'" in (waiting.last_error or "")
     assert list(fake.issues) == ["GRV-101"] and fake.transitioned == [("GRV-101", "Done")]
     assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")

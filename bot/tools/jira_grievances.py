@@ -506,9 +506,12 @@ class JiraGrievances:
         """Jira's status and key with the player's own words and filing time from the store. A
         pushed grievance whose issue moved to another key follows it, and one that seemed gone
         from Jira is tracked there again."""
+        if row is not None and row.remote_key is None:
+            # Made by a push not finished yet: its status is still the local one, which that push
+            # gives the issue (a status the desk set while it waited).
+            return dataclasses.replace(row, key=issue.key, remote_key=issue.key)
         if row is not None:
-            if row.remote_key is not None:
-                await self._store.follow(row.local_key, issue.key)
+            await self._store.follow(row.local_key, issue.key)
             await self._store.update_status(row.local_key, issue.status, issue.updated_at)
             return dataclasses.replace(
                 row, key=issue.key, remote_key=issue.key, status=issue.status, updated_at=issue.updated_at
