@@ -19,6 +19,7 @@ from bot.tools.base import ToolCall, ToolError
 from bot.tools.grievance_store import FINISHED_STATUSES
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller
+from cogs.replies import literal
 
 log = logging.getLogger(__name__)
 _call_ids = itertools.count(1)
@@ -62,12 +63,12 @@ def describe_tickets(result: dict[str, Any]) -> str:
     for t in sorted(tickets, key=lambda t: t["status"] in FINISHED_STATUSES):
         line = say.TICKET_ROW.format(
             ticket_key=t["ticket_key"],
-            category=t["category"].replace("_", " "),
-            status=t["status"],
+            category=literal(t["category"].replace("_", " ")),
+            status=literal(t["status"]),
             updated=shown_time(str(t.get("last_update", ""))),
         )
         if t.get("summary"):
-            line += f"\n> {t['summary']}"
+            line += f"\n> {literal(t['summary'])}"
         if t.get("note"):
             line += f"\n_{t['note']}_"
         lines.append(line)

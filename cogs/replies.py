@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,17 @@ VOICE_REFUSED_CODES = {50173, MISSING_PERMISSIONS}  # cannot send voice messages
 # Shorter than this a reply has no words to hear (a voice spoke only punctuation): its text goes
 # out alone, and Discord is not asked to take an empty voice message, which it refuses.
 MIN_VOICE_SECONDS = 0.1
+
+
+# Discord reads a backslash before any punctuation mark as "this mark as itself". Escaping these
+# leaves no markdown, mention, emoji or masked link in words someone else wrote.
+_MARKUP = re.compile(r"[\\`*_~|<>@#\[\]-]")
+
+
+def literal(text: str) -> str:
+    """Words a player typed or someone wrote in Jira, as one line that shows exactly as written: a
+    new line cannot end a quote or start a heading, and `[x](https://...)` shows its address."""
+    return _MARKUP.sub(r"\\\g<0>", " ".join(text.split()))
 
 
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:

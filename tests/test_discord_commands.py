@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
+import re
 import sys
 from asyncio.subprocess import PIPE
 from typing import NoReturn
@@ -267,6 +268,47 @@ async def _a_long_ticket_list_continues_in_follow_ups(harness: Harness) -> None:
     assert all(len(t) <= 2000 for t in texts)
     assert all(r.body["flags"] & EPHEMERAL_FLAG for r in follow_ups)
     assert texts[0].startswith("**Your tickets**") and "Problem number 13" in texts[0]
+    assert fake.violations == []
+
+
+def _pings(record: Received) -> dict:
+    """The allowed_mentions of whatever message an interaction record carries."""
+    body = record.body.get("data", record.body) if record.kind == "callback" else record.body
+    return body.get("allowed_mentions")
+
+
+async def test_ticket_words_in_every_part_of_a_long_list_ping_nobody_and_stay_words(
+    settings, fake: FakeDiscord
+):
+    """A ticket's summary is what a player typed (or staff wrote in Jira): in the list's first
+    answer and in each follow-up it pings nobody, cannot leave its quote for a heading, and a
+    masked link in it shows its address rather than hiding it."""
+    async with running_bot(settings, fake, flood_notes=20):
+        for i in range(14):
+            words = (
+                f"Problem {i} @everyone @here <@&{GUILD_ID}>\n# FREE NITRO\n"
+                "[claim your gems](https://evil.example/x) "
+            )
+            assert await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words * 2))
+        interaction = await fake.slash(blaze, "grievance", sub("list"))
+        await fake.interaction_answer(interaction)
+        follow_ups = await fake.wait_for(
+            lambda _: [r for r in fake.interaction_records(interaction) if r.kind == "followup"]
+        )
+        answers = [r for r in fake.interaction_records(interaction) if r.kind != "typing"]
+    assert follow_ups
+    for record in answers:
+        assert _pings(record) is not None, f"{record.kind} lets Discord ping whoever it names"
+        assert _pings(record).get("parse") == [] and not _pings(record).get("roles"), record.kind
+        assert not _pings(record).get("users"), record.kind
+    texts = [private_text(answers[0])] + [r.body["content"] for r in follow_ups]
+    lines = [line for text in texts for line in text.splitlines()]
+    assert not [line for line in lines if line.lstrip().startswith("#")]  # no heading
+    mention = re.compile(r"(?<!\\)(@everyone|@here|<@)")  # shown as typed, not as a mention
+    assert not [line for line in lines if mention.search(line)]
+    masked = re.compile(r"(?<!\\)\[[^\]\n]*\]\([^)\n]*\)")
+    assert not [line for line in lines if masked.search(line)]
+    assert "https://evil.example/x" in texts[0]  # the address is shown, as written
     assert fake.violations == []
 
 
