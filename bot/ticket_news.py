@@ -187,8 +187,9 @@ Answering = Callable[[str, str], Awaitable[bool]]
 
 def plain(text: str, limit: int) -> str:
     """Words from a database or Jira, fit for one line of a message: no markdown or mention
-    characters, whitespace collapsed, at most `limit` characters."""
-    words = " ".join(re.sub(r"[`*_~|<>@#\\]", " ", text).split())
+    characters, nor the brackets of a masked link, whose words would hide its address; whitespace
+    collapsed, at most `limit` characters."""
+    words = " ".join(re.sub(r"[`*_~|<>@#\\\[\]]", " ", text).split())
     return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
 
 

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import re
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -607,6 +608,25 @@ async def test_a_late_push_that_keeps_its_number_says_so_rather_than_naming_it_t
     assert front.texts() == [
         "Your ticket GRV-1 has now reached our support team, under the same number. Its status is open."
     ]
+
+
+async def test_words_written_in_jira_reach_a_dm_as_plain_words_without_a_masked_link(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    """An issue made in Jira for a player carries whatever its writer typed: in the DM it is
+    one line with no markdown, and a masked link shows its address, not other words."""
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")  # a player the poll asks after
+        await p.grievances.push_pending()
+        words = "**Refund** ready\n# [Claim it here](https://evil.example/r) @here"
+        made = fake.add_issue([f"discord-{NOVA}"], description=words)
+        fake.set_status(made.key, "Done")
+        assert await p.news.run_once(front) == 1
+    (text,) = front.texts()
+    assert "\n" not in text and "*" not in text and "#" not in text and "@" not in text
+    assert not re.search(r"\[[^\]]*\]\(", text), text
+    assert "https://evil.example/r" in text
 
 
 async def test_a_copy_staff_make_of_an_issue_is_told_as_an_issue_of_its_own(
