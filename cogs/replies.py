@@ -33,12 +33,21 @@ MIN_VOICE_SECONDS = 0.1
 # Discord reads a backslash before any punctuation mark as "this mark as itself". Escaping these
 # leaves no markdown, mention, emoji or masked link in words someone else wrote.
 _MARKUP = re.compile(r"[\\`*_~|<>@#\[\]-]")
+# A masked link needs both brackets; with the backslash escaped too, none can be made.
+_LINK_MARKS = re.compile(r"[\\\[\]]")
 
 
 def literal(text: str) -> str:
     """Words a player typed or someone wrote in Jira, as one line that shows exactly as written: a
     new line cannot end a quote or start a heading, and `[x](https://...)` shows its address."""
     return _MARKUP.sub(r"\\\g<0>", " ".join(text.split()))
+
+
+def without_masked_links(text: str) -> str:
+    """A reply's words with every other mark as it was, but no masked link: a link whose words
+    hide where it goes would be the bot vouching for an address nobody checked (what a player
+    asked the model to repeat, or a manual's text)."""
+    return _LINK_MARKS.sub(r"\\\g<0>", text)
 
 
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -239,6 +248,7 @@ async def send_answer(
     """Answer with the player's chosen style (voice_and_text | voice | file | text); returns how it
     went out: voice | file | text. A refused voice message falls back to the file style.
     `answered` is called once the voice message is out, before its transcript follows."""
+    text = without_masked_links(text)
     if audio is None or mode == "text" or not audio.ogg or audio.duration_secs < MIN_VOICE_SECONDS:
         # Nothing to hear and nothing to read would be a note marked answered with nothing sent.
         await send_text(message, text if text.strip() else say.OOPS)

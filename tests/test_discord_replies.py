@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
 from typing import Any
 
@@ -169,6 +170,42 @@ async def test_a_reply_with_nothing_to_hear_or_read_is_an_apology_not_silence(se
         await fake.wait_for(lambda _: fake.replies_to(note["id"]) or None)
         (reply,) = fake.replies_to(note["id"])
         assert reply.content == OOPS
+
+
+class RepeatsAfterThePlayer(FrontendEngine):
+    """A model talked into saying what a player (or a manual's text) told it to."""
+
+    WORDS = (
+        "Your reward is ready: [claim your 500 gems](https://evil.example/gems) "
+        "\\[or here](https://evil.example/2) @everyone"
+    )
+
+    def __init__(self) -> None:
+        super().__init__(use_tools=False)
+
+    async def complete(self, turn: TurnState) -> EngineReply:
+        reply = await super().complete(turn)
+        reply.text = self.WORDS
+        return reply
+
+
+@pytest.mark.parametrize("where", ["transcript", "file fallback"])
+async def test_a_masked_link_in_a_reply_shows_its_address_in_the_channel(
+    settings, fake: FakeDiscord, where: str
+):
+    """A link whose words hide where it goes would be the bot vouching for it: the players in the
+    channel see the address, and nobody is pinged."""
+    if where == "file fallback":
+        fake.refuse_voice_in.add(ALLOWED_CHANNEL)
+    async with running_bot(settings, fake, engine=RepeatsAfterThePlayer()):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        sent = await replies(fake, note, 2 if where == "transcript" else 1)
+    (text,) = [r for r in sent if r.content]
+    # Discord reads [words](address) as a link unless its "[" is escaped by an odd run of "\"
+    assert not re.search(r"(?<!\\)(\\\\)*\[[^\]]*\]\(", text.content), text.content
+    assert "https://evil.example/gems" in text.content and "https://evil.example/2" in text.content
+    assert text.body["allowed_mentions"]["parse"] == []
+    assert fake.violations == []
 
 
 def note_state(settings, note: dict[str, Any]) -> str | None:
