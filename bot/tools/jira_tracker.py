@@ -118,6 +118,25 @@ def summary_for(category: str, description: str) -> str:
     return summary if len(summary) <= SUMMARY_CHARS else summary[: SUMMARY_CHARS - 2].rstrip() + " …"
 
 
+# Jira (REST v2) reads a description as wiki markup: [~accountid:...] mentions a staff member and
+# mails them, !https://...! shows whoever opens the issue an image from anywhere, [words|address]
+# hides a link's address, {macro} runs a macro. A backslash makes each of those marks itself. A
+# backslash cannot be written as itself (two are a line break): it goes as its full-width twin.
+_WIKI_MARKS = re.compile(r"[\[\]{}!|]")
+_WIKI_ESCAPED = re.compile(r"\\([\[\]{}!|])")
+BACKSLASH_TWIN = "\uff3c"
+
+
+def wiki_literal(text: str) -> str:
+    """A player's words as Jira wiki markup that shows them as written and does nothing else."""
+    return _WIKI_MARKS.sub(r"\\\g<0>", text.replace("\\", BACKSLASH_TWIN))
+
+
+def from_wiki_literal(text: str) -> str:
+    """A description as the words it shows: the inverse of `wiki_literal`."""
+    return _WIKI_ESCAPED.sub(r"\1", text).replace(BACKSLASH_TWIN, "\\")
+
+
 def retry_after_seconds(response: requests.Response | None) -> float | None:
     """A response's Retry-After in seconds: whole seconds (what Jira Cloud sends) or an HTTP date.
     As Jira said it, however long: each caller bounds the wait it makes of it."""
@@ -245,7 +264,7 @@ class JiraTracker:
             "project": {"key": self.project},
             "issuetype": {"name": self.issue_type},
             "summary": summary_for(category, description),
-            "description": description,  # plain text (API v2); never interpreted as a query
+            "description": wiki_literal(description),  # never interpreted as a query either
             "labels": [category, self.user_label(user_id), self.key_label(local_key)],
         }
         with self._client() as client:
@@ -388,7 +407,7 @@ class JiraTracker:
             return RemoteIssue(
                 key=str(raw["key"]),
                 summary=str(fields.get("summary") or ""),
-                description=description if isinstance(description, str) else "",
+                description=from_wiki_literal(description) if isinstance(description, str) else "",
                 labels=tuple(labels),
                 status=status_words(fields.get("status")),
                 created_at=iso_utc(fields.get("created")),

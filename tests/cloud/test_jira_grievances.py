@@ -595,6 +595,33 @@ async def test_jql_in_model_arguments_changes_nothing(fake, settings, scripted_a
     assert_only_our_jql(fake)
 
 
+async def test_a_players_words_reach_jira_as_words_not_wiki_markup(fake, db) -> None:
+    """Jira reads a v2 description as wiki markup: a player's words must not mention (and so mail)
+    a staff member, show them an image from elsewhere, hide a link's address or run a macro. Read
+    back, they are the player's words again."""
+    words = (
+        "[~accountid:557058:staff-lead] my refund!\n"
+        "!https://evil.example/pixel.png! [Refund form|https://evil.example/f] "
+        "{html}<img src=x>{html} C:\\games\\ \\[~accountid:557058:other\\]"
+    )
+    backend = await open_backend(fake, db)
+    try:
+        ticket = await backend.register(NOVA, "wallet", words)
+        assert await backend.push_pending() == 1
+        (issue,) = fake.issues.values()
+        # Each mark is escaped by an odd run of backslashes, so none of them is markup.
+        assert not re.search(r"(?<!\\)(\\\\)*[\[\]{}!|]", issue.description), issue.description
+        assert "https://evil.example/pixel.png" in issue.description
+        (mine,) = await backend.status(NOVA, ticket.key)
+        assert mine.description == words
+        # An issue staff copy in Jira is read from Jira: the words, not their escaped form.
+        copy = fake.add_issue([f"discord-{NOVA}", "wallet"], description=issue.description)
+        (copied,) = await backend.status(NOVA, copy.key)
+        assert copied.description == words
+    finally:
+        await backend.aclose()
+
+
 async def test_status_categories_become_plain_words(fake, db) -> None:
     backend = await open_backend(fake, db)
     try:
