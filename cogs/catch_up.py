@@ -157,7 +157,8 @@ class CatchUp(commands.Cog):
         cutoff = discord.utils.utcnow() - datetime.timedelta(minutes=minutes)
         leftovers = await ledger.unanswered()
         dms = set(await ledger.places("dm"))
-        places = set(self.bot.discord_settings.channels) | dms | {u.place_id for u in leftovers}
+        channels = set(self.bot.discord_settings.channels)
+        places = channels | self._threads_of(channels) | dms | {u.place_id for u in leftovers}
 
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()  # notes a bot message refers to
@@ -307,6 +308,12 @@ class CatchUp(commands.Cog):
         except discord.HTTPException as exc:
             log.warning("catch-up could not read channel %s: %s %s", place_id, exc.status, exc.text)
         return set(gap) - replied, True
+
+    def _threads_of(self, channels: set[int]) -> set[int]:
+        """The active threads under the watched channels, a forum's posts among them. A channel's
+        history holds none of its threads' messages, and a forum has no history of its own. An
+        archived thread has had no note since it was archived: a message would unarchive it."""
+        return {t.id for guild in self.bot.guilds for t in guild.threads if t.parent_id in channels}
 
     async def _channel(self, place_id: int, dm: bool = False) -> discord.abc.Messageable | None:
         channel = self.bot.get_channel(place_id)

@@ -68,6 +68,8 @@ EDIT_FLAGS = SUPPRESS_EMBEDS | COMPONENTS_V2 | EPHEMERAL_FLAG  # EPHEMERAL is ig
 MENTION_TYPES = {"users", "roles", "everyone"}
 SEND_MESSAGES, ATTACH_FILES, READ_MESSAGE_HISTORY = 1 << 11, 1 << 15, 1 << 16
 SEND_VOICE_MESSAGES = 1 << 46
+SEND_MESSAGES_IN_THREADS = 1 << 38
+PUBLIC_THREAD, PRIVATE_THREAD, GUILD_FORUM = 11, 12, 15
 ALL_PERMISSIONS = (1 << 51) - 1
 CONTENT_LIMIT = 2000  # what a bot may send, tighter than the spec's 4000 (Nitro users)
 
@@ -279,6 +281,9 @@ class FakeDiscord(Strict):
         self.resumed = asyncio.Event()
         self.sessions: dict[str, int] = {}  # session id → intents, for RESUME
         self.guild_channels = {ALLOWED_CHANNEL: "voice-help", OTHER_CHANNEL: "general"}
+        self.channel_types: dict[int, int] = {}  # guild channel id → its type, when not 0 (text)
+        # Thread id → {"parent_id", "name", "type", "archived", "locked"} (see add_thread()).
+        self.threads: dict[int, dict[str, Any]] = {}
         # GATEWAY_MESSAGE_CONTENT granted in the developer portal; clear it to test the fallback.
         self.application_flags = 1 << 19
         self._changed = asyncio.Condition()
@@ -460,7 +465,7 @@ class FakeDiscord(Strict):
         return await self.send_message(
             author,
             channel_id=channel,
-            guild=guild or channel in self.guild_channels,
+            guild=guild or self.in_guild(channel),
             content=content,
             attachments=[attachment],
             flags=VOICE_FLAG if voice else 0,
@@ -534,8 +539,11 @@ class FakeDiscord(Strict):
                 "mute": False,
                 "flags": 0,
             }
-        elif channel_id not in self.guild_channels:
+        elif not self.in_guild(channel_id):
             self.dm_channels.setdefault(channel_id, author.payload())
+        if self.threads.get(channel_id, {}).get("archived"):
+            # A player's message unarchives the thread, as the bot's own would.
+            await self._unarchive(channel_id)
         self._store(message)
         if dispatch:
             self.dispatched_at[message["id"]] = time.perf_counter()
@@ -550,8 +558,64 @@ class FakeDiscord(Strict):
         if tell_the_bot:
             await self.dispatch("CHANNEL_UPDATE", self.channel_payload(channel_id))
 
+    def in_guild(self, channel_id: int) -> bool:
+        return channel_id in self.guild_channels or channel_id in self.threads
+
+    def _denied(self, channel_id: int) -> int:
+        """What the overwrites deny: a thread has none of its own and takes its parent's."""
+        thread = self.threads.get(channel_id)
+        return self.denied.get(thread["parent_id"] if thread else channel_id, 0)
+
+    async def add_thread(
+        self,
+        parent_id: int,
+        name: str,
+        *,
+        private: bool = False,
+        archived: bool = False,
+        tell_the_bot: bool = True,
+    ) -> int:
+        """A thread a player starts under a guild channel (a post, under a forum channel): the
+        bot hears of it by THREAD_CREATE unless `tell_the_bot` is False (made while it was down;
+        an active one is in the next GUILD_CREATE's `threads`). Returns its id."""
+        thread_id = snowflake()
+        self.threads[thread_id] = {
+            "parent_id": parent_id,
+            "name": name,
+            "type": PRIVATE_THREAD if private else PUBLIC_THREAD,
+            "archived": archived,
+            "locked": False,
+        }
+        if tell_the_bot:
+            await self.dispatch("THREAD_CREATE", {**self.channel_payload(thread_id), "newly_created": True})
+        return thread_id
+
+    async def archive_thread(self, thread_id: int, *, locked: bool = False) -> None:
+        """A moderator archives (and maybe locks) a thread: THREAD_UPDATE to a connected bot."""
+        self.threads[thread_id].update(archived=True, locked=locked)
+        await self.dispatch("THREAD_UPDATE", self.channel_payload(thread_id))
+
+    async def _unarchive(self, thread_id: int) -> None:
+        self.threads[thread_id]["archived"] = False
+        await self.dispatch("THREAD_UPDATE", self.channel_payload(thread_id))
+
+    async def _post_in_thread(self, channel_id: int, path: str) -> None:
+        """ "Sending a message will automatically unarchive the thread, unless the thread has been
+        locked by a moderator" (Discord's threads topic); a locked one refuses with 50083."""
+        thread = self.threads.get(channel_id)
+        if thread is None or not thread["archived"]:
+            return
+        if thread["locked"]:
+            self._refuse_as_discord(
+                f"POST {path}: a message in a locked archived thread",
+                DiscordError(400, 50083, "Operation cannot be performed on an archived thread"),
+            )
+        await self._unarchive(channel_id)
+
     def _check_permission(self, channel_id: int, permission: int, what: str) -> None:
-        if self.denied.get(channel_id, 0) & permission:
+        if channel_id in self.threads and permission == SEND_MESSAGES:
+            permission = SEND_MESSAGES_IN_THREADS  # what a thread asks instead of Send Messages
+        if self._denied(channel_id) & permission:
             # A careful bot knows its channel permissions from the guild cache and asks no such thing.
             self._refuse_as_discord(
                 f"{what} in channel {channel_id} without permission {permission:#x}",
@@ -564,7 +628,7 @@ class FakeDiscord(Strict):
         if self.messages.get(channel_id, {}).pop(message_id, None) is None:
             raise KeyError(f"no message {message_id} in channel {channel_id} to delete")
         event = {"id": str(message_id), "channel_id": str(channel_id)}
-        if channel_id in self.guild_channels:
+        if self.in_guild(channel_id):
             event["guild_id"] = str(GUILD_ID)
         await self.dispatch("MESSAGE_DELETE", event)
 
@@ -725,8 +789,35 @@ class FakeDiscord(Strict):
         stored = self.messages.get(channel_id)
         return str(max(stored)) if stored else None
 
+    def thread_payload(self, thread_id: int) -> dict[str, Any]:
+        thread = self.threads[thread_id]
+        stored = self.messages.get(thread_id, {})
+        return {
+            "id": str(thread_id),
+            "type": thread["type"],
+            "guild_id": str(GUILD_ID),
+            "parent_id": str(thread["parent_id"]),
+            "owner_id": str(1),
+            "name": thread["name"],
+            "last_message_id": self._last_message_id(thread_id),
+            "message_count": len(stored),
+            "total_message_sent": len(stored),
+            "member_count": 1,
+            "rate_limit_per_user": 0,
+            "flags": 0,
+            "thread_metadata": {
+                "archived": thread["archived"],
+                "auto_archive_duration": 1440,
+                "archive_timestamp": snowflake_iso(thread_id),
+                "locked": thread["locked"],
+                **({"invitable": True} if thread["type"] == PRIVATE_THREAD else {}),
+            },
+        }
+
     def channel_payload(self, channel_id: int) -> dict[str, Any]:
-        """A guild text channel or a DM channel as Discord describes it; 10003 for any other id."""
+        """A guild channel, thread or DM channel as Discord describes it; 10003 for any other id."""
+        if channel_id in self.threads:
+            return self.thread_payload(channel_id)
         if channel_id in self.dm_channels:
             return {
                 "id": str(channel_id),
@@ -739,9 +830,15 @@ class FakeDiscord(Strict):
             raise _unknown_channel()
         denied = self.denied.get(channel_id, 0)
         overwrites = [{"id": str(GUILD_ID), "type": 0, "allow": "0", "deny": str(denied)}] if denied else []
+        kind = self.channel_types.get(channel_id, 0)
         return {
             "id": str(channel_id),
-            "type": 0,
+            "type": kind,
+            **(
+                {"available_tags": [], "default_reaction_emoji": None, "flags": 0}
+                if kind == GUILD_FORUM
+                else {}
+            ),
             "guild_id": str(GUILD_ID),
             "name": self.guild_channels[channel_id],
             "position": list(self.guild_channels).index(channel_id),
@@ -790,7 +887,8 @@ class FakeDiscord(Strict):
             "emojis": [],
             "stickers": [],
             "channels": channels,
-            "threads": [],
+            # "All active threads in the guild that current user has permission to view"
+            "threads": [self.thread_payload(t) for t, v in self.threads.items() if not v["archived"]],
             "members": [
                 {
                     "user": user_payload(BOT_USER_ID, "voxdesk", bot=True),
@@ -1035,7 +1133,7 @@ class FakeDiscord(Strict):
                 "type": 0,
                 "message_id": str(reference["message_id"]),
                 "channel_id": str(channel_id),
-                **({"guild_id": str(GUILD_ID)} if channel_id in self.guild_channels else {}),
+                **({"guild_id": str(GUILD_ID)} if self.in_guild(channel_id) else {}),
             }
         return response
 
@@ -1059,6 +1157,7 @@ class FakeDiscord(Strict):
             self._check_message(body, files, channel_id)
             self._check_recipient(channel_id, request.path)
             keep_reference = self._reference_stands(channel_id, body, request.path)
+            await self._post_in_thread(channel_id, request.path)
         except DiscordError as exc:
             record.error = exc.code
             await self._record(record)
@@ -1072,7 +1171,7 @@ class FakeDiscord(Strict):
 
     def _check_recipient(self, channel_id: int, path: str) -> None:
         """The channel exists, and if it is a DM its user takes DMs from the bot."""
-        if channel_id in self.guild_channels:
+        if self.in_guild(channel_id):
             return
         recipient = self.dm_channels.get(channel_id)
         if recipient is None:
@@ -1141,14 +1240,14 @@ class FakeDiscord(Strict):
         record = Received("history", request.method, request.path, channel_id, dict(request.query))
         try:
             anchor, at, limit = self._history_query(request)
-            if channel_id not in self.guild_channels and channel_id not in self.dm_channels:
+            if not self.in_guild(channel_id) and channel_id not in self.dm_channels:
                 raise _unknown_channel()
         except DiscordError as exc:
             record.error = exc.code
             await self._record(record)
             raise
         # Without Read Message History Discord answers 200 with no messages, not an error.
-        hidden = self.denied.get(channel_id, 0) & READ_MESSAGE_HISTORY
+        hidden = self._denied(channel_id) & READ_MESSAGE_HISTORY
         ids = [] if hidden else sorted(self.messages.get(channel_id, {}))
         if anchor == "before":
             chosen = [i for i in ids if i < at][-limit:]
@@ -1239,6 +1338,12 @@ class FakeDiscord(Strict):
             if kind == "reaction_add":  # "requires the READ_MESSAGE_HISTORY permission"
                 self._check_permission(channel_id, READ_MESSAGE_HISTORY, "PUT a reaction")
             message = self._stored(channel_id, body["message_id"])  # a deleted message takes none
+            if self.threads.get(channel_id, {}).get("archived"):
+                # "Users cannot edit messages, add reactions, ... in archived threads"
+                self._refuse_as_discord(
+                    f"{request.method} {request.path}: a reaction in an archived thread",
+                    DiscordError(400, 50083, "Operation cannot be performed on an archived thread"),
+                )
         except DiscordError as exc:
             record.error = exc.code
             await self._record(record)

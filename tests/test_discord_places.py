@@ -1,0 +1,79 @@
+"""Voice notes from the places a guild has beside its text channels: threads under a watched
+channel, forum posts, a thread archived while its note is answered. The real discord.py client
+against the fake Discord, which keeps threads as Discord does (THREAD_CREATE, active threads in
+GUILD_CREATE, a message unarchiving the thread it is posted in unless it is locked)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.discord_harness import blaze, nova, running_bot, voice_note
+from tests.fakes.discord_server import ALLOWED_CHANNEL, GUILD_FORUM, FakeDiscord, Received, serving
+from tests.frontend_engine import FrontendEngine
+
+FORUM = 920000000000000077
+
+
+@pytest.fixture
+async def fake() -> AsyncIterator[FakeDiscord]:
+    async with serving() as fake:
+        yield fake
+
+
+def voice_replies(fake: FakeDiscord, note: dict) -> list[Received]:
+    return [r for r in fake.replies_to(note["id"]) if r.is_voice_message]
+
+
+async def answered(fake: FakeDiscord, note: dict, within: float = 30.0) -> list[Received]:
+    """The voice message and the transcript that answer `note`."""
+    return await fake.wait_for(lambda _: (r := fake.replies_to(note["id"])) and len(r) >= 2 and r, within)
+
+
+async def test_a_note_in_a_thread_of_a_watched_channel_is_answered_in_the_thread(settings, fake):
+    async with running_bot(settings, fake):
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        voice, transcript = await answered(fake, note)
+        assert voice.is_voice_message and voice.channel_id == thread
+        assert transcript.channel_id == thread and transcript.content.startswith("Nova, you have")
+
+
+async def test_a_note_in_a_forum_post_is_answered_in_the_post(settings, fake):
+    fake.guild_channels[FORUM] = "ask-support"
+    fake.channel_types[FORUM] = GUILD_FORUM
+    async with running_bot(settings, fake, channels=[FORUM]):
+        post = await fake.add_thread(FORUM, "my wallet is empty")
+        note = await fake.send_note(blaze, voice_note(), channel_id=post)
+        voice, _ = await answered(fake, note)
+        assert voice.channel_id == post
+
+
+async def test_notes_in_threads_and_forum_posts_sent_while_the_bot_was_down_are_answered(settings, fake):
+    fake.guild_channels[FORUM] = "ask-support"
+    fake.channel_types[FORUM] = GUILD_FORUM
+    # Made while no bot was connected: a restarted bot knows them from GUILD_CREATE's active
+    # threads, and their notes only from the threads' history.
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
+    post = await fake.add_thread(FORUM, "my wallet is empty", tell_the_bot=False)
+    in_thread = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
+    in_post = await fake.send_note(blaze, voice_note(), channel_id=post, ago=50)
+    async with running_bot(settings, fake, channels=[ALLOWED_CHANNEL, FORUM]):
+        await answered(fake, in_thread)
+        await answered(fake, in_post)
+        assert len(voice_replies(fake, in_thread)) == len(voice_replies(fake, in_post)) == 1
+
+
+async def test_a_thread_archived_while_its_note_is_answered_still_gets_the_answer(settings, fake):
+    # A moderator archives the thread mid-turn: Discord unarchives it for the reply, and the
+    # "working" reaction comes off once it is active again.
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=1.0)):
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.wait_for(lambda _: fake.sent("typing", thread))
+        await fake.archive_thread(thread)
+        voice, _ = await answered(fake, note)
+        assert voice.channel_id == thread
+        assert not fake.threads[thread]["archived"]
+        await fake.wait_for(lambda _: fake.sent("reaction_remove", thread))
