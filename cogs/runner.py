@@ -22,6 +22,17 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# `run`'s exit status when Discord closed the gateway for the Message Content intent (4014): the
+# intent was switched off in the developer portal while the bot ran. The next start sees that at
+# login and runs without it, so a supervisor's restart is the way back.
+INTENT_WITHDRAWN = 6
+INTENT_WITHDRAWN_LINE = (
+    "Discord closed the gateway (4014, disallowed intents): the Message Content intent was switched"
+    " off in the developer portal while the bot ran. Stopping after the notes in flight (exit status"
+    f" {INTENT_WITHDRAWN}); started again, the bot runs without it, or switch it back on under"
+    " Bot > Privileged Gateway Intents."
+)
+
 
 def use_discord_logging(level: int) -> None:
     """discord.py's log format (coloured on a terminal) for every logger, ours included. The
@@ -43,6 +54,8 @@ def run(settings: Settings) -> int:
     except discord.LoginFailure:
         log.error("Discord refused DISCORD_TOKEN: copy the bot token again from the developer portal")
         return 2
+    except discord.PrivilegedIntentsRequired:
+        return INTENT_WITHDRAWN  # said in one line as the gateway closed (_serve)
     return 0
 
 
@@ -150,6 +163,11 @@ async def _serve(
             stopping = asyncio.create_task(stop.wait())
             done, _ = await asyncio.wait({connection, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if connection in done:
+                if isinstance(connection.exception(), discord.PrivilegedIntentsRequired):
+                    # discord.py leaves the client open for this close only: REST still works,
+                    # so the notes in flight get their answers before the process stops.
+                    log.error(INTENT_WITHDRAWN_LINE)
+                    await bot.drain(settings.discord.shutdown_grace_seconds, hurry)
                 connection.result()  # the gateway gave up: raise why
             log.info("shutting down: no new notes")
             await bot.drain(settings.discord.shutdown_grace_seconds, hurry)

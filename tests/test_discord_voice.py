@@ -471,3 +471,37 @@ async def test_only_a_note_whose_turn_runs_shows_typing_not_the_ones_waiting(set
     turns = [channel for kind, channel in firsts if kind == "typing"]
     assert sorted(turns) == sorted(int(n["channel_id"]) for n in notes)
     assert firsts == [(kind, c) for c in turns for kind in ("typing", "cdn")], order
+
+
+async def test_message_content_switched_off_while_running_ends_in_one_line_after_the_notes_in_flight(
+    settings, fake: FakeDiscord, caplog
+):
+    import discord
+
+    caplog.set_level(logging.INFO)
+    with pytest.raises(discord.PrivilegedIntentsRequired):
+        async with running_bot(settings, fake, engine=FrontendEngine(delay=3.0)) as h:
+            note = await fake.send_note(nova, voice_note())
+            await fake.wait_for(lambda _: fake.sent("typing"))  # its turn is under way
+            # Switched off in the portal; the session drops and the bot identifies again: 4014.
+            fake.application_flags = 0
+            await fake.lose_the_session()
+            await asyncio.wait({h.task}, timeout=30)
+            assert h.task.done()
+    assert len(fake.replies_to(note["id"])) == 2  # the note in flight was answered first
+    said = [r for r in caplog.records if "4014" in r.getMessage()]
+    assert len(said) == 1 and said[0].levelno == logging.ERROR
+    assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
+
+
+def test_run_exits_with_its_own_status_when_the_intent_is_withdrawn(monkeypatch, settings):
+    import discord
+
+    from cogs import runner
+
+    async def refused(*args, **kwargs):
+        raise discord.PrivilegedIntentsRequired(None)
+
+    monkeypatch.setattr(runner, "serve", refused)
+    monkeypatch.setattr(runner, "use_discord_logging", lambda level: None)
+    assert runner.run(settings.replace(secrets={"discord_token": TOKEN})) == runner.INTENT_WITHDRAWN
