@@ -88,9 +88,14 @@ class VoiceNotes(commands.Cog):
     # ---- which messages --------------------------------------------------------------
 
     def voice_notes(self, message: discord.Message) -> list[discord.Attachment]:
-        notes = [a for a in message.attachments if a.is_voice_message()]
+        # A forward has no attachments of its own: the note it forwards is in its snapshot, and
+        # the player who forwarded it is the one asking.
+        attachments = message.attachments or [
+            a for snapshot in message.message_snapshots for a in snapshot.attachments
+        ]
+        notes = [a for a in attachments if a.is_voice_message()]
         if not notes and self.settings.any_audio_attachment:
-            notes = [a for a in message.attachments if is_audio_attachment(a)]
+            notes = [a for a in attachments if is_audio_attachment(a)]
         return notes
 
     def addressed_here(self, message: discord.Message) -> bool:

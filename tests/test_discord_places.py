@@ -10,7 +10,14 @@ from collections.abc import AsyncIterator
 import pytest
 
 from tests.discord_harness import blaze, nova, running_bot, voice_note
-from tests.fakes.discord_server import ALLOWED_CHANNEL, GUILD_FORUM, FakeDiscord, Received, serving
+from tests.fakes.discord_server import (
+    ALLOWED_CHANNEL,
+    GUILD_FORUM,
+    OTHER_CHANNEL,
+    FakeDiscord,
+    Received,
+    serving,
+)
 from tests.frontend_engine import FrontendEngine
 
 FORUM = 920000000000000077
@@ -77,3 +84,15 @@ async def test_a_thread_archived_while_its_note_is_answered_still_gets_the_answe
         assert voice.channel_id == thread
         assert not fake.threads[thread]["archived"]
         await fake.wait_for(lambda _: fake.sent("reaction_remove", thread))
+
+
+async def test_a_voice_note_forwarded_to_the_bot_is_answered_as_the_forwarders(settings, fake):
+    # Recorded in a channel the bot does not watch, then forwarded to it by DM: the forward has no
+    # attachment of its own, only the original's in its snapshot.
+    async with running_bot(settings, fake):
+        original = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL)
+        forward = await fake.forward(nova, original)
+        voice, transcript = await answered(fake, forward)
+        assert voice.is_voice_message and voice.channel_id == int(forward["channel_id"])
+        assert transcript.content.startswith("Nova, you have")  # identity is the forwarder's
+        assert fake.replies_to(original["id"]) == []

@@ -550,6 +550,51 @@ class FakeDiscord(Strict):
             await self.dispatch("MESSAGE_CREATE", message)
         return message
 
+    async def forward(
+        self, author: InjectedUser, original: dict[str, Any], *, channel_id: int | None = None
+    ) -> dict[str, Any]:
+        """`author` forwards `original` (by default to their DM with the bot): a message of its
+        own with no content or attachments, a FORWARD reference, and the original's content,
+        attachments and flags in `message_snapshots`."""
+        channel = channel_id or dm_channel_id(author.id)
+        guild = self.in_guild(channel)
+        message_id = snowflake()
+        snapshot = {
+            key: original[key]
+            for key in ("type", "content", "embeds", "attachments", "timestamp", "edited_timestamp", "flags")
+        }
+        message: dict[str, Any] = {
+            "id": str(message_id),
+            "channel_id": str(channel),
+            "author": author.payload(),
+            "content": "",
+            "timestamp": snowflake_iso(message_id),
+            "edited_timestamp": None,
+            "tts": False,
+            "mention_everyone": False,
+            "mentions": [],
+            "mention_roles": [],
+            "attachments": [],
+            "embeds": [],
+            "pinned": False,
+            "type": 0,
+            "flags": 0,
+            "message_reference": {
+                "type": 1,  # FORWARD
+                "message_id": original["id"],
+                "channel_id": original["channel_id"],
+                **({"guild_id": original["guild_id"]} if "guild_id" in original else {}),
+            },
+            "message_snapshots": [{"message": {**snapshot, "mentions": [], "mention_roles": []}}],
+        }
+        if guild:
+            message["guild_id"] = str(GUILD_ID)
+        else:
+            self.dm_channels.setdefault(channel, author.payload())
+        self._store(message)
+        await self.dispatch("MESSAGE_CREATE", message)
+        return message
+
     async def deny(self, channel_id: int, permissions: int, *, tell_the_bot: bool = True) -> None:
         """An admin denies @everyone (the bot too) `permissions` in a guild channel's overwrites;
         a connected bot hears of it by CHANNEL_UPDATE, as discord.py keeps its permissions up to
@@ -1586,7 +1631,9 @@ def _without_content(message: dict[str, Any]) -> dict[str, Any]:
     mentioned = any(int(u["id"]) == BOT_USER_ID for u in message.get("mentions", []))
     if "guild_id" not in message or mentioned:
         return message
-    return {**message, "content": "", "attachments": [], "embeds": []}
+    hidden = {"content": "", "attachments": [], "embeds": []}
+    snapshots = [{"message": {**s["message"], **hidden}} for s in message.get("message_snapshots", [])]
+    return {**message, **hidden, **({"message_snapshots": snapshots} if snapshots else {})}
 
 
 def _ogg_opus_seconds(data: bytes) -> float | None:
