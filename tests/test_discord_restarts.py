@@ -110,6 +110,27 @@ async def test_a_note_sent_while_the_gateway_was_away_is_answered_by_the_new_ses
         assert [answers(fake, n) for n in (first, missed, after)] == [1, 1, 1]
 
 
+async def test_a_note_sent_while_the_connection_was_down_is_answered_once_after_the_resume(
+    settings, fake
+) -> None:
+    # Discord kept the session and replays what it missed: no catch-up read is needed or made.
+    async with running_bot(settings, fake):
+        first = await fake.send_note(nova, voice_note())
+        await all_answered(fake, [first])
+        channel = int(first["channel_id"])
+        reads = len(fake.sent("history", channel))
+        fake.gateway_outage()
+        await fake.drop_connection()
+        await fake.wait_for(lambda _: fake.hanging_connections)  # the bot knows it is cut off
+        missed = await fake.send_note(nova, voice_note())
+        fake.end_gateway_outage()
+        await asyncio.wait_for(fake.resumed.wait(), 60)
+        await all_answered(fake, [missed])
+        await settle(fake)
+        assert [answers(fake, n) for n in (first, missed)] == [1, 1]
+        assert len(fake.identify_payloads) == 1 and len(fake.sent("history", channel)) == reads
+
+
 async def test_a_flood_sent_while_the_bot_was_down_is_held_to_the_flood_limit(settings, fake) -> None:
     async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0):
         first = await fake.send_note(nova, voice_note())

@@ -8,7 +8,8 @@ original response, application command sync, and a CDN path serving attachment b
 Gateway: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats and ACKs, RESUME, zlib-stream
 compression, and dispatches of MESSAGE_CREATE / MESSAGE_DELETE / INTERACTION_CREATE that tests
 inject. What a test injects while no bot is connected is kept in the history only, as Discord
-keeps what players post while a bot is down; each session's close code is kept in `close_codes`.
+keeps what players post while a bot is down, and replayed to a session that RESUMEs, as Discord
+replays the events a dropped connection missed; each session's close code is kept in `close_codes`.
 
 Every message players and the bot create is kept per channel, so a bot can read back what it
 missed, and a player can delete one (`delete_message`): a reply to it is then refused with
@@ -280,6 +281,7 @@ class FakeDiscord(Strict):
         self.resume_payloads: list[dict[str, Any]] = []
         self.resumed = asyncio.Event()
         self.sessions: dict[str, int] = {}  # session id → intents, for RESUME
+        self.missed: dict[str, list[tuple[str, dict[str, Any]]]] = {}  # session id → events to replay
         self.guild_channels = {ALLOWED_CHANNEL: "voice-help", OTHER_CHANNEL: "general"}
         self.channel_types: dict[int, int] = {}  # guild channel id → its type, when not 0 (text)
         # Thread id → {"parent_id", "name", "type", "archived", "locked"} (see add_thread()).
@@ -417,11 +419,16 @@ class FakeDiscord(Strict):
         return any(session.ready for session in self._sockets)
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
-        """Send an event to every ready session. With none (the bot is down or not yet
-        identified) it goes nowhere, as on Discord: a bot learns of it from the history."""
+        """Send an event to every ready session. A session whose connection dropped gets it when
+        it RESUMEs; with none (the bot is down, or its session ended or was forgotten) it goes
+        nowhere, as on Discord: a bot learns of it from the history."""
+        held = set()
         for session in list(self._sockets):
             if session.ready:
+                held.add(session.session_id)
                 await session.dispatch(event, data)
+        for session_id in self.sessions.keys() - held:
+            self.missed.setdefault(session_id, []).append((event, data))
 
     async def send_note(
         self,
@@ -745,6 +752,13 @@ class FakeDiscord(Strict):
         """The connection drops and Discord forgets the session, as after a long outage: the
         client's RESUME is refused (op 9) and it identifies afresh. Events meanwhile go nowhere."""
         self.sessions.clear()
+        self.missed.clear()
+        for session in list(self._sockets):
+            await session.close(4000, b"Unknown error.")
+
+    async def drop_connection(self) -> None:
+        """The connection drops and Discord keeps the session: the client RESUMEs it and is sent
+        the events it missed meanwhile."""
         for session in list(self._sockets):
             await session.close(4000, b"Unknown error.")
 
@@ -804,6 +818,7 @@ class FakeDiscord(Strict):
                 # Discord ends a session closed with 1000 or 1001 at once (the bot shows offline)
                 # and will not RESUME it; any other close keeps it resumable for a while.
                 self.sessions.pop(session.session_id, None)
+                self.missed.pop(session.session_id, None)
             async with self._changed:
                 self.close_codes.append(session.client_close_code)
                 self._changed.notify_all()
@@ -1615,6 +1630,8 @@ class _GatewaySession:
                 self.session_id = data["session_id"]
                 self.intents = self.fake.sessions[self.session_id]
                 self.sequence = int(data.get("seq") or 0)
+                for event, missed in self.fake.missed.pop(self.session_id, []):
+                    await self.dispatch(event, missed)  # the replay comes before RESUMED
                 await self.dispatch("RESUMED", {})
                 self.ready = True
                 self.fake.resumed.set()
