@@ -5,6 +5,7 @@ GUILD_CREATE, a message unarchiving the thread it is posted in unless it is lock
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -12,13 +13,17 @@ import pytest
 from tests.discord_harness import blaze, nova, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
+    GUILD_ANNOUNCEMENT,
     GUILD_FORUM,
+    GUILD_STAGE_VOICE,
+    GUILD_VOICE,
     OTHER_CHANNEL,
     FakeDiscord,
     Received,
     serving,
 )
 from tests.frontend_engine import FrontendEngine
+from tests.test_discord_replies import settled
 
 FORUM = 920000000000000077
 
@@ -96,3 +101,52 @@ async def test_a_voice_note_forwarded_to_the_bot_is_answered_as_the_forwarders(s
         assert voice.is_voice_message and voice.channel_id == int(forward["channel_id"])
         assert transcript.content.startswith("Nova, you have")  # identity is the forwarder's
         assert fake.replies_to(original["id"]) == []
+
+
+@pytest.mark.parametrize(
+    "kind", [GUILD_VOICE, GUILD_STAGE_VOICE, GUILD_ANNOUNCEMENT], ids=["voice", "stage", "news"]
+)
+async def test_a_note_in_a_voice_stage_or_announcement_channels_chat_is_answered(settings, fake, kind):
+    chat = 920000000000000088
+    fake.guild_channels[chat] = "lobby"
+    fake.channel_types[chat] = kind
+    async with running_bot(settings, fake, channels=[chat]):
+        note = await fake.send_note(nova, voice_note(), channel_id=chat)
+        voice, transcript = await answered(fake, note)
+        assert voice.is_voice_message and voice.channel_id == transcript.channel_id == chat
+
+
+async def test_a_note_whose_thread_is_locked_mid_turn_is_given_up_on_without_retries(settings, fake, caplog):
+    fake.expect_refusals()  # the bot learns of the lock only from Discord's 50083
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=1.0)):
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.wait_for(lambda _: fake.sent("typing", thread))
+        await fake.archive_thread(thread, locked=True)
+        assert await settled(settings, note) == "expired"  # given up on: not tried again
+    assert not fake.sent("message", thread)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR and str(note["id"]) in r.getMessage()]
+
+
+async def test_a_note_whose_channel_is_deleted_mid_turn_is_given_up_on(settings, fake, caplog):
+    fake.expect_refusals()
+    chat = 920000000000000099
+    fake.guild_channels[chat] = "temporary"
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=1.0), channels=[chat]):
+        note = await fake.send_note(nova, voice_note(), channel_id=chat)
+        await fake.wait_for(lambda _: fake.sent("typing", chat))
+        await fake.delete_channel(chat)
+        assert await settled(settings, note) == "expired"
+        later = await fake.send_note(nova, voice_note())  # the player's next note, in a DM
+        await answered(fake, later)
+
+
+async def test_a_dm_note_from_a_player_who_then_closes_dms_is_given_up_on(settings, fake):
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=1.0)):
+        note = await fake.send_note(nova, voice_note())
+        await fake.wait_for(lambda _: fake.sent("typing"))
+        fake.dms_closed.add(nova.id)  # 403 50007 from now on
+        assert await settled(settings, note) == "expired"
+    assert not fake.replies_to(note["id"])

@@ -71,6 +71,7 @@ SEND_MESSAGES, ATTACH_FILES, READ_MESSAGE_HISTORY = 1 << 11, 1 << 15, 1 << 16
 SEND_VOICE_MESSAGES = 1 << 46
 SEND_MESSAGES_IN_THREADS = 1 << 38
 PUBLIC_THREAD, PRIVATE_THREAD, GUILD_FORUM = 11, 12, 15
+GUILD_VOICE, GUILD_ANNOUNCEMENT, GUILD_STAGE_VOICE = 2, 5, 13
 ALL_PERMISSIONS = (1 << 51) - 1
 CONTENT_LIMIT = 2000  # what a bot may send, tighter than the spec's 4000 (Nitro users)
 
@@ -674,6 +675,14 @@ class FakeDiscord(Strict):
                 DiscordError(403, 50013, "Missing Permissions"),
             )
 
+    async def delete_channel(self, channel_id: int) -> None:
+        """An admin deletes a guild channel: CHANNEL_DELETE to a connected bot, and every request
+        for it answered 404 10003 from then on."""
+        payload = self.channel_payload(channel_id)
+        del self.guild_channels[channel_id]
+        self.messages.pop(channel_id, None)
+        await self.dispatch("CHANNEL_DELETE", payload)
+
     async def delete_message(self, channel_id: int, message_id: int | str) -> None:
         """A player deletes a message: gone from the history, MESSAGE_DELETE to a connected bot."""
         channel_id, message_id = int(channel_id), int(message_id)
@@ -897,6 +906,11 @@ class FakeDiscord(Strict):
             **(
                 {"available_tags": [], "default_reaction_emoji": None, "flags": 0}
                 if kind == GUILD_FORUM
+                else {}
+            ),
+            **(
+                {"bitrate": 64000, "user_limit": 0, "rtc_region": None}
+                if kind in (GUILD_VOICE, GUILD_STAGE_VOICE)
                 else {}
             ),
             "guild_id": str(GUILD_ID),
