@@ -12,6 +12,7 @@ import pytest
 
 from tests.discord_harness import blaze, nova, running_bot, voice_note
 from tests.fakes.discord_server import (
+    ADD_REACTIONS,
     ALLOWED_CHANNEL,
     GUILD_ANNOUNCEMENT,
     GUILD_FORUM,
@@ -150,3 +151,15 @@ async def test_a_dm_note_from_a_player_who_then_closes_dms_is_given_up_on(settin
         fake.dms_closed.add(nova.id)  # 403 50007 from now on
         assert await settled(settings, note) == "expired"
     assert not fake.replies_to(note["id"])
+
+
+async def test_add_reactions_taken_away_mid_raid_costs_no_answer_and_no_refused_reaction(settings, fake):
+    async with running_bot(settings, fake):
+        first = await fake.send_note(nova, voice_note(), guild=True)
+        await answered(fake, first)
+        await fake.deny(ALLOWED_CHANNEL, ADD_REACTIONS)  # an admin's change, which the bot is told
+        raid = [await fake.send_note(player, voice_note(), guild=True) for player in (nova, blaze)]
+        for note in raid:
+            await answered(fake, note)
+        reacted = {r.body["message_id"] for r in fake.received if r.kind == "reaction_add"}
+        assert not reacted & {n["id"] for n in raid}

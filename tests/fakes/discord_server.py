@@ -68,6 +68,7 @@ DEFERRED_FLAGS = EPHEMERAL_FLAG  # "the only valid flag" on a deferred callback
 EDIT_FLAGS = SUPPRESS_EMBEDS | COMPONENTS_V2 | EPHEMERAL_FLAG  # EPHEMERAL is ignored on an edit
 MENTION_TYPES = {"users", "roles", "everyone"}
 SEND_MESSAGES, ATTACH_FILES, READ_MESSAGE_HISTORY = 1 << 11, 1 << 15, 1 << 16
+ADD_REACTIONS = 1 << 6
 SEND_VOICE_MESSAGES = 1 << 46
 SEND_MESSAGES_IN_THREADS = 1 << 38
 PUBLIC_THREAD, PRIVATE_THREAD, GUILD_FORUM = 11, 12, 15
@@ -1411,6 +1412,8 @@ class FakeDiscord(Strict):
         try:
             if kind == "reaction_add":  # "requires the READ_MESSAGE_HISTORY permission"
                 self._check_permission(channel_id, READ_MESSAGE_HISTORY, "PUT a reaction")
+                # and ADD_REACTIONS "if nobody else has reacted to the message using this emoji"
+                self._check_permission(channel_id, ADD_REACTIONS, "PUT a reaction")
             message = self._stored(channel_id, body["message_id"])  # a deleted message takes none
             if self.threads.get(channel_id, {}).get("archived"):
                 # "Users cannot edit messages, add reactions, ... in archived threads"
