@@ -202,6 +202,10 @@ class VoiceNotes(commands.Cog):
         if not mine:
             log.info("note %s from %s is answered elsewhere", message.id, author.id)
             return
+        if self._gone(message):
+            log.info("note %s from %s not answered: its channel or guild is gone", message.id, author.id)
+            await self._settle(ledger.unanswerable, message)
+            return
         if not may_send(message):
             # Nothing could reach the player there: no turn is spent on an answer that cannot go out.
             log.warning(
@@ -248,13 +252,30 @@ class VoiceNotes(commands.Cog):
             return
         # Recorded as given up on, not answered, and not tried again: what kept every message from
         # the player (mostly permissions the channel denies) would most likely meet it again.
-        log.error(
-            "note %s from %s got no answer: nothing could be posted in channel %s (see above)",
-            message.id,
-            author.id,
-            message.channel.id,
-        )
+        if self._gone(message):
+            log.info("note %s from %s not answered: its channel or guild is gone", message.id, author.id)
+        else:
+            log.error(
+                "note %s from %s got no answer: nothing could be posted in channel %s (see above)",
+                message.id,
+                author.id,
+                message.channel.id,
+            )
         await self._settle(ledger.unanswerable, message)
+
+    def _gone(self, message: discord.Message) -> bool:
+        """Whether the note's guild channel was deleted or the bot removed from its guild (Discord
+        said so by CHANNEL_DELETE or GUILD_DELETE): every request there would be refused, so the
+        notes still queued from it are neither heard nor answered."""
+        guild, channel = message.guild, message.channel
+        if guild is None or isinstance(channel, discord.PartialMessageable):
+            return False  # a DM, or a channel discord.py has no record of to judge by
+        if self.bot.get_guild(guild.id) is None:
+            return True
+        # An archived thread leaves discord.py's cache but still takes a reply (which unarchives
+        # it): its parent says whether it is there.
+        place = getattr(channel, "parent_id", None) if isinstance(channel, discord.Thread) else channel.id
+        return place is not None and self.bot.get_channel(place) is None
 
     async def _heard(self, message: discord.Message, keys: list[str]) -> None:
         """Before the note is marked answered, while ticket news still holds what its answer
@@ -334,39 +355,44 @@ class VoiceNotes(commands.Cog):
         refusal = None  # told after the slot is given back: a slow send must not hold a turn slot
         # "typing…" only once a turn slot is the note's: discord.py sends it again every 5 s, and a
         # queue of waiting notes would otherwise cost requests growing with the square of its length.
-        async with self._notes_in_hand, self._typing(message):
-            try:
-                # discord.py's session sets no timeout of its own: a stalled download would hold this
-                # player's later notes for aiohttp's five minutes.
-                async with asyncio.timeout(self.settings.download_seconds):
-                    with metrics.timed("download"):
-                        data = await note.read()
-            except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
-                why = f"HTTP {exc.status}" if isinstance(exc, discord.HTTPException) else type(exc).__name__
-                log.warning("could not download attachment %s of note %s: %s", note.id, message.id, why)
-                metrics.note("discord", "failed", "download")
-                refusal = say.DOWNLOAD_FAILED
-            else:
-                app = self.bot.core
-                author = message.author
-                prefs = await app.preferences.get(str(author.id))
-                context = ToolContext(
-                    user_id=str(author.id),
-                    display_name=author.display_name,
-                    platform="discord",
-                    conversation=str(message.channel.id),
-                    request_id=str(message.id),
-                )
+        async with self._notes_in_hand:
+            if self._gone(message):  # while it waited for the slot (said in answer())
+                return False, Reached.NO
+            async with self._typing(message):
                 try:
-                    reply = await app.agent.respond(context, data, voice=prefs.voice)
-                except AudioError as exc:
-                    # The player's sentence is the same for a cut upload and an unknown codec;
-                    # the decoder's reason tells staff which.
-                    cause = exc.__cause__
-                    why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
-                    log.info("note %s from %s refused: %s%s", message.id, author.id, exc, why)
-                    metrics.note("discord", "refused", "bad_audio")
-                    refusal = str(exc)
+                    # discord.py's session sets no timeout of its own: a stalled download would hold this
+                    # player's later notes for aiohttp's five minutes.
+                    async with asyncio.timeout(self.settings.download_seconds):
+                        with metrics.timed("download"):
+                            data = await note.read()
+                except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
+                    why = (
+                        f"HTTP {exc.status}" if isinstance(exc, discord.HTTPException) else type(exc).__name__
+                    )
+                    log.warning("could not download attachment %s of note %s: %s", note.id, message.id, why)
+                    metrics.note("discord", "failed", "download")
+                    refusal = say.DOWNLOAD_FAILED
+                else:
+                    app = self.bot.core
+                    author = message.author
+                    prefs = await app.preferences.get(str(author.id))
+                    context = ToolContext(
+                        user_id=str(author.id),
+                        display_name=author.display_name,
+                        platform="discord",
+                        conversation=str(message.channel.id),
+                        request_id=str(message.id),
+                    )
+                    try:
+                        reply = await app.agent.respond(context, data, voice=prefs.voice)
+                    except AudioError as exc:
+                        # The player's sentence is the same for a cut upload and an unknown codec;
+                        # the decoder's reason tells staff which.
+                        cause = exc.__cause__
+                        why = f" ({type(cause).__name__}: {cause})" if cause is not None else ""
+                        log.info("note %s from %s refused: %s%s", message.id, author.id, exc, why)
+                        metrics.note("discord", "refused", "bad_audio")
+                        refusal = str(exc)
         if refusal is not None:
             return False, await self._tell(message, refusal)
         told = reply.told_keys
@@ -402,6 +428,8 @@ class VoiceNotes(commands.Cog):
 
     async def _tell(self, message: discord.Message, text: str) -> Reached:
         """A short reply the player can act on (failures are only logged)."""
+        if self._gone(message):
+            return Reached.NO
         try:
             await send_text(message, text)
         except (discord.HTTPException, aiohttp.ClientError, ConnectionError) as exc:
@@ -411,8 +439,8 @@ class VoiceNotes(commands.Cog):
         return Reached.YES
 
     async def _react(self, message: discord.Message, emoji: str, remove: bool = False) -> None:
-        if not may_react(message):
-            return  # Discord would refuse it (403 50013) for every note in this channel
+        if not may_react(message) or self._gone(message):
+            return  # Discord would refuse it (403 50013, or 10003 / 50001) for every note there
         try:
             if remove:
                 assert self.bot.user is not None

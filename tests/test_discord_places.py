@@ -163,3 +163,21 @@ async def test_add_reactions_taken_away_mid_raid_costs_no_answer_and_no_refused_
             await answered(fake, note)
         reacted = {r.body["message_id"] for r in fake.received if r.kind == "reaction_add"}
         assert not reacted & {n["id"] for n in raid}
+
+
+async def test_notes_still_queued_when_the_bot_is_kicked_cost_no_turn_and_no_request(settings, fake, caplog):
+    fake.expect_refusals()  # the note whose answer was going out when the kick came
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine(delay=1.0)
+    async with running_bot(settings, fake, engine=engine):
+        first = await fake.send_note(nova, voice_note(), guild=True)
+        queued = [await fake.send_note(nova, voice_note(), guild=True) for _ in range(2)]
+        await fake.wait_for(lambda _: fake.sent("typing", ALLOWED_CHANNEL))  # the first one's turn
+        await fake.kick_the_bot()
+        for note in [first, *queued]:
+            assert await settled(settings, note) == "expired"
+    assert len(engine.turns) <= 1  # the queued notes were not heard
+    asked = [r for r in fake.received if r.error == 50001]
+    assert all(r.body is None or r.body.get("message_id") not in {n["id"] for n in queued} for r in asked)
+    assert not [r for r in asked if r.kind in ("typing", "cdn")][1:]
+    assert len(asked) <= 2, [f"{r.kind} {r.path}" for r in asked]

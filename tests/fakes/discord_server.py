@@ -285,6 +285,7 @@ class FakeDiscord(Strict):
         self.sessions: dict[str, int] = {}  # session id → intents, for RESUME
         self.missed: dict[str, list[tuple[str, dict[str, Any]]]] = {}  # session id → events to replay
         self.guild_channels = {ALLOWED_CHANNEL: "voice-help", OTHER_CHANNEL: "general"}
+        self.left_guild = False  # the bot was kicked: its guild's channels answer 403 50001
         self.channel_types: dict[int, int] = {}  # guild channel id → its type, when not 0 (text)
         # Thread id → {"parent_id", "name", "type", "archived", "locked"} (see add_thread()).
         self.threads: dict[int, dict[str, Any]] = {}
@@ -676,6 +677,12 @@ class FakeDiscord(Strict):
                 DiscordError(403, 50013, "Missing Permissions"),
             )
 
+    async def kick_the_bot(self) -> None:
+        """An admin removes the bot from the guild: GUILD_DELETE (not unavailable) to a connected
+        bot, and 403 Missing Access for the guild's channels from then on."""
+        self.left_guild = True
+        await self.dispatch("GUILD_DELETE", {"id": str(GUILD_ID)})
+
     async def delete_channel(self, channel_id: int) -> None:
         """An admin deletes a guild channel: CHANNEL_DELETE to a connected bot, and every request
         for it answered 404 10003 from then on."""
@@ -1000,6 +1007,14 @@ class FakeDiscord(Strict):
                     self.refuse(f"{request.method} {request.path}: {name}: {said}")
                     errors = {name: {"_errors": [{"code": "NUMBER_TYPE_COERCE", "message": said}]}}
                     raise DiscordError(400, 50035, "Invalid Form Body", errors)
+            channel = request.match_info.get("channel_id", "")
+            # The CDN still serves what was posted there: its URLs are not the bot's membership.
+            api = request.path.startswith("/api/")
+            if self.left_guild and api and channel.isdigit() and self.in_guild(int(channel)):
+                self._refuse_as_discord(
+                    f"{request.method} {request.path}: the bot is no longer in the guild",
+                    DiscordError(403, 50001, "Missing Access"),
+                )
             return await handler(request)
         except DiscordError as exc:
             response = exc.response()
