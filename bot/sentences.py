@@ -195,6 +195,11 @@ NOT_A_NOTE = (
     "I answer voice notes: hold the microphone button to record one (or attach an audio file), "
     "and I'll reply out loud. Try /grievance for tickets."
 )
+# Where only native voice messages are answered (discord.any_audio_attachment = false).
+NOT_A_VOICE_MESSAGE = (
+    "I answer voice messages: hold the microphone button to record one (an audio file won't do), "
+    "and I'll reply out loud. Try /grievance for tickets."
+)
 ONE_AT_A_TIME = (
     "I answer one voice note per message, so I'll answer the first. Please send the others one by one."
 )

@@ -127,7 +127,8 @@ class VoiceNotes(commands.Cog):
             chatty = message.type in (discord.MessageType.default, discord.MessageType.reply)
             if chatty and (message.guild is None or self._mentioned(message)):
                 log.info("message %s from %s has no voice note", message.id, message.author.id)
-                self._hint(message, say.NOT_A_NOTE, "not a note")
+                hint = say.NOT_A_NOTE if self.settings.any_audio_attachment else say.NOT_A_VOICE_MESSAGE
+                self._hint(message, hint, "not a note")
             return
         if not self.addressed_here(message):
             return

@@ -505,3 +505,14 @@ def test_run_exits_with_its_own_status_when_the_intent_is_withdrawn(monkeypatch,
     monkeypatch.setattr(runner, "serve", refused)
     monkeypatch.setattr(runner, "use_discord_logging", lambda level: None)
     assert runner.run(settings.replace(secrets={"discord_token": TOKEN})) == runner.INTENT_WITHDRAWN
+
+
+async def test_where_only_voice_messages_count_an_audio_file_is_not_invited_again(
+    settings, fake: FakeDiscord
+):
+    async with running_bot(settings, fake, any_audio_attachment=False):
+        data = encode(speechlike(1.5), 48_000, "mp3")
+        note = await fake.send_note(nova, data, voice=False, filename="q.mp3", content_type="audio/mpeg")
+        (hint,) = await answered(fake, note, count=1)
+        assert "audio file" in hint.content and "won't do" in hint.content
+        assert not fake.sent("cdn")
