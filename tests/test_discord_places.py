@@ -44,9 +44,10 @@ async def answered(fake: FakeDiscord, note: dict, within: float = 30.0) -> list[
     return await fake.wait_for(lambda _: (r := fake.replies_to(note["id"])) and len(r) >= 2 and r, within)
 
 
-async def test_a_note_in_a_thread_of_a_watched_channel_is_answered_in_the_thread(settings, fake):
+@pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
+async def test_a_note_in_a_thread_of_a_watched_channel_is_answered_in_the_thread(settings, fake, private):
     async with running_bot(settings, fake):
-        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", private=private)
         note = await fake.send_note(nova, voice_note(), channel_id=thread)
         voice, transcript = await answered(fake, note)
         assert voice.is_voice_message and voice.channel_id == thread
