@@ -52,6 +52,11 @@ def _discord_failed(exc: BaseException) -> bool:
     return isinstance(exc, (discord.DiscordServerError, aiohttp.ClientError, ConnectionError))
 
 
+# Discord's answers that there is nowhere left to post: unknown channel, no access, DMs closed,
+# a locked thread. An apology would be refused the same way.
+NOWHERE_TO_POST = frozenset({10003, 50001, 50007, 50083})
+
+
 def is_audio_attachment(attachment: discord.Attachment) -> bool:
     """An attachment that is not a voice message but may be one spoken and saved as a file."""
     kind = (attachment.content_type or "").split(";")[0].strip().lower()
@@ -296,14 +301,16 @@ class VoiceNotes(commands.Cog):
 
     async def _answer(self, message: discord.Message, note: discord.Attachment) -> Reached:
         await self._react(message, WORKING)
-        ok = False
+        ok = nowhere = False
         reached = Reached.NO
         try:
             ok, reached = await self._turn(message, note)
         except discord.HTTPException as exc:
             log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
             metrics.note("discord", "failed", "send")
-            reached = await self._tell_oops(message)
+            nowhere = exc.code in NOWHERE_TO_POST
+            if not nowhere:
+                reached = await self._tell_oops(message)
         except asyncio.CancelledError:
             if message.id in self._answer_out:
                 ok = True  # its answer went out; only the transcript was cut
@@ -315,11 +322,12 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "failed", "error")
             reached = await self._tell_oops(message)
         finally:
-            await self._react(message, WORKING, remove=True)
-            if not ok:
-                await self._react(message, LATER if reached is Reached.LATER else FAILED)
-            elif any(r.me and r.emoji == LATER for r in message.reactions):
-                await self._react(message, LATER, remove=True)  # kept for later, and answered now
+            if not nowhere:  # where nothing can be posted, reactions are refused too
+                await self._react(message, WORKING, remove=True)
+                if not ok:
+                    await self._react(message, LATER if reached is Reached.LATER else FAILED)
+                elif any(r.me and r.emoji == LATER for r in message.reactions):
+                    await self._react(message, LATER, remove=True)  # kept for later, answered now
         return reached
 
     async def _keep_for_restart(self, message: discord.Message) -> None:

@@ -128,6 +128,8 @@ async def test_a_note_whose_thread_is_locked_mid_turn_is_given_up_on_without_ret
         await fake.archive_thread(thread, locked=True)
         assert await settled(settings, note) == "expired"  # given up on: not tried again
     assert not fake.sent("message", thread)
+    # the answer, refused; no apology or reaction tried after it, to be refused the same way
+    assert len(fake.refused) == 1 and "/messages:" in fake.refused[0], fake.refused
     assert [r for r in caplog.records if r.levelno >= logging.ERROR and str(note["id"]) in r.getMessage()]
 
 
