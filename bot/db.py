@@ -30,9 +30,12 @@ def private_file(path: Path | str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
-async def open_sqlite(path: Path | str, schema: str = "", autocommit: bool = False) -> aiosqlite.Connection:
+async def open_sqlite(
+    path: Path | str, schema: str = "", autocommit: bool = False, durable: bool = False
+) -> aiosqlite.Connection:
     """A WAL-mode connection (readers never wait on the writer), with `schema` applied.
-    `autocommit`: each statement commits by itself; transactions only where BEGIN opens one."""
+    `autocommit`: each statement commits by itself; transactions only where BEGIN opens one.
+    `durable`: every commit is on disk before it returns, not only once the WAL is checkpointed."""
     private_file(path)
     extra = {"isolation_level": None} if autocommit else {}
     # A writer waits up to BUSY_SECONDS for another's transaction (in aiosqlite's thread, not on
@@ -43,7 +46,10 @@ async def open_sqlite(path: Path | str, schema: str = "", autocommit: bool = Fal
         conn.row_factory = aiosqlite.Row
         await conn.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
         await _switch_to_wal(conn)
-        await conn.execute("PRAGMA synchronous=NORMAL")
+        # NORMAL survives a killed process but not a power cut or a kernel panic, which can take
+        # the last seconds of commits with it. That is fine for history or usage; a grievance
+        # whose key the player already heard is not to be lost, nor its key given to the next one.
+        await conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
         if schema:
             await conn.executescript(schema)
             await conn.commit()
@@ -57,12 +63,12 @@ async def open_sqlite(path: Path | str, schema: str = "", autocommit: bool = Fal
 
 @contextlib.asynccontextmanager
 async def opening(
-    path: Path | str, schema: str = "", autocommit: bool = False
+    path: Path | str, schema: str = "", autocommit: bool = False, durable: bool = False
 ) -> AsyncIterator[aiosqlite.Connection]:
     """`open_sqlite` for a store's `open`, which has more to do (columns, indexes, pruning): if
     any of that fails (a database locked past BUSY_SECONDS) the connection is closed, or its
     worker thread would keep the process from exiting after the one-line error."""
-    conn = await open_sqlite(path, schema, autocommit)
+    conn = await open_sqlite(path, schema, autocommit, durable)
     try:
         yield conn
     except BaseException:

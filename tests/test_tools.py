@@ -425,6 +425,24 @@ async def test_a_filing_cancelled_while_the_database_is_busy_is_kept_once_not_ha
         await store.aclose()
 
 
+async def test_a_grievance_is_on_disk_when_its_key_is_told_not_only_in_the_wal(tmp_path) -> None:
+    # synchronous=NORMAL in WAL mode leaves the last commits to the OS's write-back: a power cut
+    # takes them, and with them the next filing reuses the key the player was told.
+    from bot.conversations import ConversationStore
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    history = await ConversationStore.open(tmp_path / "conversations.db", 8, 30.0)
+    try:
+        full, normal = 2, 1
+        assert [tuple(r) for r in await store._conn.execute_fetchall("PRAGMA synchronous")] == [(full,)]
+        # History is cheap to lose: its commits are not made to wait for the disk.
+        assert [tuple(r) for r in await history._conn.execute_fetchall("PRAGMA synchronous")] == [(normal,)]
+    finally:
+        await history.aclose()
+        await store.aclose()
+
+
 async def test_a_row_filed_without_its_key_gets_it_when_the_store_opens(tmp_path) -> None:
     from bot.tools.grievance_store import LocalGrievanceStore
 

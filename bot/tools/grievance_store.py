@@ -200,7 +200,7 @@ class LocalGrievanceStore:
 
     @classmethod
     async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
-        async with opening(path, SCHEMA) as conn:
+        async with opening(path, SCHEMA, durable=True) as conn:
             await add_missing_columns(
                 conn,
                 "grievances",
