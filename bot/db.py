@@ -41,7 +41,10 @@ async def open_sqlite(
     # A writer waits up to BUSY_SECONDS for another's transaction (in aiosqlite's thread, not on
     # the event loop): on a saturated machine another process's short claim can take seconds to
     # finish, and giving up would drop a player's note.
-    conn = await aiosqlite.connect(str(path), timeout=BUSY_SECONDS, **extra)
+    try:
+        conn = await aiosqlite.connect(str(path), timeout=BUSY_SECONDS, **extra)
+    except sqlite3.Error as exc:
+        raise naming(path, exc) from exc
     try:
         conn.row_factory = aiosqlite.Row
         await conn.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
@@ -53,9 +56,12 @@ async def open_sqlite(
         if schema:
             await conn.executescript(schema)
             await conn.commit()
-    except BaseException:
+    except sqlite3.Error as exc:
         # A damaged or read-only file: aiosqlite's worker thread is no daemon, and left open it
         # would keep the process from ever exiting.
+        await conn.close()
+        raise naming(path, exc) from exc
+    except BaseException:
         await conn.close()
         raise
     return conn
@@ -71,9 +77,18 @@ async def opening(
     conn = await open_sqlite(path, schema, autocommit, durable)
     try:
         yield conn
+    except sqlite3.Error as exc:
+        await conn.close()
+        raise naming(path, exc) from exc
     except BaseException:
         await conn.close()
         raise
+
+
+def naming(path: Path | str, exc: sqlite3.Error) -> sqlite3.Error:
+    """`exc` saying which file it is about: SQLite's own words ("file is not a database",
+    "database is locked") do not, and the storage folder holds nine databases."""
+    return type(exc)(f"{path}: {exc}")
 
 
 def first(rows: Iterable[aiosqlite.Row]) -> aiosqlite.Row | None:
