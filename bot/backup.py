@@ -11,24 +11,47 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import os
+import shutil
 import sqlite3
 from pathlib import Path
 
-from bot.app import storage_paths
+from bot.app import StoragePaths, storage_paths
 from bot.config import Settings
 from bot.db import BUSY_SECONDS, private_dir, private_file
 from bot.tools.grievance_spool import GrievanceSpool
 
 
 def backup(settings: Settings, into: Path, now: dt.datetime | None = None) -> tuple[Path, list[str]]:
-    """Copy into a new folder `into`/voxdesk-<UTC time>: (that folder, one line per file)."""
+    """Copy into a new folder `into`/voxdesk-<UTC time>: (that folder, one line per file).
+
+    The copies are made in `.voxdesk-<UTC time>.partial` and on disk before it takes its name: a
+    backup killed half-way (a full disk, a reboot, Ctrl-C) never looks like one to restore from,
+    which would bring back some databases and not the grievances."""
     storage = storage_paths(settings)
     stamp = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%dT%H%M%SZ")
     folder = into / f"voxdesk-{stamp}"
     private_dir(into)
-    folder.mkdir(mode=0o700)  # never into an earlier backup
+    if folder.exists():
+        raise FileExistsError(errno.EEXIST, "an earlier backup is there", str(folder))
+    partial = into / f".voxdesk-{stamp}.partial"
+    partial.mkdir(mode=0o700)  # never into another backup under way
+    try:
+        lines = _copy_all(storage, partial)
+        for copied in partial.iterdir():
+            _fsync(copied)
+        _fsync(partial)
+    except Exception:
+        shutil.rmtree(partial, ignore_errors=True)  # a full disk is not to be kept full
+        raise
+    partial.rename(folder)
+    _fsync(into)
+    return folder, lines
+
+
+def _copy_all(storage: StoragePaths, folder: Path) -> list[str]:
     lines = []
     # The spool first: a grievance the bot files from it meanwhile is then in the database's copy
     # (or in both, and filed once by its id); the other way round it could be in neither.
@@ -41,7 +64,15 @@ def backup(settings: Settings, into: Path, now: dt.datetime | None = None) -> tu
         if db.exists():
             _copy_database(db, folder / db.name)
             lines.append(f"{db.name}: copied")
-    return folder, lines
+    return lines
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _copy_database(source: Path, target: Path) -> None:

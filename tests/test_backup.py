@@ -79,3 +79,58 @@ def test_the_spool_is_copied_before_the_grievance_database(settings, tmp_path: P
     )
     backup(settings, tmp_path / "b")
     assert copied.index("grievances.db.spool.jsonl") < copied.index("grievances.db")
+
+
+KILLED_MID_BACKUP = """
+import os, signal, sys
+from pathlib import Path
+from bot import backup as module
+from bot.cli import _settings, build_parser
+
+real = module._copy_database
+
+def copy_then_die(source, target):
+    if source.name == "grievances.db":  # the players and manuals are copied by now
+        os.kill(os.getpid(), signal.SIGKILL)
+    real(source, target)
+
+module._copy_database = copy_then_die
+module.backup(_settings(build_parser().parse_args(["backup", sys.argv[1]])), Path(sys.argv[1]))
+"""
+
+
+def test_a_backup_killed_half_way_is_never_taken_for_a_whole_one(settings, tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    into = tmp_path / "b"
+    env = {**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)}
+    cwd = Path(__file__).resolve().parent.parent
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_BACKUP, str(into)], env=env, cwd=cwd, timeout=120)
+    assert done.returncode == -signal.SIGKILL
+    (left,) = into.iterdir()
+    assert left.name.startswith(".voxdesk-") and left.name.endswith(".partial")
+    assert {p.name for p in left.iterdir()} == {"players.db", "manuals.db"}
+    folder, _ = backup(settings, into, now=dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC))
+    assert [p for p in into.iterdir() if p.name.startswith("voxdesk-")] == [folder]
+    assert _grievances(folder / "grievances.db") == _grievances(settings.storage_dir / "grievances.db")
+
+
+def test_a_backup_that_fails_half_way_leaves_nothing_behind(settings, tmp_path: Path, monkeypatch) -> None:
+    import errno
+
+    from bot import backup as module
+
+    real = module._copy_database
+
+    def full_disk(source: Path, target: Path) -> None:
+        if source.name == "grievances.db":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(source, target)
+
+    monkeypatch.setattr(module, "_copy_database", full_disk)
+    with pytest.raises(OSError):
+        backup(settings, tmp_path / "b")
+    assert list((tmp_path / "b").iterdir()) == []
