@@ -67,6 +67,12 @@ KEPT_FOR_LATER = (
     "I couldn't file your complaint just now, but I've kept every word of it and it will be filed "
     "as soon as I can. Ask me about your tickets in a little while to get its number."
 )
+# Neither the database nor the spool could take it (a full or read-only disk): it is held in
+# memory and filed when the disk takes it again, which a restart meanwhile would lose.
+HELD_FOR_LATER = (
+    "I couldn't file your complaint just now, but I'm holding on to it and will file it as soon as "
+    "I can. Ask me about your tickets in a little while; if it isn't there, please tell me again."
+)
 FILING_UNAVAILABLE = "Filing complaints isn't working right now, please try again in a few minutes."
 TICKETS_UNAVAILABLE = "Your tickets are unavailable right now, please try again in a few minutes."
 

@@ -153,8 +153,8 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 interaction, "register_grievance", {"category": category.value, "description": description}
             )
             if "error" in result:
-                if result["error"] == say.KEPT_FOR_LATER:  # not filed, but not lost either
-                    return say.KEPT_FOR_LATER
+                if result["error"] in (say.KEPT_FOR_LATER, say.HELD_FOR_LATER):  # not filed, not lost
+                    return result["error"]
                 return say.FILING_FAILED.format(reason=result["error"])
             filed.append(result["ticket_key"])
             return say.SLASH_FILED.format(

@@ -5,7 +5,7 @@ import pytest
 
 from bot.app import running_app, storage_paths
 from bot.tools import CATEGORIES, filed_in, filing_id
-from bot.tools.base import ToolCall, ToolContext
+from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.embedded import fts_query
 
 from .conftest import BLAZE, NOVA, QUILL, UNLINKED, summary_from_rows
@@ -393,6 +393,46 @@ def test_a_spool_line_the_disk_takes_in_part_is_finished_or_refused(tmp_path, mo
     monkeypatch.setattr(grievance_spool.os, "write", full_disk)
     with pytest.raises(OSError):  # so the player hears it was not kept
         spool.keep(user_id=BLAZE, category="wallet", description="lost my gems", at="t", state="local_only")
+
+
+async def test_a_grievance_neither_the_database_nor_the_disk_takes_is_held_and_filed_later(
+    tmp_path, monkeypatch
+) -> None:
+    # A full or read-only disk refuses the database and the spool alike: the player heard "try
+    # again later" and the complaint was in the log alone. It is held in memory and filed, and
+    # told by ticket news, once the disk takes it again.
+    import errno
+
+    from bot import sentences as say
+    from bot.tools import grievance_spool
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    real_insert, real_write = store._insert, grievance_spool.os.write
+
+    async def full_database(*args: object, **kwargs: object) -> str | None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    try:
+        monkeypatch.setattr(store, "_insert", full_database)
+        monkeypatch.setattr(grievance_spool.os, "write", full_disk)
+        with pytest.raises(ToolError) as told:
+            await store.register(NOVA, "wallet", "charged twice", "discord:42:0")
+        assert str(told.value) == say.HELD_FOR_LATER
+        assert await store.file_spooled() == 0 and await store.status(NOVA) == []  # still full
+
+        monkeypatch.setattr(store, "_insert", real_insert)
+        monkeypatch.setattr(grievance_spool.os, "write", real_write)
+        assert await store.file_spooled() == 1 and await store.file_spooled() == 0
+        (filed,) = await store.status(NOVA)
+        assert filed.description == "charged twice"
+        (event,) = await store.news_events(0)
+        assert event.kind == "filed_late" and event.spool_id == "discord:42:0"
+    finally:
+        await store.aclose()
 
 
 async def test_a_filing_cancelled_while_the_database_is_busy_is_kept_once_not_half_done(tmp_path) -> None:

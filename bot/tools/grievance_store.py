@@ -13,6 +13,7 @@ import logging
 import secrets
 import sqlite3
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,9 @@ log = logging.getLogger(__name__)
 
 KEY_PREFIX = "GRV"
 MAX_ERROR_CHARS = 500
+# Grievances held in memory while neither the database nor the spool takes any (a full disk):
+# beyond this many the player is told it was not filed.
+MAX_HELD = 1000
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS grievances (
@@ -197,6 +201,9 @@ class LocalGrievanceStore:
         # Grievances the database refused (locked past its busy timeout, disk full, damaged),
         # filed from there at the next start or the next grievance.
         self._spool = spool
+        # Those the spool refused too (the disk full or read-only), by filing id: written to the
+        # spool by the next file_spooled that can (the next grievance, ticket news's next poll).
+        self._held: dict[str, dict[str, str]] = {}
 
     @classmethod
     async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
@@ -358,6 +365,7 @@ class LocalGrievanceStore:
             self._spool.keep(filing_id, **row)
         except OSError:
             log.exception("grievance cut short could not be kept: %s", json.dumps(row))
+            self._hold(filing_id, row)
             return
         log.warning("grievance of user %s cut short by a shutdown, kept in %s", user_id, self._spool.path)
 
@@ -378,15 +386,40 @@ class LocalGrievanceStore:
         try:
             await asyncio.to_thread(self._spool.keep, filing_id, **row)
         except OSError:
-            # The player hears it was not filed; the words survive in this line for an operator.
-            log.exception("grievance could be neither filed nor kept: %s", json.dumps(row))
-            raise exc from None
+            # The words survive in this line for an operator whatever becomes of them.
+            log.exception("grievance could be neither filed nor kept on disk: %s", json.dumps(row))
+            if not self._hold(filing_id, row):
+                raise exc from None
+            raise ToolError(say.HELD_FOR_LATER) from None
         log.error("grievance of user %s kept in %s to file later: %s", user_id, self._spool.path, exc)
+
+    def _hold(self, filing_id: str | None, row: dict[str, str]) -> bool:
+        """Hold a grievance in memory until the spool takes it; False when too many are held."""
+        if len(self._held) >= MAX_HELD:
+            return False
+        self._held[filing_id or uuid.uuid4().hex] = row
+        return True
+
+    async def _spool_held(self) -> None:
+        """Write the grievances held in memory to the spool, those it takes."""
+        assert self._spool is not None
+        for filing_id, row in list(self._held.items()):
+            try:
+                await asyncio.to_thread(self._spool.keep, filing_id, **row)
+            except OSError as exc:
+                log.warning(
+                    "%d grievance(s) held in memory, the disk still refuses them: %s", len(self._held), exc
+                )
+                return
+            self._held.pop(filing_id, None)  # another round may have kept it meanwhile: filed once
+            log.info("grievance of user %s held in memory now kept in %s", row["user_id"], self._spool.path)
 
     async def file_spooled(self) -> int:
         """File the grievances the database once refused; how many were filed. Never raises:
-        what cannot be filed now stays in the spool for the next try."""
+        what cannot be filed now stays in the spool (or in memory) for the next try."""
         spool = self._spool
+        if spool is not None and self._held:
+            await self._spool_held()
         if spool is None or not spool.waiting():
             return 0
         async with self._write_lock:
@@ -768,6 +801,10 @@ class LocalGrievanceStore:
         return f"local grievance store: {count} grievances"
 
     async def aclose(self) -> None:
+        if self._spool is not None and self._held:
+            await self._spool_held()
+        for row in self._held.values():  # the operator's last chance: the words, in the log
+            log.error("grievance held in memory lost at shutdown: %s", json.dumps(row))
         await self._conn.close()
 
     @staticmethod
