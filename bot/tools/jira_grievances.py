@@ -5,7 +5,8 @@ at once. A background task pushes pending grievances to Jira, oldest first, back
 Jira is down, and records the Jira key against the local one; a restart resumes with whatever
 is still pending. Before creating an issue the pusher looks for one labelled with the local
 key, so a push whose answer was lost (a timeout after Jira created the issue, a cancelled push)
-is never created twice.
+is never created twice; an issue of that label is taken for the grievance's only if it is the
+same player's in the same words, since a database restored from a backup gives its keys again.
 
 Status answers come from Jira when it answers, merged with the player's grievances that have
 not reached it yet, and from the local record, marked `from_local_record`, when it does not.
@@ -224,7 +225,10 @@ class JiraGrievances:
             log.info("grievance %s is not a Discord user's: kept local, not pushed", row.local_key)
             return None
         try:
-            remote_key = await self._in_thread(self._tracker.find_by_local_key, row.local_key, pushing=True)
+            pushes = await self._in_thread(
+                self._tracker.pushes_of_local_key, row.local_key, row.user_id, row.description, pushing=True
+            )
+            remote_key = pushes[0].key if pushes else None
             if remote_key is not None:
                 log.info("grievance %s was already in Jira as %s", row.local_key, remote_key)
             else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import email.utils
+import logging
 import re
 import threading
 from collections.abc import Iterator
@@ -26,6 +27,8 @@ from urllib3.exceptions import NewConnectionError
 from bot.config import shown_url
 from bot.tools import TICKET_KEY
 from bot.tools.grievance_store import KEY_PREFIX, iso_at
+
+log = logging.getLogger(__name__)
 
 PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}$")
 USER_ID = re.compile(r"^[0-9]{1,20}$")  # a Discord snowflake
@@ -45,6 +48,9 @@ SUMMARY_WORDS = 12
 SUMMARY_CHARS = 120
 REASON_CHARS = 200
 MAX_WINDOW_MINUTES = 7 * 24 * 60  # how far back ticket news looks, at most
+# Issues one key label is looked up among: ours, and those of grievances an older copy of the
+# database filed under the same key (each restore from a backup can add one).
+MAX_SAME_KEY = 20
 
 
 class TrackerError(Exception):
@@ -106,6 +112,11 @@ def iso_utc(jira_time: str | None) -> str:
     except ValueError:
         return jira_time
     return iso_at(when.timestamp())
+
+
+def _words(text: str) -> list[str]:
+    # Jira may hand the description back with other line ends or trailing blanks than were sent.
+    return text.split()
 
 
 def summary_for(category: str, description: str) -> str:
@@ -297,10 +308,22 @@ class JiraTracker:
             client.transition_issue(key, str((named or offered)[0]["id"]))
             return self._to_issue(client.issue(key, fields=fields).raw)
 
-    def find_by_local_key(self, local_key: str) -> str | None:
-        """The key of the issue already pushed for `local_key`, if any."""
-        issue = self.issue_of_local_key(local_key)
-        return issue.key if issue else None
+    def pushes_of_local_key(self, local_key: str, user_id: str, description: str) -> list[RemoteIssue]:
+        """The issues pushed for `local_key` that are this grievance's: of this player, in these
+        words. A key label can name another grievance's issue too: one filed under the same key
+        before the database was restored from a backup, or lost to a power cut."""
+        issues = self._search(self._jql(self.key_label(local_key)), limit=MAX_SAME_KEY)
+        ours = [
+            i for i in issues if self.user_of(i) == user_id and _words(i.description) == _words(description)
+        ]
+        if len(ours) < len(issues):
+            others = ", ".join(i.key for i in issues if i not in ours)
+            log.warning(
+                "%s's key label is also on %s, another grievance's (a database restored from a backup?)",
+                local_key,
+                others,
+            )
+        return ours
 
     def issue_of_local_key(self, local_key: str) -> RemoteIssue | None:
         """The issue of our project pushed for `local_key` (by its key label), whatever its key

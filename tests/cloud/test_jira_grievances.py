@@ -350,6 +350,44 @@ async def test_the_same_local_key_from_another_database_is_not_taken_for_ours(fa
     assert creates(fake) == 2 and mine.description == "a new grievance" and mine.remote_key == "GRV-102"
 
 
+async def test_after_a_restore_from_a_backup_a_reused_key_is_not_taken_for_the_lost_grievances(
+    fake, db, tmp_path
+) -> None:
+    # A backup restored (or the last commits lost to a power cut) numbers new grievances from
+    # where the backup was: the next one is GRV-1 again, under the same store id, while Jira
+    # still has the lost GRV-1's issue. That issue is another player's complaint, not the new
+    # one's push; the new one gets its own, and an answer lost after its create finds it again.
+    backend = await open_backend(fake, db)
+    await backend.aclose()
+    saved = tmp_path / "backup.db"
+    with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(saved)) as dst:
+        src.backup(dst)
+    backend = await open_backend(fake, db)
+    try:
+        lost = await backend.register(NOVA, "wallet", "gems never arrived")
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    for leftover in tmp_path.glob("grievances.db*"):  # the restore: the backup's file alone
+        leftover.unlink()
+    saved.rename(db)
+
+    fake.fail("create_then_hang", times=1)
+    backend = await open_backend(fake, db)
+    await backend.start()
+    try:
+        ticket = await backend.register(BLAZE, "gaming_experience", "the lobby kicks me out")
+        assert ticket.key == lost.key
+        await eventually_pushed(db, ticket.key)
+        (mine,) = await backend.status(BLAZE)
+        (theirs,) = await backend.status(NOVA)
+    finally:
+        await backend.aclose()
+    assert creates(fake) == 2 and len(fake.issues) == 2
+    assert (mine.description, mine.remote_key) == ("the lobby kicks me out", "GRV-102")
+    assert (theirs.key, theirs.description) == ("GRV-101", "gems never arrived")
+
+
 async def test_ten_grievances_survive_an_outage_a_restart_and_a_lost_answer(fake, db) -> None:
     fake.fail("500")
     first = await open_backend(fake, db)
