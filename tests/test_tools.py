@@ -784,3 +784,26 @@ async def test_a_turn_run_again_after_an_upgrade_finds_what_the_older_version_fi
         assert len(await store.status(NOVA)) == 4
     finally:
         await store.aclose()
+
+
+def test_a_new_spool_file_is_synced_with_its_folder(tmp_path, monkeypatch) -> None:
+    # fsync of the file alone leaves its name to the folder's next write-back: a power cut then
+    # loses the file and the grievance the player was told is kept.
+    import os
+    import stat
+
+    from bot.tools import grievance_spool
+
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append("folder" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(grievance_spool.os, "fsync", fsync)
+    spool = grievance_spool.GrievanceSpool(tmp_path / "g.spool.jsonl")
+    spool.keep(user_id=BLAZE, category="wallet", description="charged twice", at="t", state="local_only")
+    assert synced == ["file", "folder"]
+    spool.keep(user_id=BLAZE, category="wallet", description="again", at="t", state="local_only")
+    assert synced == ["file", "folder", "file"]  # the name is on disk already

@@ -36,7 +36,12 @@ class GrievanceSpool:
         """Append one grievance, on disk (fsynced) before returning; `filing_id` (else a fresh
         one) is what files it once. Blocking: run in a thread."""
         line = json.dumps({"id": filing_id or uuid.uuid4().hex, **{f: row[f] for f in FIELDS}}) + "\n"
-        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        except FileExistsError:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND, 0o600)
+            created = False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another process files the spool
             size = os.fstat(fd).st_size
@@ -46,6 +51,10 @@ class GrievanceSpool:
                 line = "\n" + line
             _write_all(fd, line.encode())
             os.fsync(fd)
+            if created:
+                # A new file's name is in its folder, which a power cut can lose with the file in
+                # it unless the folder is synced too.
+                _fsync_dir(self.path.parent)
         finally:
             os.close(fd)  # and with it the lock
 
@@ -95,6 +104,14 @@ class GrievanceSpool:
 
     def release(self, fd: int) -> None:
         """Let the spool go unfiled, to be tried again."""
+        os.close(fd)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
         os.close(fd)
 
 
