@@ -110,6 +110,27 @@ async def test_grievance_file_then_status(harness: Harness):
     assert key not in await ask(harness.fake, nova, "grievance", sub("list"))
 
 
+async def test_a_filing_the_disk_refuses_is_held_and_the_player_told_so(harness: Harness, monkeypatch):
+    import errno
+    import sqlite3
+
+    from bot.sentences import HELD_FOR_LATER
+    from bot.tools import grievance_spool
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    async def full_database(*args: object, **kwargs: object) -> str | None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(LocalGrievanceStore, "_insert", full_database)
+    monkeypatch.setattr(grievance_spool.os, "write", full_disk)
+    filing = sub("file", category="wallet", description="Gems gone.")
+    said = await ask(harness.fake, blaze, "grievance", filing)
+    assert said == HELD_FOR_LATER  # as it stands: not "Sorry, I couldn't file that: I couldn't..."
+
+
 async def test_slow_commands_are_deferred_first(settings, fake: FakeDiscord):
     async with running_bot(settings, fake, defer_after_seconds=0.0) as h:
         interaction = await h.fake.slash(nova, "grievance", sub("list"))
