@@ -114,9 +114,10 @@ def iso_utc(jira_time: str | None) -> str:
     return iso_at(when.timestamp())
 
 
-def _words(text: str) -> list[str]:
-    # Jira may hand the description back with other line ends or trailing blanks than were sent.
-    return text.split()
+def _gist(text: str) -> str:
+    # Jira may hand a description back otherwise than it was sent (line ends, blanks, its markup's
+    # characters escaped): its letters and digits are what tells two complaints apart.
+    return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
 def summary_for(category: str, description: str) -> str:
@@ -314,7 +315,7 @@ class JiraTracker:
         before the database was restored from a backup, or lost to a power cut."""
         issues = self._search(self._jql(self.key_label(local_key)), limit=MAX_SAME_KEY)
         ours = [
-            i for i in issues if self.user_of(i) == user_id and _words(i.description) == _words(description)
+            i for i in issues if self.user_of(i) == user_id and _gist(i.description) == _gist(description)
         ]
         if len(ours) < len(issues):
             others = ", ".join(i.key for i in issues if i not in ours)
