@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bot.app import StoragePaths, storage_paths
 from bot.config import Settings
-from bot.db import BUSY_SECONDS, private_dir, private_file
+from bot.db import BUSY_SECONDS, naming, private_dir, private_file
 from bot.tools.grievance_spool import GrievanceSpool
 
 
@@ -62,7 +62,10 @@ def _copy_all(storage: StoragePaths, folder: Path) -> list[str]:
             lines.append(f"{kept.name}: copied (grievances not yet in the database)")
     for db in storage.databases:
         if db.exists():
-            _copy_database(db, folder / db.name)
+            try:
+                _copy_database(db, folder / db.name)
+            except sqlite3.Error as exc:
+                raise naming(db, exc) from exc
             lines.append(f"{db.name}: copied")
     return lines
 

@@ -164,7 +164,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     from bot.backup import backup
 
-    folder, lines = backup(_settings(args), Path(args.into))
+    try:
+        folder, lines = backup(_settings(args), Path(args.into))
+    except sqlite3.Error as exc:  # the source or the copy: the message names which file
+        print(f"backup failed, nothing kept: {exc}", file=sys.stderr)
+        return 4
     for line in lines:
         print(line)
     print(f"backup: {folder}" if lines else f"backup: nothing to copy yet; {folder} is empty")

@@ -134,3 +134,14 @@ def test_a_backup_that_fails_half_way_leaves_nothing_behind(settings, tmp_path: 
     with pytest.raises(OSError):
         backup(settings, tmp_path / "b")
     assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_a_damaged_database_fails_the_backup_in_one_line_naming_it(settings, tmp_path: Path) -> None:
+    import os
+
+    damaged = settings.storage_dir / "conversations.db"
+    damaged.write_bytes(os.urandom(4096))
+    done = voxdesk("backup", str(tmp_path / "b"), storage=settings.storage_dir)
+    assert done.returncode == 4
+    assert done.stderr.strip() == f"backup failed, nothing kept: {damaged}: file is not a database"
+    assert list((tmp_path / "b").iterdir()) == []
