@@ -483,6 +483,21 @@ async def test_a_grievance_is_on_disk_when_its_key_is_told_not_only_in_the_wal(t
         await store.aclose()
 
 
+async def test_a_grievance_store_emptied_to_no_bytes_is_said_at_start(tmp_path, caplog) -> None:
+    # A damaged file stops the start with its name; an emptied one is a valid new database to
+    # SQLite, and the bot went on as if no grievance had ever been filed.
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    for _ in range(2):  # made new, then opened again: nothing to say
+        await (await LocalGrievanceStore.open(db)).aclose()
+    assert "empty file" not in caplog.text
+    db.write_bytes(b"")
+    await (await LocalGrievanceStore.open(db)).aclose()
+    (said,) = [r.getMessage() for r in caplog.records if "empty file" in r.getMessage()]
+    assert said.startswith(f"{db} was an empty file") and "restore it from a backup" in said
+
+
 async def test_a_row_filed_without_its_key_gets_it_when_the_store_opens(tmp_path) -> None:
     from bot.tools.grievance_store import LocalGrievanceStore
 

@@ -174,6 +174,17 @@ class GrievanceEvent:
     was: str | None = None  # moved: its remote key before
 
 
+def _empty_file(path: Path) -> bool:
+    """A database file of no bytes, with no write-ahead log that would fill it."""
+    try:
+        if path.stat().st_size:
+            return False
+    except FileNotFoundError:
+        return False  # a new store: made now
+    wal = path.with_name(path.name + "-wal")
+    return not wal.exists() or wal.stat().st_size == 0
+
+
 def utc_now() -> str:
     return iso_at(time.time())
 
@@ -207,6 +218,7 @@ class LocalGrievanceStore:
 
     @classmethod
     async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
+        emptied = _empty_file(Path(path))
         async with opening(path, SCHEMA, durable=True) as conn:
             await add_missing_columns(
                 conn,
@@ -222,6 +234,14 @@ class LocalGrievanceStore:
             await add_missing_columns(conn, "news_events", {"was": "TEXT"})
             await conn.executescript(MOVES)
             store = cls(conn, initial_state, GrievanceSpool.beside(path))
+            if emptied:
+                # SQLite takes an empty file for a new database: a store truncated by a failed
+                # copy or restore would go on as if it never held a grievance.
+                log.warning(
+                    "%s was an empty file: it is a new grievance store now; if it held grievances,"
+                    " stop the bot and restore it from a backup",
+                    path,
+                )
             await store.file_spooled()
             return store
 
