@@ -435,6 +435,29 @@ async def test_a_grievance_neither_the_database_nor_the_disk_takes_is_held_and_f
         await store.aclose()
 
 
+async def test_a_grievance_whose_first_read_the_database_refuses_is_kept(tmp_path, monkeypatch) -> None:
+    # Before filing, a turn's filing id is looked up among an older version's rows: a damaged
+    # page or a failing disk refusing that read lost the complaint ("that part of me isn't
+    # working") where a refused write keeps it in the spool.
+    from bot import sentences as say
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+
+        async def damaged(*args: object) -> None:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        monkeypatch.setattr(store, "_filed_by_an_older_version", damaged)
+        with pytest.raises(ToolError, match=say.KEPT_FOR_LATER[:30]):
+            await store.register(NOVA, "wallet", "charged twice", "discord:42:0")
+        monkeypatch.undo()
+        assert await store.file_spooled() == 1
+        assert [g.description for g in await store.status(NOVA)] == ["charged twice"]
+    finally:
+        await store.aclose()
+
+
 async def test_a_filing_cancelled_while_the_database_is_busy_is_kept_once_not_half_done(tmp_path) -> None:
     # A shutdown's grace running out cancels the turn while another process holds the database:
     # aiosqlite still runs the queued INSERT, and the next commit (anyone's) would commit it

@@ -265,14 +265,15 @@ class LocalGrievanceStore:
         )
         try:
             await self.file_spooled()
-            if choice is not None:
-                filing_id = choice.choose(await self._filings_of_turn(user_id, choice.turn))
-            earlier = await self._filed_by_an_older_version(user_id, filing_id)
-            if earlier is not None:
-                return earlier
             # The row and its key are committed together, before the player hears the key.
             async with self._write_lock:
                 try:
+                    # A read the database refuses (damaged, failing disk) keeps the grievance too.
+                    if choice is not None:
+                        filing_id = choice.choose(await self._filings_of_turn(user_id, choice.turn))
+                    earlier = await self._filed_by_an_older_version(user_id, filing_id)
+                    if earlier is not None:
+                        return earlier
                     key = await self._insert(user_id, category, description, now, state, filing_id)
                     await self._conn.commit()
                 except sqlite3.Error as exc:
