@@ -372,6 +372,47 @@ async def test_a_grievance_kept_after_a_torn_line_is_not_set_aside_with_it(tmp_p
     assert (tmp_path / "grievances.db.spool.jsonl.rejected").read_text() == '{"id": "a1", "user_id": "1111\n'
 
 
+async def test_a_torn_line_the_full_disk_cannot_set_aside_leaves_the_spool_unlocked(
+    tmp_path, monkeypatch
+) -> None:
+    # A full disk tears a line and then refuses its copy to .rejected: the spool stayed locked by
+    # a descriptor nobody closed, every later keep() in the process waited for ever, and nothing
+    # was filed from the spool again until a restart.
+    import errno
+    import json
+    import os
+
+    from bot.tools import grievance_spool
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    spool = tmp_path / "grievances.db.spool.jsonl"
+    good = {
+        "id": "a2",
+        "user_id": NOVA,
+        "category": "wallet",
+        "description": "kept",
+        "at": "x",
+        "state": "local_only",
+    }
+    spool.write_text('{"id": "a1", "user_id": "1111\n' + json.dumps(good) + "\n")
+    real_open = os.open
+
+    def full_disk(path, flags, mode=0o777):  # type: ignore[no-untyped-def]
+        if str(path).endswith(".rejected"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, mode)
+
+    try:
+        monkeypatch.setattr(grievance_spool.os, "open", full_disk)
+        assert await store.file_spooled() == 0
+        monkeypatch.undo()
+        assert await store.file_spooled() == 1
+        assert [g.description for g in await store.status(NOVA)] == ["kept"]
+    finally:
+        await store.aclose()
+
+
 def test_a_spool_line_the_disk_takes_in_part_is_finished_or_refused(tmp_path, monkeypatch) -> None:
     import errno
     import json

@@ -76,6 +76,22 @@ class GrievanceSpool:
         except BlockingIOError:
             os.close(fd)
             return None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:
+            rows = self._read(fd)
+        except BaseException:
+            # Still locked, the descriptor would hold the lock for the life of the process: every
+            # later keep() would wait for ever, and no take() would get the spool again.
+            os.close(fd)
+            raise
+        if not rows:
+            self.finish(fd)
+            return None
+        return fd, rows
+
+    def _read(self, fd: int) -> list[dict[str, Any]]:
         with open(fd, encoding="utf-8", closefd=False) as f:
             lines = f.read().splitlines()
         rows = []
@@ -89,10 +105,7 @@ class GrievanceSpool:
                 kept = os.open(self.rejected, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 with open(kept, "a", encoding="utf-8") as out:  # a grievance's words: owner only
                     out.write(line + "\n")
-        if not rows:
-            self.finish(fd)
-            return None
-        return fd, rows
+        return rows
 
     def finish(self, fd: int) -> None:
         """Empty the spool taken with `take`, its grievances filed, and let it go."""
