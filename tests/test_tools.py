@@ -413,6 +413,30 @@ async def test_a_torn_line_the_full_disk_cannot_set_aside_leaves_the_spool_unloc
         await store.aclose()
 
 
+async def test_a_spool_filing_cancelled_twice_lets_the_spool_go(tmp_path, monkeypatch) -> None:
+    # A shutdown cancels the filing of the spool, and cancels again (a second SIGTERM) while it
+    # rolls back: the spool's lock must not stay with a descriptor nobody will close.
+    from bot.tools.grievance_spool import GrievanceSpool
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    spool = GrievanceSpool.beside(tmp_path / "grievances.db")
+    spool.keep("a1", user_id=NOVA, category="wallet", description="kept", at="x", state="local_only")
+
+    async def cancelled(*args: object, **kwargs: object) -> None:
+        raise asyncio.CancelledError
+
+    try:
+        monkeypatch.setattr(store, "_insert", cancelled)
+        monkeypatch.setattr(store, "_rollback_cut_short", cancelled)
+        with pytest.raises(asyncio.CancelledError):
+            await store.file_spooled()
+        monkeypatch.undo()
+        assert await store.file_spooled() == 1
+    finally:
+        await store.aclose()
+
+
 def test_a_spool_line_the_disk_takes_in_part_is_finished_or_refused(tmp_path, monkeypatch) -> None:
     import errno
     import json

@@ -462,13 +462,19 @@ class LocalGrievanceStore:
                         filed.append((r["user_id"], key))
                 await self._conn.commit()
             except sqlite3.Error as exc:
-                await self._rollback()
-                spool.release(fd)
+                try:
+                    await self._rollback()
+                finally:
+                    spool.release(fd)
                 log.warning("kept grievances not filed yet (%d): %s", len(rows), exc)
                 return 0
             except BaseException:
-                await self._rollback_cut_short()
-                spool.release(fd)
+                # Let go whatever stops the rollback (a second cancel): a lock left held would make
+                # every later keep() in this process wait for ever.
+                try:
+                    await self._rollback_cut_short()
+                finally:
+                    spool.release(fd)
                 raise
             spool.finish(fd)
         for user_id, key in filed:
