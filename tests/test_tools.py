@@ -355,6 +355,26 @@ async def test_the_grievance_spool_files_each_line_once_and_sets_aside_a_torn_on
     assert rejected.stat().st_mode & 0o777 == 0o600  # a grievance's words, as in the spool
 
 
+async def test_a_torn_line_is_synced_in_rejected_before_the_spool_is_emptied(tmp_path, monkeypatch) -> None:
+    import os
+
+    from bot.tools import grievance_spool
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    spool = tmp_path / "grievances.db.spool.jsonl"
+    spool.write_text('{"id": "a1", "user_id": "1111\n')
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.path.basename(os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    monkeypatch.setattr(grievance_spool.os, "fsync", fsync)
+    await (await LocalGrievanceStore.open(tmp_path / "grievances.db")).aclose()
+    assert synced == [f"{spool.name}.rejected", spool.name]  # set aside, then emptied
+
+
 async def test_a_grievance_kept_after_a_torn_line_is_not_set_aside_with_it(tmp_path) -> None:
     from bot.tools.grievance_spool import GrievanceSpool
     from bot.tools.grievance_store import LocalGrievanceStore

@@ -105,6 +105,10 @@ class GrievanceSpool:
                 kept = os.open(self.rejected, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
                 with open(kept, "a", encoding="utf-8") as out:  # a grievance's words: owner only
                     out.write(line + "\n")
+                    out.flush()
+                    # On disk before finish() empties the spool, which is synced: else a power cut
+                    # could leave the line in neither file.
+                    os.fsync(out.fileno())
         return rows
 
     def finish(self, fd: int) -> None:
