@@ -457,6 +457,36 @@ async def test_a_spool_filing_cancelled_twice_lets_the_spool_go(tmp_path, monkey
         await store.aclose()
 
 
+async def test_a_spool_the_disk_will_not_empty_is_filed_once_and_filing_goes_on(
+    tmp_path, monkeypatch
+) -> None:
+    # file_spooled() runs before every filing and must never raise: an I/O error emptying the
+    # spool after its grievances were committed would turn the next complaint into an apology.
+    import errno
+
+    from bot.tools import grievance_spool
+    from bot.tools.grievance_spool import GrievanceSpool
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    GrievanceSpool.beside(tmp_path / "grievances.db").keep(
+        "a1", user_id=NOVA, category="wallet", description="kept", at="x", state="local_only"
+    )
+
+    def failing(fd: int, length: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    try:
+        monkeypatch.setattr(grievance_spool.os, "ftruncate", failing)
+        assert await store.file_spooled() == 1
+        monkeypatch.undo()
+        filed = await store.register(NOVA, "other", "lag spikes")
+        assert filed.key
+        assert [g.description for g in await store.status(NOVA)].count("kept") == 1
+    finally:
+        await store.aclose()
+
+
 def test_a_spool_line_the_disk_takes_in_part_is_finished_or_refused(tmp_path, monkeypatch) -> None:
     import errno
     import json
