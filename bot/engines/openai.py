@@ -183,8 +183,11 @@ class OpenAIEngine:
         turn_deadline: float = 120.0,
         breaker_seconds: float = 30.0,
         connect_timeout: float = 5.0,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        """`sleep` waits out pauses and backoffs (a test passes one that records the delay chosen)."""
         self.client = client
+        self._sleep = sleep
         self.connect_timeout = connect_timeout
         self.chat_gate = Gate("chat", breaker_seconds, "the fallback answers")
         self.hearing_gate = Gate("transcription", breaker_seconds, "turns are kept without the words")
@@ -325,7 +328,7 @@ class OpenAIEngine:
             if wait > 0:
                 if wait > SHORT_WAIT or wait >= deadline - time.monotonic():
                     raise EnginePaused(f"OpenAI {gate.what} requests paused: {gate.why}")
-                await asyncio.sleep(wait)
+                await self._sleep(wait)
                 continue
             left = deadline - time.monotonic()
             if left <= 0:
@@ -351,7 +354,7 @@ class OpenAIEngine:
                 backoff = min(0.5 * 2**tries, 8.0) * (1 - 0.25 * random.random())
                 if tries < retries and gate.wait() == 0 and backoff < deadline - time.monotonic():
                     tries += 1
-                    await asyncio.sleep(backoff)
+                    await self._sleep(backoff)
                     continue
                 raise
             except openai.APIStatusError:
@@ -604,7 +607,9 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
     )
 
 
-async def create_openai_engine(settings: Settings, verify: bool = True) -> OpenAIEngine:
+async def create_openai_engine(
+    settings: Settings, verify: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+) -> OpenAIEngine:
     o = settings.openai
     prompt = settings.system_prompt_path
     engine = OpenAIEngine(
@@ -620,6 +625,7 @@ async def create_openai_engine(settings: Settings, verify: bool = True) -> OpenA
         turn_deadline=o.turn_deadline_seconds,
         breaker_seconds=o.breaker_seconds,
         connect_timeout=o.connect_timeout_seconds,
+        sleep=sleep,
     )
     if verify and o.provider == "openai":
         await engine.verify_model()
