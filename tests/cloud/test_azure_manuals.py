@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import re
 import shutil
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -342,12 +341,9 @@ async def test_search_down_is_a_sentence_the_player_hears(
         elif failure == "stopped":
             await fake.stop()
         before = len(fake.searches)
-        started = time.perf_counter()
         with caplog.at_level(logging.WARNING):
             result = await ask(app, "how do I pair my controller")
-        elapsed = time.perf_counter() - started
     assert not result.ok and result.result == {"error": say.MANUALS_UNAVAILABLE}
-    assert elapsed < 4.0  # one 1 s timeout (a search POST is not retried on a read timeout)
     logged = "\n".join(r.getMessage() for r in caplog.records if r.name == "bot.tools.azure_manuals")
     expected = {
         "500": "answered 500",
@@ -358,8 +354,11 @@ async def test_search_down_is_a_sentence_the_player_hears(
     }[failure]
     assert expected in logged
     assert fake.api_key not in caplog.text
-    if failure == "500":
-        assert len(fake.searches) - before == 2  # the SDK retried once (retries = 1), then gave up
+    # A 500 is tried again once (retries = 1); a search POST is not after a read timeout, so a
+    # hanging service costs one 1 s timeout, and the SDK's "Timeout" above (not the call's budget)
+    # shows that timeout is what ended it.
+    sent = {"500": 2, "hang": 1, "403": 1, "no index": 1, "stopped": 0}[failure]
+    assert len(fake.searches) - before == sent
 
 
 async def test_search_recovers_after_a_blip_and_a_restart(fake: FakeSearch) -> None:
