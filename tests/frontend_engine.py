@@ -34,6 +34,15 @@ class FrontendEngine:
         self.long_reply = False  # answer with a transcript longer than one Discord message
         self.down = False  # behave like a model service that is unreachable
         self.turns: list[TurnState] = []
+        self.asked = 0  # complete() calls begun: a test waits on this rather than on a clock
+        self._asking = asyncio.Condition()
+        # When given, every step waits for it to be set: a test lets held turns go once it has looked.
+        self.hold: asyncio.Event | None = None
+
+    async def until_asked(self, count: int, within: float = 30.0) -> None:
+        """Wait until `count` complete() calls have begun (the turns have read their history)."""
+        async with asyncio.timeout(within), self._asking:
+            await self._asking.wait_for(lambda: self.asked >= count)
 
     async def transcribe(self, audio: AudioClip) -> Transcript | None:
         return Transcript(f"a note of {audio.seconds:.1f} seconds")
@@ -41,6 +50,11 @@ class FrontendEngine:
     async def complete(self, turn: TurnState) -> EngineReply:
         if self.down:
             raise EngineError("model service unreachable")
+        async with self._asking:
+            self.asked += 1
+            self._asking.notify_all()
+        if self.hold is not None:
+            await self.hold.wait()
         if self.delay:
             await asyncio.sleep(self.delay)
         if self.use_tools and not turn.rounds and turn.allow_tools:

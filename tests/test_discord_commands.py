@@ -153,12 +153,17 @@ async def test_forget_while_a_note_is_answered_still_starts_the_next_afresh(sett
     engine = FrontendEngine()
     async with running_bot(settings, fake, engine=engine):
         assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
-        engine.delay = 1.0
+        engine.hold = asyncio.Event()
+        asked = engine.asked
         note = await fake.send_note(nova, voice_note())
-        await asyncio.sleep(0.5)  # its turn has read the history and waits for the model
-        assert "forgotten" in await ask(fake, nova, "forget", [], guild=False)
+        await engine.until_asked(asked + 1)  # its turn has read the history and waits for the model
+        forget = await fake.slash(nova, "forget", [], guild=False)
+        # Deferred: the reset is waiting behind the turn in flight, which may now go on.
+        await fake.wait_for(lambda _: fake.interaction_records(forget) or None, 30)
+        engine.hold.set()
+        assert "forgotten" in private_text(await fake.interaction_answer(forget))
         await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
-        engine.delay = 0.0
+        engine.hold = None
         assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
 
 

@@ -301,12 +301,16 @@ async def test_a_players_notes_are_answered_in_the_order_sent_when_the_first_dow
 async def test_a_raid_downloads_no_more_notes_than_turns_can_take(settings, fake: FakeDiscord):
     # Each note waiting for a turn would otherwise sit in memory: up to audio.max_bytes a raider.
     settings = settings.replace(agent={"max_concurrent_turns": 2})
-    async with running_bot(settings, fake, engine=FrontendEngine(delay=1.0)) as h:
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine) as h:
         raiders = [InjectedUser(810000000000000000 + i, f"raider{i}") for i in range(8)]
         notes = [await h.fake.send_note(r, voice_note()) for r in raiders]
         await h.fake.wait_for(lambda _: len(h.fake.sent("cdn")) >= 2, within=20)
-        await asyncio.sleep(0.5)  # the first turns are still running
+        await engine.until_asked(2)  # both turns hold their slots until let go
+        await asyncio.sleep(0.5)  # room for a third download, were one to start
         assert len(h.fake.sent("cdn")) == 2
+        engine.hold.set()
         await h.fake.wait_for(lambda _: all(len(h.fake.replies_to(n["id"])) >= 2 for n in notes), within=60)
         assert len(h.fake.sent("cdn")) == 8
 
