@@ -179,14 +179,14 @@ async def test_a_restart_answers_nothing_twice(settings, fake) -> None:
 
 
 async def test_notes_older_than_the_window_get_nothing_and_are_counted(settings, fake, caplog) -> None:
+    # Dated, not waited for: a start slower than the window would make `fresh` old too.
     async with running_bot(settings, fake):
-        seen = await fake.send_note(nova, voice_note(), guild=True)
+        seen = await fake.send_note(nova, voice_note(), guild=True, ago=180)
         await all_answered(fake, [seen])
-    stale = [await fake.send_note(nova, voice_note(), guild=True) for _ in range(3)]
-    await asyncio.sleep(1.5)
+    stale = [await fake.send_note(nova, voice_note(), guild=True, ago=120) for _ in range(3)]
     fresh = await fake.send_note(nova, voice_note(), guild=True)
     caplog.set_level(logging.INFO, logger="cogs.catch_up")
-    async with running_bot(settings, fake, catch_up_minutes=1 / 60):  # a one-second window
+    async with running_bot(settings, fake, catch_up_minutes=1):
         await all_answered(fake, [fresh])
         await settle(fake)
     assert [answers(fake, n) for n in stale] == [0, 0, 0]
@@ -197,13 +197,12 @@ async def test_a_quiet_dm_costs_one_request_at_a_start(settings, fake) -> None:
     # Every DM the ledger knows is read at each start (Discord cannot list a bot's DMs): with a
     # channel fetch and a separate count, that would be three requests per player who spoke.
     async with running_bot(settings, fake):
-        spoke = [await fake.send_note(player, voice_note()) for player in (nova, blaze, quill)]
+        spoke = [await fake.send_note(player, voice_note(), ago=120) for player in (nova, blaze, quill)]
         await all_answered(fake, spoke)
     dms = {int(n["channel_id"]) for n in spoke}
-    await asyncio.sleep(1.5)
     late = await fake.send_note(nova, voice_note())  # sent while the bot was down
     before = len(fake.received)
-    async with running_bot(settings, fake, catch_up_minutes=1 / 60):  # all but `late` are old
+    async with running_bot(settings, fake, catch_up_minutes=1):  # all but `late` are old
         await all_answered(fake, [late])
         await settle(fake)
     asked = [
