@@ -229,7 +229,7 @@ async def test_replies_waiting_for_their_voice_leave_the_default_threads_free(re
         raid = [asyncio.create_task(speaking.speak_soon(f"Reply number {n}.", JOE)) for n in range(40)]
         await asyncio.sleep(0.2)
         probe = asyncio.create_task(asyncio.to_thread(lambda: "decoded"))
-        done, _ = await asyncio.wait({probe}, timeout=5)
+        done, _ = await asyncio.wait({probe}, timeout=20)  # the held voices wait 30 s
         go.set()
         assert done, "a job on asyncio's default threads queued behind replies waiting for their voice"
         replies = await asyncio.gather(*raid)
