@@ -446,20 +446,24 @@ async def test_a_database_locked_beyond_the_retries_is_unavailable(
 
 
 async def test_a_failed_query_frees_its_pool_slot_for_waiting_players_and_shutdown(
-    settings: Settings,
+    settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
     # One connection, two players: the second waits for the first's connection. When that one
-    # fails and is dropped, the waiter must be woken at once, not after its 2 x 5 s wait.
+    # fails and is dropped, the waiter must be woken at once, not after its 2 x 5 s wait: then
+    # its own query fails on the lock, not its wait for a connection.
     one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
     stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
     locker = lock_exclusively(players_db(settings))
     try:
         both = asyncio.gather(stats.player_summary(NOVA), stats.player_summary(BLAZE), return_exceptions=True)
-        results = await asyncio.wait_for(both, 4)
+        with caplog.at_level(logging.ERROR, logger="bot.tools.odbc_stats"):
+            results = await asyncio.wait_for(both, 30)  # a guard, not a timing assertion
         assert all(isinstance(r, ToolError) for r in results)
+        failed = [r.getMessage() for r in caplog.records if r.name == "bot.tools.odbc_stats"]
+        assert len(failed) == 2 and all("database is locked" in m for m in failed), failed
         failing = asyncio.create_task(stats.player_summary(QUILL))
         await asyncio.sleep(0)
-        await asyncio.wait_for(stats.aclose(), 4)  # closing while a query fails does not hang
+        await asyncio.wait_for(stats.aclose(), 30)  # closing while a query fails does not hang
         assert isinstance((await asyncio.gather(failing, return_exceptions=True))[0], ToolError)
     finally:
         locker.execute("ROLLBACK")
