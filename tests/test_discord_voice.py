@@ -366,7 +366,7 @@ async def test_a_turn_still_running_after_the_grace_period_is_cancelled_with_a_n
         note = await h.fake.send_note(nova, voice_note())
         await h.fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
         h.stop.set()
-        await asyncio.wait_for(h.task, 10)
+        await asyncio.wait_for(h.task, 20)
         (reply,) = h.fake.replies_to(note["id"])
         assert "restarting" in reply.content
         assert h.bot.is_closed()

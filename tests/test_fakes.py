@@ -357,7 +357,7 @@ async def test_a_reply_to_a_deleted_message_is_refused_unless_it_may_stand_alone
     async with discord_server.serving() as fake, running_bot(settings, fake) as h:
         fake.expect_refusals()
         chat = await fake.send_message(nova, channel_id=ALLOWED_CHANNEL, guild=True, content="hi")
-        deleted = asyncio.create_task(h.bot.wait_for("raw_message_delete", timeout=5))
+        deleted = asyncio.create_task(h.bot.wait_for("raw_message_delete", timeout=30))
         await fake.delete_message(ALLOWED_CHANNEL, chat["id"])
         assert (await deleted).message_id == int(chat["id"])  # MESSAGE_DELETE reached the bot
         channel = h.bot.get_channel(ALLOWED_CHANNEL)
