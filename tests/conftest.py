@@ -31,6 +31,9 @@ def make_settings(storage: Path, **env: str) -> Settings:
         "VOXDESK_AGENT_FALLBACK": "apology",
         # eSpeak: 80x faster to speak than the neural voice; tests of the voice itself ask for it.
         "VOXDESK_OFFLINE_VOICE": "en-us",
+        # One speech worker: each loads every speech model (hundreds of MB), and tests start many
+        # engines. Tests of several workers ask for them.
+        "VOXDESK_OFFLINE_WORKERS": "1",
         **env,
     }
     return load_settings(REPO / "config.toml", environ=environ)
