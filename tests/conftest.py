@@ -171,3 +171,19 @@ def speech_pools_started(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(hearing.WorkerHearing, "_new_pool", counted)
     return pools
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """all-mpnet-base-v2 inflated into the user's cache once, before any test: on a fresh machine
+    every process that routes (the xdist workers, each engine's speech worker, each `python -m bot`)
+    would otherwise inflate its 438 MB at once, side by side, until one had kept it."""
+    if hasattr(session.config, "workerinput"):  # an xdist worker: the controller has done it
+        return
+    from bot.speech import encoder_files
+    from bot.speech.sentence_encoder import MPNET
+
+    kept = encoder_files.cache_folder(MPNET)
+    if encoder_files.installed(MPNET) and not all((kept / name).is_file() for name in encoder_files.FILES):
+        # A model that cannot be read is for the tests that use it to report, with their names.
+        with contextlib.suppress(Exception):
+            encoder_files.read(MPNET)
