@@ -92,7 +92,7 @@ async def test_a_spoken_question_from_the_microphone_is_answered_aloud(browser, 
         await page.click("#stop")
         assert await page.evaluate(focused) == "record"
         await page.wait_for_selector("body[data-state=answered]", timeout=30_000)
-        await page.wait_for_selector("body[data-played=yes]", timeout=10_000)  # the reply is playing
+        await page.wait_for_selector("body[data-played=yes]", timeout=30_000)  # the reply is playing
         assert await page.evaluate(focused) == "result"  # the reply, read next
         assert await page.get_attribute("#answer", "aria-live") == "polite"
         # Served in ranges, the reply has a length the audio control can show and seek in.
@@ -106,7 +106,7 @@ async def test_a_spoken_question_from_the_microphone_is_answered_aloud(browser, 
         # A note refused after that one: its error stands alone, not beside the earlier reply.
         pdf = {"name": "note.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4\n" + bytes(2000)}
         await page.set_input_files("#upload", files=[pdf])
-        await page.wait_for_selector("body[data-state=error]", timeout=10_000)
+        await page.wait_for_selector("body[data-state=error]", timeout=30_000)
         assert "looks like a PDF" in await page.inner_text("#status")
         assert await page.locator("#result").is_hidden()
     finally:
@@ -247,7 +247,7 @@ async def test_a_browser_that_cannot_record_says_so_and_lets_go_of_the_microphon
         page = await context.new_page()
         await page.goto(f"http://127.0.0.1:{bound_port(runner)}/")
         await page.click("#record")
-        await page.wait_for_selector("#status:text('cannot record here')", timeout=5_000)
+        await page.wait_for_selector("#status:text('cannot record here')", timeout=30_000)
         assert await page.inner_text("#status") == "This browser cannot record here; upload a file instead."
         assert await page.evaluate(ALL_STOPPED)
         assert await page.is_enabled("#record") and await page.is_disabled("#stop")
