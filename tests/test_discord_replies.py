@@ -75,10 +75,13 @@ async def test_a_note_deleted_mid_answer_still_gets_its_whole_answer(
     guild = where.startswith("guild")
     if guild:
         fake.refuse_voice_in.add(ALLOWED_CHANNEL)
-    async with running_bot(settings, fake, engine=FrontendEngine(delay=0.4)):
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()  # the answer waits until the note is gone, however slow the machine
+    async with running_bot(settings, fake, engine=engine):
         note = await fake.send_note(nova, voice_note(), guild=guild)
         await fake.wait_for(lambda _: fake.sent("cdn"))  # downloaded: the turn is running
         await fake.delete_message(int(note["channel_id"]), note["id"])
+        engine.hold.set()
         if guild:
             (file,) = await replies(fake, note, 1)
             assert stood_alone(file) and file.content.startswith("Nova, you have") and file.files

@@ -231,7 +231,8 @@ async def test_a_channel_the_bot_may_not_read_is_named_in_a_warning_not_passed_o
 async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_restart(
     settings, fake
 ) -> None:
-    engine = FrontendEngine(delay=1.5)
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()  # the turn in flight lasts until the arriving note is kept
     async with running_bot(settings, fake, engine=engine) as h:
         in_flight = await fake.send_note(nova, voice_note())
         await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
@@ -247,6 +248,7 @@ async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_r
                 for r in rs
             )
         )
+        engine.hold.set()
         await asyncio.wait_for(h.task, 30)
     assert answers(fake, in_flight) == 1  # finished during the drain
     assert answers(fake, arriving) == 0
