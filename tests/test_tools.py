@@ -791,6 +791,96 @@ def test_a_complaint_worded_again_is_alike_and_two_complaints_are_not() -> None:
     )
     assert likeness("deposit never arrived", "refund missing") < SAME_COMPLAINT
     assert likeness("my gems vanished from my wallet", "my wallet was charged twice") < SAME_COMPLAINT
+    # "arrived" and "arriving" are one word; words too short to tell are compared as they are
+    assert likeness("refund not arriving", "refund never arrived") >= SAME_COMPLAINT
+    assert likeness("my xp", "My  XP") == 1.0 and likeness("my xp", "my hp") == 0.0
+
+
+def _filings(earlier: list[tuple[str, str, str]], complaints: list[tuple[str, str]], side_by_side: bool):
+    """The filing ids register_grievance chooses for `complaints` (category, words) of a run of
+    turn discord:7 that earlier runs filed `earlier` under: filed side by side in one round (all
+    counted before any chooses), or one round after another."""
+    from bot.tools import filing_for
+
+    ctx = ToolContext(user_id=NOVA, request_id="7")
+
+    def count(category: str, words: str) -> int:
+        nth = len(ctx.filed)
+        ctx.filed.append(category)
+        ctx.complaints[nth] = words
+        return nth
+
+    def choose(nth: int, category: str) -> str:
+        ctx.filings[nth] = filing_for(ctx, nth, category, earlier)
+        return ctx.filings[nth]
+
+    if side_by_side:
+        places = [count(*c) for c in complaints]
+        return [choose(n, c[0]) for n, c in zip(places, complaints, strict=True)]
+    return [choose(count(*c), c[0]) for c in complaints]
+
+
+GEMS = ("wallet", "gems vanished after the update")
+POINTS = ("reward_points", "weekly reward points never arrived")
+FILED = [("discord:7:0", *GEMS), ("discord:7:1", *POINTS)]
+
+
+@pytest.mark.parametrize(
+    ("earlier", "complaints", "side_by_side", "chosen"),
+    [
+        pytest.param(  # the most alike of two alike filings, not merely one alike enough
+            [
+                ("discord:7:0", "wallet", "charged twice for the battle pass"),
+                ("discord:7:1", "wallet", "charged twice for the skin bundle"),
+            ],
+            [("wallet", "charged twice for the skin bundle")],
+            False,
+            ["discord:7:1"],
+            id="most-alike",
+        ),
+        pytest.param(  # one filing heard as two complaints: the second is a ticket of its own
+            [("discord:7:0", "wallet", "gems vanished and reward points missing after update")],
+            [GEMS, ("wallet", "reward points missing after the update")],
+            False,
+            ["discord:7:0", "discord:7:1"],
+            id="split-in-two",
+        ),
+        pytest.param(  # a new complaint first, side by side with the gems: gems keep theirs
+            FILED,
+            [("wallet", "items vanished after the update"), GEMS],
+            True,
+            ["discord:7:2", "discord:7:0"],
+            id="rival-likes-it-better",
+        ),
+        pytest.param(  # a complaint already given its filing does not stand in another's way
+            [
+                ("discord:7:0", "wallet", "gems vanished after the update"),
+                ("discord:7:1", "wallet", "gems missing from wallet after the update"),
+            ],
+            [("wallet", "gems vanished from wallet after the update"), ("wallet", "wallet gems gone")],
+            False,
+            ["discord:7:0", "discord:7:1"],
+            id="chosen-is-no-rival",
+        ),
+        pytest.param(  # a third complaint's place went to a new one: it is new too, not that one
+            FILED,
+            [
+                ("gaming_experience", "Lag spikes every evening"),
+                GEMS,
+                ("gaming_experience", "my controller keeps disconnecting"),
+            ],
+            True,
+            ["discord:7:2", "discord:7:0", "discord:7:3"],
+            id="place-taken",
+        ),
+    ],
+)
+def test_each_complaint_of_a_run_again_finds_its_own_filing_or_a_new_one(
+    earlier, complaints, side_by_side, chosen
+) -> None:
+    # A wrong choice tells a player another complaint's key, and files theirs never (an earlier
+    # filing chosen twice) or twice (a new id for a complaint filed before).
+    assert _filings(earlier, complaints, side_by_side) == chosen
 
 
 @pytest.mark.parametrize("blank", ["   ", " \n\t "])
@@ -960,3 +1050,37 @@ def test_a_new_spool_file_is_synced_with_its_folder(tmp_path, monkeypatch) -> No
     assert synced == ["file", "folder"]
     spool.keep(user_id=BLAZE, category="wallet", description="again", at="t", state="local_only")
     assert synced == ["file", "folder", "file"]  # the name is on disk already
+
+
+async def test_one_note_files_at_most_three_tickets(settings, scripted_app_engine) -> None:
+    # A model looping (or a player asking it to) must not flood the desk and Jira from one note.
+    note = ToolContext(user_id=NOVA, request_id="930000000000000141")
+    complaints = ["deposit missing", "refund missing", "gems vanished", "points gone"]
+    async with running_app(settings, scripted_app_engine) as app:
+        before = len(await app.grievances.status(NOVA, limit=100))
+        results = [
+            await app.toolbox.run(note, call("register_grievance", category="wallet", description=d))
+            for d in complaints
+        ]
+        after = len(await app.grievances.status(NOVA, limit=100))
+    assert [r.ok for r in results] == [True, True, True, False]
+    assert results[-1].result["error"].startswith("Not filed: one note files at most 3 tickets.")
+    assert after == before + 3
+
+
+async def test_a_shared_player_lists_the_speakers_own_tickets_then_the_players(
+    settings, scripted_app_engine
+) -> None:
+    # The web playground's visitor speaking as Nova: their own complaint first, then Nova's demo
+    # tickets, which everyone is shown; another visitor's complaint is never among them.
+    me = ToolContext(user_id=NOVA, grievance_owner=f"web:me:{NOVA}")
+    other = ToolContext(user_id=NOVA, grievance_owner=f"web:other:{NOVA}")
+    complaint = call("register_grievance", category="wallet", description="charged twice")
+    async with running_app(settings, scripted_app_engine) as app:
+        mine = (await app.toolbox.run(me, complaint)).result["ticket_key"]
+        theirs = (await app.toolbox.run(other, complaint)).result["ticket_key"]
+        listed = (await app.toolbox.run(me, call("get_grievance_status"))).result
+        demo = (await app.toolbox.run(me, call("get_grievance_status", ticket_key="GRV-12"))).result
+    assert [t["ticket_key"] for t in listed["tickets"]] == [mine, "GRV-12", "GRV-10"]
+    assert theirs not in {t["ticket_key"] for t in listed["tickets"]}
+    assert [t["ticket_key"] for t in demo["tickets"]] == ["GRV-12"]
