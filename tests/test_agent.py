@@ -436,3 +436,27 @@ def test_a_ticket_key_is_told_however_the_answer_writes_it(text: str, told: list
         for n, key in enumerate(["GRV-12", "SUP-101"])
     ]
     assert Reply(text, None, None, filed, "scripted").told_keys == told
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "named"),
+    [
+        ("That's GRV number twelve.", "GRV-12", True),
+        ("Filed as SUP one-oh-one.", "SUP-101", True),
+        ("Filed as GRV one two and SUP one oh one.", "GRV-12", True),
+        ("Filed as SUP hundred and one.", "SUP-101", True),
+        ("Filed as GRV one thousand two hundred.", "GRV-1200", True),
+        ("Filed as GRV twenty twelve.", "GRV-2012", True),  # said as a year is
+        # Read as another number, or inside another word, it is not this key: the player would
+        # never hear the key, as its news is held for the answer that seemed to tell it.
+        ("Filed as GRV twenty twelve.", "GRV-32", False),
+        ("Filed as GRV one hundred.", "GRV-10", False),
+        ("That's ticket G R V one two.", "GRV-3", False),
+        ("Filed as XGRV-12.", "GRV-12", False),
+        ("Both GRV and twelve other tickets are open.", "GRV-12", False),
+    ],
+)
+def test_a_ticket_number_said_in_words_is_read_whole(text: str, key: str, named: bool) -> None:
+    from bot.agent import names_key
+
+    assert names_key(text, key) is named
