@@ -1084,3 +1084,28 @@ async def test_a_shared_player_lists_the_speakers_own_tickets_then_the_players(
     assert [t["ticket_key"] for t in listed["tickets"]] == [mine, "GRV-12", "GRV-10"]
     assert theirs not in {t["ticket_key"] for t in listed["tickets"]}
     assert [t["ticket_key"] for t in demo["tickets"]] == ["GRV-12"]
+
+
+async def test_a_new_complaint_first_in_a_note_answered_again_round_by_round_is_filed(
+    settings, scripted_app_engine
+) -> None:
+    # Answered again (a restart cut the turn), the model hears a complaint it missed the first
+    # time and files it first, each complaint in a round of its own: it is a new ticket, not the
+    # one filed first before, and the complaints filed before keep their own keys.
+    def turn() -> ToolContext:
+        return ToolContext(user_id=NOVA, request_id="930000000000000151")
+
+    gems = call("register_grievance", category="wallet", description="My gems vanished after the update")
+    points = call(
+        "register_grievance", category="reward_points", description="Weekly reward points never arrived"
+    )
+    lag = call("register_grievance", category="gaming_experience", description="Lag spikes every evening")
+    async with running_app(settings, scripted_app_engine) as app:
+        before = len(await app.grievances.status(NOVA, limit=100))
+        first = turn()
+        filed = [(await app.toolbox.run(first, c)).result["ticket_key"] for c in (gems, points)]
+        again = turn()
+        rerun = [(await app.toolbox.run(again, c)).result["ticket_key"] for c in (lag, gems, points)]
+        listed = {g.key: g.description for g in await app.grievances.status(NOVA, limit=100)}
+    assert rerun[1:] == filed and rerun[0] not in filed
+    assert len(listed) == before + 3 and listed[rerun[0]] == "Lag spikes every evening"
