@@ -754,6 +754,20 @@ async def test_a_desk_status_jira_cannot_take_yet_keeps_the_grievance_waiting_ne
     assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
 
 
+async def test_a_desk_status_no_jira_workflow_can_take_is_retried_ever_more_rarely(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # A workflow with no way into Done refuses the move on every try: asked again after the
+    # push's backoff, as a create Jira refuses, not at every sweep.
+    await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    fake.workflow = ("To Do", "In Progress")
+    jira = await open_jira(fake, tmp_path, push_interval_seconds=60.0, max_backoff_seconds=600.0)
+    async with news_over(tmp_path, jira) as p:
+        assert await p.grievances.push_pending() == 0
+    ((due,),) = sql(tmp_path / "grievances.db", "SELECT next_try_at FROM grievances")
+    assert due - time.time() > 30
+
+
 async def test_late_filings_racing_a_news_round_are_each_told(tmp_path) -> None:
     # A voice turn files the spool (register -> file_spooled) while the news loop reads events on
     # the same connection; an event read between a filing's INSERT and its key was passed over.
