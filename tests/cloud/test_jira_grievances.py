@@ -1089,3 +1089,20 @@ async def test_a_copy_staff_make_of_an_issue_is_an_issue_of_its_own(fake, db) ->
     assert sorted((t.key, t.status) for t in listed) == [("GRV-101", "open"), ("GRV-102", "resolved")]
     assert [(t.key, t.status) for t in by_copy] == [("GRV-102", "resolved")]
     assert row is not None and (row.remote_key, row.status) == ("GRV-101", "open")
+
+
+async def test_an_issue_staff_labelled_for_another_player_too_is_told_to_neither(fake, db) -> None:
+    # Staff merged two players' complaints into Nova's pushed issue (Blaze's label added) and
+    # resolved it: Nova hears her local record, not the status of an issue Blaze shares.
+    backend = await open_backend(fake, db)
+    try:
+        filed = await backend.register(NOVA, "wallet", "charged twice")
+        await backend.push_pending()  # GRV-101
+        fake.issues["GRV-101"].labels.append(f"discord-{BLAZE}")
+        fake.set_status("GRV-101", "Done")
+        (told,) = await backend.status(NOVA, filed.key)
+        row = await backend.local_store.staff_get(filed.key)
+    finally:
+        await backend.aclose()
+    assert (told.key, told.status, told.untracked) == ("GRV-101", "open", True)
+    assert row is not None and row.status == "open"
