@@ -768,6 +768,24 @@ async def test_a_desk_status_no_jira_workflow_can_take_is_retried_ever_more_rare
     assert due - time.time() > 30
 
 
+async def test_a_desk_status_jira_reached_by_staff_meanwhile_ends_the_push(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # The move was refused; before the retry, staff resolved the issue in Jira themselves. The
+    # retry finds it there already: pushed, with no transition of its own (Jira offers none
+    # from Done to Done, so asking for one would keep it waiting for ever).
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    fake.workflow = ("To Do", "In Progress")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.grievances.push_pending() == 0
+        fake.set_status("GRV-101", "Done")
+        sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")
+        assert await p.grievances.push_pending() == 1
+        pushed = await p.local.staff_get(key)
+    assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
+    assert list(fake.issues) == ["GRV-101"] and fake.transitioned == []
+
+
 async def test_late_filings_racing_a_news_round_are_each_told(tmp_path) -> None:
     # A voice turn files the spool (register -> file_spooled) while the news loop reads events on
     # the same connection; an event read between a filing's INSERT and its key was passed over.
