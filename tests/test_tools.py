@@ -1109,3 +1109,23 @@ async def test_a_new_complaint_first_in_a_note_answered_again_round_by_round_is_
         listed = {g.key: g.description for g in await app.grievances.status(NOVA, limit=100)}
     assert rerun[1:] == filed and rerun[0] not in filed
     assert len(listed) == before + 3 and listed[rerun[0]] == "Lag spikes every evening"
+
+
+def test_a_spool_of_unreadable_lines_alone_is_emptied_and_let_go(tmp_path) -> None:
+    # Only a line a crash cut short: set aside once, the spool emptied and its lock let go, or
+    # every grievance kept after it would wait on that lock for ever.
+    import fcntl
+    import os
+
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    spool = GrievanceSpool(tmp_path / "g.spool.jsonl")
+    spool.path.write_text('{"id": "x", "user_id": "1", "categ\n')
+    assert spool.take() is None
+    fd = os.open(spool.path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # raises BlockingIOError while held
+    finally:
+        os.close(fd)
+    assert not spool.waiting() and spool.take() is None
+    assert spool.rejected.read_text().count("categ") == 1
