@@ -786,6 +786,20 @@ async def test_a_desk_status_jira_reached_by_staff_meanwhile_ends_the_push(
     assert list(fake.issues) == ["GRV-101"] and fake.transitioned == []
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "said"),
+    [
+        ("GRV-101", "SUP-101", "is now called SUP-101, as our support team renamed the project it is in"),
+        ("GRV-101", "ENG-7", "Our support team moved your ticket GRV-101, and it is now ENG-7"),
+        ("GRV-101", "GRV-140", "Our support team moved your ticket GRV-101, and it is now GRV-140"),
+    ],
+)
+def test_a_ticket_under_a_new_key_is_told_renamed_only_when_its_number_stays(old, new, said) -> None:
+    from bot.ticket_news import moved_text
+
+    assert said in moved_text(old, new, "open")
+
+
 async def test_late_filings_racing_a_news_round_are_each_told(tmp_path) -> None:
     # A voice turn files the spool (register -> file_spooled) while the news loop reads events on
     # the same connection; an event read between a filing's INSERT and its key was passed over.
