@@ -329,6 +329,59 @@ async def test_a_grievance_the_database_refuses_is_kept_and_filed_later(tmp_path
         await store.aclose()
 
 
+async def test_kept_grievances_the_database_still_refuses_stay_in_the_spool(tmp_path) -> None:
+    # Each filing first files the spool; the database still refusing, what is in the spool stays
+    # there (emptied unfiled, those complaints would be lost though their players heard "kept").
+    import sqlite3
+
+    from bot.tools.base import ToolError
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    await store._conn.execute("PRAGMA busy_timeout=100")  # not the production 5 s wait
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        for words in ("charged twice for gems", "lag spikes every evening"):
+            with pytest.raises(ToolError, match="kept every word"):
+                await store.register(NOVA, "other", words)
+        kept = (tmp_path / "grievances.db.spool.jsonl").read_text()
+        locker.execute("ROLLBACK")
+        await store.register(NOVA, "other", "refund missing")
+        filed = [g.description for g in await store.status(NOVA)]
+    finally:
+        locker.close()
+        await store.aclose()
+    assert "charged twice for gems" in kept and "lag spikes every evening" in kept
+    assert sorted(filed) == ["charged twice for gems", "lag spikes every evening", "refund missing"]
+
+
+async def test_a_note_whose_grievance_was_kept_files_it_once_when_answered_again(tmp_path) -> None:
+    # The database refused the note's complaint (kept in the spool); the note's turn, run again
+    # after the restart, files it under the same filing id: once, not a second ticket.
+    import sqlite3
+
+    from bot.tools.base import ToolError
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    await store._conn.execute("PRAGMA busy_timeout=100")  # not the production 5 s wait
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(ToolError, match="kept every word"):
+            await store.register(NOVA, "wallet", "charged twice", filing_id("discord", "42", 0))
+        locker.execute("ROLLBACK")
+        again = await store.register(NOVA, "wallet", "charged twice", filing_id("discord", "42", 0))
+        filed = await store.status(NOVA)
+    finally:
+        locker.close()
+        await store.aclose()
+    assert [g.key for g in filed] == [again.key]
+
+
 async def test_the_grievance_spool_files_each_line_once_and_sets_aside_a_torn_one(tmp_path) -> None:
     import json
 
@@ -1111,8 +1164,15 @@ async def test_a_new_complaint_first_in_a_note_answered_again_round_by_round_is_
     assert len(listed) == before + 3 and listed[rerun[0]] == "Lag spikes every evening"
 
 
-def test_a_spool_of_unreadable_lines_alone_is_emptied_and_let_go(tmp_path) -> None:
-    # Only a line a crash cut short: set aside once, the spool emptied and its lock let go, or
+@pytest.mark.parametrize(
+    "line",
+    [
+        '{"id": "x", "user_id": "1", "categ',  # cut short by a crash
+        '{"id": "x", "user_id": "1", "category": "other", "description": "lag", "at": "x"}',  # no state
+    ],
+)
+def test_a_spool_of_unreadable_lines_alone_is_emptied_and_let_go(tmp_path, line: str) -> None:
+    # Only a line that cannot be filed: set aside once, the spool emptied and its lock let go, or
     # every grievance kept after it would wait on that lock for ever.
     import fcntl
     import os
@@ -1120,7 +1180,7 @@ def test_a_spool_of_unreadable_lines_alone_is_emptied_and_let_go(tmp_path) -> No
     from bot.tools.grievance_spool import GrievanceSpool
 
     spool = GrievanceSpool(tmp_path / "g.spool.jsonl")
-    spool.path.write_text('{"id": "x", "user_id": "1", "categ\n')
+    spool.path.write_text(line + "\n")
     assert spool.take() is None
     fd = os.open(spool.path, os.O_RDONLY)
     try:
@@ -1128,4 +1188,4 @@ def test_a_spool_of_unreadable_lines_alone_is_emptied_and_let_go(tmp_path) -> No
     finally:
         os.close(fd)
     assert not spool.waiting() and spool.take() is None
-    assert spool.rejected.read_text().count("categ") == 1
+    assert spool.rejected.read_text() == line + "\n"
