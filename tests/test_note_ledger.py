@@ -68,6 +68,23 @@ async def test_a_claim_of_a_dead_process_or_a_lapsed_lease_is_taken_again(tmp_pa
         await two.aclose()
 
 
+async def test_a_ledger_whose_claim_was_taken_over_cannot_settle_the_note(tmp_path) -> None:
+    # One's claim lapsed and two answers the note now: one, stopping, giving it back (or saying it
+    # answered) must not undo two's claim, or the note is answered again after a restart.
+    one, two = await open_two(tmp_path)
+    try:
+        await one.claim(7, 10, "u")
+        await one._conn.execute("UPDATE notes SET lease_until = ? WHERE message_id = 7", (time.time() - 1,))
+        assert await two.claim(7, 10, "u")
+        await one.release(7)
+        assert await one.unanswered() == [] and not await one.claim(7, 10, "u")
+        await two.answered(7)
+        assert await one.seen([7]) == {7} and not await one.to_answer(7)
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
 async def test_expired_notes_stay_unanswered_and_old_settled_ones_are_pruned(tmp_path) -> None:
     one = await NoteLedger.open(tmp_path / "notes.db")
     try:
