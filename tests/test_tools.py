@@ -1189,3 +1189,29 @@ def test_a_spool_of_unreadable_lines_alone_is_emptied_and_let_go(tmp_path, line:
         os.close(fd)
     assert not spool.waiting() and spool.take() is None
     assert spool.rejected.read_text() == line + "\n"
+
+
+async def test_a_complaint_heard_as_two_when_answered_again_files_the_second(
+    settings, scripted_app_engine
+) -> None:
+    # Both words of the one filing of the first run: the first of the two takes it, and the
+    # second, though alike too, is a ticket of its own (a filing chosen once is taken).
+    def turn() -> ToolContext:
+        return ToolContext(user_id=NOVA, request_id="930000000000000161")
+
+    both = call(
+        "register_grievance",
+        category="wallet",
+        description="gems vanished and reward points missing after update",
+    )
+    gems = call("register_grievance", category="wallet", description="gems vanished after the update")
+    points = call(
+        "register_grievance", category="wallet", description="reward points missing after the update"
+    )
+    async with running_app(settings, scripted_app_engine) as app:
+        (first,) = [(await app.toolbox.run(turn(), both)).result["ticket_key"]]
+        again = turn()
+        rerun = [(await app.toolbox.run(again, c)).result["ticket_key"] for c in (gems, points)]
+        listed = {g.key: g.description for g in await app.grievances.status(NOVA, limit=100)}
+    assert rerun[0] == first and rerun[1] != first
+    assert listed[rerun[1]] == "reward points missing after the update"
