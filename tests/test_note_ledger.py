@@ -85,6 +85,33 @@ async def test_a_ledger_whose_claim_was_taken_over_cannot_settle_the_note(tmp_pa
         await two.aclose()
 
 
+async def test_a_note_a_live_ledger_answers_is_to_answer_but_not_another_ledgers(tmp_path) -> None:
+    # Being answered: its filings' news waits for that answer, and no other process (a restart's
+    # catch-up, a recheck) answers it as well.
+    one, two = await open_two(tmp_path)
+    try:
+        await one.claim(5, 10, "u")
+        await one.answered(5)
+        await one.claim(7, 10, "u")
+        assert await two.to_answer(7) and await two.unanswered() == []
+        await one.turned_away(8, 10, "u")
+        # Catch-up looks for notes after the last one answered: not after one being answered or
+        # refused, or a note sent before those and never seen would be passed over.
+        assert await one.last_handled(10) == 5
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+def test_a_pid_the_system_gave_a_new_process_is_not_the_claims() -> None:
+    # In a container the bot is pid 1 after every restart: a claim of the last one's is dead.
+    import os
+
+    pid = os.getpid()
+    assert note_ledger._alive(note_ledger._owner_id())
+    assert not note_ledger._alive(f"{pid}:1:gone")
+
+
 async def test_expired_notes_stay_unanswered_and_old_settled_ones_are_pruned(tmp_path) -> None:
     one = await NoteLedger.open(tmp_path / "notes.db")
     try:
