@@ -1,5 +1,6 @@
 """The offline engine for real: eSpeak NG speaks, pocketsphinx hears, the router picks tools."""
 
+import logging
 from collections import Counter
 
 import pytest
@@ -890,3 +891,15 @@ def test_a_status_answer_counts_the_tickets_it_was_given_no_more(more: bool) -> 
         assert said.startswith("You have more than 10 tickets.") and "And more than 7 older ones." in said
     else:
         assert said.startswith("You have 10 tickets.") and "And 7 older ones." in said
+
+
+async def test_what_a_player_said_stays_out_of_the_info_log(settings, caplog) -> None:
+    # `run` logs INFO and a log outlives /forget and every prune: the words go to DEBUG alone.
+    words = "i was charged twice for gems by the shop"
+    caplog.set_level(logging.INFO)
+    async with running_app(settings) as app:
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), words)
+    assert [c["name"] for c in reply.tool_calls] == ["register_grievance"]
+    logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
+    assert any("register_grievance" in line for line in logged)
+    assert not [line for line in logged if "charged twice" in line]

@@ -133,13 +133,17 @@ class OfflineEngine:
             # Off the event loop: pocketsphinx's ten transcripts take ~15 ms to route through
             # all-MiniLM-L6-v2, about 0.5 s through all-mpnet-base-v2 (Whisper's list is one).
             heard = await asyncio.to_thread(router.settle, heard.alternatives, turn.history) or heard
+        # A player's words stay out of INFO, which `run` logs: a log is kept past every prune and
+        # /forget, so the words go to DEBUG alone and INFO says only what was done with them.
         if not heard.act_on:
-            log.info("asking again rather than acting on %r: too few transcripts agree", heard.text)
+            log.info("asking again rather than acting on a note: too few transcripts agree")
+            log.debug("too few transcripts agree on %r", heard.text)
         turn.scratch["heard"] = heard.text
         # Off the event loop too: the meaning model takes tens of milliseconds over a ramble.
         intents = await asyncio.to_thread(router.decide_all, heard, turn.history)
         for intent in intents:
-            log.info("heard %r → %s %s", heard.text, intent.name, intent.arguments)
+            log.info("heard a note → %s", intent.name)
+            log.debug("heard %r → %s %s", heard.text, intent.name, intent.arguments)
         if _answers_what_went_wrong(heard.text, turn.history) and not any(
             intent.name == router.REGISTER for intent in intents
         ):

@@ -53,7 +53,9 @@ def hear(recognizer: SpeechRecognizer, pcm: bytes, rate: int) -> Transcript:
     heard = recognizer.recognize(pcm16)
     assert heard is not None, "the first hearing always answers"
     if not heard.sure:
-        log.info("asking again: the recogniser doubts what it heard (%r)", heard.text)
+        # The words at DEBUG only: INFO is what `run` logs, and a log outlives /forget.
+        log.info("asking again: the recogniser doubts what it heard")
+        log.debug("the recogniser doubts %r", heard.text)
         return Heard(heard.text, False, heard.alternatives, sure=False)
     settled = router.settle(heard.alternatives)
     if settled is not None:
@@ -64,7 +66,8 @@ def hear(recognizer: SpeechRecognizer, pcm: bytes, rate: int) -> Transcript:
         # ticket, alone or as one of the note's requests.
         asked = {intent.name for intent in router.route_all(wider.text)}
         if not asked & {router.UNSURE, router.REGISTER}:
-            log.info("general model understood what the domain model did not: %r", wider.text)
+            log.info("general model understood what the domain model did not")
+            log.debug("general model heard %r", wider.text)
             return Transcript(wider.text)
     # Nothing made sense alone; in the conversation's light it still may (the engine re-votes).
     return Heard(heard.text, False, heard.alternatives)
