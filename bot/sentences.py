@@ -242,7 +242,12 @@ SLASH_FILED = (
     "Filed ticket `{ticket_key}` ({category}); status **{status}**. Ask `/grievance status` any time."
 )
 NOTHING_TO_FORGET = "There was nothing to forget: we start afresh anyway."
-FORGOTTEN = "Done: I've forgotten our conversation. Your next note starts afresh."
+# What /forget leaves is said too: a player who asked to be forgotten may think it was everything.
+FORGOTTEN = (
+    "Done: I've forgotten our conversations (every DM and channel); your next note starts afresh."
+    " I keep your tickets, your /voice, /replies and /notify choices and a month of usage figures;"
+    " the support team can erase all but your tickets on request."
+)
 UNKNOWN_VOICE = "I don't know the voice {voice!r}. Pick one of: {voices}."
 VOICE_CHOSEN = "From now on I'll answer you in the voice **{voice}**."
 REPLY_STYLE_CHOSEN = "From now on I'll answer your notes with {style}."

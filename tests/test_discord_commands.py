@@ -145,7 +145,10 @@ async def test_forget_clears_the_conversation(harness: Harness):
     fake = harness.fake
     assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
     assert (await reply_to_note(fake, nova))[1].content.endswith("History 1.")
-    assert "forgotten" in await ask(fake, nova, "forget", [], guild=False)
+    said = await ask(fake, nova, "forget", [], guild=False)
+    assert "forgotten" in said
+    # What stays is said, and who can erase more.
+    assert "I keep your tickets" in said and "support team can erase" in said
     assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
 
 
