@@ -175,6 +175,29 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_player(args: argparse.Namespace) -> int:
+    from bot import player_data
+    from bot.app import storage_paths
+
+    storage = storage_paths(_settings(args))
+    try:
+        if args.action == "export":
+            text = json.dumps(player_data.export(storage, args.user_id), indent=2, default=str)
+            if args.out:
+                player_data.write_private(Path(args.out), text + "\n")
+                print(f"player {args.user_id}: written to {args.out}")
+            else:
+                print(text)
+            return 0
+        for line in player_data.forget(storage, args.user_id):
+            print(line)
+        print(player_data.FORGET_NOTE)
+    except player_data.NotAPlayerId as exc:
+        print(f"player {args.action}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def cmd_index_manuals(args: argparse.Namespace) -> int:
     from bot.tools.azure_manuals import SearchServiceError, index_manuals
 
@@ -301,6 +324,19 @@ COMMANDS: dict[
         cmd_backup,
         "copy every database and the grievance spool into a new folder under DIR (safe while running)",
         lambda p: p.add_argument("into", metavar="DIR", help="where the dated backup folder is made"),
+    ),
+    "player": (
+        cmd_player,
+        "a player's data on their request: export it as JSON, or forget it (grievances are kept)",
+        lambda p: (
+            p.add_argument(
+                "action",
+                choices=("export", "forget"),
+                help="export: everything kept about them; forget: erase what only serves the bot",
+            ),
+            p.add_argument("user_id", metavar="DISCORD_ID", help="the player's Discord user id"),
+            p.add_argument("--out", default=None, help="export: write the JSON to this new file"),
+        ),
     ),
     "index-manuals": (
         cmd_index_manuals,

@@ -1,0 +1,206 @@
+"""`voxdesk player export|forget ID`: what voxdesk holds about one player, on their request.
+
+Export gathers every row kept under the player's Discord id, in every database under
+`storage.dir`, and the grievances still waiting in the spool. Forget erases what only serves the
+bot (conversations, settings, usage, where to reach them) and keeps what is the studio's record
+or keeps the bot from acting twice, saying which and why: their grievances (and Jira's copies),
+the newest ticket news of each ticket (so no status is told again), and which notes were
+answered (pruned after 30 days). A player who switched ticket news off keeps that choice.
+
+Plain sqlite3 on each file, as `backup` does: no model, engine or Discord client is loaded, and
+the bot may run meanwhile (each database's busy wait covers its writes). A turn of the player's
+being answered at that very moment saves itself after the erasure; the command says so."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import os
+import re
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from bot.app import StoragePaths
+from bot.db import BUSY_SECONDS, naming
+from bot.tools.grievance_spool import GrievanceSpool, _parse
+
+DISCORD_ID = re.compile(r"[0-9]{1,20}")
+
+# (database, table): the rows keyed by the player's id.
+BY_USER = {
+    "conversations": ("turns",),
+    "preferences": ("preferences",),
+    "usage": ("usage",),
+    "news": ("news", "last_channel", "dms_closed"),
+    "notes": ("notes", "places"),
+    "grievances": ("grievances",),
+}
+
+
+class NotAPlayerId(ValueError):
+    pass
+
+
+def checked(user_id: str) -> str:
+    if not DISCORD_ID.fullmatch(user_id):
+        raise NotAPlayerId(f"{user_id!r} is not a Discord user id (digits only, e.g. 111111111111111111)")
+    return user_id
+
+
+@contextlib.contextmanager
+def _database(path: Path, write: bool = False) -> Iterator[sqlite3.Connection | None]:
+    """The database at `path`, or None when voxdesk never made it (nothing is kept there)."""
+    if not path.exists():
+        yield None
+        return
+    uri = f"file:{path}" + ("" if write else "?mode=ro")
+    try:
+        conn = sqlite3.connect(uri, uri=True, timeout=BUSY_SECONDS, isolation_level=None)
+    except sqlite3.Error as exc:
+        raise naming(path, exc) from exc
+    conn.row_factory = sqlite3.Row
+    try:
+        yield conn
+    except sqlite3.Error as exc:
+        raise naming(path, exc) from exc
+    finally:
+        conn.close()
+
+
+def _rows(conn: sqlite3.Connection | None, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+    if conn is None:
+        return []
+    try:
+        return [dict(row) for row in conn.execute(sql, args)]
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):  # a file made before that table was
+            return []
+        raise
+
+
+def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Everything kept about `user_id`, as JSON-ready data: one key per database."""
+    checked(user_id)
+    held: dict[str, Any] = {
+        "user_id": user_id,
+        "exported_at": (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
+        "storage": str(storage.root),
+    }
+    for name, tables in BY_USER.items():
+        with _database(getattr(storage, name)) as conn:
+            part = {t: _rows(conn, f"SELECT * FROM {t} WHERE user_id = ?", (user_id,)) for t in tables}
+            if name == "grievances":
+                part["staff_notes"] = _rows(
+                    conn,
+                    "SELECT * FROM staff_notes WHERE grievance_id IN"
+                    " (SELECT id FROM grievances WHERE user_id = ?) ORDER BY id",
+                    (user_id,),
+                )
+                part["waiting_in_spool"], part["unreadable_spool_lines"] = _spooled(storage, user_id)
+        held[name] = part
+    return held
+
+
+def _spooled(storage: StoragePaths, user_id: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """The player's grievances kept in the spool (not yet in the database), and the lines set
+    aside as unreadable that name them (a line cut short may name nobody: those are not theirs
+    to be shown)."""
+    spool = GrievanceSpool.beside(storage.grievances)
+    waiting = [row for row in map(_parse, _lines(spool.path)) if row and row.get("user_id") == user_id]
+    unreadable = [line for line in _lines(spool.rejected) if f'"user_id": "{user_id}"' in line]
+    return waiting, unreadable
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            fcntl.flock(f, fcntl.LOCK_SH)  # a grievance being appended is read whole or not at all
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def forget(storage: StoragePaths, user_id: str) -> list[str]:
+    """Erase what /forget and a request to erase cover; one line per database, saying what was
+    erased and what was kept, and why."""
+    checked(user_id)
+    lines = []
+    with _database(storage.conversations, write=True) as conn:
+        n = _delete(conn, "DELETE FROM turns WHERE user_id = ?", (user_id,))
+        lines.append(f"conversations.db: {n} turn(s) of conversation erased")
+    with _database(storage.preferences, write=True) as conn:
+        prefs = _rows(conn, "SELECT notify FROM preferences WHERE user_id = ?", (user_id,))
+        if prefs and not prefs[0]["notify"]:
+            # An opt-out erased would switch ticket news back on for someone who asked for none.
+            assert conn is not None
+            conn.execute(
+                "UPDATE preferences SET voice = NULL, reply_mode = 'voice_and_text' WHERE user_id = ?",
+                (user_id,),
+            )
+            lines.append("preferences.db: reply voice and style erased; kept: ticket news off, as they chose")
+        else:
+            n = _delete(conn, "DELETE FROM preferences WHERE user_id = ?", (user_id,))
+            lines.append(f"preferences.db: {n} row(s) of settings erased")
+    with _database(storage.usage, write=True) as conn:
+        n = _delete(conn, "DELETE FROM usage WHERE user_id = ?", (user_id,))
+        lines.append(f"usage.db: {n} day(s) of usage erased")
+    with _database(storage.news, write=True) as conn:
+        n = _delete(conn, "DELETE FROM last_channel WHERE user_id = ?", (user_id,))
+        n += _delete(conn, "DELETE FROM dms_closed WHERE user_id = ?", (user_id,))
+        # Each ticket's newest piece stays (as news.db's own pruning keeps it): a change is told
+        # by comparing with it, and without it the ticket's status would be told again.
+        told = _delete(
+            conn,
+            "DELETE FROM news WHERE user_id = ? AND state NOT IN ('pending', 'held') AND EXISTS"
+            " (SELECT 1 FROM news AS later WHERE later.source = news.source"
+            " AND later.ticket = news.ticket AND later.id > news.id)",
+            (user_id,),
+        )
+        kept = len(_rows(conn, "SELECT id FROM news WHERE user_id = ?", (user_id,)))
+        lines.append(
+            f"news.db: {told} piece(s) of ticket news and {n} channel note(s) erased;"
+            f" kept: {kept}, the newest of each ticket (so no status is told twice)"
+        )
+    with _database(storage.notes) as conn:
+        n = len(_rows(conn, "SELECT message_id FROM notes WHERE user_id = ?", (user_id,)))
+        p = len(_rows(conn, "SELECT place_id FROM places WHERE user_id = ?", (user_id,)))
+        lines.append(
+            f"notes.db: kept {n} note id(s) and {p} DM channel(s), no words: they keep a note from"
+            " being answered twice; answered notes go after 30 days"
+        )
+    with _database(storage.grievances) as conn:
+        n = len(_rows(conn, "SELECT id FROM grievances WHERE user_id = ?", (user_id,)))
+        waiting, unreadable = _spooled(storage, user_id)
+        spooled = f", {len(waiting) + len(unreadable)} waiting in the spool" if waiting or unreadable else ""
+        lines.append(
+            f"grievances.db: kept {n} grievance(s){spooled}: the studio's record (and Jira's"
+            " copies); `player export` shows them"
+        )
+    return lines
+
+
+def _delete(conn: sqlite3.Connection | None, sql: str, args: tuple[Any, ...]) -> int:
+    if conn is None:
+        return 0
+    try:
+        return conn.execute(sql, args).rowcount
+    except sqlite3.OperationalError as exc:
+        if "no such table" in str(exc):
+            return 0
+        raise
+
+
+FORGET_NOTE = (
+    "not erased here: backups made before now, and a note of theirs the bot was answering at this"
+    " moment (its turn is saved after it: run this again while the bot is stopped to be sure)"
+)
+
+
+def write_private(path: Path, text: str) -> None:
+    """A new file only its owner may read: an export is one person's data, words included."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "w", encoding="utf-8") as out:
+        out.write(text)

@@ -1,0 +1,154 @@
+"""`voxdesk player export|forget`: one player's data, on the real stores, and nobody else's."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+from pathlib import Path
+
+from bot.app import storage_paths
+from bot.config import UsageSettings
+from bot.conversations import ConversationStore
+from bot.engines.base import PastTurn, Usage
+from bot.note_ledger import NoteLedger
+from bot.preferences import PreferenceStore
+from bot.ticket_news import NewsStore
+from bot.tools.grievance_spool import GrievanceSpool
+from bot.tools.grievance_store import LocalGrievanceStore
+from bot.usage import UsageMeter
+
+from .conftest import BLAZE, NOVA
+from .test_cli import voxdesk
+
+
+async def _fill(storage: Path, user_id: str, words: str, notify: bool = True) -> None:
+    """What a season of notes leaves behind for `user_id`, through each store's own API."""
+    paths_ = storage_paths_of(storage)
+    conversations = await ConversationStore.open(paths_.conversations, max_turns=10, idle_minutes=60)
+    await conversations.append(user_id, PastTurn(user_text=words, reply_text="Filed as GRV-1."), "dm")
+    await conversations.append(user_id, PastTurn(user_text="and my points", reply_text="708."), "555")
+    await conversations.aclose()
+    prefs = await PreferenceStore.open(paths_.preferences)
+    await prefs.set_voice(user_id, "en-gb")
+    await prefs.set_notify(user_id, notify)
+    await prefs.aclose()
+    meter = await UsageMeter.open(paths_.usage, UsageSettings(), model="m")
+    await meter.record(user_id, "offline", Usage(text_in=10), 3.0)
+    await meter.aclose()
+    grievances = await LocalGrievanceStore.open(paths_.grievances)
+    filed = await grievances.register(user_id, "wallet", words)
+    await grievances.aclose()
+    news = await NewsStore.open(paths_.news)
+    for status in ("in_progress", "resolved"):
+        await news.add(user_id, "local:x", filed.key, "status", status, f"{filed.key} is {status}")
+        await news.finish([i.id for i in await news.due() if i.user_id == user_id], "sent")
+    await news.set_last_channel(user_id, "555")
+    await news.aclose()
+    ledger = await NoteLedger.open(paths_.notes)
+    message_id = 9_000 + int(user_id[0])
+    assert await ledger.claim(message_id, 777, user_id)
+    await ledger.answered(message_id)
+    await ledger.aclose()
+
+
+def _spool(storage: Path, user_id: str, words: str) -> None:
+    """A grievance the database refused, kept for later (the next store to open files it)."""
+    GrievanceSpool.beside(storage_paths_of(storage).grievances).keep(
+        user_id=user_id, category="other", description=words, at="2026-12-05", state="open"
+    )
+
+
+def storage_paths_of(storage: Path):  # type: ignore[no-untyped-def]
+    from tests.conftest import make_settings
+
+    return storage_paths(make_settings(storage))
+
+
+def _count(db: Path, sql: str, *args: str) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute(sql, args).fetchone()[0]
+
+
+async def test_export_holds_everything_kept_about_a_player_and_nothing_of_another(settings, tmp_path) -> None:
+    storage = settings.storage_dir
+    await _fill(storage, NOVA, "nova was charged twice for gems")
+    await _fill(storage, BLAZE, "blaze lost a tournament prize")
+    _spool(storage, NOVA, "nova was charged twice for gems (kept)")
+    _spool(storage, BLAZE, "blaze was kicked (kept)")
+    out = tmp_path / "nova.json"
+    done = voxdesk("player", "export", NOVA, "--out", str(out), storage=storage, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert oct(out.stat().st_mode & 0o777) == "0o600"
+    held = json.loads(out.read_text())
+    assert held["user_id"] == NOVA
+    assert [t["user_text"] for t in held["conversations"]["turns"]] == [
+        "nova was charged twice for gems",
+        "and my points",
+    ]
+    assert held["preferences"]["preferences"][0]["voice"] == "en-gb"
+    assert held["usage"]["usage"][0]["text_in"] == 10
+    assert [n["status"] for n in held["news"]["news"]] == ["in_progress", "resolved"]
+    assert held["news"]["last_channel"][0]["channel_id"] == "555"
+    assert [n["place_id"] for n in held["notes"]["notes"]] == [777]
+    descriptions = [g["description"] for g in held["grievances"]["grievances"]]
+    assert "nova was charged twice for gems" in descriptions
+    assert [g["description"] for g in held["grievances"]["waiting_in_spool"]] == [
+        "nova was charged twice for gems (kept)"
+    ]
+    assert "blaze" not in out.read_text()
+
+
+async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which(settings) -> None:
+    storage = settings.storage_dir
+    await _fill(storage, NOVA, "nova was charged twice for gems")
+    await _fill(storage, BLAZE, "blaze lost a tournament prize", notify=False)
+    _spool(storage, NOVA, "nova was charged twice for gems (kept)")
+    paths_ = storage_paths_of(storage)
+    blaze_before = json.loads(voxdesk("player", "export", BLAZE, storage=storage, timeout=60).stdout)
+
+    done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
+    assert done.returncode == 0, done.stderr
+    said = done.stdout
+    assert "conversations.db: 2 turn(s) of conversation erased" in said
+    assert "preferences.db: 1 row(s) of settings erased" in said
+    assert "usage.db: 1 day(s) of usage erased" in said
+    assert "news.db: 1 piece(s) of ticket news and 1 channel note(s) erased; kept: 1" in said
+    assert re.search(r"grievances.db: kept [1-9][0-9]* grievance\(s\), 1 waiting in the spool", said)
+    assert "notes.db: kept 1 note id(s)" in said
+    assert "backups" in said
+
+    assert _count(paths_.conversations, "SELECT COUNT(*) FROM turns WHERE user_id = ?", NOVA) == 0
+    assert _count(paths_.preferences, "SELECT COUNT(*) FROM preferences WHERE user_id = ?", NOVA) == 0
+    assert _count(paths_.usage, "SELECT COUNT(*) FROM usage WHERE user_id = ?", NOVA) == 0
+    # The newest news of the ticket stays, or a poll would tell its status again.
+    told = "SELECT COUNT(*) FROM news WHERE user_id = ? AND status = 'resolved'"
+    assert _count(paths_.news, told, NOVA) == 1
+    assert _count(paths_.news, "SELECT COUNT(*) FROM last_channel WHERE user_id = ?", NOVA) == 0
+    assert _count(paths_.grievances, "SELECT COUNT(*) FROM grievances WHERE user_id = ?", NOVA) >= 1
+
+    # Nothing of another player's went.
+    blaze_after = json.loads(voxdesk("player", "export", BLAZE, storage=storage, timeout=60).stdout)
+    blaze_before.pop("exported_at"), blaze_after.pop("exported_at")
+    assert blaze_after == blaze_before
+
+    # A player who switched ticket news off keeps that choice through an erasure.
+    done = voxdesk("player", "forget", BLAZE, storage=storage, timeout=60)
+    assert "kept: ticket news off, as they chose" in done.stdout
+    prefs = await PreferenceStore.open(paths_.preferences)
+    chosen = await prefs.get(BLAZE)
+    await prefs.aclose()
+    assert (chosen.voice, chosen.notify) == (None, False)
+
+
+def test_an_id_that_is_no_discord_id_is_refused_in_one_line(settings) -> None:
+    done = voxdesk("player", "forget", "1 OR 1=1", storage=settings.storage_dir, timeout=60)
+    assert done.returncode == 2
+    assert "is not a Discord user id" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_export_never_overwrites_a_file(settings, tmp_path) -> None:
+    there = tmp_path / "there.json"
+    there.write_text("{}")
+    done = voxdesk("player", "export", NOVA, "--out", str(there), storage=settings.storage_dir, timeout=60)
+    assert done.returncode == 4 and there.read_text() == "{}"
