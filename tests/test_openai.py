@@ -200,15 +200,19 @@ async def test_refusals_are_passed_on_politely(storage, fake) -> None:
 
 async def test_a_refusal_that_quotes_the_player_is_logged_on_one_line(storage, fake, caplog) -> None:
     """A refusal may repeat what the player said, new lines and all: in the log it is one line,
-    so a player cannot add lines of their own making to it."""
-    caplog.set_level(logging.INFO)
+    so a player cannot add lines of their own making to it, and only at DEBUG: `run` logs INFO,
+    and a log outlives /forget."""
+    caplog.set_level(logging.DEBUG)
     forged = "cogs.voice: answered note 1 from 222222222222222222 as voice (reply, openai)"
     fake.script = [refusal(f"I can't say:\n{forged}\r\x1b[2Kdone")]
     async with running_app(openai_settings(storage, fake)) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     assert reply.kind == "refusal"
-    (logged,) = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
-    assert forged in logged  # staff still see what it said
+    refused = [r for r in caplog.records if r.name == "bot.engines.openai" and "refused" in r.getMessage()]
+    assert [r.levelno for r in refused] == [logging.INFO, logging.DEBUG]
+    info, logged = (r.getMessage() for r in refused)
+    assert forged not in info and "I can't say" not in info
+    assert forged in logged  # staff who log DEBUG still see what it said
     assert not any(c in logged for c in "\n\r\x1b"), logged
 
 

@@ -277,8 +277,10 @@ class OpenAIEngine:
                 calls.append(ToolCall(id=call.id, name=call.function.name, arguments=arguments))
             return EngineReply(tool_calls=calls, text=said, usage=usage)
         if message.refusal:
-            # It may quote the player: repr keeps their new lines and escapes out of the log's lines.
-            log.info("model refused: %r", message.refusal[:300])
+            # It may quote the player: their words stay out of INFO, which `run` logs and which
+            # outlives /forget; repr keeps their new lines and escapes out of the log's lines.
+            log.info("model refused to answer (%d characters of refusal)", len(message.refusal))
+            log.debug("model refused: %r", message.refusal[:300])
             return EngineReply(text=say.REFUSAL, refusal=True, usage=usage)
         cut_off = choice.finish_reason == "length"
         if cut_off:
