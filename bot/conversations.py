@@ -48,8 +48,9 @@ class ConversationStore:
 
     Bounded two ways: at most `max_turns` per conversation, and a conversation idle for longer than
     `idle_minutes` starts afresh. Its turns are deleted with the user's next turn anywhere, and
-    every player's idle ones at open and then, from append, every PRUNE_EVERY_SECONDS: the words
-    of a player who never comes back are not kept much past the idle limit. No column can hold
+    every player's idle ones at open and then, from append or a running bot's `housekeeping`,
+    every PRUNE_EVERY_SECONDS: the words of a player who never comes back are not kept much past
+    the idle limit. No column can hold
     audio: only the engine's reference id.
     """
 
@@ -77,6 +78,13 @@ class ConversationStore:
         deleted = await self._delete_idle(time.time() if now is None else now)
         await self._conn.commit()
         return deleted
+
+    async def housekeeping(self, now: float | None = None) -> None:
+        """prune() when due, for a running bot's recheck: a bot that hears no more notes makes no
+        append to prune from, and would keep the last player's words long past the idle limit."""
+        now = time.time() if now is None else now
+        if now - self._pruned_at >= min(PRUNE_EVERY_SECONDS, self.idle_seconds):
+            await self.prune(now)
 
     async def _delete_idle(self, now: float) -> int:
         self._pruned_at = now

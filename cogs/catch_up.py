@@ -85,9 +85,12 @@ class CatchUp(commands.Cog):
             await self.answer_leftovers()
         except Exception:
             log.exception("looking for notes left unanswered failed; trying again later")
-        try:  # a bot that runs for months must not keep every settled note and told news
+        # A bot that runs for months must not keep every settled note and told news, nor a bot that
+        # hears no more notes the last player's words.
+        try:
             await self.bot.core.notes.housekeeping()
             await self.bot.core.news.store.housekeeping()
+            await self.bot.core.conversations.housekeeping()
         except Exception:
             log.exception("pruning old records failed; trying again later")
 

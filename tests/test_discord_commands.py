@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import re
+import sqlite3
 import sys
 from asyncio.subprocess import PIPE
 from typing import NoReturn
@@ -168,6 +170,25 @@ async def test_forget_while_a_note_is_answered_still_starts_the_next_afresh(sett
         await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
         engine.hold = None
         assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+
+
+async def test_a_bot_that_hears_no_more_notes_still_drops_a_conversation_gone_idle(settings, fake):
+    # Pruning came only with the next note: on a quiet server the last words stayed for ever.
+    settings = settings.replace(conversations={"idle_minutes": 0.02})  # 1.2 s
+    db = settings.storage_dir / "conversations.db"
+
+    def turns() -> int:
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            return conn.execute("SELECT COUNT(*) FROM turns").fetchone()[0]
+
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await reply_to_note(fake, nova)
+        assert turns() >= 1
+        # The recheck (every 0.2 s) prunes once it is idle; no note comes to prune from.
+        deadline = asyncio.get_running_loop().time() + 30
+        while turns():
+            assert asyncio.get_running_loop().time() < deadline, "the idle conversation is still kept"
+            await asyncio.sleep(0.1)
 
 
 async def test_sync_with_a_refused_token_says_so_in_one_line(settings, fake: FakeDiscord):
