@@ -308,8 +308,8 @@ class NewsStore:
 
     async def prune(self, now: float | None = None) -> int:
         """Forget news no longer due (sent, muted, given up on) found KEEP_TOLD_SECONDS ago,
-        but for the newest piece of each ticket, and the channels of players long silent; how
-        many pieces of news went.
+        but for the newest piece of each ticket, and the channels of players long silent and
+        closed-DMs notices as old; how many pieces of news went.
 
         What goes cannot be found again: its grievance events were read and dropped, and a Jira
         poll sees each issue's status as it is now, looking back a week at most. Only a real
@@ -327,6 +327,11 @@ class NewsStore:
             )
             await self._conn.execute(
                 "DELETE FROM last_channel WHERE at < ?", (iso_at(now - KEEP_CHANNEL_SECONDS),)
+            )
+            # Who was told their DMs are closed, kept only while the notice could matter: a player
+            # whose DMs stay closed is told once more a season on, not kept on record for ever.
+            await self._conn.execute(
+                "DELETE FROM dms_closed WHERE told_at < ?", (iso_at(now - KEEP_CHANNEL_SECONDS),)
             )
             await self._conn.commit()
         return cursor.rowcount

@@ -864,6 +864,16 @@ async def test_a_running_bot_forgets_news_told_long_ago_but_each_tickets_last(tm
     ]
 
 
+async def test_a_closed_dms_notice_is_not_kept_on_record_for_ever(tmp_path: Path) -> None:
+    async with news_over(tmp_path) as p:
+        assert await p.store.claim_closed_notice(NOVA)
+        assert not await p.store.claim_closed_notice(NOVA)  # told once while DMs stay closed
+        sql(tmp_path / "news.db", "UPDATE dms_closed SET told_at = ?", (days_ago(100),))
+        await p.store.housekeeping(time.time() + 3600)
+        assert sql(tmp_path / "news.db", "SELECT user_id FROM dms_closed") == []
+        assert await p.store.claim_closed_notice(NOVA)  # a season on, told once more
+
+
 # news.db as the versions before each change had its marker made it: unique per ticket and status.
 OLD_NEWS_DB = """
 CREATE TABLE news (
