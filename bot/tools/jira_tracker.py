@@ -120,6 +120,19 @@ def _gist(text: str) -> str:
     return "".join(ch for ch in text.casefold() if ch.isalnum())
 
 
+# Jira keeps text fields as XML 1.0, which has no C0 control character but tab, line feed and
+# carriage return, nor U+FFFE/U+FFFF: an issue with one is refused (a 500 or a 400), so a player's
+# stray NUL would hold their grievance back for ever. DEL is valid XML but nothing a reader sees.
+_NOT_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
+NOT_TEXT_MARK = "\ufffd"
+
+
+def jira_text(text: str) -> str:
+    """`text` with what Jira refuses in a text field replaced by U+FFFD, which shows staff that
+    something stood there."""
+    return _NOT_TEXT.sub(NOT_TEXT_MARK, text)
+
+
 def summary_for(category: str, description: str) -> str:
     """ "Wallet: charged twice for the battle pass …", one line, at most SUMMARY_CHARS."""
     words = description.split()  # split() also drops newlines and tabs, which summaries may not hold
@@ -271,6 +284,7 @@ class JiraTracker:
 
     def create(self, local_key: str, user_id: str, category: str, description: str) -> str:
         """Create the issue for local grievance `local_key`; returns its key (GRV-101), not its id."""
+        description = jira_text(description)  # the local record keeps the player's words as given
         fields = {
             # dicts, not names: the client would otherwise look the project and type up first
             "project": {"key": self.project},

@@ -668,6 +668,31 @@ async def test_a_players_words_reach_jira_as_words_not_wiki_markup(fake, db) -> 
         await backend.aclose()
 
 
+async def test_control_characters_a_player_typed_reach_jira_as_a_mark_and_stay_in_the_record(
+    fake, db
+) -> None:
+    """Jira keeps text fields as XML 1.0 and refuses an issue with a NUL or another control
+    character in it: the grievance would wait for ever. Jira gets U+FFFD in their place (the fake
+    refuses them as Jira does); the local record keeps the words as the player gave them."""
+    words = "my gems\x00 vanished\x07 after the\x1b patch\x7f\x0b\tagain\r\nplease"
+    backend = await open_backend(fake, db)
+    try:
+        ticket = await backend.register(NOVA, "wallet", words)
+        assert await backend.push_pending() == 1
+        (issue,) = fake.issues.values()
+        shown = "my gems\ufffd vanished\ufffd after the\ufffd patch\ufffd\ufffd\tagain\r\nplease"
+        assert issue.description == shown
+        assert (
+            issue.summary
+            == "Wallet: my gems\ufffd vanished\ufffd after the\ufffd patch\ufffd\ufffd again please"
+        )
+    finally:
+        await backend.aclose()
+    with sqlite3.connect(db) as conn:
+        kept = conn.execute("SELECT description FROM grievances WHERE local_key = ?", (ticket.key,))
+        assert kept.fetchone()[0] == words
+
+
 async def test_status_categories_become_plain_words(fake, db) -> None:
     backend = await open_backend(fake, db)
     try:

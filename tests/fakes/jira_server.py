@@ -43,6 +43,9 @@ STATUSES = {"To Do": "new", "In Progress": "indeterminate", "Done": "done"}
 # The workflow of a Jira Cloud team-managed project: a global transition into each status, named
 # after it, offered from every other status. id -> status it leads to.
 TRANSITIONS = {"11": "To Do", "21": "In Progress", "31": "Done"}
+# What Jira refuses in a text field: XML 1.0 has no C0 control but tab, line feed and carriage
+# return, nor U+FFFE/U+FFFF; DEL is refused too, as voxdesk never means to send one.
+NOT_XML_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
 FIELDS = ("summary", "description", "labels", "status", "created", "updated", "issuetype", "project")
 FAIL_MODES = ("500", "hang", "401", "429", "create_then_hang", "reject_create")
 
@@ -415,6 +418,12 @@ class FakeJira(Strict):
                 if plain
                 else "Operation value must be an Atlassian Document"
             )
+        for name in ("summary", "description"):
+            text = fields.get(name)
+            if isinstance(text, str) and NOT_XML_TEXT.search(text):
+                errors[name] = (
+                    "Illegal character in the text: Jira keeps it as XML 1.0, which has no such character."
+                )
         labels = fields.get("labels", [])
         if not isinstance(labels, list) or any(not isinstance(x, str) or not x or " " in x for x in labels):
             errors["labels"] = "Labels cannot contain spaces and must be non-empty strings."
