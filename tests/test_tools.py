@@ -404,8 +404,40 @@ async def test_the_grievance_spool_files_each_line_once_and_sets_aside_a_torn_on
         await store.aclose()
     assert spool.read_text() == ""
     rejected = tmp_path / "grievances.db.spool.jsonl.rejected"
-    assert rejected.read_text().count('"b2"') == 2
+    assert rejected.read_text().count('"b2"') == 1  # the same torn line, set aside once
     assert rejected.stat().st_mode & 0o777 == 0o600  # a grievance's words, as in the spool
+
+
+async def test_a_torn_line_is_set_aside_once_while_the_database_refuses_the_spool(tmp_path, caplog) -> None:
+    # Each retry reads the spool again, torn line and all, until its filing goes through: the line
+    # went to .rejected (and to the log) once per retry.
+    import json
+    import sqlite3
+
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db, spool = tmp_path / "grievances.db", tmp_path / "grievances.db.spool.jsonl"
+    rejected = tmp_path / "grievances.db.spool.jsonl.rejected"
+    store = await LocalGrievanceStore.open(db)
+    await store._conn.execute("PRAGMA busy_timeout=100")  # not the production 30 s wait
+    kept = {"id": "a1", "user_id": NOVA, "category": "wallet", "description": "kept", "at": "x"}
+    spool.write_text(
+        '{"id": "b2", "user_id": "1", "categ\n' + json.dumps({**kept, "state": "local_only"}) + "\n"
+    )
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")  # another process holds the database
+        for _ in range(3):
+            assert await store.file_spooled() == 0
+        assert rejected.read_text() == '{"id": "b2", "user_id": "1", "categ\n'
+        locker.execute("ROLLBACK")
+        assert await store.file_spooled() == 1
+        assert [g.description for g in await store.status(NOVA)] == ["kept"]
+    finally:
+        locker.close()
+        await store.aclose()
+    assert spool.read_text() == "" and rejected.read_text() == '{"id": "b2", "user_id": "1", "categ\n'
+    assert sum("unreadable line" in r.getMessage() for r in caplog.records) == 1
 
 
 async def test_a_torn_line_is_synced_in_rejected_before_the_spool_is_emptied(tmp_path, monkeypatch) -> None:

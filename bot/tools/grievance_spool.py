@@ -95,21 +95,37 @@ class GrievanceSpool:
         with open(fd, encoding="utf-8", closefd=False) as f:
             lines = f.read().splitlines()
         rows = []
+        torn = []
         for line in lines:
             row = _parse(line)
             if row is not None:
                 rows.append(row)
             elif line.strip():
-                # A line cut short by a crash or a full disk: set aside, never a reason to stop.
-                log.error("unreadable line in %s moved to %s: %r", self.path, self.rejected, line)
-                kept = os.open(self.rejected, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-                with open(kept, "a", encoding="utf-8") as out:  # a grievance's words: owner only
-                    out.write(line + "\n")
-                    out.flush()
-                    # On disk before finish() empties the spool, which is synced: else a power cut
-                    # could leave the line in neither file.
-                    os.fsync(out.fileno())
+                torn.append(line)
+        if torn:
+            self._set_aside(torn)
         return rows
+
+    def _set_aside(self, torn: list[str]) -> None:
+        # Lines cut short by a crash or a full disk: never a reason to stop. They stay in the spool
+        # until it is filed and emptied, and while the database refuses it every retry reads them
+        # again: each goes to .rejected once.
+        kept = os.open(self.rejected, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        with open(kept, "a+", encoding="utf-8") as out:  # a grievance's words: owner only
+            out.seek(0)
+            before = out.read()
+            already = set(before.splitlines())
+            new = [line for line in dict.fromkeys(torn) if line not in already]
+            if not new:
+                return
+            for line in new:
+                log.error("unreadable line in %s moved to %s: %r", self.path, self.rejected, line)
+            end = "\n" if before and not before.endswith("\n") else ""  # a copy the disk took in part
+            out.write(end + "".join(line + "\n" for line in new))
+            out.flush()
+            # On disk before finish() empties the spool, which is synced: else a power cut could
+            # leave a line in neither file.
+            os.fsync(out.fileno())
 
     def finish(self, fd: int) -> None:
         """Empty the spool taken with `take`, its grievances filed, and let it go."""
