@@ -14,6 +14,9 @@ import aiosqlite
 from bot.db import add_missing_columns, opening
 from bot.engines.base import PastTurn
 
+# Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
+# the file instead of running on a schema it does not know.
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS turns (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -62,7 +65,7 @@ class ConversationStore:
 
     @classmethod
     async def open(cls, path: Path | str, max_turns: int, idle_minutes: float) -> ConversationStore:
-        async with opening(path, SCHEMA) as conn:
+        async with opening(path, SCHEMA, version=SCHEMA_VERSION) as conn:
             await add_missing_columns(
                 conn,
                 "turns",

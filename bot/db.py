@@ -30,12 +30,75 @@ def private_file(path: Path | str) -> None:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
+class NewerSchema(sqlite3.DatabaseError):
+    """A database whose schema version is past the one this voxdesk knows."""
+
+
+def newer_schema(path: Path | str, found: int, known: int) -> NewerSchema | None:
+    """The error for a database at schema version `found` when this voxdesk knows up to `known`:
+    a newer voxdesk wrote it (a downgrade, or its backup restored here), and running on a schema
+    this code does not know would fail in ways that name no cause, or change it past repair."""
+    if found <= known:
+        return None
+    return NewerSchema(
+        f"{path} was written by a newer voxdesk (schema version {found}, this one knows up to"
+        f" {known}): upgrade voxdesk, or restore a backup this version made"
+    )
+
+
+def written_by_newer(path: Path | str, known: int) -> None:
+    """Raise `newer_schema`'s error for the database at `path`, read without writing to it (for
+    `check`); a file that does not exist yet, or is empty, is new."""
+    file = Path(path)
+    if not file.exists() or file.stat().st_size == 0:
+        return
+    try:
+        with contextlib.closing(sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            (found,) = conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        raise naming(path, exc) from exc
+    refused = newer_schema(path, found, known)
+    if refused is not None:
+        raise refused
+
+
 async def open_sqlite(
-    path: Path | str, schema: str = "", autocommit: bool = False, durable: bool = False
+    path: Path | str,
+    schema: str = "",
+    autocommit: bool = False,
+    durable: bool = False,
+    version: int | None = None,
 ) -> aiosqlite.Connection:
     """A WAL-mode connection (readers never wait on the writer), with `schema` applied.
     `autocommit`: each statement commits by itself; transactions only where BEGIN opens one.
-    `durable`: every commit is on disk before it returns, not only once the WAL is checkpointed."""
+    `durable`: every commit is on disk before it returns, not only once the WAL is checkpointed.
+    `version`: the schema version `schema` is (SQLite's user_version, 0 in a database made before
+    voxdesk kept one); a database at a newer one is refused before anything is written to it."""
+    conn = await _open(path, schema, autocommit, durable, version)
+    if version is not None:
+        try:
+            await stamp_version(conn, version)
+        except sqlite3.Error as exc:
+            await conn.close()
+            raise naming(path, exc) from exc
+        except BaseException:
+            await conn.close()
+            raise
+    return conn
+
+
+async def stamp_version(conn: aiosqlite.Connection, version: int) -> None:
+    """Record that the schema is now at `version`, once it has been created or migrated."""
+    (found,) = first(await conn.execute_fetchall("PRAGMA user_version")) or (0,)
+    if found < version:
+        await conn.execute(f"PRAGMA user_version = {int(version)}")
+        if conn.in_transaction:
+            await conn.commit()
+
+
+async def _open(
+    path: Path | str, schema: str, autocommit: bool, durable: bool, version: int | None
+) -> aiosqlite.Connection:
     private_file(path)
     extra = {"isolation_level": None} if autocommit else {}
     # A writer waits up to BUSY_SECONDS for another's transaction (in aiosqlite's thread, not on
@@ -53,9 +116,17 @@ async def open_sqlite(
         # the last seconds of commits with it. That is fine for history or usage; a grievance
         # whose key the player already heard is not to be lost, nor its key given to the next one.
         await conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        if version is not None:
+            (found,) = first(await conn.execute_fetchall("PRAGMA user_version")) or (0,)
+            refused = newer_schema(path, found, version)
+            if refused is not None:
+                raise refused
         if schema:
             await conn.executescript(schema)
             await conn.commit()
+    except NewerSchema:
+        await conn.close()
+        raise
     except sqlite3.Error as exc:
         # A damaged or read-only file: aiosqlite's worker thread is no daemon, and left open it
         # would keep the process from ever exiting.
@@ -69,14 +140,16 @@ async def open_sqlite(
 
 @contextlib.asynccontextmanager
 async def opening(
-    path: Path | str, schema: str = "", autocommit: bool = False, durable: bool = False
+    path: Path | str, schema: str, *, version: int, autocommit: bool = False, durable: bool = False
 ) -> AsyncIterator[aiosqlite.Connection]:
     """`open_sqlite` for a store's `open`, which has more to do (columns, indexes, pruning): if
     any of that fails (a database locked past BUSY_SECONDS) the connection is closed, or its
-    worker thread would keep the process from exiting after the one-line error."""
-    conn = await open_sqlite(path, schema, autocommit, durable)
+    worker thread would keep the process from exiting after the one-line error. The schema is
+    stamped `version` once the block has migrated it without an error."""
+    conn = await _open(path, schema, autocommit, durable, version)
     try:
         yield conn
+        await stamp_version(conn, version)
     except sqlite3.Error as exc:
         await conn.close()
         raise naming(path, exc) from exc

@@ -118,6 +118,32 @@ async def check_web_secrets(settings: Settings) -> str:
     return f"{key}, {staff}"
 
 
+def check_storage(settings: Settings) -> str:
+    """The storage folder's databases a newer voxdesk wrote, read without writing: `check` opens
+    only the tool backends' ones, and `run` would stop at the first of the others."""
+    from bot import conversations, note_ledger, preferences, ticket_news, usage
+    from bot.app import storage_paths
+    from bot.db import written_by_newer
+    from bot.tools import embedded, grievance_store
+    from bot.web import security
+
+    paths = storage_paths(settings)
+    known = {
+        paths.manuals: embedded.FTS_SCHEMA_VERSION,
+        paths.grievances: grievance_store.SCHEMA_VERSION,
+        paths.conversations: conversations.SCHEMA_VERSION,
+        paths.preferences: preferences.SCHEMA_VERSION,
+        paths.notes: note_ledger.SCHEMA_VERSION,
+        paths.usage: usage.SCHEMA_VERSION,
+        paths.news: ticket_news.SCHEMA_VERSION,
+        paths.web: security.LOGINS_SCHEMA_VERSION,
+    }
+    for path, version in known.items():
+        written_by_newer(path, version)
+    found = sum(path.exists() for path in known)
+    return f"{found} databases, none written by a newer voxdesk"
+
+
 def _reason(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text or type(exc).__name__
@@ -136,7 +162,8 @@ async def _one(service: str, backend: str, run: Callable[[], Awaitable[str]]) ->
 
 async def check_all(settings: Settings, live: App | None = None, for_run: bool = False) -> list[CheckResult]:
     """One result per service, checked concurrently: the engine, its offline fallback, the three
-    tool backends, the Discord token (a FAIL if missing only `for_run`) and, with the web front end
+    tool backends, the storage folder's databases (but under `live`), the Discord token (a FAIL if
+    missing only `for_run`) and, with the web front end
     on or its secrets set, those secrets. `live`: the running bot's own clients (the desk), rather
     than a fresh set built and closed."""
     from bot import app
@@ -157,6 +184,8 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
         _one("grievances", t.grievances, backend("grievances", app.build_grievance_backend)),
         _one("discord", "token", discord),
     ]
+    if live is None:  # a running bot opened every database already
+        checks.insert(-1, _one("storage", "sqlite", lambda: asyncio.to_thread(check_storage, settings)))
     if _has_offline_fallback(settings, live):
         checks.insert(1, _one("fallback", "offline", lambda: check_fallback(settings, live)))
     if settings.web.enabled or s.web_session_key or s.web_staff_password_hash or s.web_staff_password:

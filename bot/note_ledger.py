@@ -25,6 +25,9 @@ import aiosqlite
 
 from bot.db import add_missing_columns, first, opening, while_locked
 
+# Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
+# the file instead of running on a schema it does not know.
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notes (
     message_id INTEGER PRIMARY KEY,
@@ -77,7 +80,7 @@ class NoteLedger:
     @classmethod
     async def open(cls, path: Path | str) -> NoteLedger:
         # Autocommit, with BEGIN IMMEDIATE where a read and a write must be one transaction.
-        async with opening(path, SCHEMA, autocommit=True) as conn:
+        async with opening(path, SCHEMA, version=SCHEMA_VERSION, autocommit=True) as conn:
             await add_missing_columns(conn, "places", {"heard_at": "REAL"})
             # Places kept before heard_at was: their year starts now.
             await conn.execute("UPDATE places SET heard_at = ? WHERE heard_at IS NULL", (time.time(),))

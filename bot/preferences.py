@@ -11,6 +11,9 @@ from bot.db import add_missing_columns, first, opening
 
 REPLY_MODES = ("voice_and_text", "voice", "file", "text")
 
+# Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
+# the file instead of running on a schema it does not know.
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS preferences (
     user_id TEXT PRIMARY KEY,
@@ -34,7 +37,7 @@ class PreferenceStore:
 
     @classmethod
     async def open(cls, path: Path | str) -> PreferenceStore:
-        async with opening(path, SCHEMA) as conn:
+        async with opening(path, SCHEMA, version=SCHEMA_VERSION) as conn:
             await add_missing_columns(conn, "preferences", {"notify": "INTEGER NOT NULL DEFAULT 1"})
             return cls(conn)
 

@@ -121,6 +121,9 @@ NEWS_COLUMNS = (
 # The key of news.db files made before each change had a marker: a ticket back to a status told
 # once could never be told it again.
 OLD_KEY = ["source", "ticket", "kind", "status"]
+# Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
+# the file instead of running on a schema it does not know.
+SCHEMA_VERSION = 1
 SCHEMA = (
     NEWS_TABLE.format(table="news")
     + """
@@ -294,7 +297,7 @@ class NewsStore:
 
     @classmethod
     async def open(cls, path: Path | str) -> NewsStore:
-        async with opening(path, SCHEMA) as conn:
+        async with opening(path, SCHEMA, version=SCHEMA_VERSION) as conn:
             await add_missing_columns(conn, "news", {"held_for": "TEXT"})
             await rekey_news(conn)
             store = cls(conn)

@@ -16,6 +16,9 @@ from bot.engines.base import Usage
 
 log = logging.getLogger(__name__)
 
+# Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
+# the file instead of running on a schema it does not know.
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
     day TEXT NOT NULL,
@@ -92,7 +95,7 @@ class UsageMeter:
 
     @classmethod
     async def open(cls, path: Path | str, settings: UsageSettings, model: str) -> UsageMeter:
-        async with opening(path, SCHEMA) as conn:
+        async with opening(path, SCHEMA, version=SCHEMA_VERSION) as conn:
             meter = cls(conn, settings, model)
             await meter.prune()
             return meter

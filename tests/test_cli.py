@@ -66,6 +66,38 @@ def test_a_damaged_database_is_one_line_and_the_process_ends(settings) -> None:
     assert checked.returncode == 1 and f"FAIL  stats      sqlite   {damaged}" in checked.stdout
 
 
+def test_a_database_a_newer_voxdesk_wrote_stops_the_bot_in_one_line_and_check_says_it(settings) -> None:
+    # A downgrade, or a newer install's backup restored into this one.
+    talk = settings.storage_dir / "conversations.db"
+    with sqlite3.connect(talk) as db:
+        db.execute("CREATE TABLE turns (id INTEGER PRIMARY KEY, said TEXT NOT NULL, heard_by TEXT NOT NULL)")
+        db.execute("PRAGMA user_version = 99")
+    line = (
+        f"{talk} was written by a newer voxdesk (schema version 99, this one knows up to 1):"
+        " upgrade voxdesk, or restore a backup this version made"
+    )
+    sample = str(paths.SAMPLES / "2-how-many-points.ogg")
+    asked = voxdesk("ask", sample, storage=settings.storage_dir)
+    assert asked.returncode == 4, asked.stderr
+    assert asked.stderr.strip() == f"a database under the storage folder cannot be used: {line}"
+    # `run` builds every store before it logs in: no Discord is reached (nor needed) here.
+    ran = voxdesk(
+        "run",
+        storage=settings.storage_dir,
+        DISCORD_TOKEN="x.y.z",
+        VOXDESK_DISCORD_API_BASE="http://127.0.0.1:9",
+    )
+    assert ran.returncode == 4 and "Traceback" not in ran.stderr
+    assert (
+        ran.stderr.strip().splitlines()[-1] == f"a database under the storage folder cannot be used: {line}"
+    )
+    checked = voxdesk("check", storage=settings.storage_dir)
+    assert checked.returncode == 1 and f"FAIL  storage    sqlite   {line}\n" in checked.stdout
+    with sqlite3.connect(talk) as db:  # left as the newer voxdesk made it
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 99
+        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["turns"]
+
+
 def test_a_store_that_fails_after_opening_its_file_is_one_line_and_the_process_ends(settings) -> None:
     # Opening a store does more than open its file (columns, indexes, pruning); a failure there
     # (here an index the rows break; in life a database locked past its wait) left the connection
@@ -201,6 +233,7 @@ def test_check_on_the_embedded_defaults_says_every_service_is_ok(settings) -> No
         ["ok", "stats"],
         ["ok", "manuals"],
         ["ok", "grievances"],
+        ["ok", "storage"],
         ["ok", "discord"],
     ]
     assert "12 players" in done.stdout

@@ -2,10 +2,15 @@
 still opened, switched to WAL once that write ends."""
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
-from bot.db import open_sqlite, while_locked
+import pytest
+
+from bot.db import NewerSchema, open_sqlite, opening, while_locked
 
 
 async def test_a_new_database_another_process_is_writing_to_opens_once_the_write_ends(tmp_path: Path) -> None:
@@ -69,3 +74,86 @@ async def test_new_data_folders_and_databases_are_the_owners_alone(tmp_path: Pat
         await conn.close()
     assert (tmp_path / "var").stat().st_mode & 0o777 == 0o700
     assert modes == {"talk.db": 0o600, "talk.db-wal": 0o600, "talk.db-shm": 0o600}
+
+
+def every_store() -> dict[str, Callable[[Path], Awaitable[Any]]]:
+    """How each store voxdesk keeps in the storage folder is opened, by its file's name."""
+    from bot.config import UsageSettings
+    from bot.conversations import ConversationStore
+    from bot.note_ledger import NoteLedger
+    from bot.preferences import PreferenceStore
+    from bot.ticket_news import NewsStore
+    from bot.tools.embedded import FtsManuals
+    from bot.tools.grievance_store import LocalGrievanceStore
+    from bot.usage import UsageMeter
+    from bot.web.security import StaffLogins
+
+    return {
+        "conversations.db": lambda p: ConversationStore.open(p, 10, 30),
+        "preferences.db": PreferenceStore.open,
+        "notes.db": NoteLedger.open,
+        "news.db": NewsStore.open,
+        "grievances.db": LocalGrievanceStore.open,
+        "usage.db": lambda p: UsageMeter.open(p, UsageSettings(), "gpt-audio-1.5"),
+        "web.db": StaffLogins.open,
+        "manuals.db": FtsManuals.open,
+    }
+
+
+def user_version(path: Path) -> int:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
+
+
+async def test_every_store_refuses_a_database_a_newer_voxdesk_wrote_in_one_line_naming_it(
+    tmp_path: Path,
+) -> None:
+    # A downgrade, or a newer install's backup restored: the old code would run on a schema it
+    # does not know (a new NOT NULL column sent every grievance to the spool with a warning).
+    for name, open_store in every_store().items():
+        path = tmp_path / name
+        await (await open_store(path)).aclose()
+        made = user_version(path)
+        assert made >= 1, name  # stamped when the store made its schema
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            conn.execute(f"PRAGMA user_version = {made + 1}")
+        before = path.read_bytes()
+        with pytest.raises(NewerSchema) as refused:
+            await open_store(path)
+        said = str(refused.value)
+        assert said == (
+            f"{path} was written by a newer voxdesk (schema version {made + 1}, this one knows up to"
+            f" {made}): upgrade voxdesk, or restore a backup this version made"
+        ), name
+        assert "\n" not in said
+        assert path.read_bytes() == before, name  # nothing migrated, pruned or stamped
+
+
+async def test_a_database_from_before_schema_versions_is_migrated_and_stamped(tmp_path: Path) -> None:
+    path = tmp_path / "preferences.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:  # user_version 0, no notify column yet
+        conn.execute("CREATE TABLE preferences (user_id TEXT PRIMARY KEY, voice TEXT, reply_mode TEXT)")
+        conn.execute("INSERT INTO preferences VALUES ('7', 'nova', 'voice_only')")
+        conn.commit()
+    from bot.preferences import SCHEMA_VERSION, PreferenceStore
+
+    store = await PreferenceStore.open(path)
+    try:
+        kept = await store.get("7")
+        assert (kept.voice, kept.reply_mode, kept.notify) == ("nova", "voice_only", True)
+    finally:
+        await store.aclose()
+    assert user_version(path) == SCHEMA_VERSION
+
+
+async def test_a_store_whose_migration_fails_is_not_stamped(tmp_path: Path) -> None:
+    # Stamped only once the store's own migration went through: the next start tries it again.
+    path = tmp_path / "store.db"
+    with pytest.raises(sqlite3.OperationalError):
+        async with opening(path, "CREATE TABLE IF NOT EXISTS t (x);", version=3) as conn:
+            await conn.execute("ALTER TABLE t ADD COLUMN x")  # duplicate column
+    assert user_version(path) == 0
+    async with opening(path, "CREATE TABLE IF NOT EXISTS t (x);", version=3) as conn:
+        pass
+    await conn.close()
+    assert user_version(path) == 3

@@ -50,6 +50,9 @@ class SqliteStats:
         await self._conn.close()
 
 
+# Raised with each change to the schema or to what `FtsManuals.open` migrates: an older
+# voxdesk then refuses the file instead of running on a schema it does not know.
+FTS_SCHEMA_VERSION = 1
 FTS_SCHEMA = """
 CREATE VIRTUAL TABLE IF NOT EXISTS passages USING fts5(
     title, text, key UNINDEXED, source UNINDEXED, tokenize = 'porter unicode61'
@@ -89,7 +92,7 @@ class FtsManuals:
 
     @classmethod
     async def open(cls, path: Path | str) -> FtsManuals:
-        return cls(await open_sqlite(path, FTS_SCHEMA))
+        return cls(await open_sqlite(path, FTS_SCHEMA, version=FTS_SCHEMA_VERSION))
 
     async def rebuild(self, chunks: list[Chunk]) -> None:
         await self._conn.execute("DELETE FROM passages")

@@ -32,6 +32,9 @@ MAX_ERROR_CHARS = 500
 # beyond this many the player is told it was not filed.
 MAX_HELD = 1000
 
+# Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
+# the file instead of running on a schema it does not know.
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS grievances (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -219,7 +222,7 @@ class LocalGrievanceStore:
     @classmethod
     async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
         emptied = _empty_file(Path(path))
-        async with opening(path, SCHEMA, durable=True) as conn:
+        async with opening(path, SCHEMA, version=SCHEMA_VERSION, durable=True) as conn:
             await add_missing_columns(
                 conn,
                 "grievances",

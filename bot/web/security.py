@@ -88,6 +88,11 @@ def password_mark(settings: Settings) -> str:
     return hmac.new(secret.encode(), b"voxdesk staff session", hashlib.sha256).hexdigest()[:32]
 
 
+# Raised with each change to the schema or to what `StaffLogins.open` migrates: an older
+# voxdesk then refuses the file instead of running on a schema it does not know.
+LOGINS_SCHEMA_VERSION = 1
+
+
 class StaffLogins:
     """Staff logins ended by a logout, on disk until the session would have lapsed anyway.
 
@@ -100,7 +105,7 @@ class StaffLogins:
     @classmethod
     async def open(cls, path: Path) -> StaffLogins:
         schema = "CREATE TABLE IF NOT EXISTS ended_logins (login TEXT PRIMARY KEY, until REAL NOT NULL);"
-        async with opening(path, schema) as conn:
+        async with opening(path, schema, version=LOGINS_SCHEMA_VERSION) as conn:
             await conn.execute("DELETE FROM ended_logins WHERE until < ?", (time.time(),))
             await conn.commit()
             return cls(conn)
