@@ -135,8 +135,15 @@ async def build_stats_backend(settings: Settings) -> StatsBackend:
     path = storage_paths(settings).players
     if not path.exists():
         raise NotInitialised(f"{path} does not exist: run `python -m bot init` first")
-    from bot.tools.embedded import SqliteStats
+    from bot.tools.embedded import SqliteStats, has_players_table
 
+    # An empty file (a failed first `init`, a copy cut short) opens as a database with no tables:
+    # said at start, not as "stats unavailable" to every player who asks.
+    if not await asyncio.to_thread(has_players_table, path):
+        raise NotInitialised(
+            f'{path} has no players table: run `python -m bot init`, or set tools.stats = "odbc"'
+            " for the studio's own player database"
+        )
     return await SqliteStats.open(path)
 
 

@@ -98,6 +98,36 @@ def test_a_database_a_newer_voxdesk_wrote_stops_the_bot_in_one_line_and_check_sa
         assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["turns"]
 
 
+@pytest.mark.parametrize("players_db", ["empty file", "no players table"])
+def test_a_players_database_without_players_is_one_line_for_check_ask_and_run(settings, players_db) -> None:
+    # A failed first `init` leaves an empty file; a studio's copy cut short, a database without
+    # the table. Run went on and told every player "stats unavailable"; check said "no such table".
+    players = settings.storage_dir / "players.db"
+    players.unlink()
+    if players_db == "empty file":
+        players.touch()
+    else:
+        with sqlite3.connect(players) as db:
+            db.execute("CREATE TABLE scores (player TEXT, points INTEGER)")
+    line = (
+        f'{players} has no players table: run `python -m bot init`, or set tools.stats = "odbc"'
+        " for the studio's own player database"
+    )
+    checked = voxdesk("check", storage=settings.storage_dir)
+    assert checked.returncode == 1 and f"FAIL  stats      sqlite   {line}\n" in checked.stdout
+    asked = voxdesk("ask", str(paths.SAMPLES / "2-how-many-points.ogg"), storage=settings.storage_dir)
+    assert asked.returncode == 2 and asked.stderr.strip() == line
+    ran = voxdesk(
+        "run",
+        storage=settings.storage_dir,
+        DISCORD_TOKEN="x.y.z",
+        VOXDESK_DISCORD_API_BASE="http://127.0.0.1:9",
+    )
+    assert ran.returncode == 2 and ran.stderr.strip().splitlines()[-1] == line
+    if players_db == "empty file":
+        assert players.stat().st_size == 0  # still what `init` takes for a new one
+
+
 def test_a_store_that_fails_after_opening_its_file_is_one_line_and_the_process_ends(settings) -> None:
     # Opening a store does more than open its file (columns, indexes, pruning); a failure there
     # (here an index the rows break; in life a database locked past its wait) left the connection

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sqlite3
@@ -12,13 +13,27 @@ from typing import Any
 import aiosqlite
 
 from bot import sentences as say
-from bot.db import open_sqlite
+from bot.db import naming, open_sqlite
 from bot.tools import stats_sql
 from bot.tools.base import Passage, PlayerSummary, ToolError
 from bot.tools.manual_chunks import Chunk
 from bot.tools.relevance import CANDIDATES_PER_RESULT, all_known, evidence
 
 log = logging.getLogger(__name__)
+
+
+def has_players_table(path: Path) -> bool:
+    """Whether the players database at `path` has its players table, read without writing to it:
+    opened for stats, an empty file would be made a database in WAL mode, and `init` would no
+    longer see it as the new one it is."""
+    if path.stat().st_size == 0:
+        return False
+    try:
+        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'players'")
+            return found.fetchone() is not None
+    except sqlite3.Error as exc:
+        raise naming(path, exc) from exc
 
 
 class SqliteStats:
