@@ -111,16 +111,16 @@ async def _open(
     try:
         conn.row_factory = aiosqlite.Row
         await conn.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
+        if version is not None:  # before the switch to WAL, a write to a file in rollback mode
+            (found,) = first(await conn.execute_fetchall("PRAGMA user_version")) or (0,)
+            refused = newer_schema(path, found, version)
+            if refused is not None:
+                raise refused
         await _switch_to_wal(conn)
         # NORMAL survives a killed process but not a power cut or a kernel panic, which can take
         # the last seconds of commits with it. That is fine for history or usage; a grievance
         # whose key the player already heard is not to be lost, nor its key given to the next one.
         await conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
-        if version is not None:
-            (found,) = first(await conn.execute_fetchall("PRAGMA user_version")) or (0,)
-            refused = newer_schema(path, found, version)
-            if refused is not None:
-                raise refused
         if schema:
             await conn.executescript(schema)
             await conn.commit()
