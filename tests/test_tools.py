@@ -440,6 +440,27 @@ async def test_a_torn_line_is_set_aside_once_while_the_database_refuses_the_spoo
     assert sum("unreadable line" in r.getMessage() for r in caplog.records) == 1
 
 
+async def test_a_line_torn_inside_a_character_is_set_aside_and_the_store_opens(tmp_path) -> None:
+    # A crash or a full disk can cut a line inside a multi-byte character: reading the spool raised
+    # UnicodeDecodeError, and the grievance store (and so the bot) would not open.
+    import json
+
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    spool = tmp_path / "grievances.db.spool.jsonl"
+    kept = {"id": "a1", "user_id": NOVA, "category": "wallet", "description": "caf\u00e9", "at": "x"}
+    torn = b'{"id": "b2", "description": "caf' + "\u00e9".encode()[:1]
+    spool.write_bytes(torn + b"\n" + json.dumps({**kept, "state": "local_only"}).encode() + b"\n")
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        assert [g.description for g in await store.status(NOVA)] == ["caf\u00e9"]
+    finally:
+        await store.aclose()
+    assert spool.read_text() == ""
+    rejected = (tmp_path / "grievances.db.spool.jsonl.rejected").read_text()
+    assert rejected == '{"id": "b2", "description": "caf\ufffd\n'
+
+
 async def test_a_torn_line_is_synced_in_rejected_before_the_spool_is_emptied(tmp_path, monkeypatch) -> None:
     import os
 

@@ -92,7 +92,9 @@ class GrievanceSpool:
         return fd, rows
 
     def _read(self, fd: int) -> list[dict[str, Any]]:
-        with open(fd, encoding="utf-8", closefd=False) as f:
+        # keep() writes ASCII (json.dumps escapes the rest): a byte that is no UTF-8 is a line cut
+        # inside a character, to be set aside like any torn line, not a reason to stop filing.
+        with open(fd, encoding="utf-8", errors="replace", closefd=False) as f:
             lines = f.read().splitlines()
         rows = []
         torn = []
