@@ -720,8 +720,10 @@ class TicketNews:
             if mine is not None and issue.untouched:
                 # Nobody changed it since the push made it: its first status is no news after
                 # the one they were told. (A status the desk set while it waited is given to the
-                # issue by the push itself, jira_grievances.py.)
-                await local.update_status(mine.local_key, issue.status, issue.updated_at)
+                # issue by the push itself, jira_grievances.py.) A local copy as new as the issue
+                # is the push's, which moved the issue after this search saw it: kept.
+                if mine.updated_at < issue.updated_at:
+                    await local.update_status(mine.local_key, issue.status, issue.updated_at)
                 continue
             about = issue.description or issue.summary
             text = status_text(issue.key, about, issue.status)

@@ -733,6 +733,42 @@ async def test_a_status_set_on_the_desk_while_jira_was_off_reaches_jira_in_its_w
     ]
 
 
+async def test_a_poll_that_saw_the_issue_before_its_push_moved_it_keeps_the_desks_status(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # The poll's search lands between the push's create and its move; the poll reads the local
+    # row after the push finished. The issue it saw (untouched, To Do) is older than that row.
+    front = Recorder()
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    jira = await open_jira(fake, tmp_path)
+    seen_mid_push: list = []
+    give_status = jira._give_status
+
+    async def searched_mid_push(row, remote_key, token):  # type: ignore[no-untyped-def]
+        seen_mid_push.extend(await jira.updated_issues(await jira.local_store.users(), 10))
+        await give_status(row, remote_key, token)
+
+    jira._give_status = searched_mid_push  # type: ignore[method-assign]
+    async with news_over(tmp_path, jira) as p:
+        assert await p.grievances.push_pending() == 1
+        assert [i.untouched for _, i in seen_mid_push] == [True]
+        search = jira.updated_issues
+
+        async def stale_once(users, minutes):  # type: ignore[no-untyped-def]
+            jira.updated_issues = search  # type: ignore[method-assign]
+            return seen_mid_push
+
+        jira.updated_issues = stale_once  # type: ignore[method-assign]
+        await p.news.run_once(front)
+        after_stale = await p.local.staff_get(key)
+        await p.news.run_once(front)
+    assert after_stale is not None and after_stale.status == "resolved"
+    assert front.texts() == [
+        f"Your ticket {key} has now reached our support team as GRV-101: use GRV-101 when you ask"
+        " about it. Its status is resolved."
+    ]
+
+
 async def test_a_desk_status_jira_cannot_take_yet_keeps_the_grievance_waiting_never_made_twice(
     fake: FakeJira, tmp_path: Path
 ) -> None:
