@@ -74,16 +74,10 @@ async def open_sqlite(
     `durable`: every commit is on disk before it returns, not only once the WAL is checkpointed.
     `version`: the schema version `schema` is (SQLite's user_version, 0 in a database made before
     voxdesk kept one); a database at a newer one is refused before anything is written to it."""
-    conn = await _open(path, schema, autocommit, durable, version)
-    if version is not None:
-        try:
-            await stamp_version(conn, version)
-        except sqlite3.Error as exc:
-            await conn.close()
-            raise naming(path, exc) from exc
-        except BaseException:
-            await conn.close()
-            raise
+    if version is None:
+        return await _open(path, schema, autocommit, durable, None)
+    async with opening(path, schema, version=version, autocommit=autocommit, durable=durable) as conn:
+        pass  # created or migrated by `schema` alone: stamped on the way out
     return conn
 
 
