@@ -153,7 +153,9 @@ BACKSLASH_TWIN = "\uff3c"
 
 
 def wiki_literal(text: str) -> str:
-    """A player's words as Jira wiki markup that shows them as written and does nothing else."""
+    """A player's words as Jira wiki markup that links, embeds, mentions and runs macros with
+    nothing: `[ ] { } ! |` escaped. Text effects (`*bold*`, `-struck-`, `h1.`) still render; they
+    do nothing but change how the words look."""
     return _WIKI_MARKS.sub(r"\\\g<0>", text.replace("\\", BACKSLASH_TWIN))
 
 
