@@ -57,6 +57,12 @@ def _discord_failed(exc: BaseException) -> bool:
 NOWHERE_TO_POST = frozenset({10003, 50001, 50007, 50083})
 
 
+def carried_attachments(message: discord.Message) -> list[discord.Attachment]:
+    """A message's attachments. A forward has none of its own: the note it forwards is in its
+    snapshot, and the player who forwarded it is the one asking."""
+    return message.attachments or [a for snapshot in message.message_snapshots for a in snapshot.attachments]
+
+
 def is_audio_attachment(attachment: discord.Attachment) -> bool:
     """An attachment that is not a voice message but may be one spoken and saved as a file."""
     kind = (attachment.content_type or "").split(";")[0].strip().lower()
@@ -93,11 +99,7 @@ class VoiceNotes(commands.Cog):
     # ---- which messages --------------------------------------------------------------
 
     def voice_notes(self, message: discord.Message) -> list[discord.Attachment]:
-        # A forward has no attachments of its own: the note it forwards is in its snapshot, and
-        # the player who forwarded it is the one asking.
-        attachments = message.attachments or [
-            a for snapshot in message.message_snapshots for a in snapshot.attachments
-        ]
+        attachments = carried_attachments(message)
         notes = [a for a in attachments if a.is_voice_message()]
         if not notes and self.settings.any_audio_attachment:
             notes = [a for a in attachments if is_audio_attachment(a)]

@@ -24,6 +24,7 @@ from tests.conftest import BLAZE, NOVA, QUILL
 from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
+    OTHER_CHANNEL,
     VOICE_FLAG,
     FakeDiscord,
     InjectedUser,
@@ -210,6 +211,25 @@ async def test_closed_dms_are_told_once_in_the_channel_of_the_last_note(
     (notice,) = [m for m in fake.sent("message", ALLOWED_CHANNEL) if m.reply_to is None]
     assert notice.content.startswith(f"<@{NOVA}> I have news about your tickets, but I can't send you")
     assert notice.body["allowed_mentions"] == {"parse": [], "users": [int(NOVA)]}  # only Nova is pinged
+
+
+async def test_a_note_forwarded_into_a_watched_channel_is_where_closed_dms_are_told(
+    settings: Settings, fake: FakeDiscord
+) -> None:
+    # A forward carries its note in a snapshot, not as an attachment of its own: it is a note
+    # all the same, and the channel it came in is the player's last.
+    async with running_bot(settings, fake):
+        original = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL)
+        forward = await fake.forward(nova, original, channel_id=ALLOWED_CHANNEL)
+        await fake.wait_for(lambda _: len(fake.replies_to(forward["id"])) >= 2)
+        last = await eventually(
+            lambda: sql(
+                settings.storage_dir / "news.db",
+                "SELECT channel_id FROM last_channel WHERE user_id = ?",
+                (NOVA,),
+            )
+        )
+    assert last == [(str(ALLOWED_CHANNEL),)]
 
 
 async def test_a_player_who_chose_audio_files_gets_the_news_as_one(
