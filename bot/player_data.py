@@ -23,8 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from bot import conversations, note_ledger, preferences, ticket_news, usage
 from bot.app import StoragePaths
-from bot.db import BUSY_SECONDS, naming
+from bot.db import BUSY_SECONDS, naming, newer_schema, written_by_newer
+from bot.tools import grievance_store
 from bot.tools.grievance_spool import GrievanceSpool, _parse
 
 DISCORD_ID = re.compile(r"[0-9]{1,20}")
@@ -38,6 +40,16 @@ BY_USER = {
     "notes": ("notes", "places"),
     "grievances": ("grievances",),
 }
+# Each database's schema version as its store knows it: a file a newer voxdesk wrote may keep a
+# player's rows where these queries do not look, or under the same names with another meaning.
+SCHEMA_VERSIONS = {
+    "conversations": conversations.SCHEMA_VERSION,
+    "preferences": preferences.SCHEMA_VERSION,
+    "usage": usage.SCHEMA_VERSION,
+    "news": ticket_news.SCHEMA_VERSION,
+    "notes": note_ledger.SCHEMA_VERSION,
+    "grievances": grievance_store.SCHEMA_VERSION,
+}
 
 
 class NotAPlayerId(ValueError):
@@ -50,9 +62,18 @@ def checked(user_id: str) -> str:
     return user_id
 
 
+def _refuse_newer(storage: StoragePaths) -> None:
+    """Raise NewerSchema (the line a store opening the file says) for the first database a newer
+    voxdesk wrote, before any is read or written: a forget stopped half-way would leave a player
+    erased from some databases and not the others."""
+    for name, version in SCHEMA_VERSIONS.items():
+        written_by_newer(getattr(storage, name), version)
+
+
 @contextlib.contextmanager
-def _database(path: Path, write: bool = False) -> Iterator[sqlite3.Connection | None]:
-    """The database at `path`, or None when voxdesk never made it (nothing is kept there)."""
+def _database(storage: StoragePaths, name: str, write: bool = False) -> Iterator[sqlite3.Connection | None]:
+    """The database `name`, or None when voxdesk never made it (nothing is kept there)."""
+    path: Path = getattr(storage, name)
     if not path.exists():
         yield None
         return
@@ -62,6 +83,16 @@ def _database(path: Path, write: bool = False) -> Iterator[sqlite3.Connection | 
     except sqlite3.Error as exc:
         raise naming(path, exc) from exc
     conn.row_factory = sqlite3.Row
+    try:
+        # Again on this connection: a newer voxdesk may have started on the file since the check.
+        (found,) = conn.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        conn.close()
+        raise naming(path, exc) from exc
+    refused = newer_schema(path, found, SCHEMA_VERSIONS[name])
+    if refused is not None:
+        conn.close()
+        raise refused
     try:
         yield conn
     except sqlite3.Error as exc:
@@ -89,8 +120,9 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
         "exported_at": (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
         "storage": str(storage.root),
     }
+    _refuse_newer(storage)
     for name, tables in BY_USER.items():
-        with _database(getattr(storage, name)) as conn:
+        with _database(storage, name) as conn:
             part = {t: _rows(conn, f"SELECT * FROM {t} WHERE user_id = ?", (user_id,)) for t in tables}
             if name == "grievances":
                 part["staff_notes"] = _rows(
@@ -127,11 +159,12 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
     """Erase what /forget and a request to erase cover; one line per database, saying what was
     erased and what was kept, and why."""
     checked(user_id)
+    _refuse_newer(storage)
     lines = []
-    with _database(storage.conversations, write=True) as conn:
+    with _database(storage, "conversations", write=True) as conn:
         n = _delete(conn, "DELETE FROM turns WHERE user_id = ?", (user_id,))
         lines.append(f"conversations.db: {n} turn(s) of conversation erased")
-    with _database(storage.preferences, write=True) as conn:
+    with _database(storage, "preferences", write=True) as conn:
         prefs = _rows(conn, "SELECT notify FROM preferences WHERE user_id = ?", (user_id,))
         if prefs and not prefs[0]["notify"]:
             # An opt-out erased would switch ticket news back on for someone who asked for none.
@@ -144,10 +177,10 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         else:
             n = _delete(conn, "DELETE FROM preferences WHERE user_id = ?", (user_id,))
             lines.append(f"preferences.db: {n} row(s) of settings erased")
-    with _database(storage.usage, write=True) as conn:
+    with _database(storage, "usage", write=True) as conn:
         n = _delete(conn, "DELETE FROM usage WHERE user_id = ?", (user_id,))
         lines.append(f"usage.db: {n} day(s) of usage erased")
-    with _database(storage.news, write=True) as conn:
+    with _database(storage, "news", write=True) as conn:
         n = _delete(conn, "DELETE FROM last_channel WHERE user_id = ?", (user_id,))
         n += _delete(conn, "DELETE FROM dms_closed WHERE user_id = ?", (user_id,))
         # Each ticket's newest piece stays (as news.db's own pruning keeps it): a change is told
@@ -164,14 +197,14 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
             f"news.db: {told} piece(s) of ticket news and {n} channel note(s) erased;"
             f" kept: {kept}, the newest of each ticket (so no status is told twice)"
         )
-    with _database(storage.notes) as conn:
+    with _database(storage, "notes") as conn:
         n = len(_rows(conn, "SELECT message_id FROM notes WHERE user_id = ?", (user_id,)))
         p = len(_rows(conn, "SELECT place_id FROM places WHERE user_id = ?", (user_id,)))
         lines.append(
             f"notes.db: kept {n} note id(s) and {p} DM channel(s), no words: they keep a note from"
             " being answered twice; answered notes go after 30 days"
         )
-    with _database(storage.grievances) as conn:
+    with _database(storage, "grievances") as conn:
         n = len(_rows(conn, "SELECT id FROM grievances WHERE user_id = ?", (user_id,)))
         waiting, unreadable = _spooled(storage, user_id)
         spooled = f", {len(waiting) + len(unreadable)} waiting in the spool" if waiting or unreadable else ""

@@ -156,3 +156,27 @@ def test_export_never_overwrites_a_file(settings, tmp_path) -> None:
     there.write_text("{}")
     done = voxdesk("player", "export", NOVA, "--out", str(there), storage=settings.storage_dir, timeout=60)
     assert done.returncode == 4 and there.read_text() == "{}"
+
+
+async def test_export_and_forget_refuse_a_database_a_newer_voxdesk_wrote_and_touch_nothing(settings) -> None:
+    # A downgrade, or a newer install's backup restored here: its usage.db may keep a player's rows
+    # where this voxdesk does not look, and a forget half done would erase some databases only.
+    storage = settings.storage_dir
+    await _fill(storage, NOVA, "nova was charged twice for gems")
+    paths_ = storage_paths_of(storage)
+    with sqlite3.connect(paths_.usage) as db:
+        db.execute("PRAGMA user_version = 99")
+    line = (
+        f"{paths_.usage} was written by a newer voxdesk (schema version 99, this one knows up to 1):"
+        " upgrade voxdesk, or restore a backup this version made"
+    )
+    for action in ("export", "forget"):
+        done = voxdesk("player", action, NOVA, storage=storage, timeout=60)
+        assert done.returncode == 4, (action, done.stdout, done.stderr)
+        assert done.stderr.strip() == f"a database under the storage folder cannot be used: {line}"
+        assert done.stdout == ""
+    # conversations.db comes before usage.db: nothing was erased from it either.
+    assert _count(paths_.conversations, "SELECT COUNT(*) FROM turns WHERE user_id = ?", NOVA) == 2
+    assert _count(paths_.usage, "SELECT COUNT(*) FROM usage WHERE user_id = ?", NOVA) == 1
+    with sqlite3.connect(paths_.usage) as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 99
