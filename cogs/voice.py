@@ -30,6 +30,7 @@ LATER = "\N{HOURGLASS WITH FLOWING SAND}"
 # to every message of a flood would itself flood the channel and run into Discord's rate limits.
 HINT_SECONDS = 60.0
 MAX_UNRECORDED = 1000  # notes remembered in memory while the ledger refuses writes
+MAX_DELETED_THREADS = 1000  # deleted threads remembered, for the notes still queued from them
 # Discord types a .webm as video/webm whatever it holds, and an audio-only Ogg or MP4 may come
 # typed as video too. A real video is a note as well: decoding reads its audio and skips the picture.
 AUDIO_AS_VIDEO = {"video/webm", "video/ogg", "video/mp4", "video/quicktime"}
@@ -95,6 +96,9 @@ class VoiceNotes(commands.Cog):
         self._unrecorded: dict[int, None] = {}  # notes answered though the ledger refused them
         # Notes whose answer is sent, its transcript maybe not yet: the ticket keys it names.
         self._answer_out: dict[int, list[str]] = {}
+        # Threads Discord said were deleted (THREAD_DELETE): discord.py drops a deleted thread
+        # from its cache as it drops an archived one, which still takes a reply.
+        self._deleted_threads: dict[int, None] = {}
 
     # ---- which messages --------------------------------------------------------------
 
@@ -271,13 +275,23 @@ class VoiceNotes(commands.Cog):
             )
         await self._settle(ledger.unanswerable, message)
 
+    @commands.Cog.listener()
+    async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
+        self._deleted_threads[payload.thread_id] = None
+        while len(self._deleted_threads) > MAX_DELETED_THREADS:
+            del self._deleted_threads[next(iter(self._deleted_threads))]
+
     def _gone(self, message: discord.Message) -> bool:
-        """Whether the note's guild channel was deleted or the bot removed from its guild (Discord
-        said so by CHANNEL_DELETE or GUILD_DELETE): every request there would be refused, so the
-        notes still queued from it are neither heard nor answered."""
+        """Whether the note's guild channel or thread was deleted or the bot removed from its guild
+        (Discord said so by CHANNEL_DELETE, THREAD_DELETE or GUILD_DELETE): every request there
+        would be refused, so the notes still queued from it are neither heard nor answered."""
         guild, channel = message.guild, message.channel
-        if guild is None or isinstance(channel, discord.PartialMessageable):
-            return False  # a DM, or a channel discord.py has no record of to judge by
+        if guild is None:
+            return False  # a DM
+        if channel.id in self._deleted_threads:
+            return True
+        if isinstance(channel, discord.PartialMessageable):
+            return False  # a channel discord.py has no record of to judge by
         if self.bot.get_guild(guild.id) is None:
             return True
         # An archived thread leaves discord.py's cache but still takes a reply (which unarchives

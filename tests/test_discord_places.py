@@ -184,3 +184,29 @@ async def test_notes_still_queued_when_the_bot_is_kicked_cost_no_turn_and_no_req
     assert all(r.body is None or r.body.get("message_id") not in {n["id"] for n in queued} for r in asked)
     assert not [r for r in asked if r.kind in ("typing", "cdn")][1:]
     assert len(asked) <= 2, [f"{r.kind} {r.path}" for r in asked]
+
+
+async def test_notes_still_queued_when_their_thread_is_deleted_cost_no_turn_and_no_request(
+    settings, fake, caplog
+):
+    # The parent channel stays: only THREAD_DELETE says the thread is gone (discord.py drops an
+    # archived thread from its cache the same way, and that one still takes a reply).
+    fake.expect_refusals()  # the answer that was going out when the thread went
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine(delay=1.0)
+    async with running_bot(settings, fake, engine=engine):
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        first = await fake.send_note(nova, voice_note(), channel_id=thread)
+        queued = [await fake.send_note(nova, voice_note(), channel_id=thread) for _ in range(2)]
+        await fake.wait_for(lambda _: fake.sent("typing", thread))  # the first one's turn
+        await fake.delete_thread(thread)
+        for note in [first, *queued]:
+            assert await settled(settings, note) == "expired"
+        later = await fake.send_note(nova, voice_note(), guild=True)  # the parent channel stays
+        await answered(fake, later)
+    assert len(engine.turns) == 2  # the first note's and the later one's: the queued were not heard
+    # Refused: at most the first note's answer, and nothing about the queued ones.
+    assert len(fake.refused) <= 1 and all("/messages" in r for r in fake.refused), fake.refused
+    assert not [
+        r for r in caplog.records if r.levelno >= logging.ERROR and str(queued[0]["id"]) in r.getMessage()
+    ]

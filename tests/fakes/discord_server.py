@@ -13,7 +13,8 @@ replays the events a dropped connection missed; each session's close code is kep
 
 Every message players and the bot create is kept per channel, so a bot can read back what it
 missed, and a player can delete one (`delete_message`): a reply to it is then refused with
-REPLIES_UNKNOWN_MESSAGE unless it says `fail_if_not_exists: false`, as on Discord.
+REPLIES_UNKNOWN_MESSAGE unless it says `fail_if_not_exists: false`, as on Discord. A channel or
+thread an admin deletes (`delete_channel`, `delete_thread`) answers 404 10003 to every request.
 
 Every message and interaction body is validated against the official OpenAPI description
 (`tests/fakes/specs/discord-openapi.json.gz`) plus the rules Discord applies to voice messages; a
@@ -289,6 +290,7 @@ class FakeDiscord(Strict):
         self.channel_types: dict[int, int] = {}  # guild channel id → its type, when not 0 (text)
         # Thread id → {"parent_id", "name", "type", "archived", "locked"} (see add_thread()).
         self.threads: dict[int, dict[str, Any]] = {}
+        self.deleted_channels: set[int] = set()  # channels and threads deleted: 404 10003 for any request
         # GATEWAY_MESSAGE_CONTENT granted in the developer portal; clear it to test the fallback.
         self.application_flags = 1 << 19
         self._changed = asyncio.Condition()
@@ -689,7 +691,23 @@ class FakeDiscord(Strict):
         payload = self.channel_payload(channel_id)
         del self.guild_channels[channel_id]
         self.messages.pop(channel_id, None)
+        self.deleted_channels.add(channel_id)
         await self.dispatch("CHANNEL_DELETE", payload)
+
+    async def delete_thread(self, thread_id: int) -> None:
+        """A moderator deletes a thread, its parent staying: THREAD_DELETE to a connected bot,
+        whose payload is "a subset of the channel object, containing just the id, guild_id,
+        parent_id, and type fields", and every request for it answered 404 10003 from then on."""
+        thread = self.threads.pop(thread_id)
+        self.messages.pop(thread_id, None)
+        self.deleted_channels.add(thread_id)
+        payload = {
+            "id": str(thread_id),
+            "guild_id": str(GUILD_ID),
+            "parent_id": str(thread["parent_id"]),
+            "type": thread["type"],
+        }
+        await self.dispatch("THREAD_DELETE", payload)
 
     async def delete_message(self, channel_id: int, message_id: int | str) -> None:
         """A player deletes a message: gone from the history, MESSAGE_DELETE to a connected bot."""
@@ -1014,6 +1032,10 @@ class FakeDiscord(Strict):
                 self._refuse_as_discord(
                     f"{request.method} {request.path}: the bot is no longer in the guild",
                     DiscordError(403, 50001, "Missing Access"),
+                )
+            if api and channel.isdigit() and int(channel) in self.deleted_channels:
+                self._refuse_as_discord(
+                    f"{request.method} {request.path}: a deleted channel", _unknown_channel()
                 )
             return await handler(request)
         except DiscordError as exc:
