@@ -1,12 +1,13 @@
 """After a start: answer the voice notes sent while the bot was down (a deploy, a crash), the
 notes kept during the last shutdown, and the notes a killed process never finished.
 
-Each configured channel and each DM the bot has answered in before is read from the newest note
-it handled there (or from the oldest one left unanswered there, if older), but no further back
-than `discord.catch_up_minutes`: later notes nobody answered are answered oldest first, through
-the same path as a live note (so the ledger's claim keeps two processes starting together from
-both answering). Older ones are left, and counted in the log. discord.py's history iterator
-pages 100 at a time through the client's rate limiter.
+Each configured channel, its active threads and those archived within the window, and each DM
+the bot has answered in before is read from the newest note it handled there (or from the oldest
+one left unanswered there, if older), but no further back than `discord.catch_up_minutes`: later
+notes nobody answered are answered oldest first, through the same path as a live note (so the
+ledger's claim keeps two processes starting together from both answering). Older ones are left,
+and counted in the log. discord.py's history iterator pages 100 at a time through the client's
+rate limiter.
 
 A gateway outage that ends in a fresh session (Discord refused to resume the old one) loses the
 events of the gap: on that READY each place is read again from when the gateway went quiet, and
@@ -161,13 +162,15 @@ class CatchUp(commands.Cog):
         leftovers = await ledger.unanswered()
         dms = set(await ledger.places("dm"))
         channels = set(self.bot.discord_settings.channels)
-        places = channels | self._threads_of(channels) | dms | {u.place_id for u in leftovers}
+        archived = await self._archived_threads(channels, cutoff if since is None else max(cutoff, since))
+        threads = self._threads_of(channels) | set(archived)
+        places = channels | threads | dms | {u.place_id for u in leftovers}
 
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()  # notes a bot message refers to
         too_old: set[int] = {u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff}
         for place_id in sorted(places):
-            channel = await self._channel(place_id, dm=place_id in dms)
+            channel = archived.get(place_id) or await self._channel(place_id, dm=place_id in dms)
             if channel is None:
                 continue
             if not _may_read(channel):
@@ -314,9 +317,52 @@ class CatchUp(commands.Cog):
 
     def _threads_of(self, channels: set[int]) -> set[int]:
         """The active threads under the watched channels, a forum's posts among them. A channel's
-        history holds none of its threads' messages, and a forum has no history of its own. An
-        archived thread has had no note since it was archived: a message would unarchive it."""
+        history holds none of its threads' messages, and a forum has no history of its own."""
         return {t.id for guild in self.bot.guilds for t in guild.threads if t.parent_id in channels}
+
+    async def _archived_threads(
+        self, channels: set[int], since: datetime.datetime
+    ) -> dict[int, discord.Thread]:
+        """The threads under the watched channels archived since `since` (by a moderator, or by
+        Discord after a quiet spell) and still archived: neither GUILD_CREATE nor discord.py's
+        cache lists them, and a note posted before the archive is still unanswered. Discord lists
+        them newest archive first, so the listing stops at the first one archived before `since`:
+        its notes are all older than that. A thread archived since has had no note since, as a
+        message would have unarchived it. A locked one is left quietly: a reply there is refused
+        (50083). Private threads are listed only with Manage Threads, which Discord requires."""
+        found: dict[int, discord.Thread] = {}
+        for channel_id in sorted(channels):
+            channel = self.bot.get_channel(channel_id)
+            if not isinstance(channel, discord.TextChannel | discord.ForumChannel):
+                continue  # a voice or stage channel's chat has no threads; a DM, none either
+            perms = channel.permissions_for(channel.guild.me)
+            if not perms.read_message_history:
+                continue  # the channel's own read says so in the log
+            kinds = [False]
+            if channel.type is discord.ChannelType.text and perms.manage_threads:
+                kinds.append(True)  # an announcement channel or a forum has no private threads
+            for private in kinds:
+                listing = (
+                    channel.archived_threads(limit=None, private=True)
+                    if private and isinstance(channel, discord.TextChannel)
+                    else channel.archived_threads(limit=None)
+                )
+                try:
+                    async for thread in listing:
+                        if thread.archive_timestamp < since:
+                            break
+                        if thread.locked:
+                            log.debug("catch-up skips thread %s: archived and locked", thread.id)
+                        elif self.bot.get_channel(thread.id) is None:  # not active again meanwhile
+                            found[thread.id] = thread
+                except discord.HTTPException as exc:
+                    log.warning(
+                        "catch-up could not list the archived threads of channel %s: %s %s",
+                        channel_id,
+                        exc.status,
+                        exc.text,
+                    )
+        return found
 
     async def _channel(self, place_id: int, dm: bool = False) -> discord.abc.Messageable | None:
         channel = self.bot.get_channel(place_id)

@@ -316,6 +316,7 @@ class VoiceNotes(commands.Cog):
             log.error("could not mark note %s in the ledger: %s", message.id, exc)
 
     async def _answer(self, message: discord.Message, note: discord.Attachment) -> Reached:
+        working = not _archived(message)  # else refused (50083), until the reply unarchives it
         await self._react(message, WORKING)
         ok = nowhere = False
         reached = Reached.NO
@@ -339,7 +340,8 @@ class VoiceNotes(commands.Cog):
             reached = await self._tell_oops(message)
         finally:
             if not nowhere:  # where nothing can be posted, reactions are refused too
-                await self._react(message, WORKING, remove=True)
+                if working:
+                    await self._react(message, WORKING, remove=True)
                 if not ok:
                     await self._react(message, LATER if reached is Reached.LATER else FAILED)
                 elif any(r.me and r.emoji == LATER for r in message.reactions):
@@ -440,6 +442,9 @@ class VoiceNotes(commands.Cog):
     async def _typing(self, message: discord.Message) -> AsyncIterator[None]:
         """ "typing…" while the note is heard and answered; a channel that refuses it costs nothing
         else."""
+        if _archived(message):  # nobody sees it in a thread still archived, until the reply
+            yield
+            return
         typing = message.channel.typing()
         try:
             await typing.__aenter__()
@@ -466,6 +471,8 @@ class VoiceNotes(commands.Cog):
     async def _react(self, message: discord.Message, emoji: str, remove: bool = False) -> None:
         if not may_react(message) or self._gone(message):
             return  # Discord would refuse it (403 50013, or 10003 / 50001) for every note there
+        if not remove and _archived(message):
+            return  # refused (50083) until a message unarchives the thread: a note a catch-up found
         try:
             if remove:
                 assert self.bot.user is not None
@@ -476,6 +483,16 @@ class VoiceNotes(commands.Cog):
             # A missing Add Reactions permission, or a note the player deleted meanwhile (404):
             # neither may cost the player their answer, nor is either worth a warning.
             log.debug("no %s reaction on note %s: %s %s", emoji, message.id, exc.status, exc.code)
+
+
+def _archived(message: discord.Message) -> bool:
+    """Whether the note's thread is archived as far as discord.py knows: the cache holds a thread
+    once it is active again, and drops it when it is archived."""
+    channel = message.channel
+    if not isinstance(channel, discord.Thread):
+        return False
+    live = channel.guild.get_thread(channel.id)
+    return (live or channel).archived
 
 
 async def setup(bot: VoxdeskBot) -> None:

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.discord_harness import blaze, nova, running_bot, voice_note
+from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import (
     ADD_REACTIONS,
     ALLOWED_CHANNEL,
@@ -18,6 +18,7 @@ from tests.fakes.discord_server import (
     GUILD_FORUM,
     GUILD_STAGE_VOICE,
     GUILD_VOICE,
+    MANAGE_THREADS,
     OTHER_CHANNEL,
     FakeDiscord,
     Received,
@@ -77,6 +78,79 @@ async def test_notes_in_threads_and_forum_posts_sent_while_the_bot_was_down_are_
         await answered(fake, in_thread)
         await answered(fake, in_post)
         assert len(voice_replies(fake, in_thread)) == len(voice_replies(fake, in_post)) == 1
+
+
+async def test_notes_in_threads_archived_while_the_bot_was_down_are_answered_unless_locked(
+    settings, fake, caplog
+):
+    # A moderator archived them after their notes came: GUILD_CREATE lists active threads only,
+    # and Discord lists the archived ones per channel, newest archive first.
+    caplog.set_level(logging.INFO)
+    fake.guild_channels[FORUM] = "ask-support"
+    fake.channel_types[FORUM] = GUILD_FORUM
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
+    private = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, tell_the_bot=False)
+    post = await fake.add_thread(FORUM, "my wallet is empty", tell_the_bot=False)
+    locked = await fake.add_thread(ALLOWED_CHANNEL, "case closed", tell_the_bot=False)
+    old = await fake.add_thread(ALLOWED_CHANNEL, "last month", tell_the_bot=False)
+    sent = [(thread, nova, 120), (private, blaze, 110), (post, quill, 100), (locked, nova, 90)]
+    notes = {
+        where: await fake.send_note(who, voice_note(), channel_id=where, ago=ago) for where, who, ago in sent
+    }
+    await fake.send_note(blaze, voice_note(), channel_id=old, ago=40 * 60)  # before the 30-minute window
+    for where in (thread, private, post):
+        await fake.archive_thread(where, ago=30)
+    await fake.archive_thread(locked, locked=True, ago=30)
+    await fake.archive_thread(old, ago=35 * 60)
+    async with running_bot(settings, fake, channels=[ALLOWED_CHANNEL, FORUM]):
+        for where in (thread, private, post):
+            voice, transcript = await answered(fake, notes[where])
+            assert voice.is_voice_message and voice.channel_id == transcript.channel_id == where
+            assert not fake.threads[where]["archived"]  # the reply unarchived it, as on Discord
+    assert not fake.replies_to(notes[locked]["id"]) and fake.threads[locked]["archived"]
+    # Neither the locked thread nor one archived before the window is read; nothing is refused
+    # (no reaction or typing in a thread still archived).
+    assert not [r for r in fake.received if r.kind == "history" and r.channel_id in (locked, old)]
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING and str(locked) in r.getMessage()]
+    listed = [r for r in fake.received if r.kind == "archived_threads"]
+    assert sorted(r.path.rsplit("/", 1)[-1] for r in listed) == ["private", "public", "public"]
+
+
+async def test_a_note_in_a_thread_archived_during_a_gateway_outage_is_answered_by_the_new_session(
+    settings, fake
+):
+    # Discord forgot the session: neither the note nor the THREAD_UPDATE reached the bot, and the
+    # new session's GUILD_CREATE lists active threads only.
+    async with running_bot(settings, fake):
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        first = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await answered(fake, first)
+        identified = len(fake.identify_payloads)
+        fake.gateway_outage()
+        await fake.lose_the_session()
+        await fake.wait_for(lambda _: fake.hanging_connections)  # the bot knows it is cut off
+        missed = await fake.send_note(blaze, voice_note(), channel_id=thread)  # goes nowhere
+        await fake.archive_thread(thread)
+        fake.end_gateway_outage()
+        await fake.wait_for(lambda _: len(fake.identify_payloads) > identified and fake.bot_connected, 60)
+        voice, _ = await answered(fake, missed)
+        assert voice.channel_id == thread and not fake.threads[thread]["archived"]
+    assert len(voice_replies(fake, first)) == len(voice_replies(fake, missed)) == 1
+
+
+async def test_without_manage_threads_only_public_archived_threads_are_caught_up(settings, fake):
+    # Discord lists private archived threads only to who may manage threads (403 50013 otherwise).
+    await fake.deny(ALLOWED_CHANNEL, MANAGE_THREADS, tell_the_bot=False)
+    public = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
+    private = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, tell_the_bot=False)
+    in_public = await fake.send_note(nova, voice_note(), channel_id=public, ago=60)
+    in_private = await fake.send_note(blaze, voice_note(), channel_id=private, ago=60)
+    for thread in (public, private):
+        await fake.archive_thread(thread, ago=30)
+    async with running_bot(settings, fake):
+        await answered(fake, in_public)
+    assert not fake.replies_to(in_private["id"])
+    assert [r.path.rsplit("/", 1)[-1] for r in fake.received if r.kind == "archived_threads"] == ["public"]
 
 
 async def test_a_thread_archived_while_its_note_is_answered_still_gets_the_answer(settings, fake):

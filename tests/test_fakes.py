@@ -270,6 +270,33 @@ async def test_a_voice_message_declares_the_duration_of_its_audio(refusing_disco
 # ---- Discord: history, DMs, deletions, sessions ---------------------------------------------
 
 
+async def test_archived_threads_are_listed_newest_archive_first_in_pages_as_discord_does(settings) -> None:
+    async with discord_server.serving() as fake:
+        threads = [await fake.add_thread(OTHER_CHANNEL, f"case {i}", tell_the_bot=False) for i in range(105)]
+        for i, thread in enumerate(threads):  # archived in the reverse order of their making
+            await fake.archive_thread(thread, ago=1000 - i)
+        secret = await fake.add_thread(OTHER_CHANNEL, "private", private=True, tell_the_bot=False)
+        await fake.archive_thread(secret, ago=5000)
+        active = await fake.add_thread(OTHER_CHANNEL, "still open", tell_the_bot=False)
+        async with running_bot(settings, fake) as h:
+            channel = h.bot.get_channel(OTHER_CHANNEL)
+            assert isinstance(channel, discord.TextChannel)
+            listed = [t async for t in channel.archived_threads(limit=None)]
+            assert [t.id for t in listed] == threads[::-1]  # across two pages of 100
+            assert all(t.archived and t.parent_id == OTHER_CHANNEL for t in listed)
+            assert [t.id async for t in channel.archived_threads(private=True)] == [secret]
+            middle = listed[50].archive_timestamp
+            older = [t.id async for t in channel.archived_threads(before=middle, limit=None)]
+            assert older == threads[53::-1]  # archived before it, not itself
+            assert active not in [t.id for t in listed]
+        # The bot's own catch-up lists the channel it answers in meanwhile: not these pages.
+        pages = [r for r in fake.received if r.kind == "archived_threads" and r.channel_id == OTHER_CHANNEL]
+        assert [len(r.response["threads"]) for r in pages[:2]] == [100, 5]
+        assert [r.response["has_more"] for r in pages[:2]] == [True, False]
+        served = fake.archived_threads_payload(OTHER_CHANNEL, "public", None, 2)
+        assert component_errors(DISCORD, "ThreadsResponse", served) == []
+
+
 async def test_history_pages_newest_first_and_discord_py_reads_it_all(settings) -> None:
     async with discord_server.serving() as fake:
         # Chatter in a channel the bot does not answer, posted before it starts: kept, not sent.

@@ -3,8 +3,9 @@ client talks to, pointed at it by configuration (`discord.api_base`, `discord.ga
 
 REST: gateway discovery, the bot's user and application, channels and DM channels, channel
 messages (create as JSON or multipart with `payload_json`, read one, read the history with
-before/after/around/limit), typing, reactions, interaction callbacks, follow-up webhooks and the
-original response, application command sync, and a CDN path serving attachment bytes.
+before/after/around/limit), a channel's public and private archived threads, typing,
+reactions, interaction callbacks, follow-up webhooks and the original response, application
+command sync, and a CDN path serving attachment bytes.
 Gateway: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats and ACKs, RESUME, zlib-stream
 compression, and dispatches of MESSAGE_CREATE / MESSAGE_DELETE / INTERACTION_CREATE that tests
 inject. What a test injects while no bot is connected is kept in the history only, as Discord
@@ -72,6 +73,7 @@ SEND_MESSAGES, ATTACH_FILES, READ_MESSAGE_HISTORY = 1 << 11, 1 << 15, 1 << 16
 ADD_REACTIONS = 1 << 6
 SEND_VOICE_MESSAGES = 1 << 46
 SEND_MESSAGES_IN_THREADS = 1 << 38
+MANAGE_THREADS = 1 << 34
 PUBLIC_THREAD, PRIVATE_THREAD, GUILD_FORUM = 11, 12, 15
 GUILD_VOICE, GUILD_ANNOUNCEMENT, GUILD_STAGE_VOICE = 2, 5, 13
 ALL_PERMISSIONS = (1 << 51) - 1
@@ -200,7 +202,7 @@ class Received:
     """One request a test may assert on."""
 
     # message | typing | reaction_add | reaction_remove | callback | followup | edit_original | sync
-    # | cdn | history | get_message | get_channel | open_dm
+    # | cdn | history | get_message | get_channel | open_dm | archived_threads
     kind: str
     method: str
     path: str
@@ -288,7 +290,8 @@ class FakeDiscord(Strict):
         self.guild_channels = {ALLOWED_CHANNEL: "voice-help", OTHER_CHANNEL: "general"}
         self.left_guild = False  # the bot was kicked: its guild's channels answer 403 50001
         self.channel_types: dict[int, int] = {}  # guild channel id → its type, when not 0 (text)
-        # Thread id → {"parent_id", "name", "type", "archived", "locked"} (see add_thread()).
+        # Thread id → {"parent_id", "name", "type", "archived", "locked", "archive_timestamp"}
+        # (see add_thread()).
         self.threads: dict[int, dict[str, Any]] = {}
         self.deleted_channels: set[int] = set()  # channels and threads deleted: 404 10003 for any request
         # GATEWAY_MESSAGE_CONTENT granted in the developer portal; clear it to test the fallback.
@@ -312,6 +315,7 @@ class FakeDiscord(Strict):
         r.add_post("/api/v10/channels/{channel_id}/messages", self._create_message)
         r.add_get("/api/v10/channels/{channel_id}/messages", self._history)
         r.add_get("/api/v10/channels/{channel_id}/messages/{message_id}", self._get_message)
+        r.add_get("/api/v10/channels/{channel_id}/threads/archived/{kind}", self._archived_threads)
         r.add_post("/api/v10/channels/{channel_id}/typing", self._typing)
         r.add_put("/api/v10/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._react)
         r.add_delete(
@@ -642,18 +646,22 @@ class FakeDiscord(Strict):
             "type": PRIVATE_THREAD if private else PUBLIC_THREAD,
             "archived": archived,
             "locked": False,
+            # "Timestamp when the thread's archive status was last changed": made, for a new one.
+            "archive_timestamp": snowflake_iso(thread_id),
         }
         if tell_the_bot:
             await self.dispatch("THREAD_CREATE", {**self.channel_payload(thread_id), "newly_created": True})
         return thread_id
 
-    async def archive_thread(self, thread_id: int, *, locked: bool = False) -> None:
-        """A moderator archives (and maybe locks) a thread: THREAD_UPDATE to a connected bot."""
-        self.threads[thread_id].update(archived=True, locked=locked)
+    async def archive_thread(self, thread_id: int, *, locked: bool = False, ago: float = 0.0) -> None:
+        """A moderator archives (and maybe locks) a thread, `ago` seconds > 0 that far in the past:
+        THREAD_UPDATE to a connected bot (kept for a RESUME while none is, as every event)."""
+        at = datetime.datetime.now(datetime.UTC) - datetime.timedelta(seconds=ago)
+        self.threads[thread_id].update(archived=True, locked=locked, archive_timestamp=at.isoformat())
         await self.dispatch("THREAD_UPDATE", self.channel_payload(thread_id))
 
     async def _unarchive(self, thread_id: int) -> None:
-        self.threads[thread_id]["archived"] = False
+        self.threads[thread_id].update(archived=False, archive_timestamp=now_iso())
         await self.dispatch("THREAD_UPDATE", self.channel_payload(thread_id))
 
     async def _post_in_thread(self, channel_id: int, path: str) -> None:
@@ -903,7 +911,7 @@ class FakeDiscord(Strict):
             "thread_metadata": {
                 "archived": thread["archived"],
                 "auto_archive_duration": 1440,
-                "archive_timestamp": snowflake_iso(thread_id),
+                "archive_timestamp": thread["archive_timestamp"],
                 "locked": thread["locked"],
                 **({"invitable": True} if thread["type"] == PRIVATE_THREAD else {}),
             },
@@ -1395,6 +1403,71 @@ class FakeDiscord(Strict):
             bound = "less than or equal to 100" if limit > 100 else "greater than or equal to 1"
             self._violate(50035, f"limit: int value should be {bound}.")
         return (anchors[0] if anchors else None), at, limit
+
+    async def _archived_threads(self, request: web.Request) -> web.Response:
+        """GET /channels/{id}/threads/archived/public|private, as Discord documents it: a channel's
+        archived threads of that kind (a forum's posts are public ones), "ordered by
+        archive_timestamp, in descending order", those archived before `before` (an ISO 8601
+        timestamp) when given, at most `limit` (2-100 in the spec, 50 by default), and `has_more`.
+        Read Message History is required, and for private threads Manage Threads as well."""
+        channel_id = int(request.match_info["channel_id"])
+        kind = request.match_info["kind"]
+        record = Received("archived_threads", request.method, request.path, channel_id, dict(request.query))
+        try:
+            if kind not in ("public", "private"):
+                await self._unknown(request)
+            if channel_id not in self.guild_channels:
+                raise _unknown_channel()
+            before, limit = self._archived_query(request)
+            self._check_permission(channel_id, READ_MESSAGE_HISTORY, f"GET {kind} archived threads")
+            if kind == "private":
+                self._check_permission(channel_id, MANAGE_THREADS, "GET private archived threads")
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        body = self.archived_threads_payload(channel_id, kind, before, limit)
+        record.response = {"threads": [t["id"] for t in body["threads"]], "has_more": body["has_more"]}
+        await self._record(record)
+        return _json(body)
+
+    def archived_threads_payload(
+        self, channel_id: int, kind: str, before: datetime.datetime | None, limit: int
+    ) -> dict[str, Any]:
+        wanted = PRIVATE_THREAD if kind == "private" else PUBLIC_THREAD
+        archived = sorted(
+            (
+                (datetime.datetime.fromisoformat(t["archive_timestamp"]), thread_id)
+                for thread_id, t in self.threads.items()
+                if t["parent_id"] == channel_id and t["archived"] and t["type"] == wanted
+            ),
+            reverse=True,
+        )
+        chosen = [thread_id for at, thread_id in archived if before is None or at < before]
+        # "a thread member object for each returned thread the current user has joined": the
+        # bot joins none here.
+        page = [self.thread_payload(t) for t in chosen[:limit]]
+        return {"threads": page, "members": [], "has_more": len(chosen) > limit}
+
+    def _archived_query(self, request: web.Request) -> tuple[datetime.datetime | None, int]:
+        """(before, limit) of an archived threads listing; a malformed query is a 50035."""
+        query = request.query
+        before = None
+        if "before" in query:
+            try:
+                before = datetime.datetime.fromisoformat(query["before"])
+            except ValueError:
+                self._violate(50035, f'before: Value "{query["before"]}" is not a valid ISO8601 timestamp.')
+            if before.tzinfo is None:
+                before = before.replace(tzinfo=datetime.UTC)
+        raw = query.get("limit", "50")
+        if not raw.lstrip("-").isdigit():
+            self._violate(50035, f'limit: Value "{raw}" is not int.')
+        limit = int(raw)
+        if not 2 <= limit <= 100:  # the spec's bounds
+            bound = "less than or equal to 100" if limit > 100 else "greater than or equal to 2"
+            self._violate(50035, f"limit: int value should be {bound}.")
+        return before, limit
 
     async def _get_channel(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel_id"])
