@@ -77,7 +77,8 @@ def _database(storage: StoragePaths, name: str, write: bool = False) -> Iterator
     if not path.exists():
         yield None
         return
-    uri = f"file:{path}" + ("" if write else "?mode=ro")
+    # As a URI, quoted: a storage folder named "clan #2" must not end the path at "#".
+    uri = path.resolve().as_uri() + ("" if write else "?mode=ro")
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_SECONDS, isolation_level=None)
     except sqlite3.Error as exc:

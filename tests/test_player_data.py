@@ -180,3 +180,17 @@ async def test_export_and_forget_refuse_a_database_a_newer_voxdesk_wrote_and_tou
     assert _count(paths_.usage, "SELECT COUNT(*) FROM usage WHERE user_id = ?", NOVA) == 1
     with sqlite3.connect(paths_.usage) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 99
+
+
+async def test_a_storage_folder_with_url_marks_in_its_name_is_read_and_erased(tmp_path) -> None:
+    # The databases are opened by URI: unquoted, "#" or "?" in the folder's name ended the path
+    # there, and forget erased nothing from a stray empty database, saying it had.
+    storage = tmp_path / "clan #2 at 100%?"
+    storage.mkdir()
+    await _fill(storage, NOVA, "nova was charged twice for gems")
+    done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "conversations.db: 2 turn(s) of conversation erased" in done.stdout
+    conversations = storage_paths_of(storage).conversations
+    assert _count(conversations, "SELECT COUNT(*) FROM turns WHERE user_id = ?", NOVA) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [storage.name]  # no stray file beside it
