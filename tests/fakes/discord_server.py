@@ -123,6 +123,37 @@ def dm_channel_id(user_id: int) -> int:
     return _DM_CHANNELS.setdefault(user_id, DM_CHANNEL_BASE + len(_DM_CHANNELS))
 
 
+def message_payload(
+    message_id: int,
+    channel_id: int,
+    author: dict[str, Any],
+    content: str = "",
+    *,
+    attachments: list[dict[str, Any]] | None = None,
+    mentions: list[dict[str, Any]] | None = None,
+    kind: int = 0,
+    flags: int = 0,
+) -> dict[str, Any]:
+    """A message object as Discord sends one, with the fields every message has."""
+    return {
+        "id": str(message_id),
+        "channel_id": str(channel_id),
+        "author": author,
+        "content": content,
+        "timestamp": snowflake_iso(message_id),
+        "edited_timestamp": None,
+        "tts": False,
+        "mention_everyone": False,
+        "mentions": mentions or [],
+        "mention_roles": [],
+        "attachments": attachments or [],
+        "embeds": [],
+        "pinned": False,
+        "type": kind,
+        "flags": flags,
+    }
+
+
 def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
     return {
         "id": str(user_id),
@@ -521,23 +552,16 @@ class FakeDiscord(Strict):
                 raise ValueError("a voice message cannot mention the bot except as a pinging reply_to")
             content = f"<@{BOT_USER_ID}> {content}".strip()
         message_id = past_snowflake(ago) if ago else snowflake()
-        message: dict[str, Any] = {
-            "id": str(message_id),
-            "channel_id": str(channel_id),
-            "author": author.payload(),
-            "content": content,
-            "timestamp": snowflake_iso(message_id),
-            "edited_timestamp": None,
-            "tts": False,
-            "mention_everyone": False,
-            "mentions": [user_payload(BOT_USER_ID, "voxdesk", bot=True)] if mention_bot else [],
-            "mention_roles": [],
-            "attachments": attachments or [],
-            "embeds": [],
-            "pinned": False,
-            "type": 19 if reply_to is not None else 0,  # REPLY
-            "flags": flags,
-        }
+        message = message_payload(
+            message_id,
+            channel_id,
+            author.payload(),
+            content,
+            attachments=attachments,
+            mentions=[user_payload(BOT_USER_ID, "voxdesk", bot=True)] if mention_bot else [],
+            kind=19 if reply_to is not None else 0,  # REPLY
+            flags=flags,
+        )
         if reply_to is not None:
             message["message_reference"] = {
                 "type": 0,
@@ -579,22 +603,7 @@ class FakeDiscord(Strict):
             key: original[key]
             for key in ("type", "content", "embeds", "attachments", "timestamp", "edited_timestamp", "flags")
         }
-        message: dict[str, Any] = {
-            "id": str(message_id),
-            "channel_id": str(channel),
-            "author": author.payload(),
-            "content": "",
-            "timestamp": snowflake_iso(message_id),
-            "edited_timestamp": None,
-            "tts": False,
-            "mention_everyone": False,
-            "mentions": [],
-            "mention_roles": [],
-            "attachments": [],
-            "embeds": [],
-            "pinned": False,
-            "type": 0,
-            "flags": 0,
+        message = message_payload(message_id, channel, author.payload()) | {
             "message_reference": {
                 "type": 1,  # FORWARD
                 "message_id": original["id"],
@@ -1229,23 +1238,14 @@ class FakeDiscord(Strict):
                 if declared.get(key) is not None:
                     item[key] = declared[key]
             attachments.append(item)
-        response: dict[str, Any] = {
-            "id": str(message_id),
-            "channel_id": str(channel_id),
-            "author": user_payload(BOT_USER_ID, "voxdesk", bot=True),
-            "content": body.get("content") or "",
-            "timestamp": snowflake_iso(message_id),
-            "edited_timestamp": None,
-            "tts": False,
-            "mention_everyone": False,
-            "mentions": [],
-            "mention_roles": [],
-            "attachments": attachments,
-            "embeds": [],
-            "pinned": False,
-            "type": 0,
-            "flags": int(body.get("flags") or 0),
-        }
+        response = message_payload(
+            message_id,
+            channel_id,
+            user_payload(BOT_USER_ID, "voxdesk", bot=True),
+            body.get("content") or "",
+            attachments=attachments,
+            flags=int(body.get("flags") or 0),
+        )
         reference = body.get("message_reference") if keep_reference else None
         if reference:
             response["type"] = 19  # REPLY
