@@ -20,6 +20,18 @@ async def run(app, user: str, name: str, **arguments: object) -> dict:
     return result.result
 
 
+def complaint_filer(grievances):
+    """register_grievance on `grievances` as a turn runs it: (ctx, category, description) -> key."""
+    from bot.tools import build_tools
+
+    (tool,) = [t for t in build_tools(None, None, grievances) if t.name == "register_grievance"]
+
+    async def file(ctx: ToolContext, category: str, description: str) -> str:
+        return (await tool.handler(ctx, {"category": category, "description": description}))["ticket_key"]
+
+    return file
+
+
 async def test_player_stats_are_the_speakers_own(settings, scripted_app_engine) -> None:
     async with running_app(settings, scripted_app_engine) as app:
         nova = await run(app, NOVA, "get_player_stats")
@@ -1268,3 +1280,105 @@ async def test_a_complaint_heard_as_two_when_answered_again_files_the_second(
         listed = {g.key: g.description for g in await app.grievances.status(NOVA, limit=100)}
     assert rerun[0] == first and rerun[1] != first
     assert listed[rerun[1]] == "reward points missing after the update"
+
+
+async def test_a_run_again_sees_its_turns_complaints_kept_in_the_spool_and_files_each_once(tmp_path) -> None:
+    # The database refused a note's complaint (kept in the spool under the turn's first filing);
+    # the turn, run again while it still refuses, files a complaint the first run never heard
+    # first. Choosing from the database alone, it was given the spooled complaint's filing: one
+    # complaint was lost and the other filed twice when the spool was filed.
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    await store._conn.execute("PRAGMA busy_timeout=100")  # not the production 30 s wait
+    file = complaint_filer(store)
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        locker.execute("BEGIN EXCLUSIVE")
+        for run in (
+            [("wallet", "charged twice for the pass")],
+            [("other", "game crashes at loading"), ("wallet", "charged twice for the pass")],
+        ):
+            ctx = ToolContext(user_id=NOVA, request_id="42")
+            for category, words in run:
+                with pytest.raises(ToolError):
+                    await file(ctx, category, words)
+        locker.execute("ROLLBACK")
+        assert await store.file_spooled() == 2
+        listed = sorted(g.description for g in await store.status(NOVA))
+    finally:
+        locker.close()
+        await store.aclose()
+    assert listed == ["charged twice for the pass", "game crashes at loading"]
+
+
+async def test_a_run_again_sees_its_turns_complaints_held_in_memory_and_files_each_once(
+    tmp_path, monkeypatch
+) -> None:
+    # As with the spool: the database and the disk refuse everything, and the complaint is held by
+    # its filing id. Run again, the note's model files only a complaint the first run never heard:
+    # given that filing id, it took the held complaint's place in memory, which was lost.
+    import errno
+
+    from bot.tools import grievance_spool
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    file = complaint_filer(store)
+
+    async def full_database(*args: object, **kwargs: object) -> str | None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    try:
+        with monkeypatch.context() as full:
+            full.setattr(store, "_insert", full_database)
+            full.setattr(grievance_spool.os, "write", full_disk)
+            for category, words in (
+                ("wallet", "charged twice for the pass"),
+                ("other", "game crashes at loading"),
+            ):
+                with pytest.raises(ToolError):
+                    await file(ToolContext(user_id=NOVA, request_id="42"), category, words)
+        assert await store.file_spooled() == 2
+        listed = sorted(g.description for g in await store.status(NOVA))
+    finally:
+        await store.aclose()
+    assert listed == ["charged twice for the pass", "game crashes at loading"]
+
+
+async def test_a_kept_complaint_whose_filing_id_another_took_is_filed_under_a_new_one(tmp_path) -> None:
+    # A spool line whose filing id names a row of other words (given to another complaint while
+    # the line waited unseen, by a version before this one or another process): it was dropped as
+    # filed before. Filed under the turn's next filing, told by ticket news; once, however often
+    # the spool is read.
+    from bot.tools.grievance_store import LocalGrievanceStore, utc_now
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        charged = await store.register(NOVA, "wallet", "charged twice", filing_id("discord", "42", 0))
+        line = {
+            "user_id": NOVA,
+            "category": "other",
+            "description": "game crashes",
+            "at": utc_now(),
+            "state": "local_only",
+        }
+        for _ in range(2):  # again: the spool read again after a crash before it was emptied
+            store._spool.keep(filing_id("discord", "42", 0), **line)
+            store._spool.keep(filing_id("discord", "42", 0), **{**line, "description": "charged twice"})
+            await store.file_spooled()
+        listed = {g.key: g.description for g in await store.status(NOVA)}
+        events = await store.news_events(0)
+    finally:
+        await store.aclose()
+    assert (
+        sorted(listed.values()) == ["charged twice", "game crashes"]
+        and listed[charged.key] == "charged twice"
+    )
+    assert [(e.kind, e.description, e.spool_id) for e in events] == [
+        ("filed_late", "game crashes", filing_id("discord", "42", 1))
+    ]

@@ -64,6 +64,15 @@ class GrievanceSpool:
         except FileNotFoundError:
             return False
 
+    def lines(self) -> list[dict[str, Any]]:
+        """The grievances waiting, read without the lock (a line being appended meanwhile is torn
+        and skipped; take() sets torn lines aside). Blocking: run in a thread."""
+        try:
+            with open(self.path, encoding="utf-8", errors="replace") as f:
+                return [row for line in f.read().splitlines() if (row := _parse(line)) is not None]
+        except FileNotFoundError:
+            return []
+
     def take(self) -> tuple[int, list[dict[str, Any]]] | None:
         """Lock the spool and read its grievances: (the locked descriptor, rows), or None when it
         is empty or another process is filing it. Blocking: run in a thread."""

@@ -21,6 +21,7 @@ import aiosqlite
 
 from bot import sentences as say
 from bot.db import add_missing_columns, first, opening
+from bot.tools import filed_in
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import GrievanceSpool
 
@@ -344,13 +345,32 @@ class LocalGrievanceStore:
     async def _filings_of_turn(self, user_id: str, turn: str) -> list[tuple[str, str, str]]:
         """(filing id, category, description) of each grievance of `user_id` filed under a filing
         id starting with `turn` ("platform:request:"), in filing order: what earlier runs of that
-        turn filed (the spool filed first, a filing a shutdown cut short is among them)."""
+        turn filed, in the database (a filing a shutdown cut short among them), then in the spool
+        and held in memory, whose ids are as taken though the database has not filed them yet."""
         rows = await self._conn.execute_fetchall(
             "SELECT spool_id, category, description FROM grievances WHERE user_id = ?"
             " AND substr(spool_id, 1, ?) = ? ORDER BY id",
             (user_id, len(turn), turn),
         )
-        return [(str(r[0]), str(r[1]), str(r[2])) for r in rows]
+        found = {str(r[0]): (str(r[1]), str(r[2])) for r in rows}
+        for kept, row in [*await self._spooled(), *self._held.items()]:
+            if row["user_id"] == user_id and kept.startswith(turn):
+                found.setdefault(kept, (row["category"], row["description"]))
+        return [(f, *found[f]) for f in found]
+
+    async def _spooled(self) -> list[tuple[str, dict[str, str]]]:
+        """(filing id, grievance) of each line waiting in the spool."""
+        spool = self._spool
+        try:
+            if spool is None or not spool.waiting():
+                return []
+            lines = await asyncio.to_thread(spool.lines)
+        except OSError as exc:
+            # Not a reason to lose the complaint: an id given twice is caught when the spool is
+            # filed (_file_kept).
+            log.warning("could not read %s: %s", spool.path, exc)
+            return []
+        return [(line["id"], line) for line in lines]
 
     async def _filed_as(self, user_id: str, filing_id: str | None) -> Grievance:
         rows = await self._conn.execute_fetchall("SELECT * FROM grievances WHERE spool_id = ?", (filing_id,))
@@ -456,11 +476,10 @@ class LocalGrievanceStore:
                 return 0
             fd, rows = taken
             filed = []
+            waiting = {r["id"] for r in rows} | set(self._held)
             try:
                 for r in rows:
-                    key = await self._insert(
-                        r["user_id"], r["category"], r["description"], r["at"], r["state"], r["id"], late=True
-                    )
+                    key = await self._file_kept(r, waiting)
                     if key is not None:
                         filed.append((r["user_id"], key))
                 await self._conn.commit()
@@ -487,6 +506,41 @@ class LocalGrievanceStore:
         for user_id, key in filed:
             log.info("kept grievance of user %s filed as %s", user_id, key)
         return len(filed)
+
+    async def _file_kept(self, r: dict[str, str], waiting: set[str]) -> str | None:
+        """File one line of the spool: its key, or None when it was filed before. `waiting`: the
+        ids of the lines and of the grievances held in memory, given to none but their own."""
+        grievance = (r["user_id"], r["category"], r["description"], r["at"], r["state"])
+        key = await self._insert(*grievance, r["id"], late=True)
+        named = filed_in(r["id"])
+        if key is not None or named is None:  # a line's own random id: filed before
+            return key
+        holder = first(
+            await self._conn.execute_fetchall(
+                "SELECT user_id, description FROM grievances WHERE spool_id = ?", (r["id"],)
+            )
+        )
+        if holder is not None and tuple(holder) == (r["user_id"], r["description"]):
+            return None
+        turn = f"{named[0]}:{named[1]}:"
+        rows = await self._conn.execute_fetchall(
+            "SELECT spool_id, category, description, user_id FROM grievances"
+            " WHERE substr(spool_id, 1, ?) = ?",
+            (len(turn), turn),
+        )
+        theirs = [(str(f), str(c), str(d)) for f, c, d, u in rows if u == r["user_id"]]
+        # Its id was given to another complaint of its turn (chosen while this line waited where
+        # the choice could not see it): a ticket of its own, unless a row has its very words (this
+        # spool filed it so, and is read again after a crash). A complaint filed twice is better
+        # than one lost; its player hears of it through ticket news.
+        if any(d == r["description"] for _, _, d in theirs):
+            return None
+        log.warning("kept grievance of user %s: its filing id %s is another's", r["user_id"], r["id"])
+        taken = {str(row[0]) for row in rows} | waiting
+        k = len(rows)
+        while f"{turn}{k}" in taken:
+            k += 1
+        return await self._insert(*grievance, f"{turn}{k}", late=True)
 
     async def mark_untold(self, user_id: str, key: str) -> bool:
         """A grievance of `user_id`'s whose key never reached them (the answer telling it was
