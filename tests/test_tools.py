@@ -669,7 +669,7 @@ async def test_a_grievance_neither_the_database_nor_the_disk_takes_is_held_and_f
 
 
 async def test_a_grievance_whose_first_read_the_database_refuses_is_kept(tmp_path, monkeypatch) -> None:
-    # Before filing, a turn's filing id is looked up among an older version's rows: a damaged
+    # Before filing, a complaint chooses its filing id from what its turn filed before: a damaged
     # page or a failing disk refusing that read lost the complaint ("that part of me isn't
     # working") where a refused write keeps it in the spool.
     from bot import sentences as say
@@ -681,9 +681,11 @@ async def test_a_grievance_whose_first_read_the_database_refuses_is_kept(tmp_pat
         async def damaged(*args: object) -> None:
             raise sqlite3.DatabaseError("database disk image is malformed")
 
-        monkeypatch.setattr(store, "_filed_by_an_older_version", damaged)
+        monkeypatch.setattr(store, "_filings_of_turn", damaged)
         with pytest.raises(ToolError, match=say.KEPT_FOR_LATER[:30]):
-            await store.register(NOVA, "wallet", "charged twice", "discord:42:0")
+            await complaint_filer(store)(
+                ToolContext(user_id=NOVA, request_id="42"), "wallet", "charged twice"
+            )
         monkeypatch.undo()
         assert await store.file_spooled() == 1
         assert [g.description for g in await store.status(NOVA)] == ["charged twice"]
@@ -1133,18 +1135,40 @@ async def test_a_turn_run_again_after_an_upgrade_finds_what_the_older_version_fi
     from bot.tools.grievance_store import LocalGrievanceStore
 
     store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    file, again = complaint_filer(store), ToolContext(user_id=NOVA, request_id="42")
     try:
         gems = await store.register(NOVA, "wallet", "gems gone", "discord:42:wallet:0")
         points = await store.register(NOVA, "reward_points", "no points", "discord:42:reward_points:0")
         await store.register(NOVA, "other", "lag", "discord:41:other:0")  # another note's
-        first = await store.register(NOVA, "wallet", "gems gone", filing_id("discord", "42", 0))
-        second = await store.register(NOVA, "reward_points", "no points", filing_id("discord", "42", 1))
-        third = await store.register(NOVA, "other", "and lag", filing_id("discord", "42", 2))
-        assert (first.key, second.key) == (gems.key, points.key)
-        assert third.key not in (gems.key, points.key)  # a complaint the older run never filed
+        first = await file(again, "wallet", "lost my purchase")  # its place and category in common
+        second = await file(again, "reward_points", "no points")
+        third = await file(again, "other", "and lag")
+        assert (first, second) == (gems.key, points.key)
+        assert third not in (gems.key, points.key)  # a complaint the older run never filed
         assert len(await store.status(NOVA)) == 4
     finally:
         await store.aclose()
+
+
+async def test_a_new_complaint_first_in_a_turn_run_again_after_an_upgrade_is_filed(tmp_path) -> None:
+    # The older version's filings are taken by place where their words fit: a complaint the older
+    # run never heard, filed first, took the first of them (another complaint's ticket) and was
+    # never filed.
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    file, again = complaint_filer(store), ToolContext(user_id=NOVA, request_id="42")
+    try:
+        charged = await store.register(NOVA, "wallet", "charged twice for the pass", "discord:42:wallet:0")
+        crashes = await store.register(NOVA, "other", "game crashes at loading", "discord:42:other:0")
+        name = await file(again, "other", "cannot change my display name")
+        told = [await file(again, "wallet", "charged twice for the pass")]
+        told.append(await file(again, "other", "game crashes at loading"))
+        listed = {g.key: g.description for g in await store.status(NOVA)}
+    finally:
+        await store.aclose()
+    assert told == [charged.key, crashes.key]
+    assert name not in told and listed[name] == "cannot change my display name" and len(listed) == 3
 
 
 def test_a_new_spool_file_is_synced_with_its_folder(tmp_path, monkeypatch) -> None:

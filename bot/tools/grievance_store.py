@@ -274,10 +274,9 @@ class LocalGrievanceStore:
                 try:
                     # A read the database refuses (damaged, failing disk) keeps the grievance too.
                     if choice is not None:
-                        filing_id = choice.choose(await self._filings_of_turn(user_id, choice.turn))
-                    earlier = await self._filed_by_an_older_version(user_id, filing_id)
-                    if earlier is not None:
-                        return earlier
+                        earlier, older = await self._filings_of_turn(user_id, choice.turn)
+                        chosen = choice.choose(earlier)
+                        filing_id = older.get(chosen, chosen)
                     key = await self._insert(user_id, category, description, now, state, filing_id)
                     await self._conn.commit()
                 except sqlite3.Error as exc:
@@ -326,27 +325,17 @@ class LocalGrievanceStore:
             return None
         return f"{KEY_PREFIX}-{cursor.lastrowid}"  # set by the grievance_key trigger
 
-    async def _filed_by_an_older_version(self, user_id: str, filing_id: str | None) -> Grievance | None:
-        """The grievance an older version filed for the same complaint of the same turn (a note
-        cut by the restart that upgraded), whose filing id named the category too
-        (platform:request:category:k): the turn's nth such row, in the order they were filed."""
-        parts = (filing_id or "").split(":")
-        if len(parts) != 3 or not parts[2].isdigit():
-            return None
-        turn = f"{parts[0]}:{parts[1]}:"
-        rows = await self._conn.execute_fetchall(
-            "SELECT * FROM grievances WHERE user_id = ? AND substr(spool_id, 1, ?) = ? ORDER BY id",
-            (user_id, len(turn), turn),
-        )
-        older = [r for r in rows if len(r["spool_id"].split(":")) == 4]
-        nth = int(parts[2])
-        return self._to_grievance(older[nth]) if nth < len(older) else None
-
-    async def _filings_of_turn(self, user_id: str, turn: str) -> list[tuple[str, str, str]]:
-        """(filing id, category, description) of each grievance of `user_id` filed under a filing
-        id starting with `turn` ("platform:request:"), in filing order: what earlier runs of that
-        turn filed, in the database (a filing a shutdown cut short among them), then in the spool
-        and held in memory, whose ids are as taken though the database has not filed them yet."""
+    async def _filings_of_turn(
+        self, user_id: str, turn: str
+    ) -> tuple[list[tuple[str, str, str]], dict[str, str]]:
+        """What earlier runs of a turn filed, for `Filing.choose`: (filing id, category,
+        description) of each grievance of `user_id` under a filing id starting with `turn`
+        ("platform:request:"), in filing order: in the database (a filing a shutdown cut short
+        among them), then in the spool and held in memory, whose ids are as taken though the
+        database has not filed them yet. A filing of an older version (platform:request:category:k)
+        is shown under the id of the place it stands for (the nth such filing of the turn), so that
+        a complaint new in this run is judged against it as against any; the dict maps that id
+        back."""
         rows = await self._conn.execute_fetchall(
             "SELECT spool_id, category, description FROM grievances WHERE user_id = ?"
             " AND substr(spool_id, 1, ?) = ? ORDER BY id",
@@ -356,7 +345,10 @@ class LocalGrievanceStore:
         for kept, row in [*await self._spooled(), *self._held.items()]:
             if row["user_id"] == user_id and kept.startswith(turn):
                 found.setdefault(kept, (row["category"], row["description"]))
-        return [(f, *found[f]) for f in found]
+        older = [f for f in found if len(f.split(":")) == 4]
+        places = {f"{turn}{n}": f for n, f in enumerate(older) if f"{turn}{n}" not in found}
+        shown = {f: place for place, f in places.items()}
+        return [(shown.get(f, f), *found[f]) for f in found], places
 
     async def _spooled(self) -> list[tuple[str, dict[str, str]]]:
         """(filing id, grievance) of each line waiting in the spool."""
