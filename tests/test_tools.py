@@ -1406,3 +1406,41 @@ async def test_a_kept_complaint_whose_filing_id_another_took_is_filed_under_a_ne
     assert [(e.kind, e.description, e.spool_id) for e in events] == [
         ("filed_late", "game crashes", filing_id("discord", "42", 1))
     ]
+
+
+async def test_a_complaint_cut_short_before_it_chose_is_filed_by_its_words(tmp_path) -> None:
+    # A shutdown cut a run again of a note before either complaint chose its filing (the writers'
+    # lock held): kept under their places in that run, the one the first run never heard took the
+    # first run's filing (its complaint dropped), and the other was filed a second time.
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    try:
+        file = complaint_filer(store)
+        charged = await file(
+            ToolContext(user_id=NOVA, request_id="42"), "wallet", "charged twice for the pass"
+        )
+        cut = ToolContext(user_id=NOVA, request_id="42")
+        async with store._write_lock:  # another filing holds it; the shutdown's grace runs out
+            tasks = [
+                asyncio.create_task(file(cut, "other", "game crashes at loading")),
+                asyncio.create_task(file(cut, "wallet", "charged twice for the pass")),
+            ]
+            await asyncio.sleep(0.05)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+    finally:
+        await store.aclose()
+    store = await LocalGrievanceStore.open(db)  # the restart files the spool
+    try:
+        listed = {g.key: g.description for g in await store.status(NOVA)}
+        file, again = complaint_filer(store), ToolContext(user_id=NOVA, request_id="42")
+        told = [await file(again, "other", "game crashes at loading")]
+        told.append(await file(again, "wallet", "charged twice for the pass"))
+        after = {g.key: g.description for g in await store.status(NOVA)}
+    finally:
+        await store.aclose()
+    assert sorted(listed.values()) == ["charged twice for the pass", "game crashes at loading"]
+    assert after == listed and told[1] == charged and listed[told[0]] == "game crashes at loading"

@@ -79,6 +79,12 @@ def _alike(description: str, category: str, earlier: tuple[str, str, str]) -> fl
     return likeness(description, filed_description) + (SAME_CATEGORY if category == filed_category else 0.0)
 
 
+def same_complaint(category: str, description: str, earlier: tuple[str, str, str]) -> bool:
+    """Whether a complaint is the one an earlier filing (filing id, category, description) filed,
+    worded afresh: as alike as `filing_for` needs to give it that filing."""
+    return _alike(description, category, earlier) >= SAME_COMPLAINT
+
+
 def filing_for(ctx: ToolContext, nth: int, category: str, earlier: list[tuple[str, str, str]]) -> str:
     """The filing id of complaint `nth` of this run of the turn (ctx.complaints[nth]), given what
     earlier runs of the turn filed (`earlier`: filing id, category, description, in filing
@@ -229,7 +235,7 @@ def build_tools(
                 return chosen
 
             turn = filing_id(ctx.platform, ctx.request_id, 0)[:-1]  # "platform:request:"
-            filing = Filing(turn, filing_id(ctx.platform, ctx.request_id, nth), choose)
+            filing = Filing(turn, choose)
         ticket = await grievances.register(owner, category, description, filing)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
 

@@ -59,11 +59,9 @@ class ToolContext:
 class Filing:
     """Which complaint of which turn a grievance is, for a backend to file it once: the filing id
     `choose` picks from what earlier runs of the turn filed (filing id, category, description of
-    each grievance of the player under a filing id starting with `turn`, "platform:request:"), or
-    `place`, the id of its place in the turn, when it is cut short before it could look."""
+    each grievance of the player under a filing id starting with `turn`, "platform:request:")."""
 
     turn: str
-    place: str
     choose: Callable[[list[tuple[str, str, str]]], str]
 
 

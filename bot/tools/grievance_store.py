@@ -21,7 +21,7 @@ import aiosqlite
 
 from bot import sentences as say
 from bot.db import add_missing_columns, first, opening
-from bot.tools import filed_in
+from bot.tools import filed_in, same_complaint
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import GrievanceSpool
 
@@ -32,6 +32,11 @@ MAX_ERROR_CHARS = 500
 # Grievances held in memory while neither the database nor the spool takes any (a full disk):
 # beyond this many the player is told it was not filed.
 MAX_HELD = 1000
+# Kept before it could choose its filing id (cut short, or the read it chooses from refused), a
+# complaint is kept under its turn, this mark and a random part: no place in the turn, which a later
+# run may give another complaint. Filed from the spool, it is matched to the turn's filings by its
+# words (_file_kept).
+UNCHOSEN = "?"
 
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
@@ -263,9 +268,10 @@ class LocalGrievanceStore:
         ('local_only' for a grievance no remote tracker can take)."""
         now = utc_now()
         state = push_state or self._initial_state
-        # Cut short before it could choose, a complaint is kept under its place in the turn.
         choice, filing_id = (
-            (filing_id, filing_id.place) if isinstance(filing_id, Filing) else (None, filing_id)
+            (filing_id, f"{filing_id.turn}{UNCHOSEN}{uuid.uuid4().hex}")
+            if isinstance(filing_id, Filing)
+            else (None, filing_id)
         )
         try:
             await self.file_spooled()
@@ -343,7 +349,8 @@ class LocalGrievanceStore:
         )
         found = {str(r[0]): (str(r[1]), str(r[2])) for r in rows}
         for kept, row in [*await self._spooled(), *self._held.items()]:
-            if row["user_id"] == user_id and kept.startswith(turn):
+            # Not an unchosen one (UNCHOSEN): it names no filing to choose.
+            if row["user_id"] == user_id and kept.startswith(turn) and filed_in(kept):
                 found.setdefault(kept, (row["category"], row["description"]))
         older = [f for f in found if len(f.split(":")) == 4]
         places = {f"{turn}{n}": f for n, f in enumerate(older) if f"{turn}{n}" not in found}
@@ -470,7 +477,8 @@ class LocalGrievanceStore:
             filed = []
             waiting = {r["id"] for r in rows} | set(self._held)
             try:
-                for r in rows:
+                # Chosen lines first: an unchosen one is matched against what they file.
+                for r in sorted(rows, key=lambda r: _unchosen_in(r["id"]) is not None):
                     key = await self._file_kept(r, waiting)
                     if key is not None:
                         filed.append((r["user_id"], key))
@@ -501,33 +509,42 @@ class LocalGrievanceStore:
 
     async def _file_kept(self, r: dict[str, str], waiting: set[str]) -> str | None:
         """File one line of the spool: its key, or None when it was filed before. `waiting`: the
-        ids of the lines and of the grievances held in memory, given to none but their own."""
+        ids of the lines and of the grievances held in memory, given to none but their own. An
+        unchosen line (UNCHOSEN) is filed under the turn's next free id unless a filing of its turn
+        is the same complaint."""
         grievance = (r["user_id"], r["category"], r["description"], r["at"], r["state"])
-        key = await self._insert(*grievance, r["id"], late=True)
-        named = filed_in(r["id"])
-        if key is not None or named is None:  # a line's own random id: filed before
-            return key
-        holder = first(
-            await self._conn.execute_fetchall(
-                "SELECT user_id, description FROM grievances WHERE spool_id = ?", (r["id"],)
+        turn = _unchosen_in(r["id"])
+        unchosen = turn is not None
+        if turn is None:
+            key = await self._insert(*grievance, r["id"], late=True)
+            named = filed_in(r["id"])
+            if key is not None or named is None:  # a line's own random id: filed before
+                return key
+            holder = first(
+                await self._conn.execute_fetchall(
+                    "SELECT user_id, description FROM grievances WHERE spool_id = ?", (r["id"],)
+                )
             )
-        )
-        if holder is not None and tuple(holder) == (r["user_id"], r["description"]):
-            return None
-        turn = f"{named[0]}:{named[1]}:"
+            if holder is not None and tuple(holder) == (r["user_id"], r["description"]):
+                return None
+            turn = f"{named[0]}:{named[1]}:"
         rows = await self._conn.execute_fetchall(
             "SELECT spool_id, category, description, user_id FROM grievances"
             " WHERE substr(spool_id, 1, ?) = ?",
             (len(turn), turn),
         )
         theirs = [(str(f), str(c), str(d)) for f, c, d, u in rows if u == r["user_id"]]
-        # Its id was given to another complaint of its turn (chosen while this line waited where
-        # the choice could not see it): a ticket of its own, unless a row has its very words (this
-        # spool filed it so, and is read again after a crash). A complaint filed twice is better
-        # than one lost; its player hears of it through ticket news.
-        if any(d == r["description"] for _, _, d in theirs):
-            return None
-        log.warning("kept grievance of user %s: its filing id %s is another's", r["user_id"], r["id"])
+        if unchosen:
+            if any(same_complaint(r["category"], r["description"], f) for f in theirs):
+                return None  # filed by its turn run again (or by this spool, read again)
+        else:
+            # Its id was given to another complaint of its turn (chosen while this line waited
+            # where the choice could not see it): a ticket of its own, unless a row has its very
+            # words (this spool filed it so, and is read again after a crash). A complaint filed
+            # twice is better than one lost; its player hears of it through ticket news.
+            if any(d == r["description"] for _, _, d in theirs):
+                return None
+            log.warning("kept grievance of user %s: its filing id %s is another's", r["user_id"], r["id"])
         taken = {str(row[0]) for row in rows} | waiting
         k = len(rows)
         while f"{turn}{k}" in taken:
@@ -967,3 +984,10 @@ def _staff_row(row: aiosqlite.Row) -> StaffRow:
         last_error=row["last_error"],
         gone_at=row["gone_at"],
     )
+
+
+def _unchosen_in(filing: str) -> str | None:
+    """The turn ("platform:request:") of a filing kept before it chose its id (UNCHOSEN); None for
+    any other id."""
+    turn, mark, _ = filing.partition(UNCHOSEN)
+    return turn if mark and filed_in(f"{turn}0") else None
