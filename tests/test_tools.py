@@ -1140,7 +1140,8 @@ async def test_a_turn_run_again_after_an_upgrade_finds_what_the_older_version_fi
         gems = await store.register(NOVA, "wallet", "gems gone", "discord:42:wallet:0")
         points = await store.register(NOVA, "reward_points", "no points", "discord:42:reward_points:0")
         await store.register(NOVA, "other", "lag", "discord:41:other:0")  # another note's
-        first = await file(again, "wallet", "lost my purchase")  # its place and category in common
+        # its place and a word in common, too few for its words alone (bot/tools, likeness)
+        first = await file(again, "wallet", "my gems never arrived after the purchase")
         second = await file(again, "reward_points", "no points")
         third = await file(again, "other", "and lag")
         assert (first, second) == (gems.key, points.key)
@@ -1251,6 +1252,26 @@ async def test_a_new_complaint_first_in_a_note_answered_again_round_by_round_is_
         listed = {g.key: g.description for g in await app.grievances.status(NOVA, limit=100)}
     assert rerun[1:] == filed and rerun[0] not in filed
     assert len(listed) == before + 3 and listed[rerun[0]] == "Lag spikes every evening"
+
+
+async def test_a_new_complaint_of_the_same_category_first_in_a_re_run_is_filed(
+    settings, scripted_app_engine
+) -> None:
+    # The same category is no sign of the same complaint: a wallet complaint the first run never
+    # heard, filed first, must not take the wallet ticket filed then.
+    def turn() -> ToolContext:
+        return ToolContext(user_id=NOVA, request_id="930000000000000152")
+
+    charged = call("register_grievance", category="wallet", description="Charged twice for the battle pass")
+    gems = call("register_grievance", category="wallet", description="My gems vanished yesterday")
+    async with running_app(settings, scripted_app_engine) as app:
+        before = len(await app.grievances.status(NOVA, limit=100))
+        filed = (await app.toolbox.run(turn(), charged)).result["ticket_key"]
+        again = turn()
+        rerun = [(await app.toolbox.run(again, c)).result["ticket_key"] for c in (gems, charged)]
+        listed = {g.key: g.description for g in await app.grievances.status(NOVA, limit=100)}
+    assert rerun[1] == filed and rerun[0] != filed
+    assert len(listed) == before + 2 and listed[rerun[0]] == "My gems vanished yesterday"
 
 
 @pytest.mark.parametrize(

@@ -91,7 +91,7 @@ def filing_for(ctx: ToolContext, nth: int, category: str, earlier: list[tuple[st
     order), so that a complaint filed again keeps its own ticket whatever order the model files
     them in this time: the earlier filing most like it, unless chosen already or the favourite
     of another complaint of this run that likes it better; else the one at its place, if it may
-    be this complaint worded afresh (a telling word or the category in common) and no other
+    be this complaint worded afresh (a telling word in common) and no other
     complaint of this run is that one; else a new id. Runs with no await, so complaints filed
     side by side choose one after another."""
     taken = set(ctx.filings.values())
@@ -115,11 +115,11 @@ def filing_for(ctx: ToolContext, nth: int, category: str, earlier: list[tuple[st
     at_place = filing_id(platform, request, nth)
     filed_there = next((f for f in earlier if f[0] == at_place), None)
     others = [k for k in ctx.complaints if k != nth]
-    # A complaint the earlier runs never heard (nothing in common with the filing at its place),
-    # filed first in a round of its own, must not take that filing: the complaint it is, filed in
-    # a later round, would find it taken and take another's.
+    # A complaint the earlier runs never heard (no word in common with the filing at its place;
+    # a category is shared by many), filed first in a round of its own, must not take that
+    # filing: the complaint it is, filed in a later round, would find it taken and take another's.
     its_place = filed_there is None or (
-        _alike(ctx.complaints[nth], category, filed_there) > 0
+        likeness(ctx.complaints[nth], filed_there[2]) > 0
         and not any(_alike(ctx.complaints[k], ctx.filed[k], filed_there) >= SAME_COMPLAINT for k in others)
     )
     if at_place not in taken and its_place:
