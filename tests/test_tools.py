@@ -1,5 +1,8 @@
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -7,8 +10,24 @@ from bot.app import running_app, storage_paths
 from bot.tools import CATEGORIES, filed_in, filing_id
 from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.embedded import fts_query
+from bot.tools.grievance_store import LocalGrievanceStore
 
 from .conftest import BLAZE, NOVA, QUILL, UNLINKED, summary_from_rows
+
+
+@contextlib.asynccontextmanager
+async def store_and_locker(tmp_path: Path) -> AsyncIterator[tuple[LocalGrievanceStore, sqlite3.Connection]]:
+    """A grievance store that waits 0.1 s for its database (not the production 30 s), and another
+    process's connection to hold that database with ("BEGIN EXCLUSIVE")."""
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    await store._conn.execute("PRAGMA busy_timeout=100")
+    locker = sqlite3.connect(db, isolation_level=None)
+    try:
+        yield store, locker
+    finally:
+        locker.close()
+        await store.aclose()
 
 
 def call(name: str, **arguments: object) -> ToolCall:
@@ -344,16 +363,10 @@ async def test_a_grievance_the_database_refuses_is_kept_and_filed_later(tmp_path
 async def test_kept_grievances_the_database_still_refuses_stay_in_the_spool(tmp_path) -> None:
     # Each filing first files the spool; the database still refusing, what is in the spool stays
     # there (emptied unfiled, those complaints would be lost though their players heard "kept").
-    import sqlite3
 
     from bot.tools.base import ToolError
-    from bot.tools.grievance_store import LocalGrievanceStore
 
-    db = tmp_path / "grievances.db"
-    store = await LocalGrievanceStore.open(db)
-    await store._conn.execute("PRAGMA busy_timeout=100")  # not the production 5 s wait
-    locker = sqlite3.connect(db, isolation_level=None)
-    try:
+    async with store_and_locker(tmp_path) as (store, locker):
         locker.execute("BEGIN EXCLUSIVE")
         for words in ("charged twice for gems", "lag spikes every evening"):
             with pytest.raises(ToolError, match="kept every word"):
@@ -362,9 +375,6 @@ async def test_kept_grievances_the_database_still_refuses_stay_in_the_spool(tmp_
         locker.execute("ROLLBACK")
         await store.register(NOVA, "other", "refund missing")
         filed = [g.description for g in await store.status(NOVA)]
-    finally:
-        locker.close()
-        await store.aclose()
     assert "charged twice for gems" in kept and "lag spikes every evening" in kept
     assert sorted(filed) == ["charged twice for gems", "lag spikes every evening", "refund missing"]
 
@@ -372,25 +382,16 @@ async def test_kept_grievances_the_database_still_refuses_stay_in_the_spool(tmp_
 async def test_a_note_whose_grievance_was_kept_files_it_once_when_answered_again(tmp_path) -> None:
     # The database refused the note's complaint (kept in the spool); the note's turn, run again
     # after the restart, files it under the same filing id: once, not a second ticket.
-    import sqlite3
 
     from bot.tools.base import ToolError
-    from bot.tools.grievance_store import LocalGrievanceStore
 
-    db = tmp_path / "grievances.db"
-    store = await LocalGrievanceStore.open(db)
-    await store._conn.execute("PRAGMA busy_timeout=100")  # not the production 5 s wait
-    locker = sqlite3.connect(db, isolation_level=None)
-    try:
+    async with store_and_locker(tmp_path) as (store, locker):
         locker.execute("BEGIN EXCLUSIVE")
         with pytest.raises(ToolError, match="kept every word"):
             await store.register(NOVA, "wallet", "charged twice", filing_id("discord", "42", 0))
         locker.execute("ROLLBACK")
         again = await store.register(NOVA, "wallet", "charged twice", filing_id("discord", "42", 0))
         filed = await store.status(NOVA)
-    finally:
-        locker.close()
-        await store.aclose()
     assert [g.key for g in filed] == [again.key]
 
 
@@ -1332,14 +1333,9 @@ async def test_a_run_again_sees_its_turns_complaints_kept_in_the_spool_and_files
     # the turn, run again while it still refuses, files a complaint the first run never heard
     # first. Choosing from the database alone, it was given the spooled complaint's filing: one
     # complaint was lost and the other filed twice when the spool was filed.
-    from bot.tools.grievance_store import LocalGrievanceStore
 
-    db = tmp_path / "grievances.db"
-    store = await LocalGrievanceStore.open(db)
-    await store._conn.execute("PRAGMA busy_timeout=100")  # not the production 30 s wait
-    file = complaint_filer(store)
-    locker = sqlite3.connect(db, isolation_level=None)
-    try:
+    async with store_and_locker(tmp_path) as (store, locker):
+        file = complaint_filer(store)
         locker.execute("BEGIN EXCLUSIVE")
         for run in (
             [("wallet", "charged twice for the pass")],
@@ -1352,9 +1348,6 @@ async def test_a_run_again_sees_its_turns_complaints_kept_in_the_spool_and_files
         locker.execute("ROLLBACK")
         assert await store.file_spooled() == 2
         listed = sorted(g.description for g in await store.status(NOVA))
-    finally:
-        locker.close()
-        await store.aclose()
     assert listed == ["charged twice for the pass", "game crashes at loading"]
 
 
