@@ -19,7 +19,7 @@ from bot.audio import ReplyAudio
 from bot.ticket_news import Delivery, Outcome, TicketNews
 from cogs.bot import VoxdeskBot
 from cogs.replies import VOICE_FILENAME, VOICE_MESSAGE_FLAG, VOICE_REFUSED_CODES, split_message
-from cogs.voice import carried_attachments
+from cogs.voice import carried_attachments, is_audio_attachment
 
 log = logging.getLogger(__name__)
 
@@ -89,10 +89,7 @@ class TicketNewsDesk(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot or message.guild is None or self.bot.app is None:
             return  # a DM channel is no use for telling someone their DMs are closed
-        audio = any(
-            a.is_voice_message() or (a.content_type or "").startswith("audio/")
-            for a in carried_attachments(message)
-        )
+        audio = any(a.is_voice_message() or is_audio_attachment(a) for a in carried_attachments(message))
         if audio and self._answered_in(message):
             await self.news.record_channel(str(message.author.id), str(message.channel.id))
 

@@ -232,6 +232,26 @@ async def test_a_note_forwarded_into_a_watched_channel_is_where_closed_dms_are_t
     assert last == [(str(ALLOWED_CHANNEL),)]
 
 
+async def test_an_audio_file_discord_calls_video_marks_the_channel_it_came_in(
+    settings: Settings, fake: FakeDiscord
+) -> None:
+    # Discord says "video/webm" of an audio-only WebM; the bot answers it as audio, so the channel
+    # it came in is the player's last as for any note.
+    async with running_bot(settings, fake):
+        note = await fake.send_note(
+            nova, voice_note(), guild=True, voice=False, filename="question.webm", content_type="video/webm"
+        )
+        await fake.wait_for(lambda _: fake.replies_to(note["id"]))
+        last = await eventually(
+            lambda: sql(
+                settings.storage_dir / "news.db",
+                "SELECT channel_id FROM last_channel WHERE user_id = ?",
+                (NOVA,),
+            )
+        )
+    assert last == [(str(ALLOWED_CHANNEL),)]
+
+
 async def test_a_player_who_chose_audio_files_gets_the_news_as_one(
     settings: Settings, fake: FakeDiscord
 ) -> None:
