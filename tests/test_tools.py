@@ -1458,3 +1458,51 @@ async def test_a_complaint_cut_short_before_it_chose_is_filed_by_its_words(tmp_p
         await store.aclose()
     assert sorted(listed.values()) == ["charged twice for the pass", "game crashes at loading"]
     assert after == listed and told[1] == charged and listed[told[0]] == "game crashes at loading"
+
+
+async def test_a_filing_cut_short_while_this_process_files_the_spool_is_held_not_waited_for(
+    tmp_path,
+) -> None:
+    # The spool's lock held by this process's own file_spooled, waiting on a busy database for the
+    # event loop: a cut-short filing that waited for that lock on the loop froze the bot. A guard
+    # thread lets the lock go after a while, so that without the fix the test fails, not hangs.
+    import fcntl
+    import os
+    import threading
+
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    store._spool.keep("discord:1:0", user_id=NOVA, category="wallet", description="kept earlier",
+                      at="2026-01-01T00:00:00Z", state="local_only")  # fmt: skip
+    fd = os.open(store._spool.path, os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    back, guard_fired = threading.Event(), threading.Event()
+
+    def guard() -> None:
+        if not back.wait(10):
+            guard_fired.set()
+            fcntl.flock(fd, fcntl.LOCK_UN)
+
+    threading.Thread(target=guard, daemon=True).start()
+    try:
+        async with store._write_lock:  # the filing of the spool holds it
+            task = asyncio.create_task(store.register(NOVA, "other", "slash command complaint"))
+            await asyncio.sleep(0.05)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        back.set()
+        held = [row["description"] for row in store._held.values()]
+    finally:
+        back.set()
+        os.close(fd)
+        await store.aclose()  # writes what it holds to the spool
+    assert not guard_fired.is_set() and held == ["slash command complaint"]
+    store = await LocalGrievanceStore.open(db)
+    try:
+        filed = sorted(g.description for g in await store.status(NOVA))
+    finally:
+        await store.aclose()
+    assert filed == ["kept earlier", "slash command complaint"]

@@ -32,9 +32,11 @@ class GrievanceSpool:
         """The spool of the grievance database at `database`."""
         return cls(Path(f"{database}.spool.jsonl"))
 
-    def keep(self, filing_id: str | None = None, **row: str) -> None:
+    def keep(self, filing_id: str | None = None, *, wait: bool = True, **row: str) -> bool:
         """Append one grievance, on disk (fsynced) before returning; `filing_id` (else a fresh
-        one) is what files it once. Blocking: run in a thread."""
+        one) is what files it once. Blocking: run in a thread. With `wait` False, False at once
+        when another holder has the lock, nothing written: on the event loop, the holder may be
+        this process's own filing of the spool, which waits for that very loop."""
         line = json.dumps({"id": filing_id or uuid.uuid4().hex, **{f: row[f] for f in FIELDS}}) + "\n"
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
@@ -43,7 +45,11 @@ class GrievanceSpool:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND, 0o600)
             created = False
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another process files the spool
+            try:
+                # Waits while another process files the spool.
+                fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
             size = os.fstat(fd).st_size
             if size and os.pread(fd, 1, size - 1) != b"\n":
                 # The last line was cut short (a crash, a full disk): end it, or this grievance
@@ -57,6 +63,7 @@ class GrievanceSpool:
                 _fsync_dir(self.path.parent)
         finally:
             os.close(fd)  # and with it the lock
+        return True
 
     def waiting(self) -> bool:
         try:

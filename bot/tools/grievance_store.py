@@ -399,16 +399,23 @@ class LocalGrievanceStore:
     ) -> None:
         """A filing cancelled before its commit (a shutdown's grace ran out while the database
         was busy) goes to the spool: a slash command cannot be sent again after the restart as a
-        voice note is. On disk at once, in this thread: the task is already being cancelled. The
-        filing id files it once even if the commit did land."""
+        voice note is. On disk at once, in this thread: the task is already being cancelled; but
+        never waiting for the spool's lock, which this process's own file_spooled may hold while
+        it waits for this event loop: held in memory then, for aclose() or the next filing to
+        write. The filing id files it once even if the commit did land."""
         if self._spool is None:
             return
         row = {"user_id": user_id, "category": category, "description": description, "at": at, "state": state}
         try:
-            self._spool.keep(filing_id, **row)
+            kept = self._spool.keep(filing_id, wait=False, **row)
         except OSError:
             log.exception("grievance cut short could not be kept: %s", json.dumps(row))
-            self._hold(filing_id, row)
+            kept = False
+        if not kept:
+            if not self._hold(filing_id, row):
+                log.error("grievance cut short lost, too many held in memory: %s", json.dumps(row))
+            else:
+                log.warning("grievance of user %s cut short by a shutdown, held in memory", user_id)
             return
         log.warning("grievance of user %s cut short by a shutdown, kept in %s", user_id, self._spool.path)
 
