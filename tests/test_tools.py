@@ -1506,3 +1506,39 @@ async def test_a_filing_cut_short_while_this_process_files_the_spool_is_held_not
     finally:
         await store.aclose()
     assert filed == ["kept earlier", "slash command complaint"]
+
+
+async def test_a_complaint_kept_before_it_chose_is_not_dropped_as_its_own_runs_other(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    # One note, two complaints alike but distinct; the second's choosing read refused, it is kept
+    # before it chose. The first's filing, chosen by that same run, is no filing of the second.
+    import logging
+
+    from bot.tools.grievance_store import UNCHOSEN, LocalGrievanceStore, utc_now
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        file, ctx = complaint_filer(store), ToolContext(user_id=NOVA, request_id="42")
+        gem = await file(ctx, "wallet", "charged twice for the gem pack")
+
+        async def damaged(*_: object) -> None:
+            raise sqlite3.DatabaseError("database disk image is malformed")
+
+        with monkeypatch.context() as m:
+            m.setattr(store, "_filings_of_turn", damaged)
+            with pytest.raises(ToolError):
+                await file(ctx, "wallet", "charged twice for the coin pack")
+        assert await store.file_spooled() == 1
+        # A run of its own that never chose the gem pack's filing: that one is it, filed before.
+        store._spool.keep(f"discord:42:{UNCHOSEN}x", user_id=NOVA, category="wallet",
+                          description="charged two times for the gem pack", at=utc_now(),
+                          state="local_only")  # fmt: skip
+        with caplog.at_level(logging.INFO, logger="bot.tools.grievance_store"):
+            assert await store.file_spooled() == 0
+        listed = {g.key: g.description for g in await store.status(NOVA)}
+    finally:
+        await store.aclose()
+    assert sorted(listed.values()) == ["charged twice for the coin pack", "charged twice for the gem pack"]
+    assert listed[gem] == "charged twice for the gem pack"
+    assert "filed before as discord:42:0" in caplog.text

@@ -235,7 +235,7 @@ def build_tools(
                 return chosen
 
             turn = filing_id(ctx.platform, ctx.request_id, 0)[:-1]  # "platform:request:"
-            filing = Filing(turn, choose)
+            filing = Filing(turn, choose, lambda: sorted(ctx.filings.values()))
         ticket = await grievances.register(owner, category, description, filing)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
 

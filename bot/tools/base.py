@@ -59,10 +59,13 @@ class ToolContext:
 class Filing:
     """Which complaint of which turn a grievance is, for a backend to file it once: the filing id
     `choose` picks from what earlier runs of the turn filed (filing id, category, description of
-    each grievance of the player under a filing id starting with `turn`, "platform:request:")."""
+    each grievance of the player under a filing id starting with `turn`, "platform:request:").
+    `chosen` gives the filing ids the other complaints of this run have chosen so far: none of
+    them is this complaint's, should it be kept before it chooses."""
 
     turn: str
     choose: Callable[[list[tuple[str, str, str]]], str]
+    chosen: Callable[[], list[str]] = field(default=lambda: [])
 
 
 class ToolError(Exception):

@@ -32,12 +32,18 @@ class GrievanceSpool:
         """The spool of the grievance database at `database`."""
         return cls(Path(f"{database}.spool.jsonl"))
 
-    def keep(self, filing_id: str | None = None, *, wait: bool = True, **row: str) -> bool:
+    def keep(
+        self, filing_id: str | None = None, *, wait: bool = True, others: list[str] | None = None, **row: str
+    ) -> bool:
         """Append one grievance, on disk (fsynced) before returning; `filing_id` (else a fresh
         one) is what files it once. Blocking: run in a thread. With `wait` False, False at once
         when another holder has the lock, nothing written: on the event loop, the holder may be
-        this process's own filing of the spool, which waits for that very loop."""
-        line = json.dumps({"id": filing_id or uuid.uuid4().hex, **{f: row[f] for f in FIELDS}}) + "\n"
+        this process's own filing of the spool, which waits for that very loop. `others`: the
+        filing ids other complaints of its run chose, kept with a grievance kept before it chose."""
+        kept: dict[str, Any] = {"id": filing_id or uuid.uuid4().hex, **{f: row[f] for f in FIELDS}}
+        if others:
+            kept["others"] = others
+        line = json.dumps(kept) + "\n"
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
             created = True

@@ -16,6 +16,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 
@@ -223,7 +224,7 @@ class LocalGrievanceStore:
         self._spool = spool
         # Those the spool refused too (the disk full or read-only), by filing id: written to the
         # spool by the next file_spooled that can (the next grievance, ticket news's next poll).
-        self._held: dict[str, dict[str, str]] = {}
+        self._held: dict[str, dict[str, Any]] = {}
 
     @classmethod
     async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
@@ -287,7 +288,10 @@ class LocalGrievanceStore:
                     await self._conn.commit()
                 except sqlite3.Error as exc:
                     await self._rollback()
-                    await self._keep_for_later(exc, user_id, category, description, now, state, filing_id)
+                    others = _others_of_run(choice, filing_id)
+                    await self._keep_for_later(
+                        exc, user_id, category, description, now, state, filing_id, others
+                    )
                     raise ToolError(say.KEPT_FOR_LATER) from None
                 except BaseException:
                     await self._rollback_cut_short()
@@ -295,7 +299,8 @@ class LocalGrievanceStore:
         except asyncio.CancelledError:
             # Cut short before its commit (filing the spool, waiting for the lock or the busy
             # database); if the commit did land, the filing id files it once all the same.
-            self._keep_cut_short(user_id, category, description, now, state, filing_id)
+            others = _others_of_run(choice, filing_id)
+            self._keep_cut_short(user_id, category, description, now, state, filing_id, others)
             raise
         if key is None:  # filed before, by an earlier run of the same turn
             return await self._filed_as(user_id, filing_id)
@@ -395,7 +400,14 @@ class LocalGrievanceStore:
         await asyncio.shield(self._rollback())
 
     def _keep_cut_short(
-        self, user_id: str, category: str, description: str, at: str, state: str, filing_id: str | None
+        self,
+        user_id: str,
+        category: str,
+        description: str,
+        at: str,
+        state: str,
+        filing_id: str | None,
+        others: list[str],
     ) -> None:
         """A filing cancelled before its commit (a shutdown's grace ran out while the database
         was busy) goes to the spool: a slash command cannot be sent again after the restart as a
@@ -405,7 +417,15 @@ class LocalGrievanceStore:
         write. The filing id files it once even if the commit did land."""
         if self._spool is None:
             return
-        row = {"user_id": user_id, "category": category, "description": description, "at": at, "state": state}
+        row: dict[str, Any] = {
+            "user_id": user_id,
+            "category": category,
+            "description": description,
+            "at": at,
+            "state": state,
+        }
+        if others:
+            row["others"] = others
         try:
             kept = self._spool.keep(filing_id, wait=False, **row)
         except OSError:
@@ -428,11 +448,20 @@ class LocalGrievanceStore:
         at: str,
         state: str,
         filing_id: str | None,
+        others: list[str],
     ) -> None:
         """Keep the grievance in the spool, on disk before the player is told it is kept."""
         if self._spool is None:
             raise exc
-        row = {"user_id": user_id, "category": category, "description": description, "at": at, "state": state}
+        row: dict[str, Any] = {
+            "user_id": user_id,
+            "category": category,
+            "description": description,
+            "at": at,
+            "state": state,
+        }
+        if others:
+            row["others"] = others
         try:
             await asyncio.to_thread(self._spool.keep, filing_id, **row)
         except OSError:
@@ -443,7 +472,7 @@ class LocalGrievanceStore:
             raise ToolError(say.HELD_FOR_LATER) from None
         log.error("grievance of user %s kept in %s to file later: %s", user_id, self._spool.path, exc)
 
-    def _hold(self, filing_id: str | None, row: dict[str, str]) -> bool:
+    def _hold(self, filing_id: str | None, row: dict[str, Any]) -> bool:
         """Hold a grievance in memory until the spool takes it; False when too many are held."""
         if len(self._held) >= MAX_HELD:
             return False
@@ -542,8 +571,21 @@ class LocalGrievanceStore:
         )
         theirs = [(str(f), str(c), str(d)) for f, c, d, u in rows if u == r["user_id"]]
         if unchosen:
-            if any(same_complaint(r["category"], r["description"], f) for f in theirs):
-                return None  # filed by its turn run again (or by this spool, read again)
+            # Not one its own run's other complaints chose: a complaint like it is not it.
+            others = r.get("others")
+            mine = {o for o in others if isinstance(o, str)} if isinstance(others, list) else set()
+            same = next(
+                (
+                    f
+                    for f in theirs
+                    if f[0] not in mine and same_complaint(r["category"], r["description"], f)
+                ),
+                None,
+            )
+            if same is not None:
+                # Filed by its turn run again (or by this spool, read again).
+                log.info("kept grievance of user %s (%s) filed before as %s", r["user_id"], r["id"], same[0])
+                return None
         else:
             # Its id was given to another complaint of its turn (chosen while this line waited
             # where the choice could not see it): a ticket of its own, unless a row has its very
@@ -998,3 +1040,8 @@ def _unchosen_in(filing: str) -> str | None:
     any other id."""
     turn, mark, _ = filing.partition(UNCHOSEN)
     return turn if mark and filed_in(f"{turn}0") else None
+
+
+def _others_of_run(choice: Filing | None, filing: str | None) -> list[str]:
+    """The filing ids the other complaints of a run chose, for a grievance kept before it chose."""
+    return choice.chosen() if choice is not None and filing is not None and _unchosen_in(filing) else []
