@@ -1542,3 +1542,52 @@ async def test_a_complaint_kept_before_it_chose_is_not_dropped_as_its_own_runs_o
     assert sorted(listed.values()) == ["charged twice for the coin pack", "charged twice for the gem pack"]
     assert listed[gem] == "charged twice for the gem pack"
     assert "filed before as discord:42:0" in caplog.text
+
+
+@pytest.mark.parametrize("between", ["_filings_of_turn", "_spooled"])
+async def test_a_filing_whose_id_another_process_takes_meanwhile_chooses_again(
+    tmp_path, monkeypatch, between
+) -> None:
+    # Another process on the same storage (a one-shot `ask`) files the spool between this run's
+    # read of its turn and its insert, under the very id this run chose for a new complaint.
+    from bot.tools.grievance_store import UNCHOSEN, LocalGrievanceStore, utc_now
+
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    other = None
+    try:
+        file = complaint_filer(store)
+        charged = await file(
+            ToolContext(user_id=NOVA, request_id="42"), "wallet", "charged twice for the pass"
+        )
+        crashes = {"category": "other", "description": "game crashes at loading"}
+        store._spool.keep(
+            f"discord:42:{UNCHOSEN}a", user_id=NOVA, at=utc_now(), state="local_only", **crashes
+        )
+        real = getattr(store, between)
+
+        async def then_the_other_files(*args):
+            nonlocal other
+            found = await real(*args)
+            if other is None:
+                other = await LocalGrievanceStore.open(db)  # opening files the spool
+            return found
+
+        async def spool_busy() -> int:  # the other process held the spool at this one's try
+            return 0
+
+        monkeypatch.setattr(store, between, then_the_other_files)
+        monkeypatch.setattr(store, "file_spooled", spool_busy)
+        again = ToolContext(user_id=NOVA, request_id="42")
+        told = await file(again, "gaming_experience", "cannot change my display name")
+        listed = {g.key: g.description for g in await store.status(NOVA)}
+    finally:
+        if other is not None:
+            await other.aclose()
+        await store.aclose()
+    assert sorted(listed.values()) == [
+        "cannot change my display name",
+        "charged twice for the pass",
+        "game crashes at loading",
+    ]
+    assert listed[told] == "cannot change my display name" and listed[charged] == "charged twice for the pass"

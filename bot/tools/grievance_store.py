@@ -38,6 +38,8 @@ MAX_HELD = 1000
 # run may give another complaint. Filed from the spool, it is matched to the turn's filings by its
 # words (_file_kept).
 UNCHOSEN = "?"
+# How often a filing chooses its id again when another process takes the one it chose meanwhile.
+MAX_CHOICES = 5
 
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
@@ -280,11 +282,25 @@ class LocalGrievanceStore:
             async with self._write_lock:
                 try:
                     # A read the database refuses (damaged, failing disk) keeps the grievance too.
-                    if choice is not None:
-                        earlier, older = await self._filings_of_turn(user_id, choice.turn)
-                        chosen = choice.choose(earlier)
-                        filing_id = older.get(chosen, chosen)
-                    key = await self._insert(user_id, category, description, now, state, filing_id)
+                    for _ in range(MAX_CHOICES):
+                        known: set[str] = set()
+                        if choice is not None:
+                            earlier, older = await self._filings_of_turn(user_id, choice.turn)
+                            chosen = choice.choose(earlier)
+                            filing_id = older.get(chosen, chosen)
+                            known = {f[0] for f in earlier}
+                        key = await self._insert(user_id, category, description, now, state, filing_id)
+                        if key is not None or choice is None or chosen in known:
+                            break
+                        # Its id was free when read, and is taken now: another process filed the
+                        # spool meanwhile (a one-shot `ask`, a second bot on this storage). Its
+                        # ticket, if it is this complaint (its own line, filed); else choose again,
+                        # rather than tell this player another complaint's key and file nothing.
+                        if await self._filed_alike(user_id, category, description, filing_id):
+                            break
+                        log.warning(
+                            "filing id %s of user %s taken meanwhile, choosing again", filing_id, user_id
+                        )
                     await self._conn.commit()
                 except sqlite3.Error as exc:
                     await self._rollback()
@@ -375,6 +391,21 @@ class LocalGrievanceStore:
             log.warning("could not read %s: %s", spool.path, exc)
             return []
         return [(line["id"], line) for line in lines]
+
+    async def _filed_alike(
+        self, user_id: str, category: str, description: str, filing_id: str | None
+    ) -> bool:
+        """Whether the row under `filing_id` is this player's and may be this complaint."""
+        row = first(
+            await self._conn.execute_fetchall(
+                "SELECT user_id, category, description FROM grievances WHERE spool_id = ?", (filing_id,)
+            )
+        )
+        return (
+            row is not None
+            and row[0] == user_id
+            and same_complaint(category, description, ("", row[1], row[2]))
+        )
 
     async def _filed_as(self, user_id: str, filing_id: str | None) -> Grievance:
         rows = await self._conn.execute_fetchall("SELECT * FROM grievances WHERE spool_id = ?", (filing_id,))
