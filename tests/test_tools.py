@@ -1591,3 +1591,19 @@ async def test_a_filing_whose_id_another_process_takes_meanwhile_chooses_again(
         "game crashes at loading",
     ]
     assert listed[told] == "cannot change my display name" and listed[charged] == "charged twice for the pass"
+
+
+async def test_a_complaint_kept_twice_under_its_filing_in_new_words_is_filed_once(tmp_path) -> None:
+    # A note answered again while the database still refused writes: the same complaint, worded
+    # afresh, kept a second time under the filing it chose the first time.
+    async with store_and_locker(tmp_path) as (store, locker):
+        file = complaint_filer(store)
+        locker.execute("BEGIN EXCLUSIVE")
+        for words in ("charged twice for the battle pass", "I was charged two times for my battle pass"):
+            with pytest.raises(ToolError):
+                await file(ToolContext(user_id=NOVA, request_id="42"), "wallet", words)
+        assert [line["id"] for line in store._spool.lines()] == [filing_id("discord", "42", 0)] * 2
+        locker.execute("ROLLBACK")
+        assert await store.file_spooled() == 1
+        listed = [g.description for g in await store.status(NOVA)]
+    assert listed == ["charged twice for the battle pass"]

@@ -587,12 +587,9 @@ class LocalGrievanceStore:
             named = filed_in(r["id"])
             if key is not None or named is None:  # a line's own random id: filed before
                 return key
-            holder = first(
-                await self._conn.execute_fetchall(
-                    "SELECT user_id, description FROM grievances WHERE spool_id = ?", (r["id"],)
-                )
-            )
-            if holder is not None and tuple(holder) == (r["user_id"], r["description"]):
+            # The same complaint kept twice under the id it chose (its note answered again while
+            # the database refused it, worded afresh), or this spool read again: filed before.
+            if await self._filed_alike(r["user_id"], r["category"], r["description"], r["id"]):
                 return None
             turn = f"{named[0]}:{named[1]}:"
         rows = await self._conn.execute_fetchall(
