@@ -304,10 +304,8 @@ class LocalGrievanceStore:
                     await self._conn.commit()
                 except sqlite3.Error as exc:
                     await self._rollback()
-                    others = _others_of_run(choice, filing_id)
-                    await self._keep_for_later(
-                        exc, user_id, category, description, now, state, filing_id, others
-                    )
+                    row = _spool_row(user_id, category, description, now, state, choice, filing_id)
+                    await self._keep_for_later(exc, filing_id, row)
                     raise ToolError(say.KEPT_FOR_LATER) from None
                 except BaseException:
                     await self._rollback_cut_short()
@@ -315,8 +313,8 @@ class LocalGrievanceStore:
         except asyncio.CancelledError:
             # Cut short before its commit (filing the spool, waiting for the lock or the busy
             # database); if the commit did land, the filing id files it once all the same.
-            others = _others_of_run(choice, filing_id)
-            self._keep_cut_short(user_id, category, description, now, state, filing_id, others)
+            row = _spool_row(user_id, category, description, now, state, choice, filing_id)
+            self._keep_cut_short(filing_id, row)
             raise
         if key is None:  # filed before, by an earlier run of the same turn
             return await self._filed_as(user_id, filing_id)
@@ -430,16 +428,7 @@ class LocalGrievanceStore:
         # Shielded: a second cancel must not stop it either.
         await asyncio.shield(self._rollback())
 
-    def _keep_cut_short(
-        self,
-        user_id: str,
-        category: str,
-        description: str,
-        at: str,
-        state: str,
-        filing_id: str | None,
-        others: list[str],
-    ) -> None:
+    def _keep_cut_short(self, filing_id: str | None, row: dict[str, Any]) -> None:
         """A filing cancelled before its commit (a shutdown's grace ran out while the database
         was busy) goes to the spool: a slash command cannot be sent again after the restart as a
         voice note is. On disk at once, in this thread: the task is already being cancelled; but
@@ -448,15 +437,7 @@ class LocalGrievanceStore:
         write. The filing id files it once even if the commit did land."""
         if self._spool is None:
             return
-        row: dict[str, Any] = {
-            "user_id": user_id,
-            "category": category,
-            "description": description,
-            "at": at,
-            "state": state,
-        }
-        if others:
-            row["others"] = others
+        user_id = row["user_id"]
         try:
             kept = self._spool.keep(filing_id, wait=False, **row)
         except OSError:
@@ -470,29 +451,10 @@ class LocalGrievanceStore:
             return
         log.warning("grievance of user %s cut short by a shutdown, kept in %s", user_id, self._spool.path)
 
-    async def _keep_for_later(
-        self,
-        exc: sqlite3.Error,
-        user_id: str,
-        category: str,
-        description: str,
-        at: str,
-        state: str,
-        filing_id: str | None,
-        others: list[str],
-    ) -> None:
+    async def _keep_for_later(self, exc: sqlite3.Error, filing_id: str | None, row: dict[str, Any]) -> None:
         """Keep the grievance in the spool, on disk before the player is told it is kept."""
         if self._spool is None:
             raise exc
-        row: dict[str, Any] = {
-            "user_id": user_id,
-            "category": category,
-            "description": description,
-            "at": at,
-            "state": state,
-        }
-        if others:
-            row["others"] = others
         try:
             await asyncio.to_thread(self._spool.keep, filing_id, **row)
         except OSError:
@@ -501,7 +463,7 @@ class LocalGrievanceStore:
             if not self._hold(filing_id, row):
                 raise exc from None
             raise ToolError(say.HELD_FOR_LATER) from None
-        log.error("grievance of user %s kept in %s to file later: %s", user_id, self._spool.path, exc)
+        log.error("grievance of user %s kept in %s to file later: %s", row["user_id"], self._spool.path, exc)
 
     def _hold(self, filing_id: str | None, row: dict[str, Any]) -> bool:
         """Hold a grievance in memory until the spool takes it; False when too many are held."""
@@ -1070,6 +1032,24 @@ def _unchosen_in(filing: str) -> str | None:
     return turn if mark and filed_in(f"{turn}0") else None
 
 
-def _others_of_run(choice: Filing | None, filing: str | None) -> list[str]:
-    """The filing ids the other complaints of a run chose, for a grievance kept before it chose."""
-    return choice.chosen() if choice is not None and filing is not None and _unchosen_in(filing) else []
+def _spool_row(
+    user_id: str,
+    category: str,
+    description: str,
+    at: str,
+    state: str,
+    choice: Filing | None,
+    filing: str | None,
+) -> dict[str, Any]:
+    """A grievance as the spool keeps it; one kept before it chose its filing id carries the ids
+    the other complaints of its run chose."""
+    row: dict[str, Any] = {
+        "user_id": user_id,
+        "category": category,
+        "description": description,
+        "at": at,
+        "state": state,
+    }
+    if choice is not None and filing is not None and _unchosen_in(filing) and (others := choice.chosen()):
+        row["others"] = others
+    return row
