@@ -84,6 +84,13 @@ def news_states(settings: Settings, user_id: str) -> list[tuple[str, str, str]]:
     )
 
 
+def last_channel(settings: Settings, user_id: str) -> list[tuple[str]]:
+    """The channel news.db holds as the player's last, where closed DMs are told."""
+    return sql(  # type: ignore[return-value]
+        settings.storage_dir / "news.db", "SELECT channel_id FROM last_channel WHERE user_id = ?", (user_id,)
+    )
+
+
 async def eventually(condition: Callable[[], Any], within: float = 20.0) -> Any:
     deadline = time.monotonic() + within
     while not (value := condition()):
@@ -222,13 +229,7 @@ async def test_a_note_forwarded_into_a_watched_channel_is_where_closed_dms_are_t
         original = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL)
         forward = await fake.forward(nova, original, channel_id=ALLOWED_CHANNEL)
         await fake.wait_for(lambda _: len(fake.replies_to(forward["id"])) >= 2)
-        last = await eventually(
-            lambda: sql(
-                settings.storage_dir / "news.db",
-                "SELECT channel_id FROM last_channel WHERE user_id = ?",
-                (NOVA,),
-            )
-        )
+        last = await eventually(lambda: last_channel(settings, NOVA))
     assert last == [(str(ALLOWED_CHANNEL),)]
 
 
@@ -242,13 +243,7 @@ async def test_an_audio_file_discord_calls_video_marks_the_channel_it_came_in(
             nova, voice_note(), guild=True, voice=False, filename="question.webm", content_type="video/webm"
         )
         await fake.wait_for(lambda _: fake.replies_to(note["id"]))
-        last = await eventually(
-            lambda: sql(
-                settings.storage_dir / "news.db",
-                "SELECT channel_id FROM last_channel WHERE user_id = ?",
-                (NOVA,),
-            )
-        )
+        last = await eventually(lambda: last_channel(settings, NOVA))
     assert last == [(str(ALLOWED_CHANNEL),)]
 
 
