@@ -53,8 +53,17 @@ def written_by_newer(path: Path | str, known: int) -> None:
     if not file.exists() or file.stat().st_size == 0:
         return
     try:
-        with contextlib.closing(sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-            (found,) = conn.execute("PRAGMA user_version").fetchone()
+        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise naming(path, exc) from exc
+    with contextlib.closing(conn):
+        refuse_newer(conn, path, known)
+
+
+def refuse_newer(conn: sqlite3.Connection, path: Path | str, known: int) -> None:
+    """Raise `newer_schema`'s error (or the read's, naming `path`) for the database open on `conn`."""
+    try:
+        (found,) = conn.execute("PRAGMA user_version").fetchone()
     except sqlite3.Error as exc:
         raise naming(path, exc) from exc
     refused = newer_schema(path, found, known)

@@ -25,7 +25,7 @@ from typing import Any
 
 from bot import conversations, note_ledger, preferences, ticket_news, usage
 from bot.app import StoragePaths
-from bot.db import BUSY_SECONDS, naming, newer_schema, written_by_newer
+from bot.db import BUSY_SECONDS, naming, refuse_newer, written_by_newer
 from bot.tools import grievance_store
 from bot.tools.grievance_spool import GrievanceSpool, _parse
 
@@ -86,14 +86,10 @@ def _database(storage: StoragePaths, name: str, write: bool = False) -> Iterator
     conn.row_factory = sqlite3.Row
     try:
         # Again on this connection: a newer voxdesk may have started on the file since the check.
-        (found,) = conn.execute("PRAGMA user_version").fetchone()
-    except sqlite3.Error as exc:
+        refuse_newer(conn, path, SCHEMA_VERSIONS[name])
+    except sqlite3.Error:
         conn.close()
-        raise naming(path, exc) from exc
-    refused = newer_schema(path, found, SCHEMA_VERSIONS[name])
-    if refused is not None:
-        conn.close()
-        raise refused
+        raise
     try:
         yield conn
     except sqlite3.Error as exc:
