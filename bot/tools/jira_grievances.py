@@ -260,8 +260,7 @@ class JiraGrievances:
             elif exc.row_only:
                 # Refused on its own (a 4xx about its content): retried ever more rarely, so it
                 # never holds up the grievances behind it.
-                backoff = s.push_interval_seconds * 2.0 ** min(row.attempts, 30)
-                due = time.time() + min(s.max_backoff_seconds, backoff)
+                due = time.time() + self._refused_backoff(row.attempts)
             elif exc.retry_after is not None:
                 due = time.time() + self._rate_limited_for(exc.retry_after)
             else:
@@ -294,9 +293,7 @@ class JiraGrievances:
         except TrackerError as exc:
             wait = s.settle_seconds
             if exc.row_only:  # retried ever more rarely, as a create Jira refuses
-                wait = max(
-                    wait, min(s.max_backoff_seconds, s.push_interval_seconds * 2.0 ** min(row.attempts, 30))
-                )
+                wait = max(wait, self._refused_backoff(row.attempts))
             elif exc.retry_after is not None:
                 wait = max(wait, self._rate_limited_for(exc.retry_after))
             reason = f"in Jira as {remote_key}, but not moved to {row.status!r}: {exc}"
@@ -311,6 +308,12 @@ class JiraGrievances:
             remote_key,
             issue.status,
         )
+
+    def _refused_backoff(self, attempts: int) -> float:
+        """How long a grievance Jira refused on its own waits before its next try, after
+        `attempts`: doubling from the push interval up to max_backoff_seconds."""
+        s = self._settings
+        return min(s.max_backoff_seconds, s.push_interval_seconds * 2.0 ** min(attempts, 30))
 
     def _rate_limited_for(self, retry_after: float) -> float:
         """How long a 429 holds pushes back: as long as Jira asks, up to max_backoff_seconds. A
