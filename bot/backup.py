@@ -20,7 +20,7 @@ from pathlib import Path
 
 from bot.app import StoragePaths, storage_paths
 from bot.config import Settings
-from bot.db import BUSY_SECONDS, naming, private_dir, private_file
+from bot.db import BUSY_SECONDS, fsync_path, naming, private_dir, private_file
 from bot.tools.grievance_spool import GrievanceSpool
 
 
@@ -41,13 +41,13 @@ def backup(settings: Settings, into: Path, now: dt.datetime | None = None) -> tu
     try:
         lines = _copy_all(storage, partial)
         for copied in partial.iterdir():
-            _fsync(copied)
-        _fsync(partial)
+            fsync_path(copied)
+        fsync_path(partial)
     except Exception:
         shutil.rmtree(partial, ignore_errors=True)  # a full disk is not to be kept full
         raise
     partial.rename(folder)
-    _fsync(into)
+    fsync_path(into)
     return folder, lines
 
 
@@ -68,14 +68,6 @@ def _copy_all(storage: StoragePaths, folder: Path) -> list[str]:
                 raise naming(db, exc) from exc
             lines.append(f"{db.name}: copied")
     return lines
-
-
-def _fsync(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _copy_database(source: Path, target: Path) -> None:

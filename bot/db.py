@@ -22,6 +22,16 @@ def private_dir(folder: Path) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's list of names, to disk: a new file's name is in its folder,
+    which a power cut can lose with the file in it unless the folder is synced too."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def private_file(path: Path | str) -> None:
     """Create a database file readable by its owner alone, if it does not exist yet. SQLite
     gives its -wal and -shm files the database's own mode; an existing file keeps its mode."""

@@ -17,6 +17,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from bot.db import fsync_path
+
 log = logging.getLogger(__name__)
 
 FIELDS = ("user_id", "category", "description", "at", "state")
@@ -64,9 +66,7 @@ class GrievanceSpool:
             _write_all(fd, line.encode())
             os.fsync(fd)
             if created:
-                # A new file's name is in its folder, which a power cut can lose with the file in
-                # it unless the folder is synced too.
-                _fsync_dir(self.path.parent)
+                fsync_path(self.path.parent)  # the new file's name, with it
         finally:
             os.close(fd)  # and with it the lock
         return True
@@ -161,14 +161,6 @@ class GrievanceSpool:
 
     def release(self, fd: int) -> None:
         """Let the spool go unfiled, to be tried again."""
-        os.close(fd)
-
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
         os.close(fd)
 
 
