@@ -129,6 +129,7 @@ def check_storage(settings: Settings) -> str:
 
     paths = storage_paths(settings)
     known = {
+        paths.players: embedded.PLAYERS_SCHEMA_VERSION,
         paths.manuals: embedded.FTS_SCHEMA_VERSION,
         paths.grievances: grievance_store.SCHEMA_VERSION,
         paths.conversations: conversations.SCHEMA_VERSION,

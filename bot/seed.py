@@ -12,20 +12,25 @@ from pathlib import Path
 from bot import paths
 from bot.app import storage_paths
 from bot.config import ConfigError, Settings
-from bot.db import private_dir, private_file
-from bot.tools.embedded import FtsManuals
+from bot.db import private_dir, private_file, refuse_newer
+from bot.tools.embedded import PLAYERS_SCHEMA_VERSION, FtsManuals
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.manual_chunks import chunk_manuals
 
 log = logging.getLogger(__name__)
 
 
-def load_sql_script(db: Path, *scripts: Path) -> None:
-    """Run SQL scripts in one transaction: a reader never sees half of them."""
+def load_sql_script(db: Path, *scripts: Path, version: int = PLAYERS_SCHEMA_VERSION) -> None:
+    """Run SQL scripts in one transaction, a reader never seeing half of them, and stamp the
+    database schema `version` with them. A database at a newer version is refused (NewerSchema)
+    before anything is written to it."""
     private_file(db)
     with contextlib.closing(sqlite3.connect(db, isolation_level=None)) as conn:
+        refuse_newer(conn, db, version)
         conn.executescript(
-            "BEGIN;\n" + "\n".join(script.read_text(encoding="utf-8") for script in scripts) + "\nCOMMIT;"
+            "BEGIN;\n"
+            + "\n".join(script.read_text(encoding="utf-8") for script in scripts)
+            + f"\nPRAGMA user_version = {int(version)};\nCOMMIT;"
         )
 
 

@@ -66,11 +66,26 @@ def test_a_damaged_database_is_one_line_and_the_process_ends(settings) -> None:
     assert checked.returncode == 1 and f"FAIL  stats      sqlite   {damaged}" in checked.stdout
 
 
-def test_a_database_a_newer_voxdesk_wrote_stops_the_bot_in_one_line_and_check_says_it(settings) -> None:
+NEWER_SCHEMAS = {
+    "conversations.db": [
+        "CREATE TABLE turns (id INTEGER PRIMARY KEY, said TEXT NOT NULL, heard_by TEXT NOT NULL)"
+    ],
+    # A players table still, and the stats' other tables gone: read on, every player would hear
+    # "stats unavailable" rather than the bot stop.
+    "players.db": [
+        "CREATE TABLE players (player_id INTEGER PRIMARY KEY, discord_user_id TEXT, player_name TEXT)"
+    ],
+}
+
+
+@pytest.mark.parametrize("name", NEWER_SCHEMAS)
+def test_a_database_a_newer_voxdesk_wrote_stops_the_bot_in_one_line_and_check_says_it(settings, name) -> None:
     # A downgrade, or a newer install's backup restored into this one.
-    talk = settings.storage_dir / "conversations.db"
+    talk = settings.storage_dir / name
+    talk.unlink(missing_ok=True)
     with sqlite3.connect(talk) as db:
-        db.execute("CREATE TABLE turns (id INTEGER PRIMARY KEY, said TEXT NOT NULL, heard_by TEXT NOT NULL)")
+        for sql in NEWER_SCHEMAS[name]:
+            db.execute(sql)
         db.execute("PRAGMA user_version = 99")
     line = (
         f"{talk} was written by a newer voxdesk (schema version 99, this one knows up to 1):"
@@ -93,9 +108,14 @@ def test_a_database_a_newer_voxdesk_wrote_stops_the_bot_in_one_line_and_check_sa
     )
     checked = voxdesk("check", storage=settings.storage_dir)
     assert checked.returncode == 1 and f"FAIL  storage    sqlite   {line}\n" in checked.stdout
+    if name == "players.db":  # nor does `init` apply this version's schema to it
+        inited = voxdesk("init", storage=settings.storage_dir)
+        assert inited.returncode == 4, inited.stderr
+        assert inited.stderr.strip() == f"a database under the storage folder cannot be used: {line}"
     with sqlite3.connect(talk) as db:  # left as the newer voxdesk made it
         assert db.execute("PRAGMA user_version").fetchone()[0] == 99
-        assert [r[0] for r in db.execute("SELECT name FROM sqlite_master")] == ["turns"]
+        names = [r[0] for r in db.execute("SELECT name FROM sqlite_master")]
+        assert names == [sql.split()[2] for sql in NEWER_SCHEMAS[name]]
 
 
 @pytest.mark.parametrize("players_db", ["empty file", "no players table"])

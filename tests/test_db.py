@@ -3,6 +3,7 @@ still opened, switched to WAL once that write ends."""
 
 import asyncio
 import contextlib
+import re
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -76,6 +77,16 @@ async def test_new_data_folders_and_databases_are_the_owners_alone(tmp_path: Pat
     assert modes == {"talk.db": 0o600, "talk.db-wal": 0o600, "talk.db-shm": 0o600}
 
 
+async def open_players(path: Path) -> Any:
+    """players.db as `init` makes it (its schema script, stamped) and the stats backend opens it."""
+    from bot import paths
+    from bot.seed import load_sql_script
+    from bot.tools.embedded import SqliteStats
+
+    await asyncio.to_thread(load_sql_script, path, paths.SQL / "sqlite" / "schema.sql")
+    return await SqliteStats.open(path)
+
+
 def every_store() -> dict[str, Callable[[Path], Awaitable[Any]]]:
     """How each store voxdesk keeps in the storage folder is opened, by its file's name."""
     from bot.config import UsageSettings
@@ -97,6 +108,7 @@ def every_store() -> dict[str, Callable[[Path], Awaitable[Any]]]:
         "usage.db": lambda p: UsageMeter.open(p, UsageSettings(), "gpt-audio-1.5"),
         "web.db": StaffLogins.open,
         "manuals.db": FtsManuals.open,
+        "players.db": open_players,
     }
 
 
@@ -157,3 +169,30 @@ async def test_a_store_whose_migration_fails_is_not_stamped(tmp_path: Path) -> N
         pass
     await conn.close()
     assert user_version(path) == 3
+
+
+async def test_every_reader_of_players_db_refuses_one_a_newer_voxdesk_wrote(tmp_path: Path) -> None:
+    # voxdesk only reads the players (but for `init`'s schema script): a newer version's tables
+    # could still mean other things, and the stats be told wrong rather than refused.
+    from bot import paths
+    from bot.seed import load_sql_script
+    from bot.tools.embedded import PLAYERS_SCHEMA_VERSION, SqliteStats, has_players_table
+
+    path = tmp_path / "players.db"
+    load_sql_script(path, paths.SQL / "sqlite" / "schema.sql", paths.SQL / "sqlite" / "seed.sql")
+    assert user_version(path) == PLAYERS_SCHEMA_VERSION
+    assert has_players_table(path)
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.execute(f"PRAGMA user_version = {PLAYERS_SCHEMA_VERSION + 1}")
+    before = path.read_bytes()
+    line = (
+        f"{path} was written by a newer voxdesk (schema version {PLAYERS_SCHEMA_VERSION + 1}, this one"
+        f" knows up to {PLAYERS_SCHEMA_VERSION}): upgrade voxdesk, or restore a backup this version made"
+    )
+    with pytest.raises(NewerSchema, match=re.escape(line)):
+        has_players_table(path)
+    with pytest.raises(NewerSchema, match=re.escape(line)):
+        await SqliteStats.open(path)
+    with pytest.raises(NewerSchema, match=re.escape(line)):
+        load_sql_script(path, paths.SQL / "sqlite" / "schema.sql")
+    assert path.read_bytes() == before

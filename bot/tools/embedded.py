@@ -13,7 +13,7 @@ from typing import Any
 import aiosqlite
 
 from bot import sentences as say
-from bot.db import naming, open_sqlite
+from bot.db import naming, open_sqlite, refuse_newer
 from bot.tools import stats_sql
 from bot.tools.base import Passage, PlayerSummary, ToolError
 from bot.tools.manual_chunks import Chunk
@@ -22,18 +22,30 @@ from bot.tools.relevance import CANDIDATES_PER_RESULT, all_known, evidence
 log = logging.getLogger(__name__)
 
 
+# The version of bot/data/sql/sqlite/schema.sql, which `init` applies and stamps: raised with each
+# change to it, so an older voxdesk refuses a players.db it would misread (stats from tables or
+# columns that mean something else now) or that its `init` would "migrate" back.
+PLAYERS_SCHEMA_VERSION = 1
+
+
 def has_players_table(path: Path) -> bool:
     """Whether the players database at `path` has its players table, read without writing to it:
     opened for stats, an empty file would be made a database in WAL mode, and `init` would no
-    longer see it as the new one it is."""
+    longer see it as the new one it is. A database a newer voxdesk wrote raises NewerSchema: its
+    tables are not this version's to judge."""
     if path.stat().st_size == 0:
         return False
     try:
-        with contextlib.closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as conn:
-            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'players'")
-            return found.fetchone() is not None
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as exc:
         raise naming(path, exc) from exc
+    with contextlib.closing(conn):
+        refuse_newer(conn, path, PLAYERS_SCHEMA_VERSION)
+        try:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'players'")
+            return found.fetchone() is not None
+        except sqlite3.Error as exc:
+            raise naming(path, exc) from exc
 
 
 class SqliteStats:
@@ -44,7 +56,7 @@ class SqliteStats:
 
     @classmethod
     async def open(cls, path: Path | str) -> SqliteStats:
-        return cls(await open_sqlite(path))
+        return cls(await open_sqlite(path, version=PLAYERS_SCHEMA_VERSION))
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         cursor = await self._conn.execute(sql, tuple(params))
