@@ -11,12 +11,13 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings
 
 if TYPE_CHECKING:
-    from bot.app import App
+    from bot.app import App, StoragePaths
 
 log = logging.getLogger(__name__)
 
@@ -118,17 +119,13 @@ async def check_web_secrets(settings: Settings) -> str:
     return f"{key}, {staff}"
 
 
-def check_storage(settings: Settings) -> str:
-    """The storage folder's databases a newer voxdesk wrote, read without writing: `check` opens
-    only the tool backends' ones, and `run` would stop at the first of the others."""
+def schema_versions(paths: StoragePaths) -> dict[Path, int]:
+    """Each database of the storage folder, with the schema version this voxdesk knows for it."""
     from bot import conversations, note_ledger, preferences, ticket_news, usage
-    from bot.app import storage_paths
-    from bot.db import written_by_newer
     from bot.tools import embedded, grievance_store
     from bot.web import security
 
-    paths = storage_paths(settings)
-    known = {
+    return {
         paths.players: embedded.PLAYERS_SCHEMA_VERSION,
         paths.manuals: embedded.FTS_SCHEMA_VERSION,
         paths.grievances: grievance_store.SCHEMA_VERSION,
@@ -139,6 +136,15 @@ def check_storage(settings: Settings) -> str:
         paths.news: ticket_news.SCHEMA_VERSION,
         paths.web: security.LOGINS_SCHEMA_VERSION,
     }
+
+
+def check_storage(settings: Settings) -> str:
+    """The storage folder's databases a newer voxdesk wrote, read without writing: `check` opens
+    only the tool backends' ones, and `run` would stop at the first of the others."""
+    from bot.app import storage_paths
+    from bot.db import written_by_newer
+
+    known = schema_versions(storage_paths(settings))
     for path, version in known.items():
         written_by_newer(path, version)
     found = sum(path.exists() for path in known)

@@ -1,0 +1,98 @@
+"""Each store's schema is the one recorded for its SCHEMA_VERSION in tests/schemas.json.
+
+A store refuses a file a newer voxdesk wrote only if the version moves with the schema: a column
+added without a bump would let an older voxdesk run on a file it does not know. When a schema
+changes on purpose, bump its version and record it:
+
+    VOXDESK_RECORD_SCHEMAS=1 .venv/bin/python -m pytest -q tests/test_schemas.py
+
+which records only stores whose version is new to the file, never a changed schema under a
+version already recorded."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+from pathlib import Path
+
+from bot.app import StoragePaths
+from bot.health import schema_versions
+
+from .test_db import every_store
+
+RECORDED = Path(__file__).with_name("schemas.json")
+RECORD = "VOXDESK_RECORD_SCHEMAS"
+
+
+def normalised(sql: str) -> str:
+    """DDL as SQLite keeps it, with layout and comments out: reindenting a CREATE is no change."""
+    sql = re.sub(r"--[^\n]*", "", sql)
+    sql = re.sub(r"\s+", " ", sql).strip()
+    sql = re.sub(r" ?\( ?", "(", sql)
+    sql = re.sub(r" \)", ")", sql)
+    return re.sub(r" ?, ?", ", ", sql)
+
+
+def schema_of(path: Path) -> list[str]:
+    """What sqlite_master says of the database at `path`: one line per table, index, view or
+    trigger, sorted. SQLite's own objects (autoindexes, sqlite_sequence) and FTS5's shadow tables
+    follow from those and from the SQLite library's version, not from voxdesk."""
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT type, name, sql FROM sqlite_master WHERE sql IS NOT NULL").fetchall()
+    virtual = [name for _, name, sql in rows if sql.upper().startswith("CREATE VIRTUAL TABLE")]
+    return sorted(
+        f"{kind} {name}: {normalised(sql)}"
+        for kind, name, sql in rows
+        if not name.startswith("sqlite_") and not any(name.startswith(f"{v}_") for v in virtual)
+    )
+
+
+async def made_schemas(tmp_path: Path) -> dict[str, tuple[int, list[str]]]:
+    """Each store's schema as this voxdesk makes it in a new storage folder, with its version."""
+    versions = {path.name: version for path, version in schema_versions(StoragePaths(tmp_path)).items()}
+    made = {}
+    for name, open_store in every_store().items():
+        await (await open_store(tmp_path / name)).aclose()
+        made[name] = (versions[name], schema_of(tmp_path / name))
+    return made
+
+
+async def test_every_schema_change_comes_with_a_new_schema_version(tmp_path: Path) -> None:
+    storage = StoragePaths(tmp_path)
+    assert (
+        set(every_store())
+        == {p.name for p in storage.databases}
+        == {p.name for p in schema_versions(storage)}
+    )
+    recorded = json.loads(RECORDED.read_text(encoding="utf-8"))
+    made = await made_schemas(tmp_path)
+    wrong = []
+    for name, (version, schema) in sorted(made.items()):
+        entry = recorded.get(name)
+        if entry is None or entry["version"] != version:
+            if os.environ.get(RECORD):
+                recorded[name] = {"version": version, "schema": schema}
+                continue
+            wrong.append(
+                f"{name} is at schema version {version}, not recorded: record its schema ({RECORD}=1)"
+            )
+        elif entry["schema"] != schema:
+            added = [line for line in schema if line not in entry["schema"]]
+            gone = [line for line in entry["schema"] if line not in schema]
+            wrong.append(
+                f"schema of {name} changed: bump its SCHEMA_VERSION and record the new schema"
+                f" ({RECORD}=1); new: {added}, gone: {gone}"
+            )
+    if os.environ.get(RECORD) and not wrong:
+        RECORDED.write_text(json.dumps(recorded, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_layout_and_comments_are_no_schema_change() -> None:
+    assert (
+        normalised("CREATE TABLE t (\n    a TEXT, -- why\n    b INTEGER\n)")
+        == "CREATE TABLE t(a TEXT, b INTEGER)"
+    )
+    assert normalised("CREATE TABLE t (a TEXT)") != normalised("CREATE TABLE t (a TEXT, b TEXT)")
