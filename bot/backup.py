@@ -5,7 +5,11 @@ A copy of a running bot's files can catch a database half written, and a copy of
 files alone misses what sits in their write-ahead logs (`*.db-wal`) until SQLite moves it:
 recent grievances, for one. SQLite's online backup copies each database as one transaction
 sees it, WAL included, and waits for a writer's transaction (up to db.BUSY_SECONDS) rather than
-copying half of it."""
+copying half of it.
+
+Each backup says in voxdesk-backup.json which voxdesk made it and each database's schema version: restored
+into an older voxdesk, a database past the version it knows is refused (`check` says so), and the
+manifest tells before restoring which version a backup needs."""
 
 from __future__ import annotations
 
@@ -13,11 +17,13 @@ import contextlib
 import datetime as dt
 import errno
 import fcntl
+import json
 import os
 import shutil
 import sqlite3
 from pathlib import Path
 
+from bot import __version__
 from bot.app import StoragePaths, storage_paths
 from bot.config import Settings
 from bot.db import BUSY_SECONDS, fsync_path, naming, private_dir, private_file
@@ -40,6 +46,8 @@ def backup(settings: Settings, into: Path, now: dt.datetime | None = None) -> tu
     partial.mkdir(mode=0o700)  # never into another backup under way
     try:
         lines = _copy_all(storage, partial)
+        if lines:
+            _write_manifest(partial, stamp)
         for copied in partial.iterdir():
             fsync_path(copied)
         fsync_path(partial)
@@ -68,6 +76,26 @@ def _copy_all(storage: StoragePaths, folder: Path) -> list[str]:
                 raise naming(db, exc) from exc
             lines.append(f"{db.name}: copied")
     return lines
+
+
+MANIFEST = "voxdesk-backup.json"
+
+
+def _write_manifest(folder: Path, stamp: str) -> None:
+    databases = {}
+    for copied in sorted(folder.glob("*.db")):
+        try:
+            with contextlib.closing(
+                sqlite3.connect(f"{copied.resolve().as_uri()}?mode=ro", uri=True)
+            ) as conn:
+                (databases[copied.name],) = conn.execute("PRAGMA user_version").fetchone()
+        except sqlite3.Error as exc:
+            raise naming(copied, exc) from exc
+    made = {"voxdesk": __version__, "made_at": stamp, "schema_versions": databases}
+    fd = os.open(folder / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with open(fd, "w", encoding="utf-8") as out:
+        json.dump(made, out, indent=2)
+        out.write("\n")
 
 
 def _copy_database(source: Path, target: Path) -> None:

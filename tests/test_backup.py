@@ -145,3 +145,47 @@ def test_a_damaged_database_fails_the_backup_in_one_line_naming_it(settings, tmp
     assert done.returncode == 4
     assert done.stderr.strip() == f"backup failed, nothing kept: {damaged}: file is not a database"
     assert list((tmp_path / "b").iterdir()) == []
+
+
+def test_a_backup_says_which_voxdesk_made_it_and_each_database_s_schema_version(settings, tmp_path: Path):
+    import json
+
+    from bot import __version__
+    from bot.app import storage_paths
+    from bot.health import schema_versions
+
+    folder, _ = backup(settings, tmp_path / "b", now=dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC))
+    made = json.loads((folder / "voxdesk-backup.json").read_text())
+    copied = {p.name for p in folder.glob("*.db")}
+    known = {p.name: v for p, v in schema_versions(storage_paths(settings)).items() if p.name in copied}
+    assert {"players.db", "grievances.db", "manuals.db"} <= copied
+    assert made == {"voxdesk": __version__, "made_at": "20261205T090000Z", "schema_versions": known}
+    assert (folder / "voxdesk-backup.json").stat().st_mode & 0o777 == 0o600
+
+
+def test_a_newer_voxdesk_s_backup_restored_as_the_readme_says_is_refused_not_read(
+    settings, tmp_path: Path
+) -> None:
+    # The README's restore: stop the bot, copy the backup's files into storage.dir, `check`.
+    # Here the backup is made newer by hand: its players.db at a schema version past this one's.
+    from bot import paths
+
+    folder, _ = backup(settings, tmp_path / "b")
+    with sqlite3.connect(folder / "players.db") as conn:
+        conn.execute("DROP TABLE achievements")
+        conn.execute("PRAGMA user_version = 7")
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    for kept in folder.iterdir():
+        shutil.copy(kept, restored / kept.name)
+    line = (
+        f"{restored / 'players.db'} was written by a newer voxdesk (schema version 7, this one knows up"
+        " to 1): upgrade voxdesk, or restore a backup this version made"
+    )
+    checked = voxdesk("check", storage=restored)
+    assert checked.returncode == 1 and f"FAIL  storage    sqlite   {line}\n" in checked.stdout
+    asked = voxdesk("ask", str(paths.SAMPLES / "2-how-many-points.ogg"), storage=restored)
+    assert asked.returncode == 4
+    assert asked.stderr.strip() == f"a database under the storage folder cannot be used: {line}"
+    with sqlite3.connect(restored / "players.db") as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
