@@ -19,6 +19,7 @@ import errno
 import fcntl
 import json
 import os
+import re
 import shutil
 import sqlite3
 from pathlib import Path
@@ -56,7 +57,37 @@ def backup(settings: Settings, into: Path, now: dt.datetime | None = None) -> tu
         raise
     partial.rename(folder)
     fsync_path(into)
+    if lines:  # an empty backup (storage.dir set wrong, say) never takes a whole one's place
+        lines += _prune(into, folder, settings.storage.keep_backups)
     return folder, lines
+
+
+BACKUP_NAME = re.compile(r"voxdesk-[0-9]{8}T[0-9]{6}Z")
+
+
+def _prune(into: Path, made: Path, keep: int) -> list[str]:
+    """Remove `into`'s backups past the newest `keep` (`made` among them whatever its time says);
+    one line per backup removed. Each is renamed out of the backups' names first: one removed in
+    part (a kill, a file it cannot delete) is never taken for a whole one to restore from."""
+    if keep <= 0:
+        return []
+    older = sorted((p for p in into.iterdir() if BACKUP_NAME.fullmatch(p.name) and p != made), reverse=True)
+    lines = []
+    for old in older[keep - 1 :]:
+        try:
+            _remove(old, into / f".{old.name}.removing")
+        except OSError as exc:
+            lines.append(f"{old.name}: not removed: {exc.strerror or exc}")
+            continue
+        lines.append(f"{old.name}: removed, older than the newest {keep} (storage.keep_backups)")
+    for left in into.glob(".voxdesk-*.removing"):  # one an earlier run did not finish
+        shutil.rmtree(left, ignore_errors=True)
+    return lines
+
+
+def _remove(backup: Path, going: Path) -> None:
+    backup.rename(going)
+    shutil.rmtree(going)
 
 
 def _copy_all(storage: StoragePaths, folder: Path) -> list[str]:

@@ -45,6 +45,7 @@ class ConfigError(Exception):
 class StorageSettings:
     dir: str = "var"  # SQLite files, the grievance spool, built speech models
     manuals_dir: str = ""  # the game manuals (*.md) to index; empty: the ones voxdesk ships
+    keep_backups: int = 7  # `voxdesk backup DIR` keeps the newest this many in DIR; 0 keeps all
 
 
 @dataclass(frozen=True)

@@ -189,3 +189,86 @@ def test_a_newer_voxdesk_s_backup_restored_as_the_readme_says_is_refused_not_rea
     assert asked.stderr.strip() == f"a database under the storage folder cannot be used: {line}"
     with sqlite3.connect(restored / "players.db") as conn:
         assert conn.execute("PRAGMA user_version").fetchone()[0] == 7
+
+
+def _at(day: int) -> dt.datetime:
+    return dt.datetime(2026, 12, day, 3, 0, tzinfo=dt.UTC)
+
+
+def _backups(into: Path) -> list[str]:
+    return sorted(p.name for p in into.iterdir() if p.name.startswith("voxdesk-20"))
+
+
+def test_a_backup_keeps_the_newest_backups_and_removes_only_older_ones(settings, tmp_path: Path) -> None:
+    from .conftest import make_settings
+
+    into = tmp_path / "b"
+    into.mkdir()
+    theirs = [into / ".voxdesk-20261201T000000Z.partial", into / "voxdesk-notes", into / "README"]
+    theirs[0].mkdir()  # another backup under way, as far as this one knows
+    theirs[1].mkdir()
+    theirs[2].write_text("the studio's own")
+    three = make_settings(settings.storage_dir, VOXDESK_STORAGE_KEEP_BACKUPS="3")
+    for day in (1, 2, 3):
+        _, lines = backup(three, into, now=_at(day))
+        assert not any("removed" in line for line in lines)
+    _, lines = backup(three, into, now=_at(4))
+    assert lines[-1] == "voxdesk-20261201T030000Z: removed, older than the newest 3 (storage.keep_backups)"
+    assert _backups(into) == [f"voxdesk-202612{d:02d}T030000Z" for d in (2, 3, 4)]
+    # A clock set back: the backup just made is kept all the same, with the newest others.
+    made, _ = backup(three, into, now=_at(1))
+    assert _backups(into) == [made.name] + [f"voxdesk-202612{d:02d}T030000Z" for d in (3, 4)]
+    assert all(p.exists() for p in theirs)
+    everything = make_settings(settings.storage_dir, VOXDESK_STORAGE_KEEP_BACKUPS="0")
+    backup(everything, into, now=_at(5))
+    assert len(_backups(into)) == 4
+
+
+def test_an_empty_backup_removes_no_whole_one(settings, tmp_path: Path) -> None:
+    from .conftest import make_settings
+
+    into = tmp_path / "b"
+    backup(settings, into, now=_at(1))
+    nothing = make_settings(tmp_path / "not-the-storage", VOXDESK_STORAGE_KEEP_BACKUPS="1")
+    _, lines = backup(nothing, into, now=_at(2))
+    assert lines == []
+    assert _backups(into) == ["voxdesk-20261201T030000Z", "voxdesk-20261202T030000Z"]
+
+
+def test_a_backup_removed_in_part_is_never_taken_for_a_whole_one(
+    settings, tmp_path: Path, monkeypatch
+) -> None:
+    import errno
+
+    from bot import backup as module
+
+    from .conftest import make_settings
+
+    one = make_settings(settings.storage_dir, VOXDESK_STORAGE_KEEP_BACKUPS="1")
+    into = tmp_path / "b"
+    backup(one, into, now=_at(1))
+    real = module.shutil.rmtree
+
+    def fails_half_way(path: Path, ignore_errors: bool = False) -> None:
+        if ignore_errors:
+            return  # the sweep of leftovers asks for no error
+        next(Path(path).glob("*.db")).unlink()
+        raise OSError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(module.shutil, "rmtree", fails_half_way)
+    _, lines = backup(one, into, now=_at(2))
+    assert lines[-1] == "voxdesk-20261201T030000Z: not removed: Permission denied"
+    assert _backups(into) == ["voxdesk-20261202T030000Z"]  # the part left is no longer named as one
+    monkeypatch.setattr(module.shutil, "rmtree", real)
+    backup(one, into, now=_at(3))
+    assert sorted(p.name for p in into.iterdir()) == ["voxdesk-20261203T030000Z"]
+
+
+def test_the_backup_command_says_which_older_backups_it_removed(settings, tmp_path: Path) -> None:
+    into = tmp_path / "b"
+    (into / "voxdesk-20200101T000000Z").mkdir(parents=True)
+    done = voxdesk("backup", str(into), storage=settings.storage_dir, VOXDESK_STORAGE_KEEP_BACKUPS="1")
+    assert done.returncode == 0, done.stderr
+    said = done.stdout.strip().splitlines()
+    assert said[-2] == "voxdesk-20200101T000000Z: removed, older than the newest 1 (storage.keep_backups)"
+    assert len(_backups(into)) == 1 and said[-1] == f"backup: {into / _backups(into)[0]}"
