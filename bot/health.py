@@ -140,15 +140,27 @@ def schema_versions(paths: StoragePaths) -> dict[Path, int]:
 
 def check_storage(settings: Settings) -> str:
     """The storage folder's databases a newer voxdesk wrote, read without writing: `check` opens
-    only the tool backends' ones, and `run` would stop at the first of the others."""
+    only the tool backends' ones, and `run` would stop at the first of the others. And the spool
+    lines set aside as unreadable: each is a grievance's last copy, which only staff can file, and
+    the log line that told of it may be long gone."""
     from bot.app import storage_paths
     from bot.db import written_by_newer
+    from bot.tools.grievance_spool import GrievanceSpool
 
-    known = schema_versions(storage_paths(settings))
+    paths = storage_paths(settings)
+    known = schema_versions(paths)
     for path, version in known.items():
         written_by_newer(path, version)
     found = sum(path.exists() for path in known)
-    return f"{found} databases, none written by a newer voxdesk"
+    said = f"{found} databases, none written by a newer voxdesk"
+    rejected = GrievanceSpool.beside(paths.grievances).rejected
+    try:
+        set_aside = sum(1 for line in rejected.read_text(errors="replace").splitlines() if line.strip())
+    except FileNotFoundError:
+        set_aside = 0
+    if set_aside:
+        said += f"; {set_aside} grievance line(s) cut short set aside in {rejected}: file them by hand"
+    return said
 
 
 def _reason(exc: BaseException) -> str:

@@ -351,3 +351,18 @@ async def test_check_says_what_run_needs_beyond_the_services(settings) -> None:
     assert web["web"].startswith("FAIL  web        secrets  VOXDESK_WEB_STAFF_PASSWORD_HASH is not a hash")
     bad_key = await lines(VOXDESK_WEB_ENABLED="true", VOXDESK_WEB_SESSION_KEY="not-a-key")
     assert "VOXDESK_WEB_SESSION_KEY is not a Fernet key" in bad_key["web"]
+
+
+def test_check_says_how_many_grievance_lines_were_set_aside(settings) -> None:
+    # Each is the last copy of a grievance nobody filed; the ERROR line logged when it was set
+    # aside may be rotated away by the time anyone looks.
+    from bot.health import check_storage
+
+    assert check_storage(settings).endswith("none written by a newer voxdesk")
+    rejected = settings.storage_dir / "grievances.db.spool.jsonl.rejected"
+    rejected.write_text(
+        '{"id": "a1", "user_id": "111111111111111111", "category": "wal\n{"id": "b2", "user\n'
+    )
+    assert check_storage(settings).endswith(
+        f"; 2 grievance line(s) cut short set aside in {rejected}: file them by hand"
+    )
