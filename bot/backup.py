@@ -7,9 +7,9 @@ recent grievances, for one. SQLite's online backup copies each database as one t
 sees it, WAL included, and waits for a writer's transaction (up to db.BUSY_SECONDS) rather than
 copying half of it.
 
-Each backup says in voxdesk-backup.json which voxdesk made it and each database's schema version: restored
-into an older voxdesk, a database past the version it knows is refused (`check` says so), and the
-manifest tells before restoring which version a backup needs."""
+Each backup says in voxdesk-backup.json which voxdesk made it and each database's schema
+version: restored into an older voxdesk, a database past the version it knows is refused (`check`
+says so), and the file tells before restoring which version a backup needs."""
 
 from __future__ import annotations
 
@@ -75,7 +75,9 @@ def _prune(into: Path, made: Path, keep: int) -> list[str]:
     lines = []
     for old in older[keep - 1 :]:
         try:
-            _remove(old, into / f".{old.name}.removing")
+            going = into / f".{old.name}.removing"
+            old.rename(going)
+            shutil.rmtree(going)
         except OSError as exc:
             lines.append(f"{old.name}: not removed: {exc.strerror or exc}")
             continue
@@ -83,11 +85,6 @@ def _prune(into: Path, made: Path, keep: int) -> list[str]:
     for left in into.glob(".voxdesk-*.removing"):  # one an earlier run did not finish
         shutil.rmtree(left, ignore_errors=True)
     return lines
-
-
-def _remove(backup: Path, going: Path) -> None:
-    backup.rename(going)
-    shutil.rmtree(going)
 
 
 def _copy_all(storage: StoragePaths, folder: Path) -> list[str]:
