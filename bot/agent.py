@@ -87,9 +87,9 @@ _UNITS = {
         "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
         " fifteen sixteen seventeen eighteen nineteen".split()
     )
-} | {"oh": 0}
+}
+_DIGITS = {w: str(i) for w, i in _UNITS.items() if i < 10} | {"oh": "0"}
 _TENS = {w: 10 * i for i, w in enumerate("twenty thirty forty fifty sixty seventy eighty ninety".split(), 2)}
-_SCALES = {"hundred": 100, "thousand": 1000}
 # Between a key's letters and its number: nothing, a dash (or the word), "number", "#".
 _KEY_GAP = r"(?:\s*(?:[-\u2010-\u2015]|\bdash\b|\bnumber\b|\bno\.|#)\s*|\s*)"
 _NUMBER_RUN = re.compile(r"[0-9A-Za-z]+(?:(?:\s+|-)[0-9A-Za-z]+)*")
@@ -98,68 +98,95 @@ _NUMBER_RUN = re.compile(r"[0-9A-Za-z]+(?:(?:\s+|-)[0-9A-Za-z]+)*")
 def names_key(text: str, key: str) -> bool:
     """Whether `text` names ticket `key` (any project's, "SUP-101"): as written, or spelt out
     as a voice says it ("GRV twelve", "G R V dash one two", "SUP one hundred and one"). The
-    whole number said is read, so GRV-1 is not named by "GRV-12" or "GRV twelve"."""
+    whole number said is read, so GRV-1 is not named by "GRV-12" or "GRV twelve", and only
+    that: "GRV fourteen two days ago" names GRV-14, not GRV-142."""
     project, _, digits = key.rpartition("-")
     if not project or not digits.isdigit():
         return False
     letters = r"[\s.\-]*".join(re.escape(c) for c in project)
     for found in re.finditer(rf"(?<![\w-]){letters}{_KEY_GAP}", text, re.IGNORECASE):
         run = _NUMBER_RUN.match(text, found.end())
-        if run and int(digits) in _readings(run.group().lower().replace("-", " ").split()):
+        if run and spoken_number(run.group().lower().replace("-", " ").split()) == digits:
             return True
     return False
 
 
-def _a_count(words: list[str]) -> bool:
-    """Whether number words read as one count: no two units or tens side by side ("one two" is
-    figures), a unit only after a tens word, nothing said as "oh"."""
-    for before, w in zip(["and", *words], words, strict=False):
-        if w == "oh" or (before in _UNITS and w not in _SCALES and w != "and"):
-            return False
-        if before in _TENS and (w in _TENS or (w in _UNITS and not 0 < _UNITS[w] < 10)):
-            return False
-    return True
+def spoken_number(words: list[str]) -> str | None:
+    """The figures of the number that `words` begin with, read as far as English combines
+    number words and no further, or None. Written figures stand alone ("12 three" is 12). Words
+    are read both as a count ("one hundred and four", "twelve hundred") and as figures said one
+    or two at a time ("one oh one", "twelve thirty four"); whichever takes in more words is what
+    was said, so "one two" is 12 and "one hundred" 100. Number words that English never puts
+    together end the number: "fourteen two days ago" is 14."""
+    if words and words[0].isdigit():
+        return words[0]
+    count, counted = _count(words)
+    figures, said = _figures(words)
+    if not counted and not said:
+        return None
+    return str(count) if counted >= said else figures
 
 
-def _readings(words: list[str]) -> set[int]:
-    """The numbers the leading number words (or digits) of `words` may be read as: a count
-    ("one hundred and one"), or figures said one or two at a time ("one oh one", "twelve
-    thirty four")."""
-    spoken: list[str] = []
-    for w in words:
-        if w.isdigit() or w in _UNITS or w in _TENS or w in _SCALES or (w == "and" and spoken):
-            spoken.append(w)
+def _below_hundred(words: list[str], i: int) -> tuple[int, int]:
+    """1 to 99 said at words[i:] as a count ("seven", "twelve", "forty", "forty two"), and the
+    index after it; (0, i) if none."""
+    w = words[i] if i < len(words) else ""
+    if w in _UNITS and w != "zero":
+        return _UNITS[w], i + 1
+    if w in _TENS:
+        unit = words[i + 1] if i + 1 < len(words) else ""
+        if unit in _UNITS and 0 < _UNITS[unit] < 10:
+            return _TENS[w] + _UNITS[unit], i + 2
+        return _TENS[w], i + 1
+    return 0, i
+
+
+def _below_thousand(words: list[str], i: int, most_hundreds: int) -> tuple[int, int]:
+    """A count of at most most_hundreds hundreds and 99 at words[i:] ("seven", "two hundred and
+    four", "twelve hundred"), and the index after it. "hundred" alone ("hundred and one") may
+    only begin the number: "one thousand hundred" is not English."""
+    value, j = _below_hundred(words, i)
+    if words[j : j + 1] == ["hundred"] and (0 < value <= most_hundreds or i == 0):
+        value, j = max(value, 1) * 100, j + 1
+        start = j + 1 if words[j : j + 1] == ["and"] else j
+        rest, k = _below_hundred(words, start)
+        if k > start:
+            value, j = value + rest, k
+    return value, j
+
+
+def _count(words: list[str]) -> tuple[int, int]:
+    """The count at the start of `words` and how many words it takes (0 if none)."""
+    if words and words[0] == "zero":
+        return 0, 1
+    value, j = _below_thousand(words, 0, 99)
+    if j < len(words) and words[j] == "thousand" and value < 1000:
+        value, j = max(value, 1) * 1000, j + 1
+        start = j + 1 if words[j : j + 1] == ["and"] else j
+        rest, k = _below_thousand(words, start, 9)
+        if k > start:
+            value, j = value + rest, k
+    return value, j
+
+
+def _figures(words: list[str]) -> tuple[str, int]:
+    """Figures said one or two at a time at the start of `words` ("one two", "one oh one", "one
+    forty two", "nineteen eighty four", "twelve oh five") and how many words they take. After
+    a pair ("twelve", "forty two") comes only another pair or "oh" and a digit, as a time or a
+    year is said: a lone digit after a pair is another number ("fourteen two days")."""
+    figures, i, after_pair = "", 0, False
+    while i < len(words):
+        w = words[i]
+        pair, j = _below_hundred(words, i)
+        if j > i and pair >= 10:
+            figures, i, after_pair = figures + str(pair), j, True
+        elif w in _DIGITS and not after_pair:
+            figures, i = figures + _DIGITS[w], i + 1
+        elif w in ("oh", "zero") and i + 1 < len(words) and words[i + 1] in _DIGITS:
+            figures, i = figures + "0" + _DIGITS[words[i + 1]], i + 2
         else:
             break
-    while spoken and spoken[-1] == "and":
-        spoken.pop()
-    if not spoken:
-        return set()
-    if spoken[0].isdigit():  # written in figures: what follows is other words
-        return {int(spoken[0])}
-    if any(w.isdigit() for w in spoken):
-        return set()
-    found = set()
-    if _a_count(spoken):
-        total = group = 0
-        for w in spoken:
-            if w in _SCALES:
-                group = max(group, 1) * _SCALES[w]
-                if _SCALES[w] >= 1000:
-                    total, group = total + group, 0
-            elif w != "and":
-                group += _UNITS.get(w, 0) + _TENS.get(w, 0)
-        found.add(total + group)
-    if "and" not in spoken and not any(w in _SCALES for w in spoken):
-        # Said in figures: each unit or teen, or a tens word with the unit after it, is a part.
-        parts: list[int] = []
-        for w in spoken:
-            if w in _UNITS and parts and parts[-1] in _TENS.values() and 0 < _UNITS[w] < 10 and w != "oh":
-                parts[-1] += _UNITS[w]
-            else:
-                parts.append(_UNITS.get(w, _TENS.get(w, 0)))
-        found.add(int("".join(str(p) for p in parts)))
-    return found
+    return figures, i
 
 
 def _filed_keys(results: Iterable[ToolResult]) -> list[str]:

@@ -460,3 +460,89 @@ def test_a_ticket_number_said_in_words_is_read_whole(text: str, key: str, named:
     from bot.agent import names_key
 
     assert names_key(text, key) is named
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "named"),
+    [
+        # A number that English does not join to the key's is another number, not more figures.
+        ("Your ticket GRV fourteen two days ago was closed.", "GRV-142", False),
+        ("Your ticket GRV fourteen two days ago was closed.", "GRV-14", True),
+        ("I see GRV twelve, 3 more tickets are open.", "GRV-123", False),
+        ("I see GRV twelve, 3 more tickets are open.", "GRV-12", True),
+        ("I see GRV twelve 3 more tickets are open.", "GRV-123", False),
+        ("I see GRV twelve 3 more tickets are open.", "GRV-12", True),
+        ("GRV twelve three weeks ago.", "GRV-123", False),
+        ("GRV twelve three weeks ago.", "GRV-12", True),
+        ("GRV twenty one two days ago.", "GRV-212", False),
+        ("GRV twenty one two days ago.", "GRV-21", True),
+        ("GRV one hundred and one two days ago.", "GRV-101", True),
+        ("GRV one hundred and one two days ago.", "GRV-1012", False),
+        ("GRV one hundred two three.", "GRV-10023", False),
+        # What English does join stays one number.
+        ("Filed as GRV one forty two.", "GRV-142", True),
+        ("Filed as GRV twelve oh five.", "GRV-1205", True),
+        ("Filed as GRV nineteen eighty-four.", "GRV-1984", True),
+        ("Filed as GRV twelve hundred.", "GRV-1200", True),
+        ("Filed as GRV twelve hundred.", "GRV-12", False),
+        ("Filed as GRV one two.", "GRV-1", False),
+    ],
+)
+def test_a_ticket_number_ends_where_english_stops_joining_words(text: str, key: str, named: bool) -> None:
+    from bot.agent import names_key
+
+    assert names_key(text, key) is named
+
+
+@pytest.mark.parametrize(
+    ("said", "figures"),
+    [
+        ("seven", "7"),
+        ("zero", "0"),
+        ("twelve", "12"),
+        ("twenty one", "21"),
+        ("ninety nine", "99"),
+        ("one hundred", "100"),
+        ("hundred and one", "101"),
+        ("one hundred and four", "104"),
+        ("one hundred four", "104"),
+        ("one hundred twenty three", "123"),
+        ("twelve hundred", "1200"),
+        ("twenty one hundred", "2100"),
+        ("one thousand", "1000"),
+        ("one thousand and five", "1005"),
+        ("two thousand twelve", "2012"),
+        ("one thousand two hundred", "1200"),
+        ("ten thousand", "10000"),
+        ("five hundred sixty seven thousand eight hundred and nine", "567809"),
+        ("one two", "12"),
+        ("one oh one", "101"),
+        ("one two three four", "1234"),
+        ("one forty two", "142"),
+        ("twelve thirty four", "1234"),
+        ("twenty twelve", "2012"),
+        ("nineteen eighty four", "1984"),
+        ("twelve oh five", "1205"),
+        ("oh one", "01"),  # not the key 1
+        ("12 three", "12"),
+        # The number ends at the first word English would not join to it.
+        ("fourteen two days ago", "14"),
+        ("twelve three", "12"),
+        ("twenty one two", "21"),
+        ("forty two one", "42"),
+        ("twelve 3 more", "12"),
+        ("one hundred and", "100"),
+        ("one hundred and one two", "101"),
+        ("one hundred two three", "102"),
+        ("twenty twenty", "2020"),
+        ("thousand hundred", "1000"),
+        ("twelve hundred thousand", "1200"),
+        ("and one", None),
+        ("other tickets", None),
+        ("", None),
+    ],
+)
+def test_spoken_numbers_combine_only_as_english_does(said: str, figures: str | None) -> None:
+    from bot.agent import spoken_number
+
+    assert spoken_number(said.split()) == figures
