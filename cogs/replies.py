@@ -30,17 +30,38 @@ VOICE_REFUSED_CODES = {50173, MISSING_PERMISSIONS}  # cannot send voice messages
 MIN_VOICE_SECONDS = 0.1
 
 
-# Discord reads a backslash before any punctuation mark as "this mark as itself". Escaping these
-# leaves no markdown, mention, emoji or masked link in words someone else wrote.
-_MARKUP = re.compile(r"[\\`*_~|<>@#\[\]-]")
 # A masked link needs both brackets; with the backslash escaped too, none can be made.
 _LINK_MARKS = re.compile(r"[\\\[\]]")
+# What discord.utils.escape_markdown and escape_mentions leave working in words someone else
+# wrote, escaped here with a backslash (Discord reads one before any punctuation mark as the mark
+# itself). escape_markdown escapes the "[" of the first masked link on a line only (its pattern
+# runs to the last ")"), so every "[" not yet escaped is: no link opens without one. Neither
+# touches the tags of channels, custom emoji, timestamps and slash commands ("<#id>",
+# "<:name:id>", "<t:0:R>", "</cmd:id>"), so every "<" is; nor an ordered list ("1. "). Links are
+# kept as written, with escape_markdown's own pattern for them: a backslash in one would change
+# where it goes.
+_LEFT_BY_LIBRARY = re.compile(
+    r"(?P<link><[^: >]+:/[^ >]+>|(?:https?|steam)://[^\s<]+[^<.,:;\"'\]\s])"
+    r"|(?<!\\)(?P<escaped>(?:\\\\)*)(?P<mark>[\[<])"
+    r"|^(?P<number>\d+)(?P<dot>[.)])(?=\s)"
+)
+
+
+def _escape_left(found: re.Match[str]) -> str:
+    if found["link"]:
+        return found["link"]
+    if found["mark"]:
+        return f"{found['escaped']}\\{found['mark']}"
+    return f"{found['number']}\\{found['dot']}"
 
 
 def literal(text: str) -> str:
     """Words a player typed or someone wrote in Jira, as one line that shows exactly as written: a
-    new line cannot end a quote or start a heading, and `[x](https://...)` shows its address."""
-    return _MARKUP.sub(r"\\\g<0>", " ".join(text.split()))
+    new line cannot end a quote or start a heading, `[x](https://...)` shows its address, and
+    no mention, emoji, timestamp or list is made of it."""
+    one_line = " ".join(text.split())
+    escaped = discord.utils.escape_mentions(discord.utils.escape_markdown(one_line))
+    return _LEFT_BY_LIBRARY.sub(_escape_left, escaped)
 
 
 def without_masked_links(text: str) -> str:

@@ -1,0 +1,61 @@
+"""Words someone else wrote (a ticket's summary, category, status) shown in Discord as written.
+
+Discord reads a backslash before a punctuation mark as the mark itself, and `@` followed by a
+zero-width space as no mention: each expected string below is what Discord shows as plain text.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from cogs.replies import literal
+
+ZWSP = "\u200b"
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        # Masked links: every one on the line, not only the first.
+        ("[claim](https://evil.example)", r"\[claim](https://evil.example)"),
+        (
+            "[a](https://x.example) or [b](https://y.example)",
+            r"\[a](https://x.example) or \[b](https://y.example)",
+        ),
+        ("[https://safe.example](https://evil.example)", r"\[https://safe.example](https://evil.example)"),
+        (r"\[a](https://x.example)", r"\\\[a](https://x.example)"),  # the typed backslash stays one
+        # Mentions, and the other tags Discord draws as something else than their text.
+        ("@everyone and @here", f"@{ZWSP}everyone and @{ZWSP}here"),
+        ("<@123456789012345678> said yes", rf"\<@{ZWSP}123456789012345678> said yes"),
+        ("<@&123456789012345678>", rf"\<@{ZWSP}&123456789012345678>"),
+        ("<#123456789012345678>", r"\<#123456789012345678>"),
+        ("<:gem:123456789012345678>", r"\<:gem:123456789012345678>"),
+        ("<a:gem:123456789012345678>", r"\<a:gem:123456789012345678>"),
+        ("<t:1700000000:R>", r"\<t:1700000000:R>"),
+        ("</grievance file:123456789012345678>", r"\</grievance file:123456789012345678>"),
+        # What only means something at a line's start, and a new line that would make one.
+        ("# FREE NITRO", r"\# FREE NITRO"),
+        ("### FREE NITRO", r"\### FREE NITRO"),
+        ("-# small print", r"\-# small print"),
+        ("- item", r"\- item"),
+        ("* item", r"\* item"),
+        ("1. item", r"1\. item"),
+        ("12) item", r"12\) item"),
+        ("> quoted", r"\> quoted"),
+        (">>> quoted", r"\>>> quoted"),
+        ("refund\n# FREE NITRO\n> fake staff", "refund # FREE NITRO > fake staff"),
+        ("refund 2. please", "refund 2. please"),
+        # Inline marks.
+        ("```py\nprint(1)```", r"\`\`\`py print(1)\`\`\`"),
+        ("`code`", r"\`code\`"),
+        ("||spoiler||", r"\|\|spoiler\|\|"),
+        ("~~gone~~", r"\~\~gone\~\~"),
+        ("__under__ **bold** *it* _it_", r"\_\_under\_\_ \*\*bold\*\* \*it\* \_it\_"),
+        (r"back\slash", r"back\\slash"),
+        # Links as written: a backslash in one would change where it goes.
+        ("see https://example.com/a_b#top?x=[1]", "see https://example.com/a_b#top?x=[1]"),
+        ("see <https://example.com/a_b>", "see <https://example.com/a_b>"),
+    ],
+)
+def test_words_someone_wrote_show_as_written(written: str, shown: str) -> None:
+    assert literal(written) == shown
