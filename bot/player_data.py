@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import os
 import re
 import sqlite3
@@ -27,7 +26,7 @@ from bot import conversations, note_ledger, preferences, ticket_news, usage
 from bot.app import StoragePaths
 from bot.db import BUSY_SECONDS, naming, refuse_newer, written_by_newer
 from bot.tools import grievance_store
-from bot.tools.grievance_spool import GrievanceSpool, _parse
+from bot.tools.grievance_spool import GrievanceSpool
 
 DISCORD_ID = re.compile(r"[0-9]{1,20}")
 
@@ -134,22 +133,12 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
 
 
 def _spooled(storage: StoragePaths, user_id: str) -> tuple[list[dict[str, Any]], list[str]]:
-    """The player's grievances kept in the spool (not yet in the database), and the lines set
-    aside as unreadable that name them (a line cut short may name nobody: those are not theirs
-    to be shown)."""
-    spool = GrievanceSpool.beside(storage.grievances)
-    waiting = [row for row in map(_parse, _lines(spool.path)) if row and row.get("user_id") == user_id]
-    unreadable = [line for line in _lines(spool.rejected) if f'"user_id": "{user_id}"' in line]
+    """The player's grievances kept in the spool (not yet in the database), and the unreadable
+    lines that name them (a line cut short may name nobody: those are not theirs to be shown)."""
+    rows, lines = GrievanceSpool.beside(storage.grievances).contents()
+    waiting = [row for row in rows if row["user_id"] == user_id]
+    unreadable = [line for line in lines if f'"user_id": "{user_id}"' in line]
     return waiting, unreadable
-
-
-def _lines(path: Path) -> list[str]:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            fcntl.flock(f, fcntl.LOCK_SH)  # a grievance being appended is read whole or not at all
-            return f.read().splitlines()
-    except FileNotFoundError:
-        return []
 
 
 def forget(storage: StoragePaths, user_id: str) -> list[str]:

@@ -194,3 +194,31 @@ async def test_a_storage_folder_with_url_marks_in_its_name_is_read_and_erased(tm
     conversations = storage_paths_of(storage).conversations
     assert _count(conversations, "SELECT COUNT(*) FROM turns WHERE user_id = ?", NOVA) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [storage.name]  # no stray file beside it
+
+
+def test_export_reads_the_spool_as_its_filing_does_torn_lines_included(settings) -> None:
+    """The export reads the spool with the reader that files it: a line torn by a crash (here
+    inside a character) that names the player is theirs to see before the next filing sets it
+    aside in .rejected, and after, once; a grievance kept after it is waiting, whole."""
+    from bot import player_data
+
+    paths_ = storage_paths_of(settings.storage_dir)
+    spool = GrievanceSpool.beside(paths_.grievances)
+    spool.path.parent.mkdir(parents=True, exist_ok=True)
+    torn = f'{{"id": "b2", "user_id": "{NOVA}", "description": "caf'.encode() + "\u00e9".encode()[:1]
+    spool.path.write_bytes(torn + b"\n")
+    _spool(settings.storage_dir, NOVA, "nova was charged twice (kept)")
+    shown_torn = torn.decode("utf-8", errors="replace")
+
+    held = player_data.export(paths_, NOVA)["grievances"]
+    assert [g["description"] for g in held["waiting_in_spool"]] == ["nova was charged twice (kept)"]
+    assert held["unreadable_spool_lines"] == [shown_torn]
+    assert player_data.export(paths_, BLAZE)["grievances"]["unreadable_spool_lines"] == []
+
+    taken = spool.take()  # what a filing does first: the torn line goes to .rejected
+    assert taken is not None
+    spool.release(taken[0])
+    assert spool.rejected.read_text(encoding="utf-8", errors="replace").splitlines() == [shown_torn]
+    held = player_data.export(paths_, NOVA)["grievances"]
+    assert held["unreadable_spool_lines"] == [shown_torn]  # in both files, shown once
+    assert "2 waiting in the spool" in " ".join(player_data.forget(paths_, NOVA))

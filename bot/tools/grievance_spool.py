@@ -80,11 +80,15 @@ class GrievanceSpool:
     def lines(self) -> list[dict[str, Any]]:
         """The grievances waiting, read without the lock (a line being appended meanwhile is torn
         and skipped; take() sets torn lines aside). Blocking: run in a thread."""
-        try:
-            with open(self.path, encoding="utf-8", errors="replace") as f:
-                return [row for line in f.read().splitlines() if (row := _parse(line)) is not None]
-        except FileNotFoundError:
-            return []
+        return _read_rows(self.path)[0]
+
+    def contents(self) -> tuple[list[dict[str, Any]], list[str]]:
+        """The grievances waiting, and the lines that are none: those set aside in .rejected, then
+        those torn in the spool and not set aside yet. Read under a shared lock, so a line being
+        appended is read whole or not at all; it waits for a filing of the spool under way, so
+        not for a process that may be filing it itself. Blocking: run in a thread."""
+        rows, torn = _read_rows(self.path, shared=True)
+        return rows, list(dict.fromkeys([*_read_lines(self.rejected, shared=True), *torn]))
 
     def take(self) -> tuple[int, list[dict[str, Any]]] | None:
         """Lock the spool and read its grievances: (the locked descriptor, rows), or None when it
@@ -114,18 +118,7 @@ class GrievanceSpool:
         return fd, rows
 
     def _read(self, fd: int) -> list[dict[str, Any]]:
-        # keep() writes ASCII (json.dumps escapes the rest): a byte that is no UTF-8 is a line cut
-        # inside a character, to be set aside like any torn line, not a reason to stop filing.
-        with open(fd, encoding="utf-8", errors="replace", closefd=False) as f:
-            lines = f.read().splitlines()
-        rows = []
-        torn = []
-        for line in lines:
-            row = _parse(line)
-            if row is not None:
-                rows.append(row)
-            elif line.strip():
-                torn.append(line)
+        rows, torn = _read_rows(fd)
         if torn:
             self._set_aside(torn)
         return rows
@@ -170,6 +163,33 @@ def _write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def _read_lines(source: Path | int, *, shared: bool = False) -> list[str]:
+    """The lines of the spool or of .rejected, by path or by a descriptor that holds the lock;
+    with `shared`, read under a shared lock, so a line being appended is read whole or not at
+    all. keep() writes ASCII (json.dumps escapes the rest): a byte that is no UTF-8 is a line cut
+    inside a character, read as a torn line (set aside like any), not a reason to stop filing."""
+    try:
+        with open(source, encoding="utf-8", errors="replace", closefd=not isinstance(source, int)) as f:
+            if shared:
+                fcntl.flock(f, fcntl.LOCK_SH)
+            return f.read().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _read_rows(source: Path | int, *, shared: bool = False) -> tuple[list[dict[str, Any]], list[str]]:
+    """The grievances in the spool, and its torn lines (any line not blank that is none)."""
+    rows: list[dict[str, Any]] = []
+    torn: list[str] = []
+    for line in _read_lines(source, shared=shared):
+        row = _parse(line)
+        if row is not None:
+            rows.append(row)
+        elif line.strip():
+            torn.append(line)
+    return rows, torn
 
 
 def _parse(line: str) -> dict[str, Any] | None:
