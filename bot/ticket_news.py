@@ -17,7 +17,10 @@ restart, where the filing id finds it): its news is held, and the answer that na
 tells the player instead (`heard_in_answer`: the news is dropped, and the grievance is no longer
 one whose key they never heard, so its news found later, or its push to Jira, is none either).
 Held news goes out once the turn is settled without naming the key: answered by an apology, or
-never answered again (too old).
+never answered again (too old). A slash command is never answered again: what it files is filed as
+a grievance whose key its player has not heard, its news held while this process answers it
+(`answers_once`) and dropped once the answer is out, so a process that ends in between (a kill, a
+stop whose grace runs out, an answer Discord would not take) leaves the key to a DM.
 
 A status is news when it differs from the one the player was last told (queued or sent) of that
 ticket, or, with Jira, from the local copy they last heard: a ticket resolved, reopened and
@@ -43,13 +46,14 @@ spoken DM is made here, off the event loop, by the app's speaker.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import enum
 import logging
 import math
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -565,6 +569,7 @@ class TicketNews:
         self._preferences = preferences
         self._speaker = speaker
         self._answering = answering
+        self._in_flight: set[tuple[str, str]] = set()  # (platform, request id): answers_once
         # Both grievance backends keep every grievance in a local store; the Jira one also
         # answers which of its issues changed (JiraGrievances.updated_issues).
         self._local: LocalGrievanceStore | None = getattr(grievances, "local_store", None)
@@ -583,6 +588,18 @@ class TicketNews:
     async def record_channel(self, user_id: str, channel_id: str) -> None:
         """Where the player last sent a voice note: where to tell them their DMs are closed."""
         await self.store.set_last_channel(user_id, channel_id)
+
+    @contextlib.contextmanager
+    def answers_once(self, platform: str, request_id: str) -> Iterator[None]:
+        """While a request answered only once (a slash command) is being answered by this process,
+        the news of what it files is held for its answer (`heard_in_answer` drops it); after, or
+        after a restart, what no answer told goes out."""
+        turn = (platform, request_id)
+        self._in_flight.add(turn)
+        try:
+            yield
+        finally:
+            self._in_flight.discard(turn)
 
     async def heard_in_answer(self, user_id: str, keys: list[str]) -> None:
         """The player heard these ticket keys in the answer to their note: a grievance among them
@@ -758,13 +775,16 @@ class TicketNews:
 
     async def _held_for(self, e: GrievanceEvent) -> str | None:
         """The filing id of the turn that filed `e`'s grievance while that turn is still to be
-        answered (a note whose filing a shutdown cut): its answer is to tell the key."""
+        answered (a note whose filing a shutdown cut, a slash command at work): its answer is to
+        tell the key."""
         if e.spool_id is None or not await self._to_answer(e.spool_id):
             return None
         return e.spool_id
 
     async def _to_answer(self, filing: str) -> bool:
         turn = filed_in(filing)
+        if turn in self._in_flight:
+            return True
         if turn is None or self._answering is None:
             return False
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import itertools
 import logging
@@ -89,7 +90,8 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         self, interaction: discord.Interaction, tool: str, arguments: dict[str, Any]
     ) -> dict[str, Any]:
         call = ToolCall(id=f"slash_{next(_call_ids)}", name=tool, arguments=arguments)
-        result = await self.bot.core.toolbox.run(caller(interaction), call)
+        context = dataclasses.replace(caller(interaction), answered_once=True)
+        result = await self.bot.core.toolbox.run(context, call)
         return result.result
 
     async def _every_ticket(self, interaction: discord.Interaction) -> str:
@@ -161,36 +163,40 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 ticket_key=result["ticket_key"], category=category.name, status=result["status"]
             )
 
+        news = self.bot.core.news
+        user_id = str(interaction.user.id)
         try:
-            # Deferred before anything is filed: a ticket is never filed for an interaction
-            # Discord has already told the player did not respond.
-            await answer_privately(
-                interaction,
-                work,
-                self.bot.discord_settings.defer_after_seconds,
-                say.CUT_SHORT_BY_RESTART,
-                too_slow=say.STILL_BUSY_FILING,
-                defer_first=True,
-            )
+            with news.answers_once("discord", str(interaction.id)):
+                # Deferred before anything is filed: a ticket is never filed for an interaction
+                # Discord has already told the player did not respond.
+                await answer_privately(
+                    interaction,
+                    work,
+                    self.bot.discord_settings.defer_after_seconds,
+                    say.CUT_SHORT_BY_RESTART,
+                    too_slow=say.STILL_BUSY_FILING,
+                    defer_first=True,
+                )
+                if filed:
+                    await self._heard(user_id, filed)
         except (discord.HTTPException, aiohttp.ClientError) as exc:
             if not filed:
                 raise
-            await self._tell_later(interaction, filed[0], exc)
+            # Filed as untold: ticket news DMs its key, as for a complaint filed late, rather
+            # than the player file it again.
+            log.warning(
+                "ticket %s filed for user %s, but the answer did not reach them (%s): ticket news will DM it",
+                filed[0],
+                user_id,
+                exc,
+            )
 
-    async def _tell_later(self, interaction: discord.Interaction, key: str, exc: Exception) -> None:
-        """A ticket filed whose answer never reached the player: ticket news DMs them its key, as
-        it does for a complaint filed late, rather than they file it again."""
-        user_id = str(interaction.user.id)
-        store = getattr(self.bot.core.grievances, "local_store", None)
-        if store is None or not await store.mark_untold(user_id, key):
-            log.warning("ticket %s filed for user %s, who was not told its key: %s", key, user_id, exc)
-            return
-        log.warning(
-            "ticket %s filed for user %s, but the answer did not reach them (%s): ticket news will DM it",
-            key,
-            user_id,
-            exc,
-        )
+    async def _heard(self, user_id: str, keys: list[str]) -> None:
+        """The answer telling these keys is out: their news, held meanwhile, is not sent."""
+        try:
+            await self.bot.core.news.heard_in_answer(user_id, keys)
+        except Exception as exc:  # the DM goes out as well: told twice rather than never
+            log.error("could not record that user %s was told tickets %s: %s", user_id, keys, exc)
 
 
 async def setup(bot: VoxdeskBot) -> None:

@@ -546,6 +546,48 @@ async def test_a_filing_whose_answer_is_lost_reaches_the_player_by_dm(settings, 
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
+async def test_a_filing_whose_process_ends_before_its_answer_reaches_the_player_by_dm(settings, monkeypatch):
+    """The filing is committed, then the process ends before the answer telling its key is out (a
+    stop whose grace runs out while Discord is slow to take the answer; a kill is the same to the
+    player): the next start DMs the key, as for a complaint filed late."""
+    answering, release = asyncio.Event(), asyncio.Event()
+    edit_original = FakeDiscord._edit_original
+
+    async def slow_edit(self: FakeDiscord, request: web.Request) -> web.Response:
+        await request.read()  # all of it, before the bot goes away
+        answering.set()
+        await release.wait()
+        return await edit_original(self, request)
+
+    monkeypatch.setattr(FakeDiscord, "_edit_original", slow_edit)
+    words = "Charged twice, never told the ticket."
+    async with serving() as fake:
+        async with running_bot(settings, fake, shutdown_grace_seconds=0.2) as h:
+            await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+            await asyncio.wait_for(answering.wait(), 30)  # filed: its answer is on its way
+            h.stop.set()
+            await asyncio.wait_for(h.task, 30)
+        release.set()
+        async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
+            dms = await fake.wait_for(
+                lambda _: [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
+            )
+    (key,) = re.findall(r"ticket (GRV-\d+)", dms[0].content)
+    assert dms[0].content.endswith(f'("{words}") is now filed as ticket {key}. Its status is open.')
+
+
+async def test_a_filing_whose_answer_reached_the_player_is_no_news(settings, fake: FakeDiscord):
+    """Its key was told in the answer: no DM repeats it, from this process or the next."""
+    news = {"poll_seconds": 0.1}
+    async with running_bot(settings.replace(news=news), fake) as h:
+        said = await ask(fake, blaze, "grievance", sub("file", category="wallet", description="Gems gone."))
+        assert said.startswith("Filed ticket `GRV-")
+        await h.bot.core.news.run_once(h.bot.get_cog("TicketNewsDesk"))  # type: ignore[arg-type]
+    async with running_bot(settings.replace(news=news), fake) as h:
+        await h.bot.core.news.run_once(h.bot.get_cog("TicketNewsDesk"))  # type: ignore[arg-type]
+    assert [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content] == []
+
+
 class GatedEngine(FrontendEngine):
     """Each turn waits at the model until the test opens the gate."""
 

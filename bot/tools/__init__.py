@@ -236,7 +236,7 @@ def build_tools(
 
             turn = filing_id(ctx.platform, ctx.request_id, 0)[:-1]  # "platform:request:"
             filing = Filing(turn, choose, lambda: sorted(ctx.filings.values()))
-        ticket = await grievances.register(owner, category, description, filing)
+        ticket = await grievances.register(owner, category, description, filing, untold=ctx.answered_once)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
 
     async def get_grievance_status(ctx: ToolContext, args: JSON) -> JSON:

@@ -41,6 +41,11 @@ class ToolContext:
     # nobody reads what another filed as the same player; being no Discord id, it keeps them out
     # of Jira too. The shared player's own tickets (demo data) are listed to everyone.
     grievance_owner: str = ""
+    # A request answered once, never again after a restart (a slash command; a voice note is, by
+    # the note ledger): a grievance it files is one whose key its player has not heard until the
+    # front end says the answer is out (TicketNews.heard_in_answer), so a process that ends
+    # before that leaves the key to ticket news.
+    answered_once: bool = False
 
     def refile(self) -> None:
         """Count this turn's complaints afresh (another engine runs the turn again)."""
@@ -180,7 +185,12 @@ class ManualsBackend(Protocol):
 
 class GrievanceBackend(Protocol):
     async def register(
-        self, user_id: str, category: str, description: str, filing_id: str | Filing | None = None
+        self,
+        user_id: str,
+        category: str,
+        description: str,
+        filing_id: str | Filing | None = None,
+        untold: bool = False,
     ) -> Grievance: ...
     async def status(self, user_id: str, key: str | None = None, limit: int = MAX_LISTED) -> list[Grievance]:
         """The player's ticket that `key` names, or without one their `limit` newest."""

@@ -264,11 +264,13 @@ class LocalGrievanceStore:
         description: str,
         filing_id: str | Filing | None = None,
         push_state: str | None = None,
+        untold: bool = False,
     ) -> Grievance:
         """`filing_id` (a filing id, or the Filing that chooses one from what earlier runs of its turn
         filed) files it once: registering again with the same id returns the grievance filed the
         first time. `push_state` overrides the store's initial state for this one row
-        ('local_only' for a grievance no remote tracker can take)."""
+        ('local_only' for a grievance no remote tracker can take). `untold`: filed as one whose key
+        its player has not heard (ticket news tells it) until `heard` says the answer told it."""
         now = utc_now()
         state = push_state or self._initial_state
         choice, filing_id = (
@@ -289,7 +291,9 @@ class LocalGrievanceStore:
                             chosen = choice.choose(earlier)
                             filing_id = older.get(chosen, chosen)
                             known = {f[0] for f in earlier}
-                        key = await self._insert(user_id, category, description, now, state, filing_id)
+                        key = await self._insert(
+                            user_id, category, description, now, state, filing_id, late=untold
+                        )
                         if key is not None or choice is None or chosen in known:
                             break
                         # Its id was free when read, and is taken now: another process filed the
@@ -589,30 +593,6 @@ class LocalGrievanceStore:
         while f"{turn}{k}" in taken:
             k += 1
         return await self._insert(*grievance, f"{turn}{k}", late=True)
-
-    async def mark_untold(self, user_id: str, key: str) -> bool:
-        """A grievance of `user_id`'s whose key never reached them (the answer telling it was
-        lost): ticket news tells them, as it tells one filed from the spool. False if they have
-        no grievance of that local key."""
-        async with self._write_lock:
-            try:
-                cursor = await self._conn.execute(
-                    "UPDATE grievances SET filed_late = 1 WHERE user_id = ? AND local_key = ?", (user_id, key)
-                )
-                found = cursor.rowcount
-                # The event ticket news reads. Pushed already, its 'pushed' event may have been read
-                # as no news: another tells it under Jira's key. Still pending, the push tells it.
-                await self._conn.execute(
-                    "INSERT INTO news_events (grievance_id, kind) SELECT id,"
-                    " CASE push_state WHEN 'pushed' THEN 'pushed' ELSE 'filed_late' END"
-                    " FROM grievances WHERE user_id = ? AND local_key = ?",
-                    (user_id, key),
-                )
-                await self._conn.commit()
-            except BaseException:
-                await self._rollback_cut_short()
-                raise
-        return found == 1
 
     @property
     def local_store(self) -> LocalGrievanceStore:

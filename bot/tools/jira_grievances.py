@@ -99,15 +99,20 @@ class JiraGrievances:
     # ---- GrievanceBackend ----------------------------------------------------------------------
 
     async def register(
-        self, user_id: str, category: str, description: str, filing_id: str | Filing | None = None
+        self,
+        user_id: str,
+        category: str,
+        description: str,
+        filing_id: str | Filing | None = None,
+        untold: bool = False,
     ) -> Grievance:
         if not USER_ID.match(user_id):
             # Not a Discord id (a CLI user, say): Jira could never list it for its owner, so it
             # stays a local ticket instead of failing to push for ever.
             return await self._store.register(
-                user_id, category, description, filing_id, push_state="local_only"
+                user_id, category, description, filing_id, push_state="local_only", untold=untold
             )
-        grievance = await self._store.register(user_id, category, description, filing_id)
+        grievance = await self._store.register(user_id, category, description, filing_id, untold=untold)
         self._wake.set()
         return grievance
 
