@@ -163,10 +163,14 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 ticket_key=result["ticket_key"], category=category.name, status=result["status"]
             )
 
-        news = self.bot.core.news
         user_id = str(interaction.user.id)
+
+        async def answered() -> None:
+            if filed:  # the answer that went out tells its key
+                await self._heard(user_id, filed)
+
         try:
-            with news.answers_once("discord", str(interaction.id)):
+            with self.bot.core.news.answers_once("discord", str(interaction.id)):
                 # Deferred before anything is filed: a ticket is never filed for an interaction
                 # Discord has already told the player did not respond.
                 await answer_privately(
@@ -176,9 +180,8 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                     say.CUT_SHORT_BY_RESTART,
                     too_slow=say.STILL_BUSY_FILING,
                     defer_first=True,
+                    answered=answered,
                 )
-                if filed:
-                    await self._heard(user_id, filed)
         except (discord.HTTPException, aiohttp.ClientError) as exc:
             if not filed:
                 raise

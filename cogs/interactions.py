@@ -58,6 +58,7 @@ async def answer_privately(
     *,
     too_slow: str = say.STILL_BUSY,
     defer_first: bool = False,
+    answered: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Reply ephemerally with what `work()` produces. If it is not ready `slow_after` seconds
     after Discord made the interaction (the first response is due within 3 s of that, however
@@ -69,11 +70,19 @@ async def answer_privately(
 
     The whole answer is in flight for a graceful shutdown (the bot's `track`): a stop waits for
     it, and one whose grace runs out cancels the work and tells the player `cut_short`, before
-    the gateway closes, rather than leaving them with "the application did not respond"."""
+    the gateway closes, rather than leaving them with "the application did not respond".
+    `answered` runs once the answer is out, in that same work: a stop waits for it too."""
     answering = _answer(interaction, work, slow_after, cut_short, too_slow, defer_first)
+    if answered is not None:
+        answering = _then(answering, answered)
     track = getattr(interaction.client, "track", None)
     # Awaited here, so a failure reaches the command tree's error handler, which logs it once.
     await (track(answering, awaited=True) if track else answering)
+
+
+async def _then(first: Awaitable[None], then: Callable[[], Awaitable[None]]) -> None:
+    await first
+    await then()
 
 
 async def _answer(

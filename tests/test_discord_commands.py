@@ -576,16 +576,33 @@ async def test_a_filing_whose_process_ends_before_its_answer_reaches_the_player_
     assert dms[0].content.endswith(f'("{words}") is now filed as ticket {key}. Its status is open.')
 
 
-async def test_a_filing_whose_answer_reached_the_player_is_no_news(settings, fake: FakeDiscord):
-    """Its key was told in the answer: no DM repeats it, from this process or the next."""
-    news = {"poll_seconds": 0.1}
-    async with running_bot(settings.replace(news=news), fake) as h:
-        said = await ask(fake, blaze, "grievance", sub("file", category="wallet", description="Gems gone."))
-        assert said.startswith("Filed ticket `GRV-")
-        await h.bot.core.news.run_once(h.bot.get_cog("TicketNewsDesk"))  # type: ignore[arg-type]
-    async with running_bot(settings.replace(news=news), fake) as h:
-        await h.bot.core.news.run_once(h.bot.get_cog("TicketNewsDesk"))  # type: ignore[arg-type]
-    assert [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content] == []
+async def test_a_filing_whose_answer_reached_the_player_is_no_news(settings, monkeypatch):
+    """Its key is told in the answer: a round of ticket news while the answer is on its way holds
+    it, and no DM repeats it then, after, or from the next process."""
+    answering, release = asyncio.Event(), asyncio.Event()
+    edit_original = FakeDiscord._edit_original
+
+    async def slow_edit(self: FakeDiscord, request: web.Request) -> web.Response:
+        answering.set()
+        await release.wait()
+        return await edit_original(self, request)
+
+    monkeypatch.setattr(FakeDiscord, "_edit_original", slow_edit)
+    news = {"poll_seconds": 3600.0}  # rounds run here, when the test says
+    async with serving() as fake:
+        async with running_bot(settings.replace(news=news), fake) as h:
+            desk = h.bot.get_cog("TicketNewsDesk")
+            interaction = await fake.slash(
+                blaze, "grievance", sub("file", category="wallet", description="Gems gone.")
+            )
+            await asyncio.wait_for(answering.wait(), 30)  # filed: its answer is on its way
+            await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
+            release.set()
+            said = private_text(await fake.interaction_answer(interaction))
+            assert said.startswith("Filed ticket `GRV-")
+        async with running_bot(settings.replace(news=news), fake) as h:
+            await h.bot.core.news.run_once(h.bot.get_cog("TicketNewsDesk"))  # type: ignore[arg-type]
+        assert [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content] == []
 
 
 class GatedEngine(FrontendEngine):
