@@ -546,20 +546,27 @@ async def test_a_filing_whose_answer_is_lost_reaches_the_player_by_dm(settings, 
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
-async def test_a_filing_whose_process_ends_before_its_answer_reaches_the_player_by_dm(settings, monkeypatch):
-    """The filing is committed, then the process ends before the answer telling its key is out (a
-    stop whose grace runs out while Discord is slow to take the answer; a kill is the same to the
-    player): the next start DMs the key, as for a complaint filed late."""
+def _hold_answers(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Events: an answer to a command reached the fake (which holds it), and let it through. For
+    a fake served after this call: a fake binds its routes when it starts."""
     answering, release = asyncio.Event(), asyncio.Event()
     edit_original = FakeDiscord._edit_original
 
     async def slow_edit(self: FakeDiscord, request: web.Request) -> web.Response:
-        await request.read()  # all of it, before the bot goes away
+        await request.read()  # all of it, in case the bot goes away meanwhile
         answering.set()
         await release.wait()
         return await edit_original(self, request)
 
     monkeypatch.setattr(FakeDiscord, "_edit_original", slow_edit)
+    return answering, release
+
+
+async def test_a_filing_whose_process_ends_before_its_answer_reaches_the_player_by_dm(settings, monkeypatch):
+    """The filing is committed, then the process ends before the answer telling its key is out (a
+    stop whose grace runs out while Discord is slow to take the answer; a kill is the same to the
+    player): the next start DMs the key, as for a complaint filed late."""
+    answering, release = _hold_answers(monkeypatch)
     words = "Charged twice, never told the ticket."
     async with serving() as fake:
         async with running_bot(settings, fake, shutdown_grace_seconds=0.2) as h:
@@ -579,15 +586,7 @@ async def test_a_filing_whose_process_ends_before_its_answer_reaches_the_player_
 async def test_a_filing_whose_answer_reached_the_player_is_no_news(settings, monkeypatch):
     """Its key is told in the answer: a round of ticket news while the answer is on its way holds
     it, and no DM repeats it then, after, or from the next process."""
-    answering, release = asyncio.Event(), asyncio.Event()
-    edit_original = FakeDiscord._edit_original
-
-    async def slow_edit(self: FakeDiscord, request: web.Request) -> web.Response:
-        answering.set()
-        await release.wait()
-        return await edit_original(self, request)
-
-    monkeypatch.setattr(FakeDiscord, "_edit_original", slow_edit)
+    answering, release = _hold_answers(monkeypatch)
     news = {"poll_seconds": 3600.0}  # rounds run here, when the test says
     async with serving() as fake:
         async with running_bot(settings.replace(news=news), fake) as h:
