@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -213,7 +214,7 @@ def test_ask_does_not_load_the_lab(settings: Settings, tmp_path: Path) -> None:
     env, log = lab_watch(tmp_path)
     note = paths.SAMPLES / "2-how-many-points.ogg"
     done = subprocess.run(
-        [sys.executable, "-m", "bot", "ask", str(note), "--json"],
+        [sys.executable, "-m", "bot", "ask", str(note), "--json", "--out", str(tmp_path / "out")],
         cwd=REPO,
         env={**os.environ, **env, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
         capture_output=True,
@@ -222,6 +223,8 @@ def test_ask_does_not_load_the_lab(settings: Settings, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "get_player_stats" in done.stdout  # it really answered
+    # Without --out the reply goes to a new folder in the system's temp directory, left for good.
+    assert Path(json.loads(done.stdout)["reply_audio"]).parent == tmp_path / "out"
     assert lab_imports(log) == []
 
 

@@ -11,6 +11,7 @@ import logging
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -175,10 +176,10 @@ async def test_with_whisper_the_demo_notes_reach_the_right_tools(settings) -> No
     assert charged.tool_calls[0]["arguments"]["category"] == "wallet" and "GRV-14" in charged.text
 
 
-def test_ask_hears_with_whisper_when_told_to(settings) -> None:
+def test_ask_hears_with_whisper_when_told_to(settings, tmp_path) -> None:
     note = paths.SAMPLES / "2-how-many-points.ogg"
     done = subprocess.run(
-        [sys.executable, "-m", "bot", "--verbose", "ask", str(note), "--json"],
+        [sys.executable, "-m", "bot", "--verbose", "ask", str(note), "--json", "--out", str(tmp_path)],
         cwd=REPO,
         env={
             **os.environ,
@@ -195,6 +196,8 @@ def test_ask_hears_with_whisper_when_told_to(settings) -> None:
     answer = json.loads(done.stdout[done.stdout.index("{") :])
     assert [c["name"] for c in answer["tool_calls"]] == ["get_player_stats"]
     assert answer["user_text"] == "how many points do i have"
+    # Without --out the reply goes to a new folder in the system's temp directory, left for good.
+    assert Path(answer["reply_audio"]).parent == tmp_path
 
 
 async def tools_heard_by_pocketsphinx(settings: Settings) -> list[str]:
