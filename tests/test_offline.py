@@ -865,6 +865,35 @@ async def test_each_hearing_worker_does_its_linear_algebra_on_one_thread(setting
     assert threads and set(threads) == {1}
 
 
+def _log_in_worker() -> None:
+    logging.getLogger("bot.hearing_test").warning("a line from a speech worker")
+
+
+async def test_speech_workers_start_under_runs_log_format_off_a_terminal(
+    settings, monkeypatch, capfd
+) -> None:
+    # `voxdesk run` under systemd, nohup or `> bot.log` on a machine that is not a container:
+    # discord.py's formatter then has {}-style fields, and handed to the workers as a %-style
+    # format it stopped every worker from starting (`run` exited 4, saying to run `init`).
+    import asyncio
+
+    import discord.utils
+
+    from bot.engines.offline.hearing import WorkerHearing
+
+    monkeypatch.setattr(discord.utils, "is_docker", lambda: False)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    discord.utils.setup_logging(level=root.level)  # as `run` does (cogs/runner.py), stderr not a tty
+    hearing = WorkerHearing(settings.storage_dir / "speech", workers=1)
+    try:
+        assert len(await hearing.start()) == 1
+        await asyncio.get_running_loop().run_in_executor(hearing._pool, _log_in_worker)
+    finally:
+        await hearing.aclose()
+    assert "[WARNING ] bot.hearing_test: a line from a speech worker" in capfd.readouterr().err
+
+
 def test_an_operators_own_thread_setting_is_kept(monkeypatch) -> None:
     from bot.speech import math_threads
 

@@ -15,6 +15,7 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import pickle
 import signal
 import threading
 import time
@@ -113,7 +114,7 @@ def load_recognizer(model_dir: Path, whisper: WhisperSpec | None = None) -> Spee
 def _start_worker(
     model_dir: str,
     log_level: int,
-    log_format: str | None,
+    log_formatter: bytes | None,
     whisper: WhisperSpec | None = None,
     meaning_setting: str = meaning.AUTO,
 ) -> None:
@@ -122,7 +123,14 @@ def _start_worker(
     # the notes in flight and then shuts its workers down, so they must not die first.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format=log_format or logging.BASIC_FORMAT)
+    handler = logging.StreamHandler()
+    try:
+        formatter = pickle.loads(log_formatter) if log_formatter else None
+    except Exception:  # a class this process cannot import: the lines only lose their looks
+        formatter = None
+    handler.setFormatter(formatter or logging.Formatter(logging.BASIC_FORMAT))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(log_level)
     threading.Thread(target=_leave_with_the_bot, args=(os.getppid(),), daemon=True).start()
     one_blas_thread()
     _recognizer = load_recognizer(Path(model_dir), whisper)
@@ -162,6 +170,17 @@ def _hear_in_worker(pcm: bytes, rate: int) -> Transcript:
     return hear(_recognizer, pcm, rate)
 
 
+def _bots_formatter() -> bytes | None:
+    """The bot's own log formatter, pickled for the spawned workers, so that their lines read
+    like the bot's. The formatter itself, not its format string: discord.py's (under `run`) has
+    {}-style fields, or colours."""
+    formatter = next((h.formatter for h in logging.getLogger().handlers if h.formatter), None)
+    try:
+        return pickle.dumps(formatter) if formatter is not None else None
+    except (pickle.PicklingError, AttributeError, TypeError):  # one holding a stream, say
+        return None
+
+
 class WorkerHearing:
     """Decodes in worker processes, in parallel across cores, with the event loop left free.
 
@@ -196,8 +215,6 @@ class WorkerHearing:
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         root = logging.getLogger()
-        formatter = next((h.formatter for h in root.handlers if h.formatter), None)
-        log_format = getattr(formatter, "_fmt", None)  # the bot's log format, for the workers' lines
         # "spawn": the bot's threads (discord.py, the default executor) must not be forked mid-lock.
         return ProcessPoolExecutor(
             workers,
@@ -206,7 +223,7 @@ class WorkerHearing:
             initargs=(
                 str(self.model_dir),
                 root.getEffectiveLevel(),
-                log_format,
+                _bots_formatter(),
                 self.whisper,
                 self.meaning_setting,
             ),
