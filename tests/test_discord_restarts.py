@@ -562,6 +562,29 @@ async def test_a_second_sigterm_stops_without_waiting_out_the_grace(settings, fa
     assert any(kept_for_later(r, note) for r in fake.received)  # answered after the restart
 
 
+@pytest.mark.timeout(180)  # a real process starts (imports, speech workers): slow on a busy machine
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_a_stop_signal_finishes_the_note_in_flight_closes_every_database_and_exits_0(
+    settings, fake, tmp_path, stop_signal
+) -> None:
+    # systemctl stop and docker stop send SIGTERM, Ctrl-C SIGINT, to `python -m bot run`.
+    log_path = tmp_path / "bot.log"
+    grace = {"VOXDESK_DISCORD_SHUTDOWN_GRACE_SECONDS": "120"}
+    with bot_process(settings, fake, log_path, grace) as process:
+        await asyncio.wait_for(fake.identified.wait(), 60)
+        note = await fake.send_note(nova, voice_note(), stall=2)  # in flight: its download waits
+        await fake.wait_for(lambda rs: any(r.kind == "cdn" for r in rs), 60)
+        process.send_signal(stop_signal)
+        assert await asyncio.to_thread(process.wait, 90) == 0, log_path.read_text()
+    log = log_path.read_text()
+    assert answers(fake, note) == 1, log
+    assert not any(kept_for_later(r, note) for r in fake.received)
+    # SQLite removes a database's WAL file when its last connection closes.
+    assert sorted(p.name for p in settings.storage_dir.glob("*-wal")) == []
+    assert "Traceback" not in log and "cancelled" not in log, log
+    assert "stopped" in log.splitlines()[-1], log
+
+
 async def test_a_stop_during_start_up_ends_it_before_logging_in(settings, fake, monkeypatch, caplog) -> None:
     import bot.app
     from cogs.runner import serve
