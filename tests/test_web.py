@@ -917,6 +917,43 @@ async def test_voxdesk_web_serves_until_stopped(wsettings, capsys) -> None:
     await asyncio.wait_for(task, 30)
 
 
+@pytest.mark.timeout(120)  # a real process starts (imports, speech workers): slow on a busy machine
+@pytest.mark.parametrize("stop_signal", ["SIGTERM", "SIGINT"])
+async def test_voxdesk_web_stops_on_a_signal_with_one_line_and_every_database_closed(
+    settings, stop_signal
+) -> None:
+    # systemctl stop and docker stop send SIGTERM, Ctrl-C SIGINT.
+    import os
+    import signal
+    import sys
+
+    import aiohttp
+
+    env = {**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir), "VOXDESK_OFFLINE_WORKERS": "1"}
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bot", "web", "--port", "0"),
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        started = (await asyncio.wait_for(process.stdout.readline(), 90)).decode()  # type: ignore[union-attr]
+        url = re.search(r"(http://\S+/)", started).group(1)  # type: ignore[union-attr]
+        async with aiohttp.ClientSession() as http:
+            assert (await http.get(url + "healthz")).status == 200
+        process.send_signal(getattr(signal, stop_signal))
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
+    assert out.decode() == "voxdesk web stopped\n" and err.decode() == ""
+    # SQLite removes a database's WAL file when its last connection closes.
+    assert sorted(p.name for p in settings.storage_dir.glob("*-wal")) == []
+
+
 def test_web_password_prints_a_hash_of_the_password_on_stdin() -> None:
     import subprocess
     import sys

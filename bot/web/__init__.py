@@ -196,3 +196,5 @@ async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
             await stop.wait()
         finally:
             await runner.cleanup()
+    # The start's line has a counterpart, so an operator's journal says the stop was clean.
+    print("voxdesk web stopped", flush=True)
