@@ -56,6 +56,11 @@ def run(settings: Settings) -> int:
         return 2
     except discord.PrivilegedIntentsRequired:
         return INTENT_WITHDRAWN  # said in one line as the gateway closed (_serve)
+    except (aiohttp.ClientError, discord.HTTPException) as exc:
+        # Logging in is the one call whose failure ends `run`: once connected, discord.py
+        # reconnects by itself. A 5xx comes here after discord.py's own retries.
+        log.error("could not reach Discord to log in: %s", exc)
+        return DISCORD_REFUSED
     return 0
 
 
@@ -198,8 +203,8 @@ async def close_gateway(bot: VoxdeskBot, connection: asyncio.Task[None]) -> None
         await bot.close()  # whatever happened above: the HTTP session and the socket must not leak
 
 
-# `sync`'s exit status when Discord refuses the commands or cannot be reached (0 to 4 and 130
-# are the CLI's others, bot/cli.py).
+# `sync`'s exit status when Discord refuses the commands or cannot be reached, and `run`'s when it
+# cannot log in for want of Discord (0 to 4 and 130 are the CLI's others, bot/cli.py).
 DISCORD_REFUSED = 5
 MISSING_ACCESS = 50001
 

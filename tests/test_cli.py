@@ -148,6 +148,21 @@ def test_a_players_database_without_players_is_one_line_for_check_ask_and_run(se
         assert players.stat().st_size == 0  # still what `init` takes for a new one
 
 
+def test_run_that_cannot_reach_discord_says_so_and_exits_5(settings) -> None:
+    # A firewall, a proxy, DNS or Discord's own outage at start: status 4 and "Connect call failed"
+    # told the operator of a file, database or speech model, and not which service failed.
+    ran = voxdesk(
+        "run",
+        storage=settings.storage_dir,
+        DISCORD_TOKEN="x.y.z",
+        VOXDESK_DISCORD_API_BASE="http://127.0.0.1:9/api/v10",
+        VOXDESK_OFFLINE_WORKERS="1",
+    )
+    last = ran.stderr.strip().splitlines()[-1]
+    assert ran.returncode == 5 and "Traceback" not in ran.stderr, ran.stderr
+    assert "could not reach Discord" in last and "127.0.0.1:9" in last, last
+
+
 def test_a_store_that_fails_after_opening_its_file_is_one_line_and_the_process_ends(settings) -> None:
     # Opening a store does more than open its file (columns, indexes, pruning); a failure there
     # (here an index the rows break; in life a database locked past its wait) left the connection
