@@ -1,10 +1,12 @@
 import dataclasses
 import logging
+import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
-from bot.config import ConfigError, load_settings
+from bot.config import SECTIONS, ConfigError, Secrets, load_settings
 
 from .conftest import REPO
 
@@ -195,3 +197,36 @@ def test_an_install_without_config_toml_behaves_like_the_checkout(tmp_path, monk
     built_in = load_settings(None, environ={})
     assert built_in.source == "defaults"
     assert dataclasses.replace(built_in, source=from_file.source) == from_file
+
+
+# Settings config.toml leaves out on purpose: they exist for the tests' fake Discord (README).
+FOR_TESTS_ONLY = {("discord", "api_base"), ("discord", "gateway_url"), ("discord", "guild_ready_timeout")}
+
+
+def test_config_toml_lists_every_setting_the_code_reads_and_no_other() -> None:
+    # The README calls config.toml the full reference: a setting added to the code alone is one
+    # no studio finds, and a key in the file alone stops start-up.
+    toml = tomllib.loads((REPO / "config.toml").read_text())
+    in_file = {(section, key) for section, table in toml.items() for key in table}
+    in_code = {(section, f.name) for section, cls in SECTIONS.items() for f in dataclasses.fields(cls)}
+    assert in_file - in_code == set()
+    assert in_code - in_file == FOR_TESTS_ONLY
+
+
+def test_the_readme_names_every_secret_and_only_variables_voxdesk_reads() -> None:
+    readme = (REPO / "README.md").read_text()
+    secrets_table = readme[readme.index("| secret (environment only) |") :].split("\n\n", 1)[0]
+    named = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", secrets_table))
+    # OPENAI_BASE_URL is the OpenAI SDK's own, read by it when openai.base_url is empty.
+    assert named == {*Secrets.ENV.values(), "OPENAI_BASE_URL"}
+    settings = {
+        f"VOXDESK_{s}_{f.name}".upper() for s, cls in SECTIONS.items() for f in dataclasses.fields(cls)
+    }
+    docs = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    mentioned = {
+        name for doc in docs for name in re.findall(r"\bVOXDESK_[A-Z0-9_]*[A-Z0-9]\b", doc.read_text())
+    }
+    # A Kubernetes service link the README says is ignored, the browser tests' own switch, and a
+    # trial docs/offline-engine.md says was not kept.
+    not_read = {"VOXDESK_SERVICE_HOST", "VOXDESK_SCREENSHOTS", "VOXDESK_OFFLINE_DENOISE"}
+    assert mentioned - settings - set(Secrets.ENV.values()) - {"VOXDESK_CONFIG"} == not_read
