@@ -269,7 +269,11 @@ COMMANDS: dict[
             p.add_argument("file", help="an audio file: ogg, mp3, m4a, wav, webm, flac"),
             p.add_argument("--user", default=DEMO_USER, help="Discord user id of the speaker"),
             p.add_argument("--voice", default=None, help="reply voice (engine-specific)"),
-            p.add_argument("--out", default=None, help="folder for the reply audio"),
+            p.add_argument(
+                "--out",
+                default=None,
+                help="folder for the reply audio (default: a new one in the temp directory)",
+            ),
             p.add_argument("--json", action="store_true", help="print one JSON object"),
         ),
     ),
