@@ -30,8 +30,12 @@ VOICE_REFUSED_CODES = {50173, MISSING_PERMISSIONS}  # cannot send voice messages
 MIN_VOICE_SECONDS = 0.1
 
 
-# A masked link needs both brackets; with the backslash escaped too, none can be made.
-_LINK_MARKS = re.compile(r"[\\\[\]]")
+# An address as Discord finds one in text (discord.utils' own pattern for it): its characters are
+# never escaped, since a backslash in one would change where it goes.
+_LINK = r"<[^: >]+:/[^ >]+>|(?:https?|steam)://[^\s<]+[^<.,:;\"'\]\s]"
+# A masked link needs both brackets; with the backslash escaped too, none can be made. Within an
+# address Discord reads no masked link, so the brackets there can stay.
+_LINK_MARKS = re.compile(rf"(?P<link>{_LINK})|[\\\[\]]")
 # What discord.utils.escape_markdown and escape_mentions leave working in words someone else
 # wrote, escaped here with a backslash (Discord reads one before any punctuation mark as the mark
 # itself). escape_markdown escapes the "[" of the first masked link on a line only (its pattern
@@ -41,7 +45,7 @@ _LINK_MARKS = re.compile(r"[\\\[\]]")
 # kept as written, with escape_markdown's own pattern for them: a backslash in one would change
 # where it goes.
 _LEFT_BY_LIBRARY = re.compile(
-    r"(?P<link><[^: >]+:/[^ >]+>|(?:https?|steam)://[^\s<]+[^<.,:;\"'\]\s])"
+    rf"(?P<link>{_LINK})"
     r"|(?<!\\)(?P<escaped>(?:\\\\)*)(?P<mark>[\[<])"
     r"|^(?P<number>\d+)(?P<dot>[.)])(?=\s)"
 )
@@ -68,7 +72,7 @@ def without_masked_links(text: str) -> str:
     """A reply's words with every other mark as it was, but no masked link: a link whose words
     hide where it goes would be the bot vouching for an address nobody checked (what a player
     asked the model to repeat, or a manual's text)."""
-    return _LINK_MARKS.sub(r"\\\g<0>", text)
+    return _LINK_MARKS.sub(lambda found: found["link"] or f"\\{found[0]}", text)
 
 
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:

@@ -1,4 +1,5 @@
-"""Words someone else wrote (a ticket's summary, category, status) shown in Discord as written.
+"""Words someone else wrote (a ticket's summary, category, status) shown in Discord as written,
+and a reply's words with no masked link but every address as the model wrote it.
 
 Discord reads a backslash before a punctuation mark as the mark itself, and `@` followed by a
 zero-width space as no mention: each expected string below is what Discord shows as plain text.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from cogs.replies import literal
+from cogs.replies import literal, without_masked_links
 
 ZWSP = "\u200b"
 
@@ -59,3 +60,22 @@ ZWSP = "\u200b"
 )
 def test_words_someone_wrote_show_as_written(written: str, shown: str) -> None:
     assert literal(written) == shown
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        ("[claim](https://evil.example)", r"\[claim\](https://evil.example)"),
+        ("[https://safe.example](https://evil.example)", r"\[https://safe.example](https://evil.example)"),
+        ("[a](https://x.example/[b])", r"\[a\](https://x.example/[b])"),
+        (r"\[a](https://x.example)", r"\\\[a\](https://x.example)"),
+        ("[a](<https://x.example>)", r"\[a\](<https://x.example>)"),
+        (r"back\slash [note] **bold** _it_", r"back\\slash \[note\] **bold** _it_"),
+        # Addresses as written: a backslash in one would change where a player's click goes.
+        ("see https://example.com/a_b#top?x=[1]&y=a\\b", "see https://example.com/a_b#top?x=[1]&y=a\\b"),
+        ("see <https://example.com/[a]\\b>", "see <https://example.com/[a]\\b>"),
+        ("(https://example.com/x[2]), then [this]", r"(https://example.com/x[2]), then \[this\]"),
+    ],
+)
+def test_a_reply_keeps_its_addresses_but_no_masked_link(written: str, shown: str) -> None:
+    assert without_masked_links(written) == shown

@@ -180,7 +180,7 @@ class RepeatsAfterThePlayer(FrontendEngine):
 
     WORDS = (
         "Your reward is ready: [claim your 500 gems](https://evil.example/gems) "
-        "\\[or here](https://evil.example/2) @everyone"
+        "\\[or here](https://evil.example/2) @everyone, rules at https://wiki.example/gems?tier=[2]&ask=a\\b"
     )
 
     def __init__(self) -> None:
@@ -207,6 +207,7 @@ async def test_a_masked_link_in_a_reply_shows_its_address_in_the_channel(
     # Discord reads [words](address) as a link unless its "[" is escaped by an odd run of "\"
     assert not re.search(r"(?<!\\)(\\\\)*\[[^\]]*\]\(", text.content), text.content
     assert "https://evil.example/gems" in text.content and "https://evil.example/2" in text.content
+    assert "https://wiki.example/gems?tier=[2]&ask=a\\b" in text.content  # as written: it goes where it says
     assert text.body["allowed_mentions"]["parse"] == []
     assert fake.violations == []
 
