@@ -62,8 +62,13 @@ def written_by_newer(path: Path | str, known: int) -> None:
     file = Path(path)
     if not file.exists() or file.stat().st_size == 0:
         return
+    # A read-only connection to a WAL database leaves an empty -wal and a -shm beside it. With no
+    # -wal or -journal there, the file holds every commit and is read as it lies, unlocked; with
+    # one (a process writing, or one stopped uncleanly), it is read through SQLite's locks.
+    busy = any(file.with_name(file.name + end).exists() for end in ("-wal", "-journal"))
+    mode = "?mode=ro" if busy else "?mode=ro&immutable=1"
     try:
-        conn = sqlite3.connect(f"{file.resolve().as_uri()}?mode=ro", uri=True)
+        conn = sqlite3.connect(f"{file.resolve().as_uri()}{mode}", uri=True)
     except sqlite3.Error as exc:
         raise naming(path, exc) from exc
     with contextlib.closing(conn):

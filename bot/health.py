@@ -138,20 +138,26 @@ def schema_versions(paths: StoragePaths) -> dict[Path, int]:
     }
 
 
+def refuse_newer_databases(paths: StoragePaths) -> None:
+    """Raise NewerSchema for the first database of the storage folder a newer voxdesk wrote, each
+    read without writing to it."""
+    from bot.db import written_by_newer
+
+    for path, version in schema_versions(paths).items():
+        written_by_newer(path, version)
+
+
 def check_storage(settings: Settings) -> str:
     """The storage folder's databases a newer voxdesk wrote, read without writing: `check` opens
     only the tool backends' ones, and `run` would stop at the first of the others. And the spool
     lines set aside as unreadable: each is a grievance's last copy, which only staff can file, and
     the log line that told of it may be long gone."""
     from bot.app import storage_paths
-    from bot.db import written_by_newer
     from bot.tools.grievance_spool import GrievanceSpool
 
     paths = storage_paths(settings)
-    known = schema_versions(paths)
-    for path, version in known.items():
-        written_by_newer(path, version)
-    found = sum(path.exists() for path in known)
+    refuse_newer_databases(paths)
+    found = sum(path.exists() for path in schema_versions(paths))
     said = f"{found} databases, none written by a newer voxdesk"
     rejected = GrievanceSpool.beside(paths.grievances).rejected
     try:

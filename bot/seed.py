@@ -13,6 +13,7 @@ from bot import paths
 from bot.app import storage_paths
 from bot.config import ConfigError, Settings
 from bot.db import private_dir, private_file, refuse_newer
+from bot.health import refuse_newer_databases
 from bot.tools.embedded import PLAYERS_SCHEMA_VERSION, FtsManuals
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.manual_chunks import chunk_manuals
@@ -44,6 +45,9 @@ async def initialise(settings: Settings, speech: bool = True) -> list[str]:
     keeps the players a studio linked or added, rebuilds the indexes and never deletes a filed
     grievance."""
     storage = storage_paths(settings)
+    # Every database before any is written: one a newer voxdesk wrote, found half-way, would leave
+    # the players' schema applied and the manuals rebuilt by a version that then refuses to run.
+    refuse_newer_databases(storage)
     private_dir(storage.root)
     done = []
 

@@ -1,5 +1,8 @@
+import contextlib
+import hashlib
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -8,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from bot import paths
+from bot.tools import grievance_store
 
 from .conftest import REPO
 
@@ -116,6 +120,39 @@ def test_a_database_a_newer_voxdesk_wrote_stops_the_bot_in_one_line_and_check_sa
         assert db.execute("PRAGMA user_version").fetchone()[0] == 99
         names = [r[0] for r in db.execute("SELECT name FROM sqlite_master")]
         assert names == [sql.split()[2] for sql in NEWER_SCHEMAS[name]]
+
+
+def _files(folder: Path) -> dict[str, tuple[int, str]]:
+    """Every file under `folder` with its modification time and SHA-256."""
+    return {
+        str(f.relative_to(folder)): (f.stat().st_mtime_ns, hashlib.sha256(f.read_bytes()).hexdigest())
+        for f in sorted(folder.rglob("*"))
+        if f.is_file()
+    }
+
+
+@pytest.mark.parametrize("var", ["initialised", "new"])
+def test_init_refuses_a_newer_grievances_db_before_writing_anything(settings, var: str) -> None:
+    # init wrote players.db and manuals.db first, then stopped at grievances.db: half an init by
+    # a version that refuses to run on what it left.
+    storage = settings.storage_dir
+    grievances = storage / "grievances.db"
+    if var == "new":  # a newer install's grievances copied into a folder this one never made
+        for f in storage.iterdir():
+            if f != grievances:
+                shutil.rmtree(f) if f.is_dir() else f.unlink()
+    with contextlib.closing(sqlite3.connect(grievances)) as db:
+        db.execute("PRAGMA user_version = 99")
+    before = _files(storage)
+    inited = voxdesk("init", storage=storage)
+    assert inited.returncode == 4, inited.stderr
+    assert inited.stderr.strip() == (
+        f"a database under the storage folder cannot be used: {grievances} was written by a newer"
+        f" voxdesk (schema version 99, this one knows up to {grievance_store.SCHEMA_VERSION}): upgrade"
+        " voxdesk, or restore a backup this version made"
+    )
+    assert inited.stdout == ""
+    assert _files(storage) == before
 
 
 @pytest.mark.parametrize("players_db", ["empty file", "no players table"])
@@ -381,3 +418,13 @@ def test_check_says_how_many_grievance_lines_were_set_aside(settings) -> None:
     assert check_storage(settings).endswith(
         f"; 2 grievance line(s) cut short set aside in {rejected}: file them by hand"
     )
+
+
+def test_checking_the_databases_versions_leaves_the_storage_folder_as_it_was(settings) -> None:
+    # A read-only connection to a WAL database left an empty -wal and a -shm beside each, in a
+    # folder just restored from a backup with none.
+    from bot.health import check_storage
+
+    before = _files(settings.storage_dir)
+    assert check_storage(settings) == "3 databases, none written by a newer voxdesk"
+    assert _files(settings.storage_dir) == before
