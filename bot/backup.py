@@ -43,23 +43,58 @@ def backup(settings: Settings, into: Path, now: dt.datetime | None = None) -> tu
     private_dir(into)
     if folder.exists():
         raise FileExistsError(errno.EEXIST, "an earlier backup is there", str(folder))
-    partial = into / f".voxdesk-{stamp}.partial"
-    partial.mkdir(mode=0o700)  # never into another backup under way
+    under_way = os.open(into, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        lines = _copy_all(storage, partial)
-        if lines:
-            _write_manifest(partial, stamp)
-        for copied in partial.iterdir():
-            fsync_path(copied)
-        fsync_path(partial)
-    except Exception:
-        shutil.rmtree(partial, ignore_errors=True)  # a full disk is not to be kept full
-        raise
-    partial.rename(folder)
-    fsync_path(into)
+        swept = _sweep_cut_short(into, under_way)
+        partial = into / f".voxdesk-{stamp}.partial"
+        partial.mkdir(mode=0o700)  # never into another backup under way
+        try:
+            lines = _copy_all(storage, partial)
+            if lines:
+                _write_manifest(partial, stamp)
+            for copied in partial.iterdir():
+                fsync_path(copied)
+            fsync_path(partial)
+        except Exception:
+            shutil.rmtree(partial, ignore_errors=True)  # a full disk is not to be kept full
+            raise
+        partial.rename(folder)
+        fsync_path(into)
+    finally:
+        os.close(under_way)
     if lines:  # an empty backup (storage.dir set wrong, say) never takes a whole one's place
         lines += _prune(into, folder, settings.storage.keep_backups)
-    return folder, lines
+    return folder, swept + lines
+
+
+CUT_SHORT = re.compile(r"\.voxdesk-[0-9]{8}T[0-9]{6}Z\.partial")
+
+
+def _sweep_cut_short(into: Path, under_way: int) -> list[str]:
+    """Remove the `.partial` folders of backups cut short (they hold players' data, and nothing
+    else removes them), one line each, then hold `into` locked shared until this backup is done.
+
+    Every backup holds that shared lock on the folder `into` (flock, which the kernel drops when
+    a process dies however it dies): the exclusive lock is had only when no backup is under way
+    there, and then every `.partial` is one cut short. With another under way, none is touched."""
+    try:
+        fcntl.flock(under_way, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        fcntl.flock(under_way, fcntl.LOCK_SH)
+        return []
+    lines = []
+    try:
+        for left in sorted(p for p in into.iterdir() if CUT_SHORT.fullmatch(p.name)):
+            try:
+                shutil.rmtree(left)
+            except OSError as exc:
+                lines.append(f"{left.name}: a backup cut short, not removed: {exc.strerror or exc}")
+                continue
+            lines.append(f"{left.name}: removed, a backup cut short")
+    finally:
+        # Not atomic: another backup may sweep meanwhile, before this one has a folder to lose.
+        fcntl.flock(under_way, fcntl.LOCK_SH)
+    return lines
 
 
 BACKUP_NAME = re.compile(r"voxdesk-[0-9]{8}T[0-9]{6}Z")

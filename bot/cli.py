@@ -162,7 +162,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
-    from bot.backup import backup
+    from bot.backup import MANIFEST, backup
 
     try:
         folder, lines = backup(_settings(args), Path(args.into))
@@ -171,7 +171,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return 4
     for line in lines:
         print(line)
-    print(f"backup: {folder}" if lines else f"backup: nothing to copy yet; {folder} is empty")
+    copied = (folder / MANIFEST).exists()
+    print(f"backup: {folder}" if copied else f"backup: nothing to copy yet; {folder} is empty")
     return 0
 
 

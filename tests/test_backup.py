@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import os
 import shutil
 import sqlite3
 from pathlib import Path
@@ -113,9 +115,66 @@ def test_a_backup_killed_half_way_is_never_taken_for_a_whole_one(settings, tmp_p
     (left,) = into.iterdir()
     assert left.name.startswith(".voxdesk-") and left.name.endswith(".partial")
     assert {p.name for p in left.iterdir()} == {"players.db", "manuals.db"}
-    folder, _ = backup(settings, into, now=dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC))
-    assert [p for p in into.iterdir() if p.name.startswith("voxdesk-")] == [folder]
+    # Players' data nothing else would ever remove: the next backup does, and says so.
+    again = voxdesk("backup", str(into), storage=settings.storage_dir)
+    assert again.returncode == 0, again.stderr
+    (folder,) = into.iterdir()
+    assert folder.name.startswith("voxdesk-")
+    said = again.stdout.strip().splitlines()
+    assert said[0] == f"{left.name}: removed, a backup cut short" and said[-1] == f"backup: {folder}"
     assert _grievances(folder / "grievances.db") == _grievances(settings.storage_dir / "grievances.db")
+
+
+PAUSED_MID_BACKUP = """
+import sys
+from pathlib import Path
+from bot import backup as module
+from bot.cli import _settings, build_parser
+
+real = module._copy_database
+
+def copy_then_wait(source, target):
+    if source.name == "grievances.db":
+        print("paused", flush=True)
+        sys.stdin.readline()
+    real(source, target)
+
+module._copy_database = copy_then_wait
+folder, _ = module.backup(_settings(build_parser().parse_args(["backup", sys.argv[1]])), Path(sys.argv[1]))
+print(folder.name)
+"""
+
+
+def test_a_backup_under_way_keeps_its_folder_while_another_is_made(settings, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    into = tmp_path / "b"
+    env = {**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)}
+    cwd = Path(__file__).resolve().parent.parent
+    first = subprocess.Popen(
+        [sys.executable, "-c", PAUSED_MID_BACKUP, str(into)],
+        env=env,
+        cwd=cwd,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert first.stdout is not None and first.stdin is not None
+        assert first.stdout.readline() == "paused\n"
+        (under_way,) = into.iterdir()
+        made, lines = backup(settings, into, now=dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC))
+        assert not [line for line in lines if "cut short" in line]
+        assert {p.name for p in under_way.iterdir()} == {"players.db", "manuals.db"}
+        first.stdin.write("\n")
+        first.stdin.flush()
+        theirs = first.stdout.readline().strip()
+    finally:
+        first.stdin.close()  # type: ignore[union-attr]
+        assert first.wait(timeout=120) == 0
+    assert sorted(p.name for p in into.iterdir()) == sorted([made.name, theirs])
+    assert _grievances(into / theirs / "grievances.db") == _grievances(settings.storage_dir / "grievances.db")
 
 
 def test_a_backup_that_fails_half_way_leaves_nothing_behind(settings, tmp_path: Path, monkeypatch) -> None:
@@ -205,7 +264,9 @@ def test_a_backup_keeps_the_newest_backups_and_removes_only_older_ones(settings,
     into = tmp_path / "b"
     into.mkdir()
     theirs = [into / ".voxdesk-20261201T000000Z.partial", into / "voxdesk-notes", into / "README"]
-    theirs[0].mkdir()  # another backup under way, as far as this one knows
+    theirs[0].mkdir()  # another backup under way, which holds the folder locked while it is
+    under_way = os.open(into, os.O_RDONLY)
+    fcntl.flock(under_way, fcntl.LOCK_SH)
     theirs[1].mkdir()
     theirs[2].write_text("the studio's own")
     three = make_settings(settings.storage_dir, VOXDESK_STORAGE_KEEP_BACKUPS="3")
@@ -219,9 +280,12 @@ def test_a_backup_keeps_the_newest_backups_and_removes_only_older_ones(settings,
     made, _ = backup(three, into, now=_at(1))
     assert _backups(into) == [made.name] + [f"voxdesk-202612{d:02d}T030000Z" for d in (3, 4)]
     assert all(p.exists() for p in theirs)
+    os.close(under_way)
     everything = make_settings(settings.storage_dir, VOXDESK_STORAGE_KEEP_BACKUPS="0")
     backup(everything, into, now=_at(5))
     assert len(_backups(into)) == 4
+    # With none under way, the .partial is one cut short.
+    assert not theirs[0].exists() and theirs[1].exists() and theirs[2].exists()
 
 
 def test_an_empty_backup_removes_no_whole_one(settings, tmp_path: Path) -> None:
