@@ -155,6 +155,26 @@ def test_init_refuses_a_newer_grievances_db_before_writing_anything(settings, va
     assert _files(storage) == before
 
 
+@pytest.mark.parametrize("command", ["ask", "run"])
+def test_a_newer_database_opened_last_stops_ask_and_run_before_they_write_any(settings, command) -> None:
+    # The stores open one by one: a newer usage.db was refused only after conversations.db,
+    # notes.db and preferences.db were made (or migrated) by a version that then would not run.
+    storage = settings.storage_dir
+    usage = storage / "usage.db"
+    with contextlib.closing(sqlite3.connect(usage)) as db:
+        db.execute("PRAGMA user_version = 99")
+    before = _files(storage)
+    args = [str(paths.SAMPLES / "2-how-many-points.ogg")] if command == "ask" else []
+    ran = voxdesk(
+        command, *args, storage=storage, DISCORD_TOKEN="x.y.z", VOXDESK_DISCORD_API_BASE="http://127.0.0.1:9"
+    )
+    assert ran.returncode == 4, ran.stderr
+    assert ran.stderr.strip().splitlines()[-1].startswith(
+        f"a database under the storage folder cannot be used: {usage} was written by a newer voxdesk"
+    )
+    assert _files(storage) == before
+
+
 @pytest.mark.parametrize("players_db", ["empty file", "no players table"])
 def test_a_players_database_without_players_is_one_line_for_check_ask_and_run(settings, players_db) -> None:
     # A failed first `init` leaves an empty file; a studio's copy cut short, a database without
