@@ -169,8 +169,12 @@ def test_a_newer_database_opened_last_stops_ask_and_run_before_they_write_any(se
         command, *args, storage=storage, DISCORD_TOKEN="x.y.z", VOXDESK_DISCORD_API_BASE="http://127.0.0.1:9"
     )
     assert ran.returncode == 4, ran.stderr
-    assert ran.stderr.strip().splitlines()[-1].startswith(
-        f"a database under the storage folder cannot be used: {usage} was written by a newer voxdesk"
+    assert (
+        ran.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"a database under the storage folder cannot be used: {usage} was written by a newer voxdesk"
+        )
     )
     assert _files(storage) == before
 
