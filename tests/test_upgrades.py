@@ -1,0 +1,164 @@
+"""A storage folder an older voxdesk wrote, opened by this one: nothing of a player's is lost.
+
+Each folder under tests/upgrades/ was recorded from the commit it is named after, run for a while
+on its own code: the demo grievances, complaints filed through its `ask` and its Python API (one
+of them in several lines, quoted, non-ASCII), a status set by staff, preferences, conversation
+turns, a spool line it filed itself, one still waiting in the spool at the upgrade, and a torn
+line it set aside in the spool's .rejected; d623801's news.db holds ticket news under its old key.
+The databases are kept as SQL (`iterdump`), so the fixture is readable and no binary file moves
+with SQLite's version."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from bot.conversations import ConversationStore
+from bot.preferences import PreferenceStore
+from bot.ticket_news import NewsStore
+from bot.tools.grievance_spool import GrievanceSpool
+from bot.tools.grievance_store import LocalGrievanceStore
+
+from .test_db import every_store, user_version
+from .test_schemas import schema_of
+
+UPGRADES = Path(__file__).with_name("upgrades")
+OLD_VERSIONS = sorted(p.name for p in UPGRADES.iterdir() if p.is_dir())
+NOVA, ARIA = "111111111111111111", "222222222222222222"
+
+
+def restore(version: str, storage: Path) -> None:
+    """The storage folder `version` left, made from its recorded SQL and spool files."""
+    storage.mkdir()
+    for dump in (UPGRADES / version).glob("*.sql"):
+        with sqlite3.connect(storage / f"{dump.stem}.db") as conn:
+            conn.executescript(dump.read_text(encoding="utf-8"))
+    for kept in (UPGRADES / version).glob("grievances.db.spool.jsonl*"):
+        shutil.copy(kept, storage / kept.name)
+
+
+def rows(path: Path, sql: str) -> list[tuple]:
+    with sqlite3.connect(path) as conn:
+        return conn.execute(sql).fetchall()
+
+
+def unquoted(schema: list[str]) -> list[str]:
+    return [line.replace('"', "") for line in schema]
+
+
+GRIEVANCE = "SELECT local_key, user_id, category, description, status, created_at FROM grievances ORDER BY id"
+
+
+def test_every_old_version_has_its_fixture() -> None:
+    assert OLD_VERSIONS == ["2717903", "d623801"]
+    for version in OLD_VERSIONS:
+        assert re.fullmatch(r"[0-9a-f]{7}", version)
+        assert (UPGRADES / version / "grievances.sql").exists()
+
+
+@pytest.mark.parametrize("version", OLD_VERSIONS)
+async def test_an_upgrade_keeps_every_grievance_and_files_the_waiting_spool_line_once(
+    version: str, tmp_path: Path
+) -> None:
+    old = tmp_path / "old"
+    restore(version, old)
+    before = rows(old / "grievances.db", GRIEVANCE)
+    spool = GrievanceSpool.beside(old / "grievances.db")
+    (waiting,) = spool.lines()
+    set_aside = spool.rejected.read_text(encoding="utf-8")
+    assert len(before) == 11 and set_aside.strip()
+
+    for _ in range(2):  # a second start files nothing again
+        store = await LocalGrievanceStore.open(old / "grievances.db")
+        await store.aclose()
+
+    after = rows(old / "grievances.db", GRIEVANCE)
+    assert after[: len(before)] == before  # same key, owner, words, status and time
+    assert after[len(before) :] == [
+        (
+            f"GRV-{len(before) + 10}",
+            waiting["user_id"],
+            waiting["category"],
+            waiting["description"],
+            "open",
+            waiting["at"],
+        )
+    ]
+    assert not spool.waiting()
+    assert spool.rejected.read_text(encoding="utf-8") == set_aside  # staff's to file, untouched
+    assert user_version(old / "grievances.db") == 1
+
+    store = await LocalGrievanceStore.open(old / "grievances.db")
+    try:
+        told = {g.key: (g.description, g.status) for g in await store.status(NOVA, limit=50)}
+        mine = {key: (words, status) for key, owner, _, words, status, _ in after if owner == NOVA}
+        assert told == mine
+        assert await store.status(ARIA, "GRV-16") == []  # Nova's, not Aria's
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("version", OLD_VERSIONS)
+async def test_an_upgraded_folder_has_the_schema_of_a_new_one(version: str, tmp_path: Path) -> None:
+    old, new = tmp_path / "old", tmp_path / "new"
+    restore(version, old)
+    new.mkdir()
+    stores = every_store()
+    for db in sorted(old.glob("*.db")):
+        for folder in (old, new):
+            await (await stores[db.name](folder / db.name)).aclose()
+        # A table made again and renamed (news.db's) is named in quotes: the same table.
+        assert unquoted(schema_of(old / db.name)) == unquoted(schema_of(new / db.name)), db.name
+        assert user_version(old / db.name) == user_version(new / db.name), db.name
+
+
+@pytest.mark.parametrize("version", OLD_VERSIONS)
+async def test_an_upgrade_keeps_preferences_and_conversations(version: str, tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    restore(version, old)
+    turns = rows(old / "conversations.db", "SELECT user_id, user_text, reply_text, at FROM turns ORDER BY id")
+    assert turns
+
+    preferences = await PreferenceStore.open(old / "preferences.db")
+    try:
+        nova = await preferences.get(NOVA)
+        assert (nova.voice, nova.reply_mode) == ("en-us+f3", "text")
+    finally:
+        await preferences.aclose()
+
+    conversations = await ConversationStore.open(old / "conversations.db", 10, 30)
+    try:
+        newest = max(at for _, _, _, at in turns)
+        heard = await conversations.history(NOVA, now=newest + 1)
+    finally:
+        await conversations.aclose()
+    assert [(t.user_text, t.reply_text) for t in heard] == [
+        (said, replied) for user, said, replied, _ in turns if user == NOVA
+    ]
+
+
+async def test_ticket_news_found_under_the_old_key_is_kept_and_still_due(tmp_path: Path) -> None:
+    old = tmp_path / "old"
+    restore("d623801", old)
+    before = rows(old / "news.db", "SELECT id, user_id, ticket, status, text, state FROM news ORDER BY id")
+    assert [state for *_, state in before] == ["sent", "pending"]
+
+    news = await NewsStore.open(old / "news.db")
+    try:
+        due = await news.due()
+    finally:
+        await news.aclose()
+    after = rows(old / "news.db", "SELECT id, user_id, ticket, status, text, state FROM news ORDER BY id")
+    assert after == before
+    assert [(n.user_id, n.text) for n in due] == [(ARIA, "GRV-18 is now in progress")]
+
+
+def test_the_fixtures_spool_lines_are_an_old_versions() -> None:
+    for version in OLD_VERSIONS:
+        line = json.loads((UPGRADES / version / "grievances.db.spool.jsonl").read_text(encoding="utf-8"))
+        assert set(line) == {"id", "user_id", "category", "description", "at", "state"}
