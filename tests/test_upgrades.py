@@ -4,7 +4,8 @@ Each folder under tests/upgrades/ was recorded from the commit it is named after
 on its own code: the demo grievances, complaints filed through its `ask` and its Python API (one
 of them in several lines, quoted, non-ASCII), a status set by staff, preferences, conversation
 turns, a spool line it filed itself, one still waiting in the spool at the upgrade, and a torn
-line it set aside in the spool's .rejected; d623801's news.db holds ticket news under its old key.
+line it set aside in the spool's .rejected (aa6a9dc, older, kept no spool and no filing ids);
+d623801's news.db holds ticket news under its old key.
 The databases are kept as SQL (`iterdump`), so the fixture is readable and no binary file moves
 with SQLite's version."""
 
@@ -55,7 +56,7 @@ GRIEVANCE = "SELECT local_key, user_id, category, description, status, created_a
 
 
 def test_every_old_version_has_its_fixture() -> None:
-    assert OLD_VERSIONS == ["2717903", "d623801"]
+    assert OLD_VERSIONS == ["2717903", "aa6a9dc", "d623801"]
     for version in OLD_VERSIONS:
         assert re.fullmatch(r"[0-9a-f]{7}", version)
         assert (UPGRADES / version / "grievances.sql").exists()
@@ -69,9 +70,9 @@ async def test_an_upgrade_keeps_every_grievance_and_files_the_waiting_spool_line
     restore(version, old)
     before = rows(old / "grievances.db", GRIEVANCE)
     spool = GrievanceSpool.beside(old / "grievances.db")
-    (waiting,) = spool.lines()
-    set_aside = spool.rejected.read_text(encoding="utf-8")
-    assert len(before) == 11 and set_aside.strip()
+    waiting = spool.lines() if spool.path.exists() else []  # aa6a9dc kept no spool
+    set_aside = spool.rejected.read_text(encoding="utf-8") if spool.rejected.exists() else None
+    assert len(before) >= 7
 
     for _ in range(2):  # a second start files nothing again
         store = await LocalGrievanceStore.open(old / "grievances.db")
@@ -79,18 +80,14 @@ async def test_an_upgrade_keeps_every_grievance_and_files_the_waiting_spool_line
 
     after = rows(old / "grievances.db", GRIEVANCE)
     assert after[: len(before)] == before  # same key, owner, words, status and time
+    last = int(before[-1][0].removeprefix("GRV-"))
     assert after[len(before) :] == [
-        (
-            f"GRV-{len(before) + 10}",
-            waiting["user_id"],
-            waiting["category"],
-            waiting["description"],
-            "open",
-            waiting["at"],
-        )
+        (f"GRV-{last + n}", line["user_id"], line["category"], line["description"], "open", line["at"])
+        for n, line in enumerate(waiting, 1)
     ]
     assert not spool.waiting()
-    assert spool.rejected.read_text(encoding="utf-8") == set_aside  # staff's to file, untouched
+    if set_aside is not None:
+        assert spool.rejected.read_text(encoding="utf-8") == set_aside  # staff's to file, untouched
     assert user_version(old / "grievances.db") == 1
 
     store = await LocalGrievanceStore.open(old / "grievances.db")
@@ -98,7 +95,7 @@ async def test_an_upgrade_keeps_every_grievance_and_files_the_waiting_spool_line
         told = {g.key: (g.description, g.status) for g in await store.status(NOVA, limit=50)}
         mine = {key: (words, status) for key, owner, _, words, status, _ in after if owner == NOVA}
         assert told == mine
-        assert await store.status(ARIA, "GRV-16") == []  # Nova's, not Aria's
+        assert await store.status(ARIA, max(mine)) == []  # Nova's, not Aria's
     finally:
         await store.aclose()
 
@@ -124,12 +121,16 @@ async def test_an_upgrade_keeps_preferences_and_conversations(version: str, tmp_
     turns = rows(old / "conversations.db", "SELECT user_id, user_text, reply_text, at FROM turns ORDER BY id")
     assert turns
 
+    chosen = rows(
+        old / "preferences.db", "SELECT user_id, voice, reply_mode FROM preferences ORDER BY user_id"
+    )
+    assert (NOVA, "en-us+f3") in [(user, voice) for user, voice, _ in chosen]
     preferences = await PreferenceStore.open(old / "preferences.db")
     try:
-        nova = await preferences.get(NOVA)
-        assert (nova.voice, nova.reply_mode) == ("en-us+f3", "text")
+        kept = [(user, *vars(await preferences.get(user)).values()) for user, *_ in chosen]
     finally:
         await preferences.aclose()
+    assert [row[:3] for row in kept] == chosen
 
     conversations = await ConversationStore.open(old / "conversations.db", 10, 30)
     try:
@@ -159,6 +160,6 @@ async def test_ticket_news_found_under_the_old_key_is_kept_and_still_due(tmp_pat
 
 
 def test_the_fixtures_spool_lines_are_an_old_versions() -> None:
-    for version in OLD_VERSIONS:
-        line = json.loads((UPGRADES / version / "grievances.db.spool.jsonl").read_text(encoding="utf-8"))
+    for spool in UPGRADES.glob("*/grievances.db.spool.jsonl"):
+        line = json.loads(spool.read_text(encoding="utf-8"))
         assert set(line) == {"id", "user_id", "category", "description", "at", "state"}
