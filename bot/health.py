@@ -166,7 +166,19 @@ def check_storage(settings: Settings) -> str:
         set_aside = 0
     if set_aside:
         said += f"; {set_aside} grievance line(s) cut short set aside in {rejected}: file them by hand"
+    if shown := open_to_others(paths.root):
+        names = ", ".join(p.name for p in shown)
+        said += f"; other users of this machine can read {names}: chmod 700 {paths.root}"
     return said
+
+
+def open_to_others(folder: Path) -> list[Path]:
+    """The files in `folder` other users can read: a folder made before voxdesk made its own
+    owner-only keeps its modes, and with them players' words and Discord ids open to every login.
+    None when the folder itself lets no one else in, whatever its files' modes."""
+    if not folder.is_dir() or not folder.stat().st_mode & 0o011:
+        return []
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.stat().st_mode & 0o044)
 
 
 def _reason(exc: BaseException) -> str:

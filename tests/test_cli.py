@@ -444,6 +444,20 @@ def test_check_says_how_many_grievance_lines_were_set_aside(settings) -> None:
     )
 
 
+def test_check_names_the_databases_other_users_can_read(settings) -> None:
+    # A storage folder made before voxdesk made its own owner-only: an upgrade keeps its modes.
+    from bot.health import check_storage
+
+    storage = settings.storage_dir
+    assert "other users" not in check_storage(settings)
+    (storage / "grievances.db").chmod(0o644)
+    assert "other users" not in check_storage(settings)  # the folder lets no one else in
+    storage.chmod(0o755)
+    assert check_storage(settings).endswith(
+        f"; other users of this machine can read grievances.db: chmod 700 {storage}"
+    )
+
+
 def test_checking_the_databases_versions_leaves_the_storage_folder_as_it_was(settings) -> None:
     # A read-only connection to a WAL database left an empty -wal and a -shm beside each, in a
     # folder just restored from a backup with none.
