@@ -130,6 +130,7 @@ TICKET_LINE = "{ticket_key}, your {category} complaint, is {status}, last update
 FROM_LOCAL_RECORD = " That's from our local record, because the ticket system is unreachable."
 FROM_UNTRACKED = " That's from our local record, because the ticket system no longer has it."
 OLDER_TICKETS = "And {count} older ones."
+ONE_OLDER_TICKET = "And one older one."
 MORE_OLDER_TICKETS = "And more than {count} older ones."
 # After a status check read from a note that told of a complaint filed before: a player who
 # meant a new one can say so.

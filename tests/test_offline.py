@@ -922,6 +922,17 @@ def test_a_status_answer_counts_the_tickets_it_was_given_no_more(more: bool) -> 
         assert said.startswith("You have 10 tickets.") and "And 7 older ones." in said
 
 
+def test_a_status_answer_says_one_older_ticket_in_the_singular() -> None:
+    from bot.engines.offline.engine import _status
+
+    tickets = [
+        {"ticket_key": f"GRV-{n}", "category": "other", "status": "open", "last_update": "2026-12-01T10:00Z"}
+        for n in range(4, 0, -1)
+    ]
+    said = _status({"tickets": tickets})
+    assert said.startswith("You have 4 tickets.") and said.endswith("And one older one.")
+
+
 async def test_what_a_player_said_stays_out_of_the_info_log(settings, caplog) -> None:
     # `run` logs INFO and a log outlives /forget and every prune: the words go to DEBUG alone.
     words = "i was charged twice for gems by the shop"

@@ -426,8 +426,12 @@ def _status(result: dict[str, Any]) -> str:
                 note=_record_note(t.get("note")),
             )
         )
-    if len(tickets) > 3 or more:
-        parts.append((say.MORE_OLDER_TICKETS if more else say.OLDER_TICKETS).format(count=len(tickets) - 3))
+    if more:
+        parts.append(say.MORE_OLDER_TICKETS.format(count=len(tickets) - 3))
+    elif len(tickets) == 4:
+        parts.append(say.ONE_OLDER_TICKET)
+    elif len(tickets) > 4:
+        parts.append(say.OLDER_TICKETS.format(count=len(tickets) - 3))
     return " ".join(parts)
 
 
