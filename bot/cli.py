@@ -12,7 +12,7 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from bot import paths
+from bot import logs, paths
 from bot.app import NotInitialised
 from bot.audio import AudioError
 from bot.config import ConfigError, Settings, check_port, load_settings
@@ -394,18 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# HTTP clients that log every request's whole address at INFO: `run` logs INFO, and an address may
-# carry a proxy's user and password (openai.base_url = "https://user:pass@proxy/v1").
-QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "azure.core.pipeline.policies.http_logging_policy")
-
-
 def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)-8s %(name)s %(message)s",
     )
-    for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+    logs.quiet_noisy_loggers()
+    # The values come with the settings, loaded after this.
+    logs.install_secret_mask()
 
 
 def main(argv: list[str] | None = None) -> int:

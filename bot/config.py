@@ -8,6 +8,7 @@ ignored: a pod cannot choose which of those it is given.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
 import ipaddress
@@ -21,7 +22,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bot import paths
+from bot import logs, paths
 
 log = logging.getLogger(__name__)
 
@@ -426,6 +427,7 @@ def load_settings(
     built = {name: _build_section(name, cls, sections.get(name, {})) for name, cls in SECTIONS.items()}
     secrets = Secrets(**{name: environ.get(var, "").strip() for name, var in Secrets.ENV.items()})
     settings = Settings(**built, secrets=secrets, source=source)
+    logs.mask_secrets(_values_to_mask(settings, environ))
     _check_ranges(settings)
     _check_languages(settings.offline)
     _check_required_secrets(settings)
@@ -513,6 +515,38 @@ def _check_web(settings: Settings) -> None:
                 f"web.trusted_proxies: {proxy!r} is not an IP address or network such as 10.0.0.5 or"
                 " 10.0.0.0/24"
             ) from None
+
+
+def _values_to_mask(settings: Settings, environ: typing.Mapping[str, str]) -> list[str]:
+    """Every secret, and the parts of other values that are one: the ODBC connection string's
+    password, a password in a service address (a proxy's, say)."""
+    values = [getattr(settings.secrets, name) for name in Secrets.ENV]
+    values += odbc_passwords(settings.secrets.sql_connection_string)
+    addresses = [environ.get("OPENAI_BASE_URL", "")]  # the SDK reads it when openai.base_url is empty
+    for name in SECTIONS:
+        section = getattr(settings, name)
+        addresses += [getattr(section, f.name) for f in dataclasses.fields(section)]
+    for address in addresses:
+        if isinstance(address, str) and "@" in address and "://" in address:
+            with contextlib.suppress(ValueError):
+                password = urllib.parse.urlsplit(address).password or ""
+                values += [password, urllib.parse.unquote(password)]
+    return values
+
+
+# PWD=secret; or PWD={se;cret}, a brace inside written twice (the ODBC connection string grammar).
+_ODBC_PASSWORD = re.compile(r"(?:^|;)\s*(?:PWD|PASSWORD)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)", re.IGNORECASE)
+
+
+def odbc_passwords(connection_string: str) -> list[str]:
+    """The password of an ODBC connection string as written, and unbraced."""
+    found = []
+    for match in _ODBC_PASSWORD.finditer(connection_string):
+        written = match.group(1).strip()
+        found.append(written)
+        if written.startswith("{") and written.endswith("}"):
+            found.append(written[1:-1].replace("}}", "}"))
+    return found
 
 
 # Secrets that share the settings' prefix are read as secrets, never as settings.

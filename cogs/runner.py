@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, TypeVar
 import aiohttp
 import discord
 
+from bot import logs
 from bot.config import Settings, require_discord_token
 from cogs.bot import MESSAGE_CONTENT_OFF, VoxdeskBot
 
@@ -41,6 +42,7 @@ def use_discord_logging(level: int) -> None:
     for handler in list(root.handlers):
         root.removeHandler(handler)
     discord.utils.setup_logging(level=level)
+    logs.install_secret_mask()
 
 
 def run(settings: Settings) -> int:

@@ -377,6 +377,42 @@ async def test_cli_ask_json_runs_a_full_turn_on_any_compatible_server(storage, f
     assert Path(result["reply_audio"]).read_bytes().startswith(b"OggS")  # noqa: ASYNC240
 
 
+async def test_a_key_a_server_echoes_is_masked_in_the_cli_log(storage, fake) -> None:
+    # An OpenAI-compatible server whose 401 says the key it was given: start-up logs its message.
+    import asyncio
+    import os
+    import sys
+
+    from bot.logs import MASK
+
+    from .conftest import REPO
+
+    fake.echo_key = True
+    marker = "sk-marker-5f1e9a7c3b"
+    env = {
+        **os.environ,
+        "VOXDESK_STORAGE_DIR": str(storage),
+        "VOXDESK_AGENT_ENGINE": "openai",
+        "VOXDESK_AGENT_FALLBACK": "apology",
+        "VOXDESK_OPENAI_MAX_RETRIES": "0",
+        "OPENAI_BASE_URL": fake.base_url,
+        "OPENAI_API_KEY": marker,
+    }
+    note = paths.SAMPLES / "2-how-many-points.ogg"
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bot", "-v", "ask", str(note), "--json", "--out", str(storage / "out")),
+        cwd=REPO,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 120)
+    out, err = stdout.decode(), stderr.decode()
+    assert process.returncode == 0, err
+    assert f"Incorrect API key provided: {MASK}" in err  # the server did echo it
+    assert marker not in out + err
+
+
 async def test_check_names_a_refused_key_and_a_missing_model(storage, fake) -> None:
     from bot.health import check_engine
 

@@ -103,6 +103,9 @@ class FakeOpenAI(Strict):
             "gpt-4o-mini-transcribe": "gpt-4o-mini-transcribe",
         }
     )
+    # A 401 says the key it was given in full, as some OpenAI-compatible servers do (OpenAI's own
+    # shows its first and last characters).
+    echo_key: bool = False
     audio_ttl: int = 3600
     issued_audio: dict[str, int] = field(default_factory=dict)  # audio id -> expires_at
     billed: list[dict[str, Any]] = field(default_factory=list)  # the usage of every answer given
@@ -172,6 +175,13 @@ class FakeOpenAI(Strict):
             return request.headers.get("api-key") == AZURE_KEY and "api-version" in request.query
         return request.headers.get("Authorization") == f"Bearer {API_KEY}"
 
+    def _refused(self, request: web.Request) -> web.Response:
+        message = "Incorrect API key"
+        if self.echo_key:
+            given = request.headers.get("api-key") or request.headers.get("Authorization", "")
+            message += f" provided: {given.removeprefix('Bearer ')}"
+        return web.json_response({"error": {"message": message, "type": "invalid_request_error"}}, status=401)
+
     async def _take(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
@@ -197,9 +207,7 @@ class FakeOpenAI(Strict):
 
     async def _chat(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return web.json_response(
-                {"error": {"message": "Incorrect API key", "type": "invalid_request_error"}}, status=401
-            )
+            return self._refused(request)
         missing = self._no_deployment(request)
         if missing is not None:
             return missing
@@ -331,7 +339,7 @@ class FakeOpenAI(Strict):
 
     async def _transcribe(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return web.json_response({"error": {"message": "Incorrect API key"}}, status=401)
+            return self._refused(request)
         missing = self._no_deployment(request)
         if missing is not None:
             return missing
@@ -374,13 +382,13 @@ class FakeOpenAI(Strict):
 
     async def _models(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return web.json_response({"error": {"message": "Incorrect API key"}}, status=401)
+            return self._refused(request)
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "openai"} for m in self.models]
         return web.json_response({"object": "list", "data": data})
 
     async def _model(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
-            return web.json_response({"error": {"message": "Incorrect API key"}}, status=401)
+            return self._refused(request)
         model = request.match_info["model"]
         if model not in self.models:
             return web.json_response(

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bot import logs
 from bot.engines.base import EngineError, Transcript
 from bot.intent import meaning, router
 from bot.intent.word_tagger import word_tagger
@@ -117,6 +118,7 @@ def _start_worker(
     log_formatter: bytes | None,
     whisper: WhisperSpec | None = None,
     meaning_setting: str = meaning.AUTO,
+    secrets: tuple[str, ...] = (),
 ) -> None:
     global _recognizer
     # Ctrl-C in a terminal, and systemd's stop, signal the whole process group; the bot finishes
@@ -131,6 +133,8 @@ def _start_worker(
     handler.setFormatter(formatter or logging.Formatter(logging.BASIC_FORMAT))
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(log_level)
+    logs.mask_secrets(secrets)
+    logs.install_secret_mask()
     threading.Thread(target=_leave_with_the_bot, args=(os.getppid(),), daemon=True).start()
     one_blas_thread()
     _recognizer = load_recognizer(Path(model_dir), whisper)
@@ -226,6 +230,8 @@ class WorkerHearing:
                 _bots_formatter(),
                 self.whisper,
                 self.meaning_setting,
+                # Spawned workers load no settings: the bot's values to mask come along.
+                logs.masked_values(),
             ),
         )
 

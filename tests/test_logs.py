@@ -1,0 +1,128 @@
+"""Secrets masked in every log line, whichever library's logger the line came from."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+
+from bot import logs
+from bot.logs import MASK
+
+from .conftest import make_settings
+
+KEY = "sk-live-0123456789abcdef"
+
+
+@pytest.fixture
+def root_log(monkeypatch) -> io.StringIO:
+    """The root logger printing to a buffer through one plain handler, masking only KEY."""
+    monkeypatch.setattr(logs, "_values", frozenset())
+    monkeypatch.setattr(logs, "_pattern", None)
+    logs.mask_secrets([KEY])
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [handler])
+    monkeypatch.setattr(root, "level", logging.INFO)
+    logs.install_secret_mask()
+    return out
+
+
+@pytest.mark.parametrize(
+    "name", ["bot.engines.openai", "openai._base_client", "httpx", "discord.http", "jira"]
+)
+def test_a_secret_is_masked_in_any_loggers_line_wherever_it_appears(root_log, name) -> None:
+    logging.getLogger(name).warning("refused %s (401: key %s is wrong)", "us", KEY + "!" + KEY)
+    assert root_log.getvalue() == f"WARNING {name} refused us (401: key {MASK}!{MASK} is wrong)\n"
+
+
+def test_a_secret_in_an_exception_is_masked_in_its_traceback(root_log) -> None:
+    try:
+        raise RuntimeError(f"Error code: 401 - {{'message': 'Incorrect API key provided: {KEY}'}}")
+    except RuntimeError:
+        logging.getLogger("openai").exception("could not check the model with key %s", KEY)
+    text = root_log.getvalue()
+    assert KEY not in text
+    assert f"with key {MASK}\nTraceback" in text and f"provided: {MASK}'}}" in text
+
+
+def test_a_line_without_a_secret_is_left_as_it_was(root_log) -> None:
+    try:
+        raise ValueError("nothing to hide")
+    except ValueError:
+        logging.getLogger("bot").error("%d notes, %s", 3, "sk-live-0123", exc_info=True)
+    assert root_log.getvalue().startswith("ERROR bot 3 notes, sk-live-0123\nTraceback")
+    assert root_log.getvalue().endswith("ValueError: nothing to hide\n")
+
+
+def test_discord_pys_formatter_and_a_second_handler_print_the_masked_traceback(root_log) -> None:
+    # discord.py's formatter renders the exception afresh from exc_info, then drops exc_text.
+    import discord.utils
+
+    second = io.StringIO()
+    coloured = logging.StreamHandler(second)
+    coloured.setFormatter(discord.utils._ColourFormatter())
+    logging.getLogger().handlers.insert(0, coloured)
+    logs.install_secret_mask()
+    try:
+        raise RuntimeError(KEY)
+    except RuntimeError:
+        logging.getLogger("discord.client").exception("login failed")
+    for text in (second.getvalue(), root_log.getvalue()):
+        assert KEY not in text and f"RuntimeError: {MASK}" in text
+
+
+def test_short_values_are_not_masked_and_a_longer_secret_is_masked_whole(root_log) -> None:
+    logs.mask_secrets(["a", "hunter2", KEY + "-and-more"])
+    logging.getLogger("bot").warning("a hunter2 %s-and-more", KEY)
+    assert root_log.getvalue() == f"WARNING bot a hunter2 {MASK}\n"
+
+
+def test_settings_mask_each_secret_the_odbc_password_and_an_address_password(root_log, tmp_path) -> None:
+    make_settings(
+        tmp_path,
+        DISCORD_TOKEN="MTIz.discord-token-value",
+        JIRA_API_TOKEN="jira-token-value",
+        VOXDESK_SQL_CONNECTION_STRING="Driver={ODBC Driver 18};Server=db;UID=bot;PWD={pa;ss}}word1};",
+        VOXDESK_OPENAI_BASE_URL="https://svc:proxy-pass%21@proxy.example/v1",
+    )
+    said = "MTIz.discord-token-value jira-token-value pa;ss}word1 proxy-pass! proxy-pass%21"
+    logging.getLogger("discord.gateway").warning(said)
+    assert root_log.getvalue() == f"WARNING discord.gateway {' '.join([MASK] * 5)}\n"
+
+
+def _log_a_secret_in_worker() -> None:
+    logging.getLogger("bot.hearing_test").warning("a worker saw %s", KEY)
+
+
+@pytest.mark.timeout(180)
+async def test_speech_workers_mask_the_bots_secrets(settings, monkeypatch, capfd) -> None:
+    import asyncio
+
+    from bot.engines.offline.hearing import WorkerHearing
+
+    monkeypatch.setattr(logs, "_values", frozenset())
+    monkeypatch.setattr(logs, "_pattern", None)
+    logs.mask_secrets([KEY])
+    hearing = WorkerHearing(settings.storage_dir / "speech", workers=1)
+    try:
+        await hearing.start()
+        await asyncio.get_running_loop().run_in_executor(hearing._pool, _log_a_secret_in_worker)
+    finally:
+        await hearing.aclose()
+    err = capfd.readouterr().err
+    assert f"a worker saw {MASK}" in err and KEY not in err
+
+
+def test_runs_discord_log_handler_masks_too(monkeypatch) -> None:
+    # `run` swaps the CLI's root handler for discord.py's.
+    from cogs.runner import use_discord_logging
+
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [logging.StreamHandler(io.StringIO())])
+    monkeypatch.setattr(root, "level", root.level)
+    use_discord_logging(logging.INFO)
+    assert root.handlers and all(logs.SECRET_MASK in h.filters for h in root.handlers)
