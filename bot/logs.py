@@ -17,9 +17,16 @@ MASK = "***"
 # Shorter values are not masked: a one-letter "secret" would mask that letter in every line.
 MIN_SECRET_CHARS = 8
 
-# HTTP clients that log every request's whole address at INFO: `run` logs INFO, and an address may
-# carry a proxy's user and password (openai.base_url = "https://user:pass@proxy/v1").
-QUIET_LOGGERS = ("httpx", "httpx2", "httpcore", "azure.core.pipeline.policies.http_logging_policy")
+# Loggers that say too much at INFO, which `run` logs. HTTP clients log every request's whole
+# address (which may carry a proxy's user and password: openai.base_url =
+# "https://user:pass@proxy/v1"); faster-whisper logs a line for every note it hears.
+QUIET_LOGGERS = (
+    "httpx",
+    "httpx2",
+    "httpcore",
+    "azure.core.pipeline.policies.http_logging_policy",
+    "faster_whisper",
+)
 
 _values: frozenset[str] = frozenset()
 _pattern: re.Pattern[str] | None = None

@@ -16,7 +16,7 @@ KEY = "sk-live-0123456789abcdef"
 
 
 @pytest.fixture
-def root_log(monkeypatch) -> io.StringIO:
+def root_log(monkeypatch) -> io.StringIO:  # at the level pytest set: WARNING and up pass
     """The root logger printing to a buffer through one plain handler, masking only KEY."""
     monkeypatch.setattr(logs, "_values", frozenset())
     monkeypatch.setattr(logs, "_pattern", None)
@@ -26,7 +26,6 @@ def root_log(monkeypatch) -> io.StringIO:
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
     root = logging.getLogger()
     monkeypatch.setattr(root, "handlers", [handler])
-    monkeypatch.setattr(root, "level", logging.INFO)
     logs.install_secret_mask()
     return out
 

@@ -23,7 +23,7 @@ from bot.engines.offline.hearing import load_recognizer
 from bot.health import check_engine
 from bot.speech import whisper_recognizer as whisper
 from bot.speech.recognition import SpeechRecognizer
-from bot.speech.recognizer import Recognizer
+from bot.speech.recognizer import Recognizer, to_16k
 from bot.tools.base import ToolContext
 
 from .conftest import NOVA, REPO, make_settings
@@ -278,6 +278,53 @@ async def test_words_the_recogniser_doubts_are_asked_again_even_in_context(setti
     assert reply.tool_calls == []
     assert reply.text == sentences.NOT_CLEAR
     assert reply.user_text == "how many points do i have"  # the words heard are kept
+
+
+@pytest.fixture
+def info_log():
+    """The root logger at INFO, as `run` and `-v` log, with the levels it had put back after."""
+    root, fw = logging.getLogger(), logging.getLogger("faster_whisper")
+    before = root.level, fw.level
+    root.setLevel(logging.INFO)
+    yield root
+    root.setLevel(before[0])
+    fw.setLevel(before[1])
+
+
+def demo_note_pcm(settings: Settings) -> tuple[bytes, int]:
+    from bot.audio import decode
+
+    note = decode((paths.SAMPLES / "2-how-many-points.ogg").read_bytes(), settings.audio)
+    return note.segment.raw_data, note.segment.frame_rate
+
+
+@pytest.mark.timeout(180)
+async def test_a_speech_worker_hearing_with_whisper_logs_no_line_per_note(
+    settings, info_log, monkeypatch, capfd
+) -> None:
+    # faster-whisper says "Processing audio with duration 00:02.000" at INFO for each note.
+    from bot.engines.offline.hearing import WorkerHearing
+
+    monkeypatch.setattr(info_log, "handlers", [])  # the workers' lines alone, on stderr
+    spec = whisper.WhisperSpec(str(whisper.resolve_model("tiny.en")))
+    hearing = WorkerHearing(settings.storage_dir / "speech", workers=1, whisper=spec)
+    try:
+        heard = await hearing.hear(*demo_note_pcm(settings))
+    finally:
+        await hearing.aclose()
+    assert "points" in heard.text
+    assert "Processing audio" not in capfd.readouterr().err
+
+
+def test_the_cli_log_has_no_line_per_note_from_whisper(settings, info_log, caplog) -> None:
+    from bot.cli import configure_logging
+
+    logging.getLogger("faster_whisper").setLevel(logging.NOTSET)
+    configure_logging(verbose=True)
+    caplog.set_level(logging.INFO)
+    recognizer = load_recognizer(paths.DATA, whisper.WhisperSpec(str(whisper.resolve_model("tiny.en"))))
+    assert recognizer.recognize(to_16k(*demo_note_pcm(settings))) is not None
+    assert [r.getMessage() for r in caplog.records if r.name.startswith("faster_whisper")] == []
 
 
 def test_whisper_is_unsure_below_its_log_probability_floor(monkeypatch) -> None:

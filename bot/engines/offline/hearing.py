@@ -133,6 +133,7 @@ def _start_worker(
     handler.setFormatter(formatter or logging.Formatter(logging.BASIC_FORMAT))
     logging.getLogger().addHandler(handler)
     logging.getLogger().setLevel(log_level)
+    logs.quiet_noisy_loggers()
     logs.mask_secrets(secrets)
     logs.install_secret_mask()
     threading.Thread(target=_leave_with_the_bot, args=(os.getppid(),), daemon=True).start()
