@@ -270,6 +270,11 @@ class WebSettings:
     trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
 
 
+# Read from the environment by the openai SDK itself: build_client leaves them out, so that the
+# SDK's documented variables work as its users expect.
+OPENAI_SDK_ENV = ("OPENAI_BASE_URL", "OPENAI_ORG_ID", "OPENAI_PROJECT_ID")
+
+
 @dataclass(frozen=True)
 class Secrets:
     """Read from the environment only; never from config.toml and never logged."""

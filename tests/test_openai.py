@@ -377,6 +377,23 @@ async def test_cli_ask_json_runs_a_full_turn_on_any_compatible_server(storage, f
     assert Path(result["reply_audio"]).read_bytes().startswith(b"OggS")  # noqa: ASYNC240
 
 
+async def test_the_sdk_sends_the_organization_and_project_the_readme_says_it_reads(
+    storage, fake, monkeypatch
+) -> None:
+    monkeypatch.setenv("OPENAI_ORG_ID", "org-studio")
+    monkeypatch.setenv("OPENAI_PROJECT_ID", "proj_voxdesk")
+    fake.script = [answer("Hi there.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    sent = {
+        (r.path, r.headers.get("openai-organization"), r.headers.get("openai-project")) for r in fake.received
+    }
+    assert sent == {
+        ("/v1/chat/completions", "org-studio", "proj_voxdesk"),
+        ("/v1/audio/transcriptions", "org-studio", "proj_voxdesk"),
+    }
+
+
 async def test_a_key_a_server_echoes_is_masked_in_the_cli_log(storage, fake) -> None:
     # An OpenAI-compatible server whose 401 says the key it was given: start-up logs its message.
     import asyncio

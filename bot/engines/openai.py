@@ -600,7 +600,8 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
             timeout=openai.Timeout(o.timeout_seconds, connect=o.connect_timeout_seconds),
             max_retries=o.max_retries,
         )
-    # With no openai.base_url the SDK reads OPENAI_BASE_URL itself, as it documents.
+    # Left out, the SDK reads its own variables (config.OPENAI_SDK_ENV), as it documents:
+    # OPENAI_BASE_URL when openai.base_url is empty, OPENAI_ORG_ID, OPENAI_PROJECT_ID.
     return openai.AsyncOpenAI(
         api_key=settings.secrets.openai_api_key,
         base_url=o.base_url or None,
