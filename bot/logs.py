@@ -49,11 +49,6 @@ def masked_values() -> tuple[str, ...]:
     return tuple(sorted(_values))
 
 
-def mask(text: str) -> str:
-    pattern = _pattern
-    return pattern.sub(MASK, text) if pattern is not None and pattern.search(text) else text
-
-
 class SecretMask(logging.Filter):
     """Replaces each secret value in a record with MASK; lets every record through."""
 
@@ -67,15 +62,16 @@ class SecretMask(logging.Filter):
             return True
         if pattern.search(message):
             record.msg, record.args = pattern.sub(MASK, message), None
-        if record.exc_info and not record.exc_text:
-            record.exc_text = _plain.formatException(record.exc_info)
-        if record.exc_text and pattern.search(record.exc_text):
+        text = record.exc_text
+        if record.exc_info and not text:
+            text = _plain.formatException(record.exc_info)
+        if text and pattern.search(text):
             # Without exc_info, so a formatter that renders the exception afresh (discord.py's
             # does, in colour) prints the masked text. The stash outlives a formatter that clears
             # exc_text after printing, for the next handler.
-            record.exc_info, record.exc_text = None, pattern.sub(MASK, record.exc_text)
+            record.exc_info, record.exc_text = None, pattern.sub(MASK, text)
             record.voxdesk_masked_exc_text = record.exc_text
-        elif not record.exc_info and not record.exc_text:
+        elif not record.exc_info and not text:
             record.exc_text = getattr(record, "voxdesk_masked_exc_text", None)
         if record.stack_info and pattern.search(record.stack_info):
             record.stack_info = pattern.sub(MASK, record.stack_info)

@@ -125,3 +125,16 @@ def test_runs_discord_log_handler_masks_too(monkeypatch) -> None:
     monkeypatch.setattr(root, "level", root.level)
     use_discord_logging(logging.INFO)
     assert root.handlers and all(logs.SECRET_MASK in h.filters for h in root.handlers)
+
+
+def test_a_traceback_without_a_secret_is_left_to_the_handlers_formatter(root_log) -> None:
+    class Terse(logging.Formatter):
+        def formatException(self, ei) -> str:
+            return f"({ei[0].__name__})"
+
+    logging.getLogger().handlers[0].setFormatter(Terse("%(message)s"))
+    try:
+        raise ValueError("nothing to hide")
+    except ValueError:
+        logging.getLogger("bot").exception("failed")
+    assert root_log.getvalue() == "failed\n(ValueError)\n"
