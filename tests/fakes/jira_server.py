@@ -2,18 +2,20 @@
 
 It serves what the client calls for our operations (server info, myself, the field list, a
 project, create issue, get issue, an issue's transitions and performing one (a team-managed
-project's workflow: To Do, In Progress, Done, each reached from the others; `workflow` leaves
-some out), the enhanced JQL search with `nextPageToken` paging) under
-/rest/api/2 and /rest/api/3, checks HTTP basic auth, answers the removed `/rest/api/*/search`
-with 410, and accepts only the JQL forms voxdesk sends (one label, or for ticket news a list of
-players' labels and a relative `updated` window, which it applies): anything else is a 400 and is recorded
-in `bad_jql`, so a test notices unexpected JQL. Every request refused as one Jira would refuse
-(bad JQL, an issue it would not create, the removed search, an endpoint the fake does not serve)
-is kept in `violations`, which fail the test when the fake stops. Switches make it fail: 500 for everything, a
-hang past the client's timeout, 401, 429 with Jira Cloud's Retry-After (rate limited), and "create
-the issue, then hang" (a timeout after Jira has already created the issue). Issues can be moved to
-another project, a project's key changed, or an issue deleted, as staff do in Jira: an old key
-still answers with the moved issue, under its new key, as Jira's does.
+project's workflow: To Do, In Progress, Done, each reached from the others; `workflow` leaves some
+out; `screens` puts fields on a transition, required or not, listed by `expand=transitions.fields`
+and checked when the transition is made), the enhanced JQL search with `nextPageToken` paging)
+under /rest/api/2 and /rest/api/3, checks HTTP basic auth, answers the removed
+`/rest/api/*/search` with 410, and accepts only the JQL forms voxdesk sends (one label, or for
+ticket news a list of players' labels and a relative `updated` window, which it applies): anything
+else is a 400 and is recorded in `bad_jql`, so a test notices unexpected JQL. Every request
+refused as one Jira would refuse (bad JQL, an issue it would not create, the removed search, an
+endpoint the fake does not serve) is kept in `violations`, which fail the test when the fake
+stops. Switches make it fail: 500 for everything, a hang past the client's timeout, 401, 429 with
+Jira Cloud's Retry-After (rate limited), and "create the issue, then hang" (a timeout after Jira
+has already created the issue). Issues can be moved to another project, a project's key changed,
+or an issue deleted, as staff do in Jira: an old key still answers with the moved issue, under its
+new key, as Jira's does.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ TRANSITIONS = {"11": "To Do", "21": "In Progress", "31": "Done"}
 # return, nor U+FFFE/U+FFFF; DEL is refused too, as voxdesk never means to send one.
 NOT_XML_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ufffe\uffff\ud800-\udfff]")
 FIELDS = ("summary", "description", "labels", "status", "created", "updated", "issuetype", "project")
+# A Jira Cloud site's resolutions, as a field's allowedValues list them.
+RESOLUTIONS = (
+    ("10000", "Done"),
+    ("10001", "Won't Do"),
+    ("10002", "Duplicate"),
+    ("10003", "Cannot Reproduce"),
+)
 FAIL_MODES = ("500", "hang", "401", "429", "create_then_hang", "reject_create")
 
 BODY = web.RequestKey("body", object)  # the parsed JSON body, read once by the middleware
@@ -79,6 +88,70 @@ def status_json(name: str, category: str) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class ScreenField:
+    """A field on a transition's screen: `key` is its id ("resolution", "customfield_10050");
+    `allowed`, the values it takes (None: any); `default`, its context's default value, which a
+    new issue gets and the transition metadata shows."""
+
+    key: str
+    name: str
+    required: bool = True
+    allowed: tuple[dict[str, Any], ...] | None = None
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+    default: Any = None
+
+    def json(self) -> dict[str, Any]:
+        """As `expand=transitions.fields` shows it (Jira Cloud's FieldMetadata)."""
+        meta: dict[str, Any] = {
+            "required": self.required,
+            "schema": self.schema,
+            "name": self.name,
+            "key": self.key,
+            "hasDefaultValue": self.default is not None,
+            "operations": ["set"],
+        }
+        if self.allowed is not None:
+            meta["allowedValues"] = list(self.allowed)
+        if self.default is not None:
+            meta["defaultValue"] = self.default
+        return meta
+
+
+def resolution_field(names: tuple[str, ...] | None = None, required: bool = True) -> ScreenField:
+    """The Resolution field on a screen, offering the site's resolutions (or those `names`)."""
+    chosen = [(i, n) for i, n in RESOLUTIONS if names is None or n in names]
+    chosen += [(str(10100 + k), n) for k, n in enumerate(names or ()) if n not in dict(RESOLUTIONS).values()]
+    allowed = tuple(
+        {"self": f"/rest/api/2/resolution/{i}", "id": i, "name": n, "description": ""} for i, n in chosen
+    )
+    return ScreenField(
+        "resolution", "Resolution", required, allowed, {"type": "resolution", "system": "resolution"}
+    )
+
+
+def select_field(
+    number: int, name: str, options: tuple[str, ...], required: bool = True, default: str | None = None
+) -> ScreenField:
+    """A single-select custom field (customfield_<number>) with these options."""
+    allowed = tuple(
+        {
+            "self": f"/rest/api/2/customFieldOption/{20000 + k}",
+            "value": v,
+            "id": str(20000 + k),
+            "disabled": False,
+        }
+        for k, v in enumerate(options)
+    )
+    schema = {
+        "type": "option",
+        "custom": "com.atlassian.jira.plugin.system.customfieldtypes:select",
+        "customId": number,
+    }
+    chosen = next((a for a in allowed if a["value"] == default), None)
+    return ScreenField(f"customfield_{number}", name, required, allowed, schema, chosen)
+
+
 @dataclass
 class FakeIssue:
     id: str
@@ -92,6 +165,8 @@ class FakeIssue:
     updated: dt.datetime
     status: str = "To Do"
     category: str = "new"  # the status category key
+    resolution: dict[str, Any] | None = None  # as Jira shows it: {"id", "name", ...}, or None
+    values: dict[str, Any] = field(default_factory=dict)  # custom fields, by id
 
     def json(self, base: str, wanted: set[str] | None = None) -> dict[str, Any]:
         type_id = next(i for i, n in ISSUE_TYPES.items() if n == self.issue_type)
@@ -104,9 +179,13 @@ class FakeIssue:
             "status": status_json(self.status, self.category),
             "created": jira_time(self.created),
             "updated": jira_time(self.updated),
+            "resolution": self.resolution,
+            **self.values,
         }
         if wanted is not None:
             fields = {k: v for k, v in fields.items() if k in wanted}
+            # A custom field asked for by id and never set is there, as null.
+            fields.update({k: None for k in wanted if k.startswith("customfield_") and k not in fields})
         return {
             "id": self.id,
             "key": self.key,
@@ -141,6 +220,8 @@ class FakeJira(Strict):
     transitioned: list[tuple[str, str]] = field(default_factory=list)  # (key, status) of each transition
     # The statuses the workflow has a transition into (None: every one in TRANSITIONS).
     workflow: tuple[str, ...] | None = None
+    # The fields on the screen of the transition into a status, by status name (none: no screen).
+    screens: dict[str, tuple[ScreenField, ...]] = field(default_factory=dict)
     violations: list[str] = field(default_factory=list)
     violations_expected: bool = False
     port: int = 0
@@ -320,6 +401,10 @@ class FakeJira(Strict):
             created=now,
             updated=now,
         )
+        # A custom field's default is the new issue's value, whichever screen shows the field.
+        for f in (f for fields in self.screens.values() for f in fields):
+            if f.key.startswith("customfield_") and f.default is not None:
+                issue.values.setdefault(f.key, f.default)
         self.issues[issue.key] = issue
         return issue
 
@@ -460,6 +545,8 @@ class FakeJira(Strict):
         issue = self._find(request.match_info["key"])
         if issue is None:
             return _errors(404, "Issue does not exist or you do not have permission to see it.")
+        expand = {e.strip() for v in request.query.getall("expand", []) for e in v.split(",")}
+        with_fields = "transitions.fields" in expand  # Jira ignores what it cannot expand
         return web.json_response(
             {
                 "expand": "transitions",
@@ -473,12 +560,17 @@ class FakeJira(Strict):
                             "iconUrl": f"{self.url}/images/icons/statuses/generic.png",
                             **status_json(to, STATUSES[to]),
                         },
-                        "hasScreen": False,
+                        "hasScreen": bool(self.screens.get(to)),
                         "isGlobal": True,
                         "isInitial": False,
                         "isAvailable": True,
                         "isConditional": False,
                         "isLooped": False,
+                        **(
+                            {"fields": {f.key: f.json() for f in self.screens.get(to, ())}}
+                            if with_fields
+                            else {}
+                        ),
                     }
                     for i, to in self._offered(issue).items()
                 ],
@@ -496,25 +588,78 @@ class FakeJira(Strict):
         unknown = set(body) - {"transition", "fields", "update", "historyMetadata", "properties"}
         if unknown:
             return _errors(400, self.refuse(f"transition issue: unknown fields {sorted(unknown)}."))
-        if body.get("fields") or body.get("update"):
-            # Our transitions have no screen: Jira refuses any field set with them.
-            return web.json_response(
-                {
-                    "errorMessages": [],
-                    "errors": {f: "Field cannot be set." for f in body.get("fields") or {}},
-                },
-                status=400,
-            )
+        if body.get("update"):
+            return _errors(400, self.refuse("transition issue: voxdesk sends no update operations."))
         to = self._offered(issue).get(str(transition["id"]))
         if to is None:
             # Scripted (a workflow without that way) or asked wrongly: refused as Jira refuses it.
             if str(transition["id"]) not in TRANSITIONS or self.workflow is None:
                 self.refuse(f"transition issue: {transition['id']!r} is not offered from {issue.status}.")
             return _errors(400, f"Transition id '{transition['id']}' is not valid for this issue.")
+        sent = body.get("fields") or {}
+        if not isinstance(sent, dict):
+            return _errors(400, self.refuse("transition issue: fields must be an object."))
+        errors = self._screen_errors(issue, to, sent)
+        if errors:
+            return web.json_response({"errorMessages": [], "errors": errors}, status=400)
+        for name, value in sent.items():
+            if name == "resolution":
+                issue.resolution = self._allowed_value(self._screen(to)[name], value)
+            else:
+                issue.values[name] = self._allowed_value(self._screen(to)[name], value)
         issue.status, issue.category = to, STATUSES[to]
         _touch(issue)
         self.transitioned.append((issue.key, to))
         return web.Response(status=204)
+
+    def _screen(self, to: str) -> dict[str, ScreenField]:
+        return {f.key: f for f in self.screens.get(to, ())}
+
+    @staticmethod
+    def _allowed_value(spec: ScreenField, value: Any) -> Any:
+        """The allowed value `value` names (by id, by name for a resolution, by value for an
+        option), or None; the value itself for a field that takes any."""
+        if spec.allowed is None:
+            return value
+        if not isinstance(value, dict):
+            return None
+        return next(
+            (
+                a
+                for a in spec.allowed
+                if ("id" in value and str(value["id"]) == a["id"])
+                or ("name" in value and value["name"] == a.get("name"))
+                or ("value" in value and value["value"] == a.get("value"))
+            ),
+            None,
+        )
+
+    def _screen_errors(self, issue: FakeIssue, to: str, sent: dict[str, Any]) -> dict[str, str]:
+        """Jira's `errors` for a transition into `to` with these fields: one not on its screen or a
+        value it does not offer (each a violation: voxdesk reads the screen first), or a required
+        field neither sent nor held by the issue (the workflow's rule, answered as Jira does; its
+        words vary between sites and fields, its key is the field's id)."""
+        screen = self._screen(to)
+        errors: dict[str, str] = {}
+        for name, value in sent.items():
+            spec = screen.get(name)
+            if spec is None:
+                errors[name] = (
+                    f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
+                )
+            elif self._allowed_value(spec, value) is None:
+                errors[name] = (
+                    f"Could not find valid 'id' or 'name' in {name} object."
+                    if name == "resolution"
+                    else f"Specify a valid 'id' or 'name' for {spec.name}"
+                )
+        for name, error in errors.items():
+            self.refuse(f"transition issue to {to}: {name}: {error}")
+        for spec in screen.values():
+            held = issue.resolution if spec.key == "resolution" else issue.values.get(spec.key)
+            if spec.required and spec.key not in sent and held in (None, "", []):
+                errors[spec.key] = f"{spec.name} is required."
+        return errors
 
     async def _search(self, request: web.Request) -> web.Response:
         params: dict[str, Any] = dict(request[BODY] or {}) if request.method == "POST" else {}
