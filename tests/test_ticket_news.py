@@ -30,7 +30,14 @@ from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
 from tests.cloud.test_jira_grievances import jira_settings
 from tests.conftest import BLAZE, NOVA
-from tests.fakes.jira_server import JQL, NEWS_JQL, FakeJira, running_fake_jira
+from tests.fakes.jira_server import (
+    JQL,
+    NEWS_JQL,
+    FakeJira,
+    resolution_field,
+    running_fake_jira,
+    select_field,
+)
 
 
 @dataclass
@@ -820,6 +827,85 @@ async def test_a_desk_status_jira_reached_by_staff_meanwhile_ends_the_push(
         pushed = await p.local.staff_get(key)
     assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
     assert list(fake.issues) == ["GRV-101"] and fake.transitioned == []
+
+
+@pytest.mark.parametrize(
+    ("status", "resolutions", "given"),
+    [
+        ("resolved", None, "Done"),  # Jira Cloud's own resolutions
+        ("closed", ("Won't Do", "Duplicate", "Fixed"), "Fixed"),
+        ("resolved", ("Won't Do", "Shipped"), "Shipped"),  # a scheme of the studio's own words
+    ],
+)
+async def test_a_done_transition_that_requires_a_resolution_is_given_one_that_reads_as_done(
+    fake: FakeJira, tmp_path: Path, status: str, resolutions: tuple[str, ...] | None, given: str
+) -> None:
+    # Many workflows put a screen on the way into Done whose Resolution is required: a transition
+    # without one is refused with a 400, and the grievance would wait for ever.
+    key = await desk_set_while_jira_was_off(fake, tmp_path, status)
+    fake.screens = {
+        "Done": (
+            resolution_field(resolutions),
+            select_field(10060, "Root cause", ("Code", "Data"), required=False),  # left alone
+            select_field(10070, "Team", ("Ops", "Web"), default="Web"),  # required, has a default
+        )
+    }
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.grievances.push_pending() == 1
+        pushed = await p.local.staff_get(key)
+    issue = fake.issues["GRV-101"]
+    assert issue.status == "Done" and issue.resolution is not None and issue.resolution["name"] == given
+    assert fake.transitioned == [("GRV-101", "Done")]
+    (move,) = fake.requests_to("/transitions", "POST")
+    assert set(move.body["fields"]) == {"resolution", "customfield_10070"}
+    asked = fake.requests_to("/transitions", "GET")
+    assert asked and all(r.query.get("expand") == ["transitions.fields"] for r in asked)
+    assert pushed is not None and (pushed.push_state, pushed.remote_key) == ("pushed", "GRV-101")
+
+
+async def test_a_done_transition_that_requires_a_field_voxdesk_cannot_know_waits_naming_it(
+    fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Not tried at all: a transition Jira will refuse is no use asking for at every retry. The
+    # grievance waits, the desk shows why (once in the log), and a default the Jira admin gives
+    # the field then lets the next retry through.
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    fake.screens = {"Done": (resolution_field(), select_field(10050, "Root cause", ("Code", "Data")))}
+    jira = await open_jira(fake, tmp_path, push_interval_seconds=60.0, max_backoff_seconds=600.0)
+    with caplog.at_level(logging.DEBUG, logger="bot.tools.jira_grievances"):
+        async with news_over(tmp_path, jira) as p:
+            assert await p.grievances.push_pending() == 0
+            first_try = len(fake.received)
+            for _ in range(5):  # sweeps before its backoff is over ask Jira nothing
+                assert await p.grievances.push_pending() == 0
+            swept = len(fake.received)
+            ((due,),) = sql(tmp_path / "grievances.db", "SELECT next_try_at FROM grievances")
+            sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")  # backoff over
+            assert await p.grievances.push_pending() == 0  # found by its label, still not moved
+            retried = len(fake.received)
+            waiting = await p.local.staff_get(key)
+            fake.screens = {
+                "Done": (
+                    resolution_field(),
+                    select_field(10050, "Root cause", ("Code", "Data"), default="Data"),
+                )
+            }
+            sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")
+            assert await p.grievances.push_pending() == 1
+    assert swept == first_try and due - time.time() > 30
+    assert retried - swept <= 5  # a find, the issue, its transitions, the field's value
+    assert waiting is not None and (waiting.push_state, waiting.status) == ("pending", "resolved")
+    assert (waiting.last_error or "").startswith(
+        "in Jira as GRV-101, but not moved to 'resolved': Jira's transition to Done requires field"
+        " Root cause (customfield_10050), which voxdesk cannot fill"
+    )
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING and "Root cause" in r.getMessage()]
+    assert len(said) == 1
+    assert len(fake.requests_to("/issue", "POST")) == 1 and list(fake.issues) == ["GRV-101"]
+    (move,) = fake.requests_to("/transitions", "POST")  # only once it could succeed
+    assert move.body["fields"]["customfield_10050"] == {"id": "20001"}
+    issue = fake.issues["GRV-101"]
+    assert issue.status == "Done" and issue.resolution is not None and issue.resolution["name"] == "Done"
 
 
 @pytest.mark.parametrize(

@@ -211,7 +211,14 @@ class JiraGrievances:
                     except TrackerError as exc:
                         if not exc.row_only:
                             raise
-                        log.warning("Jira refused grievance %s: %s (it stays pending)", row.local_key, exc)
+                        # Said once: the same refusal on each retry (until someone changes Jira's
+                        # workflow or screen) would bury the log.
+                        log.log(
+                            logging.DEBUG if str(exc) == row.last_error else logging.WARNING,
+                            "Jira refused grievance %s: %s (it stays pending)",
+                            row.local_key,
+                            exc,
+                        )
                 total += pushed
                 if len(rows) < PUSH_BATCH or pushed == 0:
                     return total

@@ -44,6 +44,19 @@ STATUS_CATEGORIES = {
     "resolved": "done",
     "closed": "done",
 }
+# A transition into done may require a resolution: one named like these, in this order, says what
+# staff meant ("Done" is Jira Cloud's own); failing those, any but one that reads as not done.
+DONE_RESOLUTIONS = ("done", "fixed", "resolved", "complete", "completed")
+NOT_DONE_RESOLUTIONS = (
+    "won't do",
+    "won't fix",
+    "duplicate",
+    "cannot reproduce",
+    "incomplete",
+    "declined",
+    "rejected",
+    "invalid",
+)
 SUMMARY_WORDS = 12
 SUMMARY_CHARS = 120
 REASON_CHARS = 200
@@ -181,6 +194,62 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
     return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
 
 
+def screen_values(transition: dict[str, Any], status: str, category: str) -> tuple[dict[str, Any], list[str]]:
+    """What a transition's screen (from `expand=transitions.fields`) needs: the values the bot
+    gives its required fields, and the ids of those it cannot fill. A resolution it fills only to
+    reach done; a field with a default, with that default."""
+    values: dict[str, Any] = {}
+    missing: list[str] = []
+    for field_id, meta in (transition.get("fields") or {}).items():
+        if not isinstance(meta, dict) or not meta.get("required"):
+            continue
+        if field_id == "resolution" and category == "done":
+            resolution = done_resolution(meta.get("allowedValues") or [], status)
+            if resolution is not None:
+                values[field_id] = resolution
+                continue
+        elif meta.get("hasDefaultValue") and meta.get("defaultValue") is not None:
+            values[field_id] = settable(meta["defaultValue"])
+            continue
+        missing.append(str(field_id))
+    return values, missing
+
+
+def done_resolution(allowed: list[Any], status: str) -> dict[str, str] | None:
+    """The resolution, of those a screen offers, that says the grievance was dealt with."""
+    named = {
+        str(v.get("name", "")).casefold(): v
+        for v in allowed
+        if isinstance(v, dict) and v.get("id") is not None
+    }
+    for name in (status, *DONE_RESOLUTIONS):
+        if name in named:
+            return {"id": str(named[name]["id"])}
+    rest = [v for name, v in named.items() if name.replace("\u2019", "'") not in NOT_DONE_RESOLUTIONS]
+    return {"id": str(rest[0]["id"])} if rest else None
+
+
+def settable(value: Any) -> Any:
+    """A field's default as a transition sets it: an option or other object by its id."""
+    if isinstance(value, list):
+        return [settable(v) for v in value]
+    if isinstance(value, dict) and value.get("id") is not None:
+        return {"id": str(value["id"])}
+    return value
+
+
+def required_reason(transition: dict[str, Any], missing: list[str]) -> str:
+    """Why a transition was not tried, for the desk and the log: the fields it lacks by name and id."""
+    meta = transition.get("fields") or {}
+    named = ", ".join(f"{(meta.get(f) or {}).get('name') or f} ({f})" for f in missing)
+    to = (transition.get("to") or {}).get("name") or transition.get("name")
+    word = "field" if len(missing) == 1 else "fields"
+    return (
+        f"Jira's transition to {to} requires {word} {named}, which voxdesk cannot fill: give it a default "
+        "or make it optional on that transition's screen, or move the issue in Jira"
+    )
+
+
 def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
     """Any failure of the client as a TrackerError with a short reason. `str(JIRAError)` is not
     used: it carries whole response headers and bodies."""
@@ -302,8 +371,11 @@ class JiraTracker:
     def move_to(self, key: str, status: str) -> RemoteIssue | None:
         """Give issue `key` the local `status` (one set on the desk while the grievance waited to
         reach Jira) as staff would in Jira: by a transition into a status of its category, the
-        one named like it if the workflow has one. The issue as it is then (as it was, when it is
-        in that category already); None when its workflow offers no such transition."""
+        one named like it if the workflow has one, filling what its screen requires that the bot
+        can (a resolution, a field's default). The issue as it is then (as it was, when it is in
+        that category already); None when its workflow offers no such transition. Raises a
+        TrackerError naming the field when every such transition requires one the bot cannot
+        fill and the issue does not hold."""
         category = STATUS_CATEGORIES.get(status)
         if category is None:
             raise ValueError(f"no Jira status category for {status!r}")
@@ -314,7 +386,7 @@ class JiraTracker:
                 return issue
             offered = [
                 t
-                for t in client.transitions(key)
+                for t in client.transitions(key, expand="transitions.fields")
                 if ((t.get("to") or {}).get("statusCategory") or {}).get("key") == category
             ]
             if not offered:
@@ -322,7 +394,23 @@ class JiraTracker:
             named = [
                 t for t in offered if status in (str(t.get("name")).lower(), str(t["to"].get("name")).lower())
             ]
-            client.transition_issue(key, str((named or offered)[0]["id"]))
+            ranked = named + [t for t in offered if t not in named]
+            plans = [(t, *screen_values(t, status, category)) for t in ranked]
+            unfilled = sorted({f for _, _, missing in plans for f in missing})
+            if unfilled and all(missing for _, _, missing in plans):
+                # A required field the issue holds already (set when it was made, or by staff)
+                # needs nothing from us.
+                held = client.issue(key, fields=",".join(unfilled)).raw.get("fields") or {}
+                plans = [
+                    (t, values, [f for f in missing if held.get(f) in (None, "", [], {})])
+                    for t, values, missing in plans
+                ]
+            chosen = next(((t, values) for t, values, missing in plans if not missing), None)
+            if chosen is None:
+                transition, _, missing = plans[0]
+                raise TrackerError(required_reason(transition, missing), 400, maybe_done=False, row_only=True)
+            transition, values = chosen
+            client.transition_issue(key, str(transition["id"]), fields=values or None)
             return self._to_issue(client.issue(key, fields=fields).raw)
 
     def pushes_of_local_key(self, local_key: str, user_id: str, description: str) -> list[RemoteIssue]:
