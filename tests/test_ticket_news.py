@@ -908,6 +908,20 @@ async def test_a_done_transition_that_requires_a_field_voxdesk_cannot_know_waits
     assert issue.status == "Done" and issue.resolution is not None and issue.resolution["name"] == "Done"
 
 
+async def test_a_done_screen_offering_only_resolutions_that_read_as_not_done_is_not_guessed_at(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # Closing a player's grievance as "Won't Do" would tell staff the opposite of what the desk said.
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    fake.screens = {"Done": (resolution_field(("Won't Do", "Duplicate")),)}
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.grievances.push_pending() == 0
+        waiting = await p.local.staff_get(key)
+    assert waiting is not None and waiting.push_state == "pending"
+    assert "requires field Resolution (resolution), which voxdesk cannot fill" in (waiting.last_error or "")
+    assert fake.requests_to("/transitions", "POST") == [] and fake.issues["GRV-101"].status == "To Do"
+
+
 @pytest.mark.parametrize(
     ("old", "new", "said"),
     [
