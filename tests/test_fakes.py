@@ -22,6 +22,7 @@ from tests.fakes.discord_server import (
     ATTACH_FILES,
     BOT_USER_ID,
     EPHEMERAL_FLAG,
+    MANAGE_THREADS,
     OTHER_CHANNEL,
     READ_MESSAGE_HISTORY,
     SEND_MESSAGES,
@@ -295,6 +296,63 @@ async def test_archived_threads_are_listed_newest_archive_first_in_pages_as_disc
         assert [r.response["has_more"] for r in pages[:2]] == [True, False]
         served = fake.archived_threads_payload(OTHER_CHANNEL, "public", None, 2)
         assert component_errors(DISCORD, "ThreadsResponse", served) == []
+
+
+async def test_joined_private_archived_threads_are_listed_by_id_in_pages_as_discord_does(settings) -> None:
+    async with discord_server.serving() as fake:
+        joined = [
+            await fake.add_thread(OTHER_CHANNEL, f"case {i}", private=True, joined=True, tell_the_bot=False)
+            for i in range(103)
+        ]
+        for i, thread in enumerate(joined):  # archived in the order of their making: newest id last
+            await fake.archive_thread(thread, ago=1000 - i)
+        await fake.archive_thread(joined[0], ago=1)  # archived last, made first: listed last all the same
+        not_joined = await fake.add_thread(OTHER_CHANNEL, "staff only", private=True, tell_the_bot=False)
+        public = await fake.add_thread(OTHER_CHANNEL, "open", joined=True, tell_the_bot=False)
+        mentioned = await fake.add_thread(OTHER_CHANNEL, "help me", private=True, tell_the_bot=False)
+        await fake.send_message(nova, channel_id=mentioned, guild=True, content="help", mention_bot=True)
+        for thread in (not_joined, public, mentioned):
+            await fake.archive_thread(thread, ago=2000)
+        await fake.deny(OTHER_CHANNEL, MANAGE_THREADS, tell_the_bot=False)  # not needed here
+        async with running_bot(settings, fake) as h:
+            channel = h.bot.get_channel(OTHER_CHANNEL)
+            assert isinstance(channel, discord.TextChannel)
+            listed = [t.id async for t in channel.archived_threads(private=True, joined=True, limit=None)]
+            assert listed == [mentioned, *joined[::-1]]  # newest id first, across two pages of 100
+            middle = discord.Object(joined[50])
+            below = [t.id async for t in channel.archived_threads(private=True, joined=True, before=middle)]
+            assert below == joined[49::-1]  # made before it, not itself
+            mine = [r for r in fake.received if r.kind == "archived_threads" and "/users/@me/" in r.path]
+            pages = [(len(r.response["threads"]), r.response["has_more"]) for r in mine[:2]]
+            assert pages == [(100, True), (4, False)]
+            assert mine[1].body["before"] == str(joined[4])  # the last id of the first page
+            assert mine[2].body["before"] == str(joined[50])
+            await fake.deny(OTHER_CHANNEL, READ_MESSAGE_HISTORY)
+            fake.expect_refusals()
+            with pytest.raises(discord.Forbidden) as missing:
+                await channel.archived_threads(private=True, joined=True).__anext__()
+            assert missing.value.code == 50013
+        assert fake.refused == [
+            f"GET joined private archived threads in channel {OTHER_CHANNEL} without permission 0x10000"
+        ]
+        served = fake.joined_archived_threads_payload(OTHER_CHANNEL, None, 2)
+        assert component_errors(DISCORD, "ThreadsResponse", served) == []
+        assert [m["id"] for m in served["members"]] == [str(mentioned), str(joined[-1])]
+
+
+async def test_the_joined_listing_takes_a_thread_id_before_not_a_timestamp(refusing_discord) -> None:
+    fake = refusing_discord
+    headers = {"Authorization": f"Bot {TOKEN}"}
+    url = f"{fake.api_base}/channels/{ALLOWED_CHANNEL}/users/@me/threads/archived/private"
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for query, status in (
+            ({"before": "2026-12-06T00:00:00+00:00"}, 400),
+            ({"before": "1", "limit": "1"}, 400),
+            ({"before": "920000000000000001", "limit": "2"}, 200),
+        ):
+            async with session.get(url, params=query) as response:
+                assert response.status == status, query
+    assert len(fake.violations) == 2 and "is not snowflake" in fake.violations[0]
 
 
 async def test_history_pages_newest_first_and_discord_py_reads_it_all(settings) -> None:

@@ -3,9 +3,9 @@ client talks to, pointed at it by configuration (`discord.api_base`, `discord.ga
 
 REST: gateway discovery, the bot's user and application, channels and DM channels, channel
 messages (create as JSON or multipart with `payload_json`, read one, read the history with
-before/after/around/limit), a channel's public and private archived threads, typing,
-reactions, interaction callbacks, follow-up webhooks and the original response, application
-command sync, and a CDN path serving attachment bytes.
+before/after/around/limit), a channel's public and private archived threads and the private
+ones the bot joined, typing, reactions, interaction callbacks, follow-up webhooks and the
+original response, application command sync, and a CDN path serving attachment bytes.
 Gateway: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats and ACKs, RESUME, zlib-stream
 compression, and dispatches of MESSAGE_CREATE / MESSAGE_DELETE / INTERACTION_CREATE that tests
 inject. What a test injects while no bot is connected is kept in the history only, as Discord
@@ -321,8 +321,8 @@ class FakeDiscord(Strict):
         self.guild_channels = {ALLOWED_CHANNEL: "voice-help", OTHER_CHANNEL: "general"}
         self.left_guild = False  # the bot was kicked: its guild's channels answer 403 50001
         self.channel_types: dict[int, int] = {}  # guild channel id → its type, when not 0 (text)
-        # Thread id → {"parent_id", "name", "type", "archived", "locked", "archive_timestamp"}
-        # (see add_thread()).
+        # Thread id → {"parent_id", "name", "type", "archived", "locked", "archive_timestamp",
+        # "members": user id → when they joined} (see add_thread()).
         self.threads: dict[int, dict[str, Any]] = {}
         self.deleted_channels: set[int] = set()  # channels and threads deleted: 404 10003 for any request
         # GATEWAY_MESSAGE_CONTENT granted in the developer portal; clear it to test the fallback.
@@ -347,6 +347,9 @@ class FakeDiscord(Strict):
         r.add_get("/api/v10/channels/{channel_id}/messages", self._history)
         r.add_get("/api/v10/channels/{channel_id}/messages/{message_id}", self._get_message)
         r.add_get("/api/v10/channels/{channel_id}/threads/archived/{kind}", self._archived_threads)
+        r.add_get(
+            "/api/v10/channels/{channel_id}/users/@me/threads/archived/private", self._joined_archived_threads
+        )
         r.add_post("/api/v10/channels/{channel_id}/typing", self._typing)
         r.add_put("/api/v10/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._react)
         r.add_delete(
@@ -584,6 +587,9 @@ class FakeDiscord(Strict):
         if self.threads.get(channel_id, {}).get("archived"):
             # A player's message unarchives the thread, as the bot's own would.
             await self._unarchive(channel_id)
+        if mention_bot and self.threads.get(channel_id, {}).get("type") == PRIVATE_THREAD:
+            # Mentioning someone in a private thread adds them to it.
+            self.threads[channel_id]["members"].setdefault(BOT_USER_ID, snowflake_iso(message_id))
         self._store(message)
         if dispatch:
             self.dispatched_at[message["id"]] = time.perf_counter()
@@ -643,11 +649,14 @@ class FakeDiscord(Strict):
         *,
         private: bool = False,
         archived: bool = False,
+        joined: bool = False,
         tell_the_bot: bool = True,
     ) -> int:
         """A thread a player starts under a guild channel (a post, under a forum channel): the
         bot hears of it by THREAD_CREATE unless `tell_the_bot` is False (made while it was down;
-        an active one is in the next GUILD_CREATE's `threads`). Returns its id."""
+        an active one is in the next GUILD_CREATE's `threads`). `joined`: the player invited the
+        bot as they made it (a note mentioning it in a private thread adds it later). Returns
+        its id."""
         thread_id = snowflake()
         self.threads[thread_id] = {
             "parent_id": parent_id,
@@ -657,6 +666,7 @@ class FakeDiscord(Strict):
             "locked": False,
             # "Timestamp when the thread's archive status was last changed": made, for a new one.
             "archive_timestamp": snowflake_iso(thread_id),
+            "members": {BOT_USER_ID: snowflake_iso(thread_id)} if joined else {},
         }
         if tell_the_bot:
             await self.dispatch("THREAD_CREATE", {**self.channel_payload(thread_id), "newly_created": True})
@@ -1444,10 +1454,70 @@ class FakeDiscord(Strict):
             reverse=True,
         )
         chosen = [thread_id for at, thread_id in archived if before is None or at < before]
-        # "a thread member object for each returned thread the current user has joined": the
-        # bot joins none here.
-        page = [self.thread_payload(t) for t in chosen[:limit]]
-        return {"threads": page, "members": [], "has_more": len(chosen) > limit}
+        return self._threads_page(chosen, limit)
+
+    async def _joined_archived_threads(self, request: web.Request) -> web.Response:
+        """GET /channels/{id}/users/@me/threads/archived/private ("List Joined Private Archived
+        Threads"), as Discord documents it: the channel's archived private threads the bot has
+        joined, "ordered by their id, in descending order", those whose id is below `before` (a
+        snowflake here, where the other listings take a timestamp) when given, at most `limit`
+        (2-100, 50 by default), and `has_more`. Read Message History is all it requires."""
+        channel_id = int(request.match_info["channel_id"])
+        record = Received("archived_threads", request.method, request.path, channel_id, dict(request.query))
+        try:
+            if channel_id not in self.guild_channels:
+                raise _unknown_channel()
+            before, limit = self._joined_archived_query(request)
+            self._check_permission(channel_id, READ_MESSAGE_HISTORY, "GET joined private archived threads")
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        body = self.joined_archived_threads_payload(channel_id, before, limit)
+        record.response = {"threads": [t["id"] for t in body["threads"]], "has_more": body["has_more"]}
+        await self._record(record)
+        return _json(body)
+
+    def joined_archived_threads_payload(
+        self, channel_id: int, before: int | None, limit: int
+    ) -> dict[str, Any]:
+        joined = sorted(
+            (
+                thread_id
+                for thread_id, t in self.threads.items()
+                if t["parent_id"] == channel_id
+                and t["archived"]
+                and t["type"] == PRIVATE_THREAD
+                and BOT_USER_ID in t["members"]
+            ),
+            reverse=True,
+        )
+        return self._threads_page([t for t in joined if before is None or t < before], limit)
+
+    def _threads_page(self, chosen: list[int], limit: int) -> dict[str, Any]:
+        page = chosen[:limit]
+        # "a thread member object for each returned thread the current user has joined"
+        members = [
+            {"id": str(t), "user_id": str(BOT_USER_ID), "join_timestamp": joined_at, "flags": 0}
+            for t in page
+            if (joined_at := self.threads[t]["members"].get(BOT_USER_ID)) is not None
+        ]
+        return {
+            "threads": [self.thread_payload(t) for t in page],
+            "members": members,
+            "has_more": len(chosen) > limit,
+        }
+
+    def _joined_archived_query(self, request: web.Request) -> tuple[int | None, int]:
+        """(before, limit) of the joined private archived threads listing, `before` a thread id
+        (the spec's SnowflakeType); a malformed query is a 50035."""
+        query = request.query
+        before = None
+        if "before" in query:
+            if re.fullmatch(r"0|[1-9][0-9]*", query["before"]) is None:
+                self._violate(50035, f'before: Value "{query["before"]}" is not snowflake.')
+            before = int(query["before"])
+        return before, self._archived_limit(query.get("limit", "50"))
 
     def _archived_query(self, request: web.Request) -> tuple[datetime.datetime | None, int]:
         """(before, limit) of an archived threads listing; a malformed query is a 50035."""
@@ -1460,14 +1530,16 @@ class FakeDiscord(Strict):
                 self._violate(50035, f'before: Value "{query["before"]}" is not a valid ISO8601 timestamp.')
             if before.tzinfo is None:
                 before = before.replace(tzinfo=datetime.UTC)
-        raw = query.get("limit", "50")
+        return before, self._archived_limit(query.get("limit", "50"))
+
+    def _archived_limit(self, raw: str) -> int:
         if not raw.lstrip("-").isdigit():
             self._violate(50035, f'limit: Value "{raw}" is not int.')
         limit = int(raw)
         if not 2 <= limit <= 100:  # the spec's bounds
             bound = "less than or equal to 100" if limit > 100 else "greater than or equal to 2"
             self._violate(50035, f"limit: int value should be {bound}.")
-        return before, limit
+        return limit
 
     async def _get_channel(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel_id"])
