@@ -326,10 +326,14 @@ class CatchUp(commands.Cog):
         """The threads under the watched channels archived since `since` (by a moderator, or by
         Discord after a quiet spell) and still archived: neither GUILD_CREATE nor discord.py's
         cache lists them, and a note posted before the archive is still unanswered. Discord lists
-        them newest archive first, so the listing stops at the first one archived before `since`:
-        its notes are all older than that. A thread archived since has had no note since, as a
-        message would have unarchived it. A locked one is left quietly: a reply there is refused
-        (50083). Private threads are listed only with Manage Threads, which Discord requires."""
+        public ones, and with Manage Threads all private ones, newest archive first, so those
+        listings stop at the first one archived before `since`: its notes are all older than
+        that. Without Manage Threads, the private ones the bot joined (it is added when a player
+        mentions or invites it, so they hold every private thread a note could address it in)
+        are listed by thread id instead, newest made first, and a thread made long ago may have
+        been archived a minute ago: that listing is read to its end. A thread archived since has
+        had no note since, as a message would have unarchived it. A locked one is left quietly: a
+        reply there is refused (50083)."""
         found: dict[int, discord.Thread] = {}
         for channel_id in sorted(channels):
             channel = self.bot.get_channel(channel_id)
@@ -338,19 +342,22 @@ class CatchUp(commands.Cog):
             perms = channel.permissions_for(channel.guild.me)
             if not perms.read_message_history:
                 continue  # the channel's own read says so in the log
-            kinds = [False]
-            if channel.type is discord.ChannelType.text and perms.manage_threads:
-                kinds.append(True)  # an announcement channel or a forum has no private threads
-            for private in kinds:
-                listing = (
-                    channel.archived_threads(limit=None, private=True)
-                    if private and isinstance(channel, discord.TextChannel)
-                    else channel.archived_threads(limit=None)
-                )
+            # (listing, whether it comes newest archive first)
+            listings = [(channel.archived_threads(limit=None), True)]
+            # An announcement channel or a forum has no private threads.
+            if isinstance(channel, discord.TextChannel) and channel.type is discord.ChannelType.text:
+                if perms.manage_threads:
+                    listings.append((channel.archived_threads(limit=None, private=True), True))
+                else:
+                    joined = channel.archived_threads(limit=None, private=True, joined=True)
+                    listings.append((joined, False))
+            for listing, by_archive in listings:
                 try:
                     async for thread in listing:
                         if thread.archive_timestamp < since:
-                            break
+                            if by_archive:
+                                break
+                            continue
                         if thread.locked:
                             log.debug("catch-up skips thread %s: archived and locked", thread.id)
                         elif self.bot.get_channel(thread.id) is None:  # not active again meanwhile

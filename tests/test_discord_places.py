@@ -138,19 +138,67 @@ async def test_a_note_in_a_thread_archived_during_a_gateway_outage_is_answered_b
     assert len(voice_replies(fake, first)) == len(voice_replies(fake, missed)) == 1
 
 
-async def test_without_manage_threads_only_public_archived_threads_are_caught_up(settings, fake):
-    # Discord lists private archived threads only to who may manage threads (403 50013 otherwise).
+async def test_without_manage_threads_the_private_archived_threads_the_bot_joined_are_caught_up(
+    settings, fake, caplog
+):
+    # Discord lists all private archived threads only to who may manage threads (403 50013
+    # otherwise), and with Read Message History alone those the bot joined: the ones a player
+    # invited or mentioned it in. The one it was never added to is not its to answer.
+    caplog.set_level(logging.INFO)
     await fake.deny(ALLOWED_CHANNEL, MANAGE_THREADS, tell_the_bot=False)
     public = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
-    private = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, tell_the_bot=False)
+    joined = await fake.add_thread(
+        ALLOWED_CHANNEL, "my account", private=True, joined=True, tell_the_bot=False
+    )
+    staff = await fake.add_thread(ALLOWED_CHANNEL, "staff only", private=True, tell_the_bot=False)
     in_public = await fake.send_note(nova, voice_note(), channel_id=public, ago=60)
-    in_private = await fake.send_note(blaze, voice_note(), channel_id=private, ago=60)
-    for thread in (public, private):
+    in_joined = await fake.send_note(blaze, voice_note(), channel_id=joined, ago=50)
+    in_staff = await fake.send_note(quill, voice_note(), channel_id=staff, ago=40)
+    for thread in (public, joined, staff):
         await fake.archive_thread(thread, ago=30)
     async with running_bot(settings, fake):
         await answered(fake, in_public)
-    assert not fake.replies_to(in_private["id"])
-    assert [r.path.rsplit("/", 1)[-1] for r in fake.received if r.kind == "archived_threads"] == ["public"]
+        voice, _ = await answered(fake, in_joined)
+        assert voice.channel_id == joined and not fake.threads[joined]["archived"]
+    assert len(voice_replies(fake, in_public)) == len(voice_replies(fake, in_joined)) == 1
+    assert not fake.replies_to(in_staff["id"]) and fake.threads[staff]["archived"]
+    assert not [r for r in fake.received if r.channel_id == staff]
+    listed = [r for r in fake.received if r.kind == "archived_threads"]
+    assert sorted(r.path.split(f"/{ALLOWED_CHANNEL}/", 1)[1] for r in listed) == [
+        "threads/archived/public",
+        "users/@me/threads/archived/private",
+    ]
+    assert all(r.error is None for r in listed)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_the_joined_private_threads_are_listed_to_the_end_past_the_window_edge(settings, fake):
+    # That listing comes newest thread first, not newest archive first: a thread made before 101
+    # others, all archived before the 30-minute window, was archived inside it, on the last page.
+    await fake.deny(ALLOWED_CHANNEL, MANAGE_THREADS, tell_the_bot=False)
+    long_running = await fake.add_thread(
+        ALLOWED_CHANNEL, "since May", private=True, joined=True, tell_the_bot=False
+    )
+    note = await fake.send_note(nova, voice_note(), channel_id=long_running, ago=120)
+    await fake.archive_thread(long_running, ago=60)
+    settled_cases = []
+    for i in range(101):
+        case = await fake.add_thread(
+            ALLOWED_CHANNEL, f"case {i}", private=True, joined=True, tell_the_bot=False
+        )
+        await fake.archive_thread(case, ago=40 * 60)
+        settled_cases.append(case)
+    async with running_bot(settings, fake):
+        voice, _ = await answered(fake, note)
+        assert voice.channel_id == long_running
+    pages = [r for r in fake.received if r.kind == "archived_threads" and "/users/@me/" in r.path]
+    # Two pages of 100 and 2 (101 + 1), then no more: has_more ends it, the second page starts
+    # below the first page's last thread id, not at a timestamp.
+    assert [(len(r.response["threads"]), r.response["has_more"]) for r in pages] == [(100, True), (2, False)]
+    assert "before" not in pages[0].body and pages[1].body["before"] == str(settled_cases[1])
+    # The threads archived before the window are not read.
+    assert not [r for r in fake.received if r.kind == "history" and r.channel_id in settled_cases]
+    assert len(voice_replies(fake, note)) == 1
 
 
 async def test_a_thread_archived_while_its_note_is_answered_still_gets_the_answer(settings, fake):
