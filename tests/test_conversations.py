@@ -141,3 +141,34 @@ async def test_conversations_of_players_who_never_come_back_are_deleted_at_open_
         # One pass over the old turns through an index, not the whole table.
         plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + conversations.IDLE_TURNS, (0, 0))]
     assert plan and not any(step.startswith("SCAN") for step in plan), plan
+
+
+async def test_players_sharing_a_channel_never_cut_or_keep_each_others_turns(tmp_path) -> None:
+    db = tmp_path / "c.db"
+    store = await ConversationStore.open(db, max_turns=2, idle_minutes=10)
+    now = time.time()
+    # Nova's turn in the channel went idle; Blaze talks there now, then Nova in her DM.
+    await store.append("nova", turn(1, at=now - 3600), conversation="channel")
+    await store.append("blaze", turn(2, at=now - 60), conversation="channel")
+    await store.append("nova", turn(3, at=now - 50), conversation="dm")
+    assert [t.user_text for t in await store.history("blaze", "channel", now=now)] == ["question 2"]
+    # Turns of two players talking in one channel: each keeps their own newest, however many
+    # the other has had since.
+    await store.append("nova", turn(4, at=now - 40), conversation="channel")
+    await store.append("blaze", turn(5, at=now - 30), conversation="channel")
+    await store.append("nova", turn(6, at=now - 20), conversation="channel")
+    assert [t.user_text for t in await store.history("nova", "channel", now=now)] == [
+        "question 4",
+        "question 6",
+    ]
+    assert [t.user_text for t in await store.history("blaze", "channel", now=now)] == [
+        "question 2",
+        "question 5",
+    ]
+    # Nova's channel turns go idle while Blaze still talks there: hers are deleted all the same.
+    await store.append("blaze", turn(7, at=now + 500), conversation="channel")
+    await store.prune(now=now + 600)
+    await store.aclose()
+    with sqlite3.connect(db) as conn:
+        left = conn.execute("SELECT user_id, user_text FROM turns ORDER BY id").fetchall()
+    assert left == [("blaze", "question 5"), ("blaze", "question 7")]
