@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sqlite3
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.usage import UsageMeter
 
-from .conftest import BLAZE, NOVA
+from .conftest import BLAZE, NOVA, QUILL
 from .test_cli import voxdesk
 
 
@@ -38,12 +37,14 @@ async def _fill(storage: Path, user_id: str, words: str, notify: bool = True) ->
     await meter.aclose()
     grievances = await LocalGrievanceStore.open(paths_.grievances)
     filed = await grievances.register(user_id, "wallet", words)
+    assert await grievances.add_staff_note(filed.key, "staff", f"called back about: {words}")
     await grievances.aclose()
     news = await NewsStore.open(paths_.news)
     for status in ("in_progress", "resolved"):
         await news.add(user_id, "local:x", filed.key, "status", status, f"{filed.key} is {status}")
         await news.finish([i.id for i in await news.due() if i.user_id == user_id], "sent")
     await news.set_last_channel(user_id, "555")
+    assert await news.claim_closed_notice(user_id)
     await news.aclose()
     ledger = await NoteLedger.open(paths_.notes)
     message_id = 9_000 + int(user_id[0])
@@ -100,6 +101,9 @@ async def test_export_holds_everything_kept_about_a_player_and_nothing_of_anothe
         "nova was charged twice for gems (kept)"
     ]
     assert held["grievances"]["unreadable_spool_lines"] == [cut_short[0]]
+    assert [n["body"] for n in held["grievances"]["staff_notes"]] == [
+        "called back about: nova was charged twice for gems"
+    ]
     assert "blaze" not in out.read_text() and BLAZE not in out.read_text()
 
 
@@ -110,6 +114,7 @@ async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which
     _spool(storage, NOVA, "nova was charged twice for gems (kept)")
     paths_ = storage_paths_of(storage)
     blaze_before = json.loads(voxdesk("player", "export", BLAZE, storage=storage, timeout=60).stdout)
+    novas = _count(paths_.grievances, "SELECT COUNT(*) FROM grievances WHERE user_id = ?", NOVA)
 
     done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -117,8 +122,8 @@ async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which
     assert "conversations.db: 2 turn(s) of conversation erased" in said
     assert "preferences.db: 1 row(s) of settings erased" in said
     assert "usage.db: 1 day(s) of usage erased" in said
-    assert "news.db: 1 piece(s) of ticket news and 1 channel note(s) erased; kept: 1" in said
-    assert re.search(r"grievances.db: kept [1-9][0-9]* grievance\(s\), 1 waiting in the spool", said)
+    assert "news.db: 1 piece(s) of ticket news and 2 channel note(s) erased; kept: 1" in said
+    assert f"grievances.db: kept {novas} grievance(s), 1 waiting in the spool" in said
     assert "notes.db: kept 1 note id(s)" in said
     assert "backups" in said
 
@@ -136,13 +141,22 @@ async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which
     blaze_before.pop("exported_at"), blaze_after.pop("exported_at")
     assert blaze_after == blaze_before
 
-    # A player who switched ticket news off keeps that choice through an erasure.
+    # A player who switched ticket news off keeps that choice through an erasure; another
+    # player's choices stay theirs.
+    prefs = await PreferenceStore.open(paths_.preferences)
+    await prefs.set_voice(QUILL, "en-us")
+    await prefs.set_reply_mode(QUILL, "text")
+    await prefs.aclose()
     done = voxdesk("player", "forget", BLAZE, storage=storage, timeout=60)
     assert "kept: ticket news off, as they chose" in done.stdout
     prefs = await PreferenceStore.open(paths_.preferences)
-    chosen = await prefs.get(BLAZE)
+    chosen, quills = await prefs.get(BLAZE), await prefs.get(QUILL)
     await prefs.aclose()
     assert (chosen.voice, chosen.notify) == (None, False)
+    assert (quills.voice, quills.reply_mode) == ("en-us", "text")
+    # Blaze's ticket news off is no reason to keep Quill's settings.
+    done = voxdesk("player", "forget", QUILL, storage=storage, timeout=60)
+    assert "preferences.db: 1 row(s) of settings erased" in done.stdout
 
 
 def test_an_id_that_is_no_discord_id_is_refused_in_one_line(settings) -> None:
