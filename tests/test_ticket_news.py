@@ -180,6 +180,30 @@ async def test_a_status_set_by_staff_in_the_database_is_told_once_per_status(tmp
     assert sql(db, "SELECT COUNT(*) FROM news_events") == [(0,)]  # read, then dropped
 
 
+async def test_a_ticket_of_no_discord_user_is_news_to_nobody(tmp_path: Path) -> None:
+    # A playground session's (web:<session>:<player>): the shared player is not the one who filed it.
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        ticket = await p.local.register(f"web:abc:{NOVA}", "wallet", "my card was charged twice")
+        assert await p.local.mark_untold(f"web:abc:{NOVA}", ticket.key)
+        await p.local.set_status_by_staff(ticket.key, "resolved")
+        assert await p.news.run_once(front) == 0
+        assert await p.store.told(f"web:abc:{NOVA}") == []
+    assert front.dms == []
+
+
+async def test_a_key_told_in_one_players_answer_holds_back_no_one_elses_news(tmp_path: Path) -> None:
+    # A Jira project numbering like the local store: Nova's local GRV-2 is Blaze's Jira GRV-2.
+    store = await NewsStore.open(tmp_path / "news.db")
+    try:
+        assert await store.add(BLAZE, "jira", "GRV-2", "filed", "open", "Your ticket GRV-2 was filed.")
+        assert await store.add(NOVA, "local", "GRV-2", "filed", "open", "Your ticket GRV-2 was filed.")
+        assert await store.told_in_answer(NOVA, ["GRV-2"]) == 1
+        assert [(n.user_id, n.source) for n in await store.due()] == [(BLAZE, "jira")]
+    finally:
+        await store.aclose()
+
+
 async def test_a_status_that_flips_back_before_a_round_is_not_news(tmp_path: Path) -> None:
     db = tmp_path / "grievances.db"
     front = Recorder()
@@ -655,6 +679,24 @@ async def test_a_copy_staff_make_of_an_issue_is_told_as_an_issue_of_its_own(
         assert await p.news.run_once(front) == 1
         assert [g.remote_key for g in await p.local.status(NOVA)] == ["GRV-101"]
     assert front.texts() == ['Your ticket GRV-102 ("Copy of the wallet complaint") is now resolved.']
+
+
+async def test_an_issue_staff_gave_to_another_player_is_news_to_them_not_on_the_first_ones_record(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        mine = await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.register(BLAZE, "other", "my clan tag is gone")
+        await p.grievances.push_pending()  # GRV-101 and GRV-102
+        assert await p.news.run_once(front) == 0
+        issue = fake.issues["GRV-101"]
+        issue.labels[issue.labels.index(f"discord-{NOVA}")] = f"discord-{BLAZE}"
+        fake.set_status("GRV-101", "Done")
+        assert await p.news.run_once(front) == 1
+        row = await p.local.staff_get(mine.key)
+    assert [d.user_id for d in front.dms] == [BLAZE]
+    assert row is not None and row.status == "open"
 
 
 async def test_a_ticket_jira_no_longer_has_is_worked_on_the_desk_and_its_player_told(
