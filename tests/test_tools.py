@@ -847,6 +847,63 @@ async def test_a_filing_id_never_returns_another_players_ticket(tmp_path) -> Non
         await store.aclose()
 
 
+async def test_a_key_heard_in_an_answer_is_the_speakers_ticket_not_anothers_jira_key(tmp_path) -> None:
+    # A Jira project numbering like the local store: Blaze's GRV-1 reached Jira as GRV-2, the local
+    # key Nova is told. Her hearing GRV-2 leaves Blaze's ticket, whose key he never heard, to news.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        blaze = await store.register(BLAZE, "wallet", "blaze's pass")
+        nova = await store.register(NOVA, "wallet", "nova's pass")
+        assert (blaze.key, nova.key) == ("GRV-1", "GRV-2")
+        assert await store.mark_untold(BLAZE, "GRV-1") and await store.mark_untold(NOVA, "GRV-2")
+        await store.mark_pushed("GRV-1", "GRV-2")
+        assert await store.heard(NOVA, ["GRV-2"]) == ["GRV-2"]
+        assert sorted(await store.heard(BLAZE, ["GRV-1"])) == ["GRV-1", "GRV-2"]
+    finally:
+        await store.aclose()
+
+
+async def test_alike_complaints_of_two_players_under_one_turn_are_each_their_own(tmp_path) -> None:
+    # A turn's filing ids ("platform:request:") are one player's; should two players' ever meet,
+    # neither is taken for the other's filing, kept or filed.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    file = complaint_filer(store)
+    try:
+        nova = await file(ToolContext(user_id=NOVA, request_id="1"), "wallet", "charged twice for my pass")
+        blaze = await file(ToolContext(user_id=BLAZE, request_id="1"), "wallet", "charged twice for the pass")
+        (theirs,) = await store.status(BLAZE)
+    finally:
+        await store.aclose()
+    assert blaze != nova and theirs.key == blaze
+    assert theirs.description == "charged twice for the pass"
+
+
+async def test_a_kept_complaint_under_another_players_filing_id_is_filed_though_its_words_match(
+    tmp_path,
+) -> None:
+    # Two players say the very same words; should their filings ever meet under one id, the kept
+    # one is not taken for the other's ticket filed before.
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    file = complaint_filer(store)
+    try:
+        nova = await file(ToolContext(user_id=NOVA, request_id="1"), "wallet", "charged twice for my pass")
+        GrievanceSpool.beside(tmp_path / "grievances.db").keep(
+            filing_id("discord", "1", 0),
+            user_id=BLAZE,
+            category="wallet",
+            description="charged twice for my pass",
+            at="2026-12-05T23:00:00Z",
+            state="local_only",
+        )
+        assert await store.file_spooled() == 1
+        (theirs,) = await store.status(BLAZE)
+    finally:
+        await store.aclose()
+    assert theirs.key != nova and theirs.description == "charged twice for my pass"
+
+
 async def test_two_complaints_of_one_category_in_one_note_are_two_tickets_once(
     settings, scripted_app_engine
 ) -> None:
