@@ -130,6 +130,20 @@ async def test_production_playground_offers_only_the_configured_test_player(sett
     assert off.web.playground_players == []
 
 
+async def test_on_a_studios_player_database_the_demo_ids_are_nobody_to_speak_as(settings) -> None:
+    from types import SimpleNamespace
+
+    from bot.web.playground import allowed_players
+
+    # Their ids may be real people's there: with no test player configured, the playground is off.
+    studio = web_settings(
+        settings.storage_dir, VOXDESK_TOOLS_STATS="odbc", VOXDESK_SQL_CONNECTION_STRING="DSN=studio"
+    )
+    async with web_client(settings) as (_, core):  # the embedded players answer, as a studio's would
+        assert await allowed_players(SimpleNamespace(settings=studio, stats=core.stats)) == {}  # type: ignore[arg-type]
+        assert NOVA in await allowed_players(core)
+
+
 async def test_upload_limits_and_bad_audio_get_the_same_friendly_words_as_discord(settings) -> None:
     s = web_settings(settings.storage_dir, VOXDESK_AUDIO_MAX_BYTES="20000", VOXDESK_AUDIO_MAX_SECONDS="1.0")
     async with web_client(s) as (client, _):
@@ -276,6 +290,30 @@ async def test_desk_needs_a_login_and_wrong_passwords_are_rate_limited(settings)
         assert [await log_in(client, "wrong") for _ in range(3)] == [401, 401, 401]
         assert await log_in(client) == 429  # the right password too, until the window passes
         assert (await client.get("/desk", allow_redirects=False)).status == 303
+
+
+async def test_a_visitor_with_a_csrf_token_but_no_login_can_neither_note_nor_move_a_ticket(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        before = await store.staff_get("GRV-10")
+        token = await csrf_of(client)  # the playground's: every visitor's session has one
+        for path, data in (("note", {"body": "refund sent"}), ("status", {"status": "resolved"})):
+            done = await client.post(
+                f"/desk/ticket/GRV-10/{path}", data={"csrf": token, **data}, allow_redirects=False
+            )
+            assert done.status == 303 and done.headers["Location"] == "/desk/login", path
+        assert await store.staff_get("GRV-10") == before
+        assert await store.staff_notes("GRV-10") == []
+
+
+async def test_a_session_without_a_csrf_token_matches_no_token_sent(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        # No page seen: the session holds no token, and what an empty one reads as is no token.
+        for sent in ("None", "", "null"):
+            done = await client.post(
+                "/desk/login", data={"password": STAFF_PASSWORD}, headers={"X-CSRF-Token": sent}
+            )
+            assert done.status == 403, sent
 
 
 async def test_desk_is_locked_without_a_staff_password(settings) -> None:
@@ -993,6 +1031,11 @@ async def test_two_browsers_speaking_as_one_player_do_not_share_a_conversation(s
                 "/playground/ask", data=note(), headers={"X-CSRF-Token": await csrf_of(bob)}
             )
             assert "History 0" in (await answer.json())["answer"]
+        # ...and each keeps its own: Alice's next note is answered with her first one in mind.
+        again = await alice.post(
+            "/playground/ask", data=note(), headers={"X-CSRF-Token": await csrf_of(alice)}
+        )
+        assert "History 1" in (await again.json())["answer"]
 
 
 async def test_a_tool_name_the_model_makes_up_is_counted_as_unknown(wsettings) -> None:
