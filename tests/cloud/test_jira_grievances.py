@@ -1131,3 +1131,23 @@ async def test_an_issue_staff_labelled_for_another_player_too_is_told_to_neither
         await backend.aclose()
     assert (told.key, told.status, told.untracked) == ("GRV-101", "open", True)
     assert row is not None and row.status == "open"
+
+
+async def test_a_push_whose_answer_was_lost_takes_no_issue_staff_gave_another_player_meanwhile(
+    fake, db
+) -> None:
+    # Jira made Nova's issue but its answer was lost; before the push looked again, staff gave
+    # that issue to Blaze. It is his now: Nova's grievance gets an issue of its own.
+    fake.fail("create_then_hang", times=1)
+    backend = await open_backend(fake, db)
+    try:
+        ticket = await backend.register(NOVA, "wallet", "charged twice for the season pass")
+        with pytest.raises(TrackerError):
+            await backend.push_pending()
+        issue = fake.issues["GRV-101"]
+        issue.labels[issue.labels.index(f"discord-{NOVA}")] = f"discord-{BLAZE}"
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    assert (await local_rows(db))[ticket.key] == ("pushed", "GRV-102")
+    assert f"discord-{NOVA}" in fake.issues["GRV-102"].labels
