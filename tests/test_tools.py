@@ -863,6 +863,23 @@ async def test_a_key_heard_in_an_answer_is_the_speakers_ticket_not_anothers_jira
         await store.aclose()
 
 
+async def test_a_key_heard_at_filing_is_that_ticket_not_the_jira_key_of_an_untold_one(tmp_path) -> None:
+    # A Jira project numbering like the local store: Nova's GRV-1, filed late (she never heard its
+    # key), reached Jira as GRV-2; then she files again and hears the new ticket's local GRV-2.
+    # Her first ticket's key is still untold: ticket news is to tell it.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        late = await store.register(NOVA, "wallet", "charged twice for the pass")
+        assert await store.mark_untold(NOVA, late.key)
+        await store.mark_pushed(late.key, "GRV-2")
+        new = await store.register(NOVA, "other", "a cheater in match five")
+        assert (late.key, new.key) == ("GRV-1", "GRV-2")
+        assert await store.heard(NOVA, ["GRV-2"]) == []
+        assert sorted(await store.heard(NOVA, ["GRV-1"])) == ["GRV-1", "GRV-2"]
+    finally:
+        await store.aclose()
+
+
 async def test_alike_complaints_of_two_players_under_one_turn_are_each_their_own(tmp_path) -> None:
     # A turn's filing ids ("platform:request:") are one player's; should two players' ever meet,
     # neither is taken for the other's filing, kept or filed.

@@ -840,17 +840,24 @@ class LocalGrievanceStore:
         if not keys:
             return []
         marks = ",".join("?" * len(keys))
-        named = f"user_id = ? AND filed_late = 1 AND (local_key IN ({marks}) OR remote_key IN ({marks}))"
+        # A key that is one of the player's local keys names that grievance, not another's Jira
+        # key (a Jira project numbering like the local store): the GRV-2 told at filing leaves the
+        # late one Jira numbered GRV-2 untold. Told by Jira's key, a grievance whose Jira key is
+        # also another's local key stays untold: a DM naming a key heard is better than none.
+        named = (
+            f"user_id = ? AND filed_late = 1 AND (local_key IN ({marks}) OR (remote_key IN ({marks})"
+            " AND remote_key NOT IN (SELECT local_key FROM grievances WHERE user_id = ?"
+            " AND local_key IS NOT NULL)))"
+        )
+        args = (user_id, *keys, *keys, user_id)
         async with self._write_lock:
             rows = await self._conn.execute_fetchall(
-                f"SELECT local_key, remote_key FROM grievances WHERE {named}", (user_id, *keys, *keys)
+                f"SELECT local_key, remote_key FROM grievances WHERE {named}", args
             )
             if not rows:  # the usual answer: a ticket filed as the player asked, no write needed
                 return []
             try:
-                await self._conn.execute(
-                    f"UPDATE grievances SET filed_late = 0 WHERE {named}", (user_id, *keys, *keys)
-                )
+                await self._conn.execute(f"UPDATE grievances SET filed_late = 0 WHERE {named}", args)
                 await self._conn.commit()
             except sqlite3.Error:
                 await self._rollback()
