@@ -103,10 +103,15 @@ BACKUP_NAME = re.compile(r"voxdesk-[0-9]{8}T[0-9]{6}Z")
 def _prune(into: Path, made: Path, keep: int) -> list[str]:
     """Remove `into`'s backups past the newest `keep` (`made` among them whatever its time says);
     one line per backup removed. Each is renamed out of the backups' names first: one removed in
-    part (a kill, a file it cannot delete) is never taken for a whole one to restore from."""
+    part (a kill, a file it cannot delete) is never taken for a whole one to restore from. An
+    empty folder (a backup that found nothing to copy) is no backup to keep: counted, nightly
+    ones from a wrong storage.dir would crowd out the whole ones."""
     if keep <= 0:
         return []
-    older = sorted((p for p in into.iterdir() if BACKUP_NAME.fullmatch(p.name) and p != made), reverse=True)
+    older = sorted(
+        (p for p in into.iterdir() if BACKUP_NAME.fullmatch(p.name) and p != made and _holds_files(p)),
+        reverse=True,
+    )
     lines = []
     for old in older[keep - 1 :]:
         try:
@@ -120,6 +125,13 @@ def _prune(into: Path, made: Path, keep: int) -> list[str]:
     for left in into.glob(".voxdesk-*.removing"):  # one an earlier run did not finish
         shutil.rmtree(left, ignore_errors=True)
     return lines
+
+
+def _holds_files(folder: Path) -> bool:
+    try:
+        return folder.is_dir() and any(folder.iterdir())
+    except OSError:  # one it cannot read is counted: better kept than removed unseen
+        return True
 
 
 def _copy_all(storage: StoragePaths, folder: Path) -> list[str]:

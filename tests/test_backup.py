@@ -299,6 +299,21 @@ def test_an_empty_backup_removes_no_whole_one(settings, tmp_path: Path) -> None:
     assert _backups(into) == ["voxdesk-20261201T030000Z", "voxdesk-20261202T030000Z"]
 
 
+def test_empty_backups_do_not_count_among_the_kept_ones(settings, tmp_path: Path) -> None:
+    from .conftest import make_settings
+
+    into = tmp_path / "b"
+    two = make_settings(settings.storage_dir, VOXDESK_STORAGE_KEEP_BACKUPS="2")
+    backup(two, into, now=_at(1))
+    # A cron job started from the wrong folder: storage.dir is empty there, every night.
+    nothing = make_settings(tmp_path / "not-the-storage", VOXDESK_STORAGE_KEEP_BACKUPS="2")
+    for day in (2, 3):
+        backup(nothing, into, now=_at(day))
+    backup(two, into, now=_at(4))
+    whole = [name for name in _backups(into) if any((into / name).iterdir())]
+    assert whole == ["voxdesk-20261201T030000Z", "voxdesk-20261204T030000Z"]
+
+
 def test_a_backup_removed_in_part_is_never_taken_for_a_whole_one(
     settings, tmp_path: Path, monkeypatch
 ) -> None:
@@ -331,6 +346,7 @@ def test_a_backup_removed_in_part_is_never_taken_for_a_whole_one(
 def test_the_backup_command_says_which_older_backups_it_removed(settings, tmp_path: Path) -> None:
     into = tmp_path / "b"
     (into / "voxdesk-20200101T000000Z").mkdir(parents=True)
+    (into / "voxdesk-20200101T000000Z" / "players.db").write_bytes(b"")
     done = voxdesk("backup", str(into), storage=settings.storage_dir, VOXDESK_STORAGE_KEEP_BACKUPS="1")
     assert done.returncode == 0, done.stderr
     said = done.stdout.strip().splitlines()
