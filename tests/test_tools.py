@@ -1681,3 +1681,22 @@ async def test_a_complaint_kept_twice_under_its_filing_in_new_words_is_filed_onc
         assert await store.file_spooled() == 1
         listed = [g.description for g in await store.status(NOVA)]
     assert listed == ["charged twice for the battle pass"]
+
+
+@pytest.mark.parametrize(
+    "offered",
+    [
+        ("Not a Bug", "Won't Do"),
+        ("Won’t Implement", "Duplicate"),
+        ("Obsolete", "Works as Designed"),
+        ("Cancelled", "Withdrawn", "Out of Scope"),
+        ("Unresolved", "Won't Fix"),
+    ],
+)
+def test_a_done_screen_s_resolution_is_none_that_reads_as_not_done(offered: tuple[str, ...]) -> None:
+    # Closing a player's grievance as "Not a Bug" tells staff the opposite of what the desk said.
+    from bot.tools.jira_tracker import done_resolution
+
+    allowed = [{"id": str(i), "name": name} for i, name in enumerate(offered, 1)]
+    assert done_resolution(allowed, "resolved") is None
+    assert done_resolution([*allowed, {"id": "9", "name": "Ban lifted"}], "resolved") == {"id": "9"}

@@ -56,6 +56,17 @@ NOT_DONE_RESOLUTIONS = (
     "declined",
     "rejected",
     "invalid",
+    "not a bug",
+    "won't implement",
+    "obsolete",
+    "works as designed",
+    "working as intended",
+    "cancelled",
+    "canceled",
+    "withdrawn",
+    "abandoned",
+    "out of scope",
+    "unresolved",
 )
 SUMMARY_WORDS = 12
 SUMMARY_CHARS = 120
