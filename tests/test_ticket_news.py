@@ -782,6 +782,32 @@ async def test_a_status_set_on_the_desk_while_jira_was_off_reaches_jira_in_its_w
     ]
 
 
+async def test_a_status_resolved_on_the_desk_never_reaches_a_done_status_that_says_the_opposite(
+    fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Jira Software's "Won't Do", Service Management's "Canceled": statuses in the done category
+    # that tell staff the grievance was turned down. The workflow may list them first.
+    from tests.fakes import jira_server
+
+    monkeypatch.setitem(jira_server.STATUSES, "Won't Do", "done")
+    monkeypatch.setitem(jira_server.STATUSES, "Canceled", "done")
+    monkeypatch.setattr(
+        jira_server, "TRANSITIONS", {"51": "Won't Do", "61": "Canceled", **jira_server.TRANSITIONS}
+    )
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.grievances.push_pending() == 1
+    assert fake.transitioned == [("GRV-101", "Done")]
+    # With no other way into done, the grievance waits rather than say it was turned down.
+    fake.workflow = ("To Do", "In Progress", "Won't Do", "Canceled")
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "closed")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.grievances.push_pending() == 0
+        waiting = await p.local.staff_get(key)
+    assert waiting is not None and waiting.push_state == "pending"
+    assert fake.transitioned == [("GRV-101", "Done")]
+
+
 async def test_a_poll_that_saw_the_issue_before_its_push_moved_it_keeps_the_desks_status(
     fake: FakeJira, tmp_path: Path
 ) -> None:

@@ -46,6 +46,7 @@ STATUS_CATEGORIES = {
 }
 # A transition into done may require a resolution: one named like these, in this order, says what
 # staff meant ("Done" is Jira Cloud's own); failing those, any but one that reads as not done.
+# A done status named like one of those (Won't Do, Canceled) is not taken either.
 DONE_RESOLUTIONS = ("done", "fixed", "resolved", "complete", "completed")
 NOT_DONE_RESOLUTIONS = (
     "won't do",
@@ -236,8 +237,18 @@ def done_resolution(allowed: list[Any], status: str) -> dict[str, str] | None:
     for name in (status, *DONE_RESOLUTIONS):
         if name in named:
             return {"id": str(named[name]["id"])}
-    rest = [v for name, v in named.items() if name.replace("\u2019", "'") not in NOT_DONE_RESOLUTIONS]
+    rest = [v for name, v in named.items() if not _not_done(name)]
     return {"id": str(rest[0]["id"])} if rest else None
+
+
+def _reads_as_not_done(transition: dict[str, Any]) -> bool:
+    """Whether a transition, by its name or its status's, leads to a "done" that is a refusal."""
+    names = (transition.get("name"), (transition.get("to") or {}).get("name"))
+    return any(_not_done(str(name)) for name in names if name)
+
+
+def _not_done(name: str) -> bool:
+    return name.casefold().replace("\u2019", "'") in NOT_DONE_RESOLUTIONS
 
 
 def settable(value: Any) -> Any:
@@ -399,6 +410,9 @@ class JiraTracker:
                 t
                 for t in client.transitions(key, expand="transitions.fields")
                 if ((t.get("to") or {}).get("statusCategory") or {}).get("key") == category
+                # Won't Do, Canceled, Declined are done statuses too: one would tell staff the
+                # grievance the desk resolved was turned down.
+                and not (category == "done" and _reads_as_not_done(t))
             ]
             if not offered:
                 return None
