@@ -43,8 +43,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     data = Path(args.file).read_bytes()
 
     async def ask() -> dict[str, object]:
+        # Private: the answer is printed for whoever runs this, who reads the databases anyway.
         async with running_app(settings) as app:
-            reply = await app.agent.respond(ToolContext(user_id=args.user, platform="cli"), data, args.voice)
+            reply = await app.agent.respond(
+                ToolContext(user_id=args.user, platform="cli", private=True), data, args.voice
+            )
         out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="voxdesk-"))
         out_dir.mkdir(parents=True, exist_ok=True)
         audio_path = None
@@ -87,7 +90,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         rows = []
         async with running_app(settings) as app:
             for path in samples:
-                ctx = ToolContext(user_id=args.user, platform="cli")
+                ctx = ToolContext(user_id=args.user, platform="cli", private=True)
                 try:
                     reply = await app.agent.respond(ctx, path.read_bytes())
                 except AudioError as exc:

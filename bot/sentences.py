@@ -63,6 +63,10 @@ TICKETS_UNREACHABLE = (
 )
 LOCAL_RECORD_NOTE = "from our local record; the ticket system is unreachable"
 UNTRACKED_NOTE = "from our local record; the ticket system no longer has this ticket"
+# In place of each ticket's words, for the model to tell the player, when others read the answer.
+TICKET_WORDS_KEPT = (
+    "kept private in a public channel: ask in a DM or with /grievance status to hear what each ticket says"
+)
 KEPT_FOR_LATER = (
     "I couldn't file your complaint just now, but I've kept every word of it and it will be filed "
     "as soon as I can. Ask me about your tickets in a little while to get its number."

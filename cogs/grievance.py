@@ -96,13 +96,13 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
 
     async def _every_ticket(self, interaction: discord.Interaction) -> str:
         # Not the tool: it lists the few newest, for a spoken answer.
+        asking = caller(interaction)
         try:
-            found = await readable_grievances(
-                self.bot.core.grievances, caller(interaction), limit=MAX_SHOWN + 1
-            )
+            found = await readable_grievances(self.bot.core.grievances, asking, limit=MAX_SHOWN + 1)
         except ToolError as exc:
             return describe_tickets({"error": str(exc)})
-        return describe_tickets({"tickets": ticket_rows(found[:MAX_SHOWN]), "more": len(found) > MAX_SHOWN})
+        rows = ticket_rows(found[:MAX_SHOWN], private=asking.private)
+        return describe_tickets({"tickets": rows, "more": len(found) > MAX_SHOWN})
 
     @app_commands.command(name="status", description="The status of your tickets, or of one of them")
     @app_commands.describe(ticket="A ticket key like GRV-12; leave it out for all your tickets")

@@ -20,13 +20,15 @@ log = logging.getLogger(__name__)
 
 def caller(interaction: discord.Interaction) -> ToolContext:
     """Identity for the tools comes from Discord's interaction, never from command arguments.
-    The interaction's id files a complaint once, however often its filing is tried."""
+    The interaction's id files a complaint once, however often its filing is tried. Private:
+    every slash command answers with `answer_privately`, which only the caller sees."""
     user = interaction.user
     return ToolContext(
         user_id=str(user.id),
         display_name=user.display_name,
         platform="discord",
         request_id=str(interaction.id),
+        private=True,
     )
 
 

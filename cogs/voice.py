@@ -38,6 +38,20 @@ AUDIO_AS_VIDEO = {"video/webm", "video/ogg", "video/mp4", "video/quicktime"}
 AUDIO_EXTENSIONS = set(".ogg .oga .opus .mp3 .m4a .aac .wav .webm .weba .flac .amr .3gp".split())
 
 
+def read_by_speaker_alone(channel: object) -> bool:
+    """Whether only the speaker reads what is posted in `channel`: a DM, as discord.py has it or
+    as catch-up reads one after a restart (a partial channel of the private type). Not `guild is
+    None`: a guild channel discord.py has not cached comes with no guild, and its answer is
+    public. A channel it cannot place counts as public."""
+    if isinstance(channel, discord.DMChannel):
+        return True
+    return (
+        isinstance(channel, discord.PartialMessageable)
+        and channel.type == discord.ChannelType.private
+        and channel.guild_id is None
+    )
+
+
 class Reached(enum.Enum):
     """What reached the player of a note: the answer or a line telling them why not (YES);
     nothing, where the bot may not post (NO); nothing, because Discord failed (LATER)."""
@@ -409,6 +423,7 @@ class VoiceNotes(commands.Cog):
                         platform="discord",
                         conversation=str(message.channel.id),
                         request_id=str(message.id),
+                        private=read_by_speaker_alone(message.channel),
                     )
                     try:
                         reply = await app.agent.respond(context, data, voice=prefs.voice)

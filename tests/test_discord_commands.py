@@ -91,6 +91,11 @@ async def test_grievance_status_shows_only_the_callers_tickets_privately(harness
     text = await ask(harness.fake, nova, "grievance", sub("status"))
     assert "GRV-10" in text and "GRV-12" in text
     assert "GRV-11" not in text and "GRV-13" not in text  # Blaze's and Quill's
+    # Asked in a guild channel, answered ephemerally (`ask` checks): the caller alone reads the
+    # tickets' words, which a voice note there does not hear.
+    assert "Topped up 20 dollars" in text
+    one = await ask(harness.fake, nova, "grievance", sub("status", ticket="GRV-10"))
+    assert "Topped up 20 dollars" in one
     other = await ask(harness.fake, nova, "grievance", sub("status", ticket="GRV-11"))
     assert "No ticket GRV-11 was found for you" in other
     listed = await ask(harness.fake, blaze, "grievance", sub("list"))

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import sentences as say
 from bot.app import running_app, storage_paths
 from bot.tools import CATEGORIES, filed_in, filing_id
 from bot.tools.base import ToolCall, ToolContext, ToolError
@@ -34,8 +35,8 @@ def call(name: str, **arguments: object) -> ToolCall:
     return ToolCall(id="c1", name=name, arguments=dict(arguments))
 
 
-async def run(app, user: str, name: str, **arguments: object) -> dict:
-    result = await app.toolbox.run(ToolContext(user_id=user), call(name, **arguments))
+async def run(app, user: str, name: str, *, private: bool = False, **arguments: object) -> dict:
+    result = await app.toolbox.run(ToolContext(user_id=user, private=private), call(name, **arguments))
     return result.result
 
 
@@ -157,6 +158,27 @@ async def test_grievance_keys_count_up_and_status_is_scoped(settings, scripted_a
         assert theirs["tickets"] == [] and "No ticket GRV-10" in theirs["message"]
         nova = await run(app, NOVA, "get_grievance_status")
         assert {t["ticket_key"] for t in nova["tickets"]} == {"GRV-10", "GRV-12"}
+
+
+async def test_ticket_words_are_told_only_where_the_speaker_alone_hears_them(
+    settings, scripted_app_engine
+) -> None:
+    secret = "the admin Vex harasses me in voice chat, card 4242 charged twice"
+    async with running_app(settings, scripted_app_engine) as app:
+        filed = await run(app, NOVA, "register_grievance", category="other", description=secret)
+        public = await run(app, NOVA, "get_grievance_status")
+        one = await run(app, NOVA, "get_grievance_status", ticket_key=filed["ticket_key"])
+        private = await run(app, NOVA, "get_grievance_status", private=True)
+        none = await run(app, BLAZE, "get_grievance_status", ticket_key="GRV-10")
+    for result in (public, one):
+        assert result["tickets"][0]["ticket_key"] == filed["ticket_key"]
+        assert result["words"] == say.TICKET_WORDS_KEPT
+        for ticket in result["tickets"]:
+            assert set(ticket) == {"ticket_key", "category", "status", "last_update"}
+        assert "Vex" not in str(result) and "Topped up" not in str(result)  # nor a demo ticket's
+    assert {t["ticket_key"]: t["summary"] for t in private["tickets"]}[filed["ticket_key"]] == secret
+    assert "words" not in private
+    assert "words" not in none  # nothing was kept back
 
 
 async def test_concurrent_grievances_get_distinct_keys(settings, scripted_app_engine) -> None:
@@ -934,7 +956,7 @@ async def test_two_complaints_of_one_category_in_one_note_are_two_tickets_once(
         keys = [(await app.toolbox.run(first, c)).result["ticket_key"] for c in (deposit, refund)]
         again = turn()
         rerun = [(await app.toolbox.run(again, c)).result["ticket_key"] for c in (deposit, refund)]
-        listed = await run(app, NOVA, "get_grievance_status")
+        listed = await run(app, NOVA, "get_grievance_status", private=True)
     assert keys[0] != keys[1] and rerun == keys
     descriptions = {t["ticket_key"]: t["summary"] for t in listed["tickets"]}
     assert descriptions[keys[1]] == "refund missing"
@@ -1135,7 +1157,7 @@ async def test_a_lone_surrogate_in_the_models_words_is_filed_and_searched_as_a_r
             nova, call("register_grievance", category="wallet", description=description)
         )
         searched = await app.toolbox.run(nova, call("search_manuals", query=query))
-        listed = await run(app, NOVA, "get_grievance_status")
+        listed = await run(app, NOVA, "get_grievance_status", private=True)
     assert filed.ok, filed.result
     summaries = {t["ticket_key"]: t["summary"] for t in listed["tickets"]}
     assert summaries[filed.result["ticket_key"]] == "charged twice \ufffd for the pass"

@@ -159,15 +159,16 @@ async def readable_grievances(
     return own + await grievances.status(ctx.user_id, key, limit)
 
 
-def ticket_rows(tickets: Iterable[Grievance]) -> list[JSON]:
-    """Tickets as get_grievance_status answers them (and the slash commands show them)."""
+def ticket_rows(tickets: Iterable[Grievance], *, private: bool) -> list[JSON]:
+    """Tickets as get_grievance_status answers them (and the slash commands show them); what
+    each says only in an answer the speaker alone reads (`private`, see ToolContext.private)."""
     return [
         {
             "ticket_key": t.key,
             "category": t.category,
             "status": t.status,
             "last_update": t.updated_at,
-            "summary": t.description[:200],
+            **({"summary": t.description[:200]} if private else {}),
             **({"note": _record_note(t)} if t.untracked or t.from_local_record else {}),
         }
         for t in tickets
@@ -245,13 +246,17 @@ def build_tools(
         if key is not None:
             if not TICKET_KEY.match(key):
                 return {"tickets": [], "message": say.NOT_A_TICKET_KEY.format(key=key)}
-        found = ticket_rows(await readable_grievances(grievances, ctx, key, MAX_LISTED + 1))
+        found = ticket_rows(
+            await readable_grievances(grievances, ctx, key, MAX_LISTED + 1), private=ctx.private
+        )
         if key is not None and not found:
             return {"tickets": [], "message": say.NO_SUCH_TICKET.format(key=key)}
+        # Said once, for the model to tell the player why it cannot say what a ticket is about.
+        kept = {"words": say.TICKET_WORDS_KEPT} if found and not ctx.private else {}
         if len(found) > MAX_LISTED:
             # The newest are listed; an answer counting them would tell the player too few.
-            return {"tickets": found[:MAX_LISTED], "more_tickets": True}
-        return {"tickets": found}
+            return {"tickets": found[:MAX_LISTED], "more_tickets": True, **kept}
+        return {"tickets": found, **kept}
 
     return [
         Tool(

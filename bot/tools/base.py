@@ -46,6 +46,12 @@ class ToolContext:
     # front end says the answer is out (TicketNews.heard_in_answer), so a process that ends
     # before that leaves the key to ticket news.
     answered_once: bool = False
+    # Whether the answer reaches the speaker alone (a DM, an ephemeral slash-command answer, the
+    # web playground's session, the CLI): only then may it carry what a ticket says, which may
+    # have been filed in a DM (a harassment report, payment details). False wherever others read
+    # or hear the answer (a guild channel or thread) and wherever a front end does not say, so a
+    # context built without it never leaks.
+    private: bool = False
 
     def refile(self) -> None:
         """Count this turn's complaints afresh (another engine runs the turn again)."""

@@ -161,6 +161,7 @@ async def ask(request: web.Request) -> web.Response:
         conversation=f"web:{owner}",
         request_id=f"web-{uuid.uuid4()}",
         grievance_owner=_grievance_owner(owner, user_id),
+        private=True,  # the answer goes to this browser session alone
     )
     st.playground_turns += 1
     try:

@@ -992,7 +992,7 @@ async def test_an_answer_of_an_unexpected_shape_is_a_tracker_error_not_a_crash(
         with pytest.raises(TrackerError, match="unexpected shape"):
             await asyncio.to_thread(backend._tracker.get_for_user, issue.key, NOVA)
         one = await tools.run(
-            ToolContext(user_id=NOVA),
+            ToolContext(user_id=NOVA, private=True),
             ToolCall(id="1", name="get_grievance_status", arguments={"ticket_key": issue.key}),
         )
         listed = await backend.status(NOVA)
