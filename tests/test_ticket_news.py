@@ -184,8 +184,7 @@ async def test_a_ticket_of_no_discord_user_is_news_to_nobody(tmp_path: Path) -> 
     # A playground session's (web:<session>:<player>): the shared player is not the one who filed it.
     front = Recorder()
     async with news_over(tmp_path) as p:
-        ticket = await p.local.register(f"web:abc:{NOVA}", "wallet", "my card was charged twice")
-        assert await p.local.mark_untold(f"web:abc:{NOVA}", ticket.key)
+        ticket = await p.local.register(f"web:abc:{NOVA}", "wallet", "my card was charged twice", untold=True)
         await p.local.set_status_by_staff(ticket.key, "resolved")
         assert await p.news.run_once(front) == 0
         assert await p.store.told(f"web:abc:{NOVA}") == []

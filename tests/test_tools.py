@@ -874,10 +874,9 @@ async def test_a_key_heard_in_an_answer_is_the_speakers_ticket_not_anothers_jira
     # key Nova is told. Her hearing GRV-2 leaves Blaze's ticket, whose key he never heard, to news.
     store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
     try:
-        blaze = await store.register(BLAZE, "wallet", "blaze's pass")
-        nova = await store.register(NOVA, "wallet", "nova's pass")
+        blaze = await store.register(BLAZE, "wallet", "blaze's pass", untold=True)
+        nova = await store.register(NOVA, "wallet", "nova's pass", untold=True)
         assert (blaze.key, nova.key) == ("GRV-1", "GRV-2")
-        assert await store.mark_untold(BLAZE, "GRV-1") and await store.mark_untold(NOVA, "GRV-2")
         await store.mark_pushed("GRV-1", "GRV-2")
         assert await store.heard(NOVA, ["GRV-2"]) == ["GRV-2"]
         assert sorted(await store.heard(BLAZE, ["GRV-1"])) == ["GRV-1", "GRV-2"]
@@ -891,8 +890,7 @@ async def test_a_key_heard_at_filing_is_that_ticket_not_the_jira_key_of_an_untol
     # Her first ticket's key is still untold: ticket news is to tell it.
     store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
     try:
-        late = await store.register(NOVA, "wallet", "charged twice for the pass")
-        assert await store.mark_untold(NOVA, late.key)
+        late = await store.register(NOVA, "wallet", "charged twice for the pass", untold=True)
         await store.mark_pushed(late.key, "GRV-2")
         new = await store.register(NOVA, "other", "a cheater in match five")
         assert (late.key, new.key) == ("GRV-1", "GRV-2")
