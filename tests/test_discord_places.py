@@ -14,6 +14,7 @@ from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import (
     ADD_REACTIONS,
     ALLOWED_CHANNEL,
+    BOT_USER_ID,
     GUILD_ANNOUNCEMENT,
     GUILD_FORUM,
     GUILD_STAGE_VOICE,
@@ -47,12 +48,26 @@ async def answered(fake: FakeDiscord, note: dict, within: float = 30.0) -> list[
 
 @pytest.mark.parametrize("private", [False, True], ids=["public", "private"])
 async def test_a_note_in_a_thread_of_a_watched_channel_is_answered_in_the_thread(settings, fake, private):
+    # A private thread shows only to its members: the player invited the bot as they made it.
     async with running_bot(settings, fake):
-        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", private=private)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", private=private, joined=private)
         note = await fake.send_note(nova, voice_note(), channel_id=thread)
         voice, transcript = await answered(fake, note)
         assert voice.is_voice_message and voice.channel_id == thread
         assert transcript.channel_id == thread and transcript.content.startswith("Nova, you have")
+
+
+async def test_with_manage_threads_a_note_in_any_private_thread_is_answered(settings, fake):
+    # A thread moderator sees every private thread: no player needs to add it, and its reply
+    # makes it a member.
+    fake.bot_permissions |= MANAGE_THREADS
+    async with running_bot(settings, fake):
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "staff only", private=True)
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        voice, _ = await answered(fake, note)
+        assert voice.channel_id == thread
+    assert BOT_USER_ID in fake.threads[thread]["members"]
+    assert len(voice_replies(fake, note)) == 1
 
 
 async def test_a_note_in_a_forum_post_is_answered_in_the_post(settings, fake):
@@ -85,7 +100,10 @@ async def test_notes_in_threads_archived_while_the_bot_was_down_are_answered_unl
 ):
     # A moderator archived them after their notes came: GUILD_CREATE lists active threads only,
     # and Discord lists the archived ones per channel, newest archive first.
+    # The server made the bot a thread moderator: it sees every private thread, and Discord lists
+    # all the archived ones to it.
     caplog.set_level(logging.INFO)
+    fake.bot_permissions |= MANAGE_THREADS
     fake.guild_channels[FORUM] = "ask-support"
     fake.channel_types[FORUM] = GUILD_FORUM
     thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)

@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import re
+from pathlib import Path
 from typing import Any, NoReturn
 
 import aiohttp
@@ -273,6 +274,7 @@ async def test_a_voice_message_declares_the_duration_of_its_audio(refusing_disco
 
 async def test_archived_threads_are_listed_newest_archive_first_in_pages_as_discord_does(settings) -> None:
     async with discord_server.serving() as fake:
+        fake.bot_permissions |= MANAGE_THREADS  # a thread moderator: all private archived threads
         threads = [await fake.add_thread(OTHER_CHANNEL, f"case {i}", tell_the_bot=False) for i in range(105)]
         for i, thread in enumerate(threads):  # archived in the reverse order of their making
             await fake.archive_thread(thread, ago=1000 - i)
@@ -322,7 +324,11 @@ async def test_joined_private_archived_threads_are_listed_by_id_in_pages_as_disc
             middle = discord.Object(joined[50])
             below = [t.id async for t in channel.archived_threads(private=True, joined=True, before=middle)]
             assert below == joined[49::-1]  # made before it, not itself
-            mine = [r for r in fake.received if r.kind == "archived_threads" and "/users/@me/" in r.path]
+            mine = [
+                r
+                for r in fake.received
+                if r.kind == "archived_threads" and "/users/@me/" in r.path and r.channel_id == OTHER_CHANNEL
+            ]
             pages = [(len(r.response["threads"]), r.response["has_more"]) for r in mine[:2]]
             assert pages == [(100, True), (4, False)]
             assert mine[1].body["before"] == str(joined[4])  # the last id of the first page
@@ -338,6 +344,77 @@ async def test_joined_private_archived_threads_are_listed_by_id_in_pages_as_disc
         served = fake.joined_archived_threads_payload(OTHER_CHANNEL, None, 2)
         assert component_errors(DISCORD, "ThreadsResponse", served) == []
         assert [m["id"] for m in served["members"]] == [str(mentioned), str(joined[-1])]
+
+
+def test_the_fake_bot_has_what_the_documented_invite_grants() -> None:
+    # Not Manage Threads: what the bot sees of private threads follows from it.
+    invite = (Path(__file__).parents[1] / "docs" / "discord.md").read_text()
+    assert f"&permissions={discord_server.INVITE_PERMISSIONS}\n" in invite
+    assert not discord_server.INVITE_PERMISSIONS & MANAGE_THREADS
+
+
+async def test_a_private_thread_shows_only_to_its_members_and_thread_moderators(settings) -> None:
+    # "Private threads are only synced to you if you are a member or a moderator" (Discord's
+    # threads topic): the bot, invited without Manage Threads, is not told of one it is not in,
+    # at start-up, by event, or by the active-threads listing, and reading it is Missing Access.
+    async with discord_server.serving() as fake:
+        public = await fake.add_thread(OTHER_CHANNEL, "open", tell_the_bot=False)
+        joined = await fake.add_thread(OTHER_CHANNEL, "mine", private=True, joined=True, tell_the_bot=False)
+        unseen = await fake.add_thread(OTHER_CHANNEL, "staff only", private=True, tell_the_bot=False)
+        async with running_bot(settings, fake) as h:
+            guild = h.bot.get_guild(discord_server.GUILD_ID)
+            assert guild is not None
+            assert {t.id for t in guild.threads} == {public, joined}  # GUILD_CREATE's threads
+            assert guild.get_thread(joined).me is not None and guild.get_thread(public).me is None
+            listed = await guild.active_threads()
+            assert {t.id for t in listed} == {public, joined}
+            assert [t.id for t in listed if t.members] == [joined]  # its member object, the bot's
+            later = await fake.add_thread(OTHER_CHANNEL, "also staff", private=True)  # no THREAD_CREATE
+            heard: list[int] = []
+
+            async def hear(message: discord.Message) -> None:
+                heard.append(message.channel.id)
+
+            h.bot.add_listener(hear, "on_message")
+            for place in (unseen, later, public):
+                await fake.send_message(nova, channel_id=place, guild=True, content="anyone?")
+            await fake.wait_for(lambda _: public in heard)  # one socket: the others would be first
+            assert heard == [public] and guild.get_thread(later) is None
+            fake.expect_refusals()
+            with pytest.raises(discord.Forbidden) as hidden:
+                await h.bot.fetch_channel(unseen)
+            assert hidden.value.code == 50001
+            assert fake.refused == [f"GET /api/v10/channels/{unseen}: a private thread the bot is not in"]
+            # Mentioning the bot adds it: THREAD_CREATE (with its thread member), then the message.
+            joined_event = asyncio.create_task(h.bot.wait_for("thread_join", timeout=30))
+            await fake.send_message(nova, channel_id=unseen, guild=True, content="help", mention_bot=True)
+            assert (await joined_event).id == unseen
+            await fake.wait_for(lambda _: heard.count(unseen) == 1)
+            thread = guild.get_thread(unseen)
+            assert thread is not None and thread.me is not None
+            assert (await h.bot.fetch_channel(unseen)).id == unseen
+        served = fake.thread_payload(unseen, member=True)
+        assert component_errors(DISCORD, "ThreadResponse", served) == []
+
+
+async def test_a_thread_moderator_sees_every_private_thread_and_joins_one_by_posting(settings) -> None:
+    async with discord_server.serving() as fake:
+        fake.bot_permissions |= MANAGE_THREADS
+        staff = await fake.add_thread(OTHER_CHANNEL, "staff only", private=True, tell_the_bot=False)
+        async with running_bot(settings, fake) as h:
+            guild = h.bot.get_guild(discord_server.GUILD_ID)
+            assert guild is not None
+            thread = guild.get_thread(staff)
+            assert thread is not None and thread.me is None  # seen, not a member
+            joined_event = asyncio.create_task(h.bot.wait_for("thread_join", timeout=30))
+            await thread.send("Looking into it.")  # "You can join a thread by sending a message in it"
+            assert (await joined_event).id == staff
+            assert BOT_USER_ID in fake.threads[staff]["members"]
+            # A moderator who loses Manage Threads keeps the private threads it is a member of.
+            await fake.deny(OTHER_CHANNEL, MANAGE_THREADS)
+            assert fake.bot_sees(staff)
+            hidden = await fake.add_thread(OTHER_CHANNEL, "staff again", private=True)
+            assert not fake.bot_sees(hidden)
 
 
 async def test_the_joined_listing_takes_a_thread_id_before_not_a_timestamp(refusing_discord) -> None:

@@ -4,8 +4,9 @@ client talks to, pointed at it by configuration (`discord.api_base`, `discord.ga
 REST: gateway discovery, the bot's user and application, channels and DM channels, channel
 messages (create as JSON or multipart with `payload_json`, read one, read the history with
 before/after/around/limit), a channel's public and private archived threads and the private
-ones the bot joined, typing, reactions, interaction callbacks, follow-up webhooks and the
-original response, application command sync, and a CDN path serving attachment bytes.
+ones the bot joined, the guild's active threads, typing, reactions, interaction callbacks,
+follow-up webhooks and the original response, application command sync, and a CDN path serving
+attachment bytes.
 Gateway: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats and ACKs, RESUME, zlib-stream
 compression, and dispatches of MESSAGE_CREATE / MESSAGE_DELETE / INTERACTION_CREATE that tests
 inject. What a test injects while no bot is connected is kept in the history only, as Discord
@@ -16,6 +17,13 @@ Every message players and the bot create is kept per channel, so a bot can read 
 missed, and a player can delete one (`delete_message`): a reply to it is then refused with
 REPLIES_UNKNOWN_MESSAGE unless it says `fail_if_not_exists: false`, as on Discord. A channel or
 thread an admin deletes (`delete_channel`, `delete_thread`) answers 404 10003 to every request.
+
+The bot has the permissions docs/discord.md's invite grants (`bot_permissions`), less what a
+channel's overwrites deny (`deny`). A private thread shows only to its members and to a bot with
+Manage Threads, as on Discord: one the bot is not in is left out of GUILD_CREATE and the
+active-threads listing, no event about it or its messages reaches the bot, and a request for it
+is 403 Missing Access. A player mentioning the bot in a thread, `add_to_thread`, or the bot's own
+message there adds it: THREAD_CREATE, then THREAD_MEMBERS_UPDATE.
 
 Every message and interaction body is validated against the official OpenAPI description
 (`tests/fakes/specs/discord-openapi.json.gz`) plus the rules Discord applies to voice messages; a
@@ -77,6 +85,10 @@ MANAGE_THREADS = 1 << 34
 PUBLIC_THREAD, PRIVATE_THREAD, GUILD_FORUM = 11, 12, 15
 GUILD_VOICE, GUILD_ANNOUNCEMENT, GUILD_STAGE_VOICE = 2, 5, 13
 ALL_PERMISSIONS = (1 << 51) - 1
+# What docs/discord.md's invite URL grants the bot: View Channels, Send Messages (and in threads),
+# Send Voice Messages, Attach Files, Read Message History, Add Reactions, Use Application Commands.
+# Not Manage Threads, which decides what the bot sees of private threads.
+INVITE_PERMISSIONS = 70645769669696
 CONTENT_LIMIT = 2000  # what a bot may send, tighter than the spec's 4000 (Nitro users)
 
 DISCORD_EPOCH_MS = 1420070400000
@@ -233,7 +245,7 @@ class Received:
     """One request a test may assert on."""
 
     # message | typing | reaction_add | reaction_remove | callback | followup | edit_original | sync
-    # | cdn | history | get_message | get_channel | open_dm | archived_threads
+    # | cdn | history | get_message | get_channel | open_dm | archived_threads | active_threads
     kind: str
     method: str
     path: str
@@ -312,6 +324,9 @@ class FakeDiscord(Strict):
         # deny()). Discord refuses what they forbid with 403 50013, and a history read without
         # Read Message History is an empty list.
         self.denied: dict[int, int] = {}
+        # The bot's permissions in the guild (its role), before any channel's overwrites: what the
+        # invite asks for. A test adds MANAGE_THREADS for a server that made the bot a moderator.
+        self.bot_permissions = INVITE_PERMISSIONS
         self.identified = asyncio.Event()
         self.identify_payloads: list[dict[str, Any]] = []
         self.resume_payloads: list[dict[str, Any]] = []
@@ -350,6 +365,7 @@ class FakeDiscord(Strict):
         r.add_get(
             "/api/v10/channels/{channel_id}/users/@me/threads/archived/private", self._joined_archived_threads
         )
+        r.add_get("/api/v10/guilds/{guild_id}/threads/active", self._active_threads)
         r.add_post("/api/v10/channels/{channel_id}/typing", self._typing)
         r.add_put("/api/v10/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._react)
         r.add_delete(
@@ -464,7 +480,12 @@ class FakeDiscord(Strict):
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
         """Send an event to every ready session. A session whose connection dropped gets it when
         it RESUMEs; with none (the bot is down, or its session ended or was forgotten) it goes
-        nowhere, as on Discord: a bot learns of it from the history."""
+        nowhere, as on Discord: a bot learns of it from the history. An event about a private
+        thread the bot may not see goes nowhere either: "Clients will not be informed of a thread
+        through the gateway if they do not have permission to view that thread" (Discord's threads
+        topic), nor of the messages in it."""
+        if self._about_unseen_thread(data):
+            return
         held = set()
         for session in list(self._sockets):
             if session.ready:
@@ -472,6 +493,20 @@ class FakeDiscord(Strict):
                 await session.dispatch(event, data)
         for session_id in self.sessions.keys() - held:
             self.missed.setdefault(session_id, []).append((event, data))
+
+    def _about_unseen_thread(self, data: dict[str, Any]) -> bool:
+        place = data.get("channel_id") or (data.get("id") if "parent_id" in data else None)
+        return place is not None and not self.bot_sees(int(place))
+
+    def bot_sees(self, channel_id: int) -> bool:
+        """Whether Discord shows the bot this channel or thread. "Private threads are only synced
+        to you if you are a member or a moderator" (Discord's threads topic: "You must be invited
+        to the thread to be able to view or participate in it, or be a moderator (MANAGE_THREADS
+        permission)"); everything else the fake keeps is visible."""
+        thread = self.threads.get(channel_id)
+        if thread is None or thread["type"] != PRIVATE_THREAD:
+            return True
+        return BOT_USER_ID in thread["members"] or self._bot_may(channel_id, MANAGE_THREADS)
 
     async def send_note(
         self,
@@ -587,9 +622,11 @@ class FakeDiscord(Strict):
         if self.threads.get(channel_id, {}).get("archived"):
             # A player's message unarchives the thread, as the bot's own would.
             await self._unarchive(channel_id)
-        if mention_bot and self.threads.get(channel_id, {}).get("type") == PRIVATE_THREAD:
-            # Mentioning someone in a private thread adds them to it.
-            self.threads[channel_id]["members"].setdefault(BOT_USER_ID, snowflake_iso(message_id))
+        if mention_bot and channel_id in self.threads:
+            # "If you mention someone from within a thread, they will be added to the thread
+            # automatically"; a private thread "will only appear for someone if they're added
+            # manually, or are @mentioned within the thread itself" (Discord's threads launch post).
+            await self.add_to_thread(channel_id)
         self._store(message)
         if dispatch:
             self.dispatched_at[message["id"]] = time.perf_counter()
@@ -642,6 +679,56 @@ class FakeDiscord(Strict):
         thread = self.threads.get(channel_id)
         return self.denied.get(thread["parent_id"] if thread else channel_id, 0)
 
+    def _bot_may(self, channel_id: int, permission: int) -> bool:
+        """Whether the bot has `permission` there: its role's, less the overwrites' denials. A DM
+        has no roles or overwrites."""
+        if not self.in_guild(channel_id):
+            return True
+        return not (permission & ~self.bot_permissions or self._denied(channel_id) & permission)
+
+    async def add_to_thread(self, thread_id: int) -> None:
+        """A player adds the bot to a thread (by mentioning it, or by "Add members"). "Whenever a
+        user is added to a private thread, the Gateway also sends a Thread Create event", sent
+        for a public one too, and "A Thread Members Update Gateway Event is always sent when the
+        current user is added to or removed from a thread" (Discord's threads topic). No event
+        when it already is a member."""
+        members = self.threads[thread_id]["members"]
+        if BOT_USER_ID in members:
+            return
+        members[BOT_USER_ID] = now_iso()
+        await self.dispatch("THREAD_CREATE", self.thread_payload(thread_id))
+        await self._tell_joined(thread_id)
+
+    async def _tell_joined(self, thread_id: int) -> None:
+        """THREAD_MEMBERS_UPDATE with the bot among `added_members`: without the Guild Members
+        intent, the only one Discord sends."""
+        added = {**self._bot_thread_member(thread_id), "member": self._bot_member(), "presence": None}
+        update = {
+            "id": str(thread_id),
+            "guild_id": str(GUILD_ID),
+            "member_count": len(self.threads[thread_id]["members"]),
+            "added_members": [added],
+        }
+        await self.dispatch("THREAD_MEMBERS_UPDATE", update)
+
+    def _bot_thread_member(self, thread_id: int) -> dict[str, Any]:
+        return {
+            "id": str(thread_id),
+            "user_id": str(BOT_USER_ID),
+            "join_timestamp": self.threads[thread_id]["members"][BOT_USER_ID],
+            "flags": 0,
+        }
+
+    def _bot_member(self) -> dict[str, Any]:
+        return {
+            "user": user_payload(BOT_USER_ID, "voxdesk", bot=True),
+            "roles": [],
+            "joined_at": now_iso(),
+            "deaf": False,
+            "mute": False,
+            "flags": 0,
+        }
+
     async def add_thread(
         self,
         parent_id: int,
@@ -654,9 +741,9 @@ class FakeDiscord(Strict):
     ) -> int:
         """A thread a player starts under a guild channel (a post, under a forum channel): the
         bot hears of it by THREAD_CREATE unless `tell_the_bot` is False (made while it was down;
-        an active one is in the next GUILD_CREATE's `threads`). `joined`: the player invited the
-        bot as they made it (a note mentioning it in a private thread adds it later). Returns
-        its id."""
+        an active one is in the next GUILD_CREATE's `threads`), or the thread is private and the
+        bot neither joined nor may manage threads. `joined`: the player invited the bot as they
+        made it (`add_to_thread`, or a message mentioning it, adds it later). Returns its id."""
         thread_id = snowflake()
         self.threads[thread_id] = {
             "parent_id": parent_id,
@@ -669,7 +756,9 @@ class FakeDiscord(Strict):
             "members": {BOT_USER_ID: snowflake_iso(thread_id)} if joined else {},
         }
         if tell_the_bot:
-            await self.dispatch("THREAD_CREATE", {**self.channel_payload(thread_id), "newly_created": True})
+            await self.dispatch("THREAD_CREATE", {**self.thread_payload(thread_id), "newly_created": True})
+            if joined:
+                await self._tell_joined(thread_id)
         return thread_id
 
     async def archive_thread(self, thread_id: int, *, locked: bool = False, ago: float = 0.0) -> None:
@@ -699,7 +788,7 @@ class FakeDiscord(Strict):
     def _check_permission(self, channel_id: int, permission: int, what: str) -> None:
         if channel_id in self.threads and permission == SEND_MESSAGES:
             permission = SEND_MESSAGES_IN_THREADS  # what a thread asks instead of Send Messages
-        if self._denied(channel_id) & permission:
+        if not self._bot_may(channel_id, permission):
             # A careful bot knows its channel permissions from the guild cache and asks no such thing.
             self._refuse_as_discord(
                 f"{what} in channel {channel_id} without permission {permission:#x}",
@@ -725,6 +814,7 @@ class FakeDiscord(Strict):
         """A moderator deletes a thread, its parent staying: THREAD_DELETE to a connected bot,
         whose payload is "a subset of the channel object, containing just the id, guild_id,
         parent_id, and type fields", and every request for it answered 404 10003 from then on."""
+        seen = self.bot_sees(thread_id)
         thread = self.threads.pop(thread_id)
         self.messages.pop(thread_id, None)
         self.deleted_channels.add(thread_id)
@@ -734,7 +824,8 @@ class FakeDiscord(Strict):
             "parent_id": str(thread["parent_id"]),
             "type": thread["type"],
         }
-        await self.dispatch("THREAD_DELETE", payload)
+        if seen:
+            await self.dispatch("THREAD_DELETE", payload)
 
     async def delete_message(self, channel_id: int, message_id: int | str) -> None:
         """A player deletes a message: gone from the history, MESSAGE_DELETE to a connected bot."""
@@ -778,7 +869,9 @@ class FakeDiscord(Strict):
             "channel": {"id": str(channel_id), "type": 0 if guild else 1},
             "token": f"interaction-token-{interaction_id}",
             "version": 1,
-            "app_permissions": str(ALL_PERMISSIONS),
+            "app_permissions": str(
+                self.bot_permissions & ~self._denied(channel_id) if guild else ALL_PERMISSIONS
+            ),
             "locale": "en-US",
             "entitlements": [],
             "authorizing_integration_owners": {"0": str(GUILD_ID)} if guild else {"1": str(user.id)},
@@ -911,10 +1004,15 @@ class FakeDiscord(Strict):
         stored = self.messages.get(channel_id)
         return str(max(stored)) if stored else None
 
-    def thread_payload(self, thread_id: int) -> dict[str, Any]:
+    def thread_payload(self, thread_id: int, *, member: bool = False) -> dict[str, Any]:
+        """A thread as a listing or an event shows it; `member`: as a channel read or GUILD_CREATE
+        shows it, with "the thread member object for the current user as a property on the channel, if
+        the current user is a member of the thread" (Discord's threads topic)."""
         thread = self.threads[thread_id]
         stored = self.messages.get(thread_id, {})
+        joined = member and BOT_USER_ID in thread["members"]
         return {
+            **({"member": self._bot_thread_member(thread_id)} if joined else {}),
             "id": str(thread_id),
             "type": thread["type"],
             "guild_id": str(GUILD_ID),
@@ -939,7 +1037,7 @@ class FakeDiscord(Strict):
     def channel_payload(self, channel_id: int) -> dict[str, Any]:
         """A guild channel, thread or DM channel as Discord describes it; 10003 for any other id."""
         if channel_id in self.threads:
-            return self.thread_payload(channel_id)
+            return self.thread_payload(channel_id, member=True)
         if channel_id in self.dm_channels:
             return {
                 "id": str(channel_id),
@@ -1002,7 +1100,7 @@ class FakeDiscord(Strict):
                 {
                     "id": str(GUILD_ID),  # @everyone shares the guild's id
                     "name": "@everyone",
-                    "permissions": str(ALL_PERMISSIONS & ~(1 << 3)),  # everything but administrator
+                    "permissions": str(self.bot_permissions),  # the bot has no role of its own here
                     "position": 0,
                     "color": 0,
                     "hoist": False,
@@ -1015,17 +1113,8 @@ class FakeDiscord(Strict):
             "stickers": [],
             "channels": channels,
             # "All active threads in the guild that current user has permission to view"
-            "threads": [self.thread_payload(t) for t, v in self.threads.items() if not v["archived"]],
-            "members": [
-                {
-                    "user": user_payload(BOT_USER_ID, "voxdesk", bot=True),
-                    "roles": [],
-                    "joined_at": now_iso(),
-                    "deaf": False,
-                    "mute": False,
-                    "flags": 0,
-                }
-            ],
+            "threads": [self.thread_payload(t, member=True) for t in self._active_threads_seen()],
+            "members": [self._bot_member()],
             "voice_states": [],
             "presences": [],
             "stage_instances": [],
@@ -1033,6 +1122,9 @@ class FakeDiscord(Strict):
             "soundboard_sounds": [],
             "joined_at": now_iso(),
         }
+
+    def _active_threads_seen(self) -> list[int]:
+        return [t for t, v in self.threads.items() if not v["archived"] and self.bot_sees(t)]
 
     # ---- REST ------------------------------------------------------------------------
 
@@ -1063,6 +1155,13 @@ class FakeDiscord(Strict):
             if api and channel.isdigit() and int(channel) in self.deleted_channels:
                 self._refuse_as_discord(
                     f"{request.method} {request.path}: a deleted channel", _unknown_channel()
+                )
+            if api and channel.isdigit() and not self.bot_sees(int(channel)):
+                # A private thread the bot was not added to, without Manage Threads: Discord
+                # answers as for any channel the bot may not view.
+                self._refuse_as_discord(
+                    f"{request.method} {request.path}: a private thread the bot is not in",
+                    DiscordError(403, 50001, "Missing Access"),
                 )
             return await handler(request)
         except DiscordError as exc:
@@ -1295,6 +1394,9 @@ class FakeDiscord(Strict):
         record.response = self._message_response(channel_id, body, files, keep_reference=keep_reference)
         self._store(record.response)
         await self._record(record)
+        if channel_id in self.threads:
+            # "You can join a thread by sending a message in it" (Discord's help on threads).
+            await self.add_to_thread(channel_id)
         if self.after_post is not None:
             await self.after_post(record)
         return _json(record.response)
@@ -1377,7 +1479,7 @@ class FakeDiscord(Strict):
             await self._record(record)
             raise
         # Without Read Message History Discord answers 200 with no messages, not an error.
-        hidden = self._denied(channel_id) & READ_MESSAGE_HISTORY
+        hidden = not self._bot_may(channel_id, READ_MESSAGE_HISTORY)
         ids = [] if hidden else sorted(self.messages.get(channel_id, {}))
         if anchor == "before":
             chosen = [i for i in ids if i < at][-limit:]
@@ -1455,6 +1557,24 @@ class FakeDiscord(Strict):
         )
         chosen = [thread_id for at, thread_id in archived if before is None or at < before]
         return self._threads_page(chosen, limit)
+
+    async def _active_threads(self, request: web.Request) -> web.Response:
+        """GET /guilds/{id}/threads/active: "all active threads in a guild that the current user
+        can access, includes public & private threads" (Discord's threads topic), with a thread
+        member object for each the bot joined."""
+        record = Received("active_threads", request.method, request.path, None)
+        if int(request.match_info["guild_id"]) != GUILD_ID or self.left_guild:
+            record.error = 10004
+            await self._record(record)
+            self._refuse_as_discord(
+                f"GET {request.path}: not the bot's guild", DiscordError(404, 10004, "Unknown Guild")
+            )
+        threads = self._active_threads_seen()
+        members = [self._bot_thread_member(t) for t in threads if BOT_USER_ID in self.threads[t]["members"]]
+        body = {"threads": [self.thread_payload(t) for t in threads], "members": members}
+        record.response = {"threads": [str(t) for t in threads]}
+        await self._record(record)
+        return _json(body)
 
     async def _joined_archived_threads(self, request: web.Request) -> web.Response:
         """GET /channels/{id}/users/@me/threads/archived/private ("List Joined Private Archived
