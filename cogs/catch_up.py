@@ -13,6 +13,9 @@ A gateway outage that ends in a fresh session (Discord refused to resume the old
 events of the gap: on that READY each place is read again from when the gateway went quiet, and
 every note there that the ledger does not know is answered.
 
+A private thread under a watched channel that a player adds the bot to is read the same way
+when the bot is added: without Manage Threads, Discord delivered none of its notes before.
+
 While it runs, the bot also looks every `discord.recheck_seconds` for notes another process left
 unanswered on the same storage: in a deploy that overlaps the old process, a note the old one
 kept or had to cut during its shutdown is answered by the new one, not at some later start.
@@ -39,6 +42,7 @@ log = logging.getLogger(__name__)
 COUNT_AT_MOST = 500
 # Read this much before the gateway went quiet: message ids carry Discord's clock, not ours.
 CLOCK_MARGIN = datetime.timedelta(minutes=2)
+MAX_JOINED = 1000  # private threads remembered as read on joining
 
 
 class CatchUp(commands.Cog):
@@ -50,6 +54,7 @@ class CatchUp(commands.Cog):
         # recheck: (its `since`,), else None.
         self._failed: tuple[datetime.datetime | None] | None = None
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
+        self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
 
     async def cog_unload(self) -> None:
         self.recheck.cancel()
@@ -62,6 +67,51 @@ class CatchUp(commands.Cog):
     @commands.Cog.listener()
     async def on_resumed(self) -> None:
         self._quiet_since = None  # a resumed session is sent the events it missed
+
+    @commands.Cog.listener()
+    async def on_thread_join(self, thread: discord.Thread) -> None:
+        """A player added the bot to a private thread under a watched channel. Discord shows such
+        a thread only to its members and to who may manage threads, so the notes sent there
+        before went to nobody: they are answered now, as far back as the catch-up window. The
+        bot's own first reply in a thread it saw already adds it too (discord.py tells of that
+        join the same way): nothing to read then."""
+        if thread.type is not discord.ChannelType.private_thread:
+            return
+        if thread.parent_id not in self.bot.discord_settings.channels or thread.id in self._joined:
+            return
+        parent = thread.parent
+        if parent is None or parent.permissions_for(thread.guild.me).manage_threads:
+            return
+        # Discord tells of one join twice (THREAD_CREATE, then THREAD_MEMBERS_UPDATE).
+        self._joined[thread.id] = None
+        while len(self._joined) > MAX_JOINED:
+            del self._joined[next(iter(self._joined))]
+        self.bot.track(self._read_joined(thread))
+
+    async def _read_joined(self, thread: discord.Thread) -> None:
+        voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
+        if voice is None or not _may_read(thread):
+            return
+        cutoff = discord.utils.utcnow() - datetime.timedelta(
+            minutes=self.bot.discord_settings.catch_up_minutes
+        )
+        found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
+        replied: set[int] = set()
+        try:
+            async for message in thread.history(limit=None, after=cutoff, oldest_first=True):
+                self._sort(voice, message, found, replied)
+        except discord.HTTPException as exc:
+            log.warning(
+                "could not read thread %s the bot was added to: %s %s", thread.id, exc.status, exc.text
+            )
+            return
+        seen = await self.bot.core.notes.seen(list(found))
+        waiting = [found[m][0] for m in sorted(found) if m not in seen | replied]
+        todo = self._within_flood_limit(voice, waiting, set())
+        if todo:
+            log.info("added to thread %s: answering %d note(s) sent there before", thread.id, len(todo))
+        for message_id in todo:
+            self.bot.track(voice.answer(*found[message_id]))
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:

@@ -57,6 +57,26 @@ async def test_a_note_in_a_thread_of_a_watched_channel_is_answered_in_the_thread
         assert transcript.channel_id == thread and transcript.content.startswith("Nova, you have")
 
 
+async def test_a_note_sent_before_a_player_adds_the_bot_to_their_private_thread_is_answered(settings, fake):
+    # Discord shows a private thread only to its members and to who may manage threads (the
+    # invite does not ask for Manage Threads): a note sent before the bot is in it never reaches
+    # it. Mentioning the bot adds it (THREAD_CREATE); the note waiting there is answered then,
+    # not at the next restart only.
+    async with running_bot(settings, fake):
+        # The start's catch-up has chosen the places it reads: this thread is not among them.
+        await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL))
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.send_message(
+            nova, channel_id=thread, guild=True, content="are you there?", mention_bot=True
+        )
+        voice, transcript = await answered(fake, waiting)
+        assert voice.channel_id == transcript.channel_id == thread
+        later = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await answered(fake, later)
+    assert len(voice_replies(fake, waiting)) == len(voice_replies(fake, later)) == 1
+
+
 async def test_with_manage_threads_a_note_in_any_private_thread_is_answered(settings, fake):
     # A thread moderator sees every private thread: no player needs to add it, and its reply
     # makes it a member.
