@@ -28,7 +28,7 @@ resolved again is told each time, and one that flips and comes back before a rou
 nothing. Each piece of news is kept in news.db once, unique per (source, ticket, kind, status,
 marker), the marker naming the change (its grievance event, or its Jira issue's `updated`):
 finding the same change again (overlapping poll windows, a restart before a cursor was saved) adds
-nothing. Once told, it is forgotten after a month, but for the newest piece of each ticket
+nothing. Once told, it is forgotten after a month, but for each player's newest piece of each ticket
 (`NewsStore.prune`), the one a change is compared with.
 
 Delivering (`TicketNews.deliver`) is at most once per piece of news: each player's due news is
@@ -84,7 +84,7 @@ MAX_WINDOW_MINUTES = 7 * 24 * 60  # after a longer outage, older Jira changes ar
 # (jira.max_backoff_seconds): a grievance not yet in Jira matters more than news of one.
 MAX_QUIET_SECONDS = 15 * 60.0
 # Told news is forgotten this long after it was found, far longer than a Jira poll looks back,
-# but for the newest piece of each ticket (see NewsStore.prune).
+# but for each player's newest piece of each ticket (see NewsStore.prune).
 KEEP_TOLD_SECONDS = 30 * 24 * 3600.0
 # Where a player last sent a voice note, kept for their closed-DMs notice: one silent for this
 # long is unlikely to read that channel.
@@ -315,7 +315,7 @@ class NewsStore:
 
     async def prune(self, now: float | None = None) -> int:
         """Forget news no longer due (sent, muted, given up on) found KEEP_TOLD_SECONDS ago,
-        but for the newest piece of each ticket, and the channels of players long silent and
+        but for each player's newest piece of each ticket, and the channels of players long silent and
         closed-DMs notices as old; how many pieces of news went.
 
         What goes cannot be found again: its grievance events were read and dropped, and a Jira
@@ -328,8 +328,8 @@ class NewsStore:
         async with self._lock:
             cursor = await self._conn.execute(
                 "DELETE FROM news WHERE state NOT IN ('pending', 'held') AND found_at < ? AND EXISTS"
-                " (SELECT 1 FROM news AS later WHERE later.source = news.source"
-                " AND later.ticket = news.ticket AND later.id > news.id)",
+                " (SELECT 1 FROM news AS later WHERE later.user_id = news.user_id"
+                " AND later.source = news.source AND later.ticket = news.ticket AND later.id > news.id)",
                 (iso_at(now - KEEP_TOLD_SECONDS),),
             )
             await self._conn.execute(
@@ -364,16 +364,18 @@ class NewsStore:
         """Keep a piece of news, held for the answer to the turn of filing id `held_for` if one is
         given; False if it was found before (the same `marker`: the same change of the ticket).
 
-        With `heard`, a status change, kept only if `status` differs from the status of the
-        newest news of this ticket, or from `heard` (what the player knows of a ticket nobody
-        told them about) when there is none: a ticket back to what its player was last told is
-        not news, and one told a status, moved on and back to it again, is. One statement, so
-        two processes finding news together compare with each other's."""
+        With `heard`, a status change, kept only if `status` differs from the status of this
+        player's newest news of this ticket, or from `heard` (what the player knows of a ticket
+        nobody told them about) when there is none: a ticket back to what its player was last told
+        is not news, and one told a status, moved on and back to it again, is. Per player: staff
+        may give a ticket to another player, who knows nothing of what the first one was told. One
+        statement, so two processes finding news together compare with each other's."""
         async with self._lock:
             cursor = await self._conn.execute(
                 "INSERT INTO news (user_id, source, ticket, kind, status, text, found_at, state, held_for,"
                 " marker) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE ? IS NULL OR COALESCE((SELECT status"
-                " FROM news WHERE source = ? AND ticket = ? ORDER BY id DESC LIMIT 1), ?) IS NOT ?"
+                " FROM news WHERE user_id = ? AND source = ? AND ticket = ? ORDER BY id DESC LIMIT 1), ?)"
+                " IS NOT ?"
                 " ON CONFLICT (source, ticket, kind, status, marker) DO NOTHING",
                 (
                     user_id,
@@ -387,6 +389,7 @@ class NewsStore:
                     held_for,
                     marker,
                     heard,
+                    user_id,
                     source,
                     ticket,
                     heard,

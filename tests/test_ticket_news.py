@@ -698,6 +698,27 @@ async def test_an_issue_staff_gave_to_another_player_is_news_to_them_not_on_the_
     assert row is not None and row.status == "open"
 
 
+async def test_a_resolved_issue_staff_give_to_another_player_is_told_to_them_and_no_more_to_the_first(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # Nova was told her issue is resolved; staff then give it to Blaze. He has never heard of it:
+    # its status is news to him, whatever Nova was told. Nova hears nothing more of it.
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.register(BLAZE, "other", "my clan tag is gone")
+        await p.grievances.push_pending()  # GRV-101 and GRV-102
+        fake.set_status("GRV-101", "Done")
+        assert await p.news.run_once(front) == 1
+        fake.relabel("GRV-101", f"discord-{NOVA}", f"discord-{BLAZE}")
+        assert await p.news.run_once(front) == 1
+        assert await p.news.run_once(front) == 0
+    assert [(d.user_id, d.items[0].ticket, d.items[0].status) for d in front.dms] == [
+        (NOVA, "GRV-101", "resolved"),
+        (BLAZE, "GRV-101", "resolved"),
+    ]
+
+
 async def test_a_ticket_jira_no_longer_has_is_worked_on_the_desk_and_its_player_told(
     fake: FakeJira, tmp_path: Path
 ) -> None:
@@ -1065,6 +1086,22 @@ async def test_a_running_bot_forgets_news_told_long_ago_but_each_tickets_last(tm
         'Your ticket GRV-1 ("charged twice") is now open.',
         'Your ticket GRV-1 ("charged twice") is now in progress.',
     ]
+
+
+async def test_each_players_last_news_of_a_ticket_outlives_another_players_later_one(tmp_path: Path) -> None:
+    # An issue made in Jira for Nova, told resolved, then given to Blaze and told him. A month on,
+    # what Nova was last told stays: given back to her as it is, it is no news to her.
+    async with news_over(tmp_path) as p:
+        said = "Your ticket GRV-103 is now resolved."
+        for user_id, updated in ((NOVA, "t1"), (BLAZE, "t2")):
+            assert await p.store.add(
+                user_id, "jira", "GRV-103", "status", "resolved", said, marker=updated, heard="open"
+            )
+        sql(tmp_path / "news.db", "UPDATE news SET state = 'sent', found_at = ?", (days_ago(40),))
+        assert await p.store.prune() == 0
+        assert not await p.store.add(
+            NOVA, "jira", "GRV-103", "status", "resolved", said, marker="t3", heard="open"
+        )
 
 
 async def test_a_closed_dms_notice_is_not_kept_on_record_for_ever(tmp_path: Path) -> None:

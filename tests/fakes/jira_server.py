@@ -287,6 +287,13 @@ class FakeJira(Strict):
         issue.category = category or STATUSES[status]
         _touch(issue)
 
+    def relabel(self, key: str, old: str, new: str) -> None:
+        """Replace one label of an issue, as staff editing it in Jira do (giving an issue to another
+        player: discord-<id> to discord-<other id>)."""
+        issue = self.issues[key]
+        issue.labels[issue.labels.index(old)] = new
+        _touch(issue)
+
     def move(self, key: str, project: str) -> FakeIssue:
         """Move an issue to another project, as Jira's "Move" does: the next key there, and its
         old key answers with it."""
