@@ -414,15 +414,21 @@ class NewsStore:
             )
             await self._conn.commit()
 
-    async def told_in_answer(self, user_id: str, tickets: list[str]) -> int:
+    async def told_in_answer(
+        self, user_id: str, local_source: str, tickets: list[tuple[str, str | None]]
+    ) -> int:
         """The player heard these tickets' keys in an answer: news of their filing that is not
-        sent yet never will be. How many pieces of news that was."""
-        marks = ",".join("?" * len(tickets))
+        sent yet never will be. Each ticket is (its key in `local_source`, its Jira key or None):
+        a key names a ticket only in its own source. How many pieces of news that was."""
+        local = [key for key, _ in tickets]
+        jira = [key for _, key in tickets if key]
+        local_marks, jira_marks = ",".join("?" * len(local)), ",".join("?" * len(jira))
         async with self._lock:
             cursor = await self._conn.execute(
                 "UPDATE news SET state = 'in_answer', done_at = ? WHERE user_id = ? AND kind = 'filed'"
-                f" AND state IN ('pending', 'held') AND ticket IN ({marks})",
-                (utc_now(), user_id, *tickets),
+                f" AND state IN ('pending', 'held') AND ((source = ? AND ticket IN ({local_marks}))"
+                f" OR (source = 'jira' AND ticket IN ({jira_marks})))",
+                (utc_now(), user_id, local_source, *local, *jira),
             )
             await self._conn.commit()
         return cursor.rowcount
@@ -610,7 +616,11 @@ class TicketNews:
         if self._local is None or not keys:
             return
         tickets = await self._local.heard(user_id, keys)
-        if tickets and await self.store.told_in_answer(user_id, tickets):
+        if not tickets:
+            return
+        # Not `_local_source`: an answer may come before this process has read any event.
+        local_source = f"local:{await self._local.store_id()}"
+        if await self.store.told_in_answer(user_id, local_source, tickets):
             log.info(
                 "ticket news for %s not sent: %s told in the answer to their note", user_id, ", ".join(keys)
             )

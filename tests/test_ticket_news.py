@@ -196,8 +196,8 @@ async def test_a_key_told_in_one_players_answer_holds_back_no_one_elses_news(tmp
     store = await NewsStore.open(tmp_path / "news.db")
     try:
         assert await store.add(BLAZE, "jira", "GRV-2", "filed", "open", "Your ticket GRV-2 was filed.")
-        assert await store.add(NOVA, "local", "GRV-2", "filed", "open", "Your ticket GRV-2 was filed.")
-        assert await store.told_in_answer(NOVA, ["GRV-2"]) == 1
+        assert await store.add(NOVA, "local:1", "GRV-2", "filed", "open", "Your ticket GRV-2 was filed.")
+        assert await store.told_in_answer(NOVA, "local:1", [("GRV-2", None)]) == 1
         assert [(n.user_id, n.source) for n in await store.due()] == [(BLAZE, "jira")]
     finally:
         await store.aclose()
@@ -643,6 +643,26 @@ async def test_a_late_push_that_keeps_its_number_says_so_rather_than_naming_it_t
     assert front.texts() == [
         "Your ticket GRV-1 has now reached our support team, under the same number. Its status is open."
     ]
+
+
+async def test_a_local_key_told_in_an_answer_holds_back_no_news_of_another_ticket_with_it_as_jira_key(
+    tmp_path: Path,
+) -> None:
+    # Jira numbers from 1 too, one issue ahead: Nova's two complaints whose keys she never heard,
+    # local GRV-1 and GRV-2, reach Jira as GRV-2 and GRV-3. The answer to her second names its
+    # local GRV-2: her first, Jira's GRV-2, is still to be told.
+    front = Recorder()
+    async with running_fake_jira(first_number=1) as fake:
+        fake.add_issue([], "made by staff")  # GRV-1
+        async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+            await p.grievances.register(NOVA, "wallet", "charged twice for the pass", untold=True)
+            await p.grievances.register(NOVA, "other", "a cheater in match five", untold=True)
+            assert await p.grievances.push_pending() == 2
+            assert await p.news.find() == 2
+            await p.news.heard_in_answer(NOVA, ["GRV-2"])
+            assert await p.news.deliver(front) == 1
+    (text,) = front.texts()
+    assert '("charged twice for the pass") is now filed as ticket GRV-2.' in text
 
 
 async def test_words_written_in_jira_reach_a_dm_as_plain_words_without_a_masked_link(

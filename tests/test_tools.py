@@ -878,8 +878,8 @@ async def test_a_key_heard_in_an_answer_is_the_speakers_ticket_not_anothers_jira
         nova = await store.register(NOVA, "wallet", "nova's pass", untold=True)
         assert (blaze.key, nova.key) == ("GRV-1", "GRV-2")
         await store.mark_pushed("GRV-1", "GRV-2")
-        assert await store.heard(NOVA, ["GRV-2"]) == ["GRV-2"]
-        assert sorted(await store.heard(BLAZE, ["GRV-1"])) == ["GRV-1", "GRV-2"]
+        assert await store.heard(NOVA, ["GRV-2"]) == [("GRV-2", None)]
+        assert await store.heard(BLAZE, ["GRV-1"]) == [("GRV-1", "GRV-2")]
     finally:
         await store.aclose()
 
@@ -895,7 +895,7 @@ async def test_a_key_heard_at_filing_is_that_ticket_not_the_jira_key_of_an_untol
         new = await store.register(NOVA, "other", "a cheater in match five")
         assert (late.key, new.key) == ("GRV-1", "GRV-2")
         assert await store.heard(NOVA, ["GRV-2"]) == []
-        assert sorted(await store.heard(NOVA, ["GRV-1"])) == ["GRV-1", "GRV-2"]
+        assert await store.heard(NOVA, ["GRV-1"]) == [("GRV-1", "GRV-2")]
     finally:
         await store.aclose()
 

@@ -833,10 +833,11 @@ class LocalGrievanceStore:
             )
         return found
 
-    async def heard(self, user_id: str, keys: list[str]) -> list[str]:
+    async def heard(self, user_id: str, keys: list[str]) -> list[tuple[str, str | None]]:
         """The player heard these keys (local or Jira) in an answer: their grievances filed from
-        the spool are no longer ones whose key they never heard. The keys, local and Jira, of
-        those grievances."""
+        the spool are no longer ones whose key they never heard. (local key, Jira key or None) of
+        each of those grievances: the two are of different key spaces (local GRV-2 may be another
+        ticket's Jira GRV-2)."""
         if not keys:
             return []
         marks = ",".join("?" * len(keys))
@@ -862,7 +863,7 @@ class LocalGrievanceStore:
             except sqlite3.Error:
                 await self._rollback()
                 raise
-        return [key for row in rows for key in (row["local_key"], row["remote_key"]) if key]
+        return [(str(row["local_key"]), row["remote_key"]) for row in rows]
 
     async def drop_news_events(self, up_to: int) -> None:
         """Forget the events a reader has dealt with, so the table stays small."""
