@@ -103,6 +103,53 @@ async def test_a_note_a_live_ledger_answers_is_to_answer_but_not_another_ledgers
         await two.aclose()
 
 
+async def test_a_process_never_takes_back_its_own_claim_however_old(tmp_path) -> None:
+    # Its own claim is a turn of its own still running: a recheck handing it out again once the
+    # lease lapsed would answer the note a second time beside that turn.
+    one = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        assert await one.claim(7, 10, "u")
+        await one._conn.execute("UPDATE notes SET lease_until = ? WHERE message_id = 7", (time.time() - 1,))
+        assert not await one.claim(7, 10, "u") and await one.unanswered() == []
+        assert await one.seen([7]) == {7}
+    finally:
+        await one.aclose()
+
+
+async def test_settling_in_bulk_changes_only_the_notes_still_to_answer(tmp_path) -> None:
+    # A catch-up's or a recheck's list is read before it settles it: another process may have
+    # answered, refused or given up on a note meanwhile, and that stands.
+    one = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        for message_id in (1, 2, 3):
+            await one.claim(message_id, 10, "u")
+        await one.answered(1)
+        await one.unanswerable(2)
+        await one.turned_away(4, 10, "u")
+        await one.expire([1, 4])
+        await one.answered_before_a_crash([2, 4])
+        assert await one.last_handled(10) == 1
+        rows = await one._conn.execute_fetchall("SELECT message_id, state FROM notes ORDER BY message_id")
+        assert [tuple(r) for r in rows] == [(1, "answered"), (2, "expired"), (3, "started"), (4, "refused")]
+        # A note a dead process answered counts as answered where catch-up resumes reading.
+        await one.answered_before_a_crash([3])
+        assert await one.last_handled(10) == 3
+    finally:
+        await one.aclose()
+
+
+def test_a_claims_process_running_under_another_user_is_alive(monkeypatch) -> None:
+    # os.kill(pid, 0) on another user's process is refused, not failed: that process is there.
+    import os
+
+    def refused(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    owner = note_ledger._owner_id()
+    monkeypatch.setattr(os, "kill", refused)
+    assert note_ledger._alive(owner)
+
+
 def test_a_pid_the_system_gave_a_new_process_is_not_the_claims() -> None:
     # In a container the bot is pid 1 after every restart: a claim of the last one's is dead.
     import os
