@@ -458,6 +458,31 @@ async def test_a_note_answered_by_a_process_killed_beside_a_running_one_is_not_a
     assert answers(fake, note) == 1
 
 
+async def test_a_running_bot_forgets_old_settled_notes(settings, fake, monkeypatch) -> None:
+    # A bot that runs for months prunes its ledger from the recheck, not only at a start.
+    from bot import note_ledger
+
+    monkeypatch.setattr(note_ledger, "PRUNE_EVERY_SECONDS", 0.0)  # each recheck, not hourly
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        ledger = h.bot.core.notes
+        assert await ledger.claim(5, ALLOWED_CHANNEL, NOVA)
+        await ledger.answered(5)
+        old = time.time() - note_ledger.KEEP_SETTLED_SECONDS - 1
+        await ledger._conn.execute("UPDATE notes SET updated_at = ? WHERE message_id = 5", (old,))
+
+        real, pruned = ledger.prune, asyncio.Event()
+
+        async def prune(now: float | None = None) -> int:
+            count = await real(now)
+            if count:
+                pruned.set()
+            return count
+
+        ledger.prune = prune  # type: ignore[method-assign]
+        await asyncio.wait_for(pruned.wait(), 30)
+        assert not await ledger._conn.execute_fetchall("SELECT 1 FROM notes WHERE message_id = 5")
+
+
 async def test_a_note_is_answered_when_remembering_where_it_came_from_fails(settings, fake, caplog) -> None:
     async with running_bot(settings, fake) as h:
 
