@@ -483,6 +483,37 @@ async def test_a_running_bot_forgets_old_settled_notes(settings, fake, monkeypat
         assert not await ledger._conn.execute_fetchall("SELECT 1 FROM notes WHERE message_id = 5")
 
 
+async def test_a_kept_note_deleted_or_left_nowhere_is_given_up_on_not_fetched_again(settings, fake) -> None:
+    # Kept for after the restart, then deleted by its player, or its channel deleted: there is
+    # nothing to answer, and the recheck must not fetch it again every time until it is old.
+    deleted = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+    await fake.delete_message(ALLOWED_CHANNEL, deleted["id"])
+    nowhere = discord.utils.time_snowflake(discord.utils.utcnow())  # in a channel deleted since
+    gone_channel = 920000000000000099
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        await ledger.keep_for_restart(int(deleted["id"]), ALLOWED_CHANNEL, NOVA)
+        await ledger.keep_for_restart(nowhere, gone_channel, str(blaze.id))
+    finally:
+        await ledger.aclose()
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        catch_up = h.bot.get_cog("CatchUp")
+        real, rechecks = catch_up.answer_leftovers, asyncio.Semaphore(0)
+
+        async def counted() -> int:
+            answered = await real()
+            rechecks.release()
+            return answered
+
+        catch_up.answer_leftovers = counted
+        for _ in range(3):
+            await asyncio.wait_for(rechecks.acquire(), 30)
+        notes = h.bot.core.notes
+        assert not await notes.to_answer(int(deleted["id"])) and not await notes.to_answer(nowhere)
+    fetched = [r for r in fake.received if r.kind == "get_message" and r.path.endswith(deleted["id"])]
+    assert len(fetched) == 1 and answers(fake, deleted) == 0
+
+
 async def test_a_note_is_answered_when_remembering_where_it_came_from_fails(settings, fake, caplog) -> None:
     async with running_bot(settings, fake) as h:
 
@@ -703,3 +734,31 @@ def test_a_catch_up_owed_is_cleared_only_by_one_that_reads_as_far_back() -> None
     later = drop + datetime.timedelta(minutes=5)
     assert _covers(None, None) and _covers(None, drop) and _covers(drop, later)
     assert not _covers(drop, None) and not _covers(later, drop)
+
+
+async def test_a_narrower_catch_up_failing_too_leaves_the_broadest_owed() -> None:
+    """A start-up catch-up fails, then a gateway outage's fails as well: the start-up's, which
+    reads every place from its newest note handled, is still the one owed."""
+    from types import SimpleNamespace
+
+    from cogs.catch_up import CatchUp
+
+    drop = datetime.datetime(2026, 12, 5, 6, 0, tzinfo=datetime.UTC)
+    bot = SimpleNamespace(discord_settings=SimpleNamespace(recheck_seconds=30.0))
+    cog = CatchUp(bot)  # type: ignore[arg-type]
+    cog.recheck = SimpleNamespace(is_running=lambda: True)  # type: ignore[assignment]
+    outcome: list[Exception | None] = []
+
+    async def reading(since: datetime.datetime | None = None) -> None:
+        if failure := outcome.pop(0):
+            raise failure
+
+    cog._catch_up = reading  # type: ignore[method-assign]
+    outcome += [OSError("disk busy"), OSError("disk busy"), None, None]
+    await cog.catch_up(None)
+    await cog.catch_up(drop)
+    assert cog._failed == (None,)
+    await cog.catch_up(drop)  # the outage's read succeeds: the start-up's is still owed
+    assert cog._failed == (None,)
+    await cog.catch_up(None)
+    assert cog._failed is None
