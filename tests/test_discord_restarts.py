@@ -20,8 +20,11 @@ from tests.conftest import NOVA
 from tests.discord_harness import blaze, bot_process, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
+    BOT_USER_ID,
+    OTHER_CHANNEL,
     READ_MESSAGE_HISTORY,
     FakeDiscord,
+    InjectedUser,
     Received,
     serving,
 )
@@ -361,6 +364,54 @@ async def test_a_cut_turn_older_than_a_later_answer_in_its_channel_is_answered_a
         await all_answered(fake, [older], within=25)
         await settle(fake)
     assert answers(fake, older) == 1 and answers(fake, newer) == 1
+
+
+async def test_a_cut_note_and_a_later_one_of_its_player_are_answered_in_the_order_sent(
+    settings, fake
+) -> None:
+    # The catch-up itself reads from before the cut note: left to the recheck, which fetches it
+    # once the catch-up has queued the rest, it would be answered after its player's later note.
+    async with running_bot(settings, fake, engine=SlowFor(NOVA, delay=30), shutdown_grace_seconds=0.5) as h:
+        older = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        newer = await fake.send_note(blaze, voice_note(), guild=True)
+        await all_answered(fake, [newer])
+        h.stop.set()
+        await asyncio.wait_for(h.task, 20)
+    missed = await fake.send_note(nova, voice_note(), guild=True)  # sent while the bot was down
+    async with running_bot(settings, fake) as h:
+        await all_answered(fake, [older, missed], within=25)
+        await settle(fake)
+    assert answers(fake, older) == answers(fake, missed) == 1
+    order = {id(r): i for i, r in enumerate(fake.received)}
+    assert order[id(fake.replies_to(older["id"])[-1])] < order[id(fake.replies_to(missed["id"])[0])]
+    assert [len(t.history) for t in h.engine.turns] == [0, 1]  # the missed note heard the older one
+
+
+async def test_a_kept_note_that_pinged_the_bot_elsewhere_is_answered_first_and_alone_there(
+    settings, fake
+) -> None:
+    # A note kept during a shutdown in a channel the bot does not watch (it pinged the bot) is
+    # read there by the catch-up: answered before its player's later note, and the other notes
+    # of that channel, which were never for the bot, stay unanswered.
+    me = InjectedUser(BOT_USER_ID, "voxdesk", bot=True)
+    hello = await fake.send_message(me, channel_id=OTHER_CHANNEL, guild=True, content="Hi!", dispatch=False)
+    kept = await fake.send_note(
+        nova, voice_note(), channel_id=OTHER_CHANNEL, mention_bot=True, reply_to=hello, dispatch=False
+    )
+    chat = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL, guild=True, dispatch=False)
+    later = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        await ledger.keep_for_restart(int(kept["id"]), OTHER_CHANNEL, NOVA)
+    finally:
+        await ledger.aclose()
+    async with running_bot(settings, fake):
+        await all_answered(fake, [kept, later], within=25)
+        await settle(fake)
+    assert answers(fake, kept) == answers(fake, later) == 1 and fake.replies_to(chat["id"]) == []
+    order = {id(r): i for i, r in enumerate(fake.received)}
+    assert order[id(fake.replies_to(kept["id"])[-1])] < order[id(fake.replies_to(later["id"])[0])]
 
 
 async def test_a_killed_turn_older_than_a_later_answer_in_its_channel_is_answered_after_the_restart(
