@@ -565,6 +565,35 @@ async def test_a_kept_note_deleted_or_left_nowhere_is_given_up_on_not_fetched_ag
     assert len(fetched) == 1 and answers(fake, deleted) == 0
 
 
+async def test_a_players_reply_to_a_note_a_killed_process_had_is_no_answer(settings, fake) -> None:
+    # Another process on the storage claimed the note and was killed mid-turn; meanwhile a player
+    # replied to the note. Only a reply of the bot's is its answer: the recheck answers it.
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await settle(fake)  # the start-up catch-up is done: only the recheck finds the note
+        note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        await fake.send_message(
+            blaze, channel_id=ALLOWED_CHANNEL, guild=True, content="same here", reply_to=note, dispatch=False
+        )
+        await h.bot.core.notes._conn.execute(
+            "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
+            " VALUES (?, ?, ?, 'started', ?, ?, ?)",
+            (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time()),
+        )
+        await all_answered(fake, [note], within=25)
+        await settle(fake)
+    assert answers(fake, note) == 1
+
+
+async def test_another_bots_notes_sent_while_the_bot_was_down_are_not_answered(settings, fake) -> None:
+    robot = InjectedUser(555, "otherbot", bot=True)
+    notes = [await fake.send_note(robot, voice_note(), guild=True, dispatch=False) for _ in range(2)]
+    player = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+    async with running_bot(settings, fake):
+        await all_answered(fake, [player])
+        await settle(fake)
+    assert [fake.replies_to(n["id"]) for n in notes] == [[], []]
+
+
 async def test_a_note_is_answered_when_remembering_where_it_came_from_fails(settings, fake, caplog) -> None:
     async with running_bot(settings, fake) as h:
 
