@@ -654,6 +654,33 @@ async def test_a_note_is_answered_when_the_ledger_cannot_record_it(settings, fak
     assert "could not record note" in caplog.text and "could not mark note" in caplog.text
 
 
+async def test_a_note_answered_unrecorded_before_a_recorded_one_is_not_answered_again(settings, fake) -> None:
+    """The disk refused one note's claim, then recovered: after a restart, the catch-up reads the
+    channel from before a kept note, and answers there, up to the newest note answered, only the
+    notes kept or cut: the unrecorded one is not answered twice."""
+    async with running_bot(settings, fake) as h:
+        await settle(fake)
+        # Kept for after the restart (its process was stopping): the catch-up reads from before it.
+        kept = await fake.send_note(blaze, voice_note(), guild=True, dispatch=False)
+        ledger = h.bot.core.notes
+        await ledger.keep_for_restart(int(kept["id"]), ALLOWED_CHANNEL, str(blaze.id))
+        real = ledger.claim
+
+        async def full_once(*args: object) -> bool:
+            ledger.claim = real  # type: ignore[method-assign]
+            raise sqlite3.OperationalError("database or disk is full")
+
+        ledger.claim = full_once  # type: ignore[method-assign]
+        unrecorded = await fake.send_note(nova, voice_note(), guild=True)
+        await all_answered(fake, [unrecorded])
+        recorded = await fake.send_note(nova, voice_note(), guild=True)
+        await all_answered(fake, [recorded])
+    async with running_bot(settings, fake):
+        await all_answered(fake, [kept])
+        await settle(fake)
+    assert answers(fake, unrecorded) == answers(fake, recorded) == answers(fake, kept) == 1
+
+
 async def test_a_turn_cut_while_its_transcript_goes_out_is_not_answered_again(
     settings, fake, monkeypatch
 ) -> None:
