@@ -498,6 +498,9 @@ class VoiceNotes(commands.Cog):
             # A missing Add Reactions permission, or a note the player deleted meanwhile (404):
             # neither may cost the player their answer, nor is either worth a warning.
             log.debug("no %s reaction on note %s: %s %s", emoji, message.id, exc.status, exc.code)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            # The connection dropped (discord.py retries only a reset): the answer is still owed.
+            log.info("no %s reaction on note %s: %r", emoji, message.id, exc)
 
 
 def _archived(message: discord.Message) -> bool:

@@ -19,6 +19,7 @@ from tests.discord_harness import nova, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     ATTACH_FILES,
+    CONNECTION_CUT,
     READ_MESSAGE_HISTORY,
     SEND_MESSAGES,
     FakeDiscord,
@@ -315,6 +316,20 @@ async def test_a_note_discord_failed_to_take_the_answer_for_is_answered_when_dis
     assert len(h.engine.turns) == 2  # heard again: the first answer never got out
     assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 0)] * 2
     assert any(f"note {note['id']}" in line and "answered again" in line for line in warnings_logged(caplog))
+
+
+async def test_a_note_whose_reaction_loses_the_connection_is_answered_and_marked(settings, fake: FakeDiscord):
+    # The 🎧 put on the note loses its connection to Discord (twice: aiohttp sends a PUT again
+    # once when a kept-alive connection closes). A reaction is decoration: the note is answered
+    # all the same, and marked answered, not left claimed by a bot that will never answer it.
+    fake.reactions_cut = 2
+    async with running_bot(settings, fake) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        voice, transcript = await replies(fake, note, 2)
+        assert await settled(settings, note) == "answered"
+        assert len(h.engine.turns) == 1
+    assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
+    assert next(r.kind for r in fake.received if r.error == CONNECTION_CUT) == "reaction_add"
 
 
 async def test_a_link_refused_mid_reply_sends_the_rest_unlinked_without_repeating(

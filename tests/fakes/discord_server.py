@@ -61,6 +61,7 @@ SPEC = "discord-openapi.json"
 
 APPLICATION_ID = 900000000000000001
 BOT_USER_ID = APPLICATION_ID  # a bot's user id is its application id
+CONNECTION_CUT = -1  # Received.error of a request whose connection the fake closed unanswered
 GUILD_ID = 910000000000000001
 ALLOWED_CHANNEL = 920000000000000001  # put this one in settings.discord.channels
 OTHER_CHANNEL = 920000000000000002
@@ -318,6 +319,10 @@ class FakeDiscord(Strict):
         self.first_response_within: float | None = None
         # Discord's own trouble: while above 0, each message POST is answered 503 and counts it down.
         self.posts_unavailable = 0
+        # The connection to Discord drops: while above 0, each reaction request's connection is
+        # closed with no answer (discord.py retries only a reset, so the client sees it), and
+        # counts it down.
+        self.reactions_cut = 0
         # Called once each message POST is stored: a test acting between two pieces of a reply.
         self.after_post: Callable[[Received], Awaitable[None]] | None = None
         # Guild channel id → the permissions its overwrites deny @everyone, the bot included (see
@@ -1711,6 +1716,13 @@ class FakeDiscord(Strict):
         channel_id = int(request.match_info["channel_id"])
         body = {"message_id": request.match_info["message_id"], "emoji": request.match_info["emoji"]}
         record = Received(kind, request.method, request.path, channel_id, body)
+        if self.reactions_cut > 0:
+            self.reactions_cut -= 1
+            record.error = CONNECTION_CUT
+            await self._record(record)
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=204)  # never sent: the connection is gone
         try:
             if kind == "reaction_add":  # "requires the READ_MESSAGE_HISTORY permission"
                 self._check_permission(channel_id, READ_MESSAGE_HISTORY, "PUT a reaction")
