@@ -196,6 +196,25 @@ async def test_notes_older_than_the_window_get_nothing_and_are_counted(settings,
     assert "3 note(s) older than" in caplog.text
 
 
+async def test_a_busy_channel_quiet_since_before_the_window_is_read_from_the_windows_edge(
+    settings, fake
+) -> None:
+    # More chat since the last note answered than is worth counting (COUNT_AT_MOST), all of it
+    # older than the window: the count stops, and the window itself is still read.
+    from cogs.catch_up import COUNT_AT_MOST
+
+    async with running_bot(settings, fake):
+        seen = await fake.send_note(nova, voice_note(), guild=True, ago=180)
+        await all_answered(fake, [seen])
+    for _ in range(COUNT_AT_MOST + 1):
+        await fake.send_message(blaze, channel_id=ALLOWED_CHANNEL, guild=True, content="gg", ago=120)
+    fresh = await fake.send_note(nova, voice_note(), guild=True)
+    async with running_bot(settings, fake, catch_up_minutes=1):
+        await all_answered(fake, [fresh])
+        await settle(fake)
+    assert answers(fake, seen) == answers(fake, fresh) == 1
+
+
 async def test_a_quiet_dm_costs_one_request_at_a_start(settings, fake) -> None:
     # Every DM the ledger knows is read at each start (Discord cannot list a bot's DMs): with a
     # channel fetch and a separate count, that would be three requests per player who spoke.
@@ -679,6 +698,26 @@ async def test_a_note_answered_unrecorded_before_a_recorded_one_is_not_answered_
         await all_answered(fake, [kept])
         await settle(fake)
     assert answers(fake, unrecorded) == answers(fake, recorded) == answers(fake, kept) == 1
+
+
+async def test_a_note_answered_unrecorded_is_not_answered_again_by_a_new_sessions_catch_up(
+    settings, fake
+) -> None:
+    """The disk refuses every claim: a new gateway session's catch-up, which reads every note of
+    the last minutes the ledger does not know, must not answer again the one just answered."""
+    async with running_bot(settings, fake) as h:
+
+        async def full(*_: object) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        h.bot.core.notes.claim = full  # type: ignore[method-assign]
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await all_answered(fake, [note])
+        await settle(fake)
+        # What on_ready does on a fresh session after the gateway was away a minute.
+        await h.bot.get_cog("CatchUp").catch_up(discord.utils.utcnow() - datetime.timedelta(minutes=1))
+        await settle(fake)
+    assert answers(fake, note) == 1
 
 
 async def test_a_turn_cut_while_its_transcript_goes_out_is_not_answered_again(
