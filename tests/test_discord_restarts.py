@@ -281,6 +281,29 @@ async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_r
     assert answers(fake, in_flight) == 1 and answers(fake, arriving) == 1
 
 
+async def test_a_note_not_for_the_bot_arriving_during_the_drain_is_not_kept(settings, fake) -> None:
+    # Chat in a channel the bot does not watch, not pinging it: neither a ⏳ now nor an answer
+    # after the restart, as it would get none from a running bot.
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()  # the turn in flight lasts until the arriving notes are judged
+    async with running_bot(settings, fake, engine=engine) as h:
+        in_flight = await fake.send_note(nova, voice_note())
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        while h.bot.accepting:  # noqa: ASYNC110 - the bot's own flag; it has no event to wait on
+            await asyncio.sleep(0.01)
+        chat = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL, guild=True)
+        kept = await fake.send_note(quill, voice_note(), guild=True)  # for the bot: kept
+        await fake.wait_for(lambda rs: any(kept_for_later(r, kept) for r in rs))
+        engine.hold.set()
+        await asyncio.wait_for(h.task, 30)
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await all_answered(fake, [kept])
+        await settle(fake)
+    assert answers(fake, in_flight) == answers(fake, kept) == 1
+    assert fake.replies_to(chat["id"]) == [] and not fake.sent("reaction_add", OTHER_CHANNEL)
+
+
 async def test_a_turn_cut_by_the_grace_period_is_answered_after_the_restart(settings, fake) -> None:
     async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
         note = await fake.send_note(nova, voice_note())
@@ -289,10 +312,13 @@ async def test_a_turn_cut_by_the_grace_period_is_answered_after_the_restart(sett
         await asyncio.wait_for(h.task, 20)
     assert answers(fake, note) == 0
     assert "restarting" in fake.replies_to(note["id"])[0].content
+    assert any(kept_for_later(r, note) for r in fake.received)  # ⏳: an answer comes later
     async with running_bot(settings, fake):
         await all_answered(fake, [note])
         await settle(fake)
     assert answers(fake, note) == 1
+    # Answered: the ⏳ goes, or it would promise an answer the player already has.
+    assert fake.received[-1].kind == "reaction_remove" and fake.received[-1].body["emoji"] == LATER
 
 
 async def test_two_bots_on_one_storage_answer_each_note_once(settings, fake) -> None:
