@@ -274,6 +274,14 @@ async def test_twenty_players_three_notes_each_all_answered_in_order(settings, f
             positions = [order[id(r)] for pair in replies for r in pair]
             assert positions == sorted(positions)  # and their replies went out in order
         assert h.fake.violations == []
+        # A player's queue is dropped with their last note: a bot that runs for months keeps no
+        # lock for every player it ever heard.
+        voice = h.bot.get_cog("VoiceNotes")
+        for _ in range(200):  # the last turns are marking their notes answered
+            if not voice._user_waiting:
+                break
+            await asyncio.sleep(0.05)
+        assert voice._user_locks == {} and voice._user_waiting == {}
 
 
 async def test_a_players_notes_are_answered_in_the_order_sent_when_the_first_downloads_slowly(
