@@ -455,15 +455,15 @@ class VoiceNotes(commands.Cog):
 
     @contextlib.asynccontextmanager
     async def _typing(self, message: discord.Message) -> AsyncIterator[None]:
-        """ "typing…" while the note is heard and answered; a channel that refuses it costs nothing
-        else."""
+        """ "typing…" while the note is heard and answered; a channel that refuses it, or a
+        connection that drops on it, costs nothing else."""
         if _archived(message):  # nobody sees it in a thread still archived, until the reply
             yield
             return
         typing = message.channel.typing()
         try:
             await typing.__aenter__()
-        except discord.HTTPException:
+        except (discord.HTTPException, aiohttp.ClientError, ConnectionError):
             yield
             return
         try:

@@ -332,6 +332,17 @@ async def test_a_note_whose_reaction_loses_the_connection_is_answered_and_marked
     assert next(r.kind for r in fake.received if r.error == CONNECTION_CUT) == "reaction_add"
 
 
+async def test_a_note_whose_typing_loses_the_connection_is_answered(settings, fake: FakeDiscord):
+    # "typing…" is decoration too: its request losing the connection costs nothing else.
+    fake.typing_cut = 2  # aiohttp sends a POST again once, as a PUT, on a kept-alive connection
+    async with running_bot(settings, fake):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        voice, transcript = await replies(fake, note, 2)
+        assert await settled(settings, note) == "answered"
+    assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
+    assert next(r.kind for r in fake.received if r.error == CONNECTION_CUT) == "typing"
+
+
 async def test_a_link_refused_mid_reply_sends_the_rest_unlinked_without_repeating(
     settings, fake: FakeDiscord
 ):

@@ -319,10 +319,11 @@ class FakeDiscord(Strict):
         self.first_response_within: float | None = None
         # Discord's own trouble: while above 0, each message POST is answered 503 and counts it down.
         self.posts_unavailable = 0
-        # The connection to Discord drops: while above 0, each reaction request's connection is
-        # closed with no answer (discord.py retries only a reset, so the client sees it), and
-        # counts it down.
+        # The connection to Discord drops: while above 0, each reaction (typing) request's
+        # connection is closed with no answer (discord.py retries only a reset, so the client
+        # sees it), and counts it down.
         self.reactions_cut = 0
+        self.typing_cut = 0
         # Called once each message POST is stored: a test acting between two pieces of a reply.
         self.after_post: Callable[[Received], Awaitable[None]] | None = None
         # Guild channel id → the permissions its overwrites deny @everyone, the bot included (see
@@ -1699,9 +1700,20 @@ class FakeDiscord(Strict):
         await self._record(record)
         return _json(record.response)
 
+    async def _cut(self, request: web.Request, record: Received) -> web.Response:
+        """Close the request's connection with no answer, as a connection to Discord drops."""
+        record.error = CONNECTION_CUT
+        await self._record(record)
+        assert request.transport is not None
+        request.transport.close()
+        return web.Response(status=204)  # never sent: the connection is gone
+
     async def _typing(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel_id"])
         record = Received("typing", request.method, request.path, channel_id)
+        if self.typing_cut > 0:
+            self.typing_cut -= 1
+            return await self._cut(request, record)
         try:
             self._check_permission(channel_id, SEND_MESSAGES, "POST typing")
         except DiscordError as exc:
@@ -1718,11 +1730,7 @@ class FakeDiscord(Strict):
         record = Received(kind, request.method, request.path, channel_id, body)
         if self.reactions_cut > 0:
             self.reactions_cut -= 1
-            record.error = CONNECTION_CUT
-            await self._record(record)
-            assert request.transport is not None
-            request.transport.close()
-            return web.Response(status=204)  # never sent: the connection is gone
+            return await self._cut(request, record)
         try:
             if kind == "reaction_add":  # "requires the READ_MESSAGE_HISTORY permission"
                 self._check_permission(channel_id, READ_MESSAGE_HISTORY, "PUT a reaction")
