@@ -343,6 +343,26 @@ async def test_a_note_whose_typing_loses_the_connection_is_answered(settings, fa
     assert next(r.kind for r in fake.received if r.error == CONNECTION_CUT) == "typing"
 
 
+async def test_a_note_whose_answer_went_out_before_discord_failed_is_not_answered_again(
+    settings, fake: FakeDiscord
+):
+    # The voice message is out; then Discord fails the transcript and the apology for it (503,
+    # past discord.py's retries). The player has their answer: it is not given again later.
+    async def fail_after_the_voice_message(record: Received) -> None:
+        if record.is_voice_message:
+            fake.after_post = None
+            fake.posts_unavailable = 2
+
+    fake.after_post = fail_after_the_voice_message
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+        await reactions_settled(fake, note, 2)
+    assert [r.is_voice_message for r in fake.replies_to(note["id"])] == [True]
+    assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 0)] * 2
+    assert len(h.engine.turns) == 1
+
+
 async def test_a_link_refused_mid_reply_sends_the_rest_unlinked_without_repeating(
     settings, fake: FakeDiscord
 ):
