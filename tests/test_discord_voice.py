@@ -111,6 +111,20 @@ async def test_notes_the_bot_must_not_answer_get_nothing(harness: Harness):
     assert not fake.sent("typing", OTHER_CHANNEL)[1:]  # only the one answered note showed typing
 
 
+async def test_a_note_replying_to_the_bot_unpinged_is_answered_and_one_replying_to_a_player_not(
+    harness: Harness,
+):
+    # In a channel the bot does not watch, a reply to the bot is for it, ping or not; a reply to
+    # another player is not.
+    fake = harness.fake
+    hello = await fake.send_message(me, channel_id=OTHER_CHANNEL, guild=True, content="Hi!", dispatch=False)
+    chat = await fake.send_message(blaze, channel_id=OTHER_CHANNEL, guild=True, content="gg", dispatch=False)
+    to_player = await fake.send_note(nova, voice_note(), channel_id=OTHER_CHANNEL, reply_to=chat)
+    to_bot = await fake.send_note(quill, voice_note(), channel_id=OTHER_CHANNEL, reply_to=hello)
+    await answered(fake, to_bot)  # by then the note before it was judged
+    assert fake.replies_to(to_player["id"]) == []
+
+
 async def test_the_bot_resumes_after_a_gateway_reconnect(harness: Harness):
     fake = harness.fake
     await fake.ask_to_reconnect()
