@@ -334,7 +334,7 @@ async def test_a_note_whose_reaction_loses_the_connection_is_answered_and_marked
 
 async def test_a_note_whose_typing_loses_the_connection_is_answered(settings, fake: FakeDiscord):
     # "typing…" is decoration too: its request losing the connection costs nothing else.
-    fake.typing_cut = 2  # aiohttp sends a POST again once, as a PUT, on a kept-alive connection
+    fake.typing_cut = 1
     async with running_bot(settings, fake):
         note = await fake.send_note(nova, voice_note(), guild=True)
         voice, transcript = await replies(fake, note, 2)
@@ -361,6 +361,21 @@ async def test_a_note_whose_answer_went_out_before_discord_failed_is_not_answere
     assert [r.is_voice_message for r in fake.replies_to(note["id"])] == [True]
     assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 0)] * 2
     assert len(h.engine.turns) == 1
+
+
+async def test_a_note_whose_answer_and_apology_lose_the_connection_is_answered_later(
+    settings, fake: FakeDiscord
+):
+    # The connection to Discord drops under the voice message and again under the apology: the
+    # note is Discord's trouble, not the player's, and the recheck answers it once posts go out.
+    fake.posts_cut = 2
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        voice, transcript = await replies(fake, note, 2)
+        assert await settled(settings, note) == "answered"
+        assert len(h.engine.turns) == 2  # heard again: the first answer never got out
+    assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
+    assert [r.kind for r in fake.received if r.error == CONNECTION_CUT] == ["message", "message"]
 
 
 async def test_a_link_refused_mid_reply_sends_the_rest_unlinked_without_repeating(

@@ -319,11 +319,12 @@ class FakeDiscord(Strict):
         self.first_response_within: float | None = None
         # Discord's own trouble: while above 0, each message POST is answered 503 and counts it down.
         self.posts_unavailable = 0
-        # The connection to Discord drops: while above 0, each reaction (typing) request's
-        # connection is closed with no answer (discord.py retries only a reset, so the client
-        # sees it), and counts it down.
+        # The connection to Discord drops: while above 0, each reaction (typing, message POST)
+        # request's connection is closed with no answer (discord.py retries only a reset, so the
+        # client sees it), and counts it down.
         self.reactions_cut = 0
         self.typing_cut = 0
+        self.posts_cut = 0
         # Called once each message POST is stored: a test acting between two pieces of a reply.
         self.after_post: Callable[[Received], Awaitable[None]] | None = None
         # Guild channel id → the permissions its overwrites deny @everyone, the bot included (see
@@ -1376,6 +1377,9 @@ class FakeDiscord(Strict):
         channel_id = int(request.match_info["channel_id"])
         content_type, body, files = await self._read_body(request)
         record = Received("message", request.method, request.path, channel_id, body, files)
+        if self.posts_cut > 0:
+            self.posts_cut -= 1
+            return await self._cut(request, record)
         try:
             self._check("/channels/{channel_id}/messages", "post", content_type, body)
             if self.posts_unavailable > 0:
