@@ -420,6 +420,30 @@ async def test_a_filing_cut_by_a_stop_is_told_once_in_the_answer_or_by_dm_when_n
         assert news_states(settings, who) == [(keys[who], "open", "sent")]
 
 
+async def test_a_filing_cut_by_a_stop_and_told_in_a_text_answer_is_no_dm(
+    settings: Settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A text answer goes out with no voice message to say so: it tells the ticket all the same.
+    settings = fast(settings)
+    notes = await cut_mid_filing(settings, fake, caplog, [(nova, 0.0)])
+    preferences = await PreferenceStore.open(settings.storage_dir / "preferences.db")
+    try:
+        await preferences.set_reply_mode(NOVA, "text")  # as /replies text would
+    finally:
+        await preferences.aclose()
+    engine = Complains()
+    engine.gate.clear()
+    async with running_bot(settings, fake, engine=engine):
+        await eventually(lambda: news_states(settings, NOVA))  # found before the answer
+        engine.gate.set()
+        await eventually(lambda: answers_to(fake, notes[NOVA]))
+        await eventually(lambda: news_states(settings, NOVA)[0][2] not in ("held", "pending", "sending"))
+    key = key_of(settings, notes[NOVA])
+    assert not any(r.is_voice_message for r in fake.replies_to(notes[NOVA]["id"]))
+    assert tells(fake, NOVA, notes[NOVA], key) == [f"I've filed your wallet complaint as ticket {key}."]
+    assert news_states(settings, NOVA) == [(key, "open", "in_answer")]
+
+
 async def test_a_filing_cut_by_a_stop_and_told_in_the_answer_is_no_news_after_it(
     settings: Settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
 ) -> None:
