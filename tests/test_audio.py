@@ -401,3 +401,13 @@ def test_a_reply_with_no_sound_is_still_an_ogg_a_player_can_open() -> None:
     assert reply.duration_secs == 0.02  # one Opus frame of silence
     with av.open(io.BytesIO(reply.ogg)) as container:
         assert container.streams.audio[0].codec_context.name == "opus"
+
+
+def test_a_note_with_no_frames_or_too_short_to_judge_is_told_which() -> None:
+    # "Record it again" for a file with no sound at all; "too short" for a blip under the 10 ms a
+    # loudness window takes, rather than "I couldn't hear anything".
+    with pytest.raises(audio.AudioError, match="no sound in it"):
+        audio.decode(audio.pcm_to_wav(b"", 24_000), LIMITS)
+    blip = np.full(120, 8000, dtype=np.int16)  # 5 ms at 24 kHz
+    with pytest.raises(audio.AudioError, match="too short"):
+        audio.decode(audio.pcm_to_wav(blip.tobytes(), 24_000), LIMITS)
