@@ -88,6 +88,11 @@ class CatchUp(commands.Cog):
             del self._joined[next(iter(self._joined))]
         self.bot.track(self._read_joined(thread))
 
+    @commands.Cog.listener()
+    async def on_thread_remove(self, thread: discord.Thread) -> None:
+        # Out of a private thread, the bot hears none of its notes: adding it back reads it again.
+        self._joined.pop(thread.id, None)
+
     async def _read_joined(self, thread: discord.Thread) -> None:
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
         if voice is None or not _may_read(thread):

@@ -77,6 +77,24 @@ async def test_a_note_sent_before_a_player_adds_the_bot_to_their_private_thread_
     assert len(voice_replies(fake, waiting)) == len(voice_replies(fake, later)) == 1
 
 
+async def test_a_note_sent_while_the_bot_was_out_of_a_private_thread_is_answered_when_re_added(
+    settings, fake
+):
+    # Removed from a private thread, the bot hears nothing of it; a player adding it back expects
+    # the note sent meanwhile answered, as at the first time it was added.
+    async with running_bot(settings, fake):
+        await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL))
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        first = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.add_to_thread(thread)
+        await answered(fake, first)
+        await fake.remove_from_thread(thread)
+        meanwhile = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.add_to_thread(thread)
+        await answered(fake, meanwhile)
+    assert len(voice_replies(fake, first)) == len(voice_replies(fake, meanwhile)) == 1
+
+
 async def test_with_manage_threads_a_note_in_any_private_thread_is_answered(settings, fake):
     # A thread moderator sees every private thread: no player needs to add it, and its reply
     # makes it a member.

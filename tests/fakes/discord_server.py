@@ -23,7 +23,8 @@ channel's overwrites deny (`deny`). A private thread shows only to its members a
 Manage Threads, as on Discord: one the bot is not in is left out of GUILD_CREATE and the
 active-threads listing, no event about it or its messages reaches the bot, and a request for it
 is 403 Missing Access. A player mentioning the bot in a thread, `add_to_thread`, or the bot's own
-message there adds it: THREAD_CREATE, then THREAD_MEMBERS_UPDATE.
+message there adds it: THREAD_CREATE, then THREAD_MEMBERS_UPDATE;
+`remove_from_thread` takes it out.
 
 Every message and interaction body is validated against the official OpenAPI description
 (`tests/fakes/specs/discord-openapi.json.gz`) plus the rules Discord applies to voice messages; a
@@ -705,6 +706,20 @@ class FakeDiscord(Strict):
         members[BOT_USER_ID] = now_iso()
         await self.dispatch("THREAD_CREATE", self.thread_payload(thread_id))
         await self._tell_joined(thread_id)
+
+    async def remove_from_thread(self, thread_id: int) -> None:
+        """A player removes the bot from a thread: THREAD_MEMBERS_UPDATE with the bot among
+        `removed_member_ids`, and from then on a private thread shows to it no more."""
+        if BOT_USER_ID not in self.threads[thread_id]["members"]:
+            return
+        update = {
+            "id": str(thread_id),
+            "guild_id": str(GUILD_ID),
+            "member_count": len(self.threads[thread_id]["members"]) - 1,
+            "removed_member_ids": [str(BOT_USER_ID)],
+        }
+        await self.dispatch("THREAD_MEMBERS_UPDATE", update)
+        del self.threads[thread_id]["members"][BOT_USER_ID]
 
     async def _tell_joined(self, thread_id: int) -> None:
         """THREAD_MEMBERS_UPDATE with the bot among `added_members`: without the Guild Members
