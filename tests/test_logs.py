@@ -34,10 +34,26 @@ def root_log(monkeypatch) -> io.StringIO:  # at the level pytest set: WARNING an
     "name", ["bot.engines.openai", "openai._base_client", "httpx", "discord.http", "jira"]
 )
 def test_a_secret_is_masked_in_any_loggers_line_wherever_it_appears(root_log, name, monkeypatch) -> None:
-    # Whatever level an earlier test left it at: a JIRA(logging=False) client sets jira's to CRITICAL.
-    monkeypatch.setattr(logging.getLogger(name), "level", logging.NOTSET)
+    at_default_level(logging.getLogger(name), monkeypatch)
     logging.getLogger(name).warning("refused %s (401: key %s is wrong)", "us", KEY + "!" + KEY)
     assert root_log.getvalue() == f"WARNING {name} refused us (401: key {MASK}!{MASK} is wrong)\n"
+
+
+def at_default_level(logger: logging.Logger, monkeypatch) -> None:
+    """Whatever level an earlier test left `logger` at (a JIRA(logging=False) client sets jira's to
+    CRITICAL), and whatever it then remembered of it: a logger keeps, per level, whether a line
+    of that level passes, and only setLevel forgets that."""
+    monkeypatch.setattr(logger, "level", logging.NOTSET)
+    monkeypatch.setattr(logger, "_cache", {})
+
+
+def test_a_secret_is_masked_in_jiras_lines_after_a_quiet_jira_client_warned(root_log, monkeypatch) -> None:
+    jira = logging.getLogger("jira")
+    monkeypatch.setattr(jira, "level", jira.level)  # put back as it was, after the test
+    monkeypatch.setattr(jira, "_cache", dict(jira._cache))
+    jira.setLevel(logging.CRITICAL)  # as JIRA(logging=False) leaves it for the whole process
+    jira.warning("a warning of its client, dropped")
+    test_a_secret_is_masked_in_any_loggers_line_wherever_it_appears(root_log, "jira", monkeypatch)
 
 
 def test_a_secret_in_an_exception_is_masked_in_its_traceback(root_log) -> None:
