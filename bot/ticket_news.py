@@ -65,7 +65,7 @@ from bot.audio import ReplyAudio
 from bot.config import NewsSettings
 from bot.db import add_missing_columns, first, opening, while_locked
 from bot.preferences import Preferences, PreferenceStore
-from bot.tools import filed_in
+from bot.tools import filed_in, filing_turn
 from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, iso_at, utc_now
 
 log = logging.getLogger(__name__)
@@ -610,12 +610,15 @@ class TicketNews:
         finally:
             self._in_flight.discard(turn)
 
-    async def heard_in_answer(self, user_id: str, keys: list[str]) -> None:
-        """The player heard these ticket keys in the answer to their note: a grievance among them
-        filed from the spool is told, and its news (held for that answer, or found later) is not."""
-        if self._local is None or not keys:
+    async def heard_in_answer(self, user_id: str, platform: str, request_id: str, keys: list[str]) -> None:
+        """The player heard these ticket keys in the answer to their request (a note, a slash
+        command): a grievance that request filed from the spool among them is told, and its news
+        (held for that answer, or found later) is not. The keys an answer tells are those of what
+        its own turn filed (`Reply.told_keys`, the slash command's filing): the same key naming
+        another of the player's tickets, in the other key space, leaves that one to news."""
+        if self._local is None or not keys or not request_id:
             return
-        tickets = await self._local.heard(user_id, keys)
+        tickets = await self._local.heard(user_id, filing_turn(platform, request_id), keys)
         if not tickets:
             return
         # Not `_local_source`: an answer may come before this process has read any event.

@@ -319,7 +319,7 @@ class VoiceNotes(commands.Cog):
         if not keys:
             return
         try:
-            await self.bot.core.news.heard_in_answer(str(message.author.id), keys)
+            await self.bot.core.news.heard_in_answer(str(message.author.id), "discord", str(message.id), keys)
         except Exception as exc:  # the DM goes out as well: told twice rather than never
             log.error("could not record that note %s told tickets %s: %s", message.id, keys, exc)
 

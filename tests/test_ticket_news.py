@@ -655,14 +655,33 @@ async def test_a_local_key_told_in_an_answer_holds_back_no_news_of_another_ticke
     async with running_fake_jira(first_number=1) as fake:
         fake.add_issue([], "made by staff")  # GRV-1
         async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
-            await p.grievances.register(NOVA, "wallet", "charged twice for the pass", untold=True)
-            await p.grievances.register(NOVA, "other", "a cheater in match five", untold=True)
+            await p.grievances.register(NOVA, "wallet", "charged twice for the pass", "discord:1:0", True)
+            await p.grievances.register(NOVA, "other", "a cheater in match five", "discord:2:0", True)
             assert await p.grievances.push_pending() == 2
             assert await p.news.find() == 2
-            await p.news.heard_in_answer(NOVA, ["GRV-2"])
+            await p.news.heard_in_answer(NOVA, "discord", "2", ["GRV-2"])
             assert await p.news.deliver(front) == 1
     (text,) = front.texts()
     assert '("charged twice for the pass") is now filed as ticket GRV-2.' in text
+
+
+async def test_a_jira_key_told_in_an_answer_holds_back_no_news_of_another_ticket_with_it_as_local_key(
+    tmp_path: Path,
+) -> None:
+    # As above, but the answer to her first complaint's note names its Jira key, GRV-2, which is
+    # her second's local key: the second, Jira's GRV-3, is still to be told.
+    front = Recorder()
+    async with running_fake_jira(first_number=1) as fake:
+        fake.add_issue([], "made by staff")  # GRV-1
+        async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+            await p.grievances.register(NOVA, "wallet", "charged twice for the pass", "discord:1:0", True)
+            await p.grievances.register(NOVA, "other", "a cheater in match five", "discord:2:0", True)
+            assert await p.grievances.push_pending() == 2
+            assert await p.news.find() == 2
+            await p.news.heard_in_answer(NOVA, "discord", "1", ["GRV-2"])
+            assert await p.news.deliver(front) == 1
+    (text,) = front.texts()
+    assert '("a cheater in match five") is now filed as ticket GRV-3.' in text
 
 
 async def test_words_written_in_jira_reach_a_dm_as_plain_words_without_a_masked_link(

@@ -874,12 +874,12 @@ async def test_a_key_heard_in_an_answer_is_the_speakers_ticket_not_anothers_jira
     # key Nova is told. Her hearing GRV-2 leaves Blaze's ticket, whose key he never heard, to news.
     store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
     try:
-        blaze = await store.register(BLAZE, "wallet", "blaze's pass", untold=True)
-        nova = await store.register(NOVA, "wallet", "nova's pass", untold=True)
+        blaze = await store.register(BLAZE, "wallet", "blaze's pass", filing_id="discord:1:0", untold=True)
+        nova = await store.register(NOVA, "wallet", "nova's pass", filing_id="discord:2:0", untold=True)
         assert (blaze.key, nova.key) == ("GRV-1", "GRV-2")
         await store.mark_pushed("GRV-1", "GRV-2")
-        assert await store.heard(NOVA, ["GRV-2"]) == [("GRV-2", None)]
-        assert await store.heard(BLAZE, ["GRV-1"]) == [("GRV-1", "GRV-2")]
+        assert await store.heard(NOVA, "discord:2:", ["GRV-2"]) == [("GRV-2", None)]
+        assert await store.heard(BLAZE, "discord:1:", ["GRV-1"]) == [("GRV-1", "GRV-2")]
     finally:
         await store.aclose()
 
@@ -890,12 +890,51 @@ async def test_a_key_heard_at_filing_is_that_ticket_not_the_jira_key_of_an_untol
     # Her first ticket's key is still untold: ticket news is to tell it.
     store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
     try:
-        late = await store.register(NOVA, "wallet", "charged twice for the pass", untold=True)
+        late = await store.register(
+            NOVA, "wallet", "charged twice for the pass", filing_id="discord:1:0", untold=True
+        )
         await store.mark_pushed(late.key, "GRV-2")
-        new = await store.register(NOVA, "other", "a cheater in match five")
+        new = await store.register(NOVA, "other", "a cheater in match five", filing_id="discord:2:0")
         assert (late.key, new.key) == ("GRV-1", "GRV-2")
-        assert await store.heard(NOVA, ["GRV-2"]) == []
-        assert await store.heard(NOVA, ["GRV-1"]) == [("GRV-1", "GRV-2")]
+        assert await store.heard(NOVA, "discord:2:", ["GRV-2"]) == []
+        assert await store.heard(NOVA, "discord:1:", ["GRV-1"]) == [("GRV-1", "GRV-2")]
+    finally:
+        await store.aclose()
+
+
+async def test_a_jira_key_heard_at_filing_is_not_the_local_key_of_another_untold_ticket(tmp_path) -> None:
+    # A Jira project numbering like the local store: Nova's note, cut by a restart, was filed late
+    # as GRV-1 and reached Jira as GRV-2; another complaint of hers, from another note, was filed
+    # late as GRV-2. The note answered again tells its ticket's Jira key, GRV-2: her other ticket's
+    # key is still untold, and ticket news is to tell it.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        answered = await store.register(NOVA, "wallet", "charged twice", filing_id="discord:7:0", untold=True)
+        other = await store.register(NOVA, "other", "a cheater", filing_id="discord:8:0", untold=True)
+        await store.mark_pushed(answered.key, "GRV-2")
+        assert (answered.key, other.key) == ("GRV-1", "GRV-2")
+        assert await store.heard(NOVA, "discord:7:", ["GRV-2"]) == [("GRV-1", "GRV-2")]
+        assert await store.heard(NOVA, "discord:8:", ["GRV-2"]) == [("GRV-2", None)]
+    finally:
+        await store.aclose()
+
+
+async def test_a_jira_key_heard_that_is_the_local_key_of_another_filing_of_the_turn_tells_neither(
+    tmp_path,
+) -> None:
+    # One note, two complaints, a Jira project numbering like the local store: the first, filed
+    # late as GRV-1, reached Jira as GRV-2; the second is GRV-2 here and was told at filing. The
+    # answer's GRV-2 is the second's: the first's key is still untold.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        late = await store.register(NOVA, "wallet", "charged twice", filing_id="discord:7:0", untold=True)
+        await store.mark_pushed(late.key, "GRV-2")
+        told = await store.register(NOVA, "other", "a cheater", filing_id="discord:7:1")
+        assert (late.key, told.key) == ("GRV-1", "GRV-2")
+        assert await store.heard(NOVA, "discord:7:", ["GRV-2"]) == []
+        assert await store.heard(NOVA, "discord:7", ["GRV-1"]) == []  # a prefix of discord:70: too
+        assert await store.heard(NOVA, "", ["GRV-1"]) == []
+        assert await store.heard(NOVA, "discord:7:", ["GRV-1"]) == [("GRV-1", "GRV-2")]
     finally:
         await store.aclose()
 

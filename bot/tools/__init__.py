@@ -48,6 +48,11 @@ def filing_id(platform: str, request_id: str, nth: int) -> str:
     return f"{platform}:{request_id}:{nth}"
 
 
+def filing_turn(platform: str, request_id: str) -> str:
+    """What every filing id of a turn starts with ("platform:request:", `Filing.turn`)."""
+    return filing_id(platform, request_id, 0)[:-1]
+
+
 # How alike two complaints' words must be (0 to 1, see `likeness`) to be one complaint filed again,
 # and how much more alike a complaint of the same category counts.
 SAME_COMPLAINT = 0.5
@@ -235,7 +240,7 @@ def build_tools(
                 chosen = ctx.filings[nth] = filing_for(ctx, nth, category, earlier)
                 return chosen
 
-            turn = filing_id(ctx.platform, ctx.request_id, 0)[:-1]  # "platform:request:"
+            turn = filing_turn(ctx.platform, ctx.request_id)
             filing = Filing(turn, choose, lambda: sorted(ctx.filings.values()))
         ticket = await grievances.register(owner, category, description, filing, untold=ctx.answered_once)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}

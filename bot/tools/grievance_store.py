@@ -833,24 +833,28 @@ class LocalGrievanceStore:
             )
         return found
 
-    async def heard(self, user_id: str, keys: list[str]) -> list[tuple[str, str | None]]:
-        """The player heard these keys (local or Jira) in an answer: their grievances filed from
-        the spool are no longer ones whose key they never heard. (local key, Jira key or None) of
-        each of those grievances: the two are of different key spaces (local GRV-2 may be another
-        ticket's Jira GRV-2)."""
-        if not keys:
+    async def heard(self, user_id: str, turn: str, keys: list[str]) -> list[tuple[str, str | None]]:
+        """The player heard these keys (local or Jira) in the answer to a turn (`turn`,
+        "platform:request:", as in `Filing`): those of its grievances filed from the spool are no
+        longer ones whose key they never heard. (local key, Jira key or None) of each of those
+        grievances: the two are of different key spaces (local GRV-2 may be another ticket's Jira
+        GRV-2)."""
+        if not keys or not turn.endswith(":"):  # "discord:7" would find discord:70:0 too
             return []
         marks = ",".join("?" * len(keys))
-        # A key that is one of the player's local keys names that grievance, not another's Jira
-        # key (a Jira project numbering like the local store): the GRV-2 told at filing leaves the
-        # late one Jira numbered GRV-2 untold. Told by Jira's key, a grievance whose Jira key is
-        # also another's local key stays untold: a DM naming a key heard is better than none.
+        # An answer tells the keys of what its own turn filed, nothing else: a key naming another
+        # ticket of the player in the other key space (a Jira project numbering like the local
+        # store) leaves that ticket, whose key they never heard, to ticket news. Among the turn's
+        # own, a key that is one's local key names that grievance, not another's Jira key; told
+        # by Jira's key, a grievance whose Jira key is also the local key of another of the turn
+        # stays untold: a DM naming a key heard is better than none.
+        in_turn = "user_id = ? AND substr(spool_id, 1, ?) = ?"
         named = (
-            f"user_id = ? AND filed_late = 1 AND (local_key IN ({marks}) OR (remote_key IN ({marks})"
-            " AND remote_key NOT IN (SELECT local_key FROM grievances WHERE user_id = ?"
+            f"{in_turn} AND filed_late = 1 AND (local_key IN ({marks}) OR (remote_key IN ({marks})"
+            f" AND remote_key NOT IN (SELECT local_key FROM grievances WHERE {in_turn}"
             " AND local_key IS NOT NULL)))"
         )
-        args = (user_id, *keys, *keys, user_id)
+        args = (user_id, len(turn), turn, *keys, *keys, user_id, len(turn), turn)
         async with self._write_lock:
             rows = await self._conn.execute_fetchall(
                 f"SELECT local_key, remote_key FROM grievances WHERE {named}", args
