@@ -286,7 +286,10 @@ class CatchUp(commands.Cog):
         """The notes to answer, oldest first: a player's notes beyond discord.flood_notes in any
         discord.flood_seconds of their sending (a script that kept sending while the bot was
         down) are turned away as they would have been live. Notes already promised an answer
-        (kept during a shutdown, or cut by one) are answered whatever, and count."""
+        (kept during a shutdown, or cut by one) are answered whatever, and count. `messages` are
+        those the ledger does not know as answered or claimed; of them, a note another path
+        (the live event, another read) weighed first is left to it and does not count."""
+        messages = [m for m in messages if voice.count_once(m.id)]
         limit = self.bot.discord_settings
         window = datetime.timedelta(seconds=limit.flood_seconds)
         taken: dict[int, list[datetime.datetime]] = {}

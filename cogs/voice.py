@@ -31,6 +31,8 @@ LATER = "\N{HOURGLASS WITH FLOWING SAND}"
 HINT_SECONDS = 60.0
 MAX_UNRECORDED = 1000  # notes remembered in memory while the ledger refuses writes
 MAX_DELETED_THREADS = 1000  # deleted threads remembered, for the notes still queued from them
+# Notes remembered as weighed against a flood limit: more than one catch-up finds.
+MAX_COUNTED = 10000
 # Discord types a .webm as video/webm whatever it holds, and an audio-only Ogg or MP4 may come
 # typed as video too. A real video is a note as well: decoding reads its audio and skips the picture.
 AUDIO_AS_VIDEO = {"video/webm", "video/ogg", "video/mp4", "video/quicktime"}
@@ -113,6 +115,10 @@ class VoiceNotes(commands.Cog):
         # Threads Discord said were deleted (THREAD_DELETE): discord.py drops a deleted thread
         # from its cache as it drops an archived one, which still takes a reply.
         self._deleted_threads: dict[int, None] = {}
+        # Notes a flood limit has weighed already (live, a catch-up, a thread's read-back): the
+        # ledger learns of a note only once its claim lands, and a second path weighing it before
+        # then would answer it and tell its player "too many" as well.
+        self._counted: dict[int, None] = {}
 
     # ---- which messages --------------------------------------------------------------
 
@@ -155,7 +161,7 @@ class VoiceNotes(commands.Cog):
                 hint = say.NOT_A_NOTE if self.settings.any_audio_attachment else say.NOT_A_VOICE_MESSAGE
                 self._hint(message, hint, "not a note")
             return
-        if not self.addressed_here(message):
+        if not self.addressed_here(message) or not self.count_once(message.id):
             return
         retry_after = self.flood.update_rate_limit(message)
         if retry_after:
@@ -170,6 +176,16 @@ class VoiceNotes(commands.Cog):
             )
             self.bot.track(self._tell(message, say.ONE_AT_A_TIME))
         self.bot.track(self.answer(message, notes[0]))
+
+    def count_once(self, message_id: int) -> bool:
+        """Whether this is the first path to weigh the note against a flood limit: only that one
+        answers it or turns it away."""
+        if message_id in self._counted:
+            return False
+        self._counted[message_id] = None
+        while len(self._counted) > MAX_COUNTED:
+            del self._counted[next(iter(self._counted))]
+        return True
 
     def _mentioned(self, message: discord.Message) -> bool:
         me = self.bot.user

@@ -5,6 +5,7 @@ GUILD_CREATE, a message unarchiving the thread it is posted in unless it is lock
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -27,6 +28,7 @@ from tests.fakes.discord_server import (
 )
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_replies import settled
+from tests.test_discord_restarts import settle
 
 FORUM = 920000000000000077
 
@@ -93,6 +95,45 @@ async def test_a_note_sent_while_the_bot_was_out_of_a_private_thread_is_answered
         await fake.add_to_thread(thread)
         await answered(fake, meanwhile)
     assert len(voice_replies(fake, first)) == len(voice_replies(fake, meanwhile)) == 1
+
+
+async def test_a_note_both_read_back_on_joining_and_heard_live_is_weighed_against_the_flood_once(
+    settings, fake
+):
+    # A note sent as the player adds the bot to their private thread is in the history the bot
+    # reads on joining, and its MESSAGE_CREATE comes too; the live event's claim lands in the
+    # ledger just after the read-back looked there. Over the flood limit, the note is answered or
+    # its player is told they sent too many, not both.
+    async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0) as h:
+        await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL))
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
+        as_added = await fake.send_note(nova, voice_note(), channel_id=thread, dispatch=False)
+        ledger = h.bot.core.notes
+        claimed = asyncio.Event()
+        real_seen, real_claim = ledger.seen, ledger.claim
+
+        async def seen(message_ids: list[int]) -> set[int]:
+            known = await real_seen(message_ids)
+            if int(as_added["id"]) in message_ids:  # the read-back's look: the live claim lands now
+                await asyncio.wait_for(claimed.wait(), 30)
+            return known
+
+        async def claim(message_id: int, *args: object) -> bool:
+            mine = await real_claim(message_id, *args)  # type: ignore[arg-type]
+            if message_id == int(as_added["id"]):
+                claimed.set()
+            return mine
+
+        ledger.seen, ledger.claim = seen, claim  # type: ignore[method-assign]
+        await fake.add_to_thread(thread)
+        await fake.dispatch("MESSAGE_CREATE", as_added)
+        await answered(fake, waiting)
+        await settled(settings, as_added)
+        await settle(fake)
+    told = [r.content for r in fake.replies_to(as_added["id"]) if "while I was away" in r.content]
+    assert len(voice_replies(fake, waiting)) == 1
+    assert len(voice_replies(fake, as_added)) + len(told) == 1
 
 
 async def test_with_manage_threads_a_note_in_any_private_thread_is_answered(settings, fake):

@@ -746,6 +746,40 @@ async def test_a_note_answered_unrecorded_is_not_answered_again_by_a_new_session
     assert answers(fake, note) == 1
 
 
+@pytest.mark.parametrize("answered_by", ["this process", "an earlier process", "this process unrecorded"])
+async def test_notes_answered_before_a_new_sessions_catch_up_do_not_count_toward_its_flood_limit(
+    settings, fake, answered_by
+) -> None:
+    """A new gateway session's catch-up reads again the notes answered in the last minutes: the
+    ledger (or, when the disk refused their claims, this process) knows them, so the one note
+    missed in the gap is answered and its player is not told they sent too many while the bot
+    was away."""
+    live: list[dict] = []
+    if answered_by == "an earlier process":
+        async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0):
+            live = [await fake.send_note(nova, voice_note(), guild=True) for _ in range(2)]
+            await all_answered(fake, live)
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0) as h:
+        await settle(fake)  # the start's catch-up is done
+        if answered_by == "this process unrecorded":
+
+            async def full(*_: object) -> None:
+                raise sqlite3.OperationalError("database or disk is full")
+
+            h.bot.core.notes.claim = full  # type: ignore[method-assign]
+        if not live:
+            live = [await fake.send_note(nova, voice_note(), guild=True) for _ in range(2)]
+            await all_answered(fake, live)
+        missed = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        # What on_ready does on a fresh session after the gateway was away a minute.
+        await h.bot.get_cog("CatchUp").catch_up(discord.utils.utcnow() - datetime.timedelta(minutes=1))
+        await all_answered(fake, [missed])
+        await settle(fake)
+    assert [answers(fake, n) for n in [*live, missed]] == [1, 1, 1]
+    told = [r.content for n in [*live, missed] for r in fake.replies_to(n["id"]) if not r.is_voice_message]
+    assert not [t for t in told if "while I was away" in t]
+
+
 async def test_a_turn_cut_while_its_transcript_goes_out_is_not_answered_again(
     settings, fake, monkeypatch, caplog
 ) -> None:
