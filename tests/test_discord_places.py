@@ -110,19 +110,22 @@ async def test_a_note_both_read_back_on_joining_and_heard_live_is_weighed_agains
         waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
         as_added = await fake.send_note(nova, voice_note(), channel_id=thread, dispatch=False)
         ledger = h.bot.core.notes
-        claimed = asyncio.Event()
+        looked, claimed = asyncio.Event(), asyncio.Event()
         real_seen, real_claim = ledger.seen, ledger.claim
 
         async def seen(message_ids: list[int]) -> set[int]:
             known = await real_seen(message_ids)
-            if int(as_added["id"]) in message_ids:  # the read-back's look: the live claim lands now
+            if int(as_added["id"]) in message_ids:
+                looked.set()  # the live claim lands just after the read-back looked
                 await asyncio.wait_for(claimed.wait(), 30)
             return known
 
         async def claim(message_id: int, *args: object) -> bool:
+            if message_id != int(as_added["id"]):
+                return await real_claim(message_id, *args)  # type: ignore[arg-type]
+            await asyncio.wait_for(looked.wait(), 30)
             mine = await real_claim(message_id, *args)  # type: ignore[arg-type]
-            if message_id == int(as_added["id"]):
-                claimed.set()
+            claimed.set()
             return mine
 
         ledger.seen, ledger.claim = seen, claim  # type: ignore[method-assign]

@@ -780,6 +780,50 @@ async def test_notes_answered_before_a_new_sessions_catch_up_do_not_count_toward
     assert not [t for t in told if "while I was away" in t]
 
 
+async def test_a_note_a_catch_up_reads_as_it_is_heard_live_is_weighed_against_the_flood_once(
+    settings, fake
+) -> None:
+    """A note sent as a new session's catch-up reads its channel is in that read and comes live
+    too; the live claim lands in the ledger just after the catch-up looked there. Over the flood
+    limit, it is answered or its player is told they sent too many, not both."""
+    async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0) as h:
+        await settle(fake)  # the start's catch-up is done
+        missed = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        as_read = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        ledger = h.bot.core.notes
+        looked, claimed = asyncio.Event(), asyncio.Event()
+        real_seen, real_claim = ledger.seen, ledger.claim
+
+        async def seen(message_ids: list[int]) -> set[int]:
+            known = await real_seen(message_ids)
+            if int(as_read["id"]) in message_ids:
+                looked.set()  # the live claim lands just after the catch-up looked
+                await asyncio.wait_for(claimed.wait(), 30)
+            return known
+
+        async def claim(message_id: int, *args: object) -> bool:
+            if message_id != int(as_read["id"]):
+                return await real_claim(message_id, *args)  # type: ignore[arg-type]
+            await asyncio.wait_for(looked.wait(), 30)
+            mine = await real_claim(message_id, *args)  # type: ignore[arg-type]
+            claimed.set()
+            return mine
+
+        ledger.seen, ledger.claim = seen, claim  # type: ignore[method-assign]
+        # What on_ready does on a fresh session after the gateway was away a minute.
+        catching_up = asyncio.create_task(
+            h.bot.get_cog("CatchUp").catch_up(discord.utils.utcnow() - datetime.timedelta(minutes=1))
+        )
+        await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL)[-1:])
+        await fake.dispatch("MESSAGE_CREATE", as_read)
+        await catching_up
+        await all_answered(fake, [missed])
+        await settle(fake)
+    told = [r.content for r in fake.replies_to(as_read["id"]) if "while I was away" in r.content]
+    assert answers(fake, missed) == 1
+    assert answers(fake, as_read) + len(told) == 1
+
+
 async def test_a_turn_cut_while_its_transcript_goes_out_is_not_answered_again(
     settings, fake, monkeypatch, caplog
 ) -> None:
