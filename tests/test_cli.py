@@ -466,3 +466,22 @@ def test_checking_the_databases_versions_leaves_the_storage_folder_as_it_was(set
     before = _files(settings.storage_dir)
     assert check_storage(settings) == "3 databases, none written by a newer voxdesk"
     assert _files(settings.storage_dir) == before
+
+
+def test_check_says_when_the_speech_model_init_built_is_stale(settings, tmp_path: Path) -> None:
+    # pocketsphinx hears with the model until `init` builds it again: after an upgrade, or new
+    # manuals, it goes on expecting the old questions.
+    from bot.engines.offline.engine import stale_speech_models
+
+    from .conftest import make_settings
+
+    manuals = tmp_path / "manuals"
+    shutil.copytree(paths.MANUALS, manuals)
+    copied = make_settings(settings.storage_dir, VOXDESK_STORAGE_MANUALS_DIR=str(manuals))
+    assert stale_speech_models(settings) == stale_speech_models(copied) == ""  # as init built it
+    first = sorted(manuals.glob("*.md"))[0]
+    first.write_text(first.read_text() + "\nRespawn timers reset when the map changes.\n")
+    stale = f"the speech model in {settings.storage_dir / 'speech'} was built from other manuals or by"
+    assert stale_speech_models(copied).startswith(stale)
+    (settings.storage_dir / "speech" / "domain.built.json").unlink()
+    assert stale_speech_models(settings).endswith("an older voxdesk: run `voxdesk init`")

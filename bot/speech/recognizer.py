@@ -8,11 +8,14 @@ worker processes (bot/engines/offline/hearing.py), since a decode holds the GIL 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import logging
 import math
 import threading
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -66,25 +69,55 @@ DOMAIN_WEIGHT = 0.9
 def build_domain_model(
     manuals_dir: Path, out_dir: Path, general_words: int = GENERAL_WORDS, weight: float = DOMAIN_WEIGHT
 ) -> tuple[int, int]:
-    """Write domain.arpa and domain.dict to `out_dir`; returns (sentences, words)."""
+    """Write domain.arpa and domain.dict to `out_dir`, and what they were built from (BUILT);
+    returns (sentences, words)."""
     pronunciations: dict[str, list[str]] = {}
     for line in CMUDICT.read_text(encoding="utf-8").splitlines():
         entry, _, phones = line.partition(" ")
         word = entry.split("(", 1)[0]
         pronunciations.setdefault(word, []).append(f"{entry} {phones.strip()}")
-    sentences = [
-        s for s in dict.fromkeys(domain_sentences(manuals_dir)) if all(w in pronunciations for w in s.split())
-    ]
+    corpus = list(dict.fromkeys(domain_sentences(manuals_dir)))
+    sentences = [s for s in corpus if all(w in pronunciations for w in s.split())]
     model = ngram.train(sentences)
     if general_words and weight < 1:
         model = _with_general_english(model, set(pronunciations), general_words, weight)
     words = sorted(w for (w,) in model.order(1) if w not in ("<s>", "</s>"))
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Gone while the model is written: a build cut short must not pass for the one recorded.
+    (out_dir / BUILT).unlink(missing_ok=True)
     (out_dir / "domain.arpa").write_text(ngram.to_arpa(model), encoding="utf-8")
     (out_dir / "domain.dict").write_text(
         "\n".join(line for w in words for line in pronunciations[w]) + "\n", encoding="utf-8"
     )
+    built = {"inputs": _fingerprint(corpus, general_words, weight), "sentences": len(sentences)}
+    (out_dir / BUILT).write_text(json.dumps(built) + "\n", encoding="utf-8")
     return len(sentences), len(words)
+
+
+# What the domain model in a folder was built from. Hearing uses the model until `init` builds
+# it again, so one built before an upgrade or new manuals goes on hearing the old questions.
+BUILT = "domain.built.json"
+
+
+def _fingerprint(corpus: list[str], general_words: int, weight: float) -> str:
+    """A hash of what build_domain_model reads: the corpus (this voxdesk's sentences and the
+    manuals'), how it mixes in general English, and the pocketsphinx wheel whose dictionary
+    and general model it mixes from."""
+    inputs = [version("pocketsphinx"), general_words, weight, corpus]
+    return hashlib.sha256(json.dumps(inputs).encode()).hexdigest()
+
+
+def built_from_current_inputs(model_dir: Path, manuals_dir: Path) -> bool:
+    """Whether the domain model in `model_dir` is the one build_domain_model would build now
+    (with its defaults). False too for one that records nothing: an older voxdesk built it."""
+    try:
+        built = json.loads((model_dir / BUILT).read_text(encoding="utf-8"))
+    except (FileNotFoundError, ValueError):
+        return False
+    corpus = list(dict.fromkeys(domain_sentences(manuals_dir)))
+    return isinstance(built, dict) and built.get("inputs") == _fingerprint(
+        corpus, GENERAL_WORDS, DOMAIN_WEIGHT
+    )
 
 
 def _with_general_english(

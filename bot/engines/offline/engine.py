@@ -33,7 +33,7 @@ from bot.intent.cues import FILING_WORDS, FUNCTION_WORDS
 from bot.intent.word_tagger import word_tagger
 from bot.speech.math_threads import one_blas_thread
 from bot.speech.recognition import AUTO, POCKETSPHINX, WHISPER
-from bot.speech.recognizer import build_domain_model
+from bot.speech.recognizer import build_domain_model, built_from_current_inputs
 from bot.speech.speaker import ReplySpeaker
 from bot.speech.voices import ReplyVoices
 from bot.speech.whisper_recognizer import (
@@ -470,6 +470,17 @@ async def build_speech_models(settings: Settings) -> str:
     sentences, words = await asyncio.to_thread(build_domain_model, settings.manuals_dir, speech_dir(settings))
     took = time.perf_counter() - started
     return f"speech: domain language model of {sentences} sentences, {words} words ({took:.1f} s)"
+
+
+def stale_speech_models(settings: Settings) -> str:
+    """Why the domain model `init` built is not the one it would build now, in one line ("" when
+    it is). Blocking: reads the manuals. pocketsphinx hears with it, and stands in for Whisper."""
+    if built_from_current_inputs(speech_dir(settings), settings.manuals_dir):
+        return ""
+    return (
+        f"the speech model in {speech_dir(settings)} was built from other manuals or by an older "
+        "voxdesk: run `voxdesk init`"
+    )
 
 
 def voices_dir(settings: Settings) -> Path:
