@@ -24,16 +24,25 @@ log = logging.getLogger(__name__)
 CHECK_TIMEOUT = 30.0  # seconds per service: longer than any client's own timeout and retries
 
 
+class NeedsHuman(str):
+    """A check's detail for a service that works but wants a person's hand: its line says `warn`,
+    and `check` still exits 0, so a deploy script or ExecStartPre does not stop on it."""
+
+
 @dataclass(frozen=True)
 class CheckResult:
     service: str
     backend: str
-    ok: bool
+    ok: bool  # the service works; a `warn` line is ok too
     detail: str
+    warn: bool = False
+
+    @property
+    def mark(self) -> str:
+        return "FAIL" if not self.ok else "warn" if self.warn else "ok"
 
     def line(self) -> str:
-        mark = "ok  " if self.ok else "FAIL"
-        return f"{mark}  {self.service:<10} {self.backend:<8} {self.detail}"
+        return f"{self.mark:<4}  {self.service:<10} {self.backend:<8} {self.detail}"
 
 
 async def _check_backend(build: Callable[[], Awaitable[object]]) -> str:
@@ -50,7 +59,7 @@ async def check_engine(settings: Settings, live: App | None = None) -> str:
             from bot.engines.offline.engine import OfflineEngine, check_live_offline_engine
 
             assert isinstance(live.engine, OfflineEngine)
-            return await check_live_offline_engine(settings, live.engine)
+            return await with_speech_model(settings, await check_live_offline_engine(settings, live.engine))
         return priced(settings, live.engine, await live.engine.check())
     if settings.agent.engine == "openai":
         from bot.engines.openai import create_openai_engine
@@ -62,7 +71,16 @@ async def check_engine(settings: Settings, live: App | None = None) -> str:
             await engine.aclose()
     from bot.engines.offline.engine import check_offline_engine
 
-    return await check_offline_engine(settings)
+    return await with_speech_model(settings, await check_offline_engine(settings))
+
+
+async def with_speech_model(settings: Settings, detail: str) -> str:
+    """An offline engine's `detail`, a NeedsHuman one when the speech model `init` built is stale."""
+    from bot.engines.offline.engine import stale_speech_models
+
+    if stale := await asyncio.to_thread(stale_speech_models, settings):
+        return NeedsHuman(f"{detail}; {stale}")
+    return detail
 
 
 def priced(settings: Settings, engine: object, detail: str) -> str:
@@ -88,8 +106,8 @@ async def check_fallback(settings: Settings, live: App | None = None) -> str:
 
     if live is not None:
         assert isinstance(live.fallback, OfflineEngine)
-        return await check_live_offline_engine(settings, live.fallback)
-    return await check_offline_engine(settings)
+        return await with_speech_model(settings, await check_live_offline_engine(settings, live.fallback))
+    return await with_speech_model(settings, await check_offline_engine(settings))
 
 
 def check_discord_token(settings: Settings, for_run: bool) -> str:
@@ -151,7 +169,8 @@ def check_storage(settings: Settings) -> str:
     """The storage folder's databases a newer voxdesk wrote, read without writing: `check` opens
     only the tool backends' ones, and `run` would stop at the first of the others. And the spool
     lines set aside as unreadable: each is a grievance's last copy, which only staff can file, and
-    the log line that told of it may be long gone."""
+    the log line that told of it may be long gone. Those, and files other users can read, make it
+    NeedsHuman: the bot runs on."""
     from bot.app import storage_paths
     from bot.tools.grievance_spool import GrievanceSpool
 
@@ -169,7 +188,7 @@ def check_storage(settings: Settings) -> str:
     if shown := open_to_others(paths.root):
         names = ", ".join(p.name for p in shown)
         said += f"; other users of this machine can read {names}: chmod 700 {paths.root}"
-    return said
+    return NeedsHuman(said) if set_aside or shown else said
 
 
 def open_to_others(folder: Path) -> list[Path]:
@@ -194,7 +213,7 @@ async def _one(service: str, backend: str, run: Callable[[], Awaitable[str]]) ->
     except Exception as exc:
         log.debug("check of %s failed", service, exc_info=True)
         return CheckResult(service, backend, False, _reason(exc))
-    return CheckResult(service, backend, True, detail)
+    return CheckResult(service, backend, True, detail, warn=isinstance(detail, NeedsHuman))
 
 
 async def check_all(settings: Settings, live: App | None = None, for_run: bool = False) -> list[CheckResult]:

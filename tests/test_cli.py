@@ -468,6 +468,30 @@ def test_checking_the_databases_versions_leaves_the_storage_folder_as_it_was(set
     assert _files(settings.storage_dir) == before
 
 
+def test_check_warns_of_what_needs_a_person_and_still_exits_0(settings) -> None:
+    # A deploy script or an ExecStartPre stops on exit 1: the bot runs fine with these, so they
+    # must stand out without failing it.
+    storage = settings.storage_dir
+    (storage / "grievances.db.spool.jsonl.rejected").write_text('{"id": "a1", "user\n')
+    (storage / "speech" / "domain.built.json").unlink(missing_ok=True)  # as an older voxdesk left it
+    done = voxdesk("check", storage=storage, DISCORD_TOKEN="")
+    assert done.returncode == 0, done.stdout + done.stderr
+    marks = {line.split()[1]: line.split()[0] for line in done.stdout.splitlines()[1:]}
+    assert marks == {s: "ok" for s in ("stats", "manuals", "grievances", "discord")} | {
+        "engine": "warn",
+        "storage": "warn",
+    }
+    assert (
+        "warn  storage    sqlite   3 databases, none written by a newer voxdesk; 1 grievance" in done.stdout
+    )
+    assert (
+        f"; the speech model in {storage / 'speech'} was built from other manuals or by an older"
+        in done.stdout
+    )
+    failed = voxdesk("check", "--run", storage=storage, DISCORD_TOKEN="")  # a FAIL among them fails
+    assert failed.returncode == 1 and "FAIL  discord" in failed.stdout and "warn  storage" in failed.stdout
+
+
 def test_check_says_when_the_speech_model_init_built_is_stale(settings, tmp_path: Path) -> None:
     # pocketsphinx hears with the model until `init` builds it again: after an upgrade, or new
     # manuals, it goes on expecting the old questions.

@@ -664,10 +664,16 @@ async def test_the_desk_checks_the_running_offline_engine_without_new_speech_wor
         async with web_client(wsettings, core=core) as (client, _):
             await log_in(client)
             html = await (await client.get("/desk/check")).text()
+            (wsettings.storage_dir / "speech" / "domain.built.json").unlink(missing_ok=True)  # older
+            stale = await (await client.get("/desk/check?again")).text()
+            css = await (await client.get("/static/style.css")).text()
     finally:
         await core.aclose()
-    assert "recogniser" in html and "reply voice" in html and "FAIL" not in html
+    assert "recogniser" in html and "reply voice" in html and "FAIL" not in html and "warn<" not in html
     assert pools == []  # each set of workers loads every speech model: hundreds of MB
+    # Hearing works, on a model `init` should build again: a line of its own colour, not a FAIL.
+    assert '<tr class="warn"><td>warn</td><td>engine</td>' in stale and "FAIL" not in stale
+    assert "by an older voxdesk: run `voxdesk init`" in stale and "tr.warn td:first-child" in css
 
 
 async def test_checks_asked_for_at_once_run_once(wsettings, monkeypatch) -> None:
