@@ -67,6 +67,8 @@ class Unanswered:
     place_id: int
     user_id: str
     state: str
+    # A 'started' note's claim: no reply of its turn can come after this (LEASE_SECONDS).
+    lease_until: float | None = None
 
 
 class NoteLedger:
@@ -228,7 +230,7 @@ class NoteLedger:
         )
         now = time.time()
         return [
-            Unanswered(row["message_id"], row["place_id"], row["user_id"], row["state"])
+            Unanswered(row["message_id"], row["place_id"], row["user_id"], row["state"], row["lease_until"])
             for row in rows
             if self._claimable(row["state"], row["owner"], row["lease_until"], now)
         ]

@@ -43,6 +43,9 @@ COUNT_AT_MOST = 500
 # Read this much before the gateway went quiet: message ids carry Discord's clock, not ours.
 CLOCK_MARGIN = datetime.timedelta(minutes=2)
 MAX_JOINED = 1000  # private threads remembered as read on joining
+# Messages read after a note a dead process had started, looking for its reply: a sanity cap on
+# the pages (100 each) a raid's channel costs within the claim's lease.
+REPLY_SEARCH_AT_MOST = 5000
 
 
 class CatchUp(commands.Cog):
@@ -179,7 +182,7 @@ class CatchUp(commands.Cog):
             if message is None or not notes:
                 await ledger.expire([left.message_id])
                 continue
-            if left.state == "started" and await self._replied_to(message):
+            if left.state == "started" and await self._replied_to(message, left.lease_until):
                 # Its process died after the reply went out, before it could mark the note.
                 await ledger.answered_before_a_crash([left.message_id])
                 continue
@@ -311,14 +314,33 @@ class CatchUp(commands.Cog):
             voice.turn_away(message, say.TOO_MANY_WHILE_AWAY.format(count=count))
         return todo
 
-    async def _replied_to(self, message: discord.Message) -> bool:
-        """Whether a message of the bot's soon after `message` answers it."""
+    async def _replied_to(self, message: discord.Message, lease_until: float | None) -> bool:
+        """Whether a message of the bot's answers `message`. Its turn's reply went out between the
+        note and the end of its claim's lease (a claim outlives any turn, note_ledger.LEASE_SECONDS),
+        so that span is read, however many messages a busy channel put in it; not the whole history
+        since. The claim, not the note, starts the clock: a note is claimed before it waits in its
+        player's queue, and a catch-up claims notes sent up to catch_up_minutes before."""
         me = self.bot.user
+        end = None
+        if lease_until is not None:
+            end = datetime.datetime.fromtimestamp(lease_until, datetime.UTC) + CLOCK_MARGIN
+        read = 0
         try:
-            async for later in message.channel.history(after=message, limit=50, oldest_first=True):
+            async for later in message.channel.history(
+                limit=None, after=message, before=end, oldest_first=True
+            ):
                 ref = later.reference
                 if me and later.author.id == me.id and ref and ref.message_id == message.id:
                     return True
+                read += 1
+                if read >= REPLY_SEARCH_AT_MOST:
+                    # A read must end somewhere: answered twice rather than perhaps never.
+                    log.warning(
+                        "note %s: no reply of mine in the %d messages after it; answering it again",
+                        message.id,
+                        read,
+                    )
+                    return False
         except discord.HTTPException:
             return False
         return False
