@@ -9,6 +9,7 @@ import datetime
 import logging
 import signal
 import sqlite3
+import sys
 import time
 from collections.abc import AsyncIterator
 
@@ -550,6 +551,86 @@ async def test_a_note_answered_by_a_process_killed_beside_a_running_one_is_not_a
             ("4194305:1:killed", time.time() + 600, int(note["id"])),  # above Linux's largest pid
         )
         await asyncio.sleep(1.5)  # several rechecks
+        await settle(fake)
+    assert answers(fake, note) == 1
+
+
+async def note_state(ledger: NoteLedger, note: dict, within: float = 30.0) -> str:
+    """The note's ledger state once the recheck has settled it (no longer 'started')."""
+    async with asyncio.timeout(within):
+        while True:
+            rows = await ledger._conn.execute_fetchall(
+                "SELECT state FROM notes WHERE message_id = ?", (int(note["id"]),)
+            )
+            if rows and rows[0]["state"] != "started":
+                return rows[0]["state"]
+            await asyncio.sleep(0.1)
+
+
+async def a_killed_turn_answered_behind(fake: FakeDiscord, ledger: NoteLedger, chatter: int) -> dict:
+    """A note, `chatter` messages of a raid, then the bot's reply to the note; its row as the
+    process killed after the reply left it: claimed, never marked answered."""
+    me = InjectedUser(BOT_USER_ID, "voxdesk", bot=True)
+    note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+    for n in range(chatter):
+        await fake.send_message(
+            blaze, channel_id=ALLOWED_CHANNEL, guild=True, content=f"raid {n}", dispatch=False
+        )
+    await fake.send_message(
+        me, channel_id=ALLOWED_CHANNEL, guild=True, content="(voice)", reply_to=note, dispatch=False
+    )
+    await ledger._conn.execute(
+        "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
+        " VALUES (?, ?, ?, 'started', ?, ?, ?)",
+        (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time()),
+    )
+    return note
+
+
+async def test_a_killed_turns_reply_behind_a_busy_channels_chatter_is_not_answered_again(
+    settings, fake
+) -> None:
+    # The reply is within the claim's lease, so the recheck finds it however far back it sits.
+    async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
+        await settle(fake)  # the start-up catch-up is done: only the recheck finds the note
+        note = await a_killed_turn_answered_behind(fake, survivor.bot.core.notes, 120)
+        assert await note_state(survivor.bot.core.notes, note) == "answered"
+        await settle(fake)
+    assert answers(fake, note) == 0
+
+
+async def test_a_reply_search_past_its_sanity_cap_answers_the_note_and_says_so(
+    settings, fake, monkeypatch, caplog
+) -> None:
+    caplog.set_level(logging.WARNING, logger="cogs.catch_up")
+    async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
+        # load_extension made the cog's module anew: the one the bot runs is in sys.modules.
+        monkeypatch.setattr(sys.modules["cogs.catch_up"], "REPLY_SEARCH_AT_MOST", 50)
+        await settle(fake)
+        note = await a_killed_turn_answered_behind(fake, survivor.bot.core.notes, 120)
+        await all_answered(fake, [note], within=25)
+        await settle(fake)
+    assert answers(fake, note) == 1
+    assert f"note {note['id']}: no reply of mine in the 50 messages after it" in caplog.text
+
+
+async def test_a_killed_turns_note_with_no_reply_within_its_lease_is_answered(settings, fake) -> None:
+    # The claim lapsed eight minutes ago; a reply of the bot's to the note posted since is no
+    # turn's answer to it (a claim outlives any turn), and the read stops at the lease's end.
+    me = InjectedUser(BOT_USER_ID, "voxdesk", bot=True)
+    async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
+        await settle(fake)
+        note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False, ago=600)
+        await fake.send_message(
+            me, channel_id=ALLOWED_CHANNEL, guild=True, content="(voice)", reply_to=note, dispatch=False
+        )
+        sent = time.time() - 600
+        await survivor.bot.core.notes._conn.execute(
+            "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
+            " VALUES (?, ?, ?, 'started', ?, ?, ?)",
+            (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", sent + 120, sent),
+        )
+        await all_answered(fake, [note], within=25)
         await settle(fake)
     assert answers(fake, note) == 1
 
