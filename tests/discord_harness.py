@@ -107,3 +107,28 @@ def voice_note(seconds: float = 1.5) -> bytes:
     if seconds not in _NOTES:
         _NOTES[seconds] = encode(speechlike(seconds), 48_000, "ogg")
     return _NOTES[seconds]
+
+
+def claim_lands_just_after_a_read_looked(ledger: Any, message_id: int) -> None:
+    """Make `message_id`'s live claim land in the note ledger just after a read-back (a catch-up,
+    a thread's read on joining) looked there for it: the read's `seen` waits for the claim, the
+    claim for the read's look. Each wait gives up after 30 s, which only a broken test reaches."""
+    looked, claimed = asyncio.Event(), asyncio.Event()
+    real_seen, real_claim = ledger.seen, ledger.claim
+
+    async def seen(message_ids: list[int]) -> set[int]:
+        known = await real_seen(message_ids)
+        if message_id in message_ids:
+            looked.set()
+            await asyncio.wait_for(claimed.wait(), 30)
+        return known
+
+    async def claim(claimed_id: int, *args: object) -> bool:
+        if claimed_id != message_id:
+            return await real_claim(claimed_id, *args)
+        await asyncio.wait_for(looked.wait(), 30)
+        mine = await real_claim(claimed_id, *args)
+        claimed.set()
+        return mine
+
+    ledger.seen, ledger.claim = seen, claim

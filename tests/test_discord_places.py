@@ -5,13 +5,19 @@ GUILD_CREATE, a message unarchiving the thread it is posted in unless it is lock
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
 import pytest
 
-from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
+from tests.discord_harness import (
+    blaze,
+    claim_lands_just_after_a_read_looked,
+    nova,
+    quill,
+    running_bot,
+    voice_note,
+)
 from tests.fakes.discord_server import (
     ADD_REACTIONS,
     ALLOWED_CHANNEL,
@@ -109,26 +115,7 @@ async def test_a_note_both_read_back_on_joining_and_heard_live_is_weighed_agains
         thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
         waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
         as_added = await fake.send_note(nova, voice_note(), channel_id=thread, dispatch=False)
-        ledger = h.bot.core.notes
-        looked, claimed = asyncio.Event(), asyncio.Event()
-        real_seen, real_claim = ledger.seen, ledger.claim
-
-        async def seen(message_ids: list[int]) -> set[int]:
-            known = await real_seen(message_ids)
-            if int(as_added["id"]) in message_ids:
-                looked.set()  # the live claim lands just after the read-back looked
-                await asyncio.wait_for(claimed.wait(), 30)
-            return known
-
-        async def claim(message_id: int, *args: object) -> bool:
-            if message_id != int(as_added["id"]):
-                return await real_claim(message_id, *args)  # type: ignore[arg-type]
-            await asyncio.wait_for(looked.wait(), 30)
-            mine = await real_claim(message_id, *args)  # type: ignore[arg-type]
-            claimed.set()
-            return mine
-
-        ledger.seen, ledger.claim = seen, claim  # type: ignore[method-assign]
+        claim_lands_just_after_a_read_looked(h.bot.core.notes, int(as_added["id"]))
         await fake.add_to_thread(thread)
         await fake.dispatch("MESSAGE_CREATE", as_added)
         await answered(fake, waiting)

@@ -18,7 +18,15 @@ import pytest
 
 from bot.note_ledger import NoteLedger
 from tests.conftest import NOVA
-from tests.discord_harness import blaze, bot_process, nova, quill, running_bot, voice_note
+from tests.discord_harness import (
+    blaze,
+    bot_process,
+    claim_lands_just_after_a_read_looked,
+    nova,
+    quill,
+    running_bot,
+    voice_note,
+)
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     BOT_USER_ID,
@@ -871,26 +879,7 @@ async def test_a_note_a_catch_up_reads_as_it_is_heard_live_is_weighed_against_th
         await settle(fake)  # the start's catch-up is done
         missed = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
         as_read = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
-        ledger = h.bot.core.notes
-        looked, claimed = asyncio.Event(), asyncio.Event()
-        real_seen, real_claim = ledger.seen, ledger.claim
-
-        async def seen(message_ids: list[int]) -> set[int]:
-            known = await real_seen(message_ids)
-            if int(as_read["id"]) in message_ids:
-                looked.set()  # the live claim lands just after the catch-up looked
-                await asyncio.wait_for(claimed.wait(), 30)
-            return known
-
-        async def claim(message_id: int, *args: object) -> bool:
-            if message_id != int(as_read["id"]):
-                return await real_claim(message_id, *args)  # type: ignore[arg-type]
-            await asyncio.wait_for(looked.wait(), 30)
-            mine = await real_claim(message_id, *args)  # type: ignore[arg-type]
-            claimed.set()
-            return mine
-
-        ledger.seen, ledger.claim = seen, claim  # type: ignore[method-assign]
+        claim_lands_just_after_a_read_looked(h.bot.core.notes, int(as_read["id"]))
         # What on_ready does on a fresh session after the gateway was away a minute.
         catching_up = asyncio.create_task(
             h.bot.get_cog("CatchUp").catch_up(discord.utils.utcnow() - datetime.timedelta(minutes=1))

@@ -645,12 +645,23 @@ async def test_a_late_push_that_keeps_its_number_says_so_rather_than_naming_it_t
     ]
 
 
-async def test_a_local_key_told_in_an_answer_holds_back_no_news_of_another_ticket_with_it_as_jira_key(
-    tmp_path: Path,
+@pytest.mark.parametrize(
+    ("answered", "still_told"),
+    [
+        # The answer to her second note names its local GRV-2: her first, Jira's GRV-2, is still
+        # to be told.
+        ("2", '("charged twice for the pass") is now filed as ticket GRV-2.'),
+        # The answer to her first note names its Jira key, GRV-2, her second's local key: the
+        # second, Jira's GRV-3, is still to be told.
+        ("1", '("a cheater in match five") is now filed as ticket GRV-3.'),
+    ],
+    ids=["local key told", "jira key told"],
+)
+async def test_a_key_told_in_an_answer_holds_back_no_news_of_another_ticket_it_names_elsewhere(
+    tmp_path: Path, answered: str, still_told: str
 ) -> None:
     # Jira numbers from 1 too, one issue ahead: Nova's two complaints whose keys she never heard,
-    # local GRV-1 and GRV-2, reach Jira as GRV-2 and GRV-3. The answer to her second names its
-    # local GRV-2: her first, Jira's GRV-2, is still to be told.
+    # local GRV-1 and GRV-2, reach Jira as GRV-2 and GRV-3. GRV-2 names one ticket in each space.
     front = Recorder()
     async with running_fake_jira(first_number=1) as fake:
         fake.add_issue([], "made by staff")  # GRV-1
@@ -659,29 +670,10 @@ async def test_a_local_key_told_in_an_answer_holds_back_no_news_of_another_ticke
             await p.grievances.register(NOVA, "other", "a cheater in match five", "discord:2:0", True)
             assert await p.grievances.push_pending() == 2
             assert await p.news.find() == 2
-            await p.news.heard_in_answer(NOVA, "discord", "2", ["GRV-2"])
+            await p.news.heard_in_answer(NOVA, "discord", answered, ["GRV-2"])
             assert await p.news.deliver(front) == 1
     (text,) = front.texts()
-    assert '("charged twice for the pass") is now filed as ticket GRV-2.' in text
-
-
-async def test_a_jira_key_told_in_an_answer_holds_back_no_news_of_another_ticket_with_it_as_local_key(
-    tmp_path: Path,
-) -> None:
-    # As above, but the answer to her first complaint's note names its Jira key, GRV-2, which is
-    # her second's local key: the second, Jira's GRV-3, is still to be told.
-    front = Recorder()
-    async with running_fake_jira(first_number=1) as fake:
-        fake.add_issue([], "made by staff")  # GRV-1
-        async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
-            await p.grievances.register(NOVA, "wallet", "charged twice for the pass", "discord:1:0", True)
-            await p.grievances.register(NOVA, "other", "a cheater in match five", "discord:2:0", True)
-            assert await p.grievances.push_pending() == 2
-            assert await p.news.find() == 2
-            await p.news.heard_in_answer(NOVA, "discord", "1", ["GRV-2"])
-            assert await p.news.deliver(front) == 1
-    (text,) = front.texts()
-    assert '("a cheater in match five") is now filed as ticket GRV-3.' in text
+    assert still_told in text
 
 
 async def test_words_written_in_jira_reach_a_dm_as_plain_words_without_a_masked_link(
