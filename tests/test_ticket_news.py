@@ -1027,6 +1027,33 @@ async def test_a_done_transition_that_requires_a_field_voxdesk_cannot_know_waits
     assert issue.status == "Done" and issue.resolution is not None and issue.resolution["name"] == "Done"
 
 
+async def test_a_done_transition_failing_its_workflow_condition_waits_naming_it(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # Jira lists a transition whose condition (an approval, open subtasks) is not met with
+    # isAvailable false, and refuses it with a 400 naming nothing: not tried, and the grievance
+    # waits saying so, not as if the workflow had no way into Done.
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    fake.unavailable = ("Done",)
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        assert await p.grievances.push_pending() == 0
+        waiting = await p.local.staff_get(key)
+        fake.unavailable = ()  # the condition is met in Jira
+        sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")
+        assert await p.grievances.push_pending() == 1
+        pushed = await p.local.staff_get(key)
+    assert waiting is not None and (waiting.push_state, waiting.status) == ("pending", "resolved")
+    assert (waiting.last_error or "").startswith(
+        "in Jira as GRV-101, but not moved to 'resolved': Jira's transition to Done is not available"
+        " for this issue (a condition of its workflow is not met"
+    )
+    asked = fake.requests_to("/transitions", "GET")
+    assert asked and all(r.query.get("includeUnavailableTransitions") == ["true"] for r in asked)
+    assert fake.transitioned == [("GRV-101", "Done")]  # one POST, once it could succeed
+    assert len(fake.requests_to("/transitions", "POST")) == 1
+    assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
+
+
 async def test_a_done_screen_offering_only_resolutions_that_read_as_not_done_is_not_guessed_at(
     fake: FakeJira, tmp_path: Path
 ) -> None:

@@ -272,6 +272,15 @@ def required_reason(transition: dict[str, Any], missing: list[str]) -> str:
     )
 
 
+def unavailable_reason(transition: dict[str, Any]) -> str:
+    """Why a transition that fails its workflow condition was not tried, for the desk and the log."""
+    to = (transition.get("to") or {}).get("name") or transition.get("name")
+    return (
+        f"Jira's transition to {to} is not available for this issue (a condition of its workflow is "
+        "not met, such as an approval or open subtasks): meet it or move the issue in Jira"
+    )
+
+
 def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
     """Any failure of the client as a TrackerError with a short reason. `str(JIRAError)` is not
     used: it carries whole response headers and bodies."""
@@ -397,7 +406,8 @@ class JiraTracker:
         can (a resolution, a field's default). The issue as it is then (as it was, when it is in
         that category already); None when its workflow offers no such transition. Raises a
         TrackerError naming the field when every such transition requires one the bot cannot
-        fill and the issue does not hold."""
+        fill and the issue does not hold, or naming the condition when every one fails its
+        workflow's condition."""
         category = STATUS_CATEGORIES.get(status)
         if category is None:
             raise ValueError(f"no Jira status category for {status!r}")
@@ -406,15 +416,26 @@ class JiraTracker:
             issue = self._to_issue(client.issue(key, fields=fields).raw)
             if issue.status == STATUS_WORDS[category]:
                 return issue
-            offered = [
+            # Those failing a workflow condition too (Jira leaves them out unless asked), so a
+            # grievance held back by one waits naming it rather than as if Jira had no way there.
+            # The client's transitions() passes no such parameter.
+            listed = client._get_json(
+                f"issue/{key}/transitions",
+                params={"expand": "transitions.fields", "includeUnavailableTransitions": "true"},
+            )["transitions"]
+            into = [
                 t
-                for t in client.transitions(key, expand="transitions.fields")
+                for t in listed
                 if ((t.get("to") or {}).get("statusCategory") or {}).get("key") == category
                 # Won't Do, Canceled, Declined are done statuses too: one would tell staff the
                 # grievance the desk resolved was turned down.
                 and not (category == "done" and _reads_as_not_done(t))
             ]
+            # Jira refuses a transition whose condition is not met with a 400 that names nothing.
+            offered = [t for t in into if t.get("isAvailable", True) is not False]
             if not offered:
+                if into:
+                    raise TrackerError(unavailable_reason(into[0]), 400, maybe_done=False, row_only=True)
                 return None
             named = [
                 t for t in offered if status in (str(t.get("name")).lower(), str(t["to"].get("name")).lower())

@@ -4,7 +4,9 @@ It serves what the client calls for our operations (server info, myself, the fie
 project, create issue, get issue, an issue's transitions and performing one (a team-managed
 project's workflow: To Do, In Progress, Done, each reached from the others; `workflow` leaves some
 out; `screens` puts fields on a transition, required or not, listed by `expand=transitions.fields`
-and checked when the transition is made), the enhanced JQL search with `nextPageToken` paging)
+and checked when the transition is made; `unavailable` makes a transition fail its workflow
+condition: listed, with `isAvailable` false, only for `includeUnavailableTransitions=true`, and
+refused when made), the enhanced JQL search with `nextPageToken` paging)
 under /rest/api/2 and /rest/api/3, checks HTTP basic auth, answers the removed
 `/rest/api/*/search` with 410, and accepts only the JQL forms voxdesk sends (one label, or for
 ticket news a list of players' labels and a relative `updated` window, which it applies): anything
@@ -222,6 +224,8 @@ class FakeJira(Strict):
     workflow: tuple[str, ...] | None = None
     # The fields on the screen of the transition into a status, by status name (none: no screen).
     screens: dict[str, tuple[ScreenField, ...]] = field(default_factory=dict)
+    # The statuses whose transition fails a workflow condition (an approval, a subtask still open).
+    unavailable: tuple[str, ...] = ()
     violations: list[str] = field(default_factory=list)
     violations_expected: bool = False
     port: int = 0
@@ -554,6 +558,8 @@ class FakeJira(Strict):
             return _errors(404, "Issue does not exist or you do not have permission to see it.")
         expand = {e.strip() for v in request.query.getall("expand", []) for e in v.split(",")}
         with_fields = "transitions.fields" in expand  # Jira ignores what it cannot expand
+        # Jira Cloud leaves out a transition that fails a condition unless asked for it.
+        with_unavailable = request.query.get("includeUnavailableTransitions", "").lower() == "true"
         return web.json_response(
             {
                 "expand": "transitions",
@@ -570,7 +576,7 @@ class FakeJira(Strict):
                         "hasScreen": bool(self.screens.get(to)),
                         "isGlobal": True,
                         "isInitial": False,
-                        "isAvailable": True,
+                        "isAvailable": to not in self.unavailable,
                         "isConditional": False,
                         "isLooped": False,
                         **(
@@ -580,6 +586,7 @@ class FakeJira(Strict):
                         ),
                     }
                     for i, to in self._offered(issue).items()
+                    if with_unavailable or to not in self.unavailable
                 ],
             }
         )
@@ -602,6 +609,10 @@ class FakeJira(Strict):
             # Scripted (a workflow without that way) or asked wrongly: refused as Jira refuses it.
             if str(transition["id"]) not in TRANSITIONS or self.workflow is None:
                 self.refuse(f"transition issue: {transition['id']!r} is not offered from {issue.status}.")
+            return _errors(400, f"Transition id '{transition['id']}' is not valid for this issue.")
+        if to in self.unavailable:
+            # voxdesk reads isAvailable first: trying a transition that fails its condition is a slip.
+            self.refuse(f"transition issue: {transition['id']!r} fails its workflow condition.")
             return _errors(400, f"Transition id '{transition['id']}' is not valid for this issue.")
         sent = body.get("fields") or {}
         if not isinstance(sent, dict):
