@@ -218,7 +218,7 @@ async def _one(service: str, backend: str, run: Callable[[], Awaitable[str]]) ->
 
 async def check_all(settings: Settings, live: App | None = None, for_run: bool = False) -> list[CheckResult]:
     """One result per service, checked concurrently: the engine, its offline fallback, the three
-    tool backends, the storage folder's databases (but under `live`), the Discord token (a FAIL if
+    tool backends, the storage folder's databases, the Discord token (a FAIL if
     missing only `for_run`) and, with the web front end
     on or its secrets set, those secrets. `live`: the running bot's own clients (the desk), rather
     than a fresh set built and closed."""
@@ -240,8 +240,9 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
         _one("grievances", t.grievances, backend("grievances", app.build_grievance_backend)),
         _one("discord", "token", discord),
     ]
-    if live is None:  # a running bot opened every database already
-        checks.insert(-1, _one("storage", "sqlite", lambda: asyncio.to_thread(check_storage, settings)))
+    # Under a running bot too: each database it holds open has its -wal, so the schema read goes
+    # read-only through SQLite's locks, which a WAL writer never waits on.
+    checks.insert(-1, _one("storage", "sqlite", lambda: asyncio.to_thread(check_storage, settings)))
     if _has_offline_fallback(settings, live):
         checks.insert(1, _one("fallback", "offline", lambda: check_fallback(settings, live)))
     if settings.web.enabled or s.web_session_key or s.web_staff_password_hash or s.web_staff_password:

@@ -653,6 +653,23 @@ async def test_check_page_shows_each_service(wsettings) -> None:
         assert "the model service is unreachable" in html
 
 
+async def test_the_desk_check_page_warns_of_grievance_lines_set_aside(wsettings) -> None:
+    # Each .rejected line is a grievance's last copy that only staff can file: the desk, where
+    # staff look, says so as `voxdesk check` does, while the bot holds its databases open.
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    async with web_client(wsettings) as (client, core):
+        await log_in(client)
+        rejected = GrievanceSpool.beside(core.settings.storage_dir / "grievances.db").rejected
+        rejected.write_text('{"user_id": "1", "descr\n')
+        html = await (await client.get("/desk/check")).text()
+        made = await core.grievances.register(NOVA, "wallet", "filed after the check")  # still writes
+    assert '<tr class="warn"><td>warn</td><td>storage</td><td>sqlite</td>' in html
+    assert "none written by a newer voxdesk" in html
+    assert "1 grievance line(s) cut short set aside in" in html and "FAIL" not in html
+    assert made.key
+
+
 async def test_the_desk_checks_the_running_offline_engine_without_new_speech_workers(
     wsettings, monkeypatch
 ) -> None:
