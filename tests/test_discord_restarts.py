@@ -401,11 +401,9 @@ class SlowFor(FrontendEngine):
         return await super().complete(turn)
 
 
-async def test_a_cut_turn_older_than_a_later_answer_in_its_channel_is_answered_after_the_restart(
-    settings, fake
-) -> None:
-    # Found by bench/soak.py: players are answered in parallel, so in a shared channel a newer
-    # note can be answered while an older one is still running when the bot stops.
+async def _stop_while_an_older_note_runs(settings, fake) -> tuple[dict, dict]:
+    """Nova's note still running and Blaze's newer one answered in the same channel when the bot
+    stops (its grace too short for Nova's turn): the two notes, the older one cut."""
     async with running_bot(settings, fake, engine=SlowFor(NOVA, delay=30), shutdown_grace_seconds=0.5) as h:
         older = await fake.send_note(nova, voice_note(), guild=True)
         await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
@@ -413,6 +411,15 @@ async def test_a_cut_turn_older_than_a_later_answer_in_its_channel_is_answered_a
         await all_answered(fake, [newer])
         h.stop.set()
         await asyncio.wait_for(h.task, 20)
+    return older, newer
+
+
+async def test_a_cut_turn_older_than_a_later_answer_in_its_channel_is_answered_after_the_restart(
+    settings, fake
+) -> None:
+    # Found by bench/soak.py: players are answered in parallel, so in a shared channel a newer
+    # note can be answered while an older one is still running when the bot stops.
+    older, newer = await _stop_while_an_older_note_runs(settings, fake)
     assert answers(fake, older) == 0
     async with running_bot(settings, fake):
         await all_answered(fake, [older], within=25)
@@ -425,13 +432,7 @@ async def test_a_cut_note_and_a_later_one_of_its_player_are_answered_in_the_orde
 ) -> None:
     # The catch-up itself reads from before the cut note: left to the recheck, which fetches it
     # once the catch-up has queued the rest, it would be answered after its player's later note.
-    async with running_bot(settings, fake, engine=SlowFor(NOVA, delay=30), shutdown_grace_seconds=0.5) as h:
-        older = await fake.send_note(nova, voice_note(), guild=True)
-        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
-        newer = await fake.send_note(blaze, voice_note(), guild=True)
-        await all_answered(fake, [newer])
-        h.stop.set()
-        await asyncio.wait_for(h.task, 20)
+    older, _ = await _stop_while_an_older_note_runs(settings, fake)
     missed = await fake.send_note(nova, voice_note(), guild=True)  # sent while the bot was down
     async with running_bot(settings, fake) as h:
         await all_answered(fake, [older, missed], within=25)
