@@ -224,10 +224,14 @@ class NoteLedger:
 
     async def unanswered(self) -> list[Unanswered]:
         """Notes kept for a restart, and notes whose turn a dead process never finished."""
-        rows = await self._conn.execute_fetchall(
-            "SELECT message_id, place_id, user_id, state, owner, lease_until FROM notes"
-            " WHERE state IN ('pending', 'started') ORDER BY message_id"
-        )
+        # After the claims already waiting: a start-up catch-up's answers claim a dead process's
+        # notes just as the first recheck lists them, and each listed before its claim landed
+        # would be fetched and its reply searched for (up to 50 pages of history) for nothing.
+        async with self._lock:
+            rows = await self._conn.execute_fetchall(
+                "SELECT message_id, place_id, user_id, state, owner, lease_until FROM notes"
+                " WHERE state IN ('pending', 'started') ORDER BY message_id"
+            )
         now = time.time()
         return [
             Unanswered(row["message_id"], row["place_id"], row["user_id"], row["state"], row["lease_until"])

@@ -490,6 +490,36 @@ async def test_a_killed_turn_older_than_a_later_answer_in_its_channel_is_answere
     assert answers(fake, older) == 1 and answers(fake, newer) == 0
 
 
+async def test_a_restarts_first_recheck_leaves_the_killed_turns_the_catch_up_answers(settings, fake) -> None:
+    # The first recheck runs as the start-up catch-up's answers claim a killed process's notes:
+    # one it listed before its claim landed would have its reply searched for through the raid
+    # after it, for a note this process is answering already.
+    notes = []
+    for player in (nova, blaze):
+        notes.append(await fake.send_note(player, voice_note(), guild=True, dispatch=False))
+        for n in range(150):
+            await fake.send_message(
+                quill, channel_id=ALLOWED_CHANNEL, guild=True, content=f"raid {n}", dispatch=False
+            )
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        ledger.owner = "4194305:1:killed"  # above Linux's largest pid: no such process
+        for note in notes:
+            assert await ledger.claim(int(note["id"]), ALLOWED_CHANNEL, str(note["author"]["id"]))
+    finally:
+        await ledger.aclose()
+    async with running_bot(settings, fake):
+        await all_answered(fake, notes, within=25)
+        await settle(fake)
+    searched = [
+        r
+        for r in fake.received
+        if r.kind == "history" and (r.body or {}).get("after") in {n["id"] for n in notes}
+    ]
+    assert searched == []
+    assert [answers(fake, n) for n in notes] == [1, 1]
+
+
 async def test_a_note_the_old_process_cut_in_an_overlapping_deploy_is_answered_by_the_new_one(
     settings, fake
 ) -> None:
