@@ -291,8 +291,10 @@ class CatchUp(commands.Cog):
         down) are turned away as they would have been live. Notes already promised an answer
         (kept during a shutdown, or cut by one) are answered whatever, and count. `messages` are
         those the ledger does not know as answered or claimed; of them, a note another path
-        (the live event, another read) weighed first is left to it and does not count."""
-        messages = [m for m in messages if voice.count_once(m.id)]
+        (the live event, another read) weighed first is left to it and does not count, unless
+        promised: that path gave it back (Discord failed under its answer), and it waits for no
+        recheck."""
+        messages = [m for m in messages if voice.count_once(m.id) or m.id in promised]
         limit = self.bot.discord_settings
         window = datetime.timedelta(seconds=limit.flood_seconds)
         taken: dict[int, list[datetime.datetime]] = {}

@@ -900,6 +900,20 @@ async def test_notes_answered_before_a_new_sessions_catch_up_do_not_count_toward
     assert not [t for t in told if "while I was away" in t]
 
 
+async def test_a_note_discord_failed_under_is_answered_by_the_new_sessions_catch_up(settings, fake) -> None:
+    # Discord fails under a note's answer (heard live, so weighed) and the session is lost with
+    # it: the new session's catch-up finds the note given back and answers it, not the recheck.
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        await settle(fake)  # the start's catch-up and first recheck are done
+        fake.posts_cut = 2  # the voice message and its apology
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await note_state(h.bot.core.notes, note) == "pending"
+        await h.bot.get_cog("CatchUp").catch_up(discord.utils.utcnow() - datetime.timedelta(minutes=1))
+        await all_answered(fake, [note], within=15)
+        await settle(fake)
+    assert answers(fake, note) == 1
+
+
 async def test_a_note_a_catch_up_reads_as_it_is_heard_live_is_weighed_against_the_flood_once(
     settings, fake
 ) -> None:
