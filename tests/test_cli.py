@@ -508,4 +508,6 @@ def test_check_says_when_the_speech_model_init_built_is_stale(settings, tmp_path
     stale = f"the speech model in {settings.storage_dir / 'speech'} was built from other manuals or by"
     assert stale_speech_models(copied).startswith(stale)
     (settings.storage_dir / "speech" / "domain.built.json").unlink()
-    assert stale_speech_models(settings).endswith("an older voxdesk: run `voxdesk init`")
+    assert stale_speech_models(settings).endswith(
+        "an older voxdesk: run `voxdesk init`, then restart the bot"
+    )

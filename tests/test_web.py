@@ -690,7 +690,10 @@ async def test_the_desk_checks_the_running_offline_engine_without_new_speech_wor
     assert pools == []  # each set of workers loads every speech model: hundreds of MB
     # Hearing works, on a model `init` should build again: a line of its own colour, not a FAIL.
     assert '<tr class="warn"><td>warn</td><td>engine</td>' in stale and "FAIL" not in stale
-    assert "by an older voxdesk: run `voxdesk init`" in stale and "tr.warn td:first-child" in css
+    assert (
+        "by an older voxdesk: run `voxdesk init`, then restart the bot" in stale
+        and "tr.warn td:first-child" in css
+    )
 
 
 async def test_checks_asked_for_at_once_run_once(wsettings, monkeypatch) -> None:

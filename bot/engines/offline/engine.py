@@ -479,7 +479,8 @@ def stale_speech_models(settings: Settings) -> str:
         return ""
     return (
         f"the speech model in {speech_dir(settings)} was built from other manuals or by an older "
-        "voxdesk: run `voxdesk init`"
+        # A running bot's speech workers loaded the model at start: init alone changes nothing.
+        "voxdesk: run `voxdesk init`, then restart the bot"
     )
 
 
