@@ -171,13 +171,7 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         n += _delete(conn, "DELETE FROM dms_closed WHERE user_id = ?", (user_id,))
         # Each ticket's newest piece stays (as news.db's own pruning keeps it): a change is told
         # by comparing with it, and without it the ticket's status would be told again.
-        told = _delete(
-            conn,
-            "DELETE FROM news WHERE user_id = ? AND state NOT IN ('pending', 'held') AND EXISTS"
-            " (SELECT 1 FROM news AS later WHERE later.source = news.source"
-            " AND later.ticket = news.ticket AND later.id > news.id)",
-            (user_id,),
-        )
+        told = _delete(conn, f"DELETE FROM news WHERE user_id = ? AND {ticket_news.SUPERSEDED}", (user_id,))
         kept = len(_rows(conn, "SELECT id FROM news WHERE user_id = ?", (user_id,)))
         lines.append(
             f"news.db: {told} piece(s) of ticket news and {n} channel note(s) erased;"

@@ -293,6 +293,15 @@ async def rekey_news(conn: aiosqlite.Connection) -> None:
         raise
 
 
+# A piece of news told (or given up) with a newer one of its ticket for its player: what pruning
+# may drop. Each player's newest piece of a ticket stays, since `add` compares a change with it.
+SUPERSEDED = (
+    "state NOT IN ('pending', 'held') AND EXISTS (SELECT 1 FROM news AS later"
+    " WHERE later.user_id = news.user_id AND later.source = news.source"
+    " AND later.ticket = news.ticket AND later.id > news.id)"
+)
+
+
 class NewsStore:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
@@ -327,10 +336,7 @@ class NewsStore:
         self._pruned_at = now
         async with self._lock:
             cursor = await self._conn.execute(
-                "DELETE FROM news WHERE state NOT IN ('pending', 'held') AND found_at < ? AND EXISTS"
-                " (SELECT 1 FROM news AS later WHERE later.user_id = news.user_id"
-                " AND later.source = news.source AND later.ticket = news.ticket AND later.id > news.id)",
-                (iso_at(now - KEEP_TOLD_SECONDS),),
+                f"DELETE FROM news WHERE found_at < ? AND {SUPERSEDED}", (iso_at(now - KEEP_TOLD_SECONDS),)
             )
             await self._conn.execute(
                 "DELETE FROM last_channel WHERE at < ?", (iso_at(now - KEEP_CHANNEL_SECONDS),)

@@ -107,6 +107,21 @@ async def test_export_holds_everything_kept_about_a_player_and_nothing_of_anothe
     assert "blaze" not in out.read_text() and BLAZE not in out.read_text()
 
 
+async def test_forget_keeps_a_players_newest_news_of_a_ticket_staff_gave_another(settings) -> None:
+    # Each player's newest piece of a ticket is what a change is compared with: a newer piece of
+    # the same Jira issue for the player staff gave it to is no reason to erase Nova's.
+    storage = settings.storage_dir
+    news = await NewsStore.open(storage_paths_of(storage).news)
+    for user_id, status in ((NOVA, "resolved"), (BLAZE, "reopened")):
+        assert await news.add(user_id, "jira", "GRV-9", "status", status, f"GRV-9 is {status}")
+        await news.finish([i.id for i in await news.due() if i.user_id == user_id], "sent")
+    await news.aclose()
+    done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "news.db: 0 piece(s) of ticket news" in done.stdout
+    assert _count(storage_paths_of(storage).news, "SELECT COUNT(*) FROM news WHERE user_id = ?", NOVA) == 1
+
+
 async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which(settings) -> None:
     storage = settings.storage_dir
     await _fill(storage, NOVA, "nova was charged twice for gems")
