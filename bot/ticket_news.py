@@ -621,15 +621,23 @@ class TicketNews:
         command): a grievance that request filed from the spool among them is told, and its news
         (held for that answer, or found later) is not. The keys an answer tells are those of what
         its own turn filed (`Reply.told_keys`, the slash command's filing): the same key naming
-        another of the player's tickets, in the other key space, leaves that one to news."""
+        another of the player's tickets, in the other key space, leaves that one to news. A
+        failure to record it is logged, never raised: the DM then goes out as well."""
         if self._local is None or not keys or not request_id:
             return
-        tickets = await self._local.heard(user_id, filing_turn(platform, request_id), keys)
-        if not tickets:
+        try:
+            tickets = await self._local.heard(user_id, filing_turn(platform, request_id), keys)
+            if not tickets:
+                return
+            # Not `_local_source`: an answer may come before this process has read any event.
+            local_source = f"local:{await self._local.store_id()}"
+            told = await self.store.told_in_answer(user_id, local_source, tickets)
+        except Exception as exc:  # the DM goes out as well: told twice rather than never
+            log.error(
+                "could not record that %s request %s told tickets %s: %s", user_id, request_id, keys, exc
+            )
             return
-        # Not `_local_source`: an answer may come before this process has read any event.
-        local_source = f"local:{await self._local.store_id()}"
-        if await self.store.told_in_answer(user_id, local_source, tickets):
+        if told:
             log.info(
                 "ticket news for %s not sent: %s told in the answer to their note", user_id, ", ".join(keys)
             )

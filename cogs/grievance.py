@@ -166,8 +166,8 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         user_id = str(interaction.user.id)
 
         async def answered() -> None:
-            if filed:  # the answer that went out tells its key
-                await self._heard(user_id, str(interaction.id), filed)
+            # The answer that went out tells its key: its news, held meanwhile, is not sent.
+            await self.bot.core.news.heard_in_answer(user_id, "discord", str(interaction.id), filed)
 
         try:
             with self.bot.core.news.answers_once("discord", str(interaction.id)):
@@ -193,14 +193,6 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 user_id,
                 exc,
             )
-
-    async def _heard(self, user_id: str, request_id: str, keys: list[str]) -> None:
-        """The answer to the interaction `request_id`, telling these keys, is out: their news, held
-        meanwhile, is not sent."""
-        try:
-            await self.bot.core.news.heard_in_answer(user_id, "discord", request_id, keys)
-        except Exception as exc:  # the DM goes out as well: told twice rather than never
-            log.error("could not record that user %s was told tickets %s: %s", user_id, keys, exc)
 
 
 async def setup(bot: VoxdeskBot) -> None:

@@ -332,12 +332,7 @@ class VoiceNotes(commands.Cog):
     async def _heard(self, message: discord.Message, keys: list[str]) -> None:
         """Before the note is marked answered, while ticket news still holds what its answer
         tells: a complaint of this note kept in the spool is told by this answer, not by DM."""
-        if not keys:
-            return
-        try:
-            await self.bot.core.news.heard_in_answer(str(message.author.id), "discord", str(message.id), keys)
-        except Exception as exc:  # the DM goes out as well: told twice rather than never
-            log.error("could not record that note %s told tickets %s: %s", message.id, keys, exc)
+        await self.bot.core.news.heard_in_answer(str(message.author.id), "discord", str(message.id), keys)
 
     async def _settle(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
         try:
