@@ -31,6 +31,7 @@ import discord
 from discord.ext import commands, tasks
 
 from bot import sentences as say
+from bot.bounded import remember
 from cogs.bot import VoxdeskBot
 
 if TYPE_CHECKING:
@@ -86,9 +87,7 @@ class CatchUp(commands.Cog):
         if parent is None or parent.permissions_for(thread.guild.me).manage_threads:
             return
         # Discord tells of one join twice (THREAD_CREATE, then THREAD_MEMBERS_UPDATE).
-        self._joined[thread.id] = None
-        while len(self._joined) > MAX_JOINED:
-            del self._joined[next(iter(self._joined))]
+        remember(self._joined, thread.id, None, MAX_JOINED)
         self.bot.track(self._read_joined(thread))
 
     @commands.Cog.listener()

@@ -16,6 +16,7 @@ from discord.ext import commands
 from bot import metrics
 from bot import sentences as say
 from bot.audio import AudioError, too_big_message, too_long_message
+from bot.bounded import remember
 from bot.tools.base import ToolContext
 from cogs.bot import VoxdeskBot
 from cogs.replies import may_react, may_send, send_answer, send_text
@@ -182,9 +183,7 @@ class VoiceNotes(commands.Cog):
         answers it or turns it away."""
         if message_id in self._counted:
             return False
-        self._counted[message_id] = None
-        while len(self._counted) > MAX_COUNTED:
-            del self._counted[next(iter(self._counted))]
+        remember(self._counted, message_id, None, MAX_COUNTED)
         return True
 
     def _mentioned(self, message: discord.Message) -> bool:
@@ -237,9 +236,7 @@ class VoiceNotes(commands.Cog):
             # recorded (a restart's catch-up could answer it again, which beats never). This
             # process remembers it, so its own catch-up racing the live event leaves it alone.
             log.error("could not record note %s in the ledger, answering it anyway: %s", message.id, exc)
-            self._unrecorded[message.id] = None
-            while len(self._unrecorded) > MAX_UNRECORDED:
-                del self._unrecorded[next(iter(self._unrecorded))]
+            remember(self._unrecorded, message.id, None, MAX_UNRECORDED)
             mine = True
         if not mine:
             log.info("note %s from %s is answered elsewhere", message.id, author.id)
@@ -307,9 +304,7 @@ class VoiceNotes(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
-        self._deleted_threads[payload.thread_id] = None
-        while len(self._deleted_threads) > MAX_DELETED_THREADS:
-            del self._deleted_threads[next(iter(self._deleted_threads))]
+        remember(self._deleted_threads, payload.thread_id, None, MAX_DELETED_THREADS)
 
     def _gone(self, message: discord.Message) -> bool:
         """Whether the note's guild channel or thread was deleted or the bot removed from its guild

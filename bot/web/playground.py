@@ -18,6 +18,7 @@ from bot import metrics
 from bot import sentences as say
 from bot.app import App
 from bot.audio import AudioError, too_big_message
+from bot.bounded import remember
 from bot.tools.base import ToolContext
 from bot.web import UPLOAD_SLACK, Reused, security
 from bot.web import state as web_state
@@ -177,9 +178,7 @@ async def ask(request: web.Request) -> web.Response:
     audio_url = None
     if reply.audio is not None:
         token = secrets.token_urlsafe(16)
-        st.replies[token] = (owner, reply.audio.ogg)
-        while len(st.replies) > MAX_REPLIES:
-            del st.replies[next(iter(st.replies))]
+        remember(st.replies, token, (owner, reply.audio.ogg), MAX_REPLIES)
         audio_url = str(request.app.router["reply_audio"].url_for(token=token))
     return web.json_response(
         {
