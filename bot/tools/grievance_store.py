@@ -22,7 +22,7 @@ import aiosqlite
 
 from bot import sentences as say
 from bot.db import add_missing_columns, first, opening
-from bot.tools import filed_in, same_complaint
+from bot.tools import filed_in, filing_turn, same_complaint
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import GrievanceSpool
 
@@ -557,7 +557,7 @@ class LocalGrievanceStore:
             # the database refused it, worded afresh), or this spool read again: filed before.
             if await self._filed_alike(r["user_id"], r["category"], r["description"], r["id"]):
                 return None
-            turn = f"{named[0]}:{named[1]}:"
+            turn = filing_turn(*named)
         rows = await self._conn.execute_fetchall(
             "SELECT spool_id, category, description, user_id FROM grievances"
             " WHERE substr(spool_id, 1, ?) = ?",
