@@ -76,7 +76,7 @@ def build_domain_model(
         entry, _, phones = line.partition(" ")
         word = entry.split("(", 1)[0]
         pronunciations.setdefault(word, []).append(f"{entry} {phones.strip()}")
-    corpus = list(dict.fromkeys(domain_sentences(manuals_dir)))
+    corpus = _corpus(manuals_dir)
     sentences = [s for s in corpus if all(w in pronunciations for w in s.split())]
     model = ngram.train(sentences)
     if general_words and weight < 1:
@@ -99,6 +99,12 @@ def build_domain_model(
 BUILT = "domain.built.json"
 
 
+def _corpus(manuals_dir: Path) -> list[str]:
+    """The sentences a domain model is built from, once each: read by the build and by the
+    check of what it was built from alike, or the check stops matching the build."""
+    return list(dict.fromkeys(domain_sentences(manuals_dir)))
+
+
 def _fingerprint(corpus: list[str], general_words: int, weight: float) -> str:
     """A hash of what build_domain_model reads: the corpus (this voxdesk's sentences and the
     manuals'), how it mixes in general English, and the pocketsphinx wheel whose dictionary
@@ -114,10 +120,8 @@ def built_from_current_inputs(model_dir: Path, manuals_dir: Path) -> bool:
         built = json.loads((model_dir / BUILT).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
         return False
-    corpus = list(dict.fromkeys(domain_sentences(manuals_dir)))
-    return isinstance(built, dict) and built.get("inputs") == _fingerprint(
-        corpus, GENERAL_WORDS, DOMAIN_WEIGHT
-    )
+    current = _fingerprint(_corpus(manuals_dir), GENERAL_WORDS, DOMAIN_WEIGHT)
+    return isinstance(built, dict) and built.get("inputs") == current
 
 
 def _with_general_english(
