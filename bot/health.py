@@ -56,10 +56,7 @@ async def _check_backend(build: Callable[[], Awaitable[object]]) -> str:
 async def check_engine(settings: Settings, live: App | None = None) -> str:
     if live is not None:
         if live.engine.name == "offline":
-            from bot.engines.offline.engine import OfflineEngine, check_live_offline_engine
-
-            assert isinstance(live.engine, OfflineEngine)
-            return await with_speech_model(settings, await check_live_offline_engine(settings, live.engine))
+            return await check_offline(settings, live.engine)
         return priced(settings, live.engine, await live.engine.check())
     if settings.agent.engine == "openai":
         from bot.engines.openai import create_openai_engine
@@ -69,15 +66,24 @@ async def check_engine(settings: Settings, live: App | None = None) -> str:
             return priced(settings, engine, await engine.check())
         finally:
             await engine.aclose()
-    from bot.engines.offline.engine import check_offline_engine
-
-    return await with_speech_model(settings, await check_offline_engine(settings))
+    return await check_offline(settings)
 
 
-async def with_speech_model(settings: Settings, detail: str) -> str:
-    """An offline engine's `detail`, a NeedsHuman one when the speech model `init` built is stale."""
-    from bot.engines.offline.engine import stale_speech_models
+async def check_offline(settings: Settings, running: object = None) -> str:
+    """The offline engine: the running bot's own one, or a fresh one built and closed; a
+    NeedsHuman detail when the speech model `init` built is stale."""
+    from bot.engines.offline.engine import (
+        OfflineEngine,
+        check_live_offline_engine,
+        check_offline_engine,
+        stale_speech_models,
+    )
 
+    if running is None:
+        detail = await check_offline_engine(settings)
+    else:
+        assert isinstance(running, OfflineEngine)
+        detail = await check_live_offline_engine(settings, running)
     if stale := await asyncio.to_thread(stale_speech_models, settings):
         return NeedsHuman(f"{detail}; {stale}")
     return detail
@@ -102,12 +108,10 @@ def priced(settings: Settings, engine: object, detail: str) -> str:
 
 async def check_fallback(settings: Settings, live: App | None = None) -> str:
     """The offline engine a failing cloud engine hands notes to; the desk's own one under `live`."""
-    from bot.engines.offline.engine import OfflineEngine, check_live_offline_engine, check_offline_engine
-
-    if live is not None:
-        assert isinstance(live.fallback, OfflineEngine)
-        return await with_speech_model(settings, await check_live_offline_engine(settings, live.fallback))
-    return await with_speech_model(settings, await check_offline_engine(settings))
+    if live is None:
+        return await check_offline(settings)
+    assert live.fallback is not None
+    return await check_offline(settings, live.fallback)
 
 
 def check_discord_token(settings: Settings, for_run: bool) -> str:
