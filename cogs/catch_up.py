@@ -95,13 +95,15 @@ class CatchUp(commands.Cog):
         # Out of a private thread, the bot hears none of its notes: adding it back reads it again.
         self._joined.pop(thread.id, None)
 
+    def _cutoff(self) -> datetime.datetime:
+        """When the oldest note still answered was sent: `discord.catch_up_minutes` ago."""
+        return discord.utils.utcnow() - datetime.timedelta(minutes=self.bot.discord_settings.catch_up_minutes)
+
     async def _read_joined(self, thread: discord.Thread) -> None:
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
         if voice is None or not _may_read(thread):
             return
-        cutoff = discord.utils.utcnow() - datetime.timedelta(
-            minutes=self.bot.discord_settings.catch_up_minutes
-        )
+        cutoff = self._cutoff()
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()
         try:
@@ -159,9 +161,7 @@ class CatchUp(commands.Cog):
         if voice is None:
             return 0
         ledger = self.bot.core.notes
-        cutoff = discord.utils.utcnow() - datetime.timedelta(
-            minutes=self.bot.discord_settings.catch_up_minutes
-        )
+        cutoff = self._cutoff()
         leftovers = await ledger.unanswered()
         await ledger.expire([u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff])
         answered = 0
@@ -215,11 +215,12 @@ class CatchUp(commands.Cog):
             return
         ledger = self.bot.core.notes
         minutes = self.bot.discord_settings.catch_up_minutes
-        cutoff = discord.utils.utcnow() - datetime.timedelta(minutes=minutes)
+        cutoff = self._cutoff()
+        window_start = cutoff if since is None else max(cutoff, since)
         leftovers = await ledger.unanswered()
         dms = set(await ledger.places("dm"))
         channels = set(self.bot.discord_settings.channels)
-        archived = await self._archived_threads(channels, cutoff if since is None else max(cutoff, since))
+        archived = await self._archived_threads(channels, window_start)
         threads = self._threads_of(channels) | set(archived)
         places = channels | threads | dms | {u.place_id for u in leftovers}
 
@@ -243,7 +244,7 @@ class CatchUp(commands.Cog):
             # a note a stopped or killed process left unanswered can be older than the newest one
             # it answered here: reading resumes before the oldest such note, not after the newest.
             left_here = {u.message_id for u in leftovers if u.place_id == place_id} - too_old
-            start: discord.abc.Snowflake | datetime.datetime = cutoff if since is None else max(cutoff, since)
+            start: discord.abc.Snowflake | datetime.datetime = window_start
             if last is not None and _sent_at(last) >= cutoff:
                 start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
             elif last is not None:
