@@ -58,6 +58,17 @@ OUTBOX_DEPTH = Gauge(
     "Grievances waiting to be pushed to the remote tracker (0 on the local backend)",
     registry=REGISTRY,
 )
+# Depth alone cannot tell one grievance stuck for a day from a steady trickle: alert on age.
+OUTBOX_OLDEST_SECONDS = Gauge(
+    "voxdesk_grievance_outbox_oldest_seconds",
+    "Seconds since the longest-waiting grievance for the remote tracker was filed (0: none waits)",
+    registry=REGISTRY,
+)
+UNFILED = Gauge(
+    "voxdesk_grievances_unfiled",
+    "Grievances the database refused, kept in its spool or in memory until it takes them",
+    registry=REGISTRY,
+)
 # Apart: `voxdesk web` has no gateway, and a 0 there would read as a Discord bot disconnected.
 DISCORD_REGISTRY = CollectorRegistry(auto_describe=True)
 DISCORD_CONNECTED = Gauge(

@@ -901,6 +901,32 @@ async def test_metrics_count_notes_stages_tools_and_the_outbox(wsettings) -> Non
     assert re.search(r"^voxdesk_grievance_outbox_depth 0\.0$", text, re.M)
 
 
+async def test_metrics_give_the_oldest_waiting_grievances_age_and_the_unfiled(wsettings) -> None:
+    """An operator's alert: one grievance stuck for a day reads like a steady trickle in depth."""
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        fresh = await (await client.get("/metrics")).text()
+        assert metric_value("voxdesk_grievance_outbox_oldest_seconds", fresh) == 0
+        assert metric_value("voxdesk_grievances_unfiled", fresh) == 0
+        stuck = await store.register(NOVA, "wallet", "top-up lost", push_state="pending")
+        await store.register(NOVA, "other", "lag", push_state="pending")
+        day_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
+        await store._conn.execute(
+            "UPDATE grievances SET created_at = ? WHERE local_key = ?",
+            (day_ago.strftime("%Y-%m-%dT%H:%M:%SZ"), stuck.key),
+        )
+        await store._conn.commit()
+        GrievanceSpool.beside(core.settings.storage_dir / "grievances.db").keep(
+            user_id=BLAZE, category="wallet", description="refund", at="2026-12-01T10:00:00Z", state="pending"
+        )
+        text = await (await client.get("/metrics")).text()
+    assert metric_value("voxdesk_grievance_outbox_depth", text) == 2
+    assert 86_400 <= metric_value("voxdesk_grievance_outbox_oldest_seconds", text) < 86_400 + 600
+    assert metric_value("voxdesk_grievances_unfiled", text) == 1
+
+
 # ---- settings and the command line -------------------------------------------------------------
 
 

@@ -201,6 +201,11 @@ def utc_now() -> str:
     return iso_at(time.time())
 
 
+def seconds_of(iso: str) -> float:
+    """A grievance time back to unix seconds."""
+    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+
+
 def iso_at(seconds: float) -> str:
     """Unix seconds as the grievances' times are written ("2026-12-05T06:00:00Z"), so that
     times compare as text."""
@@ -673,6 +678,18 @@ class LocalGrievanceStore:
         rows = await self._conn.execute_fetchall(pending)
         (count,) = first(rows)  # type: ignore[misc]
         return int(count)
+
+    async def oldest_pending(self) -> str | None:
+        """When the longest-waiting grievance for the remote tracker was filed (None: none)."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT MIN(created_at) FROM grievances WHERE push_state = 'pending'"
+        )
+        (oldest,) = first(rows)  # type: ignore[misc]
+        return None if oldest is None else str(oldest)
+
+    async def count_unfiled(self) -> int:
+        """Grievances the database refused, waiting in the spool or in memory to be filed."""
+        return len(await self._spooled()) + len(self._held)
 
     async def mark_pushed(self, local_key: str, remote_key: str) -> None:
         async with self._write_lock:

@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from bot import metrics
+from bot.tools.grievance_store import seconds_of
 from bot.web import security
 from bot.web import state as web_state
 
@@ -87,16 +88,26 @@ async def _backends(st: Any) -> dict[str, dict[str, Any]]:
     return checks  # type: ignore[no-any-return]
 
 
+async def _grievance_gauges(store: Any) -> None:
+    # -1: the database did not answer, visible in the graph rather than a failed scrape.
+    try:
+        depth = await store.count_pending()
+        oldest = await store.oldest_pending()
+    except Exception:
+        depth, age = -1, -1.0
+    else:
+        age = 0.0 if oldest is None else max(0.0, time.time() - seconds_of(oldest))
+    metrics.OUTBOX_DEPTH.set(depth)
+    metrics.OUTBOX_OLDEST_SECONDS.set(age)
+    metrics.UNFILED.set(await store.count_unfiled())
+
+
 async def metrics_page(request: web.Request) -> web.Response:
     st = web_state(request)
     # Cost and counts are the studio's business: this machine, or whoever holds the token.
     if not security.metrics_allowed(request, st.settings.secrets.web_metrics_token):
         raise web.HTTPForbidden(text="/metrics is served to this machine, or with the metrics token.")
-    try:
-        depth = await st.core.grievances.local_store.count_pending()  # type: ignore[attr-defined]
-    except Exception:
-        depth = -1  # the database did not answer: visible in the graph rather than a failed scrape
-    metrics.OUTBOX_DEPTH.set(depth)
+    await _grievance_gauges(st.core.grievances.local_store)
     if st.discord_ready is not None:
         metrics.DISCORD_CONNECTED.set(1 if st.discord_ready() else 0)
     page = metrics.render(discord=st.discord_ready is not None)
