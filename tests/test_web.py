@@ -1421,6 +1421,26 @@ async def test_forwarded_for_counts_only_from_a_trusted_proxy(settings) -> None:
         assert await statuses(client) == [401, 401, 429]
 
 
+async def test_a_proxy_that_adds_its_own_forwarded_for_line_is_the_one_that_counts(settings) -> None:
+    from multidict import CIMultiDict
+
+    limited = web_settings(
+        settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="2", VOXDESK_WEB_TRUST_FORWARDED="true"
+    )
+    async with web_client(limited) as (client, _):
+        token = await csrf_of(client, "/desk/login")
+        answers = []
+        for i in range(4):
+            # HAProxy's `option forwardfor` adds a header line after the client's own, forged one.
+            headers = CIMultiDict([("X-Forwarded-For", f"198.51.100.{i + 1}")])
+            headers.add("X-Forwarded-For", "203.0.113.7")
+            answer = await client.post(
+                "/desk/login", data={"csrf": token, "password": "wrong"}, headers=headers
+            )
+            answers.append(answer.status)
+        assert answers == [401, 401, 429, 429]
+
+
 async def test_failed_staff_logins_and_lockouts_are_logged_without_the_password(settings, caplog) -> None:
     import logging
 

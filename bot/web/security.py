@@ -300,7 +300,9 @@ def client_key(request: web.Request, settings: WebSettings) -> str:
     peer that is not our proxy)."""
     address = request.remote or "unknown"
     if settings.trust_forwarded and _is_trusted(address, tuple(settings.trusted_proxies)):
-        forwarded = request.headers.get("X-Forwarded-For", "")
+        # Every line of the header, in order: a proxy may add its own line (HAProxy's `option
+        # forwardfor` does) after the one the client sent, and the first line alone is forged.
+        forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
         hops = [h.strip() for h in forwarded.split(",") if h.strip()]
         if hops:
             address = hops[-1]
