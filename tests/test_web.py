@@ -16,7 +16,7 @@ from cryptography.fernet import Fernet
 
 from bot import paths
 from bot.config import load_settings
-from bot.web import ops, playground
+from bot.web import desk, ops, playground
 from bot.web.playground import DEMO_PLAYERS
 from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
 
@@ -787,6 +787,28 @@ async def test_odd_forms_and_tokens_are_refused_not_a_server_error(wsettings, he
         await csrf_of(client, "/desk/login")
         answer = await client.post("/desk/login", data=body, headers=headers, allow_redirects=False)
         assert answer.status in (400, 403)
+
+
+async def test_a_desk_form_is_held_to_what_its_fields_need(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        token = await csrf_of(client, "/desk/login")
+        # A form is read before the CSRF check and the login limit: without a cap, anyone could make
+        # the server hold several megabytes a request (audio.max_bytes, the app's body limit).
+        padded = {"csrf": token, "password": "wrong", "pad": "x" * 200_000}
+        assert (await client.post("/desk/login", data=padded)).status == 413
+        multipart = FormData({"password": "wrong"})
+        multipart.add_field("pad", b"x" * 200_000, filename="pad.bin")
+        answer = await client.post("/desk/login", data=multipart, headers={"X-CSRF-Token": token})
+        assert answer.status == 413
+        assert await log_in(client) == 303
+        # The longest note there is, in four-byte characters, percent-encoded, still fits.
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        longest = "\U0001f3ae" * desk.MAX_NOTE_CHARS
+        done = await client.post(
+            "/desk/ticket/GRV-10/note", data={"csrf": token, "body": longest}, allow_redirects=False
+        )
+        assert done.status == 303
+        assert [n.body for n in await core.grievances.local_store.staff_notes("GRV-10")] == [longest]
 
 
 @pytest.mark.parametrize(
