@@ -1260,6 +1260,62 @@ async def test_the_playground_has_a_ceiling_of_notes_a_minute_across_every_clien
         assert 1 <= int(answers[-1].headers["Retry-After"]) <= 60
 
 
+async def test_the_playground_reads_only_a_few_uploads_at_once_across_every_client(settings) -> None:
+    """Each upload in flight holds up to audio.max_bytes: many clients each sending their per-client
+    allowance at once must not make the server hold all of them."""
+    from bot.web import STATE
+
+    s = web_settings(
+        settings.storage_dir,
+        VOXDESK_WEB_PLAYGROUND_TURNS="1",
+        VOXDESK_WEB_PLAYGROUND_NOTES="100",
+        VOXDESK_WEB_TRUST_FORWARDED="true",
+    )
+    boundary = "held-upload"
+    head = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="player"\r\n\r\n{NOVA}\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="n.ogg"\r\n'
+        "Content-Type: audio/ogg\r\n\r\n"
+    ).encode()
+    release = asyncio.Event()
+
+    async def held_body():  # type: ignore[no-untyped-def]
+        yield head + NOTE[:1000]
+        await release.wait()
+        yield NOTE[1000:] + f"\r\n--{boundary}--\r\n".encode()
+
+    async with web_client(s) as (client, _):
+        st = client.app[STATE]
+        token = await csrf_of(client)
+        held = [
+            asyncio.create_task(
+                client.post(
+                    "/playground/ask",
+                    data=held_body(),
+                    headers={
+                        "X-CSRF-Token": token,
+                        "Content-Type": f"multipart/form-data; boundary={boundary}",
+                        "X-Forwarded-For": f"198.51.100.{i + 1}",  # each its own client
+                    },
+                )
+            )
+            for i in range(playground.UPLOADS_PER_TURN)
+        ]
+        while st.playground_uploads < playground.UPLOADS_PER_TURN:  # noqa: ASYNC110 - a counter, no event
+            await asyncio.sleep(0.01)
+        one_more = await client.post(
+            "/playground/ask",
+            data=note_form(),
+            headers={"X-CSRF-Token": token, "X-Forwarded-For": "198.51.100.99"},
+        )
+        assert one_more.status == 429 and one_more.headers["Retry-After"]
+        assert "busy answering other visitors' notes" in (await one_more.json())["error"]
+        release.set()
+        answers = await asyncio.gather(*held)
+        assert all(a.status in (200, 429) for a in answers) and st.playground_uploads == 0
+        assert (await ask(client, token)).status == 200
+
+
 async def test_two_sessions_speaking_as_one_player_are_answered_side_by_side(wsettings) -> None:
     """The demo players are shared: one visitor's notes as Nova do not wait for another's."""
     from tests.frontend_engine import FrontendEngine

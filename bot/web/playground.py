@@ -48,6 +48,9 @@ TICKETS_FRESH_SECONDS = 5.0
 ALL = "all"  # the key of WebState.all_notes
 # Retry-After for a note refused because the playground's turns are all taken: about one note's time.
 BUSY_SECONDS = 5
+# Uploads read at once, every client's together, for each of web.playground_turns: each holds up to
+# audio.max_bytes, and the per-client limit alone lets each of many addresses send several at once.
+UPLOADS_PER_TURN = 4
 
 
 async def allowed_players(core: App) -> dict[str, str]:
@@ -124,25 +127,16 @@ async def ask(request: web.Request) -> web.Response:
     # client_max_size alone would let a request of any size be read to its end.
     if (request.content_length or 0) > limits.max_bytes + UPLOAD_SLACK:
         return _refused(too_big_message(request.content_length or 0, limits), 413, "too_big")
-    player, data = None, None
-    started = time.perf_counter()
+    if st.playground_uploads >= st.settings.web.playground_turns * UPLOADS_PER_TURN:
+        return _refused(say.PLAYGROUND_BUSY.format(seconds=BUSY_SECONDS), 429, "busy", BUSY_SECONDS)
+    st.playground_uploads += 1
     try:
-        reader = await request.multipart()
-        while (part := await reader.next()) is not None:
-            if not isinstance(part, BodyPartReader) or part.name not in ("player", "audio"):
-                return _refused(say.BAD_UPLOAD, 400, "bad_request")
-            if part.name == "player" and player is None:
-                player = (await _read_capped(part, 64) or b"").decode(errors="replace")
-            elif part.name == "audio" and data is None:
-                data = await _read_capped(part, limits.max_bytes)
-                if data is None:
-                    declared = request.content_length or limits.max_bytes + 1
-                    return _refused(too_big_message(declared, limits), 413, "too_big")
-            else:  # a second player or note
-                return _refused(say.BAD_UPLOAD, 400, "bad_request")
-    except security.UNREADABLE_FORM:  # no boundary, a body that is not multipart, an odd encoding
-        return _refused(say.BAD_UPLOAD, 400, "bad_request")
-    metrics.stage("download", time.perf_counter() - started)
+        got = await _read_note(request)
+    finally:
+        st.playground_uploads -= 1
+    if isinstance(got, web.Response):
+        return got
+    player, data, started = got
     user_id = _player(request, player)
     if not data:
         return _refused(say.EMPTY_NOTE, 422, "empty")
@@ -194,6 +188,32 @@ async def ask(request: web.Request) -> web.Response:
             "audio_url": audio_url,
         }
     )
+
+
+async def _read_note(request: web.Request) -> tuple[str | None, bytes | None, float] | web.Response:
+    """(player, note, when the upload began), or the refusal of a body that is not one note and
+    one player, or whose note is over audio.max_bytes."""
+    limits = web_state(request).settings.audio
+    player, data = None, None
+    started = time.perf_counter()
+    try:
+        reader = await request.multipart()
+        while (part := await reader.next()) is not None:
+            if not isinstance(part, BodyPartReader) or part.name not in ("player", "audio"):
+                return _refused(say.BAD_UPLOAD, 400, "bad_request")
+            if part.name == "player" and player is None:
+                player = (await _read_capped(part, 64) or b"").decode(errors="replace")
+            elif part.name == "audio" and data is None:
+                data = await _read_capped(part, limits.max_bytes)
+                if data is None:
+                    declared = request.content_length or limits.max_bytes + 1
+                    return _refused(too_big_message(declared, limits), 413, "too_big")
+            else:  # a second player or note
+                return _refused(say.BAD_UPLOAD, 400, "bad_request")
+    except security.UNREADABLE_FORM:  # no boundary, a body that is not multipart, an odd encoding
+        return _refused(say.BAD_UPLOAD, 400, "bad_request")
+    metrics.stage("download", time.perf_counter() - started)
+    return player, data, started
 
 
 async def _read_capped(part: BodyPartReader, limit: int) -> bytes | None:
