@@ -33,6 +33,7 @@ TOO_FAST = "You're sending notes faster than I can answer. Try again in {seconds
 PLAYGROUND_BUSY = (
     "The playground is busy answering other visitors' notes. Try again in {seconds:.0f} seconds."
 )
+UPLOAD_TOO_SLOW = "That note took too long to upload. Please send it again, or a shorter one."
 TICKETS_TOO_FAST = "You're asking for tickets faster than I can look. Try again in {seconds:.0f} seconds."
 
 # ---- no answer this time ---------------------------------------------------------------------

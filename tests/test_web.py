@@ -1316,6 +1316,40 @@ async def test_the_playground_reads_only_a_few_uploads_at_once_across_every_clie
         assert (await ask(client, token)).status == 200
 
 
+async def test_slow_uploads_cannot_hold_the_playground(settings, monkeypatch) -> None:
+    """With uploads read a few at once, a slow sender could hold them all: one client holds at most
+    two, and each is given a deadline."""
+    from bot.web import STATE
+
+    monkeypatch.setattr(playground, "UPLOAD_SECONDS", 0.5)
+    s = web_settings(settings.storage_dir, VOXDESK_WEB_PLAYGROUND_NOTES="100")
+    boundary = "slow-upload"
+    never = asyncio.Event()
+
+    async def stalled_body():  # type: ignore[no-untyped-def]
+        yield f"--{boundary}\r\n".encode()
+        await never.wait()
+
+    async with web_client(s) as (client, _):
+        st = client.app[STATE]
+        token = await csrf_of(client)
+        headers = {"X-CSRF-Token": token, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        stalled = [
+            asyncio.create_task(client.post("/playground/ask", data=stalled_body(), headers=headers))
+            for _ in range(playground.UPLOADS_PER_CLIENT)
+        ]
+        while st.playground_uploads < playground.UPLOADS_PER_CLIENT:  # noqa: ASYNC110 - a counter, no event
+            await asyncio.sleep(0.01)
+        third = await ask(client, token)
+        assert third.status == 429 and "faster than I can answer" in (await third.json())["error"]
+        # Not a timing assertion: a guard so uploads with no deadline fail the test, not hang it.
+        answers = await asyncio.wait_for(asyncio.gather(*stalled), 30)
+        assert [a.status for a in answers] == [408] * playground.UPLOADS_PER_CLIENT
+        assert "took too long to upload" in (await answers[0].json())["error"]
+        assert st.playground_uploads == 0 and not st.uploads_by_client
+        assert (await ask(client, token)).status == 200
+
+
 async def test_two_sessions_speaking_as_one_player_are_answered_side_by_side(wsettings) -> None:
     """The demo players are shared: one visitor's notes as Nova do not wait for another's."""
     from tests.frontend_engine import FrontendEngine

@@ -76,6 +76,7 @@ class WebState:
     probed: dict[str, str | None] = field(default_factory=dict)
     playground_turns: int = 0  # playground notes with the agent now
     playground_uploads: int = 0  # playground notes being read now
+    uploads_by_client: dict[str, int] = field(default_factory=dict)  # of those, by client_key
     # Each playground player's own tickets, as the backend (Jira, maybe) last gave them.
     ticket_lists: dict[str, Reused[list[Any]]] = field(default_factory=dict)
     # One ticket look-up of the playground's at a time: anonymous visitors never take more than one

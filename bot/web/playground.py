@@ -4,6 +4,7 @@ same friendly errors as Discord."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 import secrets
 import time
@@ -51,6 +52,10 @@ BUSY_SECONDS = 5
 # Uploads read at once, every client's together, for each of web.playground_turns: each holds up to
 # audio.max_bytes, and the per-client limit alone lets each of many addresses send several at once.
 UPLOADS_PER_TURN = 4
+# ... and so a few slow senders cannot hold them all: at most this many for one client, each read
+# within this many seconds (8 MB on a 1 Mbit/s uplink takes about 64).
+UPLOADS_PER_CLIENT = 2
+UPLOAD_SECONDS = 120.0
 
 
 async def allowed_players(core: App) -> dict[str, str]:
@@ -116,7 +121,8 @@ def _refused(message: str, status: int, reason: str, retry_after: float | None =
 
 async def ask(request: web.Request) -> web.Response:
     st = web_state(request)
-    wait = st.notes.retry_after(security.client_key(request, st.settings.web))
+    client = security.client_key(request, st.settings.web)
+    wait = st.notes.retry_after(client)
     if wait:
         return _refused(say.TOO_FAST.format(seconds=math.ceil(wait)), 429, "flood", wait)
     owner = await _owner(request)
@@ -129,11 +135,20 @@ async def ask(request: web.Request) -> web.Response:
         return _refused(too_big_message(request.content_length or 0, limits), 413, "too_big")
     if st.playground_uploads >= st.settings.web.playground_turns * UPLOADS_PER_TURN:
         return _refused(say.PLAYGROUND_BUSY.format(seconds=BUSY_SECONDS), 429, "busy", BUSY_SECONDS)
+    if st.uploads_by_client.get(client, 0) >= UPLOADS_PER_CLIENT:
+        return _refused(say.TOO_FAST.format(seconds=BUSY_SECONDS), 429, "flood", BUSY_SECONDS)
     st.playground_uploads += 1
+    st.uploads_by_client[client] = st.uploads_by_client.get(client, 0) + 1
     try:
-        got = await _read_note(request)
+        async with asyncio.timeout(UPLOAD_SECONDS):
+            got = await _read_note(request)
+    except TimeoutError:
+        return _refused(say.UPLOAD_TOO_SLOW, 408, "too_slow")
     finally:
         st.playground_uploads -= 1
+        st.uploads_by_client[client] -= 1
+        if not st.uploads_by_client[client]:
+            del st.uploads_by_client[client]
     if isinstance(got, web.Response):
         return got
     player, data, started = got
