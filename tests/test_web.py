@@ -1493,6 +1493,13 @@ async def test_metrics_are_served_to_this_machine_or_with_the_token(settings) ->
         # A reverse proxy on this machine connects from loopback too, but says whom for.
         proxied = await client.get("/metrics", headers={"X-Forwarded-For": "203.0.113.9"})
         assert proxied.status == 403 and "voxdesk_notes_total" not in await proxied.text()
+        # A proxy that terminates TLS but names no client (HAProxy without `option forwardfor`)
+        # still says it is one.
+        for header in ("X-Forwarded-Proto", "X-Forwarded-Host", "Via"):
+            value = {"X-Forwarded-Proto": "https", "X-Forwarded-Host": "desk.example", "Via": "1.1 lb"}[
+                header
+            ]
+            assert (await client.get("/metrics", headers={header: value})).status == 403, header
     async with seen_from(plain, "203.0.113.9") as outside:
         refused = await outside.get("/metrics")
         assert refused.status == 403 and "voxdesk_" not in await refused.text()

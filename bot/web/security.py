@@ -333,7 +333,20 @@ def _is_trusted(address: str, proxies: tuple[str, ...]) -> bool:
     return any(ip in network for network in _networks(proxies))
 
 
-FORWARDING_HEADERS = ("X-Forwarded-For", "Forwarded", "X-Real-IP")
+# What a reverse proxy adds: the client it forwards for, or at least that it is one (a TLS terminator
+# that names no client still says which scheme or host it was asked for, or that it passed it on).
+FORWARDING_HEADERS = (
+    "X-Forwarded-For",
+    "Forwarded",
+    "X-Real-IP",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "X-Forwarded-Port",
+    "X-Forwarded-Ssl",
+    "Via",
+    "CF-Connecting-IP",
+    "True-Client-IP",
+)
 
 
 def metrics_allowed(request: web.Request, token: str) -> bool:
