@@ -21,7 +21,7 @@ from bot.web.playground import DEMO_PLAYERS
 from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
 
 from .conftest import BLAZE, NOVA, REPO, make_settings, speech_pools_started
-from .web_helpers import STAFF_HASH, STAFF_PASSWORD, csrf_of, log_in, web_client, web_settings
+from .web_helpers import CSRF, STAFF_HASH, STAFF_PASSWORD, csrf_of, log_in, web_client, web_settings
 
 NOTE = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
 FERNET_KEY = Fernet.generate_key().decode()  # sessions that outlive one app, as across a restart
@@ -1428,6 +1428,27 @@ async def test_hsts_is_sent_whenever_cookies_are_secure(settings) -> None:
             got = await client.get(path)
             assert got.headers["Strict-Transport-Security"] == "max-age=31536000", path
         assert "Secure" in (await client.get("/")).headers["Set-Cookie"]
+
+
+async def test_a_cookie_set_over_https_is_secure_even_if_secure_cookies_was_forgotten(settings) -> None:
+    async with web_client(web_settings(settings.storage_dir)) as (client, _):
+        # The local http demo: a Secure cookie would be dropped there, and the desk could not log in.
+        assert "Secure" not in (await client.get("/")).headers["Set-Cookie"]
+        # Behind a TLS-terminating proxy: the login cookie never goes back over plain http.
+        https = {"X-Forwarded-Proto": "https"}
+        async with TestClient(TestServer(client.app)) as staff:
+            page = await staff.get("/desk/login", headers=https)
+            assert "Secure" in page.headers["Set-Cookie"]
+            token = CSRF.search(await page.text()).group(1)  # type: ignore[union-attr]
+            # As a browser would over https (the test client, on http, keeps a Secure cookie back).
+            cookie = page.cookies["voxdesk_session"].value
+            done = await staff.post(
+                "/desk/login",
+                data={"csrf": token, "password": STAFF_PASSWORD},
+                headers={**https, "Cookie": f"voxdesk_session={cookie}"},
+                allow_redirects=False,
+            )
+            assert done.status == 303 and "Secure" in done.headers["Set-Cookie"]
 
 
 UNREADABLE_FORMS = [

@@ -237,6 +237,12 @@ def _secure(request: web.Request, response: web.StreamResponse, settings: WebSet
     # machine, or behind the proxy, could be shown it.
     if request.path == "/" or request.path.startswith("/desk") or response.cookies:
         h["Cache-Control"] = "no-store"
+    # A session cookie that came over TLS (here, or to a proxy that says so) must never go back over
+    # plain http, whatever secure_cookies says. The header is believed from anyone: a client that
+    # forges it only withholds its own cookie from itself over http.
+    cookie = response.cookies.get(COOKIE)
+    if cookie is not None and not cookie["secure"] and _over_tls(request):
+        cookie["secure"] = True
     # secure_cookies says the site is served over https: browsers are then told to keep to it.
     if settings.secure_cookies:
         h.setdefault("Strict-Transport-Security", HSTS)
@@ -250,6 +256,14 @@ def _secure(request: web.Request, response: web.StreamResponse, settings: WebSet
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("X-Frame-Options", "DENY")
+
+
+def _over_tls(request: web.Request) -> bool:
+    """Asked for over https: TLS here, or a reverse proxy's X-Forwarded-Proto (its last value)."""
+    if request.secure:
+        return True
+    proto = ",".join(request.headers.getall("X-Forwarded-Proto", ())).split(",")[-1]
+    return proto.strip().lower() == "https"
 
 
 # Clients a rate limit keeps track of at once. Past it the longest idle is forgotten (and may go
