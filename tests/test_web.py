@@ -1581,6 +1581,24 @@ async def test_a_proxy_that_adds_its_own_forwarded_for_line_is_the_one_that_coun
         assert answers == [401, 401, 429, 429]
 
 
+@pytest.mark.parametrize("hop", ["203.0.113.50:{port}", "[2001:db8::5]:{port}", "2001:db8::5"])
+async def test_a_proxy_that_writes_the_clients_port_too_counts_the_client_once(settings, hop) -> None:
+    # Azure Application Gateway writes "address:port": a new source port is no new client.
+    limited = web_settings(
+        settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="2", VOXDESK_WEB_TRUST_FORWARDED="true"
+    )
+    async with web_client(limited) as (client, _):
+        token = await csrf_of(client, "/desk/login")
+        answers = []
+        for i in range(3):
+            forwarded = {"X-Forwarded-For": hop.format(port=40000 + i)}
+            answer = await client.post(
+                "/desk/login", data={"csrf": token, "password": "wrong"}, headers=forwarded
+            )
+            answers.append(answer.status)
+        assert answers == [401, 401, 429]
+
+
 async def test_failed_staff_logins_and_lockouts_are_logged_without_the_password(settings, caplog) -> None:
     import logging
 

@@ -328,8 +328,20 @@ def client_key(request: web.Request, settings: WebSettings) -> str:
         forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
         hops = [h.strip() for h in forwarded.split(",") if h.strip()]
         if hops:
-            address = hops[-1]
+            address = _without_port(hops[-1])
     return _subscriber(address)
+
+
+def _without_port(hop: str) -> str:
+    """A forwarded address without the client's source port some proxies add to it (Azure
+    Application Gateway: "203.0.113.5:51234", "[2001:db8::5]:51234"): a new port each connection
+    must not make a new client."""
+    if hop.startswith("["):
+        return hop[1:].partition("]")[0]
+    address, colon, port = hop.rpartition(":")
+    if colon and address.count(".") == 3 and port.isdigit():
+        return address
+    return hop
 
 
 @functools.lru_cache(maxsize=64)
