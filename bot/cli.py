@@ -23,6 +23,12 @@ log = logging.getLogger("bot")
 DEMO_USER = "111111111111111111"  # Nova, a linked demo player (bot/data/sql/sqlite/seed.sql)
 
 
+def _complain(line: str) -> None:
+    """A command's error line on stderr, where no log handler masks: an exception's text (a
+    service's reply, a setting's address) may carry a secret."""
+    print(logs.masked(line), file=sys.stderr)
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config)
 
@@ -83,7 +89,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     settings = _settings(args)
     samples = sorted(Path(args.samples).glob("*.ogg"))
     if not samples:
-        print(f"no .ogg samples in {args.samples}", file=sys.stderr)
+        _complain(f"no .ogg samples in {args.samples}")
         return 1
 
     async def demo() -> list[tuple[str, str, str, str, str]]:
@@ -117,7 +123,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from bot.lab.evaluation import DEFAULT_SPLITS, POCKETSPHINX, WHISPER, run_eval
 
     if args.as_text and (args.recognizer or args.human or args.misses):
-        print("--as-text routes the questions' words: no recogniser, human clips or misses", file=sys.stderr)
+        _complain("--as-text routes the questions' words: no recogniser, human clips or misses")
         return 2
     splits = tuple(args.split) if args.split else DEFAULT_SPLITS
     recognizers = {"both": (POCKETSPHINX, WHISPER), None: ()}.get(args.recognizer, (args.recognizer,))
@@ -170,7 +176,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     try:
         folder, lines = backup(_settings(args), Path(args.into))
     except sqlite3.Error as exc:  # the source or the copy: the message names which file
-        print(f"backup failed, nothing kept: {exc}", file=sys.stderr)
+        _complain(f"backup failed, nothing kept: {exc}")
         return 4
     for line in lines:
         print(line)
@@ -197,7 +203,7 @@ def cmd_player(args: argparse.Namespace) -> int:
             print(line)
         print(player_data.FORGET_NOTE)
     except player_data.NotAPlayerId as exc:
-        print(f"player {args.action}: {exc}", file=sys.stderr)
+        _complain(f"player {args.action}: {exc}")
         return 2
     return 0
 
@@ -215,7 +221,7 @@ def cmd_index_manuals(args: argparse.Namespace) -> int:
     try:
         print(asyncio.run(index_manuals(settings.search, key, manuals)))
     except SearchServiceError as exc:
-        print(f"index-manuals: {exc}", file=sys.stderr)
+        _complain(f"index-manuals: {exc}")
         return 1
     return 0
 
@@ -246,7 +252,7 @@ def cmd_web_password(args: argparse.Namespace) -> int:
         sys.stdin.readline().rstrip("\r\n") if not sys.stdin.isatty() else getpass.getpass("password: ")
     )
     if len(password) < MIN_PASSWORD_CHARS:
-        print(f"use a staff password of {MIN_PASSWORD_CHARS} characters or more", file=sys.stderr)
+        _complain(f"use a staff password of {MIN_PASSWORD_CHARS} characters or more")
         return 2
     print(hash_password(password))
     return 0
@@ -256,7 +262,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
     from cogs.runner import sync
 
     if args.clear and args.guild is None:
-        print("sync --clear removes one guild's copy of the commands: give it --guild ID", file=sys.stderr)
+        _complain("sync --clear removes one guild's copy of the commands: give it --guild ID")
         return 2
     return sync(_settings(args), args.guild, args.clear)
 
@@ -413,26 +419,31 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        _complain(f"config error: {exc}")
         return 2
     except AudioError as exc:
-        print(str(exc), file=sys.stderr)
+        _complain(str(exc))
         return 3
     except NotInitialised as exc:
-        print(str(exc), file=sys.stderr)
+        _complain(str(exc))
         return 2
     except SpeechModelsUnavailable as exc:
-        print(str(exc), file=sys.stderr)
+        _complain(str(exc))
         return 4
     except FileNotFoundError as exc:
-        print(f"{exc.filename}: no such file" if exc.filename else str(exc), file=sys.stderr)
+        _complain(f"{exc.filename}: no such file" if exc.filename else str(exc))
         return 4
     except OSError as exc:  # unreadable, a folder where a file was meant, a port in use
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"{where}{exc.strerror or exc}", file=sys.stderr)
+        _complain(f"{where}{exc.strerror or exc}")
         return 4
     except sqlite3.Error as exc:
-        print(f"a database under the storage folder cannot be used: {exc}", file=sys.stderr)
+        _complain(f"a database under the storage folder cannot be used: {exc}")
         return 4
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        # Through the log's handler, which masks the traceback: Python's own hook would print a
+        # library's exception (a refused request's address, a server's echo of the key) as it is.
+        log.critical("voxdesk stopped on an error it does not handle", exc_info=True)
+        return 1

@@ -527,7 +527,10 @@ def _values_to_mask(settings: Settings, environ: typing.Mapping[str, str]) -> li
     password, a password in a service address (a proxy's, say)."""
     values = [getattr(settings.secrets, name) for name in Secrets.ENV]
     values += odbc_passwords(settings.secrets.sql_connection_string)
+    values += [environ.get(name, "") for name in CLIENT_SECRET_ENV]
+    values += custom_header_values(environ.get("OPENAI_CUSTOM_HEADERS", ""))
     addresses = [environ.get("OPENAI_BASE_URL", "")]  # the SDK reads it when openai.base_url is empty
+    addresses += [environ.get(name, "") for name in PROXY_ENV]
     for name in SECTIONS:
         section = getattr(settings, name)
         addresses += [getattr(section, f.name) for f in dataclasses.fields(section)]
@@ -536,6 +539,23 @@ def _values_to_mask(settings: Settings, environ: typing.Mapping[str, str]) -> li
             with contextlib.suppress(ValueError):
                 password = urllib.parse.urlsplit(address).password or ""
                 values += [password, urllib.parse.unquote(password)]
+    return values
+
+
+# Secrets the clients voxdesk builds read from the environment themselves, besides its own: the
+# openai SDK's other keys (read when a key is not given, or kept for webhooks), and the proxy a
+# client takes from HTTPS_PROXY and the like, with its password.
+CLIENT_SECRET_ENV = ("OPENAI_ADMIN_KEY", "OPENAI_WEBHOOK_SECRET", "AZURE_OPENAI_AD_TOKEN")
+PROXY_ENV = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy")
+
+
+def custom_header_values(headers: str) -> list[str]:
+    """The values of OPENAI_CUSTOM_HEADERS ("Name: value" lines), which the openai SDK sends with
+    every request: a gateway's key, or "Bearer <token>" and its token."""
+    values = []
+    for line in headers.splitlines():
+        value = line.partition(":")[2].strip()
+        values += [value, value.rpartition(" ")[2]]
     return values
 
 

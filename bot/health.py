@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings
+from bot.logs import masked
 
 if TYPE_CHECKING:
     from bot.app import App, StoragePaths
@@ -216,8 +217,10 @@ async def _one(service: str, backend: str, run: Callable[[], Awaitable[str]]) ->
         return CheckResult(service, backend, False, f"no answer within {CHECK_TIMEOUT:.0f} s")
     except Exception as exc:
         log.debug("check of %s failed", service, exc_info=True)
-        return CheckResult(service, backend, False, _reason(exc))
-    return CheckResult(service, backend, True, detail, warn=isinstance(detail, NeedsHuman))
+        return CheckResult(service, backend, False, masked(_reason(exc)))
+    # Printed by `check` and shown on the desk, past every log handler: a service's refusal may
+    # echo a key, a setting's error the address it names with its password.
+    return CheckResult(service, backend, True, masked(detail), warn=isinstance(detail, NeedsHuman))
 
 
 async def check_all(settings: Settings, live: App | None = None, for_run: bool = False) -> list[CheckResult]:

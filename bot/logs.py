@@ -49,6 +49,13 @@ def masked_values() -> tuple[str, ...]:
     return tuple(sorted(_values))
 
 
+def masked(text: str) -> str:
+    """`text` with every secret value replaced by MASK: for what no masking handler prints (a
+    command's own error line, `check`'s lines, an exception's traceback on stderr)."""
+    pattern = _pattern
+    return text if pattern is None else pattern.sub(MASK, text)
+
+
 class SecretMask(logging.Filter):
     """Replaces each secret value in a record with MASK; lets every record through."""
 

@@ -349,6 +349,51 @@ def test_demo_answers_every_sample_with_the_right_tool(settings) -> None:
     ]
 
 
+SEARCH_PASSWORD = "search-proxy-pass-1234"
+UNHANDLED = """
+import sys
+from bot import cli
+
+def refused(args):
+    settings = cli._settings(args)
+    raise RuntimeError("refused https://gateway.example/v1?key=" + settings.secrets.openai_api_key)
+
+cli.COMMANDS["check"] = (refused, *cli.COMMANDS["check"][1:])
+sys.exit(cli.main(["check"]))
+"""
+
+
+@pytest.mark.parametrize("command", ["check", "index-manuals", "unhandled"])
+def test_what_the_cli_prints_itself_is_masked_too(settings, command) -> None:
+    # No log handler sees a command's own error line, `check`'s lines or Python's traceback of an
+    # error nothing handles: a setting's address with its password, a library's echo of a key.
+    env = {
+        "VOXDESK_TOOLS_MANUALS": "azure",
+        "VOXDESK_SEARCH_ENDPOINT": f"http://voxdesk:{SEARCH_PASSWORD}@search.example",
+        "AZURE_SEARCH_API_KEY": "azure-search-key-5678",
+        "OPENAI_API_KEY": "sk-live-0123456789abcdef",
+        "DISCORD_TOKEN": "",
+    }
+    if command == "unhandled":
+        done = subprocess.run(
+            [sys.executable, "-c", UNHANDLED],
+            cwd=REPO,
+            env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir), **env},
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+        assert done.returncode == 1
+        assert "RuntimeError: refused https://gateway.example/v1?key=***" in done.stderr, done.stderr
+    else:
+        done = voxdesk(command, storage=settings.storage_dir, **env)
+        assert done.returncode == 1
+        said = done.stdout + done.stderr
+        assert "search.endpoint 'http://voxdesk:***@search.example' must use https" in said
+    for value in (SEARCH_PASSWORD, env["OPENAI_API_KEY"]):
+        assert value not in done.stdout + done.stderr
+
+
 def test_check_on_the_embedded_defaults_says_every_service_is_ok(settings) -> None:
     done = voxdesk("check", storage=settings.storage_dir, DISCORD_TOKEN="")
     assert done.returncode == 0, done.stdout + done.stderr

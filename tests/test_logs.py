@@ -111,6 +111,20 @@ def test_settings_mask_each_secret_the_odbc_password_and_an_address_password(roo
     assert root_log.getvalue() == f"WARNING discord.gateway {' '.join([MASK] * 5)}\n"
 
 
+def test_settings_mask_what_the_clients_read_from_the_environment_themselves(root_log, tmp_path) -> None:
+    # The openai SDK sends OPENAI_CUSTOM_HEADERS with every request; httpx and requests take a
+    # proxy, with its password, from HTTPS_PROXY.
+    make_settings(
+        tmp_path,
+        OPENAI_CUSTOM_HEADERS="X-Gateway-Key: gateway-key-0123\nAuthorization: Bearer proxy-bearer-4567",
+        HTTPS_PROXY="http://bot:proxy-pass-89@proxy.example:3128",
+        OPENAI_ADMIN_KEY="sk-admin-abcdef012345",
+    )
+    said = "gateway-key-0123 proxy-bearer-4567 proxy-pass-89 sk-admin-abcdef012345 X-Gateway-Key"
+    logging.getLogger("openai._base_client").warning(said)
+    assert root_log.getvalue() == f"WARNING openai._base_client {' '.join([MASK] * 4)} X-Gateway-Key\n"
+
+
 def _log_a_secret_in_worker() -> None:
     logging.getLogger("bot.hearing_test").warning("a worker saw %s", KEY)
 
