@@ -127,7 +127,7 @@ class NotInitialised(Exception):
     pass
 
 
-async def build_stats_backend(settings: Settings) -> StatsBackend:
+async def build_stats_backend(settings: Settings, read_only: bool = False) -> StatsBackend:
     if settings.tools.stats == "odbc":
         from bot.tools.odbc_stats import OdbcStats
 
@@ -144,10 +144,10 @@ async def build_stats_backend(settings: Settings) -> StatsBackend:
             f'{path} has no players table: run `python -m bot init`, or set tools.stats = "odbc"'
             " for the studio's own player database"
         )
-    return await SqliteStats.open(path)
+    return await SqliteStats.open(path, read_only)
 
 
-async def build_manuals_backend(settings: Settings) -> ManualsBackend:
+async def build_manuals_backend(settings: Settings, read_only: bool = False) -> ManualsBackend:
     if settings.tools.manuals == "azure":
         from bot.tools.azure_manuals import AzureSearchManuals
 
@@ -157,21 +157,24 @@ async def build_manuals_backend(settings: Settings) -> ManualsBackend:
         raise NotInitialised(f"{path} does not exist: run `python -m bot init` first")
     from bot.tools.embedded import FtsManuals
 
-    return await FtsManuals.open(path)
+    return await FtsManuals.open(path, read_only)
 
 
-async def build_grievance_backend(settings: Settings) -> GrievanceBackend:
+async def build_grievance_backend(settings: Settings, read_only: bool = False) -> GrievanceBackend:
     """With Jira on, grievances still go to the local store first (the outbox); a background task
-    started by `build_app` pushes them to Jira."""
+    started by `build_app` pushes them to Jira. `read_only`: for `check`, which only looks (the
+    store's database neither migrated nor made, its spool not filed)."""
     path = storage_paths(settings).grievances
     if settings.tools.grievances == "jira":
         from bot.tools.jira_grievances import JiraGrievances
 
         s = settings.secrets
-        return await JiraGrievances.open(settings.jira, s.jira_email, s.jira_api_token, path)
+        return await JiraGrievances.open(
+            settings.jira, s.jira_email, s.jira_api_token, path, read_only=read_only
+        )
     from bot.tools.grievance_store import LocalGrievanceStore
 
-    return await LocalGrievanceStore.open(path)
+    return await LocalGrievanceStore.open(path, read_only=read_only)
 
 
 def offline_fallback_wanted(settings: Settings, engine: str) -> bool:

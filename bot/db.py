@@ -62,17 +62,52 @@ def written_by_newer(path: Path | str, known: int) -> None:
     file = Path(path)
     if not file.exists() or file.stat().st_size == 0:
         return
-    # A read-only connection to a WAL database leaves an empty -wal and a -shm beside it. With no
-    # -wal or -journal there, the file holds every commit and is read as it lies, unlocked; with
-    # one (a process writing, or one stopped uncleanly), it is read through SQLite's locks.
-    busy = any(file.with_name(file.name + end).exists() for end in ("-wal", "-journal"))
-    mode = "?mode=ro" if busy else "?mode=ro&immutable=1"
     try:
-        conn = sqlite3.connect(f"{file.resolve().as_uri()}{mode}", uri=True)
+        conn = sqlite3.connect(read_only_uri(file), uri=True)
     except sqlite3.Error as exc:
         raise naming(path, exc) from exc
     with contextlib.closing(conn):
         refuse_newer(conn, path, known)
+
+
+def read_only_uri(file: Path) -> str:
+    """The URI that reads the database at `file` leaving its folder as it was. A read-only
+    connection to a WAL database leaves an empty -wal and a -shm beside it. With no -wal or
+    -journal there, the file holds every commit and is read as it lies, unlocked; with one (a
+    process writing, or one stopped uncleanly), it is read through SQLite's locks."""
+    busy = any(file.with_name(file.name + end).exists() for end in ("-wal", "-journal"))
+    return file.resolve().as_uri() + ("?mode=ro" if busy else "?mode=ro&immutable=1")
+
+
+async def open_read_only(path: Path | str, version: int, empty_schema: str = "") -> aiosqlite.Connection:
+    """A connection that only reads the database at `path`, for `check`: nothing is created,
+    migrated or stamped, so a newer voxdesk's `check` run before an upgrade leaves the folder to
+    the version still serving it. A database at a newer version is refused. No file there: an
+    empty database in memory, with `empty_schema`, as the store would make one."""
+    file = Path(path)
+    uri = await asyncio.to_thread(lambda: read_only_uri(file) if file.exists() else None)
+    if uri is None:
+        conn = await aiosqlite.connect(":memory:")
+        if empty_schema:
+            await conn.executescript(empty_schema)
+    else:
+        try:
+            conn = await aiosqlite.connect(uri, uri=True, timeout=BUSY_SECONDS)
+        except sqlite3.Error as exc:
+            raise naming(path, exc) from exc
+    conn.row_factory = aiosqlite.Row
+    try:
+        (found,) = first(await conn.execute_fetchall("PRAGMA user_version")) or (0,)
+        refused = newer_schema(path, found, version)
+        if refused is not None:
+            raise refused
+    except NewerSchema:
+        await conn.close()
+        raise
+    except sqlite3.Error as exc:
+        await conn.close()
+        raise naming(path, exc) from exc
+    return conn
 
 
 def refuse_newer(conn: sqlite3.Connection, path: Path | str, known: int) -> None:

@@ -231,10 +231,15 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
     than a fresh set built and closed."""
     from bot import app
 
-    def backend(name: str, build: Callable[[Settings], Awaitable[object]]) -> Callable[[], Awaitable[str]]:
+    def backend(
+        name: str, build: Callable[[Settings, bool], Awaitable[object]]
+    ) -> Callable[[], Awaitable[str]]:
         if live is not None:
             return getattr(live, name).check  # type: ignore[no-any-return]
-        return lambda: _check_backend(lambda: build(settings))
+        # Read-only: `check` looks, run before an upgrade too, and a store opened to write would
+        # migrate its database (which the version still serving may then refuse) or file the
+        # spool, and make files in a storage.dir set wrong.
+        return lambda: _check_backend(lambda: build(settings, True))
 
     async def discord() -> str:
         return check_discord_token(settings, for_run)

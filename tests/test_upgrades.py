@@ -11,6 +11,7 @@ with SQLite's version."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -26,6 +27,8 @@ from bot.ticket_news import NewsStore
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 
+from .conftest import make_settings
+from .test_cli import _files
 from .test_db import every_store, user_version
 from .test_schemas import schema_of
 
@@ -167,3 +170,40 @@ def test_the_fixtures_spool_lines_are_an_old_versions() -> None:
     for spool in UPGRADES.glob("*/grievances.db.spool.jsonl"):
         line = json.loads(spool.read_text(encoding="utf-8"))
         assert set(line) == {"id", "user_id", "category", "description", "at", "state"}
+
+
+def as_an_older_voxdesk_left(storage: Path, seeded: Path) -> None:
+    """`version`'s folder with init's players.db and manuals.db as it left them: no schema
+    version, not in WAL mode."""
+    for name in ("players.db", "manuals.db"):
+        shutil.copy(seeded / name, storage / name)
+        with contextlib.closing(sqlite3.connect(storage / name)) as conn:
+            conn.execute("PRAGMA journal_mode=DELETE")
+            conn.execute("PRAGMA user_version = 0")
+
+
+@pytest.mark.parametrize("version", OLD_VERSIONS)
+async def test_check_leaves_an_older_voxdesks_folder_as_it_was(
+    version: str, tmp_path: Path, seeded_storage
+) -> None:
+    # `check` is run before an upgrade: the stores it opens to count must not migrate their
+    # databases (the version still serving may then refuse them), nor file the spool.
+    from bot.health import check_all
+
+    storage = tmp_path / "var"
+    restore(version, storage)
+    as_an_older_voxdesk_left(storage, seeded_storage)
+    before = _files(storage)
+    results = {r.service: r for r in await check_all(make_settings(storage))}
+    for service in ("stats", "manuals", "grievances"):
+        assert results[service].ok, results[service].line()
+    assert "12 players" in results["stats"].detail
+    assert _files(storage) == before
+
+
+async def test_check_makes_no_file_in_a_storage_folder_set_wrong(tmp_path: Path) -> None:
+    from bot.health import check_all
+
+    results = {r.service: r for r in await check_all(make_settings(tmp_path / "nothing-here"))}
+    assert results["grievances"].line().endswith("local grievance store: 0 grievances")
+    assert not (tmp_path / "nothing-here").exists()

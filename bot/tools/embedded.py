@@ -13,7 +13,7 @@ from typing import Any
 import aiosqlite
 
 from bot import sentences as say
-from bot.db import naming, open_sqlite, refuse_newer
+from bot.db import naming, open_read_only, open_sqlite, refuse_newer
 from bot.tools import stats_sql
 from bot.tools.base import Passage, PlayerSummary, ToolError
 from bot.tools.manual_chunks import Chunk
@@ -55,7 +55,9 @@ class SqliteStats:
         self._conn = conn
 
     @classmethod
-    async def open(cls, path: Path | str) -> SqliteStats:
+    async def open(cls, path: Path | str, read_only: bool = False) -> SqliteStats:
+        if read_only:
+            return cls(await open_read_only(path, PLAYERS_SCHEMA_VERSION))
         return cls(await open_sqlite(path, version=PLAYERS_SCHEMA_VERSION))
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
@@ -118,7 +120,9 @@ class FtsManuals:
         self._conn = conn
 
     @classmethod
-    async def open(cls, path: Path | str) -> FtsManuals:
+    async def open(cls, path: Path | str, read_only: bool = False) -> FtsManuals:
+        if read_only:
+            return cls(await open_read_only(path, FTS_SCHEMA_VERSION))
         return cls(await open_sqlite(path, FTS_SCHEMA, version=FTS_SCHEMA_VERSION))
 
     async def rebuild(self, chunks: list[Chunk]) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 import aiosqlite
 
 from bot import sentences as say
-from bot.db import add_missing_columns, first, opening
+from bot.db import add_missing_columns, first, open_read_only, opening
 from bot.tools import filed_in, filing_turn, same_complaint
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import GrievanceSpool
@@ -234,7 +234,13 @@ class LocalGrievanceStore:
         self._held: dict[str, dict[str, Any]] = {}
 
     @classmethod
-    async def open(cls, path: Path | str, initial_state: str = "local_only") -> LocalGrievanceStore:
+    async def open(
+        cls, path: Path | str, initial_state: str = "local_only", read_only: bool = False
+    ) -> LocalGrievanceStore:
+        """`read_only`: for `check`, which counts: the database as it lies, not migrated (nor made:
+        a missing one is an empty one in memory), and the spool left to the bot to file."""
+        if read_only:
+            return cls(await open_read_only(path, SCHEMA_VERSION, SCHEMA), initial_state)
         emptied = _empty_file(Path(path))
         async with opening(path, SCHEMA, version=SCHEMA_VERSION, durable=True) as conn:
             await add_missing_columns(

@@ -48,7 +48,6 @@ class JiraGrievances:
         settings: JiraSettings,
         tracker: JiraTracker,
         store: LocalGrievanceStore,
-        email: str,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         """`sleep` waits out the pusher's delays after a failure (a test passes one that records
@@ -56,7 +55,6 @@ class JiraGrievances:
         self._settings = settings
         self._tracker = tracker
         self._store = store
-        self._email = email
         self._wake = asyncio.Event()
         self._push_lock = asyncio.Lock()  # the pusher and an explicit flush never push the same row
         self._task: asyncio.Task[None] | None = None
@@ -74,13 +72,17 @@ class JiraGrievances:
         api_token: str,
         local_path: Path,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        read_only: bool = False,
     ) -> JiraGrievances:
-        """No request is made: opening works while Jira is down (grievances then wait locally)."""
-        store = await LocalGrievanceStore.open(local_path, initial_state="pending")
+        """No request is made: opening works while Jira is down (grievances then wait locally).
+        `read_only`: for `check`, which pushes nothing (LocalGrievanceStore.open)."""
+        store = await LocalGrievanceStore.open(local_path, initial_state="pending", read_only=read_only)
         try:
             # voxdesk-<store id>-GRV-14: local keys repeat across databases (a new storage dir, a
             # staging bot on the same project), so the label that finds a push again names both.
-            key_label_prefix = f"{settings.key_label_prefix}{await store.store_id()}-"
+            # The id is made at the first open that may write; `check` labels no issue.
+            store_id = "" if read_only else await store.store_id()
+            key_label_prefix = f"{settings.key_label_prefix}{store_id}-"
             tracker = JiraTracker(
                 settings.url,
                 email,
@@ -94,7 +96,7 @@ class JiraGrievances:
         except BaseException:
             await store.aclose()
             raise
-        return cls(settings, tracker, store, email, sleep)
+        return cls(settings, tracker, store, sleep)
 
     # ---- GrievanceBackend ----------------------------------------------------------------------
 
@@ -143,7 +145,7 @@ class JiraGrievances:
         """One line if Jira answers with these credentials and the project can take our issues;
         otherwise raises with the exact reason."""
         await self._in_thread(self._tracker.server_info)
-        me = await self._in_thread(self._tracker.myself)
+        await self._in_thread(self._tracker.myself)  # the credentials, refused here if wrong
         types = await self._in_thread(self._tracker.issue_types)
         project, issue_type = self._settings.project, self._settings.issue_type
         if issue_type not in types:
@@ -152,8 +154,12 @@ class JiraGrievances:
                 + ", ".join(types)
             )
         pending = await self._store.count_pending()
-        who = me.get("emailAddress") or self._email
-        return f"Jira {self._tracker.shown_url}: reachable as {who}, project {project}, {pending} pending"
+        # Not the account's address: JIRA_EMAIL is masked wherever a secret is (a person's
+        # address, kept out of logs), and Jira answers for no other account than that one.
+        return (
+            f"Jira {self._tracker.shown_url}: JIRA_EMAIL and JIRA_API_TOKEN accepted, project {project},"
+            f" {pending} pending"
+        )
 
     async def aclose(self) -> None:
         """Stops the pusher and closes the store. A push cancelled half-way is safe: its issue, if

@@ -761,7 +761,22 @@ async def test_check_says_who_and_what_is_pending(fake, db) -> None:
         line = await backend.check()
     finally:
         await backend.aclose()
-    assert line == f"Jira {fake.url}: reachable as {fake.email}, project GRV, 1 pending"
+    assert line == f"Jira {fake.url}: JIRA_EMAIL and JIRA_API_TOKEN accepted, project GRV, 1 pending"
+
+
+async def test_check_with_jira_only_reads_the_outbox(fake, tmp_path: Path) -> None:
+    # The outbox of an older voxdesk: `check` neither migrates it nor gives it a store id.
+    from bot.health import check_all
+    from tests.test_cli import _files
+    from tests.test_upgrades import restore
+
+    storage = tmp_path / "var"
+    restore("aa6a9dc", storage)
+    before = _files(storage)
+    results = {r.service: r for r in await check_all(make_settings(storage, **jira_env(fake)))}
+    assert results["grievances"].ok, results["grievances"].line()
+    assert "JIRA_EMAIL and JIRA_API_TOKEN accepted, project GRV, 0 pending" in results["grievances"].detail
+    assert _files(storage) == before
 
 
 async def test_check_names_the_credentials_when_jira_refuses_them(fake, settings) -> None:
