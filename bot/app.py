@@ -226,7 +226,7 @@ def note_to_answer(notes: NoteLedger) -> Answering:
 async def build_app(settings: Settings, engine: Engine | None = None) -> App:
     """Everything the bot needs, built from settings. `engine` replaces the configured engine
     (benchmarks and front-end tests use an instant one)."""
-    from bot.health import refuse_newer_databases
+    from bot.schemas import refuse_newer_databases
 
     # Before any store opens: each would make or migrate its file, and a version that then stops
     # at a later store's newer schema would leave the folder half its own.

@@ -18,7 +18,7 @@ from bot.config import ConfigError, Settings
 from bot.logs import masked
 
 if TYPE_CHECKING:
-    from bot.app import App, StoragePaths
+    from bot.app import App
 
 log = logging.getLogger(__name__)
 
@@ -142,34 +142,6 @@ async def check_web_secrets(settings: Settings) -> str:
     return f"{key}, {staff}"
 
 
-def schema_versions(paths: StoragePaths) -> dict[Path, int]:
-    """Each database of the storage folder, with the schema version this voxdesk knows for it."""
-    from bot import conversations, note_ledger, preferences, ticket_news, usage
-    from bot.tools import embedded, grievance_store
-    from bot.web import security
-
-    return {
-        paths.players: embedded.PLAYERS_SCHEMA_VERSION,
-        paths.manuals: embedded.FTS_SCHEMA_VERSION,
-        paths.grievances: grievance_store.SCHEMA_VERSION,
-        paths.conversations: conversations.SCHEMA_VERSION,
-        paths.preferences: preferences.SCHEMA_VERSION,
-        paths.notes: note_ledger.SCHEMA_VERSION,
-        paths.usage: usage.SCHEMA_VERSION,
-        paths.news: ticket_news.SCHEMA_VERSION,
-        paths.web: security.LOGINS_SCHEMA_VERSION,
-    }
-
-
-def refuse_newer_databases(paths: StoragePaths) -> None:
-    """Raise NewerSchema for the first database of the storage folder a newer voxdesk wrote, each
-    read without writing to it."""
-    from bot.db import written_by_newer
-
-    for path, version in schema_versions(paths).items():
-        written_by_newer(path, version)
-
-
 def check_storage(settings: Settings) -> str:
     """The storage folder's databases a newer voxdesk wrote, read without writing: `check` opens
     only the tool backends' ones, and `run` would stop at the first of the others. And the spool
@@ -177,11 +149,12 @@ def check_storage(settings: Settings) -> str:
     the log line that told of it may be long gone. Those, and files other users can read, make it
     NeedsHuman: the bot runs on."""
     from bot.app import storage_paths
+    from bot.schemas import refuse_newer_databases
     from bot.tools.grievance_spool import GrievanceSpool
 
     paths = storage_paths(settings)
     refuse_newer_databases(paths)
-    found = sum(path.exists() for path in schema_versions(paths))
+    found = sum(path.exists() for path in paths.databases)
     said = f"{found} databases, none written by a newer voxdesk"
     rejected = GrievanceSpool.beside(paths.grievances).rejected
     try:

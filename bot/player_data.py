@@ -22,10 +22,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from bot import conversations, note_ledger, preferences, ticket_news, usage
+from bot import ticket_news
 from bot.app import StoragePaths
-from bot.db import BUSY_SECONDS, naming, refuse_newer, written_by_newer
-from bot.tools import grievance_store
+from bot.db import BUSY_SECONDS, naming, refuse_newer
+from bot.schemas import refuse_newer_databases, versions
 from bot.tools.grievance_spool import GrievanceSpool
 
 DISCORD_ID = re.compile(r"[0-9]{1,20}")
@@ -38,16 +38,6 @@ BY_USER = {
     "news": ("news", "last_channel", "dms_closed"),
     "notes": ("notes", "places"),
     "grievances": ("grievances",),
-}
-# Each database's schema version as its store knows it: a file a newer voxdesk wrote may keep a
-# player's rows where these queries do not look, or under the same names with another meaning.
-SCHEMA_VERSIONS = {
-    "conversations": conversations.SCHEMA_VERSION,
-    "preferences": preferences.SCHEMA_VERSION,
-    "usage": usage.SCHEMA_VERSION,
-    "news": ticket_news.SCHEMA_VERSION,
-    "notes": note_ledger.SCHEMA_VERSION,
-    "grievances": grievance_store.SCHEMA_VERSION,
 }
 
 
@@ -64,9 +54,9 @@ def checked(user_id: str) -> str:
 def _refuse_newer(storage: StoragePaths) -> None:
     """Raise NewerSchema (the line a store opening the file says) for the first database a newer
     voxdesk wrote, before any is read or written: a forget stopped half-way would leave a player
-    erased from some databases and not the others."""
-    for name, version in SCHEMA_VERSIONS.items():
-        written_by_newer(getattr(storage, name), version)
+    erased from some databases and not the others. A file a newer voxdesk wrote may keep a
+    player's rows where these queries do not look, or under the same names with another meaning."""
+    refuse_newer_databases(storage, BY_USER)
 
 
 @contextlib.contextmanager
@@ -85,7 +75,7 @@ def _database(storage: StoragePaths, name: str, write: bool = False) -> Iterator
     conn.row_factory = sqlite3.Row
     try:
         # Again on this connection: a newer voxdesk may have started on the file since the check.
-        refuse_newer(conn, path, SCHEMA_VERSIONS[name])
+        refuse_newer(conn, path, versions()[name])
     except sqlite3.Error:
         conn.close()
         raise

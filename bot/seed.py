@@ -13,7 +13,7 @@ from bot import paths
 from bot.app import storage_paths
 from bot.config import ConfigError, Settings
 from bot.db import private_dir, private_file, refuse_newer
-from bot.health import refuse_newer_databases
+from bot.schemas import refuse_newer_databases
 from bot.tools.embedded import PLAYERS_SCHEMA_VERSION, FtsManuals
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.manual_chunks import chunk_manuals

@@ -211,12 +211,13 @@ def test_a_backup_says_which_voxdesk_made_it_and_each_database_s_schema_version(
 
     from bot import __version__
     from bot.app import storage_paths
-    from bot.health import schema_versions
+    from bot.schemas import versions
 
     folder, _ = backup(settings, tmp_path / "b", now=dt.datetime(2026, 12, 5, 9, 0, tzinfo=dt.UTC))
     made = json.loads((folder / "voxdesk-backup.json").read_text())
     copied = {p.name for p in folder.glob("*.db")}
-    known = {p.name: v for p, v in schema_versions(storage_paths(settings)).items() if p.name in copied}
+    storage = storage_paths(settings)
+    known = {getattr(storage, n).name: v for n, v in versions().items() if f"{n}.db" in copied}
     assert {"players.db", "grievances.db", "manuals.db"} <= copied
     assert made == {"voxdesk": __version__, "made_at": "20261205T090000Z", "schema_versions": known}
     assert (folder / "voxdesk-backup.json").stat().st_mode & 0o777 == 0o600
