@@ -196,3 +196,20 @@ async def test_every_reader_of_players_db_refuses_one_a_newer_voxdesk_wrote(tmp_
     with pytest.raises(NewerSchema, match=re.escape(line)):
         load_sql_script(path, paths.SQL / "sqlite" / "schema.sql")
     assert path.read_bytes() == before
+
+
+async def test_a_grievance_stores_id_once_made_is_read_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    # Ticket news asks for it at each answer that told a ticket: a write each time would queue
+    # behind another process's transaction (here: refused at once, with no busy wait).
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        made = await store.store_id()
+        await store._conn.execute("PRAGMA busy_timeout = 0")
+        with contextlib.closing(sqlite3.connect(tmp_path / "grievances.db", isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            assert await store.store_id() == made
+            other.execute("ROLLBACK")
+    finally:
+        await store.aclose()

@@ -669,14 +669,19 @@ class LocalGrievanceStore:
 
     async def store_id(self) -> str:
         """A random id made once per grievance database: local keys (GRV-14) repeat across
-        databases, so what finds a pushed grievance in Jira again must carry this too."""
-        async with self._write_lock:
-            await self._conn.execute(
-                "INSERT OR IGNORE INTO meta (name, value) VALUES ('store_id', ?)", (secrets.token_hex(4),)
-            )
-            await self._conn.commit()
-        rows = await self._conn.execute_fetchall("SELECT value FROM meta WHERE name = 'store_id'")
-        (value,) = first(rows)  # type: ignore[misc]
+        databases, so what finds a pushed grievance in Jira again must carry this too. Read, once
+        made: ticket news asks at each answer that told a ticket, and a write would wait its turn
+        behind every other writer of the storage folder for nothing."""
+        read = "SELECT value FROM meta WHERE name = 'store_id'"
+        found = first(await self._conn.execute_fetchall(read))
+        if found is None:
+            async with self._write_lock:  # another process may make it first: theirs is kept
+                await self._conn.execute(
+                    "INSERT OR IGNORE INTO meta (name, value) VALUES ('store_id', ?)", (secrets.token_hex(4),)
+                )
+                await self._conn.commit()
+            found = first(await self._conn.execute_fetchall(read))
+        (value,) = found  # type: ignore[misc]
         return str(value)
 
     async def count_pending(self) -> int:
