@@ -49,9 +49,9 @@ def backup(settings: Settings, into: Path, now: dt.datetime | None = None) -> tu
         partial = into / f".voxdesk-{stamp}.partial"
         partial.mkdir(mode=0o700)  # never into another backup under way
         try:
-            lines = _copy_all(storage, partial)
+            lines, versions = _copy_all(storage, partial)
             if lines:
-                _write_manifest(partial, stamp)
+                _write_manifest(partial, stamp, versions)
             for copied in partial.iterdir():
                 fsync_path(copied)
             fsync_path(partial)
@@ -134,8 +134,9 @@ def _holds_files(folder: Path) -> bool:
         return True
 
 
-def _copy_all(storage: StoragePaths, folder: Path) -> list[str]:
-    lines = []
+def _copy_all(storage: StoragePaths, folder: Path) -> tuple[list[str], dict[str, int]]:
+    """One line per file copied, and each database copied with its schema version."""
+    lines, versions = [], {}
     # The spool first: a grievance the bot files from it meanwhile is then in the database's copy
     # (or in both, and filed once by its id); the other way round it could be in neither.
     spool = GrievanceSpool.beside(storage.grievances)
@@ -146,40 +147,34 @@ def _copy_all(storage: StoragePaths, folder: Path) -> list[str]:
     for db in storage.databases:
         if db.exists():
             try:
-                _copy_database(db, folder / db.name)
+                versions[db.name] = _copy_database(db, folder / db.name)
             except sqlite3.Error as exc:
                 raise naming(db, exc) from exc
             lines.append(f"{db.name}: copied")
-    return lines
+    return lines, versions
 
 
 MANIFEST = "voxdesk-backup.json"
 
 
-def _write_manifest(folder: Path, stamp: str) -> None:
-    databases = {}
-    for copied in sorted(folder.glob("*.db")):
-        try:
-            with contextlib.closing(
-                sqlite3.connect(f"{copied.resolve().as_uri()}?mode=ro", uri=True)
-            ) as conn:
-                (databases[copied.name],) = conn.execute("PRAGMA user_version").fetchone()
-        except sqlite3.Error as exc:
-            raise naming(copied, exc) from exc
-    made = {"voxdesk": __version__, "made_at": stamp, "schema_versions": databases}
+def _write_manifest(folder: Path, stamp: str, versions: dict[str, int]) -> None:
+    made = {"voxdesk": __version__, "made_at": stamp, "schema_versions": dict(sorted(versions.items()))}
     fd = os.open(folder / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with open(fd, "w", encoding="utf-8") as out:
         json.dump(made, out, indent=2)
         out.write("\n")
 
 
-def _copy_database(source: Path, target: Path) -> None:
+def _copy_database(source: Path, target: Path) -> int:
+    """Copy `source` to `target`; the schema version of the copy, as the copy says it."""
     private_file(target)
     with (
         contextlib.closing(sqlite3.connect(source, timeout=BUSY_SECONDS)) as src,
         contextlib.closing(sqlite3.connect(target)) as dst,
     ):
         src.backup(dst)
+        (version,) = dst.execute("PRAGMA user_version").fetchone()
+    return int(version)
 
 
 def _copy_locked(source: Path, target: Path) -> None:
