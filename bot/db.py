@@ -97,16 +97,12 @@ async def open_read_only(path: Path | str, version: int, empty_schema: str = "")
             raise naming(path, exc) from exc
     conn.row_factory = aiosqlite.Row
     try:
-        (found,) = first(await conn.execute_fetchall("PRAGMA user_version")) or (0,)
-        refused = newer_schema(path, found, version)
-        if refused is not None:
-            raise refused
-    except NewerSchema:
+        await _refuse_newer(conn, path, version)
+    except BaseException as exc:
         await conn.close()
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, NewerSchema):
+            raise naming(path, exc) from exc
         raise
-    except sqlite3.Error as exc:
-        await conn.close()
-        raise naming(path, exc) from exc
     return conn
 
 
@@ -122,19 +118,13 @@ def refuse_newer(conn: sqlite3.Connection, path: Path | str, known: int) -> None
 
 
 async def open_sqlite(
-    path: Path | str,
-    schema: str = "",
-    autocommit: bool = False,
-    durable: bool = False,
-    version: int | None = None,
+    path: Path | str, schema: str = "", *, version: int, autocommit: bool = False, durable: bool = False
 ) -> aiosqlite.Connection:
     """A WAL-mode connection (readers never wait on the writer), with `schema` applied.
     `autocommit`: each statement commits by itself; transactions only where BEGIN opens one.
     `durable`: every commit is on disk before it returns, not only once the WAL is checkpointed.
     `version`: the schema version `schema` is (SQLite's user_version, 0 in a database made before
     voxdesk kept one); a database at a newer one is refused before anything is written to it."""
-    if version is None:
-        return await _open(path, schema, autocommit, durable, None)
     async with opening(path, schema, version=version, autocommit=autocommit, durable=durable) as conn:
         pass  # created or migrated by `schema` alone: stamped on the way out
     return conn
@@ -149,8 +139,16 @@ async def stamp_version(conn: aiosqlite.Connection, version: int) -> None:
             await conn.commit()
 
 
+async def _refuse_newer(conn: aiosqlite.Connection, path: Path | str, known: int) -> None:
+    """`refuse_newer` on an aiosqlite connection."""
+    (found,) = first(await conn.execute_fetchall("PRAGMA user_version")) or (0,)
+    refused = newer_schema(path, found, known)
+    if refused is not None:
+        raise refused
+
+
 async def _open(
-    path: Path | str, schema: str, autocommit: bool, durable: bool, version: int | None
+    path: Path | str, schema: str, autocommit: bool, durable: bool, version: int
 ) -> aiosqlite.Connection:
     private_file(path)
     extra = {"isolation_level": None} if autocommit else {}
@@ -164,11 +162,7 @@ async def _open(
     try:
         conn.row_factory = aiosqlite.Row
         await conn.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
-        if version is not None:  # before the switch to WAL, a write to a file in rollback mode
-            (found,) = first(await conn.execute_fetchall("PRAGMA user_version")) or (0,)
-            refused = newer_schema(path, found, version)
-            if refused is not None:
-                raise refused
+        await _refuse_newer(conn, path, version)  # before the switch to WAL, a write in rollback mode
         await _switch_to_wal(conn)
         # NORMAL survives a killed process but not a power cut or a kernel panic, which can take
         # the last seconds of commits with it. That is fine for history or usage; a grievance
@@ -177,16 +171,12 @@ async def _open(
         if schema:
             await conn.executescript(schema)
             await conn.commit()
-    except NewerSchema:
+    except BaseException as exc:
+        # A damaged or read-only file, a newer schema, a cancel: aiosqlite's worker thread is no
+        # daemon, and left open it would keep the process from ever exiting.
         await conn.close()
-        raise
-    except sqlite3.Error as exc:
-        # A damaged or read-only file: aiosqlite's worker thread is no daemon, and left open it
-        # would keep the process from ever exiting.
-        await conn.close()
-        raise naming(path, exc) from exc
-    except BaseException:
-        await conn.close()
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, NewerSchema):
+            raise naming(path, exc) from exc
         raise
     return conn
 

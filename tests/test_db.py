@@ -26,7 +26,7 @@ async def test_a_new_database_another_process_is_writing_to_opens_once_the_write
         other.execute("COMMIT")
 
     ending = asyncio.create_task(finish_the_write())
-    conn = await open_sqlite(path, "CREATE TABLE IF NOT EXISTS second_bot (y);")
+    conn = await open_sqlite(path, "CREATE TABLE IF NOT EXISTS second_bot (y);", version=1)
     try:
         await ending
         cursor = await conn.execute("PRAGMA journal_mode")
@@ -38,7 +38,7 @@ async def test_a_new_database_another_process_is_writing_to_opens_once_the_write
 
 async def test_a_write_sqlite_refuses_at_once_is_tried_again_until_it_goes_through(tmp_path: Path) -> None:
     path = tmp_path / "shared.db"
-    conn = await open_sqlite(path, "CREATE TABLE notes (id INTEGER PRIMARY KEY);", autocommit=True)
+    conn = await open_sqlite(path, "CREATE TABLE notes (id INTEGER PRIMARY KEY);", version=1, autocommit=True)
     other = sqlite3.connect(path, isolation_level=None)
     try:
         await conn.executemany("INSERT INTO notes VALUES (?)", [(1,), (2,)])
@@ -66,7 +66,7 @@ async def test_a_write_sqlite_refuses_at_once_is_tried_again_until_it_goes_throu
 
 async def test_new_data_folders_and_databases_are_the_owners_alone(tmp_path: Path) -> None:
     # The databases hold players' words, grievances and Discord ids: not for every local user.
-    conn = await open_sqlite(tmp_path / "var" / "talk.db", "CREATE TABLE said (words TEXT)")
+    conn = await open_sqlite(tmp_path / "var" / "talk.db", "CREATE TABLE said (words TEXT)", version=1)
     try:
         await conn.execute("INSERT INTO said VALUES ('my refund never came')")
         await conn.commit()
