@@ -162,7 +162,10 @@ def check_storage(settings: Settings) -> str:
     except FileNotFoundError:
         set_aside = 0
     if set_aside:
-        said += f"; {set_aside} grievance line(s) cut short set aside in {rejected}: file them by hand"
+        said += (
+            f"; {set_aside} grievance line(s) cut short or of a newer voxdesk set aside in {rejected}:"
+            " file them by hand"
+        )
     if shown := open_to_others(paths.root):
         names = ", ".join(p.name for p in shown)
         said += f"; other users of this machine can read {names}: chmod 700 {paths.root}"

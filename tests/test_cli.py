@@ -485,7 +485,7 @@ def test_check_says_how_many_grievance_lines_were_set_aside(settings) -> None:
         '{"id": "a1", "user_id": "111111111111111111", "category": "wal\n{"id": "b2", "user\n'
     )
     assert check_storage(settings).endswith(
-        f"; 2 grievance line(s) cut short set aside in {rejected}: file them by hand"
+        f"; 2 grievance line(s) cut short or of a newer voxdesk set aside in {rejected}: file them by hand"
     )
 
 

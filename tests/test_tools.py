@@ -443,6 +443,37 @@ async def test_the_grievance_spool_files_each_line_once_and_sets_aside_a_torn_on
     assert rejected.stat().st_mode & 0o777 == 0o600  # a grievance's words, as in the spool
 
 
+async def test_a_spool_line_of_a_newer_format_is_set_aside_not_filed(tmp_path) -> None:
+    # A newer voxdesk's line (a downgrade): its fields may mean what this version cannot know.
+    import json
+
+    from bot.tools.grievance_spool import FORMAT
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db, spool = tmp_path / "grievances.db", tmp_path / "grievances.db.spool.jsonl"
+    line = {"user_id": NOVA, "category": "wallet", "at": "x", "state": "local_only"}
+    newer = {"id": "n1", "format": FORMAT + 1, "description": "newer", **line}
+    older = {"id": "o1", "description": "older, from before lines had a format", **line}
+    spool.write_text("".join(json.dumps(row) + "\n" for row in (newer, older)))
+    store = await LocalGrievanceStore.open(db)
+    try:
+        assert [g.description for g in await store.status(NOVA)] == [older["description"]]
+    finally:
+        await store.aclose()
+    rejected = tmp_path / "grievances.db.spool.jsonl.rejected"
+    assert [json.loads(x)["id"] for x in rejected.read_text().splitlines()] == ["n1"]
+
+
+def test_a_spool_line_says_its_format(tmp_path) -> None:
+    import json
+
+    from bot.tools.grievance_spool import FORMAT, GrievanceSpool
+
+    spool = GrievanceSpool(tmp_path / "grievances.db.spool.jsonl")
+    spool.keep("k1", user_id=NOVA, category="wallet", description="d", at="x", state="local_only")
+    assert json.loads(spool.path.read_text())["format"] == FORMAT == 1
+
+
 async def test_a_torn_line_is_set_aside_once_while_the_database_refuses_the_spool(tmp_path, caplog) -> None:
     # Each retry reads the spool again, torn line and all, until its filing goes through: the line
     # went to .rejected (and to the log) once per retry.

@@ -22,6 +22,11 @@ from bot.db import fsync_path
 log = logging.getLogger(__name__)
 
 FIELDS = ("user_id", "category", "description", "at", "state")
+# Each line's format, as the SQLite stores keep a schema version: raised with any change a reader
+# must know of (a field's meaning, one dropped). A line of a later format, left by a newer voxdesk
+# (a downgrade, its spool restored here), is set aside with the torn ones, not filed on what its
+# fields mean to this one. A line without one is of the first format, written before it was kept.
+FORMAT = 1
 
 
 class GrievanceSpool:
@@ -42,7 +47,11 @@ class GrievanceSpool:
         when another holder has the lock, nothing written: on the event loop, the holder may be
         this process's own filing of the spool, which waits for that very loop. `others`: the
         filing ids other complaints of its run chose, kept with a grievance kept before it chose."""
-        kept: dict[str, Any] = {"id": filing_id or uuid.uuid4().hex, **{f: row[f] for f in FIELDS}}
+        kept: dict[str, Any] = {
+            "id": filing_id or uuid.uuid4().hex,
+            "format": FORMAT,
+            **{f: row[f] for f in FIELDS},
+        }
         if others:
             kept["others"] = others
         line = json.dumps(kept) + "\n"
@@ -198,5 +207,8 @@ def _parse(line: str) -> dict[str, Any] | None:
     except ValueError:
         return None
     if not isinstance(row, dict) or not all(isinstance(row.get(f), str) for f in ("id", *FIELDS)):
+        return None
+    known = row.get("format", 1)
+    if type(known) is not int or known > FORMAT:
         return None
     return row
