@@ -110,7 +110,7 @@ async def test_check_says_every_cloud_service_is_reachable(
     assert all(r.ok for r in lines.values()), [r.line() for r in lines.values()]
     assert "ODBC player database: 12 players" in lines["stats"].detail
     assert "Azure AI Search index 'manuals'" in lines["manuals"].detail
-    assert f"Jira {jira.url}: reachable" in lines["grievances"].detail
+    assert f"Jira {jira.url}: JIRA_EMAIL and JIRA_API_TOKEN accepted" in lines["grievances"].detail
 
 
 async def test_check_names_wrong_credentials_for_each_service(
