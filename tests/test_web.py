@@ -698,13 +698,23 @@ async def test_the_desk_checks_the_running_offline_engine_without_new_speech_wor
 
 async def test_checks_asked_for_at_once_run_once(wsettings, monkeypatch) -> None:
     from bot import health
+    from bot.web import Reused
 
-    real, runs = health.check_all, []
+    real, runs, real_get, asked, all_asked = health.check_all, [], Reused.get, [], asyncio.Event()
+
+    async def get(self, make, max_age, again=False):  # type: ignore[no-untyped-def]
+        asked.append(1)
+        if len(asked) >= 3:
+            all_asked.set()
+        return await real_get(self, make, max_age, again)
 
     async def counted(settings, live):  # type: ignore[no-untyped-def]
         runs.append(1)
+        # The other two ask while this check runs, however busy the machine.
+        await asyncio.wait_for(all_asked.wait(), 30)
         return await real(settings, live)
 
+    monkeypatch.setattr(Reused, "get", get)
     monkeypatch.setattr(health, "check_all", counted)
     async with web_client(wsettings) as (client, _):
         await log_in(client)
