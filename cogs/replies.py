@@ -36,6 +36,7 @@ _LINK = r"<[^: >]+:/[^ >]+>|(?:https?|steam)://[^\s<]+[^<.,:;\"'\]\s]"
 # A masked link needs both brackets; with the backslash escaped too, none can be made. Within an
 # address Discord reads no masked link, so the brackets there can stay.
 _LINK_MARKS = re.compile(rf"(?P<link>{_LINK})|[\\\[\]]")
+_ADDRESS = re.compile(_LINK)
 # What discord.utils.escape_markdown and escape_mentions leave working in words someone else
 # wrote, escaped here with a backslash (Discord reads one before any punctuation mark as the mark
 # itself). escape_markdown escapes the "[" of the first masked link on a line only (its pattern
@@ -75,6 +76,28 @@ def without_masked_links(text: str) -> str:
     return _LINK_MARKS.sub(lambda found: found["link"] or f"\\{found[0]}", text)
 
 
+def _hard_cut(text: str, limit: int) -> tuple[int, str]:
+    """Where to cut `text` with no break near `limit`, and the text then: each piece is read by
+    Discord on its own, so the cut falls neither inside an address (whose tail would be none, and
+    whose brackets, kept as written, would open a masked link) nor between a backslash and the
+    mark it escapes. An address longer than a piece is cut, its brackets past the cut escaped."""
+    cut = limit
+    for found in _ADDRESS.finditer(text):
+        if found.start() >= cut:
+            break
+        if found.end() > cut:
+            if found.start() > 0:
+                cut = found.start()
+            else:
+                tail = re.sub(r"[\[\]]", r"\\\g<0>", text[cut : found.end()])
+                text = text[:cut] + tail + text[found.end() :]
+            break
+    backslashes = len(text[:cut]) - len(text[:cut].rstrip("\\"))
+    if backslashes % 2 and cut > backslashes:
+        cut -= 1  # the mark goes with its backslash
+    return cut, text
+
+
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     """Pieces of at most `limit` characters, cut at a paragraph, line or word break when possible."""
     text = text.strip()
@@ -83,7 +106,7 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
         window = text[:limit]
         cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
         if cut < limit // 2:  # no good break near the end: cut hard rather than make tiny pieces
-            cut = limit
+            cut, text = _hard_cut(text, limit)
         pieces.append(text[:cut].rstrip())
         text = text[cut:].lstrip()
     if text:

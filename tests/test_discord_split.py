@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cogs.replies import split_message
+from cogs.replies import split_message, without_masked_links
 
 
 def test_short_text_is_one_piece():
@@ -22,3 +22,27 @@ def test_cuts_at_paragraph_line_or_word_breaks():
 def test_text_without_breaks_is_cut_hard():
     pieces = split_message("x" * 4500)
     assert [len(p) for p in pieces] == [2000, 2000, 500]
+
+
+def test_a_hard_cut_leaves_no_escape_without_its_mark():
+    # A backslash left at a piece's end would leave the next piece's "[" unescaped: a masked link
+    # the reply's escaping had prevented. 1999 x's, then an escaped backslash, then an escaped "[".
+    text = without_masked_links("x" * 1999 + "\\[claim](https://evil.example)")
+    first, second = split_message(text)
+    assert first == "x" * 1999
+    assert second == r"\\\[claim\](https://evil.example)"
+    first, second = split_message(without_masked_links("x" * 1999 + "[claim](https://evil.example)"))
+    assert (first, second) == ("x" * 1999, r"\[claim\](https://evil.example)")
+
+
+def test_a_hard_cut_leaves_addresses_whole():
+    # An address keeps its brackets unescaped (a backslash would change where it goes); its tail
+    # in a piece of its own would be no address, and its brackets a masked link.
+    link = "https://a.example/" + "y" * 600 + "[claim](https://evil.example)"
+    first, second = split_message(without_masked_links("x" * 1500 + link))
+    assert (first, second) == ("x" * 1500, link)
+    # An address longer than a whole piece cannot stay whole: its brackets past the cut are escaped.
+    link = "https://a.example/" + "y" * 2000 + "[claim](https://evil.example)"
+    first, second = split_message(link)
+    assert first == link[:2000]
+    assert second == "y" * 18 + r"\[claim\](https://evil.example)"
