@@ -192,12 +192,32 @@ Answering = Callable[[str, str], Awaitable[bool]]
 # ---- what the player is told ----------------------------------------------------------------
 
 
+# An address as Discord finds one in text (discord.utils' pattern), in angle brackets or not.
+_ADDRESS = re.compile(r"<[^: >]+:/[^ >]+>|(?:https?|steam)://[^\s<]+[^<.,:;\"'\]\s]")
+_MARKS = re.compile(r"[`*_~|<>@#\\\[\]]")
+
+
 def plain(text: str, limit: int) -> str:
     """Words from a database or Jira, fit for one line of a message: no markdown or mention
     characters, nor the brackets of a masked link, whose words would hide its address; whitespace
-    collapsed, at most `limit` characters."""
-    words = " ".join(re.sub(r"[`*_~|<>@#\\\[\]]", " ", text).split())
-    return words if len(words) <= limit else words[: limit - 1].rstrip() + "…"
+    collapsed, at most `limit` characters. An address keeps every character (one made a space
+    would link another page), and one that does not fit is left out, not cut."""
+    parts: list[str] = []
+    at = 0
+    for found in _ADDRESS.finditer(text):
+        address = found[0].removeprefix("<").removesuffix(">") if found[0][0] == "<" else found[0]
+        parts += [_MARKS.sub(" ", text[at : found.start()]), f" {address} "]
+        at = found.end()
+    parts.append(_MARKS.sub(" ", text[at:]))
+    words = " ".join("".join(parts).split())
+    if len(words) <= limit:
+        return words
+    kept = words[: limit - 1].rstrip()
+    for found in _ADDRESS.finditer(words):
+        # An address at the end, whole or not, would take the "…" into the link Discord makes.
+        if found.start() < len(kept) <= found.end():
+            kept = kept[: found.start()].rstrip()
+    return kept + "…"
 
 
 def when(iso: str) -> str:

@@ -24,7 +24,7 @@ import pytest
 from bot.config import NewsSettings, Settings
 from bot.preferences import PreferenceStore
 from bot.sentences import DMS_CLOSED_NOTICE
-from bot.ticket_news import MAX_QUIET_SECONDS, Delivery, NewsStore, Outcome, TicketNews
+from bot.ticket_news import MAX_QUIET_SECONDS, Delivery, NewsStore, Outcome, TicketNews, plain
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
@@ -1259,3 +1259,20 @@ async def test_news_forgotten_at_a_restart_is_not_told_again_when_jira_shows_the
         f'Your ticket {made.key} ("Made in Jira by staff") is now {status}.'
         for status in ("resolved", "in progress", "resolved")
     ]
+
+
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        # An address keeps every character: "order_1#top" with spaces would link another page.
+        ("see https://shop.example/order_1#top now", "see https://shop.example/order_1#top now"),
+        ("[claim] https://shop.example/a_b", "claim https://shop.example/a_b"),
+        ("<https://shop.example/a_b> **now**", "https://shop.example/a_b now"),
+        # Cut short, an address is left out rather than cut: its "…" would join it, and so would
+        # the link Discord makes of what is left.
+        ("refund please https://shop.example/" + "x" * 60, "refund please…"),
+        ("`code` @everyone *it*", "code everyone it"),
+    ],
+)
+def test_news_words_keep_their_addresses(written: str, shown: str) -> None:
+    assert plain(written, 60) == shown
