@@ -140,7 +140,8 @@ class CatchUp(commands.Cog):
             return
         if self._failed is not None:
             await self.catch_up(*self._failed)
-            return
+        # Whatever became of it: a catch-up that fails at each try (a channel whose read always
+        # errs) must not hold back the notes kept here, fetched by id, nor the pruning.
         try:
             await self.answer_leftovers()
         except Exception:

@@ -804,6 +804,32 @@ async def test_a_catch_up_that_fails_is_tried_again_and_the_recheck_still_runs(
     assert "catch-up failed" in caplog.text
 
 
+async def test_a_catch_up_failing_each_time_holds_back_no_kept_note(settings, fake, monkeypatch) -> None:
+    """A catch-up that fails at every try (here its look-up of the DMs to read) is owed for as
+    long as the bot runs: the notes another process keeps for this one are answered meanwhile."""
+
+    tried = asyncio.Event()  # it fails before any request the fake could be waited on for
+
+    async def broken(*_: object) -> list[int]:
+        tried.set()
+        raise RuntimeError("a look-up that always fails")
+
+    monkeypatch.setattr(NoteLedger, "places", broken)
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        catch_up = h.bot.get_cog("CatchUp")
+        await asyncio.wait_for(tried.wait(), 20)
+        kept = await fake.send_note(blaze, voice_note(), guild=True, dispatch=False)
+        other = await NoteLedger.open(settings.storage_dir / "notes.db")
+        try:
+            await other.keep_for_restart(int(kept["id"]), ALLOWED_CHANNEL, str(blaze.id))
+        finally:
+            await other.aclose()
+        await all_answered(fake, [kept], within=15)
+        await settle(fake)
+        assert catch_up._failed is not None  # still owed, still tried
+    assert answers(fake, kept) == 1
+
+
 async def test_a_note_is_answered_when_the_ledger_cannot_record_it(settings, fake, caplog) -> None:
     """A full disk refuses the ledger's writes: the player is answered all the same."""
     async with running_bot(settings, fake) as h:
