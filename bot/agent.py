@@ -12,7 +12,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from bot import audio, metrics
@@ -32,7 +32,7 @@ from bot.engines.base import (
     TurnState,
     Usage,
 )
-from bot.tools import Toolbox
+from bot.tools import Toolbox, heard_in_public
 from bot.tools.base import ToolContext, ToolResult
 
 log = logging.getLogger(__name__)
@@ -301,6 +301,8 @@ class VoiceAgent:
         except Exception as exc:  # the player is still answered, only without the context
             log.error("could not read the history of user %s: %s", context.user_id, _reason(exc))
             history = []
+        if not context.private:
+            history = [replace(t, tool_results=heard_in_public(t.tool_results)) for t in history]
         engine = self.engine
         turn = TurnState(
             context=context,

@@ -18,6 +18,7 @@ import pytest
 
 from bot import paths
 from bot import sentences as say
+from bot.turns import PastTurn
 from cogs.bot import VoxdeskBot
 from cogs.runner import serve
 from cogs.voice import read_by_speaker_alone
@@ -198,3 +199,36 @@ async def test_only_dms_are_private_live_and_caught_up_after_a_restart(settings,
         after = {t.context.request_id: t.context.private for t in h.engine.turns}
     assert [before[n["id"]] for n in live] == [True, False, False]
     assert [after[n["id"]] for n in missed] == [True, False]
+
+
+async def test_a_ticket_s_words_a_channel_s_history_kept_from_before_are_not_sent_again(
+    settings, discord_fake, openai_fake
+) -> None:
+    # A conversation in a guild channel written before ticket words were kept from public
+    # places holds them in a tool result: its next turn there must not hand them to the model.
+    async with bot_on_openai(settings.storage_dir, discord_fake, openai_fake) as bot:
+        filed = await bot.core.grievances.register(NOVA, "wallet", COMPLAINT)
+        ticket = {"ticket_key": filed.key, "category": "wallet", "status": "open", "summary": COMPLAINT}
+        call = {"id": "call_before", "name": "get_grievance_status", "arguments": {}, "ok": True}
+        earlier = PastTurn(
+            user_text="what about my tickets",
+            reply_text=f"{filed.key} is open.",
+            tool_results=[{**call, "result": {"tickets": [ticket]}}],
+        )
+        await bot.core.conversations.append(NOVA, earlier, conversation=str(ALLOWED_CHANNEL))
+        openai_fake.script = [answer("Anything else?")]
+        note = await discord_fake.send_note(nova, voice_note(), guild=True)
+        await all_answered(discord_fake, [note])
+    (chat,) = openai_fake.chats
+    # The words sent, not the note's audio (base64 may hold "Vex" by chance).
+    sent = json.dumps(
+        [
+            [p for p in m["content"] if p.get("type") != "input_audio"]
+            if isinstance(m["content"], list)
+            else m
+            for m in chat.body["messages"]
+        ]
+    )
+    assert "call_before" in sent and filed.key in sent  # the history went, without the words
+    assert [w for w in WORDS if w in sent] == []
+    assert openai_fake.violations == [] and discord_fake.violations == []

@@ -180,6 +180,23 @@ def ticket_rows(tickets: Iterable[Grievance], *, private: bool) -> list[JSON]:
     ]
 
 
+def heard_in_public(results: list[JSON]) -> list[JSON]:
+    """Tool results of an earlier turn, fit to be sent again for a turn whose answer others read:
+    no ticket's words. A public place's stored turns can hold them from an older voxdesk, which
+    gave them everywhere, and the model would read them out there."""
+    kept: list[JSON] = []
+    for r in results:
+        found = r.get("result")
+        tickets = found.get("tickets") if isinstance(found, dict) else None
+        if r.get("name") == "get_grievance_status" and isinstance(tickets, list):
+            words = [
+                {k: v for k, v in t.items() if k != "summary"} if isinstance(t, dict) else t for t in tickets
+            ]
+            r = {**r, "result": {**found, "tickets": words}}
+        kept.append(r)
+    return kept
+
+
 def build_tools(
     stats: StatsBackend,
     manuals: ManualsBackend,
