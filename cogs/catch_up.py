@@ -315,6 +315,13 @@ class CatchUp(commands.Cog):
         for message in refused:
             count = answered.get(message.author.id, 0)
             voice.turn_away(message, say.TOO_MANY_WHILE_AWAY.format(count=count))
+        # The live limit counts those sent within its span too: a player whose notes were just
+        # read back and answered gets no fresh flood_notes for the notes they send next.
+        recent = discord.utils.utcnow() - window
+        chosen = set(todo)
+        for message in messages:
+            if message.id in chosen and message.created_at > recent:
+                voice.flood.update_rate_limit(message, message.created_at.timestamp())
         return todo
 
     async def _replied_to(self, message: discord.Message, lease_until: float | None) -> bool:

@@ -160,6 +160,20 @@ async def test_a_flood_sent_while_the_bot_was_down_is_held_to_the_flood_limit(se
     assert [answers(fake, n) for n in flood] == [1, 1, 0, 0, 0, 0]
 
 
+async def test_notes_a_catch_up_answered_count_toward_the_live_flood_limit(settings, fake) -> None:
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0):
+        first = await fake.send_note(nova, voice_note())
+        await all_answered(fake, [first])
+    sent_while_down = [await fake.send_note(nova, voice_note()) for _ in range(2)]
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0):
+        await all_answered(fake, sent_while_down)
+        live = await fake.send_note(nova, voice_note())
+        told = await fake.wait_for(lambda _: fake.replies_to(live["id"]))
+        await settle(fake)
+    assert answers(fake, live) == 0
+    assert "faster than I can answer" in told[0].content
+
+
 async def test_notes_kept_for_after_a_restart_are_answered_whatever_the_flood_limit(settings, fake) -> None:
     async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0):
         first = await fake.send_note(nova, voice_note())
