@@ -1027,6 +1027,29 @@ async def test_a_done_transition_that_requires_a_field_voxdesk_cannot_know_waits
     assert issue.status == "Done" and issue.resolution is not None and issue.resolution["name"] == "Done"
 
 
+async def test_a_refusal_longer_than_the_error_kept_is_said_once(
+    fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The grievance keeps the first 500 characters of why it waits; a reason naming many
+    # required fields is longer, and each retry must still know it as the one said before.
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    fields = [
+        select_field(10100 + n, f"Root cause analysis by the incident team, part {n}", ("A",))
+        for n in range(8)
+    ]
+    fake.screens = {"Done": (resolution_field(), *fields)}
+    jira = await open_jira(fake, tmp_path, push_interval_seconds=60.0, max_backoff_seconds=600.0)
+    with caplog.at_level(logging.DEBUG, logger="bot.tools.jira_grievances"):
+        async with news_over(tmp_path, jira) as p:
+            for _ in range(3):
+                assert await p.grievances.push_pending() == 0
+                sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")  # backoff over
+            waiting = await p.local.staff_get(key)
+    assert waiting is not None and len(waiting.last_error or "") == 500
+    said = [r for r in caplog.records if r.levelno >= logging.WARNING and "Root cause" in r.getMessage()]
+    assert len(said) == 1
+
+
 async def test_a_done_transition_failing_its_workflow_condition_waits_naming_it(
     fake: FakeJira, tmp_path: Path
 ) -> None:

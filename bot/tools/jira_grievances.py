@@ -29,7 +29,13 @@ from bot import sentences as say
 from bot.config import JiraSettings
 from bot.tools import CATEGORIES
 from bot.tools.base import Filing, Grievance, ToolError
-from bot.tools.grievance_store import MAX_LISTED, LocalGrievanceStore, PendingGrievance, StaffRow
+from bot.tools.grievance_store import (
+    MAX_ERROR_CHARS,
+    MAX_LISTED,
+    LocalGrievanceStore,
+    PendingGrievance,
+    StaffRow,
+)
 from bot.tools.jira_tracker import STATUS_CATEGORIES, USER_ID, JiraTracker, RemoteIssue, TrackerError
 
 log = logging.getLogger(__name__)
@@ -218,9 +224,10 @@ class JiraGrievances:
                         if not exc.row_only:
                             raise
                         # Said once: the same refusal on each retry (until someone changes Jira's
-                        # workflow or screen) would bury the log.
+                        # workflow or screen) would bury the log. The row keeps only its start.
+                        said = str(exc)[:MAX_ERROR_CHARS] == row.last_error
                         log.log(
-                            logging.DEBUG if str(exc) == row.last_error else logging.WARNING,
+                            logging.DEBUG if said else logging.WARNING,
                             "Jira refused grievance %s: %s (it stays pending)",
                             row.local_key,
                             exc,
