@@ -159,6 +159,9 @@ class JiraGrievances:
                 f"Jira project {project} has no issue type {issue_type!r}: set jira.issue_type to one of "
                 + ", ".join(types)
             )
+        lacking, unfillable = await self._in_thread(self._tracker.create_screen_gaps)
+        if lacking or unfillable:
+            raise TrackerError(create_screen_reason(project, issue_type, lacking, unfillable))
         pending = await self._store.count_pending()
         # Not the account's address: JIRA_EMAIL is masked wherever a secret is (a person's
         # address, kept out of logs), and Jira answers for no other account than that one.
@@ -558,6 +561,19 @@ class JiraGrievances:
             local_key=self._tracker.local_key_of(issue),
             remote_key=issue.key,
         )
+
+
+def create_screen_reason(project: str, issue_type: str, lacking: list[str], unfillable: list[str]) -> str:
+    """Why Jira would refuse every filing, for `check`: the create screen's gaps by name."""
+    fixes = []
+    if lacking:
+        fixes.append(f"add {', '.join(lacking)} to it (voxdesk sets them on every issue)")
+    if unfillable:
+        fixes.append(f"give {', '.join(unfillable)} a default or make it optional (voxdesk cannot fill it)")
+    return (
+        f"Jira refuses every filing: on the create screen for {issue_type} in project {project}, "
+        + "; ".join(fixes)
+    )
 
 
 def _from_record(g: Grievance, gone: set[str]) -> Grievance:

@@ -78,6 +78,11 @@ MAX_WINDOW_MINUTES = 7 * 24 * 60  # how far back ticket news looks, at most
 MAX_SAME_KEY = 20
 
 
+# What create() sets beside the project and the issue type: each must be on the create screen.
+CREATE_FIELDS = ("summary", "description", "labels")
+CREATE_META_PAGE = 50
+
+
 class TrackerError(Exception):
     """Jira did not do what was asked. `str()` is a one-line reason with no secrets in it.
 
@@ -537,6 +542,39 @@ class JiraTracker:
     def myself(self) -> dict[str, Any]:
         with self._client() as client:
             return client.myself()
+
+    def create_screen_gaps(self) -> tuple[list[str], list[str]]:
+        """What makes every create() a 400 for the configured issue type: (the fields it sets that
+        the create screen lacks, the required fields there with no default that it does not set,
+        each as "Name (id)"). Nothing when the project has no such issue type."""
+        with self._client() as client:
+            types = client.project(self.project).raw.get("issueTypes", [])
+            type_id = next((str(t.get("id")) for t in types if t.get("name") == self.issue_type), None)
+            if type_id is None:
+                return [], []
+            found: list[dict[str, Any]] = []
+            while True:
+                page = client._get_json(
+                    f"issue/createmeta/{self.project}/issuetypes/{type_id}",
+                    params={"startAt": len(found), "maxResults": CREATE_META_PAGE},
+                )
+                # Cloud names the page's items "fields"; Data Center, "values".
+                items = page.get("fields", page.get("values")) or []
+                found += items
+                total = page.get("total")
+                if not items or page.get("isLast") or (total is not None and len(found) >= total):
+                    break
+        on_screen = {f.get("fieldId") or f.get("key") for f in found}
+        lacking = [f for f in CREATE_FIELDS if f not in on_screen]
+        sent = {"project", "issuetype", *CREATE_FIELDS}
+        unfillable = [
+            f"{f.get('name')} ({f.get('fieldId') or f.get('key')})"
+            for f in found
+            if f.get("required")
+            and not f.get("hasDefaultValue")
+            and (f.get("fieldId") or f.get("key")) not in sent
+        ]
+        return lacking, unfillable
 
     def issue_types(self) -> list[str]:
         """The issue types of the configured project (raises with 404 when it is not visible)."""

@@ -28,7 +28,7 @@ from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
 from bot.tools.jira_tracker import TrackerError, status_words, summary_for
 from tests.conftest import BLAZE, NOVA, QUILL, make_settings
-from tests.fakes.jira_server import FakeJira, running_fake_jira
+from tests.fakes.jira_server import FakeJira, running_fake_jira, select_field
 
 # The two JQL forms voxdesk may send, with only digits or a local key inside the quotes.
 OUR_JQL = re.compile(
@@ -809,6 +809,31 @@ async def test_check_names_a_wrong_project_or_issue_type(fake, db, changes, expe
     finally:
         await backend.aclose()
     assert str(failed.value) == expected
+
+
+async def test_check_names_what_the_create_screen_lacks_or_requires(fake, db) -> None:
+    # Each would make every filing a 400: said by `check` before a player files, not found at the
+    # first push. The fake refuses those pushes as Jira would.
+    fake.hidden_on_create = frozenset({"labels"})
+    fake.on_create = (select_field(10080, "Severity", ("Low", "High")),)
+    fake.expect_violations()  # the pushes it predicts are refused
+    backend = await open_backend(fake, db)
+    try:
+        with pytest.raises(TrackerError) as failed:
+            await backend.check()
+        await backend.register(NOVA, "wallet", "x")
+        assert await backend.push_pending() == 0
+        fake.hidden_on_create = frozenset()
+        fake.on_create = (select_field(10080, "Severity", ("Low", "High"), default="Low"),)
+        line = await backend.check()
+    finally:
+        await backend.aclose()
+    assert str(failed.value) == (
+        "Jira refuses every filing: on the create screen for Task in project GRV, add labels to it"
+        " (voxdesk sets them on every issue); give Severity (customfield_10080) a default or make it"
+        " optional (voxdesk cannot fill it)"
+    )
+    assert line.endswith("project GRV, 1 pending")
 
 
 async def test_check_when_jira_is_down_or_slow(fake, db) -> None:

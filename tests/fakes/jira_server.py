@@ -226,6 +226,9 @@ class FakeJira(Strict):
     screens: dict[str, tuple[ScreenField, ...]] = field(default_factory=dict)
     # The statuses whose transition fails a workflow condition (an approval, a subtask still open).
     unavailable: tuple[str, ...] = ()
+    # The create screen: fields an admin took off it (setting one is a 400), and fields put on it.
+    hidden_on_create: frozenset[str] = frozenset()
+    on_create: tuple[ScreenField, ...] = ()
     violations: list[str] = field(default_factory=list)
     violations_expected: bool = False
     port: int = 0
@@ -244,6 +247,7 @@ class FakeJira(Strict):
         app.router.add_get(f"{api}/field", self._fields)
         app.router.add_get(f"{api}/project/{{key}}", self._project)
         app.router.add_post(f"{api}/issue", self._create)
+        app.router.add_get(f"{api}/issue/createmeta/{{key}}/issuetypes/{{type}}", self._create_meta)
         app.router.add_get(f"{api}/issue/{{key}}", self._issue)
         app.router.add_get(f"{api}/issue/{{key}}/transitions", self._transitions)
         app.router.add_post(f"{api}/issue/{{key}}/transitions", self._transition)
@@ -488,8 +492,10 @@ class FakeJira(Strict):
             return _errors(400, self.refuse("create issue: the request must carry a fields object."))
         fields = body["fields"]
         errors: dict[str, str] = {}
+        screen = {f.key for f in self.on_create}
         for name in fields:
-            if name not in ("project", "issuetype", "summary", "description", "labels"):
+            known = name in ("project", "issuetype", "summary", "description", "labels") or name in screen
+            if not known or name in self.hidden_on_create:
                 errors[name] = (
                     f"Field '{name}' cannot be set. It is not on the appropriate screen, or unknown."
                 )
@@ -523,6 +529,9 @@ class FakeJira(Strict):
         labels = fields.get("labels", [])
         if not isinstance(labels, list) or any(not isinstance(x, str) or not x or " " in x for x in labels):
             errors["labels"] = "Labels cannot contain spaces and must be non-empty strings."
+        for spec in self.on_create:
+            if spec.required and spec.default is None and spec.key not in fields:
+                errors[spec.key] = f"{spec.name} is required."
         for name, error in errors.items():
             self.refuse(f"create issue: {name}: {error}")
         if self._failure == "reject_create":  # scripted, so not a violation
@@ -536,6 +545,30 @@ class FakeJira(Strict):
             self._take_failure()
             await self._hang()
         return web.json_response(created, status=201)
+
+    async def _create_meta(self, request: web.Request) -> web.Response:
+        """Jira Cloud's page of the create screen's fields for a project and issue type."""
+        if request.match_info["key"] not in (self.project, "10000"):
+            return _errors(404, f"No project could be found with key '{request.match_info['key']}'.")
+        if request.match_info["type"] not in ISSUE_TYPES:
+            return _errors(404, "The issue type selected is invalid.")
+        standard = [
+            ScreenField("issuetype", "Issue Type", schema={"type": "issuetype", "system": "issuetype"}),
+            ScreenField("project", "Project", schema={"type": "project", "system": "project"}),
+            ScreenField("summary", "Summary", schema={"type": "string", "system": "summary"}),
+            ScreenField(
+                "description", "Description", False, schema={"type": "string", "system": "description"}
+            ),
+            ScreenField(
+                "labels", "Labels", False, schema={"type": "array", "items": "string", "system": "labels"}
+            ),
+            ScreenField("reporter", "Reporter", schema={"type": "user", "system": "reporter"}, default={}),
+        ]
+        shown = [f for f in [*standard, *self.on_create] if f.key not in self.hidden_on_create]
+        start = int(request.query.get("startAt", "0"))
+        size = int(request.query.get("maxResults", "50"))
+        page = [{**f.json(), "fieldId": f.key} for f in shown[start : start + size]]
+        return web.json_response({"startAt": start, "maxResults": size, "total": len(shown), "fields": page})
 
     async def _issue(self, request: web.Request) -> web.Response:
         issue = self._find(request.match_info["key"])
