@@ -80,6 +80,8 @@ MAX_SAME_KEY = 20
 
 # What create() sets beside the project and the issue type: each must be on the create screen.
 CREATE_FIELDS = ("summary", "description", "labels")
+# Required on every create screen with no default shown, yet filled by Jira (with the caller).
+FILLED_BY_JIRA = ("reporter",)
 CREATE_META_PAGE = 50
 
 
@@ -566,7 +568,7 @@ class JiraTracker:
                     break
         on_screen = {f.get("fieldId") or f.get("key") for f in found}
         lacking = [f for f in CREATE_FIELDS if f not in on_screen]
-        sent = {"project", "issuetype", *CREATE_FIELDS}
+        sent = {"project", "issuetype", *CREATE_FIELDS, *FILLED_BY_JIRA}
         unfillable = [
             f"{f.get('name')} ({f.get('fieldId') or f.get('key')})"
             for f in found

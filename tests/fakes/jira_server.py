@@ -562,7 +562,8 @@ class FakeJira(Strict):
             ScreenField(
                 "labels", "Labels", False, schema={"type": "array", "items": "string", "system": "labels"}
             ),
-            ScreenField("reporter", "Reporter", schema={"type": "user", "system": "reporter"}, default={}),
+            # As Jira shows it: required with no default, though a create without it gets the caller.
+            ScreenField("reporter", "Reporter", schema={"type": "user", "system": "reporter"}),
         ]
         shown = [f for f in [*standard, *self.on_create] if f.key not in self.hidden_on_create]
         start = int(request.query.get("startAt", "0"))
