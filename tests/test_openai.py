@@ -23,6 +23,7 @@ from tests.fakes.openai_server import (
     AZURE_KEY,
     Failure,
     answer,
+    audio_reply,
     filtered,
     refusal,
     serving,
@@ -214,6 +215,21 @@ async def test_a_refusal_that_quotes_the_player_is_logged_on_one_line(storage, f
     assert forged not in info and "I can't say" not in info
     assert forged in logged  # staff who log DEBUG still see what it said
     assert not any(c in logged for c in "\n\r\x1b"), logged
+
+
+@pytest.mark.parametrize("data", ["abc", "not base64 at all é", "UklGRg"])
+async def test_reply_audio_that_is_not_base64_still_gives_the_answer(storage, fake, caplog, data) -> None:
+    """The model answered, its audio is garbled: the player hears its words in the bot's own
+    voice, not that the service is down (nor a fallback filing the complaint a second time)."""
+    filing = {"category": "wallet", "description": "my gems vanished after the update"}
+    fake.script = [tool_calls(("register_grievance", filing)), audio_reply("Filed as GRV-14.", data)]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA, request_id="n1"), NOTE)
+        (kept,) = await app.conversations.history(NOVA)
+    assert (reply.engine, reply.kind, reply.text) == ("openai", "answer", "Filed as GRV-14.")
+    assert reply.audio is not None and reply.audio.duration_secs > 0.3  # the offline voice says it
+    assert kept.reply_text == "Filed as GRV-14."
+    assert "reply audio is not base64" in caplog.text
 
 
 async def test_expired_audio_ids_are_not_sent(storage, fake) -> None:

@@ -290,9 +290,20 @@ class OpenAIEngine:
             )
         if message.audio is None:
             return EngineReply(text=said, usage=usage, cut_off=cut_off)
+        try:
+            spoken = base64.b64decode(message.audio.data or "")
+        except ValueError as exc:  # binascii.Error, or characters outside ASCII
+            # The words came: the agent speaks them in the bot's own voice, as it does audio it
+            # cannot decode, rather than the player hearing that the service is down.
+            log.warning(
+                "reply audio is not base64 (%d characters), its words are spoken instead: %s",
+                len(message.audio.data),
+                exc,
+            )
+            spoken = None
         return EngineReply(
             text=said,
-            audio=base64.b64decode(message.audio.data),
+            audio=spoken,
             audio_format=FORMATS[self.reply_format],
             audio_id=message.audio.id,
             audio_expires_at=message.audio.expires_at,

@@ -551,6 +551,12 @@ def tool_calls(*calls: tuple[str, dict[str, Any]], said: str | None = None) -> R
     return respond
 
 
+def audio_reply(transcript: str, data: str) -> Responder:
+    """A final answer whose `audio.data` is `data` as it stands: base64 or not, audio or not."""
+    audio = {"id": "audio_scripted", "data": data, "expires_at": int(time.time()) + 3600}
+    return lambda body: {"content": None, "audio": {**audio, "transcript": transcript}}
+
+
 def refusal(text: str) -> Responder:
     return lambda body: {"content": None, "refusal": text}
 
