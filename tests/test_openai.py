@@ -130,6 +130,30 @@ async def test_a_made_up_tool_name_the_api_would_refuse_never_goes_back_to_it(st
     assert fake.violations == []
 
 
+async def test_tool_calls_without_an_id_or_sharing_one_each_get_their_own(storage, fake) -> None:
+    """A compatible server may leave a call's id out, or give two calls one: every result still
+    answers its own call, and the next step is a request the API takes."""
+
+    def call(call_id: str | None, name: str) -> dict:
+        return {"type": "function", "function": {"name": name, "arguments": "{}"}} | (
+            {"id": call_id} if call_id else {}
+        )
+
+    calls = [
+        call(None, "get_player_stats"),
+        call("c1", "get_player_stats"),
+        call("c1", "get_grievance_status"),
+    ]
+    fake.script = [lambda body: {"content": None, "tool_calls": calls}, answer("Done.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.engine, reply.kind, reply.text) == ("openai", "answer", "Done.")
+    ids = [m["tool_call_id"] for m in fake.chats[1].body["messages"] if m["role"] == "tool"]
+    assert len(ids) == len(set(ids)) == 3 and ids[1] == "c1"
+    assert [r.ok for r in reply.tool_results] == [True, True, True]
+    assert fake.violations == []
+
+
 async def test_the_rounds_bound_forces_an_answer(storage, fake) -> None:
     fake.script = [tool_calls(("search_manuals", {"query": "refund"}))] * 3 + [answer("Done.")]
     async with running_app(openai_settings(storage, fake)) as app:

@@ -268,13 +268,19 @@ class OpenAIEngine:
         # Audio models put their words in the audio's transcript, with no content.
         said = (message.audio.transcript if message.audio else None) or message.content or ""
         if message.tool_calls and turn.allow_tools:
-            calls = []
-            for call in message.tool_calls:
+            calls: list[ToolCall] = []
+            for n, call in enumerate(message.tool_calls):
                 try:
                     arguments = json.loads(call.function.arguments or "{}")
                 except json.JSONDecodeError:
                     arguments = {"_unparsed": call.function.arguments}
-                calls.append(ToolCall(id=call.id, name=call.function.name, arguments=arguments))
+                # Each result goes back under its call's id: a compatible server that gives a call
+                # none (a 400 on the next step) or gives two calls one (a result the model cannot
+                # tell apart) gets ids of ours.
+                call_id = call.id
+                if not call_id or any(c.id == call_id for c in calls):
+                    call_id = f"call_voxdesk_{len(turn.rounds)}_{n}"
+                calls.append(ToolCall(id=call_id, name=call.function.name or "", arguments=arguments))
             return EngineReply(tool_calls=calls, text=said, usage=usage)
         if message.refusal:
             # It may quote the player: their words stay out of INFO, which `run` logs and which
