@@ -190,12 +190,14 @@ def _figures(words: list[str]) -> tuple[str, int]:
 
 
 def _filed_keys(results: Iterable[ToolResult]) -> list[str]:
-    """Keys of the tickets these tool results filed (or found filed, a turn run again)."""
-    return [
+    """Keys of the tickets these tool results filed (or found filed, a turn run again), each once:
+    a complaint filed again in the same words is told its first ticket."""
+    keys = [
         r.result["ticket_key"]
         for r in results
         if r.call.name == "register_grievance" and r.ok and isinstance(r.result.get("ticket_key"), str)
     ]
+    return list(dict.fromkeys(keys))
 
 
 class _Stopwatch:

@@ -129,6 +129,27 @@ async def test_a_note_files_at_most_three_tickets_and_a_round_runs_at_most_eight
     assert len(reply.tool_results) == 15  # every call answered, run or not
 
 
+async def test_the_same_complaint_called_again_in_one_note_is_filed_once(settings) -> None:
+    """A model calling the tool twice side by side, or again in a later round, with the same words
+    files one ticket and is told its key each time; another complaint still gets its own."""
+    gone = ("register_grievance", {"category": "wallet", "description": "My gems vanished after the update"})
+    again = (
+        "register_grievance",
+        {"category": "wallet", "description": "my gems  vanished after the update "},
+    )
+    other = ("register_grievance", {"category": "wallet", "description": "charged twice for the battle pass"})
+    engine = ScriptedEngine([calls(gone, gone), calls(again, other), answer("Filed.")])
+    async with running_app(settings, engine) as app:
+        before = len(await app.grievances.status(NOVA))
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA, request_id="n1"), "gems gone")
+        rerun = await app.agent.respond_text(ToolContext(user_id=NOVA, request_id="n1"), "gems gone")
+        after = len(await app.grievances.status(NOVA))
+    keys = [r.result["ticket_key"] for r in reply.tool_results]
+    assert keys[0] == keys[1] == keys[2] != keys[3] and all(r.ok for r in reply.tool_results)
+    assert after - before == 2
+    assert [r.result["ticket_key"] for r in rerun.tool_results] == keys  # the note heard again
+
+
 async def test_history_reaches_the_engine_on_the_next_turn(settings) -> None:
     engine = ScriptedEngine()
     async with running_app(settings, engine) as app:

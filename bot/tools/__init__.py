@@ -240,6 +240,24 @@ def build_tools(
     async def register_grievance(ctx: ToolContext, args: JSON) -> JSON:
         description = args["description"].strip()[:MAX_DESCRIPTION]
         category = args["category"]
+        words = (category, " ".join(description.casefold().split()))
+        if (same := ctx.filed_words.get(words)) is not None:
+            return dict(await asyncio.shield(same))
+        ctx.filed_words[words] = filed = asyncio.get_running_loop().create_future()
+        try:
+            answer = await _register(ctx, description, category)
+        except BaseException as exc:
+            del ctx.filed_words[words]  # a later call may try again
+            if isinstance(exc, Exception):
+                filed.set_exception(exc)
+                filed.exception()  # a call waiting on it is told; none need be
+            else:
+                filed.cancel()
+            raise
+        filed.set_result(answer)
+        return dict(answer)
+
+    async def _register(ctx: ToolContext, description: str, category: str) -> JSON:
         if len(ctx.filed) >= MAX_FILINGS_PER_NOTE:
             raise ToolError(say.TOO_MANY_FILINGS.format(count=MAX_FILINGS_PER_NOTE))
         # The note, and which of its complaints: the same note heard again (its answer never

@@ -36,6 +36,10 @@ class ToolContext:
     # id chosen for it once chosen (bot/tools/__init__.py, filing_for). Cleared with `filed`.
     complaints: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
     filings: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
+    # What each complaint of this run filed (an asyncio.Future of the tool's answer), by its
+    # category and words: a model calling the tool again with the same words, side by side or in
+    # a later round, is told that ticket rather than filing a second. Cleared with `filed`.
+    filed_words: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
     # Someone speaking as a player many people share (the web playground's demo players): stats
     # are the player's, but grievances are filed and read as this id of the speaker's own, so
     # nobody reads what another filed as the same player; being no Discord id, it keeps them out
@@ -58,6 +62,7 @@ class ToolContext:
         self.filed.clear()
         self.complaints.clear()
         self.filings.clear()
+        self.filed_words.clear()
 
     @property
     def speaker(self) -> str:
