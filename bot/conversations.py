@@ -44,22 +44,34 @@ IDLE_TURNS = (
 )
 # How often append also drops every player's idle conversations, not only its own player's.
 PRUNE_EVERY_SECONDS = 5 * 60.0
+# Characters of history (words, tool calls and results as stored) one turn is sent at most, about
+# 8,000 tokens: eight turns of a few tool rounds each fit, while one turn that carries a huge tool
+# result or made-up arguments (a manual section, a looping model) is not billed again with every
+# later request, nor keeps an instruction planted in it before the model for the next eight notes.
+MAX_HISTORY_CHARS = 32_000
 
 
 class ConversationStore:
     """History of each user's recent turns, one conversation per place (`ToolContext.conversation`).
 
-    Bounded two ways: at most `max_turns` per conversation, and a conversation idle for longer than
-    `idle_minutes` starts afresh. Its turns are deleted with the user's next turn anywhere, and
-    every player's idle ones at open and then, from append or a running bot's `housekeeping`,
-    every PRUNE_EVERY_SECONDS: the words of a player who never comes back are not kept much past
-    the idle limit. No column can hold
-    audio: only the engine's reference id.
+    Bounded three ways: at most `max_turns` per conversation, of which only the newest that fit
+    in `max_chars` are read, and a conversation idle for longer than `idle_minutes` starts
+    afresh. Its turns are deleted with the user's next turn anywhere, and every player's idle ones
+    at open and then, from append or a running bot's `housekeeping`, every PRUNE_EVERY_SECONDS:
+    the words of a player who never comes back are not kept much past the idle limit. No column
+    can hold audio: only the engine's reference id.
     """
 
-    def __init__(self, conn: aiosqlite.Connection, max_turns: int, idle_minutes: float) -> None:
+    def __init__(
+        self,
+        conn: aiosqlite.Connection,
+        max_turns: int,
+        idle_minutes: float,
+        max_chars: int = MAX_HISTORY_CHARS,
+    ) -> None:
         self._conn = conn
         self.max_turns = max_turns
+        self.max_chars = max_chars
         self.idle_seconds = idle_minutes * 60
         self._pruned_at = 0.0
 
@@ -104,6 +116,13 @@ class ConversationStore:
         rows = list(rows)
         if not rows or now - rows[0]["at"] > self.idle_seconds:
             return []
+        kept, size = 0, 0
+        for r in rows:  # newest first: a turn too big to fit ends the history there
+            size += len(r["user_text"] or "") + len(r["reply_text"]) + len(r["tool_results"])
+            if size > self.max_chars:
+                break
+            kept += 1
+        rows = rows[:kept]
         return [
             PastTurn(
                 user_text=r["user_text"],

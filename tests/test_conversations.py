@@ -31,6 +31,20 @@ async def test_history_is_bounded_ordered_and_per_user(tmp_path) -> None:
         assert conn.execute("SELECT COUNT(*) FROM turns WHERE user_id='u1'").fetchone()[0] == 3
 
 
+async def test_history_is_bounded_in_characters_so_one_huge_turn_is_not_sent_for_ever(tmp_path) -> None:
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=8, idle_minutes=30)
+    huge = turn(1)
+    huge.tool_results = [{"name": "search_manuals", "arguments": {"query": "x" * 50_000}, "result": {}}]
+    for past in (turn(0), huge, turn(2), turn(3)):
+        await store.append("u1", past)
+    assert [t.user_text for t in await store.history("u1")] == ["question 2", "question 3"]
+    assert conversations.MAX_HISTORY_CHARS == store.max_chars < 50_000
+    for i in range(4, 12):  # ordinary turns all fit, up to max_turns
+        await store.append("u1", turn(i))
+    assert len(await store.history("u1")) == 8
+    await store.aclose()
+
+
 async def test_history_survives_a_restart_and_reset_clears_one_user(tmp_path) -> None:
     store = await ConversationStore.open(tmp_path / "c.db", max_turns=5, idle_minutes=30)
     await store.append("u1", turn(1))
