@@ -368,10 +368,16 @@ class VoiceAgent:
                 user_text = await _result_or_none(turn.heard, TRANSCRIPT_GRACE)
         user_text = user_text or final.user_text
         hearing = _hearing_cost(turn.heard)
+        results = [r for rnd in turn.rounds for r in rnd.results]
+        if final.refusal and (keys := _filed_keys(results)):
+            # A filter that blocks the step reading a complaint's words (a threat the player
+            # reports) refuses after the ticket is filed: "I can't help" alone would have the
+            # player file it again. Spoken afresh: any audio of the refusal does not say it.
+            filed = say.FILED_BEFORE_REFUSING.format(ticket_keys=", ".join(keys))
+            final.text, final.audio, final.reply_audio = f"{filed} {final.text}", None, None
 
         with watch.stage("encode"):
             reply_audio = await self._reply_audio(final, voice)
-        results = [r for rnd in turn.rounds for r in rnd.results]
         usage = _summed([*turn.scratch.get("usage", []), final.usage, hearing])
         past = PastTurn(
             user_text=user_text,

@@ -42,6 +42,7 @@ VOICE_SERVICE_DOWN = (
     "Sorry, I can't answer right now because my voice service is down. Please try again in a few minutes."
 )
 FILED_BEFORE_FAILING = "I did file your complaint before that: ticket {ticket_keys}."
+FILED_BEFORE_REFUSING = "I did file your complaint: ticket {ticket_keys}."
 OVER_BUDGET = (
     "You've used up today's voice answers. I'll be happy to help again tomorrow; until then, "
     "the slash commands still work."

@@ -667,6 +667,21 @@ async def test_a_blocked_prompt_is_a_refusal_not_an_engine_failure(storage, fake
     assert "failed" not in caplog.text  # neither an engine failure nor the fallback engine
 
 
+@pytest.mark.parametrize("refused", [filtered(), refusal("I can't continue with this.")])
+async def test_a_refusal_after_a_complaint_was_filed_still_tells_its_ticket(storage, fake, refused) -> None:
+    """The step that reads the complaint's words is blocked or refused: the player still hears
+    the ticket it got, or would file it again."""
+    threat = {"category": "other", "description": "a player said he would find me and hurt me"}
+    fake.script = [tool_calls(("register_grievance", threat)), refused]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA, request_id="n1"), NOTE)
+        (kept,) = await app.conversations.history(NOVA)
+    key = reply.tool_results[0].result["ticket_key"]
+    assert reply.kind == "refusal" and reply.text.endswith(say.REFUSAL)
+    assert key in reply.text and reply.told_keys == [key] and key in kept.reply_text
+    assert reply.audio is not None and reply.audio.duration_secs > 3  # the whole of it, spoken
+
+
 async def test_words_said_with_tool_calls_go_back_with_them(storage, fake) -> None:
     fake.script = [tool_calls(("get_player_stats", {}), said="Let me look that up."), answer("Done.")]
     async with running_app(openai_settings(storage, fake)) as app:
