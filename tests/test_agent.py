@@ -150,6 +150,22 @@ async def test_the_same_complaint_called_again_in_one_note_is_filed_once(setting
     assert [r.result["ticket_key"] for r in rerun.tool_results] == keys  # the note heard again
 
 
+async def test_arguments_nested_hundreds_deep_are_refused_and_the_rest_of_the_round_runs(settings) -> None:
+    deep: object = "gems"
+    for _ in range(2000):
+        deep = [deep]
+    engine = ScriptedEngine(
+        [calls(("search_manuals", {"query": deep}), ("get_player_stats", {})), answer("ok")]
+    )
+    async with running_app(settings, engine) as app:
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "points")
+        (kept,) = await app.conversations.history(NOVA)
+    assert (reply.kind, reply.text) == ("answer", "ok")
+    assert [r.ok for r in reply.tool_results] == [False, True]
+    assert [r["ok"] for r in kept.tool_results] == [False, True]
+    assert "nested more than 20 deep" in reply.tool_results[0].result["error"]
+
+
 async def test_history_reaches_the_engine_on_the_next_turn(settings) -> None:
     engine = ScriptedEngine()
     async with running_app(settings, engine) as app:

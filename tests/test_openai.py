@@ -154,6 +154,30 @@ async def test_tool_calls_without_an_id_or_sharing_one_each_get_their_own(storag
     assert fake.violations == []
 
 
+@pytest.mark.parametrize("depth", [600, 5000])
+async def test_arguments_nested_hundreds_deep_are_an_error_for_the_model_not_a_failed_turn(
+    storage, fake, depth
+) -> None:
+    deep = {
+        "type": "function",
+        "function": {"name": "search_manuals", "arguments": "[" * depth + "]" * depth},
+    }
+    deep_query = '{"query": ' + "[" * depth + "]" * depth + "}"
+    calls = [
+        {"id": "c1", **deep},
+        {"id": "c2", "type": "function", "function": {"name": "search_manuals", "arguments": deep_query}},
+        {"id": "c3", "type": "function", "function": {"name": "get_player_stats", "arguments": "{}"}},
+    ]
+    fake.script = [lambda body: {"content": None, "tool_calls": calls}, answer("Done.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        (kept,) = await app.conversations.history(NOVA)
+    assert (reply.engine, reply.kind, reply.text) == ("openai", "answer", "Done.")
+    assert [r.ok for r in reply.tool_results] == [False, False, True]
+    assert len(kept.tool_results) == 3
+    assert fake.violations == []
+
+
 async def test_the_rounds_bound_forces_an_answer(storage, fake) -> None:
     fake.script = [tool_calls(("search_manuals", {"query": "refund"}))] * 3 + [answer("Done.")]
     async with running_app(openai_settings(storage, fake)) as app:

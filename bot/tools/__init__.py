@@ -15,6 +15,7 @@ from bot import sentences as say
 from bot.tools.base import (
     JSON,
     MAX_LISTED,
+    MAX_NESTING,
     Filing,
     Grievance,
     GrievanceBackend,
@@ -25,6 +26,7 @@ from bot.tools.base import (
     ToolContext,
     ToolError,
     ToolResult,
+    too_deep,
 )
 
 log = logging.getLogger(__name__)
@@ -432,10 +434,13 @@ class Toolbox:
     async def run(self, ctx: ToolContext, call: ToolCall) -> ToolResult:
         started = time.perf_counter()
         tool = self._tools.get(call.name)
-        arguments = well_formed(call.arguments)
+        nested = too_deep(call.arguments)
+        arguments = {} if nested else well_formed(call.arguments)
         ok = False
         if tool is None:
             result: JSON = {"error": f"There is no tool called {clipped(call.name)}."}
+        elif nested:
+            result = {"error": f"Invalid arguments for {call.name}: nested more than {MAX_NESTING} deep"}
         elif (problem := invalid_arguments(arguments, tool.parameters)) is not None:
             result = {"error": f"Invalid arguments for {call.name}: {problem}"}
         else:
@@ -450,6 +455,8 @@ class Toolbox:
                 # Heard by the player as it stands (the offline engine reads it out): no tool name.
                 result = {"error": say.TOOL_BROKEN}
         elapsed = (time.perf_counter() - started) * 1000
+        if nested:  # kept in the history without them: it could not be stored nor sent again
+            call = ToolCall(id=call.id, name=call.name, arguments={})
         return ToolResult(call=call, result=result, ok=ok, elapsed_ms=elapsed)
 
     async def run_all(self, ctx: ToolContext, calls: list[ToolCall]) -> list[ToolResult]:

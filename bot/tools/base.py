@@ -19,6 +19,27 @@ MAX_LISTED = 10
 JSON = dict[str, Any]
 
 
+# No tool's arguments nest (each is an object of strings): a model's made-up arguments nested
+# hundreds deep would exhaust Python's recursion in the toolbox's checks, failing the turn.
+MAX_NESTING = 20
+
+
+def too_deep(value: Any, limit: int = MAX_NESTING) -> bool:
+    """Whether lists and objects in `value` nest more than `limit` deep (looked at without
+    recursion, so any depth is safe to ask about)."""
+    level = [value]
+    for _ in range(limit + 1):
+        level = [
+            v
+            for item in level
+            if isinstance(item, dict | list)
+            for v in (item.values() if isinstance(item, dict) else item)
+        ]
+        if not level:
+            return False
+    return True
+
+
 @dataclass(frozen=True)
 class ToolContext:
     user_id: str  # the platform's id for the speaker (a Discord snowflake, as text)
