@@ -250,6 +250,30 @@ async def test_manual_search_ranks_the_right_manual_first(settings, scripted_app
             assert passages[0]["title"]
 
 
+async def test_a_manual_with_one_long_section_gives_a_passage_of_bounded_size(
+    settings, scripted_app_engine, tmp_path
+) -> None:
+    """A studio's FAQ with no `##` sections is one passage of the whole file: the model is given
+    its beginning, cut where a sentence ends, not all of it with every step of the turn."""
+    from bot.tools.embedded import FtsManuals
+    from bot.tools.manual_chunks import chunk_manuals
+
+    faq = tmp_path / "manuals" / "faq.md"
+    faq.parent.mkdir()
+    sentences = [f"Answer {i}: restart the launcher and verify the files of the game." for i in range(400)]
+    faq.write_text("# Launcher FAQ\n\n" + " ".join(sentences) + "\n", encoding="utf-8")
+    manuals = await FtsManuals.open(storage_paths(settings).manuals)
+    try:
+        await manuals.rebuild(chunk_manuals(faq.parent))
+    finally:
+        await manuals.aclose()
+    async with running_app(settings, scripted_app_engine) as app:
+        (passage,) = (await run(app, NOVA, "search_manuals", query="launcher verify files"))["passages"]
+    assert len(" ".join(sentences)) > 25_000
+    assert 750 < len(passage["text"]) <= 1500  # bot.tools.MAX_PASSAGE_CHARS
+    assert passage["text"].startswith("Answer 0: restart") and passage["text"].endswith("game. …")
+
+
 async def test_a_question_the_manuals_do_not_cover_finds_no_passage(settings, scripted_app_engine) -> None:
     # Each shares one everyday word with some manual ("change", "than", "last", the "s" of
     # "what's"), which alone ranked a passage about something else first.

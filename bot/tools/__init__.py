@@ -39,6 +39,10 @@ MAX_DESCRIPTION = 2000
 # reaches the desk and Jira, each stats call one of the database pool's few connections.
 MAX_FILINGS_PER_NOTE = 3
 MAX_CALLS_PER_ROUND = 8
+# A manual section as a passage the model reads, about a minute and a half of speech: a studio's
+# manual with no `##` sections is one passage of the whole file, which would be sent, and billed,
+# with every step of the turn, and leave the turn too big for the history (MAX_HISTORY_CHARS).
+MAX_PASSAGE_CHARS = 1500
 # An argument error is read by the model and kept in the history: it shows a value only in part.
 SHOWN_CHARS = 80
 MAX_ERROR_CHARS = 300
@@ -231,7 +235,7 @@ def build_tools(
             "passages": [
                 {
                     "title": p.title,
-                    "text": p.text,
+                    "text": passage_text(p.text),
                     "source": p.source,
                     **({"excerpt": p.excerpt} if p.excerpt else {}),
                 }
@@ -387,6 +391,18 @@ def well_formed(value: Any) -> Any:
     if isinstance(value, list):
         return [well_formed(v) for v in value]
     return value
+
+
+def passage_text(text: str, limit: int = MAX_PASSAGE_CHARS) -> str:
+    """`text` whole, or its first `limit` characters or so, ending with a sentence where one
+    ends in the second half of them, else with a word."""
+    if len(text) <= limit:
+        return text
+    cut = text[: limit - 2]
+    end = max(cut.rfind(mark) for mark in (". ", "! ", "? "))
+    if end >= limit // 2:
+        return cut[: end + 1] + " …"
+    return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + " …"
 
 
 def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
