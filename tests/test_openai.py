@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import logging
@@ -278,6 +279,29 @@ async def test_reply_audio_that_is_not_base64_still_gives_the_answer(storage, fa
     assert reply.audio is not None and reply.audio.duration_secs > 0.3  # the offline voice says it
     assert kept.reply_text == "Filed as GRV-14."
     assert "reply audio is not base64" in caplog.text
+
+
+@pytest.mark.parametrize("reference", [{"expires_at": "soon"}, {"id": 12345}])
+async def test_an_audio_reference_of_another_type_does_not_fail_the_players_next_notes(
+    storage, fake, reference
+) -> None:
+    """A compatible server's audio id or expiry that is not what the API gives is not kept to be
+    sent back: the next notes would each fail on it until the conversation went idle."""
+    spoken = base64.b64encode(spoken_audio("Hello there.", "opus")).decode()
+    audio = {
+        "id": "audio_1",
+        "data": spoken,
+        "expires_at": int(time.time()) + 3600,
+        "transcript": "Hello there.",
+    }
+    fake.script = [lambda body: {"content": None, "audio": {**audio, **reference}}, answer("Second.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        (kept,) = await app.conversations.history(NOVA)
+        second = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (first.kind, second.kind, second.text) == ("answer", "answer", "Second.")
+    assert (kept.audio_id, kept.audio_expires_at) == (None, None)
+    assert {"role": "assistant", "content": "Hello there."} in fake.chats[1].body["messages"]
 
 
 async def test_expired_audio_ids_are_not_sent(storage, fake) -> None:

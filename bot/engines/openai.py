@@ -309,12 +309,16 @@ class OpenAIEngine:
                 exc,
             )
             spoken = None
+        # Kept in the history and sent back with the player's next notes: an id or expiry of another
+        # type (a compatible server's) would fail every one of them until the conversation idles.
+        audio_id, expires_at = message.audio.id, message.audio.expires_at
+        referable = isinstance(audio_id, str) and bool(audio_id) and type(expires_at) is int
         return EngineReply(
             text=said,
             audio=spoken,
             audio_format=FORMATS[self.reply_format],
-            audio_id=message.audio.id,
-            audio_expires_at=message.audio.expires_at,
+            audio_id=audio_id if referable else None,
+            audio_expires_at=expires_at if referable else None,
             usage=usage,
             cut_off=cut_off,
         )
