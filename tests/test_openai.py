@@ -179,6 +179,37 @@ async def test_arguments_nested_hundreds_deep_are_an_error_for_the_model_not_a_f
     assert fake.violations == []
 
 
+async def test_calls_the_toolbox_refuses_are_logged_and_bad_json_is_named(storage, fake, caplog) -> None:
+    """A model calling a tool that does not exist, or with arguments that are not JSON or break
+    the schema, is told why and the player answered; staff see one line a call, without the
+    arguments (they may quote the player) but at DEBUG."""
+
+    def call(call_id: str, name: str, arguments: str) -> dict:
+        return {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+    calls = [
+        call("c1", "register_grievance", '{"category": "wallet", "description": "my gems vanish'),
+        call("c2", "search_manuals", '{"query": "my gems", "player_id": "222222222222222222"}'),
+        call("c3", "get_points_of\nplayer", "{}"),
+    ]
+    fake.script = [lambda body: {"content": None, "tool_calls": calls}, answer("Done.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.kind, reply.text) == ("answer", "Done.")
+    errors = [r.result["error"] for r in reply.tool_results]
+    assert errors[0] == "Invalid arguments for register_grievance: not valid JSON"
+    assert "player_id" in errors[1] and errors[2].startswith("There is no tool called")
+    logged = [
+        r.getMessage() for r in caplog.records if r.name == "bot.tools" and r.levelno == logging.WARNING
+    ]
+    assert logged == [
+        f"the model called register_grievance with invalid arguments for user {NOVA}",
+        f"the model called search_manuals with invalid arguments for user {NOVA}",
+        f"the model called a tool that does not exist ('get_points_of\\nplayer') for user {NOVA}",
+    ]
+    assert "gems" not in caplog.text
+
+
 async def test_the_rounds_bound_forces_an_answer(storage, fake) -> None:
     fake.script = [tool_calls(("search_manuals", {"query": "refund"}))] * 3 + [answer("Done.")]
     async with running_app(openai_settings(storage, fake)) as app:

@@ -44,7 +44,7 @@ from bot.engines.base import (
     TurnState,
     Usage,
 )
-from bot.tools.base import ToolCall, too_deep
+from bot.tools.base import UNPARSED, ToolCall, too_deep
 
 log = logging.getLogger(__name__)
 
@@ -273,9 +273,9 @@ class OpenAIEngine:
                 try:
                     arguments = json.loads(call.function.arguments or "{}")
                 except (json.JSONDecodeError, RecursionError):
-                    arguments = {"_unparsed": call.function.arguments}
+                    arguments = {UNPARSED: call.function.arguments}
                 if too_deep(arguments):  # sent back as text: nested, it would fail the next step
-                    arguments = {"_unparsed": call.function.arguments}
+                    arguments = {UNPARSED: call.function.arguments}
                 # Each result goes back under its call's id: a compatible server that gives a call
                 # none (a 400 on the next step) or gives two calls one (a result the model cannot
                 # tell apart) gets ids of ours.

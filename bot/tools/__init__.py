@@ -16,6 +16,7 @@ from bot.tools.base import (
     JSON,
     MAX_LISTED,
     MAX_NESTING,
+    UNPARSED,
     Filing,
     Grievance,
     GrievanceBackend,
@@ -427,6 +428,14 @@ def invalid_arguments(arguments: JSON, schema: JSON) -> str | None:
     return None
 
 
+def _argument_problem(arguments: Any, schema: JSON, nested: bool) -> str | None:
+    if nested:
+        return f"nested more than {MAX_NESTING} deep"
+    if isinstance(arguments, dict) and set(arguments) == {UNPARSED}:
+        return "not valid JSON"
+    return invalid_arguments(arguments, schema)
+
+
 class Toolbox:
     """Validates the model's arguments against each tool's schema and runs the handler.
 
@@ -454,10 +463,16 @@ class Toolbox:
         arguments = {} if nested else well_formed(call.arguments)
         ok = False
         if tool is None:
+            log.warning(
+                "the model called a tool that does not exist (%r) for user %s",
+                clipped(call.name),
+                ctx.user_id,
+            )
             result: JSON = {"error": f"There is no tool called {clipped(call.name)}."}
-        elif nested:
-            result = {"error": f"Invalid arguments for {call.name}: nested more than {MAX_NESTING} deep"}
-        elif (problem := invalid_arguments(arguments, tool.parameters)) is not None:
+        elif problem := _argument_problem(arguments, tool.parameters, nested):
+            # What is wrong may quote the player's words: only at DEBUG, as one line.
+            log.warning("the model called %s with invalid arguments for user %s", call.name, ctx.user_id)
+            log.debug("invalid arguments for %s: %r", call.name, problem)
             result = {"error": f"Invalid arguments for {call.name}: {problem}"}
         else:
             try:

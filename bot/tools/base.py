@@ -19,6 +19,9 @@ MAX_LISTED = 10
 JSON = dict[str, Any]
 
 
+# The one key of the arguments an engine could not read as JSON, which keep the text it got.
+UNPARSED = "_unparsed"
+
 # No tool's arguments nest (each is an object of strings): a model's made-up arguments nested
 # hundreds deep would exhaust Python's recursion in the toolbox's checks, failing the turn.
 MAX_NESTING = 20
