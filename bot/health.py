@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -154,6 +155,12 @@ def check_storage(settings: Settings) -> str:
 
     paths = storage_paths(settings)
     refuse_newer_databases(paths)
+    spool = GrievanceSpool.beside(paths.grievances).path
+    if locked := unwritable(paths.root, [*paths.databases, spool]):
+        raise PermissionError(
+            f"voxdesk cannot write {locked}: `run` would stop there, or keep no grievance; make the"
+            " storage folder and its files the bot's user's"
+        )
     found = sum(path.exists() for path in paths.databases)
     said = f"{found} databases, none written by a newer voxdesk"
     rejected = GrievanceSpool.beside(paths.grievances).rejected
@@ -170,6 +177,18 @@ def check_storage(settings: Settings) -> str:
         names = ", ".join(p.name for p in shown)
         said += f"; other users of this machine can read {names}: chmod 700 {paths.root}"
     return NeedsHuman(said) if set_aside or shown else said
+
+
+def unwritable(folder: Path, files: list[Path]) -> Path | None:
+    """`folder`, or the first of `files` (and of each one's -wal and -shm), that exists and this
+    process may not write: the stores `check` opens read-only would not find it out."""
+    if folder.is_dir() and not os.access(folder, os.W_OK | os.X_OK):
+        return folder
+    for path in files:
+        for file in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+            if file.exists() and not os.access(file, os.W_OK):
+                return file
+    return None
 
 
 def open_to_others(folder: Path) -> list[Path]:

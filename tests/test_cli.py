@@ -503,6 +503,45 @@ def test_check_names_the_databases_other_users_can_read(settings) -> None:
     )
 
 
+def _without_root_override() -> list[str]:
+    """What runs a command with file modes applied to it: root reads and writes any file."""
+    if os.geteuid() != 0:
+        return []
+    if shutil.which("setpriv") is None:
+        pytest.skip("root, and no setpriv to drop the override of file modes")
+    return ["setpriv", "--bounding-set=-dac_override,-dac_read_search"]
+
+
+CHECK_STORAGE = """
+import sys
+from bot.config import load_settings
+from bot.health import check_storage
+print(check_storage(load_settings("config.toml", environ={"VOXDESK_STORAGE_DIR": sys.argv[1]})))
+"""
+
+
+@pytest.mark.parametrize("locked", ["grievances.db", "folder"])
+def test_check_fails_a_storage_folder_the_bot_cannot_write(settings, locked) -> None:
+    # `check` opens the stores read-only: a grievances.db left owned by another user (an `init`
+    # run as root) or a folder made read-only passed, and the bot then stopped at `run`, or
+    # kept no complaint.
+    storage = settings.storage_dir
+    target = storage if locked == "folder" else storage / "grievances.db"
+    target.chmod(0o500 if locked == "folder" else 0o400)
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-c", CHECK_STORAGE, str(storage)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        target.chmod(0o700 if locked == "folder" else 0o600)
+    assert done.returncode == 1, done.stdout
+    assert f"voxdesk cannot write {target}" in done.stderr, done.stderr
+
+
 def test_checking_the_databases_versions_leaves_the_storage_folder_as_it_was(settings) -> None:
     # A read-only connection to a WAL database left an empty -wal and a -shm beside each, in a
     # folder just restored from a backup with none.
