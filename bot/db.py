@@ -82,10 +82,11 @@ def read_only_uri(file: Path) -> str:
 async def open_read_only(path: Path | str, version: int, empty_schema: str = "") -> aiosqlite.Connection:
     """A connection that only reads the database at `path`, for `check`: nothing is created,
     migrated or stamped, so a newer voxdesk's `check` run before an upgrade leaves the folder to
-    the version still serving it. A database at a newer version is refused. No file there: an
-    empty database in memory, with `empty_schema`, as the store would make one."""
+    the version still serving it. A database at a newer version is refused. No file there, or
+    one of no bytes with no log to fill it (a store makes a new one there too): an empty
+    database in memory, with `empty_schema`, as the store would make one."""
     file = Path(path)
-    uri = await asyncio.to_thread(lambda: read_only_uri(file) if file.exists() else None)
+    uri = await asyncio.to_thread(lambda: None if _no_database(file) else read_only_uri(file))
     if uri is None:
         conn = await aiosqlite.connect(":memory:")
         if empty_schema:
@@ -104,6 +105,11 @@ async def open_read_only(path: Path | str, version: int, empty_schema: str = "")
             raise naming(path, exc) from exc
         raise
     return conn
+
+
+def _no_database(file: Path) -> bool:
+    wal = file.with_name(file.name + "-wal")
+    return not file.exists() or (file.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size))
 
 
 def refuse_newer(conn: sqlite3.Connection, path: Path | str, known: int) -> None:

@@ -207,3 +207,14 @@ async def test_check_makes_no_file_in_a_storage_folder_set_wrong(tmp_path: Path)
     results = {r.service: r for r in await check_all(make_settings(tmp_path / "nothing-here"))}
     assert results["grievances"].line().endswith("local grievance store: 0 grievances")
     assert not (tmp_path / "nothing-here").exists()
+
+
+async def test_check_takes_an_empty_grievances_db_as_the_bot_does(settings) -> None:
+    # A file of no bytes (a crash as it was made, a `touch`) is a new store to the bot, which
+    # starts on it: read-only, `check` failed it with "no such table: grievances".
+    from bot.health import check_all
+
+    (settings.storage_dir / "grievances.db").write_bytes(b"")
+    results = {r.service: r for r in await check_all(settings)}
+    assert results["grievances"].line().endswith("local grievance store: 0 grievances")
+    assert (settings.storage_dir / "grievances.db").stat().st_size == 0
