@@ -13,6 +13,7 @@ import aiosqlite
 
 from bot.db import add_missing_columns, opening
 from bot.engines.base import PastTurn
+from bot.tools.base import JSON
 
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
@@ -44,10 +45,12 @@ IDLE_TURNS = (
 )
 # How often append also drops every player's idle conversations, not only its own player's.
 PRUNE_EVERY_SECONDS = 5 * 60.0
-# Characters of history (words, tool calls and results as stored) one turn is sent at most, about
-# 8,000 tokens: eight turns of a few tool rounds each fit, while one turn that carries a huge tool
-# result or made-up arguments (a manual section, a looping model) is not billed again with every
-# later request, nor keeps an instruction planted in it before the model for the next eight notes.
+# Characters of history (words, tool calls and their results) one turn is sent at most, about
+# 8,000 tokens: eight turns of stats, tickets or short manual passages fit (the demo manuals' search
+# is about 1,000), but only five that each read three passages of MAX_PASSAGE_CHARS (about 5,400
+# a turn). One turn that carries a huge tool result or made-up arguments (a looping model) is not
+# billed again with every later request, nor keeps an instruction planted in it before the model
+# for the next eight notes.
 MAX_HISTORY_CHARS = 32_000
 
 
@@ -116,24 +119,28 @@ class ConversationStore:
         rows = list(rows)
         if not rows or now - rows[0]["at"] > self.idle_seconds:
             return []
-        kept, size = 0, 0
+        kept: list[tuple[aiosqlite.Row, list[JSON]]] = []
+        size = 0
         for r in rows:  # newest first: a turn too big to fit ends the history there
-            size += len(r["user_text"] or "") + len(r["reply_text"]) + len(r["tool_results"])
+            results = json.loads(r["tool_results"])
+            # In characters, as the words are: stored, each one outside ASCII is a six-character
+            # escape, and a manual in Cyrillic or kana would count six times its length.
+            size += len(r["user_text"] or "") + len(r["reply_text"])
+            size += len(json.dumps(results, ensure_ascii=False))
             if size > self.max_chars:
                 break
-            kept += 1
-        rows = rows[:kept]
+            kept.append((r, results))
         return [
             PastTurn(
                 user_text=r["user_text"],
                 reply_text=r["reply_text"],
-                tool_results=json.loads(r["tool_results"]),
+                tool_results=results,
                 audio_id=r["audio_id"],
                 audio_expires_at=r["audio_expires_at"],
                 at=r["at"],
                 engine=r["engine"],
             )
-            for r in reversed(rows)
+            for r, results in reversed(kept)
         ]
 
     async def append(

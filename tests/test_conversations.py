@@ -45,6 +45,25 @@ async def test_history_is_bounded_in_characters_so_one_huge_turn_is_not_sent_for
     await store.aclose()
 
 
+async def test_a_manual_in_another_alphabet_is_counted_in_characters_not_escapes(tmp_path) -> None:
+    # Stored as JSON with \uXXXX escapes, three passages of a Russian or Japanese manual counted
+    # six times their length: one search (27,000 "characters") was the whole budget, and a turn
+    # with four passages left the player no history at all.
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=8, idle_minutes=30)
+    passage = {"title": "Геймпад", "text": "Удерживайте кнопку синхронизации. " * 44, "source": "pad.md"}
+    for i in range(3):
+        past = turn(i)
+        past.tool_results = [
+            {"id": f"call_{i}", "name": "search_manuals", "arguments": {"query": "геймпад"},
+             "result": {"passages": [passage] * 4}, "ok": True}
+        ]  # fmt: skip
+        await store.append("u1", past)
+    history = await store.history("u1")
+    assert [t.user_text for t in history] == ["question 0", "question 1", "question 2"]
+    assert history[0].tool_results[0]["result"]["passages"][0] == passage
+    await store.aclose()
+
+
 async def test_history_survives_a_restart_and_reset_clears_one_user(tmp_path) -> None:
     store = await ConversationStore.open(tmp_path / "c.db", max_turns=5, idle_minutes=30)
     await store.append("u1", turn(1))
