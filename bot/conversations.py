@@ -46,12 +46,11 @@ IDLE_TURNS = (
 # How often append also drops every player's idle conversations, not only its own player's.
 PRUNE_EVERY_SECONDS = 5 * 60.0
 # Characters of history (words, tool calls and their results) one turn is sent at most, about
-# 8,000 tokens: eight turns of stats, tickets or short manual passages fit (the demo manuals' search
-# is about 1,000), but only five that each read three passages of MAX_PASSAGE_CHARS (about 5,400
-# a turn). One turn that carries a huge tool result or made-up arguments (a looping model) is not
+# 12,000 tokens: eight turns that each read three passages of MAX_PASSAGE_CHARS (about 5,400 a
+# turn) fit. One turn that carries a huge tool result or made-up arguments (a looping model) is not
 # billed again with every later request, nor keeps an instruction planted in it before the model
 # for the next eight notes.
-MAX_HISTORY_CHARS = 32_000
+MAX_HISTORY_CHARS = 48_000
 
 
 class ConversationStore:

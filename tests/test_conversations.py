@@ -64,6 +64,24 @@ async def test_a_manual_in_another_alphabet_is_counted_in_characters_not_escapes
     await store.aclose()
 
 
+async def test_eight_turns_that_each_read_three_of_the_longest_passages_all_fit(tmp_path) -> None:
+    from bot.tools import MAX_PASSAGE_CHARS
+
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=8, idle_minutes=30)
+    passage = {"title": "Controller", "text": "Hold the sync button. " * 68, "source": "pad.md"}
+    assert MAX_PASSAGE_CHARS - 100 < len(passage["text"]) <= MAX_PASSAGE_CHARS
+    for i in range(8):
+        past = turn(i)
+        past.reply_text = "Hold the sync button for three seconds, then wait for the light. " * 4
+        past.tool_results = [
+            {"id": f"call_{i}", "name": "search_manuals", "arguments": {"query": "controller sync"},
+             "result": {"passages": [passage] * 3}, "ok": True}
+        ]  # fmt: skip
+        await store.append("u1", past)
+    assert len(await store.history("u1")) == 8
+    await store.aclose()
+
+
 async def test_history_survives_a_restart_and_reset_clears_one_user(tmp_path) -> None:
     store = await ConversationStore.open(tmp_path / "c.db", max_turns=5, idle_minutes=30)
     await store.append("u1", turn(1))

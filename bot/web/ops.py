@@ -93,10 +93,9 @@ async def _grievance_gauges(store: Any) -> None:
     try:
         depth = await store.count_pending()
         oldest = await store.oldest_pending()
+        age = 0.0 if oldest is None else max(0.0, time.time() - seconds_of(oldest))
     except Exception:
         depth, age = -1, -1.0
-    else:
-        age = 0.0 if oldest is None else max(0.0, time.time() - seconds_of(oldest))
     metrics.OUTBOX_DEPTH.set(depth)
     metrics.OUTBOX_OLDEST_SECONDS.set(age)
     metrics.UNFILED.set(await store.count_unfiled())
