@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import socket
 from collections.abc import Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -65,6 +69,32 @@ def point_discord_at(settings: DiscordSettings) -> None:
     discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY = yarl.URL(gateway) if gateway else _DEFAULT_GATEWAY
 
 
+class _OwnLookups:
+    """The running loop as aiohttp's ThreadedResolver uses it (its getaddrinfo and getnameinfo,
+    nothing else), with the lookups in threads of their own."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, threads: ThreadPoolExecutor) -> None:
+        self._loop, self._threads = loop, threads
+
+    async def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._loop.run_in_executor(
+            self._threads, functools.partial(socket.getaddrinfo, *args, **kwargs)
+        )
+
+    async def getnameinfo(self, sockaddr: Any, flags: int = 0) -> Any:
+        return await self._loop.run_in_executor(self._threads, socket.getnameinfo, sockaddr, flags)
+
+
+def discord_connector(threads: ThreadPoolExecutor) -> aiohttp.TCPConnector:
+    """discord.py's own connector (no limit on connections), whose name lookups do not queue in
+    the loop's default executor. Without aiodns, aiohttp looks discord.com up there, behind
+    every `asyncio.to_thread` of a raid's speech work: a slash command's first response, due
+    3 s after Discord made it, waited for a connection until the speech was done."""
+    loop = asyncio.get_running_loop()
+    resolver = aiohttp.ThreadedResolver(loop=_OwnLookups(loop, threads))  # type: ignore[arg-type]
+    return aiohttp.TCPConnector(limit=0, resolver=resolver)
+
+
 def make_intents(message_content: bool) -> discord.Intents:
     intents = discord.Intents.none()
     intents.guilds = True  # channels and permissions, to know where a voice message may go
@@ -99,6 +129,15 @@ class VoxdeskBot(commands.Bot):
         self.accepting = True  # False once shutdown starts: new notes are left alone
         self._inflight: set[asyncio.Task[Any]] = set()
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
+        self._lookups = ThreadPoolExecutor(2, thread_name_prefix="voxdesk-dns")
+
+    async def login(self, token: str) -> None:
+        self.http.connector = discord_connector(self._lookups)
+        await super().login(token)
+
+    async def close(self) -> None:
+        await super().close()
+        self._lookups.shutdown(wait=False, cancel_futures=True)
 
     @property
     def core(self) -> App:

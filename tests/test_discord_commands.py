@@ -9,6 +9,7 @@ import os
 import re
 import sqlite3
 import sys
+import threading
 from asyncio.subprocess import PIPE
 from typing import NoReturn
 
@@ -503,6 +504,32 @@ async def test_a_command_that_reached_the_bot_late_is_deferred_within_discords_3
         )
         assert first.error is None and first.body["type"] == 5  # "thinking…", in time
         listing.set()
+        assert "GRV-10" in private_text(await fake.interaction_answer(interaction))
+
+
+async def test_a_command_is_answered_in_time_while_speech_work_fills_the_default_executor(
+    settings, fake: FakeDiscord
+):
+    """A raid's speech work (decoding, hearing, routing, speaking) runs in the loop's default
+    executor. Discord is reached by name, and the bot's connection to it is new (the edge closed
+    the last one) with the name's cache expired (aiohttp keeps one 10 s): that lookup must not
+    wait behind the speech, or the first response misses Discord's 3 s."""
+    fake.first_response_within = 3.0
+    by_name = fake.api_base.replace("127.0.0.1", "localhost")
+    async with running_bot(settings, fake, api_base=by_name) as h:
+        loop, speech_done = asyncio.get_running_loop(), threading.Event()
+        speaking = [loop.run_in_executor(None, speech_done.wait) for _ in range(64)]  # all its threads
+        try:
+            fake.keep_alive = False
+            h.bot.http.connector.clear_dns_cache()
+            interaction = await fake.slash(nova, "grievance", sub("list"))
+            (first,) = await fake.wait_for(
+                lambda _: [r for r in fake.interaction_records(interaction) if r.kind == "callback"]
+            )
+        finally:
+            speech_done.set()
+            await asyncio.gather(*speaking)
+        assert first.error is None
         assert "GRV-10" in private_text(await fake.interaction_answer(interaction))
 
 

@@ -318,6 +318,9 @@ class FakeDiscord(Strict):
         # interaction (10062 Unknown interaction): set to 3.0 to hold the bot to that. None: the
         # fake does not time callbacks (a slow test machine would fail tests about other things).
         self.first_response_within: float | None = None
+        # False: every REST answer closes its connection (as a busy edge does), so each request
+        # the bot makes next opens a new one, looking up the API's host name if it has none cached.
+        self.keep_alive = True
         # Discord's own trouble: while above 0, each message POST is answered 503 and counts it down.
         self.posts_unavailable = 0
         # The connection to Discord drops: while above 0, each reaction (typing, message POST)
@@ -1152,11 +1155,8 @@ class FakeDiscord(Strict):
 
     @web.middleware
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if (
-            request.path.startswith("/api/")
-            and "/webhooks/" not in request.path
-            and "/interactions/" not in request.path
-        ):
+        api = request.path.startswith("/api/")
+        if api and "/webhooks/" not in request.path and "/interactions/" not in request.path:
             if request.headers.get("Authorization") != f"Bot {TOKEN}":
                 return _json({"message": "401: Unauthorized", "code": 0}, status=401)
         try:
@@ -1168,7 +1168,6 @@ class FakeDiscord(Strict):
                     raise DiscordError(400, 50035, "Invalid Form Body", errors)
             channel = request.match_info.get("channel_id", "")
             # The CDN still serves what was posted there: its URLs are not the bot's membership.
-            api = request.path.startswith("/api/")
             if self.left_guild and api and channel.isdigit() and self.in_guild(int(channel)):
                 self._refuse_as_discord(
                     f"{request.method} {request.path}: the bot is no longer in the guild",
@@ -1185,7 +1184,7 @@ class FakeDiscord(Strict):
                     f"{request.method} {request.path}: a private thread the bot is not in",
                     DiscordError(403, 50001, "Missing Access"),
                 )
-            return await handler(request)
+            response = await handler(request)
         except DiscordError as exc:
             response = exc.response()
         except json.JSONDecodeError as exc:
@@ -1200,8 +1199,15 @@ class FakeDiscord(Strict):
             if request.path == "/gateway":
                 raise  # the socket is open already: no HTTP answer can follow
             response = _json({"message": "500: Internal Server Error", "code": 0}, status=500)
+        else:
+            return self._closing(response, api)
         async with self._changed:  # a waiter may be waiting for what was just refused
             self._changed.notify_all()
+        return self._closing(response, api)
+
+    def _closing(self, response: web.StreamResponse, api: bool) -> web.StreamResponse:
+        if api and not self.keep_alive:
+            response.force_close()
         return response
 
     async def _unknown(self, request: web.Request) -> NoReturn:
