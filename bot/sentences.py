@@ -255,7 +255,7 @@ FORGOTTEN = (
     " I keep your tickets, your /voice, /replies and /notify choices and a month of usage figures;"
     " the support team can erase all but your tickets on request."
 )
-UNKNOWN_VOICE = "I don't know the voice {voice!r}. Pick one of: {voices}."
+UNKNOWN_VOICE = "I don't know the voice “{voice}”. Pick one of: {voices}."
 VOICE_CHOSEN = "From now on I'll answer you in the voice **{voice}**."
 REPLY_STYLE_CHOSEN = "From now on I'll answer your notes with {style}."
 REPLY_STYLES = {

@@ -114,7 +114,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 return await self._every_ticket(interaction)
             # Checked here: the tool's own refusal of a long one names the tool, for the model.
             if not TICKET_KEY.match(typed.upper()):
-                return say.NOT_A_TICKET_KEY.format(key=clipped(typed))
+                return say.NOT_A_TICKET_KEY.format(key=literal(clipped(typed)))
             return describe_tickets(
                 await self._run(interaction, "get_grievance_status", {"ticket_key": typed})
             )

@@ -7,8 +7,10 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import sentences as say
+from bot.tools import clipped
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller
+from cogs.replies import literal
 
 
 class PlayerSettings(commands.Cog):
@@ -33,7 +35,8 @@ class PlayerSettings(commands.Cog):
             chosen = next((v for v in voices if v.lower() == voice.strip().lower()), None)
             if chosen is None:
                 shown = ", ".join(voices[:20])
-                return say.UNKNOWN_VOICE.format(voice=voice, voices=shown)
+                # What was typed may be any of Discord's 6000 characters, markdown and mentions.
+                return say.UNKNOWN_VOICE.format(voice=literal(clipped(voice.strip())), voices=shown)
             await self.bot.core.preferences.set_voice(caller(interaction).user_id, chosen)
             return say.VOICE_CHOSEN.format(voice=chosen)
 

@@ -227,6 +227,15 @@ async def test_voice_autocompletes_and_changes_the_next_reply(harness: Harness):
     assert "Voice default." in (await reply_to_note(fake, blaze))[1].content  # only Nova's changed
 
 
+async def test_a_voice_that_is_not_one_is_named_short_and_as_typed(harness: Harness):
+    """Discord takes up to 6000 characters for the option: the answer names what was typed in a
+    line, its marks shown, not a page of it over four messages."""
+    typed = "**loud** <@222222222222222222> " + "x" * 5000
+    text = await ask(harness.fake, nova, "voice", [option("voice", typed)])
+    assert text.startswith("I don't know the voice") and len(text) < 300
+    assert "\\*\\*loud\\*\\*" in text and "<@2" not in text
+
+
 async def test_voice_offers_the_offline_engines_neural_voice(settings, fake: FakeDiscord):
     from bot.engines.offline.engine import create_offline_engine
     from bot.speech.neural import JOE
