@@ -28,6 +28,8 @@ _call_ids = itertools.count(1)
 # A typed list is read, not heard: every ticket a player may plausibly have, in follow-ups when it
 # runs long. The bound keeps Jira's search to one modest page.
 MAX_SHOWN = 50
+# Per player, as the web playground holds its ticket views: more than a person asks for.
+LOOKUPS, LOOKUP_SECONDS = 20, 60.0
 
 
 def shown_time(stamp: str) -> str:
@@ -85,6 +87,18 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         self.filings = commands.CooldownMapping(
             commands.Cooldown(s.flood_notes, s.flood_seconds), lambda interaction: interaction.user.id
         )
+        # Each /grievance status or list searches Jira, when it is on, in the threads every
+        # player's lookups share: a script re-running it would keep the others waiting.
+        self.lookups = commands.CooldownMapping(
+            commands.Cooldown(LOOKUPS, LOOKUP_SECONDS), lambda interaction: interaction.user.id
+        )
+
+    def _too_soon(self, interaction: discord.Interaction) -> str | None:
+        retry_after = self.lookups.update_rate_limit(interaction)  # type: ignore[arg-type]
+        if not retry_after:
+            return None
+        log.info("flood: /grievance lookup from %s refused", interaction.user.id)
+        return say.TICKETS_TOO_FAST.format(seconds=retry_after)
 
     async def _run(
         self, interaction: discord.Interaction, tool: str, arguments: dict[str, Any]
@@ -108,12 +122,16 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
     @app_commands.describe(ticket="A ticket key like GRV-12; leave it out for all your tickets")
     async def status(self, interaction: discord.Interaction, ticket: str | None = None) -> None:
         typed = (ticket or "").strip()
+        # Checked here: the tool's own refusal of a long one names the tool, for the model.
+        a_key = bool(TICKET_KEY.match(typed.upper()))
+        refused = self._too_soon(interaction) if a_key or not typed else None
 
         async def work() -> str:
+            if refused:
+                return refused
             if not typed:
                 return await self._every_ticket(interaction)
-            # Checked here: the tool's own refusal of a long one names the tool, for the model.
-            if not TICKET_KEY.match(typed.upper()):
+            if not a_key:
                 return say.NOT_A_TICKET_KEY.format(key=literal(clipped(typed)))
             return describe_tickets(
                 await self._run(interaction, "get_grievance_status", {"ticket_key": typed})
@@ -123,8 +141,10 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
 
     @app_commands.command(name="list", description="All your tickets")
     async def list_(self, interaction: discord.Interaction) -> None:
+        refused = self._too_soon(interaction)
+
         async def work() -> str:
-            return await self._every_ticket(interaction)
+            return refused or await self._every_ticket(interaction)
 
         await answer_privately(interaction, work, self.bot.discord_settings.defer_after_seconds)
 

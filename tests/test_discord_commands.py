@@ -314,6 +314,29 @@ async def test_filing_by_command_is_held_to_the_flood_limit(settings, fake: Fake
         assert "Problem 1." in listed and "Problem 2." not in listed
 
 
+async def test_ticket_lookups_by_command_are_held_to_a_per_player_limit(settings, fake: FakeDiscord):
+    """Each lookup searches Jira, when it is on, in threads every player shares: a script
+    re-running /grievance status is told to wait, and the other players are not."""
+    from discord.ext import commands
+
+    from bot.sentences import NOT_A_TICKET_KEY
+
+    async with running_bot(settings, fake) as h:
+        cog = h.bot.get_cog("Grievances")
+        assert cog is not None
+        cog.lookups = commands.CooldownMapping(commands.Cooldown(2, 600.0), lambda i: i.user.id)
+        not_a_key = await ask(fake, nova, "grievance", sub("status", ticket="refund"))
+        assert not_a_key == NOT_A_TICKET_KEY.format(key="refund")  # looks nothing up: not counted
+        looked = [
+            await ask(fake, nova, "grievance", sub("status")),
+            await ask(fake, nova, "grievance", sub("list")),
+            await ask(fake, nova, "grievance", sub("status", ticket="GRV-10")),
+        ]
+        assert ["GRV-10" in text for text in looked] == [True, True, False]
+        assert looked[2].startswith("You're asking for tickets faster than I can look")
+        assert "GRV-1" in await ask(fake, blaze, "grievance", sub("list"))
+
+
 async def test_a_long_ticket_list_continues_in_follow_ups(settings, fake: FakeDiscord):
     async with running_bot(settings, fake, flood_notes=20) as harness:
         await _a_long_ticket_list_continues_in_follow_ups(harness)
