@@ -229,6 +229,48 @@ async def test_allowed_mentions_are_checked(
     )
 
 
+async def test_an_interactions_webhook_is_there_after_its_first_response_for_15_minutes() -> None:
+    async with discord_server.serving() as fake:
+        fake.expect_refusals()
+        fresh = await fake.slash(nova, "forget")
+        stale = await fake.slash(nova, "forget", ago=15 * 60 + 5)  # its token has run out
+        app = discord_server.APPLICATION_ID
+
+        async def call(method: str, path: str, body: dict | None = None) -> tuple[int, Any]:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.request(method, f"{fake.api_base}{path}", json=body) as response,
+            ):
+                return response.status, await response.json()
+
+        def webhook(interaction: str, application: int = app) -> str:
+            return f"/webhooks/{application}/interaction-token-{interaction}"
+
+        def callback(interaction: str) -> str:
+            return f"/interactions/{interaction}/interaction-token-{interaction}/callback"
+
+        said = {"content": "hi", "flags": EPHEMERAL_FLAG}
+        status, answer = await call("POST", webhook(fresh), said)  # nothing answered yet
+        assert (status, answer["code"]) == (404, 10015)
+        status, answer = await call("PATCH", webhook(fresh) + "/messages/@original", said)
+        assert (status, answer["code"]) == (404, 10015)
+        for interaction in (fresh, stale):
+            status, _ = await call(
+                "POST", callback(interaction), {"type": 5, "data": {"flags": EPHEMERAL_FLAG}}
+            )
+            assert status == 200  # the fake does not time first responses unless told to
+        assert (await call("POST", webhook(fresh), said))[0] == 200
+        assert (await call("PATCH", webhook(fresh) + "/messages/@original", said))[0] == 200
+        assert (await call("POST", webhook(fresh, application=app + 1), said))[1]["code"] == 10015
+        unknown = str(int(fresh) + 1)
+        assert (await call("POST", callback(unknown), {"type": 5}))[1]["code"] == 10062
+        status, answer = await call("POST", webhook(stale), said)
+        assert (status, answer["code"]) == (401, 50027)
+        status, answer = await call("GET", webhook(stale) + "/messages/@original")
+        assert (status, answer["code"]) == (401, 50027)
+        assert len(fake.refused) == 6
+
+
 async def test_only_settable_flags_are_taken(refusing_discord: FakeDiscord) -> None:
     fake = refusing_discord
     channel = f"/channels/{ALLOWED_CHANNEL}/messages"
@@ -236,13 +278,15 @@ async def test_only_settable_flags_are_taken(refusing_discord: FakeDiscord) -> N
     assert refused["code"] == 50035 and "flags: 64 sets 64, not settable here" in refused["message"]
     assert "id" in await discord_post(fake, channel, {"content": "quiet", "flags": (1 << 12) | (1 << 2)})
     callback = "/interactions/{0}/interaction-token-{0}/callback"
+    first, second = await fake.slash(nova, "forget"), await fake.slash(nova, "forget")
     answered = await discord_post(
-        fake, callback.format(1), {"type": 4, "data": {"content": "only you", "flags": EPHEMERAL_FLAG}}
+        fake, callback.format(first), {"type": 4, "data": {"content": "only you", "flags": EPHEMERAL_FLAG}}
     )
     assert answered["interaction"]["response_message_ephemeral"]
-    deferred = await discord_post(fake, callback.format(2), {"type": 5, "data": {"flags": 1 << 2}})
+    deferred = await discord_post(fake, callback.format(second), {"type": 5, "data": {"flags": 1 << 2}})
     assert deferred["code"] == 50035 and "data.flags: 4 sets 4" in deferred["message"]
-    crossposted = await discord_post(fake, "/webhooks/1/interaction-token-1", {"content": "x", "flags": 1})
+    followup = f"/webhooks/{discord_server.APPLICATION_ID}/interaction-token-{first}"
+    crossposted = await discord_post(fake, followup, {"content": "x", "flags": 1})
     assert crossposted["code"] == 50035
     assert len(fake.violations) == 3
 

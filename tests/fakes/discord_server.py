@@ -92,6 +92,7 @@ ALL_PERMISSIONS = (1 << 51) - 1
 # Not Manage Threads, which decides what the bot sees of private threads.
 INVITE_PERMISSIONS = 70645769669696
 CONTENT_LIMIT = 2000  # what a bot may send, tighter than the spec's 4000 (Nitro users)
+TOKEN_SECONDS = 15 * 60  # "Interaction tokens are valid for 15 minutes"
 
 DISCORD_EPOCH_MS = 1420070400000
 DM_CHANNEL_BASE = 940000000000000000
@@ -227,6 +228,10 @@ def _unknown_message() -> DiscordError:
     return DiscordError(404, 10008, "Unknown Message")
 
 
+def _unknown_webhook() -> DiscordError:
+    return DiscordError(404, 10015, "Unknown Webhook")
+
+
 def _unknown_channel() -> DiscordError:
     return DiscordError(404, 10003, "Unknown Channel")
 
@@ -318,6 +323,7 @@ class FakeDiscord(Strict):
         # interaction (10062 Unknown interaction): set to 3.0 to hold the bot to that. None: the
         # fake does not time callbacks (a slow test machine would fail tests about other things).
         self.first_response_within: float | None = None
+        self.interactions: set[str] = set()  # ids of the interactions dispatched: their tokens work
         # False: every REST answer closes its connection (as a busy edge does), so each request
         # the bot makes next opens a new one, looking up the API's host name if it has none cached.
         self.keep_alive = True
@@ -884,6 +890,7 @@ class FakeDiscord(Strict):
         the interaction id, whose callback and follow-ups can then be awaited. `ago` seconds > 0:
         Discord made the interaction that long before it reaches the bot (its id says when)."""
         interaction_id = str(past_snowflake(ago) if ago else snowflake())
+        self.interactions.add(interaction_id)
         channel_id = ALLOWED_CHANNEL if guild else self._open_dm(user.payload())
         data: dict[str, Any] = {
             "id": interaction_id,
@@ -1786,6 +1793,11 @@ class FakeDiscord(Strict):
             self._check(
                 "/interactions/{interaction_id}/{interaction_token}/callback", "post", content_type, body
             )
+            if interaction_id not in self.interactions:
+                self._refuse_as_discord(
+                    f"POST {request.path}: no interaction was made with this id",
+                    DiscordError(404, 10062, "Unknown interaction"),
+                )
             made = ((int(interaction_id) >> 22) + DISCORD_EPOCH_MS) / 1000
             late = self.first_response_within is not None and time.time() - made > self.first_response_within
             if late:
@@ -1829,6 +1841,7 @@ class FakeDiscord(Strict):
         content_type, body, files = await self._read_body(request)
         record = Received("followup", request.method, request.path, None, body, files)
         try:
+            self._check_token(request)
             self._check("/webhooks/{webhook_id}/{webhook_token}", "post", content_type, body)
             if len(body.get("content") or "") > CONTENT_LIMIT:
                 self._violate(50035, f"content: Must be {CONTENT_LIMIT} or fewer in length.")
@@ -1845,6 +1858,7 @@ class FakeDiscord(Strict):
         content_type, body, files = await self._read_body(request)
         record = Received("edit_original", request.method, request.path, None, body, files)
         try:
+            self._check_token(request)
             self._check(
                 "/webhooks/{webhook_id}/{webhook_token}/messages/@original", "patch", content_type, body
             )
@@ -1859,7 +1873,34 @@ class FakeDiscord(Strict):
         await self._record(record)
         return _json(record.response)
 
+    def _check_token(self, request: web.Request) -> None:
+        """An interaction's webhook (follow-ups, the original response) exists once the interaction
+        has its first response, for the token's 15 minutes from when Discord made it; before that
+        response Discord knows no such webhook (10015, discord.py's "Unknown Webhook" for a
+        follow-up sent before responding)."""
+        token = request.match_info["token"]
+        interaction_id = token.removeprefix("interaction-token-")
+        where = f"{request.method} {request.path}"
+        if (
+            request.match_info["application_id"] != str(APPLICATION_ID)
+            or interaction_id not in self.interactions
+        ):
+            self._refuse_as_discord(
+                f"{where}: no interaction of this application has this token", _unknown_webhook()
+            )
+        made = ((int(interaction_id) >> 22) + DISCORD_EPOCH_MS) / 1000
+        if time.time() - made > TOKEN_SECONDS:
+            self._refuse_as_discord(
+                f"{where}: {time.time() - made:.0f} s after the interaction was made, past its token's life",
+                DiscordError(401, 50027, "Invalid Webhook Token"),
+            )
+        if not any(
+            r.kind == "callback" and r.error is None for r in self.interaction_records(interaction_id)
+        ):
+            self._refuse_as_discord(f"{where}: before the interaction's first response", _unknown_webhook())
+
     async def _get_original(self, request: web.Request) -> web.Response:
+        self._check_token(request)
         token = request.match_info["token"]
         for r in reversed(self.received):
             if token in r.path and r.response is not None:
