@@ -6,7 +6,6 @@ import dataclasses
 import datetime as dt
 import itertools
 import logging
-import unicodedata
 from typing import Any
 
 import aiohttp
@@ -15,7 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import sentences as say
-from bot.tools import CATEGORIES, TICKET_KEY, clipped, readable_grievances, ticket_rows
+from bot.tools import CATEGORIES, TICKET_KEY, blank, clipped, readable_grievances, ticket_rows
 from bot.tools.base import ToolCall, ToolError
 from bot.tools.grievance_store import FINISHED_STATUSES
 from cogs.bot import VoxdeskBot
@@ -42,11 +41,6 @@ def shown_time(stamp: str) -> str:
     if at.tzinfo is None:
         at = at.replace(tzinfo=dt.UTC)  # the grievances' times are UTC
     return discord.utils.format_dt(at, "f")
-
-
-def blank(text: str) -> bool:
-    """Nothing a person could read: spaces of any kind, and invisible marks (zero-width ones)."""
-    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs") for c in text)
 
 
 def describe_tickets(result: dict[str, Any]) -> str:

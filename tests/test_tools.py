@@ -1192,7 +1192,7 @@ def test_each_complaint_of_a_run_again_finds_its_own_filing_or_a_new_one(
     assert _filings(earlier, complaints, side_by_side) == chosen
 
 
-@pytest.mark.parametrize("blank", ["   ", " \n\t "])
+@pytest.mark.parametrize("blank", ["   ", " \n\t ", "\u200b\u200b\u200b\ufeff", "\u00a0\u2003 \u200d"])
 async def test_a_blank_description_or_query_is_refused_not_filed_or_searched(
     settings, scripted_app_engine, blank
 ) -> None:

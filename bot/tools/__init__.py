@@ -6,6 +6,7 @@ import asyncio
 import logging
 import re
 import time
+import unicodedata
 from collections.abc import Iterable
 from typing import Any
 
@@ -406,6 +407,11 @@ def passage_text(text: str, limit: int = MAX_PASSAGE_CHARS) -> str:
     return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + " …"
 
 
+def blank(text: str) -> bool:
+    """Nothing a person could read: spaces of any kind, and invisible marks (zero-width ones)."""
+    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs") for c in text)
+
+
 def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
     return text if len(text) <= limit else text[:limit] + "…"
 
@@ -423,7 +429,7 @@ def invalid_arguments(arguments: JSON, schema: JSON) -> str | None:
     # minLength counts spaces: a description of nothing else would file an empty ticket
     for name, spec in schema.get("properties", {}).items():
         value = arguments.get(name)
-        if spec.get("minLength") and isinstance(value, str) and not value.strip():
+        if spec.get("minLength") and isinstance(value, str) and blank(value):
             return f"{name!r} is blank"
     return None
 
