@@ -10,12 +10,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings
+from bot.db import naming
 from bot.logs import masked
 
 if TYPE_CHECKING:
@@ -47,10 +49,16 @@ class CheckResult:
         return f"{self.mark:<4}  {self.service:<10} {self.backend:<8} {self.detail}"
 
 
-async def _check_backend(build: Callable[[], Awaitable[object]]) -> str:
+async def _check_backend(build: Callable[[], Awaitable[object]], database: Path) -> str:
+    """`database`: the file a local backend reads, named in a read's failure (SQLite's "database
+    disk image is malformed" says not which of the folder's nine)."""
     backend = await build()
     try:
         return await backend.check()  # type: ignore[attr-defined,no-any-return]
+    except sqlite3.Error as exc:
+        if str(database) in str(exc):
+            raise
+        raise naming(database, exc) from exc
     finally:
         await backend.aclose()  # type: ignore[attr-defined]
 
@@ -218,6 +226,10 @@ async def _one(service: str, backend: str, run: Callable[[], Awaitable[str]]) ->
     return CheckResult(service, backend, True, masked(detail), warn=isinstance(detail, NeedsHuman))
 
 
+# Each tool backend's database, when it is the local one.
+DATABASES = {"stats": "players", "manuals": "manuals", "grievances": "grievances"}
+
+
 async def check_all(settings: Settings, live: App | None = None, for_run: bool = False) -> list[CheckResult]:
     """One result per service, checked concurrently: the engine, its offline fallback, the three
     tool backends, the storage folder's databases, the Discord token (a FAIL if
@@ -234,7 +246,8 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
         # Read-only: `check` looks, run before an upgrade too, and a store opened to write would
         # migrate its database (which the version still serving may then refuse) or file the
         # spool, and make files in a storage.dir set wrong.
-        return lambda: _check_backend(lambda: build(settings, True))
+        database = getattr(app.storage_paths(settings), DATABASES[name])
+        return lambda: _check_backend(lambda: build(settings, True), database)
 
     async def discord() -> str:
         return check_discord_token(settings, for_run)

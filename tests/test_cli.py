@@ -70,6 +70,27 @@ def test_a_damaged_database_is_one_line_and_the_process_ends(settings) -> None:
     assert checked.returncode == 1 and f"FAIL  stats      sqlite   {damaged}" in checked.stdout
 
 
+async def test_check_names_the_database_whose_pages_are_damaged(settings) -> None:
+    # Header whole, table pages garbled: the schema version reads, the count does not, and
+    # SQLite's words alone do not say which of the folder's databases to restore.
+    from bot import health
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    grievances = settings.storage_dir / "grievances.db"
+    store = await LocalGrievanceStore.open(grievances)
+    for i in range(40):
+        await store.register("111111111111111111", "other", f"lag spike number {i} " * 20)
+    await store.aclose()
+    with sqlite3.connect(grievances) as db:
+        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = db.execute("PRAGMA page_size").fetchone()[0]
+    whole = grievances.read_bytes()  # every page but the first, which holds the schema, garbled
+    grievances.write_bytes(whole[:page] + b"\xff" * (len(whole) - page))
+    results = {r.service: r for r in await health.check_all(settings)}
+    line = results["grievances"]
+    assert not line.ok and line.detail.startswith(f"{grievances}: "), line.detail
+
+
 NEWER_SCHEMAS = {
     "conversations.db": [
         "CREATE TABLE turns (id INTEGER PRIMARY KEY, said TEXT NOT NULL, heard_by TEXT NOT NULL)"
