@@ -15,8 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
+import fcntl
+import logging
 import os
 import sqlite3
+import struct
 import time
 import uuid
 from pathlib import Path
@@ -24,6 +28,8 @@ from pathlib import Path
 import aiosqlite
 
 from bot.db import add_missing_columns, first, opening, while_locked
+
+log = logging.getLogger(__name__)
 
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
@@ -59,6 +65,9 @@ KEEP_SETTLED_SECONDS = 30 * 24 * 3600.0
 # is not seen. A note sent while it runs comes through the gateway and remembers it again.
 KEEP_PLACE_SECONDS = 365 * 24 * 3600.0
 PRUNE_EVERY_SECONDS = 3600.0
+# Notes a process answers while the ledger refuses to record them (a full or read-only disk) are
+# held in the kernel instead, the newest this many: far more than are answered in a lease.
+MAX_HELD_UNRECORDED = 1000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,9 +81,10 @@ class Unanswered:
 
 
 class NoteLedger:
-    def __init__(self, conn: aiosqlite.Connection, owner: str) -> None:
+    def __init__(self, conn: aiosqlite.Connection, owner: str, holds: _Holds | None = None) -> None:
         self._conn = conn
         self.owner = owner
+        self._holds = holds
         # One connection: a claim's transaction must not take in another coroutine's statements.
         self._lock = asyncio.Lock()
         self._pruned_at = 0.0
@@ -86,8 +96,12 @@ class NoteLedger:
             await add_missing_columns(conn, "places", {"heard_at": "REAL"})
             # Places kept before heard_at was: their year starts now.
             await conn.execute("UPDATE places SET heard_at = ? WHERE heard_at IS NULL", (time.time(),))
-            ledger = cls(conn, _owner_id())
-            await ledger.prune()
+            ledger = cls(conn, _owner_id(), _Holds.beside(Path(path)))
+            try:
+                await ledger.prune()
+            except BaseException:
+                ledger.close_holds()
+                raise
             return ledger
 
     async def prune(self, now: float | None = None) -> int:
@@ -109,7 +123,12 @@ class NoteLedger:
             await self.prune(now)
 
     async def aclose(self) -> None:
+        self.close_holds()
         await self._conn.close()
+
+    def close_holds(self) -> None:
+        if self._holds is not None:
+            self._holds.close()
 
     # ---- one note -------------------------------------------------------------------------
 
@@ -124,6 +143,8 @@ class NoteLedger:
             row = first(rows)
             if row is not None and not self._claimable(row["state"], row["owner"], row["lease_until"], now):
                 return False
+            if self._holds is not None and self._holds.held_elsewhere(message_id):
+                return False  # answered unrecorded by a process that is still running
             await self._conn.execute(
                 "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
                 " VALUES (?, ?, ?, 'started', ?, ?, ?) ON CONFLICT (message_id) DO UPDATE SET"
@@ -132,6 +153,17 @@ class NoteLedger:
                 (message_id, place_id, user_id, self.owner, now + LEASE_SECONDS, now),
             )
         return True
+
+    def claim_unrecorded(self, message_id: int) -> bool:
+        """When `claim` failed (a full or read-only disk refuses the write): whether this process
+        may answer the note all the same. Another process on this storage (a deploy overlapping
+        this one) gets the same note from Discord and fails the same way: the note is held by a
+        lock in the kernel, which needs no disk, and the one that holds it answers. Held while this
+        process runs, so a note arriving late at the other is not answered by it either, and a
+        claim of it there once the disk takes writes again is refused."""
+        if self._holds is None:
+            return True  # nothing to hold it by: answered twice beats never
+        return self._holds.take(message_id)
 
     def _claimable(self, state: str, owner: str | None, lease_until: float | None, now: float) -> bool:
         if state == "pending":
@@ -290,6 +322,63 @@ class _Immediate:
         except sqlite3.Error:
             if kind is None:
                 raise
+
+
+class _Holds:
+    """Notes held by open-file-description locks, one byte each at the note's id, on a file beside
+    the ledger: they conflict between processes, and between two ledgers one process opened, and
+    the kernel drops them when the holder dies, however it dies."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._held: dict[int, None] = {}
+
+    @classmethod
+    def beside(cls, ledger: Path) -> _Holds | None:
+        """Made while the disk takes writes (at start), it holds notes once it no longer does."""
+        if not hasattr(fcntl, "F_OFD_SETLK"):  # not Linux: claims are the ledger's alone
+            return None
+        path = ledger.with_name(ledger.name + ".holds")
+        try:
+            return cls(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+        except OSError as exc:
+            log.warning("could not open %s (a note the ledger refuses may be answered twice): %s", path, exc)
+            return None
+
+    def take(self, message_id: int) -> bool:
+        if message_id in self._held:
+            return True
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, message_id))
+        except OSError as exc:
+            if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            return False
+        self._held[message_id] = None
+        while len(self._held) > MAX_HELD_UNRECORDED:
+            oldest = next(iter(self._held))
+            del self._held[oldest]
+            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, oldest))
+        return True
+
+    def held_elsewhere(self, message_id: int) -> bool:
+        if message_id in self._held:
+            return False
+        found = fcntl.fcntl(self._fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK, message_id))
+        return struct.unpack(_FLOCK, found)[0] != fcntl.F_UNLCK
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)  # and with it every hold
+            self._fd = -1
+
+
+# struct flock on Linux: l_type, l_whence, l_start, l_len, l_pid (0 for an OFD lock).
+_FLOCK = "hhqqi4x"
+
+
+def _flock(kind: int, message_id: int) -> bytes:
+    return struct.pack(_FLOCK, kind, os.SEEK_SET, message_id, 1, 0)
 
 
 def _process_start(pid: int) -> str:

@@ -234,10 +234,12 @@ class VoiceNotes(commands.Cog):
         except Exception as exc:
             # A full or failing disk: the player is answered all the same, only the note is not
             # recorded (a restart's catch-up could answer it again, which beats never). This
-            # process remembers it, so its own catch-up racing the live event leaves it alone.
-            log.error("could not record note %s in the ledger, answering it anyway: %s", message.id, exc)
-            remember(self._unrecorded, message.id, None, MAX_UNRECORDED)
-            mine = True
+            # process remembers it, so its own catch-up racing the live event leaves it alone;
+            # another bot on this storage, failing the same way, is kept off it by the kernel.
+            mine = ledger.claim_unrecorded(message.id)
+            if mine:
+                log.error("could not record note %s in the ledger, answering it anyway: %s", message.id, exc)
+                remember(self._unrecorded, message.id, None, MAX_UNRECORDED)
         if not mine:
             log.info("note %s from %s is answered elsewhere", message.id, author.id)
             return

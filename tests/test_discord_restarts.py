@@ -859,6 +859,24 @@ async def test_a_note_is_answered_when_the_ledger_cannot_record_it(settings, fak
     assert "could not record note" in caplog.text and "could not mark note" in caplog.text
 
 
+async def test_two_bots_whose_ledger_cannot_record_a_note_answer_it_once(settings, fake, caplog) -> None:
+    """The disk fills during an overlapping deploy: both bots get each note and neither ledger
+    takes its claim."""
+
+    async def full(*_: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async with running_bot(settings, fake) as one, running_bot(settings, fake) as two:
+        for h in (one, two):
+            h.bot.core.notes.claim = full  # type: ignore[method-assign]
+            h.bot.core.notes.answered = full  # type: ignore[method-assign]
+        notes = [await fake.send_note(p, voice_note(), guild=True) for p in (nova, blaze, quill)]
+        await all_answered(fake, notes)
+        await settle(fake)
+    assert [answers(fake, n) for n in notes] == [1, 1, 1]
+    assert "could not record note" in caplog.text
+
+
 async def test_a_note_answered_unrecorded_before_a_recorded_one_is_not_answered_again(settings, fake) -> None:
     """The disk refused one note's claim, then recovered: after a restart, the catch-up reads the
     channel from before a kept note, and answers there, up to the newest note answered, only the

@@ -138,6 +138,49 @@ async def test_settling_in_bulk_changes_only_the_notes_still_to_answer(tmp_path)
         await one.aclose()
 
 
+async def test_a_note_the_ledger_cannot_record_is_held_by_one_process_while_it_runs(tmp_path) -> None:
+    """A full disk refuses both bots' claims of a note both got from Discord: one answers it."""
+    one, two = await open_two(tmp_path)
+    try:
+        assert one.claim_unrecorded(7) and one.claim_unrecorded(7)
+        assert not two.claim_unrecorded(7)
+        # The disk takes writes again: the note answered unrecorded is not claimed anew elsewhere.
+        assert not await two.claim(7, 10, "u")
+        assert two.claim_unrecorded(8) and not await one.claim(8, 10, "u")
+    finally:
+        await one.aclose()
+    assert two.claim_unrecorded(7)  # its holder gone, however it went
+    await two.aclose()
+
+
+async def test_a_note_held_by_a_bot_process_is_let_go_when_it_dies(tmp_path) -> None:
+    child = (
+        "import asyncio, sys\n"
+        "from bot.note_ledger import NoteLedger\n"
+        "async def main():\n"
+        f"    ledger = await NoteLedger.open({str(tmp_path / 'notes.db')!r})\n"
+        "    print(ledger.claim_unrecorded(7), flush=True)\n"
+        "    sys.stdin.readline()\n"
+        "asyncio.run(main())\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", child, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        assert process.stdout is not None
+        assert await asyncio.wait_for(process.stdout.readline(), 60) == b"True\n"
+        assert not ledger.claim_unrecorded(7) and not await ledger.claim(7, 10, "u")
+        process.kill()
+        await process.wait()
+        assert ledger.claim_unrecorded(7)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await ledger.aclose()
+
+
 def test_a_claims_process_running_under_another_user_is_alive(monkeypatch) -> None:
     # os.kill(pid, 0) on another user's process is refused, not failed: that process is there.
     import os
