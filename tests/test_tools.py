@@ -746,6 +746,41 @@ async def test_a_grievance_neither_the_database_nor_the_disk_takes_is_held_and_f
         await store.aclose()
 
 
+async def test_a_grievance_held_while_the_disk_was_full_is_listed_once_the_disk_takes_it(
+    tmp_path, monkeypatch
+) -> None:
+    # The player heard "ask me about your tickets in a little while; if it isn't there, tell me
+    # again": asked once the disk took writes again, it was not there until ticket news's next
+    # poll (a minute; never, with news off), and telling it again filed it twice.
+    import errno
+
+    from bot.tools import grievance_spool
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    real_insert, real_write = store._insert, grievance_spool.os.write
+
+    async def full_database(*args: object, **kwargs: object) -> str | None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    try:
+        monkeypatch.setattr(store, "_insert", full_database)
+        monkeypatch.setattr(grievance_spool.os, "write", full_disk)
+        with pytest.raises(ToolError):
+            await store.register(NOVA, "wallet", "charged twice", "discord:42:0")
+        assert await store.status(NOVA) == []  # still full
+        monkeypatch.setattr(store, "_insert", real_insert)
+        monkeypatch.setattr(grievance_spool.os, "write", real_write)
+        (listed,) = await store.status(NOVA)
+        assert listed.description == "charged twice"
+        assert [g.key for g in await store.status(NOVA, listed.key)] == [listed.key]
+    finally:
+        await store.aclose()
+
+
 async def test_a_grievance_whose_first_read_the_database_refuses_is_kept(tmp_path, monkeypatch) -> None:
     # Before filing, a complaint chooses its filing id from what its turn filed before: a damaged
     # page or a failing disk refusing that read lost the complaint ("that part of me isn't

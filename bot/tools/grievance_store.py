@@ -611,6 +611,10 @@ class LocalGrievanceStore:
         return self
 
     async def status(self, user_id: str, key: str | None = None, limit: int = MAX_LISTED) -> list[Grievance]:
+        # A player told their complaint was kept for later is told to ask for it: asking files
+        # what the disk or the database refused, if they take it now, rather than wait for the
+        # next filing or ticket news's poll.
+        await self.file_spooled()
         # The user_id condition is in every query: a key that belongs to someone else finds nothing.
         if key is not None:
             rows = await self._conn.execute_fetchall(
