@@ -18,6 +18,7 @@ from discord.ext import commands
 
 from bot import sentences as say
 from bot.config import DiscordSettings
+from cogs.interactions import AUTOCOMPLETE_ANSWERED_ELSEWHERE
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -130,6 +131,7 @@ class VoxdeskBot(commands.Bot):
         self._inflight: set[asyncio.Task[Any]] = set()
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
         self._lookups = ThreadPoolExecutor(2, thread_name_prefix="voxdesk-dns")
+        logging.getLogger("discord.app_commands.tree").addFilter(AUTOCOMPLETE_ANSWERED_ELSEWHERE)
 
     async def login(self, token: str) -> None:
         self.http.connector = discord_connector(self._lookups)

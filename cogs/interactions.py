@@ -39,6 +39,7 @@ TOKEN_SECONDS = 15 * 60.0
 # while the token still takes the edit that tells them.
 GIVE_UP_SECONDS = TOKEN_SECONDS - 60.0
 UNKNOWN_INTERACTION = 10062  # Discord's answer to a first response past its 3 s
+ALREADY_ACKNOWLEDGED = 40060  # another process of this bot (a deploy overlapping) answered first
 
 
 def age(interaction: discord.Interaction) -> float:
@@ -148,13 +149,40 @@ async def _cancelled(task: asyncio.Future[str]) -> None:
         await task
 
 
+class AutocompleteAnsweredElsewhere(logging.Filter):
+    """discord.py sends an autocomplete's suggestions itself and logs their refusal with its
+    traceback: refused as answered (40060), another process of this bot sent theirs, which is
+    no error. On discord.py's app-command logger."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        exc = getattr(exc, "original", exc)  # wrapped in a CommandInvokeError or not
+        if isinstance(exc, discord.HTTPException) and exc.code == ALREADY_ACKNOWLEDGED:
+            log.info("an autocomplete was answered by another process of this bot")
+            return False
+        return True
+
+
+AUTOCOMPLETE_ANSWERED_ELSEWHERE = AutocompleteAnsweredElsewhere()
+
+
 async def _first_response(interaction: discord.Interaction, response: Awaitable[object]) -> bool:
     """Whether Discord took the interaction's first response. Refused as too late (10062), the
     player has seen "the application did not respond" and nothing can reach them through this
-    interaction any more: logged, not raised, so the error handler does not try again."""
+    interaction any more: logged, not raised, so the error handler does not try again. Refused
+    as answered (40060): two bot processes got it (a deploy overlapping the old process), and
+    the other one answers the player; this one leaves it, its work not started if deferred first."""
     try:
         await response
-    except discord.NotFound as exc:
+    except discord.HTTPException as exc:
+        if exc.code == ALREADY_ACKNOWLEDGED:
+            log.info(
+                "/%s of user %s: interaction %s answered by another process of this bot",
+                _name(interaction),
+                interaction.user.id,
+                interaction.id,
+            )
+            return False
         if exc.code != UNKNOWN_INTERACTION:
             raise
         log.warning(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import os
 import re
 import sqlite3
@@ -137,6 +138,26 @@ async def test_a_filing_the_disk_refuses_is_held_and_the_player_told_so(harness:
     filing = sub("file", category="wallet", description="Gems gone.")
     said = await ask(harness.fake, blaze, "grievance", filing)
     assert said == HELD_FOR_LATER  # as it stands: not "Sorry, I couldn't file that: I couldn't..."
+
+
+async def test_a_command_both_bots_of_an_overlapping_deploy_get_is_answered_and_filed_once(
+    settings, fake: FakeDiscord, caplog
+):
+    # Both sessions get the interaction; Discord takes one first response and refuses the other's
+    # (40060), which was raised as a failed command: an error and its traceback in the log for
+    # every command of a deploy.
+    fake.expect_violations()  # the second acknowledgement, which neither bot can know is second
+    async with running_bot(settings, fake) as one, running_bot(settings, fake):
+        await fake.wait_for(lambda _: len(fake.identify_payloads) == 2)
+        filing = sub("file", category="wallet", description="Gems gone during a deploy.")
+        said = await ask(fake, blaze, "grievance", filing)
+        assert said.startswith("Filed ticket `GRV-")
+        assert "GRV-" in await ask(fake, blaze, "grievance", sub("list"))
+        typing = await fake.slash(nova, "voice", [option("voice", "ba", focused=True)], autocomplete=True)
+        await fake.wait_for(lambda _: len(fake.interaction_records(typing)) == 2)
+        filed = await one.bot.core.grievances.local_store.status(BLAZE)
+    assert [g.description for g in filed].count("Gems gone during a deploy.") == 1
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
 async def test_slow_commands_are_deferred_first(settings, fake: FakeDiscord):
