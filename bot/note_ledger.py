@@ -193,13 +193,15 @@ class NoteLedger:
         )
         return cursor.rowcount == 1
 
-    async def turned_away(self, message_id: int, place_id: int, user_id: str) -> None:
-        """A note the player was told to send again (a flood): never answered later."""
-        await self._write(
+    async def turned_away(self, message_id: int, place_id: int, user_id: str) -> bool:
+        """A note the player was told to send again (a flood), or a message told how to send one:
+        never answered later. False if the ledger knew it already (another process told them)."""
+        cursor = await self._write(
             "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
             " VALUES (?, ?, ?, 'refused', ?) ON CONFLICT (message_id) DO NOTHING",
             (message_id, place_id, user_id, time.time()),
         )
+        return cursor.rowcount == 1
 
     async def expire(self, message_ids: list[int]) -> None:
         """Notes too old to answer now: never answered, whoever asks later."""

@@ -175,8 +175,7 @@ class VoiceNotes(commands.Cog):
                 message.author.id,
                 len(notes),
             )
-            self.bot.track(self._tell(message, say.ONE_AT_A_TIME))
-        self.bot.track(self.answer(message, notes[0]))
+        self.bot.track(self.answer(message, notes[0], several=len(notes) > 1))
 
     def count_once(self, message_id: int) -> bool:
         """Whether this is the first path to weigh the note against a flood limit: only that one
@@ -193,17 +192,28 @@ class VoiceNotes(commands.Cog):
     def turn_away(self, message: discord.Message, why: str) -> None:
         """A note over the player's flood limit: not answered, and they hear `why` once a minute."""
         log.info("flood: note %s from %s not answered", message.id, message.author.id)
-        # Settled: the player was told to send it again later, so no restart answers it.
-        self.bot.track(
-            self.bot.core.notes.turned_away(message.id, message.channel.id, str(message.author.id))
-        )
         metrics.note("discord", "refused", "flood")
         self._hint(message, why, "flood")
 
     def _hint(self, message: discord.Message, text: str, kind: str) -> None:
-        """Tell the player, unless they were told something of the kind a moment ago."""
-        if not self.hints[kind].update_rate_limit(message):
-            self.bot.track(self._tell(message, text))
+        """Tell the player, unless they were told something of the kind a moment ago. Counted
+        here whoever tells them, so two bot processes on one storage keep the same quiet."""
+        quiet = bool(self.hints[kind].update_rate_limit(message))
+        self.bot.track(self._hint_once(message, text, quiet))
+
+    async def _hint_once(self, message: discord.Message, text: str, quiet: bool) -> None:
+        # Settled in the ledger: the player was told to send it again, so no restart answers it.
+        # Another bot process on this storage (a deploy overlapping) gets the message too, and
+        # the one that records it first tells them.
+        try:
+            first = await self.bot.core.notes.turned_away(
+                message.id, message.channel.id, str(message.author.id)
+            )
+        except Exception as exc:
+            log.error("could not record message %s in the ledger: %s", message.id, exc)
+            first = True  # told twice beats never
+        if first and not quiet:
+            await self._tell(message, text)
 
     # ---- one note --------------------------------------------------------------------
 
@@ -219,7 +229,8 @@ class VoiceNotes(commands.Cog):
             if not self._user_waiting[user_id]:
                 del self._user_waiting[user_id], self._user_locks[user_id]
 
-    async def answer(self, message: discord.Message, note: discord.Attachment) -> None:
+    async def answer(self, message: discord.Message, note: discord.Attachment, several: bool = False) -> None:
+        """`several`: the message holds more notes than this one, which the player is told of."""
         author = message.author
         ledger = self.bot.core.notes
         if not self.bot.accepting:  # found by a catch-up still running when the shutdown began
@@ -258,6 +269,8 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "failed", "permissions")
             await self._settle(ledger.unanswerable, message)
             return
+        if several:  # once it is this process's to answer: another bot may have it
+            self.bot.track(self._tell(message, say.ONE_AT_A_TIME))
         await self._remember_place(message)
         try:
             async with self._in_order(author.id):

@@ -253,6 +253,38 @@ async def test_flooding_player_is_asked_to_slow_down(settings, fake: FakeDiscord
         assert all(h.fake.replies_to(n["id"]) == [] for n in more)
 
 
+async def test_two_bots_of_an_overlapping_deploy_tell_each_word_about_a_note_once(settings, fake):
+    # Both get every message: each told the player "too fast", "one note per message" and "I
+    # answer voice notes" once of its own, twice in all.
+    async with (
+        running_bot(settings, fake, flood_notes=2, flood_seconds=600),
+        running_bot(settings, fake, flood_notes=2, flood_seconds=600),
+    ):
+        await fake.wait_for(lambda _: len(fake.identify_payloads) == 2)
+        one, _, third = [await fake.send_note(nova, voice_note()) for _ in range(3)]
+        note = one["attachments"][0]
+        several = await fake.send_message(
+            blaze,
+            channel_id=ALLOWED_CHANNEL,
+            guild=True,
+            attachments=[note, {**note, "id": "2"}],
+            flags=VOICE_FLAG,
+        )
+        dm = 940000000000000000 + quill.id % 10**9
+        text = await fake.send_message(quill, channel_id=dm, guild=False, content="how many points?")
+        await answered(fake, several, count=3)
+        await answered(fake, text, count=1)
+        await answered(fake, third, count=1)
+        await answered(fake, await fake.send_note(blaze, voice_note()))  # by then all were told
+    assert [r.content for r in fake.replies_to(third["id"])] == [TOO_FAST_TOLD]
+    assert sum("one voice note per message" in r.content for r in fake.replies_to(several["id"])) == 1
+    assert sum(r.is_voice_message for r in fake.replies_to(several["id"])) == 1
+    assert len(fake.replies_to(text["id"])) == 1
+
+
+TOO_FAST_TOLD = "You're sending notes faster than I can answer. Try again in 600 seconds."
+
+
 async def test_without_message_content_intent_dms_still_work(settings, fake: FakeDiscord, caplog):
     fake.application_flags = 0  # the intent is not enabled in the developer portal
     caplog.set_level(logging.WARNING, logger="cogs")
