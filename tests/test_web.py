@@ -1638,3 +1638,29 @@ async def test_a_short_plain_staff_password_stops_the_web_front_end_and_fails_ch
     assert not web_line.ok and "shorter than 12 characters" in web_line.detail
     long_enough = make_settings(settings.storage_dir, VOXDESK_WEB_STAFF_PASSWORD="twelve chars")
     assert verify_password("twelve chars", staff_password_hash(long_enough))
+
+
+async def test_a_new_process_serves_the_port_an_old_one_still_serves(wsettings) -> None:
+    # A rolling deploy starts the new `voxdesk run` before it stops the old one: with the web
+    # front end on, the new one stopped at once ("address already in use", exit 4).
+    import socket
+
+    import aiohttp
+
+    from bot import web
+    from bot.app import build_app
+    from tests.frontend_engine import FrontendEngine
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    core = await build_app(wsettings.replace(web={"port": port}), FrontendEngine())  # type: ignore[arg-type]
+    try:
+        old = await web.start(core)
+        new = await web.start(core)
+        await old.cleanup()
+        async with aiohttp.ClientSession() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status == 200
+        await new.cleanup()
+    finally:
+        await core.aclose()

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -169,7 +170,11 @@ async def start(
     runner = web.AppRunner(await build_web(core, discord_ready), access_log=None)
     await runner.setup()
     w = core.settings.web
-    site = web.TCPSite(runner, w.host, w.port if port is None else port)
+    # Shared with another voxdesk process serving it (a rolling deploy starts the new one before
+    # the old one stops): the kernel spreads connections over both. SO_REUSEPORT shares it only
+    # with sockets of the same user that set it too: any other holder still refuses the bind.
+    reuse = hasattr(socket, "SO_REUSEPORT")
+    site = web.TCPSite(runner, w.host, w.port if port is None else port, reuse_port=reuse)
     await site.start()
     log.info("web front end on %s", ", ".join(str(a) for a in runner.addresses))
     return runner
