@@ -34,6 +34,24 @@ async def test_a_note_is_answered_by_one_ledger_and_never_again(tmp_path) -> Non
         await two.aclose()
 
 
+async def test_a_players_notes_go_to_the_process_answering_one_of_theirs(tmp_path) -> None:
+    """Two bots of an overlapping deploy each claimed some of a player's quick notes: the replies
+    went out of order, and a later turn did not hear the earlier one."""
+    one, two = await open_two(tmp_path)
+    try:
+        assert await one.claim(1, 10, "u")
+        assert not await two.claim(2, 10, "u")  # one answers u's notes now, in order
+        assert await two.claim(3, 10, "v")  # another player's is anyone's
+        assert [n.message_id for n in await two.unanswered()] == [2]  # kept should one go
+        assert await one.claim(2, 10, "u")
+        await one.answered(1)
+        await one.answered(2)
+        assert await two.claim(4, 10, "u")  # one has none of u's in hand any more
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
 async def test_a_kept_or_released_note_is_answered_after_the_restart(tmp_path) -> None:
     one, two = await open_two(tmp_path)
     try:
