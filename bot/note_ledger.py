@@ -14,6 +14,7 @@ where reading its history resumes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -354,7 +355,8 @@ class _Holds:
     the ledger: they conflict between processes, and between two ledgers one process opened, and
     the kernel drops them when the holder dies, however it dies."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, path: Path, fd: int) -> None:
+        self._path = path
         self._fd = fd
         self._held: dict[int, None] = {}
 
@@ -365,7 +367,7 @@ class _Holds:
             return None
         path = ledger.with_name(ledger.name + ".holds")
         try:
-            return cls(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            return cls(path, os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         except OSError as exc:
             log.warning("could not open %s (a note the ledger refuses may be answered twice): %s", path, exc)
             return None
@@ -376,20 +378,26 @@ class _Holds:
         try:
             fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, message_id))
         except OSError as exc:
-            if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                raise
-            return False
+            if exc.errno in (errno.EAGAIN, errno.EACCES):
+                return False
+            # A file system without such locks: answered twice beats never.
+            log.warning("could not hold note %s in %s: %s", message_id, self._path, exc)
+            return True
         self._held[message_id] = None
         while len(self._held) > MAX_HELD_UNRECORDED:
             oldest = next(iter(self._held))
             del self._held[oldest]
-            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, oldest))
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, oldest))
         return True
 
     def held_elsewhere(self, message_id: int) -> bool:
         if message_id in self._held:
             return False
-        found = fcntl.fcntl(self._fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK, message_id))
+        try:
+            found = fcntl.fcntl(self._fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK, message_id))
+        except OSError:  # a file system without such locks: none held there
+            return False
         return struct.unpack(_FLOCK, found)[0] != fcntl.F_UNLCK
 
     def close(self) -> None:

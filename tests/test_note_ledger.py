@@ -171,6 +171,25 @@ async def test_a_note_the_ledger_cannot_record_is_held_by_one_process_while_it_r
     await two.aclose()
 
 
+async def test_a_note_is_answered_where_the_file_system_has_no_such_locks(tmp_path, monkeypatch) -> None:
+    import errno
+
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    real = note_ledger.fcntl.fcntl
+
+    def unsupported(fd: int, command: int, arg: object = 0) -> object:
+        if command in (note_ledger.fcntl.F_OFD_SETLK, note_ledger.fcntl.F_OFD_GETLK):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(fd, command, arg)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(note_ledger.fcntl, "fcntl", unsupported)
+    try:
+        assert await ledger.claim(1, 10, "u")
+        assert ledger.claim_unrecorded(2)  # answered twice beats never
+    finally:
+        await ledger.aclose()
+
+
 async def test_a_note_held_by_a_bot_process_is_let_go_when_it_dies(tmp_path) -> None:
     child = (
         "import asyncio, sys\n"
