@@ -71,11 +71,15 @@ def point_discord_at(settings: DiscordSettings) -> None:
 
 
 class _OwnLookups:
-    """The running loop as aiohttp's ThreadedResolver uses it (its getaddrinfo and getnameinfo,
-    nothing else), with the lookups in threads of their own."""
+    """The running loop as aiohttp's ThreadedResolver uses it, with getaddrinfo and getnameinfo
+    in threads of their own. Whatever else a resolver asks of its loop is the running loop's:
+    aiohttp 3.9 (which pyproject allows) asks it is_running() as the resolver is made."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop, threads: ThreadPoolExecutor) -> None:
         self._loop, self._threads = loop, threads
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._loop, name)
 
     async def getaddrinfo(self, *args: Any, **kwargs: Any) -> Any:
         return await self._loop.run_in_executor(

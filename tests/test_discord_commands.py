@@ -586,6 +586,24 @@ async def test_a_command_is_answered_in_time_while_speech_work_fills_the_default
         assert "GRV-10" in private_text(await fake.interaction_answer(interaction))
 
 
+async def test_the_bots_own_lookups_are_a_loop_to_every_aiohttp_pyproject_allows() -> None:
+    """aiohttp 3.9 asks the loop a ThreadedResolver is given whether it is running, as the
+    resolver is made: the bot stopped at login there, with an AttributeError."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cogs.bot import discord_connector
+
+    threads = ThreadPoolExecutor(1)
+    connector = discord_connector(threads)
+    try:
+        lookups = connector._resolver._loop  # what aiohttp holds as its loop
+        assert lookups.is_running() and lookups.get_debug() == asyncio.get_running_loop().get_debug()
+        assert (await connector._resolver.resolve("localhost", 443))[0]["port"] == 443
+    finally:
+        await connector.close()
+        threads.shutdown()
+
+
 async def test_a_filing_discord_no_longer_takes_is_not_filed_and_not_an_error(
     settings, fake: FakeDiscord, caplog
 ):
