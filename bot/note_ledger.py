@@ -20,6 +20,7 @@ import errno
 import fcntl
 import logging
 import os
+import secrets
 import sqlite3
 import struct
 import time
@@ -69,6 +70,9 @@ PRUNE_EVERY_SECONDS = 3600.0
 # Notes a process answers while the ledger refuses to record them (a full or read-only disk) are
 # held in the kernel instead, the newest this many: far more than are answered in a lease.
 MAX_HELD_UNRECORDED = 1000
+# Where in the holds file each process marks itself alive, one byte at a random place past this:
+# above every message id (snowflakes reach it in 2084).
+LIVE_MARKS = 2**63 - 2**40
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +101,8 @@ class NoteLedger:
             await add_missing_columns(conn, "places", {"heard_at": "REAL"})
             # Places kept before heard_at was: their year starts now.
             await conn.execute("UPDATE places SET heard_at = ? WHERE heard_at IS NULL", (time.time(),))
-            ledger = cls(conn, _owner_id(), _Holds.beside(Path(path)))
+            holds = _Holds.beside(Path(path))
+            ledger = cls(conn, _owner_id(holds.mark_alive() if holds else None), holds)
             try:
                 await ledger.prune()
             except BaseException:
@@ -194,7 +199,17 @@ class NoteLedger:
             return True
         if state != "started" or owner == self.owner:
             return False
-        return (lease_until or 0) < now or not _alive(owner or "")
+        return (lease_until or 0) < now or not self._alive(owner or "")
+
+    def _alive(self, owner: str) -> bool:
+        """Whether the process named in a claim may still be answering it. Its pid says so only
+        in this pid namespace: a process in another container on this storage (a deploy whose new
+        container starts before the old one stops) has a pid that here is gone or another
+        process's, so its mark in the holds file, which the kernel drops when it dies, says so."""
+        mark = owner.split(":")[3:4]
+        if mark and mark[0].isdigit() and self._holds is not None and self._holds.marked(int(mark[0])):
+            return True
+        return _alive(owner)
 
     async def answered(self, message_id: int) -> None:
         await self._set(message_id, "answered")
@@ -391,6 +406,20 @@ class _Holds:
                 fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, oldest))
         return True
 
+    def mark_alive(self) -> int | None:
+        """Mark this process alive, for as long as it holds the file open: where, or None."""
+        offset = LIVE_MARKS + secrets.randbelow(2**40 - 1)
+        try:
+            fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, offset))
+        except OSError as exc:
+            log.warning("could not mark this process alive in %s: %s", self._path, exc)
+            return None
+        return offset
+
+    def marked(self, offset: int) -> bool:
+        """Whether another process (or another ledger of this one) holds the mark at `offset`."""
+        return self.held_elsewhere(offset)
+
     def held_elsewhere(self, message_id: int) -> bool:
         if message_id in self._held:
             return False
@@ -424,9 +453,11 @@ def _process_start(pid: int) -> str:
     return stat.rpartition(")")[2].split()[19]  # field 22; the name before ")" may hold spaces
 
 
-def _owner_id() -> str:
+def _owner_id(mark: int | None = None) -> str:
+    """'<pid>:<start>:<token>', and ':<mark>' where the process marked itself alive."""
     pid = os.getpid()
-    return f"{pid}:{_process_start(pid)}:{uuid.uuid4().hex[:12]}"
+    owner = f"{pid}:{_process_start(pid)}:{uuid.uuid4().hex[:12]}"
+    return owner if mark is None else f"{owner}:{mark}"
 
 
 def _alive(owner: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import os
 import sqlite3
 import subprocess
 import sys
@@ -211,6 +212,44 @@ async def test_a_note_held_by_a_bot_process_is_let_go_when_it_dies(tmp_path) -> 
         process.kill()
         await process.wait()
         assert ledger.claim_unrecorded(7)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await ledger.aclose()
+
+
+async def test_a_claim_of_a_process_in_another_pid_namespace_is_its_while_it_runs(tmp_path) -> None:
+    """Two containers on one storage volume, each bot its container's pid 1: seen from here, the
+    other's pid is this process or none, so its claims looked dead and its notes were answered
+    twice (and its player's next notes not left to it)."""
+    db = str(tmp_path / "notes.db")
+    child = (
+        "import asyncio, sys\n"
+        "from bot.note_ledger import NoteLedger\n"
+        "async def main():\n"
+        f"    ledger = await NoteLedger.open({db!r})\n"
+        "    print(await ledger.claim(1, 10, 'u'), flush=True)\n"
+        "    sys.stdin.readline()\n"
+        "asyncio.run(main())\n"
+    )
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", child, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    ledger = await NoteLedger.open(db)
+    try:
+        assert process.stdout is not None
+        assert await asyncio.wait_for(process.stdout.readline(), 60) == b"True\n"
+        # Its pid as this namespace sees it: another process's (this one's), started at another time.
+        with sqlite3.connect(db) as conn:
+            (owner,) = conn.execute("SELECT owner FROM notes WHERE message_id = 1").fetchone()
+            seen_from_here = ":".join([str(os.getpid()), "1", *owner.split(":")[2:]])
+            conn.execute("UPDATE notes SET owner = ? WHERE message_id = 1", (seen_from_here,))
+        assert not await ledger.claim(1, 10, "u")
+        assert not await ledger.claim(2, 10, "u")  # left to it, in order
+        process.kill()
+        await process.wait()
+        assert await ledger.claim(1, 10, "u") and await ledger.claim(2, 10, "u")  # it went
     finally:
         if process.returncode is None:
             process.kill()
