@@ -1664,3 +1664,40 @@ async def test_a_new_process_serves_the_port_an_old_one_still_serves(wsettings) 
         await new.cleanup()
     finally:
         await core.aclose()
+
+
+async def test_another_install_on_the_port_is_refused_as_before(wsettings, seeded_storage, tmp_path) -> None:
+    """Staging and production of one user, both on port 8080: the second shared the port without
+    a word, and half the desk's logins went to the other's tickets and session key."""
+    import errno
+    import shutil
+    import socket
+
+    import aiohttp
+
+    from bot import web
+    from bot.app import build_app
+    from tests.frontend_engine import FrontendEngine
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    shutil.copytree(seeded_storage, tmp_path / "staging")
+    staging = web_settings(tmp_path / "staging", VOXDESK_WEB_PORT=str(port))
+    core = await build_app(wsettings.replace(web={"port": port}), FrontendEngine())  # type: ignore[arg-type]
+    other = await build_app(staging, FrontendEngine())  # type: ignore[arg-type]
+    try:
+        serving = await web.start(core)
+        with pytest.raises(OSError) as refused:
+            await web.start(other)
+        assert refused.value.errno == errno.EADDRINUSE
+        again = await web.start(core)  # this storage's next process still shares it
+        await serving.cleanup()
+        async with aiohttp.ClientSession() as http:
+            assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status == 200
+        await again.cleanup()
+        freed = await web.start(other)  # free again: the other install takes it
+        await freed.cleanup()
+    finally:
+        await other.aclose()
+        await core.aclose()

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import signal
 import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 import aiohttp_jinja2
@@ -167,17 +170,68 @@ async def start(
     core: App, discord_ready: Callable[[], bool] | None = None, port: int | None = None
 ) -> web.AppRunner:
     """Serve on web.host:web.port (or `port`; 0 picks a free one) until the runner is cleaned up."""
-    runner = web.AppRunner(await build_web(core, discord_ready), access_log=None)
-    await runner.setup()
+    app = await build_web(core, discord_ready)
     w = core.settings.web
-    # Shared with another voxdesk process serving it (a rolling deploy starts the new one before
-    # the old one stops): the kernel spreads connections over both. SO_REUSEPORT shares it only
-    # with sockets of the same user that set it too: any other holder still refuses the bind.
+    chosen = w.port if port is None else port
+    # Shared with another voxdesk process serving this storage folder (a rolling deploy starts the
+    # new one before the old one stops): the kernel spreads connections over both. SO_REUSEPORT
+    # would share it with any process of this user that set it too, another voxdesk install's
+    # (its own tickets, sessions and staff) or a stale one's: the port must be free otherwise.
+    serving = _Serving.take(core.settings.storage_dir)
+
+    async def stop_serving(_: web.Application) -> None:
+        serving.close()
+
+    app.on_cleanup.append(stop_serving)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
     reuse = hasattr(socket, "SO_REUSEPORT")
-    site = web.TCPSite(runner, w.host, w.port if port is None else port, reuse_port=reuse)
-    await site.start()
+    try:
+        if reuse and chosen and not serving.shared:
+            await _refuse_taken(w.host, chosen)
+        site = web.TCPSite(runner, w.host, chosen, reuse_port=reuse)
+        await site.start()
+    except BaseException:
+        await runner.cleanup()
+        raise
     log.info("web front end on %s", ", ".join(str(a) for a in runner.addresses))
     return runner
+
+
+class _Serving:
+    """A shared lock on `web.serving` in the storage folder while this process serves the web
+    front end: held by another, that one serves the same storage, and the port is shared."""
+
+    def __init__(self, fd: int | None, shared: bool) -> None:
+        self._fd, self.shared = fd, shared
+
+    @classmethod
+    def take(cls, folder: Path) -> _Serving:
+        try:
+            fd = os.open(folder / "web.serving", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:  # a port in use is then refused, as without SO_REUSEPORT
+            log.warning("could not open %s: %s", folder / "web.serving", exc)
+            return cls(None, False)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            shared = False
+        except BlockingIOError:
+            shared = True
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        return cls(fd, shared)
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+async def _refuse_taken(host: str | list[str] | None, port: int) -> None:
+    """Raise EADDRINUSE where another socket has `port` (bound without SO_REUSEPORT, as aiohttp
+    binds): what the bind itself would say without sharing."""
+    probe = await asyncio.get_running_loop().create_server(asyncio.Protocol, host, port)
+    probe.close()
+    await probe.wait_closed()
 
 
 def bound_port(runner: web.AppRunner) -> int:
