@@ -73,6 +73,8 @@ MAX_HELD_UNRECORDED = 1000
 # Where in the holds file each process marks itself alive, one byte at a random place past this:
 # above every message id (snowflakes reach it in 2084).
 LIVE_MARKS = 2**63 - 2**40
+# Where each process that answers Discord (the bot) marks itself, below the live marks.
+DISCORD_MARKS = LIVE_MARKS - 2**40
 
 
 @dataclasses.dataclass(frozen=True)
@@ -102,7 +104,7 @@ class NoteLedger:
             # Places kept before heard_at was: their year starts now.
             await conn.execute("UPDATE places SET heard_at = ? WHERE heard_at IS NULL", (time.time(),))
             holds = _Holds.beside(Path(path))
-            ledger = cls(conn, _owner_id(holds.mark_alive() if holds else None), holds)
+            ledger = cls(conn, _owner_id(holds.mark(LIVE_MARKS) if holds else None), holds)
             try:
                 await ledger.prune()
             except BaseException:
@@ -131,6 +133,17 @@ class NoteLedger:
     async def aclose(self) -> None:
         self.close_holds()
         await self._conn.close()
+
+    def answer_discord(self) -> None:
+        """Mark this process as one answering Discord, while the ledger is open: see
+        `discord_elsewhere`."""
+        if self._holds is not None:
+            self._holds.mark(DISCORD_MARKS)
+
+    def discord_elsewhere(self) -> bool:
+        """Whether another process on this storage answers Discord (a deploy overlapping this
+        one), True where that cannot be told."""
+        return self._holds is None or self._holds.any_marked(DISCORD_MARKS, 2**40) is not False
 
     def close_holds(self) -> None:
         if self._holds is not None:
@@ -406,19 +419,28 @@ class _Holds:
                 fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, oldest))
         return True
 
-    def mark_alive(self) -> int | None:
-        """Mark this process alive, for as long as it holds the file open: where, or None."""
-        offset = LIVE_MARKS + secrets.randbelow(2**40 - 1)
+    def mark(self, marks: int) -> int | None:
+        """Mark this process at a random byte of the 2**40 from `marks`, for as long as it holds the
+        file open: where, or None."""
+        offset = marks + secrets.randbelow(2**40 - 1)
         try:
             fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, offset))
         except OSError as exc:
-            log.warning("could not mark this process alive in %s: %s", self._path, exc)
+            log.warning("could not mark this process in %s: %s", self._path, exc)
             return None
         return offset
 
     def marked(self, offset: int) -> bool:
         """Whether another process (or another ledger of this one) holds the mark at `offset`."""
         return self.held_elsewhere(offset)
+
+    def any_marked(self, start: int, length: int) -> bool | None:
+        """Whether another holds a mark in the `length` bytes from `start`; None if unknown."""
+        try:
+            found = fcntl.fcntl(self._fd, fcntl.F_OFD_GETLK, _flock(fcntl.F_WRLCK, start, length))
+        except OSError:
+            return None
+        return struct.unpack(_FLOCK, found)[0] != fcntl.F_UNLCK
 
     def held_elsewhere(self, message_id: int) -> bool:
         if message_id in self._held:
@@ -439,8 +461,8 @@ class _Holds:
 _FLOCK = "hhqqi4x"
 
 
-def _flock(kind: int, message_id: int) -> bytes:
-    return struct.pack(_FLOCK, kind, os.SEEK_SET, message_id, 1, 0)
+def _flock(kind: int, start: int, length: int = 1) -> bytes:
+    return struct.pack(_FLOCK, kind, os.SEEK_SET, start, length, 0)
 
 
 def _process_start(pid: int) -> str:

@@ -152,6 +152,8 @@ class VoxdeskBot(commands.Bot):
         return self.app
 
     async def setup_hook(self) -> None:
+        if self.app is not None:
+            self.core.notes.answer_discord()
         for name in EXTENSIONS:
             await self.load_extension(name)
 

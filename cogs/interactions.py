@@ -39,7 +39,9 @@ TOKEN_SECONDS = 15 * 60.0
 # while the token still takes the edit that tells them.
 GIVE_UP_SECONDS = TOKEN_SECONDS - 60.0
 UNKNOWN_INTERACTION = 10062  # Discord's answer to a first response past its 3 s
-ALREADY_ACKNOWLEDGED = 40060  # another process of this bot (a deploy overlapping) answered first
+# Another process of this bot (a deploy overlapping) answered first, or this one did: Discord took
+# its first response but answered it with a 5xx, and discord.py sent it again.
+ALREADY_ACKNOWLEDGED = 40060
 
 
 def age(interaction: discord.Interaction) -> float:
@@ -171,18 +173,30 @@ async def _first_response(interaction: discord.Interaction, response: Awaitable[
     player has seen "the application did not respond" and nothing can reach them through this
     interaction any more: logged, not raised, so the error handler does not try again. Refused
     as answered (40060): two bot processes got it (a deploy overlapping the old process), and
-    the other one answers the player; this one leaves it, its work not started if deferred first."""
+    the other one answers the player; this one leaves it, its work not started if deferred first.
+    With no other bot process on this storage, the response taken was this one's own, sent again
+    by discord.py after a 5xx: taken, and the work goes on (or the player would wait on
+    "thinking…" for an answer never sent)."""
     try:
         await response
     except discord.HTTPException as exc:
         if exc.code == ALREADY_ACKNOWLEDGED:
-            log.info(
-                "/%s of user %s: interaction %s answered by another process of this bot",
+            if _other_bot_process(interaction):
+                log.info(
+                    "/%s of user %s: interaction %s answered by another process of this bot",
+                    _name(interaction),
+                    interaction.user.id,
+                    interaction.id,
+                )
+                return False
+            log.warning(
+                "/%s of user %s: interaction %s already acknowledged, and no other bot process runs"
+                " on this storage: taken as this one's own response, sent again after an error",
                 _name(interaction),
                 interaction.user.id,
                 interaction.id,
             )
-            return False
+            return True
         if exc.code != UNKNOWN_INTERACTION:
             raise
         log.warning(
@@ -194,6 +208,12 @@ async def _first_response(interaction: discord.Interaction, response: Awaitable[
         )
         return False
     return True
+
+
+def _other_bot_process(interaction: discord.Interaction) -> bool:
+    app = getattr(interaction.client, "app", None)
+    notes = getattr(app, "notes", None)
+    return notes is None or bool(notes.discord_elsewhere())
 
 
 async def _say_cut_short(interaction: discord.Interaction, text: str) -> None:

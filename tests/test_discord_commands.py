@@ -160,6 +160,23 @@ async def test_a_command_both_bots_of_an_overlapping_deploy_get_is_answered_and_
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
 
 
+async def test_a_first_response_discord_took_but_answered_502_is_the_bots_own(
+    settings, fake: FakeDiscord, caplog
+):
+    """The edge timed out on Discord's busy backend after it took the deferral: discord.py sent it
+    again and was refused 40060, taken for another bot process's answer though none runs. The
+    complaint was never filed, and the player saw "thinking…" until the token ran out."""
+    fake.expect_violations()  # the deferral sent again: Discord refuses it
+    fake.callbacks_lost = 1
+    async with running_bot(settings, fake) as h:
+        filing = sub("file", category="wallet", description="Gems gone at the edge.")
+        said = await ask(fake, blaze, "grievance", filing)
+        filed = await h.bot.core.grievances.local_store.status(BLAZE)
+    assert said.startswith("Filed ticket `GRV-")
+    assert [g.description for g in filed].count("Gems gone at the edge.") == 1
+    assert "taken as this one's own response" in caplog.text
+
+
 async def test_slow_commands_are_deferred_first(settings, fake: FakeDiscord):
     async with running_bot(settings, fake, defer_after_seconds=0.0) as h:
         interaction = await h.fake.slash(nova, "grievance", sub("list"))

@@ -329,6 +329,9 @@ class FakeDiscord(Strict):
         self.keep_alive = True
         # Discord's own trouble: while above 0, each message POST is answered 503 and counts it down.
         self.posts_unavailable = 0
+        # An edge that times out on a busy backend: while above 0, each interaction callback is
+        # taken but answered 502 (discord.py sends it again, and is refused 40060), counting down.
+        self.callbacks_lost = 0
         # The connection to Discord drops: while above 0, each reaction (typing, message POST)
         # request's connection is closed with no answer (discord.py retries only a reset, so the
         # client sees it), and counts it down.
@@ -1835,6 +1838,9 @@ class FakeDiscord(Strict):
             answer["interaction"]["response_message_id"] = message["id"]
             answer["resource"] = {"type": body["type"], "message": message}
         record.response = answer
+        if self.callbacks_lost > 0:
+            self.callbacks_lost -= 1
+            return _json({"message": "502: Bad Gateway", "code": 0}, status=502)
         return _json(answer)
 
     async def _followup(self, request: web.Request) -> web.Response:
