@@ -216,12 +216,15 @@ class NoteLedger:
 
     def _alive(self, owner: str) -> bool:
         """Whether the process named in a claim may still be answering it. Its pid says so only
-        in this pid namespace: a process in another container on this storage (a deploy whose new
-        container starts before the old one stops) has a pid that here is gone or another
-        process's, so its mark in the holds file, which the kernel drops when it dies, says so."""
+        in this pid namespace (a process in another container on this storage has a pid that here
+        is gone or another process's), and only where /proc tells when it started (else a pid the
+        system gave again, a container's pid 1 after a restart, passes). Its mark in the holds
+        file, which the kernel drops when it dies, says so wherever it can be read."""
         mark = owner.split(":")[3:4]
-        if mark and mark[0].isdigit() and self._holds is not None and self._holds.marked(int(mark[0])):
-            return True
+        if mark and mark[0].isdigit() and self._holds is not None:
+            held = self._holds.any_marked(int(mark[0]), 1)
+            if held is not None:
+                return held
         return _alive(owner)
 
     async def answered(self, message_id: int) -> None:
@@ -429,10 +432,6 @@ class _Holds:
             log.warning("could not mark this process in %s: %s", self._path, exc)
             return None
         return offset
-
-    def marked(self, offset: int) -> bool:
-        """Whether another process (or another ledger of this one) holds the mark at `offset`."""
-        return self.held_elsewhere(offset)
 
     def any_marked(self, start: int, length: int) -> bool | None:
         """Whether another holds a mark in the `length` bytes from `start`; None if unknown."""

@@ -257,6 +257,25 @@ async def test_a_claim_of_a_process_in_another_pid_namespace_is_its_while_it_run
         await ledger.aclose()
 
 
+async def test_a_claim_of_a_dead_process_whose_pid_is_given_again_is_dead(tmp_path) -> None:
+    """A container restarted: the bot is its pid 1 again, and where /proc could not tell when the
+    dead one started, its claims passed for alive for their whole lease, and with them every
+    later note of their players waited."""
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        dead = f"{os.getpid()}::a1b2c3:{note_ledger.LIVE_MARKS + 5}"  # its mark went with it
+        with sqlite3.connect(tmp_path / "notes.db") as conn:
+            conn.execute(
+                "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
+                " VALUES (1, 10, 'u', 'started', ?, ?, ?)",
+                (dead, time.time() + note_ledger.LEASE_SECONDS, time.time()),
+            )
+        assert await ledger.claim(2, 10, "u")  # not left to it
+        assert [n.message_id for n in await ledger.unanswered()] == [1]
+    finally:
+        await ledger.aclose()
+
+
 def test_a_claims_process_running_under_another_user_is_alive(monkeypatch) -> None:
     # os.kill(pid, 0) on another user's process is refused, not failed: that process is there.
     import os
