@@ -158,6 +158,7 @@ async def test_a_command_both_bots_of_an_overlapping_deploy_get_is_answered_and_
         filed = await one.bot.core.grievances.local_store.status(BLAZE)
     assert [g.description for g in filed].count("Gems gone during a deploy.") == 1
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+    assert set(fake.violations) == {ACKNOWLEDGED}  # nothing else refused, unseen
 
 
 async def test_a_first_response_discord_took_but_answered_502_is_the_bots_own(
@@ -175,6 +176,10 @@ async def test_a_first_response_discord_took_but_answered_502_is_the_bots_own(
     assert said.startswith("Filed ticket `GRV-")
     assert [g.description for g in filed].count("Gems gone at the edge.") == 1
     assert "taken as this one's own response" in caplog.text
+    assert fake.violations == [ACKNOWLEDGED]  # the deferral sent again, and nothing else
+
+
+ACKNOWLEDGED = "Interaction has already been acknowledged."
 
 
 async def test_slow_commands_are_deferred_first(settings, fake: FakeDiscord):
