@@ -153,8 +153,7 @@ class NoteLedger:
 
     async def claim(self, message_id: int, place_id: int, user_id: str) -> bool:
         """Take the note for answering: True if this process should answer it now. False when it
-        was answered or given up on, or another live process is answering it or an earlier note
-        of its player's (kept pending then, for the recheck should that process go)."""
+        was answered or given up on, or another live process is answering it."""
         now = time.time()
         async with self._lock, self._transaction():
             rows = await self._conn.execute_fetchall(
@@ -165,16 +164,6 @@ class NoteLedger:
                 return False
             if self._holds is not None and self._holds.held_elsewhere(message_id):
                 return False  # answered unrecorded by a process that is still running
-            if await self._in_hand_elsewhere(user_id, now):
-                # Another live process (a deploy overlapping this one) is answering this player:
-                # it gets this note too and answers it after, in order, with the earlier turn in
-                # its history. Kept meanwhile, for whoever can answer it should that one go.
-                await self._conn.execute(
-                    "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
-                    " VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (message_id) DO NOTHING",
-                    (message_id, place_id, user_id, now),
-                )
-                return False
             await self._conn.execute(
                 "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
                 " VALUES (?, ?, ?, 'started', ?, ?, ?) ON CONFLICT (message_id) DO UPDATE SET"
@@ -183,18 +172,6 @@ class NoteLedger:
                 (message_id, place_id, user_id, self.owner, now + LEASE_SECONDS, now),
             )
         return True
-
-    async def _in_hand_elsewhere(self, user_id: str, now: float) -> bool:
-        """Whether another live process has a note of this player's claimed (in the claim's
-        transaction: notes_by_state finds the few 'started' ones)."""
-        rows = await self._conn.execute_fetchall(
-            "SELECT owner, lease_until FROM notes WHERE state = 'started' AND user_id = ?", (user_id,)
-        )
-        return any(
-            row["owner"] not in (None, self.owner)
-            and not self._claimable("started", row["owner"], row["lease_until"], now)
-            for row in rows
-        )
 
     def claim_unrecorded(self, message_id: int) -> bool:
         """When `claim` failed (a full or read-only disk refuses the write): whether this process
