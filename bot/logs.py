@@ -10,8 +10,10 @@ every record it prints.
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Iterable
+from typing import TextIO
 
 MASK = "***"
 # Shorter values are not masked: a one-letter "secret" would mask that letter in every line.
@@ -99,3 +101,51 @@ def install_secret_mask(logger: logging.Logger | None = None) -> None:
 def quiet_noisy_loggers() -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+# discord.py's plain format, which `run` prints in (cogs/runner.py).
+PLAIN_FORMAT = "[{asctime}] [{levelname:<8}] {name}: {message}"
+PLAIN_DATES = "%Y-%m-%d %H:%M:%S"
+
+
+def plain_formatter() -> logging.Formatter:
+    return logging.Formatter(PLAIN_FORMAT, PLAIN_DATES, style="{")
+
+
+def syslog_priority(levelno: int) -> int:
+    if levelno >= logging.CRITICAL:
+        return 2
+    if levelno >= logging.ERROR:
+        return 3
+    if levelno >= logging.WARNING:
+        return 4
+    return 6 if levelno >= logging.INFO else 7
+
+
+class JournalFormatter(logging.Formatter):
+    """For a stderr that systemd's journal reads. Each line starts with its record's syslog
+    priority ("<4>"), which the journal takes as the line's level: without it every line, an
+    ERROR's too, is stored at the unit's default (info) and `journalctl -p warning` finds none.
+    A traceback's lines carry it too, since the journal reads line by line. No time: the journal
+    stamps each line itself."""
+
+    def __init__(self) -> None:
+        super().__init__("[{levelname:<8}] {name}: {message}", style="{")
+
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = f"<{syslog_priority(record.levelno)}>"
+        return prefix + super().format(record).replace("\n", "\n" + prefix)
+
+
+def journal_reads(stream: TextIO) -> bool:
+    """Whether systemd's journal reads `stream`: systemd names the journal's socket, as
+    device:inode, in JOURNAL_STREAM (also passed on to a child whose stderr went elsewhere,
+    hence the comparison)."""
+    wanted = os.environ.get("JOURNAL_STREAM")
+    if not wanted:
+        return False
+    try:
+        st = os.fstat(stream.fileno())
+    except (AttributeError, OSError, ValueError):  # no file behind it (a test's buffer)
+        return False
+    return wanted == f"{st.st_dev}:{st.st_ino}"

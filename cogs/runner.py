@@ -36,13 +36,26 @@ INTENT_WITHDRAWN_LINE = (
 
 
 def use_discord_logging(level: int) -> None:
-    """discord.py's log format (coloured on a terminal) for every logger, ours included. The
-    CLI's plain root handler goes, or each line would be printed twice."""
+    """discord.py's log format for every logger, ours included. The CLI's plain root handler
+    goes, or each line would be printed twice."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
-    discord.utils.setup_logging(level=level)
+    handler = logging.StreamHandler()  # stderr
+    if logs.journal_reads(handler.stream):
+        discord.utils.setup_logging(handler=handler, formatter=logs.JournalFormatter(), level=level)
+    elif _is_terminal(handler.stream):
+        discord.utils.setup_logging(handler=handler, level=level)  # in colour
+    else:
+        # discord.py colours a container's stderr too, which a log collector or `docker logs
+        # > file` then stores as escape codes: colour is for a terminal alone.
+        discord.utils.setup_logging(handler=handler, formatter=logs.plain_formatter(), level=level)
     logs.install_secret_mask()
+
+
+def _is_terminal(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty())
 
 
 def run(settings: Settings) -> int:

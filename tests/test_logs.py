@@ -170,3 +170,52 @@ def test_a_traceback_without_a_secret_is_left_to_the_handlers_formatter(root_log
     except ValueError:
         logging.getLogger("bot").exception("failed")
     assert root_log.getvalue() == "failed\n(ValueError)\n"
+
+
+def _run_logging_to(stream, monkeypatch) -> None:
+    """`run`'s log handler, printing to `stream` as stderr, in a container (as discord.py sees it)."""
+    import sys
+
+    import discord.utils
+
+    from cogs.runner import use_discord_logging
+
+    monkeypatch.setattr(discord.utils, "is_docker", lambda: True)
+    monkeypatch.setattr(sys, "stderr", stream)
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    use_discord_logging(logging.INFO)
+
+
+def test_runs_log_in_a_container_has_no_colour_codes(monkeypatch) -> None:
+    # `docker logs`, a log collector, or `> bot.log`: escape codes there are noise to grep through.
+    out = io.StringIO()
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    _run_logging_to(out, monkeypatch)
+    logging.getLogger("cogs.voice").warning("could not reply to note %s", 42)
+    line = out.getvalue()
+    assert "\x1b[" not in line
+    assert line.endswith("] [WARNING ] cogs.voice: could not reply to note 42\n")
+
+
+def test_runs_log_under_systemd_gives_the_journal_each_lines_priority(monkeypatch, tmp_path) -> None:
+    import os
+
+    with open(tmp_path / "journal", "w+") as stream:
+        st = os.fstat(stream.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        _run_logging_to(stream, monkeypatch)
+        logging.getLogger("bot.tools.jira_grievances").warning("Jira down")
+        logging.getLogger("cogs.voice").info("answered note 1")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            logging.getLogger("cogs.bot").error("work in flight failed", exc_info=True)
+        stream.seek(0)
+        lines = stream.read().splitlines()
+    assert lines[0] == "<4>[WARNING ] bot.tools.jira_grievances: Jira down"
+    assert lines[1] == "<6>[INFO    ] cogs.voice: answered note 1"
+    assert lines[2] == "<3>[ERROR   ] cogs.bot: work in flight failed"
+    assert len(lines) > 4 and all(line.startswith("<3>") for line in lines[3:])  # the traceback
+    assert lines[-1] == "<3>ValueError: boom"
