@@ -346,6 +346,33 @@ class Settings:
             came = f"settings from {Path(self.source).resolve()}"
         return f"{came}, data in {self.storage_dir.resolve()}"
 
+    def in_effect(self, environ: typing.Mapping[str, str] = os.environ) -> str:
+        """What answers the notes and where each backend is, in one line for the start of the
+        log: an on-call engineer reads the configuration there rather than rebuilding it from
+        config.toml, the environment and the defaults. Addresses without credentials; no secret."""
+        o, t = self.openai, self.tools
+        if self.agent.engine == "openai":
+            if o.provider == "azure":
+                where = f"Azure deployment {o.azure_deployment} at {shown_url(o.azure_endpoint)}"
+            else:
+                base = o.base_url or environ.get("OPENAI_BASE_URL", "") or "https://api.openai.com/v1"
+                where = f"{o.model} at {shown_url(base)}"
+            heard = f"transcripts {o.transcribe_model}" if o.transcribe_model else "no transcripts"
+            engine = f"openai ({where}, voice {o.voice}, {heard}), fallback {self.agent.fallback}"
+        else:
+            engine = f"offline (recogniser {self.offline.recognizer}, voice {self.offline.voice})"
+        stats = f"odbc ({self.odbc.dialect})" if t.stats == "odbc" else t.stats
+        manuals = (
+            f"azure ({shown_url(self.search.endpoint)}, index {self.search.index})"
+            if t.manuals == "azure"
+            else t.manuals
+        )
+        grievances = t.grievances
+        if t.grievances == "jira":
+            grievances = f"jira ({shown_url(self.jira.url)}, project {self.jira.project})"
+        web = f"on {self.web.host}:{self.web.port}" if self.web.enabled else "off"
+        return f"engine {engine}; stats {stats}, manuals {manuals}, grievances {grievances}; web {web}"
+
     @property
     def system_prompt_path(self) -> Path:
         return Path(self.agent.system_prompt_file) if self.agent.system_prompt_file else paths.SYSTEM_PROMPT

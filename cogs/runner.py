@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import platform
 import signal
 from collections.abc import Awaitable
 from typing import TYPE_CHECKING, TypeVar
@@ -12,7 +13,7 @@ from typing import TYPE_CHECKING, TypeVar
 import aiohttp
 import discord
 
-from bot import logs
+from bot import __version__, logs
 from bot.config import Settings, require_discord_token
 from cogs.bot import MESSAGE_CONTENT_OFF, VoxdeskBot
 
@@ -64,6 +65,13 @@ def run(settings: Settings) -> int:
     token = require_discord_token(settings)
     use_discord_logging(logging.INFO)
     log.info("%s", settings.whereabouts())
+    log.info(
+        "voxdesk %s (Python %s, discord.py %s): %s",
+        __version__,
+        platform.python_version(),
+        discord.__version__,
+        settings.in_effect(),
+    )
     try:
         asyncio.run(serve(settings, token))
     except discord.LoginFailure:

@@ -219,3 +219,41 @@ def test_runs_log_under_systemd_gives_the_journal_each_lines_priority(monkeypatc
     assert lines[2] == "<3>[ERROR   ] cogs.bot: work in flight failed"
     assert len(lines) > 4 and all(line.startswith("<3>") for line in lines[3:])  # the traceback
     assert lines[-1] == "<3>ValueError: boom"
+
+
+def test_run_logs_the_engine_and_backends_in_effect_at_start_without_secrets(tmp_path, monkeypatch, caplog):
+    # settings.whereabouts() said where the settings came from; nothing said which engine, model
+    # or grievance tracker those settings amounted to, nor which voxdesk was running.
+    import discord
+
+    from bot import __version__
+    from cogs import runner
+
+    settings = make_settings(
+        tmp_path,
+        VOXDESK_AGENT_ENGINE="openai",
+        VOXDESK_AGENT_FALLBACK="offline",
+        OPENAI_API_KEY=KEY,
+        VOXDESK_OPENAI_BASE_URL="https://svc:proxy-pass-0123@proxy.example/v1",
+        VOXDESK_TOOLS_GRIEVANCES="jira",
+        VOXDESK_JIRA_URL="https://studio.atlassian.net",
+        JIRA_EMAIL="bot@studio.example",
+        JIRA_API_TOKEN="jira-token-value",
+        DISCORD_TOKEN="MTIz.discord-token-value",
+    )
+
+    async def served(*args, **kwargs) -> None:
+        return None
+
+    monkeypatch.setattr(runner, "serve", served)
+    monkeypatch.setattr(runner, "use_discord_logging", lambda level: None)
+    caplog.set_level(logging.INFO, logger="cogs.runner")
+    assert runner.run(settings) == 0
+    (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("voxdesk ")]
+    assert f"voxdesk {__version__} (Python " in line and f"discord.py {discord.__version__}" in line
+    assert "engine openai (gpt-audio-1.5 at https://proxy.example/v1, voice alloy, " in line
+    assert "transcripts gpt-4o-mini-transcribe), fallback offline" in line
+    assert "stats sqlite, manuals sqlite, grievances jira (https://studio.atlassian.net, project GRV)" in line
+    assert "web off" in line
+    for secret in (KEY, "proxy-pass-0123", "jira-token-value", "MTIz.discord-token-value"):
+        assert secret not in line
