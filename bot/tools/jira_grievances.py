@@ -65,6 +65,11 @@ class JiraGrievances:
         self._push_lock = asyncio.Lock()  # the pusher and an explicit flush never push the same row
         self._task: asyncio.Task[None] | None = None
         self._sleep = sleep
+        # The pusher's outage: since when Jira fails it, how many rounds failed, and the reason
+        # last logged at WARNING (one line per outage and per new reason, not one per retry).
+        self._down_since: float | None = None
+        self._down_rounds = 0
+        self._down_said = ""
         # Jira's blocking calls get threads of their own: a hanging Jira then cannot use up the
         # loop's default pool that audio decoding and the other backends rely on.
         self._threads = ThreadPoolExecutor(JIRA_THREADS, thread_name_prefix="jira")
@@ -363,7 +368,7 @@ class JiraGrievances:
         while True:
             self._wake.clear()  # a grievance registered from here on wakes the next round
             try:
-                await self.push_pending()
+                pushed = await self.push_pending()
             except Exception as exc:  # never dies: the grievances wait in the store
                 cap = self._settings.max_backoff_seconds
                 backoff = min(cap, max(interval, backoff * 2))
@@ -372,7 +377,13 @@ class JiraGrievances:
                 wait = min(cap, max(backoff, getattr(exc, "retry_after", None) or 0.0))
                 pending = await self._pending_count()
                 if isinstance(exc, TrackerError):
-                    log.warning(
+                    if self._down_since is None:
+                        self._down_since = time.monotonic()
+                    self._down_rounds += 1
+                    # The same reason again is no news: a long outage would fill the log with it.
+                    news, self._down_said = str(exc) != self._down_said, str(exc)
+                    log.log(
+                        logging.WARNING if news else logging.DEBUG,
                         "pushing grievances to Jira failed: %s; %d pending, next try in %.1f s",
                         exc,
                         pending,
@@ -386,6 +397,17 @@ class JiraGrievances:
                 await self._sleep(wait)
                 continue
             backoff = 0.0
+            # A round with nothing due (rows waiting out Jira's search lag) proves nothing: Jira
+            # is back once it took a grievance, or nothing is left pending (another pusher on
+            # this database pushed them).
+            if self._down_since is not None and (pushed or await self._pending_count() == 0):
+                log.info(
+                    "Jira takes grievances again after %.0f s (%d failed push round(s)); %d pushed",
+                    time.monotonic() - self._down_since,
+                    self._down_rounds,
+                    pushed,
+                )
+                self._down_since, self._down_rounds, self._down_said = None, 0, ""
             # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that lands
             # as the wake does, and the pusher would outlive aclose() (which then never returns).
             with contextlib.suppress(TimeoutError):

@@ -1191,3 +1191,36 @@ async def test_a_push_whose_answer_was_lost_takes_no_issue_staff_gave_another_pl
         await backend.aclose()
     assert (await local_rows(db))[ticket.key] == ("pushed", "GRV-102")
     assert f"discord-{NOVA}" in fake.issues["GRV-102"].labels
+
+
+async def test_an_outage_is_logged_once_and_its_end_once(fake, db, caplog) -> None:
+    # Every retry said the same WARNING (one every settle_seconds, 30 s, for as long as Jira was
+    # down), and nothing said when Jira took grievances again.
+    fake.fail("500")
+    delays = Delays()
+    backend = await open_backend(fake, db, delays.sleep)
+    await backend.register(QUILL, "other", "x")
+    caplog.set_level(logging.DEBUG, logger="bot.tools.jira_grievances")
+    await backend.start()
+    try:
+        for _ in range(4):
+            await delays.next()
+            delays.let_go()
+        fake.fail("401")  # a new reason is news: someone must change the token
+        for _ in range(2):
+            await delays.next()
+            delays.let_go()
+        await delays.next()
+        fake.recover()
+        delays.let_go()
+        await eventually(lambda: len(fake.issues) == 1)
+        await eventually(lambda: any("again" in r.getMessage() for r in caplog.records))
+    finally:
+        await backend.aclose()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    failed = [m for level, m in said if level == logging.WARNING and "pushing grievances" in m]
+    assert len(failed) == 2 and "HTTP 500" in failed[0] and "401" in failed[1]
+    (back,) = [m for level, m in said if level == logging.INFO and "again" in m]
+    assert (
+        back.startswith("Jira takes grievances again after ") and "(7 failed push round(s)); 1 pushed" in back
+    )
