@@ -330,14 +330,14 @@ class VoiceAgent:
             log.log(
                 # A paused engine logged the pause once; every note answered meanwhile is no news.
                 logging.INFO if isinstance(exc, EnginePaused) else logging.WARNING,
-                "engine %s failed for user %s: %s",
+                "engine %s failed on %s: %s",
                 engine.name,
-                context.user_id,
+                context.who,
                 _reason(exc),
                 exc_info=not _expected(exc),
             )
             spent = [*turn.scratch.get("usage", []), _hearing_cost(turn.heard)]
-            await self._charge_failed(context.user_id, engine.name, spent)
+            await self._charge_failed(context, engine.name, spent)
             if self.fallback is None:
                 if turn.heard is not None:
                     turn.heard.cancel()
@@ -359,7 +359,7 @@ class VoiceAgent:
                     _reason(exc2),
                     exc_info=not _expected(exc2),
                 )
-                await self._charge_failed(context.user_id, engine.name, turn.scratch.get("usage", []))
+                await self._charge_failed(context, engine.name, turn.scratch.get("usage", []))
                 return await self._apology(turn, watch)
 
         user_text = text
@@ -393,7 +393,9 @@ class VoiceAgent:
         # may be filed), and "something went wrong" now would send the player to file it twice.
         with watch.stage("save"):
             await self._save(context, past)
-        await self._record_usage(context.user_id, engine.name, usage, clip.seconds if clip else 0.0)
+        await self._record_usage(
+            context.user_id, engine.name, usage, clip.seconds if clip else 0.0, request_id=context.request_id
+        )
         return Reply(
             text=final.text,
             audio=reply_audio,
@@ -432,19 +434,27 @@ class VoiceAgent:
                 results = await self.toolbox.run_all(turn.context, step.tool_calls)
             turn.rounds.append(Round(calls=step.tool_calls, results=results, assistant_text=step.text))
 
-    async def _charge_failed(self, user_id: str, engine: str, spent: list[Usage | None]) -> None:
+    async def _charge_failed(self, context: ToolContext, engine: str, spent: list[Usage | None]) -> None:
         """Tokens a failed engine spent (steps billed before it failed) count against the player's
         budget and the cost estimate, though another engine or an apology answers the turn."""
         if any(spent):
-            await self._record_usage(user_id, engine, _summed(spent), 0.0, turns=0)
+            await self._record_usage(
+                context.user_id, engine, _summed(spent), 0.0, turns=0, request_id=context.request_id
+            )
 
     async def _record_usage(
-        self, user_id: str, engine: str, usage: Usage, audio_seconds: float, turns: int = 1
+        self,
+        user_id: str,
+        engine: str,
+        usage: Usage,
+        audio_seconds: float,
+        turns: int = 1,
+        request_id: str = "",
     ) -> None:
         if self.budget is None:
             return
         try:
-            await self.budget.record(user_id, engine, usage, audio_seconds, turns)
+            await self.budget.record(user_id, engine, usage, audio_seconds, turns, request_id=request_id)
         except Exception as exc:
             log.error("could not record the usage of user %s: %s", user_id, _reason(exc))
 

@@ -135,10 +135,17 @@ class UsageMeter:
         return None
 
     async def record(
-        self, user_id: str, engine: str, usage: Usage | None, audio_seconds: float, turns: int = 1
+        self,
+        user_id: str,
+        engine: str,
+        usage: Usage | None,
+        audio_seconds: float,
+        turns: int = 1,
+        request_id: str = "",
     ) -> None:
         """`turns` 0: tokens an engine spent on a turn it then failed, which another engine or an
-        apology answered; they count against the budget, the turn is counted once, elsewhere."""
+        apology answered; they count against the budget, the turn is counted once, elsewhere.
+        `request_id` (the note) is for the log line alone."""
         if self.today() != self._pruned_on:
             await self.prune()
         usage = usage or Usage()
@@ -174,8 +181,9 @@ class UsageMeter:
         metrics.usage(engine, tokens, cost)
         if engine == "openai":
             log.info(
-                "turn usage user=%s models=%s text_in=%d text_out=%d audio_in=%d audio_out=%d "
+                "turn usage note=%s user=%s models=%s text_in=%d text_out=%d audio_in=%d audio_out=%d "
                 "audio_sent=%.1fs cost=$%.5f",
+                request_id or "-",
                 user_id,
                 ",".join(model or self.model for model in usage.by_model()) or self.model,
                 usage.text_in,

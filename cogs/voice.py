@@ -469,8 +469,17 @@ class VoiceNotes(commands.Cog):
             )
         answered()  # out whichever way it went: a text or file answer calls nothing
         metrics.reply("discord", reply.kind)
+        # The note's one summary line: where, what answered it, and how long the player waited
+        # (from Discord's timestamp: the queue, the download, the turn and the send together).
         log.info(
-            "answered note %s from %s as %s (%s, %s)", message.id, author.id, how, reply.kind, reply.engine
+            "answered note %s from %s in %s as %s (%s, %s) %.1f s after it was sent",
+            message.id,
+            author.id,
+            message.channel.id,
+            how,
+            reply.kind,
+            reply.engine,
+            (discord.utils.utcnow() - message.created_at).total_seconds(),
         )
         return reply.kind in ("answer", "refusal"), Reached.YES
 

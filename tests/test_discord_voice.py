@@ -574,3 +574,48 @@ async def test_where_only_voice_messages_count_an_audio_file_is_not_invited_agai
         (hint,) = await answered(fake, note, count=1)
         assert "audio file" in hint.content and "won't do" in hint.content
         assert not fake.sent("cdn")
+
+
+async def test_grepping_a_notes_id_finds_every_line_about_it_and_its_summary(settings, fake, caplog):
+    # The core's lines named the player alone ("engine ... failed for user 1111...", "heard a
+    # note → ..."): with several notes of one player in flight, nothing tied them to a note, and
+    # the answered line said neither where nor how long the player waited.
+    from bot.engines.base import EngineError
+    from tests.scripted_engine import ScriptedEngine, answer, calls
+
+    class FailsOnce(ScriptedEngine):
+        async def complete(self, turn):
+            if not self.seen:
+                self.seen.append(turn)
+                raise EngineError("service down")
+            return await super().complete(turn)
+
+    engine = FailsOnce(
+        [calls(("register_grievance", {"category": "wallet", "description": "gems gone"})), answer("Filed.")]
+    )
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, engine=engine):
+        failed = await fake.send_note(nova, voice_note(), guild=True)
+        await answered(fake, failed)
+        filed = await fake.send_note(nova, voice_note(), guild=True)
+        await answered(fake, filed)
+    about_nova = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name.split(".")[0] in ("bot", "cogs") and str(nova.id) in r.getMessage()
+    ]
+    for note in (failed, filed):
+        mine = [line for line in about_nova if note["id"] in line]
+        assert mine, about_nova
+        (summary,) = [line for line in mine if line.startswith(f"answered note {note['id']} ")]
+        assert f"from {nova.id} in {ALLOWED_CHANNEL} as voice" in summary
+        assert summary.endswith(" s after it was sent")
+    assert all(failed["id"] in line or filed["id"] in line for line in about_nova), about_nova
+    assert (
+        f"engine scripted failed on note {failed['id']} from {nova.id}: EngineError: service down"
+        in about_nova
+    )
+    assert any(
+        line.startswith(f"note {filed['id']} from {nova.id} filed grievance GRV-") for line in about_nova
+    )
+    assert "gems" not in caplog.text

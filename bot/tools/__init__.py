@@ -286,6 +286,8 @@ def build_tools(
             turn = filing_turn(ctx.platform, ctx.request_id)
             filing = Filing(turn, choose, lambda: sorted(ctx.filings.values()))
         ticket = await grievances.register(owner, category, description, filing, untold=ctx.answered_once)
+        # Key and category, never the words: the log outlives every prune and /forget.
+        log.info("%s filed grievance %s (%s)", ctx.who, ticket.key, ticket.category)
         return {"ticket_key": ticket.key, "status": ticket.status, "category": ticket.category}
 
     async def get_grievance_status(ctx: ToolContext, args: JSON) -> JSON:
@@ -470,14 +472,14 @@ class Toolbox:
         ok = False
         if tool is None:
             log.warning(
-                "the model called a tool that does not exist (%r) for user %s",
+                "the model called a tool that does not exist (%r) for %s",
                 clipped(call.name),
-                ctx.user_id,
+                ctx.who,
             )
             result: JSON = {"error": f"There is no tool called {clipped(call.name)}."}
         elif problem := _argument_problem(arguments, tool.parameters, nested):
             # What is wrong may quote the player's words: only at DEBUG, as one line.
-            log.warning("the model called %s with invalid arguments for user %s", call.name, ctx.user_id)
+            log.warning("the model called %s with invalid arguments for %s", call.name, ctx.who)
             log.debug("invalid arguments for %s: %r", call.name, problem)
             result = {"error": f"Invalid arguments for {call.name}: {problem}"}
         else:
@@ -485,10 +487,10 @@ class Toolbox:
                 result = await tool.handler(ctx, arguments)
                 ok = True
             except ToolError as exc:
-                log.warning("tool %s failed for user %s: %s", call.name, ctx.user_id, exc)
+                log.warning("tool %s failed for %s: %s", call.name, ctx.who, exc)
                 result = {"error": str(exc)}
             except Exception:
-                log.exception("tool %s crashed for user %s", call.name, ctx.user_id)
+                log.exception("tool %s crashed for %s", call.name, ctx.who)
                 # Heard by the player as it stands (the offline engine reads it out): no tool name.
                 result = {"error": say.TOOL_BROKEN}
         elapsed = (time.perf_counter() - started) * 1000

@@ -94,6 +94,12 @@ class ToolContext:
         speaker's own (each has a conversation of its own, so nothing is shared to keep in order)."""
         return self.grievance_owner or self.user_id
 
+    @property
+    def who(self) -> str:
+        """The request and its player for a log line, worded as the Discord cog's lines word a
+        note ("note 123 from 456"), so that grepping a note's id finds every line about it."""
+        return f"note {self.request_id} from {self.user_id}" if self.request_id else f"user {self.user_id}"
+
 
 @dataclass(frozen=True)
 class Filing:

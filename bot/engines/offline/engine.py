@@ -136,13 +136,13 @@ class OfflineEngine:
         # A player's words stay out of INFO, which `run` logs: a log is kept past every prune and
         # /forget, so the words go to DEBUG alone and INFO says only what was done with them.
         if not heard.act_on:
-            log.info("asking again rather than acting on a note: too few transcripts agree")
+            log.info("asking again rather than acting on %s: too few transcripts agree", turn.context.who)
             log.debug("too few transcripts agree on %r", heard.text)
         turn.scratch["heard"] = heard.text
         # Off the event loop too: the meaning model takes tens of milliseconds over a ramble.
         intents = await asyncio.to_thread(router.decide_all, heard, turn.history)
         for intent in intents:
-            log.info("heard a note → %s", intent.name)
+            log.info("heard %s → %s", turn.context.who, intent.name)
             log.debug("heard %r → %s %s", heard.text, intent.name, intent.arguments)
         if _answers_what_went_wrong(heard.text, turn.history) and not any(
             intent.name == router.REGISTER for intent in intents
