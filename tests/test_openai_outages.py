@@ -162,3 +162,23 @@ async def test_a_turn_past_its_deadline_is_answered_by_the_fallback(storage, fak
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     assert reply.kind == "apology"
     assert len(fake.chats) < 4
+
+
+async def test_a_look_at_whether_the_service_is_back_that_fails_is_no_new_warning(
+    storage, fake, caplog
+) -> None:
+    # The pause was said once; each failed look after it (one every breaker_seconds for as long
+    # as OpenAI is down: 120 an hour at the default 30 s) was a WARNING of its own.
+    caplog.set_level(logging.INFO)
+    fake.failures = [Failure(hang=5)] * 5
+    settings = openai_settings(
+        storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="0.3", VOXDESK_OPENAI_BREAKER_SECONDS="0.5"
+    )
+    async with running_app(settings) as app:
+        for who in (NOVA, BLAZE, QUILL, NOVA, BLAZE):  # three trip the breaker; two look and fail
+            await app.agent.respond(ToolContext(user_id=who), NOTE)
+    assert len(fake.chats) == 5
+    failed = logged(caplog, "bot.agent", "engine openai failed")
+    assert [r.levelno for r in failed] == [logging.WARNING] * 3 + [logging.INFO] * 2
+    assert "paused" in failed[-1].getMessage()
+    assert len(logged(caplog, "bot.engines.openai", "paused for")) == 1

@@ -133,6 +133,11 @@ class Gate:
             )
             self.paused_at = None
 
+    def still_paused(self) -> EnginePaused:
+        """The failure of the one request that looked whether the service is back: the pause
+        goes on, and was said when it began, so the turn's log line is no news either."""
+        return EnginePaused(f"OpenAI {self.what} requests paused: {self.why}")
+
     def rate_limited(self, asked: float | None) -> float:
         """A 429: the pause it sets (seconds)."""
         self.limited += 1
@@ -371,11 +376,15 @@ class OpenAIEngine:
                     tries += 1
                     continue  # after the pause, which the gate now holds for every turn
                 raise
-            except openai.APITimeoutError:
+            except openai.APITimeoutError as exc:
                 gate.failed("timed out")
+                if probing:
+                    raise gate.still_paused() from exc
                 raise
             except (openai.APIConnectionError, openai.InternalServerError) as exc:
                 gate.failed(type(exc).__name__)
+                if probing:
+                    raise gate.still_paused() from exc
                 backoff = min(0.5 * 2**tries, 8.0) * (1 - 0.25 * random.random())
                 if tries < retries and gate.wait() == 0 and backoff < deadline - time.monotonic():
                     tries += 1
