@@ -613,6 +613,8 @@ class TicketNews:
         self._events_cursor: str | None = None
         self._local_source = "local"  # "local:<store id>" once the grievance database is read
         self._jira_quiet_until = 0.0  # a 429's Retry-After: no poll before this time
+        # Why the last poll failed, while Jira keeps failing: said once, not every round.
+        self._jira_failing = ""
 
     async def run_once(self, messenger: Messenger) -> int:
         """Find news and deliver what is due; how many pieces were sent."""
@@ -676,11 +678,19 @@ class TicketNews:
             try:
                 found += await self._find_in_jira(self._jira, self._local)
             except Exception as exc:
-                log.warning("ticket news: asking Jira what changed failed: %s", exc)
+                news, self._jira_failing = str(exc) != self._jira_failing, str(exc)
+                log.log(
+                    logging.WARNING if news else logging.DEBUG,
+                    "ticket news: asking Jira what changed failed: %s",
+                    exc,
+                )
                 # Rate limited: asking again before Jira allows only prolongs the limit, which
                 # the grievance pusher shares. The window stays open, so nothing is missed.
                 self._jira_quiet_until = time.time() + quiet_for(getattr(exc, "retry_after", None))
             else:
+                if self._jira_failing:
+                    log.info("ticket news: Jira answers again")
+                    self._jira_failing = ""
                 # An issue the poll found under a new key is told by its grievance event: this round.
                 found += await self._read_events(self._local)
         return found

@@ -525,6 +525,27 @@ async def test_jira_down_keeps_the_window_open_until_it_answers(fake: FakeJira, 
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
 
 
+async def test_jira_down_for_many_rounds_is_said_once_and_its_end_once(
+    fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every round of an outage (one a minute, as long as Jira is down) said the same WARNING.
+    front = Recorder()
+    caplog.set_level(logging.DEBUG, logger="bot.ticket_news")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await _filed_then_resolved_in_jira(p, fake, front)
+        fake.fail("500")
+        for _ in range(3):
+            assert await p.news.run_once(front) == 0
+        fake.fail("401")  # a new reason is news
+        assert await p.news.run_once(front) == 0
+        fake.recover()
+        assert await p.news.run_once(front) == 1
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.levelno >= logging.INFO]
+    failed = [m for level, m in said if level == logging.WARNING and "what changed failed" in m]
+    assert len(failed) == 2 and "HTTP 500" in failed[0] and "401" in failed[1]
+    assert (logging.INFO, "ticket news: Jira answers again") in said
+
+
 async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tmp_path: Path) -> None:
     front = Recorder()
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
