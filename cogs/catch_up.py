@@ -27,6 +27,7 @@ import datetime
 import logging
 from typing import TYPE_CHECKING
 
+import aiohttp
 import discord
 from discord.ext import commands, tasks
 
@@ -57,6 +58,8 @@ class CatchUp(commands.Cog):
         # A catch-up that failed (a busy or full disk, a network error) is tried again by the
         # recheck: (its `since`,), else None.
         self._failed: tuple[datetime.datetime | None] | None = None
+        # Why Discord could not be reached, while it cannot: said once, not at every recheck.
+        self._unreachable = ""
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
         self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
 
@@ -144,8 +147,10 @@ class CatchUp(commands.Cog):
         # errs) must not hold back the notes kept here, fetched by id, nor the pruning.
         try:
             await self.answer_leftovers()
-        except Exception:
-            log.exception("looking for notes left unanswered failed; trying again later")
+            self._reached()
+        except Exception as exc:
+            if not self._out_of_reach(exc, "looking for notes left unanswered"):
+                log.exception("looking for notes left unanswered failed; trying again later")
         # A bot that runs for months must not keep every settled note and told news, nor a bot that
         # hears no more notes the last player's words.
         try:
@@ -154,6 +159,28 @@ class CatchUp(commands.Cog):
             await self.bot.core.conversations.housekeeping()
         except Exception:
             log.exception("pruning old records failed; trying again later")
+
+    def _reached(self) -> None:
+        if self._unreachable:
+            log.info("Discord answers the catch-up again")
+            self._unreachable = ""
+
+    def _out_of_reach(self, exc: Exception, what: str) -> bool:
+        """Whether `exc` is Discord out of reach (a network or Discord outage, which discord.py's
+        own retries did not outlast): then said in one line without a traceback, and only when
+        the reason is new, since the recheck meets it every recheck_seconds until Discord is back."""
+        if not isinstance(exc, aiohttp.ClientError | TimeoutError | discord.DiscordServerError):
+            return False
+        why = f"{type(exc).__name__}: {exc}"
+        log.log(
+            logging.WARNING if why != self._unreachable else logging.DEBUG,
+            "%s could not reach Discord (%s); new notes are still answered, and it is tried again every %g s",
+            what,
+            why,
+            self.bot.discord_settings.recheck_seconds,
+        )
+        self._unreachable = why
+        return True
 
     async def answer_leftovers(self) -> int:
         """Answer the notes left unanswered (kept for later, or cut short by a process that died),
@@ -196,8 +223,10 @@ class CatchUp(commands.Cog):
             await self._catch_up(since)
             if self._failed is not None and _covers(since, self._failed[0]):
                 self._failed = None
-        except Exception:
-            log.exception("catch-up failed; new notes are still answered, and it is tried again soon")
+            self._reached()
+        except Exception as exc:
+            if not self._out_of_reach(exc, "catch-up"):
+                log.exception("catch-up failed; new notes are still answered, and it is tried again soon")
             # The broadest of the catch-ups still owed (a start-up's reads the most) is retried.
             owed = self._failed
             self._failed = (since,) if owed is None or _covers(since, owed[0]) else owed

@@ -38,6 +38,7 @@ from tests.fakes.discord_server import (
     serving,
 )
 from tests.frontend_engine import FrontendEngine
+from tests.test_discord_news import eventually
 
 LATER = "\N{HOURGLASS WITH FLOWING SAND}"
 
@@ -1187,3 +1188,44 @@ async def test_a_narrower_catch_up_failing_too_leaves_the_broadest_owed() -> Non
     assert cog._failed == (None,)
     await cog.catch_up(None)
     assert cog._failed is None
+
+
+async def test_discord_out_of_reach_at_every_recheck_is_one_warning_and_no_traceback(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A catch-up whose reads lose their connection to Discord was retried at every recheck, each
+    # time an ERROR with a traceback: an outage of Discord (or of the network) is no bug.
+    import aiohttp
+
+    reads = discord.abc.Messageable.history
+    out_of_reach = True
+
+    def history(self, *args, **kwargs):
+        if out_of_reach:
+            raise aiohttp.ClientOSError(104, "Connection reset by peer")
+        return reads(self, *args, **kwargs)
+
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    async with running_bot(settings, fake, recheck_seconds=0.1) as h:
+        cog = h.bot.get_cog("CatchUp")
+        monkeypatch.setattr(discord.abc.Messageable, "history", history)
+        await cog.catch_up()
+
+        def tries() -> list[logging.LogRecord]:
+            return [r for r in caplog.records if "could not reach Discord" in r.getMessage()]
+
+        await eventually(lambda: len(tries()) >= 3)  # the first, and two rechecks
+        out_of_reach = False
+        await eventually(
+            lambda: any(r.getMessage() == "Discord answers the catch-up again" for r in caplog.records)
+        )
+    said = tries()
+    assert [r.levelno for r in said[:3]] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
+    assert (
+        said[0]
+        .getMessage()
+        .startswith("catch-up could not reach Discord (ClientOSError: [Errno 104] Connection reset by peer)")
+    )
+    assert not [
+        r for r in caplog.records if r.name == "cogs.catch_up" and (r.exc_info or r.levelno >= logging.ERROR)
+    ]
