@@ -229,7 +229,7 @@ def cmd_index_manuals(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from cogs.runner import run
 
-    return run(_settings(args))
+    return run(_settings(args), verbose=args.verbose)
 
 
 def cmd_web(args: argparse.Namespace) -> int:

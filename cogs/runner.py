@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+VOXDESK_LOGGERS = ("bot", "cogs")
 
 # `run`'s exit status when Discord closed the gateway for the Message Content intent (4014): the
 # intent was switched off in the developer portal while the bot ran. The next start sees that at
@@ -59,11 +60,15 @@ def _is_terminal(stream: object) -> bool:
     return bool(isatty and isatty())
 
 
-def run(settings: Settings) -> int:
+def run(settings: Settings, verbose: bool = False) -> int:
     """Start the bot and run until SIGTERM or Ctrl-C; then finish the notes in flight (bounded by
-    discord.shutdown_grace_seconds) and close every client."""
+    discord.shutdown_grace_seconds) and close every client. `verbose` (`voxdesk -v run`) adds
+    voxdesk's own DEBUG lines, not discord.py's (each gateway event whole)."""
     token = require_discord_token(settings)
     use_discord_logging(logging.INFO)
+    if verbose:
+        for name in VOXDESK_LOGGERS:
+            logging.getLogger(name).setLevel(logging.DEBUG)
     log.info("%s", settings.whereabouts())
     log.info(
         "voxdesk %s (Python %s, discord.py %s): %s",

@@ -257,3 +257,24 @@ def test_run_logs_the_engine_and_backends_in_effect_at_start_without_secrets(tmp
     assert "web off" in line
     for secret in (KEY, "proxy-pass-0123", "jira-token-value", "MTIz.discord-token-value"):
         assert secret not in line
+
+
+def test_verbose_run_logs_voxdesks_debug_lines(tmp_path, monkeypatch, caplog) -> None:
+    # `-v` ("log more") did nothing for `run`, which logged INFO whatever it was told.
+    from bot.cli import main
+    from cogs import runner
+
+    for name in ("bot", "cogs"):
+        at_default_level(logging.getLogger(name), monkeypatch)
+
+    async def served(*args, **kwargs) -> None:
+        logging.getLogger("bot.agent").debug("a debug line")
+
+    monkeypatch.setattr(runner, "serve", served)
+    monkeypatch.setattr(runner, "use_discord_logging", lambda level: None)
+    monkeypatch.setenv("DISCORD_TOKEN", "MTIz.discord-token-value")
+    monkeypatch.setenv("VOXDESK_STORAGE_DIR", str(tmp_path))
+    monkeypatch.setattr(logging.getLogger(), "handlers", list(logging.getLogger().handlers))
+    monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)
+    assert main(["-v", "run"]) == 0
+    assert "a debug line" in [r.getMessage() for r in caplog.records]
