@@ -70,6 +70,9 @@ class JiraGrievances:
         self._down_since: float | None = None
         self._down_rounds = 0
         self._down_said = ""
+        # Why the last status lookup failed, while lookups fail: a player asking for their tickets
+        # during an outage is told from the local record, and that is news once, not every time.
+        self._lookup_said = ""
         # Jira's blocking calls get threads of their own: a hanging Jira then cannot use up the
         # loop's default pool that audio decoding and the other backends rely on.
         self._threads = ThreadPoolExecutor(JIRA_THREADS, thread_name_prefix="jira")
@@ -448,9 +451,10 @@ class JiraGrievances:
                         found.append(await self._follow(row, user_id))
                     elif (issue := await self._issue(remote_key, user_id)) is not None:
                         found.append(await self._merged(issue, await self._row_of(user_id, issue, gone)))
+                    self._lookup_said = ""
                     continue
                 except TrackerError as exc:
-                    log.warning("Jira status lookup failed, answering from the local record: %s", exc)
+                    self._lookup_failed("status lookup", exc)
                     unreachable = True
             if row is not None:
                 found.append(dataclasses.replace(row, from_local_record=True))
@@ -474,8 +478,9 @@ class JiraGrievances:
                     unmatched.pop(row.local_key, None)
                 merged.append(await self._merged(issue, row))
         except TrackerError as exc:
-            log.warning("Jira ticket listing failed, answering from the local record: %s", exc)
+            self._lookup_failed("ticket listing", exc)
             return [_from_record(g, gone) for g in local]
+        self._lookup_said = ""
         # Jira lists neither what is still pending nor what was pushed moments ago (its search
         # index lags), nor an issue deleted or moved out of the project: a pushed one is looked up
         # by its key, unless it would not be shown anyway, below the newest.
@@ -491,12 +496,22 @@ class JiraGrievances:
                 try:
                     merged.append(await self._follow(g, user_id))
                 except TrackerError as exc:
-                    log.warning("Jira status lookup failed, answering from the local record: %s", exc)
+                    self._lookup_failed("status lookup", exc)
                     unreachable = True
                     merged.append(dataclasses.replace(g, from_local_record=True))
         merged = _once_each(merged)
         merged.sort(key=lambda g: g.created_at, reverse=True)
         return merged[:limit]
+
+    def _lookup_failed(self, what: str, exc: TrackerError) -> None:
+        news = str(exc) not in (self._lookup_said, self._down_said)  # the pusher may have said it
+        self._lookup_said = str(exc)
+        log.log(
+            logging.WARNING if news else logging.INFO,
+            "Jira %s failed, answering from the local record: %s",
+            what,
+            exc,
+        )
 
     async def _issue(self, key: str, user_id: str) -> RemoteIssue | None:
         return await self._in_thread(self._tracker.get_for_user, key, user_id)

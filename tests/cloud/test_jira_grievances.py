@@ -1224,3 +1224,24 @@ async def test_an_outage_is_logged_once_and_its_end_once(fake, db, caplog) -> No
     assert (
         back.startswith("Jira takes grievances again after ") and "(7 failed push round(s)); 1 pushed" in back
     )
+
+
+async def test_status_asked_again_and_again_during_an_outage_warns_once(fake, db, caplog) -> None:
+    # Each player who asked for their tickets while Jira was down added the same WARNING.
+    backend = await open_backend(fake, db)
+    caplog.set_level(logging.INFO, logger="bot.tools.jira_grievances")
+    try:
+        await backend.register(NOVA, "wallet", "first")
+        await backend.push_pending()  # GRV-1 -> GRV-101
+        fake.fail("500")
+        for who in (NOVA, BLAZE, NOVA):
+            await backend.status(who)
+        await backend.status(NOVA, "GRV-1")
+        fake.recover()
+        await backend.status(NOVA)
+        fake.fail("500")  # a new outage is news again
+        await backend.status(NOVA)
+    finally:
+        await backend.aclose()
+    failed = [r for r in caplog.records if "answering from the local record" in r.getMessage()]
+    assert [r.levelno for r in failed] == [logging.WARNING] + [logging.INFO] * 3 + [logging.WARNING]
