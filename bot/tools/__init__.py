@@ -487,7 +487,9 @@ class Toolbox:
                 result = await tool.handler(ctx, arguments)
                 ok = True
             except ToolError as exc:
-                log.warning("tool %s failed for %s: %s", call.name, ctx.who, exc)
+                # The player's sentence (a service down, too many filings): the backend logged
+                # why at WARNING or ERROR, once; this ties it to the note.
+                log.info("tool %s failed for %s: %s", call.name, ctx.who, exc)
                 result = {"error": str(exc)}
             except Exception:
                 log.exception("tool %s crashed for %s", call.name, ctx.who)

@@ -116,6 +116,8 @@ class OdbcStats:
         self._pool = pool
         self._executor = executor
         self._settings = settings
+        # Why queries fail, while they do: each player asking meanwhile is no news to the log.
+        self._failing = ""
 
     @classmethod
     async def open(cls, connection_string: str, settings: OdbcSettings) -> OdbcStats:
@@ -149,10 +151,18 @@ class OdbcStats:
     async def player_summary(self, user_id: str) -> PlayerSummary | None:
         dialect = self._settings.dialect
         try:
-            return await self._with_retries(lambda fetch: stats_sql.player_summary(fetch, user_id, dialect))
+            summary = await self._with_retries(
+                lambda fetch: stats_sql.player_summary(fetch, user_id, dialect)
+            )
         except (pyodbc.Error, TimeoutError) as exc:
-            log.error("player stats query failed: %s", describe(exc))
+            why = describe(exc)
+            news, self._failing = why != self._failing, why
+            log.log(logging.ERROR if news else logging.INFO, "player stats query failed: %s", why)
             raise ToolError(say.STATS_UNAVAILABLE) from None
+        if self._failing:
+            log.info("player stats: the database answers again")
+            self._failing = ""
+        return summary
 
     async def check(self) -> str:
         """One attempt, no retries: the health command wants the state right now."""
@@ -190,7 +200,8 @@ class OdbcStats:
                 late = deadline is not None and loop.time() + wait >= deadline
                 if attempt == retries or late or not is_transient(exc, self._settings.dialect):
                     raise
-                log.warning(
+                # A retry that works is routine; one that does not ends in the one line above.
+                log.info(
                     "player stats: transient error on attempt %d of %d, retrying in %.2f s: %s",
                     attempt + 1,
                     retries + 1,

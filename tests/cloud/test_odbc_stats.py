@@ -430,9 +430,37 @@ async def test_sql_down_keeps_the_other_tools_serving(
     assert "player stats query failed" in caplog.text
 
 
+async def test_sql_down_for_many_players_is_one_error_and_its_end_one_line(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each player who asked while the database was down added an ERROR of the same words (and a
+    # WARNING from the toolbox, and one per retry): the outage is said once, its end once.
+    caplog.set_level(logging.INFO)
+    db = players_db(settings)
+    aside = db.with_name("aside.db")
+    stats = await OdbcStats.open(odbc_string(db), FAST)
+    toolbox, others = await toolbox_over(stats, settings)
+    try:
+        db.rename(aside)
+        for who in (NOVA, QUILL, NOVA):
+            failed = await toolbox.run(ToolContext(user_id=who, request_id="1234"), stats_call())
+            assert not failed.ok
+        aside.rename(db)
+        assert (await toolbox.run(ToolContext(user_id=NOVA), stats_call())).ok
+    finally:
+        for thing in [*others, stats]:
+            await thing.aclose()  # type: ignore[attr-defined]
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name.startswith("bot.tools")]
+    failed_lines = [level for level, m in said if m.startswith("player stats query failed")]
+    assert failed_lines == [logging.ERROR, logging.INFO, logging.INFO]
+    assert (logging.INFO, "player stats: the database answers again") in said
+    assert not [m for level, m in said if level >= logging.WARNING and "query failed" not in m]
+
+
 async def test_a_database_locked_beyond_the_retries_is_unavailable(
     settings: Settings, odbc: OdbcStats, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
     locker = lock_exclusively(players_db(settings))
     try:
         with pytest.raises(ToolError, match=re.escape(say.STATS_UNAVAILABLE)):
@@ -456,10 +484,10 @@ async def test_a_failed_query_frees_its_pool_slot_for_waiting_players_and_shutdo
     locker = lock_exclusively(players_db(settings))
     try:
         both = asyncio.gather(stats.player_summary(NOVA), stats.player_summary(BLAZE), return_exceptions=True)
-        with caplog.at_level(logging.ERROR, logger="bot.tools.odbc_stats"):
+        with caplog.at_level(logging.INFO, logger="bot.tools.odbc_stats"):
             results = await asyncio.wait_for(both, 30)  # a guard, not a timing assertion
         assert all(isinstance(r, ToolError) for r in results)
-        failed = [r.getMessage() for r in caplog.records if r.name == "bot.tools.odbc_stats"]
+        failed = [r.getMessage() for r in caplog.records if "query failed" in r.getMessage()]
         assert len(failed) == 2 and all("database is locked" in m for m in failed), failed
         failing = asyncio.create_task(stats.player_summary(QUILL))
         await asyncio.sleep(0)
@@ -476,6 +504,7 @@ async def test_a_failed_query_frees_its_pool_slot_for_waiting_players_and_shutdo
 async def test_a_locked_database_is_retried_until_it_frees_up(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")  # retries are INFO
     patient = OdbcSettings(dialect="sqlite", pool_size=2, retries=6, retry_backoff_seconds=0.1)
     stats = await OdbcStats.open(odbc_string(players_db(settings)), patient)
     locker = lock_exclusively(players_db(settings))
@@ -493,6 +522,7 @@ async def test_a_locked_database_is_retried_until_it_frees_up(
 async def test_a_connection_dropped_under_the_pool_is_discarded_and_the_query_retried(
     settings: Settings, embedded: SqliteStats, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")  # retries are INFO
     single = OdbcSettings(dialect="sqlite", pool_size=1, retries=1, retry_backoff_seconds=0.01)
     stats = await OdbcStats.open(odbc_string(players_db(settings)), single)
     try:
