@@ -4,11 +4,14 @@ metadata rather than by building (building needs setuptools from PyPI)."""
 from __future__ import annotations
 
 import ast
+import fnmatch
 import importlib.metadata
+import re
 import subprocess
 import sys
 import tomllib
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -20,6 +23,8 @@ PROJECT = PYPROJECT["project"]
 
 
 def _tracked(*folders: str) -> list[str]:
+    if not (REPO / ".git").exists():
+        pytest.skip("needs the git checkout's file list (an unpacked sdist has none)")
     out = subprocess.run(
         ["git", "ls-files", "--", *folders], cwd=REPO, capture_output=True, text=True, check=True
     )
@@ -92,3 +97,58 @@ def test_ci_installs_the_oldest_release_pyproject_allows_of_every_dependency() -
             wrong.append(f"{line}: pinned {pin}, not the floor's release")
     assert wrong == []
     assert pins == {}, "pinned but not a dependency"
+
+
+def _package_data_patterns() -> list[str]:
+    setuptools = PYPROJECT["tool"]["setuptools"]
+    return [
+        f"{package}/{pattern}"
+        for package, patterns in setuptools["package-data"].items()
+        for pattern in patterns
+    ]
+
+
+def _matches(path: str, pattern: str) -> bool:
+    # setuptools' globs: "**" crosses folders, "*" stays within one.
+    regex = re.escape(pattern).replace(r"\*\*/", "(?:.*/)?").replace(r"\*\*", ".*").replace(r"\*", "[^/]*")
+    return re.fullmatch(regex, path) is not None
+
+
+def test_every_file_the_package_reads_at_run_time_goes_into_the_wheel() -> None:
+    # bot/paths.py and the web front end (templates, static files) read these from the installed
+    # package; a file left out of package-data is there in a checkout and missing from a wheel.
+    patterns = _package_data_patterns()
+    assert _matches("bot/data/sql/sqlite/seed.sql", "bot/data/**/*")
+    assert not _matches("bot/web/static/img/logo.png", "bot/web/static/*")
+    left_out = [
+        path
+        for path in _tracked("bot", "cogs")
+        if not path.endswith(".py") and not any(_matches(path, p) for p in patterns)
+    ]
+    assert left_out == []
+    packages = {p.rpartition("/")[0] for p in _tracked("bot", "cogs") if p.endswith(".py")}
+    assert all((REPO / package / "__init__.py").is_file() for package in packages)
+
+
+def _sdist_files() -> set[str]:
+    """The files setuptools puts in the sdist beside its defaults, from MANIFEST.in, by setuptools'
+    own reading of it."""
+    from setuptools.command.egg_info import FileList
+
+    files = FileList()
+    files.allfiles = _tracked(".")
+    manifest = REPO / "MANIFEST.in"
+    lines = manifest.read_text(encoding="utf-8").splitlines() if manifest.is_file() else []
+    for line in lines:
+        if line.strip() and not line.lstrip().startswith("#"):
+            files.process_template_line(line)
+    return set(files.files)
+
+
+def test_the_sdist_carries_the_tests_with_what_they_need_and_the_sample_config() -> None:
+    # setuptools alone ships tests/test*.py without conftest.py, the fakes or the samples: a
+    # packager running the tests from an unpacked sdist gets import errors.
+    files = _sdist_files()
+    missing = sorted(p for p in [*_tracked("tests"), "config.toml", ".ci/floors.txt"] if p not in files)
+    assert missing == []
+    assert not {p for p in files if fnmatch.fnmatch(p, "*.pyc") or p.startswith((".venv/", "var/"))}
