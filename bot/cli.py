@@ -392,7 +392,10 @@ COMMANDS: dict[
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxdesk", description="voxdesk: voice notes in, voice notes out")
     parser.add_argument(
-        "--config", default=None, help="config file (default: config.toml, or VOXDESK_CONFIG)"
+        "--config",
+        default=None,
+        help="config file (default: VOXDESK_CONFIG, else config.toml in the working directory, "
+        "else the built-in settings)",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="log more")
     sub = parser.add_subparsers(dest="command", required=True)

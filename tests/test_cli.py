@@ -616,3 +616,11 @@ def test_check_says_when_the_speech_model_init_built_is_stale(settings, tmp_path
     assert stale_speech_models(settings).endswith(
         "an older voxdesk: run `voxdesk init`, then restart the bot"
     )
+
+
+def test_help_says_where_the_settings_come_from_in_the_order_they_are_read() -> None:
+    # An installed voxdesk run by a service manager reads config.toml from wherever it was started.
+    from bot.cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "default: VOXDESK_CONFIG, else config.toml in the working directory" in text
