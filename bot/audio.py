@@ -131,6 +131,10 @@ def _implausible(rate: int | None, channels: int | None) -> bool:
 # has, and some read other files: a 65-byte "ffconcat" text named .ogg would have the bot decode
 # an audio file from its own disk as the player's note.
 DEMUXERS = "ogg,matroska,mov,mp3,wav,flac,aac,amr"
+# A tag that is not UTF-8 (a recorder writing Latin-1) must not make a note unreadable. PyAV 19
+# decodes tags with surrogateescape and no longer takes metadata_errors; before it, the default
+# "strict" raised on such a tag.
+_OPEN_OPTIONS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
 
 
 def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
@@ -139,7 +143,7 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
     decoded_seconds = 0.0
     try:
         with av.open(
-            io.BytesIO(data), mode="r", metadata_errors="ignore", options={"format_whitelist": DEMUXERS}
+            io.BytesIO(data), mode="r", options={"format_whitelist": DEMUXERS}, **_OPEN_OPTIONS
         ) as container:
             if not container.streams.audio:
                 raise unreadable

@@ -1,6 +1,7 @@
 import base64
 import io
 import os
+import struct
 import subprocess
 import sys
 import wave
@@ -30,6 +31,17 @@ def test_each_format_decodes_trims_and_resamples(fmt: str) -> None:
     with wave.open(io.BytesIO(decoded.wav())) as w:
         assert (w.getframerate(), w.getnchannels(), w.getsampwidth()) == (24_000, 1, 2)
         assert w.getnframes() == len(decoded.segment.raw_data) // 2
+
+
+def test_a_note_whose_tag_is_not_utf8_is_decoded() -> None:
+    # A recorder writing its title in Latin-1: PyAV before 19 raised on the tag unless told to
+    # ignore it, and PyAV 19 refuses to be told.
+    data = encode(speechlike(1.5, rate=16_000), 16_000, "wav")
+    name = b"Caf\xe9 note\x00"
+    info = b"INFO" + b"INAM" + struct.pack("<I", len(name)) + name
+    body = data[12:] + b"LIST" + struct.pack("<I", len(info)) + info
+    tagged = b"RIFF" + struct.pack("<I", 4 + len(body)) + b"WAVE" + body
+    assert audio.decode(tagged, LIMITS).seconds == pytest.approx(1.74, abs=0.08)
 
 
 def test_sample_rate_of_input_does_not_matter() -> None:
