@@ -9,7 +9,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 import aiosqlite
 
@@ -100,10 +100,7 @@ async def open_read_only(path: Path | str, version: int, empty_schema: str = "")
     try:
         await _refuse_newer(conn, path, version)
     except BaseException as exc:
-        await conn.close()
-        if isinstance(exc, sqlite3.Error) and not isinstance(exc, NewerSchema):
-            raise naming(path, exc) from exc
-        raise
+        await _give_up(conn, path, exc)
     return conn
 
 
@@ -178,13 +175,18 @@ async def _open(
             await conn.executescript(schema)
             await conn.commit()
     except BaseException as exc:
-        # A damaged or read-only file, a newer schema, a cancel: aiosqlite's worker thread is no
-        # daemon, and left open it would keep the process from ever exiting.
-        await conn.close()
-        if isinstance(exc, sqlite3.Error) and not isinstance(exc, NewerSchema):
-            raise naming(path, exc) from exc
-        raise
+        await _give_up(conn, path, exc)
     return conn
+
+
+async def _give_up(conn: aiosqlite.Connection, path: Path | str, exc: BaseException) -> NoReturn:
+    """Close a connection whose opening failed and raise why, naming the file. A damaged or
+    read-only file, a newer schema, a cancel: aiosqlite's worker thread is no daemon, and left
+    open it would keep the process from ever exiting."""
+    await conn.close()
+    if isinstance(exc, sqlite3.Error) and not isinstance(exc, NewerSchema):
+        raise naming(path, exc) from exc
+    raise exc
 
 
 @contextlib.asynccontextmanager
