@@ -198,8 +198,11 @@ async def post_reply(
     payload: dict[str, Any],
     upload: Upload | None = None,
     linked: bool = True,
+    nonce: str | None = None,
 ) -> None:
     """Post one reply to `message` with at most one audio upload; `linked` False: a plain message.
+    With a `nonce`, Discord returns the message an earlier POST with it made, if any, rather than
+    make a second (discord.py's own sends set a random one, this route none).
 
     discord.py 2.7 can neither send voice messages nor say what type an upload is (discord.File
     goes out as application/octet-stream), so these requests go through the client's own HTTP
@@ -207,6 +210,8 @@ async def post_reply(
     Raises discord.HTTPException as any other send would.
     """
     body = {**payload, "allowed_mentions": NO_PINGS}
+    if nonce is not None:
+        body |= {"nonce": nonce, "enforce_nonce": True}
     if linked:
         body["message_reference"] = reply_reference(message).to_dict()
     form: list[dict[str, Any]] = [{"name": "payload_json", "value": json.dumps(body)}]
@@ -229,7 +234,17 @@ async def send_voice_message(client: discord.Client, message: discord.Message, r
     payload = {"flags": VOICE_MESSAGE_FLAG, "attachments": [attachment]}
     upload = (VOICE_FILENAME, reply.ogg)
     # Without the link it cannot name the player (a voice message has no text): its transcript does.
-    await _linked_if_allowed(message, lambda linked: post_reply(client, message, payload, upload, linked))
+    await _linked_if_allowed(
+        message, lambda linked: post_reply(client, message, payload, upload, linked, _nonce(message, "v"))
+    )
+
+
+def _nonce(message: discord.Message, kind: str) -> str:
+    """The same for every POST of one note's audio: Discord posts a message that its edge then
+    answered 502 for (or whose connection broke), discord.py sends the POST again, and the note
+    may be answered again after a Discord failure; Discord makes one message of them all, within
+    the few minutes it keeps a nonce. 25 characters at most."""
+    return f"{kind}{message.id}"
 
 
 async def send_file(client: discord.Client, message: discord.Message, text: str, reply: ReplyAudio) -> None:
@@ -243,7 +258,7 @@ async def send_file(client: discord.Client, message: discord.Message, text: str,
         }
         if first:
             payload["content"] = first
-        await post_reply(client, message, payload, (FILE_FILENAME, reply.ogg), linked)
+        await post_reply(client, message, payload, (FILE_FILENAME, reply.ogg), linked, _nonce(message, "f"))
         await _send_rest(message, rest, linked)
 
     await _linked_if_allowed(message, send)

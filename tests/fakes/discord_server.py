@@ -2,7 +2,8 @@
 client talks to, pointed at it by configuration (`discord.api_base`, `discord.gateway_url`).
 
 REST: gateway discovery, the bot's user and application, channels and DM channels, channel
-messages (create as JSON or multipart with `payload_json`, read one, read the history with
+messages (create as JSON or multipart with `payload_json`, with `enforce_nonce` returning the
+message a nonce made before rather than a second one; read one, read the history with
 before/after/around/limit), a channel's public and private archived threads and the private
 ones the bot joined, the guild's active threads, typing, reactions, interaction callbacks,
 follow-up webhooks and the original response, application command sync, and a CDN path serving
@@ -34,6 +35,11 @@ never provokes (a reply to a deleted message, a post to a channel that does not 
 in `refused` and fail the test too, unless it calls `expect_refusals()`. A request for an endpoint
 the fake does not serve (404), a body that is not JSON (50109), or one the fake itself fails on
 (500) is kept in `violations` with its method and path.
+
+Discord's own trouble on a message POST is a test's to switch on: 503, a 502 after the message
+was posted, a lost connection, a rate limit (per bucket or global, with Discord's headers),
+Cloudflare's ban (429 as an HTML page), an upload over the channel's limit (413, 40005).
+Reaction and typing requests may be held unanswered, as behind a rate limit.
 """
 
 from __future__ import annotations
@@ -93,6 +99,7 @@ ALL_PERMISSIONS = (1 << 51) - 1
 INVITE_PERMISSIONS = 70645769669696
 CONTENT_LIMIT = 2000  # what a bot may send, tighter than the spec's 4000 (Nitro users)
 TOKEN_SECONDS = 15 * 60  # "Interaction tokens are valid for 15 minutes"
+NONCE_SECONDS = 120.0  # "checked for uniqueness in the past few minutes"
 
 DISCORD_EPOCH_MS = 1420070400000
 DM_CHANNEL_BASE = 940000000000000000
@@ -224,6 +231,11 @@ def _keep_own_reaction(message: dict[str, Any], emoji: str, added: bool) -> None
     message["reactions"] = others
 
 
+def _cloudflare_page(status: int, text: str) -> web.Response:
+    """An answer from Discord's edge rather than its API: an HTML page, no JSON, no `Via`."""
+    return web.Response(text=text, status=status, content_type="text/html")
+
+
 def _unknown_message() -> DiscordError:
     return DiscordError(404, 10008, "Unknown Message")
 
@@ -253,6 +265,7 @@ class Received:
 
     # message | typing | reaction_add | reaction_remove | callback | followup | edit_original | sync
     # | cdn | history | get_message | get_channel | open_dm | archived_threads | active_threads
+    # | message_again (a message POST whose enforced nonce made Discord return the message it made)
     kind: str
     method: str
     path: str
@@ -260,7 +273,9 @@ class Received:
     body: Any = None
     files: list[Upload] = field(default_factory=list)
     response: dict[str, Any] | None = None  # what the fake answered (e.g. the created message)
-    error: int | None = None  # the Discord error code the fake answered with
+    # The Discord error code the fake answered with; 429 for a rate limit or Cloudflare's ban
+    # (Discord gives no code for either), CONNECTION_CUT for no answer at all.
+    error: int | None = None
     at: float = field(default_factory=time.perf_counter)  # when it arrived
 
     @property
@@ -332,6 +347,30 @@ class FakeDiscord(Strict):
         # An edge that times out on a busy backend: while above 0, each interaction callback is
         # taken but answered 502 (discord.py sends it again, and is refused 40060), counting down.
         self.callbacks_lost = 0
+        # Discord's edge losing the answer: while above 0, each message POST is posted (stored, and
+        # sent to the channel) but answered 502 Bad Gateway with Cloudflare's HTML page, which
+        # discord.py retries; counts down. Only `enforce_nonce` keeps the retry from posting again.
+        self.posts_lost = 0
+        # The same, but the connection drops instead of the 502, which discord.py does not retry.
+        self.posts_cut_after = 0
+        # Rate limits, answered as Discord does (429 with `retry_after`, X-RateLimit-* headers and
+        # `Via`, which discord.py needs to trust it): while above 0, each message POST is refused
+        # so and counts it down. `posts_limit_global` makes them the global limit.
+        self.posts_rate_limited = 0
+        self.posts_limit_global = False
+        self.retry_after = 0.05
+        # Cloudflare's ban (too many invalid requests): 429 with an HTML page and no `Via`, which
+        # discord.py does not retry; while above 0, each message POST is refused so, counting down.
+        self.posts_banned = 0
+        # The channel's upload limit in bytes (10 MiB for a server without boosts, as for a bot's
+        # DMs): a message with a larger file is refused 413, 40005.
+        self.upload_limit = 10 * 1024 * 1024
+        # While set and not yet set off, reaction and typing requests wait for it, unanswered, as
+        # requests queue behind a rate limit on Discord's side.
+        self.reactions_held: asyncio.Event | None = None
+        self.typing_held: asyncio.Event | None = None
+        # (author, nonce) → the message a POST with `enforce_nonce` created, and when.
+        self._nonces: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
         # The connection to Discord drops: while above 0, each reaction (typing, message POST)
         # request's connection is closed with no answer (discord.py retries only a reset, so the
         # client sees it), and counts it down.
@@ -1411,11 +1450,30 @@ class FakeDiscord(Strict):
         if self.posts_cut > 0:
             self.posts_cut -= 1
             return await self._cut(request, record)
+        if self.posts_banned > 0:
+            self.posts_banned -= 1
+            record.error = 429
+            await self._record(record)
+            return _cloudflare_page(429, "error code: 1015")
+        if self.posts_rate_limited > 0:
+            self.posts_rate_limited -= 1
+            record.error = 429
+            await self._record(record)
+            return self._rate_limited(global_=self.posts_limit_global)
         try:
             self._check("/channels/{channel_id}/messages", "post", content_type, body)
+            if body.get("enforce_nonce") and body.get("nonce") is None:
+                self._violate(50035, "enforce_nonce: a nonce is required")
             if self.posts_unavailable > 0:
                 self.posts_unavailable -= 1
                 raise DiscordError(503, 0, "503: Service Unavailable")
+            if (made := self._made_with_nonce(body)) is not None:
+                # "If another message was created by the same author with the same nonce, that
+                # message will be returned and no new message will be created."
+                again = Received("message_again", request.method, request.path, channel_id, body, files)
+                again.response = made
+                await self._record(again)
+                return await self._answer_posted(request, made)
             self._check_permission(channel_id, SEND_MESSAGES, "POST a message")
             if body.get("message_reference"):
                 # "the current user must have the READ_MESSAGE_HISTORY permission" to reply
@@ -1425,6 +1483,8 @@ class FakeDiscord(Strict):
                 # (discord-api-docs#6082).
                 self._check_permission(channel_id, ATTACH_FILES, "POST an upload")
             self._check_message(body, files, channel_id)
+            if any(len(f.data) > self.upload_limit for f in files):
+                raise DiscordError(413, 40005, "Request entity too large")
             self._check_recipient(channel_id, request.path)
             keep_reference = self._reference_stands(channel_id, body, request.path)
             await self._post_in_thread(channel_id, request.path)
@@ -1433,6 +1493,10 @@ class FakeDiscord(Strict):
             await self._record(record)
             raise
         record.response = self._message_response(channel_id, body, files, keep_reference=keep_reference)
+        if body.get("nonce") is not None:
+            record.response["nonce"] = body["nonce"]
+            if body.get("enforce_nonce"):
+                self._nonces[(BOT_USER_ID, str(body["nonce"]))] = (time.monotonic(), record.response)
         self._store(record.response)
         await self._record(record)
         if channel_id in self.threads:
@@ -1440,7 +1504,53 @@ class FakeDiscord(Strict):
             await self.add_to_thread(channel_id)
         if self.after_post is not None:
             await self.after_post(record)
-        return _json(record.response)
+        return await self._answer_posted(request, record.response)
+
+    async def _answer_posted(self, request: web.Request, message: dict[str, Any]) -> web.Response:
+        """The created message, unless the answer is to be lost on its way back."""
+        if self.posts_lost > 0:
+            self.posts_lost -= 1
+            return _cloudflare_page(502, "<html><head><title>502 Bad Gateway</title></head></html>")
+        if self.posts_cut_after > 0:
+            self.posts_cut_after -= 1
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=204)  # never sent: the connection is gone
+        return _json(message)
+
+    def _made_with_nonce(self, body: dict[str, Any]) -> dict[str, Any] | None:
+        """The message the bot created with this nonce "in the past few minutes", if it asked
+        Discord to enforce it."""
+        if not body.get("enforce_nonce") or body.get("nonce") is None:
+            return None
+        made = self._nonces.get((BOT_USER_ID, str(body["nonce"])))
+        if made is None or time.monotonic() - made[0] > NONCE_SECONDS:
+            return None
+        return made[1]
+
+    def _rate_limited(self, *, global_: bool) -> web.Response:
+        """A 429 as Discord sends one: the JSON body with `retry_after`, the bucket's headers,
+        and `Via`, without which discord.py takes it for Cloudflare's ban."""
+        body = {"message": "You are being rate limited.", "retry_after": self.retry_after, "global": global_}
+        headers = {
+            "Content-Type": "application/json",
+            "Via": "1.1 google",
+            "Retry-After": str(max(1, round(self.retry_after))),
+            "X-RateLimit-Scope": "global" if global_ else "user",
+        }
+        if global_:
+            headers["X-RateLimit-Global"] = "true"
+        else:
+            headers.update(
+                {
+                    "X-RateLimit-Limit": "5",
+                    "X-RateLimit-Remaining": "0",
+                    "X-RateLimit-Reset": f"{time.time() + self.retry_after:.3f}",
+                    "X-RateLimit-Reset-After": f"{self.retry_after:.3f}",
+                    "X-RateLimit-Bucket": "fake-messages-bucket",
+                }
+            )
+        return web.Response(body=json.dumps(body).encode(), status=429, headers=headers)
 
     def _check_recipient(self, channel_id: int, path: str) -> None:
         """The channel exists, and if it is a DM its user takes DMs from the bot."""
@@ -1735,6 +1845,17 @@ class FakeDiscord(Strict):
         await self._record(record)
         return _json(record.response)
 
+    async def _until_released(self, held: asyncio.Event | None) -> None:
+        if held is None:
+            return
+        stopping = asyncio.ensure_future(self._stopping.wait())
+        released = asyncio.ensure_future(held.wait())
+        try:
+            await asyncio.wait({stopping, released}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopping.cancel()
+            released.cancel()
+
     async def _cut(self, request: web.Request, record: Received) -> web.Response:
         """Close the request's connection with no answer, as a connection to Discord drops."""
         record.error = CONNECTION_CUT
@@ -1746,6 +1867,7 @@ class FakeDiscord(Strict):
     async def _typing(self, request: web.Request) -> web.Response:
         channel_id = int(request.match_info["channel_id"])
         record = Received("typing", request.method, request.path, channel_id)
+        await self._until_released(self.typing_held)
         if self.typing_cut > 0:
             self.typing_cut -= 1
             return await self._cut(request, record)
@@ -1763,6 +1885,7 @@ class FakeDiscord(Strict):
         channel_id = int(request.match_info["channel_id"])
         body = {"message_id": request.match_info["message_id"], "emoji": request.match_info["emoji"]}
         record = Received(kind, request.method, request.path, channel_id, body)
+        await self._until_released(self.reactions_held)
         if self.reactions_cut > 0:
             self.reactions_cut -= 1
             return await self._cut(request, record)

@@ -1,0 +1,70 @@
+"""Discord refusing or failing while the bot answers notes, as Discord answers: rate limits, its
+edge's 502 after a message was posted, Cloudflare's ban, an upload over the channel's limit, and
+reactions and typing held up. Every note gets exactly one answer."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.discord_harness import blaze, nova, running_bot, voice_note
+from tests.fakes.discord_server import ALLOWED_CHANNEL, FakeDiscord, serving
+from tests.test_discord_replies import replies, settled
+
+
+@pytest.fixture
+async def fake():
+    async with serving() as running:
+        yield running
+
+
+@pytest.mark.parametrize("guild", [False, True], ids=["dm", "channel"])
+async def test_a_voice_message_discord_posted_but_answered_502_for_is_posted_once(
+    settings, fake: FakeDiscord, guild: bool
+):
+    # Discord's edge answers 502 after the message was made; discord.py sends the POST again.
+    fake.posts_lost = 1
+    async with running_bot(settings, fake) as h:
+        note = await fake.send_note(nova, voice_note(), guild=guild)
+        voice, transcript = await replies(fake, note, 2)
+        assert await settled(settings, note) == "answered"
+    assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
+    assert [r.is_voice_message for r in fake.replies_to(note["id"])] == [True, False]
+    assert [r.kind for r in fake.received if r.kind == "message_again"] == ["message_again"]
+    assert len(h.engine.turns) == 1
+
+
+@pytest.mark.parametrize("file", [False, True], ids=["voice message", "file"])
+async def test_audio_discord_posted_as_the_connection_broke_is_not_posted_again_later(
+    settings, fake: FakeDiscord, file: bool
+):
+    # The audio and then the apology are posted, but their connections break before Discord's
+    # answer: the bot cannot know, and answers the note again once posts go out. The audio
+    # Discord has is not posted a second time; the transcript follows it.
+    if file:
+        fake.refuse_voice_in.add(ALLOWED_CHANNEL)
+    fake.posts_cut_after = 2
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda _: fake.sent("message_again"))
+        assert await settled(settings, note) == "answered"
+    assert len(h.engine.turns) == 2
+    audio = [r for r in fake.replies_to(note["id"]) if r.files]
+    assert len(audio) == 1, [(r.content[:40], r.flags) for r in fake.replies_to(note["id"])]
+    assert any(r.content.startswith("Nova, you have") for r in fake.replies_to(note["id"]))
+
+
+@pytest.mark.parametrize("global_", [False, True], ids=["route bucket", "global"])
+async def test_rate_limits_on_the_send_route_are_waited_out_and_answer_once(
+    settings, fake: FakeDiscord, global_: bool
+):
+    fake.posts_rate_limited = 3
+    fake.posts_limit_global = global_
+    async with running_bot(settings, fake) as h:
+        notes = [await fake.send_note(player, voice_note(), guild=True) for player in (nova, blaze)]
+        for note in notes:
+            await replies(fake, note, 2)
+            assert await settled(settings, note) == "answered"
+    for note in notes:
+        assert [r.is_voice_message for r in fake.replies_to(note["id"])] == [True, False]
+    assert len(h.engine.turns) == 2
+    assert len([r for r in fake.received if r.error == 429]) == 3
