@@ -65,8 +65,11 @@ class Reached(enum.Enum):
 
 
 def _discord_failed(exc: BaseException) -> bool:
-    """Discord's own trouble, which passes: a 5xx once discord.py's retries are spent, or a
-    connection that broke or never came."""
+    """Discord's own trouble, which passes: a 5xx once discord.py's retries are spent, a
+    connection that broke or never came, or a 429 discord.py does not wait out (Cloudflare's ban
+    of the bot's address after too many refused requests, an HTML page without `Via`)."""
+    if isinstance(exc, discord.HTTPException) and exc.status == 429:
+        return True
     return isinstance(exc, (discord.DiscordServerError, aiohttp.ClientError, ConnectionError))
 
 

@@ -4,6 +4,8 @@ reactions and typing held up. Every note gets exactly one answer."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from tests.discord_harness import blaze, nova, running_bot, voice_note
@@ -51,6 +53,22 @@ async def test_audio_discord_posted_as_the_connection_broke_is_not_posted_again_
     audio = [r for r in fake.replies_to(note["id"]) if r.files]
     assert len(audio) == 1, [(r.content[:40], r.flags) for r in fake.replies_to(note["id"])]
     assert any(r.content.startswith("Nova, you have") for r in fake.replies_to(note["id"]))
+
+
+async def test_cloudflares_ban_on_the_answer_leaves_the_note_for_later_not_given_up(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # 429 as an HTML page without Via: discord.py does not retry it. Discord's trouble, which
+    # passes, not a channel that refuses the bot: the note is answered once posts go out again.
+    caplog.set_level(logging.INFO)
+    fake.posts_banned = 2  # the answer, then the apology
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        voice, transcript = await replies(fake, note, 2)
+        assert await settled(settings, note) == "answered"
+    assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
+    assert len(h.engine.turns) == 2
+    assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 429)] * 2
 
 
 @pytest.mark.parametrize("global_", [False, True], ids=["route bucket", "global"])
