@@ -25,6 +25,7 @@ Upload = tuple[str, bytes]  # filename, Ogg/Opus bytes
 # Discord's answers that mean "no voice messages here": fall back to a file reply.
 MISSING_PERMISSIONS = 50013
 VOICE_REFUSED_CODES = {50173, MISSING_PERMISSIONS}  # cannot send voice messages in this channel
+TOO_LARGE = 413  # "Request entity too large" (40005): the audio is over the channel's upload limit
 # Shorter than this a reply has no words to hear (a voice spoke only punctuation): its text goes
 # out alone, and Discord is not asked to take an empty voice message, which it refuses.
 MIN_VOICE_SECONDS = 0.1
@@ -318,25 +319,29 @@ async def send_answer(
         return "text"
     # A voice message carries no text: where it cannot be a reply, it could not say whom it
     # answers, and the file style's words name the player.
+    too_large = False
     if mode != "file" and voice_message_allowed(message) and (mode != "voice" or may_link(message)):
         try:
             await send_voice_message(client, message, audio)
         except discord.HTTPException as exc:
-            if exc.code not in VOICE_REFUSED_CODES:
+            too_large = exc.status == TOO_LARGE
+            if exc.code not in VOICE_REFUSED_CODES and not too_large:
                 raise
-            log.info("voice message refused in channel %s (%s): sending a file", message.channel.id, exc.code)
+            where, instead = message.channel.id, "the text" if too_large else "a file"
+            log.info("voice message refused in channel %s (%s): sending %s", where, exc.code, instead)
         else:
             answered()
             if mode == "voice_and_text" and text:
                 await send_text(message, text)
             return "voice"
-    if may_attach(message):
+    # The same audio as a file would be over the limit too.
+    if may_attach(message) and not too_large:
         try:
             await send_file(client, message, text if mode != "voice" else "", audio)
         except discord.HTTPException as exc:
-            if not _refused_for_permissions(exc):
+            if not _refused_for_permissions(exc) and exc.status != TOO_LARGE:
                 raise
-            log.info("file reply refused in channel %s (50013): sending the text", message.channel.id)
+            log.info("file reply refused in channel %s (%s): sending the text", message.channel.id, exc.code)
         else:
             return "file"
     # Where no audio can go, the words are all the answer there is, whatever style was chosen.

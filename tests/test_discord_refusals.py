@@ -10,7 +10,7 @@ import pytest
 
 from tests.discord_harness import blaze, nova, running_bot, voice_note
 from tests.fakes.discord_server import ALLOWED_CHANNEL, FakeDiscord, serving
-from tests.test_discord_replies import replies, settled
+from tests.test_discord_replies import replies, settled, warnings_logged
 
 
 @pytest.fixture
@@ -86,3 +86,19 @@ async def test_rate_limits_on_the_send_route_are_waited_out_and_answer_once(
         assert [r.is_voice_message for r in fake.replies_to(note["id"])] == [True, False]
     assert len(h.engine.turns) == 2
     assert len([r for r in fake.received if r.error == 429]) == 3
+
+
+@pytest.mark.parametrize("mode", ["voice_and_text", "voice", "file"])
+async def test_an_answer_over_the_upload_limit_still_sends_its_transcript(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, mode: str
+):
+    caplog.set_level(logging.INFO)
+    fake.upload_limit = 1000  # smaller than any spoken reply
+    async with running_bot(settings, fake) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), mode)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+    tried = [r for r in fake.received if r.kind == "message"]
+    assert [r.content[:14] for r in tried if r.error is None] == ["Nova, you have"]
+    assert {r.error for r in tried if r.files} == {40005}
+    assert warnings_logged(caplog) == []
