@@ -27,6 +27,7 @@ WORKING = "\N{HEADPHONE}"  # shown on the player's note while it is queued or be
 FAILED = "\N{WARNING SIGN}"
 # On a note that arrives while the bot shuts down: kept, and answered after the restart.
 LATER = "\N{HOURGLASS WITH FLOWING SAND}"
+TYPING_EVERY = 5.0  # seconds; Discord shows "typing…" for 10 s after each request
 # A player is told "slow down" or "send a voice note" at most once in this many seconds: replying
 # to every message of a flood would itself flood the channel and run into Discord's rate limits.
 HINT_SECONDS = 60.0
@@ -123,6 +124,7 @@ class VoiceNotes(commands.Cog):
         # ledger learns of a note only once its claim lands, and a second path weighing it before
         # then would answer it and tell its player "too many" as well.
         self._counted: dict[int, None] = {}
+        self._reacting: dict[int, asyncio.Task[None]] = {}  # each note's latest reaction under way
 
     # ---- which messages --------------------------------------------------------------
 
@@ -355,8 +357,8 @@ class VoiceNotes(commands.Cog):
 
     async def _answer(self, message: discord.Message, note: discord.Attachment) -> Reached:
         working = not _archived(message)  # else refused (50083), until the reply unarchives it
-        await self._react(message, WORKING)
-        ok = nowhere = False
+        self._react_soon(message, WORKING)
+        ok = nowhere = cancelled = False
         reached = Reached.NO
         try:
             ok, reached = await self._turn(message, note)
@@ -367,6 +369,7 @@ class VoiceNotes(commands.Cog):
             if not nowhere:
                 reached = await self._tell_oops(message)
         except asyncio.CancelledError:
+            cancelled = True
             if message.id in self._answer_out:
                 ok = True  # its answer went out; only the transcript was cut
             else:
@@ -377,14 +380,39 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "failed", "error")
             reached = await self._tell_oops(message)
         finally:
+            marks: list[tuple[str, bool]] = []  # (emoji, remove)
             if not nowhere:  # where nothing can be posted, reactions are refused too
                 if working:
-                    await self._react(message, WORKING, remove=True)
+                    marks.append((WORKING, True))
                 if not ok:
-                    await self._react(message, LATER if reached is Reached.LATER else FAILED)
+                    marks.append((LATER if reached is Reached.LATER else FAILED, False))
                 elif any(r.me and r.emoji == LATER for r in message.reactions):
-                    await self._react(message, LATER, remove=True)  # kept for later, answered now
+                    marks.append((LATER, True))  # kept for later, answered now
+            for emoji, remove in marks:
+                if cancelled:  # a stop cancelled the turn: it waits for this task, not for new ones
+                    await self._react(message, emoji, remove)
+                else:
+                    self._react_soon(message, emoji, remove)
         return reached
+
+    def _react_soon(self, message: discord.Message, emoji: str, remove: bool = False) -> None:
+        """The reaction as work of its own, after the note's earlier ones. Discord takes a bot's
+        reactions a few a second per channel: under a raid, a note waiting for its 🎧 would wait
+        for its answer too, and the player's next note for its removal."""
+        before = self._reacting.get(message.id)
+
+        async def react() -> None:
+            if before is not None:
+                await asyncio.wait({before})
+            await self._react(message, emoji, remove)
+
+        task = self.bot.track(react())
+        self._reacting[message.id] = task
+        task.add_done_callback(lambda done: self._reacted(message.id, done))
+
+    def _reacted(self, message_id: int, task: asyncio.Task[None]) -> None:
+        if self._reacting.get(message_id) is task:
+            del self._reacting[message_id]
 
     async def _keep_for_restart(self, message: discord.Message) -> None:
         """A note that arrived while shutting down: kept, marked, and answered after the restart."""
@@ -418,7 +446,7 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "refused", "too_long")
             return False, await self._tell(message, too_long_message(limits.max_seconds))
         refusal = None  # told after the slot is given back: a slow send must not hold a turn slot
-        # "typing…" only once a turn slot is the note's: discord.py sends it again every 5 s, and a
+        # "typing…" only once a turn slot is the note's: it is sent again every TYPING_EVERY s, and a
         # queue of waiting notes would otherwise cost requests growing with the square of its length.
         async with self._notes_in_hand:
             if self._gone(message):  # while it waited for the slot (said in answer())
@@ -488,21 +516,16 @@ class VoiceNotes(commands.Cog):
 
     @contextlib.asynccontextmanager
     async def _typing(self, message: discord.Message) -> AsyncIterator[None]:
-        """ "typing…" while the note is heard and answered; a channel that refuses it, or a
-        connection that drops on it, costs nothing else."""
+        """ "typing…" while the note is heard and answered, as work of its own: under a raid its
+        requests wait behind the channel's rate limit, and the turn must not wait with them."""
         if _archived(message):  # nobody sees it in a thread still archived, until the reply
             yield
             return
-        typing = message.channel.typing()
-        try:
-            await typing.__aenter__()
-        except (discord.HTTPException, aiohttp.ClientError, ConnectionError):
-            yield
-            return
+        typing = asyncio.create_task(_keep_typing(message))
         try:
             yield
         finally:
-            await typing.__aexit__(None, None, None)
+            typing.cancel()
 
     async def _tell(self, message: discord.Message, text: str) -> Reached:
         """A short reply the player can act on (failures are only logged)."""
@@ -534,6 +557,18 @@ class VoiceNotes(commands.Cog):
         except (aiohttp.ClientError, ConnectionError) as exc:
             # The connection dropped (discord.py retries only a reset): the answer is still owed.
             log.info("no %s reaction on note %s: %r", emoji, message.id, exc)
+
+
+async def _keep_typing(message: discord.Message) -> None:
+    """ "typing…" now and every TYPING_EVERY seconds, as discord.py's typing() does, until
+    cancelled; a channel that refuses it, or a connection that drops on it, ends it."""
+    while True:
+        try:
+            await message.channel.typing()  # one request
+        except (discord.HTTPException, aiohttp.ClientError, ConnectionError) as exc:
+            log.debug("no typing in channel %s: %r", message.channel.id, exc)
+            return
+        await asyncio.sleep(TYPING_EVERY)
 
 
 def _archived(message: discord.Message) -> bool:

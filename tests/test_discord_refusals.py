@@ -4,7 +4,9 @@ reactions and typing held up. Every note gets exactly one answer."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -102,3 +104,28 @@ async def test_an_answer_over_the_upload_limit_still_sends_its_transcript(
     assert [r.content[:14] for r in tried if r.error is None] == ["Nova, you have"]
     assert {r.error for r in tried if r.files} == {40005}
     assert warnings_logged(caplog) == []
+
+
+async def test_held_reactions_and_typing_do_not_hold_the_answers(settings, fake: FakeDiscord):
+    # Discord holds every reaction and typing request (a rate limit's queue under a raid): the
+    # notes are answered and settled all the same; the 🎧 goes on and off once Discord takes it.
+    fake.reactions_held, fake.typing_held = asyncio.Event(), asyncio.Event()
+    async with running_bot(settings, fake):
+        notes = [await fake.send_note(player, voice_note(), guild=True) for player in (nova, blaze)]
+        for note in notes:
+            await replies(fake, note, 2)
+            assert await settled(settings, note) == "answered"
+        assert not [r for r in fake.received if r.kind.startswith("reaction")]
+        fake.reactions_held.set()
+        fake.typing_held.set()
+        for note in notes:
+            await fake.wait_for(
+                lambda _, note=note: reactions(fake, note) == ["reaction_add", "reaction_remove"]
+            )
+    assert fake.violations == []
+
+
+def reactions(fake: FakeDiscord, note: dict[str, Any]) -> list[str]:
+    return [
+        r.kind for r in fake.received if r.kind.startswith("reaction") and r.body["message_id"] == note["id"]
+    ]

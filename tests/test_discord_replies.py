@@ -80,7 +80,8 @@ async def test_a_note_deleted_mid_answer_still_gets_its_whole_answer(
     engine.hold = asyncio.Event()  # the answer waits until the note is gone, however slow the machine
     async with running_bot(settings, fake, engine=engine):
         note = await fake.send_note(nova, voice_note(), guild=guild)
-        await fake.wait_for(lambda _: fake.sent("cdn"))  # downloaded: the turn is running
+        # Downloaded, and the 🎧 on (it goes out beside the turn): the turn is running.
+        await fake.wait_for(lambda _: fake.sent("cdn") and fake.sent("reaction_add"))
         await fake.delete_message(int(note["channel_id"]), note["id"])
         engine.hold.set()
         if guild:
