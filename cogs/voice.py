@@ -35,6 +35,7 @@ MAX_UNRECORDED = 1000  # notes remembered in memory while the ledger refuses wri
 MAX_DELETED_THREADS = 1000  # deleted threads remembered, for the notes still queued from them
 # Notes remembered as weighed against a flood limit: more than one catch-up finds.
 MAX_COUNTED = 10000
+MAX_DENYING = 1000  # channels remembered as warned of for denying the bot Send Messages
 # Discord types a .webm as video/webm whatever it holds, and an audio-only Ogg or MP4 may come
 # typed as video too. A real video is a note as well: decoding reads its audio and skips the picture.
 AUDIO_AS_VIDEO = {"video/webm", "video/ogg", "video/mp4", "video/quicktime"}
@@ -125,6 +126,7 @@ class VoiceNotes(commands.Cog):
         # then would answer it and tell its player "too many" as well.
         self._counted: dict[int, None] = {}
         self._reacting: dict[int, asyncio.Task[None]] = {}  # each note's latest reaction under way
+        self._denying: dict[int, None] = {}  # channels warned of as denying Send Messages
 
     # ---- which messages --------------------------------------------------------------
 
@@ -265,15 +267,11 @@ class VoiceNotes(commands.Cog):
             return
         if not may_send(message):
             # Nothing could reach the player there: no turn is spent on an answer that cannot go out.
-            log.warning(
-                "note %s from %s not answered: no Send Messages permission in channel %s",
-                message.id,
-                author.id,
-                message.channel.id,
-            )
+            self._cannot_post(message)
             metrics.note("discord", "failed", "permissions")
             await self._settle(ledger.unanswerable, message)
             return
+        self._denying.pop(message.channel.id, None)
         if several:  # once it is this process's to answer: another bot may have it
             self.bot.track(self._tell(message, say.ONE_AT_A_TIME))
         await self._remember_place(message)
@@ -321,6 +319,27 @@ class VoiceNotes(commands.Cog):
                 message.channel.id,
             )
         await self._settle(ledger.unanswerable, message)
+
+    def _cannot_post(self, message: discord.Message) -> None:
+        """A warning for the first note of a channel that denies the bot Send Messages; the rest
+        at info until a note there may be answered again: a raid there is one line to act on."""
+        where, who = message.channel.id, message.author.id
+        if where in self._denying:
+            log.info(
+                "note %s from %s not answered: no Send Messages permission in channel %s",
+                message.id,
+                who,
+                where,
+            )
+            return
+        remember(self._denying, where, None, MAX_DENYING)
+        log.warning(
+            "note %s from %s not answered: no Send Messages permission in channel %s (its next"
+            " notes are logged at info until the bot may post there)",
+            message.id,
+            who,
+            where,
+        )
 
     @commands.Cog.listener()
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:

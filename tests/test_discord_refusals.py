@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.discord_harness import blaze, nova, running_bot, voice_note
-from tests.fakes.discord_server import ALLOWED_CHANNEL, FakeDiscord, serving
+from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
+from tests.fakes.discord_server import ALLOWED_CHANNEL, SEND_MESSAGES, FakeDiscord, serving
 from tests.test_discord_replies import replies, settled, warnings_logged
 
 
@@ -129,3 +129,19 @@ def reactions(fake: FakeDiscord, note: dict[str, Any]) -> list[str]:
     return [
         r.kind for r in fake.received if r.kind.startswith("reaction") and r.body["message_id"] == note["id"]
     ]
+
+
+async def test_a_raid_into_a_channel_that_denies_send_messages_is_one_warning(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO)
+    fake.denied[ALLOWED_CHANNEL] = SEND_MESSAGES
+    async with running_bot(settings, fake) as h:
+        notes = [await fake.send_note(player, voice_note(), guild=True) for player in (nova, blaze, quill)]
+        for note in notes:
+            assert await settled(settings, note) == "expired"  # given up on: no recheck tries it again
+        assert h.engine.turns == []
+    assert len(warnings_logged(caplog)) == 1, warnings_logged(caplog)
+    logged = [r.getMessage() for r in caplog.records if r.name == "cogs.voice"]
+    assert all(any(note["id"] in line for line in logged) for note in notes)  # each note, at info
+    assert [r for r in fake.received if r.error is not None] == []
