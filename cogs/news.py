@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -196,6 +197,9 @@ class TicketNewsDesk(commands.Cog):
         self, channel_id: int, payload: dict[str, Any], upload: tuple[str, bytes] | None
     ) -> None:
         route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
+        # One per message, as discord.py's own sends have: where Discord made the message and its
+        # edge answered 502, discord.py sends it again, and Discord returns the one it made.
+        payload = {**payload, "nonce": str(secrets.randbits(64)), "enforce_nonce": True}
         if upload is None:
             await self.bot.http.request(route, json=payload)
             return

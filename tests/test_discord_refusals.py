@@ -10,8 +10,10 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import NOVA
 from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import ALLOWED_CHANNEL, SEND_MESSAGES, FakeDiscord, serving
+from tests.test_discord_news import dms, eventually, fast, news_states, staff
 from tests.test_discord_replies import replies, settled, warnings_logged
 
 
@@ -145,3 +147,18 @@ async def test_a_raid_into_a_channel_that_denies_send_messages_is_one_warning(
     logged = [r.getMessage() for r in caplog.records if r.name == "cogs.voice"]
     assert all(any(note["id"] in line for line in logged) for note in notes)  # each note, at info
     assert [r for r in fake.received if r.error is not None] == []
+
+
+async def test_ticket_news_discord_posted_but_answered_502_for_is_sent_once(settings, fake: FakeDiscord):
+    # The news's voice message is made, Discord's edge answers 502, discord.py sends it again.
+    settings = fast(settings)
+    fake.posts_lost = 1
+    async with running_bot(settings, fake):
+        await staff(
+            settings.storage_dir / "grievances.db",
+            "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-10'",
+        )
+        await eventually(lambda: news_states(settings, NOVA) == [("GRV-10", "resolved", "sent")])
+    voice, text = dms(fake, NOVA)
+    assert voice.is_voice_message and text.content.endswith("is now resolved.")
+    assert [r.kind for r in fake.received if r.kind == "message_again"] == ["message_again"]
