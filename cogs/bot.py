@@ -133,6 +133,7 @@ class VoxdeskBot(commands.Bot):
         self.discord_settings = settings
         self.accepting = True  # False once shutdown starts: new notes are left alone
         self._inflight: set[asyncio.Task[Any]] = set()
+        self._aside: set[asyncio.Task[Any]] = set()  # of them, what only decorates a note (reactions)
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
         self._lookups = ThreadPoolExecutor(2, thread_name_prefix="voxdesk-dns")
         logging.getLogger("discord.app_commands.tree").addFilter(AUTOCOMPLETE_ANSWERED_ELSEWHERE)
@@ -178,12 +179,18 @@ class VoxdeskBot(commands.Bot):
 
     # ---- work in flight, for a graceful shutdown ---------------------------------------
 
-    def track(self, work: Coroutine[Any, Any, Any], awaited: bool = False) -> asyncio.Task[Any]:
+    def track(
+        self, work: Coroutine[Any, Any, Any], awaited: bool = False, aside: bool = False
+    ) -> asyncio.Task[Any]:
         """Work in flight that a stop waits for. Its failure is logged here unless it is
-        `awaited` by a caller that reports it (a slash command's error handler)."""
+        `awaited` by a caller that reports it (a slash command's error handler). `aside`: not a
+        note or a command of its own (a reaction on one), left out of the counts a stop logs."""
         task = asyncio.create_task(work)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
+        if aside:
+            self._aside.add(task)
+            task.add_done_callback(self._aside.discard)
         if not awaited:
             task.add_done_callback(_log_failure)
         return task
@@ -199,8 +206,8 @@ class VoxdeskBot(commands.Bot):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_seconds
         hurry = hurry or asyncio.Event()
-        if self._inflight:
-            log.info("finishing %d note(s) in flight (up to %.0f s)", len(self._inflight), grace_seconds)
+        if notes := len(self._inflight - self._aside):
+            log.info("finishing %d note(s) in flight (up to %.0f s)", notes, grace_seconds)
         hurried = asyncio.create_task(hurry.wait())
         try:
             # Work in flight may start more (a catch-up answering what it found): wait for that too.
@@ -210,12 +217,13 @@ class VoxdeskBot(commands.Bot):
         finally:
             hurried.cancel()
         pending = set(self._inflight)
+        cut = len(pending - self._aside)
         for task in pending:
             task.cancel()
-        if pending:
-            log.warning("cancelled %d note(s) still running after %.0f s", len(pending), grace_seconds)
-            await asyncio.gather(*pending, return_exceptions=True)
-        return len(pending)
+        if cut:
+            log.warning("cancelled %d note(s) still running after %.0f s", cut, grace_seconds)
+        await asyncio.gather(*pending, return_exceptions=True)
+        return cut
 
     async def _on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

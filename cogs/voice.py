@@ -425,7 +425,7 @@ class VoiceNotes(commands.Cog):
                 await asyncio.wait({before})
             await self._react(message, emoji, remove)
 
-        task = self.bot.track(react())
+        task = self.bot.track(react(), aside=True)
         self._reacting[message.id] = task
         task.add_done_callback(lambda done: self._reacted(message.id, done))
 

@@ -13,6 +13,7 @@ import pytest
 from tests.conftest import NOVA
 from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import ALLOWED_CHANNEL, SEND_MESSAGES, FakeDiscord, serving
+from tests.frontend_engine import FrontendEngine
 from tests.test_discord_news import dms, eventually, fast, news_states, staff
 from tests.test_discord_replies import replies, settled, warnings_logged
 
@@ -162,3 +163,22 @@ async def test_ticket_news_discord_posted_but_answered_502_for_is_sent_once(sett
     voice, text = dms(fake, NOVA)
     assert voice.is_voice_message and text.content.endswith("is now resolved.")
     assert [r.kind for r in fake.received if r.kind == "message_again"] == ["message_again"]
+
+
+async def test_a_stop_counts_the_notes_in_flight_not_their_reactions(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO)
+    fake.reactions_held = asyncio.Event()  # the 🎧 is still on its way when the stop comes
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await engine.until_asked(1)
+        h.stop.set()
+        await eventually(lambda: [r for r in caplog.records if "finishing" in r.getMessage()])
+        fake.reactions_held.set()
+        engine.hold.set()  # the turn ends within the grace
+        await replies(fake, note, 2)
+    (finishing,) = [r.getMessage() for r in caplog.records if "finishing" in r.getMessage()]
+    assert finishing.startswith("finishing 1 note(s) in flight"), finishing
