@@ -74,7 +74,7 @@ USER_ID = re.compile(r"^[0-9]{1,20}$")  # only a Discord user can be sent a DM
 EVENT_BATCH = 500
 DELIVER_BATCH = 200
 MAX_ITEMS_PER_DM = 10  # more news for one player waits for the next round
-MAX_ATTEMPTS = 5  # sends that never reached Discord, before giving up on a piece of news
+MAX_ATTEMPTS = 5  # sends Discord failed or never got, before giving up on a piece of news
 RETRY_SECONDS = 30.0
 MAX_WINDOW_MINUTES = 7 * 24 * 60  # after a longer outage, older Jira changes are not news any more
 # A 429's Retry-After quiets the Jira poll at most this long. The poll's window reopens as far

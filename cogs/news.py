@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import logging
-import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -121,10 +121,16 @@ class TicketNewsDesk(commands.Cog):
                 return Outcome.SENT
             if exc.code == DMS_CLOSED:
                 return Outcome.DMS_CLOSED
+            if exc.status >= 500 or exc.status == 429:
+                # Discord's own trouble, which passes: a 5xx once discord.py's retries are spent,
+                # or Cloudflare's ban. A message it made all the same comes back for its nonce.
+                log.warning("ticket news DM to %s: Discord failed (%s)", delivery.user_id, exc.status)
+                return Outcome.RETRY
             log.warning("ticket news DM to %s refused: %s %s", delivery.user_id, exc.status, exc.text)
             return Outcome.FAILED
-        except aiohttp.ClientConnectorError as exc:  # no connection was made: nothing was sent
-            log.warning("ticket news DM to %s: Discord unreachable (%s)", delivery.user_id, exc)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            # No connection, or one that broke: what Discord made of it comes back for its nonce.
+            log.warning("ticket news DM to %s: Discord unreachable (%r)", delivery.user_id, exc)
             return Outcome.SENT if went_out else Outcome.RETRY
         return Outcome.SENT
 
@@ -144,13 +150,14 @@ class TicketNewsDesk(commands.Cog):
     async def _post(self, channel_id: int, d: Delivery) -> AsyncIterator[bool]:
         """Send `d` in the player's reply style, as cogs/replies.py answers notes; yields after
         each message that went out."""
+        nonce = _nonce(d)
         if d.audio is None or d.mode == "text":
-            async for sent in self._text(channel_id, d.text):
+            async for sent in self._text(channel_id, d.text, nonce=nonce):
                 yield sent
             return
         if d.mode != "file":
             try:
-                await self._voice(channel_id, d.audio)
+                await self._voice(channel_id, d.audio, nonce)
             except discord.HTTPException as exc:
                 if exc.code not in VOICE_REFUSED_CODES:
                     raise
@@ -158,13 +165,13 @@ class TicketNewsDesk(commands.Cog):
             else:
                 yield True
                 if d.mode == "voice_and_text":
-                    async for sent in self._text(channel_id, d.text):
+                    async for sent in self._text(channel_id, d.text, nonce=nonce):
                         yield sent
                 return
-        async for sent in self._text(channel_id, d.text if d.mode != "voice" else "", d.audio):
+        async for sent in self._text(channel_id, d.text if d.mode != "voice" else "", d.audio, nonce):
             yield sent
 
-    async def _voice(self, channel_id: int, audio: ReplyAudio) -> None:
+    async def _voice(self, channel_id: int, audio: ReplyAudio, nonce: str) -> None:
         # discord.py 2.7 cannot send voice messages: one raw request through its HTTP layer
         # (session, rate limits, retries), as cogs/replies.py does for answers.
         payload = {
@@ -179,9 +186,11 @@ class TicketNewsDesk(commands.Cog):
             ],
             "allowed_mentions": NO_PINGS,
         }
-        await self._request(channel_id, payload, (VOICE_FILENAME, audio.ogg))
+        await self._request(channel_id, payload, (VOICE_FILENAME, audio.ogg), f"v{nonce}")
 
-    async def _text(self, channel_id: int, text: str, file: ReplyAudio | None = None) -> AsyncIterator[bool]:
+    async def _text(
+        self, channel_id: int, text: str, file: ReplyAudio | None = None, nonce: str = ""
+    ) -> AsyncIterator[bool]:
         """`text` in pieces of Discord's size; the audio file (if any) rides on the first."""
         for i, piece in enumerate(split_message(text) or [""]):
             payload: dict[str, Any] = {"content": piece, "allowed_mentions": NO_PINGS}
@@ -190,16 +199,16 @@ class TicketNewsDesk(commands.Cog):
                 payload["attachments"] = [
                     {"id": "0", "filename": FILE_FILENAME, "description": "spoken news"}
                 ]
-            await self._request(channel_id, payload, upload)
+            await self._request(channel_id, payload, upload, f"t{i}.{nonce}")
             yield True
 
     async def _request(
-        self, channel_id: int, payload: dict[str, Any], upload: tuple[str, bytes] | None
+        self, channel_id: int, payload: dict[str, Any], upload: tuple[str, bytes] | None, nonce: str
     ) -> None:
         route = Route("POST", "/channels/{channel_id}/messages", channel_id=channel_id)
-        # One per message, as discord.py's own sends have: where Discord made the message and its
-        # edge answered 502, discord.py sends it again, and Discord returns the one it made.
-        payload = {**payload, "nonce": str(secrets.randbits(64)), "enforce_nonce": True}
+        # Where Discord made the message and its edge answered 502, discord.py sends it again, and
+        # a round tries the news again after a failure: Discord returns the message it made.
+        payload = {**payload, "nonce": nonce, "enforce_nonce": True}
         if upload is None:
             await self.bot.http.request(route, json=payload)
             return
@@ -210,6 +219,14 @@ class TicketNewsDesk(commands.Cog):
             {"name": "files[0]", "value": data, "filename": filename, "content_type": "audio/ogg"},
         ]
         await self.bot.http.request(route, form=form)
+
+
+def _nonce(d: Delivery) -> str:
+    """The same for every try of one delivery's messages, and for no other delivery: a later
+    try may carry more news, and Discord would return the earlier message without it. At most
+    25 characters with the prefix each message adds (v, t0. ... t999.)."""
+    items = ",".join(str(item.id) for item in sorted(d.items, key=lambda item: item.id))
+    return hashlib.sha256(f"{d.user_id}:{items}".encode()).hexdigest()[:19]
 
 
 async def setup(bot: VoxdeskBot) -> None:

@@ -14,7 +14,7 @@ from tests.conftest import NOVA
 from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import ALLOWED_CHANNEL, SEND_MESSAGES, FakeDiscord, serving
 from tests.frontend_engine import FrontendEngine
-from tests.test_discord_news import dms, eventually, fast, news_states, staff
+from tests.test_discord_news import dms, eventually, fast, news_states, sql, staff
 from tests.test_discord_replies import replies, settled, warnings_logged
 
 
@@ -182,3 +182,21 @@ async def test_a_stop_counts_the_notes_in_flight_not_their_reactions(
         await replies(fake, note, 2)
     (finishing,) = [r.getMessage() for r in caplog.records if "finishing" in r.getMessage()]
     assert finishing.startswith("finishing 1 note(s) in flight"), finishing
+
+
+async def test_ticket_news_discord_failed_to_take_is_sent_on_a_later_round(settings, fake: FakeDiscord):
+    # 503 on the news's first message (discord.py does not retry a 503): Discord's trouble, not
+    # the player's; the news is tried again, not given up on.
+    settings = fast(settings)
+    news = settings.storage_dir / "news.db"
+    fake.posts_unavailable = 1
+    async with running_bot(settings, fake):
+        await staff(
+            settings.storage_dir / "grievances.db",
+            "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-10'",
+        )
+        await eventually(lambda: sql(news, "SELECT attempts FROM news WHERE state = 'pending'") == [(1,)])
+        await staff(news, "UPDATE news SET next_try_at = 0")  # its 30 s are up
+        await eventually(lambda: news_states(settings, NOVA) == [("GRV-10", "resolved", "sent")])
+    voice, text = dms(fake, NOVA)
+    assert voice.is_voice_message and text.content.endswith("is now resolved.")
