@@ -127,6 +127,7 @@ class VoiceNotes(commands.Cog):
         self._counted: dict[int, None] = {}
         self._reacting: dict[int, asyncio.Task[None]] = {}  # each note's latest reaction under way
         self._denying: dict[int, None] = {}  # channels warned of as denying Send Messages
+        self._typing_tasks: set[asyncio.Task[None]] = set()  # "typing…" of turns, ending by themselves
 
     # ---- which messages --------------------------------------------------------------
 
@@ -540,11 +541,16 @@ class VoiceNotes(commands.Cog):
         if _archived(message):  # nobody sees it in a thread still archived, until the reply
             yield
             return
-        typing = asyncio.create_task(_keep_typing(message))
+        done = asyncio.Event()
+        typing = asyncio.create_task(_keep_typing(message, done))
+        self._typing_tasks.add(typing)
+        typing.add_done_callback(self._typing_tasks.discard)
         try:
             yield
         finally:
-            typing.cancel()
+            # Told to end, not cancelled: discord.py holds every request back while it waits out a
+            # global 429, and one cancelled in that wait never lets them go.
+            done.set()
 
     async def _tell(self, message: discord.Message, text: str) -> Reached:
         """A short reply the player can act on (failures are only logged)."""
@@ -578,16 +584,17 @@ class VoiceNotes(commands.Cog):
             log.info("no %s reaction on note %s: %r", emoji, message.id, exc)
 
 
-async def _keep_typing(message: discord.Message) -> None:
+async def _keep_typing(message: discord.Message, done: asyncio.Event) -> None:
     """ "typing…" now and every TYPING_EVERY seconds, as discord.py's typing() does, until
-    cancelled; a channel that refuses it, or a connection that drops on it, ends it."""
-    while True:
+    `done`; a channel that refuses it, or a connection that drops on it, ends it."""
+    while not done.is_set():
         try:
             await message.channel.typing()  # one request
-        except (discord.HTTPException, aiohttp.ClientError, ConnectionError) as exc:
+        except Exception as exc:  # decoration: whatever became of it, the answer is still owed
             log.debug("no typing in channel %s: %r", message.channel.id, exc)
             return
-        await asyncio.sleep(TYPING_EVERY)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(done.wait(), TYPING_EVERY)
 
 
 def _archived(message: discord.Message) -> bool:

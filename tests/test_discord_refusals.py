@@ -200,3 +200,23 @@ async def test_ticket_news_discord_failed_to_take_is_sent_on_a_later_round(setti
         await eventually(lambda: news_states(settings, NOVA) == [("GRV-10", "resolved", "sent")])
     voice, text = dms(fake, NOVA)
     assert voice.is_voice_message and text.content.endswith("is now resolved.")
+
+
+async def test_a_turn_ending_while_its_typing_waits_out_the_global_limit_leaves_rest_working(
+    settings, fake: FakeDiscord
+):
+    # discord.py waits out a global 429 with every request held back until it is over; a request
+    # cancelled while it waits never says it is over, and no request goes out again.
+    fake.typing_rate_limited, fake.typing_limit_global, fake.retry_after = 1, True, 1.0
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine) as h:
+        try:
+            note = await fake.send_note(nova, voice_note(), guild=True)
+            await fake.wait_for(lambda got: [r for r in got if r.kind == "typing" and r.error == 429])
+            engine.hold.set()  # the turn ends while discord.py waits out the limit
+            await replies(fake, note, 2)
+            later = await fake.send_note(blaze, voice_note(), guild=True)
+            await replies(fake, later, 2)
+        finally:
+            h.bot.http._global_over.set()  # what a regression leaves stuck: the test fails, not hangs

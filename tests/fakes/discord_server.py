@@ -39,7 +39,7 @@ the fake does not serve (404), a body that is not JSON (50109), or one the fake 
 Discord's own trouble on a message POST is a test's to switch on: 503, a 502 after the message
 was posted, a lost connection, a rate limit (per bucket or global, with Discord's headers),
 Cloudflare's ban (429 as an HTML page), an upload over the channel's limit (413, 40005).
-Reaction and typing requests may be held unanswered, as behind a rate limit.
+Typing may be rate-limited too, and reaction and typing requests held unanswered.
 """
 
 from __future__ import annotations
@@ -359,6 +359,8 @@ class FakeDiscord(Strict):
         self.posts_rate_limited = 0
         self.posts_limit_global = False
         self.retry_after = 0.05
+        self.typing_rate_limited = 0  # the same for typing requests
+        self.typing_limit_global = False
         # Cloudflare's ban (too many invalid requests): 429 with an HTML page and no `Via`, which
         # discord.py does not retry; while above 0, each message POST is refused so, counting down.
         self.posts_banned = 0
@@ -1459,7 +1461,7 @@ class FakeDiscord(Strict):
             self.posts_rate_limited -= 1
             record.error = 429
             await self._record(record)
-            return self._rate_limited(global_=self.posts_limit_global)
+            return self._rate_limited("messages", global_=self.posts_limit_global)
         try:
             self._check("/channels/{channel_id}/messages", "post", content_type, body)
             if body.get("enforce_nonce") and body.get("nonce") is None:
@@ -1528,7 +1530,7 @@ class FakeDiscord(Strict):
             return None
         return made[1]
 
-    def _rate_limited(self, *, global_: bool) -> web.Response:
+    def _rate_limited(self, bucket: str, *, global_: bool) -> web.Response:
         """A 429 as Discord sends one: the JSON body with `retry_after`, the bucket's headers,
         and `Via`, without which discord.py takes it for Cloudflare's ban."""
         body = {"message": "You are being rate limited.", "retry_after": self.retry_after, "global": global_}
@@ -1547,7 +1549,7 @@ class FakeDiscord(Strict):
                     "X-RateLimit-Remaining": "0",
                     "X-RateLimit-Reset": f"{time.time() + self.retry_after:.3f}",
                     "X-RateLimit-Reset-After": f"{self.retry_after:.3f}",
-                    "X-RateLimit-Bucket": "fake-messages-bucket",
+                    "X-RateLimit-Bucket": f"fake-{bucket}-bucket",
                 }
             )
         return web.Response(body=json.dumps(body).encode(), status=429, headers=headers)
@@ -1868,6 +1870,11 @@ class FakeDiscord(Strict):
         channel_id = int(request.match_info["channel_id"])
         record = Received("typing", request.method, request.path, channel_id)
         await self._until_released(self.typing_held)
+        if self.typing_rate_limited > 0:
+            self.typing_rate_limited -= 1
+            record.error = 429
+            await self._record(record)
+            return self._rate_limited("typing", global_=self.typing_limit_global)
         if self.typing_cut > 0:
             self.typing_cut -= 1
             return await self._cut(request, record)
