@@ -594,7 +594,8 @@ async def _keep_typing(message: discord.Message, done: asyncio.Event) -> None:
             log.debug("no typing in channel %s: %r", message.channel.id, exc)
             return
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(done.wait(), TYPING_EVERY)
+            async with asyncio.timeout(TYPING_EVERY):
+                await done.wait()
 
 
 def _archived(message: discord.Message) -> bool:
