@@ -388,6 +388,12 @@ class VoiceNotes(commands.Cog):
             nowhere = exc.code in NOWHERE_TO_POST
             if not nowhere:
                 reached = await self._tell_oops(message)
+        except (aiohttp.ClientError, ConnectionError) as exc:
+            # The connection to Discord broke under a reply (nothing else in a turn speaks HTTP
+            # through aiohttp): Discord's trouble, which a traceback would call a bug here.
+            log.warning("could not reply to note %s: %r", message.id, exc)
+            metrics.note("discord", "failed", "send")
+            reached = await self._tell_oops(message)
         except asyncio.CancelledError:
             cancelled = True
             if message.id in self._answer_out:

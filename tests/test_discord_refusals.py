@@ -42,7 +42,7 @@ async def test_a_voice_message_discord_posted_but_answered_502_for_is_posted_onc
 
 @pytest.mark.parametrize("file", [False, True], ids=["voice message", "file"])
 async def test_audio_discord_posted_as_the_connection_broke_is_not_posted_again_later(
-    settings, fake: FakeDiscord, file: bool
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, file: bool
 ):
     # The audio and then the apology are posted, but their connections break before Discord's
     # answer: the bot cannot know, and answers the note again once posts go out. The audio
@@ -58,6 +58,8 @@ async def test_audio_discord_posted_as_the_connection_broke_is_not_posted_again_
     audio = [r for r in fake.replies_to(note["id"]) if r.files]
     assert len(audio) == 1, [(r.content[:40], r.flags) for r in fake.replies_to(note["id"])]
     assert any(r.content.startswith("Nova, you have") for r in fake.replies_to(note["id"]))
+    # Discord's trouble, in one line each: no traceback, which would say the bot had a bug.
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
 
 
 async def test_cloudflares_ban_on_the_answer_leaves_the_note_for_later_not_given_up(
