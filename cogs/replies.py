@@ -241,10 +241,11 @@ async def send_voice_message(client: discord.Client, message: discord.Message, r
 
 
 def _nonce(message: discord.Message, kind: str) -> str:
-    """The same for every POST of one note's audio: Discord posts a message that its edge then
-    answered 502 for (or whose connection broke), discord.py sends the POST again, and the note
-    may be answered again after a Discord failure; Discord makes one message of them all, within
-    the few minutes it keeps a nonce. 25 characters at most."""
+    """The same for every POST of one part of a note's answer (its voice message, its file, each
+    piece of its text): Discord posts a message that its edge then answered 502 for (or whose
+    connection broke), discord.py sends the POST again, and the note may be answered again after
+    a Discord failure; Discord makes one message of them all, within the few minutes it keeps a
+    nonce. 25 characters at most: a snowflake's 19 or 20 digits and `kind`'s few."""
     return f"{kind}{message.id}"
 
 
@@ -260,45 +261,51 @@ async def send_file(client: discord.Client, message: discord.Message, text: str,
         if first:
             payload["content"] = first
         await post_reply(client, message, payload, (FILE_FILENAME, reply.ogg), linked, _nonce(message, "f"))
-        await _send_rest(message, rest, linked)
+        await _send_rest(message, rest, linked, first=1)
 
     await _linked_if_allowed(message, send)
 
 
-async def send_text(message: discord.Message, text: str) -> None:
+async def send_text(message: discord.Message, text: str, answer: bool = False) -> None:
     """Reply with `text` split at Discord's limit; where the bot may not reply, a plain message
-    that names the player."""
+    that names the player. `answer`: the note's answer, whose pieces are posted once however
+    often they are sent (see _nonce); not a line that tells the player something else."""
 
     async def send(linked: bool) -> None:
         pieces = _pieces(message, text, linked)
         if pieces:  # a refused first piece is sent again unlinked, naming the player
-            await _send_piece(message, pieces[0], linked)
-            await _send_rest(message, pieces[1:], linked)
+            await _send_piece(message, pieces[0], linked, _nonce(message, "t0.") if answer else None)
+            await _send_rest(message, pieces[1:], linked, first=1 if answer else None)
 
     await _linked_if_allowed(message, send)
 
 
-async def _send_rest(message: discord.Message, pieces: list[str], linked: bool) -> None:
+async def _send_rest(
+    message: discord.Message, pieces: list[str], linked: bool, first: int | None = None
+) -> None:
     """The pieces after the first. A link refused now (Read Message History taken away mid-send)
-    sends the rest without it: sending the whole reply again would repeat what went out."""
-    for piece in pieces:
+    sends the rest without it: sending the whole reply again would repeat what went out. `first`:
+    the index of the answer's piece they start at; None: not an answer."""
+    for index, piece in enumerate(pieces, start=first or 0):
+        nonce = _nonce(message, f"t{index}.") if first is not None else None
         try:
-            await _send_piece(message, piece, linked)
+            await _send_piece(message, piece, linked, nonce)
         except discord.HTTPException as exc:
             if not linked or not _refused_for_permissions(exc):
                 raise
             log.info("reply to note %s refused (50013) mid-send: the rest goes unlinked", message.id)
             linked = False
-            await _send_piece(message, piece, linked)
+            await _send_piece(message, piece, linked, nonce)
 
 
-async def _send_piece(message: discord.Message, piece: str, linked: bool) -> None:
+async def _send_piece(message: discord.Message, piece: str, linked: bool, nonce: str | None = None) -> None:
     # The client's AllowedMentions.none() plus mention_author=False: the same NO_PINGS the raw
-    # route sends, so no reply of any kind pings anyone.
+    # route sends, so no reply of any kind pings anyone. No nonce: discord.py sets a random one.
     if linked:
-        await message.channel.send(content=piece, reference=reply_reference(message), mention_author=False)
+        reference = reply_reference(message)
+        await message.channel.send(content=piece, reference=reference, mention_author=False, nonce=nonce)
     else:
-        await message.channel.send(content=piece)
+        await message.channel.send(content=piece, nonce=nonce)
 
 
 async def send_answer(
@@ -315,7 +322,7 @@ async def send_answer(
     text = without_masked_links(text)
     if audio is None or mode == "text" or not audio.ogg or audio.duration_secs < MIN_VOICE_SECONDS:
         # Nothing to hear and nothing to read would be a note marked answered with nothing sent.
-        await send_text(message, text if text.strip() else say.OOPS)
+        await send_text(message, text if text.strip() else say.OOPS, answer=True)
         return "text"
     # A voice message carries no text: where it cannot be a reply, it could not say whom it
     # answers, and the file style's words name the player.
@@ -332,7 +339,7 @@ async def send_answer(
         else:
             answered()
             if mode == "voice_and_text" and text:
-                await send_text(message, text)
+                await send_text(message, text, answer=True)
             return "voice"
     # The same audio as a file would be over the limit too.
     if may_attach(message) and not too_large:
@@ -345,5 +352,5 @@ async def send_answer(
         else:
             return "file"
     # Where no audio can go, the words are all the answer there is, whatever style was chosen.
-    await send_text(message, text if text.strip() else say.OOPS)
+    await send_text(message, text if text.strip() else say.OOPS, answer=True)
     return "text"

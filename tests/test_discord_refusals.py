@@ -222,3 +222,20 @@ async def test_a_turn_ending_while_its_typing_waits_out_the_global_limit_leaves_
             await replies(fake, later, 2)
         finally:
             h.bot.http._global_over.set()  # what a regression leaves stuck: the test fails, not hangs
+
+
+async def test_a_text_answer_discord_posted_as_the_connection_broke_is_not_posted_again_later(
+    settings, fake: FakeDiscord
+):
+    # /replies text: the answer and the apology are posted, their connections break before
+    # Discord's answer, and the recheck answers the note again: the text Discord has is not posted
+    # a second time.
+    fake.posts_cut_after = 2
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), "text")
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda _: fake.sent("message_again"))
+        assert await settled(settings, note) == "answered"
+    assert len(h.engine.turns) == 2
+    answers = [r for r in fake.replies_to(note["id"]) if r.content.startswith("Nova, you have")]
+    assert len(answers) == 1, [r.content[:40] for r in fake.replies_to(note["id"])]
