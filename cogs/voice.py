@@ -410,10 +410,11 @@ class VoiceNotes(commands.Cog):
             if not nowhere:  # where nothing can be posted, reactions are refused too
                 if working:
                     marks.append((WORKING, True))
-                if not ok:
+                if ok:
+                    if any(r.me and r.emoji == LATER for r in message.reactions):
+                        marks.append((LATER, True))  # kept for later, answered now
+                elif not cancelled:  # a cut turn gets its ⏳ in answer(): no ⚠️ to outlive its answer
                     marks.append((LATER if reached is Reached.LATER else FAILED, False))
-                elif any(r.me and r.emoji == LATER for r in message.reactions):
-                    marks.append((LATER, True))  # kept for later, answered now
             for emoji, remove in marks:
                 if cancelled:  # a stop cancelled the turn: it waits for this task, not for new ones
                     await self._react(message, emoji, remove)

@@ -1229,3 +1229,21 @@ async def test_discord_out_of_reach_at_every_recheck_is_one_warning_and_no_trace
     assert not [
         r for r in caplog.records if r.name == "cogs.catch_up" and (r.exc_info or r.levelno >= logging.ERROR)
     ]
+
+
+async def test_a_turn_cut_by_a_stop_is_marked_for_later_not_as_failed(settings, fake) -> None:
+    # The cut turn is answered after the restart, which takes its ⏳ off but not a ⚠️: one put on
+    # beside the ⏳ would stay on a note that got its answer.
+    failed = "\N{WARNING SIGN}"
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note())
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        await asyncio.wait_for(h.task, 20)
+    marks = [
+        r.body["emoji"]
+        for r in fake.received
+        if r.kind == "reaction_add" and r.body["message_id"] == note["id"]
+    ]
+    assert LATER in marks
+    assert failed not in marks, marks
