@@ -33,9 +33,13 @@ DEFAULT_CONFIG = Path("config.toml")
 def shown_url(url: str) -> str:
     """A service address fit for a log line or `check`: any user:password@ and query string
     (where a proxy's credentials or a key may ride along) removed."""
-    parts = urllib.parse.urlsplit(url)
+    # Without a scheme urlsplit finds no host ("svc:pass@proxy" reads as scheme "svc"): a
+    # setting written so is read as the host it names, and shown without the scheme it lacks.
+    schemeless = "://" not in url and not url.startswith("//")
+    parts = urllib.parse.urlsplit("//" + url if schemeless else url)
     host = parts.netloc.rpartition("@")[2]
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    shown = urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+    return shown.removeprefix("//") if schemeless else shown
 
 
 class ConfigError(Exception):
