@@ -147,7 +147,7 @@ CREATE TABLE IF NOT EXISTS dms_closed (user_id TEXT PRIMARY KEY, told_at TEXT NO
 class Outcome(enum.Enum):
     SENT = "sent"
     DMS_CLOSED = "dms_closed"  # Discord refused: the player accepts no DMs from the bot
-    RETRY = "retry"  # certainly never reached Discord (no connection): may be tried again
+    RETRY = "retry"  # Discord failed (5xx, 429, no connection or a broken one): tried again
     FAILED = "failed"  # refused, or maybe sent: never tried again
 
 
