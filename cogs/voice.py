@@ -128,6 +128,7 @@ class VoiceNotes(commands.Cog):
         self._reacting: dict[int, asyncio.Task[None]] = {}  # each note's latest reaction under way
         self._denying: dict[int, None] = {}  # channels warned of as denying Send Messages
         self._typing_tasks: set[asyncio.Task[None]] = set()  # "typing…" of turns, ending by themselves
+        self._reactions: set[asyncio.Task[None]] = set()  # reaction requests, never cut (see _react)
 
     # ---- which messages --------------------------------------------------------------
 
@@ -576,6 +577,15 @@ class VoiceNotes(commands.Cog):
             return  # Discord would refuse it (403 50013, or 10003 / 50001) for every note there
         if not remove and _archived(message):
             return  # refused (50083) until a message unarchives the thread: a note a catch-up found
+        # Shielded: a stop cancels the reactions under way, and a request cancelled while
+        # discord.py waits out a global 429 never ends that wait for the requests behind it (the
+        # stop's own "restarting" and ⏳ among them). Cancelled, the request goes on by itself.
+        request = asyncio.create_task(self._send_reaction(message, emoji, remove))
+        self._reactions.add(request)  # asyncio keeps only a weak reference to a task
+        request.add_done_callback(self._reactions.discard)
+        await asyncio.shield(request)
+
+    async def _send_reaction(self, message: discord.Message, emoji: str, remove: bool) -> None:
         try:
             if remove:
                 assert self.bot.user is not None

@@ -239,3 +239,22 @@ async def test_a_text_answer_discord_posted_as_the_connection_broke_is_not_poste
     assert len(h.engine.turns) == 2
     answers = [r for r in fake.replies_to(note["id"]) if r.content.startswith("Nova, you have")]
     assert len(answers) == 1, [r.content[:40] for r in fake.replies_to(note["id"])]
+
+
+async def test_a_stop_while_the_headphones_wait_out_the_global_limit_ends(settings, fake: FakeDiscord):
+    # The 🎧 goes out beside the turn, and a stop cancels it with the turn: cancelled while
+    # discord.py waited out a global 429, it left every request after it waiting for ever, the
+    # stop's "restarting" among them, and the stop never ended.
+    fake.reactions_rate_limited, fake.reactions_limit_global, fake.retry_after = 1, True, 5.0
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine, shutdown_grace_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda got: [r for r in got if r.kind == "reaction_add" and r.error == 429])
+        await engine.until_asked(1)
+        h.stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(h.task), 15)
+        finally:
+            h.bot.http._global_over.set()
+    assert "restarting" in fake.replies_to(note["id"])[0].content

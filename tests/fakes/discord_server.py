@@ -361,6 +361,8 @@ class FakeDiscord(Strict):
         self.retry_after = 0.05
         self.typing_rate_limited = 0  # the same for typing requests
         self.typing_limit_global = False
+        self.reactions_rate_limited = 0  # the same for reaction requests
+        self.reactions_limit_global = False
         # Cloudflare's ban (too many invalid requests): 429 with an HTML page and no `Via`, which
         # discord.py does not retry; while above 0, each message POST is refused so, counting down.
         self.posts_banned = 0
@@ -1893,6 +1895,11 @@ class FakeDiscord(Strict):
         body = {"message_id": request.match_info["message_id"], "emoji": request.match_info["emoji"]}
         record = Received(kind, request.method, request.path, channel_id, body)
         await self._until_released(self.reactions_held)
+        if self.reactions_rate_limited > 0:
+            self.reactions_rate_limited -= 1
+            record.error = 429
+            await self._record(record)
+            return self._rate_limited("reactions", global_=self.reactions_limit_global)
         if self.reactions_cut > 0:
             self.reactions_cut -= 1
             return await self._cut(request, record)
