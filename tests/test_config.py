@@ -188,8 +188,8 @@ def test_shown_url_drops_credentials_and_query() -> None:
 
     assert shown_url("https://svc:s3cret@proxy.example:8443/v1?key=abc") == "https://proxy.example:8443/v1"
     assert shown_url("https://acme.atlassian.net") == "https://acme.atlassian.net"
-    # Without a scheme urlsplit finds no host, and took the user for a scheme and the password
-    # for a path: the start-up line printed the address whole.
+    # Without a scheme urlsplit finds no host: it takes the user for a scheme and the password
+    # for part of the path, which the start-up line would print.
     assert shown_url("svc:s3cret@proxy.example:8443/v1?key=abc") == "proxy.example:8443/v1"
     assert shown_url("acme.atlassian.net") == "acme.atlassian.net"
     assert shown_url("//svc:s3cret@proxy.example/v1") == "//proxy.example/v1"

@@ -242,9 +242,9 @@ async def test_a_text_answer_discord_posted_as_the_connection_broke_is_not_poste
 
 
 async def test_a_stop_while_the_headphones_wait_out_the_global_limit_ends(settings, fake: FakeDiscord):
-    # The 🎧 goes out beside the turn, and a stop cancels it with the turn: cancelled while
-    # discord.py waited out a global 429, it left every request after it waiting for ever, the
-    # stop's "restarting" among them, and the stop never ended.
+    # The 🎧 goes out beside the turn, and a stop cancels it with the turn. A request cancelled
+    # while discord.py waits out a global 429 leaves every request after it waiting for ever, the
+    # stop's "restarting" among them, and the stop with them.
     fake.reactions_rate_limited, fake.reactions_limit_global, fake.retry_after = 1, True, 5.0
     engine = FrontendEngine()
     engine.hold = asyncio.Event()
