@@ -278,3 +278,19 @@ def test_verbose_run_logs_voxdesks_debug_lines(tmp_path, monkeypatch, caplog) ->
     monkeypatch.setattr(logging.getLogger(), "level", logging.getLogger().level)
     assert main(["-v", "run"]) == 0
     assert "a debug line" in [r.getMessage() for r in caplog.records]
+
+
+def test_runs_log_into_a_file_under_systemd_has_no_priorities(monkeypatch, tmp_path) -> None:
+    # A unit whose start script sends stderr to a file still passes JOURNAL_STREAM on: the
+    # journal reads another file, and `<4>` in this one would be noise.
+    import os
+
+    with open(tmp_path / "journal", "w") as journal, open(tmp_path / "bot.log", "w+") as stream:
+        st = os.fstat(journal.fileno())
+        monkeypatch.setenv("JOURNAL_STREAM", f"{st.st_dev}:{st.st_ino}")
+        _run_logging_to(stream, monkeypatch)
+        logging.getLogger("cogs.voice").warning("could not reply to note %s", 42)
+        stream.seek(0)
+        line = stream.read()
+    assert line.startswith("[") and "\x1b[" not in line
+    assert line.endswith("] [WARNING ] cogs.voice: could not reply to note 42\n")
