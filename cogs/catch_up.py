@@ -225,7 +225,11 @@ class CatchUp(commands.Cog):
                 self._failed = None
             self._reached()
         except Exception as exc:
-            if not self._out_of_reach(exc, "catch-up"):
+            if isinstance(exc, PlacesUnread):
+                log.warning(
+                    "catch-up: %s; tried again every %g s", exc, self.bot.discord_settings.recheck_seconds
+                )
+            elif not self._out_of_reach(exc, "catch-up"):
                 log.exception("catch-up failed; new notes are still answered, and it is tried again soon")
             # The broadest of the catch-ups still owed (a start-up's reads the most) is retried.
             owed = self._failed
@@ -256,9 +260,11 @@ class CatchUp(commands.Cog):
 
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()  # notes a bot message refers to
+        unread: set[int] = set()  # places Discord's trouble (not a refusal) kept from being read
         too_old: set[int] = {u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff}
         for place_id in sorted(places):
-            channel = archived.get(place_id) or await self._channel(place_id, dm=place_id in dms)
+            dm = place_id in dms
+            channel = archived.get(place_id) or await self._channel(place_id, dm=dm, unread=unread)
             if channel is None:
                 continue
             if not _may_read(channel):
@@ -279,7 +285,7 @@ class CatchUp(commands.Cog):
                 start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
             elif last is not None:
                 gap, window_read = await self._read_from_last(
-                    voice, place_id, channel, last, cutoff, found, replied
+                    voice, place_id, channel, last, cutoff, found, replied, unread
                 )
                 too_old |= gap
                 if window_read:
@@ -294,6 +300,8 @@ class CatchUp(commands.Cog):
                         self._sort(voice, message, found, replied)
             except discord.HTTPException as exc:
                 log.warning("catch-up could not read channel %s: %s %s", place_id, exc.status, exc.text)
+                if _discords_trouble(exc):
+                    unread.add(place_id)
 
         if too_old:
             await ledger.expire(sorted(too_old))
@@ -312,6 +320,8 @@ class CatchUp(commands.Cog):
         )
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
             self.bot.track(voice.answer(*found[message_id]))
+        if unread:
+            raise PlacesUnread(unread)
 
     def _within_flood_limit(
         self, voice: VoiceNotes, messages: list[discord.Message], promised: set[int]
@@ -411,6 +421,7 @@ class CatchUp(commands.Cog):
         cutoff: datetime.datetime,
         found: dict[int, tuple[discord.Message, discord.Attachment]],
         replied: set[int],
+        unread: set[int],
     ) -> tuple[set[int], bool]:
         """One read from the last note handled, in a place quiet since before the window: the
         notes before the window's edge are only counted (up to COUNT_AT_MOST), those after it are
@@ -432,6 +443,8 @@ class CatchUp(commands.Cog):
                 self._sort(voice, message, gap, replied)
         except discord.HTTPException as exc:
             log.warning("catch-up could not read channel %s: %s %s", place_id, exc.status, exc.text)
+            if _discords_trouble(exc):
+                unread.add(place_id)
         return set(gap) - replied, True
 
     def _threads_of(self, channels: set[int]) -> set[int]:
@@ -490,7 +503,11 @@ class CatchUp(commands.Cog):
                     )
         return found
 
-    async def _channel(self, place_id: int, dm: bool = False) -> discord.abc.Messageable | None:
+    async def _channel(
+        self, place_id: int, dm: bool = False, unread: set[int] | None = None
+    ) -> discord.abc.Messageable | None:
+        """The place to read; None when it is gone or hidden from the bot, or Discord failed to
+        say (then in `unread`, for the catch-up to be tried again)."""
         channel = self.bot.get_channel(place_id)
         if channel is None and dm:
             # Not cached after a restart; a DM needs no fetch to be read (one request less each).
@@ -498,12 +515,31 @@ class CatchUp(commands.Cog):
         if channel is None:
             try:
                 channel = await self.bot.fetch_channel(place_id)
-            except discord.HTTPException as exc:  # deleted, or no longer visible to the bot
-                log.info("catch-up skips channel %s: %s %s", place_id, exc.status, exc.text)
+            except discord.HTTPException as exc:
+                if _discords_trouble(exc) and unread is not None:
+                    why = f"{exc.status} {exc.text}"
+                    log.warning("catch-up could not look up channel %s: %s", place_id, why)
+                    unread.add(place_id)
+                else:  # deleted, or no longer visible to the bot
+                    log.info("catch-up skips channel %s: %s %s", place_id, exc.status, exc.text)
                 return None
         if not isinstance(channel, discord.abc.Messageable):
             return None
         return channel
+
+
+class PlacesUnread(Exception):
+    """Places a catch-up could not read for Discord's trouble: the notes sent there are still to
+    answer, so the catch-up is owed again (the ledger keeps it from answering any note twice)."""
+
+    def __init__(self, places: set[int]) -> None:
+        super().__init__(f"{len(places)} place(s) not read: {', '.join(map(str, sorted(places)))}")
+
+
+def _discords_trouble(exc: discord.HTTPException) -> bool:
+    """A failure on Discord's side (a 5xx past discord.py's retries, Cloudflare's 429), not a
+    refusal of this bot (403 Missing Access, 404 Unknown Channel) that reading again would meet."""
+    return exc.status >= 500 or exc.status == 429
 
 
 def _may_read(channel: discord.abc.Messageable) -> bool:

@@ -274,6 +274,18 @@ async def test_a_channel_the_bot_may_not_read_is_named_in_a_warning_not_passed_o
     assert str(ALLOWED_CHANNEL) in warning.getMessage() and "Read Message History" in warning.getMessage()
 
 
+async def test_a_channel_discord_failed_to_read_at_the_catch_up_is_read_again(settings, fake, caplog) -> None:
+    # Discord's trouble (Cloudflare's ban, a 5xx past discord.py's retries) is not a refusal: the
+    # notes sent there while the bot was down are still to answer, at the next recheck.
+    missed = await fake.send_note(nova, voice_note(), guild=True)
+    fake.history_banned = 1
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await all_answered(fake, [missed])
+        await settle(fake)
+    assert answers(fake, missed) == 1
+    assert "catch-up could not read channel" in caplog.text
+
+
 async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_restart(
     settings, fake
 ) -> None:

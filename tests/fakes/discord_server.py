@@ -366,6 +366,9 @@ class FakeDiscord(Strict):
         # Cloudflare's ban (too many invalid requests): 429 with an HTML page and no `Via`, which
         # discord.py does not retry; while above 0, each message POST is refused so, counting down.
         self.posts_banned = 0
+        # The same ban on reading a channel's history: while above 0, each history GET is refused
+        # so, counting down.
+        self.history_banned = 0
         # The channel's upload limit in bytes (10 MiB for a server without boosts, as for a bot's
         # DMs): a message with a larger file is refused 413, 40005.
         self.upload_limit = 10 * 1024 * 1024
@@ -1633,6 +1636,11 @@ class FakeDiscord(Strict):
             record.error = exc.code
             await self._record(record)
             raise
+        if self.history_banned > 0:
+            self.history_banned -= 1
+            record.error = 429
+            await self._record(record)
+            return _cloudflare_page(429, "error code: 1015")
         # Without Read Message History Discord answers 200 with no messages, not an error.
         hidden = not self._bot_may(channel_id, READ_MESSAGE_HISTORY)
         ids = [] if hidden else sorted(self.messages.get(channel_id, {}))
