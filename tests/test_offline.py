@@ -342,6 +342,46 @@ async def test_a_worker_killed_in_a_raid_starts_no_more_lone_workers_than_the_po
     assert peak <= 2 * hearing.workers, f"{peak} worker processes at once after one death"
 
 
+def _pid_unless_silent(pcm: bytes, rate: int) -> int:
+    """A worker's job that loads nothing and dies like a native crash on a silent note."""
+    import os
+
+    if not any(pcm):
+        os._exit(1)
+    return os.getpid()
+
+
+# "thread": a frozen event loop would also freeze the test's own cleanup, so the signal method
+# could never report it.
+@pytest.mark.timeout(120, method="thread")
+async def test_a_worker_dying_beside_an_idle_one_does_not_freeze_the_bot(settings) -> None:
+    """The idle worker ignores SIGTERM, as every worker does; from Python 3.12 the broken pool
+    holds the lock that submit() and shutdown() take until that worker has gone."""
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.base import EngineError
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
+
+    class Light(WorkerHearing):  # the real workers' context and signals, loading no model
+        job = staticmethod(_pid_unless_silent)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+
+    hearing = Light(settings.storage_dir / "speech", workers=2)
+    try:
+        first = await hearing.start()
+        with pytest.raises(EngineError):
+            await hearing.hear(bytes(2), 16_000)
+        after = await hearing.hear(b"\x01\x00", 16_000)
+        fresh = await hearing.start()
+    finally:
+        await hearing.aclose()
+    assert after != os.getpid() and after not in first
+    assert fresh and not fresh & first
+
+
 @pytest.mark.timeout(120)
 async def test_speech_models_that_do_not_load_are_named_in_one_line(settings) -> None:
     from bot.engines.base import SpeechModelsUnavailable

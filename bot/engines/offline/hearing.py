@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import multiprocessing
 import os
 import pickle
 import signal
@@ -23,6 +22,7 @@ from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
 from typing import Protocol
 
@@ -112,6 +112,34 @@ def load_recognizer(model_dir: Path, whisper: WhisperSpec | None = None) -> Spee
     return WhisperRecognizer.load(whisper) if whisper is not None else Recognizer(model_dir)
 
 
+def ignore_stop_signals() -> None:
+    # Ctrl-C in a terminal, and systemd's stop, signal the whole process group; the bot finishes
+    # the notes in flight and then shuts its workers down, so they must not die first.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+class _WorkerProcess(SpawnProcess):
+    """A worker that a broken pool's terminate() kills, since it ignores SIGTERM.
+
+    A pool that loses a worker terminates the others and joins them; from Python 3.12 it holds
+    its lock while it does, and every submit() and shutdown() on the event loop waits for that
+    lock. With SIGTERM ignored the join would never return while another worker stood, and
+    the bot would freeze on its next note, or when replacing the pool under the notes in
+    flight."""
+
+    def terminate(self) -> None:
+        self.kill()
+
+
+class _WorkerContext(SpawnContext):
+    Process = _WorkerProcess
+
+
+# "spawn": the bot's threads (discord.py, the default executor) must not be forked mid-lock.
+WORKER_CONTEXT = _WorkerContext()
+
+
 def _start_worker(
     model_dir: str,
     log_level: int,
@@ -121,10 +149,7 @@ def _start_worker(
     secrets: tuple[str, ...] = (),
 ) -> None:
     global _recognizer
-    # Ctrl-C in a terminal, and systemd's stop, signal the whole process group; the bot finishes
-    # the notes in flight and then shuts its workers down, so they must not die first.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    ignore_stop_signals()
     handler = logging.StreamHandler()
     try:
         formatter = pickle.loads(log_formatter) if log_formatter else None
@@ -220,10 +245,9 @@ class WorkerHearing:
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         root = logging.getLogger()
-        # "spawn": the bot's threads (discord.py, the default executor) must not be forked mid-lock.
         return ProcessPoolExecutor(
             workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=WORKER_CONTEXT,
             initializer=_start_worker,
             initargs=(
                 str(self.model_dir),
