@@ -392,18 +392,12 @@ def test_an_mp3s_estimated_length_refuses_nothing(kind: str) -> None:
 
 
 def test_a_raw_amr_note_is_decoded() -> None:
-    # AMR-NB in its own file ("#!AMR"), as old phones and some recorders save voice.
-    out = io.BytesIO()
-    with av.open(out, mode="w", format="amr") as container:
-        stream = container.add_stream("libopencore_amrnb", rate=8_000, layout="mono")
-        stream.bit_rate = 12_200
-        samples = speechlike(2.0, rate=8_000).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
-        frame.sample_rate = 8_000
-        container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
-    assert out.getvalue().startswith(b"#!AMR\n")
-    assert audio.decode(out.getvalue(), LIMITS).original_seconds == pytest.approx(3.0, abs=0.05)
+    # AMR-NB in its own file ("#!AMR"), as old phones and some recorders save voice. Recorded once
+    # (PyAV 18's libopencore_amrnb, two seconds of speechlike()): PyAV 19 decodes AMR, but has no
+    # encoder for it.
+    note = (Path(__file__).parent / "samples" / "speechlike-2s.amr").read_bytes()
+    assert note.startswith(b"#!AMR\n")
+    assert audio.decode(note, LIMITS).original_seconds == pytest.approx(3.0, abs=0.05)
 
 
 def test_a_reply_with_no_sound_is_still_an_ogg_a_player_can_open() -> None:
