@@ -333,7 +333,8 @@ async def test_a_note_whose_thread_is_locked_mid_turn_is_given_up_on_without_ret
     async with running_bot(settings, fake, engine=FrontendEngine(delay=1.0)):
         thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
         note = await fake.send_note(nova, voice_note(), channel_id=thread)
-        await fake.wait_for(lambda _: fake.sent("typing", thread))
+        # The 🎧 and "typing…" go out beside the turn, in either order: locked after both.
+        await fake.wait_for(lambda _: fake.sent("typing", thread) and fake.sent("reaction_add", thread))
         await fake.archive_thread(thread, locked=True)
         assert await settled(settings, note) == "expired"  # given up on: not tried again
     assert not fake.sent("message", thread)
