@@ -239,6 +239,9 @@ class DiscordSettings:
     flood_notes: int = 5  # at most this many notes per user ...
     flood_seconds: float = 60.0  # ... in this many seconds; more get a "slow down" reply
     download_seconds: float = 30.0  # a voice note not downloaded by then is given up on
+    # A rate limit longer than this is not waited out: the note is answered later (discord.py
+    # raises RateLimited past it, and takes no less than 30 s).
+    rate_limit_seconds: float = 30.0
     # On start, notes sent this recently while the bot was down are answered; older ones are not.
     catch_up_minutes: float = 30.0
     # How often a running bot looks for notes another process on the same storage left unanswered.
@@ -480,7 +483,8 @@ POSITIVE = {
     ("tools", "manual_results"), ("odbc", "pool_size"), ("odbc", "query_timeout_seconds"),
     ("search", "timeout_seconds"), ("jira", "push_interval_seconds"), ("jira", "timeout_seconds"),
     ("jira", "max_backoff_seconds"), ("discord", "flood_notes"), ("discord", "flood_seconds"),
-    ("discord", "download_seconds"), ("discord", "recheck_seconds"), ("news", "poll_seconds"),
+    ("discord", "download_seconds"), ("discord", "recheck_seconds"),
+    ("discord", "rate_limit_seconds"), ("news", "poll_seconds"),
     ("web", "playground_notes"), ("web", "playground_seconds"), ("web", "login_attempts"),
     ("web", "login_seconds"), ("web", "session_hours"), ("web", "playground_turns"),
     ("web", "playground_notes_per_minute"),

@@ -128,6 +128,9 @@ class VoxdeskBot(commands.Bot):
             guild_ready_timeout=settings.guild_ready_timeout,
             allowed_mentions=discord.AllowedMentions.none(),
             max_messages=None,  # we never look at old messages; do not cache them
+            # Waiting out minutes of a rate limit would hold a player's queue and the note's claim
+            # for as long: past this, discord.RateLimited, and the note is answered later.
+            max_ratelimit_timeout=settings.rate_limit_seconds,
         )
         self.app = app
         self.discord_settings = settings

@@ -132,6 +132,10 @@ class TicketNewsDesk(commands.Cog):
             # No connection, or one that broke: what Discord made of it comes back for its nonce.
             log.warning("ticket news DM to %s: Discord unreachable (%r)", delivery.user_id, exc)
             return Outcome.SENT if went_out else Outcome.RETRY
+        except discord.RateLimited as exc:
+            # Limited for longer than rate_limit_seconds: a later round, not minutes of waiting.
+            log.warning("ticket news DM to %s: rate limited for %.0f s", delivery.user_id, exc.retry_after)
+            return Outcome.SENT if went_out else Outcome.RETRY
         return Outcome.SENT
 
     async def in_channel(self, user_id: str, channel_id: str, text: str) -> bool:
@@ -144,6 +148,9 @@ class TicketNewsDesk(commands.Cog):
             await channel.send(f"<@{user_id}> {text}", allowed_mentions=mentions)
         except discord.HTTPException as exc:
             log.warning("could not post in channel %s: %s %s", channel_id, exc.status, exc.code)
+            return False
+        except discord.RateLimited as exc:
+            log.warning("could not post in channel %s: rate limited for %.0f s", channel_id, exc.retry_after)
             return False
         return True
 

@@ -69,10 +69,13 @@ class Reached(enum.Enum):
 def _discord_failed(exc: BaseException) -> bool:
     """Discord's own trouble, which passes: a 5xx once discord.py's retries are spent, a
     connection that broke or never came, or a 429 discord.py does not wait out (Cloudflare's ban
-    of the bot's address after too many refused requests, an HTML page without `Via`)."""
+    of the bot's address after too many refused requests, an HTML page without `Via`), or one longer
+    than `rate_limit_seconds` (discord.RateLimited)."""
     if isinstance(exc, discord.HTTPException) and exc.status == 429:
         return True
-    return isinstance(exc, (discord.DiscordServerError, aiohttp.ClientError, ConnectionError))
+    return isinstance(
+        exc, (discord.DiscordServerError, aiohttp.ClientError, ConnectionError, discord.RateLimited)
+    )
 
 
 # Discord's answers that there is nowhere left to post: unknown channel, no access, DMs closed,
@@ -383,6 +386,12 @@ class VoiceNotes(commands.Cog):
         reached = Reached.NO
         try:
             ok, reached = await self._turn(message, note)
+        except discord.RateLimited as exc:
+            # A rate limit of minutes: an apology would meet the same limit. The recheck answers
+            # the note; the nonces keep what did go out from being posted twice.
+            log.warning("could not reply to note %s: rate limited for %.0f s", message.id, exc.retry_after)
+            metrics.note("discord", "failed", "send")
+            reached = Reached.YES if message.id in self._answer_out else Reached.LATER
         except discord.HTTPException as exc:
             log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
             metrics.note("discord", "failed", "send")
@@ -566,7 +575,7 @@ class VoiceNotes(commands.Cog):
             return Reached.NO
         try:
             await send_text(message, text)
-        except (discord.HTTPException, aiohttp.ClientError, ConnectionError) as exc:
+        except (discord.HTTPException, aiohttp.ClientError, ConnectionError, discord.RateLimited) as exc:
             why = f"{exc.status} {exc.text}" if isinstance(exc, discord.HTTPException) else repr(exc)
             log.warning("could not reply in channel %s: %s", message.channel.id, why)
             return Reached.LATER if _discord_failed(exc) else Reached.NO
@@ -596,8 +605,9 @@ class VoiceNotes(commands.Cog):
             # A missing Add Reactions permission, or a note the player deleted meanwhile (404):
             # neither may cost the player their answer, nor is either worth a warning.
             log.debug("no %s reaction on note %s: %s %s", emoji, message.id, exc.status, exc.code)
-        except (aiohttp.ClientError, ConnectionError) as exc:
-            # The connection dropped (discord.py retries only a reset): the answer is still owed.
+        except (aiohttp.ClientError, ConnectionError, discord.RateLimited) as exc:
+            # The connection dropped (discord.py retries only a reset), or the route is limited for
+            # longer than rate_limit_seconds: the answer is still owed.
             log.info("no %s reaction on note %s: %r", emoji, message.id, exc)
 
 

@@ -15,7 +15,7 @@ from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import ALLOWED_CHANNEL, SEND_MESSAGES, FakeDiscord, serving
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_news import dms, eventually, fast, news_states, sql, staff
-from tests.test_discord_replies import replies, settled, warnings_logged
+from tests.test_discord_replies import HOURGLASS, replies, settled, warnings_logged
 
 
 @pytest.fixture
@@ -186,12 +186,19 @@ async def test_a_stop_counts_the_notes_in_flight_not_their_reactions(
     assert finishing.startswith("finishing 1 note(s) in flight"), finishing
 
 
-async def test_ticket_news_discord_failed_to_take_is_sent_on_a_later_round(settings, fake: FakeDiscord):
-    # 503 on the news's first message (discord.py does not retry a 503): Discord's trouble, not
-    # the player's; the news is tried again, not given up on.
+@pytest.mark.parametrize("failure", ["503", "rate limited for an hour"])
+async def test_ticket_news_discord_failed_to_take_is_sent_on_a_later_round(
+    settings, fake: FakeDiscord, failure: str
+):
+    # 503 on the news's first message (discord.py does not retry a 503), or a rate limit longer
+    # than the bot waits out: Discord's trouble, not the player's; the news is tried again, not
+    # given up on.
     settings = fast(settings)
     news = settings.storage_dir / "news.db"
-    fake.posts_unavailable = 1
+    if failure == "503":
+        fake.posts_unavailable = 1
+    else:
+        fake.posts_rate_limited, fake.retry_after = 1, 3600.0
     async with running_bot(settings, fake):
         await staff(
             settings.storage_dir / "grievances.db",
@@ -258,3 +265,38 @@ async def test_a_stop_while_the_headphones_wait_out_the_global_limit_ends(settin
         finally:
             h.bot.http._global_over.set()
     assert "restarting" in fake.replies_to(note["id"])[0].content
+
+
+def hourglass_on(note: dict[str, Any]) -> Any:
+    return lambda got: [
+        r
+        for r in got
+        if r.kind == "reaction_add" and r.body["message_id"] == note["id"] and r.body["emoji"] == HOURGLASS
+    ]
+
+
+@pytest.mark.parametrize("global_", [False, True], ids=["route bucket", "global"])
+async def test_a_rate_limit_of_an_hour_is_not_waited_out_and_the_note_is_answered_later(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, global_: bool
+):
+    # Discord asks for an hour's wait on the answer. Waited out, it would hold the player's next
+    # note (and the note's claim) as long: the note gets its ⏳ instead, the next note is answered,
+    # and the recheck answers the first once posts go out.
+    fake.posts_rate_limited, fake.posts_limit_global, fake.retry_after = 1, global_, 3600.0
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        try:
+            first = await fake.send_note(nova, voice_note(), guild=True)
+            await fake.wait_for(hourglass_on(first))
+            second = await fake.send_note(nova, voice_note())
+            await replies(fake, second, 2)
+            voice, transcript = await replies(fake, first, 2)
+            assert await settled(settings, first) == "answered"
+            assert await settled(settings, second) == "answered"
+        finally:
+            h.bot.http._global_over.set()  # what a regression leaves waiting: the test fails, not hangs
+    assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
+    assert [r.is_voice_message for r in fake.replies_to(first["id"])] == [True, False]
+    assert len(h.engine.turns) == 3  # the first heard again: its answer never got out
+    assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 429)]
+    # Discord's trouble, in one line: no traceback, which would say the bot had a bug.
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
