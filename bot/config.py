@@ -239,6 +239,9 @@ class DiscordSettings:
     flood_notes: int = 5  # at most this many notes per user ...
     flood_seconds: float = 60.0  # ... in this many seconds; more get a "slow down" reply
     download_seconds: float = 30.0  # a voice note not downloaded by then is given up on
+    # A message POST of an answer not done by then is left to the recheck (discord.py's session
+    # only gives up after 300 s, and the player's later notes wait behind it).
+    send_seconds: float = 60.0
     # A rate limit longer than this is not waited out: the note is answered later (discord.py
     # raises RateLimited past it, and takes no less than 30 s).
     rate_limit_seconds: float = 30.0
@@ -484,7 +487,7 @@ POSITIVE = {
     ("search", "timeout_seconds"), ("jira", "push_interval_seconds"), ("jira", "timeout_seconds"),
     ("jira", "max_backoff_seconds"), ("discord", "flood_notes"), ("discord", "flood_seconds"),
     ("discord", "download_seconds"), ("discord", "recheck_seconds"),
-    ("discord", "rate_limit_seconds"), ("news", "poll_seconds"),
+    ("discord", "send_seconds"), ("discord", "rate_limit_seconds"), ("news", "poll_seconds"),
     ("web", "playground_notes"), ("web", "playground_seconds"), ("web", "login_attempts"),
     ("web", "login_seconds"), ("web", "session_hours"), ("web", "playground_turns"),
     ("web", "playground_notes_per_minute"),

@@ -7,7 +7,8 @@ import contextlib
 import enum
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 import aiohttp
 import discord
@@ -22,6 +23,7 @@ from cogs.bot import VoxdeskBot
 from cogs.replies import may_react, may_send, send_answer, send_text
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 WORKING = "\N{HEADPHONE}"  # shown on the player's note while it is queued or being answered
 FAILED = "\N{WARNING SIGN}"
@@ -57,6 +59,11 @@ def read_by_speaker_alone(channel: object) -> bool:
     )
 
 
+class SendStalled(Exception):
+    """Discord did not finish a send within `send_seconds` (a stalled upload): it goes on by itself,
+    and what it posts late is posted once, its nonce making one message of it and a later answer's."""
+
+
 class Reached(enum.Enum):
     """What reached the player of a note: the answer or a line telling them why not (YES);
     nothing, where the bot may not post (NO); nothing, because Discord failed (LATER)."""
@@ -70,11 +77,12 @@ def _discord_failed(exc: BaseException) -> bool:
     """Discord's own trouble, which passes: a 5xx once discord.py's retries are spent, a
     connection that broke or never came, or a 429 discord.py does not wait out (Cloudflare's ban
     of the bot's address after too many refused requests, an HTML page without `Via`), or one longer
-    than `rate_limit_seconds` (discord.RateLimited)."""
+    than `rate_limit_seconds` (discord.RateLimited), or a send Discord did not finish."""
     if isinstance(exc, discord.HTTPException) and exc.status == 429:
         return True
     return isinstance(
-        exc, (discord.DiscordServerError, aiohttp.ClientError, ConnectionError, discord.RateLimited)
+        exc,
+        (discord.DiscordServerError, aiohttp.ClientError, ConnectionError, discord.RateLimited, SendStalled),
     )
 
 
@@ -132,6 +140,7 @@ class VoiceNotes(commands.Cog):
         self._denying: dict[int, None] = {}  # channels warned of as denying Send Messages
         self._typing_tasks: set[asyncio.Task[None]] = set()  # "typing…" of turns, ending by themselves
         self._reactions: set[asyncio.Task[None]] = set()  # reaction requests, never cut (see _react)
+        self._stalled: set[asyncio.Task[Any]] = set()  # sends given up on, going on by themselves
 
     # ---- which messages --------------------------------------------------------------
 
@@ -386,10 +395,12 @@ class VoiceNotes(commands.Cog):
         reached = Reached.NO
         try:
             ok, reached = await self._turn(message, note)
-        except discord.RateLimited as exc:
-            # A rate limit of minutes: an apology would meet the same limit. The recheck answers
-            # the note; the nonces keep what did go out from being posted twice.
-            log.warning("could not reply to note %s: rate limited for %.0f s", message.id, exc.retry_after)
+        except (discord.RateLimited, SendStalled) as exc:
+            # A rate limit of minutes, or a send Discord has not finished: an apology would meet the
+            # same limit or stall behind the same upload, and the answer may yet land. The recheck
+            # answers the note; the nonces keep what did land from being posted twice.
+            why = f"rate limited for {exc.retry_after:.0f} s" if isinstance(exc, discord.RateLimited) else exc
+            log.warning("could not reply to note %s: %s", message.id, why)
             metrics.note("discord", "failed", "send")
             reached = Reached.YES if message.id in self._answer_out else Reached.LATER
         except discord.HTTPException as exc:
@@ -527,14 +538,22 @@ class VoiceNotes(commands.Cog):
         if refusal is not None:
             return False, await self._tell(message, refusal)
         told = reply.told_keys
+        given_up = False
 
         def answered() -> None:
-            self._answer_out[message.id] = told
+            if not given_up:  # a stalled send ending late: the note is the recheck's by then
+                self._answer_out[message.id] = told
 
-        with metrics.timed("send"):
-            how = await send_answer(
-                self.bot, message, reply.text, reply.audio, prefs.reply_mode, answered=answered
-            )
+        try:
+            with metrics.timed("send"):
+                how = await self._bounded(
+                    send_answer(
+                        self.bot, message, reply.text, reply.audio, prefs.reply_mode, answered=answered
+                    )
+                )
+        except SendStalled:
+            given_up = message.id not in self._answer_out
+            raise
         answered()  # out whichever way it went: a text or file answer calls nothing
         metrics.reply("discord", reply.kind)
         # The note's one summary line: where, what answered it, and how long the player waited
@@ -574,12 +593,36 @@ class VoiceNotes(commands.Cog):
         if self._gone(message):
             return Reached.NO
         try:
-            await send_text(message, text)
-        except (discord.HTTPException, aiohttp.ClientError, ConnectionError, discord.RateLimited) as exc:
+            await self._bounded(send_text(message, text))
+        except (
+            discord.HTTPException,
+            aiohttp.ClientError,
+            ConnectionError,
+            discord.RateLimited,
+            SendStalled,
+        ) as exc:
             why = f"{exc.status} {exc.text}" if isinstance(exc, discord.HTTPException) else repr(exc)
             log.warning("could not reply in channel %s: %s", message.channel.id, why)
             return Reached.LATER if _discord_failed(exc) else Reached.NO
         return Reached.YES
+
+    async def _bounded(self, send: Coroutine[Any, Any, T]) -> T:
+        """`send` (messages posted) waited for `send_seconds` at most: discord.py's session gives up
+        only after 300 s, and the player's later notes wait behind this one. Given up on, it goes on
+        by itself rather than be cut: a request cancelled while discord.py waits out a global 429
+        never ends that wait for the requests behind it. A stop still cuts it."""
+        task = asyncio.create_task(send)
+        try:
+            await asyncio.wait({task}, timeout=self.settings.send_seconds)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if task.done():
+            return task.result()
+        self._stalled.add(task)  # asyncio keeps only a weak reference to a task
+        task.add_done_callback(_stalled_ended)
+        task.add_done_callback(self._stalled.discard)
+        raise SendStalled(f"Discord did not finish a send within {self.settings.send_seconds:g} s")
 
     async def _react(self, message: discord.Message, emoji: str, remove: bool = False) -> None:
         if not may_react(message) or self._gone(message):
@@ -609,6 +652,11 @@ class VoiceNotes(commands.Cog):
             # The connection dropped (discord.py retries only a reset), or the route is limited for
             # longer than rate_limit_seconds: the answer is still owed.
             log.info("no %s reaction on note %s: %r", emoji, message.id, exc)
+
+
+def _stalled_ended(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.info("a send given up on ended late: %r", exc)
 
 
 async def _keep_typing(message: discord.Message, done: asyncio.Event) -> None:

@@ -15,7 +15,7 @@ from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import ALLOWED_CHANNEL, SEND_MESSAGES, FakeDiscord, serving
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_news import dms, eventually, fast, news_states, sql, staff
-from tests.test_discord_replies import HOURGLASS, replies, settled, warnings_logged
+from tests.test_discord_replies import HOURGLASS, note_state, replies, settled, warnings_logged
 
 
 @pytest.fixture
@@ -299,4 +299,28 @@ async def test_a_rate_limit_of_an_hour_is_not_waited_out_and_the_note_is_answere
     assert len(h.engine.turns) == 3  # the first heard again: its answer never got out
     assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 429)]
     # Discord's trouble, in one line: no traceback, which would say the bot had a bug.
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+async def test_a_stalled_answer_leaves_the_note_for_later_and_is_posted_once(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # Discord takes the voice message's POST and never answers it (an upload stalled on its side;
+    # discord.py's session would wait 300 s). After send_seconds the note gets its ⏳ and the
+    # player's next note is answered; the first is answered once the POST ends, and the message it
+    # made is the one the answer's nonce finds: nothing is posted twice.
+    fake.posts_held = 1
+    async with running_bot(settings, fake, recheck_seconds=0.2, send_seconds=2.0):
+        first = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(hourglass_on(first))
+        second = await fake.send_note(nova, voice_note())  # a DM: another channel's rate-limit bucket
+        await replies(fake, second, 2)
+        assert await settled(settings, second) == "answered"
+        assert fake.replies_to(first["id"]) == []
+        fake.posts_released.set()
+        voice, transcript = await replies(fake, first, 2)
+        await fake.wait_for(lambda _: fake.sent("message_again"))  # the recheck's answer
+        await eventually(lambda: note_state(settings, first) == "answered")
+    assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
+    assert [r.is_voice_message for r in fake.replies_to(first["id"])] == [True, False]
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []

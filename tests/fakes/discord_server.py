@@ -375,6 +375,10 @@ class FakeDiscord(Strict):
         # While set and not yet set off, reaction and typing requests wait for it, unanswered, as
         # requests queue behind a rate limit on Discord's side.
         self.reactions_held: asyncio.Event | None = None
+        # A stalled upload: while above 0, each message POST is read, then waits unanswered until
+        # `posts_released` is set (or the fake stops) and goes on as any other; counts down.
+        self.posts_held = 0
+        self.posts_released = asyncio.Event()
         self.typing_held: asyncio.Event | None = None
         # (author, nonce) → the message a POST with `enforce_nonce` created, and when.
         self._nonces: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
@@ -1454,6 +1458,9 @@ class FakeDiscord(Strict):
         channel_id = int(request.match_info["channel_id"])
         content_type, body, files = await self._read_body(request)
         record = Received("message", request.method, request.path, channel_id, body, files)
+        if self.posts_held > 0:
+            self.posts_held -= 1
+            await self._until_released(self.posts_released)
         if self.posts_cut > 0:
             self.posts_cut -= 1
             return await self._cut(request, record)
