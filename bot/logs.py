@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import time
 from collections.abc import Iterable
 from typing import TextIO
 
@@ -101,6 +102,54 @@ def install_secret_mask(logger: logging.Logger | None = None) -> None:
 def quiet_noisy_loggers() -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class Outage:
+    """A backend's outage as its log tells it: the first failure, and one for a new reason, at
+    `level`; the same reason again at `quiet` (a long outage would fill the log with it); its end
+    once, at INFO, as `recovery` (none if None). A backend asked on every retry or request would
+    otherwise say the same thing hundreds of times an hour."""
+
+    def __init__(
+        self,
+        log: logging.Logger,
+        recovery: str | None = None,
+        level: int = logging.WARNING,
+        quiet: int = logging.DEBUG,
+        beside: Outage | None = None,
+    ) -> None:
+        self.log, self.recovery, self.level, self.quiet = log, recovery, level, quiet
+        # Another view of the same backend: what it said is no news here either.
+        self.beside = beside
+        self.reason = ""  # the last failure's, while failing
+        self.since: float | None = None  # time.monotonic() at the first failure
+        self.failures = 0
+
+    @property
+    def failing(self) -> bool:
+        return self.since is not None
+
+    def seconds(self) -> float:
+        return 0.0 if self.since is None else time.monotonic() - self.since
+
+    def failed(self, reason: str, msg: str, *args: object, level: int | None = None) -> None:
+        """Log a failure, `msg % args`: at `level` (this call's if given) if `reason` is news."""
+        news = not self.failing or reason != self.reason
+        if news and self.beside is not None and self.beside.failing:
+            news = reason != self.beside.reason
+        if self.since is None:
+            self.since = time.monotonic()
+        self.failures += 1
+        self.reason = reason
+        self.log.log((level or self.level) if news else self.quiet, msg, *args)
+
+    def answered(self, *args: object) -> None:
+        """The backend answers: the recovery line (`recovery % args`) if it was failing."""
+        if self.since is None:
+            return
+        if self.recovery is not None:
+            self.log.info(self.recovery, *args)
+        self.reason, self.since, self.failures = "", None, 0
 
 
 # discord.py's plain format, which `run` prints in (cogs/runner.py).

@@ -64,6 +64,7 @@ from bot import sentences as say
 from bot.audio import ReplyAudio
 from bot.config import NewsSettings
 from bot.db import add_missing_columns, first, opening, while_locked
+from bot.logs import Outage
 from bot.preferences import Preferences, PreferenceStore
 from bot.tools import filed_in, filing_turn
 from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, iso_at, utc_now
@@ -613,8 +614,7 @@ class TicketNews:
         self._events_cursor: str | None = None
         self._local_source = "local"  # "local:<store id>" once the grievance database is read
         self._jira_quiet_until = 0.0  # a 429's Retry-After: no poll before this time
-        # Why the last poll failed, while Jira keeps failing: said once, not every round.
-        self._jira_failing = ""
+        self._jira_outage = Outage(log, "ticket news: Jira answers again")
 
     async def run_once(self, messenger: Messenger) -> int:
         """Find news and deliver what is due; how many pieces were sent."""
@@ -678,19 +678,12 @@ class TicketNews:
             try:
                 found += await self._find_in_jira(self._jira, self._local)
             except Exception as exc:
-                news, self._jira_failing = str(exc) != self._jira_failing, str(exc)
-                log.log(
-                    logging.WARNING if news else logging.DEBUG,
-                    "ticket news: asking Jira what changed failed: %s",
-                    exc,
-                )
+                self._jira_outage.failed(str(exc), "ticket news: asking Jira what changed failed: %s", exc)
                 # Rate limited: asking again before Jira allows only prolongs the limit, which
                 # the grievance pusher shares. The window stays open, so nothing is missed.
                 self._jira_quiet_until = time.time() + quiet_for(getattr(exc, "retry_after", None))
             else:
-                if self._jira_failing:
-                    log.info("ticket news: Jira answers again")
-                    self._jira_failing = ""
+                self._jira_outage.answered()
                 # An issue the poll found under a new key is told by its grievance event: this round.
                 found += await self._read_events(self._local)
         return found

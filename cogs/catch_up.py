@@ -33,6 +33,7 @@ from discord.ext import commands, tasks
 
 from bot import sentences as say
 from bot.bounded import remember
+from bot.logs import Outage
 from cogs.bot import VoxdeskBot
 
 if TYPE_CHECKING:
@@ -58,8 +59,8 @@ class CatchUp(commands.Cog):
         # A catch-up that failed (a busy or full disk, a network error) is tried again by the
         # recheck: (its `since`,), else None.
         self._failed: tuple[datetime.datetime | None] | None = None
-        # Why Discord could not be reached, while it cannot: said once, not at every recheck.
-        self._unreachable = ""
+        # Discord out of reach is met at every recheck until it is back: said once.
+        self._unreachable = Outage(log, "Discord answers the catch-up again")
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
         self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
 
@@ -147,7 +148,7 @@ class CatchUp(commands.Cog):
         # errs) must not hold back the notes kept here, fetched by id, nor the pruning.
         try:
             await self.answer_leftovers()
-            self._reached()
+            self._unreachable.answered()
         except Exception as exc:
             if not self._out_of_reach(exc, "looking for notes left unanswered"):
                 log.exception("looking for notes left unanswered failed; trying again later")
@@ -160,11 +161,6 @@ class CatchUp(commands.Cog):
         except Exception:
             log.exception("pruning old records failed; trying again later")
 
-    def _reached(self) -> None:
-        if self._unreachable:
-            log.info("Discord answers the catch-up again")
-            self._unreachable = ""
-
     def _out_of_reach(self, exc: Exception, what: str) -> bool:
         """Whether `exc` is Discord out of reach (a network or Discord outage, which discord.py's
         own retries did not outlast): then said in one line without a traceback, and only when
@@ -172,14 +168,13 @@ class CatchUp(commands.Cog):
         if not isinstance(exc, aiohttp.ClientError | TimeoutError | discord.DiscordServerError):
             return False
         why = f"{type(exc).__name__}: {exc}"
-        log.log(
-            logging.WARNING if why != self._unreachable else logging.DEBUG,
+        self._unreachable.failed(
+            why,
             "%s could not reach Discord (%s); new notes are still answered, and it is tried again every %g s",
             what,
             why,
             self.bot.discord_settings.recheck_seconds,
         )
-        self._unreachable = why
         return True
 
     async def answer_leftovers(self) -> int:
@@ -223,7 +218,7 @@ class CatchUp(commands.Cog):
             await self._catch_up(since)
             if self._failed is not None and _covers(since, self._failed[0]):
                 self._failed = None
-            self._reached()
+            self._unreachable.answered()
         except Exception as exc:
             if isinstance(exc, PlacesUnread):
                 log.warning(

@@ -44,6 +44,7 @@ from bot.engines.base import (
     TurnState,
     Usage,
 )
+from bot.logs import Outage
 from bot.tools.base import UNPARSED, ToolCall, too_deep
 
 log = logging.getLogger(__name__)
@@ -105,7 +106,8 @@ class Gate:
         self.failures = 0  # timeouts, connection failures and 5xx in a row
         self.limited = 0  # 429s in a row
         self.probing = False  # the one request sent after the breaker's pause is out
-        self.paused_at: float | None = None  # when the logged pause began
+        # The logged pause: said when it begins, however often it is prolonged, and when it ends.
+        self.outage = Outage(log, "OpenAI %s answers again after a pause of %.0f s (%s)")
 
     def wait(self) -> float:
         """Seconds before a request may go: inf while the one seeing whether the service is back
@@ -124,14 +126,7 @@ class Gate:
         """Any answer but a 429 or a 5xx: the service is there."""
         self.failures = self.limited = 0
         self.probing = False
-        if self.paused_at is not None:
-            log.info(
-                "OpenAI %s answers again after a pause of %.0f s (%s)",
-                self.what,
-                time.monotonic() - self.paused_at,
-                self.why,
-            )
-            self.paused_at = None
+        self.outage.answered(self.what, self.outage.seconds(), self.why)
 
     def still_paused(self) -> EnginePaused:
         """The failure of the one request that looked whether the service is back: the pause
@@ -157,9 +152,9 @@ class Gate:
     def _pause(self, seconds: float, why: str, logged: bool = True) -> None:
         self.until = max(self.until, time.monotonic() + seconds)
         self.why = why
-        if self.paused_at is None and logged:
-            self.paused_at = time.monotonic()
-            log.warning(
+        if logged:
+            self.outage.failed(
+                "paused",
                 "OpenAI %s paused for %.0f s (%s): %s meanwhile",
                 self.what,
                 seconds,

@@ -27,6 +27,7 @@ from typing import TypeVar
 
 from bot import sentences as say
 from bot.config import JiraSettings
+from bot.logs import Outage
 from bot.tools import CATEGORIES
 from bot.tools.base import Filing, Grievance, ToolError
 from bot.tools.grievance_store import (
@@ -65,14 +66,12 @@ class JiraGrievances:
         self._push_lock = asyncio.Lock()  # the pusher and an explicit flush never push the same row
         self._task: asyncio.Task[None] | None = None
         self._sleep = sleep
-        # The pusher's outage: since when Jira fails it, how many rounds failed, and the reason
-        # last logged at WARNING (one line per outage and per new reason, not one per retry).
-        self._down_since: float | None = None
-        self._down_rounds = 0
-        self._down_said = ""
-        # Why the last status lookup failed, while lookups fail: a player asking for their tickets
-        # during an outage is told from the local record, and that is news once, not every time.
-        self._lookup_said = ""
+        self._push_outage = Outage(
+            log, "Jira takes grievances again after %.0f s (%d failed push round(s)); %d pushed"
+        )
+        # A player asking for their tickets during an outage is told from the local record: news
+        # once, not every time, nor when the pusher said it.
+        self._lookup_outage = Outage(log, quiet=logging.INFO, beside=self._push_outage)
         # Jira's blocking calls get threads of their own: a hanging Jira then cannot use up the
         # loop's default pool that audio decoding and the other backends rely on.
         self._threads = ThreadPoolExecutor(JIRA_THREADS, thread_name_prefix="jira")
@@ -380,13 +379,8 @@ class JiraGrievances:
                 wait = min(cap, max(backoff, getattr(exc, "retry_after", None) or 0.0))
                 pending = await self._pending_count()
                 if isinstance(exc, TrackerError):
-                    if self._down_since is None:
-                        self._down_since = time.monotonic()
-                    self._down_rounds += 1
-                    # The same reason again is no news: a long outage would fill the log with it.
-                    news, self._down_said = str(exc) != self._down_said, str(exc)
-                    log.log(
-                        logging.WARNING if news else logging.DEBUG,
+                    self._push_outage.failed(
+                        str(exc),
                         "pushing grievances to Jira failed: %s; %d pending, next try in %.1f s",
                         exc,
                         pending,
@@ -403,14 +397,9 @@ class JiraGrievances:
             # A round with nothing due (rows waiting out Jira's search lag) proves nothing: Jira
             # is back once it took a grievance, or nothing is left pending (another pusher on
             # this database pushed them).
-            if self._down_since is not None and (pushed or await self._pending_count() == 0):
-                log.info(
-                    "Jira takes grievances again after %.0f s (%d failed push round(s)); %d pushed",
-                    time.monotonic() - self._down_since,
-                    self._down_rounds,
-                    pushed,
-                )
-                self._down_since, self._down_rounds, self._down_said = None, 0, ""
+            down = self._push_outage
+            if down.failing and (pushed or await self._pending_count() == 0):
+                down.answered(down.seconds(), down.failures, pushed)
             # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that lands
             # as the wake does, and the pusher would outlive aclose() (which then never returns).
             with contextlib.suppress(TimeoutError):
@@ -451,7 +440,7 @@ class JiraGrievances:
                         found.append(await self._follow(row, user_id))
                     elif (issue := await self._issue(remote_key, user_id)) is not None:
                         found.append(await self._merged(issue, await self._row_of(user_id, issue, gone)))
-                    self._lookup_said = ""
+                    self._lookup_outage.answered()
                     continue
                 except TrackerError as exc:
                     self._lookup_failed("status lookup", exc)
@@ -480,7 +469,7 @@ class JiraGrievances:
         except TrackerError as exc:
             self._lookup_failed("ticket listing", exc)
             return [_from_record(g, gone) for g in local]
-        self._lookup_said = ""
+        self._lookup_outage.answered()
         # Jira lists neither what is still pending nor what was pushed moments ago (its search
         # index lags), nor an issue deleted or moved out of the project: a pushed one is looked up
         # by its key, unless it would not be shown anyway, below the newest.
@@ -504,14 +493,7 @@ class JiraGrievances:
         return merged[:limit]
 
     def _lookup_failed(self, what: str, exc: TrackerError) -> None:
-        news = str(exc) not in (self._lookup_said, self._down_said)  # the pusher may have said it
-        self._lookup_said = str(exc)
-        log.log(
-            logging.WARNING if news else logging.INFO,
-            "Jira %s failed, answering from the local record: %s",
-            what,
-            exc,
-        )
+        self._lookup_outage.failed(str(exc), "Jira %s failed, answering from the local record: %s", what, exc)
 
     async def _issue(self, key: str, user_id: str) -> RemoteIssue | None:
         return await self._in_thread(self._tracker.get_for_user, key, user_id)

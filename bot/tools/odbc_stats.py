@@ -19,6 +19,7 @@ import pyodbc
 
 from bot import sentences as say
 from bot.config import OdbcSettings
+from bot.logs import Outage
 from bot.tools import stats_sql
 from bot.tools.base import PlayerSummary, ToolError
 from bot.tools.stats_sql import Fetch
@@ -116,8 +117,8 @@ class OdbcStats:
         self._pool = pool
         self._executor = executor
         self._settings = settings
-        # Why queries fail, while they do: each player asking meanwhile is no news to the log.
-        self._failing = ""
+        # Each player asking while queries fail is no news to the log.
+        self._outage = Outage(log, "player stats: the database answers again", logging.ERROR, logging.INFO)
 
     @classmethod
     async def open(cls, connection_string: str, settings: OdbcSettings) -> OdbcStats:
@@ -156,12 +157,9 @@ class OdbcStats:
             )
         except (pyodbc.Error, TimeoutError) as exc:
             why = describe(exc)
-            news, self._failing = why != self._failing, why
-            log.log(logging.ERROR if news else logging.INFO, "player stats query failed: %s", why)
+            self._outage.failed(why, "player stats query failed: %s", why)
             raise ToolError(say.STATS_UNAVAILABLE) from None
-        if self._failing:
-            log.info("player stats: the database answers again")
-            self._failing = ""
+        self._outage.answered()
         return summary
 
     async def check(self) -> str:
