@@ -45,6 +45,7 @@ from azure.search.documents.indexes.models import (
 
 from bot import sentences as say
 from bot.config import SearchSettings, shown_url
+from bot.logs import Outage
 from bot.tools.base import Passage, ToolError
 
 # One vocabulary for both backends: the same words are searched for on either.
@@ -170,6 +171,8 @@ class AzureSearchManuals:
     def __init__(self, client: SearchClient, settings: SearchSettings) -> None:
         self._client = client
         self._settings = settings
+        # Every player's question meets an outage: said once a reason, not once a question.
+        self._outage = Outage(log, "manuals search: the search service answers again", quiet=logging.INFO)
 
     @classmethod
     async def open(cls, settings: SearchSettings, api_key: str) -> AzureSearchManuals:
@@ -224,6 +227,7 @@ class AzureSearchManuals:
         except (AzureError, TimeoutError) as exc:
             self._log_failure(exc)
             raise ToolError(say.MANUALS_UNAVAILABLE) from exc
+        self._outage.answered()
         if options.get("query_type") == "semantic" and docs and docs[0].get("@search.reranker_score") is None:
             log.warning("manuals search: semantic ranking failed, answering from keyword ranking")
         passages: list[Passage] = []
@@ -250,9 +254,11 @@ class AzureSearchManuals:
     def _log_failure(self, exc: BaseException) -> None:
         reason, problem = describe(exc, self._settings), _problem(exc)
         if problem is not None:
-            log.error("manuals search: %s problem: %s", problem, reason)
+            self._outage.failed(
+                reason, "manuals search: %s problem: %s", problem, reason, level=logging.ERROR
+            )
         else:
-            log.warning("manuals search unavailable: %s", reason)
+            self._outage.failed(reason, "manuals search unavailable: %s", reason)
 
     async def check(self) -> str:
         settings = self._settings

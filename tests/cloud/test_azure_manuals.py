@@ -22,7 +22,7 @@ from bot.tools.azure_manuals import (
     document_key,
     index_manuals,
 )
-from bot.tools.base import ToolCall, ToolContext
+from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.manual_chunks import chunk_manuals
 from tests.conftest import NOVA, make_settings
 from tests.fakes.search_server import FakeSearch, running_fake_search
@@ -377,6 +377,36 @@ async def test_search_recovers_after_a_blip_and_a_restart(fake: FakeSearch) -> N
         assert (await manuals.search("I want a refund", 3))[0].source == "refunds.md"
     finally:
         await manuals.aclose()
+
+
+async def test_search_down_for_many_questions_is_said_once_a_reason_and_its_end_once(
+    fake: FakeSearch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every player's question meets the outage; a line a question at WARNING would bury the log.
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        port = fake.port
+        with caplog.at_level(logging.DEBUG, logger="bot.tools.azure_manuals"):
+            await fake.stop()
+            for _ in range(3):
+                with pytest.raises(ToolError):
+                    await manuals.search("I want a refund", 3)
+            await fake.start(port=port)
+            fake.fail_with(403)  # a new reason, which the operator must fix: said too
+            for _ in range(2):
+                with pytest.raises(ToolError):
+                    await manuals.search("I want a refund", 3)
+            fake.recover()
+            for _ in range(2):
+                assert (await manuals.search("I want a refund", 3))[0].source == "refunds.md"
+    finally:
+        await manuals.aclose()
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "bot.tools.azure_manuals"]
+    assert [level for level, _ in lines] == ["WARNING", "INFO", "INFO", "ERROR", "INFO", "INFO"]
+    assert "cannot reach" in lines[0][1] and "credentials problem" in lines[3][1]
+    assert lines[-1][1] == "manuals search: the search service answers again"
 
 
 # ---- check --------------------------------------------------------------------------------
