@@ -1,7 +1,7 @@
 import asyncio
 import contextlib
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
@@ -706,19 +706,13 @@ def test_a_spool_line_the_disk_takes_in_part_is_finished_or_refused(tmp_path, mo
         spool.keep(user_id=BLAZE, category="wallet", description="lost my gems", at="t", state="local_only")
 
 
-async def test_a_grievance_neither_the_database_nor_the_disk_takes_is_held_and_filed_later(
-    tmp_path, monkeypatch
-) -> None:
-    # A full or read-only disk refuses the database and the spool alike: the player heard "try
-    # again later" and the complaint was in the log alone. It is held in memory and filed, and
-    # told by ticket news, once the disk takes it again.
+def fill_the_disk(store: LocalGrievanceStore, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
+    """The grievance database and its spool refuse every write, as on a full disk; what it
+    returns frees the disk."""
     import errno
 
-    from bot import sentences as say
     from bot.tools import grievance_spool
-    from bot.tools.grievance_store import LocalGrievanceStore
 
-    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
     real_insert, real_write = store._insert, grievance_spool.os.write
 
     async def full_database(*args: object, **kwargs: object) -> str | None:
@@ -727,16 +721,31 @@ async def test_a_grievance_neither_the_database_nor_the_disk_takes_is_held_and_f
     def full_disk(fd: int, data: bytes) -> int:
         raise OSError(errno.ENOSPC, "No space left on device")
 
+    monkeypatch.setattr(store, "_insert", full_database)
+    monkeypatch.setattr(grievance_spool.os, "write", full_disk)
+
+    def free() -> None:
+        monkeypatch.setattr(store, "_insert", real_insert)
+        monkeypatch.setattr(grievance_spool.os, "write", real_write)
+
+    return free
+
+
+async def test_a_grievance_neither_the_database_nor_the_disk_takes_is_held_and_filed_later(
+    tmp_path, monkeypatch
+) -> None:
+    # A full or read-only disk refuses the database and the spool alike: the player heard "try
+    # again later" and the complaint was in the log alone. It is held in memory and filed, and
+    # told by ticket news, once the disk takes it again.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
     try:
-        monkeypatch.setattr(store, "_insert", full_database)
-        monkeypatch.setattr(grievance_spool.os, "write", full_disk)
+        free = fill_the_disk(store, monkeypatch)
         with pytest.raises(ToolError) as told:
             await store.register(NOVA, "wallet", "charged twice", "discord:42:0")
         assert str(told.value) == say.HELD_FOR_LATER
         assert await store.file_spooled() == 0 and await store.status(NOVA) == []  # still full
 
-        monkeypatch.setattr(store, "_insert", real_insert)
-        monkeypatch.setattr(grievance_spool.os, "write", real_write)
+        free()
         assert await store.file_spooled() == 1 and await store.file_spooled() == 0
         (filed,) = await store.status(NOVA)
         assert filed.description == "charged twice"
@@ -752,28 +761,13 @@ async def test_a_grievance_held_while_the_disk_was_full_is_listed_once_the_disk_
     # The player heard "ask me about your tickets in a little while; if it isn't there, tell me
     # again": asked once the disk took writes again, it was not there until ticket news's next
     # poll (a minute; never, with news off), and telling it again filed it twice.
-    import errno
-
-    from bot.tools import grievance_spool
-    from bot.tools.grievance_store import LocalGrievanceStore
-
     store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
-    real_insert, real_write = store._insert, grievance_spool.os.write
-
-    async def full_database(*args: object, **kwargs: object) -> str | None:
-        raise sqlite3.OperationalError("database or disk is full")
-
-    def full_disk(fd: int, data: bytes) -> int:
-        raise OSError(errno.ENOSPC, "No space left on device")
-
     try:
-        monkeypatch.setattr(store, "_insert", full_database)
-        monkeypatch.setattr(grievance_spool.os, "write", full_disk)
+        free = fill_the_disk(store, monkeypatch)
         with pytest.raises(ToolError):
             await store.register(NOVA, "wallet", "charged twice", "discord:42:0")
         assert await store.status(NOVA) == []  # still full
-        monkeypatch.setattr(store, "_insert", real_insert)
-        monkeypatch.setattr(grievance_spool.os, "write", real_write)
+        free()
         (listed,) = await store.status(NOVA)
         assert listed.description == "charged twice"
         assert [g.key for g in await store.status(NOVA, listed.key)] == [listed.key]
