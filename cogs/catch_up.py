@@ -61,6 +61,10 @@ class CatchUp(commands.Cog):
         self._failed: tuple[datetime.datetime | None] | None = None
         # Discord out of reach is met at every recheck until it is back: said once.
         self._unreachable = Outage(log, "Discord answers the catch-up again")
+        # Places a start-up's catch-up could not read for Discord's trouble → the newest note
+        # handled there then: a note answered live there meanwhile must not move the read again
+        # past the notes sent while the bot was down.
+        self._unread_from: dict[int, int | None] = {}
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
         self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
 
@@ -256,6 +260,7 @@ class CatchUp(commands.Cog):
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()  # notes a bot message refers to
         unread: set[int] = set()  # places Discord's trouble (not a refusal) kept from being read
+        starts: dict[int, int | None] = {}  # each place's newest note handled, read from
         too_old: set[int] = {u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff}
         for place_id in sorted(places):
             dm = place_id in dms
@@ -270,7 +275,11 @@ class CatchUp(commands.Cog):
                     place_id,
                 )
                 continue
-            last = await ledger.last_handled(place_id) if since is None else None
+            last = None
+            if since is None:
+                known = place_id in self._unread_from
+                last = self._unread_from[place_id] if known else await ledger.last_handled(place_id)
+                starts[place_id] = last
             # Notes are answered out of order (one queue per player, several players at once), so
             # a note a stopped or killed process left unanswered can be older than the newest one
             # it answered here: reading resumes before the oldest such note, not after the newest.
@@ -315,6 +324,12 @@ class CatchUp(commands.Cog):
         )
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
             self.bot.track(voice.answer(*found[message_id]))
+        if since is None:
+            for place_id in places:
+                if place_id not in unread:
+                    self._unread_from.pop(place_id, None)
+                elif place_id not in self._unread_from:
+                    self._unread_from[place_id] = starts.get(place_id)
         if unread:
             raise PlacesUnread(unread)
 

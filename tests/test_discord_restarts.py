@@ -286,6 +286,24 @@ async def test_a_channel_discord_failed_to_read_at_the_catch_up_is_read_again(se
     assert "catch-up could not read channel" in caplog.text
 
 
+async def test_a_note_answered_live_in_a_channel_not_yet_read_again_hides_no_missed_note(
+    settings, fake
+) -> None:
+    # While the channel's history stays unreadable, a note sent there live is answered and becomes
+    # the channel's newest note handled; the catch-up read again must still start before the note
+    # sent while the bot was down, not after the live one.
+    missed = await fake.send_note(nova, voice_note(), guild=True)
+    fake.history_banned = 10**6
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await fake.wait_for(lambda rs: sum(r.kind == "history" and r.error == 429 for r in rs) >= 2)
+        live = await fake.send_note(blaze, voice_note(), guild=True)
+        await all_answered(fake, [live])
+        fake.history_banned = 0
+        await all_answered(fake, [missed], within=15)
+        await settle(fake)
+    assert answers(fake, missed) == 1 and answers(fake, live) == 1
+
+
 async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_restart(
     settings, fake
 ) -> None:
