@@ -65,6 +65,9 @@ class CatchUp(commands.Cog):
         # handled there then: a note answered live there meanwhile must not move the read again
         # past the notes sent while the bot was down.
         self._unread_from: dict[int, int | None] = {}
+        # Places left unread, met again at every recheck while Discord fails them: said once.
+        self._unread_said: set[int] = set()
+        self._places_unread = Outage(log, "catch-up: Discord serves every place again")
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
         self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
 
@@ -223,10 +226,14 @@ class CatchUp(commands.Cog):
             if self._failed is not None and _covers(since, self._failed[0]):
                 self._failed = None
             self._unreachable.answered()
+            self._places_unread.answered()
         except Exception as exc:
             if isinstance(exc, PlacesUnread):
-                log.warning(
-                    "catch-up: %s; tried again every %g s", exc, self.bot.discord_settings.recheck_seconds
+                self._places_unread.failed(
+                    str(exc),
+                    "catch-up: %s; tried again every %g s",
+                    exc,
+                    self.bot.discord_settings.recheck_seconds,
                 )
             elif not self._out_of_reach(exc, "catch-up"):
                 log.exception("catch-up failed; new notes are still answered, and it is tried again soon")
@@ -303,9 +310,7 @@ class CatchUp(commands.Cog):
                     else:
                         self._sort(voice, message, found, replied)
             except discord.HTTPException as exc:
-                log.warning("catch-up could not read channel %s: %s %s", place_id, exc.status, exc.text)
-                if _discords_trouble(exc):
-                    unread.add(place_id)
+                self._not_read(place_id, "read", exc, unread)
 
         if too_old:
             await ledger.expire(sorted(too_old))
@@ -324,6 +329,7 @@ class CatchUp(commands.Cog):
         )
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
             self.bot.track(voice.answer(*found[message_id]))
+        self._unread_said &= unread
         if since is None:
             for place_id in places:
                 if place_id not in unread:
@@ -452,9 +458,7 @@ class CatchUp(commands.Cog):
                     return set(gap) - replied, False
                 self._sort(voice, message, gap, replied)
         except discord.HTTPException as exc:
-            log.warning("catch-up could not read channel %s: %s %s", place_id, exc.status, exc.text)
-            if _discords_trouble(exc):
-                unread.add(place_id)
+            self._not_read(place_id, "read", exc, unread)
         return set(gap) - replied, True
 
     def _threads_of(self, channels: set[int]) -> set[int]:
@@ -513,6 +517,16 @@ class CatchUp(commands.Cog):
                     )
         return found
 
+    def _not_read(self, place_id: int, what: str, exc: discord.HTTPException, unread: set[int]) -> None:
+        """A place Discord did not let the catch-up read. Discord's trouble leaves it in `unread`,
+        read again at every recheck until Discord serves it: said once, not at every recheck."""
+        again = place_id in self._unread_said
+        if _discords_trouble(exc):
+            unread.add(place_id)
+            self._unread_said.add(place_id)
+        level = logging.DEBUG if again else logging.WARNING
+        log.log(level, "catch-up could not %s channel %s: %s %s", what, place_id, exc.status, exc.text)
+
     async def _channel(
         self, place_id: int, dm: bool = False, unread: set[int] | None = None
     ) -> discord.abc.Messageable | None:
@@ -527,9 +541,7 @@ class CatchUp(commands.Cog):
                 channel = await self.bot.fetch_channel(place_id)
             except discord.HTTPException as exc:
                 if _discords_trouble(exc) and unread is not None:
-                    why = f"{exc.status} {exc.text}"
-                    log.warning("catch-up could not look up channel %s: %s", place_id, why)
-                    unread.add(place_id)
+                    self._not_read(place_id, "look up", exc, unread)
                 else:  # deleted, or no longer visible to the bot
                     log.info("catch-up skips channel %s: %s %s", place_id, exc.status, exc.text)
                 return None

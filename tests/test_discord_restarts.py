@@ -304,6 +304,26 @@ async def test_a_note_answered_live_in_a_channel_not_yet_read_again_hides_no_mis
     assert answers(fake, missed) == 1 and answers(fake, live) == 1
 
 
+async def test_a_channel_discord_keeps_failing_is_said_once_not_at_every_recheck(
+    settings, fake, caplog
+) -> None:
+    # Met again at every recheck until Discord serves the channel: one line for the channel, one
+    # for the catch-up owed, and one when it is read, however many rechecks in between.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    missed = await fake.send_note(nova, voice_note(), guild=True)
+    fake.history_banned = 10**6
+    async with running_bot(settings, fake, recheck_seconds=0.1):
+        await fake.wait_for(lambda rs: sum(r.kind == "history" and r.error == 429 for r in rs) >= 5)
+        fake.history_banned = 0
+        await all_answered(fake, [missed])
+        await settle(fake)
+    said = [
+        r.getMessage() for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.WARNING
+    ]
+    assert len(said) == 2, said  # the channel, and the catch-up owed again
+    assert "catch-up: Discord serves every place again" in caplog.text
+
+
 async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_restart(
     settings, fake
 ) -> None:
