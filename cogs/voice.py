@@ -403,6 +403,8 @@ class VoiceNotes(commands.Cog):
             log.warning("could not reply to note %s: %s", message.id, why)
             metrics.note("discord", "failed", "send")
             reached = Reached.YES if message.id in self._answer_out else Reached.LATER
+            # Stalled after the answer went out: its transcript still goes on by itself, so no ⚠️.
+            ok = reached is Reached.YES and isinstance(exc, SendStalled)
         except discord.HTTPException as exc:
             log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
             metrics.note("discord", "failed", "send")

@@ -324,3 +324,25 @@ async def test_a_stalled_answer_leaves_the_note_for_later_and_is_posted_once(
     assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
     assert [r.is_voice_message for r in fake.replies_to(first["id"])] == [True, False]
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+async def test_a_stalled_transcript_after_the_voice_message_marks_no_failure(settings, fake: FakeDiscord):
+    # The voice message went out; its transcript's POST stalls. The note is answered (and marked
+    # so in the ledger): a ⚠️ would tell the player it failed, with no apology to say why.
+    failed = "\N{WARNING SIGN}"
+    fake.posts_held, fake.posts_before_held = 1, 1
+    async with running_bot(settings, fake, recheck_seconds=0.2, send_seconds=1.0):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda _: [r for r in fake.replies_to(note["id"]) if r.is_voice_message])
+        assert await settled(settings, note) == "answered"
+        fake.posts_released.set()
+        await replies(fake, note, 2)
+        await fake.wait_for(
+            lambda got: [r for r in got if r.kind == "reaction_remove" and r.body["message_id"] == note["id"]]
+        )
+    marks = [
+        r.body["emoji"]
+        for r in fake.received
+        if r.kind == "reaction_add" and r.body["message_id"] == note["id"]
+    ]
+    assert failed not in marks, marks

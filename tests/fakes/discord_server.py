@@ -379,6 +379,7 @@ class FakeDiscord(Strict):
         # `posts_released` is set (or the fake stops) and goes on as any other; counts down.
         self.posts_held = 0
         self.posts_released = asyncio.Event()
+        self.posts_before_held = 0  # message POSTs that go on as usual before `posts_held` applies
         self.typing_held: asyncio.Event | None = None
         # (author, nonce) → the message a POST with `enforce_nonce` created, and when.
         self._nonces: dict[tuple[int, str], tuple[float, dict[str, Any]]] = {}
@@ -1458,7 +1459,9 @@ class FakeDiscord(Strict):
         channel_id = int(request.match_info["channel_id"])
         content_type, body, files = await self._read_body(request)
         record = Received("message", request.method, request.path, channel_id, body, files)
-        if self.posts_held > 0:
+        if self.posts_held > 0 and self.posts_before_held > 0:
+            self.posts_before_held -= 1
+        elif self.posts_held > 0:
             self.posts_held -= 1
             await self._until_released(self.posts_released)
         if self.posts_cut > 0:
