@@ -309,7 +309,7 @@ class CatchUp(commands.Cog):
                         self._sort(voice, message, {}, replied)
                     else:
                         self._sort(voice, message, found, replied)
-            except discord.HTTPException as exc:
+            except (discord.HTTPException, discord.RateLimited) as exc:
                 self._not_read(place_id, "read", exc, unread)
 
         if too_old:
@@ -457,7 +457,7 @@ class CatchUp(commands.Cog):
                 if counted > COUNT_AT_MOST:  # a busy channel: the window is read from its edge
                     return set(gap) - replied, False
                 self._sort(voice, message, gap, replied)
-        except discord.HTTPException as exc:
+        except (discord.HTTPException, discord.RateLimited) as exc:
             self._not_read(place_id, "read", exc, unread)
         return set(gap) - replied, True
 
@@ -517,7 +517,9 @@ class CatchUp(commands.Cog):
                     )
         return found
 
-    def _not_read(self, place_id: int, what: str, exc: discord.HTTPException, unread: set[int]) -> None:
+    def _not_read(
+        self, place_id: int, what: str, exc: discord.HTTPException | discord.RateLimited, unread: set[int]
+    ) -> None:
         """A place Discord did not let the catch-up read. Discord's trouble leaves it in `unread`,
         read again at every recheck until Discord serves it: said once, not at every recheck."""
         again = place_id in self._unread_said
@@ -525,7 +527,8 @@ class CatchUp(commands.Cog):
             unread.add(place_id)
             self._unread_said.add(place_id)
         level = logging.DEBUG if again else logging.WARNING
-        log.log(level, "catch-up could not %s channel %s: %s %s", what, place_id, exc.status, exc.text)
+        why = _why(exc)
+        log.log(level, "catch-up could not %s channel %s: %s", what, place_id, why)
 
     async def _channel(
         self, place_id: int, dm: bool = False, unread: set[int] | None = None
@@ -539,11 +542,11 @@ class CatchUp(commands.Cog):
         if channel is None:
             try:
                 channel = await self.bot.fetch_channel(place_id)
-            except discord.HTTPException as exc:
+            except (discord.HTTPException, discord.RateLimited) as exc:
                 if _discords_trouble(exc) and unread is not None:
                     self._not_read(place_id, "look up", exc, unread)
                 else:  # deleted, or no longer visible to the bot
-                    log.info("catch-up skips channel %s: %s %s", place_id, exc.status, exc.text)
+                    log.info("catch-up skips channel %s: %s", place_id, _why(exc))
                 return None
         if not isinstance(channel, discord.abc.Messageable):
             return None
@@ -558,10 +561,17 @@ class PlacesUnread(Exception):
         super().__init__(f"{len(places)} place(s) not read: {', '.join(map(str, sorted(places)))}")
 
 
-def _discords_trouble(exc: discord.HTTPException) -> bool:
-    """A failure on Discord's side (a 5xx past discord.py's retries, Cloudflare's 429), not a
-    refusal of this bot (403 Missing Access, 404 Unknown Channel) that reading again would meet."""
-    return exc.status >= 500 or exc.status == 429
+def _discords_trouble(exc: discord.HTTPException | discord.RateLimited) -> bool:
+    """A failure on Discord's side (a 5xx past discord.py's retries, Cloudflare's 429, a rate limit
+    longer than rate_limit_seconds), not a refusal of this bot (403 Missing Access, 404 Unknown
+    Channel) that reading again would meet."""
+    return isinstance(exc, discord.RateLimited) or exc.status >= 500 or exc.status == 429
+
+
+def _why(exc: discord.HTTPException | discord.RateLimited) -> str:
+    if isinstance(exc, discord.RateLimited):
+        return f"rate limited for {exc.retry_after:.0f} s"
+    return f"{exc.status} {exc.text}"
 
 
 def _may_read(channel: discord.abc.Messageable) -> bool:

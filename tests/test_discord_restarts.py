@@ -324,6 +324,22 @@ async def test_a_channel_discord_keeps_failing_is_said_once_not_at_every_recheck
     assert "catch-up: Discord serves every place again" in caplog.text
 
 
+async def test_a_channel_rate_limited_for_an_hour_at_the_catch_up_is_no_traceback(
+    settings, fake, caplog
+) -> None:
+    # discord.py raises RateLimited (no HTTPException) past rate_limit_seconds: Discord's trouble,
+    # said in one line, and the channel read again at the next recheck.
+    missed = await fake.send_note(nova, voice_note(), guild=True)
+    fake.history_rate_limited, fake.retry_after = 1, 3600.0
+    async with running_bot(settings, fake, recheck_seconds=0.1):
+        await all_answered(fake, [missed])
+        await settle(fake)
+    assert answers(fake, missed) == 1
+    said = [r for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in said if r.exc_info or r.levelno >= logging.ERROR] == []
+    assert "rate limited for 3600 s" in said[0].getMessage()
+
+
 async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_restart(
     settings, fake
 ) -> None:

@@ -369,6 +369,7 @@ class FakeDiscord(Strict):
         # The same ban on reading a channel's history: while above 0, each history GET is refused
         # so, counting down.
         self.history_banned = 0
+        self.history_rate_limited = 0  # history GETs answered with a 429 of `retry_after`, counting down
         # The channel's upload limit in bytes (10 MiB for a server without boosts, as for a bot's
         # DMs): a message with a larger file is refused 413, 40005.
         self.upload_limit = 10 * 1024 * 1024
@@ -1651,6 +1652,11 @@ class FakeDiscord(Strict):
             record.error = 429
             await self._record(record)
             return _cloudflare_page(429, "error code: 1015")
+        if self.history_rate_limited > 0:
+            self.history_rate_limited -= 1
+            record.error = 429
+            await self._record(record)
+            return self._rate_limited("history", global_=False)
         # Without Read Message History Discord answers 200 with no messages, not an error.
         hidden = not self._bot_may(channel_id, READ_MESSAGE_HISTORY)
         ids = [] if hidden else sorted(self.messages.get(channel_id, {}))
