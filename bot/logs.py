@@ -141,14 +141,14 @@ class Outage:
             self.since = time.monotonic()
         self.failures += 1
         self.reason = reason
-        self.log.log((level or self.level) if news else self.quiet, msg, *args)
+        self.log.log((level or self.level) if news else self.quiet, msg, *args, stacklevel=2)
 
     def answered(self, *args: object) -> None:
         """The backend answers: the recovery line (`recovery % args`) if it was failing."""
         if self.since is None:
             return
         if self.recovery is not None:
-            self.log.info(self.recovery, *args)
+            self.log.info(self.recovery, *args, stacklevel=2)
         self.reason, self.since, self.failures = "", None, 0
 
 

@@ -294,3 +294,18 @@ def test_runs_log_into_a_file_under_systemd_has_no_priorities(monkeypatch, tmp_p
         line = stream.read()
     assert line.startswith("[") and "\x1b[" not in line
     assert line.endswith("] [WARNING ] cogs.voice: could not reply to note 42\n")
+
+
+def test_an_outages_lines_name_the_place_that_met_it(caplog) -> None:
+    # A format that prints where a line came from points at the backend, not at the helper.
+    from bot.logs import Outage
+
+    outage = Outage(logging.getLogger("voxdesk.test"), "the backend answers again")
+    caplog.set_level(logging.INFO, logger="voxdesk.test")
+
+    def backend_call() -> None:
+        outage.failed("down", "backend down: %s", "503")
+        outage.answered()
+
+    backend_call()
+    assert [(r.funcName, r.filename) for r in caplog.records] == [("backend_call", "test_logs.py")] * 2
