@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import AsyncIterator
 
 from bot import note_ledger
 from bot.config import UsageSettings
@@ -173,31 +175,41 @@ async def test_a_note_is_answered_where_the_file_system_has_no_such_locks(tmp_pa
         await ledger.aclose()
 
 
-async def test_a_note_held_by_a_bot_process_is_let_go_when_it_dies(tmp_path) -> None:
+@contextlib.asynccontextmanager
+async def another_bot(db: str, claim: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """A bot process with the ledger at `db` open, once it has printed what `claim` (an expression
+    on `ledger`) gave; killed on leaving, if the test has not killed it."""
     child = (
         "import asyncio, sys\n"
         "from bot.note_ledger import NoteLedger\n"
         "async def main():\n"
-        f"    ledger = await NoteLedger.open({str(tmp_path / 'notes.db')!r})\n"
-        "    print(ledger.claim_unrecorded(7), flush=True)\n"
+        f"    ledger = await NoteLedger.open({db!r})\n"
+        f"    print({claim}, flush=True)\n"
         "    sys.stdin.readline()\n"
         "asyncio.run(main())\n"
     )
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", child, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
-    ledger = await NoteLedger.open(tmp_path / "notes.db")
     try:
         assert process.stdout is not None
         assert await asyncio.wait_for(process.stdout.readline(), 60) == b"True\n"
-        assert not ledger.claim_unrecorded(7) and not await ledger.claim(7, 10, "u")
-        process.kill()
-        await process.wait()
-        assert ledger.claim_unrecorded(7)
+        yield process
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_a_note_held_by_a_bot_process_is_let_go_when_it_dies(tmp_path) -> None:
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        async with another_bot(str(tmp_path / "notes.db"), "ledger.claim_unrecorded(7)") as process:
+            assert not ledger.claim_unrecorded(7) and not await ledger.claim(7, 10, "u")
+            process.kill()
+            await process.wait()
+            assert ledger.claim_unrecorded(7)
+    finally:
         await ledger.aclose()
 
 
@@ -206,35 +218,20 @@ async def test_a_claim_of_a_process_in_another_pid_namespace_is_its_while_it_run
     other's pid is this process or none, so its claims looked dead and its notes were answered
     twice."""
     db = str(tmp_path / "notes.db")
-    child = (
-        "import asyncio, sys\n"
-        "from bot.note_ledger import NoteLedger\n"
-        "async def main():\n"
-        f"    ledger = await NoteLedger.open({db!r})\n"
-        "    print(await ledger.claim(1, 10, 'u'), flush=True)\n"
-        "    sys.stdin.readline()\n"
-        "asyncio.run(main())\n"
-    )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-c", child, stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    )
     ledger = await NoteLedger.open(db)
     try:
-        assert process.stdout is not None
-        assert await asyncio.wait_for(process.stdout.readline(), 60) == b"True\n"
-        # Its pid as this namespace sees it: another process's (this one's), started at another time.
-        with sqlite3.connect(db) as conn:
-            (owner,) = conn.execute("SELECT owner FROM notes WHERE message_id = 1").fetchone()
-            seen_from_here = ":".join([str(os.getpid()), "1", *owner.split(":")[2:]])
-            conn.execute("UPDATE notes SET owner = ? WHERE message_id = 1", (seen_from_here,))
-        assert not await ledger.claim(1, 10, "u")
-        process.kill()
-        await process.wait()
-        assert await ledger.claim(1, 10, "u")  # it went
-    finally:
-        if process.returncode is None:
+        async with another_bot(db, "await ledger.claim(1, 10, 'u')") as process:
+            # Its pid as this namespace sees it: another process's (this one's), started at another
+            # time.
+            with sqlite3.connect(db) as conn:
+                (owner,) = conn.execute("SELECT owner FROM notes WHERE message_id = 1").fetchone()
+                seen_from_here = ":".join([str(os.getpid()), "1", *owner.split(":")[2:]])
+                conn.execute("UPDATE notes SET owner = ? WHERE message_id = 1", (seen_from_here,))
+            assert not await ledger.claim(1, 10, "u")
             process.kill()
             await process.wait()
+            assert await ledger.claim(1, 10, "u")  # it went
+    finally:
         await ledger.aclose()
 
 
