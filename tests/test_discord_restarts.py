@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 import discord
 import pytest
 
+from bot.config import Settings
 from bot.note_ledger import NoteLedger
 from tests.conftest import NOVA
 from tests.discord_harness import (
@@ -68,6 +69,15 @@ async def settle(fake: FakeDiscord) -> None:
     while count != len(fake.received):
         count = len(fake.received)
         await asyncio.sleep(0.3)
+
+
+async def kept_by_another_process(settings: Settings, note: dict, channel_id: int, user_id: str) -> None:
+    """`note` kept for this bot by another process on its storage (one stopping, or a one-shot)."""
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        await ledger.keep_for_restart(int(note["id"]), channel_id, user_id)
+    finally:
+        await ledger.aclose()
 
 
 async def test_notes_sent_while_the_bot_was_down_are_answered_once_oldest_first(settings, fake) -> None:
@@ -537,11 +547,7 @@ async def test_a_kept_note_that_pinged_the_bot_elsewhere_is_answered_first_and_a
     )
     chat = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL, guild=True, dispatch=False)
     later = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
-    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
-    try:
-        await ledger.keep_for_restart(int(kept["id"]), OTHER_CHANNEL, NOVA)
-    finally:
-        await ledger.aclose()
+    await kept_by_another_process(settings, kept, OTHER_CHANNEL, NOVA)
     async with running_bot(settings, fake):
         await all_answered(fake, [kept, later], within=25)
         await settle(fake)
@@ -872,11 +878,7 @@ async def test_a_catch_up_that_fails_is_tried_again_and_the_recheck_still_runs(
         async with running_bot(settings, fake, recheck_seconds=0.2):
             await all_answered(fake, [missed], within=25)
             kept = await fake.send_note(blaze, voice_note(), guild=True, dispatch=False)
-            other = await NoteLedger.open(settings.storage_dir / "notes.db")
-            try:
-                await other.keep_for_restart(int(kept["id"]), ALLOWED_CHANNEL, str(blaze.id))
-            finally:
-                await other.aclose()
+            await kept_by_another_process(settings, kept, ALLOWED_CHANNEL, str(blaze.id))
             await all_answered(fake, [kept], within=25)
             await settle(fake)
     finally:
@@ -900,11 +902,7 @@ async def test_a_catch_up_failing_each_time_holds_back_no_kept_note(settings, fa
         catch_up = h.bot.get_cog("CatchUp")
         await asyncio.wait_for(tried.wait(), 20)
         kept = await fake.send_note(blaze, voice_note(), guild=True, dispatch=False)
-        other = await NoteLedger.open(settings.storage_dir / "notes.db")
-        try:
-            await other.keep_for_restart(int(kept["id"]), ALLOWED_CHANNEL, str(blaze.id))
-        finally:
-            await other.aclose()
+        await kept_by_another_process(settings, kept, ALLOWED_CHANNEL, str(blaze.id))
         await all_answered(fake, [kept], within=15)
         await settle(fake)
         assert catch_up._failed is not None  # still owed, still tried
