@@ -163,15 +163,15 @@ def check_storage(settings: Settings) -> str:
 
     paths = storage_paths(settings)
     refuse_newer_databases(paths)
-    spool = GrievanceSpool.beside(paths.grievances).path
-    if locked := unwritable(paths.root, [*paths.databases, spool]):
+    spool = GrievanceSpool.beside(paths.grievances)
+    if locked := unwritable(paths.root, [*paths.databases, spool.path]):
         raise PermissionError(
             f"voxdesk cannot write {locked}: `run` would stop there, or keep no grievance; make the"
             " storage folder and its files the bot's user's"
         )
     found = sum(path.exists() for path in paths.databases)
     said = f"{found} databases, none written by a newer voxdesk"
-    rejected = GrievanceSpool.beside(paths.grievances).rejected
+    rejected = spool.rejected
     try:
         set_aside = sum(1 for line in rejected.read_text(errors="replace").splitlines() if line.strip())
     except FileNotFoundError:
