@@ -271,7 +271,7 @@ def required_reason(transition: dict[str, Any], missing: list[str]) -> str:
     """Why a transition was not tried, for the desk and the log: the fields it lacks by name and id."""
     meta = transition.get("fields") or {}
     named = ", ".join(f"{(meta.get(f) or {}).get('name') or f} ({f})" for f in missing)
-    to = (transition.get("to") or {}).get("name") or transition.get("name")
+    to = _target_name(transition)
     word = "field" if len(missing) == 1 else "fields"
     return (
         f"Jira's transition to {to} requires {word} {named}, which voxdesk cannot fill: give it a default "
@@ -279,9 +279,14 @@ def required_reason(transition: dict[str, Any], missing: list[str]) -> str:
     )
 
 
+def _target_name(transition: dict[str, Any]) -> Any:
+    """The status a transition leads to, by name (the transition's own name when Jira gives none)."""
+    return (transition.get("to") or {}).get("name") or transition.get("name")
+
+
 def unavailable_reason(transition: dict[str, Any]) -> str:
     """Why a transition that fails its workflow condition was not tried, for the desk and the log."""
-    to = (transition.get("to") or {}).get("name") or transition.get("name")
+    to = _target_name(transition)
     return (
         f"Jira's transition to {to} is not available for this issue (a condition of its workflow is "
         "not met, such as an approval or open subtasks): meet it or move the issue in Jira"
@@ -566,15 +571,13 @@ class JiraTracker:
                 total = page.get("total")
                 if not items or page.get("isLast") or (total is not None and len(found) >= total):
                     break
-        on_screen = {f.get("fieldId") or f.get("key") for f in found}
-        lacking = [f for f in CREATE_FIELDS if f not in on_screen]
+        ids = [f.get("fieldId") or f.get("key") for f in found]
+        lacking = [f for f in CREATE_FIELDS if f not in ids]
         sent = {"project", "issuetype", *CREATE_FIELDS, *FILLED_BY_JIRA}
         unfillable = [
-            f"{f.get('name')} ({f.get('fieldId') or f.get('key')})"
-            for f in found
-            if f.get("required")
-            and not f.get("hasDefaultValue")
-            and (f.get("fieldId") or f.get("key")) not in sent
+            f"{f.get('name')} ({field_id})"
+            for f, field_id in zip(found, ids, strict=True)
+            if f.get("required") and not f.get("hasDefaultValue") and field_id not in sent
         ]
         return lacking, unfillable
 
