@@ -35,6 +35,7 @@ from bot import sentences as say
 from bot.bounded import remember
 from bot.logs import Outage
 from cogs.bot import VoxdeskBot
+from cogs.replies import discords_trouble
 
 if TYPE_CHECKING:
     from cogs.voice import VoiceNotes
@@ -523,7 +524,7 @@ class CatchUp(commands.Cog):
         """A place Discord did not let the catch-up read. Discord's trouble leaves it in `unread`,
         read again at every recheck until Discord serves it: said once, not at every recheck."""
         again = place_id in self._unread_said
-        if _discords_trouble(exc):
+        if discords_trouble(exc):
             unread.add(place_id)
             self._unread_said.add(place_id)
         level = logging.DEBUG if again else logging.WARNING
@@ -543,7 +544,7 @@ class CatchUp(commands.Cog):
             try:
                 channel = await self.bot.fetch_channel(place_id)
             except (discord.HTTPException, discord.RateLimited) as exc:
-                if _discords_trouble(exc) and unread is not None:
+                if discords_trouble(exc) and unread is not None:
                     self._not_read(place_id, "look up", exc, unread)
                 else:  # deleted, or no longer visible to the bot
                     log.info("catch-up skips channel %s: %s", place_id, _why(exc))
@@ -559,13 +560,6 @@ class PlacesUnread(Exception):
 
     def __init__(self, places: set[int]) -> None:
         super().__init__(f"{len(places)} place(s) not read: {', '.join(map(str, sorted(places)))}")
-
-
-def _discords_trouble(exc: discord.HTTPException | discord.RateLimited) -> bool:
-    """A failure on Discord's side (a 5xx past discord.py's retries, Cloudflare's 429, a rate limit
-    longer than rate_limit_seconds), not a refusal of this bot (403 Missing Access, 404 Unknown
-    Channel) that reading again would meet."""
-    return isinstance(exc, discord.RateLimited) or exc.status >= 500 or exc.status == 429
 
 
 def _why(exc: discord.HTTPException | discord.RateLimited) -> str:

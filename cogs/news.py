@@ -19,7 +19,13 @@ from discord.http import Route
 from bot.audio import ReplyAudio
 from bot.ticket_news import Delivery, Outcome, TicketNews
 from cogs.bot import VoxdeskBot
-from cogs.replies import VOICE_FILENAME, VOICE_MESSAGE_FLAG, VOICE_REFUSED_CODES, split_message
+from cogs.replies import (
+    VOICE_FILENAME,
+    VOICE_MESSAGE_FLAG,
+    VOICE_REFUSED_CODES,
+    discords_trouble,
+    split_message,
+)
 from cogs.voice import carried_attachments, is_audio_attachment
 
 log = logging.getLogger(__name__)
@@ -121,9 +127,8 @@ class TicketNewsDesk(commands.Cog):
                 return Outcome.SENT
             if exc.code == DMS_CLOSED:
                 return Outcome.DMS_CLOSED
-            if exc.status >= 500 or exc.status == 429:
-                # Discord's own trouble, which passes: a 5xx once discord.py's retries are spent,
-                # or Cloudflare's ban. A message it made all the same comes back for its nonce.
+            if discords_trouble(exc):
+                # A message Discord made all the same comes back for its nonce.
                 log.warning("ticket news DM to %s: Discord failed (%s)", delivery.user_id, exc.status)
                 return Outcome.RETRY
             log.warning("ticket news DM to %s refused: %s %s", delivery.user_id, exc.status, exc.text)

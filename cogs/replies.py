@@ -165,6 +165,17 @@ def reply_reference(message: discord.Message) -> discord.MessageReference:
     return message.to_reference(fail_if_not_exists=False)
 
 
+def discords_trouble(exc: BaseException) -> bool:
+    """A failure on Discord's side, which passes: a 5xx once discord.py's retries are spent, a 429
+    discord.py does not wait out (Cloudflare's ban of the bot's address after too many refused
+    requests, an HTML page without `Via`), or a rate limit longer than `rate_limit_seconds`
+    (discord.RateLimited). Not a refusal of this bot (403 Missing Access, 404 Unknown Channel) that
+    trying again would meet."""
+    if isinstance(exc, discord.RateLimited):
+        return True
+    return isinstance(exc, discord.HTTPException) and (exc.status >= 500 or exc.status == 429)
+
+
 def _refused_for_permissions(exc: discord.HTTPException) -> bool:
     return exc.status == 403 and exc.code == MISSING_PERMISSIONS
 

@@ -20,7 +20,7 @@ from bot.audio import AudioError, too_big_message, too_long_message
 from bot.bounded import remember
 from bot.tools.base import ToolContext
 from cogs.bot import VoxdeskBot
-from cogs.replies import may_react, may_send, send_answer, send_text
+from cogs.replies import discords_trouble, may_react, may_send, send_answer, send_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -74,16 +74,9 @@ class Reached(enum.Enum):
 
 
 def _discord_failed(exc: BaseException) -> bool:
-    """Discord's own trouble, which passes: a 5xx once discord.py's retries are spent, a
-    connection that broke or never came, or a 429 discord.py does not wait out (Cloudflare's ban
-    of the bot's address after too many refused requests, an HTML page without `Via`), or one longer
-    than `rate_limit_seconds` (discord.RateLimited), or a send Discord did not finish."""
-    if isinstance(exc, discord.HTTPException) and exc.status == 429:
-        return True
-    return isinstance(
-        exc,
-        (discord.DiscordServerError, aiohttp.ClientError, ConnectionError, discord.RateLimited, SendStalled),
-    )
+    """Discord's trouble (see discords_trouble), a connection that broke or never came, or a send
+    Discord did not finish."""
+    return discords_trouble(exc) or isinstance(exc, aiohttp.ClientError | ConnectionError | SendStalled)
 
 
 # Discord's answers that there is nowhere left to post: unknown channel, no access, DMs closed,
