@@ -131,9 +131,9 @@ class VoiceNotes(commands.Cog):
         self._counted: dict[int, None] = {}
         self._reacting: dict[int, asyncio.Task[None]] = {}  # each note's latest reaction under way
         self._denying: dict[int, None] = {}  # channels warned of as denying Send Messages
-        self._typing_tasks: set[asyncio.Task[None]] = set()  # "typing…" of turns, ending by themselves
-        self._reactions: set[asyncio.Task[None]] = set()  # reaction requests, never cut (see _react)
-        self._stalled: set[asyncio.Task[Any]] = set()  # sends given up on, going on by themselves
+        # Work that ends by itself, uncut ("typing…", reaction requests, sends given up on): held
+        # here alone because asyncio keeps only a weak reference to a task.
+        self._on_their_own: set[asyncio.Task[Any]] = set()
 
     # ---- which messages --------------------------------------------------------------
 
@@ -573,9 +573,7 @@ class VoiceNotes(commands.Cog):
             yield
             return
         done = asyncio.Event()
-        typing = asyncio.create_task(_keep_typing(message, done))
-        self._typing_tasks.add(typing)
-        typing.add_done_callback(self._typing_tasks.discard)
+        self._hold(asyncio.create_task(_keep_typing(message, done)))
         try:
             yield
         finally:
@@ -614,10 +612,14 @@ class VoiceNotes(commands.Cog):
             raise
         if task.done():
             return task.result()
-        self._stalled.add(task)  # asyncio keeps only a weak reference to a task
         task.add_done_callback(_stalled_ended)
-        task.add_done_callback(self._stalled.discard)
+        self._hold(task)
         raise SendStalled(f"Discord did not finish a send within {self.settings.send_seconds:g} s")
+
+    def _hold(self, task: asyncio.Task[T]) -> asyncio.Task[T]:
+        self._on_their_own.add(task)
+        task.add_done_callback(self._on_their_own.discard)
+        return task
 
     async def _react(self, message: discord.Message, emoji: str, remove: bool = False) -> None:
         if not may_react(message) or self._gone(message):
@@ -627,10 +629,7 @@ class VoiceNotes(commands.Cog):
         # Shielded: a stop cancels the reactions under way, and a request cancelled while
         # discord.py waits out a global 429 never ends that wait for the requests behind it (the
         # stop's own "restarting" and ⏳ among them). Cancelled, the request goes on by itself.
-        request = asyncio.create_task(self._send_reaction(message, emoji, remove))
-        self._reactions.add(request)  # asyncio keeps only a weak reference to a task
-        request.add_done_callback(self._reactions.discard)
-        await asyncio.shield(request)
+        await asyncio.shield(self._hold(asyncio.create_task(self._send_reaction(message, emoji, remove))))
 
     async def _send_reaction(self, message: discord.Message, emoji: str, remove: bool) -> None:
         try:
