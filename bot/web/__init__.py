@@ -79,8 +79,7 @@ class WebState:
     # Each backend's last probe: None when it answered, else the reason code /healthz gave.
     probed: dict[str, str | None] = field(default_factory=dict)
     playground_turns: int = 0  # playground notes with the agent now
-    playground_uploads: int = 0  # playground notes being read now
-    uploads_by_client: dict[str, int] = field(default_factory=dict)  # of those, by client_key
+    uploads_by_client: dict[str, int] = field(default_factory=dict)  # notes being read, by client_key
     # Each playground player's own tickets, as the backend (Jira, maybe) last gave them.
     ticket_lists: dict[str, Reused[list[Any]]] = field(default_factory=dict)
     # One ticket look-up of the playground's at a time: anonymous visitors never take more than one
@@ -90,6 +89,11 @@ class WebState:
     @property
     def settings(self) -> Settings:
         return self.core.settings
+
+    @property
+    def playground_uploads(self) -> int:
+        """Playground notes being read now, every client's."""
+        return sum(self.uploads_by_client.values())
 
 
 STATE = web.AppKey("state", WebState)

@@ -137,7 +137,6 @@ async def ask(request: web.Request) -> web.Response:
         return _refused(say.PLAYGROUND_BUSY.format(seconds=BUSY_SECONDS), 429, "busy", BUSY_SECONDS)
     if st.uploads_by_client.get(client, 0) >= UPLOADS_PER_CLIENT:
         return _refused(say.TOO_FAST.format(seconds=BUSY_SECONDS), 429, "flood", BUSY_SECONDS)
-    st.playground_uploads += 1
     st.uploads_by_client[client] = st.uploads_by_client.get(client, 0) + 1
     try:
         async with asyncio.timeout(UPLOAD_SECONDS):
@@ -145,7 +144,6 @@ async def ask(request: web.Request) -> web.Response:
     except TimeoutError:
         return _refused(say.UPLOAD_TOO_SLOW, 408, "too_slow")
     finally:
-        st.playground_uploads -= 1
         st.uploads_by_client[client] -= 1
         if not st.uploads_by_client[client]:
             del st.uploads_by_client[client]
