@@ -294,7 +294,8 @@ async def test_a_thread_archived_while_its_note_is_answered_still_gets_the_answe
     async with running_bot(settings, fake, engine=FrontendEngine(delay=1.0)):
         thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
         note = await fake.send_note(nova, voice_note(), channel_id=thread)
-        await fake.wait_for(lambda _: fake.sent("typing", thread))
+        # The 🎧 and "typing…" go out beside the turn, in either order: archived after both.
+        await fake.wait_for(lambda _: fake.sent("typing", thread) and fake.sent("reaction_add", thread))
         await fake.archive_thread(thread)
         voice, _ = await answered(fake, note)
         assert voice.channel_id == thread
@@ -385,7 +386,9 @@ async def test_notes_still_queued_when_the_bot_is_kicked_cost_no_turn_and_no_req
     async with running_bot(settings, fake, engine=engine):
         first = await fake.send_note(nova, voice_note(), guild=True)
         queued = [await fake.send_note(nova, voice_note(), guild=True) for _ in range(2)]
-        await fake.wait_for(lambda _: fake.sent("typing", ALLOWED_CHANNEL))  # the first one's turn
+        await fake.wait_for(  # the first one's turn: its 🎧 and "typing…" go out in either order
+            lambda _: fake.sent("typing", ALLOWED_CHANNEL) and fake.sent("reaction_add", ALLOWED_CHANNEL)
+        )
         await fake.kick_the_bot()
         for note in [first, *queued]:
             assert await settled(settings, note) == "expired"
@@ -408,7 +411,9 @@ async def test_notes_still_queued_when_their_thread_is_deleted_cost_no_turn_and_
         thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
         first = await fake.send_note(nova, voice_note(), channel_id=thread)
         queued = [await fake.send_note(nova, voice_note(), channel_id=thread) for _ in range(2)]
-        await fake.wait_for(lambda _: fake.sent("typing", thread))  # the first one's turn
+        await fake.wait_for(  # the first one's turn: its 🎧 and "typing…" go out in either order
+            lambda _: fake.sent("typing", thread) and fake.sent("reaction_add", thread)
+        )
         await fake.delete_thread(thread)
         for note in [first, *queued]:
             assert await settled(settings, note) == "expired"
