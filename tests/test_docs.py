@@ -1,0 +1,140 @@
+"""What the README and docs/ tell a studio, held to the code: metric names and labels, the reasons
+a note is counted under, the alert rules, each setting's default where the docs give it, and the
+Python versions claimed."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import json
+import re
+import tomllib
+
+from prometheus_client.metrics import MetricWrapperBase
+
+from bot import metrics
+from bot.config import SECTIONS
+
+from .conftest import REPO
+
+WEB_MD = (REPO / "docs" / "web.md").read_text(encoding="utf-8")
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+def _served() -> dict[str, tuple[str, ...]]:
+    """Each metric /metrics serves, by the name Prometheus stores, with its label names."""
+    served = {}
+    for value in vars(metrics).values():
+        if isinstance(value, MetricWrapperBase):
+            name = value._name + ("_total" if value._type == "counter" else "")
+            served[name] = tuple(value._labelnames)
+    return served
+
+
+def _metrics_table() -> dict[str, tuple[str, str]]:
+    """docs/web.md's metrics table: name → (its labels cell, what it says of them)."""
+    table = WEB_MD[WEB_MD.index("| metric | labels |") :].split("\n\n", 1)[0]
+    rows = re.findall(r"^\| `(voxdesk_\w+)` \|([^|]*)\|([^|]*)\|", table, re.M)
+    return {name: (labels.strip(), said.strip()) for name, labels, said in rows}
+
+
+def test_the_metrics_table_names_every_metric_served_with_its_labels_and_no_other() -> None:
+    table, served = _metrics_table(), _served()
+    assert set(table) == set(served)
+    for name, (cell, _) in table.items():
+        # A label is named in backticks at the start of the cell or after a comma.
+        named = tuple(re.findall(r"(?:^|, )`(\w+)`", cell))
+        assert named == served[name], name
+
+
+def test_the_alert_rules_ask_for_metrics_that_are_served() -> None:
+    rules = WEB_MD[WEB_MD.index("groups:") :].split("```", 1)[0]
+    asked = set(re.findall(r"\bvoxdesk_\w+", rules))
+    assert asked
+    assert asked <= set(_served())
+
+
+def _reasons_counted() -> set[tuple[str, str]]:
+    """(outcome, reason) of every literal count in bot/ and cogs/: metrics.note(frontend, outcome,
+    reason), the playground's _refused(message, status, reason), and the agent's reply kinds."""
+    counted = set(metrics._REPLY_OUTCOMES.values())
+    for path in [*(REPO / "bot").rglob("*.py"), *(REPO / "cogs").rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Call):
+                continue
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            args = [a.value if isinstance(a, ast.Constant) else None for a in node.args]
+            if name == "note" and len(args) == 3 and None not in args[1:]:
+                counted.add((args[1], args[2]))
+            elif name == "_refused" and len(args) >= 3 and isinstance(args[2], str):
+                counted.add(("refused", args[2]))
+    return counted
+
+
+def test_every_reason_a_note_is_counted_under_is_in_the_metrics_table() -> None:
+    cell = _metrics_table()["voxdesk_notes_total"][1]
+    said = {}
+    for part in cell.split("; "):
+        outcome, reasons = part.split(": ", 1)
+        said[outcome.strip()] = set(re.findall(r"(?:^|, )(\w+)", re.sub(r"\([^)]*\)", "", reasons)))
+    documented = {(outcome, reason) for outcome, reasons in said.items() for reason in reasons}
+    counted = _reasons_counted()
+    assert len(counted) > 10  # the scan found the calls
+    assert counted - documented == set()
+    assert documented - counted == set()
+
+
+def _default(section: str, key: str) -> object:
+    return getattr(SECTIONS[section](), key)
+
+
+def _as_docs_write_it(value: object) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return json.dumps(value)
+    return value if isinstance(value, str) else repr(value)
+
+
+def test_the_settings_tables_in_docs_give_every_key_with_the_codes_default() -> None:
+    for doc, section in (("discord.md", "discord"), ("web.md", "web")):
+        text = (REPO / "docs" / doc).read_text(encoding="utf-8")
+        fields = {f.name for f in dataclasses.fields(SECTIONS[section])}
+        listed = {}
+        for keys, cell in re.findall(r"^\| ((?:`\w+`(?:, )?)+) \| ([^|]+) \|", text, re.M):
+            names = re.findall(r"`(\w+)`", keys)
+            if not set(names) <= fields:
+                continue
+            values = [""] * len(names) if cell.strip() == "empty" else re.findall(r"`([^`]*)`", cell)
+            listed.update(zip(names, values, strict=True))
+        assert set(listed) == fields, doc
+        for key, said in listed.items():
+            assert said == _as_docs_write_it(_default(section, key)), f"{doc}: {section}.{key}"
+
+
+def test_a_number_in_brackets_after_a_setting_is_its_default() -> None:
+    # "`openai.timeout_seconds` (90)", "`news.poll_seconds` (60 s; ...": the figure a studio reads.
+    found = 0
+    for doc in DOCS:
+        text = doc.read_text(encoding="utf-8")
+        for section, key, figure in re.findall(r"`(\w+)\.(\w+)` \((\d[\d_,.]*)(?: s)?[;),]", text):
+            if section in SECTIONS:
+                found += 1
+                said = float(figure.replace(",", "").replace("_", ""))
+                assert said == _default(section, key), f"{doc.name}: {section}.{key} ({figure})"
+    assert found > 5
+
+
+def test_the_python_versions_the_readme_names_are_the_ones_the_package_declares() -> None:
+    project = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    declared = [
+        c.rsplit(" :: ", 1)[1]
+        for c in project["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    ]
+    assert project["requires-python"] == f">={declared[0]}"
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    claim = re.search(r"Python ((?:3\.\d+(?:, | or ))*3\.\d+)", readme)
+    assert claim is not None
+    assert re.split(r", | or ", claim.group(1)) == declared
