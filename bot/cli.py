@@ -267,6 +267,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return sync(_settings(args), args.guild, args.clear)
 
 
+SPEAKER_HELP = f"Discord user id of the speaker (default: demo player Nova, {DEMO_USER})"
+
 # name → (handler, help, argument adder)
 COMMANDS: dict[
     str, tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None]]
@@ -276,8 +278,8 @@ COMMANDS: dict[
         cmd_ask,
         "answer one voice note file and write the spoken reply",
         lambda p: (
-            p.add_argument("file", help="an audio file: ogg, mp3, m4a, wav, webm, flac"),
-            p.add_argument("--user", default=DEMO_USER, help="Discord user id of the speaker"),
+            p.add_argument("file", help="an audio file: ogg, mp3, m4a, wav, webm, flac, amr"),
+            p.add_argument("--user", default=DEMO_USER, help=SPEAKER_HELP),
             p.add_argument("--voice", default=None, help="reply voice (engine-specific)"),
             p.add_argument(
                 "--out",
@@ -294,7 +296,7 @@ COMMANDS: dict[
             p.add_argument(
                 "--samples", default=str(paths.SAMPLES), help="folder of voice notes (default: the samples)"
             ),
-            p.add_argument("--user", default=DEMO_USER),
+            p.add_argument("--user", default=DEMO_USER, help=SPEAKER_HELP),
         ),
     ),
     "eval": (

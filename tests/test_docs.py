@@ -138,3 +138,16 @@ def test_the_python_versions_the_readme_names_are_the_ones_the_package_declares(
     claim = re.search(r"Python ((?:3\.\d+(?:, | or ))*3\.\d+)", readme)
     assert claim is not None
     assert re.split(r", | or ", claim.group(1)) == declared
+
+
+def test_the_formats_ask_and_the_readme_name_are_those_players_are_told_of() -> None:
+    from bot import sentences
+    from bot.cli import build_parser
+
+    told = set(re.findall(r"\b(ogg|mp3|m4a|wav|webm|flac|amr|aac|opus|3gp)\b", sentences.UNREADABLE))
+    ask = build_parser()._subparsers._group_actions[0].choices["ask"]  # type: ignore[union-attr]
+    file_help = next(a.help for a in ask._actions if a.dest == "file")
+    assert set(file_help.split(": ", 1)[1].split(", ")) == told
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    audio = " ".join(readme[readme.index("## Audio") :].split("\n\n", 2)[1].split()).lower()
+    assert all(re.search(rf"\b{name}\b", audio) for name in told), audio
