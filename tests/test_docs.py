@@ -151,3 +151,27 @@ def test_the_formats_ask_and_the_readme_name_are_those_players_are_told_of() -> 
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     audio = " ".join(readme[readme.index("## Audio") :].split("\n\n", 2)[1].split()).lower()
     assert all(re.search(rf"\b{name}\b", audio) for name in told), audio
+
+
+def test_config_toml_comments_every_setting_and_names_each_choice_a_setting_takes() -> None:
+    from bot.config import CHOICES
+
+    section, commented = "", {}
+    lines = (REPO / "config.toml").read_text(encoding="utf-8").splitlines()
+    for number, line in enumerate(lines):
+        if header := re.match(r"\[([\w.\"-]+)\]", line):
+            section = header.group(1)
+        elif key := re.match(r"(\w+) *= *[^#]*?(#.*)?$", line):
+            if section.startswith("usage.prices."):
+                continue  # the rows' block comment says what a price is
+            # A comment on the line, and the lines of comment that carry it on.
+            said = [key.group(2) or ""]
+            for more in lines[number + 1 :]:
+                if not re.match(r" +#", more):
+                    break
+                said.append(more)
+            commented[(section, key.group(1))] = " ".join(said)
+    assert [k for k, comment in commented.items() if not comment] == []
+    for (section, key), choices in CHOICES.items():
+        named = set(re.findall(r"[\w.-]+", commented[(section, key)]))
+        assert set(choices) <= named, f"{section}.{key}: {set(choices) - named}"
