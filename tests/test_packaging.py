@@ -152,3 +152,11 @@ def test_the_sdist_carries_the_tests_with_what_they_need_and_the_sample_config()
     missing = sorted(p for p in [*_tracked("tests"), "config.toml", ".ci/floors.txt"] if p not in files)
     assert missing == []
     assert not {p for p in files if fnmatch.fnmatch(p, "*.pyc") or p.startswith((".venv/", "var/"))}
+
+
+def test_the_sdist_carries_every_file_the_readme_links_to() -> None:
+    # The README is the sdist's (and PyPI's) description: a doc or picture it links is read there.
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    linked = {p.split("#")[0] for p in re.findall(r"\]\(([^)#:]+(?:#[^)]*)?)\)", readme)}
+    assert "docs/web-playground.png" in linked
+    assert sorted(linked - _sdist_files()) == []
