@@ -339,7 +339,12 @@ COMMANDS: dict[
     "backup": (
         cmd_backup,
         "copy every database and the grievance spool into a new folder under DIR (safe while running)",
-        lambda p: p.add_argument("into", metavar="DIR", help="where the dated backup folder is made"),
+        lambda p: p.add_argument(
+            "into",
+            metavar="DIR",
+            help="where the dated backup folder is made; older ones there past the newest"
+            " storage.keep_backups (7) are removed",
+        ),
     ),
     "player": (
         cmd_player,

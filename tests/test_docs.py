@@ -175,3 +175,13 @@ def test_config_toml_comments_every_setting_and_names_each_choice_a_setting_take
     for (section, key), choices in CHOICES.items():
         named = set(re.findall(r"[\w.-]+", commented[(section, key)]))
         assert set(choices) <= named, f"{section}.{key}: {set(choices) - named}"
+
+
+def test_backup_help_says_it_removes_older_backups() -> None:
+    # A studio pointing `backup` at a folder of its own backups loses the older ones: say so where
+    # the command is looked up, with the setting that keeps them.
+    from bot.cli import build_parser
+
+    backup = build_parser()._subparsers._group_actions[0].choices["backup"]  # type: ignore[union-attr]
+    text = " ".join(backup.format_help().split())
+    assert f"storage.keep_backups ({_default('storage', 'keep_backups')}) are removed" in text
