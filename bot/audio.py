@@ -240,7 +240,7 @@ def trim_silence(samples: np.ndarray, rate: int, threshold_db: float, min_speech
     with np.errstate(divide="ignore"):
         level = 20 * np.log10(np.maximum(rms, 1e-10))
     loud = np.flatnonzero(level > threshold_db)
-    if len(loud) * _WINDOW_MS < min_speech_ms:
+    if len(loud) == 0 or len(loud) * _WINDOW_MS < min_speech_ms:
         raise AudioError(say.NOTHING_HEARD)
     pad = _PAD_MS // _WINDOW_MS
     start = max(0, loud[0] - pad) * window

@@ -79,6 +79,13 @@ def test_silence_only_is_refused() -> None:
         audio.decode(encode(silent, 48_000, "ogg"), LIMITS)
 
 
+def test_silence_is_refused_when_no_least_speech_is_asked_for() -> None:
+    # audio.min_speech_ms = 0 is accepted by the settings: a silent note is still nothing heard.
+    silent = np.zeros(48_000 * 3, dtype=np.int16)
+    with pytest.raises(audio.AudioError, match="couldn't hear anything"):
+        audio.decode(encode(silent, 48_000, "ogg"), AudioSettings(min_speech_ms=0))
+
+
 def test_over_the_byte_limit_is_refused_before_decoding() -> None:
     limits = AudioSettings(max_bytes=1000)
     with pytest.raises(audio.AudioError, match="too big"):
