@@ -185,3 +185,21 @@ def test_backup_help_says_it_removes_older_backups() -> None:
     backup = build_parser()._subparsers._group_actions[0].choices["backup"]  # type: ignore[union-attr]
     text = " ".join(backup.format_help().split())
     assert f"storage.keep_backups ({_default('storage', 'keep_backups')}) are removed" in text
+
+
+def test_config_toml_says_the_ranges_the_loader_holds_settings_to() -> None:
+    from bot.config import MAX_DEFER_SECONDS, POSITIVE
+
+    text = (REPO / "config.toml").read_text(encoding="utf-8")
+    header = " ".join(line.lstrip("# ") for line in text.split("\n\n", 1)[0].splitlines())
+    assert "none may be negative" in header
+    assert f"discord.defer_after_seconds at most {MAX_DEFER_SECONDS:g}" in header
+    assert "audio.silence_threshold_db is 0 or below" in header
+    # A setting the loader refuses at 0 must not say what 0 would do.
+    section = ""
+    for line in text.splitlines():
+        if header_line := re.match(r"\[([\w.\"-]+)\]", line):
+            section = header_line.group(1)
+        elif key := re.match(r"(\w+) *=[^#]*#(.*)$", line):
+            if (section, key.group(1)) in POSITIVE:
+                assert not re.search(r"\b0(\.0)?\b *(:|=|keeps|switches|means|off)", key.group(2)), line
