@@ -404,7 +404,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="config file (default: VOXDESK_CONFIG, else config.toml in the working directory, "
         "else the built-in settings)",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log more")
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log more: INFO lines; with run, voxdesk's DEBUG lines, which hold players' words",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for name, (handler, help_text, add_arguments) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text)

@@ -203,3 +203,13 @@ def test_config_toml_says_the_ranges_the_loader_holds_settings_to() -> None:
         elif key := re.match(r"(\w+) *=[^#]*#(.*)$", line):
             if (section, key.group(1)) in POSITIVE:
                 assert not re.search(r"\b0(\.0)?\b *(:|=|keeps|switches|means|off)", key.group(2)), line
+
+
+def test_verbose_help_warns_that_run_then_logs_players_words() -> None:
+    # The README's promise that the log holds no player's words holds only without -v on run.
+    from bot.cli import build_parser
+
+    text = " ".join(build_parser().format_help().split())
+    assert "DEBUG lines, which hold players' words" in text
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert "(those are at DEBUG, which `voxdesk -v run` adds)" in readme
