@@ -213,3 +213,18 @@ def test_verbose_help_warns_that_run_then_logs_players_words() -> None:
     assert "DEBUG lines, which hold players' words" in text
     readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     assert "(those are at DEBUG, which `voxdesk -v run` adds)" in readme
+
+
+def test_the_readmes_first_screen_gives_the_two_commands_scripts_dev_and_ci_run() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    first = readme.split("```sh\n", 1)[1].split("```", 1)[0]
+    commands = [line.split("#", 1)[0].strip() for line in first.splitlines() if line.strip()]
+    assert commands == ["bash scripts/dev demo", "bash scripts/dev test"]
+    assert readme.index("```sh") < readme.index("\n## ")  # before the first section: the first screen
+    dev = (REPO / "scripts" / "dev").read_text(encoding="utf-8")
+    demo = dev.split("    demo)\n", 1)[1].split(";;", 1)[0]
+    assert "-m bot init" in demo and "-m bot demo" in demo
+    test = dev.split("    test)\n", 1)[1].split(";;", 1)[0]
+    assert "pytest" in test and "ruff check" in test
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    assert "\nbash scripts/dev test\n" in ci and "\nbash scripts/dev demo " in ci
