@@ -228,3 +228,21 @@ def test_the_readmes_first_screen_gives_the_two_commands_scripts_dev_and_ci_run(
     assert "pytest" in test and "ruff check" in test
     ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
     assert "\nbash scripts/dev test\n" in ci and "\nbash scripts/dev demo " in ci
+
+
+def test_every_setting_the_docs_name_exists() -> None:
+    import importlib
+
+    fields = {s: {f.name for f in dataclasses.fields(cls)} for s, cls in SECTIONS.items()}
+    # `web.serving` is a file in storage.dir; `audio.reply_from_pcm` and the like are bot/audio.py's.
+    modules = {"audio": importlib.import_module("bot.audio")}
+    unknown = []
+    for doc in [*DOCS, REPO / "config.toml"]:
+        text = doc.read_text(encoding="utf-8")
+        for section, key in re.findall(r"`(\w+)\.(\w+)(?:`| =)", text):
+            if section not in fields or key in fields[section] or (section, key) == ("web", "serving"):
+                continue
+            if section in modules and hasattr(modules[section], key):
+                continue
+            unknown.append(f"{doc.name}: {section}.{key}")
+    assert unknown == []
