@@ -69,6 +69,7 @@ class CatchUp(commands.Cog):
         # Places left unread, met again at every recheck while Discord fails them: said once.
         self._unread_said: set[int] = set()
         self._places_unread = Outage(log, "catch-up: Discord serves every place again")
+        self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
         self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
 
@@ -196,26 +197,31 @@ class CatchUp(commands.Cog):
         leftovers = await ledger.unanswered()
         await ledger.expire([u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff])
         answered = 0
+        self._unfetched_said &= {u.message_id for u in leftovers}
         for left in leftovers:
             if _sent_at(left.message_id) < cutoff or not self.bot.accepting:
                 continue
             channel = await self._channel(left.place_id)
             try:
                 message = await channel.fetch_message(left.message_id) if channel else None
+                notes = voice.voice_notes(message) if message else []
+                if message is None or not notes:
+                    await ledger.expire([left.message_id])
+                    continue
+                if left.state == "started" and await self._replied_to(message, left.lease_until):
+                    # Its process died after the reply went out, before it could mark the note.
+                    await ledger.answered_before_a_crash([left.message_id])
+                    continue
             except discord.NotFound:  # deleted meanwhile: nothing to answer
                 await ledger.expire([left.message_id])
                 continue
-            except discord.HTTPException as exc:
-                log.warning("could not fetch note %s: %s %s", left.message_id, exc.status, exc.text)
+            except (discord.HTTPException, discord.RateLimited) as exc:
+                # Left for the next recheck, which meets a long outage every recheck_seconds.
+                level = logging.DEBUG if left.message_id in self._unfetched_said else logging.WARNING
+                self._unfetched_said.add(left.message_id)
+                log.log(level, "could not fetch note %s: %s", left.message_id, _why(exc))
                 continue
-            notes = voice.voice_notes(message) if message else []
-            if message is None or not notes:
-                await ledger.expire([left.message_id])
-                continue
-            if left.state == "started" and await self._replied_to(message, left.lease_until):
-                # Its process died after the reply went out, before it could mark the note.
-                await ledger.answered_before_a_crash([left.message_id])
-                continue
+            self._unfetched_said.discard(left.message_id)
             log.info("answering note %s, kept for later or cut short", left.message_id)
             self.bot.track(voice.answer(message, notes[0]))
             answered += 1

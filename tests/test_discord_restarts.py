@@ -350,6 +350,29 @@ async def test_a_channel_rate_limited_for_an_hour_at_the_catch_up_is_no_tracebac
     assert "rate limited for 3600 s" in said[0].getMessage()
 
 
+async def test_a_kept_note_whose_fetch_is_rate_limited_waits_for_the_next_recheck_alone(
+    settings, fake, caplog
+) -> None:
+    # Fetching the first of two notes another process kept is held for an hour (RateLimited, past
+    # rate_limit_seconds): one line for it, the second still answered in the same round, and the
+    # first at a later recheck.
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await settle(fake)  # the start-up catch-up is done: only the recheck finds the notes
+        kept = [await fake.send_note(who, voice_note(), guild=True, dispatch=False) for who in (nova, blaze)]
+        fake.message_rate_limited, fake.retry_after = 1, 3600.0
+        for note, who in zip(kept, (nova, blaze), strict=True):
+            await kept_by_another_process(settings, note, ALLOWED_CHANNEL, str(who.id))
+        await all_answered(fake, kept)
+        await settle(fake)
+    assert [answers(fake, n) for n in kept] == [1, 1]
+    fetched = [(r.path.rsplit("/", 1)[-1], r.error) for r in fake.received if r.kind == "get_message"]
+    first, second = (n["id"] for n in kept)
+    assert fetched == [(first, 429), (second, None), (first, None)]
+    said = [r for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.WARNING]
+    assert [r.getMessage() for r in said] == [f"could not fetch note {first}: rate limited for 3600 s"]
+    assert not [r for r in said if r.exc_info]
+
+
 async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_restart(
     settings, fake
 ) -> None:

@@ -370,6 +370,12 @@ class FakeDiscord(Strict):
         # so, counting down.
         self.history_banned = 0
         self.history_rate_limited = 0  # history GETs answered with a 429 of `retry_after`, counting down
+        # Channels whose history Discord fails to serve (503, as when the store behind one
+        # channel's messages is down) while they are in the set.
+        self.history_unavailable_in: set[int] = set()
+        self.message_rate_limited = 0  # the same 429 for GETs of one message by id, counting down
+        # Cloudflare's ban on listing archived threads (any of the three listings), counting down.
+        self.archived_threads_banned = 0
         # The channel's upload limit in bytes (10 MiB for a server without boosts, as for a bot's
         # DMs): a message with a larger file is refused 413, 40005.
         self.upload_limit = 10 * 1024 * 1024
@@ -1629,6 +1635,11 @@ class FakeDiscord(Strict):
             record.error = exc.code
             await self._record(record)
             raise
+        if self.message_rate_limited > 0:
+            self.message_rate_limited -= 1
+            record.error = 429
+            await self._record(record)
+            return self._rate_limited("message", global_=False)
         record.response = message
         await self._record(record)
         return _json(message)
@@ -1657,6 +1668,10 @@ class FakeDiscord(Strict):
             record.error = 429
             await self._record(record)
             return self._rate_limited("history", global_=False)
+        if channel_id in self.history_unavailable_in:
+            record.error = 503
+            await self._record(record)
+            return _json({"message": "503: Service Unavailable", "code": 0}, status=503)
         # Without Read Message History Discord answers 200 with no messages, not an error.
         hidden = not self._bot_may(channel_id, READ_MESSAGE_HISTORY)
         ids = [] if hidden else sorted(self.messages.get(channel_id, {}))
@@ -1717,10 +1732,20 @@ class FakeDiscord(Strict):
             record.error = exc.code
             await self._record(record)
             raise
+        if banned := await self._archived_threads_ban(record):
+            return banned
         body = self.archived_threads_payload(channel_id, kind, before, limit)
         record.response = {"threads": [t["id"] for t in body["threads"]], "has_more": body["has_more"]}
         await self._record(record)
         return _json(body)
+
+    async def _archived_threads_ban(self, record: Received) -> web.Response | None:
+        if self.archived_threads_banned <= 0:
+            return None
+        self.archived_threads_banned -= 1
+        record.error = 429
+        await self._record(record)
+        return _cloudflare_page(429, "error code: 1015")
 
     def archived_threads_payload(
         self, channel_id: int, kind: str, before: datetime.datetime | None, limit: int
@@ -1772,6 +1797,8 @@ class FakeDiscord(Strict):
             record.error = exc.code
             await self._record(record)
             raise
+        if banned := await self._archived_threads_ban(record):
+            return banned
         body = self.joined_archived_threads_payload(channel_id, before, limit)
         record.response = {"threads": [t["id"] for t in body["threads"]], "has_more": body["has_more"]}
         await self._record(record)
