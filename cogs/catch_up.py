@@ -174,7 +174,7 @@ class CatchUp(commands.Cog):
         """Whether `exc` is Discord out of reach (a network or Discord outage, which discord.py's
         own retries did not outlast): then said in one line without a traceback, and only when
         the reason is new, since the recheck meets it every recheck_seconds until Discord is back."""
-        if not isinstance(exc, aiohttp.ClientError | TimeoutError | discord.DiscordServerError):
+        if not (isinstance(exc, aiohttp.ClientError | TimeoutError) or discords_trouble(exc)):
             return False
         why = f"{type(exc).__name__}: {exc}"
         self._unreachable.failed(

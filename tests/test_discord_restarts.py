@@ -373,6 +373,34 @@ async def test_a_kept_note_whose_fetch_is_rate_limited_waits_for_the_next_rechec
     assert not [r for r in said if r.exc_info]
 
 
+async def test_discords_trouble_escaping_a_catch_up_is_one_warning_and_no_traceback(caplog) -> None:
+    """A Cloudflare ban (429, an HTML page) or a rate limit past rate_limit_seconds that reaches
+    the catch-up's own handler is Discord's trouble, as a 5xx is: said once, tried again."""
+    from types import SimpleNamespace
+
+    from cogs.catch_up import CatchUp
+
+    bot = SimpleNamespace(discord_settings=SimpleNamespace(recheck_seconds=30.0))
+    cog = CatchUp(bot)  # type: ignore[arg-type]
+    cog.recheck = SimpleNamespace(is_running=lambda: True)  # type: ignore[assignment]
+    banned = discord.HTTPException(
+        SimpleNamespace(status=429, reason="Too Many Requests"), "error code: 1015"
+    )
+    failures: list[Exception] = [banned, banned, discord.RateLimited(3600.0), discord.RateLimited(3600.0)]
+
+    async def reading(*owed: object) -> None:
+        raise failures.pop(0)
+
+    cog._catch_up = reading  # type: ignore[method-assign]
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    while failures:
+        await cog.catch_up()
+        assert cog._failed == (None,)
+    said = [r for r in caplog.records if r.name == "cogs.catch_up"]
+    assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG, logging.WARNING, logging.DEBUG]
+    assert not [r for r in said if r.exc_info]
+
+
 async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_restart(
     settings, fake
 ) -> None:
