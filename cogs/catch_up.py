@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+from collections.abc import Set
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -57,9 +59,9 @@ class CatchUp(commands.Cog):
         self.bot = bot
         self._done = False
         self._quiet_since: datetime.datetime | None = None  # the gateway's last disconnect
-        # A catch-up that failed (a busy or full disk, a network error) is tried again by the
-        # recheck: (its `since`,), else None.
-        self._failed: tuple[datetime.datetime | None] | None = None
+        # A catch-up that failed (a busy or full disk, a network error, places Discord did not
+        # serve) is tried again by the recheck: what it still owes, else None.
+        self._failed: Owed | None = None
         # Discord out of reach is met at every recheck until it is back: said once.
         self._unreachable = Outage(log, "Discord answers the catch-up again")
         # Places a start-up's catch-up could not read for Discord's trouble → the newest note
@@ -151,8 +153,8 @@ class CatchUp(commands.Cog):
     async def _recheck(self) -> None:
         if not self.bot.accepting:
             return
-        if self._failed is not None:
-            await self.catch_up(*self._failed)
+        if (owed := self._failed) is not None:
+            await self.catch_up(owed.since, owed.places, owed.listings)
         # Whatever became of it: a catch-up that fails at each try (a channel whose read always
         # errs) must not hold back the notes kept here, fetched by id, nor the pruning.
         try:
@@ -227,11 +229,18 @@ class CatchUp(commands.Cog):
             answered += 1
         return answered
 
-    async def catch_up(self, since: datetime.datetime | None = None) -> None:
+    async def catch_up(
+        self,
+        since: datetime.datetime | None = None,
+        places: frozenset[int] | None = None,
+        listings: frozenset[int] = frozenset(),
+    ) -> None:
+        """`places`: only these (a catch-up owed for the places Discord failed), with the archived
+        threads of the watched channels in `listings`; None, every place."""
+        this = Owed(since, places, listings)
         try:
-            await self._catch_up(since)
-            if self._failed is not None and _covers(since, self._failed[0]):
-                self._failed = None
+            await self._catch_up(since, places, listings)
+            self._failed = _still_owed(self._failed, this, None)
             self._unreachable.answered()
             self._places_unread.answered()
         except Exception as exc:
@@ -244,19 +253,27 @@ class CatchUp(commands.Cog):
                 )
             elif not self._out_of_reach(exc, "catch-up"):
                 log.exception("catch-up failed; new notes are still answered, and it is tried again soon")
-            # The broadest of the catch-ups still owed (a start-up's reads the most) is retried.
-            owed = self._failed
-            self._failed = (since,) if owed is None or _covers(since, owed[0]) else owed
+            # Only the places Discord failed are read again; any other failure, all this one read.
+            failed = this
+            if isinstance(exc, PlacesUnread):
+                failed = Owed(since, frozenset(exc.places), frozenset(exc.unlisted))
+            self._failed = _still_owed(self._failed, this, failed)
         finally:
             # Whatever became of the catch-up: notes another process keeps for this one (a deploy
             # overlapping the old process) are found only by the recheck.
             if not self.recheck.is_running():
                 self.recheck.start()
 
-    async def _catch_up(self, since: datetime.datetime | None = None) -> None:
+    async def _catch_up(
+        self,
+        since: datetime.datetime | None = None,
+        only: frozenset[int] | None = None,
+        listings: frozenset[int] = frozenset(),
+    ) -> None:
         """`since`: after a gateway outage, read every place from then and answer every note the
         ledger does not know (notes are answered out of order, so the newest one handled says
-        nothing of the gap); at a start, from the newest note handled in each place."""
+        nothing of the gap); at a start, from the newest note handled in each place. `only`: read
+        these places, and the archived threads of the channels in `listings`, not every place."""
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
         if voice is None:
             return
@@ -267,9 +284,15 @@ class CatchUp(commands.Cog):
         leftovers = await ledger.unanswered()
         dms = set(await ledger.places("dm"))
         channels = set(self.bot.discord_settings.channels)
-        archived = await self._archived_threads(channels, window_start)
-        threads = self._threads_of(channels) | set(archived)
-        places = channels | threads | dms | {u.place_id for u in leftovers}
+        unlisted: set[int] = set()  # channels whose archived threads Discord's trouble kept unlisted
+        archived = await self._archived_threads(
+            channels if only is None else channels & listings, window_start, unlisted
+        )
+        if only is None:
+            threads = self._threads_of(channels) | set(archived)
+            places = channels | threads | dms | {u.place_id for u in leftovers}
+        else:
+            places = set(only) | set(archived)
 
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()  # notes a bot message refers to
@@ -336,15 +359,15 @@ class CatchUp(commands.Cog):
         )
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
             self.bot.track(voice.answer(*found[message_id]))
-        self._unread_said &= unread
+        self._unread_said -= places - unread - unlisted
         if since is None:
             for place_id in places:
                 if place_id not in unread:
                     self._unread_from.pop(place_id, None)
                 elif place_id not in self._unread_from:
                     self._unread_from[place_id] = starts.get(place_id)
-        if unread:
-            raise PlacesUnread(unread)
+        if unread or unlisted:
+            raise PlacesUnread(unread, unlisted)
 
     def _within_flood_limit(
         self, voice: VoiceNotes, messages: list[discord.Message], promised: set[int]
@@ -474,7 +497,7 @@ class CatchUp(commands.Cog):
         return {t.id for guild in self.bot.guilds for t in guild.threads if t.parent_id in channels}
 
     async def _archived_threads(
-        self, channels: set[int], since: datetime.datetime
+        self, channels: set[int], since: datetime.datetime, unlisted: set[int]
     ) -> dict[int, discord.Thread]:
         """The threads under the watched channels archived since `since` (by a moderator, or by
         Discord after a quiet spell) and still archived: neither GUILD_CREATE nor discord.py's
@@ -486,7 +509,8 @@ class CatchUp(commands.Cog):
         are listed by thread id instead, newest made first, and a thread made long ago may have
         been archived a minute ago: that listing is read to its end. A thread archived since has
         had no note since, as a message would have unarchived it. A locked one is left quietly: a
-        reply there is refused (50083)."""
+        reply there is refused (50083). A channel whose listing Discord failed goes in `unlisted`,
+        to be listed again."""
         found: dict[int, discord.Thread] = {}
         for channel_id in sorted(channels):
             channel = self.bot.get_channel(channel_id)
@@ -515,13 +539,8 @@ class CatchUp(commands.Cog):
                             log.debug("catch-up skips thread %s: archived and locked", thread.id)
                         elif self.bot.get_channel(thread.id) is None:  # not active again meanwhile
                             found[thread.id] = thread
-                except discord.HTTPException as exc:
-                    log.warning(
-                        "catch-up could not list the archived threads of channel %s: %s %s",
-                        channel_id,
-                        exc.status,
-                        exc.text,
-                    )
+                except (discord.HTTPException, discord.RateLimited) as exc:
+                    self._not_read(channel_id, "list the archived threads of", exc, unlisted)
         return found
 
     def _not_read(
@@ -561,11 +580,44 @@ class CatchUp(commands.Cog):
 
 
 class PlacesUnread(Exception):
-    """Places a catch-up could not read for Discord's trouble: the notes sent there are still to
-    answer, so the catch-up is owed again (the ledger keeps it from answering any note twice)."""
+    """Places a catch-up could not read for Discord's trouble, and channels whose archived threads
+    it could not list: the notes sent there are still to answer, so the catch-up is owed again for
+    them (the ledger keeps it from answering any note twice)."""
 
-    def __init__(self, places: set[int]) -> None:
-        super().__init__(f"{len(places)} place(s) not read: {', '.join(map(str, sorted(places)))}")
+    def __init__(self, places: Set[int], unlisted: Set[int] = frozenset()) -> None:
+        said = f"{len(places)} place(s) not read: {', '.join(map(str, sorted(places)))}" if places else ""
+        if unlisted:
+            listed = f"archived threads not listed in {', '.join(map(str, sorted(unlisted)))}"
+            said = f"{said}; {listed}" if said else listed
+        super().__init__(said)
+        self.places, self.unlisted = places, unlisted
+
+
+@dataclass(frozen=True)
+class Owed:
+    """A catch-up still to do: from `since` (see `_covers`), of `places` (None: every place) and
+    the archived threads of the watched channels in `listings` (every one with every place)."""
+
+    since: datetime.datetime | None
+    places: frozenset[int] | None = None
+    listings: frozenset[int] = frozenset()
+
+
+def _still_owed(owed: Owed | None, done: Owed, failed: Owed | None) -> Owed | None:
+    """What is owed once the catch-up `done` ran, leaving `failed` of it unread: what it read
+    is paid if it read as far back, and what failed is owed, from the broader of the two
+    `since`s where they meet (a start-up's reads the most)."""
+    if owed is not None and _covers(done.since, owed.since):
+        if done.places is None:
+            owed = None
+        elif owed.places is not None:
+            left = Owed(owed.since, owed.places - done.places, owed.listings - done.listings)
+            owed = left if left.places or left.listings else None
+    if owed is None or failed is None:
+        return owed or failed
+    since = owed.since if _covers(owed.since, failed.since) else failed.since
+    places = None if owed.places is None or failed.places is None else owed.places | failed.places
+    return Owed(since, places, owed.listings | failed.listings)
 
 
 def _why(exc: discord.HTTPException | discord.RateLimited) -> str:

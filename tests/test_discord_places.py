@@ -203,6 +203,32 @@ async def test_notes_in_threads_archived_while_the_bot_was_down_are_answered_unl
     assert sorted(r.path.rsplit("/", 1)[-1] for r in listed) == ["private", "public", "public"]
 
 
+async def test_threads_discord_failed_to_list_at_the_catch_up_are_listed_and_read_again(
+    settings, fake, caplog
+):
+    # Cloudflare's ban on both listings of the channel's archived threads: the catch-up is owed for
+    # that channel's threads, listed again at the next recheck (the channel itself, read fine, is
+    # not read again), and the note in the archived thread is answered.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
+    note = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
+    await fake.archive_thread(thread, ago=30)
+    fake.archived_threads_banned = 2
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        voice, _ = await answered(fake, note, within=15)
+        await settle(fake)
+    assert voice.channel_id == thread and len(voice_replies(fake, note)) == 1
+    listed = [r.error for r in fake.received if r.kind == "archived_threads"]
+    assert listed == [429, 429, None, None]
+    channel_reads = [r for r in fake.received if r.kind == "history" and r.channel_id == ALLOWED_CHANNEL]
+    assert [r.error for r in channel_reads] == [None]
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == [
+        f"catch-up could not list the archived threads of channel {ALLOWED_CHANNEL}: 429 error code: 1015",
+        f"catch-up: archived threads not listed in {ALLOWED_CHANNEL}; tried again every 0.2 s",
+    ]
+
+
 async def test_a_note_in_a_thread_archived_during_a_gateway_outage_is_answered_by_the_new_session(
     settings, fake
 ):

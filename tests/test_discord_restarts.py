@@ -36,6 +36,7 @@ from tests.fakes.discord_server import (
     FakeDiscord,
     InjectedUser,
     Received,
+    dm_channel_id,
     serving,
 )
 from tests.frontend_engine import FrontendEngine
@@ -373,12 +374,38 @@ async def test_a_kept_note_whose_fetch_is_rate_limited_waits_for_the_next_rechec
     assert not [r for r in said if r.exc_info]
 
 
+async def test_a_catch_up_owed_for_one_broken_channel_reads_only_that_channel_again(settings, fake) -> None:
+    # One channel's history fails (503) at every recheck: the channel read fine and the DM are not
+    # read again each time, and the broken one is read, from where it should have been, once back.
+    async with running_bot(settings, fake):
+        first = await fake.send_note(nova, voice_note())  # a DM: the bot now knows this place
+        await all_answered(fake, [first])
+    missed = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL)
+    fake.history_unavailable_in.add(OTHER_CHANNEL)
+    before = len(fake.received)
+    async with running_bot(settings, fake, channels=[ALLOWED_CHANNEL, OTHER_CHANNEL], recheck_seconds=0.1):
+
+        def failed(rs: list[Received]) -> int:
+            return sum(r.kind == "history" and r.error == 503 for r in rs)
+
+        await fake.wait_for(lambda rs: failed(rs) >= 5)
+        fake.history_unavailable_in.clear()
+        await all_answered(fake, [missed])
+        await settle(fake)
+    assert answers(fake, missed) == 1
+    # Each place read at the start, then only the broken one until it is read.
+    reads = [(r.channel_id, r.error) for r in fake.received[before:] if r.kind == "history"]
+    dm = dm_channel_id(nova.id)
+    assert reads[:3] == [(ALLOWED_CHANNEL, None), (OTHER_CHANNEL, 503), (dm, None)]
+    assert set(reads[3:-1]) == {(OTHER_CHANNEL, 503)} and reads[-1] == (OTHER_CHANNEL, None)
+
+
 async def test_discords_trouble_escaping_a_catch_up_is_one_warning_and_no_traceback(caplog) -> None:
     """A Cloudflare ban (429, an HTML page) or a rate limit past rate_limit_seconds that reaches
     the catch-up's own handler is Discord's trouble, as a 5xx is: said once, tried again."""
     from types import SimpleNamespace
 
-    from cogs.catch_up import CatchUp
+    from cogs.catch_up import CatchUp, Owed
 
     bot = SimpleNamespace(discord_settings=SimpleNamespace(recheck_seconds=30.0))
     cog = CatchUp(bot)  # type: ignore[arg-type]
@@ -395,7 +422,7 @@ async def test_discords_trouble_escaping_a_catch_up_is_one_warning_and_no_traceb
     caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
     while failures:
         await cog.catch_up()
-        assert cog._failed == (None,)
+        assert cog._failed == Owed(None)
     said = [r for r in caplog.records if r.name == "cogs.catch_up"]
     assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG, logging.WARNING, logging.DEBUG]
     assert not [r for r in said if r.exc_info]
@@ -1282,7 +1309,7 @@ async def test_a_narrower_catch_up_failing_too_leaves_the_broadest_owed() -> Non
     reads every place from its newest note handled, is still the one owed."""
     from types import SimpleNamespace
 
-    from cogs.catch_up import CatchUp
+    from cogs.catch_up import CatchUp, Owed
 
     drop = datetime.datetime(2026, 12, 5, 6, 0, tzinfo=datetime.UTC)
     bot = SimpleNamespace(discord_settings=SimpleNamespace(recheck_seconds=30.0))
@@ -1290,7 +1317,7 @@ async def test_a_narrower_catch_up_failing_too_leaves_the_broadest_owed() -> Non
     cog.recheck = SimpleNamespace(is_running=lambda: True)  # type: ignore[assignment]
     outcome: list[Exception | None] = []
 
-    async def reading(since: datetime.datetime | None = None) -> None:
+    async def reading(*owed: object) -> None:
         if failure := outcome.pop(0):
             raise failure
 
@@ -1298,9 +1325,9 @@ async def test_a_narrower_catch_up_failing_too_leaves_the_broadest_owed() -> Non
     outcome += [OSError("disk busy"), OSError("disk busy"), None, None]
     await cog.catch_up(None)
     await cog.catch_up(drop)
-    assert cog._failed == (None,)
+    assert cog._failed == Owed(None)
     await cog.catch_up(drop)  # the outage's read succeeds: the start-up's is still owed
-    assert cog._failed == (None,)
+    assert cog._failed == Owed(None)
     await cog.catch_up(None)
     assert cog._failed is None
 
