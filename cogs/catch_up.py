@@ -68,8 +68,10 @@ class CatchUp(commands.Cog):
         # handled there then: a note answered live there meanwhile must not move the read again
         # past the notes sent while the bot was down.
         self._unread_from: dict[int, int | None] = {}
-        # Places left unread, met again at every recheck while Discord fails them: said once.
-        self._unread_said: set[int] = set()
+        # Discord's trouble with the catch-up's requests: a ban fails every place, and a place
+        # left unread is met again at every recheck, so a reason is said once, not per place. Its
+        # end is the line below's.
+        self._trouble = Outage(log)
         self._places_unread = Outage(log, "catch-up: Discord serves every place again")
         self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
@@ -242,6 +244,7 @@ class CatchUp(commands.Cog):
             await self._catch_up(since, places, listings)
             self._failed = _still_owed(self._failed, this, None)
             self._unreachable.answered()
+            self._trouble.answered()
             self._places_unread.answered()
         except Exception as exc:
             if isinstance(exc, PlacesUnread):
@@ -359,7 +362,6 @@ class CatchUp(commands.Cog):
         )
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
             self.bot.track(voice.answer(*found[message_id]))
-        self._unread_said -= places - unread - unlisted
         if since is None:
             for place_id in places:
                 if place_id not in unread:
@@ -547,14 +549,15 @@ class CatchUp(commands.Cog):
         self, place_id: int, what: str, exc: discord.HTTPException | discord.RateLimited, unread: set[int]
     ) -> None:
         """A place Discord did not let the catch-up read. Discord's trouble leaves it in `unread`,
-        read again at every recheck until Discord serves it: said once, not at every recheck."""
-        again = place_id in self._unread_said
-        if discords_trouble(exc):
-            unread.add(place_id)
-            self._unread_said.add(place_id)
-        level = logging.DEBUG if again else logging.WARNING
+        read again at every recheck until Discord serves it, and is said once for every place it
+        fails (the catch-up owed names them); a refusal, each time."""
         why = _why(exc)
-        log.log(level, "catch-up could not %s channel %s: %s", what, place_id, why)
+        if not discords_trouble(exc):
+            log.warning("catch-up could not %s channel %s: %s", what, place_id, why)
+            return
+        unread.add(place_id)
+        reason = "rate limited" if isinstance(exc, discord.RateLimited) else why
+        self._trouble.failed(reason, "catch-up could not %s channel %s: %s", what, place_id, why)
 
     async def _channel(
         self, place_id: int, dm: bool = False, unread: set[int] | None = None

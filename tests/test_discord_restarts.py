@@ -335,6 +335,34 @@ async def test_a_channel_discord_keeps_failing_is_said_once_not_at_every_recheck
     assert "catch-up: Discord serves every place again" in caplog.text
 
 
+async def test_a_cloudflare_ban_over_every_place_is_said_once_and_its_end_once(
+    settings, fake, caplog
+) -> None:
+    # Cloudflare's ban fails every request of the bot's: the catch-up's reads of both channels and
+    # the DM, and its listings of their archived threads (public and private, with Manage
+    # Threads), through the start-up's pass and three rechecks. One line for the ban, one for the
+    # catch-up owed, one when it is read; not one per place.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    async with running_bot(settings, fake):
+        first = await fake.send_note(nova, voice_note())  # a DM: the bot now knows this place
+        await all_answered(fake, [first])
+    missed = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL)
+    passes = 4  # each reads three places and lists twice in each of two channels
+    fake.history_banned, fake.archived_threads_banned = 3 * passes, 4 * passes
+    caplog.clear()
+    async with running_bot(settings, fake, channels=[ALLOWED_CHANNEL, OTHER_CHANNEL], recheck_seconds=0.1):
+        await all_answered(fake, [missed])
+        await settle(fake)
+    assert fake.history_banned == fake.archived_threads_banned == 0 and answers(fake, missed) == 1
+    said = [r for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.INFO]
+    warned = [r.getMessage() for r in said if r.levelno >= logging.WARNING]
+    assert len(warned) == 2, warned
+    assert warned[0].endswith(": 429 error code: 1015")
+    assert warned[1].startswith("catch-up: 3 place(s) not read")
+    ended = [r for r in said if r.getMessage() == "catch-up: Discord serves every place again"]
+    assert len(ended) == 1
+
+
 async def test_a_channel_rate_limited_for_an_hour_at_the_catch_up_is_no_traceback(
     settings, fake, caplog
 ) -> None:
