@@ -37,7 +37,7 @@ from bot import sentences as say
 from bot.bounded import remember
 from bot.logs import Outage
 from cogs.bot import VoxdeskBot
-from cogs.replies import discords_trouble
+from cogs.replies import discords_trouble, limited_for
 
 if TYPE_CHECKING:
     from cogs.voice import VoiceNotes
@@ -625,7 +625,7 @@ def _still_owed(owed: Owed | None, done: Owed, failed: Owed | None) -> Owed | No
 
 def _why(exc: discord.HTTPException | discord.RateLimited) -> str:
     if isinstance(exc, discord.RateLimited):
-        return f"rate limited for {exc.retry_after:.0f} s"
+        return limited_for(exc)
     return f"{exc.status} {exc.text}"
 
 

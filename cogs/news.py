@@ -24,6 +24,7 @@ from cogs.replies import (
     VOICE_MESSAGE_FLAG,
     VOICE_REFUSED_CODES,
     discords_trouble,
+    limited_for,
     split_message,
 )
 from cogs.voice import carried_attachments, is_audio_attachment
@@ -139,7 +140,7 @@ class TicketNewsDesk(commands.Cog):
             return Outcome.SENT if went_out else Outcome.RETRY
         except discord.RateLimited as exc:
             # Limited for longer than rate_limit_seconds: a later round, not minutes of waiting.
-            log.warning("ticket news DM to %s: rate limited for %.0f s", delivery.user_id, exc.retry_after)
+            log.warning("ticket news DM to %s: %s", delivery.user_id, limited_for(exc))
             return Outcome.SENT if went_out else Outcome.RETRY
         return Outcome.SENT
 
@@ -155,7 +156,7 @@ class TicketNewsDesk(commands.Cog):
             log.warning("could not post in channel %s: %s %s", channel_id, exc.status, exc.code)
             return False
         except discord.RateLimited as exc:
-            log.warning("could not post in channel %s: rate limited for %.0f s", channel_id, exc.retry_after)
+            log.warning("could not post in channel %s: %s", channel_id, limited_for(exc))
             return False
         return True
 

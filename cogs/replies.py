@@ -176,6 +176,11 @@ def discords_trouble(exc: BaseException) -> bool:
     return isinstance(exc, discord.HTTPException) and (exc.status >= 500 or exc.status == 429)
 
 
+def limited_for(exc: discord.RateLimited) -> str:
+    """A rate limit discord.py did not wait out, as the log says it."""
+    return f"rate limited for {exc.retry_after:.0f} s"
+
+
 def _refused_for_permissions(exc: discord.HTTPException) -> bool:
     return exc.status == 403 and exc.code == MISSING_PERMISSIONS
 

@@ -20,7 +20,7 @@ from bot.audio import AudioError, too_big_message, too_long_message
 from bot.bounded import remember
 from bot.tools.base import ToolContext
 from cogs.bot import VoxdeskBot
-from cogs.replies import discords_trouble, may_react, may_send, send_answer, send_text
+from cogs.replies import discords_trouble, limited_for, may_react, may_send, send_answer, send_text
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -392,7 +392,7 @@ class VoiceNotes(commands.Cog):
             # A rate limit of minutes, or a send Discord has not finished: an apology would meet the
             # same limit or stall behind the same upload, and the answer may yet land. The recheck
             # answers the note; the nonces keep what did land from being posted twice.
-            why = f"rate limited for {exc.retry_after:.0f} s" if isinstance(exc, discord.RateLimited) else exc
+            why = limited_for(exc) if isinstance(exc, discord.RateLimited) else exc
             log.warning("could not reply to note %s: %s", message.id, why)
             metrics.note("discord", "failed", "send")
             reached = Reached.YES if message.id in self._answer_out else Reached.LATER
