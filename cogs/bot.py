@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ from discord.ext import commands
 from bot import sentences as say
 from bot.config import DiscordSettings
 from cogs.interactions import AUTOCOMPLETE_ANSWERED_ELSEWHERE
+from cogs.replies import limited_for
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -100,6 +102,38 @@ def discord_connector(threads: ThreadPoolExecutor) -> aiohttp.TCPConnector:
     return aiohttp.TCPConnector(limit=0, resolver=resolver)
 
 
+def _by_webhook(url: yarl.URL) -> bool:
+    """Whether a request went through discord.py's webhook layer: an interaction's first response
+    (its callback), its follow-ups and the edits of its original response."""
+    return "/interactions/" in url.path or "/webhooks/" in url.path
+
+
+def webhook_rate_limit(cap: Callable[[], float]) -> aiohttp.TraceConfig:
+    """The bot's cap on waiting out a rate limit, for the requests discord.py's webhook layer
+    makes. That layer has no `max_ratelimit_timeout` of its own and waits out any 429, up to five
+    times: a slash command's answer would hang for as long as Discord asks, holding the command
+    (and a stop waiting for it). Past `cap()` seconds it raises discord.RateLimited instead, as
+    the client's own requests do. A 429 without `Via` (Cloudflare's ban) discord.py raises itself.
+    Raised in the trace's end of request, aiohttp closes the response and passes it on."""
+
+    async def on_request_end(
+        session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        response = params.response
+        if response.status != 429 or not response.headers.get("Via") or not _by_webhook(params.url):
+            return
+        try:
+            retry_after = float((await response.json(content_type=None))["retry_after"])
+        except (ValueError, KeyError, TypeError, aiohttp.ClientError):
+            return  # not Discord's rate limit body: discord.py decides
+        if retry_after > cap():
+            raise discord.RateLimited(retry_after)
+
+    trace = aiohttp.TraceConfig()
+    trace.on_request_end.append(on_request_end)
+    return trace
+
+
 def make_intents(message_content: bool) -> discord.Intents:
     intents = discord.Intents.none()
     intents.guilds = True  # channels and permissions, to know where a voice message may go
@@ -131,6 +165,9 @@ class VoxdeskBot(commands.Bot):
             # Waiting out minutes of a rate limit would hold a player's queue and the note's claim
             # for as long: past this, discord.RateLimited, and the note is answered later.
             max_ratelimit_timeout=settings.rate_limit_seconds,
+            # The same cap, as discord.py keeps it (no less than 30 s; none for 0), on slash
+            # commands' answers.
+            http_trace=webhook_rate_limit(lambda: self.http.max_ratelimit_timeout or math.inf),
         )
         self.app = app
         self.discord_settings = settings
@@ -241,6 +278,14 @@ class VoxdeskBot(commands.Bot):
                 type(error).__name__,
             )
             text = say.COMMAND_OUTDATED
+        elif isinstance(limited := getattr(error, "original", error), discord.RateLimited):
+            # Its answer met a rate limit longer than rate_limit_seconds: so would the apology.
+            log.warning(
+                "slash command %s not answered: %s",
+                interaction.command and interaction.command.name,
+                limited_for(limited),
+            )
+            return
         else:
             log.error(
                 "slash command %s failed", interaction.command and interaction.command.name, exc_info=error
@@ -251,5 +296,5 @@ class VoxdeskBot(commands.Bot):
                 await interaction.followup.send(text, ephemeral=True)
             else:
                 await interaction.response.send_message(text, ephemeral=True)
-        except discord.HTTPException:
+        except (discord.HTTPException, discord.RateLimited):
             log.warning("could not tell the player about the failed command")

@@ -19,7 +19,7 @@ from bot.tools.base import ToolCall, ToolError
 from bot.tools.grievance_store import FINISHED_STATUSES
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller
-from cogs.replies import literal
+from cogs.replies import limited_for, literal
 
 log = logging.getLogger(__name__)
 _call_ids = itertools.count(1)
@@ -196,7 +196,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                     defer_first=True,
                     answered=answered,
                 )
-        except (discord.HTTPException, aiohttp.ClientError) as exc:
+        except (discord.HTTPException, aiohttp.ClientError, discord.RateLimited) as exc:
             if not filed:
                 raise
             # Filed as untold: ticket news DMs its key, as for a complaint filed late, rather
@@ -205,7 +205,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 "ticket %s filed for user %s, but the answer did not reach them (%s): ticket news will DM it",
                 filed[0],
                 user_id,
-                exc,
+                limited_for(exc) if isinstance(exc, discord.RateLimited) else exc,
             )
 
 

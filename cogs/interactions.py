@@ -13,7 +13,7 @@ import discord
 
 from bot import sentences as say
 from bot.tools.base import ToolContext
-from cogs.replies import split_message
+from cogs.replies import limited_for, split_message
 
 log = logging.getLogger(__name__)
 
@@ -179,6 +179,17 @@ async def _first_response(interaction: discord.Interaction, response: Awaitable[
     "thinking…" for an answer never sent)."""
     try:
         await response
+    except discord.RateLimited as exc:
+        # Past rate_limit_seconds, Discord's 3 s for a first response are long gone: as refused
+        # for being late, the player sees "the application did not respond" and asks again.
+        log.warning(
+            "/%s of user %s: interaction %s not answered, %s",
+            _name(interaction),
+            interaction.user.id,
+            interaction.id,
+            limited_for(exc),
+        )
+        return False
     except discord.HTTPException as exc:
         if exc.code == ALREADY_ACKNOWLEDGED:
             if _other_bot_process(interaction):
@@ -222,5 +233,5 @@ async def _say_cut_short(interaction: discord.Interaction, text: str) -> None:
             await interaction.edit_original_response(content=text)
         else:
             await interaction.response.send_message(text, ephemeral=True)
-    except (discord.HTTPException, aiohttp.ClientError) as exc:
+    except (discord.HTTPException, aiohttp.ClientError, discord.RateLimited) as exc:
         log.warning("could not tell interaction %s it was cut short: %s", interaction.id, exc)

@@ -11,7 +11,9 @@ import re
 import sqlite3
 import sys
 import threading
+import time
 from asyncio.subprocess import PIPE
+from collections.abc import Callable
 from typing import NoReturn
 
 import pytest
@@ -846,3 +848,68 @@ async def test_sync_refused_for_a_guild_says_why_in_one_line(settings, monkeypat
     assert process.returncode == 5  # not a documented status of anything else
     (line,) = err.decode().strip().splitlines()
     assert "Missing Access (50001)" in line and "applications.commands" in line
+
+
+async def test_a_filing_whose_answer_discord_rate_limits_for_long_reaches_the_player_by_dm(
+    settings, fake: FakeDiscord, caplog
+):
+    """The edit that tells a filed ticket's key meets a 429 of an hour: not waited out (the bot's
+    rate_limit_seconds, as for its other requests), the key goes by DM."""
+    fake.edits_rate_limited = 1
+    fake.retry_after = 3600.0
+    words = "Paid for the battle pass, never got it."
+    async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
+        with caplog.at_level("WARNING"):
+            interaction = await fake.slash(
+                blaze, "grievance", sub("file", category="wallet", description=words)
+            )
+            dms = await fake.wait_for(
+                lambda _: [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
+            )
+    (key,) = re.findall(r"ticket (GRV-\d+)", dms[0].content)
+    assert dms[0].content.endswith(f'("{words}") is now filed as ticket {key}. Its status is open.')
+    assert [(r.kind, r.error) for r in fake.interaction_records(interaction)] == [
+        ("callback", None),
+        ("edit_original", 429),
+    ]
+    said = [r.getMessage() for r in caplog.records if r.name == "cogs.grievance"]
+    assert len(said) == 1 and "rate limited for 3600 s" in said[0]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def _until(condition: Callable[[], object], within: float = 20.0) -> None:
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.05)
+
+
+@pytest.mark.parametrize("limited", ["callbacks", "followups"])
+async def test_a_command_whose_answer_discord_rate_limits_for_long_ends_with_one_warning(
+    settings, fake: FakeDiscord, caplog, limited: str
+):
+    """A first response, or a follow-up, met by a 429 of an hour: the command ends at once with a
+    warning; nothing more is asked of the limited route (the apology would meet the same limit)."""
+    async with running_bot(settings, fake, flood_notes=20) as h:
+        if limited == "followups":
+            for i in range(14):  # a list longer than one message: its tail goes in follow-ups
+                description = f"Problem number {i}: " + "the store charged me twice, items never came. " * 3
+                assert await ask(
+                    fake, blaze, "grievance", sub("file", category="wallet", description=description)
+                )
+        setattr(fake, f"{limited}_rate_limited", 1)
+        fake.retry_after = 3600.0
+        with caplog.at_level("WARNING"):
+            interaction = await fake.slash(blaze, "grievance", sub("list"))
+            await fake.wait_for(
+                lambda _: [r for r in fake.interaction_records(interaction) if r.error == 429]
+            )
+            await _until(lambda: h.bot.inflight == 0)
+            again = await fake.slash(blaze, "grievance", sub("list"))  # answered as usual
+            assert private_text(await fake.interaction_answer(again)).startswith("**Your")
+    records = fake.interaction_records(interaction)
+    assert [r.error for r in records].count(429) == 1
+    assert [r.kind for r in records if r.error is None] == ([] if limited == "callbacks" else ["callback"])
+    said = [r.getMessage() for r in caplog.records if "rate limited for 3600 s" in r.getMessage()]
+    assert len(said) == 1, said
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

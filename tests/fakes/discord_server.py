@@ -39,7 +39,8 @@ the fake does not serve (404), a body that is not JSON (50109), or one the fake 
 Discord's own trouble on a message POST is a test's to switch on: 503, a 502 after the message
 was posted, a lost connection, a rate limit (per bucket or global, with Discord's headers),
 Cloudflare's ban (429 as an HTML page), an upload over the channel's limit (413, 40005).
-Typing may be rate-limited too, and reaction and typing requests held unanswered.
+Typing, reactions and an interaction's answers (its callback, follow-ups and edits) may be
+rate-limited too, and reaction and typing requests held unanswered.
 """
 
 from __future__ import annotations
@@ -363,6 +364,11 @@ class FakeDiscord(Strict):
         self.typing_limit_global = False
         self.reactions_rate_limited = 0  # the same for reaction requests
         self.reactions_limit_global = False
+        # The same for an interaction's first response (its callback), its follow-ups and the
+        # edits of its original response: discord.py's webhook layer, not its HTTP client.
+        self.callbacks_rate_limited = 0
+        self.followups_rate_limited = 0
+        self.edits_rate_limited = 0
         # Cloudflare's ban (too many invalid requests): 429 with an HTML page and no `Via`, which
         # discord.py does not retry; while above 0, each message POST is refused so, counting down.
         self.posts_banned = 0
@@ -1980,6 +1986,9 @@ class FakeDiscord(Strict):
             self._violate(50027, "Invalid Webhook Token", status=401)
         content_type, body, files = await self._read_body(request)
         record = Received("callback", request.method, request.path, None, body, files)
+        if self.callbacks_rate_limited > 0:
+            self.callbacks_rate_limited -= 1
+            return await self._interaction_rate_limited(record)
         try:
             self._check(
                 "/interactions/{interaction_id}/{interaction_token}/callback", "post", content_type, body
@@ -2034,6 +2043,9 @@ class FakeDiscord(Strict):
     async def _followup(self, request: web.Request) -> web.Response:
         content_type, body, files = await self._read_body(request)
         record = Received("followup", request.method, request.path, None, body, files)
+        if self.followups_rate_limited > 0:
+            self.followups_rate_limited -= 1
+            return await self._interaction_rate_limited(record)
         try:
             self._check_token(request)
             self._check("/webhooks/{webhook_id}/{webhook_token}", "post", content_type, body)
@@ -2051,6 +2063,9 @@ class FakeDiscord(Strict):
     async def _edit_original(self, request: web.Request) -> web.Response:
         content_type, body, files = await self._read_body(request)
         record = Received("edit_original", request.method, request.path, None, body, files)
+        if self.edits_rate_limited > 0:
+            self.edits_rate_limited -= 1
+            return await self._interaction_rate_limited(record)
         try:
             self._check_token(request)
             self._check(
@@ -2066,6 +2081,11 @@ class FakeDiscord(Strict):
         record.response = self._message_response(ALLOWED_CHANNEL, body, files)
         await self._record(record)
         return _json(record.response)
+
+    async def _interaction_rate_limited(self, record: Received) -> web.Response:
+        record.error = 429
+        await self._record(record)
+        return self._rate_limited("interaction", global_=False)
 
     def _check_token(self, request: web.Request) -> None:
         """An interaction's webhook (follow-ups, the original response) exists once the interaction
