@@ -20,12 +20,14 @@ from bot.audio import ReplyAudio
 from bot.ticket_news import Delivery, Outcome, TicketNews
 from cogs.bot import VoxdeskBot
 from cogs.replies import (
+    TOO_LARGE,
     VOICE_FILENAME,
     VOICE_MESSAGE_FLAG,
     VOICE_REFUSED_CODES,
     discords_trouble,
     limited_for,
     split_message,
+    upload_limit,
 )
 from cogs.voice import carried_attachments, is_audio_attachment
 
@@ -164,14 +166,25 @@ class TicketNewsDesk(commands.Cog):
         """Send `d` in the player's reply style, as cogs/replies.py answers notes; yields after
         each message that went out."""
         nonce = _nonce(d)
-        if d.audio is None or d.mode == "text":
+        audio = d.audio
+        if audio is not None and audio.size > upload_limit(None):  # a DM's
+            log.info("ticket news audio for %s is over a DM's upload limit: sending the text", d.user_id)
+            audio = None
+        if audio is None or d.mode == "text":
             async for sent in self._text(channel_id, d.text, nonce=nonce):
                 yield sent
             return
         if d.mode != "file":
             try:
-                await self._voice(channel_id, d.audio, nonce)
+                await self._voice(channel_id, audio, nonce)
             except discord.HTTPException as exc:
+                if exc.status == TOO_LARGE:  # as a file too: the news goes as text alone
+                    log.info(
+                        "ticket news audio refused in DM %s (%s): sending the text", channel_id, exc.code
+                    )
+                    async for sent in self._text(channel_id, d.text, nonce=nonce):
+                        yield sent
+                    return
                 if exc.code not in VOICE_REFUSED_CODES:
                     raise
                 log.info("voice message refused in DM %s (%s): sending a file", channel_id, exc.code)
@@ -181,8 +194,15 @@ class TicketNewsDesk(commands.Cog):
                     async for sent in self._text(channel_id, d.text, nonce=nonce):
                         yield sent
                 return
-        async for sent in self._text(channel_id, d.text if d.mode != "voice" else "", d.audio, nonce):
-            yield sent
+        try:
+            async for sent in self._text(channel_id, d.text if d.mode != "voice" else "", audio, nonce):
+                yield sent
+        except discord.HTTPException as exc:
+            if exc.status != TOO_LARGE:  # refused with the file, which rides on the first message
+                raise
+            log.info("ticket news audio refused in DM %s (%s): sending the text", channel_id, exc.code)
+            async for sent in self._text(channel_id, d.text, nonce=nonce):
+                yield sent
 
     async def _voice(self, channel_id: int, audio: ReplyAudio, nonce: str) -> None:
         # discord.py 2.7 cannot send voice messages: one raw request through its HTTP layer

@@ -26,6 +26,9 @@ Upload = tuple[str, bytes]  # filename, Ogg/Opus bytes
 MISSING_PERMISSIONS = 50013
 VOICE_REFUSED_CODES = {50173, MISSING_PERMISSIONS}  # cannot send voice messages in this channel
 TOO_LARGE = 413  # "Request entity too large" (40005): the audio is over the channel's upload limit
+# Discord's upload limit where nothing raises it: a guild below boost level 2, and a DM, whose
+# limit is the sender's (a bot has no Nitro). discord.py's own default for Guild.filesize_limit.
+DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
 # Shorter than this a reply has no words to hear (a voice spoke only punctuation): its text goes
 # out alone, and Discord is not asked to take an empty voice message, which it refuses.
 MIN_VOICE_SECONDS = 0.1
@@ -151,6 +154,13 @@ def may_react(message: discord.Message) -> bool:
     """Whether the bot may put its own reaction on `message` (and so have one to take off)."""
     perms = _permissions(message)
     return perms is None or (perms.read_message_history and perms.add_reactions)
+
+
+def upload_limit(guild: discord.Guild | None) -> int:
+    """The largest upload Discord takes in `guild`, by the boost level discord.py keeps from the
+    gateway; in a DM (None), the default."""
+    limit = getattr(guild, "filesize_limit", None)
+    return limit if isinstance(limit, int) else DEFAULT_UPLOAD_LIMIT
 
 
 def may_attach(message: discord.Message) -> bool:
@@ -338,6 +348,17 @@ async def send_answer(
     text = without_masked_links(text)
     if audio is None or mode == "text" or not audio.ogg or audio.duration_secs < MIN_VOICE_SECONDS:
         # Nothing to hear and nothing to read would be a note marked answered with nothing sent.
+        await send_text(message, text if text.strip() else say.OOPS, answer=True)
+        return "text"
+    if audio.size > (limit := upload_limit(message.guild)):
+        # Discord would refuse the upload (413, 40005) as a voice message and as a file alike.
+        log.info(
+            "reply to note %s: its audio (%d bytes) is over channel %s's upload limit (%d): sending the text",
+            message.id,
+            audio.size,
+            message.channel.id,
+            limit,
+        )
         await send_text(message, text if text.strip() else say.OOPS, answer=True)
         return "text"
     # A voice message carries no text: where it cannot be a reply, it could not say whom it

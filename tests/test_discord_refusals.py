@@ -8,8 +8,10 @@ import asyncio
 import logging
 from typing import Any
 
+import discord
 import pytest
 
+import cogs.replies
 from tests.conftest import NOVA
 from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import ALLOWED_CHANNEL, SEND_MESSAGES, FakeDiscord, serving
@@ -108,6 +110,50 @@ async def test_an_answer_over_the_upload_limit_still_sends_its_transcript(
     tried = [r for r in fake.received if r.kind == "message"]
     assert [r.content[:14] for r in tried if r.error is None] == ["Nova, you have"]
     assert {r.error for r in tried if r.files} == {40005}
+    assert warnings_logged(caplog) == []
+
+
+@pytest.mark.parametrize("guild", [False, True], ids=["dm", "channel"])
+async def test_an_answer_over_the_upload_limit_discord_py_knows_is_not_uploaded(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, monkeypatch, guild: bool
+):
+    # The guild's limit as discord.py keeps it from the gateway (by its boost level), a DM's the
+    # default: the spoken reply is over it, so its transcript goes out and nothing is refused.
+    caplog.set_level(logging.INFO)
+    fake.upload_limit = 1000
+    monkeypatch.setattr(discord.Guild, "filesize_limit", property(lambda guild: fake.upload_limit))
+    monkeypatch.setattr(cogs.replies, "DEFAULT_UPLOAD_LIMIT", fake.upload_limit)
+    async with running_bot(settings, fake):
+        note = await fake.send_note(nova, voice_note(), guild=guild)
+        assert await settled(settings, note) == "answered"
+    tried = [r for r in fake.received if r.kind == "message"]
+    assert [(r.content[:14], r.error, r.files) for r in tried] == [("Nova, you have", None, [])]
+    said = [r.getMessage() for r in caplog.records if r.name == "cogs.replies"]
+    assert len(said) == 1 and "over channel" in said[0] and "upload limit (1000)" in said[0]
+    assert warnings_logged(caplog) == []
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["refused 413", "limit known"])
+@pytest.mark.parametrize("mode", ["voice_and_text", "voice", "file"])
+async def test_ticket_news_over_the_upload_limit_reaches_the_player_as_text(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, monkeypatch, mode: str, known: bool
+):
+    caplog.set_level(logging.INFO)
+    fake.upload_limit = 1000  # smaller than any spoken news
+    if known:
+        monkeypatch.setattr(cogs.replies, "DEFAULT_UPLOAD_LIMIT", fake.upload_limit)
+    settings = fast(settings)
+    async with running_bot(settings, fake) as h:
+        await h.bot.core.preferences.set_reply_mode(NOVA, mode)
+        await staff(
+            settings.storage_dir / "grievances.db",
+            "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-10'",
+        )
+        (dm,) = await fake.wait_for(lambda _: dms(fake, NOVA))
+        await eventually(lambda: news_states(settings, NOVA) == [("GRV-10", "resolved", "sent")])
+    assert dm.content.startswith("Your ticket GRV-10 (") and not dm.files
+    refused = [r.error for r in fake.received if r.kind == "message" and r.error is not None]
+    assert refused == ([] if known else [40005])
     assert warnings_logged(caplog) == []
 
 
