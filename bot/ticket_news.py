@@ -162,6 +162,9 @@ class NewsItem:
     status: str
     text: str
     attempts: int
+    # When a failed try is due again: the same for every piece of that try's DM, and None for
+    # news never tried.
+    next_try_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -471,11 +474,21 @@ class NewsStore:
         """The oldest pending news, at most one DM's worth per player: a player with hundreds of
         tickets closed at once must not fill the batch and hold back everyone else's news."""
         rows = await self._conn.execute_fetchall(
-            "SELECT id, user_id, source, ticket, kind, status, text, attempts FROM ("
+            "SELECT id, user_id, source, ticket, kind, status, text, attempts, next_try_at FROM ("
             " SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY id) AS nth FROM news"
             " WHERE state = 'pending' AND (next_try_at IS NULL OR next_try_at <= ?)"
             ") WHERE nth <= ? ORDER BY id LIMIT ?",
             (time.time(), MAX_ITEMS_PER_DM, limit),
+        )
+        return [NewsItem(*row) for row in rows]
+
+    async def tried_together(self, user_id: str, next_try_at: float) -> list[NewsItem]:
+        """The pending news of one failed try of a DM to `user_id` (due again at `next_try_at`),
+        whatever else is due for them."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT id, user_id, source, ticket, kind, status, text, attempts, next_try_at FROM news"
+            " WHERE user_id = ? AND state = 'pending' AND next_try_at = ? ORDER BY id",
+            (user_id, next_try_at),
         )
         return [NewsItem(*row) for row in rows]
 
@@ -866,6 +879,11 @@ class TicketNews:
                 mine.append(item)
         sent = 0
         for user_id, items in by_user.items():
+            # A DM tried before is tried again as it was, and alone: Discord may have posted it (its
+            # answer lost), and its nonce then returns it rather than post it again. Were newer
+            # news added, the DM would be another, with a nonce of its own, telling the old news twice.
+            if tried := [i.next_try_at for i in items if i.next_try_at is not None]:
+                items = await self.store.tried_together(user_id, min(tried))
             sent += await self._deliver_to(messenger, user_id, items)
         return sent
 

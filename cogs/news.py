@@ -255,9 +255,11 @@ class TicketNewsDesk(commands.Cog):
 
 
 def _nonce(d: Delivery) -> str:
-    """The same for every try of one delivery's messages, and for no other delivery: a later
-    try may carry more news, and Discord would return the earlier message without it. At most
-    25 characters with the prefix each message adds (v, t0. ... t999.)."""
+    """The same for every try of one delivery's messages, and for no other delivery: a DM tried
+    again carries the same news as before, never more (TicketNews.deliver), so a message Discord
+    made at an earlier try comes back rather than being posted twice, and one that carried other
+    news would not be returned in its place. At most 25 characters with the prefix each message
+    adds (v, t0. ... t999.)."""
     items = ",".join(str(item.id) for item in sorted(d.items, key=lambda item: item.id))
     return hashlib.sha256(f"{d.user_id}:{items}".encode()).hexdigest()[:19]
 

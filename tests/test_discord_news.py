@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bot import ticket_news
 from bot.config import Settings
 from bot.engines.base import EngineError, EngineReply, TurnState
 from bot.preferences import PreferenceStore
@@ -482,3 +483,30 @@ async def test_a_filing_cut_by_a_stop_that_reaches_jira_first_is_told_once_by_it
         f"I've filed your wallet complaint as ticket {issue.key}."
     ]
     assert news_states(settings, NOVA) == [(issue.key, "open", "in_answer")]
+
+
+async def test_news_tried_again_with_more_news_due_is_not_posted_twice(
+    settings: Settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discord posts a DM but the connection breaks before its answer: the news is tried again,
+    and by then more news is due. The DM Discord has is not posted again with the new news added
+    (a nonce of its own); the new news follows in a DM of its own."""
+    monkeypatch.setattr(ticket_news, "RETRY_SECONDS", 0.0)  # due again at the next round
+    grievances = settings.storage_dir / "grievances.db"
+    async with running_bot(settings.replace(news={"poll_seconds": 3600.0}), fake) as h:
+        desk = h.bot.get_cog("TicketNewsDesk")
+        await desk.cog_unload()  # type: ignore[union-attr]  # its own rounds stop: this test runs them
+        await staff(grievances, "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-10'")
+        fake.posts_cut_after = 1  # the voice message is posted, Discord's answer lost
+        await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
+        assert news_states(settings, NOVA) == [("GRV-10", "resolved", "pending")]
+        await staff(grievances, "UPDATE grievances SET status = 'reopened' WHERE local_key = 'GRV-12'")
+        for _ in range(2):
+            await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
+        assert [s for *_, s in news_states(settings, NOVA)] == ["sent", "sent"]
+    voices = [m for m in dms(fake, NOVA) if m.is_voice_message]
+    texts = [m.content for m in dms(fake, NOVA) if m.content]
+    # One spoken DM per piece of news: the first, posted before the break, is not spoken again.
+    assert len(voices) == 2, texts
+    assert [("GRV-10" in t, "GRV-12" in t) for t in texts] == [(True, False), (False, True)], texts
+    assert [r.channel_id for r in fake.received if r.kind == "message_again"] == [dm_channel_id(int(NOVA))]
