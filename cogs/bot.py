@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from bot import sentences as say
 from bot.config import DiscordSettings
-from cogs.interactions import AUTOCOMPLETE_ANSWERED_ELSEWHERE
+from cogs.interactions import AUTOCOMPLETE_NOT_AN_ERROR
 from cogs.replies import limited_for
 
 if TYPE_CHECKING:
@@ -176,7 +176,7 @@ class VoxdeskBot(commands.Bot):
         self._aside: set[asyncio.Task[Any]] = set()  # of them, what only decorates a note (reactions)
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
         self._lookups = ThreadPoolExecutor(2, thread_name_prefix="voxdesk-dns")
-        logging.getLogger("discord.app_commands.tree").addFilter(AUTOCOMPLETE_ANSWERED_ELSEWHERE)
+        logging.getLogger("discord.app_commands.tree").addFilter(AUTOCOMPLETE_NOT_AN_ERROR)
 
     async def login(self, token: str) -> None:
         self.http.connector = discord_connector(self._lookups)

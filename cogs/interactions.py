@@ -151,10 +151,11 @@ async def _cancelled(task: asyncio.Future[str]) -> None:
         await task
 
 
-class AutocompleteAnsweredElsewhere(logging.Filter):
+class AutocompleteNotAnError(logging.Filter):
     """discord.py sends an autocomplete's suggestions itself and logs their refusal with its
     traceback: refused as answered (40060), another process of this bot sent theirs, which is
-    no error. On discord.py's app-command logger."""
+    no error; rate limited for longer than rate_limit_seconds, Discord's trouble, said in one
+    line. On discord.py's app-command logger."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
@@ -162,10 +163,13 @@ class AutocompleteAnsweredElsewhere(logging.Filter):
         if isinstance(exc, discord.HTTPException) and exc.code == ALREADY_ACKNOWLEDGED:
             log.info("an autocomplete was answered by another process of this bot")
             return False
+        if isinstance(exc, discord.RateLimited):
+            log.warning("an autocomplete was not answered: %s", limited_for(exc))
+            return False
         return True
 
 
-AUTOCOMPLETE_ANSWERED_ELSEWHERE = AutocompleteAnsweredElsewhere()
+AUTOCOMPLETE_NOT_AN_ERROR = AutocompleteNotAnError()
 
 
 async def _first_response(interaction: discord.Interaction, response: Awaitable[object]) -> bool:

@@ -913,3 +913,19 @@ async def test_a_command_whose_answer_discord_rate_limits_for_long_ends_with_one
     said = [r.getMessage() for r in caplog.records if "rate limited for 3600 s" in r.getMessage()]
     assert len(said) == 1, said
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_suggestions_discord_rate_limits_for_long_are_one_warning_not_a_traceback(
+    harness: Harness, caplog
+):
+    fake = harness.fake
+    fake.callbacks_rate_limited, fake.retry_after = 1, 3600.0
+    with caplog.at_level("WARNING"):
+        interaction = await fake.slash(
+            nova, "voice", [option("voice", "ba", focused=True)], autocomplete=True
+        )
+        await fake.wait_for(lambda _: fake.interaction_records(interaction))
+        await _until(lambda: [r for r in caplog.records if "autocomplete" in r.getMessage()])
+    (said,) = [r for r in caplog.records if "autocomplete" in r.getMessage()]
+    assert said.levelname == "WARNING" and "rate limited for 3600 s" in said.getMessage()
+    assert said.exc_info is None
