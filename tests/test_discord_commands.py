@@ -929,3 +929,15 @@ async def test_suggestions_discord_rate_limits_for_long_are_one_warning_not_a_tr
     (said,) = [r for r in caplog.records if "autocomplete" in r.getMessage()]
     assert said.levelname == "WARNING" and "rate limited for 3600 s" in said.getMessage()
     assert said.exc_info is None
+
+
+async def test_an_answer_rate_limited_for_less_than_the_cap_is_waited_out(harness: Harness):
+    """discord.py's own wait, as before: the cap reads the 429's body, and leaves it readable."""
+    fake = harness.fake
+    fake.callbacks_rate_limited = 1  # for retry_after: 0.05 s
+    interaction = await fake.slash(nova, "grievance", sub("status"))
+    answer = await fake.wait_for(
+        lambda _: [r for r in fake.interaction_records(interaction) if r.error is None]
+    )
+    assert "GRV-10" in private_text(answer[0])
+    assert [r.error for r in fake.interaction_records(interaction)] == [429, None]
