@@ -694,6 +694,15 @@ class LocalGrievanceStore:
         (count,) = first(rows)  # type: ignore[misc]
         return int(count)
 
+    async def next_due(self) -> float | None:
+        """When the soonest pending grievance is due for a push (unix time; None: none pending). A
+        row waiting out Jira's search lag or a refusal is due later than the pusher's next round."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT MIN(COALESCE(next_try_at, 0)) FROM grievances WHERE push_state = 'pending'"
+        )
+        (due,) = first(rows)  # type: ignore[misc]
+        return None if due is None else float(due)
+
     async def oldest_pending(self) -> str | None:
         """When the longest-waiting grievance for the remote tracker was filed (None: none)."""
         rows = await self._conn.execute_fetchall(

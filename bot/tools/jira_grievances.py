@@ -378,17 +378,20 @@ class JiraGrievances:
                 # to the longest backoff (_rate_limited_for, which logs one that was longer).
                 wait = min(cap, max(backoff, getattr(exc, "retry_after", None) or 0.0))
                 pending = await self._pending_count()
+                # Told as the soonest row's due time: a round after `wait` pushes none held back
+                # longer (Jira's search lag after a 5xx, a refusal's own backoff).
+                told = max(wait, await self._due_in())
                 if isinstance(exc, TrackerError):
                     self._push_outage.failed(
                         str(exc),
                         "pushing grievances to Jira failed: %s; %d pending, next try in %.1f s",
                         exc,
                         pending,
-                        wait,
+                        told,
                     )
                 else:
                     log.exception(
-                        "the grievance pusher failed; %d pending, next try in %.1f s", pending, wait
+                        "the grievance pusher failed; %d pending, next try in %.1f s", pending, told
                     )
                 # new grievances do not cut a backoff short: Jira is the problem, not the queue
                 await self._sleep(wait)
@@ -405,6 +408,14 @@ class JiraGrievances:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
+
+    async def _due_in(self) -> float:
+        """Seconds until the soonest pending grievance is due (0 when one is, or unknown)."""
+        try:
+            due = await self._store.next_due()
+        except Exception:
+            return 0.0
+        return 0.0 if due is None else max(0.0, due - time.time())
 
     async def _pending_count(self) -> int:
         try:

@@ -1193,6 +1193,23 @@ async def test_a_push_whose_answer_was_lost_takes_no_issue_staff_gave_another_pl
     assert f"discord-{NOVA}" in fake.issues["GRV-102"].labels
 
 
+async def test_the_outage_line_tells_when_the_grievance_is_next_tried(fake, db, caplog) -> None:
+    # A 5xx may have made the issue: the row waits out Jira's search lag (settle_seconds) before
+    # it is tried again, however soon the pusher's next round (0.05 s here).
+    fake.fail("500")
+    delays = Delays()
+    backend = await open_backend(fake, db, delays.sleep, settle_seconds=30.0)
+    await backend.register(QUILL, "other", "x")
+    caplog.set_level(logging.WARNING, logger="bot.tools.jira_grievances")
+    await backend.start()
+    try:
+        assert await delays.next() == 0.05
+    finally:
+        await backend.aclose()
+    (line,) = [r.getMessage() for r in caplog.records if "pushing grievances" in r.getMessage()]
+    assert line.endswith("; 1 pending, next try in 30.0 s"), line
+
+
 async def test_an_outage_is_logged_once_and_its_end_once(fake, db, caplog) -> None:
     # Every retry said the same WARNING (one every settle_seconds, 30 s, for as long as Jira was
     # down), and nothing said when Jira took grievances again.
