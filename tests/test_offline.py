@@ -934,6 +934,28 @@ async def test_speech_workers_start_under_runs_log_format_off_a_terminal(
     assert "[WARNING ] bot.hearing_test: a line from a speech worker" in capfd.readouterr().err
 
 
+async def test_the_meaning_model_is_named_once_at_start_not_by_each_speech_worker(
+    settings, monkeypatch, capfd
+) -> None:
+    # The bot's process logs which meaning model it routes with; every worker loads the same
+    # one and said so again, once per worker.
+    from bot.engines.offline.hearing import WorkerHearing
+    from bot.speech import encoder_files
+    from bot.speech.sentence_encoder import MINILM
+
+    if not encoder_files.installed(MINILM):
+        pytest.skip("all-MiniLM-L6-v2 not installed: the workers load no meaning model")
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "level", logging.INFO)
+    hearing = WorkerHearing(settings.storage_dir / "speech", workers=1)
+    try:
+        assert len(await hearing.start()) == 1
+    finally:
+        await hearing.aclose()
+    err = capfd.readouterr().err
+    assert "meaning model" not in err, err
+
+
 def test_an_operators_own_thread_setting_is_kept(monkeypatch) -> None:
     from bot.speech import math_threads
 

@@ -164,6 +164,9 @@ def _start_worker(
     threading.Thread(target=_leave_with_the_bot, args=(os.getppid(),), daemon=True).start()
     one_blas_thread()
     _recognizer = load_recognizer(Path(model_dir), whisper)
+    # The bot's own process names the meaning model it loaded, the same one each worker loads:
+    # a line per worker more would say it again. A worker that cannot load it still warns.
+    logging.getLogger(meaning.__name__).setLevel(max(log_level, logging.WARNING))
     # The N-best vote routes each transcript as the engine will.
     meaning.use(vote_meaning(meaning_setting, pocketsphinx=whisper is None))
     word_tagger()  # loads the meaning model too
