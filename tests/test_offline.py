@@ -395,6 +395,41 @@ async def test_speech_models_that_do_not_load_are_named_in_one_line(settings) ->
         await create_offline_engine(pocketsphinx)
 
 
+@pytest.mark.timeout(120)
+async def test_the_offline_engine_names_the_voice_it_replies_in(settings, caplog) -> None:
+    # The start of the log said "voice auto": the setting, not the voice players hear.
+    from bot.engines.offline.engine import create_offline_engine
+    from bot.speech import neural
+
+    if not neural.load_installed([])[0]:
+        pytest.skip("no neural voice installed")
+    caplog.set_level(logging.INFO, logger="bot.engines.offline.engine")
+    chosen = {"voice": "auto", "recognizer": "pocketsphinx", "workers": 1}
+    engine = await create_offline_engine(settings.replace(offline=chosen))
+    await engine.aclose()
+    assert "offline engine replies in voice en_US-joe-medium (Piper)" in caplog.messages
+
+
+def test_the_voice_in_effect_says_when_espeak_fell_back() -> None:
+    from bot.speech.voices import ReplyVoices
+
+    def said(configured: str, refused: dict[str, str] | None = None) -> str:
+        return ReplyVoices({}, refused or {}, english_voices(), configured).in_effect(configured)
+
+    assert said("auto") == (
+        "replies in voice en-us: fell back to eSpeak NG, offline.voice is auto and no neural voice loads"
+    )
+    assert said("auto", {"en_US-joe-medium": "a changed file"}).endswith(
+        "no neural voice loads (refused: en_US-joe-medium)"
+    )
+    assert (
+        said("en_US-joe-medium")
+        == "replies in voice en-us: fell back to eSpeak NG, en_US-joe-medium did not load"
+    )
+    assert said("xx-yy") == "replies in voice en-us: fell back to eSpeak NG, eSpeak NG has no voice xx-yy"
+    assert said("en-us+f3") == "replies in voice en-us+f3 (eSpeak NG)"
+
+
 def test_a_missing_speech_model_is_named_before_any_worker_starts(tmp_path) -> None:
     from bot.engines.offline.hearing import WorkerHearing
 

@@ -69,6 +69,21 @@ class ReplyVoices:
             return FALLBACK
         return configured  # an eSpeak voice; a name eSpeak lacks falls back when spoken
 
+    def in_effect(self, configured: str) -> str:
+        """The voice replies are spoken in, for the start of the log: `auto`, or a voice that
+        cannot speak, resolves only here, once the installed neural voices passed their checks."""
+        info = self.describe()
+        if configured == info.name or (configured == AUTO and info.engine == "Piper"):
+            return f"replies in voice {info.name} ({info.engine})"
+        if configured == AUTO:
+            refused = f" (refused: {', '.join(self.refused)})" if self.refused else ""
+            why = f"offline.voice is auto and no neural voice loads{refused}"
+        elif configured in neural.KNOWN:
+            why = f"{configured} did not load"
+        else:
+            why = f"eSpeak NG has no voice {configured}"
+        return f"replies in voice {info.name}: fell back to {info.engine}, {why}"
+
     def names(self) -> list[str]:
         """What /voice offers: neural voices first, as the better ones."""
         return [*self.neural, *self.espeak]
