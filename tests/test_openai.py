@@ -155,6 +155,54 @@ async def test_tool_calls_without_an_id_or_sharing_one_each_get_their_own(storag
     assert fake.violations == []
 
 
+async def test_no_request_carries_two_calls_of_one_id_across_a_players_turns(storage, fake) -> None:
+    # A call without an id got one numbered by its round and place, the same in every turn, and a
+    # compatible server may number each answer's calls from call_0: the player's history went
+    # back with two calls (and two results) under each such id.
+    def call(call_id: str | None, name: str) -> dict:
+        return {"type": "function", "function": {"name": name, "arguments": "{}"}} | (
+            {"id": call_id} if call_id else {}
+        )
+
+    calls = [call(None, "get_player_stats"), call("call_0", "get_grievance_status")]
+    asked = [lambda body: {"content": None, "tool_calls": calls}, answer("Done.")]
+    fake.script = asked * 3
+    async with running_app(openai_settings(storage, fake)) as app:
+        for _ in range(3):
+            reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+            assert reply.text == "Done." and [r.ok for r in reply.tool_results] == [True, True]
+    messages = fake.chats[-1].body["messages"]
+    made = [c["id"] for m in messages for c in m.get("tool_calls", [])]
+    assert len(made) == len(set(made)) == 6
+    answered = []
+    for i, message in enumerate(messages):
+        if message["role"] == "tool":
+            # each result answers a call of the assistant message just before its run of results
+            asker = next(m for m in reversed(messages[:i]) if m["role"] == "assistant")
+            assert message["tool_call_id"] in [c["id"] for c in asker["tool_calls"]]
+            answered.append(message["tool_call_id"])
+    assert sorted(answered) == sorted(made)
+    assert fake.violations == []
+
+
+def test_calls_of_one_id_in_two_rounds_of_a_past_turn_each_keep_their_own_result() -> None:
+    # A past turn's rounds go back as one assistant message: a server numbering each answer's
+    # calls from call_0 gives two of them one id there.
+    from bot.engines.base import TurnState
+    from bot.engines.openai import build_messages
+
+    def result(name: str, points: int) -> dict:
+        return {"id": "call_0", "name": name, "arguments": {}, "result": {"points": points}}
+
+    past = PastTurn("hi", "You have 5.", [result("get_player_stats", 5), result("get_grievance_status", 7)])
+    turn = TurnState(ToolContext(user_id=NOVA), None, "again", [past], [])
+    messages = build_messages("system", turn)
+    (asked,) = [m for m in messages if m.get("tool_calls")]
+    assert [c["id"] for c in asked["tool_calls"]] == ["call_0", "call_0_2"]
+    results = [(m["tool_call_id"], json.loads(m["content"])) for m in messages if m["role"] == "tool"]
+    assert results == [("call_0", {"points": 5}), ("call_0_2", {"points": 7})]
+
+
 @pytest.mark.parametrize("depth", [600, 5000])
 async def test_arguments_nested_hundreds_deep_are_an_error_for_the_model_not_a_failed_turn(
     storage, fake, depth

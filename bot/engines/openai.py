@@ -24,6 +24,7 @@ import logging
 import math
 import random
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -269,7 +270,7 @@ class OpenAIEngine:
         said = (message.audio.transcript if message.audio else None) or message.content or ""
         if message.tool_calls and turn.allow_tools:
             calls: list[ToolCall] = []
-            for n, call in enumerate(message.tool_calls):
+            for call in message.tool_calls:
                 try:
                     arguments = json.loads(call.function.arguments or "{}")
                 except (json.JSONDecodeError, RecursionError):
@@ -281,7 +282,8 @@ class OpenAIEngine:
                 # tell apart) gets ids of ours.
                 call_id = call.id
                 if not call_id or any(c.id == call_id for c in calls):
-                    call_id = f"call_voxdesk_{len(turn.rounds)}_{n}"
+                    # Random: ids numbered by round would repeat turn after turn in the history.
+                    call_id = f"call_voxdesk_{secrets.token_hex(6)}"
                 calls.append(ToolCall(id=call_id, name=call.function.name or "", arguments=arguments))
             return EngineReply(tool_calls=calls, text=said, usage=usage)
         if message.refusal:
@@ -516,6 +518,34 @@ def build_messages(
             {"role": "tool", "tool_call_id": r.call.id, "content": json.dumps(r.result)}
             for r in round_.results
         ]
+    return _distinct_call_ids(messages)
+
+
+def _distinct_call_ids(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`messages` with no two calls under one id: a compatible server may number each answer's
+    calls from call_0, and a history may hold ids voxdesk numbered by round. A repeat, and its
+    result, go under the id with a suffix, the same one on every step, so the prompt's cached
+    beginning stays the same."""
+    seen: set[str] = set()
+    open_calls: list[tuple[str, str]] = []  # the last calls' ids as sent and as they were, in order
+    for message in messages:
+        if message.get("tool_calls"):
+            open_calls = []
+            for call in message["tool_calls"]:
+                old = new = call["id"]
+                suffix = 2
+                while new in seen:
+                    new, suffix = f"{old}_{suffix}", suffix + 1
+                seen.add(new)
+                call["id"] = new
+                open_calls.append((old, new))
+        elif message.get("role") == "tool":
+            # Results follow their calls in order: this one answers the first open call of its id.
+            for i, (old, new) in enumerate(open_calls):
+                if message["tool_call_id"] == old:
+                    message["tool_call_id"] = new
+                    del open_calls[i]
+                    break
     return messages
 
 
