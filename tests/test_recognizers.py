@@ -110,6 +110,29 @@ def test_a_fetched_tiny_en_or_base_is_fetched_at_the_hashed_revision_and_checked
     ]
 
 
+def test_init_replaces_the_domain_model_whole_under_a_worker_reading_it(settings) -> None:
+    # A pocketsphinx worker starting while `init` ran beside the bot read domain.arpa as it was
+    # being rewritten in place: the file it had opened was cut short and refilled under it.
+    from bot.engines.offline.engine import speech_dir
+    from bot.speech.recognizer import build_domain_model
+
+    folder = speech_dir(settings)
+    before = sorted(p.name for p in folder.iterdir())
+    names = ("domain.arpa", "domain.dict")
+    for name in names:  # as a build before new manuals left them
+        (folder / name).write_text(f"{name} as it was\n", encoding="utf-8")
+    opened = {name: (folder / name).open(encoding="utf-8") for name in names}
+    try:
+        build_domain_model(settings.manuals_dir, folder)
+        for name, reading in opened.items():
+            assert reading.read() == f"{name} as it was\n", f"{name} changed under a reader"
+    finally:
+        for reading in opened.values():
+            reading.close()
+    assert sorted(p.name for p in folder.iterdir()) == before  # no partial file left behind
+    assert (folder / "domain.arpa").read_text(encoding="utf-8").rstrip().endswith("\\end\\")
+
+
 def test_the_domain_prompt_holds_the_tools_words_and_the_manuals_titles() -> None:
     prompt = whisper.domain_prompt(paths.MANUALS)
     assert "achievements" in prompt and "GRV-14" in prompt and "charged twice" in prompt

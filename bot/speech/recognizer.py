@@ -13,6 +13,8 @@ import itertools
 import json
 import logging
 import math
+import os
+import tempfile
 import threading
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -85,13 +87,26 @@ def build_domain_model(
     out_dir.mkdir(parents=True, exist_ok=True)
     # Gone while the model is written: a build cut short must not pass for the one recorded.
     (out_dir / BUILT).unlink(missing_ok=True)
-    (out_dir / "domain.arpa").write_text(ngram.to_arpa(model), encoding="utf-8")
-    (out_dir / "domain.dict").write_text(
-        "\n".join(line for w in words for line in pronunciations[w]) + "\n", encoding="utf-8"
-    )
+    # The dictionary first: a worker that starts between the two renames then reads a model
+    # whose words it can all pronounce, rather than losing the new ones.
+    _replace(out_dir / "domain.dict", "\n".join(line for w in words for line in pronunciations[w]) + "\n")
+    _replace(out_dir / "domain.arpa", ngram.to_arpa(model))
     built = {"inputs": _fingerprint(corpus, general_words, weight), "sentences": len(sentences)}
-    (out_dir / BUILT).write_text(json.dumps(built) + "\n", encoding="utf-8")
+    _replace(out_dir / BUILT, json.dumps(built) + "\n")
     return len(sentences), len(words)
+
+
+def _replace(path: Path, text: str) -> None:
+    """Write `path` whole under another name, then rename it over: a speech worker starting
+    while `init` runs beside the bot reads the old file or the new one, never half of either."""
+    fd, partial = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 # What the domain model in a folder was built from. Hearing uses the model until `init` builds
