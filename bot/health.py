@@ -8,6 +8,8 @@ the others (building the whole app would stop at the first failure).
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import logging
 import os
 import sqlite3
@@ -156,7 +158,8 @@ def check_storage(settings: Settings) -> str:
     only the tool backends' ones, and `run` would stop at the first of the others. And the spool
     lines set aside as unreadable: each is a grievance's last copy, which only staff can file, and
     the log line that told of it may be long gone. Those, and files other users can read, make it
-    NeedsHuman: the bot runs on."""
+    NeedsHuman: the bot runs on. And the files `run` and `web` only lock, which they make later:
+    one they cannot write is NeedsHuman too, a file system that takes no locks a failure."""
     from bot.app import storage_paths
     from bot.schemas import refuse_newer_databases
     from bot.tools.grievance_spool import GrievanceSpool
@@ -169,8 +172,13 @@ def check_storage(settings: Settings) -> str:
             f"voxdesk cannot write {locked}: `run` would stop there, or keep no grievance; make the"
             " storage folder and its files the bot's user's"
         )
+    if cannot := cannot_lock(paths.root):
+        raise OSError(cannot)
     found = sum(path.exists() for path in paths.databases)
     said = f"{found} databases, none written by a newer voxdesk"
+    locked_out = [file for file in lock_files(paths.root) if file.exists() and not os.access(file, os.W_OK)]
+    for file in locked_out:
+        said += f"; voxdesk cannot write {file}: {LOCK_FILES[file.name]} (make it the bot's user's)"
     rejected = spool.rejected
     try:
         set_aside = sum(1 for line in rejected.read_text(errors="replace").splitlines() if line.strip())
@@ -184,7 +192,47 @@ def check_storage(settings: Settings) -> str:
     if shown := open_to_others(paths.root):
         names = ", ".join(p.name for p in shown)
         said += f"; other users of this machine can read {names}: chmod 700 {paths.root}"
-    return NeedsHuman(said) if set_aside or shown else said
+    return NeedsHuman(said) if set_aside or shown or locked_out else said
+
+
+# The files `run` and `web` make in the storage folder only to lock, and what comes of one they
+# cannot open: each is made and locked later, so the read-only stores `check` opens miss it.
+LOCK_FILES = {
+    "notes.db.holds": "`run` would answer twice a note its ledger cannot record, and could not tell"
+    " a live bot's claims from a dead one's by lock",
+    "web.serving": "`web` would not share its port with another process serving this storage"
+    " folder, so a rolling deploy's new process could not start",
+}
+
+
+def lock_files(folder: Path) -> list[Path]:
+    return [folder / name for name in LOCK_FILES]
+
+
+def cannot_lock(folder: Path) -> str:
+    """Why the file system of `folder` takes none of the locks `run` and `web` take there ("" if
+    it does, or cannot be told): an unnamed file, never seen in the folder, is locked both ways."""
+    from bot.note_ledger import _flock
+
+    if not folder.is_dir() or not hasattr(fcntl, "F_OFD_SETLK"):
+        return ""
+    try:
+        fd = os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError:  # a file system without unnamed files (or a folder not ours: said above)
+        return ""
+    try:
+        fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, 0))
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in (errno.EAGAIN, errno.EACCES):  # held: locks work
+            return ""
+        return (
+            f"the file system of {folder} takes no file locks ({exc.strerror or exc}): `run` would"
+            " answer notes twice, and `web` stop at start; keep the storage folder on a local disk"
+        )
+    finally:
+        os.close(fd)
+    return ""
 
 
 def unwritable(folder: Path, files: list[Path]) -> Path | None:

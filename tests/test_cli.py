@@ -563,6 +563,38 @@ def test_check_fails_a_storage_folder_the_bot_cannot_write(settings, locked) -> 
     assert f"voxdesk cannot write {target}" in done.stderr, done.stderr
 
 
+@pytest.mark.parametrize(
+    ("name", "consequence"),
+    [
+        ("notes.db.holds", "`run` would answer twice a note"),
+        ("web.serving", "`web` would not share its port"),
+    ],
+)
+def test_check_warns_of_a_lock_file_the_bot_cannot_write(settings, name, consequence) -> None:
+    # `run` and `web` make these only to lock them, after `check` passed: one left owned by
+    # another user (a `run` as root) was a WARNING in the log, and a note answered twice later.
+    storage = settings.storage_dir
+    target = storage / name
+    target.touch(0o400)
+    done = subprocess.run(
+        [*_without_root_override(), sys.executable, "-c", CHECK_STORAGE, str(storage)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"; voxdesk cannot write {target}: {consequence}" in done.stdout, done.stdout
+
+
+def test_check_finds_the_storage_folder_takes_locks_without_making_a_file_there(settings) -> None:
+    from bot.health import cannot_lock
+
+    before = _files(settings.storage_dir)
+    assert cannot_lock(settings.storage_dir) == ""
+    assert _files(settings.storage_dir) == before
+
+
 def test_checking_the_databases_versions_leaves_the_storage_folder_as_it_was(settings) -> None:
     # A read-only connection to a WAL database left an empty -wal and a -shm beside each, in a
     # folder just restored from a backup with none.
