@@ -27,7 +27,7 @@ from pathlib import Path
 from bot import __version__
 from bot.app import StoragePaths, storage_paths
 from bot.config import Settings
-from bot.db import BUSY_SECONDS, fsync_path, naming, private_dir, private_file
+from bot.db import BUSY_SECONDS, fsync_path, naming, private_dir, private_file, restore_from_log
 from bot.tools.grievance_spool import GrievanceSpool
 
 
@@ -167,6 +167,7 @@ def _write_manifest(folder: Path, stamp: str, versions: dict[str, int]) -> None:
 
 def _copy_database(source: Path, target: Path) -> int:
     """Copy `source` to `target`; the schema version of the copy, as the copy says it."""
+    restore_from_log(source)  # opened as it is, SQLite would delete the log that holds its commits
     private_file(target)
     with (
         contextlib.closing(sqlite3.connect(source, timeout=BUSY_SECONDS)) as src,

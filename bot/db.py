@@ -4,14 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
+import shutil
 import sqlite3
+import struct
+import tempfile
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
 from typing import NoReturn, TypeVar
 
 import aiosqlite
+
+log = logging.getLogger(__name__)
 
 BUSY_SECONDS = 30
 
@@ -58,16 +64,120 @@ def newer_schema(path: Path | str, found: int, known: int) -> NewerSchema | None
 
 def written_by_newer(path: Path | str, known: int) -> None:
     """Raise `newer_schema`'s error for the database at `path`, read without writing to it (for
-    `check`); a file that does not exist yet, or is empty, is new."""
+    `check`); a file that does not exist yet, or is empty with no log to fill it, is new."""
     file = Path(path)
-    if not file.exists() or file.stat().st_size == 0:
+    if _no_database(file):
         return
+    with readable(file) as read:
+        try:
+            conn = sqlite3.connect(read_only_uri(read), uri=True)
+        except sqlite3.Error as exc:
+            raise naming(path, exc) from exc
+        with contextlib.closing(conn):
+            refuse_newer(conn, path, known)
+
+
+# A database whose every page is in its write-ahead log: a crash (a power cut) while it was being
+# made, after the log was synced and before the file's first page was. SQLite takes a file of no
+# bytes for a new database and deletes the log beside it on opening, read-only or not, and with
+# it every commit (a grievance whose key a player heard). The log's copy of the first page, put
+# back in the file, makes SQLite read the rest from the log again.
+WAL_MAGIC = (0x377F0682, 0x377F0683)
+
+
+class LogOnly(sqlite3.DatabaseError):
+    """An empty database file beside a write-ahead log that cannot be read back into it."""
+
+
+def only_in_log(file: Path) -> int:
+    """The size of the write-ahead log beside `file` when `file` itself is empty; 0 otherwise."""
     try:
-        conn = sqlite3.connect(read_only_uri(file), uri=True)
-    except sqlite3.Error as exc:
-        raise naming(path, exc) from exc
-    with contextlib.closing(conn):
-        refuse_newer(conn, path, known)
+        if file.stat().st_size:
+            return 0
+        return file.with_name(file.name + "-wal").stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _first_page_in_log(wal: bytes) -> bytes | None:
+    """The first page as the log's first commit holding it left it, or None (not a log of ours)."""
+    if len(wal) < 32:
+        return None
+    magic, _, page_size, _, salts = *struct.unpack(">IIII", wal[:16]), wal[16:24]
+    if magic not in WAL_MAGIC or page_size < 512 or page_size & (page_size - 1):
+        return None
+    page = None
+    for at in range(32, len(wal) - 24 - page_size + 1, 24 + page_size):
+        number, commit = struct.unpack(">II", wal[at : at + 8])
+        if wal[at + 8 : at + 16] != salts:  # a frame of an earlier round of the log
+            break
+        if number == 1 and page is None:
+            page = wal[at + 24 : at + 24 + page_size]
+        if commit and page is not None:
+            return page
+    return None
+
+
+def _restored_copy(file: Path, into: Path) -> tuple[Path, bytes]:
+    """`file` as its log holds it, copied into folder `into` and checked by SQLite: the copy, and
+    the first page that restores it. LogOnly, naming both files, when it cannot be."""
+    wal = file.with_name(file.name + "-wal")
+    size = only_in_log(file)
+    unreadable = LogOnly(
+        f"{file} is empty and {wal} holds {size} bytes SQLite cannot read back into it: keep both"
+        " (SQLite deletes such a log on opening), move them out of the storage folder, and restore"
+        " a backup or start with a new database"
+    )
+    page = _first_page_in_log(wal.read_bytes())
+    if page is None:
+        raise unreadable
+    copy = into / file.name
+    copy.write_bytes(page)
+    shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+    try:
+        with contextlib.closing(sqlite3.connect(copy)) as conn:
+            (verdict,) = conn.execute("PRAGMA quick_check").fetchone()
+    except sqlite3.Error:
+        raise unreadable from None
+    if verdict != "ok":
+        raise unreadable
+    return copy, page
+
+
+@contextlib.contextmanager
+def readable(file: Path) -> Iterator[Path]:
+    """`file`, or when its commits are only in its log, a restored copy outside the storage folder
+    (gone on leaving): what reads it without writing reads the database, not an empty file."""
+    if not only_in_log(file):
+        yield file
+        return
+    with tempfile.TemporaryDirectory(prefix="voxdesk-") as folder:
+        yield _restored_copy(file, Path(folder))[0]
+
+
+def restore_from_log(file: Path) -> bool:
+    """Put back the first page of a database whose commits are only in its log (see WAL_MAGIC),
+    before anything opens it; whether it did. LogOnly when the log cannot restore it."""
+    size = only_in_log(file)
+    if not size:
+        return False
+    with tempfile.TemporaryDirectory(prefix="voxdesk-") as folder:
+        _, page = _restored_copy(file, Path(folder))
+    fd = os.open(file, os.O_WRONLY)
+    try:
+        if os.fstat(fd).st_size:  # another process restored it meanwhile
+            return False
+        os.write(fd, page)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    log.warning(
+        "%s was empty beside its write-ahead log of %d bytes (a crash while it was made): restored"
+        " from that log",
+        file,
+        size,
+    )
+    return True
 
 
 def read_only_uri(file: Path) -> str:
@@ -91,6 +201,8 @@ async def open_read_only(path: Path | str, version: int, empty_schema: str = "")
         conn = await aiosqlite.connect(":memory:")
         if empty_schema:
             await conn.executescript(empty_schema)
+    elif await asyncio.to_thread(only_in_log, file):
+        conn = await _restored_in_memory(file)
     else:
         try:
             conn = await aiosqlite.connect(uri, uri=True, timeout=BUSY_SECONDS)
@@ -102,6 +214,22 @@ async def open_read_only(path: Path | str, version: int, empty_schema: str = "")
     except BaseException as exc:
         await _give_up(conn, path, exc)
     return conn
+
+
+async def _restored_in_memory(file: Path) -> aiosqlite.Connection:
+    """The database whose commits are only in its log, restored into memory from a copy."""
+    memory = await aiosqlite.connect(":memory:")
+    try:
+        with tempfile.TemporaryDirectory(prefix="voxdesk-") as folder:
+            copy, _ = await asyncio.to_thread(_restored_copy, file, Path(folder))
+            async with aiosqlite.connect(read_only_uri(copy), uri=True) as source:
+                await source.backup(memory)
+    except BaseException as exc:
+        await memory.close()
+        if isinstance(exc, sqlite3.Error) and not isinstance(exc, LogOnly):
+            raise naming(file, exc) from exc
+        raise
+    return memory
 
 
 def _no_database(file: Path) -> bool:
@@ -153,6 +281,7 @@ async def _refuse_newer(conn: aiosqlite.Connection, path: Path | str, known: int
 async def _open(
     path: Path | str, schema: str, autocommit: bool, durable: bool, version: int
 ) -> aiosqlite.Connection:
+    await asyncio.to_thread(restore_from_log, Path(path))
     private_file(path)
     extra = {"isolation_level": None} if autocommit else {}
     # A writer waits up to BUSY_SECONDS for another's transaction (in aiosqlite's thread, not on

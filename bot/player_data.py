@@ -24,7 +24,7 @@ from typing import Any
 
 from bot import ticket_news
 from bot.app import StoragePaths
-from bot.db import BUSY_SECONDS, naming, refuse_newer
+from bot.db import BUSY_SECONDS, naming, refuse_newer, restore_from_log
 from bot.schemas import refuse_newer_databases, versions
 from bot.tools.grievance_spool import GrievanceSpool
 
@@ -66,6 +66,7 @@ def _database(storage: StoragePaths, name: str, write: bool = False) -> Iterator
     if not path.exists():
         yield None
         return
+    restore_from_log(path)  # opened as it is, SQLite would delete the log that holds its commits
     # As a URI, quoted: a storage folder named "clan #2" must not end the path at "#".
     uri = path.resolve().as_uri() + ("" if write else "?mode=ro")
     try:

@@ -12,7 +12,7 @@ from pathlib import Path
 from bot import paths
 from bot.app import storage_paths
 from bot.config import ConfigError, Settings
-from bot.db import private_dir, private_file, refuse_newer
+from bot.db import private_dir, private_file, refuse_newer, restore_from_log
 from bot.schemas import refuse_newer_databases
 from bot.tools.embedded import PLAYERS_SCHEMA_VERSION, FtsManuals
 from bot.tools.grievance_store import LocalGrievanceStore
@@ -49,6 +49,8 @@ async def initialise(settings: Settings, speech: bool = True) -> list[str]:
     # the players' schema applied and the manuals rebuilt by a version that then refuses to run.
     refuse_newer_databases(storage)
     private_dir(storage.root)
+    for database in storage.databases:  # an empty file whose commits are in its log is no new one
+        restore_from_log(database)
     done = []
 
     sql = paths.SQL / "sqlite"

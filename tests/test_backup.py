@@ -353,3 +353,14 @@ def test_the_backup_command_says_which_older_backups_it_removed(settings, tmp_pa
     said = done.stdout.strip().splitlines()
     assert said[-2] == "voxdesk-20200101T000000Z: removed, older than the newest 1 (storage.keep_backups)"
     assert len(_backups(into)) == 1 and said[-1] == f"backup: {into / _backups(into)[0]}"
+
+
+async def test_a_backup_of_a_database_only_in_its_log_holds_its_grievances(settings, tmp_path: Path):
+    # A power cut while grievances.db was made leaves the file empty and every commit in its log;
+    # the backup's SQLite connection deleted that log and copied an empty database.
+    from .test_db import _crashed_while_made
+
+    path = await _crashed_while_made(settings.storage_dir)
+    folder, _ = backup(settings, tmp_path / "backups", now=dt.datetime(2026, 12, 5, 8, 30, tzinfo=dt.UTC))
+    assert _grievances(folder / "grievances.db") == 1
+    assert _grievances(path) == 1

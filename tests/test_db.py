@@ -213,3 +213,116 @@ async def test_a_grievance_stores_id_once_made_is_read_without_waiting_for_a_wri
             other.execute("ROLLBACK")
     finally:
         await store.aclose()
+
+
+# ---- a database whose commits are only in its write-ahead log -----------------------------------
+
+
+async def _crashed_while_made(storage: Path) -> Path:
+    """grievances.db as a power cut while it was being made leaves it: the log, synced at each
+    commit, holds one filed grievance; the file itself, never synced, holds no byte."""
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    made = storage.parent / "made-elsewhere"
+    made.mkdir()
+    store = await LocalGrievanceStore.open(made / "grievances.db")
+    try:
+        await store.register("111111111111111111", "billing", "charged twice for the season pass")
+        target = storage / "grievances.db"
+        target.write_bytes(b"")
+        (storage / "grievances.db-wal").write_bytes((made / "grievances.db-wal").read_bytes())
+    finally:
+        await store.aclose()
+    return target
+
+
+def _listing(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+async def test_check_reads_a_database_from_its_log_and_leaves_the_log_there(settings) -> None:
+    # SQLite takes an empty file for a new database and deletes the log beside it on opening,
+    # even read-only: `check` counted no grievance, said the file was new, and took the only
+    # copy of the grievances with it.
+    from bot.health import check_all
+
+    path = await _crashed_while_made(settings.storage_dir)
+    before = _listing(settings.storage_dir)
+    lines = {r.service: r for r in await check_all(settings)}
+    assert lines["grievances"].detail == "local grievance store: 1 grievances", lines["grievances"]
+    assert lines["storage"].ok, lines["storage"]
+    assert _listing(settings.storage_dir) == before
+    assert path.with_name("grievances.db-wal").stat().st_size > 0
+
+
+async def test_the_bot_restores_a_database_from_its_log_and_keeps_its_grievances(settings, caplog) -> None:
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    path = await _crashed_while_made(settings.storage_dir)
+    store = await LocalGrievanceStore.open(path)
+    try:
+        (kept,) = await store.status("111111111111111111")
+        assert kept.description == "charged twice for the season pass"
+    finally:
+        await store.aclose()
+    assert f"{path} was empty beside its write-ahead log of " in caplog.text
+    assert "(a crash while it was made): restored from that log" in caplog.text
+
+
+async def test_a_log_that_cannot_restore_its_database_is_named_and_left_alone(settings) -> None:
+    from bot.health import check_storage
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    path = settings.storage_dir / "grievances.db"
+    path.write_bytes(b"")
+    wal = path.with_name("grievances.db-wal")
+    wal.write_bytes(b"not a log" * 1000)
+    said = f"{path} is empty and {wal} holds 9000 bytes SQLite cannot read back into it: keep both"
+    with pytest.raises(sqlite3.DatabaseError, match=re.escape(said)):
+        check_storage(settings)
+    with pytest.raises(sqlite3.DatabaseError, match=re.escape(said)):
+        await LocalGrievanceStore.open(path)
+    assert path.stat().st_size == 0 and wal.read_bytes() == b"not a log" * 1000
+
+
+async def test_a_newer_voxdesks_database_only_in_its_log_is_still_refused(tmp_path: Path) -> None:
+    from bot.db import written_by_newer
+
+    made = tmp_path / "made"
+    made.mkdir()
+    conn = sqlite3.connect(made / "grievances.db", isolation_level=None)
+    conn.execute("PRAGMA wal_autocheckpoint = 0")
+    conn.execute("PRAGMA journal_mode = WAL")
+    conn.execute("CREATE TABLE grievances (x)")
+    conn.execute("PRAGMA user_version = 999")
+    path = tmp_path / "grievances.db"
+    path.write_bytes(b"")
+    path.with_name("grievances.db-wal").write_bytes((made / "grievances.db-wal").read_bytes())
+    conn.close()
+    with pytest.raises(NewerSchema, match="written by a newer voxdesk"):
+        written_by_newer(path, 5)
+
+
+async def test_init_restores_players_only_in_their_log_rather_than_seeding_the_demo(settings) -> None:
+    # An empty players.db is the new one `init` seeds with the demo players: one whose players
+    # were only in its log lost them to the demo.
+    from bot.seed import initialise
+    from bot.tools.embedded import has_players_table
+
+    players = settings.storage_dir / "players.db"
+    with contextlib.closing(sqlite3.connect(players)) as conn, conn:
+        conn.execute("DELETE FROM players WHERE player_id NOT IN (SELECT MIN(player_id) FROM players)")
+    made = settings.storage_dir.parent / "made"
+    made.mkdir()
+    crashed = sqlite3.connect(made / "players.db", isolation_level=None)
+    crashed.execute("PRAGMA wal_autocheckpoint = 0")
+    crashed.execute("PRAGMA journal_mode = WAL")
+    with contextlib.closing(sqlite3.connect(players)) as studio:
+        studio.backup(crashed)
+    players.write_bytes(b"")
+    players.with_name("players.db-wal").write_bytes((made / "players.db-wal").read_bytes())
+    crashed.close()
+    assert has_players_table(players)
+    await initialise(settings, speech=False)
+    with contextlib.closing(sqlite3.connect(players)) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM players").fetchone() == (1,)

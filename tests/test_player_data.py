@@ -251,3 +251,17 @@ def test_export_reads_the_spool_as_its_filing_does_torn_lines_included(settings)
     held = player_data.export(paths_, NOVA)["grievances"]
     assert held["unreadable_spool_lines"] == [shown_torn]  # in both files, shown once
     assert "2 waiting in the spool" in " ".join(player_data.forget(paths_, NOVA))
+
+
+async def test_an_export_reads_grievances_only_in_their_log_and_keeps_them(settings) -> None:
+    # A power cut while grievances.db was made leaves the file empty and every commit in its log,
+    # which SQLite deletes when it opens such a file: the export found none, and none were left.
+    from bot import player_data
+
+    from .test_db import _crashed_while_made
+
+    path = await _crashed_while_made(settings.storage_dir)
+    paths_ = storage_paths(settings)
+    held = player_data.export(paths_, "111111111111111111")["grievances"]["grievances"]
+    assert [g["description"] for g in held] == ["charged twice for the season pass"]
+    assert path.stat().st_size > 0

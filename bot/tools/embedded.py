@@ -13,7 +13,7 @@ from typing import Any
 import aiosqlite
 
 from bot import sentences as say
-from bot.db import naming, open_read_only, open_sqlite, refuse_newer
+from bot.db import naming, only_in_log, open_read_only, open_sqlite, readable, refuse_newer
 from bot.tools import stats_sql
 from bot.tools.base import Passage, PlayerSummary, ToolError
 from bot.tools.manual_chunks import Chunk
@@ -33,19 +33,20 @@ def has_players_table(path: Path) -> bool:
     opened for stats, an empty file would be made a database in WAL mode, and `init` would no
     longer see it as the new one it is. A database a newer voxdesk wrote raises NewerSchema: its
     tables are not this version's to judge."""
-    if path.stat().st_size == 0:
+    if not only_in_log(path) and path.stat().st_size == 0:
         return False
-    try:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise naming(path, exc) from exc
-    with contextlib.closing(conn):
-        refuse_newer(conn, path, PLAYERS_SCHEMA_VERSION)
+    with readable(path) as read:
         try:
-            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'players'")
-            return found.fetchone() is not None
+            conn = sqlite3.connect(f"{read.resolve().as_uri()}?mode=ro", uri=True)
         except sqlite3.Error as exc:
             raise naming(path, exc) from exc
+        with contextlib.closing(conn):
+            refuse_newer(conn, path, PLAYERS_SCHEMA_VERSION)
+            try:
+                found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'players'")
+                return found.fetchone() is not None
+            except sqlite3.Error as exc:
+                raise naming(path, exc) from exc
 
 
 class SqliteStats:
