@@ -176,7 +176,7 @@ def check_storage(settings: Settings) -> str:
         raise OSError(cannot)
     found = sum(path.exists() for path in paths.databases)
     said = f"{found} databases, none written by a newer voxdesk"
-    locked_out = [file for file in lock_files(paths.root) if file.exists() and not os.access(file, os.W_OK)]
+    locked_out = [f for f in lock_files(paths.root) if f.exists() and not os.access(f, os.R_OK | os.W_OK)]
     for file in locked_out:
         said += f"; voxdesk cannot write {file}: {LOCK_FILES[file.name]} (make it the bot's user's)"
     rejected = spool.rejected
