@@ -90,29 +90,43 @@ class LogOnly(sqlite3.DatabaseError):
 
 
 def only_in_log(file: Path) -> int:
-    """The size of the write-ahead log beside `file` when `file` itself is empty; 0 otherwise."""
+    """The size of the write-ahead log beside `file` when `file` itself is empty and the log may
+    hold commits; 0 otherwise. A log of SQLite's that no commit closes (its header alone, from a
+    crash before the first commit reached the disk) holds nothing: a new database, as SQLite
+    reads it."""
+    wal = file.with_name(file.name + "-wal")
     try:
-        if file.stat().st_size:
+        if file.stat().st_size or not (size := wal.stat().st_size):
             return 0
-        return file.with_name(file.name + "-wal").stat().st_size
+        frames = _frames(wal.read_bytes())
     except FileNotFoundError:
         return 0
+    return size if frames is None or any(commit for _, commit, _ in frames) else 0
 
 
-def _first_page_in_log(wal: bytes) -> bytes | None:
-    """The first page as the log's first commit holding it left it, or None (not a log of ours)."""
+def _frames(wal: bytes) -> list[tuple[int, int, bytes]] | None:
+    """The frames of the log's current round, as (page number, pages after its commit or 0,
+    page), or None when `wal` is no log SQLite wrote."""
     if len(wal) < 32:
         return None
     magic, _, page_size, _, salts = *struct.unpack(">IIII", wal[:16]), wal[16:24]
     if magic not in WAL_MAGIC or page_size < 512 or page_size & (page_size - 1):
         return None
-    page = None
+    frames = []
     for at in range(32, len(wal) - 24 - page_size + 1, 24 + page_size):
-        number, commit = struct.unpack(">II", wal[at : at + 8])
         if wal[at + 8 : at + 16] != salts:  # a frame of an earlier round of the log
             break
+        number, commit = struct.unpack(">II", wal[at : at + 8])
+        frames.append((number, commit, wal[at + 24 : at + 24 + page_size]))
+    return frames
+
+
+def _first_page_in_log(wal: bytes) -> bytes | None:
+    """The first page as the log's first commit holding it left it, or None."""
+    page = None
+    for number, commit, data in _frames(wal) or []:
         if number == 1 and page is None:
-            page = wal[at + 24 : at + 24 + page_size]
+            page = data
         if commit and page is not None:
             return page
     return None
@@ -233,8 +247,7 @@ async def _restored_in_memory(file: Path) -> aiosqlite.Connection:
 
 
 def _no_database(file: Path) -> bool:
-    wal = file.with_name(file.name + "-wal")
-    return not file.exists() or (file.stat().st_size == 0 and not (wal.exists() and wal.stat().st_size))
+    return not file.exists() or (file.stat().st_size == 0 and not only_in_log(file))
 
 
 def refuse_newer(conn: sqlite3.Connection, path: Path | str, known: int) -> None:

@@ -326,3 +326,28 @@ async def test_init_restores_players_only_in_their_log_rather_than_seeding_the_d
     await initialise(settings, speech=False)
     with contextlib.closing(sqlite3.connect(players)) as conn:
         assert conn.execute("SELECT COUNT(*) FROM players").fetchone() == (1,)
+
+
+async def test_a_log_that_holds_no_commit_leaves_a_new_database_as_before(settings) -> None:
+    # A power cut before the first commit reached the disk leaves the log's header alone (or
+    # frames no commit closes): nothing was committed, SQLite reads a new database, as it did
+    # before the restore; the bot starts on it rather than refusing both files.
+    from bot.health import check_storage
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    path = await _crashed_while_made(settings.storage_dir)
+    wal = path.with_name("grievances.db-wal")
+    logged = wal.read_bytes()
+    page_size = int.from_bytes(logged[8:12], "big")
+    uncommitted = bytearray(logged[: 32 + 24 + page_size])
+    uncommitted[32 + 4 : 32 + 8] = bytes(4)  # its frame closes no commit
+    for kept in (logged[:32], bytes(uncommitted)):
+        wal.write_bytes(kept)
+        check_storage(settings)
+        assert path.stat().st_size == 0 and wal.read_bytes() == kept  # check read nothing there
+        store = await LocalGrievanceStore.open(path)
+        try:
+            assert await store.status("111111111111111111") == []
+        finally:
+            await store.aclose()
+        path.write_bytes(b"")
