@@ -91,17 +91,22 @@ class LogOnly(sqlite3.DatabaseError):
 
 def only_in_log(file: Path) -> int:
     """The size of the write-ahead log beside `file` when `file` itself is empty and the log may
-    hold commits; 0 otherwise. A log of SQLite's that no commit closes (its header alone, from a
-    crash before the first commit reached the disk) holds nothing: a new database, as SQLite
+    hold commits; 0 otherwise. A log of SQLite's in its first round (no checkpoint ever restarted
+    it, so the file never held more than a header) that no commit closes, its header alone from a
+    crash before the first commit reached the disk, holds nothing: a new database, as SQLite
     reads it."""
     wal = file.with_name(file.name + "-wal")
     try:
         if file.stat().st_size or not (size := wal.stat().st_size):
             return 0
-        frames = _frames(wal.read_bytes())
+        logged = wal.read_bytes()
     except FileNotFoundError:
         return 0
-    return size if frames is None or any(commit for _, commit, _ in frames) else 0
+    frames = _frames(logged)
+    first_round = logged[12:16] == bytes(4)  # the checkpoint sequence number
+    if frames is not None and first_round and not any(commit for _, commit, _ in frames):
+        return 0
+    return size
 
 
 def _frames(wal: bytes) -> list[tuple[int, int, bytes]] | None:

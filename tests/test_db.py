@@ -351,3 +351,13 @@ async def test_a_log_that_holds_no_commit_leaves_a_new_database_as_before(settin
         finally:
             await store.aclose()
         path.write_bytes(b"")
+    # A log a checkpoint restarted: the file held the commits before it, and is empty now (lost,
+    # not new); the log alone cannot restore it, and both are left for a human.
+    restarted = bytearray(logged[:32])
+    restarted[12:16] = (1).to_bytes(4, "big")
+    wal.write_bytes(bytes(restarted))
+    with pytest.raises(sqlite3.DatabaseError, match="SQLite cannot read back into it"):
+        check_storage(settings)
+    with pytest.raises(sqlite3.DatabaseError, match="SQLite cannot read back into it"):
+        await LocalGrievanceStore.open(path)
+    assert path.stat().st_size == 0 and wal.read_bytes() == restarted
