@@ -164,12 +164,26 @@ class TicketNewsDesk(commands.Cog):
 
     async def _post(self, channel_id: int, d: Delivery) -> AsyncIterator[bool]:
         """Send `d` in the player's reply style, as cogs/replies.py answers notes; yields after
-        each message that went out."""
+        each message that went out. Audio over the upload limit goes as the text alone."""
         nonce = _nonce(d)
         audio = d.audio
         if audio is not None and audio.size > upload_limit(None):  # a DM's
             log.info("ticket news audio for %s is over a DM's upload limit: sending the text", d.user_id)
             audio = None
+        try:
+            async for sent in self._styled(channel_id, d, audio, nonce):
+                yield sent
+        except discord.HTTPException as exc:
+            # Refused before anything went out: the audio rides on the first message.
+            if exc.status != TOO_LARGE:
+                raise
+            log.info("ticket news audio refused in DM %s (%s): sending the text", channel_id, exc.code)
+            async for sent in self._text(channel_id, d.text, nonce=nonce):
+                yield sent
+
+    async def _styled(
+        self, channel_id: int, d: Delivery, audio: ReplyAudio | None, nonce: str
+    ) -> AsyncIterator[bool]:
         if audio is None or d.mode == "text":
             async for sent in self._text(channel_id, d.text, nonce=nonce):
                 yield sent
@@ -178,13 +192,6 @@ class TicketNewsDesk(commands.Cog):
             try:
                 await self._voice(channel_id, audio, nonce)
             except discord.HTTPException as exc:
-                if exc.status == TOO_LARGE:  # as a file too: the news goes as text alone
-                    log.info(
-                        "ticket news audio refused in DM %s (%s): sending the text", channel_id, exc.code
-                    )
-                    async for sent in self._text(channel_id, d.text, nonce=nonce):
-                        yield sent
-                    return
                 if exc.code not in VOICE_REFUSED_CODES:
                     raise
                 log.info("voice message refused in DM %s (%s): sending a file", channel_id, exc.code)
@@ -194,15 +201,8 @@ class TicketNewsDesk(commands.Cog):
                     async for sent in self._text(channel_id, d.text, nonce=nonce):
                         yield sent
                 return
-        try:
-            async for sent in self._text(channel_id, d.text if d.mode != "voice" else "", audio, nonce):
-                yield sent
-        except discord.HTTPException as exc:
-            if exc.status != TOO_LARGE:  # refused with the file, which rides on the first message
-                raise
-            log.info("ticket news audio refused in DM %s (%s): sending the text", channel_id, exc.code)
-            async for sent in self._text(channel_id, d.text, nonce=nonce):
-                yield sent
+        async for sent in self._text(channel_id, d.text if d.mode != "voice" else "", audio, nonce):
+            yield sent
 
     async def _voice(self, channel_id: int, audio: ReplyAudio, nonce: str) -> None:
         # discord.py 2.7 cannot send voice messages: one raw request through its HTTP layer
