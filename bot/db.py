@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import shutil
@@ -177,15 +178,20 @@ def readable(file: Path) -> Iterator[Path]:
 def restore_from_log(file: Path) -> bool:
     """Put back the first page of a database whose commits are only in its log (see WAL_MAGIC),
     before anything opens it; whether it did. LogOnly when the log cannot restore it."""
-    size = only_in_log(file)
-    if not size:
+    if not only_in_log(file):
         return False
-    with tempfile.TemporaryDirectory(prefix="voxdesk-") as folder:
-        _, page = _restored_copy(file, Path(folder))
     fd = os.open(file, os.O_WRONLY)
     try:
-        if os.fstat(fd).st_size:  # another process restored it meanwhile
+        # Another voxdesk starting at once (`run` and `web`) waits here, then finds the file
+        # restored: were it past the check while this one restored, opened and checkpointed the
+        # database, it would put the log's first page over the newer one, or read a log that
+        # process is writing.
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        size = only_in_log(file)
+        if not size:
             return False
+        with tempfile.TemporaryDirectory(prefix="voxdesk-") as folder:
+            _, page = _restored_copy(file, Path(folder))
         os.write(fd, page)
         os.fsync(fd)
     finally:

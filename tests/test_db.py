@@ -3,6 +3,7 @@ still opened, switched to WAL once that write ends."""
 
 import asyncio
 import contextlib
+import os
 import re
 import sqlite3
 from collections.abc import Awaitable, Callable
@@ -361,3 +362,33 @@ async def test_a_log_that_holds_no_commit_leaves_a_new_database_as_before(settin
     with pytest.raises(sqlite3.DatabaseError, match="SQLite cannot read back into it"):
         await LocalGrievanceStore.open(path)
     assert path.stat().st_size == 0 and wal.read_bytes() == restarted
+
+
+async def test_two_processes_restoring_one_database_take_turns(settings, monkeypatch) -> None:
+    # `run` and `web` start together after the power cut: one restores the first page, opens the
+    # database and checkpoints it; the other, past its "still empty?" before that, wrote the log's
+    # first page over the newer one the checkpoint put there. The whole restore holds the file's
+    # lock, and another restorer waits for it, then finds the file restored.
+    import fcntl
+
+    from bot import db
+
+    path = await _crashed_while_made(settings.storage_dir)
+    other_restorer = []
+    restored_copy = db._restored_copy
+
+    def copying(file: Path, into: Path):
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            other_restorer.append("went ahead")
+        except BlockingIOError:
+            other_restorer.append("waits")
+        finally:
+            os.close(fd)
+        return restored_copy(file, into)
+
+    monkeypatch.setattr(db, "_restored_copy", copying)
+    assert db.restore_from_log(path)
+    assert other_restorer == ["waits"]
+    assert not db.restore_from_log(path)  # the next finds it restored
