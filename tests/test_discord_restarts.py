@@ -5,6 +5,7 @@ down and serves it paginated as Discord does."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import logging
 import signal
@@ -389,8 +390,17 @@ async def test_a_kept_note_whose_fetch_is_rate_limited_waits_for_the_next_rechec
         await settle(fake)  # the start-up catch-up is done: only the recheck finds the notes
         kept = [await fake.send_note(who, voice_note(), guild=True, dispatch=False) for who in (nova, blaze)]
         fake.message_rate_limited, fake.retry_after = 1, 3600.0
-        for note, who in zip(kept, (nova, blaze), strict=True):
-            await kept_by_another_process(settings, note, ALLOWED_CHANNEL, str(who.id))
+        # Kept in one transaction with no await between, so a recheck finds both or neither.
+        now = time.time()
+        with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as ledger, ledger:
+            ledger.executemany(
+                "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
+                " VALUES (?, ?, ?, 'pending', ?)",
+                [
+                    (int(n["id"]), ALLOWED_CHANNEL, str(w.id), now)
+                    for n, w in zip(kept, (nova, blaze), strict=True)
+                ],
+            )
         await all_answered(fake, kept)
         await settle(fake)
     assert [answers(fake, n) for n in kept] == [1, 1]
