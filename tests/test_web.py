@@ -1701,3 +1701,42 @@ async def test_another_install_on_the_port_is_refused_as_before(wsettings, seede
     finally:
         await other.aclose()
         await core.aclose()
+
+
+@pytest.mark.parametrize("refused", ["every lock", "the shared lock"])
+async def test_a_storage_folder_without_locks_serves_without_sharing_the_port(
+    wsettings, monkeypatch, caplog, refused
+) -> None:
+    # A file system without locks (ENOLCK) stopped `voxdesk web` at start with a traceback.
+    import errno
+    import fcntl
+    import socket
+
+    import aiohttp
+
+    from bot import web
+    from bot.app import build_app
+    from tests.frontend_engine import FrontendEngine
+
+    real_flock = fcntl.flock
+
+    def no_locks(fd: int, operation: int) -> None:
+        if refused == "every lock" or operation == fcntl.LOCK_SH:
+            raise OSError(errno.ENOLCK, "No locks available")
+        real_flock(fd, operation)
+
+    monkeypatch.setattr(web.fcntl, "flock", no_locks)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    core = await build_app(wsettings.replace(web={"port": port}), FrontendEngine())  # type: ignore[arg-type]
+    try:
+        serving = await web.start(core)
+        try:
+            async with aiohttp.ClientSession() as http:
+                assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status == 200
+        finally:
+            await serving.cleanup()
+    finally:
+        await core.aclose()
+    assert "not shared with another voxdesk process" in caplog.text

@@ -217,11 +217,22 @@ class _Serving:
             log.warning("could not open %s: %s", folder / "web.serving", exc)
             return cls(None, False)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            shared = False
-        except BlockingIOError:
-            shared = True
-        fcntl.flock(fd, fcntl.LOCK_SH)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                shared = False
+            except BlockingIOError:
+                shared = True
+            fcntl.flock(fd, fcntl.LOCK_SH)
+        except OSError as exc:
+            # A file system without locks (ENOLCK: some network mounts): serving goes on, as on
+            # one this process cannot open the file in, only without sharing the port.
+            os.close(fd)
+            log.warning(
+                "could not lock %s (%s): the web port is not shared with another voxdesk process",
+                folder / "web.serving",
+                exc.strerror or exc,
+            )
+            return cls(None, False)
         return cls(fd, shared)
 
     def close(self) -> None:
