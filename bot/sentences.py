@@ -244,6 +244,10 @@ TICKET_ROW = "`{ticket_key}` · {category} · **{status}** · updated {updated}"
 TOO_MANY_FILINGS = "Not filed: one note files at most {count} tickets. Send another note for the rest."
 TOO_MANY_CALLS = "Not run: at most {count} tool calls are run at once."
 BLANK_DESCRIPTION = "Not filed: the description is empty. Tell me in a few words what went wrong."
+DESCRIPTION_TOO_SHORT = (
+    "Not filed: that's too short for staff to act on. Tell me in a sentence what went wrong, like "
+    "what you bought or did and what happened."
+)
 FILING_TOO_FAST = "You've filed several tickets just now. Please wait {seconds:.0f} seconds before the next."
 SLASH_FILED = (
     "Filed ticket `{ticket_key}` ({category}); status **{status}**. Ask `/grievance status` any time."

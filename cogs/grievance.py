@@ -14,7 +14,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import sentences as say
-from bot.tools import CATEGORIES, TICKET_KEY, blank, clipped, readable_grievances, ticket_rows
+from bot.tools import CATEGORIES, TICKET_KEY, blank, clipped, readable_grievances, ticket_rows, too_short
 from bot.tools.base import ToolCall, ToolError
 from bot.tools.grievance_store import FINISHED_STATUSES
 from cogs.bot import VoxdeskBot
@@ -154,14 +154,16 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         description: app_commands.Range[str, 5, 1000],
     ) -> None:
         # Before the flood counter: Discord counts spaces of any kind towards the minimum length,
-        # and a slip of the keyboard is not a ticket.
-        empty = blank(description)
-        retry_after = None if empty else self.filings.update_rate_limit(interaction)  # type: ignore[arg-type]
+        # and a slip of the keyboard (or a word alone) is not a ticket.
+        empty, short = blank(description), too_short(description)
+        retry_after = None if short else self.filings.update_rate_limit(interaction)  # type: ignore[arg-type]
         filed: list[str] = []
 
         async def work() -> str:
             if empty:
                 return say.BLANK_DESCRIPTION
+            if short:
+                return say.DESCRIPTION_TOO_SHORT
             if retry_after:
                 log.info("flood: /grievance file from %s refused", interaction.user.id)
                 return say.FILING_TOO_FAST.format(seconds=retry_after)

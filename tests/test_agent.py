@@ -382,7 +382,7 @@ async def test_a_note_answered_again_files_nothing_twice_whatever_category_the_m
     picks = iter(["wallet", "reward_points"])
     engine = ScriptedEngine(
         [
-            lambda turn: calls(("register_grievance", {"category": next(picks), "description": "gems"}))(
+            lambda turn: calls(("register_grievance", {"category": next(picks), "description": "gems gone"}))(
                 turn
             ),
             lambda turn: answer(f"Filed as {turn.rounds[0].results[0].result['ticket_key']}")(turn),
@@ -394,7 +394,7 @@ async def test_a_note_answered_again_files_nothing_twice_whatever_category_the_m
         again = await app.agent.respond(ToolContext(user_id=NOVA, request_id="1001"), NOTE)
         mine = await app.grievances.status(NOVA)
     assert first.text == again.text
-    assert [g.description for g in mine].count("gems") == 1
+    assert [g.description for g in mine].count("gems gone") == 1
 
 
 async def test_a_turn_cut_while_it_waits_for_its_transcript_ends_cut_and_saves_nothing(settings) -> None:

@@ -25,6 +25,7 @@ from bot.sentences import (
     COMMAND_FAILED,
     COMMAND_OUTDATED,
     CUT_SHORT_BY_RESTART,
+    DESCRIPTION_TOO_SHORT,
     FORGOTTEN,
     NOT_A_NOTE,
     NOTHING_TO_FORGET,
@@ -353,7 +354,7 @@ async def test_filing_by_command_is_held_to_the_flood_limit(settings, fake: Fake
         assert [text.startswith("Filed ticket") for text in filed] == [True, True, False]
         assert "Please wait" in filed[2]
         assert (
-            await ask(fake, nova, "grievance", sub("file", category="other", description="Lag."))
+            await ask(fake, nova, "grievance", sub("file", category="other", description="Lag spikes."))
         ).startswith("Filed ticket")  # another player's limit is their own
         listed = await ask(fake, blaze, "grievance", sub("list"))
         assert "Problem 1." in listed and "Problem 2." not in listed
@@ -804,6 +805,19 @@ async def test_a_blank_description_is_refused_in_plain_words_and_not_counted(set
             assert text == BLANK_DESCRIPTION
         filed = await ask(fake, blaze, "grievance", sub("file", category="wallet", description="Gems gone."))
         assert filed.startswith("Filed ticket")  # the blanks did not use up his one filing
+
+
+async def test_a_description_too_short_to_act_on_is_refused_with_what_to_add_and_not_counted(
+    settings, fake: FakeDiscord
+):
+    # "a    " passed Discord's minimum length, and a word alone ("Refund") made a ticket staff
+    # could do nothing with.
+    async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0):
+        for short in ("a    ", "Refund", "lag!!", "\u00a0x\u00a0y\u00a0"):
+            text = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=short))
+            assert text == DESCRIPTION_TOO_SHORT
+        filed = await ask(fake, blaze, "grievance", sub("file", category="wallet", description="Gems gone."))
+        assert filed.startswith("Filed ticket")  # the short ones did not use up his one filing
 
 
 async def test_sync_clear_removes_the_guild_copy_of_the_commands(settings, fake: FakeDiscord):

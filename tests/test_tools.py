@@ -146,7 +146,7 @@ async def test_unlinked_user_gets_a_polite_answer(settings, scripted_app_engine)
 async def test_grievance_keys_count_up_and_status_is_scoped(settings, scripted_app_engine) -> None:
     async with running_app(settings, scripted_app_engine) as app:
         first = await run(app, BLAZE, "register_grievance", category="wallet", description="charged twice")
-        second = await run(app, BLAZE, "register_grievance", category="other", description="lag")
+        second = await run(app, BLAZE, "register_grievance", category="other", description="lag spikes")
         assert first["ticket_key"] == "GRV-14" and second["ticket_key"] == "GRV-15"
         mine = await run(app, BLAZE, "get_grievance_status")
         assert [t["ticket_key"] for t in mine["tickets"]] == ["GRV-15", "GRV-14", "GRV-11"]
@@ -184,7 +184,10 @@ async def test_ticket_words_are_told_only_where_the_speaker_alone_hears_them(
 async def test_concurrent_grievances_get_distinct_keys(settings, scripted_app_engine) -> None:
     async with running_app(settings, scripted_app_engine) as app:
         results = await asyncio.gather(
-            *(run(app, QUILL, "register_grievance", category="other", description=f"n{i}") for i in range(20))
+            *(
+                run(app, QUILL, "register_grievance", category="other", description=f"problem number {i}")
+                for i in range(20)
+            )
         )
         keys = [r["ticket_key"] for r in results]
         assert len(set(keys)) == 20
@@ -197,7 +200,7 @@ async def test_ten_tickets_are_all_of_them(settings, scripted_app_engine) -> Non
     async with running_app(settings, scripted_app_engine) as app:
         seeded = len((await run(app, QUILL, "get_grievance_status"))["tickets"])
         for i in range(10 - seeded):
-            await run(app, QUILL, "register_grievance", category="other", description=f"n{i}")
+            await run(app, QUILL, "register_grievance", category="other", description=f"problem number {i}")
         listed = await run(app, QUILL, "get_grievance_status")
     assert len(listed["tickets"]) == 10 and "more_tickets" not in listed
 
@@ -206,7 +209,7 @@ async def test_ten_tickets_are_all_of_them(settings, scripted_app_engine) -> Non
 async def test_unknown_categories_and_injection_are_refused(settings, scripted_app_engine, category) -> None:
     async with running_app(settings, scripted_app_engine) as app:
         result = await app.toolbox.run(
-            ToolContext(user_id=NOVA), call("register_grievance", category=category, description="x")
+            ToolContext(user_id=NOVA), call("register_grievance", category=category, description="it broke")
         )
         after = await run(app, NOVA, "get_grievance_status")
     assert not result.ok
@@ -1843,3 +1846,23 @@ def test_a_done_screen_s_resolution_is_none_that_reads_as_not_done(offered: tupl
     allowed = [{"id": str(i), "name": name} for i, name in enumerate(offered, 1)]
     assert done_resolution(allowed, "resolved") is None
     assert done_resolution([*allowed, {"id": "9", "name": "Ban lifted"}], "resolved") == {"id": "9"}
+
+
+async def test_a_complaint_too_short_to_act_on_is_not_filed_and_the_player_told_what_to_add(
+    tmp_path,
+) -> None:
+    # A model (or the offline engine) filing "a" or a word alone made a ticket staff could do
+    # nothing with.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        file = complaint_filer(store)
+        for short in ("a    ", "refund", "ok ok", "我的钱"):
+            with pytest.raises(ToolError) as told:
+                await file(ToolContext(user_id=NOVA, request_id="42"), "wallet", short)
+            assert str(told.value) == say.DESCRIPTION_TOO_SHORT
+        assert await store.status(NOVA) == []
+        for enough in ("Gems gone.", "我的钱没了"):
+            assert await file(ToolContext(user_id=NOVA), "wallet", enough)
+        assert len(await store.status(NOVA)) == 2
+    finally:
+        await store.aclose()

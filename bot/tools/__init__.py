@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
 TICKET_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}-[1-9][0-9]{0,8}$")
 MAX_DESCRIPTION = 2000
+MIN_DESCRIPTION_WORDS, MIN_DESCRIPTION_LETTERS = 2, 6
 # A note is one player speaking for a minute or two: more tickets than this from one note, or more
 # calls than this in one round, is a model looping (or a player asking it to), and each ticket
 # reaches the desk and Jira, each stats call one of the database pool's few connections.
@@ -248,6 +249,8 @@ def build_tools(
     async def register_grievance(ctx: ToolContext, args: JSON) -> JSON:
         description = args["description"].strip()[:MAX_DESCRIPTION]
         category = args["category"]
+        if too_short(description):
+            raise ToolError(say.DESCRIPTION_TOO_SHORT)
         words = (category, " ".join(description.casefold().split()))
         if (same := ctx.filed_words.get(words)) is not None:
             return dict(await asyncio.shield(same))
@@ -412,6 +415,20 @@ def passage_text(text: str, limit: int = MAX_PASSAGE_CHARS) -> str:
 def blank(text: str) -> bool:
     """Nothing a person could read: spaces of any kind, and invisible marks (zero-width ones)."""
     return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs") for c in text)
+
+
+def too_short(text: str) -> bool:
+    """Too little for staff to act on ("a", "lag", "refund"): fewer than two words or six letters
+    and digits. A letter of a script written without spaces (Chinese, Japanese, Thai) counts as
+    two letters, and each two of them as a word."""
+    words = letters = 0
+    for chunk in text.split():
+        unspaced = sum(unicodedata.category(c) == "Lo" for c in chunk)
+        readable = sum(c.isalnum() for c in chunk)
+        if readable:
+            words += max(1, unspaced // 2)
+            letters += readable + unspaced
+    return words < MIN_DESCRIPTION_WORDS or letters < MIN_DESCRIPTION_LETTERS
 
 
 def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
