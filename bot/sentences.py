@@ -249,6 +249,10 @@ DESCRIPTION_TOO_SHORT = (
     "what you bought or did and what happened."
 )
 FILING_TOO_FAST = "You've filed several tickets just now. Please wait {seconds:.0f} seconds before the next."
+SLASH_ALREADY_FILED = (
+    "You filed this a moment ago as ticket `{ticket_key}`, so I haven't opened another. Ask "
+    "`/grievance status` any time."
+)
 SLASH_FILED = (
     "Filed ticket `{ticket_key}` ({category}); status **{status}**. Ask `/grievance status` any time."
 )

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime as dt
 import itertools
 import logging
+import time
 from typing import Any
 
 import aiohttp
@@ -29,6 +31,11 @@ _call_ids = itertools.count(1)
 MAX_SHOWN = 50
 # Per player, as the web playground holds its ticket views: more than a person asks for.
 LOOKUPS, LOOKUP_SECONDS = 20, 60.0
+# A double submit (the command sent again while the first was filing, or a minute later because
+# its answer was slow) is told the first ticket instead of opening a second: the same player,
+# category and words (case and spaces folded, as a voice note's repeats are), within this window,
+# while that ticket is not finished.
+RESUBMIT_SECONDS = 600.0
 
 
 def shown_time(stamp: str) -> str:
@@ -86,6 +93,9 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         self.lookups = commands.CooldownMapping(
             commands.Cooldown(LOOKUPS, LOOKUP_SECONDS), lambda interaction: interaction.user.id
         )
+        # (player, category, folded words) -> (when, the first filing's ticket key, or None while
+        # it is filing or when it filed nothing).
+        self.recent: dict[tuple[str, str, str], tuple[float, asyncio.Future[str | None]]] = {}
 
     def _too_soon(self, interaction: discord.Interaction) -> str | None:
         retry_after = self.lookups.update_rate_limit(interaction)  # type: ignore[arg-type]
@@ -111,6 +121,37 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             return describe_tickets({"error": str(exc)})
         rows = ticket_rows(found[:MAX_SHOWN], private=asking.private)
         return describe_tickets({"tickets": rows, "more": len(found) > MAX_SHOWN})
+
+    async def _filed_before(
+        self, interaction: discord.Interaction, words: tuple[str, str, str]
+    ) -> str | None:
+        """The key of the ticket these words filed within RESUBMIT_SECONDS and still open, waiting
+        for a filing of them in flight; None: file them."""
+        while (earlier := self.recent.get(words)) is not None:
+            at, filing = earlier
+            if time.monotonic() - at >= RESUBMIT_SECONDS:
+                return None
+            if not filing.done():
+                await asyncio.shield(filing)
+                continue  # read again: a failed filing leaves the place to the next
+            key = filing.result()
+            if key is None:
+                return None
+            found = await self._run(interaction, "get_grievance_status", {"ticket_key": key})
+            tickets = found.get("tickets") or []
+            # A lookup that fails is no reason to file twice: the ticket is minutes old.
+            if tickets and tickets[0].get("status") in FINISHED_STATUSES:
+                return None
+            return key
+        return None
+
+    def _filing(self, words: tuple[str, str, str]) -> asyncio.Future[str | None]:
+        now = time.monotonic()
+        for old in [w for w, (at, f) in self.recent.items() if now - at >= RESUBMIT_SECONDS and f.done()]:
+            del self.recent[old]
+        filing: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        self.recent[words] = (now, filing)
+        return filing
 
     @app_commands.command(name="status", description="The status of your tickets, or of one of them")
     @app_commands.describe(ticket="A ticket key like GRV-12; leave it out for all your tickets")
@@ -167,9 +208,21 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             if retry_after:
                 log.info("flood: /grievance file from %s refused", interaction.user.id)
                 return say.FILING_TOO_FAST.format(seconds=retry_after)
-            result = await self._run(
-                interaction, "register_grievance", {"category": category.value, "description": description}
-            )
+            words = (str(interaction.user.id), category.value, " ".join(description.casefold().split()))
+            before = await self._filed_before(interaction, words)
+            if before is not None:
+                log.info("/grievance file from %s again: told %s", interaction.user.id, before)
+                return say.SLASH_ALREADY_FILED.format(ticket_key=before)
+            filing, key = self._filing(words), None
+            try:
+                result = await self._run(
+                    interaction,
+                    "register_grievance",
+                    {"category": category.value, "description": description},
+                )
+                key = result.get("ticket_key")
+            finally:
+                filing.set_result(key if isinstance(key, str) else None)
             if "error" in result:
                 if result["error"] in (say.KEPT_FOR_LATER, say.HELD_FOR_LATER):  # not filed, not lost
                     return result["error"]

@@ -29,6 +29,7 @@ from bot.sentences import (
     FORGOTTEN,
     NOT_A_NOTE,
     NOTHING_TO_FORGET,
+    SLASH_ALREADY_FILED,
     STILL_BUSY,
     TICKETS_HEADING_NEWEST,
 )
@@ -818,6 +819,40 @@ async def test_a_description_too_short_to_act_on_is_refused_with_what_to_add_and
             assert text == DESCRIPTION_TOO_SHORT
         filed = await ask(fake, blaze, "grievance", sub("file", category="wallet", description="Gems gone."))
         assert filed.startswith("Filed ticket")  # the short ones did not use up his one filing
+
+
+async def test_the_same_complaint_filed_twice_is_told_the_first_ticket_until_it_is_resolved(
+    settings, fake: FakeDiscord
+):
+    # A double submit (sent again while the first was filing, or once its slow answer came)
+    # opened two tickets for one complaint, on the desk and in Jira.
+    async with running_bot(settings, fake) as h:
+        words = "Bought 500 gems, the wallet never showed them."
+        both = await asyncio.gather(
+            *(
+                fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+                for _ in range(2)
+            )
+        )
+        said = [private_text(await fake.interaction_answer(i)) for i in both]
+        (key,) = {text.split("`")[1] for text in said}
+        assert sorted(t.startswith("Filed ticket") for t in said) == [False, True]
+        assert SLASH_ALREADY_FILED.format(ticket_key=key) in said
+        again = await ask(
+            fake,
+            blaze,
+            "grievance",
+            sub("file", category="wallet", description="  bought 500 GEMS, the wallet never  showed them."),
+        )
+        assert again == SLASH_ALREADY_FILED.format(ticket_key=key)
+        other = await ask(fake, nova, "grievance", sub("file", category="wallet", description=words))
+        assert other.startswith("Filed ticket") and key not in other  # another player's own
+        store = h.bot.core.grievances.local_store
+        assert [g.description for g in await store.status(BLAZE)].count(words) == 1
+        assert await store.set_status_by_staff(key, "resolved")
+        reopened = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words))
+        assert reopened.startswith("Filed ticket") and key not in reopened  # it came back: a new one
+        assert [g.description for g in await store.status(BLAZE)].count(words) == 2
 
 
 async def test_sync_clear_removes_the_guild_copy_of_the_commands(settings, fake: FakeDiscord):
