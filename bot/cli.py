@@ -208,6 +208,45 @@ def cmd_player(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_refile(args: argparse.Namespace) -> int:
+    from bot.app import storage_paths
+    from bot.tools.grievance_spool import FIELDS, GrievanceSpool, unfiled_in
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    named = [p for p in args.logs if p != "-"]
+    text = "".join(Path(p).read_text(encoding="utf-8", errors="replace") for p in named)
+    if len(named) < len(args.logs) or not args.logs:
+        text += sys.stdin.read()
+    rows, unreadable = unfiled_in(text)
+    path = storage_paths(_settings(args)).grievances
+    spool = GrievanceSpool.beside(path)
+    for row in rows:
+        # Each under its own filing id: a line re-filed twice (the log read again) files once.
+        spool.keep(row["id"], others=row.get("others"), **{f: row[f] for f in FIELDS})
+
+    async def file() -> int:
+        store = await LocalGrievanceStore.open(path)  # files the spool
+        try:
+            return await store.count_unfiled()
+        finally:
+            await store.aclose()
+
+    waiting = asyncio.run(file()) if rows else 0
+    print(f"refile: {len(rows)} unfiled grievance(s) found, kept in {spool.path}")
+    if rows:
+        print(
+            f"refile: {waiting} still waiting there (the bot files them at its next grievance or start)"
+            if waiting
+            else "refile: filed; ticket news tells each player the key of theirs"
+        )
+    if unreadable:
+        _complain(
+            f"refile: {unreadable} marked line(s) could not be read: copy each grievance from the log by hand"
+        )
+        return 1
+    return 0
+
+
 def cmd_index_manuals(args: argparse.Namespace) -> int:
     from bot.tools.azure_manuals import SearchServiceError, index_manuals
 
@@ -357,6 +396,16 @@ COMMANDS: dict[
             ),
             p.add_argument("user_id", metavar="DISCORD_ID", help="the player's Discord user id"),
             p.add_argument("--out", default=None, help="export: write the JSON to this new file"),
+        ),
+    ),
+    "refile": (
+        cmd_refile,
+        "file the grievances a stop logged as UNFILED (the disk full): voxdesk refile LOG, or - for stdin",
+        lambda p: p.add_argument(
+            "logs",
+            nargs="*",
+            metavar="LOG",
+            help="log files to read (journalctl -o cat output too); - or none: stdin",
         ),
     ),
     "index-manuals": (

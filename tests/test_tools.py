@@ -1866,3 +1866,54 @@ async def test_a_complaint_too_short_to_act_on_is_not_filed_and_the_player_told_
         assert len(await store.status(NOVA)) == 2
     finally:
         await store.aclose()
+
+
+def test_a_grievance_the_disk_still_refuses_at_shutdown_is_logged_to_refile_and_filed_once(
+    settings, monkeypatch, caplog
+) -> None:
+    # Held in memory while the disk was full, it was lost at shutdown if the disk still refused
+    # it: its words alone were in the log, with no way back into the store.
+    import logging
+
+    from bot.tools.grievance_spool import UNFILED
+
+    from .test_cli import voxdesk
+
+    path = settings.storage_dir / "grievances.db"
+
+    async def held_at_shutdown() -> None:
+        store = await LocalGrievanceStore.open(path)
+        free = fill_the_disk(store, monkeypatch)
+        try:
+            with pytest.raises(ToolError) as told:
+                await complaint_filer(store)(
+                    ToolContext(user_id=NOVA, request_id="42"), "wallet", "charged twice for gems"
+                )
+            assert str(told.value) == say.HELD_FOR_LATER  # no key the store may never give
+        finally:
+            await store.aclose()  # the disk still full
+            free()
+
+    with caplog.at_level(logging.ERROR):
+        asyncio.run(held_at_shutdown())
+    (logged,) = [r for r in caplog.records if UNFILED in r.getMessage()]
+    assert logged.levelno == logging.ERROR
+    log_file = settings.storage_dir.parent / "voxdesk.log"
+    log_file.write_text(f"<3>2026-12-06 04:00:00 ERROR    {logged.name} {logged.getMessage()}\n")
+
+    for _ in range(2):  # the log read twice files it once
+        done = voxdesk("refile", str(log_file), storage=settings.storage_dir)
+        assert done.returncode == 0, done.stderr
+        assert "1 unfiled grievance(s) found" in done.stdout
+
+    async def filed() -> tuple[list[tuple[str, str]], list[str]]:
+        store = await LocalGrievanceStore.open(path)
+        try:
+            mine = [g.description for g in await store.status(NOVA)]
+            return [(e.kind, e.spool_id or "") for e in await store.news_events(0)], mine
+        finally:
+            await store.aclose()
+
+    events, mine = asyncio.run(filed())
+    assert mine.count("charged twice for gems") == 1
+    assert [kind for kind, _ in events] == ["filed_late"]  # ticket news tells the player its key

@@ -27,6 +27,10 @@ FIELDS = ("user_id", "category", "description", "at", "state")
 # (a downgrade, its spool restored here), is set aside with the torn ones, not filed on what its
 # fields mean to this one. A line without one is of the first format, written before it was kept.
 FORMAT = 1
+# Before the spool line of a grievance a process held in memory and could write nowhere as it
+# stopped (a full disk): the one copy left is in the log, off the storage folder, and
+# `voxdesk refile` finds it there by this mark.
+UNFILED = "UNFILED GRIEVANCE, re-file it with `voxdesk refile LOG`: "
 
 
 class GrievanceSpool:
@@ -47,14 +51,7 @@ class GrievanceSpool:
         when another holder has the lock, nothing written: on the event loop, the holder may be
         this process's own filing of the spool, which waits for that very loop. `others`: the
         filing ids other complaints of its run chose, kept with a grievance kept before it chose."""
-        kept: dict[str, Any] = {
-            "id": filing_id or uuid.uuid4().hex,
-            "format": FORMAT,
-            **{f: row[f] for f in FIELDS},
-        }
-        if others:
-            kept["others"] = others
-        line = json.dumps(kept) + "\n"
+        line = spool_line(filing_id or uuid.uuid4().hex, others, **row) + "\n"
         try:
             fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
             created = True
@@ -164,6 +161,38 @@ class GrievanceSpool:
     def release(self, fd: int) -> None:
         """Let the spool go unfiled, to be tried again."""
         os.close(fd)
+
+
+def spool_line(filing_id: str, others: list[str] | None = None, **row: str) -> str:
+    """One grievance as a line of the spool (without its newline): ASCII, json.dumps escapes the
+    rest."""
+    kept: dict[str, Any] = {"id": filing_id, "format": FORMAT, **{f: row[f] for f in FIELDS}}
+    if others:
+        kept["others"] = others
+    return json.dumps(kept)
+
+
+def unfiled_in(text: str) -> tuple[list[dict[str, Any]], int]:
+    """The grievances logged as UNFILED in a log's text, each once, and how many marked lines are
+    none (cut, or mangled on their way to the log)."""
+    found: dict[str, dict[str, Any]] = {}
+    unreadable = 0
+    for line in text.splitlines():
+        at = line.find(UNFILED)
+        if at < 0:
+            continue
+        rest = line[at + len(UNFILED) :].strip()
+        try:
+            # Whatever the log adds after the line (a journal's fields) is not part of it.
+            kept, _ = json.JSONDecoder().raw_decode(rest)
+        except ValueError:
+            kept = None
+        row = _parse(json.dumps(kept)) if isinstance(kept, dict) else None
+        if row is None:
+            unreadable += 1
+            continue
+        found.setdefault(row["id"], row)
+    return list(found.values()), unreadable
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -24,7 +24,7 @@ from bot import sentences as say
 from bot.db import add_missing_columns, first, open_read_only, opening
 from bot.tools import filed_in, filing_turn, same_complaint
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
-from bot.tools.grievance_spool import GrievanceSpool
+from bot.tools.grievance_spool import UNFILED, GrievanceSpool, spool_line
 
 log = logging.getLogger(__name__)
 
@@ -972,8 +972,11 @@ class LocalGrievanceStore:
     async def aclose(self) -> None:
         if self._spool is not None and self._held:
             await self._spool_held()
-        for row in self._held.values():  # the operator's last chance: the words, in the log
-            log.error("grievance held in memory lost at shutdown: %s", json.dumps(row))
+        for filing_id, row in self._held.items():
+            # The disk still refuses it: the log, which lives off the storage folder, keeps the
+            # one copy, as the spool line `voxdesk refile` files (once, by its filing id). Its
+            # player heard no key (HELD_FOR_LATER): ticket news tells the one it is filed as.
+            log.error("%s%s", UNFILED, spool_line(filing_id, **row))
         await self._conn.close()
 
     @staticmethod
