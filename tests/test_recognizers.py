@@ -133,6 +133,80 @@ def test_init_replaces_the_domain_model_whole_under_a_worker_reading_it(settings
     assert (folder / "domain.arpa").read_text(encoding="utf-8").rstrip().endswith("\\end\\")
 
 
+def test_a_worker_starting_between_the_two_renames_of_a_build_reads_one_builds_pair(
+    settings, tmp_path, monkeypatch, caplog
+) -> None:
+    # domain.dict and domain.arpa were each replaced by rename, but not together: a pocketsphinx
+    # worker starting between the two renames read the new dictionary with the old model.
+    import shutil
+    import threading
+    import time
+
+    from bot.engines.offline.engine import speech_dir
+    from bot.speech import recognizer
+
+    folder = speech_dir(settings)
+    manuals = tmp_path / "manuals"
+    shutil.copytree(settings.manuals_dir, manuals)
+    (manuals / "zeppelins.md").write_text(
+        "# Zeppelin racing\n\n## Mooring masts\n\nA zeppelin moors at the mast before each regatta.\n",
+        encoding="utf-8",
+    )
+    loaded: list[tuple[str, str]] = []
+    waiting_or_loaded = threading.Event()
+
+    def decoder(lm: Path, dictionary: Path) -> object:
+        loaded.append((lm.read_text(encoding="utf-8"), dictionary.read_text(encoding="utf-8")))
+        waiting_or_loaded.set()
+        return object()
+
+    real_sleep, real_replace = time.sleep, recognizer._replace
+
+    def sleep(seconds: float) -> None:
+        waiting_or_loaded.set()  # it found a pair of two builds, and reads again
+        real_sleep(seconds)
+
+    starting: list[threading.Thread] = []
+
+    def replace(path: Path, text: str) -> None:
+        if path.name == "domain.arpa":  # the new dictionary is in place, the old model still
+            worker = threading.Thread(target=recognizer.Recognizer, args=(folder,))
+            starting.append(worker)
+            worker.start()
+            assert waiting_or_loaded.wait(60)
+        real_replace(path, text)
+
+    monkeypatch.setattr(recognizer, "_decoder", decoder)
+    monkeypatch.setattr(time, "sleep", sleep)
+    monkeypatch.setattr(recognizer, "_replace", replace)
+    recognizer.build_domain_model(manuals, folder)
+    (worker,) = starting
+    worker.join()
+    monkeypatch.setattr(recognizer, "_replace", real_replace)
+    new = (
+        (folder / "domain.arpa").read_text(encoding="utf-8"),
+        (folder / "domain.dict").read_text(encoding="utf-8"),
+    )
+    assert "ZEPPELIN" in new[1].upper()
+    assert loaded == [new], "the worker read the dictionary of one build with the model of another"
+    assert recognizer.built_from_current_inputs(folder, manuals)
+
+    # A build cut short between the two: not the model `init` would build, and a worker hears
+    # with the pair it finds, saying so.
+    def cut_short(path: Path, text: str) -> None:
+        if path.name == "domain.arpa":
+            raise KeyboardInterrupt
+        real_replace(path, text)
+
+    monkeypatch.setattr(recognizer, "_replace", cut_short)
+    monkeypatch.setattr(recognizer, "PAIR_WAIT", 0.0)
+    with pytest.raises(KeyboardInterrupt):
+        recognizer.build_domain_model(settings.manuals_dir, folder)
+    assert not recognizer.built_from_current_inputs(folder, settings.manuals_dir)
+    recognizer.Recognizer(folder)
+    assert "are not the pair" in caplog.text and len(loaded) == 2
+
+
 def test_the_domain_prompt_holds_the_tools_words_and_the_manuals_titles() -> None:
     prompt = whisper.domain_prompt(paths.MANUALS)
     assert "achievements" in prompt and "GRV-14" in prompt and "charged twice" in prompt

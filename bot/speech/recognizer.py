@@ -16,6 +16,7 @@ import math
 import os
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
@@ -84,16 +85,27 @@ def build_domain_model(
     if general_words and weight < 1:
         model = _with_general_english(model, set(pronunciations), general_words, weight)
     words = sorted(w for (w,) in model.order(1) if w not in ("<s>", "</s>"))
+    texts = {
+        "domain.dict": "\n".join(line for w in words for line in pronunciations[w]) + "\n",
+        "domain.arpa": ngram.to_arpa(model),
+    }
     out_dir.mkdir(parents=True, exist_ok=True)
-    # Gone while the model is written: a build cut short must not pass for the one recorded.
-    (out_dir / BUILT).unlink(missing_ok=True)
-    # The dictionary first: a worker that starts between the two renames then reads a model
-    # whose words it can all pronounce, rather than losing the new ones.
-    _replace(out_dir / "domain.dict", "\n".join(line for w in words for line in pronunciations[w]) + "\n")
-    _replace(out_dir / "domain.arpa", ngram.to_arpa(model))
-    built = {"inputs": _fingerprint(corpus, general_words, weight), "sentences": len(sentences)}
+    # The record first, naming the pair by their hashes: a worker starting while the two files are
+    # renamed one after the other finds a pair the record does not name and reads again
+    # (_open_pair), and a build cut short leaves a pair that does not pass for the one recorded.
+    built = {
+        "inputs": _fingerprint(corpus, general_words, weight),
+        "sentences": len(sentences),
+        "files": {name: _sha256(text.encode()) for name, text in texts.items()},
+    }
     _replace(out_dir / BUILT, json.dumps(built) + "\n")
+    for name, text in texts.items():
+        _replace(out_dir / name, text)
     return len(sentences), len(words)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _replace(path: Path, text: str) -> None:
@@ -131,12 +143,96 @@ def _fingerprint(corpus: list[str], general_words: int, weight: float) -> str:
 def built_from_current_inputs(model_dir: Path, manuals_dir: Path) -> bool:
     """Whether the domain model in `model_dir` is the one build_domain_model would build now
     (with its defaults). False too for one that records nothing: an older voxdesk built it."""
+    built = _record(model_dir)
+    if built is None:
+        return False
+    current = _fingerprint(_corpus(manuals_dir), GENERAL_WORDS, DOMAIN_WEIGHT)
+    files = built.get("files")
+    if isinstance(files, dict):  # recorded since the pair is named by its hashes
+        fds = _opened(model_dir)
+        try:
+            if not _named(fds, files):
+                return False  # a build cut short between its files
+        finally:
+            _close(fds)
+    return built.get("inputs") == current
+
+
+def _record(model_dir: Path) -> dict[str, object] | None:
     try:
         built = json.loads((model_dir / BUILT).read_text(encoding="utf-8"))
     except (FileNotFoundError, ValueError):
-        return False
-    current = _fingerprint(_corpus(manuals_dir), GENERAL_WORDS, DOMAIN_WEIGHT)
-    return isinstance(built, dict) and built.get("inputs") == current
+        return None
+    return built if isinstance(built, dict) else None
+
+
+# The model and its dictionary, in the order the decoder takes them.
+PAIR = ("domain.arpa", "domain.dict")
+# How often a worker reads the pair again when it is not the one the record names: a build renames
+# the two files within milliseconds of each other, so only one cut short stays unnamed this long.
+PAIR_TRIES, PAIR_WAIT = 40, 0.05
+
+
+def _opened(model_dir: Path) -> list[int]:
+    fds: list[int] = []
+    try:
+        for name in PAIR:
+            fds.append(os.open(model_dir / name, os.O_RDONLY))
+    except BaseException:
+        _close(fds)
+        raise
+    return fds
+
+
+def _close(fds: list[int]) -> None:
+    for fd in fds:
+        os.close(fd)
+
+
+def _named(fds: list[int], files: dict[str, object]) -> bool:
+    """Whether the opened files are the pair the record names."""
+    for name, fd in zip(PAIR, fds, strict=True):
+        with os.fdopen(os.dup(fd), "rb") as f:
+            f.seek(0)
+            if files.get(name) != _sha256(f.read()):
+                return False
+    return True
+
+
+def _open_pair(model_dir: Path) -> list[int]:
+    """Descriptors of domain.arpa and domain.dict of one build, as the record names them: a
+    decoder reading the new dictionary with the old model (a worker starting between a build's
+    two renames) mishears the words either lacks. A folder of an older voxdesk records no hashes:
+    its pair is taken as it is."""
+    for _ in range(PAIR_TRIES):
+        built = _record(model_dir)
+        fds = _opened(model_dir)
+        files = built.get("files") if built is not None else None
+        if built is None or not isinstance(files, dict) or _named(fds, files):
+            return fds
+        _close(fds)
+        time.sleep(PAIR_WAIT)
+    log.warning(
+        "%s and %s are not the pair %s names (an `init` cut short?): hearing with them; run"
+        " `voxdesk init` again",
+        model_dir / PAIR[0],
+        model_dir / PAIR[1],
+        model_dir / BUILT,
+    )
+    return _opened(model_dir)
+
+
+def _domain_decoder(model_dir: Path) -> pocketsphinx.Decoder:
+    fds = _open_pair(model_dir)
+    try:
+        # Through the descriptors checked, never the names: the names may be another build's by
+        # the time the decoder opens them. Each opens the file the descriptor holds.
+        lm, dictionary = (Path(f"/proc/self/fd/{fd}") for fd in fds)
+        if not lm.exists():  # no /proc: the names, as the check read them a moment ago
+            lm, dictionary = (model_dir / name for name in PAIR)
+        return _decoder(lm, dictionary)
+    finally:
+        _close(fds)
 
 
 def _with_general_english(
@@ -172,7 +268,7 @@ class Recognizer:
 
     def __init__(self, model_dir: Path) -> None:
         require_models(model_dir)
-        self._domain = _decoder(model_dir / "domain.arpa", model_dir / "domain.dict")
+        self._domain = _domain_decoder(model_dir)
         self._domain_lock = threading.Lock()
         self._general: pocketsphinx.Decoder | None = None
         self._general_lock = threading.Lock()
