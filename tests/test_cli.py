@@ -541,6 +541,17 @@ print(check_storage(load_settings("config.toml", environ={"VOXDESK_STORAGE_DIR":
 """
 
 
+def _check_storage_unprivileged(storage) -> subprocess.CompletedProcess[str]:
+    """`check`'s storage line as a user root's override of file modes does not reach."""
+    return subprocess.run(
+        [*_without_root_override(), sys.executable, "-c", CHECK_STORAGE, str(storage)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
 @pytest.mark.parametrize("locked", ["grievances.db", "folder"])
 def test_check_fails_a_storage_folder_the_bot_cannot_write(settings, locked) -> None:
     # `check` opens the stores read-only: a grievances.db left owned by another user (an `init`
@@ -550,13 +561,7 @@ def test_check_fails_a_storage_folder_the_bot_cannot_write(settings, locked) -> 
     target = storage if locked == "folder" else storage / "grievances.db"
     target.chmod(0o500 if locked == "folder" else 0o400)
     try:
-        done = subprocess.run(
-            [*_without_root_override(), sys.executable, "-c", CHECK_STORAGE, str(storage)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        done = _check_storage_unprivileged(storage)
     finally:
         target.chmod(0o700 if locked == "folder" else 0o600)
     assert done.returncode == 1, done.stdout
@@ -576,13 +581,7 @@ def test_check_warns_of_a_lock_file_the_bot_cannot_write(settings, name, consequ
     storage = settings.storage_dir
     target = storage / name
     target.touch(0o400)
-    done = subprocess.run(
-        [*_without_root_override(), sys.executable, "-c", CHECK_STORAGE, str(storage)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = _check_storage_unprivileged(storage)
     assert done.returncode == 0, done.stderr
     assert f"; voxdesk cannot write {target}: {consequence}" in done.stdout, done.stdout
 
