@@ -60,8 +60,9 @@ class CatchUp(commands.Cog):
         self._done = False
         self._quiet_since: datetime.datetime | None = None  # the gateway's last disconnect
         # A catch-up that failed (a busy or full disk, a network error, places Discord did not
-        # serve) is tried again by the recheck: what it still owes, else None.
-        self._failed: Owed | None = None
+        # serve) is tried again by the recheck: what it still owes, a start-up's first, then a
+        # gateway outage's (see `_still_owed`).
+        self._failed: list[Owed] = []
         # Discord out of reach is met at every recheck until it is back: said once.
         self._unreachable = Outage(log, "Discord answers the catch-up again")
         # Places a start-up's catch-up could not read for Discord's trouble → the newest note
@@ -155,7 +156,7 @@ class CatchUp(commands.Cog):
     async def _recheck(self) -> None:
         if not self.bot.accepting:
             return
-        if (owed := self._failed) is not None:
+        for owed in list(self._failed):
             await self.catch_up(owed.since, owed.places, owed.listings)
         # Whatever became of it: a catch-up that fails at each try (a channel whose read always
         # errs) must not hold back the notes kept here, fetched by id, nor the pruning.
@@ -606,10 +607,21 @@ class Owed:
     listings: frozenset[int] = frozenset()
 
 
-def _still_owed(owed: Owed | None, done: Owed, failed: Owed | None) -> Owed | None:
-    """What is owed once the catch-up `done` ran, leaving `failed` of it unread: what it read
-    is paid if it read as far back, and what failed is owed, from the broader of the two
-    `since`s where they meet (a start-up's reads the most)."""
+def _still_owed(owed: list[Owed], done: Owed, failed: Owed | None) -> list[Owed]:
+    """What is owed once the catch-up `done` ran, leaving `failed` of it unread. A start-up's
+    catch-up and a gateway outage's are owed apart, since neither reads all the other would
+    (`_covers`); of one kind, what `done` read is paid if it read as far back, and what failed
+    is owed, from the earlier of the two `since`s where they meet."""
+    start_up = done.since is None
+    same = next((o for o in owed if (o.since is None) == start_up), None)
+    left = [o for o in owed if (o.since is None) != start_up]
+    if still := _paid(same, done, failed):
+        left.append(still)
+    return sorted(left, key=lambda o: o.since is not None)
+
+
+def _paid(owed: Owed | None, done: Owed, failed: Owed | None) -> Owed | None:
+    """`_still_owed` for catch-ups of one kind."""
     if owed is not None and _covers(done.since, owed.since):
         if done.places is None:
             owed = None
@@ -637,9 +649,13 @@ def _may_read(channel: discord.abc.Messageable) -> bool:
 
 
 def _covers(since: datetime.datetime | None, other: datetime.datetime | None) -> bool:
-    """Whether a catch-up from `since` reads all one from `other` would: None (a start-up's, from
-    each place's newest note handled) reads the most."""
-    return since is None or (other is not None and since <= other)
+    """Whether a catch-up from `since` reads all one from `other` would. None, a start-up's, reads
+    from each place's newest note handled: a note answered live after a gateway outage moves that
+    past the notes missed in the outage, so neither a start-up's nor an outage's (from when the
+    gateway went quiet) covers the other."""
+    if since is None or other is None:
+        return since is other
+    return since <= other
 
 
 def _sent_at(message_id: int) -> datetime.datetime:

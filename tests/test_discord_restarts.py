@@ -438,6 +438,34 @@ async def test_a_catch_up_owed_for_one_broken_channel_reads_only_that_channel_ag
     assert set(reads[3:-1]) == {(OTHER_CHANNEL, 503)} and reads[-1] == (OTHER_CHANNEL, None)
 
 
+async def test_a_note_missed_in_an_outage_is_answered_when_a_start_ups_catch_up_is_owed_too(
+    settings, fake
+) -> None:
+    # The start-up's read of one channel fails (503), so a start-up catch-up is owed; then a new
+    # gateway session's read of the other channel fails too, where a note was sent in the gap. A
+    # live note there is answered before Discord is back: the owed read from the newest note
+    # handled would start past the missed one, so the outage's place is read from the outage.
+    fake.history_unavailable_in.add(OTHER_CHANNEL)
+    async with running_bot(
+        settings, fake, channels=[ALLOWED_CHANNEL, OTHER_CHANNEL], recheck_seconds=3600.0
+    ) as h:
+        await settle(fake)  # the start's catch-up failed for OTHER_CHANNEL, and its first recheck
+        cog = h.bot.get_cog("CatchUp")
+        missed = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        fake.history_unavailable_in.add(ALLOWED_CHANNEL)
+        # What on_ready does on a fresh session after the gateway was away a minute.
+        await cog.catch_up(discord.utils.utcnow() - datetime.timedelta(minutes=1))
+        live = await fake.send_note(blaze, voice_note(), guild=True)
+        await all_answered(fake, [live])
+        assert await note_state(h.bot.core.notes, live) == "answered"  # the newest note handled
+        fake.history_unavailable_in.clear()
+        await cog._recheck()
+        await all_answered(fake, [missed], within=15)
+        await settle(fake)
+        assert cog._failed == []
+    assert answers(fake, missed) == answers(fake, live) == 1
+
+
 async def test_discords_trouble_escaping_a_catch_up_is_one_warning_and_no_traceback(caplog) -> None:
     """A Cloudflare ban (429, an HTML page) or a rate limit past rate_limit_seconds that reaches
     the catch-up's own handler is Discord's trouble, as a 5xx is: said once, tried again."""
@@ -460,7 +488,7 @@ async def test_discords_trouble_escaping_a_catch_up_is_one_warning_and_no_traceb
     caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
     while failures:
         await cog.catch_up()
-        assert cog._failed == Owed(None)
+        assert cog._failed == [Owed(None)]
     said = [r for r in caplog.records if r.name == "cogs.catch_up"]
     assert [r.levelno for r in said] == [logging.WARNING, logging.DEBUG, logging.WARNING, logging.DEBUG]
     assert not [r for r in said if r.exc_info]
@@ -1021,7 +1049,7 @@ async def test_a_catch_up_failing_each_time_holds_back_no_kept_note(settings, fa
         await kept_by_another_process(settings, kept, ALLOWED_CHANNEL, str(blaze.id))
         await all_answered(fake, [kept], within=15)
         await settle(fake)
-        assert catch_up._failed is not None  # still owed, still tried
+        assert catch_up._failed  # still owed, still tried
     assert answers(fake, kept) == 1
 
 
@@ -1329,22 +1357,23 @@ async def test_closing_the_gateway_cancelled_ends_cancelled_and_still_closes_the
     assert closed == [True]
 
 
-def test_a_catch_up_owed_is_cleared_only_by_one_that_reads_as_far_back() -> None:
-    """A failed start-up catch-up (None: from each place's newest note handled) is owed until one
-    that reads as much succeeds; a gateway outage's, from a time, does not pay it."""
+def test_a_catch_up_owed_is_cleared_only_by_one_of_its_kind_that_reads_as_far_back() -> None:
+    """A failed start-up catch-up (None: from each place's newest note handled) is owed until
+    another start-up's succeeds; a gateway outage's (from a time) until one from as early does.
+    Neither pays the other."""
     import datetime
 
     from cogs.catch_up import _covers
 
     drop = datetime.datetime(2026, 12, 5, 6, 0, tzinfo=datetime.UTC)
     later = drop + datetime.timedelta(minutes=5)
-    assert _covers(None, None) and _covers(None, drop) and _covers(drop, later)
-    assert not _covers(drop, None) and not _covers(later, drop)
+    assert _covers(None, None) and _covers(drop, later) and _covers(drop, drop)
+    assert not _covers(drop, None) and not _covers(None, drop) and not _covers(later, drop)
 
 
-async def test_a_narrower_catch_up_failing_too_leaves_the_broadest_owed() -> None:
-    """A start-up catch-up fails, then a gateway outage's fails as well: the start-up's, which
-    reads every place from its newest note handled, is still the one owed."""
+async def test_a_start_ups_catch_up_and_an_outages_are_owed_apart() -> None:
+    """A start-up catch-up fails, then a gateway outage's fails as well: both are owed, as
+    neither reads all the other would, and each is paid only by one of its kind."""
     from types import SimpleNamespace
 
     from cogs.catch_up import CatchUp, Owed
@@ -1360,14 +1389,15 @@ async def test_a_narrower_catch_up_failing_too_leaves_the_broadest_owed() -> Non
             raise failure
 
     cog._catch_up = reading  # type: ignore[method-assign]
-    outcome += [OSError("disk busy"), OSError("disk busy"), None, None]
+    outcome += [OSError("disk busy"), OSError("disk busy"), OSError("disk busy"), None, None]
     await cog.catch_up(None)
+    await cog.catch_up(drop + datetime.timedelta(minutes=5))
     await cog.catch_up(drop)
-    assert cog._failed == Owed(None)
-    await cog.catch_up(drop)  # the outage's read succeeds: the start-up's is still owed
-    assert cog._failed == Owed(None)
-    await cog.catch_up(None)
-    assert cog._failed is None
+    assert cog._failed == [Owed(None), Owed(drop)]
+    await cog.catch_up(None)  # the start-up's read succeeds: the outage's is still owed
+    assert cog._failed == [Owed(drop)]
+    await cog.catch_up(drop)
+    assert cog._failed == []
 
 
 async def test_discord_out_of_reach_at_every_recheck_is_one_warning_and_no_traceback(
