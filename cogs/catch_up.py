@@ -127,9 +127,21 @@ class CatchUp(commands.Cog):
         try:
             async for message in thread.history(limit=None, after=cutoff, oldest_first=True):
                 self._sort(voice, message, found, replied)
-        except discord.HTTPException as exc:
-            log.warning(
-                "could not read thread %s the bot was added to: %s %s", thread.id, exc.status, exc.text
+        except (discord.HTTPException, discord.RateLimited) as exc:
+            if not discords_trouble(exc):
+                log.warning("could not read thread %s the bot was added to: %s", thread.id, _why(exc))
+                return
+            # Owed as a place a gateway outage's catch-up failed (none of it read), from the same
+            # edge: the recheck reads it until Discord serves it.
+            self._failed = _still_owed(
+                self._failed, Owed(cutoff, frozenset()), Owed(cutoff, frozenset({thread.id}))
+            )
+            self._trouble.failed(
+                _trouble_reason(exc),
+                "could not read thread %s the bot was added to: %s; tried again every %g s",
+                thread.id,
+                _why(exc),
+                self.bot.discord_settings.recheck_seconds,
             )
             return
         seen = await self.bot.core.notes.seen(list(found))
@@ -557,8 +569,9 @@ class CatchUp(commands.Cog):
             log.warning("catch-up could not %s channel %s: %s", what, place_id, why)
             return
         unread.add(place_id)
-        reason = "rate limited" if isinstance(exc, discord.RateLimited) else why
-        self._trouble.failed(reason, "catch-up could not %s channel %s: %s", what, place_id, why)
+        self._trouble.failed(
+            _trouble_reason(exc), "catch-up could not %s channel %s: %s", what, place_id, why
+        )
 
     async def _channel(
         self, place_id: int, dm: bool = False, unread: set[int] | None = None
@@ -633,6 +646,11 @@ def _paid(owed: Owed | None, done: Owed, failed: Owed | None) -> Owed | None:
     since = owed.since if _covers(owed.since, failed.since) else failed.since
     places = None if owed.places is None or failed.places is None else owed.places | failed.places
     return Owed(since, places, owed.listings | failed.listings)
+
+
+def _trouble_reason(exc: discord.HTTPException | discord.RateLimited) -> str:
+    """What one of Discord's troubles is said once for: a rate limit's length changes each time."""
+    return "rate limited" if isinstance(exc, discord.RateLimited) else _why(exc)
 
 
 def _why(exc: discord.HTTPException | discord.RateLimited) -> str:

@@ -103,6 +103,34 @@ async def test_a_note_sent_while_the_bot_was_out_of_a_private_thread_is_answered
     assert len(voice_replies(fake, first)) == len(voice_replies(fake, meanwhile)) == 1
 
 
+@pytest.mark.parametrize("trouble", ["rate limited for an hour", "503"])
+async def test_a_private_thread_discord_fails_to_read_on_joining_is_read_at_the_recheck(
+    settings, fake, caplog, trouble
+):
+    # Discord fails the read of the thread the bot was just added to: its waiting note is owed as
+    # a failed place of a catch-up, read again at the recheck, with no traceback.
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await settle(fake)  # the start's catch-up is done: it does not read this thread
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
+        if trouble == "503":
+            fake.history_unavailable_in.add(thread)
+        else:
+            fake.history_rate_limited, fake.retry_after = 1, 3600.0
+        await fake.add_to_thread(thread)
+        await fake.wait_for(lambda rs: [r for r in rs if r.kind == "history" and r.channel_id == thread])
+        fake.history_unavailable_in.clear()
+        voice, _ = await answered(fake, waiting, within=15)
+        await settle(fake)
+    assert voice.channel_id == thread and len(voice_replies(fake, waiting)) == 1
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+    warned = [
+        r.getMessage() for r in caplog.records if r.name == "cogs.catch_up" and r.levelno == logging.WARNING
+    ]
+    assert warned[0].startswith(f"could not read thread {thread} the bot was added to: ")
+    assert warned[0].endswith("; tried again every 0.2 s")
+
+
 async def test_a_note_both_read_back_on_joining_and_heard_live_is_weighed_against_the_flood_once(
     settings, fake
 ):
