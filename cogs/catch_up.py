@@ -219,12 +219,14 @@ class CatchUp(commands.Cog):
             if _sent_at(left.message_id) < cutoff or not self.bot.accepting:
                 continue
             channel = await self._channel(left.place_id)
+            what = "fetch note"
             try:
                 message = await channel.fetch_message(left.message_id) if channel else None
                 notes = voice.voice_notes(message) if message else []
                 if message is None or not notes:
                     await ledger.expire([left.message_id])
                     continue
+                what = "look for my reply to note"
                 if left.state == "started" and await self._replied_to(message, left.lease_until):
                     # Its process died after the reply went out, before it could mark the note.
                     await ledger.answered_before_a_crash([left.message_id])
@@ -236,7 +238,7 @@ class CatchUp(commands.Cog):
                 # Left for the next recheck, which meets a long outage every recheck_seconds.
                 level = logging.DEBUG if left.message_id in self._unfetched_said else logging.WARNING
                 self._unfetched_said.add(left.message_id)
-                log.log(level, "could not fetch note %s: %s", left.message_id, _why(exc))
+                log.log(level, "could not %s %s: %s", what, left.message_id, _why(exc))
                 continue
             self._unfetched_said.discard(left.message_id)
             log.info("answering note %s, kept for later or cut short", left.message_id)
@@ -451,7 +453,9 @@ class CatchUp(commands.Cog):
                         read,
                     )
                     return False
-        except discord.HTTPException:
+        except discord.HTTPException as exc:
+            if discords_trouble(exc):
+                raise  # the next recheck looks again: answered twice only if it was not
             return False
         return False
 

@@ -869,6 +869,26 @@ async def test_a_killed_turns_reply_behind_a_busy_channels_chatter_is_not_answer
     assert answers(fake, note) == 0
 
 
+async def test_a_killed_turns_reply_is_looked_for_again_when_discord_fails_the_search(
+    settings, fake, caplog
+) -> None:
+    # Discord fails the read after the note (503) while the recheck looks for the dead process's
+    # reply: not knowing is no sign there was none. The note waits for a recheck Discord serves,
+    # which finds the reply: it is not answered twice.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
+        await settle(fake)  # the start-up catch-up is done: only the recheck finds the note
+        fake.history_unavailable_in.add(ALLOWED_CHANNEL)
+        note = await a_killed_turn_answered_behind(fake, survivor.bot.core.notes, 0)
+        await fake.wait_for(lambda rs: sum(r.kind == "history" and r.error == 503 for r in rs) >= 3)
+        fake.history_unavailable_in.clear()
+        assert await note_state(survivor.bot.core.notes, note) == "answered"
+        await settle(fake)
+    assert answers(fake, note) == 0
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert warned == [f"could not look for my reply to note {note['id']}: 503 503: Service Unavailable"]
+
+
 async def test_a_reply_search_past_its_sanity_cap_answers_the_note_and_says_so(
     settings, fake, monkeypatch, caplog
 ) -> None:
