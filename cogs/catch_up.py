@@ -235,6 +235,12 @@ class CatchUp(commands.Cog):
                 await ledger.expire([left.message_id])
                 continue
             except (discord.HTTPException, discord.RateLimited) as exc:
+                if not discords_trouble(exc):
+                    # Refused (the bot lost sight of the channel): no recheck would change that,
+                    # and an answer there would be refused too.
+                    log.warning("could not %s %s: %s; giving it up", what, left.message_id, _why(exc))
+                    await ledger.expire([left.message_id])
+                    continue
                 # Left for the next recheck, which meets a long outage every recheck_seconds.
                 level = logging.DEBUG if left.message_id in self._unfetched_said else logging.WARNING
                 self._unfetched_said.add(left.message_id)

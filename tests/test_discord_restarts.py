@@ -981,6 +981,39 @@ async def test_a_kept_note_deleted_or_left_nowhere_is_given_up_on_not_fetched_ag
     assert len(fetched) == 1 and answers(fake, deleted) == 0
 
 
+async def test_a_kept_note_discord_refuses_to_fetch_is_given_up_with_one_line(settings, fake, caplog) -> None:
+    # Another process kept a note from a private thread; the bot was removed from it since, so
+    # Discord refuses the fetch (403 50001), and would at every recheck: no answer could go there
+    # either. The note is given up at once, in one line, not fetched until it is too old.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    fake.expect_refusals()
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await settle(fake)  # the start-up catch-up is done: only the recheck finds the note
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, joined=True)
+        note = await fake.send_note(nova, voice_note(), channel_id=thread, dispatch=False)
+        await fake.remove_from_thread(thread)
+        await kept_by_another_process(settings, note, thread, str(nova.id))
+        assert await expired(h.bot.core.notes, note)
+        await settle(fake)  # rechecks go on
+    fetched = [
+        r for r in fake.refused if r.startswith(f"GET /api/v10/channels/{thread}/messages/{note['id']}")
+    ]
+    assert len(fetched) == 1 and answers(fake, note) == 0
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("could not fetch note")]
+    assert said == [f"could not fetch note {note['id']}: 403 Missing Access; giving it up"]
+
+
+async def expired(ledger: NoteLedger, note: dict, within: float = 15.0) -> bool:
+    async with asyncio.timeout(within):
+        while True:
+            rows = await ledger._conn.execute_fetchall(
+                "SELECT state FROM notes WHERE message_id = ?", (int(note["id"]),)
+            )
+            if rows and rows[0]["state"] == "expired":
+                return True
+            await asyncio.sleep(0.1)
+
+
 async def test_a_players_reply_to_a_note_a_killed_process_had_is_no_answer(settings, fake) -> None:
     # Another process on the storage claimed the note and was killed mid-turn; meanwhile a player
     # replied to the note. Only a reply of the bot's is its answer: the recheck answers it.
