@@ -314,9 +314,12 @@ class NoteLedger:
         row = first(rows)
         return row is not None and row["state"] in ("pending", "started")
 
-    async def last_handled(self, place_id: int) -> int | None:
+    async def last_handled(self, place_id: int, answered_before: float | None = None) -> int | None:
+        """The newest note answered in the place; of those answered before `answered_before`
+        (time.time()) if given."""
         rows = await self._conn.execute_fetchall(
-            "SELECT MAX(message_id) FROM notes WHERE place_id = ? AND state = 'answered'", (place_id,)
+            "SELECT MAX(message_id) FROM notes WHERE place_id = ? AND state = 'answered' AND updated_at < ?",
+            (place_id, float("inf") if answered_before is None else answered_before),
         )
         row = first(rows)
         return row[0] if row else None

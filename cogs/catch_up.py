@@ -2,12 +2,12 @@
 notes kept during the last shutdown, and the notes a killed process never finished.
 
 Each configured channel, its active threads and those archived within the window, and each DM
-the bot has answered in before is read from the newest note it handled there (or from the oldest
-one left unanswered there, if older), but no further back than `discord.catch_up_minutes`: later
-notes nobody answered are answered oldest first, through the same path as a live note (so the
-ledger's claim keeps two processes starting together from both answering). Older ones are left,
-and counted in the log. discord.py's history iterator pages 100 at a time through the client's
-rate limiter.
+the bot has answered in before is read from the newest note it answered there before this start
+(or from the oldest one left unanswered there, if older), but no further back than
+`discord.catch_up_minutes`: later notes nobody answered are answered oldest first, through the
+same path as a live note (so the ledger's claim keeps two processes starting together from both
+answering). Older ones are left, and counted in the log. discord.py's history iterator pages 100
+at a time through the client's rate limiter.
 
 A gateway outage that ends in a fresh session (Discord refused to resume the old one) loses the
 events of the gap: on that READY each place is read again from when the gateway went quiet, and
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import time
 from collections.abc import Set
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -65,10 +66,10 @@ class CatchUp(commands.Cog):
         self._failed: list[Owed] = []
         # Discord out of reach is met at every recheck until it is back: said once.
         self._unreachable = Outage(log, "Discord answers the catch-up again")
-        # Places a start-up's catch-up could not read for Discord's trouble → the newest note
-        # handled there then: a note answered live there meanwhile must not move the read again
-        # past the notes sent while the bot was down.
-        self._unread_from: dict[int, int | None] = {}
+        # A start-up's read begins at the newest note answered before this process started: a
+        # note answered live since (before a place is read, or before a failed read is tried
+        # again) says nothing of the notes sent while the bot was down.
+        self._started_at = time.time()
         # Discord's trouble with the catch-up's requests: a ban fails every place, and a place
         # left unread is met again at every recheck, so a reason is said once, not per place. Its
         # end is the line below's.
@@ -296,8 +297,9 @@ class CatchUp(commands.Cog):
     ) -> None:
         """`since`: after a gateway outage, read every place from then and answer every note the
         ledger does not know (notes are answered out of order, so the newest one handled says
-        nothing of the gap); at a start, from the newest note handled in each place. `only`: read
-        these places, and the archived threads of the channels in `listings`, not every place."""
+        nothing of the gap); at a start, from the newest note answered in each place before it.
+        `only`: read these places, and the archived threads of the channels in `listings` (those
+        active again by now too), not every place."""
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
         if voice is None:
             return
@@ -316,12 +318,13 @@ class CatchUp(commands.Cog):
             threads = self._threads_of(channels) | set(archived)
             places = channels | threads | dms | {u.place_id for u in leftovers}
         else:
-            places = set(only) | set(archived)
+            # A thread Discord failed to list may be active again by now (a player posted there):
+            # no longer listed as archived, it is read as an active one.
+            places = set(only) | set(archived) | self._threads_of(channels & listings)
 
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()  # notes a bot message refers to
         unread: set[int] = set()  # places Discord's trouble (not a refusal) kept from being read
-        starts: dict[int, int | None] = {}  # each place's newest note handled, read from
         too_old: set[int] = {u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff}
         for place_id in sorted(places):
             dm = place_id in dms
@@ -338,9 +341,7 @@ class CatchUp(commands.Cog):
                 continue
             last = None
             if since is None:
-                known = place_id in self._unread_from
-                last = self._unread_from[place_id] if known else await ledger.last_handled(place_id)
-                starts[place_id] = last
+                last = await ledger.last_handled(place_id, answered_before=self._started_at)
             # Notes are answered out of order (one queue per player, several players at once), so
             # a note a stopped or killed process left unanswered can be older than the newest one
             # it answered here: reading resumes before the oldest such note, not after the newest.
@@ -383,12 +384,6 @@ class CatchUp(commands.Cog):
         )
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
             self.bot.track(voice.answer(*found[message_id]))
-        if since is None:
-            for place_id in places:
-                if place_id not in unread:
-                    self._unread_from.pop(place_id, None)
-                elif place_id not in self._unread_from:
-                    self._unread_from[place_id] = starts.get(place_id)
         if unread or unlisted:
             raise PlacesUnread(unread, unlisted)
 
@@ -678,9 +673,9 @@ def _may_read(channel: discord.abc.Messageable) -> bool:
 
 def _covers(since: datetime.datetime | None, other: datetime.datetime | None) -> bool:
     """Whether a catch-up from `since` reads all one from `other` would. None, a start-up's, reads
-    from each place's newest note handled: a note answered live after a gateway outage moves that
-    past the notes missed in the outage, so neither a start-up's nor an outage's (from when the
-    gateway went quiet) covers the other."""
+    each place from its newest note answered before the start, and an outage's (from when the
+    gateway went quiet) only since then; but a start-up's still running when the gateway dropped
+    may have read a place before the notes sent in the outage: neither covers the other."""
     if since is None or other is None:
         return since is other
     return since <= other

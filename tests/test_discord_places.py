@@ -34,7 +34,7 @@ from tests.fakes.discord_server import (
 )
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_replies import settled
-from tests.test_discord_restarts import settle
+from tests.test_discord_restarts import note_state, settle
 
 FORUM = 920000000000000077
 
@@ -255,6 +255,27 @@ async def test_threads_discord_failed_to_list_at_the_catch_up_are_listed_and_rea
         f"catch-up could not list the archived threads of channel {ALLOWED_CHANNEL}: 429 error code: 1015",
         f"catch-up: archived threads not listed in {ALLOWED_CHANNEL}; tried again every 0.2 s",
     ]
+
+
+async def test_a_thread_discord_failed_to_list_and_active_again_by_the_recheck_is_still_read(settings, fake):
+    # The start's listing of the channel's archived threads is banned, so the thread archived
+    # while the bot was down, and its note, are not read. Its player posts again there before
+    # the listing is tried again: the thread is active, no longer listed, and the live note was
+    # answered. The note sent while the bot was down is still answered.
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
+    missed = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
+    await fake.archive_thread(thread, ago=30)
+    fake.archived_threads_banned = 4  # the start's two listings, and its first recheck's
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        await settle(fake)
+        assert fake.archived_threads_banned == 0 and not fake.replies_to(missed["id"])
+        again = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await answered(fake, again)
+        assert await note_state(h.bot.core.notes, again) == "answered"
+        await h.bot.get_cog("CatchUp")._recheck()
+        await answered(fake, missed, within=15)
+        await settle(fake)
+    assert len(voice_replies(fake, missed)) == len(voice_replies(fake, again)) == 1
 
 
 async def test_a_note_in_a_thread_archived_during_a_gateway_outage_is_answered_by_the_new_session(

@@ -141,6 +141,23 @@ async def test_settling_in_bulk_changes_only_the_notes_still_to_answer(tmp_path)
         await one.aclose()
 
 
+async def test_the_last_note_handled_before_a_time_leaves_out_those_answered_since(tmp_path) -> None:
+    # A start-up catch-up reads from the newest note answered before its process started.
+    one = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        await one.claim(1, 10, "u")
+        await one.answered(1)
+        started = time.time() + 0.005  # after note 1's answer, before note 2's
+        await asyncio.sleep(0.01)
+        await one.claim(2, 10, "u")
+        await one.answered(2)
+        assert await one.last_handled(10, answered_before=started) == 1
+        assert await one.last_handled(10) == 2
+        assert await one.last_handled(10, answered_before=started - 3600) is None
+    finally:
+        await one.aclose()
+
+
 async def test_a_note_the_ledger_cannot_record_is_held_by_one_process_while_it_runs(tmp_path) -> None:
     """A full disk refuses both bots' claims of a note both got from Discord: one answers it."""
     one, two = await open_two(tmp_path)
