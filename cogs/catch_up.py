@@ -27,7 +27,7 @@ import datetime
 import logging
 import time
 from collections.abc import Set
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import aiohttp
@@ -64,6 +64,7 @@ class CatchUp(commands.Cog):
         # serve) is tried again by the recheck: what it still owes, a start-up's first, then a
         # gateway outage's (see `_still_owed`).
         self._failed: list[Owed] = []
+        self._owings = 0  # how many times a catch-up was owed: a read that began before pays none
         # Discord out of reach is met at every recheck until it is back: said once.
         self._unreachable = Outage(log, "Discord answers the catch-up again")
         # A start-up's read begins at the newest note answered before this process started: a
@@ -134,9 +135,7 @@ class CatchUp(commands.Cog):
                 return
             # Owed as a place a gateway outage's catch-up failed (none of it read), from the same
             # edge: the recheck reads it until Discord serves it.
-            self._failed = _still_owed(
-                self._failed, Owed(cutoff, frozenset()), Owed(cutoff, frozenset({thread.id}))
-            )
+            self._owe(Owed(cutoff, frozenset()), Owed(cutoff, frozenset({thread.id})), self._owings)
             self._trouble.failed(
                 _trouble_reason(exc),
                 "could not read thread %s the bot was added to: %s; tried again every %g s",
@@ -261,10 +260,10 @@ class CatchUp(commands.Cog):
     ) -> None:
         """`places`: only these (a catch-up owed for the places Discord failed), with the archived
         threads of the watched channels in `listings`; None, every place."""
-        this = Owed(since, places, listings)
+        this, began = Owed(since, places, listings), self._owings
         try:
             await self._catch_up(since, places, listings)
-            self._failed = _still_owed(self._failed, this, None)
+            self._owe(this, None, began)
             self._unreachable.answered()
             self._trouble.answered()
             self._places_unread.answered()
@@ -282,12 +281,21 @@ class CatchUp(commands.Cog):
             failed = this
             if isinstance(exc, PlacesUnread):
                 failed = Owed(since, frozenset(exc.places), frozenset(exc.unlisted))
-            self._failed = _still_owed(self._failed, this, failed)
+            self._owe(this, failed, began)
         finally:
             # Whatever became of the catch-up: notes another process keeps for this one (a deploy
             # overlapping the old process) are found only by the recheck.
             if not self.recheck.is_running():
                 self.recheck.start()
+
+    def _owe(self, done: Owed, failed: Owed | None, began: int) -> None:
+        """What is owed once `done`, begun when `began` catch-ups had been owed, left `failed` of it
+        unread. A place owed since may have been read before the notes that made it owed were
+        sent (a second outage while an outage's catch-up still reads): `done` does not pay it."""
+        if failed is not None:
+            self._owings += 1
+            failed = replace(failed, owed_at=self._owings)
+        self._failed = _still_owed(self._failed, done, failed, began)
 
     async def _catch_up(
         self,
@@ -623,34 +631,36 @@ class Owed:
     since: datetime.datetime | None
     places: frozenset[int] | None = None
     listings: frozenset[int] = frozenset()
+    owed_at: int = field(default=0, compare=False)  # CatchUp._owings when it was last added to
 
 
-def _still_owed(owed: list[Owed], done: Owed, failed: Owed | None) -> list[Owed]:
+def _still_owed(owed: list[Owed], done: Owed, failed: Owed | None, began: int = 0) -> list[Owed]:
     """What is owed once the catch-up `done` ran, leaving `failed` of it unread. A start-up's
     catch-up and a gateway outage's are owed apart, since neither reads all the other would
     (`_covers`); of one kind, what `done` read is paid if it read as far back, and what failed
-    is owed, from the earlier of the two `since`s where they meet."""
+    is owed, from the earlier of the two `since`s where they meet. Only what was owed by `began`
+    is paid."""
     start_up = done.since is None
     same = next((o for o in owed if (o.since is None) == start_up), None)
     left = [o for o in owed if (o.since is None) != start_up]
-    if still := _paid(same, done, failed):
+    if still := _paid(same, done, failed, began):
         left.append(still)
     return sorted(left, key=lambda o: o.since is not None)
 
 
-def _paid(owed: Owed | None, done: Owed, failed: Owed | None) -> Owed | None:
+def _paid(owed: Owed | None, done: Owed, failed: Owed | None, began: int) -> Owed | None:
     """`_still_owed` for catch-ups of one kind."""
-    if owed is not None and _covers(done.since, owed.since):
+    if owed is not None and owed.owed_at <= began and _covers(done.since, owed.since):
         if done.places is None:
             owed = None
         elif owed.places is not None:
-            left = Owed(owed.since, owed.places - done.places, owed.listings - done.listings)
+            left = replace(owed, places=owed.places - done.places, listings=owed.listings - done.listings)
             owed = left if left.places or left.listings else None
     if owed is None or failed is None:
         return owed or failed
     since = owed.since if _covers(owed.since, failed.since) else failed.since
     places = None if owed.places is None or failed.places is None else owed.places | failed.places
-    return Owed(since, places, owed.listings | failed.listings)
+    return Owed(since, places, owed.listings | failed.listings, max(owed.owed_at, failed.owed_at))
 
 
 def _trouble_reason(exc: discord.HTTPException | discord.RateLimited) -> str:

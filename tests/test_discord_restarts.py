@@ -1453,6 +1453,42 @@ async def test_a_start_ups_catch_up_and_an_outages_are_owed_apart() -> None:
     assert cog._failed == []
 
 
+async def test_a_catch_up_pays_nothing_owed_after_it_began() -> None:
+    """An outage's catch-up is still reading when the gateway drops again and the next session's
+    catch-up fails for one channel: the first may have read that channel before the notes of the
+    second outage were sent, so its success does not pay what the second owes."""
+    from types import SimpleNamespace
+
+    from cogs.catch_up import CatchUp, Owed, PlacesUnread
+
+    first_drop = datetime.datetime(2026, 12, 5, 6, 0, tzinfo=datetime.UTC)
+    second_drop = first_drop + datetime.timedelta(minutes=5)
+    bot = SimpleNamespace(discord_settings=SimpleNamespace(recheck_seconds=30.0))
+    cog = CatchUp(bot)  # type: ignore[arg-type]
+    cog.recheck = SimpleNamespace(is_running=lambda: True)  # type: ignore[assignment]
+    reading, read = asyncio.Event(), asyncio.Event()
+
+    async def catching_up(since: datetime.datetime | None, *_: object) -> None:
+        if since == first_drop:
+            reading.set()
+            await read.wait()
+        else:
+            raise PlacesUnread({OTHER_CHANNEL})
+
+    cog._catch_up = catching_up  # type: ignore[method-assign]
+    first = asyncio.create_task(cog.catch_up(first_drop))
+    await reading.wait()
+    await cog.catch_up(second_drop)
+    owed = [Owed(second_drop, frozenset({OTHER_CHANNEL}))]
+    assert cog._failed == owed
+    read.set()
+    await first
+    assert cog._failed == owed
+    cog._catch_up = lambda *_: asyncio.sleep(0)  # type: ignore[method-assign]
+    await cog.catch_up(owed[0].since, owed[0].places, owed[0].listings)  # the recheck's, begun since
+    assert cog._failed == []
+
+
 async def test_discord_out_of_reach_at_every_recheck_is_one_warning_and_no_traceback(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
