@@ -265,23 +265,30 @@ class CatchUp(commands.Cog):
             await self._catch_up(since, places, listings)
             self._owe(this, None, began)
             self._unreachable.answered()
-            self._trouble.answered()
-            self._places_unread.answered()
+            if not self._failed:  # another catch-up owed (a start-up's and an outage's) may still fail
+                self._trouble.answered()
+                self._places_unread.answered()
         except Exception as exc:
-            if isinstance(exc, PlacesUnread):
-                self._places_unread.failed(
-                    str(exc),
-                    "catch-up: %s; tried again every %g s",
-                    exc,
-                    self.bot.discord_settings.recheck_seconds,
-                )
-            elif not self._out_of_reach(exc, "catch-up"):
-                log.exception("catch-up failed; new notes are still answered, and it is tried again soon")
             # Only the places Discord failed are read again; any other failure, all this one read.
             failed = this
             if isinstance(exc, PlacesUnread):
                 failed = Owed(since, frozenset(exc.places), frozenset(exc.unlisted))
             self._owe(this, failed, began)
+            if isinstance(exc, PlacesUnread):
+                # What all the catch-ups owed leave unread, tried in turn at each recheck: said
+                # once, not once per catch-up.
+                unread = PlacesUnread(
+                    frozenset().union(*(o.places or () for o in self._failed)),
+                    frozenset().union(*(o.listings for o in self._failed)),
+                )
+                self._places_unread.failed(
+                    str(unread),
+                    "catch-up: %s; tried again every %g s",
+                    unread,
+                    self.bot.discord_settings.recheck_seconds,
+                )
+            elif not self._out_of_reach(exc, "catch-up"):
+                log.exception("catch-up failed; new notes are still answered, and it is tried again soon")
         finally:
             # Whatever became of the catch-up: notes another process keeps for this one (a deploy
             # overlapping the old process) are found only by the recheck.

@@ -466,6 +466,40 @@ async def test_a_note_missed_in_an_outage_is_answered_when_a_start_ups_catch_up_
     assert answers(fake, missed) == answers(fake, live) == 1
 
 
+async def test_a_start_ups_and_an_outages_catch_up_owed_together_are_said_once(
+    settings, fake, caplog
+) -> None:
+    # Both channels fail (503) at every recheck, one since the start and both since a new gateway
+    # session: the two catch-ups owed are tried at each recheck, and what is still unread is said
+    # once, not at each of them in turn; Discord serving again is said once too.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+
+    def failed(rs: list[Received]) -> int:
+        return sum(r.kind == "history" and r.error == 503 for r in rs)
+
+    fake.history_unavailable_in.add(OTHER_CHANNEL)
+    both = [ALLOWED_CHANNEL, OTHER_CHANNEL]
+    async with running_bot(settings, fake, channels=both, recheck_seconds=0.1) as h:
+        cog = h.bot.get_cog("CatchUp")
+        await fake.wait_for(lambda rs: failed(rs) >= 2)  # the start's read and a recheck's
+        fake.history_unavailable_in.add(ALLOWED_CHANNEL)
+        # What on_ready does on a fresh session after the gateway was away a minute.
+        await cog.catch_up(discord.utils.utcnow() - datetime.timedelta(minutes=1))
+        so_far = failed(fake.received)
+        await fake.wait_for(lambda rs: failed(rs) >= so_far + 12)  # rechecks of both
+        fake.history_unavailable_in.clear()
+        await eventually(lambda: not cog._failed)
+        await settle(fake)
+    said = [r.getMessage() for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.INFO]
+    warned = [m for m in said if "not read" in m or "could not" in m]
+    assert warned == [
+        f"catch-up could not read channel {OTHER_CHANNEL}: 503 503: Service Unavailable",
+        f"catch-up: 1 place(s) not read: {OTHER_CHANNEL}; tried again every 0.1 s",
+        f"catch-up: 2 place(s) not read: {ALLOWED_CHANNEL}, {OTHER_CHANNEL}; tried again every 0.1 s",
+    ]
+    assert said.count("catch-up: Discord serves every place again") == 1
+
+
 async def test_discords_trouble_escaping_a_catch_up_is_one_warning_and_no_traceback(caplog) -> None:
     """A Cloudflare ban (429, an HTML page) or a rate limit past rate_limit_seconds that reaches
     the catch-up's own handler is Discord's trouble, as a 5xx is: said once, tried again."""
