@@ -218,9 +218,10 @@ class CatchUp(commands.Cog):
         for left in leftovers:
             if _sent_at(left.message_id) < cutoff or not self.bot.accepting:
                 continue
-            channel = await self._channel(left.place_id)
-            what = "fetch note"
+            what = "look up the channel of note"
             try:
+                channel = await self._channel(left.place_id)
+                what = "fetch note"
                 message = await channel.fetch_message(left.message_id) if channel else None
                 notes = voice.voice_notes(message) if message else []
                 if message is None or not notes:
@@ -597,7 +598,7 @@ class CatchUp(commands.Cog):
         self, place_id: int, dm: bool = False, unread: set[int] | None = None
     ) -> discord.abc.Messageable | None:
         """The place to read; None when it is gone or hidden from the bot, or Discord failed to
-        say (then in `unread`, for the catch-up to be tried again)."""
+        say (then in `unread`, for the catch-up to be tried again; raised without `unread`)."""
         channel = self.bot.get_channel(place_id)
         if channel is None and dm:
             # Not cached after a restart; a DM needs no fetch to be read (one request less each).
@@ -606,7 +607,9 @@ class CatchUp(commands.Cog):
             try:
                 channel = await self.bot.fetch_channel(place_id)
             except (discord.HTTPException, discord.RateLimited) as exc:
-                if discords_trouble(exc) and unread is not None:
+                if discords_trouble(exc):
+                    if unread is None:
+                        raise
                     self._not_read(place_id, "look up", exc, unread)
                 else:  # deleted, or no longer visible to the bot
                     log.info("catch-up skips channel %s: %s", place_id, _why(exc))

@@ -412,6 +412,27 @@ async def test_a_kept_note_whose_fetch_is_rate_limited_waits_for_the_next_rechec
     assert not [r for r in said if r.exc_info]
 
 
+async def test_a_kept_note_whose_channel_discord_fails_to_look_up_waits_for_the_next_recheck(
+    settings, fake, caplog
+) -> None:
+    # A DM note another process kept; this process has no DM channel cached, and Discord fails its
+    # look-up (503) at the recheck: the note is not given up, and a later recheck answers it.
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await settle(fake)  # the start-up catch-up is done: only the recheck finds the note
+        note = await fake.send_note(nova, voice_note(), dispatch=False)
+        fake.channel_unavailable = 1
+        await kept_by_another_process(settings, note, int(note["channel_id"]), str(nova.id))
+        await all_answered(fake, [note], within=15)
+        await settle(fake)
+    assert answers(fake, note) == 1
+    looked_up = [r.error for r in fake.received if r.kind == "get_channel"]
+    assert looked_up[0] == 503
+    said = [
+        r.getMessage() for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.WARNING
+    ]
+    assert said == [f"could not look up the channel of note {note['id']}: 503 503: Service Unavailable"]
+
+
 async def test_a_catch_up_owed_for_one_broken_channel_reads_only_that_channel_again(settings, fake) -> None:
     # One channel's history fails (503) at every recheck: the channel read fine and the DM are not
     # read again each time, and the broken one is read, from where it should have been, once back.

@@ -380,6 +380,7 @@ class FakeDiscord(Strict):
         # channel's messages is down) while they are in the set.
         self.history_unavailable_in: set[int] = set()
         self.message_rate_limited = 0  # the same 429 for GETs of one message by id, counting down
+        self.channel_unavailable = 0  # GETs of a channel by id answered 503, counting down
         # Cloudflare's ban on listing archived threads (any of the three listings), counting down.
         self.archived_threads_banned = 0
         # The channel's upload limit in bytes (10 MiB for a server without boosts, as for a bot's
@@ -1882,6 +1883,11 @@ class FakeDiscord(Strict):
             record.error = exc.code
             await self._record(record)
             raise
+        if self.channel_unavailable > 0:
+            self.channel_unavailable -= 1
+            record.error, record.response = 503, None
+            await self._record(record)
+            return _json({"message": "503: Service Unavailable", "code": 0}, status=503)
         await self._record(record)
         return _json(record.response)
 
