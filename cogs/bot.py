@@ -19,7 +19,7 @@ from discord.ext import commands
 
 from bot import sentences as say
 from bot.config import DiscordSettings
-from cogs.interactions import AUTOCOMPLETE_NOT_AN_ERROR
+from cogs.interactions import AUTOCOMPLETE_NOT_AN_ERROR, FIRST_RESPONSE_SECONDS
 from cogs.replies import limited_for
 
 if TYPE_CHECKING:
@@ -108,13 +108,28 @@ def _by_webhook(url: yarl.URL) -> bool:
     return "/interactions/" in url.path or "/webhooks/" in url.path
 
 
+def _first_response_left(url: yarl.URL) -> float:
+    """For an interaction's first response (POST /interactions/{id}/{token}/callback), the
+    seconds left of the 3 s Discord takes it in, from the time in the interaction's id by this
+    host's clock (a clock behind Discord's counts no time gone, as `interactions.age` does);
+    for any other request, no limit."""
+    parts = url.parts
+    if len(parts) < 4 or parts[-1] != "callback" or parts[-4] != "interactions" or not parts[-3].isdigit():
+        return math.inf
+    made = discord.utils.snowflake_time(int(parts[-3]))
+    gone = max(0.0, (discord.utils.utcnow() - made).total_seconds())
+    return FIRST_RESPONSE_SECONDS - gone
+
+
 def webhook_rate_limit(cap: Callable[[], float]) -> aiohttp.TraceConfig:
     """The bot's cap on waiting out a rate limit, for the requests discord.py's webhook layer
     makes. That layer has no `max_ratelimit_timeout` of its own and waits out any 429, up to five
     times: a slash command's answer would hang for as long as Discord asks, holding the command
     (and a stop waiting for it). Past `cap()` seconds it raises discord.RateLimited instead, as
-    the client's own requests do. A 429 without `Via` (Cloudflare's ban) discord.py raises itself.
-    Raised in the trace's end of request, aiohttp closes the response and passes it on."""
+    the client's own requests do. A first response limited for longer than is left of Discord's
+    3 s for it raises too, however short the wait: retried after those 3 s, it would only be
+    refused as "Unknown interaction". A 429 without `Via` (Cloudflare's ban) discord.py raises
+    itself. Raised in the trace's end of request, aiohttp closes the response and passes it on."""
 
     async def on_request_end(
         session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestEndParams
@@ -126,7 +141,7 @@ def webhook_rate_limit(cap: Callable[[], float]) -> aiohttp.TraceConfig:
             retry_after = float((await response.json(content_type=None))["retry_after"])
         except (ValueError, KeyError, TypeError, aiohttp.ClientError):
             return  # not Discord's rate limit body: discord.py decides
-        if retry_after > cap():
+        if retry_after > min(cap(), _first_response_left(params.url)):
             raise discord.RateLimited(retry_after)
 
     trace = aiohttp.TraceConfig()

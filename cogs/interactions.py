@@ -34,6 +34,7 @@ def caller(interaction: discord.Interaction) -> ToolContext:
 
 # Discord takes an interaction's first response up to 3 s after it made the interaction, and
 # edits and follow-ups with its token for 15 minutes.
+FIRST_RESPONSE_SECONDS = 3.0
 TOKEN_SECONDS = 15 * 60.0
 # A command still at work this long after Discord made it is given up, so that the player is told
 # while the token still takes the edit that tells them.
@@ -184,8 +185,8 @@ async def _first_response(interaction: discord.Interaction, response: Awaitable[
     try:
         await response
     except discord.RateLimited as exc:
-        # Past rate_limit_seconds, Discord's 3 s for a first response are long gone: as refused
-        # for being late, the player sees "the application did not respond" and asks again.
+        # Longer than Discord's 3 s for a first response leave (or than rate_limit_seconds): as
+        # refused for being late, the player sees "the application did not respond" and asks again.
         log.warning(
             "/%s of user %s: interaction %s not answered, %s",
             _name(interaction),

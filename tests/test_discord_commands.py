@@ -964,6 +964,24 @@ async def test_a_command_whose_answer_discord_rate_limits_for_long_ends_with_one
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
+async def test_a_first_response_limited_past_discords_3_s_is_not_waited_out(
+    settings, fake: FakeDiscord, caplog
+):
+    """A 429 on the first response asking for 1.5 s, under the cap, with 1 s left of Discord's
+    3 s: waited out, the retry would only be refused as "Unknown interaction" (10062)."""
+    fake.first_response_within = 3.0
+    fake.expect_refusals()  # a retry past the 3 s, should the bot make one
+    async with running_bot(settings, fake) as h:
+        fake.callbacks_rate_limited, fake.retry_after = 1, 1.5
+        with caplog.at_level("WARNING"):
+            interaction = await fake.slash(nova, "grievance", sub("list"), ago=2.0)
+            await fake.wait_for(lambda _: fake.interaction_records(interaction))
+            await _until(lambda: h.bot.inflight == 0)
+    assert [r.error for r in fake.interaction_records(interaction)] == [429]
+    assert [r for r in caplog.records if "not answered, rate limited for 2 s" in r.getMessage()]
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 async def test_suggestions_discord_rate_limits_for_long_are_one_warning_not_a_traceback(
     harness: Harness, caplog
 ):
