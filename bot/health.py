@@ -176,9 +176,9 @@ def check_storage(settings: Settings) -> str:
         raise OSError(cannot)
     found = sum(path.exists() for path in paths.databases)
     said = f"{found} databases, none written by a newer voxdesk"
-    locked_out = [f for f in lock_files(paths.root) if f.exists() and not os.access(f, os.R_OK | os.W_OK)]
-    for file in locked_out:
-        said += f"; voxdesk cannot write {file}: {LOCK_FILES[file.name]} (make it the bot's user's)"
+    locked_out = {f: way for f in lock_files(paths.root) if f.exists() and (way := _cannot_open(f))}
+    for file, way in locked_out.items():
+        said += f"; voxdesk cannot {way} {file}: {LOCK_FILES[file.name]} (make it the bot's user's)"
     rejected = spool.rejected
     try:
         set_aside = sum(1 for line in rejected.read_text(errors="replace").splitlines() if line.strip())
@@ -209,16 +209,22 @@ def lock_files(folder: Path) -> list[Path]:
     return [folder / name for name in LOCK_FILES]
 
 
+def _cannot_open(file: Path) -> str:
+    """What of reading and writing this process may not do to `file` ("" if both), as `run` and
+    `web` open their lock files for both."""
+    missing = [way for way, mode in (("read", os.R_OK), ("write", os.W_OK)) if not os.access(file, mode)]
+    return " or ".join(missing)
+
+
 def cannot_lock(folder: Path) -> str:
     """Why the file system of `folder` takes none of the locks `run` and `web` take there ("" if
-    it does, or cannot be told): an unnamed file, never seen in the folder, is locked both ways."""
+    it does, or cannot be told): a file no name in the folder leads to is locked both ways."""
     from bot.note_ledger import _flock
 
     if not folder.is_dir() or not hasattr(fcntl, "F_OFD_SETLK"):
         return ""
-    try:
-        fd = os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o600)
-    except OSError:  # a file system without unnamed files (or a folder not ours: said above)
+    fd = _nameless_file(folder)
+    if fd is None:
         return ""
     try:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, 0))
@@ -233,6 +239,30 @@ def cannot_lock(folder: Path) -> str:
     finally:
         os.close(fd)
     return ""
+
+
+def _nameless_file(folder: Path) -> int | None:
+    """An open file on `folder`'s file system that no name in it leads to, or None if none can be
+    made (the folder not ours: `check` says so before). An unnamed one (O_TMPFILE) where the file
+    system has them; NFS and CIFS, where locks are likeliest to be missing, have none, so there a
+    uniquely named one, unlinked as soon as it is made. `check` thus writes nothing that outlives
+    it but in that instant's kill, and then only an empty dot-file; not testing would pass a
+    folder `run` answers notes twice in."""
+    try:
+        return os.open(folder, os.O_TMPFILE | os.O_RDWR, 0o600)
+    except OSError:
+        pass
+    named = folder / f".voxdesk-check-{os.getpid()}-{os.urandom(6).hex()}"
+    try:
+        fd = os.open(named, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600)
+    except OSError:
+        return None
+    try:
+        named.unlink()
+    except OSError:
+        os.close(fd)
+        raise
+    return fd
 
 
 def unwritable(folder: Path, files: list[Path]) -> Path | None:

@@ -575,15 +575,18 @@ def test_check_fails_a_storage_folder_the_bot_cannot_write(settings, locked) -> 
         ("web.serving", "`web` would not share its port"),
     ],
 )
-def test_check_warns_of_a_lock_file_the_bot_cannot_write(settings, name, consequence) -> None:
+@pytest.mark.parametrize(("mode", "way"), [(0o400, "write"), (0o200, "read"), (0o000, "read or write")])
+def test_check_warns_of_a_lock_file_the_bot_cannot_write(settings, name, consequence, mode, way) -> None:
     # `run` and `web` make these only to lock them, after `check` passed: one left owned by
     # another user (a `run` as root) was a WARNING in the log, and a note answered twice later.
+    # They open it to read and write: the line says which of the two is refused.
     storage = settings.storage_dir
     target = storage / name
-    target.touch(0o400)
+    target.touch()
+    target.chmod(mode)
     done = _check_storage_unprivileged(storage)
     assert done.returncode == 0, done.stderr
-    assert f"; voxdesk cannot write {target}: {consequence}" in done.stdout, done.stdout
+    assert f"; voxdesk cannot {way} {target}: {consequence}" in done.stdout, done.stdout
 
 
 def test_check_finds_the_storage_folder_takes_locks_without_making_a_file_there(settings) -> None:
@@ -592,6 +595,39 @@ def test_check_finds_the_storage_folder_takes_locks_without_making_a_file_there(
     before = _files(settings.storage_dir)
     assert cannot_lock(settings.storage_dir) == ""
     assert _files(settings.storage_dir) == before
+
+
+@pytest.mark.parametrize("locks", [True, False])
+def test_check_tests_locks_where_the_file_system_has_no_unnamed_files(settings, monkeypatch, locks) -> None:
+    # NFS and CIFS refuse O_TMPFILE, and are where locks are likeliest missing: the test of
+    # locks passed there untried.
+    import errno
+    import fcntl
+
+    from bot.health import cannot_lock
+
+    opened, lock = os.open, fcntl.fcntl
+
+    def no_unnamed_files(path, flags, *args):
+        if flags & os.O_TMPFILE == os.O_TMPFILE:
+            raise OSError(errno.EOPNOTSUPP, "Operation not supported")
+        return opened(path, flags, *args)
+
+    def no_locks(fd, cmd, *args):
+        if cmd == fcntl.F_OFD_SETLK:
+            raise OSError(errno.ENOLCK, "No locks available")
+        return lock(fd, cmd, *args)
+
+    monkeypatch.setattr(os, "open", no_unnamed_files)
+    if not locks:
+        monkeypatch.setattr(fcntl, "fcntl", no_locks)
+    before = _files(settings.storage_dir)
+    said = cannot_lock(settings.storage_dir)
+    assert _files(settings.storage_dir) == before
+    if locks:
+        assert said == ""
+    else:
+        assert said.startswith(f"the file system of {settings.storage_dir} takes no file locks (No locks")
 
 
 def test_checking_the_databases_versions_leaves_the_storage_folder_as_it_was(settings) -> None:
