@@ -207,6 +207,65 @@ def test_a_worker_starting_between_the_two_renames_of_a_build_reads_one_builds_p
     assert "are not the pair" in caplog.text and len(loaded) == 2
 
 
+def test_init_puts_each_domain_model_file_on_disk_before_its_name(settings, monkeypatch) -> None:
+    # The files were renamed over the old ones unsynced: a power cut soon after `init` could
+    # leave domain.arpa empty by its name, and the renames themselves unrecorded.
+    from bot.engines.offline.engine import speech_dir
+    from bot.speech.recognizer import build_domain_model
+
+    folder, done = speech_dir(settings), []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        done.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: object, dst: object) -> None:
+        done.append(("replace", str(src), str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    build_domain_model(settings.manuals_dir, folder)
+    monkeypatch.undo()
+    renames = [(i, step) for i, step in enumerate(done) if step[0] == "replace"]
+    assert sorted(Path(dst).name for _, (_, _, dst) in renames) == [
+        "domain.arpa",
+        "domain.built.json",
+        "domain.dict",
+    ]
+    for i, (_, src, _) in renames:
+        assert ("fsync", src) in done[:i], f"{src} renamed before it was synced"
+    assert ("fsync", str(folder)) in done[renames[-1][0] :], "the folder's new names not synced"
+
+
+def test_a_build_removes_the_partial_files_a_killed_one_left(settings) -> None:
+    # `init` killed mid-write (SIGKILL, a power cut) left .domain.*.partial files in the speech
+    # folder, every build after it adding more. One of a build still running is its own.
+    from bot.engines.offline.engine import speech_dir
+    from bot.speech.recognizer import build_domain_model
+
+    folder = speech_dir(settings)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    running = subprocess.Popen(["sleep", "600"])
+    try:
+        killed = [
+            folder / f".domain.arpa.{gone.pid}.0a1b2c3d.partial",
+            folder / f".domain.built.json.{gone.pid}.0a1b2c3d.partial",
+            folder / ".domain.dict.k3j_2x9q.partial",  # named by mkstemp, no process id
+        ]
+        under_way = folder / f".domain.dict.{running.pid}.9e8f7a6b.partial"
+        for partial in [*killed, under_way]:
+            partial.write_text("half a", encoding="utf-8")
+        build_domain_model(settings.manuals_dir, folder)
+        assert [p for p in killed if p.exists()] == []
+        assert under_way.exists()
+    finally:
+        running.kill()
+        running.wait()
+
+
 def test_the_domain_prompt_holds_the_tools_words_and_the_manuals_titles() -> None:
     prompt = whisper.domain_prompt(paths.MANUALS)
     assert "achievements" in prompt and "GRV-14" in prompt and "charged twice" in prompt
