@@ -192,9 +192,11 @@ def test_config_toml_says_the_ranges_the_loader_holds_settings_to() -> None:
 
     text = (REPO / "config.toml").read_text(encoding="utf-8")
     header = " ".join(line.lstrip("# ") for line in text.split("\n\n", 1)[0].splitlines())
-    assert "none may be negative" in header
-    assert f"discord.defer_after_seconds at most {MAX_DEFER_SECONDS:g}" in header
-    assert "audio.silence_threshold_db is 0 or below" in header
+    # silence_threshold_db, the one number the loader takes below 0, is told as the exception to
+    # the rule, not after a rule that admits none.
+    assert "none may be negative but audio.silence_threshold_db, which is 0 or below (dBFS)." in header
+    assert "none may be negative," not in header
+    assert f"discord.defer_after_seconds is at most {MAX_DEFER_SECONDS:g}" in header
     # A setting the loader refuses at 0 must not say what 0 would do.
     section = ""
     for line in text.splitlines():
