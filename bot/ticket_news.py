@@ -116,19 +116,22 @@ CREATE TABLE IF NOT EXISTS {table} (
     -- which change of the ticket this is: its grievance event's id, or its Jira issue's `updated`
     -- ('' for a filing, told once)
     marker TEXT NOT NULL DEFAULT '',
+    -- the DM it was first tried in, once a try failed: that try's first news id, kept over tries
+    -- (its messages' nonce, though news of it is done meanwhile); last, where an older file gets it
+    delivery INTEGER,
     UNIQUE (source, ticket, kind, status, marker)
 );
 """
 NEWS_COLUMNS = (
     "id, user_id, source, ticket, kind, status, text, state, found_at, done_at, attempts,"
-    " next_try_at, error, held_for"
+    " next_try_at, error, held_for, delivery"
 )
 # The key of news.db files made before each change had a marker: a ticket back to a status told
 # once could never be told it again.
 OLD_KEY = ["source", "ticket", "kind", "status"]
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = (
     NEWS_TABLE.format(table="news")
     + """
@@ -165,6 +168,7 @@ class NewsItem:
     # When a failed try is due again: the same for every piece of that try's DM, and None for
     # news never tried.
     next_try_at: float | None = None
+    delivery: int | None = None  # the DM it was first tried in (news.delivery), None if never tried
 
 
 @dataclass(frozen=True)
@@ -176,6 +180,9 @@ class Delivery:
     audio: ReplyAudio | None  # None for text-only players, or when speaking failed
     mode: str  # the player's /replies style: voice_and_text | voice | file | text
     items: tuple[NewsItem, ...]
+    # Which DM this is, the same at every try of it whatever of its news is done meanwhile: the
+    # first news id of its first try.
+    key: int
 
 
 class Messenger(Protocol):
@@ -335,7 +342,7 @@ class NewsStore:
     @classmethod
     async def open(cls, path: Path | str) -> NewsStore:
         async with opening(path, SCHEMA, version=SCHEMA_VERSION) as conn:
-            await add_missing_columns(conn, "news", {"held_for": "TEXT"})
+            await add_missing_columns(conn, "news", {"held_for": "TEXT", "delivery": "INTEGER"})
             await rekey_news(conn)
             store = cls(conn)
             stuck = await store.count("sending")
@@ -474,7 +481,7 @@ class NewsStore:
         """The oldest pending news, at most one DM's worth per player: a player with hundreds of
         tickets closed at once must not fill the batch and hold back everyone else's news."""
         rows = await self._conn.execute_fetchall(
-            "SELECT id, user_id, source, ticket, kind, status, text, attempts, next_try_at FROM ("
+            "SELECT id, user_id, source, ticket, kind, status, text, attempts, next_try_at, delivery FROM ("
             " SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY id) AS nth FROM news"
             " WHERE state = 'pending' AND (next_try_at IS NULL OR next_try_at <= ?)"
             ") WHERE nth <= ? ORDER BY id LIMIT ?",
@@ -486,7 +493,8 @@ class NewsStore:
         """The pending news of one failed try of a DM to `user_id` (due again at `next_try_at`),
         whatever else is due for them."""
         rows = await self._conn.execute_fetchall(
-            "SELECT id, user_id, source, ticket, kind, status, text, attempts, next_try_at FROM news"
+            "SELECT id, user_id, source, ticket, kind, status, text, attempts, next_try_at, delivery"
+            " FROM news"
             " WHERE user_id = ? AND state = 'pending' AND next_try_at = ? ORDER BY id",
             (user_id, next_try_at),
         )
@@ -514,13 +522,14 @@ class NewsStore:
             )
             await self._conn.commit()
 
-    async def retry(self, ids: list[int], at: float, error: str) -> None:
-        """Back to pending, due at `at`: the send never reached Discord."""
+    async def retry(self, ids: list[int], at: float, error: str, delivery: int) -> None:
+        """Back to pending, due at `at`: the send never reached Discord. `delivery`: the DM's key,
+        kept from its first try."""
         async with self._lock:
             await self._conn.executemany(
-                "UPDATE news SET state = 'pending', attempts = attempts + 1, next_try_at = ?, error = ?"
-                " WHERE id = ?",
-                [(at, error, i) for i in ids],
+                "UPDATE news SET state = 'pending', attempts = attempts + 1, next_try_at = ?, error = ?,"
+                " delivery = COALESCE(delivery, ?) WHERE id = ?",
+                [(at, error, delivery, i) for i in ids],
             )
             await self._conn.commit()
 
@@ -919,7 +928,7 @@ class TicketNews:
             return 0
         unreachable = "not sent: Discord unreachable"
         if outcome is Outcome.RETRY and max(i.attempts for i in items) + 1 < MAX_ATTEMPTS:
-            await self.store.retry(ids, time.time() + RETRY_SECONDS, unreachable)
+            await self.store.retry(ids, time.time() + RETRY_SECONDS, unreachable, delivery.key)
             return 0
         await self.store.finish(ids, "failed", error or (unreachable if outcome is Outcome.RETRY else None))
         return 0
@@ -932,7 +941,9 @@ class TicketNews:
                 audio = await self._speaker(words, prefs.voice)  # synthesis and encoding in threads
             except Exception:
                 log.exception("could not speak ticket news for %s: sending it as text", user_id)
-        return Delivery(user_id, text, audio, prefs.reply_mode, tuple(items))
+        tried = [i.delivery for i in items if i.delivery is not None]
+        key = min(tried) if tried else min(i.id for i in items)
+        return Delivery(user_id, text, audio, prefs.reply_mode, tuple(items), key)
 
     async def _tell_dms_closed(self, messenger: Messenger, user_id: str) -> None:
         channel_id = await self.store.last_channel(user_id)

@@ -255,13 +255,12 @@ class TicketNewsDesk(commands.Cog):
 
 
 def _nonce(d: Delivery) -> str:
-    """The same for every try of one delivery's messages, and for no other delivery: a DM tried
-    again carries the same news as before, never more (TicketNews.deliver), so a message Discord
-    made at an earlier try comes back rather than being posted twice, and one that carried other
-    news would not be returned in its place. At most 25 characters with the prefix each message
-    adds (v, t0. ... t999.)."""
-    items = ",".join(str(item.id) for item in sorted(d.items, key=lambda item: item.id))
-    return hashlib.sha256(f"{d.user_id}:{items}".encode()).hexdigest()[:19]
+    """The same for every try of one delivery's messages, and for no other delivery: a message
+    Discord made at an earlier try comes back rather than being posted twice, though news it
+    told was done meanwhile (the DM tried again carries less), and one that carried other news
+    would not be returned in its place. By the delivery's key, not its contents, which a try
+    again may narrow. At most 25 characters with the prefix each message adds (v, t0. ... t999.)."""
+    return hashlib.sha256(f"{d.user_id}:{d.key}".encode()).hexdigest()[:19]
 
 
 async def setup(bot: VoxdeskBot) -> None:

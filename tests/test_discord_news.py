@@ -510,3 +510,33 @@ async def test_news_tried_again_with_more_news_due_is_not_posted_twice(
     assert len(voices) == 2, texts
     assert [("GRV-10" in t, "GRV-12" in t) for t in texts] == [(True, False), (False, True)], texts
     assert [r.channel_id for r in fake.received if r.kind == "message_again"] == [dm_channel_id(int(NOVA))]
+
+
+async def test_news_tried_again_with_less_news_keeps_the_nonce_of_its_first_try(
+    settings: Settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discord posts a DM of two pieces of news but the connection breaks before its answer;
+    before the try again one of the two is done (its filing's key told in an answer). The DM
+    tried again, with the one left, is the same delivery: Discord returns the one it made."""
+    monkeypatch.setattr(ticket_news, "RETRY_SECONDS", 0.0)  # due again at the next round
+    grievances = settings.storage_dir / "grievances.db"
+    async with running_bot(settings.replace(news={"poll_seconds": 3600.0}), fake) as h:
+        desk = h.bot.get_cog("TicketNewsDesk")
+        await desk.cog_unload()  # type: ignore[union-attr]  # its own rounds stop: this test runs them
+        await staff(grievances, "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-10'")
+        await staff(grievances, "UPDATE grievances SET status = 'reopened' WHERE local_key = 'GRV-12'")
+        fake.posts_cut_after = 1  # the voice message is posted, Discord's answer lost
+        await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
+        assert [s for *_, s in news_states(settings, NOVA)] == ["pending", "pending"]
+        # As NewsStore.told_in_answer leaves a filing's news the player heard the key of.
+        await staff(
+            settings.storage_dir / "news.db", "UPDATE news SET state = 'in_answer' WHERE ticket = 'GRV-12'"
+        )
+        await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
+        assert news_states(settings, NOVA) == [
+            ("GRV-10", "resolved", "sent"),
+            ("GRV-12", "reopened", "in_answer"),
+        ]
+    voices = [m for m in dms(fake, NOVA) if m.is_voice_message]
+    assert len(voices) == 1  # spoken once, before the break
+    assert [r.channel_id for r in fake.received if r.kind == "message_again"] == [dm_channel_id(int(NOVA))]

@@ -1281,6 +1281,30 @@ async def test_an_older_news_db_keeps_what_it_told_and_tells_a_reopened_ticket_r
     ]
 
 
+async def test_a_news_db_of_version_1_gets_the_column_that_keeps_a_dms_key(tmp_path: Path) -> None:
+    # Version 1 had no news.delivery: a DM tried again took a nonce from the news it carried.
+    news_db = tmp_path / "news.db"
+    await (await NewsStore.open(news_db)).aclose()
+    with contextlib.closing(sqlite3.connect(news_db)) as conn, conn:
+        conn.execute("ALTER TABLE news DROP COLUMN delivery")
+        conn.execute(
+            "INSERT INTO news (id, user_id, source, ticket, kind, status, text, found_at, attempts,"
+            " next_try_at) VALUES (4, ?, 'jira', 'GRV-1', 'status', 'resolved', 'told', ?, 1, 0)",
+            (NOVA, days_ago(0)),
+        )
+        conn.execute("PRAGMA user_version = 1")
+    store = await NewsStore.open(news_db)
+    try:
+        (item,) = await store.due()
+        assert (item.id, item.delivery) == (4, None)
+        await store.retry([4], 0.0, "not sent", delivery=4)
+        await store.retry([4], 0.0, "not sent", delivery=9)  # kept from the first failed try
+        assert [i.delivery for i in await store.due()] == [4]
+    finally:
+        await store.aclose()
+    assert sql(news_db, "PRAGMA user_version") == [(2,)]
+
+
 async def test_news_forgotten_at_a_restart_is_not_told_again_when_jira_shows_the_issue_again(
     fake: FakeJira, tmp_path: Path
 ) -> None:
