@@ -420,13 +420,14 @@ def blank(text: str) -> bool:
 def too_short(text: str) -> bool:
     """Too little for staff to act on ("a", "lag", "refund"): fewer than two words or six letters
     and digits. A letter of a script written without spaces (Chinese, Japanese, Thai) counts as
-    two letters, and each two of them as a word."""
+    two letters, and each two of them, or one left over, as a word: "没到账" ("not credited")
+    tells as much as "gems gone"."""
     words = letters = 0
     for chunk in text.split():
         unspaced = sum(unicodedata.category(c) == "Lo" for c in chunk)
         readable = sum(c.isalnum() for c in chunk)
         if readable:
-            words += max(1, unspaced // 2)
+            words += max(1, (unspaced + 1) // 2)
             letters += readable + unspaced
     return words < MIN_DESCRIPTION_WORDS or letters < MIN_DESCRIPTION_LETTERS
 
