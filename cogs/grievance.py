@@ -36,6 +36,8 @@ LOOKUPS, LOOKUP_SECONDS = 20, 60.0
 # category and words (case and spaces folded, as a voice note's repeats are), within this window,
 # while that ticket is not finished.
 RESUBMIT_SECONDS = 600.0
+# What a filing left for a repeat of it: its ticket key, or the answer it had when kept for later.
+Filed = tuple[str | None, str | None]
 
 
 def shown_time(stamp: str) -> str:
@@ -93,9 +95,9 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         self.lookups = commands.CooldownMapping(
             commands.Cooldown(LOOKUPS, LOOKUP_SECONDS), lambda interaction: interaction.user.id
         )
-        # (player, category, folded words) -> (when, the first filing's ticket key, or None while
-        # it is filing or when it filed nothing).
-        self.recent: dict[tuple[str, str, str], tuple[float, asyncio.Future[str | None]]] = {}
+        # (player, category, folded words) -> (when, the first filing: its ticket key, or the
+        # answer it had when the store kept it for later; both None when it filed nothing).
+        self.recent: dict[tuple[str, str, str], tuple[float, asyncio.Future[Filed]]] = {}
 
     def _too_soon(self, interaction: discord.Interaction) -> str | None:
         retry_after = self.lookups.update_rate_limit(interaction)  # type: ignore[arg-type]
@@ -125,8 +127,9 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
     async def _filed_before(
         self, interaction: discord.Interaction, words: tuple[str, str, str]
     ) -> str | None:
-        """The key of the ticket these words filed within RESUBMIT_SECONDS and still open, waiting
-        for a filing of them in flight; None: file them."""
+        """The answer to these words filed within RESUBMIT_SECONDS (its ticket still open) or kept
+        for later (a spool line files them once), waiting for a filing of them in flight; None:
+        file them."""
         while (earlier := self.recent.get(words)) is not None:
             at, filing = earlier
             if time.monotonic() - at >= RESUBMIT_SECONDS:
@@ -134,7 +137,9 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             if not filing.done():
                 await asyncio.shield(filing)
                 continue  # read again: a failed filing leaves the place to the next
-            key = filing.result()
+            key, kept = filing.result()
+            if kept is not None:
+                return kept
             if key is None:
                 return None
             found = await self._run(interaction, "get_grievance_status", {"ticket_key": key})
@@ -142,14 +147,14 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             # A lookup that fails is no reason to file twice: the ticket is minutes old.
             if tickets and tickets[0].get("status") in FINISHED_STATUSES:
                 return None
-            return key
+            return say.SLASH_ALREADY_FILED.format(ticket_key=key)
         return None
 
-    def _filing(self, words: tuple[str, str, str]) -> asyncio.Future[str | None]:
+    def _filing(self, words: tuple[str, str, str]) -> asyncio.Future[Filed]:
         now = time.monotonic()
         for old in [w for w, (at, f) in self.recent.items() if now - at >= RESUBMIT_SECONDS and f.done()]:
             del self.recent[old]
-        filing: asyncio.Future[str | None] = asyncio.get_running_loop().create_future()
+        filing: asyncio.Future[Filed] = asyncio.get_running_loop().create_future()
         self.recent[words] = (now, filing)
         return filing
 
@@ -211,9 +216,9 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             words = (str(interaction.user.id), category.value, " ".join(description.casefold().split()))
             before = await self._filed_before(interaction, words)
             if before is not None:
-                log.info("/grievance file from %s again: told %s", interaction.user.id, before)
-                return say.SLASH_ALREADY_FILED.format(ticket_key=before)
-            filing, key = self._filing(words), None
+                log.info("/grievance file from %s again: told the first filing", interaction.user.id)
+                return before
+            filing, key, kept = self._filing(words), None, None
             try:
                 result = await self._run(
                     interaction,
@@ -221,11 +226,13 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                     {"category": category.value, "description": description},
                 )
                 key = result.get("ticket_key")
+                if result.get("error") in (say.KEPT_FOR_LATER, say.HELD_FOR_LATER):  # not filed, not lost
+                    kept = result["error"]
             finally:
-                filing.set_result(key if isinstance(key, str) else None)
+                filing.set_result((key if isinstance(key, str) else None, kept))
             if "error" in result:
-                if result["error"] in (say.KEPT_FOR_LATER, say.HELD_FOR_LATER):  # not filed, not lost
-                    return result["error"]
+                if kept is not None:
+                    return kept
                 return say.FILING_FAILED.format(reason=result["error"])
             filed.append(result["ticket_key"])
             return say.SLASH_FILED.format(

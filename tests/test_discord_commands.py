@@ -855,6 +855,30 @@ async def test_the_same_complaint_filed_twice_is_told_the_first_ticket_until_it_
         assert [g.description for g in await store.status(BLAZE)].count(words) == 2
 
 
+async def test_the_same_complaint_sent_twice_while_the_database_refuses_it_is_kept_once(
+    settings, fake: FakeDiscord
+):
+    # A double submit while grievances.db refused writes kept both in the spool: two tickets
+    # for one complaint once the database took them again.
+    from bot.app import storage_paths
+    from bot.sentences import KEPT_FOR_LATER
+
+    with sqlite3.connect(storage_paths(settings).grievances) as conn:
+        conn.execute("ALTER TABLE grievances RENAME TO grievances_away")  # filing fails
+    async with running_bot(settings, fake) as h:
+        words = "Bought 500 gems, the wallet never showed them."
+        both = await asyncio.gather(
+            *(
+                fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+                for _ in range(2)
+            )
+        )
+        said = [private_text(await fake.interaction_answer(i)) for i in both]
+        again = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words))
+        assert said == [KEPT_FOR_LATER, KEPT_FOR_LATER] and again == KEPT_FOR_LATER
+        assert await h.bot.core.grievances.local_store.count_unfiled() == 1
+
+
 async def test_sync_clear_removes_the_guild_copy_of_the_commands(settings, fake: FakeDiscord):
     s = discord_settings(settings, fake)
     await sync_commands(s, TOKEN, GUILD_ID)  # tried out in one guild
