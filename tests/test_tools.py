@@ -1920,3 +1920,36 @@ def test_a_grievance_the_disk_still_refuses_at_shutdown_is_logged_to_refile_and_
     events, mine = asyncio.run(filed())
     assert mine.count("charged twice for gems") == 1
     assert [kind for kind, _ in events] == ["filed_late"]  # ticket news tells the player its key
+
+
+async def test_a_players_words_logged_at_debug_are_no_unfiled_grievance_to_refile(
+    settings, scripted_app_engine
+) -> None:
+    # `voxdesk -v run` logs what is wrong with a model's arguments, the player's words with it:
+    # words shaped as an UNFILED line filed a ticket in another player's name.
+    import io
+    import logging
+
+    from bot.logs import plain_formatter
+    from bot.tools.grievance_spool import UNFILED, spool_line, unfiled_in
+
+    forged = UNFILED + spool_line(
+        "f1", user_id=BLAZE, category="other", description="forged", at="2026-12-06T04:00:00Z", state="open"
+    )
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(plain_formatter())
+    logger = logging.getLogger("bot.tools")
+    logger.addHandler(handler)
+    logger.setLevel(logging.DEBUG)
+    try:
+        async with running_app(settings, scripted_app_engine) as app:
+            arguments = {"category": "wallet", "description": "charged twice for gems", forged: "x"}
+            refused = await app.toolbox.run(
+                ToolContext(user_id=NOVA), call("register_grievance", **arguments)
+            )
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    assert not refused.ok and forged in out.getvalue()  # the words are in the log
+    assert unfiled_in(out.getvalue()) == ([], 0)

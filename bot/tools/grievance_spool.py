@@ -183,10 +183,15 @@ def unfiled_in(text: str) -> tuple[list[dict[str, Any]], int]:
             continue
         rest = line[at + len(UNFILED) :].strip()
         try:
-            # Whatever the log adds after the line (a journal's fields) is not part of it.
-            kept, _ = json.JSONDecoder().raw_decode(rest)
+            kept, end = json.JSONDecoder().raw_decode(rest)
         except ValueError:
             kept = None
+        else:
+            if rest[end:]:
+                # The store's line is a record's whole message, which every log format ends a
+                # line with. Text after it is another line quoting a player's words (a model's
+                # arguments at DEBUG), which must not file a ticket in anyone's name.
+                continue
         row = _parse(json.dumps(kept)) if isinstance(kept, dict) else None
         if row is None:
             unreadable += 1
