@@ -561,3 +561,20 @@ def test_two_threads_joining_the_same_model_file_both_get_it(tmp_path) -> None:
         for t in threads:
             t.join()
     assert failures == [] and whisper.sha256(target) == expected
+
+
+def test_a_pair_that_cannot_be_read_leaves_no_descriptor_open(settings, monkeypatch) -> None:
+    # A read failing while the pair was checked against its record left both files open.
+    import os
+
+    from bot.engines.offline.engine import speech_dir
+    from bot.speech import recognizer
+
+    def unreadable(fds: list[int], files: dict[str, object]) -> bool:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(recognizer, "_named", unreadable)
+    before = set(os.listdir("/proc/self/fd"))
+    with pytest.raises(OSError):
+        recognizer._open_pair(speech_dir(settings))
+    assert set(os.listdir("/proc/self/fd")) == before

@@ -236,8 +236,12 @@ def _open_pair(model_dir: Path) -> list[int]:
         built = _record(model_dir)
         fds = _opened(model_dir)
         files = built.get("files") if built is not None else None
-        if built is None or not isinstance(files, dict) or _named(fds, files):
-            return fds
+        try:
+            if built is None or not isinstance(files, dict) or _named(fds, files):
+                return fds
+        except BaseException:
+            _close(fds)
+            raise
         _close(fds)
         time.sleep(PAIR_WAIT)
     log.warning(
