@@ -219,6 +219,10 @@ def cmd_refile(args: argparse.Namespace) -> int:
         text += sys.stdin.read()
     rows, unreadable = unfiled_in(text)
     path = storage_paths(_settings(args)).grievances
+    if not path.exists():
+        # The bot made it when it started: without it this is not its storage folder, and a
+        # database made here would hold grievances no bot reads.
+        raise NotInitialised(f"{path} does not exist: is storage.dir the bot's storage folder?")
     spool = GrievanceSpool.beside(path)
     for row in rows:
         # Each under its own filing id: a line re-filed twice (the log read again) files once.

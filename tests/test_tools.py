@@ -1953,3 +1953,21 @@ async def test_a_players_words_logged_at_debug_are_no_unfiled_grievance_to_refil
         logger.setLevel(logging.NOTSET)
     assert not refused.ok and forged in out.getvalue()  # the words are in the log
     assert unfiled_in(out.getvalue()) == ([], 0)
+
+
+def test_refile_into_a_storage_folder_without_grievances_files_nothing_there(tmp_path) -> None:
+    # A storage folder named wrong (VOXDESK_STORAGE_DIR, another install) got a new grievances.db
+    # the bot never reads, and the operator was told the grievance was filed.
+    from bot.tools.grievance_spool import UNFILED, spool_line
+
+    from .test_cli import voxdesk
+
+    wrong = tmp_path / "elsewhere"
+    wrong.mkdir()
+    log_file = tmp_path / "voxdesk.log"
+    row = {"user_id": NOVA, "category": "wallet", "description": "charged twice for gems"}
+    log_file.write_text(UNFILED + spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="open") + "\n")
+    done = voxdesk("refile", str(log_file), storage=wrong)
+    assert done.returncode == 2, done.stdout
+    assert "grievances.db does not exist" in done.stderr and "filed" not in done.stdout
+    assert list(wrong.iterdir()) == []
