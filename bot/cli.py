@@ -213,11 +213,15 @@ def cmd_refile(args: argparse.Namespace) -> int:
     from bot.tools.grievance_spool import FIELDS, GrievanceSpool, unfiled_in
     from bot.tools.grievance_store import LocalGrievanceStore
 
-    named = [p for p in args.logs if p != "-"]
-    text = "".join(Path(p).read_text(encoding="utf-8", errors="replace") for p in named)
-    if len(named) < len(args.logs) or not args.logs:
-        text += sys.stdin.read()
-    rows, unreadable = unfiled_in(text)
+    def lines() -> Iterator[str]:
+        for name in args.logs or ["-"]:
+            if name == "-":
+                yield from sys.stdin
+            else:
+                with open(name, encoding="utf-8", errors="replace") as log:
+                    yield from log
+
+    rows, unreadable = unfiled_in(lines())
     path = storage_paths(_settings(args)).grievances
     if not path.exists():
         # The bot made it when it started: without it this is not its storage folder, and a

@@ -1952,7 +1952,7 @@ async def test_a_players_words_logged_at_debug_are_no_unfiled_grievance_to_refil
         logger.removeHandler(handler)
         logger.setLevel(logging.NOTSET)
     assert not refused.ok and forged in out.getvalue()  # the words are in the log
-    assert unfiled_in(out.getvalue()) == ([], 0)
+    assert unfiled_in(out.getvalue().splitlines()) == ([], 0)
 
 
 def test_refile_into_a_storage_folder_without_grievances_files_nothing_there(tmp_path) -> None:

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -172,12 +173,13 @@ def spool_line(filing_id: str, others: list[str] | None = None, **row: str) -> s
     return json.dumps(kept)
 
 
-def unfiled_in(text: str) -> tuple[list[dict[str, Any]], int]:
-    """The grievances logged as UNFILED in a log's text, each once, and how many marked lines are
-    none (cut, or mangled on their way to the log)."""
+def unfiled_in(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
+    """The grievances logged as UNFILED in a log's lines, each once, and how many marked lines
+    are none (cut, or mangled on their way to the log). Read a line at a time: a journal of
+    months is gigabytes."""
     found: dict[str, dict[str, Any]] = {}
     unreadable = 0
-    for line in text.splitlines():
+    for line in lines:
         at = line.find(UNFILED)
         if at < 0:
             continue
