@@ -395,8 +395,13 @@ class CatchUp(commands.Cog):
         promised = {u.message_id for u in leftovers}  # kept with a ⏳, or cut by a stop: answered
         waiting = [found[m][0] for m in sorted(found) if m not in seen | cut_short]
         todo = self._within_flood_limit(voice, waiting, promised)
-        log.info(
-            "catch-up: answering %d note(s) sent while I was away, from %d place(s)", len(todo), len(places)
+        # Places owed are read again at every recheck while Discord fails them: an empty one of
+        # those reads is no news.
+        log.log(
+            logging.INFO if todo or only is None else logging.DEBUG,
+            "catch-up: answering %d note(s) sent while I was away, from %d place(s)",
+            len(todo),
+            len(places),
         )
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
             self.bot.track(voice.answer(*found[message_id]))

@@ -336,6 +336,29 @@ async def test_a_channel_discord_keeps_failing_is_said_once_not_at_every_recheck
     assert "catch-up: Discord serves every place again" in caplog.text
 
 
+async def test_a_channel_read_again_at_each_recheck_adds_no_line_each_time(settings, fake, caplog) -> None:
+    # One channel fails (503) through many rechecks, each a catch-up of that channel alone that
+    # answers nothing: the log says the start-up's catch-up, the trouble, and the note answered
+    # once Discord serves the channel, not a line per recheck.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    async with running_bot(settings, fake):
+        first = await fake.send_note(nova, voice_note())  # a DM: the bot now knows this place
+        await all_answered(fake, [first])
+    missed = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL)
+    fake.history_unavailable_in.add(OTHER_CHANNEL)
+    caplog.clear()
+    async with running_bot(settings, fake, channels=[ALLOWED_CHANNEL, OTHER_CHANNEL], recheck_seconds=0.1):
+        await fake.wait_for(lambda rs: sum(r.kind == "history" and r.error == 503 for r in rs) >= 8)
+        fake.history_unavailable_in.clear()
+        await all_answered(fake, [missed])
+        await settle(fake)
+    said = [r.getMessage() for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.INFO]
+    assert [m for m in said if m.startswith("catch-up: answering")] == [
+        "catch-up: answering 0 note(s) sent while I was away, from 3 place(s)",
+        "catch-up: answering 1 note(s) sent while I was away, from 1 place(s)",
+    ], said
+
+
 async def test_a_cloudflare_ban_over_every_place_is_said_once_and_its_end_once(
     settings, fake, caplog
 ) -> None:
