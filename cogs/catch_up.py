@@ -50,6 +50,7 @@ COUNT_AT_MOST = 500
 # Read this much before the gateway went quiet: message ids carry Discord's clock, not ours.
 CLOCK_MARGIN = datetime.timedelta(minutes=2)
 MAX_JOINED = 1000  # private threads remembered as read on joining
+MAX_REASONS = 20  # Discord's troubles remembered as said while the catch-up is owed
 # Messages read after a note a dead process had started, looking for its reply: a sanity cap on
 # the pages (100 each) a raid's channel costs within the claim's lease.
 REPLY_SEARCH_AT_MOST = 5000
@@ -75,6 +76,9 @@ class CatchUp(commands.Cog):
         # left unread is met again at every recheck, so a reason is said once, not per place. Its
         # end is the line below's.
         self._trouble = Outage(log)
+        # Two troubles met in turn at each recheck (one place's 503, a listing's 429) would each
+        # be news to `_trouble` every time: each reason is said once until every place is read.
+        self._reasons_said: dict[str, None] = {}
         self._places_unread = Outage(log, "catch-up: Discord serves every place again")
         self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
@@ -136,8 +140,8 @@ class CatchUp(commands.Cog):
             # Owed as a place a gateway outage's catch-up failed (none of it read), from the same
             # edge: the recheck reads it until Discord serves it.
             self._owe(Owed(cutoff, frozenset()), Owed(cutoff, frozenset({thread.id})), self._owings)
-            self._trouble.failed(
-                _trouble_reason(exc),
+            self._said_trouble(
+                exc,
                 "could not read thread %s the bot was added to: %s; tried again every %g s",
                 thread.id,
                 _why(exc),
@@ -268,6 +272,7 @@ class CatchUp(commands.Cog):
             self._unreachable.answered()
             if not self._failed:  # another catch-up owed (a start-up's and an outage's) may still fail
                 self._trouble.answered()
+                self._reasons_said.clear()
                 self._places_unread.answered()
         except Exception as exc:
             # Only the places Discord failed are read again; any other failure, all this one read.
@@ -595,9 +600,15 @@ class CatchUp(commands.Cog):
             log.warning("catch-up could not %s channel %s: %s", what, place_id, why)
             return
         unread.add(place_id)
-        self._trouble.failed(
-            _trouble_reason(exc), "catch-up could not %s channel %s: %s", what, place_id, why
-        )
+        self._said_trouble(exc, "catch-up could not %s channel %s: %s", what, place_id, why)
+
+    def _said_trouble(
+        self, exc: discord.HTTPException | discord.RateLimited, msg: str, *args: object
+    ) -> None:
+        reason = _trouble_reason(exc)
+        said = reason in self._reasons_said
+        remember(self._reasons_said, reason, None, MAX_REASONS)
+        self._trouble.failed(reason, msg, *args, level=logging.DEBUG if said else None)
 
     async def _channel(
         self, place_id: int, dm: bool = False, unread: set[int] | None = None

@@ -359,6 +359,29 @@ async def test_a_channel_read_again_at_each_recheck_adds_no_line_each_time(setti
     ], said
 
 
+async def test_two_troubles_met_in_turn_at_each_recheck_are_each_said_once(settings, fake, caplog) -> None:
+    # Each recheck meets two of Discord's troubles in turn: listing the archived threads is
+    # banned (429) and one channel's history fails (503). Each reason is said once, not again each
+    # time the other one came between.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    both = [ALLOWED_CHANNEL, OTHER_CHANNEL]
+    fake.history_unavailable_in.add(OTHER_CHANNEL)
+    fake.archived_threads_banned = 10**6
+    async with running_bot(settings, fake, channels=both, recheck_seconds=0.1):
+        await fake.wait_for(lambda rs: sum(r.kind == "history" and r.error == 503 for r in rs) >= 6)
+        fake.history_unavailable_in.clear()
+        fake.archived_threads_banned = 0
+        await settle(fake)
+    said = [
+        r.getMessage() for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.WARNING
+    ]
+    troubles = [m for m in said if m.startswith("catch-up could not")]
+    assert len(troubles) == 2, troubles
+    assert troubles[0].endswith(": 429 error code: 1015") and troubles[1].endswith(
+        ": 503 503: Service Unavailable"
+    )
+
+
 async def test_a_cloudflare_ban_over_every_place_is_said_once_and_its_end_once(
     settings, fake, caplog
 ) -> None:
