@@ -68,6 +68,11 @@ class CatchUp(commands.Cog):
         self._owings = 0  # how many times a catch-up was owed: a read that began before pays none
         # Discord out of reach is met at every recheck until it is back: said once.
         self._unreachable = Outage(log, "Discord answers the catch-up again")
+        # Apart: a look that finds no note left over asks Discord nothing, so its success must
+        # not end the catch-up's outage, to be said anew at the next recheck.
+        self._leftovers_unreachable = Outage(
+            log, "Discord answers the look for notes left unanswered again", beside=self._unreachable
+        )
         # A start-up's read begins at the newest note answered before this process started: a
         # note answered live since (before a place is read, or before a failed read is tried
         # again) says nothing of the notes sent while the bot was down.
@@ -178,9 +183,9 @@ class CatchUp(commands.Cog):
         # errs) must not hold back the notes kept here, fetched by id, nor the pruning.
         try:
             await self.answer_leftovers()
-            self._unreachable.answered()
+            self._leftovers_unreachable.answered()
         except Exception as exc:
-            if not self._out_of_reach(exc, "looking for notes left unanswered"):
+            if not self._out_of_reach(exc, "looking for notes left unanswered", self._leftovers_unreachable):
                 log.exception("looking for notes left unanswered failed; trying again later")
         # A bot that runs for months must not keep every settled note and told news, nor a bot that
         # hears no more notes the last player's words.
@@ -191,14 +196,14 @@ class CatchUp(commands.Cog):
         except Exception:
             log.exception("pruning old records failed; trying again later")
 
-    def _out_of_reach(self, exc: Exception, what: str) -> bool:
+    def _out_of_reach(self, exc: Exception, what: str, outage: Outage | None = None) -> bool:
         """Whether `exc` is Discord out of reach (a network or Discord outage, which discord.py's
         own retries did not outlast): then said in one line without a traceback, and only when
         the reason is new, since the recheck meets it every recheck_seconds until Discord is back."""
         if not (isinstance(exc, aiohttp.ClientError | TimeoutError) or discords_trouble(exc)):
             return False
         why = f"{type(exc).__name__}: {exc}"
-        self._unreachable.failed(
+        (outage or self._unreachable).failed(
             why,
             "%s could not reach Discord (%s); new notes are still answered, and it is tried again every %g s",
             what,
