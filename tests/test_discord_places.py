@@ -287,6 +287,8 @@ async def test_a_note_in_a_thread_archived_during_a_gateway_outage_is_answered_b
         thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
         first = await fake.send_note(nova, voice_note(), channel_id=thread)
         await answered(fake, first)
+        # Its 🎧 comes off after the answer: in an archived thread that would be refused.
+        await fake.wait_for(lambda _: fake.sent("reaction_remove", thread))
         identified = len(fake.identify_payloads)
         fake.gateway_outage()
         await fake.lose_the_session()
@@ -446,6 +448,8 @@ async def test_add_reactions_taken_away_mid_raid_costs_no_answer_and_no_refused_
     async with running_bot(settings, fake):
         first = await fake.send_note(nova, voice_note(), guild=True)
         await answered(fake, first)
+        # Its 🎧 goes out beside the turn, and may come after the answer: denied only after it.
+        await fake.wait_for(lambda _: fake.sent("reaction_remove", ALLOWED_CHANNEL))
         await fake.deny(ALLOWED_CHANNEL, ADD_REACTIONS)  # an admin's change, which the bot is told
         raid = [await fake.send_note(player, voice_note(), guild=True) for player in (nova, blaze)]
         for note in raid:

@@ -68,9 +68,10 @@ async def test_dm_note_gets_a_voice_message_then_the_transcript(harness: Harness
     assert transcript.content.startswith("Nova, you have")  # the tool ran for the speaker
     assert not transcript.flags & VOICE_FLAG
     channel = int(note["channel_id"])
-    assert fake.sent("typing", channel)
-    assert fake.sent("reaction_add", channel)
+    # "typing…" and the 🎧 go out beside the turn: either may reach Discord after the answer.
+    await fake.wait_for(lambda _: fake.sent("typing", channel))
     await fake.wait_for(lambda _: fake.sent("reaction_remove", channel))  # "working" came and went
+    assert fake.sent("reaction_add", channel)
     assert fake.violations == []
 
 
