@@ -38,6 +38,7 @@ MAX_DELETED_THREADS = 1000  # deleted threads remembered, for the notes still qu
 # Notes remembered as weighed against a flood limit: more than one catch-up finds.
 MAX_COUNTED = 10000
 MAX_DENYING = 1000  # channels remembered as warned of for denying the bot Send Messages
+MAX_LATER = 10000  # notes remembered as given a ⏳ that may not have reached Discord yet
 # Discord types a .webm as video/webm whatever it holds, and an audio-only Ogg or MP4 may come
 # typed as video too. A real video is a note as well: decoding reads its audio and skips the picture.
 AUDIO_AS_VIDEO = {"video/webm", "video/ogg", "video/mp4", "video/quicktime"}
@@ -130,6 +131,9 @@ class VoiceNotes(commands.Cog):
         # then would answer it and tell its player "too many" as well.
         self._counted: dict[int, None] = {}
         self._reacting: dict[int, asyncio.Task[None]] = {}  # each note's latest reaction under way
+        # Notes this process gave a ⏳: the recheck may fetch one before its ⏳ reached Discord
+        # (queued behind the channel's reaction limit), and the fetched note would not show it.
+        self._later: dict[int, None] = {}
         self._denying: dict[int, None] = {}  # channels warned of as denying Send Messages
         # Work that ends by itself, uncut ("typing…", reaction requests, sends given up on): held
         # here alone because asyncio keeps only a weak reference to a task.
@@ -427,7 +431,10 @@ class VoiceNotes(commands.Cog):
                 if working:
                     marks.append((WORKING, True))
                 if ok:
-                    if any(r.me and r.emoji == LATER for r in message.reactions):
+                    later = message.id in self._later or any(
+                        r.me and r.emoji == LATER for r in message.reactions
+                    )
+                    if later:
                         marks.append((LATER, True))  # kept for later, answered now
                 elif not cancelled:  # a cut turn gets its ⏳ in answer(): no ⚠️ to outlive its answer
                     marks.append((LATER if reached is Reached.LATER else FAILED, False))
@@ -443,6 +450,11 @@ class VoiceNotes(commands.Cog):
         reactions a few a second per channel: under a raid, a note waiting for its 🎧 would wait
         for its answer too, and the player's next note for its removal."""
         before = self._reacting.get(message.id)
+        if emoji == LATER:
+            if remove:
+                self._later.pop(message.id, None)
+            else:
+                remember(self._later, message.id, None, MAX_LATER)
 
         async def react() -> None:
             if before is not None:

@@ -319,6 +319,29 @@ async def test_a_note_discord_failed_to_take_the_answer_for_is_answered_when_dis
     assert any(f"note {note['id']}" in line and "answered again" in line for line in warnings_logged(caplog))
 
 
+async def test_a_note_answered_again_before_its_hourglass_reached_discord_loses_the_hourglass(
+    settings, fake: FakeDiscord
+):
+    # Discord holds the note's reactions (a raid's queue on the channel's reaction limit) while
+    # the recheck fetches the note and answers it: the fetched note shows no ⏳ yet, and a ⏳
+    # landing after it would tell the player an answer is still to come.
+    fake.posts_unavailable = 2  # the answer, then the apology: the note is left for the recheck
+    fake.reactions_held = asyncio.Event()
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await replies(fake, note, 2)
+        assert await settled(settings, note) == "answered"
+        assert len(h.engine.turns) == 2 and not fake.sent("reaction_add")
+        fake.reactions_held.set()
+        await fake.wait_for(
+            lambda got: any(
+                r.kind == "reaction_remove" and r.body == {"message_id": note["id"], "emoji": HOURGLASS}
+                for r in got
+            )
+        )
+    assert fake.messages[ALLOWED_CHANNEL][int(note["id"])].get("reactions", []) == []
+
+
 async def test_a_note_whose_reaction_loses_the_connection_is_answered_and_marked(settings, fake: FakeDiscord):
     # The 🎧 put on the note loses its connection to Discord (twice: aiohttp sends a PUT again
     # once when a kept-alive connection closes). A reaction is decoration: the note is answered
