@@ -410,6 +410,8 @@ async def test_a_link_refused_mid_reply_sends_the_rest_unlinked_without_repeatin
 
     async def deny_after_the_first_piece(posted: Received) -> None:
         if len(fake.sent("message", ALLOWED_CHANNEL)) == 2:  # the voice message, then piece one
+            # The 🎧 goes out beside the turn, and a late one would be refused as well.
+            await fake.wait_for(lambda _: fake.sent("reaction_add", ALLOWED_CHANNEL))
             await fake.deny(ALLOWED_CHANNEL, READ_MESSAGE_HISTORY, tell_the_bot=False)
 
     fake.after_post = deny_after_the_first_piece
