@@ -449,9 +449,11 @@ async def test_a_filing_cut_by_a_stop_and_told_in_the_answer_is_no_news_after_it
     settings: Settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = fast(settings)
-    notes = await cut_mid_filing(settings, fake, caplog, [(nova, 0.0)])
-    # The note is answered again before any news round reads the filing (news is off in this run).
-    async with running_bot(settings.replace(news={"enabled": False}), fake, engine=Complains()):
+    # News is off until the note is answered again: a round running while the stop waits for the
+    # 🎧 requests still out would file the kept complaint and find its news first.
+    quiet = settings.replace(news={"enabled": False})
+    notes = await cut_mid_filing(quiet, fake, caplog, [(nova, 0.0)])
+    async with running_bot(quiet, fake, engine=Complains()):
         await eventually(lambda: answers_to(fake, notes[NOVA]))
     key = key_of(settings, notes[NOVA])
     async with running_bot(settings, fake):
