@@ -363,6 +363,8 @@ async def test_a_note_whose_typing_loses_the_connection_is_answered(settings, fa
         note = await fake.send_note(nova, voice_note(), guild=True)
         voice, transcript = await replies(fake, note, 2)
         assert await settled(settings, note) == "answered"
+        # "typing…" goes out beside the turn: its request may reach Discord after the answer.
+        await fake.wait_for(lambda got: [r for r in got if r.kind == "typing" and r.error == CONNECTION_CUT])
     assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
     assert next(r.kind for r in fake.received if r.error == CONNECTION_CUT) == "typing"
 
