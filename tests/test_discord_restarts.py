@@ -13,6 +13,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import discord
 import pytest
@@ -71,6 +72,12 @@ async def settle(fake: FakeDiscord) -> None:
     while count != len(fake.received):
         count = len(fake.received)
         await asyncio.sleep(0.3)
+
+
+async def caught_up(bot: Any) -> None:
+    """Until the start's catch-up has read every place: the recheck starts once it ends. (A quiet
+    moment in the fake's log is no sign: the catch-up's first read can come later still.)"""
+    await eventually(lambda: bot.get_cog("CatchUp").recheck.is_running())
 
 
 async def kept_by_another_process(settings: Settings, note: dict, channel_id: int, user_id: str) -> None:
@@ -432,8 +439,8 @@ async def test_a_kept_note_whose_fetch_is_rate_limited_waits_for_the_next_rechec
     # Fetching the first of two notes another process kept is held for an hour (RateLimited, past
     # rate_limit_seconds): one line for it, the second still answered in the same round, and the
     # first at a later recheck.
-    async with running_bot(settings, fake, recheck_seconds=0.2):
-        await settle(fake)  # the start-up catch-up is done: only the recheck finds the notes
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)  # only the recheck finds the notes
         kept = [await fake.send_note(who, voice_note(), guild=True, dispatch=False) for who in (nova, blaze)]
         fake.message_rate_limited, fake.retry_after = 1, 3600.0
         # Kept in one transaction with no await between, so a recheck finds both or neither.
@@ -967,7 +974,7 @@ async def test_a_killed_turns_reply_behind_a_busy_channels_chatter_is_not_answer
 ) -> None:
     # The reply is within the claim's lease, so the recheck finds it however far back it sits.
     async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
-        await settle(fake)  # the start-up catch-up is done: only the recheck finds the note
+        await caught_up(survivor.bot)  # only the recheck finds the note
         note = await a_killed_turn_answered_behind(fake, survivor.bot.core.notes, 120)
         assert await note_state(survivor.bot.core.notes, note) == "answered"
         await settle(fake)
@@ -1123,7 +1130,7 @@ async def test_a_players_reply_to_a_note_a_killed_process_had_is_no_answer(setti
     # Another process on the storage claimed the note and was killed mid-turn; meanwhile a player
     # replied to the note. Only a reply of the bot's is its answer: the recheck answers it.
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
-        await settle(fake)  # the start-up catch-up is done: only the recheck finds the note
+        await caught_up(h.bot)  # only the recheck finds the note
         note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
         await fake.send_message(
             blaze, channel_id=ALLOWED_CHANNEL, guild=True, content="same here", reply_to=note, dispatch=False
@@ -1305,7 +1312,7 @@ async def test_notes_answered_before_a_new_sessions_catch_up_do_not_count_toward
             live = [await fake.send_note(nova, voice_note(), guild=True) for _ in range(2)]
             await all_answered(fake, live)
     async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0) as h:
-        await settle(fake)  # the start's catch-up is done
+        await caught_up(h.bot)
         if answered_by == "this process unrecorded":
 
             async def full(*_: object) -> None:
@@ -1329,7 +1336,8 @@ async def test_a_note_discord_failed_under_is_answered_by_the_new_sessions_catch
     # Discord fails under a note's answer (heard live, so weighed) and the session is lost with
     # it: the new session's catch-up finds the note given back and answers it, not the recheck.
     async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
-        await settle(fake)  # the start's catch-up and first recheck are done
+        await caught_up(h.bot)
+        await settle(fake)  # and the first recheck
         fake.posts_cut = 2  # the voice message and its apology
         note = await fake.send_note(nova, voice_note(), guild=True)
         assert await note_state(h.bot.core.notes, note) == "pending"
@@ -1346,7 +1354,7 @@ async def test_a_note_a_catch_up_reads_as_it_is_heard_live_is_weighed_against_th
     too; the live claim lands in the ledger just after the catch-up looked there. Over the flood
     limit, it is answered or its player is told they sent too many, not both."""
     async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0) as h:
-        await settle(fake)  # the start's catch-up is done
+        await caught_up(h.bot)
         missed = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
         as_read = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
         claim_lands_just_after_a_read_looked(h.bot.core.notes, int(as_read["id"]))
