@@ -34,7 +34,7 @@ from tests.fakes.discord_server import (
 )
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_replies import settled
-from tests.test_discord_restarts import note_state, settle
+from tests.test_discord_restarts import caught_up, note_state, settle
 
 FORUM = 920000000000000077
 
@@ -283,7 +283,10 @@ async def test_a_note_in_a_thread_archived_during_a_gateway_outage_is_answered_b
 ):
     # Discord forgot the session: neither the note nor the THREAD_UPDATE reached the bot, and the
     # new session's GUILD_CREATE lists active threads only.
-    async with running_bot(settings, fake):
+    async with running_bot(settings, fake) as h:
+        # The start's catch-up is not this test's: one still reading would hold the thread as it
+        # was before the outage.
+        await caught_up(h.bot)
         thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
         first = await fake.send_note(nova, voice_note(), channel_id=thread)
         await answered(fake, first)
@@ -486,7 +489,8 @@ async def test_notes_still_queued_when_their_thread_is_deleted_cost_no_turn_and_
     fake.expect_refusals()  # the answer that was going out when the thread went
     caplog.set_level(logging.INFO)
     engine = FrontendEngine(delay=1.0)
-    async with running_bot(settings, fake, engine=engine):
+    async with running_bot(settings, fake, engine=engine) as h:
+        await caught_up(h.bot)  # a start's catch-up still reading would read the deleted thread too
         thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
         first = await fake.send_note(nova, voice_note(), channel_id=thread)
         queued = [await fake.send_note(nova, voice_note(), channel_id=thread) for _ in range(2)]
