@@ -80,6 +80,15 @@ async def caught_up(bot: Any) -> None:
     await eventually(lambda: bot.get_cog("CatchUp").recheck.is_running())
 
 
+async def rechecks(bot: Any, count: int = 3) -> None:
+    """Until `count` more rechecks have run whole: what none of them did, none will. (A sleep
+    counts none on a busy machine, and the test would pass without a look.)"""
+    recheck = bot.get_cog("CatchUp").recheck
+    await eventually(lambda: recheck.is_running())
+    start = recheck.current_loop  # counts the rechecks ended, the one under way not yet
+    await eventually(lambda: recheck.current_loop > start + count)
+
+
 async def kept_by_another_process(settings: Settings, note: dict, channel_id: int, user_id: str) -> None:
     """`note` kept for this bot by another process on its storage (one stopping, or a one-shot)."""
     ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
@@ -205,9 +214,9 @@ async def test_notes_kept_for_after_a_restart_are_answered_whatever_the_flood_li
             await ledger.keep_for_restart(int(note["id"]), int(note["channel_id"]), NOVA)
     finally:
         await ledger.aclose()
-    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0, recheck_seconds=0.2):
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0, recheck_seconds=0.2) as h:
         await all_answered(fake, kept)
-        await asyncio.sleep(1.0)  # several rechecks
+        await rechecks(h.bot)
         await settle(fake)
     assert [answers(fake, n) for n in kept] == [1, 1, 1, 1]
     assert not [r for n in kept for r in fake.replies_to(n["id"]) if "while I was away" in r.content]
@@ -911,8 +920,8 @@ async def test_a_note_answered_just_before_a_kill_is_not_answered_again_by_the_r
         )
     finally:
         await ledger.aclose()
-    async with running_bot(settings, fake, recheck_seconds=0.2):
-        await asyncio.sleep(1.5)  # several rechecks
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await rechecks(h.bot)
         await settle(fake)
     assert answers(fake, note) == 1
 
@@ -932,7 +941,7 @@ async def test_a_note_answered_by_a_process_killed_beside_a_running_one_is_not_a
             "UPDATE notes SET state = 'started', owner = ?, lease_until = ? WHERE message_id = ?",
             ("4194305:1:killed", time.time() + 600, int(note["id"])),  # above Linux's largest pid
         )
-        await asyncio.sleep(1.5)  # several rechecks
+        await rechecks(survivor.bot)
         await settle(fake)
     assert answers(fake, note) == 1
 
@@ -1392,8 +1401,8 @@ async def test_a_turn_cut_while_its_transcript_goes_out_is_not_answered_again(
         h.stop.set()
         await asyncio.wait_for(h.task, 30)
     monkeypatch.setattr(cogs.replies, "_send_piece", real)
-    async with running_bot(settings, fake, recheck_seconds=0.2):
-        await asyncio.sleep(1.0)
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await rechecks(h.bot)
         await settle(fake)
     texts = [r.content for r in fake.replies_to(note["id"]) if not r.is_voice_message]
     assert answers(fake, note) == 1 and texts == []
