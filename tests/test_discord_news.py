@@ -22,7 +22,7 @@ from bot.tools import filing_id
 from bot.tools.base import ToolCall
 from bot.tools.grievance_spool import GrievanceSpool
 from tests.conftest import BLAZE, NOVA, QUILL
-from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
+from tests.discord_harness import blaze, caught_up, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     OTHER_CHANNEL,
@@ -342,6 +342,7 @@ async def cut_mid_filing(
     kept in the spool and each note is answered after the restart. The notes, by player id."""
     engine = Complains()
     async with running_bot(settings, fake, engine=engine, shutdown_grace_seconds=0.2) as h:
+        await caught_up(h.bot)  # else the stop would cut the start's catch-up too
         # Another process: in a thread, as the bot's own writes need the event loop to commit.
         locker = sqlite3.connect(
             settings.storage_dir / "grievances.db", isolation_level=None, check_same_thread=False

@@ -12,6 +12,7 @@ import pytest
 
 from tests.discord_harness import (
     blaze,
+    caught_up,
     claim_lands_just_after_a_read_looked,
     nova,
     quill,
@@ -34,7 +35,7 @@ from tests.fakes.discord_server import (
 )
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_replies import settled
-from tests.test_discord_restarts import caught_up, note_state, settle
+from tests.test_discord_restarts import note_state, settle
 
 FORUM = 920000000000000077
 

@@ -24,6 +24,7 @@ from tests.conftest import NOVA
 from tests.discord_harness import (
     blaze,
     bot_process,
+    caught_up,
     claim_lands_just_after_a_read_looked,
     nova,
     quill,
@@ -72,12 +73,6 @@ async def settle(fake: FakeDiscord) -> None:
     while count != len(fake.received):
         count = len(fake.received)
         await asyncio.sleep(0.3)
-
-
-async def caught_up(bot: Any) -> None:
-    """Until the start's catch-up has read every place: the recheck starts once it ends. (A quiet
-    moment in the fake's log is no sign: the catch-up's first read can come later still.)"""
-    await eventually(lambda: bot.get_cog("CatchUp").recheck.is_running())
 
 
 async def rechecks(bot: Any, count: int = 3) -> None:
