@@ -13,7 +13,7 @@ import pytest
 
 import cogs.replies
 from tests.conftest import NOVA
-from tests.discord_harness import blaze, nova, quill, running_bot, voice_note
+from tests.discord_harness import blaze, caught_up, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import ALLOWED_CHANNEL, SEND_MESSAGES, FakeDiscord, serving
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_news import dms, eventually, fast, news_states, sql, staff
@@ -221,6 +221,7 @@ async def test_a_stop_counts_the_notes_in_flight_not_their_reactions(
     engine = FrontendEngine()
     engine.hold = asyncio.Event()
     async with running_bot(settings, fake, engine=engine) as h:
+        await caught_up(h.bot)  # a start's catch-up still reading is work in flight too
         note = await fake.send_note(nova, voice_note(), guild=True)
         await engine.until_asked(1)
         h.stop.set()
