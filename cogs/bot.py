@@ -188,7 +188,7 @@ class VoxdeskBot(commands.Bot):
         self.discord_settings = settings
         self.accepting = True  # False once shutdown starts: new notes are left alone
         self._inflight: set[asyncio.Task[Any]] = set()
-        self._aside: set[asyncio.Task[Any]] = set()  # of them, what only decorates a note (reactions)
+        self._aside: set[asyncio.Task[Any]] = set()  # of them, what is no note or command itself
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
         self._lookups = ThreadPoolExecutor(2, thread_name_prefix="voxdesk-dns")
         logging.getLogger("discord.app_commands.tree").addFilter(AUTOCOMPLETE_NOT_AN_ERROR)
@@ -239,7 +239,8 @@ class VoxdeskBot(commands.Bot):
     ) -> asyncio.Task[Any]:
         """Work in flight that a stop waits for. Its failure is logged here unless it is
         `awaited` by a caller that reports it (a slash command's error handler). `aside`: not a
-        note or a command of its own (a reaction on one), left out of the counts a stop logs."""
+        note or a command of its own (a reaction on one, a catch-up's read, whose notes are tracked
+        each on its own), left out of the counts a stop logs."""
         task = asyncio.create_task(work)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)

@@ -117,7 +117,7 @@ class CatchUp(commands.Cog):
             return
         # Discord tells of one join twice (THREAD_CREATE, then THREAD_MEMBERS_UPDATE).
         remember(self._joined, thread.id, None, MAX_JOINED)
-        self.bot.track(self._read_joined(thread))
+        self.bot.track(self._read_joined(thread), aside=True)  # the notes it finds count, not the read
 
     @commands.Cog.listener()
     async def on_thread_remove(self, thread: discord.Thread) -> None:
@@ -166,13 +166,13 @@ class CatchUp(commands.Cog):
         if not self._done:
             self._done = True
             self._quiet_since = None
-            self.bot.track(self.catch_up())
+            self.bot.track(self.catch_up(), aside=True)  # the notes it finds count, not the read
             return
         # A fresh session after an outage: Discord does not send the events of the gap.
         quiet, self._quiet_since = self._quiet_since, None
         since = (quiet or discord.utils.utcnow()) - CLOCK_MARGIN
         log.info("new gateway session: reading the notes sent since %s", since.isoformat(timespec="seconds"))
-        self.bot.track(self.catch_up(since))
+        self.bot.track(self.catch_up(since), aside=True)
 
     async def _recheck(self) -> None:
         if not self.bot.accepting:

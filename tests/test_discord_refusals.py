@@ -233,6 +233,21 @@ async def test_a_stop_counts_the_notes_in_flight_not_their_reactions(
     assert finishing.startswith("finishing 1 note(s) in flight"), finishing
 
 
+async def test_a_stop_while_the_starts_catch_up_reads_counts_no_note_for_it(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # The catch-up's read waits out a 429 of 10 s when the stop comes, and no note is in flight:
+    # the log said "finishing 1 note(s)" and "cancelled 1 note(s)" of the read itself.
+    caplog.set_level(logging.INFO)
+    fake.history_rate_limited, fake.retry_after = 1, 10.0
+    async with running_bot(settings, fake, shutdown_grace_seconds=0.2) as h:
+        await fake.wait_for(lambda got: [r for r in got if r.kind == "history" and r.error == 429])
+        h.stop.set()
+        await asyncio.wait_for(h.task, 30)
+    said = [r.getMessage() for r in caplog.records if r.name == "cogs.bot"]
+    assert not [line for line in said if "note(s)" in line], said
+
+
 @pytest.mark.parametrize("failure", ["503", "rate limited for an hour"])
 async def test_ticket_news_discord_failed_to_take_is_sent_on_a_later_round(
     settings, fake: FakeDiscord, failure: str
