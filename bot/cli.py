@@ -216,6 +216,8 @@ def cmd_refile(args: argparse.Namespace) -> int:
     def lines() -> Iterator[str]:
         for name in args.logs or ["-"]:
             if name == "-":
+                if sys.stdin.isatty():  # run by hand with no log named: say what it waits for
+                    _complain("refile: reading stdin, as in: journalctl -u voxdesk -o cat | voxdesk refile")
                 yield from sys.stdin
             else:
                 with open(name, encoding="utf-8", errors="replace") as log:
@@ -320,7 +322,11 @@ SPEAKER_HELP = f"Discord user id of the speaker (default: demo player Nova, {DEM
 COMMANDS: dict[
     str, tuple[Callable[[argparse.Namespace], int], str, Callable[[argparse.ArgumentParser], None]]
 ] = {
-    "init": (cmd_init, "create and seed the embedded databases and speech models", lambda p: None),
+    "init": (
+        cmd_init,
+        "create and seed the embedded databases, index the manuals, build the speech models",
+        lambda p: None,
+    ),
     "ask": (
         cmd_ask,
         "answer one voice note file and write the spoken reply",

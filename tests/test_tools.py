@@ -1,6 +1,9 @@
 import asyncio
 import contextlib
+import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -1971,3 +1974,26 @@ def test_refile_into_a_storage_folder_without_grievances_files_nothing_there(tmp
     assert done.returncode == 2, done.stdout
     assert "grievances.db does not exist" in done.stderr and "filed" not in done.stdout
     assert list(wrong.iterdir()) == []
+
+
+def test_refile_run_by_hand_on_a_terminal_says_it_reads_stdin(tmp_path) -> None:
+    # With no log named it reads stdin: on a terminal it sat silent, as if hung.
+    import pty
+
+    from .test_cli import REPO
+
+    terminal, its_end = pty.openpty()
+    with subprocess.Popen(
+        [sys.executable, "-m", "bot", "refile"],
+        cwd=REPO,
+        env={**os.environ, "VOXDESK_STORAGE_DIR": str(tmp_path)},
+        stdin=its_end,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as refile:
+        os.close(its_end)
+        os.write(terminal, b"\x04")  # Ctrl-D: the end of what is typed
+        _, said = refile.communicate(timeout=120)
+    os.close(terminal)
+    assert "refile: reading stdin" in said
