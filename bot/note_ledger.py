@@ -29,6 +29,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.bounded import remember
 from bot.db import add_missing_columns, first, opening, while_locked
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,9 @@ PRUNE_EVERY_SECONDS = 3600.0
 # Notes a process answers while the ledger refuses to record them (a full or read-only disk) are
 # held in the kernel instead, the newest this many: far more than are answered in a lease.
 MAX_HELD_UNRECORDED = 1000
+# Notes whose release the ledger refused, given back at the next look for notes to answer: far
+# more than Discord fails in the while a disk stays full.
+MAX_UNRELEASED = 1000
 # Where in the holds file each process marks itself alive, one byte at a random place past this:
 # above every message id (snowflakes reach it in 2084).
 LIVE_MARKS = 2**63 - 2**40
@@ -95,6 +99,9 @@ class NoteLedger:
         # One connection: a claim's transaction must not take in another coroutine's statements.
         self._lock = asyncio.Lock()
         self._pruned_at = 0.0
+        # This process's claims of notes no turn answers any more: they look like turns still
+        # running (never handed out again, LEASE_SECONDS or not) until given back.
+        self._unreleased: dict[int, None] = {}
 
     @classmethod
     async def open(cls, path: Path | str) -> NoteLedger:
@@ -171,6 +178,9 @@ class NoteLedger:
                 " updated_at = excluded.updated_at",
                 (message_id, place_id, user_id, self.owner, now + LEASE_SECONDS, now),
             )
+        # A claim taken anew (once another process gave the note back) is a turn of its own: a
+        # release still owed from an earlier one must not give it back.
+        self._unreleased.pop(message_id, None)
         return True
 
     def claim_unrecorded(self, message_id: int) -> bool:
@@ -213,8 +223,29 @@ class NoteLedger:
         await self._set(message_id, "expired")
 
     async def release(self, message_id: int) -> None:
-        """Give a claimed note back, to be answered after a restart (a shutdown cut its turn)."""
-        await self._set(message_id, "pending")
+        """Give a claimed note back, to be answered after a restart (a shutdown cut its turn) or
+        by a running bot's recheck (Discord failed its answer). Where the ledger refuses it (a
+        full disk, a database busy past its timeout), it is given back at the next `unanswered`."""
+        try:
+            await self._set(message_id, "pending")
+        except Exception:
+            remember(self._unreleased, message_id, None, MAX_UNRELEASED)
+            raise
+        self._unreleased.pop(message_id, None)
+
+    async def _release_again(self) -> None:
+        while self._unreleased:
+            # Taken out before the write: two looks at once (a start-up's catch-up and a recheck)
+            # giving one note back twice would give back the claim of the turn answering it.
+            message_id = next(iter(self._unreleased))
+            del self._unreleased[message_id]
+            try:
+                await self._set(message_id, "pending")
+            except Exception as exc:
+                remember(self._unreleased, message_id, None, MAX_UNRELEASED)
+                log.debug("could not give note %s back to be answered yet: %s", message_id, exc)
+                return  # the ledger still refuses: the rest wait for the next look too
+            log.info("note %s given back to be answered: the ledger takes writes again", message_id)
 
     async def keep_for_restart(self, message_id: int, place_id: int, user_id: str) -> bool:
         """Record a note that arrived while shutting down; False if it was known already."""
@@ -289,7 +320,9 @@ class NoteLedger:
         }
 
     async def unanswered(self) -> list[Unanswered]:
-        """Notes kept for a restart, and notes whose turn a dead process never finished."""
+        """Notes kept for a restart, notes whose turn a dead process never finished, and notes
+        given back (their release, refused before, among them)."""
+        await self._release_again()
         # After the claims already waiting: a start-up catch-up's answers claim a dead process's
         # notes just as the first recheck lists them, and each listed before its claim landed
         # would be fetched and its reply searched for (up to 50 pages of history) for nothing.

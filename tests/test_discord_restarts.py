@@ -12,7 +12,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import discord
@@ -1696,3 +1696,59 @@ async def test_a_turn_cut_by_a_stop_is_marked_for_later_not_as_failed(settings, 
     ]
     assert LATER in marks
     assert failed not in marks, marks
+
+
+@contextlib.contextmanager
+def ledger_refuses(settings: Settings, state: str) -> Iterator[None]:
+    """The notes ledger's file refuses to set any note to `state` (as a full disk, or a database
+    busy past its timeout, refuses a write), until the block ends."""
+    db = sqlite3.connect(settings.storage_dir / "notes.db", timeout=30)
+    try:
+        db.execute(
+            f"CREATE TRIGGER refuse_{state} BEFORE UPDATE OF state ON notes WHEN NEW.state = '{state}'"
+            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        yield
+    finally:
+        db.execute(f"DROP TRIGGER IF EXISTS refuse_{state}")
+        db.close()
+
+
+async def test_a_note_discord_failed_under_whose_release_failed_is_answered_by_the_recheck(
+    settings, fake, caplog
+) -> None:
+    # Discord fails the answer and its apology, and the ledger then refuses to give the note back:
+    # it stays claimed by this running process, whose recheck must answer it all the same.
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await settle(fake)
+        with ledger_refuses(h.settings, "pending"):
+            fake.posts_unavailable = 2  # the voice message and its apology
+            note = await fake.send_note(nova, voice_note(), guild=True)
+            await eventually(lambda: f"could not mark note {note['id']}" in caplog.text)
+            # Rechecks while the ledger still refuses: the note is not answered meanwhile.
+            rechecks = h.bot.get_cog("CatchUp").recheck
+            seen = rechecks.current_loop
+            await eventually(lambda: rechecks.current_loop >= seen + 3)
+            assert answers(fake, note) == 0 and len(h.engine.turns) == 1
+        await all_answered(fake, [note], within=15)
+        assert await note_state(h.bot.core.notes, note) == "answered"
+        await settle(fake)
+    assert answers(fake, note) == 1
+    assert len(h.engine.turns) == 2  # heard again: the first answer never got out
+
+
+async def test_a_note_answered_whose_mark_failed_is_not_answered_again_by_the_recheck(
+    settings, fake, caplog
+) -> None:
+    # The answer went out and the ledger refused to mark it answered: still this process's claim,
+    # which no recheck hands out again, however many run.
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await settle(fake)
+        with ledger_refuses(h.settings, "answered"):
+            note = await fake.send_note(nova, voice_note(), guild=True)
+            await eventually(lambda: f"could not mark note {note['id']}" in caplog.text)
+        rechecks = h.bot.get_cog("CatchUp").recheck
+        seen = rechecks.current_loop
+        await eventually(lambda: rechecks.current_loop >= seen + 5)
+        await settle(fake)
+    assert answers(fake, note) == 1 and len(h.engine.turns) == 1

@@ -437,3 +437,57 @@ async def test_usage_keeps_the_days_the_desk_and_the_budget_read_and_forgets_old
     meter = await UsageMeter.open(db, UsageSettings(daily_tokens=100), model="m")  # a restart
     await meter.aclose()
     assert oldest_kept() == (day(kept - 1), day(kept - 1))
+
+
+async def test_a_note_whose_release_failed_is_given_back_at_the_next_look(tmp_path) -> None:
+    # The release of a note Discord failed under is refused (a full disk): the note must not stay
+    # this live process's claim for good, which no recheck hands out; a note marked answered
+    # that the ledger refused to record stays its claim (its answer went out).
+    one, two = await open_two(tmp_path)
+    outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
+    try:
+        assert await one.claim(7, 10, "u") and await one.claim(8, 10, "u")
+        outside.execute(
+            "CREATE TRIGGER full BEFORE UPDATE OF state ON notes"
+            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        for settle in (one.release(7), one.answered(8)):
+            with contextlib.suppress(sqlite3.Error):
+                await settle
+                raise AssertionError("the ledger took the write")
+        assert await one.unanswered() == []  # still refused: still claimed, and not answered
+        outside.execute("DROP TRIGGER full")
+        assert await two.unanswered() == []  # another process leaves a live one's claims alone
+        assert [(u.message_id, u.state) for u in await one.unanswered()] == [(7, "pending")]
+        assert await one.claim(7, 10, "u") and not await one.claim(8, 10, "u")
+        assert await one.unanswered() == []  # given back once: its new turn is not handed out
+    finally:
+        outside.close()
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_release_owed_does_not_give_back_a_later_claim_of_the_note(tmp_path) -> None:
+    # One's release was refused and its claim lapsed; two took the note and gave it back; one
+    # claims it anew, for a turn now running: the old release owed must not give that claim back.
+    one, two = await open_two(tmp_path)
+    outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
+    try:
+        assert await one.claim(7, 10, "u")
+        outside.execute(
+            "CREATE TRIGGER full BEFORE UPDATE OF state ON notes"
+            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        with contextlib.suppress(sqlite3.Error):
+            await one.release(7)
+        outside.execute("DROP TRIGGER full")
+        await one._conn.execute("UPDATE notes SET lease_until = ? WHERE message_id = 7", (time.time() - 1,))
+        assert await two.claim(7, 10, "u")
+        await two.release(7)
+        assert await one.claim(7, 10, "u")
+        assert await one.unanswered() == [] and await two.unanswered() == []
+        assert await two.seen([7]) == {7}
+    finally:
+        outside.close()
+        await one.aclose()
+        await two.aclose()
