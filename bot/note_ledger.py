@@ -71,8 +71,8 @@ PRUNE_EVERY_SECONDS = 3600.0
 # Notes a process answers while the ledger refuses to record them (a full or read-only disk) are
 # held in the kernel instead, the newest this many: far more than are answered in a lease.
 MAX_HELD_UNRECORDED = 1000
-# Notes whose release the ledger refused, given back at the next look for notes to answer: far
-# more than Discord fails in the while a disk stays full.
+# Notes whose release the ledger refused (or, answered unrecorded, whose record), given back at
+# the next look for notes to answer: far more than Discord fails in the while a disk stays full.
 MAX_UNRELEASED = 1000
 # Where in the holds file each process marks itself alive, one byte at a random place past this:
 # above every message id (snowflakes reach it in 2084).
@@ -100,8 +100,9 @@ class NoteLedger:
         self._lock = asyncio.Lock()
         self._pruned_at = 0.0
         # This process's claims of notes no turn answers any more: they look like turns still
-        # running (never handed out again, LEASE_SECONDS or not) until given back.
-        self._unreleased: dict[int, None] = {}
+        # running (never handed out again, LEASE_SECONDS or not) until given back. A note answered
+        # unrecorded has no row to give back: its (place, user) to record it with instead.
+        self._unreleased: dict[int, tuple[int, str] | None] = {}
 
     @classmethod
     async def open(cls, path: Path | str) -> NoteLedger:
@@ -191,8 +192,14 @@ class NoteLedger:
         process runs, so a note arriving late at the other is not answered by it either, and a
         claim of it there once the disk takes writes again is refused."""
         if self._holds is None:
-            return True  # nothing to hold it by: answered twice beats never
-        return self._holds.take(message_id)
+            mine = True  # nothing to hold it by: answered twice beats never
+        else:
+            mine = self._holds.take(message_id)
+        if mine:
+            # A turn of its own: a record of the note still owed from an earlier one would hand
+            # this one's note out while it runs.
+            self._unreleased.pop(message_id, None)
+        return mine
 
     def _claimable(self, state: str, owner: str | None, lease_until: float | None, now: float) -> bool:
         if state == "pending":
@@ -233,16 +240,41 @@ class NoteLedger:
             raise
         self._unreleased.pop(message_id, None)
 
+    async def release_unrecorded(self, message_id: int, place_id: int, user_id: str) -> None:
+        """`release` for a note answered though its claim was refused (`claim_unrecorded`): it is
+        recorded as given back, and no longer held, so a recheck (of any process) answers it.
+        Where the ledger refuses that too, it is recorded at the next `unanswered`."""
+        try:
+            await self._give_back_unrecorded(message_id, place_id, user_id)
+        except Exception:
+            remember(self._unreleased, message_id, (place_id, user_id), MAX_UNRELEASED)
+            raise
+        self._unreleased.pop(message_id, None)
+
+    async def _give_back_unrecorded(self, message_id: int, place_id: int, user_id: str) -> None:
+        # A row there already is another's (kept for a restart, answered, a claim): left as it is.
+        await self._write(
+            "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
+            " VALUES (?, ?, ?, 'pending', ?) ON CONFLICT (message_id) DO NOTHING",
+            (message_id, place_id, user_id, time.time()),
+        )
+        # Only once it is recorded: another process claiming it in between would find neither.
+        if self._holds is not None:
+            self._holds.let_go(message_id)
+
     async def _release_again(self) -> None:
         while self._unreleased:
             # Taken out before the write: two looks at once (a start-up's catch-up and a recheck)
             # giving one note back twice would give back the claim of the turn answering it.
-            message_id = next(iter(self._unreleased))
+            message_id, unrecorded = next(iter(self._unreleased.items()))
             del self._unreleased[message_id]
             try:
-                await self._set(message_id, "pending")
+                if unrecorded is None:
+                    await self._set(message_id, "pending")
+                else:
+                    await self._give_back_unrecorded(message_id, *unrecorded)
             except Exception as exc:
-                remember(self._unreleased, message_id, None, MAX_UNRELEASED)
+                remember(self._unreleased, message_id, unrecorded, MAX_UNRELEASED)
                 log.debug("could not give note %s back to be answered yet: %s", message_id, exc)
                 return  # the ledger still refuses: the rest wait for the next look too
             log.info("note %s given back to be answered: the ledger takes writes again", message_id)
@@ -434,6 +466,12 @@ class _Holds:
             with contextlib.suppress(OSError):
                 fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, oldest))
         return True
+
+    def let_go(self, message_id: int) -> None:
+        if message_id in self._held:
+            del self._held[message_id]
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_UNLCK, message_id))
 
     def mark(self, marks: int) -> int | None:
         """Mark this process at a random byte of the 2**40 from `marks`, for as long as it holds the

@@ -298,7 +298,7 @@ class VoiceNotes(commands.Cog):
                 raise
             # Shutting down and the grace period ran out, mid-turn or still queued: the note is
             # answered after the restart.
-            await self._settle(ledger.release, message)
+            await self._release(message)
             await self._react(message, LATER)
             raise
         finally:
@@ -316,7 +316,7 @@ class VoiceNotes(commands.Cog):
                 message.id,
                 author.id,
             )
-            await self._settle(ledger.release, message)
+            await self._release(message)
             return
         # Recorded as given up on, not answered, and not tried again: what kept every message from
         # the player (mostly permissions the channel denies) would most likely meet it again.
@@ -378,6 +378,18 @@ class VoiceNotes(commands.Cog):
         """Before the note is marked answered, while ticket news still holds what its answer
         tells: a complaint of this note kept in the spool is told by this answer, not by DM."""
         await self.bot.core.news.heard_in_answer(str(message.author.id), "discord", str(message.id), keys)
+
+    async def _release(self, message: discord.Message) -> None:
+        """Give the note back to be answered again: its turn is over and nothing reached the player."""
+        ledger = self.bot.core.notes
+        if message.id not in self._unrecorded:
+            await self._settle(ledger.release, message)
+            return
+        # Answered unrecorded: `answer` would pass it over for good, and the ledger, which has no
+        # row of it, would never list it.
+        del self._unrecorded[message.id]
+        place, user = message.channel.id, str(message.author.id)
+        await self._settle(lambda m: ledger.release_unrecorded(m, place, user), message)
 
     async def _settle(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
         try:

@@ -1752,3 +1752,45 @@ async def test_a_note_answered_whose_mark_failed_is_not_answered_again_by_the_re
         await eventually(lambda: rechecks.current_loop >= seen + 5)
         await settle(fake)
     assert answers(fake, note) == 1 and len(h.engine.turns) == 1
+
+
+@contextlib.contextmanager
+def ledger_refuses_new_notes(settings: Settings) -> Iterator[None]:
+    """The notes ledger's file refuses to take in any note (a claim, or a note given back), as a
+    full disk refuses a write, until the block ends."""
+    db = sqlite3.connect(settings.storage_dir / "notes.db", timeout=30)
+    try:
+        db.execute(
+            "CREATE TRIGGER refuse_new BEFORE INSERT ON notes"
+            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        yield
+    finally:
+        db.execute("DROP TRIGGER IF EXISTS refuse_new")
+        db.close()
+
+
+async def test_a_note_answered_unrecorded_that_discord_failed_is_answered_by_the_recheck(
+    settings, fake, caplog
+) -> None:
+    # The ledger refuses the note's claim, so it is answered unrecorded; Discord fails that answer
+    # and its apology: the running bot's recheck must answer it once the ledger takes it again.
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await settle(fake)
+        with ledger_refuses_new_notes(h.settings):
+            fake.posts_unavailable = 2  # the voice message and its apology
+            note = await fake.send_note(nova, voice_note(), guild=True)
+            await eventually(lambda: "got no answer because Discord failed" in caplog.text)
+            assert f"could not record note {note['id']}" in caplog.text
+            # Rechecks while the ledger still refuses: the note is not answered meanwhile.
+            rechecks = h.bot.get_cog("CatchUp").recheck
+            seen = rechecks.current_loop
+            await eventually(lambda: rechecks.current_loop >= seen + 3)
+            assert answers(fake, note) == 0 and len(h.engine.turns) == 1
+        await all_answered(fake, [note], within=15)
+        assert await note_state(h.bot.core.notes, note) == "answered"
+        seen = rechecks.current_loop
+        await eventually(lambda: rechecks.current_loop >= seen + 5)
+        await settle(fake)
+    assert answers(fake, note) == 1
+    assert len(h.engine.turns) == 2  # heard again: the first answer never got out

@@ -491,3 +491,55 @@ async def test_a_release_owed_does_not_give_back_a_later_claim_of_the_note(tmp_p
         outside.close()
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_note_answered_unrecorded_and_given_back_is_recorded_for_any_recheck(tmp_path) -> None:
+    # Its claim was refused (a full disk) and Discord failed its answer: the ledger has no row to
+    # give back, and the kernel holds it for this process alone; once the file takes writes, it is
+    # listed to answer, by this process or another.
+    one, two = await open_two(tmp_path)
+    outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
+    try:
+        outside.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON notes"
+            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        with contextlib.suppress(sqlite3.Error):
+            await one.claim(7, 10, "u")
+            raise AssertionError("the ledger took the claim")
+        assert one.claim_unrecorded(7)
+        with contextlib.suppress(sqlite3.Error):
+            await one.release_unrecorded(7, 10, "u")
+            raise AssertionError("the ledger took the note back")
+        assert await one.unanswered() == []  # still refused
+        outside.execute("DROP TRIGGER full")
+        assert [(u.message_id, u.place_id, u.state) for u in await one.unanswered()] == [(7, 10, "pending")]
+        assert await two.claim(7, 10, "u")  # no longer held by one
+        assert not await one.claim(7, 10, "u") and await one.unanswered() == []
+    finally:
+        outside.close()
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_note_answered_unrecorded_anew_is_not_given_back_by_an_earlier_turn(tmp_path) -> None:
+    # Given back while the ledger refused it, then answered unrecorded again (a catch-up read it):
+    # the record still owed must not hand the running turn's note out.
+    one, two = await open_two(tmp_path)
+    outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
+    try:
+        outside.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON notes"
+            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        assert one.claim_unrecorded(7)
+        with contextlib.suppress(sqlite3.Error):
+            await one.release_unrecorded(7, 10, "u")
+        assert one.claim_unrecorded(7)
+        outside.execute("DROP TRIGGER full")
+        assert await one.unanswered() == [] and await two.unanswered() == []
+        assert not await two.claim(7, 10, "u")  # still held by one's turn
+    finally:
+        outside.close()
+        await one.aclose()
+        await two.aclose()
