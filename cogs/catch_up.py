@@ -51,6 +51,9 @@ COUNT_AT_MOST = 500
 CLOCK_MARGIN = datetime.timedelta(minutes=2)
 MAX_JOINED = 1000  # private threads remembered as read on joining
 MAX_REASONS = 20  # Discord's troubles remembered as said while the catch-up is owed
+# Notes counted as too old to answer: a read Discord failed past its first page counts them again
+# at each recheck. Ten channels' counts (COUNT_AT_MOST each).
+MAX_TOO_OLD_COUNTED = 10 * COUNT_AT_MOST
 # Messages read after a note a dead process had started, looking for its reply: a sanity cap on
 # the pages (100 each) a raid's channel costs within the claim's lease.
 REPLY_SEARCH_AT_MOST = 5000
@@ -86,6 +89,7 @@ class CatchUp(commands.Cog):
         self._reasons_said: dict[str, None] = {}
         self._places_unread = Outage(log, "catch-up: Discord serves every place again")
         self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
+        self._too_old_counted: dict[int, None] = {}
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
         self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
 
@@ -152,6 +156,8 @@ class CatchUp(commands.Cog):
                 _why(exc),
                 self.bot.discord_settings.recheck_seconds,
             )
+            # The line above said it: kept quietly, for its end to be said once the recheck reads it.
+            self._say_unread(level=logging.DEBUG)
             return
         seen = await self.bot.core.notes.seen(list(found))
         waiting = [found[m][0] for m in sorted(found) if m not in seen | replied]
@@ -283,21 +289,10 @@ class CatchUp(commands.Cog):
             # Only the places Discord failed are read again; any other failure, all this one read.
             failed = this
             if isinstance(exc, PlacesUnread):
-                failed = Owed(since, frozenset(exc.places), frozenset(exc.unlisted))
+                failed = Owed(since, frozenset(exc.places or ()), frozenset(exc.unlisted))
             self._owe(this, failed, began)
             if isinstance(exc, PlacesUnread):
-                # What all the catch-ups owed leave unread, tried in turn at each recheck: said
-                # once, not once per catch-up.
-                unread = PlacesUnread(
-                    frozenset().union(*(o.places or () for o in self._failed)),
-                    frozenset().union(*(o.listings for o in self._failed)),
-                )
-                self._places_unread.failed(
-                    str(unread),
-                    "catch-up: %s; tried again every %g s",
-                    unread,
-                    self.bot.discord_settings.recheck_seconds,
-                )
+                self._say_unread()
             elif not self._out_of_reach(exc, "catch-up"):
                 log.exception("catch-up failed; new notes are still answered, and it is tried again soon")
         finally:
@@ -305,6 +300,22 @@ class CatchUp(commands.Cog):
             # overlapping the old process) are found only by the recheck.
             if not self.recheck.is_running():
                 self.recheck.start()
+
+    def _say_unread(self, level: int | None = None) -> None:
+        """What all the catch-ups owed leave unread, tried in turn at each recheck: said once,
+        not once per catch-up, and its end once every place is read."""
+        every = any(o.places is None for o in self._failed)
+        unread = PlacesUnread(
+            None if every else frozenset().union(*(o.places or () for o in self._failed)),
+            frozenset().union(*(o.listings for o in self._failed)),
+        )
+        self._places_unread.failed(
+            str(unread),
+            "catch-up: %s; tried again every %g s",
+            unread,
+            self.bot.discord_settings.recheck_seconds,
+            level=level,
+        )
 
     def _owe(self, done: Owed, failed: Owed | None, began: int) -> None:
         """What is owed once `done`, begun when `began` catch-ups had been owed, left `failed` of it
@@ -395,7 +406,11 @@ class CatchUp(commands.Cog):
 
         if too_old:
             await ledger.expire(sorted(too_old))
-            log.info("catch-up: %d note(s) older than %g minutes left unanswered", len(too_old), minutes)
+            counted = [m for m in sorted(too_old) if m not in self._too_old_counted]
+            for message_id in counted:
+                remember(self._too_old_counted, message_id, None, MAX_TOO_OLD_COUNTED)
+            if counted:
+                log.info("catch-up: %d note(s) older than %g minutes left unanswered", len(counted), minutes)
         seen = await ledger.seen(list(found))
         # A turn a killed process had started may have got its reply out before the process died;
         # a kept or released note may have had a "restarting" message, which is no answer.
@@ -645,8 +660,12 @@ class PlacesUnread(Exception):
     it could not list: the notes sent there are still to answer, so the catch-up is owed again for
     them (the ledger keeps it from answering any note twice)."""
 
-    def __init__(self, places: Set[int], unlisted: Set[int] = frozenset()) -> None:
-        said = f"{len(places)} place(s) not read: {', '.join(map(str, sorted(places)))}" if places else ""
+    def __init__(self, places: Set[int] | None, unlisted: Set[int] = frozenset()) -> None:
+        """`places` None: a catch-up of every place is owed (one failed for another reason)."""
+        if places is None:
+            said = "every place to read again"
+        else:
+            said = f"{len(places)} place(s) not read: {', '.join(map(str, sorted(places)))}" if places else ""
         if unlisted:
             listed = f"archived threads not listed in {', '.join(map(str, sorted(unlisted)))}"
             said = f"{said}; {listed}" if said else listed

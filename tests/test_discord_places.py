@@ -509,3 +509,24 @@ async def test_notes_still_queued_when_their_thread_is_deleted_cost_no_turn_and_
     assert not [
         r for r in caplog.records if r.levelno >= logging.ERROR and str(queued[0]["id"]) in r.getMessage()
     ]
+
+
+async def test_a_private_thread_discord_failed_to_read_on_joining_says_its_end_once_read(
+    settings, fake, caplog
+):
+    # Its trouble was said (a warning); once the recheck reads it, the end of that trouble is too.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await settle(fake)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
+        fake.history_unavailable_in.add(thread)
+        await fake.add_to_thread(thread)
+        await fake.wait_for(lambda rs: [r for r in rs if r.kind == "history" and r.channel_id == thread])
+        fake.history_unavailable_in.clear()
+        await answered(fake, waiting, within=15)
+        await settle(fake)
+    said = [r.getMessage() for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.INFO]
+    trouble = [m for m in said if m.startswith(f"could not read thread {thread}")]
+    ended = [m for m in said if m == "catch-up: Discord serves every place again"]
+    assert len(trouble) == len(ended) == 1, said

@@ -1794,3 +1794,52 @@ async def test_a_note_answered_unrecorded_that_discord_failed_is_answered_by_the
         await settle(fake)
     assert answers(fake, note) == 1
     assert len(h.engine.turns) == 2  # heard again: the first answer never got out
+
+
+async def test_old_notes_a_start_ups_read_failed_past_are_counted_once(settings, fake, caplog) -> None:
+    # A place quiet since before the window: the start-up reads it from the last note answered,
+    # counting the notes too old to answer on its first page, and Discord fails the second page.
+    # Each recheck reads it again from there: the same notes are no news.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    async with running_bot(settings, fake):
+        seen = await fake.send_note(nova, voice_note(), guild=True, ago=180)
+        await all_answered(fake, [seen])
+    for _ in range(3):
+        await fake.send_note(nova, voice_note(), guild=True, ago=120)
+    for _ in range(100):
+        await fake.send_message(blaze, channel_id=ALLOWED_CHANNEL, guild=True, content="gg", ago=120)
+    after_seen = sorted(m for m in fake.messages[ALLOWED_CHANNEL] if m > int(seen["id"]))
+    fake.history_unavailable_after[ALLOWED_CHANNEL] = after_seen[99]  # the first page's last
+    async with running_bot(settings, fake, catch_up_minutes=1, recheck_seconds=0.1):
+        await fake.wait_for(lambda rs: sum(r.kind == "history" and r.error == 503 for r in rs) >= 5)
+        fake.history_unavailable_after.clear()
+        await eventually(lambda: "catch-up: Discord serves every place again" in caplog.text)
+        await settle(fake)
+    counted = [r.getMessage() for r in caplog.records if "older than" in r.getMessage()]
+    assert counted == ["catch-up: 3 note(s) older than 1 minutes left unanswered"], counted
+
+
+async def test_places_unread_under_a_catch_up_owed_of_every_place_say_every_place(
+    settings, fake, caplog
+) -> None:
+    # An outage's catch-up failed for the ledger (every place owed from then); a later one is
+    # refused one channel by Discord: what is owed is still every place, not "0 place(s)".
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    async with running_bot(settings, fake, recheck_seconds=3600) as h:
+        await settle(fake)
+        catch_up, ledger = h.bot.get_cog("CatchUp"), h.bot.core.notes
+        real = ledger.unanswered
+
+        async def busy() -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+        ledger.unanswered = busy  # type: ignore[method-assign]
+        earlier = discord.utils.utcnow() - datetime.timedelta(minutes=2)
+        await catch_up.catch_up(earlier)
+        ledger.unanswered = real  # type: ignore[method-assign]
+        fake.history_unavailable_in.add(ALLOWED_CHANNEL)
+        await catch_up.catch_up(earlier + datetime.timedelta(minutes=1))
+        fake.history_unavailable_in.clear()
+    owed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("catch-up: ")]
+    owed = [m for m in owed if "tried again every" in m]
+    assert owed == ["catch-up: every place to read again; tried again every 3600 s"], owed

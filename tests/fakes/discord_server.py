@@ -379,6 +379,9 @@ class FakeDiscord(Strict):
         # Channels whose history Discord fails to serve (503, as when the store behind one
         # channel's messages is down) while they are in the set.
         self.history_unavailable_in: set[int] = set()
+        # Channel → message id: a read of its history after a message at or past that id fails the
+        # same way (a read that fails past its first page).
+        self.history_unavailable_after: dict[int, int] = {}
         self.message_rate_limited = 0  # the same 429 for GETs of one message by id, counting down
         self.channel_unavailable = 0  # GETs of a channel by id answered 503, counting down
         # Cloudflare's ban on listing archived threads (any of the three listings), counting down.
@@ -1675,7 +1678,10 @@ class FakeDiscord(Strict):
             record.error = 429
             await self._record(record)
             return self._rate_limited("history", global_=False)
-        if channel_id in self.history_unavailable_in:
+        past = self.history_unavailable_after.get(channel_id)
+        if channel_id in self.history_unavailable_in or (
+            past is not None and anchor == "after" and at >= past
+        ):
             record.error = 503
             await self._record(record)
             return _json({"message": "503: Service Unavailable", "code": 0}, status=503)
