@@ -543,3 +543,17 @@ async def test_a_note_answered_unrecorded_anew_is_not_given_back_by_an_earlier_t
         outside.close()
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_note_answered_unrecorded_given_back_once_the_ledger_takes_writes_is_listed(tmp_path) -> None:
+    # The disk took writes again before Discord failed the answer: recorded at once, and let go.
+    one, two = await open_two(tmp_path)
+    try:
+        assert one.claim_unrecorded(7) and not two.claim_unrecorded(7)
+        await one.release_unrecorded(7, 10, "u")
+        assert [(u.message_id, u.state) for u in await two.unanswered()] == [(7, "pending")]
+        assert await two.claim(7, 10, "u")
+        assert await one.unanswered() == []  # two's turn, not handed out
+    finally:
+        await one.aclose()
+        await two.aclose()
