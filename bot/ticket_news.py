@@ -181,8 +181,9 @@ class Delivery:
     mode: str  # the player's /replies style: voice_and_text | voice | file | text
     items: tuple[NewsItem, ...]
     # Which DM this is, the same at every try of it whatever of its news is done meanwhile: the
-    # first news id of its first try.
-    key: int
+    # first news id of its first try. None for a DM a voxdesk that kept no key tried (news tried,
+    # news.delivery empty): that voxdesk's nonce was over the ids of its news.
+    key: int | None
 
 
 class Messenger(Protocol):
@@ -522,9 +523,9 @@ class NewsStore:
             )
             await self._conn.commit()
 
-    async def retry(self, ids: list[int], at: float, error: str, delivery: int) -> None:
+    async def retry(self, ids: list[int], at: float, error: str, delivery: int | None) -> None:
         """Back to pending, due at `at`: the send never reached Discord. `delivery`: the DM's key,
-        kept from its first try."""
+        kept from its first try (None: an older voxdesk's try, whose nonce is over the ids)."""
         async with self._lock:
             await self._conn.executemany(
                 "UPDATE news SET state = 'pending', attempts = attempts + 1, next_try_at = ?, error = ?,"
@@ -942,7 +943,12 @@ class TicketNews:
             except Exception:
                 log.exception("could not speak ticket news for %s: sending it as text", user_id)
         tried = [i.delivery for i in items if i.delivery is not None]
-        key = min(tried) if tried else min(i.id for i in items)
+        if tried:
+            key: int | None = min(tried)
+        elif any(i.attempts for i in items):
+            key = None
+        else:
+            key = min(i.id for i in items)
         return Delivery(user_id, text, audio, prefs.reply_mode, tuple(items), key)
 
     async def _tell_dms_closed(self, messenger: Messenger, user_id: str) -> None:

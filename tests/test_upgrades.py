@@ -5,7 +5,8 @@ on its own code: the demo grievances, complaints filed through its `ask` and its
 of them in several lines, quoted, non-ASCII), a status set by staff, preferences, conversation
 turns, a spool line it filed itself, one still waiting in the spool at the upgrade, and a torn
 line it set aside in the spool's .rejected (aa6a9dc, older, kept no spool and no filing ids);
-d623801's news.db holds ticket news under its old key.
+d623801's news.db holds ticket news under its old key; 7de950c's, news.db alone, a DM of three
+pieces of news Discord never answered (tried again later) and one that failed.
 The databases are kept as SQL (`iterdump`), so the fixture is readable and no binary file moves
 with SQLite's version."""
 
@@ -21,9 +22,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.config import NewsSettings
 from bot.conversations import ConversationStore
 from bot.preferences import PreferenceStore
-from bot.ticket_news import NewsStore
+from bot.ticket_news import Delivery, NewsStore, Outcome, TicketNews
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 
@@ -33,7 +35,7 @@ from .test_db import every_store, user_version
 from .test_schemas import schema_of
 
 UPGRADES = Path(__file__).with_name("upgrades")
-OLD_VERSIONS = sorted(p.name for p in UPGRADES.iterdir() if p.is_dir())
+OLD_VERSIONS = sorted(p.name for p in UPGRADES.iterdir() if (p / "grievances.sql").exists())
 NOVA, ARIA = "111111111111111111", "222222222222222222"
 
 
@@ -164,6 +166,40 @@ async def test_ticket_news_found_under_the_old_key_is_kept_and_still_due(tmp_pat
     after = rows(old / "news.db", "SELECT id, user_id, ticket, status, text, state FROM news ORDER BY id")
     assert after == before
     assert [(n.user_id, n.text) for n in due] == [(ARIA, "GRV-18 is now in progress")]
+
+
+async def test_a_dm_an_older_voxdesk_tried_is_tried_again_under_its_nonce(tmp_path: Path) -> None:
+    # 7de950c sent Nova's DM of news 1, 2 and 3 with the nonce below; Discord never answered, so
+    # it may have posted it. Tried again under another nonce, Nova would be told it all twice.
+    from cogs.news import _nonce
+
+    old = tmp_path / "old"
+    restore("7de950c", old)
+    told: list[tuple[str, list[int], str]] = []
+
+    class Messenger:
+        async def direct(self, delivery: Delivery) -> Outcome:
+            told.append((delivery.user_id, [i.id for i in delivery.items], _nonce(delivery)))
+            return Outcome.SENT
+
+        async def in_channel(self, user_id: str, channel_id: str, text: str) -> bool:
+            return True
+
+    news, preferences = (
+        await NewsStore.open(old / "news.db"),
+        await PreferenceStore.open(old / "preferences.db"),
+    )
+    try:
+        sent = await TicketNews(news, None, preferences, None, NewsSettings()).deliver(Messenger())
+        again = await TicketNews(news, None, preferences, None, NewsSettings()).deliver(Messenger())
+    finally:
+        await news.aclose()
+        await preferences.aclose()
+    assert (sent, again) == (3, 0)
+    assert told == [(NOVA, [1, 2, 3], "82117ca5c2608a273c5")]
+    states = rows(old / "news.db", "SELECT id, state FROM news ORDER BY id")
+    assert states == [(1, "sent"), (2, "sent"), (3, "sent"), (4, "failed")]
+    assert user_version(old / "news.db") == 2
 
 
 def test_the_fixtures_spool_lines_are_an_old_versions() -> None:
