@@ -5,8 +5,9 @@ on its own code: the demo grievances, complaints filed through its `ask` and its
 of them in several lines, quoted, non-ASCII), a status set by staff, preferences, conversation
 turns, a spool line it filed itself, one still waiting in the spool at the upgrade, and a torn
 line it set aside in the spool's .rejected (aa6a9dc, older, kept no spool and no filing ids);
-d623801's news.db holds ticket news under its old key; 7de950c's, news.db alone, a DM of three
-pieces of news Discord never answered (tried again later) and one that failed.
+d623801's news.db holds ticket news under its old key; 7de950c's (news.db schema 1, spool lines
+with a format) a DM of three pieces of news Discord never answered, to be tried again, and one
+that failed.
 The databases are kept as SQL (`iterdump`), so the fixture is readable and no binary file moves
 with SQLite's version."""
 
@@ -35,7 +36,7 @@ from .test_db import every_store, user_version
 from .test_schemas import schema_of
 
 UPGRADES = Path(__file__).with_name("upgrades")
-OLD_VERSIONS = sorted(p.name for p in UPGRADES.iterdir() if (p / "grievances.sql").exists())
+OLD_VERSIONS = sorted(p.name for p in UPGRADES.iterdir() if p.is_dir())
 NOVA, ARIA = "111111111111111111", "222222222222222222"
 
 
@@ -62,7 +63,7 @@ GRIEVANCE = "SELECT local_key, user_id, category, description, status, created_a
 
 
 def test_every_old_version_has_its_fixture() -> None:
-    assert OLD_VERSIONS == ["2717903", "aa6a9dc", "d623801"]
+    assert OLD_VERSIONS == ["2717903", "7de950c", "aa6a9dc", "d623801"]
     for version in OLD_VERSIONS:
         assert re.fullmatch(r"[0-9a-f]{7}", version)
         assert (UPGRADES / version / "grievances.sql").exists()
@@ -209,7 +210,8 @@ async def test_a_dm_an_older_voxdesk_tried_is_tried_again_under_its_nonce(tmp_pa
 def test_the_fixtures_spool_lines_are_an_old_versions() -> None:
     for spool in UPGRADES.glob("*/grievances.db.spool.jsonl"):
         line = json.loads(spool.read_text(encoding="utf-8"))
-        assert set(line) == {"id", "user_id", "category", "description", "at", "state"}
+        assert set(line) - {"format"} == {"id", "user_id", "category", "description", "at", "state"}
+        assert line.get("format", 1) == 1
 
 
 def as_an_older_voxdesk_left(storage: Path, seeded: Path) -> None:
