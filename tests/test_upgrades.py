@@ -260,3 +260,23 @@ async def test_check_takes_an_empty_grievances_db_as_the_bot_does(settings) -> N
     results = {r.service: r for r in await check_all(settings)}
     assert results["grievances"].line().endswith("local grievance store: 0 grievances")
     assert (settings.storage_dir / "grievances.db").stat().st_size == 0
+
+
+def test_a_domain_model_7de950c_built_is_heard_with_not_rebuilt(settings, monkeypatch, caplog) -> None:
+    # 7de950c's domain.built.json names no file hashes: its pair is the current model, read as it
+    # is, neither waited on as a build cut short nor refused.
+    from bot.engines.offline.engine import speech_dir
+    from bot.speech import recognizer
+
+    folder = speech_dir(settings)
+    recognizer.build_domain_model(settings.manuals_dir, folder)
+    record = json.loads((folder / "domain.built.json").read_text(encoding="utf-8"))
+    old = {"inputs": record["inputs"], "sentences": record["sentences"]}
+    (folder / "domain.built.json").write_text(json.dumps(old) + "\n", encoding="utf-8")
+    loaded: list[str] = []
+    monkeypatch.setattr(recognizer, "_decoder", lambda lm, dictionary: loaded.append(lm.name) or object())
+    monkeypatch.setattr(time, "sleep", lambda seconds: pytest.fail("waited on a pair it takes as it is"))
+
+    assert recognizer.built_from_current_inputs(folder, settings.manuals_dir)
+    recognizer.Recognizer(folder)
+    assert loaded and "not the pair" not in caplog.text
