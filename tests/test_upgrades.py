@@ -280,3 +280,35 @@ def test_a_domain_model_7de950c_built_is_heard_with_not_rebuilt(settings, monkey
     assert recognizer.built_from_current_inputs(folder, settings.manuals_dir)
     recognizer.Recognizer(folder)
     assert loaded and "not the pair" not in caplog.text
+
+
+async def test_a_grievance_7de950c_lost_at_shutdown_is_refiled_once(tmp_path: Path) -> None:
+    # 7de950c logged a grievance the full disk still refused at shutdown under its own mark, with
+    # no filing id: the log is its one copy, and `refile` after the upgrade must find it there.
+    from .test_cli import voxdesk
+
+    old = tmp_path / "old"
+    restore("7de950c", old)
+    words = 'the shop took my gems twice, "again" «ünïcode»'
+    row = {"user_id": ARIA, "category": "wallet", "description": words, "at": "2026-12-06T05:30:00Z"}
+    lost = json.dumps({**row, "state": "local_only"})
+    log_file = tmp_path / "voxdesk.log"
+    log_file.write_text(
+        f"<3>2026-12-06 05:31:00 ERROR    bot.tools.grievance_store grievance held in memory lost at"
+        f" shutdown: {lost}\n",
+        encoding="utf-8",
+    )
+    before = rows(old / "grievances.db", GRIEVANCE)
+
+    for _ in range(2):  # the log read twice files it once
+        done = voxdesk("refile", str(log_file), storage=old)
+        assert done.returncode == 0, done.stderr
+        assert "1 unfiled grievance(s) found" in done.stdout
+
+    after = rows(old / "grievances.db", GRIEVANCE)
+    last = int(before[-1][0].removeprefix("GRV-"))
+    assert after[: len(before)] == before
+    # The spool's line waiting since 7de950c, then the one from the log.
+    assert [(key, owner, words) for key, owner, _, words, _, _ in after[len(before) :]][-1:] == [
+        (f"GRV-{last + 2}", ARIA, words)
+    ]

@@ -10,6 +10,7 @@ while another process files the spool waits for it and is not emptied away unrea
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +33,8 @@ FORMAT = 1
 # stopped (a full disk): the one copy left is in the log, off the storage folder, and
 # `voxdesk refile` finds it there by this mark.
 UNFILED = "UNFILED GRIEVANCE, re-file it with `voxdesk refile LOG`: "
+# The mark of an older voxdesk (7de950c and before) on such a line, which names no filing id.
+LOST_AT_SHUTDOWN = "grievance held in memory lost at shutdown: "
 
 
 class GrievanceSpool:
@@ -180,10 +183,10 @@ def unfiled_in(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
     found: dict[str, dict[str, Any]] = {}
     unreadable = 0
     for line in lines:
-        at = line.find(UNFILED)
-        if at < 0:
+        mark = next((m for m in (UNFILED, LOST_AT_SHUTDOWN) if m in line), None)
+        if mark is None:
             continue
-        rest = line[at + len(UNFILED) :].strip()
+        rest = line[line.find(mark) + len(mark) :].strip()
         try:
             kept, end = json.JSONDecoder().raw_decode(rest)
         except ValueError:
@@ -194,6 +197,9 @@ def unfiled_in(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
                 # line with. Text after it is another line quoting a player's words (a model's
                 # arguments at DEBUG), which must not file a ticket in anyone's name.
                 continue
+        if mark is LOST_AT_SHUTDOWN and isinstance(kept, dict) and "id" not in kept:
+            # An id of its words, so the log read again files it once.
+            kept["id"] = hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:32]
         row = _parse(json.dumps(kept)) if isinstance(kept, dict) else None
         if row is None:
             unreadable += 1
