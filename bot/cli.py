@@ -218,7 +218,10 @@ def cmd_refile(args: argparse.Namespace) -> int:
             if name == "-":
                 if sys.stdin.isatty():  # run by hand with no log named: say what it waits for
                     _complain("refile: reading stdin, as in: journalctl -u voxdesk -o cat | voxdesk refile")
-                yield from sys.stdin
+                # As a named log is read: a line cut inside a character (journald's LineMax) must
+                # not stop the grievances after it, whatever the locale made of stdin.
+                with open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False) as log:
+                    yield from log
             else:
                 with open(name, encoding="utf-8", errors="replace") as log:
                     yield from log

@@ -1997,3 +1997,33 @@ def test_refile_run_by_hand_on_a_terminal_says_it_reads_stdin(tmp_path) -> None:
         _, said = refile.communicate(timeout=120)
     os.close(terminal)
     assert "refile: reading stdin" in said
+
+
+def test_refile_reads_a_journal_on_stdin_past_a_line_that_is_not_utf8(tmp_path) -> None:
+    # A journal line cut inside a character (journald's LineMax), piped in on a host whose locale
+    # makes stdin strict: refile stopped on it with a traceback, and the grievance after it was
+    # never filed. A log file named on the command line was read past it already.
+    from bot.tools.grievance_spool import UNFILED, spool_line
+
+    from .test_cli import REPO
+
+    storage = tmp_path / "storage"
+    storage.mkdir()
+
+    async def made() -> None:
+        await (await LocalGrievanceStore.open(storage / "grievances.db")).aclose()
+
+    asyncio.run(made())
+    row = {"user_id": NOVA, "category": "wallet", "description": "charged twice for gems"}
+    unfiled = UNFILED + spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="open")
+    journal = b"gems \xe2\x82\n" + unfiled.encode() + b"\n"
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "refile"],
+        cwd=REPO,
+        env={**os.environ, "VOXDESK_STORAGE_DIR": str(storage), "PYTHONIOENCODING": "utf-8:strict"},
+        input=journal,
+        capture_output=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert b"1 unfiled grievance(s) found" in done.stdout
