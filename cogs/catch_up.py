@@ -159,6 +159,12 @@ class CatchUp(commands.Cog):
             # The line above said it: kept quietly, for its end to be said once the recheck reads it.
             self._say_unread(level=logging.DEBUG)
             return
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            # The connection broke under the read: owed the same way, or the thread, remembered as
+            # read, is never read again and its notes go unanswered.
+            self._owe(Owed(cutoff, frozenset()), Owed(cutoff, frozenset({thread.id})), self._owings)
+            self._out_of_reach(exc, f"reading thread {thread.id} the bot was added to")
+            return
         seen = await self.bot.core.notes.seen(list(found))
         waiting = [found[m][0] for m in sorted(found) if m not in seen | replied]
         todo = self._within_flood_limit(voice, waiting, set())

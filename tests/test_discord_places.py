@@ -530,3 +530,34 @@ async def test_a_private_thread_discord_failed_to_read_on_joining_says_its_end_o
     trouble = [m for m in said if m.startswith(f"could not read thread {thread}")]
     ended = [m for m in said if m == "catch-up: Discord serves every place again"]
     assert len(trouble) == len(ended) == 1, said
+
+
+async def test_a_private_thread_whose_read_on_joining_loses_the_connection_is_read_at_the_recheck(
+    settings, fake, caplog, monkeypatch
+):
+    # The connection to Discord breaks under the read of the thread the bot was just added to (a
+    # reset, not an answer of Discord's): its waiting note was lost, the read's traceback logged,
+    # and the thread, remembered as read, was never read again.
+    import aiohttp
+    import discord
+
+    reads = discord.abc.Messageable.history
+    broken: set[int] = set()
+
+    def history(self, *args, **kwargs):
+        if self.id in broken:
+            broken.discard(self.id)
+            raise aiohttp.ClientOSError(104, "Connection reset by peer")
+        return reads(self, *args, **kwargs)
+
+    monkeypatch.setattr(discord.abc.Messageable, "history", history)
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await settle(fake)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
+        broken.add(thread)
+        await fake.add_to_thread(thread)
+        voice, _ = await answered(fake, waiting, within=15)
+        await settle(fake)
+    assert voice.channel_id == thread and len(voice_replies(fake, waiting)) == 1
+    assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
