@@ -103,6 +103,9 @@ class NoteLedger:
         # running (never handed out again, LEASE_SECONDS or not) until given back. A note answered
         # unrecorded has no row to give back: its (place, user) to record it with instead.
         self._unreleased: dict[int, tuple[int, str] | None] = {}
+        # Those being given back now: one claimed anew meanwhile leaves it, and is then no longer
+        # owed if the write fails (the new turn's, not to hand out).
+        self._giving_back: set[int] = set()
 
     @classmethod
     async def open(cls, path: Path | str) -> NoteLedger:
@@ -181,7 +184,7 @@ class NoteLedger:
             )
         # A claim taken anew (once another process gave the note back) is a turn of its own: a
         # release still owed from an earlier one must not give it back.
-        self._unreleased.pop(message_id, None)
+        self._no_longer_owed(message_id)
         return True
 
     def claim_unrecorded(self, message_id: int) -> bool:
@@ -198,8 +201,12 @@ class NoteLedger:
         if mine:
             # A turn of its own: a record of the note still owed from an earlier one would hand
             # this one's note out while it runs.
-            self._unreleased.pop(message_id, None)
+            self._no_longer_owed(message_id)
         return mine
+
+    def _no_longer_owed(self, message_id: int) -> None:
+        self._unreleased.pop(message_id, None)
+        self._giving_back.discard(message_id)
 
     def _claimable(self, state: str, owner: str | None, lease_until: float | None, now: float) -> bool:
         if state == "pending":
@@ -233,23 +240,31 @@ class NoteLedger:
         """Give a claimed note back, to be answered after a restart (a shutdown cut its turn) or
         by a running bot's recheck (Discord failed its answer). Where the ledger refuses it (a
         full disk, a database busy past its timeout), it is given back at the next `unanswered`."""
-        try:
-            await self._set(message_id, "pending")
-        except Exception:
-            remember(self._unreleased, message_id, None, MAX_UNRELEASED)
-            raise
-        self._unreleased.pop(message_id, None)
+        await self._give_back(message_id, None)
 
     async def release_unrecorded(self, message_id: int, place_id: int, user_id: str) -> None:
         """`release` for a note answered though its claim was refused (`claim_unrecorded`): it is
         recorded as given back, and no longer held, so a recheck (of any process) answers it.
         Where the ledger refuses that too, it is recorded at the next `unanswered`."""
-        try:
-            await self._give_back_unrecorded(message_id, place_id, user_id)
-        except Exception:
-            remember(self._unreleased, message_id, (place_id, user_id), MAX_UNRELEASED)
-            raise
+        await self._give_back(message_id, (place_id, user_id))
+
+    async def _give_back(self, message_id: int, unrecorded: tuple[int, str] | None) -> None:
+        """Give the note back, or owe it where the ledger refuses. `unrecorded`: its (place, user)
+        for a note answered unrecorded."""
         self._unreleased.pop(message_id, None)
+        self._giving_back.add(message_id)
+        try:
+            if unrecorded is None:
+                await self._set(message_id, "pending")
+            else:
+                await self._give_back_unrecorded(message_id, *unrecorded)
+        except Exception:
+            # Unless a claim took it anew while the write waited (a catch-up read it again).
+            if message_id in self._giving_back:
+                remember(self._unreleased, message_id, unrecorded, MAX_UNRELEASED)
+            raise
+        finally:
+            self._giving_back.discard(message_id)
 
     async def _give_back_unrecorded(self, message_id: int, place_id: int, user_id: str) -> None:
         # A row there already is another's (kept for a restart, answered, a claim): left as it is.
@@ -264,17 +279,13 @@ class NoteLedger:
 
     async def _release_again(self) -> None:
         while self._unreleased:
-            # Taken out before the write: two looks at once (a start-up's catch-up and a recheck)
-            # giving one note back twice would give back the claim of the turn answering it.
+            # Taken out (by _give_back) before the write: two looks at once (a start-up's catch-up
+            # and a recheck) giving one note back twice would give back the claim of the turn
+            # answering it.
             message_id, unrecorded = next(iter(self._unreleased.items()))
-            del self._unreleased[message_id]
             try:
-                if unrecorded is None:
-                    await self._set(message_id, "pending")
-                else:
-                    await self._give_back_unrecorded(message_id, *unrecorded)
+                await self._give_back(message_id, unrecorded)
             except Exception as exc:
-                remember(self._unreleased, message_id, unrecorded, MAX_UNRELEASED)
                 log.debug("could not give note %s back to be answered yet: %s", message_id, exc)
                 return  # the ledger still refuses: the rest wait for the next look too
             log.info("note %s given back to be answered: the ledger takes writes again", message_id)

@@ -557,3 +557,40 @@ async def test_a_note_answered_unrecorded_given_back_once_the_ledger_takes_write
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_note_answered_unrecorded_anew_while_its_record_is_written_is_not_given_back(
+    tmp_path,
+) -> None:
+    # A recheck writes the record still owed of a note as a catch-up reads the note again and
+    # answers it unrecorded: the write, refused, must not leave the record owed for the new turn,
+    # or the next recheck hands out the note that turn is answering.
+    one, two = await open_two(tmp_path)
+    outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
+    try:
+        outside.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON notes"
+            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        assert one.claim_unrecorded(7)
+        with contextlib.suppress(sqlite3.Error):
+            await one.release_unrecorded(7, 10, "u")
+        writing, write = asyncio.Event(), one._write
+
+        async def written(sql: str, parameters: tuple[object, ...]) -> object:
+            writing.set()
+            return await write(sql, parameters)
+
+        one._write = written  # type: ignore[method-assign]
+        async with one._lock:  # the recheck's write waits behind another statement
+            looking = asyncio.create_task(one.unanswered())
+            await writing.wait()
+            assert one.claim_unrecorded(7)  # the catch-up's turn
+        assert await looking == []
+        outside.execute("DROP TRIGGER full")
+        assert await one.unanswered() == [] and await two.unanswered() == []
+        assert not await two.claim(7, 10, "u")  # still held by one's turn
+    finally:
+        outside.close()
+        await one.aclose()
+        await two.aclose()
