@@ -578,3 +578,16 @@ def test_a_pair_that_cannot_be_read_leaves_no_descriptor_open(settings, monkeypa
     with pytest.raises(OSError):
         recognizer._open_pair(speech_dir(settings))
     assert set(os.listdir("/proc/self/fd")) == before
+
+
+def test_a_build_removes_a_partial_of_a_killed_build_that_had_its_process_id(settings) -> None:
+    # `init` in a container runs as pid 1 each time: the partials a killed one left carry the id
+    # of the build now running, which had written none yet, and were kept as if under way.
+    from bot.engines.offline.engine import speech_dir
+    from bot.speech.recognizer import build_domain_model
+
+    folder = speech_dir(settings)
+    killed = folder / f".domain.arpa.{os.getpid()}.0a1b2c3d.partial"
+    killed.write_text("half a", encoding="utf-8")
+    build_domain_model(settings.manuals_dir, folder)
+    assert not killed.exists()

@@ -130,11 +130,12 @@ def _replace(path: Path, text: str) -> None:
 def _remove_partials(out_dir: Path, names: list[str]) -> None:
     """The files _replace left half written for `names` when its process was killed (SIGKILL,
     a power cut): those of a process no longer running. A build under way in another process
-    (two `init`s at once) keeps its own."""
+    (two `init`s at once) keeps its own. One of this process's id is a killed one's whose id came
+    round again (a container's `init` is pid 1 each time): this build has written none yet."""
     for name in names:
         for partial in out_dir.glob(f".{name}.*.partial"):
             pid = partial.name[len(name) + 2 :].split(".", 1)[0]
-            if pid.isdigit() and _running(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and _running(int(pid)):
                 continue
             partial.unlink(missing_ok=True)
 
