@@ -163,7 +163,7 @@ class CatchUp(commands.Cog):
             # The connection broke under the read: owed the same way, or the thread, remembered as
             # read, is never read again and its notes go unanswered.
             self._owe(Owed(cutoff, frozenset()), Owed(cutoff, frozenset({thread.id})), self._owings)
-            self._out_of_reach(exc, f"reading thread {thread.id} the bot was added to")
+            self._out_of_reach(exc, f"the read of thread {thread.id} the bot was added to")
             return
         seen = await self.bot.core.notes.seen(list(found))
         waiting = [found[m][0] for m in sorted(found) if m not in seen | replied]
