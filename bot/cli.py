@@ -226,12 +226,12 @@ def cmd_refile(args: argparse.Namespace) -> int:
                 with open(name, encoding="utf-8", errors="replace") as log:
                     yield from log
 
-    rows, unreadable = unfiled_in(lines())
     path = storage_paths(_settings(args)).grievances
     if not path.exists():
         # The bot made it when it started: without it this is not its storage folder, and a
-        # database made here would hold grievances no bot reads.
+        # database made here would hold grievances no bot reads. Said before a journal is read.
         raise NotInitialised(f"{path} does not exist: is storage.dir the bot's storage folder?")
+    rows, unreadable = unfiled_in(lines())
     spool = GrievanceSpool.beside(path)
     for row in rows:
         # Each under its own filing id: a line re-filed twice (the log read again) files once.

@@ -1982,6 +1982,7 @@ def test_refile_run_by_hand_on_a_terminal_says_it_reads_stdin(tmp_path) -> None:
 
     from .test_cli import REPO
 
+    (tmp_path / "grievances.db").touch()  # the bot's storage folder: refile goes on to read
     terminal, its_end = pty.openpty()
     with subprocess.Popen(
         [sys.executable, "-m", "bot", "refile"],
@@ -2027,3 +2028,25 @@ def test_refile_reads_a_journal_on_stdin_past_a_line_that_is_not_utf8(tmp_path) 
     )
     assert done.returncode == 0, done.stderr.decode()
     assert b"1 unfiled grievance(s) found" in done.stdout
+
+
+def test_refile_into_a_folder_not_the_bots_says_so_before_reading_a_journal(tmp_path) -> None:
+    # `journalctl | voxdesk refile` with the storage folder named wrong: refused at once, not
+    # after months of journal were read (here stdin stays open, as a follow would).
+    from .test_cli import REPO
+
+    with subprocess.Popen(
+        [sys.executable, "-m", "bot", "refile"],
+        cwd=REPO,
+        env={**os.environ, "VOXDESK_STORAGE_DIR": str(tmp_path)},
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as refile:
+        try:
+            status = refile.wait(timeout=60)
+        finally:
+            refile.kill()
+        said = refile.stderr.read()
+    assert status == 2 and "grievances.db does not exist" in said
