@@ -106,6 +106,12 @@ class NoteLedger:
         # Those being given back now: one claimed anew meanwhile leaves it, and is then no longer
         # owed if the write fails (the new turn's, not to hand out).
         self._giving_back: set[int] = set()
+        # Notes this process answers though the ledger refused their claim, with their (place,
+        # user) where known: no claim of this process's marks how their turn ended.
+        self._unrecorded: dict[int, tuple[int, str] | None] = {}
+        # How turns ended whose mark the ledger refused ('answered', 'expired'): marked at the
+        # next look for notes to answer, or a restart would answer a note given back before.
+        self._unmarked: dict[int, str] = {}
 
     @classmethod
     async def open(cls, path: Path | str) -> NoteLedger:
@@ -185,9 +191,12 @@ class NoteLedger:
         # A claim taken anew (once another process gave the note back) is a turn of its own: a
         # release still owed from an earlier one must not give it back.
         self._no_longer_owed(message_id)
+        self._unrecorded.pop(message_id, None)
         return True
 
-    def claim_unrecorded(self, message_id: int) -> bool:
+    def claim_unrecorded(
+        self, message_id: int, place_id: int | None = None, user_id: str | None = None
+    ) -> bool:
         """When `claim` failed (a full or read-only disk refuses the write): whether this process
         may answer the note all the same. Another process on this storage (a deploy overlapping
         this one) gets the same note from Discord and fails the same way: the note is held by a
@@ -202,6 +211,8 @@ class NoteLedger:
             # A turn of its own: a record of the note still owed from an earlier one would hand
             # this one's note out while it runs.
             self._no_longer_owed(message_id)
+            where = None if place_id is None or user_id is None else (place_id, user_id)
+            remember(self._unrecorded, message_id, where, MAX_HELD_UNRECORDED)
         return mine
 
     def _no_longer_owed(self, message_id: int) -> None:
@@ -229,12 +240,52 @@ class NoteLedger:
         return _alive(owner)
 
     async def answered(self, message_id: int) -> None:
-        await self._set(message_id, "answered")
+        await self._end(message_id, "answered")
 
     async def unanswerable(self, message_id: int) -> None:
         """A claimed note nothing could be posted for (the bot may not post where it was sent):
         given up on, like an expired one, so no restart tries it again."""
-        await self._set(message_id, "expired")
+        await self._end(message_id, "expired")
+
+    async def _end(self, message_id: int, state: str) -> None:
+        """Where the ledger refuses the mark (a full disk), it is made at the next `unanswered`."""
+        try:
+            if message_id in self._unrecorded:
+                await self._end_unrecorded(message_id, state)
+            else:
+                await self._set(message_id, state)
+        except Exception:
+            remember(self._unmarked, message_id, state, MAX_UNRELEASED)
+            raise
+        self._unmarked.pop(message_id, None)
+
+    async def _end_unrecorded(self, message_id: int, state: str) -> None:
+        # The note may have a row by now that no claim of this process's matches: given back
+        # pending earlier (by this process or another), or left 'started' by a dead process.
+        # Left so, a restart answers it again. A live process's claim is that one's to mark.
+        where = self._unrecorded.get(message_id)
+        now = time.time()
+        async with self._lock, self._transaction():
+            rows = await self._conn.execute_fetchall(
+                "SELECT state, owner, lease_until FROM notes WHERE message_id = ?", (message_id,)
+            )
+            row = first(rows)
+            if row is None and where is not None:
+                await self._conn.execute(
+                    "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    (message_id, *where, state, now),
+                )
+            elif row is not None and (
+                row["owner"] == self.owner
+                or self._claimable(row["state"], row["owner"], row["lease_until"], now)
+            ):
+                await self._conn.execute(
+                    "UPDATE notes SET state = ?, owner = NULL, lease_until = NULL, updated_at = ?"
+                    " WHERE message_id = ?",
+                    (state, now, message_id),
+                )
+        self._unrecorded.pop(message_id, None)
 
     async def release(self, message_id: int) -> None:
         """Give a claimed note back, to be answered after a restart (a shutdown cut its turn) or
@@ -246,6 +297,7 @@ class NoteLedger:
         """`release` for a note answered though its claim was refused (`claim_unrecorded`): it is
         recorded as given back, and no longer held, so a recheck (of any process) answers it.
         Where the ledger refuses that too, it is recorded at the next `unanswered`."""
+        self._unrecorded.pop(message_id, None)  # its turn is over: recorded pending, or owed so
         await self._give_back(message_id, (place_id, user_id))
 
     async def _give_back(self, message_id: int, unrecorded: tuple[int, str] | None) -> None:
@@ -278,6 +330,14 @@ class NoteLedger:
             self._holds.let_go(message_id)
 
     async def _release_again(self) -> None:
+        while self._unmarked:
+            message_id, state = next(iter(self._unmarked.items()))
+            try:
+                await self._end(message_id, state)
+            except Exception as exc:
+                log.debug("could not mark note %s %s yet: %s", message_id, state, exc)
+                return  # the ledger still refuses: the rest wait for the next look too
+            log.info("note %s marked %s: the ledger takes writes again", message_id, state)
         while self._unreleased:
             # Taken out (by _give_back) before the write: two looks at once (a start-up's catch-up
             # and a recheck) giving one note back twice would give back the claim of the turn
@@ -375,10 +435,13 @@ class NoteLedger:
                 " WHERE state IN ('pending', 'started') ORDER BY message_id"
             )
         now = time.time()
+        # Notes this process answers (or answered) unrecorded are its own, whatever their row
+        # says: listed, each recheck would fetch them from Discord for no answer.
         return [
             Unanswered(row["message_id"], row["place_id"], row["user_id"], row["state"], row["lease_until"])
             for row in rows
             if self._claimable(row["state"], row["owner"], row["lease_until"], now)
+            and row["message_id"] not in self._unrecorded
         ]
 
     async def to_answer(self, message_id: int) -> bool:

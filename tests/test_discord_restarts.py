@@ -1843,3 +1843,26 @@ async def test_places_unread_under_a_catch_up_owed_of_every_place_say_every_plac
     owed = [r.getMessage() for r in caplog.records if r.getMessage().startswith("catch-up: ")]
     owed = [m for m in owed if "tried again every" in m]
     assert owed == ["catch-up: every place to read again; tried again every 3600 s"], owed
+
+
+async def test_a_note_given_back_then_answered_unrecorded_is_not_answered_again_after_a_restart(
+    settings, fake, caplog
+) -> None:
+    # Discord failed its first answer, unrecorded, and the note was given back 'pending' once the
+    # ledger took new notes again; the recheck's claim of it is refused in turn, so it is answered
+    # unrecorded again: that answer must settle its row, or the restart answers it a second time.
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await settle(fake)
+        with ledger_refuses(h.settings, "started"):
+            with ledger_refuses_new_notes(h.settings):
+                fake.posts_unavailable = 2  # the voice message and its apology
+                note = await fake.send_note(nova, voice_note(), guild=True)
+                await eventually(lambda: f"could not mark note {note['id']}" in caplog.text)
+            await all_answered(fake, [note], within=15)
+            await rechecks(h.bot)  # (no settle: without its row settled, each recheck fetches it)
+        assert caplog.text.count(f"could not record note {note['id']}") == 2
+        assert len(h.engine.turns) == 2
+    async with running_bot(settings, fake, recheck_seconds=0.2) as again:
+        await rechecks(again.bot)
+        await settle(fake)
+    assert answers(fake, note) == 1 and len(again.engine.turns) == 0

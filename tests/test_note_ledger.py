@@ -594,3 +594,89 @@ async def test_a_note_answered_unrecorded_anew_while_its_record_is_written_is_no
         outside.close()
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_note_given_back_then_answered_unrecorded_is_not_answered_after_a_restart(tmp_path) -> None:
+    # Given back pending (Discord failed its first answer), its next claim refused (a full disk
+    # again just then), answered unrecorded: its 'answered' mark must settle the pending row,
+    # which no claim of this process's matches, or the restart answers the note a second time.
+    one, two = await open_two(tmp_path)
+    outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
+    try:
+        assert one.claim_unrecorded(7)
+        await one.release_unrecorded(7, 10, "u")
+        outside.execute(
+            "CREATE TRIGGER full BEFORE UPDATE OF state ON notes"
+            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        with contextlib.suppress(sqlite3.Error):
+            await one.claim(7, 10, "u")
+            raise AssertionError("the ledger took the claim")
+        assert one.claim_unrecorded(7) and not await two.claim(7, 10, "u")
+        outside.execute("DROP TRIGGER full")
+        await one.answered(7)
+        await one.aclose()
+        one = await NoteLedger.open(tmp_path / "notes.db")  # the restart
+        assert await one.unanswered() == [] and await one.seen([7]) == {7}
+        assert not await one.claim(7, 10, "u")
+    finally:
+        outside.close()
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_note_answered_unrecorded_is_recorded_answered_once_the_ledger_takes_writes(tmp_path) -> None:
+    # Its claim refused (a full disk), the disk freed before its answer went out: recorded
+    # answered then, so a restart's catch-up, reading past it, does not answer it again.
+    one = await NoteLedger.open(tmp_path / "notes.db")
+    outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
+    try:
+        outside.execute(
+            "CREATE TRIGGER full BEFORE INSERT ON notes"
+            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        with contextlib.suppress(sqlite3.Error):
+            await one.claim(7, 10, "u")
+            raise AssertionError("the ledger took the claim")
+        assert one.claim_unrecorded(7, 10, "u")
+        outside.execute("DROP TRIGGER full")
+        await one.answered(7)
+        await one.aclose()
+        one = await NoteLedger.open(tmp_path / "notes.db")  # the restart
+        assert await one.seen([7]) == {7} and await one.last_handled(10) == 7
+        assert not await one.claim(7, 10, "u")
+    finally:
+        outside.close()
+        await one.aclose()
+
+
+async def test_an_answered_mark_the_ledger_refused_is_made_at_the_next_look(tmp_path) -> None:
+    # The note's answer went out and the ledger refused its mark: a note answered unrecorded
+    # after it was given back stays 'pending', which a restart answers again; a claimed one
+    # stays 'started', which a restart answers again unless it finds the reply.
+    one = await NoteLedger.open(tmp_path / "notes.db")
+    outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
+    try:
+        assert one.claim_unrecorded(7)
+        await one.release_unrecorded(7, 10, "u")
+        assert await one.claim(8, 10, "u")
+        outside.execute(
+            "CREATE TRIGGER full BEFORE UPDATE OF state ON notes"
+            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        with contextlib.suppress(sqlite3.Error):
+            await one.claim(7, 10, "u")
+            raise AssertionError("the ledger took the claim")
+        assert one.claim_unrecorded(7)
+        for mark in (one.answered(7), one.answered(8)):
+            with contextlib.suppress(sqlite3.Error):
+                await mark
+                raise AssertionError("the ledger took the mark")
+        assert await one.unanswered() == []  # still refused: neither handed out meanwhile
+        outside.execute("DROP TRIGGER full")
+        assert await one.unanswered() == []
+        states = outside.execute("SELECT message_id, state FROM notes ORDER BY message_id").fetchall()
+        assert states == [(7, "answered"), (8, "answered")]
+    finally:
+        outside.close()
+        await one.aclose()
