@@ -219,6 +219,25 @@ class NoteLedger:
         self._unreleased.pop(message_id, None)
         self._giving_back.discard(message_id)
 
+    async def take_unrecorded(self, message_id: int, place_id: int, user_id: str) -> bool:
+        """`claim_unrecorded`, unless the ledger, read after the note is held, says it is answered,
+        given up on, or claimed by a live process: another bot whose claim landed before this
+        one's failed (a database busy past its timeout here, a disk full since) holds no lock in
+        the kernel for it, and both would answer it. Held first, so a claim landing after the
+        read is refused by the hold."""
+        if not self.claim_unrecorded(message_id, place_id, user_id):
+            return False
+        try:
+            taken = message_id not in await self.seen([message_id])
+        except Exception as exc:
+            log.debug("could not read note %s from the ledger either: %s", message_id, exc)
+            return True  # answered twice beats never
+        if not taken:
+            self._unrecorded.pop(message_id, None)
+            if self._holds is not None:
+                self._holds.let_go(message_id)
+        return taken
+
     def _claimable(self, state: str, owner: str | None, lease_until: float | None, now: float) -> bool:
         if state == "pending":
             return True

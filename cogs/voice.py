@@ -265,7 +265,7 @@ class VoiceNotes(commands.Cog):
             # recorded (a restart's catch-up could answer it again, which beats never). This
             # process remembers it, so its own catch-up racing the live event leaves it alone;
             # another bot on this storage, failing the same way, is kept off it by the kernel.
-            mine = ledger.claim_unrecorded(message.id, message.channel.id, str(author.id))
+            mine = await ledger.take_unrecorded(message.id, message.channel.id, str(author.id))
             if mine:
                 log.error("could not record note %s in the ledger, answering it anyway: %s", message.id, exc)
                 remember(self._unrecorded, message.id, None, MAX_UNRECORDED)

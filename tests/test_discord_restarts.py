@@ -1866,3 +1866,29 @@ async def test_a_note_given_back_then_answered_unrecorded_is_not_answered_again_
         await rechecks(again.bot)
         await settle(fake)
     assert answers(fake, note) == 1 and len(again.engine.turns) == 0
+
+
+async def test_a_note_another_bot_claimed_is_not_answered_when_this_ones_claim_fails(
+    settings, fake, caplog
+) -> None:
+    # A bot overlapping this one on the same storage claimed the note; this one's claim fails (a
+    # database busy past its timeout): no lock in the kernel holds the note, only the ledger's row.
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    async with running_bot(settings, fake) as h:
+        await settle(fake)
+        other = await NoteLedger.open(h.settings.storage_dir / "notes.db")
+        try:
+            note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+            assert await other.claim(int(note["id"]), ALLOWED_CHANNEL, NOVA)
+
+            async def busy(*_: object) -> bool:
+                raise sqlite3.OperationalError("database is locked")
+
+            h.bot.core.notes.claim = busy  # type: ignore[method-assign]
+            await fake.dispatch("MESSAGE_CREATE", note)
+            elsewhere = f"note {note['id']} from {nova.id} is answered elsewhere"
+            await eventually(lambda: elsewhere in caplog.text or h.engine.turns)
+            await settle(fake)
+        finally:
+            await other.aclose()
+    assert answers(fake, note) == 0 and len(h.engine.turns) == 0

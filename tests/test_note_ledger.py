@@ -680,3 +680,20 @@ async def test_an_answered_mark_the_ledger_refused_is_made_at_the_next_look(tmp_
     finally:
         outside.close()
         await one.aclose()
+
+
+async def test_a_note_claimed_by_a_live_process_is_not_answered_unrecorded_by_another(tmp_path) -> None:
+    # One's claim landed; two's failed (busy past its timeout, a disk full since): no lock in the
+    # kernel keeps two off the note, only the ledger, which still reads.
+    one, two = await open_two(tmp_path)
+    try:
+        assert await one.claim(7, 10, "u")
+        assert not await two.take_unrecorded(7, 10, "u")
+        assert await two.take_unrecorded(8, 10, "u")  # no row: answered unrecorded
+        await one.answered(7)
+        assert not await two.take_unrecorded(7, 10, "u")
+        assert await one.keep_for_restart(9, 10, "u") and await two.take_unrecorded(9, 10, "u")
+        assert not await one.claim(9, 10, "u")  # held by two's turn
+    finally:
+        await one.aclose()
+        await two.aclose()
