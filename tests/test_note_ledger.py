@@ -439,6 +439,15 @@ async def test_usage_keeps_the_days_the_desk_and_the_budget_read_and_forgets_old
     assert oldest_kept() == (day(kept - 1), day(kept - 1))
 
 
+def full_disk_refuses(ledger_file: sqlite3.Connection, statement: str) -> None:
+    """From now on notes.db refuses `statement` ("INSERT", "UPDATE OF state") as a full disk
+    does, to every connection, until the trigger `full` is dropped."""
+    ledger_file.execute(
+        f"CREATE TRIGGER full BEFORE {statement} ON notes"
+        " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+    )
+
+
 async def test_a_note_whose_release_failed_is_given_back_at_the_next_look(tmp_path) -> None:
     # The release of a note Discord failed under is refused (a full disk): the note must not stay
     # this live process's claim for good, which no recheck hands out; a note marked answered
@@ -447,10 +456,7 @@ async def test_a_note_whose_release_failed_is_given_back_at_the_next_look(tmp_pa
     outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
     try:
         assert await one.claim(7, 10, "u") and await one.claim(8, 10, "u")
-        outside.execute(
-            "CREATE TRIGGER full BEFORE UPDATE OF state ON notes"
-            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
-        )
+        full_disk_refuses(outside, "UPDATE OF state")
         for settle in (one.release(7), one.answered(8)):
             with contextlib.suppress(sqlite3.Error):
                 await settle
@@ -474,10 +480,7 @@ async def test_a_release_owed_does_not_give_back_a_later_claim_of_the_note(tmp_p
     outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
     try:
         assert await one.claim(7, 10, "u")
-        outside.execute(
-            "CREATE TRIGGER full BEFORE UPDATE OF state ON notes"
-            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
-        )
+        full_disk_refuses(outside, "UPDATE OF state")
         with contextlib.suppress(sqlite3.Error):
             await one.release(7)
         outside.execute("DROP TRIGGER full")
@@ -500,10 +503,7 @@ async def test_a_note_answered_unrecorded_and_given_back_is_recorded_for_any_rec
     one, two = await open_two(tmp_path)
     outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
     try:
-        outside.execute(
-            "CREATE TRIGGER full BEFORE INSERT ON notes"
-            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
-        )
+        full_disk_refuses(outside, "INSERT")
         with contextlib.suppress(sqlite3.Error):
             await one.claim(7, 10, "u")
             raise AssertionError("the ledger took the claim")
@@ -528,10 +528,7 @@ async def test_a_note_answered_unrecorded_anew_is_not_given_back_by_an_earlier_t
     one, two = await open_two(tmp_path)
     outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
     try:
-        outside.execute(
-            "CREATE TRIGGER full BEFORE INSERT ON notes"
-            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
-        )
+        full_disk_refuses(outside, "INSERT")
         assert one.claim_unrecorded(7)
         with contextlib.suppress(sqlite3.Error):
             await one.release_unrecorded(7, 10, "u")
@@ -568,10 +565,7 @@ async def test_a_note_answered_unrecorded_anew_while_its_record_is_written_is_no
     one, two = await open_two(tmp_path)
     outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
     try:
-        outside.execute(
-            "CREATE TRIGGER full BEFORE INSERT ON notes"
-            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
-        )
+        full_disk_refuses(outside, "INSERT")
         assert one.claim_unrecorded(7)
         with contextlib.suppress(sqlite3.Error):
             await one.release_unrecorded(7, 10, "u")
@@ -605,10 +599,7 @@ async def test_a_note_given_back_then_answered_unrecorded_is_not_answered_after_
     try:
         assert one.claim_unrecorded(7)
         await one.release_unrecorded(7, 10, "u")
-        outside.execute(
-            "CREATE TRIGGER full BEFORE UPDATE OF state ON notes"
-            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
-        )
+        full_disk_refuses(outside, "UPDATE OF state")
         with contextlib.suppress(sqlite3.Error):
             await one.claim(7, 10, "u")
             raise AssertionError("the ledger took the claim")
@@ -631,10 +622,7 @@ async def test_a_note_answered_unrecorded_is_recorded_answered_once_the_ledger_t
     one = await NoteLedger.open(tmp_path / "notes.db")
     outside = sqlite3.connect(tmp_path / "notes.db", timeout=30)
     try:
-        outside.execute(
-            "CREATE TRIGGER full BEFORE INSERT ON notes"
-            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
-        )
+        full_disk_refuses(outside, "INSERT")
         with contextlib.suppress(sqlite3.Error):
             await one.claim(7, 10, "u")
             raise AssertionError("the ledger took the claim")
@@ -660,10 +648,7 @@ async def test_an_answered_mark_the_ledger_refused_is_made_at_the_next_look(tmp_
         assert one.claim_unrecorded(7)
         await one.release_unrecorded(7, 10, "u")
         assert await one.claim(8, 10, "u")
-        outside.execute(
-            "CREATE TRIGGER full BEFORE UPDATE OF state ON notes"
-            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
-        )
+        full_disk_refuses(outside, "UPDATE OF state")
         with contextlib.suppress(sqlite3.Error):
             await one.claim(7, 10, "u")
             raise AssertionError("the ledger took the claim")
