@@ -1606,53 +1606,13 @@ async def test_a_catch_up_pays_nothing_owed_after_it_began() -> None:
     assert cog._failed == []
 
 
-async def test_discord_out_of_reach_at_every_recheck_is_one_warning_and_no_traceback(
-    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # A catch-up whose reads lose their connection to Discord was retried at every recheck, each
-    # time an ERROR with a traceback: an outage of Discord (or of the network) is no bug.
-    import aiohttp
-
-    reads = discord.abc.Messageable.history
-    out_of_reach = True
-
-    def history(self, *args, **kwargs):
-        if out_of_reach:
-            raise aiohttp.ClientOSError(104, "Connection reset by peer")
-        return reads(self, *args, **kwargs)
-
-    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
-    async with running_bot(settings, fake, recheck_seconds=0.1) as h:
-        cog = h.bot.get_cog("CatchUp")
-        monkeypatch.setattr(discord.abc.Messageable, "history", history)
-        await cog.catch_up()
-
-        def tries() -> list[logging.LogRecord]:
-            return [r for r in caplog.records if "could not reach Discord" in r.getMessage()]
-
-        await eventually(lambda: len(tries()) >= 3)  # the first, and two rechecks
-        out_of_reach = False
-        await eventually(
-            lambda: any(r.getMessage() == "Discord answers the catch-up again" for r in caplog.records)
-        )
-    said = tries()
-    assert [r.levelno for r in said[:3]] == [logging.WARNING, logging.DEBUG, logging.DEBUG]
-    assert (
-        said[0]
-        .getMessage()
-        .startswith("catch-up could not reach Discord (ClientOSError: [Errno 104] Connection reset by peer)")
-    )
-    assert not [
-        r for r in caplog.records if r.name == "cogs.catch_up" and (r.exc_info or r.levelno >= logging.ERROR)
-    ]
-
-
-async def test_a_catch_up_out_of_reach_through_many_rechecks_is_one_warning_and_one_end(
+async def test_discord_out_of_reach_through_many_rechecks_is_one_warning_one_end_and_no_traceback(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # The network to Discord is down through many rechecks; each tries the catch-up owed, then
     # finds no note left over, which needs no request of Discord and tells nothing of its reach.
-    # One warning, and one line when the catch-up reaches Discord again, not a pair per recheck.
+    # An outage of Discord (or of the network) is no bug: one warning, no traceback, and one line
+    # when the catch-up reaches Discord again, not a pair per recheck.
     import aiohttp
 
     reads = discord.abc.Messageable.history
@@ -1676,8 +1636,17 @@ async def test_a_catch_up_out_of_reach_through_many_rechecks_is_one_warning_and_
         out_of_reach = False
         await eventually(lambda: not cog._failed)
     said = [r for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.INFO]
+    assert tries()[0].levelno == logging.WARNING
     assert [r.levelno for r in tries()].count(logging.WARNING) == 1
+    assert (
+        tries()[0]
+        .getMessage()
+        .startswith("catch-up could not reach Discord (ClientOSError: [Errno 104] Connection reset by peer)")
+    )
     assert [r.getMessage() for r in said].count("Discord answers the catch-up again") == 1
+    assert not [
+        r for r in caplog.records if r.name == "cogs.catch_up" and (r.exc_info or r.levelno >= logging.ERROR)
+    ]
 
 
 async def test_a_turn_cut_by_a_stop_is_marked_for_later_not_as_failed(settings, fake) -> None:
