@@ -821,6 +821,14 @@ async def test_a_description_too_short_to_act_on_is_refused_with_what_to_add_and
         assert filed.startswith("Filed ticket")  # the short ones did not use up his one filing
 
 
+async def filed_twice_at_once(fake: FakeDiscord, words: str) -> list[str]:
+    """Blaze's answers to one complaint sent twice at once (a double submit)."""
+    both = await asyncio.gather(
+        *(fake.slash(blaze, "grievance", sub("file", category="wallet", description=words)) for _ in range(2))
+    )
+    return [private_text(await fake.interaction_answer(i)) for i in both]
+
+
 async def test_the_same_complaint_filed_twice_is_told_the_first_ticket_until_it_is_resolved(
     settings, fake: FakeDiscord
 ):
@@ -828,13 +836,7 @@ async def test_the_same_complaint_filed_twice_is_told_the_first_ticket_until_it_
     # opened two tickets for one complaint, on the desk and in Jira.
     async with running_bot(settings, fake) as h:
         words = "Bought 500 gems, the wallet never showed them."
-        both = await asyncio.gather(
-            *(
-                fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
-                for _ in range(2)
-            )
-        )
-        said = [private_text(await fake.interaction_answer(i)) for i in both]
+        said = await filed_twice_at_once(fake, words)
         (key,) = {text.split("`")[1] for text in said}
         assert sorted(t.startswith("Filed ticket") for t in said) == [False, True]
         assert SLASH_ALREADY_FILED.format(ticket_key=key) in said
@@ -867,13 +869,7 @@ async def test_the_same_complaint_sent_twice_while_the_database_refuses_it_is_ke
         conn.execute("ALTER TABLE grievances RENAME TO grievances_away")  # filing fails
     async with running_bot(settings, fake) as h:
         words = "Bought 500 gems, the wallet never showed them."
-        both = await asyncio.gather(
-            *(
-                fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
-                for _ in range(2)
-            )
-        )
-        said = [private_text(await fake.interaction_answer(i)) for i in both]
+        said = await filed_twice_at_once(fake, words)
         again = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words))
         assert said == [KEPT_FOR_LATER, KEPT_FOR_LATER] and again == KEPT_FOR_LATER
         assert await h.bot.core.grievances.local_store.count_unfiled() == 1
