@@ -81,11 +81,9 @@ class CatchUp(commands.Cog):
         # again) says nothing of the notes sent while the bot was down.
         self._started_at = time.time()
         # Discord's trouble with the catch-up's requests: a ban fails every place, and a place
-        # left unread is met again at every recheck, so a reason is said once, not per place. Its
-        # end is the line below's.
-        self._trouble = Outage(log)
-        # Two troubles met in turn at each recheck (one place's 503, a listing's 429) would each
-        # be news to `_trouble` every time: each reason is said once until every place is read.
+        # left unread is met again at every recheck, so each reason (two may come in turn: one
+        # place's 503, a listing's 429) is said once until every place is read. Its end is the
+        # line below's.
         self._reasons_said: dict[str, None] = {}
         self._places_unread = Outage(log, "catch-up: Discord serves every place again")
         self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
@@ -288,7 +286,6 @@ class CatchUp(commands.Cog):
             self._owe(this, None, began)
             self._unreachable.answered()
             if not self._failed:  # another catch-up owed (a start-up's and an outage's) may still fail
-                self._trouble.answered()
                 self._reasons_said.clear()
                 self._places_unread.answered()
         except Exception as exc:
@@ -634,7 +631,7 @@ class CatchUp(commands.Cog):
         reason = _trouble_reason(exc)
         said = reason in self._reasons_said
         remember(self._reasons_said, reason, None, MAX_REASONS)
-        self._trouble.failed(reason, msg, *args, level=logging.DEBUG if said else None)
+        log.log(logging.DEBUG if said else logging.WARNING, msg, *args)
 
     async def _channel(
         self, place_id: int, dm: bool = False, unread: set[int] | None = None
