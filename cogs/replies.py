@@ -287,7 +287,7 @@ async def send_file(client: discord.Client, message: discord.Message, text: str,
         if first:
             payload["content"] = first
         await post_reply(client, message, payload, (FILE_FILENAME, reply.ogg), linked, _nonce(message, "f"))
-        await _send_rest(message, rest, linked, first=1)
+        await _send_rest(message, rest, linked, answer=True)
 
     await _linked_if_allowed(message, send)
 
@@ -301,19 +301,17 @@ async def send_text(message: discord.Message, text: str, answer: bool = False) -
         pieces = _pieces(message, text, linked)
         if pieces:  # a refused first piece is sent again unlinked, naming the player
             await _send_piece(message, pieces[0], linked, _nonce(message, "t0.") if answer else None)
-            await _send_rest(message, pieces[1:], linked, first=1 if answer else None)
+            await _send_rest(message, pieces[1:], linked, answer)
 
     await _linked_if_allowed(message, send)
 
 
-async def _send_rest(
-    message: discord.Message, pieces: list[str], linked: bool, first: int | None = None
-) -> None:
+async def _send_rest(message: discord.Message, pieces: list[str], linked: bool, answer: bool = False) -> None:
     """The pieces after the first. A link refused now (Read Message History taken away mid-send)
-    sends the rest without it: sending the whole reply again would repeat what went out. `first`:
-    the index of the answer's piece they start at; None: not an answer."""
-    for index, piece in enumerate(pieces, start=first or 0):
-        nonce = _nonce(message, f"t{index}.") if first is not None else None
+    sends the rest without it: sending the whole reply again would repeat what went out. `answer`:
+    they are a note's answer, each piece with its nonce."""
+    for index, piece in enumerate(pieces, start=1):
+        nonce = _nonce(message, f"t{index}.") if answer else None
         try:
             await _send_piece(message, piece, linked, nonce)
         except discord.HTTPException as exc:
@@ -350,8 +348,10 @@ async def send_answer(
         # Nothing to hear and nothing to read would be a note marked answered with nothing sent.
         await send_text(message, text if text.strip() else say.OOPS, answer=True)
         return "text"
-    if audio.size > (limit := upload_limit(message.guild)):
-        # Discord would refuse the upload (413, 40005) as a voice message and as a file alike.
+    # Discord would refuse an upload over the limit (413, 40005) as a voice message and as a
+    # file alike: the text goes instead, below.
+    too_large = audio.size > (limit := upload_limit(message.guild))
+    if too_large:
         log.info(
             "reply to note %s: its audio (%d bytes) is over channel %s's upload limit (%d): sending the text",
             message.id,
@@ -359,12 +359,14 @@ async def send_answer(
             message.channel.id,
             limit,
         )
-        await send_text(message, text if text.strip() else say.OOPS, answer=True)
-        return "text"
     # A voice message carries no text: where it cannot be a reply, it could not say whom it
     # answers, and the file style's words name the player.
-    too_large = False
-    if mode != "file" and voice_message_allowed(message) and (mode != "voice" or may_link(message)):
+    if (
+        not too_large
+        and mode != "file"
+        and voice_message_allowed(message)
+        and (mode != "voice" or may_link(message))
+    ):
         try:
             await send_voice_message(client, message, audio)
         except discord.HTTPException as exc:
