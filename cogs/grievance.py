@@ -16,7 +16,16 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import sentences as say
-from bot.tools import CATEGORIES, TICKET_KEY, blank, clipped, readable_grievances, ticket_rows, too_short
+from bot.tools import (
+    CATEGORIES,
+    TICKET_KEY,
+    blank,
+    clipped,
+    complaint_key,
+    readable_grievances,
+    ticket_rows,
+    too_short,
+)
 from bot.tools.base import ToolCall, ToolError
 from bot.tools.grievance_store import FINISHED_STATUSES
 from cogs.bot import VoxdeskBot
@@ -213,7 +222,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             if retry_after:
                 log.info("flood: /grievance file from %s refused", interaction.user.id)
                 return say.FILING_TOO_FAST.format(seconds=retry_after)
-            words = (str(interaction.user.id), category.value, " ".join(description.casefold().split()))
+            words = (str(interaction.user.id), *complaint_key(category.value, description))
             before = await self._filed_before(interaction, words)
             if before is not None:
                 log.info("/grievance file from %s again: told the first filing", interaction.user.id)

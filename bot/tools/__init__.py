@@ -251,7 +251,7 @@ def build_tools(
         category = args["category"]
         if too_short(description):
             raise ToolError(say.DESCRIPTION_TOO_SHORT)
-        words = (category, " ".join(description.casefold().split()))
+        words = complaint_key(category, description)
         if (same := ctx.filed_words.get(words)) is not None:
             return dict(await asyncio.shield(same))
         ctx.filed_words[words] = filed = asyncio.get_running_loop().create_future()
@@ -415,6 +415,12 @@ def passage_text(text: str, limit: int = MAX_PASSAGE_CHARS) -> str:
 def blank(text: str) -> bool:
     """Nothing a person could read: spaces of any kind, and invisible marks (zero-width ones)."""
     return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs") for c in text)
+
+
+def complaint_key(category: str, description: str) -> tuple[str, str]:
+    """What makes two filings one complaint, sent twice: the category and the words, case and
+    spacing aside."""
+    return category, " ".join(description.casefold().split())
 
 
 def too_short(text: str) -> bool:
