@@ -54,7 +54,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -169,6 +169,10 @@ class NewsItem:
     # news never tried.
     next_try_at: float | None = None
     delivery: int | None = None  # the DM it was first tried in (news.delivery), None if never tried
+
+
+# A NewsItem's fields, in its order, as the queries that make one select them.
+ITEM_COLUMNS = ", ".join(f.name for f in fields(NewsItem))
 
 
 @dataclass(frozen=True)
@@ -482,7 +486,7 @@ class NewsStore:
         """The oldest pending news, at most one DM's worth per player: a player with hundreds of
         tickets closed at once must not fill the batch and hold back everyone else's news."""
         rows = await self._conn.execute_fetchall(
-            "SELECT id, user_id, source, ticket, kind, status, text, attempts, next_try_at, delivery FROM ("
+            f"SELECT {ITEM_COLUMNS} FROM ("
             " SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY id) AS nth FROM news"
             " WHERE state = 'pending' AND (next_try_at IS NULL OR next_try_at <= ?)"
             ") WHERE nth <= ? ORDER BY id LIMIT ?",
@@ -494,8 +498,7 @@ class NewsStore:
         """The pending news of one failed try of a DM to `user_id` (due again at `next_try_at`),
         whatever else is due for them."""
         rows = await self._conn.execute_fetchall(
-            "SELECT id, user_id, source, ticket, kind, status, text, attempts, next_try_at, delivery"
-            " FROM news"
+            f"SELECT {ITEM_COLUMNS} FROM news"
             " WHERE user_id = ? AND state = 'pending' AND next_try_at = ? ORDER BY id",
             (user_id, next_try_at),
         )
