@@ -200,7 +200,7 @@ def unfiled_in(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
         if mark is LOST_AT_SHUTDOWN and isinstance(kept, dict) and "id" not in kept:
             # An id of its words, so the log read again files it once.
             kept["id"] = hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:32]
-        row = _parse(json.dumps(kept)) if isinstance(kept, dict) else None
+        row = _valid(kept)
         if row is None:
             unreadable += 1
             continue
@@ -245,9 +245,13 @@ def _read_rows(source: Path | int, *, shared: bool = False) -> tuple[list[dict[s
 
 def _parse(line: str) -> dict[str, Any] | None:
     try:
-        row = json.loads(line)
+        return _valid(json.loads(line))
     except ValueError:
         return None
+
+
+def _valid(row: object) -> dict[str, Any] | None:
+    """A spool line's record if it is one this voxdesk can file, else None."""
     if not isinstance(row, dict) or not all(isinstance(row.get(f), str) for f in ("id", *FIELDS)):
         return None
     known = row.get("format", 1)
