@@ -250,10 +250,7 @@ async def _restored_in_memory(file: Path) -> aiosqlite.Connection:
             async with aiosqlite.connect(read_only_uri(copy), uri=True) as source:
                 await source.backup(memory)
     except BaseException as exc:
-        await memory.close()
-        if isinstance(exc, sqlite3.Error) and not isinstance(exc, LogOnly):
-            raise naming(file, exc) from exc
-        raise
+        await _give_up(memory, file, exc)
     return memory
 
 
@@ -335,9 +332,9 @@ async def _open(
 async def _give_up(conn: aiosqlite.Connection, path: Path | str, exc: BaseException) -> NoReturn:
     """Close a connection whose opening failed and raise why, naming the file. A damaged or
     read-only file, a newer schema, a cancel: aiosqlite's worker thread is no daemon, and left
-    open it would keep the process from ever exiting."""
+    open it would keep the process from ever exiting. NewerSchema and LogOnly name their files."""
     await conn.close()
-    if isinstance(exc, sqlite3.Error) and not isinstance(exc, NewerSchema):
+    if isinstance(exc, sqlite3.Error) and not isinstance(exc, NewerSchema | LogOnly):
         raise naming(path, exc) from exc
     raise exc
 
