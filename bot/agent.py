@@ -393,9 +393,7 @@ class VoiceAgent:
         # may be filed), and "something went wrong" now would send the player to file it twice.
         with watch.stage("save"):
             await self._save(context, past)
-        await self._record_usage(
-            context.user_id, engine.name, usage, clip.seconds if clip else 0.0, request_id=context.request_id
-        )
+        await self._record_usage(context, engine.name, usage, clip.seconds if clip else 0.0)
         return Reply(
             text=final.text,
             audio=reply_audio,
@@ -438,25 +436,19 @@ class VoiceAgent:
         """Tokens a failed engine spent (steps billed before it failed) count against the player's
         budget and the cost estimate, though another engine or an apology answers the turn."""
         if any(spent):
-            await self._record_usage(
-                context.user_id, engine, _summed(spent), 0.0, turns=0, request_id=context.request_id
-            )
+            await self._record_usage(context, engine, _summed(spent), 0.0, turns=0)
 
     async def _record_usage(
-        self,
-        user_id: str,
-        engine: str,
-        usage: Usage,
-        audio_seconds: float,
-        turns: int = 1,
-        request_id: str = "",
+        self, context: ToolContext, engine: str, usage: Usage, audio_seconds: float, turns: int = 1
     ) -> None:
         if self.budget is None:
             return
         try:
-            await self.budget.record(user_id, engine, usage, audio_seconds, turns, request_id=request_id)
+            await self.budget.record(
+                context.user_id, engine, usage, audio_seconds, turns, request_id=context.request_id
+            )
         except Exception as exc:
-            log.error("could not record the usage of user %s: %s", user_id, _reason(exc))
+            log.error("could not record the usage of user %s: %s", context.user_id, _reason(exc))
 
     async def _reply_audio(self, final: EngineReply, voice: str | None) -> audio.ReplyAudio | None:
         if final.reply_audio is not None:
