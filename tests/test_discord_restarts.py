@@ -78,8 +78,8 @@ async def settle(fake: FakeDiscord) -> None:
 async def rechecks(bot: Any, count: int = 3) -> None:
     """Until `count` more rechecks have run whole: what none of them did, none will. (A sleep
     counts none on a busy machine, and the test would pass without a look.)"""
+    await caught_up(bot)
     recheck = bot.get_cog("CatchUp").recheck
-    await eventually(lambda: recheck.is_running())
     start = recheck.current_loop  # counts the rechecks ended, the one under way not yet
     await eventually(lambda: recheck.current_loop > start + count)
 
