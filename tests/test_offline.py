@@ -414,7 +414,7 @@ def test_the_voice_in_effect_says_when_espeak_fell_back() -> None:
     from bot.speech.voices import ReplyVoices
 
     def said(configured: str, refused: dict[str, str] | None = None) -> str:
-        return ReplyVoices({}, refused or {}, english_voices(), configured).in_effect(configured)
+        return ReplyVoices({}, refused or {}, english_voices(), configured).in_effect()
 
     assert said("auto") == (
         "replies in voice en-us: fell back to eSpeak NG, offline.voice is auto and no neural voice loads"

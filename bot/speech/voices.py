@@ -49,6 +49,7 @@ class ReplyVoices:
         self.neural = neural_voices
         self.refused = refused
         self.espeak = espeak_voices
+        self.configured = configured  # offline.voice, as set
         self.default = self._pick(configured)
 
     @classmethod
@@ -69,10 +70,10 @@ class ReplyVoices:
             return FALLBACK
         return configured  # an eSpeak voice; a name eSpeak lacks falls back when spoken
 
-    def in_effect(self, configured: str) -> str:
+    def in_effect(self) -> str:
         """The voice replies are spoken in, for the start of the log: `auto`, or a voice that
         cannot speak, resolves only here, once the installed neural voices passed their checks."""
-        info = self.describe()
+        configured, info = self.configured, self.describe()
         if configured == info.name or (configured == AUTO and info.engine == "Piper"):
             return f"replies in voice {info.name} ({info.engine})"
         if configured == AUTO:

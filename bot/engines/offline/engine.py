@@ -598,7 +598,7 @@ async def create_offline_engine(
             why_not = f"the model in {whisper.model_dir} did not load"
             return await create_offline_engine(settings, None, why_not)
         voices = await asyncio.to_thread(load_reply_voices, settings)
-        log.info("offline engine %s", voices.in_effect(settings.offline.voice))
+        log.info("offline engine %s", voices.in_effect())
         await asyncio.to_thread(word_tagger)  # loads the meaning model too; says if it cannot
     except BaseException:
         await hearing.aclose()
