@@ -140,13 +140,18 @@ class CatchUp(commands.Cog):
         try:
             async for message in thread.history(limit=None, after=cutoff, oldest_first=True):
                 self._sort(voice, message, found, replied)
-        except (discord.HTTPException, discord.RateLimited) as exc:
-            if not discords_trouble(exc):
+        except (discord.HTTPException, discord.RateLimited, aiohttp.ClientError, TimeoutError) as exc:
+            broken = isinstance(exc, aiohttp.ClientError | TimeoutError)
+            if not broken and not discords_trouble(exc):
                 log.warning("could not read thread %s the bot was added to: %s", thread.id, _why(exc))
                 return
             # Owed as a place a gateway outage's catch-up failed (none of it read), from the same
-            # edge: the recheck reads it until Discord serves it.
+            # edge: the recheck reads it until Discord serves it. Else the thread, remembered as
+            # read, is never read again and its notes go unanswered.
             self._owe(Owed(cutoff, frozenset()), Owed(cutoff, frozenset({thread.id})), self._owings)
+            if broken:  # the connection broke under the read
+                self._out_of_reach(exc, f"the read of thread {thread.id} the bot was added to")
+                return
             self._said_trouble(
                 exc,
                 "could not read thread %s the bot was added to: %s; tried again every %g s",
@@ -156,12 +161,6 @@ class CatchUp(commands.Cog):
             )
             # The line above said it: kept quietly, for its end to be said once the recheck reads it.
             self._say_unread(level=logging.DEBUG)
-            return
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            # The connection broke under the read: owed the same way, or the thread, remembered as
-            # read, is never read again and its notes go unanswered.
-            self._owe(Owed(cutoff, frozenset()), Owed(cutoff, frozenset({thread.id})), self._owings)
-            self._out_of_reach(exc, f"the read of thread {thread.id} the bot was added to")
             return
         seen = await self.bot.core.notes.seen(list(found))
         waiting = [found[m][0] for m in sorted(found) if m not in seen | replied]
