@@ -449,6 +449,7 @@ class CatchUp(commands.Cog):
         messages = [m for m in messages if voice.count_once(m.id) or m.id in promised]
         limit = self.bot.discord_settings
         window = datetime.timedelta(seconds=limit.flood_seconds)
+        live_since = discord.utils.utcnow() - window
         taken: dict[int, list[datetime.datetime]] = {}
         todo: list[int] = []
         answered: dict[int, int] = {}
@@ -462,17 +463,14 @@ class CatchUp(commands.Cog):
                 recent.append(message.created_at)
                 todo.append(message.id)
                 answered[author] = answered.get(author, 0) + 1
+                if message.created_at > live_since:
+                    # The live limit counts it too: a player whose notes were just read back and
+                    # answered gets no fresh flood_notes for the notes they send next.
+                    voice.flood.update_rate_limit(message, message.created_at.timestamp())
             taken[author] = recent
         for message in refused:
             count = answered.get(message.author.id, 0)
             voice.turn_away(message, say.TOO_MANY_WHILE_AWAY.format(count=count))
-        # The live limit counts those sent within its span too: a player whose notes were just
-        # read back and answered gets no fresh flood_notes for the notes they send next.
-        recent = discord.utils.utcnow() - window
-        chosen = set(todo)
-        for message in messages:
-            if message.id in chosen and message.created_at > recent:
-                voice.flood.update_rate_limit(message, message.created_at.timestamp())
         return todo
 
     async def _replied_to(self, message: discord.Message, lease_until: float | None) -> bool:
