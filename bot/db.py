@@ -7,7 +7,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import shutil
 import sqlite3
 import struct
 import tempfile
@@ -142,18 +141,18 @@ def _restored_copy(file: Path, into: Path) -> tuple[Path, bytes]:
     """`file` as its log holds it, copied into folder `into` and checked by SQLite: the copy, and
     the first page that restores it. LogOnly, naming both files, when it cannot be."""
     wal = file.with_name(file.name + "-wal")
-    size = only_in_log(file)
+    logged = wal.read_bytes()  # once: the page and the copy come from the same log
     unreadable = LogOnly(
-        f"{file} is empty and {wal} holds {size} bytes SQLite cannot read back into it: keep both"
-        " (SQLite deletes such a log on opening), move them out of the storage folder, and restore"
-        " a backup or start with a new database"
+        f"{file} is empty and {wal} holds {len(logged)} bytes SQLite cannot read back into it: keep"
+        " both (SQLite deletes such a log on opening), move them out of the storage folder, and"
+        " restore a backup or start with a new database"
     )
-    page = _first_page_in_log(wal.read_bytes())
+    page = _first_page_in_log(logged)
     if page is None:
         raise unreadable
     copy = into / file.name
     copy.write_bytes(page)
-    shutil.copyfile(wal, copy.with_name(copy.name + "-wal"))
+    copy.with_name(copy.name + "-wal").write_bytes(logged)
     try:
         with contextlib.closing(sqlite3.connect(copy)) as conn:
             (verdict,) = conn.execute("PRAGMA quick_check").fetchone()
