@@ -18,7 +18,7 @@ from bot.agent import Budget, Speaker, VoiceAgent
 from bot.config import Settings
 from bot.conversations import ConversationStore
 from bot.engines.base import Engine
-from bot.note_ledger import NoteLedger
+from bot.note_ledger import NoteLedger, holds_beside
 from bot.preferences import PreferenceStore
 from bot.ticket_news import Answering, NewsStore, TicketNews
 from bot.tools import Toolbox, build_tools
@@ -61,6 +61,16 @@ class StoragePaths:
     @property
     def usage(self) -> Path:
         return self.root / "usage.db"
+
+    @property
+    def holds(self) -> Path:
+        """Locked, never written: the notes ledger's kernel locks (`bot.note_ledger._Holds`)."""
+        return holds_beside(self.notes)
+
+    @property
+    def serving(self) -> Path:
+        """Locked, never written, by each process serving the web front end on this storage."""
+        return self.root / "web.serving"
 
     @property
     def news(self) -> Path:

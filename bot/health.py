@@ -23,7 +23,7 @@ from bot.db import naming
 from bot.logs import masked
 
 if TYPE_CHECKING:
-    from bot.app import App
+    from bot.app import App, StoragePaths
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +176,11 @@ def check_storage(settings: Settings) -> str:
         raise OSError(cannot)
     found = sum(path.exists() for path in paths.databases)
     said = f"{found} databases, none written by a newer voxdesk"
-    locked_out = {f: way for f in lock_files(paths.root) if f.exists() and (way := _cannot_open(f))}
-    for file, way in locked_out.items():
-        said += f"; voxdesk cannot {way} {file}: {LOCK_FILES[file.name]} (make it the bot's user's)"
+    locked_out = False
+    for file, why in lock_files(paths).items():
+        if file.exists() and (way := _cannot_open(file)):
+            said += f"; voxdesk cannot {way} {file}: {why} (make it the bot's user's)"
+            locked_out = True
     rejected = spool.rejected
     try:
         set_aside = sum(1 for line in rejected.read_text(errors="replace").splitlines() if line.strip())
@@ -195,18 +197,16 @@ def check_storage(settings: Settings) -> str:
     return NeedsHuman(said) if set_aside or shown or locked_out else said
 
 
-# The files `run` and `web` make in the storage folder only to lock, and what comes of one they
-# cannot open: each is made and locked later, so the read-only stores `check` opens miss it.
-LOCK_FILES = {
-    "notes.db.holds": "`run` would answer twice a note its ledger cannot record, and could not tell"
-    " a live bot's claims from a dead one's by lock",
-    "web.serving": "`web` would not share its port with another process serving this storage"
-    " folder, so a rolling deploy's new process could not start",
-}
-
-
-def lock_files(folder: Path) -> list[Path]:
-    return [folder / name for name in LOCK_FILES]
+def lock_files(paths: StoragePaths) -> dict[Path, str]:
+    """The files `run` and `web` make in the storage folder only to lock, and what comes of one
+    they cannot open: each is made and locked later, so the read-only stores `check` opens miss
+    it."""
+    return {
+        paths.holds: "`run` would answer twice a note its ledger cannot record, and could not tell"
+        " a live bot's claims from a dead one's by lock",
+        paths.serving: "`web` would not share its port with another process serving this storage"
+        " folder, so a rolling deploy's new process could not start",
+    }
 
 
 def _cannot_open(file: Path) -> str:

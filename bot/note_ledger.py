@@ -519,6 +519,11 @@ class _Immediate:
                 raise
 
 
+def holds_beside(ledger: Path) -> Path:
+    """The file of the kernel locks (`_Holds`) beside the notes ledger at `ledger`."""
+    return ledger.with_name(ledger.name + ".holds")
+
+
 class _Holds:
     """Notes held by open-file-description locks, one byte each at the note's id, on a file beside
     the ledger: they conflict between processes, and between two ledgers one process opened, and
@@ -534,7 +539,7 @@ class _Holds:
         """Made while the disk takes writes (at start), it holds notes once it no longer does."""
         if not hasattr(fcntl, "F_OFD_SETLK"):  # not Linux: claims are the ledger's alone
             return None
-        path = ledger.with_name(ledger.name + ".holds")
+        path = holds_beside(ledger)
         try:
             return cls(path, os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         except OSError as exc:

@@ -25,7 +25,7 @@ import jinja2
 from aiohttp import web
 from aiohttp_session import setup as setup_sessions
 
-from bot.app import App
+from bot.app import App, storage_paths
 from bot.config import Settings
 from bot.web import security
 
@@ -181,7 +181,7 @@ async def start(
     # new one before the old one stops): the kernel spreads connections over both. SO_REUSEPORT
     # would share it with any process of this user that set it too, another voxdesk install's
     # (its own tickets, sessions and staff) or a stale one's: the port must be free otherwise.
-    serving = _Serving.take(core.settings.storage_dir)
+    serving = _Serving.take(storage_paths(core.settings).serving)
 
     async def stop_serving(_: web.Application) -> None:
         serving.close()
@@ -210,11 +210,11 @@ class _Serving:
         self._fd, self.shared = fd, shared
 
     @classmethod
-    def take(cls, folder: Path) -> _Serving:
+    def take(cls, path: Path) -> _Serving:
         try:
-            fd = os.open(folder / "web.serving", os.O_RDWR | os.O_CREAT, 0o600)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:  # a port in use is then refused, as without SO_REUSEPORT
-            log.warning("could not open %s: %s", folder / "web.serving", exc)
+            log.warning("could not open %s: %s", path, exc)
             return cls(None, False)
         try:
             try:
@@ -229,7 +229,7 @@ class _Serving:
             os.close(fd)
             log.warning(
                 "could not lock %s (%s): the web port is not shared with another voxdesk process",
-                folder / "web.serving",
+                path,
                 exc.strerror or exc,
             )
             return cls(None, False)
