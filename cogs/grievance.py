@@ -7,6 +7,7 @@ import dataclasses
 import datetime as dt
 import itertools
 import logging
+import sqlite3
 import time
 from typing import Any
 
@@ -22,6 +23,7 @@ from bot.tools import (
     blank,
     clipped,
     complaint_key,
+    filing_turn,
     readable_grievances,
     ticket_rows,
     too_short,
@@ -45,6 +47,9 @@ LOOKUPS, LOOKUP_SECONDS = 20, 60.0
 # category and words (case and spaces folded, as a voice note's repeats are), within this window,
 # while that ticket is not finished.
 RESUBMIT_SECONDS = 600.0
+# How often a repeat looks again while another process files its words (the grievance store's
+# claim on them): a double submit is rare, and the first filing takes a second or two.
+WAIT_FOR_FILING_SECONDS = 0.25
 # What a filing left for a repeat of it: its ticket key, or the answer it had when kept for later.
 Filed = tuple[str | None, str | None]
 
@@ -151,13 +156,65 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 return kept
             if key is None:
                 return None
-            found = await self._run(interaction, "get_grievance_status", {"ticket_key": key})
-            tickets = found.get("tickets") or []
-            # A lookup that fails is no reason to file twice: the ticket is minutes old.
-            if tickets and tickets[0].get("status") in FINISHED_STATUSES:
+            finished = await self._finished(interaction, key)
+            if self.recent.get(words) is not earlier:
+                continue  # another repeat filed meanwhile, after the same lookup: its filing is told
+            if finished:
                 return None
             return say.SLASH_ALREADY_FILED.format(ticket_key=key)
         return None
+
+    async def _finished(self, interaction: discord.Interaction, key: str) -> bool:
+        found = await self._run(interaction, "get_grievance_status", {"ticket_key": key})
+        tickets = found.get("tickets") or []
+        # A lookup that fails is no reason to file twice: the ticket is minutes old.
+        return bool(tickets) and tickets[0].get("status") in FINISHED_STATUSES
+
+    async def _filed_lately(
+        self, interaction: discord.Interaction, words: tuple[str, str, str], described: tuple[str, str]
+    ) -> tuple[str, Filed] | None:
+        """As `_filed_before`, from the grievance store's record, which a restart or another bot
+        on the storage folder (a deploy's overlap) shares: the answer and what it tells of the
+        filing; None: these words are claimed for this command, to file."""
+        store = self.bot.core.grievances.local_store
+        turn = filing_turn("discord", str(interaction.id))
+        finished: set[str] = set()
+        while True:
+            try:
+                found = await store.claim_words(
+                    words[0], words[1:], turn, RESUBMIT_SECONDS, frozenset(finished)
+                )
+            except asyncio.CancelledError:
+                # A shutdown while the database was busy: the complaint is in no store yet.
+                store.keep_cut_short(words[0], *described, turn)
+                raise
+            except sqlite3.Error as exc:
+                # Filed, or kept, all the same; this process's memory tells its own repeats.
+                log.warning("could not check %s's filing against those of other processes: %s", words[0], exc)
+                return None
+            if found.busy:
+                await asyncio.sleep(WAIT_FOR_FILING_SECONDS)
+            elif found.kept is not None:
+                return found.kept, (None, found.kept)
+            elif found.key is None:
+                return None
+            elif await self._finished(interaction, found.key):
+                finished.add(found.key)
+            else:
+                return say.SLASH_ALREADY_FILED.format(ticket_key=found.key), (found.key, None)
+
+    async def _settle(
+        self, interaction: discord.Interaction, words: tuple[str, str, str], filed: Filed
+    ) -> None:
+        key, kept = filed
+        turn = filing_turn("discord", str(interaction.id))
+        try:
+            await self.bot.core.grievances.local_store.settle_words(
+                words[0], words[1:], turn, key is not None, kept
+            )
+        except sqlite3.Error as exc:
+            # Its claim lapses: a repeat after that files, as it would have without the claim.
+            log.warning("could not record how %s's filing ended: %s", words[0], exc)
 
     def _filing(self, words: tuple[str, str, str]) -> asyncio.Future[Filed]:
         now = time.monotonic()
@@ -229,16 +286,24 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 return before
             filing, key, kept = self._filing(words), None, None
             try:
+                lately = await self._filed_lately(interaction, words, (category.value, description.strip()))
+                if lately is not None:
+                    log.info("/grievance file from %s again: told the first filing", user_id)
+                    answer, (key, kept) = lately
+                    return answer
                 result = await self._run(
                     interaction,
                     "register_grievance",
                     {"category": category.value, "description": description},
                 )
                 key = result.get("ticket_key")
+                key = key if isinstance(key, str) else None
                 if result.get("error") in (say.KEPT_FOR_LATER, say.HELD_FOR_LATER):  # not filed, not lost
                     kept = result["error"]
+                # Not when cut short: its claim lapses, and a repeat finds it filed or spooled.
+                await self._settle(interaction, words, (key, kept))
             finally:
-                filing.set_result((key if isinstance(key, str) else None, kept))
+                filing.set_result((key, kept))
             if "error" in result:
                 if kept is not None:
                     return kept

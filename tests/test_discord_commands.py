@@ -857,6 +857,34 @@ async def test_the_same_complaint_filed_twice_is_told_the_first_ticket_until_it_
         assert [g.description for g in await store.status(BLAZE)].count(words) == 2
 
 
+async def test_a_repeat_after_a_restart_is_told_the_first_ticket(settings, fake: FakeDiscord):
+    # The memory of what was filed lately was the process's own: a restart (or the new bot of a
+    # deploy, on the same storage folder) filed the repeat as a ticket of its own.
+    words = "Bought 500 gems, the wallet never showed them."
+    async with running_bot(settings, fake):
+        filed = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words))
+    key = filed.split("`")[1]
+    async with running_bot(settings, fake) as h:
+        again = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words))
+        assert again == SLASH_ALREADY_FILED.format(ticket_key=key)
+        store = h.bot.core.grievances.local_store
+        assert [g.description for g in await store.status(BLAZE)].count(words) == 1
+
+
+async def test_two_repeats_at_once_after_the_first_ticket_was_resolved_file_one(settings, fake: FakeDiscord):
+    # Each repeat looked the resolved ticket up, each found it finished, and each filed.
+    async with running_bot(settings, fake) as h:
+        words = "Bought 500 gems, the wallet never showed them."
+        filed = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words))
+        key = filed.split("`")[1]
+        store = h.bot.core.grievances.local_store
+        assert await store.set_status_by_staff(key, "resolved")
+        said = await filed_twice_at_once(fake, words)
+        (new,) = {text.split("`")[1] for text in said}
+        assert new != key and sorted(t.startswith("Filed ticket") for t in said) == [False, True]
+        assert [g.description for g in await store.status(BLAZE)].count(words) == 2
+
+
 async def test_the_same_complaint_sent_twice_while_the_database_refuses_it_is_kept_once(
     settings, fake: FakeDiscord
 ):

@@ -2050,3 +2050,45 @@ def test_refile_into_a_folder_not_the_bots_says_so_before_reading_a_journal(tmp_
             refile.kill()
         said = refile.stderr.read()
     assert status == 2 and "grievances.db does not exist" in said
+
+
+async def test_two_processes_claiming_one_complaint_at_once_file_it_once_and_a_restart_knows_it(
+    tmp_path,
+) -> None:
+    # /grievance file's memory of what was filed lately was one process's: a second bot on the
+    # storage folder, or the same bot restarted, filed a repeat as a ticket of its own.
+    from bot.tools.grievance_store import Lately, LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    one, two = await LocalGrievanceStore.open(db), await LocalGrievanceStore.open(db)
+    words = ("wallet", "gems gone after the update")
+    try:
+        claims = await asyncio.gather(
+            one.claim_words(BLAZE, words, "discord:1:", 600.0),
+            two.claim_words(BLAZE, words, "discord:2:", 600.0),
+        )
+        assert sorted(c.busy for c in claims) == [False, True]  # the other's filing is under way
+        first, other = (one, two) if not claims[0].busy else (two, one)
+        turn = "discord:1:" if first is one else "discord:2:"
+        filed = await first.register(BLAZE, "wallet", "Gems gone after the update", f"{turn}0")
+        await first.settle_words(BLAZE, words, turn, True, None)
+        assert await other.claim_words(BLAZE, words, "discord:3:", 600.0) == Lately(key=filed.key)
+        # Another player's same words are theirs to file: no key of Blaze's is told them.
+        assert await other.claim_words(NOVA, words, "discord:4:", 600.0) == Lately()
+        # Resolved: the next repeat files, once.
+        finished = frozenset({filed.key})
+        again = await asyncio.gather(
+            one.claim_words(BLAZE, words, "discord:5:", 600.0, finished),
+            two.claim_words(BLAZE, words, "discord:6:", 600.0, finished),
+        )
+        assert sorted(c.busy for c in again) == [False, True]
+    finally:
+        await one.aclose()
+        await two.aclose()
+    restarted = await LocalGrievanceStore.open(db)
+    try:
+        assert (await restarted.claim_words(BLAZE, words, "discord:7:", 600.0)).busy
+        # Past the window nothing is told: a complaint made again later is a new one.
+        assert await restarted.claim_words(BLAZE, words, "discord:8:", 0.0) == Lately()
+    finally:
+        await restarted.aclose()

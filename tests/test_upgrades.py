@@ -28,7 +28,7 @@ from bot.conversations import ConversationStore
 from bot.preferences import PreferenceStore
 from bot.ticket_news import Delivery, NewsStore, Outcome, TicketNews
 from bot.tools.grievance_spool import GrievanceSpool
-from bot.tools.grievance_store import LocalGrievanceStore
+from bot.tools.grievance_store import SCHEMA_VERSION, LocalGrievanceStore
 
 from .conftest import make_settings
 from .test_cli import _files
@@ -95,7 +95,7 @@ async def test_an_upgrade_keeps_every_grievance_and_files_the_waiting_spool_line
     assert not spool.waiting()
     if set_aside is not None:
         assert spool.rejected.read_text(encoding="utf-8") == set_aside  # staff's to file, untouched
-    assert user_version(old / "grievances.db") == 1
+    assert user_version(old / "grievances.db") == SCHEMA_VERSION
 
     store = await LocalGrievanceStore.open(old / "grievances.db")
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
 import json
 import logging
 import secrets
@@ -21,7 +22,7 @@ from typing import Any
 import aiosqlite
 
 from bot import sentences as say
-from bot.db import add_missing_columns, first, open_read_only, opening
+from bot.db import add_missing_columns, first, open_read_only, opening, while_locked
 from bot.tools import filed_in, filing_turn, same_complaint
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import UNFILED, GrievanceSpool, spool_line
@@ -38,12 +39,16 @@ MAX_HELD = 1000
 # run may give another complaint. Filed from the spool, it is matched to the turn's filings by its
 # words (_file_kept).
 UNCHOSEN = "?"
+# How long a claim on a complaint's words (`claim_words`) waits for its filing before a repeat
+# may file in its place: well past a filing's two busy waits (the database's, then the spool's),
+# so a repeat is held back only when the filing's process died.
+FILING_LEASE_SECONDS = 120.0
 # How often a filing chooses its id again when another process takes the one it chose meanwhile.
 MAX_CHOICES = 5
 
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS grievances (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -69,6 +74,16 @@ CREATE TABLE IF NOT EXISTS grievances (
     gone_at TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- Complaints filed lately by a front end that tells a repeat the first ticket (/grievance file),
+-- by a hash of player, category and words (no words kept): in the database, so a restart or a
+-- second bot on this storage folder knows them too.
+CREATE TABLE IF NOT EXISTS lately_filed (
+    words_hash TEXT PRIMARY KEY,
+    turn TEXT NOT NULL,         -- the filing's "platform:request:": its grievance's filing id starts so
+    at REAL NOT NULL,           -- unix time of the claim
+    lease_until REAL NOT NULL,  -- while its filing may still be under way
+    kept TEXT                   -- what the player was told when it was kept for later
+);
 -- Support staff's notes on a grievance (the web desk); never shown to the player.
 CREATE TABLE IF NOT EXISTS staff_notes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -115,6 +130,17 @@ CREATE TRIGGER IF NOT EXISTS news_moved AFTER UPDATE OF remote_key ON grievances
 WHEN OLD.remote_key IS NOT NULL AND NEW.remote_key IS NOT NULL AND NEW.remote_key IS NOT OLD.remote_key
 BEGIN INSERT INTO news_events (grievance_id, kind, was) VALUES (NEW.id, 'moved', OLD.remote_key); END;
 """
+
+
+@dataclass(frozen=True)
+class Lately:
+    """What `claim_words` found of a complaint filed lately: its ticket's key, or what its player
+    was told when it was kept for later, or that its filing is still under way; none of them: the
+    claim is the caller's, and it files the complaint."""
+
+    key: str | None = None
+    kept: str | None = None
+    busy: bool = False
 
 
 @dataclass(frozen=True)
@@ -610,6 +636,112 @@ class LocalGrievanceStore:
         """The store that holds every grievance (ticket news reads its events): this one."""
         return self
 
+    # ---- a repeat of a complaint filed lately (/grievance file's double submit) ---------------
+
+    async def claim_words(
+        self,
+        user_id: str,
+        words: tuple[str, ...],
+        turn: str,
+        within: float,
+        finished: frozenset[str] = frozenset(),
+    ) -> Lately:
+        """What became of the complaint `words` (the player's, folded) filed in the last `within`
+        seconds; or, when none was (or its ticket's key is in `finished`, or its filing ended with
+        nothing filed), claim it for the filing `turn` ("platform:request:") and say nothing.
+        Read and claimed in one write transaction: of two processes on this file, or two repeats
+        at once, one claims and the other is told of its filing. Raises sqlite3.Error when the
+        database refuses."""
+        digest = _words_hash(user_id, words)
+        now = time.time()
+        async with self._write_lock:
+            try:
+                await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+                # Pruned by every claim: the table holds only the claims of the last `within`.
+                await self._conn.execute(
+                    "DELETE FROM lately_filed WHERE at < ? AND lease_until < ?", (now - within, now)
+                )
+                row = first(
+                    await self._conn.execute_fetchall(
+                        "SELECT turn, at, lease_until, kept FROM lately_filed WHERE words_hash = ?",
+                        (digest,),
+                    )
+                )
+                if row is not None and row["turn"] == turn:
+                    # The same command in two processes (both bots of a deploy get it): filed
+                    # once by its filing id, and each told it was filed.
+                    await self._conn.rollback()
+                    return Lately()
+                if row is not None and now - row["at"] < within:
+                    found = await self._lately(user_id, str(row["turn"]), row["kept"])
+                    if found.key not in (None, *finished) or found.kept is not None:
+                        await self._conn.rollback()
+                        return found
+                    if found.key is None and row["lease_until"] > now:
+                        await self._conn.rollback()
+                        return Lately(busy=True)
+                await self._conn.execute(
+                    "INSERT INTO lately_filed (words_hash, turn, at, lease_until) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (words_hash) DO UPDATE SET turn = excluded.turn, at = excluded.at,"
+                    " lease_until = excluded.lease_until, kept = NULL",
+                    (digest, turn, now, now + FILING_LEASE_SECONDS),
+                )
+                await self._conn.commit()
+            except BaseException:
+                await self._rollback_cut_short()
+                raise
+        return Lately()
+
+    async def settle_words(
+        self, user_id: str, words: tuple[str, ...], turn: str, filed: bool, kept: str | None
+    ) -> None:
+        """The filing that claimed `words` for `turn` ended: `filed`, or `kept` for later (what its
+        player was told), or neither, and then a repeat may file them."""
+        digest = _words_hash(user_id, words)
+        mine = "words_hash = ? AND turn = ?"
+        async with self._write_lock:
+            try:
+                if filed:
+                    # Its grievance, found by its filing id, tells a repeat its key.
+                    await self._conn.execute(
+                        f"UPDATE lately_filed SET lease_until = 0 WHERE {mine}", (digest, turn)
+                    )
+                elif kept is not None:
+                    await self._conn.execute(
+                        f"UPDATE lately_filed SET kept = ?, lease_until = 0 WHERE {mine}",
+                        (kept, digest, turn),
+                    )
+                else:
+                    await self._conn.execute(f"DELETE FROM lately_filed WHERE {mine}", (digest, turn))
+                await self._conn.commit()
+            except BaseException:
+                await self._rollback_cut_short()
+                raise
+
+    def keep_cut_short(self, user_id: str, category: str, description: str, turn: str) -> None:
+        """A filing of `turn` cut short before it reached `register` (a shutdown's grace ran out
+        while `claim_words` waited for the busy database): kept as `register` keeps one, under an
+        unchosen id of its turn, so that a filing of the turn that did land files it once."""
+        row = _spool_row(user_id, category, description, utc_now(), self._initial_state, None, None)
+        self._keep_cut_short(f"{turn}{UNCHOSEN}{uuid.uuid4().hex}", row)
+
+    async def _lately(self, user_id: str, turn: str, kept: str | None) -> Lately:
+        """The ticket filed under `turn` for `user_id`, or else what was told when it was kept."""
+        row = first(
+            await self._conn.execute_fetchall(
+                "SELECT local_key FROM grievances WHERE user_id = ? AND substr(spool_id, 1, ?) = ?"
+                " AND local_key IS NOT NULL ORDER BY id LIMIT 1",
+                (user_id, len(turn), turn),
+            )
+        )
+        if row is not None:
+            return Lately(key=str(row[0]))
+        if kept is None and any(
+            f.startswith(turn) and line["user_id"] == user_id for f, line in await self._spooled()
+        ):
+            kept = say.KEPT_FOR_LATER  # cut short by a shutdown, kept in the spool: filed from there
+        return Lately(kept=kept)
+
     async def status(self, user_id: str, key: str | None = None, limit: int = MAX_LISTED) -> list[Grievance]:
         # A player told their complaint was kept for later is told to ask for it: asking files
         # what the disk or the database refused, if they take it now, rather than wait for the
@@ -1059,6 +1191,10 @@ def _staff_row(row: aiosqlite.Row) -> StaffRow:
         last_error=row["last_error"],
         gone_at=row["gone_at"],
     )
+
+
+def _words_hash(user_id: str, words: tuple[str, ...]) -> str:
+    return hashlib.sha256(json.dumps([user_id, *words]).encode()).hexdigest()
 
 
 def _unchosen_in(filing: str) -> str | None:
