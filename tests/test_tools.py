@@ -2092,3 +2092,56 @@ async def test_two_processes_claiming_one_complaint_at_once_file_it_once_and_a_r
         assert await restarted.claim_words(BLAZE, words, "discord:8:", 0.0) == Lately()
     finally:
         await restarted.aclose()
+
+
+# Words split by punctuation are words; Hangul, Arabic and Devanagari are written with spaces and
+# counted as Latin is (a Hangul syllable as the letters it is made of, a Devanagari vowel sign as
+# a letter); Chinese and Japanese characters count as two letters, each two of them a word; Thai,
+# Lao, Khmer and Myanmar letters as one, each four of them a word.
+@pytest.mark.parametrize(
+    "words, short",
+    [
+        ("cant-login", False),
+        ("lag/crash", False),
+        ("gems_gone", False),
+        ("Refund", True),
+        ("lag!!", True),
+        ("don't", True),
+        ("\u00a0x\u00a0y\u00a0", True),
+        ("Gems gone.", False),
+        # Korean: "please refund" in one word; "payment error"; "refund request".
+        ("환불해주세요", True),
+        ("결제 오류", False),
+        ("환불 요청", False),
+        # Arabic: "refund" (one word); "the amount did not reach me".
+        ("استرداد", True),
+        ("الاسترداد", True),
+        ("لم يصلني المبلغ", False),
+        # Devanagari: "refund"; "the money was not received"; "not received".
+        ("रिफंडचाहिए", True),
+        ("पैसे नहीं मिले", False),
+        ("नहीं मिला", False),
+        # Chinese and Japanese: "refund"; "not credited"; "won't start".
+        ("退款", True),
+        ("没到账", False),
+        ("起動しない", False),
+        ("返金", True),
+        # Thai: "refund" (one word); "money lost"; "did not get the money".
+        ("คืนเงิน", True),
+        ("เงินหาย", False),
+        ("ไม่ได้รับเงิน", False),
+    ],
+)
+def test_too_short_counts_words_and_letters_by_how_each_script_is_written(words: str, short: bool) -> None:
+    from bot.tools import too_short
+
+    assert too_short(words) is short
+
+
+def test_the_filing_tools_schema_tells_the_model_the_least_it_files() -> None:
+    from bot.tools import MIN_DESCRIPTION_LETTERS, MIN_DESCRIPTION_WORDS, build_tools
+
+    (tool,) = [t for t in build_tools(None, None, None) if t.name == "register_grievance"]  # type: ignore[arg-type]
+    said = tool.parameters["properties"]["description"]["description"]
+    assert f"at least {MIN_DESCRIPTION_WORDS} words and {MIN_DESCRIPTION_LETTERS} letters" in said
+    assert "ask" in said.lower()

@@ -357,7 +357,12 @@ def build_tools(
                         "type": "string",
                         "minLength": 1,
                         "maxLength": MAX_DESCRIPTION,
-                        "description": "The problem in the player's own words.",
+                        "description": (
+                            f"The problem in the player's own words: at least {MIN_DESCRIPTION_WORDS}"
+                            f" words and {MIN_DESCRIPTION_LETTERS} letters (a Chinese or Japanese"
+                            " character counts as two letters), or the ticket is refused; ask the"
+                            " player what went wrong before filing less."
+                        ),
                     },
                 },
                 "required": ["category", "description"],
@@ -423,18 +428,67 @@ def complaint_key(category: str, description: str) -> tuple[str, str]:
     return category, " ".join(description.casefold().split())
 
 
+# Scripts written without spaces between words, by code point: Han (Chinese, and Japanese
+# kanji), kana; and Thai, Lao, Myanmar and Khmer, alphabets whose words run together.
+_IDEOGRAPHIC = (
+    (0x3040, 0x30FF),
+    (0x31F0, 0x31FF),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xF900, 0xFAFF),
+    (0xFF66, 0xFF9F),
+    (0x20000, 0x3FFFF),
+)
+_RUN_TOGETHER = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF))
+# Letters of a run-together alphabet per word, about: "เงิน" (money), "หาย" (lost).
+_LETTERS_PER_WORD = 4
+_APOSTROPHES = "'\u2019"
+
+
+def _within(c: str, ranges: tuple[tuple[int, int], ...]) -> bool:
+    return any(low <= ord(c) <= high for low, high in ranges)
+
+
+def _word_runs(text: str) -> list[str]:
+    """The runs of letters, digits and marks of `text`: any other character (a space, "-", "/",
+    "_") ends a word, but an apostrophe between letters ("can't") and a zero-width (non-)joiner
+    inside a Persian or Indic word do not."""
+    runs, run = [], ""
+    for i, c in enumerate(text):
+        kind = unicodedata.category(c)
+        inside = c in _APOSTROPHES and run and text[i + 1 : i + 2].isalnum()
+        if kind[0] in "LNM" or kind == "Cf" or inside:
+            run += c
+        elif run:
+            runs.append(run)
+            run = ""
+    return [*runs, run] if run else runs
+
+
 def too_short(text: str) -> bool:
     """Too little for staff to act on ("a", "lag", "refund"): fewer than two words or six letters
-    and digits. A letter of a script written without spaces (Chinese, Japanese, Thai) counts as
-    two letters, and each two of them, or one left over, as a word: "没到账" ("not credited")
-    tells as much as "gems gone"."""
+    and digits. Words are split by spaces and punctuation ("lag/crash" is two), and counted so in
+    every script written with spaces (Hangul, Arabic, Devanagari too: "환불해주세요", "please
+    refund", is one word; a Hangul syllable counts as the letters it is made of, a vowel sign as a
+    letter). Of a script without spaces, a Chinese or Japanese character counts as two letters and
+    each two of them, or one left over, as a word ("没到账", "not credited", tells as much as "gems
+    gone"); a Thai, Lao, Khmer or Myanmar letter as one, and each four of them, or fewer left over,
+    as a word."""
     words = letters = 0
-    for chunk in text.split():
-        unspaced = sum(unicodedata.category(c) == "Lo" for c in chunk)
-        readable = sum(c.isalnum() for c in chunk)
-        if readable:
-            words += max(1, (unspaced + 1) // 2)
-            letters += readable + unspaced
+    for run in _word_runs(unicodedata.normalize("NFD", text)):
+        ideographs = together = spaced = 0
+        for c in run:
+            kind = unicodedata.category(c)
+            if kind[0] not in "LN" and "VOWEL SIGN" not in unicodedata.name(c, ""):
+                continue  # a mark (an accent, a virama, a vowel above a Thai letter) or a joiner
+            if _within(c, _IDEOGRAPHIC):
+                ideographs += 1
+            elif _within(c, _RUN_TOGETHER):
+                together += 1
+            else:
+                spaced += 1
+        words += -(-ideographs // 2) - (-together // _LETTERS_PER_WORD) + (1 if spaced else 0)
+        letters += 2 * ideographs + together + spaced
     return words < MIN_DESCRIPTION_WORDS or letters < MIN_DESCRIPTION_LETTERS
 
 
