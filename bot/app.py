@@ -252,7 +252,7 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
         stats = await keep(await build_stats_backend(settings))
         manuals = await keep(await build_manuals_backend(settings))
         grievances = await keep(await build_grievance_backend(settings))
-        start = getattr(grievances, "start", None)  # the Jira outbox's pusher
+        start = getattr(grievances, "start", None)  # the spool's refiler, and the Jira outbox's pusher
         if start is not None:
             await start()
         paths = storage_paths(settings)

@@ -697,7 +697,8 @@ class TicketNews:
         logged and tried again next round; the others still count."""
         found = 0
         if self._local is not None:
-            # A grievance kept in the spool is otherwise filed only at the next grievance or start.
+            # A grievance kept in the spool is filed before the events are read: its news (its
+            # key, which its player never heard) goes out this round.
             await self._local.file_spooled()
             found += await self._read_events(self._local)
         if self._jira is not None and self._local is not None and time.time() >= self._jira_quiet_until:

@@ -2145,3 +2145,29 @@ def test_the_filing_tools_schema_tells_the_model_the_least_it_files() -> None:
     said = tool.parameters["properties"]["description"]["description"]
     assert f"at least {MIN_DESCRIPTION_WORDS} words and {MIN_DESCRIPTION_LETTERS} letters" in said
     assert "ask" in said.lower()
+
+
+async def test_a_complaint_kept_in_the_spool_is_filed_while_nothing_else_happens(
+    tmp_path, monkeypatch
+) -> None:
+    # Kept while the database refused it, it was filed only by the next filing, a player's look
+    # at their tickets, ticket news's poll or a restart: with news off and a quiet desk, never.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        real = LocalGrievanceStore._insert
+
+        async def refused(*args: object, **kwargs: object) -> str | None:
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(LocalGrievanceStore, "_insert", refused)
+        with pytest.raises(ToolError, match="kept"):
+            await store.register(BLAZE, "wallet", "Gems gone after the update", "discord:9:0")
+        monkeypatch.setattr(LocalGrievanceStore, "_insert", real)
+        await store.start(every=0.02)
+        deadline = asyncio.get_running_loop().time() + 20
+        while not await store.staff_count():
+            assert asyncio.get_running_loop().time() < deadline, "the kept complaint was never filed"
+            await asyncio.sleep(0.02)
+        assert await store.count_unfiled() == 0
+    finally:
+        await store.aclose()

@@ -43,6 +43,10 @@ UNCHOSEN = "?"
 # may file in its place: well past a filing's two busy waits (the database's, then the spool's),
 # so a repeat is held back only when the filing's process died.
 FILING_LEASE_SECONDS = 120.0
+# How often a running bot files what the spool or memory holds, with nothing else to prompt it
+# (no filing, no look at tickets, ticket news off): until filed it has no key, is on no desk,
+# and cannot go to Jira.
+REFILE_SECONDS = 30.0
 # How often a filing chooses its id again when another process takes the one it chose meanwhile.
 MAX_CHOICES = 5
 
@@ -256,8 +260,9 @@ class LocalGrievanceStore:
         # filed from there at the next start or the next grievance.
         self._spool = spool
         # Those the spool refused too (the disk full or read-only), by filing id: written to the
-        # spool by the next file_spooled that can (the next grievance, ticket news's next poll).
+        # spool by the next file_spooled that can (the next grievance, the refiler's next round).
         self._held: dict[str, dict[str, Any]] = {}
+        self._refiler: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -526,6 +531,21 @@ class LocalGrievanceStore:
                 return
             self._held.pop(filing_id, None)  # another round may have kept it meanwhile: filed once
             log.info("grievance of user %s held in memory now kept in %s", row["user_id"], self._spool.path)
+
+    async def start(self, every: float = REFILE_SECONDS) -> None:
+        """File what the spool and memory hold every `every` seconds, until `aclose`."""
+        if self._refiler is None and self._spool is not None:
+            self._refiler = asyncio.create_task(self._refile(every), name="grievance-refiler")
+
+    async def _refile(self, every: float) -> None:
+        assert self._spool is not None
+        while True:
+            await asyncio.sleep(every)
+            try:
+                if self._held or self._spool.waiting():
+                    await self.file_spooled()
+            except Exception:  # never ends: the next round tries again
+                log.exception("filing the kept grievances failed")
 
     async def file_spooled(self) -> int:
         """File the grievances the database once refused; how many were filed. Never raises:
@@ -1102,6 +1122,10 @@ class LocalGrievanceStore:
         return f"local grievance store: {count} grievances"
 
     async def aclose(self) -> None:
+        refiler, self._refiler = self._refiler, None
+        if refiler is not None:
+            refiler.cancel()
+            await asyncio.wait({refiler})
         if self._spool is not None and self._held:
             await self._spool_held()
         for filing_id, row in self._held.items():

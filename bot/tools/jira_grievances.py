@@ -213,6 +213,9 @@ class JiraGrievances:
         """Start pushing in the background, beginning with what a previous run left pending."""
         if self._task is None:
             self._task = asyncio.create_task(self._pusher(), name="jira-grievance-pusher")
+            # A grievance the database refused has no local key to label its issue with until it
+            # is filed from the spool: filed each push interval, it goes in the round after.
+            await self._store.start(self._settings.push_interval_seconds)
 
     async def push_pending(self) -> int:
         """Push every pending grievance now, oldest first, and return how many reached Jira.

@@ -1262,3 +1262,28 @@ async def test_status_asked_again_and_again_during_an_outage_warns_once(fake, db
         await backend.aclose()
     failed = [r for r in caplog.records if "answering from the local record" in r.getMessage()]
     assert [r.levelno for r in failed] == [logging.WARNING] + [logging.INFO] * 3 + [logging.WARNING]
+
+
+async def test_a_complaint_kept_while_the_database_refused_it_reaches_jira_unprompted(
+    fake: FakeJira, db: Path, monkeypatch
+) -> None:
+    # Kept in the spool, it has no local key, so the pusher (which labels each issue with one)
+    # cannot push it until it is filed; it was filed only by the next filing, a status lookup,
+    # ticket news's poll or a restart: with news off and nobody filing, it never reached Jira.
+    backend = await open_backend(fake, db)
+    try:
+        real = LocalGrievanceStore._insert
+
+        async def refused(*args: object, **kwargs: object) -> str | None:
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(LocalGrievanceStore, "_insert", refused)
+        with pytest.raises(ToolError, match="kept"):
+            await backend.register(BLAZE, "wallet", "Gems gone after the update", "discord:9:0")
+        monkeypatch.setattr(LocalGrievanceStore, "_insert", real)
+        await backend.start()
+        await eventually(lambda: pushed_keys(fake) == ["GRV-1"])
+        (issue,) = fake.issues.values()
+        assert issue.description == "Gems gone after the update" and f"discord-{BLAZE}" in issue.labels
+    finally:
+        await backend.aclose()
