@@ -27,7 +27,7 @@ from pathlib import Path
 from bot import __version__
 from bot.app import StoragePaths, storage_paths
 from bot.config import Settings
-from bot.db import BUSY_SECONDS, fsync_path, naming, private_dir, private_file, restore_from_log
+from bot.db import BUSY_SECONDS, fsync_path, kept, naming, private_dir, private_file, restore_from_log
 from bot.tools.grievance_spool import GrievanceSpool
 
 
@@ -140,12 +140,12 @@ def _copy_all(storage: StoragePaths, folder: Path) -> tuple[list[str], dict[str,
     # The spool first: a grievance the bot files from it meanwhile is then in the database's copy
     # (or in both, and filed once by its id); the other way round it could be in neither.
     spool = GrievanceSpool.beside(storage.grievances)
-    for kept in (spool.path, spool.rejected):
-        if kept.exists():
-            _copy_locked(kept, folder / kept.name)
-            lines.append(f"{kept.name}: copied (grievances not yet in the database)")
+    for held in (spool.path, spool.rejected):
+        if held.exists():
+            _copy_locked(held, folder / held.name)
+            lines.append(f"{held.name}: copied (grievances not yet in the database)")
     for db in storage.databases:
-        if db.exists():
+        if kept(db):
             try:
                 versions[db.name] = _copy_database(db, folder / db.name)
             except sqlite3.Error as exc:

@@ -7,13 +7,14 @@ import contextlib
 import fcntl
 import logging
 import os
+import shutil
 import sqlite3
 import struct
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from pathlib import Path
-from typing import NoReturn, TypeVar
+from typing import BinaryIO, NoReturn, TypeVar
 
 import aiosqlite
 
@@ -80,79 +81,113 @@ def written_by_newer(path: Path | str, known: int) -> None:
 # A database whose every page is in its write-ahead log: a crash (a power cut) while it was being
 # made, after the log was synced and before the file's first page was. SQLite takes a file of no
 # bytes for a new database and deletes the log beside it on opening, read-only or not, and with
-# it every commit (a grievance whose key a player heard). The log's copy of the first page, put
-# back in the file, makes SQLite read the rest from the log again.
+# it every commit (a grievance whose key a player heard); a file that is missing it makes anew,
+# empty, and deletes the log the same way. The log's copy of the first page, put (back) in the
+# file, makes SQLite read the rest from the log again.
 WAL_MAGIC = (0x377F0682, 0x377F0683)
+WAL_HEADER = 32
+FRAME_HEADER = 24
 
 
 class LogOnly(sqlite3.DatabaseError):
-    """An empty database file beside a write-ahead log that cannot be read back into it."""
+    """An empty or missing database file beside a write-ahead log that cannot be read back into it."""
+
+
+def _log_of(file: Path) -> Path:
+    return file.with_name(file.name + "-wal")
 
 
 def only_in_log(file: Path) -> int:
-    """The size of the write-ahead log beside `file` when `file` itself is empty and the log may
-    hold commits; 0 otherwise. A log of SQLite's in its first round (no checkpoint ever restarted
-    it, so the file never held more than a header) that no commit closes, its header alone from a
-    crash before the first commit reached the disk, holds nothing: a new database, as SQLite
-    reads it."""
-    wal = file.with_name(file.name + "-wal")
+    """The size of the write-ahead log beside `file` when `file` itself is empty or missing and the
+    log may hold commits; 0 otherwise. A log of SQLite's in its first round (no checkpoint ever
+    restarted it, so the file never held more than a header) with no commit SQLite would keep,
+    its header alone or a first commit torn by a crash before it reached the disk, holds nothing:
+    a new database, as SQLite reads it."""
     try:
-        if file.stat().st_size or not (size := wal.stat().st_size):
+        if file.stat().st_size:
             return 0
-        logged = wal.read_bytes()
+    except FileNotFoundError:
+        pass
+    try:
+        with open(_log_of(file), "rb") as log:
+            size = os.fstat(log.fileno()).st_size
+            scan = _scan(log) if size else None
     except FileNotFoundError:
         return 0
-    frames = _frames(logged)
-    first_round = logged[12:16] == bytes(4)  # the checkpoint sequence number
-    if frames is not None and first_round and not any(commit for _, commit, _ in frames):
+    if scan is not None and scan.first_round and scan.first_page is None:
         return 0
     return size
 
 
-def _frames(wal: bytes) -> list[tuple[int, int, bytes]] | None:
-    """The frames of the log's current round, as (page number, pages after its commit or 0,
-    page), or None when `wal` is no log SQLite wrote."""
-    if len(wal) < 32:
+class _Scan:
+    """What SQLite would keep of a log: whether it is in its first round, and the first page as
+    the first commit it keeps holding that page left it (None when it keeps no commit)."""
+
+    def __init__(self, first_round: bool, first_page: bytes | None) -> None:
+        self.first_round = first_round
+        self.first_page = first_page
+
+
+def _checksum(data: bytes, big_endian: bool, s1: int, s2: int) -> tuple[int, int]:
+    """SQLite's WAL checksum of `data` (a multiple of 8 bytes) carried on from (s1, s2)."""
+    words = struct.unpack(f"{'>' if big_endian else '<'}{len(data) // 4}I", data)
+    for at in range(0, len(words), 2):
+        s1 = (s1 + words[at] + s2) & 0xFFFFFFFF
+        s2 = (s2 + words[at + 1] + s1) & 0xFFFFFFFF
+    return s1, s2
+
+
+def _scan(log: BinaryIO) -> _Scan | None:
+    """Read the log a frame at a time as SQLite recovers it: a frame whose salts are not the
+    header's (one of an earlier round) or whose cumulative checksum does not match (torn by a
+    crash) ends it, and only frames up to the last commit frame before that end count. None when
+    `log` is no log SQLite wrote, or its header is torn."""
+    header = log.read(WAL_HEADER)
+    if len(header) < WAL_HEADER:
         return None
-    magic, _, page_size, _, salts = *struct.unpack(">IIII", wal[:16]), wal[16:24]
-    if magic not in WAL_MAGIC or page_size < 512 or page_size & (page_size - 1):
+    magic, _, page_size, round_, salts = *struct.unpack(">IIII", header[:16]), header[16:24]
+    if magic not in WAL_MAGIC or page_size < 512 or page_size > 65536 or page_size & (page_size - 1):
         return None
-    frames = []
-    for at in range(32, len(wal) - 24 - page_size + 1, 24 + page_size):
-        if wal[at + 8 : at + 16] != salts:  # a frame of an earlier round of the log
+    big_endian = bool(magic & 1)  # the byte order of the machine that wrote the log
+    sums = _checksum(header[:24], big_endian, 0, 0)
+    if struct.pack(">II", *sums) != header[24:32]:
+        return None
+    first_page = None
+    while len(frame := log.read(FRAME_HEADER + page_size)) == FRAME_HEADER + page_size:
+        number, commit = struct.unpack(">II", frame[:8])
+        if frame[8:16] != salts or not number:
             break
-        number, commit = struct.unpack(">II", wal[at : at + 8])
-        frames.append((number, commit, wal[at + 24 : at + 24 + page_size]))
-    return frames
+        sums = _checksum(frame[:8], big_endian, *sums)
+        sums = _checksum(frame[FRAME_HEADER:], big_endian, *sums)
+        if struct.pack(">II", *sums) != frame[16:24]:
+            break
+        if number == 1 and first_page is None:
+            first_page = frame[FRAME_HEADER:]
+        if commit and first_page is not None:
+            # SQLite keeps this commit, whatever follows; it reads page 1 from the log after it.
+            return _Scan(round_ == 0, first_page)
+    return _Scan(round_ == 0, None)
 
 
-def _first_page_in_log(wal: bytes) -> bytes | None:
-    """The first page as the log's first commit holding it left it, or None."""
-    page = None
-    for number, commit, data in _frames(wal) or []:
-        if number == 1 and page is None:
-            page = data
-        if commit and page is not None:
-            return page
-    return None
-
-
-def _restored_copy(file: Path, into: Path) -> tuple[Path, bytes]:
+def _restored_copy(file: Path, into: Path, missing: bool | None = None) -> tuple[Path, bytes]:
     """`file` as its log holds it, copied into folder `into` and checked by SQLite: the copy, and
-    the first page that restores it. LogOnly, naming both files, when it cannot be."""
-    wal = file.with_name(file.name + "-wal")
-    logged = wal.read_bytes()  # once: the page and the copy come from the same log
-    unreadable = LogOnly(
-        f"{file} is empty and {wal} holds {len(logged)} bytes SQLite cannot read back into it: keep"
-        " both (SQLite deletes such a log on opening), move them out of the storage folder, and"
-        " restore a backup or start with a new database"
-    )
-    page = _first_page_in_log(logged)
-    if page is None:
-        raise unreadable
+    the first page that restores it. LogOnly, naming both files, when it cannot be (`missing`:
+    whether `file` was found missing, when the caller has since made it)."""
+    wal = _log_of(file)
     copy = into / file.name
-    copy.write_bytes(page)
-    copy.with_name(copy.name + "-wal").write_bytes(logged)
+    logged = copy.with_name(copy.name + "-wal")
+    shutil.copyfile(wal, logged)  # the page comes from the copy: the same log, read a frame at a time
+    missing = not file.exists() if missing is None else missing
+    unreadable = LogOnly(
+        f"{file} is {'missing' if missing else 'empty'} and {wal} holds {logged.stat().st_size} bytes"
+        " SQLite cannot read back into it: keep both (SQLite deletes such a log on opening), move"
+        " them out of the storage folder, and restore a backup or start with a new database"
+    )
+    with open(logged, "rb") as log:
+        scan = _scan(log)
+    if scan is None or scan.first_page is None:
+        raise unreadable
+    copy.write_bytes(scan.first_page)
     try:
         with contextlib.closing(sqlite3.connect(copy)) as conn:
             (verdict,) = conn.execute("PRAGMA quick_check").fetchone()
@@ -160,7 +195,7 @@ def _restored_copy(file: Path, into: Path) -> tuple[Path, bytes]:
         raise unreadable from None
     if verdict != "ok":
         raise unreadable
-    return copy, page
+    return copy, scan.first_page
 
 
 @contextlib.contextmanager
@@ -179,7 +214,8 @@ def restore_from_log(file: Path) -> bool:
     before anything opens it; whether it did. LogOnly when the log cannot restore it."""
     if not only_in_log(file):
         return False
-    fd = os.open(file, os.O_WRONLY)
+    missing = not file.exists()
+    fd = os.open(file, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
         # Another voxdesk starting at once (`run` and `web`) waits here, then finds the file
         # restored: were it past the check while this one restored, opened and checkpointed the
@@ -189,16 +225,24 @@ def restore_from_log(file: Path) -> bool:
         size = only_in_log(file)
         if not size:
             return False
-        with tempfile.TemporaryDirectory(prefix="voxdesk-") as folder:
-            _, page = _restored_copy(file, Path(folder))
+        try:
+            with tempfile.TemporaryDirectory(prefix="voxdesk-") as folder:
+                _, page = _restored_copy(file, Path(folder), missing)
+        except LogOnly:
+            if missing:  # left as it was found, for a human to judge
+                file.unlink(missing_ok=True)
+            raise
         os.write(fd, page)
         os.fsync(fd)
     finally:
         os.close(fd)
+    if missing:
+        fsync_path(file.parent)
     log.warning(
-        "%s was empty beside its write-ahead log of %d bytes (a crash while it was made): restored"
+        "%s was %s beside its write-ahead log of %d bytes (a crash while it was made): restored"
         " from that log",
         file,
+        "missing" if missing else "empty",
         size,
     )
     return True
@@ -254,7 +298,12 @@ async def _restored_in_memory(file: Path) -> aiosqlite.Connection:
 
 
 def _no_database(file: Path) -> bool:
-    return not file.exists() or (file.stat().st_size == 0 and not only_in_log(file))
+    return not only_in_log(file) and (not file.exists() or file.stat().st_size == 0)
+
+
+def kept(file: Path) -> bool:
+    """Whether there is a database at `file`: the file, or a log that holds it in its place."""
+    return file.exists() or bool(only_in_log(file))
 
 
 def refuse_newer(conn: sqlite3.Connection, path: Path | str, known: int) -> None:

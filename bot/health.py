@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings
-from bot.db import naming
+from bot.db import kept, naming
 from bot.logs import masked
 
 if TYPE_CHECKING:
@@ -174,7 +174,7 @@ def check_storage(settings: Settings) -> str:
         )
     if cannot := cannot_lock(paths.root):
         raise OSError(cannot)
-    found = sum(path.exists() for path in paths.databases)
+    found = sum(kept(path) for path in paths.databases)
     said = f"{found} databases, none written by a newer voxdesk"
     locked_out = False
     for file, why in lock_files(paths).items():

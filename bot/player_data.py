@@ -24,7 +24,7 @@ from typing import Any
 
 from bot import ticket_news
 from bot.app import StoragePaths
-from bot.db import BUSY_SECONDS, naming, refuse_newer, restore_from_log
+from bot.db import BUSY_SECONDS, kept, naming, refuse_newer, restore_from_log
 from bot.schemas import refuse_newer_databases, versions
 from bot.tools.grievance_spool import GrievanceSpool
 
@@ -63,7 +63,7 @@ def _refuse_newer(storage: StoragePaths) -> None:
 def _database(storage: StoragePaths, name: str, write: bool = False) -> Iterator[sqlite3.Connection | None]:
     """The database `name`, or None when voxdesk never made it (nothing is kept there)."""
     path: Path = getattr(storage, name)
-    if not path.exists():
+    if not kept(path):
         yield None
         return
     restore_from_log(path)  # opened as it is, SQLite would delete the log that holds its commits

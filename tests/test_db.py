@@ -6,6 +6,7 @@ import contextlib
 import os
 import re
 import sqlite3
+import struct
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -377,7 +378,7 @@ async def test_two_processes_restoring_one_database_take_turns(settings, monkeyp
     other_restorer = []
     restored_copy = db._restored_copy
 
-    def copying(file: Path, into: Path):
+    def copying(file: Path, into: Path, *found: bool):
         fd = os.open(file, os.O_RDONLY)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -386,9 +387,185 @@ async def test_two_processes_restoring_one_database_take_turns(settings, monkeyp
             other_restorer.append("waits")
         finally:
             os.close(fd)
-        return restored_copy(file, into)
+        return restored_copy(file, into, *found)
 
     monkeypatch.setattr(db, "_restored_copy", copying)
     assert db.restore_from_log(path)
     assert other_restorer == ["waits"]
     assert not db.restore_from_log(path)  # the next finds it restored
+
+
+def _log_of_commits(folder: Path, rows: list[str]) -> tuple[bytes, list[int]]:
+    """A first-round log holding one commit per row of a `notes` table (each row its own), as a
+    database whose file was never written leaves it; and where each commit's last frame ends."""
+    folder.mkdir()
+    conn = sqlite3.connect(folder / "made.db", isolation_level=None)
+    try:
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute("CREATE TABLE notes (said)")
+        for row in rows:
+            conn.execute("INSERT INTO notes VALUES (?)", (row,))
+        logged = (folder / "made.db-wal").read_bytes()
+    finally:
+        conn.close()
+    frame = 24 + int.from_bytes(logged[8:12], "big")
+    ends = [
+        32 + (i + 1) * frame
+        for i in range((len(logged) - 32) // frame)
+        if logged[32 + i * frame + 4 : 32 + i * frame + 8] != bytes(4)
+    ]
+    return logged, ends
+
+
+def _notes(path: Path) -> list[str]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return [said for (said,) in conn.execute("SELECT said FROM notes ORDER BY rowid")]
+
+
+async def test_a_torn_last_commit_keeps_every_commit_before_it_as_sqlite_does(tmp_path: Path) -> None:
+    # A power cut while the last commit's frames were written leaves its tail as the disk had it:
+    # SQLite's checksums end the log there and keep every commit before it.
+    from bot import db
+
+    logged, ends = _log_of_commits(tmp_path / "made", ["first", "second", "third"])
+    torn = bytearray(logged)
+    torn[ends[-1] - 512 : ends[-1]] = b"\xa5" * 512  # what the disk held there
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"")
+    path.with_name("notes.db-wal").write_bytes(bytes(torn))
+    assert db.restore_from_log(path)
+    assert _notes(path) == ["first", "second"]
+
+
+async def test_a_first_round_log_whose_only_commit_is_torn_is_a_new_database(tmp_path: Path) -> None:
+    # Its checksum does not match: SQLite keeps no commit of it and reads a new database. Taken for
+    # a commit, both files were refused and the bot would not start until a human moved them.
+    from bot import db
+
+    logged, ends = _log_of_commits(tmp_path / "made", [])
+    (table,) = ends
+    torn = bytearray(logged[:table])
+    torn[table - 512 : table] = b"\xa5" * 512
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"")
+    wal = path.with_name("notes.db-wal")
+    wal.write_bytes(bytes(torn))
+    assert not db.only_in_log(path)
+    assert not db.restore_from_log(path)
+    assert path.stat().st_size == 0 and wal.read_bytes() == torn
+    # The same log, untorn, is restored.
+    wal.write_bytes(logged[:table])
+    assert db.restore_from_log(path)
+    assert _notes(path) == []
+
+
+async def test_a_log_in_the_other_byte_order_is_checked_in_that_order(tmp_path: Path) -> None:
+    # The header's magic says which order the writer's checksums are in: a log written on a
+    # big-endian machine is as whole as one written here.
+    from bot import db
+
+    logged, _ = _log_of_commits(tmp_path / "made", ["kept"])
+    assert int.from_bytes(logged[:4], "big") == 0x377F0682  # this machine: little-endian sums
+    header = bytearray(logged[:32])
+    header[:4] = (0x377F0683).to_bytes(4, "big")
+    sums = db._checksum(bytes(header[:24]), True, 0, 0)
+    header[24:32] = struct.pack(">II", *sums)
+    frames, size = bytearray(), 24 + int.from_bytes(logged[8:12], "big")
+    for at in range(32, len(logged), size):
+        frame = bytearray(logged[at : at + size])
+        sums = db._checksum(bytes(frame[:8]), True, *sums)
+        sums = db._checksum(bytes(frame[24:]), True, *sums)
+        frame[16:24] = struct.pack(">II", *sums)
+        frames += frame
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"")
+    path.with_name("notes.db-wal").write_bytes(bytes(header + frames))
+    assert db.restore_from_log(path)
+    assert _notes(path) == ["kept"]
+
+
+async def test_a_restore_reads_the_log_a_frame_at_a_time(tmp_path: Path) -> None:
+    # A log grows with every commit a long reader kept from being checkpointed: read whole, a
+    # restore holds it all in memory, twice over.
+    import tracemalloc
+
+    from bot import db
+
+    logged, _ = _log_of_commits(tmp_path / "made", ["x" * 3000] * 3000)
+    assert len(logged) > 12_000_000
+    path = tmp_path / "notes.db"
+    path.write_bytes(b"")
+    path.with_name("notes.db-wal").write_bytes(logged)
+    del logged
+    tracemalloc.start()
+    try:
+        assert db.restore_from_log(path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000, peak
+    assert len(_notes(path)) == 3000
+
+
+async def test_a_missing_database_beside_its_log_is_restored_not_made_anew(settings, caplog) -> None:
+    # SQLite makes a missing file anew, empty, and deletes the log beside it as it does beside an
+    # empty one: every grievance in the log was gone, and `check` called the store new.
+    from bot.health import check_all
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    path = await _crashed_while_made(settings.storage_dir)
+    path.unlink()
+    before = _listing(settings.storage_dir)
+    lines = {r.service: r for r in await check_all(settings)}
+    assert lines["grievances"].detail == "local grievance store: 1 grievances", lines["grievances"]
+    assert _listing(settings.storage_dir) == before
+    store = await LocalGrievanceStore.open(path)
+    try:
+        (kept,) = await store.status("111111111111111111")
+        assert kept.description == "charged twice for the season pass"
+    finally:
+        await store.aclose()
+    assert f"{path} was missing beside its write-ahead log of " in caplog.text
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+async def test_a_missing_database_whose_log_cannot_restore_it_is_named_and_not_made(settings) -> None:
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    path = settings.storage_dir / "grievances.db"
+    path.unlink(missing_ok=True)
+    wal = path.with_name("grievances.db-wal")
+    wal.write_bytes(b"not a log" * 1000)
+    said = f"{path} is missing and {wal} holds 9000 bytes SQLite cannot read back into it: keep both"
+    with pytest.raises(sqlite3.DatabaseError, match=re.escape(said)):
+        await LocalGrievanceStore.open(path)
+    assert not path.exists() and wal.read_bytes() == b"not a log" * 1000
+
+
+async def test_backup_export_and_check_count_a_database_only_in_its_log(settings, tmp_path: Path) -> None:
+    # Each asked whether the file exists: the backup left the grievances out, an export said the
+    # player had none, and `check` counted one database fewer.
+    from bot.app import storage_paths
+    from bot.backup import backup
+    from bot.health import check_storage
+    from bot.player_data import export
+
+    path = await _crashed_while_made(settings.storage_dir)
+    counted = check_storage(settings)
+    logged = path.with_name("grievances.db-wal").read_bytes()
+    path.unlink()
+    assert check_storage(settings) == counted
+    folder, lines = backup(settings, tmp_path / "backups")
+    assert "grievances.db: copied" in lines
+    with contextlib.closing(sqlite3.connect(folder / "grievances.db")) as conn:
+        assert conn.execute("SELECT description FROM grievances").fetchall() == [
+            ("charged twice for the season pass",)
+        ]
+    for made in settings.storage_dir.glob("grievances.db*"):  # restored and checkpointed: crash again
+        made.unlink()
+    path.with_name("grievances.db-wal").write_bytes(logged)
+    held = export(storage_paths(settings), "111111111111111111")
+    assert [g["description"] for g in held["grievances"]["grievances"]] == [
+        "charged twice for the season pass"
+    ]
