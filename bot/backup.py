@@ -141,8 +141,7 @@ def _copy_all(storage: StoragePaths, folder: Path) -> tuple[list[str], dict[str,
     # (or in both, and filed once by its id); the other way round it could be in neither.
     spool = GrievanceSpool.beside(storage.grievances)
     for held in (spool.path, spool.rejected):
-        if held.exists():
-            _copy_locked(held, folder / held.name)
+        if held.exists() and _copy_locked(held, folder / held.name):
             lines.append(f"{held.name}: copied (grievances not yet in the database)")
     for db in storage.databases:
         if kept(db):
@@ -178,11 +177,16 @@ def _copy_database(source: Path, target: Path) -> int:
     return int(version)
 
 
-def _copy_locked(source: Path, target: Path) -> None:
-    """The spool under its own lock, so a grievance being appended is copied whole or not at all."""
+def _copy_locked(source: Path, target: Path) -> bool:
+    """The spool under its own lock, so a grievance being appended is copied whole or not at all;
+    whether it held any. One that holds none (the bot empties it once it has filed every line)
+    is not copied: the backup would say grievances wait in it."""
     with open(source, "rb") as src:
         fcntl.flock(src, fcntl.LOCK_SH)
         data = src.read()
+    if not data.strip():
+        return False
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with open(fd, "wb") as out:
         out.write(data)
+    return True

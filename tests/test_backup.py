@@ -83,6 +83,18 @@ def test_the_spool_is_copied_before_the_grievance_database(settings, tmp_path: P
     assert copied.index("grievances.db.spool.jsonl") < copied.index("grievances.db")
 
 
+def test_an_emptied_spool_is_not_said_to_hold_grievances(settings, tmp_path: Path) -> None:
+    # The bot empties the spool once it has filed every line, and keeps the file: the backup said
+    # it copied grievances not yet in the database when none were waiting.
+    spool = GrievanceSpool.beside(settings.storage_dir / "grievances.db")
+    spool.path.write_bytes(b"")
+    spool.rejected.write_bytes(b"\n")
+    folder, lines = backup(settings, tmp_path / "b")
+    assert not [line for line in lines if "spool" in line], lines
+    assert not list(folder.glob("*spool*"))
+    assert "grievances.db: copied" in lines
+
+
 KILLED_MID_BACKUP = """
 import os, signal, sys
 from pathlib import Path
