@@ -9,6 +9,7 @@ import dataclasses
 import json
 import re
 import tomllib
+from pathlib import Path
 
 from prometheus_client.metrics import MetricWrapperBase
 
@@ -248,3 +249,49 @@ def test_every_setting_the_docs_name_exists() -> None:
                 continue
             unknown.append(f"{doc.name}: {section}.{key}")
     assert unknown == []
+
+
+def _stub_pythons(folder: Path, **versions: str) -> dict[str, str]:
+    """Commands on an otherwise empty PATH, each answering scripts/pick-python's version question."""
+    folder.mkdir()
+    for name, version in versions.items():
+        stub = folder / name.replace("_", ".")
+        stub.write_text(f"#!/bin/sh\necho {version}\n")
+        stub.chmod(0o755)
+    return {"PATH": str(folder), "HOME": str(folder)}
+
+
+def test_scripts_dev_picks_a_python_voxdesk_is_tested_on_and_says_what_it_does_with_a_newer(
+    tmp_path: Path,
+) -> None:
+    # It took any python3 from 3.11 on, 3.14 too, while the README and the classifiers say 3.11 to
+    # 3.13: a newer one was set up untested, with dependencies built from source, and nothing said.
+    import subprocess
+
+    classifiers = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))["project"][
+        "classifiers"
+    ]
+    tested = [c.rsplit(" :: ", 1)[1] for c in classifiers if re.fullmatch(r".* :: 3\.\d+", c)]
+    assert tested == ["3.11", "3.12", "3.13"]
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert "(Python 3.11, 3.12 or 3.13: `scripts/dev` picks one of those, and a newer one only when" in readme
+    dev = (REPO / "scripts" / "dev").read_text(encoding="utf-8")
+    assert 'python="$(bash scripts/pick-python)"' in dev
+
+    def pick(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/bash", str(REPO / "scripts" / "pick-python")], env=env, capture_output=True, text=True
+        )
+
+    both = pick(_stub_pythons(tmp_path / "both", python3="3.14", python3_12="3.12"))
+    assert (both.returncode, both.stdout) == (0, "python3.12\n"), both.stderr
+    only = _stub_pythons(tmp_path / "newer", python3="3.14")
+    refused = pick(only)
+    assert refused.returncode == 1 and not refused.stdout
+    assert "voxdesk needs Python 3.11, 3.12 or 3.13; found python3 is 3.14." in refused.stderr
+    assert "set PYTHON to a newer one to try it untested" in refused.stderr
+    asked = pick({**only, "PYTHON": "python3"})
+    assert (asked.returncode, asked.stdout) == (0, "python3\n")
+    assert "PYTHON=python3 is Python 3.14, newer than voxdesk is tested on" in asked.stderr
+    older = pick({**_stub_pythons(tmp_path / "older", python3="3.10"), "PYTHON": "python3"})
+    assert older.returncode == 1 and "voxdesk needs 3.11, 3.12 or 3.13" in older.stderr
