@@ -493,6 +493,9 @@ POSITIVE = {
     ("web", "playground_notes_per_minute"),
 }  # fmt: skip
 MAX_DEFER_SECONDS = 2.5
+# discord.py waits out every rate limit up to 30 s whatever max_ratelimit_timeout says (it takes
+# max(30, the value)): a lower setting would promise a note answered later that it holds instead.
+MIN_RATE_LIMIT_SECONDS = 30.0
 PRICE_KEYS = ("text_in", "text_out", "audio_in", "audio_out", "cached_in")
 
 
@@ -523,6 +526,12 @@ def _check_ranges(settings: Settings) -> None:
         raise ConfigError(
             f"discord.defer_after_seconds = {settings.discord.defer_after_seconds}: Discord waits 3 s for a "
             f"command's first answer; at most {MAX_DEFER_SECONDS} leaves time to send it"
+        )
+    if settings.discord.rate_limit_seconds < MIN_RATE_LIMIT_SECONDS:
+        raise ConfigError(
+            f"discord.rate_limit_seconds = {settings.discord.rate_limit_seconds:g}: discord.py waits out"
+            f" every rate limit up to {MIN_RATE_LIMIT_SECONDS:g} s whatever this says; set"
+            f" {MIN_RATE_LIMIT_SECONDS:g} or more"
         )
     for model, prices in settings.usage.prices.items():
         if not isinstance(prices, dict):

@@ -69,6 +69,8 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("", {"VOXDESK_WEB_TRUSTED_PROXIES": "127.0.0.1,my-proxy"}, "web.trusted_proxies"),
         ("", {"VOXDESK_OPENAI_VOICE": "Alloy"}, "openai.voice"),
         ("", {"VOXDESK_DISCORD_DEFER_AFTER_SECONDS": "10"}, "discord.defer_after_seconds"),
+        # discord.py waits out any limit up to 30 s: 10 acted as 30.
+        ("[discord]\nrate_limit_seconds = 10\n", {}, "discord.rate_limit_seconds = 10: discord.py waits out"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_in = "2.5"\n', {}, "usage.prices.'gpt-audio-1.5'.text_in"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_inn = 2.5\n', {}, "usage.prices.'gpt-audio-1.5'.text_inn"),
         ("[usage.price_as]\nvoxdesk-audio = 'gpt-audio-15'\n", {}, "usage.price_as.'voxdesk-audio'"),
