@@ -295,3 +295,15 @@ def test_scripts_dev_picks_a_python_voxdesk_is_tested_on_and_says_what_it_does_w
     assert "PYTHON=python3 is Python 3.14, newer than voxdesk is tested on" in asked.stderr
     older = pick({**_stub_pythons(tmp_path / "older", python3="3.10"), "PYTHON": "python3"})
     assert older.returncode == 1 and "voxdesk needs 3.11, 3.12 or 3.13" in older.stderr
+
+
+def test_the_readme_gives_the_cap_on_a_manual_passage_the_model_reads() -> None:
+    # A studio's manual section past it is read only in part: the README said nothing of it.
+    from bot.tools import MAX_PASSAGE_CHARS
+
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    said = f"{MAX_PASSAGE_CHARS:,} characters or so"
+    tool = readme.split("| `search_manuals(query)` |", 1)[1].split(" |", 1)[0]
+    assert said in tool
+    folder = readme.split("| `storage.manuals_dir` |", 1)[1].split(" |", 2)[1]  # past the default
+    assert said in folder
