@@ -307,3 +307,15 @@ def test_the_readme_gives_the_cap_on_a_manual_passage_the_model_reads() -> None:
     assert said in tool
     folder = readme.split("| `storage.manuals_dir` |", 1)[1].split(" |", 2)[1]  # past the default
     assert said in folder
+
+
+def test_scripts_dev_installs_wheels_a_python_it_picks_has_before_newer_sources() -> None:
+    # pocketsphinx 5.1.1 has wheels for cp311 and cp313, none for cp312: on Ubuntu 24.04's 3.12,
+    # pip took its sdist and failed with no C compiler (`pip download --only-binary=:all:
+    # --python-version 3.12` finds only 5.0.3 and 5.0.4).
+    dev = (REPO / "scripts" / "dev").read_text(encoding="utf-8")
+    installs = [line for line in dev.splitlines() if "pip install" in line and "--upgrade pip" not in line]
+    voxdesk = [line for line in installs if " -e " in line]
+    assert len(voxdesk) == 2 and all("--prefer-binary" in line for line in voxdesk), voxdesk
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert "`pip install --prefer-binary dist/voxdesk-*.whl`" in readme
