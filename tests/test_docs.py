@@ -319,3 +319,21 @@ def test_scripts_dev_installs_wheels_a_python_it_picks_has_before_newer_sources(
     assert len(voxdesk) == 2 and all("--prefer-binary" in line for line in voxdesk), voxdesk
     readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
     assert "`pip install --prefer-binary dist/voxdesk-*.whl`" in readme
+
+
+def test_config_toml_and_the_discord_doc_give_the_floor_the_loader_holds_rate_limit_seconds_to() -> None:
+    from bot.config import MIN_RATE_LIMIT_SECONDS
+
+    said = f"{MIN_RATE_LIMIT_SECONDS:g} at least"
+    line = next(
+        line
+        for line in (REPO / "config.toml").read_text(encoding="utf-8").splitlines()
+        if line.startswith("rate_limit_seconds =")
+    )
+    assert said in line.split("#", 1)[1], line
+    row = next(
+        line
+        for line in (REPO / "docs" / "discord.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `rate_limit_seconds` |")
+    )
+    assert f"({said}:" in row and "less is refused" in row, row
