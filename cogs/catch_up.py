@@ -478,32 +478,30 @@ class CatchUp(commands.Cog):
         note and the end of its claim's lease (a claim outlives any turn, note_ledger.LEASE_SECONDS),
         so that span is read, however many messages a busy channel put in it; not the whole history
         since. The claim, not the note, starts the clock: a note is claimed before it waits in its
-        player's queue, and a catch-up claims notes sent up to catch_up_minutes before."""
+        player's queue, and a catch-up claims notes sent up to catch_up_minutes before.
+
+        Discord's failure of the read is raised, for the next recheck to look again (answered
+        twice only if it was not); so is its refusal, which means the bot no longer views the
+        channel (without Read Message History the read is empty, not refused): a reply there
+        would be refused too."""
         me = self.bot.user
         end = None
         if lease_until is not None:
             end = datetime.datetime.fromtimestamp(lease_until, datetime.UTC) + CLOCK_MARGIN
         read = 0
-        try:
-            async for later in message.channel.history(
-                limit=None, after=message, before=end, oldest_first=True
-            ):
-                ref = later.reference
-                if me and later.author.id == me.id and ref and ref.message_id == message.id:
-                    return True
-                read += 1
-                if read >= REPLY_SEARCH_AT_MOST:
-                    # A read must end somewhere: answered twice rather than perhaps never.
-                    log.warning(
-                        "note %s: no reply of mine in the %d messages after it; answering it again",
-                        message.id,
-                        read,
-                    )
-                    return False
-        except discord.HTTPException as exc:
-            if discords_trouble(exc):
-                raise  # the next recheck looks again: answered twice only if it was not
-            return False
+        async for later in message.channel.history(limit=None, after=message, before=end, oldest_first=True):
+            ref = later.reference
+            if me and later.author.id == me.id and ref and ref.message_id == message.id:
+                return True
+            read += 1
+            if read >= REPLY_SEARCH_AT_MOST:
+                # A read must end somewhere: answered twice rather than perhaps never.
+                log.warning(
+                    "note %s: no reply of mine in the %d messages after it; answering it again",
+                    message.id,
+                    read,
+                )
+                return False
         return False
 
     def _sort(

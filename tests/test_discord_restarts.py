@@ -1130,6 +1130,40 @@ async def expired(ledger: NoteLedger, note: dict, within: float = 15.0) -> bool:
             await asyncio.sleep(0.1)
 
 
+async def test_a_killed_turns_note_whose_reply_search_discord_refuses_is_given_up_in_one_line(
+    settings, fake, caplog
+) -> None:
+    # Another process was killed mid-turn on a note in a private thread; the bot is removed from
+    # the thread between the recheck's fetch of the note and its look for a reply. The read is
+    # refused (403 Missing Access), as a reply there would be: the note is given up, not answered.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    fake.expect_refusals()
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)  # only the recheck finds the note
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, joined=True)
+        # Joining, the bot reads the thread: the note comes after that read.
+        await fake.wait_for(lambda rs: any(r.kind == "history" and r.channel_id == thread for r in rs))
+        note = await fake.send_note(nova, voice_note(), channel_id=thread, dispatch=False)
+
+        async def removed_after_the_fetch(record: Received) -> None:
+            if record.path.endswith(f"/messages/{note['id']}"):
+                fake.after_fetch = None
+                await fake.remove_from_thread(thread)
+
+        fake.after_fetch = removed_after_the_fetch
+        await h.bot.core.notes._conn.execute(
+            "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
+            " VALUES (?, ?, ?, 'started', ?, ?, ?)",
+            (int(note["id"]), thread, NOVA, "4194305:1:killed", time.time() + 600, time.time()),
+        )
+        assert await expired(h.bot.core.notes, note)
+        await settle(fake)
+    assert answers(fake, note) == 0
+    assert not [r for r in fake.refused if r.startswith(f"POST /api/v10/channels/{thread}/")]
+    said = [r.getMessage() for r in caplog.records if str(note["id"]) in r.getMessage()]
+    assert said == [f"could not look for my reply to note {note['id']}: 403 Missing Access; giving it up"]
+
+
 async def test_a_players_reply_to_a_note_a_killed_process_had_is_no_answer(settings, fake) -> None:
     # Another process on the storage claimed the note and was killed mid-turn; meanwhile a player
     # replied to the note. Only a reply of the bot's is its answer: the recheck answers it.

@@ -408,6 +408,9 @@ class FakeDiscord(Strict):
         self.posts_cut = 0
         # Called once each message POST is stored: a test acting between two pieces of a reply.
         self.after_post: Callable[[Received], Awaitable[None]] | None = None
+        # Called once each GET of one message is answered: a test acting between the bot's fetch
+        # of a note and its next request about it.
+        self.after_fetch: Callable[[Received], Awaitable[None]] | None = None
         # Guild channel id → the permissions its overwrites deny @everyone, the bot included (see
         # deny()). Discord refuses what they forbid with 403 50013, and a history read without
         # Read Message History is an empty list.
@@ -1652,6 +1655,8 @@ class FakeDiscord(Strict):
             return self._rate_limited("message", global_=False)
         record.response = message
         await self._record(record)
+        if self.after_fetch is not None:
+            await self.after_fetch(record)
         return _json(message)
 
     async def _history(self, request: web.Request) -> web.Response:
