@@ -233,6 +233,8 @@ class CatchUp(commands.Cog):
         await ledger.expire([u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff])
         answered = 0
         self._unfetched_said &= {u.message_id for u in leftovers}
+        # Discord's trouble with notes not failed before: a ban fails every one, said in one line.
+        troubled: list[tuple[str, int, str]] = []
         for left in leftovers:
             if _sent_at(left.message_id) < cutoff or not self.bot.accepting:
                 continue
@@ -261,14 +263,23 @@ class CatchUp(commands.Cog):
                     await ledger.expire([left.message_id])
                     continue
                 # Left for the next recheck, which meets a long outage every recheck_seconds.
-                level = logging.DEBUG if left.message_id in self._unfetched_said else logging.WARNING
+                if left.message_id not in self._unfetched_said:
+                    troubled.append((what, left.message_id, _why(exc)))
                 self._unfetched_said.add(left.message_id)
-                log.log(level, "could not %s %s: %s", what, left.message_id, _why(exc))
+                log.debug("could not %s %s: %s", what, left.message_id, _why(exc))
                 continue
             self._unfetched_said.discard(left.message_id)
             log.info("answering note %s, kept for later or cut short", left.message_id)
             self.bot.track(voice.answer(message, notes[0]))
             answered += 1
+        if len(troubled) == 1:
+            log.warning("could not %s %s: %s", *troubled[0])
+        elif troubled:
+            log.warning(
+                "could not %s %s: %s; nor %d more note(s) left unanswered, tried again at the next recheck",
+                *troubled[0],
+                len(troubled) - 1,
+            )
         return answered
 
     async def catch_up(

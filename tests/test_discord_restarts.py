@@ -469,6 +469,39 @@ async def test_a_kept_note_whose_fetch_is_rate_limited_waits_for_the_next_rechec
     assert not [r for r in said if r.exc_info]
 
 
+async def test_kept_notes_whose_fetches_cloudflare_bans_are_one_warning_and_answered_later(
+    settings, fake, caplog
+) -> None:
+    # Cloudflare bans the bot's address while three kept notes wait: the recheck's fetch of each
+    # is refused (429, an HTML page). One line says so for the round, not one per note, and a
+    # later recheck answers all three.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    who = (nova, blaze, quill)
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)  # only the recheck finds the notes
+        kept = [await fake.send_note(w, voice_note(), guild=True, dispatch=False) for w in who]
+        fake.message_banned = len(kept)
+        # Kept in one transaction with no await between, so a recheck finds all or none.
+        now = time.time()
+        with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as ledger, ledger:
+            ledger.executemany(
+                "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
+                " VALUES (?, ?, ?, 'pending', ?)",
+                [(int(n["id"]), ALLOWED_CHANNEL, str(w.id), now) for n, w in zip(kept, who, strict=True)],
+            )
+        await all_answered(fake, kept)
+        await settle(fake)
+    assert [answers(fake, n) for n in kept] == [1, 1, 1]
+    banned = [r for r in fake.received if r.kind == "get_message" and r.error == 429]
+    assert len(banned) == 3
+    said = [r for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.WARNING]
+    first = kept[0]["id"]
+    assert [r.getMessage() for r in said] == [
+        f"could not fetch note {first}: 429 error code: 1015; nor 2 more note(s) left unanswered,"
+        " tried again at the next recheck"
+    ]
+
+
 async def test_a_kept_note_whose_channel_discord_fails_to_look_up_waits_for_the_next_recheck(
     settings, fake, caplog
 ) -> None:

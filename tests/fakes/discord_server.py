@@ -383,6 +383,7 @@ class FakeDiscord(Strict):
         # same way (a read that fails past its first page).
         self.history_unavailable_after: dict[int, int] = {}
         self.message_rate_limited = 0  # the same 429 for GETs of one message by id, counting down
+        self.message_banned = 0  # Cloudflare's ban on GETs of one message by id, counting down
         self.channel_unavailable = 0  # GETs of a channel by id answered 503, counting down
         # Cloudflare's ban on listing archived threads (any of the three listings), counting down.
         self.archived_threads_banned = 0
@@ -1648,6 +1649,11 @@ class FakeDiscord(Strict):
             record.error = exc.code
             await self._record(record)
             raise
+        if self.message_banned > 0:
+            self.message_banned -= 1
+            record.error = 429
+            await self._record(record)
+            return _cloudflare_page(429, "error code: 1015")
         if self.message_rate_limited > 0:
             self.message_rate_limited -= 1
             record.error = 429
