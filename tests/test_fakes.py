@@ -668,6 +668,30 @@ async def test_a_session_closed_with_1000_ends_and_the_code_is_kept() -> None:
         assert fake.close_codes == [4000, 1000, 1000]
 
 
+async def test_a_session_identifying_or_resuming_wakes_a_waiter() -> None:
+    # A test waits for a bot's session with wait_for(identify_payloads): a bot that identifies
+    # and then sends nothing must still end the wait.
+    async with discord_server.serving() as fake:
+        for payloads in (fake.identify_payloads, fake.resume_payloads):
+            looked = asyncio.Event()
+
+            def arrived(_: object, payloads: list[Any] = payloads, looked: asyncio.Event = looked) -> bool:
+                looked.set()
+                return bool(payloads)
+
+            waiting = asyncio.create_task(fake.wait_for(arrived, within=600))
+            await looked.wait()  # the waiter found none and waits on the fake's condition
+            async with aiohttp.ClientSession() as session, session.ws_connect(fake.gateway_url) as ws:
+                assert (await ws.receive_json())["op"] == 10
+                if payloads is fake.identify_payloads:
+                    await ws.send_json({"op": 2, "d": {"token": TOKEN, "intents": 0, "properties": {}}})
+                else:
+                    session_id = next(iter(fake.sessions))
+                    await ws.send_json({"op": 6, "d": {"token": TOKEN, "session_id": session_id, "seq": 0}})
+                await asyncio.wait_for(waiting, 30)  # the socket still open: nothing else is sent
+                await ws.close(code=4000)
+
+
 # ---- failing fast ---------------------------------------------------------------------------
 
 

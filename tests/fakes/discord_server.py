@@ -538,6 +538,11 @@ class FakeDiscord(Strict):
                 self._replies.setdefault(item.reply_to, []).append(item)
             self._changed.notify_all()
 
+    async def changed(self) -> None:
+        """Wake the waiters (`wait_for`) for a change outside `received`: a session identified."""
+        async with self._changed:
+            self._changed.notify_all()
+
     async def wait_for(self, predicate: Callable[[list[Received]], Any], within: float = 20.0) -> Any:
         """Wait until `predicate(self.received)` is truthy, and return its value. A request refused
         as malformed ends the wait at once with the reason: what was awaited may never come."""
@@ -2261,6 +2266,7 @@ class _GatewaySession:
                 await self.dispatch("GUILD_CREATE", self.fake.guild_payload())
                 self.ready = True
                 self.fake.identified.set()
+                await self.fake.changed()  # a test waiting on identify_payloads
             elif op == 6:  # resume
                 self.fake.resume_payloads.append(data)
                 if data.get("token") != TOKEN:
@@ -2277,6 +2283,7 @@ class _GatewaySession:
                 await self.dispatch("RESUMED", {})
                 self.ready = True
                 self.fake.resumed.set()
+                await self.fake.changed()  # a test waiting on resume_payloads
             elif op in (3, 4, 8):  # presence, voice state, request members: accepted, nothing to do
                 continue
             else:
