@@ -189,6 +189,7 @@ class VoxdeskBot(commands.Bot):
         self.accepting = True  # False once shutdown starts: new notes are left alone
         self._inflight: set[asyncio.Task[Any]] = set()
         self._aside: set[asyncio.Task[Any]] = set()  # of them, what is no note or command itself
+        self._later: set[asyncio.Task[Any]] = set()  # see `later`
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
         self._lookups = ThreadPoolExecutor(2, thread_name_prefix="voxdesk-dns")
         logging.getLogger("discord.app_commands.tree").addFilter(AUTOCOMPLETE_NOT_AN_ERROR)
@@ -198,6 +199,13 @@ class VoxdeskBot(commands.Bot):
         await super().login(token)
 
     async def close(self) -> None:
+        if self._later:
+            log.info(
+                "stopping: %d slash command answer(s) waiting out a rate limit are not sent", len(self._later)
+            )
+        for task in self._later:
+            task.cancel()
+        await asyncio.gather(*self._later, return_exceptions=True)
         await super().close()
         self._lookups.shutdown(wait=False, cancel_futures=True)
 
@@ -249,6 +257,15 @@ class VoxdeskBot(commands.Bot):
             task.add_done_callback(self._aside.discard)
         if not awaited:
             task.add_done_callback(_log_failure)
+        return task
+
+    def later(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        """Work that mostly waits, for minutes (a slash command's answer sent once Discord's rate
+        limit on it ends): not in flight, so a stop does not wait for it; closing cancels it."""
+        task = asyncio.create_task(work)
+        self._later.add(task)
+        task.add_done_callback(self._later.discard)
+        task.add_done_callback(_log_failure)
         return task
 
     @property

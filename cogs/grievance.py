@@ -331,6 +331,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                     too_slow=say.STILL_BUSY_FILING,
                     defer_first=True,
                     answered=answered,
+                    edit_later=False,  # a key the answer could not tell goes by ticket news instead
                 )
         except (discord.HTTPException, aiohttp.ClientError, discord.RateLimited) as exc:
             if not filed:

@@ -65,6 +65,7 @@ async def answer_privately(
     too_slow: str = say.STILL_BUSY,
     defer_first: bool = False,
     answered: Callable[[], Awaitable[None]] | None = None,
+    edit_later: bool = True,
 ) -> None:
     """Reply ephemerally with what `work()` produces. If it is not ready `slow_after` seconds
     after Discord made the interaction (the first response is due within 3 s of that, however
@@ -77,8 +78,12 @@ async def answer_privately(
     The whole answer is in flight for a graceful shutdown (the bot's `track`): a stop waits for
     it, and one whose grace runs out cancels the work and tells the player `cut_short`, before
     the gateway closes, rather than leaving them with "the application did not respond".
-    `answered` runs once the answer is out, in that same work: a stop waits for it too."""
-    answering = _answer(interaction, work, slow_after, cut_short, too_slow, defer_first)
+    `answered` runs once the answer is out, in that same work: a stop waits for it too.
+
+    A deferred answer Discord rate limits past `discord.rate_limit_seconds` is sent once the limit
+    ends, if that is within the token's life: aside (the bot's `later`), so a stop does not wait
+    for it. `edit_later` False: raised instead, for a caller that tells the player another way."""
+    answering = _answer(interaction, work, slow_after, cut_short, too_slow, defer_first, edit_later)
     if answered is not None:
         answering = _then(answering, answered)
     track = getattr(interaction.client, "track", None)
@@ -98,6 +103,7 @@ async def _answer(
     cut_short: str,
     too_slow: str,
     defer_first: bool,
+    edit_later: bool,
 ) -> None:
     loop = asyncio.get_running_loop()
     since = age(interaction)
@@ -134,7 +140,12 @@ async def _answer(
                 await _say_cut_short(interaction, too_slow)
                 return
             pieces = split_message(task.result())
-            await interaction.edit_original_response(content=pieces[0])
+            try:
+                await interaction.edit_original_response(content=pieces[0])
+            except discord.RateLimited as exc:
+                if not edit_later or not _answer_later(interaction, pieces, exc.retry_after):
+                    raise
+                return
     except asyncio.CancelledError:
         if task is None:  # cut while deferring: nothing was started
             await _say_cut_short(interaction, say.COMMAND_CUT_SHORT)
@@ -144,6 +155,51 @@ async def _answer(
         raise
     for piece in pieces[1:]:
         await interaction.followup.send(piece, ephemeral=True)
+
+
+def _answer_later(interaction: discord.Interaction, pieces: list[str], retry_after: float) -> bool:
+    """Put `pieces` in the deferred response once Discord's rate limit of `retry_after` seconds on
+    it ends, if that is while its token still takes it (with GIVE_UP_SECONDS' minute to spare);
+    whether it will."""
+    later = getattr(interaction.client, "later", None)
+    if later is None or age(interaction) + retry_after > GIVE_UP_SECONDS:
+        return False
+    log.warning(
+        "/%s of user %s: answer rate limited for %.0f s; sent when the limit ends",
+        _name(interaction),
+        interaction.user.id,
+        retry_after,
+    )
+    later(_edit_when_free(interaction, pieces, retry_after))
+    return True
+
+
+async def _edit_when_free(interaction: discord.Interaction, pieces: list[str], retry_after: float) -> None:
+    sent = 0  # pieces out: the first in the original response, the others in follow-ups
+    while True:
+        await asyncio.sleep(retry_after)
+        try:
+            for piece in pieces[sent:]:
+                if sent == 0:
+                    await interaction.edit_original_response(content=piece)
+                else:
+                    await interaction.followup.send(piece, ephemeral=True)
+                sent += 1
+            return
+        except discord.RateLimited as exc:
+            if age(interaction) + exc.retry_after <= GIVE_UP_SECONDS:
+                retry_after = exc.retry_after
+                continue
+            why = limited_for(exc)
+        except (discord.HTTPException, aiohttp.ClientError) as exc:
+            why = str(exc)
+        log.warning(
+            "/%s of user %s: answer not sent after its rate limit: %s",
+            _name(interaction),
+            interaction.user.id,
+            why,
+        )
+        return
 
 
 async def _cancelled(task: asyncio.Future[str]) -> None:

@@ -981,6 +981,61 @@ async def _until(condition: Callable[[], object], within: float = 20.0) -> None:
         await asyncio.sleep(0.05)
 
 
+async def test_a_deferred_answer_discord_rate_limits_past_the_cap_is_sent_when_the_limit_ends(
+    settings, fake: FakeDiscord, caplog
+):
+    """The edit that puts a deferred answer in place meets a 429 longer than the bot waits out,
+    ending well within the token's 15 minutes: the player gets the answer once the limit ends,
+    not "thinking…" until Discord gives up. (The cap, 30 s at least in discord.py, is lowered so
+    that the limit here is a second.)"""
+    async with running_bot(settings, fake, defer_after_seconds=0.0) as h:
+        h.bot.http.max_ratelimit_timeout = 0.5
+        fake.edits_rate_limited, fake.retry_after = 1, 1.0
+        with caplog.at_level("WARNING"):
+            interaction = await fake.slash(nova, "grievance", sub("list"))
+            answer = await fake.wait_for(
+                lambda _: [
+                    r
+                    for r in fake.interaction_records(interaction)
+                    if r.kind == "edit_original" and not r.error
+                ]
+            )
+    assert "GRV-10" in private_text(answer[0])
+    records = fake.interaction_records(interaction)
+    assert [(r.kind, r.error) for r in records] == [
+        ("callback", None),
+        ("edit_original", 429),
+        ("edit_original", None),
+    ]
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == [
+        f"/grievance list of user {nova.id}: answer rate limited for 1 s; sent when the limit ends"
+    ]
+
+
+async def test_a_deferred_answer_waiting_out_a_rate_limit_does_not_hold_a_stop(
+    settings, fake: FakeDiscord, caplog
+):
+    """Ten minutes of a rate limit on the edit: the command ends at once, and a stop meanwhile
+    closes the bot rather than wait for the edit."""
+    with caplog.at_level("INFO"):
+        async with running_bot(settings, fake, defer_after_seconds=0.0, shutdown_grace_seconds=600) as h:
+            h.bot.http.max_ratelimit_timeout = 0.5
+            fake.edits_rate_limited, fake.retry_after = 1, 600.0
+            interaction = await fake.slash(nova, "grievance", sub("list"))
+            await fake.wait_for(
+                lambda _: [r for r in fake.interaction_records(interaction) if r.error == 429]
+            )
+            await _until(lambda: h.bot.inflight == 0)
+        # running_bot's exit waited for the stop, which did not wait for the edit's ten minutes
+    assert [(r.kind, r.error) for r in fake.interaction_records(interaction)] == [
+        ("callback", None),
+        ("edit_original", 429),
+    ]
+    assert "stopping: 1 slash command answer(s) waiting out a rate limit are not sent" in caplog.text
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
 @pytest.mark.parametrize("limited", ["callbacks", "followups"])
 async def test_a_command_whose_answer_discord_rate_limits_for_long_ends_with_one_warning(
     settings, fake: FakeDiscord, caplog, limited: str
