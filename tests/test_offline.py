@@ -301,20 +301,31 @@ async def test_a_note_that_crashes_its_worker_gets_an_apology_and_takes_no_other
     )
 
 
+# A Unix datagram socket's path, where `_slow_pid` sends its worker's pid as it begins a job.
+JOBS_BEGUN = "VOXDESK_TEST_JOBS_BEGUN"
+
+
 def _slow_pid(pcm: bytes, rate: int) -> int:  # a worker's job that takes a while and loads nothing
     import os
+    import socket
     import time
 
+    if begun := os.environ.get(JOBS_BEGUN):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as told:
+            told.sendto(str(os.getpid()).encode(), begun)
     time.sleep(0.5)
     return os.getpid()
 
 
 @pytest.mark.timeout(120)
-async def test_a_worker_killed_in_a_raid_starts_no_more_lone_workers_than_the_pool_has(settings) -> None:
+async def test_a_worker_killed_in_a_raid_starts_no_more_lone_workers_than_the_pool_has(
+    settings, tmp_path, monkeypatch
+) -> None:
     import asyncio
     import multiprocessing
     import os
     import signal
+    import socket
     from concurrent.futures import ProcessPoolExecutor
 
     from bot.engines.offline.hearing import WorkerHearing
@@ -325,12 +336,24 @@ async def test_a_worker_killed_in_a_raid_starts_no_more_lone_workers_than_the_po
         def _new_pool(self, workers: int) -> ProcessPoolExecutor:
             return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
+    begun: asyncio.Queue[int] = asyncio.Queue()
+
+    class Told(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            begun.put_nowait(int(data))
+
+    path = str(tmp_path / "begun.sock")
+    loop = asyncio.get_running_loop()
+    told, _ = await loop.create_datagram_endpoint(Told, local_addr=path, family=socket.AF_UNIX)
+    monkeypatch.setenv(JOBS_BEGUN, path)  # the workers, spawned, take it from the environment
     hearing = Light(settings.storage_dir / "speech", workers=2)
     try:
         pids = await hearing.start()
         notes = [asyncio.ensure_future(hearing.hear(bytes(2), 16_000)) for _ in range(8)]
-        await asyncio.sleep(0.3)
-        os.kill(next(iter(pids)), signal.SIGKILL)  # the OOM killer takes one
+        # The OOM killer takes a worker in the middle of a note: one of those that have begun one.
+        while (busy := await asyncio.wait_for(begun.get(), 60)) not in pids:
+            pass
+        os.kill(busy, signal.SIGKILL)
         peak = 0
         while not all(n.done() for n in notes):
             peak = max(peak, len(multiprocessing.active_children()))
@@ -338,6 +361,7 @@ async def test_a_worker_killed_in_a_raid_starts_no_more_lone_workers_than_the_po
         heard = await asyncio.gather(*notes)
     finally:
         await hearing.aclose()
+        told.close()
     assert len(heard) == 8 and not set(heard) & pids
     assert peak <= 2 * hearing.workers, f"{peak} worker processes at once after one death"
 

@@ -19,6 +19,37 @@ from bot.tools.grievance_store import LocalGrievanceStore
 from .conftest import BLAZE, NOVA, QUILL, UNLINKED, summary_from_rows
 
 
+class LockWaitedFor(asyncio.Lock):
+    """An asyncio.Lock whose `waited` is set once `count` acquirers wait for it while it is held:
+    a test's "the filing now waits for the lock", not a sleep that guesses it."""
+
+    def __init__(self, count: int = 1) -> None:
+        super().__init__()
+        self._count = count
+        self.waited = asyncio.Event()
+
+    async def acquire(self) -> bool:
+        if self.locked():
+            self._count -= 1
+            if self._count <= 0:
+                self.waited.set()
+        return await super().acquire()
+
+
+async def until_flock_waited_for(path: Path, within: float = 30.0) -> None:
+    """Until a flock request waits for `path`'s lock: Linux's /proc/locks marks one with "->"."""
+    st = os.stat(path)
+    lock = f"{os.major(st.st_dev):02x}:{os.minor(st.st_dev):02x}:{st.st_ino}"
+
+    def waited() -> bool:
+        lines = Path("/proc/locks").read_text().splitlines()
+        return any(" -> " in line and line.split()[-3] == lock for line in lines)
+
+    async with asyncio.timeout(within):
+        while not waited():  # noqa: ASYNC110 - the kernel's lock table: no event to await
+            await asyncio.sleep(0.01)
+
+
 @contextlib.asynccontextmanager
 async def store_and_locker(tmp_path: Path) -> AsyncIterator[tuple[LocalGrievanceStore, sqlite3.Connection]]:
     """A grievance store that waits 0.1 s for its database (not the production 30 s), and another
@@ -806,7 +837,9 @@ async def test_a_grievance_whose_first_read_the_database_refuses_is_kept(tmp_pat
         await store.aclose()
 
 
-async def test_a_filing_cancelled_while_the_database_is_busy_is_kept_once_not_half_done(tmp_path) -> None:
+async def test_a_filing_cancelled_while_the_database_is_busy_is_kept_once_not_half_done(
+    tmp_path, monkeypatch
+) -> None:
     # A shutdown's grace running out cancels the turn while another process holds the database:
     # aiosqlite still runs the queued INSERT, and the next commit (anyone's) would commit it
     # keyless. The filing is rolled back and kept in the spool; its filing id files it once.
@@ -815,11 +848,19 @@ async def test_a_filing_cancelled_while_the_database_is_busy_is_kept_once_not_ha
     db = tmp_path / "grievances.db"
     store = await LocalGrievanceStore.open(db)
     await store._conn.execute("PRAGMA busy_timeout=1000")  # not the production 30 s wait
+    real_execute, queued = store._conn.execute, asyncio.Event()
+
+    def execute(sql: str, *args: object) -> object:
+        if sql.startswith("INSERT INTO grievances"):
+            queued.set()  # handed to aiosqlite's thread, which waits on the busy database
+        return real_execute(sql, *args)
+
+    monkeypatch.setattr(store._conn, "execute", execute)
     locker = sqlite3.connect(db, isolation_level=None)
     try:
         locker.execute("BEGIN IMMEDIATE")
         task = asyncio.create_task(store.register(NOVA, "wallet", "charged twice", "discord:42:wallet:0"))
-        await asyncio.sleep(0.2)
+        await asyncio.wait_for(queued.wait(), 30)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -912,8 +953,8 @@ async def test_a_grievance_kept_while_another_process_files_the_spool_waits_for_
         },
     )
     other.start()
-    await asyncio.sleep(0.2)
-    assert other.is_alive()  # waiting, not appending to what is about to be emptied
+    await until_flock_waited_for(spool.path)  # waiting, not appending to what is about to be emptied
+    assert other.is_alive()
     spool.finish(taken[0])
     other.join(5)
     assert not other.is_alive()
@@ -1296,10 +1337,11 @@ async def test_a_filing_cancelled_while_it_waits_for_the_writers_lock_is_kept(tm
 
     db = tmp_path / "grievances.db"
     store = await LocalGrievanceStore.open(db)
+    store._write_lock = lock = LockWaitedFor()
     try:
-        async with store._write_lock:  # another filing of this process holds it
+        async with lock:  # another filing of this process holds it
             task = asyncio.create_task(store.register(NOVA, "wallet", "charged twice", "discord:43:wallet:0"))
-            await asyncio.sleep(0.1)
+            await asyncio.wait_for(lock.waited.wait(), 30)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
@@ -1659,12 +1701,13 @@ async def test_a_complaint_cut_short_before_it_chose_is_filed_by_its_words(tmp_p
             ToolContext(user_id=NOVA, request_id="42"), "wallet", "charged twice for the pass"
         )
         cut = ToolContext(user_id=NOVA, request_id="42")
-        async with store._write_lock:  # another filing holds it; the shutdown's grace runs out
+        store._write_lock = lock = LockWaitedFor(2)
+        async with lock:  # another filing holds it; the shutdown's grace runs out
             tasks = [
                 asyncio.create_task(file(cut, "other", "game crashes at loading")),
                 asyncio.create_task(file(cut, "wallet", "charged twice for the pass")),
             ]
-            await asyncio.sleep(0.05)
+            await asyncio.wait_for(lock.waited.wait(), 30)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -1710,9 +1753,10 @@ async def test_a_filing_cut_short_while_this_process_files_the_spool_is_held_not
 
     threading.Thread(target=guard, daemon=True).start()
     try:
-        async with store._write_lock:  # the filing of the spool holds it
+        store._write_lock = lock = LockWaitedFor()
+        async with lock:  # the filing of the spool holds it
             task = asyncio.create_task(store.register(NOVA, "other", "slash command complaint"))
-            await asyncio.sleep(0.05)
+            await asyncio.wait_for(lock.waited.wait(), 30)
             task.cancel()
             with pytest.raises(asyncio.CancelledError):
                 await task
