@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import re
+import sqlite3
 import time
 from pathlib import Path
 
@@ -465,6 +466,42 @@ async def test_staff_note_and_status_change_reach_the_player_as_ticket_news(wset
         missing = await client.post("/desk/ticket/GRV-999/status", data={"csrf": token, "status": "open"})
         assert missing.status == 404
         assert (await client.get("/desk/ticket/GRV-999")).status == 404
+
+
+@pytest.mark.parametrize(
+    ("path", "form", "trigger"),
+    [
+        ("note", {"body": "Refund sent"}, "BEFORE INSERT ON staff_notes"),
+        ("status", {"status": "resolved"}, "BEFORE UPDATE OF status ON grievances"),
+    ],
+)
+async def test_a_staff_change_the_database_refuses_leaves_it_free_and_the_desk_current(
+    wsettings, path: str, form: dict[str, str], trigger: str
+) -> None:
+    async with web_client(wsettings) as (client, _):
+        await log_in(client)
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        other = sqlite3.connect(wsettings.storage_dir / "grievances.db", timeout=1, isolation_level=None)
+        try:
+            # The database refuses this one write, as a full disk (or one busy past its timeout) does.
+            other.execute(
+                f"CREATE TRIGGER refuse {trigger} BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+            )
+            refused = await client.post(
+                f"/desk/ticket/GRV-10/{path}", data={"csrf": token, **form}, allow_redirects=False
+            )
+            assert refused.status != 303
+            # The refused write holds no lock: the bot in another process files and moves tickets...
+            other.execute("DROP TRIGGER refuse")
+            other.execute("UPDATE grievances SET status = 'closed' WHERE local_key = 'GRV-13'")
+        finally:
+            other.close()
+        # ... and the desk shows what they did, and takes the change again.
+        assert 'id="ticket-status">closed<' in await (await client.get("/desk/ticket/GRV-13")).text()
+        again = await client.post(
+            f"/desk/ticket/GRV-10/{path}", data={"csrf": token, **form}, allow_redirects=False
+        )
+        assert again.status == 303
 
 
 async def test_with_jira_the_desk_is_read_only_and_links_to_the_issue(wsettings) -> None:

@@ -7,6 +7,7 @@ the outbox that guarantees a grievance survives a Jira outage or a restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -15,6 +16,7 @@ import secrets
 import sqlite3
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -466,6 +468,19 @@ class LocalGrievanceStore:
             await self._conn.rollback()
         except sqlite3.Error:
             pass
+
+    @contextlib.asynccontextmanager
+    async def _writing(self) -> AsyncIterator[None]:
+        """The writers' lock, for a write committed inside it. A write the database refuses (busy
+        past its timeout, disk full) leaves the transaction Python's sqlite3 opened for it: it
+        would hold the database's write lock against every other process, keep this connection
+        reading the snapshot of that moment, and have each later write here refused as busy."""
+        async with self._write_lock:
+            try:
+                yield
+            except BaseException:
+                await self._rollback_cut_short()
+                raise
 
     async def _rollback_cut_short(self) -> None:
         # A filing cancelled mid-way (a shutdown's grace ran out while the database was busy):
@@ -964,7 +979,7 @@ class LocalGrievanceStore:
         return [StaffNote(*row) for row in rows]
 
     async def add_staff_note(self, local_key: str, author: str, body: str) -> bool:
-        async with self._write_lock:
+        async with self._writing():
             cursor = await self._conn.execute(
                 "INSERT INTO staff_notes (grievance_id, author, body, created_at)"
                 " SELECT id, ?, ?, ? FROM grievances WHERE local_key = ?",
@@ -978,7 +993,7 @@ class LocalGrievanceStore:
         of it through ticket news like any other change. False if there is no such grievance."""
         if status not in STAFF_STATUSES:
             raise ValueError(f"unknown status {status!r}")
-        async with self._write_lock:
+        async with self._writing():
             cursor = await self._conn.execute(
                 "UPDATE grievances SET status = ?, updated_at = ? WHERE local_key = ? AND status != ?",
                 (status, utc_now(), local_key, status),
