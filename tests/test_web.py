@@ -490,7 +490,18 @@ async def test_a_staff_change_the_database_refuses_leaves_it_free_and_the_desk_c
             refused = await client.post(
                 f"/desk/ticket/GRV-10/{path}", data={"csrf": token, **form}, allow_redirects=False
             )
-            assert refused.status != 303
+            # Staff are told what was not done and why, and a note is given back to send again.
+            assert refused.status == 503
+            said = await refused.text()
+            assert "database or disk is full" in said
+            if path == "note":
+                assert "Your note on GRV-10 was not saved" in said
+                assert (
+                    '<textarea name="body" id="note-body" rows="3" maxlength="4000" required>Refund sent<'
+                    in said
+                )
+            else:
+                assert "The status of GRV-10 was not changed" in said
             # The refused write holds no lock: the bot in another process files and moves tickets...
             other.execute("DROP TRIGGER refuse")
             other.execute("UPDATE grievances SET status = 'closed' WHERE local_key = 'GRV-13'")

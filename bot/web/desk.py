@@ -6,9 +6,11 @@ results."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import logging
 import secrets
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -26,6 +28,7 @@ from bot.web import state as web_state
 MAX_NOTE_CHARS = 4000
 PAGE_SIZE = 100
 MAX_SEARCH_CHARS = 200
+MAX_REASON_CHARS = 300  # of a database's refusal, as the desk shows it
 CHECK_CACHE_SECONDS = 30.0
 # ?age=…: created within the last N days ("-N"), or longer ago than N days ("N").
 AGES = {
@@ -74,9 +77,41 @@ def staff_only(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> Any:
         if not await logged_in(request):
             raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
-        return await handler(request)
+        try:
+            return await handler(request)
+        except sqlite3.Error as exc:
+            return await _unavailable(request, exc)
 
     return wrapped
+
+
+async def _unavailable(request: web.Request, exc: sqlite3.Error) -> web.Response:
+    """What staff see when the grievance database refuses (busy past its timeout, disk full,
+    damaged): what was not done, and why, rather than a bare server error; a note they wrote is
+    given back to send again, not lost with the page."""
+    route = request.match_info.route.resource
+    name = route.name if route is not None else None
+    key = request.match_info.get("key")
+    log.error("desk: %s %s: the grievance database did not answer: %s", request.method, request.path, exc)
+    note = None
+    if name == "note":
+        what = f"Your note on {key} was not saved"
+        with contextlib.suppress(web.HTTPException):
+            note = str((await security.read_form(request)).get("body", ""))
+    elif name == "status":
+        what = f"The status of {key} was not changed"
+    else:
+        what = "This page could not be shown"
+    router = request.app.router
+    context = {
+        "what": what,
+        "reason": str(exc)[:MAX_REASON_CHARS] or type(exc).__name__,
+        "key": key,
+        "ticket_url": str(router["ticket"].url_for(key=key)) if key else None,
+        "note_url": str(router["note"].url_for(key=key)) if key else None,
+        "note": note,
+    }
+    return aiohttp_jinja2.render_template("unavailable.html", request, context, status=503)
 
 
 async def logged_in(request: web.Request) -> bool:
