@@ -1539,6 +1539,27 @@ async def test_an_unreadable_form_with_the_csrf_header_is_refused_not_a_server_e
         assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/desk/login", "application/x-www-form-urlencoded"),
+        ("/desk/ticket/GRV-10/note", "application/x-www-form-urlencoded"),
+        ("/desk/ticket/GRV-10/status", "multipart/form-data; boundary=B"),
+        ("/playground/ask", "multipart/form-data; boundary=B"),
+    ],
+)
+async def test_a_body_that_is_not_the_encoding_it_claims_is_refused_not_a_server_error(
+    wsettings, path: str, content_type: str
+) -> None:
+    async with web_client(wsettings) as (client, _):
+        assert await log_in(client) == 303
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        # aiohttp inflates a gzip body as it is read: bytes that are not gzip fail there.
+        headers = {"X-CSRF-Token": token, "Content-Type": content_type, "Content-Encoding": "gzip"}
+        answer = await client.post(path, data=b"csrf=x&body=not gzip", headers=headers, allow_redirects=False)
+        assert answer.status == 400
+
+
 # ---- who may see /metrics, whose address counts, what is logged ------------------------------------
 
 

@@ -41,9 +41,10 @@ MIN_PASSWORD_CHARS = 12  # `voxdesk web-password` and a plain VOXDESK_WEB_STAFF_
 # A year: browsers keep to https for the host that long after one answer over TLS.
 HSTS = "max-age=31536000"
 # What reading a form the client sent wrong raises: bytes that are not text or a charset nobody
-# has (ValueError, LookupError), and aiohttp's multipart parser on a missing boundary, a
-# transfer encoding it does not know (RuntimeError) or a part's broken header.
-UNREADABLE_FORM = (ValueError, LookupError, RuntimeError, HttpProcessingError)
+# has (ValueError, LookupError), aiohttp's multipart parser on a missing boundary, a transfer
+# encoding it does not know (RuntimeError) or a part's broken header, and a body that is not the
+# Content-Encoding it claims (RequestPayloadError: aiohttp inflates gzip and deflate as it reads).
+UNREADABLE_FORM = (ValueError, LookupError, RuntimeError, HttpProcessingError, web.RequestPayloadError)
 # The largest form the desk takes: a staff note of 4,000 four-byte characters, percent-encoded
 # (48 KB), and its token. A form is read before the CSRF check and any rate limit, so the app's own
 # body limit (a whole voice note) would let anyone make the server hold megabytes a request.
