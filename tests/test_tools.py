@@ -443,6 +443,37 @@ async def test_a_grievance_the_database_refuses_is_kept_and_filed_later(tmp_path
         await store.aclose()
 
 
+STORE_WRITES = {
+    "update_status": lambda s: s.update_status("GRV-1", "resolved", "2026-12-01T10:00:00Z"),
+    "keep_local": lambda s: s.keep_local("GRV-1"),
+    "mark_pushed": lambda s: s.mark_pushed("GRV-1", "VOX-1"),
+    "record_attempt": lambda s: s.record_attempt("GRV-1", "Jira said no"),
+    "claim": lambda s: s.claim("GRV-1", 1.0),
+    "renew": lambda s: s.renew("GRV-1", 1.0, 2.0),
+    "follow": lambda s: s.follow("GRV-1", "VOX-2"),
+    "mark_gone": lambda s: s.mark_gone("GRV-1"),
+    "drop_news_events": lambda s: s.drop_news_events(0),
+    "add_staff_note": lambda s: s.add_staff_note("GRV-1", "staff", "called the player"),
+    "set_status_by_staff": lambda s: s.set_status_by_staff("GRV-1", "closed"),
+}
+
+
+@pytest.mark.parametrize("write", STORE_WRITES.values(), ids=STORE_WRITES.keys())
+async def test_a_write_the_database_refuses_leaves_no_transaction_open(tmp_path, write) -> None:
+    # Left open, the next read would hold this process to the database as it was then (another
+    # process's changes unseen) and have every later write here refused as busy.
+    async with store_and_locker(tmp_path) as (store, locker):
+        await store.register(NOVA, "wallet", "charged twice")
+        locker.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            await write(store)
+        locker.execute("ROLLBACK")
+        await store.status(NOVA)  # the desk's next page, say
+        locker.execute("UPDATE grievances SET description = 'charged three times' WHERE local_key = 'GRV-1'")
+        assert [g.description for g in await store.status(NOVA)] == ["charged three times"]
+        await write(store)
+
+
 async def test_kept_grievances_the_database_still_refuses_stay_in_the_spool(tmp_path) -> None:
     # Each filing first files the spool; the database still refusing, what is in the spool stays
     # there (emptied unfiled, those complaints would be lost though their players heard "kept").

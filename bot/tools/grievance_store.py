@@ -817,7 +817,7 @@ class LocalGrievanceStore:
         bot) and across a crash in the middle of a create: nobody retries the row until Jira has
         had time to show the issue that create may have made. `until` is also the claim's token
         for `renew` and `record_attempt`."""
-        async with self._write_lock:
+        async with self._writing():
             cursor = await self._conn.execute(
                 "UPDATE grievances SET next_try_at = ? WHERE local_key = ? AND push_state = 'pending'"
                 " AND (next_try_at IS NULL OR next_try_at <= ?)",
@@ -829,7 +829,7 @@ class LocalGrievanceStore:
     async def renew(self, local_key: str, token: float, until: float) -> bool:
         """Extend our claim (still holding `token`) to `until`; False if it lapsed and another
         pusher may have the row now, in which case we must not create anything for it."""
-        async with self._write_lock:
+        async with self._writing():
             cursor = await self._conn.execute(
                 "UPDATE grievances SET next_try_at = ? WHERE local_key = ? AND push_state = 'pending'"
                 " AND next_try_at = ?",
@@ -846,7 +846,7 @@ class LocalGrievanceStore:
         read = "SELECT value FROM meta WHERE name = 'store_id'"
         found = first(await self._conn.execute_fetchall(read))
         if found is None:
-            async with self._write_lock:  # another process may make it first: theirs is kept
+            async with self._writing():  # another process may make it first: theirs is kept
                 await self._conn.execute(
                     "INSERT OR IGNORE INTO meta (name, value) VALUES ('store_id', ?)", (secrets.token_hex(4),)
                 )
@@ -883,7 +883,7 @@ class LocalGrievanceStore:
         return len(await self._spooled()) + len(self._held)
 
     async def mark_pushed(self, local_key: str, remote_key: str) -> None:
-        async with self._write_lock:
+        async with self._writing():
             await self._conn.execute(
                 "UPDATE grievances SET push_state = 'pushed', remote_key = ?, last_error = NULL,"
                 " next_try_at = NULL, attempts = attempts + 1 WHERE local_key = ?",
@@ -897,7 +897,7 @@ class LocalGrievanceStore:
         """A failed push: counted, with its reason, for the operator to see; the row is due again
         at `next_try_at` (None: whenever the pusher next runs). With `token`, the due time is set
         only while that claim is still ours, so a late failure never undoes another's claim."""
-        async with self._write_lock:
+        async with self._writing():
             await self._conn.execute(
                 "UPDATE grievances SET attempts = attempts + 1, last_error = ?,"
                 " next_try_at = CASE WHEN ? IS NULL OR next_try_at = ? THEN ? ELSE next_try_at END"
@@ -908,7 +908,7 @@ class LocalGrievanceStore:
 
     async def keep_local(self, local_key: str) -> None:
         """A grievance no remote tracker can take (its owner is no Discord user) stays local."""
-        async with self._write_lock:
+        async with self._writing():
             await self._conn.execute(
                 "UPDATE grievances SET push_state = 'local_only', next_try_at = NULL WHERE local_key = ?",
                 (local_key,),
@@ -917,7 +917,7 @@ class LocalGrievanceStore:
 
     async def update_status(self, local_key: str, status: str, updated_at: str) -> None:
         """Cache what the tracker said, so an answer from the local record is as fresh as we know."""
-        async with self._write_lock:
+        async with self._writing():
             await self._conn.execute(
                 "UPDATE grievances SET status = ?, updated_at = ? WHERE local_key = ?"
                 " AND (status != ? OR updated_at != ?)",
@@ -1079,7 +1079,7 @@ class LocalGrievanceStore:
 
     async def drop_news_events(self, up_to: int) -> None:
         """Forget the events a reader has dealt with, so the table stays small."""
-        async with self._write_lock:
+        async with self._writing():
             await self._conn.execute("DELETE FROM news_events WHERE id <= ?", (up_to,))
             await self._conn.commit()
 
@@ -1103,7 +1103,7 @@ class LocalGrievanceStore:
     async def follow(self, local_key: str, remote_key: str) -> None:
         """The tracker has the pushed grievance as `remote_key`: under a new key if it moved (the
         news_moved trigger tells its player), or again after it seemed gone."""
-        async with self._write_lock:
+        async with self._writing():
             await self._conn.execute(
                 "UPDATE grievances SET remote_key = ?, gone_at = NULL WHERE local_key = ?"
                 " AND push_state = 'pushed' AND (remote_key IS NOT ? OR gone_at IS NOT NULL)",
@@ -1115,7 +1115,7 @@ class LocalGrievanceStore:
         """The tracker no longer has the pushed grievance's issue (deleted, or moved out of its
         project): its status is the local record's, and staff work it on the desk. False if it
         was marked so before."""
-        async with self._write_lock:
+        async with self._writing():
             cursor = await self._conn.execute(
                 "UPDATE grievances SET gone_at = ? WHERE local_key = ? AND push_state = 'pushed'"
                 " AND gone_at IS NULL",
