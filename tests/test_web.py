@@ -113,12 +113,19 @@ async def test_only_the_newest_reply_audio_is_kept(wsettings, monkeypatch) -> No
 
 
 async def test_playground_refuses_a_player_it_does_not_offer(wsettings) -> None:
+    refused = 'voxdesk_notes_total{frontend="web",outcome="refused",reason="bad_request"}'
     async with web_client(wsettings) as (client, _):
+        before = metric_value(refused, await (await client.get("/metrics")).text())
         token = await csrf_of(client)
         done = await ask(client, token, player="424242424242424242")
+        # In words the page shows (it shows a JSON answer's "error"), and counted like any request
+        # that is not one note and a player.
         assert done.status == 400
+        assert await done.json() == {"error": "Choose one of the playground's players."}
+        assert metric_value(refused, await (await client.get("/metrics")).text()) == before + 1
         tickets = await client.get("/playground/tickets", params={"player": "424242424242424242"})
         assert tickets.status == 400
+        assert await tickets.json() == {"error": "Choose one of the playground's players."}
 
 
 async def test_production_playground_offers_only_the_configured_test_player(settings) -> None:

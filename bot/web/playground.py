@@ -104,13 +104,15 @@ async def page(request: web.Request) -> dict[str, Any]:
     }
 
 
-def _player(request: web.Request, chosen: str | None) -> str:
+def _unoffered(request: web.Request, chosen: str | None) -> tuple[str, int] | None:
+    """Why the playground does not speak as `chosen` (words and status), or None if it does. As
+    JSON, like every answer the page's script reads: it shows an answer's "error"."""
     players = web_state(request).players
     if not players:
-        raise web.HTTPForbidden(text="The playground is off: set web.playground_players to a test player.")
+        return "The playground is off: set web.playground_players to a test player.", 403
     if chosen not in players:
-        raise web.HTTPBadRequest(text="Choose one of the playground's players.")
-    return chosen
+        return "Choose one of the playground's players.", 400
+    return None
 
 
 def _refused(message: str, status: int, reason: str, retry_after: float | None = None) -> web.Response:
@@ -150,7 +152,9 @@ async def ask(request: web.Request) -> web.Response:
     if isinstance(got, web.Response):
         return got
     player, data, started = got
-    user_id = _player(request, player)
+    if unoffered := _unoffered(request, player):
+        return _refused(*unoffered, "bad_request")
+    user_id = str(player)
     if not data:
         return _refused(say.EMPTY_NOTE, 422, "empty")
     # Anonymous notes share the agent with Discord players: never more than the playground's own
@@ -285,7 +289,9 @@ async def tickets(request: web.Request) -> web.Response:
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
     owner = await _owner(request)
-    user_id = _player(request, request.query.get("player"))
+    user_id = request.query.get("player", "")
+    if unoffered := _unoffered(request, user_id):
+        return web.json_response({"error": unoffered[0]}, status=unoffered[1])
     grievances = st.core.grievances
     # The session's own are on the local store (no Discord id, never in Jira): cheap, and fresh.
     own = await grievances.status(_grievance_owner(owner, user_id))
