@@ -813,6 +813,34 @@ async def test_a_copied_staff_cookie_opens_nothing_after_logout_or_a_new_passwor
         assert await desk_with(second, client.app) == 303
 
 
+async def test_a_logout_the_database_refuses_says_so_and_holds_no_lock(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        assert await log_in(client) == 303
+        stolen = next(c for c in client.session.cookie_jar if c.key == "voxdesk_session").value
+        token = await csrf_of(client, "/desk")
+        other = sqlite3.connect(wsettings.storage_dir / "web.db", timeout=1, isolation_level=None)
+        try:
+            refuse = "BEFORE INSERT ON ended_logins BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+            other.execute(f"CREATE TRIGGER refuse {refuse}")
+            out = await client.post("/desk/logout", data={"csrf": token}, allow_redirects=False)
+            # Out in this browser, and told that a copy of the cookie still opens the desk.
+            assert out.status == 503
+            said = await out.text()
+            assert "logged out in this browser" in said and "database or disk is full" in said
+            assert (await client.get("/desk", allow_redirects=False)).status == 303
+            other.execute("DROP TRIGGER refuse")  # the refused write holds no lock on web.db
+        finally:
+            other.close()
+        async with TestClient(TestServer(client.app)) as copy:  # the copy, logged out after all
+            copy.session.cookie_jar.update_cookies({"voxdesk_session": stolen})
+            token = await csrf_of(copy, "/desk")
+            assert (
+                await copy.post("/desk/logout", data={"csrf": token}, allow_redirects=False)
+            ).status == 303
+            copy.session.cookie_jar.update_cookies({"voxdesk_session": stolen})
+            assert (await copy.get("/desk", allow_redirects=False)).status == 303
+
+
 async def test_a_plain_staff_password_keeps_logins_across_a_restart(settings) -> None:
     plain = make_settings(
         settings.storage_dir, VOXDESK_WEB_SESSION_KEY=FERNET_KEY, VOXDESK_WEB_STAFF_PASSWORD=STAFF_PASSWORD

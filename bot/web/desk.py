@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import hmac
 import logging
 import secrets
@@ -195,7 +196,15 @@ async def logout(request: web.Request) -> web.StreamResponse:
         # Until the login would have lapsed by itself: a copy of the cookie opens nothing meanwhile.
         since = session.get("since")
         lapses = _lapses_at(since if isinstance(since, int) else time.time(), web_state(request).settings)
-        await web_state(request).staff_logins.end(login, lapses)
+        try:
+            await web_state(request).staff_logins.end(login, lapses)
+        except sqlite3.Error as exc:
+            # Out in this browser all the same; told that a copied cookie is not out yet.
+            log.error("desk: could not record a staff logout: %s", exc)
+            session.invalidate()
+            at = dt.datetime.fromtimestamp(lapses, dt.UTC).isoformat()
+            context = {"reason": str(exc)[:MAX_REASON_CHARS] or type(exc).__name__, "lapses": at}
+            return aiohttp_jinja2.render_template("logged_out.html", request, context, status=503)
     session.invalidate()
     raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
 

@@ -7,13 +7,16 @@ request that changes something must echo one (form field or X-CSRF-Token header)
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
 import hmac
 import ipaddress
 import secrets
+import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -118,10 +121,18 @@ class StaffLogins:
             return cls(conn)
 
     async def end(self, login: str, until: float) -> None:
-        await self._conn.execute(
-            "INSERT OR IGNORE INTO ended_logins (login, until) VALUES (?, ?)", (login, until)
-        )
-        await self._conn.commit()
+        try:
+            await self._conn.execute(
+                "INSERT OR IGNORE INTO ended_logins (login, until) VALUES (?, ?)", (login, until)
+            )
+            await self._conn.commit()
+        except BaseException:
+            # Left open, the transaction sqlite3 began for the refused write would hold web.db's
+            # write lock against another process serving it, and hold the next read here to the
+            # logouts of that moment: one recorded there later would not be seen here.
+            with contextlib.suppress(sqlite3.Error):
+                await asyncio.shield(self._conn.rollback())
+            raise
 
     async def ended(self, login: str) -> bool:
         rows = await self._conn.execute_fetchall("SELECT 1 FROM ended_logins WHERE login = ?", (login,))
