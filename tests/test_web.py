@@ -230,6 +230,18 @@ async def test_state_changes_without_this_sessions_csrf_token_are_refused(wsetti
         assert logout.status == 403
 
 
+async def test_a_playground_page_whose_session_ended_is_told_to_reload(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        token = await csrf_of(client)
+        # The page stays open while its session ends: the cookie lapsed, or a restart without
+        # VOXDESK_WEB_SESSION_KEY made every cookie unreadable.
+        client.session.cookie_jar.clear()
+        refused = await ask(client, token)
+        assert refused.status == 403
+        # JSON, as the page's script reads every answer; else it shows "Something went wrong (403)".
+        assert "reload the page" in (await refused.json())["error"]
+
+
 async def test_a_forged_or_tampered_session_cookie_is_not_a_login(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         assert (await log_in(client)) == 303

@@ -193,6 +193,9 @@ async def csrf_token(request: web.Request) -> str:
     return str(token)
 
 
+CSRF_REFUSED = "Missing or invalid CSRF token: reload the page and try again."
+
+
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse any state-changing request whose token is missing or not this session's."""
@@ -201,14 +204,23 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     session = await get_session(request)
     expected = session.get(CSRF_FIELD)
     if not expected:  # nothing could match: refused before any of the body is read
-        raise web.HTTPForbidden(text="Missing or invalid CSRF token: reload the page and try again.")
+        return _csrf_refused(request)
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.content_type == "application/x-www-form-urlencoded":
         sent = (await read_form(request)).get(CSRF_FIELD)  # type: ignore[assignment]
     # Compared as bytes: compare_digest refuses non-ASCII str, and a 500 is no answer to a forgery.
     if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), str(expected).encode()):
-        raise web.HTTPForbidden(text="Missing or invalid CSRF token: reload the page and try again.")
+        return _csrf_refused(request)
     return await handler(request)
+
+
+def _csrf_refused(request: web.Request) -> web.Response:
+    # The playground's script reads its answers as JSON and shows their "error": in plain text
+    # a page whose session ended (a lapsed cookie, a restart without a session key) would only
+    # say "Something went wrong (403)", never to reload it.
+    if request.path.startswith("/playground/"):
+        return web.json_response({"error": CSRF_REFUSED}, status=403)
+    return web.Response(status=403, text=CSRF_REFUSED)
 
 
 async def read_form(request: web.Request) -> Mapping[str, str | bytes | FileField]:
