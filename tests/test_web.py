@@ -16,6 +16,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from cryptography.fernet import Fernet
 
 from bot import paths
+from bot import sentences as say
 from bot.config import load_settings
 from bot.web import desk, ops, playground
 from bot.web.playground import DEMO_PLAYERS
@@ -1315,6 +1316,40 @@ async def test_a_complaint_filed_in_the_playground_is_its_sessions_alone(setting
 
 
 # ---- the playground under a flood ----------------------------------------------------------------
+
+
+async def test_a_note_that_fails_on_our_side_gets_the_words_discord_players_get(settings) -> None:
+    budgeted = web_settings(settings.storage_dir, VOXDESK_USAGE_DAILY_TOKENS="100000")
+    failed = 'voxdesk_notes_total{frontend="web",outcome="failed",reason="error"}'
+    async with web_client(budgeted) as (client, _):
+        before = metric_value(failed, await (await client.get("/metrics")).text())
+        token = await csrf_of(client)
+        other = sqlite3.connect(settings.storage_dir / "usage.db", timeout=1, isolation_level=None)
+        try:
+            # The budget's database cannot answer (damaged, say): its table is not where it was.
+            other.execute("ALTER TABLE usage RENAME TO usage_elsewhere")
+            answer = await ask(client, token)
+        finally:
+            other.close()
+        assert answer.status == 500
+        assert await answer.json() == {"error": say.OOPS}
+        assert metric_value(failed, await (await client.get("/metrics")).text()) == before + 1
+
+
+async def test_a_ticket_view_the_database_cannot_answer_says_so(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        await csrf_of(client)
+        other = sqlite3.connect(wsettings.storage_dir / "grievances.db", timeout=1, isolation_level=None)
+        try:
+            # The database cannot answer (damaged, say): here its table is not where it was.
+            other.execute("ALTER TABLE grievances RENAME TO grievances_elsewhere")
+            view = await client.get("/playground/tickets", params={"player": NOVA})
+            assert view.status == 503
+            assert await view.json() == {"error": say.TICKETS_UNAVAILABLE}
+            other.execute("ALTER TABLE grievances_elsewhere RENAME TO grievances")
+        finally:
+            other.close()
+        assert (await client.get("/playground/tickets", params={"player": NOVA})).status == 200
 
 
 async def test_anonymous_ticket_views_have_a_per_client_rate_limit(settings, monkeypatch) -> None:

@@ -5,6 +5,7 @@ same friendly errors as Discord."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import secrets
 import time
@@ -56,6 +57,8 @@ UPLOADS_PER_TURN = 4
 # within this many seconds (8 MB on a 1 Mbit/s uplink takes about 64).
 UPLOADS_PER_CLIENT = 2
 UPLOAD_SECONDS = 120.0
+
+log = logging.getLogger(__name__)
 
 
 async def allowed_players(core: App) -> dict[str, str]:
@@ -181,8 +184,11 @@ async def ask(request: web.Request) -> web.Response:
     except AudioError as exc:
         return _refused(str(exc), 422, "bad_audio")
     except Exception:
+        # What a Discord player hears when their note fails on our side, not a bare 500 the
+        # page can only call "Something went wrong".
+        log.exception("playground note %s failed", context.request_id)
         metrics.note("web", "failed", "error")
-        raise
+        return web.json_response({"error": say.OOPS}, status=500)
     finally:
         st.playground_turns -= 1
     metrics.reply("web", reply.kind)
@@ -293,14 +299,21 @@ async def tickets(request: web.Request) -> web.Response:
     if unoffered := _unoffered(request, user_id):
         return web.json_response({"error": unoffered[0]}, status=unoffered[1])
     grievances = st.core.grievances
-    # The session's own are on the local store (no Discord id, never in Jira): cheap, and fresh.
-    own = await grievances.status(_grievance_owner(owner, user_id))
 
     async def look_up() -> list[Any]:
         async with st.ticket_lookup:
             return await grievances.status(user_id)
 
-    players, _ = await st.ticket_lists.setdefault(user_id, Reused()).get(look_up, TICKETS_FRESH_SECONDS)
+    try:
+        # The session's own are on the local store (no Discord id, never in Jira): cheap, and fresh.
+        own = await grievances.status(_grievance_owner(owner, user_id))
+        players, _ = await st.ticket_lists.setdefault(user_id, Reused()).get(look_up, TICKETS_FRESH_SECONDS)
+    except Exception:
+        # The page shows an answer's "error": the words Discord players hear, not a bare 500.
+        log.exception("playground: the tickets of player %s could not be read", user_id)
+        return web.json_response(
+            {"error": say.TICKETS_UNAVAILABLE}, status=503, headers={"Cache-Control": "no-store"}
+        )
     found = own + players
     return web.json_response(
         {
