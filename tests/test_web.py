@@ -917,6 +917,19 @@ async def test_a_desk_form_is_held_to_what_its_fields_need(wsettings) -> None:
         assert [n.body for n in await core.grievances.local_store.staff_notes("GRV-10")] == [longest]
 
 
+async def test_a_staff_note_sent_as_a_file_is_refused_not_saved_as_its_python_name(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        assert await log_in(client) == 303
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        form = FormData()
+        form.add_field("body", b"Refund sent", filename="note.txt", content_type="text/plain")
+        answer = await client.post(
+            "/desk/ticket/GRV-10/note", data=form, headers={"X-CSRF-Token": token}, allow_redirects=False
+        )
+        assert answer.status == 400
+        assert await core.grievances.local_store.staff_notes("GRV-10") == []
+
+
 @pytest.mark.parametrize(
     ("content_type", "body"),
     [

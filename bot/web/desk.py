@@ -98,7 +98,8 @@ async def _unavailable(request: web.Request, exc: sqlite3.Error) -> web.Response
     if name == "note":
         what = f"Your note on {key} was not saved"
         with contextlib.suppress(web.HTTPException):
-            note = str((await security.read_form(request)).get("body", ""))
+            sent = (await security.read_form(request)).get("body", "")
+            note = sent if isinstance(sent, str) else ""
     elif name == "status":
         what = f"The status of {key} was not changed"
     else:
@@ -352,7 +353,9 @@ async def _refuse_if_not_workable(request: web.Request, key: str) -> None:
 async def add_note(request: web.Request) -> web.StreamResponse:
     key = request.match_info["key"]
     await _refuse_if_not_workable(request, key)
-    body = str((await security.read_form(request)).get("body", "")).strip()
+    sent = (await security.read_form(request)).get("body", "")
+    # A file in its place would be kept as the name Python gives it (its temporary file's path).
+    body = sent.strip() if isinstance(sent, str) else ""
     if not body or len(body) > MAX_NOTE_CHARS:
         raise web.HTTPBadRequest(text=f"A note is 1 to {MAX_NOTE_CHARS} characters.")
     if not await _store(request).add_staff_note(key, "staff", body):
