@@ -973,3 +973,34 @@ async def test_a_model_with_no_price_row_is_told_once_at_start_or_first_turn_and
     assert "priced as gpt-audio, gpt-4o-mini-transcribe" in await check_engine(
         azure_settings(storage, fake, "voxdesk-audio", "gpt-4o-mini-transcribe")
     )
+
+
+async def test_words_outside_ascii_go_to_the_model_as_words_not_escapes(storage, fake) -> None:
+    """A manual, a player's name or a complaint in Cyrillic or kana is read by the model as written:
+    as \\u escapes each letter costs six characters, several tokens, and a history the store keeps
+    to its character budget would be several times that many tokens."""
+    searched = {
+        "id": "call_ru",
+        "name": "search_manuals",
+        "arguments": {"query": "контроллер не подключается"},
+        "result": {
+            "passages": [{"title": "Контроллер", "text": "Зажмите кнопку сопряжения.", "source": "ru.md"}]
+        },
+        "ok": True,
+    }
+    # Ending in half an emoji's surrogate pair, valid JSON as a model's arguments arrive.
+    gems = json.loads('"ジェムが届いていません、昨日買いました \\ud83d"')
+    fake.script = [
+        tool_calls(("register_grievance", {"category": "wallet", "description": gems})),
+        answer("ok"),
+    ]
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.conversations.append(
+            NOVA, PastTurn(user_text="q", reply_text="ok", tool_results=[searched], at=time.time())
+        )
+        await app.agent.respond(ToolContext(user_id=NOVA, request_id="n1"), NOTE)
+    sent = json.dumps(fake.chats[1].body["messages"], ensure_ascii=False)
+    assert "Зажмите кнопку сопряжения." in sent  # a result of an earlier turn
+    assert "контроллер не подключается" in sent  # the arguments of its call
+    assert "ジェムが届いていません、昨日買いました \ufffd" in sent  # this turn's call
+    assert "\\\\u" not in sent  # no escape of an escape anywhere

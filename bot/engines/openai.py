@@ -515,8 +515,7 @@ def build_messages(
             }
         )
         messages += [
-            {"role": "tool", "tool_call_id": r.call.id, "content": json.dumps(r.result)}
-            for r in round_.results
+            {"role": "tool", "tool_call_id": r.call.id, "content": as_json(r.result)} for r in round_.results
         ]
     return _distinct_call_ids(messages)
 
@@ -570,7 +569,7 @@ def _past_turn(past: PastTurn, now: float, by_audio: bool) -> list[dict[str, Any
                 "tool_calls": [_tool_call(r["id"], r["name"], r["arguments"]) for r in calls],
             }
         )
-        out += [{"role": "tool", "tool_call_id": r["id"], "content": json.dumps(r["result"])} for r in calls]
+        out += [{"role": "tool", "tool_call_id": r["id"], "content": as_json(r["result"])} for r in calls]
     if by_audio and past.audio_id and past.audio_expires_at and past.audio_expires_at > now + EXPIRY_MARGIN:
         out.append({"role": "assistant", "audio": {"id": past.audio_id}})
     else:
@@ -583,7 +582,17 @@ def _tool_call(call_id: str, name: str, arguments: dict[str, Any]) -> dict[str, 
     # back ("multi_tool_use.parallel"): the call and its "no such tool" result go back under a
     # name it takes, or every later request of the conversation would be a 400.
     name = NOT_IN_A_NAME.sub("_", name)[:64] or "unknown_tool"
-    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": json.dumps(arguments)}}
+    return {"id": call_id, "type": "function", "function": {"name": name, "arguments": as_json(arguments)}}
+
+
+def as_json(value: Any) -> str:
+    """Tool arguments and results as the model reads them: words outside ASCII as written. As
+    \\u escapes a letter of Cyrillic or kana is six characters and several tokens, and a history
+    kept to MAX_HISTORY_CHARS characters would be sent as several times the tokens it allows. A
+    lone surrogate (half an emoji in a model's arguments) becomes U+FFFD: the SDK sends the body as
+    UTF-8, which cannot hold one."""
+    text = json.dumps(value, ensure_ascii=False)
+    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
 
 
 def _said(exc: openai.APIStatusError) -> str:
