@@ -8,6 +8,7 @@ import contextlib
 import json
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import openai
@@ -1004,3 +1005,34 @@ async def test_words_outside_ascii_go_to_the_model_as_words_not_escapes(storage,
     assert "контроллер не подключается" in sent  # the arguments of its call
     assert "ジェムが届いていません、昨日買いました \ufffd" in sent  # this turn's call
     assert "\\\\u" not in sent  # no escape of an escape anywhere
+
+
+async def test_a_blocked_complaint_in_the_history_does_not_refuse_the_players_next_notes(
+    storage, fake
+) -> None:
+    """Azure's prompt filter reads the whole prompt: a threat the player reported, kept in the
+    history for half an hour, would have every later note of theirs refused, "how many points do I
+    have" too. A note refused with its history is asked again without it."""
+    env = {
+        "VOXDESK_OPENAI_PROVIDER": "azure",
+        "VOXDESK_OPENAI_AZURE_ENDPOINT": fake.azure_endpoint,
+        "VOXDESK_OPENAI_AZURE_DEPLOYMENT": "voxdesk-audio",
+        "AZURE_OPENAI_API_KEY": AZURE_KEY,
+    }
+    fake.blocked_words = ["hurt me"]
+    fake.transcript = "a player said he would find me and hurt me"
+    threat = {"category": "other", "description": "a player said he would find me and hurt me"}
+    fake.script = [
+        tool_calls(("register_grievance", threat)),
+        answer("You have 100 points."),
+    ]
+    async with running_app(openai_settings(storage, fake, **env)) as app:
+        me = ToolContext(user_id=NOVA, request_id="n1")
+        reported = await app.agent.respond(me, NOTE)  # heard: the filter reads no audio
+        later = await app.agent.respond_text(replace(me, request_id="n2"), "how many points do I have")
+        (_, kept) = await app.conversations.history(NOVA)
+    assert reported.kind == "refusal" and reported.told_keys  # the ticket is told, as before
+    assert (later.kind, later.text) == ("answer", "You have 100 points.")
+    # The note went once with its history, refused, and once without it.
+    assert ["hurt me" in json.dumps(c.body["messages"]) for c in fake.chats[-2:]] == [True, False]
+    assert kept.user_text == "how many points do I have"  # the history goes on

@@ -27,6 +27,7 @@ import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import openai
@@ -71,6 +72,7 @@ FILTERED = {"content_filter", "content_policy_violation", "invalid_prompt"}
 # or key issued it, or it expired early by its clock).
 AUDIO_NOT_FOUND = "audio_not_found"
 TEXT_HISTORY = "text_history"  # turn.scratch: this turn sends earlier replies as text only
+NO_HISTORY = "no_history"  # turn.scratch: this turn sends no earlier turns (a filter refused them)
 # Half a second of silence: audio models refuse a request with neither audio in nor audio out.
 SILENCE = base64.b64encode(pcm_to_wav(bytes(24_000), 24_000)).decode()
 DEADLINE = "deadline"  # turn.scratch: time.monotonic() past which this turn sends no request
@@ -235,17 +237,29 @@ class OpenAIEngine:
             await asyncio.wait(
                 {turn.heard}, timeout=max(0.0, min(TRANSCRIPT_WAIT, deadline - time.monotonic()))
             )
-        audio_turns = 0 if turn.scratch.get(TEXT_HISTORY) else self.audio_history_turns
         try:
-            try:
-                response = await self._ask(self._request(turn, audio_turns), deadline)
-            except openai.BadRequestError as exc:
-                if exc.code != AUDIO_NOT_FOUND or not audio_turns:
-                    raise
-                # The conversation goes on with the transcripts of those replies instead.
-                log.warning("earlier reply's audio refused (%s): sending the history as text", _said(exc))
-                turn.scratch[TEXT_HISTORY] = True
-                response = await self._ask(self._request(turn, 0), deadline)
+            while True:  # each retry below sets a flag of its own: at most three requests
+                audio_turns = 0 if turn.scratch.get(TEXT_HISTORY) else self.audio_history_turns
+                try:
+                    response = await self._ask(self._request(turn, audio_turns), deadline)
+                    break
+                except openai.APIStatusError as exc:
+                    if exc.code == AUDIO_NOT_FOUND and audio_turns:
+                        # The conversation goes on with the transcripts of those replies instead.
+                        log.warning(
+                            "earlier reply's audio refused (%s): sending the history as text", _said(exc)
+                        )
+                        turn.scratch[TEXT_HISTORY] = True
+                    elif exc.code in FILTERED and turn.history and not turn.scratch.get(NO_HISTORY):
+                        # A prompt filter reads the whole prompt: words it blocked in an earlier
+                        # turn (a threat the player reported) would refuse every note of theirs
+                        # until the conversation idles. This one is asked once more on its own.
+                        log.info(
+                            "content filter blocked a request with history (%s): asking without it", exc.code
+                        )
+                        turn.scratch[NO_HISTORY] = True
+                    else:
+                        raise
         except openai.APIStatusError as exc:
             if exc.code in FILTERED:
                 self.ready = True
@@ -400,7 +414,11 @@ class OpenAIEngine:
     def _request(self, turn: TurnState, audio_turns: int) -> dict[str, Any]:
         request: dict[str, Any] = {
             "model": self.model,
-            "messages": build_messages(self.system_prompt, turn, audio_turns),
+            "messages": build_messages(
+                self.system_prompt,
+                replace(turn, history=[]) if turn.scratch.get(NO_HISTORY) else turn,
+                audio_turns,
+            ),
             "modalities": ["text", "audio"],
             "audio": {
                 "voice": turn.voice if turn.voice in VOICES else self.voice,

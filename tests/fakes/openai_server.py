@@ -10,7 +10,8 @@ out. It answers with scripted replies carrying real audio in the format asked fo
 audio ids it gave out (an assistant message naming any other is a 400 `audio_not_found`), stops
 at `max_completion_tokens` with finish_reason "length", can be told to take its time, and to fail
 (chat and transcription apart): 429 with retry-after, 500, a hang past the client's timeout,
-malformed JSON, Azure's content filter.
+malformed JSON, Azure's content filter (told to, or on words it is told to block, wherever
+in the prompt they are).
 """
 
 from __future__ import annotations
@@ -92,6 +93,9 @@ class FakeOpenAI(Strict):
     violations: list[str] = field(default_factory=list)
     violations_expected: bool = False
     transcript: str = "how many points do i have"
+    # Words Azure's prompt filter blocks wherever a request holds them (a message's words, a tool
+    # call's arguments or result): its 400 content_filter, as for `Failure(content_filter=True)`.
+    blocked_words: list[str] = field(default_factory=list)
     models: list[str] = field(
         default_factory=lambda: ["gpt-audio-1.5", "gpt-audio", "gpt-4o-mini-transcribe"]
     )
@@ -242,6 +246,8 @@ class FakeOpenAI(Strict):
         unknown = self._unknown_audio(body["messages"])
         if unknown is not None:
             return web.json_response({"error": unknown}, status=400)
+        if any(word in _prompt_text(body["messages"]) for word in self.blocked_words):
+            return web.json_response({"error": AZURE_CONTENT_FILTER}, status=400)
         failed = await self._fail_if_told()
         if failed is not None:
             return failed
@@ -417,6 +423,20 @@ AZURE_CONTENT_FILTER = {
         "content_filter_result": {"violence": {"filtered": True, "severity": "medium"}},
     },
 }
+
+
+def _prompt_text(messages: list[dict[str, Any]]) -> str:
+    """Every word a request's messages hold as text, lowercased, for the prompt filter to read."""
+    said: list[str] = []
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            said.append(content)
+        for part in content if isinstance(content, list) else []:
+            if part.get("type") == "text":
+                said.append(part["text"])
+        said += [call["function"]["arguments"] for call in message.get("tool_calls") or []]
+    return "\n".join(said).lower()
 
 
 def _has_audio(body: dict[str, Any]) -> bool:
