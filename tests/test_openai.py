@@ -1036,3 +1036,25 @@ async def test_a_blocked_complaint_in_the_history_does_not_refuse_the_players_ne
     # The note went once with its history, refused, and once without it.
     assert ["hurt me" in json.dumps(c.body["messages"]) for c in fake.chats[-2:]] == [True, False]
     assert kept.user_text == "how many points do I have"  # the history goes on
+
+
+async def test_an_exhausted_quota_is_not_waited_for_and_says_so(storage, fake, caplog) -> None:
+    """OpenAI's 429 insufficient_quota is no rate limit: no wait cures it, only credit. Retried and
+    logged as "rate limited", each note waited through doubling pauses for the fallback, and the
+    operator read of a rate limit."""
+    from bot.engines.openai import create_openai_engine
+    from tests.web_helpers import web_client
+
+    fake.failures = [Failure(status=429, code="insufficient_quota")] * 6
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="offline")
+    engine = await create_openai_engine(settings)
+    async with web_client(settings, engine=engine) as (client, core):
+        first = await core.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        second = await core.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        health = await (await client.get("/healthz")).json()
+    await engine.aclose()
+    assert first.engine == second.engine == "offline"
+    assert len(fake.chats) == 1  # not asked again, for this note nor the next
+    assert health["checks"]["engine"]["ok"] is False
+    (said,) = [r for r in caplog.records if "insufficient_quota" in r.getMessage()]
+    assert said.levelno >= logging.WARNING and "billing" in said.getMessage()

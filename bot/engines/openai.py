@@ -71,6 +71,8 @@ FILTERED = {"content_filter", "content_policy_violation", "invalid_prompt"}
 # The error code of an earlier reply's audio id the provider does not hold (another provider, model
 # or key issued it, or it expired early by its clock).
 AUDIO_NOT_FOUND = "audio_not_found"
+# The code of a 429 that is no rate limit: the account's credit or the project's budget is spent.
+OUT_OF_QUOTA = "insufficient_quota"
 TEXT_HISTORY = "text_history"  # turn.scratch: this turn sends earlier replies as text only
 NO_HISTORY = "no_history"  # turn.scratch: this turn sends no earlier turns (a filter refused them)
 # Half a second of silence: audio models refuse a request with neither audio in nor audio out.
@@ -98,7 +100,8 @@ class Gate:
     request goes to see whether the service is back, and the fallback answers the others until it
     returns. A turn waits out a pause of up to SHORT_WAIT; the fallback answers it during a longer
     one. The breaker's pause, and a 429's longer than that, are logged when they begin and when
-    requests are answered again, not once a note."""
+    requests are answered again, not once a note. A 429 insufficient_quota, which no wait cures,
+    pauses them for LONGEST_PAUSE at once."""
 
     def __init__(self, what: str, breaker_seconds: float, meanwhile: str) -> None:
         self.what = what
@@ -146,6 +149,16 @@ class Gate:
         self._pause(pause, "rate limited (429)", logged=pause > SHORT_WAIT)
         return pause
 
+    def out_of_quota(self) -> None:
+        """A 429 insufficient_quota: the account's credit or the project's budget is spent, which
+        no wait cures. Requests pause for LONGEST_PAUSE (the fallback answers), then one sees
+        whether credit was added."""
+        self.failures = self.limited = 0
+        self.probing = False
+        self._pause(
+            LONGEST_PAUSE, "429 insufficient_quota: add credit or raise the budget in OpenAI's billing"
+        )
+
     def failed(self, why: str) -> None:
         self.failures += 1
         self.probing = False
@@ -168,8 +181,9 @@ class Gate:
 
 class OpenAIEngine:
     name = "openai"
-    # False once the provider refused the key (401/403), until a request succeeds: /healthz says
-    # not ready instead of every note quietly going to the fallback.
+    # False once the provider refused the key (401/403) or the account is out of quota (429
+    # insufficient_quota), until a request succeeds: /healthz says not ready instead of every note
+    # quietly going to the fallback.
     ready = True
 
     def __init__(
@@ -264,7 +278,10 @@ class OpenAIEngine:
             if exc.code in FILTERED:
                 self.ready = True
                 return _filtered(f"{exc.status_code} {exc.code}", None)
-            if isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError):
+            if (
+                isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError)
+                or exc.code == OUT_OF_QUOTA
+            ):
                 self.ready = False
             raise EngineError(f"OpenAI answered {exc.status_code}") from exc
         except (openai.OpenAIError, ValueError) as exc:
@@ -382,6 +399,9 @@ class OpenAIEngine:
                 gate.failed("at the turn's deadline")
                 raise EngineError("no answer within openai.turn_deadline_seconds") from None
             except openai.RateLimitError as exc:
+                if exc.code == OUT_OF_QUOTA:
+                    gate.out_of_quota()
+                    raise
                 pause = gate.rate_limited(_pause_asked(exc.response.headers))
                 if tries < retries and pause <= SHORT_WAIT and pause < deadline - time.monotonic():
                     tries += 1

@@ -80,6 +80,7 @@ class Failure:
     malformed: bool = False
     content_filter: bool = False  # Azure's 400 for a prompt its content filter blocked
     headers: dict[str, str] = field(default_factory=dict)  # such as OpenAI's x-ratelimit-reset-*
+    code: str | None = None  # the error's code, such as OpenAI's "insufficient_quota" on a 429
 
 
 @dataclass
@@ -206,7 +207,7 @@ class FakeOpenAI(Strict):
         headers = dict(failure.headers)
         if failure.retry_after is not None:
             headers["retry-after"] = str(failure.retry_after)
-        error = {"error": {"message": "scripted failure", "type": "server_error", "code": None}}
+        error = {"error": {"message": "scripted failure", "type": "server_error", "code": failure.code}}
         return web.json_response(error, status=failure.status, headers=headers)
 
     async def _chat(self, request: web.Request) -> web.Response:
