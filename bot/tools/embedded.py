@@ -54,6 +54,7 @@ class SqliteStats:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+        self._ranking = stats_sql.Ranking()
 
     @classmethod
     async def open(cls, path: Path | str, read_only: bool = False) -> SqliteStats:
@@ -67,7 +68,7 @@ class SqliteStats:
 
     async def player_summary(self, user_id: str) -> PlayerSummary | None:
         try:
-            return await stats_sql.player_summary(self._fetch, user_id, dialect="sqlite")
+            return await stats_sql.player_summary(self._fetch, user_id, "sqlite", self._ranking)
         except sqlite3.Error as exc:
             log.error("player stats query failed: %s", exc)
             raise ToolError(say.STATS_UNAVAILABLE) from None

@@ -117,6 +117,7 @@ class OdbcStats:
         self._pool = pool
         self._executor = executor
         self._settings = settings
+        self._ranking = stats_sql.Ranking()
         # Each player asking while queries fail is no news to the log.
         self._outage = Outage(log, "player stats: the database answers again", logging.ERROR, logging.INFO)
 
@@ -153,7 +154,7 @@ class OdbcStats:
         dialect = self._settings.dialect
         try:
             summary = await self._with_retries(
-                lambda fetch: stats_sql.player_summary(fetch, user_id, dialect)
+                lambda fetch: stats_sql.player_summary(fetch, user_id, dialect, self._ranking)
             )
         except (pyodbc.Error, TimeoutError) as exc:
             why = describe(exc)

@@ -6,6 +6,10 @@ difference they need, a row limit, lives in `limit_rows`.
 
 from __future__ import annotations
 
+import asyncio
+import bisect
+import time
+from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -26,13 +30,15 @@ GAMES_BY_TYPE = (
     "FROM game_sessions WHERE player_id = ? GROUP BY game_type ORDER BY game_type"
 )
 
-# Rank 1 is the most points; players with no games count as zero points.
-RANK = (
-    "SELECT COUNT(*) FROM ("
-    " SELECT p.player_id, COALESCE(SUM(g.points_earned), 0) AS total"
-    " FROM players p LEFT JOIN game_sessions g ON g.player_id = p.player_id"
-    " GROUP BY p.player_id) ranked WHERE ranked.total > ?"
+# Every player's total points, players with no games at zero: what a rank is counted among.
+TOTALS = (
+    "SELECT COALESCE(SUM(g.points_earned), 0) FROM players p"
+    " LEFT JOIN game_sessions g ON g.player_id = p.player_id GROUP BY p.player_id"
 )
+# Seconds the totals are read again after at most. Reading them is a pass over every game session
+# (about a second on two million): once a question, a raid asking for its points would queue
+# behind it on the few database connections.
+TOTALS_SECONDS = 60.0
 
 PLAYER_COUNT = "SELECT COUNT(*) FROM players"
 
@@ -47,7 +53,35 @@ def limit_rows(template: str, n: int, dialect: str) -> str:
     return template.format(top="", limit=f" LIMIT {int(n)}")
 
 
-async def player_summary(fetch: Fetch, user_id: str, dialect: str) -> PlayerSummary | None:
+class Ranking:
+    """Every player's total points, sorted, read at most once a TOTALS_SECONDS by whichever summary
+    needs them first (the others wait for that one). A rank counts the totals above the speaker's
+    own, which is read afresh: only other players' points may be up to a minute old."""
+
+    def __init__(self, seconds: float = TOTALS_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self._seconds = seconds
+        self._clock = clock
+        self._totals = array("q")
+        self._read_at: float | None = None
+        self._reading = asyncio.Lock()
+
+    async def place(self, fetch: Fetch, total: int) -> tuple[int, int]:
+        """(rank, players ranked) of a player with `total` points; 1 is the most points."""
+        totals = await self._current(fetch)
+        better = len(totals) - bisect.bisect_right(totals, total)
+        # A player the totals were read before: ranked among them all the same.
+        return better + 1, max(len(totals), better + 1)
+
+    async def _current(self, fetch: Fetch) -> array[int]:
+        async with self._reading:
+            if self._read_at is None or self._clock() - self._read_at >= self._seconds:
+                rows = await fetch(TOTALS, ())
+                self._totals = array("q", sorted(int(row[0]) for row in rows))
+                self._read_at = self._clock()
+            return self._totals
+
+
+async def player_summary(fetch: Fetch, user_id: str, dialect: str, ranking: Ranking) -> PlayerSummary | None:
     """The speaker's summary, or None when their Discord id is linked to no player."""
     found = await fetch(FIND_PLAYER, (user_id,))
     if not found:
@@ -63,8 +97,7 @@ async def player_summary(fetch: Fetch, user_id: str, dialect: str) -> PlayerSumm
         for row in await fetch(GAMES_BY_TYPE, (player_id,))
     ]
     total = sum(g.points_earned for g in games)
-    better = (await fetch(RANK, (total,)))[0][0]
-    count = (await fetch(PLAYER_COUNT, ()))[0][0]
+    rank, ranked = await ranking.place(fetch, total)
     achievements = [
         str(row[0]) for row in await fetch(limit_rows(ACHIEVEMENTS, MAX_ACHIEVEMENTS, dialect), (player_id,))
     ]
@@ -72,8 +105,8 @@ async def player_summary(fetch: Fetch, user_id: str, dialect: str) -> PlayerSumm
     return PlayerSummary(
         player_name=str(player_name),
         total_points=total,
-        rank=int(better) + 1,
-        players_ranked=int(count),
+        rank=rank,
+        players_ranked=ranked,
         games=games,
         achievements=achievements,
         achievement_count=int(earned),
