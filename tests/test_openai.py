@@ -1058,3 +1058,30 @@ async def test_an_exhausted_quota_is_not_waited_for_and_says_so(storage, fake, c
     assert health["checks"]["engine"]["ok"] is False
     (said,) = [r for r in caplog.records if "insufficient_quota" in r.getMessage()]
     assert said.levelno >= logging.WARNING and "billing" in said.getMessage()
+
+
+async def test_check_on_azure_fails_on_a_transcription_deployment_that_does_not_exist(storage, fake) -> None:
+    """Azure has no deployment lookup: a transcription deployment that does not exist would fail
+    every note's transcription, one warning each, and every turn would be kept without the player's
+    words, while `check` said all was well."""
+    from bot.health import check_engine
+
+    def azure(transcribe: str):  # type: ignore[no-untyped-def]
+        return make_settings(
+            storage,
+            VOXDESK_AGENT_ENGINE="openai",
+            VOXDESK_OPENAI_PROVIDER="azure",
+            VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
+            VOXDESK_OPENAI_AZURE_DEPLOYMENT="voxdesk-audio",
+            VOXDESK_OPENAI_TRANSCRIBE_MODEL=transcribe,
+            AZURE_OPENAI_API_KEY=AZURE_KEY,
+        )
+
+    with pytest.raises(RuntimeError, match=r"no deployment voxdesk-hearing: check openai\.transcribe_model"):
+        await check_engine(azure("voxdesk-hearing"))
+    assert "deployment voxdesk-audio answers" in await check_engine(azure("gpt-4o-mini-transcribe"))
+    assert [t.path for t in fake.transcriptions][-1] == (
+        "/openai/deployments/gpt-4o-mini-transcribe/audio/transcriptions"
+    )
+    assert "deployment voxdesk-audio answers" in await check_engine(azure(""))  # none to check
+    assert fake.violations == []

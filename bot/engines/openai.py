@@ -476,7 +476,8 @@ class OpenAIEngine:
             log.info("could not check model %s: %s", self.model, type(exc).__name__)
 
     async def check(self) -> str:
-        """For `python -m bot check`: one request that proves the key and the model are good."""
+        """For `python -m bot check`: one request that proves the key and the model are good (on
+        Azure, one more for the transcription deployment: half a second of silence heard)."""
         where = shown_url(str(self.client.base_url)).rstrip("/")
         azure = isinstance(self.client, openai.AsyncAzureOpenAI)
         try:
@@ -492,9 +493,21 @@ class OpenAIEngine:
                     max_completion_tokens=1,
                 )
                 self.answers_as = probe.model or self.model
-                return (
+                answers = (
                     f"Azure OpenAI {where}: reachable, deployment {self.model} answers as {self.answers_as}"
                 )
+                if self.transcribe_model:
+                    # Nor would a missing transcription deployment show but as one warning a note,
+                    # and every turn kept without the player's words.
+                    try:
+                        await self.client.audio.transcriptions.create(
+                            model=self.transcribe_model,
+                            file=("check.wav", base64.b64decode(SILENCE), "audio/wav"),
+                        )
+                    except openai.NotFoundError:
+                        missing = f"{where} has no deployment {self.transcribe_model}"
+                        raise RuntimeError(f"{missing}: check openai.transcribe_model") from None
+                return answers
             await self.client.models.retrieve(self.model)
         except openai.AuthenticationError as exc:
             raise RuntimeError(f"{where} refused the API key ({exc.status_code}): check it") from None
