@@ -564,6 +564,7 @@ async def test_the_sdk_sends_the_organization_and_project_the_readme_says_it_rea
     headers = [(r.path, {k.lower(): v for k, v in r.headers.items()}) for r in fake.received]
     sent = {(path, h.get("openai-organization"), h.get("openai-project")) for path, h in headers}
     assert sent == {
+        ("/v1/models/gpt-audio-1.5", "org-studio", "proj_voxdesk"),  # the model looked up at start-up
         ("/v1/chat/completions", "org-studio", "proj_voxdesk"),
         ("/v1/audio/transcriptions", "org-studio", "proj_voxdesk"),
     }
@@ -1085,3 +1086,22 @@ async def test_check_on_azure_fails_on_a_transcription_deployment_that_does_not_
     )
     assert "deployment voxdesk-audio answers" in await check_engine(azure(""))  # none to check
     assert fake.violations == []
+
+
+async def test_a_model_lookup_that_hangs_at_start_up_is_not_waited_for_and_tried_again(
+    storage, fake, caplog
+) -> None:
+    """The lookup only decides a warning. With the SDK's retries and the reply's read timeout
+    (90 s by default), a provider hanging at start-up held the bot, the offline fallback with it,
+    three reads and their backoffs: minutes with no note answered."""
+    from bot.engines.openai import create_openai_engine
+
+    caplog.set_level(logging.INFO, "bot.engines.openai")
+    fake.model_failures = [Failure(hang=30)] * 3
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_CONNECT_TIMEOUT_SECONDS="0.5")
+    engine = await create_openai_engine(settings)
+    await engine.aclose()
+    lookups = [{k.lower(): v for k, v in r.headers.items()} for r in fake.received if "/models/" in r.path]
+    assert len(lookups) == 1  # not tried again
+    assert lookups[0]["x-stainless-read-timeout"] == "0.5"  # not openai.timeout_seconds (2 here)
+    assert "could not check model gpt-audio-1.5: APITimeoutError" in caplog.text

@@ -365,8 +365,8 @@ class OpenAIEngine:
         )
 
     def _once(self, timeout: float | None = None) -> openai.AsyncOpenAI:
-        """The client with none of the SDK's retries (the engine's own are in `_send`); the
-        start-up and `check` requests use it as configured."""
+        """The client with none of the SDK's retries (the engine's own are in `_send`); `check`
+        requests use it as configured."""
         if timeout is None:
             return self.client.with_options(max_retries=0)
         return self.client.with_options(
@@ -463,7 +463,9 @@ class OpenAIEngine:
             )
         where = shown_url(str(self.client.base_url)).rstrip("/")
         try:
-            await self.client.models.retrieve(self.model)
+            # A lookup is quick or the provider is not answering: one try, no longer than connecting
+            # may take. It only decides a warning, and start-up (the fallback with it) waits for it.
+            await self._once(self.connect_timeout).models.retrieve(self.model)
         except openai.NotFoundError:
             log.warning("model %s is not offered by this provider: check openai.model", self.model)
         except openai.AuthenticationError as exc:

@@ -88,6 +88,7 @@ class FakeOpenAI(Strict):
     script: list[Responder] = field(default_factory=list)  # one per chat request, in order
     failures: list[Failure] = field(default_factory=list)  # consumed before the script
     transcription_failures: list[Failure] = field(default_factory=list)  # one per transcription
+    model_failures: list[Failure] = field(default_factory=list)  # one per model lookup
     chat_seconds: float = 0.0  # how long an answer takes to come
     transcribe_seconds: float = 0.0  # how long a transcription takes to come
     received: list[Received] = field(default_factory=list)
@@ -396,6 +397,10 @@ class FakeOpenAI(Strict):
     async def _model(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._refused(request)
+        self.received.append(Received(request.path, {}, dict(request.headers), dict(request.query)))
+        failed = await self._fail_if_told(self.model_failures)
+        if failed is not None:
+            return failed
         model = request.match_info["model"]
         if model not in self.models:
             return web.json_response(
