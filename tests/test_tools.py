@@ -163,6 +163,44 @@ async def test_a_raid_asking_for_points_reads_every_players_total_once(settings,
     assert raid[: len(users)] == [summary_from_rows(players_db, u) for u in users]
 
 
+async def test_a_failed_read_of_every_total_fails_its_waiters_rather_than_each_trying_in_turn() -> None:
+    """The read that fails is typically one that timed out: the players who waited for it, each
+    reading again in turn, would wait one query timeout more for every player ahead of them. They
+    are told as the reader is; once totals were read, the last ones answer instead."""
+    from bot.tools.stats_sql import TOTALS, Ranking
+
+    reads: list[str] = []
+    release = asyncio.Event()
+    failing = True
+
+    async def fetch(sql: str, params: object) -> list[tuple[int]]:
+        assert sql == TOTALS
+        reads.append(sql)
+        await release.wait()
+        if failing:
+            raise sqlite3.OperationalError("interrupted")
+        return [(10,), (30,), (20,)]
+
+    now = [0.0]
+    ranking = Ranking(seconds=60.0, clock=lambda: now[0])
+    raid = [asyncio.create_task(ranking.place(fetch, 25)) for _ in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    outcomes = await asyncio.gather(*raid, return_exceptions=True)
+    assert len(reads) == 1
+    assert all(isinstance(o, sqlite3.OperationalError) for o in outcomes), outcomes
+    failing = False
+    assert await ranking.place(fetch, 25) == (2, 3)  # the next asks afresh
+    now[0] += 61
+    failing = True
+    release.clear()
+    raid = [asyncio.create_task(ranking.place(fetch, 25)) for _ in range(5)]
+    await asyncio.sleep(0)
+    release.set()
+    assert await asyncio.gather(*raid) == [(2, 3)] * 5  # the last totals read
+    assert len(reads) == 3  # one failed read for them all
+
+
 async def test_a_model_cannot_ask_for_another_players_stats(settings, scripted_app_engine) -> None:
     async with running_app(settings, scripted_app_engine) as app:
         sneaky = await app.toolbox.run(

@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
+import logging
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from bot.tools.base import GameSummary, PlayerSummary
+
+log = logging.getLogger(__name__)
 
 Fetch = Callable[[str, Sequence[Any]], Awaitable[list[Sequence[Any]]]]
 
@@ -55,15 +59,19 @@ def limit_rows(template: str, n: int, dialect: str) -> str:
 
 class Ranking:
     """Every player's total points, sorted, read at most once a TOTALS_SECONDS by whichever summary
-    needs them first (the others wait for that one). A rank counts the totals above the speaker's
-    own, which is read afresh: only other players' points may be up to a minute old."""
+    needs them first; the others wait for that read. A rank counts the totals above the speaker's
+    own, which is read afresh: only other players' points may be up to a minute old.
+
+    A read that fails (typically one that timed out) is not tried again by each player who
+    waited for it, one query timeout after another: they get its error, or the last totals read
+    when there are any."""
 
     def __init__(self, seconds: float = TOTALS_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self._seconds = seconds
         self._clock = clock
         self._totals = array("q")
         self._read_at: float | None = None
-        self._reading = asyncio.Lock()
+        self._read: asyncio.Future[None] | None = None  # the read under way, done when it ends
 
     async def place(self, fetch: Fetch, total: int) -> tuple[int, int]:
         """(rank, players ranked) of a player with `total` points; 1 is the most points."""
@@ -73,12 +81,48 @@ class Ranking:
         return better + 1, max(len(totals), better + 1)
 
     async def _current(self, fetch: Fetch) -> array[int]:
-        async with self._reading:
-            if self._read_at is None or self._clock() - self._read_at >= self._seconds:
+        while self._read_at is None or self._clock() - self._read_at >= self._seconds:
+            if self._read is not None:
+                read = self._read
+                # Shielded: a waiter's turn cancelled must not cancel the reader's outcome.
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(read)
+                if read.cancelled():
+                    continue  # the reader's turn was cancelled: another reads
+                if (failed := read.exception()) is not None:
+                    if self._read_at is not None:
+                        return self._totals
+                    raise _again(failed)
+                continue
+            # Each waiter reads the outcome itself; an error none waited for is no news.
+            read = self._read = asyncio.get_running_loop().create_future()
+            read.add_done_callback(lambda f: f.cancelled() or f.exception())
+            try:
                 rows = await fetch(TOTALS, ())
                 self._totals = array("q", sorted(int(row[0]) for row in rows))
                 self._read_at = self._clock()
-            return self._totals
+                read.set_result(None)
+            except Exception as exc:
+                read.set_exception(exc)
+                if self._read_at is None:
+                    raise
+                log.warning("every player's total could not be read, ranking by the last read: %s", exc)
+                return self._totals
+            finally:
+                self._read = None
+                if not read.done():
+                    read.cancel()
+        return self._totals
+
+
+def _again(exc: Exception) -> Exception:
+    """An error like `exc`, for another caller to raise: its backend tells what went wrong by its
+    type and arguments (a pyodbc SQLSTATE), and raising one instance in many tasks would tangle
+    their tracebacks."""
+    try:
+        return type(exc)(*exc.args)
+    except Exception:
+        return RuntimeError(str(exc))
 
 
 async def player_summary(fetch: Fetch, user_id: str, dialect: str, ranking: Ranking) -> PlayerSummary | None:
