@@ -2300,3 +2300,45 @@ async def test_a_complaint_kept_in_the_spool_is_filed_while_nothing_else_happens
         assert await store.count_unfiled() == 0
     finally:
         await store.aclose()
+
+
+async def test_a_spool_filing_stopped_while_it_takes_the_spool_lets_it_go(tmp_path, monkeypatch) -> None:
+    # The spool was taken in a thread that a stop does not stop: the lock it took was on a
+    # descriptor nobody closed, so every later keep() of a grievance waited for ever.
+    import threading
+
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    spool = GrievanceSpool.beside(tmp_path / "grievances.db")
+    row = {"user_id": BLAZE, "category": "wallet", "description": "Gems gone after the update"}
+    row |= {"at": "2026-12-06T07:00:00+00:00", "state": "local_only"}
+    assert spool.keep("discord:9:0", **row)
+    real, inside, go, taken = GrievanceSpool.take, threading.Event(), threading.Event(), threading.Event()
+
+    def slow_take(self: GrievanceSpool):  # type: ignore[no-untyped-def]
+        inside.set()
+        go.wait()
+        try:
+            return real(self)
+        finally:
+            taken.set()
+
+    monkeypatch.setattr(GrievanceSpool, "take", slow_take)
+    try:
+        filing = asyncio.ensure_future(store.file_spooled())
+        await asyncio.to_thread(inside.wait)
+        filing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await filing
+        go.set()
+        await asyncio.to_thread(taken.wait)
+        monkeypatch.setattr(GrievanceSpool, "take", real)
+        deadline = asyncio.get_running_loop().time() + 20
+        while not spool.keep("discord:10:0", wait=False, **row):
+            assert asyncio.get_running_loop().time() < deadline, "the spool stayed locked"
+            await asyncio.sleep(0.02)
+        assert await store.file_spooled() == 2
+    finally:
+        go.set()
+        await store.aclose()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import hashlib
 import json
 import logging
@@ -571,8 +572,14 @@ class LocalGrievanceStore:
         if spool is None or not spool.waiting():
             return 0
         async with self._write_lock:
+            taking = asyncio.ensure_future(asyncio.to_thread(spool.take))
             try:
-                taken = await asyncio.to_thread(spool.take)
+                taken = await asyncio.shield(taking)
+            except asyncio.CancelledError:
+                # The thread runs on and may lock the spool (aclose stops the refiler at any
+                # point): a lock left on a descriptor nobody closes makes every keep() wait for ever.
+                taking.add_done_callback(functools.partial(_let_go, spool))
+                raise
             except OSError as exc:
                 log.warning("could not read %s: %s", spool.path, exc)
                 return 0
@@ -1230,6 +1237,12 @@ def _staff_row(row: aiosqlite.Row) -> StaffRow:
         last_error=row["last_error"],
         gone_at=row["gone_at"],
     )
+
+
+def _let_go(spool: GrievanceSpool, taking: asyncio.Future[tuple[int, list[dict[str, Any]]] | None]) -> None:
+    """Release the spool a cancelled filing's thread took after all."""
+    if not taking.cancelled() and taking.exception() is None and (taken := taking.result()) is not None:
+        spool.release(taken[0])
 
 
 def _words_hash(user_id: str, words: tuple[str, ...]) -> str:
