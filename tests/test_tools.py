@@ -2223,10 +2223,11 @@ async def test_two_processes_claiming_one_complaint_at_once_file_it_once_and_a_r
         await restarted.aclose()
 
 
-# Words split by punctuation are words; Hangul, Arabic and Devanagari are written with spaces and
-# counted as Latin is (a Hangul syllable as the letters it is made of, a Devanagari vowel sign as
-# a letter); Chinese and Japanese characters count as two letters, each two of them a word; Thai,
-# Lao, Khmer and Myanmar letters as one, each four of them a word.
+# Words split by punctuation are words; Arabic and Devanagari are written with spaces and counted
+# as Latin is (a Devanagari vowel sign as a letter); Hangul too, but each three syllables of a word
+# count as a word (a syllable as the letters it is made of), since Korean runs a noun and its verb
+# or two nouns together; Chinese and Japanese characters count as two letters, each two of them
+# a word; Thai, Lao, Khmer and Myanmar letters as one, each four of them a word.
 @pytest.mark.parametrize(
     "words, short",
     [
@@ -2238,10 +2239,18 @@ async def test_two_processes_claiming_one_complaint_at_once_file_it_once_and_a_r
         ("don't", True),
         ("\u00a0x\u00a0y\u00a0", True),
         ("Gems gone.", False),
-        # Korean: "please refund" in one word; "payment error"; "refund request".
-        ("환불해주세요", True),
+        # Korean: "refund"; "login"; "please refund" in one word, as "please refund" is let
+        # through; "payment error" and "refund request", compound nouns written as one word or
+        # two; "I paid but the item didn't come in", a chat line typed without spaces.
+        ("환불", True),
+        ("로그인", True),
+        ("환불해주세요", False),
+        ("please refund", False),
+        ("결제오류", False),
         ("결제 오류", False),
+        ("환불요청", False),
         ("환불 요청", False),
+        ("결제했는데아이템이안들어왔어요", False),
         # Arabic: "refund" (one word); "the amount did not reach me".
         ("استرداد", True),
         ("الاسترداد", True),

@@ -442,6 +442,12 @@ _IDEOGRAPHIC = (
 _RUN_TOGETHER = ((0x0E00, 0x0EFF), (0x1000, 0x109F), (0x1780, 0x17FF))
 # Letters of a run-together alphabet per word, about: "เงิน" (money), "หาย" (lost).
 _LETTERS_PER_WORD = 4
+# The leading consonants of Hangul syllables decomposed (NFD): one per syllable. Korean is written
+# with spaces, but between phrases: a noun and its verb ("환불해주세요", "please refund") or two
+# nouns ("결제오류", "payment error") run together, and chat often drops the spaces altogether.
+_HANGUL_SYLLABLE_STARTS = ((0x1100, 0x115F), (0xA960, 0xA97F))
+# Hangul syllables per word, about: "환불" (refund), "결제" (payment), "로그인" (login).
+_SYLLABLES_PER_WORD = 3
 _APOSTROPHES = "'\u2019"
 
 
@@ -468,15 +474,16 @@ def _word_runs(text: str) -> list[str]:
 def too_short(text: str) -> bool:
     """Too little for staff to act on ("a", "lag", "refund"): fewer than two words or six letters
     and digits. Words are split by spaces and punctuation ("lag/crash" is two), and counted so in
-    every script written with spaces (Hangul, Arabic, Devanagari too: "환불해주세요", "please
-    refund", is one word; a Hangul syllable counts as the letters it is made of, a vowel sign as a
-    letter). Of a script without spaces, a Chinese or Japanese character counts as two letters and
+    every script written with spaces (Arabic, Devanagari too; a vowel sign counts as a letter), but
+    in Korean each three syllables of a word, or fewer left over, count as a word ("환불", "refund",
+    is one; "환불해주세요", "please refund", two), and a syllable as the letters it is made of. Of
+    a script without spaces, a Chinese or Japanese character counts as two letters and
     each two of them, or one left over, as a word ("没到账", "not credited", tells as much as "gems
     gone"); a Thai, Lao, Khmer or Myanmar letter as one, and each four of them, or fewer left over,
     as a word."""
     words = letters = 0
     for run in _word_runs(unicodedata.normalize("NFD", text)):
-        ideographs = together = spaced = 0
+        ideographs = together = spaced = syllables = 0
         for c in run:
             kind = unicodedata.category(c)
             if kind[0] not in "LN" and "VOWEL SIGN" not in unicodedata.name(c, ""):
@@ -487,7 +494,9 @@ def too_short(text: str) -> bool:
                 together += 1
             else:
                 spaced += 1
-        words += -(-ideographs // 2) - (-together // _LETTERS_PER_WORD) + (1 if spaced else 0)
+                syllables += _within(c, _HANGUL_SYLLABLE_STARTS)
+        words += -(-ideographs // 2) - (-together // _LETTERS_PER_WORD)
+        words += max(1, -(-syllables // _SYLLABLES_PER_WORD)) if spaced else 0
         letters += 2 * ideographs + together + spaced
     return words < MIN_DESCRIPTION_WORDS or letters < MIN_DESCRIPTION_LETTERS
 
