@@ -139,7 +139,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         return describe_tickets({"tickets": rows, "more": len(found) > MAX_SHOWN})
 
     async def _filed_before(
-        self, interaction: discord.Interaction, words: tuple[str, str, str]
+        self, interaction: discord.Interaction, words: tuple[str, str, str], described: tuple[str, str]
     ) -> str | None:
         """The answer to these words filed within RESUBMIT_SECONDS (its ticket still open) or kept
         for later (a spool line files them once), waiting for a filing of them in flight; None:
@@ -156,7 +156,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 return kept
             if key is None:
                 return None
-            finished = await self._finished(interaction, key)
+            finished = await self._finished(interaction, key, words, described)
             if self.recent.get(words) is not earlier:
                 continue  # another repeat filed meanwhile, after the same lookup: its filing is told
             if finished:
@@ -164,8 +164,21 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             return say.SLASH_ALREADY_FILED.format(ticket_key=key)
         return None
 
-    async def _finished(self, interaction: discord.Interaction, key: str) -> bool:
-        found = await self._run(interaction, "get_grievance_status", {"ticket_key": key})
+    async def _finished(
+        self,
+        interaction: discord.Interaction,
+        key: str,
+        words: tuple[str, str, str],
+        described: tuple[str, str],
+    ) -> bool:
+        try:
+            found = await self._run(interaction, "get_grievance_status", {"ticket_key": key})
+        except asyncio.CancelledError:
+            # A stop while the ticket was looked up: resolved, it is a complaint come back, and its
+            # player is told it is kept. Filed twice, should the ticket be open, rather than lost.
+            store = self.bot.core.grievances.local_store
+            store.keep_cut_short(words[0], *described, filing_turn("discord", str(interaction.id)))
+            raise
         tickets = found.get("tickets") or []
         # A lookup that fails is no reason to file twice: the ticket is minutes old.
         return bool(tickets) and tickets[0].get("status") in FINISHED_STATUSES
@@ -198,7 +211,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 return found.kept, (None, found.kept)
             elif found.key is None:
                 return None
-            elif await self._finished(interaction, found.key):
+            elif await self._finished(interaction, found.key, words, described):
                 finished.add(found.key)
             else:
                 return say.SLASH_ALREADY_FILED.format(ticket_key=found.key), (found.key, None)
@@ -280,13 +293,14 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 log.info("flood: /grievance file from %s refused", interaction.user.id)
                 return say.FILING_TOO_FAST.format(seconds=retry_after)
             words = (str(interaction.user.id), *complaint_key(category.value, description))
-            before = await self._filed_before(interaction, words)
+            described = (category.value, description.strip())
+            before = await self._filed_before(interaction, words, described)
             if before is not None:
                 log.info("/grievance file from %s again: told the first filing", interaction.user.id)
                 return before
             filing, key, kept = self._filing(words), None, None
             try:
-                lately = await self._filed_lately(interaction, words, (category.value, description.strip()))
+                lately = await self._filed_lately(interaction, words, described)
                 if lately is not None:
                     log.info("/grievance file from %s again: told the first filing", user_id)
                     answer, (key, kept) = lately

@@ -871,6 +871,38 @@ async def test_a_repeat_after_a_restart_is_told_the_first_ticket(settings, fake:
         assert [g.description for g in await store.status(BLAZE)].count(words) == 1
 
 
+async def test_a_repeat_cut_short_while_its_first_ticket_is_looked_up_is_kept(
+    settings, fake: FakeDiscord, monkeypatch
+):
+    # Its first ticket resolved, the complaint had come back; a stop whose grace ran out during
+    # the lookup of that ticket told the player it was kept and will be filed, and kept nothing.
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    words = "Bought 500 gems, the wallet never showed them."
+    async with running_bot(settings, fake) as h:
+        filed = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words))
+        assert await h.bot.core.grievances.local_store.set_status_by_staff(filed.split("`")[1], "resolved")
+    looking = asyncio.Event()
+
+    async def slow_lookup(*_: object, **__: object) -> list[object]:
+        looking.set()
+        await asyncio.Event().wait()  # a lookup that outlasts the stop's grace
+        return []
+
+    async with running_bot(settings, fake, shutdown_grace_seconds=0.5) as h:
+        monkeypatch.setattr(h.bot.core.grievances.local_store, "status", slow_lookup)
+        interaction = await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+        await asyncio.wait_for(looking.wait(), 30)
+        h.stop.set()
+        said = private_text(await fake.interaction_answer(interaction))
+    assert said == CUT_SHORT_BY_RESTART
+    store = await LocalGrievanceStore.open(settings.storage_dir / "grievances.db")  # the next start
+    try:
+        assert [g.description for g in await store.status(BLAZE)].count(words) == 2
+    finally:
+        await store.aclose()
+
+
 async def test_two_repeats_at_once_after_the_first_ticket_was_resolved_file_one(settings, fake: FakeDiscord):
     # Each repeat looked the resolved ticket up, each found it finished, and each filed.
     async with running_bot(settings, fake) as h:
