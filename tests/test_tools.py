@@ -2351,3 +2351,41 @@ async def test_a_spool_filing_stopped_while_it_takes_the_spool_lets_it_go(tmp_pa
     finally:
         go.set()
         await store.aclose()
+
+
+async def test_a_repeat_after_a_restart_lost_a_complaint_held_in_memory_files_it(
+    tmp_path, monkeypatch
+) -> None:
+    # Refused by the database and the disk, a complaint is held in memory and its player told to
+    # tell it again if a restart loses it; told again after one, the repeat heard "held" once more
+    # (the record of the first filing outlives the memory that held it) and nothing was filed.
+    from bot.tools.grievance_spool import GrievanceSpool
+    from bot.tools.grievance_store import Lately
+
+    db, words = tmp_path / "grievances.db", ("wallet", "gems gone after the update")
+
+    async def refused(*args: object, **kwargs: object) -> str | None:
+        raise sqlite3.OperationalError("database is locked")
+
+    def full(*args: object, **kwargs: object) -> bool:
+        raise OSError(28, "No space left on device")
+
+    store = await LocalGrievanceStore.open(db)
+    with monkeypatch.context() as m:
+        try:
+            assert await store.claim_words(BLAZE, words, "discord:1:", 600.0) == Lately()
+            m.setattr(LocalGrievanceStore, "_insert", refused)
+            m.setattr(GrievanceSpool, "keep", full)
+            with pytest.raises(ToolError, match=say.HELD_FOR_LATER):
+                await store.register(BLAZE, "wallet", "Gems gone after the update", "discord:1:0")
+            await store.settle_words(BLAZE, words, "discord:1:", False, say.HELD_FOR_LATER)
+            # Told "held" while this process holds it.
+            held = await store.claim_words(BLAZE, words, "discord:2:", 600.0)
+            assert held == Lately(kept=say.HELD_FOR_LATER)
+        finally:
+            await store.aclose()  # the disk still full: the held complaint is lost, and logged
+    restarted = await LocalGrievanceStore.open(db)
+    try:
+        assert await restarted.claim_words(BLAZE, words, "discord:3:", 600.0) == Lately()
+    finally:
+        await restarted.aclose()

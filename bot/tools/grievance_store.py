@@ -778,10 +778,15 @@ class LocalGrievanceStore:
         )
         if row is not None:
             return Lately(key=str(row[0]))
-        if kept is None and any(
-            f.startswith(turn) and line["user_id"] == user_id for f, line in await self._spooled()
-        ):
+        spooled = any(f.startswith(turn) and line["user_id"] == user_id for f, line in await self._spooled())
+        if kept is None and spooled:
             kept = say.KEPT_FOR_LATER  # cut short by a shutdown, kept in the spool: filed from there
+        held = any(f.startswith(turn) and line["user_id"] == user_id for f, line in self._held.items())
+        if kept == say.HELD_FOR_LATER and not (spooled or held):
+            # Held in the memory of a process since restarted, and lost: its player was told to
+            # tell it again, and this repeat files it. Another bot's memory cannot be told from a
+            # lost one: filed twice then, rather than never.
+            kept = None
         return Lately(kept=kept)
 
     async def status(self, user_id: str, key: str | None = None, limit: int = MAX_LISTED) -> list[Grievance]:
