@@ -2238,6 +2238,9 @@ async def test_two_processes_claiming_one_complaint_at_once_file_it_once_and_a_r
         ("lag!!", True),
         ("don't", True),
         ("\u00a0x\u00a0y\u00a0", True),
+        # A zero-width space is a space (text pasted from a web page); a joiner is not.
+        ("gems\u200bgone", False),
+        ("Gems\u200dgone", True),
         ("Gems gone.", False),
         # Korean: "refund"; "login"; "please refund" in one word, as "please refund" is let
         # through; "payment error" and "refund request", compound nouns written as one word or

@@ -449,6 +449,9 @@ _HANGUL_SYLLABLE_STARTS = ((0x1100, 0x115F), (0xA960, 0xA97F))
 # Hangul syllables per word, about: "환불" (refund), "결제" (payment), "로그인" (login).
 _SYLLABLES_PER_WORD = 3
 _APOSTROPHES = "'\u2019"
+# Invisible format characters that end a word as a space does (a zero-width space, often in
+# pasted text; a byte order mark); the others (a joiner, a soft hyphen, a direction mark) do not.
+_INVISIBLE_SPACES = "\u200b\ufeff"
 
 
 def _within(c: str, ranges: tuple[tuple[int, int], ...]) -> bool:
@@ -463,7 +466,7 @@ def _word_runs(text: str) -> list[str]:
     for i, c in enumerate(text):
         kind = unicodedata.category(c)
         inside = c in _APOSTROPHES and run and text[i + 1 : i + 2].isalnum()
-        if kind[0] in "LNM" or kind == "Cf" or inside:
+        if kind[0] in "LNM" or (kind == "Cf" and c not in _INVISIBLE_SPACES) or inside:
             run += c
         elif run:
             runs.append(run)
