@@ -425,12 +425,12 @@ WAL_RETRY_SECONDS = 0.05
 T = TypeVar("T")
 
 
-async def while_locked(action: Callable[[], Awaitable[T]]) -> T:
+async def while_locked(action: Callable[[], Awaitable[T]], seconds: float | None = None) -> T:
     """`action`, tried again while SQLite answers "database is locked" at once, without its busy
-    wait, until BUSY_SECONDS have passed, like any other wait for a lock. It does so when a
-    database not yet in WAL mode is switched while another process writes to it, and, now and
-    then, to a write on a storage folder two bots share."""
-    deadline = time.monotonic() + BUSY_SECONDS
+    wait, until BUSY_SECONDS (or `seconds`) have passed, like any other wait for a lock. It does so
+    when a database not yet in WAL mode is switched while another process writes to it, and, now
+    and then, to a write on a storage folder two bots share."""
+    deadline = time.monotonic() + (BUSY_SECONDS if seconds is None else seconds)
     while True:
         try:
             return await action()

@@ -2392,3 +2392,33 @@ async def test_a_repeat_after_a_restart_lost_a_complaint_held_in_memory_files_it
         assert await restarted.claim_words(BLAZE, words, "discord:3:", 600.0) == Lately()
     finally:
         await restarted.aclose()
+
+
+async def test_a_claim_on_a_busy_database_gives_up_soon_and_leaves_the_filing_its_full_wait(
+    tmp_path, monkeypatch
+) -> None:
+    # /grievance file claims its words, then files: each waited the database's full busy wait
+    # (30 s), so a player whose complaint the busy database refused heard "kept" after a minute,
+    # and every other filing of the process queued behind both waits.
+    import bot.db
+    from bot.tools import grievance_store
+
+    monkeypatch.setattr(bot.db, "BUSY_SECONDS", 3600)
+    monkeypatch.setattr(grievance_store, "CLAIM_WAIT_SECONDS", 0.2)
+    db = tmp_path / "grievances.db"
+    store = await LocalGrievanceStore.open(db)
+    holder = sqlite3.connect(db)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        claim = store.claim_words(BLAZE, ("wallet", "gems gone after the update"), "discord:1:", 600.0)
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            # A guard, not a measure: without a wait of its own the claim waits the hour.
+            await asyncio.wait_for(claim, 30)
+        # The filing that follows waits as long as ever.
+        assert [tuple(r) for r in await store._conn.execute_fetchall("PRAGMA busy_timeout")] == [
+            (3600 * 1000,)
+        ]
+    finally:
+        holder.rollback()
+        holder.close()
+        await store.aclose()

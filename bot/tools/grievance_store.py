@@ -24,6 +24,7 @@ from typing import Any
 
 import aiosqlite
 
+from bot import db as bot_db
 from bot import sentences as say
 from bot.db import add_missing_columns, first, open_read_only, opening, while_locked
 from bot.tools import filed_in, filing_turn, same_complaint
@@ -46,6 +47,10 @@ UNCHOSEN = "?"
 # may file in its place: well past a filing's two busy waits (the database's, then the spool's),
 # so a repeat is held back only when the filing's process died.
 FILING_LEASE_SECONDS = 120.0
+# How long a claim waits for a busy database before its filing goes ahead unclaimed: the filing
+# waits the database's full busy wait (BUSY_SECONDS) after it, and the player hears nothing
+# meanwhile; a claim is a check for a double submit, worth seconds, not a wait of its own.
+CLAIM_WAIT_SECONDS = 5.0
 # How often a running bot files what the spool or memory holds, with nothing else to prompt it
 # (no filing, no look at tickets, ticket news off): until filed it has no key, is on no desk,
 # and cannot go to Jira.
@@ -698,7 +703,7 @@ class LocalGrievanceStore:
         now = time.time()
         async with self._write_lock:
             try:
-                await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+                await self._begin_claim()
                 # Pruned by every claim: the table holds only the claims of the last `within`.
                 await self._conn.execute(
                     "DELETE FROM lately_filed WHERE at < ? AND lease_until < ?", (now - within, now)
@@ -733,6 +738,15 @@ class LocalGrievanceStore:
                 await self._rollback_cut_short()
                 raise
         return Lately()
+
+    async def _begin_claim(self) -> None:
+        wait = bot_db.BUSY_SECONDS * 1000
+        await self._conn.execute(f"PRAGMA busy_timeout = {int(CLAIM_WAIT_SECONDS * 1000)}")
+        try:
+            await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"), CLAIM_WAIT_SECONDS)
+        finally:
+            # Shielded: a cancel must not leave every later write of the connection the short wait.
+            await asyncio.shield(self._conn.execute(f"PRAGMA busy_timeout = {int(wait)}"))
 
     async def settle_words(
         self, user_id: str, words: tuple[str, ...], turn: str, filed: bool, kept: str | None
