@@ -2422,3 +2422,40 @@ async def test_a_claim_on_a_busy_database_gives_up_soon_and_leaves_the_filing_it
         holder.rollback()
         holder.close()
         await store.aclose()
+
+
+async def test_a_stop_cut_short_while_the_refiler_ends_still_keeps_what_memory_holds(
+    tmp_path, monkeypatch
+) -> None:
+    # aclose waited for the refiler, whose rollback waits for a busy database, before it wrote
+    # the grievances held in memory to the spool (or the log): a stop whose grace ran out then
+    # (a cancel of aclose) lost them without a line anywhere, and left the database open.
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    inside, rolled_back = asyncio.Event(), asyncio.Event()
+
+    async def busy_filing() -> int:
+        inside.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await asyncio.shield(rolled_back.wait())  # the rollback waits for the busy database
+            raise
+        return 0
+
+    row = {"user_id": BLAZE, "category": "wallet", "description": "Gems gone after the update"}
+    row |= {"at": "2026-12-06T07:00:00+00:00", "state": "local_only"}
+    assert store._hold("discord:1:0", row)  # refused by the database and the disk meanwhile
+    monkeypatch.setattr(store, "file_spooled", busy_filing)
+    await store.start(every=0.01)
+    await asyncio.wait_for(inside.wait(), 30)
+    closing = asyncio.ensure_future(store.aclose())
+    await asyncio.sleep(0)  # aclose runs to its wait for the refiler
+    assert store._refiler is None and not closing.done()
+    closing.cancel()
+    rolled_back.set()
+    with pytest.raises(asyncio.CancelledError):
+        await closing
+    spool = GrievanceSpool.beside(tmp_path / "grievances.db")
+    assert [line["id"] for line in spool.lines()] == ["discord:1:0"]

@@ -1163,18 +1163,23 @@ class LocalGrievanceStore:
         return f"local grievance store: {count} grievances"
 
     async def aclose(self) -> None:
+        """Stop the refiler, keep what memory holds, close the database. A cancel of the caller (a
+        stop whose grace ran out while the refiler's rollback waits for the busy database) is
+        raised after all that is done all the same: nothing else would keep those grievances."""
         refiler, self._refiler = self._refiler, None
-        if refiler is not None:
-            refiler.cancel()
-            await asyncio.wait({refiler})
-        if self._spool is not None and self._held:
-            await self._spool_held()
-        for filing_id, row in self._held.items():
-            # The disk still refuses it: the log, which lives off the storage folder, keeps the
-            # one copy, as the spool line `voxdesk refile` files (once, by its filing id). Its
-            # player heard no key (HELD_FOR_LATER): ticket news tells the one it is filed as.
-            log.error("%s%s", UNFILED, spool_line(filing_id, **row))
-        await self._conn.close()
+        try:
+            if refiler is not None:
+                refiler.cancel()
+                await asyncio.wait({refiler})
+        finally:
+            if self._spool is not None and self._held:
+                await self._spool_held()
+            for filing_id, row in self._held.items():
+                # The disk still refuses it: the log, which lives off the storage folder, keeps the
+                # one copy, as the spool line `voxdesk refile` files (once, by its filing id). Its
+                # player heard no key (HELD_FOR_LATER): ticket news tells the one it is filed as.
+                log.error("%s%s", UNFILED, spool_line(filing_id, **row))
+            await self._conn.close()
 
     @staticmethod
     def _to_grievance(row: aiosqlite.Row) -> Grievance:
