@@ -65,6 +65,12 @@ class SendStalled(Exception):
     and what it posts late is posted once, its nonce making one message of it and a later answer's."""
 
 
+class ShortDownload(Exception):
+    """A download whose body ended before the attachment's size with no broken connection to say
+    so (a body of no stated length, a proxy's cut): decoded, half a question would be answered as
+    the whole, or a cut file blamed on the player."""
+
+
 class Reached(enum.Enum):
     """What reached the player of a note: the answer or a line telling them why not (YES);
     nothing, where the bot may not post (NO); nothing, because Discord failed (LATER)."""
@@ -525,10 +531,15 @@ class VoiceNotes(commands.Cog):
                     async with asyncio.timeout(self.settings.download_seconds):
                         with metrics.timed("download"):
                             data = await note.read()
-                except (discord.HTTPException, aiohttp.ClientError, TimeoutError) as exc:
-                    why = (
-                        f"HTTP {exc.status}" if isinstance(exc, discord.HTTPException) else type(exc).__name__
-                    )
+                    if len(data) < note.size:
+                        raise ShortDownload(f"{len(data)} of {note.size} bytes")
+                except (discord.HTTPException, aiohttp.ClientError, TimeoutError, ShortDownload) as exc:
+                    if isinstance(exc, discord.HTTPException):
+                        why = f"HTTP {exc.status}"
+                    elif isinstance(exc, ShortDownload):
+                        why = f"got {exc}"
+                    else:
+                        why = type(exc).__name__
                     log.warning("could not download attachment %s of note %s: %s", note.id, message.id, why)
                     metrics.note("discord", "failed", "download")
                     refusal = say.DOWNLOAD_FAILED

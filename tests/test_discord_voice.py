@@ -624,3 +624,22 @@ async def test_grepping_a_notes_id_finds_every_line_about_it_and_its_summary(set
         line.startswith(f"note {filed['id']} from {nova.id} filed grievance GRV-") for line in about_nova
     )
     assert "gems" not in caplog.text
+
+
+@pytest.mark.parametrize("cut", ["status", "dropped", "short"])
+async def test_a_download_the_cdn_fails_or_cuts_short_is_said_to_be_the_downloads_fault(
+    harness: Harness, cut: str, caplog
+):
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    fake = harness.fake
+    data = voice_note(4.0)
+    note = await fake.send_note(nova, data, dispatch=False)
+    attachment = int(note["attachments"][0]["id"])
+    if cut == "status":
+        fake.cdn_status[attachment] = 502
+    else:
+        fake.cdn_cuts[attachment] = (len(data) // 2, cut == "dropped")
+    await fake.dispatch("MESSAGE_CREATE", note)
+    (reply,) = await answered(fake, note, count=1)
+    assert "couldn't download" in reply.content
+    assert f"could not download attachment {attachment} of note {note['id']}" in caplog.text

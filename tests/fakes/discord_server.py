@@ -329,6 +329,10 @@ class FakeDiscord(Strict):
         self.attachments: dict[int, bytes] = {}
         self.cdn_stall_seconds = 0.0  # > 0: the CDN accepts a download, then sends nothing this long
         self.cdn_stalls: dict[int, float] = {}  # attachment id → the same, for that one download
+        self.cdn_status: dict[int, int] = {}  # attachment id → an error status the CDN answers with
+        # Attachment id → (bytes sent, Content-Length declared): the CDN sends that much of the file
+        # and drops the connection, or, declaring no length, ends the body there as if it were all.
+        self.cdn_cuts: dict[int, tuple[int, bool]] = {}
         self._stopping = asyncio.Event()  # set on stop: stalled downloads end at once
         self._gateway_up = asyncio.Event()  # cleared by gateway_outage(): connections hang
         self._gateway_up.set()
@@ -2199,6 +2203,21 @@ class FakeDiscord(Strict):
         if stall:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), stall)
+        if attachment_id in self.cdn_status:
+            return web.Response(status=self.cdn_status[attachment_id], text="Bad Gateway")
+        if attachment_id in self.cdn_cuts:
+            sent, declared = self.cdn_cuts[attachment_id]
+            response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            if declared:
+                response.content_length = len(data)
+            await response.prepare(request)
+            await response.write(data[:sent])
+            if declared:
+                assert request.transport is not None
+                request.transport.close()
+            else:
+                await response.write_eof()
+            return response
         return web.Response(body=data, content_type="application/octet-stream")
 
 
