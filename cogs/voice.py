@@ -44,6 +44,10 @@ MAX_LATER = 10000  # notes remembered as given a ⏳ that may not have reached D
 AUDIO_AS_VIDEO = {"video/webm", "video/ogg", "video/mp4", "video/quicktime"}
 # An attachment whose extension Discord does not recognise comes with no content type at all.
 AUDIO_EXTENSIONS = set(".ogg .oga .opus .mp3 .m4a .aac .wav .webm .weba .flac .amr .3gp".split())
+# Types by which only the extension tells whether a file is audio: Discord keeps the type an
+# uploader declares, and a client or bridge uploading "some bytes", or Ogg by its generic type,
+# sends these.
+UNTYPED = {"application/octet-stream", "binary/octet-stream", "application/ogg"}
 
 
 def read_by_speaker_alone(channel: object) -> bool:
@@ -100,7 +104,7 @@ def carried_attachments(message: discord.Message) -> list[discord.Attachment]:
 def is_audio_attachment(attachment: discord.Attachment) -> bool:
     """An attachment that is not a voice message but may be one spoken and saved as a file."""
     kind = (attachment.content_type or "").split(";")[0].strip().lower()
-    if kind:
+    if kind and kind not in UNTYPED:
         return kind.startswith("audio/") or kind in AUDIO_AS_VIDEO
     return os.path.splitext(attachment.filename)[1].lower() in AUDIO_EXTENSIONS
 

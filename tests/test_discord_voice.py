@@ -477,6 +477,10 @@ async def test_no_reply_in_a_voice_note_exchange_may_ping_anyone(harness: Harnes
         ("question.mp4", "video/mp4", "m4a"),
         ("question.opus", None, "ogg"),  # an extension Discord gives no type
         ("QUESTION.M4A", None, "m4a"),
+        # A client or bridge that declares its upload as "bytes of some kind" (Discord keeps the
+        # type the uploader declares).
+        ("question.m4a", "application/octet-stream", "m4a"),
+        ("question.ogg", "application/ogg", "ogg"),
     ],
 )
 async def test_an_audio_file_discord_does_not_call_audio_is_answered(
