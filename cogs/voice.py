@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import enum
 import logging
+import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -101,6 +102,11 @@ def carried_attachments(message: discord.Message) -> list[discord.Attachment]:
     return message.attachments or [a for snapshot in message.message_snapshots for a in snapshot.attachments]
 
 
+def too_fast(retry_after: float) -> str:
+    """What a player over the flood limit is told: the wait rounded up, so never "0 seconds"."""
+    return say.TOO_FAST.format(seconds=max(1, math.ceil(retry_after)))
+
+
 def is_audio_attachment(attachment: discord.Attachment) -> bool:
     """An attachment that is not a voice message but may be one spoken and saved as a file."""
     kind = (attachment.content_type or "").split(";")[0].strip().lower()
@@ -194,7 +200,7 @@ class VoiceNotes(commands.Cog):
             return
         retry_after = self.flood.update_rate_limit(message)
         if retry_after:
-            self.turn_away(message, say.TOO_FAST.format(seconds=retry_after))
+            self.turn_away(message, too_fast(retry_after))
             return
         if len(notes) > 1:
             log.info(

@@ -14,6 +14,7 @@ import pytest
 
 from bot.audio import decode
 from cogs.runner import serve
+from cogs.voice import too_fast
 from tests.audio_samples import encode, speechlike
 from tests.discord_harness import Harness, blaze, discord_settings, nova, quill, running_bot, voice_note
 from tests.fakes.discord_server import (
@@ -647,3 +648,10 @@ async def test_a_download_the_cdn_fails_or_cuts_short_is_said_to_be_the_download
     (reply,) = await answered(fake, note, count=1)
     assert "couldn't download" in reply.content
     assert f"could not download attachment {attachment} of note {note['id']}" in caplog.text
+
+
+def test_the_wait_a_flooding_player_is_told_is_never_zero_seconds():
+    # discord.py's cooldown counts down to the end of its window: in the last half second of it,
+    # rounding would tell the player to wait 0 seconds, and the note they send at once is refused.
+    assert "in 1 seconds" in too_fast(0.3)
+    assert "in 60 seconds" in too_fast(59.2)
