@@ -146,7 +146,9 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
             io.BytesIO(data), mode="r", options={"format_whitelist": DEMUXERS}, **_OPEN_OPTIONS
         ) as container:
             if not container.streams.audio:
-                raise unreadable
+                # Read, and only pictures (a screen recording sent muted) or nothing: a list of
+                # formats to convert to would not help.
+                raise AudioError(say.NO_SOUND_TRACK)
             stream = container.streams.audio[0]
             declared = _declared_seconds(container, stream)
             if declared is not None and declared > max_seconds + 1:

@@ -22,6 +22,7 @@ UNREADABLE = (
     "Please send a voice note or an ogg, mp3, m4a, wav, webm, flac or amr file."
 )
 SILENT = "That voice note has no sound in it. Could you record it again?"
+NO_SOUND_TRACK = "That file has no sound track, so there's nothing for me to hear. Please send a voice note."
 NOTHING_HEARD = "I couldn't hear anything in that voice note. Could you say it again?"
 TOO_SHORT = "That voice note is too short for me to hear anything."
 TOO_MANY_WHILE_AWAY = (

@@ -424,3 +424,27 @@ def test_a_note_with_no_frames_or_too_short_to_judge_is_told_which() -> None:
     blip = np.full(120, 8000, dtype=np.int16)  # 5 ms at 24 kHz
     with pytest.raises(audio.AudioError, match="too short"):
         audio.decode(audio.pcm_to_wav(blip.tobytes(), 24_000), LIMITS)
+
+
+def _picture_only(container_format: str, codec: str) -> bytes:
+    out = io.BytesIO()
+    with av.open(out, mode="w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=10)
+        stream.width = stream.height = 64
+        stream.pix_fmt = "yuv420p"
+        for n in range(10):
+            frame = av.VideoFrame.from_ndarray(np.zeros((64, 64, 3), np.uint8), format="rgb24")
+            frame.pts = n
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("container_format", "codec"), [("mp4", "mpeg4"), ("webm", "libvpx")])
+def test_a_video_with_no_sound_track_is_told_so_not_called_unreadable(container_format, codec) -> None:
+    # "couldn't read that audio file, send an ogg, mp3, m4a..." would have the player convert a
+    # file that was read: there is simply nothing in it to hear.
+    with pytest.raises(audio.AudioError, match="no sound track"):
+        audio.decode(_picture_only(container_format, codec), LIMITS)
