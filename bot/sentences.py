@@ -30,6 +30,10 @@ TOO_MANY_WHILE_AWAY = (
     "Send me again whatever is still unanswered."
 )
 TOO_FAST = "You're sending notes faster than I can answer. Try again in {seconds:.0f} seconds."
+STILL_ANSWERING = (
+    "I'm still answering your earlier notes, so I haven't taken this one. "
+    "Please send it again once I've answered them."
+)
 # The web playground: every visitor's notes together are more than it answers at once or a minute.
 PLAYGROUND_BUSY = (
     "The playground is busy answering other visitors' notes. Try again in {seconds:.0f} seconds."

@@ -168,7 +168,7 @@ class CatchUp(commands.Cog):
         if todo:
             log.info("added to thread %s: answering %d note(s) sent there before", thread.id, len(todo))
         for message_id in todo:
-            self.bot.track(voice.answer(*found[message_id]))
+            voice.schedule(*found[message_id])
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -270,7 +270,7 @@ class CatchUp(commands.Cog):
                 continue
             self._unfetched_said.discard(left.message_id)
             log.info("answering note %s, kept for later or cut short", left.message_id)
-            self.bot.track(voice.answer(message, notes[0]))
+            voice.schedule(message, notes[0])
             answered += 1
         if len(troubled) == 1:
             log.warning("could not %s %s: %s", *troubled[0])
@@ -442,7 +442,7 @@ class CatchUp(commands.Cog):
             len(places),
         )
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
-            self.bot.track(voice.answer(*found[message_id]))
+            voice.schedule(*found[message_id])
         if unread or unlisted:
             raise PlacesUnread(unread, unlisted)
 

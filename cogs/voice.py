@@ -132,6 +132,10 @@ class VoiceNotes(commands.Cog):
         # waiters first-come first-served, so a player's replies go out in the order they spoke.
         self._user_locks: dict[int, asyncio.Lock] = {}
         self._user_waiting: dict[int, int] = {}
+        # Each player's notes scheduled and not yet over, counted as they are scheduled (a note's
+        # task starts later): the flood limit counts arrivals, and a raid that slows every turn
+        # past flood_seconds / flood_notes would otherwise let a player's queue grow without end.
+        self._backlog: dict[int, int] = {}
         # A note's bytes are downloaded only when a turn can take them: a raid of many players
         # holds as many attachments in memory as there are turns, not one per raider.
         turns = bot.app.settings.agent.max_concurrent_turns if bot.app is not None else 1
@@ -202,6 +206,9 @@ class VoiceNotes(commands.Cog):
         if retry_after:
             self.turn_away(message, too_fast(retry_after))
             return
+        if self._backlog.get(message.author.id, 0) >= self.settings.flood_notes:
+            self.turn_away(message, say.STILL_ANSWERING, backlog=True)
+            return
         if len(notes) > 1:
             log.info(
                 "message %s from %s has %d notes; answering the first",
@@ -209,7 +216,18 @@ class VoiceNotes(commands.Cog):
                 message.author.id,
                 len(notes),
             )
-        self.bot.track(self.answer(message, notes[0], several=len(notes) > 1))
+        self.schedule(message, notes[0], several=len(notes) > 1)
+
+    def schedule(self, message: discord.Message, note: discord.Attachment, several: bool = False) -> None:
+        """`answer` as work in flight, counted in its player's backlog until it is over."""
+        user = message.author.id
+        self._backlog[user] = self._backlog.get(user, 0) + 1
+        self.bot.track(self.answer(message, note, several)).add_done_callback(lambda _: self._over(user))
+
+    def _over(self, user: int) -> None:
+        self._backlog[user] -= 1
+        if not self._backlog[user]:
+            del self._backlog[user]
 
     def count_once(self, message_id: int) -> bool:
         """Whether this is the first path to weigh the note against a flood limit: only that one
@@ -223,10 +241,15 @@ class VoiceNotes(commands.Cog):
         me = self.bot.user
         return self.settings.answer_mentions and me is not None and me in message.mentions
 
-    def turn_away(self, message: discord.Message, why: str) -> None:
-        """A note over the player's flood limit: not answered, and they hear `why` once a minute."""
-        log.info("flood: note %s from %s not answered", message.id, message.author.id)
-        metrics.note("discord", "refused", "flood")
+    def turn_away(self, message: discord.Message, why: str, backlog: bool = False) -> None:
+        """A note over the player's flood limit, or finding as many of theirs queued (`backlog`):
+        not answered, and they hear `why` once a minute."""
+        if backlog:
+            log.info("backlog: note %s from %s not answered", message.id, message.author.id)
+            metrics.note("discord", "refused", "backlog")
+        else:
+            log.info("flood: note %s from %s not answered", message.id, message.author.id)
+            metrics.note("discord", "refused", "flood")
         self._hint(message, why, "flood")
 
     def _hint(self, message: discord.Message, text: str, kind: str) -> None:

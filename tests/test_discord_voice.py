@@ -655,3 +655,27 @@ def test_the_wait_a_flooding_player_is_told_is_never_zero_seconds():
     # rounding would tell the player to wait 0 seconds, and the note they send at once is refused.
     assert "in 1 seconds" in too_fast(0.3)
     assert "in 60 seconds" in too_fast(59.2)
+
+
+async def test_a_players_queue_is_bounded_when_turns_are_slower_than_the_flood_limit(settings, fake):
+    # The flood limit counts notes arriving; when every turn is slow (a raid) a player within it
+    # would still queue notes faster than they are answered, for hours and without end.
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine, flood_notes=2, flood_seconds=0.2) as h:
+        first = await h.fake.send_note(nova, voice_note())
+        await engine.until_asked(1)  # answering, held
+        second = await h.fake.send_note(nova, voice_note())
+        await asyncio.sleep(0.3)  # past the flood window: only the queue can turn the third away
+        third = await h.fake.send_note(nova, voice_note())
+        (told,) = await answered(h.fake, third, count=1)
+        assert "still answering your earlier notes" in told.content
+        other = await h.fake.send_note(blaze, voice_note())  # another player is still queued
+        engine.hold.set()
+        for note in (first, second, other):
+            await answered(h.fake, note)
+        assert h.fake.replies_to(third["id"]) == [told]
+        voice = h.bot.get_cog("VoiceNotes")
+        async with asyncio.timeout(30):
+            while voice._backlog:  # noqa: ASYNC110 - the last turns are marking their notes answered
+                await asyncio.sleep(0.05)
