@@ -10,6 +10,15 @@ from.
 
 from __future__ import annotations
 
+import math
+
+
+def wait_of(seconds: float) -> str:
+    """A wait as a player reads it: rounded up, so never "0 seconds", and "1 second" alone."""
+    whole = max(1, math.ceil(seconds))
+    return "1 second" if whole == 1 else f"{whole} seconds"
+
+
 # ---- a note that cannot be answered, whichever front end took it -----------------------------
 
 EMPTY_NOTE = "That voice note is empty. Could you record it again?"
@@ -29,17 +38,15 @@ TOO_MANY_WHILE_AWAY = (
     "You sent more notes while I was away than I answer at once; I've answered {count} of them. "
     "Send me again whatever is still unanswered."
 )
-TOO_FAST = "You're sending notes faster than I can answer. Try again in {seconds:.0f} seconds."
+TOO_FAST = "You're sending notes faster than I can answer. Try again in {wait}."
 STILL_ANSWERING = (
     "I'm still answering your earlier notes, so I haven't taken this one. "
     "Please send it again once I've answered them."
 )
 # The web playground: every visitor's notes together are more than it answers at once or a minute.
-PLAYGROUND_BUSY = (
-    "The playground is busy answering other visitors' notes. Try again in {seconds:.0f} seconds."
-)
+PLAYGROUND_BUSY = "The playground is busy answering other visitors' notes. Try again in {wait}."
 UPLOAD_TOO_SLOW = "That note took too long to upload. Please send it again, or a shorter one."
-TICKETS_TOO_FAST = "You're asking for tickets faster than I can look. Try again in {seconds:.0f} seconds."
+TICKETS_TOO_FAST = "You're asking for tickets faster than I can look. Try again in {wait}."
 
 # ---- no answer this time ---------------------------------------------------------------------
 
@@ -253,7 +260,7 @@ DESCRIPTION_TOO_SHORT = (
     "Not filed: that's too short for staff to act on. Tell me in a sentence what went wrong, like "
     "what you bought or did and what happened."
 )
-FILING_TOO_FAST = "You've filed several tickets just now. Please wait {seconds:.0f} seconds before the next."
+FILING_TOO_FAST = "You've filed several tickets just now. Please wait {wait} before the next."
 SLASH_ALREADY_FILED = (
     "You filed this a moment ago as ticket `{ticket_key}`, so I haven't opened another. Ask "
     "`/grievance status` any time."

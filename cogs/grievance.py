@@ -118,7 +118,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         if not retry_after:
             return None
         log.info("flood: /grievance lookup from %s refused", interaction.user.id)
-        return say.TICKETS_TOO_FAST.format(seconds=retry_after)
+        return say.TICKETS_TOO_FAST.format(wait=say.wait_of(retry_after))
 
     async def _run(
         self, interaction: discord.Interaction, tool: str, arguments: dict[str, Any]
@@ -291,7 +291,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 return say.DESCRIPTION_TOO_SHORT
             if retry_after:
                 log.info("flood: /grievance file from %s refused", interaction.user.id)
-                return say.FILING_TOO_FAST.format(seconds=retry_after)
+                return say.FILING_TOO_FAST.format(wait=say.wait_of(retry_after))
             words = (str(interaction.user.id), *complaint_key(category.value, description))
             described = (category.value, description.strip())
             before = await self._filed_before(interaction, words, described)

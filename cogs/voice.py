@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import enum
 import logging
-import math
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
@@ -104,7 +103,7 @@ def carried_attachments(message: discord.Message) -> list[discord.Attachment]:
 
 def too_fast(retry_after: float) -> str:
     """What a player over the flood limit is told: the wait rounded up, so never "0 seconds"."""
-    return say.TOO_FAST.format(seconds=max(1, math.ceil(retry_after)))
+    return say.TOO_FAST.format(wait=say.wait_of(retry_after))
 
 
 def is_audio_attachment(attachment: discord.Attachment) -> bool:

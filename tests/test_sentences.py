@@ -9,6 +9,8 @@ import ast
 import re
 from pathlib import Path
 
+from bot.sentences import wait_of
+
 from .conftest import REPO
 
 # The modules whose strings reach players: front ends, the agent, audio, tools, engines, news.
@@ -113,4 +115,17 @@ def test_the_check_finds_a_sentence_written_in_place(tmp_path: Path) -> None:
         "cogs/talks.py:5: Sorry, I lost your note on the way. Send it again?",
         "cogs/talks.py:6: You have {} tickets open right now.",
         "cogs/talks.py:7: Sorry, I could not look that up: {}",
+    ]
+
+
+def test_a_wait_a_player_reads_is_rounded_up_and_says_second_alone():
+    # Every "try again in ..." and "please wait ..." the bot says: a cooldown's last half second is
+    # never "0 seconds", and one is not "1 seconds".
+    assert [wait_of(s) for s in (0.0, 0.2, 1.0, 1.01, 59.2, 600)] == [
+        "1 second",
+        "1 second",
+        "1 second",
+        "2 seconds",
+        "60 seconds",
+        "600 seconds",
     ]

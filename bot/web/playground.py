@@ -129,7 +129,7 @@ async def ask(request: web.Request) -> web.Response:
     client = security.client_key(request, st.settings.web)
     wait = st.notes.retry_after(client)
     if wait:
-        return _refused(say.TOO_FAST.format(seconds=math.ceil(wait)), 429, "flood", wait)
+        return _refused(say.TOO_FAST.format(wait=say.wait_of(wait)), 429, "flood", wait)
     owner = await _owner(request)
     limits = st.settings.audio
     if request.content_type != "multipart/form-data":
@@ -139,9 +139,9 @@ async def ask(request: web.Request) -> web.Response:
     if (request.content_length or 0) > limits.max_bytes + UPLOAD_SLACK:
         return _refused(too_big_message(request.content_length or 0, limits), 413, "too_big")
     if st.playground_uploads >= st.settings.web.playground_turns * UPLOADS_PER_TURN:
-        return _refused(say.PLAYGROUND_BUSY.format(seconds=BUSY_SECONDS), 429, "busy", BUSY_SECONDS)
+        return _refused(say.PLAYGROUND_BUSY.format(wait=say.wait_of(BUSY_SECONDS)), 429, "busy", BUSY_SECONDS)
     if st.uploads_by_client.get(client, 0) >= UPLOADS_PER_CLIENT:
-        return _refused(say.TOO_FAST.format(seconds=BUSY_SECONDS), 429, "flood", BUSY_SECONDS)
+        return _refused(say.TOO_FAST.format(wait=say.wait_of(BUSY_SECONDS)), 429, "flood", BUSY_SECONDS)
     st.uploads_by_client[client] = st.uploads_by_client.get(client, 0) + 1
     try:
         async with asyncio.timeout(UPLOAD_SECONDS):
@@ -164,10 +164,10 @@ async def ask(request: web.Request) -> web.Response:
     # few turns at once, nor more than its ceiling a minute, and refused rather than queued, so a
     # flood of them holds no turn slot and no connection.
     if st.playground_turns >= st.settings.web.playground_turns:
-        return _refused(say.PLAYGROUND_BUSY.format(seconds=BUSY_SECONDS), 429, "busy", BUSY_SECONDS)
+        return _refused(say.PLAYGROUND_BUSY.format(wait=say.wait_of(BUSY_SECONDS)), 429, "busy", BUSY_SECONDS)
     wait = st.all_notes.retry_after(ALL)
     if wait:
-        return _refused(say.PLAYGROUND_BUSY.format(seconds=math.ceil(wait)), 429, "busy", wait)
+        return _refused(say.PLAYGROUND_BUSY.format(wait=say.wait_of(wait)), 429, "busy", wait)
     context = ToolContext(
         user_id=user_id,
         display_name=st.players[user_id],
@@ -290,7 +290,7 @@ async def tickets(request: web.Request) -> web.Response:
     wait = st.ticket_views.retry_after(security.client_key(request, st.settings.web))
     if wait:
         return web.json_response(
-            {"error": say.TICKETS_TOO_FAST.format(seconds=math.ceil(wait))},
+            {"error": say.TICKETS_TOO_FAST.format(wait=say.wait_of(wait))},
             status=429,
             headers={"Retry-After": str(max(1, math.ceil(wait)))},
         )
