@@ -407,6 +407,33 @@ async def opening(
         raise
 
 
+@contextlib.asynccontextmanager
+async def writing(conn: aiosqlite.Connection, lock: asyncio.Lock) -> AsyncIterator[aiosqlite.Connection]:
+    """A store's write to `conn`, committed inside the block, under `lock` (the one every write of
+    that store takes turns under). A write the database refuses (busy past BUSY_SECONDS, disk
+    full, an I/O error) leaves open the transaction Python's sqlite3 began for it, or that BEGIN
+    began: it would hold the database's write lock against every other process, keep this
+    connection reading the database as it was at that moment, and have each later write here
+    refused as busy, until a restart. Whatever the block leaves open when it fails (or is
+    cancelled) is rolled back, before another write of the store can start: a rollback after the
+    lock is let go would take that write's statements with it."""
+    async with lock:
+        try:
+            yield conn
+        except BaseException:
+            await roll_back(conn)
+            raise
+
+
+async def roll_back(conn: aiosqlite.Connection) -> None:
+    """Roll back what is open on `conn`, if anything. Shielded: a second cancel must not stop it,
+    and aiosqlite still runs the statements already queued, so without it the next commit on the
+    connection would commit half a write nobody was told of. A rollback the database refuses too
+    (the connection is closed) leaves the error being raised the one to tell."""
+    with contextlib.suppress(sqlite3.Error, ValueError):
+        await asyncio.shield(conn.rollback())
+
+
 def naming(path: Path | str, exc: sqlite3.Error) -> sqlite3.Error:
     """`exc` saying which file it is about: SQLite's own words ("file is not a database",
     "database is locked") do not, and the storage folder holds nine databases."""

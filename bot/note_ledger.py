@@ -21,16 +21,16 @@ import fcntl
 import logging
 import os
 import secrets
-import sqlite3
 import struct
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiosqlite
 
 from bot.bounded import remember
-from bot.db import add_missing_columns, first, opening, while_locked
+from bot.db import add_missing_columns, first, opening, while_locked, writing
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +172,7 @@ class NoteLedger:
         """Take the note for answering: True if this process should answer it now. False when it
         was answered or given up on, or another live process is answering it."""
         now = time.time()
-        async with self._lock, self._transaction():
+        async with self._transaction():
             rows = await self._conn.execute_fetchall(
                 "SELECT state, owner, lease_until FROM notes WHERE message_id = ?", (message_id,)
             )
@@ -284,7 +284,7 @@ class NoteLedger:
         # Left so, a restart answers it again. A live process's claim is that one's to mark.
         where = self._unrecorded.get(message_id)
         now = time.time()
-        async with self._lock, self._transaction():
+        async with self._transaction():
             rows = await self._conn.execute_fetchall(
                 "SELECT state, owner, lease_until FROM notes WHERE message_id = ?", (message_id,)
             )
@@ -497,26 +497,15 @@ class NoteLedger:
 
     # ---------------------------------------------------------------------------------------
 
-    def _transaction(self) -> _Immediate:
-        return _Immediate(self._conn)
-
-
-class _Immediate:
-    """BEGIN IMMEDIATE ... COMMIT: the read and the write of a claim hold the write lock
-    together, so two processes cannot both see a note unclaimed."""
-
-    def __init__(self, conn: aiosqlite.Connection) -> None:
-        self._conn = conn
-
-    async def __aenter__(self) -> None:
-        await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
-
-    async def __aexit__(self, kind: object, exc: object, tb: object) -> None:
-        try:
-            await self._conn.execute("COMMIT" if kind is None else "ROLLBACK")
-        except sqlite3.Error:
-            if kind is None:
-                raise
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """BEGIN IMMEDIATE ... COMMIT under the ledger's lock: the read and the write of a claim
+        hold the write lock together, so two processes cannot both see a note unclaimed. What a
+        refused statement or COMMIT leaves open is rolled back (bot.db.writing)."""
+        async with writing(self._conn, self._lock):
+            await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+            yield
+            await self._conn.execute("COMMIT")
 
 
 def holds_beside(ledger: Path) -> Path:

@@ -17,7 +17,6 @@ import secrets
 import sqlite3
 import time
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import aiosqlite
 
 from bot import db as bot_db
 from bot import sentences as say
-from bot.db import add_missing_columns, first, open_read_only, opening, while_locked
+from bot.db import add_missing_columns, first, open_read_only, opening, roll_back, while_locked, writing
 from bot.tools import filed_in, filing_turn, same_complaint
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import UNFILED, GrievanceSpool, spool_line
@@ -470,30 +469,18 @@ class LocalGrievanceStore:
 
     async def _rollback(self) -> None:
         # Half a transaction left open would be committed with the next grievance.
-        try:
-            await self._conn.rollback()
-        except sqlite3.Error:
-            pass
+        await roll_back(self._conn)
 
-    @contextlib.asynccontextmanager
-    async def _writing(self) -> AsyncIterator[None]:
-        """The writers' lock, for a write committed inside it. A write the database refuses (busy
-        past its timeout, disk full) leaves the transaction Python's sqlite3 opened for it: it
-        would hold the database's write lock against every other process, keep this connection
-        reading the snapshot of that moment, and have each later write here refused as busy."""
-        async with self._write_lock:
-            try:
-                yield
-            except BaseException:
-                await self._rollback_cut_short()
-                raise
+    def _writing(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+        """The writers' lock, for a write committed inside it: what a refused write leaves open is
+        rolled back (bot.db.writing)."""
+        return writing(self._conn, self._write_lock)
 
     async def _rollback_cut_short(self) -> None:
         # A filing cancelled mid-way (a shutdown's grace ran out while the database was busy):
         # aiosqlite still runs the statements already queued, so without this rollback the next
         # commit on the connection, anyone's, would commit half a filing nobody was told of.
-        # Shielded: a second cancel must not stop it either.
-        await asyncio.shield(self._rollback())
+        await roll_back(self._conn)
 
     def _keep_cut_short(self, filing_id: str | None, row: dict[str, Any]) -> None:
         """A filing cancelled before its commit (a shutdown's grace ran out while the database

@@ -10,13 +10,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
 import functools
 import hashlib
 import hmac
 import ipaddress
 import secrets
-import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,7 +30,7 @@ from cryptography.fernet import Fernet
 from multidict import MultiDictProxy
 
 from bot.config import ConfigError, Settings, WebSettings
-from bot.db import first, opening
+from bot.db import first, opening, writing
 
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
@@ -111,6 +109,7 @@ class StaffLogins:
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> StaffLogins:
@@ -121,18 +120,11 @@ class StaffLogins:
             return cls(conn)
 
     async def end(self, login: str, until: float) -> None:
-        try:
+        async with writing(self._conn, self._write_lock):
             await self._conn.execute(
                 "INSERT OR IGNORE INTO ended_logins (login, until) VALUES (?, ?)", (login, until)
             )
             await self._conn.commit()
-        except BaseException:
-            # Left open, the transaction sqlite3 began for the refused write would hold web.db's
-            # write lock against another process serving it, and hold the next read here to the
-            # logouts of that moment: one recorded there later would not be seen here.
-            with contextlib.suppress(sqlite3.Error):
-                await asyncio.shield(self._conn.rollback())
-            raise
 
     async def ended(self, login: str) -> bool:
         rows = await self._conn.execute_fetchall("SELECT 1 FROM ended_logins WHERE login = ?", (login,))
