@@ -5,13 +5,14 @@ private never shapes an answer posted where others read it."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
 
 import aiosqlite
 
-from bot.db import add_missing_columns, opening
+from bot.db import add_missing_columns, opening, writing
 from bot.engines.base import PastTurn
 from bot.tools.base import JSON
 
@@ -76,6 +77,7 @@ class ConversationStore:
         self.max_chars = max_chars
         self.idle_seconds = idle_minutes * 60
         self._pruned_at = 0.0
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path | str, max_turns: int, idle_minutes: float) -> ConversationStore:
@@ -92,8 +94,9 @@ class ConversationStore:
 
     async def prune(self, now: float | None = None) -> int:
         """Delete every player's idle conversations; how many turns went."""
-        deleted = await self._delete_idle(time.time() if now is None else now)
-        await self._conn.commit()
+        async with writing(self._conn, self._write_lock):
+            deleted = await self._delete_idle(time.time() if now is None else now)
+            await self._conn.commit()
         return deleted
 
     async def housekeeping(self, now: float | None = None) -> None:
@@ -151,46 +154,48 @@ class ConversationStore:
         at = turn.at or time.time()
         # Conversations idle past the limit can never be read again: this one starts afresh,
         # and the player's others are forgotten rather than kept.
-        await self._conn.execute(
-            "DELETE FROM turns WHERE user_id = ? AND conversation IN (SELECT conversation FROM turns"
-            " WHERE user_id = ? GROUP BY conversation HAVING MAX(at) < ?)",
-            (user_id, user_id, at - self.idle_seconds),
-        )
-        if at - self._pruned_at >= PRUNE_EVERY_SECONDS:
-            await self._delete_idle(at)
-        if request_id:
+        async with writing(self._conn, self._write_lock):
             await self._conn.execute(
-                "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND request_id = ?",
-                (user_id, conversation, request_id),
+                "DELETE FROM turns WHERE user_id = ? AND conversation IN (SELECT conversation FROM turns"
+                " WHERE user_id = ? GROUP BY conversation HAVING MAX(at) < ?)",
+                (user_id, user_id, at - self.idle_seconds),
             )
-        await self._conn.execute(
-            "INSERT INTO turns (user_id, conversation, request_id, at, user_text, reply_text, tool_results,"
-            " audio_id, audio_expires_at, engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                user_id,
-                conversation,
-                request_id,
-                at,
-                turn.user_text,
-                turn.reply_text,
-                json.dumps(turn.tool_results),
-                turn.audio_id,
-                turn.audio_expires_at,
-                turn.engine,
-            ),
-        )
-        # Keep only what history() can return, so the table never grows without bound.
-        await self._conn.execute(
-            "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND id NOT IN (SELECT id FROM"
-            " turns WHERE user_id = ? AND conversation = ? ORDER BY id DESC LIMIT ?)",
-            (user_id, conversation, user_id, conversation, self.max_turns),
-        )
-        await self._conn.commit()
+            if at - self._pruned_at >= PRUNE_EVERY_SECONDS:
+                await self._delete_idle(at)
+            if request_id:
+                await self._conn.execute(
+                    "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND request_id = ?",
+                    (user_id, conversation, request_id),
+                )
+            await self._conn.execute(
+                "INSERT INTO turns (user_id, conversation, request_id, at, user_text, reply_text,"
+                " tool_results, audio_id, audio_expires_at, engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    user_id,
+                    conversation,
+                    request_id,
+                    at,
+                    turn.user_text,
+                    turn.reply_text,
+                    json.dumps(turn.tool_results),
+                    turn.audio_id,
+                    turn.audio_expires_at,
+                    turn.engine,
+                ),
+            )
+            # Keep only what history() can return, so the table never grows without bound.
+            await self._conn.execute(
+                "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND id NOT IN (SELECT id FROM"
+                " turns WHERE user_id = ? AND conversation = ? ORDER BY id DESC LIMIT ?)",
+                (user_id, conversation, user_id, conversation, self.max_turns),
+            )
+            await self._conn.commit()
 
     async def reset(self, user_id: str) -> int:
         """Forget the player's every conversation."""
-        cursor = await self._conn.execute("DELETE FROM turns WHERE user_id = ?", (user_id,))
-        await self._conn.commit()
+        async with writing(self._conn, self._write_lock):
+            cursor = await self._conn.execute("DELETE FROM turns WHERE user_id = ?", (user_id,))
+            await self._conn.commit()
         return cursor.rowcount
 
     async def aclose(self) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
 
-from bot.db import add_missing_columns, first, opening
+from bot.db import add_missing_columns, first, opening, writing
 
 REPLY_MODES = ("voice_and_text", "voice", "file", "text")
 
@@ -34,6 +35,7 @@ class Preferences:
 class PreferenceStore:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
+        self._write_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path | str) -> PreferenceStore:
@@ -49,30 +51,33 @@ class PreferenceStore:
         return Preferences(row["voice"], row["reply_mode"], bool(row["notify"])) if row else Preferences()
 
     async def set_voice(self, user_id: str, voice: str | None) -> None:
-        await self._conn.execute(
-            "INSERT INTO preferences (user_id, voice) VALUES (?, ?) "
-            "ON CONFLICT(user_id) DO UPDATE SET voice = excluded.voice",
-            (user_id, voice),
-        )
-        await self._conn.commit()
+        async with writing(self._conn, self._write_lock):
+            await self._conn.execute(
+                "INSERT INTO preferences (user_id, voice) VALUES (?, ?) "
+                "ON CONFLICT(user_id) DO UPDATE SET voice = excluded.voice",
+                (user_id, voice),
+            )
+            await self._conn.commit()
 
     async def set_reply_mode(self, user_id: str, mode: str) -> None:
         if mode not in REPLY_MODES:
             raise ValueError(f"reply mode must be one of {', '.join(REPLY_MODES)}")
-        await self._conn.execute(
-            "INSERT INTO preferences (user_id, reply_mode) VALUES (?, ?) "
-            "ON CONFLICT(user_id) DO UPDATE SET reply_mode = excluded.reply_mode",
-            (user_id, mode),
-        )
-        await self._conn.commit()
+        async with writing(self._conn, self._write_lock):
+            await self._conn.execute(
+                "INSERT INTO preferences (user_id, reply_mode) VALUES (?, ?) "
+                "ON CONFLICT(user_id) DO UPDATE SET reply_mode = excluded.reply_mode",
+                (user_id, mode),
+            )
+            await self._conn.commit()
 
     async def set_notify(self, user_id: str, on: bool) -> None:
-        await self._conn.execute(
-            "INSERT INTO preferences (user_id, notify) VALUES (?, ?) "
-            "ON CONFLICT(user_id) DO UPDATE SET notify = excluded.notify",
-            (user_id, int(on)),
-        )
-        await self._conn.commit()
+        async with writing(self._conn, self._write_lock):
+            await self._conn.execute(
+                "INSERT INTO preferences (user_id, notify) VALUES (?, ?) "
+                "ON CONFLICT(user_id) DO UPDATE SET notify = excluded.notify",
+                (user_id, int(on)),
+            )
+            await self._conn.commit()
 
     async def aclose(self) -> None:
         await self._conn.close()

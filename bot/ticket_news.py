@@ -63,7 +63,7 @@ import aiosqlite
 from bot import sentences as say
 from bot.audio import ReplyAudio
 from bot.config import NewsSettings
-from bot.db import add_missing_columns, first, opening, while_locked
+from bot.db import add_missing_columns, first, opening, while_locked, writing
 from bot.logs import Outage
 from bot.preferences import Preferences, PreferenceStore
 from bot.tools import filed_in, filing_turn
@@ -370,7 +370,7 @@ class NewsStore:
         an edit that left its status alone, is not told that status again."""
         now = time.time() if now is None else now
         self._pruned_at = now
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             cursor = await self._conn.execute(
                 f"DELETE FROM news WHERE found_at < ? AND {SUPERSEDED}", (iso_at(now - KEEP_TOLD_SECONDS),)
             )
@@ -412,7 +412,7 @@ class NewsStore:
         is not news, and one told a status, moved on and back to it again, is. Per player: staff
         may give a ticket to another player, who knows nothing of what the first one was told. One
         statement, so two processes finding news together compare with each other's."""
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             cursor = await self._conn.execute(
                 "INSERT INTO news (user_id, source, ticket, kind, status, text, found_at, state, held_for,"
                 " marker) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ? WHERE ? IS NULL OR COALESCE((SELECT status"
@@ -450,7 +450,7 @@ class NewsStore:
 
     async def release(self, ids: list[int]) -> None:
         """Held news to be sent after all: the turn it waited for will not tell it."""
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             await self._conn.executemany(
                 "UPDATE news SET state = 'pending' WHERE id = ? AND state = 'held'", [(i,) for i in ids]
             )
@@ -465,7 +465,7 @@ class NewsStore:
         local = [key for key, _ in tickets]
         jira = [key for _, key in tickets if key]
         local_marks, jira_marks = ",".join("?" * len(local)), ",".join("?" * len(jira))
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             cursor = await self._conn.execute(
                 "UPDATE news SET state = 'in_answer', done_at = ? WHERE user_id = ? AND kind = 'filed'"
                 f" AND state IN ('pending', 'held') AND ((source = ? AND ticket IN ({local_marks}))"
@@ -477,7 +477,7 @@ class NewsStore:
 
     async def adopt_local(self, source: str) -> None:
         """News found before sources named their grievance database ("local") is this one's."""
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             # OR IGNORE: a row this database already has (an older version running beside) stays.
             await self._conn.execute("UPDATE OR IGNORE news SET source = ? WHERE source = 'local'", (source,))
             await self._conn.commit()
@@ -508,7 +508,7 @@ class NewsStore:
         """Take pending news for sending, on disk before anything is sent; the ids now ours (news
         another process claimed first is not)."""
         mine = []
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             for news_id in ids:
                 cursor = await self._conn.execute(
                     "UPDATE news SET state = 'sending' WHERE id = ? AND state = 'pending'", (news_id,)
@@ -519,7 +519,7 @@ class NewsStore:
         return mine
 
     async def finish(self, ids: list[int], state: str, error: str | None = None) -> None:
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             await self._conn.executemany(
                 "UPDATE news SET state = ?, done_at = ?, error = ? WHERE id = ?",
                 [(state, utc_now(), error, i) for i in ids],
@@ -529,7 +529,7 @@ class NewsStore:
     async def retry(self, ids: list[int], at: float, error: str, delivery: int | None) -> None:
         """Back to pending, due at `at`: the send never reached Discord. `delivery`: the DM's key,
         kept from its first try (None: an older voxdesk's try, whose nonce is over the ids)."""
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             await self._conn.executemany(
                 "UPDATE news SET state = 'pending', attempts = attempts + 1, next_try_at = ?, error = ?,"
                 " delivery = COALESCE(delivery, ?) WHERE id = ?",
@@ -555,7 +555,7 @@ class NewsStore:
         return str(row[0]) if row else None
 
     async def set_cursor(self, name: str, value: str) -> None:
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             await self._conn.execute(
                 "INSERT INTO cursors (name, value) VALUES (?, ?)"
                 " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
@@ -564,7 +564,7 @@ class NewsStore:
             await self._conn.commit()
 
     async def set_last_channel(self, user_id: str, channel_id: str) -> None:
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             await self._conn.execute(
                 "INSERT INTO last_channel (user_id, channel_id, at) VALUES (?, ?, ?)"
                 " ON CONFLICT (user_id) DO UPDATE SET channel_id = excluded.channel_id, at = excluded.at",
@@ -581,7 +581,7 @@ class NewsStore:
 
     async def claim_closed_notice(self, user_id: str) -> bool:
         """True the first time since DMs to this player last went through: tell them, once."""
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             cursor = await self._conn.execute(
                 "INSERT INTO dms_closed (user_id, told_at) VALUES (?, ?) ON CONFLICT (user_id) DO NOTHING",
                 (user_id, utc_now()),
@@ -591,7 +591,7 @@ class NewsStore:
 
     async def dms_open(self, user_id: str) -> None:
         """A DM went through: should they close their DMs again, they are told again."""
-        async with self._lock:
+        async with writing(self._conn, self._lock):
             await self._conn.execute("DELETE FROM dms_closed WHERE user_id = ?", (user_id,))
             await self._conn.commit()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import logging
 from pathlib import Path
@@ -11,7 +12,7 @@ import aiosqlite
 from bot import metrics
 from bot import sentences as say
 from bot.config import UsageSettings
-from bot.db import first, opening
+from bot.db import first, opening, writing
 from bot.engines.base import Usage
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class UsageMeter:
         self.model = model
         self._pruned_on = ""  # the day of the last prune
         self._unpriced: set[str] = set()  # models already warned of having no price row
+        self._write_lock = asyncio.Lock()
 
     def expect(self, models: list[str]) -> None:
         """Warn now of the models turns will be billed by that have no price row."""
@@ -105,10 +107,11 @@ class UsageMeter:
         day, so a process with no other housekeeping (the web desk alone) stays bounded too."""
         self._pruned_on = self.today()
         first = (dt.date.fromisoformat(self._pruned_on) - dt.timedelta(days=KEEP_DAYS - 1)).isoformat()
-        await self._conn.execute("DELETE FROM usage WHERE day < ?", (first,))
-        # "2026-11-20T14" sorts after "2026-11-20": the first day's hours stay.
-        await self._conn.execute("DELETE FROM turns_by_hour WHERE hour < ?", (first,))
-        await self._conn.commit()
+        async with writing(self._conn, self._write_lock):
+            await self._conn.execute("DELETE FROM usage WHERE day < ?", (first,))
+            # "2026-11-20T14" sorts after "2026-11-20": the first day's hours stay.
+            await self._conn.execute("DELETE FROM turns_by_hour WHERE hour < ?", (first,))
+            await self._conn.commit()
 
     @staticmethod
     def today() -> str:
@@ -150,33 +153,35 @@ class UsageMeter:
             await self.prune()
         usage = usage or Usage()
         cost = self.cost(usage) if engine == "openai" else 0.0
-        await self._conn.execute(
-            "INSERT INTO usage (day, user_id, turns, text_in, text_out, audio_in, audio_out, audio_seconds,"
-            " cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(day, user_id) DO UPDATE SET"
-            " turns = turns + excluded.turns, text_in = text_in + excluded.text_in,"
-            " text_out = text_out + excluded.text_out, audio_in = audio_in + excluded.audio_in,"
-            " audio_out = audio_out + excluded.audio_out,"
-            " audio_seconds = audio_seconds + excluded.audio_seconds,"
-            " cost_usd = cost_usd + excluded.cost_usd",
-            (
-                self.today(),
-                user_id,
-                turns,
-                usage.text_in,
-                usage.text_out,
-                usage.audio_in,
-                usage.audio_out,
-                audio_seconds,
-                cost,
-            ),
-        )
-        if turns:
+        async with writing(self._conn, self._write_lock):
             await self._conn.execute(
-                "INSERT INTO turns_by_hour (hour, turns) VALUES (?, ?)"
-                " ON CONFLICT(hour) DO UPDATE SET turns = turns + excluded.turns",
-                (dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H"), turns),
+                "INSERT INTO usage (day, user_id, turns, text_in, text_out, audio_in, audio_out,"
+                " audio_seconds, cost_usd) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+                " ON CONFLICT(day, user_id) DO UPDATE SET"
+                " turns = turns + excluded.turns, text_in = text_in + excluded.text_in,"
+                " text_out = text_out + excluded.text_out, audio_in = audio_in + excluded.audio_in,"
+                " audio_out = audio_out + excluded.audio_out,"
+                " audio_seconds = audio_seconds + excluded.audio_seconds,"
+                " cost_usd = cost_usd + excluded.cost_usd",
+                (
+                    self.today(),
+                    user_id,
+                    turns,
+                    usage.text_in,
+                    usage.text_out,
+                    usage.audio_in,
+                    usage.audio_out,
+                    audio_seconds,
+                    cost,
+                ),
             )
-        await self._conn.commit()
+            if turns:
+                await self._conn.execute(
+                    "INSERT INTO turns_by_hour (hour, turns) VALUES (?, ?)"
+                    " ON CONFLICT(hour) DO UPDATE SET turns = turns + excluded.turns",
+                    (dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H"), turns),
+                )
+            await self._conn.commit()
         tokens = {k: getattr(usage, k) for k in ("text_in", "text_out", "audio_in", "audio_out")}
         metrics.usage(engine, tokens, cost)
         if engine == "openai":

@@ -569,3 +569,119 @@ async def test_backup_export_and_check_count_a_database_only_in_its_log(settings
     assert [g["description"] for g in held["grievances"]["grievances"]] == [
         "charged twice for the season pass"
     ]
+
+
+class Writes:
+    """How one store writes a row of player `n`, whether it sees that row, and the SQL another
+    process counts those rows with."""
+
+    def __init__(
+        self,
+        write: Callable[[Any, int], Awaitable[Any]],
+        sees: Callable[[Any, int], Awaitable[bool]],
+        count: str,
+        refused: str,
+    ) -> None:
+        self.write, self.sees, self.count = write, sees, count
+        self.refused = refused  # the trigger event a full disk is played by
+
+
+def every_write() -> dict[str, Writes]:
+    """A write of each store that writes (the grievance store's in test_tools.py), by its file."""
+    from bot.turns import PastTurn
+
+    async def append(store: Any, n: int) -> None:
+        await store.append(f"player{n}", PastTurn("where is my refund", "on its way"), "dm", f"note{n}")
+
+    async def in_history(store: Any, n: int) -> bool:
+        return len(await store.history(f"player{n}", "dm")) == 1
+
+    async def voice_kept(store: Any, n: int) -> bool:
+        return (await store.get(f"player{n}")).voice == "alloy"
+
+    async def claimed(store: Any, n: int) -> bool:
+        return await store.seen([n]) == {n}
+
+    async def used(store: Any, n: int) -> bool:
+        return (await store.today_for(f"player{n}")).get("turns") == 1
+
+    async def told(store: Any, n: int) -> bool:
+        return len(await store.told(f"player{n}")) == 1
+
+    async def ended(store: Any, n: int) -> bool:
+        return await store.ended(f"staff{n}")
+
+    return {
+        "conversations.db": Writes(append, in_history, "SELECT COUNT(*) FROM turns", "INSERT ON turns"),
+        "preferences.db": Writes(
+            lambda s, n: s.set_voice(f"player{n}", "alloy"),
+            voice_kept,
+            "SELECT COUNT(*) FROM preferences",
+            "INSERT ON preferences",
+        ),
+        "notes.db": Writes(
+            lambda s, n: s.claim(n, 7, f"player{n}"), claimed, "SELECT COUNT(*) FROM notes", "INSERT ON notes"
+        ),
+        "news.db": Writes(
+            lambda s, n: s.add(f"player{n}", "grievances", f"GRV-{n}", "filed", "open", "Filed."),
+            told,
+            "SELECT COUNT(*) FROM news",
+            "INSERT ON news",
+        ),
+        # The turn's hour is written after its player's day: refused, the day must not stay.
+        "usage.db": Writes(
+            lambda s, n: s.record(f"player{n}", "offline", None, 2.0),
+            used,
+            "SELECT COUNT(*) FROM usage",
+            "INSERT ON turns_by_hour",
+        ),
+        "web.db": Writes(
+            lambda s, n: s.end(f"staff{n}", 4_000_000_000.0),
+            ended,
+            "SELECT COUNT(*) FROM ended_logins",
+            "INSERT ON ended_logins",
+        ),
+    }
+
+
+REFUSALS = [
+    pytest.param(name, refusal, id=f"{name}-{refusal}")
+    for name in every_write()
+    for refusal in ("busy", "full")
+    # The ledger's BEGIN IMMEDIATE is tried again while busy, for BUSY_SECONDS.
+    if (name, refusal) != ("notes.db", "busy")
+]
+
+
+@pytest.mark.parametrize(("name", "refusal"), REFUSALS)
+async def test_a_write_the_database_refuses_leaves_the_store_free_and_current(
+    tmp_path: Path, name: str, refusal: str
+) -> None:
+    # Left open, the transaction of a refused write would hold the database's write lock against
+    # every other process (a full disk), or hold this store to the database as it was (busy):
+    # another process's writes unseen, and each later write here refused, until a restart.
+    path = tmp_path / name
+    writes = every_write()[name]
+    store = await every_store()[name](path)
+    another_bot = await every_store()[name](path)
+    await store._conn.execute("PRAGMA busy_timeout=100")  # not the production 30 s
+    other = sqlite3.connect(path, timeout=1, isolation_level=None)
+    try:
+        if refusal == "busy":
+            other.execute("BEGIN EXCLUSIVE")
+        else:
+            full = "SELECT RAISE(FAIL, 'database or disk is full')"
+            other.execute(f"CREATE TRIGGER refuse BEFORE {writes.refused} BEGIN {full}; END")
+        with pytest.raises(sqlite3.DatabaseError, match="locked" if refusal == "busy" else "full"):
+            await writes.write(store, 0)
+        other.execute("ROLLBACK" if refusal == "busy" else "DROP TRIGGER refuse")
+        assert not await writes.sees(store, 1)  # the store's next read (a budget, a history)...
+        await writes.write(another_bot, 1)  # ... then a write of another bot on this storage
+        assert await writes.sees(store, 1)
+        await writes.write(store, 2)
+        assert await writes.sees(another_bot, 2)
+        assert other.execute(writes.count).fetchone()[0] == 2  # nothing of the refused write
+    finally:
+        other.close()
+        await another_bot.aclose()
+        await store.aclose()
