@@ -688,42 +688,38 @@ class LocalGrievanceStore:
         database refuses."""
         digest = _words_hash(user_id, words)
         now = time.time()
-        async with self._write_lock:
-            try:
-                await self._begin_claim()
-                # Pruned by every claim: the table holds only the claims of the last `within`.
-                await self._conn.execute(
-                    "DELETE FROM lately_filed WHERE at < ? AND lease_until < ?", (now - within, now)
+        async with self._writing():
+            await self._begin_claim()
+            # Pruned by every claim: the table holds only the claims of the last `within`.
+            await self._conn.execute(
+                "DELETE FROM lately_filed WHERE at < ? AND lease_until < ?", (now - within, now)
+            )
+            row = first(
+                await self._conn.execute_fetchall(
+                    "SELECT turn, at, lease_until, kept FROM lately_filed WHERE words_hash = ?",
+                    (digest,),
                 )
-                row = first(
-                    await self._conn.execute_fetchall(
-                        "SELECT turn, at, lease_until, kept FROM lately_filed WHERE words_hash = ?",
-                        (digest,),
-                    )
-                )
-                if row is not None and row["turn"] == turn:
-                    # The same command in two processes (both bots of a deploy get it): filed
-                    # once by its filing id, and each told it was filed.
+            )
+            if row is not None and row["turn"] == turn:
+                # The same command in two processes (both bots of a deploy get it): filed
+                # once by its filing id, and each told it was filed.
+                await self._conn.rollback()
+                return Lately()
+            if row is not None and now - row["at"] < within:
+                found = await self._lately(user_id, str(row["turn"]), row["kept"])
+                if found.key not in (None, *finished) or found.kept is not None:
                     await self._conn.rollback()
-                    return Lately()
-                if row is not None and now - row["at"] < within:
-                    found = await self._lately(user_id, str(row["turn"]), row["kept"])
-                    if found.key not in (None, *finished) or found.kept is not None:
-                        await self._conn.rollback()
-                        return found
-                    if found.key is None and row["lease_until"] > now:
-                        await self._conn.rollback()
-                        return Lately(busy=True)
-                await self._conn.execute(
-                    "INSERT INTO lately_filed (words_hash, turn, at, lease_until) VALUES (?, ?, ?, ?)"
-                    " ON CONFLICT (words_hash) DO UPDATE SET turn = excluded.turn, at = excluded.at,"
-                    " lease_until = excluded.lease_until, kept = NULL",
-                    (digest, turn, now, now + FILING_LEASE_SECONDS),
-                )
-                await self._conn.commit()
-            except BaseException:
-                await self._rollback_cut_short()
-                raise
+                    return found
+                if found.key is None and row["lease_until"] > now:
+                    await self._conn.rollback()
+                    return Lately(busy=True)
+            await self._conn.execute(
+                "INSERT INTO lately_filed (words_hash, turn, at, lease_until) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (words_hash) DO UPDATE SET turn = excluded.turn, at = excluded.at,"
+                " lease_until = excluded.lease_until, kept = NULL",
+                (digest, turn, now, now + FILING_LEASE_SECONDS),
+            )
+            await self._conn.commit()
         return Lately()
 
     async def _begin_claim(self) -> None:
@@ -742,24 +738,20 @@ class LocalGrievanceStore:
         player was told), or neither, and then a repeat may file them."""
         digest = _words_hash(user_id, words)
         mine = "words_hash = ? AND turn = ?"
-        async with self._write_lock:
-            try:
-                if filed:
-                    # Its grievance, found by its filing id, tells a repeat its key.
-                    await self._conn.execute(
-                        f"UPDATE lately_filed SET lease_until = 0 WHERE {mine}", (digest, turn)
-                    )
-                elif kept is not None:
-                    await self._conn.execute(
-                        f"UPDATE lately_filed SET kept = ?, lease_until = 0 WHERE {mine}",
-                        (kept, digest, turn),
-                    )
-                else:
-                    await self._conn.execute(f"DELETE FROM lately_filed WHERE {mine}", (digest, turn))
-                await self._conn.commit()
-            except BaseException:
-                await self._rollback_cut_short()
-                raise
+        async with self._writing():
+            if filed:
+                # Its grievance, found by its filing id, tells a repeat its key.
+                await self._conn.execute(
+                    f"UPDATE lately_filed SET lease_until = 0 WHERE {mine}", (digest, turn)
+                )
+            elif kept is not None:
+                await self._conn.execute(
+                    f"UPDATE lately_filed SET kept = ?, lease_until = 0 WHERE {mine}",
+                    (kept, digest, turn),
+                )
+            else:
+                await self._conn.execute(f"DELETE FROM lately_filed WHERE {mine}", (digest, turn))
+            await self._conn.commit()
 
     def keep_cut_short(self, user_id: str, category: str, description: str, turn: str) -> None:
         """A filing of `turn` cut short before it reached `register` (a shutdown's grace ran out
@@ -1076,18 +1068,14 @@ class LocalGrievanceStore:
             " AND local_key IS NOT NULL)))"
         )
         args = (user_id, len(turn), turn, *keys, *keys, user_id, len(turn), turn)
-        async with self._write_lock:
+        async with self._writing():
             rows = await self._conn.execute_fetchall(
                 f"SELECT local_key, remote_key FROM grievances WHERE {named}", args
             )
             if not rows:  # the usual answer: a ticket filed as the player asked, no write needed
                 return []
-            try:
-                await self._conn.execute(f"UPDATE grievances SET filed_late = 0 WHERE {named}", args)
-                await self._conn.commit()
-            except sqlite3.Error:
-                await self._rollback()
-                raise
+            await self._conn.execute(f"UPDATE grievances SET filed_late = 0 WHERE {named}", args)
+            await self._conn.commit()
         return [(str(row["local_key"]), row["remote_key"]) for row in rows]
 
     async def drop_news_events(self, up_to: int) -> None:
