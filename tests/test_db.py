@@ -685,3 +685,32 @@ async def test_a_write_the_database_refuses_leaves_the_store_free_and_current(
         other.close()
         await another_bot.aclose()
         await store.aclose()
+
+
+async def test_a_refused_write_is_rolled_back_whole_while_another_write_goes_through(tmp_path: Path) -> None:
+    # A note answered again replaces its first turn: deleted, then the new one inserted. Refused
+    # at the insert while another player's turn is written on the same connection, the delete
+    # must go with it, not be committed by the other write: the player would lose the turn.
+    from bot.conversations import ConversationStore
+    from bot.turns import PastTurn
+
+    path = tmp_path / "conversations.db"
+    store = await ConversationStore.open(path, 10, 30)
+    other = sqlite3.connect(path, timeout=1, isolation_level=None)
+    try:
+        await store.append("nova", PastTurn("where is my refund", "on its way"), "dm", "note1")
+        other.execute(
+            "CREATE TRIGGER refuse BEFORE INSERT ON turns WHEN NEW.user_id = 'nova'"
+            " BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END"
+        )
+        again, beside = await asyncio.gather(
+            store.append("nova", PastTurn("where is my refund", "sent today"), "dm", "note1"),
+            store.append("blaze", PastTurn("how many points", "1200"), "dm", "note2"),
+            return_exceptions=True,
+        )
+        assert isinstance(again, sqlite3.DatabaseError) and beside is None
+        said = other.execute("SELECT user_id, reply_text FROM turns ORDER BY id").fetchall()
+        assert said == [("nova", "on its way"), ("blaze", "1200")]
+    finally:
+        other.close()
+        await store.aclose()
