@@ -1452,23 +1452,41 @@ async def test_a_read_in_flight_never_makes_a_filing_give_up_on_a_busy_database(
     db = tmp_path / "grievances.db"
     store = await LocalGrievanceStore.open(db)
     earlier = [await store.register(NOVA, "other", f"lag in match {n}") for n in (1, 2)]
-    real = aiosqlite.Cursor.fetchall
+    reading, release, inserting = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    listing: asyncio.Task[list] | None = None
+    real = aiosqlite.Connection._execute
 
-    async def slow(self):  # type: ignore[no-untyped-def] # the gap between a statement and its rows
-        await asyncio.sleep(0.3)
-        return await real(self)
+    # Every aiosqlite call, execute_fetchall or a cursor's, is one job handed to the connection's
+    # thread here: the reader is held between its listing's first job and whatever it awaits next,
+    # which is where a statement left open (rows fetched in a later await) holds a read transaction.
+    async def slow_reader(self, fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+        sql = args[0] if args and isinstance(args[0], str) else ""
+        if sql.startswith("INSERT INTO grievances"):
+            inserting.set()
+        done = await real(self, fn, *args, **kwargs)
+        if asyncio.current_task() is listing and sql.startswith("SELECT") and not reading.is_set():
+            reading.set()
+            await release.wait()
+        return done
 
-    monkeypatch.setattr(aiosqlite.Cursor, "fetchall", slow)
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", slow_reader)
     locker = sqlite3.connect(db, isolation_level=None)
     try:
+        # Staff set a status by hand: a write, so a read transaction begun before it commits can
+        # never become a write after, however long it waits.
         locker.execute("BEGIN IMMEDIATE")
-        asyncio.get_running_loop().call_later(0.6, locker.execute, "COMMIT")
+        locker.execute("UPDATE grievances SET status = 'in progress' WHERE local_key = ?", (earlier[0].key,))
         listing = asyncio.create_task(store.status(NOVA))
-        await asyncio.sleep(0.05)
-        ticket = await store.register(NOVA, "wallet", "charged twice")  # not "kept for later"
+        await asyncio.wait_for(reading.wait(), 30)
+        filing = asyncio.create_task(store.register(NOVA, "wallet", "charged twice"))
+        await asyncio.wait_for(inserting.wait(), 30)
+        locker.execute("COMMIT")
+        ticket = await filing  # not "kept for later"
+        release.set()
         assert ticket.key and len(await listing) == 2
         assert [g.key for g in await store.status(NOVA)] == [ticket.key, *(g.key for g in reversed(earlier))]
     finally:
+        release.set()
         locker.close()
         await store.aclose()
 
