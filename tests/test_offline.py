@@ -235,8 +235,51 @@ def test_a_note_is_heard_the_same_whatever_was_heard_before_it(settings) -> None
     assert [recognizer.recognize(note).alternatives for _ in range(2)] == [first, first]
 
 
+# A Unix datagram socket's path, where a test's worker job sends "pid size" as it begins a note.
+JOBS_BEGUN = "VOXDESK_TEST_JOBS_BEGUN"
+
+
+def _tell_job_begun(pcm: bytes) -> None:
+    import os
+    import socket
+
+    if begun := os.environ.get(JOBS_BEGUN):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as told:
+            told.sendto(f"{os.getpid()} {len(pcm)}".encode(), begun)
+
+
+def _hear_telling(pcm: bytes, rate: int) -> Transcript:
+    from bot.engines.offline.hearing import _hear_in_worker
+
+    _tell_job_begun(pcm)
+    return _hear_in_worker(pcm, rate)
+
+
+async def jobs_begun(tmp_path, monkeypatch):  # type: ignore[no-untyped-def]
+    """(pid, note size) of each worker job begun, as `_tell_job_begun` tells them, and the socket
+    to close. Set before the pool spawns its workers, which take it from the environment."""
+    import asyncio
+    import socket
+
+    begun: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+
+    class Told(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: object) -> None:
+            pid, size = data.split()
+            begun.put_nowait((int(pid), int(size)))
+
+    path = str(tmp_path / "begun.sock")
+    told, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        Told, local_addr=path, family=socket.AF_UNIX
+    )
+    monkeypatch.setenv(JOBS_BEGUN, path)
+    return begun, told
+
+
 @pytest.mark.timeout(180)  # speech workers start twice (imports, models): slow on a busy machine
-async def test_notes_are_decoded_in_worker_processes_and_a_dead_worker_loses_no_note(settings) -> None:
+async def test_notes_are_decoded_in_worker_processes_and_a_dead_worker_loses_no_note(
+    settings, tmp_path, monkeypatch
+) -> None:
     """pocketsphinx holds the GIL while it decodes: in this process it would stall the bot."""
     import asyncio
     import os
@@ -244,19 +287,28 @@ async def test_notes_are_decoded_in_worker_processes_and_a_dead_worker_loses_no_
 
     from bot.engines.offline.hearing import WorkerHearing
 
+    class Telling(WorkerHearing):  # the real workers and recogniser; each job tells it has begun
+        job = staticmethod(_hear_telling)
+
     pcm, rate = speak_pcm("How many points do I have?", "en-us+m2", 160)
-    hearing = WorkerHearing(settings.storage_dir / "speech", workers=2)
+    begun, told = await jobs_begun(tmp_path, monkeypatch)
+    hearing = Telling(settings.storage_dir / "speech", workers=2)
     try:
         workers = await hearing.start()
         first = await hearing.hear(pcm, rate)
         in_flight = [asyncio.ensure_future(hearing.hear(pcm * 8, rate)) for _ in range(3)]
-        await asyncio.sleep(0.3)  # the workers are decoding when they die
+        decoding: set[int] = set()
+        while not workers <= decoding:  # the workers are decoding when they die
+            pid, size = await asyncio.wait_for(begun.get(), 60)
+            if size == len(pcm) * 8:
+                decoding.add(pid)
         for pid in workers:
             os.kill(pid, signal.SIGKILL)
         again = await asyncio.gather(*in_flight)
         fresh = await hearing.start()
     finally:
         await hearing.aclose()
+        told.close()
     assert workers and os.getpid() not in workers
     assert router.decide(first).name == "get_player_stats"
     assert all(router.decide(t).name == "get_player_stats" for t in again)
@@ -301,18 +353,11 @@ async def test_a_note_that_crashes_its_worker_gets_an_apology_and_takes_no_other
     )
 
 
-# A Unix datagram socket's path, where `_slow_pid` sends its worker's pid as it begins a job.
-JOBS_BEGUN = "VOXDESK_TEST_JOBS_BEGUN"
-
-
 def _slow_pid(pcm: bytes, rate: int) -> int:  # a worker's job that takes a while and loads nothing
     import os
-    import socket
     import time
 
-    if begun := os.environ.get(JOBS_BEGUN):
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as told:
-            told.sendto(str(os.getpid()).encode(), begun)
+    _tell_job_begun(pcm)
     time.sleep(0.5)
     return os.getpid()
 
@@ -325,7 +370,6 @@ async def test_a_worker_killed_in_a_raid_starts_no_more_lone_workers_than_the_po
     import multiprocessing
     import os
     import signal
-    import socket
     from concurrent.futures import ProcessPoolExecutor
 
     from bot.engines.offline.hearing import WorkerHearing
@@ -336,22 +380,13 @@ async def test_a_worker_killed_in_a_raid_starts_no_more_lone_workers_than_the_po
         def _new_pool(self, workers: int) -> ProcessPoolExecutor:
             return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
-    begun: asyncio.Queue[int] = asyncio.Queue()
-
-    class Told(asyncio.DatagramProtocol):
-        def datagram_received(self, data: bytes, addr: object) -> None:
-            begun.put_nowait(int(data))
-
-    path = str(tmp_path / "begun.sock")
-    loop = asyncio.get_running_loop()
-    told, _ = await loop.create_datagram_endpoint(Told, local_addr=path, family=socket.AF_UNIX)
-    monkeypatch.setenv(JOBS_BEGUN, path)  # the workers, spawned, take it from the environment
+    begun, told = await jobs_begun(tmp_path, monkeypatch)
     hearing = Light(settings.storage_dir / "speech", workers=2)
     try:
         pids = await hearing.start()
         notes = [asyncio.ensure_future(hearing.hear(bytes(2), 16_000)) for _ in range(8)]
         # The OOM killer takes a worker in the middle of a note: one of those that have begun one.
-        while (busy := await asyncio.wait_for(begun.get(), 60)) not in pids:
+        while (busy := (await asyncio.wait_for(begun.get(), 60))[0]) not in pids:
             pass
         os.kill(busy, signal.SIGKILL)
         peak = 0
