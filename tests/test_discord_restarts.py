@@ -1152,6 +1152,28 @@ async def test_a_kept_note_discord_refuses_to_fetch_is_given_up_with_one_line(se
     assert said == [f"could not fetch note {note['id']}: 403 Missing Access; giving it up"]
 
 
+@pytest.mark.parametrize("told", [True, False], ids=["told", "cache-behind"])
+async def test_a_kept_note_in_a_channel_the_bot_may_no_longer_read_is_given_up_with_one_line(
+    settings, fake, caplog, told
+) -> None:
+    # An admin took Read Message History from the bot after another process kept a channel note
+    # for it: Discord refuses the fetch of one message there (403 50001), as it would at every
+    # recheck. The note is given up at once, in one line, not fetched until it is too old.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    fake.expect_refusals()
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await settle(fake)  # the start-up catch-up is done: only the recheck finds the note
+        note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        await fake.deny(ALLOWED_CHANNEL, READ_MESSAGE_HISTORY, tell_the_bot=told)
+        await kept_by_another_process(settings, note, ALLOWED_CHANNEL, str(nova.id))
+        assert await expired(h.bot.core.notes, note)
+        await settle(fake)  # rechecks go on
+    fetched = [r for r in fake.received if r.kind == "get_message" and r.path.endswith(f"/{note['id']}")]
+    assert [r.error for r in fetched] == [50001] and answers(fake, note) == 0
+    said = [r.getMessage() for r in caplog.records if str(note["id"]) in r.getMessage()]
+    assert said == [f"could not fetch note {note['id']}: 403 Missing Access; giving it up"]
+
+
 async def expired(ledger: NoteLedger, note: dict, within: float = 15.0) -> bool:
     async with asyncio.timeout(within):
         while True:

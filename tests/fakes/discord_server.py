@@ -87,6 +87,7 @@ DEFERRED_FLAGS = EPHEMERAL_FLAG  # "the only valid flag" on a deferred callback
 EDIT_FLAGS = SUPPRESS_EMBEDS | COMPONENTS_V2 | EPHEMERAL_FLAG  # EPHEMERAL is ignored on an edit
 MENTION_TYPES = {"users", "roles", "everyone"}
 SEND_MESSAGES, ATTACH_FILES, READ_MESSAGE_HISTORY = 1 << 11, 1 << 15, 1 << 16
+VIEW_CHANNEL = 1 << 10
 ADD_REACTIONS = 1 << 6
 SEND_VOICE_MESSAGES = 1 << 46
 SEND_MESSAGES_IN_THREADS = 1 << 38
@@ -417,8 +418,8 @@ class FakeDiscord(Strict):
         # of a note and its next request about it.
         self.after_fetch: Callable[[Received], Awaitable[None]] | None = None
         # Guild channel id → the permissions its overwrites deny @everyone, the bot included (see
-        # deny()). Discord refuses what they forbid with 403 50013, and a history read without
-        # Read Message History is an empty list.
+        # deny()). Discord refuses what they forbid with 403 50013, a history read without
+        # Read Message History is an empty list, and a GET of one message 403 50001.
         self.denied: dict[int, int] = {}
         # The bot's permissions in the guild (its role), before any channel's overwrites: what the
         # invite asks for. A test adds MANAGE_THREADS for a server that made the bot a moderator.
@@ -1653,6 +1654,13 @@ class FakeDiscord(Strict):
         channel_id = int(request.match_info["channel_id"])
         record = Received("get_message", request.method, request.path, channel_id)
         try:
+            # Unlike a history read (an empty page), one message of a guild channel "requires the
+            # VIEW_CHANNEL and READ_MESSAGE_HISTORY permissions": without them, Missing Access.
+            if not self._bot_may(channel_id, VIEW_CHANNEL | READ_MESSAGE_HISTORY):
+                self._refuse_as_discord(
+                    f"GET message in channel {channel_id} without View Channel and Read Message History",
+                    DiscordError(403, 50001, "Missing Access"),
+                )
             message = self._as_read(self._stored(channel_id, request.match_info["message_id"]))
         except DiscordError as exc:
             record.error = exc.code
