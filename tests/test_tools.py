@@ -201,6 +201,35 @@ async def test_a_failed_read_of_every_total_fails_its_waiters_rather_than_each_t
     assert len(reads) == 3  # one failed read for them all
 
 
+async def test_a_cancelled_reader_of_every_total_leaves_its_waiters_to_read_them() -> None:
+    """The player whose summary reads the totals may have their turn cancelled (a shutdown, a
+    page closed on the playground): the players who waited for that read are not cancelled with
+    it, one of them reads instead."""
+    from bot.tools.stats_sql import TOTALS, Ranking
+
+    reads: list[str] = []
+    reading, release = asyncio.Event(), asyncio.Event()
+
+    async def fetch(sql: str, params: object) -> list[tuple[int]]:
+        assert sql == TOTALS
+        reads.append(sql)
+        reading.set()
+        await release.wait()
+        return [(10,), (30,), (20,)]
+
+    ranking = Ranking()
+    reader = asyncio.create_task(ranking.place(fetch, 25))
+    await reading.wait()
+    waiters = [asyncio.create_task(ranking.place(fetch, 25)) for _ in range(3)]
+    await asyncio.sleep(0)
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    release.set()
+    assert await asyncio.gather(*waiters, return_exceptions=True) == [(2, 3)] * 3
+    assert len(reads) == 2  # the cancelled read, and one for the waiters
+
+
 async def test_a_model_cannot_ask_for_another_players_stats(settings, scripted_app_engine) -> None:
     async with running_app(settings, scripted_app_engine) as app:
         sneaky = await app.toolbox.run(

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
 import logging
 import time
 from array import array
@@ -84,9 +83,9 @@ class Ranking:
         while self._read_at is None or self._clock() - self._read_at >= self._seconds:
             if self._read is not None:
                 read = self._read
-                # Shielded: a waiter's turn cancelled must not cancel the reader's outcome.
-                with contextlib.suppress(Exception):
-                    await asyncio.shield(read)
+                # Not shielded: a read cancelled with its reader's turn would be raised here, in a
+                # turn nobody cancelled. asyncio.wait raises neither its outcome nor cancels it.
+                await asyncio.wait({read})
                 if read.cancelled():
                     continue  # the reader's turn was cancelled: another reads
                 if (failed := read.exception()) is not None:
