@@ -1105,3 +1105,34 @@ async def test_a_model_lookup_that_hangs_at_start_up_is_not_waited_for_and_tried
     assert len(lookups) == 1  # not tried again
     assert lookups[0]["x-stainless-read-timeout"] == "0.5"  # not openai.timeout_seconds (2 here)
     assert "could not check model gpt-audio-1.5: APITimeoutError" in caplog.text
+
+
+async def test_an_exhausted_quota_pauses_only_until_credit_answers_and_other_429s_stay_ready(
+    storage, fake, caplog
+) -> None:
+    """The pause an exhausted quota sets ends: once it is over, the request that OpenAI answers
+    makes the bot ready again and says so. A rate limit's 429 is not mistaken for one."""
+    from bot.engines.openai import create_openai_engine
+    from tests.web_helpers import web_client
+
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    fake.failures = [Failure(status=429, code="insufficient_quota")]
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="offline")
+    engine = await create_openai_engine(settings)
+    async with web_client(settings, engine=engine) as (client, core):
+        spent = await core.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        assert (await (await client.get("/healthz")).json())["checks"]["engine"]["ok"] is False
+        engine.chat_gate.until = 0.0  # the pause's 300 s are over: credit was added meanwhile
+        fake.script = [answer("You have 100 points.")]
+        paid = await core.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        healthy = (await (await client.get("/healthz")).json())["checks"]["engine"]["ok"]
+        fake.failures = [Failure(status=429, retry_after=60)]
+        limited = await core.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        still = (await (await client.get("/healthz")).json())["checks"]["engine"]["ok"]
+    await engine.aclose()
+    assert (spent.engine, paid.engine, limited.engine) == ("offline", "openai", "offline")
+    assert paid.text == "You have 100 points."
+    assert healthy is True and still is True
+    assert any(
+        "answers again" in r.getMessage() and "insufficient_quota" in r.getMessage() for r in caplog.records
+    )
