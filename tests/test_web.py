@@ -826,6 +826,33 @@ async def test_a_copied_staff_cookie_opens_nothing_after_logout_or_a_new_passwor
         assert await desk_with(second, client.app) == 303
 
 
+@pytest.mark.parametrize(
+    ("page", "database", "table"),
+    [("/desk/charts", "usage", "usage"), ("/desk/ticket/GRV-10", "ticket news", "news")],
+)
+async def test_a_desk_page_names_the_database_that_did_not_answer(
+    settings, page: str, database: str, table: str
+) -> None:
+    """The desk reads more than the grievance database: the charts read the usage database, a
+    ticket the last ticket news about it. Staff sent to look at the grievance database when
+    another failed would look in the wrong place."""
+    wsettings = web_settings(settings.storage_dir, VOXDESK_USAGE_DAILY_TOKENS="100000")
+    async with web_client(wsettings) as (client, _):
+        await log_in(client)
+        assert (await client.get(page)).status == 200
+        other = sqlite3.connect(settings.storage_dir / f"{database.replace('ticket ', '')}.db", timeout=1)
+        try:
+            # Damaged, say: its table is not where it was.
+            other.execute(f"ALTER TABLE {table} RENAME TO {table}_elsewhere")
+            shown = await client.get(page)
+            said = await shown.text()
+        finally:
+            other.close()
+    assert shown.status == 503
+    assert f"The {database} database did not answer" in said
+    assert "grievance database" not in said
+
+
 async def test_a_logout_the_database_refuses_says_so_and_holds_no_lock(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         assert await log_in(client) == 303

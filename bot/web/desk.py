@@ -13,7 +13,7 @@ import logging
 import secrets
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import aiohttp_jinja2
@@ -86,14 +86,26 @@ def staff_only(handler: Handler) -> Handler:
     return wrapped
 
 
+@contextlib.contextmanager
+def _reading(database: str) -> Iterator[None]:
+    """A read of a database other than the grievance one: a refusal names it, or staff would be
+    sent to look at the grievance database."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        exc.database = database  # type: ignore[attr-defined]
+        raise
+
+
 async def _unavailable(request: web.Request, exc: sqlite3.Error) -> web.Response:
-    """What staff see when the grievance database refuses (busy past its timeout, disk full,
+    """What staff see when a database refuses (busy past its timeout, disk full,
     damaged): what was not done, and why, rather than a bare server error; a note they wrote is
     given back to send again, not lost with the page."""
     route = request.match_info.route.resource
     name = route.name if route is not None else None
     key = request.match_info.get("key")
-    log.error("desk: %s %s: the grievance database did not answer: %s", request.method, request.path, exc)
+    database = getattr(exc, "database", "grievance")
+    log.error("desk: %s %s: the %s database did not answer: %s", request.method, request.path, database, exc)
     note = None
     if name == "note":
         what = f"Your note on {key} was not saved"
@@ -106,6 +118,7 @@ async def _unavailable(request: web.Request, exc: sqlite3.Error) -> web.Response
         what = "This page could not be shown"
     router = request.app.router
     context = {
+        "database": database,
         "what": what,
         "reason": str(exc)[:MAX_REASON_CHARS] or type(exc).__name__,
         "key": key,
@@ -327,7 +340,8 @@ def _who_is_told(request: web.Request, row: StaffRow) -> str:
 async def _last_news(request: web.Request, row: StaffRow) -> tuple[str, str, str] | None:
     """(ticket, status told, state) of the newest ticket news about this grievance, if any."""
     keys = {row.local_key, row.remote_key}
-    told = await web_state(request).core.news.store.told(row.user_id)
+    with _reading("ticket news"):
+        told = await web_state(request).core.news.store.told(row.user_id)
     found = [(ticket, status, state) for ticket, _, status, state in told if ticket in keys]
     return found[-1] if found else None
 
@@ -384,8 +398,9 @@ async def set_status(request: web.Request) -> web.StreamResponse:
 @aiohttp_jinja2.template("charts.html")
 async def charts_page(request: web.Request) -> dict[str, Any]:
     meter = web_state(request).core.agent.budget
-    days: list[dict[str, Any]] = await meter.by_day(14) if hasattr(meter, "by_day") else []  # type: ignore[union-attr]
-    hours: dict[str, int] = await meter.by_hour(24) if hasattr(meter, "by_hour") else {}  # type: ignore[union-attr]
+    with _reading("usage"):
+        days: list[dict[str, Any]] = await meter.by_day(14) if hasattr(meter, "by_day") else []  # type: ignore[union-attr]
+        hours: dict[str, int] = await meter.by_hour(24) if hasattr(meter, "by_hour") else {}  # type: ignore[union-attr]
     return {
         "cost_chart": charts.bars(
             [(d["day"][5:], float(d["cost_usd"] or 0)) for d in days], "US dollars per day", "${:.4f}"
