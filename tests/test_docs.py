@@ -297,6 +297,30 @@ def test_scripts_dev_picks_a_python_voxdesk_is_tested_on_and_says_what_it_does_w
     assert older.returncode == 1 and "voxdesk needs 3.11, 3.12 or 3.13" in older.stderr
 
 
+def test_scripts_dev_passes_over_a_python_that_cannot_make_a_venv() -> None:
+    # Debian and Ubuntu leave venv's ensurepip out of pythonX.Y until pythonX.Y-venv is installed,
+    # and scripts/dev installs python3-venv, the default python3's: a python3.13 found first
+    # (Ubuntu 24.04 with a 3.13 added) failed `-m venv` where python3 (3.12) would have worked.
+    import subprocess
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        stubs = Path(folder) / "stubs"
+        env = _stub_pythons(stubs, python3="3.12", python3_13="3.13")
+        bare = stubs / "python3.13"
+        bare.write_text('#!/bin/sh\ncase "$*" in *ensurepip*) exit 1 ;; esac\necho 3.13\n')
+        picked = subprocess.run(
+            ["/bin/bash", str(REPO / "scripts" / "pick-python")], env=env, capture_output=True, text=True
+        )
+        assert (picked.returncode, picked.stdout) == (0, "python3\n"), picked.stderr
+        (stubs / "python3").unlink()
+        none = subprocess.run(
+            ["/bin/bash", str(REPO / "scripts" / "pick-python")], env=env, capture_output=True, text=True
+        )
+    assert none.returncode == 1 and not none.stdout
+    assert "python3.13 is 3.13 without venv (install python3.13-venv)" in none.stderr
+
+
 def test_the_readme_gives_the_cap_on_a_manual_passage_the_model_reads() -> None:
     # A studio's manual section past it is read only in part: the README said nothing of it.
     from bot.tools import MAX_PASSAGE_CHARS
