@@ -692,6 +692,32 @@ async def test_a_session_identifying_or_resuming_wakes_a_waiter() -> None:
                 await ws.close(code=4000)
 
 
+async def test_a_session_refused_identifying_or_resuming_wakes_a_waiter() -> None:
+    # An identify refused for the Message Content intent (4014) or a resume of an unknown session
+    # (op 9) is recorded too: a test waiting on it must not wait for some later request.
+    async with discord_server.serving() as fake:
+        fake.application_flags = 0
+        for payloads in (fake.identify_payloads, fake.resume_payloads):
+            looked = asyncio.Event()
+
+            def arrived(_: object, payloads: list[Any] = payloads, looked: asyncio.Event = looked) -> bool:
+                looked.set()
+                return bool(payloads)
+
+            waiting = asyncio.create_task(fake.wait_for(arrived, within=600))
+            await looked.wait()
+            async with aiohttp.ClientSession() as session, session.ws_connect(fake.gateway_url) as ws:
+                assert (await ws.receive_json())["op"] == 10
+                if payloads is fake.identify_payloads:
+                    content = discord_server.MESSAGE_CONTENT_INTENT
+                    await ws.send_json({"op": 2, "d": {"token": TOKEN, "intents": content, "properties": {}}})
+                else:
+                    await ws.send_json({"op": 6, "d": {"token": TOKEN, "session_id": "none", "seq": 0}})
+                    assert (await ws.receive_json())["op"] == 9
+                await asyncio.wait_for(waiting, 30)
+                await ws.close(code=4000)
+
+
 # ---- failing fast ---------------------------------------------------------------------------
 
 

@@ -2288,6 +2288,7 @@ class _GatewaySession:
                 granted = self.fake.application_flags & ((1 << 19) | (1 << 18))
                 if self.intents & MESSAGE_CONTENT_INTENT and not granted:
                     await self.close(4014, b"Disallowed intent(s).")
+                    await self.fake.changed()  # a test waiting on identify_payloads: it came, refused
                     return
                 await self.dispatch("READY", self.fake.ready_payload(self.session_id))
                 await self.dispatch("GUILD_CREATE", self.fake.guild_payload())
@@ -2298,9 +2299,11 @@ class _GatewaySession:
                 self.fake.resume_payloads.append(data)
                 if data.get("token") != TOKEN:
                     await self.close(4004, b"Authentication failed.")
+                    await self.fake.changed()  # a test waiting on resume_payloads: it came, refused
                     return
                 if data.get("session_id") not in self.fake.sessions:
                     await self.send({"op": 9, "d": False})  # invalid session: identify afresh
+                    await self.fake.changed()  # a test waiting on resume_payloads: it came, refused
                     continue
                 self.session_id = data["session_id"]
                 self.intents = self.fake.sessions[self.session_id]
