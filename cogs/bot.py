@@ -190,6 +190,7 @@ class VoxdeskBot(commands.Bot):
         self._inflight: set[asyncio.Task[Any]] = set()
         self._aside: set[asyncio.Task[Any]] = set()  # of them, what is no note or command itself
         self._later: set[asyncio.Task[Any]] = set()  # see `later`
+        self._closing = False  # set as close() starts: `later` takes nothing more
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
         self._lookups = ThreadPoolExecutor(2, thread_name_prefix="voxdesk-dns")
         logging.getLogger("discord.app_commands.tree").addFilter(AUTOCOMPLETE_NOT_AN_ERROR)
@@ -199,6 +200,7 @@ class VoxdeskBot(commands.Bot):
         await super().login(token)
 
     async def close(self) -> None:
+        self._closing = True
         if self._later:
             log.info(
                 "stopping: %d slash command answer(s) waiting out a rate limit are not sent", len(self._later)
@@ -259,9 +261,14 @@ class VoxdeskBot(commands.Bot):
             task.add_done_callback(_log_failure)
         return task
 
-    def later(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+    def later(self, work: Coroutine[Any, Any, Any]) -> asyncio.Task[Any] | None:
         """Work that mostly waits, for minutes (a slash command's answer sent once Discord's rate
-        limit on it ends): not in flight, so a stop does not wait for it; closing cancels it."""
+        limit on it ends): not in flight, so a stop does not wait for it; closing cancels it. None,
+        `work` dropped, once closing has begun: what close() already cancelled would miss it, and
+        it would run on past the client's end."""
+        if self._closing:
+            work.close()
+            return None
         task = asyncio.create_task(work)
         self._later.add(task)
         task.add_done_callback(self._later.discard)

@@ -164,13 +164,14 @@ def _answer_later(interaction: discord.Interaction, pieces: list[str], retry_aft
     later = getattr(interaction.client, "later", None)
     if later is None or age(interaction) + retry_after > GIVE_UP_SECONDS:
         return False
+    if later(_edit_when_free(interaction, pieces, retry_after)) is None:
+        return False  # the bot is closing: given up as any answer limited past the cap
     log.warning(
         "/%s of user %s: answer rate limited for %.0f s; sent when the limit ends",
         _name(interaction),
         interaction.user.id,
         retry_after,
     )
-    later(_edit_when_free(interaction, pieces, retry_after))
     return True
 
 

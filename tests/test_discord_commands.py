@@ -1045,6 +1045,22 @@ async def test_a_deferred_answer_discord_rate_limits_past_the_cap_is_sent_when_t
     ]
 
 
+async def test_an_answer_put_aside_once_the_bot_closes_is_dropped_not_sent(settings, fake: FakeDiscord):
+    """An answer whose edit met its rate limit while the bot was closing (a command the stop did
+    not wait for: the gateway gave up) is put aside after close() cancelled what waited: it must
+    be dropped, not sent minutes later through a closed client."""
+    async with running_bot(settings, fake) as h:
+        bot = h.bot
+    ran = asyncio.Event()
+
+    async def answer_later() -> None:
+        ran.set()
+
+    assert bot.later(answer_later()) is None
+    await asyncio.sleep(0.05)
+    assert not ran.is_set()
+
+
 async def test_a_deferred_answer_waiting_out_a_rate_limit_does_not_hold_a_stop(
     settings, fake: FakeDiscord, caplog
 ):
