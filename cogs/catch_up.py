@@ -235,51 +235,48 @@ class CatchUp(commands.Cog):
         self._unfetched_said &= {u.message_id for u in leftovers}
         # Discord's trouble with notes not failed before: a ban fails every one, said in one line.
         troubled: list[tuple[str, int, str]] = []
-        for left in leftovers:
-            if _sent_at(left.message_id) < cutoff or not self.bot.accepting:
-                continue
-            what = "look up the channel of note"
-            try:
-                channel = await self._channel(left.place_id)
-                what = "fetch note"
-                message = await channel.fetch_message(left.message_id) if channel else None
-                notes = voice.voice_notes(message) if message else []
-                if message is None or not notes:
+        try:
+            for left in leftovers:
+                if _sent_at(left.message_id) < cutoff or not self.bot.accepting:
+                    continue
+                what = "look up the channel of note"
+                try:
+                    channel = await self._channel(left.place_id)
+                    what = "fetch note"
+                    message = await channel.fetch_message(left.message_id) if channel else None
+                    notes = voice.voice_notes(message) if message else []
+                    if message is None or not notes:
+                        await ledger.expire([left.message_id])
+                        continue
+                    what = "look for my reply to note"
+                    if left.state == "started" and await self._replied_to(message, left.lease_until):
+                        # Its process died after the reply went out, before it could mark the note.
+                        await ledger.answered_before_a_crash([left.message_id])
+                        continue
+                except discord.NotFound:  # deleted meanwhile: nothing to answer
                     await ledger.expire([left.message_id])
                     continue
-                what = "look for my reply to note"
-                if left.state == "started" and await self._replied_to(message, left.lease_until):
-                    # Its process died after the reply went out, before it could mark the note.
-                    await ledger.answered_before_a_crash([left.message_id])
+                except (discord.HTTPException, discord.RateLimited) as exc:
+                    if not discords_trouble(exc):
+                        # Refused (the bot lost sight of the channel): no recheck would change that,
+                        # and an answer there would be refused too.
+                        log.warning("could not %s %s: %s; giving it up", what, left.message_id, _why(exc))
+                        await ledger.expire([left.message_id])
+                        continue
+                    # Left for the next recheck, which meets a long outage every recheck_seconds.
+                    if left.message_id not in self._unfetched_said:
+                        troubled.append((what, left.message_id, _why(exc)))
+                    self._unfetched_said.add(left.message_id)
+                    log.debug("could not %s %s: %s", what, left.message_id, _why(exc))
                     continue
-            except discord.NotFound:  # deleted meanwhile: nothing to answer
-                await ledger.expire([left.message_id])
-                continue
-            except (discord.HTTPException, discord.RateLimited) as exc:
-                if not discords_trouble(exc):
-                    # Refused (the bot lost sight of the channel): no recheck would change that,
-                    # and an answer there would be refused too.
-                    log.warning("could not %s %s: %s; giving it up", what, left.message_id, _why(exc))
-                    await ledger.expire([left.message_id])
-                    continue
-                # Left for the next recheck, which meets a long outage every recheck_seconds.
-                if left.message_id not in self._unfetched_said:
-                    troubled.append((what, left.message_id, _why(exc)))
-                self._unfetched_said.add(left.message_id)
-                log.debug("could not %s %s: %s", what, left.message_id, _why(exc))
-                continue
-            self._unfetched_said.discard(left.message_id)
-            log.info("answering note %s, kept for later or cut short", left.message_id)
-            voice.schedule(message, notes[0])
-            answered += 1
-        if len(troubled) == 1:
-            log.warning("could not %s %s: %s", *troubled[0])
-        elif troubled:
-            log.warning(
-                "could not %s %s: %s; nor %d more note(s) left unanswered, tried again at the next recheck",
-                *troubled[0],
-                len(troubled) - 1,
-            )
+                self._unfetched_said.discard(left.message_id)
+                log.info("answering note %s, kept for later or cut short", left.message_id)
+                voice.schedule(message, notes[0])
+                answered += 1
+        finally:
+            # Also when the round ends early (the connection dropped on a later note): the notes met
+            # are "said" already, and would otherwise fail at DEBUG only from now on.
+            _say_troubled(troubled)
         return answered
 
     async def catch_up(
@@ -720,6 +717,18 @@ def _paid(owed: Owed | None, done: Owed, failed: Owed | None, began: int) -> Owe
     since = owed.since if _covers(owed.since, failed.since) else failed.since
     places = None if owed.places is None or failed.places is None else owed.places | failed.places
     return Owed(since, places, owed.listings | failed.listings, max(owed.owed_at, failed.owed_at))
+
+
+def _say_troubled(troubled: list[tuple[str, int, str]]) -> None:
+    """One warning for the kept notes a recheck met Discord's trouble with for the first time."""
+    if len(troubled) == 1:
+        log.warning("could not %s %s: %s", *troubled[0])
+    elif troubled:
+        log.warning(
+            "could not %s %s: %s; nor %d more note(s) left unanswered, tried again at the next recheck",
+            *troubled[0],
+            len(troubled) - 1,
+        )
 
 
 def _trouble_reason(exc: discord.HTTPException | discord.RateLimited) -> str:

@@ -15,6 +15,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import aiohttp
 import discord
 import pytest
 
@@ -500,6 +501,45 @@ async def test_kept_notes_whose_fetches_cloudflare_bans_are_one_warning_and_answ
         f"could not fetch note {first}: 429 error code: 1015; nor 2 more note(s) left unanswered,"
         " tried again at the next recheck"
     ]
+
+
+async def test_a_banned_kept_notes_warning_is_said_when_its_round_ends_on_a_dropped_connection(
+    settings, fake, caplog
+) -> None:
+    # The first kept note's fetch meets Cloudflare's ban, then the connection drops on the next
+    # note's channel lookup and the round ends there. The ban was still met: said once, not held
+    # for a summary that never comes (the note is then "said" and every later failure DEBUG).
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    who = (nova, blaze)
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        catch_up = h.bot.get_cog("CatchUp")
+        looked_up = catch_up._channel
+        calls = 0
+
+        async def dropped_on_the_second(place_id: int) -> Any:
+            nonlocal calls
+            calls += 1
+            if calls == 2:
+                raise aiohttp.ClientConnectionError("Connection reset by peer")
+            return await looked_up(place_id)
+
+        catch_up._channel = dropped_on_the_second
+        kept = [await fake.send_note(w, voice_note(), guild=True, dispatch=False) for w in who]
+        fake.message_banned = 1
+        now = time.time()
+        with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as ledger, ledger:
+            ledger.executemany(
+                "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
+                " VALUES (?, ?, ?, 'pending', ?)",
+                [(int(n["id"]), ALLOWED_CHANNEL, str(w.id), now) for n, w in zip(kept, who, strict=True)],
+            )
+        await all_answered(fake, kept)
+        await settle(fake)
+    said = [
+        r.getMessage() for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.WARNING
+    ]
+    assert f"could not fetch note {kept[0]['id']}: 429 error code: 1015" in said, said
 
 
 async def test_a_kept_note_whose_channel_discord_fails_to_look_up_waits_for_the_next_recheck(
