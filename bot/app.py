@@ -17,6 +17,7 @@ from pathlib import Path
 from bot.agent import Budget, Speaker, VoiceAgent
 from bot.config import Settings
 from bot.conversations import ConversationStore
+from bot.db import kept
 from bot.engines.base import Engine
 from bot.note_ledger import NoteLedger, holds_beside
 from bot.preferences import PreferenceStore
@@ -143,7 +144,8 @@ async def build_stats_backend(settings: Settings, read_only: bool = False) -> St
 
         return await OdbcStats.open(settings.secrets.sql_connection_string, settings.odbc)
     path = storage_paths(settings).players
-    if not path.exists():
+    # kept(), as `check` and `backup` ask: a file a crash left only in its log is restored on opening.
+    if not kept(path):
         raise NotInitialised(f"{path} does not exist: run `python -m bot init` first")
     from bot.tools.embedded import SqliteStats, has_players_table
 
@@ -163,7 +165,7 @@ async def build_manuals_backend(settings: Settings, read_only: bool = False) -> 
 
         return await AzureSearchManuals.open(settings.search, settings.secrets.azure_search_api_key)
     path = storage_paths(settings).manuals
-    if not path.exists():
+    if not kept(path):
         raise NotInitialised(f"{path} does not exist: run `python -m bot init` first")
     from bot.tools.embedded import FtsManuals
 

@@ -210,6 +210,7 @@ def cmd_player(args: argparse.Namespace) -> int:
 
 def cmd_refile(args: argparse.Namespace) -> int:
     from bot.app import storage_paths
+    from bot.db import kept
     from bot.tools.grievance_spool import FIELDS, GrievanceSpool, unfiled_in
     from bot.tools.grievance_store import LocalGrievanceStore
 
@@ -227,7 +228,7 @@ def cmd_refile(args: argparse.Namespace) -> int:
                     yield from log
 
     path = storage_paths(_settings(args)).grievances
-    if not path.exists():
+    if not kept(path):
         # The bot made it when it started: without it this is not its storage folder, and a
         # database made here would hold grievances no bot reads. Said before a journal is read.
         raise NotInitialised(f"{path} does not exist: is storage.dir the bot's storage folder?")

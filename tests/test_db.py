@@ -714,3 +714,30 @@ async def test_a_refused_write_is_rolled_back_whole_while_another_write_goes_thr
     finally:
         other.close()
         await store.aclose()
+
+
+async def test_the_stats_backend_opens_a_players_database_only_in_its_log(settings) -> None:
+    # `check` counts it and `backup` copies it (db.kept), but the stats backend asked whether the
+    # file exists: `run` stopped with "does not exist: run init" beside the log holding it.
+    from bot import paths
+    from bot.app import build_stats_backend, storage_paths
+
+    players = storage_paths(settings).players
+    made = players.parent.parent / "made-elsewhere"
+    made.mkdir()
+    sql = paths.SQL / "sqlite"
+    with contextlib.closing(sqlite3.connect(made / "players.db", isolation_level=None)) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        conn.executescript((sql / "schema.sql").read_text() + (sql / "seed.sql").read_text())
+        (found,) = conn.execute("SELECT COUNT(*) FROM players").fetchone()
+        players.parent.mkdir(parents=True, exist_ok=True)
+        players.unlink(missing_ok=True)
+        players.with_name("players.db-wal").write_bytes((made / "players.db-wal").read_bytes())
+    assert found and not players.exists()
+    stats = await build_stats_backend(settings)
+    try:
+        with contextlib.closing(sqlite3.connect(players)) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM players").fetchone() == (found,)
+    finally:
+        await stats.aclose()
