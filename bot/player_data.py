@@ -18,6 +18,7 @@ import datetime as dt
 import os
 import re
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from bot.app import StoragePaths
 from bot.db import BUSY_SECONDS, kept, naming, refuse_newer, restore_from_log
 from bot.schemas import refuse_newer_databases, versions
 from bot.tools.grievance_spool import GrievanceSpool
+from bot.tools.grievance_store import LATELY_GONE, RESUBMIT_SECONDS, claims_of
 
 DISCORD_ID = re.compile(r"[0-9]{1,20}")
 
@@ -119,6 +121,7 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
                     (user_id,),
                 )
                 part["waiting_in_spool"], part["unreadable_spool_lines"] = _spooled(storage, user_id)
+                part["lately_filed"] = _claims(conn, user_id, part["grievances"] + part["waiting_in_spool"])
         held[name] = part
     return held
 
@@ -130,6 +133,21 @@ def _spooled(storage: StoragePaths, user_id: str) -> tuple[list[dict[str, Any]],
     waiting = [row for row in rows if row["user_id"] == user_id]
     unreadable = [line for line in lines if f'"user_id": "{user_id}"' in line]
     return waiting, unreadable
+
+
+def _claims(
+    conn: sqlite3.Connection | None, user_id: str, complaints: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The player's claims on complaints filed lately (lately_filed: /grievance file's, keyed by a
+    hash of player, category and words, which their grievances and spooled ones give)."""
+    hashes = set(claims_of(user_id, [(str(c["category"]), str(c["description"])) for c in complaints]))
+    # The table holds the last few minutes' claims only: read whole, as a player may have
+    # thousands of grievances.
+    return [
+        row
+        for row in _rows(conn, "SELECT * FROM lately_filed ORDER BY at", ())
+        if row["words_hash"] in hashes
+    ]
 
 
 def forget(storage: StoragePaths, user_id: str) -> list[str]:
@@ -175,9 +193,19 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
             f"notes.db: kept {n} note id(s) and {p} DM channel(s), no words: they keep a note from"
             " being answered twice; answered notes go after 30 days"
         )
-    with _database(storage, "grievances") as conn:
-        n = len(_rows(conn, "SELECT id FROM grievances WHERE user_id = ?", (user_id,)))
+    with _database(storage, "grievances", write=True) as conn:
+        mine = _rows(conn, "SELECT category, description FROM grievances WHERE user_id = ?", (user_id,))
+        n = len(mine)
         waiting, unreadable = _spooled(storage, user_id)
+        claims = [c["words_hash"] for c in _claims(conn, user_id, mine + waiting)]
+        erased = sum(_delete(conn, "DELETE FROM lately_filed WHERE words_hash = ?", (h,)) for h in claims)
+        # Everyone's claims past the window go too: no repeat reads them, and each claim drops them.
+        now = time.time()
+        _delete(conn, f"DELETE FROM lately_filed WHERE {LATELY_GONE}", (now - RESUBMIT_SECONDS, now))
+        lines.append(
+            f"grievances.db: {erased} claim(s) of a complaint filed lately erased (hashes of their words"
+            " that tell a repeated /grievance file the first ticket)"
+        )
         spooled = f", {len(waiting) + len(unreadable)} waiting in the spool" if waiting or unreadable else ""
         lines.append(
             f"grievances.db: kept {n} grievance(s){spooled}: the studio's record (and Jira's"

@@ -202,6 +202,7 @@ class CatchUp(commands.Cog):
             await self.bot.core.notes.housekeeping()
             await self.bot.core.news.store.housekeeping()
             await self.bot.core.conversations.housekeeping()
+            await self.bot.core.grievances.local_store.housekeeping()
         except Exception:
             log.exception("pruning old records failed; trying again later")
 

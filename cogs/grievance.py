@@ -29,7 +29,7 @@ from bot.tools import (
     too_short,
 )
 from bot.tools.base import ToolCall, ToolError
-from bot.tools.grievance_store import FINISHED_STATUSES
+from bot.tools.grievance_store import FINISHED_STATUSES, RESUBMIT_SECONDS
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller
 from cogs.replies import limited_for, literal
@@ -42,11 +42,9 @@ _call_ids = itertools.count(1)
 MAX_SHOWN = 50
 # Per player, as the web playground holds its ticket views: more than a person asks for.
 LOOKUPS, LOOKUP_SECONDS = 20, 60.0
-# A double submit (the command sent again while the first was filing, or a minute later because
-# its answer was slow) is told the first ticket instead of opening a second: the same player,
-# category and words (case and spaces folded, as a voice note's repeats are), within this window,
-# while that ticket is not finished.
-RESUBMIT_SECONDS = 600.0
+# A double submit is told the first ticket instead of opening a second: the same player, category
+# and words (case and spaces folded, as a voice note's repeats are), within RESUBMIT_SECONDS, while
+# that ticket is not finished.
 # How often a repeat looks again while another process files its words (the grievance store's
 # claim on them): a double submit is rare, and the first filing takes a second or two.
 WAIT_FOR_FILING_SECONDS = 0.25

@@ -1139,6 +1139,23 @@ async def test_a_running_bot_forgets_old_settled_notes(settings, fake, monkeypat
         assert not await ledger._conn.execute_fetchall("SELECT 1 FROM notes WHERE message_id = 5")
 
 
+async def test_a_running_bot_forgets_the_claims_of_complaints_filed_long_ago(settings, fake) -> None:
+    # /grievance file's claim on a complaint's words (a hash of player and words) is pruned by the
+    # next claim: on a server where nobody files again, from the recheck alone.
+    from bot.tools import complaint_key
+    from bot.tools.grievance_store import RESUBMIT_SECONDS
+
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        store = h.bot.core.grievances.local_store
+        words = complaint_key("wallet", "charged twice for gems")
+        await store.claim_words(NOVA, words, "discord:1:", RESUBMIT_SECONDS)
+        await store.settle_words(NOVA, words, "discord:1:", True, None)
+        await store._conn.execute("UPDATE lately_filed SET at = at - ?", (RESUBMIT_SECONDS + 1,))
+        await store._conn.commit()
+        await rechecks(h.bot)
+        assert not await store._conn.execute_fetchall("SELECT 1 FROM lately_filed")
+
+
 async def test_a_kept_note_deleted_or_left_nowhere_is_given_up_on_not_fetched_again(settings, fake) -> None:
     # Kept for after the restart, then deleted by its player, or its channel deleted: there is
     # nothing to answer, and the recheck must not fetch it again every time until it is old.

@@ -265,3 +265,64 @@ async def test_an_export_reads_grievances_only_in_their_log_and_keeps_them(setti
     held = player_data.export(paths_, "111111111111111111")["grievances"]["grievances"]
     assert [g["description"] for g in held] == ["charged twice for the season pass"]
     assert path.stat().st_size > 0
+
+
+async def _file_by_command(storage: Path, user_id: str, description: str, turn: str) -> None:
+    """What `/grievance file` leaves behind: the ticket, and its claim on the words (a hash, in
+    lately_filed) that tells a repeat within the resubmit window the first ticket."""
+    from bot.tools import complaint_key
+    from bot.tools.grievance_store import RESUBMIT_SECONDS, Lately
+
+    store = await LocalGrievanceStore.open(storage_paths_of(storage).grievances)
+    words = complaint_key("wallet", description)
+    assert await store.claim_words(user_id, words, turn, RESUBMIT_SECONDS) == Lately()
+    await store.register(user_id, "wallet", description, f"{turn}0")
+    await store.settle_words(user_id, words, turn, True, None)
+    await store.aclose()
+
+
+async def test_export_and_forget_cover_the_claims_of_complaints_filed_by_command(settings) -> None:
+    # lately_filed keeps a hash of each /grievance file's player and words: neither export showed
+    # it nor forget erased it, and with nobody filing after them it stayed for ever.
+    storage = settings.storage_dir
+    await _file_by_command(storage, NOVA, "Charged twice  for GEMS", "discord:1:")
+    await _file_by_command(storage, BLAZE, "charged twice for gems", "discord:2:")
+    await _file_by_command(storage, QUILL, "kicked from the tournament", "discord:3:")
+    grievances = storage_paths_of(storage).grievances
+    with sqlite3.connect(grievances) as db:  # Quill filed long ago: a claim no repeat reads
+        db.execute("UPDATE lately_filed SET at = at - 601 WHERE turn = 'discord:3:'")
+
+    held = json.loads(voxdesk("player", "export", NOVA, storage=storage, timeout=60).stdout)
+    assert [c["turn"] for c in held["grievances"]["lately_filed"]] == ["discord:1:"]
+    novas = _count(grievances, "SELECT COUNT(*) FROM grievances WHERE user_id = ?", NOVA)
+
+    done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "grievances.db: 1 claim(s) of a complaint filed lately erased" in done.stdout
+    left = "SELECT turn FROM lately_filed ORDER BY turn"
+    with sqlite3.connect(grievances) as db:
+        # Blaze's, for the same words, is Blaze's; Quill's was of no more use to anyone.
+        assert [r[0] for r in db.execute(left)] == ["discord:2:"]
+    assert _count(grievances, "SELECT COUNT(*) FROM grievances WHERE user_id = ?", NOVA) == novas
+
+
+async def test_a_running_bot_forgets_the_claims_of_complaints_past_the_resubmit_window(settings) -> None:
+    # Each claim prunes the old ones: on a server where nobody files again, the last player's
+    # claim (a hash of their id and words) was kept for ever.
+    import time
+
+    from bot.tools.grievance_store import RESUBMIT_SECONDS
+
+    storage = settings.storage_dir
+    await _file_by_command(storage, NOVA, "charged twice for gems", "discord:1:")
+    await _file_by_command(storage, BLAZE, "kicked from the tournament", "discord:2:")
+    grievances = storage_paths_of(storage).grievances
+    with sqlite3.connect(grievances) as db:
+        db.execute("UPDATE lately_filed SET at = at - ? WHERE turn = 'discord:1:'", (RESUBMIT_SECONDS + 1,))
+    store = await LocalGrievanceStore.open(grievances)
+    try:
+        await store.housekeeping(time.time())
+    finally:
+        await store.aclose()
+    assert _count(grievances, "SELECT COUNT(*) FROM lately_filed WHERE turn = 'discord:1:'") == 0
+    assert _count(grievances, "SELECT COUNT(*) FROM lately_filed WHERE turn = 'discord:2:'") == 1

@@ -17,6 +17,7 @@ import secrets
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import aiosqlite
 from bot import db as bot_db
 from bot import sentences as say
 from bot.db import add_missing_columns, first, open_read_only, opening, roll_back, while_locked, writing
-from bot.tools import filed_in, filing_turn, same_complaint
+from bot.tools import complaint_key, filed_in, filing_turn, same_complaint
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import UNFILED, GrievanceSpool, spool_line
 
@@ -46,6 +47,13 @@ UNCHOSEN = "?"
 # may file in its place: well past a filing's two busy waits (the database's, then the spool's),
 # so a repeat is held back only when the filing's process died.
 FILING_LEASE_SECONDS = 120.0
+# A double submit of /grievance file (the command sent again while the first was filing, or a
+# minute later because its answer was slow) is told the first ticket within this window: a claim
+# in lately_filed is of no use to anyone after it.
+RESUBMIT_SECONDS = 600.0
+# The claims no repeat reads any more (now - the window, now): pruned by each claim, a running
+# bot's housekeeping and `player forget`.
+LATELY_GONE = "at < ? AND lease_until < ?"
 # How long a claim waits for a busy database before its filing goes ahead unclaimed: the filing
 # waits the database's full busy wait (BUSY_SECONDS) after it, and the player hears nothing
 # meanwhile; a claim is a check for a double submit, worth seconds, not a wait of its own.
@@ -691,9 +699,7 @@ class LocalGrievanceStore:
         async with self._writing():
             await self._begin_claim()
             # Pruned by every claim: the table holds only the claims of the last `within`.
-            await self._conn.execute(
-                "DELETE FROM lately_filed WHERE at < ? AND lease_until < ?", (now - within, now)
-            )
+            await self._conn.execute(f"DELETE FROM lately_filed WHERE {LATELY_GONE}", (now - within, now))
             row = first(
                 await self._conn.execute_fetchall(
                     "SELECT turn, at, lease_until, kept FROM lately_filed WHERE words_hash = ?",
@@ -721,6 +727,17 @@ class LocalGrievanceStore:
             )
             await self._conn.commit()
         return Lately()
+
+    async def housekeeping(self, now: float | None = None) -> None:
+        """Drop the claims past RESUBMIT_SECONDS, for a running bot's recheck: each claim drops
+        them too, but where nobody files again the last one (a hash of a player's id and words)
+        would be kept for ever."""
+        now = time.time() if now is None else now
+        async with self._writing():
+            await self._conn.execute(
+                f"DELETE FROM lately_filed WHERE {LATELY_GONE}", (now - RESUBMIT_SECONDS, now)
+            )
+            await self._conn.commit()
 
     async def _begin_claim(self) -> None:
         wait = bot_db.BUSY_SECONDS * 1000
@@ -1242,6 +1259,11 @@ def _let_go(spool: GrievanceSpool, taking: asyncio.Future[tuple[int, list[dict[s
     """Release the spool a cancelled filing's thread took after all."""
     if not taking.cancelled() and taking.exception() is None and (taken := taking.result()) is not None:
         spool.release(taken[0])
+
+
+def claims_of(user_id: str, complaints: Iterable[tuple[str, str]]) -> list[str]:
+    """The lately_filed keys /grievance file gives a player's complaints (category, words)."""
+    return [_words_hash(user_id, complaint_key(category, words)) for category, words in complaints]
 
 
 def _words_hash(user_id: str, words: tuple[str, ...]) -> str:
