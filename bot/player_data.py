@@ -2,8 +2,9 @@
 
 Export gathers every row kept under the player's Discord id, in every database under
 `storage.dir`, and the grievances still waiting in the spool. Forget erases what only serves the
-bot (conversations, settings, usage, where to reach them) and keeps what is the studio's record
-or keeps the bot from acting twice, saying which and why: their grievances (and Jira's copies),
+bot (conversations, settings, usage, where to reach them, their claims on complaints filed
+lately) and keeps what is the studio's record or keeps the bot from acting twice, saying which and
+why: their grievances (and Jira's copies), their stats in players.db (the embedded ones),
 the newest ticket news of each ticket (so no status is told again), and which notes were
 answered (pruned after 30 days). A player who switched ticket news off keeps that choice.
 
@@ -53,12 +54,21 @@ def checked(user_id: str) -> str:
     return user_id
 
 
+# players.db, the embedded stats: the player's name, games and achievements, by their player id.
+PLAYER_ROWS = {
+    "players": "SELECT * FROM players WHERE discord_user_id = ?",
+    "game_sessions": "SELECT * FROM game_sessions WHERE player_id IN ({mine}) ORDER BY session_id",
+    "achievements": "SELECT * FROM achievements WHERE player_id IN ({mine}) ORDER BY achievement_id",
+}
+MINE = "SELECT player_id FROM players WHERE discord_user_id = ?"
+
+
 def _refuse_newer(storage: StoragePaths) -> None:
     """Raise NewerSchema (the line a store opening the file says) for the first database a newer
     voxdesk wrote, before any is read or written: a forget stopped half-way would leave a player
     erased from some databases and not the others. A file a newer voxdesk wrote may keep a
     player's rows where these queries do not look, or under the same names with another meaning."""
-    refuse_newer_databases(storage, BY_USER)
+    refuse_newer_databases(storage, [*BY_USER, "players"])
 
 
 @contextlib.contextmanager
@@ -123,7 +133,15 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
                 part["waiting_in_spool"], part["unreadable_spool_lines"] = _spooled(storage, user_id)
                 part["lately_filed"] = _claims(conn, user_id, part["grievances"] + part["waiting_in_spool"])
         held[name] = part
+    held["players"] = _stats(storage, user_id)
     return held
+
+
+def _stats(storage: StoragePaths, user_id: str) -> dict[str, list[dict[str, Any]]]:
+    """What players.db (the embedded stats, `tools.stats = "sqlite"`) holds about the player: the
+    game's record, which a studio on its own stats database (ODBC) keeps there instead."""
+    with _database(storage, "players") as conn:
+        return {t: _rows(conn, sql.format(mine=MINE), (user_id,)) for t, sql in PLAYER_ROWS.items()}
 
 
 def _spooled(storage: StoragePaths, user_id: str) -> tuple[list[dict[str, Any]], list[str]]:
@@ -211,6 +229,11 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
             f"grievances.db: kept {n} grievance(s){spooled}: the studio's record (and Jira's"
             " copies); `player export` shows them"
         )
+    stats = {table: len(rows) for table, rows in _stats(storage, user_id).items()}
+    lines.append(
+        f"players.db: kept {stats['players']} player record(s), {stats['game_sessions']} game(s) and"
+        f" {stats['achievements']} achievement(s): the game's record of their play"
+    )
     return lines
 
 

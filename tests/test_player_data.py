@@ -326,3 +326,43 @@ async def test_a_running_bot_forgets_the_claims_of_complaints_past_the_resubmit_
         await store.aclose()
     assert _count(grievances, "SELECT COUNT(*) FROM lately_filed WHERE turn = 'discord:1:'") == 0
     assert _count(grievances, "SELECT COUNT(*) FROM lately_filed WHERE turn = 'discord:2:'") == 1
+
+
+async def test_export_holds_the_players_stats_the_embedded_database_keeps_and_forget_says_they_stay(
+    settings,
+) -> None:
+    # players.db (the embedded stats) keeps a player's name, games and achievements under their
+    # Discord id in the storage folder: the export, "every row kept under the player's id", left
+    # them out, and forget kept them without a word.
+    from bot import player_data
+
+    await _fill(settings.storage_dir, NOVA, "nova was charged twice for gems")
+    paths_ = storage_paths_of(settings.storage_dir)
+    with sqlite3.connect(paths_.players) as db:
+        (player_id, name) = db.execute(
+            "SELECT player_id, player_name FROM players WHERE discord_user_id = ?", (NOVA,)
+        ).fetchone()
+        games = db.execute("SELECT COUNT(*) FROM game_sessions WHERE player_id = ?", (player_id,)).fetchone()[
+            0
+        ]
+        earned = db.execute("SELECT COUNT(*) FROM achievements WHERE player_id = ?", (player_id,)).fetchone()[
+            0
+        ]
+    assert games and earned
+
+    held = player_data.export(paths_, NOVA)["players"]
+    assert [p["player_name"] for p in held["players"]] == [name]
+    assert len(held["game_sessions"]) == games and {g["player_id"] for g in held["game_sessions"]} == {
+        player_id
+    }
+    assert len(held["achievements"]) == earned and {a["player_id"] for a in held["achievements"]} == {
+        player_id
+    }
+
+    said = " ".join(player_data.forget(paths_, NOVA))
+    assert f"players.db: kept 1 player record(s), {games} game(s) and {earned} achievement(s)" in said
+    with sqlite3.connect(paths_.players) as db:
+        assert (
+            db.execute("SELECT COUNT(*) FROM game_sessions WHERE player_id = ?", (player_id,)).fetchone()[0]
+            == games
+        )
