@@ -272,8 +272,9 @@ NOTHING_TO_FORGET = "There was nothing to forget: we start afresh anyway."
 # What /forget leaves is said too: a player who asked to be forgotten may think it was everything.
 FORGOTTEN = (
     "Done: I've forgotten our conversations (every DM and channel); your next note starts afresh."
-    " I keep your tickets, your /voice, /replies and /notify choices and a month of usage figures;"
-    " the support team can erase all but your tickets on request."
+    " I keep your tickets and a month of their news, your /voice, /replies and /notify choices, a"
+    " month of usage figures and which of your notes I've answered; the support team can erase most"
+    " of that on request."
 )
 UNKNOWN_VOICE = "I don't know the voice “{voice}”. Pick one of: {voices}."
 VOICE_CHOSEN = "From now on I'll answer you in the voice **{voice}**."
