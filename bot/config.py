@@ -236,7 +236,7 @@ class DiscordSettings:
     message_content: bool = True  # ask for the privileged intent (falls back with a warning if not granted)
     guild_ready_timeout: float = 2.0  # seconds discord.py waits for GUILD_CREATEs before "ready"
     defer_after_seconds: float = 2.0  # slash commands slower than this are deferred (Discord allows 3)
-    flood_notes: int = 5  # at most this many notes per user ...
+    flood_notes: int = 5  # at most this many notes per user queued, and as many ...
     flood_seconds: float = 60.0  # ... in this many seconds; more get a "slow down" reply
     download_seconds: float = 30.0  # a voice note not downloaded by then is given up on
     # A message POST of an answer not done by then is left to the recheck (discord.py's session
