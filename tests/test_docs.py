@@ -189,7 +189,7 @@ def test_backup_help_says_it_removes_older_backups() -> None:
 
 
 def test_config_toml_says_the_ranges_the_loader_holds_settings_to() -> None:
-    from bot.config import MAX_DEFER_SECONDS, POSITIVE
+    from bot.config import MAX_DEFER_SECONDS, MIN_RATE_LIMIT_SECONDS, POSITIVE
 
     text = (REPO / "config.toml").read_text(encoding="utf-8")
     header = " ".join(line.lstrip("# ") for line in text.split("\n\n", 1)[0].splitlines())
@@ -198,6 +198,8 @@ def test_config_toml_says_the_ranges_the_loader_holds_settings_to() -> None:
     assert "none may be negative but audio.silence_threshold_db, which is 0 or below (dBFS)." in header
     assert "none may be negative," not in header
     assert f"discord.defer_after_seconds is at most {MAX_DEFER_SECONDS:g}" in header
+    assert f"discord.rate_limit_seconds at least {MIN_RATE_LIMIT_SECONDS:g}" in header
+    assert "web.playground_turns (with web.enabled) below agent.max_concurrent_turns" in header
     # A setting the loader refuses at 0 must not say what 0 would do.
     section = ""
     for line in text.splitlines():
@@ -361,3 +363,41 @@ def test_config_toml_and_the_discord_doc_give_the_floor_the_loader_holds_rate_li
         if line.startswith("| `rate_limit_seconds` |")
     )
     assert f"({said}:" in row and "less is refused" in row, row
+
+
+def _readme() -> str:
+    return " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+
+
+def test_the_readme_tells_a_studio_to_back_up_before_an_upgrade_an_older_voxdesk_refuses() -> None:
+    # A raised schema version makes an upgrade one-way for the databases it opens: a studio must
+    # hear, before upgrading, that going back means a backup and what it leaves out.
+    from bot.tools.grievance_store import SCHEMA_VERSION
+
+    readme = _readme()
+    upgrading = readme.split("**Upgrading, and going back.**", 1)[1].split("## ", 1)[0]
+    assert "take a `voxdesk backup` before installing a newer voxdesk" in upgrading
+    assert f"`grievances.db` is at schema version {SCHEMA_VERSION} " in upgrading
+    assert "exit status 4" in upgrading
+    assert "Grievances filed since are not in the restored `grievances.db`" in upgrading
+
+
+def test_the_readme_and_web_md_give_the_quota_pause_and_the_refile_round_the_code_keeps() -> None:
+    from bot.engines.openai import LONGEST_PAUSE
+    from bot.tools.grievance_store import REFILE_SECONDS
+
+    readme = _readme()
+    quota = readme.split("A 429 `insufficient_quota`", 1)[1].split(" - ", 1)[0]
+    assert f"requests pause for {LONGEST_PAUSE / 60:g} minutes" in quota
+    assert f"by the running bot within {REFILE_SECONDS:g} seconds" in readme
+    unfiled = _metrics_table()["voxdesk_grievances_unfiled"][1]
+    assert f"within {REFILE_SECONDS:g} s" in unfiled
+
+
+def test_the_design_doc_names_every_script_and_the_grievance_schema_version() -> None:
+    from bot.tools.grievance_store import SCHEMA_VERSION
+
+    design = " ".join((REPO / "docs" / "design.md").read_text(encoding="utf-8").split())
+    for script in sorted(p for p in (REPO / "scripts").iterdir() if p.is_file()):
+        assert f"scripts/{script.name}" in design, script.name
+    assert f"grievances.db (schema version {SCHEMA_VERSION}:" in design
