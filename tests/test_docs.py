@@ -392,6 +392,9 @@ def test_the_readme_and_web_md_give_the_quota_pause_and_the_refile_round_the_cod
     assert f"by the running bot within {REFILE_SECONDS:g} seconds" in readme
     unfiled = _metrics_table()["voxdesk_grievances_unfiled"][1]
     assert f"within {REFILE_SECONDS:g} s" in unfiled
+    # OpenAIEngine.ready is False after a spent quota as after a refused key: /healthz says so.
+    healthz = next(line for line in WEB_MD.splitlines() if line.startswith("| `/healthz` |"))
+    assert "insufficient_quota" in healthz
 
 
 def test_the_design_doc_names_every_script_and_the_grievance_schema_version() -> None:
