@@ -404,3 +404,19 @@ def test_the_design_doc_names_every_script_and_the_grievance_schema_version() ->
     for script in sorted(p for p in (REPO / "scripts").iterdir() if p.is_file()):
         assert f"scripts/{script.name}" in design, script.name
     assert f"grievances.db (schema version {SCHEMA_VERSION}:" in design
+
+
+def test_the_discord_doc_says_which_attachments_are_taken_for_audio() -> None:
+    # A player whose client uploads a .m4a as application/octet-stream is answered: the studio
+    # reading the setting should know which files that covers.
+    from cogs.voice import AUDIO_EXTENSIONS, UNTYPED
+
+    row = next(
+        line
+        for line in (REPO / "docs" / "discord.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `any_audio_attachment` |")
+    )
+    named = set(re.findall(r"`([^`]+)`", row))
+    extensions = next(word for word in named if word.startswith(".ogg "))
+    assert set(extensions.split()) == AUDIO_EXTENSIONS, row
+    assert UNTYPED <= named, row
