@@ -186,6 +186,9 @@ def test_backup_help_says_it_removes_older_backups() -> None:
     backup = build_parser()._subparsers._group_actions[0].choices["backup"]  # type: ignore[union-attr]
     text = " ".join(backup.format_help().split())
     assert f"storage.keep_backups ({_default('storage', 'keep_backups')}) are removed" in text
+    # An upgrade raises schema versions an older voxdesk refuses: the backup is the way back.
+    listed = " ".join(build_parser().format_help().split())
+    assert "take one before an upgrade" in listed
 
 
 def test_config_toml_says_the_ranges_the_loader_holds_settings_to() -> None:
