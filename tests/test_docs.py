@@ -423,3 +423,14 @@ def test_the_discord_doc_says_which_attachments_are_taken_for_audio() -> None:
     extensions = next(word for word in named if word.startswith(".ogg "))
     assert set(extensions.split()) == AUDIO_EXTENSIONS, row
     assert UNTYPED <= named, row
+
+
+def test_the_discord_doc_gives_how_long_a_repeat_check_waits_for_a_busy_database() -> None:
+    from bot.tools.grievance_store import CLAIM_WAIT_SECONDS
+
+    row = next(
+        line
+        for line in (REPO / "docs" / "discord.md").read_text(encoding="utf-8").splitlines()
+        if line.startswith("| `/grievance file category description` |")
+    )
+    assert f"with the database busy past {CLAIM_WAIT_SECONDS:g} s the filing goes ahead" in row
