@@ -434,3 +434,26 @@ def test_the_discord_doc_gives_how_long_a_repeat_check_waits_for_a_busy_database
         if line.startswith("| `/grievance file category description` |")
     )
     assert f"with the database busy past {CLAIM_WAIT_SECONDS:g} s the filing goes ahead" in row
+
+
+def test_every_note_count_names_its_reason_literally_so_the_table_check_sees_it() -> None:
+    # _reasons_counted reads literals: a reason passed in a variable (a refusal a new path adds)
+    # would be counted on /metrics and missed by the table's check. Only the playground's
+    # _refused, which forwards its callers' literals (read above), may pass a variable.
+    funnels = {("bot/web/playground.py", "_refused")}
+    unread = []
+    for path in [*(REPO / "bot").rglob("*.py"), *(REPO / "cogs").rglob("*.py")]:
+        where = path.relative_to(REPO).as_posix()
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for function in ast.walk(tree):
+            if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            for node in ast.walk(function):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)):
+                    continue
+                if not (node.func.attr == "note" and getattr(node.func.value, "id", "") == "metrics"):
+                    continue
+                literal = len(node.args) == 3 and all(isinstance(a, ast.Constant) for a in node.args[1:])
+                if not literal and (where, function.name) not in funnels:
+                    unread.append(f"{where}:{node.lineno} in {function.name}")
+    assert not unread, unread
