@@ -175,7 +175,7 @@ def check_storage(settings: Settings) -> str:
     if cannot := cannot_lock(paths.root):
         raise OSError(cannot)
     found = sum(kept(path) for path in paths.databases)
-    said = f"{found} databases, none written by a newer voxdesk"
+    said = f"{found} database{'' if found == 1 else 's'}, none written by a newer voxdesk"
     locked_out = False
     for file, why in lock_files(paths).items():
         if file.exists() and (way := _cannot_open(file)):

@@ -640,6 +640,17 @@ def test_checking_the_databases_versions_leaves_the_storage_folder_as_it_was(set
     assert _files(settings.storage_dir) == before
 
 
+async def test_checks_storage_line_counts_one_database_in_the_singular(tmp_path: Path) -> None:
+    from bot.health import check_storage
+
+    from .conftest import make_settings
+
+    settings = make_settings(tmp_path / "var")
+    store = await grievance_store.LocalGrievanceStore.open(settings.storage_dir / "grievances.db")
+    await store.aclose()
+    assert check_storage(settings) == "1 database, none written by a newer voxdesk"
+
+
 def test_check_warns_of_what_needs_a_person_and_still_exits_0(settings) -> None:
     # A deploy script or an ExecStartPre stops on exit 1: the bot runs fine with these, so they
     # must stand out without failing it.
