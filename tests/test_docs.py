@@ -392,6 +392,9 @@ def test_the_readme_and_web_md_give_the_quota_pause_and_the_refile_round_the_cod
     readme = _readme()
     quota = readme.split("A 429 `insufficient_quota`", 1)[1].split(" - ", 1)[0]
     assert f"requests pause for {LONGEST_PAUSE / 60:g} minutes" in quota
+    # The same bound caps any 429's pause, however long a wait the 429 names.
+    limited = readme.split("- A 429 pauses requests for every turn", 1)[1].split(" - ", 1)[0]
+    assert f"row), {LONGEST_PAUSE / 60:g} minutes at most," in limited
     assert f"by the running bot within {REFILE_SECONDS:g} seconds" in readme
     unfiled = _metrics_table()["voxdesk_grievances_unfiled"][1]
     assert f"within {REFILE_SECONDS:g} s" in unfiled
