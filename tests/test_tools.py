@@ -2506,3 +2506,37 @@ async def test_a_stop_cut_short_while_the_refiler_ends_still_keeps_what_memory_h
         await closing
     spool = GrievanceSpool.beside(tmp_path / "grievances.db")
     assert [line["id"] for line in spool.lines()] == ["discord:1:0"]
+
+
+async def test_a_claim_cancelled_while_its_short_wait_is_set_gives_the_connection_its_full_wait(
+    tmp_path,
+) -> None:
+    # aiosqlite runs a statement already queued even when its caller is cancelled: a claim
+    # stopped while setting its own short busy wait (a shutdown, a player's command timing out
+    # behind another statement on the connection) would leave every later write of the store,
+    # filings included, refused after the claim's seconds instead of the database's wait.
+    import threading
+
+    import bot.db
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    release = threading.Event()
+    try:
+        # Another statement of the connection under way: the claim's queues behind it.
+        busy = asyncio.ensure_future(store._conn._execute(release.wait))
+        claim = asyncio.ensure_future(
+            store.claim_words(BLAZE, ("wallet", "gems gone after the update"), "discord:1:", 600.0)
+        )
+        while store._conn._tx.empty():  # noqa: ASYNC110 - aiosqlite's queue has no event
+            await asyncio.sleep(0)
+        claim.cancel()
+        release.set()
+        with pytest.raises(asyncio.CancelledError):
+            await claim
+        await busy
+        assert [tuple(r) for r in await store._conn.execute_fetchall("PRAGMA busy_timeout")] == [
+            (int(bot.db.BUSY_SECONDS * 1000),)
+        ]
+    finally:
+        release.set()
+        await store.aclose()

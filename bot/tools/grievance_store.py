@@ -741,8 +741,10 @@ class LocalGrievanceStore:
 
     async def _begin_claim(self) -> None:
         wait = bot_db.BUSY_SECONDS * 1000
-        await self._conn.execute(f"PRAGMA busy_timeout = {int(CLAIM_WAIT_SECONDS * 1000)}")
         try:
+            # Inside the try: aiosqlite runs a queued statement even when its caller is cancelled,
+            # and the restore, queued after it, must then undo it.
+            await self._conn.execute(f"PRAGMA busy_timeout = {int(CLAIM_WAIT_SECONDS * 1000)}")
             await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"), CLAIM_WAIT_SECONDS)
         finally:
             # Shielded: a cancel must not leave every later write of the connection the short wait.
