@@ -440,6 +440,12 @@ def load_settings(
 
     sections: dict[str, typing.Any] = {}
     for name, values in raw.items():
+        if isinstance(values, dict):
+            for key in values:
+                if key not in _known_keys(name) and (var := _secret_variable(f"{name}_{key}", key)):
+                    _refuse_secret(f"{name}.{key} in {source}", var)
+        elif var := _secret_variable(name):
+            _refuse_secret(f"{name} in {source}", var)
         if name not in SECTIONS:
             raise ConfigError(f"unknown section [{name}] in {source}: known are {', '.join(SECTIONS)}")
         if not isinstance(values, dict):
@@ -459,6 +465,8 @@ def load_settings(
                     key,
                     *setting,
                 )
+        elif setting is None and (var := _secret_variable(key[len(ENV_PREFIX) :])):
+            log.warning("%s names no setting, ignored: a secret is read from %s", key, var)
         elif setting is None:
             log.warning("%s names no setting, ignored%s", key, _closest_setting(key))
         else:
@@ -624,6 +632,37 @@ def odbc_passwords(connection_string: str) -> list[str]:
 # Secrets that share the settings' prefix are read as secrets, never as settings.
 _ENV_NOT_SETTINGS = {"VOXDESK_CONFIG", *(v for v in Secrets.ENV.values() if v.startswith(ENV_PREFIX))}
 
+# The names a studio gives a secret where a setting goes ("[openai] api_key", "[secrets]
+# openai_api_key", VOXDESK_DISCORD_TOKEN), lower case with "_" for ".", and the variable it is
+# read from: the refusal then says where it goes rather than listing the section's keys.
+_SECRET_NAMES = {
+    alias: var
+    for name, var in Secrets.ENV.items()
+    for alias in (name, var.lower(), var.lower().removeprefix(ENV_PREFIX.lower()))
+} | {
+    "openai_azure_api_key": "AZURE_OPENAI_API_KEY",
+    "openai_azure_openai_api_key": "AZURE_OPENAI_API_KEY",
+    "search_api_key": "AZURE_SEARCH_API_KEY",
+    "odbc_connection_string": "VOXDESK_SQL_CONNECTION_STRING",
+}
+
+
+def _secret_variable(*names: str) -> str | None:
+    """The variable a secret written under one of these names is read from; None if none is."""
+    for name in names:
+        var = _SECRET_NAMES.get(name.lower().replace(".", "_").removeprefix("secrets_"))
+        if var is not None:
+            return var
+    return None
+
+
+def _refuse_secret(where: str, var: str) -> typing.NoReturn:
+    # Never the value: the error line goes to a terminal or a journal.
+    raise ConfigError(
+        f"{where} is a secret, which a config file must not hold: delete it there, and set {var} in"
+        " the environment or .env"
+    )
+
 
 class _EnvText(str):
     """A value from the environment: still text, converted to the field's type on build."""
@@ -670,6 +709,11 @@ def _is_service_link(key: str, value: str) -> bool:
     if _SERVICE_LINK_NAME.search(key):
         return True
     return key.endswith("_PORT") and bool(_SERVICE_LINK_ADDRESS.match(value.strip()))
+
+
+def _known_keys(section: str) -> set[str]:
+    cls = SECTIONS.get(section)
+    return {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
 
 
 def _closest_setting(key: str) -> str:
