@@ -197,6 +197,18 @@ def check_storage(settings: Settings) -> str:
     return NeedsHuman(said) if set_aside or shown or locked_out else said
 
 
+DOTENV = Path(".env")  # where bot.config reads it from: the working directory
+
+
+def check_dotenv(dotenv: Path = DOTENV) -> str:
+    """The `.env` file's modes: it holds every key and token, and a checkout's or an editor's
+    umask leaves it readable by every login on the machine (NeedsHuman: the bot runs on)."""
+    where = dotenv.resolve()
+    if where.stat().st_mode & 0o044 and where.parent.stat().st_mode & 0o011:
+        return NeedsHuman(f"other users of this machine can read {where}: chmod 600 {where}")
+    return f"{where} readable by its owner alone"
+
+
 def lock_files(paths: StoragePaths) -> dict[Path, str]:
     """The files `run` and `web` make in the storage folder only to lock, and what comes of one
     they cannot open: each is made and locked later, so the read-only stores `check` opens miss
@@ -311,7 +323,7 @@ DATABASES = {"stats": "players", "manuals": "manuals", "grievances": "grievances
 async def check_all(settings: Settings, live: App | None = None, for_run: bool = False) -> list[CheckResult]:
     """One result per service, checked concurrently: the engine, its offline fallback, the three
     tool backends, the storage folder's databases, the Discord token (a FAIL if
-    missing only `for_run`) and, with the web front end
+    missing only `for_run`), the `.env` file's modes when there is one, and, with the web front end
     on or its secrets set, those secrets. `live`: the running bot's own clients (the desk), rather
     than a fresh set built and closed."""
     from bot import app
@@ -343,6 +355,8 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
     checks.insert(-1, _one("storage", "sqlite", lambda: asyncio.to_thread(check_storage, settings)))
     if _has_offline_fallback(settings, live):
         checks.insert(1, _one("fallback", "offline", lambda: check_fallback(settings, live)))
+    if await asyncio.to_thread(DOTENV.is_file):
+        checks.append(_one("secrets", ".env", lambda: asyncio.to_thread(check_dotenv)))
     if settings.web.enabled or s.web_session_key or s.web_staff_password_hash or s.web_staff_password:
         checks.append(_one("web", "secrets", lambda: check_web_secrets(settings)))
     return list(await asyncio.gather(*checks))

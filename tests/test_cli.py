@@ -524,6 +524,29 @@ def test_check_names_the_databases_other_users_can_read(settings) -> None:
     )
 
 
+def test_check_warns_of_a_dotenv_file_other_users_can_read(settings, tmp_path: Path) -> None:
+    # .env holds every key and token; voxdesk reads it from the working directory, where a
+    # checkout's or an editor's umask leaves it 0644 for every login on the machine.
+    secret = "sk-SECRET-dotenv-123456"
+    dotenv = tmp_path / "service" / ".env"
+    dotenv.parent.mkdir()
+    dotenv.write_text(f"JIRA_API_TOKEN={secret}\n")
+    dotenv.parent.chmod(0o755)
+    dotenv.chmod(0o644)
+    storage = settings.storage_dir
+    done = voxdesk("check", storage=storage, cwd=dotenv.parent, PYTHONPATH=str(REPO), JIRA_API_TOKEN="")
+    said = done.stdout + done.stderr
+    assert done.returncode == 0, said
+    (line,) = [line for line in done.stdout.splitlines() if line.split()[1:2] == ["secrets"]]
+    assert line.split()[:3] == ["warn", "secrets", ".env"]
+    assert f"other users of this machine can read {dotenv}: chmod 600 {dotenv}" in line
+    assert secret not in said
+    dotenv.chmod(0o600)
+    done = voxdesk("check", storage=storage, cwd=dotenv.parent, PYTHONPATH=str(REPO), JIRA_API_TOKEN="")
+    (line,) = [line for line in done.stdout.splitlines() if line.split()[1:2] == ["secrets"]]
+    assert line.split()[:3] == ["ok", "secrets", ".env"] and f"{dotenv} readable by its owner alone" in line
+
+
 def _without_root_override() -> list[str]:
     """What runs a command with file modes applied to it: root reads and writes any file."""
     if os.geteuid() != 0:
