@@ -24,6 +24,7 @@ import requests
 from jira import JIRA, JIRAError
 from urllib3.exceptions import NewConnectionError
 
+from bot import logs
 from bot.config import shown_url
 from bot.tools import TICKET_KEY
 from bot.tools.grievance_store import KEY_PREFIX, iso_at
@@ -300,7 +301,7 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
         return exc
     if isinstance(exc, JIRAError):
         status = exc.status_code
-        text = " ".join(str(exc.text or "").split())[:REASON_CHARS]
+        text = " ".join(logs.masked(str(exc.text or "")).split())[:REASON_CHARS]
         retry_after = retry_after_seconds(exc.response) if status == 429 else None
         if status == 401:
             reason = "Jira refused the credentials (401): check JIRA_EMAIL and JIRA_API_TOKEN"
@@ -328,7 +329,9 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
         refused = isinstance(getattr(exc.args[0] if exc.args else None, "reason", None), NewConnectionError)
         detail = "connection refused or host unknown" if refused else "connection lost"
         return TrackerError(f"cannot connect to Jira at {url}: {detail}", maybe_done=not refused)
-    return TrackerError(f"Jira call failed: {type(exc).__name__}: {str(exc)[:REASON_CHARS]}")
+    # Kept with the grievance for the desk and the player's export, past every log handler's mask:
+    # requests quotes a URL it cannot parse (a typo'd port) with jira.url's user:password@.
+    return TrackerError(f"Jira call failed: {type(exc).__name__}: {logs.masked(str(exc))[:REASON_CHARS]}")
 
 
 class JiraTracker:

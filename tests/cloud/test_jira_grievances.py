@@ -1287,3 +1287,33 @@ async def test_a_complaint_kept_while_the_database_refused_it_reaches_jira_unpro
         assert issue.description == "Gems gone after the update" and f"discord-{BLAZE}" in issue.labels
     finally:
         await backend.aclose()
+
+
+async def test_a_password_in_jira_url_stays_out_of_the_error_the_desk_and_export_show(tmp_path) -> None:
+    # requests quotes a URL it cannot parse whole (a typo'd port), jira.url's user:password@ with
+    # it; the log masks that, but the reason is also kept with the grievance, where the desk
+    # shows it and `player export` hands it to the player.
+    from bot import player_data
+    from bot.app import storage_paths
+
+    password = "jira-url-pass-123456"
+    settings = make_settings(
+        tmp_path,
+        VOXDESK_TOOLS_GRIEVANCES="jira",
+        VOXDESK_JIRA_URL=f"http://voxdesk:{password}@127.0.0.1:99999",
+        JIRA_EMAIL="bot@studio.example",
+        JIRA_API_TOKEN="jira-token-0123456789",
+    )
+    db = storage_paths(settings).grievances
+    s = settings.secrets
+    backend = await JiraGrievances.open(settings.jira, s.jira_email, s.jira_api_token, db)
+    try:
+        ticket = await backend.register(NOVA, "wallet", "I was charged twice for the battle pass")
+        with contextlib.suppress(ToolError, TrackerError):
+            await backend.push_pending()
+        kept = await backend.local_store.staff_get(ticket.local_key)
+    finally:
+        await backend.aclose()
+    assert kept is not None and "InvalidURL" in (kept.last_error or "")
+    assert password not in (kept.last_error or "")
+    assert password not in str(player_data.export(storage_paths(settings), NOVA))
