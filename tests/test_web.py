@@ -554,6 +554,23 @@ async def test_with_jira_the_desk_is_read_only_and_links_to_the_issue(wsettings)
         assert (await store.staff_get("GRV-10")).status == "in progress"  # type: ignore[union-attr]
 
 
+async def test_the_desks_jira_links_carry_no_password_from_jira_url(wsettings) -> None:
+    # jira.url may hold user:password@ (a proxy's, say): the links staff hover and click, and the
+    # page's source, name the site alone.
+    password = "jira-url-pass-123456"
+    async with web_client(wsettings) as (client, core):
+        await core.grievances.local_store.mark_pushed("GRV-10", "STUDIO-7")
+        core.settings = core.settings.replace(
+            tools={"grievances": "jira"},
+            jira={"url": f"https://voxdesk:{password}@studio.atlassian.net/?token={password}"},
+        )
+        await log_in(client)
+        for path in ("/desk", "/desk/ticket/GRV-10"):
+            html = await (await client.get(path)).text()
+            assert 'href="https://studio.atlassian.net/browse/STUDIO-7"' in html, path
+            assert password not in html, path
+
+
 async def test_with_jira_a_ticket_jira_no_longer_has_is_worked_on_the_desk(wsettings) -> None:
     async with web_client(wsettings) as (client, core):
         store = core.grievances.local_store

@@ -20,7 +20,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
-from bot.config import Settings
+from bot.config import Settings, shown_url
 from bot.ticket_news import USER_ID
 from bot.tools.grievance_store import CATEGORIES, STAFF_STATUSES, LocalGrievanceStore, StaffRow
 from bot.web import charts, security
@@ -155,6 +155,11 @@ def _store(request: web.Request) -> LocalGrievanceStore:
     return web_state(request).core.grievances.local_store  # type: ignore[attr-defined,no-any-return]
 
 
+def _jira_site(request: web.Request) -> str:
+    # Links staff hover, click and save: jira.url's user:password@ and query stay out of them.
+    return shown_url(web_state(request).settings.jira.url).rstrip("/")
+
+
 def _jira_on(request: web.Request) -> bool:
     return web_state(request).settings.tools.grievances == "jira"
 
@@ -271,7 +276,7 @@ async def desk(request: web.Request) -> dict[str, Any]:
         "next_page": _desk_url(request, kept, page + 1) if page < pages else None,
         "jira_on": _jira_on(request),
         "jira_states": JIRA_STATES,
-        "jira_url": web_state(request).settings.jira.url.rstrip("/"),
+        "jira_url": _jira_site(request),
     }
 
 
@@ -308,7 +313,7 @@ async def ticket(request: web.Request) -> dict[str, Any]:
         "last_news": await _last_news(request, row),
         "news_states": NEWS_STATES,
         "jira_states": JIRA_STATES,
-        "jira_url": web_state(request).settings.jira.url.rstrip("/"),
+        "jira_url": _jira_site(request),
     }
 
 
