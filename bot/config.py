@@ -670,11 +670,17 @@ class _EnvText(str):
 
 def _load_dotenv() -> None:
     try:
-        from dotenv import load_dotenv
+        from dotenv import dotenv_values, load_dotenv
     except ImportError:  # optional: plain environment variables still work
         return
     # The working directory, like config.toml. No ${VAR} expansion: a secret may hold "${".
     load_dotenv(Path(".env"), override=False, interpolate=False)
+    # A secret the environment has empty is one it does not have (compose's ${OPENAI_API_KEY} on
+    # a host without it, a unit's `Environment=OPENAI_API_KEY=`): .env's value is taken, rather
+    # than start-up saying it is set nowhere.
+    for var, value in dotenv_values(Path(".env"), interpolate=False).items():
+        if var in Secrets.ENV.values() and value and not os.environ.get(var, "").strip():
+            os.environ[var] = value
 
 
 def _read_toml(path: Path) -> dict[str, typing.Any]:

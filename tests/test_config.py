@@ -219,6 +219,21 @@ def test_dotenv_file_supplies_secrets(tmp_path: Path, monkeypatch: pytest.Monkey
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
 
 
+def test_dotenv_supplies_a_secret_the_environment_has_empty(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Compose's `OPENAI_API_KEY: ${OPENAI_API_KEY}` or a unit's `Environment=OPENAI_API_KEY=` pass
+    # it empty: .env was skipped, and start-up said "OPENAI_API_KEY is not set ... or .env".
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OPENAI_API_KEY", "")
+    monkeypatch.setenv("JIRA_API_TOKEN", "jira-from-the-environment")
+    (tmp_path / ".env").write_text("OPENAI_API_KEY=sk-from-dotenv\nJIRA_API_TOKEN=jira-from-dotenv\n")
+    write(tmp_path, "[agent]\nengine = 'openai'\n")
+    settings = load_settings()
+    assert settings.secrets.openai_api_key == "sk-from-dotenv"
+    assert settings.secrets.jira_api_token == "jira-from-the-environment"  # the environment wins
+
+
 def test_dotenv_keeps_a_secret_with_a_dollar_brace_as_written(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
