@@ -615,11 +615,17 @@ def custom_header_values(headers: str) -> list[str]:
 
 
 # PWD=secret; or PWD={se;cret}, a brace inside written twice (the ODBC connection string grammar).
-_ODBC_PASSWORD = re.compile(r"(?:^|;)\s*(?:PWD|PASSWORD)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)", re.IGNORECASE)
+# The keywords odbc_stats.redact scrubs too: ClientSecret (a service principal's), KeyStoreSecret
+# (Always Encrypted's), AccessToken, and ClientKey ("file:<path>,<password>").
+_ODBC_PASSWORD = re.compile(
+    r"(?:^|;)\s*(?:PWD|PASSWORD|CLIENTSECRET|KEYSTORESECRET|ACCESSTOKEN|CLIENTKEY)\s*=\s*"
+    r"(\{(?:[^}]|\}\})*\}|[^;]*)",
+    re.IGNORECASE,
+)
 
 
 def odbc_passwords(connection_string: str) -> list[str]:
-    """The password of an ODBC connection string as written, and unbraced."""
+    """The passwords and other secrets of an ODBC connection string as written, and unbraced."""
     found = []
     for match in _ODBC_PASSWORD.finditer(connection_string):
         written = match.group(1).strip()

@@ -111,6 +111,22 @@ def test_settings_mask_each_secret_the_odbc_password_and_an_address_password(roo
     assert root_log.getvalue() == f"WARNING discord.gateway {' '.join([MASK] * 5)}\n"
 
 
+def test_settings_mask_every_secret_keyword_of_the_odbc_connection_string(root_log, tmp_path) -> None:
+    # The ODBC backend scrubs these keywords' values from its own lines (odbc_stats.redact); the
+    # log's mask took PWD alone, so a library quoting one of the others printed it.
+    make_settings(
+        tmp_path,
+        VOXDESK_SQL_CONNECTION_STRING=(
+            "Driver={ODBC Driver 18};Server=db;Authentication=ActiveDirectoryServicePrincipal;"
+            "UID=app;ClientSecret=client-secret-0123;KeyStoreSecret={ks;secret-4567};"
+            "AccessToken=access-token-89ab;ClientKey=file:/k.pem,key-pass-cdef"
+        ),
+    )
+    said = "client-secret-0123 ks;secret-4567 access-token-89ab file:/k.pem,key-pass-cdef"
+    logging.getLogger("aioodbc").warning(said)
+    assert root_log.getvalue() == f"WARNING aioodbc {' '.join([MASK] * 4)}\n"
+
+
 def test_settings_mask_what_the_clients_read_from_the_environment_themselves(root_log, tmp_path) -> None:
     # The openai SDK sends OPENAI_CUSTOM_HEADERS with every request; httpx and requests take a
     # proxy, with its password, from HTTPS_PROXY.
