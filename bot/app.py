@@ -24,6 +24,7 @@ from bot.preferences import PreferenceStore
 from bot.ticket_news import Answering, NewsStore, TicketNews
 from bot.tools import Toolbox, build_tools
 from bot.tools.base import GrievanceBackend, ManualsBackend, StatsBackend
+from bot.tools.grievance_store import recent_beside
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,12 @@ class StoragePaths:
     @property
     def grievances(self) -> Path:
         return self.root / "grievances.db"
+
+    @property
+    def recent_claims(self) -> Path:
+        """/grievance file's claims of the last minutes (`lately_filed`), attached to grievances.db's
+        connection: a file of its own, so grievances.db keeps a schema an older voxdesk opens."""
+        return recent_beside(self.grievances)
 
     @property
     def conversations(self) -> Path:
@@ -89,7 +96,7 @@ class StoragePaths:
     def databases(self) -> list[Path]:
         """Every SQLite file voxdesk keeps (the speech folder is rebuilt by `init`)."""
         names = ("players", "manuals", "grievances", "conversations", "preferences", "notes", "usage")
-        return [getattr(self, name) for name in (*names, "news", "web")]
+        return [getattr(self, name) for name in (*names, "news", "web", "recent_claims")]
 
 
 def storage_paths(settings: Settings) -> StoragePaths:

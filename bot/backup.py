@@ -29,6 +29,7 @@ from bot.app import StoragePaths, storage_paths
 from bot.config import Settings
 from bot.db import BUSY_SECONDS, fsync_path, kept, naming, private_dir, private_file, restore_from_log
 from bot.tools.grievance_spool import GrievanceSpool
+from bot.tools.grievance_store import RESUBMIT_SECONDS
 
 
 def backup(settings: Settings, into: Path, now: dt.datetime | None = None) -> tuple[Path, list[str]]:
@@ -144,13 +145,23 @@ def _copy_all(storage: StoragePaths, folder: Path) -> tuple[list[str], dict[str,
         if held.exists() and _copy_locked(held, folder / held.name):
             lines.append(f"{held.name}: copied (grievances not yet in the database)")
     for db in storage.databases:
+        if db == storage.recent_claims:
+            continue  # said after the copies: it alone does not make a backup that holds files
         if kept(db):
             try:
                 versions[db.name] = _copy_database(db, folder / db.name)
             except sqlite3.Error as exc:
                 raise naming(db, exc) from exc
             lines.append(f"{db.name}: copied")
+    if lines and kept(storage.recent_claims):
+        lines.append(f"{storage.recent_claims.name}: {NOT_COPIED}")
     return lines, versions
+
+
+# /grievance file's claims of the last RESUBMIT_SECONDS: restored, every one would be past that
+# window, which a repeat ignores and the next claim drops; a folder restored without the file
+# makes it anew, empty.
+NOT_COPIED = f"not copied (claims of the last {RESUBMIT_SECONDS / 60:g} minutes, of no use once restored)"
 
 
 MANIFEST = "voxdesk-backup.json"

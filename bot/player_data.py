@@ -68,7 +68,7 @@ def _refuse_newer(storage: StoragePaths) -> None:
     voxdesk wrote, before any is read or written: a forget stopped half-way would leave a player
     erased from some databases and not the others. A file a newer voxdesk wrote may keep a
     player's rows where these queries do not look, or under the same names with another meaning."""
-    refuse_newer_databases(storage, [*BY_USER, "players"])
+    refuse_newer_databases(storage, [*BY_USER, "players", "recent_claims"])
 
 
 @contextlib.contextmanager
@@ -131,7 +131,9 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
                     (user_id,),
                 )
                 part["waiting_in_spool"], part["unreadable_spool_lines"] = _spooled(storage, user_id)
-                part["lately_filed"] = _claims(conn, user_id, part["grievances"] + part["waiting_in_spool"])
+                with _database(storage, "recent_claims") as recent:
+                    complaints = part["grievances"] + part["waiting_in_spool"]
+                    part["lately_filed"] = _claims(recent, user_id, complaints)
         held[name] = part
     held["players"] = _stats(storage, user_id)
     return held
@@ -156,8 +158,9 @@ def _spooled(storage: StoragePaths, user_id: str) -> tuple[list[dict[str, Any]],
 def _claims(
     conn: sqlite3.Connection | None, user_id: str, complaints: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """The player's claims on complaints filed lately (lately_filed: /grievance file's, keyed by a
-    hash of player, category and words, which their grievances and spooled ones give)."""
+    """The player's claims on complaints filed lately (lately_filed in grievances-recent.db:
+    /grievance file's, keyed by a hash of player, category and words, which their grievances and
+    spooled ones give)."""
     hashes = set(claims_of(user_id, [(str(c["category"]), str(c["description"])) for c in complaints]))
     # The table holds the last few minutes' claims only: read whole, as a player may have
     # thousands of grievances.
@@ -211,24 +214,25 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
             f"notes.db: kept {n} note id(s) and {p} DM channel(s), no words: they keep a note from"
             " being answered twice; answered notes go after 30 days"
         )
-    with _database(storage, "grievances", write=True) as conn:
+    with _database(storage, "grievances") as conn:
         mine = _rows(conn, "SELECT category, description FROM grievances WHERE user_id = ?", (user_id,))
-        n = len(mine)
-        waiting, unreadable = _spooled(storage, user_id)
-        claims = [c["words_hash"] for c in _claims(conn, user_id, mine + waiting)]
-        erased = sum(_delete(conn, "DELETE FROM lately_filed WHERE words_hash = ?", (h,)) for h in claims)
+    n = len(mine)
+    waiting, unreadable = _spooled(storage, user_id)
+    with _database(storage, "recent_claims", write=True) as recent:
+        claims = [c["words_hash"] for c in _claims(recent, user_id, mine + waiting)]
+        erased = sum(_delete(recent, "DELETE FROM lately_filed WHERE words_hash = ?", (h,)) for h in claims)
         # Everyone's claims past the window go too: no repeat reads them, and each claim drops them.
         now = time.time()
-        _delete(conn, f"DELETE FROM lately_filed WHERE {LATELY_GONE}", (now - RESUBMIT_SECONDS, now))
-        lines.append(
-            f"grievances.db: {erased} claim(s) of a complaint filed lately erased (hashes of their words"
-            " that tell a repeated /grievance file the first ticket)"
-        )
-        spooled = f", {len(waiting) + len(unreadable)} waiting in the spool" if waiting or unreadable else ""
-        lines.append(
-            f"grievances.db: kept {n} grievance(s){spooled}: the studio's record (and Jira's"
-            " copies); `player export` shows them"
-        )
+        _delete(recent, f"DELETE FROM lately_filed WHERE {LATELY_GONE}", (now - RESUBMIT_SECONDS, now))
+    lines.append(
+        f"{storage.recent_claims.name}: {erased} claim(s) of a complaint filed lately erased (hashes"
+        " of their words that tell a repeated /grievance file the first ticket)"
+    )
+    spooled = f", {len(waiting) + len(unreadable)} waiting in the spool" if waiting or unreadable else ""
+    lines.append(
+        f"grievances.db: kept {n} grievance(s){spooled}: the studio's record (and Jira's"
+        " copies); `player export` shows them"
+    )
     stats = {table: len(rows) for table, rows in _stats(storage, user_id).items()}
     lines.append(
         f"players.db: kept {stats['players']} player record(s), {stats['game_sessions']} game(s) and"

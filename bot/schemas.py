@@ -32,6 +32,7 @@ def versions() -> dict[str, int]:
         "usage": usage.SCHEMA_VERSION,
         "news": ticket_news.SCHEMA_VERSION,
         "web": security.LOGINS_SCHEMA_VERSION,
+        "recent_claims": grievance_store.RECENT_SCHEMA_VERSION,
     }
 
 

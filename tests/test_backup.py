@@ -59,6 +59,33 @@ async def test_a_backup_while_the_store_is_open_holds_every_committed_grievance(
         backup(settings, tmp_path / "backups", now=at)
 
 
+async def test_a_backup_leaves_out_the_recent_claims_and_says_why(settings, tmp_path: Path) -> None:
+    # grievances-recent.db holds /grievance file's claims of the last 10 minutes: restored, every
+    # one would be past that window. A backup that held it alone would be no backup to keep.
+    from bot.backup import NOT_COPIED
+
+    from .conftest import make_settings
+
+    storage = settings.storage_dir
+    store = await LocalGrievanceStore.open(storage / "grievances.db")
+    try:
+        await store.claim_words(NOVA, ("wallet", "charged twice"), "discord:1:", 600.0)
+    finally:
+        await store.aclose()
+    assert (storage / "grievances-recent.db").exists()
+    folder, lines = backup(settings, tmp_path / "backups")
+    assert f"grievances-recent.db: {NOT_COPIED}" in lines
+    assert "grievances.db: copied" in lines
+    assert not (folder / "grievances-recent.db").exists()
+    assert NOT_COPIED == "not copied (claims of the last 10 minutes, of no use once restored)"
+
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    (storage / "grievances-recent.db").rename(alone / "grievances-recent.db")
+    _, nothing = backup(make_settings(alone), tmp_path / "more")
+    assert nothing == []
+
+
 def test_backup_command_names_its_folder(settings, tmp_path: Path) -> None:
     done = voxdesk("backup", str(tmp_path / "b"), storage=settings.storage_dir)
     assert done.returncode == 0, done.stderr

@@ -659,19 +659,24 @@ def test_checking_the_databases_versions_leaves_the_storage_folder_as_it_was(set
     from bot.health import check_storage
 
     before = _files(settings.storage_dir)
-    assert check_storage(settings) == "3 databases, none written by a newer voxdesk"
+    # players, manuals, grievances and the grievance store's grievances-recent.db
+    assert check_storage(settings) == "4 databases, none written by a newer voxdesk"
     assert _files(settings.storage_dir) == before
 
 
 async def test_checks_storage_line_counts_one_database_in_the_singular(tmp_path: Path) -> None:
     from bot.health import check_storage
+    from bot.preferences import PreferenceStore
 
     from .conftest import make_settings
 
     settings = make_settings(tmp_path / "var")
+    await (await PreferenceStore.open(settings.storage_dir / "preferences.db")).aclose()
+    assert check_storage(settings) == "1 database, none written by a newer voxdesk"
+    # The grievance store keeps its recent claims in a file of its own: two more.
     store = await grievance_store.LocalGrievanceStore.open(settings.storage_dir / "grievances.db")
     await store.aclose()
-    assert check_storage(settings) == "1 database, none written by a newer voxdesk"
+    assert check_storage(settings) == "3 databases, none written by a newer voxdesk"
 
 
 def test_check_warns_of_what_needs_a_person_and_still_exits_0(settings) -> None:
@@ -688,7 +693,7 @@ def test_check_warns_of_what_needs_a_person_and_still_exits_0(settings) -> None:
         "storage": "warn",
     }
     assert (
-        "warn  storage    sqlite   3 databases, none written by a newer voxdesk; 1 grievance" in done.stdout
+        "warn  storage    sqlite   4 databases, none written by a newer voxdesk; 1 grievance" in done.stdout
     )
     assert (
         f"; the speech model in {storage / 'speech'} was built from other manuals or by an older"

@@ -107,6 +107,8 @@ def every_store() -> dict[str, Callable[[Path], Awaitable[Any]]]:
         "notes.db": NoteLedger.open,
         "news.db": NewsStore.open,
         "grievances.db": LocalGrievanceStore.open,
+        # Attached to the grievance store's connection: opened, and made, by that store.
+        "grievances-recent.db": lambda p: LocalGrievanceStore.open(p.with_name("grievances.db")),
         "usage.db": lambda p: UsageMeter.open(p, UsageSettings(), "gpt-audio-1.5"),
         "web.db": StaffLogins.open,
         "manuals.db": FtsManuals.open,
@@ -125,7 +127,9 @@ async def test_every_store_refuses_a_database_a_newer_voxdesk_wrote_in_one_line_
     # A downgrade, or a newer install's backup restored: the old code would run on a schema it
     # does not know (a new NOT NULL column sent every grievance to the spool with a warning).
     for name, open_store in every_store().items():
-        path = tmp_path / name
+        # A folder each: grievances-recent.db's store opens grievances.db, refused here before it.
+        (tmp_path / name).mkdir()
+        path = tmp_path / name / name
         await (await open_store(path)).aclose()
         made = user_version(path)
         assert made >= 1, name  # stamped when the store made its schema

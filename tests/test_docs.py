@@ -381,6 +381,9 @@ def test_the_readme_tells_a_studio_to_back_up_before_an_upgrade_an_older_voxdesk
     upgrading = readme.split("**Upgrading, and going back.**", 1)[1].split("## ", 1)[0]
     assert "take a `voxdesk backup` before installing a newer voxdesk" in upgrading
     assert f"`grievances.db` is at schema version {SCHEMA_VERSION} " in upgrading
+    # The claims of /grievance file are in a file of their own: a rollback keeps grievances.db.
+    assert "`grievances-recent.db`, which a voxdesk from before it ignores" in upgrading
+    assert "needs no restore for `grievances.db`" in upgrading
     assert "exit status 4" in upgrading
     assert "Grievances filed since are not in the restored `grievances.db`" in upgrading
 
@@ -404,12 +407,13 @@ def test_the_readme_and_web_md_give_the_quota_pause_and_the_refile_round_the_cod
 
 
 def test_the_design_doc_names_every_script_and_the_grievance_schema_version() -> None:
-    from bot.tools.grievance_store import SCHEMA_VERSION
+    from bot.tools.grievance_store import RECENT_SCHEMA_VERSION, SCHEMA_VERSION
 
     design = " ".join((REPO / "docs" / "design.md").read_text(encoding="utf-8").split())
     for script in sorted(p for p in (REPO / "scripts").iterdir() if p.is_file()):
         assert f"scripts/{script.name}" in design, script.name
     assert f"grievances.db (schema version {SCHEMA_VERSION}:" in design
+    assert f"grievances-recent.db attached (schema version {RECENT_SCHEMA_VERSION}:" in design
 
 
 def test_the_discord_doc_says_which_attachments_are_taken_for_audio() -> None:

@@ -288,8 +288,8 @@ async def test_export_and_forget_cover_the_claims_of_complaints_filed_by_command
     await _file_by_command(storage, NOVA, "Charged twice  for GEMS", "discord:1:")
     await _file_by_command(storage, BLAZE, "charged twice for gems", "discord:2:")
     await _file_by_command(storage, QUILL, "kicked from the tournament", "discord:3:")
-    grievances = storage_paths_of(storage).grievances
-    with sqlite3.connect(grievances) as db:  # Quill filed long ago: a claim no repeat reads
+    grievances, recent = storage_paths_of(storage).grievances, storage_paths_of(storage).recent_claims
+    with sqlite3.connect(recent) as db:  # Quill filed long ago: a claim no repeat reads
         db.execute("UPDATE lately_filed SET at = at - 601 WHERE turn = 'discord:3:'")
 
     held = json.loads(voxdesk("player", "export", NOVA, storage=storage, timeout=60).stdout)
@@ -298,9 +298,9 @@ async def test_export_and_forget_cover_the_claims_of_complaints_filed_by_command
 
     done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
     assert done.returncode == 0, done.stderr
-    assert "grievances.db: 1 claim(s) of a complaint filed lately erased" in done.stdout
+    assert "grievances-recent.db: 1 claim(s) of a complaint filed lately erased" in done.stdout
     left = "SELECT turn FROM lately_filed ORDER BY turn"
-    with sqlite3.connect(grievances) as db:
+    with sqlite3.connect(recent) as db:
         # Blaze's, for the same words, is Blaze's; Quill's was of no more use to anyone.
         assert [r[0] for r in db.execute(left)] == ["discord:2:"]
     assert _count(grievances, "SELECT COUNT(*) FROM grievances WHERE user_id = ?", NOVA) == novas
@@ -316,16 +316,16 @@ async def test_a_running_bot_forgets_the_claims_of_complaints_past_the_resubmit_
     storage = settings.storage_dir
     await _file_by_command(storage, NOVA, "charged twice for gems", "discord:1:")
     await _file_by_command(storage, BLAZE, "kicked from the tournament", "discord:2:")
-    grievances = storage_paths_of(storage).grievances
-    with sqlite3.connect(grievances) as db:
+    grievances, recent = storage_paths_of(storage).grievances, storage_paths_of(storage).recent_claims
+    with sqlite3.connect(recent) as db:
         db.execute("UPDATE lately_filed SET at = at - ? WHERE turn = 'discord:1:'", (RESUBMIT_SECONDS + 1,))
     store = await LocalGrievanceStore.open(grievances)
     try:
         await store.housekeeping(time.time())
     finally:
         await store.aclose()
-    assert _count(grievances, "SELECT COUNT(*) FROM lately_filed WHERE turn = 'discord:1:'") == 0
-    assert _count(grievances, "SELECT COUNT(*) FROM lately_filed WHERE turn = 'discord:2:'") == 1
+    assert _count(recent, "SELECT COUNT(*) FROM lately_filed WHERE turn = 'discord:1:'") == 0
+    assert _count(recent, "SELECT COUNT(*) FROM lately_filed WHERE turn = 'discord:2:'") == 1
 
 
 async def test_export_holds_the_players_stats_the_embedded_database_keeps_and_forget_says_they_stay(

@@ -2270,6 +2270,77 @@ async def test_two_processes_claiming_one_complaint_at_once_file_it_once_and_a_r
         await restarted.aclose()
 
 
+async def test_an_older_voxdesk_opens_grievances_db_and_a_claim_locks_the_recent_file_too(
+    tmp_path, monkeypatch
+) -> None:
+    # lately_filed in grievances.db raised its schema to 2: a voxdesk rolled back refused the file,
+    # and going back meant a backup without the grievances filed since. The claims are in a file
+    # of their own, attached: a claim must still hold the write lock of both, or two processes
+    # could each read no claim and each file.
+    import bot.db
+    from bot.app import StoragePaths
+    from bot.tools import grievance_store
+    from bot.tools.grievance_store import Lately
+
+    from .test_db import user_version
+    from .test_schemas import schema_of
+
+    db = tmp_path / "grievances.db"
+    recent = tmp_path / "grievances-recent.db"
+    store = await LocalGrievanceStore.open(db)
+    words = ("wallet", "gems gone after the update")
+    try:
+        assert await store.claim_words(BLAZE, words, "discord:1:", 600.0) == Lately()
+        # An older voxdesk knew grievances.db at schema version 1, and no lately_filed in it.
+        assert user_version(db) == 1
+        assert bot.db.newer_schema(db, user_version(db), 1) is None
+        bot.db.written_by_newer(db, 1)
+        assert not [line for line in schema_of(db) if "lately_filed" in line]
+        assert StoragePaths(tmp_path).recent_claims == recent
+        assert user_version(recent) == 1 and recent.stat().st_mode & 0o777 == 0o600
+        with contextlib.closing(sqlite3.connect(recent)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert conn.execute("SELECT turn FROM lately_filed").fetchall() == [("discord:1:",)]
+
+        # A claim's BEGIN IMMEDIATE takes the attached file's write lock, not only grievances.db's.
+        other = sqlite3.connect(recent, timeout=0, isolation_level=None)
+        try:
+            await store._conn.execute("BEGIN IMMEDIATE")
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("BEGIN IMMEDIATE")
+            await store._conn.rollback()
+            # And a claim waits for another's write to the attached file.
+            monkeypatch.setattr(bot.db, "BUSY_SECONDS", 3600)
+            monkeypatch.setattr(grievance_store, "CLAIM_WAIT_SECONDS", 0.2)
+            other.execute("BEGIN IMMEDIATE")
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                await asyncio.wait_for(store.claim_words(NOVA, words, "discord:2:", 600.0), 30)
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        assert await store.claim_words(NOVA, words, "discord:3:", 600.0) == Lately()
+    finally:
+        await store.aclose()
+
+
+async def test_a_grievances_db_at_the_unreleased_schema_2_is_refused_in_one_line_untouched(tmp_path) -> None:
+    # For one day of unreleased code, grievances.db held lately_filed at schema version 2. Nobody
+    # runs on such a file: it is refused as any file of a newer voxdesk is, and left as it was.
+    from bot.db import NewerSchema
+
+    db = tmp_path / "grievances.db"
+    await (await LocalGrievanceStore.open(db)).aclose()
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE lately_filed (words_hash TEXT PRIMARY KEY, turn TEXT NOT NULL)")
+        conn.execute("PRAGMA user_version = 2")
+        conn.commit()
+    before = db.read_bytes()
+    with pytest.raises(NewerSchema, match="schema version 2, this one knows up to 1") as refused:
+        await LocalGrievanceStore.open(db)
+    assert "\n" not in str(refused.value)
+    assert db.read_bytes() == before
+
+
 # Words split by punctuation are words; Arabic and Devanagari are written with spaces and counted
 # as Latin is (a Devanagari vowel sign as a letter); Hangul too, but each three syllables of a word
 # count as a word (a syllable as the letters it is made of), since Korean runs a noun and its verb

@@ -26,7 +26,17 @@ import aiosqlite
 
 from bot import db as bot_db
 from bot import sentences as say
-from bot.db import add_missing_columns, first, open_read_only, opening, roll_back, while_locked, writing
+from bot.db import (
+    add_missing_columns,
+    first,
+    open_read_only,
+    opening,
+    private_file,
+    restore_from_log,
+    roll_back,
+    while_locked,
+    writing,
+)
 from bot.tools import complaint_key, filed_in, filing_turn, same_complaint
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import UNFILED, GrievanceSpool, spool_line
@@ -67,7 +77,7 @@ MAX_CHOICES = 5
 
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS grievances (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -93,16 +103,6 @@ CREATE TABLE IF NOT EXISTS grievances (
     gone_at TEXT
 );
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
--- Complaints filed lately by a front end that tells a repeat the first ticket (/grievance file),
--- by a hash of player, category and words (no words kept): in the database, so a restart or a
--- second bot on this storage folder knows them too.
-CREATE TABLE IF NOT EXISTS lately_filed (
-    words_hash TEXT PRIMARY KEY,
-    turn TEXT NOT NULL,         -- the filing's "platform:request:": its grievance's filing id starts so
-    at REAL NOT NULL,           -- unix time of the claim
-    lease_until REAL NOT NULL,  -- while its filing may still be under way
-    kept TEXT                   -- what the player was told when it was kept for later
-);
 -- Support staff's notes on a grievance (the web desk); never shown to the player.
 CREATE TABLE IF NOT EXISTS staff_notes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -115,6 +115,23 @@ CREATE INDEX IF NOT EXISTS staff_notes_by_grievance ON staff_notes (grievance_id
 CREATE INDEX IF NOT EXISTS grievances_by_user ON grievances (user_id, id);
 CREATE INDEX IF NOT EXISTS grievances_pending ON grievances (push_state);
 CREATE INDEX IF NOT EXISTS grievances_by_time ON grievances (created_at, id);
+"""
+# Complaints filed lately by a front end that tells a repeat the first ticket (/grievance file),
+# in a database of their own beside grievances.db (`recent_beside`), attached to the store's
+# connection as `recent`: a claim and the grievances it reads are still one transaction, while
+# grievances.db keeps a schema an older voxdesk opens after a rollback, with every grievance in it.
+RECENT_SCHEMA_VERSION = 1
+RECENT = "recent"
+RECENT_SCHEMA = """
+-- By a hash of player, category and words (no words kept): in a file, so a restart or a second
+-- bot on this storage folder knows them too.
+CREATE TABLE IF NOT EXISTS recent.lately_filed (
+    words_hash TEXT PRIMARY KEY,
+    turn TEXT NOT NULL,         -- the filing's "platform:request:": its grievance's filing id starts so
+    at REAL NOT NULL,           -- unix time of the claim
+    lease_until REAL NOT NULL,  -- while its filing may still be under way
+    kept TEXT                   -- what the player was told when it was kept for later
+);
 """
 # After the columns an older database lacks have been added (the triggers name them).
 INDEXES = """
@@ -231,6 +248,44 @@ class GrievanceEvent:
     was: str | None = None  # moved: its remote key before
 
 
+def recent_beside(grievances: Path | str) -> Path:
+    """The file of the claims of complaints filed lately, beside the grievances' `grievances`."""
+    path = Path(grievances)
+    return path.with_name(f"{path.stem}-recent{path.suffix}")
+
+
+class _Recent(Exception):
+    """An error of the attached database, carried out of `opening`, which would name grievances.db."""
+
+    def __init__(self, error: sqlite3.Error) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+async def _attach_recent(conn: aiosqlite.Connection, recent: Path) -> None:
+    """Attach `recent` as RECENT, opened as bot.db opens a database: owner-only, restored from its
+    log, a newer schema refused before anything is written to it, WAL, then made and stamped.
+    NORMAL sync: a power cut may take its last claims, and a repeat then files a second ticket."""
+    await asyncio.to_thread(restore_from_log, recent)
+    private_file(recent)
+    try:
+        await conn.execute(f"ATTACH DATABASE ? AS {RECENT}", (str(recent),))
+        (found,) = first(await conn.execute_fetchall(f"PRAGMA {RECENT}.user_version")) or (0,)
+    except sqlite3.Error as exc:
+        raise bot_db.naming(recent, exc) from exc
+    if (refused := bot_db.newer_schema(recent, found, RECENT_SCHEMA_VERSION)) is not None:
+        raise refused
+    try:
+        await while_locked(lambda: conn.execute(f"PRAGMA {RECENT}.journal_mode=WAL"))
+        await conn.execute(f"PRAGMA {RECENT}.synchronous=NORMAL")
+        await conn.executescript(RECENT_SCHEMA)
+        if found < RECENT_SCHEMA_VERSION:
+            await conn.execute(f"PRAGMA {RECENT}.user_version = {RECENT_SCHEMA_VERSION}")
+        await conn.commit()
+    except sqlite3.Error as exc:
+        raise bot_db.naming(recent, exc) from exc
+
+
 def _empty_file(path: Path) -> bool:
     """A database file of no bytes, with no write-ahead log that would fill it."""
     try:
@@ -288,6 +343,13 @@ class LocalGrievanceStore:
         if read_only:
             return cls(await open_read_only(path, SCHEMA_VERSION, SCHEMA), initial_state)
         emptied = _empty_file(Path(path))
+        try:
+            return await cls._open(path, initial_state, emptied)
+        except _Recent as recent:
+            raise recent.error from None
+
+    @classmethod
+    async def _open(cls, path: Path | str, initial_state: str, emptied: bool) -> LocalGrievanceStore:
         async with opening(path, SCHEMA, version=SCHEMA_VERSION, durable=True) as conn:
             await add_missing_columns(
                 conn,
@@ -302,6 +364,11 @@ class LocalGrievanceStore:
             await conn.executescript(INDEXES)
             await add_missing_columns(conn, "news_events", {"was": "TEXT"})
             await conn.executescript(MOVES)
+            try:
+                await _attach_recent(conn, recent_beside(path))
+            except sqlite3.Error as exc:
+                # Named as the file it is about, not grievances.db (opening names what it catches).
+                raise _Recent(exc) from exc
             store = cls(conn, initial_state, GrievanceSpool.beside(path))
             if emptied:
                 # SQLite takes an empty file for a new database: a store truncated by a failed
@@ -699,10 +766,12 @@ class LocalGrievanceStore:
         async with self._writing():
             await self._begin_claim()
             # Pruned by every claim: the table holds only the claims of the last `within`.
-            await self._conn.execute(f"DELETE FROM lately_filed WHERE {LATELY_GONE}", (now - within, now))
+            await self._conn.execute(
+                f"DELETE FROM recent.lately_filed WHERE {LATELY_GONE}", (now - within, now)
+            )
             row = first(
                 await self._conn.execute_fetchall(
-                    "SELECT turn, at, lease_until, kept FROM lately_filed WHERE words_hash = ?",
+                    "SELECT turn, at, lease_until, kept FROM recent.lately_filed WHERE words_hash = ?",
                     (digest,),
                 )
             )
@@ -720,7 +789,7 @@ class LocalGrievanceStore:
                     await self._conn.rollback()
                     return Lately(busy=True)
             await self._conn.execute(
-                "INSERT INTO lately_filed (words_hash, turn, at, lease_until) VALUES (?, ?, ?, ?)"
+                "INSERT INTO recent.lately_filed (words_hash, turn, at, lease_until) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (words_hash) DO UPDATE SET turn = excluded.turn, at = excluded.at,"
                 " lease_until = excluded.lease_until, kept = NULL",
                 (digest, turn, now, now + FILING_LEASE_SECONDS),
@@ -735,7 +804,7 @@ class LocalGrievanceStore:
         now = time.time() if now is None else now
         async with self._writing():
             await self._conn.execute(
-                f"DELETE FROM lately_filed WHERE {LATELY_GONE}", (now - RESUBMIT_SECONDS, now)
+                f"DELETE FROM recent.lately_filed WHERE {LATELY_GONE}", (now - RESUBMIT_SECONDS, now)
             )
             await self._conn.commit()
 
@@ -761,15 +830,15 @@ class LocalGrievanceStore:
             if filed:
                 # Its grievance, found by its filing id, tells a repeat its key.
                 await self._conn.execute(
-                    f"UPDATE lately_filed SET lease_until = 0 WHERE {mine}", (digest, turn)
+                    f"UPDATE recent.lately_filed SET lease_until = 0 WHERE {mine}", (digest, turn)
                 )
             elif kept is not None:
                 await self._conn.execute(
-                    f"UPDATE lately_filed SET kept = ?, lease_until = 0 WHERE {mine}",
+                    f"UPDATE recent.lately_filed SET kept = ?, lease_until = 0 WHERE {mine}",
                     (kept, digest, turn),
                 )
             else:
-                await self._conn.execute(f"DELETE FROM lately_filed WHERE {mine}", (digest, turn))
+                await self._conn.execute(f"DELETE FROM recent.lately_filed WHERE {mine}", (digest, turn))
             await self._conn.commit()
 
     def keep_cut_short(self, user_id: str, category: str, description: str, turn: str) -> None:
