@@ -204,8 +204,16 @@ def check_dotenv(dotenv: Path = DOTENV) -> str:
     """The `.env` file's modes: it holds every key and token, and a checkout's or an editor's
     umask leaves it readable by every login on the machine (NeedsHuman: the bot runs on)."""
     where = dotenv.resolve()
-    if where.stat().st_mode & 0o044 and where.parent.stat().st_mode & 0o011:
-        return NeedsHuman(f"other users of this machine can read {where}: chmod 600 {where}")
+    st = where.stat()
+    if st.st_mode & 0o044 and where.parent.stat().st_mode & 0o011:
+        if st.st_uid == os.geteuid():
+            return NeedsHuman(f"other users of this machine can read {where}: chmod 600 {where}")
+        # Owned by another (root:voxdesk 0640): the bot may read it through its group, and
+        # chmod 600 alone would take its secrets from the bot at the next start.
+        return NeedsHuman(
+            f"other users of this machine can read {where}, owned by uid {st.st_uid}: chown USER {where}"
+            f" && chmod 600 {where}, USER being the one voxdesk runs as"
+        )
     return f"{where} readable by its owner alone"
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bot import paths
+from bot import health, paths
 from bot.tools import grievance_store
 
 from .conftest import REPO
@@ -730,3 +730,18 @@ def test_help_says_where_the_settings_come_from_in_the_order_they_are_read() -> 
 
     text = " ".join(build_parser().format_help().split())
     assert "default: VOXDESK_CONFIG, else config.toml in the working directory" in text
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_check_says_chown_for_a_dotenv_file_another_user_owns(tmp_path: Path) -> None:
+    # root:voxdesk 0640 is how a service user is often let read its secrets: the bot reads .env
+    # through its group, so "chmod 600" alone would take .env from the bot at the next start.
+    dotenv = tmp_path / ".env"
+    dotenv.write_text("JIRA_API_TOKEN=sk-SECRET-dotenv-123456\n")
+    tmp_path.chmod(0o755)
+    dotenv.chmod(0o640)
+    os.chown(dotenv, 65534, 65534)
+    said = health.check_dotenv(dotenv)
+    assert isinstance(said, health.NeedsHuman)
+    assert f"chown USER {dotenv} && chmod 600 {dotenv}, USER being the one voxdesk runs as" in said
+    assert "uid 65534" in said
