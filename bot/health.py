@@ -200,12 +200,24 @@ def check_storage(settings: Settings) -> str:
 DOTENV = Path(".env")  # where bot.config reads it from: the working directory
 
 
+def _others_can_read(file: Path, st: os.stat_result) -> bool:
+    """Whether the mode bits (ACLs aside) let a user other than the owner read the file: its
+    read bit and a way through every folder above it (a 0700 home shuts out all beneath it)."""
+    folders = [folder.stat() for folder in file.parents]
+    by_others = st.st_mode & 0o004 and all(f.st_mode & 0o001 for f in folders)
+    # The file's group passes a folder of that group by its group bit, any other by its other bit.
+    by_group = st.st_mode & 0o040 and all(
+        f.st_mode & 0o001 or (f.st_mode & 0o010 and f.st_gid == st.st_gid) for f in folders
+    )
+    return bool(by_others or by_group)
+
+
 def check_dotenv(dotenv: Path = DOTENV) -> str:
     """The `.env` file's modes: it holds every key and token, and a checkout's or an editor's
     umask leaves it readable by every login on the machine (NeedsHuman: the bot runs on)."""
     where = dotenv.resolve()
     st = where.stat()
-    if st.st_mode & 0o044 and where.parent.stat().st_mode & 0o011:
+    if _others_can_read(where, st):
         if st.st_uid == os.geteuid():
             return NeedsHuman(f"other users of this machine can read {where}: chmod 600 {where}")
         # Owned by another (root:voxdesk 0640): the bot may read it through its group, and

@@ -6,6 +6,8 @@ import shutil
 import sqlite3
 import subprocess
 import sys
+import tempfile
+import typing
 from pathlib import Path
 
 import pytest
@@ -524,11 +526,21 @@ def test_check_names_the_databases_other_users_can_read(settings) -> None:
     )
 
 
-def test_check_warns_of_a_dotenv_file_other_users_can_read(settings, tmp_path: Path) -> None:
+@pytest.fixture
+def open_folder() -> typing.Iterator[Path]:
+    """A 0755 folder every user can reach: pytest's own base folder is 0700, which keeps a file
+    under tmp_path from other users whatever its modes."""
+    folder = Path(tempfile.mkdtemp(prefix="voxdesk-open-", dir="/tmp"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder)
+
+
+def test_check_warns_of_a_dotenv_file_other_users_can_read(settings, open_folder: Path) -> None:
     # .env holds every key and token; voxdesk reads it from the working directory, where a
     # checkout's or an editor's umask leaves it 0644 for every login on the machine.
     secret = "sk-SECRET-dotenv-123456"
-    dotenv = tmp_path / "service" / ".env"
+    dotenv = open_folder / "service" / ".env"
     dotenv.parent.mkdir()
     dotenv.write_text(f"JIRA_API_TOKEN={secret}\n")
     dotenv.parent.chmod(0o755)
@@ -733,15 +745,30 @@ def test_help_says_where_the_settings_come_from_in_the_order_they_are_read() -> 
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
-def test_check_says_chown_for_a_dotenv_file_another_user_owns(tmp_path: Path) -> None:
+def test_check_says_chown_for_a_dotenv_file_another_user_owns(open_folder: Path) -> None:
     # root:voxdesk 0640 is how a service user is often let read its secrets: the bot reads .env
     # through its group, so "chmod 600" alone would take .env from the bot at the next start.
-    dotenv = tmp_path / ".env"
+    dotenv = open_folder / ".env"
     dotenv.write_text("JIRA_API_TOKEN=sk-SECRET-dotenv-123456\n")
-    tmp_path.chmod(0o755)
     dotenv.chmod(0o640)
     os.chown(dotenv, 65534, 65534)
     said = health.check_dotenv(dotenv)
     assert isinstance(said, health.NeedsHuman)
     assert f"chown USER {dotenv} && chmod 600 {dotenv}, USER being the one voxdesk runs as" in said
     assert "uid 65534" in said
+
+
+def test_check_finds_a_dotenv_file_in_a_closed_folder_readable_by_its_owner_alone(tmp_path: Path) -> None:
+    # A 0644 .env under a 0700 home (or a 0700 pytest folder) is out of other users' reach: no
+    # folder on the way lets them through, so there is nothing to chmod.
+    home = tmp_path / "home"
+    service = home / "voxdesk"
+    service.mkdir(parents=True)
+    home.chmod(0o700)
+    service.chmod(0o755)
+    dotenv = service / ".env"
+    dotenv.write_text("JIRA_API_TOKEN=sk-SECRET-dotenv-123456\n")
+    dotenv.chmod(0o644)
+    said = health.check_dotenv(dotenv)
+    assert not isinstance(said, health.NeedsHuman), said
+    assert said == f"{dotenv} readable by its owner alone"
