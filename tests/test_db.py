@@ -127,7 +127,8 @@ async def test_every_store_refuses_a_database_a_newer_voxdesk_wrote_in_one_line_
     # A downgrade, or a newer install's backup restored: the old code would run on a schema it
     # does not know (a new NOT NULL column sent every grievance to the spool with a warning).
     for name, open_store in every_store().items():
-        # A folder each: grievances-recent.db's store opens grievances.db, refused here before it.
+        if name == "grievances-recent.db":
+            continue  # left aside, claims in memory: test_a_broken_recent_claims_file_never_stops_...
         (tmp_path / name).mkdir()
         path = tmp_path / name / name
         await (await open_store(path)).aclose()

@@ -2323,6 +2323,43 @@ async def test_an_older_voxdesk_opens_grievances_db_and_a_claim_locks_the_recent
         await store.aclose()
 
 
+@pytest.mark.parametrize("broken", ["not a database", "torn", "newer schema"])
+async def test_a_broken_recent_claims_file_never_stops_a_grievance_from_being_filed(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, broken: str
+) -> None:
+    """grievances-recent.db only tells a repeat the first ticket: a torn or foreign one, or one a
+    newer voxdesk wrote, leaves the claims to this process's memory, said in one line."""
+    from bot.tools.grievance_store import Lately
+
+    db = tmp_path / "grievances.db"
+    recent = tmp_path / "grievances-recent.db"
+    await (await LocalGrievanceStore.open(db)).aclose()
+    for log_file in (f"{recent}-wal", f"{recent}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(log_file)
+    if broken == "not a database":
+        recent.write_bytes(b"not sqlite " * 500)
+    elif broken == "torn":
+        recent.write_bytes(recent.read_bytes()[:1000])
+    else:
+        with contextlib.closing(sqlite3.connect(recent)) as conn:
+            conn.execute("PRAGMA user_version = 9")
+    kept = recent.read_bytes()
+    caplog.set_level("WARNING")
+    store = await LocalGrievanceStore.open(db)
+    words = ("wallet", "gems gone after the update")
+    try:
+        assert await store.claim_words(BLAZE, words, "discord:1:", 600.0) == Lately()
+        filed = await store.register(BLAZE, "wallet", "gems gone after the update", "discord:1:")
+        await store.settle_words(BLAZE, words, "discord:1:", True, None)
+        assert await store.claim_words(BLAZE, words, "discord:2:", 600.0) == Lately(key=filed.key)
+    finally:
+        await store.aclose()
+    said = [r.getMessage() for r in caplog.records if "grievances-recent.db" in r.getMessage()]
+    assert len(said) == 1 and "filed twice" in said[0], said
+    assert recent.read_bytes() == kept  # left as it was found, for whoever looks into it
+
+
 async def test_a_grievances_db_at_the_unreleased_schema_2_is_refused_in_one_line_untouched(tmp_path) -> None:
     # For one day of unreleased code, grievances.db held lately_filed at schema version 2. Nobody
     # runs on such a file: it is refused as any file of a newer voxdesk is, and left as it was.

@@ -254,14 +254,6 @@ def recent_beside(grievances: Path | str) -> Path:
     return path.with_name(f"{path.stem}-recent{path.suffix}")
 
 
-class _Recent(Exception):
-    """An error of the attached database, carried out of `opening`, which would name grievances.db."""
-
-    def __init__(self, error: sqlite3.Error) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 async def _attach_recent(conn: aiosqlite.Connection, recent: Path) -> None:
     """Attach `recent` as RECENT, opened as bot.db opens a database: owner-only, restored from its
     log, a newer schema refused before anything is written to it, WAL, then made and stamped.
@@ -284,6 +276,29 @@ async def _attach_recent(conn: aiosqlite.Connection, recent: Path) -> None:
         await conn.commit()
     except sqlite3.Error as exc:
         raise bot_db.naming(recent, exc) from exc
+
+
+async def _attach_recent_or_memory(conn: aiosqlite.Connection, recent: Path) -> None:
+    """`_attach_recent`, or, when that file cannot serve (torn, not a database, a newer schema, an
+    unwritable folder), an empty one in memory: the claims only stop a repeat from filing twice,
+    and a broken file of them must not stop every grievance from being filed. This process then
+    tells its own repeats; one sent to another bot on the folder may be filed twice."""
+    try:
+        await _attach_recent(conn, recent)
+        return
+    except (sqlite3.Error, OSError) as exc:
+        log.warning(
+            "%s; claims of /grievance file kept in memory: repeats sent to another bot on this"
+            " folder may be filed twice until %s is removed or fixed",
+            exc,
+            recent.name,
+        )
+    await conn.rollback()
+    if any(row[1] == RECENT for row in await conn.execute_fetchall("PRAGMA database_list")):
+        await conn.execute(f"DETACH DATABASE {RECENT}")
+    await conn.execute(f"ATTACH DATABASE ':memory:' AS {RECENT}")
+    await conn.executescript(RECENT_SCHEMA)
+    await conn.commit()
 
 
 def _empty_file(path: Path) -> bool:
@@ -343,10 +358,7 @@ class LocalGrievanceStore:
         if read_only:
             return cls(await open_read_only(path, SCHEMA_VERSION, SCHEMA), initial_state)
         emptied = _empty_file(Path(path))
-        try:
-            return await cls._open(path, initial_state, emptied)
-        except _Recent as recent:
-            raise recent.error from None
+        return await cls._open(path, initial_state, emptied)
 
     @classmethod
     async def _open(cls, path: Path | str, initial_state: str, emptied: bool) -> LocalGrievanceStore:
@@ -364,11 +376,7 @@ class LocalGrievanceStore:
             await conn.executescript(INDEXES)
             await add_missing_columns(conn, "news_events", {"was": "TEXT"})
             await conn.executescript(MOVES)
-            try:
-                await _attach_recent(conn, recent_beside(path))
-            except sqlite3.Error as exc:
-                # Named as the file it is about, not grievances.db (opening names what it catches).
-                raise _Recent(exc) from exc
+            await _attach_recent_or_memory(conn, recent_beside(path))
             store = cls(conn, initial_state, GrievanceSpool.beside(path))
             if emptied:
                 # SQLite takes an empty file for a new database: a store truncated by a failed
