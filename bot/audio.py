@@ -121,10 +121,13 @@ FIFO_VALUES = 10 * 48_000
 # No voice note comes near these; a file that claims more is crafted or broken.
 MAX_RATE = 192_000
 MAX_CHANNELS = 8
+# Below this a file holds no speech (telephone audio is 8 kHz): a 1 Hz WAV's 100 samples last
+# 100 s and, resampled, are a slow wobble that would be called silence.
+MIN_RATE = 4_000
 
 
 def _implausible(rate: int | None, channels: int | None) -> bool:
-    return (rate or 0) > MAX_RATE or (channels or 0) > MAX_CHANNELS
+    return not MIN_RATE <= (rate or MIN_RATE) <= MAX_RATE or (channels or 0) > MAX_CHANNELS
 
 
 # The demuxers a note may be read with (FFmpeg's names). FFmpeg otherwise probes every format it
@@ -150,6 +153,9 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
                 # formats to convert to would not help.
                 raise AudioError(say.NO_SOUND_TRACK)
             stream = container.streams.audio[0]
+            # Before the stated length: a 1 Hz file is no note, however long it says it is.
+            if _implausible(stream.rate, None):
+                raise unreadable
             declared = _declared_seconds(container, stream)
             if declared is not None and declared > max_seconds + 1:
                 raise _too_long(max_seconds)

@@ -448,3 +448,16 @@ def test_a_video_with_no_sound_track_is_told_so_not_called_unreadable(container_
     # file that was read: there is simply nothing in it to hear.
     with pytest.raises(audio.AudioError, match="no sound track"):
         audio.decode(_picture_only(container_format, codec), LIMITS)
+
+
+@pytest.mark.parametrize(("rate", "samples"), [(1, 100), (1, 200), (3_000, 9_000)])
+def test_a_sample_rate_too_low_for_speech_is_unreadable(rate: int, samples: int) -> None:
+    # 100 samples at 1 Hz last 100 s, under the limit, and decoded to a slow wobble called
+    # silence; 200 state 200 s, over it, but the file is no note at all, whatever its length.
+    wobble = (np.sin(np.arange(samples) * 2 * np.pi * 0.3) * 20000).astype(np.int16)
+    with pytest.raises(audio.AudioError, match="couldn't read"):
+        audio.decode(audio.pcm_to_wav(wobble.tobytes(), rate), LIMITS)
+
+
+def test_telephone_rate_is_still_heard() -> None:
+    assert audio.decode(encode(speechlike(1.5, rate=8_000), 8_000, "wav"), LIMITS).seconds > 1
