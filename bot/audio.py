@@ -130,6 +130,27 @@ def _implausible(rate: int | None, channels: int | None) -> bool:
     return not MIN_RATE <= (rate or MIN_RATE) <= MAX_RATE or (channels or 0) > MAX_CHANNELS
 
 
+# Float samples that are NaN or infinite hold no sound. A few (a stray one from an editor's bad
+# plugin) are zeroed, which no one hears; more than this share of a note is not a recording.
+NON_FINITE_SHARE = 0.01
+_FLOAT_FORMATS = {"flt", "fltp", "dbl", "dblp"}
+
+
+def _zero_non_finite(frame: av.AudioFrame) -> tuple[av.AudioFrame, int]:
+    """The frame with NaN and infinite samples zeroed, and how many there were."""
+    if frame.format.name not in _FLOAT_FORMATS:
+        return frame, 0
+    values = frame.to_ndarray()
+    finite = np.isfinite(values)
+    if finite.all():
+        return frame, 0
+    clean = av.AudioFrame.from_ndarray(
+        np.where(finite, values, 0).astype(values.dtype), format=frame.format.name, layout=frame.layout
+    )
+    clean.sample_rate = frame.sample_rate
+    return clean, int(values.size - np.count_nonzero(finite))
+
+
 # The demuxers a note may be read with (FFmpeg's names). FFmpeg otherwise probes every format it
 # has, and some read other files: a 65-byte "ffconcat" text named .ogg would have the bot decode
 # an audio file from its own disk as the player's note.
@@ -144,6 +165,7 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
     unreadable = AudioError(say.UNREADABLE)
     chunks: list[bytes] = []
     decoded_seconds = 0.0
+    decoded_values = non_finite = 0
     try:
         with av.open(
             io.BytesIO(data), mode="r", options={"format_whitelist": DEMUXERS}, **_OPEN_OPTIONS
@@ -187,6 +209,9 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
                 for frame in frames:
                     if _implausible(frame.sample_rate, len(frame.layout.channels)):
                         raise unreadable
+                    frame, bad_values = _zero_non_finite(frame)
+                    non_finite += bad_values
+                    decoded_values += frame.samples * len(frame.layout.channels)
                     frame.pts = None  # the FIFO would insist on gapless timestamps; we need none
                     try:
                         fifo.write(frame)
@@ -208,6 +233,10 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
                 # Mostly damage, or nothing but: what is left is not the player's note.
                 if not decoded_seconds or 2 * bad > packets:
                     raise unreadable from first_bad
+            if non_finite:
+                log.info("%d of %d decoded samples were NaN or infinite", non_finite, decoded_values)
+                if non_finite > NON_FINITE_SHARE * decoded_values:
+                    raise unreadable
             drain()
             flush()
     except AudioError:

@@ -450,6 +450,34 @@ def test_a_video_with_no_sound_track_is_told_so_not_called_unreadable(container_
         audio.decode(_picture_only(container_format, codec), LIMITS)
 
 
+def _float_wav(samples: np.ndarray, rate: int) -> bytes:
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="wav") as container:
+        stream = container.add_stream("pcm_f32le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(
+            samples.astype(np.float32).reshape(1, -1), format="flt", layout="mono"
+        )
+        frame.sample_rate = rate
+        frame.pts = 0
+        for packet in list(stream.encode(frame)) + list(stream.encode(None)):
+            container.mux(packet)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("value", [np.nan, np.inf])
+def test_a_note_of_nan_or_infinite_samples_is_unreadable_not_loud(value, caplog) -> None:
+    with caplog.at_level("INFO", logger="bot.audio"), pytest.raises(audio.AudioError, match="couldn't read"):
+        audio.decode(_float_wav(np.full(32_000, value), 16_000), LIMITS)
+    assert "NaN or infinite" in caplog.text
+
+
+def test_a_few_nan_samples_in_a_good_note_are_zeroed() -> None:
+    voice = speechlike(2.0, rate=16_000, lead=0.8, tail=0.8) / 32768.0
+    voice[:3] = np.nan  # in the leading silence: left as they are, they would be heard as speech
+    voice[-3:] = np.inf
+    assert audio.decode(_float_wav(voice, 16_000), LIMITS).seconds == pytest.approx(2.24, abs=0.08)
+
+
 @pytest.mark.parametrize(("rate", "samples"), [(1, 100), (1, 200), (3_000, 9_000)])
 def test_a_sample_rate_too_low_for_speech_is_unreadable(rate: int, samples: int) -> None:
     # 100 samples at 1 Hz last 100 s, under the limit, and decoded to a slow wobble called
