@@ -130,6 +130,10 @@ def _implausible(rate: int | None, channels: int | None) -> bool:
     return not MIN_RATE <= (rate or MIN_RATE) <= MAX_RATE or (channels or 0) > MAX_CHANNELS
 
 
+# A stereo note whose mono mix is this much quieter than its louder channel has one channel
+# phase-inverted (some phones' two microphones): the mix cancels the speech, so the louder
+# channel is taken alone. Ordinary stereo mixes at 0.7 or more of it, speech in one channel at 0.5.
+CANCELLED_MIX = 0.25
 # Float samples that are NaN or infinite hold no sound. A few (a stray one from an editor's bad
 # plugin) are zeroed, which no one hears; more than this share of a note is not a recording.
 NON_FINITE_SHARE = 0.01
@@ -151,6 +155,42 @@ def _zero_non_finite(frame: av.AudioFrame) -> tuple[av.AudioFrame, int]:
     return clean, int(values.size - np.count_nonzero(finite))
 
 
+class _StereoLevels:
+    """Energy of each channel of a note's stereo frames and of their mix, from every 8th sample:
+    enough to tell a cancelled mix, at a few percent of the cost of keeping the channels apart."""
+
+    STEP = 8
+
+    def __init__(self) -> None:
+        self.mix = 0.0
+        self.channels = np.zeros(2)
+
+    def add(self, frame: av.AudioFrame) -> None:
+        values = frame.to_ndarray()
+        if frame.format.is_planar:
+            pair = values[:, :: self.STEP]
+        else:
+            pair = values.reshape(-1, 2)[:: self.STEP].T
+        # Float and integer frames on one scale, for a note whose format changes midway.
+        scale = 1.0 if frame.format.name in _FLOAT_FORMATS else 1.0 / 2 ** (8 * frame.format.bytes - 1)
+        pair = pair.astype(np.float64) * scale
+        mix = (pair[0] + pair[1]) * 0.5
+        self.mix += float(np.dot(mix, mix))
+        self.channels += np.einsum("ij,ij->i", pair, pair)
+
+    def cancelled(self) -> int | None:
+        """The louder channel, when the mix cancels (CANCELLED_MIX); else None."""
+        louder = int(np.argmax(self.channels))
+        if self.mix < CANCELLED_MIX**2 * self.channels[louder]:
+            log.info(
+                "stereo mix at %.2f of the louder channel's level: taking channel %d alone",
+                math.sqrt(self.mix / self.channels[louder]),
+                louder,
+            )
+            return louder
+        return None
+
+
 # The demuxers a note may be read with (FFmpeg's names). FFmpeg otherwise probes every format it
 # has, and some read other files: a 65-byte "ffconcat" text named .ogg would have the bot decode
 # an audio file from its own disk as the player's note.
@@ -161,9 +201,11 @@ DEMUXERS = "ogg,matroska,mov,mp3,wav,flac,aac,amr"
 _OPEN_OPTIONS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
 
 
-def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
+def _decode_pcm(data: bytes, rate: int, max_seconds: float, channel: int | None = None) -> bytes:
+    """Decoded, mixed to mono and resampled; or, given `channel`, that channel of stereo alone."""
     unreadable = AudioError(say.UNREADABLE)
     chunks: list[bytes] = []
+    stereo = _StereoLevels()
     decoded_seconds = 0.0
     decoded_values = non_finite = 0
     try:
@@ -181,17 +223,31 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
             declared = _declared_seconds(container, stream)
             if declared is not None and declared > max_seconds + 1:
                 raise _too_long(max_seconds)
-            resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+            resampler: av.AudioResampler | None = None
+
+            def resampler_for(frame: av.AudioFrame) -> av.AudioResampler:
+                layout = "stereo" if channel is not None and len(frame.layout.channels) == 2 else "mono"
+                return av.AudioResampler(format="s16", layout=layout, rate=rate)
+
+            def keep(out: av.AudioFrame) -> None:
+                values = out.to_ndarray()
+                if len(out.layout.channels) == 2:
+                    values = values.reshape(-1, 2)[:, channel]
+                chunks.append(values.tobytes())
+
             # Decoded frames are gathered in a FIFO and resampled a few seconds at a time: one
             # resampler call per 20 ms Opus frame cost more than the decoding itself.
             fifo = av.AudioFifo()
 
             def drain() -> None:
                 if fifo.samples:
-                    chunks.extend(out.to_ndarray().tobytes() for out in resampler.resample(fifo.read()))
+                    for out in resampler.resample(fifo.read()):
+                        keep(out)
 
             def flush() -> None:
-                chunks.extend(out.to_ndarray().tobytes() for out in resampler.resample(None))
+                if resampler is not None:
+                    for out in resampler.resample(None):
+                        keep(out)
 
             # Packet by packet, not container.decode(): a damaged packet (a garbled frame, a cut
             # last frame, a second file's tag between two mp3s) costs its few milliseconds, not
@@ -212,6 +268,10 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
                     frame, bad_values = _zero_non_finite(frame)
                     non_finite += bad_values
                     decoded_values += frame.samples * len(frame.layout.channels)
+                    if channel is None and len(frame.layout.channels) == 2:
+                        stereo.add(frame)
+                    if resampler is None:
+                        resampler = resampler_for(frame)
                     frame.pts = None  # the FIFO would insist on gapless timestamps; we need none
                     try:
                         fifo.write(frame)
@@ -221,7 +281,7 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
                         drain()
                         flush()
                         fifo = av.AudioFifo()
-                        resampler = av.AudioResampler(format="s16", layout="mono", rate=rate)
+                        resampler = resampler_for(frame)
                         fifo.write(frame)
                     decoded_seconds += frame.samples / frame.sample_rate
                     if decoded_seconds > max_seconds:
@@ -245,6 +305,10 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float) -> bytes:
         raise unreadable from exc
     if not chunks:
         raise AudioError(say.SILENT)
+    if channel is None and (louder := stereo.cancelled()) is not None:
+        # Rare enough (one phone's recordings) to decode twice rather than keep every note's
+        # channels apart, which cost a third more on each stereo note.
+        return _decode_pcm(data, rate, max_seconds, channel=louder)
     return b"".join(chunks)
 
 

@@ -450,6 +450,25 @@ def test_a_video_with_no_sound_track_is_told_so_not_called_unreadable(container_
         audio.decode(_picture_only(container_format, codec), LIMITS)
 
 
+def _stereo_wav(left: np.ndarray, right: np.ndarray, rate: int) -> bytes:
+    return audio.pcm_to_wav(np.stack([left, right], axis=1).astype("<i2").tobytes(), rate, channels=2)
+
+
+def test_a_stereo_note_with_one_channel_inverted_is_heard_not_cancelled(caplog) -> None:
+    # Some phones record two microphones with one phase-inverted: mixed to mono they cancel.
+    voice = speechlike(2.0, rate=16_000)
+    inverted = _stereo_wav(voice, -voice, 16_000)
+    with caplog.at_level("INFO", logger="bot.audio"):
+        decoded = audio.decode(inverted, LIMITS)
+    assert decoded.seconds == pytest.approx(2.24, abs=0.08)
+    assert "taking channel" in caplog.text
+    # Ordinary stereo keeps FFmpeg's mix: half of each channel.
+    normal = audio.decode(_stereo_wav(voice, voice // 2, 16_000), LIMITS)
+    alone = audio.decode(encode(voice, 16_000, "wav"), LIMITS)
+    level = lambda d: np.abs(np.frombuffer(d.segment.raw_data, np.int16)).max()  # noqa: E731
+    assert level(normal) == pytest.approx(0.75 * level(alone), rel=0.01)
+
+
 def _float_wav(samples: np.ndarray, rate: int) -> bytes:
     out = io.BytesIO()
     with av.open(out, mode="w", format="wav") as container:
