@@ -33,7 +33,7 @@ from tests.fakes.openai_server import (
     tool_calls,
 )
 
-from .conftest import BLAZE, NOVA, make_settings, speech_pools_started
+from .conftest import BLAZE, NOVA, QUILL, make_settings, speech_pools_started
 
 NOTE = encode(speechlike(2.0), 48_000, "ogg")
 
@@ -1136,3 +1136,35 @@ async def test_an_exhausted_quota_pauses_only_until_credit_answers_and_other_429
     assert any(
         "answers again" in r.getMessage() and "insufficient_quota" in r.getMessage() for r in caplog.records
     )
+
+
+async def test_after_an_exhausted_quotas_pause_one_request_looks_for_credit(storage, fake) -> None:
+    """When the pause ends, the notes that come while the first request is out do not each go to
+    OpenAI for a 429 of their own: the fallback answers them until that one's outcome."""
+    from bot.engines.openai import SHORT_WAIT, create_openai_engine
+    from tests.web_helpers import web_client
+
+    # The look at whether credit was added is slow to come back, so the other notes come during it.
+    fake.failures = [Failure(status=429, code="insufficient_quota")]
+    fake.failures += [Failure(status=429, code="insufficient_quota", hang=1)] * 3
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="offline")
+    engine = await create_openai_engine(settings)
+    async with web_client(settings, engine=engine) as (_, core):
+        spent = await core.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        engine.chat_gate.until = 0.0  # the pause's 300 s are over
+        looking = asyncio.create_task(core.agent.respond(ToolContext(user_id=NOVA), NOTE))
+
+        async def sent() -> None:
+            while len(fake.chats) < 2:  # noqa: ASYNC110 - the fake records requests, with no event
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(sent(), 30)  # a guard, not a timing assertion
+        meanwhile = await asyncio.gather(
+            *(core.agent.respond(ToolContext(user_id=who), NOTE) for who in (BLAZE, QUILL))
+        )
+        looked = await looking
+        paused_again = engine.chat_gate.wait()
+    await engine.aclose()
+    assert [r.engine for r in (spent, *meanwhile, looked)] == ["offline"] * 4
+    assert len(fake.chats) == 2  # the first 429 and the one look: the others waited for its outcome
+    assert paused_again > SHORT_WAIT  # no credit yet: paused again

@@ -101,7 +101,8 @@ class Gate:
     returns. A turn waits out a pause of up to SHORT_WAIT; the fallback answers it during a longer
     one. The breaker's pause, and a 429's longer than that, are logged when they begin and when
     requests are answered again, not once a note. A 429 insufficient_quota, which no wait cures,
-    pauses them for LONGEST_PAUSE at once."""
+    pauses them for LONGEST_PAUSE at once; then, too, a single request looks whether credit was
+    added while the fallback answers the others."""
 
     def __init__(self, what: str, breaker_seconds: float, meanwhile: str) -> None:
         self.what = what
@@ -111,7 +112,8 @@ class Gate:
         self.why = ""
         self.failures = 0  # timeouts, connection failures and 5xx in a row
         self.limited = 0  # 429s in a row
-        self.probing = False  # the one request sent after the breaker's pause is out
+        self.probing = False  # the one request sent after the breaker's or a spent quota's pause
+        self.spent = False  # a 429 insufficient_quota, and no answer since
         # The logged pause: said when it begins, however often it is prolonged, and when it ends.
         self.outage = Outage(log, "OpenAI %s answers again after a pause of %.0f s (%s)")
 
@@ -125,13 +127,15 @@ class Gate:
 
     def sending(self) -> bool:
         """A request goes out; True when it is the one to see whether the service is back."""
-        self.probing = self.failures >= BREAKER_FAILURES
+        # After an exhausted quota's pause every note would otherwise get its own 429 while the
+        # first is out: one looks whether credit was added, as after the breaker's pause.
+        self.probing = self.failures >= BREAKER_FAILURES or self.spent
         return self.probing
 
     def answered(self) -> None:
         """Any answer but a 429 or a 5xx: the service is there."""
         self.failures = self.limited = 0
-        self.probing = False
+        self.probing = self.spent = False
         self.outage.answered(self.what, self.outage.seconds(), self.why)
 
     def still_paused(self) -> EnginePaused:
@@ -155,6 +159,7 @@ class Gate:
         whether credit was added."""
         self.failures = self.limited = 0
         self.probing = False
+        self.spent = True
         self._pause(
             LONGEST_PAUSE, "429 insufficient_quota: add credit or raise the budget in OpenAI's billing"
         )
