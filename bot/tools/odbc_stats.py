@@ -222,19 +222,26 @@ class OdbcStats:
         # abandoning it would hand a busy connection back to the pool.
         async with asyncio.timeout_at(deadline):
             conn = await self._pool.acquire()
+        in_doubt = False  # a statement on this connection failed or was abandoned
         try:
 
             async def fetch(sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
+                nonlocal in_doubt
+                in_doubt = True
                 cursor = await conn.execute(sql, *params)
                 rows = list(await cursor.fetchall())
                 await cursor.close()
+                in_doubt = False
                 return rows
 
             return await work(fetch)
         except BaseException:
-            # Whatever went wrong, this connection's state is unknown: close it so the pool drops
-            # it (a closed connection is not put back) and the next attempt opens a fresh one.
-            await _close_quietly(conn)
+            # A connection whose statement went wrong is in an unknown state: close it so the pool
+            # drops it (a closed connection is not put back) and the next attempt opens a fresh
+            # one. An error from elsewhere, such as another player's failed read of every total
+            # handed to this one, leaves it idle and healthy.
+            if in_doubt:
+                await _close_quietly(conn)
             raise
         finally:
             await self._pool.release(conn)

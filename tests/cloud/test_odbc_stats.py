@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 
+import aioodbc.connection
 import pyodbc
 import pytest
 
@@ -22,7 +23,7 @@ from bot import paths
 from bot import sentences as say
 from bot.app import running_app, storage_paths
 from bot.config import ConfigError, OdbcSettings, Settings
-from bot.tools import Toolbox, build_tools
+from bot.tools import Toolbox, build_tools, stats_sql
 from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.embedded import FtsManuals, SqliteStats
 from bot.tools.grievance_store import LocalGrievanceStore
@@ -496,6 +497,66 @@ async def test_a_failed_query_frees_its_pool_slot_for_waiting_players_and_shutdo
     finally:
         locker.execute("ROLLBACK")
         locker.close()
+
+
+async def test_players_handed_a_failed_read_of_every_total_keep_their_own_connections(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three players at once: one reads every total and that statement fails; the two waiting for
+    # the read get its error. Only the reader's connection is in doubt: the waiters' own ones
+    # answered every statement they sent and go back to the pool.
+    opened: list[object] = []
+    closed: list[object] = []
+    connect, close = aioodbc.connection.Connection._connect, aioodbc.connection.Connection.close
+
+    async def counted_connect(conn: aioodbc.connection.Connection) -> None:
+        await connect(conn)
+        opened.append(conn)
+
+    async def counted_close(conn: aioodbc.connection.Connection) -> None:
+        closed.append(conn)
+        await close(conn)
+
+    monkeypatch.setattr(aioodbc.connection.Connection, "_connect", counted_connect)
+    monkeypatch.setattr(aioodbc.connection.Connection, "close", counted_close)
+
+    summary = stats_sql.player_summary
+    failing = True
+    ranked: list[str] = []
+    everyone_waits = asyncio.Event()
+
+    async def held(fetch: stats_sql.Fetch, user_id: str, dialect: str, ranking: stats_sql.Ranking) -> object:
+        async def watched(sql: str, params: tuple[object, ...]) -> list[object]:
+            if sql == stats_sql.TOTALS and failing:
+                # The reader's statement fails once the others wait for it: a real driver error.
+                await everyone_waits.wait()
+                return await fetch("SELECT no_such_column FROM players", ())
+            rows = await fetch(sql, params)
+            if sql == stats_sql.GAMES_BY_TYPE:
+                # Ranking comes next, in the same step: the third to get here waits for the read.
+                ranked.append(user_id)
+                if len(ranked) == 3:
+                    everyone_waits.set()
+            return rows
+
+        return await summary(watched, user_id, dialect, ranking)
+
+    monkeypatch.setattr(stats_sql, "player_summary", held)
+    three = OdbcSettings(dialect="sqlite", pool_size=3, query_timeout_seconds=5, retries=0)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), three)
+    try:
+        at_once = asyncio.gather(
+            *(stats.player_summary(u) for u in (NOVA, BLAZE, QUILL)), return_exceptions=True
+        )
+        results = await asyncio.wait_for(at_once, 30)  # a guard, not a timing assertion
+        assert all(isinstance(r, ToolError) for r in results), results
+        assert (len(opened), len(closed), stats._pool.freesize) == (3, 1, 2)
+        failing = False
+        again = await asyncio.gather(stats.player_summary(NOVA), stats.player_summary(BLAZE))
+        assert [s.player_name for s in again if s] == ["Nova", "Blaze"]
+        assert len(opened) == 3  # served by the two kept: no player logs in again
+    finally:
+        await stats.aclose()
 
 
 # ---- (e) transient errors are retried ------------------------------------------------------
