@@ -898,6 +898,37 @@ async def test_a_logout_the_database_refuses_says_so_and_holds_no_lock(wsettings
             assert (await copy.get("/desk", allow_redirects=False)).status == 303
 
 
+async def test_a_staff_session_web_db_cannot_check_is_the_desks_503_logged_once(wsettings, caplog) -> None:
+    import logging
+
+    async with web_client(wsettings) as (client, _):
+        assert await log_in(client) == 303
+        token = await csrf_of(client, "/desk")
+        other = sqlite3.connect(wsettings.storage_dir / "web.db", timeout=1, isolation_level=None)
+        try:
+            # Damaged, say: the logouts' table is not where it was.
+            other.execute("ALTER TABLE ended_logins RENAME TO ended_elsewhere")
+            caplog.set_level(logging.ERROR)
+            shown = await client.get("/desk")
+            said = await shown.text()
+            logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+            note = await client.post(
+                "/desk/ticket/GRV-10/note",
+                data={"csrf": token, "body": "kept for later"},
+                allow_redirects=False,
+            )
+            noted = await note.text()
+            playground = await client.get("/")  # needs no login: served, without the staff links
+            public = await playground.text()
+        finally:
+            other.close()
+    assert shown.status == 503, said
+    assert "The web database did not answer" in said and "no such table" in said
+    assert len(logged) == 1 and "web database" in logged[0]
+    assert note.status == 503 and "not saved" in noted and "kept for later" in noted
+    assert playground.status == 200 and "/desk/charts" not in public
+
+
 async def test_a_plain_staff_password_keeps_logins_across_a_restart(settings) -> None:
     plain = make_settings(
         settings.storage_dir, VOXDESK_WEB_SESSION_KEY=FERNET_KEY, VOXDESK_WEB_STAFF_PASSWORD=STAFF_PASSWORD

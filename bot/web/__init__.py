@@ -13,6 +13,7 @@ import logging
 import os
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -167,7 +168,13 @@ async def _template_context(request: web.Request) -> dict[str, object]:
     name = route.resource.name if route.resource is not None else None
     if request.match_info.http_exception is not None or name in NO_PAGE_ROUTES:
         return {}
-    return {"csrf": await security.csrf_token(request), "staff": await logged_in(request)}
+    try:
+        staff = await logged_in(request)
+    except sqlite3.Error:
+        # Not said here: a page that needs the login refuses with the desk's 503 (and logs it);
+        # one that does not (the playground, the login page) is shown without the staff links.
+        staff = False
+    return {"csrf": await security.csrf_token(request), "staff": staff}
 
 
 async def start(

@@ -76,9 +76,9 @@ def add_routes(app: web.Application) -> None:
 
 def staff_only(handler: Handler) -> Handler:
     async def wrapped(request: web.Request) -> Any:
-        if not await logged_in(request):
-            raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
         try:
+            if not await logged_in(request):
+                raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
             return await handler(request)
         except sqlite3.Error as exc:
             return await _unavailable(request, exc)
@@ -129,8 +129,28 @@ async def _unavailable(request: web.Request, exc: sqlite3.Error) -> web.Response
     return aiohttp_jinja2.render_template("unavailable.html", request, context, status=503)
 
 
+# What logged_in found for this request: every page's template context asks before its handler
+# does, and a web.db that cannot answer is then one refusal, said and logged once, not two reads.
+LOGGED_IN = web.RequestKey("logged_in", object)
+
+
 async def logged_in(request: web.Request) -> bool:
-    """A staff session made with today's password and not ended by a logout."""
+    """A staff session made with today's password and not ended by a logout. Raises the
+    sqlite3.Error of a web.db that cannot say whether the login was ended."""
+    found = request.get(LOGGED_IN)
+    if found is None:
+        try:
+            found = await _logged_in(request)
+        except sqlite3.Error as exc:
+            exc.database = "web"  # type: ignore[attr-defined]
+            found = exc
+        request[LOGGED_IN] = found
+    if isinstance(found, sqlite3.Error):
+        raise found
+    return bool(found)
+
+
+async def _logged_in(request: web.Request) -> bool:
     session = await get_session(request)
     st = web_state(request)
     login = session.get("login")
