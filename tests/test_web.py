@@ -18,7 +18,7 @@ from cryptography.fernet import Fernet
 from bot import paths
 from bot import sentences as say
 from bot.config import load_settings
-from bot.web import desk, ops, playground
+from bot.web import STATE, desk, ops, playground
 from bot.web.playground import DEMO_PLAYERS
 from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
 
@@ -311,6 +311,23 @@ async def test_desk_needs_a_login_and_wrong_passwords_are_rate_limited(settings)
         assert [await log_in(client, "wrong") for _ in range(3)] == [401, 401, 401]
         assert await log_in(client) == 429  # the right password too, until the window passes
         assert (await client.get("/desk", allow_redirects=False)).status == 303
+
+
+async def test_a_login_refused_for_too_many_tries_says_when_to_try_again(settings) -> None:
+    s = web_settings(settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="2", VOXDESK_WEB_LOGIN_SECONDS="90")
+    async with web_client(s) as (client, _):
+        now = [1000.0]
+        client.app[STATE].logins.clock = lambda: now[0]
+        assert [await log_in(client, "wrong") for _ in range(2)] == [401, 401]
+        waits = []
+        for at in (1010.5, 1089.6):  # 79.5 s and 0.4 s left: rounded up, never 0
+            now[0] = at
+            token = await csrf_of(client, "/desk/login")
+            refused = await client.post("/desk/login", data={"csrf": token, "password": STAFF_PASSWORD})
+            assert refused.status == 429
+            waits.append((refused.headers.get("Retry-After"), await refused.text()))
+    assert [w for w, _ in waits] == ["80", "1"]
+    assert "try again in 80 seconds" in waits[0][1] and "try again in 1 second." in waits[1][1]
 
 
 async def test_a_visitor_with_a_csrf_token_but_no_login_can_neither_note_nor_move_a_ticket(wsettings) -> None:

@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import hmac
 import logging
+import math
 import secrets
 import sqlite3
 import time
@@ -20,6 +21,7 @@ import aiohttp_jinja2
 from aiohttp import web
 from aiohttp_session import get_session, new_session
 
+from bot import sentences as say
 from bot.config import Settings, shown_url
 from bot.ticket_news import USER_ID
 from bot.tools.grievance_store import CATEGORIES, STAFF_STATUSES, LocalGrievanceStore, StaffRow
@@ -197,7 +199,12 @@ async def login(request: web.Request) -> web.StreamResponse:
     client = security.client_key(request, st.settings.web)
     wait = st.logins.retry_after(client)
     if wait:
-        raise web.HTTPTooManyRequests(text=f"Too many login attempts: try again in {wait:.0f} seconds.")
+        # Rounded up, as the playground's: a browser or script told to wait 0 seconds would not.
+        seconds = max(1, math.ceil(wait))
+        raise web.HTTPTooManyRequests(
+            text=f"Too many login attempts: try again in {say.wait_of(seconds)}.",
+            headers={"Retry-After": str(seconds)},
+        )
     form = await security.read_form(request)
     password = form.get("password")
     ok = bool(st.password_hash) and isinstance(password, str) and bool(password)
