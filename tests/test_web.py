@@ -92,6 +92,10 @@ async def test_reply_audio_answers_range_requests_so_players_can_seek(wsettings)
             assert await part.read() == ogg[start:stop], asked
         past = await client.get(url, headers={"Range": f"bytes={size}-"})
         assert past.status == 416 and past.headers["Content-Range"] == f"bytes */{size}"
+        # A suffix of no bytes is unsatisfiable (RFC 9110 14.1.1), not the whole note.
+        nothing = await client.get(url, headers={"Range": "bytes=-0"})
+        assert nothing.status == 416 and nothing.headers["Content-Range"] == f"bytes */{size}"
+        assert (await client.get(url, headers={"Range": "bytes=0-"})).status == 206
         several = await client.get(url, headers={"Range": "bytes=0-1, 5-6"})
         assert several.status == 200 and await several.read() == ogg
 

@@ -270,7 +270,10 @@ def _ranged(request: web.Request, ogg: bytes) -> web.Response:
     if wanted.start is None and wanted.stop is None:
         return web.Response(body=ogg, content_type="audio/ogg", headers=headers)
     start, stop, _ = wanted.indices(len(ogg))
-    if start >= stop:
+    # aiohttp reads "bytes=-0" as slice(0, None), the whole note; a suffix of no bytes is
+    # unsatisfiable (RFC 9110 14.1.1).
+    suffix = request.headers.get("Range", "").partition("=")[2].startswith("-")
+    if start >= stop or (suffix and wanted.start == 0):
         headers["Content-Range"] = f"bytes */{len(ogg)}"
         return web.Response(status=416, headers=headers)
     headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(ogg)}"
