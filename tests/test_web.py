@@ -1751,6 +1751,27 @@ async def test_a_body_that_is_not_the_encoding_it_claims_is_refused_not_a_server
         assert answer.status == 400
 
 
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [(b"csrf=x&player=1", 400), (b"csrf=" + b"x" * (70 * 1024), 413)],
+)
+async def test_a_form_the_playground_cannot_check_is_refused_in_json(
+    wsettings, body: bytes, status: int
+) -> None:
+    """A form-encoded request without the CSRF header is read for its token: its refusal is JSON,
+    as every answer the page's script reads."""
+    async with web_client(wsettings) as (client, _):
+        await csrf_of(client)
+        charset = "; charset=bogus" if status == 400 else ""
+        headers = {"Content-Type": f"application/x-www-form-urlencoded{charset}"}
+        answer = await client.post("/playground/ask", data=body, headers=headers)
+        assert answer.status == status
+        assert answer.content_type == "application/json"
+        assert (await answer.json())["error"]
+        wrong = await client.get("/playground/ask")  # the router's refusals too, their headers kept
+        assert wrong.status == 405 and wrong.headers["Allow"] == "POST" and (await wrong.json())["error"]
+
+
 # ---- who may see /metrics, whose address counts, what is logged ------------------------------------
 
 

@@ -131,6 +131,7 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
     )
     # Sessions before CSRF: the token is checked against the session's.
     setup_sessions(app, security.session_storage(settings))
+    app.middlewares.append(security.playground_json_middleware)
     app.middlewares.append(security.csrf_middleware)
     env = aiohttp_jinja2.setup(
         app,

@@ -215,6 +215,19 @@ def _csrf_refused(request: web.Request) -> web.Response:
     return web.Response(status=403, text=CSRF_REFUSED)
 
 
+@web.middleware
+async def playground_json_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every refusal under /playground/ as JSON, with its "error" the words the page shows: the
+    CSRF check's own refusal of a form it cannot read (400) or that is too big (413) among them."""
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith("/playground/"):
+            raise
+        kept = {k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")}
+        return web.json_response({"error": exc.text or exc.reason}, status=exc.status, headers=kept)
+
+
 async def read_form(request: web.Request) -> Mapping[str, str | bytes | FileField]:
     """The request's form; 400 for one that cannot be read, never a server error, and 413 for one
     over FORM_MAX_BYTES, as soon as it passes that, with or without a Content-Length."""
