@@ -51,7 +51,11 @@ class NewerSchema(sqlite3.DatabaseError):
     """A database whose schema version is past the one this voxdesk knows."""
 
 
-def newer_schema(path: Path | str, found: int, known: int) -> NewerSchema | None:
+# What a newer schema's line tells to do, unless the file's store says otherwise.
+UPGRADE = "upgrade voxdesk, or restore a backup this version made"
+
+
+def newer_schema(path: Path | str, found: int, known: int, remedy: str = UPGRADE) -> NewerSchema | None:
     """The error for a database at schema version `found` when this voxdesk knows up to `known`:
     a newer voxdesk wrote it (a downgrade, or its backup restored here), and running on a schema
     this code does not know would fail in ways that name no cause, or change it past repair."""
@@ -59,11 +63,11 @@ def newer_schema(path: Path | str, found: int, known: int) -> NewerSchema | None
         return None
     return NewerSchema(
         f"{path} was written by a newer voxdesk (schema version {found}, this one knows up to"
-        f" {known}): upgrade voxdesk, or restore a backup this version made"
+        f" {known}): {remedy}"
     )
 
 
-def written_by_newer(path: Path | str, known: int) -> None:
+def written_by_newer(path: Path | str, known: int, remedy: str = UPGRADE) -> None:
     """Raise `newer_schema`'s error for the database at `path`, read without writing to it (for
     `check`); a file that does not exist yet, or is empty with no log to fill it, is new."""
     file = Path(path)
@@ -75,7 +79,7 @@ def written_by_newer(path: Path | str, known: int) -> None:
         except sqlite3.Error as exc:
             raise naming(path, exc) from exc
         with contextlib.closing(conn):
-            refuse_newer(conn, path, known)
+            refuse_newer(conn, path, known, remedy)
 
 
 # A database whose every page is in its write-ahead log: a crash (a power cut) while it was being
@@ -306,13 +310,13 @@ def kept(file: Path) -> bool:
     return file.exists() or bool(only_in_log(file))
 
 
-def refuse_newer(conn: sqlite3.Connection, path: Path | str, known: int) -> None:
+def refuse_newer(conn: sqlite3.Connection, path: Path | str, known: int, remedy: str = UPGRADE) -> None:
     """Raise `newer_schema`'s error (or the read's, naming `path`) for the database open on `conn`."""
     try:
         (found,) = conn.execute("PRAGMA user_version").fetchone()
     except sqlite3.Error as exc:
         raise naming(path, exc) from exc
-    refused = newer_schema(path, found, known)
+    refused = newer_schema(path, found, known, remedy)
     if refused is not None:
         raise refused
 

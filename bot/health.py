@@ -163,9 +163,11 @@ def check_storage(settings: Settings) -> str:
     from bot.app import storage_paths
     from bot.schemas import refuse_newer_databases
     from bot.tools.grievance_spool import GrievanceSpool
+    from bot.tools.grievance_store import recent_unusable
 
     paths = storage_paths(settings)
     refuse_newer_databases(paths)
+    unusable = recent_unusable(paths.recent_claims)
     spool = GrievanceSpool.beside(paths.grievances)
     if locked := unwritable(paths.root, [*paths.databases, spool.path]):
         raise PermissionError(
@@ -194,7 +196,12 @@ def check_storage(settings: Settings) -> str:
     if shown := open_to_others(paths.root):
         names = ", ".join(p.name for p in shown)
         said += f"; other users of this machine can read {names}: chmod 700 {paths.root}"
-    return NeedsHuman(said) if set_aside or shown or locked_out else said
+    if unusable:
+        said += (
+            f"; {unusable}; the bot keeps /grievance file's claims in memory: a repeat sent to another"
+            " bot on this folder may be filed twice"
+        )
+    return NeedsHuman(said) if set_aside or shown or locked_out or unusable else said
 
 
 DOTENV = Path(".env")  # where bot.config reads it from: the working directory

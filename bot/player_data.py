@@ -27,7 +27,7 @@ from typing import Any
 from bot import ticket_news
 from bot.app import StoragePaths
 from bot.db import BUSY_SECONDS, kept, naming, refuse_newer, restore_from_log
-from bot.schemas import refuse_newer_databases, versions
+from bot.schemas import refuse_newer_databases, remedy, versions
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LATELY_GONE, RESUBMIT_SECONDS, claims_of
 
@@ -88,7 +88,7 @@ def _database(storage: StoragePaths, name: str, write: bool = False) -> Iterator
     conn.row_factory = sqlite3.Row
     try:
         # Again on this connection: a newer voxdesk may have started on the file since the check.
-        refuse_newer(conn, path, versions()[name])
+        refuse_newer(conn, path, versions()[name], remedy(name))
     except sqlite3.Error:
         conn.close()
         raise

@@ -8,7 +8,7 @@ import functools
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
-from bot.db import written_by_newer
+from bot.db import UPGRADE, written_by_newer
 
 if TYPE_CHECKING:
     from bot.app import StoragePaths
@@ -36,9 +36,22 @@ def versions() -> dict[str, int]:
     }
 
 
+# Databases a store runs on without: grievances-recent.db's claims are then kept in memory
+# (grievance_store._attach_recent_or_memory), and `check` warns of it.
+RUN_WITHOUT = ("recent_claims",)
+
+
+def remedy(name: str) -> str:
+    """What the line refusing the database `name` of a newer voxdesk tells to do."""
+    from bot.tools.grievance_store import RECENT_REMEDY
+
+    return RECENT_REMEDY if name == "recent_claims" else UPGRADE
+
+
 def refuse_newer_databases(storage: StoragePaths, names: Collection[str] | None = None) -> None:
-    """Raise NewerSchema for the first database of the storage folder (or of those `names`) a
-    newer voxdesk wrote, each read without writing to it."""
+    """Raise NewerSchema for the first database of the storage folder (or of those `names`; by
+    default all but RUN_WITHOUT) a newer voxdesk wrote, each read without writing to it."""
     for name, version in versions().items():
-        if names is None or name in names:
-            written_by_newer(getattr(storage, name), version)
+        if name in RUN_WITHOUT if names is None else name not in names:
+            continue
+        written_by_newer(getattr(storage, name), version, remedy(name))

@@ -772,3 +772,36 @@ def test_check_finds_a_dotenv_file_in_a_closed_folder_readable_by_its_owner_alon
     said = health.check_dotenv(dotenv)
     assert not isinstance(said, health.NeedsHuman), said
     assert said == f"{dotenv} readable by its owner alone"
+
+
+def _break_recent_claims(recent: Path, broken: str) -> None:
+    for log_file in (f"{recent}-wal", f"{recent}-shm"):
+        Path(log_file).unlink(missing_ok=True)
+    if broken == "not a database":
+        recent.write_bytes(b"not sqlite " * 500)
+    elif broken == "torn":
+        recent.write_bytes(recent.read_bytes()[:1000])
+    else:
+        with contextlib.closing(sqlite3.connect(recent)) as db:
+            db.execute("PRAGMA user_version = 9")
+
+
+@pytest.mark.parametrize("broken", ["not a database", "torn", "newer schema"])
+async def test_check_warns_of_a_recent_claims_file_the_bot_runs_without(settings, broken: str) -> None:
+    # The store keeps /grievance file's claims in memory then: the bot runs on, and a deploy script
+    # stopping on check's exit 1 would keep it down for a file that only tells a repeat its ticket.
+    from bot.app import storage_paths
+
+    recent = storage_paths(settings).recent_claims
+    await (await grievance_store.LocalGrievanceStore.open(settings.storage_dir / "grievances.db")).aclose()
+    _break_recent_claims(recent, broken)
+    kept = recent.read_bytes()
+    done = voxdesk("check", storage=settings.storage_dir, DISCORD_TOKEN="")
+    assert done.returncode == 0, done.stdout + done.stderr
+    (line,) = [line for line in done.stdout.splitlines() if line.split()[1:2] == ["storage"]]
+    assert line.startswith("warn  storage    sqlite   "), line
+    assert f"{recent}" in line and "may be filed twice" in line, line
+    sample = str(paths.SAMPLES / "2-how-many-points.ogg")
+    asked = voxdesk("ask", sample, storage=settings.storage_dir)
+    assert asked.returncode == 0, asked.stderr
+    assert recent.read_bytes() == kept

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from pathlib import Path
@@ -209,6 +210,32 @@ async def test_export_and_forget_refuse_a_database_a_newer_voxdesk_wrote_and_tou
     assert _count(paths_.usage, "SELECT COUNT(*) FROM usage WHERE user_id = ?", NOVA) == 1
     with sqlite3.connect(paths_.usage) as db:
         assert db.execute("PRAGMA user_version").fetchone()[0] == 99
+
+
+async def test_export_and_forget_refuse_a_newer_recent_claims_file_and_say_it_may_go(settings) -> None:
+    # No backup holds grievances-recent.db, so "restore a backup" leaves a studio nowhere to go;
+    # its claims serve ten minutes, and deleting it with the bots stopped costs no more than that.
+    from bot.tools.grievance_store import RECENT_REMEDY
+
+    storage = settings.storage_dir
+    await _fill(storage, NOVA, "nova was charged twice for gems")
+    recent = storage_paths_of(storage).recent_claims
+    with contextlib.closing(sqlite3.connect(recent)) as db:
+        db.execute("PRAGMA user_version = 99")
+    line = f"{recent} was written by a newer voxdesk (schema version 99, this one knows up to 1): "
+    assert "delete the file" in RECENT_REMEDY and "restore a backup" not in RECENT_REMEDY
+    for action in ("export", "forget"):
+        done = voxdesk("player", action, NOVA, storage=storage, timeout=60)
+        assert done.returncode == 4, (action, done.stdout, done.stderr)
+        assert (
+            done.stderr.strip()
+            == f"a database under the storage folder cannot be used: {line}{RECENT_REMEDY}"
+        )
+        assert done.stdout == ""
+    assert (
+        _count(storage_paths_of(storage).conversations, "SELECT COUNT(*) FROM turns WHERE user_id = ?", NOVA)
+        == 2
+    )
 
 
 async def test_a_storage_folder_with_url_marks_in_its_name_is_read_and_erased(tmp_path) -> None:

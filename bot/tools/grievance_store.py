@@ -29,9 +29,13 @@ from bot import sentences as say
 from bot.db import (
     add_missing_columns,
     first,
+    only_in_log,
     open_read_only,
     opening,
     private_file,
+    read_only_uri,
+    readable,
+    refuse_newer,
     restore_from_log,
     roll_back,
     while_locked,
@@ -122,6 +126,13 @@ CREATE INDEX IF NOT EXISTS grievances_by_time ON grievances (created_at, id);
 # grievances.db keeps a schema an older voxdesk opens after a rollback, with every grievance in it.
 RECENT_SCHEMA_VERSION = 1
 RECENT = "recent"
+# What to do with a grievances-recent.db a newer voxdesk wrote: no backup holds a copy of it
+# (bot/backup.py), and its claims are of use for RESUBMIT_SECONDS only.
+RECENT_REMEDY = (
+    "upgrade voxdesk, or stop every voxdesk on this storage folder and delete the file: it holds only"
+    f" the last {RESUBMIT_SECONDS / 60:g} minutes' claims that tell a /grievance file repeat its first"
+    " ticket, and the bot makes it anew"
+)
 RECENT_SCHEMA = """
 -- By a hash of player, category and words (no words kept): in a file, so a restart or a second
 -- bot on this storage folder knows them too.
@@ -265,7 +276,7 @@ async def _attach_recent(conn: aiosqlite.Connection, recent: Path) -> None:
         (found,) = first(await conn.execute_fetchall(f"PRAGMA {RECENT}.user_version")) or (0,)
     except sqlite3.Error as exc:
         raise bot_db.naming(recent, exc) from exc
-    if (refused := bot_db.newer_schema(recent, found, RECENT_SCHEMA_VERSION)) is not None:
+    if (refused := bot_db.newer_schema(recent, found, RECENT_SCHEMA_VERSION, RECENT_REMEDY)) is not None:
         raise refused
     try:
         await while_locked(lambda: conn.execute(f"PRAGMA {RECENT}.journal_mode=WAL"))
@@ -299,6 +310,26 @@ async def _attach_recent_or_memory(conn: aiosqlite.Connection, recent: Path) -> 
     await conn.execute(f"ATTACH DATABASE ':memory:' AS {RECENT}")
     await conn.executescript(RECENT_SCHEMA)
     await conn.commit()
+
+
+def recent_unusable(recent: Path) -> str | None:
+    """Why the store would keep its claims in memory rather than in `recent` (torn, not a database,
+    a newer schema), read without writing to it, for `check`; None when it serves or is not there."""
+    if not bot_db.kept(recent) or (recent.stat().st_size == 0 and not only_in_log(recent)):
+        return None
+    try:
+        with (
+            readable(recent) as read,
+            contextlib.closing(sqlite3.connect(read_only_uri(read), uri=True)) as conn,
+        ):
+            refuse_newer(conn, recent, RECENT_SCHEMA_VERSION, RECENT_REMEDY)
+            # The header alone answers user_version: a torn file shows in its pages.
+            (verdict,) = conn.execute("PRAGMA quick_check").fetchone()
+            if verdict != "ok":
+                return f"{recent}: {verdict}"
+    except (sqlite3.Error, OSError) as exc:
+        return str(exc) if str(recent) in str(exc) else f"{recent}: {exc}"
+    return None
 
 
 def _empty_file(path: Path) -> bool:
