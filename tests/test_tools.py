@@ -2648,3 +2648,36 @@ async def test_a_claim_cancelled_while_its_short_wait_is_set_gives_the_connectio
     finally:
         release.set()
         await store.aclose()
+
+
+@pytest.mark.parametrize("logs_too", [False, True])
+async def test_a_recent_claims_file_deleted_under_a_running_store_is_made_anew_at_housekeeping(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, logs_too: bool
+) -> None:
+    """Deleted while the bot runs, grievances-recent.db lived on in the inode the store held: a
+    second bot on the folder made a new file, and a repeat sent to each was filed twice."""
+    from bot.tools.grievance_store import Lately
+
+    db = tmp_path / "grievances.db"
+    recent = tmp_path / "grievances-recent.db"
+    first_bot = await LocalGrievanceStore.open(db)
+    second_bot = None
+    try:
+        for gone in [recent] + ([Path(f"{recent}-wal"), Path(f"{recent}-shm")] if logs_too else []):
+            gone.unlink(missing_ok=True)
+        second_bot = await LocalGrievanceStore.open(db)
+        caplog.set_level("INFO")
+        await first_bot.housekeeping()
+        await first_bot.housekeeping()  # said once
+        words = ("wallet", "gems gone after the update")
+        assert await first_bot.claim_words(BLAZE, words, "discord:1:", 600.0) == Lately()
+        filed = await first_bot.register(BLAZE, "wallet", "gems gone after the update", "discord:1:")
+        await first_bot.settle_words(BLAZE, words, "discord:1:", True, None)
+        assert await second_bot.claim_words(BLAZE, words, "discord:2:", 600.0) == Lately(key=filed.key)
+    finally:
+        await first_bot.aclose()
+        if second_bot is not None:
+            await second_bot.aclose()
+    # The file alone deleted: the second bot restores it from the log left beside it (bot.db says so).
+    said = [r.getMessage() for r in caplog.records if r.name == "bot.tools.grievance_store"]
+    assert len(said) == 1 and "deleted or replaced" in said[0], said

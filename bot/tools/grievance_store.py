@@ -13,6 +13,7 @@ import functools
 import hashlib
 import json
 import logging
+import os
 import secrets
 import sqlite3
 import time
@@ -289,14 +290,24 @@ async def _attach_recent(conn: aiosqlite.Connection, recent: Path) -> None:
         raise bot_db.naming(recent, exc) from exc
 
 
-async def _attach_recent_or_memory(conn: aiosqlite.Connection, recent: Path) -> None:
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """The device and inode at `path`, None when nothing is there."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+async def _attach_recent_or_memory(conn: aiosqlite.Connection, recent: Path) -> tuple[int, int] | None:
     """`_attach_recent`, or, when that file cannot serve (torn, not a database, a newer schema, an
     unwritable folder), an empty one in memory: the claims only stop a repeat from filing twice,
     and a broken file of them must not stop every grievance from being filed. This process then
-    tells its own repeats; one sent to another bot on the folder may be filed twice."""
+    tells its own repeats; one sent to another bot on the folder may be filed twice. Returns the
+    attached file's device and inode, None for the one in memory."""
     try:
         await _attach_recent(conn, recent)
-        return
+        return await asyncio.to_thread(_file_id, recent)
     except (sqlite3.Error, OSError) as exc:
         log.warning(
             "%s; claims of /grievance file kept in memory: repeats sent to another bot on this"
@@ -310,6 +321,7 @@ async def _attach_recent_or_memory(conn: aiosqlite.Connection, recent: Path) -> 
     await conn.execute(f"ATTACH DATABASE ':memory:' AS {RECENT}")
     await conn.executescript(RECENT_SCHEMA)
     await conn.commit()
+    return None
 
 
 def recent_unusable(recent: Path) -> str | None:
@@ -379,6 +391,9 @@ class LocalGrievanceStore:
         # spool by the next file_spooled that can (the next grievance, the refiler's next round).
         self._held: dict[str, dict[str, Any]] = {}
         self._refiler: asyncio.Task[None] | None = None
+        # grievances-recent.db and the device and inode attached (None: the claims in memory).
+        self._recent: Path | None = None
+        self._recent_id: tuple[int, int] | None = None
 
     @classmethod
     async def open(
@@ -407,8 +422,10 @@ class LocalGrievanceStore:
             await conn.executescript(INDEXES)
             await add_missing_columns(conn, "news_events", {"was": "TEXT"})
             await conn.executescript(MOVES)
-            await _attach_recent_or_memory(conn, recent_beside(path))
+            recent = recent_beside(path)
+            attached = await _attach_recent_or_memory(conn, recent)
             store = cls(conn, initial_state, GrievanceSpool.beside(path))
+            store._recent, store._recent_id = recent, attached
             if emptied:
                 # SQLite takes an empty file for a new database: a store truncated by a failed
                 # copy or restore would go on as if it never held a grievance.
@@ -842,10 +859,28 @@ class LocalGrievanceStore:
         would be kept for ever."""
         now = time.time() if now is None else now
         async with self._writing():
+            await self._reattach_if_gone()
             await self._conn.execute(
                 f"DELETE FROM recent.lately_filed WHERE {LATELY_GONE}", (now - RESUBMIT_SECONDS, now)
             )
             await self._conn.commit()
+
+    async def _reattach_if_gone(self) -> None:
+        """grievances-recent.db deleted or replaced while the store runs: SQLite goes on with the
+        inode it holds, seen by no other process, and another bot on the folder makes a new file,
+        so a repeat sent to each would be filed twice. Attached anew at the path, said once."""
+        if self._recent is None or self._recent_id is None:
+            return
+        if await asyncio.to_thread(_file_id, self._recent) == self._recent_id:
+            return
+        log.warning(
+            "%s was deleted or replaced while the bot ran; its claims of /grievance file go to the"
+            " file now there (made new if none), and those since the last one are lost",
+            self._recent,
+        )
+        await self._conn.rollback()
+        await self._conn.execute(f"DETACH DATABASE {RECENT}")
+        self._recent_id = await _attach_recent_or_memory(self._conn, self._recent)
 
     async def _begin_claim(self) -> None:
         wait = bot_db.BUSY_SECONDS * 1000
