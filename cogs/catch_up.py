@@ -86,6 +86,8 @@ class CatchUp(commands.Cog):
         # line below's.
         self._reasons_said: dict[str, None] = {}
         self._places_unread = Outage(log, "catch-up: Discord serves every place again")
+        # Said once until it works again, whatever each failure's words.
+        self._claims_unkept = Outage(log, "pruning the claims of /grievance file works again")
         self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
         self._too_old_counted: dict[int, None] = {}
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
@@ -202,9 +204,21 @@ class CatchUp(commands.Cog):
             await self.bot.core.notes.housekeeping()
             await self.bot.core.news.store.housekeeping()
             await self.bot.core.conversations.housekeeping()
-            await self.bot.core.grievances.local_store.housekeeping()
         except Exception:
             log.exception("pruning old records failed; trying again later")
+        # Apart: a claims file the store cannot write (a full disk, a folder made read-only) fails
+        # every recheck the same way, and a traceback at each would bury the log.
+        try:
+            await self.bot.core.grievances.local_store.housekeeping()
+            self._claims_unkept.answered()
+        except Exception as exc:
+            self._claims_unkept.failed(
+                "failing",
+                "pruning the claims of /grievance file failed (%s: %s); tried again every %g s",
+                type(exc).__name__,
+                exc,
+                self.bot.discord_settings.recheck_seconds,
+            )
 
     def _out_of_reach(self, exc: Exception, what: str, outage: Outage | None = None) -> bool:
         """Whether `exc` is Discord out of reach (a network or Discord outage, which discord.py's

@@ -2007,3 +2007,31 @@ async def test_a_note_another_bot_claimed_is_not_answered_when_this_ones_claim_f
         finally:
             await other.aclose()
     assert answers(fake, note) == 0 and len(h.engine.turns) == 0
+
+
+async def test_a_grievance_housekeeping_that_fails_at_every_recheck_is_said_once_in_a_line(
+    settings, fake, caplog
+) -> None:
+    # A claims file the store can no longer write (a full disk) fails every recheck: a traceback at
+    # each one would bury the log; said once, again only after it worked in between.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    async with running_bot(settings, fake, channels=[ALLOWED_CHANNEL], recheck_seconds=3600.0) as h:
+        await settle(fake)
+        cog = h.bot.get_cog("CatchUp")
+        store = h.bot.core.grievances.local_store
+        works = store.housekeeping
+
+        async def fails(now: float | None = None) -> None:
+            raise sqlite3.OperationalError("database or disk is full")
+
+        store.housekeeping = fails
+        caplog.clear()
+        for _ in range(3):
+            await cog._recheck()
+        store.housekeeping = works
+        await cog._recheck()
+        store.housekeeping = fails
+        await cog._recheck()
+    said = [r for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.WARNING]
+    assert [r.exc_info for r in said] == [None, None], [r.getMessage() for r in said]
+    assert all("database or disk is full" in r.getMessage() for r in said)
