@@ -157,7 +157,8 @@ def _zero_non_finite(frame: av.AudioFrame) -> tuple[av.AudioFrame, int]:
 
 class _StereoLevels:
     """Energy of each channel of a note's stereo frames and of their mix, from every 8th sample:
-    enough to tell a cancelled mix, at a few percent of the cost of keeping the channels apart."""
+    enough to tell a cancelled mix. It costs a stereo note's decoding about 40 ms of CPU a minute
+    of audio, less than keeping the channels apart through the resampler; voice messages are mono."""
 
     STEP = 8
 
