@@ -51,31 +51,23 @@ class PreferenceStore:
         return Preferences(row["voice"], row["reply_mode"], bool(row["notify"])) if row else Preferences()
 
     async def set_voice(self, user_id: str, voice: str | None) -> None:
-        async with writing(self._conn, self._write_lock):
-            await self._conn.execute(
-                "INSERT INTO preferences (user_id, voice) VALUES (?, ?) "
-                "ON CONFLICT(user_id) DO UPDATE SET voice = excluded.voice",
-                (user_id, voice),
-            )
-            await self._conn.commit()
+        await self._set(user_id, "voice", voice)
 
     async def set_reply_mode(self, user_id: str, mode: str) -> None:
         if mode not in REPLY_MODES:
             raise ValueError(f"reply mode must be one of {', '.join(REPLY_MODES)}")
-        async with writing(self._conn, self._write_lock):
-            await self._conn.execute(
-                "INSERT INTO preferences (user_id, reply_mode) VALUES (?, ?) "
-                "ON CONFLICT(user_id) DO UPDATE SET reply_mode = excluded.reply_mode",
-                (user_id, mode),
-            )
-            await self._conn.commit()
+        await self._set(user_id, "reply_mode", mode)
 
     async def set_notify(self, user_id: str, on: bool) -> None:
+        await self._set(user_id, "notify", int(on))
+
+    async def _set(self, user_id: str, column: str, value: str | int | None) -> None:
+        """One choice of the player's; the others stay as they were. `column` is one of ours."""
         async with writing(self._conn, self._write_lock):
             await self._conn.execute(
-                "INSERT INTO preferences (user_id, notify) VALUES (?, ?) "
-                "ON CONFLICT(user_id) DO UPDATE SET notify = excluded.notify",
-                (user_id, int(on)),
+                f"INSERT INTO preferences (user_id, {column}) VALUES (?, ?) "
+                f"ON CONFLICT(user_id) DO UPDATE SET {column} = excluded.{column}",
+                (user_id, value),
             )
             await self._conn.commit()
 
