@@ -392,7 +392,7 @@ class VoiceAgent:
         # The answer is given whatever happens to the bookkeeping: its tools have run (a ticket
         # may be filed), and "something went wrong" now would send the player to file it twice.
         with watch.stage("save"):
-            await self._save(context, past)
+            await self._save(context, past, afresh=final.afresh)
         await self._record_usage(context, engine.name, usage, clip.seconds if clip else 0.0)
         return Reply(
             text=final.text,
@@ -488,9 +488,11 @@ class VoiceAgent:
         await self._save(turn.context, past)
         return reply
 
-    async def _save(self, context: ToolContext, past: PastTurn) -> None:
+    async def _save(self, context: ToolContext, past: PastTurn, afresh: bool = False) -> None:
         try:
-            await self.conversations.append(context.user_id, past, context.conversation, context.request_id)
+            await self.conversations.append(
+                context.user_id, past, context.conversation, context.request_id, afresh=afresh
+            )
         except Exception as exc:
             log.error("could not save the turn of user %s: %s", context.user_id, _reason(exc))
 

@@ -146,11 +146,12 @@ class ConversationStore:
         ]
 
     async def append(
-        self, user_id: str, turn: PastTurn, conversation: str = "", request_id: str = ""
+        self, user_id: str, turn: PastTurn, conversation: str = "", request_id: str = "", afresh: bool = False
     ) -> None:
         """Add a turn. A note answered again (its answer never reached the player, or a restart
         cut its turn) saw its first attempt in the history, and so what that attempt filed; its
-        new turn then replaces the first, so the conversation holds each note once."""
+        new turn then replaces the first, so the conversation holds each note once. `afresh`: the
+        turn was answered without the conversation's earlier turns, which go."""
         at = turn.at or time.time()
         # Conversations idle past the limit can never be read again: this one starts afresh,
         # and the player's others are forgotten rather than kept.
@@ -162,7 +163,11 @@ class ConversationStore:
             )
             if at - self._pruned_at >= PRUNE_EVERY_SECONDS:
                 await self._delete_idle(at)
-            if request_id:
+            if afresh:
+                await self._conn.execute(
+                    "DELETE FROM turns WHERE user_id = ? AND conversation = ?", (user_id, conversation)
+                )
+            elif request_id:
                 await self._conn.execute(
                     "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND request_id = ?",
                     (user_id, conversation, request_id),

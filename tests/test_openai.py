@@ -1031,12 +1031,41 @@ async def test_a_blocked_complaint_in_the_history_does_not_refuse_the_players_ne
         me = ToolContext(user_id=NOVA, request_id="n1")
         reported = await app.agent.respond(me, NOTE)  # heard: the filter reads no audio
         later = await app.agent.respond_text(replace(me, request_id="n2"), "how many points do I have")
-        (_, kept) = await app.conversations.history(NOVA)
+        (kept,) = await app.conversations.history(NOVA)
     assert reported.kind == "refusal" and reported.told_keys  # the ticket is told, as before
     assert (later.kind, later.text) == ("answer", "You have 100 points.")
     # The note went once with its history, refused, and once without it.
     assert ["hurt me" in json.dumps(c.body["messages"]) for c in fake.chats[-2:]] == [True, False]
-    assert kept.user_text == "how many points do I have"  # the history goes on
+    assert kept.user_text == "how many points do I have"  # the history goes on, from this note
+
+
+async def test_a_note_answered_without_its_history_leaves_the_blocked_turns_behind(storage, fake) -> None:
+    """Once a note refused with its history is answered without it, the turns the filter read
+    are dropped: kept, each later note of the half hour paid a refused request first."""
+    env = {
+        "VOXDESK_OPENAI_PROVIDER": "azure",
+        "VOXDESK_OPENAI_AZURE_ENDPOINT": fake.azure_endpoint,
+        "VOXDESK_OPENAI_AZURE_DEPLOYMENT": "voxdesk-audio",
+        "AZURE_OPENAI_API_KEY": AZURE_KEY,
+    }
+    fake.blocked_words = ["hurt me"]
+    threat = {"category": "other", "description": "a player said he would find me and hurt me"}
+    fake.script = [
+        tool_calls(("register_grievance", threat)),
+        answer("You have 100 points."),
+        answer("You are level 3."),
+    ]
+    async with running_app(openai_settings(storage, fake, **env)) as app:
+        me = ToolContext(user_id=NOVA, request_id="n1")
+        await app.agent.respond(me, NOTE)
+        await app.agent.respond_text(replace(me, request_id="n2"), "how many points do I have")
+        before = len(fake.chats)
+        third = await app.agent.respond_text(replace(me, request_id="n3"), "what level am I")
+        kept = await app.conversations.history(NOVA)
+    assert (third.kind, third.text) == ("answer", "You are level 3.")
+    assert len(fake.chats) == before + 1  # no refused request first
+    assert "how many points do I have" in json.dumps(fake.chats[-1].body["messages"])
+    assert [t.user_text for t in kept] == ["how many points do I have", "what level am I"]
 
 
 async def test_an_exhausted_quota_is_not_waited_for_and_says_so(storage, fake, caplog) -> None:

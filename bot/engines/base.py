@@ -145,6 +145,9 @@ class EngineReply:
     refusal: bool = False  # the model declined to answer; `text` says so politely
     cut_off: bool = False  # the answer stopped at its length limit; `text` is what was said
     user_text: str | None = None  # what the engine heard, when it knows it from this step
+    # Answered without the conversation's earlier turns, which a content filter refused to read:
+    # the turn begins the conversation afresh, or the next note would be refused first too.
+    afresh: bool = False
 
 
 class Engine(Protocol):

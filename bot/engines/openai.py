@@ -292,6 +292,11 @@ class OpenAIEngine:
         except (openai.OpenAIError, ValueError) as exc:
             raise EngineError(type(exc).__name__) from exc
         self.ready = True
+        reply = self._read(turn, response)
+        reply.afresh = bool(turn.scratch.get(NO_HISTORY))
+        return reply
+
+    def _read(self, turn: TurnState, response: Any) -> EngineReply:
         if not response.choices:
             raise EngineError("OpenAI returned no choices")
         choice = response.choices[0]
