@@ -1197,3 +1197,38 @@ async def test_after_an_exhausted_quotas_pause_one_request_looks_for_credit(stor
     assert [r.engine for r in (spent, *meanwhile, looked)] == ["offline"] * 4
     assert len(fake.chats) == 2  # the first 429 and the one look: the others waited for its outcome
     assert paused_again > SHORT_WAIT  # no credit yet: paused again
+
+
+@pytest.mark.parametrize("hanging", ["model lookup", "azure chat", "azure transcription"])
+async def test_check_asks_each_service_once_and_briefly(storage, fake, hanging) -> None:
+    """`check` answers within moments when a service hangs: with the reply's 90 s read timeout
+    and two retries, one probe could outlast check's 30 s for the service, and its line said only
+    "no answer" rather than which service hung."""
+    from bot.engines.openai import PROBE_TIMEOUT
+    from bot.health import check_engine
+
+    azure = {
+        "VOXDESK_OPENAI_PROVIDER": "azure",
+        "VOXDESK_OPENAI_AZURE_ENDPOINT": fake.azure_endpoint,
+        "VOXDESK_OPENAI_AZURE_DEPLOYMENT": "voxdesk-audio",
+        "AZURE_OPENAI_API_KEY": AZURE_KEY,
+    }
+    env = {} if hanging == "model lookup" else azure
+    # Answered at once, with openai.timeout_seconds at its default: each probe asks briefly, once.
+    await check_engine(openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="90", **env))
+    probes = [{k.lower(): v for k, v in r.headers.items()} for r in fake.received]
+    assert len(probes) == (1 if hanging == "model lookup" else 2)
+    assert {p["x-stainless-read-timeout"] for p in probes} == {str(PROBE_TIMEOUT)}
+    fake.received.clear()
+    never = [Failure(hang=600)] * 3  # the fake stops at the test's end: "never" answers
+    if hanging == "model lookup":
+        fake.model_failures = never
+    elif hanging == "azure chat":
+        fake.failures = never
+    else:
+        fake.transcription_failures = never
+    hung = {"model lookup": "model gpt-audio-1.5", "azure chat": "deployment voxdesk-audio"}
+    named = hung.get(hanging, "deployment gpt-4o-mini-transcribe")
+    with pytest.raises(RuntimeError, match=rf"did not answer within 1 s \({named}\)"):
+        await check_engine(openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="1", **env))
+    assert len(fake.received) == (1 if hanging != "azure transcription" else 2)  # not tried again

@@ -81,6 +81,10 @@ DEADLINE = "deadline"  # turn.scratch: time.monotonic() past which this turn sen
 # The player's words only feed history, and the agent waits for them briefly after the answer: a
 # transcription gets one short try.
 TRANSCRIBE_TIMEOUT = 15.0  # seconds
+# A probe of `check` is one request of a few tokens, asked once: a service that has not answered it
+# in this long is not answering, and the Azure probes' two together stay within check's 30 s for
+# the service, so its line names the one that hung.
+PROBE_TIMEOUT = 10.0  # seconds, or openai.timeout_seconds when that is shorter
 SHORT_WAIT = 5.0  # seconds: a turn waits out a pause up to this; past it the fallback answers
 BREAKER_FAILURES = 3  # timeouts, connection failures or 5xx in a row that pause requests
 FIRST_PAUSE = 1.0  # seconds: a 429 naming no wait pauses this long, doubled for each in a row ...
@@ -375,8 +379,7 @@ class OpenAIEngine:
         )
 
     def _once(self, timeout: float | None = None) -> openai.AsyncOpenAI:
-        """The client with none of the SDK's retries (the engine's own are in `_send`); `check`
-        requests use it as configured."""
+        """The client with none of the SDK's retries (the engine's own are in `_send`)."""
         if timeout is None:
             return self.client.with_options(max_retries=0)
         return self.client.with_options(
@@ -492,27 +495,34 @@ class OpenAIEngine:
         Azure, one more for the transcription deployment: half a second of silence heard)."""
         where = shown_url(str(self.client.base_url)).rstrip("/")
         azure = isinstance(self.client, openai.AsyncAzureOpenAI)
+        configured = self.client.timeout
+        read = configured.read if isinstance(configured, openai.Timeout) else configured
+        seconds = min(PROBE_TIMEOUT, read) if isinstance(read, int | float) else PROBE_TIMEOUT
+        probe = self._once(seconds)
+        asking = f"model {self.model}"  # named in the line when the request out hangs
         try:
             if azure:
+                asking = f"deployment {self.model}"
                 # Azure's data plane has no deployment lookup (listing models passes for any
                 # name): the smallest request to the deployment proves it exists and answers. An
                 # audio model refuses one with no audio, so it hears a moment of silence.
                 silence = {"type": "input_audio", "input_audio": {"data": SILENCE, "format": "wav"}}
-                probe = await self.client.chat.completions.create(
+                answered = await probe.chat.completions.create(
                     model=self.model,
                     messages=[{"role": "user", "content": [silence]}],
                     modalities=["text"],
                     max_completion_tokens=1,
                 )
-                self.answers_as = probe.model or self.model
+                self.answers_as = answered.model or self.model
                 answers = (
                     f"Azure OpenAI {where}: reachable, deployment {self.model} answers as {self.answers_as}"
                 )
                 if self.transcribe_model:
+                    asking = f"deployment {self.transcribe_model}"
                     # Nor would a missing transcription deployment show but as one warning a note,
                     # and every turn kept without the player's words.
                     try:
-                        await self.client.audio.transcriptions.create(
+                        await probe.audio.transcriptions.create(
                             model=self.transcribe_model,
                             file=("check.wav", base64.b64decode(SILENCE), "audio/wav"),
                         )
@@ -520,7 +530,7 @@ class OpenAIEngine:
                         missing = f"{where} has no deployment {self.transcribe_model}"
                         raise RuntimeError(f"{missing}: check openai.transcribe_model") from None
                 return answers
-            await self.client.models.retrieve(self.model)
+            await probe.models.retrieve(self.model)
         except openai.AuthenticationError as exc:
             raise RuntimeError(f"{where} refused the API key ({exc.status_code}): check it") from None
         except openai.PermissionDeniedError as exc:
@@ -531,6 +541,8 @@ class OpenAIEngine:
                     f"{where} has no deployment {self.model}: check openai.azure_deployment"
                 ) from None
             raise RuntimeError(f"{where} does not offer model {self.model}: check openai.model") from None
+        except openai.APITimeoutError:
+            raise RuntimeError(f"{where} did not answer within {seconds:g} s ({asking})") from None
         except openai.APIConnectionError as exc:
             raise RuntimeError(f"cannot reach {where}: {exc.__cause__ or exc}") from None
         except openai.APIStatusError as exc:
