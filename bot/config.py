@@ -501,6 +501,10 @@ POSITIVE = {
     ("web", "playground_notes_per_minute"),
 }  # fmt: skip
 MAX_DEFER_SECONDS = 2.5
+# Each tool round is one more billed request, carrying the whole prompt and every result so far,
+# within the turn's deadline: an answer needs a round or two (stats, a manual, a ticket), and past
+# 10 only a model calling tools in a loop would go on, at the player's budget and a turn slot's time.
+MAX_TOOL_ROUNDS = 10
 # discord.py waits out every rate limit up to 30 s whatever max_ratelimit_timeout says (it takes
 # max(30, the value)): a lower setting would promise a note answered later that it holds instead.
 MIN_RATE_LIMIT_SECONDS = 30.0
@@ -529,6 +533,11 @@ def _check_ranges(settings: Settings) -> None:
             elif value < 0:
                 raise ConfigError(f"{key} = {value}: it must not be negative")
     check_port(settings.web.port, f"web.port = {settings.web.port}")
+    if settings.agent.max_tool_rounds > MAX_TOOL_ROUNDS:
+        raise ConfigError(
+            f"agent.max_tool_rounds = {settings.agent.max_tool_rounds}: it is 0 to {MAX_TOOL_ROUNDS}"
+            " (each round is another billed request of the whole prompt)"
+        )
     _check_web(settings)
     if settings.discord.defer_after_seconds > MAX_DEFER_SECONDS:
         raise ConfigError(

@@ -68,6 +68,8 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("[web]\nenabled = true\nplayground_turns = 8\n", {}, "below agent.max_concurrent_turns"),
         ("", {"VOXDESK_WEB_TRUSTED_PROXIES": "127.0.0.1,my-proxy"}, "web.trusted_proxies"),
         ("", {"VOXDESK_OPENAI_VOICE": "Alloy"}, "openai.voice"),
+        # Each round is one more billed request carrying the whole prompt: a looping model ran on.
+        ("", {"VOXDESK_AGENT_MAX_TOOL_ROUNDS": "1000"}, "agent.max_tool_rounds = 1000: it is 0 to 10"),
         ("", {"VOXDESK_DISCORD_DEFER_AFTER_SECONDS": "10"}, "discord.defer_after_seconds"),
         # discord.py waits out any limit up to 30 s: 10 acted as 30.
         ("[discord]\nrate_limit_seconds = 10\n", {}, "discord.rate_limit_seconds = 10: discord.py waits out"),
