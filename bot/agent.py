@@ -380,10 +380,11 @@ class VoiceAgent:
             reply_audio = await self._reply_audio(final, voice)
         usage = _summed([*turn.scratch.get("usage", []), final.usage, hearing])
         past = PastTurn(
-            user_text=user_text,
+            # The words a filter refused are not kept: the answer, which names any ticket filed, is.
+            user_text=None if final.blocked else user_text,
             # A cut-off answer is kept as text saying so: its audio would pass it off as complete.
             reply_text=f"{final.text} {say.CUT_OFF}" if final.cut_off else final.text,
-            tool_results=[r.as_dict() for r in results],
+            tool_results=[] if final.blocked else [r.as_dict() for r in results],
             audio_id=None if final.cut_off else final.audio_id,
             audio_expires_at=None if final.cut_off else final.audio_expires_at,
             at=time.time(),

@@ -1013,7 +1013,45 @@ async def test_a_blocked_complaint_in_the_history_does_not_refuse_the_players_ne
 ) -> None:
     """Azure's prompt filter reads the whole prompt: a threat the player reported, kept in the
     history for half an hour, would have every later note of theirs refused, "how many points do I
-    have" too. A note refused with its history is asked again without it."""
+    have" too. A note refused with its history is asked again without it, and the conversation
+    goes on from that note: kept, the turns the filter read had each later note refused first."""
+    env = {
+        "VOXDESK_OPENAI_PROVIDER": "azure",
+        "VOXDESK_OPENAI_AZURE_ENDPOINT": fake.azure_endpoint,
+        "VOXDESK_OPENAI_AZURE_DEPLOYMENT": "voxdesk-audio",
+        "AZURE_OPENAI_API_KEY": AZURE_KEY,
+    }
+    fake.blocked_words = ["hurt me"]
+    threat = "a player said he would find me and hurt me"
+    filed = {
+        "id": "call_filed",
+        "name": "register_grievance",
+        "arguments": {"category": "other", "description": threat},
+        "result": {"ticket_key": "GRV-1", "status": "open"},
+        "ok": True,
+    }
+    # Answered by the offline fallback while OpenAI was down: no filter read it then.
+    reported = PastTurn(threat, "Filed as GRV-1.", tool_results=[filed], at=time.time(), engine="offline")
+    fake.script = [answer("You have 100 points."), answer("You are level 3.")]
+    async with running_app(openai_settings(storage, fake, **env)) as app:
+        await app.conversations.append(NOVA, reported)
+        me = ToolContext(user_id=NOVA, request_id="n2")
+        later = await app.agent.respond_text(me, "how many points do I have")
+        before = len(fake.chats)
+        third = await app.agent.respond_text(replace(me, request_id="n3"), "what level am I")
+        kept = await app.conversations.history(NOVA)
+    assert (later.kind, later.text) == ("answer", "You have 100 points.")
+    # The note went once with its history, refused, and once without it.
+    assert ["hurt me" in json.dumps(c.body["messages"]) for c in fake.chats[:2]] == [True, False]
+    assert (third.kind, third.text) == ("answer", "You are level 3.")
+    assert len(fake.chats) == before + 1  # no refused request first
+    assert "how many points do I have" in json.dumps(fake.chats[-1].body["messages"])
+    assert [t.user_text for t in kept] == ["how many points do I have", "what level am I"]
+
+
+async def test_a_blocked_turn_is_kept_without_the_words_the_filter_refused(storage, fake) -> None:
+    """The filter refused the turn's own words (no history went with them): kept, they would have
+    the player's next note refused first, and answered without the turns before it."""
     env = {
         "VOXDESK_OPENAI_PROVIDER": "azure",
         "VOXDESK_OPENAI_AZURE_ENDPOINT": fake.azure_endpoint,
@@ -1023,49 +1061,18 @@ async def test_a_blocked_complaint_in_the_history_does_not_refuse_the_players_ne
     fake.blocked_words = ["hurt me"]
     fake.transcript = "a player said he would find me and hurt me"
     threat = {"category": "other", "description": "a player said he would find me and hurt me"}
-    fake.script = [
-        tool_calls(("register_grievance", threat)),
-        answer("You have 100 points."),
-    ]
+    fake.script = [tool_calls(("register_grievance", threat)), answer("You have 100 points.")]
     async with running_app(openai_settings(storage, fake, **env)) as app:
         me = ToolContext(user_id=NOVA, request_id="n1")
-        reported = await app.agent.respond(me, NOTE)  # heard: the filter reads no audio
-        later = await app.agent.respond_text(replace(me, request_id="n2"), "how many points do I have")
-        (kept,) = await app.conversations.history(NOVA)
-    assert reported.kind == "refusal" and reported.told_keys  # the ticket is told, as before
-    assert (later.kind, later.text) == ("answer", "You have 100 points.")
-    # The note went once with its history, refused, and once without it.
-    assert ["hurt me" in json.dumps(c.body["messages"]) for c in fake.chats[-2:]] == [True, False]
-    assert kept.user_text == "how many points do I have"  # the history goes on, from this note
-
-
-async def test_a_note_answered_without_its_history_leaves_the_blocked_turns_behind(storage, fake) -> None:
-    """Once a note refused with its history is answered without it, the turns the filter read
-    are dropped: kept, each later note of the half hour paid a refused request first."""
-    env = {
-        "VOXDESK_OPENAI_PROVIDER": "azure",
-        "VOXDESK_OPENAI_AZURE_ENDPOINT": fake.azure_endpoint,
-        "VOXDESK_OPENAI_AZURE_DEPLOYMENT": "voxdesk-audio",
-        "AZURE_OPENAI_API_KEY": AZURE_KEY,
-    }
-    fake.blocked_words = ["hurt me"]
-    threat = {"category": "other", "description": "a player said he would find me and hurt me"}
-    fake.script = [
-        tool_calls(("register_grievance", threat)),
-        answer("You have 100 points."),
-        answer("You are level 3."),
-    ]
-    async with running_app(openai_settings(storage, fake, **env)) as app:
-        me = ToolContext(user_id=NOVA, request_id="n1")
-        await app.agent.respond(me, NOTE)
-        await app.agent.respond_text(replace(me, request_id="n2"), "how many points do I have")
+        reported = await app.agent.respond(me, NOTE)
         before = len(fake.chats)
-        third = await app.agent.respond_text(replace(me, request_id="n3"), "what level am I")
+        later = await app.agent.respond_text(replace(me, request_id="n2"), "how many points do I have")
         kept = await app.conversations.history(NOVA)
-    assert (third.kind, third.text) == ("answer", "You are level 3.")
-    assert len(fake.chats) == before + 1  # no refused request first
-    assert "how many points do I have" in json.dumps(fake.chats[-1].body["messages"])
-    assert [t.user_text for t in kept] == ["how many points do I have", "what level am I"]
+    (key,) = reported.told_keys
+    assert reported.kind == "refusal" and reported.tool_results[0].result["ticket_key"] == key
+    assert later.text == "You have 100 points." and len(fake.chats) == before + 1
+    assert [t.user_text for t in kept] == [None, "how many points do I have"]
+    assert key in kept[0].reply_text and "hurt me" not in json.dumps([t.tool_results for t in kept])
 
 
 async def test_an_exhausted_quota_is_not_waited_for_and_says_so(storage, fake, caplog) -> None:

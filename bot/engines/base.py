@@ -148,6 +148,9 @@ class EngineReply:
     # Answered without the conversation's earlier turns, which a content filter refused to read:
     # the turn begins the conversation afresh, or the next note would be refused first too.
     afresh: bool = False
+    # A content filter refused this turn's own words (its request carried no earlier turns): the
+    # turn is kept without them, or the next note's request would carry them and be refused too.
+    blocked: bool = False
 
 
 class Engine(Protocol):

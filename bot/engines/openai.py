@@ -286,7 +286,8 @@ class OpenAIEngine:
         except openai.APIStatusError as exc:
             if exc.code in FILTERED:
                 self.ready = True
-                return _filtered(f"{exc.status_code} {exc.code}", None)
+                # Refused with no earlier turn in it (none, or asked again without them).
+                return replace(_filtered(f"{exc.status_code} {exc.code}", None), blocked=True)
             if (
                 isinstance(exc, openai.AuthenticationError | openai.PermissionDeniedError)
                 or exc.code == OUT_OF_QUOTA
