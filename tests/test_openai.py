@@ -156,6 +156,28 @@ async def test_tool_calls_without_an_id_or_sharing_one_each_get_their_own(storag
     assert fake.violations == []
 
 
+async def test_tool_calls_of_another_shape_are_answered_as_errors_not_a_failed_turn(storage, fake) -> None:
+    """A compatible server may send a call's arguments as a JSON object rather than its text, or
+    a call with no function (a custom tool's): the turn failed on them, the fallback answered, and
+    the calls made by the model were never answered."""
+    as_object = {"name": "search_manuals", "arguments": {"query": "refund"}}
+    calls = [
+        {"id": "c1", "type": "function", "function": as_object},
+        {"id": "c2", "type": "custom", "custom": {"name": "lookup", "input": "refund"}},
+    ]
+    fake.script = [lambda body: {"content": None, "tool_calls": calls}, answer("Done.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.engine, reply.kind, reply.text) == ("openai", "answer", "Done.")
+    searched, made_up = reply.tool_results
+    assert searched.ok and searched.call.arguments == {"query": "refund"}
+    assert not made_up.ok and made_up.call.name == "lookup"
+    sent = next(m for m in fake.chats[1].body["messages"] if m.get("tool_calls"))["tool_calls"]
+    sent_arguments = [json.loads(c["function"]["arguments"]) for c in sent]
+    assert sent_arguments == [{"query": "refund"}, {"_unparsed": "refund"}]
+    assert fake.violations == []
+
+
 async def test_no_request_carries_two_calls_of_one_id_across_a_players_turns(storage, fake) -> None:
     # A call without an id got one numbered by its round and place, the same in every turn, and a
     # compatible server may number each answer's calls from call_0: the player's history went

@@ -317,12 +317,13 @@ class OpenAIEngine:
         if message.tool_calls and turn.allow_tools:
             calls: list[ToolCall] = []
             for call in message.tool_calls:
+                name, raw = _name_and_arguments(call)
                 try:
-                    arguments = json.loads(call.function.arguments or "{}")
+                    arguments = raw if isinstance(raw, dict) else json.loads(raw or "{}")
                 except (json.JSONDecodeError, RecursionError):
-                    arguments = {UNPARSED: call.function.arguments}
+                    arguments = {UNPARSED: raw}
                 if too_deep(arguments):  # sent back as text: nested, it would fail the next step
-                    arguments = {UNPARSED: call.function.arguments}
+                    arguments = {UNPARSED: as_json(raw) if isinstance(raw, dict) else raw}
                 # Each result goes back under its call's id: a compatible server that gives a call
                 # none (a 400 on the next step) or gives two calls one (a result the model cannot
                 # tell apart) gets ids of ours.
@@ -330,7 +331,7 @@ class OpenAIEngine:
                 if not call_id or any(c.id == call_id for c in calls):
                     # Random: ids numbered by round would repeat turn after turn in the history.
                     call_id = f"call_voxdesk_{secrets.token_hex(6)}"
-                calls.append(ToolCall(id=call_id, name=call.function.name or "", arguments=arguments))
+                calls.append(ToolCall(id=call_id, name=name, arguments=arguments))
             return EngineReply(tool_calls=calls, text=said, usage=usage)
         if message.refusal:
             # It may quote the player: their words stay out of INFO, which `run` logs and which
@@ -669,6 +670,18 @@ def as_json(value: Any) -> str:
     UTF-8, which cannot hold one."""
     text = json.dumps(value, ensure_ascii=False)
     return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+
+def _name_and_arguments(call: Any) -> tuple[str, str | dict[str, Any]]:
+    """A call's tool name and its arguments as sent: their JSON text, or the object itself from a
+    compatible server that sends one. A call with no function (a custom tool's, which voxdesk never
+    offers) is a call of a tool that does not exist, its input its arguments' text."""
+    function = getattr(call, "function", None) or getattr(call, "custom", None)
+    name = getattr(function, "name", None)
+    raw = getattr(function, "arguments", getattr(function, "input", None))
+    if raw is not None and not isinstance(raw, str | dict):
+        raw = as_json(raw)
+    return (name if isinstance(name, str) else ""), raw or ""
 
 
 def _said(exc: openai.APIStatusError) -> str:
