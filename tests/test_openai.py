@@ -1261,3 +1261,14 @@ async def test_check_asks_each_service_once_and_briefly(storage, fake, hanging) 
     with pytest.raises(RuntimeError, match=rf"did not answer within 1 s \({named}\)"):
         await check_engine(openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="1", **env))
     assert len(fake.received) == (1 if hanging != "azure transcription" else 2)  # not tried again
+
+
+async def test_check_names_the_azure_deployment_that_refused_its_probe(storage, fake) -> None:
+    """A transcription deployment running a chat model answers its probe 400: "answered 400"
+    alone sent the studio to the chat deployment, which `check` had just found answering."""
+    from bot.health import check_engine
+
+    fake.transcription_failures = [Failure(status=400, code="OperationNotSupported")]
+    settings = azure_settings(storage, fake, "voxdesk-audio", "gpt-4o-mini-transcribe")
+    with pytest.raises(RuntimeError, match=r"answered 400 \(deployment gpt-4o-mini-transcribe\)"):
+        await check_engine(settings)

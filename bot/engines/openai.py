@@ -501,7 +501,7 @@ class OpenAIEngine:
         read = configured.read if isinstance(configured, openai.Timeout) else configured
         seconds = min(PROBE_TIMEOUT, read) if isinstance(read, int | float) else PROBE_TIMEOUT
         probe = self._once(seconds)
-        asking = f"model {self.model}"  # named in the line when the request out hangs
+        asking = f"model {self.model}"  # named in the line when the request out fails
         try:
             if azure:
                 asking = f"deployment {self.model}"
@@ -548,7 +548,7 @@ class OpenAIEngine:
         except openai.APIConnectionError as exc:
             raise RuntimeError(f"cannot reach {where}: {exc.__cause__ or exc}") from None
         except openai.APIStatusError as exc:
-            raise RuntimeError(f"{where} answered {exc.status_code}") from None
+            raise RuntimeError(f"{where} answered {exc.status_code} ({asking})") from None
         retired = f" (warning: {SHUTDOWNS[self.model]})" if self.model in SHUTDOWNS else ""
         return f"OpenAI {where}: model {self.model} available{retired}"
 
