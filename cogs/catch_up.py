@@ -57,6 +57,7 @@ MAX_TOO_OLD_COUNTED = 10 * COUNT_AT_MOST
 # Messages read after a note a dead process had started, looking for its reply: a sanity cap on
 # the pages (100 each) a raid's channel costs within the claim's lease.
 REPLY_SEARCH_AT_MOST = 5000
+NO_HISTORY = "no Read Message History permission"
 
 
 class CatchUp(commands.Cog):
@@ -258,6 +259,13 @@ class CatchUp(commands.Cog):
                 try:
                     channel = await self._channel(left.place_id)
                     what = "fetch note"
+                    if channel is not None and not _may_read(channel):
+                        # Discord would refuse the fetch (403 50001), as it does a refusal's: a
+                        # request sure to be refused spends the rate limit and, with enough
+                        # others, earns Cloudflare's ban of the address.
+                        log.warning("could not %s %s: %s; giving it up", what, left.message_id, NO_HISTORY)
+                        await ledger.expire([left.message_id])
+                        continue
                     message = await channel.fetch_message(left.message_id) if channel else None
                     notes = voice.voice_notes(message) if message else []
                     if message is None or not notes:
