@@ -38,7 +38,7 @@ from bot import sentences as say
 from bot.bounded import remember
 from bot.logs import Outage
 from cogs.bot import VoxdeskBot
-from cogs.replies import discords_trouble, limited_for
+from cogs.replies import discords_trouble, from_the_edge, limited_for
 
 if TYPE_CHECKING:
     from cogs.voice import VoiceNotes
@@ -58,6 +58,7 @@ MAX_TOO_OLD_COUNTED = 10 * COUNT_AT_MOST
 # the pages (100 each) a raid's channel costs within the claim's lease.
 REPLY_SEARCH_AT_MOST = 5000
 NO_HISTORY = "no Read Message History permission"
+EDGE_TEXT_AT_MOST = 80  # a page from Cloudflare longer than this is named, not quoted, in the log
 
 
 class CatchUp(commands.Cog):
@@ -762,7 +763,10 @@ def _trouble_reason(exc: discord.HTTPException | discord.RateLimited) -> str:
 def _why(exc: discord.HTTPException | discord.RateLimited) -> str:
     if isinstance(exc, discord.RateLimited):
         return limited_for(exc)
-    return f"{exc.status} {exc.text}"
+    text = exc.text
+    if from_the_edge(exc) and ("\n" in text or len(text) > EDGE_TEXT_AT_MOST):
+        text = "an HTML page from Discord's edge (Cloudflare)"  # kilobytes of markup, no reason in it
+    return f"{exc.status} {text}"
 
 
 def _may_read(channel: discord.abc.Messageable) -> bool:

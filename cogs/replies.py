@@ -178,12 +178,24 @@ def reply_reference(message: discord.Message) -> discord.MessageReference:
 def discords_trouble(exc: BaseException) -> bool:
     """A failure on Discord's side, which passes: a 5xx once discord.py's retries are spent, a 429
     discord.py does not wait out (Cloudflare's ban of the bot's address after too many refused
-    requests, an HTML page without `Via`), or a rate limit longer than `rate_limit_seconds`
-    (discord.RateLimited). Not a refusal of this bot (403 Missing Access, 404 Unknown Channel) that
-    trying again would meet."""
+    requests, an HTML page without `Via`), a 403 from Cloudflare's firewall rather than the API
+    (an HTML page, not Discord's JSON error with its `code`), or a rate limit longer than
+    `rate_limit_seconds` (discord.RateLimited). Not a refusal of this bot (403 Missing Access, 404
+    Unknown Channel) that trying again would meet."""
     if isinstance(exc, discord.RateLimited):
         return True
-    return isinstance(exc, discord.HTTPException) and (exc.status >= 500 or exc.status == 429)
+    if not isinstance(exc, discord.HTTPException):
+        return False
+    return exc.status >= 500 or exc.status == 429 or (exc.status == 403 and from_the_edge(exc))
+
+
+def from_the_edge(exc: discord.HTTPException) -> bool:
+    """Whether Discord's edge (Cloudflare) answered, not its API: discord.py reads the body as
+    Discord's error only when it is JSON, and every error of the API's carries a `code`."""
+    headers = getattr(exc.response, "headers", None)
+    if headers is None:
+        return exc.code == 0
+    return headers.get("Content-Type", "").partition(";")[0].strip() != "application/json"
 
 
 def limited_for(exc: discord.RateLimited) -> str:

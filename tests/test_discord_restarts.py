@@ -503,6 +503,31 @@ async def test_kept_notes_whose_fetches_cloudflare_bans_are_one_warning_and_answ
     ]
 
 
+async def test_a_kept_note_whose_fetch_cloudflare_blocks_with_a_403_page_is_answered_later(
+    settings, fake, caplog
+) -> None:
+    # Cloudflare's firewall answers the recheck's fetch of a kept note with its 403 page (HTML, no
+    # Discord error code): Discord's edge, not a refusal of the bot. The note waits for the next
+    # recheck, which answers it, rather than being given up.
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)  # only the recheck finds the note
+        note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        fake.message_blocked = 1
+        await kept_by_another_process(settings, note, ALLOWED_CHANNEL, str(nova.id))
+        await all_answered(fake, [note], within=15)
+        await settle(fake)
+    assert answers(fake, note) == 1
+    fetched = [r.error for r in fake.received if r.kind == "get_message"]
+    assert fetched == [403, None]
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno >= logging.WARNING and note["id"] in r.getMessage()
+    ]
+    assert said == [f"could not fetch note {note['id']}: 403 an HTML page from Discord's edge (Cloudflare)"]
+
+
 async def test_a_banned_kept_notes_warning_is_said_when_its_round_ends_on_a_dropped_connection(
     settings, fake, caplog
 ) -> None:

@@ -389,6 +389,9 @@ class FakeDiscord(Strict):
         self.history_unavailable_after: dict[int, int] = {}
         self.message_rate_limited = 0  # the same 429 for GETs of one message by id, counting down
         self.message_banned = 0  # Cloudflare's ban on GETs of one message by id, counting down
+        # Cloudflare's 403 page (its firewall blocking a request) for GETs of one message by id,
+        # counting down: an HTML page, not Discord's JSON error with a `code`.
+        self.message_blocked = 0
         self.channel_unavailable = 0  # GETs of a channel by id answered 503, counting down
         # Cloudflare's ban on listing archived threads (any of the three listings), counting down.
         self.archived_threads_banned = 0
@@ -1671,6 +1674,14 @@ class FakeDiscord(Strict):
             record.error = 429
             await self._record(record)
             return _cloudflare_page(429, "error code: 1015")
+        if self.message_blocked > 0:
+            self.message_blocked -= 1
+            record.error = 403
+            await self._record(record)
+            return _cloudflare_page(
+                403,
+                "<!DOCTYPE html>\n<html><head><title>Attention Required! | Cloudflare</title></head></html>",
+            )
         if self.message_rate_limited > 0:
             self.message_rate_limited -= 1
             record.error = 429
