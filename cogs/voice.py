@@ -201,12 +201,16 @@ class VoiceNotes(commands.Cog):
             return
         if not self.addressed_here(message) or not self.count_once(message.id):
             return
-        retry_after = self.flood.update_rate_limit(message)
+        flood = self.flood.get_bucket(message)
+        assert flood is not None  # a per-user mapping makes a bucket for every message
+        if flood.get_tokens() > 0 and self._backlog.get(message.author.id, 0) >= self.settings.flood_notes:
+            # Not weighed against the flood limit: it answers nothing, and the note the player
+            # sends again once the queue is empty would be told "too fast" for it.
+            self.turn_away(message, say.STILL_ANSWERING, backlog=True)
+            return
+        retry_after = flood.update_rate_limit()
         if retry_after:
             self.turn_away(message, too_fast(retry_after))
-            return
-        if self._backlog.get(message.author.id, 0) >= self.settings.flood_notes:
-            self.turn_away(message, say.STILL_ANSWERING, backlog=True)
             return
         if len(notes) > 1:
             log.info(

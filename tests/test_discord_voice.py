@@ -679,3 +679,31 @@ async def test_a_players_queue_is_bounded_when_turns_are_slower_than_the_flood_l
         async with asyncio.timeout(30):
             while voice._backlog:  # noqa: ASYNC110 - the last turns are marking their notes answered
                 await asyncio.sleep(0.05)
+
+
+async def test_notes_turned_away_as_still_answering_spend_no_flood_budget(settings, fake, caplog):
+    # Two notes sent while the bot was down, older than the flood window, fill the player's queue
+    # at the start without counting toward the live limit. The notes the player sends meanwhile
+    # are turned away as "still answering", which answers nothing: once the queue is empty, the
+    # note they send at once must not be refused as too fast.
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    old = [await fake.send_note(nova, voice_note(), guild=True, dispatch=False, ago=120) for _ in range(2)]
+    async with running_bot(settings, fake, engine=engine, flood_notes=2, flood_seconds=60) as h:
+        await engine.until_asked(1)  # the catch-up's notes: one answering, held, one queued
+        turned = [await h.fake.send_note(nova, voice_note(), guild=True) for _ in range(2)]
+        (told,) = await answered(h.fake, turned[0], count=1)
+        assert "still answering your earlier notes" in told.content
+        await h.fake.wait_for(lambda _: f"backlog: note {turned[1]['id']} " in caplog.text)
+        engine.hold.set()
+        for note in old:
+            await answered(h.fake, note)
+        voice = h.bot.get_cog("VoiceNotes")
+        async with asyncio.timeout(30):
+            while voice._backlog:  # noqa: ASYNC110 - the last turns are marking their notes answered
+                await asyncio.sleep(0.05)
+        again = await h.fake.send_note(nova, voice_note(), guild=True)
+        replies = await answered(h.fake, again)
+        assert replies[0].is_voice_message, [r.content for r in replies]
+    assert f"flood: note {again['id']}" not in caplog.text
