@@ -153,18 +153,27 @@ async def _answer(
             await _cancelled(task)  # a filing cut short is rolled back and kept in the spool first
             await _say_cut_short(interaction, cut_short)
         raise
-    for piece in pieces[1:]:
-        await interaction.followup.send(piece, ephemeral=True)
+    for sent, piece in enumerate(pieces[1:], start=1):
+        try:
+            await interaction.followup.send(piece, ephemeral=True)
+        except discord.RateLimited as exc:
+            # The player has the answer's start: its rest goes when the limit ends, as a deferred
+            # answer's whole does, rather than never.
+            if not edit_later or not _answer_later(interaction, pieces, exc.retry_after, sent):
+                raise
+            return
 
 
-def _answer_later(interaction: discord.Interaction, pieces: list[str], retry_after: float) -> bool:
-    """Put `pieces` in the deferred response once Discord's rate limit of `retry_after` seconds on
-    it ends, if that is while its token still takes it (with GIVE_UP_SECONDS' minute to spare);
-    whether it will."""
+def _answer_later(
+    interaction: discord.Interaction, pieces: list[str], retry_after: float, sent: int = 0
+) -> bool:
+    """Send `pieces` from the `sent`th (the first in the deferred response, the others in
+    follow-ups) once Discord's rate limit of `retry_after` seconds on them ends, if that is while
+    its token still takes them (with GIVE_UP_SECONDS' minute to spare); whether it will."""
     later = getattr(interaction.client, "later", None)
     if later is None or age(interaction) + retry_after > GIVE_UP_SECONDS:
         return False
-    if later(_edit_when_free(interaction, pieces, retry_after)) is None:
+    if later(_edit_when_free(interaction, pieces, retry_after, sent)) is None:
         return False  # the bot is closing: given up as any answer limited past the cap
     log.warning(
         "/%s of user %s: answer rate limited for %.0f s; sent when the limit ends",
@@ -175,23 +184,31 @@ def _answer_later(interaction: discord.Interaction, pieces: list[str], retry_aft
     return True
 
 
-async def _edit_when_free(interaction: discord.Interaction, pieces: list[str], retry_after: float) -> None:
-    sent = 0  # pieces out: the first in the original response, the others in follow-ups
+async def _edit_when_free(
+    interaction: discord.Interaction, pieces: list[str], retry_after: float, sent: int = 0
+) -> None:
+    """`sent`: pieces out already: the first in the original response, the others in follow-ups."""
+    loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(retry_after)
         try:
-            for piece in pieces[sent:]:
-                if sent == 0:
-                    await interaction.edit_original_response(content=piece)
-                else:
-                    await interaction.followup.send(piece, ephemeral=True)
-                sent += 1
+            # discord.py waits out each 429 up to the cap, five times a request, and a 5xx too:
+            # the pieces left must not go on past the token's end, where each is refused.
+            async with asyncio.timeout_at(loop.time() + TOKEN_SECONDS - age(interaction)):
+                for piece in pieces[sent:]:
+                    if sent == 0:
+                        await interaction.edit_original_response(content=piece)
+                    else:
+                        await interaction.followup.send(piece, ephemeral=True)
+                    sent += 1
             return
         except discord.RateLimited as exc:
             if age(interaction) + exc.retry_after <= GIVE_UP_SECONDS:
                 retry_after = exc.retry_after
                 continue
             why = limited_for(exc)
+        except TimeoutError:
+            why = f"its token ran out with {len(pieces) - sent} of {len(pieces)} piece(s) unsent"
         except (discord.HTTPException, aiohttp.ClientError) as exc:
             why = str(exc)
         log.warning(

@@ -1045,6 +1045,67 @@ async def test_a_deferred_answer_discord_rate_limits_past_the_cap_is_sent_when_t
     ]
 
 
+async def test_follow_ups_discord_rate_limits_past_the_cap_are_sent_when_the_limit_ends(
+    settings, fake: FakeDiscord, caplog
+):
+    """A long list's first part is out and its follow-up meets a 429 longer than the bot waits
+    out, ending well within the token's life: the rest of the list goes once the limit ends,
+    as a deferred answer's whole would, rather than never. (The cap lowered to make it a second.)"""
+    async with running_bot(settings, fake, flood_notes=20) as h:
+        for i in range(14):  # a list longer than one message: its tail goes in follow-ups
+            description = f"Problem number {i}: " + "the store charged me twice, items never came. " * 3
+            assert await ask(
+                fake, blaze, "grievance", sub("file", category="wallet", description=description)
+            )
+        h.bot.http.max_ratelimit_timeout = 0.5
+        fake.followups_rate_limited, fake.retry_after = 1, 1.0
+        with caplog.at_level("WARNING"):
+            interaction = await fake.slash(blaze, "grievance", sub("list"))
+            await fake.wait_for(
+                lambda _: [
+                    r for r in fake.interaction_records(interaction) if r.kind == "followup" and not r.error
+                ]
+            )
+    records = [(r.kind, r.error) for r in fake.interaction_records(interaction)]
+    assert records[:3] == [("callback", None), ("followup", 429), ("followup", None)], records
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert said == [
+        f"/grievance list of user {blaze.id}: answer rate limited for 1 s; sent when the limit ends"
+    ]
+
+
+async def test_an_answer_sent_later_stops_at_its_tokens_end_under_waited_out_limits(
+    settings, fake: FakeDiscord, caplog, monkeypatch
+):
+    """A deferred answer put aside for a limit past the cap meets, when it is sent, 429s short
+    enough for discord.py to wait out, one after another: it must not go on past the token's
+    end, where Discord refuses it. Scaled down: a token of 2.5 s, given up at 2 s, a cap of 0.5 s."""
+    from cogs import interactions
+    from tests.fakes import discord_server
+
+    for module in (interactions, discord_server):
+        monkeypatch.setattr(module, "TOKEN_SECONDS", 2.5)
+    monkeypatch.setattr(interactions, "GIVE_UP_SECONDS", 2.0)
+    async with running_bot(settings, fake, defer_after_seconds=0.0) as h:
+        h.bot.http.max_ratelimit_timeout = 0.5
+        fake.edits_rate_limited, fake.retry_after = 1, 1.0
+        with caplog.at_level("WARNING"):
+            interaction = await fake.slash(nova, "grievance", sub("list"))
+            await fake.wait_for(
+                lambda _: [r for r in fake.interaction_records(interaction) if r.error == 429]
+            )
+            # While the answer waits out that second: each try then is limited for less than the cap.
+            fake.edits_rate_limited, fake.retry_after = 4, 0.45
+            await _until(lambda: "answer not sent after its rate limit" in caplog.text)
+    edits = [r.error for r in fake.interaction_records(interaction) if r.kind == "edit_original"]
+    assert None not in edits and 50027 not in edits, edits
+    said = [r.getMessage() for r in caplog.records if "not sent after" in r.getMessage()]
+    assert said == [
+        f"/grievance list of user {nova.id}: answer not sent after its rate limit:"
+        " its token ran out with 1 of 1 piece(s) unsent"
+    ]
+
+
 async def test_an_answer_put_aside_once_the_bot_closes_is_dropped_not_sent(settings, fake: FakeDiscord):
     """An answer whose edit met its rate limit while the bot was closing (a command the stop did
     not wait for: the gateway gave up) is put aside after close() cancelled what waited: it must
