@@ -315,6 +315,8 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 # Not when cut short: its claim lapses, and a repeat finds it filed or spooled.
                 await self._settle(interaction, words, (key, kept))
             finally:
+                store = self.bot.core.grievances.local_store
+                store.stop_renewing(words[0], words[1:], filing_turn("discord", str(interaction.id)))
                 filing.set_result((key, kept))
             if "error" in result:
                 if kept is not None:

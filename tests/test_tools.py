@@ -2681,3 +2681,49 @@ async def test_a_recent_claims_file_deleted_under_a_running_store_is_made_anew_a
     # The file alone deleted: the second bot restores it from the log left beside it (bot.db says so).
     said = [r.getMessage() for r in caplog.records if r.name == "bot.tools.grievance_store"]
     assert len(said) == 1 and "deleted or replaced" in said[0], said
+
+
+async def test_a_claim_is_renewed_while_its_filing_runs_and_lapses_once_let_go(tmp_path, monkeypatch) -> None:
+    """A /grievance file queued behind a busy database ran past its claim's lease: a repeat sent
+    to another bot on the folder then filed a second ticket while the first was still filing. The
+    process filing it renews the claim, so only a stopped filing's (or dead process's) lapses."""
+    import time
+
+    from bot.tools import grievance_store
+    from bot.tools.grievance_store import Lately
+
+    monkeypatch.setattr(grievance_store, "FILING_LEASE_SECONDS", 1.0)
+    db = tmp_path / "grievances.db"
+
+    def lease(turn: str) -> float:
+        with contextlib.closing(sqlite3.connect(tmp_path / "grievances-recent.db")) as conn:
+            row = conn.execute("SELECT lease_until FROM lately_filed WHERE turn = ?", (turn,)).fetchone()
+            return float(row[0]) if row else 0.0
+
+    async def until(condition: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 5.0
+        while not condition():
+            assert time.monotonic() < deadline, "never came to pass"
+            await asyncio.sleep(0.02)
+
+    one, two = await LocalGrievanceStore.open(db), await LocalGrievanceStore.open(db)
+    words, other_words = ("wallet", "gems gone after the update"), ("other", "lag every evening")
+    try:
+        assert await one.claim_words(BLAZE, words, "discord:1:", 600.0) == Lately()
+        first = lease("discord:1:")
+        # Past its first lease, still filing: renewed, and the repeat waits for it.
+        await until(lambda: time.time() > first and lease("discord:1:") > time.time() + 0.5)
+        assert (await two.claim_words(BLAZE, words, "discord:2:", 600.0)).busy
+        filed = await one.register(BLAZE, "wallet", "Gems gone after the update", "discord:1:0")
+        await one.settle_words(BLAZE, words, "discord:1:", True, None)
+        assert await two.claim_words(BLAZE, words, "discord:3:", 600.0) == Lately(key=filed.key)
+        assert lease("discord:1:") == 0.0  # settled: never renewed again
+
+        # A filing cut short: let go, its claim lapses and a repeat files.
+        assert await one.claim_words(BLAZE, other_words, "discord:4:", 600.0) == Lately()
+        one.stop_renewing(BLAZE, other_words, "discord:4:")
+        await until(lambda: time.time() > lease("discord:4:"))
+        assert await two.claim_words(BLAZE, other_words, "discord:5:", 600.0) == Lately()
+    finally:
+        await one.aclose()
+        await two.aclose()

@@ -60,7 +60,8 @@ MAX_HELD = 1000
 UNCHOSEN = "?"
 # How long a claim on a complaint's words (`claim_words`) waits for its filing before a repeat
 # may file in its place: well past a filing's two busy waits (the database's, then the spool's),
-# so a repeat is held back only when the filing's process died.
+# so a repeat is held back only when the filing's process died. A filing still running in this
+# process (queued behind a busy database) has its claim renewed every quarter of it.
 FILING_LEASE_SECONDS = 120.0
 # A double submit of /grievance file (the command sent again while the first was filing, or a
 # minute later because its answer was slow) is told the first ticket within this window: a claim
@@ -290,6 +291,23 @@ async def _attach_recent(conn: aiosqlite.Connection, recent: Path) -> None:
         raise bot_db.naming(recent, exc) from exc
 
 
+def _renew(recent: Path, attached: tuple[int, int], claims: list[tuple[str, str]], until: float) -> None:
+    """Extend the lease of `claims` (hash, turn) to `until` in `recent`, if it is still the file
+    attached (`attached`: device and inode): one put in its place holds none of them. A claim
+    settled meanwhile (lease 0) stays settled."""
+    with contextlib.closing(
+        sqlite3.connect(f"{recent.resolve().as_uri()}?mode=rw", uri=True, timeout=CLAIM_WAIT_SECONDS)
+    ) as conn:
+        if _file_id(recent) != attached:
+            return
+        with conn:
+            conn.executemany(
+                "UPDATE lately_filed SET lease_until = ? WHERE words_hash = ? AND turn = ?"
+                " AND lease_until > 0 AND lease_until < ?",
+                [(until, digest, turn, until) for digest, turn in claims],
+            )
+
+
 def _file_id(path: Path) -> tuple[int, int] | None:
     """The device and inode at `path`, None when nothing is there."""
     try:
@@ -394,6 +412,10 @@ class LocalGrievanceStore:
         # grievances-recent.db and the device and inode attached (None: the claims in memory).
         self._recent: Path | None = None
         self._recent_id: tuple[int, int] | None = None
+        # The claims on complaints' words (hash, turn) whose filing runs in this process, and the
+        # task that renews their lease until each is settled or let go.
+        self._filing: set[tuple[str, str]] = set()
+        self._renewer: asyncio.Task[None] | None = None
 
     @classmethod
     async def open(
@@ -851,7 +873,36 @@ class LocalGrievanceStore:
                 (digest, turn, now, now + FILING_LEASE_SECONDS),
             )
             await self._conn.commit()
+        self._renew_while_filing(digest, turn)
         return Lately()
+
+    def _renew_while_filing(self, digest: str, turn: str) -> None:
+        """Keep the claim's lease while its filing runs here: filings queued behind a busy
+        database can run past it, and a repeat sent to another bot would then file a second
+        ticket. Claims in memory are this process's alone, and lapse with it."""
+        if self._recent_id is None:
+            return
+        self._filing.add((digest, turn))
+        if self._renewer is None or self._renewer.done():
+            self._renewer = asyncio.create_task(self._renew_claims(), name="grievance-claim-renewer")
+
+    async def _renew_claims(self) -> None:
+        while self._filing:
+            await asyncio.sleep(FILING_LEASE_SECONDS / 4)
+            claims, recent, attached = list(self._filing), self._recent, self._recent_id
+            if not claims or recent is None or attached is None:
+                return
+            until = time.time() + FILING_LEASE_SECONDS
+            try:
+                await asyncio.to_thread(_renew, recent, attached, claims, until)
+            except (sqlite3.Error, OSError) as exc:
+                # The next round tries again; the lease has three rounds' worth left.
+                log.warning("could not renew %d claim(s) of /grievance file: %s", len(claims), exc)
+
+    def stop_renewing(self, user_id: str, words: tuple[str, ...], turn: str) -> None:
+        """The filing that claimed `words` for `turn` ended without `settle_words` (cut short, or
+        failed): its claim lapses, and a repeat then finds it filed or spooled, or files it."""
+        self._filing.discard((_words_hash(user_id, words), turn))
 
     async def housekeeping(self, now: float | None = None) -> None:
         """Drop the claims past RESUBMIT_SECONDS, for a running bot's recheck: each claim drops
@@ -899,6 +950,7 @@ class LocalGrievanceStore:
         """The filing that claimed `words` for `turn` ended: `filed`, or `kept` for later (what its
         player was told), or neither, and then a repeat may file them."""
         digest = _words_hash(user_id, words)
+        self._filing.discard((digest, turn))  # should the write fail, the claim lapses
         mine = "words_hash = ? AND turn = ?"
         async with self._writing():
             if filed:
@@ -1304,10 +1356,13 @@ class LocalGrievanceStore:
         stop whose grace ran out while the refiler's rollback waits for the busy database) is
         raised after all that is done all the same: nothing else would keep those grievances."""
         refiler, self._refiler = self._refiler, None
+        renewer, self._renewer = self._renewer, None
+        self._filing.clear()
         try:
-            if refiler is not None:
-                refiler.cancel()
-                await asyncio.wait({refiler})
+            for task in (refiler, renewer):
+                if task is not None:
+                    task.cancel()
+                    await asyncio.wait({task})
         finally:
             if self._spool is not None and self._held:
                 await self._spool_held()
