@@ -2683,6 +2683,15 @@ async def test_a_recent_claims_file_deleted_under_a_running_store_is_made_anew_a
     assert len(said) == 1 and "deleted or replaced" in said[0], said
 
 
+async def until(condition: Callable[[], object], within: float = 5.0) -> None:
+    import time
+
+    deadline = time.monotonic() + within
+    while not condition():
+        assert time.monotonic() < deadline, "never came to pass"
+        await asyncio.sleep(0.02)
+
+
 async def test_a_claim_is_renewed_while_its_filing_runs_and_lapses_once_let_go(tmp_path, monkeypatch) -> None:
     """A /grievance file queued behind a busy database ran past its claim's lease: a repeat sent
     to another bot on the folder then filed a second ticket while the first was still filing. The
@@ -2699,12 +2708,6 @@ async def test_a_claim_is_renewed_while_its_filing_runs_and_lapses_once_let_go(t
         with contextlib.closing(sqlite3.connect(tmp_path / "grievances-recent.db")) as conn:
             row = conn.execute("SELECT lease_until FROM lately_filed WHERE turn = ?", (turn,)).fetchone()
             return float(row[0]) if row else 0.0
-
-    async def until(condition: Callable[[], bool]) -> None:
-        deadline = time.monotonic() + 5.0
-        while not condition():
-            assert time.monotonic() < deadline, "never came to pass"
-            await asyncio.sleep(0.02)
 
     one, two = await LocalGrievanceStore.open(db), await LocalGrievanceStore.open(db)
     words, other_words = ("wallet", "gems gone after the update"), ("other", "lag every evening")
@@ -2727,3 +2730,25 @@ async def test_a_claim_is_renewed_while_its_filing_runs_and_lapses_once_let_go(t
     finally:
         await one.aclose()
         await two.aclose()
+
+
+async def test_a_store_id_read_while_another_call_makes_it_is_the_one_kept(tmp_path) -> None:
+    """store_id read outside the writers' lock: while a first call had inserted its id and not yet
+    committed, a second call on the connection read that id; the first cut short (a shutdown) and
+    rolled back, the second's caller went on with an id the database never kept (ticket news's
+    cursor and sources under it), and the next call made another."""
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        await store._write_lock.acquire()
+        making = asyncio.create_task(store.store_id())
+        await until(lambda: store._write_lock._waiters)  # read none, waits its turn to make one
+        store._write_lock.release()
+        reading = asyncio.create_task(store.store_id())
+        await asyncio.sleep(0)  # the first has queued its insert, the second its read
+        making.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await making
+        told = await reading
+        assert told == await store.store_id()
+    finally:
+        await store.aclose()

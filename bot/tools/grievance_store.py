@@ -416,6 +416,8 @@ class LocalGrievanceStore:
         # task that renews their lease until each is settled or let go.
         self._filing: set[tuple[str, str]] = set()
         self._renewer: asyncio.Task[None] | None = None
+        self._store_id: str | None = None
+        self._store_id_lock = asyncio.Lock()
 
     @classmethod
     async def open(
@@ -1062,17 +1064,24 @@ class LocalGrievanceStore:
         databases, so what finds a pushed grievance in Jira again must carry this too. Read, once
         made: ticket news asks at each answer that told a ticket, and a write would wait its turn
         behind every other writer of the storage folder for nothing."""
-        read = "SELECT value FROM meta WHERE name = 'store_id'"
-        found = first(await self._conn.execute_fetchall(read))
-        if found is None:
-            async with self._writing():  # another process may make it first: theirs is kept
-                await self._conn.execute(
-                    "INSERT OR IGNORE INTO meta (name, value) VALUES ('store_id', ?)", (secrets.token_hex(4),)
-                )
-                await self._conn.commit()
+        # One call at a time reads it: on this connection a read sees what another call inserted
+        # and has not committed, and a commit refused or cut short rolls that id back.
+        async with self._store_id_lock:
+            if self._store_id is not None:
+                return self._store_id
+            read = "SELECT value FROM meta WHERE name = 'store_id'"
             found = first(await self._conn.execute_fetchall(read))
-        (value,) = found  # type: ignore[misc]
-        return str(value)
+            if found is None:
+                async with self._writing():  # another process may make it first: theirs is kept
+                    await self._conn.execute(
+                        "INSERT OR IGNORE INTO meta (name, value) VALUES ('store_id', ?)",
+                        (secrets.token_hex(4),),
+                    )
+                    await self._conn.commit()
+                found = first(await self._conn.execute_fetchall(read))
+            (value,) = found  # type: ignore[misc]
+            self._store_id = str(value)
+            return self._store_id
 
     async def count_pending(self) -> int:
         pending = "SELECT COUNT(*) FROM grievances WHERE push_state = 'pending'"
