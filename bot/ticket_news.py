@@ -35,9 +35,10 @@ Delivering (`TicketNews.deliver`) is at most once per piece of news: each player
 claimed on disk ('pending' -> 'sending') before anything is sent, and marked after. A crash in
 between leaves it 'sending', and it is never sent again: a lost DM is preferred to a repeated one
 (the player can still ask `/grievance status`). Only a send that certainly never reached Discord
-(no connection) goes back to 'pending' for a later round. A player with `/notify off` gets
-nothing: their news is marked 'muted', not kept for later. A player whose DMs are closed is told
-so once, in the channel they last sent a voice note in, until a DM to them goes through again.
+(no connection), or news a stop took before its DM was tried, goes back to 'pending' for later. A
+player with `/notify off` gets nothing: their news is marked 'muted', not kept for later. A player
+whose DMs are closed is told so once, in the channel they last sent a voice note in, until a DM to
+them goes through again.
 
 The sending itself is the front end's (`Messenger`: cogs/news.py for Discord); the speech for a
 spoken DM is made here, off the event loop, by the app's speaker.
@@ -518,6 +519,15 @@ class NewsStore:
             await self._conn.commit()
         return mine
 
+    async def give_back(self, ids: list[int]) -> None:
+        """News this process claimed and never tried to send (a stop cut the round short before
+        the DM): pending again, as if never claimed."""
+        async with writing(self._conn, self._lock):
+            await self._conn.executemany(
+                "UPDATE news SET state = 'pending' WHERE id = ? AND state = 'sending'", [(i,) for i in ids]
+            )
+            await self._conn.commit()
+
     async def finish(self, ids: list[int], state: str, error: str | None = None) -> None:
         async with writing(self._conn, self._lock):
             await self._conn.executemany(
@@ -902,17 +912,24 @@ class TicketNews:
         return sent
 
     async def _deliver_to(self, messenger: Messenger, user_id: str, items: list[NewsItem]) -> int:
-        claimed = set(await self.store.claim([i.id for i in items]))
-        items = [i for i in items if i.id in claimed]
-        if not items:
-            return 0
-        ids = [i.id for i in items]
-        prefs = await self._preferences.get(user_id)
-        if not prefs.notify:
-            await self.store.finish(ids, "muted")
-            log.info("ticket news for %s not sent: /notify is off (%d)", user_id, len(ids))
-            return 0
-        delivery = await self._prepare(user_id, items, prefs)
+        # Shielded: a stop landing on the claim's commit once it went through would leave the news
+        # claimed, and never sent, with no DM ever tried.
+        claiming = asyncio.ensure_future(self.store.claim([i.id for i in items]))
+        try:
+            claimed = set(await asyncio.shield(claiming))
+            items = [i for i in items if i.id in claimed]
+            if not items:
+                return 0
+            ids = [i.id for i in items]
+            prefs = await self._preferences.get(user_id)
+            if not prefs.notify:
+                await self.store.finish(ids, "muted")
+                log.info("ticket news for %s not sent: /notify is off (%d)", user_id, len(ids))
+                return 0
+            delivery = await self._prepare(user_id, items, prefs)  # its speech takes seconds
+        except asyncio.CancelledError:
+            await self._give_back(claiming)
+            raise
         try:
             outcome = await messenger.direct(delivery)
         except Exception as exc:  # an unknown failure may have sent it: never again
@@ -937,6 +954,19 @@ class TicketNews:
             return 0
         await self.store.finish(ids, "failed", error or (unreachable if outcome is Outcome.RETRY else None))
         return 0
+
+    async def _give_back(self, claiming: asyncio.Future[list[int]]) -> None:
+        """A stop before the DM was tried: what the claim took goes back to pending, for the next
+        round or the next start (at most once is about DMs that may have gone out)."""
+        try:
+            mine = await claiming
+        except Exception:  # the claim itself failed: nothing taken
+            return
+        if mine:
+            try:
+                await asyncio.shield(self.store.give_back(mine))
+            except Exception as exc:  # left 'sending': lost, as a crash there would leave it
+                log.error("ticket news claimed for a round cut short not given back: %s", exc)
 
     async def _prepare(self, user_id: str, items: list[NewsItem], prefs: Preferences) -> Delivery:
         text, words = message_for(items)

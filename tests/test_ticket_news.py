@@ -1344,3 +1344,44 @@ async def test_news_forgotten_at_a_restart_is_not_told_again_when_jira_shows_the
 )
 def test_news_words_keep_their_addresses(written: str, shown: str) -> None:
     assert plain(written, 60) == shown
+
+
+@pytest.mark.parametrize("cut", ["after the claim's commit", "while its speech is made"])
+async def test_news_claimed_by_a_round_a_stop_cuts_short_before_its_dm_goes_out_next_start(
+    tmp_path: Path, cut: str
+) -> None:
+    """A stop landing on the claim's commit once it had gone through, or on the speech of the DM,
+    left the news claimed ('sending') with no DM ever tried: never sent, at the next start either."""
+    db = tmp_path / "grievances.db"
+    reached, stopped = asyncio.Event(), asyncio.Event()
+
+    async def speaker(words: str, voice: str) -> Any:
+        reached.set()
+        await asyncio.Event().wait()  # a spoken DM in the making, for as long as the round runs
+
+    async with news_over(tmp_path, speaker=speaker if cut.startswith("while") else None) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        if cut.startswith("after"):
+            conn, real_commit = p.store._conn, p.store._conn.commit
+
+            async def commit() -> None:
+                await real_commit()
+                if sql(tmp_path / "news.db", "SELECT state FROM news") == [("sending",)]:
+                    reached.set()  # the stop lands as the claim's commit returns
+                    await stopped.wait()
+
+            conn.commit = commit  # type: ignore[method-assign]
+        front = Recorder()
+        round_ = asyncio.create_task(p.news.run_once(front))
+        await asyncio.wait_for(reached.wait(), 30)
+        round_.cancel()
+        stopped.set()
+        with pytest.raises(asyncio.CancelledError):
+            await round_
+        if cut.startswith("after"):
+            conn.commit = real_commit  # type: ignore[method-assign]
+    assert front.dms == []
+    async with news_over(tmp_path) as p:
+        assert await p.news.run_once(front) == 1
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
