@@ -228,7 +228,10 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         f"{storage.recent_claims.name}: {erased} claim(s) of a complaint filed lately erased (hashes"
         " of their words that tell a repeated /grievance file the first ticket)"
     )
-    spooled = f", {len(waiting) + len(unreadable)} waiting in the spool" if waiting or unreadable else ""
+    spooled = f", {len(waiting)} waiting in the spool" if waiting else ""
+    if unreadable:
+        # Never filed by the bot: staff file them by hand from the spool's .rejected (`check`).
+        spooled += f", {len(unreadable)} unreadable spool line(s) naming them, set aside to file by hand"
     lines.append(
         f"grievances.db: kept {n} grievance(s){spooled}: the studio's record (and Jira's"
         " copies); `player export` shows them"
