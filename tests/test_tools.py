@@ -857,6 +857,39 @@ def test_a_spool_line_the_disk_takes_in_part_is_finished_or_refused(tmp_path, mo
         spool.keep(user_id=BLAZE, category="wallet", description="lost my gems", at="t", state="local_only")
 
 
+def test_a_spool_line_the_full_disk_took_in_part_leaves_no_part_to_set_aside(tmp_path, monkeypatch) -> None:
+    """A keep the full disk refused half-way left the part it took: set aside in .rejected as a
+    grievance's last copy (staff file those by hand, `check` warns of them), while the grievance
+    itself, held in memory, was kept whole and filed once the disk took it: a second ticket."""
+    import errno
+    import os
+
+    from bot.tools import grievance_spool
+
+    spool = grievance_spool.GrievanceSpool(tmp_path / "g.spool.jsonl")
+    row = {"user_id": BLAZE, "category": "wallet", "at": "t", "state": "local_only"}
+    spool.keep("discord:1:0", description="charged twice", **row)
+    before = spool.path.read_bytes()
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        if len(data) > 10:
+            return real_write(fd, data[:10])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(grievance_spool.os, "write", full_disk)
+    with pytest.raises(OSError):
+        spool.keep("discord:2:0", description="lost my gems", **row)
+    monkeypatch.setattr(grievance_spool.os, "write", real_write)
+    assert spool.path.read_bytes() == before
+    spool.keep("discord:2:0", description="lost my gems", **row)  # held, kept once the disk takes it
+    taken = spool.take()
+    assert taken is not None
+    spool.release(taken[0])
+    assert [r["id"] for r in taken[1]] == ["discord:1:0", "discord:2:0"]
+    assert not spool.rejected.exists()
+
+
 def fill_the_disk(store: LocalGrievanceStore, monkeypatch: pytest.MonkeyPatch) -> Callable[[], None]:
     """The grievance database and its spool refuse every write, as on a full disk; what it
     returns frees the disk."""

@@ -9,6 +9,7 @@ while another process files the spool waits for it and is not emptied away unrea
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -73,8 +74,16 @@ class GrievanceSpool:
                 # The last line was cut short (a crash, a full disk): end it, or this grievance
                 # would be glued to it and set aside with it as unreadable.
                 line = "\n" + line
-            _write_all(fd, line.encode())
-            os.fsync(fd)
+            try:
+                _write_all(fd, line.encode())
+                os.fsync(fd)
+            except OSError:
+                # None of a line the disk took in part stays: set aside in .rejected, it would be
+                # taken for a grievance's last copy, while the caller keeps this one whole (held in
+                # memory, then here) and staff filing it by hand would file it twice.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(fd, size)
+                raise
             if created:
                 fsync_path(self.path.parent)  # the new file's name, with it
         finally:
