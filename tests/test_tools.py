@@ -719,7 +719,13 @@ async def test_a_torn_line_is_synced_in_rejected_before_the_spool_is_emptied(tmp
 
     monkeypatch.setattr(grievance_spool.os, "fsync", fsync)
     await (await LocalGrievanceStore.open(tmp_path / "grievances.db")).aclose()
-    assert synced == [f"{spool.name}.rejected", spool.name]  # set aside, then emptied
+    # Set aside, its new name in the folder (else a power cut could lose the file with it: a
+    # line of a newer voxdesk's is a whole grievance), then emptied.
+    assert synced == [f"{spool.name}.rejected", tmp_path.name, spool.name]
+    spool.write_text('{"id": "a2", "user_id": "1111\n')
+    synced.clear()
+    await (await LocalGrievanceStore.open(tmp_path / "grievances.db")).aclose()
+    assert synced == [f"{spool.name}.rejected", spool.name]  # added to: its name is on disk
 
 
 async def test_a_grievance_kept_after_a_torn_line_is_not_set_aside_with_it(tmp_path) -> None:

@@ -146,7 +146,12 @@ class GrievanceSpool:
         # Lines cut short by a crash or a full disk: never a reason to stop. They stay in the spool
         # until it is filed and emptied, and while the database refuses it every retry reads them
         # again: each goes to .rejected once.
-        kept = os.open(self.rejected, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            kept = os.open(self.rejected, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
+            created = True
+        except FileExistsError:
+            kept = os.open(self.rejected, os.O_RDWR | os.O_APPEND, 0o600)
+            created = False
         with open(kept, "a+", encoding="utf-8") as out:  # a grievance's words: owner only
             out.seek(0)
             before = out.read()
@@ -160,8 +165,10 @@ class GrievanceSpool:
             out.write(end + "".join(line + "\n" for line in new))
             out.flush()
             # On disk before finish() empties the spool, which is synced: else a power cut could
-            # leave a line in neither file.
+            # leave a line in neither file. A new file's name too, which its folder holds.
             os.fsync(out.fileno())
+            if created:
+                fsync_path(self.rejected.parent)
 
     def finish(self, fd: int) -> None:
         """Empty the spool taken with `take`, its grievances filed, and let it go."""
