@@ -1740,15 +1740,53 @@ async def test_an_unreadable_form_with_the_csrf_header_is_refused_not_a_server_e
     ],
 )
 async def test_a_body_that_is_not_the_encoding_it_claims_is_refused_not_a_server_error(
-    wsettings, path: str, content_type: str
+    wsettings, caplog, path: str, content_type: str
 ) -> None:
+    import logging
+
     async with web_client(wsettings) as (client, _):
         assert await log_in(client) == 303
         token = await csrf_of(client, "/desk/ticket/GRV-10")
+        caplog.set_level(logging.WARNING)
         # aiohttp inflates a gzip body as it is read: bytes that are not gzip fail there.
         headers = {"X-CSRF-Token": token, "Content-Type": content_type, "Content-Encoding": "gzip"}
         answer = await client.post(path, data=b"csrf=x&body=not gzip", headers=headers, allow_redirects=False)
         assert answer.status == 400
+        # The parser cannot go on past the broken body: the connection ends with the answer.
+        assert answer.headers["Connection"] == "close"
+        await answer.read()
+        assert (await client.get("/healthz?live")).status == 200  # a new connection serves on
+    # One line of ours, no traceback: aiohttp reading on to reuse the connection would log the
+    # same error again as an unhandled exception.
+    said = [(r.name, r.levelname, bool(r.exc_info)) for r in caplog.records]
+    assert said == [("bot.web.security", "WARNING", False)], said
+    assert "Content-Encoding" in caplog.records[0].getMessage()
+
+
+async def test_a_body_that_breaks_after_its_answer_is_one_warning_line(wsettings, caplog) -> None:
+    import logging
+
+    async with web_client(wsettings) as (client, _):
+        caplog.set_level(logging.WARNING)
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        # No CSRF token: refused before any of the body is read; aiohttp reads the rest after.
+        writer.write(
+            b"POST /playground/ask HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+            b"Content-Encoding: gzip\r\nContent-Length: 100\r\n\r\n"
+        )
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 403")
+        writer.write(b"not gzip" * 12 + b"....")
+        await reader.read()  # the connection ends once aiohttp met the broken rest
+        writer.close()
+    said = [(r.levelname, bool(r.exc_info), r.getMessage()) for r in caplog.records]
+    assert said == [
+        (
+            "WARNING",
+            False,
+            "web: a request body broke after its answer (400, message: Can not decode"
+            " content-encoding: gzip): connection closed",
+        )
+    ], said
 
 
 @pytest.mark.parametrize(

@@ -109,9 +109,10 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
 
     settings = core.settings
     w = settings.web
+    security.quiet_broken_bodies()
     app = web.Application(
         client_max_size=settings.audio.max_bytes + UPLOAD_SLACK,
-        middlewares=[security.headers_middleware(w)],
+        middlewares=[security.broken_body_middleware, security.headers_middleware(w)],
     )
     from bot.app import storage_paths
 

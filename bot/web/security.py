@@ -14,6 +14,7 @@ import functools
 import hashlib
 import hmac
 import ipaddress
+import logging
 import secrets
 import time
 from collections import OrderedDict, deque
@@ -23,6 +24,7 @@ from pathlib import Path
 import aiosqlite
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_request import FileField
 from aiohttp_session import get_session
 from aiohttp_session.cookie_storage import EncryptedCookieStorage
@@ -53,6 +55,8 @@ FORM_MAX_BYTES = 64 * 1024
 FORM = web.RequestKey("form", MultiDictProxy)  # the form read_form read, for the handler after it
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+log = logging.getLogger(__name__)
 
 
 def hash_password(password: str, salt: bytes | None = None) -> str:
@@ -239,6 +243,61 @@ async def read_form(request: web.Request) -> Mapping[str, str | bytes | FileFiel
             raise web.HTTPBadRequest(text="That form could not be read.") from None
         request[FORM] = form
     return form
+
+
+@web.middleware
+async def broken_body_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A body that broke as it was read (not the gzip its Content-Encoding says, broken chunked
+    framing) ends its connection with the answer given, said in one warning line. aiohttp would
+    otherwise read the rest to keep the connection, meet the same error, and log it at ERROR with
+    a traceback; and its parser cannot go on past the break to a next request anyway."""
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        _end_broken_body(request, exc)
+        raise
+    _end_broken_body(request, response)
+    return response
+
+
+def _end_broken_body(request: web.Request, response: web.StreamResponse) -> None:
+    broke = request.content.exception()
+    if broke is None or response.prepared:
+        return
+    response.force_close()
+    # Nothing more to read: aiohttp then closes the connection after the answer.
+    request.content.feed_eof()
+    log.warning(
+        "web: %s %s: its body (Content-Encoding: %s) could not be read (%s): answered %d",
+        request.method,
+        request.path,
+        request.headers.get("Content-Encoding", "none"),
+        " ".join(str(broke).split()),  # aiohttp's words for it span two lines
+        response.status,
+    )
+
+
+class BrokenBodyAfterAnswer(logging.Filter):
+    """aiohttp.server's traceback for a body that broke after the answer (one refused before its
+    body was read, then the rest not the gzip it claimed): the client's fault, in one warning line.
+    aiohttp reads on to keep the connection, meets the error and logs it as unhandled."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        broke = record.exc_info[1] if record.exc_info else None
+        if isinstance(broke, RequestPayloadError):
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+            record.msg, record.args = (
+                "web: a request body broke after its answer (%s): connection closed",
+                (" ".join(str(broke).split()),),
+            )
+            record.exc_info = record.exc_text = None
+        return True
+
+
+def quiet_broken_bodies() -> None:
+    server_log = logging.getLogger("aiohttp.server")
+    if not any(isinstance(f, BrokenBodyAfterAnswer) for f in server_log.filters):
+        server_log.addFilter(BrokenBodyAfterAnswer())
 
 
 def headers_middleware(
