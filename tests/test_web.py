@@ -303,6 +303,24 @@ async def test_static_files_never_leave_the_static_folder(wsettings, path: str) 
         assert "[storage]" not in await got.text() and "PACKAGE" not in await got.text()
 
 
+async def test_static_files_answer_a_suffix_of_no_bytes_416_as_reply_audio_does(wsettings) -> None:
+    css = (REPO / "bot" / "web" / "static" / "style.css").read_bytes()
+    size = len(css)
+    async with web_client(wsettings) as (client, _):
+        for method in ("GET", "HEAD"):
+            # A suffix of no bytes is unsatisfiable (RFC 9110 14.1.1), not the whole file.
+            nothing = await client.request(method, "/static/style.css", headers={"Range": "bytes=-0"})
+            assert nothing.status == 416, method
+            assert nothing.headers["Content-Range"] == f"bytes */{size}", method
+            tail = await client.request(method, "/static/style.css", headers={"Range": "bytes=-16"})
+            assert tail.status == 206
+            assert tail.headers["Content-Range"] == f"bytes {size - 16}-{size - 1}/{size}"
+            past = await client.request(method, "/static/style.css", headers={"Range": f"bytes={size}-"})
+            assert past.status == 416 and past.headers["Content-Range"] == f"bytes */{size}"
+        tail = await client.get("/static/style.css", headers={"Range": "bytes=-16"})
+        assert await tail.read() == css[-16:]
+
+
 # ---- the support desk --------------------------------------------------------------------------
 
 

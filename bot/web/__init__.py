@@ -112,7 +112,7 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
     security.quiet_broken_bodies()
     app = web.Application(
         client_max_size=settings.audio.max_bytes + UPLOAD_SLACK,
-        middlewares=[security.broken_body_middleware, security.headers_middleware(w)],
+        middlewares=[security.broken_body_middleware, security.headers_middleware(w), static_ranges],
     )
     from bot.app import storage_paths
 
@@ -147,6 +147,43 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
     # follow_symlinks off and aiohttp's own normalisation: nothing outside static/ is served.
     app.router.add_static("/static", str(PACKAGE / "static"), follow_symlinks=False, name="static")
     return app
+
+
+def byte_range(request: web.Request) -> slice | None:
+    """The one byte range asked for, or None for the whole: no Range, or one that cannot be read
+    or asks for several (RFC 9110 lets a server ignore it). `bytes=-0`, a suffix of no bytes, is
+    slice(0, 0), unsatisfiable (RFC 9110 14.1.1): aiohttp reads it as slice(0, None), the whole."""
+    try:
+        wanted = request.http_range
+    except ValueError:
+        return None
+    if wanted.start is None and wanted.stop is None:
+        return None
+    suffix = request.headers.get("Range", "").partition("=")[2].startswith("-")
+    if suffix and wanted.start == 0:
+        return slice(0, 0)
+    return wanted
+
+
+@web.middleware
+async def static_ranges(request: web.Request, handler: security.Handler) -> web.StreamResponse:
+    """/static answers `Range: bytes=-0` 416, as reply audio does: aiohttp's FileResponse sends the
+    whole file as a 206 for it."""
+    response = await handler(request)
+    route = request.match_info.route.resource
+    if (
+        route is None
+        or route.name != "static"
+        or "If-Range" in request.headers  # aiohttp may ignore the Range: left to it
+        or not isinstance(response, web.FileResponse)
+        or response.prepared
+        or byte_range(request) != slice(0, 0)
+    ):
+        return response
+    # The file the handler found (it refused any path outside the folder), as aiohttp sizes it.
+    found = Path(route.get_info()["directory"], request.match_info["filename"])
+    size = (await asyncio.to_thread(found.stat)).st_size
+    return web.Response(status=416, headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
 
 
 def utc_minute(iso: str | None, suffix: bool = True) -> str:

@@ -22,7 +22,7 @@ from bot.app import App
 from bot.audio import AudioError, too_big_message
 from bot.bounded import remember
 from bot.tools.base import ToolContext
-from bot.web import UPLOAD_SLACK, Reused, security
+from bot.web import UPLOAD_SLACK, Reused, byte_range, security
 from bot.web import state as web_state
 
 # The demo players of bot/data/sql/sqlite/seed.sql (a test checks the two agree).
@@ -263,17 +263,11 @@ def _ranged(request: web.Request, ogg: bytes) -> web.Response:
     streamed Ogg file's length by asking for its end: served whole only, it shows no duration
     and cannot seek."""
     headers = {"Cache-Control": "private, no-store", "Accept-Ranges": "bytes"}
-    try:
-        wanted = request.http_range
-    except ValueError:  # several ranges, or an unreadable one: the whole note (RFC 9110 allows it)
-        wanted = slice(None)
-    if wanted.start is None and wanted.stop is None:
+    wanted = byte_range(request)
+    if wanted is None:
         return web.Response(body=ogg, content_type="audio/ogg", headers=headers)
     start, stop, _ = wanted.indices(len(ogg))
-    # aiohttp reads "bytes=-0" as slice(0, None), the whole note; a suffix of no bytes is
-    # unsatisfiable (RFC 9110 14.1.1).
-    suffix = request.headers.get("Range", "").partition("=")[2].startswith("-")
-    if start >= stop or (suffix and wanted.start == 0):
+    if start >= stop:
         headers["Content-Range"] = f"bytes */{len(ogg)}"
         return web.Response(status=416, headers=headers)
     headers["Content-Range"] = f"bytes {start}-{stop - 1}/{len(ogg)}"
