@@ -1617,6 +1617,57 @@ async def test_slow_uploads_cannot_hold_the_playground(settings, monkeypatch) ->
         assert (await ask(client, token)).status == 200
 
 
+def note_that_never_ends(boundary: str, player: str, never: asyncio.Event):  # type: ignore[no-untyped-def]
+    """A playground upload whose player is sent, then the start of its note, and nothing more."""
+
+    async def body():  # type: ignore[no-untyped-def]
+        yield f'--{boundary}\r\nContent-Disposition: form-data; name="player"\r\n\r\n{player}\r\n'.encode()
+        yield (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="audio"; filename="n.ogg"\r\n'
+            "Content-Type: audio/ogg\r\n\r\n"
+        ).encode() + NOTE
+        yield bytes(64 * 1024)  # more of the note (a real one goes on arriving): it never ends
+        await never.wait()
+
+    return body()
+
+
+@pytest.mark.parametrize("refused", ["not offered", "over budget"])
+async def test_a_refused_player_is_told_before_the_note_is_read(settings, monkeypatch, refused: str) -> None:
+    """The player comes before the note in the form: one the playground does not speak as, or a
+    visitor whose budget for today is spent, is refused without the note being read."""
+    # With the note read first, the upload that never ends is refused only at this deadline: 408.
+    monkeypatch.setattr(playground, "UPLOAD_SECONDS", 0.5)
+    s = web_settings(settings.storage_dir, VOXDESK_USAGE_DAILY_AUDIO_SECONDS="1")
+    boundary, never = "never-ends", asyncio.Event()
+    async with web_client(s) as (client, _):
+        token = await csrf_of(client)
+        player = "424242424242424242" if refused == "not offered" else NOVA
+        if refused == "over budget":
+            assert (await ask(client, token)).status == 200  # a note of a few seconds spends it
+        headers = {"X-CSRF-Token": token, "Content-Type": f"multipart/form-data; boundary={boundary}"}
+        answer = await client.post(
+            "/playground/ask", data=note_that_never_ends(boundary, player, never), headers=headers
+        )
+        if refused == "not offered":
+            assert answer.status == 400
+            assert await answer.json() == {"error": "Choose one of the playground's players."}
+        else:
+            assert answer.status == 429 and int(answer.headers["Retry-After"]) > 0
+            assert await answer.json() == {"error": say.OVER_BUDGET}
+
+
+async def test_a_note_sent_before_its_player_is_refused(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        form = FormData()
+        form.add_field("audio", NOTE, filename="note.ogg", content_type="audio/ogg")
+        form.add_field("player", NOVA)
+        answer = await client.post(
+            "/playground/ask", data=form, headers={"X-CSRF-Token": await csrf_of(client)}
+        )
+        assert answer.status == 400 and await answer.json() == {"error": say.BAD_UPLOAD}
+
+
 async def test_two_sessions_speaking_as_one_player_are_answered_side_by_side(wsettings) -> None:
     """The demo players are shared: one visitor's notes as Nova do not wait for another's."""
     from tests.frontend_engine import FrontendEngine

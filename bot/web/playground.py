@@ -5,6 +5,7 @@ same friendly errors as Discord."""
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import logging
 import math
 import secrets
@@ -42,6 +43,10 @@ DEMO_PLAYERS = (
 )
 MAX_REPLIES = 200  # reply audio kept in memory for the page to fetch, newest kept
 CHUNK = 64 * 1024
+# The player's part is read in chunks this small (aiohttp reads one more past it to find the part's
+# end): a refused player costs no more of the upload than two of them. No smaller than any boundary
+# a header line (8190 bytes at most) can carry, which aiohttp requires of a chunk.
+PLAYER_CHUNK = 8 * 1024
 # The ticket view needs no login, and on Jira each look-up is a search against the studio's quota:
 # per client at most this many views in this many seconds, and a player's own tickets (the
 # costly part) are looked up at most once in TICKETS_FRESH_SECONDS, however many ask.
@@ -132,6 +137,8 @@ async def ask(request: web.Request) -> web.Response:
         return _refused(say.TOO_FAST.format(wait=say.wait_of(wait)), 429, "flood", wait)
     owner = await _owner(request)
     limits = st.settings.audio
+    if not st.players:
+        return _refused(*_unoffered(request, None) or ("", 403), "bad_request")
     if request.content_type != "multipart/form-data":
         return _refused(say.BAD_UPLOAD, 400, "bad_request")
     # The whole body is held to what one note needs: parts are streamed, so aiohttp's
@@ -154,10 +161,7 @@ async def ask(request: web.Request) -> web.Response:
             del st.uploads_by_client[client]
     if isinstance(got, web.Response):
         return got
-    player, data, started = got
-    if unoffered := _unoffered(request, player):
-        return _refused(*unoffered, "bad_request")
-    user_id = str(player)
+    user_id, data, started = got
     if not data:
         return _refused(say.EMPTY_NOTE, 422, "empty")
     # Anonymous notes share the agent with Discord players: never more than the playground's own
@@ -213,9 +217,10 @@ async def ask(request: web.Request) -> web.Response:
     )
 
 
-async def _read_note(request: web.Request) -> tuple[str | None, bytes | None, float] | web.Response:
-    """(player, note, when the upload began), or the refusal of a body that is not one note and
-    one player, or whose note is over audio.max_bytes."""
+async def _read_note(request: web.Request) -> tuple[str, bytes | None, float] | web.Response:
+    """(player, note, when the upload began), or the refusal of a body that is not one player and
+    then one note, of a player refused (not offered, or over today's budget) before its note is
+    read, or of a note over audio.max_bytes."""
     limits = web_state(request).settings.audio
     player, data = None, None
     started = time.perf_counter()
@@ -225,24 +230,55 @@ async def _read_note(request: web.Request) -> tuple[str | None, bytes | None, fl
             if not isinstance(part, BodyPartReader) or part.name not in ("player", "audio"):
                 return _refused(say.BAD_UPLOAD, 400, "bad_request")
             if part.name == "player" and player is None:
-                player = (await _read_capped(part, 64) or b"").decode(errors="replace")
-            elif part.name == "audio" and data is None:
+                player = (await _read_capped(part, 64, PLAYER_CHUNK) or b"").decode(errors="replace")
+                if refusal := await _refused_player(request, player):
+                    return refusal
+            elif part.name == "audio" and data is None and player is not None:
                 data = await _read_capped(part, limits.max_bytes)
                 if data is None:
                     declared = request.content_length or limits.max_bytes + 1
                     return _refused(too_big_message(declared, limits), 413, "too_big")
-            else:  # a second player or note
+            else:  # a second player or note, or a note before its player
                 return _refused(say.BAD_UPLOAD, 400, "bad_request")
     except security.UNREADABLE_FORM:  # no boundary, a body that is not multipart, an odd encoding
         return _refused(say.BAD_UPLOAD, 400, "bad_request")
+    if player is None:
+        return _refused(*_unoffered(request, None) or ("", 400), "bad_request")
     metrics.stage("download", time.perf_counter() - started)
     return player, data, started
 
 
-async def _read_capped(part: BodyPartReader, limit: int) -> bytes | None:
+async def _refused_player(request: web.Request, player: str) -> web.Response | None:
+    """The refusal of a player the playground does not speak as, or whose budget for today is
+    spent, told before the note is read: a refused note costs no upload."""
+    if unoffered := _unoffered(request, player):
+        return _refused(*unoffered, "bad_request")
+    budget = web_state(request).core.agent.budget
+    if budget is None:
+        return None
+    try:
+        refusal = await budget.refusal(player)
+    except Exception:
+        # As when the agent's own check fails: Discord's words, not a bare 500.
+        log.exception("playground: the budget of player %s could not be read", player)
+        metrics.note("web", "failed", "error")
+        return web.json_response({"error": say.OOPS}, status=500)
+    if refusal:
+        return _refused(refusal, 429, "over_budget", _seconds_to_tomorrow())
+    return None
+
+
+def _seconds_to_tomorrow() -> float:
+    """Until a daily budget starts afresh: the next UTC midnight (UsageMeter.today)."""
+    now = dt.datetime.now(dt.UTC)
+    tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+    return (tomorrow - now).total_seconds()
+
+
+async def _read_capped(part: BodyPartReader, limit: int, chunk_size: int = CHUNK) -> bytes | None:
     """The part's bytes, or None as soon as it is over `limit`: a huge upload is never held."""
     chunks, size = [], 0
-    while chunk := await part.read_chunk(CHUNK):
+    while chunk := await part.read_chunk(chunk_size):
         size += len(chunk)
         if size > limit:
             return None
