@@ -324,6 +324,27 @@ async def test_static_files_answer_a_suffix_of_no_bytes_416_as_reply_audio_does(
 # ---- the support desk --------------------------------------------------------------------------
 
 
+async def test_a_login_is_checked_though_the_default_thread_pool_is_taken(wsettings) -> None:
+    """Audio decoding and engine work run on asyncio's default thread pool: a login (scrypt, slow
+    on purpose) has a pool of its own, so neither waits for the other."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    loop = asyncio.get_running_loop()
+    loop.set_default_executor(ThreadPoolExecutor(max_workers=1))
+    release = threading.Event()
+    async with web_client(wsettings) as (client, _):
+        await csrf_of(client, "/desk/login")
+        taken = loop.run_in_executor(None, release.wait)  # the default pool's one thread, held
+        try:
+            # Not a timing assertion: a guard so a login on the held pool fails the test, not hangs it.
+            assert await asyncio.wait_for(log_in(client, "not the password"), 10) == 401
+            assert await asyncio.wait_for(log_in(client), 10) == 303
+        finally:
+            release.set()
+            await taken
+
+
 async def test_desk_needs_a_login_and_wrong_passwords_are_rate_limited(settings) -> None:
     s = web_settings(settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="3")
     async with web_client(s) as (client, _):

@@ -16,6 +16,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -83,6 +84,13 @@ class WebState:
     uploads_by_client: dict[str, int] = field(default_factory=dict)  # notes being read, by client_key
     # Each playground player's own tickets, as the backend (Jira, maybe) last gave them.
     ticket_lists: dict[str, Reused[list[Any]]] = field(default_factory=dict)
+    # Staff passwords are checked here (scrypt, slow on purpose), not on asyncio's default pool,
+    # where notes are decoded and the offline engine works: a burst of logins never delays a note.
+    password_pool: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(
+            security.PASSWORD_THREADS, thread_name_prefix="voxdesk-password"
+        )
+    )
     # One ticket look-up of the playground's at a time: anonymous visitors never take more than one
     # of the Jira threads Discord players' look-ups need.
     ticket_lookup: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -130,6 +138,11 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
         players=await playground.allowed_players(core),
         discord_ready=discord_ready,
     )
+
+    async def stop_password_pool(_: web.Application) -> None:
+        app[STATE].password_pool.shutdown(wait=False, cancel_futures=True)
+
+    app.on_cleanup.append(stop_password_pool)
     # Sessions before CSRF: the token is checked against the session's.
     setup_sessions(app, security.session_storage(settings))
     app.middlewares.append(security.playground_json_middleware)

@@ -208,9 +208,11 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await security.read_form(request)
     password = form.get("password")
     ok = bool(st.password_hash) and isinstance(password, str) and bool(password)
-    # scrypt is slow on purpose: off the event loop, so a login never stalls a note.
+    # scrypt is slow on purpose: off the event loop and off the default pool notes are decoded on.
     if ok:
-        ok = await asyncio.to_thread(security.verify_password, str(password), st.password_hash)
+        ok = await asyncio.get_running_loop().run_in_executor(
+            st.password_pool, security.verify_password, str(password), st.password_hash
+        )
     if not ok:
         # Who tried, never what they typed. The attempt that uses up the window says so once,
         # rather than a line for each refused try after it.

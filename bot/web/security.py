@@ -40,6 +40,8 @@ COOKIE = "voxdesk_session"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # scrypt at n=2^14, r=8: about 16 MB and 50 ms a try, OWASP's floor for scrypt.
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
+# Threads checking staff passwords at once (each scrypt holds 16 MB while it runs).
+PASSWORD_THREADS = 2
 MIN_PASSWORD_CHARS = 12  # `voxdesk web-password` and a plain VOXDESK_WEB_STAFF_PASSWORD alike
 # A year: browsers keep to https for the host that long after one answer over TLS.
 HSTS = "max-age=31536000"
