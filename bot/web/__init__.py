@@ -16,7 +16,6 @@ import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -72,6 +71,7 @@ class WebState:
     all_notes: security.RateLimit  # every client's together, under the one key ALL
     ticket_views: security.RateLimit  # per client
     players: dict[str, str]  # who the playground may speak as: user id → name
+    passwords: security.PasswordChecks
     discord_ready: Callable[[], bool] | None = None  # None: no Discord in this process
     replies: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # token → (owner, ogg)
     # The desk's service check (each speaks a line and asks every backend) and /healthz's backend
@@ -84,13 +84,6 @@ class WebState:
     uploads_by_client: dict[str, int] = field(default_factory=dict)  # notes being read, by client_key
     # Each playground player's own tickets, as the backend (Jira, maybe) last gave them.
     ticket_lists: dict[str, Reused[list[Any]]] = field(default_factory=dict)
-    # Staff passwords are checked here (scrypt, slow on purpose), not on asyncio's default pool,
-    # where notes are decoded and the offline engine works: a burst of logins never delays a note.
-    password_pool: ThreadPoolExecutor = field(
-        default_factory=lambda: ThreadPoolExecutor(
-            security.PASSWORD_THREADS, thread_name_prefix="voxdesk-password"
-        )
-    )
     # One ticket look-up of the playground's at a time: anonymous visitors never take more than one
     # of the Jira threads Discord players' look-ups need.
     ticket_lookup: asyncio.Lock = field(default_factory=asyncio.Lock)
@@ -126,6 +119,8 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
 
     staff_logins = await security.StaffLogins.open(storage_paths(settings).web)
     core.closers.append(staff_logins)  # closed with the core, whichever runners served the app
+    passwords = security.PasswordChecks()
+    core.closers.append(passwords)
     app[STATE] = WebState(
         core=core,
         password_hash=security.staff_password_hash(settings),
@@ -136,13 +131,10 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
         all_notes=security.RateLimit(w.playground_notes_per_minute, 60.0),
         ticket_views=security.RateLimit(playground.TICKET_VIEWS, playground.TICKET_VIEW_SECONDS),
         players=await playground.allowed_players(core),
+        passwords=passwords,
         discord_ready=discord_ready,
     )
 
-    async def stop_password_pool(_: web.Application) -> None:
-        app[STATE].password_pool.shutdown(wait=False, cancel_futures=True)
-
-    app.on_cleanup.append(stop_password_pool)
     # Sessions before CSRF: the token is checked against the session's.
     setup_sessions(app, security.session_storage(settings))
     app.middlewares.append(security.playground_json_middleware)

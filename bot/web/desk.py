@@ -5,7 +5,6 @@ results."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import datetime as dt
 import hmac
@@ -208,11 +207,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     form = await security.read_form(request)
     password = form.get("password")
     ok = bool(st.password_hash) and isinstance(password, str) and bool(password)
-    # scrypt is slow on purpose: off the event loop and off the default pool notes are decoded on.
     if ok:
-        ok = await asyncio.get_running_loop().run_in_executor(
-            st.password_pool, security.verify_password, str(password), st.password_hash
-        )
+        ok = await st.passwords.verify(str(password), st.password_hash)
     if not ok:
         # Who tried, never what they typed. The attempt that uses up the window says so once,
         # rather than a line for each refused try after it.

@@ -19,6 +19,7 @@ import secrets
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiosqlite
@@ -91,6 +92,21 @@ def verify_password(password: str, stored: str) -> bool:
     except ValueError:
         return False
     return hmac.compare_digest(tried, dec(digest))
+
+
+class PasswordChecks:
+    """Staff password checks (scrypt, slow on purpose) on threads of their own, not asyncio's
+    default pool, where notes are decoded and the offline engine works: a burst of logins waits
+    for these few threads and never delays a note, nor a busy pool a login."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(PASSWORD_THREADS, thread_name_prefix="voxdesk-password")
+
+    async def verify(self, password: str, stored: str) -> bool:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, verify_password, password, stored)
+
+    async def aclose(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 def password_mark(settings: Settings) -> str:
