@@ -293,7 +293,7 @@ class VoiceAgent:
         watch: _Stopwatch,
     ) -> Reply:
         if self.budget is not None:
-            refusal = await self.budget.refusal(context.user_id)
+            refusal = await self.budget.refusal(context.spender)
             if refusal:
                 return await self._canned(refusal, "over_budget", text, voice, watch)
 
@@ -446,10 +446,10 @@ class VoiceAgent:
             return
         try:
             await self.budget.record(
-                context.user_id, engine, usage, audio_seconds, turns, request_id=context.request_id
+                context.spender, engine, usage, audio_seconds, turns, request_id=context.request_id
             )
         except Exception as exc:
-            log.error("could not record the usage of user %s: %s", context.user_id, _reason(exc))
+            log.error("could not record the usage of user %s: %s", context.spender, _reason(exc))
 
     async def _reply_audio(self, final: EngineReply, voice: str | None) -> audio.ReplyAudio | None:
         if final.reply_audio is not None:

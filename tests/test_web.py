@@ -22,7 +22,7 @@ from bot.web import STATE, desk, ops, playground
 from bot.web.playground import DEMO_PLAYERS
 from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
 
-from .conftest import BLAZE, NOVA, REPO, make_settings, speech_pools_started
+from .conftest import BLAZE, NOVA, QUILL, REPO, make_settings, speech_pools_started
 from .web_helpers import CSRF, STAFF_HASH, STAFF_PASSWORD, csrf_of, log_in, web_client, web_settings
 
 NOTE = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
@@ -1676,6 +1676,35 @@ async def test_a_refused_player_is_told_before_the_note_is_read(settings, monkey
         else:
             assert answer.status == 429 and int(answer.headers["Retry-After"]) > 0
             assert await answer.json() == {"error": say.OVER_BUDGET}
+
+
+async def test_each_playground_visitor_has_a_daily_budget_of_their_own(settings) -> None:
+    """Not the demo player's, which every visitor shares (one visitor would spend it for all, and
+    going through the twelve, the playground for everyone), nor the session's, which a dropped
+    cookie starts afresh: the visitor's address's."""
+    s = web_settings(
+        settings.storage_dir, VOXDESK_USAGE_DAILY_AUDIO_SECONDS="1", VOXDESK_WEB_TRUST_FORWARDED="true"
+    )
+    alice, bob = "198.51.100.7", "203.0.113.9"
+
+    async def note(client: TestClient, address: str, player: str):  # type: ignore[no-untyped-def]
+        token = await csrf_of(client)
+        headers = {"X-CSRF-Token": token, "X-Forwarded-For": address}
+        return await client.post("/playground/ask", data=note_form(player=player), headers=headers)
+
+    async with web_client(s) as (client, _):
+        assert (await note(client, alice, NOVA)).status == 200  # a note of a few seconds spends it
+        for player in (NOVA, BLAZE):
+            spent = await note(client, alice, player)
+            assert spent.status == 429 and await spent.json() == {"error": say.OVER_BUDGET}, player
+        async with TestClient(TestServer(client.app)) as alice_without_her_cookie:
+            assert (await note(alice_without_her_cookie, alice, QUILL)).status == 429
+        async with TestClient(TestServer(client.app)) as other_visitor:
+            assert (await note(other_visitor, bob, NOVA)).status == 200
+    # Kept under a keyed hash of the address, never the address itself.
+    with contextlib.closing(sqlite3.connect(settings.storage_dir / "usage.db")) as db:
+        spenders = {row[0] for row in db.execute("SELECT user_id FROM usage")}
+    assert len(spenders) == 2 and not any(alice in u or bob in u or NOVA in u for u in spenders)
 
 
 async def test_a_note_sent_before_its_player_is_refused(wsettings) -> None:

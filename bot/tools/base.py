@@ -69,6 +69,9 @@ class ToolContext:
     # nobody reads what another filed as the same player; being no Discord id, it keeps them out
     # of Jira too. The shared player's own tickets (demo data) are listed to everyone.
     grievance_owner: str = ""
+    # Whose daily budget the turn spends, when not the player's: as a shared player, the speaker's
+    # own (a playground visitor's), so one speaker cannot spend it for everyone speaking as them.
+    budget_owner: str = ""
     # A request answered once, never again after a restart (a slash command; a voice note is, by
     # the note ledger): a grievance it files is one whose key its player has not heard until the
     # front end says the answer is out (TicketNews.heard_in_answer), so a process that ends
@@ -93,6 +96,11 @@ class ToolContext:
         """Whose turns run one at a time, in order: the player's, or as a shared player the
         speaker's own (each has a conversation of its own, so nothing is shared to keep in order)."""
         return self.grievance_owner or self.user_id
+
+    @property
+    def spender(self) -> str:
+        """Whose daily budget the turn spends."""
+        return self.budget_owner or self.user_id
 
     @property
     def who(self) -> str:

@@ -71,6 +71,7 @@ class WebState:
     all_notes: security.RateLimit  # every client's together, under the one key ALL
     ticket_views: security.RateLimit  # per client
     players: dict[str, str]  # who the playground may speak as: user id → name
+    visitor_key: bytes  # keys the hash a playground visitor's budget is kept under
     passwords: security.PasswordChecks
     discord_ready: Callable[[], bool] | None = None  # None: no Discord in this process
     replies: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # token → (owner, ogg)
@@ -131,6 +132,7 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
         all_notes=security.RateLimit(w.playground_notes_per_minute, 60.0),
         ticket_views=security.RateLimit(playground.TICKET_VIEWS, playground.TICKET_VIEW_SECONDS),
         players=await playground.allowed_players(core),
+        visitor_key=security.visitor_key(settings),
         passwords=passwords,
         discord_ready=discord_ready,
     )

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import hmac
 import logging
 import math
 import secrets
@@ -23,7 +25,7 @@ from bot.app import App
 from bot.audio import AudioError, too_big_message
 from bot.bounded import remember
 from bot.tools.base import ToolContext
-from bot.web import UPLOAD_SLACK, Reused, byte_range, security
+from bot.web import UPLOAD_SLACK, Reused, WebState, byte_range, security
 from bot.web import state as web_state
 
 # The demo players of bot/data/sql/sqlite/seed.sql (a test checks the two agree).
@@ -149,10 +151,11 @@ async def ask(request: web.Request) -> web.Response:
         return _refused(say.PLAYGROUND_BUSY.format(wait=say.wait_of(BUSY_SECONDS)), 429, "busy", BUSY_SECONDS)
     if st.uploads_by_client.get(client, 0) >= UPLOADS_PER_CLIENT:
         return _refused(say.TOO_FAST.format(wait=say.wait_of(BUSY_SECONDS)), 429, "flood", BUSY_SECONDS)
+    spender = _visitor(st, client)
     st.uploads_by_client[client] = st.uploads_by_client.get(client, 0) + 1
     try:
         async with asyncio.timeout(UPLOAD_SECONDS):
-            got = await _read_note(request)
+            got = await _read_note(request, spender)
     except TimeoutError:
         return _refused(say.UPLOAD_TOO_SLOW, 408, "too_slow")
     finally:
@@ -180,6 +183,7 @@ async def ask(request: web.Request) -> web.Response:
         conversation=f"web:{owner}",
         request_id=f"web-{uuid.uuid4()}",
         grievance_owner=_grievance_owner(owner, user_id),
+        budget_owner=spender,
         private=True,  # the answer goes to this browser session alone
     )
     st.playground_turns += 1
@@ -217,7 +221,7 @@ async def ask(request: web.Request) -> web.Response:
     )
 
 
-async def _read_note(request: web.Request) -> tuple[str, bytes | None, float] | web.Response:
+async def _read_note(request: web.Request, spender: str) -> tuple[str, bytes | None, float] | web.Response:
     """(player, note, when the upload began), or the refusal of a body that is not one player and
     then one note, of a player refused (not offered, or over today's budget) before its note is
     read, or of a note over audio.max_bytes."""
@@ -231,7 +235,7 @@ async def _read_note(request: web.Request) -> tuple[str, bytes | None, float] | 
                 return _refused(say.BAD_UPLOAD, 400, "bad_request")
             if part.name == "player" and player is None:
                 player = (await _read_capped(part, 64, PLAYER_CHUNK) or b"").decode(errors="replace")
-                if refusal := await _refused_player(request, player):
+                if refusal := await _refused_player(request, player, spender):
                     return refusal
             elif part.name == "audio" and data is None and player is not None:
                 data = await _read_capped(part, limits.max_bytes)
@@ -248,19 +252,27 @@ async def _read_note(request: web.Request) -> tuple[str, bytes | None, float] | 
     return player, data, started
 
 
-async def _refused_player(request: web.Request, player: str) -> web.Response | None:
-    """The refusal of a player the playground does not speak as, or whose budget for today is
-    spent, told before the note is read: a refused note costs no upload."""
+def _visitor(st: WebState, client: str) -> str:
+    """Whose daily budget a playground note spends: the visitor's address's (client_key: an IPv6
+    /64, the client a trusted proxy names). Not the demo player's, which every visitor shares: one
+    would spend it for all, and going through the players, the playground for everyone; nor the
+    session's, which a dropped cookie starts afresh. Kept as a keyed hash, not the address."""
+    return "web:" + hmac.new(st.visitor_key, client.encode(), hashlib.sha256).hexdigest()[:24]
+
+
+async def _refused_player(request: web.Request, player: str, spender: str) -> web.Response | None:
+    """The refusal of a player the playground does not speak as, or of a visitor whose budget for
+    today is spent, told before the note is read: a refused note costs no upload."""
     if unoffered := _unoffered(request, player):
         return _refused(*unoffered, "bad_request")
     budget = web_state(request).core.agent.budget
     if budget is None:
         return None
     try:
-        refusal = await budget.refusal(player)
+        refusal = await budget.refusal(spender)
     except Exception:
         # As when the agent's own check fails: Discord's words, not a bare 500.
-        log.exception("playground: the budget of player %s could not be read", player)
+        log.exception("playground: the budget of visitor %s could not be read", spender)
         metrics.note("web", "failed", "error")
         return web.json_response({"error": say.OOPS}, status=500)
     if refusal:

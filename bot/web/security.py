@@ -176,6 +176,16 @@ def staff_password_hash(settings: Settings) -> str:
     return ""
 
 
+def visitor_key(settings: Settings) -> bytes:
+    """The key of the hash a playground visitor's address is kept under (their daily budget): from
+    the session key, so every process and restart keeps one visitor under one name; without one, a
+    key of this process's (budgets then start afresh at a restart)."""
+    key = settings.secrets.web_session_key
+    if not key:
+        return secrets.token_bytes(32)
+    return hmac.new(key.encode(), b"voxdesk playground visitor", hashlib.sha256).digest()
+
+
 def session_storage(settings: Settings) -> EncryptedCookieStorage:
     key = settings.secrets.web_session_key
     if key:
