@@ -601,6 +601,10 @@ class VoiceNotes(commands.Cog):
                         log.info("note %s from %s refused: %s%s", message.id, author.id, exc, why)
                         metrics.note("discord", "refused", "bad_audio")
                         refusal = str(exc)
+                    finally:
+                        # The slot is given back before the answer is sent, which can wait long
+                        # behind a busy channel's rate limit: the note must not wait in memory too.
+                        del data
         if refusal is not None:
             return False, await self._tell(message, refusal)
         told = reply.told_keys

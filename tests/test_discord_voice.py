@@ -9,6 +9,7 @@ import itertools
 import logging
 import os
 import signal
+import tracemalloc
 
 import pytest
 
@@ -707,3 +708,29 @@ async def test_notes_turned_away_as_still_answering_spend_no_flood_budget(settin
         replies = await answered(h.fake, again)
         assert replies[0].is_voice_message, [r.content for r in replies]
     assert f"flood: note {again['id']}" not in caplog.text
+
+
+async def test_answers_waiting_to_be_sent_hold_none_of_their_notes(settings, fake: FakeDiscord):
+    # A turn's slot is given back before its answer is sent, and a busy channel's sends wait behind
+    # its rate limit: a note kept until then would let a raid hold far more notes than turns.
+    settings = settings.replace(agent={"max_concurrent_turns": 2})
+    wav = encode(speechlike(3.0), 48_000, "wav")  # 288 KB: larger than anything else a turn keeps
+    engine = FrontendEngine()
+    fake.posts_held = 100
+    tracemalloc.start()
+    try:
+        async with running_bot(settings, fake, engine=engine) as h:
+            raiders = [InjectedUser(820000000000000000 + i, f"raider{i}") for i in range(6)]
+            for r in raiders:
+                await h.fake.send_note(r, wav, filename="note.wav", content_type="audio/wav", voice=False)
+            async with asyncio.timeout(60):
+                while len(engine.turns) < len(raiders):  # noqa: ASYNC110 - every turn has its answer, its send held
+                    await asyncio.sleep(0.05)
+            await h.fake.wait_for(lambda _: len(h.fake.sent("cdn")) == len(raiders))
+            held = [t for t in tracemalloc.take_snapshot().traces if t.size >= len(wav)]
+            fake.posts_held = 0
+            fake.posts_released.set()
+            await h.fake.wait_for(lambda _: len(h.fake.sent("message")) >= 2 * len(raiders), within=60)
+    finally:
+        tracemalloc.stop()
+    assert len(held) <= 2, f"{len(held)} notes of {len(wav)} bytes in memory behind held sends"
