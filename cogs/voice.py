@@ -187,8 +187,13 @@ class VoiceNotes(commands.Cog):
         if message.author.bot:
             return
         if not self.bot.accepting:
-            if self.voice_notes(message) and self.addressed_here(message):
-                self.bot.track(self._keep_for_restart(message))
+            if self.voice_notes(message) and self.addressed_here(message) and self.count_once(message.id):
+                # A kept note is answered after the restart whatever the limit then: weighed now,
+                # or a script sending through the stop's grace would have every note answered.
+                if retry_after := self.flood.update_rate_limit(message):
+                    self.turn_away(message, too_fast(retry_after))
+                else:
+                    self.bot.track(self._keep_for_restart(message))
             return
         notes = self.voice_notes(message)
         if not notes:

@@ -735,6 +735,32 @@ async def test_sigterm_keeps_the_notes_arriving_during_the_drain_for_after_the_r
     assert answers(fake, in_flight) == 1 and answers(fake, arriving) == 1
 
 
+async def test_a_flood_sent_during_the_drain_is_kept_only_to_the_flood_limit(settings, fake) -> None:
+    # Each note kept is promised an answer after the restart, whatever the limit then: kept
+    # without one, a script sending through the stop's grace would have every note answered.
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()  # the drain lasts until the flood is judged
+    async with running_bot(settings, fake, engine=engine, flood_notes=2, flood_seconds=600.0) as h:
+        in_flight = await fake.send_note(nova, voice_note())
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        while h.bot.accepting:  # noqa: ASYNC110 - the bot's own flag; it has no event to wait on
+            await asyncio.sleep(0.01)
+        flood = [await fake.send_note(blaze, voice_note()) for _ in range(5)]
+        await fake.wait_for(lambda rs: all(any(kept_for_later(r, n) for r in rs) for n in flood[:2]))
+        told = await fake.wait_for(lambda _: [r for n in flood[2:] for r in fake.replies_to(n["id"])])
+        engine.hold.set()
+        await asyncio.wait_for(h.task, 30)
+    assert len(told) == 1 and "faster than I can answer" in told[0].content
+    assert not [n for n in flood[2:] if any(kept_for_later(r, n) for r in fake.received)]
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0, recheck_seconds=0.2) as h:
+        await all_answered(fake, flood[:2])
+        await rechecks(h.bot)
+        await settle(fake)
+    assert answers(fake, in_flight) == 1
+    assert [answers(fake, n) for n in flood] == [1, 1, 0, 0, 0]
+
+
 async def test_a_note_not_for_the_bot_arriving_during_the_drain_is_not_kept(settings, fake) -> None:
     # Chat in a channel the bot does not watch, not pinging it: neither a ⏳ now nor an answer
     # after the restart, as it would get none from a running bot.
