@@ -17,6 +17,7 @@ from typing import Protocol
 
 from bot import audio, metrics
 from bot import sentences as say
+from bot.bounded import remember
 from bot.config import AgentSettings, AudioSettings
 from bot.conversations import ConversationStore
 from bot.engines.base import (
@@ -41,6 +42,9 @@ log = logging.getLogger(__name__)
 # feed history, and a transcription held up by its own rate limit or retries must not hold the
 # answer (the turn is kept without them).
 TRANSCRIPT_GRACE = 2.0
+# Players remembered with the time of their latest /forget, for the turns of requests they sent
+# before it that are still to be saved (a note waiting for a turn slot under a raid).
+MAX_FORGOTTEN = 10_000
 
 # Speaks a text in a voice (None: default) → reply audio. The offline synthesizer provides it;
 # the agent uses it for apologies when the engine itself cannot speak.
@@ -237,6 +241,7 @@ class VoiceAgent:
         self._slots = asyncio.Semaphore(agent_settings.max_concurrent_turns)
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._user_waiting: dict[str, int] = {}
+        self._forgotten: dict[str, float] = {}  # player → when their latest /forget was sent
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -254,11 +259,19 @@ class VoiceAgent:
         async with self._user_turn(context.speaker):
             return _measured(await self._turn(context, None, text, voice, _Stopwatch()))
 
-    async def forget(self, user_id: str) -> int:
+    async def forget(self, user_id: str, sent_at: float = 0.0) -> int:
+        """Reset the player's conversations. `sent_at`, when the /forget was sent (as
+        ToolContext.sent_at): the turns of requests sent before it (or in its millisecond, which
+        Discord's ids cannot order) are forgotten too, however long they still wait (a note
+        queued for a turn slot, or for its download)."""
         # In the player's turn order: a turn already running read the history before the reset
         # and would save itself after it, and the next note would not start afresh. No turn
         # slot: a reset is quick, and other players' turns have nothing to do with it.
         async with self._user_turn(user_id, slot=False):
+            if sent_at:
+                # Put last, as the newest: past the bound the oldest /forget goes first.
+                latest = max(sent_at, self._forgotten.pop(user_id, 0.0))
+                remember(self._forgotten, user_id, latest, MAX_FORGOTTEN)
             return await self.conversations.reset(user_id)
 
     def voices(self) -> list[str]:
@@ -490,6 +503,9 @@ class VoiceAgent:
         return reply
 
     async def _save(self, context: ToolContext, past: PastTurn, afresh: bool = False) -> None:
+        if context.sent_at and context.sent_at <= self._forgotten.get(context.user_id, 0.0):
+            log.info("%s was sent before its player's /forget: its turn is not kept", context.who)
+            return
         try:
             await self.conversations.append(
                 context.user_id, past, context.conversation, context.request_id, afresh=afresh

@@ -29,6 +29,7 @@ def caller(interaction: discord.Interaction) -> ToolContext:
         platform="discord",
         request_id=str(interaction.id),
         private=True,
+        sent_at=interaction.created_at.timestamp(),
     )
 
 

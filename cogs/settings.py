@@ -20,7 +20,8 @@ class PlayerSettings(commands.Cog):
     @app_commands.command(name="forget", description="Forget our conversation so far")
     async def forget(self, interaction: discord.Interaction) -> None:
         async def work() -> str:
-            removed = await self.bot.core.agent.forget(caller(interaction).user_id)
+            asker = caller(interaction)
+            removed = await self.bot.core.agent.forget(asker.user_id, asker.sent_at)
             if not removed:
                 return say.NOTHING_TO_FORGET
             return say.FORGOTTEN

@@ -595,6 +595,7 @@ class VoiceNotes(commands.Cog):
                         conversation=str(message.channel.id),
                         request_id=str(message.id),
                         private=read_by_speaker_alone(message.channel),
+                        sent_at=message.created_at.timestamp(),
                     )
                     try:
                         reply = await app.agent.respond(context, data, voice=prefs.voice)

@@ -759,6 +759,23 @@ async def test_forget_does_not_wait_for_other_players_turns(settings, fake: Fake
         await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
 
 
+async def test_forget_also_forgets_a_note_sent_before_it_that_waits_for_a_turn(settings, fake: FakeDiscord):
+    # Under a raid a note waits for a turn slot: answered after the reset, it was remembered, and
+    # the player's next note after /forget did not start afresh.
+    engine = GatedEngine()
+    async with running_bot(settings.replace(agent={"max_concurrent_turns": 1}), fake, engine=engine):
+        others = await fake.send_note(blaze, voice_note())
+        await engine.waiting.wait()  # Blaze's turn holds the only turn slot
+        waiting = await fake.send_note(nova, voice_note())
+        await fake.wait_for(  # its 🎧: it waits for the slot
+            lambda rs: any(r.kind == "reaction_add" and r.body["message_id"] == waiting["id"] for r in rs)
+        )
+        assert await ask(fake, nova, "forget", [], guild=False) in (FORGOTTEN, NOTHING_TO_FORGET)
+        engine.gate.set()
+        await fake.wait_for(lambda _: all(len(fake.replies_to(n["id"])) >= 2 for n in (others, waiting)))
+        assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+
+
 async def test_a_command_still_waiting_near_the_tokens_end_tells_the_player(
     settings, fake: FakeDiscord, monkeypatch
 ):

@@ -83,6 +83,10 @@ class ToolContext:
     # or hear the answer (a guild channel or thread) and wherever a front end does not say, so a
     # context built without it never leaks.
     private: bool = False
+    # When the player sent the request, in seconds since the epoch by the platform's clock (a
+    # Discord note's or command's snowflake time); 0 where a front end does not say. A /forget
+    # sent after it forgets its turn too, even one that waited for a turn slot past the reset.
+    sent_at: float = 0.0
 
     def refile(self) -> None:
         """Count this turn's complaints afresh (another engine runs the turn again)."""
