@@ -20,6 +20,7 @@ from bot.audio import AudioError, too_big_message, too_long_message
 from bot.bounded import remember
 from bot.tools.base import ToolContext
 from cogs.bot import VoxdeskBot
+from cogs.limits import InAnyWindow
 from cogs.replies import discords_trouble, limited_for, may_react, may_send, send_answer, send_text
 
 log = logging.getLogger(__name__)
@@ -119,8 +120,8 @@ class VoiceNotes(commands.Cog):
         self.bot = bot
         settings = bot.discord_settings
         self.settings = settings
-        self.flood = commands.CooldownMapping.from_cooldown(
-            settings.flood_notes, settings.flood_seconds, commands.BucketType.user
+        self.flood = commands.CooldownMapping(
+            InAnyWindow(settings.flood_notes, settings.flood_seconds), commands.BucketType.user
         )
         # Each kind of hint has its own: a player told how to send a note still hears "slow down".
         self.hints = {

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import tracemalloc
+import types
 
 import pytest
 
@@ -255,6 +256,25 @@ async def test_flooding_player_is_asked_to_slow_down(settings, fake: FakeDiscord
         more = [await h.fake.send_note(nova, voice_note()) for _ in range(5)]
         await answered(h.fake, await h.fake.send_note(blaze, voice_note()))
         assert all(h.fake.replies_to(n["id"]) == [] for n in more)
+
+
+async def test_the_flood_limit_holds_in_any_window_not_only_from_a_players_first_note(harness: Harness):
+    # discord.py's Cooldown counts from a window's first use: five notes at its end and five more
+    # at the start of the next all passed, ten in two seconds where the limit says five a minute.
+    # The cogs' own limits, at times the test gives them (a player is whatever has their id).
+    player = types.SimpleNamespace(id=nova.id)
+    as_sent = types.SimpleNamespace(author=player, user=player)
+    limits = {
+        "notes": harness.bot.get_cog("VoiceNotes").flood,
+        "filings": harness.bot.get_cog("Grievances").filings,
+    }
+    for what, limit in limits.items():
+        start = 1_000_000.0
+        took = [limit.update_rate_limit(as_sent, start)]
+        took += [limit.update_rate_limit(as_sent, start + 59) for _ in range(4)]
+        took += [limit.update_rate_limit(as_sent, start + 61) for _ in range(5)]
+        assert [t is None for t in took] == [True] * 6 + [False] * 4, what
+        assert took[-1] == pytest.approx(58.0), what  # when the notes sent at 59 s leave the window
 
 
 async def test_two_bots_of_an_overlapping_deploy_tell_each_word_about_a_note_once(settings, fake):

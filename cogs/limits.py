@@ -1,0 +1,54 @@
+"""Per-player limits that hold in any window of their length, as the docs state them."""
+
+from __future__ import annotations
+
+import bisect
+import time
+
+from discord.ext import commands
+
+
+class InAnyWindow(commands.Cooldown):
+    """At most `rate` uses in any `per` seconds. discord.py's Cooldown counts in windows that start
+    at the first use: `rate` uses at the end of one window and `rate` more at the start of the next
+    all pass, twice the limit within a second. This keeps the times of the newest `rate` uses: one
+    more is allowed once the oldest of them is `per` seconds old. Times may come out of order (a
+    catch-up counts notes by when they were sent, after live ones)."""
+
+    __slots__ = ("_times",)
+
+    def __init__(self, rate: float, per: float) -> None:
+        super().__init__(rate, per)
+        self._times: list[float] = []  # the newest `rate` uses, oldest first
+
+    def _within(self, current: float) -> list[float]:
+        return [t for t in self._times if t > current - self.per]
+
+    def get_tokens(self, current: float | None = None) -> int:
+        current = current or time.time()
+        return max(0, self.rate - len(self._within(current)))
+
+    def get_retry_after(self, current: float | None = None) -> float:
+        current = current or time.time()
+        return self._wait(current, 1) if self.get_tokens(current) == 0 else 0.0
+
+    def _wait(self, current: float, tokens: int) -> float:
+        within = self._within(current)
+        freed = len(within) + tokens - self.rate  # uses that must leave the window first
+        if freed > len(within):
+            return self.per  # more than the limit at once: never, as far as one window goes
+        return within[freed - 1] + self.per - current
+
+    def update_rate_limit(self, current: float | None = None, *, tokens: int = 1) -> float | None:
+        current = current or time.time()
+        self._last = max(self._last, current)  # the mapping drops the bucket `per` after its newest use
+        if self.get_tokens(current) < tokens:
+            return self._wait(current, tokens)
+        for _ in range(tokens):
+            bisect.insort(self._times, current)
+        del self._times[: -self.rate or None]
+        return None
+
+    def reset(self) -> None:
+        super().reset()
+        self._times.clear()
