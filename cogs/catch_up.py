@@ -260,6 +260,11 @@ class CatchUp(commands.Cog):
                 try:
                     channel = await self._channel(left.place_id)
                     what = "fetch note"
+                    if channel is not None and _guild_missing(channel):
+                        # Its guild in an outage: the bot's permissions there are unknown until it
+                        # is back. The note waits for it; the notes kept after it go on.
+                        log.debug("note %s waits for the guild of channel %s", left.message_id, left.place_id)
+                        continue
                     if channel is not None and not _may_read(channel):
                         # Discord would refuse the fetch (403 50001), as it does a refusal's: a
                         # request sure to be refused spends the rate limit and, with enough
@@ -401,6 +406,9 @@ class CatchUp(commands.Cog):
             dm = place_id in dms
             channel = archived.get(place_id) or await self._channel(place_id, dm=dm, unread=unread)
             if channel is None:
+                continue
+            if _guild_missing(channel):
+                unread.add(place_id)  # read once its guild is back from its outage
                 continue
             if not _may_read(channel):
                 # Discord would answer an empty list, not an error: the notes would vanish unseen.
@@ -767,6 +775,12 @@ def _why(exc: discord.HTTPException | discord.RateLimited) -> str:
     if from_the_edge(exc) and ("\n" in text or len(text) > EDGE_TEXT_AT_MOST):
         text = "an HTML page from Discord's edge (Cloudflare)"  # kilobytes of markup, no reason in it
     return f"{exc.status} {text}"
+
+
+def _guild_missing(channel: discord.abc.Messageable) -> bool:
+    """A guild channel whose guild discord.py has not had (unavailable in an outage at the start,
+    the channel fetched by id): with no member for the bot, its permissions there are unknown."""
+    return isinstance(channel, discord.abc.GuildChannel | discord.Thread) and channel.guild.me is None
 
 
 def _may_read(channel: discord.abc.Messageable) -> bool:

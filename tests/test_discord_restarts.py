@@ -2088,3 +2088,27 @@ async def test_a_grievance_housekeeping_that_fails_at_every_recheck_is_said_once
     said = [r for r in caplog.records if r.name == "cogs.catch_up" and r.levelno >= logging.WARNING]
     assert [r.exc_info for r in said] == [None, None], [r.getMessage() for r in said]
     assert all("database or disk is full" in r.getMessage() for r in said)
+
+
+async def test_kept_notes_are_answered_while_a_guild_is_in_an_outage(settings, fake, caplog) -> None:
+    # The guild is unavailable at the start (READY lists it so, no GUILD_CREATE comes), while the
+    # REST API answers for its channels: a channel fetched by id has a guild with no member for
+    # the bot, whose permissions there are not known. A channel note kept by another process
+    # waits for its guild; the notes kept after it (a DM) are answered all the same.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    in_channel = await fake.send_note(blaze, voice_note(), guild=True, dispatch=False)
+    in_dm = await fake.send_note(nova, voice_note(), dispatch=False)
+    await kept_by_another_process(settings, in_channel, ALLOWED_CHANNEL, str(blaze.id))
+    await kept_by_another_process(settings, in_dm, dm_channel_id(nova.id), str(nova.id))
+    fake.guild_withheld = True
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await all_answered(fake, [in_dm])
+        await rechecks(h.bot)
+        assert answers(fake, in_channel) == 0
+        rows = await h.bot.core.notes._conn.execute_fetchall(
+            "SELECT state FROM notes WHERE message_id = ?", (int(in_channel["id"]),)
+        )
+        assert [r["state"] for r in rows] != ["expired"]  # not given up: its guild comes back
+        await fake.dispatch("GUILD_CREATE", fake.guild_payload())
+        await all_answered(fake, [in_channel])
+    assert "failed" not in caplog.text, caplog.text

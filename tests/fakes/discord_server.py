@@ -393,6 +393,9 @@ class FakeDiscord(Strict):
         # counting down: an HTML page, not Discord's JSON error with a `code`.
         self.message_blocked = 0
         self.channel_unavailable = 0  # GETs of a channel by id answered 503, counting down
+        # The guild in an outage: READY lists it unavailable and no GUILD_CREATE follows, while
+        # the REST API still answers for its channels.
+        self.guild_withheld = False
         # Cloudflare's ban on listing archived threads (any of the three listings), counting down.
         self.archived_threads_banned = 0
         # The channel's upload limit in bytes (10 MiB for a server without boosts, as for a bot's
@@ -2302,7 +2305,8 @@ class _GatewaySession:
                     await self.fake.changed()  # a test waiting on identify_payloads: it came, refused
                     return
                 await self.dispatch("READY", self.fake.ready_payload(self.session_id))
-                await self.dispatch("GUILD_CREATE", self.fake.guild_payload())
+                if not self.fake.guild_withheld:
+                    await self.dispatch("GUILD_CREATE", self.fake.guild_payload())
                 self.ready = True
                 self.fake.identified.set()
                 await self.fake.changed()  # a test waiting on identify_payloads
