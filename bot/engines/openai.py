@@ -674,8 +674,8 @@ def as_json(value: Any) -> str:
 
 def _name_and_arguments(call: Any) -> tuple[str, str | dict[str, Any]]:
     """A call's tool name and its arguments as sent: their JSON text, or the object itself from a
-    compatible server that sends one. A call with no function (a custom tool's, which voxdesk never
-    offers) is a call of a tool that does not exist, its input its arguments' text."""
+    compatible server that sends one. A custom tool's call (voxdesk offers none) is taken by its name
+    and its input as the arguments' text: a tool of ours by that name checks them as any call's."""
     function = getattr(call, "function", None) or getattr(call, "custom", None)
     name = getattr(function, "name", None)
     raw = getattr(function, "arguments", getattr(function, "input", None))
