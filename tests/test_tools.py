@@ -2031,6 +2031,39 @@ async def test_a_filing_whose_id_another_process_takes_meanwhile_chooses_again(
     assert listed[told] == "cannot change my display name" and listed[charged] == "charged twice for the pass"
 
 
+async def test_a_filing_whose_every_choice_is_taken_meanwhile_is_never_told_another_key(
+    tmp_path, monkeypatch
+) -> None:
+    # Each id this run chooses is taken when it inserts, MAX_CHOICES times over: its read never
+    # shows the rows that took them (as if another process filed each between read and insert).
+    from bot.tools.grievance_store import MAX_CHOICES
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        others = {}
+        for n in range(MAX_CHOICES):
+            others[n] = (
+                await store.register(NOVA, "wallet", f"refund {n} missing", filing_id("discord", "42", n))
+            ).key
+
+        async def nothing_seen(*_: object) -> tuple[list, dict]:
+            return [], {}
+
+        with monkeypatch.context() as m:
+            m.setattr(store, "_filings_of_turn", nothing_seen)
+            with pytest.raises(ToolError) as told:
+                await complaint_filer(store)(
+                    ToolContext(user_id=NOVA, request_id="42"), "other", "game crashes"
+                )
+        assert str(told.value) == say.KEPT_FOR_LATER
+        assert await store.file_spooled() == 1
+        listed = {g.key: g.description for g in await store.status(NOVA)}
+    finally:
+        await store.aclose()
+    assert sorted(listed.values()) == ["game crashes", *(f"refund {n} missing" for n in range(MAX_CHOICES))]
+    assert all(listed[key] == f"refund {n} missing" for n, key in others.items())
+
+
 async def test_a_complaint_kept_twice_under_its_filing_in_new_words_is_filed_once(tmp_path) -> None:
     # A note answered again while the database still refused writes: the same complaint, worded
     # afresh, kept a second time under the filing it chose the first time.

@@ -482,6 +482,7 @@ class LocalGrievanceStore:
             if isinstance(filing_id, Filing)
             else (None, filing_id)
         )
+        unchosen = filing_id
         try:
             await self.file_spooled()
             # The row and its key are committed together, before the player hears the key.
@@ -509,6 +510,11 @@ class LocalGrievanceStore:
                         log.warning(
                             "filing id %s of user %s taken meanwhile, choosing again", filing_id, user_id
                         )
+                    else:
+                        # Every id it chose was taken: kept as one that never chose, filed from the
+                        # spool under its turn's next free id; the last id taken is another's.
+                        filing_id = unchosen
+                        raise sqlite3.IntegrityError(f"{MAX_CHOICES} filing ids chosen, each taken meanwhile")
                     await self._conn.commit()
                 except sqlite3.Error as exc:
                     await self._rollback()
