@@ -1030,6 +1030,31 @@ async def test_a_filing_cancelled_while_the_database_is_busy_is_kept_once_not_ha
         await store.aclose()
 
 
+async def test_a_filing_with_no_filing_id_stopped_after_its_commit_landed_is_filed_once(
+    tmp_path, monkeypatch
+) -> None:
+    # A CLI `ask` (no note, so no filing id) stopped with Ctrl-C while its commit ran: aiosqlite
+    # commits all the same, and the copy kept for the cut-short filing must not file it again.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        real_commit = store._conn.commit
+
+        async def landed_then_stopped() -> None:
+            await real_commit()
+            raise asyncio.CancelledError
+
+        with monkeypatch.context() as m:
+            m.setattr(store._conn, "commit", landed_then_stopped)
+            with pytest.raises(asyncio.CancelledError):
+                await store.register(NOVA, "wallet", "charged twice")
+        assert store._spool.waiting()  # kept: the stop may have come before the commit
+        await store.file_spooled()
+        listed = [g.description for g in await store.status(NOVA)]
+    finally:
+        await store.aclose()
+    assert listed == ["charged twice"]
+
+
 async def test_a_grievance_is_on_disk_when_its_key_is_told_not_only_in_the_wal(tmp_path) -> None:
     # synchronous=NORMAL in WAL mode leaves the last commits to the OS's write-back: a power cut
     # takes them, and with them the next filing reuses the key the player was told.

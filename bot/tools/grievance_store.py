@@ -477,10 +477,12 @@ class LocalGrievanceStore:
         its player has not heard (ticket news tells it) until `heard` says the answer told it."""
         now = utc_now()
         state = push_state or self._initial_state
+        # With no filing id (a CLI `ask`), one of its own, as a spool line's: a copy kept when a
+        # stop cuts it short after its commit landed then finds the row and files nothing.
         choice, filing_id = (
             (filing_id, f"{filing_id.turn}{UNCHOSEN}{uuid.uuid4().hex}")
             if isinstance(filing_id, Filing)
-            else (None, filing_id)
+            else (None, filing_id or uuid.uuid4().hex)
         )
         unchosen = filing_id
         try:
