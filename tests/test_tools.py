@@ -2457,6 +2457,45 @@ async def test_a_broken_recent_claims_file_never_stops_a_grievance_from_being_fi
     assert recent.read_bytes() == kept  # left as it was found, for whoever looks into it
 
 
+async def test_a_recent_claims_file_that_could_not_serve_is_tried_again_at_each_housekeeping(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Claims kept in memory because grievances-recent.db could not serve stayed there until a
+    restart, though the file was deleted or fixed meanwhile: a repeat sent to another bot on the
+    folder was filed twice."""
+    from bot.tools.grievance_store import Lately
+
+    db = tmp_path / "grievances.db"
+    recent = tmp_path / "grievances-recent.db"
+    await (await LocalGrievanceStore.open(db)).aclose()
+    for log_file in (f"{recent}-wal", f"{recent}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(log_file)
+    recent.write_bytes(b"not sqlite " * 500)
+    caplog.set_level("INFO")
+    first_bot = await LocalGrievanceStore.open(db)
+    second_bot = None
+    words = ("wallet", "gems gone after the update")
+    try:
+        await first_bot.housekeeping()  # still broken: said at the start only
+        assert recent.read_bytes() == b"not sqlite " * 500
+        assert await first_bot.claim_words(BLAZE, words, "discord:1:", 600.0) == Lately()
+        filed = await first_bot.register(BLAZE, "wallet", "gems gone after the update", "discord:1:")
+        await first_bot.settle_words(BLAZE, words, "discord:1:", True, None)
+        recent.unlink()
+        await first_bot.housekeeping()
+        await first_bot.housekeeping()  # said once
+        second_bot = await LocalGrievanceStore.open(db)
+        # The claim made in memory went to the file with the others.
+        assert await second_bot.claim_words(BLAZE, words, "discord:2:", 600.0) == Lately(key=filed.key)
+    finally:
+        await first_bot.aclose()
+        if second_bot is not None:
+            await second_bot.aclose()
+    said = [r.getMessage() for r in caplog.records if "grievances-recent.db" in r.getMessage()]
+    assert len(said) == 2 and "filed twice" in said[0] and said[1].endswith(f"{recent} again"), said
+
+
 async def test_a_grievances_db_at_the_unreleased_schema_2_is_refused_in_one_line_untouched(tmp_path) -> None:
     # For one day of unreleased code, grievances.db held lately_filed at schema version 2. Nobody
     # runs on such a file: it is refused as any file of a newer voxdesk is, and left as it was.

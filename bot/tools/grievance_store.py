@@ -317,22 +317,25 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-async def _attach_recent_or_memory(conn: aiosqlite.Connection, recent: Path) -> tuple[int, int] | None:
+async def _attach_recent_or_memory(
+    conn: aiosqlite.Connection, recent: Path, warn: bool = True
+) -> tuple[int, int] | None:
     """`_attach_recent`, or, when that file cannot serve (torn, not a database, a newer schema, an
     unwritable folder), an empty one in memory: the claims only stop a repeat from filing twice,
     and a broken file of them must not stop every grievance from being filed. This process then
     tells its own repeats; one sent to another bot on the folder may be filed twice. Returns the
-    attached file's device and inode, None for the one in memory."""
+    attached file's device and inode, None for the one in memory. `warn`: say why in a line."""
     try:
         await _attach_recent(conn, recent)
         return await asyncio.to_thread(_file_id, recent)
     except (sqlite3.Error, OSError) as exc:
-        log.warning(
-            "%s; claims of /grievance file kept in memory: repeats sent to another bot on this"
-            " folder may be filed twice until %s is removed or fixed",
-            exc,
-            recent.name,
-        )
+        if warn:
+            log.warning(
+                "%s; claims of /grievance file kept in memory: repeats sent to another bot on this"
+                " folder may be filed twice until %s is removed or fixed",
+                exc,
+                recent.name,
+            )
     await conn.rollback()
     if any(row[1] == RECENT for row in await conn.execute_fetchall("PRAGMA database_list")):
         await conn.execute(f"DETACH DATABASE {RECENT}")
@@ -920,11 +923,34 @@ class LocalGrievanceStore:
         would be kept for ever."""
         now = time.time() if now is None else now
         async with self._writing():
+            await self._recent_back()
             await self._reattach_if_gone()
             await self._conn.execute(
                 f"DELETE FROM recent.lately_filed WHERE {LATELY_GONE}", (now - RESUBMIT_SECONDS, now)
             )
             await self._conn.commit()
+
+    async def _recent_back(self) -> None:
+        """Claims in memory since grievances-recent.db could not serve: the file is tried again
+        (read only, then attached), so one removed or fixed meanwhile serves without a restart, with
+        the claims made in memory; quiet while it still cannot, said once when it serves."""
+        if self._recent is None or self._recent_id is not None:
+            return
+        if await asyncio.to_thread(recent_unusable, self._recent) is not None:
+            return
+        claims = await self._conn.execute_fetchall(
+            f"SELECT words_hash, turn, at, lease_until, kept FROM {RECENT}.lately_filed"
+        )
+        await self._conn.execute(f"DETACH DATABASE {RECENT}")
+        # Not warned again: a folder still unwritable fails here at every housekeeping.
+        self._recent_id = await _attach_recent_or_memory(self._conn, self._recent, warn=False)
+        await self._conn.executemany(
+            f"INSERT INTO {RECENT}.lately_filed (words_hash, turn, at, lease_until, kept)"
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (words_hash) DO NOTHING",
+            [tuple(row) for row in claims],
+        )
+        if self._recent_id is not None:
+            log.info("claims of /grievance file are kept in %s again", self._recent)
 
     async def _reattach_if_gone(self) -> None:
         """grievances-recent.db deleted or replaced while the store runs: SQLite goes on with the
