@@ -950,14 +950,20 @@ class TicketNews:
             return 0
         unreachable = "not sent: Discord unreachable"
         if outcome is Outcome.RETRY and max(i.attempts for i in items) + 1 < MAX_ATTEMPTS:
-            await self.store.retry(ids, time.time() + RETRY_SECONDS, unreachable, delivery.key)
+            try:
+                await self.store.retry(ids, time.time() + RETRY_SECONDS, unreachable, delivery.key)
+            except asyncio.CancelledError:
+                # The write rolled back: left claimed, news Discord never had would never be sent.
+                await self._give_back(claiming)
+                raise
             return 0
         await self.store.finish(ids, "failed", error or (unreachable if outcome is Outcome.RETRY else None))
         return 0
 
     async def _give_back(self, claiming: asyncio.Future[list[int]]) -> None:
-        """A stop before the DM was tried: what the claim took goes back to pending, for the next
-        round or the next start (at most once is about DMs that may have gone out)."""
+        """A stop before the DM was tried, or before one that never reached Discord was put back
+        for a retry: what the claim took goes back to pending, for the next round or the next start
+        (at most once is about DMs that may have gone out)."""
         try:
             mine = await claiming
         except Exception:  # the claim itself failed: nothing taken

@@ -1385,3 +1385,31 @@ async def test_news_claimed_by_a_round_a_stop_cuts_short_before_its_dm_goes_out_
     async with news_over(tmp_path) as p:
         assert await p.news.run_once(front) == 1
         assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
+
+
+async def test_news_a_stop_takes_while_its_retry_is_written_goes_out_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    """A DM that never reached Discord, its round stopped while the news was put back for a retry:
+    the write rolled back, the news stayed claimed ('sending'), and was never sent."""
+    reached = asyncio.Event()
+
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(tmp_path / "grievances.db", "UPDATE grievances SET status = 'resolved'")
+
+        async def retry(*_: object) -> None:
+            reached.set()
+            await asyncio.Event().wait()  # the write under way when the stop lands
+
+        p.store.retry = retry  # type: ignore[method-assign]
+        front = Recorder(outcomes=[Outcome.RETRY])
+        round_ = asyncio.create_task(p.news.run_once(front))
+        await asyncio.wait_for(reached.wait(), 30)
+        round_.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await round_
+    assert len(front.dms) == 1
+    async with news_over(tmp_path) as p:
+        assert await p.news.run_once(front) == 1
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
