@@ -778,10 +778,54 @@ async def test_a_torn_line_the_full_disk_cannot_set_aside_leaves_the_spool_unloc
 
     try:
         monkeypatch.setattr(grievance_spool.os, "open", full_disk)
-        assert await store.file_spooled() == 0
+        assert await store.file_spooled() == 1  # the torn line left in the spool
         monkeypatch.undo()
-        assert await store.file_spooled() == 1
+        assert await store.file_spooled() == 0  # and set aside now
         assert [g.description for g in await store.status(NOVA)] == ["kept"]
+        assert spool.read_text() == ""
+    finally:
+        await store.aclose()
+
+
+async def test_a_torn_line_rejected_cannot_take_leaves_the_grievances_beside_it_filed(
+    tmp_path, monkeypatch, caplog
+) -> None:
+    # .rejected unwritable (a file or folder of another owner): the spool was never filed, and said
+    # so every 30 s. The torn line stays in the spool, said once; the grievances beside it are filed.
+    import errno
+    import json
+    import logging
+    import os
+
+    from bot.tools import grievance_spool
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    spool = tmp_path / "grievances.db.spool.jsonl"
+    rejected = tmp_path / "grievances.db.spool.jsonl.rejected"
+    torn = '{"id": "a1", "user_id": "1111'
+    good = {"id": "a2", "user_id": NOVA, "category": "wallet", "description": "kept", "at": "x"}
+    spool.write_text(torn + "\n" + json.dumps({**good, "state": "local_only"}) + "\n")
+    real_open = os.open
+
+    def not_ours(path, flags, mode=0o777):  # type: ignore[no-untyped-def]
+        if str(path).endswith(".rejected"):
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, mode)
+
+    try:
+        with monkeypatch.context() as m:
+            m.setattr(grievance_spool.os, "open", not_ours)
+            caplog.clear()
+            assert await store.file_spooled() == 1
+            for _ in range(3):  # the refiler's rounds
+                assert await store.file_spooled() == 0
+            assert spool.read_text() == torn + "\n"
+            said = [r for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(said) == 1 and torn in said[0].getMessage(), [r.getMessage() for r in said]
+        assert [g.description for g in await store.status(NOVA)] == ["kept"]
+        assert await store.file_spooled() == 0  # .rejected writable again: set aside there
+        assert spool.read_text() == "" and rejected.read_text() == torn + "\n"
     finally:
         await store.aclose()
 

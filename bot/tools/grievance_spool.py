@@ -42,6 +42,11 @@ class GrievanceSpool:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rejected = path.with_name(path.name + ".rejected")
+        # Torn lines .rejected refused (its file or folder unwritable), by the taken descriptor:
+        # written back by finish(), so the grievances beside them are filed and emptied away.
+        self._unset: dict[int, list[str]] = {}
+        # Those already logged as refused, so a refiler's round every 30 s says nothing new.
+        self._unset_said: set[str] = set()
 
     @classmethod
     def beside(cls, database: Path | str) -> GrievanceSpool:
@@ -129,17 +134,30 @@ class GrievanceSpool:
         except BaseException:
             # Still locked, the descriptor would hold the lock for the life of the process: every
             # later keep() would wait for ever, and no take() would get the spool again.
+            self._unset.pop(fd, None)
             os.close(fd)
             raise
         if not rows:
-            self.finish(fd)
+            if fd in self._unset:  # only lines .rejected refuses: left as they are
+                self.release(fd)
+            else:
+                self.finish(fd)
             return None
         return fd, rows
 
     def _read(self, fd: int) -> list[dict[str, Any]]:
         rows, torn = _read_rows(fd)
         if torn:
-            self._set_aside(torn)
+            try:
+                self._set_aside(torn)
+            except OSError as exc:
+                # Kept in the spool rather than lost, and in the log once: never a reason to leave
+                # the grievances beside them unfiled.
+                self._unset[fd] = torn
+                for line in dict.fromkeys(torn):
+                    if line not in self._unset_said:
+                        self._unset_said.add(line)
+                        log.error("unreadable line in %s left there, %s: %r", self.path, exc, line)
         return rows
 
     def _set_aside(self, torn: list[str]) -> None:
@@ -171,15 +189,23 @@ class GrievanceSpool:
                 fsync_path(self.rejected.parent)
 
     def finish(self, fd: int) -> None:
-        """Empty the spool taken with `take`, its grievances filed, and let it go."""
+        """Empty the spool taken with `take`, its grievances filed, and let it go; torn lines
+        .rejected refused stay. Written over the start before the rest is cut off: a crash between
+        leaves lines filed already, which file nothing again, or a torn one, set aside."""
+        left = self._unset.pop(fd, [])
         try:
-            os.ftruncate(fd, 0)
+            kept = "".join(line + "\n" for line in left).encode()
+            view = memoryview(kept)
+            while view:
+                view = view[os.pwrite(fd, view, len(kept) - len(view)) :]
+            os.ftruncate(fd, len(kept))
             os.fsync(fd)
         finally:
             os.close(fd)
 
     def release(self, fd: int) -> None:
         """Let the spool go unfiled, to be tried again."""
+        self._unset.pop(fd, None)
         os.close(fd)
 
 
