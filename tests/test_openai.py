@@ -860,6 +860,27 @@ async def test_the_transcription_request_counts_in_the_usage(storage, fake) -> N
     assert sum(spent[k] for k in ("text_in", "text_out", "audio_in", "audio_out")) == billed
 
 
+async def test_usage_a_compatible_server_sends_null_or_leaves_out_fails_no_turn(storage, fake) -> None:
+    """Null counts and no details are what some compatible servers send: the answer goes out, the
+    player's words are kept, and what was counted is charged."""
+
+    def sparse(usage: dict) -> dict:
+        if usage.get("type") == "tokens":  # a transcription's
+            return {"type": "tokens", "input_tokens": None, "output_tokens": usage["output_tokens"]}
+        return {"prompt_tokens": None, "completion_tokens": usage["completion_tokens"], "total_tokens": None}
+
+    fake.usage_as = sparse
+    fake.script = [tool_calls(("get_player_stats", {})), answer("Counted all the same.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        spent = await app.agent.budget.today_for(NOVA)  # type: ignore[union-attr]
+    assert (reply.engine, reply.text, reply.user_text) == ("openai", "Counted all the same.", fake.transcript)
+    counted = sum(u.get("completion_tokens") or u.get("output_tokens") or 0 for u in fake.billed)
+    assert len(fake.billed) == 3 and counted > 0
+    assert reply.usage is not None and (reply.usage.total, reply.usage.text_out) == (counted, counted)
+    assert sum(spent[k] for k in ("text_in", "text_out", "audio_in", "audio_out")) == counted
+
+
 SIGNATURES = {"wav": b"RIFF", "mp3": b"ID3", "flac": b"fLaC", "aac": b"\xff\xf1", "opus": b"OggS"}
 
 

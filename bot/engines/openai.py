@@ -721,26 +721,38 @@ def _transcription_usage(usage: Any, model: str) -> Usage | None:
     audio seconds already."""
     if getattr(usage, "type", None) != "tokens":
         return None
-    audio = getattr(usage.input_token_details, "audio_tokens", 0) or 0
+    audio = _tokens(getattr(usage, "input_token_details", None), "audio_tokens")
     return Usage(
-        text_in=usage.input_tokens - audio, text_out=usage.output_tokens, audio_in=audio, model=model
+        text_in=max(0, _tokens(usage, "input_tokens") - audio),
+        text_out=_tokens(usage, "output_tokens"),
+        audio_in=audio,
+        model=model,
     )
 
 
 def _usage(usage: Any, model: str) -> Usage | None:
     if usage is None:
         return None
-    prompt_audio = getattr(usage.prompt_tokens_details, "audio_tokens", 0) or 0
-    cached = getattr(usage.prompt_tokens_details, "cached_tokens", 0) or 0
-    completion_audio = getattr(usage.completion_tokens_details, "audio_tokens", 0) or 0
+    prompt = getattr(usage, "prompt_tokens_details", None)
+    prompt_audio = _tokens(prompt, "audio_tokens")
+    completion_audio = _tokens(getattr(usage, "completion_tokens_details", None), "audio_tokens")
     return Usage(
-        text_in=usage.prompt_tokens - prompt_audio,
-        text_out=usage.completion_tokens - completion_audio,
+        text_in=max(0, _tokens(usage, "prompt_tokens") - prompt_audio),
+        text_out=max(0, _tokens(usage, "completion_tokens") - completion_audio),
         audio_in=prompt_audio,
         audio_out=completion_audio,
-        cached_in=cached,
+        cached_in=_tokens(prompt, "cached_tokens"),
         model=model,
     )
+
+
+def _tokens(counts: Any, name: str) -> int:
+    """A count of a usage as a compatible server may send it: null, left out or no number is 0.
+    The model answered, and a count it did not give must not lose the player the answer."""
+    value = getattr(counts, name, None)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0
+    return max(0, int(value))
 
 
 def build_client(settings: Settings) -> openai.AsyncOpenAI:

@@ -11,7 +11,7 @@ audio ids it gave out (an assistant message naming any other is a 400 `audio_not
 at `max_completion_tokens` with finish_reason "length", can be told to take its time, and to fail
 (chat and transcription apart): 429 with retry-after, 500, a hang past the client's timeout,
 malformed JSON, Azure's content filter (told to, or on words it is told to block, wherever
-in the prompt they are).
+in the prompt they are). Its usage can be given the shape a compatible server gives it.
 """
 
 from __future__ import annotations
@@ -115,6 +115,9 @@ class FakeOpenAI(Strict):
     audio_ttl: int = 3600
     issued_audio: dict[str, int] = field(default_factory=dict)  # audio id -> expires_at
     billed: list[dict[str, Any]] = field(default_factory=list)  # the usage of every answer given
+    # A compatible server's own usage: each answer's (chat and transcription) goes out as this
+    # makes it, with nulls and fields left out that the API always sends.
+    usage_as: Callable[[dict[str, Any]], dict[str, Any]] | None = None
     _runner: web.AppRunner | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on stop: hangs end at once
     port: int = 0
@@ -259,6 +262,8 @@ class FakeOpenAI(Strict):
         deployment = request.match_info.get("deployment")
         model = self.deployments[deployment] if deployment else body["model"]
         completion = self._completion(body, responder(body), model)
+        if self.usage_as is not None:
+            completion["usage"] = self.usage_as(completion["usage"])
         self.billed.append(completion["usage"])
         return web.json_response(completion)
 
@@ -385,6 +390,8 @@ class FakeOpenAI(Strict):
                 "output_tokens": output_tokens,
                 "total_tokens": audio_tokens + output_tokens,
             }
+        if self.usage_as is not None:
+            usage = self.usage_as(usage)
         self.billed.append(usage)
         return web.json_response({"text": self.transcript, "usage": usage})
 
