@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 
 import pytest
 
@@ -87,6 +88,21 @@ async def test_a_reply_slower_than_the_read_timeout_is_not_asked_for_again(stora
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     assert reply.kind == "apology"
     assert len(fake.chats) == 1
+
+
+async def test_a_reply_whose_connection_dropped_after_the_request_went_out_is_not_asked_again(
+    storage, fake
+) -> None:
+    # A proxy's idle timeout cut off a long generation: it was generated, and billed, and asked
+    # again it would be cut off again. The complaint the step before filed is filed once, and told.
+    filing = {"category": "wallet", "description": "my gems vanished after the update"}
+    fake.script = [tool_calls(("register_grievance", filing)), Failure(drop=True), answer("Asked twice.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA, request_id="n1"), NOTE)
+    with sqlite3.connect(storage / "grievances.db") as db:
+        filed = db.execute("SELECT count(*) FROM grievances WHERE description = ?", (filing["description"],))
+        assert (reply.kind, len(fake.chats), filed.fetchone()) == ("apology", 2, (1,))
+    assert reply.told_keys == [reply.tool_results[0].result["ticket_key"]]
 
 
 async def test_a_server_error_is_tried_again(storage, fake) -> None:

@@ -7,8 +7,8 @@ Retries are the engine's, not the SDK's, and bounded by the turn's deadline: a t
 the agent's few slots, and the fallback should answer within that time rather than after the SDK's
 whole retry budget. A 429 or a run of failures pauses requests for every turn (`Gate`), so notes
 queued behind a rate limit or an outage are answered by the fallback at once instead of each
-trying again. A reply that timed out is not asked for again: it may well have been generated, and
-billed, and would only time out again.
+trying again. A reply that timed out, or whose connection closed once the request was out, is not
+asked for again: it may well have been generated, and billed, and would only fail again.
 
 Cost is kept bounded by what goes into each request: the current note's audio only; earlier
 turns as text (the player's words from a concurrent transcription, the assistant's transcript,
@@ -392,9 +392,9 @@ class OpenAIEngine:
         self, gate: Gate, request: Callable[[], Awaitable[T]], deadline: float, retries: int
     ) -> T:
         """One request through `gate`, sent again (at most `retries` times, while `deadline`, a
-        time.monotonic(), allows) after a failed connection, a 5xx, or a 429 asking for at most
-        SHORT_WAIT. Raises the SDK's error, EnginePaused when the gate holds requests back for
-        longer than a turn waits, or EngineError at the deadline."""
+        time.monotonic(), allows) after a connection that could not be made, a 5xx, or a 429
+        asking for at most SHORT_WAIT. Raises the SDK's error, EnginePaused when the gate holds
+        requests back for longer than a turn waits, or EngineError at the deadline."""
         tries = 0
         while True:
             wait = gate.wait()
@@ -431,6 +431,11 @@ class OpenAIEngine:
                 gate.failed(type(exc).__name__)
                 if probing:
                     raise gate.still_paused() from exc
+                if isinstance(exc, openai.APIConnectionError) and not _never_sent(exc):
+                    # Dropped after the request went out (a proxy's idle timeout in a long
+                    # generation): as after a timeout, it may have been generated and billed,
+                    # and asked again it would be cut off again.
+                    raise
                 backoff = min(0.5 * 2**tries, 8.0) * (1 - 0.25 * random.random())
                 if tries < retries and gate.wait() == 0 and backoff < deadline - time.monotonic():
                     tries += 1
@@ -682,6 +687,15 @@ def _name_and_arguments(call: Any) -> tuple[str, str | dict[str, Any]]:
     if raw is not None and not isinstance(raw, str | dict):
         raw = as_json(raw)
     return (name if isinstance(name, str) else ""), raw or ""
+
+
+def _never_sent(exc: openai.APIConnectionError) -> bool:
+    """Whether the request failed before it went out: the connection could not be made (refused,
+    unreachable, its TLS handshake). httpx and httpx2, one under each SDK, both call that
+    ConnectError; a read error or a server that closed without answering came after. A pooled
+    connection the server had closed is not one of those: the pool finds it closed and opens
+    another before sending."""
+    return any(kind.__name__ == "ConnectError" for kind in type(exc.__cause__).__mro__)
 
 
 def _said(exc: openai.APIStatusError) -> str:

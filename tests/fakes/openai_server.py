@@ -9,9 +9,10 @@ declares, and, as the audio models it stands for do, a request with neither audi
 out. It answers with scripted replies carrying real audio in the format asked for, keeps the
 audio ids it gave out (an assistant message naming any other is a 400 `audio_not_found`), stops
 at `max_completion_tokens` with finish_reason "length", can be told to take its time, and to fail
-(chat and transcription apart): 429 with retry-after, 500, a hang past the client's timeout,
-malformed JSON, Azure's content filter (told to, or on words it is told to block, wherever
-in the prompt they are). Its usage can be given the shape a compatible server gives it.
+(chat and transcription apart, or at a step of the script): 429 with retry-after, 500, a hang
+past the client's timeout, a connection closed with no answer once the request is read, malformed
+JSON, Azure's content filter (told to, or on words it is told to block, wherever in the prompt
+they are). Its usage can be given the shape a compatible server gives it.
 """
 
 from __future__ import annotations
@@ -81,11 +82,15 @@ class Failure:
     content_filter: bool = False  # Azure's 400 for a prompt its content filter blocked
     headers: dict[str, str] = field(default_factory=dict)  # such as OpenAI's x-ratelimit-reset-*
     code: str | None = None  # the error's code, such as OpenAI's "insufficient_quota" on a 429
+    # The request read, the connection closes with no answer (after `hang`): as a proxy's idle
+    # timeout cuts off a long generation, or a server that restarts drops what it was answering.
+    drop: bool = False
 
 
 @dataclass
 class FakeOpenAI(Strict):
-    script: list[Responder] = field(default_factory=list)  # one per chat request, in order
+    # One per chat request, in order: a reply, or a Failure of that request.
+    script: list[Responder | Failure] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)  # consumed before the script
     transcription_failures: list[Failure] = field(default_factory=list)  # one per transcription
     model_failures: list[Failure] = field(default_factory=list)  # one per model lookup
@@ -195,15 +200,23 @@ class FakeOpenAI(Strict):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stopping.wait(), seconds)
 
-    async def _fail_if_told(self, failures: list[Failure] | None = None) -> web.Response | None:
+    async def _fail_if_told(
+        self, request: web.Request, failures: list[Failure] | None = None
+    ) -> web.Response | None:
         failures = self.failures if failures is None else failures
         if not failures:
             return None
-        failure = failures.pop(0)
+        return await self._fail(request, failures.pop(0))
+
+    async def _fail(self, request: web.Request, failure: Failure) -> web.Response:
         if failure.content_filter:
             return web.json_response({"error": AZURE_CONTENT_FILTER}, status=400)
         if failure.hang:
             await self._take(failure.hang)
+        if failure.drop:
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=204)  # written to nobody: the connection is gone
         if failure.malformed:
             return web.Response(
                 status=200, text='{"id": "chatcmpl-broken", "choices": [', content_type="application/json"
@@ -253,12 +266,14 @@ class FakeOpenAI(Strict):
             return web.json_response({"error": unknown}, status=400)
         if any(word in _prompt_text(body["messages"]) for word in self.blocked_words):
             return web.json_response({"error": AZURE_CONTENT_FILTER}, status=400)
-        failed = await self._fail_if_told()
+        failed = await self._fail_if_told(request)
         if failed is not None:
             return failed
         if self.chat_seconds:
             await self._take(self.chat_seconds)
         responder = self.script.pop(0) if self.script else answer("Here is your answer.")
+        if isinstance(responder, Failure):
+            return await self._fail(request, responder)
         deployment = request.match_info.get("deployment")
         model = self.deployments[deployment] if deployment else body["model"]
         completion = self._completion(body, responder(body), model)
@@ -372,7 +387,7 @@ class FakeOpenAI(Strict):
             for error in errors:
                 self.refuse(error)
             return web.json_response({"error": {"message": "; ".join(errors)}}, status=400)
-        failed = await self._fail_if_told(self.transcription_failures)
+        failed = await self._fail_if_told(request, self.transcription_failures)
         if failed is not None:
             return failed
         if self.transcribe_seconds:
@@ -405,7 +420,7 @@ class FakeOpenAI(Strict):
         if not self._authorised(request):
             return self._refused(request)
         self.received.append(Received(request.path, {}, dict(request.headers), dict(request.query)))
-        failed = await self._fail_if_told(self.model_failures)
+        failed = await self._fail_if_told(request, self.model_failures)
         if failed is not None:
             return failed
         model = request.match_info["model"]
