@@ -13,6 +13,7 @@ import pytest
 from bot.app import running_app
 from bot.tools.base import ToolContext
 from tests.fakes.openai_server import Failure, answer, serving, tool_calls
+from tests.fakes.search_server import running_fake_search
 from tests.test_openai import NOTE, openai_settings
 
 from .conftest import BLAZE, NOVA, QUILL
@@ -178,6 +179,29 @@ async def test_a_turn_past_its_deadline_is_answered_by_the_fallback(storage, fak
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     assert reply.kind == "apology"
     assert len(fake.chats) < 4
+
+
+async def test_a_turn_its_slow_tools_ran_out_of_time_counts_nothing_against_openai(storage, fake) -> None:
+    # The manuals service took most of the turn's time, and the step after it was cut off at the
+    # deadline: OpenAI was not slow, and three such turns would pause it for every player.
+    async with running_fake_search() as search:
+        search.fail_with(hang=30)  # the search tool waits out its 1.5 s timeout
+        fake.script = [tool_calls(("search_manuals", {"query": "refund"})), Failure(hang=30)]
+        settings = openai_settings(
+            storage,
+            fake,
+            VOXDESK_OPENAI_TURN_DEADLINE_SECONDS="2.5",
+            VOXDESK_TOOLS_MANUALS="azure",
+            VOXDESK_SEARCH_ENDPOINT=search.endpoint,
+            VOXDESK_SEARCH_TIMEOUT_SECONDS="1.5",
+            VOXDESK_SEARCH_RETRIES="0",
+            AZURE_SEARCH_API_KEY=search.api_key,
+        )
+        async with running_app(settings) as app:
+            reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+            gate = app.agent.engine.chat_gate  # type: ignore[attr-defined]
+    assert (reply.kind, len(fake.chats), len(search.searches)) == ("apology", 2, 1)
+    assert gate.failures == 0
 
 
 async def test_a_look_at_whether_the_service_is_back_that_fails_is_no_new_warning(

@@ -78,6 +78,7 @@ NO_HISTORY = "no_history"  # turn.scratch: this turn sends no earlier turns (a f
 # Half a second of silence: audio models refuse a request with neither audio in nor audio out.
 SILENCE = base64.b64encode(pcm_to_wav(bytes(24_000), 24_000)).decode()
 DEADLINE = "deadline"  # turn.scratch: time.monotonic() past which this turn sends no request
+ASKING = "asking"  # turn.scratch: seconds this turn waited on chat requests, their retries with them
 # The player's words only feed history, and the agent waits for them briefly after the answer: a
 # transcription gets one short try.
 TRANSCRIBE_TIMEOUT = 15.0  # seconds
@@ -264,7 +265,7 @@ class OpenAIEngine:
             while True:  # each retry below sets a flag of its own: at most three requests
                 audio_turns = 0 if turn.scratch.get(TEXT_HISTORY) else self.audio_history_turns
                 try:
-                    response = await self._ask(self._request(turn, audio_turns), deadline)
+                    response = await self._ask(turn, self._request(turn, audio_turns), deadline)
                     break
                 except openai.APIStatusError as exc:
                     if exc.code == AUDIO_NOT_FOUND and audio_turns:
@@ -372,13 +373,26 @@ class OpenAIEngine:
             cut_off=cut_off,
         )
 
-    async def _ask(self, request: dict[str, Any], deadline: float) -> Any:
-        return await self._send(
-            self.chat_gate,
-            lambda: self._once().chat.completions.create(**request),
-            deadline=deadline,
-            retries=self.max_retries,
-        )
+    async def _ask(self, turn: TurnState, request: dict[str, Any], deadline: float) -> Any:
+        asked = time.monotonic()
+
+        def spent_elsewhere() -> bool:
+            """Whether the turn spent most of its time so far other than waiting on OpenAI (on
+            its tools, mostly)."""
+            now = time.monotonic()
+            waited = turn.scratch.get(ASKING, 0.0) + now - asked
+            return now - (deadline - self.turn_deadline) - waited > waited
+
+        try:
+            return await self._send(
+                self.chat_gate,
+                lambda: self._once().chat.completions.create(**request),
+                deadline=deadline,
+                retries=self.max_retries,
+                spent_elsewhere=spent_elsewhere,
+            )
+        finally:
+            turn.scratch[ASKING] = turn.scratch.get(ASKING, 0.0) + time.monotonic() - asked
 
     def _once(self, timeout: float | None = None) -> openai.AsyncOpenAI:
         """The client with none of the SDK's retries (the engine's own are in `_send`)."""
@@ -389,12 +403,19 @@ class OpenAIEngine:
         )
 
     async def _send(
-        self, gate: Gate, request: Callable[[], Awaitable[T]], deadline: float, retries: int
+        self,
+        gate: Gate,
+        request: Callable[[], Awaitable[T]],
+        deadline: float,
+        retries: int,
+        spent_elsewhere: Callable[[], bool] = lambda: False,
     ) -> T:
         """One request through `gate`, sent again (at most `retries` times, while `deadline`, a
         time.monotonic(), allows) after a connection that could not be made, a 5xx, or a 429
         asking for at most SHORT_WAIT. Raises the SDK's error, EnginePaused when the gate holds
-        requests back for longer than a turn waits, or EngineError at the deadline."""
+        requests back for longer than a turn waits, or EngineError at the deadline. A request cut
+        off at a deadline mostly `spent_elsewhere` (by the turn's tools) is not the service's
+        failure: the breaker does not count it."""
         tries = 0
         while True:
             wait = gate.wait()
@@ -411,7 +432,9 @@ class OpenAIEngine:
                 async with asyncio.timeout(left):
                     result = await request()
             except TimeoutError:
-                gate.failed("at the turn's deadline")
+                # Slow tools would otherwise pause OpenAI for every player, and it was not slow.
+                if not spent_elsewhere():
+                    gate.failed("at the turn's deadline")
                 raise EngineError("no answer within openai.turn_deadline_seconds") from None
             except openai.RateLimitError as exc:
                 if exc.code == OUT_OF_QUOTA:
