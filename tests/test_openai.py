@@ -757,6 +757,20 @@ async def test_an_audio_id_the_provider_does_not_know_is_sent_again_as_text(stor
     assert fake.violations == []
 
 
+async def test_a_provider_that_takes_no_audio_id_back_is_sent_none_after_the_first(
+    storage, fake, caplog
+) -> None:
+    # Its own id refused: the provider keeps no audio, and each note would pay one refused request.
+    fake.takes_audio_back = False
+    async with running_app(openai_settings(storage, fake)) as app:
+        replies = [
+            await app.agent.respond(ToolContext(user_id=who), NOTE) for who in (NOVA, BLAZE, NOVA, BLAZE)
+        ]
+    assert [r.engine for r in replies] == ["openai"] * 4
+    assert [len(c.audio_ids) for c in fake.chats] == [0, 0, 1, 0, 0]  # Blaze's reply id never sent
+    assert len([r for r in caplog.records if "audio" in r.getMessage() and "refused" in r.getMessage()]) == 1
+
+
 async def test_the_fake_refuses_an_audio_id_it_never_issued_as_the_api_does(fake) -> None:
     client = openai.AsyncOpenAI(api_key=API_KEY, base_url=fake.base_url, max_retries=0)
     messages = [

@@ -34,6 +34,7 @@ import openai
 
 from bot import sentences as say
 from bot.audio import pcm_to_wav
+from bot.bounded import remember
 from bot.config import OPENAI_VOICES, Settings, shown_url
 from bot.engines.base import (
     AudioClip,
@@ -92,6 +93,7 @@ FIRST_PAUSE = 1.0  # seconds: a 429 naming no wait pauses this long, doubled for
 LONGEST_PAUSE = 300.0  # ... up to this, which bounds a named wait too: then requests try again
 RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")  # x-ratelimit-reset-*: "20ms", "1.5s", "6m0s"
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+GIVEN_AUDIO_KEPT = 1000  # the latest reply audio ids an engine keeps, to know its own when refused
 
 T = TypeVar("T")
 
@@ -229,6 +231,10 @@ class OpenAIEngine:
         self.max_reply_tokens = max_reply_tokens
         # The model answers name, as far as known: on Azure `check` asks the deployment.
         self.answers_as = model
+        self._given_audio: dict[str, None] = {}  # reply audio ids the provider gave this engine
+        # The provider refused an audio id it gave this engine: it takes none back, and earlier
+        # replies go as text, rather than each note paying for a refused request first.
+        self.audio_refused = False
 
     async def transcribe(self, audio: AudioClip) -> Transcript | None:
         if not self.transcribe_model:
@@ -263,16 +269,27 @@ class OpenAIEngine:
             )
         try:
             while True:  # each retry below sets a flag of its own: at most three requests
-                audio_turns = 0 if turn.scratch.get(TEXT_HISTORY) else self.audio_history_turns
+                text_only = turn.scratch.get(TEXT_HISTORY) or self.audio_refused
+                audio_turns = 0 if text_only else self.audio_history_turns
+                request = self._request(turn, audio_turns)
                 try:
-                    response = await self._ask(turn, self._request(turn, audio_turns), deadline)
+                    response = await self._ask(turn, request, deadline)
                     break
                 except openai.APIStatusError as exc:
                     if exc.code == AUDIO_NOT_FOUND and audio_turns:
                         # The conversation goes on with the transcripts of those replies instead.
-                        log.warning(
-                            "earlier reply's audio refused (%s): sending the history as text", _said(exc)
-                        )
+                        sent = {m["audio"]["id"] for m in request["messages"] if m.get("audio")}
+                        if sent and sent <= self._given_audio.keys():
+                            self.audio_refused = True
+                            log.warning(
+                                "the provider refused an audio id it gave (%s): earlier replies go "
+                                "as text from now on",
+                                _said(exc),
+                            )
+                        else:
+                            log.warning(
+                                "earlier reply's audio refused (%s): sending the history as text", _said(exc)
+                            )
                         turn.scratch[TEXT_HISTORY] = True
                     elif exc.code in FILTERED and turn.history and not turn.scratch.get(NO_HISTORY):
                         # A prompt filter reads the whole prompt: words it blocked in an earlier
@@ -363,6 +380,8 @@ class OpenAIEngine:
         # type (a compatible server's) would fail every one of them until the conversation idles.
         audio_id, expires_at = message.audio.id, message.audio.expires_at
         referable = isinstance(audio_id, str) and bool(audio_id) and type(expires_at) is int
+        if referable:
+            remember(self._given_audio, audio_id, None, GIVEN_AUDIO_KEPT)
         return EngineReply(
             text=said,
             audio=spoken,

@@ -119,6 +119,8 @@ class FakeOpenAI(Strict):
     echo_key: bool = False
     audio_ttl: int = 3600
     issued_audio: dict[str, int] = field(default_factory=dict)  # audio id -> expires_at
+    # False: a server that gives audio ids but takes none back (each is a 400 audio_not_found).
+    takes_audio_back: bool = True
     billed: list[dict[str, Any]] = field(default_factory=list)  # the usage of every answer given
     # A compatible server's own usage: each answer's (chat and transcription) goes out as this
     # makes it, with nulls and fields left out that the API always sends.
@@ -288,7 +290,9 @@ class FakeOpenAI(Strict):
         now = time.time()
         for i, message in enumerate(messages):
             audio_id = (message.get("audio") or {}).get("id")
-            if audio_id is not None and self.issued_audio.get(audio_id, 0) <= now:
+            if audio_id is not None and (
+                not self.takes_audio_back or self.issued_audio.get(audio_id, 0) <= now
+            ):
                 return {
                     "message": f"Assistant audio {audio_id} not found.",
                     "type": "invalid_request_error",
