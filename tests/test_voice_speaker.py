@@ -164,6 +164,23 @@ def test_an_espeak_voice_speaks_the_reply_whole(reply_voices, piper_texts) -> No
     assert reply.duration_secs > 1.0
 
 
+def test_a_voice_no_offline_engine_has_speaks_in_the_default_voice(reply_voices, piper_texts, caplog) -> None:
+    """A player's /voice choice made while the OpenAI engine answered ("alloy") reaches the offline
+    fallback, the apologies and ticket news: the default voice speaks, as for a neural voice that
+    is gone, not eSpeak's plainest voice with a warning a reply."""
+    speaking = ReplySpeaker(reply_voices, 165)
+    try:
+        with caplog.at_level(logging.WARNING):
+            reply = speaking.speak("You have 40 points.", "alloy")
+            chosen = speaking.speak("You have 40 points.", "en-us+f3")
+    finally:
+        speaking.close()
+    assert piper_texts == ["You have 40 points."] and reply.duration_secs > 1.0
+    assert reply_voices.describe("alloy").name == JOE
+    assert chosen.duration_secs > 1.0 and reply_voices.resolve("en-us+f3") == "en-us+f3"
+    assert not caplog.records
+
+
 async def test_the_settings_choose_the_speaking_path(settings, piper_texts) -> None:
     turn = TurnState(ToolContext(user_id=NOVA), audio=None, text="hi", history=[], tools=[], voice=JOE)
     on = settings.replace(offline={"voice": "auto", "sentence_cache_mb": 3})

@@ -91,10 +91,14 @@ class ReplyVoices:
 
     def resolve(self, voice: str | None) -> str:
         """The voice that will speak a reply asked for in `voice` (a player's choice, or none)."""
-        name = voice or self.default
-        if name in neural.KNOWN and name not in self.neural:
-            return self.default  # a player's neural voice that is gone (uninstalled, refused)
-        return name
+        if not voice or voice == self.default or voice in self.neural:
+            return voice or self.default
+        if voice in neural.KNOWN or not Espeak.shared().has_voice(voice):
+            # A player's neural voice that is gone (uninstalled, refused), or a voice of another
+            # engine (an OpenAI voice chosen with /voice while that engine answered, heard again
+            # from its offline fallback, apologies and ticket news): the default, not en-us.
+            return self.default
+        return voice
 
     def describe(self, voice: str | None = None) -> VoiceInfo:
         """The voice that speaks for `voice`: an eSpeak name it does not have speaks as FALLBACK."""
