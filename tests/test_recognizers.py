@@ -504,6 +504,28 @@ def test_whisper_is_unsure_below_its_log_probability_floor(monkeypatch) -> None:
     assert seen["temperature"] == 0.0
 
 
+def test_a_long_note_whose_windows_each_ended_by_themselves_keeps_its_last_words(monkeypatch) -> None:
+    """The token cap holds for each 30 s window: two windows that together pass it were not cut
+    short, and a last sentence that echoes the first is what the player said."""
+
+    def segment(text: str, tokens: int):  # type: ignore[no-untyped-def]
+        return type("Segment", (), {"text": text, "avg_logprob": -0.3, "tokens": [1] * tokens})
+
+    windows = [
+        segment(" So how many points do I have? I played a lot of ranked games last week.", 100),
+        segment(" And I lost some of them, so how many points do I have?", 70),
+    ]
+
+    def transcribe(self, samples, **options):  # type: ignore[no-untyped-def]
+        assert options["max_new_tokens"] == whisper.MAX_NEW_TOKENS < 170
+        return iter(windows), None
+
+    recognizer = load_recognizer(paths.DATA, whisper.WhisperSpec(str(whisper.resolve_model("tiny.en"))))
+    monkeypatch.setattr(type(recognizer._model), "transcribe", transcribe)  # type: ignore[attr-defined]
+    heard = recognizer.recognize(bytes(2 * 16_000 * 45))  # 45 seconds: two windows
+    assert heard is not None and heard.text.endswith("so how many points do i have")
+
+
 def test_a_model_folder_missing_what_faster_whisper_reads_is_named_incomplete(tmp_path) -> None:
     real = whisper.resolve_model("tiny.en")
     folder = tmp_path / "partial"

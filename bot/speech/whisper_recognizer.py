@@ -467,7 +467,9 @@ class WhisperRecognizer:
             )
             # The segments are a lazy generator: decode while the window is set.
             heard = list(segments)
-        cut_short = sum(len(s.tokens) for s in heard) >= cap
+        # The cap holds for each 30 s window (one segment each, without timestamps): only a last
+        # window that ran to it was cut short; windows that together pass it were not.
+        cut_short = bool(heard) and len(heard[-1].tokens) >= cap
         text = collapse_repeats(normalise(" ".join(s.text for s in heard), keep_numbers=True), cut_short)
         if not text:
             return Hypothesis("", "whisper", float("-inf"))
