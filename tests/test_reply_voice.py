@@ -121,6 +121,25 @@ async def test_a_tampered_model_file_falls_back_to_espeak_with_one_log_line(
     assert "eSpeak" in refusals[0]
 
 
+@pytest.mark.parametrize("configured", ["auto", JOE])
+async def test_a_voice_downloaded_without_one_of_its_files_is_named_as_such(
+    settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, configured: str
+) -> None:
+    """`python -m piper.download_voices` cut short, or the .onnx copied without its .onnx.json: the
+    log and `check` say which file is missing, not "not installed" or nothing at all."""
+    monkeypatch.setitem(neural.KNOWN, JOE, dataclasses.replace(neural.JOE, package="voxdesk_no_such_wheel"))
+    folder = _downloaded_copy(voices_dir(settings))
+    (folder / neural.JOE.config_file).unlink()
+    caplog.set_level(logging.WARNING)
+    voices = ReplyVoices.load(configured, [folder])
+    assert voices.default == "en-us" and JOE not in voices.names()
+    missing = str(folder / neural.JOE.config_file)
+    assert missing in voices.refused[JOE]
+    said = [r.getMessage() for r in caplog.records]
+    assert said and all(missing in line and "\n" not in line for line in said if JOE in line)
+    assert not any("not installed" in line for line in said)
+
+
 async def test_a_configured_neural_voice_that_is_missing_gives_espeak(settings, monkeypatch, caplog) -> None:
     monkeypatch.setitem(neural.KNOWN, JOE, dataclasses.replace(neural.JOE, package="voxdesk_no_such_wheel"))
     caplog.set_level(logging.WARNING)

