@@ -441,6 +441,54 @@ async def test_a_worker_dying_beside_an_idle_one_does_not_freeze_the_bot(setting
     assert fresh and not fresh & first
 
 
+def _pid(pcm: bytes, rate: int) -> int:  # a worker's job that loads nothing
+    import os
+
+    return os.getpid()
+
+
+@pytest.mark.timeout(120, method="thread")
+async def test_a_worker_that_died_idle_is_replaced_by_the_check_or_the_next_note(settings, caplog) -> None:
+    """The OOM killer takes an idle worker (its models are the biggest thing in memory): the
+    desk's check starts fresh workers rather than failing until a player's note comes, and a
+    note sent to the broken pool is heard by the fresh ones, not told to have crashed one."""
+    import asyncio
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
+
+    class Light(WorkerHearing):  # the real workers' context and signals, loading no model
+        job = staticmethod(_pid)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+
+    async def killed_idle(hearing: WorkerHearing) -> set[int]:
+        pids = await hearing.start()
+        pool = hearing._pool
+        os.kill(next(iter(pids)), signal.SIGKILL)
+        while not pool._broken:  # type: ignore[attr-defined]  # noqa: ASYNC110 - the pool's own flag, no event
+            await asyncio.sleep(0.02)
+        return pids
+
+    caplog.set_level(logging.INFO, logger="bot.engines.offline.hearing")
+    hearing = Light(settings.storage_dir / "speech", workers=2)
+    try:
+        first = await killed_idle(hearing)
+        checked = await hearing.ping()
+        heard = await hearing.hear(b"\x01\x00", 16_000)
+        second = await killed_idle(hearing)
+        after = await hearing.hear(b"\x01\x00", 16_000)
+        fresh = await hearing.ping()
+    finally:
+        await hearing.aclose()
+    assert checked and not checked & first and heard in checked
+    assert after in fresh and not fresh & second
+    assert "while hearing a note" not in caplog.text and "idle" in caplog.text
+
+
 @pytest.mark.timeout(120)
 async def test_speech_models_that_do_not_load_are_named_in_one_line(settings) -> None:
     from bot.engines.base import SpeechModelsUnavailable

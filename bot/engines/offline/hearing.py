@@ -266,26 +266,53 @@ class WorkerHearing:
     async def start(self) -> set[int]:
         """Start the workers now, so the first notes do not wait for them; returns the process
         ids that answered (every worker is started, though a quick one may answer for two)."""
-        return await self.ping()
+        return await self._pids()
 
     async def ping(self) -> set[int]:
-        """The process ids of the workers that answer; they queue behind notes in flight."""
+        """The process ids of the workers that answer; they queue behind notes in flight. A pool
+        a worker left while idle (the OOM killer) is replaced first: the check says whether
+        notes are heard now, and the next note would replace it anyway."""
+        pool = self._pool
+        try:
+            return await self._pids()
+        except BrokenProcessPool:
+            if self._closed:
+                raise
+            log.error("a speech worker had died; starting fresh workers")
+            self._replace(pool)
+        return await self._pids()
+
+    async def _pids(self) -> set[int]:
         loop = asyncio.get_running_loop()
         answers = [loop.run_in_executor(self._pool, _worker_pid) for _ in range(self.workers)]
         return set(await asyncio.gather(*answers))
+
+    def _replace(self, broken: ProcessPoolExecutor) -> None:
+        if self._pool is broken:  # the other notes in flight saw the same failure: replace it once
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._pool = self._new_pool(self.workers)
 
     async def hear(self, pcm: bytes, rate: int) -> Transcript:
         loop = asyncio.get_running_loop()
         pool = self._pool
         try:
-            return await loop.run_in_executor(pool, self.job, pcm, rate)
+            try:
+                waiting = loop.run_in_executor(pool, self.job, pcm, rate)
+            except BrokenProcessPool:
+                if self._closed:
+                    raise
+                # Broken before this note came: a worker died while idle. Fresh workers hear it,
+                # since it crashed nothing.
+                log.error("a speech worker died while idle; starting fresh workers")
+                self._replace(pool)
+                pool = self._pool
+                waiting = loop.run_in_executor(pool, self.job, pcm, rate)
+            return await waiting
         except BrokenProcessPool:
             if self._closed:
                 raise
             log.error("a speech worker died while hearing a note; starting fresh workers, hearing it again")
-            if self._pool is pool:  # the other notes in flight saw the same failure: replace it once
-                pool.shutdown(wait=False, cancel_futures=True)
-                self._pool = self._new_pool(self.workers)
+            self._replace(pool)
         async with self._lone_workers:
             alone = self._new_pool(1)
             try:
