@@ -526,6 +526,16 @@ def test_a_long_note_whose_windows_each_ended_by_themselves_keeps_its_last_words
     assert heard is not None and heard.text.endswith("so how many points do i have")
 
 
+def test_a_whisper_model_setting_naming_a_file_says_to_name_its_folder(tmp_path) -> None:
+    """offline.whisper_model set to the model.bin itself, the likeliest slip with a folder of one's own."""
+    real = whisper.resolve_model("tiny.en")
+    with pytest.raises(whisper.WhisperUnavailable) as refused:
+        whisper.resolve_model(str(real / "model.bin"))
+    assert str(refused.value) == (
+        f"{real / 'model.bin'} is a file: set offline.whisper_model to the folder that holds model.bin"
+    )
+
+
 def test_a_model_folder_missing_what_faster_whisper_reads_is_named_incomplete(tmp_path) -> None:
     real = whisper.resolve_model("tiny.en")
     folder = tmp_path / "partial"

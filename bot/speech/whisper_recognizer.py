@@ -264,6 +264,10 @@ def resolve_model(setting: str, cache: Path | None = None) -> Path:
         raise WhisperUnavailable(f"faster-whisper is not installed: {FASTER_WHISPER_HINT}") from exc
     if _looks_like_folder(setting):
         folder = Path(setting).expanduser()
+        if folder.is_file():
+            raise WhisperUnavailable(
+                f"{folder} is a file: set offline.whisper_model to the folder that holds model.bin"
+            )
         if not (folder / "model.bin").is_file():
             raise WhisperUnavailable(f"no Whisper model in {folder} (no model.bin there)")
         # What CTranslate2 and faster-whisper read besides the weights; without tokenizer.json
