@@ -526,6 +526,20 @@ def test_a_long_note_whose_windows_each_ended_by_themselves_keeps_its_last_words
     assert heard is not None and heard.text.endswith("so how many points do i have")
 
 
+def test_a_folder_named_tiny_en_where_the_bot_runs_does_not_stand_in_for_the_checked_model(
+    tmp_path, monkeypatch
+) -> None:
+    """ "tiny.en" (the default) and "base" are the models whose files are checked by SHA-256; a
+    folder of that name in the working directory is used only when written as a path."""
+    real = whisper.resolve_model("tiny.en")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.en").mkdir()
+    for name in whisper.BUNDLED_SHA256:
+        (tmp_path / "tiny.en" / name).write_bytes(b"not the model")
+    assert whisper.resolve_model("tiny.en") == real
+    assert whisper.resolve_model("./tiny.en") == Path("tiny.en")
+
+
 def test_a_whisper_model_setting_naming_a_file_says_to_name_its_folder(tmp_path) -> None:
     """offline.whisper_model set to the model.bin itself, the likeliest slip with a folder of one's own."""
     real = whisper.resolve_model("tiny.en")

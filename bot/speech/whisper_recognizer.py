@@ -249,7 +249,11 @@ FOLDER_FILES = ("config.json", "tokenizer.json")
 
 
 def _looks_like_folder(setting: str) -> bool:
-    return "/" in setting or "\\" in setting or setting.startswith((".", "~")) or Path(setting).is_dir()
+    if "/" in setting or "\\" in setting or setting.startswith((".", "~")):
+        return True
+    # The models whose files are checked stay names: a folder called tiny.en where the bot happens
+    # to run would otherwise stand in for the checked model, unchecked.
+    return setting not in (BUNDLED_NAME, MULTILINGUAL_NAME) and Path(setting).is_dir()
 
 
 def resolve_model(setting: str, cache: Path | None = None) -> Path:
