@@ -172,13 +172,14 @@ def test_a_voice_no_offline_engine_has_speaks_in_the_default_voice(reply_voices,
     try:
         with caplog.at_level(logging.WARNING):
             reply = speaking.speak("You have 40 points.", "alloy")
+            speaking.speak("You have 41 points.", "alloy")
             chosen = speaking.speak("You have 40 points.", "en-us+f3")
     finally:
         speaking.close()
-    assert piper_texts == ["You have 40 points."] and reply.duration_secs > 1.0
+    assert piper_texts == ["You have 40 points.", "You have 41 points."] and reply.duration_secs > 1.0
     assert reply_voices.describe("alloy").name == JOE
     assert chosen.duration_secs > 1.0 and reply_voices.resolve("en-us+f3") == "en-us+f3"
-    assert not caplog.records
+    assert [r.getMessage() for r in caplog.records] == [f"no reply voice 'alloy' here; {JOE} speaks instead"]
 
 
 async def test_the_settings_choose_the_speaking_path(settings, piper_texts) -> None:

@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 AUTO = "auto"  # `offline.voice`: the first neural voice installed, else eSpeak's en-us
 FALLBACK = "en-us"
 ESPEAK_LICENCE = "GPL-3.0-or-later"
+# A voice name asked for that no voice here has is logged the first time; a studio's players
+# name a handful (another engine's voices), never more than this.
+UNKNOWN_TOLD = 32
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class ReplyVoices:
         self.espeak = espeak_voices
         self.configured = configured  # offline.voice, as set
         self.default = self._pick(configured)
+        self._told: set[str] = set()  # names no voice here has, each logged once
 
     @classmethod
     def load(cls, configured: str, folders: list[Path]) -> ReplyVoices:
@@ -97,6 +101,9 @@ class ReplyVoices:
             # A player's neural voice that is gone (uninstalled, refused), or a voice of another
             # engine (an OpenAI voice chosen with /voice while that engine answered, heard again
             # from its offline fallback, apologies and ticket news): the default, not en-us.
+            if voice not in neural.KNOWN and voice not in self._told and len(self._told) < UNKNOWN_TOLD:
+                self._told.add(voice)
+                log.warning("no reply voice %r here; %s speaks instead", voice, self.default)
             return self.default
         return voice
 
