@@ -16,7 +16,7 @@ import pytest
 from bot import audio, paths
 from bot.app import running_app
 from bot.config import AudioSettings, ConfigError, Settings
-from bot.engines.offline.engine import check_offline_engine, whisper_dir
+from bot.engines.offline.engine import check_offline_engine, choose_recognizer, whisper_dir
 from bot.health import check_engine
 from bot.speech import whisper_recognizer as whisper
 from bot.tools.base import ToolContext
@@ -89,6 +89,18 @@ def test_base_is_joined_from_its_two_wheels_and_checked_against_upstream(tmp_pat
         whisper.resolve_model("base", fresh)
     assert not (fresh / whisper.JOINED_FOLDER / "model.bin").exists()
     assert not list((fresh / whisper.JOINED_FOLDER).glob(".*partial"))
+
+
+@needs_base
+async def test_base_that_cannot_be_joined_leaves_pocketsphinx_hearing(settings, caplog) -> None:
+    """A full disk, or a storage folder that cannot be written, where base is joined: the bot
+    starts and hears with pocketsphinx, as for any model it cannot have, rather than stopping."""
+    whisper_dir(settings).write_text("")  # not a folder: the join fails as on a full disk
+    with pytest.raises(whisper.WhisperUnavailable, match=r"could not be joined into .*whisper-base"):
+        whisper.resolve_model("base", whisper_dir(settings))
+    caplog.set_level(logging.WARNING)
+    assert await choose_recognizer(multilingual(settings, languages="en")) is None
+    assert "could not be joined" in caplog.text
 
 
 @needs_base

