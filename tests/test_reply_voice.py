@@ -157,6 +157,7 @@ async def test_check_names_the_reply_voice_and_its_licence(settings) -> None:
     assert "licence: GPL-3.0-or-later, meaning model" in line
     line = await check_offline_engine(settings.replace(offline={"voice": "nonsense"}))
     assert "reply voice en-us (eSpeak NG) spoke" in line  # the voice that speaks, not the one asked
+    assert "; not offline.voice nonsense: eSpeak NG has no voice nonsense" in line
 
 
 async def test_the_engine_offers_the_neural_voice_beside_espeaks(settings) -> None:

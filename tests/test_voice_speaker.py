@@ -182,6 +182,22 @@ def test_a_voice_no_offline_engine_has_speaks_in_the_default_voice(reply_voices,
     assert [r.getMessage() for r in caplog.records] == [f"no reply voice 'alloy' here; {JOE} speaks instead"]
 
 
+def test_an_offline_voice_no_engine_has_is_told_once_not_at_every_reply(caplog) -> None:
+    """offline.voice naming a Piper voice voxdesk does not know, or a typo: said at start."""
+    caplog.set_level(logging.WARNING)
+    lacking = ReplyVoices.load("en_US-lessac-medium", [])
+    speaking = ReplySpeaker(lacking, 165)
+    try:
+        for n in range(3):
+            speaking.speak(f"Reply {n}.", None)
+    finally:
+        speaking.close()
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and "en_US-lessac-medium" in said[0] and "en-us" in said[0]
+    assert lacking.default == "en-us" and lacking.fell_back() == "eSpeak NG has no voice en_US-lessac-medium"
+    assert ReplyVoices.load("en-us+f3", []).fell_back() == ""
+
+
 async def test_the_settings_choose_the_speaking_path(settings, piper_texts) -> None:
     turn = TurnState(ToolContext(user_id=NOVA), audio=None, text="hi", history=[], tools=[], voice=JOE)
     on = settings.replace(offline={"voice": "auto", "sentence_cache_mb": 3})

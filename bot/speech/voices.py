@@ -72,21 +72,35 @@ class ReplyVoices:
             why = self.refused.get(configured, "not installed (pip install 'voxdesk[neural]')")
             log.warning("reply voice %s unavailable, eSpeak %s speaks instead: %s", configured, FALLBACK, why)
             return FALLBACK
-        return configured  # an eSpeak voice; a name eSpeak lacks falls back when spoken
+        if not Espeak.shared().has_voice(configured):
+            # Told once here, not by eSpeak at every reply: a Piper voice voxdesk does not know, a typo.
+            log.warning(
+                "offline.voice %r: eSpeak NG has no such voice; eSpeak %s speaks instead",
+                configured,
+                FALLBACK,
+            )
+            return FALLBACK
+        return configured
+
+    def fell_back(self) -> str:
+        """Why replies are not spoken in the voice offline.voice names, in a few words ("" when
+        they are): for the start of the log and `check`."""
+        configured, info = self.configured, self.describe()
+        if configured == info.name or (configured == AUTO and info.engine == "Piper"):
+            return ""
+        if configured == AUTO:
+            refused = f" (refused: {', '.join(self.refused)})" if self.refused else ""
+            return f"offline.voice is auto and no neural voice loads{refused}"
+        if configured in neural.KNOWN:
+            return f"{configured} did not load"
+        return f"eSpeak NG has no voice {configured}"
 
     def in_effect(self) -> str:
         """The voice replies are spoken in, for the start of the log: `auto`, or a voice that
         cannot speak, resolves only here, once the installed neural voices passed their checks."""
-        configured, info = self.configured, self.describe()
-        if configured == info.name or (configured == AUTO and info.engine == "Piper"):
+        info, why = self.describe(), self.fell_back()
+        if not why:
             return f"replies in voice {info.name} ({info.engine})"
-        if configured == AUTO:
-            refused = f" (refused: {', '.join(self.refused)})" if self.refused else ""
-            why = f"offline.voice is auto and no neural voice loads{refused}"
-        elif configured in neural.KNOWN:
-            why = f"{configured} did not load"
-        else:
-            why = f"eSpeak NG has no voice {configured}"
         return f"replies in voice {info.name}: fell back to {info.engine}, {why}"
 
     def names(self) -> list[str]:

@@ -35,6 +35,7 @@ from bot.speech.math_threads import one_blas_thread
 from bot.speech.recognition import AUTO, POCKETSPHINX, WHISPER
 from bot.speech.recognizer import build_domain_model, built_from_current_inputs
 from bot.speech.speaker import ReplySpeaker
+from bot.speech.voices import AUTO as AUTO_VOICE
 from bot.speech.voices import ReplyVoices
 from bot.speech.whisper_recognizer import (
     ENGLISH,
@@ -90,12 +91,16 @@ class OfflineEngine:
         """One line for `check` and the desk: the speech workers answer, the reply voice speaks,
         and which recogniser, voice (with its licence) and meaning model serve players."""
         if isinstance(self.hearing, WorkerHearing):
-            await self.hearing.ping()  # a broken pool fails the check here
+            await self.hearing.ping()  # workers that cannot start fail the check here
         pcm, rate = await asyncio.to_thread(speak_reply, self.reply_voices, "ready", None, self.rate_wpm)
         info = self.reply_voices.describe()
         seconds = len(pcm) / 2 / rate
         spoke = f"reply voice {info.name} ({info.engine}) spoke {seconds:.1f} s, licence: {info.licence}"
         refused = "".join(f"; {name} refused: {why}" for name, why in self.reply_voices.refused.items())
+        configured = self.reply_voices.configured
+        refusal_told = configured in self.reply_voices.refused
+        if configured != AUTO_VOICE and not refusal_told and (why := self.reply_voices.fell_back()):
+            refused += f"; not offline.voice {configured}: {why}"
         heard = describe_recognizer(self.whisper, self.why_not_whisper)
         return f"{heard}, {spoke}{refused}, {meaning.describe()}"
 
