@@ -301,9 +301,9 @@ class WorkerHearing:
             except BrokenProcessPool:
                 if self._closed:
                     raise
-                # Broken before this note came: a worker died while idle. Fresh workers hear it,
-                # since it crashed nothing.
-                log.error("a speech worker died while idle; starting fresh workers")
+                # Broken before this note came (a worker died idle, or on another note): fresh
+                # workers hear it, since it crashed nothing.
+                log.error("a speech worker had died before this note came; starting fresh workers")
                 self._replace(pool)
                 pool = self._pool
                 waiting = loop.run_in_executor(pool, self.job, pcm, rate)
