@@ -74,11 +74,9 @@ class ReplyVoices:
             return FALLBACK
         if not Espeak.shared().has_voice(configured):
             # Told once here, not by eSpeak at every reply: a Piper voice voxdesk does not know, a typo.
-            log.warning(
-                "offline.voice %r: eSpeak NG has no such voice; eSpeak %s speaks instead",
-                configured,
-                FALLBACK,
-            )
+            known = ", ".join(neural.KNOWN)
+            said = "offline.voice %r is neither a neural voice voxdesk knows (%s) nor eSpeak's; %s speaks"
+            log.warning(said, configured, known, FALLBACK)
             return FALLBACK
         return configured
 
