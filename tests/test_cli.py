@@ -635,32 +635,39 @@ def test_check_finds_the_storage_folder_takes_locks_without_making_a_file_there(
 @pytest.mark.parametrize("locks", [True, False])
 def test_check_tests_locks_where_the_file_system_has_no_unnamed_files(settings, monkeypatch, locks) -> None:
     # NFS and CIFS refuse O_TMPFILE, and are where locks are likeliest missing: the test of
-    # locks passed there untried.
+    # locks passed there untried. Where locks work, "" alone cannot tell a lock taken from none
+    # tried: the refusal and the lock taken on the named stand-in are what show it.
     import errno
     import fcntl
 
     from bot.health import cannot_lock
 
     opened, lock = os.open, fcntl.fcntl
+    refused: list[object] = []
+    locked: list[int] = []
 
     def no_unnamed_files(path, flags, *args):
         if flags & os.O_TMPFILE == os.O_TMPFILE:
+            refused.append(path)
             raise OSError(errno.EOPNOTSUPP, "Operation not supported")
         return opened(path, flags, *args)
 
-    def no_locks(fd, cmd, *args):
+    def maybe_locks(fd, cmd, *args):
         if cmd == fcntl.F_OFD_SETLK:
-            raise OSError(errno.ENOLCK, "No locks available")
+            if not locks:
+                raise OSError(errno.ENOLCK, "No locks available")
+            locked.append(fd)
         return lock(fd, cmd, *args)
 
     monkeypatch.setattr(os, "open", no_unnamed_files)
-    if not locks:
-        monkeypatch.setattr(fcntl, "fcntl", no_locks)
+    monkeypatch.setattr(fcntl, "fcntl", maybe_locks)
     before = _files(settings.storage_dir)
     said = cannot_lock(settings.storage_dir)
     assert _files(settings.storage_dir) == before
+    assert refused == [settings.storage_dir]
     if locks:
         assert said == ""
+        assert len(locked) == 1, "no lock was tried on the named stand-in for the unnamed file"
     else:
         assert said.startswith(f"the file system of {settings.storage_dir} takes no file locks (No locks")
 
