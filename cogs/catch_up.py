@@ -23,6 +23,7 @@ kept or had to cut during its shutdown is answered by the new one, not at some l
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import time
@@ -93,6 +94,9 @@ class CatchUp(commands.Cog):
         self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
         self._too_old_counted: dict[int, None] = {}
         self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
+        # Set once the start's catch-up has ended, however it ended: from then on a note sent is
+        # live or the recheck's, never read as the start's own (discord.py's loop has no event).
+        self.caught_up = asyncio.Event()
         self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
 
     async def cog_unload(self) -> None:
@@ -339,6 +343,7 @@ class CatchUp(commands.Cog):
             # overlapping the old process) are found only by the recheck.
             if not self.recheck.is_running():
                 self.recheck.start()
+            self.caught_up.set()
 
     def _say_unread(self, level: int | None = None) -> None:
         """What all the catch-ups owed leave unread, tried in turn at each recheck: said once,

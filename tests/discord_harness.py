@@ -100,13 +100,10 @@ def bot_process(
 
 
 async def caught_up(bot: VoxdeskBot, within: float = 30.0) -> None:
-    """Until the start's catch-up has read every place: the recheck starts once it ends. (A quiet
-    moment in the fake's log is no sign: the catch-up's first read can come later still.) Until
-    then it is work in flight, and reads what a test puts in the channels as its own."""
-    recheck = bot.get_cog("CatchUp").recheck  # type: ignore[union-attr]
-    async with asyncio.timeout(within):
-        while not recheck.is_running():  # noqa: ASYNC110 - discord.py's flag; it has no event
-            await asyncio.sleep(0.02)
+    """Until the start's catch-up has read every place. (A quiet moment in the fake's log is no
+    sign: the catch-up's first read can come later still.) Until then it is work in flight, and
+    reads what a test puts in the channels as its own."""
+    await asyncio.wait_for(bot.get_cog("CatchUp").caught_up.wait(), within)  # type: ignore[union-attr]
 
 
 _NOTES: dict[float, bytes] = {}
