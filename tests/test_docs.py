@@ -350,6 +350,17 @@ def test_scripts_dev_installs_wheels_a_python_it_picks_has_before_newer_sources(
     assert "`pip install --prefer-binary dist/voxdesk-*.whl`" in readme
 
 
+def test_ci_installs_the_wheel_preferring_wheels_as_the_readme_says() -> None:
+    # .ci/run installed the built wheel, and again at the floors, without --prefer-binary: on a
+    # Python some newest dependency has no wheel for (pocketsphinx 5.1.1 on 3.12), CI built it from
+    # source, or failed for want of a compiler, where the README's own command does not.
+    ci = (REPO / ".ci" / "run").read_text(encoding="utf-8")
+    installs = [line for line in ci.splitlines() if "pip install" in line]
+    resolving = [line for line in installs if "--no-deps" not in line]
+    assert len(resolving) == 2, installs  # the wheel, and the wheel at its floors
+    assert all("--prefer-binary" in line for line in resolving), resolving
+
+
 def test_config_toml_and_the_discord_doc_give_the_floor_the_loader_holds_rate_limit_seconds_to() -> None:
     from bot.config import MIN_RATE_LIMIT_SECONDS
 
