@@ -326,6 +326,49 @@ def test_scripts_dev_passes_over_a_python_that_cannot_make_a_venv() -> None:
     assert "python3.13 is 3.13 without venv (install python3.13-venv)" in none.stderr
 
 
+def test_scripts_dev_sets_up_in_the_venv_it_made_when_no_python_can_make_one(tmp_path: Path) -> None:
+    # It stopped at pick-python's refusal (python3.12-venv removed, say) though the .venv it made
+    # before runs and has pip: `bash scripts/dev test` failed on a machine that needed no new venv.
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for name in ("dev", "pick-python"):
+        shutil.copy(REPO / "scripts" / name, repo / "scripts" / name)
+    stubs = tmp_path / "stubs"
+    env = _stub_pythons(stubs)
+    for tool in ("bash", "dirname"):
+        (stubs / tool).symlink_to(shutil.which(tool))
+    (stubs / "dpkg").symlink_to(shutil.which("true"))  # every system package is there
+    (stubs / "python3").write_text('#!/bin/sh\ncase "$*" in *ensurepip*) exit 1 ;; esac\necho 3.12\n')
+    (stubs / "python3").chmod(0o755)
+
+    def dev() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["/bin/bash", str(repo / "scripts" / "dev"), "setup"], env=env, capture_output=True, text=True
+        )
+
+    refused = dev()  # no .venv: nothing to set up in
+    assert refused.returncode == 1 and "python3 is 3.12 without venv" in refused.stderr, refused.stderr
+    venv = repo / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    calls = tmp_path / "calls"
+    (venv / "python").write_text(
+        f'#!/bin/sh\necho "$*" >>{calls}\ncase "$*" in *version_info*) echo 3.12 ;; esac\n'
+        '[ "$*" != "-m pip --version" ] || [ ! -e "$(dirname "$0")/no-pip" ]\n'
+    )
+    (venv / "python").chmod(0o755)
+    (venv / "no-pip").touch()
+    assert dev().returncode == 1  # a .venv without pip will not do
+    (venv / "no-pip").unlink()
+    done = dev()
+    assert done.returncode == 0, done.stderr
+    assert "using .venv as made, with Python 3.12: no Python here could make a new one" in done.stderr
+    installs = [line for line in calls.read_text().splitlines() if line.startswith("-m pip install")]
+    assert installs[:2] == ["-m pip install -q --upgrade pip", "-m pip install -q --prefer-binary -e ."]
+
+
 def test_the_readme_gives_the_cap_on_a_manual_passage_the_model_reads() -> None:
     # A studio's manual section past it is read only in part: the README said nothing of it.
     from bot.tools import MAX_PASSAGE_CHARS
