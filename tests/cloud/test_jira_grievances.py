@@ -191,13 +191,27 @@ async def test_the_background_pusher_pushes_soon_after_register(fake, db) -> Non
         await backend.aclose()
 
 
+class WatchedEvent(asyncio.Event):
+    """An event that tells when someone first waits on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.waited = asyncio.Event()
+
+    async def wait(self) -> bool:
+        self.waited.set()
+        return await super().wait()
+
+
 async def test_closing_as_a_grievance_wakes_the_pusher_still_stops_it(fake, db) -> None:
     # A stop arriving in the same moment as a wake-up (a filing just before shutdown) once left
     # the pusher running and aclose() waiting for it for ever.
     backend = await open_backend(fake, db, push_interval_seconds=30.0)
+    backend._wake = wake = WatchedEvent()
     await backend.start()
-    await asyncio.sleep(0.2)  # the pusher has found nothing and waits to be woken
-    backend._wake.set()
+    # The pusher has found nothing and waits to be woken: a wake before that is no race.
+    await asyncio.wait_for(wake.waited.wait(), 30)
+    wake.set()
     closing = asyncio.ensure_future(backend.aclose())
     done, _ = await asyncio.wait({closing}, timeout=30.0)  # a guard against the hang, not a timing
     if not done:  # cancelling it would also cancel the pusher again, and hide the hang
