@@ -99,6 +99,26 @@ def bot_process(
         process.wait(10)
 
 
+async def logged_in(
+    fake: FakeDiscord, process: subprocess.Popen[bytes], log_path: Path, within: float = 150.0
+) -> None:
+    """Until `process` (see bot_process) has identified to the fake. A start imports and loads the
+    speech models: past a minute on a busy machine, so the bound is the test's own timeout's. A
+    process that exits first fails at once; either failure ends with the process's log."""
+    identified = asyncio.ensure_future(fake.identified.wait())
+    exited = asyncio.ensure_future(asyncio.to_thread(process.wait))  # its thread ends with the kill
+    try:
+        await asyncio.wait({identified, exited}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        identified.cancel()
+        exited.cancel()
+    if not fake.identified.is_set():
+        code = process.poll()
+        why = f"exited with {code}" if code is not None else f"had not logged in after {within:g} s"
+        log = await asyncio.to_thread(log_path.read_text)
+        raise AssertionError(f"`python -m bot run` {why}; its log ends:\n{log[-4000:]}")
+
+
 async def caught_up(bot: VoxdeskBot, within: float = 30.0) -> None:
     """Until the start's catch-up has read every place. (A quiet moment in the fake's log is no
     sign: the catch-up's first read can come later still.) Until then it is work in flight, and

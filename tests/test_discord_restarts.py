@@ -27,6 +27,7 @@ from tests.discord_harness import (
     bot_process,
     caught_up,
     claim_lands_just_after_a_read_looked,
+    logged_in,
     nova,
     quill,
     running_bot,
@@ -827,7 +828,7 @@ async def test_a_note_whose_turn_was_killed_is_answered_after_the_restart(settin
     log_path = tmp_path / "bot.log"
     fake.cdn_stall_seconds = 60  # the turn starts, then waits on its download: a kill lands mid-turn
     with bot_process(settings, fake, log_path) as process:
-        await asyncio.wait_for(fake.identified.wait(), 60)
+        await logged_in(fake, process, log_path)
         note = await fake.send_note(nova, voice_note(), channel_id=ALLOWED_CHANNEL, guild=True)
         await fake.wait_for(lambda rs: any(r.kind == "cdn" for r in rs), 60)
         process.send_signal(signal.SIGKILL)
@@ -835,8 +836,8 @@ async def test_a_note_whose_turn_was_killed_is_answered_after_the_restart(settin
     assert answers(fake, note) == 0
     fake.cdn_stall_seconds = 0
     fake.identified.clear()
-    with bot_process(settings, fake, log_path):
-        await asyncio.wait_for(fake.identified.wait(), 60)
+    with bot_process(settings, fake, log_path) as process:
+        await logged_in(fake, process, log_path)
         await fake.wait_for(lambda _: answers(fake, note) >= 1, 60)
         await settle(fake)
     assert answers(fake, note) == 1, log_path.read_text()
@@ -1610,7 +1611,7 @@ async def test_a_second_sigterm_stops_without_waiting_out_the_grace(settings, fa
     fake.cdn_stall_seconds = 600  # the turn waits on its download for as long as the grace
     grace = {"VOXDESK_DISCORD_SHUTDOWN_GRACE_SECONDS": "600"}
     with bot_process(settings, fake, log_path, grace) as process:
-        await asyncio.wait_for(fake.identified.wait(), 60)
+        await logged_in(fake, process, log_path)
         note = await fake.send_note(nova, voice_note(), channel_id=ALLOWED_CHANNEL, guild=True)
         await fake.wait_for(lambda rs: any(r.kind == "cdn" for r in rs), 60)
         process.send_signal(signal.SIGTERM)
@@ -1630,7 +1631,7 @@ async def test_a_stop_signal_finishes_the_note_in_flight_closes_every_database_a
     log_path = tmp_path / "bot.log"
     grace = {"VOXDESK_DISCORD_SHUTDOWN_GRACE_SECONDS": "120"}
     with bot_process(settings, fake, log_path, grace) as process:
-        await asyncio.wait_for(fake.identified.wait(), 60)
+        await logged_in(fake, process, log_path)
         note = await fake.send_note(nova, voice_note(), stall=2)  # in flight: its download waits
         await fake.wait_for(lambda rs: any(r.kind == "cdn" for r in rs), 60)
         process.send_signal(stop_signal)
