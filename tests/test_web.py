@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import logging
 import re
 import sqlite3
 import time
@@ -319,6 +320,16 @@ async def test_static_files_answer_a_suffix_of_no_bytes_416_as_reply_audio_does(
             assert past.status == 416 and past.headers["Content-Range"] == f"bytes */{size}"
         tail = await client.get("/static/style.css", headers={"Range": "bytes=-16"})
         assert await tail.read() == css[-16:]
+
+
+async def test_a_suffix_of_no_bytes_for_a_missing_static_file_is_404(wsettings, caplog) -> None:
+    # aiohttp's static handler looks for the file only as its answer is sent: asked for no bytes
+    # of a file that is not there, a scanner got a 500 and the log an ERROR traceback each time.
+    async with web_client(wsettings) as (client, _):
+        for method in ("GET", "HEAD"):
+            missing = await client.request(method, "/static/nope.css", headers={"Range": "bytes=-0"})
+            assert missing.status == 404, method
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 # ---- the support desk --------------------------------------------------------------------------
@@ -959,8 +970,6 @@ async def test_a_logout_the_database_refuses_says_so_and_holds_no_lock(wsettings
 
 
 async def test_a_staff_session_web_db_cannot_check_is_the_desks_503_logged_once(wsettings, caplog) -> None:
-    import logging
-
     async with web_client(wsettings) as (client, _):
         assert await log_in(client) == 303
         token = await csrf_of(client, "/desk")

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import sqlite3
+import stat
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -187,10 +188,18 @@ async def static_ranges(request: web.Request, handler: security.Handler) -> web.
         or byte_range(request) != slice(0, 0)
     ):
         return response
-    # The file the handler found (it refused any path outside the folder), as aiohttp sizes it.
+    # The path the handler took (it refused any outside the folder), as aiohttp sizes it. The
+    # handler does not look for the file: FileResponse does as it is sent, and answers one that
+    # is missing, or no regular file, 404 or 403.
     found = Path(route.get_info()["directory"], request.match_info["filename"])
-    size = (await asyncio.to_thread(found.stat)).st_size
-    return web.Response(status=416, headers={"Content-Range": f"bytes */{size}", "Accept-Ranges": "bytes"})
+    try:
+        info = await asyncio.to_thread(found.stat)
+    except OSError:
+        return response
+    if not stat.S_ISREG(info.st_mode):
+        return response
+    headers = {"Content-Range": f"bytes */{info.st_size}", "Accept-Ranges": "bytes"}
+    return web.Response(status=416, headers=headers)
 
 
 def utc_minute(iso: str | None, suffix: bool = True) -> str:
