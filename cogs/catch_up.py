@@ -39,6 +39,7 @@ from bot import sentences as say
 from bot.bounded import remember
 from bot.logs import Outage
 from cogs.bot import VoxdeskBot
+from cogs.limits import InAnyWindow
 from cogs.replies import discords_trouble, from_the_edge, limited_for
 
 if TYPE_CHECKING:
@@ -511,7 +512,10 @@ class CatchUp(commands.Cog):
                 if message.created_at > live_since:
                     # The live limit counts it too: a player whose notes were just read back and
                     # answered gets no fresh flood_notes for the notes they send next.
-                    voice.flood.update_rate_limit(message, message.created_at.timestamp())
+                    sent = message.created_at.timestamp()
+                    flood = voice.flood.get_bucket(message, sent)
+                    assert isinstance(flood, InAnyWindow)  # a per-user mapping makes one per player
+                    flood.count(sent)
             taken[author] = recent
         for message in refused:
             count = answered.get(message.author.id, 0)

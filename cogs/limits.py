@@ -44,10 +44,16 @@ class InAnyWindow(commands.Cooldown):
         self._last = max(self._last, current)  # the mapping drops the bucket `per` after its newest use
         if self.get_tokens(current) < tokens:
             return self._wait(current, tokens)
+        self.count(current, tokens)
+        return None
+
+    def count(self, current: float, tokens: int = 1) -> None:
+        """Count uses decided elsewhere (notes a catch-up answered by its own weighing), even in a
+        window already full: a use newer than the oldest kept holds the next ones back longer."""
+        self._last = max(self._last, current)
         for _ in range(tokens):
             bisect.insort(self._times, current)
         del self._times[: -self.rate or None]
-        return None
 
     def reset(self) -> None:
         super().reset()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import datetime as dt
 import itertools
 import logging
 import os
 import signal
+import time
 import tracemalloc
 import types
 
@@ -275,6 +277,24 @@ async def test_the_flood_limit_holds_in_any_window_not_only_from_a_players_first
         took += [limit.update_rate_limit(as_sent, start + 61) for _ in range(5)]
         assert [t is None for t in took] == [True] * 6 + [False] * 4, what
         assert took[-1] == pytest.approx(58.0), what  # when the notes sent at 59 s leave the window
+
+
+async def test_a_note_a_recheck_answers_holds_the_players_next_notes_back(harness: Harness):
+    # A recheck answers a note a gateway gap hid from the live path, sent after notes that had
+    # filled the player's window. Not counted because that window was full, it let the player
+    # have a whole fresh limit as soon as those older notes left it.
+    voice, catch_up = harness.bot.get_cog("VoiceNotes"), harness.bot.get_cog("CatchUp")
+    rate, per = harness.bot.discord_settings.flood_notes, harness.bot.discord_settings.flood_seconds
+    player = types.SimpleNamespace(id=nova.id)
+    as_sent = types.SimpleNamespace(author=player)
+    now = time.time()
+    assert [voice.flood.update_rate_limit(as_sent, now - per + 5) for _ in range(rate)] == [None] * rate
+    hidden = types.SimpleNamespace(
+        id=820000000000000001, author=player, created_at=dt.datetime.fromtimestamp(now - per / 3, dt.UTC)
+    )
+    assert catch_up._within_flood_limit(voice, [hidden], set()) == [hidden.id]
+    later = now + 6  # the first notes have left the window; the hidden one has not
+    assert voice.flood.get_bucket(as_sent, later).get_tokens(later) == rate - 1
 
 
 async def test_two_bots_of_an_overlapping_deploy_tell_each_word_about_a_note_once(settings, fake):
