@@ -230,14 +230,18 @@ async def _cancelled(task: asyncio.Future[str]) -> None:
 class AutocompleteNotAnError(logging.Filter):
     """discord.py sends an autocomplete's suggestions itself and logs their refusal with its
     traceback: refused as answered (40060), another process of this bot sent theirs, which is
-    no error; rate limited for longer than rate_limit_seconds, Discord's trouble, said in one
-    line. On discord.py's app-command logger."""
+    no error; refused as too late (10062), the event reached the bot past Discord's 3 s and the
+    player has typed on, and rate limited for longer than rate_limit_seconds: Discord's trouble,
+    said in one line. On discord.py's app-command logger."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         exc = getattr(exc, "original", exc)  # wrapped in a CommandInvokeError or not
         if isinstance(exc, discord.HTTPException) and exc.code == ALREADY_ACKNOWLEDGED:
             log.info("an autocomplete was answered by another process of this bot")
+            return False
+        if isinstance(exc, discord.HTTPException) and exc.code == UNKNOWN_INTERACTION:
+            log.warning("an autocomplete was not answered: Discord no longer takes it (10062)")
             return False
         if isinstance(exc, discord.RateLimited):
             log.warning("an autocomplete was not answered: %s", limited_for(exc))

@@ -1243,3 +1243,22 @@ async def test_an_answer_rate_limited_for_less_than_the_cap_is_waited_out(harnes
     )
     assert "GRV-10" in private_text(answer[0])
     assert [r.error for r in fake.interaction_records(interaction)] == [429, None]
+
+
+async def test_suggestions_discord_no_longer_takes_are_one_warning_not_a_traceback(
+    settings, fake: FakeDiscord, caplog
+):
+    """Suggestions sent after Discord's 3 s for them (the event reached the bot late) are refused
+    as "Unknown interaction": the player typed on, nothing failed here."""
+    fake.first_response_within = 3.0
+    fake.expect_refusals()
+    async with running_bot(settings, fake):
+        with caplog.at_level("WARNING"):
+            typing = [option("voice", "ba", focused=True)]
+            interaction = await fake.slash(nova, "voice", typing, autocomplete=True, ago=3.5)
+            await fake.wait_for(lambda _: fake.interaction_records(interaction))
+            await _until(lambda: [r for r in caplog.records if "autocomplete" in r.getMessage()])
+    assert [r.error for r in fake.interaction_records(interaction)] == [10062]
+    (said,) = [r for r in caplog.records if "autocomplete" in r.getMessage()]
+    assert said.levelname == "WARNING" and "10062" in said.getMessage()
+    assert said.exc_info is None
