@@ -268,13 +268,17 @@ SLASH_ALREADY_FILED = (
 SLASH_FILED = (
     "Filed ticket `{ticket_key}` ({category}); status **{status}**. Ask `/grievance status` any time."
 )
-NOTHING_TO_FORGET = "There was nothing to forget: we start afresh anyway."
-# What /forget leaves is said too: a player who asked to be forgotten may think it was everything.
-FORGOTTEN = (
-    "Done: I've forgotten our conversations (every DM and channel); your next note starts afresh."
-    " I keep your tickets and a month of their news, your /voice, /replies and /notify choices, a"
+# What /forget leaves is said too, with or without a conversation to forget: a player who asked
+# to be forgotten may think it was everything.
+_KEPT_AFTER_FORGET = (
+    "I keep your tickets and a month of their news, your /voice, /replies and /notify choices, a"
     " month of usage figures and which of your notes I've answered; the support team can erase most"
     " of that on request."
+)
+NOTHING_TO_FORGET = "There was no conversation to forget; your next note starts afresh. " + _KEPT_AFTER_FORGET
+FORGOTTEN = (
+    "Done: I've forgotten our conversations (every DM and channel); your next note starts afresh. "
+    + _KEPT_AFTER_FORGET
 )
 UNKNOWN_VOICE = "I don't know the voice “{voice}”. Pick one of: {voices}."
 VOICE_CHOSEN = "From now on I'll answer you in the voice **{voice}**."

@@ -207,6 +207,14 @@ async def test_forget_clears_the_conversation(harness: Harness):
     assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
 
 
+async def test_forget_with_no_conversation_still_says_what_stays(harness: Harness):
+    """A player asking to be forgotten before they ever spoke has tickets, choices and figures
+    kept all the same: "nothing to forget" alone would tell them nothing is kept."""
+    said = await ask(harness.fake, nova, "forget", [], guild=False)
+    assert said.startswith("There was no conversation to forget")
+    assert "I keep your tickets" in said and "support team can erase" in said
+
+
 async def test_forget_while_a_note_is_answered_still_starts_the_next_afresh(settings, fake: FakeDiscord):
     engine = FrontendEngine()
     async with running_bot(settings, fake, engine=engine):
