@@ -16,6 +16,7 @@ import discord
 from bot import __version__, logs
 from bot.config import Settings, require_discord_token
 from cogs.bot import MESSAGE_CONTENT_OFF, VoxdeskBot
+from cogs.replies import limited_for
 
 if TYPE_CHECKING:
     from bot.app import App
@@ -250,6 +251,14 @@ def sync(settings: Settings, guild_id: int | None, clear: bool = False) -> int:
         return 2
     except discord.HTTPException as exc:
         log.error("%s", refused_sync(exc, guild_id))
+        return DISCORD_REFUSED
+    except discord.RateLimited as exc:
+        # Longer than rate_limit_seconds (Discord's 200 command creations a day in a guild): not
+        # waited out, as the bot's other requests are not.
+        where = f"guild {guild_id}" if guild_id else "Discord (global)"
+        log.error(
+            "Discord did not take the commands for %s: %s; run sync again after that", where, limited_for(exc)
+        )
         return DISCORD_REFUSED
     except aiohttp.ClientError as exc:
         log.error("could not reach Discord to publish the commands: %s", exc)

@@ -1010,6 +1010,34 @@ async def test_sync_refused_for_a_guild_says_why_in_one_line(settings, monkeypat
     assert "Missing Access (50001)" in line and "applications.commands" in line
 
 
+async def test_sync_rate_limited_for_long_says_so_in_one_line(settings, monkeypatch):
+    """Discord holds an application to 200 command creations a day in a guild: a sync past that
+    (a deploy script re-running it, `--clear` and back) is answered with a 429 of hours, which
+    the bot's client does not wait out (rate_limit_seconds)."""
+
+    async def limited(self: FakeDiscord, request: web.Request) -> web.Response:
+        self.retry_after = 7200.0
+        return self._rate_limited("commands", global_=False)
+
+    monkeypatch.setattr(FakeDiscord, "_sync", limited)
+    async with serving() as fake:
+        env = {
+            **os.environ,
+            **fake.settings_env(),
+            "DISCORD_TOKEN": TOKEN,
+            "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
+        }
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "sync", "--guild", str(GUILD_ID), env=env, cwd=REPO, stderr=PIPE
+        )
+        _, err = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 5
+    said = err.decode()
+    assert "Traceback" not in said  # discord.py's own warning of the 429, then why sync stopped
+    (line,) = [line for line in said.splitlines() if "ERROR" in line]
+    assert "rate limited for 7200 s" in line and f"guild {GUILD_ID}" in line
+
+
 async def test_a_filing_whose_answer_discord_rate_limits_for_long_reaches_the_player_by_dm(
     settings, fake: FakeDiscord, caplog
 ):
