@@ -85,10 +85,12 @@ def run(settings: Settings, verbose: bool = False) -> int:
         return 2
     except discord.PrivilegedIntentsRequired:
         return INTENT_WITHDRAWN  # said in one line as the gateway closed (_serve)
-    except (aiohttp.ClientError, discord.HTTPException) as exc:
+    except (aiohttp.ClientError, discord.HTTPException, discord.RateLimited) as exc:
         # Logging in is the one call whose failure ends `run`: once connected, discord.py
-        # reconnects by itself. A 5xx comes here after discord.py's own retries.
-        log.error("could not reach Discord to log in: %s", exc)
+        # reconnects by itself. A 5xx comes here after discord.py's own retries, and a rate limit
+        # longer than rate_limit_seconds (a supervisor restarting the bot in a loop) at once.
+        why = limited_for(exc) if isinstance(exc, discord.RateLimited) else exc
+        log.error("could not reach Discord to log in: %s", why)
         return DISCORD_REFUSED
     return 0
 

@@ -247,6 +247,32 @@ def test_run_that_cannot_reach_discord_says_so_and_exits_5(settings) -> None:
     assert "could not reach Discord" in last and "127.0.0.1:9" in last, last
 
 
+async def test_run_whose_login_discord_rate_limits_for_long_says_so_and_exits_5(
+    settings, monkeypatch
+) -> None:
+    """A 429 of hours on logging in (a supervisor restarting the bot in a loop) is not waited out
+    (rate_limit_seconds): one line and status 5, as for any Discord that cannot be reached."""
+    import asyncio
+
+    from tests.fakes.discord_server import TOKEN, FakeDiscord, serving
+
+    async def limited(self: FakeDiscord, request: object) -> object:
+        self.retry_after = 7200.0
+        return self._rate_limited("me", global_=False)
+
+    monkeypatch.setattr(FakeDiscord, "_me", limited)
+    async with serving() as fake:
+        env = {**os.environ, **fake.settings_env(), "DISCORD_TOKEN": TOKEN, "VOXDESK_OFFLINE_WORKERS": "1"}
+        env["VOXDESK_STORAGE_DIR"] = str(settings.storage_dir)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", env=env, cwd=REPO, stderr=subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(process.communicate(), 120)
+    said = err.decode()
+    assert process.returncode == 5 and "Traceback" not in said, said
+    assert "could not reach Discord to log in: rate limited for 7200 s" in said, said
+
+
 def test_a_store_that_fails_after_opening_its_file_is_one_line_and_the_process_ends(settings) -> None:
     # Opening a store does more than open its file (columns, indexes, pruning); a failure there
     # (here an index the rows break; in life a database locked past its wait) left the connection
