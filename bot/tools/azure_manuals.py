@@ -126,12 +126,18 @@ def _first_line(exc: BaseException) -> str:
     return lines[0] if lines else type(exc).__name__
 
 
+def _missing_index(exc: BaseException) -> bool:
+    return isinstance(exc, ResourceNotFoundError) or _status(exc) == 404
+
+
 def _problem(exc: BaseException) -> str | None:
     """ "credentials" or "configuration" when the operator must fix something, else None."""
     status = _status(exc)
     if isinstance(exc, ClientAuthenticationError) or status in (401, 403):
         return "credentials"
-    if isinstance(exc, ResourceNotFoundError) or status == 404:
+    # A 400 to the queries this module builds is the index refusing them (a field the bot reads
+    # missing or not searchable, an unknown semantic configuration): waiting cures nothing.
+    if _missing_index(exc) or status == 400:
         return "configuration"
     return None
 
@@ -141,7 +147,7 @@ def describe(exc: BaseException, settings: SearchSettings) -> str:
     endpoint, status, problem = shown_url(settings.endpoint), _status(exc), _problem(exc)
     if problem == "credentials":
         return f"AZURE_SEARCH_API_KEY was refused ({status}) by {endpoint}: check the key"
-    if problem == "configuration":
+    if _missing_index(exc):
         return f"index '{settings.index}' not found at {endpoint}: run `python -m bot index-manuals`"
     if isinstance(exc, TimeoutError):
         return f"no answer from {endpoint} within {_budget(settings):.0f} s"
@@ -265,8 +271,9 @@ class AzureSearchManuals:
         try:
             async with asyncio.timeout(_budget(settings)):
                 count = await self._client.get_document_count()
-                if settings.semantic_configuration and count:
-                    # Proves the semantic configuration exists, which counting cannot.
+                if count:
+                    # A question's own request proves what counting cannot: the fields it reads
+                    # and searches are in the index, and any semantic configuration exists.
                     results = await self._client.search(**(self._query("manual", 1) or {}))
                     _ = [doc async for doc in results]
         except (AzureError, TimeoutError) as exc:

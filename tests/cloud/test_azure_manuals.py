@@ -325,7 +325,7 @@ async def test_syntax_through_the_tool_returns_normally(
 # ---- failures -----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("failure", ["500", "hang", "stopped", "403", "no index"])
+@pytest.mark.parametrize("failure", ["500", "hang", "stopped", "403", "no index", "field missing"])
 async def test_search_down_is_a_sentence_the_player_hears(
     settings: Settings, fake: FakeSearch, scripted_app_engine, caplog: pytest.LogCaptureFixture, failure: str
 ) -> None:
@@ -340,6 +340,10 @@ async def test_search_down_is_a_sentence_the_player_hears(
             fake.fail_with(403)
         elif failure == "stopped":
             await fake.stop()
+        elif failure == "field missing":  # a 400 no retry or wait cures: the operator's to fix
+            fields = fake.indexes["manuals"].definition["fields"]
+            fake.indexes["manuals"].definition["fields"] = [f for f in fields if f["name"] != "text"]
+            fake.expect_violations()
         before = len(fake.searches)
         with caplog.at_level(logging.WARNING):
             result = await ask(app, "how do I pair my controller")
@@ -351,13 +355,14 @@ async def test_search_down_is_a_sentence_the_player_hears(
         "stopped": "cannot reach",
         "403": "credentials problem: AZURE_SEARCH_API_KEY was refused (403)",
         "no index": "index 'missing' not found",
+        "field missing": "configuration problem: http://127.0.0.1",
     }[failure]
     assert expected in logged
     assert fake.api_key not in caplog.text
     # A 500 is tried again once (retries = 1); a search POST is not after a read timeout, so a
     # hanging service costs one 1 s timeout, and the SDK's "Timeout" above (not the call's budget)
     # shows that timeout is what ended it.
-    sent = {"500": 2, "hang": 1, "403": 1, "no index": 1, "stopped": 0}[failure]
+    sent = {"500": 2, "hang": 1, "403": 1, "no index": 1, "stopped": 0, "field missing": 1}[failure]
     assert len(fake.searches) - before == sent
 
 
@@ -437,6 +442,9 @@ async def test_check_counts_the_documents(fake: FakeSearch) -> None:
         ("empty index", r"^index 'manuals' is empty: run `python -m bot index-manuals`$"),
         ("stopped", r"^cannot reach http://127\.0\.0\.1:\d+: .+"),
         ("semantic missing", r"^http://127\.0\.0\.1:\d+ answered 400: Semantic configuration 'nope' is not"),
+        # An index another tool made under this name: counting its documents works, every
+        # question asking for the fields the bot reads would fail.
+        ("field missing", r"^http://127\.0\.0\.1:\d+ answered 400: Invalid \$select: unknown field 'source'"),
     ],
 )
 async def test_check_names_the_reason(fake: FakeSearch, case: str, reason: str) -> None:
@@ -455,6 +463,12 @@ async def test_check_names_the_reason(fake: FakeSearch, case: str, reason: str) 
     elif case == "semantic missing":
         settings = search_settings(fake, semantic_configuration="nope")
         fake.expect_violations()  # the service refuses it with a 400, which check() must explain
+    elif case == "field missing":
+        index = fake.indexes["manuals"]
+        index.definition["fields"] = [f for f in index.definition["fields"] if f["name"] != "source"]
+        for document in index.documents.values():
+            del document["source"]
+        fake.expect_violations()
     manuals = await AzureSearchManuals.open(settings, key)
     try:
         with pytest.raises(SearchServiceError) as raised:
