@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import logging
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -59,6 +61,9 @@ FIELDS = ["key", "title", "text", "source"]
 SCORING_PROFILE = "title-first"
 ANALYZER = "en.lucene"  # English stemming and stopwords, like the embedded index's porter tokenizer
 BATCH = 500  # documents per indexing request; the service takes up to 1000
+# JSON bytes per indexing request: the service refuses one over 16 MB with a 413, which the async
+# SDK's own splitting of a batch answers with a TypeError (azure-search-documents 12.0.0).
+BATCH_BYTES = 12 * 1024 * 1024
 _VALID_KEY = re.compile(r"^[A-Za-z0-9\-=][A-Za-z0-9_\-=]{0,1023}$")
 _TAG = re.compile(r"</?em>")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
@@ -346,6 +351,23 @@ async def _ensure_index(indexes: SearchIndexClient, settings: SearchSettings) ->
     return "already there"
 
 
+def _batches(documents: list[dict[str, str]]) -> Iterator[list[dict[str, str]]]:
+    """The documents in order, in requests of at most BATCH documents and about BATCH_BYTES; a
+    document larger than that alone, for the service to accept or refuse."""
+    batch: list[dict[str, str]] = []
+    size = 0
+    for document in documents:
+        # ASCII-escaped JSON is at least as long as what the SDK sends; 64 for the action's name.
+        length = len(json.dumps(document)) + 64
+        if batch and (len(batch) >= BATCH or size + length > BATCH_BYTES):
+            yield batch
+            batch, size = [], 0
+        batch.append(document)
+        size += length
+    if batch:
+        yield batch
+
+
 def _document(chunk: Chunk) -> dict[str, str]:
     return {"key": document_key(chunk.key), "title": chunk.title, "text": chunk.text, "source": chunk.source}
 
@@ -375,8 +397,8 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
             state = await _ensure_index(indexes, settings)
         async with SearchClient(endpoint, settings.index, credential, **options) as client:
             results = []
-            for start in range(0, len(documents), BATCH):
-                results += await client.merge_or_upload_documents(documents[start : start + BATCH])
+            for batch in _batches(documents):
+                results += await client.merge_or_upload_documents(batch)
             refused = [r for r in results if not r.succeeded]
             if refused:
                 first = refused[0]

@@ -135,6 +135,22 @@ async def test_document_keys_are_valid_azure_keys(fake: FakeSearch, tmp_path: Pa
     assert set(fake.documents("manuals")) == keys  # stable: a re-run finds the same keys
 
 
+async def test_manuals_over_the_services_request_limit_are_uploaded_in_smaller_batches(
+    fake: FakeSearch, tmp_path: Path
+) -> None:
+    # 18 sections of about a megabyte: well under 500 documents, yet 17 MB, past one request's 16.
+    words = " ".join(f"word{i:060d}" for i in range(15_000))  # long words: few for the fake to rank
+    for n in range(3):
+        sections = "".join(f"## Part {k}\n\n{words}.\n\n" for k in range(6))
+        (tmp_path / f"big-{n}.md").write_text(f"# Big {n}\n\n{sections}")
+    summary = await index_manuals(search_settings(fake), fake.api_key, tmp_path)
+
+    assert "18 passages from 3 manuals" in summary and "(18 added" in summary
+    assert len(fake.documents("manuals")) == 18
+    indexed = [r for r in fake.received if r.operation == "index"]
+    assert len(indexed) >= 2 and sum(len(r.body["value"]) for r in indexed) == 18
+
+
 async def test_a_query_key_cannot_index(fake: FakeSearch) -> None:
     with pytest.raises(SearchServiceError, match=r"AZURE_SEARCH_API_KEY was refused \(403\)") as raised:
         await index_manuals(search_settings(fake), fake.query_key, MANUALS)

@@ -4,7 +4,8 @@ It speaks the REST protocol the SDK sends (api-version 2026-04-01): indexes crea
 updated and deleted at `/indexes('name')`, documents indexed with `docs/search.index`, searched
 with `docs/search.post.search`, counted with `docs/$count`, read with `docs('key')`. It checks the
 `api-key` header (401 without one, 403 for a wrong one or a query key writing), the api-version,
-and the shape of every body, refusing what the real service would refuse.
+and the shape of every body, refusing what the real service would refuse (a request over 16 MB
+with a 413).
 
 Ranking is BM25 over the index's searchable fields, weighted by the index's scoring profile,
 with English stemming for fields whose analyzer is English. It runs on SQLite's FTS5 (porter
@@ -66,6 +67,7 @@ _DOC = re.compile(r"^/docs(?:\('(?P<q>[^']*)'\)|/(?P<p>[^/]+))$")
 _TERM = re.compile(r"\w+")
 SIMPLE_OPERATORS = set('+|-"*()\\')
 SEMANTIC_ERROR_REASONS = {"maxWaitExceeded", "capacityOverloaded", "transient"}
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
 
 
 class SearchError(Exception):
@@ -144,7 +146,8 @@ class FakeSearch(Strict):
     # ---- lifecycle -------------------------------------------------------------------
 
     async def start(self, port: int = 0) -> FakeSearch:
-        app = web.Application(client_max_size=32 * 1024 * 1024)
+        # The real service refuses an indexing request over 16 MB with a 413.
+        app = web.Application(client_max_size=MAX_REQUEST_BYTES)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._released = asyncio.Event()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
