@@ -30,6 +30,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
+from azure.core.pipeline.policies import AsyncRetryPolicy
 from azure.search.documents.aio import SearchClient
 from azure.search.documents.indexes.aio import SearchIndexClient
 from azure.search.documents.indexes.models import (
@@ -98,19 +99,39 @@ def _check_endpoint(endpoint: str) -> str:
     return endpoint.strip().rstrip("/")
 
 
+class _ShortWaits(AsyncRetryPolicy):
+    """azure-core's retries, but a Retry-After longer than one request's timeout is not waited
+    out: the service's refusal (a 429 or 503 asking for a minute) ends the call at once, instead
+    of holding the player until the call's budget runs out and logging no answer at all."""
+
+    def __init__(self, longest_wait: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._longest_wait = longest_wait
+
+    def is_retry(self, settings: dict[str, Any], response: Any) -> bool:
+        wait = self.get_retry_after(response)
+        if wait is not None and wait > self._longest_wait:
+            return False
+        return super().is_retry(settings, response)
+
+
 def _client_options(settings: SearchSettings) -> dict[str, Any]:
     """Timeouts and the SDK's own retries (with backoff).
 
     azure-core retries a search (a POST) on 500, 503 and 504 but not after a read timeout, so a
     hanging service costs a player one timeout; GETs such as the document count retry on both.
     """
+    retries = settings.retries
     return {
         "connection_timeout": settings.timeout_seconds,
         "read_timeout": settings.timeout_seconds,
-        "retry_total": settings.retries,
-        "retry_connect": settings.retries,
-        "retry_read": settings.retries,
-        "retry_status": settings.retries,
+        "retry_policy": _ShortWaits(
+            settings.timeout_seconds,
+            retry_total=retries,
+            retry_connect=retries,
+            retry_read=retries,
+            retry_status=retries,
+        ),
     }
 
 

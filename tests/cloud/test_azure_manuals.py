@@ -382,6 +382,28 @@ async def test_search_down_is_a_sentence_the_player_hears(
     assert len(fake.searches) - before == sent
 
 
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_service_asking_for_a_long_wait_is_unavailable_at_once(
+    fake: FakeSearch, caplog: pytest.LogCaptureFixture, status: int
+) -> None:
+    # Throttled with a minute's Retry-After: waited out, the player would hear nothing until the
+    # call's budget ran out, and the log would blame a service that did answer.
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        fake.fail_with(status, retry_after=60)
+        with caplog.at_level(logging.INFO, logger="bot.tools.azure_manuals"):
+            with pytest.raises(ToolError, match="unavailable right now"):
+                await manuals.search("I want a refund", 3)
+        fake.fail_with(status, retry_after=0.1, times=1)  # a short wait is still waited out
+        assert (await manuals.search("I want a refund", 3))[0].source == "refunds.md"
+    finally:
+        await manuals.aclose()
+    logged = [r.getMessage() for r in caplog.records]
+    assert any(f"answered {status}: scripted failure" in line for line in logged), logged
+
+
 async def test_search_recovers_after_a_blip_and_a_restart(fake: FakeSearch) -> None:
     settings = search_settings(fake)
     await index_manuals(settings, fake.api_key, MANUALS)

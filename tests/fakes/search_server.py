@@ -19,7 +19,8 @@ syntax (queryType simple, and semantic's keyword half) never fails to parse, so 
 Lucene that does not parse is a 400, as on the real service.
 
 Switches: `fail_with(500)`, `fail_with(403)`, `fail_with(hang=30)` (longer than the client's
-timeout), each for every request until `recover()` or for `times` requests; and
+timeout), `fail_with(429, retry_after=60)` (throttled, with the wait the service asks for), each
+for every request until `recover()` or for `times` requests; and
 `fail_semantic("capacityOverloaded")`, a semantic ranker that fails while keyword search works: a
 query that asked for `semanticErrorHandling: partial` gets the keyword results with a 206, as on
 the real service, any other semantic query a 503.
@@ -94,6 +95,7 @@ class Failure:
     status: int = 500
     hang: float = 0.0
     times: int | None = None  # None: until recover()
+    retry_after: float | None = None  # seconds, sent in a Retry-After header
 
 
 @dataclass
@@ -166,8 +168,15 @@ class FakeSearch(Strict):
     def endpoint(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def fail_with(self, status: int = 500, *, hang: float = 0.0, times: int | None = None) -> None:
-        self.failures = [Failure(status, hang, times)]
+    def fail_with(
+        self,
+        status: int = 500,
+        *,
+        hang: float = 0.0,
+        times: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.failures = [Failure(status, hang, times, retry_after)]
 
     def recover(self) -> None:
         self.failures = []
@@ -266,7 +275,10 @@ class FakeSearch(Strict):
         if failure.hang:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._released.wait(), failure.hang)
-        return _error(failure.status, "scripted failure")
+        response = _error(failure.status, "scripted failure")
+        if failure.retry_after is not None:
+            response.headers["Retry-After"] = f"{failure.retry_after:g}"
+        return response
 
     def _lookup(self, name: str | None) -> FakeIndex:
         if name not in self.indexes:
