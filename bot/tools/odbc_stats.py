@@ -106,6 +106,17 @@ def describe(exc: BaseException) -> str:
     return redact(text.strip().splitlines()[0] if text.strip() else type(exc).__name__)
 
 
+def _cause(exc: BaseException) -> str:
+    """What an outage is, to tell a new one from the same one going on: a driver error's SQLSTATE
+    and native error numbers, not its words, which Azure SQL makes new with every attempt (40613
+    names the session tracing id, 40501 an incident id)."""
+    if isinstance(exc, pyodbc.Error) and len(exc.args) >= 2:
+        codes = sorted({int(n) for n in _NATIVE_ERROR.findall(str(exc.args[1]))})
+        if codes:
+            return f"SQLSTATE {exc.args[0]} {codes}"
+    return describe(exc)
+
+
 class OdbcStatsError(Exception):
     """`check()` could not reach the database; the message is the driver's reason, scrubbed."""
 
@@ -157,8 +168,7 @@ class OdbcStats:
                 lambda fetch: stats_sql.player_summary(fetch, user_id, dialect, self._ranking)
             )
         except (pyodbc.Error, TimeoutError) as exc:
-            why = describe(exc)
-            self._outage.failed(why, "player stats query failed: %s", why)
+            self._outage.failed(_cause(exc), "player stats query failed: %s", describe(exc))
             raise ToolError(say.STATS_UNAVAILABLE) from None
         self._outage.answered()
         return summary

@@ -11,7 +11,9 @@ import asyncio
 import logging
 import re
 import sqlite3
+import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
@@ -456,6 +458,36 @@ async def test_sql_down_for_many_players_is_one_error_and_its_end_one_line(
     assert failed_lines == [logging.ERROR, logging.INFO, logging.INFO]
     assert (logging.INFO, "player stats: the database answers again") in said
     assert not [m for level, m in said if level >= logging.WARNING and "query failed" not in m]
+
+
+async def test_an_azure_failover_asked_about_by_many_players_is_one_error(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Azure SQL words each refusal afresh: 40613 names the attempt's session tracing id (40501 an
+    # incident id), so an outage told by its words was news, at ERROR, with every player who asked.
+    async def unavailable(conn: aioodbc.connection.Connection) -> None:
+        raise driver_error(
+            "HY000",
+            "[SQL Server]Database 'players' on server 'studio' is not currently available. Please retry"
+            " the connection later. If the problem persists, contact customer support, and provide"
+            f" them the session tracing ID of '{{{uuid.uuid4()}}}'.",
+            40613,
+            "SQLDriverConnect",
+        )
+
+    monkeypatch.setattr(aioodbc.connection.Connection, "_connect", unavailable)
+    caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
+    azure = replace(FAST, dialect="sqlserver")  # where 40613 is retried
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), azure)
+    try:
+        for who in (NOVA, QUILL, BLAZE):
+            with pytest.raises(ToolError):
+                await stats.player_summary(who)
+    finally:
+        await stats.aclose()
+    failed = [r for r in caplog.records if r.getMessage().startswith("player stats query failed")]
+    assert [r.levelno for r in failed] == [logging.ERROR, logging.INFO, logging.INFO]
+    assert all("not currently available" in r.getMessage() for r in failed)
 
 
 async def test_a_database_locked_beyond_the_retries_is_unavailable(
