@@ -205,6 +205,8 @@ class AzureSearchManuals:
         self._settings = settings
         # Every player's question meets an outage: said once a reason, not once a question.
         self._outage = Outage(log, "manuals search: the search service answers again", quiet=logging.INFO)
+        # A reranker overloaded, or out of its free quota, fails every question for hours.
+        self._reranker = Outage(log, "manuals search: semantic ranking works again", quiet=logging.INFO)
 
     @classmethod
     async def open(cls, settings: SearchSettings, api_key: str) -> AzureSearchManuals:
@@ -260,8 +262,13 @@ class AzureSearchManuals:
             self._log_failure(exc)
             raise ToolError(say.MANUALS_UNAVAILABLE) from exc
         self._outage.answered()
-        if options.get("query_type") == "semantic" and docs and docs[0].get("@search.reranker_score") is None:
-            log.warning("manuals search: semantic ranking failed, answering from keyword ranking")
+        if options.get("query_type") == "semantic" and docs:
+            if docs[0].get("@search.reranker_score") is None:
+                self._reranker.failed(
+                    "reranker", "manuals search: semantic ranking failed, answering from keyword ranking"
+                )
+            else:
+                self._reranker.answered()
         passages: list[Passage] = []
         for doc in [d for d, e in zip(docs, found, strict=True) if e.answers(every_known)][:top]:
             reranked = doc.get("@search.reranker_score")

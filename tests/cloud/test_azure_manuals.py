@@ -246,6 +246,29 @@ async def test_a_failing_semantic_ranker_still_answers_from_keyword_ranking(
     assert "semantic ranking failed, answering from keyword ranking" in caplog.text
 
 
+async def test_a_semantic_ranker_failing_for_many_questions_is_one_warning_and_its_end_one_line(
+    fake: FakeSearch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An overloaded reranker (or a spent free quota) fails every question for hours.
+    settings = search_settings(fake, semantic_configuration="manuals-semantic")
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        with caplog.at_level(logging.INFO, logger="bot.tools.azure_manuals"):
+            fake.fail_semantic("capacityOverloaded")
+            for _ in range(3):
+                assert await manuals.search("I want a refund", 3)
+            fake.recover()
+            for _ in range(2):
+                assert await manuals.search("I want a refund", 3)
+    finally:
+        await manuals.aclose()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "bot.tools.azure_manuals"]
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO, logging.INFO, logging.INFO]
+    assert all("answering from keyword ranking" in m for _, m in said[:3])
+    assert said[3][1] == "manuals search: semantic ranking works again"
+
+
 async def test_a_semantic_configuration_is_added_to_an_existing_index(fake: FakeSearch) -> None:
     await index_manuals(search_settings(fake), fake.api_key, MANUALS)
     summary = await index_manuals(search_settings(fake, semantic_configuration="sem"), fake.api_key, MANUALS)
