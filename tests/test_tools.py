@@ -1,5 +1,6 @@
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import subprocess
@@ -241,14 +242,39 @@ async def test_a_model_cannot_ask_for_another_players_stats(settings, scripted_a
     assert own["player_name"] == "Nova"
 
 
-async def test_a_stats_database_that_fails_says_stats_are_unavailable(settings, scripted_app_engine) -> None:
+async def test_a_stats_database_that_fails_says_stats_are_unavailable(
+    settings, scripted_app_engine, caplog
+) -> None:
     from bot import sentences as say
 
-    with sqlite3.connect(storage_paths(settings).players) as conn:
+    players = storage_paths(settings).players
+    with sqlite3.connect(players) as conn:
         conn.execute("ALTER TABLE achievements RENAME TO achievements_away")
     async with running_app(settings, scripted_app_engine) as app:
-        result = await run(app, NOVA, "get_player_stats")
-    assert result == {"error": say.STATS_UNAVAILABLE}  # not "that part of me isn't working"
+        with caplog.at_level(logging.INFO, logger="bot.tools.embedded"):
+            results = [await run(app, who, "get_player_stats") for who in (NOVA, BLAZE, QUILL)]
+            with sqlite3.connect(players) as conn:
+                conn.execute("ALTER TABLE achievements_away RENAME TO achievements")
+            assert (await run(app, NOVA, "get_player_stats"))["player_name"] == "Nova"
+    assert results == [{"error": say.STATS_UNAVAILABLE}] * 3  # not "that part of me isn't working"
+    # Said once, as on ODBC: not an ERROR for every player who asks meanwhile.
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "bot.tools.embedded"]
+    assert [level for level, _ in said] == [logging.ERROR, logging.INFO, logging.INFO, logging.INFO]
+    assert "no such table: achievements" in said[0][1]
+    assert said[-1][1] == "player stats: the database answers again"
+
+
+@pytest.mark.parametrize("table", ["game_sessions", "achievements"])
+async def test_check_of_the_embedded_stats_fails_when_a_table_a_summary_reads_is_missing(
+    settings, table
+) -> None:
+    # Only the players table was counted: check said all was well while every question failed.
+    from bot.health import check_all
+
+    with sqlite3.connect(storage_paths(settings).players) as conn:
+        conn.execute(f"ALTER TABLE {table} RENAME TO {table}_away")
+    lines = {r.service: r for r in await check_all(settings)}
+    assert not lines["stats"].ok and f"no such table: {table}" in lines["stats"].detail
 
 
 async def test_unlinked_user_gets_a_polite_answer(settings, scripted_app_engine) -> None:

@@ -14,6 +14,7 @@ import aiosqlite
 
 from bot import sentences as say
 from bot.db import naming, only_in_log, open_read_only, open_sqlite, readable, refuse_newer
+from bot.logs import Outage
 from bot.tools import stats_sql
 from bot.tools.base import Passage, PlayerSummary, ToolError
 from bot.tools.manual_chunks import Chunk
@@ -55,6 +56,8 @@ class SqliteStats:
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
         self._ranking = stats_sql.Ranking()
+        # Each player asking while queries fail is no news to the log.
+        self._outage = Outage(log, "player stats: the database answers again", logging.ERROR, logging.INFO)
 
     @classmethod
     async def open(cls, path: Path | str, read_only: bool = False) -> SqliteStats:
@@ -68,13 +71,17 @@ class SqliteStats:
 
     async def player_summary(self, user_id: str) -> PlayerSummary | None:
         try:
-            return await stats_sql.player_summary(self._fetch, user_id, "sqlite", self._ranking)
+            summary = await stats_sql.player_summary(self._fetch, user_id, "sqlite", self._ranking)
         except sqlite3.Error as exc:
-            log.error("player stats query failed: %s", exc)
+            self._outage.failed(str(exc), "player stats query failed: %s", exc)
             raise ToolError(say.STATS_UNAVAILABLE) from None
+        self._outage.answered()
+        return summary
 
     async def check(self) -> str:
         (count,) = (await self._fetch(stats_sql.PLAYER_COUNT, ()))[0]
+        for sql in stats_sql.COLUMNS_READ:
+            await self._fetch(sql, ())
         return f"embedded player database: {count} players"
 
     async def aclose(self) -> None:

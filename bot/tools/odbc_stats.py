@@ -79,12 +79,6 @@ _HINTS = {
 # unixODBC's words for a driver it cannot load (not installed, or a wrong library path), under
 # the general warning SQLSTATE 01000 rather than IM002.
 _DRIVER_NOT_LOADED = "Can't open lib"
-# The other tables a summary reads, with the columns it reads: `check` fails when one is missing,
-# not the first player's question. WHERE 1 = 0 reads no row on any database.
-_COLUMNS_READ = (
-    "SELECT player_id, game_type, points_earned, cash_won FROM game_sessions WHERE 1 = 0",
-    "SELECT player_id, name, earned_at FROM achievements WHERE 1 = 0",
-)
 
 
 def describe(exc: BaseException) -> str:
@@ -178,7 +172,7 @@ class OdbcStats:
 
         async def probe(fetch: Fetch) -> list[Sequence[Any]]:
             rows = await fetch(stats_sql.PLAYER_COUNT, ())
-            for sql in _COLUMNS_READ:
+            for sql in stats_sql.COLUMNS_READ:
                 await fetch(sql, ())
             return rows
 

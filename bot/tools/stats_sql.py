@@ -44,6 +44,12 @@ TOTALS = (
 TOTALS_SECONDS = 60.0
 
 PLAYER_COUNT = "SELECT COUNT(*) FROM players"
+# The other tables a summary reads, with the columns it reads: a backend's `check` fails when one
+# is missing, not the first player's question. WHERE 1 = 0 reads no row on any database.
+COLUMNS_READ = (
+    "SELECT player_id, game_type, points_earned, cash_won FROM game_sessions WHERE 1 = 0",
+    "SELECT player_id, name, earned_at FROM achievements WHERE 1 = 0",
+)
 
 ACHIEVEMENT_COUNT = "SELECT COUNT(*) FROM achievements WHERE player_id = ?"
 ACHIEVEMENTS = "SELECT {top}name FROM achievements WHERE player_id = ? ORDER BY earned_at DESC, name{limit}"
