@@ -104,29 +104,31 @@ class _ShortWaits(AsyncRetryPolicy):
     out: the service's refusal (a 429 or 503 asking for a minute) ends the call at once, instead
     of holding the player until the call's budget runs out and logging no answer at all."""
 
-    def __init__(self, longest_wait: float, **kwargs: Any) -> None:
+    def __init__(self, longest_wait: float | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._longest_wait = longest_wait
 
     def is_retry(self, settings: dict[str, Any], response: Any) -> bool:
         wait = self.get_retry_after(response)
-        if wait is not None and wait > self._longest_wait:
+        if self._longest_wait is not None and wait is not None and wait > self._longest_wait:
             return False
         return super().is_retry(settings, response)
 
 
-def _client_options(settings: SearchSettings) -> dict[str, Any]:
+def _client_options(settings: SearchSettings, player_waits: bool = True) -> dict[str, Any]:
     """Timeouts and the SDK's own retries (with backoff).
 
     azure-core retries a search (a POST) on 500, 503 and 504 but not after a read timeout, so a
     hanging service costs a player one timeout; GETs such as the document count retry on both.
+    Unless a player waits (`index-manuals` has an operator, and no budget), the service's
+    Retry-After is waited out however long.
     """
     retries = settings.retries
     return {
         "connection_timeout": settings.timeout_seconds,
         "read_timeout": settings.timeout_seconds,
         "retry_policy": _ShortWaits(
-            settings.timeout_seconds,
+            settings.timeout_seconds if player_waits else None,
             retry_total=retries,
             retry_connect=retries,
             retry_read=retries,
@@ -418,7 +420,7 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
         raise SearchServiceError("AZURE_SEARCH_API_KEY is empty: set it in the environment or .env")
     endpoint = _check_endpoint(settings.endpoint)
     credential = AzureKeyCredential(api_key)
-    options = _client_options(settings)
+    options = _client_options(settings, player_waits=False)
     documents = [_document(c) for c in chunks]
     try:
         async with SearchIndexClient(endpoint, credential, **options) as indexes:

@@ -151,6 +151,15 @@ async def test_manuals_over_the_services_request_limit_are_uploaded_in_smaller_b
     assert len(indexed) >= 2 and sum(len(r.body["value"]) for r in indexed) == 18
 
 
+async def test_index_manuals_waits_out_a_throttled_service(fake: FakeSearch) -> None:
+    # No player waits on an upload: a Retry-After longer than a request's timeout is waited out.
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    fake.fail_with(429, retry_after=1.5, times=1)
+    summary = await index_manuals(settings, fake.api_key, MANUALS)
+    assert "already there" in summary and len(fake.documents("manuals")) == SECTIONS
+
+
 async def test_a_query_key_cannot_index(fake: FakeSearch) -> None:
     with pytest.raises(SearchServiceError, match=r"AZURE_SEARCH_API_KEY was refused \(403\)") as raised:
         await index_manuals(search_settings(fake), fake.query_key, MANUALS)
