@@ -129,6 +129,7 @@ NO_PROFILE = (
 NO_ACHIEVEMENTS = "{player}, you have no achievements yet. Keep playing!"
 ACHIEVEMENTS = "You have {count}: {names}."
 STATS_TOTAL = "{player}, you have {points} points, and you're ranked {rank} of {players} players."
+STATS_TOTAL_UNRANKED = "{player}, you have {points} points. I can't see your rank right now."
 BEST_GAME = "Your best game is {game}, with {points} points from {games}."
 CASH_WON = "You've won {cash:.2f} dollars in cash."
 LATEST_ACHIEVEMENT = "Your latest achievement is {achievement}."

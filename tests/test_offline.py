@@ -1009,6 +1009,15 @@ def test_more_achievements_than_the_summary_lists_are_counted_in_full() -> None:
     )
 
 
+def test_a_summary_without_a_rank_is_told_without_one() -> None:
+    # Every player's total unread (get_player_stats leaves rank out): the player's own points still.
+    from bot.engines.offline.engine import render
+
+    result = {"linked": True, "player_name": "Nova", "total_points": 708, "games": [], "achievements": []}
+    told = render("get_player_stats", result, "how many points do i have")
+    assert told == "Nova, you have 708 points. I can't see your rank right now."
+
+
 async def test_a_player_with_twelve_achievements_hears_twelve(settings) -> None:
     import sqlite3
 

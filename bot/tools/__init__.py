@@ -225,8 +225,12 @@ def build_tools(
             "linked": True,
             "player_name": summary.player_name,
             "total_points": summary.total_points,
-            "rank": summary.rank,
-            "players_ranked": summary.players_ranked,
+            # Left out rather than null when unread: nothing for a model to read out as a rank.
+            **(
+                {"rank": summary.rank, "players_ranked": summary.players_ranked}
+                if summary.rank is not None
+                else {}
+            ),
             "games": [vars(g) for g in summary.games],
             "achievements": summary.achievements,
             "achievement_count": summary.achievement_count,

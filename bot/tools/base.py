@@ -192,8 +192,9 @@ class GameSummary:
 class PlayerSummary:
     player_name: str
     total_points: int
-    rank: int  # 1 is best, by total points among all players
-    players_ranked: int
+    # 1 is best, by total points among all players; None when every player's total could not be read
+    rank: int | None
+    players_ranked: int | None
     games: list[GameSummary] = field(default_factory=list)
     achievements: list[str] = field(default_factory=list)  # the newest, at most MAX_ACHIEVEMENTS
     achievement_count: int = 0  # all of them

@@ -146,7 +146,16 @@ async def player_summary(fetch: Fetch, user_id: str, dialect: str, ranking: Rank
         for row in await fetch(GAMES_BY_TYPE, (player_id,))
     ]
     total = sum(g.points_earned for g in games)
-    rank, ranked = await ranking.place(fetch, total)
+    rank: int | None
+    ranked: int | None
+    try:
+        rank, ranked = await ranking.place(fetch, total)
+    except Exception as exc:
+        # Typically the pass over every game session outlasting the query timeout, as it may on
+        # every try on a big table: the speaker's own figures still answer. A connection gone bad
+        # fails the next statement, and the summary with it.
+        log.warning("every player's total could not be read, answering without a rank: %s", exc)
+        rank = ranked = None
     achievements = [
         str(row[0]) for row in await fetch(limit_rows(ACHIEVEMENTS, MAX_ACHIEVEMENTS, dialect), (player_id,))
     ]

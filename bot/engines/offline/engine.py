@@ -371,14 +371,19 @@ def _stats(result: dict[str, Any], heard: str) -> str:
     if named:
         return " ".join(lines)
     games = sorted(result["games"], key=lambda g: -g["points_earned"])
-    lines.append(
-        say.STATS_TOTAL.format(
-            player=result["player_name"],
-            points=result["total_points"],
-            rank=result["rank"],
-            players=result["players_ranked"],
+    if "rank" in result:
+        lines.append(
+            say.STATS_TOTAL.format(
+                player=result["player_name"],
+                points=result["total_points"],
+                rank=result["rank"],
+                players=result["players_ranked"],
+            )
         )
-    )
+    else:  # every player's total could not be read
+        lines.append(
+            say.STATS_TOTAL_UNRANKED.format(player=result["player_name"], points=result["total_points"])
+        )
     if games:
         best = games[0]
         lines.append(
