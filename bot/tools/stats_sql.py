@@ -14,6 +14,7 @@ from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from bot.logs import Outage
 from bot.tools.base import GameSummary, PlayerSummary
 
 log = logging.getLogger(__name__)
@@ -77,6 +78,8 @@ class Ranking:
         self._totals = array("q")
         self._read_at: float | None = None
         self._read: asyncio.Future[None] | None = None  # the read under way, done when it ends
+        # Summaries answered without a rank: a read that outlasts the query timeout does every time.
+        self.unread = Outage(log, "every player's total is read again: ranks are back", quiet=logging.INFO)
 
     async def place(self, fetch: Fetch, total: int) -> tuple[int, int]:
         """(rank, players ranked) of a player with `total` points; 1 is the most points."""
@@ -150,11 +153,13 @@ async def player_summary(fetch: Fetch, user_id: str, dialect: str, ranking: Rank
     ranked: int | None
     try:
         rank, ranked = await ranking.place(fetch, total)
+        ranking.unread.answered()
     except Exception as exc:
         # Typically the pass over every game session outlasting the query timeout, as it may on
         # every try on a big table: the speaker's own figures still answer. A connection gone bad
         # fails the next statement, and the summary with it.
-        log.warning("every player's total could not be read, answering without a rank: %s", exc)
+        said = "every player's total could not be read, answering without a rank: %s"
+        ranking.unread.failed(type(exc).__name__, said, exc)
         rank = ranked = None
     achievements = [
         str(row[0]) for row in await fetch(limit_rows(ACHIEVEMENTS, MAX_ACHIEVEMENTS, dialect), (player_id,))
