@@ -950,20 +950,28 @@ class TicketNews:
             return 0
         unreachable = "not sent: Discord unreachable"
         if outcome is Outcome.RETRY and max(i.attempts for i in items) + 1 < MAX_ATTEMPTS:
+            # Finished through a stop, not given back as untried: Discord may have made the DM (a
+            # 5xx, a connection broken once it was out), and only a try under its key, with the news
+            # it carried alone, is returned by its nonce rather than told twice or with later news
+            # marked sent under it.
+            putting_back = asyncio.ensure_future(
+                self.store.retry(ids, time.time() + RETRY_SECONDS, unreachable, delivery.key)
+            )
             try:
-                await self.store.retry(ids, time.time() + RETRY_SECONDS, unreachable, delivery.key)
+                await asyncio.shield(putting_back)
             except asyncio.CancelledError:
-                # The write rolled back: left claimed, news Discord never had would never be sent.
-                await self._give_back(claiming)
+                if not putting_back.done():
+                    # A write that fails leaves it claimed: lost, as a crash there would leave it.
+                    with contextlib.suppress(Exception):
+                        await asyncio.shield(putting_back)
                 raise
             return 0
         await self.store.finish(ids, "failed", error or (unreachable if outcome is Outcome.RETRY else None))
         return 0
 
     async def _give_back(self, claiming: asyncio.Future[list[int]]) -> None:
-        """A stop before the DM was tried, or before one that never reached Discord was put back
-        for a retry: what the claim took goes back to pending, for the next round or the next start
-        (at most once is about DMs that may have gone out)."""
+        """A stop before the DM was tried: what the claim took goes back to pending, for the next
+        round or the next start (at most once is about DMs that may have gone out)."""
         try:
             mine = await claiming
         except Exception:  # the claim itself failed: nothing taken
