@@ -5,6 +5,7 @@ import os
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -2564,6 +2565,44 @@ async def test_a_recent_claims_file_that_could_not_serve_is_tried_again_at_each_
             await second_bot.aclose()
     said = [r.getMessage() for r in caplog.records if "grievances-recent.db" in r.getMessage()]
     assert len(said) == 2 and "filed twice" in said[0] and said[1].endswith(f"{recent} again"), said
+
+
+async def test_a_claim_made_in_memory_outlives_a_stale_one_in_the_claims_file_that_serves_again(
+    tmp_path: Path,
+) -> None:
+    """grievances-recent.db fixed by a copy from a backup, which holds the same words claimed long
+    ago: the claim made in memory since, not the stale one, is what a repeat is told of. Kept
+    behind the stale row, it was pruned with it, and the repeat filed the complaint again."""
+    from bot.tools.grievance_store import Lately, claims_of
+
+    db = tmp_path / "grievances.db"
+    recent = tmp_path / "grievances-recent.db"
+    await (await LocalGrievanceStore.open(db)).aclose()
+    for log_file in (f"{recent}-wal", f"{recent}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(log_file)
+    with contextlib.closing(sqlite3.connect(recent)) as conn, conn:
+        conn.execute(
+            "INSERT INTO lately_filed (words_hash, turn, at, lease_until) VALUES (?, ?, ?, 0)",
+            (*claims_of(BLAZE, [("wallet", "gems gone after the update")]), "discord:0:", time.time() - 3600),
+        )
+    backup = recent.read_bytes()
+    recent.write_bytes(b"not sqlite " * 500)
+    first_bot = await LocalGrievanceStore.open(db)
+    second_bot = None
+    words = ("wallet", "gems gone after the update")
+    try:
+        assert await first_bot.claim_words(BLAZE, words, "discord:1:", 600.0) == Lately()
+        filed = await first_bot.register(BLAZE, "wallet", "gems gone after the update", "discord:1:")
+        await first_bot.settle_words(BLAZE, words, "discord:1:", True, None)
+        recent.write_bytes(backup)  # the copy from last night's backup
+        await first_bot.housekeeping()
+        second_bot = await LocalGrievanceStore.open(db)
+        assert await second_bot.claim_words(BLAZE, words, "discord:2:", 600.0) == Lately(key=filed.key)
+    finally:
+        await first_bot.aclose()
+        if second_bot is not None:
+            await second_bot.aclose()
 
 
 async def test_a_grievances_db_at_the_unreleased_schema_2_is_refused_in_one_line_untouched(tmp_path) -> None:

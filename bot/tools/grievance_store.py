@@ -944,10 +944,16 @@ class LocalGrievanceStore:
         await self._conn.execute(f"DETACH DATABASE {RECENT}")
         # Not warned again: a folder still unwritable fails here at every housekeeping.
         self._recent_id = await _attach_recent_or_memory(self._conn, self._recent, warn=False)
+        # Over a claim of the same words only when that one is older and no filing holds it: a
+        # stale row (a file restored from a backup) kept instead would be pruned, and a repeat
+        # filed again; another bot's newer claim, or one it is filing, stays.
+        now = time.time()
         await self._conn.executemany(
             f"INSERT INTO {RECENT}.lately_filed (words_hash, turn, at, lease_until, kept)"
-            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (words_hash) DO NOTHING",
-            [tuple(row) for row in claims],
+            " VALUES (?, ?, ?, ?, ?) ON CONFLICT (words_hash) DO UPDATE SET turn = excluded.turn,"
+            " at = excluded.at, lease_until = excluded.lease_until, kept = excluded.kept"
+            " WHERE excluded.at > lately_filed.at AND lately_filed.lease_until < ?",
+            [(*row, now) for row in claims],
         )
         if self._recent_id is not None:
             log.info("claims of /grievance file are kept in %s again", self._recent)
