@@ -106,6 +106,46 @@ async def test_a_reply_whose_connection_dropped_after_the_request_went_out_is_no
     assert reply.told_keys == [reply.tool_results[0].result["ticket_key"]]
 
 
+async def test_a_request_the_proxy_refused_to_carry_is_tried_again(storage, fake, monkeypatch) -> None:
+    # HTTPS_PROXY answered CONNECT with a 502: OpenAI never saw the request, so nothing was
+    # generated or billed, and a proxy's moment of trouble is tried again like a refused connection.
+    import time
+
+    import openai
+
+    from bot.engines.openai import create_openai_engine
+
+    connects: list[bytes] = []
+
+    async def refuse(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connects.append(await reader.readline())
+        while await reader.readline() not in (b"\r\n", b""):
+            pass
+        writer.write(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}")
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_BASE_URL="https://api.openai.test/v1")
+
+    async def no_wait(seconds: float) -> None:
+        pass
+
+    async with proxy:
+        engine = await create_openai_engine(settings, verify=False, sleep=no_wait)
+        ask = engine._once().chat.completions.create
+        with pytest.raises(openai.APIConnectionError):
+            await engine._send(
+                engine.chat_gate,
+                lambda: ask(model=engine.model, messages=[{"role": "user", "content": "hi"}]),
+                deadline=time.monotonic() + 30,
+                retries=2,
+            )
+        await engine.client.close()
+    assert [c.split()[0] for c in connects] == [b"CONNECT"] * 3
+
+
 async def test_a_server_error_is_tried_again(storage, fake) -> None:
     fake.failures = [Failure(status=500)]
     fake.script = [answer("Second time lucky.")]

@@ -93,6 +93,8 @@ FIRST_PAUSE = 1.0  # seconds: a 429 naming no wait pauses this long, doubled for
 LONGEST_PAUSE = 300.0  # ... up to this, which bounds a named wait too: then requests try again
 RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")  # x-ratelimit-reset-*: "20ms", "1.5s", "6m0s"
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# The transport errors (by name, as httpx and httpx2 both call them) of a request that never went out.
+NEVER_SENT = frozenset({"ConnectError", "ProxyError"})
 GIVEN_AUDIO_KEPT = 1000  # the latest reply audio ids an engine keeps, to know its own when refused
 
 T = TypeVar("T")
@@ -733,11 +735,12 @@ def _name_and_arguments(call: Any) -> tuple[str, str | dict[str, Any]]:
 
 def _never_sent(exc: openai.APIConnectionError) -> bool:
     """Whether the request failed before it went out: the connection could not be made (refused,
-    unreachable, its TLS handshake). httpx and httpx2, one under each SDK, both call that
-    ConnectError; a read error or a server that closed without answering came after. A pooled
+    unreachable, its TLS handshake), or the proxy would not carry it (HTTPS_PROXY answering
+    CONNECT with an error). httpx and httpx2, one under each SDK, both call those ConnectError and
+    ProxyError; a read error or a server that closed without answering came after. A pooled
     connection the server had closed is not one of those: the pool finds it closed and opens
     another before sending."""
-    return any(kind.__name__ == "ConnectError" for kind in type(exc.__cause__).__mro__)
+    return any(kind.__name__ in NEVER_SENT for kind in type(exc.__cause__).__mro__)
 
 
 def _said(exc: openai.APIStatusError) -> str:
