@@ -2595,10 +2595,23 @@ async def test_a_claim_made_in_memory_outlives_a_stale_one_in_the_claims_file_th
         assert await first_bot.claim_words(BLAZE, words, "discord:1:", 600.0) == Lately()
         filed = await first_bot.register(BLAZE, "wallet", "gems gone after the update", "discord:1:")
         await first_bot.settle_words(BLAZE, words, "discord:1:", True, None)
+        other = ("account", "locked out of my account")
+        assert await first_bot.claim_words(BLAZE, other, "discord:3:", 600.0) == Lately()
         recent.write_bytes(backup)  # the copy from last night's backup
+        with contextlib.closing(sqlite3.connect(recent)) as conn, conn:
+            # Another bot's claim of the same words, newer than the one made in memory: it stays.
+            conn.execute(
+                "INSERT INTO lately_filed (words_hash, turn, at, lease_until) VALUES (?, ?, ?, 0)",
+                (*claims_of(BLAZE, [other]), "discord:4:", time.time()),
+            )
         await first_bot.housekeeping()
         second_bot = await LocalGrievanceStore.open(db)
         assert await second_bot.claim_words(BLAZE, words, "discord:2:", 600.0) == Lately(key=filed.key)
+        with contextlib.closing(sqlite3.connect(recent)) as conn:
+            kept = conn.execute(
+                "SELECT turn FROM lately_filed WHERE words_hash = ?", claims_of(BLAZE, [other])
+            )
+            assert kept.fetchall() == [("discord:4:",)]
     finally:
         await first_bot.aclose()
         if second_bot is not None:
