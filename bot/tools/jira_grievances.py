@@ -262,6 +262,7 @@ class JiraGrievances:
             await self._store.keep_local(row.local_key)
             log.info("grievance %s is not a Discord user's: kept local, not pushed", row.local_key)
             return None
+        creating = False
         try:
             pushes = await self._in_thread(
                 self._tracker.pushes_of_local_key, row.local_key, row.user_id, row.description, pushing=True
@@ -271,12 +272,14 @@ class JiraGrievances:
                 log.info("grievance %s was already in Jira as %s", row.local_key, remote_key)
             else:
                 # The find may have been slow: create only while the row is still ours, and
-                # hold it long enough for the create and for Jira's search to catch up with it.
-                renewed = time.time() + 2 * s.timeout_seconds + s.settle_seconds
+                # hold it long enough for the create and for Jira to finish it (a push cut off
+                # mid-create never learns whether Jira is still making the issue).
+                renewed = time.time() + 2 * s.timeout_seconds + self._unanswered_create_seconds()
                 if not await self._store.renew(row.local_key, token, renewed):
                     log.warning("claim on grievance %s lapsed before its create: next round", row.local_key)
                     return None
                 token = renewed
+                creating = True
                 remote_key = await self._in_thread(
                     self._tracker.create,
                     row.local_key,
@@ -293,8 +296,11 @@ class JiraGrievances:
         except TrackerError as exc:
             if exc.maybe_done:
                 # Jira may have made the issue; its search index lags, so let it show the label
-                # before looking again.
-                due: float | None = time.time() + s.settle_seconds
+                # before looking again. A create Jira did not answer at all may still be under
+                # way there: a search before it ends finds nothing, and the issue comes after.
+                unanswered = creating and exc.status is None
+                wait = self._unanswered_create_seconds() if unanswered else s.settle_seconds
+                due: float | None = time.time() + wait
             elif exc.row_only:
                 # Refused on its own (a 4xx about its content): retried ever more rarely, so it
                 # never holds up the grievances behind it.
@@ -346,6 +352,13 @@ class JiraGrievances:
             remote_key,
             issue.status,
         )
+
+    def _unanswered_create_seconds(self) -> float:
+        """How long after a create Jira did not answer its issue may still appear: Jira goes on
+        making it after the client gave up, and its search lags behind that. As long as the
+        longest backoff (a busy Jira is asked no sooner anyway), and never less than the lag."""
+        s = self._settings
+        return max(s.settle_seconds, s.max_backoff_seconds)
 
     def _refused_backoff(self, attempts: int) -> float:
         """How long a grievance Jira refused on its own waits before its next try, after

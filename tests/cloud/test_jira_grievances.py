@@ -312,6 +312,28 @@ async def test_a_timeout_after_jira_created_the_issue_does_not_duplicate_it(fake
     assert len(fake.requests_to("/search/jql")) >= 2  # looked again, found it, did not create
 
 
+async def test_a_create_jira_makes_only_after_the_push_gave_up_is_not_made_twice(fake, db) -> None:
+    # Jira busy: the create outlasts the client's timeout, and Jira makes the issue afterwards.
+    # Its search showing no such issue yet proves nothing while that create may still be under way.
+    fake.fail("hang_then_create", times=1)
+    backend = await open_backend(fake, db, max_backoff_seconds=60.0)  # settle_seconds is 0 here
+    try:
+        ticket = await backend.register(NOVA, "wallet", "charged twice for the season pass")
+        with pytest.raises(TrackerError, match="did not answer"):
+            await backend.push_pending()
+        assert fake.issues == {}  # still being made
+        assert await backend.push_pending() == 0  # no second create meanwhile
+        assert await next_try(db, ticket.key) >= time.time() + 30.0
+        fake.release()  # Jira finishes the first create
+        await eventually(lambda: len(fake.issues) == 1)
+        await expire_claims(db)  # as if the longest backoff had passed
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    assert creates(fake) == 1 and len(fake.issues) == 1
+    assert (await local_rows(db))[ticket.key] == ("pushed", "GRV-101")
+
+
 async def test_a_push_cancelled_mid_way_is_not_duplicated_after_restart(fake, db) -> None:
     fake.fail("create_then_hang")
     first = await open_backend(fake, db, timeout_seconds=10.0)
@@ -1200,6 +1222,7 @@ async def test_a_push_whose_answer_was_lost_takes_no_issue_staff_gave_another_pl
             await backend.push_pending()
         issue = fake.issues["GRV-101"]
         issue.labels[issue.labels.index(f"discord-{NOVA}")] = f"discord-{BLAZE}"
+        await expire_claims(db)  # as if the wait for a create Jira did not answer had passed
         assert await backend.push_pending() == 1
     finally:
         await backend.aclose()

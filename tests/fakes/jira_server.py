@@ -14,10 +14,11 @@ else is a 400 and is recorded in `bad_jql`, so a test notices unexpected JQL. Ev
 refused as one Jira would refuse (bad JQL, an issue it would not create, the removed search, an
 endpoint the fake does not serve) is kept in `violations`, which fail the test when the fake
 stops. Switches make it fail: 500 for everything, a hang past the client's timeout, 401, 429 with
-Jira Cloud's Retry-After (rate limited), and "create the issue, then hang" (a timeout after Jira
-has already created the issue). Issues can be moved to another project, a project's key changed,
-or an issue deleted, as staff do in Jira: an old key still answers with the moved issue, under its
-new key, as Jira's does.
+Jira Cloud's Retry-After (rate limited), "create the issue, then hang" (a timeout after Jira
+has already created the issue) and "hang, then create the issue" (a create Jira is slow to make:
+the issue comes when the hang ends, after the client gave up). Issues can be moved to another
+project, a project's key changed, or an issue deleted, as staff do in Jira: an old key still
+answers with the moved issue, under its new key, as Jira's does.
 """
 
 from __future__ import annotations
@@ -58,7 +59,7 @@ RESOLUTIONS = (
     ("10002", "Duplicate"),
     ("10003", "Cannot Reproduce"),
 )
-FAIL_MODES = ("500", "hang", "401", "429", "create_then_hang", "reject_create")
+FAIL_MODES = ("500", "hang", "401", "429", "create_then_hang", "hang_then_create", "reject_create")
 
 BODY = web.RequestKey("body", object)  # the parsed JSON body, read once by the middleware
 
@@ -272,8 +273,8 @@ class FakeJira(Strict):
         return f"http://127.0.0.1:{self.port}"
 
     def fail(self, mode: str, times: int | None = None) -> None:
-        """Fail from now on: "500", "hang", "401", "429", "create_then_hang" or "reject_create" (a 400
-        about the issue's content; these two affect only issue
+        """Fail from now on: "500", "hang", "401", "429", "create_then_hang", "hang_then_create" or
+        "reject_create" (a 400 about the issue's content; these three affect only issue
         creation); `times` requests, or until `recover()`."""
         if mode not in FAIL_MODES:
             raise ValueError(f"unknown failure mode {mode!r}: choose one of {', '.join(FAIL_MODES)}")
@@ -539,6 +540,10 @@ class FakeJira(Strict):
             errors["labels"] = "The label 'wallet' is not allowed in this project."
         if errors:
             return web.json_response({"errorMessages": [], "errors": errors}, status=400)
+        if self._failure == "hang_then_create":
+            # Jira still at work on a create its client gave up on: the issue is made at the end.
+            self._take_failure()
+            await self._hang()
         issue = self._new_issue(self.project, type_name, summary, description, list(labels))
         created = {"id": issue.id, "key": issue.key, "self": f"{self.url}/rest/api/2/issue/{issue.id}"}
         if self._failure == "create_then_hang":
