@@ -126,6 +126,11 @@ async def expire_claims(db: Path) -> None:
     sql(db, "UPDATE grievances SET next_try_at = NULL")
 
 
+def rate_limit_ends(backend: JiraGrievances) -> None:
+    """As if the Retry-After of Jira's last 429 had run out (the rows' own delays: expire_claims)."""
+    backend._quiet_until = 0.0
+
+
 async def next_try(db: Path, key: str) -> float:
     return float(sql(db, "SELECT next_try_at FROM grievances WHERE local_key = ?", (key,))[0][0])
 
@@ -509,11 +514,37 @@ async def test_a_rate_limited_push_waits_as_long_as_jira_asks(fake, db) -> None:
         assert started + 3.0 <= due <= time.time() + 3.0  # a flush or a second pusher waits too
         assert await backend.push_pending() == 0 and len(fake.received) == 1
         await expire_claims(db)  # as if the 3 s had passed
+        rate_limit_ends(backend)
         delays.let_go()
         await eventually_pushed(db, ticket.key)
     finally:
         await backend.aclose()
     assert len(fake.issues) == 1 and delays.chosen == [3.0]
+
+
+async def test_while_jira_rate_limits_no_lookup_or_push_asks_it_before_retry_after_ends(fake, db) -> None:
+    # Jira answers a request sent before its Retry-After ends with another 429 and a Retry-After
+    # as long or longer: players asking after their tickets would keep grievances out of it.
+    backend = await open_backend(fake, db, max_backoff_seconds=60.0)
+    try:
+        pushed = await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 1
+        fake.retry_after = "30"
+        fake.fail("429", times=1)
+        (first,) = await backend.status(NOVA)  # the lookup that meets the 429
+        asked = len(fake.received)
+        again = await backend.status(NOVA)
+        mine = await backend.status(NOVA, pushed.key)
+        waiting = await backend.register(NOVA, "other", "lag every evening")
+        with pytest.raises(TrackerError, match="429"):
+            await backend.push_pending()
+        with pytest.raises(TrackerError, match="429"):
+            await backend.updated_issues([NOVA], 5)  # ticket news's poll
+        assert len(fake.received) == asked  # nothing was asked of Jira meanwhile
+        assert await next_try(db, waiting.key) >= time.time() + 20.0
+    finally:
+        await backend.aclose()
+    assert first.from_local_record and [t.from_local_record for t in again + mine] == [True, True]
 
 
 @pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
@@ -533,6 +564,7 @@ async def test_a_retry_after_of_days_holds_pushes_back_no_longer_than_the_longes
             assert await delays.next() == 10.0
         assert await next_try(db, ticket.key) <= time.time() + 10.0  # a flush or a restart waits no longer
         await expire_claims(db)
+        rate_limit_ends(backend)
         delays.let_go()
         await eventually_pushed(db, ticket.key)
     finally:
