@@ -45,6 +45,7 @@ T = TypeVar("T")
 PUSH_BATCH = 200
 JIRA_THREADS = 8
 NEWS_BATCH = 50  # players' labels per ticket-news query, keeping each JQL string short
+GATEWAY_TIMEOUT = 504
 
 
 class JiraGrievances:
@@ -312,9 +313,10 @@ class JiraGrievances:
         except TrackerError as exc:
             if exc.maybe_done:
                 # Jira may have made the issue; its search index lags, so let it show the label
-                # before looking again. A create Jira did not answer at all may still be under
-                # way there: a search before it ends finds nothing, and the issue comes after.
-                unanswered = creating and exc.status is None
+                # before looking again. A create Jira did not answer itself (a timeout, or a 504:
+                # the gateway in front of it gave up) may still be under way there: a search
+                # before it ends finds nothing, and the issue comes after.
+                unanswered = creating and exc.status in (None, GATEWAY_TIMEOUT)
                 wait = self._unanswered_create_seconds() if unanswered else s.settle_seconds
                 due: float | None = time.time() + wait
             elif exc.row_only:

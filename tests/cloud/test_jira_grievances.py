@@ -317,14 +317,20 @@ async def test_a_timeout_after_jira_created_the_issue_does_not_duplicate_it(fake
     assert len(fake.requests_to("/search/jql")) >= 2  # looked again, found it, did not create
 
 
-async def test_a_create_jira_makes_only_after_the_push_gave_up_is_not_made_twice(fake, db) -> None:
-    # Jira busy: the create outlasts the client's timeout, and Jira makes the issue afterwards.
-    # Its search showing no such issue yet proves nothing while that create may still be under way.
-    fake.fail("hang_then_create", times=1)
+@pytest.mark.parametrize(
+    ("mode", "said"), [("hang_then_create", "did not answer"), ("504_then_create", "HTTP 504")]
+)
+async def test_a_create_jira_makes_only_after_the_push_gave_up_is_not_made_twice(
+    fake, db, mode: str, said: str
+) -> None:
+    # Jira busy: the create outlasts the client's timeout (or the gateway's, which answers 504),
+    # and Jira makes the issue afterwards. Its search showing no such issue yet proves nothing
+    # while that create may still be under way.
+    fake.fail(mode, times=1)
     backend = await open_backend(fake, db, max_backoff_seconds=60.0)  # settle_seconds is 0 here
     try:
         ticket = await backend.register(NOVA, "wallet", "charged twice for the season pass")
-        with pytest.raises(TrackerError, match="did not answer"):
+        with pytest.raises(TrackerError, match=said):
             await backend.push_pending()
         assert fake.issues == {}  # still being made
         assert await backend.push_pending() == 0  # no second create meanwhile

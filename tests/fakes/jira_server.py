@@ -16,9 +16,9 @@ endpoint the fake does not serve) is kept in `violations`, which fail the test w
 stops. Switches make it fail: 500 for everything, a hang past the client's timeout, 401, 429 with
 Jira Cloud's Retry-After (rate limited), "create the issue, then hang" (a timeout after Jira
 has already created the issue) and "hang, then create the issue" (a create Jira is slow to make:
-the issue comes when the hang ends, after the client gave up). Issues can be moved to another
-project, a project's key changed, or an issue deleted, as staff do in Jira: an old key still
-answers with the moved issue, under its new key, as Jira's does.
+the issue comes when the hang ends, after the client, or with a 504 the gateway, gave up).
+Issues can be moved to another project, a project's key changed, or an issue deleted, as staff
+do in Jira: an old key still answers with the moved issue, under its new key, as Jira's does.
 """
 
 from __future__ import annotations
@@ -59,7 +59,16 @@ RESOLUTIONS = (
     ("10002", "Duplicate"),
     ("10003", "Cannot Reproduce"),
 )
-FAIL_MODES = ("500", "hang", "401", "429", "create_then_hang", "hang_then_create", "reject_create")
+FAIL_MODES = (
+    "500",
+    "hang",
+    "401",
+    "429",
+    "create_then_hang",
+    "hang_then_create",
+    "504_then_create",
+    "reject_create",
+)
 
 BODY = web.RequestKey("body", object)  # the parsed JSON body, read once by the middleware
 
@@ -236,6 +245,7 @@ class FakeJira(Strict):
     _failure: str | None = None
     _failures_left: int | None = None
     _released: asyncio.Event = field(default_factory=asyncio.Event)
+    _late: list[asyncio.Task[None]] = field(default_factory=list)  # issues Jira is still making
     _runner: web.AppRunner | None = None
 
     # ---- lifecycle and test controls -------------------------------------------------------
@@ -264,6 +274,7 @@ class FakeJira(Strict):
 
     async def stop(self) -> None:
         self._released.set()  # hanging handlers return at once
+        await asyncio.gather(*self._late)
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
@@ -273,9 +284,10 @@ class FakeJira(Strict):
         return f"http://127.0.0.1:{self.port}"
 
     def fail(self, mode: str, times: int | None = None) -> None:
-        """Fail from now on: "500", "hang", "401", "429", "create_then_hang", "hang_then_create" or
-        "reject_create" (a 400 about the issue's content; these three affect only issue
-        creation); `times` requests, or until `recover()`."""
+        """Fail from now on: "500", "hang", "401", "429", "create_then_hang", "hang_then_create",
+        "504_then_create" (Atlassian's gateway gives up on a slow create at once, while Jira
+        makes the issue when the hang ends) or "reject_create" (a 400 about the issue's content;
+        these four affect only issue creation); `times` requests, or until `recover()`."""
         if mode not in FAIL_MODES:
             raise ValueError(f"unknown failure mode {mode!r}: choose one of {', '.join(FAIL_MODES)}")
         self._failure, self._failures_left = mode, times
@@ -540,6 +552,11 @@ class FakeJira(Strict):
             errors["labels"] = "The label 'wallet' is not allowed in this project."
         if errors:
             return web.json_response({"errorMessages": [], "errors": errors}, status=400)
+        if self._failure == "504_then_create":
+            self._take_failure()
+            made = (self.project, type_name, summary, description, list(labels))
+            self._late.append(asyncio.create_task(self._make_late(*made)))
+            return _errors(504, "Gateway timeout: the request took too long (scripted).")
         if self._failure == "hang_then_create":
             # Jira still at work on a create its client gave up on: the issue is made at the end.
             self._take_failure()
@@ -550,6 +567,10 @@ class FakeJira(Strict):
             self._take_failure()
             await self._hang()
         return web.json_response(created, status=201)
+
+    async def _make_late(self, *made: Any) -> None:
+        await self._hang()
+        self._new_issue(*made)
 
     async def _create_meta(self, request: web.Request) -> web.Response:
         """Jira Cloud's page of the create screen's fields for a project and issue type."""
