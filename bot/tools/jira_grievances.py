@@ -77,7 +77,8 @@ class JiraGrievances:
         # loop's default pool that audio decoding and the other backends rely on.
         self._threads = ThreadPoolExecutor(JIRA_THREADS, thread_name_prefix="jira")
         self._push_threads = ThreadPoolExecutor(1, thread_name_prefix="jira-push")
-        # Until when a 429's Retry-After holds every request back, and Jira's words for it.
+        # Until when (time.monotonic) a 429's Retry-After holds every request back, and Jira's
+        # words for it.
         self._quiet_until = 0.0
         self._quiet_reason = ""
 
@@ -209,7 +210,7 @@ class JiraGrievances:
         # Jira answers a request sent before a 429's Retry-After ends with another 429, and a
         # Retry-After as long or longer: whoever asks (a push, a player's lookup, ticket news)
         # meets the one it gave, and asks nothing, until it ends (up to the longest backoff).
-        quiet = self._quiet_until - time.time()
+        quiet = self._quiet_until - time.monotonic()
         if quiet > 0:
             raise TrackerError(self._quiet_reason, 429, maybe_done=False, retry_after=quiet)
         # Pushes get a thread of their own: status lookups hanging on a slow Jira must not delay
@@ -219,7 +220,7 @@ class JiraGrievances:
             return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(call, *args))
         except TrackerError as exc:
             if exc.retry_after is not None:
-                until = time.time() + min(exc.retry_after, self._settings.max_backoff_seconds)
+                until = time.monotonic() + min(exc.retry_after, self._settings.max_backoff_seconds)
                 if until > self._quiet_until:
                     self._quiet_until, self._quiet_reason = until, str(exc)
             raise
