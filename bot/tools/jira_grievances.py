@@ -77,10 +77,10 @@ class JiraGrievances:
         # loop's default pool that audio decoding and the other backends rely on.
         self._threads = ThreadPoolExecutor(JIRA_THREADS, thread_name_prefix="jira")
         self._push_threads = ThreadPoolExecutor(1, thread_name_prefix="jira-push")
-        # Until when (time.monotonic) a 429's Retry-After holds every request back, and Jira's
-        # words for it.
+        # Until when (time.monotonic) a Retry-After (a 429's, a 503's) holds every request back,
+        # and the answer that asked for it.
         self._quiet_until = 0.0
-        self._quiet_reason = ""
+        self._quiet_for: TrackerError | None = None
 
     @classmethod
     async def open(
@@ -209,10 +209,10 @@ class JiraGrievances:
     async def _in_thread(self, call: Callable[..., T], *args: object, pushing: bool = False) -> T:
         # Jira answers a request sent before a 429's Retry-After ends with another 429, and a
         # Retry-After as long or longer: whoever asks (a push, a player's lookup, ticket news)
-        # meets the one it gave, and asks nothing, until it ends (up to the longest backoff).
+        # meets the answer it gave, and asks nothing, until it ends (up to the longest backoff).
         quiet = self._quiet_until - time.monotonic()
-        if quiet > 0:
-            raise TrackerError(self._quiet_reason, 429, maybe_done=False, retry_after=quiet)
+        if quiet > 0 and (said := self._quiet_for) is not None:
+            raise TrackerError(str(said), said.status, maybe_done=False, retry_after=quiet)
         # Pushes get a thread of their own: status lookups hanging on a slow Jira must not delay
         # a create past the claim that protects it.
         pool = self._push_threads if pushing else self._threads
@@ -222,7 +222,7 @@ class JiraGrievances:
             if exc.retry_after is not None:
                 until = time.monotonic() + min(exc.retry_after, self._settings.max_backoff_seconds)
                 if until > self._quiet_until:
-                    self._quiet_until, self._quiet_reason = until, str(exc)
+                    self._quiet_until, self._quiet_for = until, exc
             raise
 
     # ---- the pusher ----------------------------------------------------------------------------
@@ -319,6 +319,8 @@ class JiraGrievances:
                 # before it ends finds nothing, and the issue comes after.
                 unanswered = creating and exc.status in (None, GATEWAY_TIMEOUT)
                 wait = self._unanswered_create_seconds() if unanswered else s.settle_seconds
+                if exc.retry_after is not None:  # a 503 at a resource limit
+                    wait = max(wait, self._rate_limited_for(exc.retry_after))
                 due: float | None = time.time() + wait
             elif exc.row_only:
                 # Refused on its own (a 4xx about its content): retried ever more rarely, so it

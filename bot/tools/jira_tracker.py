@@ -302,17 +302,20 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
     if isinstance(exc, JIRAError):
         status = exc.status_code
         text = " ".join(logs.masked(str(exc.text or "")).split())[:REASON_CHARS]
-        retry_after = retry_after_seconds(exc.response) if status == 429 else None
+        # Jira Cloud sends a Retry-After with a 429, and with a 503 at a resource limit.
+        retry_after = retry_after_seconds(exc.response) if status in (429, 503) else None
         if status == 401:
             reason = "Jira refused the credentials (401): check JIRA_EMAIL and JIRA_API_TOKEN"
         elif status == 403:
             reason = f"Jira refused access (403): the account lacks a permission ({text or 'no detail'})"
-        elif retry_after is not None:
+        elif status == 429 and retry_after is not None:
             reason = (
                 f"Jira is rate limiting this account (429): it asks for no request within {retry_after:g} s"
             )
         else:
             reason = f"Jira answered HTTP {status}: {text or 'no detail'}"
+            if retry_after is not None:
+                reason += f" (it asks for no request within {retry_after:g} s)"
         return TrackerError(
             reason,
             status,

@@ -528,23 +528,27 @@ async def test_a_rate_limited_push_waits_as_long_as_jira_asks(fake, db) -> None:
     assert len(fake.issues) == 1 and delays.chosen == [3.0]
 
 
-async def test_while_jira_rate_limits_no_lookup_or_push_asks_it_before_retry_after_ends(fake, db) -> None:
+@pytest.mark.parametrize("status", ["429", "503"])
+async def test_while_jira_rate_limits_no_lookup_or_push_asks_it_before_retry_after_ends(
+    fake, db, status: str
+) -> None:
     # Jira answers a request sent before its Retry-After ends with another 429 and a Retry-After
-    # as long or longer: players asking after their tickets would keep grievances out of it.
+    # as long or longer: players asking after their tickets would keep grievances out of it. A
+    # 503 at a resource limit carries a Retry-After too, to be heeded the same way.
     backend = await open_backend(fake, db, max_backoff_seconds=60.0)
     try:
         pushed = await backend.register(NOVA, "wallet", "charged twice")
         assert await backend.push_pending() == 1
         fake.retry_after = "30"
-        fake.fail("429", times=1)
+        fake.fail(status, times=1)
         (first,) = await backend.status(NOVA)  # the lookup that meets the 429
         asked = len(fake.received)
         again = await backend.status(NOVA)
         mine = await backend.status(NOVA, pushed.key)
         waiting = await backend.register(NOVA, "other", "lag every evening")
-        with pytest.raises(TrackerError, match="429"):
+        with pytest.raises(TrackerError, match=status):
             await backend.push_pending()
-        with pytest.raises(TrackerError, match="429"):
+        with pytest.raises(TrackerError, match=status):
             await backend.updated_issues([NOVA], 5)  # ticket news's poll
         assert len(fake.received) == asked  # nothing was asked of Jira meanwhile
         assert await next_try(db, waiting.key) >= time.time() + 20.0

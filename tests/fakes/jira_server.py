@@ -14,9 +14,10 @@ else is a 400 and is recorded in `bad_jql`, so a test notices unexpected JQL. Ev
 refused as one Jira would refuse (bad JQL, an issue it would not create, the removed search, an
 endpoint the fake does not serve) is kept in `violations`, which fail the test when the fake
 stops. Switches make it fail: 500 for everything, a hang past the client's timeout, 401, 429 with
-Jira Cloud's Retry-After (rate limited), "create the issue, then hang" (a timeout after Jira
-has already created the issue) and "hang, then create the issue" (a create Jira is slow to make:
-the issue comes when the hang ends, after the client, or with a 504 the gateway, gave up).
+Jira Cloud's Retry-After (rate limited), 503 with one (a resource limit), "create the issue,
+then hang" (a timeout after Jira has already created the issue) and "hang, then create the
+issue" (a create Jira is slow to make: the issue comes when the hang ends, after the client, or
+with a 504 the gateway, gave up).
 Issues can be moved to another project, a project's key changed, or an issue deleted, as staff
 do in Jira: an old key still answers with the moved issue, under its new key, as Jira's does.
 """
@@ -64,6 +65,7 @@ FAIL_MODES = (
     "hang",
     "401",
     "429",
+    "503",
     "create_then_hang",
     "hang_then_create",
     "504_then_create",
@@ -284,7 +286,8 @@ class FakeJira(Strict):
         return f"http://127.0.0.1:{self.port}"
 
     def fail(self, mode: str, times: int | None = None) -> None:
-        """Fail from now on: "500", "hang", "401", "429", "create_then_hang", "hang_then_create",
+        """Fail from now on: "500", "hang", "401", "429", "503" (with a Retry-After, as Jira Cloud
+        answers at a resource limit), "create_then_hang", "hang_then_create",
         "504_then_create" (Atlassian's gateway gives up on a slow create at once, while Jira
         makes the issue when the hang ends) or "reject_create" (a 400 about the issue's content;
         these four affect only issue creation); `times` requests, or until `recover()`."""
@@ -375,7 +378,7 @@ class FakeJira(Strict):
         request[BODY] = body
         if not self._authorised(request):
             return _unauthorised()
-        failure = self._take_failure() if self._failure in ("500", "hang", "401", "429") else None
+        failure = self._take_failure() if self._failure in ("500", "hang", "401", "429", "503") else None
         if failure == "401":
             return _unauthorised()
         if failure == "429":
@@ -383,6 +386,11 @@ class FakeJira(Strict):
             response = _errors(429, "Rate limit exceeded.")
             response.headers["Retry-After"] = self.retry_after
             response.headers["X-RateLimit-Reason"] = "jira-quota-tenant-based"
+            return response
+        if failure == "503":
+            # Jira Cloud at a resource limit: the request had no effect; try again after Retry-After.
+            response = _errors(503, "Service unavailable: a resource limit was reached (scripted).")
+            response.headers["Retry-After"] = self.retry_after
             return response
         if failure == "500":
             return _errors(500, "Internal server error (scripted).")
