@@ -15,6 +15,7 @@ from bot.app import running_app
 from bot.engines.base import EngineReply, TurnState
 from bot.lab.samples import speak_pcm
 from bot.speech import neural, speaker, voices
+from bot.speech.speakable import speakable
 from bot.speech.speaker import ReplySpeaker, SentenceCache, sentences
 from bot.speech.voices import ReplyVoices
 from bot.tools.base import ToolContext
@@ -152,6 +153,59 @@ def test_a_neural_voice_that_fails_on_a_sentence_gives_the_whole_reply_in_espeak
     assert espoken == ["Hello there. You have 40 points. Goodbye."]
     assert f"neural voice {JOE} failed" in caplog.text
     assert reply.ogg.startswith(b"OggS") and reply.duration_secs > 2.0
+
+
+def test_what_the_voices_are_given_drops_what_they_cannot_or_should_not_say() -> None:
+    assert speakable("Nova\ud800, you have 40 points.") == "Nova, you have 40 points."
+    assert speakable("Nova\x00Star, hi\x07!") == "Nova Star, hi!"
+    assert speakable(
+        "\U0001f3aeNova\u200d, GG \u2764\ufe0f 1\ufe0f\u20e3 \U0001f44d\U0001f3fd\U0001f1ec\U0001f1e7!"
+    ) == ("Nova, GG 1!")
+    assert speakable("\u674e\u660e, you have 40 points.") == "you have 40 points."
+    assert speakable("Thanks, \u674e\u660e. Bye \u674e\u660e!") == "Thanks. Bye!"
+    assert (
+        speakable("Zo\u00eb \u00a9 20\u00b0C\u2122, line one\nline two")
+        == "Zo\u00eb \u00a9 20\u00b0C\u2122, line one\nline two"
+    )
+    # Nothing left to say: read as the voice can, never silence.
+    assert speakable("\U0001f44d") == "\U0001f44d" and speakable("\u4f60\u597d\u3002") == "\u4f60\u597d\u3002"
+
+
+@pytest.mark.parametrize("voice", [JOE, "en-us"])
+def test_a_reply_with_a_lone_surrogate_or_a_nul_is_spoken_whole_by_its_own_voice(
+    reply_voices, piper_texts, voice, caplog
+) -> None:
+    """From a player's display name cut mid-character, or a tool's result: Piper and eSpeak both
+    raised on the surrogate (no reply spoken at all), and eSpeak stopped at the NUL."""
+    speaking = ReplySpeaker(reply_voices, 165)
+    try:
+        with caplog.at_level(logging.ERROR):
+            nul = speaking.speak("Nova\x00Star, you have 40 points and rank 3 of 9 players.", voice)
+            plain = speaking.speak("Nova Star, you have 40 points and rank 3 of 9 players.", voice)
+            surrogate = speaking.speak("Nova Star\ud800, you have 40 points.", voice)
+            said = reply_voices.speak("Nova Star\ud800, you have 40 points.", voice, 165)
+    finally:
+        speaking.close()
+    assert caplog.records == []  # the voice asked for spoke, with no fallback
+    assert nul.duration_secs == pytest.approx(plain.duration_secs, abs=0.05 if voice == "en-us" else 0.6)
+    assert surrogate.duration_secs > 1.5 and len(said.pcm) / 2 / said.rate > 1.5
+    if voice == JOE:
+        assert piper_texts[0] == "Nova Star, you have 40 points and rank 3 of 9 players."
+
+
+@pytest.mark.parametrize("voice", [JOE, "en-us"])
+def test_emoji_and_names_in_other_scripts_are_not_read_aloud(reply_voices, piper_texts, voice) -> None:
+    """eSpeak said "video game" for the emoji and "Chinese letter" for each character of the name."""
+    speaking = ReplySpeaker(reply_voices, 165)
+    try:
+        named = speaking.speak("\U0001f3ae\u674e\u660e, you have 40 points.", voice)
+        plain = speaking.speak("You have 40 points.", voice)
+    finally:
+        speaking.close()
+    if voice == JOE:
+        assert piper_texts == ["you have 40 points.", "You have 40 points."]
+    else:
+        assert named.duration_secs == pytest.approx(plain.duration_secs, abs=0.05)
 
 
 def test_an_espeak_voice_speaks_the_reply_whole(reply_voices, piper_texts) -> None:

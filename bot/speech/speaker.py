@@ -27,6 +27,7 @@ from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
 
 from bot.audio import REPLY_OPUS_COMPLEXITY, OggOpusWriter, ReplyAudio
 from bot.speech.neural import NeuralVoice, speakable_pieces
+from bot.speech.speakable import speakable
 from bot.speech.voices import FALLBACK, ReplyVoices, espeak_speech
 
 log = logging.getLogger(__name__)
@@ -129,6 +130,7 @@ class ReplySpeaker:
             raise SpeakerClosed("the speaker closed before this reply was spoken") from None
 
     def speak(self, text: str, voice: str | None) -> ReplyAudio:
+        text = speakable(text)
         name = self.voices.resolve(voice)
         neural = self.voices.neural.get(name)
         if neural is not None:

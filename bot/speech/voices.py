@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bot.speech import neural
+from bot.speech.speakable import speakable
 from bot.speech.synth import Espeak, Speech, english_voices
 
 log = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ class ReplyVoices:
 
     def speak(self, text: str, voice: str | None, rate_wpm: int) -> Speech:
         """Blocking: call it in a thread."""
+        text = speakable(text)
         name = self.resolve(voice)
         speaker = self.neural.get(name)
         if speaker is not None:

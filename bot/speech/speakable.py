@@ -1,0 +1,99 @@
+"""What of a reply's text the voices say aloud; the written reply keeps every word.
+
+A reply's text carries what players and tools put in it: display names, ticket summaries, a
+cloud model's words. Three kinds of character are not said:
+
+- characters no synthesiser can take: a lone surrogate (from a name cut mid-character) makes
+  both Piper and eSpeak NG raise, a NUL ends eSpeak's text there and makes Piper raise; control,
+  format, private-use and unassigned characters go with them (a control character becomes a
+  space, so the words either side stay apart);
+- emoji and pictographs: the voices read them by name ("video game" for 🎮, "heavy black heart"
+  for ❤️), which no one wants to hear, and voice assistants skip them too. Symbols older than
+  the arrows block (© ® ° ™) stay: they read as words;
+- letters of scripts other than Latin: every voice here is English, and eSpeak reads 李明 as
+  "Chinese letter, Chinese letter". A name in another script is left out of the spoken sentence
+  ("李明, you have 120 points" is said "you have 120 points"), and the written text still has it.
+
+A reply with nothing left to say after that (a lone 👍, a sentence all in Chinese) is read as the
+voice can rather than sent as silence: only the characters no synthesiser can take are dropped.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+
+# Categories no synthesiser is given: surrogates, private use, unassigned; format characters
+# (zero-width joiners, bidi marks, soft hyphens, emoji tags) have no sound of their own.
+_NEVER = frozenset({"Cs", "Co", "Cn", "Cf"})
+_KEPT_CONTROLS = frozenset("\n\t")
+# The arrows block onwards: arrows, dingbats, the pictographs, emoticons, flags' letters. Below
+# it: © ® ° ™ and the like, which the voices say as the words they stand for.
+_FIRST_PICTOGRAPH = 0x2190
+_EMOJI_PARTS = frozenset(
+    [
+        *map(chr, range(0xFE00, 0xFE10)),  # variation selectors (❤ as ❤️)
+        *map(chr, range(0x1F3FB, 0x1F400)),  # skin tones
+        "\u20e3",  # the keycap around 1️⃣
+    ]
+)
+_SPACES = re.compile(r"[ \t]+")
+_SPACE_BEFORE_MARK = re.compile(r" +(?=[,;:.!?])")
+# A clause mark left at a sentence's start once the name before it is gone: ", you have".
+_ORPHAN_MARK = re.compile(r"(^|[.!?]\s|\n)\s*[,;:]+\s*")
+# And one left before a sentence's end once the name after it is gone: "Thanks, ." .
+_MARK_BEFORE_END = re.compile(r"[,;:]+(?=[.!?])")
+
+
+def speakable(text: str) -> str:
+    """`text` as the English voices should say it."""
+    said = _tidy(_readable(_printable(text)))
+    if any(c.isalnum() for c in said):
+        return said
+    return _tidy(_printable(text))
+
+
+def _printable(text: str) -> str:
+    out = []
+    for c in unicodedata.normalize("NFC", _without_surrogates(text)):
+        kind = unicodedata.category(c)
+        if kind == "Cc" and c not in _KEPT_CONTROLS:
+            out.append(" ")
+        elif kind not in _NEVER:
+            out.append(c)
+    return "".join(out)
+
+
+def _without_surrogates(text: str) -> str:
+    # Before normalising: NFC of a lone surrogate is defined, but encoding one is not.
+    return "".join(c for c in text if not "\ud800" <= c <= "\udfff")
+
+
+def _readable(text: str) -> str:
+    out = []
+    dropped_letter = False
+    for c in text:
+        kind = unicodedata.category(c)
+        if kind[0] == "M" and c not in _EMOJI_PARTS:
+            if not dropped_letter:  # an accent stays with a Latin letter, goes with another
+                out.append(c)
+            continue
+        dropped_letter = False
+        if c in _EMOJI_PARTS or (kind == "So" and ord(c) >= _FIRST_PICTOGRAPH):
+            continue
+        if kind[0] in "LN" and not _latin(c):
+            dropped_letter = True
+            continue
+        out.append(c)
+    return "".join(out)
+
+
+def _latin(c: str) -> bool:
+    """A letter or number an English voice reads: ASCII, or a Latin letter (é, ß, ø), or a sign
+    such as ½ or µ from Latin-1."""
+    return ord(c) < 0x250 or unicodedata.name(c, "").startswith("LATIN")
+
+
+def _tidy(text: str) -> str:
+    text = _SPACE_BEFORE_MARK.sub("", _SPACES.sub(" ", text))
+    return _MARK_BEFORE_END.sub("", _ORPHAN_MARK.sub(r"\1", text)).strip()
