@@ -26,6 +26,7 @@ from bot.engines.base import (
     EngineError,
     EnginePaused,
     EngineReply,
+    NoteUnheard,
     PaidTranscript,
     PastTurn,
     Round,
@@ -354,7 +355,7 @@ class VoiceAgent:
             if self.fallback is None:
                 if turn.heard is not None:
                     turn.heard.cancel()
-                return await self._apology(turn, watch)
+                return await self._apology(turn, watch, exc)
             engine = self.fallback
             # The fallback starts the step loop afresh but keeps tool results already fetched.
             if turn.heard is not None:
@@ -373,7 +374,7 @@ class VoiceAgent:
                     exc_info=not _expected(exc2),
                 )
                 await self._charge_failed(context, engine.name, turn.scratch.get("usage", []))
-                return await self._apology(turn, watch)
+                return await self._apology(turn, watch, exc2)
 
         user_text = text
         if turn.heard is not None:
@@ -483,13 +484,16 @@ class VoiceAgent:
             return await self.speaker(final.text, voice)
         return None
 
-    async def _apology(self, turn: TurnState, watch: _Stopwatch) -> Reply:
+    async def _apology(self, turn: TurnState, watch: _Stopwatch, why: Exception) -> Reply:
         """No engine could answer. A complaint a tool filed before that is told by its key and
         kept in the conversation: a player who heard only "sorry" would file it again."""
+        # A note that crashed the recogniser is that note's trouble: other notes are answered,
+        # so "my voice service is down, try in a few minutes" would mislead.
+        sorry = say.NOTE_UNHEARD if isinstance(why, NoteUnheard) else say.VOICE_SERVICE_DOWN
         keys = _filed_keys(r for rnd in turn.rounds for r in rnd.results)
         if not keys:
-            return await self._canned(say.VOICE_SERVICE_DOWN, "apology", turn.text, turn.voice, watch)
-        told = f"{say.VOICE_SERVICE_DOWN} {say.FILED_BEFORE_FAILING.format(ticket_keys=', '.join(keys))}"
+            return await self._canned(sorry, "apology", turn.text, turn.voice, watch)
+        told = f"{sorry} {say.FILED_BEFORE_FAILING.format(ticket_keys=', '.join(keys))}"
         reply = await self._canned(told, "apology", turn.text, turn.voice, watch)
         reply.tool_results = [r for rnd in turn.rounds for r in rnd.results]
         past = PastTurn(

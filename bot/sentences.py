@@ -53,6 +53,11 @@ TICKETS_TOO_FAST = "You're asking for tickets faster than I can look. Try again 
 VOICE_SERVICE_DOWN = (
     "Sorry, I can't answer right now because my voice service is down. Please try again in a few minutes."
 )
+# One note crashed the recogniser, twice; other players' notes are still answered meanwhile.
+NOTE_UNHEARD = (
+    "Sorry, something in that voice note tripped up my hearing, so I couldn't answer it. "
+    "Could you record it again?"
+)
 FILED_BEFORE_FAILING = "I did file your complaint before that: ticket {ticket_keys}."
 FILED_BEFORE_REFUSING = "I did file your complaint: ticket {ticket_keys}."
 OVER_BUDGET = (

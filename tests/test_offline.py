@@ -441,6 +441,43 @@ async def test_a_worker_dying_beside_an_idle_one_does_not_freeze_the_bot(setting
     assert fresh and not fresh & first
 
 
+def _crash(pcm: bytes, rate: int) -> Transcript:  # a worker's job that dies on every note
+    import os
+
+    os._exit(1)
+
+
+@pytest.mark.timeout(120, method="thread")
+async def test_a_note_that_crashes_the_recogniser_is_told_so_not_that_the_voice_service_is_down(
+    settings,
+) -> None:
+    """Other players' notes are answered meanwhile: "my voice service is down, please try again in
+    a few minutes" was wrong, and sent the player away for minutes with a note that never works."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.offline.engine import OfflineEngine, load_reply_voices
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
+    from bot.sentences import NOTE_UNHEARD
+    from tests.audio_samples import encode, speechlike
+
+    class Crashing(WorkerHearing):  # the real recovery, with workers that load no model
+        job = staticmethod(_crash)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+
+    engine = OfflineEngine(
+        Crashing(settings.storage_dir / "speech", workers=1), load_reply_voices(settings), 165
+    )
+    try:
+        async with running_app(settings, engine) as app:
+            reply = await app.agent.respond(ToolContext(user_id=NOVA), encode(speechlike(1.0), 48_000, "ogg"))
+    finally:
+        await engine.aclose()
+    assert (reply.kind, reply.text) == ("apology", NOTE_UNHEARD)
+    assert reply.audio is not None and reply.audio.duration_secs > 2.0
+
+
 def _pid(pcm: bytes, rate: int) -> int:  # a worker's job that loads nothing
     import os
 

@@ -24,6 +24,7 @@ __all__ = [
     "EngineError",
     "EnginePaused",
     "EngineReply",
+    "NoteUnheard",
     "PaidTranscript",
     "PastTurn",
     "Round",
@@ -40,6 +41,11 @@ class EngineError(Exception):
 class EnginePaused(EngineError):
     """The engine sends no requests for now (rate limited, or its service failing), and said so in
     the log when it paused: each note the fallback answers meanwhile needs no warning of its own."""
+
+
+class NoteUnheard(EngineError):
+    """This note, not the engine, could not be heard (it crashed the recogniser each time it was
+    tried); the engine answers other notes meanwhile."""
 
 
 class SpeechModelsUnavailable(RuntimeError):

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot import logs
-from bot.engines.base import EngineError, Transcript
+from bot.engines.base import NoteUnheard, Transcript
 from bot.intent import meaning, router
 from bot.intent.word_tagger import word_tagger
 from bot.speech import encoder_files
@@ -220,7 +220,7 @@ class WorkerHearing:
     A worker that dies (a crash in the native decoder, the OOM killer) breaks the pool and every
     note in flight on it. The pool is replaced, and each of those notes is heard again in a
     worker of its own: the note that crashed its worker cannot take the others down twice, and
-    only that one gets an apology (EngineError). No more lone workers run at once than the pool
+    only that one gets an apology (NoteUnheard). No more lone workers run at once than the pool
     has workers: each loads every model, and eight of them after one OOM kill would invite the
     next.
     """
@@ -320,7 +320,7 @@ class WorkerHearing:
             except BrokenProcessPool as exc:
                 seconds = len(pcm) / 2 / rate
                 log.error("a speech worker died again on the same note (%.1f s of audio)", seconds)
-                raise EngineError("the speech recogniser crashed on this note") from exc
+                raise NoteUnheard("the speech recogniser crashed on this note") from exc
             finally:
                 alone.shutdown(wait=False, cancel_futures=True)
 
