@@ -211,10 +211,10 @@ async def build_engine(settings: Settings, name: str) -> Engine:
     return await create_offline_engine(settings)
 
 
-def build_speaker(settings: Settings) -> Speaker | None:
+def build_speaker(settings: Settings, *engines: Engine | None) -> Speaker | None:
     from bot.engines.offline.engine import create_speaker
 
-    return create_speaker(settings)
+    return create_speaker(settings, *engines)
 
 
 async def build_budget(settings: Settings) -> Budget | None:
@@ -281,7 +281,7 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
         if budget is not None and hasattr(budget, "aclose"):
             await keep(budget)
         toolbox = Toolbox(build_tools(stats, manuals, grievances, settings.tools.manual_results))
-        speaker = build_speaker(settings)
+        speaker = build_speaker(settings, engine, fallback)
         if speaker is not None and hasattr(speaker, "aclose"):
             await keep(speaker)
         news_store = await keep(await NewsStore.open(paths.news))

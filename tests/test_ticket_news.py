@@ -388,7 +388,7 @@ async def test_a_spoken_dm_is_made_by_the_offline_speaker_off_the_event_loop(
 async def test_dms_arriving_together_load_the_voices_once_and_the_pool_closes_with_the_app(
     settings: Settings, monkeypatch
 ) -> None:
-    from bot.app import running_app
+    """With no offline engine to share (a cloud engine and no offline fallback)."""
     from bot.engines.offline import engine as offline
 
     loads: list[int] = []
@@ -399,14 +399,35 @@ async def test_dms_arriving_together_load_the_voices_once_and_the_pool_closes_wi
         return real_load(s)
 
     monkeypatch.setattr(offline, "load_reply_voices", counted)
-    async with running_app(settings) as app:
-        speaker = app.agent.speaker
-        loads.clear()  # the engine's own replies loaded theirs
+    speaker = offline.create_speaker(settings, None)
+    try:
         said = await asyncio.gather(*(speaker(f"Ticket {n} is resolved.", None) for n in range(3)))
         assert all(a.ogg.startswith(b"OggS") for a in said)
         assert len(loads) == 1
-        pool = speaker._speaker._pool
+        pool = speaker._speaker._pool  # type: ignore[union-attr]
+    finally:
+        await speaker.aclose()
     assert pool._shutdown  # the app's close shut the synthesis threads down
+
+
+async def test_news_speaks_through_the_offline_engines_speaker_not_a_second_one(
+    settings: Settings, caplog
+) -> None:
+    """The news speaker loaded the voices again: every voice warning was logged twice, and the
+    neural voice had a second pool of synthesis threads, one per core, beside the engine's."""
+    unknown = settings.replace(offline={"voice": "en_US-lessac-medium"})  # warned of at each load
+    caplog.set_level(logging.WARNING)
+    from bot.app import running_app
+
+    async with running_app(unknown) as app:
+        said = await app.agent.speaker("Ticket GRV-1 is resolved.", None)  # type: ignore[misc]
+        assert said.ogg.startswith(b"OggS")
+        shared = app.agent.speaker._speaker is app.engine.speaker  # type: ignore[attr-defined]
+        pool = app.engine.speaker._pool  # type: ignore[attr-defined]
+    warned = [r for r in caplog.records if "en_US-lessac-medium" in r.getMessage()]
+    assert len(warned) == 1, [r.getMessage() for r in warned]
+    assert shared
+    assert pool._shutdown  # closed once, by its engine
 
 
 # ---- Jira ----------------------------------------------------------------------------------

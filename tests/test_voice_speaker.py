@@ -125,6 +125,19 @@ def test_each_sentence_is_synthesised_once_and_then_comes_from_the_cache(reply_v
     assert first.duration_secs > again.duration_secs  # three sentences against two
 
 
+def test_what_is_said_without_keeping_reads_the_cache_and_fills_none_of_it(reply_voices, piper_texts) -> None:
+    """Ticket news and apologies share the engine's speaker; their sentences must not evict its
+    replies' greetings and thanks."""
+    speaking = ReplySpeaker(reply_voices, 165, cache_bytes=8_000_000)
+    try:
+        speaking.speak("Thanks for asking.", JOE)
+        speaking.speak("Thanks for asking. Ticket GRV-1 is resolved.", JOE, keep=False)
+    finally:
+        speaking.close()
+    assert piper_texts == ["Thanks for asking.", "Ticket GRV-1 is resolved."]
+    assert len(speaking.cache) == 1 and speaking.cache.hits == 1
+
+
 def test_a_neural_voice_that_fails_on_a_sentence_gives_the_whole_reply_in_espeak(
     reply_voices, monkeypatch, caplog
 ) -> None:

@@ -112,11 +112,11 @@ class ReplySpeaker:
         self._in_flight: dict[CacheKey, Future[bytes]] = {}
         self._lock = threading.Lock()
 
-    async def speak_soon(self, text: str, voice: str | None) -> ReplyAudio:
+    async def speak_soon(self, text: str, voice: str | None, keep: bool = True) -> ReplyAudio:
         """`speak` on the speaker's own threads: a raid's replies waiting for synthesis hold none
         of asyncio's default threads, which decoding, routing and the grievance spool share."""
         try:
-            waiting = asyncio.get_running_loop().run_in_executor(self._replies, self.speak, text, voice)
+            waiting = asyncio.get_running_loop().run_in_executor(self._replies, self.speak, text, voice, keep)
         except RuntimeError:  # the pool has shut down: the same news as a reply cut off by closing
             raise SpeakerClosed("the speaker closed before this reply was spoken") from None
         try:
@@ -129,13 +129,16 @@ class ReplySpeaker:
             # it can answer, not a cancellation it would take for its own.
             raise SpeakerClosed("the speaker closed before this reply was spoken") from None
 
-    def speak(self, text: str, voice: str | None) -> ReplyAudio:
+    def speak(self, text: str, voice: str | None, keep: bool = True) -> ReplyAudio:
+        """`keep`: whether the sentences synthesised go into the cache. Ticket news and apologies
+        share this speaker but say what is rarely said twice: they read the cache, and keeping
+        their sentences would only evict replies' greetings and thanks."""
         text = speakable(text)
         name = self.voices.resolve(voice)
         neural = self.voices.neural.get(name)
         if neural is not None:
             try:
-                return self._neural(name, text)
+                return self._neural(name, text, keep)
             except CancelledError:
                 raise  # closing: no eSpeak stand-in for a reply that will not be sent
             except Exception:
@@ -146,7 +149,7 @@ class ReplySpeaker:
         writer.write(speech.pcm)
         return writer.finish()
 
-    def _neural(self, name: str, text: str) -> ReplyAudio:
+    def _neural(self, name: str, text: str, keep: bool = True) -> ReplyAudio:
         voice = self.voices.neural[name]
         keys = [(name, self.rate_wpm, sentence) for sentence in sentences(text)]
         ready: dict[CacheKey, bytes] = {}
@@ -165,7 +168,7 @@ class ReplySpeaker:
                 job = self._in_flight.get(key) if self.cache.enabled else None
                 if job is None:
                     try:
-                        job = self._pool.submit(self._synthesize, voice, key)
+                        job = self._pool.submit(self._synthesize, voice, key, keep)
                     except RuntimeError:  # the pool has shut down: the speaker is closing
                         raise CancelledError from None
                     if self.cache.enabled:
@@ -181,10 +184,11 @@ class ReplySpeaker:
             writer.close()
             raise
 
-    def _synthesize(self, voice: NeuralVoice, key: CacheKey) -> bytes:
+    def _synthesize(self, voice: NeuralVoice, key: CacheKey, keep: bool = True) -> bytes:
         try:
             pcm = voice.synthesize(key[2], key[1]).pcm
-            self.cache.put(key, pcm)
+            if keep:
+                self.cache.put(key, pcm)
             return pcm
         finally:
             with self._lock:

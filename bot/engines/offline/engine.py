@@ -660,28 +660,33 @@ async def check_live_offline_engine(settings: Settings, engine: OfflineEngine) -
 
 class NewsSpeaker:
     """Speech for ticket news DMs (and a cloud engine's text replies, and apologies), in the same
-    voices as replies. The voices load at the first DM, once however many DMs arrive together;
-    its pool of synthesis threads is shut down with the app."""
+    voices as replies. With an offline engine running (the engine, or a cloud engine's fallback)
+    it speaks through that engine's speaker: one set of voices, their warnings logged once, and
+    one pool of synthesis threads for the cores. Without one, the voices load at the first DM,
+    once however many DMs arrive together, and its pool is shut down with the app."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, shared: ReplySpeaker | None = None) -> None:
         self._settings = settings
-        self._speaker: ReplySpeaker | None = None
+        self._speaker = shared
+        self._owned = shared is None  # a shared speaker is closed by its engine
         self._loading = asyncio.Lock()
 
     async def __call__(self, text: str, voice: str | None) -> audio.ReplyAudio:
         async with self._loading:
             if self._speaker is None:
                 voices = await asyncio.to_thread(load_reply_voices, self._settings)
-                # Its own pool and no cache: what it says is rarely said twice, and must not
-                # evict the offline replies' sentences.
                 self._speaker = ReplySpeaker(voices, self._settings.offline.rate_wpm)
-        return await self._speaker.speak_soon(spoken(text), voice)
+        # Not kept in the cache: what it says is rarely said twice, and must not evict the offline
+        # replies' sentences.
+        return await self._speaker.speak_soon(spoken(text), voice, keep=False)
 
     async def aclose(self) -> None:
         async with self._loading:  # a first DM still loading finishes, then is closed too
-            if self._speaker is not None:
+            if self._speaker is not None and self._owned:
                 self._speaker.close()
 
 
-def create_speaker(settings: Settings) -> NewsSpeaker:
-    return NewsSpeaker(settings)
+def create_speaker(settings: Settings, *engines: object) -> NewsSpeaker:
+    """`engines`: those the app runs; the first offline one lends its speaker."""
+    shared = next((e.speaker for e in engines if isinstance(e, OfflineEngine)), None)
+    return NewsSpeaker(settings, shared)
