@@ -389,6 +389,13 @@ async def test_the_check_line_names_the_recogniser(settings) -> None:
     assert f", recogniser whisper ({whisper.resolve_model('tiny.en')}), reply voice" in line
 
 
+async def test_the_check_line_names_the_speech_models_folder_in_full(settings, monkeypatch) -> None:
+    monkeypatch.chdir(settings.storage_dir.parent)
+    relative = settings.replace(storage={"dir": "var"}, offline={"recognizer": "pocketsphinx"})
+    line = await check_offline_engine(relative)
+    assert line.startswith(f"offline speech: models in {settings.storage_dir.resolve() / 'speech'}, "), line
+
+
 async def test_auto_hears_with_whisper_where_it_is_installed(settings) -> None:
     auto = settings.replace(offline={"recognizer": "auto"})
     assert ", recogniser whisper (" in await check_offline_engine(auto)

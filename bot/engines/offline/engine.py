@@ -655,7 +655,8 @@ async def check_live_offline_engine(settings: Settings, engine: OfflineEngine) -
     problem = settings_problem(settings, engine.whisper, engine.why_not_whisper)
     if problem:
         raise WhisperUnavailable(problem)
-    return f"offline speech: models in {speech_dir(settings)}, {await engine.check()}"
+    # Absolute: `check` is read by someone who may not know the folder the bot was started in.
+    return f"offline speech: models in {speech_dir(settings).resolve()}, {await engine.check()}"
 
 
 class NewsSpeaker:
