@@ -508,6 +508,10 @@ MAX_TOOL_ROUNDS = 10
 # discord.py waits out every rate limit up to 30 s whatever max_ratelimit_timeout says (it takes
 # max(30, the value)): a lower setting would promise a note answered later that it holds instead.
 MIN_RATE_LIMIT_SECONDS = 30.0
+# Each speech worker loads every speech model (about 600 MB under Whisper with all-mpnet-base-v2)
+# and decodes on one core: 100 of them ran the machine out of memory at start, which read as the
+# Whisper model failing to load. More than this is a second bot process's job.
+MAX_SPEECH_WORKERS = 16
 PRICE_KEYS = ("text_in", "text_out", "audio_in", "audio_out", "cached_in")
 
 
@@ -533,6 +537,7 @@ def _check_ranges(settings: Settings) -> None:
             elif value < 0:
                 raise ConfigError(f"{key} = {value}: it must not be negative")
     check_port(settings.web.port, f"web.port = {settings.web.port}")
+    _check_workers(settings.offline.workers)
     if settings.agent.max_tool_rounds > MAX_TOOL_ROUNDS:
         raise ConfigError(
             f"agent.max_tool_rounds = {settings.agent.max_tool_rounds}: it is 0 to {MAX_TOOL_ROUNDS}"
@@ -566,6 +571,22 @@ def _check_ranges(settings: Settings) -> None:
                 f"usage.price_as.{name!r} = {row!r}: no [usage.prices] row has that name; "
                 f"name one of {', '.join(settings.usage.prices)}"
             )
+
+
+def _check_workers(workers: int) -> None:
+    if workers > MAX_SPEECH_WORKERS:
+        raise ConfigError(
+            f"offline.workers = {workers}: at most {MAX_SPEECH_WORKERS} (each worker loads every speech"
+            " model, about 600 MB under Whisper; 0 starts one per core, up to four)"
+        )
+    cores = os.cpu_count() or 1
+    if workers > cores:
+        log.warning(
+            "offline.workers = %d is more than this machine's %d cores: the extra workers decode no"
+            " faster, and each holds every speech model (about 600 MB under Whisper)",
+            workers,
+            cores,
+        )
 
 
 def _check_web(settings: Settings) -> None:

@@ -71,6 +71,9 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         # Each round is one more billed request carrying the whole prompt: a looping model ran on.
         ("", {"VOXDESK_AGENT_MAX_TOOL_ROUNDS": "1000"}, "agent.max_tool_rounds = 1000: it is 0 to 10"),
         ("", {"VOXDESK_DISCORD_DEFER_AFTER_SECONDS": "10"}, "discord.defer_after_seconds"),
+        # Each worker loads every speech model: 100 under Whisper ran out of memory at start, and
+        # the log blamed the Whisper model.
+        ("", {"VOXDESK_OFFLINE_WORKERS": "100"}, "offline.workers = 100: at most 16"),
         # discord.py waits out any limit up to 30 s: 10 acted as 30.
         ("[discord]\nrate_limit_seconds = 10\n", {}, "discord.rate_limit_seconds = 10: discord.py waits out"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_in = "2.5"\n', {}, "usage.prices.'gpt-audio-1.5'.text_in"),
@@ -86,6 +89,18 @@ def test_bad_settings_stop_with_one_line_naming_the_key(
     message = str(caught.value)
     assert names in message
     assert "\n" not in message
+
+
+def test_more_speech_workers_than_cores_is_a_warning_naming_the_key(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    assert load_settings(write(tmp_path, ""), environ={"VOXDESK_OFFLINE_WORKERS": "2"}).offline.workers == 2
+    assert caplog.records == []
+    assert load_settings(write(tmp_path, ""), environ={"VOXDESK_OFFLINE_WORKERS": "8"}).offline.workers == 8
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("offline.workers = 8 is more than this machine's 2 cores")
 
 
 def test_every_missing_secret_is_named_in_one_error(tmp_path: Path) -> None:
