@@ -34,6 +34,7 @@ from bot.engines.base import (
     TurnState,
     Usage,
 )
+from bot.speech.speakable import writable
 from bot.tools import Toolbox, heard_in_public
 from bot.tools.base import ToolContext, ToolResult
 
@@ -376,6 +377,8 @@ class VoiceAgent:
                 await self._charge_failed(context, engine.name, turn.scratch.get("usage", []))
                 return await self._apology(turn, watch, exc2)
 
+        # A display name or a tool's result can carry a lone surrogate or a NUL into the answer.
+        final.text = writable(final.text)
         user_text = text
         if turn.heard is not None:
             with watch.stage("transcribe_wait"):

@@ -71,6 +71,18 @@ async def test_bad_audio_raises_audio_error_and_leaves_history_alone(settings) -
         assert await app.conversations.history(NOVA) == []
 
 
+async def test_an_answer_with_a_lone_surrogate_or_a_nul_is_written_without_them_and_kept(settings) -> None:
+    """From a display name cut mid-character or a tool's result: the turn could not be saved
+    (SQLite takes UTF-8 only), and Discord would be sent a NUL. What shows is kept."""
+    engine = ScriptedEngine([lambda turn: EngineReply(text="GG Nova\ud800\x00 \U0001f3ae\u200d\u674e!\nBye")])
+    async with running_app(settings, engine) as app:
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "hi")
+        history = await app.conversations.history(NOVA)
+    assert reply.text == "GG Nova \U0001f3ae\u200d\u674e!\nBye"
+    assert [t.reply_text for t in history] == [reply.text]
+    assert reply.audio is not None and reply.audio.duration_secs > 0.5
+
+
 async def test_engine_failure_gives_an_apology_not_silence(settings) -> None:
     async with running_app(settings, BrokenEngine()) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)

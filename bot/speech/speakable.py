@@ -16,6 +16,8 @@ cloud model's words. Three kinds of character are not said:
 
 A reply with nothing left to say after that (a lone 👍, a sentence all in Chinese) is read as the
 voice can rather than sent as silence: only the characters no synthesiser can take are dropped.
+
+The written reply (`writable`) loses only lone surrogates and control characters.
 """
 
 from __future__ import annotations
@@ -51,6 +53,15 @@ def speakable(text: str) -> str:
     if any(c.isalnum() for c in said):
         return said
     return _tidy(_printable(text))
+
+
+def writable(text: str) -> str:
+    """`text` for the written reply: without lone surrogates, which no UTF-8 store or JSON body
+    takes (the turn was not saved), and control characters but line breaks and tabs. Everything
+    that shows stays, zero-width joiners too (they hold emoji sequences together)."""
+    return "".join(
+        c for c in _without_surrogates(text) if c in _KEPT_CONTROLS or unicodedata.category(c) != "Cc"
+    )
 
 
 def _printable(text: str) -> str:
