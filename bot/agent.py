@@ -17,7 +17,6 @@ from typing import Protocol
 
 from bot import audio, metrics
 from bot import sentences as say
-from bot.bounded import remember
 from bot.config import AgentSettings, AudioSettings
 from bot.conversations import ConversationStore
 from bot.engines.base import (
@@ -44,9 +43,6 @@ log = logging.getLogger(__name__)
 # feed history, and a transcription held up by its own rate limit or retries must not hold the
 # answer (the turn is kept without them).
 TRANSCRIPT_GRACE = 2.0
-# Players remembered with the time of their latest /forget, for the turns of requests they sent
-# before it that are still to be saved (a note waiting for a turn slot under a raid).
-MAX_FORGOTTEN = 10_000
 
 # Speaks a text in a voice (None: default) → reply audio. The offline synthesizer provides it;
 # the agent uses it for apologies when the engine itself cannot speak.
@@ -243,7 +239,6 @@ class VoiceAgent:
         self._slots = asyncio.Semaphore(agent_settings.max_concurrent_turns)
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._user_waiting: dict[str, int] = {}
-        self._forgotten: dict[str, float] = {}  # player → when their latest /forget was sent
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -265,16 +260,12 @@ class VoiceAgent:
         """Reset the player's conversations. `sent_at`, when the /forget was sent (as
         ToolContext.sent_at): the turns of requests sent before it (or in its millisecond, which
         Discord's ids cannot order) are forgotten too, however long they still wait (a note
-        queued for a turn slot, or for its download)."""
+        queued for a turn slot, or for its download, or answered by the next process)."""
         # In the player's turn order: a turn already running read the history before the reset
         # and would save itself after it, and the next note would not start afresh. No turn
         # slot: a reset is quick, and other players' turns have nothing to do with it.
         async with self._user_turn(user_id, slot=False):
-            if sent_at:
-                # Put last, as the newest: past the bound the oldest /forget goes first.
-                latest = max(sent_at, self._forgotten.pop(user_id, 0.0))
-                remember(self._forgotten, user_id, latest, MAX_FORGOTTEN)
-            return await self.conversations.reset(user_id)
+            return await self.conversations.reset(user_id, sent_at)
 
     def voices(self) -> list[str]:
         return self.engine.voices()
@@ -510,13 +501,17 @@ class VoiceAgent:
         return reply
 
     async def _save(self, context: ToolContext, past: PastTurn, afresh: bool = False) -> None:
-        if context.sent_at and context.sent_at <= self._forgotten.get(context.user_id, 0.0):
-            log.info("%s was sent before its player's /forget: its turn is not kept", context.who)
-            return
         try:
-            await self.conversations.append(
-                context.user_id, past, context.conversation, context.request_id, afresh=afresh
+            kept = await self.conversations.append(
+                context.user_id,
+                past,
+                context.conversation,
+                context.request_id,
+                afresh=afresh,
+                sent_at=context.sent_at,
             )
+            if not kept:
+                log.info("%s was sent before its player's /forget: its turn is not kept", context.who)
         except Exception as exc:
             log.error("could not save the turn of user %s: %s", context.user_id, _reason(exc))
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.db import add_missing_columns, opening, writing
+from bot.db import add_missing_columns, opening, while_locked, writing
 from bot.engines.base import PastTurn
 from bot.tools.base import JSON
 
@@ -46,6 +46,12 @@ IDLE_TURNS = (
 )
 # How often append also drops every player's idle conversations, not only its own player's.
 PRUNE_EVERY_SECONDS = 5 * 60.0
+# The conversation of each player's one row that is no turn: its `at`, when their latest /forget
+# was sent (ToolContext.sent_at). A turn of a request sent before it is not kept, in any process
+# on the storage folder and after a restart. In `turns` rather than a table of its own, which
+# would raise SCHEMA_VERSION and have every older voxdesk refuse the file: one of those never
+# reads it as history (no place is named so), and prunes and erases it with the player's turns.
+FORGOTTEN = "/forget"
 # Characters of history (words, tool calls and their results) one turn is sent at most, about
 # 12,000 tokens: eight turns that each read three passages of MAX_PASSAGE_CHARS (about 5,400 a
 # turn) fit. One turn that carries a huge tool result or made-up arguments (a looping model) is not
@@ -146,16 +152,30 @@ class ConversationStore:
         ]
 
     async def append(
-        self, user_id: str, turn: PastTurn, conversation: str = "", request_id: str = "", afresh: bool = False
-    ) -> None:
-        """Add a turn. A note answered again (its answer never reached the player, or a restart
-        cut its turn) saw its first attempt in the history, and so what that attempt filed; its
-        new turn then replaces the first, so the conversation holds each note once. `afresh`: the
-        turn was answered without the conversation's earlier turns, which go."""
+        self,
+        user_id: str,
+        turn: PastTurn,
+        conversation: str = "",
+        request_id: str = "",
+        afresh: bool = False,
+        sent_at: float = 0.0,
+    ) -> bool:
+        """Add a turn; whether it was kept. A note answered again (its answer never reached the
+        player, or a restart cut its turn) saw its first attempt in the history, and so what that
+        attempt filed; its new turn then replaces the first, so the conversation holds each note
+        once. `afresh`: the turn was answered without the conversation's earlier turns, which go.
+        `sent_at`, when its request was sent: one sent before the player's latest /forget (or in
+        its millisecond, which Discord's ids cannot order) is not kept."""
         at = turn.at or time.time()
-        # Conversations idle past the limit can never be read again: this one starts afresh,
-        # and the player's others are forgotten rather than kept.
         async with writing(self._conn, self._write_lock):
+            # One transaction from the look at the /forget to the insert: another process's
+            # /forget lands before it or after it, never in between.
+            await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+            if sent_at and sent_at <= await self._forgotten_at(user_id):
+                await self._conn.rollback()
+                return False
+            # Conversations idle past the limit can never be read again: this one starts afresh,
+            # and the player's others are forgotten rather than kept.
             await self._conn.execute(
                 "DELETE FROM turns WHERE user_id = ? AND conversation IN (SELECT conversation FROM turns"
                 " WHERE user_id = ? GROUP BY conversation HAVING MAX(at) < ?)",
@@ -195,13 +215,35 @@ class ConversationStore:
                 (user_id, conversation, user_id, conversation, self.max_turns),
             )
             await self._conn.commit()
+        return True
 
-    async def reset(self, user_id: str) -> int:
-        """Forget the player's every conversation."""
+    async def _forgotten_at(self, user_id: str) -> float:
+        rows = await self._conn.execute_fetchall(
+            "SELECT MAX(at) FROM turns WHERE user_id = ? AND conversation = ?", (user_id, FORGOTTEN)
+        )
+        return rows[0][0] or 0.0
+
+    async def reset(self, user_id: str, sent_at: float = 0.0) -> int:
+        """Forget the player's every conversation; how many turns went. `sent_at`, when the
+        /forget was sent: the turns of requests sent before it are not kept (`append`) either.
+        One row per player keeps that time, the latest /forget's, pruned as an idle conversation."""
         async with writing(self._conn, self._write_lock):
-            cursor = await self._conn.execute("DELETE FROM turns WHERE user_id = ?", (user_id,))
+            await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+            latest = max(sent_at, await self._forgotten_at(user_id))
+            cursor = await self._conn.execute(
+                "DELETE FROM turns WHERE user_id = ? AND conversation != ?", (user_id, FORGOTTEN)
+            )
+            turns = cursor.rowcount
+            if sent_at:
+                await self._conn.execute(
+                    "DELETE FROM turns WHERE user_id = ? AND conversation = ?", (user_id, FORGOTTEN)
+                )
+                await self._conn.execute(
+                    "INSERT INTO turns (user_id, conversation, at, reply_text) VALUES (?, ?, ?, '')",
+                    (user_id, FORGOTTEN, latest),
+                )
             await self._conn.commit()
-        return cursor.rowcount
+        return turns
 
     async def aclose(self) -> None:
         await self._conn.close()

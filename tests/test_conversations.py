@@ -223,3 +223,42 @@ async def test_players_sharing_a_channel_never_cut_or_keep_each_others_turns(tmp
     with sqlite3.connect(db) as conn:
         left = conn.execute("SELECT user_id, user_text FROM turns ORDER BY id").fetchall()
     assert left == [("blaze", "question 5"), ("blaze", "question 7")]
+
+
+async def test_a_forget_holds_in_another_process_and_after_a_restart(tmp_path) -> None:
+    # The /forget's time was held in the memory of the process it reached: another bot on the
+    # storage folder, or this one after a restart, kept the turn of a note sent before it.
+    db = tmp_path / "c.db"
+    here = await ConversationStore.open(db, max_turns=5, idle_minutes=30)
+    there = await ConversationStore.open(db, max_turns=5, idle_minutes=30)
+    forgot = time.time()
+    await here.append("u1", turn(1), "dm", sent_at=forgot - 5)
+    assert await here.reset("u1", sent_at=forgot) == 1
+    assert await there.append("u1", turn(2), "dm", sent_at=forgot - 1) is False
+    assert await there.append("u1", turn(3), "dm", sent_at=forgot) is False  # in its millisecond
+    assert await there.history("u1", "dm") == []
+    await here.aclose()
+    here = await ConversationStore.open(db, max_turns=5, idle_minutes=30)  # a restart
+    assert await here.append("u1", turn(4), "channel", sent_at=forgot - 1) is False
+    assert await here.append("u1", turn(5), "dm", sent_at=forgot + 1) is True
+    assert await here.append("u2", turn(6), "dm", sent_at=forgot - 1) is True  # another player
+    assert [t.user_text for t in await there.history("u1", "dm")] == ["question 5"]
+    await here.aclose()
+    await there.aclose()
+
+
+async def test_a_forget_is_one_row_a_player_gone_with_the_idle_limit_and_no_turn(tmp_path) -> None:
+    db = tmp_path / "c.db"
+    store = await ConversationStore.open(db, max_turns=5, idle_minutes=10)
+    now = time.time()
+    assert await store.reset("u1", sent_at=now - 10) == 0  # nothing to forget: no turn counted
+    assert await store.reset("u1", sent_at=now - 20) == 0  # an older /forget, answered late
+    assert await store.append("u1", turn(1), "dm", sent_at=now - 11) is False  # the latest holds
+    assert await store.reset("u2", sent_at=now) == 0
+    with sqlite3.connect(db) as conn:
+        marks = conn.execute("SELECT user_id, at FROM turns ORDER BY user_id").fetchall()
+    assert marks == [("u1", now - 10), ("u2", now)]
+    await store.prune(now=now + 595)  # u1's /forget idle for 10 min and 5 s, u2's not yet
+    await store.aclose()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT user_id FROM turns").fetchall() == [("u2",)]

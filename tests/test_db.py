@@ -713,7 +713,7 @@ async def test_a_refused_write_is_rolled_back_whole_while_another_write_goes_thr
             store.append("blaze", PastTurn("how many points", "1200"), "dm", "note2"),
             return_exceptions=True,
         )
-        assert isinstance(again, sqlite3.DatabaseError) and beside is None
+        assert isinstance(again, sqlite3.DatabaseError) and beside is True
         said = other.execute("SELECT user_id, reply_text FROM turns ORDER BY id").fetchall()
         assert said == [("nova", "on its way"), ("blaze", "1200")]
     finally:

@@ -790,6 +790,54 @@ async def test_forget_also_forgets_a_note_sent_before_it_that_waits_for_a_turn(s
         assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
 
 
+async def test_forget_still_holds_for_a_note_sent_before_it_that_the_next_process_answers(
+    settings, fake: FakeDiscord
+):
+    # The /forget was held by the process it reached alone: the note waiting when that process
+    # stopped, answered by the next one's catch-up, was remembered there.
+    engine = GatedEngine()
+    one_slot = settings.replace(agent={"max_concurrent_turns": 1})
+    async with running_bot(one_slot, fake, engine=engine, shutdown_grace_seconds=0.3) as h:
+        others = await fake.send_note(blaze, voice_note())
+        await engine.waiting.wait()  # Blaze's turn holds the only turn slot
+        waiting = await fake.send_note(nova, voice_note())
+        await fake.wait_for(  # its 🎧: it waits for the slot
+            lambda rs: any(r.kind == "reaction_add" and r.body["message_id"] == waiting["id"] for r in rs)
+        )
+        assert await ask(fake, nova, "forget", [], guild=False) in (FORGOTTEN, NOTHING_TO_FORGET)
+        h.stop.set()
+        await asyncio.wait_for(h.task, 30)
+    (cut,) = fake.replies_to(waiting["id"])  # the stop cut it: the next process answers it
+    assert cut.body["content"].startswith("I'm restarting")
+    async with running_bot(one_slot, fake):
+        # The words after "I'm restarting", then the voice reply.
+        await fake.wait_for(lambda _: all(len(fake.replies_to(n["id"])) >= 3 for n in (others, waiting)))
+        assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+
+
+async def test_forget_holds_for_a_note_sent_before_it_that_the_other_bot_of_a_deploy_answers(
+    settings, fake: FakeDiscord
+):
+    # An overlapping deploy: the old process took the /forget, the new one answers the note the
+    # old one's stop cut, and knew nothing of the /forget.
+    engine = GatedEngine()
+    one_slot = settings.replace(agent={"max_concurrent_turns": 1})
+    async with running_bot(one_slot, fake, engine=engine, shutdown_grace_seconds=0.3) as old:
+        others = await fake.send_note(blaze, voice_note())
+        await engine.waiting.wait()  # Blaze's turn holds the only turn slot
+        waiting = await fake.send_note(nova, voice_note())
+        await fake.wait_for(  # its 🎧: it waits for the slot
+            lambda rs: any(r.kind == "reaction_add" and r.body["message_id"] == waiting["id"] for r in rs)
+        )
+        assert await ask(fake, nova, "forget", [], guild=False) in (FORGOTTEN, NOTHING_TO_FORGET)
+        async with running_bot(one_slot, fake, recheck_seconds=0.2):
+            old.stop.set()
+            await asyncio.wait_for(old.task, 30)
+            # The words after "I'm restarting", then the voice reply.
+            await fake.wait_for(lambda _: all(len(fake.replies_to(n["id"])) >= 3 for n in (others, waiting)))
+            assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+
+
 async def test_a_command_still_waiting_near_the_tokens_end_tells_the_player(
     settings, fake: FakeDiscord, monkeypatch
 ):
