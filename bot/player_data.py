@@ -26,6 +26,7 @@ from typing import Any
 
 from bot import ticket_news
 from bot.app import StoragePaths
+from bot.conversations import FORGOTTEN
 from bot.db import BUSY_SECONDS, kept, naming, refuse_newer, restore_from_log
 from bot.schemas import refuse_newer_databases, remedy, versions
 from bot.tools.grievance_spool import GrievanceSpool
@@ -123,6 +124,11 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
     for name, tables in BY_USER.items():
         with _database(storage, name) as conn:
             part = {t: _rows(conn, f"SELECT * FROM {t} WHERE user_id = ?", (user_id,)) for t in tables}
+            if name == "conversations":
+                # The row that keeps when their latest /forget was sent is no turn of conversation.
+                rows = part["turns"]
+                part["turns"] = [r for r in rows if r["conversation"] != FORGOTTEN]
+                part["latest_forget"] = [r for r in rows if r["conversation"] == FORGOTTEN]
             if name == "grievances":
                 part["staff_notes"] = _rows(
                     conn,
@@ -178,8 +184,16 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
     _refuse_newer(storage)
     lines = []
     with _database(storage, "conversations", write=True) as conn:
+        # Their latest /forget's time is a row of `turns` too (conversations.FORGOTTEN): erased
+        # with them, but not counted as a turn.
+        marks = _delete(
+            conn, "DELETE FROM turns WHERE user_id = ? AND conversation = ?", (user_id, FORGOTTEN)
+        )
         n = _delete(conn, "DELETE FROM turns WHERE user_id = ?", (user_id,))
-        lines.append(f"conversations.db: {n} turn(s) of conversation erased")
+        lines.append(
+            f"conversations.db: {n} turn(s) of conversation erased"
+            + (", and when they last used /forget" if marks else "")
+        )
     with _database(storage, "preferences", write=True) as conn:
         prefs = _rows(conn, "SELECT notify FROM preferences WHERE user_id = ?", (user_id,))
         if prefs and not prefs[0]["notify"]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
+import time
 from pathlib import Path
 
 from bot.app import storage_paths
 from bot.config import UsageSettings
-from bot.conversations import ConversationStore
+from bot.conversations import FORGOTTEN, ConversationStore
 from bot.engines.base import PastTurn, Usage
 from bot.note_ledger import NoteLedger
 from bot.preferences import PreferenceStore
@@ -22,10 +23,13 @@ from .conftest import BLAZE, NOVA, QUILL
 from .test_cli import voxdesk
 
 
-async def _fill(storage: Path, user_id: str, words: str, notify: bool = True) -> None:
-    """What a season of notes leaves behind for `user_id`, through each store's own API."""
+async def _fill(storage: Path, user_id: str, words: str, notify: bool = True, forgot: bool = False) -> None:
+    """What a season of notes leaves behind for `user_id`, through each store's own API
+    (`forgot`: with a /forget a minute before those notes)."""
     paths_ = storage_paths_of(storage)
     conversations = await ConversationStore.open(paths_.conversations, max_turns=10, idle_minutes=60)
+    if forgot:
+        await conversations.reset(user_id, sent_at=time.time() - 60)
     await conversations.append(user_id, PastTurn(user_text=words, reply_text="Filed as GRV-1."), "dm")
     await conversations.append(user_id, PastTurn(user_text="and my points", reply_text="708."), "555")
     await conversations.aclose()
@@ -74,8 +78,8 @@ def _count(db: Path, sql: str, *args: str) -> int:
 
 async def test_export_holds_everything_kept_about_a_player_and_nothing_of_another(settings, tmp_path) -> None:
     storage = settings.storage_dir
-    await _fill(storage, NOVA, "nova was charged twice for gems")
-    await _fill(storage, BLAZE, "blaze lost a tournament prize")
+    await _fill(storage, NOVA, "nova was charged twice for gems", forgot=True)
+    await _fill(storage, BLAZE, "blaze lost a tournament prize", forgot=True)
     _spool(storage, NOVA, "nova was charged twice for gems (kept)")
     _spool(storage, BLAZE, "blaze was kicked (kept)")
     rejected = GrievanceSpool.beside(storage_paths_of(storage).grievances).rejected
@@ -91,6 +95,7 @@ async def test_export_holds_everything_kept_about_a_player_and_nothing_of_anothe
         "nova was charged twice for gems",
         "and my points",
     ]
+    assert [t["conversation"] for t in held["conversations"]["latest_forget"]] == [FORGOTTEN]
     assert held["preferences"]["preferences"][0]["voice"] == "en-gb"
     assert held["usage"]["usage"][0]["text_in"] == 10
     assert [n["status"] for n in held["news"]["news"]] == ["in_progress", "resolved"]
@@ -125,8 +130,8 @@ async def test_forget_keeps_a_players_newest_news_of_a_ticket_staff_gave_another
 
 async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which(settings) -> None:
     storage = settings.storage_dir
-    await _fill(storage, NOVA, "nova was charged twice for gems")
-    await _fill(storage, BLAZE, "blaze lost a tournament prize", notify=False)
+    await _fill(storage, NOVA, "nova was charged twice for gems", forgot=True)
+    await _fill(storage, BLAZE, "blaze lost a tournament prize", notify=False, forgot=True)
     _spool(storage, NOVA, "nova was charged twice for gems (kept)")
     paths_ = storage_paths_of(storage)
     blaze_before = json.loads(voxdesk("player", "export", BLAZE, storage=storage, timeout=60).stdout)
@@ -135,7 +140,7 @@ async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which
     done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
     assert done.returncode == 0, done.stderr
     said = done.stdout
-    assert "conversations.db: 2 turn(s) of conversation erased" in said
+    assert "conversations.db: 2 turn(s) of conversation erased, and when they last used /forget" in said
     assert "preferences.db: 1 row(s) of settings erased" in said
     assert "usage.db: 1 day(s) of usage erased" in said
     assert "news.db: 1 piece(s) of ticket news and 2 channel note(s) erased; kept: 1" in said
