@@ -32,9 +32,12 @@ MAX_BACKOFF_SECONDS = 4.0
 
 # Connection-level SQLSTATEs: link failure, cannot connect, no connection, rejected, timeouts.
 TRANSIENT_SQLSTATES = frozenset({"08S01", "08001", "08003", "08004", "HYT00", "HYT01"})
-# Azure SQL's documented transient errors (database unavailable, failover, throttling, network).
+# Azure SQL's documented transient errors (database unavailable, failover, throttling, network),
+# and SQL Server's deadlock victim (1205) and lock timeout (1222): the summary only reads, so
+# running it again once the other transaction has its locks is what SQL Server itself advises.
 AZURE_TRANSIENT_ERRORS = frozenset(
     {4060, 40197, 40501, 40613, 49918, 49919, 49920, 4221, 10928, 10929, 10053, 10054, 10060, 233, 64}
+    | {1205, 1222}
 )
 # SQLite's "busy" and "locked": another writer holds the file; waiting is the cure.
 SQLITE_TRANSIENT_ERRORS = frozenset({5, 6})

@@ -133,6 +133,13 @@ def driver_error(sqlstate: str, text: str, native: int, function: str = "SQLExec
 
 
 CLOSED = pyodbc.ProgrammingError("Attempt to use a closed connection.")
+DEADLOCK = driver_error(
+    "40001",
+    "[SQL Server]Transaction (Process ID 57) was deadlocked on lock resources with another process"
+    " and has been chosen as the deadlock victim. Rerun the transaction.",
+    1205,
+)
+LOCK_TIMEOUT = driver_error("HY000", "[SQL Server]Lock request time out period exceeded.", 1222)
 
 TRANSIENT = [
     (driver_error("08S01", "Communication link failure", 104), "sqlserver"),
@@ -147,6 +154,8 @@ TRANSIENT = [
     (driver_error("HY000", "[SQL Server]Cannot open database requested by the login.", 4060), "sqlserver"),
     (driver_error("HY000", "TCP Provider: An existing connection was forcibly closed", 10054), "sqlserver"),
     (driver_error("HY000", "[SQLite]database is locked (5)", 5), "sqlite"),
+    (DEADLOCK, "sqlserver"),
+    (LOCK_TIMEOUT, "sqlserver"),
     (CLOSED, "sqlserver"),
     (CLOSED, "sqlite"),
     (TimeoutError(), "sqlserver"),
@@ -642,6 +651,40 @@ async def test_a_locked_database_is_retried_until_it_frees_up(
         locker.close()
     assert summary == await embedded_summary(players_db(settings), NOVA)
     assert any("transient error on attempt 1" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("error", [DEADLOCK, LOCK_TIMEOUT], ids=["deadlock 1205", "lock timeout 1222"])
+async def test_a_deadlock_or_lock_timeout_on_sql_server_is_retried(
+    settings: Settings,
+    embedded: SqliteStats,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: pyodbc.Error,
+) -> None:
+    # A report's write holding the tables: SQL Server makes the summary's read the deadlock
+    # victim, or its lock wait runs out. The next attempt finds the locks released.
+    execute = aioodbc.connection.Connection.execute
+    refused: list[str] = []
+
+    async def first_refused(conn: aioodbc.connection.Connection, sql: str, *params: object) -> object:
+        if not refused:
+            refused.append(sql)
+            raise error
+        return await execute(conn, sql, *params)
+
+    monkeypatch.setattr(aioodbc.connection.Connection, "execute", first_refused)
+    # The SQLite driver stands in for SQL Server: its row limit, not SQL Server's TOP.
+    limit_rows = stats_sql.limit_rows
+    monkeypatch.setattr(stats_sql, "limit_rows", lambda sql, n, dialect: limit_rows(sql, n, "sqlite"))
+    caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), replace(FAST, dialect="sqlserver"))
+    try:
+        summary = await stats.player_summary(NOVA)
+    finally:
+        await stats.aclose()
+    assert refused and summary == await embedded.player_summary(NOVA)
+    retried = [r.getMessage() for r in caplog.records if "transient error on attempt 1" in r.getMessage()]
+    assert len(retried) == 1 and f"SQLSTATE {error.args[0]}" in retried[0], retried
 
 
 async def test_a_connection_dropped_under_the_pool_is_discarded_and_the_query_retried(
