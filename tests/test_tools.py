@@ -449,6 +449,34 @@ async def test_a_question_the_manuals_do_not_cover_finds_no_passage(settings, sc
     assert [p["title"] for p in kid] == ["Parental controls: Play time limits"]
 
 
+async def test_a_damaged_manuals_index_is_one_error_naming_the_file_and_the_fix(
+    settings, scripted_app_engine, caplog
+) -> None:
+    from bot.health import check_all
+
+    manuals = storage_paths(settings).manuals
+    with sqlite3.connect(manuals) as conn:  # the FTS5 index's own pages lost, as a bad disk does
+        pages = conn.execute("SELECT id, block FROM passages_data").fetchall()
+        conn.execute("DELETE FROM passages_data")
+    checked = {r.service: r for r in await check_all(settings)}["manuals"]
+    async with running_app(settings, scripted_app_engine) as app:
+        with caplog.at_level(logging.INFO, logger="bot.tools"):
+            results = [
+                await run(app, who, "search_manuals", query="pair my controller") for who in (NOVA, BLAZE)
+            ]
+            with sqlite3.connect(manuals) as conn:
+                conn.executemany("INSERT INTO passages_data (id, block) VALUES (?, ?)", pages)
+            assert (await run(app, NOVA, "search_manuals", query="pair my controller"))["passages"]
+    assert results == [{"error": say.MANUALS_UNAVAILABLE}] * 2  # not "that part of me isn't working"
+    said = [(r.levelno, r.getMessage(), r.exc_info) for r in caplog.records if r.name.startswith("bot.tools")]
+    assert [level for level, _, _ in said if level >= logging.WARNING] == [logging.ERROR]
+    assert not any(exc_info for _, _, exc_info in said)  # no traceback for every question
+    fix = "stop the bot, delete the file and run `python -m bot init`"
+    assert str(manuals) in said[0][1] and fix in said[0][1]
+    assert said[-1][1] == "manuals search: the local index answers again"
+    assert not checked.ok and str(manuals) in checked.detail and fix in checked.detail
+
+
 def test_fts_query_quotes_every_term_so_nothing_is_syntax() -> None:
     assert fts_query('refund" OR title:* NEAR(a b)') == '"refund" OR "title" OR "near" OR "b"'
     assert fts_query("how do I") == ""

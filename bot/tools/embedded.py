@@ -122,17 +122,37 @@ def fts_query(text: str) -> str:
     return " OR ".join(f'"{w}"' for w in query_terms(text))
 
 
+# SQLite's "database is locked" and "busy": another process writes, and waiting is the cure.
+_LOCKED = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
+
+
 class FtsManuals:
     """ManualsBackend over a local SQLite FTS5 index of the manuals' sections."""
 
-    def __init__(self, conn: aiosqlite.Connection) -> None:
+    def __init__(self, conn: aiosqlite.Connection, path: Path | str = "manuals index") -> None:
         self._conn = conn
+        self._path = path
+        # A damaged index fails every question until the operator rebuilds it: said once.
+        self._outage = Outage(
+            log, "manuals search: the local index answers again", logging.ERROR, logging.INFO
+        )
 
     @classmethod
     async def open(cls, path: Path | str, read_only: bool = False) -> FtsManuals:
         if read_only:
-            return cls(await open_read_only(path, FTS_SCHEMA_VERSION))
-        return cls(await open_sqlite(path, FTS_SCHEMA, version=FTS_SCHEMA_VERSION))
+            return cls(await open_read_only(path, FTS_SCHEMA_VERSION), path)
+        return cls(await open_sqlite(path, FTS_SCHEMA, version=FTS_SCHEMA_VERSION), path)
+
+    def _broken(self, exc: sqlite3.Error) -> str:
+        """What went wrong, in which file, and what fixes it: the index holds nothing but what
+        `init` builds from the manuals, and a damaged FTS5 table cannot even be emptied, so a new
+        file is the cure."""
+        if (getattr(exc, "sqlite_errorcode", 0) or 0) & 0xFF in _LOCKED:
+            return f"{self._path}: {exc}"
+        return (
+            f"{self._path}: {exc}: stop the bot, delete the file and run `python -m bot init` to rebuild"
+            " it from the manuals"
+        )
 
     async def rebuild(self, chunks: list[Chunk]) -> None:
         await self._conn.execute("DELETE FROM passages")
@@ -143,6 +163,16 @@ class FtsManuals:
         await self._conn.commit()
 
     async def search(self, query: str, top: int) -> list[Passage]:
+        try:
+            passages = await self._search(query, top)
+        except sqlite3.Error as exc:
+            reason = self._broken(exc)
+            self._outage.failed(reason, "manuals search failed: %s", reason)
+            raise ToolError(say.MANUALS_UNAVAILABLE) from None
+        self._outage.answered()
+        return passages
+
+    async def _search(self, query: str, top: int) -> list[Passage]:
         terms = query_terms(query)
         if not terms:
             return []
@@ -169,8 +199,13 @@ class FtsManuals:
         return await cursor.fetchone() is not None
 
     async def check(self) -> str:
-        cursor = await self._conn.execute("SELECT COUNT(*) FROM passages")
-        (count,) = await cursor.fetchone()  # type: ignore[misc]
+        try:
+            cursor = await self._conn.execute("SELECT COUNT(*) FROM passages")
+            (count,) = await cursor.fetchone()  # type: ignore[misc]
+            # Counting reads no part of the full-text index a question's MATCH needs.
+            await self._conn.execute("SELECT 1 FROM passages WHERE passages MATCH 'manual' LIMIT 1")
+        except sqlite3.Error as exc:
+            raise type(exc)(self._broken(exc)) from exc
         if not count:
             return "local manuals index is empty: run `python -m bot init`"
         return f"local manuals index: {count} passages"
