@@ -480,6 +480,11 @@ async def test_a_damaged_manuals_index_is_one_error_naming_the_file_and_the_fix(
 def test_fts_query_quotes_every_term_so_nothing_is_syntax() -> None:
     assert fts_query('refund" OR title:* NEAR(a b)') == '"refund" OR "title" OR "near" OR "b"'
     assert fts_query("how do I") == ""
+    # Letters of any script stay inside their words, composed, never syntax.
+    assert (
+        fts_query('Pokémon" OR Ñandú* NEAR(Łódź) "cafe\u0301"')
+        == '"pokémon" OR "ñandú" OR "near" OR "łódź" OR "café"'
+    )
 
 
 async def test_a_grievance_database_from_before_the_outbox_columns_opens_with_every_row(tmp_path) -> None:

@@ -1,12 +1,13 @@
 """Game-manual search on Azure AI Search, and `index-manuals`, which builds that index.
 
 The query sent is made of the player's words only (the same words, minus the same stopwords, as
-the embedded FTS index uses), joined by spaces and sent with the simple syntax in `any` mode. No
-character the player says reaches the service as query syntax, and nothing ever goes into a
-`$filter`. The index gives a section title four times the weight of its text, as the embedded
-index does, so both backends rank the manuals alike, and a passage that shares too few of the
-question's words is left out by the same rule (bot/tools/relevance.py), so neither answers an
-off-topic question from an unrelated manual.
+the embedded FTS index uses), joined by spaces and sent with the simple syntax in `any` mode. A
+word holds Unicode letters, digits and combining marks only, none of which is an operator of the
+simple or the full Lucene syntax, so no character the player says reaches the service as query
+syntax, and nothing ever goes into a `$filter`. The index gives a section title four times the
+weight of its text, as the embedded index does, so both backends rank the manuals alike, and a
+passage that shares too few of the question's words is left out by the same rule
+(bot/tools/relevance.py), so neither answers an off-topic question from an unrelated manual.
 """
 
 from __future__ import annotations
@@ -52,7 +53,7 @@ from bot.logs import Outage
 from bot.tools.base import Passage, ToolError
 
 # One vocabulary for both backends: the same words are searched for on either.
-from bot.tools.embedded import TITLE_WEIGHT, WORD, query_terms
+from bot.tools.embedded import TITLE_WEIGHT, query_terms, words
 from bot.tools.manual_chunks import Chunk, chunk_manuals
 from bot.tools.relevance import CANDIDATES_PER_RESULT, all_known, evidence
 
@@ -236,7 +237,7 @@ class AzureSearchManuals:
             options |= {
                 "query_type": "semantic",
                 "semantic_configuration_name": semantic,
-                "semantic_query": " ".join(WORD.findall(query.lower())),
+                "semantic_query": " ".join(words(query)),
                 "query_caption": "extractive",
                 # A reranker that fails or is overloaded leaves the keyword ranking, which answers
                 # as well as keyword mode does, instead of failing the player's question.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import sqlite3
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -105,13 +105,39 @@ STOPWORDS = frozenset(
     "when where which who why will with would you your tell know want need help about if "
     "s t d ll m re ve".split()
 )
-WORD = re.compile(r"[a-z0-9]+")
 TITLE_WEIGHT = 4.0  # a match in a section's title counts four times one in its text
+
+
+def words(text: str) -> list[str]:
+    """The words of `text`, lowercased: runs of Unicode letters, digits and combining marks, so
+    "Pokémon", "Ñandú", "Łódź" or a Devanagari word stay whole, as both indexes' tokenizers keep
+    them (SQLite's unicode61; Lucene's standard tokenizer, under en.lucene). Everything else
+    (spaces, punctuation, every operator of FTS5's and Azure's query syntax) only separates them.
+
+    NFC first: the manuals are composed text, and Azure's English analyzer does not compose or
+    fold accents. Each character is lowercased on its own, as Lucene does: "İ" has no one-letter
+    lowercase and stays, where Python's "i" + combining dot would match nothing on Azure.
+    """
+    found: list[str] = []
+    word: list[str] = []
+    for char in unicodedata.normalize("NFC", text) + " ":
+        if unicodedata.category(char)[0] in "LNM":
+            lower = char.lower()
+            word.append(lower if len(lower) == 1 else char)
+        elif word:
+            found.append("".join(word))
+            word = []
+    return found
 
 
 def query_terms(text: str) -> list[str]:
     """The meaningful words of a question, lowercased, each once: all any manuals backend is sent."""
-    return list(dict.fromkeys(w for w in WORD.findall(text.lower()) if w not in STOPWORDS))
+    return list(dict.fromkeys(w for w in words(text) if w not in STOPWORDS))
+
+
+def fts_phrase(term: str) -> str:
+    """`term` as an FTS5 string: whatever it holds is searched for, never read as syntax."""
+    return '"' + term.replace('"', '""') + '"'
 
 
 def fts_query(text: str) -> str:
@@ -119,7 +145,7 @@ def fts_query(text: str) -> str:
 
     Quoting every term means nothing a player says can be read as FTS5 syntax.
     """
-    return " OR ".join(f'"{w}"' for w in query_terms(text))
+    return " OR ".join(fts_phrase(w) for w in query_terms(text))
 
 
 # SQLite's "database is locked" and "busy": another process writes, and waiting is the cure.
@@ -194,7 +220,7 @@ class FtsManuals:
     async def _known(self, term: str) -> bool:
         """Whether any manual uses the word."""
         cursor = await self._conn.execute(
-            "SELECT 1 FROM passages WHERE passages MATCH ? LIMIT 1", (f'"{term}"',)
+            "SELECT 1 FROM passages WHERE passages MATCH ? LIMIT 1", (fts_phrase(term),)
         )
         return await cursor.fetchone() is not None
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+import unicodedata
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from bot.tools.azure_manuals import (
     index_manuals,
 )
 from bot.tools.base import ToolCall, ToolContext, ToolError
+from bot.tools.embedded import FtsManuals
 from bot.tools.manual_chunks import chunk_manuals
 from tests.conftest import NOVA, make_settings
 from tests.fakes.search_server import FakeSearch, running_fake_search
@@ -328,7 +330,14 @@ INJECTIONS = [
     '"refund" OR "password" -controller +crash | \\"escaped\\" \\\\ back\\slash',
     "$filter=source eq 'refunds.md' or 1 eq 1 &$select=* /regex.*/ fuzzy~2 boost^10 [a TO z] {x}",
     "refund') or search.in(key, 'a,b') or ('",
+    'Pokémon" OR Ñandú* -(Straße) +İstanbul | naïve\\ café~2 Łódź^2 "cafe\u0301" ¿qué?—«sí»',
 ]
+
+
+def only_words(text: str) -> bool:
+    """Words separated by single spaces, each of letters, digits and combining marks alone."""
+    terms = text.split(" ")
+    return all(t and all(unicodedata.category(c)[0] in "LNM" for c in t) for t in terms)
 
 
 @pytest.mark.parametrize("semantic", ["", "sem"])
@@ -342,19 +351,73 @@ async def test_syntax_in_a_question_is_only_words(fake: FakeSearch, semantic: st
             passages = await manuals.search(query, 3)
             body = fake.searches[before].body
             for lookup in fake.searches[before + 1 :]:  # whether a manual uses a word at all
-                assert re.fullmatch(r"[a-z0-9]+", lookup.body["search"]), lookup.body
-            assert re.fullmatch(r"[a-z0-9]+( [a-z0-9]+)*", body["search"]), body["search"]
+                assert only_words(lookup.body["search"]) and " " not in lookup.body["search"], lookup.body
+            assert only_words(body["search"]), body["search"]
             assert not {"filter", "orderby", "searchFields", "scoringProfile"} & set(body)
             assert body["select"] == "key,title,text,source" and body["searchMode"] == "any"
             assert body["queryType"] == ("semantic" if semantic else "simple")
             if semantic:
-                assert re.fullmatch(r"[a-z0-9 ]+", body["semanticQuery"])
+                assert only_words(body["semanticQuery"]), body["semanticQuery"]
             assert all(p.text for p in passages)
+        # Accents and other scripts stay inside their words, composed; "İ" as Lucene lowercases it.
+        assert body["search"] == "pokémon ñandú straße İstanbul naïve café 2 łódź qué sí"
         sent = len(fake.searches)
         assert await manuals.search("*", 3) == [] and await manuals.search("how do I?", 3) == []
         assert len(fake.searches) == sent  # nothing worth searching: the service is not asked
     finally:
         await manuals.aclose()
+
+
+FESTIVAL = """# Festival
+
+## Pokémon trading
+Bring your Pokémon cards to the trading tent.
+
+## Carrera del ñandú
+La carrera del ñandú empieza a mediodía en la puerta norte.
+
+## Straßensperrungen
+Die Straße zum Stadion ist am Samstag gesperrt.
+
+## İstanbul sunucusu
+İstanbul sunucusu bakımda, çarşamba günü açılır.
+"""
+# Each question's words as a player says them, with the section that answers it.
+ACCENTED = {
+    "Pokémon": "Festival: Pokémon trading",
+    "¿Cuándo empieza la carrera del ñandú?": "Festival: Carrera del ñandú",
+    "Ist die Straße am Samstag gesperrt?": "Festival: Straßensperrungen",
+    "İstanbul sunucusu ne zaman açılır?": "Festival: İstanbul sunucusu",
+}
+
+
+async def test_words_with_accents_find_their_sections_on_both_backends(
+    fake: FakeSearch, tmp_path: Path
+) -> None:
+    # "Pokémon" was cut into "pok" and "mon", which no index holds: the question found nothing.
+    (tmp_path / "festival.md").write_text(FESTIVAL, encoding="utf-8")
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, tmp_path)
+    local = await FtsManuals.open(tmp_path / "manuals.db")
+    cloud = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        await local.rebuild(chunk_manuals(tmp_path))
+        found, sent = {}, []
+        for question in ACCENTED:
+            before = len(fake.searches)
+            answers = [await local.search(question, 1), await cloud.search(question, 1)]
+            found[question] = [p[0].title if p else None for p in answers]
+            sent.append(fake.searches[before].body["search"])
+    finally:
+        await local.aclose()
+        await cloud.aclose()
+    assert found == {q: [title, title] for q, title in ACCENTED.items()}
+    assert sent == [
+        "pokémon",
+        "cuándo empieza la carrera del ñandú",
+        "ist die straße am samstag gesperrt",
+        "İstanbul sunucusu ne zaman açılır",
+    ]
 
 
 async def test_syntax_through_the_tool_returns_normally(

@@ -11,7 +11,10 @@ Ranking is BM25 over the index's searchable fields, weighted by the index's scor
 with English stemming for fields whose analyzer is English. It runs on SQLite's FTS5 (porter
 tokenizer), the same ranker the embedded manuals index uses: a parity test between the two
 backends then fails only when the cloud path sends different words, forgets the title weighting
-or maps results wrongly, never because two rankers disagree on a near tie.
+or maps results wrongly, never because two rankers disagree on a near tie. As on the service,
+accents are kept (Lucene's English analyzer does not fold them: "pokemon" does not find
+"Pokémon") except under standardasciifolding.lucene, and each term of the query, as split by
+spaces and operators, is cut into words by the same tokenizer as the documents.
 
 The query text is held to what the bot promises: the player's words, no query syntax. Simple
 syntax (queryType simple, and semantic's keyword half) never fails to parse, so an operator in it
@@ -65,7 +68,8 @@ INDEX_BODY = {
 }  # fmt: skip
 _PATH = re.compile(r"^/indexes(?:\('(?P<q>[^']*)'\)|/(?P<p>[^/('$]+))?(?P<rest>/.*)?$")
 _DOC = re.compile(r"^/docs(?:\('(?P<q>[^']*)'\)|/(?P<p>[^/]+))$")
-_TERM = re.compile(r"\w+")
+# A query's terms as the simple syntax's parser splits them, before the analyzer cuts each.
+_TERM = re.compile(r'[^\s+|\-"*()\\]+')
 SIMPLE_OPERATORS = set('+|-"*()\\')
 SEMANTIC_ERROR_REASONS = {"maxWaitExceeded", "capacityOverloaded", "transient"}
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
@@ -586,11 +590,17 @@ def _rank(
     if not columns:
         return []
     all_docs = text is None or text.strip() in ("", "*")
-    terms = list(dict.fromkeys(t.lower() for t in _TERM.findall(text or "")))
+    # FTS5 folds case itself: Python's lower() makes "İ" an "i" and a combining dot, no index's word.
+    terms = list(dict.fromkeys(_TERM.findall(text or "")))
     if not all_docs and not terms:
         return []
-    english = all((index.fields[c].get("analyzer") in ENGLISH_ANALYZERS) for c in columns)
-    tokenizer = "porter unicode61" if english else "unicode61"
+    analyzers = {index.fields[c].get("analyzer") for c in columns}
+    if analyzers <= ENGLISH_ANALYZERS:
+        tokenizer = "porter unicode61 remove_diacritics 0"
+    elif analyzers == {"standardasciifolding.lucene"}:
+        tokenizer = "unicode61 remove_diacritics 2"
+    else:
+        tokenizer = "unicode61 remove_diacritics 0"
     db = sqlite3.connect(":memory:")
     try:
         quoted = ", ".join(f'"{c}"' for c in columns)
