@@ -365,13 +365,86 @@ def _semantic_configuration(name: str) -> SemanticConfiguration:
     )
 
 
+def _shown(value: Any) -> str:
+    return str(getattr(value, "value", value))
+
+
+def _differences(found: SearchIndex, wanted: SearchIndex) -> list[str]:
+    """How an existing index differs from the one `index_definition` makes, in what the bot's
+    queries rely on: its fields' types, key, retrievability, searchability and analyzer, and the
+    title-first ranking. Fields the bot does not make stay empty in its documents: no matter."""
+    have = {f.name: f for f in found.fields or []}
+    said: list[str] = []
+    for want in wanted.fields:
+        name, field = want.name, have.get(want.name)
+        if field is None:
+            said.append(f"no field '{name}'")
+            continue
+        if _shown(field.type) != _shown(want.type):
+            said.append(f"'{name}' is {_shown(field.type)}, not {_shown(want.type)}")
+        if bool(field.key) != bool(want.key):
+            said.append(f"'{name}' is {'' if field.key else 'not '}the key")
+        if field.hidden:
+            said.append(f"'{name}' is not retrievable")
+        if bool(field.searchable) != bool(want.searchable):
+            said.append(f"'{name}' is {'' if field.searchable else 'not '}searchable")
+        elif want.searchable:
+            # One analyzer for indexing and queries, as the local index's tokenizer is for both.
+            used = [
+                f"{_shown(a)}{role}"
+                for a, role in (
+                    (field.analyzer_name, ""),
+                    (field.index_analyzer_name, " to index"),
+                    (field.search_analyzer_name, " to search"),
+                )
+                if a
+            ]
+            if used != [ANALYZER]:
+                said.append(
+                    f"'{name}' is analyzed with {' and '.join(used) or 'no analyzer'}, not {ANALYZER}"
+                )
+    profiles = {p.name: p for p in found.scoring_profiles or []}
+    weights = {p.name: p.text_weights.weights for p in wanted.scoring_profiles or [] if p.text_weights}
+    if found.default_scoring_profile != wanted.default_scoring_profile:
+        default = found.default_scoring_profile
+        said.append(
+            f"its default scoring profile is {repr(default) if default else 'none'}, "
+            f"not '{wanted.default_scoring_profile}'"
+        )
+    elif wanted.default_scoring_profile:
+        profile = profiles.get(wanted.default_scoring_profile)
+        have_weights = profile.text_weights.weights if profile and profile.text_weights else {}
+        want_weights = weights.get(wanted.default_scoring_profile, {})
+        if {k: float(v) for k, v in have_weights.items()} != want_weights:
+            said.append(
+                f"scoring profile '{wanted.default_scoring_profile}' weighs "
+                f"{_weighs(have_weights)}, not {_weighs(want_weights)}"
+            )
+    return said
+
+
+def _weighs(weights: dict[str, float]) -> str:
+    return ", ".join(f"{name} {float(w):g}" for name, w in sorted(weights.items())) or "nothing"
+
+
 async def _ensure_index(indexes: SearchIndexClient, settings: SearchSettings) -> str:
-    """Create the index when missing; add the configured semantic configuration when absent."""
+    """Create the index when missing; add the configured semantic configuration when absent.
+    An index there already whose fields or ranking differ from those the bot makes is refused:
+    uploaded into, it would answer questions other than the embedded index does, or not at all."""
+    wanted = index_definition(settings)
     try:
         index = await indexes.get_index(settings.index)
     except ResourceNotFoundError:
-        await indexes.create_index(index_definition(settings))
+        await indexes.create_index(wanted)
         return "created"
+    differences = _differences(index, wanted)
+    if differences:
+        # Azure cannot change a field's analyzer or searchability in place: only a new index can.
+        raise SearchServiceError(
+            f"index '{settings.index}' at {shown_url(settings.endpoint)} is not the one voxdesk makes "
+            f"({'; '.join(differences)}): delete it and run `python -m bot index-manuals` again, or set "
+            "search.index to another name"
+        )
     name = settings.semantic_configuration
     configurations = list(index.semantic_search.configurations or []) if index.semantic_search else []
     if name and all(c.name != name for c in configurations):

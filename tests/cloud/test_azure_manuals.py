@@ -288,6 +288,58 @@ async def test_a_semantic_configuration_is_added_to_an_existing_index(fake: Fake
     assert len(fake.documents("manuals")) == SECTIONS
 
 
+def _field(index: dict[str, object], name: str) -> dict[str, object]:
+    return next(f for f in index["fields"] if f["name"] == name)  # type: ignore[attr-defined,index]
+
+
+@pytest.mark.parametrize(
+    ("case", "difference"),
+    [
+        ("analyzer", "'title' is analyzed with standard.lucene, not en.lucene"),
+        ("not searchable", "'text' is not searchable"),
+        ("field missing", "no field 'source'"),
+        ("not retrievable", "'source' is not retrievable"),
+        ("query analyzer", "'text' is analyzed with en.lucene and keyword to search, not en.lucene"),
+        ("ranking", "scoring profile 'title-first' weighs text 1, title 1, not text 1, title 4"),
+        ("no ranking", "its default scoring profile is none, not 'title-first'"),
+    ],
+)
+async def test_an_index_that_differs_from_the_bots_is_refused_with_what_differs(
+    fake: FakeSearch, case: str, difference: str
+) -> None:
+    # Made by another tool, or by hand, under the name voxdesk uses: "already there", and every
+    # question was then answered by other words than the embedded index matches, or by none.
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    definition = fake.indexes["manuals"].definition
+    if case == "analyzer":
+        _field(definition, "title")["analyzer"] = "standard.lucene"
+    elif case == "not searchable":
+        text = _field(definition, "text")
+        text["searchable"] = False
+        del text["analyzer"]
+    elif case == "field missing":
+        definition["fields"] = [f for f in definition["fields"] if f["name"] != "source"]
+    elif case == "not retrievable":
+        _field(definition, "source")["retrievable"] = False
+    elif case == "query analyzer":
+        _field(definition, "text")["searchAnalyzer"] = "keyword"
+    elif case == "ranking":
+        definition["scoringProfiles"][0]["text"]["weights"]["title"] = 1.0
+    elif case == "no ranking":
+        del definition["defaultScoringProfile"]
+    fake.received.clear()
+    with pytest.raises(SearchServiceError) as raised:
+        await index_manuals(settings, fake.api_key, MANUALS)
+    assert re.fullmatch(
+        r"index 'manuals' at http://127\.0\.0\.1:\d+ is not the one voxdesk makes "
+        rf"\({re.escape(difference)}\): delete it and run `python -m bot index-manuals` again, "
+        r"or set search\.index to another name",
+        str(raised.value),
+    ), str(raised.value)
+    assert [r.operation for r in fake.received] == ["get_index"]  # nothing uploaded, nothing changed
+
+
 # Each shares one everyday word with some manual ("change", "than", "last"), which alone ranked
 # a passage about something else first.
 OFF_TOPIC = [
