@@ -369,6 +369,41 @@ def test_scripts_dev_sets_up_in_the_venv_it_made_when_no_python_can_make_one(tmp
     assert installs[:2] == ["-m pip install -q --upgrade pip", "-m pip install -q --prefer-binary -e ."]
 
 
+def test_scripts_dev_does_not_set_up_in_a_venv_of_a_python_it_would_not_pick(tmp_path: Path) -> None:
+    # With no Python here able to make a venv, it set up in any .venv that ran and had pip: one of
+    # 3.10 went on to pip's own refusal of voxdesk, one of 3.14 was used untested though PYTHON
+    # did not name it (README: "a newer one only when `PYTHON=` names it").
+    import shutil
+    import subprocess
+
+    stubs = tmp_path / "stubs"
+    env = _stub_pythons(stubs)
+    for tool in ("bash", "dirname"):
+        (stubs / tool).symlink_to(shutil.which(tool))
+    (stubs / "dpkg").symlink_to(shutil.which("true"))
+    (stubs / "python3").write_text('#!/bin/sh\ncase "$*" in *ensurepip*) exit 1 ;; esac\necho 3.12\n')
+    (stubs / "python3").chmod(0o755)
+    for made in ("3.10", "3.14"):
+        repo = tmp_path / made
+        (repo / "scripts").mkdir(parents=True)
+        for name in ("dev", "pick-python"):
+            shutil.copy(REPO / "scripts" / name, repo / "scripts" / name)
+        venv = repo / ".venv" / "bin"
+        venv.mkdir(parents=True)
+        calls = tmp_path / f"calls-{made}"
+        calls.touch()
+        (venv / "python").write_text(
+            f'#!/bin/sh\necho "$*" >>{calls}\ncase "$*" in *version_info*) echo {made} ;; esac\n'
+        )
+        (venv / "python").chmod(0o755)
+        done = subprocess.run(
+            ["/bin/bash", str(repo / "scripts" / "dev"), "setup"], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 1, (made, done.stderr)
+        assert "python3 is 3.12 without venv" in done.stderr and "using .venv" not in done.stderr, done.stderr
+        assert [line for line in calls.read_text().splitlines() if "pip install" in line] == [], made
+
+
 def test_the_readme_gives_the_cap_on_a_manual_passage_the_model_reads() -> None:
     # A studio's manual section past it is read only in part: the README said nothing of it.
     from bot.tools import MAX_PASSAGE_CHARS
