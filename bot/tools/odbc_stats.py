@@ -32,6 +32,8 @@ MAX_BACKOFF_SECONDS = 4.0
 
 # Connection-level SQLSTATEs: link failure, cannot connect, no connection, rejected, timeouts.
 TRANSIENT_SQLSTATES = frozenset({"08S01", "08001", "08003", "08004", "HYT00", "HYT01"})
+# A statement that outlasted odbc.query_timeout_seconds (SQL_ATTR_QUERY_TIMEOUT).
+QUERY_TIMEOUTS = frozenset({"HYT00"})
 # Azure SQL's documented transient errors (database unavailable, failover, throttling, network),
 # and SQL Server's deadlock victim (1205) and lock timeout (1222): the summary only reads, so
 # running it again once the other transaction has its locks is what SQL Server itself advises.
@@ -160,10 +162,24 @@ class OdbcStats:
 
     async def player_summary(self, user_id: str) -> PlayerSummary | None:
         dialect = self._settings.dialect
-        try:
-            summary = await self._with_retries(
-                lambda fetch: stats_sql.player_summary(fetch, user_id, dialect, self._ranking)
+        attempts = 0
+
+        def blip(exc: Exception) -> bool:
+            # A transient error but a query timeout, with an attempt left: a read that outlasts
+            # the timeout would do so again, and the last attempt answers without the rank.
+            return (
+                attempts <= self._settings.retries
+                and is_transient(exc, dialect)
+                and not (isinstance(exc, pyodbc.Error) and str(exc.args[0]) in QUERY_TIMEOUTS)
             )
+
+        async def summary_of(fetch: Fetch) -> PlayerSummary | None:
+            nonlocal attempts
+            attempts += 1
+            return await stats_sql.player_summary(fetch, user_id, dialect, self._ranking, blip)
+
+        try:
+            summary = await self._with_retries(summary_of)
         except (pyodbc.Error, TimeoutError) as exc:
             self._outage.failed(_cause(exc), "player stats query failed: %s", describe(exc))
             raise ToolError(say.STATS_UNAVAILABLE) from None

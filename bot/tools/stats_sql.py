@@ -133,8 +133,16 @@ def _again(exc: Exception) -> Exception:
         return RuntimeError(str(exc))
 
 
-async def player_summary(fetch: Fetch, user_id: str, dialect: str, ranking: Ranking) -> PlayerSummary | None:
-    """The speaker's summary, or None when their Discord id is linked to no player."""
+async def player_summary(
+    fetch: Fetch,
+    user_id: str,
+    dialect: str,
+    ranking: Ranking,
+    retried: Callable[[Exception], bool] | None = None,
+) -> PlayerSummary | None:
+    """The speaker's summary, or None when their Discord id is linked to no player. A failure of
+    the read of every total for which `retried` is true is raised, for the backend to try the
+    summary again; any other answers the summary without a rank."""
     found = await fetch(FIND_PLAYER, (user_id,))
     if not found:
         return None
@@ -155,6 +163,8 @@ async def player_summary(fetch: Fetch, user_id: str, dialect: str, ranking: Rank
         rank, ranked = await ranking.place(fetch, total)
         ranking.unread.answered()
     except Exception as exc:
+        if retried is not None and retried(exc):
+            raise  # a blip (a lock, throttling): the backend's next attempt reads the rank too
         # Typically the pass over every game session outlasting the query timeout, as it may on
         # every try on a big table: the speaker's own figures still answer. A connection gone bad
         # fails the next statement, and the summary with it.

@@ -567,7 +567,7 @@ async def test_players_handed_a_failed_read_of_every_total_keep_their_own_connec
     ranked: list[str] = []
     everyone_waits = asyncio.Event()
 
-    async def held(fetch: stats_sql.Fetch, user_id: str, dialect: str, ranking: stats_sql.Ranking) -> object:
+    async def held(fetch: stats_sql.Fetch, user_id: str, *args: object) -> object:
         async def watched(sql: str, params: tuple[object, ...]) -> list[object]:
             if sql == stats_sql.TOTALS and failing:
                 # The reader's statement fails once the others wait for it: a real driver error.
@@ -581,7 +581,7 @@ async def test_players_handed_a_failed_read_of_every_total_keep_their_own_connec
                     everyone_waits.set()
             return rows
 
-        return await summary(watched, user_id, dialect, ranking)
+        return await summary(watched, user_id, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(stats_sql, "player_summary", held)
     three = OdbcSettings(dialect="sqlite", pool_size=3, query_timeout_seconds=5, retries=0)
@@ -633,6 +633,52 @@ async def test_every_players_total_unreadable_leaves_out_the_rank_not_the_player
     # Once a backend (the embedded one has its own), then INFO for each player after.
     assert [r.levelno for r in warned] == [logging.WARNING, logging.WARNING, logging.INFO, logging.INFO]
     assert "no_such_column" in warned[0].getMessage()
+
+
+async def test_a_blip_on_the_read_of_every_total_is_retried_not_answered_without_a_rank(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A transient error on that read (a database locked a moment, Azure SQL throttling) on a
+    # connection that answers the next statements left the rank out, where the summary's retry,
+    # as for any other statement, gives it. A read that outlasts the query timeout, or a blip at
+    # every attempt, still leaves the rank out rather than fail the summary.
+    own = await embedded_summary(players_db(settings), NOVA)
+    assert own is not None
+    summary = stats_sql.player_summary
+    locked = pyodbc.Error("HY000", "[HY000] database is locked (5) (SQLExecDirectW)")
+    timed_out = pyodbc.Error(
+        "HYT00", "[HYT00] [Microsoft][ODBC Driver 18 for SQL Server]Query timeout expired (0)"
+    )
+    blips: list[pyodbc.Error] = []
+    reads: list[str] = []
+
+    async def blipping(fetch: stats_sql.Fetch, user_id: str, *args: object) -> object:
+        async def once(sql: str, params: tuple[object, ...]) -> list[object]:
+            if sql == stats_sql.TOTALS:
+                reads.append(sql)
+                if blips:
+                    raise blips.pop()
+            return await fetch(sql, params)
+
+        return await summary(once, user_id, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stats_sql, "player_summary", blipping)
+    caplog.set_level(logging.INFO, logger="bot.tools")
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), FAST)  # 3 attempts
+    try:
+        blips[:] = [locked]
+        assert await stats.player_summary(NOVA) == own and len(reads) == 2
+        assert not [r for r in caplog.records if "without a rank" in r.getMessage()]
+        stats._ranking = stats_sql.Ranking()  # no totals read: as at a start
+        blips[:], reads[:] = [locked] * 3, []
+        assert await stats.player_summary(NOVA) == replace(own, rank=None, players_ranked=None)
+        assert len(reads) == 3
+        stats._ranking = stats_sql.Ranking()
+        blips[:], reads[:] = [timed_out], []
+        assert await stats.player_summary(NOVA) == replace(own, rank=None, players_ranked=None)
+        assert len(reads) == 1  # it would outlast the timeout again: not tried twice
+    finally:
+        await stats.aclose()
 
 
 async def test_a_locked_database_is_retried_until_it_frees_up(
