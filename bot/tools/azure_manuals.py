@@ -101,19 +101,33 @@ def _check_endpoint(endpoint: str) -> str:
 
 
 class _ShortWaits(AsyncRetryPolicy):
-    """azure-core's retries, but a Retry-After longer than one request's timeout is not waited
-    out: the service's refusal (a 429 or 503 asking for a minute) ends the call at once, instead
-    of holding the player until the call's budget runs out and logging no answer at all."""
+    """azure-core's retries, but where a player waits a Retry-After longer than one request's
+    timeout is not waited out: the service's refusal (a 429 or 503 asking for a minute) ends the
+    call at once, instead of holding the player until the call's budget runs out and logging no
+    answer at all. Where none does, such a wait is said before it is waited out."""
 
-    def __init__(self, longest_wait: float | None, **kwargs: Any) -> None:
+    def __init__(self, timeout: float, player_waits: bool, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        self._longest_wait = longest_wait
+        self._timeout, self._player_waits = timeout, player_waits
+
+    def _long_wait(self, response: Any) -> float | None:
+        wait = self.get_retry_after(response) if response is not None else None
+        return wait if wait is not None and wait > self._timeout else None
 
     def is_retry(self, settings: dict[str, Any], response: Any) -> bool:
-        wait = self.get_retry_after(response)
-        if self._longest_wait is not None and wait is not None and wait > self._longest_wait:
+        if self._player_waits and self._long_wait(response) is not None:
             return False
         return super().is_retry(settings, response)
+
+    async def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
+        # An hour's Retry-After, slept on without a word, looks like a hang to whoever waits.
+        if (wait := self._long_wait(response)) is not None:
+            log.warning(
+                "the search service answered %s and asks to wait %g s before the next try: waiting",
+                response.http_response.status_code,
+                wait,
+            )
+        await super().sleep(settings, transport, response)
 
 
 def _client_options(settings: SearchSettings, player_waits: bool = True) -> dict[str, Any]:
@@ -122,14 +136,15 @@ def _client_options(settings: SearchSettings, player_waits: bool = True) -> dict
     azure-core retries a search (a POST) on 500, 503 and 504 but not after a read timeout, so a
     hanging service costs a player one timeout; GETs such as the document count retry on both.
     Unless a player waits (`index-manuals` has an operator, and no budget), the service's
-    Retry-After is waited out however long.
+    Retry-After is waited out however long, saying so when it is longer than a request's timeout.
     """
     retries = settings.retries
     return {
         "connection_timeout": settings.timeout_seconds,
         "read_timeout": settings.timeout_seconds,
         "retry_policy": _ShortWaits(
-            settings.timeout_seconds if player_waits else None,
+            settings.timeout_seconds,
+            player_waits,
             retry_total=retries,
             retry_connect=retries,
             retry_read=retries,

@@ -162,6 +162,25 @@ async def test_index_manuals_waits_out_a_throttled_service(fake: FakeSearch) -> 
     assert "already there" in summary and len(fake.documents("manuals")) == SECTIONS
 
 
+async def test_index_manuals_says_it_waits_out_a_long_retry_after(
+    fake: FakeSearch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A throttled upload asking for an hour was slept on without a word: the operator (or a
+    # deploy job) saw index-manuals hang, with nothing to tell a wait from a hang.
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    fake.fail_with(429, retry_after=1.5, times=1)  # past the 1 s timeout of a request
+    with caplog.at_level(logging.WARNING, logger="bot.tools.azure_manuals"):
+        await index_manuals(settings, fake.api_key, MANUALS)
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and "asks to wait 1.5 s" in said[0] and "429" in said[0], said
+    fake.fail_with(429, retry_after=0.1, times=1)  # a request's own wait: no news
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="bot.tools.azure_manuals"):
+        await index_manuals(settings, fake.api_key, MANUALS)
+    assert not caplog.records, [r.getMessage() for r in caplog.records]
+
+
 async def test_a_query_key_cannot_index(fake: FakeSearch) -> None:
     with pytest.raises(SearchServiceError, match=r"AZURE_SEARCH_API_KEY was refused \(403\)") as raised:
         await index_manuals(search_settings(fake), fake.query_key, MANUALS)
