@@ -526,8 +526,10 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
                     f"{first.key}: {first.error_message} ({first.status_code})"
                 )
             stale = await _stale_keys(client, {d["key"] for d in documents})
-            if stale:
-                await client.delete_documents([{"key": key} for key in stale])
+            # As the uploads, in batches: over 1000 keys (a manuals folder reorganised) in one
+            # request are refused, every run, and the removed sections go on answering.
+            for batch in _batches([{"key": key} for key in stale]):
+                await client.delete_documents(batch)
     except AzureError as exc:
         raise SearchServiceError(describe(exc, settings)) from exc
     added = sum(1 for r in results if r.status_code == 201)

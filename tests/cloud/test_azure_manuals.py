@@ -153,6 +153,24 @@ async def test_manuals_over_the_services_request_limit_are_uploaded_in_smaller_b
     assert len(indexed) >= 2 and sum(len(r.body["value"]) for r in indexed) == 18
 
 
+async def test_over_a_thousand_sections_removed_are_deleted_in_batches(
+    fake: FakeSearch, tmp_path: Path
+) -> None:
+    # The stale keys went in one delete request, past the service's 1000 actions: a 400, and every
+    # rerun the same, so the removed sections stayed in the index and kept answering players.
+    many, few = tmp_path / "many", tmp_path / "few"
+    many.mkdir()
+    few.mkdir()
+    topics = "".join(f"## Topic {i}\n\nHow to fix launcher problem {i}.\n\n" for i in range(1100))
+    (many / "big.md").write_text(f"# Big\n\n{topics}")
+    (few / "small.md").write_text("# Small\n\n## Refunds\n\nAsk support for a refund within 14 days.\n")
+    settings = search_settings(fake, timeout_seconds=5.0)
+    await index_manuals(settings, fake.api_key, many)
+    summary = await index_manuals(settings, fake.api_key, few)
+    assert "(1 added, 0 updated, 1100 removed)" in summary
+    assert len(fake.documents("manuals")) == 1
+
+
 async def test_index_manuals_waits_out_a_throttled_service(fake: FakeSearch) -> None:
     # No player waits on an upload: a Retry-After longer than a request's timeout is waited out.
     settings = search_settings(fake)
