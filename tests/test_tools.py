@@ -203,6 +203,35 @@ async def test_a_failed_read_of_every_total_fails_its_waiters_rather_than_each_t
     assert len(reads) == 3  # one failed read for them all
 
 
+async def test_ranking_by_the_last_totals_for_many_questions_is_one_warning(caplog) -> None:
+    """Once totals were read, a read that then fails (outlasting the query timeout, every time)
+    ranks by the last ones: each question after it reads again, and each logged a WARNING."""
+    from bot.tools.stats_sql import TOTALS, Ranking
+
+    failing = False
+
+    async def fetch(sql: str, params: object) -> list[tuple[int]]:
+        assert sql == TOTALS
+        if failing:
+            raise sqlite3.OperationalError("interrupted")
+        return [(10,), (30,), (20,)]
+
+    now = [0.0]
+    ranking = Ranking(seconds=60.0, clock=lambda: now[0])
+    assert await ranking.place(fetch, 25) == (2, 3)
+    now[0] += 61
+    failing = True
+    with caplog.at_level(logging.INFO, logger="bot.tools.stats_sql"):
+        for _ in range(3):
+            assert await ranking.place(fetch, 25) == (2, 3)
+        failing = False
+        assert await ranking.place(fetch, 25) == (2, 3)
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO, logging.INFO, logging.INFO], said
+    assert "ranking by the last read: interrupted" in said[0][1]
+    assert said[-1][1] == "every player's total is read again"
+
+
 async def test_a_cancelled_reader_of_every_total_leaves_its_waiters_to_read_them() -> None:
     """The player whose summary reads the totals may have their turn cancelled (a shutdown, a
     page closed on the playground): the players who waited for that read are not cancelled with

@@ -80,6 +80,9 @@ class Ranking:
         self._read: asyncio.Future[None] | None = None  # the read under way, done when it ends
         # Summaries answered without a rank: a read that outlasts the query timeout does every time.
         self.unread = Outage(log, "every player's total is read again: ranks are back", quiet=logging.INFO)
+        # Ranks by the last totals read: each question after a failed read reads again, and fails
+        # as often (a read outlasting the query timeout).
+        self.stale = Outage(log, "every player's total is read again", quiet=logging.INFO)
 
     async def place(self, fetch: Fetch, total: int) -> tuple[int, int]:
         """(rank, players ranked) of a player with `total` points; 1 is the most points."""
@@ -110,11 +113,13 @@ class Ranking:
                 self._totals = array("q", sorted(int(row[0]) for row in rows))
                 self._read_at = self._clock()
                 read.set_result(None)
+                self.stale.answered()
             except Exception as exc:
                 read.set_exception(exc)
                 if self._read_at is None:
                     raise
-                log.warning("every player's total could not be read, ranking by the last read: %s", exc)
+                said = "every player's total could not be read, ranking by the last read: %s"
+                self.stale.failed(type(exc).__name__, said, exc)
                 return self._totals
             finally:
                 self._read = None
