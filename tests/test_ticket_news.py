@@ -689,6 +689,35 @@ async def test_a_late_push_that_keeps_its_number_says_so_rather_than_naming_it_t
     ]
 
 
+async def test_a_change_staff_make_while_a_late_made_issue_waits_for_its_push_is_told(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # The create's answer was lost, but Jira made the issue; staff resolved it a minute later, and
+    # a poll saw it then, while the push waited (jira.max_backoff_seconds) to look for it again:
+    # left to the push's news. The push finds it minutes later, past the next poll's window.
+    front = Recorder()
+    fake.fail("create_then_hang", times=1)
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")  # heard GRV-1
+        with pytest.raises(Exception, match="did not answer"):
+            await p.grievances.push_pending()
+        fake.set_status("GRV-101", "Done")
+        issue = fake.issues["GRV-101"]
+        issue.created -= dt.timedelta(minutes=5)
+        issue.updated -= dt.timedelta(minutes=4)
+        await p.store.set_cursor("jira-polled-at", repr(time.time() - 5 * 60))
+        assert await p.news.run_once(front) == 0  # pending: the push's own news tells it
+        sql(tmp_path / "grievances.db", "UPDATE grievances SET next_try_at = NULL")  # its wait over
+        assert await p.grievances.push_pending() == 1  # found by its label, not made again
+        await p.news.run_once(front)
+        await p.news.run_once(front)
+    assert list(fake.issues) == ["GRV-101"]
+    assert front.texts() == [
+        "Your ticket GRV-1 has now reached our support team as GRV-101: use GRV-101 when you ask"
+        " about it. Its status is resolved."
+    ]
+
+
 @pytest.mark.parametrize(
     ("answered", "still_told"),
     [

@@ -285,8 +285,9 @@ class JiraGrievances:
             pushes = await self._in_thread(
                 self._tracker.pushes_of_local_key, row.local_key, row.user_id, row.description, pushing=True
             )
-            remote_key = pushes[0].key if pushes else None
-            if remote_key is not None:
+            found = pushes[0] if pushes else None
+            remote_key = found.key if found is not None else None
+            if found is not None:
                 log.info("grievance %s was already in Jira as %s", row.local_key, remote_key)
             else:
                 # The find may have been slow: create only while the row is still ours, and
@@ -334,6 +335,11 @@ class JiraGrievances:
             raise
         if STATUS_CATEGORIES.get(row.status, "new") != "new":
             await self._give_status(row, remote_key, token)
+        elif found is not None:
+            # Made by an earlier create whose answer was lost, maybe long ago (a create Jira did
+            # not answer is looked for only after the longest backoff): a change staff made to it
+            # meanwhile was left by ticket news to this push's own news, which tells this status.
+            await self._store.update_status(row.local_key, found.status, found.updated_at)
         await self._store.mark_pushed(row.local_key, remote_key)
         log.info("grievance %s pushed to Jira as %s", row.local_key, remote_key)
         return remote_key
