@@ -615,9 +615,14 @@ class JiraGrievances:
         pushed grievance whose issue moved to another key follows it, and one that seemed gone
         from Jira is tracked there again."""
         if row is not None and row.remote_key is None:
-            # Made by a push not finished yet: its status is still the local one, which that push
-            # gives the issue (a status the desk set while it waited).
-            return dataclasses.replace(row, key=issue.key, remote_key=issue.key)
+            # Made by a push not finished yet (maybe minutes ago: one whose create went
+            # unanswered): a status the desk set while it waited is still the ticket's, as that
+            # push gives it to the issue; otherwise Jira's, which that push keeps.
+            if STATUS_CATEGORIES.get(row.status, "new") != "new":
+                return dataclasses.replace(row, key=issue.key, remote_key=issue.key)
+            return dataclasses.replace(
+                row, key=issue.key, remote_key=issue.key, status=issue.status, updated_at=issue.updated_at
+            )
         if row is not None:
             await self._store.follow(row.local_key, issue.key)
             await self._store.update_status(row.local_key, issue.status, issue.updated_at)

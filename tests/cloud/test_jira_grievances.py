@@ -345,6 +345,22 @@ async def test_a_create_jira_makes_only_after_the_push_gave_up_is_not_made_twice
     assert (await local_rows(db))[ticket.key] == ("pushed", "GRV-101")
 
 
+async def test_a_listing_while_the_push_waits_to_find_its_issue_tells_jiras_status(fake, db) -> None:
+    # Jira made the issue, but the create's answer was lost: the push looks for it again only
+    # after the longest backoff. Staff resolved it meanwhile; the player asks for their tickets.
+    fake.fail("create_then_hang", times=1)
+    backend = await open_backend(fake, db, max_backoff_seconds=60.0)
+    try:
+        await backend.register(NOVA, "wallet", "charged twice for the season pass")
+        with pytest.raises(TrackerError, match="did not answer"):
+            await backend.push_pending()
+        fake.set_status("GRV-101", "Done")
+        (listed,) = await backend.status(NOVA)
+    finally:
+        await backend.aclose()
+    assert (listed.key, listed.status, listed.from_local_record) == ("GRV-101", "resolved", False)
+
+
 async def test_a_push_cancelled_mid_way_is_not_duplicated_after_restart(fake, db) -> None:
     fake.fail("create_then_hang")
     first = await open_backend(fake, db, timeout_seconds=10.0)
