@@ -203,7 +203,7 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
     value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
     if not value:
         return None
-    if value.isdigit():
+    if value.isascii() and value.isdigit():  # "²" (a stray Latin-1 byte) is a digit to isdigit
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)

@@ -26,7 +26,7 @@ from bot.tools import CATEGORIES, Toolbox, build_tools
 from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
-from bot.tools.jira_tracker import TrackerError, status_words, summary_for
+from bot.tools.jira_tracker import TrackerError, explain, status_words, summary_for
 from tests.conftest import BLAZE, NOVA, QUILL, make_settings
 from tests.fakes.jira_server import FakeJira, running_fake_jira, select_field
 
@@ -571,6 +571,19 @@ async def test_while_jira_rate_limits_no_lookup_or_push_asks_it_before_retry_aft
     finally:
         await backend.aclose()
     assert first.from_local_record and [t.from_local_record for t in again + mine] == [True, True]
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_retry_after_neither_seconds_nor_a_date_is_no_wait_and_raises_nothing_else(status: int) -> None:
+    # requests reads header bytes as Latin-1: a stray byte can read as "²", which str.isdigit
+    # takes for a digit and float() refuses. That ValueError escaped the TrackerError every
+    # caller expects: a lookup failed instead of answering from the local record, and a push
+    # took it for its own grievance's fault.
+    response = requests.Response()
+    response.status_code = status
+    response.headers["Retry-After"] = "\xb2"
+    error = explain(JIRAError(status_code=status, text="busy", response=response), "https://jira", 15.0)
+    assert (error.status, error.retry_after, error.maybe_done) == (status, None, status != 429)
 
 
 @pytest.mark.parametrize("as_date", [False, True], ids=["seconds", "http-date"])
