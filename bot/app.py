@@ -267,7 +267,10 @@ async def build_app(settings: Settings, engine: Engine | None = None) -> App:
         paths = storage_paths(settings)
         conversations = await keep(
             await ConversationStore.open(
-                paths.conversations, settings.conversations.max_turns, settings.conversations.idle_minutes
+                paths.conversations,
+                settings.conversations.max_turns,
+                settings.conversations.idle_minutes,
+                answered_minutes=settings.discord.catch_up_minutes,
             )
         )
         preferences = await keep(await PreferenceStore.open(paths.preferences))

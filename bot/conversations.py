@@ -38,20 +38,28 @@ CREATE INDEX IF NOT EXISTS turns_by_age ON turns (at);
 """
 # After the columns an older database lacks have been added.
 INDEXES = "CREATE INDEX IF NOT EXISTS turns_by_place ON turns (user_id, conversation, id);"
-# Every conversation whose newest turn is older than the cutoff (both parameters): turns_by_age
-# finds the old turns, turns_by_place the few of each one's conversation.
-IDLE_TURNS = (
-    "DELETE FROM turns WHERE at < ? AND NOT EXISTS (SELECT 1 FROM turns AS newer"
-    " WHERE newer.user_id = turns.user_id AND newer.conversation = turns.conversation AND newer.at >= ?)"
-)
-# How often append also drops every player's idle conversations, not only its own player's.
-PRUNE_EVERY_SECONDS = 5 * 60.0
 # The conversation of each player's one row that is no turn: its `at`, when their latest /forget
 # was sent (ToolContext.sent_at). A turn of a request sent before it is not kept, in any process
 # on the storage folder and after a restart. In `turns` rather than a table of its own, which
 # would raise SCHEMA_VERSION and have every older voxdesk refuse the file: one of those never
 # reads it as history (no place is named so), and prunes and erases it with the player's turns.
 FORGOTTEN = "/forget"
+# Every conversation whose newest turn is older than the cutoff (both parameters), bar the
+# /forget rows (FORGOTTEN_TURNS): turns_by_age finds the old turns, turns_by_place the few of each
+# one's conversation.
+IDLE_TURNS = (
+    f"DELETE FROM turns WHERE at < ? AND conversation != '{FORGOTTEN}' AND NOT EXISTS (SELECT 1 FROM"
+    " turns AS newer WHERE newer.user_id = turns.user_id AND newer.conversation = turns.conversation"
+    " AND newer.at >= ?)"
+)
+# The /forget rows older than the cutoff: kept for as long as a note sent before one can still be
+# answered (a restart's catch-up answers notes `discord.catch_up_minutes` old), which may be past
+# the idle limit; pruned with the idle turns, such a note's turn would be kept after all.
+FORGOTTEN_TURNS = f"DELETE FROM turns WHERE conversation = '{FORGOTTEN}' AND at < ?"
+# How long past the catch-up's window a note it read may still wait for its turn (a raid's queue).
+ANSWER_MARGIN_SECONDS = 10 * 60.0
+# How often append also drops every player's idle conversations, not only its own player's.
+PRUNE_EVERY_SECONDS = 5 * 60.0
 # Characters of history (words, tool calls and their results) one turn is sent at most, about
 # 12,000 tokens: eight turns that each read three passages of MAX_PASSAGE_CHARS (about 5,400 a
 # turn) fit. One turn that carries a huge tool result or made-up arguments (a looping model) is not
@@ -77,16 +85,22 @@ class ConversationStore:
         max_turns: int,
         idle_minutes: float,
         max_chars: int = MAX_HISTORY_CHARS,
+        answered_minutes: float = 0.0,
     ) -> None:
         self._conn = conn
         self.max_turns = max_turns
         self.max_chars = max_chars
         self.idle_seconds = idle_minutes * 60
+        # How long a player's latest /forget time is kept: `answered_minutes`, how old a note may
+        # be and still be answered, and a margin for its wait.
+        self.forget_seconds = max(self.idle_seconds, answered_minutes * 60 + ANSWER_MARGIN_SECONDS)
         self._pruned_at = 0.0
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: Path | str, max_turns: int, idle_minutes: float) -> ConversationStore:
+    async def open(
+        cls, path: Path | str, max_turns: int, idle_minutes: float, answered_minutes: float = 0.0
+    ) -> ConversationStore:
         async with opening(path, SCHEMA, version=SCHEMA_VERSION) as conn:
             await add_missing_columns(
                 conn,
@@ -94,7 +108,7 @@ class ConversationStore:
                 {"conversation": "TEXT NOT NULL DEFAULT ''", "request_id": "TEXT NOT NULL DEFAULT ''"},
             )
             await conn.executescript(INDEXES)
-            store = cls(conn, max_turns, idle_minutes)
+            store = cls(conn, max_turns, idle_minutes, answered_minutes=answered_minutes)
             await store.prune()
             return store
 
@@ -116,7 +130,8 @@ class ConversationStore:
         self._pruned_at = now
         cutoff = now - self.idle_seconds
         cursor = await self._conn.execute(IDLE_TURNS, (cutoff, cutoff))
-        return cursor.rowcount
+        marks = await self._conn.execute(FORGOTTEN_TURNS, (now - self.forget_seconds,))
+        return cursor.rowcount + marks.rowcount
 
     async def history(self, user_id: str, conversation: str = "", now: float | None = None) -> list[PastTurn]:
         now = time.time() if now is None else now
@@ -177,9 +192,9 @@ class ConversationStore:
             # Conversations idle past the limit can never be read again: this one starts afresh,
             # and the player's others are forgotten rather than kept.
             await self._conn.execute(
-                "DELETE FROM turns WHERE user_id = ? AND conversation IN (SELECT conversation FROM turns"
-                " WHERE user_id = ? GROUP BY conversation HAVING MAX(at) < ?)",
-                (user_id, user_id, at - self.idle_seconds),
+                "DELETE FROM turns WHERE user_id = ? AND conversation != ? AND conversation IN (SELECT"
+                " conversation FROM turns WHERE user_id = ? GROUP BY conversation HAVING MAX(at) < ?)",
+                (user_id, FORGOTTEN, user_id, at - self.idle_seconds),
             )
             if at - self._pruned_at >= PRUNE_EVERY_SECONDS:
                 await self._delete_idle(at)
@@ -226,7 +241,7 @@ class ConversationStore:
     async def reset(self, user_id: str, sent_at: float = 0.0) -> int:
         """Forget the player's every conversation; how many turns went. `sent_at`, when the
         /forget was sent: the turns of requests sent before it are not kept (`append`) either.
-        One row per player keeps that time, the latest /forget's, pruned as an idle conversation."""
+        One row per player keeps that time, the latest /forget's, pruned at `forget_seconds`."""
         async with writing(self._conn, self._write_lock):
             await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
             latest = max(sent_at, await self._forgotten_at(user_id))

@@ -262,3 +262,27 @@ async def test_a_forget_is_one_row_a_player_gone_with_the_idle_limit_and_no_turn
     await store.aclose()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT user_id FROM turns").fetchall() == [("u2",)]
+
+
+async def test_a_forget_outlives_the_idle_limit_while_a_note_sent_before_it_can_be_answered(tmp_path) -> None:
+    # Pruned at the idle limit (5 min here), the /forget's row was gone while a restart's catch-up
+    # (30 min back) could still answer a note sent before it, whose turn was then kept; and any
+    # turn of the player's after the idle limit deleted the row with their idle conversations.
+    db = tmp_path / "c.db"
+    store = await ConversationStore.open(db, max_turns=5, idle_minutes=5, answered_minutes=30)
+    forgot = time.time()
+    await store.reset("u1", sent_at=forgot)
+    await store.aclose()
+    store = await ConversationStore.open(db, max_turns=5, idle_minutes=5, answered_minutes=30)
+    await store.prune(now=forgot + 6 * 60)  # a restart 6 minutes on
+    later = forgot + 7 * 60
+    assert await store.append("u1", turn(1, at=later), "channel", sent_at=later - 1) is True
+    assert await store.append("u1", turn(2, at=later), "dm", sent_at=forgot - 1) is False
+    assert await store.history("u1", "dm", now=later) == []
+    # Kept for the catch-up's window and a margin for a note's wait, then pruned.
+    await store.prune(now=forgot + (30 * 60 + conversations.ANSWER_MARGIN_SECONDS) - 1)
+    assert await store.append("u1", turn(3, at=later), "dm", sent_at=forgot - 1) is False
+    await store.prune(now=forgot + (30 * 60 + conversations.ANSWER_MARGIN_SECONDS) + 1)
+    await store.aclose()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM turns WHERE conversation = '/forget'").fetchone()[0] == 0

@@ -19,6 +19,7 @@ from typing import NoReturn
 import pytest
 from aiohttp import web
 
+from bot import conversations
 from bot.engines.base import EngineReply, TurnState
 from bot.sentences import (
     BLANK_DESCRIPTION,
@@ -231,6 +232,14 @@ async def test_forget_while_a_note_is_answered_still_starts_the_next_afresh(sett
         await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
         engine.hold = None
         assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+
+
+async def test_a_forget_is_kept_for_the_catch_up_window_not_only_the_idle_limit(settings, fake):
+    # The catch-up answers notes sent up to catch_up_minutes before: a /forget's row pruned at a
+    # shorter idle limit let such a note sent before it be remembered.
+    settings = settings.replace(conversations={"idle_minutes": 5}, discord={"catch_up_minutes": 45})
+    async with running_bot(settings, fake) as h:
+        assert h.bot.core.conversations.forget_seconds == 45 * 60 + conversations.ANSWER_MARGIN_SECONDS
 
 
 async def test_a_bot_that_hears_no_more_notes_still_drops_a_conversation_gone_idle(settings, fake):
