@@ -13,6 +13,7 @@ import dataclasses
 import difflib
 import ipaddress
 import logging
+import math
 import os
 import re
 import tomllib
@@ -529,6 +530,10 @@ def _check_ranges(settings: Settings) -> None:
             if isinstance(value, bool) or not isinstance(value, int | float):
                 continue
             key = f"{section}.{f.name}"
+            if not math.isfinite(value):
+                # TOML and the environment both take inf and nan: a wait of inf never ends (a
+                # grievance never pushed), and nan passes every comparison below.
+                raise ConfigError(f"{key} = {value}: it must be finite")
             if (section, f.name) == ("audio", "silence_threshold_db"):
                 if value > 0:
                     raise ConfigError(f"{key} = {value}: a level in dBFS is 0 or below")

@@ -70,6 +70,9 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("", {"VOXDESK_OPENAI_VOICE": "Alloy"}, "openai.voice"),
         # Each round is one more billed request carrying the whole prompt: a looping model ran on.
         ("", {"VOXDESK_AGENT_MAX_TOOL_ROUNDS": "1000"}, "agent.max_tool_rounds = 1000: it is 0 to 10"),
+        # A wait of inf never ends (a grievance never pushed); nan passes every range check.
+        ("", {"VOXDESK_JIRA_MAX_BACKOFF_SECONDS": "inf"}, "max_backoff_seconds = inf: it must be finite"),
+        ("[jira]\nsettle_seconds = nan\n", {}, "jira.settle_seconds = nan: it must be finite"),
         ("", {"VOXDESK_DISCORD_DEFER_AFTER_SECONDS": "10"}, "discord.defer_after_seconds"),
         # Each worker loads every speech model: 100 under Whisper ran out of memory at start, and
         # the log blamed the Whisper model.
