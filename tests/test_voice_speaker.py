@@ -184,6 +184,19 @@ def test_what_the_voices_are_given_drops_what_they_cannot_or_should_not_say() ->
     assert speakable("\U0001f44d") == "\U0001f44d" and speakable("\u4f60\u597d\u3002") == "\u4f60\u597d\u3002"
 
 
+def test_full_width_latin_and_digits_are_read_as_the_ascii_they_stand_for() -> None:
+    """Typed on a CJK keyboard: the ticket key and the points were left out as another script
+    (eSpeak had read each character's code point in hex)."""
+    assert (
+        speakable(
+            "Ticket \uff27\uff32\uff36\uff0d\uff11\uff12 is resolved,"
+            " you have \uff11\uff12\uff10\u3000points."
+        )
+        == "Ticket GRV-12 is resolved, you have 120 points."
+    )
+    assert speakable("Level \u2163 boss, step \u2460.") == "Level IV boss, step 1."
+
+
 @pytest.mark.parametrize("voice", [JOE, "en-us"])
 def test_a_reply_with_a_lone_surrogate_or_a_nul_is_spoken_whole_by_its_own_voice(
     reply_voices, piper_texts, voice, caplog

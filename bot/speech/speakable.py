@@ -39,6 +39,9 @@ _EMOJI_PARTS = frozenset(
         "\u20e3",  # the keycap around 1️⃣
     ]
 )
+# Full-width forms are ASCII as typed on a CJK keyboard: ＧＲＶ－１２ is the ticket key GRV-12, and
+# eSpeak read each character as its code point in hex.
+_FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
 _SPACES = re.compile(r"[ \t]+")
 _SPACE_BEFORE_MARK = re.compile(r" +(?=[,;:.!?])")
 # A clause mark left at a sentence's start once the name before it is gone: ", you have".
@@ -66,7 +69,7 @@ def writable(text: str) -> str:
 
 def _printable(text: str) -> str:
     out = []
-    for c in unicodedata.normalize("NFC", _without_surrogates(text)):
+    for c in unicodedata.normalize("NFC", _without_surrogates(text).translate(_FULL_WIDTH)):
         kind = unicodedata.category(c)
         if kind == "Cc" and c not in _KEPT_CONTROLS:
             out.append(" ")
@@ -93,6 +96,11 @@ def _readable(text: str) -> str:
         if c in _EMOJI_PARTS or (kind == "So" and ord(c) >= _FIRST_PICTOGRAPH):
             continue
         if kind[0] in "LN" and not _latin(c):
+            # Ⅳ and ① stand for IV and 1: a level or a step, not a word in another script.
+            folded = unicodedata.normalize("NFKC", c)
+            if folded.isascii() and folded.isalnum():
+                out.append(folded)
+                continue
             dropped_letter = True
             continue
         out.append(c)
