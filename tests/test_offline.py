@@ -478,6 +478,40 @@ async def test_a_note_that_crashes_the_recogniser_is_told_so_not_that_the_voice_
     assert reply.audio is not None and reply.audio.duration_secs > 2.0
 
 
+def _die_starting() -> None:  # a worker that cannot load its models (OOM-killed, a broken install)
+    import os
+
+    os._exit(1)
+
+
+@pytest.mark.timeout(120, method="thread")
+async def test_workers_that_cannot_start_are_the_services_trouble_not_the_notes(settings) -> None:
+    """A fresh worker killed while it loaded the models, or one that cannot load them at all,
+    blamed the note: every player was asked to record theirs again, to the same end."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.offline.engine import OfflineEngine, load_reply_voices
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing
+    from bot.sentences import VOICE_SERVICE_DOWN
+    from tests.audio_samples import encode, speechlike
+
+    class Unstartable(WorkerHearing):
+        job = staticmethod(_pid)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=_die_starting)
+
+    engine = OfflineEngine(
+        Unstartable(settings.storage_dir / "speech", workers=1), load_reply_voices(settings), 165
+    )
+    try:
+        async with running_app(settings, engine) as app:
+            reply = await app.agent.respond(ToolContext(user_id=NOVA), encode(speechlike(1.0), 48_000, "ogg"))
+    finally:
+        await engine.aclose()
+    assert (reply.kind, reply.text) == ("apology", VOICE_SERVICE_DOWN)
+
+
 def _pid(pcm: bytes, rate: int) -> int:  # a worker's job that loads nothing
     import os
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bot import logs
-from bot.engines.base import NoteUnheard, Transcript
+from bot.engines.base import EngineError, NoteUnheard, Transcript
 from bot.intent import meaning, router
 from bot.intent.word_tagger import word_tagger
 from bot.speech import encoder_files
@@ -220,7 +220,8 @@ class WorkerHearing:
     A worker that dies (a crash in the native decoder, the OOM killer) breaks the pool and every
     note in flight on it. The pool is replaced, and each of those notes is heard again in a
     worker of its own: the note that crashed its worker cannot take the others down twice, and
-    only that one gets an apology (NoteUnheard). No more lone workers run at once than the pool
+    only that one gets an apology (NoteUnheard); a lone worker that dies before it takes the note
+    is the service's trouble (EngineError). No more lone workers run at once than the pool
     has workers: each loads every model, and eight of them after one OOM kill would invite the
     next.
     """
@@ -316,6 +317,13 @@ class WorkerHearing:
         async with self._lone_workers:
             alone = self._new_pool(1)
             try:
+                try:
+                    await loop.run_in_executor(alone, _worker_pid)
+                except BrokenProcessPool as exc:
+                    # Killed while it loaded the models, or unable to load them: no fault of this
+                    # note's, and asking the player to record it again would get them nowhere.
+                    log.error("a fresh speech worker died before it could hear a note")
+                    raise EngineError("the speech workers cannot start") from exc
                 return await loop.run_in_executor(alone, self.job, pcm, rate)
             except BrokenProcessPool as exc:
                 seconds = len(pcm) / 2 / rate
