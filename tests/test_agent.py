@@ -83,6 +83,17 @@ async def test_an_answer_with_a_lone_surrogate_or_a_nul_is_written_without_them_
     assert reply.audio is not None and reply.audio.duration_secs > 0.5
 
 
+def test_a_written_answer_keeps_the_line_breaks_control_characters_make() -> None:
+    """A lone CR, a vertical tab or a form feed (a ticket's text from another system) was dropped,
+    running one line's last word into the next line's first: "Ticket GRV-12Resolved"."""
+    from bot.speech.speakable import writable
+
+    assert (
+        writable("Ticket GRV-12\rResolved\x0bBye\x0cNow\x85End\r\nok")
+        == "Ticket GRV-12\nResolved\nBye\nNow\nEnd\nok"
+    )
+
+
 async def test_engine_failure_gives_an_apology_not_silence(settings) -> None:
     async with running_app(settings, BrokenEngine()) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)

@@ -42,6 +42,9 @@ _EMOJI_PARTS = frozenset(
 # Full-width forms are ASCII as typed on a CJK keyboard: ＧＲＶ－１２ is the ticket key GRV-12, and
 # eSpeak read each character as its code point in hex.
 _FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000: 0x20}
+# Control characters that end a line (a lone CR, vertical tab, form feed, NEL): dropped, they
+# ran the last word of one line into the first of the next.
+_LINE_BREAKS = re.compile("\r\n|[\r\x0b\x0c\x85]")
 _SPACES = re.compile(r"[ \t]+")
 _SPACE_BEFORE_MARK = re.compile(r" +(?=[,;:.!?])")
 # A clause mark left at a sentence's start once the name before it is gone: ", you have".
@@ -62,9 +65,8 @@ def writable(text: str) -> str:
     """`text` for the written reply: without lone surrogates, which no UTF-8 store or JSON body
     takes (the turn was not saved), and control characters but line breaks and tabs. Everything
     that shows stays, zero-width joiners too (they hold emoji sequences together)."""
-    return "".join(
-        c for c in _without_surrogates(text) if c in _KEPT_CONTROLS or unicodedata.category(c) != "Cc"
-    )
+    lines = _LINE_BREAKS.sub("\n", _without_surrogates(text))
+    return "".join(c for c in lines if c in _KEPT_CONTROLS or unicodedata.category(c) != "Cc")
 
 
 def _printable(text: str) -> str:
