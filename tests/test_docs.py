@@ -507,6 +507,18 @@ def test_the_design_doc_names_every_script_and_the_grievance_schema_version() ->
     assert f"grievances-recent.db attached (schema version {RECENT_SCHEMA_VERSION}:" in design
 
 
+def test_the_design_docs_layout_names_every_module_of_the_core_its_speech_and_the_cogs() -> None:
+    # The layout is where a newcomer finds a module: a module added without a line there (the
+    # flood limit's cogs/limits.py, the voices' speakable.py) is one they will not find.
+    design = (REPO / "docs" / "design.md").read_text(encoding="utf-8")
+    layout = design[design.index("## Layout") : design.index("## Rules that keep it simple")]
+    named = set(re.findall(r"[\w/]+\.py\b", layout))
+    for folder in ("bot", "bot/speech", "cogs"):
+        for module in sorted((REPO / folder).glob("*.py")):
+            if module.name != "__init__.py":
+                assert module.name in {Path(n).name for n in named}, f"{folder}/{module.name}"
+
+
 def test_the_discord_doc_says_which_attachments_are_taken_for_audio() -> None:
     # A player whose client uploads a .m4a as application/octet-stream is answered: the studio
     # reading the setting should know which files that covers.
