@@ -519,6 +519,17 @@ def test_the_design_docs_layout_names_every_module_of_the_core_its_speech_and_th
                 assert module.name in {Path(n).name for n in named}, f"{folder}/{module.name}"
 
 
+def test_the_flood_limit_is_told_as_holding_in_any_window_of_its_length() -> None:
+    # cogs/limits.py counts the notes of the last flood_seconds, not of a window opened by a first
+    # note (where 5 a minute let 10 through in 2 s): the docs must not promise the latter.
+    readme = " ".join((REPO / "README.md").read_text(encoding="utf-8").split())
+    assert "`/grievance file` tickets) in any `discord.flood_seconds`" in readme
+    discord = " ".join((REPO / "docs" / "discord.md").read_text(encoding="utf-8").split())
+    assert "at most `flood_notes` notes in any `flood_seconds`" in discord
+    config = (REPO / "config.toml").read_text(encoding="utf-8")
+    assert re.search(r"^flood_seconds = [\d.]+ +# \.\.\. in any window of this many seconds$", config, re.M)
+
+
 def test_the_discord_doc_says_which_attachments_are_taken_for_audio() -> None:
     # A player whose client uploads a .m4a as application/octet-stream is answered: the studio
     # reading the setting should know which files that covers.
