@@ -530,6 +530,31 @@ def test_the_flood_limit_is_told_as_holding_in_any_window_of_its_length() -> Non
     assert re.search(r"^flood_seconds = [\d.]+ +# \.\.\. in any window of this many seconds$", config, re.M)
 
 
+def test_config_toml_says_who_a_budget_is_and_what_is_retried_or_waited_out() -> None:
+    # Comments a studio tunes by: the playground's budget is each visitor's address's
+    # (bot/web/playground.py), a request dropped once sent is not retried (it may be billed), and
+    # a create Jira did not answer, or a 504, waits past max_backoff_seconds, as do its 429s/503s.
+    comments: dict[str, str] = {}
+    section, key = "", ""
+    for line in (REPO / "config.toml").read_text(encoding="utf-8").splitlines():
+        if header := re.match(r"\[([\w.\"-]+)\]", line):
+            section = header.group(1)
+        elif found := re.match(r"(\w+) *=[^#]*#(.*)$", line):
+            key = f"{section}.{found.group(1)}"
+            comments[key] = found.group(2)
+        elif more := re.match(r" +#(.*)$", line):
+            comments[key] += more.group(1)
+    said = {k: " ".join(v.split()) for k, v in comments.items()}
+    for budget in ("usage.daily_audio_seconds", "usage.daily_tokens"):
+        assert "in the web playground, per visitor's address" in said[budget]
+    retried = said["openai.max_retries"]
+    assert "not after a timeout or a connection dropped once the request went out" in retried
+    assert "Retry-After" in said["jira.max_backoff_seconds"]
+    assert "504" in said["jira.max_backoff_seconds"]
+    assert "but a 504" in said["jira.settle_seconds"]
+    assert "no Retry-After longer than this" in said["search.timeout_seconds"]
+
+
 def test_the_discord_doc_says_which_attachments_are_taken_for_audio() -> None:
     # A player whose client uploads a .m4a as application/octet-stream is answered: the studio
     # reading the setting should know which files that covers.
