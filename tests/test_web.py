@@ -1164,6 +1164,27 @@ async def test_anonymous_healthz_probes_the_backends_at_most_every_few_seconds(w
         assert {p.status for p in probes} == {200} and len(runs) == 1
 
 
+async def test_healthz_asks_jira_nothing_and_stays_ready_while_jira_refuses(settings, monkeypatch) -> None:
+    # Grievances wait in the local outbox while Jira is down, so readiness is that database's;
+    # probes every 2 s asking Jira would spend its rate limit and fail for a whole 429 hold.
+    from tests.fakes.jira_server import running_fake_jira
+
+    monkeypatch.setattr(ops, "PROBE_EVERY_SECONDS", 0.0)
+    async with running_fake_jira() as jira:
+        on_jira = web_settings(settings.storage_dir).replace(
+            tools={"grievances": "jira"},
+            jira={"url": jira.url, "push_interval_seconds": 3600, "settle_seconds": 0.0},
+            secrets={"jira_email": jira.email, "jira_api_token": jira.token},
+        )
+        async with web_client(on_jira) as (client, _):
+            before = len(jira.received)
+            jira.fail("429")
+            probes = [await client.get("/healthz") for _ in range(5)]
+            assert [p.status for p in probes] == [200] * 5
+            assert (await probes[-1].json())["checks"]["grievances"] == {"ok": True}
+            assert len(jira.received) == before
+
+
 async def test_metrics_count_notes_stages_tools_and_the_outbox(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         token = await csrf_of(client)
