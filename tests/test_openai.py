@@ -80,6 +80,9 @@ async def test_plain_question_is_answered_with_audio_and_text(storage, fake) -> 
         "get_grievance_status",
     }
     assert "functions" not in chat.body
+    # A summary leaves the rank out when not every player's total could be read.
+    (stats,) = [t["function"] for t in chat.body["tools"] if t["function"]["name"] == "get_player_stats"]
+    assert "rank is unknown" in stats["description"] and "never guess" in stats["description"]
     assert chat.body["messages"][0]["role"] == "system"
     assert "markdown" in chat.body["messages"][0]["content"]
     assert chat.body["messages"][-1]["content"][0]["type"] == "input_audio"

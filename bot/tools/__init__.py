@@ -320,7 +320,9 @@ def build_tools(
             name="get_player_stats",
             description=(
                 "The speaker's own game summary: games played, points earned and cash won by "
-                "game type, total points, rank and achievements. Only ever the speaker's data."
+                "game type, total points, achievements and usually rank. With no rank in the "
+                "result the rank is unknown just now: say so if asked, never guess or work one "
+                "out. Only ever the speaker's data."
             ),
             parameters={"type": "object", "properties": {}, "additionalProperties": False},
             handler=get_player_stats,
