@@ -280,8 +280,19 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         # Before the flood counter: Discord counts spaces of any kind towards the minimum length,
         # and a slip of the keyboard (or a word alone) is not a ticket.
         empty, short = blank(description), too_short(description)
-        retry_after = None if short else self.filings.update_rate_limit(interaction)  # type: ignore[arg-type]
+        asked_at = time.time()
+        retry_after = None if short else self.filings.update_rate_limit(interaction, asked_at)  # type: ignore[arg-type]
         filed: list[str] = []
+
+        def repeat(answer: str) -> str:
+            # A repeat told its first ticket filed nothing: it gives its filing back, and costs a
+            # lookup instead (it looked the ticket up), so repeats alone stay bounded too.
+            if not self.lookups.update_rate_limit(interaction):  # type: ignore[arg-type]
+                bucket = self.filings.get_bucket(interaction, asked_at)  # type: ignore[arg-type]
+                if isinstance(bucket, InAnyWindow):
+                    bucket.uncount(asked_at)
+            log.info("/grievance file from %s again: told the first filing", user_id)
+            return answer
 
         async def work() -> str:
             if empty:
@@ -295,15 +306,13 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             described = (category.value, description.strip())
             before = await self._filed_before(interaction, words, described)
             if before is not None:
-                log.info("/grievance file from %s again: told the first filing", interaction.user.id)
-                return before
+                return repeat(before)
             filing, key, kept = self._filing(words), None, None
             try:
                 lately = await self._filed_lately(interaction, words, described)
                 if lately is not None:
-                    log.info("/grievance file from %s again: told the first filing", user_id)
                     answer, (key, kept) = lately
-                    return answer
+                    return repeat(answer)
                 result = await self._run(
                     interaction,
                     "register_grievance",

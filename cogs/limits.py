@@ -47,6 +47,11 @@ class InAnyWindow(commands.Cooldown):
         self.count(current, tokens)
         return None
 
+    def uncount(self, current: float) -> None:
+        """Give back a use counted at `current` that turned out to cost nothing."""
+        if current in self._times:
+            self._times.remove(current)
+
     def count(self, current: float, tokens: int = 1) -> None:
         """Count uses decided elsewhere (notes a catch-up answered by its own weighing), even in a
         window already full: a use newer than the oldest kept holds the next ones back longer."""

@@ -378,6 +378,20 @@ async def test_filing_by_command_is_held_to_the_flood_limit(settings, fake: Fake
         assert "Problem 1." in listed and "Problem 2." not in listed
 
 
+async def test_a_repeat_told_its_first_ticket_spends_none_of_the_filing_limit(settings, fake: FakeDiscord):
+    # A repeat files nothing: it used one of the player's flood_notes filings all the same, and
+    # their next real complaint was told to slow down.
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600.0):
+        words = "Bought 500 gems, the wallet never showed them."
+        file = sub("file", category="wallet", description=words)
+        filed = await ask(fake, blaze, "grievance", file)
+        key = filed.split("`")[1]
+        again = [await ask(fake, blaze, "grievance", file) for _ in range(2)]
+        assert again == [SLASH_ALREADY_FILED.format(ticket_key=key)] * 2
+        other = sub("file", category="other", description="My friends list is empty since today.")
+        assert (await ask(fake, blaze, "grievance", other)).startswith("Filed ticket")
+
+
 async def test_ticket_lookups_by_command_are_held_to_a_per_player_limit(settings, fake: FakeDiscord):
     """Each lookup searches Jira, when it is on, in threads every player shares: a script
     re-running /grievance status is told to wait, and the other players are not."""
