@@ -193,6 +193,7 @@ class VoxdeskBot(commands.Bot):
         self._closing = False  # set as close() starts: `later` takes nothing more
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
         self._lookups = ThreadPoolExecutor(2, thread_name_prefix="voxdesk-dns")
+        AUTOCOMPLETE_NOT_AN_ERROR.started()
         logging.getLogger("discord.app_commands.tree").addFilter(AUTOCOMPLETE_NOT_AN_ERROR)
 
     async def login(self, token: str) -> None:

@@ -12,6 +12,7 @@ import aiohttp
 import discord
 
 from bot import sentences as say
+from bot.logs import Outage
 from bot.tools.base import ToolContext
 from cogs.replies import limited_for, split_message
 
@@ -234,6 +235,16 @@ class AutocompleteNotAnError(logging.Filter):
     player has typed on, and rate limited for longer than rate_limit_seconds: Discord's trouble,
     said in one line. On discord.py's app-command logger."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.started()
+
+    def started(self) -> None:
+        """A bot starting: its first late suggestions are news."""
+        # Under load every keystroke's suggestions may come late: one warning, then INFO until
+        # suggestions are taken again.
+        self.late = Outage(log, "autocomplete suggestions are taken again", quiet=logging.INFO)
+
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
         exc = getattr(exc, "original", exc)  # wrapped in a CommandInvokeError or not
@@ -241,7 +252,7 @@ class AutocompleteNotAnError(logging.Filter):
             log.info("an autocomplete was answered by another process of this bot")
             return False
         if isinstance(exc, discord.HTTPException) and exc.code == UNKNOWN_INTERACTION:
-            log.warning("an autocomplete was not answered: Discord no longer takes it (10062)")
+            self.late.failed("10062", "an autocomplete was not answered: Discord no longer takes it (10062)")
             return False
         if isinstance(exc, discord.RateLimited):
             log.warning("an autocomplete was not answered: %s", limited_for(exc))
@@ -250,6 +261,16 @@ class AutocompleteNotAnError(logging.Filter):
 
 
 AUTOCOMPLETE_NOT_AN_ERROR = AutocompleteNotAnError()
+
+
+async def suggest(
+    interaction: discord.Interaction, choices: list[discord.app_commands.Choice[str]]
+) -> list[discord.app_commands.Choice[str]]:
+    """Send an autocomplete's suggestions (discord.py sends none once they are sent): taken, a run
+    of late ones is over."""
+    await interaction.response.autocomplete(choices)
+    AUTOCOMPLETE_NOT_AN_ERROR.late.answered()
+    return choices
 
 
 async def _first_response(interaction: discord.Interaction, response: Awaitable[object]) -> bool:

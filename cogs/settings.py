@@ -9,7 +9,7 @@ from discord.ext import commands
 from bot import sentences as say
 from bot.tools import clipped
 from cogs.bot import VoxdeskBot
-from cogs.interactions import answer_privately, caller
+from cogs.interactions import answer_privately, caller, suggest
 from cogs.replies import literal
 
 
@@ -49,7 +49,8 @@ class PlayerSettings(commands.Cog):
     ) -> list[app_commands.Choice[str]]:
         typed = typed.strip().lower()
         voices = [v for v in self.bot.core.agent.voices() if typed in v.lower()]
-        return [app_commands.Choice(name=v, value=v) for v in voices[:25]]  # Discord shows at most 25
+        # Discord shows at most 25
+        return await suggest(interaction, [app_commands.Choice(name=v, value=v) for v in voices[:25]])
 
     @app_commands.command(name="replies", description="How I answer your voice notes")
     @app_commands.describe(style="Voice message and transcript, voice only, an audio file, or text only")

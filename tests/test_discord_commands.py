@@ -1340,6 +1340,29 @@ async def test_suggestions_discord_rate_limits_for_long_are_one_warning_not_a_tr
     assert said.exc_info is None
 
 
+async def test_suggestions_refused_as_late_in_a_row_are_one_warning_until_one_is_taken(
+    settings, fake: FakeDiscord, caplog
+):
+    # Under load every keystroke's suggestions come late: a warning each filled the log.
+    fake.first_response_within = 3.0
+    fake.expect_refusals()
+    typing = [option("voice", "ba", focused=True)]
+
+    def said() -> list[tuple[str, bool]]:
+        return [
+            (r.levelname, "10062" in r.getMessage())
+            for r in caplog.records
+            if "autocomplete" in r.getMessage()
+        ]
+
+    async with running_bot(settings, fake):
+        with caplog.at_level("INFO", logger="cogs.interactions"):
+            for n, ago in enumerate((3.5, 3.5, 3.5, 0.0, 3.5), start=1):
+                await fake.slash(nova, "voice", typing, autocomplete=True, ago=ago)
+                await _until(lambda n=n: len(said()) == n)  # type: ignore[misc]
+    assert said() == [("WARNING", True), ("INFO", True), ("INFO", True), ("INFO", False), ("WARNING", True)]
+
+
 async def test_an_answer_rate_limited_for_less_than_the_cap_is_waited_out(harness: Harness):
     """discord.py's own wait, as before: the cap reads the 429's body, and leaves it readable."""
     fake = harness.fake
