@@ -39,7 +39,7 @@ from bot import sentences as say
 from bot.bounded import remember
 from bot.logs import Outage
 from cogs.bot import VoxdeskBot
-from cogs.limits import InAnyWindow
+from cogs.limits import InAnyWindow, room_for
 from cogs.replies import discords_trouble, from_the_edge, limited_for
 
 if TYPE_CHECKING:
@@ -494,29 +494,32 @@ class CatchUp(commands.Cog):
         recheck."""
         messages = [m for m in messages if voice.count_once(m.id) or m.id in promised]
         limit = self.bot.discord_settings
-        window = datetime.timedelta(seconds=limit.flood_seconds)
-        live_since = discord.utils.utcnow() - window
-        taken: dict[int, list[datetime.datetime]] = {}
+        live_since = discord.utils.utcnow() - datetime.timedelta(seconds=limit.flood_seconds)
+        # Each player's uses: those the live limit counted (notes answered live, or weighed at a
+        # stop), then the notes answered here. Weighed against these alone, the notes a gateway
+        # gap hid would be answered on top of a window the live notes had filled.
+        uses: dict[int, list[float]] = {}
         todo: list[int] = []
         answered: dict[int, int] = {}
         refused: list[discord.Message] = []
         for message in messages:
             author = message.author.id
-            recent = [t for t in taken.get(author, []) if t > message.created_at - window]
-            if len(recent) >= limit.flood_notes and message.id not in promised:
+            sent = message.created_at.timestamp()
+            flood = voice.flood.get_bucket(message)
+            assert isinstance(flood, InAnyWindow)  # a per-user mapping makes one per player
+            taken = uses.setdefault(author, flood.uses())
+            if message.id not in promised and not room_for(
+                taken, sent, limit.flood_notes, limit.flood_seconds
+            ):
                 refused.append(message)
-            else:
-                recent.append(message.created_at)
-                todo.append(message.id)
-                answered[author] = answered.get(author, 0) + 1
-                if message.created_at > live_since:
-                    # The live limit counts it too: a player whose notes were just read back and
-                    # answered gets no fresh flood_notes for the notes they send next.
-                    sent = message.created_at.timestamp()
-                    flood = voice.flood.get_bucket(message, sent)
-                    assert isinstance(flood, InAnyWindow)  # a per-user mapping makes one per player
-                    flood.count(sent)
-            taken[author] = recent
+                continue
+            taken.append(sent)
+            todo.append(message.id)
+            answered[author] = answered.get(author, 0) + 1
+            if message.created_at > live_since:
+                # The live limit counts it too: a player whose notes were just read back and
+                # answered gets no fresh flood_notes for the notes they send next.
+                flood.count(sent)
         for message in refused:
             count = answered.get(message.author.id, 0)
             voice.turn_away(message, say.TOO_MANY_WHILE_AWAY.format(count=count))

@@ -60,6 +60,18 @@ class InAnyWindow(commands.Cooldown):
             bisect.insort(self._times, current)
         del self._times[: -self.rate or None]
 
+    def uses(self) -> list[float]:
+        """The times of the newest `rate` uses counted, oldest first."""
+        return list(self._times)
+
     def reset(self) -> None:
         super().reset()
         self._times.clear()
+
+
+def room_for(times: list[float], at: float, rate: int, per: float) -> bool:
+    """Whether one more use at `at` leaves every window of `per` seconds that holds it at most
+    `rate` uses, beside `times` (in any order, before it or after it: a catch-up weighs notes sent
+    before live ones it comes after)."""
+    ends = [at, *(t for t in times if at <= t < at + per)]
+    return all(sum(1 for t in times if end - per < t <= end) < rate for end in ends)

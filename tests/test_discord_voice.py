@@ -292,9 +292,36 @@ async def test_a_note_a_recheck_answers_holds_the_players_next_notes_back(harnes
     hidden = types.SimpleNamespace(
         id=820000000000000001, author=player, created_at=dt.datetime.fromtimestamp(now - per / 3, dt.UTC)
     )
-    assert catch_up._within_flood_limit(voice, [hidden], set()) == [hidden.id]
+    # Promised an answer (kept at a stop): answered however full the window, and counted.
+    assert catch_up._within_flood_limit(voice, [hidden], {hidden.id}) == [hidden.id]
     later = now + 6  # the first notes have left the window; the hidden one has not
     assert voice.flood.get_bucket(as_sent, later).get_tokens(later) == rate - 1
+
+
+async def test_a_recheck_turns_away_notes_past_what_the_live_limit_already_answered(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+):
+    # A player's notes answered live fill their window; the ones a gateway gap hid right after are
+    # read back by a recheck. Weighed only against each other, they were all answered: twice
+    # flood_notes in one flood_seconds. Live, each would have been turned away.
+    voice, catch_up = harness.bot.get_cog("VoiceNotes"), harness.bot.get_cog("CatchUp")
+    rate, per = harness.bot.discord_settings.flood_notes, harness.bot.discord_settings.flood_seconds
+    player = types.SimpleNamespace(id=nova.id)
+    as_sent = types.SimpleNamespace(author=player)
+    turned: list[int] = []
+    monkeypatch.setattr(voice, "turn_away", lambda message, why, backlog=False: turned.append(message.id))
+    now = time.time()
+    assert [voice.flood.update_rate_limit(as_sent, now - per / 2) for _ in range(rate)] == [None] * rate
+    hidden = [
+        types.SimpleNamespace(
+            id=820000000000000010 + i,
+            author=player,
+            created_at=dt.datetime.fromtimestamp(now - per / 4 + i, dt.UTC),
+        )
+        for i in range(rate)
+    ]
+    assert catch_up._within_flood_limit(voice, hidden, set()) == []
+    assert turned == [m.id for m in hidden]
 
 
 async def test_two_bots_of_an_overlapping_deploy_tell_each_word_about_a_note_once(settings, fake):
