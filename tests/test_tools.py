@@ -3052,6 +3052,49 @@ async def test_a_claim_is_renewed_while_its_filing_runs_and_lapses_once_let_go(t
         await two.aclose()
 
 
+async def test_a_claim_made_in_memory_is_renewed_once_the_claims_file_serves_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A /grievance file claimed while grievances-recent.db could not serve, still filing when the
+    file serves again: housekeeping copied the claim in, but only claims made with the file
+    attached were renewed. Its lease lapsed while its filing ran, and a repeat sent to another bot
+    on the folder filed a second ticket."""
+    from bot.tools import grievance_store
+    from bot.tools.grievance_store import Lately
+
+    monkeypatch.setattr(grievance_store, "FILING_LEASE_SECONDS", 1.0)
+    db = tmp_path / "grievances.db"
+    recent = tmp_path / "grievances-recent.db"
+    await (await LocalGrievanceStore.open(db)).aclose()
+    for log_file in (f"{recent}-wal", f"{recent}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(log_file)
+    recent.write_bytes(b"not sqlite " * 500)
+    one = await LocalGrievanceStore.open(db)
+    two = None
+    words = ("wallet", "gems gone after the update")
+
+    def lease() -> float:
+        with contextlib.closing(sqlite3.connect(recent)) as conn:
+            row = conn.execute("SELECT lease_until FROM lately_filed WHERE turn = 'discord:1:'").fetchone()
+            return float(row[0]) if row else 0.0
+
+    try:
+        assert await one.claim_words(BLAZE, words, "discord:1:", 600.0) == Lately()  # in memory
+        recent.unlink()
+        await one.housekeeping()  # the file serves again, with the claim copied in
+        first = lease()
+        assert first > 0
+        # Past its first lease, still filing: renewed, and a repeat to another bot waits for it.
+        await until(lambda: time.time() > first and lease() > time.time() + 0.5)
+        two = await LocalGrievanceStore.open(db)
+        assert (await two.claim_words(BLAZE, words, "discord:2:", 600.0)).busy
+    finally:
+        await one.aclose()
+        if two is not None:
+            await two.aclose()
+
+
 async def test_a_store_id_read_while_another_call_makes_it_is_the_one_kept(tmp_path) -> None:
     """store_id read outside the writers' lock: while a first call had inserted its id and not yet
     committed, a second call on the connection read that id; the first cut short (a shutdown) and

@@ -892,19 +892,23 @@ class LocalGrievanceStore:
     def _renew_while_filing(self, digest: str, turn: str) -> None:
         """Keep the claim's lease while its filing runs here: filings queued behind a busy
         database can run past it, and a repeat sent to another bot would then file a second
-        ticket. Claims in memory are this process's alone, and lapse with it."""
-        if self._recent_id is None:
-            return
+        ticket. Claims in memory are this process's alone, and lapse with it; tracked all the same,
+        as housekeeping copies them into the file once it serves again, where they need renewing."""
         self._filing.add((digest, turn))
-        if self._renewer is None or self._renewer.done():
+        self._keep_renewing()
+
+    def _keep_renewing(self) -> None:
+        if self._filing and (self._renewer is None or self._renewer.done()):
             self._renewer = asyncio.create_task(self._renew_claims(), name="grievance-claim-renewer")
 
     async def _renew_claims(self) -> None:
         while self._filing:
             await asyncio.sleep(FILING_LEASE_SECONDS / 4)
             claims, recent, attached = list(self._filing), self._recent, self._recent_id
-            if not claims or recent is None or attached is None:
+            if not claims or recent is None:
                 return
+            if attached is None:
+                continue  # kept in memory for now: nothing to renew until the file serves again
             until = time.time() + FILING_LEASE_SECONDS
             try:
                 await asyncio.to_thread(_renew, recent, attached, claims, until)
@@ -957,6 +961,7 @@ class LocalGrievanceStore:
         )
         if self._recent_id is not None:
             log.info("claims of /grievance file are kept in %s again", self._recent)
+            self._keep_renewing()  # the copied-in claims whose filings still run
 
     async def _reattach_if_gone(self) -> None:
         """grievances-recent.db deleted or replaced while the store runs: SQLite goes on with the
