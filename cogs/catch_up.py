@@ -491,8 +491,9 @@ class CatchUp(commands.Cog):
         those the ledger does not know as answered or claimed; of them, a note another path
         (the live event, another read) weighed first is left to it and does not count, unless
         promised: that path gave it back (Discord failed under its answer), and it waits for no
-        recheck."""
-        messages = [m for m in messages if voice.count_once(m.id) or m.id in promised]
+        recheck; the live limit holds it already."""
+        first = {m.id for m in messages if voice.count_once(m.id)}
+        messages = [m for m in messages if m.id in first or m.id in promised]
         limit = self.bot.discord_settings
         live_since = discord.utils.utcnow() - datetime.timedelta(seconds=limit.flood_seconds)
         # Each player's uses: those the live limit counted (notes answered live, or weighed at a
@@ -513,10 +514,15 @@ class CatchUp(commands.Cog):
             ):
                 refused.append(message)
                 continue
-            taken.append(sent)
             todo.append(message.id)
             answered[author] = answered.get(author, 0) + 1
-            if message.created_at > live_since:
+            live = message.created_at > live_since
+            if live and message.id not in first:
+                # Weighed here before (the live path counted it) and given back: the live uses hold
+                # it already, and counted again one note would stand for two in the player's window.
+                continue
+            taken.append(sent)
+            if live:
                 # The live limit counts it too: a player whose notes were just read back and
                 # answered gets no fresh flood_notes for the notes they send next.
                 flood.count(sent)

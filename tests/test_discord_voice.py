@@ -801,3 +801,21 @@ async def test_answers_waiting_to_be_sent_hold_none_of_their_notes(settings, fak
     finally:
         tracemalloc.stop()
     assert len(held) <= 2, f"{len(held)} notes of {len(wav)} bytes in memory behind held sends"
+
+
+async def test_a_note_weighed_live_then_given_back_is_not_counted_again_by_a_recheck(harness: Harness):
+    # A note answered live whose answer Discord failed is given back to the ledger and the next
+    # recheck answers it as promised. The live limit already holds it: counting it again told the
+    # player to slow down for their flood_notes-th note, one note short of the limit.
+    voice, catch_up = harness.bot.get_cog("VoiceNotes"), harness.bot.get_cog("CatchUp")
+    rate = harness.bot.discord_settings.flood_notes
+    player = types.SimpleNamespace(id=nova.id)
+    as_sent = types.SimpleNamespace(author=player)
+    now = time.time()
+    given_back = types.SimpleNamespace(
+        id=820000000000000100, author=player, created_at=dt.datetime.fromtimestamp(now - 5, dt.UTC)
+    )
+    assert voice.count_once(given_back.id)  # the live path weighed it ...
+    assert voice.flood.update_rate_limit(as_sent, now - 5) is None  # ... and counted it
+    assert catch_up._within_flood_limit(voice, [given_back], {given_back.id}) == [given_back.id]
+    assert voice.flood.get_bucket(as_sent, now).get_tokens(now) == rate - 1
