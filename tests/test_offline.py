@@ -2,6 +2,8 @@
 
 import logging
 from collections import Counter
+from collections.abc import Iterator
+from types import SimpleNamespace
 
 import pytest
 
@@ -215,6 +217,48 @@ def test_the_recogniser_lists_distinct_runners_up_best_first(settings) -> None:
     assert 1 < len(heard.alternatives) <= ALTERNATIVES + 1
     assert len(set(heard.alternatives)) == len(heard.alternatives)
     assert all(a and "<" not in a and "[" not in a for a in heard.alternatives)
+
+
+class _Lattice:
+    """pocketsphinx's decoder as the recogniser reads it: a best path, then the N-best list."""
+
+    def __init__(self, best: str, runners_up: list[str]) -> None:
+        self.best, self.runners_up = best, runners_up
+
+    def reinit_feat(self) -> None: ...
+
+    def start_utt(self) -> None: ...
+
+    def process_raw(self, pcm: bytes, full_utt: bool) -> None: ...
+
+    def end_utt(self) -> None: ...
+
+    def hyp(self) -> SimpleNamespace:
+        return SimpleNamespace(hypstr=self.best, score=-1000)
+
+    def nbest(self) -> Iterator[SimpleNamespace]:
+        return (SimpleNamespace(hypstr=h) for h in self.runners_up)
+
+
+def test_a_long_notes_runners_up_that_fill_its_pauses_are_left_out() -> None:
+    """On a 110 s note pocketsphinx's runners-up filled the pauses with "i i i" (180 words best,
+    2,121 each runner-up), and routing them took seconds, twice. A note as long as the longest of
+    the evaluation's keeps every runner-up, so its figures cannot move."""
+    from bot.speech.recognizer import ALTERNATIVES, RATE, Recognizer
+
+    asked = "how many points do i have <sil> and what is my rank this week <sil> thanks"
+    best = " ".join([asked] * 6)
+    same_words = best.replace("points", "point(2)")  # a pronunciation variant, as pocketsphinx lists it
+    filled = [best.replace("<sil>", " ".join(["i"] * (10 + n))) for n in range(ALTERNATIVES)]
+    lattice = _Lattice(best, [best, same_words, *filled])
+
+    def heard(seconds: float) -> tuple[str, ...]:
+        silence = bytes(2 * int(seconds * RATE))
+        return Recognizer._decode(lattice, silence, "domain", ALTERNATIVES).alternatives  # type: ignore[arg-type]
+
+    words = heard(110.0)
+    assert [len(w.split()) for w in words] == [len(best.split()) - 12] * 2
+    assert len(heard(32.0)) == ALTERNATIVES + 1
 
 
 def test_a_note_is_heard_the_same_whatever_was_heard_before_it(settings) -> None:
