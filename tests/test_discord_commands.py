@@ -796,18 +796,25 @@ async def test_forget_does_not_wait_for_other_players_turns(settings, fake: Fake
         await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
 
 
+async def _a_note_waits_and_its_player_forgets(fake: FakeDiscord, engine: GatedEngine) -> tuple[dict, dict]:
+    """Blaze's note holds the only turn slot; Nova's waits for it, then Nova uses /forget. Both
+    notes, Blaze's and the waiting one."""
+    others = await fake.send_note(blaze, voice_note())
+    await engine.waiting.wait()
+    waiting = await fake.send_note(nova, voice_note())
+    await fake.wait_for(  # its 🎧: it waits for the slot
+        lambda rs: any(r.kind == "reaction_add" and r.body["message_id"] == waiting["id"] for r in rs)
+    )
+    assert await ask(fake, nova, "forget", [], guild=False) in (FORGOTTEN, NOTHING_TO_FORGET)
+    return others, waiting
+
+
 async def test_forget_also_forgets_a_note_sent_before_it_that_waits_for_a_turn(settings, fake: FakeDiscord):
     # Under a raid a note waits for a turn slot: answered after the reset, it was remembered, and
     # the player's next note after /forget did not start afresh.
     engine = GatedEngine()
     async with running_bot(settings.replace(agent={"max_concurrent_turns": 1}), fake, engine=engine):
-        others = await fake.send_note(blaze, voice_note())
-        await engine.waiting.wait()  # Blaze's turn holds the only turn slot
-        waiting = await fake.send_note(nova, voice_note())
-        await fake.wait_for(  # its 🎧: it waits for the slot
-            lambda rs: any(r.kind == "reaction_add" and r.body["message_id"] == waiting["id"] for r in rs)
-        )
-        assert await ask(fake, nova, "forget", [], guild=False) in (FORGOTTEN, NOTHING_TO_FORGET)
+        others, waiting = await _a_note_waits_and_its_player_forgets(fake, engine)
         engine.gate.set()
         await fake.wait_for(lambda _: all(len(fake.replies_to(n["id"])) >= 2 for n in (others, waiting)))
         assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
@@ -821,13 +828,7 @@ async def test_forget_still_holds_for_a_note_sent_before_it_that_the_next_proces
     engine = GatedEngine()
     one_slot = settings.replace(agent={"max_concurrent_turns": 1})
     async with running_bot(one_slot, fake, engine=engine, shutdown_grace_seconds=0.3) as h:
-        others = await fake.send_note(blaze, voice_note())
-        await engine.waiting.wait()  # Blaze's turn holds the only turn slot
-        waiting = await fake.send_note(nova, voice_note())
-        await fake.wait_for(  # its 🎧: it waits for the slot
-            lambda rs: any(r.kind == "reaction_add" and r.body["message_id"] == waiting["id"] for r in rs)
-        )
-        assert await ask(fake, nova, "forget", [], guild=False) in (FORGOTTEN, NOTHING_TO_FORGET)
+        others, waiting = await _a_note_waits_and_its_player_forgets(fake, engine)
         h.stop.set()
         await asyncio.wait_for(h.task, 30)
     (cut,) = fake.replies_to(waiting["id"])  # the stop cut it: the next process answers it
@@ -846,13 +847,7 @@ async def test_forget_holds_for_a_note_sent_before_it_that_the_other_bot_of_a_de
     engine = GatedEngine()
     one_slot = settings.replace(agent={"max_concurrent_turns": 1})
     async with running_bot(one_slot, fake, engine=engine, shutdown_grace_seconds=0.3) as old:
-        others = await fake.send_note(blaze, voice_note())
-        await engine.waiting.wait()  # Blaze's turn holds the only turn slot
-        waiting = await fake.send_note(nova, voice_note())
-        await fake.wait_for(  # its 🎧: it waits for the slot
-            lambda rs: any(r.kind == "reaction_add" and r.body["message_id"] == waiting["id"] for r in rs)
-        )
-        assert await ask(fake, nova, "forget", [], guild=False) in (FORGOTTEN, NOTHING_TO_FORGET)
+        others, waiting = await _a_note_waits_and_its_player_forgets(fake, engine)
         async with running_bot(one_slot, fake, recheck_seconds=0.2):
             old.stop.set()
             await asyncio.wait_for(old.task, 30)

@@ -62,12 +62,7 @@ class GrievanceSpool:
         this process's own filing of the spool, which waits for that very loop. `others`: the
         filing ids other complaints of its run chose, kept with a grievance kept before it chose."""
         line = spool_line(filing_id or uuid.uuid4().hex, others, **row) + "\n"
-        try:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-            created = True
-        except FileExistsError:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND, 0o600)
-            created = False
+        fd, created = _open_to_append(self.path)
         try:
             try:
                 # Waits while another process files the spool.
@@ -164,12 +159,7 @@ class GrievanceSpool:
         # Lines cut short by a crash or a full disk: never a reason to stop. They stay in the spool
         # until it is filed and emptied, and while the database refuses it every retry reads them
         # again: each goes to .rejected once.
-        try:
-            kept = os.open(self.rejected, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600)
-            created = True
-        except FileExistsError:
-            kept = os.open(self.rejected, os.O_RDWR | os.O_APPEND, 0o600)
-            created = False
+        kept, created = _open_to_append(self.rejected)
         with open(kept, "a+", encoding="utf-8") as out:  # a grievance's words: owner only
             out.seek(0)
             before = out.read()
@@ -300,3 +290,12 @@ def _valid(row: object) -> dict[str, Any] | None:
     if type(known) is not int or known > FORMAT:
         return None
     return row
+
+
+def _open_to_append(path: Path) -> tuple[int, bool]:
+    """A descriptor appending to `path`, owner-only, and whether this call made the file: a file
+    made here has its folder entry synced before anything counts on it."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600), True
+    except FileExistsError:
+        return os.open(path, os.O_RDWR | os.O_APPEND, 0o600), False
