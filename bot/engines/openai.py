@@ -26,6 +26,7 @@ import random
 import re
 import secrets
 import time
+import types
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, TypeVar
@@ -726,6 +727,8 @@ def _name_and_arguments(call: Any) -> tuple[str, str | dict[str, Any]]:
     compatible server that sends one. A custom tool's call (voxdesk offers none) is taken by its name
     and its input as the arguments' text: a tool of ours by that name checks them as any call's."""
     function = getattr(call, "function", None) or getattr(call, "custom", None)
+    if isinstance(function, dict):  # an SDK that predates custom tools keeps the field as it came
+        function = types.SimpleNamespace(**{k: v for k, v in function.items() if isinstance(k, str)})
     name = getattr(function, "name", None)
     raw = getattr(function, "arguments", getattr(function, "input", None))
     if raw is not None and not isinstance(raw, str | dict):
