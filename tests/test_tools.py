@@ -2553,6 +2553,18 @@ async def test_an_older_voxdesk_opens_grievances_db_and_a_claim_locks_the_recent
         await store.aclose()
 
 
+async def _a_store_closed_with_its_claims_file(tmp_path: Path) -> tuple[Path, Path]:
+    """grievances.db and grievances-recent.db made by a store and closed, the claims file whole
+    without its log, for a test to break or change as it likes."""
+    db = tmp_path / "grievances.db"
+    recent = tmp_path / "grievances-recent.db"
+    await (await LocalGrievanceStore.open(db)).aclose()
+    for log_file in (f"{recent}-wal", f"{recent}-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(log_file)
+    return db, recent
+
+
 @pytest.mark.parametrize("broken", ["not a database", "torn", "newer schema"])
 async def test_a_broken_recent_claims_file_never_stops_a_grievance_from_being_filed(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, broken: str
@@ -2561,12 +2573,7 @@ async def test_a_broken_recent_claims_file_never_stops_a_grievance_from_being_fi
     newer voxdesk wrote, leaves the claims to this process's memory, said in one line."""
     from bot.tools.grievance_store import Lately
 
-    db = tmp_path / "grievances.db"
-    recent = tmp_path / "grievances-recent.db"
-    await (await LocalGrievanceStore.open(db)).aclose()
-    for log_file in (f"{recent}-wal", f"{recent}-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(log_file)
+    db, recent = await _a_store_closed_with_its_claims_file(tmp_path)
     if broken == "not a database":
         recent.write_bytes(b"not sqlite " * 500)
     elif broken == "torn":
@@ -2598,12 +2605,7 @@ async def test_a_recent_claims_file_that_could_not_serve_is_tried_again_at_each_
     folder was filed twice."""
     from bot.tools.grievance_store import Lately
 
-    db = tmp_path / "grievances.db"
-    recent = tmp_path / "grievances-recent.db"
-    await (await LocalGrievanceStore.open(db)).aclose()
-    for log_file in (f"{recent}-wal", f"{recent}-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(log_file)
+    db, recent = await _a_store_closed_with_its_claims_file(tmp_path)
     recent.write_bytes(b"not sqlite " * 500)
     caplog.set_level("INFO")
     first_bot = await LocalGrievanceStore.open(db)
@@ -2637,12 +2639,7 @@ async def test_a_claim_made_in_memory_outlives_a_stale_one_in_the_claims_file_th
     behind the stale row, it was pruned with it, and the repeat filed the complaint again."""
     from bot.tools.grievance_store import Lately, claims_of
 
-    db = tmp_path / "grievances.db"
-    recent = tmp_path / "grievances-recent.db"
-    await (await LocalGrievanceStore.open(db)).aclose()
-    for log_file in (f"{recent}-wal", f"{recent}-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(log_file)
+    db, recent = await _a_store_closed_with_its_claims_file(tmp_path)
     with contextlib.closing(sqlite3.connect(recent)) as conn, conn:
         conn.execute(
             "INSERT INTO lately_filed (words_hash, turn, at, lease_until) VALUES (?, ?, ?, 0)",
@@ -3063,12 +3060,7 @@ async def test_a_claim_made_in_memory_is_renewed_once_the_claims_file_serves_aga
     from bot.tools.grievance_store import Lately
 
     monkeypatch.setattr(grievance_store, "FILING_LEASE_SECONDS", 1.0)
-    db = tmp_path / "grievances.db"
-    recent = tmp_path / "grievances-recent.db"
-    await (await LocalGrievanceStore.open(db)).aclose()
-    for log_file in (f"{recent}-wal", f"{recent}-shm"):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(log_file)
+    db, recent = await _a_store_closed_with_its_claims_file(tmp_path)
     recent.write_bytes(b"not sqlite " * 500)
     one = await LocalGrievanceStore.open(db)
     two = None
