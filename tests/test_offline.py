@@ -2,12 +2,14 @@
 
 import logging
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from bot import paths
+from bot.agent import Reply
 from bot.app import running_app
 from bot.audio import decode, reply_from_pcm
 from bot.config import AudioSettings
@@ -491,33 +493,42 @@ def _crash(pcm: bytes, rate: int) -> Transcript:  # a worker's job that dies on 
     os._exit(1)
 
 
+async def _a_note_heard_by_workers(
+    settings, job: Callable[..., Any], initializer: Callable[[], None]
+) -> Reply:
+    """The agent's reply to a second of speech, heard by the real worker recovery with one worker
+    that runs `job` (loading no model) after `initializer`."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.offline.engine import OfflineEngine, load_reply_voices
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing
+    from tests.audio_samples import encode, speechlike
+
+    class Workers(WorkerHearing):
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=initializer)
+
+    Workers.job = staticmethod(job)
+    engine = OfflineEngine(
+        Workers(settings.storage_dir / "speech", workers=1), load_reply_voices(settings), 165
+    )
+    try:
+        async with running_app(settings, engine) as app:
+            return await app.agent.respond(ToolContext(user_id=NOVA), encode(speechlike(1.0), 48_000, "ogg"))
+    finally:
+        await engine.aclose()
+
+
 @pytest.mark.timeout(120, method="thread")
 async def test_a_note_that_crashes_the_recogniser_is_told_so_not_that_the_voice_service_is_down(
     settings,
 ) -> None:
     """Other players' notes are answered meanwhile: "my voice service is down, please try again in
     a few minutes" was wrong, and sent the player away for minutes with a note that never works."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from bot.engines.offline.engine import OfflineEngine, load_reply_voices
-    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
+    from bot.engines.offline.hearing import ignore_stop_signals
     from bot.sentences import NOTE_UNHEARD
-    from tests.audio_samples import encode, speechlike
 
-    class Crashing(WorkerHearing):  # the real recovery, with workers that load no model
-        job = staticmethod(_crash)
-
-        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
-            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
-
-    engine = OfflineEngine(
-        Crashing(settings.storage_dir / "speech", workers=1), load_reply_voices(settings), 165
-    )
-    try:
-        async with running_app(settings, engine) as app:
-            reply = await app.agent.respond(ToolContext(user_id=NOVA), encode(speechlike(1.0), 48_000, "ogg"))
-    finally:
-        await engine.aclose()
+    reply = await _a_note_heard_by_workers(settings, _crash, ignore_stop_signals)
     assert (reply.kind, reply.text) == ("apology", NOTE_UNHEARD)
     assert reply.audio is not None and reply.audio.duration_secs > 2.0
 
@@ -532,27 +543,9 @@ def _die_starting() -> None:  # a worker that cannot load its models (OOM-killed
 async def test_workers_that_cannot_start_are_the_services_trouble_not_the_notes(settings) -> None:
     """A fresh worker killed while it loaded the models, or one that cannot load them at all,
     blamed the note: every player was asked to record theirs again, to the same end."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from bot.engines.offline.engine import OfflineEngine, load_reply_voices
-    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing
     from bot.sentences import VOICE_SERVICE_DOWN
-    from tests.audio_samples import encode, speechlike
 
-    class Unstartable(WorkerHearing):
-        job = staticmethod(_pid)
-
-        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
-            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=_die_starting)
-
-    engine = OfflineEngine(
-        Unstartable(settings.storage_dir / "speech", workers=1), load_reply_voices(settings), 165
-    )
-    try:
-        async with running_app(settings, engine) as app:
-            reply = await app.agent.respond(ToolContext(user_id=NOVA), encode(speechlike(1.0), 48_000, "ogg"))
-    finally:
-        await engine.aclose()
+    reply = await _a_note_heard_by_workers(settings, _pid, _die_starting)
     assert (reply.kind, reply.text) == ("apology", VOICE_SERVICE_DOWN)
 
 
