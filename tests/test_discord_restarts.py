@@ -439,6 +439,18 @@ async def test_a_channel_rate_limited_for_an_hour_at_the_catch_up_is_no_tracebac
     assert "rate limited for 3600 s" in said[0].getMessage()
 
 
+def _kept_pending(settings, notes: list[dict], authors) -> None:
+    """Each of `notes` (by its author in `authors`) left pending in the ledger as a stopped process
+    leaves it, in one transaction with no await between, so a recheck finds all or none."""
+    now = time.time()
+    with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as ledger, ledger:
+        ledger.executemany(
+            "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
+            " VALUES (?, ?, ?, 'pending', ?)",
+            [(int(n["id"]), ALLOWED_CHANNEL, str(w.id), now) for n, w in zip(notes, authors, strict=True)],
+        )
+
+
 async def test_a_kept_note_whose_fetch_is_rate_limited_waits_for_the_next_recheck_alone(
     settings, fake, caplog
 ) -> None:
@@ -449,17 +461,7 @@ async def test_a_kept_note_whose_fetch_is_rate_limited_waits_for_the_next_rechec
         await caught_up(h.bot)  # only the recheck finds the notes
         kept = [await fake.send_note(who, voice_note(), guild=True, dispatch=False) for who in (nova, blaze)]
         fake.message_rate_limited, fake.retry_after = 1, 3600.0
-        # Kept in one transaction with no await between, so a recheck finds both or neither.
-        now = time.time()
-        with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as ledger, ledger:
-            ledger.executemany(
-                "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
-                " VALUES (?, ?, ?, 'pending', ?)",
-                [
-                    (int(n["id"]), ALLOWED_CHANNEL, str(w.id), now)
-                    for n, w in zip(kept, (nova, blaze), strict=True)
-                ],
-            )
+        _kept_pending(settings, kept, (nova, blaze))
         await all_answered(fake, kept)
         await settle(fake)
     assert [answers(fake, n) for n in kept] == [1, 1]
@@ -483,14 +485,7 @@ async def test_kept_notes_whose_fetches_cloudflare_bans_are_one_warning_and_answ
         await caught_up(h.bot)  # only the recheck finds the notes
         kept = [await fake.send_note(w, voice_note(), guild=True, dispatch=False) for w in who]
         fake.message_banned = len(kept)
-        # Kept in one transaction with no await between, so a recheck finds all or none.
-        now = time.time()
-        with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as ledger, ledger:
-            ledger.executemany(
-                "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
-                " VALUES (?, ?, ?, 'pending', ?)",
-                [(int(n["id"]), ALLOWED_CHANNEL, str(w.id), now) for n, w in zip(kept, who, strict=True)],
-            )
+        _kept_pending(settings, kept, who)
         await all_answered(fake, kept)
         await settle(fake)
     assert [answers(fake, n) for n in kept] == [1, 1, 1]
@@ -553,13 +548,7 @@ async def test_a_banned_kept_notes_warning_is_said_when_its_round_ends_on_a_drop
         catch_up._channel = dropped_on_the_second
         kept = [await fake.send_note(w, voice_note(), guild=True, dispatch=False) for w in who]
         fake.message_banned = 1
-        now = time.time()
-        with contextlib.closing(sqlite3.connect(settings.storage_dir / "notes.db")) as ledger, ledger:
-            ledger.executemany(
-                "INSERT INTO notes (message_id, place_id, user_id, state, updated_at)"
-                " VALUES (?, ?, ?, 'pending', ?)",
-                [(int(n["id"]), ALLOWED_CHANNEL, str(w.id), now) for n, w in zip(kept, who, strict=True)],
-            )
+        _kept_pending(settings, kept, who)
         await all_answered(fake, kept)
         await settle(fake)
     said = [
