@@ -44,6 +44,10 @@ BY_USER = {
     "grievances": ("grievances",),
 }
 
+# Of the rows under the player's id, those that are theirs alone: an older voxdesk kept a guild
+# channel, everyone's place, under the id of the first player who sent a note there.
+MINE_ONLY = {"places": " AND kind = 'dm'"}
+
 
 class NotAPlayerId(ValueError):
     pass
@@ -123,7 +127,10 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
     _refuse_newer(storage)
     for name, tables in BY_USER.items():
         with _database(storage, name) as conn:
-            part = {t: _rows(conn, f"SELECT * FROM {t} WHERE user_id = ?", (user_id,)) for t in tables}
+            part = {
+                t: _rows(conn, f"SELECT * FROM {t} WHERE user_id = ?{MINE_ONLY.get(t, '')}", (user_id,))
+                for t in tables
+            }
             if name == "conversations":
                 # The row that keeps when their latest /forget was sent is no turn of conversation.
                 rows = part["turns"]
@@ -223,7 +230,9 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         )
     with _database(storage, "notes") as conn:
         n = len(_rows(conn, "SELECT message_id FROM notes WHERE user_id = ?", (user_id,)))
-        p = len(_rows(conn, "SELECT place_id FROM places WHERE user_id = ?", (user_id,)))
+        p = len(
+            _rows(conn, f"SELECT place_id FROM places WHERE user_id = ?{MINE_ONLY['places']}", (user_id,))
+        )
         lines.append(
             f"notes.db: kept {n} note id(s) and {p} DM channel(s), no words: they keep a note from"
             " being answered twice; answered notes go after 30 days"

@@ -539,8 +539,11 @@ class VoiceNotes(commands.Cog):
     async def _remember_place(self, message: discord.Message) -> None:
         # DMs are where catch-up looks after a restart, beside the configured channels.
         kind = "dm" if message.guild is None else "channel"
+        # Whose it is only for a DM: a guild channel is everyone's who speaks there, and its first
+        # speaker's export would hold it, with the time of whoever sent a note there last.
+        user = str(message.author.id) if kind == "dm" else None
         try:
-            await self.bot.core.notes.remember_place(message.channel.id, kind, str(message.author.id))
+            await self.bot.core.notes.remember_place(message.channel.id, kind, user)
         except Exception:
             # Bookkeeping for a later catch-up: the note in hand is answered all the same.
             log.warning("could not remember where note %s came from", message.id, exc_info=True)

@@ -400,3 +400,39 @@ async def test_export_holds_the_players_stats_the_embedded_database_keeps_and_fo
             db.execute("SELECT COUNT(*) FROM game_sessions WHERE player_id = ?", (player_id,)).fetchone()[0]
             == games
         )
+
+
+async def test_a_guild_channel_players_share_is_in_no_players_export(settings) -> None:
+    """A DM is one player's place; a guild channel is everyone's who speaks there: the first to
+    send a note in it must not find it in their export, with the time of another's latest note."""
+    from bot import player_data
+    from tests.discord_harness import blaze, nova, running_bot, voice_note
+    from tests.fakes.discord_server import ALLOWED_CHANNEL, dm_channel_id, serving
+
+    async with serving() as fake, running_bot(settings, fake):
+        for who, guild in ((nova, True), (blaze, True), (nova, False)):
+            note = await fake.send_note(who, voice_note(), guild=guild)
+            await fake.wait_for(lambda _, n=note: len(fake.replies_to(n["id"])) >= 2)
+    paths_ = storage_paths_of(settings.storage_dir)
+    for player, dms in ((NOVA, [dm_channel_id(int(NOVA))]), (BLAZE, [])):
+        assert [p["place_id"] for p in player_data.export(paths_, player)["notes"]["places"]] == dms
+    said = player_data.forget(paths_, NOVA)
+    assert any("1 DM channel(s)" in line for line in said), said
+    with sqlite3.connect(paths_.notes) as conn:  # read by a restart's catch-up, and nobody's
+        kept = conn.execute("SELECT kind, user_id FROM places WHERE place_id = ?", (ALLOWED_CHANNEL,))
+        assert kept.fetchall() == [("channel", None)]
+
+
+async def test_a_guild_channel_an_older_voxdesk_kept_under_a_player_is_not_theirs(settings) -> None:
+    from bot import player_data
+
+    paths_ = storage_paths_of(settings.storage_dir)
+    ledger = await NoteLedger.open(paths_.notes)
+    try:
+        await ledger.remember_place(920, "channel", NOVA)  # as voxdesk kept every place until now
+        await ledger.remember_place(940, "dm", NOVA)
+    finally:
+        await ledger.aclose()
+    assert [p["place_id"] for p in player_data.export(paths_, NOVA)["notes"]["places"]] == [940]
+    said = player_data.forget(paths_, NOVA)
+    assert any("1 DM channel(s)" in line for line in said), said
