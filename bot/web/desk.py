@@ -121,13 +121,22 @@ async def _unavailable(request: web.Request, exc: sqlite3.Error) -> web.Response
     context = {
         "database": database,
         "what": what,
-        "reason": str(exc)[:MAX_REASON_CHARS] or type(exc).__name__,
+        "reason": _reason_shown(request, exc),
         "key": key,
         "ticket_url": str(router["ticket"].url_for(key=key)) if key else None,
         "note_url": str(router["note"].url_for(key=key)) if key else None,
         "note": note,
     }
     return aiohttp_jinja2.render_template("unavailable.html", request, context, status=503)
+
+
+def _reason_shown(request: web.Request, exc: sqlite3.Error) -> str | None:
+    """A database's own words (which name files, tables and columns) for a confirmed staff login
+    only; None for anyone else: a cookie whose login web.db cannot confirm may be a copied one,
+    or a logged-out one, and the log has the words."""
+    if request.get(LOGGED_IN) is not True:
+        return None
+    return str(exc)[:MAX_REASON_CHARS] or type(exc).__name__
 
 
 # What logged_in found for this request: every page's template context asks before its handler
@@ -247,7 +256,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
             log.error("desk: could not record a staff logout: %s", exc)
             session.invalidate()
             at = dt.datetime.fromtimestamp(lapses, dt.UTC).isoformat()
-            context = {"reason": str(exc)[:MAX_REASON_CHARS] or type(exc).__name__, "lapses": at}
+            context = {"reason": _reason_shown(request, exc), "lapses": at}
             return aiohttp_jinja2.render_template("logged_out.html", request, context, status=503)
     session.invalidate()
     raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
