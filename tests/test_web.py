@@ -356,6 +356,53 @@ async def test_a_login_is_checked_though_the_default_thread_pool_is_taken(wsetti
             await taken
 
 
+async def test_a_login_flood_past_the_password_queue_is_refused_at_once(
+    wsettings, monkeypatch, caplog
+) -> None:
+    """Logins from many addresses (each within its own rate limit) queued behind the two password
+    threads without end, each holding its connection: past the queue one is refused at once."""
+    import threading
+
+    from bot.web import security
+
+    release = threading.Event()
+    real_verify = security.verify_password
+
+    def held(password: str, stored: str) -> bool:
+        release.wait()
+        return real_verify(password, stored)
+
+    monkeypatch.setattr(security, "verify_password", held)
+    room = security.PASSWORD_THREADS + security.PASSWORD_QUEUE
+    s = wsettings.replace(web={"login_attempts": room + 2})
+    async with web_client(s) as (client, _):
+        token = await csrf_of(client, "/desk/login")
+        checks = client.app[STATE].passwords
+
+        async def attempt(password: str = "not the password") -> object:
+            return await client.post(
+                "/desk/login", data={"csrf": token, "password": password}, allow_redirects=False
+            )
+
+        waiting = [asyncio.create_task(attempt()) for _ in range(room)]
+        try:
+            while checks.taken < room:  # noqa: ASYNC110 - a counter, no event
+                await asyncio.sleep(0.01)
+            # Not a timing assertion: a guard so a login queued behind the held ones fails the
+            # test, not hangs it.
+            refused = await asyncio.wait_for(attempt(STAFF_PASSWORD), 10)
+            said = await refused.text()
+        finally:
+            release.set()
+            answered = await asyncio.gather(*waiting)
+        assert [a.status for a in answered] == [401] * room  # type: ignore[attr-defined]
+        assert await log_in(client) == 303  # free again
+    assert refused.status == 503 and refused.headers["Retry-After"] == "5"
+    assert "checking many logins at once: try again in 5 seconds" in said
+    assert sum("staff logins refused" in r.getMessage() for r in caplog.records) == 1
+    assert checks.taken == 0
+
+
 async def test_desk_needs_a_login_and_wrong_passwords_are_rate_limited(settings) -> None:
     s = web_settings(settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="3")
     async with web_client(s) as (client, _):

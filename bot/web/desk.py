@@ -32,6 +32,7 @@ PAGE_SIZE = 100
 MAX_SEARCH_CHARS = 200
 MAX_REASON_CHARS = 300  # of a database's refusal, as the desk shows it
 CHECK_CACHE_SECONDS = 30.0
+LOGIN_BUSY_SECONDS = 5  # Retry-After of a login refused while every password check is taken
 # ?age=…: created within the last N days ("-N"), or longer ago than N days ("N").
 AGES = {
     "": "any age",
@@ -217,7 +218,16 @@ async def login(request: web.Request) -> web.StreamResponse:
     password = form.get("password")
     ok = bool(st.password_hash) and isinstance(password, str) and bool(password)
     if ok:
-        ok = await st.passwords.verify(str(password), st.password_hash)
+        try:
+            ok = await st.passwords.verify(str(password), st.password_hash)
+        except security.PasswordsBusy:
+            # 503, not 429: the server is busy, not this client too quick (it may be staff, caught in
+            # another's flood).
+            wait = say.wait_of(LOGIN_BUSY_SECONDS)
+            raise web.HTTPServiceUnavailable(
+                text=f"The desk is checking many logins at once: try again in {wait}.",
+                headers={"Retry-After": str(LOGIN_BUSY_SECONDS)},
+            ) from None
     if not ok:
         # Who tried, never what they typed. The attempt that uses up the window says so once,
         # rather than a line for each refused try after it.

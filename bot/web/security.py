@@ -34,6 +34,7 @@ from multidict import MultiDictProxy
 
 from bot.config import ConfigError, Settings, WebSettings
 from bot.db import first, opening, writing
+from bot.logs import Outage
 
 CSRF_FIELD = "csrf"
 CSRF_HEADER = "X-CSRF-Token"
@@ -43,6 +44,10 @@ SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 # Threads checking staff passwords at once (each scrypt holds 16 MB while it runs).
 PASSWORD_THREADS = 2
+# Logins waiting for those threads, beyond the ones they run: a flood from many addresses (each
+# under its own rate limit) is refused at once past these, rather than queued without end, each
+# queued one holding its connection and its form.
+PASSWORD_QUEUE = 16
 MIN_PASSWORD_CHARS = 12  # `voxdesk web-password` and a plain VOXDESK_WEB_STAFF_PASSWORD alike
 # A year: browsers keep to https for the host that long after one answer over TLS.
 HSTS = "max-age=31536000"
@@ -94,6 +99,10 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(tried, dec(digest))
 
 
+class PasswordsBusy(Exception):
+    """Every password thread busy and the queue for them full."""
+
+
 class PasswordChecks:
     """Staff password checks (scrypt, slow on purpose) on threads of their own, not asyncio's
     default pool, where notes are decoded and the offline engine works: a burst of logins waits
@@ -101,9 +110,27 @@ class PasswordChecks:
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(PASSWORD_THREADS, thread_name_prefix="voxdesk-password")
+        self.taken = 0  # checks running or queued
+        # A flood refuses many logins a second: its start said once, and its end.
+        self._refusing = Outage(log, "staff logins: password checks are free again")
 
     async def verify(self, password: str, stored: str) -> bool:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, verify_password, password, stored)
+        """Raises PasswordsBusy when PASSWORD_THREADS checks run and PASSWORD_QUEUE more wait."""
+        if self.taken >= PASSWORD_THREADS + PASSWORD_QUEUE:
+            said = "staff logins refused: %d password checks running or waiting"
+            self._refusing.failed("busy", said, self.taken)
+            raise PasswordsBusy
+        self._refusing.answered()
+        loop = asyncio.get_running_loop()
+        self.taken += 1
+        # Counted until the thread is done with it, not until its login stops waiting: a client
+        # that hangs up leaves its check running, and leaving the count would let the queue grow.
+        job = self._pool.submit(verify_password, password, stored)
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._done))
+        return await asyncio.wrap_future(job)
+
+    def _done(self) -> None:
+        self.taken -= 1
 
     async def aclose(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
