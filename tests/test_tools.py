@@ -222,14 +222,58 @@ async def test_ranking_by_the_last_totals_for_many_questions_is_one_warning(capl
     now[0] += 61
     failing = True
     with caplog.at_level(logging.INFO, logger="bot.tools.stats_sql"):
-        for _ in range(3):
-            assert await ranking.place(fetch, 25) == (2, 3)
+        for _ in range(2):
+            for _ in range(3):  # read once, then not again so soon
+                assert await ranking.place(fetch, 25) == (2, 3)
+            now[0] += 61
         failing = False
         assert await ranking.place(fetch, 25) == (2, 3)
     said = [(r.levelno, r.getMessage()) for r in caplog.records]
-    assert [level for level, _ in said] == [logging.WARNING, logging.INFO, logging.INFO, logging.INFO], said
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO, logging.INFO], said
     assert "ranking by the last read: interrupted" in said[0][1]
     assert said[-1][1] == "every player's total is read again"
+
+
+async def test_while_every_total_cannot_be_read_a_question_does_not_wait_to_read_it_again(caplog) -> None:
+    """A read of every total that outlasts the query timeout does so on each try: with none ever
+    read, each stats question waited that timeout before answering without a rank, and with old
+    totals, before ranking by them. Once one failed, the next are answered at once, until it is
+    time to read the totals again."""
+    from bot.tools import stats_sql
+    from bot.tools.stats_sql import ACHIEVEMENT_COUNT, FIND_PLAYER, GAMES_BY_TYPE, TOTALS, Ranking
+
+    reads: list[str] = []
+    failing = True
+
+    async def fetch(sql: str, params: object) -> list[tuple[object, ...]]:
+        if sql == FIND_PLAYER:
+            return [(1, "Nova")]
+        if sql == GAMES_BY_TYPE:
+            return [("arena", 2, 25, 0.0)]
+        if sql == TOTALS:
+            reads.append(sql)
+            if failing:
+                raise sqlite3.OperationalError("interrupted")  # the query timeout, as SQLite says it
+            return [(10,), (30,), (25,)]
+        if sql == ACHIEVEMENT_COUNT:
+            return [(0,)]
+        return []
+
+    now = [0.0]
+    ranking = Ranking(seconds=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="bot.tools.stats_sql"):
+        unranked = [await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking) for _ in range(3)]
+        assert len(reads) == 1
+        now[0] += 61
+        failing = False
+        ranked = await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking)
+    assert [(s.rank, s.total_points) for s in unranked if s] == [(None, 25)] * 3
+    assert ranked is not None and (ranked.rank, ranked.players_ranked) == (2, 3)
+    assert len(reads) == 2
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    # Said once, with the failure's own words; the rest quietly.
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO, logging.INFO, logging.INFO], said
+    assert all("answering without a rank: interrupted" in m for _, m in said[:3])
 
 
 async def test_a_cancelled_reader_of_every_total_leaves_its_waiters_to_read_them() -> None:

@@ -30,8 +30,10 @@ T = TypeVar("T")
 
 MAX_BACKOFF_SECONDS = 4.0
 
-# Connection-level SQLSTATEs: link failure, cannot connect, no connection, rejected, timeouts.
-TRANSIENT_SQLSTATES = frozenset({"08S01", "08001", "08003", "08004", "HYT00", "HYT01"})
+# Connection-level SQLSTATEs: link failure, cannot connect, no connection, rejected, timeouts;
+# and 40001, a serialization failure (a deadlock victim, a snapshot conflict), whatever native
+# error a driver gives with it: the summary only reads, so it runs again as it is.
+TRANSIENT_SQLSTATES = frozenset({"08S01", "08001", "08003", "08004", "HYT00", "HYT01", "40001"})
 # A statement that outlasted odbc.query_timeout_seconds (SQL_ATTR_QUERY_TIMEOUT).
 QUERY_TIMEOUTS = frozenset({"HYT00"})
 # Azure SQL's documented transient errors (database unavailable, failover, throttling, network),

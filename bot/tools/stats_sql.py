@@ -70,7 +70,9 @@ class Ranking:
 
     A read that fails (typically one that timed out) is not tried again by each player who
     waited for it, one query timeout after another: they get its error, or the last totals read
-    when there are any."""
+    when there are any. Nor by each player after them: once it failed for good (no retry of the
+    summary's left to try it), the totals are read again only `seconds` later; until then a
+    summary is answered at once, by the last totals read, or without a rank."""
 
     def __init__(self, seconds: float = TOTALS_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
         self._seconds = seconds
@@ -78,6 +80,9 @@ class Ranking:
         self._totals = array("q")
         self._read_at: float | None = None
         self._read: asyncio.Future[None] | None = None  # the read under way, done when it ends
+        # The last read that failed for good, and when (by the clock), until one answers.
+        self._failure: Exception | None = None
+        self._failed_at: float | None = None
         # Summaries answered without a rank: a read that outlasts the query timeout does every time.
         self.unread = Outage(log, "every player's total is read again: ranks are back", quiet=logging.INFO)
         # Ranks by the last totals read: each question after a failed read reads again, and fails
@@ -105,6 +110,10 @@ class Ranking:
                         return self._totals
                     raise _again(failed)
                 continue
+            if self._failed_at is not None and self._clock() - self._failed_at < self._seconds:
+                if self._read_at is not None:
+                    return self._totals
+                raise TotalsUnread(self._failure)
             # Each waiter reads the outcome itself; an error none waited for is no news.
             read = self._read = asyncio.get_running_loop().create_future()
             read.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -113,11 +122,13 @@ class Ranking:
                 self._totals = array("q", sorted(int(row[0]) for row in rows))
                 self._read_at = self._clock()
                 read.set_result(None)
+                self._failure = self._failed_at = None
                 self.stale.answered()
             except Exception as exc:
                 read.set_exception(exc)
                 if self._read_at is None:
                     raise
+                self.failed_for_good(exc)
                 said = "every player's total could not be read, ranking by the last read: %s"
                 self.stale.failed(type(exc).__name__, said, exc)
                 return self._totals
@@ -126,6 +137,19 @@ class Ranking:
                 if not read.done():
                     read.cancel()
         return self._totals
+
+    def failed_for_good(self, exc: Exception) -> None:
+        """A read of every total failed, and the summary that asked will not try it again."""
+        if not isinstance(exc, TotalsUnread):
+            self._failure, self._failed_at = exc, self._clock()
+
+
+class TotalsUnread(Exception):
+    """Every player's total, not read again so soon after a read that failed: `failure`'s."""
+
+    def __init__(self, failure: Exception | None) -> None:
+        super().__init__(str(failure) if failure is not None else "not read")
+        self.kind = type(failure).__name__ if failure is not None else type(self).__name__
 
 
 def _again(exc: Exception) -> Exception:
@@ -174,7 +198,8 @@ async def player_summary(
         # every try on a big table: the speaker's own figures still answer. A connection gone bad
         # fails the next statement, and the summary with it.
         said = "every player's total could not be read, answering without a rank: %s"
-        ranking.unread.failed(type(exc).__name__, said, exc)
+        ranking.unread.failed(exc.kind if isinstance(exc, TotalsUnread) else type(exc).__name__, said, exc)
+        ranking.failed_for_good(exc)
         rank = ranked = None
     achievements = [
         str(row[0]) for row in await fetch(limit_rows(ACHIEVEMENTS, MAX_ACHIEVEMENTS, dialect), (player_id,))

@@ -155,6 +155,11 @@ TRANSIENT = [
     (driver_error("HY000", "TCP Provider: An existing connection was forcibly closed", 10054), "sqlserver"),
     (driver_error("HY000", "[SQLite]database is locked (5)", 5), "sqlite"),
     (DEADLOCK, "sqlserver"),
+    # A serialization failure by its SQLSTATE alone: a snapshot reader meeting another's DDL.
+    (
+        driver_error("40001", "[SQL Server]Snapshot isolation transaction failed in database 'x'", 3961),
+        "sqlserver",
+    ),
     (LOCK_TIMEOUT, "sqlserver"),
     (CLOSED, "sqlserver"),
     (CLOSED, "sqlite"),
