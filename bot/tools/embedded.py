@@ -104,6 +104,21 @@ STOPWORDS = frozenset(
     "in is it its me my of on or please so that the their them there this to up was we what "
     "when where which who why will with would you your tell know want need help about if "
     "s t d ll m re ve".split()
+) | frozenset(
+    # Spanish and French ones: a player (or the model for one) may ask in those words, and the
+    # manuals' English holds some of them as the indexes read them ("no"; "nos", stemmed "no";
+    # "à", folded "a"), so one of them and one word on the subject made the two words in common
+    # an off-topic question needs to be answered.
+    # English words among them ("son", "comment", "plus", "ton") stay searchable.
+    "el los las lo una unos unas del al o u e y ni pero sino que qué por para con sin sobre entre "
+    "hasta desde mi mis tu tus su sus nuestro nuestra nuestros nuestras yo él ella ellos ellas "
+    "usted ustedes le les nos os es está están estoy soy hay cómo como cuándo cuando dónde donde "
+    "cuál cuáles quién porque no sí si muy más este esta esto estos estas ese esa eso "
+    "la un de en se te "
+    "une des du au aux ce cet cette ces je il elle nous vous ils elles mon ma mes ta tes sa ses "
+    "notre votre vos leur leurs qui quoi quel quelle quels quelles où quand pourquoi ne pas "
+    "mais ou et donc car j l qu n c ai avez avons suis sommes êtes moi toi lui pour dans sur avec "
+    "à par chez est sont".split()
 )
 TITLE_WEIGHT = 4.0  # a match in a section's title counts four times one in its text
 
