@@ -218,9 +218,12 @@ def _excerpt(doc: dict[str, Any]) -> str:
 class AzureSearchManuals:
     """ManualsBackend over an Azure AI Search index built by `index_manuals`."""
 
-    def __init__(self, client: SearchClient, settings: SearchSettings) -> None:
+    def __init__(
+        self, client: SearchClient, settings: SearchSettings, indexes: SearchIndexClient | None = None
+    ) -> None:
         self._client = client
         self._settings = settings
+        self._indexes = indexes  # for `check` to read the index's definition
         # Every player's question meets an outage: said once a reason, not once a question.
         self._outage = Outage(log, "manuals search: the search service answers again", quiet=logging.INFO)
         # A reranker overloaded, or out of its free quota, fails every question for hours.
@@ -231,10 +234,9 @@ class AzureSearchManuals:
         if not api_key:
             raise SearchServiceError("AZURE_SEARCH_API_KEY is empty: set it in the environment or .env")
         endpoint = _check_endpoint(settings.endpoint)
-        client = SearchClient(
-            endpoint, settings.index, AzureKeyCredential(api_key), **_client_options(settings)
-        )
-        return cls(client, settings)
+        credential, options = AzureKeyCredential(api_key), _client_options(settings)
+        client = SearchClient(endpoint, settings.index, credential, **options)
+        return cls(client, settings, SearchIndexClient(endpoint, credential, **options))
 
     def _query(self, query: str, top: int) -> dict[str, Any] | None:
         terms = query_terms(query)
@@ -318,6 +320,10 @@ class AzureSearchManuals:
             self._outage.failed(reason, "manuals search unavailable: %s", reason)
 
     async def check(self) -> str:
+        """The index answers a question's own request; a NeedsHuman detail when its definition
+        differs from the one `index-manuals` makes (what `index-manuals` would refuse)."""
+        from bot.health import NeedsHuman
+
         settings = self._settings
         try:
             async with asyncio.timeout(_budget(settings)):
@@ -327,6 +333,7 @@ class AzureSearchManuals:
                     # and searches are in the index, and any semantic configuration exists.
                     results = await self._client.search(**(self._query("manual", 1) or {}))
                     _ = [doc async for doc in results]
+                differences = await self._differences()
         except (AzureError, TimeoutError) as exc:
             raise SearchServiceError(describe(exc, settings)) from exc
         if not count:
@@ -336,10 +343,49 @@ class AzureSearchManuals:
             if settings.semantic_configuration
             else "keyword"
         )
-        return f"Azure AI Search index '{settings.index}': {count} documents, {mode} queries"
+        said = f"Azure AI Search index '{settings.index}': {count} documents, {mode} queries"
+        if differences is None:
+            return f"{said}; its definition not compared (a query key cannot read it)"
+        if differences:
+            # Questions are answered, but by other words or another ranking than the embedded
+            # index's: a person must rebuild it, as `index-manuals` would say.
+            return NeedsHuman(
+                f"{said}; it is not the index voxdesk makes ({'; '.join(differences)}): delete it and"
+                " run `python -m bot index-manuals` again, or set search.index to another name"
+            )
+        return said
+
+    async def _differences(self) -> list[str] | None:
+        """How the index's definition differs from `index_definition`'s; None when the key may
+        not read it (a query key, which is enough to serve players)."""
+        if self._indexes is None:
+            return None
+        try:
+            found = await self._indexes.get_index(self._settings.index)
+        except (ClientAuthenticationError, HttpResponseError) as exc:
+            if _status(exc) == 403:
+                return None
+            raise
+        return _differences(found, index_definition(self._settings))
+
+    async def probe(self) -> None:
+        """What /healthz asks, as often as a load balancer probes: the service answers this key
+        for this index, and it holds documents. A document count, no query: a semantic query
+        each probe would be billed (and spend the free semantic quota), and `check` covers
+        what only a question's request proves."""
+        settings = self._settings
+        try:
+            async with asyncio.timeout(_budget(settings)):
+                count = await self._client.get_document_count()
+        except (AzureError, TimeoutError) as exc:
+            raise SearchServiceError(describe(exc, settings)) from exc
+        if not count:
+            raise SearchServiceError(f"index '{settings.index}' is empty: run `python -m bot index-manuals`")
 
     async def aclose(self) -> None:
         await self._client.close()
+        if self._indexes is not None:
+            await self._indexes.close()
 
 
 # ---- index-manuals ------------------------------------------------------------------------

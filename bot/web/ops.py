@@ -79,7 +79,9 @@ async def _backends(st: Any) -> dict[str, dict[str, Any]]:
         names = ("stats", "manuals", "grievances")
         # The grievances' own database, never Jira: the outbox keeps every complaint while Jira is
         # down, and a probe every few seconds would spend Jira's rate limit (several calls a check).
-        checks = (st.core.stats.check, st.core.manuals.check, st.core.grievances.local_store.check)
+        # A backend's `probe`, where its `check` costs more than a probe should (a billed query).
+        manuals = getattr(st.core.manuals, "probe", st.core.manuals.check)
+        checks = (st.core.stats.check, manuals, st.core.grievances.local_store.check)
         failures = await asyncio.gather(*(_probe(check) for check in checks))
         codes = [_reason_code(n, failure, st.probed) for n, failure in zip(names, failures, strict=True)]
         return {

@@ -645,15 +645,57 @@ async def test_search_down_for_many_questions_is_said_once_a_reason_and_its_end_
 async def test_check_counts_the_documents(fake: FakeSearch) -> None:
     settings = search_settings(fake)
     await index_manuals(settings, fake.api_key, MANUALS)
+    said = {}
     for key in (fake.api_key, fake.query_key):  # a query key is enough to serve players
         manuals = await AzureSearchManuals.open(settings, key)
         try:
-            assert (
-                await manuals.check()
-                == f"Azure AI Search index 'manuals': {SECTIONS} documents, keyword queries"
-            )
+            said[key] = await manuals.check()
         finally:
             await manuals.aclose()
+    counted = f"Azure AI Search index 'manuals': {SECTIONS} documents, keyword queries"
+    assert said[fake.api_key] == counted
+    assert said[fake.query_key] == f"{counted}; its definition not compared (a query key cannot read it)"
+
+
+async def test_check_warns_of_an_index_that_differs_from_the_bots(
+    settings: Settings, fake: FakeSearch
+) -> None:
+    # Only `index-manuals` compared the definition: an index another tool made under the name
+    # (here its title analyzed by standard.lucene, which neither stems nor drops stopwords as
+    # the embedded index does) was `ok`, while its questions matched other words.
+    await index_manuals(search_settings(fake), fake.api_key, MANUALS)
+    _field(fake.indexes["manuals"].definition, "title")["analyzer"] = "standard.lucene"
+    line = {r.service: r for r in await check_all(app_settings(settings, fake))}["manuals"]
+    assert line.ok and line.warn, line.line()
+    assert "it is not the index voxdesk makes ('title' is analyzed with standard.lucene, not en.lucene)" in (
+        line.detail
+    )
+    assert "delete it and run `python -m bot index-manuals` again" in line.detail
+
+
+async def test_healthz_asks_the_search_service_no_query(settings: Settings, fake: FakeSearch) -> None:
+    # /healthz ran `check`, a real (semantic, when configured: billed) query, every 2 s a probe
+    # asked. A document count says as much of an outage.
+    from bot.web import STATE, Reused
+    from tests.web_helpers import web_client
+
+    await index_manuals(search_settings(fake, semantic_configuration="sem"), fake.api_key, MANUALS)
+    fake.received.clear()
+    async with web_client(app_settings(settings, fake, VOXDESK_SEARCH_SEMANTIC_CONFIGURATION="sem")) as (
+        client,
+        _,
+    ):
+        up = await client.get("/healthz")
+        ready = await up.json()
+        asked = [r.operation for r in fake.received]
+        fake.fail_with(403)
+        client.app[STATE].probes = Reused()  # the next probe, not the last one's result reused
+        down = await client.get("/healthz")
+        not_ready = await down.json()
+    assert up.status == 200 and ready["checks"]["manuals"] == {"ok": True}
+    assert asked == ["count"]
+    assert down.status == 503
+    assert not_ready["checks"]["manuals"] == {"ok": False, "error": "SearchServiceError"}
 
 
 @pytest.mark.parametrize(
