@@ -2184,6 +2184,45 @@ async def test_a_new_process_serves_the_port_an_old_one_still_serves(wsettings) 
         await core.aclose()
 
 
+async def test_two_processes_on_one_port_without_a_session_key_say_what_they_do_not_share(
+    wsettings, caplog
+) -> None:
+    # Each made a key of its own: a visitor whose connections went to both had two daily
+    # budgets, and staff logged in to one were logged out by the other, without a word.
+    import socket
+
+    from bot import web
+    from bot.app import build_app
+    from tests.frontend_engine import FrontendEngine
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    keyed = make_settings(
+        wsettings.storage_dir,
+        VOXDESK_WEB_PORT=str(port),
+        VOXDESK_WEB_SESSION_KEY=FERNET_KEY,
+        VOXDESK_WEB_STAFF_PASSWORD_HASH=STAFF_HASH,
+    )
+    said = []
+    for settings in (wsettings.replace(web={"port": port}), keyed):
+        core = await build_app(settings, FrontendEngine())  # type: ignore[arg-type]
+        try:
+            caplog.clear()
+            first = await web.start(core)
+            alone = caplog.text
+            second = await web.start(core)
+            said.append((alone, caplog.text))
+            await second.cleanup()
+            await first.cleanup()
+        finally:
+            await core.aclose()
+    (alone, shared), (keyed_alone, keyed_shared) = said
+    assert "VOXDESK_WEB_SESSION_KEY is not set" not in alone
+    assert "VOXDESK_WEB_SESSION_KEY is not set: a staff login holds in one process only" in shared
+    assert "VOXDESK_WEB_SESSION_KEY" not in keyed_alone + keyed_shared
+
+
 async def test_another_install_on_the_port_is_refused_as_before(wsettings, seeded_storage, tmp_path) -> None:
     """Staging and production of one user, both on port 8080: the second shared the port without
     a word, and half the desk's logins went to the other's tickets and session key."""

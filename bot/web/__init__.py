@@ -244,6 +244,14 @@ async def start(
     # would share it with any process of this user that set it too, another voxdesk install's
     # (its own tickets, sessions and staff) or a stale one's: the port must be free otherwise.
     serving = _Serving.take(storage_paths(core.settings).serving)
+    if serving.shared and not core.settings.secrets.web_session_key:
+        # Each process then has a key of its own, made at its start, and connections go to
+        # either: sharing one would mean keeping it where the budgets' hashes of addresses are.
+        log.warning(
+            "another voxdesk process serves this storage folder on the web port, and"
+            " VOXDESK_WEB_SESSION_KEY is not set: a staff login holds in one process only, and a"
+            " playground visitor has a daily budget in each; set the same key for both"
+        )
 
     async def stop_serving(_: web.Application) -> None:
         serving.close()
