@@ -85,8 +85,8 @@ class Ranking:
         self._failed_at: float | None = None
         # Summaries answered without a rank: a read that outlasts the query timeout does every time.
         self.unread = Outage(log, "every player's total is read again: ranks are back", quiet=logging.INFO)
-        # Ranks by the last totals read: each question after a failed read reads again, and fails
-        # as often (a read outlasting the query timeout).
+        # Ranks by the last totals read: a read outlasting the query timeout fails at each try, a
+        # minute apart, for as long as the table is that big.
         self.stale = Outage(log, "every player's total is read again", quiet=logging.INFO)
 
     async def place(self, fetch: Fetch, total: int) -> tuple[int, int]:
