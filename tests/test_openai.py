@@ -774,6 +774,41 @@ async def test_a_provider_that_takes_no_audio_id_back_is_sent_none_after_the_fir
     assert len([r for r in caplog.records if "audio" in r.getMessage() and "refused" in r.getMessage()]) == 1
 
 
+async def test_one_players_audio_id_expired_by_the_providers_clock_leaves_the_others_theirs(
+    storage, fake, caplog
+) -> None:
+    # This host's clock is two minutes behind the provider's: an id expired by the provider's clock
+    # has a minute left by this one's, and is sent and refused. Nova's conversation goes on as
+    # text; Blaze's reply, which the provider holds, still goes by reference.
+    fake.clock_ahead = 120
+    async with running_app(openai_settings(storage, fake)) as app:
+        fake.audio_ttl = 0
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        fake.audio_ttl = 3600
+        replies = [await app.agent.respond(ToolContext(user_id=who), NOTE) for who in (BLAZE, NOVA, BLAZE)]
+    assert [r.engine for r in replies] == ["openai"] * 3
+    given = list(fake.issued_audio)  # Nova's first reply's, Blaze's, Nova's second
+    assert [c.audio_ids for c in fake.chats] == [[], [], [given[0]], [], [given[1]]]
+    assert "expired by its clock" in caplog.text
+
+
+async def test_a_provider_that_took_no_audio_id_back_is_sent_one_again_after_a_pause(
+    storage, fake, monkeypatch
+) -> None:
+    # Its refusal is no reason to send none until a restart: it may hold them again later.
+    from bot.engines import openai as engine
+
+    fake.takes_audio_back = False
+    monkeypatch.setattr(engine, "AUDIO_REFUSED_PAUSE", 0.0, raising=False)
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)  # refused, and sent again as text
+        fake.takes_audio_back = True
+        last = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert last.engine == "openai"
+    assert [len(c.audio_ids) for c in fake.chats] == [0, 1, 0, 1]
+
+
 async def test_the_fake_refuses_an_audio_id_it_never_issued_as_the_api_does(fake) -> None:
     client = openai.AsyncOpenAI(api_key=API_KEY, base_url=fake.base_url, max_retries=0)
     messages = [

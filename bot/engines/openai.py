@@ -27,7 +27,7 @@ import re
 import secrets
 import time
 import types
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -97,6 +97,10 @@ UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # The transport errors (by name, as httpx and httpx2 both call them) of a request that never went out.
 NEVER_SENT = frozenset({"ConnectError", "ProxyError"})
 GIVEN_AUDIO_KEPT = 1000  # the latest reply audio ids an engine keeps, to know its own when refused
+REFUSED_PARAM = re.compile(r"messages\[(\d+)\]\.audio\.id")  # where an audio_not_found points
+# A provider that refused an audio id it gave well before the id's expiry keeps none: earlier
+# replies go as text for every turn this long, then one reference is tried again.
+AUDIO_REFUSED_PAUSE = 900.0  # seconds
 
 T = TypeVar("T")
 
@@ -234,10 +238,16 @@ class OpenAIEngine:
         self.max_reply_tokens = max_reply_tokens
         # The model answers name, as far as known: on Azure `check` asks the deployment.
         self.answers_as = model
-        self._given_audio: dict[str, None] = {}  # reply audio ids the provider gave this engine
-        # The provider refused an audio id it gave this engine: it takes none back, and earlier
-        # replies go as text, rather than each note paying for a refused request first.
-        self.audio_refused = False
+        # Reply audio ids the provider gave this engine: their expiry, and the provider's clock
+        # (its `created`) less time.monotonic() when it gave them, to tell by its own clock whether
+        # it refused one it should still hold.
+        self._given_audio: dict[str, tuple[int, float]] = {}
+        # Audio ids refused: the conversation holding one sends that reply as text from then on,
+        # rather than each of its notes paying for a refused request first.
+        self._refused_audio: dict[str, None] = {}
+        # time.monotonic() until which earlier replies go as text for every turn: the provider
+        # refused an id it gave well before the id's expiry, so it holds none.
+        self.audio_refused_until = 0.0
 
     async def transcribe(self, audio: AudioClip) -> Transcript | None:
         if not self.transcribe_model:
@@ -272,7 +282,7 @@ class OpenAIEngine:
             )
         try:
             while True:  # each retry below sets a flag of its own: at most three requests
-                text_only = turn.scratch.get(TEXT_HISTORY) or self.audio_refused
+                text_only = turn.scratch.get(TEXT_HISTORY) or time.monotonic() < self.audio_refused_until
                 audio_turns = 0 if text_only else self.audio_history_turns
                 request = self._request(turn, audio_turns)
                 try:
@@ -281,18 +291,7 @@ class OpenAIEngine:
                 except openai.APIStatusError as exc:
                     if exc.code == AUDIO_NOT_FOUND and audio_turns:
                         # The conversation goes on with the transcripts of those replies instead.
-                        sent = {m["audio"]["id"] for m in request["messages"] if m.get("audio")}
-                        if sent and sent <= self._given_audio.keys():
-                            self.audio_refused = True
-                            log.warning(
-                                "the provider refused an audio id it gave (%s): earlier replies go "
-                                "as text from now on",
-                                _said(exc),
-                            )
-                        else:
-                            log.warning(
-                                "earlier reply's audio refused (%s): sending the history as text", _said(exc)
-                            )
+                        self._audio_refused(request, exc)
                         turn.scratch[TEXT_HISTORY] = True
                     elif exc.code in FILTERED and turn.history and not turn.scratch.get(NO_HISTORY):
                         # A prompt filter reads the whole prompt: words it blocked in an earlier
@@ -321,6 +320,42 @@ class OpenAIEngine:
         reply = self._read(turn, response)
         reply.afresh = bool(turn.scratch.get(NO_HISTORY))
         return reply
+
+    def _audio_refused(self, request: dict[str, Any], exc: openai.APIStatusError) -> None:
+        """The provider refused the earlier replies' audio ids `request` sent. None is sent again.
+        One it gave and should hold for a while yet by its own clock means it holds none, and
+        references pause for every turn; one expired by its clock (this host's may be behind) or
+        one it never gave (another key's or provider's) is that conversation's alone."""
+        messages = request["messages"]
+        sent = [m["audio"]["id"] for m in messages if m.get("audio")]
+        # The API names the one it refused ("messages[3].audio.id"); the others may be good.
+        named = REFUSED_PARAM.fullmatch(exc.param) if isinstance(exc.param, str) else None
+        at = int(named[1]) if named else len(messages)
+        if at < len(messages) and messages[at].get("audio"):
+            sent = [messages[at]["audio"]["id"]]
+        for audio_id in sent:
+            remember(self._refused_audio, audio_id, None, GIVEN_AUDIO_KEPT)
+        held = [
+            expires_at - (clock + time.monotonic())
+            for expires_at, clock in (self._given_audio[i] for i in sent if i in self._given_audio)
+        ]
+        if held and max(held) > EXPIRY_MARGIN:
+            self.audio_refused_until = time.monotonic() + AUDIO_REFUSED_PAUSE
+            log.warning(
+                "the provider refused an audio id it gave %.0f s before its expiry (%s): earlier "
+                "replies go as text for %.0f s",
+                max(held),
+                _said(exc),
+                AUDIO_REFUSED_PAUSE,
+            )
+        elif held:
+            log.warning(
+                "the provider refused an audio id expired by its clock (%s): this host's clock may be "
+                "behind; that conversation's history goes as text",
+                _said(exc),
+            )
+        else:
+            log.warning("earlier reply's audio refused (%s): sending the history as text", _said(exc))
 
     def _read(self, turn: TurnState, response: Any) -> EngineReply:
         if not response.choices:
@@ -384,7 +419,11 @@ class OpenAIEngine:
         audio_id, expires_at = message.audio.id, message.audio.expires_at
         referable = isinstance(audio_id, str) and bool(audio_id) and type(expires_at) is int
         if referable:
-            remember(self._given_audio, audio_id, None, GIVEN_AUDIO_KEPT)
+            # A compatible server's `created` of another type or scale: this host's clock instead.
+            created = response.created
+            sane = type(created) is int and abs(created - time.time()) < 86_400
+            clock = (created if sane else time.time()) - time.monotonic()
+            remember(self._given_audio, audio_id, (expires_at, clock), GIVEN_AUDIO_KEPT)
         return EngineReply(
             text=said,
             audio=spoken,
@@ -503,6 +542,7 @@ class OpenAIEngine:
                 self.system_prompt,
                 replace(turn, history=[]) if turn.scratch.get(NO_HISTORY) else turn,
                 audio_turns,
+                refused=self._refused_audio,
             ),
             "modalities": ["text", "audio"],
             "audio": {
@@ -611,13 +651,19 @@ class OpenAIEngine:
 
 
 def build_messages(
-    system_prompt: str, turn: TurnState, audio_turns: int = 1, now: float | None = None
+    system_prompt: str,
+    turn: TurnState,
+    audio_turns: int = 1,
+    now: float | None = None,
+    refused: Container[str] = (),
 ) -> list[dict[str, Any]]:
+    """The request's messages; `refused`: earlier replies' audio ids the provider refused, sent as
+    their transcripts."""
     now = time.time() if now is None else now
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
     by_audio = len(turn.history) - audio_turns
     for index, past in enumerate(turn.history):
-        messages += _past_turn(past, now, by_audio=index >= by_audio)
+        messages += _past_turn(past, now, by_audio=index >= by_audio and past.audio_id not in refused)
     heard = _heard(turn)
     if turn.rounds and heard:
         # After the first step the player's words, already transcribed, say the same as their

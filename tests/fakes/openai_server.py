@@ -7,7 +7,8 @@ assistant message before it, and each tool call is answered), refuses what we ne
 (the deprecated `functions`) and a note's audio that is not strict base64 of the format it
 declares, and, as the audio models it stands for do, a request with neither audio in nor audio
 out. It answers with scripted replies carrying real audio in the format asked for, keeps the
-audio ids it gave out (an assistant message naming any other is a 400 `audio_not_found`), stops
+audio ids it gave out (an assistant message naming any other, or one expired by its clock, which
+may run ahead of this host's, is a 400 `audio_not_found`), stops
 at `max_completion_tokens` with finish_reason "length", can be told to take its time, and to fail
 (chat and transcription apart, or at a step of the script): 429 with retry-after, 500, a hang
 past the client's timeout, a connection closed with no answer once the request is read, malformed
@@ -118,6 +119,9 @@ class FakeOpenAI(Strict):
     # shows its first and last characters).
     echo_key: bool = False
     audio_ttl: int = 3600
+    # Seconds its clock runs ahead of this host's: its `created`, the audio ids' `expires_at` and
+    # whether one has expired are all by its clock, as a provider's are.
+    clock_ahead: float = 0.0
     issued_audio: dict[str, int] = field(default_factory=dict)  # audio id -> expires_at
     # False: a server that gives audio ids but takes none back (each is a 400 audio_not_found).
     takes_audio_back: bool = True
@@ -164,6 +168,10 @@ class FakeOpenAI(Strict):
 
     def env(self) -> dict[str, str]:
         return {"OPENAI_BASE_URL": self.base_url, "OPENAI_API_KEY": API_KEY}
+
+    def now(self) -> float:
+        """The time by this server's clock."""
+        return time.time() + self.clock_ahead
 
     @property
     def chats(self) -> list[Received]:
@@ -287,7 +295,7 @@ class FakeOpenAI(Strict):
     def _unknown_audio(self, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The API's error for an assistant audio id it did not give out, or no longer holds: a
         state the client cannot see, so not a violation."""
-        now = time.time()
+        now = self.now()
         for i, message in enumerate(messages):
             audio_id = (message.get("audio") or {}).get("id")
             if audio_id is not None and (
@@ -326,7 +334,7 @@ class FakeOpenAI(Strict):
             transcript = message.pop("content")
             message["content"] = None
             audio_id = f"audio_{uuid.uuid4().hex[:16]}"
-            self.issued_audio[audio_id] = int(time.time()) + self.audio_ttl
+            self.issued_audio[audio_id] = int(self.now()) + self.audio_ttl
             message["audio"] = {
                 "id": audio_id,
                 "data": base64.b64encode(spoken_audio(transcript, fmt)).decode(),
@@ -346,7 +354,7 @@ class FakeOpenAI(Strict):
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
-            "created": int(time.time()),
+            "created": int(self.now()),
             "model": model,
             "choices": [
                 {
