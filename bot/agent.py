@@ -401,7 +401,7 @@ class VoiceAgent:
         # The answer is given whatever happens to the bookkeeping: its tools have run (a ticket
         # may be filed), and "something went wrong" now would send the player to file it twice.
         with watch.stage("save"):
-            await self._save(context, past, afresh=final.afresh)
+            await self._save(context, past, afresh=final.afresh or turn.afresh)
         await self._record_usage(context, engine.name, usage, clip.seconds if clip else 0.0)
         return Reply(
             text=final.text,
@@ -497,7 +497,7 @@ class VoiceAgent:
             at=time.time(),
             engine="none",
         )
-        await self._save(turn.context, past)
+        await self._save(turn.context, past, afresh=turn.afresh)
         return reply
 
     async def _save(self, context: ToolContext, past: PastTurn, afresh: bool = False) -> None:

@@ -1144,6 +1144,34 @@ async def test_a_blocked_complaint_in_the_history_does_not_refuse_the_players_ne
     assert [t.user_text for t in kept] == ["how many points do I have", "what level am I"]
 
 
+async def test_a_note_the_fallback_answered_after_the_filter_refused_its_history_starts_afresh(
+    storage, fake
+) -> None:
+    """The filter refused the history, and the request asked again without it lost its connection:
+    the offline fallback answers, and kept with the history, the turns the filter read had the
+    player's next note refused first."""
+    env = {
+        "VOXDESK_OPENAI_PROVIDER": "azure",
+        "VOXDESK_OPENAI_AZURE_ENDPOINT": fake.azure_endpoint,
+        "VOXDESK_OPENAI_AZURE_DEPLOYMENT": "voxdesk-audio",
+        "AZURE_OPENAI_API_KEY": AZURE_KEY,
+        "VOXDESK_AGENT_FALLBACK": "offline",
+    }
+    fake.blocked_words = ["hurt me"]
+    reported = PastTurn("a player said he would find me and hurt me", "Reported.", at=time.time())
+    fake.script = [Failure(drop=True), answer("You are level 3.")]
+    async with running_app(openai_settings(storage, fake, **env)) as app:
+        await app.conversations.append(NOVA, reported)
+        me = ToolContext(user_id=NOVA, request_id="n2")
+        first = await app.agent.respond_text(me, "how many points do I have")
+        before = len(fake.chats)
+        later = await app.agent.respond_text(replace(me, request_id="n3"), "what level am I")
+        kept = await app.conversations.history(NOVA)
+    assert (first.engine, before) == ("offline", 2)
+    assert (later.engine, later.text, len(fake.chats)) == ("openai", "You are level 3.", before + 1)
+    assert [t.user_text for t in kept] == ["how many points do I have", "what level am I"]
+
+
 async def test_a_blocked_turn_is_kept_without_the_words_the_filter_refused(storage, fake) -> None:
     """The filter refused the turn's own words (no history went with them): kept, they would have
     the player's next note refused first, and answered without the turns before it."""

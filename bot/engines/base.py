@@ -134,6 +134,10 @@ class TurnState:
     allow_tools: bool = True  # False on the last step: the engine must answer now
     heard: asyncio.Task[Transcript | None] | None = None  # the engine's transcribe() of `audio`
     scratch: dict[str, Any] = field(default_factory=dict)  # engine-private state for this turn
+    # A content filter refused to read the conversation's earlier turns: the turn begins the
+    # conversation afresh whichever engine answers it (a fallback too), or the next note would
+    # carry them and be refused first.
+    afresh: bool = False
 
 
 @dataclass

@@ -76,7 +76,6 @@ AUDIO_NOT_FOUND = "audio_not_found"
 # The code of a 429 that is no rate limit: the account's credit or the project's budget is spent.
 OUT_OF_QUOTA = "insufficient_quota"
 TEXT_HISTORY = "text_history"  # turn.scratch: this turn sends earlier replies as text only
-NO_HISTORY = "no_history"  # turn.scratch: this turn sends no earlier turns (a filter refused them)
 # Half a second of silence: audio models refuse a request with neither audio in nor audio out.
 SILENCE = base64.b64encode(pcm_to_wav(bytes(24_000), 24_000)).decode()
 DEADLINE = "deadline"  # turn.scratch: time.monotonic() past which this turn sends no request
@@ -293,14 +292,14 @@ class OpenAIEngine:
                         # The conversation goes on with the transcripts of those replies instead.
                         self._audio_refused(request, exc)
                         turn.scratch[TEXT_HISTORY] = True
-                    elif exc.code in FILTERED and turn.history and not turn.scratch.get(NO_HISTORY):
+                    elif exc.code in FILTERED and turn.history and not turn.afresh:
                         # A prompt filter reads the whole prompt: words it blocked in an earlier
                         # turn (a threat the player reported) would refuse every note of theirs
                         # until the conversation idles. This one is asked once more on its own.
                         log.info(
                             "content filter blocked a request with history (%s): asking without it", exc.code
                         )
-                        turn.scratch[NO_HISTORY] = True
+                        turn.afresh = True
                     else:
                         raise
         except openai.APIStatusError as exc:
@@ -318,7 +317,7 @@ class OpenAIEngine:
             raise EngineError(type(exc).__name__) from exc
         self.ready = True
         reply = self._read(turn, response)
-        reply.afresh = bool(turn.scratch.get(NO_HISTORY))
+        reply.afresh = turn.afresh
         return reply
 
     def _audio_refused(self, request: dict[str, Any], exc: openai.APIStatusError) -> None:
@@ -540,7 +539,7 @@ class OpenAIEngine:
             "model": self.model,
             "messages": build_messages(
                 self.system_prompt,
-                replace(turn, history=[]) if turn.scratch.get(NO_HISTORY) else turn,
+                replace(turn, history=[]) if turn.afresh else turn,
                 audio_turns,
                 refused=self._refused_audio,
             ),
