@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import logging
 import time
@@ -470,11 +471,28 @@ async def test_azure_provider_builds_the_deployment_url(storage, fake) -> None:
     assert chat.path == "/openai/deployments/voxdesk-audio/chat/completions"
     assert chat.query["api-version"] == "2025-01-01-preview"
     assert chat.headers["api-key"] == AZURE_KEY
+    assert "safety_identifier" not in chat.body  # its API version documents none
     assert fake.transcriptions[0].path == "/openai/deployments/gpt-4o-mini-transcribe/audio/transcriptions"
 
     from bot.health import check_engine
 
     assert "reachable, deployment voxdesk-audio" in await check_engine(settings)
+
+
+async def test_openai_knows_each_player_by_one_name_that_is_not_their_discord_id(storage, fake) -> None:
+    # For its abuse monitoring: a name per player, the same after a restart, which OpenAI cannot
+    # turn back into the Discord id (a hash of the id alone it could, by trying ids).
+    async with running_app(openai_settings(storage, fake)) as app:
+        for who in (NOVA, BLAZE):
+            await app.agent.respond(ToolContext(user_id=who), NOTE)
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    nova, blaze, nova_again = (c.body.get("safety_identifier") for c in fake.chats)
+    assert nova == nova_again != blaze and nova and blaze
+    assert NOVA not in nova and BLAZE not in blaze
+    unkeyed = {hashlib.sha256(who.encode()).hexdigest() for who in (NOVA, BLAZE)}
+    assert not any(name.removeprefix("voxdesk-") in h for name in (nova, blaze) for h in unkeyed)
+    assert fake.violations == []  # the spec's field, within its 64 characters
 
 
 async def test_audio_sent_per_request_stays_flat_over_ten_turns(storage, fake) -> None:

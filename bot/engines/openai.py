@@ -19,9 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
 import json
 import logging
 import math
+import os
 import random
 import re
 import secrets
@@ -29,6 +32,7 @@ import time
 import types
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, TypeVar
 
 import openai
@@ -100,6 +104,9 @@ REFUSED_PARAM = re.compile(r"messages\[(\d+)\]\.audio\.id")  # where an audio_no
 # A provider that refused an audio id it gave well before the id's expiry keeps none: earlier
 # replies go as text for every turn this long, then one reference is tried again.
 AUDIO_REFUSED_PAUSE = 900.0  # seconds
+
+# In storage.dir: the key each player's safety_identifier is hashed under (see safety_key).
+SAFETY_KEY_FILE = "openai-safety.key"
 
 T = TypeVar("T")
 
@@ -219,9 +226,13 @@ class OpenAIEngine:
         breaker_seconds: float = 30.0,
         connect_timeout: float = 5.0,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        safety_key: bytes | None = None,
     ) -> None:
-        """`sleep` waits out pauses and backoffs (a test passes one that records the delay chosen)."""
+        """`sleep` waits out pauses and backoffs (a test passes one that records the delay chosen).
+        `safety_key`: each request names its player by a keyed hash under it (safety_identifier);
+        None sends none."""
         self.client = client
+        self.safety_key = safety_key
         self._sleep = sleep
         self.connect_timeout = connect_timeout
         self.chat_gate = Gate("chat", breaker_seconds, "the fallback answers")
@@ -552,6 +563,8 @@ class OpenAIEngine:
         }
         if self.max_reply_tokens:
             request["max_completion_tokens"] = self.max_reply_tokens
+        if self.safety_key is not None:
+            request["safety_identifier"] = safety_identifier(self.safety_key, turn.context.speaker)
         if not turn.allow_tools:
             request["tool_choice"] = "none"  # the rounds bound is reached: answer now
         return request
@@ -862,6 +875,38 @@ def _tokens(counts: Any, name: str) -> int:
     return max(0, int(value))
 
 
+def safety_identifier(key: bytes, speaker: str) -> str:
+    """The player as OpenAI's abuse monitoring knows them: one name for all their requests, which
+    OpenAI, never holding the key, cannot turn back into their Discord id."""
+    return "voxdesk-" + hmac.new(key, speaker.encode(), hashlib.sha256).hexdigest()[:32]
+
+
+def safety_key(folder: Path) -> bytes:
+    """The key safety identifiers are hashed under, made once and kept in `folder`, so that a
+    player keeps one identifier across restarts and processes. Linked into place whole: a process
+    starting alongside reads the same key, never a part of one."""
+    path = folder / SAFETY_KEY_FILE
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    made = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, secrets.token_bytes(32))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(made, path)
+    except FileExistsError:
+        pass  # another process's came first: both use it
+    finally:
+        made.unlink()
+    return path.read_bytes()
+
+
 def build_client(settings: Settings) -> openai.AsyncOpenAI:
     o = settings.openai
     if o.provider == "azure":
@@ -903,6 +948,11 @@ async def create_openai_engine(
         breaker_seconds=o.breaker_seconds,
         connect_timeout=o.connect_timeout_seconds,
         sleep=sleep,
+        # Azure's API version (openai.api_version) documents no safety_identifier: only OpenAI's
+        # spec does, and OpenAI-compatible servers follow it.
+        safety_key=await asyncio.to_thread(safety_key, settings.storage_dir)
+        if o.provider == "openai"
+        else None,
     )
     if verify and o.provider == "openai":
         await engine.verify_model()
