@@ -548,7 +548,7 @@ def test_config_toml_says_who_a_budget_is_and_what_is_retried_or_waited_out() ->
     for budget in ("usage.daily_audio_seconds", "usage.daily_tokens"):
         assert "in the web playground, per visitor's address" in said[budget]
     retried = said["openai.max_retries"]
-    assert "not after a timeout or a connection dropped once the request went out" in retried
+    assert "not after a read timeout, a 502/504, or a connection dropped once the request went out" in retried
     assert "Retry-After" in said["jira.max_backoff_seconds"]
     assert "504" in said["jira.max_backoff_seconds"]
     assert "but a 504" in said["jira.settle_seconds"]

@@ -146,6 +146,93 @@ async def test_a_request_the_proxy_refused_to_carry_is_tried_again(storage, fake
     assert [c.split()[0] for c in connects] == [b"CONNECT"] * 3
 
 
+async def no_wait(seconds: float) -> None:
+    pass
+
+
+async def test_a_connection_that_timed_out_before_it_was_made_is_tried_again(storage, fake) -> None:
+    # Nothing was sent, so nothing generated or billed: as a refused connection, not as a reply
+    # that timed out. The port's queue of connections is full, so the handshake never completes.
+    import socket
+    import time
+
+    import openai
+
+    from bot.engines.openai import create_openai_engine
+
+    full = socket.create_server(("127.0.0.1", 0), backlog=0)
+    waiting = [socket.socket() for _ in range(3)]  # the queue holds backlog + 1; one more waits too
+    for connection in waiting:
+        connection.setblocking(False)
+        connection.connect_ex(full.getsockname())
+    url = f"http://127.0.0.1:{full.getsockname()[1]}/v1"
+    settings = openai_settings(
+        storage, fake, VOXDESK_OPENAI_BASE_URL=url, VOXDESK_OPENAI_CONNECT_TIMEOUT_SECONDS="0.2"
+    )
+    waits: list[float] = []
+
+    async def wait(seconds: float) -> None:
+        waits.append(seconds)
+
+    engine = await create_openai_engine(settings, verify=False, sleep=wait)
+    ask = engine._once().chat.completions.create
+    try:
+        with pytest.raises(openai.APITimeoutError):
+            await engine._send(
+                engine.chat_gate,
+                lambda: ask(model=engine.model, messages=[{"role": "user", "content": "hi"}]),
+                deadline=time.monotonic() + 30,
+                retries=2,
+            )
+    finally:
+        await engine.client.close()
+        for connection in [*waiting, full]:
+            connection.close()
+    assert len(waits) == 2  # two tries more, each after a backoff
+
+
+async def test_a_request_whose_connection_was_reset_before_it_was_all_sent_is_tried_again(
+    storage, fake
+) -> None:
+    # The server reset the connection while the request was still being written (as it does one it
+    # closed just as the pool reused it): it never had the request whole, so never answered it.
+    import time
+
+    from bot.engines.openai import create_openai_engine
+
+    fake.resets_before_body = 1
+    fake.script = [answer("Whole this time.")]
+    engine = await create_openai_engine(openai_settings(storage, fake), verify=False, sleep=no_wait)
+    ask = engine._once().chat.completions.create
+    long = "a long request " * 2_000_000  # more than the sockets' buffers hold: 30 MB
+    try:
+        reply = await engine._send(
+            engine.chat_gate,
+            lambda: ask(
+                model=engine.model,
+                messages=[{"role": "user", "content": long}],
+                modalities=["text", "audio"],
+                audio={"voice": "alloy", "format": "wav"},
+            ),
+            deadline=time.monotonic() + 30,
+            retries=2,
+        )
+    finally:
+        await engine.client.close()
+    assert reply.choices[0].message.audio.transcript == "Whole this time."
+    assert (fake.resets_before_body, len(fake.chats)) == (0, 1)
+
+
+@pytest.mark.parametrize("status", [502, 504])
+async def test_a_gateways_failure_of_the_upstream_is_not_asked_again(storage, fake, status) -> None:
+    # A proxy or gateway whose upstream failed or timed out while it had the request: the reply
+    # may have been generated, and billed, as after a timeout of our own.
+    fake.failures = [Failure(status=status)]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.kind, len(fake.chats)) == ("apology", 1)
+
+
 async def test_a_server_error_is_tried_again(storage, fake) -> None:
     fake.failures = [Failure(status=500)]
     fake.script = [answer("Second time lucky.")]

@@ -7,8 +7,10 @@ Retries are the engine's, not the SDK's, and bounded by the turn's deadline: a t
 the agent's few slots, and the fallback should answer within that time rather than after the SDK's
 whole retry budget. A 429 or a run of failures pauses requests for every turn (`Gate`), so notes
 queued behind a rate limit or an outage are answered by the fallback at once instead of each
-trying again. A reply that timed out, or whose connection closed once the request was out, is not
-asked for again: it may well have been generated, and billed, and would only fail again.
+trying again. Only a request the server never had whole is sent again (docs/design.md, "OpenAI
+requests sent again"): a reply that timed out, whose connection closed once the whole request was
+out, or that a gateway's 502 or 504 says its upstream failed on, may well have been generated, and
+billed, and would only fail again.
 
 Cost is kept bounded by what goes into each request: the current note's audio only; earlier
 turns as text (the player's words from a concurrent transcription, the assistant's transcript,
@@ -97,8 +99,15 @@ FIRST_PAUSE = 1.0  # seconds: a 429 naming no wait pauses this long, doubled for
 LONGEST_PAUSE = 300.0  # ... up to this, which bounds a named wait too: then requests try again
 RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")  # x-ratelimit-reset-*: "20ms", "1.5s", "6m0s"
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-# The transport errors (by name, as httpx and httpx2 both call them) of a request that never went out.
-NEVER_SENT = frozenset({"ConnectError", "ProxyError"})
+# The transport errors (by name, as httpx and httpx2 both call them) of a request that never went
+# out: no connection was made (refused, unreachable, timed out), the proxy would not carry it, or
+# none came free from the pool.
+NEVER_SENT = frozenset({"ConnectError", "ProxyError", "ConnectTimeout", "PoolTimeout"})
+# An extension of each httpx request, set once the whole request (its body too) has been written.
+SENT_WHOLE = "voxdesk.sent_whole"
+# A gateway's 5xx for an upstream that failed or timed out while it had the request: the reply may
+# have been generated, and billed, as after a timeout of our own.
+GATEWAY_FAILED = frozenset({502, 504})
 GIVEN_AUDIO_KEPT = 1000  # the latest reply audio ids an engine keeps, to know its own when refused
 REFUSED_PARAM = re.compile(r"messages\[(\d+)\]\.audio\.id")  # where an audio_not_found points
 # A provider that refused an audio id it gave well before the id's expiry keeps none: earlier
@@ -482,9 +491,10 @@ class OpenAIEngine:
         spent_elsewhere: Callable[[], bool] = lambda: False,
     ) -> T:
         """One request through `gate`, sent again (at most `retries` times, while `deadline`, a
-        time.monotonic(), allows) after a connection that could not be made, a 5xx, or a 429
-        asking for at most SHORT_WAIT. Raises the SDK's error, EnginePaused when the gate holds
-        requests back for longer than a turn waits, or EngineError at the deadline. A request cut
+        time.monotonic(), allows) after a failure before the server had it whole (`_never_sent`), a
+        5xx but a gateway's 502 or 504, or a 429 asking for at most SHORT_WAIT. Raises the SDK's
+        error, EnginePaused when the gate holds requests back for longer than a turn waits, or
+        EngineError at the deadline. A request cut
         off at a deadline mostly `spent_elsewhere` (by the turn's tools) is not the service's
         failure: the breaker does not count it."""
         tries = 0
@@ -516,20 +526,18 @@ class OpenAIEngine:
                     tries += 1
                     continue  # after the pause, which the gate now holds for every turn
                 raise
-            except openai.APITimeoutError as exc:
-                gate.failed("timed out")
-                if probing:
-                    raise gate.still_paused() from exc
-                raise
             except (openai.APIConnectionError, openai.InternalServerError) as exc:
-                gate.failed(type(exc).__name__)
+                timed_out = isinstance(exc, openai.APITimeoutError)
+                gate.failed("timed out" if timed_out else type(exc).__name__)
                 if probing:
                     raise gate.still_paused() from exc
                 if isinstance(exc, openai.APIConnectionError) and not _never_sent(exc):
-                    # Dropped after the request went out (a proxy's idle timeout in a long
-                    # generation): as after a timeout, it may have been generated and billed,
-                    # and asked again it would be cut off again.
+                    # Timed out or dropped once the whole request was out (a proxy's idle timeout
+                    # in a long generation): it may have been generated and billed, and asked again
+                    # it would be late, or cut off, again.
                     raise
+                if isinstance(exc, openai.InternalServerError) and exc.status_code in GATEWAY_FAILED:
+                    raise  # for the same reasons
                 backoff = min(0.5 * 2**tries, 8.0) * (1 - 0.25 * random.random())
                 if tries < retries and gate.wait() == 0 and backoff < deadline - time.monotonic():
                     tries += 1
@@ -795,13 +803,27 @@ def _name_and_arguments(call: Any) -> tuple[str, str | dict[str, Any]]:
 
 
 def _never_sent(exc: openai.APIConnectionError) -> bool:
-    """Whether the request failed before it went out: the connection could not be made (refused,
-    unreachable, its TLS handshake), or the proxy would not carry it (HTTPS_PROXY answering
-    CONNECT with an error). httpx and httpx2, one under each SDK, both call those ConnectError and
-    ProxyError; a read error or a server that closed without answering came after. A pooled
-    connection the server had closed is not one of those: the pool finds it closed and opens
-    another before sending."""
-    return any(kind.__name__ in NEVER_SENT for kind in type(exc.__cause__).__mro__)
+    """Whether the request failed before the server could have had all of it: no connection was
+    made (refused, unreachable, its TLS handshake, the connect timeout), the proxy would not carry
+    it (HTTPS_PROXY answering CONNECT with an error), or the connection was lost before the whole
+    request was written (a pooled one the server closed just as it was reused, one reset during
+    the upload), which httpcore reports only as the read that follows failing. A server cannot
+    answer, nor bill, a request it never had whole; one written whole and then dropped or timed
+    out it may have."""
+    if any(kind.__name__ in NEVER_SENT for kind in type(exc.__cause__).__mro__):
+        return True
+    extensions = getattr(exc.request, "extensions", {})
+    return "trace" in extensions and not extensions.get(SENT_WHOLE)
+
+
+async def _watch_sending(request: Any) -> None:
+    """An httpx request hook: marks the request SENT_WHOLE once httpcore has written all of it."""
+
+    async def trace(event: str, info: dict[str, Any]) -> None:
+        if event.endswith(".send_request_body.complete"):
+            request.extensions[SENT_WHOLE] = True
+
+    request.extensions["trace"] = trace
 
 
 def _said(exc: openai.APIStatusError) -> str:
@@ -918,6 +940,7 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
             api_version=o.api_version,
             timeout=openai.Timeout(o.timeout_seconds, connect=o.connect_timeout_seconds),
             max_retries=o.max_retries,
+            http_client=_http_client(),
         )
     # Left out, the SDK reads its own variables (config.OPENAI_SDK_ENV), as it documents:
     # OPENAI_BASE_URL when openai.base_url is empty, OPENAI_ORG_ID, OPENAI_PROJECT_ID.
@@ -926,7 +949,13 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
         base_url=o.base_url or None,
         timeout=openai.Timeout(o.timeout_seconds, connect=o.connect_timeout_seconds),
         max_retries=o.max_retries,
+        http_client=_http_client(),
     )
+
+
+def _http_client() -> Any:
+    """The SDK's own HTTP client, with its defaults, that tells which requests went out whole."""
+    return openai.DefaultAsyncHttpxClient(event_hooks={"request": [_watch_sending]})
 
 
 async def create_openai_engine(

@@ -11,7 +11,8 @@ audio ids it gave out (an assistant message naming any other, or one expired by 
 may run ahead of this host's, is a 400 `audio_not_found`), stops
 at `max_completion_tokens` with finish_reason "length", can be told to take its time, and to fail
 (chat and transcription apart, or at a step of the script): 429 with retry-after, 500, a hang
-past the client's timeout, a connection closed with no answer once the request is read, malformed
+past the client's timeout, a connection closed with no answer once the request is read, or reset
+before its body is, malformed
 JSON, Azure's content filter (told to, or on words it is told to block, wherever in the prompt
 they are). Its usage can be given the shape a compatible server gives it.
 """
@@ -26,6 +27,8 @@ import io
 import json
 import math
 import re
+import socket
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -96,6 +99,9 @@ class FakeOpenAI(Strict):
     transcription_failures: list[Failure] = field(default_factory=list)  # one per transcription
     model_failures: list[Failure] = field(default_factory=list)  # one per model lookup
     chat_seconds: float = 0.0  # how long an answer takes to come
+    # Chat requests whose connection is reset once their headers are read, before their body is:
+    # as a server resets a connection during a large upload, or one it closed as it was reused.
+    resets_before_body: int = 0
     transcribe_seconds: float = 0.0  # how long a transcription takes to come
     received: list[Received] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
@@ -240,6 +246,13 @@ class FakeOpenAI(Strict):
     async def _chat(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._refused(request)
+        if self.resets_before_body:
+            self.resets_before_body -= 1
+            assert request.transport is not None
+            sock = request.transport.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
+            request.transport.abort()
+            return web.Response(status=204)  # written to nobody: the connection is gone
         missing = self._no_deployment(request)
         if missing is not None:
             return missing
