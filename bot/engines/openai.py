@@ -494,9 +494,8 @@ class OpenAIEngine:
         time.monotonic(), allows) after a failure before the server had it whole (`_never_sent`), a
         5xx but a gateway's 502 or 504, or a 429 asking for at most SHORT_WAIT. Raises the SDK's
         error, EnginePaused when the gate holds requests back for longer than a turn waits, or
-        EngineError at the deadline. A request cut
-        off at a deadline mostly `spent_elsewhere` (by the turn's tools) is not the service's
-        failure: the breaker does not count it."""
+        EngineError at the deadline. A request cut off at a deadline mostly `spent_elsewhere` (by
+        the turn's tools) is not the service's failure: the breaker does not count it."""
         tries = 0
         while True:
             wait = gate.wait()
