@@ -104,6 +104,10 @@ class OpenAISettings:
     azure_endpoint: str = ""
     azure_deployment: str = ""
     api_version: str = "2025-01-01-preview"
+    # Each player named to OpenAI's abuse monitoring by a keyed hash (safety_identifier): auto
+    # (only to api.openai.com: a compatible server or gateway may refuse a field it does not
+    # know) | on | off. Azure's API version documents no such field: it is never sent there.
+    safety_identifier: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -409,6 +413,7 @@ CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("openai", "voice"): OPENAI_VOICES,
     ("agent", "fallback"): ("offline", "apology"),
     ("openai", "provider"): ("openai", "azure"),
+    ("openai", "safety_identifier"): ("auto", "on", "off"),
     ("openai", "reply_format"): ("opus", "wav", "mp3", "flac", "aac", "pcm16"),
     ("tools", "stats"): ("sqlite", "odbc"),
     ("tools", "manuals"): ("sqlite", "azure"),

@@ -19,6 +19,7 @@ from bot import paths
 from bot import sentences as say
 from bot.app import running_app
 from bot.engines.base import PastTurn
+from bot.engines.openai import names_players
 from bot.tools.base import ToolContext
 from tests.audio_samples import encode, speechlike
 from tests.fakes.openai_server import (
@@ -482,10 +483,11 @@ async def test_azure_provider_builds_the_deployment_url(storage, fake) -> None:
 async def test_openai_knows_each_player_by_one_name_that_is_not_their_discord_id(storage, fake) -> None:
     # For its abuse monitoring: a name per player, the same after a restart, which OpenAI cannot
     # turn back into the Discord id (a hash of the id alone it could, by trying ids).
-    async with running_app(openai_settings(storage, fake)) as app:
+    named = openai_settings(storage, fake, VOXDESK_OPENAI_SAFETY_IDENTIFIER="on")
+    async with running_app(named) as app:
         for who in (NOVA, BLAZE):
             await app.agent.respond(ToolContext(user_id=who), NOTE)
-    async with running_app(openai_settings(storage, fake)) as app:
+    async with running_app(named) as app:
         await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     nova, blaze, nova_again = (c.body.get("safety_identifier") for c in fake.chats)
     assert nova == nova_again != blaze and nova and blaze
@@ -493,6 +495,29 @@ async def test_openai_knows_each_player_by_one_name_that_is_not_their_discord_id
     unkeyed = {hashlib.sha256(who.encode()).hexdigest() for who in (NOVA, BLAZE)}
     assert not any(name.removeprefix("voxdesk-") in h for name in (nova, blaze) for h in unkeyed)
     assert fake.violations == []  # the spec's field, within its 64 characters
+
+
+@pytest.mark.parametrize("setting", ["auto", "off"])
+async def test_a_compatible_server_is_sent_no_safety_identifier_unless_asked(storage, fake, setting) -> None:
+    # A compatible server or gateway may refuse a field it does not know, and with it every note.
+    async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_SAFETY_IDENTIFIER=setting)) as app:
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    (chat,) = fake.chats
+    assert "safety_identifier" not in chat.body
+
+
+@pytest.mark.parametrize(
+    ("provider", "setting", "base_url", "named"),
+    [
+        ("openai", "auto", "https://api.openai.com/v1/", True),
+        ("openai", "auto", "https://litellm.example.net/v1/", False),
+        ("openai", "off", "https://api.openai.com/v1/", False),
+        ("openai", "on", "http://127.0.0.1:8000/v1/", True),
+        ("azure", "on", "https://studio.openai.azure.com/openai/", False),
+    ],
+)
+def test_which_services_are_sent_a_safety_identifier(provider, setting, base_url, named) -> None:
+    assert names_players(provider, setting, base_url) is named
 
 
 async def test_audio_sent_per_request_stays_flat_over_ten_turns(storage, fake) -> None:

@@ -32,6 +32,7 @@ import re
 import secrets
 import time
 import types
+import urllib.parse
 from collections.abc import Awaitable, Callable, Container
 from dataclasses import replace
 from pathlib import Path
@@ -116,6 +117,7 @@ AUDIO_REFUSED_PAUSE = 900.0  # seconds
 
 # In storage.dir: the key each player's safety_identifier is hashed under (see safety_key).
 SAFETY_KEY_FILE = "openai-safety.key"
+OPENAI_HOST = "api.openai.com"  # where openai.safety_identifier = "auto" sends one
 
 T = TypeVar("T")
 
@@ -952,6 +954,15 @@ def build_client(settings: Settings) -> openai.AsyncOpenAI:
     )
 
 
+def names_players(provider: str, setting: str, base_url: str) -> bool:
+    """Whether requests carry a safety_identifier (openai.safety_identifier). Azure's API version
+    (openai.api_version) documents no such field; under "auto" only OpenAI's own service gets it,
+    as a compatible server or gateway may refuse a field it does not know, every note with it."""
+    if provider != "openai" or setting == "off":
+        return False
+    return setting == "on" or urllib.parse.urlsplit(base_url).hostname == OPENAI_HOST
+
+
 def _http_client() -> Any:
     """The SDK's own HTTP client, with its defaults, that tells which requests went out whole."""
     return openai.DefaultAsyncHttpxClient(event_hooks={"request": [_watch_sending]})
@@ -962,8 +973,10 @@ async def create_openai_engine(
 ) -> OpenAIEngine:
     o = settings.openai
     prompt = settings.system_prompt_path
+    client = build_client(settings)
+    named = names_players(o.provider, o.safety_identifier, str(client.base_url))
     engine = OpenAIEngine(
-        client=build_client(settings),
+        client=client,
         model=o.azure_deployment if o.provider == "azure" else o.model,
         voice=o.voice,
         reply_format=o.reply_format,
@@ -976,11 +989,7 @@ async def create_openai_engine(
         breaker_seconds=o.breaker_seconds,
         connect_timeout=o.connect_timeout_seconds,
         sleep=sleep,
-        # Azure's API version (openai.api_version) documents no safety_identifier: only OpenAI's
-        # spec does, and OpenAI-compatible servers follow it.
-        safety_key=await asyncio.to_thread(safety_key, settings.storage_dir)
-        if o.provider == "openai"
-        else None,
+        safety_key=await asyncio.to_thread(safety_key, settings.storage_dir) if named else None,
     )
     if verify and o.provider == "openai":
         await engine.verify_model()
