@@ -2543,10 +2543,38 @@ async def test_two_processes_claiming_one_complaint_at_once_file_it_once_and_a_r
     restarted = await LocalGrievanceStore.open(db)
     try:
         assert (await restarted.claim_words(BLAZE, words, "discord:7:", 600.0)).busy
-        # Past the window nothing is told: a complaint made again later is a new one.
-        assert await restarted.claim_words(BLAZE, words, "discord:8:", 0.0) == Lately()
+        # Past the window a claim whose lease is live still holds: its filing may still run.
+        assert (await restarted.claim_words(BLAZE, words, "discord:8:", 0.0)).busy
+        await restarted._conn.execute("UPDATE lately_filed SET lease_until = ?", (time.time() - 1,))
+        await restarted._conn.commit()
+        # Past the window and the lease nothing is told: a complaint made again later is a new one.
+        assert await restarted.claim_words(BLAZE, words, "discord:9:", 0.0) == Lately()
     finally:
         await restarted.aclose()
+
+
+async def test_a_filing_running_past_the_resubmit_window_holds_off_a_repeat_on_another_bot(
+    tmp_path,
+) -> None:
+    # A /grievance file queued behind a busy database runs past the 10-minute window while its
+    # lease is renewed; a repeat reaching another bot on the folder was filed as a second ticket.
+    from bot.tools.grievance_store import RESUBMIT_SECONDS, Lately, LocalGrievanceStore
+
+    db = tmp_path / "grievances.db"
+    one, two = await LocalGrievanceStore.open(db), await LocalGrievanceStore.open(db)
+    words = ("wallet", "gems gone after the update")
+    try:
+        assert not (await one.claim_words(BLAZE, words, "discord:1:", RESUBMIT_SECONDS)).busy
+        # What the renewer leaves after the window: the claim made long ago, its lease live.
+        await one._conn.execute("UPDATE lately_filed SET at = at - ?", (RESUBMIT_SECONDS + 1,))
+        await one._conn.commit()
+        assert (await two.claim_words(BLAZE, words, "discord:2:", RESUBMIT_SECONDS)).busy
+        filed = await one.register(BLAZE, "wallet", "Gems gone after the update", "discord:1:0")
+        await one.settle_words(BLAZE, words, "discord:1:", True, None)
+        assert await two.claim_words(BLAZE, words, "discord:3:", RESUBMIT_SECONDS) == Lately(key=filed.key)
+    finally:
+        await one.aclose()
+        await two.aclose()
 
 
 async def test_an_older_voxdesk_opens_grievances_db_and_a_claim_locks_the_recent_file_too(

@@ -871,7 +871,9 @@ class LocalGrievanceStore:
                 # once by its filing id, and each told it was filed.
                 await self._conn.rollback()
                 return Lately()
-            if row is not None and now - row["at"] < within:
+            # A lease still live past the window is a filing still running (renewed while it
+            # runs): a repeat filed over it would be a second ticket.
+            if row is not None and (now - row["at"] < within or row["lease_until"] > now):
                 found = await self._lately(user_id, str(row["turn"]), row["kept"])
                 if found.key not in (None, *finished) or found.kept is not None:
                     await self._conn.rollback()
@@ -999,16 +1001,20 @@ class LocalGrievanceStore:
         digest = _words_hash(user_id, words)
         self._filing.discard((digest, turn))  # should the write fail, the claim lapses
         mine = "words_hash = ? AND turn = ?"
+        # The window runs from the answer: a filing that ran long (a busy database) has repeats
+        # waiting on it, and each, told nothing, would file a second ticket.
+        now = time.time()
         async with self._writing():
             if filed:
                 # Its grievance, found by its filing id, tells a repeat its key.
                 await self._conn.execute(
-                    f"UPDATE recent.lately_filed SET lease_until = 0 WHERE {mine}", (digest, turn)
+                    f"UPDATE recent.lately_filed SET at = ?, lease_until = 0 WHERE {mine}",
+                    (now, digest, turn),
                 )
             elif kept is not None:
                 await self._conn.execute(
-                    f"UPDATE recent.lately_filed SET kept = ?, lease_until = 0 WHERE {mine}",
-                    (kept, digest, turn),
+                    f"UPDATE recent.lately_filed SET kept = ?, at = ?, lease_until = 0 WHERE {mine}",
+                    (kept, now, digest, turn),
                 )
             else:
                 await self._conn.execute(f"DELETE FROM recent.lately_filed WHERE {mine}", (digest, turn))
