@@ -16,6 +16,7 @@ import email.utils
 import logging
 import re
 import threading
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -147,10 +148,17 @@ def iso_utc(jira_time: str | None) -> str:
     return iso_at(when.timestamp())
 
 
+# A link as Jira Cloud writes one back in wiki markup: a bare address or e-mail the player wrote
+# is kept as a link node and handed back as [words|address] or [words|address|smart-link].
+_LINK = re.compile(r"\[([^\[\]|]*)(?:\|[^\[\]|]*){0,2}\]")
+
+
 def _gist(text: str) -> str:
     # Jira may hand a description back otherwise than it was sent (line ends, blanks, its markup's
-    # characters escaped): its letters and digits are what tells two complaints apart.
-    return "".join(ch for ch in text.casefold() if ch.isalnum())
+    # characters escaped, a bare address made a link, composed or decomposed accents): its letters
+    # and digits, links read as the words they show, tell two complaints apart.
+    shown = unicodedata.normalize("NFKC", _LINK.sub(r"\1", text)).casefold()
+    return "".join(ch for ch in unicodedata.normalize("NFKC", shown) if ch.isalnum())
 
 
 # Jira keeps text fields as XML 1.0, which has no C0 control character but tab, line feed and

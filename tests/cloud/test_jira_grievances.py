@@ -12,6 +12,7 @@ import logging
 import re
 import sqlite3
 import time
+import unicodedata
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -315,6 +316,41 @@ async def test_a_timeout_after_jira_created_the_issue_does_not_duplicate_it(fake
     assert creates(fake) == 1 and len(fake.issues) == 1
     assert (await local_rows(db))[ticket.key] == ("pushed", "GRV-101")
     assert len(fake.requests_to("/search/jql")) >= 2  # looked again, found it, did not create
+
+
+def _linked(text: str) -> str:
+    return re.sub(r"https://\S+", lambda m: f"[{m[0]}|{m[0]}|smart-link]", text)
+
+
+@pytest.mark.parametrize(
+    ("words", "stored"),
+    [
+        # A bare address: Jira Cloud keeps it as a link and writes it back as markup.
+        ("charged twice, receipt at https://store.example.com/r/12", _linked),
+        (
+            "charged twice, mail billing@example.com",
+            lambda t: t.replace("billing@example.com", "[billing@example.com|mailto:billing@example.com]"),
+        ),
+        # Accents written decomposed (as a Mac keyboard may send them) stored composed.
+        ("cafe\u0301 reward never came", lambda t: unicodedata.normalize("NFC", t)),
+    ],
+)
+async def test_a_lost_create_answer_finds_the_issue_in_the_words_jira_cloud_wrote_back(
+    fake, db, words: str, stored: Callable[[str], str]
+) -> None:
+    # After a create whose answer was lost, the push looks for its issue by its key label and its
+    # words; Jira writing those words back otherwise made the push create a second issue.
+    fake.stored_description = stored
+    fake.fail("create_then_hang", times=1)
+    backend = await open_backend(fake, db)
+    await backend.start()
+    try:
+        ticket = await backend.register(NOVA, "wallet", words)
+        await eventually_pushed(db, ticket.key)
+    finally:
+        await backend.aclose()
+    assert creates(fake) == 1 and len(fake.issues) == 1
+    assert (await local_rows(db))[ticket.key] == ("pushed", "GRV-101")
 
 
 @pytest.mark.parametrize(

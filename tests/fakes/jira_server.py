@@ -31,7 +31,7 @@ import contextlib
 import datetime as dt
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -241,6 +241,9 @@ class FakeJira(Strict):
     # The create screen: fields an admin took off it (setting one is a 400), and fields put on it.
     hidden_on_create: frozenset[str] = frozenset()
     on_create: tuple[ScreenField, ...] = ()
+    # What Jira Cloud hands back of a description it was sent (it keeps rich text as a document
+    # and writes it back as wiki markup): None, as sent.
+    stored_description: Callable[[str], str] | None = None
     violations: list[str] = field(default_factory=list)
     violations_expected: bool = False
     port: int = 0
@@ -560,6 +563,8 @@ class FakeJira(Strict):
             errors["labels"] = "The label 'wallet' is not allowed in this project."
         if errors:
             return web.json_response({"errorMessages": [], "errors": errors}, status=400)
+        if self.stored_description is not None and isinstance(description, str):
+            description = self.stored_description(description)
         if self._failure == "504_then_create":
             self._take_failure()
             made = (self.project, type_name, summary, description, list(labels))
