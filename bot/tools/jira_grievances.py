@@ -45,7 +45,10 @@ T = TypeVar("T")
 PUSH_BATCH = 200
 JIRA_THREADS = 8
 NEWS_BATCH = 50  # players' labels per ticket-news query, keeping each JQL string short
-GATEWAY_TIMEOUT = 504
+# What a proxy in front of Jira answers when it stopped waiting for a request Jira may still be
+# working on: a 504 (it timed out), or a 502 (a proxy behind it cut the connection, which the
+# outer one tells as a bad gateway). Neither says Jira stopped.
+GATEWAY_GAVE_UP = (502, 504)
 
 
 class JiraGrievances:
@@ -315,10 +318,10 @@ class JiraGrievances:
         except TrackerError as exc:
             if exc.maybe_done:
                 # Jira may have made the issue; its search index lags, so let it show the label
-                # before looking again. A create Jira did not answer itself (a timeout, or a 504:
-                # the gateway in front of it gave up) may still be under way there: a search
+                # before looking again. A create Jira did not answer itself (a timeout, or a 504 or
+                # 502: a proxy in front of it gave up) may still be under way there: a search
                 # before it ends finds nothing, and the issue comes after.
-                unanswered = creating and exc.status in (None, GATEWAY_TIMEOUT)
+                unanswered = creating and exc.status in (None, *GATEWAY_GAVE_UP)
                 wait = self._unanswered_create_seconds() if unanswered else s.settle_seconds
                 if exc.retry_after is not None:  # a 503 at a resource limit
                     wait = max(wait, self._rate_limited_for(exc.retry_after))

@@ -354,14 +354,19 @@ async def test_a_lost_create_answer_finds_the_issue_in_the_words_jira_cloud_wrot
 
 
 @pytest.mark.parametrize(
-    ("mode", "said"), [("hang_then_create", "did not answer"), ("504_then_create", "HTTP 504")]
+    ("mode", "said"),
+    [
+        ("hang_then_create", "did not answer"),
+        ("504_then_create", "HTTP 504"),
+        ("502_then_create", "HTTP 502"),
+    ],
 )
 async def test_a_create_jira_makes_only_after_the_push_gave_up_is_not_made_twice(
     fake, db, mode: str, said: str
 ) -> None:
-    # Jira busy: the create outlasts the client's timeout (or the gateway's, which answers 504),
-    # and Jira makes the issue afterwards. Its search showing no such issue yet proves nothing
-    # while that create may still be under way.
+    # Jira busy: the create outlasts the client's timeout (or the gateway's, which answers 504,
+    # or a proxy between them cuts it off: a 502), and Jira makes the issue afterwards. Its
+    # search showing no such issue yet proves nothing while that create may still be under way.
     fake.fail(mode, times=1)
     backend = await open_backend(fake, db, max_backoff_seconds=60.0)  # settle_seconds is 0 here
     try:

@@ -17,7 +17,7 @@ stops. Switches make it fail: 500 for everything, a hang past the client's timeo
 Jira Cloud's Retry-After (rate limited), 503 with one (a resource limit), "create the issue,
 then hang" (a timeout after Jira has already created the issue) and "hang, then create the
 issue" (a create Jira is slow to make: the issue comes when the hang ends, after the client, or
-with a 504 the gateway, gave up).
+with a 504 the gateway, gave up; or with a 502 a proxy between them cut it off).
 Issues can be moved to another project, a project's key changed, or an issue deleted, as staff
 do in Jira: an old key still answers with the moved issue, under its new key, as Jira's does.
 """
@@ -69,6 +69,7 @@ FAIL_MODES = (
     "create_then_hang",
     "hang_then_create",
     "504_then_create",
+    "502_then_create",
     "reject_create",
 )
 
@@ -292,8 +293,9 @@ class FakeJira(Strict):
         """Fail from now on: "500", "hang", "401", "429", "503" (with a Retry-After, as Jira Cloud
         answers at a resource limit), "create_then_hang", "hang_then_create",
         "504_then_create" (Atlassian's gateway gives up on a slow create at once, while Jira
-        makes the issue when the hang ends) or "reject_create" (a 400 about the issue's content;
-        these four affect only issue creation); `times` requests, or until `recover()`."""
+        makes the issue when the hang ends), "502_then_create" (the same, a proxy behind the
+        gateway cutting the connection) or "reject_create" (a 400 about the issue's content;
+        these five affect only issue creation); `times` requests, or until `recover()`."""
         if mode not in FAIL_MODES:
             raise ValueError(f"unknown failure mode {mode!r}: choose one of {', '.join(FAIL_MODES)}")
         self._failure, self._failures_left = mode, times
@@ -565,11 +567,14 @@ class FakeJira(Strict):
             return web.json_response({"errorMessages": [], "errors": errors}, status=400)
         if self.stored_description is not None and isinstance(description, str):
             description = self.stored_description(description)
-        if self._failure == "504_then_create":
+        if self._failure in ("504_then_create", "502_then_create"):
+            gave_up = self._failure == "504_then_create"
             self._take_failure()
             made = (self.project, type_name, summary, description, list(labels))
             self._late.append(asyncio.create_task(self._make_late(*made)))
-            return _errors(504, "Gateway timeout: the request took too long (scripted).")
+            if gave_up:
+                return _errors(504, "Gateway timeout: the request took too long (scripted).")
+            return _errors(502, "Bad gateway: the upstream connection was reset (scripted).")
         if self._failure == "hang_then_create":
             # Jira still at work on a create its client gave up on: the issue is made at the end.
             self._take_failure()
