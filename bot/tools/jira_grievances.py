@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -49,6 +50,8 @@ NEWS_BATCH = 50  # players' labels per ticket-news query, keeping each JQL strin
 # working on: a 504 (it timed out), or a 502 (a proxy behind it cut the connection, which the
 # outer one tells as a bad gateway). Neither says Jira stopped.
 GATEWAY_GAVE_UP = (502, 504)
+# When (time.monotonic) the player's status lookup under way stops waiting for Jira; None: no lookup.
+_lookup_until: contextvars.ContextVar[float | None] = contextvars.ContextVar("lookup_until", default=None)
 
 
 class JiraGrievances:
@@ -142,9 +145,16 @@ class JiraGrievances:
     async def status(self, user_id: str, key: str | None = None, limit: int = MAX_LISTED) -> list[Grievance]:
         if not USER_ID.match(user_id):  # not a Discord id (a CLI user, say): Jira holds none of theirs
             return await self._store.status(user_id, key, limit)
-        if key is None:
-            return await self._list(user_id, limit)
-        return await self._one(user_id, key)
+        # A lookup asks Jira several things in turn (a listing, then each pushed grievance it does
+        # not show): on a slow Jira each may take up to the timeout, and the player waits for the
+        # sum. One timeout in all; what is left unasked is answered from the local record.
+        until = _lookup_until.set(time.monotonic() + self._settings.timeout_seconds)
+        try:
+            if key is None:
+                return await self._list(user_id, limit)
+            return await self._one(user_id, key)
+        finally:
+            _lookup_until.reset(until)
 
     @property
     def local_store(self) -> LocalGrievanceStore:
@@ -219,8 +229,23 @@ class JiraGrievances:
         # Pushes get a thread of their own: status lookups hanging on a slow Jira must not delay
         # a create past the claim that protects it.
         pool = self._push_threads if pushing else self._threads
+        until = None if pushing else _lookup_until.get()
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(call, *args))
+            if until is None:
+                return await asyncio.get_running_loop().run_in_executor(pool, functools.partial(call, *args))
+            try:
+                if (left := until - time.monotonic()) <= 0:
+                    raise TimeoutError
+                answer = asyncio.get_running_loop().run_in_executor(pool, functools.partial(call, *args))
+                # Past the lookup's time the call goes on in its thread until the client's
+                # timeout; nobody waits for it.
+                return await asyncio.wait_for(answer, left)
+            except TimeoutError:
+                raise TrackerError(
+                    f"Jira at {self._tracker.shown_url} did not answer the lookup within"
+                    f" {self._settings.timeout_seconds:g} s",
+                    maybe_done=False,
+                ) from None
         except TrackerError as exc:
             if exc.retry_after is not None:
                 until = time.monotonic() + min(exc.retry_after, self._settings.max_backoff_seconds)

@@ -386,6 +386,27 @@ async def test_a_create_jira_makes_only_after_the_push_gave_up_is_not_made_twice
     assert (await local_rows(db))[ticket.key] == ("pushed", "GRV-101")
 
 
+async def test_a_status_lookup_on_a_slow_jira_answers_within_one_timeout(fake, db) -> None:
+    # Jira answering each request just inside the timeout: a listing that follows each pushed
+    # grievance Jira's search does not show (two requests each) kept the player waiting for all
+    # of them in turn, several timeouts long. The lookups past one timeout are the local record's.
+    backend = await open_backend(fake, db, timeout_seconds=1.0)
+    try:
+        for i in range(4):
+            await backend.register(NOVA, "wallet", f"charge {i} missing")
+        assert await backend.push_pending() == 4
+        for key in list(fake.issues):
+            fake.delete(key)  # each then looked up by its key, then by its label
+        fake.delay_seconds = 0.4
+        sent = len(fake.received)
+        listed = await backend.status(NOVA)
+    finally:
+        fake.delay_seconds = 0.0
+        await backend.aclose()
+    assert len(listed) == 4 and any(g.from_local_record for g in listed)
+    assert len(fake.received) - sent < 1 + 4 * 2  # not every lookup was asked for
+
+
 async def test_a_listing_while_the_push_waits_to_find_its_issue_tells_jiras_status(fake, db) -> None:
     # Jira made the issue, but the create's answer was lost: the push looks for it again only
     # after the longest backoff. Staff resolved it meanwhile; the player asks for their tickets.

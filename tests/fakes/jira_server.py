@@ -224,6 +224,7 @@ class FakeJira(Strict):
     project: str = PROJECT
     first_number: int = 101  # issue numbers start here, so GRV-101 is never mistaken for local GRV-1
     hang_seconds: float = 30.0  # a hang lasts this long unless the server stops first
+    delay_seconds: float = 0.0  # every answer this late: a slow Jira, still within the timeout
     retry_after: str = "1"  # a 429's Retry-After: whole seconds, as Jira Cloud sends it
     issues: dict[str, FakeIssue] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # a moved issue's old key -> its key
@@ -402,6 +403,9 @@ class FakeJira(Strict):
         if failure == "hang":
             await self._hang()
             return _errors(504, "Gateway timeout (scripted hang).")
+        if self.delay_seconds:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._released.wait(), self.delay_seconds)
         return await handler(request)
 
     def _take_failure(self) -> str | None:
