@@ -38,7 +38,14 @@ from bot.tools.grievance_store import (
     PendingGrievance,
     StaffRow,
 )
-from bot.tools.jira_tracker import STATUS_CATEGORIES, USER_ID, JiraTracker, RemoteIssue, TrackerError
+from bot.tools.jira_tracker import (
+    PER_ISSUE_LIMIT,
+    STATUS_CATEGORIES,
+    USER_ID,
+    JiraTracker,
+    RemoteIssue,
+    TrackerError,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -247,7 +254,8 @@ class JiraGrievances:
                     maybe_done=False,
                 ) from None
         except TrackerError as exc:
-            if exc.retry_after is not None:
+            # A limit on one issue's writes holds back only that grievance (its row's due time).
+            if exc.retry_after is not None and exc.limit != PER_ISSUE_LIMIT:
                 until = time.monotonic() + min(exc.retry_after, self._settings.max_backoff_seconds)
                 if until > self._quiet_until:
                     self._quiet_until, self._quiet_for = until, exc
@@ -355,6 +363,8 @@ class JiraGrievances:
                 # Refused on its own (a 4xx about its content): retried ever more rarely, so it
                 # never holds up the grievances behind it.
                 due = time.time() + self._refused_backoff(row.attempts)
+                if exc.retry_after is not None:  # one issue's write limit
+                    due = max(due, time.time() + self._rate_limited_for(exc.retry_after))
             elif exc.retry_after is not None:
                 due = time.time() + self._rate_limited_for(exc.retry_after)
             else:
@@ -393,7 +403,7 @@ class JiraGrievances:
             wait = s.settle_seconds
             if exc.row_only:  # retried ever more rarely, as a create Jira refuses
                 wait = max(wait, self._refused_backoff(row.attempts))
-            elif exc.retry_after is not None:
+            if exc.retry_after is not None:
                 wait = max(wait, self._rate_limited_for(exc.retry_after))
             reason = f"in Jira as {remote_key}, but not moved to {row.status!r}: {exc}"
             await self._store.record_attempt(row.local_key, reason, time.time() + wait, token)

@@ -101,12 +101,16 @@ class TrackerError(Exception):
         maybe_done: bool = True,
         row_only: bool | None = None,
         retry_after: float | None = None,
+        limit: str = "",
     ) -> None:
         super().__init__(reason)
         self.status = status
         self.maybe_done = maybe_done
         # Seconds Jira asked us to wait before the next request (a 429's Retry-After), if it said.
         self.retry_after = retry_after
+        # Which of Jira Cloud's rate limits a 429 met (its RateLimit-Reason): PER_ISSUE_LIMIT, on
+        # writes to one issue, holds back that issue's alone.
+        self.limit = limit
         # Jira refused this one request (a 4xx about its content), not every request: the outbox
         # goes on with the next grievance instead of backing off.
         self.row_only = (
@@ -302,6 +306,11 @@ def unavailable_reason(transition: dict[str, Any]) -> str:
     )
 
 
+# Jira Cloud's RateLimit-Reason on a 429 that limits writes to one issue alone
+# (https://developer.atlassian.com/cloud/jira/platform/rate-limiting).
+PER_ISSUE_LIMIT = "jira-per-issue-on-write"
+
+
 def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
     """Any failure of the client as a TrackerError with a short reason. `str(JIRAError)` is not
     used: it carries whole response headers and bodies."""
@@ -312,10 +321,16 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
         text = " ".join(logs.masked(str(exc.text or "")).split())[:REASON_CHARS]
         # Jira Cloud sends a Retry-After with a 429, and with a 503 at a resource limit.
         retry_after = retry_after_seconds(exc.response) if status in (429, 503) else None
+        headers = exc.response.headers if exc.response is not None and status == 429 else {}
+        limit = str(headers.get("RateLimit-Reason") or headers.get("X-RateLimit-Reason") or "")
         if status == 401:
             reason = "Jira refused the credentials (401): check JIRA_EMAIL and JIRA_API_TOKEN"
         elif status == 403:
             reason = f"Jira refused access (403): the account lacks a permission ({text or 'no detail'})"
+        elif status == 429 and limit == PER_ISSUE_LIMIT:
+            reason = "Jira is limiting writes to this issue (429)"
+            if retry_after is not None:
+                reason += f": it asks for none within {retry_after:g} s"
         elif status == 429 and retry_after is not None:
             reason = (
                 f"Jira is rate limiting this account (429): it asks for no request within {retry_after:g} s"
@@ -328,7 +343,10 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
             reason,
             status,
             maybe_done=not (status is not None and 400 <= status < 500),
+            # One issue's writes limited: the grievance waits, the others go on.
+            row_only=True if limit == PER_ISSUE_LIMIT else None,
             retry_after=retry_after,
+            limit=limit,
         )
     if isinstance(exc, requests.ConnectTimeout):
         return TrackerError(

@@ -407,6 +407,28 @@ async def test_a_status_lookup_on_a_slow_jira_answers_within_one_timeout(fake, d
     assert len(fake.received) - sent < 1 + 4 * 2  # not every lookup was asked for
 
 
+async def test_one_issues_write_limit_holds_back_neither_lookups_nor_other_pushes(fake, db) -> None:
+    # Jira Cloud limits writes to one issue (a 429 with RateLimit-Reason jira-per-issue-on-write):
+    # that issue's transition waits, while every lookup and push went on being held back too, and
+    # players were told their tickets from the local record for as long as Jira asked.
+    fake.retry_after = "30"
+    fake.fail("429_issue_write", times=1)
+    backend = await open_backend(fake, db, max_backoff_seconds=60.0)
+    try:
+        resolved = await backend.register(NOVA, "wallet", "charged twice for the season pass")
+        assert await backend.local_store.set_status_by_staff(resolved.key, "resolved")
+        with contextlib.suppress(TrackerError):
+            await backend.push_pending()  # made, but not moved: it waits
+        assert fake.transitioned == [] and len(fake.issues) == 1
+        assert await next_try(db, resolved.key) >= time.time() + 25.0  # as long as Jira asked
+        await backend.register(NOVA, "other", "voice chat cuts out every evening")
+        assert await backend.push_pending() == 1
+        listed = await backend.status(NOVA)
+    finally:
+        await backend.aclose()
+    assert len(listed) == 2 and not any(g.from_local_record for g in listed)
+
+
 async def test_a_listing_while_the_push_waits_to_find_its_issue_tells_jiras_status(fake, db) -> None:
     # Jira made the issue, but the create's answer was lost: the push looks for it again only
     # after the longest backoff. Staff resolved it meanwhile; the player asks for their tickets.

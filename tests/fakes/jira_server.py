@@ -71,6 +71,7 @@ FAIL_MODES = (
     "504_then_create",
     "502_then_create",
     "reject_create",
+    "429_issue_write",
 )
 
 BODY = web.RequestKey("body", object)  # the parsed JSON body, read once by the middleware
@@ -296,7 +297,8 @@ class FakeJira(Strict):
         "504_then_create" (Atlassian's gateway gives up on a slow create at once, while Jira
         makes the issue when the hang ends), "502_then_create" (the same, a proxy behind the
         gateway cutting the connection) or "reject_create" (a 400 about the issue's content;
-        these five affect only issue creation); `times` requests, or until `recover()`."""
+        these five affect only issue creation), or "429_issue_write" (Jira Cloud's per-issue
+        write limit, on transitions only); `times` requests, or until `recover()`."""
         if mode not in FAIL_MODES:
             raise ValueError(f"unknown failure mode {mode!r}: choose one of {', '.join(FAIL_MODES)}")
         self._failure, self._failures_left = mode, times
@@ -391,7 +393,7 @@ class FakeJira(Strict):
             # Jira Cloud's rate limiting: the request had no effect; try again after Retry-After.
             response = _errors(429, "Rate limit exceeded.")
             response.headers["Retry-After"] = self.retry_after
-            response.headers["X-RateLimit-Reason"] = "jira-quota-tenant-based"
+            response.headers["RateLimit-Reason"] = "jira-quota-tenant-based"
             return response
         if failure == "503":
             # Jira Cloud at a resource limit: the request had no effect; try again after Retry-After.
@@ -677,6 +679,13 @@ class FakeJira(Strict):
         issue = self._find(request.match_info["key"])
         if issue is None:
             return _errors(404, "Issue does not exist or you do not have permission to see it.")
+        if self._failure == "429_issue_write":
+            # Jira Cloud's per-issue write limit: this issue only, every other request goes on.
+            self._take_failure()
+            response = _errors(429, "Rate limit exceeded for writes to this issue.")
+            response.headers["Retry-After"] = self.retry_after
+            response.headers["RateLimit-Reason"] = "jira-per-issue-on-write"
+            return response
         body = request[BODY]
         transition = body.get("transition") if isinstance(body, dict) else None
         if not isinstance(transition, dict) or not isinstance(transition.get("id"), (str, int)):
