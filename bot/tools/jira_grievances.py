@@ -94,6 +94,8 @@ class JiraGrievances:
         # and the answer that asked for it.
         self._quiet_until = 0.0
         self._quiet_for: TrackerError | None = None
+        # The refusals of grievances the last push round said (push_pending).
+        self._refusals_said: set[str] = set()
 
     @classmethod
     async def open(
@@ -279,29 +281,45 @@ class JiraGrievances:
         (a 400) keeps its error and stays pending while the others go on.
         """
         total = 0
+        # Each way Jira refused grievances this round: the grievances it met, and whether one of
+        # them had not met it before (the same refusal on each retry, until someone changes Jira's
+        # screen or workflow, is news once).
+        refused: dict[str, tuple[list[str], bool]] = {}
         async with self._push_lock:
-            while True:
-                rows = await self._store.pending(PUSH_BATCH)
-                pushed = 0
-                for row in rows:
-                    try:
-                        if await self._push_one(row) is not None:
-                            pushed += 1
-                    except TrackerError as exc:
-                        if not exc.row_only:
-                            raise
-                        # Said once: the same refusal on each retry (until someone changes Jira's
-                        # workflow or screen) would bury the log. The row keeps only its start.
-                        said = str(exc)[:MAX_ERROR_CHARS] == row.last_error
-                        log.log(
-                            logging.DEBUG if said else logging.WARNING,
-                            "Jira refused grievance %s: %s (it stays pending)",
-                            row.local_key,
-                            exc,
-                        )
-                total += pushed
-                if len(rows) < PUSH_BATCH or pushed == 0:
-                    return total
+            try:
+                while True:
+                    rows = await self._store.pending(PUSH_BATCH)
+                    pushed = 0
+                    for row in rows:
+                        try:
+                            if await self._push_one(row) is not None:
+                                pushed += 1
+                        except TrackerError as exc:
+                            if not exc.row_only:
+                                raise
+                            keys, new = refused.get(str(exc), ([], False))
+                            keys.append(row.local_key)
+                            refused[str(exc)] = (keys, new or str(exc)[:MAX_ERROR_CHARS] != row.last_error)
+                            log.debug("Jira refused grievance %s: %s (it stays pending)", row.local_key, exc)
+                    total += pushed
+                    if len(rows) < PUSH_BATCH or pushed == 0:
+                        return total
+            finally:
+                self._say_refusals(refused, total)
+
+    def _say_refusals(self, refused: dict[str, tuple[list[str], bool]], pushed: int) -> None:
+        """One line for each way Jira refused grievances in a round, with how many: a field made
+        required on the create screen refuses every grievance alike, and a line each would bury
+        the log. A refusal said is said again only once Jira took grievances without it."""
+        for reason, (keys, new) in refused.items():
+            if not new or reason in self._refusals_said:
+                continue
+            self._refusals_said.add(reason)
+            shown = ", ".join(keys[:5]) + (", …" if len(keys) > 5 else "")
+            many = f"{len(keys)} grievances" if len(keys) > 1 else "grievance"
+            log.warning("Jira refused %s (%s): %s (kept pending, tried again later)", many, shown, reason)
+        if pushed:
+            self._refusals_said &= set(refused)
 
     async def _push_one(self, row: PendingGrievance) -> str | None:
         """Push one row; None if another pusher holds it (or it can never go to Jira). Every

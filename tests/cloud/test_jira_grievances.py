@@ -1027,6 +1027,29 @@ async def test_check_names_what_the_create_screen_lacks_or_requires(fake, db) ->
     assert line.endswith("project GRV, 1 pending")
 
 
+async def test_a_field_jira_requires_of_every_filing_is_said_in_one_line_and_all_wait(
+    fake, db, caplog
+) -> None:
+    # An admin makes a field required on the create screen: Jira refuses every push alike. The
+    # log said one warning per grievance, hundreds for a day's backlog; the studio needs one line,
+    # and every grievance kept pending until the field is fixed.
+    caplog.set_level(logging.WARNING, logger="bot.tools.jira_grievances")
+    fake.on_create = (select_field(10080, "Severity", ("Low", "High")),)
+    fake.expect_violations()  # the pushes are refused, as Jira refuses them
+    backend = await open_backend(fake, db)
+    try:
+        keys = [(await backend.register(NOVA, "wallet", f"charge {i} missing")).key for i in range(5)]
+        assert await backend.push_pending() == 0
+        keys.append((await backend.register(NOVA, "other", "lag spikes every evening")).key)
+        assert await backend.push_pending() == 0  # the new one, refused alike
+    finally:
+        await backend.aclose()
+    said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(said) == 1 and "5 grievances" in said[0] and "Severity is required" in said[0], said
+    rows = await local_rows(db)
+    assert fake.issues == {} and all(rows[k][0] == "pending" for k in keys)
+
+
 async def test_check_when_jira_is_down_or_slow(fake, db) -> None:
     backend = await open_backend(fake, db, timeout_seconds=0.3)
     try:
