@@ -476,6 +476,24 @@ async def test_a_status_change_in_jira_is_told_once_by_a_safe_query(fake: FakeJi
     assert len(front.dms) == 2
 
 
+async def test_many_players_news_is_one_project_wide_query_a_round(fake: FakeJira, tmp_path: Path) -> None:
+    # Ticket news asked Jira once per 50 players with a ticket, every poll: 3 queries a minute
+    # for 120 players, 200 for 10,000, out of the rate limit players' lookups share. One query
+    # for what changed in the project, read for those players, finds the same.
+    front = Recorder()
+    players = [str(900000000000000000 + i) for i in range(120)]
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        for player in players:
+            await p.local.register(player, "other", "lag every evening")
+        last = fake.add_issue([f"discord-{players[-1]}"], "Made in Jira by staff")
+        fake.set_status(last.key, "Done")
+        fake.add_issue(["discord-123456789012345678"], "Someone without a ticket here")
+        fake.jql.clear()
+        assert await p.news.run_once(front) == 1
+    assert [(d.user_id, d.items[0].ticket) for d in front.dms] == [(players[-1], last.key)]
+    assert fake.jql == ['project = "GRV" AND updated >= "-2m" ORDER BY updated ASC']
+
+
 async def test_an_issue_reopened_in_jira_and_done_again_is_told_each_time_and_each_change_once(
     fake: FakeJira, tmp_path: Path
 ) -> None:

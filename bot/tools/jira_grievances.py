@@ -52,7 +52,7 @@ T = TypeVar("T")
 
 PUSH_BATCH = 200
 JIRA_THREADS = 8
-NEWS_BATCH = 50  # players' labels per ticket-news query, keeping each JQL string short
+NEWS_BATCH = 50  # players' labels in a ticket-news query, keeping its JQL string short
 # What a proxy in front of Jira answers when it stopped waiting for a request Jira may still be
 # working on: a 504 (it timed out), or a 502 (a proxy behind it cut the connection, which the
 # outer one tells as a bad gateway). Neither says Jira stopped.
@@ -171,15 +171,17 @@ class JiraGrievances:
         return self._store
 
     async def updated_issues(self, user_ids: list[str], minutes: int) -> list[tuple[str, RemoteIssue]]:
-        """(player, issue) for these players' issues updated in Jira in the last `minutes`, from a
-        query per NEWS_BATCH players. Raises TrackerError when Jira fails."""
+        """(player, issue) for these players' issues updated in Jira in the last `minutes`, from one
+        query. Raises TrackerError when Jira fails."""
         ids = [u for u in user_ids if USER_ID.match(u)]
-        found: list[tuple[str, RemoteIssue]] = []
-        for start in range(0, len(ids), NEWS_BATCH):
-            batch = ids[start : start + NEWS_BATCH]
-            issues = await self._in_thread(self._tracker.updated_for_users, batch, minutes)
-            found += [(u, i) for i in issues if (u := self._tracker.user_of(i)) in batch]
-        return found
+        if not ids:
+            return []
+        # More players than one short query names: what changed in the whole project, read for
+        # theirs, is one query a round instead of one per NEWS_BATCH players.
+        named = ids if len(ids) <= NEWS_BATCH else None
+        issues = await self._in_thread(self._tracker.updated_for_users, named, minutes)
+        players = set(ids)
+        return [(u, i) for i in issues if (u := self._tracker.user_of(i)) in players]
 
     async def check(self) -> str:
         """One line if Jira answers with these credentials and the project can take our issues;

@@ -415,16 +415,15 @@ class JiraTracker:
         jql = f'project = "{self.project}" AND labels = "{label}"'
         return jql + " ORDER BY created DESC" if newest_first else jql
 
-    def _updated_jql(self, labels: list[str], minutes: int) -> str:
-        # labels from user_label; `minutes` a bounded int. A relative date ("-5m") is measured
-        # from Jira's own clock: an absolute one would be read in the account's time zone.
+    def _updated_jql(self, labels: list[str] | None, minutes: int) -> str:
+        # labels from user_label (None: every issue of the project); `minutes` a bounded int. A
+        # relative date ("-5m") is measured from Jira's own clock: an absolute one would be read in
+        # the account's time zone.
         if not 1 <= minutes <= MAX_WINDOW_MINUTES:
             raise ValueError(f"a window of 1 to {MAX_WINDOW_MINUTES} minutes")
-        quoted = ", ".join(f'"{label}"' for label in labels)
-        return (
-            f'project = "{self.project}" AND labels in ({quoted}) AND updated >= "-{minutes}m"'
-            " ORDER BY updated ASC"
-        )
+        quoted = ", ".join(f'"{label}"' for label in labels or [])
+        of = f" AND labels in ({quoted})" if labels is not None else ""
+        return f'project = "{self.project}"{of} AND updated >= "-{minutes}m" ORDER BY updated ASC'
 
     # ---- operations ----------------------------------------------------------------------------
 
@@ -533,12 +532,14 @@ class JiraTracker:
         found = self._search(self._jql(self.user_label(user_id), newest_first=True), limit)
         return [issue for issue in found if self.user_of(issue) == user_id]
 
-    def updated_for_users(self, user_ids: list[str], minutes: int) -> list[RemoteIssue]:
-        """Every issue of these players (by their labels) updated in the last `minutes`, least
-        recently updated first; all pages (ticket news needs each one, not the newest few)."""
-        if not user_ids:
+    def updated_for_users(self, user_ids: list[str] | None, minutes: int) -> list[RemoteIssue]:
+        """Every issue of these players (by their labels; None: of the whole project) updated in
+        the last `minutes`, least recently updated first; all pages (ticket news needs each one,
+        not the newest few)."""
+        if user_ids is not None and not user_ids:
             return []
-        jql = self._updated_jql([self.user_label(u) for u in user_ids], minutes)
+        labels = None if user_ids is None else [self.user_label(u) for u in user_ids]
+        jql = self._updated_jql(labels, minutes)
         with self._client() as client:
             found = client.enhanced_search_issues(jql, maxResults=0, fields=list(SEARCH_FIELDS))
         return [self._to_issue(issue.raw) for issue in found or []]  # type: ignore[union-attr]

@@ -81,11 +81,12 @@ JQL = re.compile(
     r'^project = "(?P<project>[A-Z][A-Z0-9_]{1,9})" AND labels = "(?P<label>[A-Za-z0-9_-]{1,255})"'
     r"(?P<order> ORDER BY created DESC)?$"
 )
-# Ticket news (bot/ticket_news.py): players' labels, updated in the last minutes, oldest first.
+# Ticket news (bot/ticket_news.py): players' labels (or the whole project), updated in the last
+# minutes, oldest first.
 NEWS_JQL = re.compile(
-    r'^project = "(?P<project>[A-Z][A-Z0-9_]{1,9})" AND labels in \((?P<labels>"[A-Za-z0-9_-]{1,255}"'
-    r'(?:, "[A-Za-z0-9_-]{1,255}"){0,99})\) AND updated >= "-(?P<minutes>[1-9][0-9]{0,5})m"'
-    r" ORDER BY updated ASC$"
+    r'^project = "(?P<project>[A-Z][A-Z0-9_]{1,9})"'
+    r'(?: AND labels in \((?P<labels>"[A-Za-z0-9_-]{1,255}"(?:, "[A-Za-z0-9_-]{1,255}"){0,99})\))?'
+    r' AND updated >= "-(?P<minutes>[1-9][0-9]{0,5})m" ORDER BY updated ASC$'
 )
 
 
@@ -802,12 +803,14 @@ class FakeJira(Strict):
         except (ValueError, binascii.Error):
             return _errors(400, self.refuse("Invalid maxResults or nextPageToken."))
         if news is not None:
-            labels = set(re.findall(r'"([^"]+)"', news["labels"]))
+            labels = set(re.findall(r'"([^"]+)"', news["labels"] or ""))
             since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=int(news["minutes"]))
             found = [
                 i
                 for i in self.issues.values()
-                if i.project == news["project"] and labels & set(i.labels) and i.updated >= since
+                if i.project == news["project"]
+                and (news["labels"] is None or labels & set(i.labels))
+                and i.updated >= since
             ]
             found.sort(key=lambda i: (i.updated, int(i.id)))
         else:
