@@ -339,7 +339,12 @@ class JiraGrievances:
         creating = False
         try:
             pushes = await self._in_thread(
-                self._tracker.pushes_of_local_key, row.local_key, row.user_id, row.description, pushing=True
+                self._tracker.pushes_of_local_key,
+                row.local_key,
+                row.user_id,
+                row.description,
+                row.created_at,
+                pushing=True,
             )
             found = pushes[0] if pushes else None
             remote_key = found.key if found is not None else None

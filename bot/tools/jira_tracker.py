@@ -502,13 +502,23 @@ class JiraTracker:
             client.transition_issue(key, str(transition["id"]), fields=values or None)
             return self._to_issue(client.issue(key, fields=fields).raw)
 
-    def pushes_of_local_key(self, local_key: str, user_id: str, description: str) -> list[RemoteIssue]:
-        """The issues pushed for `local_key` that are this grievance's: of this player, in these
-        words. A key label can name another grievance's issue too: one filed under the same key
-        before the database was restored from a backup, or lost to a power cut."""
+    def pushes_of_local_key(
+        self, local_key: str, user_id: str, description: str, created_at: str = ""
+    ) -> list[RemoteIssue]:
+        """The issues pushed for `local_key` that are this grievance's: of this player, and in
+        these words or made since the grievance was (`created_at`, as the store writes times). A
+        key label can name another grievance's issue too: one filed under the same key before the
+        database was restored from a backup, or lost to a power cut, and so made before this
+        grievance was; Jira may hand the words back otherwise than any rule here reads them."""
         issues = self._search(self._jql(self.key_label(local_key)), limit=MAX_SAME_KEY)
         ours = [
-            i for i in issues if self.user_of(i) == user_id and _gist(i.description) == _gist(description)
+            i
+            for i in issues
+            if self.user_of(i) == user_id
+            and (
+                _gist(i.description) == _gist(description)
+                or (bool(created_at) and bool(i.created_at) and i.created_at >= created_at)
+            )
         ]
         if len(ours) < len(issues):
             others = ", ".join(i.key for i in issues if i not in ours)

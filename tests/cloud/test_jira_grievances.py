@@ -333,6 +333,9 @@ def _linked(text: str) -> str:
         ),
         # Accents written decomposed (as a Mac keyboard may send them) stored composed.
         ("cafe\u0301 reward never came", lambda t: unicodedata.normalize("NFC", t)),
+        # A rewrite no rule reads (a wiki emoticon kept as an emoji): the issue, made since the
+        # grievance was, is its push all the same.
+        ("charged twice (y) for gems", lambda t: t.replace("(y)", ":thumbsup:")),
     ],
 )
 async def test_a_lost_create_answer_finds_the_issue_in_the_words_jira_cloud_wrote_back(
@@ -520,6 +523,9 @@ async def test_after_a_restore_from_a_backup_a_reused_key_is_not_taken_for_the_l
         assert await backend.push_pending() == 1
     finally:
         await backend.aclose()
+    # A restore comes well after the issue it loses the grievance of was made.
+    made = fake.issues["GRV-101"]
+    made.created = made.updated = made.created - dt.timedelta(minutes=5)
     for leftover in tmp_path.glob("grievances.db*"):  # the restore: the backup's file alone
         leftover.unlink()
     saved.rename(db)
@@ -541,6 +547,36 @@ async def test_after_a_restore_from_a_backup_a_reused_key_is_not_taken_for_the_l
     assert creates(fake) == 2 and len(fake.issues) == 2
     assert (mine.description, mine.remote_key) == ("the lobby *kicks* me out\n", "GRV-102")
     assert (theirs.key, theirs.description) == ("GRV-101", "gems never arrived")
+
+
+async def test_after_a_restore_the_same_players_lost_issue_is_not_taken_for_their_new_grievance(
+    fake, db, tmp_path
+) -> None:
+    # The restore's reused GRV-1 filed by the player whose lost GRV-1 Jira still has: an issue
+    # made before the new grievance, in other words, is not its push.
+    backend = await open_backend(fake, db)
+    await backend.aclose()
+    saved = tmp_path / "backup.db"
+    with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(saved)) as dst:
+        src.backup(dst)
+    backend = await open_backend(fake, db)
+    try:
+        await backend.register(NOVA, "wallet", "gems never arrived")
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    made = fake.issues["GRV-101"]
+    made.created = made.updated = made.created - dt.timedelta(minutes=5)
+    for leftover in tmp_path.glob("grievances.db*"):
+        leftover.unlink()
+    saved.rename(db)
+    backend = await open_backend(fake, db)
+    try:
+        ticket = await backend.register(NOVA, "other", "voice chat cuts out every evening")
+        assert ticket.key == "GRV-1" and await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    assert creates(fake) == 2 and (await local_rows(db))[ticket.key] == ("pushed", "GRV-102")
 
 
 async def test_ten_grievances_survive_an_outage_a_restart_and_a_lost_answer(fake, db) -> None:
