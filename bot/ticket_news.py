@@ -389,7 +389,9 @@ class NewsStore:
     async def housekeeping(self, now: float | None = None) -> None:
         """prune(), at most every PRUNE_EVERY_SECONDS: for a running bot's frequent recheck."""
         now = time.time() if now is None else now
-        if now - self._pruned_at >= PRUNE_EVERY_SECONDS:
+        # A last prune in the future is one before the clock was stepped back: due now (see
+        # NoteLedger.housekeeping).
+        if not 0 <= now - self._pruned_at < PRUNE_EVERY_SECONDS:
             await self.prune(now)
 
     async def add(

@@ -225,6 +225,19 @@ async def test_players_sharing_a_channel_never_cut_or_keep_each_others_turns(tmp
     assert left == [("blaze", "question 5"), ("blaze", "question 7")]
 
 
+async def test_a_clock_stepped_back_does_not_keep_idle_words_until_it_catches_up(tmp_path) -> None:
+    # Pruned at open by a fast clock, then NTP sets it back an hour: the last prune looked an hour
+    # in the future, and a silent player's words stayed that long past the idle limit.
+    db = tmp_path / "c.db"
+    store = await ConversationStore.open(db, max_turns=8, idle_minutes=30)
+    stepped_back = time.time() - 3600
+    await store.append("u1", turn(1, at=stepped_back - 31 * 60))
+    await store.housekeeping(stepped_back)
+    await store.aclose()
+    with sqlite3.connect(db) as conn:
+        assert conn.execute("SELECT COUNT(*) FROM turns").fetchone()[0] == 0
+
+
 async def test_a_forget_holds_in_another_process_and_after_a_restart(tmp_path) -> None:
     # The /forget's time was held in the memory of the process it reached: another bot on the
     # storage folder, or this one after a restart, kept the turn of a note sent before it.

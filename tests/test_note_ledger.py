@@ -388,6 +388,23 @@ async def test_a_running_ledger_forgets_old_settled_notes_without_a_restart(tmp_
         await ledger.aclose()
 
 
+async def test_a_clock_stepped_back_does_not_stop_the_pruning_until_it_catches_up(tmp_path) -> None:
+    # The last prune, made before NTP set a fast clock back an hour, looked an hour in the
+    # future: no prune until the clock had caught up with it, and after a step of years none for
+    # the life of the process.
+    ledger = await NoteLedger.open(tmp_path / "notes.db")  # pruned now, by the fast clock
+    try:
+        await ledger.claim(1, 10, "u")
+        await ledger.answered(1)
+        stepped_back = time.time() - 3600
+        old = stepped_back - note_ledger.KEEP_SETTLED_SECONDS - 1
+        await ledger._conn.execute("UPDATE notes SET updated_at = ? WHERE message_id = 1", (old,))
+        await ledger.housekeeping(stepped_back)
+        assert await ledger.seen([1]) == set()
+    finally:
+        await ledger.aclose()
+
+
 # ---- usage.db, which has no ledger of its own to prune it --------------------------------------
 
 

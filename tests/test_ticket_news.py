@@ -1276,6 +1276,16 @@ async def test_each_players_last_news_of_a_ticket_outlives_another_players_later
         )
 
 
+async def test_a_clock_stepped_back_does_not_stop_the_pruning_until_it_catches_up(tmp_path: Path) -> None:
+    # Pruned at open by a fast clock, then NTP sets it back an hour: the last prune looked an
+    # hour in the future, and nothing was pruned until the clock caught up with it.
+    async with news_over(tmp_path) as p:
+        assert await p.store.claim_closed_notice(NOVA)
+        sql(tmp_path / "news.db", "UPDATE dms_closed SET told_at = ?", (days_ago(100),))
+        await p.store.housekeeping(time.time() - 3600)
+        assert sql(tmp_path / "news.db", "SELECT user_id FROM dms_closed") == []
+
+
 async def test_a_closed_dms_notice_is_not_kept_on_record_for_ever(tmp_path: Path) -> None:
     async with news_over(tmp_path) as p:
         assert await p.store.claim_closed_notice(NOVA)
