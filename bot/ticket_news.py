@@ -651,7 +651,9 @@ class TicketNews:
         self._round = asyncio.Lock()  # the loop and a test's explicit round never overlap
         self._events_cursor: str | None = None
         self._local_source = "local"  # "local:<store id>" once the grievance database is read
-        self._jira_quiet_until = 0.0  # a 429's Retry-After: no poll before this time
+        # A 429's Retry-After: no poll before this time.monotonic(), which a clock stepped back
+        # (NTP correcting a fast host) cannot push later.
+        self._jira_quiet_until = 0.0
         self._jira_outage = Outage(log, "ticket news: Jira answers again")
 
     async def run_once(self, messenger: Messenger) -> int:
@@ -713,14 +715,14 @@ class TicketNews:
             # key, which its player never heard) goes out this round.
             await self._local.file_spooled()
             found += await self._read_events(self._local)
-        if self._jira is not None and self._local is not None and time.time() >= self._jira_quiet_until:
+        if self._jira is not None and self._local is not None and time.monotonic() >= self._jira_quiet_until:
             try:
                 found += await self._find_in_jira(self._jira, self._local)
             except Exception as exc:
                 self._jira_outage.failed(str(exc), "ticket news: asking Jira what changed failed: %s", exc)
                 # Rate limited: asking again before Jira allows only prolongs the limit, which
                 # the grievance pusher shares. The window stays open, so nothing is missed.
-                self._jira_quiet_until = time.time() + quiet_for(getattr(exc, "retry_after", None))
+                self._jira_quiet_until = time.monotonic() + quiet_for(getattr(exc, "retry_after", None))
             else:
                 self._jira_outage.answered()
                 # An issue the poll found under a new key is told by its grievance event: this round.

@@ -14,6 +14,7 @@ import logging
 import re
 import sqlite3
 import time
+import types
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from bot import ticket_news
 from bot.config import NewsSettings, Settings
 from bot.preferences import PreferenceStore
 from bot.sentences import DMS_CLOSED_NOTICE
@@ -38,6 +40,9 @@ from tests.fakes.jira_server import (
     running_fake_jira,
     select_field,
 )
+
+# The real clocks, for a test that puts a stepped-back one in bot.ticket_news.
+real_time, real_monotonic = time.time, time.monotonic
 
 
 @dataclass
@@ -594,15 +599,36 @@ async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tm
         fake.retry_after = "60"
         fake.fail("429", times=1)
         asked = len(fake.received)
-        before = time.time()
+        before = time.monotonic()
         assert await p.news.run_once(front) == 0  # rate limited: logged, not raised
         quiet_until = p.news._jira_quiet_until
-        assert before + 60 <= quiet_until <= time.time() + 60
+        assert before + 60 <= quiet_until <= time.monotonic() + 60
         assert await p.news.run_once(front) == 0  # within Retry-After: Jira is not asked
         assert len(fake.received) == asked + 1
-        p.news._jira_quiet_until = time.time()  # as if the minute had passed
+        p.news._jira_quiet_until = time.monotonic()  # as if the minute had passed
         p.news._jira._quiet_until = 0.0  # and the grievance backend's hold on every request
         assert await p.news.run_once(front) == 1  # the window stayed open: the change is found
+    assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
+
+
+async def test_a_clock_stepped_back_does_not_lengthen_a_rate_limited_polls_wait(
+    fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The quiet was a time of the wall clock: NTP setting a fast host back an hour during it
+    # silenced the poll for that hour more, and every ticket's news from Jira with it.
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await _filed_then_resolved_in_jira(p, fake, front)
+        fake.retry_after = "60"
+        fake.fail("429", times=1)
+        assert await p.news.run_once(front) == 0  # rate limited: quiet for a minute
+        # The minute passes while the wall clock is set back an hour.
+        clock = types.SimpleNamespace(
+            time=lambda: real_time() - 3600 + 61, monotonic=lambda: real_monotonic() + 61
+        )
+        monkeypatch.setattr(ticket_news, "time", clock)
+        p.news._jira._quiet_until = 0.0  # the grievance backend's own hold, a minute on
+        assert await p.news.run_once(front) == 1
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
 
 
@@ -615,13 +641,13 @@ async def test_a_retry_after_of_days_quiets_the_poll_for_a_quarter_hour_at_most(
         fake.retry_after = str(7 * 24 * 3600)
         fake.fail("429", times=1)
         asked = len(fake.received)
-        before = time.time()
+        before = time.monotonic()
         with caplog.at_level(logging.WARNING, logger="bot.ticket_news"):
             assert await p.news.run_once(front) == 0
         quiet_until = p.news._jira_quiet_until
-        assert before + MAX_QUIET_SECONDS <= quiet_until <= time.time() + MAX_QUIET_SECONDS
+        assert before + MAX_QUIET_SECONDS <= quiet_until <= time.monotonic() + MAX_QUIET_SECONDS
         assert await p.news.run_once(front) == 0 and len(fake.received) == asked + 1  # quiet meanwhile
-        p.news._jira_quiet_until = time.time()  # as if the quarter hour had passed
+        p.news._jira_quiet_until = time.monotonic()  # as if the quarter hour had passed
         p.news._jira._quiet_until = 0.0  # and the grievance backend's hold on every request
         assert await p.news.run_once(front) == 1  # the window stayed open: the change is found
     (capped,) = [r for r in caplog.records if "Retry-After" in r.getMessage()]
