@@ -27,13 +27,13 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Set
+from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import aiohttp
 import discord
-from discord.ext import commands, tasks
+from discord.ext import commands
 
 from bot import sentences as say
 from bot.bounded import remember
@@ -94,7 +94,7 @@ class CatchUp(commands.Cog):
         self._claims_unkept = Outage(log, "pruning the claims of /grievance file works again")
         self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
         self._too_old_counted: dict[int, None] = {}
-        self.recheck = tasks.loop(seconds=bot.discord_settings.recheck_seconds)(self._recheck)
+        self.recheck = Every(bot.discord_settings.recheck_seconds, self._recheck, "recheck")
         # Set once the start's catch-up has ended, however it ended: from then on a note sent is
         # live or the recheck's, never read as the start's own (discord.py's loop has no event).
         self.caught_up = asyncio.Event()
@@ -709,6 +709,43 @@ class CatchUp(commands.Cog):
         if not isinstance(channel, discord.abc.Messageable):
             return None
         return channel
+
+
+class Every:
+    """`work` run again `seconds` after each run ends, by the event loop's monotonic clock.
+
+    discord.py's tasks.loop aims each run at the last one's wall-clock time plus `seconds`: a run
+    that overran (a catch-up reading many places through an outage), a host resumed from sleep or
+    a clock set forward is made up for there by as many runs back to back as were missed, each
+    asking Discord and writing to disk with no pause (a day's suspend: 2,880 at 30 s); a clock set
+    back holds the next run back as long, and with it the notes it answers."""
+
+    def __init__(self, seconds: float, work: Callable[[], Awaitable[None]], name: str) -> None:
+        self.seconds = seconds
+        self.name = name
+        self._work = work
+        self._task: asyncio.Task[None] | None = None
+        self.current_loop = 0  # runs ended
+
+    def is_running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self) -> None:
+        if not self.is_running():
+            self._task = asyncio.create_task(self._run(), name=self.name)
+
+    def cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self._work()
+            except Exception:  # never ends by itself: the next run may find the trouble gone
+                log.exception("%s failed; tried again in %g s", self.name, self.seconds)
+            self.current_loop += 1
+            await asyncio.sleep(self.seconds)
 
 
 class PlacesUnread(Exception):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
+import itertools
 import logging
 import signal
 import sqlite3
@@ -1897,6 +1898,30 @@ async def test_a_note_discord_failed_under_whose_release_failed_is_answered_by_t
         await settle(fake)
     assert answers(fake, note) == 1
     assert len(h.engine.turns) == 2  # heard again: the first answer never got out
+
+
+async def test_a_recheck_that_overran_is_not_made_up_for_by_rechecks_back_to_back(settings, fake) -> None:
+    # Aimed at the last recheck's wall-clock time plus the interval (discord.py's tasks.loop), one
+    # that overran (a catch-up read through an outage; a host resumed from sleep or a clock set
+    # forward, alike) was followed by as many rechecks back to back as it had missed, each asking
+    # Discord and writing to disk with no pause between.
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        cog = h.bot.get_cog("CatchUp")
+        starts: list[float] = []
+        look = cog.answer_leftovers
+
+        async def overrunning() -> int:
+            starts.append(time.monotonic())
+            if len(starts) == 1:
+                await asyncio.sleep(1.0)  # five intervals
+            return await look()
+
+        cog.answer_leftovers = overrunning  # type: ignore[method-assign]
+        await eventually(lambda: len(starts) >= 5)
+    # A lower bound only, which a busy machine cannot break: it spaces the rechecks more.
+    gaps = [later - earlier for earlier, later in itertools.pairwise(starts[1:])]
+    assert min(gaps) >= 0.2 * 0.9, gaps
 
 
 async def test_a_note_answered_whose_mark_failed_is_not_answered_again_by_the_recheck(
