@@ -655,6 +655,27 @@ class TicketNews:
         # (NTP correcting a fast host) cannot push later.
         self._jira_quiet_until = 0.0
         self._jira_outage = Outage(log, "ticket news: Jira answers again")
+        # With news off: (time.monotonic(), the newest grievance event) at the last look (see
+        # `housekeeping`).
+        self._unread_events: tuple[float, int] | None = None
+
+    async def housekeeping(self, now: float | None = None) -> None:
+        """The news store's pruning, for a running bot's recheck. With news off, nothing reads
+        the grievance database's events (a row for each filing kept for later, push and change of
+        status): they would pile up for as long as the bot runs, and news switched on again would
+        tell players months of changes at once. Each is dropped once it has been there a whole
+        PRUNE_EVERY_SECONDS (`now`, time.monotonic()), which leaves a process on the same storage
+        that has news on (a deploy switching it on) time to read it first."""
+        await self.store.housekeeping()
+        if self.settings.enabled or self._local is None:
+            return
+        now = time.monotonic() if now is None else now
+        if self._unread_events is not None:
+            looked_at, newest = self._unread_events
+            if now - looked_at < PRUNE_EVERY_SECONDS:
+                return
+            await self._local.drop_news_events(newest)
+        self._unread_events = (now, await self._local.last_news_event())
 
     async def run_once(self, messenger: Messenger) -> int:
         """Find news and deliver what is due; how many pieces were sent."""

@@ -209,7 +209,7 @@ class CatchUp(commands.Cog):
         # hears no more notes the last player's words.
         try:
             await self.bot.core.notes.housekeeping()
-            await self.bot.core.news.store.housekeeping()
+            await self.bot.core.news.housekeeping()
             await self.bot.core.conversations.housekeeping()
         except Exception:
             log.exception("pruning old records failed; trying again later")

@@ -543,3 +543,26 @@ async def test_news_tried_again_with_less_news_keeps_the_nonce_of_its_first_try(
     voices = [m for m in dms(fake, NOVA) if m.is_voice_message]
     assert len(voices) == 1  # spoken once, before the break
     assert [r.channel_id for r in fake.received if r.kind == "message_again"] == [dm_channel_id(int(NOVA))]
+
+
+async def test_with_news_off_a_running_bot_does_not_keep_the_grievance_events(
+    settings: Settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Nothing but the news loop read (and dropped) them: with news off, the recheck left a row
+    # for every filing kept for later, push and change of status for as long as the bot ran.
+    monkeypatch.setattr(ticket_news, "PRUNE_EVERY_SECONDS", 0.0)  # each recheck a whole hour on
+    off = settings.replace(news={"enabled": False})
+    async with running_bot(off, fake, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        store = h.bot.core.grievances.local_store
+        for i in range(20):
+            await store.register(NOVA, "other", f"lag spike {i}")
+        db = h.settings.storage_dir / "grievances.db"
+        with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+            conn.execute("UPDATE grievances SET status = 'resolved' WHERE description LIKE 'lag spike%'")
+
+        def events() -> int:
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                return conn.execute("SELECT COUNT(*) FROM news_events").fetchone()[0]
+
+        await eventually(lambda: events() == 0)

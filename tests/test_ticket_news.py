@@ -1312,6 +1312,28 @@ async def test_a_clock_stepped_back_does_not_stop_the_pruning_until_it_catches_u
         assert sql(tmp_path / "news.db", "SELECT user_id FROM dms_closed") == []
 
 
+async def test_with_news_off_the_grievance_events_nobody_reads_do_not_pile_up(tmp_path: Path) -> None:
+    # Only ticket news read (and so dropped) the grievance database's events: with it off, a row
+    # for every filing kept for later, push and change of status stayed as long as the bot ran.
+    db = tmp_path / "grievances.db"
+
+    def events() -> int:
+        return sql(db, "SELECT COUNT(*) FROM news_events")[0][0]
+
+    async with news_over(tmp_path, enabled=False) as p:
+        for i in range(20):
+            await p.local.register(NOVA, "other", f"lag spike {i}")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        assert events() == 20
+        await p.news.housekeeping(now=0.0)  # a recheck
+        await p.local.register(BLAZE, "wallet", "lost my skins")
+        sql(db, "UPDATE grievances SET status = 'in progress' WHERE user_id = ?", (BLAZE,))
+        await p.news.housekeeping(now=60.0)  # a process with news on would have read them by now
+        assert events() == 21
+        await p.news.housekeeping(now=ticket_news.PRUNE_EVERY_SECONDS)
+        assert events() == 1  # Blaze's, there for less than that yet
+
+
 async def test_a_closed_dms_notice_is_not_kept_on_record_for_ever(tmp_path: Path) -> None:
     async with news_over(tmp_path) as p:
         assert await p.store.claim_closed_notice(NOVA)

@@ -1352,6 +1352,11 @@ class LocalGrievanceStore:
             await self._conn.commit()
         return [(str(row["local_key"]), row["remote_key"]) for row in rows]
 
+    async def last_news_event(self) -> int:
+        """The id of the newest event (0: none yet)."""
+        rows = await self._conn.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM news_events")
+        return int(first(rows)[0])  # type: ignore[index]
+
     async def drop_news_events(self, up_to: int) -> None:
         """Forget the events a reader has dealt with, so the table stays small."""
         async with self._writing():
