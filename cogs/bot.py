@@ -189,6 +189,7 @@ class VoxdeskBot(commands.Bot):
         self.accepting = True  # False once shutdown starts: new notes are left alone
         self._inflight: set[asyncio.Task[Any]] = set()
         self._aside: set[asyncio.Task[Any]] = set()  # of them, what is no note or command itself
+        self._commands: set[asyncio.Task[Any]] = set()  # of them, the slash commands' answers
         self._later: set[asyncio.Task[Any]] = set()  # see `later`
         self._closing = False  # set as close() starts: `later` takes nothing more
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
@@ -246,18 +247,24 @@ class VoxdeskBot(commands.Bot):
     # ---- work in flight, for a graceful shutdown ---------------------------------------
 
     def track(
-        self, work: Coroutine[Any, Any, Any], awaited: bool = False, aside: bool = False
+        self,
+        work: Coroutine[Any, Any, Any],
+        awaited: bool = False,
+        aside: bool = False,
+        command: bool = False,
     ) -> asyncio.Task[Any]:
         """Work in flight that a stop waits for. Its failure is logged here unless it is
         `awaited` by a caller that reports it (a slash command's error handler). `aside`: not a
         note or a command of its own (a reaction on one, a catch-up's read, whose notes are tracked
-        each on its own), left out of the counts a stop logs."""
+        each on its own), left out of the counts a stop logs. `command`: a slash command's answer,
+        counted apart from the notes."""
         task = asyncio.create_task(work)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
-        if aside:
-            self._aside.add(task)
-            task.add_done_callback(self._aside.discard)
+        for kind, yes in ((self._aside, aside), (self._commands, command)):
+            if yes:
+                kind.add(task)
+                task.add_done_callback(kind.discard)
         if not awaited:
             task.add_done_callback(_log_failure)
         return task
@@ -287,8 +294,8 @@ class VoxdeskBot(commands.Bot):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace_seconds
         hurry = hurry or asyncio.Event()
-        if notes := len(self._inflight - self._aside):
-            log.info("finishing %d note(s) in flight (up to %.0f s)", notes, grace_seconds)
+        if work := self._counted(self._inflight):
+            log.info("finishing %s in flight (up to %.0f s)", work, grace_seconds)
         hurried = asyncio.create_task(hurry.wait())
         try:
             # Work in flight may start more (a catch-up answering what it found): wait for that too.
@@ -299,12 +306,20 @@ class VoxdeskBot(commands.Bot):
             hurried.cancel()
         pending = set(self._inflight)
         cut = len(pending - self._aside)
+        said = self._counted(pending)
         for task in pending:
             task.cancel()
         if cut:
-            log.warning("cancelled %d note(s) still running after %.0f s", cut, grace_seconds)
+            log.warning("cancelled %s still running after %.0f s", said, grace_seconds)
         await asyncio.gather(*pending, return_exceptions=True)
         return cut
+
+    def _counted(self, tasks: set[asyncio.Task[Any]]) -> str:
+        """The notes and slash commands among `tasks`, as a stop's log line says them; empty for none."""
+        commands = len(tasks & self._commands)
+        notes = len(tasks - self._aside) - commands
+        said = [f"{n} {what}(s)" for n, what in ((notes, "note"), (commands, "slash command")) if n]
+        return " and ".join(said)
 
     async def _on_app_command_error(
         self, interaction: discord.Interaction, error: app_commands.AppCommandError

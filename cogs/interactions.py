@@ -90,7 +90,7 @@ async def answer_privately(
         answering = _then(answering, answered)
     track = getattr(interaction.client, "track", None)
     # Awaited here, so a failure reaches the command tree's error handler, which logs it once.
-    await (track(answering, awaited=True) if track else answering)
+    await (track(answering, awaited=True, command=True) if track else answering)
 
 
 async def _then(first: Awaitable[None], then: Callable[[], Awaitable[None]]) -> None:

@@ -233,6 +233,28 @@ async def test_a_stop_counts_the_notes_in_flight_not_their_reactions(
     assert finishing.startswith("finishing 1 note(s) in flight"), finishing
 
 
+async def test_a_stop_counts_a_slash_command_in_flight_apart_from_the_notes(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # Nova's /forget waits behind her note's turn when the stop comes: one note, one command.
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine) as h:
+        await caught_up(h.bot)
+        note = await fake.send_note(nova, voice_note())
+        await engine.until_asked(1)
+        forget = await fake.slash(nova, "forget", [], guild=False)
+        await fake.wait_for(lambda _: fake.interaction_records(forget) or None, 30)  # deferred
+        h.stop.set()
+        await eventually(lambda: [r for r in caplog.records if "finishing" in r.getMessage()])
+        engine.hold.set()
+        await replies(fake, note, 2)
+        await fake.interaction_answer(forget)
+    (finishing,) = [r.getMessage() for r in caplog.records if "finishing" in r.getMessage()]
+    assert finishing.startswith("finishing 1 note(s) and 1 slash command(s) in flight"), finishing
+
+
 async def test_a_stop_while_the_starts_catch_up_reads_counts_no_note_for_it(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
 ):
