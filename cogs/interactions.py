@@ -29,6 +29,7 @@ def caller(interaction: discord.Interaction) -> ToolContext:
         display_name=user.display_name,
         platform="discord",
         request_id=str(interaction.id),
+        request="slash command",
         private=True,
         sent_at=interaction.created_at.timestamp(),
     )

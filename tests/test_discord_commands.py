@@ -124,6 +124,16 @@ async def test_grievance_file_then_status(harness: Harness):
     assert key not in await ask(harness.fake, nova, "grievance", sub("list"))
 
 
+async def test_the_log_names_a_filing_by_command_a_slash_command_not_a_note(harness: Harness, caplog):
+    caplog.set_level(logging.INFO, logger="bot.tools")
+    interaction = await harness.fake.slash(
+        blaze, "grievance", sub("file", category="wallet", description="Bought 500 gems, none came.")
+    )
+    assert private_text(await harness.fake.interaction_answer(interaction)).startswith("Filed ticket `GRV-")
+    (line,) = [r.getMessage() for r in caplog.records if "filed grievance" in r.getMessage()]
+    assert line.startswith(f"slash command {interaction} from {blaze.id} filed grievance GRV-"), line
+
+
 async def test_a_filing_the_disk_refuses_is_held_and_the_player_told_so(harness: Harness, monkeypatch):
     import errno
     import sqlite3

@@ -53,6 +53,9 @@ class ToolContext:
     # What the player sent (a Discord message id): a turn run again for the same note, after a
     # crash, files no grievance twice.
     request_id: str = ""
+    # What `request_id` names in a log line: a voice note, or a front end's other request (a
+    # slash command), so that a grep of the log tells them apart.
+    request: str = "note"
     # Categories of the grievances filed so far in this turn, in order: the second complaint of a
     # category in one note is a ticket of its own, and the same again when the note is re-run.
     filed: list[str] = field(default_factory=list, compare=False, repr=False)
@@ -110,7 +113,11 @@ class ToolContext:
     def who(self) -> str:
         """The request and its player for a log line, worded as the Discord cog's lines word a
         note ("note 123 from 456"), so that grepping a note's id finds every line about it."""
-        return f"note {self.request_id} from {self.user_id}" if self.request_id else f"user {self.user_id}"
+        return (
+            f"{self.request} {self.request_id} from {self.user_id}"
+            if self.request_id
+            else f"user {self.user_id}"
+        )
 
 
 @dataclass(frozen=True)
