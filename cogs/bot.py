@@ -43,6 +43,29 @@ OUTDATED_COMMAND = (
     app_commands.TransformerError,
 )
 
+SUBCOMMAND_TYPES = (1, 2)  # a subcommand, a group of them: its options are within it
+
+
+def _retyped(command: app_commands.Command[Any, ..., Any], data: dict[str, Any]) -> bool:
+    """Whether an option of the interaction comes typed otherwise than `command` declares it: a
+    version published long ago (a number where a word is now). discord.py passes a plain `str`
+    parameter whatever value came, and the command would fail on it."""
+    options = data.get("options", [])
+    while options and options[0].get("type") in SUBCOMMAND_TYPES:
+        options = options[0].get("options", [])
+    declared = {p.display_name: p.type.value for p in command.parameters}
+    return any(o.get("name") in declared and o.get("type") != declared[o["name"]] for o in options)
+
+
+class VoxdeskTree(app_commands.CommandTree):
+    async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        if interaction.type is discord.InteractionType.application_command:
+            command = interaction.command
+            if isinstance(command, app_commands.Command) and _retyped(command, dict(interaction.data or {})):
+                raise app_commands.CommandSignatureMismatch(command)
+        return True
+
+
 EXTENSIONS = ("cogs.voice", "cogs.catch_up", "cogs.grievance", "cogs.settings", "cogs.news")
 
 # The library's own endpoints, kept so an empty setting always means "the real Discord".
@@ -173,6 +196,7 @@ class VoxdeskBot(commands.Bot):
         super().__init__(
             command_prefix=commands.when_mentioned,  # required; never used (see on_message)
             help_command=None,
+            tree_cls=VoxdeskTree,
             intents=make_intents(message_content),
             guild_ready_timeout=settings.guild_ready_timeout,
             allowed_mentions=discord.AllowedMentions.none(),

@@ -896,6 +896,23 @@ async def test_a_command_discord_still_shows_from_before_an_upgrade(harness: Har
     assert all("voxdesk sync" in r.getMessage() and not r.exc_info for r in told)
 
 
+async def test_an_option_an_old_version_typed_otherwise_is_told_as_an_upgrade(harness: Harness, caplog):
+    # Options that came as numbers once: discord.py hands a plain `str` parameter whatever came.
+    retyped = [
+        (
+            "grievance",
+            [{"name": "status", "type": 1, "options": [{"name": "ticket", "type": 4, "value": 7}]}],
+        ),
+        ("voice", [{"name": "voice", "type": 4, "value": 2}]),
+    ]
+    with caplog.at_level("WARNING"):
+        told = [await ask(harness.fake, nova, name, options) for name, options in retyped]
+    assert told == [COMMAND_OUTDATED] * 2
+    lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert [(r.name, r.levelname) for r in lines] == [("cogs.bot", "WARNING")] * 2
+    assert all("voxdesk sync" in r.getMessage() and not r.exc_info for r in lines)
+
+
 async def test_a_mention_in_words_is_answered_and_not_taken_for_a_text_command(harness: Harness, caplog):
     with caplog.at_level("ERROR"):
         message = await harness.fake.send_message(
