@@ -11,15 +11,23 @@ from discord.ext import commands
 class InAnyWindow(commands.Cooldown):
     """At most `rate` uses in any `per` seconds. discord.py's Cooldown counts in windows that start
     at the first use: `rate` uses at the end of one window and `rate` more at the start of the next
-    all pass, twice the limit within a second. This keeps the times of the newest `rate` uses: one
-    more is allowed once the oldest of them is `per` seconds old. Times may come out of order (a
-    catch-up counts notes by when they were sent, after live ones)."""
+    all pass, twice the limit within a second. This keeps the times of the uses: one more is
+    allowed once the oldest of the newest `rate` is `per` seconds old. Times may come out of order
+    (a catch-up counts notes by when they were sent, after live ones counted as they came).
 
-    __slots__ = ("_times",)
+    `keep`: how long before the newest use the others are kept, and the player's bucket with
+    them, for `uses()`: a note read back that long after it was sent (a catch-up, a private thread
+    the bot is added to) is weighed with the uses around it, however many came since."""
 
-    def __init__(self, rate: float, per: float) -> None:
+    __slots__ = ("_times", "keep")
+
+    def __init__(self, rate: float, per: float, keep: float = 0.0) -> None:
         super().__init__(rate, per)
-        self._times: list[float] = []  # the newest `rate` uses, oldest first
+        self.keep = max(float(per), keep)
+        self._times: list[float] = []  # oldest first
+
+    def copy(self) -> InAnyWindow:
+        return self.__class__(self.rate, self.per, self.keep)
 
     def _within(self, current: float) -> list[float]:
         return [t for t in self._times if t > current - self.per]
@@ -39,9 +47,14 @@ class InAnyWindow(commands.Cooldown):
             return self.per  # more than the limit at once: never, as far as one window goes
         return within[freed - 1] + self.per - current
 
+    def _used(self, current: float) -> None:
+        # The mapping drops a bucket `per` after its `_last`: set so that it lives `keep` past
+        # the newest use.
+        self._last = max(self._last, current + self.keep - self.per)
+
     def update_rate_limit(self, current: float | None = None, *, tokens: int = 1) -> float | None:
         current = current or time.time()
-        self._last = max(self._last, current)  # the mapping drops the bucket `per` after its newest use
+        self._used(current)
         if self.get_tokens(current) < tokens:
             return self._wait(current, tokens)
         self.count(current, tokens)
@@ -55,13 +68,13 @@ class InAnyWindow(commands.Cooldown):
     def count(self, current: float, tokens: int = 1) -> None:
         """Count uses decided elsewhere (notes a catch-up answered by its own weighing), even in a
         window already full: a use newer than the oldest kept holds the next ones back longer."""
-        self._last = max(self._last, current)
+        self._used(current)
         for _ in range(tokens):
             bisect.insort(self._times, current)
-        del self._times[: -self.rate or None]
+        del self._times[: bisect.bisect_left(self._times, self._times[-1] - self.keep)]
 
     def uses(self) -> list[float]:
-        """The times of the newest `rate` uses counted, oldest first."""
+        """The times of the uses counted within `keep` of the newest, oldest first."""
         return list(self._times)
 
     def reset(self) -> None:

@@ -120,8 +120,10 @@ class VoiceNotes(commands.Cog):
         self.bot = bot
         settings = bot.discord_settings
         self.settings = settings
+        # A note read back can be catch_up_minutes old, and is weighed in the windows before it.
+        keep = settings.catch_up_minutes * 60 + settings.flood_seconds
         self.flood = commands.CooldownMapping(
-            InAnyWindow(settings.flood_notes, settings.flood_seconds), commands.BucketType.user
+            InAnyWindow(settings.flood_notes, settings.flood_seconds, keep), commands.BucketType.user
         )
         # Each kind of hint has its own: a player told how to send a note still hears "slow down".
         self.hints = {

@@ -1,0 +1,39 @@
+"""The flood limit's memory of a player's uses, as a catch-up weighs a note read back long after
+it was sent: the times are given, so the windows are exact."""
+
+from __future__ import annotations
+
+from discord.ext import commands
+
+from cogs.limits import InAnyWindow, room_for
+
+RATE, PER = 2, 600.0
+KEEP = 30 * 60 + PER  # catch_up_minutes 30
+T = 1_000_000.0  # a start of time (the limit takes 0 for "now")
+
+
+def uses_at(times: list[float], now: float) -> list[float]:
+    """A player's uses counted live at `times`, as a catch-up at `now` finds them."""
+    mapping = commands.CooldownMapping(InAnyWindow(RATE, PER, KEEP), lambda player: player)
+    for at in times:
+        bucket = mapping.get_bucket("nova", T + at)
+        assert isinstance(bucket, InAnyWindow) and bucket.update_rate_limit(T + at) is None
+    bucket = mapping.get_bucket("nova", T + now)
+    assert isinstance(bucket, InAnyWindow)
+    return [t - T for t in bucket.uses()]
+
+
+def test_a_note_read_back_is_weighed_with_older_uses_than_the_newest_few():
+    # Live at 0, 590 and 1195 (each within the limit); a note sent at 5 in a private thread the
+    # bot is added to at 1200 would make three in the minutes to 590.
+    assert not room_for(uses_at([0.0, 590.0, 1195.0], 1200.0), 5.0, RATE, PER)
+
+
+def test_a_note_read_back_after_a_quiet_spell_is_weighed_with_the_uses_before_it():
+    # Two notes at once, then nothing for more than the window: a third sent with them, read back
+    # at 700, is one too many.
+    assert not room_for(uses_at([0.0, 1.0], 700.0), 2.0, RATE, PER)
+
+
+def test_uses_older_than_keep_before_the_newest_are_let_go():
+    assert uses_at([0.0, 1000.0, 2500.0], 2500.0) == [1000.0, 2500.0]
