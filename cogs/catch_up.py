@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass, field, replace
@@ -61,6 +62,34 @@ MAX_TOO_OLD_COUNTED = 10 * COUNT_AT_MOST
 REPLY_SEARCH_AT_MOST = 5000
 NO_HISTORY = "no Read Message History permission"
 EDGE_TEXT_AT_MOST = 80  # a page from Cloudflare longer than this is named, not quoted, in the log
+
+
+# What the bot tells a player of a note it does not answer (a note over their limit, a message
+# that is none): where it may not reply, these name the player as an answer does.
+NOT_ANSWERS = [
+    re.compile(".*".join(re.escape(part) for part in re.split(r"\{[^}]*\}", line)), re.DOTALL)
+    for line in (
+        say.TOO_FAST,
+        say.STILL_ANSWERING,
+        say.TOO_MANY_WHILE_AWAY,
+        say.NOT_A_NOTE,
+        say.NOT_A_VOICE_MESSAGE,
+        say.ONE_AT_A_TIME,
+        say.RESTARTING,
+    )
+]
+
+
+def answers_unlinked(said: discord.Message, player: int) -> bool:
+    """Whether the bot's message `said` is an answer to a note of `player` posted where it could
+    not reply (no Read Message History): a plain message that names the player first (replies.py's
+    _pieces), and none of the lines about a note it does not answer. A voice message posted so
+    names nobody: its transcript, next, does."""
+    name = f"<@{player}>"
+    if said.reference is not None or not said.content.startswith(name):
+        return False
+    rest = said.content[len(name) :].strip()
+    return not any(line.fullmatch(rest) for line in NOT_ANSWERS)
 
 
 class CatchUp(commands.Cog):
@@ -406,6 +435,7 @@ class CatchUp(commands.Cog):
 
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()  # notes a bot message refers to
+        plain: list[discord.Message] = []  # bot messages that refer to none and name a player
         unread: set[int] = set()  # places Discord's trouble (not a refusal) kept from being read
         too_old: set[int] = {u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff}
         for place_id in sorted(places):
@@ -436,7 +466,7 @@ class CatchUp(commands.Cog):
                 start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
             elif last is not None:
                 gap, window_read = await self._read_from_last(
-                    voice, place_id, channel, last, cutoff, found, replied, unread
+                    voice, place_id, channel, last, cutoff, found, replied, unread, plain
                 )
                 too_old |= gap
                 if window_read:
@@ -446,9 +476,9 @@ class CatchUp(commands.Cog):
                     # Up to the newest note handled, only the left-over notes are to answer: the
                     # others were answered, or turned away on purpose (a flood).
                     if last is not None and message.id <= last and message.id not in left_here:
-                        self._sort(voice, message, {}, replied)
+                        self._sort(voice, message, {}, replied, plain)
                     else:
-                        self._sort(voice, message, found, replied)
+                        self._sort(voice, message, found, replied, plain)
             except (discord.HTTPException, discord.RateLimited) as exc:
                 self._not_read(place_id, "read", exc, unread)
 
@@ -462,7 +492,20 @@ class CatchUp(commands.Cog):
         seen = await ledger.seen(list(found))
         # A turn a killed process had started may have got its reply out before the process died;
         # a kept or released note may have had a "restarting" message, which is no answer.
-        cut_short = {u.message_id for u in leftovers if u.state == "started"} & replied
+        started = {u.message_id: u for u in leftovers if u.state == "started"}
+        cut_short = set(started) & replied
+        # Or answered where it could not reply (no Read Message History then), as plain messages.
+        for message_id in set(started).intersection(found) - cut_short:
+            note, lease_until = found[message_id][0], started[message_id].lease_until
+            end = _lease_end(lease_until)
+            if any(
+                said.channel.id == note.channel.id
+                and said.id > note.id
+                and (end is None or said.created_at <= end)
+                and answers_unlinked(said, note.author.id)
+                for said in plain
+            ):
+                cut_short.add(message_id)
         # Settled now: left 'started' by a dead owner, the recheck would fetch and answer them again.
         await ledger.answered_before_a_crash(sorted(cut_short))
         promised = {u.message_id for u in leftovers}  # kept with a ⏳, or cut by a stop: answered
@@ -543,14 +586,14 @@ class CatchUp(commands.Cog):
         channel (without Read Message History the read is empty, not refused): a reply there
         would be refused too."""
         me = self.bot.user
-        end = None
-        if lease_until is not None:
-            end = datetime.datetime.fromtimestamp(lease_until, datetime.UTC) + CLOCK_MARGIN
+        end = _lease_end(lease_until)
         read = 0
         async for later in message.channel.history(limit=None, after=message, before=end, oldest_first=True):
             ref = later.reference
-            if me and later.author.id == me.id and ref and ref.message_id == message.id:
-                return True
+            if me and later.author.id == me.id:
+                # Answered where the bot could not reply, the permission given back since.
+                if (ref and ref.message_id == message.id) or answers_unlinked(later, message.author.id):
+                    return True
             read += 1
             if read >= REPLY_SEARCH_AT_MOST:
                 # A read must end somewhere: answered twice rather than perhaps never.
@@ -568,11 +611,16 @@ class CatchUp(commands.Cog):
         message: discord.Message,
         found: dict[int, tuple[discord.Message, discord.Attachment]],
         replied: set[int],
+        plain: list[discord.Message] | None = None,
     ) -> None:
+        """A player's note into `found`; a bot message's reply into `replied`, and one that
+        replies to nothing and names a player first into `plain`."""
         me = self.bot.user
         if me is not None and message.author.id == me.id:
             if message.reference and message.reference.message_id:
                 replied.add(message.reference.message_id)
+            elif plain is not None and message.content.startswith("<@"):
+                plain.append(message)
             return
         if message.author.bot:
             return
@@ -590,6 +638,7 @@ class CatchUp(commands.Cog):
         found: dict[int, tuple[discord.Message, discord.Attachment]],
         replied: set[int],
         unread: set[int],
+        plain: list[discord.Message],
     ) -> tuple[set[int], bool]:
         """One read from the last note handled, in a place quiet since before the window: the
         notes before the window's edge are only counted (up to COUNT_AT_MOST), those after it are
@@ -603,7 +652,7 @@ class CatchUp(commands.Cog):
                 limit=None, after=discord.Object(id=last), oldest_first=True
             ):
                 if message.created_at >= cutoff:
-                    self._sort(voice, message, found, replied)
+                    self._sort(voice, message, found, replied, plain)
                     continue
                 counted += 1
                 if counted > COUNT_AT_MOST:  # a busy channel: the window is read from its edge
@@ -853,6 +902,13 @@ def _covers(since: datetime.datetime | None, other: datetime.datetime | None) ->
     if since is None or other is None:
         return since is other
     return since <= other
+
+
+def _lease_end(lease_until: float | None) -> datetime.datetime | None:
+    """Until when a claim's turn may have posted its answer, by Discord's clock."""
+    if lease_until is None:
+        return None
+    return datetime.datetime.fromtimestamp(lease_until, datetime.UTC) + CLOCK_MARGIN
 
 
 def _sent_at(message_id: int) -> datetime.datetime:

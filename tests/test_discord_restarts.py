@@ -22,6 +22,7 @@ import pytest
 
 from bot.config import Settings
 from bot.note_ledger import NoteLedger
+from bot.sentences import TOO_FAST
 from tests.conftest import NOVA
 from tests.discord_harness import (
     blaze,
@@ -1032,6 +1033,60 @@ async def test_a_note_answered_just_before_a_kill_is_not_answered_again_by_the_r
         await ledger.aclose()
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         await rechecks(h.bot)
+        await settle(fake)
+    assert answers(fake, note) == 1
+
+
+@pytest.mark.parametrize("found_by", ["start-up catch-up", "recheck"])
+async def test_a_note_answered_unlinked_just_before_a_kill_is_not_answered_again(
+    settings, fake, found_by
+) -> None:
+    # Answered as plain messages naming the player (no Read Message History), killed before the
+    # note was marked answered; the permission is given back before the restart or the recheck,
+    # which may read the channel again: no reply of the bot's points at the note.
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda _: len(fake.sent("message", ALLOWED_CHANNEL)) >= 2 or None)
+        await settle(fake)
+    del fake.denied[ALLOWED_CHANNEL]
+    killed = "UPDATE notes SET state = 'started', owner = ?, lease_until = ? WHERE message_id = ?"
+    row = ("4194305:1:killed", time.time() + 600, int(note["id"]))  # above Linux's largest pid
+    if found_by == "start-up catch-up":
+        ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+        try:
+            await ledger._conn.execute(killed, row)
+        finally:
+            await ledger.aclose()
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        if found_by == "recheck":
+            await settle(fake)
+            await h.bot.core.notes._conn.execute(killed, row)
+        await rechecks(h.bot)
+        await settle(fake)
+        assert await note_state(h.bot.core.notes, note) == "answered"
+    # Not heard again: past the few minutes Discord keeps a nonce, it would be answered twice.
+    assert h.engine.turns == []
+    assert [r.is_voice_message for r in fake.sent("message", ALLOWED_CHANNEL)] == [True, False]
+
+
+async def test_a_killed_turns_note_whose_player_was_only_told_to_slow_down_is_answered(
+    settings, fake
+) -> None:
+    # Where the bot could not reply, it told the player, naming them, that a later note was too
+    # many: that line answers nothing, and the note a killed process had started is answered.
+    me = InjectedUser(BOT_USER_ID, "voxdesk", bot=True)
+    async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
+        await settle(fake)
+        note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        told = f"<@{nova.id}> " + TOO_FAST.format(wait="a minute")
+        await fake.send_message(me, channel_id=ALLOWED_CHANNEL, guild=True, content=told, dispatch=False)
+        await survivor.bot.core.notes._conn.execute(
+            "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
+            " VALUES (?, ?, ?, 'started', ?, ?, ?)",
+            (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time()),
+        )
+        await all_answered(fake, [note], within=25)
         await settle(fake)
     assert answers(fake, note) == 1
 
