@@ -231,6 +231,8 @@ NOT_A_VOICE_MESSAGE = (
     "I answer voice messages: hold the microphone button to record one (an audio file won't do), "
     "and I'll reply out loud. Try /grievance for tickets."
 )
+# A voice message that came with no audio to hear (Discord sent none).
+VOICE_WITHOUT_AUDIO = "That voice message reached me without its audio. Could you send it again?"
 ONE_AT_A_TIME = (
     "I answer one voice note per message, so I'll answer the first. Please send the others one by one."
 )

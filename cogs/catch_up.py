@@ -74,6 +74,7 @@ NOT_ANSWERS = [
         say.TOO_MANY_WHILE_AWAY,
         say.NOT_A_NOTE,
         say.NOT_A_VOICE_MESSAGE,
+        say.VOICE_WITHOUT_AUDIO,
         say.ONE_AT_A_TIME,
         say.RESTARTING,
     )

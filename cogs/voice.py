@@ -102,6 +102,11 @@ def carried_attachments(message: discord.Message) -> list[discord.Attachment]:
     return message.attachments or [a for snapshot in message.message_snapshots for a in snapshot.attachments]
 
 
+def voice_flagged(message: discord.Message) -> bool:
+    """Whether Discord marks `message`, or the message a forward carries, as a voice message."""
+    return message.flags.voice or any(s.flags.voice for s in message.message_snapshots)
+
+
 def too_fast(retry_after: float) -> str:
     """What a player over the flood limit is told: the wait rounded up, so never "0 seconds"."""
     return say.TOO_FAST.format(wait=say.wait_of(retry_after))
@@ -200,6 +205,9 @@ class VoiceNotes(commands.Cog):
             return
         notes = self.voice_notes(message)
         if not notes:
+            if voice_flagged(message) and self.addressed_here(message):
+                self._without_audio(message)
+                return
             # Chat in a channel the bot watches is not for it; a DM or a mention is.
             chatty = message.type in (discord.MessageType.default, discord.MessageType.reply)
             if chatty and (message.guild is None or self._mentioned(message)):
@@ -228,6 +236,21 @@ class VoiceNotes(commands.Cog):
                 len(notes),
             )
         self.schedule(message, notes[0], several=len(notes) > 1)
+
+    def _without_audio(self, message: discord.Message) -> None:
+        """A voice message, or a forward of one, with no attachment to hear where the bot answers
+        notes: said in the log, not dropped unseen, and the player told where it may be told."""
+        hidden = message.guild is not None and not self.bot.intents.message_content
+        log.info(
+            "voice message %s from %s came without its audio%s: not answered",
+            message.id,
+            message.author.id,
+            " (Discord hides a guild message's attachments without the Message Content intent)"
+            if hidden
+            else "",
+        )
+        if not hidden and (message.guild is None or self._mentioned(message)):
+            self._hint(message, say.VOICE_WITHOUT_AUDIO, "not a note")
 
     def schedule(self, message: discord.Message, note: discord.Attachment, several: bool = False) -> None:
         """`answer` as work in flight, counted in its player's backlog until it is over."""

@@ -35,6 +35,7 @@ from tests.fakes.discord_server import (
     serving,
 )
 from tests.frontend_engine import FrontendEngine
+from tests.test_discord_news import eventually
 
 me = InjectedUser(BOT_USER_ID, "voxdesk", bot=True)  # the bot's own messages, posted earlier
 
@@ -366,6 +367,41 @@ async def test_without_message_content_intent_dms_still_work(settings, fake: Fak
         dm = await h.fake.send_note(nova, voice_note())
         await answered(h.fake, dm)
         assert h.fake.replies_to(unseen["id"]) == []  # Discord hid its attachment from the bot
+
+
+async def test_a_voice_message_without_its_audio_is_told_or_logged_not_dropped(
+    settings, fake: FakeDiscord, caplog
+):
+    # Discord marks both as voice messages and sends no attachment: the player is told to send it
+    # again, not how to record a voice message they just recorded.
+    from bot.sentences import VOICE_WITHOUT_AUDIO
+    from tests.fakes.discord_server import dm_channel_id
+
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    async with running_bot(settings, fake) as h:
+        bare = await h.fake.send_message(
+            nova, channel_id=dm_channel_id(nova.id), guild=False, flags=VOICE_FLAG
+        )
+        (told,) = await h.fake.wait_for(lambda _: h.fake.replies_to(bare["id"]))
+    assert told.content == VOICE_WITHOUT_AUDIO
+    assert f"voice message {bare['id']} from {nova.id} came without its audio: not answered" in caplog.text
+
+
+async def test_without_message_content_intent_a_watched_channels_notes_are_logged(
+    settings, fake: FakeDiscord, caplog
+):
+    # Discord hides a guild message's attachments, a forward's too: each note says so in the log.
+    fake.application_flags = 0  # the intent is not enabled in the developer portal
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    async with running_bot(settings, fake) as h:
+        note = await h.fake.send_note(blaze, voice_note(), guild=True)
+        original = await h.fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL)
+        forward = await h.fake.forward(nova, original, channel_id=ALLOWED_CHANNEL)
+        hidden = "came without its audio (Discord hides a guild message's attachments without the Message"
+        await eventually(lambda: caplog.text.count(hidden) == 2)
+    assert f"voice message {note['id']} from {blaze.id} {hidden}" in caplog.text
+    assert f"voice message {forward['id']} from {nova.id} {hidden}" in caplog.text
+    assert h.fake.sent("message") == []
 
 
 async def test_twenty_players_three_notes_each_all_answered_in_order(settings, fake: FakeDiscord):
