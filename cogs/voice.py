@@ -205,7 +205,7 @@ class VoiceNotes(commands.Cog):
             return
         notes = self.voice_notes(message)
         if not notes:
-            if voice_flagged(message) and self.addressed_here(message):
+            if voice_flagged(message) and not carried_attachments(message) and self.addressed_here(message):
                 self._without_audio(message)
                 return
             # Chat in a channel the bot watches is not for it; a DM or a mention is.
