@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -59,11 +60,22 @@ def _retyped(command: app_commands.Command[Any, ..., Any], data: dict[str, Any])
 
 class VoxdeskTree(app_commands.CommandTree):
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        if interaction.type is discord.InteractionType.application_command:
-            command = interaction.command
-            if isinstance(command, app_commands.Command) and _retyped(command, dict(interaction.data or {})):
-                raise app_commands.CommandSignatureMismatch(command)
-        return True
+        kind = interaction.type
+        if kind not in (discord.InteractionType.application_command, discord.InteractionType.autocomplete):
+            return True
+        command = interaction.command
+        if not isinstance(command, app_commands.Command) or not _retyped(
+            command, dict(interaction.data or {})
+        ):
+            return True
+        if kind is discord.InteractionType.application_command:
+            raise app_commands.CommandSignatureMismatch(command)
+        # Typing in an option of that old version: no suggestions. Sending the command tells the
+        # player and the log, once, rather than a line per keystroke.
+        log.debug("autocomplete for /%s is not this version's: no suggestions", command.qualified_name)
+        with contextlib.suppress(discord.HTTPException, discord.RateLimited):
+            await interaction.response.autocomplete([])
+        return False
 
 
 EXTENSIONS = ("cogs.voice", "cogs.catch_up", "cogs.grievance", "cogs.settings", "cogs.news")

@@ -906,7 +906,11 @@ async def test_an_option_an_old_version_typed_otherwise_is_told_as_an_upgrade(ha
         ("voice", [{"name": "voice", "type": 4, "value": 2}]),
     ]
     with caplog.at_level("WARNING"):
+        typing = [{"name": "voice", "type": 4, "value": 2, "focused": True}]
+        suggesting = await harness.fake.slash(nova, "voice", typing, autocomplete=True)
+        suggested = await harness.fake.interaction_answer(suggesting)
         told = [await ask(harness.fake, nova, name, options) for name, options in retyped]
+    assert suggested.body["data"]["choices"] == []
     assert told == [COMMAND_OUTDATED] * 2
     lines = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert [(r.name, r.levelname) for r in lines] == [("cogs.bot", "WARNING")] * 2
