@@ -109,15 +109,17 @@ STOPWORDS = frozenset(
     # manuals' English holds some of them as the indexes read them ("no"; "nos", stemmed "no";
     # "à", folded "a"), so one of them and one word on the subject made the two words in common
     # an off-topic question needs to be answered.
-    # English words among them ("son", "comment", "plus", "ton") stay searchable.
+    # Words that are English ones too stay searchable ("son", "comment", "plus", "ton", "car",
+    # "ai", "os"): dropping one would drop the only word of a question no manual uses ("how do I
+    # change my car"), and its everyday word ("change") would answer it from an unrelated manual.
     "el los las lo una unos unas del al o u e y ni pero sino que qué por para con sin sobre entre "
     "hasta desde mi mis tu tus su sus nuestro nuestra nuestros nuestras yo él ella ellos ellas "
-    "usted ustedes le les nos os es está están estoy soy hay cómo como cuándo cuando dónde donde "
+    "usted ustedes le les nos es está están estoy soy hay cómo como cuándo cuando dónde donde "
     "cuál cuáles quién porque no sí si muy más este esta esto estos estas ese esa eso "
     "la un de en se te "
     "une des du au aux ce cet cette ces je il elle nous vous ils elles mon ma mes ta tes sa ses "
     "notre votre vos leur leurs qui quoi quel quelle quels quelles où quand pourquoi ne pas "
-    "mais ou et donc car j l qu n c ai avez avons suis sommes êtes moi toi lui pour dans sur avec "
+    "mais ou et donc j l qu n c avez avons suis sommes êtes moi toi lui pour dans sur avec "
     "à par chez est sont".split()
 )
 TITLE_WEIGHT = 4.0  # a match in a section's title counts four times one in its text

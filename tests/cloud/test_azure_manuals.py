@@ -387,6 +387,9 @@ OFF_TOPIC = [
     "what's the weather like tomorrow",
     "¿por qué no funciona el USB de mi impresora?",
     "comment brancher nos écouteurs USB à la télé",
+    "how do I change my car",
+    "how do I change the AI",
+    "can I change my OS",
 ]
 ON_TOPIC = {
     "how do i pear my controler": "controller-pairing.md",
