@@ -403,6 +403,36 @@ async def test_a_login_flood_past_the_password_queue_is_refused_at_once(
     assert checks.taken == 0
 
 
+def test_a_password_check_running_when_the_server_stops_logs_no_error(monkeypatch, caplog) -> None:
+    """A stop (SIGTERM, a deploy) while a login's scrypt runs: the check ends after the event loop
+    has closed, and telling the closed loop that its count is free logged an ERROR traceback
+    ("exception calling callback ... Event loop is closed") on an orderly stop."""
+    import threading
+
+    from bot.web import security
+
+    started, release = threading.Event(), threading.Event()
+
+    def held(password: str, stored: str) -> bool:
+        started.set()
+        release.wait()
+        return False
+
+    monkeypatch.setattr(security, "verify_password", held)
+    checks = security.PasswordChecks()
+
+    async def serve_then_stop() -> None:
+        login = asyncio.create_task(checks.verify(STAFF_PASSWORD, STAFF_HASH))
+        await asyncio.to_thread(started.wait)
+        login.cancel()  # the server's shutdown cancels the request's handler
+        await checks.aclose()
+
+    asyncio.run(serve_then_stop())  # and the loop is closed
+    release.set()
+    checks._pool.shutdown(wait=True)  # the check has ended, its done callback run
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
+
+
 async def test_desk_needs_a_login_and_wrong_passwords_are_rate_limited(settings) -> None:
     s = web_settings(settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="3")
     async with web_client(s) as (client, _):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextlib
 import functools
 import hashlib
 import hmac
@@ -126,8 +127,15 @@ class PasswordChecks:
         # Counted until the thread is done with it, not until its login stops waiting: a client
         # that hangs up leaves its check running, and leaving the count would let the queue grow.
         job = self._pool.submit(verify_password, password, stored)
-        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._done))
+        job.add_done_callback(lambda _: self._free(loop))
         return await asyncio.wrap_future(job)
+
+    def _free(self, loop: asyncio.AbstractEventLoop) -> None:
+        # A check still running when the server stops ends after its loop has closed: no count
+        # is left to keep then, and call_soon_threadsafe's RuntimeError would be logged as an
+        # ERROR traceback on an orderly stop.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(self._done)
 
     def _done(self) -> None:
         self.taken -= 1
