@@ -429,7 +429,7 @@ async def test_a_guild_channel_an_older_voxdesk_kept_under_a_player_is_not_their
     paths_ = storage_paths_of(settings.storage_dir)
     ledger = await NoteLedger.open(paths_.notes)
     try:
-        await ledger.remember_place(920, "channel", NOVA)  # as voxdesk kept every place until now
+        await ledger.remember_place(920, "channel", NOVA)  # a guild channel as an older voxdesk kept it
         await ledger.remember_place(940, "dm", NOVA)
     finally:
         await ledger.aclose()
