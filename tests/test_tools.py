@@ -205,7 +205,7 @@ async def test_a_failed_read_of_every_total_fails_its_waiters_rather_than_each_t
 
 async def test_ranking_by_the_last_totals_for_many_questions_is_one_warning(caplog) -> None:
     """Once totals were read, a read that then fails (outlasting the query timeout, every time)
-    ranks by the last ones: each question after it reads again, and each logged a WARNING."""
+    ranks by the last ones, read again a minute later: said once at WARNING, not once a question."""
     from bot.tools.stats_sql import TOTALS, Ranking
 
     failing = False
@@ -232,6 +232,51 @@ async def test_ranking_by_the_last_totals_for_many_questions_is_one_warning(capl
     assert [level for level, _ in said] == [logging.WARNING, logging.INFO, logging.INFO], said
     assert "ranking by the last read: interrupted" in said[0][1]
     assert said[-1][1] == "every player's total is read again"
+
+
+async def test_a_blip_on_reading_every_total_holds_off_no_read_of_them(caplog) -> None:
+    """Old totals, and their read again meets a blip (a deadlock victim, a lock): the next
+    question reads them again, as the backend retries a summary that meets one. Only a read that
+    failed for good (the query timeout) holds off the next for a minute, or one blip kept ranks a
+    minute older than they need be."""
+    from bot.tools import stats_sql
+    from bot.tools.stats_sql import ACHIEVEMENT_COUNT, FIND_PLAYER, GAMES_BY_TYPE, TOTALS, Ranking
+
+    totals = [[(10,), (30,), (20,)]]
+    reads: list[str] = []
+
+    class Deadlock(Exception):
+        pass
+
+    async def fetch(sql: str, params: object) -> list[tuple[object, ...]]:
+        if sql == FIND_PLAYER:
+            return [(1, "Nova")]
+        if sql == GAMES_BY_TYPE:
+            return [("arena", 2, 25, 0.0)]
+        if sql == TOTALS:
+            reads.append(sql)
+            if len(reads) == 2:
+                raise Deadlock("chosen as the deadlock victim")
+            return totals[0]
+        if sql == ACHIEVEMENT_COUNT:
+            return [(0,)]
+        return []
+
+    def blip(exc: Exception) -> bool:
+        return isinstance(exc, Deadlock)
+
+    now = [0.0]
+    ranking = Ranking(seconds=60.0, clock=lambda: now[0])
+    first = await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking, blip)
+    now[0] += 61
+    totals[0] = [(10,), (30,), (20,), (40,)]  # another player has passed Nova meanwhile
+    with caplog.at_level(logging.INFO, logger="bot.tools.stats_sql"):
+        blipped = await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking, blip)
+        after = await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking, blip)
+    assert first is not None and (first.rank, first.players_ranked) == (2, 3)
+    assert blipped is not None and (blipped.rank, blipped.players_ranked) == (2, 3)  # the last read
+    assert after is not None and (after.rank, after.players_ranked) == (3, 4)
+    assert len(reads) == 3
 
 
 async def test_while_every_total_cannot_be_read_a_question_does_not_wait_to_read_it_again(caplog) -> None:

@@ -89,14 +89,17 @@ class Ranking:
         # minute apart, for as long as the table is that big.
         self.stale = Outage(log, "every player's total is read again", quiet=logging.INFO)
 
-    async def place(self, fetch: Fetch, total: int) -> tuple[int, int]:
-        """(rank, players ranked) of a player with `total` points; 1 is the most points."""
-        totals = await self._current(fetch)
+    async def place(
+        self, fetch: Fetch, total: int, retried: Callable[[Exception], bool] | None = None
+    ) -> tuple[int, int]:
+        """(rank, players ranked) of a player with `total` points; 1 is the most points.
+        `retried`: whether the backend would try a summary again after this failure (a blip)."""
+        totals = await self._current(fetch, retried)
         better = len(totals) - bisect.bisect_right(totals, total)
         # A player the totals were read before: ranked among them all the same.
         return better + 1, max(len(totals), better + 1)
 
-    async def _current(self, fetch: Fetch) -> array[int]:
+    async def _current(self, fetch: Fetch, retried: Callable[[Exception], bool] | None) -> array[int]:
         while self._read_at is None or self._clock() - self._read_at >= self._seconds:
             if self._read is not None:
                 read = self._read
@@ -128,7 +131,10 @@ class Ranking:
                 read.set_exception(exc)
                 if self._read_at is None:
                     raise
-                self.failed_for_good(exc)
+                # A blip the backend would retry passes: the next question reads again, as a
+                # retried summary would, rather than ranking by totals a minute older.
+                if retried is None or not retried(exc):
+                    self.failed_for_good(exc)
                 said = "every player's total could not be read, ranking by the last read: %s"
                 self.stale.failed(type(exc).__name__, said, exc)
                 return self._totals
@@ -189,7 +195,7 @@ async def player_summary(
     rank: int | None
     ranked: int | None
     try:
-        rank, ranked = await ranking.place(fetch, total)
+        rank, ranked = await ranking.place(fetch, total, retried)
         ranking.unread.answered()
     except Exception as exc:
         if retried is not None and retried(exc):
