@@ -202,6 +202,26 @@ async def refusing_discord():
         yield fake
 
 
+async def test_azure_serves_only_the_documented_api_versions() -> None:
+    """Azure answers an api-version it does not serve, or none, with a bare 404 (no deployment
+    named); the bot's default is one it serves."""
+    from bot.config import OpenAISettings
+
+    assert OpenAISettings().api_version in openai_server.AZURE_API_VERSIONS
+    async with openai_server.serving() as fake, aiohttp.ClientSession() as http:
+        url = f"{fake.azure_endpoint}/openai/deployments/voxdesk-audio/chat/completions"
+        headers = {"api-key": openai_server.AZURE_KEY}
+        for query in ({"api-version": "2024-13-01-preview"}, {}):
+            async with http.post(url, params=query, headers=headers, json={}) as response:
+                assert response.status == 404, query
+                assert await response.json() == {"error": {"code": "404", "message": "Resource not found"}}
+        version = {"api-version": OpenAISettings().api_version}
+        async with http.get(
+            f"{fake.azure_endpoint}/openai/models", params=version, headers=headers
+        ) as response:
+            assert response.status == 200
+
+
 @pytest.mark.parametrize(
     ("mentions", "reason"),
     [

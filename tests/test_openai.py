@@ -1263,6 +1263,25 @@ async def test_an_exhausted_quota_is_not_waited_for_and_says_so(storage, fake, c
     assert said.levelno >= logging.WARNING and "billing" in said.getMessage()
 
 
+async def test_check_on_azure_names_the_api_version_azure_does_not_serve(storage, fake) -> None:
+    """Azure answers an api-version it does not serve with a bare 404: the operator is sent to
+    openai.api_version, not to a deployment that exists, and a turn gets the fallback."""
+    from bot.health import check_engine
+
+    settings = make_settings(
+        storage,
+        VOXDESK_AGENT_ENGINE="openai",
+        VOXDESK_OPENAI_PROVIDER="azure",
+        VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
+        VOXDESK_OPENAI_AZURE_DEPLOYMENT="voxdesk-audio",
+        VOXDESK_OPENAI_API_VERSION="2023-05-15",  # retired, and before audio
+        AZURE_OPENAI_API_KEY=AZURE_KEY,
+    )
+    with pytest.raises(RuntimeError, match=r"404 'Resource not found' .*check openai\.api_version") as caught:
+        await check_engine(settings)
+    assert "no deployment" not in str(caught.value)
+
+
 async def test_check_on_azure_fails_on_a_transcription_deployment_that_does_not_exist(storage, fake) -> None:
     """Azure has no deployment lookup: a transcription deployment that does not exist would fail
     every note's transcription, one warning each, and every turn would be kept without the player's

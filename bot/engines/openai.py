@@ -639,7 +639,9 @@ class OpenAIEngine:
                             model=self.transcribe_model,
                             file=("check.wav", base64.b64decode(SILENCE), "audio/wav"),
                         )
-                    except openai.NotFoundError:
+                    except openai.NotFoundError as exc:
+                        if not _no_deployment(exc):
+                            raise
                         missing = f"{where} has no deployment {self.transcribe_model}"
                         raise RuntimeError(f"{missing}: check openai.transcribe_model") from None
                 return answers
@@ -648,7 +650,12 @@ class OpenAIEngine:
             raise RuntimeError(f"{where} refused the API key ({exc.status_code}): check it") from None
         except openai.PermissionDeniedError as exc:
             raise RuntimeError(f"{where}: the key may not use this ({exc.status_code})") from None
-        except openai.NotFoundError:
+        except openai.NotFoundError as exc:
+            if azure and not _no_deployment(exc):
+                raise RuntimeError(
+                    f"{where} answered 404 {_said(exc)!r} ({asking}): check openai.api_version, "
+                    "which Azure answers so when it does not serve it, and openai.azure_endpoint"
+                ) from None
             if azure:
                 raise RuntimeError(
                     f"{where} has no deployment {self.model}: check openai.azure_deployment"
@@ -887,6 +894,12 @@ def _usage(usage: Any, model: str) -> Usage | None:
         cached_in=_tokens(prompt, "cached_tokens"),
         model=model,
     )
+
+
+def _no_deployment(exc: openai.NotFoundError) -> bool:
+    """Whether Azure's 404 says the deployment is missing: it answers an api-version it does not
+    serve (or a path it has not) with a 404 too, whose code is "404"."""
+    return exc.code == "DeploymentNotFound"
 
 
 def _tokens(counts: Any, name: str) -> int:

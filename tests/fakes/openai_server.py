@@ -46,6 +46,11 @@ from tests.fakes.strict import Strict, checked
 SPEC = "openai-openapi.json"
 API_KEY = "sk-test-fake"
 AZURE_KEY = "azure-test-key"
+# The Azure OpenAI api-versions the fake serves: the one config.toml documents (audio in Chat
+# Completions came with it). The OpenAI spec names none. Azure answers any other, or none, with a
+# 404 that names no deployment.
+AZURE_API_VERSIONS = frozenset({"2025-01-01-preview"})
+AZURE_NOT_FOUND = {"code": "404", "message": "Resource not found"}
 AUDIO_TOKENS_PER_SECOND = 10  # roughly what OpenAI bills for audio input
 AUDIO_OUT_TOKENS_PER_SECOND = 20  # and for audio output
 
@@ -124,6 +129,7 @@ class FakeOpenAI(Strict):
     # A 401 says the key it was given in full, as some OpenAI-compatible servers do (OpenAI's own
     # shows its first and last characters).
     echo_key: bool = False
+    api_versions: frozenset[str] = AZURE_API_VERSIONS
     audio_ttl: int = 3600
     # Seconds its clock runs ahead of this host's: its `created`, the audio ids' `expires_at` and
     # whether one has expired are all by its clock, as a provider's are.
@@ -189,7 +195,9 @@ class FakeOpenAI(Strict):
 
     # ---- handlers -------------------------------------------------------------------------
 
-    def _no_deployment(self, request: web.Request) -> web.Response | None:
+    def _not_found(self, request: web.Request) -> web.Response | None:
+        if request.path.startswith("/openai/") and request.query.get("api-version") not in self.api_versions:
+            return web.json_response({"error": AZURE_NOT_FOUND}, status=404)
         deployment = request.match_info.get("deployment")
         if deployment is None or deployment in self.deployments:
             return None
@@ -202,7 +210,7 @@ class FakeOpenAI(Strict):
 
     def _authorised(self, request: web.Request) -> bool:
         if request.path.startswith("/openai/"):
-            return request.headers.get("api-key") == AZURE_KEY and "api-version" in request.query
+            return request.headers.get("api-key") == AZURE_KEY
         return request.headers.get("Authorization") == f"Bearer {API_KEY}"
 
     def _refused(self, request: web.Request) -> web.Response:
@@ -253,7 +261,7 @@ class FakeOpenAI(Strict):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST, not FIN
             request.transport.abort()
             return web.Response(status=204)  # written to nobody: the connection is gone
-        missing = self._no_deployment(request)
+        missing = self._not_found(request)
         if missing is not None:
             return missing
         try:
@@ -393,7 +401,7 @@ class FakeOpenAI(Strict):
     async def _transcribe(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._refused(request)
-        missing = self._no_deployment(request)
+        missing = self._not_found(request)
         if missing is not None:
             return missing
         form = await request.post()
@@ -438,6 +446,9 @@ class FakeOpenAI(Strict):
     async def _models(self, request: web.Request) -> web.Response:
         if not self._authorised(request):
             return self._refused(request)
+        missing = self._not_found(request)
+        if missing is not None:
+            return missing
         data = [{"id": m, "object": "model", "created": 0, "owned_by": "openai"} for m in self.models]
         return web.json_response({"object": "list", "data": data})
 
