@@ -1144,6 +1144,48 @@ async def test_fake_pages_the_enhanced_search_and_refuses_what_cloud_refuses(fak
     assert "has been removed" in removed_reason and "OR 1=1" in jql_reason
 
 
+async def test_fake_reads_paging_and_fields_as_cloud_does(fake) -> None:
+    """A junk or negative startAt or maxResults is Jira's 400 (not a 500 of the fake's own); a
+    search page holds at most 100 issues with fields beyond id and key, 5000 with those alone;
+    and a search naming no fields gives each issue's id alone."""
+    for n in range(120):
+        fake.add_issue([f"discord-{NOVA}"], summary=f"issue {n}")
+    jql = f'project = "GRV" AND labels = "discord-{NOVA}"'
+    fake.expect_violations()  # the junk paging, on purpose
+    auth = (fake.email, fake.token)
+
+    def ask() -> dict[str, Any]:
+        def get(path: str, **params: str) -> requests.Response:
+            return requests.get(f"{fake.url}/rest/api/3/{path}", params=params, auth=auth, timeout=5)
+
+        meta = "issue/createmeta/GRV/issuetypes/10001"
+        return {
+            "meta": [get(meta, **p).status_code for p in ({"startAt": "x"}, {"maxResults": "-1"}, {})],
+            "search": [get("search/jql", jql=jql, maxResults=m).status_code for m in ("ten", "-5", "0")],
+            "fields": len(get("search/jql", jql=jql, fields="summary", maxResults="1000").json()["issues"]),
+            "keys": len(get("search/jql", jql=jql, fields="key", maxResults="1000").json()["issues"]),
+            "bare": get("search/jql", jql=jql, maxResults="1").json()["issues"],
+        }
+
+    got = await asyncio.to_thread(ask)
+    assert got["meta"] == [400, 400, 200] and got["search"] == [400, 400, 400]
+    assert (got["fields"], got["keys"]) == (100, 120)
+    assert got["bare"] == [{"id": next(iter(fake.issues.values())).id}]
+
+
+async def test_ticket_news_reads_every_page_of_a_players_updated_issues(fake, db) -> None:
+    """Jira pages a search of full issues by 100 at most, whatever maxResults asks: a reader of
+    one page would miss the rest of the news."""
+    for n in range(130):
+        fake.add_issue([f"discord-{NOVA}"], summary=f"issue {n}")
+    backend = await open_backend(fake, db)
+    try:
+        found = await asyncio.to_thread(backend._tracker.updated_for_users, [NOVA], 10)
+    finally:
+        await backend.aclose()
+    assert len({i.key for i in found}) == 130
+
+
 async def test_fake_moves_an_issue_only_by_a_transition_its_workflow_offers(fake) -> None:
     issue = fake.add_issue([f"discord-{NOVA}"])
     fake.expect_violations()  # the transition to the status it is in, on purpose

@@ -6,7 +6,9 @@ project's workflow: To Do, In Progress, Done, each reached from the others; `wor
 out; `screens` puts fields on a transition, required or not, listed by `expand=transitions.fields`
 and checked when the transition is made; `unavailable` makes a transition fail its workflow
 condition: listed, with `isAvailable` false, only for `includeUnavailableTransitions=true`, and
-refused when made), the enhanced JQL search with `nextPageToken` paging)
+refused when made), the enhanced JQL search with `nextPageToken` paging, its pages no longer
+than Cloud's and its issues the id alone unless `fields` names more; a junk or negative
+`startAt` or `maxResults` is a 400)
 under /rest/api/2 and /rest/api/3, checks HTTP basic auth, answers the removed
 `/rest/api/*/search` with 410, and accepts only the JQL forms voxdesk sends (one label, or for
 ticket news a list of players' labels and a relative `updated` window, which it applies): anything
@@ -73,6 +75,12 @@ FAIL_MODES = (
     "reject_create",
     "429_issue_write",
 )
+
+# Page sizes Jira Cloud keeps to whatever maxResults asks: createmeta's fields, and the enhanced
+# search's issues with fields beyond id and key, or with those alone.
+CREATE_META_MOST = 200
+SEARCH_MOST = 100
+SEARCH_MOST_IDS = 5000
 
 BODY = web.RequestKey("body", object)  # the parsed JSON body, read once by the middleware
 
@@ -617,8 +625,11 @@ class FakeJira(Strict):
             ScreenField("reporter", "Reporter", schema={"type": "user", "system": "reporter"}),
         ]
         shown = [f for f in [*standard, *self.on_create] if f.key not in self.hidden_on_create]
-        start = int(request.query.get("startAt", "0"))
-        size = int(request.query.get("maxResults", "50"))
+        try:
+            start = _count(request.query.get("startAt"), "startAt", 0)
+            size = min(_count(request.query.get("maxResults"), "maxResults", 50), CREATE_META_MOST)
+        except ValueError as exc:
+            return _errors(400, self.refuse(f"createmeta: {exc}"))
         page = [{**f.json(), "fieldId": f.key} for f in shown[start : start + size]]
         return web.json_response({"startAt": start, "maxResults": size, "total": len(shown), "fields": page})
 
@@ -793,15 +804,21 @@ class FakeJira(Strict):
                     f"Error in the JQL Query: unexpected query {jql!r} (the fake accepts only ours)."
                 ),
             )
+        wanted = _wanted_fields(params.get("fields") or [])
         try:
-            limit = min(int(params.get("maxResults", 50)), 5000)
+            limit = _count(params.get("maxResults"), "maxResults", 50)
+            if limit < 1:
+                raise ValueError("maxResults must be at least 1")
             start = (
                 int(base64.urlsafe_b64decode(params["nextPageToken"]).decode())
                 if params.get("nextPageToken")
                 else 0
             )
-        except (ValueError, binascii.Error):
-            return _errors(400, self.refuse("Invalid maxResults or nextPageToken."))
+        except (ValueError, binascii.Error) as exc:
+            return _errors(400, self.refuse(f"search: invalid maxResults or nextPageToken ({exc})."))
+        # Jira gives fewer than asked for, and says so only by the next page's token: at most
+        # SEARCH_MOST_IDS a page for ids or keys alone, SEARCH_MOST with any other field.
+        limit = min(limit, SEARCH_MOST_IDS if wanted is not None and wanted <= {"id", "key"} else SEARCH_MOST)
         if news is not None:
             labels = set(re.findall(r'"([^"]+)"', news["labels"] or ""))
             since = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=int(news["minutes"]))
@@ -823,8 +840,11 @@ class FakeJira(Strict):
             if match["order"]:
                 found.sort(key=lambda i: (i.created, int(i.id)), reverse=True)
         page = found[start : start + limit]
-        wanted = _wanted_fields(params.get("fields") or [])
-        result: dict[str, Any] = {"issues": [i.json(self.url, wanted) for i in page]}
+        if not params.get("fields"):
+            # The enhanced search's default is the issue's id alone, not the fields /issue gives.
+            result: dict[str, Any] = {"issues": [{"id": i.id} for i in page]}
+        else:
+            result = {"issues": [i.json(self.url, wanted) for i in page]}
         if start + limit < len(found):
             result["nextPageToken"] = base64.urlsafe_b64encode(str(start + limit).encode()).decode()
             result["isLast"] = False
@@ -850,6 +870,21 @@ def _touch(issue: FakeIssue) -> None:
     """A change to an issue: its `updated`, to Jira's millisecond, is later than before, as a
     change made after an issue was created (or changed) is in Jira, however fast a test makes it."""
     issue.updated = max(dt.datetime.now(dt.UTC), issue.updated + dt.timedelta(milliseconds=1))
+
+
+def _count(value: object, name: str, default: int) -> int:
+    """A paging parameter as Jira reads it: a whole number, not negative; anything else is its
+    400 (a bare int() would make a junk value the fake's own 500)."""
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | str):
+        raise ValueError(f"{name} must be a number, not {value!r}")
+    if isinstance(value, str) and not re.fullmatch(r"[0-9]{1,9}", value.strip()):
+        raise ValueError(f"{name} must be a whole number of at least 0, not {value!r}")
+    number = int(value)
+    if number < 0:
+        raise ValueError(f"{name} must be at least 0, not {number}")
+    return number
 
 
 def _wanted_fields(values: list[str] | str) -> set[str] | None:
