@@ -9,10 +9,10 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from bot.config import Settings
 from cogs.bot import VoxdeskBot
@@ -21,6 +21,8 @@ from tests.audio_samples import encode, speechlike
 from tests.conftest import BLAZE, NOVA, QUILL, REPO
 from tests.fakes.discord_server import ALLOWED_CHANNEL, TOKEN, FakeDiscord, InjectedUser
 from tests.frontend_engine import FrontendEngine
+
+T = TypeVar("T")
 
 # The demo players as Discord users who send notes to the fake.
 nova = InjectedUser(int(NOVA), "nova")
@@ -117,6 +119,27 @@ async def logged_in(
         why = f"exited with {code}" if code is not None else f"had not logged in after {within:g} s"
         log = await asyncio.to_thread(log_path.read_text)
         raise AssertionError(f"`python -m bot run` {why}; its log ends:\n{log[-4000:]}")
+
+
+async def while_it_runs(
+    work: Awaitable[T], process: subprocess.Popen[bytes], log_path: Path, what: str, within: float
+) -> T:
+    """`work`'s result, as `logged_in` waits: a process that exits first fails at once, and either
+    failure ends with the process's log."""
+    waiting = asyncio.ensure_future(work)
+    exited = asyncio.ensure_future(asyncio.to_thread(process.wait))  # its thread ends with the kill
+    try:
+        await asyncio.wait({waiting, exited}, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        exited.cancel()
+        if not waiting.done():
+            waiting.cancel()
+    if waiting.done() and not waiting.cancelled() and not isinstance(waiting.exception(), TimeoutError):
+        return waiting.result()  # or raises why it failed (a request the fake refused)
+    code = process.poll()
+    why = f"exited with {code}" if code is not None else f"had not {what} after {within:g} s"
+    log = await asyncio.to_thread(log_path.read_text)
+    raise AssertionError(f"`python -m bot run` {why}; its log ends:\n{log[-4000:]}")
 
 
 async def caught_up(bot: VoxdeskBot, within: float = 30.0) -> None:

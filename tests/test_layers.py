@@ -24,7 +24,7 @@ from bot import paths
 from bot.config import Settings
 
 from .conftest import REPO
-from .discord_harness import bot_process, nova
+from .discord_harness import bot_process, logged_in, nova, while_it_runs
 from .fakes.discord_server import serving
 
 ROOT = REPO
@@ -235,9 +235,12 @@ async def test_run_does_not_load_the_lab_while_it_answers_a_note(settings: Setti
     note_bytes = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
     async with serving() as fake:
         with bot_process(settings, fake, tmp_path / "bot.log", env) as process:
-            await asyncio.wait_for(fake.identified.wait(), 90)
+            await logged_in(fake, process, tmp_path / "bot.log")
             note = await fake.send_note(nova, note_bytes)
-            await fake.wait_for(lambda _: any(r.is_voice_message for r in fake.replies_to(note["id"])), 90)
+            answered = fake.wait_for(
+                lambda _: any(r.is_voice_message for r in fake.replies_to(note["id"])), 90
+            )
+            await while_it_runs(answered, process, tmp_path / "bot.log", "answered the note", 90)
             process.send_signal(signal.SIGTERM)
             assert await asyncio.to_thread(process.wait, 60) == 0, (tmp_path / "bot.log").read_text()
     transcript = " ".join(r.content for r in fake.replies_to(note["id"]))
