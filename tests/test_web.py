@@ -1091,13 +1091,16 @@ async def test_a_plain_staff_password_keeps_logins_across_a_restart(settings) ->
 
 
 async def test_a_login_lasts_session_hours_however_often_its_cookie_is_rewritten(settings) -> None:
-    short = web_settings(settings.storage_dir, VOXDESK_WEB_SESSION_HOURS=str(2 / 3600))  # 2 s
-    async with web_client(short) as (client, _):
+    hours = web_settings(settings.storage_dir, VOXDESK_WEB_SESSION_HOURS="2")
+    async with web_client(hours) as (client, _):
+        now = [time.time()]
+        client.app[STATE].clock = lambda: now[0]
         assert await log_in(client) == 303
-        await asyncio.sleep(1.2)
+        now[0] += 1.2 * 3600
         await client.get("/")  # the playground writes the session: the cookie's age starts again
         rewritten = next(c for c in client.session.cookie_jar if c.key == "voxdesk_session").value
-        await asyncio.sleep(1.2)  # 2.4 s after the login, 1.2 s after the rewrite
+        assert (await client.get("/desk", allow_redirects=False)).status == 200  # not lapsed yet
+        now[0] += 1.2 * 3600  # 2.4 h after the login, 1.2 h after the rewrite
         async with TestClient(TestServer(client.app)) as copy:
             copy.session.cookie_jar.update_cookies({"voxdesk_session": rewritten})
             assert (await copy.get("/desk", allow_redirects=False)).status == 303

@@ -75,6 +75,7 @@ class WebState:
     visitor_key: bytes  # keys the hash a playground visitor's budget is kept under
     passwords: security.PasswordChecks
     discord_ready: Callable[[], bool] | None = None  # None: no Discord in this process
+    clock: Callable[[], float] = time.time  # unix time, by which a staff login lapses
     replies: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # token → (owner, ogg)
     # The desk's service check (each speaks a line and asks every backend) and /healthz's backend
     # probes: one at a time, and reused while fresh.

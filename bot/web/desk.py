@@ -12,7 +12,6 @@ import logging
 import math
 import secrets
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -172,7 +171,7 @@ async def _logged_in(request: web.Request) -> bool:
     # However often the cookie is rewritten (each write restarts its max-age), a login lasts
     # session_hours from the password typed: a logout's record is kept that long, no longer.
     since = session.get("since")
-    if not isinstance(since, int) or time.time() > _lapses_at(since, st.settings):
+    if not isinstance(since, int) or st.clock() > _lapses_at(since, st.settings):
         return False
     return not await st.staff_logins.ended(login)
 
@@ -246,7 +245,7 @@ async def login(request: web.Request) -> web.StreamResponse:
     # A fresh session (and CSRF token) at login: a cookie planted before it is worth nothing after.
     session = await new_session(request)
     session["staff"] = True
-    session["since"] = int(time.time())
+    session["since"] = int(st.clock())
     session["login"] = secrets.token_urlsafe(16)
     session["password"] = st.password_mark
     raise web.HTTPSeeOther(str(request.app.router["desk"].url_for()))
@@ -258,7 +257,8 @@ async def logout(request: web.Request) -> web.StreamResponse:
     if isinstance(login, str):
         # Until the login would have lapsed by itself: a copy of the cookie opens nothing meanwhile.
         since = session.get("since")
-        lapses = _lapses_at(since if isinstance(since, int) else time.time(), web_state(request).settings)
+        st = web_state(request)
+        lapses = _lapses_at(since if isinstance(since, int) else st.clock(), st.settings)
         try:
             await web_state(request).staff_logins.end(login, lapses)
         except sqlite3.Error as exc:
