@@ -124,7 +124,10 @@ class CatchUp(commands.Cog):
         self._claims_unkept = Outage(log, "pruning the claims of /grievance file works again")
         self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
         self._too_old_counted: dict[int, None] = {}
-        self.recheck = Every(bot.discord_settings.recheck_seconds, self._recheck, "recheck")
+        self.recheck = Every(bot.discord_settings.recheck_seconds, self._counted_recheck, "recheck")
+        # Rechecks begun and run whole: whether one is under way shows only here.
+        self.rechecks_begun = 0
+        self.rechecks_ended = 0
         # Set once the start's catch-up has ended, however it ended: from then on a note sent is
         # live or the recheck's, never read as the start's own (discord.py's loop has no event).
         self.caught_up = asyncio.Event()
@@ -221,6 +224,13 @@ class CatchUp(commands.Cog):
         since = (quiet or discord.utils.utcnow()) - CLOCK_MARGIN
         log.info("new gateway session: reading the notes sent since %s", since.isoformat(timespec="seconds"))
         self.bot.track(self.catch_up(since), aside=True)
+
+    async def _counted_recheck(self) -> None:
+        self.rechecks_begun += 1
+        try:
+            await self._recheck()
+        finally:
+            self.rechecks_ended += 1
 
     async def _recheck(self) -> None:
         if not self.bot.accepting:

@@ -69,11 +69,64 @@ async def running_bot(
         raise TimeoutError("the bot did not log in")
     bot = started.result()
     await asyncio.wait_for(bot.wait_until_ready(), 30)
+    running = _RUNNING.setdefault(id(fake), [])
+    running.append(bot)
     try:
         yield Harness(fake, bot, engine, settings, stop, task)
     finally:
+        running.remove(bot)
         stop.set()
         await asyncio.wait_for(task, 60)
+
+
+# The bots running_bot started, by the fake they talk to: those `settle` waits for.
+_RUNNING: dict[int, list[VoxdeskBot]] = {}
+
+
+async def settle(fake: FakeDiscord, within: float = 30.0) -> None:
+    """Until the bots running_bot started against `fake` have sent all they will for what has
+    happened so far (a test then asserts that nothing more came). Each has read every gateway
+    event sent it, ended its start's catch-up and its first recheck (with rechecks a second or
+    less apart, one begun after this look), and holds no note, command, reaction or send in
+    flight; then all again, until a look finds no new request but reads. (A quiet moment in the
+    fake's log is no sign: on a busy machine the next send can come later still.)"""
+    bots = list(_RUNNING.get(id(fake), ()))
+    assert bots, "settle: no bot that running_bot started talks to this fake"
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        sends = _sends(fake)
+        await fake.read_by_the_bot(within)
+        for bot in (b for b in bots if not b.is_closed()):  # one stopped sends nothing more
+            await caught_up(bot, within)
+            catch_up: Any = bot.get_cog("CatchUp")
+            fast = bot.discord_settings.recheck_seconds <= 1.0
+            ended = catch_up.rechecks_begun + 1 if fast else 1
+            while not (catch_up.rechecks_ended >= ended and not _at_work(bot)):
+                if asyncio.get_running_loop().time() > deadline:
+                    raise AssertionError(
+                        f"settle: the bot is still at work after {within:g} s: {_at_work(bot)}"
+                    )
+                await asyncio.sleep(0.01)
+        if _sends(fake) == sends:
+            return
+
+
+def _sends(fake: FakeDiscord) -> int:
+    return sum(1 for r in fake.received if r.method != "GET")
+
+
+def _at_work(bot: VoxdeskBot) -> str:
+    """What the bot has under way that may still send: "" for nothing."""
+    catch_up: Any = bot.get_cog("CatchUp")
+    voice: Any = bot.get_cog("VoiceNotes")
+    doing = []
+    if bot.inflight:
+        doing.append(f"{bot.inflight} note(s), command(s) or read(s)")
+    if voice is not None and voice._on_their_own:
+        doing.append(f"{len(voice._on_their_own)} reaction(s), typing or send(s) given up on")
+    if catch_up.rechecks_begun > catch_up.rechecks_ended:
+        doing.append("a recheck")
+    return ", ".join(doing)
 
 
 @contextlib.contextmanager

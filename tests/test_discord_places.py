@@ -17,6 +17,7 @@ from tests.discord_harness import (
     nova,
     quill,
     running_bot,
+    settle,
     voice_note,
 )
 from tests.fakes.discord_server import (
@@ -35,7 +36,7 @@ from tests.fakes.discord_server import (
 )
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_replies import settled
-from tests.test_discord_restarts import note_state, settle
+from tests.test_discord_restarts import note_state
 
 FORUM = 920000000000000077
 

@@ -602,6 +602,24 @@ class FakeDiscord(Strict):
         for session_id in self.sessions.keys() - held:
             self.missed.setdefault(session_id, []).append((event, data))
 
+    async def read_by_the_bot(self, within: float = 30.0) -> None:
+        """Until every ready session has read each event sent it so far. Discord's heartbeat
+        request (op 1) is answered at once with the sequence the client last read, and a client
+        reads its gateway in order: that answer means every event before it was parsed and
+        handed to the bot's listeners."""
+        asked = [
+            (session, session.sequence)
+            for session in list(self._sockets)
+            if session.ready and not session.ws.closed
+        ]
+        for session, _ in asked:
+            await session.send({"op": 1, "d": None})
+
+        def read() -> bool:
+            return all(session.ws.closed or session.beat >= sequence for session, sequence in asked)
+
+        await self.wait_for(lambda _: read(), within)
+
     def _about_unseen_thread(self, data: dict[str, Any]) -> bool:
         place = data.get("channel_id") or (data.get("id") if "parent_id" in data else None)
         return place is not None and not self.bot_sees(int(place))
@@ -2255,6 +2273,7 @@ class _GatewaySession:
         self.session_id = f"fake-session-{snowflake()}"
         self.closed_by_fake = False
         self.client_close_code: int | None = None  # None: the client dropped without a close frame
+        self.beat = -1  # the sequence the client's latest heartbeat said it had read
         self._compressor = zlib.compressobj() if zlib_stream else None
         self._lock = asyncio.Lock()
 
@@ -2291,7 +2310,9 @@ class _GatewaySession:
             payload = json.loads(msg.data)
             op, data = payload.get("op"), payload.get("d")
             if op == 1:  # heartbeat
+                self.beat = data if isinstance(data, int) else 0
                 await self.send({"op": 11})
+                await self.fake.changed()  # read_by_the_bot waits on it
             elif op == 2:  # identify
                 if data.get("token") != TOKEN:
                     await self.close(4004, b"Authentication failed.")
