@@ -469,7 +469,9 @@ async def test_a_raid_downloads_no_more_notes_than_turns_can_take(settings, fake
         notes = [await h.fake.send_note(r, voice_note()) for r in raiders]
         await h.fake.wait_for(lambda _: len(h.fake.sent("cdn")) >= 2, within=20)
         await engine.until_asked(2)  # both turns hold their slots until let go
-        await asyncio.sleep(0.5)  # room for a third download, were one to start
+        # Every other note has come as far as its download: waiting for a slot, not downloading.
+        slots = h.bot.get_cog("VoiceNotes")._notes_in_hand  # type: ignore[union-attr]
+        await eventually(lambda: len(slots._waiters or ()) == len(notes) - 2 or len(h.fake.sent("cdn")) > 2)
         assert len(h.fake.sent("cdn")) == 2
         engine.hold.set()
         await h.fake.wait_for(lambda _: all(len(h.fake.replies_to(n["id"])) >= 2 for n in notes), within=60)

@@ -21,6 +21,7 @@ from bot.speech.voices import ReplyVoices
 from bot.tools.base import ToolContext
 
 from .conftest import NOVA
+from .test_discord_news import eventually
 
 JOE = neural.JOE.name
 
@@ -321,27 +322,43 @@ def test_replies_at_once_share_a_sentence_being_synthesised(reply_voices, monkey
     assert len({r.duration_secs for r in replies}) == 1
 
 
+class Held:
+    """The real voice, held at each synthesis until `set`: a raid's backlog."""
+
+    def __init__(self) -> None:
+        self.go = threading.Event()
+        self.entered = threading.Event()
+
+    def set(self) -> None:
+        self.go.set()
+
+    async def backlog(self) -> None:
+        """Until a synthesis is held: the raid's replies, handed to the speaker's threads at once,
+        wait behind it. (A pause would not do: on a busy machine the raid may not have begun.)"""
+        await eventually(self.entered.is_set)
+
+
 @pytest.fixture
-def go(monkeypatch: pytest.MonkeyPatch) -> threading.Event:
-    """The real voice, held at each synthesis until the event is set: a raid's backlog."""
-    go = threading.Event()
+def go(monkeypatch: pytest.MonkeyPatch) -> Held:
+    held_voice = Held()
     real = neural.NeuralVoice.synthesize
 
     def held(self, text, rate_wpm=neural.NATURAL_WPM):  # type: ignore[no-untyped-def]
-        go.wait(30)
+        held_voice.entered.set()
+        held_voice.go.wait(30)
         return real(self, text, rate_wpm)
 
     monkeypatch.setattr(neural.NeuralVoice, "synthesize", held)
-    return go
+    return held_voice
 
 
-async def test_replies_waiting_for_their_voice_leave_the_default_threads_free(reply_voices, go):
+async def test_replies_waiting_for_their_voice_leave_the_default_threads_free(reply_voices, go: Held):
     # A raid: more replies wait for synthesis than asyncio has default threads. Decoding,
     # routing and the grievance spool, which run there, must not queue behind them.
     speaking = ReplySpeaker(reply_voices, 165, threads=1)
     try:
         raid = [asyncio.create_task(speaking.speak_soon(f"Reply number {n}.", JOE)) for n in range(40)]
-        await asyncio.sleep(0.2)
+        await go.backlog()
         probe = asyncio.create_task(asyncio.to_thread(lambda: "decoded"))
         done, _ = await asyncio.wait({probe}, timeout=20)  # the held voices wait 30 s
         go.set()
@@ -352,12 +369,12 @@ async def test_replies_waiting_for_their_voice_leave_the_default_threads_free(re
     assert all(reply.ogg.startswith(b"OggS") for reply in replies)
 
 
-async def test_closing_the_speaker_in_a_raid_ends_replies_with_an_error(reply_voices, go, caplog):
+async def test_closing_the_speaker_in_a_raid_ends_replies_with_an_error(reply_voices, go: Held, caplog):
     # At shutdown, replies still waiting are neither spoken again by eSpeak (the app would wait
     # for them) nor handed a cancellation their callers would take for their own.
     speaking = ReplySpeaker(reply_voices, 165, threads=1)
     raid = [asyncio.create_task(speaking.speak_soon(f"Reply number {n}.", JOE)) for n in range(40)]
-    await asyncio.sleep(0.2)
+    await go.backlog()
     with caplog.at_level(logging.ERROR):
         speaking.close()
         go.set()
