@@ -181,7 +181,9 @@ async def test_a_notes_audio_must_be_strict_base64_of_the_format_it_declares() -
 # ---- Discord --------------------------------------------------------------------------------
 
 
-async def discord_post(fake: FakeDiscord, path: str, body: dict[str, Any], audio: bytes | None = None) -> Any:
+async def discord_post(
+    fake: FakeDiscord, path: str, body: dict[str, Any], audio: bytes | None = None, part: str = "files[0]"
+) -> Any:
     headers = {"Authorization": f"Bot {TOKEN}"}
     async with aiohttp.ClientSession() as session:
         if audio is None:
@@ -189,7 +191,7 @@ async def discord_post(fake: FakeDiscord, path: str, body: dict[str, Any], audio
         else:
             form = aiohttp.FormData()
             form.add_field("payload_json", json.dumps(body), content_type="application/json")
-            form.add_field("files[0]", audio, filename="voice-message.ogg", content_type="audio/ogg")
+            form.add_field(part, audio, filename="voice-message.ogg", content_type="audio/ogg")
             request = session.post(f"{fake.api_base}{path}", data=form, headers=headers)
         async with request as response:
             return await response.json()
@@ -309,6 +311,20 @@ async def test_only_settable_flags_are_taken(refusing_discord: FakeDiscord) -> N
     crossposted = await discord_post(fake, followup, {"content": "x", "flags": 1})
     assert crossposted["code"] == 50035
     assert len(fake.violations) == 3
+
+
+async def test_an_attachment_names_its_upload_by_the_part_not_the_order(
+    refusing_discord: FakeDiscord,
+) -> None:
+    """attachments[].id is the n of the files[n] part it describes: a lone upload sent as files[1]
+    is no attachment 0, whatever the order of the parts."""
+    fake = refusing_discord
+    channel = f"/channels/{ALLOWED_CHANNEL}/messages"
+    body = {"content": "your reply", "attachments": [{"id": "0", "filename": "reply.ogg"}]}
+    refused = await discord_post(fake, channel, body, voice_note(), part="files[1]")
+    assert refused["code"] == 50035 and "no uploaded files[0]" in refused["message"]
+    assert "id" in await discord_post(fake, channel, body, voice_note(), part="files[0]")
+    assert len(fake.violations) == 1
 
 
 async def test_a_voice_message_declares_the_duration_of_its_audio(refusing_discord: FakeDiscord) -> None:

@@ -1429,10 +1429,11 @@ class FakeDiscord(Strict):
         if len(content) > CONTENT_LIMIT:
             self._violate(50035, f"content: Must be {CONTENT_LIMIT} or fewer in length.")
         declared = body.get("attachments") or []
-        file_ids = {str(i) for i in range(len(files))}
+        # An attachment's id names the upload by its part, files[id]: not by the order of uploads.
+        file_ids = {m[1] for f in files if (m := re.fullmatch(r"files\[(\d+)\]", f.field))}
         for a in declared:
             if str(a["id"]) not in file_ids:
-                self._violate(50035, f"attachments: id {a['id']} refers to no uploaded file")
+                self._violate(50035, f"attachments: id {a['id']} refers to no uploaded files[{a['id']}]")
         if not (content or files or body.get("embeds") or body.get("sticker_ids") or body.get("poll")):
             self._violate(50006, "Cannot send an empty message")
         flags = int(body.get("flags") or 0)
