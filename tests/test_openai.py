@@ -581,6 +581,24 @@ async def test_start_up_warns_about_unknown_and_retired_models(storage, fake, ca
     assert "no-such-model is not offered" in caplog.text
 
 
+async def test_a_turn_on_a_model_openai_does_not_serve_is_answered_by_the_fallback(
+    storage, fake, caplog
+) -> None:
+    """OpenAI answers a chat on a model it does not serve with 404 model_not_found: the player
+    still gets an answer, and the log names the model to fix. The defaults are models it serves."""
+    from bot.config import OpenAISettings
+
+    defaults = OpenAISettings()
+    assert {defaults.model, defaults.transcribe_model} <= set(fake.models)
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_MODEL="gpt-audio-15")
+    async with running_app(settings) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.engine == "none" and reply.text  # the apology, the default fallback
+    assert [c.body["model"] for c in fake.chats] == ["gpt-audio-15"]
+    assert "model gpt-audio-15 is not offered by this provider: check openai.model" in caplog.text
+    assert "engine openai failed" in caplog.text and "404" in caplog.text
+
+
 async def test_cli_ask_json_runs_a_full_turn_on_any_compatible_server(storage, fake) -> None:
     import asyncio
     import os

@@ -14,7 +14,9 @@ at `max_completion_tokens` with finish_reason "length", can be told to take its 
 past the client's timeout, a connection closed with no answer once the request is read, or reset
 before its body is, malformed
 JSON, Azure's content filter (told to, or on words it is told to block, wherever in the prompt
-they are). Its usage can be given the shape a compatible server gives it.
+they are). Its usage can be given the shape a compatible server gives it. A chat or
+transcription on a model it does not list (`models`) is OpenAI's 404 model_not_found; on Azure,
+an api-version it does not serve (`api_versions`) or a deployment it lacks is Azure's 404.
 """
 
 from __future__ import annotations
@@ -208,6 +210,20 @@ class FakeOpenAI(Strict):
         }
         return web.json_response({"error": error}, status=404)
 
+    def _no_model(self, request: web.Request, model: object) -> web.Response | None:
+        """OpenAI's 404 for a model it does not serve (Azure names a deployment instead), as the
+        model lookup answers it: a request names the model it runs on, and a wrong name is no
+        answer however well-formed the rest."""
+        if request.path.startswith("/openai/") or not isinstance(model, str) or model in self.models:
+            return None
+        error = {
+            "message": f"The model `{model}` does not exist or you do not have access to it.",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "model_not_found",
+        }
+        return web.json_response({"error": error}, status=404)
+
     def _authorised(self, request: web.Request) -> bool:
         if request.path.startswith("/openai/"):
             return request.headers.get("api-key") == AZURE_KEY
@@ -285,6 +301,9 @@ class FakeOpenAI(Strict):
             return web.json_response(
                 {"error": {"message": "; ".join(errors), "type": "invalid_request_error"}}, status=400
             )
+        unserved = self._no_model(request, body["model"])
+        if unserved is not None:
+            return unserved
         bad_audio = _input_audio_errors(body["messages"])
         if bad_audio:
             for param, error in bad_audio:
@@ -420,6 +439,9 @@ class FakeOpenAI(Strict):
             for error in errors:
                 self.refuse(error)
             return web.json_response({"error": {"message": "; ".join(errors)}}, status=400)
+        unserved = self._no_model(request, body.get("model"))
+        if unserved is not None:
+            return unserved
         failed = await self._fail_if_told(request, self.transcription_failures)
         if failed is not None:
             return failed
