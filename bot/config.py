@@ -731,10 +731,19 @@ def _load_dotenv() -> None:
 
 def _read_toml(path: Path) -> dict[str, typing.Any]:
     try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid TOML ({exc}): fix the file") from None
+        # Notepad and PowerShell's `Out-File -Encoding utf8` begin a file with a byte-order mark,
+        # which TOML does not allow and tomllib reads as an invalid first line.
+        return tomllib.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not valid TOML (it is not UTF-8 text): save it as UTF-8") from None
+    except tomllib.TOMLDecodeError as exc:
+        # A Windows path in "double quotes" reads "\v" as an escape.
+        hint = (
+            ": write a Windows path in 'single quotes' or with forward slashes"
+            if "Unescaped '\\'" in str(exc)
+            else ": fix the file"
+        )
+        raise ConfigError(f"{path} is not valid TOML ({exc}){hint}") from None
     except OSError as exc:
         raise ConfigError(f"{path} cannot be read: {exc.strerror or exc}") from None
 

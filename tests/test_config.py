@@ -82,6 +82,8 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ('[usage.prices."gpt-audio-1.5"]\ntext_in = "2.5"\n', {}, "usage.prices.'gpt-audio-1.5'.text_in"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_inn = 2.5\n', {}, "usage.prices.'gpt-audio-1.5'.text_inn"),
         ("[usage.price_as]\nvoxdesk-audio = 'gpt-audio-15'\n", {}, "usage.price_as.'voxdesk-audio'"),
+        # A Windows path in "double quotes": "\v" is no TOML escape.
+        ('[storage]\ndir = "C:\\voxdesk\\var"\n', {}, "write a Windows path in 'single quotes'"),
     ],
 )
 def test_bad_settings_stop_with_one_line_naming_the_key(
@@ -92,6 +94,14 @@ def test_bad_settings_stop_with_one_line_naming_the_key(
     message = str(caught.value)
     assert names in message
     assert "\n" not in message
+
+
+def test_a_config_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
+    # Notepad's and PowerShell's UTF-8 begins with one: "not valid TOML (Invalid statement (at
+    # line 1, column 1))" named no cause.
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\xef\xbb\xbf[agent]\r\nmax_tool_rounds = 5\r\n")
+    assert load_settings(path, environ={}).agent.max_tool_rounds == 5
 
 
 def test_more_speech_workers_than_cores_is_a_warning_naming_the_key(
