@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import io
 import ipaddress
 import logging
 import math
@@ -714,19 +715,46 @@ class _EnvText(str):
     """A value from the environment: still text, converted to the field's type on build."""
 
 
+DOTENV = Path(".env")  # in the working directory, like config.toml
+
+
 def _load_dotenv() -> None:
     try:
-        from dotenv import dotenv_values, load_dotenv
+        from dotenv import dotenv_values
     except ImportError:  # optional: plain environment variables still work
         return
-    # The working directory, like config.toml. No ${VAR} expansion: a secret may hold "${".
-    load_dotenv(Path(".env"), override=False, interpolate=False)
-    # A secret the environment has empty is one it does not have (compose's ${OPENAI_API_KEY} on
-    # a host without it, a unit's `Environment=OPENAI_API_KEY=`): .env's value is taken, rather
-    # than start-up saying it is set nowhere.
-    for var, value in dotenv_values(Path(".env"), interpolate=False).items():
-        if var in Secrets.ENV.values() and value and not os.environ.get(var, "").strip():
+    try:
+        # Read here, not by python-dotenv: before 1.2.3 it dropped the first line of a file that
+        # begins with a byte-order mark (Notepad's UTF-8), and a file PowerShell 5 wrote with `>`
+        # (UTF-16) stopped every command with a traceback.
+        text = DOTENV.read_bytes().decode("utf-8-sig")
+    except (FileNotFoundError, IsADirectoryError):  # none, or a virtualenv named .env
+        return
+    except UnicodeDecodeError:
+        raise ConfigError(
+            f"{DOTENV.resolve()} is not UTF-8 text (PowerShell 5's > writes UTF-16): save it as UTF-8"
+        ) from None
+    # No ${VAR} expansion: a secret may hold "${".
+    for var, value in dotenv_values(stream=io.StringIO(text), interpolate=False).items():
+        if value is None:
+            continue
+        present = os.environ.get(var)
+        if present is None:
             os.environ[var] = value
+        elif var in Secrets.ENV.values() and value.strip():
+            if not present.strip():
+                # A secret the environment has empty is one it does not have (compose's
+                # ${OPENAI_API_KEY} on a host without it, a unit's `Environment=OPENAI_API_KEY=`):
+                # .env's value is taken, rather than start-up saying it is set nowhere.
+                os.environ[var] = value
+            elif present.strip() != value.strip():
+                # A token renewed in .env while a shell profile or the unit still exports the old
+                # one: Discord refuses the old one and nothing said which was sent.
+                log.warning(
+                    "%s is set in the environment and, to another value, in %s: the environment's is used",
+                    var,
+                    DOTENV.resolve(),
+                )
 
 
 def _read_toml(path: Path) -> dict[str, typing.Any]:

@@ -275,6 +275,41 @@ def test_dotenv_keeps_a_secret_with_a_dollar_brace_as_written(
     assert load_settings().secrets.openai_api_key == "sk-a${b}c$d"
 
 
+def test_a_dotenv_file_powershell_wrote_is_one_line_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # PowerShell 5's `"DISCORD_TOKEN=..." > .env` writes UTF-16: every command stopped with
+    # python-dotenv's UnicodeDecodeError and its traceback.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_bytes("DISCORD_TOKEN=a.b.c\r\n".encode("utf-16"))
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        f"{tmp_path / '.env'} is not UTF-8 text (PowerShell 5's > writes UTF-16): save it as UTF-8"
+    )
+
+
+def test_a_secret_in_the_environment_and_otherwise_in_dotenv_says_which_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A token renewed in .env while the unit or a shell profile still exports the old one: Discord
+    # refused the old one and nothing said it was the one sent.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISCORD_TOKEN", "MTIz.old-token.from-the-environment")
+    monkeypatch.setenv("JIRA_API_TOKEN", "jira-token-value")
+    (tmp_path / ".env").write_text(
+        "DISCORD_TOKEN=MTIz.new-token.in-dotenv\nJIRA_API_TOKEN=jira-token-value \n"
+    )
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    settings = load_settings()
+    assert settings.secrets.discord_token == "MTIz.old-token.from-the-environment"
+    (said,) = [r.getMessage() for r in caplog.records]  # the same token, blank aside, is no news
+    assert said == (
+        f"DISCORD_TOKEN is set in the environment and, to another value, in {tmp_path / '.env'}:"
+        " the environment's is used"
+    )
+
+
 def test_shown_url_drops_credentials_and_query() -> None:
     from bot.config import shown_url
 
