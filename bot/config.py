@@ -481,7 +481,13 @@ def load_settings(
     if links:
         log.info("ignored Kubernetes service-link variables: %s", ", ".join(sorted(links)))
 
-    built = {name: _build_section(name, cls, sections.get(name, {})) for name, cls in SECTIONS.items()}
+    built = {
+        name: _build_section(name, cls, sections.get(name, {}), source) for name, cls in SECTIONS.items()
+    }
+    for section, key in PATH_SETTINGS:
+        built[section] = dataclasses.replace(
+            built[section], **{key: _local_path(f"{section}.{key}", getattr(built[section], key))}
+        )
     secrets = Secrets(**{name: environ.get(var, "").strip() for name, var in Secrets.ENV.items()})
     settings = Settings(**built, secrets=secrets, source=source)
     logs.mask_secrets(_values_to_mask(settings, environ))
@@ -489,6 +495,19 @@ def load_settings(
     _check_languages(settings.offline)
     _check_required_secrets(settings)
     return settings
+
+
+# Files and folders: "~" is the home folder of the user voxdesk runs as, as in a shell; a TOML
+# string and a unit's Environment= expand nothing, and Path("~/x") is a folder named "~" here.
+PATH_SETTINGS = (("storage", "dir"), ("storage", "manuals_dir"), ("agent", "system_prompt_file"))
+_WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:[\\/]")
+
+
+def _local_path(key: str, value: str) -> str:
+    if os.name != "nt" and _WINDOWS_DRIVE.match(value):
+        # Elsewhere it is a relative path: a folder named "C:\voxdesk\var" in the working one.
+        raise ConfigError(f"{key} = {value} is a Windows path: write this machine's, such as /srv/voxdesk")
+    return os.path.expanduser(value) if value.startswith("~") else value
 
 
 # Numbers that must be above zero: a limit of 0 turns, notes or connections would stop the bot
@@ -818,21 +837,25 @@ def _closest_setting(key: str) -> str:
     return f": settings are {ENV_PREFIX}<SECTION>_<KEY> with a section of {', '.join(SECTIONS)}"
 
 
-def _build_section(section: str, cls: type, values: dict[str, typing.Any]) -> typing.Any:
+def _build_section(section: str, cls: type, values: dict[str, typing.Any], source: str) -> typing.Any:
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, typing.Any] = {}
     for key, value in values.items():
         if key not in hints:
-            known = ", ".join(f.name for f in dataclasses.fields(cls))
-            raise ConfigError(f"unknown setting {section}.{key}: known keys are {known}")
-        kwargs[key] = _coerce(f"{section}.{key}", hints[key], value)
+            known = [f.name for f in dataclasses.fields(cls)]
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
+            guess = f"did you mean {close[0]}? " if close else ""
+            raise ConfigError(
+                f"unknown setting {section}.{key} in {source}: {guess}known keys are {', '.join(known)}"
+            )
+        kwargs[key] = _coerce(f"{section}.{key}", hints[key], value, source)
         allowed = CHOICES.get((section, key))
         if allowed and kwargs[key] not in allowed:
             raise ConfigError(f"{section}.{key} = {kwargs[key]!r}: choose one of {', '.join(allowed)}")
     return cls(**kwargs)
 
 
-def _coerce(key: str, hint: typing.Any, value: typing.Any) -> typing.Any:
+def _coerce(key: str, hint: typing.Any, value: typing.Any, source: str) -> typing.Any:
     origin = typing.get_origin(hint)
     from_env = isinstance(value, _EnvText)
     wanted = getattr(hint, "__name__", str(hint))
@@ -868,9 +891,9 @@ def _coerce(key: str, hint: typing.Any, value: typing.Any) -> typing.Any:
             (item,) = typing.get_args(hint)
             if from_env:
                 parts = [p.strip() for p in value.split(",") if p.strip()]
-                return [_coerce(key, item, _EnvText(p)) for p in parts]
+                return [_coerce(key, item, _EnvText(p), source) for p in parts]
             if isinstance(value, list):
-                return [_coerce(key, item, v) for v in value]
+                return [_coerce(key, item, v, source) for v in value]
             raise ValueError
         if origin is dict:
             if from_env:
@@ -885,8 +908,11 @@ def _coerce(key: str, hint: typing.Any, value: typing.Any) -> typing.Any:
             wanted = "a list" + (" (comma-separated in the environment)" if from_env else "")
         elif origin is dict:
             wanted = "a table (set it in config.toml)"
-        where = "environment variable" if from_env else "config value"
-        raise ConfigError(f"{key}: {where} {value!r} is not {_article(wanted)}: fix it") from None
+        if from_env:
+            given = f"{key}: {ENV_PREFIX}{key.replace('.', '_').upper()} = {value!r}"
+        else:
+            given = f"{key} = {value!r} in {source}"
+        raise ConfigError(f"{given} is not {_article(wanted)}: fix it") from None
     raise TypeError(f"unsupported setting type {hint}")
 
 

@@ -84,6 +84,9 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("[usage.price_as]\nvoxdesk-audio = 'gpt-audio-15'\n", {}, "usage.price_as.'voxdesk-audio'"),
         # A Windows path in "double quotes": "\v" is no TOML escape.
         ('[storage]\ndir = "C:\\voxdesk\\var"\n', {}, "write a Windows path in 'single quotes'"),
+        # Copied from a Windows machine: elsewhere a folder named so in the working directory.
+        ("[storage]\ndir = 'C:\\voxdesk\\var'\n", {}, "storage.dir = C:\\voxdesk\\var is a Windows path"),
+        ("", {"VOXDESK_STORAGE_MANUALS_DIR": "D:/manuals"}, "storage.manuals_dir = D:/manuals is a Windows"),
     ],
 )
 def test_bad_settings_stop_with_one_line_naming_the_key(
@@ -102,6 +105,36 @@ def test_a_config_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> Non
     path = tmp_path / "config.toml"
     path.write_bytes(b"\xef\xbb\xbf[agent]\r\nmax_tool_rounds = 5\r\n")
     assert load_settings(path, environ={}).agent.max_tool_rounds == 5
+
+
+def test_a_misspelt_key_or_a_wrong_type_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    path = write(tmp_path, "[agent]\nengin = 'offline'\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value).startswith(f"unknown setting agent.engin in {path}: did you mean engine? ")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, "[agent]\nmax_tool_rounds = '5'\n"), environ={})
+    assert str(caught.value) == f"agent.max_tool_rounds = '5' in {path} is not an integer: fix it"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, ""), environ={"VOXDESK_AGENT_MAX_TOOL_ROUNDS": "x"})
+    assert (
+        str(caught.value)
+        == "agent.max_tool_rounds: VOXDESK_AGENT_MAX_TOOL_ROUNDS = 'x' is not an integer: fix it"
+    )
+
+
+def test_a_path_setting_starting_with_a_tilde_is_in_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Neither TOML nor a unit's Environment= expands "~": Path("~/voxdesk") is a folder named "~".
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    settings = load_settings(
+        write(tmp_path, "[storage]\ndir = '~/voxdesk'\nmanuals_dir = '~/manuals'\n"),
+        environ={"VOXDESK_AGENT_SYSTEM_PROMPT_FILE": "~/prompt.md"},
+    )
+    assert settings.storage_dir == tmp_path / "home" / "voxdesk"
+    assert settings.manuals_dir == tmp_path / "home" / "manuals"
+    assert settings.system_prompt_path == tmp_path / "home" / "prompt.md"
 
 
 def test_more_speech_workers_than_cores_is_a_warning_naming_the_key(
