@@ -989,4 +989,29 @@ def _check_required_secrets(settings: Settings) -> None:
 def require_discord_token(settings: Settings) -> str:
     if not settings.secrets.discord_token:
         raise ConfigError("DISCORD_TOKEN is not set but `run` needs it: set it in the environment or .env")
+    check_discord_token_shape(settings.secrets.discord_token)
     return settings.secrets.discord_token
+
+
+_TOKEN_CHARACTERS = re.compile(r"[A-Za-z0-9_.-]+")
+_FROM_THE_BOT_PAGE = "copy the token from the Bot page of the Discord developer portal (Reset Token)"
+
+
+def check_discord_token_shape(token: str) -> None:
+    """Refuse what is plainly not a bot token (never shown: it may be another secret), before
+    Discord is asked. A bot token's parts have dots between them; the portal's other values
+    beside it (the application id, the public key, the OAuth2 client secret) have no dot."""
+    if token.lower().startswith("bot "):
+        raise ConfigError('DISCORD_TOKEN begins with "Bot ": set the token alone (discord.py adds "Bot ")')
+    if not _TOKEN_CHARACTERS.fullmatch(token):
+        raise ConfigError(
+            "DISCORD_TOKEN holds quotes, spaces or other characters no bot token has: set the token"
+            " alone, unquoted (docker's --env-file keeps quotes as part of the value)"
+        )
+    if "." not in token:
+        what = (
+            "is a number, such as the application id"
+            if token.isdigit()
+            else "has no dot, like the client secret and the public key"
+        )
+        raise ConfigError(f"DISCORD_TOKEN {what}: it is not a bot token; {_FROM_THE_BOT_PAGE}")

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bot.config import ConfigError, Settings
+from bot.config import ConfigError, Settings, check_discord_token_shape
 from bot.db import kept, naming
 from bot.logs import masked
 
@@ -129,6 +129,7 @@ async def check_fallback(settings: Settings, live: App | None = None) -> str:
 def check_discord_token(settings: Settings, for_run: bool) -> str:
     """No network call: Discord itself is tried when `run` logs in."""
     if settings.secrets.discord_token:
+        check_discord_token_shape(settings.secrets.discord_token)
         return "DISCORD_TOKEN set (Discord tries it when `run` logs in)"
     if for_run:
         raise ConfigError("DISCORD_TOKEN not set: `run` needs it")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot import health, paths
+from bot.config import ConfigError, load_settings
 from bot.tools import grievance_store
 
 from .conftest import REPO
@@ -55,6 +56,23 @@ def test_bad_setting_exits_with_one_line(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0
     assert "agent.engine" in done.stderr
+
+
+def test_run_and_check_refuse_an_application_id_given_as_the_token_without_asking_discord(
+    tmp_path: Path,
+) -> None:
+    # The portal shows the application id and the client secret beside the token: Discord's
+    # refusal named no cause, and `check` passed it as set.
+    nowhere = "http://127.0.0.1:9"  # nothing listens: a login tried would be exit 5, not 2
+    env = {"DISCORD_TOKEN": "912345678901234567", "VOXDESK_DISCORD_API_BASE": nowhere}
+    ran = voxdesk("run", storage=tmp_path, **env)
+    said = "DISCORD_TOKEN is a number, such as the application id: it is not a bot token"
+    assert ran.returncode == 2
+    assert ran.stderr.startswith(f"config error: {said}; copy the token from the Bot page")
+    assert ran.stderr.count("\n") == 1
+    settings = load_settings(REPO / "config.toml", environ=env)
+    with pytest.raises(ConfigError, match=said):
+        health.check_discord_token(settings, for_run=False)
 
 
 def test_a_damaged_database_is_one_line_and_the_process_ends(settings) -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import OPENAI_SDK_ENV, SECTIONS, ConfigError, Secrets, load_settings
+from bot.config import OPENAI_SDK_ENV, SECTIONS, ConfigError, Secrets, load_settings, require_discord_token
 
 from .conftest import REPO
 
@@ -341,6 +341,26 @@ def test_a_secret_in_the_environment_and_otherwise_in_dotenv_says_which_is_used(
         f"DISCORD_TOKEN is set in the environment and, to another value, in {tmp_path / '.env'}:"
         " the environment's is used"
     )
+
+
+@pytest.mark.parametrize(
+    ("token", "said"),
+    [
+        (
+            "912345678901234567",
+            "DISCORD_TOKEN is a number, such as the application id: it is not a bot token",
+        ),
+        ("aB3dE5gH7jK9mN1pQ3sT5vW7yZ9bC1dE", "DISCORD_TOKEN has no dot, like the client secret"),
+        ("Bot MTIz.abc.def", 'DISCORD_TOKEN begins with "Bot "'),
+        ('"MTIz.abc.def"', "DISCORD_TOKEN holds quotes, spaces or other characters"),
+    ],
+)
+def test_what_is_plainly_no_bot_token_is_refused_before_discord_is_asked(token: str, said: str) -> None:
+    settings = load_settings(REPO / "config.toml", environ={"DISCORD_TOKEN": token})
+    with pytest.raises(ConfigError) as caught:
+        require_discord_token(settings)
+    assert str(caught.value).startswith(said)
+    assert token.strip('"').removeprefix("Bot ") not in str(caught.value)
 
 
 def test_shown_url_drops_credentials_and_query() -> None:

@@ -274,7 +274,7 @@ async def test_a_bot_that_hears_no_more_notes_still_drops_a_conversation_gone_id
 async def test_sync_with_a_refused_token_says_so_in_one_line(settings, fake: FakeDiscord):
     env = {
         **os.environ,
-        "DISCORD_TOKEN": "not-the-token",
+        "DISCORD_TOKEN": "not-the.token",
         "VOXDESK_DISCORD_API_BASE": fake.api_base,
         "VOXDESK_STORAGE_DIR": str(settings.storage_dir),
     }
