@@ -982,8 +982,40 @@ def _check_required_secrets(settings: Settings) -> None:
                 f"jira.url = {shown_url(settings.jira.url)!r} is not https: set your "
                 "https://<site>.atlassian.net (plain http only for localhost)"
             )
+    o = settings.openai
+    if settings.agent.engine == "openai" and o.provider == "azure":
+        # The portal's "Target URI" names a request, not the resource: the SDK appends
+        # /openai/deployments/<deployment>/... to this, and every request is a 404.
+        rest = "openai.azure_deployment and openai.api_version"
+        missing += _pasted_path(o.azure_endpoint, "openai.azure_endpoint", "/openai", rest)
+    if settings.tools.manuals == "azure":
+        missing += _pasted_path(settings.search.endpoint, "search.endpoint", "/indexes", "search.index")
+    if settings.tools.grievances == "jira":
+        jira = urllib.parse.urlsplit(settings.jira.url.strip())
+        # Jira Cloud's API is at the site's root: a board's address pasted from the browser
+        # (https://<site>.atlassian.net/jira/software/...) makes every call a 404.
+        if (jira.hostname or "").endswith(".atlassian.net") and jira.path.strip("/"):
+            missing.append(
+                f"jira.url = {shown_url(settings.jira.url)!r} has a path: set it to"
+                f" https://{jira.hostname} alone"
+            )
     if missing:
         raise ConfigError("; ".join(missing))
+
+
+def _pasted_path(url: str, key: str, marker: str, goes_in: str) -> list[str]:
+    """[the complaint] when `url` holds a request's path (from `marker` on) or query, not only the
+    service's address; [] otherwise."""
+    parts = urllib.parse.urlsplit(url.strip())
+    at = parts.path.lower().find(marker)
+    if at < 0 and "api-version" not in parts.query.lower():
+        return []
+    kept = parts.path[:at] if at >= 0 else parts.path
+    host = parts.netloc.rpartition("@")[2]
+    return [
+        f"{key} = {shown_url(url)!r} holds a request's path or query: set it to"
+        f" {parts.scheme}://{host}{kept.rstrip('/')} alone (the rest goes in {goes_in})"
+    ]
 
 
 def require_discord_token(settings: Settings) -> str:

@@ -87,6 +87,25 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         # Copied from a Windows machine: elsewhere a folder named so in the working directory.
         ("[storage]\ndir = 'C:\\voxdesk\\var'\n", {}, "storage.dir = C:\\voxdesk\\var is a Windows path"),
         ("", {"VOXDESK_STORAGE_MANUALS_DIR": "D:/manuals"}, "storage.manuals_dir = D:/manuals is a Windows"),
+        # Addresses pasted whole from a portal or a browser: every request would be a 404.
+        (
+            "[agent]\nengine = 'openai'\n[openai]\nprovider = 'azure'\nazure_deployment = 'audio'\n"
+            "azure_endpoint = 'https://st.openai.azure.com/openai/deployments/audio/chat/completions"
+            "?api-version=2025-01-01-preview'\n",
+            {"AZURE_OPENAI_API_KEY": "k" * 32},
+            "set it to https://st.openai.azure.com alone (the rest goes in openai.azure_deployment",
+        ),
+        (
+            "[tools]\nmanuals = 'azure'\n[search]\nendpoint = \"https://st.search.windows.net/indexes('manuals')\"\n",
+            {"AZURE_SEARCH_API_KEY": "k" * 32},
+            "set it to https://st.search.windows.net alone (the rest goes in search.index)",
+        ),
+        (
+            "[tools]\ngrievances = 'jira'\n[jira]\nurl = 'https://st.atlassian.net/jira/software/projects/GRV'\n",
+            {"JIRA_EMAIL": "a@b.c", "JIRA_API_TOKEN": "t" * 16},
+            "jira.url = 'https://st.atlassian.net/jira/software/projects/GRV' has a path: set it to"
+            " https://st.atlassian.net alone",
+        ),
     ],
 )
 def test_bad_settings_stop_with_one_line_naming_the_key(
