@@ -491,10 +491,24 @@ def load_settings(
     secrets = Secrets(**{name: environ.get(var, "").strip() for name, var in Secrets.ENV.items()})
     settings = Settings(**built, secrets=secrets, source=source)
     logs.mask_secrets(_values_to_mask(settings, environ))
+    _check_storage_place(settings)
     _check_ranges(settings)
     _check_languages(settings.offline)
     _check_required_secrets(settings)
     return settings
+
+
+def _check_storage_place(settings: Settings) -> None:
+    # A systemd unit without WorkingDirectory= starts in /: the default storage.dir "var" is then
+    # the system's /var, where init (as root) would scatter the databases among its files.
+    folder = settings.storage_dir
+    cwd = Path.cwd()
+    if not folder.is_absolute() and cwd == Path(cwd.anchor):
+        raise ConfigError(
+            f"storage.dir = {folder} is relative and the working directory is {cwd} (a service with no"
+            f" WorkingDirectory=?), so the data would go in {cwd / folder}: set WorkingDirectory= to the"
+            " bot's folder, or storage.dir to an absolute path"
+        )
 
 
 # Files and folders: "~" is the home folder of the user voxdesk runs as, as in a shell; a TOML

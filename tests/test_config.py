@@ -156,6 +156,22 @@ def test_a_path_setting_starting_with_a_tilde_is_in_the_home_folder(
     assert settings.system_prompt_path == tmp_path / "home" / "prompt.md"
 
 
+def test_a_relative_storage_folder_from_the_root_folder_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A unit with no WorkingDirectory= runs in /: "var" was the system's /var, init wrote there.
+    config = write(tmp_path, "")
+    monkeypatch.chdir("/")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(config, environ={})
+    assert str(caught.value).startswith(
+        "storage.dir = var is relative and the working directory is / (a service with no"
+        " WorkingDirectory=?), so the data would go in /var: set WorkingDirectory="
+    )
+    settings = load_settings(config, environ={"VOXDESK_STORAGE_DIR": str(tmp_path / "var")})
+    assert settings.storage_dir == tmp_path / "var"
+
+
 def test_more_speech_workers_than_cores_is_a_warning_naming_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
