@@ -502,7 +502,15 @@ def _check_storage_place(settings: Settings) -> None:
     # A systemd unit without WorkingDirectory= starts in /: the default storage.dir "var" is then
     # the system's /var, where init (as root) would scatter the databases among its files.
     folder = settings.storage_dir
-    cwd = Path.cwd()
+    try:
+        cwd = Path.cwd()
+    except FileNotFoundError:
+        # A release folder removed under a shell still in it: every relative path fails later
+        # with a bare "[Errno 2] No such file or directory".
+        raise ConfigError(
+            "the working directory no longer exists (removed after this shell entered it):"
+            " cd to the bot's folder again"
+        ) from None
     if not folder.is_absolute() and cwd == Path(cwd.anchor):
         raise ConfigError(
             f"storage.dir = {folder} is relative and the working directory is {cwd} (a service with no"

@@ -172,6 +172,18 @@ def test_a_relative_storage_folder_from_the_root_folder_is_refused(
     assert settings.storage_dir == tmp_path / "var"
 
 
+def test_a_working_directory_since_removed_is_one_line_saying_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(tmp_path, "")
+    gone = tmp_path / "release-41"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    with pytest.raises(ConfigError, match="the working directory no longer exists"):
+        load_settings(config, environ={})
+
+
 def test_more_speech_workers_than_cores_is_a_warning_naming_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
