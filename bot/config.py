@@ -495,7 +495,22 @@ def load_settings(
     _check_ranges(settings)
     _check_languages(settings.offline)
     _check_required_secrets(settings)
+    _warn_of_another_services_key(settings, environ)
     return settings
+
+
+def _warn_of_another_services_key(settings: Settings, environ: typing.Mapping[str, str]) -> None:
+    # api.openai.com refuses any other key with a 401 naming no cause; an Azure OpenAI key (32 hex
+    # digits, or longer) set as OPENAI_API_KEY is the usual one. Other servers' keys vary: no word.
+    key, o = settings.secrets.openai_api_key, settings.openai
+    to_openai = not (o.base_url or environ.get("OPENAI_BASE_URL", "").strip())
+    if settings.agent.engine == "openai" and o.provider == "openai" and to_openai and key:
+        if not key.startswith("sk-"):
+            log.warning(
+                "OPENAI_API_KEY does not begin with sk- as OpenAI's keys do: for an Azure OpenAI key set"
+                ' openai.provider = "azure", openai.azure_endpoint and openai.azure_deployment, and the key'
+                " as AZURE_OPENAI_API_KEY"
+            )
 
 
 def _check_storage_place(settings: Settings) -> None:

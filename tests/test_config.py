@@ -184,6 +184,24 @@ def test_a_working_directory_since_removed_is_one_line_saying_so(
         load_settings(config, environ={})
 
 
+def test_an_azure_key_given_as_openai_api_key_is_a_warning_saying_where_it_goes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # api.openai.com refuses it with a 401 that names no cause.
+    config = write(tmp_path, "[agent]\nengine = 'openai'\n")
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    load_settings(config, environ={"OPENAI_API_KEY": "0123456789abcdef0123456789abcdef"})
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("OPENAI_API_KEY does not begin with sk- as OpenAI's keys do: for an Azure")
+    assert "0123456789abcdef" not in said
+    caplog.clear()
+    load_settings(config, environ={"OPENAI_API_KEY": "sk-proj-0123456789abcdef"})
+    load_settings(
+        config, environ={"OPENAI_API_KEY": "lm-studio", "OPENAI_BASE_URL": "http://127.0.0.1:1234/v1"}
+    )
+    assert caplog.records == []
+
+
 def test_more_speech_workers_than_cores_is_a_warning_naming_the_key(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
