@@ -747,6 +747,15 @@ _SECRET_NAMES = {
     "openai_azure_openai_api_key": "AZURE_OPENAI_API_KEY",
     "search_api_key": "AZURE_SEARCH_API_KEY",
     "odbc_connection_string": "VOXDESK_SQL_CONNECTION_STRING",
+    # What the services' own pages call them: the developer portal's "bot token", an API "key",
+    # Atlassian's "API token" (once a password).
+    "discord_bot_token": "DISCORD_TOKEN",
+    "openai_key": "OPENAI_API_KEY",
+    "openai_azure_key": "AZURE_OPENAI_API_KEY",
+    "search_key": "AZURE_SEARCH_API_KEY",
+    "jira_token": "JIRA_API_TOKEN",
+    "jira_password": "JIRA_API_TOKEN",
+    "web_password": "VOXDESK_WEB_STAFF_PASSWORD",
 }
 
 

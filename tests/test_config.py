@@ -306,6 +306,15 @@ def test_secrets_come_only_from_the_environment_and_never_print(tmp_path: Path) 
         ("[secrets]\nopenai_api_key = 'sk-SECRET123456'\n", "OPENAI_API_KEY"),
         ("openai_api_key = 'sk-SECRET123456'\n", "OPENAI_API_KEY"),
         ("DISCORD_TOKEN = 'sk-SECRET123456'\n", "DISCORD_TOKEN"),
+        # Named as the services' pages name them: "unknown setting discord.bot_token" said not where.
+        ("[discord]\nbot_token = 'sk-SECRET123456'\n", "DISCORD_TOKEN"),
+        ("DISCORD_BOT_TOKEN = 'sk-SECRET123456'\n", "DISCORD_TOKEN"),
+        ("[openai]\nkey = 'sk-SECRET123456'\n", "OPENAI_API_KEY"),
+        ("[openai]\nazure_key = 'sk-SECRET123456'\n", "AZURE_OPENAI_API_KEY"),
+        ("[search]\nkey = 'sk-SECRET123456'\n", "AZURE_SEARCH_API_KEY"),
+        ("[jira]\ntoken = 'sk-SECRET123456'\n", "JIRA_API_TOKEN"),
+        ("[jira]\npassword = 'sk-SECRET123456'\n", "JIRA_API_TOKEN"),
+        ("[web]\npassword = 'sk-SECRET123456'\n", "VOXDESK_WEB_STAFF_PASSWORD"),
     ],
 )
 def test_a_secret_in_the_config_file_is_refused_naming_its_variable(
