@@ -453,8 +453,15 @@ def load_settings(
                     _refuse_secret(f"{name}.{key} in {source}", var)
         elif var := _secret_variable(name):
             _refuse_secret(f"{name} in {source}", var)
+        if name not in SECTIONS and not isinstance(values, dict):
+            # A setting written above every [section] header, or after none.
+            owners = [section for section in SECTIONS if name in _known_keys(section)]
+            under = f"put it under [{owners[0]}]" if len(owners) == 1 else "put it under its [section]"
+            raise ConfigError(f"{name} in {source} is outside any section: {under}")
         if name not in SECTIONS:
-            raise ConfigError(f"unknown section [{name}] in {source}: known are {', '.join(SECTIONS)}")
+            close = difflib.get_close_matches(name, SECTIONS, n=1, cutoff=0.75)
+            guess = f"did you mean [{close[0]}]? " if close else ""
+            raise ConfigError(f"unknown section [{name}] in {source}: {guess}known are {', '.join(SECTIONS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"{name} in {source} must be a [section] table")
         sections[name] = dict(values)

@@ -142,6 +142,23 @@ def test_a_misspelt_key_or_a_wrong_type_names_the_file_and_the_fix(tmp_path: Pat
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[agnet]\nengine = 'offline'\n", "unknown section [agnet] in {}: did you mean [agent]? known are "),
+        ("engine = 'offline'\n[agent]\n", "engine in {} is outside any section: put it under [agent]"),
+        ("timeout_seconds = 5\n", "timeout_seconds in {} is outside any section: put it under its [section]"),
+    ],
+)
+def test_a_misspelt_section_or_a_key_outside_one_says_where_it_goes(
+    tmp_path: Path, text: str, said: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value).startswith(said.format(path))
+
+
 def test_a_path_setting_starting_with_a_tilde_is_in_the_home_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
