@@ -2,6 +2,7 @@ import contextlib
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import sqlite3
 import subprocess
@@ -645,6 +646,39 @@ def test_check_fails_a_storage_folder_the_bot_cannot_write(settings, locked) -> 
         target.chmod(0o700 if locked == "folder" else 0o600)
     assert done.returncode == 1, done.stdout
     assert f"voxdesk cannot write {target}" in done.stderr, done.stderr
+
+
+def test_a_storage_folder_another_user_owns_is_named_with_its_owner(settings) -> None:
+    # `init` as root (or a person), `ask` or `run` as the service's user: "var/players.db:
+    # Permission denied" named a file the user could not even look at, and not why.
+    if os.geteuid() != 0:
+        pytest.skip("giving the folder to another user needs root")
+    storage = settings.storage_dir
+    os.chown(storage, 65534, -1)
+    try:
+        done = subprocess.run(
+            [
+                *_without_root_override(),
+                sys.executable,
+                "-m",
+                "bot",
+                "player",
+                "export",
+                "111111111111111111",
+            ],
+            cwd=REPO,
+            env={**os.environ, "VOXDESK_STORAGE_DIR": str(storage)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.chown(storage, 0, -1)
+    assert done.returncode == 4
+    owner = pwd.getpwuid(65534).pw_name
+    assert done.stderr.endswith(
+        f": Permission denied ({storage} is owned by {owner}, and voxdesk runs as root)\n"
+    )
 
 
 @pytest.mark.parametrize(
