@@ -16,7 +16,7 @@ from pathlib import Path
 from bot import logs, paths
 from bot.app import NotInitialised
 from bot.audio import AudioError
-from bot.config import ConfigError, Settings, check_port, load_settings
+from bot.config import ConfigError, Settings, check_port, load_settings, pasted_path
 from bot.engines.base import SpeechModelsUnavailable
 
 log = logging.getLogger("bot")
@@ -296,6 +296,9 @@ def cmd_index_manuals(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.search.endpoint:
         raise ConfigError("search.endpoint is empty: set it to https://<service>.search.windows.net")
+    # Run before tools.manuals is switched to azure, so load_settings has not looked at it.
+    if problems := pasted_path(settings.search.endpoint, "search.endpoint", "/indexes", "search.index"):
+        raise ConfigError(problems[0])
     if not settings.secrets.azure_search_api_key:
         raise ConfigError("AZURE_SEARCH_API_KEY is not set: set an admin key in the environment or .env")
     key = settings.secrets.azure_search_api_key

@@ -1040,9 +1040,9 @@ def _check_required_secrets(settings: Settings) -> None:
         # The portal's "Target URI" names a request, not the resource: the SDK appends
         # /openai/deployments/<deployment>/... to this, and every request is a 404.
         rest = "openai.azure_deployment and openai.api_version"
-        missing += _pasted_path(o.azure_endpoint, "openai.azure_endpoint", "/openai", rest)
+        missing += pasted_path(o.azure_endpoint, "openai.azure_endpoint", "/openai", rest)
     if settings.tools.manuals == "azure":
-        missing += _pasted_path(settings.search.endpoint, "search.endpoint", "/indexes", "search.index")
+        missing += pasted_path(settings.search.endpoint, "search.endpoint", "/indexes", "search.index")
     if settings.tools.grievances == "jira":
         jira = urllib.parse.urlsplit(settings.jira.url.strip())
         # Jira Cloud's API is at the site's root: a board's address pasted from the browser
@@ -1056,7 +1056,7 @@ def _check_required_secrets(settings: Settings) -> None:
         raise ConfigError("; ".join(missing))
 
 
-def _pasted_path(url: str, key: str, marker: str, goes_in: str) -> list[str]:
+def pasted_path(url: str, key: str, marker: str, goes_in: str) -> list[str]:
     """[the complaint] when `url` holds a request's path (from `marker` on) or query, not only the
     service's address; [] otherwise."""
     parts = urllib.parse.urlsplit(url.strip())

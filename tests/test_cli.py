@@ -76,6 +76,22 @@ def test_run_and_check_refuse_an_application_id_given_as_the_token_without_askin
         health.check_discord_token(settings, for_run=False)
 
 
+def test_index_manuals_refuses_an_index_address_as_the_endpoint(tmp_path: Path) -> None:
+    # Run before tools.manuals = "azure" (so start-up's own check is not made): the upload went to
+    # .../indexes('manuals')/docs/indexes/manuals... and failed as a service error.
+    done = voxdesk(
+        "index-manuals",
+        storage=tmp_path,
+        AZURE_SEARCH_API_KEY="k" * 32,
+        VOXDESK_SEARCH_ENDPOINT="http://127.0.0.1:9/indexes('manuals')/docs?api-version=2024-07-01",
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        "config error: search.endpoint = \"http://127.0.0.1:9/indexes('manuals')/docs\" holds a request's"
+        " path or query: set it to http://127.0.0.1:9 alone (the rest goes in search.index)\n",
+    )
+
+
 def test_a_damaged_database_is_one_line_and_the_process_ends(settings) -> None:
     # aiosqlite's worker thread is no daemon: a connection left open by a failed open once kept
     # `ask`, `check`, `web` and `run` from ever exiting.
