@@ -788,6 +788,7 @@ class _EnvText(str):
 
 
 DOTENV = Path(".env")  # in the working directory, like config.toml
+_VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def _load_dotenv() -> None:
@@ -809,6 +810,15 @@ def _load_dotenv() -> None:
     # No ${VAR} expansion: a secret may hold "${".
     for var, value in dotenv_values(stream=io.StringIO(text), interpolate=False).items():
         if value is None:
+            continue
+        if not _VARIABLE_NAME.fullmatch(var):
+            # PowerShell's `$env:DISCORD_TOKEN = "..."` and cmd's `set DISCORD_TOKEN=...` parse as
+            # a name no program reads: the secret was "not set" with no word of this line.
+            log.warning(
+                "%s: %r is not a variable's name, ignored: write NAME=value lines, such as DISCORD_TOKEN=...",
+                DOTENV.resolve(),
+                var,
+            )
             continue
         present = os.environ.get(var)
         if present is None:

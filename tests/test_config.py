@@ -1,5 +1,6 @@
 import dataclasses
 import logging
+import os
 import re
 import tomllib
 from pathlib import Path
@@ -411,6 +412,19 @@ def test_a_dotenv_file_powershell_wrote_is_one_line_saying_so(
     assert str(caught.value) == (
         f"{tmp_path / '.env'} is not UTF-8 text (PowerShell 5's > writes UTF-16): save it as UTF-8"
     )
+
+
+def test_a_powershell_line_in_dotenv_is_a_warning_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    (tmp_path / ".env").write_text('$env:DISCORD_TOKEN = "MTIz.abc.def"\n')
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    assert load_settings().secrets.discord_token == ""
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith(f"{tmp_path / '.env'}: '$env:DISCORD_TOKEN' is not a variable's name, ignored")
+    assert "$env:DISCORD_TOKEN" not in os.environ
 
 
 def test_a_secret_in_the_environment_and_otherwise_in_dotenv_says_which_is_used(
