@@ -1050,9 +1050,9 @@ def _check_required_secrets(settings: Settings) -> None:
         # The portal's "Target URI" names a request, not the resource: the SDK appends
         # /openai/deployments/<deployment>/... to this, and every request is a 404.
         rest = "openai.azure_deployment and openai.api_version"
-        missing += pasted_path(o.azure_endpoint, "openai.azure_endpoint", "/openai", rest)
+        missing += pasted_path(o.azure_endpoint, "openai.azure_endpoint", "openai", rest)
     if settings.tools.manuals == "azure":
-        missing += pasted_path(settings.search.endpoint, "search.endpoint", "/indexes", "search.index")
+        missing += pasted_path(settings.search.endpoint, "search.endpoint", "indexes", "search.index")
     if settings.tools.grievances == "jira":
         jira = urllib.parse.urlsplit(settings.jira.url.strip())
         # Jira Cloud's API is at the site's root: a board's address pasted from the browser
@@ -1066,14 +1066,15 @@ def _check_required_secrets(settings: Settings) -> None:
         raise ConfigError("; ".join(missing))
 
 
-def pasted_path(url: str, key: str, marker: str, goes_in: str) -> list[str]:
-    """[the complaint] when `url` holds a request's path (from `marker` on) or query, not only the
-    service's address; [] otherwise."""
+def pasted_path(url: str, key: str, segment: str, goes_in: str) -> list[str]:
+    """[the complaint] when `url` holds a request's path (from the path segment `segment` on,
+    such as "openai" or "indexes") or query, not only the service's address; [] otherwise. A
+    gateway's own prefix before it (API Management's /my-openai) is kept."""
     parts = urllib.parse.urlsplit(url.strip())
-    at = parts.path.lower().find(marker)
-    if at < 0 and "api-version" not in parts.query.lower():
+    found = re.search(rf"/{segment}(?=[/(]|$)", parts.path, re.IGNORECASE)
+    if found is None and "api-version" not in parts.query.lower():
         return []
-    kept = parts.path[:at] if at >= 0 else parts.path
+    kept = parts.path[: found.start()] if found else parts.path
     host = parts.netloc.rpartition("@")[2]
     return [
         f"{key} = {shown_url(url)!r} holds a request's path or query: set it to"

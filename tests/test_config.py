@@ -119,6 +119,21 @@ def test_bad_settings_stop_with_one_line_naming_the_key(
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    "endpoint",
+    [
+        "https://st.openai.azure.com/",
+        "https://apim.azure-api.net/openai-gateway",
+        "https://apim.azure-api.net/a/",
+    ],
+)
+def test_an_azure_endpoint_with_a_gateways_prefix_is_kept(tmp_path: Path, endpoint: str) -> None:
+    text = "[agent]\nengine = 'openai'\n[openai]\nprovider = 'azure'\nazure_deployment = 'a'\n"
+    text += f"azure_endpoint = '{endpoint}'\n"
+    settings = load_settings(write(tmp_path, text), environ={"AZURE_OPENAI_API_KEY": "k" * 32})
+    assert settings.openai.azure_endpoint == endpoint
+
+
 def test_a_config_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
     # Notepad's and PowerShell's UTF-8 begins with one: "not valid TOML (Invalid statement (at
     # line 1, column 1))" named no cause.
