@@ -506,6 +506,36 @@ async def test_a_compatible_server_is_sent_no_safety_identifier_unless_asked(sto
     assert "safety_identifier" not in chat.body
 
 
+# The arguments AsyncCompletions.create takes in openai 1.91, pyproject's floor (.ci/floors.txt):
+# one it lacks is a TypeError there on every note, which this suite's newer SDK never shows.
+FLOOR_CREATE_ARGUMENTS = frozenset(
+    "audio extra_body extra_headers extra_query frequency_penalty function_call functions logit_bias"
+    " logprobs max_completion_tokens max_tokens messages metadata modalities model n"
+    " parallel_tool_calls prediction presence_penalty reasoning_effort response_format seed"
+    " service_tier stop store stream stream_options temperature timeout tool_choice tools"
+    " top_logprobs top_p user web_search_options".split()
+)
+
+
+async def test_a_chat_request_names_only_arguments_the_oldest_allowed_sdk_takes(storage, fake) -> None:
+    # openai 1.91 has no safety_identifier argument: every note to api.openai.com (where "auto"
+    # sends one) was a TypeError, answered by the fallback.
+    from bot.engines.base import TurnState
+    from bot.engines.openai import create_openai_engine
+
+    settings = openai_settings(
+        storage, fake, VOXDESK_OPENAI_SAFETY_IDENTIFIER="on", VOXDESK_OPENAI_MAX_REPLY_TOKENS="500"
+    )
+    engine = await create_openai_engine(settings, verify=False)
+    try:
+        turn = TurnState(ToolContext(user_id=NOVA), None, "hi", [], [], allow_tools=False)
+        request = engine._request(turn, 1)
+    finally:
+        await engine.aclose()
+    assert set(request) <= FLOOR_CREATE_ARGUMENTS, set(request) - FLOOR_CREATE_ARGUMENTS
+    assert request["extra_body"]["safety_identifier"].startswith("voxdesk-")
+
+
 @pytest.mark.parametrize(
     ("provider", "setting", "base_url", "named"),
     [

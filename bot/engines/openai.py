@@ -573,7 +573,10 @@ class OpenAIEngine:
         if self.max_reply_tokens:
             request["max_completion_tokens"] = self.max_reply_tokens
         if self.safety_key is not None:
-            request["safety_identifier"] = safety_identifier(self.safety_key, turn.context.speaker)
+            # In the body rather than as create()'s argument: an SDK pyproject allows (openai 1.91)
+            # has no such argument, and would raise TypeError on every note.
+            name = safety_identifier(self.safety_key, turn.context.speaker)
+            request["extra_body"] = {"safety_identifier": name}
         if not turn.allow_tools:
             request["tool_choice"] = "none"  # the rounds bound is reached: answer now
         return request
