@@ -5,6 +5,7 @@ bound to fail, and notes queued behind a rate limit or an outage get the fallbac
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 
@@ -221,6 +222,113 @@ async def test_a_request_whose_connection_was_reset_before_it_was_all_sent_is_tr
         await engine.client.close()
     assert reply.choices[0].message.audio.transcript == "Whole this time."
     assert (fake.resets_before_body, len(fake.chats)) == (0, 1)
+
+
+def _self_signed(host: str, folder) -> tuple[str, str]:
+    """A certificate for `host`, its own issuer, and its key: (certificate file, key file)."""
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(host)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return str(cert_file), str(key_file)
+
+
+async def test_a_request_reset_while_written_through_the_proxys_tunnel_is_tried_again(
+    storage, fake, monkeypatch, tmp_path
+) -> None:
+    # HTTPS_PROXY: the CONNECT opening the tunnel is a request of its own, written whole before
+    # the chat request is, and was taken for it: a reset during the upload was not tried again.
+    import socket
+    import ssl
+    import struct
+    import time
+
+    from bot.engines.openai import create_openai_engine
+
+    cert, key = _self_signed("api.openai.test", tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    inside = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    inside.load_cert_chain(cert, key)
+    upstream = fake.base_url.split("//")[1].split("/")[0].rsplit(":", 1)
+    tunnels: list[bytes] = []
+
+    def reset(writer: asyncio.StreamWriter) -> None:
+        sock = writer.get_extra_info("socket")
+        if sock is not None and sock.fileno() >= 0:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        writer.transport.abort()
+
+    async def carry(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(1 << 16):
+                writer.write(data)
+                await writer.drain()
+
+    async def tunnel(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tunnels.append(await reader.readline())
+        while await reader.readline() not in (b"\r\n", b""):
+            pass
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.drain()
+        await writer.start_tls(inside)
+        up_reader, up_writer = await asyncio.open_connection(upstream[0], int(upstream[1]))
+        ways = [asyncio.create_task(carry(reader, up_writer)), asyncio.create_task(carry(up_reader, writer))]
+        await asyncio.wait(ways, return_when=asyncio.FIRST_COMPLETED)
+        for way in ways:
+            way.cancel()
+        reset(writer)  # the server's reset, passed on as the tunnel's
+        reset(up_writer)
+
+    proxy = await asyncio.start_server(tunnel, "127.0.0.1", 0)
+    monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}")
+    fake.resets_before_body = 1
+    fake.script = [answer("Whole this time.")]
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_BASE_URL="https://api.openai.test/v1")
+    async with proxy:
+        engine = await create_openai_engine(settings, verify=False, sleep=no_wait)
+        ask = engine._once().chat.completions.create
+        long = "a long request " * 2_000_000  # more than the sockets' buffers hold: 30 MB
+        try:
+            reply = await engine._send(
+                engine.chat_gate,
+                lambda: ask(
+                    model=engine.model,
+                    messages=[{"role": "user", "content": long}],
+                    modalities=["text", "audio"],
+                    audio={"voice": "alloy", "format": "wav"},
+                ),
+                deadline=time.monotonic() + 30,
+                retries=2,
+            )
+        finally:
+            await engine.client.close()
+    assert reply.choices[0].message.audio.transcript == "Whole this time."
+    assert (fake.resets_before_body, len(fake.chats), len(tunnels)) == (0, 1, 2)
 
 
 @pytest.mark.parametrize("status", [502, 504])

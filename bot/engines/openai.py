@@ -829,9 +829,14 @@ def _never_sent(exc: openai.APIConnectionError) -> bool:
 
 async def _watch_sending(request: Any) -> None:
     """An httpx request hook: marks the request SENT_WHOLE once httpcore has written all of it."""
+    # Through HTTPS_PROXY the tunnel's CONNECT is written first, traced under the same extension:
+    # its body, written whole, is not this request's.
+    writing: list[bytes] = []
 
     async def trace(event: str, info: dict[str, Any]) -> None:
-        if event.endswith(".send_request_body.complete"):
+        if event.endswith(".send_request_body.started"):
+            writing[:] = [getattr(info.get("request"), "method", b"")]
+        elif event.endswith(".send_request_body.complete") and writing != [b"CONNECT"]:
             request.extensions[SENT_WHOLE] = True
 
     request.extensions["trace"] = trace
