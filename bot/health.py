@@ -73,7 +73,7 @@ async def check_engine(settings: Settings, live: App | None = None) -> str:
     if settings.agent.engine == "openai":
         from bot.engines.openai import create_openai_engine
 
-        engine = await create_openai_engine(settings, verify=False)
+        engine = await create_openai_engine(settings, verify=False, keyed=False)
         try:
             return priced(settings, engine, await engine.check())
         finally:

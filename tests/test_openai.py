@@ -506,6 +506,17 @@ async def test_a_compatible_server_is_sent_no_safety_identifier_unless_asked(sto
     assert "safety_identifier" not in chat.body
 
 
+async def test_check_makes_no_safety_key(fake, tmp_path: Path) -> None:
+    # `check` looks and writes nothing: it made the key, and with it the folder of a storage.dir
+    # set wrong, or failed the engine's line on a folder it may not write.
+    from bot.health import check_engine
+
+    wrong = tmp_path / "not-the-storage"
+    settings = openai_settings(wrong, fake, VOXDESK_OPENAI_SAFETY_IDENTIFIER="on")
+    assert "model gpt-audio-1.5 available" in await check_engine(settings)
+    assert not wrong.exists()
+
+
 # The arguments AsyncCompletions.create takes in openai 1.91, pyproject's floor (.ci/floors.txt):
 # one it lacks is a TypeError there on every note, which this suite's newer SDK never shows.
 FLOOR_CREATE_ARGUMENTS = frozenset(

@@ -990,12 +990,17 @@ def _http_client() -> Any:
 
 
 async def create_openai_engine(
-    settings: Settings, verify: bool = True, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    settings: Settings,
+    verify: bool = True,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    keyed: bool = True,
 ) -> OpenAIEngine:
+    """`keyed=False`: an engine that names no player, for `check`, which sends no chat request and
+    writes nothing, so makes no key (nor a storage.dir set wrong to keep it in)."""
     o = settings.openai
     prompt = settings.system_prompt_path
     client = build_client(settings)
-    named = names_players(o.provider, o.safety_identifier, str(client.base_url))
+    named = keyed and names_players(o.provider, o.safety_identifier, str(client.base_url))
     engine = OpenAIEngine(
         client=client,
         model=o.azure_deployment if o.provider == "azure" else o.model,
