@@ -1,5 +1,5 @@
 """`voxdesk backup DIR`: a consistent copy of every database and the grievance spool, safe while
-the bot runs.
+the bot runs, and the key players are named to OpenAI by.
 
 A copy of a running bot's files can catch a database half written, and a copy of its `*.db`
 files alone misses what sits in their write-ahead logs (`*.db-wal`) until SQLite moves it:
@@ -155,7 +155,20 @@ def _copy_all(storage: StoragePaths, folder: Path) -> tuple[list[str], dict[str,
             lines.append(f"{db.name}: copied")
     if lines and kept(storage.recent_claims):
         lines.append(f"{storage.recent_claims.name}: {NOT_COPIED}")
+    if lines and (key := _safety_key(storage)) is not None:
+        # Restored without it, every player would be named to OpenAI anew (a new key is made).
+        fd = os.open(folder / key.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "wb") as out:
+            out.write(key.read_bytes())
+        lines.append(f"{key.name}: copied (the key players are named to OpenAI by)")
     return lines, versions
+
+
+def _safety_key(storage: StoragePaths) -> Path | None:
+    from bot.engines.openai import SAFETY_KEY_FILE
+
+    key = storage.root / SAFETY_KEY_FILE
+    return key if key.is_file() else None
 
 
 # /grievance file's claims of the last RESUBMIT_SECONDS: restored, every one would be past that

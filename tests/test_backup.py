@@ -86,6 +86,18 @@ async def test_a_backup_leaves_out_the_recent_claims_and_says_why(settings, tmp_
     assert nothing == []
 
 
+def test_a_backup_holds_the_key_players_are_named_to_openai_by(settings, tmp_path: Path) -> None:
+    # Restored without it, the bot makes a new key: every player a stranger to OpenAI's abuse
+    # monitoring, one it had flagged too.
+    from bot.engines.openai import safety_key
+
+    key = safety_key(settings.storage_dir)
+    folder, lines = backup(settings, tmp_path / "backups")
+    assert "openai-safety.key: copied (the key players are named to OpenAI by)" in lines
+    assert (folder / "openai-safety.key").read_bytes() == key
+    assert (folder / "openai-safety.key").stat().st_mode & 0o777 == 0o600
+
+
 def test_backup_command_names_its_folder(settings, tmp_path: Path) -> None:
     done = voxdesk("backup", str(tmp_path / "b"), storage=settings.storage_dir)
     assert done.returncode == 0, done.stderr
