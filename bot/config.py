@@ -106,8 +106,8 @@ class OpenAISettings:
     azure_deployment: str = ""
     api_version: str = "2025-01-01-preview"
     # Each player named to OpenAI's abuse monitoring by a keyed hash (safety_identifier): auto
-    # (only to api.openai.com: a compatible server or gateway may refuse a field it does not
-    # know) | on | off. Azure's API version documents no such field: it is never sent there.
+    # (only to api.openai.com and its regions: a compatible server or gateway may refuse a field
+    # it does not know) | on | off. Azure's API version documents no such field: it is never sent there.
     safety_identifier: str = "auto"
 
 

@@ -551,6 +551,8 @@ async def test_a_chat_request_names_only_arguments_the_oldest_allowed_sdk_takes(
     ("provider", "setting", "base_url", "named"),
     [
         ("openai", "auto", "https://api.openai.com/v1/", True),
+        ("openai", "auto", "https://eu.api.openai.com/v1/", True),  # data residency: OpenAI's own
+        ("openai", "auto", "https://api.openai.com.example.net/v1/", False),
         ("openai", "auto", "https://litellm.example.net/v1/", False),
         ("openai", "off", "https://api.openai.com/v1/", False),
         ("openai", "on", "http://127.0.0.1:8000/v1/", True),

@@ -117,7 +117,7 @@ AUDIO_REFUSED_PAUSE = 900.0  # seconds
 
 # In storage.dir: the key each player's safety_identifier is hashed under (see safety_key).
 SAFETY_KEY_FILE = "openai-safety.key"
-OPENAI_HOST = "api.openai.com"  # where openai.safety_identifier = "auto" sends one
+OPENAI_HOST = "api.openai.com"  # where (and its regions) openai.safety_identifier = "auto" sends one
 
 T = TypeVar("T")
 
@@ -981,7 +981,9 @@ def names_players(provider: str, setting: str, base_url: str) -> bool:
     as a compatible server or gateway may refuse a field it does not know, every note with it."""
     if provider != "openai" or setting == "off":
         return False
-    return setting == "on" or urllib.parse.urlsplit(base_url).hostname == OPENAI_HOST
+    host = urllib.parse.urlsplit(base_url).hostname or ""
+    # Its data residency regions are its own service too: eu.api.openai.com, us., au., ...
+    return setting == "on" or host == OPENAI_HOST or host.endswith(f".{OPENAI_HOST}")
 
 
 def _http_client() -> Any:
