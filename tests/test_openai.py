@@ -497,6 +497,21 @@ async def test_openai_knows_each_player_by_one_name_that_is_not_their_discord_id
     assert fake.violations == []  # the spec's field, within its 64 characters
 
 
+async def test_a_key_file_too_short_to_hide_the_id_names_no_one(storage, fake, caplog) -> None:
+    # An empty key (a cut-short restore) would make the name a plain hash of the Discord id,
+    # which OpenAI could turn back by trying ids.
+    storage.mkdir(parents=True, exist_ok=True)
+    (storage / "openai-safety.key").write_bytes(b"")
+    fake.script = [answer("You have 120 points.")]
+    async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_SAFETY_IDENTIFIER="on")) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.engine == "openai" and reply.text == "You have 120 points."
+    (chat,) = fake.chats
+    assert "safety_identifier" not in chat.body
+    warned = [r.getMessage() for r in caplog.records if "openai-safety.key" in r.getMessage()]
+    assert len(warned) == 1 and "holds 0 bytes" in warned[0]
+
+
 @pytest.mark.parametrize("setting", ["auto", "off"])
 async def test_a_compatible_server_is_sent_no_safety_identifier_unless_asked(storage, fake, setting) -> None:
     # A compatible server or gateway may refuse a field it does not know, and with it every note.

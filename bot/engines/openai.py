@@ -117,6 +117,7 @@ AUDIO_REFUSED_PAUSE = 900.0  # seconds
 
 # In storage.dir: the key each player's safety_identifier is hashed under (see safety_key).
 SAFETY_KEY_FILE = "openai-safety.key"
+SAFETY_KEY_BYTES = 32
 OPENAI_HOST = "api.openai.com"  # where (and its regions) openai.safety_identifier = "auto" sends one
 
 T = TypeVar("T")
@@ -925,11 +926,31 @@ def safety_identifier(key: bytes, speaker: str) -> str:
     return "voxdesk-" + hmac.new(key, speaker.encode(), hashlib.sha256).hexdigest()[:32]
 
 
-def safety_key(folder: Path) -> bytes:
+def safety_key(folder: Path) -> bytes | None:
     """The key safety identifiers are hashed under, made once and kept in `folder`, so that a
-    player keeps one identifier across restarts and processes. Linked into place whole: a process
-    starting alongside reads the same key, never a part of one."""
+    player keeps one identifier across restarts and processes; None, said in one warning, when it
+    cannot be made or read, or is too short to keep a hash from being turned back into the id (an
+    empty file left by a cut-short restore): then requests name no one."""
     path = folder / SAFETY_KEY_FILE
+    try:
+        key = _made_or_read(folder, path)
+    except OSError as exc:
+        log.warning("%s: %s; requests to OpenAI name no player", path, exc)
+        return None
+    if len(key) < SAFETY_KEY_BYTES:
+        log.warning(
+            "%s holds %d bytes, not %d: requests to OpenAI name no player until it is removed (a"
+            " new key is then made, and every player gets a new name)",
+            path,
+            len(key),
+            SAFETY_KEY_BYTES,
+        )
+        return None
+    return key
+
+
+def _made_or_read(folder: Path, path: Path) -> bytes:
+    """Linked into place whole: a process starting alongside reads the same key, never a part."""
     try:
         return path.read_bytes()
     except FileNotFoundError:
@@ -938,7 +959,7 @@ def safety_key(folder: Path) -> bytes:
     made = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.write(fd, secrets.token_bytes(32))
+        os.write(fd, secrets.token_bytes(SAFETY_KEY_BYTES))
         os.fsync(fd)
     finally:
         os.close(fd)
