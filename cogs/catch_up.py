@@ -65,7 +65,8 @@ EDGE_TEXT_AT_MOST = 80  # a page from Cloudflare longer than this is named, not 
 
 
 # What the bot tells a player of a note it does not answer (a note over their limit, a message
-# that is none): where it may not reply, these name the player as an answer does.
+# that is none), or of no note (their DMs closed to ticket news): where it may not reply, or
+# posting in a channel, it names the player as an answer does.
 NOT_ANSWERS = [
     re.compile(".*".join(re.escape(part) for part in re.split(r"\{[^}]*\}", line)), re.DOTALL)
     for line in (
@@ -77,6 +78,7 @@ NOT_ANSWERS = [
         say.VOICE_WITHOUT_AUDIO,
         say.ONE_AT_A_TIME,
         say.RESTARTING,
+        say.DMS_CLOSED_NOTICE,
     )
 ]
 
@@ -91,6 +93,19 @@ def answers_unlinked(said: discord.Message, player: int) -> bool:
         return False
     rest = said.content[len(name) :].strip()
     return not any(line.fullmatch(rest) for line in NOT_ANSWERS)
+
+
+def answered_unlinked(note: discord.Message, after: list[discord.Message], me: int) -> bool:
+    """Whether a plain answer among `after` (messages of its channel after `note`, oldest first)
+    is `note`'s: one before the player's next note there. Past that note, it may be that note's
+    answer, which names the player alike, and `note` would never be answered; answered twice is
+    the lesser harm."""
+    for later in after:
+        if later.author.id == note.author.id:
+            return False
+        if later.author.id == me and answers_unlinked(later, note.author.id):
+            return True
+    return False
 
 
 class CatchUp(commands.Cog):
@@ -446,7 +461,7 @@ class CatchUp(commands.Cog):
 
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()  # notes a bot message refers to
-        plain: list[discord.Message] = []  # bot messages that refer to none and name a player
+        plain: list[discord.Message] = []  # bot messages that refer to none and name a player; notes
         unread: set[int] = set()  # places Discord's trouble (not a refusal) kept from being read
         too_old: set[int] = {u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff}
         for place_id in sorted(places):
@@ -506,16 +521,21 @@ class CatchUp(commands.Cog):
         started = {u.message_id: u for u in leftovers if u.state == "started"}
         cut_short = set(started) & replied
         # Or answered where it could not reply (no Read Message History then), as plain messages.
+        me = self.bot.user
         for message_id in set(started).intersection(found) - cut_short:
             note, lease_until = found[message_id][0], started[message_id].lease_until
             end = _lease_end(lease_until)
-            if any(
-                said.channel.id == note.channel.id
-                and said.id > note.id
-                and (end is None or said.created_at <= end)
-                and answers_unlinked(said, note.author.id)
-                for said in plain
-            ):
+            after = sorted(
+                (
+                    said
+                    for said in plain
+                    if said.channel.id == note.channel.id
+                    and said.id > note.id
+                    and (end is None or said.created_at <= end)
+                ),
+                key=lambda said: said.id,
+            )
+            if me is not None and answered_unlinked(note, after, me.id):
                 cut_short.add(message_id)
         # Settled now: left 'started' by a dead owner, the recheck would fetch and answer them again.
         await ledger.answered_before_a_crash(sorted(cut_short))
@@ -599,12 +619,18 @@ class CatchUp(commands.Cog):
         me = self.bot.user
         end = _lease_end(lease_until)
         read = 0
+        voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
+        unlinked = True  # a plain answer may be this note's: none of its player's notes came since
         async for later in message.channel.history(limit=None, after=message, before=end, oldest_first=True):
             ref = later.reference
             if me and later.author.id == me.id:
-                # Answered where the bot could not reply, the permission given back since.
-                if (ref and ref.message_id == message.id) or answers_unlinked(later, message.author.id):
+                if ref and ref.message_id == message.id:
                     return True
+                # Answered where the bot could not reply, the permission given back since.
+                if unlinked and answers_unlinked(later, message.author.id):
+                    return True
+            elif later.author.id == message.author.id and (voice is None or voice.voice_notes(later)):
+                unlinked = False  # a plain answer from here on may be that note's
             read += 1
             if read >= REPLY_SEARCH_AT_MOST:
                 # A read must end somewhere: answered twice rather than perhaps never.
@@ -624,8 +650,9 @@ class CatchUp(commands.Cog):
         replied: set[int],
         plain: list[discord.Message] | None = None,
     ) -> None:
-        """A player's note into `found`; a bot message's reply into `replied`, and one that
-        replies to nothing and names a player first into `plain`."""
+        """A player's note into `found`; a bot message's reply into `replied`. Into `plain`: a bot
+        message that replies to nothing and names a player first, and each player's note (an
+        unlinked answer after their next note may be that one's)."""
         me = self.bot.user
         if me is not None and message.author.id == me.id:
             if message.reference and message.reference.message_id:
@@ -636,6 +663,8 @@ class CatchUp(commands.Cog):
         if message.author.bot:
             return
         notes = voice.voice_notes(message)
+        if notes and plain is not None:
+            plain.append(message)
         if notes and voice.addressed_here(message):
             found[message.id] = (message, notes[0])
 

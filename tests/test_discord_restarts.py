@@ -22,7 +22,7 @@ import pytest
 
 from bot.config import Settings
 from bot.note_ledger import NoteLedger
-from bot.sentences import TOO_FAST
+from bot.sentences import DMS_CLOSED_NOTICE, TOO_FAST
 from tests.conftest import NOVA
 from tests.discord_harness import (
     blaze,
@@ -1091,6 +1091,52 @@ async def test_a_killed_turns_note_whose_player_was_only_told_to_slow_down_is_an
         )
         await all_answered(fake, [note], within=25)
         await settle(fake)
+    assert answers(fake, note) == 1
+
+
+@pytest.mark.parametrize("found_by", ["start-up catch-up", "recheck"])
+@pytest.mark.parametrize("said", ["dms closed notice", "answer to a later note"])
+async def test_a_killed_turns_note_is_answered_though_a_plain_line_after_it_names_its_player(
+    settings, fake, found_by, said
+) -> None:
+    # Plain messages naming the player that answer another note of theirs, or tell them their DMs
+    # are closed (ticket news, in the channel they last spoke in), were taken for the killed
+    # turn's answer: the note was settled as answered and never answered at all.
+    me = InjectedUser(BOT_USER_ID, "voxdesk", bot=True)
+    killed = (
+        "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
+        " VALUES (?, ?, ?, 'started', ?, ?, ?)"
+    )
+
+    async def sent_then_named(fake: FakeDiscord) -> dict:
+        note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        text = f"<@{nova.id}> {DMS_CLOSED_NOTICE}"
+        if said == "answer to a later note":
+            await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+            text = f"<@{nova.id}> You have 1,200 reward points."
+        await fake.send_message(me, channel_id=ALLOWED_CHANNEL, guild=True, content=text, dispatch=False)
+        return note
+
+    if found_by == "start-up catch-up":
+        note = await sent_then_named(fake)
+        row = (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time())
+        ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+        try:
+            await ledger._conn.execute(killed, row)
+            await ledger._conn.commit()
+        finally:
+            await ledger.aclose()
+        async with running_bot(settings, fake, recheck_seconds=0.2):
+            await all_answered(fake, [note], within=25)
+            await settle(fake)
+    else:
+        async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
+            await settle(fake)
+            note = await sent_then_named(fake)
+            row = (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time())
+            await survivor.bot.core.notes._conn.execute(killed, row)
+            await all_answered(fake, [note], within=25)
+            await settle(fake)
     assert answers(fake, note) == 1
 
 
