@@ -206,6 +206,9 @@ class PendingGrievance:
     # As staff set it on the desk while it waited (tools.grievances = "local" during an outage):
     # the push gives the issue this status too, so Jira never contradicts what the player was told.
     status: str = "open"
+    # A push took it before (a claim or a failure is on the row): only then may an issue in Jira
+    # be its own from a create whose answer was lost.
+    tried: bool = False
 
 
 # Statuses staff can set on the local backend; the seed and older rows use the same words.
@@ -1076,12 +1079,13 @@ class LocalGrievanceStore:
         waiting out a retry delay are left out. (A row whose key is not set yet is mid-`register`
         on this connection: not ready.)"""
         rows = await self._conn.execute_fetchall(
-            "SELECT local_key, user_id, category, description, created_at, attempts, last_error, status"
+            "SELECT local_key, user_id, category, description, created_at, attempts, last_error, status,"
+            " attempts > 0 OR next_try_at IS NOT NULL"
             " FROM grievances WHERE push_state = 'pending' AND local_key IS NOT NULL"
             " AND (next_try_at IS NULL OR next_try_at <= ?) ORDER BY id LIMIT ?",
             (time.time(), limit),
         )
-        return [PendingGrievance(*row) for row in rows]
+        return [PendingGrievance(*row[:-1], tried=bool(row[-1])) for row in rows]
 
     async def claim(self, local_key: str, until: float) -> bool:
         """Take a pending row for pushing until `until` (unix time); False if another pusher holds

@@ -343,7 +343,9 @@ class JiraGrievances:
                 row.local_key,
                 row.user_id,
                 row.description,
-                row.created_at,
+                # A grievance no push took before has made no issue: one of its key label made
+                # since it was filed is a lost grievance's, seen through a clock behind Jira's.
+                row.created_at if row.tried else "",
                 pushing=True,
             )
             found = pushes[0] if pushes else None

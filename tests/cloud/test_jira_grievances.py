@@ -579,6 +579,37 @@ async def test_after_a_restore_the_same_players_lost_issue_is_not_taken_for_thei
     assert creates(fake) == 2 and (await local_rows(db))[ticket.key] == ("pushed", "GRV-102")
 
 
+async def test_after_a_restore_a_bot_clock_behind_jiras_takes_no_lost_issue_for_a_new_grievance(
+    fake, db, tmp_path
+) -> None:
+    # A host back from a power cut or a restore runs on its hardware clock until NTP syncs it:
+    # minutes behind Jira's. The lost GRV-1's issue then looked made since the new GRV-1 was
+    # filed and was taken for its push: the new grievance never reached Jira.
+    backend = await open_backend(fake, db)
+    await backend.aclose()
+    saved = tmp_path / "backup.db"
+    with contextlib.closing(sqlite3.connect(db)) as src, contextlib.closing(sqlite3.connect(saved)) as dst:
+        src.backup(dst)
+    backend = await open_backend(fake, db)
+    try:
+        await backend.register(NOVA, "wallet", "gems never arrived")
+        assert await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    made = fake.issues["GRV-101"]
+    made.created = made.updated = made.created + dt.timedelta(minutes=5)  # Jira's clock ahead
+    for leftover in tmp_path.glob("grievances.db*"):
+        leftover.unlink()
+    saved.rename(db)
+    backend = await open_backend(fake, db)
+    try:
+        ticket = await backend.register(NOVA, "other", "voice chat cuts out every evening")
+        assert ticket.key == "GRV-1" and await backend.push_pending() == 1
+    finally:
+        await backend.aclose()
+    assert creates(fake) == 2 and (await local_rows(db))[ticket.key] == ("pushed", "GRV-102")
+
+
 async def test_ten_grievances_survive_an_outage_a_restart_and_a_lost_answer(fake, db) -> None:
     fake.fail("500")
     first = await open_backend(fake, db)
