@@ -499,6 +499,28 @@ async def test_many_players_news_is_one_project_wide_query_a_round(fake: FakeJir
     assert fake.jql == ['project = "GRV" AND updated >= "-2m" ORDER BY updated ASC']
 
 
+async def test_a_busy_projects_news_is_asked_by_players_labels_not_paged_through(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # A project staff use for other work too, a thousand updates in the window (or a week of
+    # them after an outage): the project-wide look paged through every one of them, ten
+    # searches a round for 60 players whose labels take two, and offsets that shift under
+    # issues updated meanwhile.
+    front = Recorder()
+    players = [str(900000000000000000 + i) for i in range(60)]
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        for player in players:
+            await p.local.register(player, "other", "lag every evening")
+        for i in range(1000):
+            fake.add_issue(["staff"], f"Unrelated work {i}")
+        last = fake.add_issue([f"discord-{players[-1]}"], "Made in Jira by staff")
+        fake.set_status(last.key, "Done")
+        fake.jql.clear()
+        assert await p.news.run_once(front) == 1
+    assert [(d.user_id, d.items[0].ticket) for d in front.dms] == [(players[-1], last.key)]
+    assert len(fake.jql) <= 1 + 2, fake.jql
+
+
 async def test_an_issue_reopened_in_jira_and_done_again_is_told_each_time_and_each_change_once(
     fake: FakeJira, tmp_path: Path
 ) -> None:

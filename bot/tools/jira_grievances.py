@@ -171,15 +171,22 @@ class JiraGrievances:
         return self._store
 
     async def updated_issues(self, user_ids: list[str], minutes: int) -> list[tuple[str, RemoteIssue]]:
-        """(player, issue) for these players' issues updated in Jira in the last `minutes`, from one
-        query. Raises TrackerError when Jira fails."""
+        """(player, issue) for these players' issues updated in Jira in the last `minutes`: from one
+        query, or one per NEWS_BATCH players when they are more and the project's changes fill more
+        than a page. Raises TrackerError when Jira fails."""
         ids = [u for u in user_ids if USER_ID.match(u)]
         if not ids:
             return []
-        # More players than one short query names: what changed in the whole project, read for
-        # theirs, is one query a round instead of one per NEWS_BATCH players.
-        named = ids if len(ids) <= NEWS_BATCH else None
-        issues = await self._in_thread(self._tracker.updated_for_users, named, minutes)
+        issues = None
+        if len(ids) > NEWS_BATCH:
+            # More players than one short query names: what changed in the whole project, read
+            # for theirs, is one query a round, unless the project is busier than one page.
+            issues = await self._in_thread(self._tracker.updated_in_project, minutes)
+        if issues is None:
+            issues = []
+            for start in range(0, len(ids), NEWS_BATCH):
+                batch = ids[start : start + NEWS_BATCH]
+                issues += await self._in_thread(self._tracker.updated_for_users, batch, minutes)
         players = set(ids)
         return [(u, i) for i in issues if (u := self._tracker.user_of(i)) in players]
 

@@ -75,6 +75,7 @@ SUMMARY_WORDS = 12
 SUMMARY_CHARS = 120
 REASON_CHARS = 200
 MAX_WINDOW_MINUTES = 7 * 24 * 60  # how far back ticket news looks, at most
+PROJECT_NEWS_PAGE = 100  # issues in a project-wide look for ticket news: one page, the client's
 # Issues one key label is looked up among: ours, and those of grievances an older copy of the
 # database filed under the same key (each restore from a backup can add one).
 MAX_SAME_KEY = 20
@@ -542,16 +543,28 @@ class JiraTracker:
         found = self._search(self._jql(self.user_label(user_id), newest_first=True), limit)
         return [issue for issue in found if self.user_of(issue) == user_id]
 
-    def updated_for_users(self, user_ids: list[str] | None, minutes: int) -> list[RemoteIssue]:
-        """Every issue of these players (by their labels; None: of the whole project) updated in
-        the last `minutes`, least recently updated first; all pages (ticket news needs each one,
-        not the newest few)."""
-        if user_ids is not None and not user_ids:
+    def updated_for_users(self, user_ids: list[str], minutes: int) -> list[RemoteIssue]:
+        """Every issue of these players (by their labels) updated in the last `minutes`, least
+        recently updated first; all pages (ticket news needs each one, not the newest few)."""
+        if not user_ids:
             return []
-        labels = None if user_ids is None else [self.user_label(u) for u in user_ids]
-        jql = self._updated_jql(labels, minutes)
+        jql = self._updated_jql([self.user_label(u) for u in user_ids], minutes)
         with self._client() as client:
             found = client.enhanced_search_issues(jql, maxResults=0, fields=list(SEARCH_FIELDS))
+        return [self._to_issue(issue.raw) for issue in found or []]  # type: ignore[union-attr]
+
+    def updated_in_project(self, minutes: int) -> list[RemoteIssue] | None:
+        """Every issue of the project updated in the last `minutes`, least recently updated
+        first, if one page of PROJECT_NEWS_PAGE holds them; None if not. A busy project (shared
+        with other work, or a week of it after an outage) would take more pages than its players'
+        labels take queries, each moving under issues updated while it is read."""
+        jql = self._updated_jql(None, minutes)
+        with self._client() as client:
+            found = client.enhanced_search_issues(
+                jql, maxResults=PROJECT_NEWS_PAGE, fields=list(SEARCH_FIELDS)
+            )
+        if getattr(found, "nextPageToken", None):
+            return None
         return [self._to_issue(issue.raw) for issue in found or []]  # type: ignore[union-attr]
 
     def local_key_of(self, issue: RemoteIssue) -> str:
