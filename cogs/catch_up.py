@@ -815,6 +815,9 @@ class Every:
         self._work = work
         self._task: asyncio.Task[None] | None = None
         self.current_loop = 0  # runs ended
+        # The failure of the runs failing alike: a fault that fails every run (a broken file, a
+        # bug) is said once with its traceback, not every `seconds` for as long as it lasts.
+        self._failing = ""
 
     def is_running(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -831,8 +834,17 @@ class Every:
         while True:
             try:
                 await self._work()
-            except Exception:  # never ends by itself: the next run may find the trouble gone
-                log.exception("%s failed; tried again in %g s", self.name, self.seconds)
+            except Exception as exc:  # never ends by itself: the next run may find the trouble gone
+                why = f"{type(exc).__name__}: {exc}"
+                if why != self._failing:
+                    log.exception("%s failed; tried again every %g s", self.name, self.seconds)
+                else:
+                    log.debug("%s failed again: %s", self.name, why)
+                self._failing = why
+            else:
+                if self._failing:
+                    log.info("%s works again", self.name)
+                self._failing = ""
             self.current_loop += 1
             await asyncio.sleep(self.seconds)
 

@@ -2028,6 +2028,32 @@ async def test_a_recheck_that_overran_is_not_made_up_for_by_rechecks_back_to_bac
     assert min(gaps) >= 0.2 * 0.9, gaps
 
 
+async def test_a_recheck_failing_alike_at_every_run_is_said_once(caplog) -> None:
+    # A fault that fails every recheck (a bug, a broken file) was a traceback every
+    # recheck_seconds for as long as it lasted: 2,880 a day at the default 30 s.
+    from cogs.catch_up import Every
+
+    runs = 0
+
+    async def failing() -> None:
+        nonlocal runs
+        runs += 1
+        if runs <= 5:
+            raise RuntimeError("the ledger is broken")
+
+    caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
+    every = Every(0.01, failing, "recheck")
+    every.start()
+    try:
+        await eventually(lambda: every.current_loop >= 7)
+    finally:
+        every.cancel()
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and errors[0].exc_info, [r.getMessage() for r in errors]
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == ["recheck works again"]
+    await eventually(lambda: not every.is_running())  # cancelled: it ends
+
+
 async def test_a_note_answered_whose_mark_failed_is_not_answered_again_by_the_recheck(
     settings, fake, caplog
 ) -> None:
