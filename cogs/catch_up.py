@@ -834,19 +834,29 @@ class Every:
         while True:
             try:
                 await self._work()
+            except asyncio.CancelledError as exc:
+                if (me := asyncio.current_task()) is None or me.cancelling():
+                    raise  # cancelled itself: the cog unloaded, the bot closing
+                # Raised by something a run awaited that another task cancelled: it would end the
+                # recheck unsaid for the life of the process, and the notes kept for it with it.
+                self._failed(exc)
             except Exception as exc:  # never ends by itself: the next run may find the trouble gone
-                why = f"{type(exc).__name__}: {exc}"
-                if why != self._failing:
-                    log.exception("%s failed; tried again every %g s", self.name, self.seconds)
-                else:
-                    log.debug("%s failed again: %s", self.name, why)
-                self._failing = why
+                self._failed(exc)
             else:
                 if self._failing:
                     log.info("%s works again", self.name)
                 self._failing = ""
             self.current_loop += 1
             await asyncio.sleep(self.seconds)
+
+    def _failed(self, exc: BaseException) -> None:
+        # Within the handler of `exc`, whose traceback goes with the first line.
+        why = f"{type(exc).__name__}: {exc}"
+        if why != self._failing:
+            log.exception("%s failed; tried again every %g s", self.name, self.seconds)
+        else:
+            log.debug("%s failed again: %s", self.name, why)
+        self._failing = why
 
 
 class PlacesUnread(Exception):

@@ -2054,6 +2054,34 @@ async def test_a_recheck_failing_alike_at_every_run_is_said_once(caplog) -> None
     await eventually(lambda: not every.is_running())  # cancelled: it ends
 
 
+async def test_a_recheck_run_that_meets_a_stray_cancellation_does_not_end_the_rechecks() -> None:
+    # A run awaiting something another task cancelled got its CancelledError: the recheck ended,
+    # unsaid, and the notes kept for it were never answered. Cancelled itself, it still ends.
+    from cogs.catch_up import Every
+
+    runs = 0
+    held = asyncio.Event()
+
+    async def work() -> None:
+        nonlocal runs
+        runs += 1
+        if runs == 1:
+            cancelled = asyncio.get_running_loop().create_future()
+            cancelled.cancel()
+            await cancelled
+        if runs == 3:
+            await held.wait()  # cancelled here, mid-run
+
+    every = Every(0.01, work, "recheck")
+    every.start()
+    try:
+        await eventually(lambda: runs >= 3)
+    finally:
+        every.cancel()
+    await eventually(lambda: not every.is_running())
+    assert every.current_loop == 2
+
+
 async def test_a_note_answered_whose_mark_failed_is_not_answered_again_by_the_recheck(
     settings, fake, caplog
 ) -> None:
