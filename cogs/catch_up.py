@@ -536,7 +536,8 @@ class CatchUp(commands.Cog):
                 key=lambda said: said.id,
             )
             if me is not None and answered_unlinked(note, after, me.id):
-                cut_short.add(message_id)
+                if not await self._earlier_answered_after(note):
+                    cut_short.add(message_id)
         # Settled now: left 'started' by a dead owner, the recheck would fetch and answer them again.
         await ledger.answered_before_a_crash(sorted(cut_short))
         promised = {u.message_id for u in leftovers}  # kept with a ⏳, or cut by a stop: answered
@@ -628,7 +629,7 @@ class CatchUp(commands.Cog):
                     return True
                 # Answered where the bot could not reply, the permission given back since.
                 if unlinked and answers_unlinked(later, message.author.id):
-                    return True
+                    return not await self._earlier_answered_after(message)
             elif later.author.id == message.author.id and (voice is None or voice.voice_notes(later)):
                 unlinked = False  # a plain answer from here on may be that note's
             read += 1
@@ -641,6 +642,13 @@ class CatchUp(commands.Cog):
                 )
                 return False
         return False
+
+    async def _earlier_answered_after(self, note: discord.Message) -> bool:
+        """Whether an earlier note of `note`'s player there was answered after `note` was sent (or
+        is not settled): one player's notes are answered in turn, so a plain answer after `note`
+        may be that one's, and `note`, taken for answered, would never be. Answered twice rather."""
+        since = (_sent_at(note.id) - CLOCK_MARGIN).timestamp()
+        return await self.bot.core.notes.answered_after(note.id, note.channel.id, str(note.author.id), since)
 
     def _sort(
         self,

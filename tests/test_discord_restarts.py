@@ -1095,34 +1095,47 @@ async def test_a_killed_turns_note_whose_player_was_only_told_to_slow_down_is_an
 
 
 @pytest.mark.parametrize("found_by", ["start-up catch-up", "recheck"])
-@pytest.mark.parametrize("said", ["dms closed notice", "answer to a later note"])
+@pytest.mark.parametrize("said", ["dms closed notice", "answer to a later note", "answer to an earlier note"])
 async def test_a_killed_turns_note_is_answered_though_a_plain_line_after_it_names_its_player(
     settings, fake, found_by, said
 ) -> None:
-    # Plain messages naming the player that answer another note of theirs, or tell them their DMs
-    # are closed (ticket news, in the channel they last spoke in), were taken for the killed
-    # turn's answer: the note was settled as answered and never answered at all.
+    # Plain messages naming the player that answer another note of theirs (a later one, or an
+    # earlier one answered once this one was sent: one player's notes are answered in turn), or
+    # tell them their DMs are closed (ticket news, in the channel they last spoke in), were taken
+    # for the killed turn's answer: the note was settled as answered and never answered at all.
     me = InjectedUser(BOT_USER_ID, "voxdesk", bot=True)
-    killed = (
+    rows = (
         "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
-        " VALUES (?, ?, ?, 'started', ?, ?, ?)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?)"
     )
+    earlier: list[dict] = []
 
     async def sent_then_named(fake: FakeDiscord) -> dict:
+        if said == "answer to an earlier note":
+            earlier.append(await fake.send_note(nova, voice_note(), guild=True, dispatch=False))
         note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
         text = f"<@{nova.id}> {DMS_CLOSED_NOTICE}"
         if said == "answer to a later note":
             await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        if said != "dms closed notice":
             text = f"<@{nova.id}> You have 1,200 reward points."
         await fake.send_message(me, channel_id=ALLOWED_CHANNEL, guild=True, content=text, dispatch=False)
         return note
 
+    def ledger_rows(note: dict) -> list[tuple[object, ...]]:
+        now = time.time()
+        killed = (int(note["id"]), ALLOWED_CHANNEL, NOVA, "started", "4194305:1:killed", now + 600, now)
+        # The earlier note's answer (the plain line) went out, and it was marked, after `note` came.
+        return [
+            killed,
+            *((int(n["id"]), ALLOWED_CHANNEL, NOVA, "answered", None, None, now) for n in earlier),
+        ]
+
     if found_by == "start-up catch-up":
         note = await sent_then_named(fake)
-        row = (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time())
         ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
         try:
-            await ledger._conn.execute(killed, row)
+            await ledger._conn.executemany(rows, ledger_rows(note))
             await ledger._conn.commit()
         finally:
             await ledger.aclose()
@@ -1133,11 +1146,11 @@ async def test_a_killed_turns_note_is_answered_though_a_plain_line_after_it_name
         async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
             await settle(fake)
             note = await sent_then_named(fake)
-            row = (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time())
-            await survivor.bot.core.notes._conn.execute(killed, row)
+            await survivor.bot.core.notes._conn.executemany(rows, ledger_rows(note))
             await all_answered(fake, [note], within=25)
             await settle(fake)
     assert answers(fake, note) == 1
+    assert all(answers(fake, n) == 0 for n in earlier)  # answered before the kill: not again
 
 
 async def test_a_note_answered_by_a_process_killed_beside_a_running_one_is_not_answered_again(
