@@ -144,7 +144,7 @@ class CatchUp(commands.Cog):
         self.rechecks_begun = 0
         self.rechecks_ended = 0
         # Set once the start's catch-up has ended, however it ended: from then on a note sent is
-        # live or the recheck's, never read as the start's own (discord.py's loop has no event).
+        # live or the recheck's, never read as the start's own (Every has no event for it).
         self.caught_up = asyncio.Event()
         self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
 
