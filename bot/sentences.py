@@ -233,6 +233,10 @@ NOT_A_VOICE_MESSAGE = (
 )
 # A voice message that came with no audio to hear (Discord sent none).
 VOICE_WITHOUT_AUDIO = "That voice message reached me without its audio. Could you send it again?"
+# A voice message whose attachment lacks a voice message's waveform, where only those are answered.
+VOICE_WITHOUT_WAVEFORM = (
+    "That voice message reached me incomplete, so I can't answer it. Could you record it again?"
+)
 ONE_AT_A_TIME = (
     "I answer one voice note per message, so I'll answer the first. Please send the others one by one."
 )

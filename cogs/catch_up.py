@@ -76,6 +76,7 @@ NOT_ANSWERS = [
         say.NOT_A_NOTE,
         say.NOT_A_VOICE_MESSAGE,
         say.VOICE_WITHOUT_AUDIO,
+        say.VOICE_WITHOUT_WAVEFORM,
         say.ONE_AT_A_TIME,
         say.RESTARTING,
         say.DMS_CLOSED_NOTICE,

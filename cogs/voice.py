@@ -205,7 +205,8 @@ class VoiceNotes(commands.Cog):
             return
         notes = self.voice_notes(message)
         if not notes:
-            if voice_flagged(message) and not carried_attachments(message) and self.addressed_here(message):
+            heard_as_file = self.settings.any_audio_attachment and carried_attachments(message)
+            if voice_flagged(message) and not heard_as_file and self.addressed_here(message):
                 self._without_audio(message)
                 return
             # Chat in a channel the bot watches is not for it; a DM or a mention is.
@@ -239,7 +240,19 @@ class VoiceNotes(commands.Cog):
 
     def _without_audio(self, message: discord.Message) -> None:
         """A voice message, or a forward of one, with no attachment to hear where the bot answers
-        notes: said in the log, not dropped unseen, and the player told where it may be told."""
+        notes, or one whose attachment lacks the waveform that makes it a voice message to
+        discord.py where only voice messages are answered: said in the log, not dropped unseen,
+        and the player told where it may be told."""
+        if carried_attachments(message):
+            log.info(
+                "voice message %s from %s has no waveform, and discord.any_audio_attachment is off:"
+                " not answered",
+                message.id,
+                message.author.id,
+            )
+            if message.guild is None or self._mentioned(message):
+                self._hint(message, say.VOICE_WITHOUT_WAVEFORM, "not a note")
+            return
         hidden = message.guild is not None and not self.bot.intents.message_content
         log.info(
             "voice message %s from %s came without its audio%s: not answered",

@@ -857,3 +857,43 @@ async def test_a_note_weighed_live_then_given_back_is_not_counted_again_by_a_rec
     assert voice.flood.update_rate_limit(as_sent, now - 5) is None  # ... and counted it
     assert catch_up._within_flood_limit(voice, [given_back], {given_back.id}) == [given_back.id]
     assert voice.flood.get_bucket(as_sent, now).get_tokens(now) == rate - 1
+
+
+async def test_a_voice_message_without_its_waveform_is_logged_and_told_not_dropped(
+    settings, fake: FakeDiscord, caplog
+):
+    # Discord flags it a voice message, but its attachment lacks the waveform discord.py takes
+    # as one: where only voice messages count, it was dropped in a watched channel with no line,
+    # and a DM heard how to record the voice message the player had just recorded.
+    from bot.sentences import VOICE_WITHOUT_WAVEFORM
+    from tests.fakes.discord_server import dm_channel_id
+
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    async with running_bot(settings, fake, any_audio_attachment=False):
+        url = f"{fake.url}/attachments/1/1/voice-message.ogg"
+        bare = {
+            "filename": "voice-message.ogg",
+            "content_type": "audio/ogg",
+            "size": 9000,
+            "url": url,
+            "proxy_url": url,
+            "duration_secs": 1.5,
+        }
+        watched = await fake.send_message(
+            blaze, channel_id=ALLOWED_CHANNEL, guild=True, flags=VOICE_FLAG, attachments=[{**bare, "id": "1"}]
+        )
+        dm = await fake.send_message(
+            nova,
+            channel_id=dm_channel_id(nova.id),
+            guild=False,
+            flags=VOICE_FLAG,
+            attachments=[{**bare, "id": "2"}],
+        )
+        (told,) = await fake.wait_for(lambda _: fake.replies_to(dm["id"]))
+        await eventually(lambda: f"voice message {watched['id']} from {blaze.id}" in caplog.text)
+    assert told.content == VOICE_WITHOUT_WAVEFORM
+    assert fake.replies_to(watched["id"]) == []  # told only where a hint may go
+    line = "has no waveform, and discord.any_audio_attachment is off: not answered"
+    assert f"voice message {dm['id']} from {nova.id} {line}" in caplog.text
+    assert f"voice message {watched['id']} from {blaze.id} {line}" in caplog.text
+    assert not fake.sent("cdn")
