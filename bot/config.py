@@ -791,6 +791,23 @@ DOTENV = Path(".env")  # in the working directory, like config.toml
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+class _NamingDotenv(logging.Filter):
+    """python-dotenv's warning of a line it cannot parse ("could not parse statement starting at
+    line 2") names no file: said instead by a line that names .env. A python-dotenv that words it
+    otherwise has its own line shown as it is."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not str(record.msg).startswith("python-dotenv could not parse") or not record.args:
+            return True
+        line = record.args[0] if isinstance(record.args, tuple) else record.args
+        log.warning(
+            "%s: line %s could not be read, ignored: write NAME=value lines, such as DISCORD_TOKEN=...",
+            DOTENV.resolve(),
+            line,
+        )
+        return False
+
+
 def _load_dotenv() -> None:
     try:
         from dotenv import dotenv_values
@@ -807,8 +824,14 @@ def _load_dotenv() -> None:
         raise ConfigError(
             f"{DOTENV.resolve()} is not UTF-8 text (PowerShell 5's > writes UTF-16): save it as UTF-8"
         ) from None
-    # No ${VAR} expansion: a secret may hold "${".
-    for var, value in dotenv_values(stream=io.StringIO(text), interpolate=False).items():
+    naming = _NamingDotenv()
+    logging.getLogger("dotenv.main").addFilter(naming)
+    try:
+        # No ${VAR} expansion: a secret may hold "${".
+        values = dotenv_values(stream=io.StringIO(text), interpolate=False)
+    finally:
+        logging.getLogger("dotenv.main").removeFilter(naming)
+    for var, value in values.items():
         if value is None:
             continue
         if not _VARIABLE_NAME.fullmatch(var):

@@ -442,6 +442,19 @@ def test_a_powershell_line_in_dotenv_is_a_warning_naming_it(
     assert "$env:DISCORD_TOKEN" not in os.environ
 
 
+def test_a_dotenv_line_python_dotenv_cannot_parse_is_a_warning_naming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # python-dotenv's own line ("could not parse statement starting at line 2") names no file.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    (tmp_path / ".env").write_text("# the bot's token\nDISCORD_TOKEN MTIz.abc.def\n")
+    caplog.set_level(logging.WARNING)
+    assert load_settings().secrets.discord_token == ""
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith(f"{tmp_path / '.env'}: line 2 could not be read, ignored: write NAME=value")
+
+
 def test_a_secret_in_the_environment_and_otherwise_in_dotenv_says_which_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
