@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sqlite3
 import sys
 import tempfile
@@ -17,6 +16,7 @@ from bot import logs, paths
 from bot.app import NotInitialised
 from bot.audio import AudioError
 from bot.config import ConfigError, Settings, check_port, load_settings, pasted_path
+from bot.db import other_owner
 from bot.engines.base import SpeechModelsUnavailable
 
 log = logging.getLogger("bot")
@@ -28,34 +28,6 @@ def _complain(line: str) -> None:
     """A command's error line on stderr, where no log handler masks: an exception's text (a
     service's reply, a setting's address) may carry a secret."""
     print(logs.masked(line), file=sys.stderr)
-
-
-def _user(uid: int) -> str:
-    import pwd  # POSIX only, as file owners are
-
-    try:
-        return pwd.getpwuid(uid).pw_name
-    except KeyError:
-        return f"uid {uid}"
-
-
-def _other_owner(filename: str) -> str:
-    """' (<path> is owned by <user>, ...)' when another user than voxdesk's owns the file, or the
-    nearest folder above it that can be looked at: `init` run as root, or as a person, before
-    `run` as the service's user is the usual cause of a Permission denied."""
-    if not hasattr(os, "geteuid"):
-        return ""
-    me = os.geteuid()
-    for place in (Path(filename), *Path(filename).absolute().parents):
-        try:
-            owner = place.stat().st_uid
-        except OSError:  # inside a folder closed to voxdesk: that folder is the one to name
-            continue
-        if owner == me:
-            return ""
-        # No chown suggested: the folder found may be a system one above a storage.dir not made yet.
-        return f" ({place} is owned by {_user(owner)}, and voxdesk runs as {_user(me)})"
-    return ""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -550,7 +522,7 @@ def main(argv: list[str] | None = None) -> int:
         return 4
     except OSError as exc:  # unreadable, a folder where a file was meant, a port in use
         where = f"{exc.filename}: " if exc.filename else ""
-        owner = _other_owner(exc.filename) if isinstance(exc, PermissionError) and exc.filename else ""
+        owner = other_owner(exc.filename) if isinstance(exc, PermissionError) and exc.filename else ""
         _complain(f"{where}{exc.strerror or exc}{owner}")
         return 4
     except sqlite3.Error as exc:

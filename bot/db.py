@@ -29,6 +29,34 @@ def private_dir(folder: Path) -> None:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
 
 
+def _user(uid: int) -> str:
+    import pwd  # POSIX only, as file owners are
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid {uid}"
+
+
+def other_owner(filename: str) -> str:
+    """' (<path> is owned by <user>, ...)' when another user than voxdesk's owns the file, or the
+    nearest folder above it that can be looked at: `init` run as root, or as a person, before
+    `run` as the service's user is the usual cause of a Permission denied."""
+    if not hasattr(os, "geteuid"):
+        return ""
+    me = os.geteuid()
+    for place in (Path(filename), *Path(filename).absolute().parents):
+        try:
+            owner = place.stat().st_uid
+        except OSError:  # inside a folder closed to voxdesk: that folder is the one to name
+            continue
+        if owner == me:
+            return ""
+        # No chown suggested: the folder found may be a system one above a storage.dir not made yet.
+        return f" ({place} is owned by {_user(owner)}, and voxdesk runs as {_user(me)})"
+    return ""
+
+
 def fsync_path(path: Path) -> None:
     """Flush a file, or a folder's list of names, to disk: a new file's name is in its folder,
     which a power cut can lose with the file in it unless the folder is synced too."""

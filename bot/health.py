@@ -12,6 +12,7 @@ import errno
 import fcntl
 import logging
 import os
+import shutil
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, check_discord_token_shape
-from bot.db import kept, naming
+from bot.db import kept, naming, other_owner
 from bot.logs import masked
 
 if TYPE_CHECKING:
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# Free space on the storage folder's disk below which `check` warns: the databases' writes and
+# the spool's lines are small, but a disk that fills holds new grievances in memory alone.
+LOW_DISK_BYTES = 100 * 2**20
 CHECK_TIMEOUT = 30.0  # seconds per service: longer than any client's own timeout and retries
 
 
@@ -202,7 +206,13 @@ def check_storage(settings: Settings) -> str:
             f"; {unusable}; the bot keeps /grievance file's claims in memory: a repeat sent to another"
             " bot on this folder may be filed twice"
         )
-    return NeedsHuman(said) if set_aside or shown or locked_out or unusable else said
+    free = shutil.disk_usage(paths.root).free
+    if low := free < LOW_DISK_BYTES:
+        said += (
+            f"; only {free // 2**20} MB free on the disk of {paths.root}: once it is full, new"
+            " grievances are held in memory alone and lost at a stop; free some space"
+        )
+    return NeedsHuman(said) if set_aside or shown or locked_out or unusable or low else said
 
 
 DOTENV = Path(".env")  # where bot.config reads it from: the working directory
@@ -327,6 +337,11 @@ def open_to_others(folder: Path) -> list[Path]:
 
 
 def _reason(exc: BaseException) -> str:
+    if isinstance(exc, OSError) and exc.filename and exc.strerror:
+        # Python's "[Errno 13] Permission denied: 'var/players.db'" says neither whose the file is
+        # nor whom voxdesk runs as, the usual cause being `init` run as another user.
+        owner = other_owner(exc.filename) if isinstance(exc, PermissionError) else ""
+        return f"{exc.filename}: {exc.strerror}{owner}"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return text or type(exc).__name__
 

@@ -906,3 +906,45 @@ async def test_check_warns_of_a_recent_claims_file_the_bot_runs_without(settings
     asked = voxdesk("ask", sample, storage=settings.storage_dir)
     assert asked.returncode == 0, asked.stderr
     assert recent.read_bytes() == kept
+
+
+def test_checks_lines_name_the_other_user_who_owns_a_folder_they_cannot_open(settings) -> None:
+    # `init` as root, `check` as the service's user: each line said "[Errno 13] Permission
+    # denied: 'var/players.db'", Python's words, naming neither the owner nor who voxdesk runs as.
+    if os.geteuid() != 0:
+        pytest.skip("giving the folder to another user needs root")
+    storage = settings.storage_dir
+    os.chown(storage, 65534, -1)
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-m", "bot", "check"],
+            cwd=REPO,
+            env={**os.environ, "VOXDESK_STORAGE_DIR": str(storage)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.chown(storage, 0, -1)
+    owner = pwd.getpwuid(65534).pw_name
+    why = f"Permission denied ({storage} is owned by {owner}, and voxdesk runs as root)"
+    (line,) = [line for line in done.stdout.splitlines() if " storage " in line]
+    assert line.startswith("FAIL") and line.endswith(f"{storage}/players.db: {why}"), done.stdout
+    assert "[Errno" not in done.stdout
+
+
+def test_check_warns_of_a_storage_folder_on_a_nearly_full_disk(settings, monkeypatch) -> None:
+    # A full disk is how grievances end up held in memory alone: `check` said nothing of it.
+    real = shutil.disk_usage
+    free = {"bytes": 10 * 2**20}
+
+    def usage(path):
+        total, used, _ = real(path)
+        return type(real(path))(total, used, free["bytes"])
+
+    monkeypatch.setattr(shutil, "disk_usage", usage)
+    said = health.check_storage(settings)
+    assert isinstance(said, health.NeedsHuman), said
+    assert f"only 10 MB free on the disk of {settings.storage_dir}" in said
+    free["bytes"] = 10 * 2**30
+    assert "free on the disk" not in health.check_storage(settings)
