@@ -18,6 +18,7 @@ from cryptography.fernet import Fernet
 
 from bot import paths
 from bot import sentences as say
+from bot.app import storage_paths
 from bot.config import load_settings
 from bot.web import STATE, desk, ops, playground
 from bot.web.playground import DEMO_PLAYERS
@@ -1104,6 +1105,23 @@ async def test_a_login_lasts_session_hours_however_often_its_cookie_is_rewritten
         async with TestClient(TestServer(client.app)) as copy:
             copy.session.cookie_jar.update_cookies({"voxdesk_session": rewritten})
             assert (await copy.get("/desk", allow_redirects=False)).status == 303
+
+
+async def test_a_long_running_desk_forgets_logouts_whose_sessions_have_lapsed(settings) -> None:
+    # Pruned only at a start: a desk up for months kept a row per logout for ever.
+    hours = web_settings(settings.storage_dir, VOXDESK_WEB_SESSION_HOURS="2")
+    async with web_client(hours) as (client, _):
+        now = [time.time()]
+        client.app[STATE].clock = lambda: now[0]
+        for _ in range(3):
+            assert await log_in(client) == 303
+            token = await csrf_of(client, "/desk")
+            out = await client.post("/desk/logout", data={"csrf": token}, allow_redirects=False)
+            assert out.status == 303
+            now[0] += 2.5 * 3600  # past the longest session: that logout guards nothing now
+        with sqlite3.connect(storage_paths(settings).web) as db:
+            (rows,) = db.execute("SELECT COUNT(*) FROM ended_logins").fetchone()
+    assert rows == 1
 
 
 @pytest.mark.parametrize(

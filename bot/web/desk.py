@@ -260,7 +260,7 @@ async def logout(request: web.Request) -> web.StreamResponse:
         st = web_state(request)
         lapses = _lapses_at(since if isinstance(since, int) else st.clock(), st.settings)
         try:
-            await web_state(request).staff_logins.end(login, lapses)
+            await st.staff_logins.end(login, lapses, st.clock())
         except sqlite3.Error as exc:
             # Out in this browser all the same; told that a copied cookie is not out yet.
             log.error("desk: could not record a staff logout: %s", exc)

@@ -176,8 +176,12 @@ class StaffLogins:
             await conn.commit()
             return cls(conn)
 
-    async def end(self, login: str, until: float) -> None:
+    async def end(self, login: str, until: float, now: float | None = None) -> None:
+        """Record a logout until `until`; the logouts whose sessions have lapsed by `now` (the
+        clock sessions are dated by) guard nothing, and a desk up for months would keep them all."""
+        lapsed = time.time() if now is None else now
         async with writing(self._conn, self._write_lock):
+            await self._conn.execute("DELETE FROM ended_logins WHERE until < ?", (lapsed,))
             await self._conn.execute(
                 "INSERT OR IGNORE INTO ended_logins (login, until) VALUES (?, ?)", (login, until)
             )
