@@ -16,20 +16,48 @@ import pytest
 from bot.db import NewerSchema, open_sqlite, opening, while_locked
 
 
-async def test_a_new_database_another_process_is_writing_to_opens_once_the_write_ends(tmp_path: Path) -> None:
+def refusals_noted(module: Any, monkeypatch: pytest.MonkeyPatch) -> asyncio.Event:
+    """Set once `module`'s `while_locked` has had its action refused as locked: a test ends the
+    other process's write then, not after a pause that a busy machine may outlast before the
+    write under test was even tried."""
+    refused = asyncio.Event()
+    real = module.while_locked
+
+    async def noting(action: Callable[[], Awaitable[Any]], seconds: float | None = None) -> Any:
+        async def tried() -> Any:
+            try:
+                return await action()
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc):
+                    refused.set()
+                raise
+
+        return await real(tried, seconds)
+
+    monkeypatch.setattr(module, "while_locked", noting)
+    return refused
+
+
+async def test_a_new_database_another_process_is_writing_to_opens_once_the_write_ends(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from bot import db
+
     path = tmp_path / "shared.db"
     other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     other.execute("CREATE TABLE first_bot (x)")  # still in rollback-journal mode, as a new file is
     other.execute("BEGIN IMMEDIATE")
     other.execute("INSERT INTO first_bot VALUES (1)")
+    refused = refusals_noted(db, monkeypatch)
 
     async def finish_the_write() -> None:
-        await asyncio.sleep(0.3)
+        await refused.wait()
         other.execute("COMMIT")
 
     ending = asyncio.create_task(finish_the_write())
     conn = await open_sqlite(path, "CREATE TABLE IF NOT EXISTS second_bot (y);", version=1)
     try:
+        assert refused.is_set()  # opened while the other write was under way, not after it
         await ending
         cursor = await conn.execute("PRAGMA journal_mode")
         assert (await cursor.fetchone())[0] == "wal"

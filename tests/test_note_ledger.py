@@ -18,6 +18,7 @@ from bot.engines.base import Usage
 from bot.note_ledger import NoteLedger
 from bot.usage import UsageMeter
 from tests.conftest import NOVA
+from tests.test_db import refusals_noted
 
 
 async def open_two(tmp_path) -> tuple[NoteLedger, NoteLedger]:
@@ -309,7 +310,7 @@ async def test_expired_notes_stay_unanswered_and_old_settled_ones_are_pruned(tmp
         await again.aclose()
 
 
-async def test_every_write_waits_out_a_refusal_sqlite_gives_at_once(tmp_path) -> None:
+async def test_every_write_waits_out_a_refusal_sqlite_gives_at_once(tmp_path, monkeypatch) -> None:
     one, two = await open_two(tmp_path)
     try:
         await one.keep_for_restart(1, 10, "nova")
@@ -319,13 +320,15 @@ async def test_every_write_waits_out_a_refusal_sqlite_gives_at_once(tmp_path) ->
         reading = await one._conn.execute("SELECT message_id FROM notes")
         await reading.fetchone()
         await two.remember_place(20, "dm", "blaze")
+        refused = refusals_noted(note_ledger, monkeypatch)
 
         async def end_the_read() -> None:
-            await asyncio.sleep(0.3)
+            await refused.wait()
             await reading.close()
 
         ending = asyncio.create_task(end_the_read())
         assert await one.claim(1, 10, "nova")
+        assert refused.is_set()  # claimed once the read ended, not before it was refused
         await one.answered(1)
         await one.turned_away(3, 10, "nova")
         await one.remember_place(10, "channel")
