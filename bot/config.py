@@ -789,6 +789,15 @@ class _EnvText(str):
 
 DOTENV = Path(".env")  # in the working directory, like config.toml
 _VARIABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_POWERSHELL_NAME = re.compile(r"\$env:[A-Za-z_][A-Za-z0-9_]*", re.IGNORECASE)
+
+
+def _dotenv_line(text: str, name: str) -> int | None:
+    """The number of the first line of a .env file that begins with `name`, or None."""
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip().removeprefix("export ").lstrip().startswith(name):
+            return number
+    return None
 
 
 class _NamingDotenv(logging.Filter):
@@ -837,11 +846,23 @@ def _load_dotenv() -> None:
         if not _VARIABLE_NAME.fullmatch(var):
             # PowerShell's `$env:DISCORD_TOKEN = "..."` and cmd's `set DISCORD_TOKEN=...` parse as
             # a name no program reads: the secret was "not set" with no word of this line.
-            log.warning(
-                "%s: %r is not a variable's name, ignored: write NAME=value lines, such as DISCORD_TOKEN=...",
-                DOTENV.resolve(),
-                var,
-            )
+            if _POWERSHELL_NAME.fullmatch(var):
+                log.warning(
+                    "%s: %r is not a variable's name, ignored: write NAME=value lines, such as"
+                    " DISCORD_TOKEN=...",
+                    DOTENV.resolve(),
+                    var,
+                )
+            else:
+                # Any other "name" may be a secret itself (an Atlassian token, whose "=" python-dotenv
+                # splits at, pasted on a line of its own): the line is named by its number alone.
+                line = _dotenv_line(text, var)
+                log.warning(
+                    "%s%s holds no NAME=value, ignored (not shown: it may be a secret): write NAME=value"
+                    " lines, such as DISCORD_TOKEN=...",
+                    DOTENV.resolve(),
+                    f" line {line}" if line else ": a line",
+                )
             continue
         present = os.environ.get(var)
         if present is None:

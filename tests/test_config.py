@@ -455,6 +455,23 @@ def test_a_dotenv_line_python_dotenv_cannot_parse_is_a_warning_naming_the_file(
     assert said.startswith(f"{tmp_path / '.env'}: line 2 could not be read, ignored: write NAME=value")
 
 
+def test_a_dotenv_line_with_no_name_is_a_warning_that_never_shows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An Atlassian API token pasted on the line after `JIRA_API_TOKEN=`: python-dotenv reads its
+    # part before the "=" as a variable's name, and the warning went to the journal with it.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("JIRA_API_TOKEN", raising=False)
+    body = "ATATT3xFfGF0Zx-7q_Lm9PqRsTuVwXyZ"
+    (tmp_path / ".env").write_text(f"DISCORD_TOKEN=MTIz.abc.def\nJIRA_API_TOKEN=\n{body}=1A2B3C4D\n")
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    load_settings()
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith(f"{tmp_path / '.env'} line 3 holds no NAME=value, ignored")
+    assert body[:8] not in caplog.text
+    assert body not in os.environ
+
+
 def test_a_secret_in_the_environment_and_otherwise_in_dotenv_says_which_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
