@@ -100,6 +100,18 @@ async def test_settle_waits_out_a_turn_that_sends_nothing_for_a_while(settings, 
         assert answers(fake, note) == 1
 
 
+async def test_settle_as_often_as_a_test_likes_costs_the_bot_nothing(settings, fake) -> None:
+    """Each of settle's looks asked the bot for a heartbeat, which discord.py sends within its 110
+    gateway sends a minute and awaits in its gateway reader: past that, the bot read no event for
+    up to a minute. A look now asks only when the bot has events it has not said it read."""
+    async with running_bot(settings, fake):
+        for _ in range(120):
+            await settle(fake)
+        note = await fake.send_note(nova, voice_note())
+        await settle(fake)
+        assert answers(fake, note) == 1
+
+
 async def test_notes_sent_while_the_bot_was_down_are_answered_once_oldest_first(settings, fake) -> None:
     async with running_bot(settings, fake) as h:
         first = await fake.send_note(nova, voice_note())  # a DM: the bot now knows this place
