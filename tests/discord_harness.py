@@ -92,12 +92,30 @@ async def settle(fake: FakeDiscord, within: float = 30.0) -> None:
     fake's log is no sign: on a busy machine the next send can come later still.)"""
     bots = list(_RUNNING.get(id(fake), ()))
     assert bots, "settle: no bot that running_bot started talks to this fake"
-    deadline = asyncio.get_running_loop().time() + within
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+
+    def left() -> float:
+        # Every wait and every look again within the one `within`: a bot sending between any two
+        # looks would otherwise be looked at until pytest's own timeout.
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            raise AssertionError(f"settle: the bot has not settled after {within:g} s{_lately(fake)}")
+        return remaining
+
     while True:
         sends = _sends(fake)
-        await fake.read_by_the_bot(within)
+        try:
+            await fake.read_by_the_bot(left())
+        except TimeoutError:
+            raise AssertionError(f"settle: a bot had not read its gateway after {within:g} s") from None
         for bot in (b for b in bots if not b.is_closed()):  # one stopped sends nothing more
-            await caught_up(bot, within)
+            try:
+                await caught_up(bot, left())
+            except TimeoutError:
+                raise AssertionError(
+                    f"settle: the start's catch-up had not ended after {within:g} s"
+                ) from None
             catch_up: Any = bot.get_cog("CatchUp")
             fast = bot.discord_settings.recheck_seconds <= 1.0
             ended = catch_up.rechecks_begun + 1 if fast else 1
@@ -109,10 +127,16 @@ async def settle(fake: FakeDiscord, within: float = 30.0) -> None:
                 await asyncio.sleep(0.01)
         if _sends(fake) == sends:
             return
+        left()
 
 
 def _sends(fake: FakeDiscord) -> int:
     return sum(1 for r in fake.received if r.method != "GET")
+
+
+def _lately(fake: FakeDiscord) -> str:
+    recent = [f"{r.method} {r.path}" for r in fake.received if r.method != "GET"][-3:]
+    return f" (its latest sends: {', '.join(recent)})" if recent else ""
 
 
 def _at_work(bot: VoxdeskBot) -> str:

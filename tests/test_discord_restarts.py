@@ -112,6 +112,25 @@ async def test_settle_as_often_as_a_test_likes_costs_the_bot_nothing(settings, f
         assert answers(fake, note) == 1
 
 
+async def test_settle_gives_up_in_its_time_on_a_bot_that_keeps_sending(
+    settings, fake, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bot that sends something between every two looks never settles: `settle` says so once
+    its `within` is spent, rather than looking again until pytest's own timeout kills the test."""
+    async with running_bot(settings, fake) as h:
+        await settle(fake)
+        read = fake.read_by_the_bot
+
+        async def typing_then_read(within: float = 30.0) -> None:
+            await h.bot.http.send_typing(ALLOWED_CHANNEL)
+            await read(within)
+
+        monkeypatch.setattr(fake, "read_by_the_bot", typing_then_read)
+        # The outer bound only keeps a failure of this test short.
+        with pytest.raises(AssertionError, match="has not settled after 1 s"):
+            await asyncio.wait_for(settle(fake, within=1.0), 30)
+
+
 async def test_notes_sent_while_the_bot_was_down_are_answered_once_oldest_first(settings, fake) -> None:
     async with running_bot(settings, fake) as h:
         first = await fake.send_note(nova, voice_note())  # a DM: the bot now knows this place
