@@ -341,6 +341,16 @@ async def test_a_gateways_failure_of_the_upstream_is_not_asked_again(storage, fa
     assert (reply.kind, len(fake.chats)) == ("apology", 1)
 
 
+async def test_a_request_the_server_gave_up_waiting_for_is_sent_again(storage, fake) -> None:
+    # A 408: the server stopped waiting before it had the whole request (or closed an idle
+    # connection with one), so it generated and billed nothing.
+    fake.failures = [Failure(status=408)]
+    fake.script = [answer("Whole this time.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.engine, reply.text, len(fake.chats)) == ("openai", "Whole this time.", 2)
+
+
 async def test_a_server_error_is_tried_again(storage, fake) -> None:
     fake.failures = [Failure(status=500)]
     fake.script = [answer("Second time lucky.")]

@@ -95,7 +95,7 @@ TRANSCRIBE_TIMEOUT = 15.0  # seconds
 # the service, so its line names the one that hung.
 PROBE_TIMEOUT = 10.0  # seconds, or openai.timeout_seconds when that is shorter
 SHORT_WAIT = 5.0  # seconds: a turn waits out a pause up to this; past it the fallback answers
-BREAKER_FAILURES = 3  # timeouts, connection failures or 5xx in a row that pause requests
+BREAKER_FAILURES = 3  # timeouts, connection failures, 408s or 5xx in a row that pause requests
 FIRST_PAUSE = 1.0  # seconds: a 429 naming no wait pauses this long, doubled for each in a row ...
 LONGEST_PAUSE = 300.0  # ... up to this, which bounds a named wait too: then requests try again
 RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")  # x-ratelimit-reset-*: "20ms", "1.5s", "6m0s"
@@ -109,6 +109,9 @@ SENT_WHOLE = "voxdesk.sent_whole"
 # A gateway's 5xx for an upstream that failed or timed out while it had the request: the reply may
 # have been generated, and billed, as after a timeout of our own.
 GATEWAY_FAILED = frozenset({502, 504})
+# A server's answer that it gave up waiting for the rest of the request (or an idle keep-alive
+# connection's close, which some servers send as one): it never had the request whole.
+NEVER_HAD_WHOLE = 408
 GIVEN_AUDIO_KEPT = 1000  # the latest reply audio ids an engine keeps, to know its own when refused
 REFUSED_PARAM = re.compile(r"messages\[(\d+)\]\.audio\.id")  # where an audio_not_found points
 # A provider that refused an audio id it gave well before the id's expiry keeps none: earlier
@@ -128,13 +131,13 @@ class Gate:
 
     A 429 pauses them for as long as the provider asks (retry-after, or its rate-limit reset), or,
     when it names no wait, for FIRST_PAUSE doubled with each 429 in a row. BREAKER_FAILURES
-    timeouts, connection failures or 5xx in a row pause them for `breaker_seconds`; then a single
-    request goes to see whether the service is back, and the fallback answers the others until it
-    returns. A turn waits out a pause of up to SHORT_WAIT; the fallback answers it during a longer
-    one. The breaker's pause, and a 429's longer than that, are logged when they begin and when
-    requests are answered again, not once a note. A 429 insufficient_quota, which no wait cures,
-    pauses them for LONGEST_PAUSE at once; then, too, a single request looks whether credit was
-    added while the fallback answers the others."""
+    timeouts, connection failures, 408s or 5xx in a row pause them for `breaker_seconds`; then a
+    single request goes to see whether the service is back, and the fallback answers the others
+    until it returns. A turn waits out a pause of up to SHORT_WAIT; the fallback answers it during a
+    longer one. The breaker's pause, and a 429's longer than that, are logged when they begin and
+    when requests are answered again, not once a note. A 429 insufficient_quota, which no wait
+    cures, pauses them for LONGEST_PAUSE at once; then, too, a single request looks whether credit
+    was added while the fallback answers the others."""
 
     def __init__(self, what: str, breaker_seconds: float, meanwhile: str) -> None:
         self.what = what
@@ -142,7 +145,7 @@ class Gate:
         self.breaker_seconds = breaker_seconds
         self.until = 0.0  # time.monotonic() before which no request goes
         self.why = ""
-        self.failures = 0  # timeouts, connection failures and 5xx in a row
+        self.failures = 0  # timeouts, connection failures, 408s and 5xx in a row
         self.limited = 0  # 429s in a row
         self.probing = False  # the one request sent after the breaker's or a spent quota's pause
         self.spent = False  # a 429 insufficient_quota, and no answer since
@@ -197,6 +200,7 @@ class Gate:
         )
 
     def failed(self, why: str) -> None:
+        """A timeout, a connection failure, a 408 or a 5xx."""
         self.failures += 1
         self.probing = False
         if self.failures >= BREAKER_FAILURES:
@@ -494,11 +498,11 @@ class OpenAIEngine:
         spent_elsewhere: Callable[[], bool] = lambda: False,
     ) -> T:
         """One request through `gate`, sent again (at most `retries` times, while `deadline`, a
-        time.monotonic(), allows) after a failure before the server had it whole (`_never_sent`), a
-        5xx but a gateway's 502 or 504, or a 429 asking for at most SHORT_WAIT. Raises the SDK's
-        error, EnginePaused when the gate holds requests back for longer than a turn waits, or
-        EngineError at the deadline. A request cut off at a deadline mostly `spent_elsewhere` (by
-        the turn's tools) is not the service's failure: the breaker does not count it."""
+        time.monotonic(), allows) after a failure before the server had it whole (`_never_sent`, a
+        408), a 5xx but a gateway's 502 or 504, or a 429 asking for at most SHORT_WAIT. Raises the
+        SDK's error, EnginePaused when the gate holds requests back for longer than a turn waits,
+        or EngineError at the deadline. A request cut off at a deadline mostly `spent_elsewhere`
+        (by the turn's tools) is not the service's failure: the breaker does not count it."""
         tries = 0
         while True:
             wait = gate.wait()
@@ -528,9 +532,13 @@ class OpenAIEngine:
                     tries += 1
                     continue  # after the pause, which the gate now holds for every turn
                 raise
-            except (openai.APIConnectionError, openai.InternalServerError) as exc:
+            except (openai.APIConnectionError, openai.APIStatusError) as exc:
+                status = exc.status_code if isinstance(exc, openai.APIStatusError) else None
+                if status is not None and status != NEVER_HAD_WHOLE and status < 500:
+                    gate.answered()
+                    raise
                 timed_out = isinstance(exc, openai.APITimeoutError)
-                gate.failed("timed out" if timed_out else type(exc).__name__)
+                gate.failed("timed out" if timed_out else str(status or type(exc).__name__))
                 if probing:
                     raise gate.still_paused() from exc
                 if isinstance(exc, openai.APIConnectionError) and not _never_sent(exc):
@@ -538,16 +546,13 @@ class OpenAIEngine:
                     # in a long generation): it may have been generated and billed, and asked again
                     # it would be late, or cut off, again.
                     raise
-                if isinstance(exc, openai.InternalServerError) and exc.status_code in GATEWAY_FAILED:
+                if status in GATEWAY_FAILED:
                     raise  # for the same reasons
                 backoff = min(0.5 * 2**tries, 8.0) * (1 - 0.25 * random.random())
                 if tries < retries and gate.wait() == 0 and backoff < deadline - time.monotonic():
                     tries += 1
                     await self._sleep(backoff)
                     continue
-                raise
-            except openai.APIStatusError:
-                gate.answered()
                 raise
             finally:
                 if probing:
