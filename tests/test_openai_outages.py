@@ -351,6 +351,57 @@ async def test_a_request_the_server_gave_up_waiting_for_is_sent_again(storage, f
     assert (reply.engine, reply.text, len(fake.chats)) == ("openai", "Whole this time.", 2)
 
 
+@pytest.mark.parametrize(
+    ("header", "value", "named"), [("retry-after", "1", 1.0), ("retry-after-ms", "300", 0.3)]
+)
+async def test_a_503s_short_retry_after_is_waited_out_before_the_request_goes_again(
+    storage, fake, header, value, named
+) -> None:
+    # The service said when to come back: sooner would fail again, and add to its load.
+    import time
+
+    from bot.engines.openai import create_openai_engine
+
+    fake.failures = [Failure(status=503, headers={header: value})]
+    fake.script = [answer("Back as it said.")]
+    waits: list[float] = []
+
+    async def wait(seconds: float) -> None:
+        waits.append(seconds)
+        await asyncio.sleep(seconds)
+
+    engine = await create_openai_engine(openai_settings(storage, fake), verify=False, sleep=wait)
+    ask = engine._once().chat.completions.create
+    try:
+        reply = await engine._send(
+            engine.chat_gate,
+            lambda: ask(
+                model=engine.model,
+                messages=[{"role": "user", "content": "hi"}],
+                modalities=["text", "audio"],
+                audio={"voice": "alloy", "format": "wav"},
+            ),
+            deadline=time.monotonic() + 30,
+            retries=2,
+        )
+    finally:
+        await engine.client.close()
+    assert reply.choices[0].message.audio.transcript == "Back as it said."
+    assert len(waits) == 1 and named - 0.1 < waits[0] <= named  # not the backoff of 0.375-0.5 s
+
+
+async def test_a_503s_long_retry_after_sends_the_notes_to_the_fallback_at_once(storage, fake, caplog) -> None:
+    # As a 429's: a turn slot is not held for it, and the notes after it do not each ask again.
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    fake.failures = [Failure(status=503, retry_after=30)]
+    async with running_app(openai_settings(storage, fake)) as app:
+        replies = [await app.agent.respond(ToolContext(user_id=who), NOTE) for who in (NOVA, BLAZE)]
+    assert [r.kind for r in replies] == ["apology"] * 2
+    assert len(fake.chats) == 1
+    (paused,) = logged(caplog, "bot.engines.openai", "paused")
+    assert paused.getMessage().startswith("OpenAI chat paused for 30 s (503, Retry-After 30 s)")
+
+
 async def test_a_server_error_is_tried_again(storage, fake) -> None:
     fake.failures = [Failure(status=500)]
     fake.script = [answer("Second time lucky.")]

@@ -130,14 +130,15 @@ class Gate:
     """Whether requests to one endpoint go out, shared by every turn.
 
     A 429 pauses them for as long as the provider asks (retry-after, or its rate-limit reset), or,
-    when it names no wait, for FIRST_PAUSE doubled with each 429 in a row. BREAKER_FAILURES
-    timeouts, connection failures, 408s or 5xx in a row pause them for `breaker_seconds`; then a
-    single request goes to see whether the service is back, and the fallback answers the others
-    until it returns. A turn waits out a pause of up to SHORT_WAIT; the fallback answers it during a
-    longer one. The breaker's pause, and a 429's longer than that, are logged when they begin and
-    when requests are answered again, not once a note. A 429 insufficient_quota, which no wait
-    cures, pauses them for LONGEST_PAUSE at once; then, too, a single request looks whether credit
-    was added while the fallback answers the others."""
+    when it names no wait, for FIRST_PAUSE doubled with each 429 in a row; a 408's or a 5xx's
+    Retry-After, for as long as it names. BREAKER_FAILURES timeouts, connection failures, 408s or
+    5xx in a row pause them for `breaker_seconds`; then a single request goes to see whether the
+    service is back, and the fallback answers the others until it returns. A turn waits out a pause
+    of up to SHORT_WAIT; the fallback answers it during a longer one. The breaker's pause, and a
+    named one longer than that, are logged when they begin and when requests are answered again,
+    not once a note. A 429 insufficient_quota, which no wait cures, pauses them for LONGEST_PAUSE
+    at once; then, too, a single request looks whether credit was added while the fallback answers
+    the others."""
 
     def __init__(self, what: str, breaker_seconds: float, meanwhile: str) -> None:
         self.what = what
@@ -199,10 +200,14 @@ class Gate:
             LONGEST_PAUSE, "429 insufficient_quota: add credit or raise the budget in OpenAI's billing"
         )
 
-    def failed(self, why: str) -> None:
-        """A timeout, a connection failure, a 408 or a 5xx."""
+    def failed(self, why: str, asked: float | None = None) -> None:
+        """A timeout, a connection failure, a 408 or a 5xx. `asked`: the wait its Retry-After named,
+        which pauses requests as a 429's does (a short one is waited out by the turns)."""
         self.failures += 1
         self.probing = False
+        if asked is not None:
+            pause = min(asked, LONGEST_PAUSE)
+            self._pause(pause, f"{why}, Retry-After {asked:g} s", logged=pause > SHORT_WAIT)
         if self.failures >= BREAKER_FAILURES:
             self._pause(self.breaker_seconds, f"{self.failures} failures in a row, the last {why}")
 
@@ -499,10 +504,11 @@ class OpenAIEngine:
     ) -> T:
         """One request through `gate`, sent again (at most `retries` times, while `deadline`, a
         time.monotonic(), allows) after a failure before the server had it whole (`_never_sent`, a
-        408), a 5xx but a gateway's 502 or 504, or a 429 asking for at most SHORT_WAIT. Raises the
-        SDK's error, EnginePaused when the gate holds requests back for longer than a turn waits,
-        or EngineError at the deadline. A request cut off at a deadline mostly `spent_elsewhere`
-        (by the turn's tools) is not the service's failure: the breaker does not count it."""
+        408), a 5xx but a gateway's 502 or 504, or a 429 asking for at most SHORT_WAIT. A 408's or
+        a 5xx's Retry-After is waited out as a 429's. Raises the SDK's error, EnginePaused when the
+        gate holds requests back for longer than a turn waits, or EngineError at the deadline.
+        A request cut off at a deadline mostly `spent_elsewhere` (by the turn's tools) is not the
+        service's failure: the breaker does not count it."""
         tries = 0
         while True:
             wait = gate.wait()
@@ -537,8 +543,9 @@ class OpenAIEngine:
                 if status is not None and status != NEVER_HAD_WHOLE and status < 500:
                     gate.answered()
                     raise
+                asked = _wait_named(exc.response.headers) if status is not None else None
                 timed_out = isinstance(exc, openai.APITimeoutError)
-                gate.failed("timed out" if timed_out else str(status or type(exc).__name__))
+                gate.failed("timed out" if timed_out else str(status or type(exc).__name__), asked)
                 if probing:
                     raise gate.still_paused() from exc
                 if isinstance(exc, openai.APIConnectionError) and not _never_sent(exc):
@@ -548,6 +555,13 @@ class OpenAIEngine:
                     raise
                 if status in GATEWAY_FAILED:
                     raise  # for the same reasons
+                if asked is not None:
+                    # The gate holds the named wait for every turn: a short one is waited out.
+                    paused = gate.wait()
+                    if tries < retries and paused <= SHORT_WAIT and paused < deadline - time.monotonic():
+                        tries += 1
+                        continue
+                    raise
                 backoff = min(0.5 * 2**tries, 8.0) * (1 - 0.25 * random.random())
                 if tries < retries and gate.wait() == 0 and backoff < deadline - time.monotonic():
                     tries += 1
@@ -863,8 +877,22 @@ def _filtered(why: str, usage: Usage | None) -> EngineReply:
 
 
 def _pause_asked(headers: Any) -> float | None:
-    """Seconds a 429 asks to wait: retry-after-ms or retry-after (seconds), else the reset of the
-    limit it ran out of (x-ratelimit-reset-requests when no request is left, else -tokens)."""
+    """Seconds a 429 asks to wait: its Retry-After (`_wait_named`), else the reset of the limit it
+    ran out of (x-ratelimit-reset-requests when no request is left, else -tokens)."""
+    named = _wait_named(headers)
+    if named is not None:
+        return named
+    limit = "requests" if headers.get("x-ratelimit-remaining-requests") == "0" else "tokens"
+    reset = headers.get(f"x-ratelimit-reset-{limit}") or ""
+    parts = RESET.findall(reset)
+    if not parts or "".join(n + u for n, u in parts) != reset.strip():
+        return None
+    return sum(float(n) * UNITS[u] for n, u in parts)
+
+
+def _wait_named(headers: Any) -> float | None:
+    """Seconds an answer's retry-after-ms or retry-after (in seconds) names. The rate limits'
+    resets are a 429's alone: OpenAI sends them with every answer."""
     for name, unit in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
         try:
             seconds = float(headers.get(name) or "nan") * unit
@@ -872,12 +900,7 @@ def _pause_asked(headers: Any) -> float | None:
             continue
         if math.isfinite(seconds) and seconds >= 0:
             return seconds
-    limit = "requests" if headers.get("x-ratelimit-remaining-requests") == "0" else "tokens"
-    reset = headers.get(f"x-ratelimit-reset-{limit}") or ""
-    parts = RESET.findall(reset)
-    if not parts or "".join(n + u for n, u in parts) != reset.strip():
-        return None
-    return sum(float(n) * UNITS[u] for n, u in parts)
+    return None
 
 
 def _transcription_usage(usage: Any, model: str) -> Usage | None:
