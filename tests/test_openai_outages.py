@@ -402,6 +402,40 @@ async def test_a_503s_long_retry_after_sends_the_notes_to_the_fallback_at_once(s
     assert paused.getMessage().startswith("OpenAI chat paused for 30 s (503, Retry-After 30 s)")
 
 
+async def test_a_transcription_that_could_not_connect_is_sent_again(storage, fake) -> None:
+    # Nothing reached the service: the player's words are asked for again, not lost to history.
+    import socket
+
+    from bot.audio import pcm_to_wav
+    from bot.engines.base import AudioClip
+    from bot.engines.openai import create_openai_engine
+    from tests.fakes.openai_server import FakeOpenAI
+    from tests.fakes.strict import checked
+
+    with socket.socket() as free:  # a port nothing listens on, until the first backoff
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    later = FakeOpenAI(port=port)
+
+    async def wait(seconds: float) -> None:
+        if later._runner is None:
+            await later.start()
+
+    url = f"http://127.0.0.1:{port}/v1"
+    engine = await create_openai_engine(
+        openai_settings(storage, fake, VOXDESK_OPENAI_BASE_URL=url), verify=False, sleep=wait
+    )
+    clip = AudioClip(wav=pcm_to_wav(bytes(48_000), 24_000), seconds=1.0)
+    try:
+        heard = await engine.transcribe(clip)
+    finally:
+        await engine.client.close()
+        async with checked(later):
+            pass
+    assert heard is not None and heard.text == later.transcript
+    assert len(later.transcriptions) == 1
+
+
 async def test_a_server_error_is_tried_again(storage, fake) -> None:
     fake.failures = [Failure(status=500)]
     fake.script = [answer("Second time lucky.")]

@@ -88,8 +88,8 @@ SILENCE = base64.b64encode(pcm_to_wav(bytes(24_000), 24_000)).decode()
 DEADLINE = "deadline"  # turn.scratch: time.monotonic() past which this turn sends no request
 ASKING = "asking"  # turn.scratch: seconds this turn waited on chat requests, their retries with them
 # The player's words only feed history, and the agent waits for them briefly after the answer: a
-# transcription gets one short try.
-TRANSCRIBE_TIMEOUT = 15.0  # seconds
+# transcription is short, and sent again only when the server never had it.
+TRANSCRIBE_TIMEOUT = 15.0  # seconds, its tries together
 # A probe of `check` is one request of a few tokens, asked once: a service that has not answered it
 # in this long is not answering, and the Azure probes' two together stay within check's 30 s for
 # the service, so its line names the one that hung.
@@ -290,7 +290,10 @@ class OpenAIEngine:
                     model=self.transcribe_model, file=("note.wav", audio.wav, "audio/wav")
                 ),
                 deadline=time.monotonic() + TRANSCRIBE_TIMEOUT,
-                retries=0,
+                retries=self.max_retries,
+                # A 5xx or a 429 would be tried again for words the turn can be kept without, into
+                # a service that is failing or limiting.
+                unsent_only=True,
             )
         except EnginePaused:
             return None
@@ -501,14 +504,15 @@ class OpenAIEngine:
         deadline: float,
         retries: int,
         spent_elsewhere: Callable[[], bool] = lambda: False,
+        unsent_only: bool = False,
     ) -> T:
         """One request through `gate`, sent again (at most `retries` times, while `deadline`, a
         time.monotonic(), allows) after a failure before the server had it whole (`_never_sent`, a
-        408), a 5xx but a gateway's 502 or 504, or a 429 asking for at most SHORT_WAIT. A 408's or
-        a 5xx's Retry-After is waited out as a 429's. Raises the SDK's error, EnginePaused when the
-        gate holds requests back for longer than a turn waits, or EngineError at the deadline.
-        A request cut off at a deadline mostly `spent_elsewhere` (by the turn's tools) is not the
-        service's failure: the breaker does not count it."""
+        408), and unless `unsent_only` after a 5xx but a gateway's 502 or 504, or a 429 asking for
+        at most SHORT_WAIT. A 408's or a 5xx's Retry-After is waited out as a 429's. Raises the
+        SDK's error, EnginePaused when the gate holds requests back for longer than a turn waits,
+        or EngineError at the deadline. A request cut off at a deadline mostly `spent_elsewhere`
+        (by the turn's tools) is not the service's failure: the breaker does not count it."""
         tries = 0
         while True:
             wait = gate.wait()
@@ -534,7 +538,12 @@ class OpenAIEngine:
                     gate.out_of_quota()
                     raise
                 pause = gate.rate_limited(_pause_asked(exc.response.headers))
-                if tries < retries and pause <= SHORT_WAIT and pause < deadline - time.monotonic():
+                if (
+                    not unsent_only
+                    and tries < retries
+                    and pause <= SHORT_WAIT
+                    and pause < deadline - time.monotonic()
+                ):
                     tries += 1
                     continue  # after the pause, which the gate now holds for every turn
                 raise
@@ -553,8 +562,8 @@ class OpenAIEngine:
                     # in a long generation): it may have been generated and billed, and asked again
                     # it would be late, or cut off, again.
                     raise
-                if status in GATEWAY_FAILED:
-                    raise  # for the same reasons
+                if status in GATEWAY_FAILED or (unsent_only and status not in (None, NEVER_HAD_WHOLE)):
+                    raise  # for the same reasons; or a failing service not asked again for words
                 if asked is not None:
                     # The gate holds the named wait for every turn: a short one is waited out.
                     paused = gate.wait()
