@@ -106,6 +106,10 @@ UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 NEVER_SENT = frozenset({"ConnectError", "ProxyError", "ConnectTimeout", "PoolTimeout"})
 # An extension of each httpx request, set once the whole request (its body too) has been written.
 SENT_WHOLE = "voxdesk.sent_whole"
+# Seconds an idle connection is kept for the next request. httpx keeps one 5 s, as long as uvicorn
+# (which serves vLLM and LiteLLM) does: a request sent while the server's close is on its way fails
+# once it is out whole, and is not sent again. Let go a second sooner, the pool opens a new one.
+KEEPALIVE_EXPIRY = 4.0
 # A gateway's 5xx for an upstream that failed or timed out while it had the request: the reply may
 # have been generated, and billed, as after a timeout of our own.
 GATEWAY_FAILED = frozenset({502, 504})
@@ -1045,8 +1049,17 @@ def names_players(provider: str, setting: str, base_url: str) -> bool:
 
 
 def _http_client() -> Any:
-    """The SDK's own HTTP client, with its defaults, that tells which requests went out whole."""
-    return openai.DefaultAsyncHttpxClient(event_hooks={"request": [_watch_sending]})
+    """The SDK's own HTTP client, with its defaults but for KEEPALIVE_EXPIRY, that tells which
+    requests went out whole."""
+    limits = openai.DEFAULT_CONNECTION_LIMITS
+    return openai.DefaultAsyncHttpxClient(
+        event_hooks={"request": [_watch_sending]},
+        limits=type(limits)(
+            max_connections=limits.max_connections,
+            max_keepalive_connections=limits.max_keepalive_connections,
+            keepalive_expiry=KEEPALIVE_EXPIRY,
+        ),
+    )
 
 
 async def create_openai_engine(
