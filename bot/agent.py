@@ -202,6 +202,11 @@ def _filed_keys(results: Iterable[ToolResult]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+def _clip(data: bytes, limits: AudioSettings) -> AudioClip:
+    decoded = audio.decode(data, limits)
+    return AudioClip(wav=decoded.wav(), seconds=decoded.seconds)
+
+
 class _Stopwatch:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -247,8 +252,7 @@ class VoiceAgent:
         async with self._user_turn(context.speaker):
             watch = _Stopwatch()
             with watch.stage("decode"):
-                decoded = await asyncio.to_thread(audio.decode, data, self.audio_settings)
-                clip = AudioClip(wav=decoded.wav(), seconds=decoded.seconds)
+                clip = await audio.off_loop(_clip, data, self.audio_settings)
             return _measured(await self._turn(context, clip, None, voice, watch))
 
     async def respond_text(self, context: ToolContext, text: str, voice: str | None = None) -> Reply:
@@ -464,7 +468,7 @@ class VoiceAgent:
             return final.reply_audio
         if final.audio:
             try:
-                return await asyncio.to_thread(audio.reply_from_encoded, final.audio, final.audio_format)
+                return await audio.off_loop(audio.reply_from_encoded, final.audio, final.audio_format)
             except Exception as exc:
                 # The engine's audio, not the player's note: its answer still goes out, in the
                 # bot's own voice or as text, and the turn (tickets it filed) is still saved.

@@ -7,13 +7,19 @@ Out: Ogg/Opus at 48 kHz (what Discord voice messages carry), its duration and it
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import functools
 import io
 import logging
 import math
+import os
 import warnings
 import wave
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import av
 import numpy as np
@@ -27,6 +33,7 @@ from bot import sentences as say
 from bot.config import AudioSettings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 MODEL_RATE = 24_000
 REPLY_RATE = 48_000
@@ -53,6 +60,17 @@ _NOT_AUDIO_MAGIC = {
     b"\x7fELF": "a program",
     b"MZ": "a program",
 }
+
+
+# Notes are decoded and replies encoded on threads of their own, as many as asyncio's default
+# executor has: in those, a raid's notes would queue everything else sent there behind every
+# note's decoding (the web front end's static files, the grievance spool, routing).
+_THREADS = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="voxdesk-audio")
+
+
+async def off_loop(work: Callable[..., T], *args: Any) -> T:
+    """`work(*args)` on the audio threads."""
+    return await asyncio.get_running_loop().run_in_executor(_THREADS, functools.partial(work, *args))
 
 
 class AudioError(Exception):
