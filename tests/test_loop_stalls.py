@@ -4,13 +4,18 @@ event loop, and off the threads the rest of the bot waits on. bench/stalls.py me
 from __future__ import annotations
 
 import asyncio
+import base64
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from bot import audio, paths
+from bot.app import running_app
 from bot.tools.base import ToolContext
+from tests.fakes import openai_server
 
 from .conftest import NOVA
+from .test_openai import openai_settings
 from .web_helpers import web_client
 
 NOTE = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
@@ -41,3 +46,27 @@ async def test_the_web_serves_its_files_while_a_note_is_decoded(settings, monkey
             go_on.set()
         reply = await note
     assert reply.audio is not None
+
+
+async def test_the_openai_engine_turns_audio_to_and_from_base64_off_the_loop(settings, monkeypatch) -> None:
+    # Each is a long note's or reply's megabytes: ~10 ms for 2 minutes of speech, every player's
+    # note and the heartbeat waiting. Recorded: the threads every sizeable one ran on.
+    threads: list[tuple[str, int]] = []
+    for name in ("b64encode", "b64decode"):
+        real = getattr(base64, name)
+
+        def spy(data, *args, real=real, name=name, **kwargs):  # type: ignore[no-untyped-def]
+            caller = sys._getframe(1).f_globals.get("__name__", "")
+            if len(data) > 50_000 and not caller.startswith("tests."):  # the fake OpenAI's own
+                threads.append((name, threading.get_ident()))
+            return real(data, *args, **kwargs)
+
+        monkeypatch.setattr(base64, name, spy)
+    async with openai_server.serving() as fake:
+        fake.script = [openai_server.answer("Here is your answer, " + "and more of it " * 20)]
+        wav = openai_settings(settings.storage_dir, fake, VOXDESK_OPENAI_REPLY_FORMAT="wav")
+        async with running_app(wav) as app:
+            reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.engine == "openai" and reply.audio is not None
+    assert {name for name, _ in threads} == {"b64encode", "b64decode"}
+    assert threading.get_ident() not in {thread for _, thread in threads}

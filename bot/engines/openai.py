@@ -87,6 +87,9 @@ TEXT_HISTORY = "text_history"  # turn.scratch: this turn sends earlier replies a
 SILENCE = base64.b64encode(pcm_to_wav(bytes(24_000), 24_000)).decode()
 DEADLINE = "deadline"  # turn.scratch: time.monotonic() past which this turn sends no request
 ASKING = "asking"  # turn.scratch: seconds this turn waited on chat requests, their retries with them
+# turn.scratch: the note's WAV in base64, made once a turn off the event loop (a 120 s note's
+# is 7.7 MB, some 10 ms of CPU that every other player's note and the heartbeat would wait for).
+ENCODED = "encoded"
 # The player's words only feed history, and the agent waits for them briefly after the answer: a
 # transcription is short, and sent again only when the server never had it.
 TRANSCRIBE_TIMEOUT = 15.0  # seconds, its tries together
@@ -318,6 +321,8 @@ class OpenAIEngine:
             await asyncio.wait(
                 {turn.heard}, timeout=max(0.0, min(TRANSCRIPT_WAIT, deadline - time.monotonic()))
             )
+        if turn.audio is not None and ENCODED not in turn.scratch:
+            turn.scratch[ENCODED] = await asyncio.to_thread(_base64, turn.audio.wav)
         try:
             while True:  # each retry below sets a flag of its own: at most three requests
                 text_only = turn.scratch.get(TEXT_HISTORY) or time.monotonic() < self.audio_refused_until
@@ -355,7 +360,7 @@ class OpenAIEngine:
         except (openai.OpenAIError, ValueError) as exc:
             raise EngineError(type(exc).__name__) from exc
         self.ready = True
-        reply = self._read(turn, response)
+        reply = await self._read(turn, response)
         reply.afresh = turn.afresh
         return reply
 
@@ -395,7 +400,7 @@ class OpenAIEngine:
         else:
             log.warning("earlier reply's audio refused (%s): sending the history as text", _said(exc))
 
-    def _read(self, turn: TurnState, response: Any) -> EngineReply:
+    async def _read(self, turn: TurnState, response: Any) -> EngineReply:
         if not response.choices:
             raise EngineError("OpenAI returned no choices")
         choice = response.choices[0]
@@ -442,7 +447,8 @@ class OpenAIEngine:
         if message.audio is None:
             return EngineReply(text=said, usage=usage, cut_off=cut_off)
         try:
-            spoken = base64.b64decode(message.audio.data or "")
+            # Off the loop too: a 90 s WAV reply is 5.8 MB of base64, some 10 ms to decode.
+            spoken = await asyncio.to_thread(base64.b64decode, message.audio.data or "")
         except ValueError as exc:  # binascii.Error, or characters outside ASCII
             # The words came: the agent speaks them in the bot's own voice, as it does audio it
             # cannot decode, rather than the player hearing that the service is down.
@@ -734,7 +740,7 @@ def build_messages(
         # audio did, at a fraction of the cost.
         messages.append({"role": "user", "content": heard})
     elif turn.audio is not None:
-        encoded = base64.b64encode(turn.audio.wav).decode()
+        encoded = turn.scratch.get(ENCODED) or _base64(turn.audio.wav)
         messages.append(
             {
                 "role": "user",
@@ -783,6 +789,10 @@ def _distinct_call_ids(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     del open_calls[i]
                     break
     return messages
+
+
+def _base64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
 
 
 def _heard(turn: TurnState) -> str | None:
