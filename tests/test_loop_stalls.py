@@ -70,3 +70,32 @@ async def test_the_openai_engine_turns_audio_to_and_from_base64_off_the_loop(set
     assert reply.engine == "openai" and reply.audio is not None
     assert {name for name, _ in threads} == {"b64encode", "b64decode"}
     assert threading.get_ident() not in {thread for _, thread in threads}
+
+
+async def test_a_complaint_empties_the_grievance_spool_off_the_loop(tmp_path, monkeypatch) -> None:
+    # A complaint files what the spool kept first, holding the writers' lock: the spool's fsync on
+    # the loop would hold every player's note for as long as the disk takes.
+    import json
+
+    from bot.tools.grievance_spool import GrievanceSpool
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db, spool = tmp_path / "grievances.db", tmp_path / "grievances.db.spool.jsonl"
+    finished_on: list[int] = []
+    finish = GrievanceSpool.finish
+
+    def spy(self, fd):  # type: ignore[no-untyped-def]
+        finished_on.append(threading.get_ident())
+        finish(self, fd)
+
+    monkeypatch.setattr(GrievanceSpool, "finish", spy)
+    store = await LocalGrievanceStore.open(db)
+    try:
+        kept = {"id": "a1", "user_id": NOVA, "category": "wallet", "description": "kept", "at": "x"}
+        spool.write_text(json.dumps({**kept, "state": "local_only"}) + "\n")
+        await store.register(NOVA, "wallet", "charged twice")
+        assert sorted(g.description for g in await store.status(NOVA)) == ["charged twice", "kept"]
+    finally:
+        await store.aclose()
+    assert spool.read_text() == ""
+    assert finished_on and threading.get_ident() not in finished_on

@@ -771,8 +771,15 @@ class LocalGrievanceStore:
                 finally:
                     spool.release(fd)
                 raise
+            # Its fsync in a thread: a player's complaint files the spool first, and a slow disk
+            # would hold every other player's note. Shielded: a cancel must not leave it unrun,
+            # the spool locked for ever.
+            finishing = asyncio.ensure_future(asyncio.to_thread(spool.finish, fd))
             try:
-                spool.finish(fd)
+                await asyncio.shield(finishing)
+            except asyncio.CancelledError:
+                finishing.add_done_callback(_finished)
+                raise
             except OSError as exc:
                 # Filed all the same: read again, each line's id finds its row and files nothing.
                 log.warning("filed the kept grievances but could not empty %s: %s", spool.path, exc)
@@ -1528,6 +1535,12 @@ def _let_go(spool: GrievanceSpool, taking: asyncio.Future[tuple[int, list[dict[s
     """Release the spool a cancelled filing's thread took after all."""
     if not taking.cancelled() and taking.exception() is None and (taken := taking.result()) is not None:
         spool.release(taken[0])
+
+
+def _finished(finishing: asyncio.Future[None]) -> None:
+    """Log what a cancelled filing's emptying of the spool raised, which nobody awaits."""
+    if not finishing.cancelled() and (exc := finishing.exception()) is not None:
+        log.warning("filed the kept grievances but could not empty the spool: %s", exc)
 
 
 def claims_of(user_id: str, complaints: Iterable[tuple[str, str]]) -> list[str]:
