@@ -465,17 +465,6 @@ class NoteLedger:
             and row["message_id"] not in self._unrecorded
         ]
 
-    async def answered_after(self, message_id: int, place_id: int, user_id: str, since: float) -> bool:
-        """Whether a note of `user_id` in the place sent before `message_id` may have had its
-        answer posted after `since` (time.time()): answered at or after it, or not settled yet.
-        A plain answer naming the player after the later note may then be that one's."""
-        rows = await self._conn.execute_fetchall(
-            "SELECT 1 FROM notes WHERE place_id = ? AND user_id = ? AND message_id < ?"
-            " AND (state IN ('pending', 'started') OR (state = 'answered' AND updated_at >= ?)) LIMIT 1",
-            (place_id, user_id, message_id, since),
-        )
-        return first(rows) is not None
-
     async def to_answer(self, message_id: int) -> bool:
         """Whether the note is still to be answered: kept for a restart, given back by a turn a
         stop cut, or being answered (by a live process, or left by a dead one for the next)."""

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable, Set
 from dataclasses import dataclass, field, replace
@@ -62,51 +61,6 @@ MAX_TOO_OLD_COUNTED = 10 * COUNT_AT_MOST
 REPLY_SEARCH_AT_MOST = 5000
 NO_HISTORY = "no Read Message History permission"
 EDGE_TEXT_AT_MOST = 80  # a page from Cloudflare longer than this is named, not quoted, in the log
-
-
-# What the bot tells a player of a note it does not answer (a note over their limit, a message
-# that is none), or of no note (their DMs closed to ticket news): where it may not reply, or
-# posting in a channel, it names the player as an answer does.
-NOT_ANSWERS = [
-    re.compile(".*".join(re.escape(part) for part in re.split(r"\{[^}]*\}", line)), re.DOTALL)
-    for line in (
-        say.TOO_FAST,
-        say.STILL_ANSWERING,
-        say.TOO_MANY_WHILE_AWAY,
-        say.NOT_A_NOTE,
-        say.NOT_A_VOICE_MESSAGE,
-        say.VOICE_WITHOUT_AUDIO,
-        say.VOICE_WITHOUT_WAVEFORM,
-        say.ONE_AT_A_TIME,
-        say.RESTARTING,
-        say.DMS_CLOSED_NOTICE,
-    )
-]
-
-
-def answers_unlinked(said: discord.Message, player: int) -> bool:
-    """Whether the bot's message `said` is an answer to a note of `player` posted where it could
-    not reply (no Read Message History): a plain message that names the player first (replies.py's
-    _pieces), and none of the lines about a note it does not answer. A voice message posted so
-    names nobody: its transcript, next, does."""
-    name = f"<@{player}>"
-    if said.reference is not None or not said.content.startswith(name):
-        return False
-    rest = said.content[len(name) :].strip()
-    return not any(line.fullmatch(rest) for line in NOT_ANSWERS)
-
-
-def answered_unlinked(note: discord.Message, after: list[discord.Message], me: int) -> bool:
-    """Whether a plain answer among `after` (messages of its channel after `note`, oldest first)
-    is `note`'s: one before the player's next note there. Past that note, it may be that note's
-    answer, which names the player alike, and `note` would never be answered; answered twice is
-    the lesser harm."""
-    for later in after:
-        if later.author.id == note.author.id:
-            return False
-        if later.author.id == me and answers_unlinked(later, note.author.id):
-            return True
-    return False
 
 
 class CatchUp(commands.Cog):
@@ -462,7 +416,6 @@ class CatchUp(commands.Cog):
 
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()  # notes a bot message refers to
-        plain: list[discord.Message] = []  # bot messages that refer to none and name a player; notes
         unread: set[int] = set()  # places Discord's trouble (not a refusal) kept from being read
         too_old: set[int] = {u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff}
         for place_id in sorted(places):
@@ -493,7 +446,7 @@ class CatchUp(commands.Cog):
                 start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
             elif last is not None:
                 gap, window_read = await self._read_from_last(
-                    voice, place_id, channel, last, cutoff, found, replied, unread, plain
+                    voice, place_id, channel, last, cutoff, found, replied, unread
                 )
                 too_old |= gap
                 if window_read:
@@ -503,9 +456,9 @@ class CatchUp(commands.Cog):
                     # Up to the newest note handled, only the left-over notes are to answer: the
                     # others were answered, or turned away on purpose (a flood).
                     if last is not None and message.id <= last and message.id not in left_here:
-                        self._sort(voice, message, {}, replied, plain)
+                        self._sort(voice, message, {}, replied)
                     else:
-                        self._sort(voice, message, found, replied, plain)
+                        self._sort(voice, message, found, replied)
             except (discord.HTTPException, discord.RateLimited) as exc:
                 self._not_read(place_id, "read", exc, unread)
 
@@ -519,26 +472,7 @@ class CatchUp(commands.Cog):
         seen = await ledger.seen(list(found))
         # A turn a killed process had started may have got its reply out before the process died;
         # a kept or released note may have had a "restarting" message, which is no answer.
-        started = {u.message_id: u for u in leftovers if u.state == "started"}
-        cut_short = set(started) & replied
-        # Or answered where it could not reply (no Read Message History then), as plain messages.
-        me = self.bot.user
-        for message_id in set(started).intersection(found) - cut_short:
-            note, lease_until = found[message_id][0], started[message_id].lease_until
-            end = _lease_end(lease_until)
-            after = sorted(
-                (
-                    said
-                    for said in plain
-                    if said.channel.id == note.channel.id
-                    and said.id > note.id
-                    and (end is None or said.created_at <= end)
-                ),
-                key=lambda said: said.id,
-            )
-            if me is not None and answered_unlinked(note, after, me.id):
-                if not await self._earlier_answered_after(note):
-                    cut_short.add(message_id)
+        cut_short = {u.message_id for u in leftovers if u.state == "started"} & replied
         # Settled now: left 'started' by a dead owner, the recheck would fetch and answer them again.
         await ledger.answered_before_a_crash(sorted(cut_short))
         promised = {u.message_id for u in leftovers}  # kept with a ⏳, or cut by a stop: answered
@@ -621,18 +555,10 @@ class CatchUp(commands.Cog):
         me = self.bot.user
         end = _lease_end(lease_until)
         read = 0
-        voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
-        unlinked = True  # a plain answer may be this note's: none of its player's notes came since
         async for later in message.channel.history(limit=None, after=message, before=end, oldest_first=True):
             ref = later.reference
-            if me and later.author.id == me.id:
-                if ref and ref.message_id == message.id:
-                    return True
-                # Answered where the bot could not reply, the permission given back since.
-                if unlinked and answers_unlinked(later, message.author.id):
-                    return not await self._earlier_answered_after(message)
-            elif later.author.id == message.author.id and (voice is None or voice.voice_notes(later)):
-                unlinked = False  # a plain answer from here on may be that note's
+            if me and later.author.id == me.id and ref and ref.message_id == message.id:
+                return True
             read += 1
             if read >= REPLY_SEARCH_AT_MOST:
                 # A read must end somewhere: answered twice rather than perhaps never.
@@ -644,36 +570,21 @@ class CatchUp(commands.Cog):
                 return False
         return False
 
-    async def _earlier_answered_after(self, note: discord.Message) -> bool:
-        """Whether an earlier note of `note`'s player there was answered after `note` was sent (or
-        is not settled): one player's notes are answered in turn, so a plain answer after `note`
-        may be that one's, and `note`, taken for answered, would never be. Answered twice rather."""
-        since = (_sent_at(note.id) - CLOCK_MARGIN).timestamp()
-        return await self.bot.core.notes.answered_after(note.id, note.channel.id, str(note.author.id), since)
-
     def _sort(
         self,
         voice: VoiceNotes,
         message: discord.Message,
         found: dict[int, tuple[discord.Message, discord.Attachment]],
         replied: set[int],
-        plain: list[discord.Message] | None = None,
     ) -> None:
-        """A player's note into `found`; a bot message's reply into `replied`. Into `plain`: a bot
-        message that replies to nothing and names a player first, and each player's note (an
-        unlinked answer after their next note may be that one's)."""
         me = self.bot.user
         if me is not None and message.author.id == me.id:
             if message.reference and message.reference.message_id:
                 replied.add(message.reference.message_id)
-            elif plain is not None and message.content.startswith("<@"):
-                plain.append(message)
             return
         if message.author.bot:
             return
         notes = voice.voice_notes(message)
-        if notes and plain is not None:
-            plain.append(message)
         if notes and voice.addressed_here(message):
             found[message.id] = (message, notes[0])
 
@@ -687,7 +598,6 @@ class CatchUp(commands.Cog):
         found: dict[int, tuple[discord.Message, discord.Attachment]],
         replied: set[int],
         unread: set[int],
-        plain: list[discord.Message],
     ) -> tuple[set[int], bool]:
         """One read from the last note handled, in a place quiet since before the window: the
         notes before the window's edge are only counted (up to COUNT_AT_MOST), those after it are
@@ -701,7 +611,7 @@ class CatchUp(commands.Cog):
                 limit=None, after=discord.Object(id=last), oldest_first=True
             ):
                 if message.created_at >= cutoff:
-                    self._sort(voice, message, found, replied, plain)
+                    self._sort(voice, message, found, replied)
                     continue
                 counted += 1
                 if counted > COUNT_AT_MOST:  # a busy channel: the window is read from its edge

@@ -1072,12 +1072,14 @@ async def test_a_note_answered_just_before_a_kill_is_not_answered_again_by_the_r
 
 
 @pytest.mark.parametrize("found_by", ["start-up catch-up", "recheck"])
-async def test_a_note_answered_unlinked_just_before_a_kill_is_not_answered_again(
+async def test_a_note_answered_unlinked_just_before_a_kill_is_answered_again_not_never(
     settings, fake, found_by
 ) -> None:
     # Answered as plain messages naming the player (no Read Message History), killed before the
     # note was marked answered; the permission is given back before the restart or the recheck,
-    # which may read the channel again: no reply of the bot's points at the note.
+    # which may read the channel again: no reply of the bot's points at the note. A line naming
+    # the player is not taken for its answer: it may answer another note of theirs or tell them
+    # something else (the tests below), and the note would never be answered. Answered again.
     fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
     async with running_bot(settings, fake):
         note = await fake.send_note(nova, voice_note(), guild=True)
@@ -1099,9 +1101,8 @@ async def test_a_note_answered_unlinked_just_before_a_kill_is_not_answered_again
         await rechecks(h.bot)
         await settle(fake)
         assert await note_state(h.bot.core.notes, note) == "answered"
-    # Not heard again: past the few minutes Discord keeps a nonce, it would be answered twice.
-    assert h.engine.turns == []
-    assert [r.is_voice_message for r in fake.sent("message", ALLOWED_CHANNEL)] == [True, False]
+    # Heard again; past the few minutes Discord keeps a nonce, answered twice.
+    assert len(h.engine.turns) == 1
 
 
 async def test_a_killed_turns_note_whose_player_was_only_told_to_slow_down_is_answered(
@@ -1126,31 +1127,43 @@ async def test_a_killed_turns_note_whose_player_was_only_told_to_slow_down_is_an
 
 
 @pytest.mark.parametrize("found_by", ["start-up catch-up", "recheck"])
-@pytest.mark.parametrize("said", ["dms closed notice", "answer to a later note", "answer to an earlier note"])
+@pytest.mark.parametrize(
+    "said",
+    [
+        "dms closed notice",
+        "answer to a later note",
+        "answer to a later note since deleted",
+        "answer to an earlier note",
+    ],
+)
 async def test_a_killed_turns_note_is_answered_though_a_plain_line_after_it_names_its_player(
     settings, fake, found_by, said
 ) -> None:
-    # Plain messages naming the player that answer another note of theirs (a later one, or an
-    # earlier one answered once this one was sent: one player's notes are answered in turn), or
-    # tell them their DMs are closed (ticket news, in the channel they last spoke in), were taken
-    # for the killed turn's answer: the note was settled as answered and never answered at all.
+    # Plain messages naming the player that answer another note of theirs (a later one, kept or
+    # deleted once answered, or an earlier one answered once this one was sent: one player's notes
+    # are answered in turn), or tell them their DMs are closed (ticket news, in the channel they
+    # last spoke in), must not be taken for the killed turn's answer: the note would be settled as
+    # answered and never answered at all.
     me = InjectedUser(BOT_USER_ID, "voxdesk", bot=True)
     rows = (
         "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
         " VALUES (?, ?, ?, ?, ?, ?, ?)"
     )
     earlier: list[dict] = []
+    later: list[dict] = []
 
     async def sent_then_named(fake: FakeDiscord) -> dict:
         if said == "answer to an earlier note":
             earlier.append(await fake.send_note(nova, voice_note(), guild=True, dispatch=False))
         note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
         text = f"<@{nova.id}> {DMS_CLOSED_NOTICE}"
-        if said == "answer to a later note":
-            await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        if said.startswith("answer to a later note"):
+            later.append(await fake.send_note(nova, voice_note(), guild=True, dispatch=False))
         if said != "dms closed notice":
             text = f"<@{nova.id}> You have 1,200 reward points."
         await fake.send_message(me, channel_id=ALLOWED_CHANNEL, guild=True, content=text, dispatch=False)
+        if said.endswith("since deleted"):  # the player tidies up once answered
+            await fake.delete_message(ALLOWED_CHANNEL, later[0]["id"])
         return note
 
     def ledger_rows(note: dict) -> list[tuple[object, ...]]:
@@ -1159,7 +1172,7 @@ async def test_a_killed_turns_note_is_answered_though_a_plain_line_after_it_name
         # The earlier note's answer (the plain line) went out, and it was marked, after `note` came.
         return [
             killed,
-            *((int(n["id"]), ALLOWED_CHANNEL, NOVA, "answered", None, None, now) for n in earlier),
+            *((int(n["id"]), ALLOWED_CHANNEL, NOVA, "answered", None, None, now) for n in earlier + later),
         ]
 
     if found_by == "start-up catch-up":
@@ -1182,6 +1195,60 @@ async def test_a_killed_turns_note_is_answered_though_a_plain_line_after_it_name
             await settle(fake)
     assert answers(fake, note) == 1
     assert all(answers(fake, n) == 0 for n in earlier)  # answered before the kill: not again
+
+
+@pytest.mark.parametrize("found_by", ["start-up catch-up", "recheck"])
+async def test_a_killed_turns_note_is_answered_though_an_earlier_notes_answer_after_it_is_too_old(
+    settings, fake, found_by
+) -> None:
+    # Two notes of one player, both claimed by a process that answered the first (a plain line:
+    # no Read Message History) once the second had come, and died before marking either. Back
+    # 30 minutes later, the first is past the catch-up window and given up (expired, not
+    # answered): its answer, after the second, was taken for the second's, never answered.
+    me = InjectedUser(BOT_USER_ID, "voxdesk", bot=True)
+    window = 30 * 60  # catch_up_minutes' default
+    rows = (
+        "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
+        " VALUES (?, ?, ?, 'started', ?, ?, ?)"
+    )
+
+    async def killed_mid_queue(fake: FakeDiscord) -> tuple[dict, dict, list[tuple[object, ...]]]:
+        first = await fake.send_note(nova, voice_note(), guild=True, dispatch=False, ago=window + 15)
+        second = await fake.send_note(nova, voice_note(), guild=True, dispatch=False, ago=window - 5)
+        text = f"<@{nova.id}> You have 1,200 reward points."
+        await fake.send_message(
+            me, channel_id=ALLOWED_CHANNEL, guild=True, content=text, dispatch=False, ago=window - 10
+        )
+        claimed = time.time() - window
+        return (
+            first,
+            second,
+            [
+                (int(n["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", claimed + 900, claimed)
+                for n in (first, second)
+            ],
+        )
+
+    if found_by == "start-up catch-up":
+        first, second, killed = await killed_mid_queue(fake)
+        ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+        try:
+            await ledger._conn.executemany(rows, killed)
+            await ledger._conn.commit()
+        finally:
+            await ledger.aclose()
+        async with running_bot(settings, fake, recheck_seconds=0.2):
+            await all_answered(fake, [second], within=25)
+            await settle(fake)
+    else:
+        async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
+            await settle(fake)
+            first, second, killed = await killed_mid_queue(fake)
+            await survivor.bot.core.notes._conn.executemany(rows, killed)
+            await all_answered(fake, [second], within=25)
+            await settle(fake)
+    assert answers(fake, second) == 1
+    assert answers(fake, first) == 0  # too old to answer now
 
 
 async def test_a_note_answered_by_a_process_killed_beside_a_running_one_is_not_answered_again(
