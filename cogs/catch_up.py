@@ -61,6 +61,9 @@ MAX_TOO_OLD_COUNTED = 10 * COUNT_AT_MOST
 REPLY_SEARCH_AT_MOST = 5000
 NO_HISTORY = "no Read Message History permission"
 EDGE_TEXT_AT_MOST = 80  # a page from Cloudflare longer than this is named, not quoted, in the log
+# Replies to a note that come before its answer: "one note per message" as its turn is claimed,
+# "restarting" as a stop cuts the turn. A process killed after one is no answer of the note's.
+TOLD_BEFORE_THE_ANSWER = frozenset({say.ONE_AT_A_TIME, say.RESTARTING})
 
 
 class CatchUp(commands.Cog):
@@ -558,7 +561,8 @@ class CatchUp(commands.Cog):
         async for later in message.channel.history(limit=None, after=message, before=end, oldest_first=True):
             ref = later.reference
             if me and later.author.id == me.id and ref and ref.message_id == message.id:
-                return True
+                if not _told_before_the_answer(later):
+                    return True
             read += 1
             if read >= REPLY_SEARCH_AT_MOST:
                 # A read must end somewhere: answered twice rather than perhaps never.
@@ -579,7 +583,7 @@ class CatchUp(commands.Cog):
     ) -> None:
         me = self.bot.user
         if me is not None and message.author.id == me.id:
-            if message.reference and message.reference.message_id:
+            if message.reference and message.reference.message_id and not _told_before_the_answer(message):
                 replied.add(message.reference.message_id)
             return
         if message.author.bot:
@@ -883,6 +887,10 @@ def _covers(since: datetime.datetime | None, other: datetime.datetime | None) ->
     if since is None or other is None:
         return since is other
     return since <= other
+
+
+def _told_before_the_answer(said: discord.Message) -> bool:
+    return said.content in TOLD_BEFORE_THE_ANSWER
 
 
 def _lease_end(lease_until: float | None) -> datetime.datetime | None:

@@ -22,7 +22,7 @@ import pytest
 
 from bot.config import Settings
 from bot.note_ledger import NoteLedger
-from bot.sentences import DMS_CLOSED_NOTICE, TOO_FAST
+from bot.sentences import DMS_CLOSED_NOTICE, ONE_AT_A_TIME, RESTARTING, TOO_FAST
 from tests.conftest import NOVA
 from tests.discord_harness import (
     blaze,
@@ -41,6 +41,7 @@ from tests.fakes.discord_server import (
     BOT_USER_ID,
     OTHER_CHANNEL,
     READ_MESSAGE_HISTORY,
+    VOICE_FLAG,
     FakeDiscord,
     InjectedUser,
     Received,
@@ -1249,6 +1250,64 @@ async def test_a_killed_turns_note_is_answered_though_an_earlier_notes_answer_af
             await settle(fake)
     assert answers(fake, second) == 1
     assert answers(fake, first) == 0  # too old to answer now
+
+
+@pytest.mark.parametrize("found_by", ["start-up catch-up", "recheck"])
+@pytest.mark.parametrize("told", ["one note per message", "restarting"])
+async def test_a_killed_turns_note_is_answered_though_a_reply_told_it_something_else_first(
+    settings, fake, found_by, told
+) -> None:
+    # A reply to the note that is not its answer: "one note per message" goes out as the turn is
+    # claimed, before the player's queue and the turn; "restarting", as a stop cuts the turn,
+    # before the note is given back. Killed in between, the note was taken for answered by that
+    # reply, and never answered.
+    me = InjectedUser(BOT_USER_ID, "voxdesk", bot=True)
+
+    async def told_then_killed(fake: FakeDiscord) -> dict:
+        note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        if told == "one note per message":
+            audio = note["attachments"][0]
+            several = await fake.send_message(
+                nova,
+                channel_id=ALLOWED_CHANNEL,
+                guild=True,
+                attachments=[audio, {**audio, "id": "2"}],
+                flags=VOICE_FLAG,
+                dispatch=False,
+            )
+            await fake.delete_message(ALLOWED_CHANNEL, note["id"])  # only its audio was wanted
+            note = several
+        text = ONE_AT_A_TIME if told == "one note per message" else RESTARTING
+        await fake.send_message(
+            me, channel_id=ALLOWED_CHANNEL, guild=True, content=text, reply_to=note, dispatch=False
+        )
+        return note
+
+    killed = (
+        "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
+        " VALUES (?, ?, ?, 'started', ?, ?, ?)"
+    )
+    if found_by == "start-up catch-up":
+        note = await told_then_killed(fake)
+        row = (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time())
+        ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+        try:
+            await ledger._conn.execute(killed, row)
+            await ledger._conn.commit()
+        finally:
+            await ledger.aclose()
+        async with running_bot(settings, fake, recheck_seconds=0.2):
+            await all_answered(fake, [note], within=25)
+            await settle(fake)
+    else:
+        async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
+            await settle(fake)
+            note = await told_then_killed(fake)
+            row = (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time())
+            await survivor.bot.core.notes._conn.execute(killed, row)
+            await all_answered(fake, [note], within=25)
+            await settle(fake)
+    assert answers(fake, note) == 1
 
 
 async def test_a_note_answered_by_a_process_killed_beside_a_running_one_is_not_answered_again(
