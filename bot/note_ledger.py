@@ -497,6 +497,14 @@ class NoteLedger:
         rows = await self._conn.execute_fetchall("SELECT place_id FROM places WHERE kind = ?", (kind,))
         return [row[0] for row in rows]
 
+    async def dms(self) -> list[tuple[int, str | None]]:
+        """The DMs notes came from, with whose each is, the one heard from most recently first:
+        the likeliest to hold a note sent while the bot was down."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT place_id, user_id FROM places WHERE kind = 'dm' ORDER BY heard_at DESC, place_id"
+        )
+        return [(row[0], row[1]) for row in rows]
+
     # ---------------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager

@@ -4,10 +4,11 @@ notes kept during the last shutdown, and the notes a killed process never finish
 Each configured channel, its active threads and those archived within the window, and each DM
 the bot has answered in before is read from the newest note it answered there before this start
 (or from the oldest one left unanswered there, if older), but no further back than
-`discord.catch_up_minutes`: later notes nobody answered are answered oldest first, through the
-same path as a live note (so the ledger's claim keeps two processes starting together from both
-answering). Older ones are left, and counted in the log. discord.py's history iterator pages 100
-at a time through the client's rate limiter.
+`discord.catch_up_minutes`: later notes nobody answered are answered, each player's oldest
+first, through the same path as a live note (so the ledger's claim keeps two processes starting
+together from both answering), as soon as the places that may hold that player's notes are read
+(see `_catch_up`). Older ones are left, and counted in the log. discord.py's history iterator
+pages 100 at a time through the client's rate limiter.
 
 A gateway outage that ends in a fresh session (Discord refused to resume the old one) loses the
 events of the gap: on that READY each place is read again from when the gateway went quiet, and
@@ -43,6 +44,7 @@ from cogs.limits import InAnyWindow, room_for
 from cogs.replies import discords_trouble, from_the_edge, limited_for
 
 if TYPE_CHECKING:
+    from bot.note_ledger import Unanswered
     from cogs.voice import VoiceNotes
 
 log = logging.getLogger(__name__)
@@ -64,6 +66,7 @@ EDGE_TEXT_AT_MOST = 80  # a page from Cloudflare longer than this is named, not 
 # Replies to a note that come before its answer: "one note per message" as its turn is claimed,
 # "restarting" as a stop cuts the turn. A process killed after one is no answer of the note's.
 TOLD_BEFORE_THE_ANSWER = frozenset({say.ONE_AT_A_TIME, say.RESTARTING})
+READS_AT_ONCE = 1  # places a catch-up reads at once
 
 
 class CatchUp(commands.Cog):
@@ -394,77 +397,66 @@ class CatchUp(commands.Cog):
         ledger does not know (notes are answered out of order, so the newest one handled says
         nothing of the gap); at a start, from the newest note answered in each place before it.
         `only`: read these places, and the archived threads of the channels in `listings` (those
-        active again by now too), not every place."""
+        active again by now too), not every place.
+
+        The channels, their threads and the other guild places are read first, with the DMs of
+        the players who left a note there, and their notes answered; then each DM, the one heard
+        from most recently first, its notes answered as soon as it is read. A DM is one player's
+        alone, so each player's notes are still answered in the order sent, weighed against the
+        flood limit together."""
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
         if voice is None:
             return
         ledger = self.bot.core.notes
         minutes = self.bot.discord_settings.catch_up_minutes
         cutoff = self._cutoff()
-        window_start = cutoff if since is None else max(cutoff, since)
         leftovers = await ledger.unanswered()
-        dms = set(await ledger.places("dm"))
+        owners = dict(await ledger.dms())  # newest heard first
         channels = set(self.bot.discord_settings.channels)
         unlisted: set[int] = set()  # channels whose archived threads Discord's trouble kept unlisted
+        window_start = cutoff if since is None else max(cutoff, since)
         archived = await self._archived_threads(
             channels if only is None else channels & listings, window_start, unlisted
         )
         if only is None:
             threads = self._threads_of(channels) | set(archived)
-            places = channels | threads | dms | {u.place_id for u in leftovers}
+            places = channels | threads | set(owners) | {u.place_id for u in leftovers}
         else:
             # A thread Discord failed to list may be active again by now (a player posted there):
             # no longer listed as archived, it is read as an active one.
             places = set(only) | set(archived) | self._threads_of(channels & listings)
-
+        reading = _Reading(
+            voice,
+            since,
+            cutoff,
+            window_start,
+            leftovers,
+            archived,
+            set(owners),
+            too_old={u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff},
+        )
+        # A DM whose player is unknown (kept so by an older version) goes with the guild places.
+        dms = [p for p, owner in owners.items() if p in places and owner is not None]
+        left_in = {u.place_id for u in leftovers}
+        dms.sort(key=lambda p: p not in left_in)  # a note left over there first; stable otherwise
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()  # notes a bot message refers to
-        unread: set[int] = set()  # places Discord's trouble (not a refusal) kept from being read
-        too_old: set[int] = {u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff}
-        for place_id in sorted(places):
-            dm = place_id in dms
-            channel = archived.get(place_id) or await self._channel(place_id, dm=dm, unread=unread)
-            if channel is None:
-                continue
-            if _guild_missing(channel):
-                unread.add(place_id)  # read once its guild is back from its outage
-                continue
-            if not _may_read(channel):
-                # Discord would answer an empty list, not an error: the notes would vanish unseen.
-                log.warning(
-                    "catch-up cannot read channel %s: no Read Message History permission; notes sent"
-                    " there while I was away are not answered",
-                    place_id,
-                )
-                continue
-            last = None
-            if since is None:
-                last = await ledger.last_handled(place_id, answered_before=self._started_at)
-            # Notes are answered out of order (one queue per player, several players at once), so
-            # a note a stopped or killed process left unanswered can be older than the newest one
-            # it answered here: reading resumes before the oldest such note, not after the newest.
-            left_here = {u.message_id for u in leftovers if u.place_id == place_id} - too_old
-            start: discord.abc.Snowflake | datetime.datetime = window_start
-            if last is not None and _sent_at(last) >= cutoff:
-                start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
-            elif last is not None:
-                gap, window_read = await self._read_from_last(
-                    voice, place_id, channel, last, cutoff, found, replied, unread
-                )
-                too_old |= gap
-                if window_read:
-                    continue
-            try:
-                async for message in channel.history(limit=None, after=start, oldest_first=True):
-                    # Up to the newest note handled, only the left-over notes are to answer: the
-                    # others were answered, or turned away on purpose (a flood).
-                    if last is not None and message.id <= last and message.id not in left_here:
-                        self._sort(voice, message, {}, replied)
-                    else:
-                        self._sort(voice, message, found, replied)
-            except (discord.HTTPException, discord.RateLimited) as exc:
-                self._not_read(place_id, "read", exc, unread)
+        await self._each(sorted(places - set(dms)), lambda p: self._read(reading, p, found, replied))
+        # Their DMs may hold older notes of theirs: read before any of their notes is answered.
+        authors = {str(message.author.id) for message, _ in found.values()}
+        theirs = [p for p in dms if owners[p] in authors]
+        await self._each(theirs, lambda p: self._read(reading, p, found, replied))
+        await self._answer_found(reading, found, replied)
 
+        async def read_dm(place_id: int) -> None:
+            found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
+            replied: set[int] = set()
+            await self._read(reading, place_id, found, replied)
+            await self._answer_found(reading, found, replied)
+
+        await self._each([p for p in dms if owners[p] not in authors], read_dm)
+
+        too_old = reading.too_old
         if too_old:
             await ledger.expire(sorted(too_old))
             counted = [m for m in sorted(too_old) if m not in self._too_old_counted]
@@ -472,27 +464,111 @@ class CatchUp(commands.Cog):
                 remember(self._too_old_counted, message_id, None, MAX_TOO_OLD_COUNTED)
             if counted:
                 log.info("catch-up: %d note(s) older than %g minutes left unanswered", len(counted), minutes)
-        seen = await ledger.seen(list(found))
-        # A turn a killed process had started may have got its reply out before the process died;
-        # a kept or released note may have had a "restarting" message, which is no answer.
-        cut_short = {u.message_id for u in leftovers if u.state == "started"} & replied
-        # Settled now: left 'started' by a dead owner, the recheck would fetch and answer them again.
-        await ledger.answered_before_a_crash(sorted(cut_short))
-        promised = {u.message_id for u in leftovers}  # kept with a ⏳, or cut by a stop: answered
-        waiting = [found[m][0] for m in sorted(found) if m not in seen | cut_short]
-        todo = self._within_flood_limit(voice, waiting, promised)
         # Places owed are read again at every recheck while Discord fails them: an empty one of
         # those reads is no news.
         log.log(
-            logging.INFO if todo or only is None else logging.DEBUG,
+            logging.INFO if reading.answered or only is None else logging.DEBUG,
             "catch-up: answering %d note(s) sent while I was away, from %d place(s)",
-            len(todo),
+            reading.answered,
             len(places),
         )
+        if reading.unread or unlisted:
+            raise PlacesUnread(reading.unread, unlisted)
+
+    async def _each(self, place_ids: list[int], read: Callable[[int], Awaitable[None]]) -> None:
+        """`read` each place, in the order given, READS_AT_ONCE at a time. The first exception ends
+        every read and is raised as it is."""
+        todo = iter(place_ids)
+
+        async def reader() -> None:
+            for place_id in todo:  # shared: each place is taken by one reader
+                await read(place_id)
+
+        readers = [asyncio.create_task(reader()) for _ in range(min(READS_AT_ONCE, len(place_ids)))]
+        try:
+            for done in asyncio.as_completed(readers):
+                await done
+        finally:
+            for task in readers:
+                task.cancel()
+            await asyncio.gather(*readers, return_exceptions=True)
+
+    async def _read(
+        self,
+        reading: _Reading,
+        place_id: int,
+        found: dict[int, tuple[discord.Message, discord.Attachment]],
+        replied: set[int],
+    ) -> None:
+        """One place's notes since where the catch-up starts there, sorted into `found`."""
+        ledger, voice, cutoff = self.bot.core.notes, reading.voice, reading.cutoff
+        channel = reading.archived.get(place_id) or await self._channel(
+            place_id, dm=place_id in reading.dms, unread=reading.unread
+        )
+        if channel is None:
+            return
+        if _guild_missing(channel):
+            reading.unread.add(place_id)  # read once its guild is back from its outage
+            return
+        if not _may_read(channel):
+            # Discord would answer an empty list, not an error: the notes would vanish unseen.
+            log.warning(
+                "catch-up cannot read channel %s: no Read Message History permission; notes sent"
+                " there while I was away are not answered",
+                place_id,
+            )
+            return
+        last = None
+        if reading.since is None:
+            last = await ledger.last_handled(place_id, answered_before=self._started_at)
+        # Notes are answered out of order (one queue per player, several players at once), so
+        # a note a stopped or killed process left unanswered can be older than the newest one
+        # it answered here: reading resumes before the oldest such note, not after the newest.
+        left_here = {u.message_id for u in reading.leftovers if u.place_id == place_id} - reading.too_old
+        start: discord.abc.Snowflake | datetime.datetime = reading.window_start
+        if last is not None and _sent_at(last) >= cutoff:
+            start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
+        elif last is not None:
+            gap, window_read = await self._read_from_last(
+                voice, place_id, channel, last, cutoff, found, replied, reading.unread
+            )
+            reading.too_old |= gap
+            if window_read:
+                return
+        try:
+            async for message in channel.history(limit=None, after=start, oldest_first=True):
+                # Up to the newest note handled, only the left-over notes are to answer: the
+                # others were answered, or turned away on purpose (a flood).
+                if last is not None and message.id <= last and message.id not in left_here:
+                    self._sort(voice, message, {}, replied)
+                else:
+                    self._sort(voice, message, found, replied)
+        except (discord.HTTPException, discord.RateLimited) as exc:
+            self._not_read(place_id, "read", exc, reading.unread)
+
+    async def _answer_found(
+        self,
+        reading: _Reading,
+        found: dict[int, tuple[discord.Message, discord.Attachment]],
+        replied: set[int],
+    ) -> None:
+        """Answer the notes `found` that nobody answered, oldest first: all of their players'
+        notes the catch-up reads are among them."""
+        ledger = self.bot.core.notes
+        # A turn a killed process had started may have got its reply out before the process died;
+        # a kept or released note may have had a "restarting" message, which is no answer.
+        cut_short = {u.message_id for u in reading.leftovers if u.state == "started"} & replied
+        if not found and not cut_short:
+            return
+        seen = await ledger.seen(list(found))
+        # Settled now: left 'started' by a dead owner, the recheck would fetch and answer them again.
+        await ledger.answered_before_a_crash(sorted(cut_short))
+        promised = {u.message_id for u in reading.leftovers}  # kept with a ⏳, or cut by a stop: answered
+        waiting = [found[m][0] for m in sorted(found) if m not in seen | cut_short]
+        todo = self._within_flood_limit(reading.voice, waiting, promised)
+        reading.answered += len(todo)
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
-            voice.schedule(*found[message_id])
-        if unread or unlisted:
-            raise PlacesUnread(unread, unlisted)
+            reading.voice.schedule(*found[message_id])
 
     def _within_flood_limit(
         self, voice: VoiceNotes, messages: list[discord.Message], promised: set[int]
@@ -798,6 +874,22 @@ class PlacesUnread(Exception):
             said = f"{said}; {listed}" if said else listed
         super().__init__(said)
         self.places, self.unlisted = places, unlisted
+
+
+@dataclass
+class _Reading:
+    """What the reads of one catch-up share."""
+
+    voice: VoiceNotes
+    since: datetime.datetime | None
+    cutoff: datetime.datetime
+    window_start: datetime.datetime
+    leftovers: list[Unanswered]
+    archived: dict[int, discord.Thread]
+    dms: set[int]
+    too_old: set[int]  # notes too old to answer: left over, or counted in a read
+    unread: set[int] = field(default_factory=set)  # places Discord's trouble (not a refusal) kept unread
+    answered: int = 0  # notes sent to be answered
 
 
 @dataclass(frozen=True)

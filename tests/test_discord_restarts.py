@@ -320,6 +320,56 @@ async def test_a_quiet_dm_costs_one_request_at_a_start(settings, fake) -> None:
     assert answers(fake, late) == 1 and [answers(fake, n) for n in spoke] == [1, 1, 1]
 
 
+async def test_a_note_in_the_dm_heard_from_last_is_answered_before_every_dm_is_read(settings, fake) -> None:
+    # Discord cannot list a bot's DMs, so a start reads each one the ledger knows, one request
+    # each: thousands, for a studio. The player heard from most recently is the likeliest to have
+    # sent a note while the bot was down, and must not wait for the players silent for months.
+    day = 24 * 3600.0
+    players = [InjectedUser(990_000_000_000_000_000 + i, f"player{i}") for i in range(12)]
+    dms = [fake.known_dm(p) for p in players]
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:  # players[0] heard from 12 days ago, ..., players[-1] yesterday; Nova long ago
+        for age, (player, dm) in enumerate(zip(reversed(players), reversed(dms), strict=True), start=1):
+            await ledger.remember_place(dm, "dm", str(player.id), now=time.time() - age * day)
+        await ledger.remember_place(fake.known_dm(nova), "dm", NOVA, now=time.time() - 300 * day)
+    finally:
+        await ledger.aclose()
+    # Sent while the bot was down: by the player heard from last, and by Nova in her DM, then in
+    # the channel (her DM, read with the channel, keeps her notes in the order she sent them).
+    late = await fake.send_note(players[-1], voice_note())
+    nova_dm_note = await fake.send_note(nova, voice_note())
+    nova_channel_note = await fake.send_note(nova, voice_note(), guild=True)
+    # The DM heard from longest ago is read last: its read is kept under way until the note
+    # above is answered, or given up on.
+    held = asyncio.Event()
+    fake.history_held[dms[0]] = held
+
+    async def release() -> None:
+        with contextlib.suppress(TimeoutError):
+            await all_answered(fake, [late], within=4)
+        held.set()
+
+    before = len(fake.received)
+    async with running_bot(settings, fake) as h:
+        releasing = asyncio.create_task(release())
+        await caught_up(h.bot)
+        await releasing
+        await all_answered(fake, [late, nova_dm_note, nova_channel_note])
+        await settle(fake)
+    received = fake.received[before:]
+    answered_at = next(i for i, r in enumerate(received) if r in fake.replies_to(late["id"]))
+    (last_read,) = [i for i, r in enumerate(received) if r.kind == "history" and r.channel_id == dms[0]]
+    assert answered_at < last_read, "the note waited for every DM to be read"
+    # One request per place: the channel and each DM, none looked up.
+    reads = [(r.kind, r.channel_id) for r in received if r.kind in ("history", "get_channel")]
+    places = [ALLOWED_CHANNEL, fake.known_dm(nova), *dms]
+    assert sorted(reads) == sorted(("history", c) for c in places)
+    order = {id(r): i for i, r in enumerate(received)}
+    replied_at = [order[id(fake.replies_to(n["id"])[0])] for n in (nova_dm_note, nova_channel_note)]
+    assert replied_at == sorted(replied_at)
+    assert [answers(fake, n) for n in (late, nova_dm_note, nova_channel_note)] == [1, 1, 1]
+
+
 async def test_a_channel_the_bot_may_not_read_is_named_in_a_warning_not_passed_over(
     settings, fake, caplog
 ) -> None:
@@ -1670,11 +1720,11 @@ async def test_a_catch_up_failing_each_time_holds_back_no_kept_note(settings, fa
 
     tried = asyncio.Event()  # it fails before any request the fake could be waited on for
 
-    async def broken(*_: object) -> list[int]:
+    async def broken(*_: object) -> list[tuple[int, str | None]]:
         tried.set()
         raise RuntimeError("a look-up that always fails")
 
-    monkeypatch.setattr(NoteLedger, "places", broken)
+    monkeypatch.setattr(NoteLedger, "dms", broken)
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         catch_up = h.bot.get_cog("CatchUp")
         await asyncio.wait_for(tried.wait(), 20)

@@ -387,6 +387,9 @@ class FakeDiscord(Strict):
         # Channel → message id: a read of its history after a message at or past that id fails the
         # same way (a read that fails past its first page).
         self.history_unavailable_after: dict[int, int] = {}
+        # Channel → event: a read of its history waits for the event before Discord answers it
+        # (a read still under way while something else happens).
+        self.history_held: dict[int, asyncio.Event] = {}
         self.message_rate_limited = 0  # the same 429 for GETs of one message by id, counting down
         self.message_banned = 0  # Cloudflare's ban on GETs of one message by id, counting down
         # Cloudflare's 403 page (its firewall blocking a request) for GETs of one message by id,
@@ -981,6 +984,10 @@ class FakeDiscord(Strict):
 
     def _store(self, message: dict[str, Any]) -> None:
         self.messages.setdefault(int(message["channel_id"]), {})[int(message["id"])] = message
+
+    def known_dm(self, user: InjectedUser) -> int:
+        """The DM channel the bot and `user` have had (Discord keeps it, whatever it holds)."""
+        return self._open_dm(user.payload())
 
     def _open_dm(self, recipient: dict[str, Any]) -> int:
         channel_id = dm_channel_id(int(recipient["id"]))
@@ -1722,6 +1729,8 @@ class FakeDiscord(Strict):
         first whatever the anchor; `after` takes the oldest ones after it, `around` about half
         each side of it (itself included)."""
         channel_id = int(request.match_info["channel_id"])
+        if held := self.history_held.get(channel_id):
+            await held.wait()
         record = Received("history", request.method, request.path, channel_id, dict(request.query))
         try:
             anchor, at, limit = self._history_query(request)
