@@ -255,6 +255,9 @@ class DiscordSettings:
     catch_up_minutes: float = 30.0
     # How often a running bot looks for notes another process on the same storage left unanswered.
     recheck_seconds: float = 30.0
+    # Catch-up reads begun a second at most (one request each for most places): Discord allows
+    # 50 requests a second in all, and the answers need the rest.
+    catch_up_reads_per_second: float = 20.0
 
 
 @dataclass(frozen=True)
@@ -565,6 +568,7 @@ POSITIVE = {
     ("search", "timeout_seconds"), ("jira", "push_interval_seconds"), ("jira", "timeout_seconds"),
     ("jira", "max_backoff_seconds"), ("discord", "flood_notes"), ("discord", "flood_seconds"),
     ("discord", "download_seconds"), ("discord", "recheck_seconds"),
+    ("discord", "catch_up_reads_per_second"),
     ("discord", "send_seconds"), ("discord", "rate_limit_seconds"), ("news", "poll_seconds"),
     ("web", "playground_notes"), ("web", "playground_seconds"), ("web", "login_attempts"),
     ("web", "login_seconds"), ("web", "session_hours"), ("web", "playground_turns"),

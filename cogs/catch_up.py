@@ -8,7 +8,8 @@ the bot has answered in before is read from the newest note it answered there be
 first, through the same path as a live note (so the ledger's claim keeps two processes starting
 together from both answering), as soon as the places that may hold that player's notes are read
 (see `_catch_up`). Older ones are left, and counted in the log. discord.py's history iterator
-pages 100 at a time through the client's rate limiter.
+pages 100 at a time through the client's rate limiter; the reads are paced below Discord's global
+limit (`_paced`).
 
 A gateway outage that ends in a fresh session (Discord refused to resume the old one) loses the
 events of the gap: on that READY each place is read again from when the gateway went quiet, and
@@ -66,7 +67,9 @@ EDGE_TEXT_AT_MOST = 80  # a page from Cloudflare longer than this is named, not 
 # Replies to a note that come before its answer: "one note per message" as its turn is claimed,
 # "restarting" as a stop cuts the turn. A process killed after one is no answer of the note's.
 TOLD_BEFORE_THE_ANSWER = frozenset({say.ONE_AT_A_TIME, say.RESTARTING})
-READS_AT_ONCE = 1  # places a catch-up reads at once
+# Places a catch-up reads at once: one request each for most (a quiet DM), so a few at once hide
+# the round trip, and `discord.catch_up_reads_per_second` holds their sum below Discord's limit.
+READS_AT_ONCE = 4
 
 
 class CatchUp(commands.Cog):
@@ -108,6 +111,7 @@ class CatchUp(commands.Cog):
         # live or the recheck's, never read as the start's own (Every has no event for it).
         self.caught_up = asyncio.Event()
         self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
+        self._next_read = 0.0  # when the next catch-up read may begin (the loop's clock)
 
     async def cog_unload(self) -> None:
         self.recheck.cancel()
@@ -476,12 +480,13 @@ class CatchUp(commands.Cog):
             raise PlacesUnread(reading.unread, unlisted)
 
     async def _each(self, place_ids: list[int], read: Callable[[int], Awaitable[None]]) -> None:
-        """`read` each place, in the order given, READS_AT_ONCE at a time. The first exception ends
-        every read and is raised as it is."""
+        """`read` each place, in the order given, READS_AT_ONCE at a time and each begun when the
+        pace allows (see `_paced`). The first exception ends every read and is raised as it is."""
         todo = iter(place_ids)
 
         async def reader() -> None:
             for place_id in todo:  # shared: each place is taken by one reader
+                await self._paced()
                 await read(place_id)
 
         readers = [asyncio.create_task(reader()) for _ in range(min(READS_AT_ONCE, len(place_ids)))]
@@ -492,6 +497,17 @@ class CatchUp(commands.Cog):
             for task in readers:
                 task.cancel()
             await asyncio.gather(*readers, return_exceptions=True)
+
+    async def _paced(self) -> None:
+        """Wait for the next read's turn: at most `discord.catch_up_reads_per_second` reads are
+        begun a second, by every catch-up together, so that the answers keep the most of Discord's
+        global rate limit (50 requests a second) and discord.py's HTTP layer never has to wait it
+        out. A read that pages through a busy channel spends its further requests in its turn."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        start = max(now, self._next_read)
+        self._next_read = start + 1 / self.bot.discord_settings.catch_up_reads_per_second
+        await asyncio.sleep(start - now)
 
     async def _read(
         self,

@@ -370,6 +370,46 @@ async def test_a_note_in_the_dm_heard_from_last_is_answered_before_every_dm_is_r
     assert [answers(fake, n) for n in (late, nova_dm_note, nova_channel_note)] == [1, 1, 1]
 
 
+async def known_dms(settings: Settings, fake: FakeDiscord, count: int, first_id: int) -> list[int]:
+    """`count` DMs the note ledger knows, each heard from a day before the one before it."""
+    players = [InjectedUser(first_id + i, f"player{i}") for i in range(count)]
+    dms = [fake.known_dm(p) for p in players]
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        for age, (player, dm) in enumerate(zip(players, dms, strict=True), start=1):
+            await ledger.remember_place(dm, "dm", str(player.id), now=time.time() - age * 24 * 3600.0)
+    finally:
+        await ledger.aclose()
+    return dms
+
+
+async def test_a_catch_up_reads_a_few_dms_at_once_and_no_more(settings, fake) -> None:
+    # One request a DM: one after another, each waits out the round trip of the one before (10,000
+    # DMs, minutes); all at once, they would take Discord's global rate limit from the answers.
+    from cogs.catch_up import READS_AT_ONCE
+
+    dms = await known_dms(settings, fake, READS_AT_ONCE + 3, 991_000_000_000_000_000)
+    held = asyncio.Event()
+    for dm in dms:
+        fake.history_held[dm] = held
+    async with running_bot(settings, fake, catch_up_reads_per_second=1000.0) as h:
+        await eventually(lambda: fake.history_waiting > 1, within=5)  # more than one at once
+        await settle(fake)  # room for a read too many to begin
+        assert fake.history_waiting == READS_AT_ONCE
+        held.set()
+        await caught_up(h.bot)
+    assert sorted(r.channel_id for r in fake.sent("history") if r.channel_id in dms) == sorted(dms)
+
+
+async def test_catch_up_reads_begin_no_faster_than_the_setting_allows(settings, fake) -> None:
+    # One read every 100 s: the channel's is the first, and no DM's begins while the bot runs.
+    dms = await known_dms(settings, fake, 3, 992_000_000_000_000_000)
+    async with running_bot(settings, fake, catch_up_reads_per_second=0.01, shutdown_grace_seconds=0.1):
+        await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL))
+        await settle(fake)
+    assert not [r for r in fake.received if r.kind == "history" and r.channel_id in dms]
+
+
 async def test_a_channel_the_bot_may_not_read_is_named_in_a_warning_not_passed_over(
     settings, fake, caplog
 ) -> None:

@@ -390,6 +390,8 @@ class FakeDiscord(Strict):
         # Channel → event: a read of its history waits for the event before Discord answers it
         # (a read still under way while something else happens).
         self.history_held: dict[int, asyncio.Event] = {}
+        self.history_waiting = 0  # history reads held that way right now
+        self.history_seconds = 0.0  # how long each history read takes to answer (a round trip, for benches)
         self.message_rate_limited = 0  # the same 429 for GETs of one message by id, counting down
         self.message_banned = 0  # Cloudflare's ban on GETs of one message by id, counting down
         # Cloudflare's 403 page (its firewall blocking a request) for GETs of one message by id,
@@ -1730,7 +1732,13 @@ class FakeDiscord(Strict):
         each side of it (itself included)."""
         channel_id = int(request.match_info["channel_id"])
         if held := self.history_held.get(channel_id):
-            await held.wait()
+            self.history_waiting += 1
+            try:
+                await held.wait()
+            finally:
+                self.history_waiting -= 1
+        if self.history_seconds:
+            await asyncio.sleep(self.history_seconds)
         record = Received("history", request.method, request.path, channel_id, dict(request.query))
         try:
             anchor, at, limit = self._history_query(request)
