@@ -439,7 +439,7 @@ class CatchUp(commands.Cog):
             set(owners),
             too_old={u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff},
         )
-        # A DM whose player is unknown (kept so by an older version) goes with the guild places.
+        # A DM with no player recorded goes with the guild places: whose notes it holds is unknown.
         dms = [p for p, owner in owners.items() if p in places and owner is not None]
         left_in = {u.place_id for u in leftovers}
         dms.sort(key=lambda p: p not in left_in)  # a note left over there first; stable otherwise
