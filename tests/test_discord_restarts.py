@@ -392,9 +392,11 @@ async def test_a_catch_up_reads_a_few_dms_at_once_and_no_more(settings, fake) ->
     held = asyncio.Event()
     for dm in dms:
         fake.history_held[dm] = held
+    # Answered once the channels are read, as the DM reads begin: by its answer, a read too many
+    # would have begun (a reply takes round trips a read's request does not).
+    missed = await fake.send_note(nova, voice_note(), guild=True)
     async with running_bot(settings, fake, catch_up_reads_per_second=1000.0) as h:
-        await eventually(lambda: fake.history_waiting > 1, within=5)  # more than one at once
-        await settle(fake)  # room for a read too many to begin
+        await eventually(lambda: answers(fake, missed) == 1 and fake.history_waiting >= READS_AT_ONCE)
         assert fake.history_waiting == READS_AT_ONCE
         held.set()
         await caught_up(h.bot)
@@ -404,9 +406,14 @@ async def test_a_catch_up_reads_a_few_dms_at_once_and_no_more(settings, fake) ->
 async def test_catch_up_reads_begin_no_faster_than_the_setting_allows(settings, fake) -> None:
     # One read every 100 s: the channel's is the first, and no DM's begins while the bot runs.
     dms = await known_dms(settings, fake, 3, 992_000_000_000_000_000)
+    held = asyncio.Event()  # never set: a DM read is counted as it arrives
+    for dm in dms:
+        fake.history_held[dm] = held
+    missed = await fake.send_note(nova, voice_note(), guild=True)  # answered as the DM reads begin
     async with running_bot(settings, fake, catch_up_reads_per_second=0.01, shutdown_grace_seconds=0.1):
-        await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL))
-        await settle(fake)
+        await eventually(lambda: answers(fake, missed) == 1)
+        assert fake.history_waiting == 0
+    assert fake.sent("history", ALLOWED_CHANNEL)
     assert not [r for r in fake.received if r.kind == "history" and r.channel_id in dms]
 
 
