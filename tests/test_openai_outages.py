@@ -197,29 +197,13 @@ async def test_a_request_whose_connection_was_reset_before_it_was_all_sent_is_tr
 ) -> None:
     # The server reset the connection while the request was still being written (as it does one it
     # closed just as the pool reused it): it never had the request whole, so never answered it.
-    import time
 
     from bot.engines.openai import create_openai_engine
 
     fake.resets_before_body = 1
     fake.script = [answer("Whole this time.")]
     engine = await create_openai_engine(openai_settings(storage, fake), verify=False, sleep=no_wait)
-    ask = engine._once().chat.completions.create
-    long = "a long request " * 2_000_000  # more than the sockets' buffers hold: 30 MB
-    try:
-        reply = await engine._send(
-            engine.chat_gate,
-            lambda: ask(
-                model=engine.model,
-                messages=[{"role": "user", "content": long}],
-                modalities=["text", "audio"],
-                audio={"voice": "alloy", "format": "wav"},
-            ),
-            deadline=time.monotonic() + 30,
-            retries=2,
-        )
-    finally:
-        await engine.client.close()
+    reply = await _a_long_request_sent(engine)
     assert reply.choices[0].message.audio.transcript == "Whole this time."
     assert (fake.resets_before_body, len(fake.chats)) == (0, 1)
 
@@ -266,7 +250,6 @@ async def test_a_request_reset_while_written_through_the_proxys_tunnel_is_tried_
     import socket
     import ssl
     import struct
-    import time
 
     from bot.engines.openai import create_openai_engine
 
@@ -311,22 +294,7 @@ async def test_a_request_reset_while_written_through_the_proxys_tunnel_is_tried_
     settings = openai_settings(storage, fake, VOXDESK_OPENAI_BASE_URL="https://api.openai.test/v1")
     async with proxy:
         engine = await create_openai_engine(settings, verify=False, sleep=no_wait)
-        ask = engine._once().chat.completions.create
-        long = "a long request " * 2_000_000  # more than the sockets' buffers hold: 30 MB
-        try:
-            reply = await engine._send(
-                engine.chat_gate,
-                lambda: ask(
-                    model=engine.model,
-                    messages=[{"role": "user", "content": long}],
-                    modalities=["text", "audio"],
-                    audio={"voice": "alloy", "format": "wav"},
-                ),
-                deadline=time.monotonic() + 30,
-                retries=2,
-            )
-        finally:
-            await engine.client.close()
+        reply = await _a_long_request_sent(engine)
     assert reply.choices[0].message.audio.transcript == "Whole this time."
     assert (fake.resets_before_body, len(fake.chats), len(tunnels)) == (0, 1, 2)
 
@@ -567,3 +535,26 @@ async def test_a_look_at_whether_the_service_is_back_that_fails_is_no_new_warnin
     assert [r.levelno for r in failed] == [logging.WARNING] * 3 + [logging.INFO] * 2
     assert "paused" in failed[-1].getMessage()
     assert len(logged(caplog, "bot.engines.openai", "paused for")) == 1
+
+
+async def _a_long_request_sent(engine):
+    """A chat request larger than the sockets' buffers hold (30 MB), sent through the engine's
+    retries, its client closed after."""
+    import time
+
+    ask = engine._once().chat.completions.create
+    long = "a long request " * 2_000_000
+    try:
+        return await engine._send(
+            engine.chat_gate,
+            lambda: ask(
+                model=engine.model,
+                messages=[{"role": "user", "content": long}],
+                modalities=["text", "audio"],
+                audio={"voice": "alloy", "format": "wav"},
+            ),
+            deadline=time.monotonic() + 30,
+            retries=2,
+        )
+    finally:
+        await engine.client.close()
