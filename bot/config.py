@@ -258,6 +258,9 @@ class DiscordSettings:
     # Catch-up reads begun a second at most (one request each for most places): Discord allows
     # 50 requests a second in all, and the answers need the rest.
     catch_up_reads_per_second: float = 20.0
+    # The gateway away longer than this makes /healthz not ready: discord.py reconnects within
+    # seconds when Discord moves a session or a connection drops, which is no outage.
+    gateway_grace_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -567,7 +570,7 @@ POSITIVE = {
     ("tools", "manual_results"), ("odbc", "pool_size"), ("odbc", "query_timeout_seconds"),
     ("search", "timeout_seconds"), ("jira", "push_interval_seconds"), ("jira", "timeout_seconds"),
     ("jira", "max_backoff_seconds"), ("discord", "flood_notes"), ("discord", "flood_seconds"),
-    ("discord", "download_seconds"), ("discord", "recheck_seconds"),
+    ("discord", "download_seconds"), ("discord", "recheck_seconds"), ("discord", "gateway_grace_seconds"),
     ("discord", "catch_up_reads_per_second"),
     ("discord", "send_seconds"), ("discord", "rate_limit_seconds"), ("news", "poll_seconds"),
     ("web", "playground_notes"), ("web", "playground_seconds"), ("web", "login_attempts"),

@@ -8,6 +8,7 @@ import functools
 import logging
 import math
 import socket
+import time
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -230,6 +231,12 @@ class VoxdeskBot(commands.Bot):
         self._closing = False  # set as close() starts: `later` takes nothing more
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
         self._lookups = ThreadPoolExecutor(2, thread_name_prefix="voxdesk-dns")
+        # discord.py's is_ready() stays true through any outage once the first READY came: the
+        # gateway's own state is kept here, from its connect and disconnect events.
+        self._gateway_up = False
+        self._gateway_down_since: float | None = time.monotonic()  # None while connected
+        self._gateway_down_said: asyncio.TimerHandle | None = None
+        self._gateway_outage_said = False
         AUTOCOMPLETE_NOT_AN_ERROR.started()
         logging.getLogger("discord.app_commands.tree").addFilter(AUTOCOMPLETE_NOT_AN_ERROR)
 
@@ -239,6 +246,8 @@ class VoxdeskBot(commands.Bot):
 
     async def close(self) -> None:
         self._closing = True
+        if self._gateway_down_said is not None:
+            self._gateway_down_said.cancel()
         if self._later:
             log.info(
                 "stopping: %d slash command answer(s) waiting out a rate limit are not sent", len(self._later)
@@ -271,7 +280,52 @@ class VoxdeskBot(commands.Bot):
         message that mentions the bot as one and log "command not found" for it; the cogs'
         listeners (the voice notes) are called whatever this does."""
 
+    def gateway_connected(self) -> bool:
+        """Whether the gateway is connected now (a session ready or resumed, and not dropped since)."""
+        return self._gateway_up and not self.is_closed()
+
+    def gateway_healthy(self) -> bool:
+        """What /healthz says of Discord: ready once, and not disconnected for longer than
+        `gateway_grace_seconds`, so a reconnect discord.py makes in seconds does not flap it."""
+        if self.is_closed() or not self.is_ready():
+            return False
+        down = self._gateway_down_since
+        return down is None or time.monotonic() - down <= self.discord_settings.gateway_grace_seconds
+
+    async def on_disconnect(self) -> None:
+        if self._gateway_down_since is None and not self._closing:
+            self._gateway_up = False
+            self._gateway_down_since = time.monotonic()
+            grace = self.discord_settings.gateway_grace_seconds
+            self._gateway_down_said = asyncio.get_running_loop().call_later(grace, self._say_gateway_down)
+
+    def _say_gateway_down(self) -> None:
+        if self._gateway_down_since is None or self.is_closed():
+            return
+        self._gateway_outage_said = True
+        log.warning(
+            "Discord gateway disconnected for %.0f s and still reconnecting: notes are not heard"
+            " until it is back (/healthz says not ready)",
+            time.monotonic() - self._gateway_down_since,
+        )
+
+    def _gateway_back(self) -> None:
+        if self._gateway_down_said is not None:
+            self._gateway_down_said.cancel()
+            self._gateway_down_said = None
+        if self._gateway_outage_said and self._gateway_down_since is not None:
+            log.info(
+                "Discord gateway connected again after %.0f s away",
+                time.monotonic() - self._gateway_down_since,
+            )
+        self._gateway_outage_said = False
+        self._gateway_up, self._gateway_down_since = True, None
+
+    async def on_resumed(self) -> None:
+        self._gateway_back()
+
     async def on_ready(self) -> None:
+        self._gateway_back()
         log.info(
             "ready as %s (%s) in %d guild(s); answering DMs%s",
             self.user,

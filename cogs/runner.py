@@ -193,7 +193,9 @@ async def _serve(
         if settings.web.enabled:
             from bot import web
 
-            web_runner = await web.start(app, discord_ready=lambda: bot.is_ready() and not bot.is_closed())
+            web_runner = await web.start(
+                app, discord_ready=bot.gateway_healthy, discord_connected=bot.gateway_connected
+            )
         try:
             connection = asyncio.create_task(bot.connect(reconnect=True))
             stopping = asyncio.create_task(stop.wait())

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import socket
 
@@ -113,4 +114,77 @@ async def test_playground_notes_never_take_the_turns_discord_players_need(settin
         finally:
             release.set()
         assert [status for status, _, _ in await asyncio.gather(*held)] == [200, 200]
+        h.stop.set()
+
+
+async def _health(http: aiohttp.ClientSession, port: int) -> tuple[int, dict]:
+    answer = await http.get(f"http://127.0.0.1:{port}/healthz")
+    return answer.status, await answer.json()
+
+
+async def _until(check, within: float = 20.0) -> None:  # type: ignore[no-untyped-def]
+    """Until `check()` (a coroutine) is true; a guard against a broken test, not a timing bound."""
+    import asyncio
+
+    deadline = asyncio.get_running_loop().time() + within
+    while not await check():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_gateway_away_past_the_grace_makes_healthz_not_ready_until_it_is_back(
+    settings, fake: FakeDiscord, caplog
+):
+    """discord.py keeps is_ready() true through any outage: /healthz must follow the gateway."""
+    caplog.set_level(logging.INFO, "cogs.bot")
+    port = free_port()
+    s = settings.replace(web={"enabled": True, "port": port})
+    async with running_bot(s, fake, gateway_grace_seconds=0.2) as h, aiohttp.ClientSession() as http:
+        assert (await _health(http, port))[0] == 200
+        fake.gateway_outage()
+        await fake.drop_connection()
+        await fake.wait_for(lambda _: fake.hanging_connections >= 1)
+
+        async def down() -> bool:
+            return (await _health(http, port))[0] == 503
+
+        await _until(down)
+        assert (await _health(http, port))[1]["checks"]["discord"] == {"ok": False}
+        scraped = await (await http.get(f"http://127.0.0.1:{port}/metrics")).text()
+        assert "voxdesk_discord_connected 0.0" in scraped
+        fake.end_gateway_outage()
+
+        async def up() -> bool:
+            return (await _health(http, port))[0] == 200
+
+        await _until(up)
+        h.stop.set()
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "cogs.bot"]
+    away = [m for lvl, m in said if lvl == "WARNING" and "Discord gateway" in m]
+    back = [m for lvl, m in said if lvl == "INFO" and "Discord gateway" in m]
+    assert len(away) == 1 and len(back) == 1, said
+
+
+async def test_a_short_reconnect_keeps_healthz_ready_while_the_metric_says_disconnected(
+    settings, fake: FakeDiscord
+):
+    """No flapping: a reconnect within the grace is no outage to a load balancer, but the gauge
+    tells the truth at once."""
+    port = free_port()
+    s = settings.replace(web={"enabled": True, "port": port})
+    async with running_bot(s, fake) as h, aiohttp.ClientSession() as http:
+        fake.gateway_outage()
+        await fake.drop_connection()
+        await fake.wait_for(lambda _: fake.hanging_connections >= 1)
+        status, body = await _health(http, port)
+        assert status == 200 and body["checks"]["discord"] == {"ok": True}
+        scraped = await (await http.get(f"http://127.0.0.1:{port}/metrics")).text()
+        assert "voxdesk_discord_connected 0.0" in scraped
+        fake.end_gateway_outage()
+
+        async def back() -> bool:
+            page = await (await http.get(f"http://127.0.0.1:{port}/metrics")).text()
+            return "voxdesk_discord_connected 1.0" in page
+
+        await _until(back)
         h.stop.set()

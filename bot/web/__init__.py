@@ -75,6 +75,8 @@ class WebState:
     visitor_key: bytes  # keys the hash a playground visitor's budget is kept under
     passwords: security.PasswordChecks
     discord_ready: Callable[[], bool] | None = None  # None: no Discord in this process
+    # Whether the gateway is connected this instant (the gauge); discord_ready forgives a reconnect.
+    discord_connected: Callable[[], bool] | None = None
     clock: Callable[[], float] = time.time  # unix time, by which a staff login lapses
     replies: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # token → (owner, ogg)
     # The desk's service check (each speaks a line and asks every backend) and /healthz's backend
@@ -108,7 +110,11 @@ def state(request: web.Request) -> WebState:
     return request.app[STATE]
 
 
-async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) -> web.Application:
+async def build_web(
+    core: App,
+    discord_ready: Callable[[], bool] | None = None,
+    discord_connected: Callable[[], bool] | None = None,
+) -> web.Application:
     from bot.web import desk, ops, playground
 
     settings = core.settings
@@ -137,6 +143,7 @@ async def build_web(core: App, discord_ready: Callable[[], bool] | None = None) 
         visitor_key=security.visitor_key(settings),
         passwords=passwords,
         discord_ready=discord_ready,
+        discord_connected=discord_connected or discord_ready,
     )
 
     # Sessions before CSRF: the token is checked against the session's.
@@ -234,10 +241,13 @@ async def _template_context(request: web.Request) -> dict[str, object]:
 
 
 async def start(
-    core: App, discord_ready: Callable[[], bool] | None = None, port: int | None = None
+    core: App,
+    discord_ready: Callable[[], bool] | None = None,
+    port: int | None = None,
+    discord_connected: Callable[[], bool] | None = None,
 ) -> web.AppRunner:
     """Serve on web.host:web.port (or `port`; 0 picks a free one) until the runner is cleaned up."""
-    app = await build_web(core, discord_ready)
+    app = await build_web(core, discord_ready, discord_connected)
     w = core.settings.web
     chosen = w.port if port is None else port
     # Shared with another voxdesk process serving this storage folder (a rolling deploy starts the

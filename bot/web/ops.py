@@ -112,7 +112,7 @@ async def metrics_page(request: web.Request) -> web.Response:
     if not security.metrics_allowed(request, st.settings.secrets.web_metrics_token):
         raise web.HTTPForbidden(text="/metrics is served to this machine, or with the metrics token.")
     await _grievance_gauges(st.core.grievances.local_store)
-    if st.discord_ready is not None:
-        metrics.DISCORD_CONNECTED.set(1 if st.discord_ready() else 0)
+    if st.discord_connected is not None:
+        metrics.DISCORD_CONNECTED.set(1 if st.discord_connected() else 0)
     page = metrics.render(discord=st.discord_ready is not None)
     return web.Response(body=page, headers={"Content-Type": CONTENT_TYPE_LATEST})
