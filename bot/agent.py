@@ -221,6 +221,20 @@ class _Stopwatch:
             self.timings[name] = round(self.timings.get(name, 0.0) + elapsed, 1)
 
 
+@dataclass(frozen=True)
+class TurnLoad:
+    """What the turn slots hold now, for /healthz and /metrics."""
+
+    slots: int  # agent.max_concurrent_turns
+    turning: int  # turns holding a slot
+    newest_turn_seconds: float  # how long the latest of those has held its slot (0: none)
+
+    def stuck(self, after_seconds: float) -> bool:
+        """Every slot held, and even the latest turn to take one has held it this long: no note
+        is answered until one ends, whatever the engine's own state says."""
+        return self.turning >= self.slots and self.newest_turn_seconds >= after_seconds
+
+
 class VoiceAgent:
     def __init__(
         self,
@@ -244,6 +258,7 @@ class VoiceAgent:
         self._slots = asyncio.Semaphore(agent_settings.max_concurrent_turns)
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._user_waiting: dict[str, int] = {}
+        self._turning_since: dict[object, float] = {}  # monotonic, by turn: when it took its slot
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -274,6 +289,14 @@ class VoiceAgent:
     def voices(self) -> list[str]:
         return self.engine.voices()
 
+    def load(self) -> TurnLoad:
+        turning = self._turning_since.values()
+        return TurnLoad(
+            slots=self.settings.max_concurrent_turns,
+            turning=len(turning),
+            newest_turn_seconds=time.monotonic() - max(turning) if turning else 0.0,
+        )
+
     # ---- ordering -----------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -283,10 +306,18 @@ class VoiceAgent:
         at once (what takes no `slot` waits only for the user's own turns)."""
         lock = self._user_locks.setdefault(user_id, asyncio.Lock())
         self._user_waiting[user_id] = self._user_waiting.get(user_id, 0) + 1
+        turn = object()
+        if slot:
+            metrics.NOTES_WAITING.enter(turn)
         try:
             async with lock, self._slots if slot else contextlib.nullcontext():
+                metrics.NOTES_WAITING.leave(turn)
+                if slot:
+                    self._turning_since[turn] = time.monotonic()
                 yield
         finally:
+            metrics.NOTES_WAITING.leave(turn)
+            self._turning_since.pop(turn, None)
             self._user_waiting[user_id] -= 1
             if self._user_waiting[user_id] == 0:
                 del self._user_waiting[user_id]

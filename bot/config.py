@@ -69,6 +69,9 @@ class AgentSettings:
     fallback: str = "offline"  # when the engine fails: offline | apology
     max_tool_rounds: int = 3
     max_concurrent_turns: int = 8
+    # Every turn slot held this long (each by a turn that began it so long ago) makes /healthz not
+    # ready: longer than a slow model's turn (openai.turn_deadline_seconds is 120) and its tools.
+    stuck_turn_seconds: float = 300.0
     system_prompt_file: str = ""  # empty: the prompt voxdesk ships
 
 
@@ -565,6 +568,7 @@ def _local_path(key: str, value: str) -> str:
 # must not be negative, save silence_threshold_db (dBFS, at most 0).
 POSITIVE = {
     ("audio", "max_bytes"), ("audio", "max_seconds"), ("agent", "max_concurrent_turns"),
+    ("agent", "stuck_turn_seconds"),
     ("conversations", "idle_minutes"), ("openai", "timeout_seconds"), ("offline", "rate_wpm"),
     ("openai", "connect_timeout_seconds"), ("openai", "turn_deadline_seconds"),
     ("tools", "manual_results"), ("odbc", "pool_size"), ("odbc", "query_timeout_seconds"),

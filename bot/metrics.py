@@ -69,6 +69,49 @@ UNFILED = Gauge(
     "Grievances the database refused, kept in its spool or in memory until it takes them",
     registry=REGISTRY,
 )
+# The turn slots (agent.max_concurrent_turns): a queue that only grows, or a wait that only
+# lengthens, is what players feel before any error is logged.
+TURNS_IN_PROGRESS = Gauge(
+    "voxdesk_turns_in_progress", "Notes holding a turn slot (being heard and answered)", registry=REGISTRY
+)
+TURN_SLOTS = Gauge("voxdesk_turn_slots", "Turn slots (agent.max_concurrent_turns)", registry=REGISTRY)
+
+
+class Waiting:
+    """What waits now, each by when it began to wait (time.monotonic()): read at each scrape."""
+
+    def __init__(self) -> None:
+        self._since: dict[object, float] = {}
+
+    def enter(self, who: object) -> None:
+        self._since.setdefault(who, time.monotonic())
+
+    def leave(self, who: object) -> None:
+        """Done waiting (again is nothing)."""
+        self._since.pop(who, None)
+
+    def __len__(self) -> int:
+        return len(self._since)
+
+    def oldest_seconds(self) -> float:
+        return time.monotonic() - min(self._since.values()) if self._since else 0.0
+
+
+# Every front end's notes taken to be answered and waiting for a turn (the voice cog's queue per
+# player and for a note in hand, the agent's for a slot): process-wide, as the slots are.
+NOTES_WAITING = Waiting()
+TURNS_WAITING = Gauge(
+    "voxdesk_notes_waiting",
+    "Notes taken to be answered and waiting for their turn (queue depth)",
+    registry=REGISTRY,
+)
+TURNS_WAITING.set_function(lambda: len(NOTES_WAITING))
+TURN_OLDEST_WAITING_SECONDS = Gauge(
+    "voxdesk_notes_oldest_waiting_seconds",
+    "Seconds the longest-waiting note has waited for its turn (0: none waits)",
+    registry=REGISTRY,
+)
+TURN_OLDEST_WAITING_SECONDS.set_function(NOTES_WAITING.oldest_seconds)
 # Apart: `voxdesk web` has no gateway, and a 0 there would read as a Discord bot disconnected.
 DISCORD_REGISTRY = CollectorRegistry(auto_describe=True)
 DISCORD_CONNECTED = Gauge(

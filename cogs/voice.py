@@ -372,6 +372,7 @@ class VoiceNotes(commands.Cog):
         if several:  # once it is this process's to answer: another bot may have it
             self.bot.track(self._tell(message, say.ONE_AT_A_TIME))
         await self._remember_place(message)
+        metrics.NOTES_WAITING.enter(message)  # until a turn's note in hand (_turn)
         try:
             async with self._in_order(author.id):
                 reached = await self._answer(message, note)
@@ -388,6 +389,7 @@ class VoiceNotes(commands.Cog):
             await self._react(message, LATER)
             raise
         finally:
+            metrics.NOTES_WAITING.leave(message)
             told = self._answer_out.pop(message.id, None)
         if reached is Reached.YES:
             await self._heard(message, told or [])
@@ -605,6 +607,7 @@ class VoiceNotes(commands.Cog):
         # "typing…" only once a turn slot is the note's: it is sent again every TYPING_EVERY s, and a
         # queue of waiting notes would otherwise cost requests growing with the square of its length.
         async with self._notes_in_hand:
+            metrics.NOTES_WAITING.leave(message)  # the agent counts it again while it waits for a slot
             if self._gone(message):  # while it waited for the slot (said in answer())
                 return False, Reached.NO
             async with self._typing(message):

@@ -1241,7 +1241,7 @@ async def test_healthz_is_ready_when_databases_answer_and_discord_is_connected(
         ok = await client.get("/healthz")
         body = await ok.json()
         assert ok.status == 200 and body["ready"] is True
-        assert set(body["checks"]) == {"stats", "manuals", "grievances", "engine", "discord"}
+        assert set(body["checks"]) == {"stats", "manuals", "grievances", "engine", "turns", "discord"}
         connected[0] = False
         down = await client.get("/healthz")
         assert down.status == 503 and (await down.json())["checks"]["discord"] == {"ok": False}

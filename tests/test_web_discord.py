@@ -128,7 +128,7 @@ async def _until(check, within: float = 20.0) -> None:  # type: ignore[no-untype
 
     deadline = asyncio.get_running_loop().time() + within
     while not await check():
-        assert asyncio.get_running_loop().time() < deadline, "condition not met"
+        assert asyncio.get_running_loop().time() < deadline, f"{check.__name__}: not so after {within:g} s"
         await asyncio.sleep(0.05)
 
 
@@ -187,4 +187,59 @@ async def test_a_short_reconnect_keeps_healthz_ready_while_the_metric_says_disco
             return "voxdesk_discord_connected 1.0" in page
 
         await _until(back)
+        h.stop.set()
+
+
+async def test_every_turn_slot_held_makes_healthz_not_ready_and_the_queue_shows_in_metrics(
+    settings, fake: FakeDiscord
+):
+    """The engine says ready, Discord is connected, but no note is answered: every slot is held by
+    a turn that does not end. /healthz says so, and /metrics shows the notes waiting behind."""
+    import asyncio
+
+    from tests.discord_harness import blaze, quill
+    from tests.frontend_engine import FrontendEngine
+
+    inside, release = asyncio.Semaphore(0), asyncio.Event()
+
+    class Hanging(FrontendEngine):
+        async def complete(self, turn):  # type: ignore[no-untyped-def]
+            if not turn.rounds:
+                inside.release()
+                await release.wait()
+            return await super().complete(turn)
+
+    port = free_port()
+    s = settings.replace(
+        web={"enabled": True, "port": port, "playground_turns": 1},
+        agent={"max_concurrent_turns": 2, "stuck_turn_seconds": 0.2},
+    )
+    async with running_bot(s, fake, engine=Hanging()) as h, aiohttp.ClientSession() as http:
+        notes = [await fake.send_note(user, voice_note()) for user in (nova, blaze)]
+        for _ in notes:
+            await asyncio.wait_for(inside.acquire(), 30)
+        third = await fake.send_note(quill, voice_note())
+
+        async def stuck() -> bool:
+            status, body = await _health(http, port)
+            return status == 503 and body["checks"]["turns"] == {"ok": False}
+
+        await _until(stuck)
+
+        async def queued() -> bool:
+            nonlocal page
+            page = await (await http.get(f"http://127.0.0.1:{port}/metrics")).text()
+            return "voxdesk_notes_waiting 1.0" in page
+
+        page = ""
+        await _until(queued)  # the third note downloaded and waiting for a slot
+        assert "voxdesk_turns_in_progress 2.0" in page and "voxdesk_turn_slots 2.0" in page
+        waited = re.search(r"^voxdesk_notes_oldest_waiting_seconds ([0-9.e+-]+)$", page, re.M)
+        assert waited and float(waited.group(1)) > 0
+        release.set()
+        await fake.wait_for(lambda _: all(len(fake.replies_to(n["id"])) >= 2 for n in [*notes, third]))
+        status, body = await _health(http, port)
+        assert status == 200 and body["checks"]["turns"] == {"ok": True}
+        page = await (await http.get(f"http://127.0.0.1:{port}/metrics")).text()
+        assert "voxdesk_notes_waiting 0.0" in page and "voxdesk_turns_in_progress 0.0" in page
         h.stop.set()

@@ -61,6 +61,9 @@ async def healthz(request: web.Request) -> web.Response:
     started = time.perf_counter()
     checks = dict(await _backends(st))
     checks["engine"] = {"ok": bool(getattr(core.engine, "ready", True)), "name": core.engine.name}
+    # The engine may say ready while every note waits behind turns that never end (a hung tool
+    # backend, a worker that stopped answering).
+    checks["turns"] = {"ok": not core.agent.load().stuck(st.settings.agent.stuck_turn_seconds)}
     if st.discord_ready is not None:
         connected = bool(st.discord_ready())
         checks["discord"] = {"ok": connected}
@@ -112,6 +115,9 @@ async def metrics_page(request: web.Request) -> web.Response:
     if not security.metrics_allowed(request, st.settings.secrets.web_metrics_token):
         raise web.HTTPForbidden(text="/metrics is served to this machine, or with the metrics token.")
     await _grievance_gauges(st.core.grievances.local_store)
+    load = st.core.agent.load()
+    metrics.TURN_SLOTS.set(load.slots)
+    metrics.TURNS_IN_PROGRESS.set(load.turning)
     if st.discord_connected is not None:
         metrics.DISCORD_CONNECTED.set(1 if st.discord_connected() else 0)
     page = metrics.render(discord=st.discord_ready is not None)
