@@ -391,6 +391,7 @@ class VoiceAgent:
             # Counted afresh: a complaint the failed engine filed is found again by its words (or
             # its place), so the fallback finds that ticket rather than filing it again.
             context.refile()
+            failed = self.engine.name
             try:
                 final = await self._loop(engine, turn, watch)
             except Exception as exc2:
@@ -400,8 +401,10 @@ class VoiceAgent:
                     _reason(exc2),
                     exc_info=not _expected(exc2),
                 )
+                metrics.FALLBACKS.labels(failed, "failed").inc()
                 await self._charge_failed(context, engine.name, turn.scratch.get("usage", []))
                 return await self._apology(turn, watch, exc2)
+            metrics.FALLBACKS.labels(failed, "answered").inc()
 
         # A display name or a tool's result can carry a lone surrogate or a NUL into the answer.
         final.text = writable(final.text)

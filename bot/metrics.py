@@ -35,6 +35,23 @@ STAGE_SECONDS = Histogram(
     buckets=STAGE_BUCKETS,
     registry=REGISTRY,
 )
+# A whole note as its player waits for it: from the note reaching the bot (a catch-up's: found)
+# to its answer sent, so the queue, the download, the turn and the send together.
+NOTE_BUCKETS = (0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0, 120.0, 300.0)
+NOTE_SECONDS = Histogram(
+    "voxdesk_note_seconds",
+    "Seconds from a voice note reaching the bot to its answer sent, by front end",
+    ["frontend"],
+    buckets=NOTE_BUCKETS,
+    registry=REGISTRY,
+)
+FALLBACKS = Counter(
+    "voxdesk_fallbacks",
+    "Turns the engine failed and its fallback engine took, by the failed engine and how the"
+    " fallback did (answered, failed)",
+    ["engine", "result"],
+    registry=REGISTRY,
+)
 TOOL_CALLS = Counter(
     "voxdesk_tool_calls", "Tool calls by tool name and result", ["tool", "ok"], registry=REGISTRY
 )
@@ -135,6 +152,10 @@ def reply(frontend: str, kind: str) -> None:
     """Count a note the agent answered, by the kind of its reply."""
     outcome, reason = _REPLY_OUTCOMES.get(kind, ("answered", kind))
     note(frontend, outcome, reason)
+
+
+def answered_in(frontend: str, seconds: float) -> None:
+    NOTE_SECONDS.labels(frontend).observe(seconds)
 
 
 def stage(name: str, seconds: float) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import enum
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -335,6 +336,7 @@ class VoiceNotes(commands.Cog):
 
     async def answer(self, message: discord.Message, note: discord.Attachment, several: bool = False) -> None:
         """`several`: the message holds more notes than this one, which the player is told of."""
+        arrived = time.monotonic()
         author = message.author
         ledger = self.bot.core.notes
         if not self.bot.accepting:  # found by a catch-up still running when the shutdown began
@@ -375,7 +377,7 @@ class VoiceNotes(commands.Cog):
         metrics.NOTES_WAITING.enter(message)  # until a turn's note in hand (_turn)
         try:
             async with self._in_order(author.id):
-                reached = await self._answer(message, note)
+                reached = await self._answer(message, note, arrived)
         except asyncio.CancelledError:
             if message.id in self._answer_out:
                 # Cut while its transcript was still going out: the answer itself was sent, and
@@ -485,13 +487,13 @@ class VoiceNotes(commands.Cog):
         except Exception as exc:
             log.error("could not mark note %s in the ledger: %s", message.id, exc)
 
-    async def _answer(self, message: discord.Message, note: discord.Attachment) -> Reached:
+    async def _answer(self, message: discord.Message, note: discord.Attachment, arrived: float) -> Reached:
         working = not _archived(message)  # else refused (50083), until the reply unarchives it
         self._react_soon(message, WORKING)
         ok = nowhere = cancelled = False
         reached = Reached.NO
         try:
-            ok, reached = await self._turn(message, note)
+            ok, reached = await self._turn(message, note, arrived)
         except (discord.RateLimited, SendStalled) as exc:
             # A rate limit of minutes, or a send Discord has not finished: an apology would meet the
             # same limit or stall behind the same upload, and the answer may yet land. The recheck
@@ -592,8 +594,11 @@ class VoiceNotes(commands.Cog):
         told = await self._tell(message, say.OOPS)
         return Reached.YES if message.id in self._answer_out else told
 
-    async def _turn(self, message: discord.Message, note: discord.Attachment) -> tuple[bool, Reached]:
-        """(answered as the agent meant to, what reached the player)."""
+    async def _turn(
+        self, message: discord.Message, note: discord.Attachment, arrived: float
+    ) -> tuple[bool, Reached]:
+        """(answered as the agent meant to, what reached the player). `arrived`: when this process
+        took the note (time.monotonic())."""
         limits = self.bot.core.settings.audio
         if note.size > limits.max_bytes:
             log.info("note %s from %s refused: %d bytes", message.id, message.author.id, note.size)
@@ -677,6 +682,7 @@ class VoiceNotes(commands.Cog):
             raise
         answered()  # out whichever way it went: a text or file answer calls nothing
         metrics.reply("discord", reply.kind)
+        metrics.answered_in("discord", time.monotonic() - arrived)
         # The note's one summary line: where, what answered it, and how long the player waited
         # (from Discord's timestamp: the queue, the download, the turn and the send together).
         log.info(

@@ -100,11 +100,26 @@ async def test_engine_failure_gives_an_apology_not_silence(settings) -> None:
     assert reply.kind == "apology" and "Sorry" in reply.text
 
 
-async def test_engine_failure_falls_back_to_the_other_engine(settings) -> None:
+async def test_engine_failure_falls_back_to_the_other_engine_and_is_counted(settings) -> None:
+    from bot import metrics
+
+    def fallbacks(result: str) -> float:
+        return (
+            metrics.REGISTRY.get_sample_value(
+                "voxdesk_fallbacks_total", {"engine": "scripted", "result": result}
+            )
+            or 0.0
+        )
+
+    before = fallbacks("answered"), fallbacks("failed")
     async with running_app(settings, BrokenEngine()) as app:
         app.agent.fallback = ScriptedEngine([answer("from the fallback")], name="backup")
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        app.agent.fallback = BrokenEngine()
+        apology = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     assert (reply.kind, reply.text, reply.engine) == ("answer", "from the fallback", "backup")
+    assert apology.kind == "apology"
+    assert (fallbacks("answered"), fallbacks("failed")) == (before[0] + 1, before[1] + 1)
 
 
 async def test_an_answer_with_neither_words_nor_audio_is_a_failure_not_an_empty_reply(settings) -> None:

@@ -39,7 +39,8 @@ async def test_run_serves_the_web_front_end_with_discord_in_its_health(settings,
     too_big = ("voxdesk_notes_total", 'frontend="discord",outcome="refused",reason="too_big"')
     sends = ("voxdesk_stage_seconds_count", 'stage="send"')
     downloads = ("voxdesk_stage_seconds_count", 'stage="download"')
-    before = {k: sample(*k) for k in (answered, too_big, sends, downloads)}
+    whole = ("voxdesk_note_seconds_count", 'frontend="discord"')  # arrival to answer sent
+    before = {k: sample(*k) for k in (answered, too_big, sends, downloads, whole)}
     async with running_bot(s, fake) as h, aiohttp.ClientSession() as http:
         health = await http.get(f"http://127.0.0.1:{port}/healthz")
         body = await health.json()
@@ -55,6 +56,7 @@ async def test_run_serves_the_web_front_end_with_discord_in_its_health(settings,
     assert after[answered] == before[answered] + 1
     assert after[too_big] == before[too_big] + 1
     assert after[sends] == before[sends] + 1 and after[downloads] == before[downloads] + 1
+    assert after[whole] == before[whole] + 1  # the answered note alone: a refusal is no answer
     with pytest.raises(aiohttp.ClientConnectionError):  # stopped with the bot
         async with aiohttp.ClientSession() as http:
             await http.get(f"http://127.0.0.1:{port}/healthz")
