@@ -245,3 +245,34 @@ async def test_every_turn_slot_held_makes_healthz_not_ready_and_the_queue_shows_
         page = await (await http.get(f"http://127.0.0.1:{port}/metrics")).text()
         assert "voxdesk_notes_waiting 0.0" in page and "voxdesk_turns_in_progress 0.0" in page
         h.stop.set()
+
+
+async def test_a_grievance_the_database_refuses_makes_healthz_not_ready(settings, fake: FakeDiscord):
+    """The database reads (its probe answers) but takes no grievance: each one filed waits in the
+    spool or in memory, its only copy, and /healthz must not call that ready."""
+    import sqlite3
+
+    from bot.app import storage_paths
+    from bot.sentences import KEPT_FOR_LATER
+    from tests.discord_harness import blaze
+    from tests.test_discord_commands import ask, sub
+
+    port = free_port()
+    s = settings.replace(web={"enabled": True, "port": port})
+    async with running_bot(s, fake) as h, aiohttp.ClientSession() as http:
+        assert (await _health(http, port))[0] == 200
+        with sqlite3.connect(storage_paths(s).grievances) as conn:  # reads yes, writes no
+            conn.execute(
+                "CREATE TRIGGER refused BEFORE INSERT ON grievances"
+                " BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END"
+            )
+        words = "Bought 500 gems, the wallet never showed them."
+        filed = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=words))
+        assert filed == KEPT_FOR_LATER
+
+        async def refused() -> bool:
+            status, body = await _health(http, port)
+            return status == 503 and body["checks"]["grievances"] == {"ok": False, "error": "unfiled"}
+
+        await _until(refused)
+        h.stop.set()

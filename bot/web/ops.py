@@ -37,11 +37,18 @@ async def _probe(check: Any) -> BaseException | None:
     return None
 
 
+class Unfiled(Exception):
+    """Grievances the database refused wait in its spool or in memory, their one copy: the
+    database answers a read, but a grievance filed now would wait the same way."""
+
+    health_code = "unfiled"
+
+
 def _reason_code(name: str, failure: BaseException | None, last: dict[str, str | None]) -> str | None:
     """What /healthz, which needs no login, may say: the exception's type, never its text (hosts,
     driver messages). The text is logged once, when the backend's state changes; `check` and the
     desk show it in full."""
-    code = None if failure is None else type(failure).__name__
+    code = None if failure is None else getattr(failure, "health_code", type(failure).__name__)
     if code != last.get(name):
         if failure is not None:
             log.warning("healthz: %s does not answer: %s", name, f"{code}: {failure}"[:300])
@@ -84,7 +91,7 @@ async def _backends(st: Any) -> dict[str, dict[str, Any]]:
         # down, and a probe every few seconds would spend Jira's rate limit (several calls a check).
         # A backend's `probe`, where its `check` costs more than a probe should (a billed query).
         manuals = getattr(st.core.manuals, "probe", st.core.manuals.check)
-        checks = (st.core.stats.check, manuals, st.core.grievances.local_store.check)
+        checks = (st.core.stats.check, manuals, lambda: _grievances_kept(st.core.grievances.local_store))
         failures = await asyncio.gather(*(_probe(check) for check in checks))
         codes = [_reason_code(n, failure, st.probed) for n, failure in zip(names, failures, strict=True)]
         return {
@@ -94,6 +101,12 @@ async def _backends(st: Any) -> dict[str, dict[str, Any]]:
 
     checks, _ = await st.probes.get(probe, PROBE_EVERY_SECONDS)
     return checks  # type: ignore[no-any-return]
+
+
+async def _grievances_kept(store: Any) -> None:
+    await store.check()
+    if unfiled := await store.count_unfiled():
+        raise Unfiled(f"{unfiled} grievance(s) the database refused wait in its spool or in memory")
 
 
 async def _grievance_gauges(store: Any) -> None:
