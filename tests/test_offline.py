@@ -549,6 +549,43 @@ async def test_workers_that_cannot_start_are_the_services_trouble_not_the_notes(
     assert (reply.kind, reply.text) == ("apology", VOICE_SERVICE_DOWN)
 
 
+@pytest.mark.timeout(120, method="thread")
+async def test_workers_that_cannot_start_make_healthz_not_ready_until_one_answers(settings) -> None:
+    """Every note got "my voice service is down" while /healthz said the engine was ready: the
+    pool replaced at each note hid that no worker could start."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.offline.engine import OfflineEngine, load_reply_voices
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
+    from bot.sentences import VOICE_SERVICE_DOWN
+    from tests.audio_samples import encode, speechlike
+    from tests.web_helpers import web_client
+
+    starting: list[Callable[[], None]] = [_die_starting]
+
+    class Workers(WorkerHearing):
+        job = staticmethod(_pid)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=starting[0])
+
+    hearing = Workers(settings.storage_dir / "speech", workers=1)
+    engine = OfflineEngine(hearing, load_reply_voices(settings), 165)
+    try:
+        async with running_app(settings, engine) as app, web_client(settings, core=app) as (client, _):
+            reply = await app.agent.respond(ToolContext(user_id=NOVA), encode(speechlike(1.0), 48_000, "ogg"))
+            assert (reply.kind, reply.text) == ("apology", VOICE_SERVICE_DOWN)
+            down = await client.get("/healthz")
+            assert down.status == 503
+            assert (await down.json())["checks"]["engine"] == {"ok": False, "name": "offline"}
+            starting[0] = ignore_stop_signals  # the cause gone (memory freed, the install mended)
+            await hearing.ping()  # as the desk's check does: fresh workers answer
+            up = await client.get("/healthz")
+            assert up.status == 200 and (await up.json())["checks"]["engine"]["ok"] is True
+    finally:
+        await engine.aclose()
+
+
 def _pid(pcm: bytes, rate: int) -> int:  # a worker's job that loads nothing
     import os
 

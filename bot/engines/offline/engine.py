@@ -79,6 +79,11 @@ class OfflineEngine:
         self.why_not_whisper = why_not_whisper  # when pocketsphinx hears instead of a Whisper asked for
 
     @property
+    def ready(self) -> bool:
+        """What /healthz says of the engine: its speech workers can start (see WorkerHearing)."""
+        return bool(getattr(self.hearing, "ready", True))
+
+    @property
     def whisper(self) -> WhisperSpec | None:
         return getattr(self.hearing, "whisper", None)
 

@@ -246,6 +246,10 @@ class WorkerHearing:
         self._closed = False
         self._pool = self._new_pool(self.workers)
         self._lone_workers = asyncio.Semaphore(self.workers)
+        # False from a fresh worker dying before it could hear a note (no model loads, no memory
+        # for it) until a worker answers again: every note meanwhile gets an apology, and the pool
+        # replaced at each one says nothing to /healthz.
+        self.ready = True
 
     def _new_pool(self, workers: int) -> ProcessPoolExecutor:
         root = logging.getLogger()
@@ -286,7 +290,9 @@ class WorkerHearing:
     async def _pids(self) -> set[int]:
         loop = asyncio.get_running_loop()
         answers = [loop.run_in_executor(self._pool, _worker_pid) for _ in range(self.workers)]
-        return set(await asyncio.gather(*answers))
+        pids = set(await asyncio.gather(*answers))
+        self.ready = True
+        return pids
 
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:  # the other notes in flight saw the same failure: replace it once
@@ -308,7 +314,9 @@ class WorkerHearing:
                 self._replace(pool)
                 pool = self._pool
                 waiting = loop.run_in_executor(pool, self.job, pcm, rate)
-            return await waiting
+            heard = await waiting
+            self.ready = True
+            return heard
         except BrokenProcessPool:
             if self._closed:
                 raise
@@ -323,7 +331,9 @@ class WorkerHearing:
                     # Killed while it loaded the models, or unable to load them: no fault of this
                     # note's, and asking the player to record it again would get them nowhere.
                     log.error("a fresh speech worker died before it could hear a note")
+                    self.ready = False
                     raise EngineError("the speech workers cannot start") from exc
+                self.ready = True
                 return await loop.run_in_executor(alone, self.job, pcm, rate)
             except BrokenProcessPool as exc:
                 seconds = len(pcm) / 2 / rate
