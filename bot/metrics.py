@@ -70,6 +70,19 @@ MODEL_COST = Counter(
     ["engine"],
     registry=REGISTRY,
 )
+GRIEVANCES = Counter(
+    "voxdesk_grievances",
+    "Grievances by what became of them: filed (in the database as the player asked), kept (the"
+    " database refused it: in the spool or in memory), filed_late (a kept one filed since)",
+    ["result"],
+    registry=REGISTRY,
+)
+TICKET_NEWS = Counter(
+    "voxdesk_ticket_news",
+    "Ticket news DMs by outcome (sent, dms_closed, retry, failed, muted)",
+    ["outcome"],
+    registry=REGISTRY,
+)
 OUTBOX_DEPTH = Gauge(
     "voxdesk_grievance_outbox_depth",
     "Grievances waiting to be pushed to the remote tracker (0 on the local backend)",

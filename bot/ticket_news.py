@@ -61,6 +61,7 @@ from typing import Any, Protocol
 
 import aiosqlite
 
+from bot import metrics
 from bot import sentences as say
 from bot.audio import ReplyAudio
 from bot.config import NewsSettings
@@ -949,6 +950,7 @@ class TicketNews:
             prefs = await self._preferences.get(user_id)
             if not prefs.notify:
                 await self.store.finish(ids, "muted")
+                metrics.TICKET_NEWS.labels("muted").inc()
                 log.info("ticket news for %s not sent: /notify is off (%d)", user_id, len(ids))
                 return 0
             delivery = await self._prepare(user_id, items, prefs)  # its speech takes seconds
@@ -962,6 +964,7 @@ class TicketNews:
             outcome, error = Outcome.FAILED, f"{type(exc).__name__}: {exc}"[:300]
         else:
             error = None
+        metrics.TICKET_NEWS.labels(outcome.value).inc()
         if outcome is Outcome.SENT:
             await self.store.finish(ids, "sent")
             await self.store.dms_open(user_id)

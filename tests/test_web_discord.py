@@ -247,9 +247,12 @@ async def test_every_turn_slot_held_makes_healthz_not_ready_and_the_queue_shows_
         h.stop.set()
 
 
-async def test_a_grievance_the_database_refuses_makes_healthz_not_ready(settings, fake: FakeDiscord):
+async def test_a_grievance_the_database_refuses_makes_healthz_not_ready_and_is_counted(
+    settings, fake: FakeDiscord
+):
     """The database reads (its probe answers) but takes no grievance: each one filed waits in the
-    spool or in memory, its only copy, and /healthz must not call that ready."""
+    spool or in memory, its only copy, and /healthz must not call that ready. /metrics counts it
+    kept, then filed late, and the ticket news DM that tells its player the key."""
     import sqlite3
 
     from bot.app import storage_paths
@@ -257,8 +260,12 @@ async def test_a_grievance_the_database_refuses_makes_healthz_not_ready(settings
     from tests.discord_harness import blaze
     from tests.test_discord_commands import ask, sub
 
+    counted = {r: ("voxdesk_grievances_total", f'result="{r}"') for r in ("filed", "kept", "filed_late")} | {
+        "news": ("voxdesk_ticket_news_total", 'outcome="sent"')
+    }
+    before = {k: sample(*v) for k, v in counted.items()}
     port = free_port()
-    s = settings.replace(web={"enabled": True, "port": port})
+    s = settings.replace(web={"enabled": True, "port": port}, news={"poll_seconds": 0.2})
     async with running_bot(s, fake) as h, aiohttp.ClientSession() as http:
         assert (await _health(http, port))[0] == 200
         with sqlite3.connect(storage_paths(s).grievances) as conn:  # reads yes, writes no
@@ -275,4 +282,24 @@ async def test_a_grievance_the_database_refuses_makes_healthz_not_ready(settings
             return status == 503 and body["checks"]["grievances"] == {"ok": False, "error": "unfiled"}
 
         await _until(refused)
+        with sqlite3.connect(storage_paths(s).grievances) as conn:
+            conn.execute("DROP TRIGGER refused")
+        other = "My skin from the event never arrived."
+        filed = await ask(fake, blaze, "grievance", sub("file", category="other", description=other))
+        assert filed.startswith("Filed ticket")  # the kept one filed first
+
+        async def ready() -> bool:
+            return (await _health(http, port))[0] == 200
+
+        await _until(ready)
+        await _until(_more(counted["news"], before["news"]))  # the kept one's key, by DM
         h.stop.set()
+    after = {k: sample(*v) for k, v in counted.items()}
+    assert {k: after[k] - before[k] for k in counted} == {"filed": 1, "kept": 1, "filed_late": 1, "news": 1}
+
+
+def _more(metric: tuple[str, str], than: float):  # type: ignore[no-untyped-def]
+    async def grown() -> bool:
+        return sample(*metric) > than
+
+    return grown

@@ -26,6 +26,7 @@ from typing import Any
 import aiosqlite
 
 from bot import db as bot_db
+from bot import metrics
 from bot import sentences as say
 from bot.db import (
     add_missing_columns,
@@ -528,6 +529,7 @@ class LocalGrievanceStore:
                     await self._rollback()
                     row = _spool_row(user_id, category, description, now, state, choice, filing_id)
                     await self._keep_for_later(exc, filing_id, row)
+                    metrics.GRIEVANCES.labels("kept").inc()
                     raise ToolError(say.KEPT_FOR_LATER) from None
                 except BaseException:
                     await self._rollback_cut_short()
@@ -540,6 +542,7 @@ class LocalGrievanceStore:
             raise
         if key is None:  # filed before, by an earlier run of the same turn
             return await self._filed_as(user_id, filing_id)
+        metrics.GRIEVANCES.labels("filed").inc()
         return Grievance(
             key=key,
             category=category,
@@ -785,6 +788,7 @@ class LocalGrievanceStore:
                 log.warning("filed the kept grievances but could not empty %s: %s", spool.path, exc)
         for user_id, key in filed:
             log.info("kept grievance of user %s filed as %s", user_id, key)
+        metrics.GRIEVANCES.labels("filed_late").inc(len(filed))
         return len(filed)
 
     async def _file_kept(self, r: dict[str, str], waiting: set[str]) -> str | None:
