@@ -364,8 +364,8 @@ DATABASES = {"stats": "players", "manuals": "manuals", "grievances": "grievances
 
 
 async def check_all(settings: Settings, live: App | None = None, for_run: bool = False) -> list[CheckResult]:
-    """One result per service, checked concurrently: the engine, its offline fallback, the three
-    tool backends, the storage folder's databases, the Discord token (a FAIL if
+    """One result per service, checked concurrently: the storage folder's databases, the engine,
+    its offline fallback, the three tool backends, the Discord token (a FAIL if
     missing only `for_run`), the `.env` file's modes when there is one, and, with the web front end
     on or its secrets set, those secrets. `live`: the running bot's own clients (the desk), rather
     than a fresh set built and closed."""
@@ -386,18 +386,21 @@ async def check_all(settings: Settings, live: App | None = None, for_run: bool =
         return check_discord_token(settings, for_run)
 
     t, s = settings.tools, settings.secrets
+    # In the order to mend them: the storage folder first, where the speech models, the local
+    # databases and the grievance spool all live (a folder the bot cannot use fails each of them
+    # too, and `init`, which the engine's line may ask for, writes there). Under a running bot
+    # too: each database it holds open has its -wal, so the schema read goes read-only through
+    # SQLite's locks, which a WAL writer never waits on.
     checks = [
+        _one("storage", "sqlite", lambda: asyncio.to_thread(check_storage, settings)),
         _one("engine", settings.agent.engine, lambda: check_engine(settings, live)),
         _one("stats", t.stats, backend("stats", app.build_stats_backend)),
         _one("manuals", t.manuals, backend("manuals", app.build_manuals_backend)),
         _one("grievances", t.grievances, backend("grievances", app.build_grievance_backend)),
         _one("discord", "token", discord),
     ]
-    # Under a running bot too: each database it holds open has its -wal, so the schema read goes
-    # read-only through SQLite's locks, which a WAL writer never waits on.
-    checks.insert(-1, _one("storage", "sqlite", lambda: asyncio.to_thread(check_storage, settings)))
     if _has_offline_fallback(settings, live):
-        checks.insert(1, _one("fallback", "offline", lambda: check_fallback(settings, live)))
+        checks.insert(2, _one("fallback", "offline", lambda: check_fallback(settings, live)))
     if await asyncio.to_thread(DOTENV.is_file):
         checks.append(_one("secrets", ".env", lambda: asyncio.to_thread(check_dotenv)))
     if settings.web.enabled or s.web_session_key or s.web_staff_password_hash or s.web_staff_password:

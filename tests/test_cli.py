@@ -484,11 +484,11 @@ def test_check_on_the_embedded_defaults_says_every_service_is_ok(settings) -> No
     where, *lines = done.stdout.splitlines()
     assert where == f"settings from {REPO / 'config.toml'}, data in {settings.storage_dir}"
     assert [line.split()[:2] for line in lines] == [
+        ["ok", "storage"],
         ["ok", "engine"],
         ["ok", "stats"],
         ["ok", "manuals"],
         ["ok", "grievances"],
-        ["ok", "storage"],
         ["ok", "discord"],
     ]
     assert "12 players" in done.stdout
@@ -501,6 +501,17 @@ def test_check_before_init_names_what_is_missing(tmp_path: Path) -> None:
     assert done.stdout.startswith(f"settings from {REPO / 'config.toml'}, data in {tmp_path / 'empty'}\n")
     assert "FAIL  engine" in done.stdout and "python -m bot init" in done.stdout
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_check_names_a_storage_folder_it_cannot_use_first(tmp_path: Path) -> None:
+    """storage.dir set to a file: every local database and the speech models fail for it, and the
+    engine's line says to run init, which would fail there too; the cause is the first line."""
+    not_a_folder = tmp_path / "var"
+    not_a_folder.write_text("")
+    done = voxdesk("check", storage=not_a_folder, DISCORD_TOKEN="")
+    assert done.returncode == 1
+    first = done.stdout.splitlines()[1]
+    assert first.startswith("FAIL  storage") and "Not a directory" in first, done.stdout
 
 
 def test_check_elsewhere_says_it_runs_on_built_in_settings(tmp_path: Path) -> None:
