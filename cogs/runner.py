@@ -29,6 +29,8 @@ VOXDESK_LOGGERS = ("bot", "cogs")
 # `run`'s exit status when Discord closed the gateway for the Message Content intent (4014): the
 # intent was switched off in the developer portal while the bot ran. The next start sees that at
 # login and runs without it, so a supervisor's restart is the way back.
+# The gateway's close code for a token Discord no longer takes (reset in the developer portal).
+TOKEN_REFUSED = 4004
 INTENT_WITHDRAWN = 6
 INTENT_WITHDRAWN_LINE = (
     "Discord closed the gateway (4014, disallowed intents): the Message Content intent was switched"
@@ -206,6 +208,13 @@ async def _serve(
                     # so the notes in flight get their answers before the process stops.
                     log.error(INTENT_WITHDRAWN_LINE)
                     await bot.drain(settings.discord.shutdown_grace_seconds, hurry)
+                closed = connection.exception()
+                if isinstance(closed, discord.ConnectionClosed) and closed.code == TOKEN_REFUSED:
+                    # The token was reset in the developer portal while the bot ran: what a start
+                    # with that token meets at login, and `run` says so in one line (exit 2).
+                    raise discord.LoginFailure(
+                        "Discord closed the gateway: 4004, authentication failed"
+                    ) from None
                 connection.result()  # the gateway gave up: raise why
             log.info("shutting down: no new notes")
             await bot.drain(settings.discord.shutdown_grace_seconds, hurry)

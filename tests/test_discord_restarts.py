@@ -2556,3 +2556,14 @@ async def test_kept_notes_are_answered_while_a_guild_is_in_an_outage(settings, f
         await fake.dispatch("GUILD_CREATE", fake.guild_payload())
         await all_answered(fake, [in_channel])
     assert "failed" not in caplog.text, caplog.text
+
+
+async def test_a_token_revoked_while_running_stops_the_bot_as_a_refused_token_not_a_crash(
+    settings, fake
+) -> None:
+    """Discord closes the gateway with 4004 when the token is reset: `run` stopped on "an error it
+    does not handle" with a traceback (exit 1); it is the refused token's one line and exit 2."""
+    with pytest.raises(discord.LoginFailure):
+        async with running_bot(settings, fake) as h:
+            await fake.revoke_token()
+            await asyncio.wait({h.task}, timeout=30)

@@ -325,6 +325,7 @@ class FakeDiscord(Strict):
         self.messages: dict[int, dict[int, dict[str, Any]]] = {}  # channel id → message id → message
         self.dm_channels: dict[int, dict[str, Any]] = {}  # DM channel id → its recipient (user payload)
         self.dms_closed: set[int] = set()  # users who do not take DMs from the bot: 50007
+        self.token_revoked = False  # see revoke_token
         self.close_codes: list[int | None] = []  # per gateway session the client ended: its close code
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id → synced commands
         self.attachments: dict[int, bytes] = {}
@@ -1069,6 +1070,13 @@ class FakeDiscord(Strict):
         for session in list(self._sockets):
             await session.close(4000, b"Unknown error.")
 
+    async def revoke_token(self) -> None:
+        """The bot's token reset in the developer portal: Discord refuses it from now on (REST 401)
+        and closes the gateway with 4004, Authentication failed."""
+        self.token_revoked = True
+        for session in list(self._sockets):
+            await session.close(4004, b"Authentication failed.")
+
     def gateway_outage(self) -> None:
         """The gateway goes away: a client connecting meanwhile hangs, no HELLO, until
         `end_gateway_outage()`, so a test can act while the bot knows it is disconnected."""
@@ -1284,7 +1292,7 @@ class FakeDiscord(Strict):
     async def _errors(self, request: web.Request, handler: Any) -> web.StreamResponse:
         api = request.path.startswith("/api/")
         if api and "/webhooks/" not in request.path and "/interactions/" not in request.path:
-            if request.headers.get("Authorization") != f"Bot {TOKEN}":
+            if self.token_revoked or request.headers.get("Authorization") != f"Bot {TOKEN}":
                 return _json({"message": "401: Unauthorized", "code": 0}, status=401)
         try:
             for name, value in request.match_info.items():
