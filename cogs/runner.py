@@ -227,6 +227,11 @@ async def _serve(
         await app.aclose()
 
 
+# Longer than the reader takes to stop once cancelled (a close frame sent): a cancel again would cut
+# that short, and the session be left resumable rather than ended with 1000.
+CANCEL_AGAIN_SECONDS = 2.0
+
+
 async def close_gateway(bot: VoxdeskBot, connection: asyncio.Task[None]) -> None:
     """End the gateway session with close code 1000, then close the client.
 
@@ -236,9 +241,14 @@ async def close_gateway(bot: VoxdeskBot, connection: asyncio.Task[None]) -> None
     to the reader, and discord.py's reader closes with 4000: so the reader is stopped first.
     """
     try:
+        # Cancelled again until it ends: a cancel landing as discord.py's connect handshake ends is
+        # swallowed by Python 3.11's asyncio.wait_for (it returns the new socket instead), and the
+        # task would read the new session on.
         if not connection.done():
-            connection.cancel()
-            await asyncio.wait({connection})  # a cancel of the caller still reaches it (_until_stopped)
+            while not connection.done():
+                connection.cancel()
+                # a cancel of the caller still reaches it (_until_stopped)
+                await asyncio.wait({connection}, timeout=CANCEL_AGAIN_SECONDS)
             if not connection.cancelled():
                 connection.result()
     finally:

@@ -303,3 +303,21 @@ def _more(metric: tuple[str, str], than: float):  # type: ignore[no-untyped-def]
         return sample(*metric) > than
 
     return grown
+
+
+async def test_a_stop_as_the_gateway_comes_back_from_an_outage_is_not_lost(settings, fake: FakeDiscord):
+    """A stop meeting discord.py's reconnect as its handshake ends: Python 3.11's wait_for swallows
+    that cancel, and the bot read the new session on until the supervisor killed it."""
+    import asyncio
+
+    port = free_port()
+    s = settings.replace(web={"enabled": True, "port": port})
+    async with running_bot(s, fake) as h, aiohttp.ClientSession() as http:
+        fake.gateway_outage()
+        await fake.drop_connection()
+        await fake.wait_for(lambda _: fake.hanging_connections >= 1)
+        assert (await _health(http, port))[0] == 200
+        fake.end_gateway_outage()
+        h.stop.set()
+        done, _ = await asyncio.wait({h.task}, timeout=30)  # a guard: a lost stop never ends
+        assert done, "the bot did not stop"
