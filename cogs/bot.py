@@ -185,6 +185,33 @@ def webhook_rate_limit(cap: Callable[[], float]) -> aiohttp.TraceConfig:
     return trace
 
 
+# discord.py's line for each attempt its gateway reconnect makes after a failure (discord/client.py).
+RECONNECT_LINE = "Attempting a reconnect in %.2fs"
+
+
+class GatewayRetries(logging.Filter):
+    """discord.py logs each reconnect attempt after a failure (a connection refused, a handshake
+    answered 5xx, a connect timing out) at ERROR with its traceback: one per backoff step for
+    the whole of an outage, for what it handles itself. Each is kept at DEBUG, its reason kept
+    for the bot's own line, said once past discord.gateway_grace_seconds, and its end once.
+    On discord.py's client logger."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reason = ""  # the last attempt's failure
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.msg != RECONNECT_LINE:
+            return True
+        exc = record.exc_info[1] if record.exc_info else None
+        self.reason = f"{type(exc).__name__}: {exc}"[:200] if exc is not None else "no reason given"
+        log.debug("Discord gateway: %s; reconnecting in %.2f s", self.reason, *record.args)
+        return False
+
+
+GATEWAY_RETRIES = GatewayRetries()
+
+
 def make_intents(message_content: bool) -> discord.Intents:
     intents = discord.Intents.none()
     intents.guilds = True  # channels and permissions, to know where a voice message may go
@@ -239,6 +266,8 @@ class VoxdeskBot(commands.Bot):
         self._gateway_outage_said = False
         AUTOCOMPLETE_NOT_AN_ERROR.started()
         logging.getLogger("discord.app_commands.tree").addFilter(AUTOCOMPLETE_NOT_AN_ERROR)
+        GATEWAY_RETRIES.reason = ""
+        logging.getLogger("discord.client").addFilter(GATEWAY_RETRIES)
 
     async def login(self, token: str) -> None:
         self.http.connector = discord_connector(self._lookups)
@@ -304,9 +333,10 @@ class VoxdeskBot(commands.Bot):
             return
         self._gateway_outage_said = True
         log.warning(
-            "Discord gateway disconnected for %.0f s and still reconnecting: notes are not heard"
+            "Discord gateway disconnected for %.0f s and still reconnecting%s: notes are not heard"
             " until it is back (/healthz says not ready)",
             time.monotonic() - self._gateway_down_since,
+            f" (last attempt: {GATEWAY_RETRIES.reason})" if GATEWAY_RETRIES.reason else "",
         )
 
     def _gateway_back(self) -> None:
@@ -320,6 +350,7 @@ class VoxdeskBot(commands.Bot):
             )
         self._gateway_outage_said = False
         self._gateway_up, self._gateway_down_since = True, None
+        GATEWAY_RETRIES.reason = ""
 
     async def on_resumed(self) -> None:
         self._gateway_back()

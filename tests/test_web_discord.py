@@ -321,3 +321,32 @@ async def test_a_stop_as_the_gateway_comes_back_from_an_outage_is_not_lost(setti
         h.stop.set()
         done, _ = await asyncio.wait({h.task}, timeout=30)  # a guard: a lost stop never ends
         assert done, "the bot did not stop"
+
+
+async def test_a_gateway_outage_discord_py_retries_is_one_warning_and_its_end_not_errors(
+    settings, fake: FakeDiscord, caplog
+):
+    """discord.py logged each reconnect attempt of an outage at ERROR with a traceback, for what
+    it handles itself; the outage is one WARNING naming why, and its end one INFO line."""
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, gateway_grace_seconds=0.2) as h:
+        fake.refuse_gateway()
+        await fake.drop_connection()
+        await fake.wait_for(lambda _: fake.gateway_refusals >= 1)
+
+        async def said() -> bool:
+            return "Discord gateway disconnected" in caplog.text
+
+        await _until(said)
+        fake.refuse_gateway(False)
+
+        async def back() -> bool:
+            return h.bot.gateway_connected()
+
+        await _until(back)
+        h.stop.set()
+    errors = [(r.name, r.getMessage()) for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    gateway = [(r.levelname, r.getMessage()) for r in caplog.records if "Discord gateway" in r.getMessage()]
+    assert [level for level, _ in gateway] == ["WARNING", "INFO"], gateway
+    assert "(last attempt: WSServerHandshakeError: 503" in gateway[0][1]

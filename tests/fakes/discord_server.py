@@ -326,6 +326,8 @@ class FakeDiscord(Strict):
         self.dm_channels: dict[int, dict[str, Any]] = {}  # DM channel id → its recipient (user payload)
         self.dms_closed: set[int] = set()  # users who do not take DMs from the bot: 50007
         self.token_revoked = False  # see revoke_token
+        self._gateway_refusing = False  # see refuse_gateway
+        self.gateway_refusals = 0
         self.close_codes: list[int | None] = []  # per gateway session the client ended: its close code
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id → synced commands
         self.attachments: dict[int, bytes] = {}
@@ -1077,6 +1079,11 @@ class FakeDiscord(Strict):
         for session in list(self._sockets):
             await session.close(4004, b"Authentication failed.")
 
+    def refuse_gateway(self, refusing: bool = True) -> None:
+        """The gateway's edge answers each connection 503 before any websocket (Cloudflare in an
+        outage), counted in `gateway_refusals`, until called with False."""
+        self._gateway_refusing = refusing
+
     def gateway_outage(self) -> None:
         """The gateway goes away: a client connecting meanwhile hangs, no HELLO, until
         `end_gateway_outage()`, so a test can act while the bot knows it is disconnected."""
@@ -1108,6 +1115,11 @@ class FakeDiscord(Strict):
     # ---- gateway ---------------------------------------------------------------------
 
     async def _gateway(self, request: web.Request) -> web.WebSocketResponse:
+        if self._gateway_refusing:
+            async with self._changed:
+                self.gateway_refusals += 1
+                self._changed.notify_all()
+            raise web.HTTPServiceUnavailable()
         if not self._gateway_up.is_set():
             async with self._changed:
                 self.hanging_connections += 1
