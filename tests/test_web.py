@@ -2348,3 +2348,28 @@ async def test_a_storage_folder_without_locks_serves_without_sharing_the_port(
     finally:
         await core.aclose()
     assert "not shared with another voxdesk process" in caplog.text
+
+
+async def test_a_grievance_spool_that_cannot_be_read_is_not_ready_and_said_once(
+    wsettings, monkeypatch, caplog
+) -> None:
+    """A spool the bot cannot read may hold grievances: count_unfiled said 0, /healthz ready, and
+    every probe and scrape logged the same warning again."""
+    from bot.app import storage_paths
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    monkeypatch.setattr(ops, "PROBE_EVERY_SECONDS", 0.0)
+    caplog.set_level(logging.INFO, logger="bot.tools.grievance_store")
+    async with web_client(wsettings) as (client, _core):
+        spool = GrievanceSpool.beside(storage_paths(wsettings).grievances).path
+        spool.mkdir()  # unreadable as a file, as a failing disk's sector would be
+        pages = [await client.get("/healthz") for _ in range(3)]
+        await client.get("/metrics")
+        bodies = [await p.json() for p in pages]
+        spool.rmdir()
+        back = await client.get("/healthz")
+    assert [p.status for p in pages] == [503] * 3 and back.status == 200
+    assert bodies[0]["checks"]["grievances"] == {"ok": False, "error": "spool_unreadable"}
+    store = [r for r in caplog.records if r.name == "bot.tools.grievance_store"]
+    said = [(r.levelname, r.getMessage()) for r in store if "spool" in r.getMessage()]
+    assert [level for level, _ in said] == ["ERROR", "INFO"], said

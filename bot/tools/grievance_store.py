@@ -43,6 +43,7 @@ from bot.db import (
     while_locked,
     writing,
 )
+from bot.logs import Outage
 from bot.tools import complaint_key, filed_in, filing_turn, same_complaint
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import UNFILED, GrievanceSpool, spool_line
@@ -412,6 +413,9 @@ class LocalGrievanceStore:
         # Grievances the database refused (locked past its busy timeout, disk full, damaged),
         # filed from there at the next start or the next grievance.
         self._spool = spool
+        # A spool that cannot be read may hold grievances: said once (each probe and scrape reads
+        # it), and its end.
+        self._spool_unread = Outage(log, "the grievance spool reads again", level=logging.ERROR)
         # Those the spool refused too (the disk full or read-only), by filing id: written to the
         # spool by the next file_spooled that can (the next grievance, the refiler's next round).
         self._held: dict[str, dict[str, Any]] = {}
@@ -605,15 +609,21 @@ class LocalGrievanceStore:
         """(filing id, grievance) of each line waiting in the spool."""
         spool = self._spool
         try:
-            if spool is None or not spool.waiting():
-                return []
-            lines = await asyncio.to_thread(spool.lines)
+            lines = await asyncio.to_thread(spool.lines) if spool is not None and spool.waiting() else []
         except OSError as exc:
             # Not a reason to lose the complaint: an id given twice is caught when the spool is
             # filed (_file_kept).
-            log.warning("could not read %s: %s", spool.path, exc)
+            self._spool_unread.failed(
+                str(exc), "could not read %s, which may hold grievances: %s", spool.path if spool else "", exc
+            )
             return []
+        self._spool_unread.answered()
         return [(line["id"], line) for line in lines]
+
+    @property
+    def spool_unreadable(self) -> bool:
+        """The spool's last read failed: what it holds is not known, nor counted as unfiled."""
+        return self._spool_unread.failing
 
     async def _filed_alike(
         self, user_id: str, category: str, description: str, filing_id: str | None

@@ -103,9 +103,18 @@ async def _backends(st: Any) -> dict[str, dict[str, Any]]:
     return checks  # type: ignore[no-any-return]
 
 
+class SpoolUnreadable(Exception):
+    """The grievance spool cannot be read: what it holds is not known, and may be lost."""
+
+    health_code = "spool_unreadable"
+
+
 async def _grievances_kept(store: Any) -> None:
     await store.check()
-    if unfiled := await store.count_unfiled():
+    unfiled = await store.count_unfiled()  # reads the spool
+    if store.spool_unreadable:
+        raise SpoolUnreadable("the grievance spool cannot be read")
+    if unfiled:
         raise Unfiled(f"{unfiled} grievance(s) the database refused wait in its spool or in memory")
 
 
