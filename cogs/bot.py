@@ -194,14 +194,18 @@ class GatewayRetries(logging.Filter):
     answered 5xx, a connect timing out) at ERROR with its traceback: one per backoff step for
     the whole of an outage, for what it handles itself. Each is kept at DEBUG, its reason kept
     for the bot's own line, said once past discord.gateway_grace_seconds, and its end once.
-    On discord.py's client logger."""
+    On discord.py's client logger.
+
+    Before the bot's first connection no outage is followed (nor said), and discord.py ends its
+    connect task after a failed first connect: the line is then the only one with the reason."""
 
     def __init__(self) -> None:
         super().__init__()
         self.reason = ""  # the last attempt's failure
+        self.connected_once = False  # set by the bot at its first ready
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.msg != RECONNECT_LINE:
+        if record.msg != RECONNECT_LINE or not self.connected_once:
             return True
         exc = record.exc_info[1] if record.exc_info else None
         self.reason = f"{type(exc).__name__}: {exc}"[:200] if exc is not None else "no reason given"
@@ -266,7 +270,7 @@ class VoxdeskBot(commands.Bot):
         self._gateway_outage_said = False
         AUTOCOMPLETE_NOT_AN_ERROR.started()
         logging.getLogger("discord.app_commands.tree").addFilter(AUTOCOMPLETE_NOT_AN_ERROR)
-        GATEWAY_RETRIES.reason = ""
+        GATEWAY_RETRIES.reason, GATEWAY_RETRIES.connected_once = "", False
         logging.getLogger("discord.client").addFilter(GATEWAY_RETRIES)
 
     async def login(self, token: str) -> None:
@@ -350,7 +354,7 @@ class VoxdeskBot(commands.Bot):
             )
         self._gateway_outage_said = False
         self._gateway_up, self._gateway_down_since = True, None
-        GATEWAY_RETRIES.reason = ""
+        GATEWAY_RETRIES.reason, GATEWAY_RETRIES.connected_once = "", True
 
     async def on_resumed(self) -> None:
         self._gateway_back()

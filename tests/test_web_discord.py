@@ -350,3 +350,33 @@ async def test_a_gateway_outage_discord_py_retries_is_one_warning_and_its_end_no
     gateway = [(r.levelname, r.getMessage()) for r in caplog.records if "Discord gateway" in r.getMessage()]
     assert [level for level, _ in gateway] == ["WARNING", "INFO"], gateway
     assert "(last attempt: WSServerHandshakeError: 503" in gateway[0][1]
+
+
+async def test_why_the_gateway_refused_the_first_connection_is_logged(settings, fake: FakeDiscord, caplog):
+    """discord.py's reconnect line after a failed connect is kept at DEBUG during an outage of a
+    connected bot; before its first connection no outage line follows, and discord.py 2.7 then
+    ends the connect task on its own AttributeError: that line is the only one saying why."""
+    import asyncio
+    import contextlib
+
+    from cogs.runner import serve
+    from tests.discord_harness import TOKEN, discord_settings
+    from tests.frontend_engine import FrontendEngine
+
+    caplog.set_level(logging.INFO)
+    fake.refuse_gateway()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        serve(discord_settings(settings, fake), TOKEN, stop=stop, engine=FrontendEngine())
+    )
+    try:
+
+        async def said_or_ended() -> bool:
+            return "WSServerHandshakeError: 503" in caplog.text or task.done()
+
+        await _until(said_or_ended, within=30)
+        assert "WSServerHandshakeError: 503" in caplog.text
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, 60)
