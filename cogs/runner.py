@@ -87,6 +87,9 @@ def run(settings: Settings, verbose: bool = False) -> int:
         return 2
     except discord.PrivilegedIntentsRequired:
         return INTENT_WITHDRAWN  # said in one line as the gateway closed (_serve)
+    except GatewayUnreachable:
+        log.error("could not connect to Discord's gateway (the line above says why): try again later")
+        return DISCORD_REFUSED
     except (aiohttp.ClientError, discord.HTTPException, discord.RateLimited) as exc:
         # Logging in is the one call whose failure ends `run`: once connected, discord.py
         # reconnects by itself. A 5xx comes here after discord.py's own retries, and a rate limit
@@ -172,6 +175,11 @@ async def _until_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
     return None
 
 
+class GatewayUnreachable(Exception):
+    """The first connection to Discord's gateway failed (logged in over REST, the websocket
+    refused or cut off): `run` exits as when Discord cannot be reached, to be started again."""
+
+
 async def _serve(
     settings: Settings,
     token: str,
@@ -215,6 +223,10 @@ async def _serve(
                     raise discord.LoginFailure(
                         "Discord closed the gateway: 4004, authentication failed"
                     ) from None
+                if isinstance(closed, AttributeError) and bot.ws is None:
+                    # discord.py 2.x, its first connection failed, reads the session it never had
+                    # instead of trying again; the line before this one says why it failed.
+                    raise GatewayUnreachable from closed
                 connection.result()  # the gateway gave up: raise why
             log.info("shutting down: no new notes")
             await bot.drain(settings.discord.shutdown_grace_seconds, hurry)

@@ -959,3 +959,25 @@ def test_check_warns_of_a_storage_folder_on_a_nearly_full_disk(settings, monkeyp
     assert f"only 10 MB free on the disk of {settings.storage_dir}" in said
     free["bytes"] = 10 * 2**30
     assert "free on the disk" not in health.check_storage(settings)
+
+
+async def test_run_whose_first_gateway_connection_is_refused_says_so_and_exits_5(settings) -> None:
+    """Logged in over REST, the gateway's edge refusing the websocket (a Discord incident, a
+    firewall): one line and status 5, as for any Discord that cannot be reached, not discord.py's
+    own AttributeError and status 1."""
+    import asyncio
+
+    from tests.fakes.discord_server import TOKEN, serving
+
+    async with serving() as fake:
+        fake.refuse_gateway()
+        env = {**os.environ, **fake.settings_env(), "DISCORD_TOKEN": TOKEN, "VOXDESK_OFFLINE_WORKERS": "1"}
+        env["VOXDESK_STORAGE_DIR"] = str(settings.storage_dir)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", env=env, cwd=REPO, stderr=subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(process.communicate(), 120)
+    said = err.decode()
+    assert process.returncode == 5, said
+    assert "AttributeError" not in said, said
+    assert "could not connect to Discord's gateway" in said and "503" in said, said
