@@ -419,6 +419,37 @@ async def test_an_idle_connection_is_let_go_before_a_server_closing_it_at_5_s_wo
         await engine.client.close()
 
 
+async def test_a_503s_retry_after_pauses_every_note_no_longer_than_the_breaker(storage, fake) -> None:
+    # A proxy's maintenance page (Retry-After: 3600) is one answer, not three failures: it must
+    # not send every player to the fallback longer than a tripped breaker would, unprobed.
+    import time
+
+    import openai
+
+    from bot.engines.openai import create_openai_engine
+
+    fake.failures = [Failure(status=503, retry_after=3600)]
+    settings = openai_settings(storage, fake)
+    engine = await create_openai_engine(settings, verify=False)
+    ask = engine._once().chat.completions.create
+    try:
+        with pytest.raises(openai.InternalServerError):
+            await engine._send(
+                engine.chat_gate,
+                lambda: ask(
+                    model=engine.model,
+                    messages=[{"role": "user", "content": "hi"}],
+                    modalities=["text", "audio"],
+                    audio={"voice": "alloy", "format": "wav"},
+                ),
+                deadline=time.monotonic() + 30,
+                retries=2,
+            )
+    finally:
+        await engine.client.close()
+    assert 0 < engine.chat_gate.wait() <= settings.openai.breaker_seconds
+
+
 async def test_a_server_error_is_tried_again(storage, fake) -> None:
     fake.failures = [Failure(status=500)]
     fake.script = [answer("Second time lucky.")]

@@ -138,14 +138,14 @@ class Gate:
 
     A 429 pauses them for as long as the provider asks (retry-after, or its rate-limit reset), or,
     when it names no wait, for FIRST_PAUSE doubled with each 429 in a row; a 408's or a 5xx's
-    Retry-After, for as long as it names. BREAKER_FAILURES timeouts, connection failures, 408s or
-    5xx in a row pause them for `breaker_seconds`; then a single request goes to see whether the
-    service is back, and the fallback answers the others until it returns. A turn waits out a pause
-    of up to SHORT_WAIT; the fallback answers it during a longer one. The breaker's pause, and a
-    named one longer than that, are logged when they begin and when requests are answered again,
-    not once a note. A 429 insufficient_quota, which no wait cures, pauses them for LONGEST_PAUSE
-    at once; then, too, a single request looks whether credit was added while the fallback answers
-    the others."""
+    Retry-After, for as long as it names up to `breaker_seconds`. BREAKER_FAILURES timeouts,
+    connection failures, 408s or 5xx in a row pause them for `breaker_seconds`; then a single
+    request goes to see whether the service is back, and the fallback answers the others until it
+    returns. A turn waits out a pause of up to SHORT_WAIT; the fallback answers it during a longer
+    one. The breaker's pause, and a named one longer than that, are logged when they begin and when
+    requests are answered again, not once a note. A 429 insufficient_quota, which no wait cures,
+    pauses them for LONGEST_PAUSE at once; then, too, a single request looks whether credit was
+    added while the fallback answers the others."""
 
     def __init__(self, what: str, breaker_seconds: float, meanwhile: str) -> None:
         self.what = what
@@ -209,11 +209,13 @@ class Gate:
 
     def failed(self, why: str, asked: float | None = None) -> None:
         """A timeout, a connection failure, a 408 or a 5xx. `asked`: the wait its Retry-After named,
-        which pauses requests as a 429's does (a short one is waited out by the turns)."""
+        which pauses requests as a 429's does (a short one is waited out by the turns), but no
+        longer than the breaker's: it is one failure, often a proxy's page (a maintenance 503
+        naming an hour), not the provider's limit, and once it is over no probe goes first."""
         self.failures += 1
         self.probing = False
         if asked is not None:
-            pause = min(asked, LONGEST_PAUSE)
+            pause = min(asked, self.breaker_seconds, LONGEST_PAUSE)
             self._pause(pause, f"{why}, Retry-After {asked:g} s", logged=pause > SHORT_WAIT)
         if self.failures >= BREAKER_FAILURES:
             self._pause(self.breaker_seconds, f"{self.failures} failures in a row, the last {why}")
