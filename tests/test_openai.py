@@ -1511,3 +1511,28 @@ async def test_check_names_the_azure_deployment_that_refused_its_probe(storage, 
     settings = azure_settings(storage, fake, "voxdesk-audio", "gpt-4o-mini-transcribe")
     with pytest.raises(RuntimeError, match=r"answered 400 \(deployment gpt-4o-mini-transcribe\)"):
         await check_engine(settings)
+
+
+async def test_the_notes_base64_is_let_go_once_the_engine_has_answered(storage, fake) -> None:
+    # 1.33 times the note's WAV (7.7 MB for a 120 s note): each step of a tool round sends it
+    # again, but held on through the transcript's wait, the reply's encoding and the saving of
+    # history, it is a second copy of every note being answered at once.
+    from bot import audio
+    from bot.engines.base import AudioClip, TurnState
+    from bot.engines.openai import ENCODED, create_openai_engine
+
+    settings = openai_settings(storage, fake)
+    decoded = audio.decode(NOTE, settings.audio)
+    clip = AudioClip(wav=decoded.wav(), seconds=decoded.seconds)
+    fake.script = [tool_calls(("get_player_stats", {})), answer("Done.")]
+    engine = await create_openai_engine(settings, verify=False)
+    try:
+        turn = TurnState(ToolContext(user_id=NOVA), clip, None, [], [])
+        step = await engine.complete(turn)
+        assert step.tool_calls and ENCODED in turn.scratch  # the next step sends it again
+        turn.allow_tools = False
+        final = await engine.complete(turn)
+    finally:
+        await engine.aclose()
+    assert final.text == "Done."
+    assert ENCODED not in turn.scratch

@@ -317,6 +317,18 @@ class OpenAIEngine:
         return PaidTranscript(text, usage=usage)
 
     async def complete(self, turn: TurnState) -> EngineReply:
+        reply = None
+        try:
+            reply = await self._complete(turn)
+            return reply
+        finally:
+            if reply is None or not reply.tool_calls:
+                # Only a tool round's next step sends the note again: held on through the
+                # transcript's wait, the reply's encoding and the history's saving, or a fallback's
+                # turn, it would be a second copy of every note being answered at once.
+                turn.scratch.pop(ENCODED, None)
+
+    async def _complete(self, turn: TurnState) -> EngineReply:
         deadline: float = turn.scratch.setdefault(DEADLINE, time.monotonic() + self.turn_deadline)
         if turn.rounds and turn.heard is not None and not turn.heard.done():
             # A short wait for the words lets this step send text instead of the audio again.
