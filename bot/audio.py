@@ -62,10 +62,11 @@ _NOT_AUDIO_MAGIC = {
 }
 
 
-# Notes are decoded and replies encoded on threads of their own, as many as asyncio's default
-# executor has: in those, a raid's notes would queue everything else sent there behind every
-# note's decoding (the web front end's static files, the grievance spool, routing).
-_THREADS = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="voxdesk-audio")
+# Notes are decoded and replies encoded on threads of their own: in asyncio's default ones, a
+# raid's notes would queue everything else sent there behind every note's decoding (the web front
+# end's static files, the grievance spool, routing). One a core: the work is the CPU's, and a
+# thread more only slows every note and the event loop, each holding its note's samples meanwhile.
+_THREADS = ThreadPoolExecutor(os.cpu_count() or 1, thread_name_prefix="voxdesk-audio")
 
 
 async def off_loop(work: Callable[..., T], *args: Any) -> T:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import os
 import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -99,3 +100,21 @@ async def test_a_complaint_empties_the_grievance_spool_off_the_loop(tmp_path, mo
         await store.aclose()
     assert spool.read_text() == ""
     assert finished_on and threading.get_ident() not in finished_on
+
+
+async def test_a_raids_notes_are_decoded_no_more_at_once_than_there_are_cores() -> None:
+    # Decoding is CPU work: threads past the cores only slow every note and the event loop down,
+    # and each decode holds its note's samples all the while (a 120 s note's are 23 MB).
+    cores = os.cpu_count() or 1
+    go_on = threading.Event()
+    names: set[str] = set()
+
+    def work() -> None:
+        names.add(threading.current_thread().name)
+        go_on.wait(30)
+
+    jobs = [asyncio.ensure_future(audio.off_loop(work)) for _ in range(cores + 4)]
+    await asyncio.sleep(0)  # each job handed to the audio threads, all of them still held
+    go_on.set()
+    await asyncio.gather(*jobs)
+    assert len(names) <= cores, sorted(names)
