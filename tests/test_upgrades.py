@@ -7,7 +7,11 @@ turns, a spool line it filed itself, one still waiting in the spool at the upgra
 line it set aside in the spool's .rejected (aa6a9dc, older, kept no spool and no filing ids);
 d623801's news.db holds ticket news under its old key; 7de950c's (news.db schema 1, spool lines
 with a format) a DM of three pieces of news Discord never answered, to be tried again, and one
-that failed.
+that failed. 70e590f's (the last release before notes.db kept guild channels under no player's
+id) also holds notes.db, with a guild channel kept under the id of the first player heard there,
+notes answered and two kept for a restart; news of a DM refused and a status change no round read
+yet; a player's /forget; web.db's staff logouts (one lapsed) and usage.db's turns, a playground's
+among them.
 The databases are kept as SQL (`iterdump`), so the fixture is readable and no binary file moves
 with SQLite's version."""
 
@@ -63,7 +67,7 @@ GRIEVANCE = "SELECT local_key, user_id, category, description, status, created_a
 
 
 def test_every_old_version_has_its_fixture() -> None:
-    assert OLD_VERSIONS == ["2717903", "7de950c", "aa6a9dc", "d623801"]
+    assert OLD_VERSIONS == ["2717903", "70e590f", "7de950c", "aa6a9dc", "d623801"]
     for version in OLD_VERSIONS:
         assert re.fullmatch(r"[0-9a-f]{7}", version)
         assert (UPGRADES / version / "grievances.sql").exists()
@@ -312,3 +316,164 @@ async def test_a_grievance_7de950c_lost_at_shutdown_is_refiled_once(tmp_path: Pa
     assert [(key, owner, words) for key, owner, _, words, _, _ in after[len(before) :]][-1:] == [
         (f"GRV-{last + 2}", ARIA, words)
     ]
+
+
+# 70e590f's folder: where its notes came from (a guild channel under its first speaker's id), notes
+# answered and kept for a restart, web logouts, a /forget.
+GUILD_CHANNEL, NOVA_DM, ARIA_DM = 920000000000000001, 930000000000000001, 930000000000000002
+ANSWERED = [1311000000000000001, 1311000000000000002, 1311000000000000003]
+KEPT_FOR_RESTART = [1311000000000000004, 1311000000000000005]
+
+
+def restored_70e590f(storage: Path) -> None:
+    """70e590f's folder as its bot stopped for the upgrade a minute ago: the recorded times moved
+    to then, or opening the stores would prune what has since aged past their limits."""
+    restore("70e590f", storage)
+    shift = (
+        time.time() - 60 - max(row[0] for row in rows(storage / "notes.db", "SELECT updated_at FROM notes"))
+    )
+    for db, sql in (
+        ("notes.db", "UPDATE notes SET updated_at = updated_at + ?"),
+        ("notes.db", "UPDATE places SET heard_at = heard_at + ?"),
+        ("conversations.db", "UPDATE turns SET at = at + ?"),
+        ("web.db", "UPDATE ended_logins SET until = until + ?"),
+    ):
+        with contextlib.closing(sqlite3.connect(storage / db)) as conn, conn:
+            conn.execute(sql, (shift,))
+
+
+async def started_on(storage: Path) -> None:
+    """What a start of this voxdesk does to each database: opened (migrated, pruned), closed."""
+    for name, open_store in every_store().items():
+        if name != "grievances-recent.db":  # the grievance store's, opened with it
+            await (await open_store(storage / name)).aclose()
+
+
+async def test_a_guild_channel_70e590f_kept_under_a_player_is_not_theirs(
+    tmp_path: Path, seeded_storage
+) -> None:
+    from .test_cli import voxdesk
+
+    storage = tmp_path / "var"
+    restored_70e590f(storage)
+    as_an_older_voxdesk_left(storage, seeded_storage)
+    assert rows(storage / "notes.db", f"SELECT user_id FROM places WHERE place_id = {GUILD_CHANNEL}") == [
+        (NOVA,)
+    ]
+    await started_on(storage)
+
+    done = voxdesk("player", "export", NOVA, storage=storage, timeout=60)
+    assert done.returncode == 0, done.stderr
+    held = json.loads(done.stdout)
+    assert [p["place_id"] for p in held["notes"]["places"]] == [NOVA_DM]
+    # Her notes in the guild channel are hers all the same.
+    assert sorted(n["message_id"] for n in held["notes"]["notes"]) == [
+        ANSWERED[0],
+        ANSWERED[1],
+        KEPT_FOR_RESTART[1],
+    ]
+
+    done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "kept 3 note id(s) and 1 DM channel(s)" in done.stdout
+    # Everyone's place: catch-up still reads it after a restart.
+    assert rows(storage / "notes.db", "SELECT place_id, kind FROM places ORDER BY place_id") == [
+        (GUILD_CHANNEL, "channel"),
+        (NOVA_DM, "dm"),
+        (ARIA_DM, "dm"),
+    ]
+
+
+async def test_notes_70e590f_answered_or_kept_for_a_restart_stay_so(tmp_path: Path) -> None:
+    from bot.note_ledger import NoteLedger
+
+    storage = tmp_path / "var"
+    restored_70e590f(storage)
+    await started_on(storage)
+
+    notes = await NoteLedger.open(storage / "notes.db")
+    try:
+        await notes.housekeeping()
+        assert [(n.message_id, n.place_id, n.user_id) for n in await notes.unanswered()] == [
+            (KEPT_FOR_RESTART[0], GUILD_CHANNEL, ARIA),
+            (KEPT_FOR_RESTART[1], NOVA_DM, NOVA),
+        ]
+        assert await notes.seen(ANSWERED) == set(ANSWERED)  # never answered twice
+        assert [await notes.claim(m, GUILD_CHANNEL, ARIA) for m in (ANSWERED[2], KEPT_FOR_RESTART[0])] == [
+            False,
+            True,
+        ]
+        assert sorted(await notes.places("channel")) == [GUILD_CHANNEL]
+        assert sorted(await notes.dms()) == [(NOVA_DM, NOVA), (ARIA_DM, ARIA)]
+        assert await notes.last_handled(GUILD_CHANNEL) == ANSWERED[2]
+    finally:
+        await notes.aclose()
+
+
+async def test_news_70e590f_left_is_told_once_with_what_it_had_not_read(tmp_path: Path) -> None:
+    # Nova's DM was refused (pending), a status staff set after the last round was unread, and the
+    # spool line still waiting is filed at the start: each told once, to its player only, and
+    # the third player (news off) nothing.
+    storage = tmp_path / "var"
+    restored_70e590f(storage)
+    await started_on(storage)
+    told: list[tuple[str, list[tuple[str, str, str]]]] = []
+
+    class Messenger:
+        async def direct(self, delivery: Delivery) -> Outcome:
+            told.append((delivery.user_id, [(i.ticket, i.kind, i.status) for i in delivery.items]))
+            return Outcome.SENT
+
+        async def in_channel(self, user_id: str, channel_id: str, text: str) -> bool:
+            return True
+
+    news, preferences, grievances = (
+        await NewsStore.open(storage / "news.db"),
+        await PreferenceStore.open(storage / "preferences.db"),
+        await LocalGrievanceStore.open(storage / "grievances.db"),
+    )
+    try:
+        for _ in range(2):
+            rows(storage / "news.db", "UPDATE news SET next_try_at = 0 WHERE state = 'pending'")
+            await TicketNews(news, grievances, preferences, None, NewsSettings(enabled=True)).run_once(
+                Messenger()
+            )
+    finally:
+        await news.aclose()
+        await preferences.aclose()
+        await grievances.aclose()
+    # Nova's DM tried again as it was (its news, under its key); the news found since, a DM after it.
+    assert told == [
+        (NOVA, [("GRV-14", "status", "in progress")]),
+        (ARIA, [("GRV-15", "status", "waiting on player")]),
+        (NOVA, [("GRV-19", "filed", "open")]),
+    ]
+
+
+async def test_a_logout_and_a_forget_70e590f_kept_still_hold(tmp_path: Path) -> None:
+    from bot.conversations import PastTurn
+    from bot.web.security import StaffLogins
+
+    storage = tmp_path / "var"
+    restored_70e590f(storage)
+    await started_on(storage)
+
+    logins = await StaffLogins.open(storage / "web.db")
+    try:
+        # A cookie copied before the logout opens nothing; the logout long lapsed is gone.
+        assert await logins.ended("GVlj2a54jnxixWKttjGFOQ")
+        assert not await logins.ended("pZ8rX1aLb0")
+    finally:
+        await logins.aclose()
+    assert rows(storage / "web.db", "SELECT login FROM ended_logins") == [("GVlj2a54jnxixWKttjGFOQ",)]
+
+    (forgotten_at,) = rows(storage / "conversations.db", f"SELECT at FROM turns WHERE user_id = '{ARIA}'")[0]
+    conversations = await ConversationStore.open(storage / "conversations.db", 10, 30)
+    try:
+        late = PastTurn(user_text="how many points do i have", reply_text="1357 points", tool_results=[])
+        # The answer to a note sent before Aria's /forget is not kept; one sent after it is.
+        assert not await conversations.append(ARIA, late, sent_at=forgotten_at - 5)
+        assert await conversations.append(ARIA, late, sent_at=forgotten_at + 5)
+        assert [t.user_text for t in await conversations.history(ARIA)] == [late.user_text]
+    finally:
+        await conversations.aclose()
