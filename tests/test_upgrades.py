@@ -477,3 +477,38 @@ async def test_a_logout_and_a_forget_70e590f_kept_still_hold(tmp_path: Path) -> 
         assert [t.user_text for t in await conversations.history(ARIA)] == [late.user_text]
     finally:
         await conversations.aclose()
+
+
+async def test_events_70e590f_left_unread_wait_an_hour_with_news_off(tmp_path: Path) -> None:
+    # Started with news off, this voxdesk drops the grievance events nothing reads, but only those
+    # there a whole PRUNE_EVERY_SECONDS: a process with news on (a deploy switching it on) reads
+    # the status 70e590f left unread first. Nova's news in news.db is never dropped.
+    from bot.ticket_news import PRUNE_EVERY_SECONDS
+
+    storage = tmp_path / "var"
+    restored_70e590f(storage)
+    await started_on(storage)
+    events = "SELECT id FROM news_events ORDER BY id"
+    unread = rows(storage / "grievances.db", events)
+    pending = "SELECT id FROM news WHERE state = 'pending'"
+    assert len(unread) == 2 and rows(storage / "news.db", pending) == [
+        (1,)
+    ]  # GRV-15's status, GRV-19's filing
+
+    news, preferences, grievances = (
+        await NewsStore.open(storage / "news.db"),
+        await PreferenceStore.open(storage / "preferences.db"),
+        await LocalGrievanceStore.open(storage / "grievances.db"),
+    )
+    try:
+        off = TicketNews(news, grievances, preferences, None, NewsSettings(enabled=False))
+        await off.housekeeping(now=1000.0)
+        await off.housekeeping(now=1000.0 + PRUNE_EVERY_SECONDS - 1)
+        assert rows(storage / "grievances.db", events) == unread
+        await off.housekeeping(now=1000.0 + PRUNE_EVERY_SECONDS)
+        assert rows(storage / "grievances.db", events) == []
+    finally:
+        await news.aclose()
+        await preferences.aclose()
+        await grievances.aclose()
+    assert rows(storage / "news.db", pending) == [(1,)]
