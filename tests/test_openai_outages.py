@@ -151,6 +151,10 @@ async def no_wait(seconds: float) -> None:
     pass
 
 
+def a_long_request() -> str:
+    return "a long request " * 2_000_000  # more than the sockets' buffers hold: 30 MB
+
+
 async def test_a_connection_that_timed_out_before_it_was_made_is_tried_again(storage, fake) -> None:
     # Nothing was sent, so nothing generated or billed: as a refused connection, not as a reply
     # that timed out. The port's queue of connections is full, so the handshake never completes.
@@ -203,7 +207,7 @@ async def test_a_request_whose_connection_was_reset_before_it_was_all_sent_is_tr
     fake.resets_before_body = 1
     fake.script = [answer("Whole this time.")]
     engine = await create_openai_engine(openai_settings(storage, fake), verify=False, sleep=no_wait)
-    reply = await _a_long_request_sent(engine)
+    reply = await _a_request_sent(engine, a_long_request())
     assert reply.choices[0].message.audio.transcript == "Whole this time."
     assert (fake.resets_before_body, len(fake.chats)) == (0, 1)
 
@@ -294,7 +298,7 @@ async def test_a_request_reset_while_written_through_the_proxys_tunnel_is_tried_
     settings = openai_settings(storage, fake, VOXDESK_OPENAI_BASE_URL="https://api.openai.test/v1")
     async with proxy:
         engine = await create_openai_engine(settings, verify=False, sleep=no_wait)
-        reply = await _a_long_request_sent(engine)
+        reply = await _a_request_sent(engine, a_long_request())
     assert reply.choices[0].message.audio.transcript == "Whole this time."
     assert (fake.resets_before_body, len(fake.chats), len(tunnels)) == (0, 1, 2)
 
@@ -326,7 +330,6 @@ async def test_a_503s_short_retry_after_is_waited_out_before_the_request_goes_ag
     storage, fake, header, value, named
 ) -> None:
     # The service said when to come back: sooner would fail again, and add to its load.
-    import time
 
     from bot.engines.openai import create_openai_engine
 
@@ -339,21 +342,7 @@ async def test_a_503s_short_retry_after_is_waited_out_before_the_request_goes_ag
         await asyncio.sleep(seconds)
 
     engine = await create_openai_engine(openai_settings(storage, fake), verify=False, sleep=wait)
-    ask = engine._once().chat.completions.create
-    try:
-        reply = await engine._send(
-            engine.chat_gate,
-            lambda: ask(
-                model=engine.model,
-                messages=[{"role": "user", "content": "hi"}],
-                modalities=["text", "audio"],
-                audio={"voice": "alloy", "format": "wav"},
-            ),
-            deadline=time.monotonic() + 30,
-            retries=2,
-        )
-    finally:
-        await engine.client.close()
+    reply = await _a_request_sent(engine)
     assert reply.choices[0].message.audio.transcript == "Back as it said."
     assert len(waits) == 1 and named - 0.1 < waits[0] <= named  # not the backoff of 0.375-0.5 s
 
@@ -422,7 +411,6 @@ async def test_an_idle_connection_is_let_go_before_a_server_closing_it_at_5_s_wo
 async def test_a_503s_retry_after_pauses_every_note_no_longer_than_the_breaker(storage, fake) -> None:
     # A proxy's maintenance page (Retry-After: 3600) is one answer, not three failures: it must
     # not send every player to the fallback longer than a tripped breaker would, unprobed.
-    import time
 
     import openai
 
@@ -431,22 +419,8 @@ async def test_a_503s_retry_after_pauses_every_note_no_longer_than_the_breaker(s
     fake.failures = [Failure(status=503, retry_after=3600)]
     settings = openai_settings(storage, fake)
     engine = await create_openai_engine(settings, verify=False)
-    ask = engine._once().chat.completions.create
-    try:
-        with pytest.raises(openai.InternalServerError):
-            await engine._send(
-                engine.chat_gate,
-                lambda: ask(
-                    model=engine.model,
-                    messages=[{"role": "user", "content": "hi"}],
-                    modalities=["text", "audio"],
-                    audio={"voice": "alloy", "format": "wav"},
-                ),
-                deadline=time.monotonic() + 30,
-                retries=2,
-            )
-    finally:
-        await engine.client.close()
+    with pytest.raises(openai.InternalServerError):
+        await _a_request_sent(engine)
     assert 0 < engine.chat_gate.wait() <= settings.openai.breaker_seconds
 
 
@@ -568,19 +542,18 @@ async def test_a_look_at_whether_the_service_is_back_that_fails_is_no_new_warnin
     assert len(logged(caplog, "bot.engines.openai", "paused for")) == 1
 
 
-async def _a_long_request_sent(engine):
-    """A chat request larger than the sockets' buffers hold (30 MB), sent through the engine's
-    retries, its client closed after."""
+async def _a_request_sent(engine, content: str = "hi"):
+    """A chat request asking for audio, sent through the engine's retries (`_send`), its client
+    closed after."""
     import time
 
     ask = engine._once().chat.completions.create
-    long = "a long request " * 2_000_000
     try:
         return await engine._send(
             engine.chat_gate,
             lambda: ask(
                 model=engine.model,
-                messages=[{"role": "user", "content": long}],
+                messages=[{"role": "user", "content": content}],
                 modalities=["text", "audio"],
                 audio={"voice": "alloy", "format": "wav"},
             ),
