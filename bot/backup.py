@@ -157,9 +157,7 @@ def _copy_all(storage: StoragePaths, folder: Path) -> tuple[list[str], dict[str,
         lines.append(f"{storage.recent_claims.name}: {NOT_COPIED}")
     if lines and (key := _safety_key(storage)) is not None:
         # Restored without it, every player would be named to OpenAI anew (a new key is made).
-        fd = os.open(folder / key.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with open(fd, "wb") as out:
-            out.write(key.read_bytes())
+        _write_new(folder / key.name, key.read_bytes())
         lines.append(f"{key.name}: copied (the key players are named to OpenAI by)")
     return lines, versions
 
@@ -210,7 +208,13 @@ def _copy_locked(source: Path, target: Path) -> bool:
         data = src.read()
     if not data.strip():
         return False
+    _write_new(target, data)
+    return True
+
+
+def _write_new(target: Path, data: bytes) -> None:
+    """`data` as a new file readable by its owner alone; an existing one is an error, not
+    overwritten."""
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with open(fd, "wb") as out:
         out.write(data)
-    return True
