@@ -55,10 +55,11 @@ _MARK_BEFORE_END = re.compile(r"[,;:]+(?=[.!?])")
 
 def speakable(text: str) -> str:
     """`text` as the English voices should say it."""
-    said = _tidy(_readable(_printable(text)))
+    printable = _printable(text)
+    said = _tidy(_readable(printable))
     if any(c.isalnum() for c in said):
         return said
-    return _tidy(_printable(text))
+    return _tidy(printable)
 
 
 def writable(text: str) -> str:
