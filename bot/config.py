@@ -468,8 +468,8 @@ def load_settings(
             under = f"put it under [{owners[0]}]" if len(owners) == 1 else "put it under its [section]"
             raise ConfigError(f"{name} in {source} is outside any section: {under}")
         if name not in SECTIONS:
-            close = difflib.get_close_matches(name, SECTIONS, n=1, cutoff=0.75)
-            guess = f"did you mean [{close[0]}]? " if close else ""
+            close = _closest(name, SECTIONS)
+            guess = f"did you mean [{close}]? " if close else ""
             raise ConfigError(f"unknown section [{name}] in {source}: {guess}known are {', '.join(SECTIONS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"{name} in {source} must be a [section] table")
@@ -942,6 +942,12 @@ def _known_keys(section: str) -> set[str]:
     return {f.name for f in dataclasses.fields(cls)} if cls is not None else set()
 
 
+def _closest(word: str, known: typing.Iterable[str]) -> str | None:
+    """The one of `known` a typo of it makes `word`, if any."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.75)
+    return close[0] if close else None
+
+
 def _closest_setting(key: str) -> str:
     """': did you mean VOXDESK_X_Y (x.y)?' for a name close to a setting's, else the pattern."""
     names = {
@@ -949,9 +955,9 @@ def _closest_setting(key: str) -> str:
         for section, cls in SECTIONS.items()
         for f in dataclasses.fields(cls)
     }
-    close = difflib.get_close_matches(key[len(ENV_PREFIX) :].lower(), names, n=1, cutoff=0.75)
+    close = _closest(key[len(ENV_PREFIX) :].lower(), names)
     if close:
-        return f": did you mean {ENV_PREFIX}{close[0].upper()} ({names[close[0]]})?"
+        return f": did you mean {ENV_PREFIX}{close.upper()} ({names[close]})?"
     return f": settings are {ENV_PREFIX}<SECTION>_<KEY> with a section of {', '.join(SECTIONS)}"
 
 
@@ -961,8 +967,8 @@ def _build_section(section: str, cls: type, values: dict[str, typing.Any], sourc
     for key, value in values.items():
         if key not in hints:
             known = [f.name for f in dataclasses.fields(cls)]
-            close = difflib.get_close_matches(key, known, n=1, cutoff=0.75)
-            guess = f"did you mean {close[0]}? " if close else ""
+            close = _closest(key, known)
+            guess = f"did you mean {close}? " if close else ""
             raise ConfigError(
                 f"unknown setting {section}.{key} in {source}: {guess}known keys are {', '.join(known)}"
             )
