@@ -439,7 +439,7 @@ class VoiceAgent:
         # The answer is given whatever happens to the bookkeeping: its tools have run (a ticket
         # may be filed), and "something went wrong" now would send the player to file it twice.
         with watch.stage("save"):
-            await self._save(context, past, afresh=final.afresh or turn.afresh)
+            await self._save(context, past, afresh=turn.afresh)
         await self._record_usage(context, engine.name, usage, clip.seconds if clip else 0.0)
         return Reply(
             text=final.text,

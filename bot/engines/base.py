@@ -155,9 +155,6 @@ class EngineReply:
     refusal: bool = False  # the model declined to answer; `text` says so politely
     cut_off: bool = False  # the answer stopped at its length limit; `text` is what was said
     user_text: str | None = None  # what the engine heard, when it knows it from this step
-    # Answered without the conversation's earlier turns, which a content filter refused to read:
-    # the turn begins the conversation afresh, or the next note would be refused first too.
-    afresh: bool = False
     # A content filter refused this turn's own words (its request carried no earlier turns): the
     # turn is kept without them, or the next note's request would carry them and be refused too.
     blocked: bool = False

@@ -374,9 +374,7 @@ class OpenAIEngine:
         except (openai.OpenAIError, ValueError) as exc:
             raise EngineError(type(exc).__name__) from exc
         self.ready = True
-        reply = await self._read(turn, response)
-        reply.afresh = turn.afresh
-        return reply
+        return await self._read(turn, response)
 
     def _audio_refused(self, request: dict[str, Any], exc: openai.APIStatusError) -> None:
         """The provider refused the earlier replies' audio ids `request` sent. None is sent again.
