@@ -667,6 +667,7 @@ class OpenAIEngine:
         seconds = min(PROBE_TIMEOUT, read) if isinstance(read, int | float) else PROBE_TIMEOUT
         probe = self._once(seconds)
         asking = f"model {self.model}"  # named in the line when the request out fails
+        deployment = (self.model, "openai.azure_deployment")  # on Azure: asked for, and its setting
         try:
             if azure:
                 asking = f"deployment {self.model}"
@@ -686,18 +687,13 @@ class OpenAIEngine:
                 )
                 if self.transcribe_model:
                     asking = f"deployment {self.transcribe_model}"
+                    deployment = (self.transcribe_model, "openai.transcribe_model")
                     # Nor would a missing transcription deployment show but as one warning a note,
                     # and every turn kept without the player's words.
-                    try:
-                        await probe.audio.transcriptions.create(
-                            model=self.transcribe_model,
-                            file=("check.wav", base64.b64decode(SILENCE), "audio/wav"),
-                        )
-                    except openai.NotFoundError as exc:
-                        if not _no_deployment(exc):
-                            raise
-                        missing = f"{where} has no deployment {self.transcribe_model}"
-                        raise RuntimeError(f"{missing}: check openai.transcribe_model") from None
+                    await probe.audio.transcriptions.create(
+                        model=self.transcribe_model,
+                        file=("check.wav", base64.b64decode(SILENCE), "audio/wav"),
+                    )
                 return answers
             await probe.models.retrieve(self.model)
         except openai.AuthenticationError as exc:
@@ -711,9 +707,8 @@ class OpenAIEngine:
                     "which Azure answers so when it does not serve it, and openai.azure_endpoint"
                 ) from None
             if azure:
-                raise RuntimeError(
-                    f"{where} has no deployment {self.model}: check openai.azure_deployment"
-                ) from None
+                name, setting = deployment
+                raise RuntimeError(f"{where} has no deployment {name}: check {setting}") from None
             raise RuntimeError(f"{where} does not offer model {self.model}: check openai.model") from None
         except openai.APITimeoutError:
             raise RuntimeError(f"{where} did not answer within {seconds:g} s ({asking})") from None
