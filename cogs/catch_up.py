@@ -648,7 +648,9 @@ class CatchUp(commands.Cog):
         channel (without Read Message History the read is empty, not refused): a reply there
         would be refused too."""
         me = self.bot.user
-        end = _lease_end(lease_until)
+        end = None
+        if lease_until is not None:
+            end = datetime.datetime.fromtimestamp(lease_until, datetime.UTC) + CLOCK_MARGIN
         read = 0
         async for later in message.channel.history(limit=None, after=message, before=end, oldest_first=True):
             ref = later.reference
@@ -999,13 +1001,6 @@ def _covers(since: datetime.datetime | None, other: datetime.datetime | None) ->
 
 def _told_before_the_answer(said: discord.Message) -> bool:
     return said.content in TOLD_BEFORE_THE_ANSWER
-
-
-def _lease_end(lease_until: float | None) -> datetime.datetime | None:
-    """Until when a claim's turn may have posted its answer, by Discord's clock."""
-    if lease_until is None:
-        return None
-    return datetime.datetime.fromtimestamp(lease_until, datetime.UTC) + CLOCK_MARGIN
 
 
 def _sent_at(message_id: int) -> datetime.datetime:
