@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiosqlite
 
-from bot.db import add_missing_columns, opening, while_locked, writing
+from bot.db import add_missing_columns, opening, prune_due, while_locked, writing
 from bot.engines.base import PastTurn
 from bot.tools.base import JSON
 
@@ -123,13 +123,8 @@ class ConversationStore:
         """prune() when due, for a running bot's recheck: a bot that hears no more notes makes no
         append to prune from, and would keep the last player's words long past the idle limit."""
         now = time.time() if now is None else now
-        if self._prune_due(now, min(PRUNE_EVERY_SECONDS, self.idle_seconds)):
+        if prune_due(now, self._pruned_at, min(PRUNE_EVERY_SECONDS, self.idle_seconds)):
             await self.prune(now)
-
-    def _prune_due(self, now: float, every: float) -> bool:
-        # A last prune in the future is one before the clock was stepped back (NTP correcting a
-        # fast host): due now, or the idle limit would go unkept until the clock catches up.
-        return not 0 <= now - self._pruned_at < every
 
     async def _delete_idle(self, now: float) -> int:
         self._pruned_at = now
@@ -201,7 +196,7 @@ class ConversationStore:
                 " conversation FROM turns WHERE user_id = ? GROUP BY conversation HAVING MAX(at) < ?)",
                 (user_id, FORGOTTEN, user_id, at - self.idle_seconds),
             )
-            if self._prune_due(at, PRUNE_EVERY_SECONDS):
+            if prune_due(at, self._pruned_at, PRUNE_EVERY_SECONDS):
                 await self._delete_idle(at)
             if afresh:
                 await self._conn.execute(

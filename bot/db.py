@@ -472,6 +472,13 @@ def naming(path: Path | str, exc: sqlite3.Error) -> sqlite3.Error:
     return type(exc)(f"{path}: {exc}")
 
 
+def prune_due(now: float, pruned_at: float, every: float) -> bool:
+    """Whether a store pruned at `pruned_at` is to prune again at `now`, `every` seconds on. A last
+    prune in the future is one before the clock was stepped back (NTP correcting a fast host): due
+    at once, not only once the clock has caught up, hours or years later."""
+    return not 0 <= now - pruned_at < every
+
+
 def first(rows: Iterable[aiosqlite.Row]) -> aiosqlite.Row | None:
     """The first of a read's rows, or None. Reads on a connection that also writes fetch their
     rows in one step (`execute_fetchall`): a statement left open between awaits holds a read

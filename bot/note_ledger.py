@@ -30,7 +30,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.bounded import remember
-from bot.db import add_missing_columns, first, opening, while_locked, writing
+from bot.db import add_missing_columns, first, opening, prune_due, while_locked, writing
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +144,7 @@ class NoteLedger:
     async def housekeeping(self, now: float | None = None) -> None:
         """prune(), at most every PRUNE_EVERY_SECONDS: for a running bot's frequent recheck."""
         now = time.time() if now is None else now
-        # A clock stepped back (NTP correcting a fast host) makes the last prune look to be in the
-        # future: pruned at once, not only once the clock has caught up, hours or years later.
-        if not 0 <= now - self._pruned_at < PRUNE_EVERY_SECONDS:
+        if prune_due(now, self._pruned_at, PRUNE_EVERY_SECONDS):
             await self.prune(now)
 
     async def aclose(self) -> None:

@@ -65,7 +65,7 @@ from bot import metrics
 from bot import sentences as say
 from bot.audio import ReplyAudio
 from bot.config import NewsSettings
-from bot.db import add_missing_columns, first, opening, while_locked, writing
+from bot.db import add_missing_columns, first, opening, prune_due, while_locked, writing
 from bot.logs import Outage
 from bot.preferences import Preferences, PreferenceStore
 from bot.tools import filed_in, filing_turn
@@ -390,9 +390,7 @@ class NewsStore:
     async def housekeeping(self, now: float | None = None) -> None:
         """prune(), at most every PRUNE_EVERY_SECONDS: for a running bot's frequent recheck."""
         now = time.time() if now is None else now
-        # A last prune in the future is one before the clock was stepped back: due now (see
-        # NoteLedger.housekeeping).
-        if not 0 <= now - self._pruned_at < PRUNE_EVERY_SECONDS:
+        if prune_due(now, self._pruned_at, PRUNE_EVERY_SECONDS):
             await self.prune(now)
 
     async def add(
