@@ -264,7 +264,6 @@ class VoxdeskBot(commands.Bot):
         self._lookups = ThreadPoolExecutor(2, thread_name_prefix="voxdesk-dns")
         # discord.py's is_ready() stays true through any outage once the first READY came: the
         # gateway's own state is kept here, from its connect and disconnect events.
-        self._gateway_up = False
         self._gateway_down_since: float | None = time.monotonic()  # None while connected
         self._gateway_down_said: asyncio.TimerHandle | None = None
         self._gateway_outage_said = False
@@ -315,7 +314,7 @@ class VoxdeskBot(commands.Bot):
 
     def gateway_connected(self) -> bool:
         """Whether the gateway is connected now (a session ready or resumed, and not dropped since)."""
-        return self._gateway_up and not self.is_closed()
+        return self._gateway_down_since is None and not self.is_closed()
 
     def gateway_healthy(self) -> bool:
         """What /healthz says of Discord: ready once, and not disconnected for longer than
@@ -327,7 +326,6 @@ class VoxdeskBot(commands.Bot):
 
     async def on_disconnect(self) -> None:
         if self._gateway_down_since is None and not self._closing:
-            self._gateway_up = False
             self._gateway_down_since = time.monotonic()
             grace = self.discord_settings.gateway_grace_seconds
             self._gateway_down_said = asyncio.get_running_loop().call_later(grace, self._say_gateway_down)
@@ -353,7 +351,7 @@ class VoxdeskBot(commands.Bot):
                 time.monotonic() - self._gateway_down_since,
             )
         self._gateway_outage_said = False
-        self._gateway_up, self._gateway_down_since = True, None
+        self._gateway_down_since = None
         GATEWAY_RETRIES.reason, GATEWAY_RETRIES.connected_once = "", True
 
     async def on_resumed(self) -> None:
