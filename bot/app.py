@@ -120,14 +120,26 @@ class App:
     closers: list[object] = field(default_factory=list)
 
     async def aclose(self) -> None:
-        """Close every client once, even if one of them fails to close."""
-        await self._flush_grievances()
+        """Close every client once, even if one of them fails to close. A cancel (Ctrl-C as `ask`
+        closes) cuts short the client it lands in and is raised once the others are closed too:
+        the grievance store, closed last, logs what the disk refused (its one copy), and an
+        aiosqlite thread left open would keep the process from exiting."""
+        cancelled: asyncio.CancelledError | None = None
+        try:
+            await self._flush_grievances()
+        except asyncio.CancelledError as exc:
+            cancelled = exc
         for thing in reversed(self.closers):
             try:
                 await thing.aclose()  # type: ignore[attr-defined]
+            except asyncio.CancelledError as exc:
+                cancelled = cancelled or exc
+                log.warning("closing %s cut short", type(thing).__name__)
             except Exception:
                 log.exception("closing %s failed", type(thing).__name__)
         self.closers.clear()
+        if cancelled is not None:
+            raise cancelled
 
     async def _flush_grievances(self) -> None:
         # A one-shot `ask` that filed a grievance should not leave it for the next run to push;

@@ -2430,6 +2430,42 @@ def test_a_grievance_the_disk_still_refuses_at_shutdown_is_logged_to_refile_and_
     assert [kind for kind, _ in events] == ["filed_late"]  # ticket news tells the player its key
 
 
+async def test_a_cancel_while_the_app_closes_still_logs_a_grievance_the_disk_refuses(
+    settings, scripted_app_engine, monkeypatch, caplog
+) -> None:
+    # `ask` hit by Ctrl-C as it closes (or a stop cut short) met the cancel in whichever client
+    # was closing then, and App.aclose left every client after it open: the grievance store
+    # never wrote the complaint it held in memory to the log, its one copy, and it was lost.
+    from bot.tools.grievance_spool import UNFILED
+
+    closing = asyncio.Event()
+
+    class SlowToClose:  # a client closed before the stores, as the engine and news store are
+        async def aclose(self) -> None:
+            closing.set()
+            await asyncio.Event().wait()
+
+    app_cm = running_app(settings, scripted_app_engine)
+    app = await app_cm.__aenter__()
+    free = fill_the_disk(app.grievances, monkeypatch)
+    try:
+        with pytest.raises(ToolError):
+            await complaint_filer(app.grievances)(
+                ToolContext(user_id=NOVA, request_id="42"), "wallet", "charged twice for gems"
+            )
+        app.closers.append(SlowToClose())
+        with caplog.at_level(logging.ERROR):
+            closer = asyncio.create_task(app_cm.__aexit__(None, None, None))
+            await closing.wait()
+            closer.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await closer
+    finally:
+        free()
+    assert [r for r in caplog.records if UNFILED in r.getMessage()]
+    assert app.closers == []  # every other client closed too
+
+
 async def test_a_players_words_logged_at_debug_are_no_unfiled_grievance_to_refile(
     settings, scripted_app_engine
 ) -> None:
