@@ -203,9 +203,15 @@ async def _serve(
         if settings.web.enabled:
             from bot import web
 
-            web_runner = await web.start(
-                app, discord_ready=bot.gateway_healthy, discord_connected=bot.gateway_connected
-            )
+            try:
+                web_runner = await web.start(
+                    app, discord_ready=bot.gateway_healthy, discord_connected=bot.gateway_connected
+                )
+            except BaseException:
+                # A port another program holds: the client logged in above has its HTTP session
+                # open, which nothing below would close.
+                await bot.close()
+                raise
         try:
             connection = asyncio.create_task(bot.connect(reconnect=True))
             stopping = asyncio.create_task(stop.wait())

@@ -380,3 +380,25 @@ async def test_why_the_gateway_refused_the_first_connection_is_logged(settings, 
         stop.set()
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, 60)
+
+
+async def test_a_web_port_taken_at_start_closes_the_logged_in_client(settings, fake: FakeDiscord):
+    """`run` logs in to Discord, then starts the web front end: a port another program holds
+    stopped the start, and the client logged in was left open (its HTTP session unclosed)."""
+    import asyncio
+    import errno
+
+    from cogs.runner import serve
+    from tests.discord_harness import TOKEN, discord_settings
+    from tests.frontend_engine import FrontendEngine
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        s = discord_settings(settings.replace(web={"enabled": True, "port": port}), fake)
+        started: asyncio.Future = asyncio.get_running_loop().create_future()
+        with pytest.raises(OSError) as refused:
+            await serve(s, TOKEN, stop=asyncio.Event(), engine=FrontendEngine(), started=started)
+    assert refused.value.errno == errno.EADDRINUSE
+    assert started.result().is_closed()
