@@ -334,7 +334,17 @@ class VoiceAgent:
         watch: _Stopwatch,
     ) -> Reply:
         if self.budget is not None:
-            refusal = await self.budget.refusal(context.spender)
+            try:
+                refusal = await self.budget.refusal(context.spender)
+            except Exception as exc:
+                # As a spend it cannot record: the note is answered, and the line says the budget
+                # went unchecked, rather than every player hearing "something went wrong".
+                log.error(
+                    "could not read the budget of user %s, answering anyway: %s",
+                    context.spender,
+                    _reason(exc),
+                )
+                refusal = None
             if refusal:
                 return await self._canned(refusal, "over_budget", text, voice, watch)
 

@@ -1,9 +1,10 @@
 import asyncio
+import contextlib
 import random
 
 import pytest
 
-from bot.app import running_app
+from bot.app import running_app, storage_paths
 from bot.audio import AudioError
 from bot.config import UsageSettings
 from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState, Usage
@@ -325,6 +326,22 @@ async def test_the_daily_token_budget_stops_a_player_once_spent(settings) -> Non
     assert (first.kind, second.kind, other.kind) == ("answer", "over_budget", "answer")
     assert second.text == OVER_BUDGET
     assert len(engine.seen) == 2  # the refused turn never reached the engine
+
+
+async def test_a_budget_that_cannot_be_read_answers_the_note_rather_than_lose_it(settings, caplog) -> None:
+    # usage.db refusing the read (damaged, or its table gone) failed every turn before the engine
+    # was asked: every player heard "something went wrong" while the engine and the tools were
+    # fine, though spending the same database refuses to record is let through with a line.
+    import sqlite3
+
+    budgeted = settings.replace(usage={"daily_tokens": 100})
+    async with running_app(budgeted, ScriptedEngine()) as app:
+        with contextlib.closing(sqlite3.connect(storage_paths(budgeted).usage)) as other:
+            other.execute("DROP TABLE usage")
+            other.commit()
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "how many points do I have")
+    assert reply.kind == "answer"
+    assert f"could not read the budget of user {NOVA}" in caplog.text
 
 
 async def test_the_daily_budget_refuses_at_exactly_the_limit_not_one_past_it(tmp_path) -> None:
