@@ -19,6 +19,7 @@ from bot import metrics
 from bot import sentences as say
 from bot.audio import AudioError, too_big_message, too_long_message
 from bot.bounded import remember
+from bot.preferences import Preferences
 from bot.tools.base import ToolContext
 from cogs.bot import VoxdeskBot
 from cogs.limits import InAnyWindow
@@ -637,7 +638,16 @@ class VoiceNotes(commands.Cog):
                 else:
                     app = self.bot.core
                     author = message.author
-                    prefs = await app.preferences.get(str(author.id))
+                    try:
+                        prefs = await app.preferences.get(str(author.id))
+                    except Exception as exc:
+                        # A voice and a reply style are no reason to leave the note unanswered.
+                        log.error(
+                            "could not read the preferences of %s, answering as set by default: %s",
+                            author.id,
+                            exc,
+                        )
+                        prefs = Preferences()
                     context = ToolContext(
                         user_id=str(author.id),
                         display_name=author.display_name,

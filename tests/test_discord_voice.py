@@ -82,6 +82,25 @@ async def test_dm_note_gets_a_voice_message_then_the_transcript(harness: Harness
     assert fake.violations == []
 
 
+async def test_a_note_is_answered_in_the_default_voice_when_the_preferences_cannot_be_read(
+    harness: Harness, caplog
+):
+    # preferences.db refusing the read (damaged, its table gone) failed every note after its
+    # download: the player heard "something went wrong" for want of a voice and a reply mode.
+    import sqlite3
+
+    from bot.app import storage_paths
+
+    with contextlib.closing(sqlite3.connect(storage_paths(harness.settings).preferences)) as other:
+        other.execute("DROP TABLE preferences")
+        other.commit()
+    note = await harness.fake.send_note(nova, voice_note())
+    voice, transcript = await answered(harness.fake, note)
+    assert_voice_message(voice, harness.settings)
+    assert transcript.content.startswith("Nova, you have")
+    assert f"could not read the preferences of {nova.id}" in caplog.text
+
+
 async def test_note_in_an_allowed_guild_channel_is_answered(harness: Harness):
     note = await harness.fake.send_note(blaze, voice_note(), guild=True)
     voice, transcript = await answered(harness.fake, note)
