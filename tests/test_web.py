@@ -1557,6 +1557,38 @@ async def test_healthz_gives_a_reason_code_not_the_error_text_and_logs_it_once(
     ]
 
 
+async def test_healthz_logs_grievances_waiting_unfiled_as_not_ready_not_as_not_answering(
+    wsettings, monkeypatch, caplog
+) -> None:
+    # The database answers while a grievance it refused waits in the spool: "does not answer"
+    # sent the operator to a database that was up.
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    caplog.set_level(logging.INFO, logger="bot.web.ops")
+    monkeypatch.setattr(ops, "PROBE_EVERY_SECONDS", 0.0)
+    async with web_client(wsettings) as (client, core):
+        GrievanceSpool.beside(core.settings.storage_dir / "grievances.db").keep(
+            user_id=NOVA,
+            category="wallet",
+            description="gems gone",
+            at="2026-12-06T04:00:00Z",
+            state="local_only",
+        )
+        waiting = [await client.get("/healthz") for _ in range(2)]
+        assert await core.grievances.local_store.file_spooled() == 1
+        back = await client.get("/healthz")
+    assert [p.status for p in waiting] == [503, 503] and back.status == 200
+    logged = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "bot.web.ops"]
+    assert logged == [
+        (
+            "WARNING",
+            "healthz: grievances answers but is not ready: unfiled: 1 grievance(s) the database refused"
+            " wait in its spool or in memory",
+        ),
+        ("INFO", "healthz: grievances is ready again"),
+    ]
+
+
 async def test_a_complaint_filed_in_the_playground_is_its_sessions_alone(settings) -> None:
     import json
 

@@ -37,11 +37,28 @@ async def _probe(check: Any) -> BaseException | None:
     return None
 
 
-class Unfiled(Exception):
+class NotReady(Exception):
+    """A backend that answers, in a state /healthz must not call ready: its `health_code` is
+    what /healthz says."""
+
+    health_code = "not_ready"
+
+
+class Unfiled(NotReady):
     """Grievances the database refused wait in its spool or in memory, their one copy: the
     database answers a read, but a grievance filed now would wait the same way."""
 
     health_code = "unfiled"
+
+
+class SpoolUnreadable(NotReady):
+    """The grievance spool cannot be read: what it holds is not known, and may be lost."""
+
+    health_code = "spool_unreadable"
+
+
+# The codes of NotReady: their end is the backend ready again, not answering again.
+_ANSWERING = frozenset({Unfiled.health_code, SpoolUnreadable.health_code})
 
 
 def _reason_code(name: str, failure: BaseException | None, last: dict[str, str | None]) -> str | None:
@@ -49,9 +66,15 @@ def _reason_code(name: str, failure: BaseException | None, last: dict[str, str |
     driver messages). The text is logged once, when the backend's state changes; `check` and the
     desk show it in full."""
     code = None if failure is None else getattr(failure, "health_code", type(failure).__name__)
-    if code != last.get(name):
-        if failure is not None:
-            log.warning("healthz: %s does not answer: %s", name, f"{code}: {failure}"[:300])
+    was = last.get(name)
+    if code != was:
+        said = f"{code}: {failure}"[:300]
+        if isinstance(failure, NotReady):
+            log.warning("healthz: %s answers but is not ready: %s", name, said)
+        elif failure is not None:
+            log.warning("healthz: %s does not answer: %s", name, said)
+        elif was in _ANSWERING:
+            log.info("healthz: %s is ready again", name)
         else:
             log.info("healthz: %s answers again", name)
         last[name] = code
@@ -101,12 +124,6 @@ async def _backends(st: Any) -> dict[str, dict[str, Any]]:
 
     checks, _ = await st.probes.get(probe, PROBE_EVERY_SECONDS)
     return checks  # type: ignore[no-any-return]
-
-
-class SpoolUnreadable(Exception):
-    """The grievance spool cannot be read: what it holds is not known, and may be lost."""
-
-    health_code = "spool_unreadable"
 
 
 async def _grievances_kept(store: Any) -> None:
