@@ -132,8 +132,17 @@ class Outage:
     def seconds(self) -> float:
         return 0.0 if self.since is None else time.monotonic() - self.since
 
-    def failed(self, reason: str, msg: str, *args: object, level: int | None = None) -> None:
-        """Log a failure, `msg % args`: at `level` (this call's if given) if `reason` is news."""
+    def failed(
+        self,
+        reason: str,
+        msg: str,
+        *args: object,
+        level: int | None = None,
+        exc_info: BaseException | bool | None = None,
+    ) -> None:
+        """Log a failure, `msg % args`: at `level` (this call's if given) if `reason` is news, then
+        with `exc_info`'s traceback (as `logging` takes it); at `quiet` without one, which would
+        otherwise print the same traceback every time."""
         news = not self.failing or reason != self.reason
         if news and self.beside is not None and self.beside.failing:
             news = reason != self.beside.reason
@@ -141,7 +150,10 @@ class Outage:
             self.since = time.monotonic()
         self.failures += 1
         self.reason = reason
-        self.log.log((level or self.level) if news else self.quiet, msg, *args, stacklevel=2)
+        if news:
+            self.log.log(level or self.level, msg, *args, exc_info=exc_info, stacklevel=2)
+        else:
+            self.log.log(self.quiet, msg, *args, stacklevel=2)
 
     def answered(self, *args: object) -> None:
         """The backend answers: the recovery line (`recovery % args`) if it was failing."""

@@ -103,10 +103,7 @@ class CatchUp(commands.Cog):
         self._claims_unkept = Outage(log, "pruning the claims of /grievance file works again")
         self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
         self._too_old_counted: dict[int, None] = {}
-        self.recheck = Every(bot.discord_settings.recheck_seconds, self._counted_recheck, "recheck")
-        # Rechecks begun and run whole: whether one is under way shows only here.
-        self.rechecks_begun = 0
-        self.rechecks_ended = 0
+        self.recheck = Every(bot.discord_settings.recheck_seconds, self._recheck, "recheck")
         # Set once the start's catch-up has ended, however it ended: from then on a note sent is
         # live or the recheck's, never read as the start's own (Every has no event for it).
         self.caught_up = asyncio.Event()
@@ -204,13 +201,6 @@ class CatchUp(commands.Cog):
         since = (quiet or discord.utils.utcnow()) - CLOCK_MARGIN
         log.info("new gateway session: reading the notes sent since %s", since.isoformat(timespec="seconds"))
         self.bot.track(self.catch_up(since), aside=True)
-
-    async def _counted_recheck(self) -> None:
-        self.rechecks_begun += 1
-        try:
-            await self._recheck()
-        finally:
-            self.rechecks_ended += 1
 
     async def _recheck(self) -> None:
         if not self.bot.accepting:
@@ -831,10 +821,11 @@ class Every:
         self.name = name
         self._work = work
         self._task: asyncio.Task[None] | None = None
-        self.current_loop = 0  # runs ended
-        # The failure of the runs failing alike: a fault that fails every run (a broken file, a
-        # bug) is said once with its traceback, not every `seconds` for as long as it lasts.
-        self._failing = ""
+        self.current_loop = 0  # runs ended (not one cancelled with the loop)
+        self.under_way = False  # a run has begun and not ended
+        # A fault that fails every run (a broken file, a bug) is said once with its traceback, not
+        # every `seconds` for as long as it lasts.
+        self._failures = Outage(log, "%s works again", level=logging.ERROR)
 
     def is_running(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -849,6 +840,7 @@ class Every:
 
     async def _run(self) -> None:
         while True:
+            self.under_way = True
             try:
                 await self._work()
             except asyncio.CancelledError as exc:
@@ -860,20 +852,17 @@ class Every:
             except Exception as exc:  # never ends by itself: the next run may find the trouble gone
                 self._failed(exc)
             else:
-                if self._failing:
-                    log.info("%s works again", self.name)
-                self._failing = ""
+                self._failures.answered(self.name)
+            finally:
+                self.under_way = False
             self.current_loop += 1
             await asyncio.sleep(self.seconds)
 
     def _failed(self, exc: BaseException) -> None:
-        # Within the handler of `exc`, whose traceback goes with the first line.
         why = f"{type(exc).__name__}: {exc}"
-        if why != self._failing:
-            log.exception("%s failed; tried again every %g s", self.name, self.seconds)
-        else:
-            log.debug("%s failed again: %s", self.name, why)
-        self._failing = why
+        self._failures.failed(
+            why, "%s failed (%s); tried again every %g s", self.name, why, self.seconds, exc_info=exc
+        )
 
 
 class PlacesUnread(Exception):

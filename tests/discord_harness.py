@@ -117,9 +117,11 @@ async def settle(fake: FakeDiscord, within: float = 30.0) -> None:
                     f"settle: the start's catch-up had not ended after {within:g} s"
                 ) from None
             catch_up: Any = bot.get_cog("CatchUp")
+            recheck = catch_up.recheck
             fast = bot.discord_settings.recheck_seconds <= 1.0
-            ended = catch_up.rechecks_begun + 1 if fast else 1
-            while not (catch_up.rechecks_ended >= ended and not _at_work(bot)):
+            # A recheck begun after this look has ended (or, slow ones, the first).
+            ended = recheck.current_loop + (2 if recheck.under_way else 1) if fast else 1
+            while not (recheck.current_loop >= ended and not _at_work(bot)):
                 if asyncio.get_running_loop().time() > deadline:
                     raise AssertionError(
                         f"settle: the bot is still at work after {within:g} s: {_at_work(bot)}"
@@ -148,7 +150,7 @@ def _at_work(bot: VoxdeskBot) -> str:
         doing.append(f"{bot.inflight} note(s), command(s) or read(s)")
     if voice is not None and voice._on_their_own:
         doing.append(f"{len(voice._on_their_own)} reaction(s), typing or send(s) given up on")
-    if catch_up.rechecks_begun > catch_up.rechecks_ended:
+    if catch_up.recheck.under_way:
         doing.append("a recheck")
     return ", ".join(doing)
 

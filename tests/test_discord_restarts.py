@@ -2317,6 +2317,8 @@ async def test_a_recheck_failing_alike_at_every_run_is_said_once(caplog) -> None
         every.cancel()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info, [r.getMessage() for r in errors]
+    again = [r for r in caplog.records if r.levelno == logging.DEBUG and r.name == "cogs.catch_up"]
+    assert len(again) == 4 and not any(r.exc_info for r in again)  # no traceback at each run
     assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == ["recheck works again"]
     await eventually(lambda: not every.is_running())  # cancelled: it ends
 
