@@ -396,6 +396,25 @@ async def test_check_of_the_embedded_stats_fails_when_a_table_a_summary_reads_is
     assert not lines["stats"].ok and f"no such table: {table}" in lines["stats"].detail
 
 
+async def test_check_counts_the_grievances_waiting_in_the_spool(settings) -> None:
+    # Grievances the database refused wait in the spool, their one copy: `check` counted only the
+    # database's rows and said all was well while /healthz was not ready for them.
+    from bot.health import check_all
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    spool = GrievanceSpool.beside(storage_paths(settings).grievances)
+    for words in ("gems gone", "skin never came"):
+        spool.keep(
+            user_id=NOVA, category="wallet", description=words, at="2026-12-06T04:00:00Z", state="local_only"
+        )
+    line = {r.service: r for r in await check_all(settings)}["grievances"]
+    assert line.ok and line.warn, line.line()
+    assert line.detail.endswith(
+        f"; 2 grievance(s) the database refused wait unfiled in {spool.path} or in memory"
+    ), line.detail
+    assert len(spool.lines()) == 2  # counted, not filed: `check` writes nothing
+
+
 async def test_unlinked_user_gets_a_polite_answer(settings, scripted_app_engine) -> None:
     async with running_app(settings, scripted_app_engine) as app:
         result = await run(app, UNLINKED, "get_player_stats")

@@ -435,9 +435,10 @@ class LocalGrievanceStore:
         cls, path: Path | str, initial_state: str = "local_only", read_only: bool = False
     ) -> LocalGrievanceStore:
         """`read_only`: for `check`, which counts: the database as it lies, not migrated (nor made:
-        a missing one is an empty one in memory), and the spool left to the bot to file."""
+        a missing one is an empty one in memory), and the spool counted, left to the bot to file."""
         if read_only:
-            return cls(await open_read_only(path, SCHEMA_VERSION, SCHEMA), initial_state)
+            conn = await open_read_only(path, SCHEMA_VERSION, SCHEMA)
+            return cls(conn, initial_state, GrievanceSpool.beside(path))
         emptied = _empty_file(Path(path))
         return await cls._open(path, initial_state, emptied)
 
@@ -1439,7 +1440,23 @@ class LocalGrievanceStore:
     async def check(self) -> str:
         rows = await self._conn.execute_fetchall("SELECT COUNT(*) FROM grievances")
         (count,) = first(rows)  # type: ignore[misc]
-        return f"local grievance store: {count} grievances"
+        return await self.with_unfiled(f"local grievance store: {count} grievances")
+
+    async def with_unfiled(self, said: str) -> str:
+        """A `check` line `said`, with the grievances the database refused that wait unfiled (their
+        one copy, which no count of the database holds) or a spool that cannot be read: then a
+        line that wants a person's eye, as /healthz is not ready."""
+        unfiled = await self.count_unfiled()
+        spool = self._spool.path if self._spool is not None else "the spool"
+        if self.spool_unreadable:
+            said += f"; {spool} cannot be read, and may hold grievances the database refused"
+        elif unfiled:
+            said += f"; {unfiled} grievance(s) the database refused wait unfiled in {spool} or in memory"
+        else:
+            return said
+        from bot.health import NeedsHuman
+
+        return NeedsHuman(said)
 
     async def aclose(self) -> None:
         """Stop the refiler, keep what memory holds, close the database. A cancel of the caller (a

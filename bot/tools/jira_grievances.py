@@ -208,7 +208,7 @@ class JiraGrievances:
         pending = await self._store.count_pending()
         # Not the account's address: JIRA_EMAIL is masked wherever a secret is (a person's
         # address, kept out of logs), and Jira answers for no other account than that one.
-        return (
+        return await self._store.with_unfiled(
             f"Jira {self._tracker.shown_url}: JIRA_EMAIL and JIRA_API_TOKEN accepted, project {project},"
             f" {pending} pending"
         )

@@ -1022,6 +1022,23 @@ async def test_check_says_who_and_what_is_pending(fake, db) -> None:
     assert line == f"Jira {fake.url}: JIRA_EMAIL and JIRA_API_TOKEN accepted, project GRV, 1 pending"
 
 
+async def test_check_with_jira_counts_the_grievances_waiting_in_the_spool(fake, db) -> None:
+    # Refused by the outbox's database, they are not pending either: the line counted none of them.
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    spool = GrievanceSpool.beside(db)
+    spool.keep(user_id=NOVA, category="other", description="x", at="2026-12-06T04:00:00Z", state="pending")
+    backend = await JiraGrievances.open(jira_settings(fake), fake.email, fake.token, db, read_only=True)
+    try:
+        line = await backend.check()
+    finally:
+        await backend.aclose()
+    assert line == (
+        f"Jira {fake.url}: JIRA_EMAIL and JIRA_API_TOKEN accepted, project GRV, 0 pending;"
+        f" 1 grievance(s) the database refused wait unfiled in {spool.path} or in memory"
+    )
+
+
 async def test_check_with_jira_only_reads_the_outbox(fake, tmp_path: Path) -> None:
     # The outbox of an older voxdesk: `check` neither migrates it nor gives it a store id.
     from bot.health import check_all
