@@ -258,7 +258,7 @@ class VoiceAgent:
         self._slots = asyncio.Semaphore(agent_settings.max_concurrent_turns)
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._user_waiting: dict[str, int] = {}
-        self._turning_since: dict[object, float] = {}  # monotonic, by turn: when it took its slot
+        self._turning = metrics.Waiting()  # the turns holding a slot, by when each took it
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -290,11 +290,10 @@ class VoiceAgent:
         return self.engine.voices()
 
     def load(self) -> TurnLoad:
-        turning = self._turning_since.values()
         return TurnLoad(
             slots=self.settings.max_concurrent_turns,
-            turning=len(turning),
-            newest_turn_seconds=time.monotonic() - max(turning) if turning else 0.0,
+            turning=len(self._turning),
+            newest_turn_seconds=self._turning.newest_seconds(),
         )
 
     # ---- ordering -----------------------------------------------------------------------
@@ -313,11 +312,11 @@ class VoiceAgent:
             async with lock, self._slots if slot else contextlib.nullcontext():
                 metrics.NOTES_WAITING.leave(turn)
                 if slot:
-                    self._turning_since[turn] = time.monotonic()
+                    self._turning.enter(turn)
                 yield
         finally:
             metrics.NOTES_WAITING.leave(turn)
-            self._turning_since.pop(turn, None)
+            self._turning.leave(turn)
             self._user_waiting[user_id] -= 1
             if self._user_waiting[user_id] == 0:
                 del self._user_waiting[user_id]

@@ -108,7 +108,8 @@ TURN_SLOTS = Gauge("voxdesk_turn_slots", "Turn slots (agent.max_concurrent_turns
 
 
 class Waiting:
-    """What waits now, each by when it began to wait (time.monotonic()): read at each scrape."""
+    """What waits now (a note for its turn, a turn in its slot), each by when it began
+    (time.monotonic()): read at each scrape and /healthz probe."""
 
     def __init__(self) -> None:
         self._since: dict[object, float] = {}
@@ -125,6 +126,9 @@ class Waiting:
 
     def oldest_seconds(self) -> float:
         return time.monotonic() - min(self._since.values()) if self._since else 0.0
+
+    def newest_seconds(self) -> float:
+        return time.monotonic() - max(self._since.values()) if self._since else 0.0
 
 
 # Every front end's notes taken to be answered and waiting for a turn (the voice cog's queue per

@@ -491,10 +491,6 @@ class NoteLedger:
             (place_id, kind, user_id, time.time() if now is None else now),
         )
 
-    async def places(self, kind: str) -> list[int]:
-        rows = await self._conn.execute_fetchall("SELECT place_id FROM places WHERE kind = ?", (kind,))
-        return [row[0] for row in rows]
-
     async def dms(self) -> list[tuple[int, str | None]]:
         """The DMs notes came from, with whose each is, the one heard from most recently first:
         the likeliest to hold a note sent while the bot was down."""

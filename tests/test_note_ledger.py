@@ -350,7 +350,7 @@ async def test_a_place_silent_for_a_year_is_forgotten_and_a_month_is_not(tmp_pat
         await ledger.remember_place(30, "dm", "c", now=time.time() - 400 * day)
         await ledger.remember_place(30, "dm", "c")  # spoke again today
         await ledger.prune()
-        assert sorted(await ledger.places("dm")) == [20, 30]
+        assert sorted(p for p, _ in await ledger.dms()) == [20, 30]
     finally:
         await ledger.aclose()
 
@@ -364,9 +364,9 @@ async def test_places_kept_before_their_time_was_are_kept_a_year_from_the_upgrad
     ledger = await NoteLedger.open(tmp_path / "notes.db")
     try:
         await ledger.prune(time.time() + 300 * 24 * 3600.0)
-        assert await ledger.places("dm") == [10]
+        assert await ledger.dms() == [(10, "a")]
         await ledger.prune(time.time() + 366 * 24 * 3600.0)
-        assert await ledger.places("dm") == []
+        assert await ledger.dms() == []
     finally:
         await ledger.aclose()
 

@@ -403,7 +403,9 @@ async def test_notes_70e590f_answered_or_kept_for_a_restart_stay_so(tmp_path: Pa
             False,
             True,
         ]
-        assert sorted(await notes.places("channel")) == [GUILD_CHANNEL]
+        assert rows(storage / "notes.db", "SELECT place_id FROM places WHERE kind = 'channel'") == [
+            (GUILD_CHANNEL,)
+        ]
         assert sorted(await notes.dms()) == [(NOVA_DM, NOVA), (ARIA_DM, ARIA)]
         assert await notes.last_handled(GUILD_CHANNEL) == ANSWERED[2]
     finally:
