@@ -537,7 +537,9 @@ def _check_storage_place(settings: Settings) -> None:
         cwd = Path.cwd()
     except FileNotFoundError:
         # A release folder removed under a shell still in it: every relative path fails later
-        # with a bare "[Errno 2] No such file or directory".
+        # with a bare "[Errno 2] No such file or directory". Refused with every path absolute too:
+        # multiprocessing's spawn asks os.getcwd() for each speech worker it starts, so the
+        # offline engine (the default, and the default fallback) fails the same way.
         raise ConfigError(
             "the working directory no longer exists (removed after this shell entered it):"
             " cd to the bot's folder again"

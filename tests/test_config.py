@@ -215,6 +215,9 @@ def test_a_working_directory_since_removed_is_one_line_saying_so(
     gone.rmdir()
     with pytest.raises(ConfigError, match="the working directory no longer exists"):
         load_settings(config, environ={})
+    # Every path absolute: the speech workers' spawn asks os.getcwd() all the same.
+    with pytest.raises(ConfigError, match="the working directory no longer exists"):
+        load_settings(config, environ={"VOXDESK_STORAGE_DIR": str(tmp_path / "var")})
 
 
 def test_an_azure_key_given_as_openai_api_key_is_a_warning_saying_where_it_goes(
