@@ -8,6 +8,7 @@ throttling or failover) discards that connection and retries the whole summary o
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -164,20 +165,15 @@ class OdbcStats:
 
     async def player_summary(self, user_id: str) -> PlayerSummary | None:
         dialect = self._settings.dialect
-        attempts = 0
 
-        def blip(exc: Exception) -> bool:
-            # A transient error but a query timeout, with an attempt left: a read that outlasts
-            # the timeout would do so again, and the last attempt answers without the rank.
-            return (
-                attempts <= self._settings.retries
-                and is_transient(exc, dialect)
-                and not (isinstance(exc, pyodbc.Error) and str(exc.args[0]) in QUERY_TIMEOUTS)
-            )
+        async def summary_of(fetch: Fetch, retried: Callable[[Exception], bool]) -> PlayerSummary | None:
+            def blip(exc: Exception) -> bool:
+                # One the summary is tried again after, but a query timeout: a read that outlasts
+                # the timeout would do so again, and the last attempt answers without the rank.
+                return retried(exc) and not (
+                    isinstance(exc, pyodbc.Error) and str(exc.args[0]) in QUERY_TIMEOUTS
+                )
 
-        async def summary_of(fetch: Fetch) -> PlayerSummary | None:
-            nonlocal attempts
-            attempts += 1
             return await stats_sql.player_summary(fetch, user_id, dialect, self._ranking, blip)
 
         try:
@@ -209,20 +205,42 @@ class OdbcStats:
         await self._pool.wait_closed()
         self._executor.shutdown(wait=False, cancel_futures=True)
 
-    async def _with_retries(self, work: Callable[[Fetch], Awaitable[T]]) -> T:
+    async def _with_retries(self, work: Callable[[Fetch, Callable[[Exception], bool]], Awaitable[T]]) -> T:
+        """`work` on a pooled connection, tried again after a transient failure. It is handed
+        whether a failure would be tried again: the summary asks it before the failure reaches
+        here, and both go by one decision, or a failure the summary raised for a retry that never
+        comes would fail it instead of answering without a rank, and hold off no read of every
+        total."""
         retries = max(0, self._settings.retries)
         loop = asyncio.get_running_loop()
         # All attempts together wait for connections until one deadline: when the pool is full,
         # queueing again after each wait would hold the player (4 x 2 x 10 s and the backoffs by
         # default) while the ones ahead are served.
         deadline = self._pool_deadline()
+        decided: list[tuple[int, BaseException, float | None]] = []
+
+        def retry_in(exc: BaseException, attempt: int) -> float | None:
+            """Seconds before the attempt after this failure of `attempt`, None if there is none:
+            decided once, though asked again later (the deadline may have come nearer meanwhile)."""
+            for tried, seen, then in decided:
+                if tried == attempt and seen is exc:
+                    return then
+            wait = min(MAX_BACKOFF_SECONDS, self._settings.retry_backoff_seconds * 2**attempt)
+            late = deadline is not None and loop.time() + wait >= deadline
+            again = attempt < retries and not late and is_transient(exc, self._settings.dialect)
+            decided.append((attempt, exc, wait if again else None))
+            return decided[-1][2]
+
         for attempt in range(retries + 1):
+
+            def retried(exc: Exception, attempt: int = attempt) -> bool:
+                return retry_in(exc, attempt) is not None
+
             try:
-                return await self._attempt(work, deadline)
+                return await self._attempt(functools.partial(work, retried=retried), deadline)
             except (pyodbc.Error, TimeoutError) as exc:
-                wait = min(MAX_BACKOFF_SECONDS, self._settings.retry_backoff_seconds * 2**attempt)
-                late = deadline is not None and loop.time() + wait >= deadline
-                if attempt == retries or late or not is_transient(exc, self._settings.dialect):
+                wait = retry_in(exc, attempt)
+                if wait is None:
                     raise
                 # A retry that works is routine; one that does not ends in the one line above.
                 log.info(

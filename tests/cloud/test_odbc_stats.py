@@ -686,6 +686,41 @@ async def test_a_blip_on_the_read_of_every_total_is_retried_not_answered_without
         await stats.aclose()
 
 
+async def test_a_blip_on_the_read_of_every_total_too_near_the_deadline_answers_without_a_rank(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A retry whose backoff would end past the pool deadline is no retry: the summary that met a
+    # blip on that read raised it for an attempt that never came, and the player was told stats
+    # are unavailable, with no hold-off begun, though their own figures had read.
+    own = await embedded_summary(players_db(settings), NOVA)
+    assert own is not None
+    summary = stats_sql.player_summary
+    reads: list[str] = []
+
+    async def blipping(fetch: stats_sql.Fetch, user_id: str, *args: object) -> object:
+        async def locked(sql: str, params: tuple[object, ...]) -> list[object]:
+            if sql == stats_sql.TOTALS:
+                reads.append(sql)
+                raise pyodbc.Error("HY000", "[HY000] database is locked (5) (SQLExecDirectW)")
+            return await fetch(sql, params)
+
+        return await summary(locked, user_id, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stats_sql, "player_summary", blipping)
+    # A deadline 2 s away and a first backoff of 4 s: the first failure is already the last.
+    late = OdbcSettings(
+        dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=2, retry_backoff_seconds=4
+    )
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), late)
+    try:
+        unranked = replace(own, rank=None, players_ranked=None)
+        assert await stats.player_summary(NOVA) == unranked
+        assert await stats.player_summary(NOVA) == unranked
+    finally:
+        await stats.aclose()
+    assert len(reads) == 1  # the hold-off began: the second question did not read again
+
+
 async def test_a_locked_database_is_retried_until_it_frees_up(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
