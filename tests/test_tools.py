@@ -316,9 +316,48 @@ async def test_while_every_total_cannot_be_read_a_question_does_not_wait_to_read
     assert ranked is not None and (ranked.rank, ranked.players_ranked) == (2, 3)
     assert len(reads) == 2
     said = [(r.levelno, r.getMessage()) for r in caplog.records]
-    # Said once, with the failure's own words; the rest quietly.
-    assert [level for level, _ in said] == [logging.WARNING, logging.INFO, logging.INFO, logging.INFO], said
-    assert all("answering without a rank: interrupted" in m for _, m in said[:3])
+    # Said once, with the failure's own words; the questions held off after it not at all.
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO], said
+    assert "answering without a rank: interrupted" in said[0][1]
+
+
+async def test_a_hold_off_of_the_read_of_every_total_is_said_once_not_once_a_question(caplog) -> None:
+    """While the totals are held off after a read that failed, every stats question is answered
+    without a rank: each logged the failure again at INFO in its words, as though the totals had
+    been read and failed once more. One line a hold-off: the read that failed, a minute apart."""
+    from bot.tools import stats_sql
+    from bot.tools.stats_sql import ACHIEVEMENT_COUNT, FIND_PLAYER, GAMES_BY_TYPE, TOTALS, Ranking
+
+    reads: list[str] = []
+
+    async def fetch(sql: str, params: object) -> list[tuple[object, ...]]:
+        if sql == FIND_PLAYER:
+            return [(1, "Nova")]
+        if sql == GAMES_BY_TYPE:
+            return [("arena", 2, 25, 0.0)]
+        if sql == TOTALS:
+            reads.append(sql)
+            if len(reads) < 3:
+                raise sqlite3.OperationalError("interrupted")
+            return [(10,), (30,), (25,)]
+        if sql == ACHIEVEMENT_COUNT:
+            return [(0,)]
+        return []
+
+    now = [0.0]
+    ranking = Ranking(seconds=60.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="bot.tools.stats_sql"):
+        for _ in range(2):  # two hold-offs, five questions each
+            for _ in range(5):
+                assert (await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking)).rank is None  # type: ignore[union-attr]
+            now[0] += 61
+        assert (await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking)).rank == 2  # type: ignore[union-attr]
+    assert len(reads) == 3
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    unread = [m for _, m in said if "could not be read" in m]
+    assert len(unread) == 2 and all(m.endswith("answering without a rank: interrupted") for m in unread), said
+    assert [level for level, _ in said] == [logging.WARNING, logging.INFO, logging.INFO], said
+    assert said[-1][1] == "every player's total is read again: ranks are back"
 
 
 async def test_a_cancelled_reader_of_every_total_leaves_its_waiters_to_read_them() -> None:

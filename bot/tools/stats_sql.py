@@ -146,8 +146,7 @@ class Ranking:
 
     def failed_for_good(self, exc: Exception) -> None:
         """A read of every total failed, and the summary that asked will not try it again."""
-        if not isinstance(exc, TotalsUnread):
-            self._failure, self._failed_at = exc, self._clock()
+        self._failure, self._failed_at = exc, self._clock()
 
 
 class TotalsUnread(Exception):
@@ -155,7 +154,6 @@ class TotalsUnread(Exception):
 
     def __init__(self, failure: Exception | None) -> None:
         super().__init__(str(failure) if failure is not None else "not read")
-        self.kind = type(failure).__name__ if failure is not None else type(self).__name__
 
 
 def _again(exc: Exception) -> Exception:
@@ -203,9 +201,14 @@ async def player_summary(
         # Typically the pass over every game session outlasting the query timeout, as it may on
         # every try on a big table: the speaker's own figures still answer. A connection gone bad
         # fails the next statement, and the summary with it.
-        said = "every player's total could not be read, answering without a rank: %s"
-        ranking.unread.failed(exc.kind if isinstance(exc, TotalsUnread) else type(exc).__name__, said, exc)
-        ranking.failed_for_good(exc)
+        if isinstance(exc, TotalsUnread):
+            # The hold-off after a read that failed for good, which was said then: each question
+            # answered without a rank until the next read is no news, and this failure no new one.
+            log.debug("every player's total is not read again yet, answering without a rank: %s", exc)
+        else:
+            said = "every player's total could not be read, answering without a rank: %s"
+            ranking.unread.failed(type(exc).__name__, said, exc)
+            ranking.failed_for_good(exc)
         rank = ranked = None
     achievements = [
         str(row[0]) for row in await fetch(limit_rows(ACHIEVEMENTS, MAX_ACHIEVEMENTS, dialect), (player_id,))
