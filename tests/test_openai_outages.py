@@ -359,6 +359,35 @@ async def test_a_503s_long_retry_after_sends_the_notes_to_the_fallback_at_once(s
     assert paused.getMessage().startswith("OpenAI chat paused for 30 s (503, Retry-After 30 s)")
 
 
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_retry_after_given_as_an_http_date_pauses_as_its_seconds_would(storage, fake, status) -> None:
+    # RFC 9110 allows Retry-After as a date, as a gateway or proxy in front of the service may
+    # send it. Read as no wait, the 503 was sent again after a backoff into the outage, and the
+    # 429 paused a second where 20 were asked. A date a day away is capped as "86400" is.
+    import datetime as dt
+    import email.utils
+
+    import openai
+
+    from bot.engines.openai import LONGEST_PAUSE, create_openai_engine
+
+    def date_in(seconds: float) -> str:
+        return email.utils.format_datetime(
+            dt.datetime.now(dt.UTC) + dt.timedelta(seconds=seconds), usegmt=True
+        )
+
+    settings = openai_settings(storage, fake)
+    cap = LONGEST_PAUSE if status == 429 else settings.openai.breaker_seconds
+    for ahead, paused in ((20, (10, 20)), (86_400, (cap - 1, cap))):
+        fake.failures = [Failure(status=status, headers={"retry-after": date_in(ahead)})]
+        fake.script = [answer("Too soon.")]
+        engine = await create_openai_engine(settings, verify=False)
+        with pytest.raises(openai.APIStatusError):
+            await _a_request_sent(engine)
+        assert paused[0] < engine.chat_gate.wait() <= paused[1], ahead
+    assert len(fake.chats) == 2  # one a date, none sent again before it
+
+
 async def test_a_transcription_that_could_not_connect_is_sent_again(storage, fake) -> None:
     # Nothing reached the service: the player's words are asked for again, not lost to history.
     import socket

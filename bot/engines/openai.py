@@ -56,6 +56,7 @@ from bot.engines.base import (
     Usage,
 )
 from bot.logs import Outage
+from bot.retry_after import seconds_named
 from bot.tools.base import UNPARSED, ToolCall, too_deep
 
 log = logging.getLogger(__name__)
@@ -921,16 +922,16 @@ def _pause_asked(headers: Any) -> float | None:
 
 
 def _wait_named(headers: Any) -> float | None:
-    """Seconds an answer's retry-after-ms or retry-after (in seconds) names. The rate limits'
-    resets are a 429's alone: OpenAI sends them with every answer."""
-    for name, unit in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        try:
-            seconds = float(headers.get(name) or "nan") * unit
-        except ValueError:
-            continue
-        if math.isfinite(seconds) and seconds >= 0:
-            return seconds
-    return None
+    """Seconds an answer's retry-after-ms or retry-after (seconds, or an HTTP date a proxy or
+    gateway in front of the service may send) names. The rate limits' resets are a 429's alone:
+    OpenAI sends them with every answer."""
+    try:
+        seconds = float(headers.get("retry-after-ms") or "nan") / 1000
+    except ValueError:
+        seconds = math.nan
+    if math.isfinite(seconds) and seconds >= 0:
+        return seconds
+    return seconds_named(headers.get("retry-after"))
 
 
 def _transcription_usage(usage: Any, model: str) -> Usage | None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import email.utils
 import logging
 import re
 import threading
@@ -27,6 +26,7 @@ from urllib3.exceptions import NewConnectionError
 
 from bot import logs
 from bot.config import shown_url
+from bot.retry_after import seconds_named
 from bot.tools import TICKET_KEY
 from bot.tools.grievance_store import KEY_PREFIX, iso_at
 
@@ -213,18 +213,7 @@ def from_wiki_literal(text: str) -> str:
 def retry_after_seconds(response: requests.Response | None) -> float | None:
     """A response's Retry-After in seconds: whole seconds (what Jira Cloud sends) or an HTTP date.
     As Jira said it, however long: each caller bounds the wait it makes of it."""
-    value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
-    if not value:
-        return None
-    if value.isascii() and value.isdigit():  # "²" (a stray Latin-1 byte) is a digit to isdigit
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:  # an HTTP date is GMT even when it does not say so
-        when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+    return seconds_named(response.headers.get("Retry-After") if response is not None else None)
 
 
 def screen_values(transition: dict[str, Any], status: str, category: str) -> tuple[dict[str, Any], list[str]]:
