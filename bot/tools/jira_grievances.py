@@ -306,6 +306,15 @@ class JiraGrievances:
                         except TrackerError as exc:
                             if not exc.row_only:
                                 raise
+                            if exc.limit == PER_ISSUE_LIMIT:
+                                # A pause Jira asks of this issue's writes, not a refusal: nothing
+                                # for staff to fix, and it passes by itself.
+                                log.info(
+                                    "grievance %s waits for Jira's write limit on its issue: %s",
+                                    row.local_key,
+                                    exc,
+                                )
+                                continue
                             keys, new = refused.get(str(exc), ([], False))
                             keys.append(row.local_key)
                             refused[str(exc)] = (keys, new or str(exc)[:MAX_ERROR_CHARS] != row.last_error)
@@ -442,7 +451,12 @@ class JiraGrievances:
             reason = f"in Jira as {remote_key}, but not moved to {row.status!r}: {exc}"
             await self._store.record_attempt(row.local_key, reason, time.time() + wait, token)
             raise TrackerError(
-                reason, exc.status, maybe_done=False, row_only=exc.row_only, retry_after=exc.retry_after
+                reason,
+                exc.status,
+                maybe_done=False,
+                row_only=exc.row_only,
+                retry_after=exc.retry_after,
+                limit=exc.limit,
             ) from None
         await self._store.update_status(row.local_key, issue.status, issue.updated_at)
         log.info(

@@ -432,6 +432,25 @@ async def test_one_issues_write_limit_holds_back_neither_lookups_nor_other_pushe
     assert len(listed) == 2 and not any(g.from_local_record for g in listed)
 
 
+async def test_one_issues_write_limit_is_logged_as_a_hold_not_a_refusal(fake, db, caplog) -> None:
+    # A 429 on one issue's writes is Jira asking for a pause, which passes by itself: told as
+    # "Jira refused grievance", a WARNING, it sent staff looking for a field or a workflow to fix.
+    fake.retry_after = "30"
+    fake.fail("429_issue_write", times=1)
+    backend = await open_backend(fake, db, max_backoff_seconds=60.0)
+    try:
+        held = await backend.register(NOVA, "wallet", "charged twice for the season pass")
+        assert await backend.local_store.set_status_by_staff(held.key, "resolved")
+        with caplog.at_level(logging.DEBUG, logger="bot.tools.jira_grievances"):
+            assert await backend.push_pending() == 0
+    finally:
+        await backend.aclose()
+    said = [(r.levelno, r.getMessage()) for r in caplog.records if held.key in r.getMessage()]
+    assert not [m for _, m in said if "refused" in m], said
+    (hold,) = [(level, m) for level, m in said if "write limit" in m]
+    assert hold[0] == logging.INFO and "within 30 s" in hold[1], said
+
+
 async def test_a_listing_while_the_push_waits_to_find_its_issue_tells_jiras_status(fake, db) -> None:
     # Jira made the issue, but the create's answer was lost: the push looks for it again only
     # after the longest backoff. Staff resolved it meanwhile; the player asks for their tickets.
