@@ -783,6 +783,22 @@ async def test_a_retry_after_of_days_holds_pushes_back_no_longer_than_the_longes
     assert "pushing again in 10 s instead" in capped.getMessage()
 
 
+async def test_a_retry_after_of_days_holds_lookups_back_no_longer_than_the_longest_backoff(fake, db) -> None:
+    # The hold a 429 sets on every request, a player's lookup's as well as a push's: a week asked
+    # would leave every player told their tickets from the local record for a week.
+    backend = await open_backend(fake, db, max_backoff_seconds=60.0)
+    try:
+        await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 1
+        fake.retry_after = str(7 * 24 * 3600)
+        fake.fail("429", times=1)
+        (told,) = await backend.status(NOVA)  # the lookup that meets the 429
+        held = backend._quiet_until - time.monotonic()
+    finally:
+        await backend.aclose()
+    assert told.from_local_record and 0 < held <= 60.0
+
+
 async def test_a_grievance_that_cannot_go_to_jira_stays_local_and_holds_up_nothing(fake, db) -> None:
     backend = await open_backend(fake, db)
     try:
