@@ -1108,6 +1108,13 @@ def _check_required_secrets(settings: Settings) -> None:
                 f"jira.url = {shown_url(settings.jira.url)!r} is not https: set your "
                 "https://<site>.atlassian.net (plain http only for localhost)"
             )
+        # Jira Cloud's API is at the site's root: a board's address pasted from the browser
+        # (https://<site>.atlassian.net/jira/software/...) makes every call a 404.
+        if (jira.hostname or "").endswith(".atlassian.net") and jira.path.strip("/"):
+            missing.append(
+                f"jira.url = {shown_url(settings.jira.url)!r} has a path: set it to"
+                f" https://{jira.hostname} alone"
+            )
     o = settings.openai
     if settings.agent.engine == "openai" and o.provider == "azure":
         # The portal's "Target URI" names a request, not the resource: the SDK appends
@@ -1116,15 +1123,6 @@ def _check_required_secrets(settings: Settings) -> None:
         missing += pasted_path(o.azure_endpoint, "openai.azure_endpoint", "openai", rest)
     if settings.tools.manuals == "azure":
         missing += pasted_path(settings.search.endpoint, "search.endpoint", "indexes", "search.index")
-    if settings.tools.grievances == "jira":
-        jira = urllib.parse.urlsplit(settings.jira.url.strip())
-        # Jira Cloud's API is at the site's root: a board's address pasted from the browser
-        # (https://<site>.atlassian.net/jira/software/...) makes every call a 404.
-        if (jira.hostname or "").endswith(".atlassian.net") and jira.path.strip("/"):
-            missing.append(
-                f"jira.url = {shown_url(settings.jira.url)!r} has a path: set it to"
-                f" https://{jira.hostname} alone"
-            )
     if missing:
         raise ConfigError("; ".join(missing))
 
