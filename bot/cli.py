@@ -399,8 +399,8 @@ COMMANDS: dict[
     ),
     "backup": (
         cmd_backup,
-        "copy every database and the grievance spool into a new folder under DIR (safe while"
-        " running; take one before an upgrade, the way back to the version before)",
+        "copy every database, the grievance spool and openai-safety.key into a new folder under"
+        " DIR (safe while running; take one before an upgrade, the way back to the version before)",
         lambda p: p.add_argument(
             "into",
             metavar="DIR",

@@ -182,10 +182,21 @@ def test_backup_help_says_it_removes_older_backups() -> None:
     # A studio pointing `backup` at a folder of its own backups loses the older ones: say so where
     # the command is looked up, with the setting that keeps them.
     from bot.cli import build_parser
+    from bot.engines.openai import SAFETY_KEY_FILE
 
     backup = build_parser()._subparsers._group_actions[0].choices["backup"]  # type: ignore[union-attr]
     text = " ".join(backup.format_help().split())
     assert f"storage.keep_backups ({_default('storage', 'keep_backups')}) are removed" in text
+    # What a backup holds besides the databases, named where the command is looked up, in the
+    # design's line for backup.py and in the README: restored without the key, every player gets
+    # a new safety_identifier.
+    commands = build_parser()._subparsers._group_actions[0]._choices_actions  # type: ignore[union-attr]
+    said = next(a.help for a in commands if a.dest == "backup")
+    assert f"the grievance spool and {SAFETY_KEY_FILE} into a new folder" in said
+    design = " ".join((REPO / "docs" / "design.md").read_text(encoding="utf-8").split())
+    module = design.split("backup.py `voxdesk backup`:", 1)[1].split(" player_data.py ", 1)[0]
+    assert f"the spool and {SAFETY_KEY_FILE}" in module, module
+    assert f"the grievance spool and `{SAFETY_KEY_FILE}`" in _readme()
     # An upgrade raises schema versions an older voxdesk refuses: the backup is the way back.
     listed = " ".join(build_parser().format_help().split())
     assert "take one before an upgrade" in listed
