@@ -614,3 +614,20 @@ def test_every_note_count_names_its_reason_literally_so_the_table_check_sees_it(
                 if not literal and (where, function.name) not in funnels:
                     unread.append(f"{where}:{node.lineno} in {function.name}")
     assert not unread, unread
+
+
+def test_the_readmes_exit_statuses_give_every_way_run_ends_on_discord() -> None:
+    # `run` exits DISCORD_REFUSED when the gateway's first connection fails as when logging in does
+    # (a restart mends both), and 2 when Discord closes the gateway on a token reset while it runs
+    # (as at login: a restart does not): a unit's RestartPreventExitStatus is set by this list.
+    from cogs.runner import DISCORD_REFUSED, INTENT_WITHDRAWN
+
+    statuses = _readme().split("Exit statuses: ", 1)[1].split(" command interrupted.", 1)[0]
+    refused = statuses.split(f", {DISCORD_REFUSED} Discord refused `sync`", 1)[1].split(
+        f", {INTENT_WITHDRAWN} ", 1
+    )[0]
+    assert "by `run` logging in or making its first gateway connection" in refused, refused
+    configuration = statuses.split(", 2 a configuration error", 1)[1].split(", 3 a note", 1)[0]
+    assert (
+        "Discord refusing `DISCORD_TOKEN` too, at login or once it is reset while `run` runs" in configuration
+    )
