@@ -99,11 +99,14 @@ class OpenAISettings:
     timeout_seconds: float = 90.0
     # A turn's requests together (tool steps, retries, waits): past it the fallback answers.
     turn_deadline_seconds: float = 120.0
-    # Retries of a request that failed to connect, a 5xx, or a 429 asking for a short wait; a
-    # reply that timed out is not asked for again (it may have been generated and billed).
+    # Retries of a request the server never had whole (no connection made, a connect timeout, one
+    # lost while it was written, a 408), a 5xx but a gateway's 502 or 504, or a 429 asking for a
+    # short wait; a reply that timed out, or whose connection dropped once the request was out, is
+    # not asked for again (it may have been generated and billed).
     max_retries: int = 2
-    # After timeouts, connection failures or 5xx in a row, requests pause this long (the fallback
-    # answers), then one request sees whether the service is back.
+    # After timeouts, connection failures, 408s or 5xx in a row, requests pause this long (the
+    # fallback answers), then one request sees whether the service is back. A 408's or a 5xx's
+    # Retry-After pauses them no longer than this: it is often a proxy's page, not the provider's.
     breaker_seconds: float = 30.0
     azure_endpoint: str = ""
     azure_deployment: str = ""

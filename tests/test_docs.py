@@ -560,6 +560,9 @@ def test_config_toml_says_who_a_budget_is_and_what_is_retried_or_waited_out() ->
         assert "in the web playground, per visitor's address" in said[budget]
     retried = said["openai.max_retries"]
     assert "not after a read timeout, a 502/504, or a connection dropped once the request went out" in retried
+    # Gate.failed: a 408's or a 5xx's Retry-After (a proxy's maintenance page may name an hour)
+    # pauses requests no longer than the breaker does.
+    assert "the longest a 408's or a 5xx's Retry-After pauses requests" in said["openai.breaker_seconds"]
     assert "Retry-After" in said["jira.max_backoff_seconds"]
     assert "504" in said["jira.max_backoff_seconds"]
     assert "but a 504" in said["jira.settle_seconds"]
