@@ -583,6 +583,11 @@ def test_the_discord_doc_says_which_attachments_are_taken_for_audio() -> None:
     extensions = next(word for word in named if word.startswith(".ogg "))
     assert set(extensions.split()) == AUDIO_EXTENSIONS, row
     assert UNTYPED <= named, row
+    # VoiceCog._without_audio tells a voice message that came without its audio (or, with this
+    # setting off, without its waveform) in a DM and to a mention alike, not in a DM alone.
+    discord = " ".join((REPO / "docs" / "discord.md").read_text(encoding="utf-8").split())
+    assert "a player in a DM, or who mentioned the bot where the intent shows the attachments," in discord
+    assert "`any_audio_attachment` off, one whose attachment lacks a voice message's waveform" in discord
 
 
 def test_the_discord_doc_gives_how_long_a_repeat_check_waits_for_a_busy_database() -> None:
