@@ -567,6 +567,12 @@ def test_config_toml_says_who_a_budget_is_and_what_is_retried_or_waited_out() ->
     assert "504" in said["jira.max_backoff_seconds"]
     assert "but a 504" in said["jira.settle_seconds"]
     assert "no Retry-After longer than this" in said["search.timeout_seconds"]
+    # A search call's hard ceiling, its tries and their backoff together (azure_manuals._budget).
+    from bot.config import SearchSettings
+    from bot.tools.azure_manuals import _budget
+
+    beyond_retries = _budget(SearchSettings(timeout_seconds=1.0, retries=0))
+    assert f"waits at most (retries + {beyond_retries:g}) times this" in said["search.timeout_seconds"]
 
 
 def test_the_discord_doc_says_which_attachments_are_taken_for_audio() -> None:
