@@ -508,6 +508,37 @@ def test_the_readme_and_web_md_give_the_quota_pause_and_the_refile_round_the_cod
     assert "insufficient_quota" in healthz
 
 
+def test_the_figures_the_docs_give_for_retries_checks_and_catch_up_are_the_codes() -> None:
+    # Each a constant a studio tunes its proxies, probes and alerts by, quoted in prose.
+    from bot.agent import TRANSCRIPT_GRACE
+    from bot.engines.openai import (
+        AUDIO_REFUSED_PAUSE,
+        KEEPALIVE_EXPIRY,
+        PROBE_TIMEOUT,
+        SHORT_WAIT,
+        TRANSCRIBE_TIMEOUT,
+    )
+    from bot.health import LOW_DISK_BYTES
+    from bot.web.desk import LOGIN_BUSY_SECONDS
+    from bot.web.security import PASSWORD_QUEUE
+    from cogs.catch_up import READS_AT_ONCE
+
+    readme = _readme()
+    assert f"An idle connection is let go after {KEEPALIVE_EXPIRY:g} s," in readme
+    assert f"a 429 asking to wait a few seconds ({SHORT_WAIT:g} at most) is tried again" in readme
+    assert f"is sent again after that wait, not sooner, if it is {SHORT_WAIT:g} s at most." in readme
+    assert f"has {TRANSCRIBE_TIMEOUT:g} s of its own" in readme
+    assert f"the answer waits for it at most {TRANSCRIPT_GRACE:g} s once ready" in readme
+    assert f"transcripts for {AUDIO_REFUSED_PAUSE / 60:g} minutes, then an id is tried again" in readme
+    assert f"sent once and waits {PROBE_TIMEOUT:g} s at most (`openai.timeout_seconds` if shorter)" in readme
+    assert f"less than {LOW_DISK_BYTES // 2**20} MB free" in readme
+    discord = " ".join((REPO / "docs" / "discord.md").read_text(encoding="utf-8").split())
+    assert f"Up to {READS_AT_ONCE} places are read at once" in discord
+    web = " ".join(WEB_MD.split())
+    assert f"At most {PASSWORD_QUEUE} more wait for them" in web
+    assert f'try again in {LOGIN_BUSY_SECONDS} seconds." and `Retry-After: {LOGIN_BUSY_SECONDS}`' in web
+
+
 def test_the_design_doc_names_every_script_and_the_grievance_schema_version() -> None:
     from bot.tools.grievance_store import RECENT_SCHEMA_VERSION, SCHEMA_VERSION
 
