@@ -654,6 +654,7 @@ class TicketNews:
         # (NTP correcting a fast host) cannot push later.
         self._jira_quiet_until = 0.0
         self._jira_outage = Outage(log, "ticket news: Jira answers again")
+        self._preferences_unread = Outage(log, "ticket news: preferences are read again")
         # With news off: (time.monotonic(), the newest grievance event) at the last look (see
         # `housekeeping`).
         self._unread_events: tuple[float, int] | None = None
@@ -945,7 +946,21 @@ class TicketNews:
             if not items:
                 return 0
             ids = [i.id for i in items]
-            prefs = await self._preferences.get(user_id)
+            try:
+                prefs = await self._preferences.get(user_id)
+            except Exception as exc:
+                # /notify unknown is not guessed; claimed with no DM tried, the news would never
+                # go out, and raised, the round would end for every player after this one.
+                self._preferences_unread.failed(
+                    type(exc).__name__,
+                    "ticket news for %s waits: preferences cannot be read: %s",
+                    user_id,
+                    exc,
+                    level=logging.ERROR,
+                )
+                await self.store.give_back(ids)
+                return 0
+            self._preferences_unread.answered()
             if not prefs.notify:
                 await self.store.finish(ids, "muted")
                 metrics.TICKET_NEWS.labels("muted").inc()

@@ -261,6 +261,30 @@ async def test_notify_off_sends_nothing_and_keeps_nothing_for_later(tmp_path: Pa
     assert front.texts() == ['Your ticket GRV-1 ("charged twice") is now closed.']
 
 
+async def test_news_whose_players_preferences_cannot_be_read_waits_for_them_not_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """/notify unknown is no reason to guess it, nor to leave the news claimed ('sending') with no
+    DM tried, which is never sent again, nor to end the round for every player after the first."""
+    caplog.set_level(logging.DEBUG, logger="bot.ticket_news")
+    db = tmp_path / "grievances.db"
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        await p.local.register(BLAZE, "wallet", "lost my skins")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        sql(tmp_path / "preferences.db", "ALTER TABLE preferences RENAME TO kept")
+        for _ in range(2):
+            assert await p.news.run_once(front) == 0
+        assert front.dms == []
+        assert sql(tmp_path / "news.db", "SELECT DISTINCT state FROM news") == [("pending",)]
+        unread = [r for r in caplog.records if "preferences" in r.getMessage()]
+        assert [r.levelno for r in unread] == [logging.ERROR, logging.DEBUG, logging.DEBUG, logging.DEBUG]
+        sql(tmp_path / "preferences.db", "ALTER TABLE kept RENAME TO preferences")
+        assert await p.news.run_once(front) == 2
+    assert sorted(d.user_id for d in front.dms) == sorted([NOVA, BLAZE])
+
+
 async def test_one_dm_carries_all_of_a_players_news(tmp_path: Path) -> None:
     db = tmp_path / "grievances.db"
     front = Recorder()
