@@ -1589,6 +1589,25 @@ async def test_healthz_logs_grievances_waiting_unfiled_as_not_ready_not_as_not_a
     ]
 
 
+def test_healthz_logs_the_end_of_any_not_ready_as_ready_again(caplog) -> None:
+    # Each kind of NotReady ends with the backend ready again, not only the two the grievances
+    # probe raises today: "answers again" ends a backend that did not answer.
+    class Draining(ops.NotReady):
+        health_code = "draining"
+
+    caplog.set_level(logging.INFO, logger="bot.web.ops")
+    last: dict[str, str | None] = {}
+    for failure in (Draining("draining its queue"), None, ops.NotReady("warming up"), None):
+        ops._reason_code("stats", failure, last)
+    logged = [r.getMessage() for r in caplog.records if r.name == "bot.web.ops"]
+    assert logged == [
+        "healthz: stats answers but is not ready: draining: draining its queue",
+        "healthz: stats is ready again",
+        "healthz: stats answers but is not ready: not_ready: warming up",
+        "healthz: stats is ready again",
+    ]
+
+
 async def test_a_complaint_filed_in_the_playground_is_its_sessions_alone(settings) -> None:
     import json
 

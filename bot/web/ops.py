@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -42,6 +42,12 @@ class NotReady(Exception):
     what /healthz says."""
 
     health_code = "not_ready"
+    # Every subclass's code, however many there are: the end of one is the backend ready again.
+    codes: ClassVar[set[str]] = {health_code}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        NotReady.codes.add(cls.health_code)
 
 
 class Unfiled(NotReady):
@@ -57,10 +63,6 @@ class SpoolUnreadable(NotReady):
     health_code = "spool_unreadable"
 
 
-# The codes of NotReady: their end is the backend ready again, not answering again.
-_ANSWERING = frozenset({Unfiled.health_code, SpoolUnreadable.health_code})
-
-
 def _reason_code(name: str, failure: BaseException | None, last: dict[str, str | None]) -> str | None:
     """What /healthz, which needs no login, may say: the exception's type, never its text (hosts,
     driver messages). The text is logged once, when the backend's state changes; `check` and the
@@ -73,7 +75,7 @@ def _reason_code(name: str, failure: BaseException | None, last: dict[str, str |
             log.warning("healthz: %s answers but is not ready: %s", name, said)
         elif failure is not None:
             log.warning("healthz: %s does not answer: %s", name, said)
-        elif was in _ANSWERING:
+        elif was in NotReady.codes:
             log.info("healthz: %s is ready again", name)
         else:
             log.info("healthz: %s answers again", name)
