@@ -7,11 +7,13 @@ import email.utils
 import math
 
 
-def seconds_named(value: str | None) -> float | None:
+def seconds_named(value: str | None, past: float | None = 0.0) -> float | None:
     """Seconds `value` asks to wait: a number of seconds ("120"; a fraction, as some proxies and
     OpenAI's own servers send, too) or an HTTP date ("Wed, 21 Oct 2026 07:28:00 GMT"), counted
-    from now, 0 once it is past. None when it names no wait. As the server said it, however long:
-    each caller bounds the wait it makes of it."""
+    from now, `past` once it is past: None for a caller with a wait of its own to fall back on,
+    as a date past on arrival (a proxy's stale page, a clock behind) names none it can trust.
+    None when it names no wait. As the server said it, however long: each caller bounds the wait
+    it makes of it."""
     value = (value or "").strip()
     if not value:
         return None
@@ -28,4 +30,5 @@ def seconds_named(value: str | None) -> float | None:
         return None
     if when.tzinfo is None:  # an HTTP date is GMT even when it does not say so
         when = when.replace(tzinfo=dt.UTC)
-    return max(0.0, (when - dt.datetime.now(dt.UTC)).total_seconds())
+    seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    return seconds if seconds > 0 else past

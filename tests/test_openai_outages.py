@@ -388,6 +388,21 @@ async def test_a_retry_after_given_as_an_http_date_pauses_as_its_seconds_would(s
     assert len(fake.chats) == 2  # one a date, none sent again before it
 
 
+def test_a_retry_after_date_already_past_names_no_wait_and_the_limits_reset_pauses() -> None:
+    # A date past on arrival is a proxy's stale page or a clock behind, not "send again now": the
+    # limit's own reset, a 429's 1 s doubling and a 5xx's backoff are the waits that still hold.
+    import datetime as dt
+    import email.utils
+
+    from bot.engines.openai import _pause_asked, _wait_named
+
+    past = email.utils.format_datetime(dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), usegmt=True)
+    reset = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6s"}
+    assert _wait_named({"retry-after": past}) is None
+    assert _pause_asked({"retry-after": past, **reset}) == 6.0
+    assert _wait_named({"retry-after": "0"}) == 0.0  # said in seconds, it is meant
+
+
 async def test_a_transcription_that_could_not_connect_is_sent_again(storage, fake) -> None:
     # Nothing reached the service: the player's words are asked for again, not lost to history.
     import socket

@@ -931,7 +931,8 @@ def _wait_named(headers: Any) -> float | None:
         seconds = math.nan
     if math.isfinite(seconds) and seconds >= 0:
         return seconds
-    return seconds_named(headers.get("retry-after"))
+    # A date already past falls back to the limit's reset, the 429's doubling, the 5xx's backoff.
+    return seconds_named(headers.get("retry-after"), past=None)
 
 
 def _transcription_usage(usage: Any, model: str) -> Usage | None:
