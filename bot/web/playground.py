@@ -271,7 +271,9 @@ async def _refused_player(request: web.Request, player: str, spender: str) -> we
     try:
         refusal = await budget.refusal(spender)
     except Exception:
-        # As when the agent's own check fails: Discord's words, not a bare 500.
+        # Refused, where a Discord player's note is answered unchecked (VoiceAgent._turn): anyone
+        # on the internet may send these, and an unread budget would hold none of them back. In
+        # Discord's words, not a bare 500.
         log.exception("playground: the budget of visitor %s could not be read", spender)
         metrics.note("web", "failed", "error")
         return web.json_response({"error": say.OOPS}, status=500)
