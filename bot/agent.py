@@ -33,6 +33,7 @@ from bot.engines.base import (
     TurnState,
     Usage,
 )
+from bot.logs import Outage
 from bot.speech.speakable import writable
 from bot.tools import Toolbox, heard_in_public
 from bot.tools.base import ToolContext, ToolResult
@@ -259,6 +260,8 @@ class VoiceAgent:
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._user_waiting: dict[str, int] = {}
         self._turning = metrics.Waiting()  # the turns holding a slot, by when each took it
+        # usage.db failing fails every note's read and record alike: said once, not once a note.
+        self._usage_outage = Outage(log, "usage.db is read and written again", level=logging.ERROR)
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -338,12 +341,15 @@ class VoiceAgent:
             except Exception as exc:
                 # As a spend it cannot record: the note is answered, and the line says the budget
                 # went unchecked, rather than every player hearing "something went wrong".
-                log.error(
+                self._usage_outage.failed(
+                    _reason(exc),
                     "could not read the budget of user %s, answering anyway: %s",
                     context.spender,
                     _reason(exc),
                 )
                 refusal = None
+            else:
+                self._usage_outage.answered()
             if refusal:
                 return await self._canned(refusal, "over_budget", text, voice, watch)
 
@@ -504,7 +510,11 @@ class VoiceAgent:
                 context.spender, engine, usage, audio_seconds, turns, request_id=context.request_id
             )
         except Exception as exc:
-            log.error("could not record the usage of user %s: %s", context.spender, _reason(exc))
+            self._usage_outage.failed(
+                _reason(exc), "could not record the usage of user %s: %s", context.spender, _reason(exc)
+            )
+        else:
+            self._usage_outage.answered()
 
     async def _reply_audio(self, final: EngineReply, voice: str | None) -> audio.ReplyAudio | None:
         if final.reply_audio is not None:

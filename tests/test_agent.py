@@ -1,5 +1,6 @@
 import asyncio
 import contextlib
+import logging
 import random
 
 import pytest
@@ -334,14 +335,24 @@ async def test_a_budget_that_cannot_be_read_answers_the_note_rather_than_lose_it
     # fine, though spending the same database refuses to record is let through with a line.
     import sqlite3
 
+    from bot.usage import SCHEMA as usage_schema
+
     budgeted = settings.replace(usage={"daily_tokens": 100})
     async with running_app(budgeted, ScriptedEngine()) as app:
         with contextlib.closing(sqlite3.connect(storage_paths(budgeted).usage)) as other:
             other.execute("DROP TABLE usage")
             other.commit()
-        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "how many points do I have")
-    assert reply.kind == "answer"
-    assert f"could not read the budget of user {NOVA}" in caplog.text
+        caplog.set_level(logging.DEBUG, logger="bot.agent")
+        for _ in range(3):
+            reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "how many points do I have")
+            assert reply.kind == "answer"
+        # A broken usage.db fails every note alike: one ERROR for it, not one a note.
+        said = [r for r in caplog.records if "could not read the budget of user" in r.getMessage()]
+        assert [r.levelno for r in said] == [logging.ERROR, logging.DEBUG, logging.DEBUG]
+        with contextlib.closing(sqlite3.connect(storage_paths(budgeted).usage)) as other:
+            other.executescript(usage_schema)
+        await app.agent.respond_text(ToolContext(user_id=NOVA), "how many points do I have")
+    assert "usage.db is read and written again" in caplog.text
 
 
 async def test_the_daily_budget_refuses_at_exactly_the_limit_not_one_past_it(tmp_path) -> None:
