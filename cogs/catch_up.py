@@ -590,10 +590,10 @@ class CatchUp(commands.Cog):
         first = {m.id for m in messages if voice.count_once(m.id)}
         messages = [m for m in messages if m.id in first or m.id in promised]
         limit = self.bot.discord_settings
-        live_since = discord.utils.utcnow() - datetime.timedelta(seconds=limit.flood_seconds)
         # Each player's uses: those the live limit counted (notes answered live, or weighed at a
-        # stop), then the notes answered here. Weighed against these alone, the notes a gateway
-        # gap hid would be answered on top of a window the live notes had filled.
+        # stop), then the notes answered here, all by when Discord says they were sent. Weighed
+        # against these alone, the notes a gateway gap hid would be answered on top of a window
+        # the live notes had filled.
         uses: dict[int, list[float]] = {}
         todo: list[int] = []
         answered: dict[int, int] = {}
@@ -601,7 +601,7 @@ class CatchUp(commands.Cog):
         for message in messages:
             author = message.author.id
             sent = message.created_at.timestamp()
-            flood = voice.flood.get_bucket(message)
+            flood = voice.flood.get_bucket(message, sent)
             assert isinstance(flood, InAnyWindow)  # a per-user mapping makes one per player
             taken = uses.setdefault(author, flood.uses())
             if message.id not in promised and not room_for(
@@ -611,16 +611,14 @@ class CatchUp(commands.Cog):
                 continue
             todo.append(message.id)
             answered[author] = answered.get(author, 0) + 1
-            live = message.created_at > live_since
-            if live and message.id not in first:
-                # Weighed here before (the live path counted it) and given back: the live uses hold
+            if message.id not in first:
+                # Weighed before (the live path counted it, as sent) and given back: the uses hold
                 # it already, and counted again one note would stand for two in the player's window.
                 continue
             taken.append(sent)
-            if live:
-                # The live limit counts it too: a player whose notes were just read back and
-                # answered gets no fresh flood_notes for the notes they send next.
-                flood.count(sent)
+            # The live limit counts it too: a player whose notes were just read back and answered
+            # gets no fresh flood_notes for the notes they send next.
+            flood.count(sent)
         for message in refused:
             count = answered.get(message.author.id, 0)
             voice.turn_away(message, say.TOO_MANY_WHILE_AWAY.format(count=count))

@@ -196,11 +196,15 @@ class VoiceNotes(commands.Cog):
     async def on_message(self, message: discord.Message) -> None:
         if message.author.bot:
             return
+        # The flood limit times a note by when Discord says it was sent, as a catch-up times the
+        # notes it reads back: a burst of events replayed by a resumed gateway session is not a
+        # flood, and a host clock set back would hold a player at the limit as long.
+        sent = message.created_at.timestamp()
         if not self.bot.accepting:
             if self.voice_notes(message) and self.addressed_here(message) and self.count_once(message.id):
                 # A kept note is answered after the restart whatever the limit then: weighed now,
                 # or a script sending through the stop's grace would have every note answered.
-                if retry_after := self.flood.update_rate_limit(message):
+                if retry_after := self.flood.update_rate_limit(message, sent):
                     self.turn_away(message, too_fast(retry_after))
                 else:
                     self.bot.track(self._keep_for_restart(message))
@@ -220,14 +224,15 @@ class VoiceNotes(commands.Cog):
             return
         if not self.addressed_here(message) or not self.count_once(message.id):
             return
-        flood = self.flood.get_bucket(message)
+        flood = self.flood.get_bucket(message, sent)
         assert flood is not None  # a per-user mapping makes a bucket for every message
-        if flood.get_tokens() > 0 and self._backlog.get(message.author.id, 0) >= self.settings.flood_notes:
+        queued = self._backlog.get(message.author.id, 0)
+        if flood.get_tokens(sent) > 0 and queued >= self.settings.flood_notes:
             # Not weighed against the flood limit: it answers nothing, and the note the player
             # sends again once the queue is empty would be told "too fast" for it.
             self.turn_away(message, say.STILL_ANSWERING, backlog=True)
             return
-        retry_after = flood.update_rate_limit()
+        retry_after = flood.update_rate_limit(sent)
         if retry_after:
             self.turn_away(message, too_fast(retry_after))
             return

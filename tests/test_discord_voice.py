@@ -20,7 +20,16 @@ from bot.audio import decode
 from cogs.runner import serve
 from cogs.voice import too_fast
 from tests.audio_samples import encode, speechlike
-from tests.discord_harness import Harness, blaze, discord_settings, nova, quill, running_bot, voice_note
+from tests.discord_harness import (
+    Harness,
+    blaze,
+    caught_up,
+    discord_settings,
+    nova,
+    quill,
+    running_bot,
+    voice_note,
+)
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     BOT_USER_ID,
@@ -916,3 +925,36 @@ async def test_a_voice_message_without_its_waveform_is_logged_and_told_not_dropp
     assert f"voice message {dm['id']} from {nova.id} {line}" in caplog.text
     assert f"voice message {watched['id']} from {blaze.id} {line}" in caplog.text
     assert not fake.sent("cdn")
+
+
+async def test_notes_a_resumed_session_replays_at_once_are_weighed_by_when_they_were_sent(
+    settings, fake: FakeDiscord
+):
+    # A resumed gateway session replays the notes sent during a drop as it comes back. Sent a
+    # minute apart, within two a minute, they were counted as they came, three in a few seconds:
+    # the last told "too fast". A host clock set back held the player at the limit the same way.
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=60) as h:
+        await caught_up(h.bot)
+        voice = h.bot.get_cog("VoiceNotes")
+        for ago in (160, 100, 40):
+            note = await h.fake.send_note(nova, voice_note(), ago=ago)
+            replies = await answered(h.fake, note, count=1)
+            assert replies[0].is_voice_message, [r.content for r in replies]
+            await answered(h.fake, note)
+            async with asyncio.timeout(30):
+                while voice._backlog:  # noqa: ASYNC110 - its turn is marking the note answered
+                    await asyncio.sleep(0.05)
+
+
+async def test_the_flood_limit_keeps_a_players_uses_for_a_note_read_back_later(harness: Harness):
+    # Past flood_seconds a bucket with no `keep` is dropped with its uses: a note read back from
+    # then (a catch-up, a private thread the bot is added to) is weighed as if none were sent.
+    voice = harness.bot.get_cog("VoiceNotes")
+    per = harness.bot.discord_settings.flood_seconds
+    player = types.SimpleNamespace(id=nova.id)
+    as_sent = types.SimpleNamespace(author=player)
+    start = 1_000_000.0
+    assert voice.flood.update_rate_limit(as_sent, start) is None
+    later = start + harness.bot.discord_settings.catch_up_minutes * 60
+    assert voice.flood.get_bucket(as_sent, later).uses() == [start]
+    assert later - start > per
