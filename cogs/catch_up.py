@@ -156,9 +156,10 @@ class CatchUp(commands.Cog):
         cutoff = self._cutoff()
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()
+        voiceless: dict[int, discord.Message] = {}
         try:
             async for message in thread.history(limit=None, after=cutoff, oldest_first=True):
-                self._sort(voice, message, found, replied)
+                self._sort(voice, message, found, replied, voiceless)
         except (discord.HTTPException, discord.RateLimited, aiohttp.ClientError, TimeoutError) as exc:
             broken = isinstance(exc, aiohttp.ClientError | TimeoutError)
             if not broken and not discords_trouble(exc):
@@ -188,6 +189,7 @@ class CatchUp(commands.Cog):
             log.info("added to thread %s: answering %d note(s) sent there before", thread.id, len(todo))
         for message_id in todo:
             voice.schedule(*found[message_id])
+        await self._without_audio(voice, voiceless)
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -449,6 +451,7 @@ class CatchUp(commands.Cog):
             await self._answer_found(reading, found, replied)
 
         await self._each([p for p in dms if owners[p] not in authors], read_dm)
+        await self._without_audio(voice, reading.voiceless)
 
         too_old = reading.too_old
         if too_old:
@@ -536,7 +539,7 @@ class CatchUp(commands.Cog):
             start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
         elif last is not None:
             gap, window_read = await self._read_from_last(
-                voice, place_id, channel, last, cutoff, found, replied, reading.unread
+                voice, place_id, channel, last, cutoff, found, replied, reading.unread, reading.voiceless
             )
             reading.too_old |= gap
             if window_read:
@@ -548,7 +551,7 @@ class CatchUp(commands.Cog):
                 if last is not None and message.id <= last and message.id not in left_here:
                     self._sort(voice, message, {}, replied)
                 else:
-                    self._sort(voice, message, found, replied)
+                    self._sort(voice, message, found, replied, reading.voiceless)
         except (discord.HTTPException, discord.RateLimited) as exc:
             self._not_read(place_id, "read", exc, reading.unread)
 
@@ -662,7 +665,10 @@ class CatchUp(commands.Cog):
         message: discord.Message,
         found: dict[int, tuple[discord.Message, discord.Attachment]],
         replied: set[int],
+        voiceless: dict[int, discord.Message] | None = None,
     ) -> None:
+        """`message` into `found` if it is a note to answer, or into `voiceless` if it is a voice
+        message with no note to hear; a reply of the bot's into `replied`."""
         me = self.bot.user
         if me is not None and message.author.id == me.id:
             if message.reference and message.reference.message_id and not _told_before_the_answer(message):
@@ -673,6 +679,19 @@ class CatchUp(commands.Cog):
         notes = voice.voice_notes(message)
         if notes and voice.addressed_here(message):
             found[message.id] = (message, notes[0])
+        elif voiceless is not None and voice.voiceless(message) and voice.addressed_here(message):
+            voiceless[message.id] = message
+
+    async def _without_audio(self, voice: VoiceNotes, messages: dict[int, discord.Message]) -> None:
+        """The voice messages read back with no note to hear, said in the log and told to their
+        players as the live path does; not those the ledger knows (a player told already) or
+        another path met first (the live event)."""
+        if not messages:
+            return
+        seen = await self.bot.core.notes.seen(list(messages))
+        for message_id in sorted(messages):
+            if message_id not in seen and voice.count_once(message_id):
+                voice.without_audio(messages[message_id])
 
     async def _read_from_last(
         self,
@@ -684,6 +703,7 @@ class CatchUp(commands.Cog):
         found: dict[int, tuple[discord.Message, discord.Attachment]],
         replied: set[int],
         unread: set[int],
+        voiceless: dict[int, discord.Message],
     ) -> tuple[set[int], bool]:
         """One read from the last note handled, in a place quiet since before the window: the
         notes before the window's edge are only counted (up to COUNT_AT_MOST), those after it are
@@ -697,7 +717,7 @@ class CatchUp(commands.Cog):
                 limit=None, after=discord.Object(id=last), oldest_first=True
             ):
                 if message.created_at >= cutoff:
-                    self._sort(voice, message, found, replied)
+                    self._sort(voice, message, found, replied, voiceless)
                     continue
                 counted += 1
                 if counted > COUNT_AT_MOST:  # a busy channel: the window is read from its edge
@@ -893,6 +913,8 @@ class _Reading:
     archived: dict[int, discord.Thread]
     dms: set[int]
     too_old: set[int]  # notes too old to answer: left over, or counted in a read
+    # Voice messages with no note to hear (no audio, no waveform), by id: said as the live path says them.
+    voiceless: dict[int, discord.Message] = field(default_factory=dict)
     unread: set[int] = field(default_factory=set)  # places Discord's trouble (not a refusal) kept unread
     answered: int = 0  # notes sent to be answered
 

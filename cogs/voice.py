@@ -211,9 +211,9 @@ class VoiceNotes(commands.Cog):
             return
         notes = self.voice_notes(message)
         if not notes:
-            heard_as_file = self.settings.any_audio_attachment and carried_attachments(message)
-            if voice_flagged(message) and not heard_as_file and self.addressed_here(message):
-                self._without_audio(message)
+            if self.voiceless(message) and self.addressed_here(message):
+                if self.count_once(message.id):  # a catch-up may read it back as it comes
+                    self.without_audio(message)
                 return
             # Chat in a channel the bot watches is not for it; a DM or a mention is.
             chatty = message.type in (discord.MessageType.default, discord.MessageType.reply)
@@ -245,7 +245,14 @@ class VoiceNotes(commands.Cog):
             )
         self.schedule(message, notes[0], several=len(notes) > 1)
 
-    def _without_audio(self, message: discord.Message) -> None:
+    def voiceless(self, message: discord.Message) -> bool:
+        """A voice message, or a forward of one, that brings no note to hear: no audio, or (where
+        only voice messages are answered) an attachment without a voice message's waveform."""
+        if not voice_flagged(message) or self.voice_notes(message):
+            return False
+        return not (self.settings.any_audio_attachment and carried_attachments(message))
+
+    def without_audio(self, message: discord.Message) -> None:
         """A voice message, or a forward of one, with no attachment to hear where the bot answers
         notes, or one whose attachment lacks the waveform that makes it a voice message to
         discord.py where only voice messages are answered: said in the log, not dropped unseen,

@@ -2569,3 +2569,35 @@ async def test_a_token_revoked_while_running_stops_the_bot_as_a_refused_token_no
         async with running_bot(settings, fake) as h:
             await fake.revoke_token()
             await asyncio.wait({h.task}, timeout=30)
+
+
+async def test_voice_messages_without_a_note_sent_while_the_bot_was_down_are_said_as_live(
+    settings, fake, caplog
+) -> None:
+    # A voice message with no audio, or with an attachment lacking its waveform where only voice
+    # messages count: live, it is a line in the log and the player in a DM is asked to send it
+    # again. Read back by the catch-up it went unseen, and the player waited for an answer.
+    from bot.sentences import VOICE_WITHOUT_AUDIO
+
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    (dm,) = await known_dms(settings, fake, 1, 993_000_000_000_000_000)
+    player = InjectedUser(993_000_000_000_000_000, "player0")
+    bare = await fake.send_message(player, channel_id=dm, guild=False, flags=VOICE_FLAG, dispatch=False)
+    url = f"{fake.url}/attachments/1/1/voice-message.ogg"
+    unshaped = {"id": "1", "filename": "voice-message.ogg", "content_type": "audio/ogg", "size": 9000}
+    watched = await fake.send_message(
+        blaze,
+        channel_id=ALLOWED_CHANNEL,
+        guild=True,
+        flags=VOICE_FLAG,
+        attachments=[{**unshaped, "url": url, "proxy_url": url}],
+        dispatch=False,
+    )
+    async with running_bot(settings, fake, any_audio_attachment=False):
+        (told,) = await fake.wait_for(lambda _: fake.replies_to(bare["id"]))
+        await settle(fake)
+    assert told.content == VOICE_WITHOUT_AUDIO
+    assert f"voice message {bare['id']} from {player.id} came without its audio: not answered" in caplog.text
+    line = f"voice message {watched['id']} from {blaze.id} has no waveform"
+    assert caplog.text.count(line) == 1
+    assert fake.replies_to(watched["id"]) == []  # told only where a hint may go
