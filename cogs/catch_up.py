@@ -153,6 +153,7 @@ class CatchUp(commands.Cog):
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
         if voice is None or not _may_read(thread):
             return
+        await self._paced()  # players adding the bot to many threads at once are a catch-up too
         cutoff = self._cutoff()
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()
@@ -273,6 +274,9 @@ class CatchUp(commands.Cog):
             for left in leftovers:
                 if _sent_at(left.message_id) < cutoff or not self.bot.accepting:
                     continue
+                # A process stopped in a raid leaves hundreds: fetched back to back, they would take
+                # Discord's global rate limit from the answers.
+                await self._paced()
                 what = "look up the channel of note"
                 try:
                     channel = await self._channel(left.place_id)

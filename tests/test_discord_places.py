@@ -35,6 +35,7 @@ from tests.fakes.discord_server import (
     serving,
 )
 from tests.frontend_engine import FrontendEngine
+from tests.test_discord_news import eventually
 from tests.test_discord_replies import settled
 from tests.test_discord_restarts import note_state
 
@@ -567,3 +568,18 @@ async def test_a_private_thread_whose_read_on_joining_loses_the_connection_is_re
     assert f"the read of thread {thread} the bot was added to could not reach Discord" in caplog.text
     assert voice.channel_id == thread and len(voice_replies(fake, waiting)) == 1
     assert not [r for r in caplog.records if r.exc_info or r.levelno >= logging.ERROR]
+
+
+async def test_the_read_of_a_thread_the_bot_is_added_to_waits_its_turn_in_the_catch_ups_pace(settings, fake):
+    # Each read on joining took its request at once: players (or a script) adding the bot to many
+    # private threads spent the global rate limit the answers need, which the catch-up's reads
+    # are paced to leave them. One read every 100 s: the start's read of the channel was the first.
+    async with running_bot(settings, fake, catch_up_reads_per_second=0.01, shutdown_grace_seconds=0.1) as h:
+        await caught_up(h.bot)
+        catch_up = h.bot.get_cog("CatchUp")
+        turn = catch_up._next_read
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.add_to_thread(thread)
+        await eventually(lambda: catch_up._next_read > turn or fake.sent("history", thread))
+        assert not fake.sent("history", thread)

@@ -2601,3 +2601,22 @@ async def test_voice_messages_without_a_note_sent_while_the_bot_was_down_are_sai
     line = f"voice message {watched['id']} from {blaze.id} has no waveform"
     assert caplog.text.count(line) == 1
     assert fake.replies_to(watched["id"]) == []  # told only where a hint may go
+
+
+async def test_fetches_of_notes_another_process_left_wait_their_turn_in_the_catch_ups_pace(
+    settings, fake
+) -> None:
+    # A process stopped in a raid leaves hundreds of notes kept: the recheck fetched them back to
+    # back, taking the global rate limit the answers need, which the catch-up's reads are paced
+    # to leave them. One read every 100 s: the start's read of the channel was the first.
+    async with running_bot(
+        settings, fake, recheck_seconds=0.2, catch_up_reads_per_second=0.01, shutdown_grace_seconds=0.1
+    ) as h:
+        await caught_up(h.bot)  # only the recheck finds the note
+        catch_up = h.bot.get_cog("CatchUp")
+        turn = catch_up._next_read
+        kept = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        await kept_by_another_process(settings, kept, ALLOWED_CHANNEL, NOVA)
+        fetched = lambda: [r for r in fake.received if r.kind == "get_message"]  # noqa: E731
+        await eventually(lambda: catch_up._next_read > turn or fetched())
+        assert not fetched()
