@@ -356,11 +356,14 @@ class CatchUp(commands.Cog):
             elif not self._out_of_reach(exc, "catch-up"):
                 log.exception("catch-up failed; new notes are still answered, and it is tried again soon")
         finally:
-            # Whatever became of the catch-up: notes another process keeps for this one (a deploy
-            # overlapping the old process) are found only by the recheck.
-            if not self.recheck.is_running():
-                self.recheck.start()
-            self.caught_up.set()
+            # Whatever became of the start's catch-up: notes another process keeps for this one (a
+            # deploy overlapping the old process) are found only by the recheck. Not an outage's
+            # that ends first (a reconnect as the bot starts): the start's read is still to claim
+            # the notes the recheck would fetch one by one.
+            if since is None:
+                if not self.recheck.is_running():
+                    self.recheck.start()
+                self.caught_up.set()
 
     def _say_unread(self, level: int | None = None) -> None:
         """What all the catch-ups owed leave unread, tried in turn at each recheck: said once,

@@ -2620,3 +2620,33 @@ async def test_fetches_of_notes_another_process_left_wait_their_turn_in_the_catc
         fetched = lambda: [r for r in fake.received if r.kind == "get_message"]  # noqa: E731
         await eventually(lambda: catch_up._next_read > turn or fetched())
         assert not fetched()
+
+
+async def test_a_reconnect_as_the_bot_starts_does_not_end_the_starts_catch_up(
+    settings, fake, caplog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A fresh gateway session while the start's catch-up still reads: the outage's catch-up ended
+    # first and set caught_up, and started the recheck, whose fetches of the notes left over the
+    # start's read was about to claim are spent for nothing.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    reading, release = asyncio.Event(), asyncio.Event()
+    real = NoteLedger.last_handled
+
+    async def last_handled(self: NoteLedger, *args: Any, **kwargs: Any) -> int | None:
+        reading.set()  # only a start's catch-up asks: an outage's reads from when it began
+        await asyncio.wait_for(release.wait(), 30)
+        return await real(self, *args, **kwargs)
+
+    monkeypatch.setattr(NoteLedger, "last_handled", last_handled)
+    async with running_bot(settings, fake) as h:
+        catch_up = h.bot.get_cog("CatchUp")
+        try:
+            await asyncio.wait_for(reading.wait(), 30)
+            await fake.lose_the_session()
+            await eventually(lambda: "catch-up: answering 0 note(s)" in caplog.text)
+            assert not catch_up.caught_up.is_set()
+            assert not catch_up.recheck.is_running()
+        finally:
+            release.set()
+        await caught_up(h.bot)
+        assert catch_up.recheck.is_running()
