@@ -317,7 +317,8 @@ class VoiceNotes(commands.Cog):
         """Tell the player, unless they were told something of the kind a moment ago. Counted
         here whoever tells them, so two bot processes on one storage keep the same quiet."""
         quiet = bool(self.hints[kind].update_rate_limit(message))
-        self.bot.track(self._hint_once(message, text, quiet))
+        # Aside: a word to a player is no note in flight, which a stop's count says.
+        self.bot.track(self._hint_once(message, text, quiet), aside=True)
 
     async def _hint_once(self, message: discord.Message, text: str, quiet: bool) -> None:
         # Settled in the ledger: the player was told to send it again, so no restart answers it.
@@ -385,7 +386,7 @@ class VoiceNotes(commands.Cog):
             return
         self._denying.pop(message.channel.id, None)
         if several:  # once it is this process's to answer: another bot may have it
-            self.bot.track(self._tell(message, say.ONE_AT_A_TIME))
+            self.bot.track(self._tell(message, say.ONE_AT_A_TIME), aside=True)  # its note is counted
         await self._remember_place(message)
         metrics.NOTES_WAITING.enter(message)  # until a turn's note in hand (_turn)
         try:

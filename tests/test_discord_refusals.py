@@ -14,7 +14,7 @@ import pytest
 import cogs.replies
 from tests.conftest import NOVA
 from tests.discord_harness import blaze, caught_up, nova, quill, running_bot, voice_note
-from tests.fakes.discord_server import ALLOWED_CHANNEL, SEND_MESSAGES, FakeDiscord, serving
+from tests.fakes.discord_server import ALLOWED_CHANNEL, SEND_MESSAGES, FakeDiscord, dm_channel_id, serving
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_news import dms, eventually, fast, news_states, sql, staff
 from tests.test_discord_replies import HOURGLASS, note_state, replies, settled, warnings_logged
@@ -430,3 +430,21 @@ async def test_a_stalled_transcript_after_the_voice_message_marks_no_failure(set
         if r.kind == "reaction_add" and r.body["message_id"] == note["id"]
     ]
     assert failed not in marks, marks
+
+
+async def test_a_stop_while_a_player_is_told_how_to_send_a_note_counts_no_note_for_it(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # A DM of text is told how to send a voice note; that word waits out a 429 of 10 s when the
+    # stop comes, and no note is in flight: the log said "finishing 1 note(s)" and "cancelled 1
+    # note(s)" of the word itself.
+    caplog.set_level(logging.INFO)
+    fake.posts_rate_limited, fake.retry_after = 1, 10.0
+    async with running_bot(settings, fake, shutdown_grace_seconds=0.2) as h:
+        await caught_up(h.bot)
+        await fake.send_message(nova, channel_id=dm_channel_id(nova.id), guild=False, content="hello?")
+        await fake.wait_for(lambda got: [r for r in got if r.kind == "message" and r.error == 429])
+        h.stop.set()
+        await asyncio.wait_for(h.task, 30)
+    said = [r.getMessage() for r in caplog.records if r.name == "cogs.bot"]
+    assert not [line for line in said if "note(s)" in line], said
