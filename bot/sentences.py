@@ -237,6 +237,11 @@ VOICE_WITHOUT_AUDIO = "That voice message reached me without its audio. Could yo
 VOICE_WITHOUT_WAVEFORM = (
     "That voice message reached me incomplete, so I can't answer it. Could you record it again?"
 )
+# A forward of one of the bot's own voice answers: its words are no question of the player's.
+OWN_ANSWER = (
+    "That's one of my own answers, so there's nothing in it for me to answer. Send me a voice note "
+    "with your question and I'll reply out loud."
+)
 ONE_AT_A_TIME = (
     "I answer one voice note per message, so I'll answer the first. Please send the others one by one."
 )

@@ -622,6 +622,11 @@ class VoiceNotes(commands.Cog):
             log.info("note %s from %s refused: %.0f s declared", message.id, message.author.id, note.duration)
             metrics.note("discord", "refused", "too_long")
             return False, await self._tell(message, too_long_message(limits.max_seconds))
+        if await self._forwards_my_answer(message):
+            author_id = message.author.id
+            log.info("note %s from %s forwards an answer of mine: not answered", message.id, author_id)
+            metrics.note("discord", "refused", "own_answer")
+            return False, await self._tell(message, say.OWN_ANSWER)
         refusal = None  # told after the slot is given back: a slow send must not hold a turn slot
         # "typing…" only once a turn slot is the note's: it is sent again every TYPING_EVERY s, and a
         # queue of waiting notes would otherwise cost requests growing with the square of its length.
@@ -719,6 +724,25 @@ class VoiceNotes(commands.Cog):
             (discord.utils.utcnow() - message.created_at).total_seconds(),
         )
         return reply.kind in ("answer", "refusal"), Reached.YES
+
+    async def _forwards_my_answer(self, message: discord.Message) -> bool:
+        """Whether `message` forwards a voice answer of the bot's: Discord's copy of a forwarded
+        message names nobody, so the original is fetched (one request, for forwards alone). Heard,
+        the bot's own words would be answered as the player's question. A fetch that fails (the
+        original deleted, or where the bot cannot read) says no: the note is answered as any."""
+        ref, me = message.reference, self.bot.user
+        if ref is None or ref.type is not discord.MessageReferenceType.forward or me is None:
+            return False
+        if ref.message_id is None:
+            return False
+        channel = self.bot.get_partial_messageable(ref.channel_id)
+        try:
+            async with asyncio.timeout(self.settings.download_seconds):
+                original = await channel.fetch_message(ref.message_id)
+        except (discord.HTTPException, discord.RateLimited, aiohttp.ClientError, TimeoutError) as exc:
+            log.debug("note %s: the message it forwards not fetched: %r", message.id, exc)
+            return False
+        return original.author.id == me.id
 
     @contextlib.asynccontextmanager
     async def _typing(self, message: discord.Message) -> AsyncIterator[None]:

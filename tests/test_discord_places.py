@@ -401,6 +401,23 @@ async def test_a_voice_note_forwarded_to_the_bot_is_answered_as_the_forwarders(s
         assert fake.replies_to(original["id"]) == []
 
 
+async def test_a_voice_answer_of_the_bots_forwarded_back_to_it_is_not_answered_as_a_question(settings, fake):
+    # Discord's copy of a forward names nobody: the bot heard its own words as the player's
+    # question and answered them, a turn spent on nothing the player asked.
+    from bot.sentences import OWN_ANSWER
+
+    async with running_bot(settings, fake) as h:
+        note = await fake.send_note(nova, voice_note())
+        voice, _ = await answered(fake, note)
+        asked = len(h.engine.turns)
+        forward = await fake.forward(nova, voice.response)
+        (told,) = await fake.wait_for(lambda _: fake.replies_to(forward["id"]))
+        await settle(fake)
+    assert told.content == OWN_ANSWER
+    assert fake.replies_to(forward["id"]) == [told]
+    assert len(h.engine.turns) == asked
+
+
 @pytest.mark.parametrize(
     "kind", [GUILD_VOICE, GUILD_STAGE_VOICE, GUILD_ANNOUNCEMENT], ids=["voice", "stage", "news"]
 )
