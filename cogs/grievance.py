@@ -145,11 +145,14 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         file them."""
         while (earlier := self.recent.get(words)) is not None:
             at, filing = earlier
-            if time.monotonic() - at >= RESUBMIT_SECONDS:
-                return None
+            # A filing still running is waited for however long it has run: filed over, it would
+            # be a second ticket. The wait ends with this command's, which answer_privately gives
+            # up before its token ends.
             if not filing.done():
                 await asyncio.shield(filing)
                 continue  # read again: a failed filing leaves the place to the next
+            if time.monotonic() - at >= RESUBMIT_SECONDS:
+                return None
             key, kept = filing.result()
             if kept is not None:
                 return kept
@@ -327,6 +330,10 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             finally:
                 store = self.bot.core.grievances.local_store
                 store.stop_renewing(words[0], words[1:], filing_turn("discord", str(interaction.id)))
+                # The window runs from the answer, as the store's does: a filing that ran long has
+                # repeats waiting on it, and each would otherwise file a second ticket.
+                if self.recent.get(words, (0.0, None))[1] is filing:
+                    self.recent[words] = (time.monotonic(), filing)
                 filing.set_result((key, kept))
             if "error" in result:
                 if kept is not None:

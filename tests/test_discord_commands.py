@@ -34,6 +34,7 @@ from bot.sentences import (
     STILL_BUSY,
     TICKETS_HEADING_NEWEST,
 )
+from bot.tools.base import ToolCall
 from cogs.runner import sync_commands
 from tests.conftest import BLAZE, REPO
 from tests.discord_harness import Harness, blaze, discord_settings, nova, running_bot, voice_note
@@ -1418,3 +1419,40 @@ async def test_suggestions_discord_no_longer_takes_are_one_warning_not_a_traceba
     (said,) = [r for r in caplog.records if "autocomplete" in r.getMessage()]
     assert said.levelname == "WARNING" and "10062" in said.getMessage()
     assert said.exc_info is None
+
+
+async def test_a_repeat_sent_while_a_long_filing_runs_is_told_its_ticket_not_filed_again(
+    settings, fake: FakeDiscord, monkeypatch
+):
+    # The claims database refuses, so this process's memory alone tells a repeat. The first
+    # filing ran past the repeat window (a busy database): the repeat was taken for a new
+    # complaint as the window had run from the filing's start, and filed a second ticket.
+    words = "Bought 500 gems, the wallet never showed them."
+    async with running_bot(settings, fake) as h:
+        monkeypatch.setattr(sys.modules["cogs.grievance"], "RESUBMIT_SECONDS", 1.0)
+        store = h.bot.core.grievances.local_store
+
+        async def refused(*_: object, **__: object) -> NoReturn:
+            raise sqlite3.OperationalError("database is locked")
+
+        monkeypatch.setattr(store, "claim_words", refused)
+        toolbox, filing, release = h.bot.core.toolbox, asyncio.Event(), asyncio.Event()
+        run = toolbox.run
+
+        async def slow_first(context: object, call: ToolCall) -> object:
+            if call.name == "register_grievance" and not filing.is_set():
+                filing.set()
+                await asyncio.wait_for(release.wait(), 30)
+            return await run(context, call)
+
+        monkeypatch.setattr(toolbox, "run", slow_first)
+        first = await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+        await asyncio.wait_for(filing.wait(), 30)
+        await asyncio.sleep(1.1)  # the first filing runs past the window
+        repeat = await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+        await fake.wait_for(lambda _: fake.interaction_records(repeat) or None)  # deferred, at work
+        release.set()
+        said = [private_text(await fake.interaction_answer(i)) for i in (first, repeat)]
+        assert [g.description for g in await store.status(BLAZE)].count(words) == 1
+    key = said[0].split("`")[1]
+    assert said[1] == SLASH_ALREADY_FILED.format(ticket_key=key)
