@@ -965,9 +965,9 @@ async def test_a_torn_line_is_synced_in_rejected_before_the_spool_is_emptied(tmp
 
     monkeypatch.setattr(grievance_spool.os, "fsync", fsync)
     await (await LocalGrievanceStore.open(tmp_path / "grievances.db")).aclose()
-    # Set aside, its new name in the folder (else a power cut could lose the file with it: a
-    # line of a newer voxdesk's is a whole grievance), then emptied.
-    assert synced == [f"{spool.name}.rejected", tmp_path.name, spool.name]
+    # Set aside, its new name in the folder first (else a power cut could lose the file with it:
+    # a line of a newer voxdesk's is a whole grievance), then emptied.
+    assert synced == [tmp_path.name, f"{spool.name}.rejected", spool.name]
     spool.write_text('{"id": "a2", "user_id": "1111\n')
     synced.clear()
     await (await LocalGrievanceStore.open(tmp_path / "grievances.db")).aclose()
@@ -1942,9 +1942,43 @@ def test_a_new_spool_file_is_synced_with_its_folder(tmp_path, monkeypatch) -> No
     monkeypatch.setattr(grievance_spool.os, "fsync", fsync)
     spool = grievance_spool.GrievanceSpool(tmp_path / "g.spool.jsonl")
     spool.keep(user_id=BLAZE, category="wallet", description="charged twice", at="t", state="local_only")
-    assert synced == ["file", "folder"]
+    # The folder first: a keep killed between its line and its folder's sync would leave the next
+    # keep a file with lines in it, whose name nothing syncs.
+    assert synced == ["folder", "file"]
     spool.keep(user_id=BLAZE, category="wallet", description="again", at="t", state="local_only")
-    assert synced == ["file", "folder", "file"]  # the name is on disk already
+    assert synced == ["folder", "file", "file"]  # the name is on disk already
+
+
+def test_a_spool_file_whose_maker_was_killed_before_syncing_its_folder_is_synced_by_the_next_keep(
+    tmp_path, monkeypatch
+) -> None:
+    # The first keep made the file and died (SIGKILL, the OOM killer) before its folder's sync:
+    # the file's name may be in no folder on disk, and a power cut then takes the spool, and the
+    # grievance the next keep was told is kept, with it.
+    import signal
+
+    from bot.tools import grievance_spool
+
+    path = tmp_path / "g.spool.jsonl"
+    made_then_killed = (
+        "import os, signal, sys\n"
+        "from bot.tools import grievance_spool as s\n"
+        "real = s._open_to_append\n"
+        "def made(path):\n"
+        "    real(path)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "s._open_to_append = made\n"
+        "s.GrievanceSpool(s.Path(sys.argv[1])).keep(user_id='1', category='wallet', description='d',"
+        " at='t', state='local_only')\n"
+    )
+    killed = subprocess.run([sys.executable, "-c", made_then_killed, str(path)], timeout=60)
+    assert killed.returncode == -signal.SIGKILL and path.exists() and path.stat().st_size == 0
+    synced: list[Path] = []
+    real_sync = grievance_spool.fsync_path
+    monkeypatch.setattr(grievance_spool, "fsync_path", lambda p: (synced.append(p), real_sync(p)))
+    spool = grievance_spool.GrievanceSpool(path)
+    spool.keep(user_id=BLAZE, category="wallet", description="charged twice", at="t", state="local_only")
+    assert synced == [tmp_path]
 
 
 async def test_one_note_files_at_most_three_tickets(settings, scripted_app_engine) -> None:

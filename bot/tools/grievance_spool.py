@@ -62,7 +62,7 @@ class GrievanceSpool:
         this process's own filing of the spool, which waits for that very loop. `others`: the
         filing ids other complaints of its run chose, kept with a grievance kept before it chose."""
         line = spool_line(filing_id or uuid.uuid4().hex, others, **row) + "\n"
-        fd, created = _open_to_append(self.path)
+        fd = _open_to_append(self.path)
         try:
             try:
                 # Waits while another process files the spool.
@@ -70,7 +70,12 @@ class GrievanceSpool:
             except BlockingIOError:
                 return False
             size = os.fstat(fd).st_size
-            if size and os.pread(fd, 1, size - 1) != b"\n":
+            if not size:
+                # The file's name on disk before the first line in it: the keep that made the file
+                # may have died (or found the disk full) before syncing its folder, and a keep
+                # after that one finds a file it did not make.
+                fsync_path(self.path.parent)
+            elif os.pread(fd, 1, size - 1) != b"\n":
                 # The last line was cut short (a crash, a full disk): end it, or this grievance
                 # would be glued to it and set aside with it as unreadable.
                 line = "\n" + line
@@ -84,8 +89,6 @@ class GrievanceSpool:
                 with contextlib.suppress(OSError):
                     os.ftruncate(fd, size)
                 raise
-            if created:
-                fsync_path(self.path.parent)  # the new file's name, with it
         finally:
             os.close(fd)  # and with it the lock
         return True
@@ -159,7 +162,7 @@ class GrievanceSpool:
         # Lines cut short by a crash or a full disk: never a reason to stop. They stay in the spool
         # until it is filed and emptied, and while the database refuses it every retry reads them
         # again: each goes to .rejected once.
-        kept, created = _open_to_append(self.rejected)
+        kept = _open_to_append(self.rejected)
         with open(kept, "a+", encoding="utf-8") as out:  # a grievance's words: owner only
             out.seek(0)
             before = out.read()
@@ -167,16 +170,18 @@ class GrievanceSpool:
             new = [line for line in dict.fromkeys(torn) if line not in already]
             if not new:
                 return
+            if not before:
+                # Its name on disk before finish() empties the spool (see keep()): whoever made
+                # the file may have died before syncing its folder.
+                fsync_path(self.rejected.parent)
             for line in new:
                 log.error("unreadable line in %s moved to %s: %r", self.path, self.rejected, line)
             end = "\n" if before and not before.endswith("\n") else ""  # a copy the disk took in part
             out.write(end + "".join(line + "\n" for line in new))
             out.flush()
             # On disk before finish() empties the spool, which is synced: else a power cut could
-            # leave a line in neither file. A new file's name too, which its folder holds.
+            # leave a line in neither file.
             os.fsync(out.fileno())
-            if created:
-                fsync_path(self.rejected.parent)
 
     def finish(self, fd: int) -> None:
         """Empty the spool taken with `take`, its grievances filed, and let it go; torn lines
@@ -292,10 +297,6 @@ def _valid(row: object) -> dict[str, Any] | None:
     return row
 
 
-def _open_to_append(path: Path) -> tuple[int, bool]:
-    """A descriptor appending to `path`, owner-only, and whether this call made the file: a file
-    made here has its folder entry synced before anything counts on it."""
-    try:
-        return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL, 0o600), True
-    except FileExistsError:
-        return os.open(path, os.O_RDWR | os.O_APPEND, 0o600), False
+def _open_to_append(path: Path) -> int:
+    """A descriptor appending to `path`, owner-only, made if missing."""
+    return os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
