@@ -512,6 +512,56 @@ async def test_a_key_file_too_short_to_hide_the_id_names_no_one(storage, fake, c
     assert len(warned) == 1 and "holds 0 bytes" in warned[0]
 
 
+# A process killed while it makes the key: after its file of the key was made (nothing in it
+# yet), or after that file was linked into place and before it was unlinked.
+KILLED_MAKING_THE_KEY = """
+import os, signal, sys
+from pathlib import Path
+from bot.engines import openai as o
+point = sys.argv[2]
+real_write, real_link = os.write, os.link
+def write(fd, data):
+    if point == "made":
+        os.kill(os.getpid(), signal.SIGKILL)
+    return real_write(fd, data)
+def link(made, path):
+    real_link(made, path)
+    os.kill(os.getpid(), signal.SIGKILL)
+o.os.write, o.os.link = write, link
+o.safety_key(Path(sys.argv[1]))
+"""
+
+
+@pytest.mark.parametrize("point", ["made", "linked"])
+def test_a_process_killed_making_the_safety_key_leaves_no_copy_of_it_behind(tmp_path: Path, point) -> None:
+    # Its file being made holds the key (or part of it) under another name: nothing else removes
+    # it, and it would outlive the key removed to give every player a new name.
+    import signal
+    import subprocess
+    import sys
+
+    from bot.engines.openai import SAFETY_KEY_FILE, safety_key
+
+    killed = subprocess.run([sys.executable, "-c", KILLED_MAKING_THE_KEY, str(tmp_path), point], timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert len(list(tmp_path.iterdir())) == (2 if point == "linked" else 1)
+    linked = (tmp_path / SAFETY_KEY_FILE).read_bytes() if point == "linked" else None
+    key = safety_key(tmp_path)
+    assert key is not None and len(key) == 32 and key == (linked or key)
+    assert [p.name for p in tmp_path.iterdir()] == [SAFETY_KEY_FILE]
+
+
+def test_a_new_safety_key_is_synced_with_its_folder(tmp_path: Path, monkeypatch) -> None:
+    # Its name lost to a power cut, the next start makes a new key: every player a new name.
+    from bot.engines import openai as engine
+
+    synced: list[Path] = []
+    real_sync = engine.fsync_path
+    monkeypatch.setattr(engine, "fsync_path", lambda p: (synced.append(p), real_sync(p)))
+    assert engine.safety_key(tmp_path) is not None
+    assert synced == [tmp_path]
+
+
 @pytest.mark.parametrize("setting", ["auto", "off"])
 async def test_a_compatible_server_is_sent_no_safety_identifier_unless_asked(storage, fake, setting) -> None:
     # A compatible server or gateway may refuse a field it does not know, and with it every note.

@@ -44,6 +44,7 @@ from bot import sentences as say
 from bot.audio import pcm_to_wav
 from bot.bounded import remember
 from bot.config import OPENAI_VOICES, Settings, shown_url
+from bot.db import fsync_path
 from bot.engines.base import (
     AudioClip,
     EngineError,
@@ -1012,24 +1013,54 @@ def safety_key(folder: Path) -> bytes | None:
 def _made_or_read(folder: Path, path: Path) -> bytes:
     """Linked into place whole: a process starting alongside reads the same key, never a part."""
     try:
-        return path.read_bytes()
+        key = path.read_bytes()
     except FileNotFoundError:
-        pass
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    made = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-    fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        made = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+        fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.write(fd, secrets.token_bytes(SAFETY_KEY_BYTES))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        try:
+            os.link(made, path)
+        except FileExistsError:
+            pass  # another process's came first: both use it
+        finally:
+            made.unlink()
+        # The key's name on disk before a request carries a name hashed under it: lost to a
+        # power cut, a new key would give every player a new name.
+        fsync_path(folder)
+        key = path.read_bytes()
+    _sweep_made(folder, path)
+    return key
+
+
+def _sweep_made(folder: Path, path: Path) -> None:
+    """Remove the keys being made that a process killed before it unlinked its own left behind:
+    a copy of the key (or a part of one) that nothing else removes, which would outlive the key
+    itself removed to name every player anew. A live process's is left to it."""
+    made = re.compile(rf"{re.escape(path.name)}\.([0-9]+)\.[0-9a-f]{{8}}")
+    for left in folder.iterdir():
+        if (found := made.fullmatch(left.name)) is None or _alive(int(found[1])):
+            continue
+        try:
+            left.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            log.warning("%s: not removed: %s", left, exc)
+
+
+def _alive(pid: int) -> bool:
     try:
-        os.write(fd, secrets.token_bytes(SAFETY_KEY_BYTES))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(made, path)
-    except FileExistsError:
-        pass  # another process's came first: both use it
-    finally:
-        made.unlink()
-    return path.read_bytes()
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True  # another user's, or no pid to ask about: left alone
+    return True
 
 
 def build_client(settings: Settings) -> openai.AsyncOpenAI:
