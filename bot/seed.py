@@ -51,12 +51,26 @@ async def initialise(settings: Settings, speech: bool = True) -> list[str]:
     private_dir(storage.root)
     for database in storage.databases:  # an empty file whose commits are in its log is no new one
         restore_from_log(database)
-    done = []
-
     sql = paths.SQL / "sqlite"
     # A new var/ is one with no players database yet (or the empty file a failed first run left):
     # an emptied players table is a studio's choice, not an invitation to bring the demo back.
     first_run = not storage.players.exists() or storage.players.stat().st_size == 0
+
+    # The demo tickets before the demo players, whose database says the demo went in: an init
+    # cut short between the two (a kill, a manuals folder set wrong) seeds them at the next run
+    # (seed() overwrites no row), rather than leave the demo players with none.
+    store = await LocalGrievanceStore.open(storage.grievances)
+    try:
+        if first_run:
+            seeded = json.loads(paths.GRIEVANCES.read_text(encoding="utf-8"))
+            await store.seed(seeded)
+            grievances = f"grievances: {len(seeded)} demo grievances in {storage.grievances}"
+        else:
+            grievances = f"grievances: kept in {storage.grievances} ({await store.check()})"
+    finally:
+        await store.aclose()
+
+    done = []
     if first_run:
         load_sql_script(storage.players, sql / "schema.sql", sql / "seed.sql")
         done.append(f"players: {_players(storage.players)} demo players in {storage.players}")
@@ -75,17 +89,7 @@ async def initialise(settings: Settings, speech: bool = True) -> list[str]:
     finally:
         await manuals.aclose()
     done.append(f"manuals: {len(chunks)} passages from {settings.manuals_dir} in {storage.manuals}")
-
-    store = await LocalGrievanceStore.open(storage.grievances)
-    try:
-        if first_run:
-            seeded = json.loads(paths.GRIEVANCES.read_text(encoding="utf-8"))
-            await store.seed(seeded)
-            done.append(f"grievances: {len(seeded)} demo grievances in {storage.grievances}")
-        else:
-            done.append(f"grievances: kept in {storage.grievances} ({await store.check()})")
-    finally:
-        await store.aclose()
+    done.append(grievances)
 
     if speech:
         from bot.engines.offline.engine import build_speech_models

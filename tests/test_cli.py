@@ -17,7 +17,7 @@ from bot import health, paths
 from bot.config import ConfigError, load_settings
 from bot.tools import grievance_store
 
-from .conftest import REPO
+from .conftest import REPO, make_settings
 
 
 def voxdesk(
@@ -388,6 +388,37 @@ def test_init_after_a_studio_empties_the_players_brings_no_demo_data_back(settin
     assert any("players: 0 kept" in line for line in lines), lines
     with sqlite3.connect(settings.storage_dir / "grievances.db") as conn:
         assert not conn.execute("SELECT 1 FROM grievances WHERE local_key = 'GRV-12'").fetchall()
+
+
+# `init` killed as it seeds the demo tickets into a new var/ (SIGKILL, a reboot).
+KILLED_SEEDING_TICKETS = """
+import os, signal, sys
+from bot.cli import main
+from bot.tools.grievance_store import LocalGrievanceStore
+async def seed(self, rows):
+    os.kill(os.getpid(), signal.SIGKILL)
+LocalGrievanceStore.seed = seed
+sys.exit(main(["init"]))
+"""
+
+
+def test_init_killed_before_the_demo_tickets_went_in_seeds_them_when_run_again(tmp_path: Path) -> None:
+    # The demo players without their tickets: the README's "what happened to my refund ticket?"
+    # would find none, and no later init brings them, the folder being no new one any more.
+    import asyncio
+    import signal
+
+    from bot.seed import initialise
+
+    storage = tmp_path / "var"
+    env = {**os.environ, "VOXDESK_STORAGE_DIR": str(storage)}
+    killed = subprocess.run([sys.executable, "-c", KILLED_SEEDING_TICKETS], cwd=REPO, env=env, timeout=300)
+    assert killed.returncode == -signal.SIGKILL
+    lines = asyncio.run(initialise(make_settings(storage), speech=False))
+    assert any("12 demo players" in line for line in lines), lines
+    with contextlib.closing(sqlite3.connect(storage / "grievances.db")) as conn:
+        keys = [k for (k,) in conn.execute("SELECT local_key FROM grievances ORDER BY id")]
+    assert keys == [g["key"] for g in json.loads(paths.GRIEVANCES.read_text())]
 
 
 def test_init_seeds_demo_players_into_a_new_database_in_one_transaction(tmp_path: Path) -> None:
