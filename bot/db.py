@@ -67,6 +67,38 @@ def fsync_path(path: Path) -> None:
         os.close(fd)
 
 
+def partial_beside(path: Path) -> Path:
+    """The name `path` is written under, whole, before it is renamed or linked into place: this
+    process's own, so writers starting together never take each other's, and one a killed writer
+    left is told by its process id (remove_partials)."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.partial")
+
+
+def remove_partials(folder: Path, names: Iterable[str]) -> None:
+    """The files written for `names` in `folder` under a `partial_beside` name (or another
+    `.<name>.<pid>.….partial`) whose process is gone: killed (SIGKILL, the OOM killer, a power
+    cut), it left them for good, each as large as the file it was writing, and a start killed over
+    and over adds one each time. A running process's are its own. One of this process's id is a
+    killed one's whose id came round again (a container's process is pid 1 each time): the caller
+    writes none of its own meanwhile."""
+    for name in names:
+        for partial in folder.glob(f".{name}.*.partial"):
+            pid = partial.name[len(name) + 2 :].split(".", 1)[0]
+            if pid.isdigit() and int(pid) != os.getpid() and _running(int(pid)):
+                continue
+            partial.unlink(missing_ok=True)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
+
+
 def private_file(path: Path | str) -> None:
     """Create a database file readable by its owner alone, if it does not exist yet. SQLite
     gives its -wal and -shm files the database's own mode; an existing file keeps its mode."""

@@ -266,6 +266,43 @@ def test_a_build_removes_the_partial_files_a_killed_one_left(settings) -> None:
         running.wait()
 
 
+# A start killed (the OOM killer, as the models load) just before a file it wrote whole under
+# another name was renamed into place.
+KILLED_BEFORE_THE_RENAME = """
+import os, signal, sys
+from pathlib import Path
+os.replace = lambda *_: os.kill(os.getpid(), signal.SIGKILL)
+folder = Path(sys.argv[2])
+if sys.argv[1] == "encoder":
+    from bot.speech.encoder_files import _keep
+    _keep({"model.safetensors": b"weights", "tokenizer.json": b"{}"}, folder)
+else:
+    from bot.speech.whisper_recognizer import joined_model
+    joined_model(folder)
+"""
+
+
+@pytest.mark.parametrize("writer", ["encoder", "whisper"])
+def test_a_start_removes_the_partial_model_files_a_killed_one_left(tmp_path: Path, writer: str) -> None:
+    # Each as large as the file it was to be (438 MB of all-mpnet-base-v2, 145 MB of Whisper
+    # base): a bot the OOM killer stops at each start, restarted every 30 s, fills the disk.
+    import signal
+
+    from bot.speech import encoder_files
+
+    cache = tmp_path / "cache"
+    child = [sys.executable, "-c", KILLED_BEFORE_THE_RENAME, writer, str(cache)]
+    killed = subprocess.run(child, cwd=REPO, timeout=120)
+    assert killed.returncode == -signal.SIGKILL
+    folder = cache if writer == "encoder" else cache / whisper.JOINED_FOLDER
+    assert [p.name for p in folder.iterdir() if p.name.endswith(".partial")]
+    if writer == "encoder":
+        encoder_files._keep({"model.safetensors": b"weights", "tokenizer.json": b"{}"}, folder)
+    else:
+        assert whisper.joined_model(cache) == folder
+    assert sorted(p.name for p in folder.iterdir() if p.name.startswith(".")) == []
+
+
 def test_the_domain_prompt_holds_the_tools_words_and_the_manuals_titles() -> None:
     prompt = whisper.domain_prompt(paths.MANUALS)
     assert "achievements" in prompt and "GRV-14" in prompt and "charged twice" in prompt

@@ -30,6 +30,7 @@ import os
 import random
 import re
 import secrets
+import threading
 import time
 import types
 import urllib.parse
@@ -44,7 +45,7 @@ from bot import sentences as say
 from bot.audio import pcm_to_wav
 from bot.bounded import remember
 from bot.config import OPENAI_VOICES, Settings, shown_url
-from bot.db import fsync_path
+from bot.db import fsync_path, partial_beside, remove_partials
 from bot.engines.base import (
     AudioClip,
     EngineError,
@@ -130,6 +131,7 @@ AUDIO_REFUSED_PAUSE = 900.0  # seconds
 # In storage.dir: the key each player's safety_identifier is hashed under (see safety_key).
 SAFETY_KEY_FILE = "openai-safety.key"
 SAFETY_KEY_BYTES = 32
+_MAKING = threading.Lock()
 OPENAI_HOST = "api.openai.com"  # where (and its regions) openai.safety_identifier = "auto" sends one
 
 T = TypeVar("T")
@@ -1012,55 +1014,36 @@ def safety_key(folder: Path) -> bytes | None:
 
 def _made_or_read(folder: Path, path: Path) -> bytes:
     """Linked into place whole: a process starting alongside reads the same key, never a part."""
-    try:
-        key = path.read_bytes()
-    except FileNotFoundError:
-        folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-        made = path.with_name(f"{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
-        fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with _MAKING:  # no key of this process's being made as a killed one's are removed
         try:
-            os.write(fd, secrets.token_bytes(SAFETY_KEY_BYTES))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        try:
-            os.link(made, path)
-        except FileExistsError:
-            pass  # another process's came first: both use it
-        finally:
-            made.unlink()
-        # The key's name on disk before a request carries a name hashed under it: lost to a
-        # power cut, a new key would give every player a new name.
-        fsync_path(folder)
-        key = path.read_bytes()
-    _sweep_made(folder, path)
+            key = path.read_bytes()
+        except FileNotFoundError:
+            key = _made(folder, path)
+        # A process killed as it made the key left a copy of it (or a part) that nothing else
+        # removes, and that would outlive the key removed to give every player a new name.
+        remove_partials(folder, [path.name])
     return key
 
 
-def _sweep_made(folder: Path, path: Path) -> None:
-    """Remove the keys being made that a process killed before it unlinked its own left behind:
-    a copy of the key (or a part of one) that nothing else removes, which would outlive the key
-    itself removed to name every player anew. A live process's is left to it."""
-    made = re.compile(rf"{re.escape(path.name)}\.([0-9]+)\.[0-9a-f]{{8}}")
-    for left in folder.iterdir():
-        if (found := made.fullmatch(left.name)) is None or _alive(int(found[1])):
-            continue
-        try:
-            left.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            log.warning("%s: not removed: %s", left, exc)
-
-
-def _alive(pid: int) -> bool:
+def _made(folder: Path, path: Path) -> bytes:
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    made = partial_beside(path)
+    fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True  # another user's, or no pid to ask about: left alone
-    return True
+        os.write(fd, secrets.token_bytes(SAFETY_KEY_BYTES))
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(made, path)
+    except FileExistsError:
+        pass  # another process's came first: both use it
+    finally:
+        made.unlink()
+    # The key's name on disk before a request carries a name hashed under it: lost to a power
+    # cut, a new key would give every player a new name.
+    fsync_path(folder)
+    return path.read_bytes()
 
 
 def build_client(settings: Settings) -> openai.AsyncOpenAI:

