@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import os
 import re
 import sqlite3
@@ -27,7 +28,7 @@ from typing import Any
 from bot import ticket_news
 from bot.app import StoragePaths
 from bot.conversations import FORGOTTEN
-from bot.db import BUSY_SECONDS, kept, naming, refuse_newer, restore_from_log
+from bot.db import BUSY_SECONDS, kept, naming, partial_beside, refuse_newer, remove_partials, restore_from_log
 from bot.schemas import refuse_newer_databases, remedy, versions
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LATELY_GONE, RESUBMIT_SECONDS, claims_of
@@ -285,7 +286,19 @@ FORGET_NOTE = (
 
 
 def write_private(path: Path, text: str) -> None:
-    """A new file only its owner may read: an export is one person's data, words included."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with open(fd, "w", encoding="utf-8") as out:
-        out.write(text)
+    """A new file only its owner may read: an export is one person's data, words included. Written
+    whole under another name, then linked to its own, which must be new: an export cut short (a
+    kill, a full disk) is never one that looks whole, nor keeps the next from being written."""
+    remove_partials(path.parent, [path.name])  # an earlier export of it killed half-way
+    if path.exists():  # refused before a player's data is written anywhere
+        raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
+    partial = partial_beside(path)
+    try:
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with open(fd, "w", encoding="utf-8") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.link(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)

@@ -193,6 +193,53 @@ def test_export_never_overwrites_a_file(settings, tmp_path) -> None:
     assert done.returncode == 4 and there.read_text() == "{}"
 
 
+# `player export --out` killed half-way through writing the player's data (SIGKILL, a reboot).
+KILLED_MID_EXPORT = """
+import builtins, os, signal, sys
+from bot import player_data
+from bot.cli import main
+class Half:
+    def __init__(self, f):
+        self.f = f
+    def __enter__(self):
+        return self
+    def __exit__(self, *_):
+        self.f.close()
+    def write(self, text):
+        self.f.write(text[: len(text) // 2])
+        self.f.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+player_data.open = lambda *a, **k: Half(builtins.open(*a, **k))
+sys.exit(main(["player", "export", sys.argv[1], "--out", sys.argv[2]]))
+"""
+
+
+def test_an_export_killed_half_way_leaves_no_file_that_looks_whole_and_is_made_again(
+    settings, tmp_path
+) -> None:
+    # Half a player's data under the name asked for reads as their export (staff send it on),
+    # and an export run again refused it as a file it never overwrites.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import REPO
+
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    out = exports / "nova.json"
+    env = {**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)}
+    child = [sys.executable, "-c", KILLED_MID_EXPORT, NOVA, str(out)]
+    killed = subprocess.run(child, cwd=REPO, env=env, timeout=60)
+    assert killed.returncode == -signal.SIGKILL
+    assert not out.exists()
+    done = voxdesk("player", "export", NOVA, "--out", str(out), storage=settings.storage_dir, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text())["user_id"] == NOVA
+    assert [p.name for p in exports.iterdir()] == ["nova.json"]
+
+
 async def test_export_and_forget_refuse_a_database_a_newer_voxdesk_wrote_and_touch_nothing(settings) -> None:
     # A downgrade, or a newer install's backup restored here: its usage.db may keep a player's rows
     # where this voxdesk does not look, and a forget half done would erase some databases only.
