@@ -70,23 +70,47 @@ def fsync_path(path: Path) -> None:
 def partial_beside(path: Path) -> Path:
     """The name `path` is written under, whole, before it is renamed or linked into place: this
     process's own, so writers starting together never take each other's, and one a killed writer
-    left is told by its process id (remove_partials)."""
+    left is told by its process id (remove_partials). The writer holds it locked (`hold`)."""
     return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.partial")
+
+
+def hold(fd: int) -> None:
+    """Lock a `partial_beside` file being written: the kernel lets go when its writer dies, in
+    whatever container, where a process id tells nothing of another pid namespace's."""
+    with contextlib.suppress(OSError):  # no locks on this file system: its process id says
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
 
 def remove_partials(folder: Path, names: Iterable[str]) -> None:
     """The files written for `names` in `folder` under a `partial_beside` name (or another
-    `.<name>.<pid>.….partial`) whose process is gone: killed (SIGKILL, the OOM killer, a power
+    `.<name>.<pid>.….partial`) whose writer is gone: killed (SIGKILL, the OOM killer, a power
     cut), it left them for good, each as large as the file it was writing, and a start killed over
-    and over adds one each time. A running process's are its own. One of this process's id is a
-    killed one's whose id came round again (a container's process is pid 1 each time): the caller
-    writes none of its own meanwhile."""
+    and over adds one each time. A running process's, or one held locked, is its writer's. One of
+    this process's id is a killed one's whose id came round again (a container's process is pid 1
+    each time): the caller writes none of its own meanwhile."""
     for name in names:
         for partial in folder.glob(f".{name}.*.partial"):
             pid = partial.name[len(name) + 2 :].split(".", 1)[0]
             if pid.isdigit() and int(pid) != os.getpid() and _running(int(pid)):
                 continue
-            partial.unlink(missing_ok=True)
+            if not _held(partial):
+                partial.unlink(missing_ok=True)
+
+
+def _held(partial: Path) -> bool:
+    try:
+        fd = os.open(partial, os.O_RDONLY)
+    except FileNotFoundError:
+        return True  # renamed into place meanwhile: nothing to remove
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # no locks on this file system: its process id said
+    finally:
+        os.close(fd)
+    return False
 
 
 def _running(pid: int) -> bool:

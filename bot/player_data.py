@@ -28,7 +28,16 @@ from typing import Any
 from bot import ticket_news
 from bot.app import StoragePaths
 from bot.conversations import FORGOTTEN
-from bot.db import BUSY_SECONDS, kept, naming, partial_beside, refuse_newer, remove_partials, restore_from_log
+from bot.db import (
+    BUSY_SECONDS,
+    hold,
+    kept,
+    naming,
+    partial_beside,
+    refuse_newer,
+    remove_partials,
+    restore_from_log,
+)
 from bot.schemas import refuse_newer_databases, remedy, versions
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LATELY_GONE, RESUBMIT_SECONDS, claims_of
@@ -296,9 +305,10 @@ def write_private(path: Path, text: str) -> None:
     try:
         fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(fd, "w", encoding="utf-8") as out:
+            hold(fd)
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        os.link(partial, path)
+            os.link(partial, path)
     finally:
         partial.unlink(missing_ok=True)

@@ -774,3 +774,27 @@ async def test_the_stats_backend_opens_a_players_database_only_in_its_log(settin
             assert conn.execute("SELECT COUNT(*) FROM players").fetchone() == (found,)
     finally:
         await stats.aclose()
+
+
+def test_a_partial_file_its_writer_holds_is_kept_whatever_its_process_id_says(tmp_path: Path) -> None:
+    # A writer in another container on the same volume (its own pid namespace, pid 1 as likely
+    # as not) names a process this one cannot see: removed mid-write, its rename would fail and
+    # its start with it. The lock it holds says it is at work; the killed one's holds none.
+    import fcntl
+    import subprocess
+
+    from bot.db import remove_partials
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    writing = tmp_path / f".model.bin.{gone.pid}.0a1b2c3d.partial"
+    killed = tmp_path / f".model.bin.{gone.pid}.9e8f7a6b.partial"
+    for partial in (writing, killed):
+        partial.write_bytes(b"half a model")
+    fd = os.open(writing, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        remove_partials(tmp_path, ["model.bin"])
+    finally:
+        os.close(fd)
+    assert writing.exists() and not killed.exists()

@@ -45,7 +45,7 @@ from bot import sentences as say
 from bot.audio import pcm_to_wav
 from bot.bounded import remember
 from bot.config import OPENAI_VOICES, Settings, shown_url
-from bot.db import fsync_path, partial_beside, remove_partials
+from bot.db import fsync_path, hold, partial_beside, remove_partials
 from bot.engines.base import (
     AudioClip,
     EngineError,
@@ -1030,16 +1030,16 @@ def _made(folder: Path, path: Path) -> bytes:
     made = partial_beside(path)
     fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     try:
+        hold(fd)
         os.write(fd, secrets.token_bytes(SAFETY_KEY_BYTES))
         os.fsync(fd)
-    finally:
-        os.close(fd)
-    try:
-        os.link(made, path)
-    except FileExistsError:
-        pass  # another process's came first: both use it
+        try:
+            os.link(made, path)
+        except FileExistsError:
+            pass  # another process's came first: both use it
     finally:
         made.unlink()
+        os.close(fd)
     # The key's name on disk before a request carries a name hashed under it: lost to a power
     # cut, a new key would give every player a new name.
     fsync_path(folder)

