@@ -89,7 +89,8 @@ class OpenAISettings:
     voice: str = "alloy"
     reply_format: str = "opus"
     transcribe_model: str = "gpt-4o-mini-transcribe"  # "" switches transcription off
-    audio_history_turns: int = 1  # latest replies sent back by audio id; older ones as their text
+    # Latest replies sent back by audio id; older ones as their text. Azure gets none by id.
+    audio_history_turns: int = 1
     # Tokens a reply may use, audio and transcript together (max_completion_tokens); 0: the model's
     # own limit. Speech is about 20 audio tokens and 3 transcript tokens a second: 2048 is about 90.
     max_reply_tokens: int = 2048

@@ -480,6 +480,29 @@ async def test_azure_provider_builds_the_deployment_url(storage, fake) -> None:
     assert "reachable, deployment voxdesk-audio" in await check_engine(settings)
 
 
+async def test_on_azure_earlier_replies_go_as_their_words_not_their_audio_ids(storage, fake) -> None:
+    """Azure's api-version documents no `audio` in an assistant message (OpenAI's does): named by its
+    audio id, the player's last reply had every later note of theirs refused with a 400 while the
+    id lived, an hour. On Azure each earlier reply goes as its transcript."""
+    settings = make_settings(
+        storage,
+        VOXDESK_AGENT_ENGINE="openai",
+        VOXDESK_OPENAI_PROVIDER="azure",
+        VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
+        VOXDESK_OPENAI_AZURE_DEPLOYMENT="voxdesk-audio",
+        AZURE_OPENAI_API_KEY=AZURE_KEY,
+    )
+    assert settings.openai.audio_history_turns == 1  # the default, which OpenAI gets
+    fake.script = [answer("You have 100 points."), answer("You are level 3.")]
+    async with running_app(settings) as app:
+        first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        second = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert first.text == "You have 100 points." and fake.issued_audio  # an id given, as OpenAI gives
+    assert (second.engine, second.kind, second.text) == ("openai", "answer", "You are level 3.")
+    assert [c.audio_ids for c in fake.chats] == [[], []]
+    assert {"role": "assistant", "content": "You have 100 points."} in fake.chats[1].body["messages"]
+
+
 async def test_openai_knows_each_player_by_one_name_that_is_not_their_discord_id(storage, fake) -> None:
     # For its abuse monitoring: a name per player, the same after a restart, which OpenAI cannot
     # turn back into the Discord id (a hash of the id alone it could, by trying ids).

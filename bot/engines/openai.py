@@ -1114,7 +1114,9 @@ async def create_openai_engine(
         reply_format=o.reply_format,
         transcribe_model=o.transcribe_model,
         system_prompt=(await asyncio.to_thread(prompt.read_text, encoding="utf-8")).strip(),
-        audio_history_turns=o.audio_history_turns,
+        # Azure's api-versions document no `audio` in an assistant message, where OpenAI takes an
+        # earlier reply's audio id: named so, that reply would have each later note refused.
+        audio_history_turns=0 if o.provider == "azure" else o.audio_history_turns,
         max_reply_tokens=o.max_reply_tokens,
         max_retries=o.max_retries,
         turn_deadline=o.turn_deadline_seconds,
