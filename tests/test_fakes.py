@@ -224,6 +224,54 @@ async def test_azure_serves_only_the_documented_api_versions() -> None:
             assert response.status == 200
 
 
+async def test_azure_refuses_fields_its_api_version_does_not_document() -> None:
+    """OpenAI's spec knows fields Azure's api-version does not (a top-level safety_identifier, an
+    earlier reply named by its audio id): Azure's 400 names them, and the fake records the refusal;
+    `model`, which the SDK always sends and no Azure schema lists, is taken."""
+    from bot.engines.openai import SILENCE
+
+    async with openai_server.serving() as fake, aiohttp.ClientSession() as http:
+        fake.expect_violations()
+        url = f"{fake.azure_endpoint}/openai/deployments/voxdesk-audio/chat/completions"
+        headers = {"api-key": openai_server.AZURE_KEY}
+        version = {"api-version": "2025-01-01-preview"}
+        note = {"type": "input_audio", "input_audio": {"data": SILENCE, "format": "wav"}}
+        body = {
+            "model": "voxdesk-audio",
+            "modalities": ["text"],
+            "max_completion_tokens": 16,
+            "messages": [{"role": "user", "content": [note]}],
+        }
+        async with http.post(url, params=version, headers=headers, json=body) as response:
+            assert response.status == 200, await response.text()
+        refused = [
+            ({**body, "safety_identifier": "voxdesk-1"}, "supplied: safety_identifier "),
+            (
+                {
+                    **body,
+                    "messages": [
+                        {"role": "user", "content": "hi"},
+                        {"role": "assistant", "audio": {"id": "audio_1"}},
+                        {"role": "user", "content": [note]},
+                    ],
+                },
+                "supplied: messages[1].audio ",
+            ),
+        ]
+        for sent, named in refused:
+            async with http.post(url, params=version, headers=headers, json=sent) as response:
+                assert response.status == 400
+                error = (await response.json())["error"]
+            assert named in error["message"] and error["code"] is None
+        assert len(fake.violations) == 2
+        transcribe = f"{fake.azure_endpoint}/openai/deployments/gpt-4o-mini-transcribe/audio/transcriptions"
+        form = aiohttp.FormData({"model": "gpt-4o-mini-transcribe", "chunking_strategy": "auto"})
+        form.add_field("file", base64.b64decode(SILENCE), filename="n.wav")
+        async with http.post(transcribe, params=version, headers=headers, data=form) as response:
+            assert response.status == 400
+            assert "supplied: chunking_strategy " in (await response.json())["error"]["message"]
+
+
 @pytest.mark.parametrize(
     ("mentions", "reason"),
     [

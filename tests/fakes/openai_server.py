@@ -16,7 +16,8 @@ before its body is, malformed
 JSON, Azure's content filter (told to, or on words it is told to block, wherever in the prompt
 they are). Its usage can be given the shape a compatible server gives it. A chat or
 transcription on a model it does not list (`models`) is OpenAI's 404 model_not_found; on Azure,
-an api-version it does not serve (`api_versions`) or a deployment it lacks is Azure's 404.
+an api-version it does not serve (`api_versions`) or a deployment it lacks is Azure's 404, and a
+field the api-version does not document (`AZURE_FIELDS`) is Azure's 400.
 """
 
 from __future__ import annotations
@@ -48,11 +49,77 @@ from tests.fakes.strict import Strict, checked
 SPEC = "openai-openapi.json"
 API_KEY = "sk-test-fake"
 AZURE_KEY = "azure-test-key"
+AZURE_NOT_FOUND = {"code": "404", "message": "Resource not found"}
+# The fields each api-version the fake serves documents, by its inference.json in
+# github.com/Azure/azure-rest-api-specs (specification/cognitiveservices/data-plane/AzureOpenAI/
+# inference/preview/2025-01-01-preview/inference.json, commit 4c95bb2873f0a0c29340e1fe1e7963fcbf9dc0b2):
+# a chat request is createChatCompletionRequest with chatCompletionsRequestCommon, each message is
+# its role's schema, a user message's parts are text, image_url or input_audio, and a transcription
+# is createTranscriptionRequest. Azure answers a field its api-version does not know with a 400
+# naming it, "Unrecognized request argument supplied: ...". `model` is in none of them, yet the SDK
+# sends it with every request and Azure takes it: the path names the deployment.
+AZURE_FIELDS: dict[str, dict[str, frozenset[str]]] = {
+    "2025-01-01-preview": {
+        "request": frozenset(
+            {
+                "model",
+                "messages",
+                "data_sources",
+                "reasoning_effort",
+                "frequency_penalty",
+                "logit_bias",
+                "logprobs",
+                "top_logprobs",
+                "max_tokens",
+                "max_completion_tokens",
+                "n",
+                "modalities",
+                "prediction",
+                "audio",
+                "presence_penalty",
+                "parallel_tool_calls",
+                "response_format",
+                "seed",
+                "stop",
+                "stream",
+                "stream_options",
+                "temperature",
+                "top_p",
+                "tools",
+                "tool_choice",
+                "function_call",
+                "functions",
+                "user",
+                "user_security_context",
+                "store",
+                "metadata",
+            }
+        ),
+        "developer": frozenset({"role", "content", "name"}),
+        "system": frozenset({"role", "content", "name"}),
+        "user": frozenset({"role", "content", "name"}),
+        # No `audio`: an earlier reply cannot be named by its audio id in this version.
+        "assistant": frozenset({"role", "content", "refusal", "name", "tool_calls", "function_call"}),
+        "tool": frozenset({"role", "content", "tool_call_id"}),
+        "function": frozenset({"role", "content", "name"}),
+        "user parts": frozenset({"text", "image_url", "input_audio"}),
+        "transcription": frozenset(
+            {
+                "model",
+                "file",
+                "prompt",
+                "response_format",
+                "temperature",
+                "language",
+                "timestamp_granularities[]",
+            }
+        ),
+    },
+}
 # The Azure OpenAI api-versions the fake serves: the one config.toml documents (audio in Chat
 # Completions came with it). The OpenAI spec names none. Azure answers any other, or none, with a
 # 404 that names no deployment.
-AZURE_API_VERSIONS = frozenset({"2025-01-01-preview"})
-AZURE_NOT_FOUND = {"code": "404", "message": "Resource not found"}
+AZURE_API_VERSIONS = frozenset(AZURE_FIELDS)
 AUDIO_TOKENS_PER_SECOND = 10  # roughly what OpenAI bills for audio input
 AUDIO_OUT_TOKENS_PER_SECOND = 20  # and for audio output
 
@@ -210,6 +277,39 @@ class FakeOpenAI(Strict):
         }
         return web.json_response({"error": error}, status=404)
 
+    def _azure_unknown(self, request: web.Request, body: dict[str, Any]) -> web.Response | None:
+        """Azure's 400 for fields its api-version does not document (AZURE_FIELDS), top-level or in
+        a message: OpenAI's spec, which the body is checked against too, knows fields Azure's
+        version has not caught up with."""
+        if not request.path.startswith("/openai/"):
+            return None
+        fields = AZURE_FIELDS[request.query["api-version"]]
+        if request.path.endswith("/audio/transcriptions"):
+            unknown = sorted(set(body) - fields["transcription"])
+        else:
+            unknown = sorted(set(body) - fields["request"])
+            messages = body.get("messages")
+            for i, message in enumerate(messages if isinstance(messages, list) else []):
+                if not isinstance(message, dict):
+                    continue
+                known = fields.get(str(message.get("role")), frozenset())
+                unknown += [f"messages[{i}].{name}" for name in sorted(set(message) - known)]
+                content = message.get("content")
+                for j, part in enumerate(
+                    content if message.get("role") == "user" and isinstance(content, list) else []
+                ):
+                    if isinstance(part, dict) and part.get("type") not in fields["user parts"]:
+                        unknown.append(f"messages[{i}].content[{j}].type={part.get('type')!r}")
+        if not unknown:
+            return None
+        version = request.query["api-version"]
+        message = self.refuse(
+            f"Unrecognized request argument{'s' if len(unknown) > 1 else ''} supplied: {', '.join(unknown)}"
+            f" (not in api-version {version})"
+        )
+        error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
+        return web.json_response({"error": error}, status=400)
+
     def _no_model(self, request: web.Request, model: object) -> web.Response | None:
         """OpenAI's 404 for a model it does not serve (Azure names a deployment instead), as the
         model lookup answers it: a request names the model it runs on, and a wrong name is no
@@ -288,6 +388,9 @@ class FakeOpenAI(Strict):
                 {"error": {"message": message, "type": "invalid_request_error"}}, status=400
             )
         self.received.append(Received(request.path, body, dict(request.headers), dict(request.query)))
+        unknown = self._azure_unknown(request, body)
+        if unknown is not None:
+            return unknown
         errors = component_errors(SPEC, "CreateChatCompletionRequest", body)
         if "functions" in body or "function_call" in body:
             errors.append("deprecated functions/function_call sent; use tools/tool_calls")
@@ -428,6 +531,9 @@ class FakeOpenAI(Strict):
         upload = form.get("file")
         body = {**fields, "file": getattr(upload, "filename", "")}
         self.received.append(Received(request.path, body, dict(request.headers), dict(request.query)))
+        unknown = self._azure_unknown(request, body)
+        if unknown is not None:
+            return unknown
         errors = component_errors(SPEC, "CreateTranscriptionRequest", body)
         if upload is None or not hasattr(upload, "file"):
             errors.append("file: no file part")
