@@ -244,6 +244,12 @@ async def test_azure_refuses_fields_its_api_version_does_not_document() -> None:
         }
         async with http.post(url, params=version, headers=headers, json=body) as response:
             assert response.status == 200, await response.text()
+            answered = await response.json()
+        # As Azure answers: its content filter's verdicts on the prompt and the answer with it.
+        assert (
+            answered["prompt_filter_results"][0]["content_filter_results"]["jailbreak"]["filtered"] is False
+        )
+        assert answered["choices"][0]["content_filter_results"]["violence"]["filtered"] is False
         refused = [
             ({**body, "safety_identifier": "voxdesk-1"}, "supplied: safety_identifier "),
             (

@@ -17,7 +17,8 @@ JSON, Azure's content filter (told to, or on words it is told to block, wherever
 they are). Its usage can be given the shape a compatible server gives it. A chat or
 transcription on a model it does not list (`models`) is OpenAI's 404 model_not_found; on Azure,
 an api-version it does not serve (`api_versions`) or a deployment it lacks is Azure's 404, and a
-field the api-version does not document (`AZURE_FIELDS`) is Azure's 400.
+field the api-version does not document (`AZURE_FIELDS`) is Azure's 400. Azure's answers carry
+its content filter's results (`prompt_filter_results`, each choice's `content_filter_results`).
 """
 
 from __future__ import annotations
@@ -430,6 +431,8 @@ class FakeOpenAI(Strict):
         deployment = request.match_info.get("deployment")
         model = self.deployments[deployment] if deployment else body["model"]
         completion = self._completion(body, responder(body), model)
+        if deployment:
+            _as_azure_answers(completion)
         if self.usage_as is not None:
             completion["usage"] = self.usage_as(completion["usage"])
         self.billed.append(completion["usage"])
@@ -615,6 +618,23 @@ AZURE_CONTENT_FILTER = {
         "content_filter_result": {"violence": {"filtered": True, "severity": "medium"}},
     },
 }
+
+
+# What Azure's content filter says of a prompt and an answer it let through (inference.json's
+# contentFilterPromptResults and contentFilterChoiceResults).
+AZURE_SAFE = {
+    name: {"filtered": False, "severity": "safe"} for name in ("hate", "self_harm", "sexual", "violence")
+}
+
+
+def _as_azure_answers(completion: dict[str, Any]) -> None:
+    """Azure's answer carries its content filter's results, the prompt's and each choice's."""
+    prompt = {**AZURE_SAFE, "jailbreak": {"filtered": False, "detected": False}}
+    completion["prompt_filter_results"] = [{"prompt_index": 0, "content_filter_results": prompt}]
+    for choice in completion["choices"]:
+        withheld = choice["finish_reason"] == "content_filter"
+        verdict = {"filtered": True, "severity": "high"} if withheld else AZURE_SAFE["violence"]
+        choice["content_filter_results"] = {**AZURE_SAFE, "violence": verdict}
 
 
 def _prompt_text(messages: list[dict[str, Any]]) -> str:
