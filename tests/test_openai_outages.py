@@ -71,9 +71,18 @@ async def test_a_long_rate_limit_sends_the_notes_to_the_fallback_at_once(storage
     assert levels == ["WARNING", "INFO", "INFO"]
 
 
-async def test_a_rate_limit_reset_header_pauses_requests_too(storage, fake) -> None:
-    # OpenAI's 429 names its wait in the reset of the limit it ran out of.
-    reset = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m0s"}
+@pytest.mark.parametrize(
+    "reset",
+    [
+        {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m0s"},
+        # Azure's, in seconds with no unit, on a 429 that may come with no retry-after.
+        {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "37"},
+    ],
+    ids=["openai", "azure"],
+)
+async def test_a_rate_limit_reset_header_pauses_requests_too(storage, fake, reset) -> None:
+    # A 429 names its wait in the reset of the limit it ran out of: tried again sooner, the
+    # request would only be limited again.
     fake.failures = [Failure(status=429, headers=reset)]
     async with running_app(openai_settings(storage, fake)) as app:
         first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)

@@ -105,6 +105,7 @@ BREAKER_FAILURES = 3  # timeouts, connection failures, 408s or 5xx in a row that
 FIRST_PAUSE = 1.0  # seconds: a 429 naming no wait pauses this long, doubled for each in a row ...
 LONGEST_PAUSE = 300.0  # ... up to this, which bounds a named wait too: then requests try again
 RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")  # x-ratelimit-reset-*: "20ms", "1.5s", "6m0s"
+RESET_SECONDS = re.compile(r"\d+(?:\.\d+)?")  # Azure's x-ratelimit-reset-*: seconds, no unit ("37")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # The transport errors (by name, as httpx and httpx2 both call them) of a request that never went
 # out: no connection was made (refused, unreachable, timed out), the proxy would not carry it, or
@@ -912,12 +913,16 @@ def _filtered(why: str, usage: Usage | None) -> EngineReply:
 
 def _pause_asked(headers: Any) -> float | None:
     """Seconds a 429 asks to wait: its Retry-After (`_wait_named`), else the reset of the limit it
-    ran out of (x-ratelimit-reset-requests when no request is left, else -tokens)."""
+    ran out of (x-ratelimit-reset-requests when no request is left, else -tokens), with units as
+    OpenAI gives it or in bare seconds as Azure does."""
     named = _wait_named(headers)
     if named is not None:
         return named
     limit = "requests" if headers.get("x-ratelimit-remaining-requests") == "0" else "tokens"
-    reset = headers.get(f"x-ratelimit-reset-{limit}") or ""
+    reset = (headers.get(f"x-ratelimit-reset-{limit}") or "").strip()
+    if RESET_SECONDS.fullmatch(reset):
+        # A limit that resets now names no wait (Azure has been seen sending "0" with its counts at -1).
+        return float(reset) or None
     parts = RESET.findall(reset)
     if not parts or "".join(n + u for n, u in parts) != reset.strip():
         return None
