@@ -261,7 +261,13 @@ class VoiceAgent:
         self._user_waiting: dict[str, int] = {}
         self._turning = metrics.Waiting()  # the turns holding a slot, by when each took it
         # usage.db failing fails every note's read and record alike: said once, not once a note.
-        self._usage_outage = Outage(log, "usage.db is read and written again", level=logging.ERROR)
+        # Apart, each beside the other: a busy or full usage.db still reads, and a read's success
+        # would end the outage each record then starts again.
+        self._usage_unread = Outage(log, "usage.db is read again", level=logging.ERROR)
+        self._usage_unwritten = Outage(
+            log, "usage.db is written again", level=logging.ERROR, beside=self._usage_unread
+        )
+        self._usage_unread.beside = self._usage_unwritten
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -341,7 +347,7 @@ class VoiceAgent:
             except Exception as exc:
                 # As a spend it cannot record: the note is answered, and the line says the budget
                 # went unchecked, rather than every player hearing "something went wrong".
-                self._usage_outage.failed(
+                self._usage_unread.failed(
                     _reason(exc),
                     "could not read the budget of user %s, answering anyway: %s",
                     context.spender,
@@ -349,7 +355,7 @@ class VoiceAgent:
                 )
                 refusal = None
             else:
-                self._usage_outage.answered()
+                self._usage_unread.answered()
             if refusal:
                 return await self._canned(refusal, "over_budget", text, voice, watch)
 
@@ -510,11 +516,11 @@ class VoiceAgent:
                 context.spender, engine, usage, audio_seconds, turns, request_id=context.request_id
             )
         except Exception as exc:
-            self._usage_outage.failed(
+            self._usage_unwritten.failed(
                 _reason(exc), "could not record the usage of user %s: %s", context.spender, _reason(exc)
             )
         else:
-            self._usage_outage.answered()
+            self._usage_unwritten.answered()
 
     async def _reply_audio(self, final: EngineReply, voice: str | None) -> audio.ReplyAudio | None:
         if final.reply_audio is not None:

@@ -352,7 +352,29 @@ async def test_a_budget_that_cannot_be_read_answers_the_note_rather_than_lose_it
         with contextlib.closing(sqlite3.connect(storage_paths(budgeted).usage)) as other:
             other.executescript(usage_schema)
         await app.agent.respond_text(ToolContext(user_id=NOVA), "how many points do I have")
-    assert "usage.db is read and written again" in caplog.text
+    assert "usage.db is read again" in caplog.text
+
+
+async def test_a_usage_db_that_reads_but_will_not_record_is_said_once(settings, caplog) -> None:
+    # A usage.db another writer holds (busy) or a full disk still reads: each note's budget read
+    # succeeding must not end the outage its record then starts again, an ERROR and a "back" line
+    # a note.
+    import sqlite3
+
+    budgeted = settings.replace(usage={"daily_tokens": 1000})
+    async with running_app(budgeted, ScriptedEngine()) as app:
+        with contextlib.closing(sqlite3.connect(storage_paths(budgeted).usage)) as other:
+            other.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON usage BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+            other.commit()
+        caplog.set_level(logging.DEBUG, logger="bot.agent")
+        for _ in range(3):
+            reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "how many points do I have")
+            assert reply.kind == "answer"
+    said = [r for r in caplog.records if "could not record the usage of user" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.ERROR, logging.DEBUG, logging.DEBUG]
+    assert "again" not in caplog.text
 
 
 async def test_the_daily_budget_refuses_at_exactly_the_limit_not_one_past_it(tmp_path) -> None:
