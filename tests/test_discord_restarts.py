@@ -2650,3 +2650,20 @@ async def test_a_reconnect_as_the_bot_starts_does_not_end_the_starts_catch_up(
             release.set()
         await caught_up(h.bot)
         assert catch_up.recheck.is_running()
+
+
+async def test_notes_a_catch_up_answered_count_for_a_thread_read_back_beside_them(settings, fake) -> None:
+    # The catch-up counted into the live limit only the notes of the last flood_seconds: a private
+    # thread the bot was added to later, whose notes were sent in the same second as those, had
+    # them weighed as if none were sent, four notes answered where the limit is two a minute.
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+    down = [await fake.send_note(nova, voice_note(), guild=True, ago=ago) for ago in (300, 299.8)]
+    hidden = [await fake.send_note(nova, voice_note(), channel_id=thread, ago=ago) for ago in (299.6, 299.4)]
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=60.0) as h:
+        await all_answered(fake, down)
+        await caught_up(h.bot)
+        await fake.add_to_thread(thread)
+        told = await fake.wait_for(lambda _: [r for n in hidden for r in fake.replies_to(n["id"])])
+        await settle(fake)
+    assert [answers(fake, n) for n in [*down, *hidden]] == [1, 1, 0, 0]
+    assert len(told) == 1 and "answered 0 of them" in told[0].content
