@@ -733,7 +733,7 @@ class VoiceNotes(commands.Cog):
         ref, me = message.reference, self.bot.user
         if ref is None or ref.type is not discord.MessageReferenceType.forward or me is None:
             return False
-        if ref.message_id is None:
+        if ref.message_id is None or not self._may_read_my_answer_in(message, ref):
             return False
         channel = self.bot.get_partial_messageable(ref.channel_id)
         try:
@@ -743,6 +743,24 @@ class VoiceNotes(commands.Cog):
             log.debug("note %s: the message it forwards not fetched: %r", message.id, exc)
             return False
         return original.author.id == me.id
+
+    def _may_read_my_answer_in(self, message: discord.Message, ref: discord.MessageReference) -> bool:
+        """Whether the place a forward's original is in may hold an answer of the bot's that it
+        may read there. Most forwards are of notes from a server the bot is not in, or a DM with
+        a friend: Discord answers their fetch with a 403, which it counts toward the invalid
+        requests that have the bot's address refused for an hour."""
+        if ref.guild_id is not None:
+            guild = self.bot.get_guild(ref.guild_id)
+            if guild is None:
+                return False  # a server the bot is not in: none of its answers there
+            channel = guild.get_channel_or_thread(ref.channel_id)
+            if channel is None or guild.me is None:
+                return True  # not in the cache (an archived thread): asked
+            allowed = channel.permissions_for(guild.me)
+            return allowed.view_channel and allowed.read_message_history
+        # A DM: the bot's answers to this player are in its DM with them, the very channel when
+        # the forward came by DM; any other is a DM between players.
+        return message.guild is not None or ref.channel_id == message.channel.id
 
     @contextlib.asynccontextmanager
     async def _typing(self, message: discord.Message) -> AsyncIterator[None]:

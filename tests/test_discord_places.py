@@ -30,6 +30,7 @@ from tests.fakes.discord_server import (
     GUILD_VOICE,
     MANAGE_THREADS,
     OTHER_CHANNEL,
+    READ_MESSAGE_HISTORY,
     FakeDiscord,
     Received,
     serving,
@@ -416,6 +417,29 @@ async def test_a_voice_answer_of_the_bots_forwarded_back_to_it_is_not_answered_a
     assert told.content == OWN_ANSWER
     assert fake.replies_to(forward["id"]) == [told]
     assert len(h.engine.turns) == asked
+
+
+@pytest.mark.parametrize("origin", ["another server", "a DM between players", "a channel it may not read"])
+async def test_a_forward_from_where_the_bot_cannot_read_is_answered_without_asking_for_its_original(
+    settings, fake, origin
+):
+    # Most forwards carry a note from a server the bot is not in or a DM with a friend: the fetch
+    # of the original to tell the bot's own answers was a 403 each, which Discord counts toward
+    # the invalid requests that get the bot's address refused for an hour.
+    async with running_bot(settings, fake):
+        recorded = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL)
+        original = dict(recorded)
+        if origin == "another server":
+            original |= {"channel_id": "930000000000000001", "guild_id": "930000000000000002"}
+        elif origin == "a DM between players":
+            original = {k: v for k, v in original.items() if k != "guild_id"}
+            original["channel_id"] = "930000000000000003"
+        else:
+            await fake.deny(OTHER_CHANNEL, READ_MESSAGE_HISTORY)
+        forward = await fake.forward(nova, original)
+        voice, _ = await answered(fake, forward)
+        assert voice.is_voice_message
+    assert [r for r in fake.received if r.kind == "get_message"] == []  # refused ones too
 
 
 @pytest.mark.parametrize(
