@@ -442,6 +442,18 @@ async def test_a_forward_from_where_the_bot_cannot_read_is_answered_without_aski
     assert [r for r in fake.received if r.kind == "get_message"] == []  # refused ones too
 
 
+async def test_a_forward_whose_original_is_gone_is_answered_as_the_forwarders(settings, fake):
+    # The fetch that tells the bot's own answers fails (the original deleted since): the note the
+    # forward carries is answered all the same.
+    async with running_bot(settings, fake):
+        original = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL)
+        await fake.delete_message(OTHER_CHANNEL, original["id"])
+        forward = await fake.forward(nova, original)
+        voice, _ = await answered(fake, forward)
+        assert voice.is_voice_message
+    assert [r.error for r in fake.received if r.kind == "get_message"] == [10008]
+
+
 @pytest.mark.parametrize(
     "kind", [GUILD_VOICE, GUILD_STAGE_VOICE, GUILD_ANNOUNCEMENT], ids=["voice", "stage", "news"]
 )
