@@ -262,12 +262,13 @@ class VoiceAgent:
         self._turning = metrics.Waiting()  # the turns holding a slot, by when each took it
         # usage.db failing fails every note's read and record alike: said once, not once a note.
         # Apart, each beside the other: a busy or full usage.db still reads, and a read's success
-        # would end the outage each record then starts again.
-        self._usage_unread = Outage(log, "usage.db is read again", level=logging.ERROR)
+        # would end the outage each record then starts again. The playground's reads say theirs
+        # in `usage_unread` too.
+        self.usage_unread = Outage(log, "usage.db is read again", level=logging.ERROR)
         self._usage_unwritten = Outage(
-            log, "usage.db is written again", level=logging.ERROR, beside=self._usage_unread
+            log, "usage.db is written again", level=logging.ERROR, beside=self.usage_unread
         )
-        self._usage_unread.beside = self._usage_unwritten
+        self.usage_unread.beside = self._usage_unwritten
 
     # ---- public API ---------------------------------------------------------------------
 
@@ -347,7 +348,7 @@ class VoiceAgent:
             except Exception as exc:
                 # As a spend it cannot record: the note is answered, and the line says the budget
                 # went unchecked, rather than every player hearing "something went wrong".
-                self._usage_unread.failed(
+                self.usage_unread.failed(
                     _reason(exc),
                     "could not read the budget of user %s, answering anyway: %s",
                     context.spender,
@@ -355,7 +356,7 @@ class VoiceAgent:
                 )
                 refusal = None
             else:
-                self._usage_unread.answered()
+                self.usage_unread.answered()
             if refusal:
                 return await self._canned(refusal, "over_budget", text, voice, watch)
 

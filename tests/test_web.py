@@ -1666,6 +1666,27 @@ async def test_a_note_that_fails_on_our_side_gets_the_words_discord_players_get(
         assert metric_value(failed, await (await client.get("/metrics")).text()) == before + 1
 
 
+async def test_a_budget_the_playground_cannot_read_is_said_once_not_once_a_visitor(settings, caplog) -> None:
+    # usage.db failing logged a traceback at ERROR for every visitor's request, where a Discord
+    # note's read of the same budget is said once for the outage.
+    budgeted = web_settings(settings.storage_dir, VOXDESK_USAGE_DAILY_TOKENS="100000")
+    async with web_client(budgeted) as (client, _):
+        token = await csrf_of(client)
+        other = sqlite3.connect(settings.storage_dir / "usage.db", timeout=1, isolation_level=None)
+        try:
+            other.execute("ALTER TABLE usage RENAME TO usage_elsewhere")
+            caplog.set_level(logging.DEBUG)
+            for _ in range(3):
+                assert (await ask(client, token)).status == 500
+            other.execute("ALTER TABLE usage_elsewhere RENAME TO usage")
+            assert (await ask(client, token)).status == 200
+        finally:
+            other.close()
+    said = [r for r in caplog.records if "could not be read" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.ERROR, logging.DEBUG, logging.DEBUG]
+    assert "usage.db is read again" in caplog.text
+
+
 async def test_a_ticket_view_the_database_cannot_answer_says_so(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         await csrf_of(client)

@@ -265,18 +265,23 @@ async def _refused_player(request: web.Request, player: str, spender: str) -> we
     today is spent, told before the note is read: a refused note costs no upload."""
     if unoffered := _unoffered(request, player):
         return _refused(*unoffered, "bad_request")
-    budget = web_state(request).core.agent.budget
+    agent = web_state(request).core.agent
+    budget = agent.budget
     if budget is None:
         return None
     try:
         refusal = await budget.refusal(spender)
-    except Exception:
+    except Exception as exc:
         # Refused, where a Discord player's note is answered unchecked (VoiceAgent._turn): anyone
         # on the internet may send these, and an unread budget would hold none of them back. In
-        # Discord's words, not a bare 500.
-        log.exception("playground: the budget of visitor %s could not be read", spender)
+        # Discord's words, not a bare 500. Said once for the outage, as a note's read says it: a
+        # traceback a visitor would bury the log.
+        reason = f"{type(exc).__name__}: {exc}"
+        said = "playground: the budget of visitor %s could not be read: %s"
+        agent.usage_unread.failed(reason, said, spender, reason, exc_info=exc)
         metrics.note("web", "failed", "error")
         return web.json_response({"error": say.OOPS}, status=500)
+    agent.usage_unread.answered()
     if refusal:
         return _refused(refusal, 429, "over_budget", _seconds_to_tomorrow())
     return None
