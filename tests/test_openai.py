@@ -294,7 +294,9 @@ async def test_the_rounds_bound_forces_an_answer(storage, fake) -> None:
     assert [c.body.get("tool_choice") for c in fake.chats] == [None, None, None, "none"]
 
 
-async def test_a_short_rate_limit_is_waited_out_and_tried_again(storage, fake, monkeypatch) -> None:
+# 5 s: SHORT_WAIT, the longest wait a turn waits out itself.
+@pytest.mark.parametrize("asked", [0.2, 5.0])
+async def test_a_short_rate_limit_is_waited_out_and_tried_again(storage, fake, monkeypatch, asked) -> None:
     import types
 
     from bot.engines import openai as engine_module
@@ -313,7 +315,7 @@ async def test_a_short_rate_limit_is_waited_out_and_tried_again(storage, fake, m
         await asyncio.sleep(0)
 
     # 0.2 s, not the 1 s a 429 naming no wait pauses for: the wait is the one the provider asked.
-    fake.failures = [Failure(status=429, retry_after=0.2)]
+    fake.failures = [Failure(status=429, retry_after=asked)]
     fake.script = [answer("Back again.")]
     settings = openai_settings(storage, fake)
     engine = await create_openai_engine(settings, sleep=sleep)
@@ -324,7 +326,7 @@ async def test_a_short_rate_limit_is_waited_out_and_tried_again(storage, fake, m
         await engine.aclose()
     assert reply.engine == "openai" and reply.text == "Back again."
     assert len(fake.chats) == 2
-    assert waits == [pytest.approx(0.2)], waits
+    assert waits == [pytest.approx(asked)], waits
 
 
 @pytest.mark.parametrize(
@@ -952,6 +954,32 @@ async def test_an_audio_id_the_provider_does_not_know_is_sent_again_as_text(stor
     assert fake.violations == []
 
 
+async def test_an_audio_id_refused_among_several_sends_only_that_reply_as_text(storage, fake) -> None:
+    # The API names the one it refused (messages[i].audio.id): the others it holds go by reference
+    # again from the next note on, rather than as their text for the rest of the conversation.
+    now = time.time()
+    fake.issued_audio["audio_live"] = int(now + 3000)
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_AUDIO_HISTORY_TURNS="2")
+    async with running_app(settings) as app:
+        for audio_id in ("audio_elsewhere", "audio_live"):
+            await app.conversations.append(
+                NOVA,
+                PastTurn(
+                    user_text="q",
+                    reply_text=f"reply for {audio_id}",
+                    audio_id=audio_id,
+                    audio_expires_at=int(now + 3000),
+                    at=now,
+                ),
+            )
+        fake.script = [answer("ok"), answer("again")]
+        replies = [await app.agent.respond(ToolContext(user_id=NOVA), NOTE) for _ in range(2)]
+    assert [r.engine for r in replies] == ["openai"] * 2
+    refused, resent, following = fake.chats
+    assert (refused.audio_ids, resent.audio_ids) == (["audio_elsewhere", "audio_live"], [])
+    assert following.audio_ids[0] == "audio_live" and len(following.audio_ids) == 2
+
+
 async def test_a_provider_that_takes_no_audio_id_back_is_sent_none_after_the_first(
     storage, fake, caplog
 ) -> None:
@@ -964,6 +992,22 @@ async def test_a_provider_that_takes_no_audio_id_back_is_sent_none_after_the_fir
     assert [r.engine for r in replies] == ["openai"] * 4
     assert [len(c.audio_ids) for c in fake.chats] == [0, 0, 1, 0, 0]  # Blaze's reply id never sent
     assert len([r for r in caplog.records if "audio" in r.getMessage() and "refused" in r.getMessage()]) == 1
+
+
+async def test_a_provider_whose_created_is_in_milliseconds_is_judged_by_this_hosts_clock(
+    storage, fake, caplog
+) -> None:
+    # Its `created` read as seconds would put its clock 50,000 years ahead: every id it gave would
+    # seem long expired by it, and a refusal one conversation's alone, each paying for one.
+    fake.takes_audio_back = False
+    fake.created_as = lambda seconds: seconds * 1000
+    async with running_app(openai_settings(storage, fake)) as app:
+        replies = [
+            await app.agent.respond(ToolContext(user_id=who), NOTE) for who in (NOVA, BLAZE, NOVA, BLAZE)
+        ]
+    assert [r.engine for r in replies] == ["openai"] * 4
+    assert [len(c.audio_ids) for c in fake.chats] == [0, 0, 1, 0, 0]  # Blaze's reply id never sent
+    assert "expired by its clock" not in caplog.text
 
 
 async def test_one_players_audio_id_expired_by_the_providers_clock_leaves_the_others_theirs(

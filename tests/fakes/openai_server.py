@@ -211,6 +211,8 @@ class FakeOpenAI(Strict):
     # A compatible server's own usage: each answer's (chat and transcription) goes out as this
     # makes it, with nulls and fields left out that the API always sends.
     usage_as: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # A compatible server's own `created` of each completion (milliseconds, say) from the API's.
+    created_as: Callable[[int], Any] | None = None
     _runner: web.AppRunner | None = None
     _stopping: asyncio.Event = field(default_factory=asyncio.Event)  # set on stop: hangs end at once
     port: int = 0
@@ -500,7 +502,7 @@ class FakeOpenAI(Strict):
         return {
             "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
             "object": "chat.completion",
-            "created": int(self.now()),
+            "created": int(self.now()) if self.created_as is None else self.created_as(int(self.now())),
             "model": model,
             "choices": [
                 {
