@@ -279,6 +279,36 @@ async def test_a_blip_on_reading_every_total_holds_off_no_read_of_them(caplog) -
     assert len(reads) == 3
 
 
+async def test_old_totals_whose_read_again_fails_for_good_hold_off_the_next_read_for_odbc_too() -> None:
+    """A backend that retries blips (ODBC) names them: a failure that is none (the query timeout)
+    still holds off the next read for a minute, or every question would wait that timeout again."""
+    from bot.tools.stats_sql import TOTALS, Ranking
+
+    reads: list[str] = []
+    failing = False
+
+    class Deadlock(Exception):
+        pass
+
+    async def fetch(sql: str, params: object) -> list[tuple[int]]:
+        assert sql == TOTALS
+        reads.append(sql)
+        if failing:
+            raise sqlite3.OperationalError("interrupted")
+        return [(10,), (30,), (20,)]
+
+    def blip(exc: Exception) -> bool:
+        return isinstance(exc, Deadlock)
+
+    now = [0.0]
+    ranking = Ranking(seconds=60.0, clock=lambda: now[0])
+    assert await ranking.place(fetch, 25, blip) == (2, 3)
+    now[0] += 61
+    failing = True
+    assert [await ranking.place(fetch, 25, blip) for _ in range(3)] == [(2, 3)] * 3  # the last read
+    assert len(reads) == 2
+
+
 async def test_while_every_total_cannot_be_read_a_question_does_not_wait_to_read_it_again(caplog) -> None:
     """A read of every total that outlasts the query timeout does so on each try: with none ever
     read, each stats question waited that timeout before answering without a rank, and with old
