@@ -660,3 +660,16 @@ def test_spoken_numbers_combine_only_as_english_does(said: str, figures: str | N
     from bot.agent import spoken_number
 
     assert spoken_number(said.split()) == figures
+
+
+@pytest.mark.parametrize(
+    ("turning", "newest", "stuck"), [(2, 300.0, True), (2, 299.0, False), (1, 900.0, False)]
+)
+def test_turn_slots_are_stuck_only_when_every_one_is_held_and_even_the_newest_turn_is_old(
+    turning: int, newest: float, stuck: bool
+) -> None:
+    # Every slot taken by turns begun moments ago is a busy minute, not a hang: /healthz saying
+    # not ready then would have an orchestrator restart a bot that is answering.
+    from bot.agent import TurnLoad
+
+    assert TurnLoad(slots=2, turning=turning, newest_turn_seconds=newest).stuck(300.0) is stuck
