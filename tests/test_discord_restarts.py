@@ -403,6 +403,32 @@ async def test_a_catch_up_reads_a_few_dms_at_once_and_no_more(settings, fake) ->
     assert sorted(r.channel_id for r in fake.sent("history") if r.channel_id in dms) == sorted(dms)
 
 
+async def test_a_dm_holding_a_note_kept_for_the_restart_is_read_among_the_first(settings, fake) -> None:
+    # Its player was promised an answer (a ⏳) and has waited since the stop: their DM is not read
+    # after those of every player heard from more lately.
+    from cogs.catch_up import READS_AT_ONCE
+
+    first_id = 993_000_000_000_000_000
+    dms = await known_dms(settings, fake, READS_AT_ONCE + 3, first_id)
+    kept_in = dms[-1]  # heard from longest ago
+    kept = await fake.send_note(InjectedUser(first_id + len(dms) - 1, "player"), voice_note())
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        await ledger.keep_for_restart(int(kept["id"]), kept_in, str(first_id + len(dms) - 1))
+    finally:
+        await ledger.aclose()
+    held = asyncio.Event()
+    for dm in dms:
+        fake.history_held[dm] = held
+    async with running_bot(settings, fake, catch_up_reads_per_second=1000.0) as h:
+        await eventually(lambda: fake.history_waiting >= READS_AT_ONCE)
+        begun = [c for c in fake.history_begun if c in dms]
+        held.set()
+        await caught_up(h.bot)
+    assert kept_in in begun, begun
+    assert answers(fake, kept) == 1
+
+
 async def test_catch_up_reads_begin_no_faster_than_the_setting_allows(settings, fake) -> None:
     # One read every 100 s: the channel's is the first, and no DM's begins while the bot runs.
     dms = await known_dms(settings, fake, 3, 992_000_000_000_000_000)

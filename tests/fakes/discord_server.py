@@ -394,6 +394,7 @@ class FakeDiscord(Strict):
         # (a read still under way while something else happens).
         self.history_held: dict[int, asyncio.Event] = {}
         self.history_waiting = 0  # history reads held that way right now
+        self.history_begun: list[int] = []  # the channel of each history read, as it arrives
         self.history_seconds = 0.0  # how long each history read takes to answer (a round trip, for benches)
         self.message_rate_limited = 0  # the same 429 for GETs of one message by id, counting down
         self.message_banned = 0  # Cloudflare's ban on GETs of one message by id, counting down
@@ -1751,6 +1752,7 @@ class FakeDiscord(Strict):
         first whatever the anchor; `after` takes the oldest ones after it, `around` about half
         each side of it (itself included)."""
         channel_id = int(request.match_info["channel_id"])
+        self.history_begun.append(channel_id)
         if held := self.history_held.get(channel_id):
             self.history_waiting += 1
             try:
