@@ -887,6 +887,23 @@ async def test_a_note_weighed_live_then_given_back_is_not_counted_again_by_a_rec
     assert voice.flood.get_bucket(as_sent, now).get_tokens(now) == rate - 1
 
 
+async def test_the_flood_limit_keeps_a_players_uses_as_far_back_as_a_catch_up_reads(harness: Harness):
+    # A note read back was sent up to catch_up_minutes ago (a private thread the bot is added to):
+    # weighed against the player's uses kept for flood_seconds only, the notes sent just after it
+    # would be forgotten, and it answered as one beyond the limit.
+    from cogs.limits import room_for
+
+    voice, limit = harness.bot.get_cog("VoiceNotes"), harness.bot.discord_settings
+    rate, per = limit.flood_notes, limit.flood_seconds
+    as_sent = types.SimpleNamespace(author=types.SimpleNamespace(id=nova.id))
+    now = time.time()
+    read_back_sent = now - limit.catch_up_minutes * 60 + 2 * per
+    for at in [*(read_back_sent + 1 + i for i in range(rate)), now - 1]:
+        assert voice.flood.update_rate_limit(as_sent, at) is None
+    uses = voice.flood.get_bucket(as_sent, now).uses()
+    assert not room_for(uses, read_back_sent, rate, per)
+
+
 async def test_a_voice_message_without_its_waveform_is_logged_and_told_not_dropped(
     settings, fake: FakeDiscord, caplog
 ):
