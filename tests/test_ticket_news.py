@@ -1380,6 +1380,19 @@ async def test_with_news_off_the_grievance_events_nobody_reads_do_not_pile_up(tm
         assert events() == 1  # Blaze's, there for less than that yet
 
 
+async def test_with_news_on_the_recheck_leaves_the_grievance_events_for_news_to_read(tmp_path: Path) -> None:
+    # News reads them (and drops what it read): a round held up past the prune period (Jira
+    # rate limiting it, a slow round) must still find every change of status to tell.
+    db = tmp_path / "grievances.db"
+    async with news_over(tmp_path) as p:
+        for i in range(3):
+            await p.local.register(NOVA, "other", f"lag spike {i}")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        for now in (0.0, ticket_news.PRUNE_EVERY_SECONDS, 2 * ticket_news.PRUNE_EVERY_SECONDS):
+            await p.news.housekeeping(now=now)
+        assert sql(db, "SELECT COUNT(*) FROM news_events")[0][0] == 3
+
+
 async def test_a_closed_dms_notice_is_not_kept_on_record_for_ever(tmp_path: Path) -> None:
     async with news_over(tmp_path) as p:
         assert await p.store.claim_closed_notice(NOVA)
