@@ -324,6 +324,8 @@ async def test_a_note_in_the_dm_heard_from_last_is_answered_before_every_dm_is_r
     # Discord cannot list a bot's DMs, so a start reads each one the ledger knows, one request
     # each: thousands, for a studio. The player heard from most recently is the likeliest to have
     # sent a note while the bot was down, and must not wait for the players silent for months.
+    from cogs.catch_up import READS_AT_ONCE
+
     day = 24 * 3600.0
     players = [InjectedUser(990_000_000_000_000_000 + i, f"player{i}") for i in range(12)]
     dms = [fake.known_dm(p) for p in players]
@@ -360,6 +362,8 @@ async def test_a_note_in_the_dm_heard_from_last_is_answered_before_every_dm_is_r
     answered_at = next(i for i, r in enumerate(received) if r in fake.replies_to(late["id"]))
     (last_read,) = [i for i, r in enumerate(received) if r.kind == "history" and r.channel_id == dms[0]]
     assert answered_at < last_read, "the note waited for every DM to be read"
+    # Its DM read among the first, not after those of the players silent for longer.
+    assert dms[-1] in [c for c in fake.history_begun if c in dms][:READS_AT_ONCE]
     # One request per place: the channel and each DM, none looked up.
     reads = [(r.kind, r.channel_id) for r in received if r.kind in ("history", "get_channel")]
     places = [ALLOWED_CHANNEL, fake.known_dm(nova), *dms]
