@@ -657,6 +657,24 @@ async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tm
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
 
 
+async def test_a_rate_limited_poll_waits_out_jiras_retry_after_past_the_pushers_backoff_cap(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # Ten minutes asked: the grievance backend holds every request back jira.max_backoff_seconds
+    # (5 minutes) at most, the poll the whole ten. Polling once the backend's hold is over would
+    # only prolong the limit the pusher shares.
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await _filed_then_resolved_in_jira(p, fake, front)
+        fake.retry_after = "600"
+        fake.fail("429", times=1)
+        asked = len(fake.received)
+        assert await p.news.run_once(front) == 0  # rate limited: quiet for ten minutes
+        p.news._jira._quiet_until = 0.0  # as if the backend's five minutes had passed
+        assert await p.news.run_once(front) == 0
+        assert len(fake.received) == asked + 1
+
+
 async def test_a_clock_stepped_back_does_not_lengthen_a_rate_limited_polls_wait(
     fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
