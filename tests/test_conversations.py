@@ -299,3 +299,20 @@ async def test_a_forget_outlives_the_idle_limit_while_a_note_sent_before_it_can_
     await store.aclose()
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT COUNT(*) FROM turns WHERE conversation = '/forget'").fetchone()[0] == 0
+
+
+async def test_a_running_bot_forgets_idle_words_as_often_as_an_idle_limit_shorter_than_its_pruning(
+    tmp_path,
+) -> None:
+    # idle_minutes = 1 (a studio keeping players' words as briefly as it can): pruned only every
+    # PRUNE_EVERY_SECONDS, a quiet bot kept them five times as long.
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=8, idle_minutes=1)
+    try:
+        now = time.time()
+        await store.append("u1", turn(1, at=now))
+        await store.housekeeping(now)
+        await store.housekeeping(now + 90)
+        with sqlite3.connect(tmp_path / "c.db") as conn:
+            assert conn.execute("SELECT COUNT(*) FROM turns").fetchone() == (0,)
+    finally:
+        await store.aclose()
