@@ -48,8 +48,13 @@ async def test_the_answer_waits_only_briefly_for_the_players_words(storage, fake
     assert len(fake.transcriptions) == 1
 
 
-async def test_a_rate_limited_transcription_is_not_tried_again(storage, fake) -> None:
-    fake.transcription_failures = [Failure(status=429, retry_after=0.2)] * 3
+@pytest.mark.parametrize(
+    "failure", [Failure(status=429, retry_after=0.2), Failure(status=500)], ids=["429", "500"]
+)
+async def test_a_rate_limited_or_failing_transcription_is_not_tried_again(storage, fake, failure) -> None:
+    # The answer is kept without the player's words: asking again would add to a limited or
+    # failing service's load.
+    fake.transcription_failures = [failure] * 3
     fake.script = [answer("Answered all the same.")]
     async with running_app(openai_settings(storage, fake)) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
