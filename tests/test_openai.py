@@ -522,11 +522,13 @@ async def test_openai_knows_each_player_by_one_name_that_is_not_their_discord_id
     assert fake.violations == []  # the spec's field, within its 64 characters
 
 
-async def test_a_key_file_too_short_to_hide_the_id_names_no_one(storage, fake, caplog) -> None:
+# Empty, or cut to 4 bytes: 2**32 keys, as few as it takes to try each with every likely id.
+@pytest.mark.parametrize("kept", [b"", bytes(range(4))], ids=["empty", "4 bytes"])
+async def test_a_key_file_too_short_to_hide_the_id_names_no_one(storage, fake, caplog, kept) -> None:
     # An empty key (a cut-short restore) would make the name a plain hash of the Discord id,
     # which OpenAI could turn back by trying ids.
     storage.mkdir(parents=True, exist_ok=True)
-    (storage / "openai-safety.key").write_bytes(b"")
+    (storage / "openai-safety.key").write_bytes(kept)
     fake.script = [answer("You have 120 points.")]
     async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_SAFETY_IDENTIFIER="on")) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
@@ -534,7 +536,7 @@ async def test_a_key_file_too_short_to_hide_the_id_names_no_one(storage, fake, c
     (chat,) = fake.chats
     assert "safety_identifier" not in chat.body
     warned = [r.getMessage() for r in caplog.records if "openai-safety.key" in r.getMessage()]
-    assert len(warned) == 1 and "holds 0 bytes" in warned[0]
+    assert len(warned) == 1 and f"holds {len(kept)} bytes" in warned[0]
 
 
 # A process killed while it makes the key: after its file of the key was made (nothing in it
