@@ -247,6 +247,24 @@ async def test_every_turn_slot_held_makes_healthz_not_ready_and_the_queue_shows_
         h.stop.set()
 
 
+def test_the_oldest_waiting_note_is_timed_from_the_first_to_wait_not_the_latest(monkeypatch) -> None:
+    # A queue of a note waiting 10 minutes and one arrived just now is a 10-minute wait: timed from
+    # the latest, a stuck queue that keeps filling would look like one moving.
+    import types
+
+    from bot import metrics
+
+    now = [1000.0]
+    monkeypatch.setattr(metrics, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    waiting = metrics.Waiting()
+    waiting.enter("first")
+    now[0] += 600
+    waiting.enter("latest")
+    assert waiting.oldest_seconds() == 600
+    waiting.leave("first")
+    assert waiting.oldest_seconds() == 0
+
+
 async def test_a_grievance_the_database_refuses_makes_healthz_not_ready_and_is_counted(
     settings, fake: FakeDiscord
 ):
