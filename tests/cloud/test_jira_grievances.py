@@ -280,6 +280,22 @@ async def test_jira_down_ten_grievances_acknowledged_at_once_all_pushed_once(fak
     assert {state for state, _ in (await local_rows(db)).values()} == {"pushed"}
 
 
+async def test_a_round_pushes_every_pending_grievance_batch_after_batch(fake, db, monkeypatch) -> None:
+    # More grievances than one batch (an outage's backlog): a round that stopped after the first
+    # left the rest to later rounds, a push interval apart, unseen by staff meanwhile.
+    from bot.tools import jira_grievances
+
+    monkeypatch.setattr(jira_grievances, "PUSH_BATCH", 3)
+    backend = await open_backend(fake, db)
+    try:
+        for i in range(7):
+            await backend.register(NOVA, "other", f"lag spike {i}")
+        assert await backend.push_pending() == 7
+    finally:
+        await backend.aclose()
+    assert creates(fake) == 7
+
+
 async def test_pending_grievances_are_pushed_after_a_restart(fake, db) -> None:
     fake.fail("hang")  # Jira times out while these are filed
     first = await open_backend(fake, db)
