@@ -107,6 +107,12 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
             "jira.url = 'https://st.atlassian.net/jira/software/projects/GRV' has a path: set it to"
             " https://st.atlassian.net alone",
         ),
+        # The query alone, as a REST example shows the service's address.
+        (
+            "[tools]\nmanuals = 'azure'\n[search]\nendpoint = 'https://st.search.windows.net/?api-version=2024-07-01'\n",
+            {"AZURE_SEARCH_API_KEY": "k" * 32},
+            "set it to https://st.search.windows.net alone (the rest goes in search.index)",
+        ),
     ],
 )
 def test_bad_settings_stop_with_one_line_naming_the_key(
@@ -132,6 +138,16 @@ def test_an_azure_endpoint_with_a_gateways_prefix_is_kept(tmp_path: Path, endpoi
     text += f"azure_endpoint = '{endpoint}'\n"
     settings = load_settings(write(tmp_path, text), environ={"AZURE_OPENAI_API_KEY": "k" * 32})
     assert settings.openai.azure_endpoint == endpoint
+
+
+@pytest.mark.parametrize("url", ["https://st.atlassian.net", "https://st.atlassian.net/"])
+def test_a_jira_cloud_site_given_alone_is_taken(tmp_path: Path, url: str) -> None:
+    # The check for a board's address pasted whole must not refuse the site's own.
+    text = f"[tools]\ngrievances = 'jira'\n[jira]\nurl = '{url}'\n"
+    settings = load_settings(
+        write(tmp_path, text), environ={"JIRA_EMAIL": "a@b.c", "JIRA_API_TOKEN": "t" * 16}
+    )
+    assert settings.jira.url == url
 
 
 def test_a_config_file_saved_with_a_byte_order_mark_loads(tmp_path: Path) -> None:
