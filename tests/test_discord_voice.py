@@ -975,3 +975,27 @@ async def test_the_flood_limit_keeps_a_players_uses_for_a_note_read_back_later(h
     later = start + harness.bot.discord_settings.catch_up_minutes * 60
     assert voice.flood.get_bucket(as_sent, later).uses() == [start]
     assert later - start > per
+
+
+async def test_a_forwarded_voice_message_without_its_waveform_is_told_as_one(settings, fake: FakeDiscord):
+    # The forward's own flags are not the voice message's: its snapshot's are. Told to record a
+    # voice message, the player who forwarded one would not know what went wrong.
+    from bot.sentences import VOICE_WITHOUT_WAVEFORM
+
+    async with running_bot(settings, fake, any_audio_attachment=False):
+        url = f"{fake.url}/attachments/1/1/voice-message.ogg"
+        bare = {
+            "id": "1",
+            "filename": "voice-message.ogg",
+            "content_type": "audio/ogg",
+            "size": 9000,
+            "url": url,
+            "proxy_url": url,
+            "duration_secs": 1.5,
+        }
+        original = await fake.send_message(
+            blaze, channel_id=OTHER_CHANNEL, guild=True, flags=VOICE_FLAG, attachments=[bare]
+        )
+        forward = await fake.forward(nova, original)
+        (told,) = await fake.wait_for(lambda _: fake.replies_to(forward["id"]))
+    assert told.content == VOICE_WITHOUT_WAVEFORM
