@@ -577,6 +577,40 @@ async def test_the_desk_pages_through_every_grievance_with_its_filters_kept(wset
         assert "Page 11 of 11" in last
 
 
+async def test_the_desk_finds_words_in_any_case_of_any_alphabet(wsettings) -> None:
+    said = {
+        "GRV-201": "Écran noir après l'achat du pass",
+        "GRV-202": "MEINE MÜNZEN SIND WEG",
+        "GRV-203": "ДЕНЬГИ пропали после покупки",
+        "GRV-204": "Die Straße der Münzen",
+        "GRV-205": "İADE istiyorum",
+        "GRV-206": "Ｖｉｐ pass: ｃｏｉｎｓ lost",  # full-width letters, as an IME types them
+        "GRV-207": "e\u0301cran fige\u0301",  # accents decomposed, as some keyboards send them
+    }
+    at = "2026-01-01T00:00:00Z"
+    async with web_client(wsettings) as (client, core):
+        await core.grievances.local_store.seed(
+            [
+                {"key": key, "user_id": NOVA, "category": "wallet", "description": text, "status": "open"}
+                | {"created_at": at, "updated_at": at}
+                for key, text in said.items()
+            ]
+        )
+        await log_in(client)
+        for typed, found in (
+            ("écran", ["GRV-207", "GRV-201"]),
+            ("ÉCRAN", ["GRV-207", "GRV-201"]),
+            ("münzen", ["GRV-204", "GRV-202"]),
+            ("деньги", ["GRV-203"]),
+            ("strasse", ["GRV-204"]),
+            ("iade", ["GRV-205"]),
+            ("vip coins", ["GRV-206"]),
+            ("figé", ["GRV-207"]),
+        ):
+            page = await (await client.get("/desk", params={"q": typed})).text()
+            assert sorted(keys_on(page), reverse=True) == found, typed
+
+
 async def test_oldest_first_is_by_the_time_filed_not_the_ticket_number(wsettings) -> None:
     from bot.tools.grievance_spool import GrievanceSpool
     from bot.tools.grievance_store import iso_at

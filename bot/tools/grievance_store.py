@@ -17,6 +17,7 @@ import os
 import secrets
 import sqlite3
 import time
+import unicodedata
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -458,6 +459,7 @@ class LocalGrievanceStore:
             await conn.executescript(INDEXES)
             await add_missing_columns(conn, "news_events", {"was": "TEXT"})
             await conn.executescript(MOVES)
+            await conn.create_function("folded", 1, folded, deterministic=True)
             recent = recent_beside(path)
             attached = await _attach_recent_or_memory(conn, recent)
             store = cls(conn, initial_state, GrievanceSpool.beside(path))
@@ -1536,13 +1538,21 @@ def _staff_where(
             args.append(iso_at(now - days * 86400))
     words = search.split()
     if words:
-        # % and _ are wildcards to LIKE: a word holding them means them as characters.
-        likes = [w.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") for w in words]
-        described = " AND ".join(["description LIKE ? ESCAPE '\\'"] * len(words))
+        described = " AND ".join(["instr(folded(description), ?) > 0"] * len(words))
         where.append(f"(local_key = ? OR remote_key = ? OR user_id = ? OR ({described}))")
         term = search.strip()
-        args += [term.upper(), term.upper(), term, *(f"%{w}%" for w in likes)]
+        args += [term.upper(), term.upper(), term, *(folded(w) for w in words)]
     return " AND ".join(where), args
+
+
+def folded(text: str | None) -> str:
+    """`text` as the desk's search compares it: SQLite's LIKE ignores the case of ASCII letters
+    alone, so "écran" would miss "Écran", "MÜNZEN" "Münzen", and Cyrillic or Greek words any
+    other case. Casefolded ("Straße" is "strasse"), compatibility-composed (a decomposed accent or
+    a full-width letter is the one typed), and the dot a capital İ leaves on its i dropped, so
+    "iade" finds "İADE"."""
+    shown = unicodedata.normalize("NFKC", text or "").casefold().replace("i\u0307", "i")
+    return unicodedata.normalize("NFKC", shown)
 
 
 def _staff_row(row: aiosqlite.Row) -> StaffRow:
