@@ -92,6 +92,19 @@ async def test_plain_question_is_answered_with_audio_and_text(storage, fake) -> 
     assert fake.violations == []
 
 
+async def test_a_player_speaking_spanish_is_answered_in_spanish(storage, fake) -> None:
+    fake.transcript = "¿Cuántos puntos tengo?"
+    fake.script = [answer("Tienes 708 puntos, Nova.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.user_text, reply.text) == ("¿Cuántos puntos tengo?", "Tienes 708 puntos, Nova.")
+    # The model speaks every language; a prompt asking for English answers a Spanish note in
+    # English, which the player may not understand.
+    system = " ".join(fake.chats[0].body["messages"][0]["content"].split())
+    assert "English." not in system and "spoken English" not in system
+    assert "in the language the player speaks to you" in system
+
+
 async def test_a_tool_result_reaches_the_spoken_answer(storage, fake) -> None:
     fake.script = [tool_calls(("get_player_stats", {})), answer("Your stats: {tool:get_player_stats}")]
     async with running_app(openai_settings(storage, fake)) as app:
