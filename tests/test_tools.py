@@ -120,6 +120,20 @@ async def test_a_summary_holds_the_speakers_achievements_and_points_and_no_one_e
         assert summary == summary_from_rows(players_db, user), user
 
 
+async def test_a_name_stored_in_latin_1_is_read_not_refused(settings, scripted_app_engine, caplog) -> None:
+    # A players table filled from a Latin-1 source holds "José" as the bytes 4A 6F 73 E9, which
+    # are not UTF-8: read strictly, every look-up of that player failed as a database outage.
+    with sqlite3.connect(storage_paths(settings).players) as conn:
+        conn.execute("UPDATE players SET player_name = CAST(X'4A6F73E9' AS TEXT) WHERE player_id = 1")
+        conn.execute(
+            "UPDATE achievements SET name = CAST(X'4E75697420626C616E6368E965' AS TEXT) WHERE player_id = 1"
+        )
+    async with running_app(settings, scripted_app_engine) as app:
+        nova = await run(app, NOVA, "get_player_stats")
+    assert nova["player_name"] == "Jos\ufffd" and nova["achievements"] == ["Nuit blanch\ufffde"]
+    assert nova["total_points"] == 708 and "query failed" not in caplog.text
+
+
 async def test_a_player_with_more_than_ten_achievements_gets_the_newest_ten(
     settings, scripted_app_engine
 ) -> None:

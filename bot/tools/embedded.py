@@ -50,6 +50,10 @@ def has_players_table(path: Path) -> bool:
                 raise naming(path, exc) from exc
 
 
+def _lenient_text(data: bytes) -> str:
+    return data.decode("utf-8", "replace")
+
+
 class SqliteStats:
     """StatsBackend over the embedded players database, running the shared SQL."""
 
@@ -62,8 +66,13 @@ class SqliteStats:
     @classmethod
     async def open(cls, path: Path | str, read_only: bool = False) -> SqliteStats:
         if read_only:
-            return cls(await open_read_only(path, PLAYERS_SCHEMA_VERSION))
-        return cls(await open_sqlite(path, version=PLAYERS_SCHEMA_VERSION))
+            conn = await open_read_only(path, PLAYERS_SCHEMA_VERSION)
+        else:
+            conn = await open_sqlite(path, version=PLAYERS_SCHEMA_VERSION)
+        # The game's own data, perhaps loaded from a Latin-1 source: a name whose bytes are not
+        # UTF-8 shows a U+FFFD where a strict read would fail that player's every look-up.
+        conn.text_factory = _lenient_text
+        return cls(conn)
 
     async def _fetch(self, sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
         cursor = await self._conn.execute(sql, tuple(params))
