@@ -68,7 +68,7 @@ from bot.config import NewsSettings
 from bot.db import add_missing_columns, first, opening, prune_due, while_locked, writing
 from bot.logs import Outage
 from bot.preferences import Preferences, PreferenceStore
-from bot.tools import filed_in, filing_turn
+from bot.tools import cluster_start, filed_in, filing_turn
 from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, iso_at, utc_now
 
 log = logging.getLogger(__name__)
@@ -230,7 +230,7 @@ def plain(text: str, limit: int) -> str:
     words = " ".join("".join(parts).split())
     if len(words) <= limit:
         return words
-    kept = words[: limit - 1].rstrip()
+    kept = words[: cluster_start(words, limit - 1)].rstrip()
     for found in _ADDRESS.finditer(words):
         # An address at the end, whole or not, would take the "…" into the link Discord makes.
         if found.start() < len(kept) <= found.end():

@@ -13,6 +13,7 @@ from discord.http import Route
 
 from bot import sentences as say
 from bot.audio import ReplyAudio
+from bot.tools import cluster_start
 
 log = logging.getLogger(__name__)
 
@@ -84,8 +85,10 @@ def _hard_cut(text: str, limit: int) -> tuple[int, str]:
     """Where to cut `text` with no break near `limit`, and the text then: each piece is read by
     Discord on its own, so the cut falls neither inside an address (whose tail would be none, and
     whose brackets, kept as written, would open a masked link) nor between a backslash and the
-    mark it escapes. An address longer than a piece is cut, its brackets past the cut escaped."""
-    cut = limit
+    mark it escapes, nor inside a character drawn from several (a flag, an accented letter, an
+    emoji joined from others). An address longer than a piece is cut, its brackets past the cut
+    escaped."""
+    cut = cluster_start(text, limit)
     for found in _ADDRESS.finditer(text):
         if found.start() >= cut:
             break
@@ -102,13 +105,22 @@ def _hard_cut(text: str, limit: int) -> tuple[int, str]:
     return cut, text
 
 
+# Where a sentence ends in scripts written without spaces (Chinese, Japanese): a piece may end
+# after one, its mark kept.
+_SENTENCE_ENDS = "。！？"
+
+
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
-    """Pieces of at most `limit` characters, cut at a paragraph, line or word break when possible."""
+    """Pieces of at most `limit` characters, cut at a paragraph, line, word or sentence break
+    when possible."""
     text = text.strip()
     pieces: list[str] = []
     while len(text) > limit:
         window = text[:limit]
-        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "))
+        ended = max(window.rfind(mark) for mark in _SENTENCE_ENDS)
+        cut = max(
+            window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "), ended + 1 if ended >= 0 else -1
+        )
         if cut < limit // 2:  # no good break near the end: cut hard rather than make tiny pieces
             cut, text = _hard_cut(text, limit)
         pieces.append(text[:cut].rstrip())

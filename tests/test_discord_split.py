@@ -24,6 +24,22 @@ def test_text_without_breaks_is_cut_hard():
     assert [len(p) for p in pieces] == [2000, 2000, 500]
 
 
+def test_a_hard_cut_leaves_flags_emoji_and_accents_whole():
+    # Discord counts code points; a reader sees clusters of them. Cut at the 2000th, a flag
+    # showed as two letters in two messages, a family emoji as a man, then a woman and a girl.
+    for cluster in ("🇯🇵", "👨\u200d👩\u200d👧", "👍🏽", "e\u0301\u0302"):
+        text = "あ" * 1999 + cluster + "い" * 10
+        first, second = split_message(text)
+        assert first == "あ" * 1999 and second == cluster + "い" * 10, cluster
+
+
+def test_japanese_is_cut_after_a_sentence():
+    sentence = "ジェムが全部消えました。"  # "all my gems are gone.": 12 characters, no spaces
+    pieces = split_message(sentence * 300)
+    assert all(p.endswith("。") and len(p) <= 2000 for p in pieces)
+    assert "".join(pieces) == sentence * 300
+
+
 def test_a_hard_cut_leaves_no_escape_without_its_mark():
     # A backslash left at a piece's end would leave the next piece's "[" unescaped: a masked link
     # the reply's escaping had prevented. 1999 x's, then an escaped backslash, then an escaped "[".

@@ -1545,6 +1545,9 @@ async def test_news_forgotten_at_a_restart_is_not_told_again_when_jira_shows_the
         # the link Discord makes of what is left.
         ("refund please https://shop.example/" + "x" * 60, "refund please…"),
         ("`code` @everyone *it*", "code everyone it"),
+        # Cut short, a flag or an emoji joined from several is left out rather than cut in two.
+        ("x" * 58 + "🇫🇷 gone", "x" * 58 + "…"),
+        ("x" * 57 + "👨\u200d👩\u200d👧 gone", "x" * 57 + "…"),
     ],
 )
 def test_news_words_keep_their_addresses(written: str, shown: str) -> None:

@@ -3411,3 +3411,10 @@ async def test_a_store_id_read_while_another_call_makes_it_is_the_one_kept(tmp_p
         assert told == await store.store_id()
     finally:
         await store.aclose()
+
+
+def test_words_clipped_for_a_reply_keep_each_flag_and_accent_whole() -> None:
+    from bot.tools import clipped
+
+    assert clipped("GRV-" + "🇯🇵" * 5, 7) == "GRV-🇯🇵…"
+    assert clipped("cafe\u0301 au lait", 4) == "caf…"

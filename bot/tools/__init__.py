@@ -511,7 +511,44 @@ def too_short(text: str) -> bool:
 
 
 def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
-    return text if len(text) <= limit else text[:limit] + "…"
+    return text if len(text) <= limit else text[: cluster_start(text, limit)] + "…"
+
+
+_ZWJ = "\u200d"
+
+
+def _extends(c: str) -> bool:
+    """A character drawn as part of the one before it: a combining mark, a zero-width joiner, a
+    variation selector, an emoji's skin tone or a tag of a subdivision flag."""
+    point = ord(c)
+    return (
+        unicodedata.category(c) in ("Mn", "Me", "Mc")
+        or c == _ZWJ
+        or 0xFE00 <= point <= 0xFE0F
+        or 0x1F3FB <= point <= 0x1F3FF
+        or 0xE0020 <= point <= 0xE007F
+        or 0xE0100 <= point <= 0xE01EF
+    )
+
+
+def _regional(c: str) -> bool:
+    return 0x1F1E6 <= ord(c) <= 0x1F1FF
+
+
+def cluster_start(text: str, at: int) -> int:
+    """`at`, or the nearest place before it where a character a reader sees as one starts: a
+    cut there leaves no accent without its letter, no half of a flag (two regional letters) and
+    no piece of an emoji joined from several ("👨‍👩‍👧"). `at` itself when no such place is
+    before it (a single cluster longer than the cut)."""
+    cut = at
+    while 0 < cut < len(text) and (_extends(text[cut]) or text[cut - 1] == _ZWJ):
+        cut -= 1
+    if 0 < cut < len(text) and _regional(text[cut]):
+        before = cut
+        while before > 0 and _regional(text[before - 1]):
+            before -= 1
+        cut -= (cut - before) % 2
+    return cut if cut > 0 else at
 
 
 def invalid_arguments(arguments: JSON, schema: JSON) -> str | None:

@@ -27,7 +27,7 @@ from urllib3.exceptions import NewConnectionError
 from bot import logs
 from bot.config import shown_url
 from bot.retry_after import seconds_named
-from bot.tools import TICKET_KEY
+from bot.tools import TICKET_KEY, cluster_start
 from bot.tools.grievance_store import KEY_PREFIX, iso_at
 
 log = logging.getLogger(__name__)
@@ -186,7 +186,9 @@ def summary_for(category: str, description: str) -> str:
     if len(words) > SUMMARY_WORDS:
         text += " …"
     summary = f"{category.replace('_', ' ').capitalize()}: {text}" if text else category
-    return summary if len(summary) <= SUMMARY_CHARS else summary[: SUMMARY_CHARS - 2].rstrip() + " …"
+    if len(summary) <= SUMMARY_CHARS:
+        return summary
+    return summary[: cluster_start(summary, SUMMARY_CHARS - 2)].rstrip() + " …"
 
 
 # Jira (REST v2) reads a description as wiki markup: [~accountid:...] mentions a staff member and

@@ -1048,6 +1048,11 @@ def test_summaries_are_one_short_line() -> None:
     assert summary_for("reward_points", "missing\npoints\tagain") == "Reward points: missing points again"
     assert len(summary_for("other", long)) <= 120 and "\n" not in summary_for("other", long)
     assert set(CATEGORIES) >= {"wallet", "other"}
+    # A description in a script without spaces is one long word, cut where the summary is full:
+    # not inside a flag (its first letter alone shows as a boxed "F" in Jira) nor an accent.
+    for cluster in ("🇫🇷", "e\u0301"):
+        unspaced = "課金" * 55 + cluster + "課金" * 20  # "Other: " and 110 characters, then it
+        assert summary_for("other", unspaced) == "Other: " + "課金" * 55 + " …", cluster
 
 
 @pytest.mark.parametrize(
