@@ -27,6 +27,7 @@ from bot.tools import (
     readable_grievances,
     ticket_rows,
     too_short,
+    typed_key,
 )
 from bot.tools.base import ToolCall, ToolError
 from bot.tools.grievance_store import FINISHED_STATUSES, RESUBMIT_SECONDS
@@ -244,7 +245,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
     async def status(self, interaction: discord.Interaction, ticket: str | None = None) -> None:
         typed = (ticket or "").strip()
         # Checked here: the tool's own refusal of a long one names the tool, for the model.
-        a_key = bool(TICKET_KEY.match(typed.upper()))
+        a_key = bool(TICKET_KEY.match(typed_key(typed)))
         refused = self._too_soon(interaction) if a_key or not typed else None
 
         async def work() -> str:

@@ -111,6 +111,15 @@ async def test_grievance_status_shows_only_the_callers_tickets_privately(harness
     assert harness.fake.violations == []
 
 
+async def test_a_ticket_key_typed_in_full_width_or_with_a_dash_is_found(harness: Harness):
+    # A Japanese, Chinese or Korean keyboard types Latin letters and digits in full width; a
+    # phone's keyboard or a copy from a web page may give an en dash or a minus for the hyphen.
+    for typed in ("ＧＲＶ－１０", "ｇｒｖ－１０", "GRV\u201310", "GRV\u221210"):
+        text = await ask(harness.fake, nova, "grievance", sub("status", ticket=typed))
+        assert "GRV-10" in text and "Topped up 20 dollars" in text, typed
+    assert harness.fake.violations == []
+
+
 async def test_grievance_file_then_status(harness: Harness):
     filed = await ask(
         harness.fake,

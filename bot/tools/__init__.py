@@ -299,7 +299,7 @@ def build_tools(
 
     async def get_grievance_status(ctx: ToolContext, args: JSON) -> JSON:
         # Models fill optional fields with "": that is no key, not a wrong one.
-        key = (args.get("ticket_key") or "").strip().upper() or None
+        key = typed_key(args.get("ticket_key") or "") or None
         if key is not None:
             if not TICKET_KEY.match(key):
                 return {"tickets": [], "message": say.NOT_A_TICKET_KEY.format(key=key)}
@@ -508,6 +508,17 @@ def too_short(text: str) -> bool:
         words += max(1, -(-syllables // _SYLLABLES_PER_WORD)) if spaced else 0
         letters += 2 * ideographs + together + spaced
     return words < MIN_DESCRIPTION_WORDS or letters < MIN_DESCRIPTION_LETTERS
+
+
+# Dashes a phone keyboard or a copy from a web page puts where a key's hyphen goes: the
+# hyphen, non-breaking hyphen, figure dash, en dash, minus sign.
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2212", "-"))
+
+
+def typed_key(text: str) -> str:
+    """A ticket key as a player typed it, in the form keys have: "grv-12" is GRV-12, and so is
+    "ＧＲＶ－１２", as a Japanese, Chinese or Korean keyboard types it in full width."""
+    return unicodedata.normalize("NFKC", text).translate(_DASHES).strip().upper()
 
 
 def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
