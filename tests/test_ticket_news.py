@@ -876,6 +876,25 @@ async def test_words_written_in_jira_reach_a_dm_as_plain_words_without_a_masked_
     assert "https://evil.example/r" in text
 
 
+async def test_news_of_an_issue_with_half_an_emoji_in_jira_goes_out(fake: FakeJira, tmp_path: Path) -> None:
+    """Jira's strings are Java's: one may end in half an emoji, which its JSON sends as a lone
+    "\\ud83d". SQLite takes none: each poll failed on that issue ("asking Jira what changed
+    failed"), and its news never went out."""
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.register(BLAZE, "other", "my clan tag is gone")
+        await p.grievances.push_pending()  # GRV-101 and GRV-102
+        made = fake.add_issue([f"discord-{NOVA}"], summary="Rembours\ud83d", description="Remboursé \ud83d")
+        fake.set_status(made.key, "Réglé \ud83d", "indeterminate")
+        fake.set_status("GRV-102", "Done")
+        assert await p.news.run_once(front) == 2
+    assert sorted(front.texts()) == [
+        'Your ticket GRV-102 ("my clan tag is gone") is now resolved.',
+        'Your ticket GRV-103 ("Remboursé \ufffd") is now in progress.',
+    ]
+
+
 async def test_a_copy_staff_make_of_an_issue_is_told_as_an_issue_of_its_own(
     fake: FakeJira, tmp_path: Path
 ) -> None:

@@ -27,7 +27,7 @@ from urllib3.exceptions import NewConnectionError
 from bot import logs
 from bot.config import shown_url
 from bot.retry_after import seconds_named
-from bot.tools import TICKET_KEY, cluster_start
+from bot.tools import TICKET_KEY, cluster_start, well_formed
 from bot.tools.grievance_store import KEY_PREFIX, iso_at
 
 log = logging.getLogger(__name__)
@@ -660,9 +660,11 @@ class JiraTracker:
     def _to_issue(raw: dict[str, Any]) -> RemoteIssue:
         """An issue from Jira's answer. An answer of another shape (a changed API, an odd field)
         is a TrackerError like any other failure of Jira's, so status lookups fall back to the
-        local record instead of failing."""
+        local record instead of failing. Its text is made valid Unicode: Jira's strings are
+        Java's, which may hold half an emoji (a summary cut by an automation, say), sent as a
+        lone "\\ud83d" that SQLite cannot store, nor a DM carry."""
         try:
-            fields = raw.get("fields") or {}
+            fields = well_formed(raw.get("fields") or {})
             description = fields.get("description")
             labels = fields.get("labels") or []
             # user_of reads labels as strings: anything else would decide whose issue this is wrongly
