@@ -133,10 +133,10 @@ NO_PROFILE = (
 )
 NO_ACHIEVEMENTS = "{player}, you have no achievements yet. Keep playing!"
 ACHIEVEMENTS = "You have {count}: {names}."
-STATS_TOTAL = "{player}, you have {points} points, and you're ranked {rank} of {players} players."
-STATS_TOTAL_UNRANKED = "{player}, you have {points} points. I can't see your rank right now."
-BEST_GAME = "Your best game is {game}, with {points} points from {games}."
-CASH_WON = "You've won {cash:.2f} dollars in cash."
+STATS_TOTAL = "{player}, you have {points:,} points, and you're ranked {rank:,} of {players:,} players."
+STATS_TOTAL_UNRANKED = "{player}, you have {points:,} points. I can't see your rank right now."
+BEST_GAME = "Your best game is {game}, with {points:,} points from {games}."
+CASH_WON = "You've won {cash:,.2f} dollars in cash."
 LATEST_ACHIEVEMENT = "Your latest achievement is {achievement}."
 
 NOT_IN_GUIDES = "I couldn't find that in the game guides. Could you ask in other words?"
@@ -162,8 +162,8 @@ WHAT_WENT_WRONG = "I can file a complaint for you. What went wrong? Tell me what
 OFFER_NEW_COMPLAINT = " If this is a new complaint, tell me it's a new one and what happened."
 # Before the figures when a day or a week was asked about: the summary holds all-time totals only.
 ALL_TIME_ONLY = "I only have your all-time totals, not figures for a day or a week."
-GAME_STATS = "In {game}, you have {points} points from {games}."
-GAME_CASH = "You've won {cash:.2f} dollars in cash at {game}."
+GAME_STATS = "In {game}, you have {points:,} points from {games}."
+GAME_CASH = "You've won {cash:,.2f} dollars in cash at {game}."
 GAME_NO_CASH = "You haven't won any cash at {game}."
 # More achievements than a summary lists: the total, then the newest.
 ACHIEVEMENTS_LATEST = "You have {count}; the latest {shown} are {names}."

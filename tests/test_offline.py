@@ -1301,3 +1301,27 @@ async def test_what_a_player_said_stays_out_of_the_info_log(settings, caplog) ->
     logged = [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO]
     assert any("register_grievance" in line for line in logged)
     assert not [line for line in logged if "charged twice" in line]
+
+
+def test_large_figures_are_written_with_thousands_separators() -> None:
+    from bot.engines.offline.engine import _stats
+
+    result = {
+        "linked": True,
+        "player_name": "Zoë",
+        "total_points": 1234567,
+        "rank": 10234,
+        "players_ranked": 250000,
+        "games": [
+            {"game_type": "poker", "games_played": 1500, "points_earned": 1234567, "cash_won": 12345.5},
+        ],
+        "achievements": [],
+    }
+    assert _stats(result, "how many points do i have") == (
+        "Zoë, you have 1,234,567 points, and you're ranked 10,234 of 250,000 players. "
+        "Your best game is poker, with 1,234,567 points from 1,500 games. "
+        "You've won 12,345.50 dollars in cash."
+    )
+    assert _stats(result, "how many points do i have in poker") == (
+        "In poker, you have 1,234,567 points from 1,500 games. You've won 12,345.50 dollars in cash at poker."
+    )
