@@ -103,6 +103,11 @@ async def test_a_player_speaking_spanish_is_answered_in_spanish(storage, fake) -
     system = " ".join(fake.chats[0].body["messages"][0]["content"].split())
     assert "English." not in system and "spoken English" not in system
     assert "in the language the player speaks to you" in system
+    # The manuals are English: "requisitos del sistema" finds none of them.
+    (search,) = [
+        t["function"] for t in fake.chats[0].body["tools"] if t["function"]["name"] == "search_manuals"
+    ]
+    assert "in a few words of English" in search["parameters"]["properties"]["query"]["description"]
 
 
 async def test_a_tool_result_reaches_the_spoken_answer(storage, fake) -> None:

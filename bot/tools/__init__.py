@@ -341,7 +341,12 @@ def build_tools(
                         "type": "string",
                         "minLength": 1,
                         "maxLength": 300,
-                        "description": "What the player wants to know, in a few words.",
+                        # The manuals are English, and so are both indexes' analyzers: a
+                        # question put in the player's Spanish or Japanese finds nothing.
+                        "description": (
+                            "What the player wants to know, in a few words of English (the "
+                            "manuals' language), whatever language the player speaks."
+                        ),
                     }
                 },
                 "required": ["query"],
