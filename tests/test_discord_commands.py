@@ -939,7 +939,10 @@ async def test_a_mention_in_words_is_answered_and_not_taken_for_a_text_command(h
 
 async def test_a_blank_description_is_refused_in_plain_words_and_not_counted(settings, fake: FakeDiscord):
     async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0):
-        for blank in ("\u00a0" * 6, "\u3000" * 5, "\u200b \u2003\u200b \u00a0"):
+        # Hangul fillers are letters that draw nothing, what Discord users type for an empty look:
+        # three "words" of them filed a ticket nobody could read.
+        fillers = ("\u3164" * 3 + " ") * 3, "\uffa0\u115f\u1160 " * 3, "\u2800" * 8
+        for blank in ("\u00a0" * 6, "\u3000" * 5, "\u200b \u2003\u200b \u00a0", *fillers):
             text = await ask(fake, blaze, "grievance", sub("file", category="wallet", description=blank))
             assert text == BLANK_DESCRIPTION
         filed = await ask(fake, blaze, "grievance", sub("file", category="wallet", description="Gems gone."))

@@ -428,9 +428,18 @@ def passage_text(text: str, limit: int = MAX_PASSAGE_CHARS) -> str:
     return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + " …"
 
 
+# Characters that draw nothing yet are no spaces: Hangul's fillers are letters (Lo), and the
+# blank braille pattern a symbol; Discord users type them for a name or message that looks empty.
+_FILLERS = "\u115f\u1160\u3164\uffa0"
+_DRAWN_AS_NOTHING = _FILLERS + "\u2800"
+
+
 def blank(text: str) -> bool:
-    """Nothing a person could read: spaces of any kind, and invisible marks (zero-width ones)."""
-    return all(c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs") for c in text)
+    """Nothing a person could read: spaces of any kind, and invisible marks (zero-width ones,
+    Hangul fillers)."""
+    return all(
+        c.isspace() or unicodedata.category(c) in ("Cc", "Cf", "Zs") or c in _DRAWN_AS_NOTHING for c in text
+    )
 
 
 def complaint_key(category: str, description: str) -> tuple[str, str]:
@@ -500,8 +509,8 @@ def too_short(text: str) -> bool:
         ideographs = together = spaced = syllables = 0
         for c in run:
             kind = unicodedata.category(c)
-            if kind[0] not in "LN" and "VOWEL SIGN" not in unicodedata.name(c, ""):
-                continue  # a mark (an accent, a virama, a vowel above a Thai letter) or a joiner
+            if (kind[0] not in "LN" and "VOWEL SIGN" not in unicodedata.name(c, "")) or c in _FILLERS:
+                continue  # a mark (an accent, a virama, a vowel above a Thai letter), a joiner, a filler
             if _within(c, _IDEOGRAPHIC):
                 ideographs += 1
             elif _within(c, _RUN_TOGETHER):
