@@ -418,7 +418,9 @@ async def add_note(request: web.Request) -> web.StreamResponse:
     await _refuse_if_not_workable(request, key)
     sent = (await security.read_form(request)).get("body", "")
     # A file in its place would be kept as the name Python gives it (its temporary file's path).
-    body = sent.strip() if isinstance(sent, str) else ""
+    # A browser sends each line break of a textarea as CRLF, yet its maxlength counts one as one
+    # character: counted as sent, a note the page let through was refused.
+    body = sent.replace("\r\n", "\n").strip() if isinstance(sent, str) else ""
     if not body or len(body) > MAX_NOTE_CHARS:
         raise web.HTTPBadRequest(text=f"A note is 1 to {MAX_NOTE_CHARS} characters.")
     if not await _store(request).add_staff_note(key, "staff", body):
