@@ -68,6 +68,7 @@ from bot.config import NewsSettings
 from bot.db import add_missing_columns, first, opening, prune_due, while_locked, writing
 from bot.logs import Outage
 from bot.preferences import Preferences, PreferenceStore
+from bot.speech.speakable import BIDI_CONTROLS
 from bot.tools import cluster_start, filed_in, filing_turn
 from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, iso_at, utc_now
 
@@ -217,9 +218,10 @@ _MARKS = re.compile(r"[`*_~|<>@#\\\[\]]")
 
 def plain(text: str, limit: int) -> str:
     """Words from a database or Jira, fit for one line of a message: no markdown or mention
-    characters, nor the brackets of a masked link, whose words would hide its address; whitespace
-    collapsed, at most `limit` characters. An address keeps every character (one made a space
-    would link another page), and one that does not fit is left out, not cut."""
+    characters, nor the brackets of a masked link, whose words would hide its address, nor a
+    direction override; whitespace collapsed, at most `limit` characters. An address keeps every
+    character (one made a space would link another page), and one that does not fit is left
+    out, not cut."""
     parts: list[str] = []
     at = 0
     for found in _ADDRESS.finditer(text):
@@ -227,7 +229,7 @@ def plain(text: str, limit: int) -> str:
         parts += [_MARKS.sub(" ", text[at : found.start()]), f" {address} "]
         at = found.end()
     parts.append(_MARKS.sub(" ", text[at:]))
-    words = " ".join("".join(parts).split())
+    words = " ".join("".join(c for c in "".join(parts) if c not in BIDI_CONTROLS).split())
     if len(words) <= limit:
         return words
     kept = words[: cluster_start(words, limit - 1)].rstrip()

@@ -13,6 +13,7 @@ from discord.http import Route
 
 from bot import sentences as say
 from bot.audio import ReplyAudio
+from bot.speech.speakable import BIDI_CONTROLS
 from bot.tools import cluster_start
 
 log = logging.getLogger(__name__)
@@ -68,8 +69,9 @@ def _escape_left(found: re.Match[str]) -> str:
 def literal(text: str) -> str:
     """Words a player typed or someone wrote in Jira, as one line that shows exactly as written: a
     new line cannot end a quote or start a heading, `[x](https://...)` shows its address, and
-    no mention, emoji, timestamp or list is made of it."""
-    one_line = " ".join(text.split())
+    no mention, emoji, timestamp or list is made of it, nor does a direction override turn the
+    rest of the line around."""
+    one_line = " ".join("".join(c for c in text if c not in BIDI_CONTROLS).split())
     escaped = discord.utils.escape_mentions(discord.utils.escape_markdown(one_line))
     return _LEFT_BY_LIBRARY.sub(_escape_left, escaped)
 

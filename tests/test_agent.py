@@ -85,6 +85,24 @@ async def test_an_answer_with_a_lone_surrogate_or_a_nul_is_written_without_them_
     assert reply.audio is not None and reply.audio.duration_secs > 0.5
 
 
+async def test_an_answer_is_written_without_direction_overrides(settings) -> None:
+    """A player's name from the game's database (or a tool's result) that opens with U+202E turned
+    the rest of the bot's line around where everyone in the channel reads it. Arabic with its
+    right-to-left mark shows as written."""
+    engine = ScriptedEngine(
+        [
+            lambda turn: EngineReply(
+                text="\u202eNova\u2067, you have 708 points. \u0646\u0648\u0641\u0627\u200f"
+            )
+        ]
+    )
+    async with running_app(settings, engine) as app:
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "hi")
+        history = await app.conversations.history(NOVA)
+    assert reply.text == "Nova, you have 708 points. \u0646\u0648\u0641\u0627\u200f"
+    assert [t.reply_text for t in history] == [reply.text]
+
+
 def test_a_written_answer_keeps_the_line_breaks_control_characters_make() -> None:
     """A lone CR, a vertical tab or a form feed (a ticket's text from another system) was dropped,
     running one line's last word into the next line's first: "Ticket GRV-12Resolved"."""

@@ -56,6 +56,13 @@ ZWSP = "\u200b"
         # Links as written: a backslash in one would change where it goes.
         ("see https://example.com/a_b#top?x=[1]", "see https://example.com/a_b#top?x=[1]"),
         ("see <https://example.com/a_b>", "see <https://example.com/a_b>"),
+        # A direction override would turn the rest of the bot's line around: "GRV-3 · open"
+        # after "\u202eLost gems" showed as "nepo · 3-VRG". Arabic and its marks stay.
+        ("\u202eLost gems \u2067x", "Lost gems x"),
+        (
+            "\u0627\u0633\u062a\u0631\u062f\u0627\u062f\u200f 20$",
+            "\u0627\u0633\u062a\u0631\u062f\u0627\u062f\u200f 20$",
+        ),
     ],
 )
 def test_words_someone_wrote_show_as_written(written: str, shown: str) -> None:

@@ -1567,6 +1567,8 @@ async def test_news_forgotten_at_a_restart_is_not_told_again_when_jira_shows_the
         # Cut short, a flag or an emoji joined from several is left out rather than cut in two.
         ("x" * 58 + "🇫🇷 gone", "x" * 58 + "…"),
         ("x" * 57 + "👨\u200d👩\u200d👧 gone", "x" * 57 + "…"),
+        # A direction override would turn the rest of the DM around, "is now open" and all.
+        ("\u202edesolc \u2066refund\u2069", "desolc refund"),
     ],
 )
 def test_news_words_keep_their_addresses(written: str, shown: str) -> None:

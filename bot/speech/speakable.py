@@ -45,6 +45,10 @@ _FULL_WIDTH = {code: code - 0xFEE0 for code in range(0xFF01, 0xFF5F)} | {0x3000:
 # Control characters that end a line (a lone CR, vertical tab, form feed, NEL): dropped, they
 # ran the last word of one line into the first of the next.
 _LINE_BREAKS = re.compile("\r\n|[\r\x0b\x0c\x85]")
+# Embeddings, overrides and isolates: one left open (a name that starts with U+202E, say) turns
+# the rest of the line around, "Nova, you have 708 points" shown as "stniop 807 evah uoy ,avoN",
+# and lets words someone else wrote make the bot's message say something else.
+BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
 _SPACES = re.compile(r"[ \t]+")
 _SPACE_BEFORE_MARK = re.compile(r" +(?=[,;:.!?])")
 # A clause mark left at a sentence's start once the name before it is gone: ", you have".
@@ -64,10 +68,15 @@ def speakable(text: str) -> str:
 
 def writable(text: str) -> str:
     """`text` for the written reply: without lone surrogates, which no UTF-8 store or JSON body
-    takes (the turn was not saved), and control characters but line breaks and tabs. Everything
-    that shows stays, zero-width joiners too (they hold emoji sequences together)."""
+    takes (the turn was not saved), control characters but line breaks and tabs, and direction
+    overrides. Everything that shows stays, zero-width joiners too (they hold emoji sequences
+    together), and the marks (LRM, RLM) that set where a neutral character goes."""
     lines = _LINE_BREAKS.sub("\n", _without_surrogates(text))
-    return "".join(c for c in lines if c in _KEPT_CONTROLS or unicodedata.category(c) != "Cc")
+    return "".join(
+        c
+        for c in lines
+        if c in _KEPT_CONTROLS or (unicodedata.category(c) != "Cc" and c not in BIDI_CONTROLS)
+    )
 
 
 def _printable(text: str) -> str:
