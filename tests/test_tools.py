@@ -545,6 +545,18 @@ async def test_ticket_words_are_told_only_where_the_speaker_alone_hears_them(
     assert "words" not in none  # nothing was kept back
 
 
+async def test_a_long_ticket_is_listed_with_a_mark_that_there_is_more(settings, scripted_app_engine) -> None:
+    # Cut silently at 200 characters, the list showed a sentence stopping mid-word as if that were
+    # all the player wrote, and could split an emoji or a flag.
+    before = ("ガチャで購入したジェムが反映されません。" * 10)[:199]  # "gems bought in gacha are missing."
+    words = before + "🇯🇵" + "サポートをお願いします。" * 5
+    async with running_app(settings, scripted_app_engine) as app:
+        await run(app, NOVA, "register_grievance", category="wallet", description=words)
+        listed = await run(app, NOVA, "get_grievance_status", private=True)
+    shown = listed["tickets"][0]["summary"]
+    assert shown == before + "…"  # the flag across the cut left out whole
+
+
 async def test_concurrent_grievances_get_distinct_keys(settings, scripted_app_engine) -> None:
     async with running_app(settings, scripted_app_engine) as app:
         results = await asyncio.gather(

@@ -48,6 +48,8 @@ MAX_CALLS_PER_ROUND = 8
 MAX_PASSAGE_CHARS = 1500
 # An argument error is read by the model and kept in the history: it shows a value only in part.
 SHOWN_CHARS = 80
+# A ticket's words in a list of tickets: the start of them, marked "…" when there is more.
+SUMMARY_SHOWN = 200
 MAX_ERROR_CHARS = 300
 
 
@@ -182,7 +184,7 @@ def ticket_rows(tickets: Iterable[Grievance], *, private: bool) -> list[JSON]:
             "category": t.category,
             "status": t.status,
             "last_update": t.updated_at,
-            **({"summary": t.description[:200]} if private else {}),
+            **({"summary": clipped(t.description, SUMMARY_SHOWN)} if private else {}),
             **({"note": _record_note(t)} if t.untracked or t.from_local_record else {}),
         }
         for t in tickets
