@@ -611,6 +611,22 @@ async def test_the_desk_finds_words_in_any_case_of_any_alphabet(wsettings) -> No
             assert sorted(keys_on(page), reverse=True) == found, typed
 
 
+async def test_the_desk_shortens_a_description_without_splitting_a_flag(wsettings) -> None:
+    # Jinja's truncate cut Japanese (no spaces) at its 87th character: here, half of the flag.
+    said = "ジ" * 86 + "🇯🇵" + "ジェムが消えました" * 5
+    at = "2026-01-01T00:00:00Z"
+    async with web_client(wsettings) as (client, core):
+        await core.grievances.local_store.seed(
+            [
+                {"key": "GRV-301", "user_id": NOVA, "category": "wallet", "description": said}
+                | {"status": "open", "created_at": at, "updated_at": at}
+            ]
+        )
+        await log_in(client)
+        page = await (await client.get("/desk", params={"q": "GRV-301"})).text()
+    assert "ジ" * 86 + "🇯🇵ジ…" in page
+
+
 async def test_oldest_first_is_by_the_time_filed_not_the_ticket_number(wsettings) -> None:
     from bot.tools.grievance_spool import GrievanceSpool
     from bot.tools.grievance_store import iso_at

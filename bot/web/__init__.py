@@ -29,6 +29,7 @@ from aiohttp_session import setup as setup_sessions
 
 from bot.app import App, storage_paths
 from bot.config import Settings
+from bot.tools import cluster_start
 from bot.web import security
 
 log = logging.getLogger(__name__)
@@ -157,6 +158,7 @@ async def build_web(
         context_processors=[_template_context],
     )
     env.filters["utc"] = utc_minute
+    env.filters["shortened"] = shortened
     playground.add_routes(app)
     desk.add_routes(app)
     ops.add_routes(app)
@@ -217,6 +219,20 @@ def utc_minute(iso: str | None, suffix: bool = True) -> str:
         return ""
     shown = iso[:16].replace("T", " ")
     return f"{shown} UTC" if suffix else shown
+
+
+def shortened(text: str | None, limit: int) -> str:
+    """`text` in at most `limit` characters and a "…": cut at a word's end in its second half,
+    else (Chinese, Japanese, a long address) where a character a reader sees as one starts.
+    Jinja's truncate cut those anywhere: a flag into a boxed letter, an emoji into its parts."""
+    text = text or ""
+    if len(text) <= limit:
+        return text
+    cut = cluster_start(text, limit - 1)
+    space = text.rfind(" ", 0, cut + 1)
+    if space > cut // 2:
+        cut = space
+    return text[:cut].rstrip() + "…"
 
 
 # Routes that render no page: aiohttp-jinja2 runs the context processor before every handler, and
