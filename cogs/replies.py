@@ -26,6 +26,8 @@ NO_PINGS = {"parse": [], "replied_user": False}  # the model's words must not pi
 Upload = tuple[str, bytes]  # filename, Ogg/Opus bytes
 # Discord's answers that mean "no voice messages here": fall back to a file reply.
 MISSING_PERMISSIONS = 50013
+# Discord's refusal of a reply where the bot lacks Read Message History: its own code, not 50013.
+REPLY_WITHOUT_HISTORY = 160002
 VOICE_REFUSED_CODES = {50173, MISSING_PERMISSIONS}  # cannot send voice messages in this channel
 TOO_LARGE = 413  # "Request entity too large" (40005): the audio is over the channel's upload limit
 # Discord's upload limit where nothing raises it: a guild below boost level 2, and a DM, whose
@@ -158,8 +160,8 @@ def may_send(message: discord.Message) -> bool:
 
 
 def may_link(message: discord.Message) -> bool:
-    """Whether a reply may point at `message`: Discord refuses a reply (403 50013) where the bot
-    lacks Read Message History, and a reaction too."""
+    """Whether a reply may point at `message`: Discord refuses a reply (403 160002) where the bot
+    lacks Read Message History, and a reaction too (403 50013)."""
     perms = _permissions(message)
     return perms is None or perms.read_message_history
 
@@ -221,6 +223,12 @@ def _refused_for_permissions(exc: discord.HTTPException) -> bool:
     return exc.status == 403 and exc.code == MISSING_PERMISSIONS
 
 
+def _link_refused(exc: discord.HTTPException) -> bool:
+    """Whether Discord refused a reply for its link: Read Message History missing (160002), or
+    another permission (50013) that a plain message may not need."""
+    return exc.status == 403 and exc.code in (MISSING_PERMISSIONS, REPLY_WITHOUT_HISTORY)
+
+
 async def _linked_if_allowed(message: discord.Message, send: Callable[[bool], Awaitable[None]]) -> None:
     """`send(linked)` as a reply where the bot may reply, else as a plain message. A reply Discord
     refuses for missing permissions though discord.py thought them granted (an update it has not
@@ -229,9 +237,9 @@ async def _linked_if_allowed(message: discord.Message, send: Callable[[bool], Aw
     try:
         await send(linked)
     except discord.HTTPException as exc:
-        if not linked or not _refused_for_permissions(exc):
+        if not linked or not _link_refused(exc):
             raise
-        log.info("reply to note %s refused (50013): posting it without the link", message.id)
+        log.info("reply to note %s refused (%s): posting it without the link", message.id, exc.code)
         await send(False)
 
 
@@ -341,9 +349,9 @@ async def _send_rest(message: discord.Message, pieces: list[str], linked: bool, 
         try:
             await _send_piece(message, piece, linked, nonce)
         except discord.HTTPException as exc:
-            if not linked or not _refused_for_permissions(exc):
+            if not linked or not _link_refused(exc):
                 raise
-            log.info("reply to note %s refused (50013) mid-send: the rest goes unlinked", message.id)
+            log.info("reply to note %s refused (%s) mid-send: the rest goes unlinked", message.id, exc.code)
             linked = False
             await _send_piece(message, piece, linked, nonce)
 

@@ -423,7 +423,7 @@ async def test_a_link_refused_mid_reply_sends_the_rest_unlinked_without_repeatin
         assert await settled(settings, note) == "answered"
     voice, *pieces = fake.sent("message", ALLOWED_CHANNEL)
     assert voice.is_voice_message and [p.reply_to is not None for p in pieces] == [True, False]
-    assert len([r for r in fake.received if r.error == 50013]) == 1
+    assert len([r for r in fake.received if r.error == 160002]) == 1  # Discord's code for it
     told = " ".join(p.content for p in pieces)
     assert told.startswith("Nova, you have") and told.count("Tip 59:") == 1 and told.count("Tip 0:") == 1
 

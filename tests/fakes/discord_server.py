@@ -1581,8 +1581,13 @@ class FakeDiscord(Strict):
                 return await self._answer_posted(request, made)
             self._check_permission(channel_id, SEND_MESSAGES, "POST a message")
             if body.get("message_reference"):
-                # "the current user must have the READ_MESSAGE_HISTORY permission" to reply
-                self._check_permission(channel_id, READ_MESSAGE_HISTORY, "POST a reply")
+                # "the current user must have the READ_MESSAGE_HISTORY permission" to reply; Discord
+                # refuses with a code of its own for it, not Missing Permissions.
+                if not self._bot_may(channel_id, READ_MESSAGE_HISTORY):
+                    self._refuse_as_discord(
+                        f"POST a reply in channel {channel_id} without permission {READ_MESSAGE_HISTORY:#x}",
+                        DiscordError(403, 160002, "Cannot reply without permission to read message history"),
+                    )
             if files and not int(body.get("flags") or 0) & VOICE_FLAG:
                 # A voice message is an upload too, but gated by Send Voice Messages alone
                 # (discord-api-docs#6082).
