@@ -437,23 +437,25 @@ class VoiceNotes(commands.Cog):
 
     def _cannot_post(self, message: discord.Message) -> None:
         """A warning for the first note of a channel that denies the bot Send Messages; the rest
-        at info until a note there may be answered again: a raid there is one line to act on."""
+        at info until a note there may be answered again: a raid there is one line to act on. In
+        a thread the permission is Send Messages in Threads, set on its parent channel, which the
+        line names: a thread has no permissions of its own to look at."""
         where, who = message.channel.id, message.author.id
+        parent = getattr(message.channel, "parent_id", None)
+        if isinstance(message.channel, discord.Thread) and parent is not None:
+            missing = f"no Send Messages in Threads permission in thread {where} of channel {parent}"
+        else:
+            missing = f"no Send Messages permission in channel {where}"
         if where in self._denying:
-            log.info(
-                "note %s from %s not answered: no Send Messages permission in channel %s",
-                message.id,
-                who,
-                where,
-            )
+            log.info("note %s from %s not answered: %s", message.id, who, missing)
             return
         remember(self._denying, where, None, MAX_DENYING)
         log.warning(
-            "note %s from %s not answered: no Send Messages permission in channel %s (its next"
-            " notes are logged at info until the bot may post there)",
+            "note %s from %s not answered: %s (its next notes are logged at info until the bot may"
+            " post there)",
             message.id,
             who,
-            where,
+            missing,
         )
 
     @commands.Cog.listener()

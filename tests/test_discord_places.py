@@ -31,6 +31,7 @@ from tests.fakes.discord_server import (
     MANAGE_THREADS,
     OTHER_CHANNEL,
     READ_MESSAGE_HISTORY,
+    SEND_MESSAGES_IN_THREADS,
     FakeDiscord,
     Received,
     serving,
@@ -481,6 +482,30 @@ async def test_a_note_whose_thread_is_locked_mid_turn_is_given_up_on_without_ret
     # the answer, refused; no apology or reaction tried after it, to be refused the same way
     assert len(fake.refused) == 1 and "/messages:" in fake.refused[0], fake.refused
     assert [r for r in caplog.records if r.levelno >= logging.ERROR and str(note["id"]) in r.getMessage()]
+
+
+async def test_a_thread_denying_send_messages_in_threads_is_logged_by_that_permission_and_parent(
+    settings, fake, caplog
+):
+    # Threads have no permissions of their own: the denial sits on the parent channel, where
+    # Send Messages itself is granted, and the line must send the admin there.
+    caplog.set_level(logging.INFO)
+    fake.denied[ALLOWED_CHANNEL] = SEND_MESSAGES_IN_THREADS
+    async with running_bot(settings, fake) as h:
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        assert await settled(settings, note) == "expired"
+        assert h.engine.turns == []
+    said = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and str(note["id"]) in r.getMessage()
+    ]
+    assert len(said) == 1
+    assert (
+        f"no Send Messages in Threads permission in thread {thread} of channel {ALLOWED_CHANNEL}" in said[0]
+    )
+    assert not fake.sent("message", thread)
 
 
 async def test_a_note_whose_channel_is_deleted_mid_turn_is_given_up_on(settings, fake, caplog):
