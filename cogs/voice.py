@@ -94,8 +94,8 @@ def _discord_failed(exc: BaseException) -> bool:
 
 
 # Discord's answers that there is nowhere left to post: unknown channel, no access, DMs closed,
-# a locked thread. An apology would be refused the same way.
-NOWHERE_TO_POST = frozenset({10003, 50001, 50007, 50083})
+# a locked thread (archived: 50083; left open: 160005). An apology would be refused the same way.
+NOWHERE_TO_POST = frozenset({10003, 50001, 50007, 50083, 160005})
 
 
 def carried_attachments(message: discord.Message) -> list[discord.Attachment]:
@@ -374,8 +374,8 @@ class VoiceNotes(commands.Cog):
         if not mine:
             log.info("note %s from %s is answered elsewhere", message.id, author.id)
             return
-        if self._gone(message):
-            log.info("note %s from %s not answered: its channel or guild is gone", message.id, author.id)
+        if shut := self._shut(message):
+            log.info("note %s from %s not answered: %s", message.id, author.id, shut)
             await self._settle(ledger.unanswerable, message)
             return
         if not may_send(message):
@@ -424,8 +424,8 @@ class VoiceNotes(commands.Cog):
             return
         # Recorded as given up on, not answered, and not tried again: what kept every message from
         # the player (mostly permissions the channel denies) would most likely meet it again.
-        if self._gone(message):
-            log.info("note %s from %s not answered: its channel or guild is gone", message.id, author.id)
+        if shut := self._shut(message):  # a moderator's doing, as a deletion is: nothing to fix
+            log.info("note %s from %s not answered: %s", message.id, author.id, shut)
         else:
             log.error(
                 "note %s from %s got no answer: nothing could be posted in channel %s (see above)",
@@ -479,6 +479,16 @@ class VoiceNotes(commands.Cog):
         # it): its parent says whether it is there.
         place = getattr(channel, "parent_id", None) if isinstance(channel, discord.Thread) else channel.id
         return place is not None and self.bot.get_channel(place) is None
+
+    def _shut(self, message: discord.Message) -> str | None:
+        """Why nothing can be posted where the note is, as far as Discord has told the bot: its
+        place is gone, or its thread is locked (a moderator's lock keeps out everyone who may not
+        manage threads, archived or not). None: it may be."""
+        if self._gone(message):
+            return "its channel or guild is gone"
+        if _locked(message):
+            return f"thread {message.channel.id} is locked"
+        return None
 
     async def _heard(self, message: discord.Message, keys: list[str]) -> None:
         """Before the note is marked answered, while ticket news still holds what its answer
@@ -634,7 +644,7 @@ class VoiceNotes(commands.Cog):
         # queue of waiting notes would otherwise cost requests growing with the square of its length.
         async with self._notes_in_hand:
             metrics.NOTES_WAITING.leave(message)  # the agent counts it again while it waits for a slot
-            if self._gone(message):  # while it waited for the slot (said in answer())
+            if self._shut(message):  # while it waited for the slot (said in answer())
                 return False, Reached.NO
             async with self._typing(message):
                 try:
@@ -782,7 +792,7 @@ class VoiceNotes(commands.Cog):
 
     async def _tell(self, message: discord.Message, text: str) -> Reached:
         """A short reply the player can act on (failures are only logged)."""
-        if self._gone(message):
+        if self._shut(message):
             return Reached.NO
         try:
             await self._bounded(send_text(message, text))
@@ -874,6 +884,18 @@ def _archived(message: discord.Message) -> bool:
         return False
     live = channel.guild.get_thread(channel.id)
     return (live or channel).archived
+
+
+def _locked(message: discord.Message) -> bool:
+    """Whether the note's thread is locked to the bot as far as discord.py knows: no message of
+    its goes there unless it may manage threads."""
+    channel = message.channel
+    if not isinstance(channel, discord.Thread):
+        return False
+    live = channel.guild.get_thread(channel.id) or channel
+    if not live.locked or live.parent is None:
+        return live.locked
+    return not live.permissions_for(live.guild.me).manage_threads
 
 
 async def setup(bot: VoxdeskBot) -> None:

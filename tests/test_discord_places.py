@@ -481,7 +481,8 @@ async def test_a_note_whose_thread_is_locked_mid_turn_is_given_up_on_without_ret
     assert not fake.sent("message", thread)
     # the answer, refused; no apology or reaction tried after it, to be refused the same way
     assert len(fake.refused) == 1 and "/messages:" in fake.refused[0], fake.refused
-    assert [r for r in caplog.records if r.levelno >= logging.ERROR and str(note["id"]) in r.getMessage()]
+    said = [r.getMessage() for r in caplog.records if str(note["id"]) in r.getMessage()]
+    assert any(f"not answered: thread {thread} is locked" in line for line in said), said
 
 
 async def test_a_thread_denying_send_messages_in_threads_is_logged_by_that_permission_and_parent(
@@ -506,6 +507,38 @@ async def test_a_thread_denying_send_messages_in_threads_is_logged_by_that_permi
         f"no Send Messages in Threads permission in thread {thread} of channel {ALLOWED_CHANNEL}" in said[0]
     )
     assert not fake.sent("message", thread)
+
+
+async def test_a_note_whose_thread_is_locked_open_mid_turn_is_given_up_on_without_retries(settings, fake):
+    # Locked and not archived: the thread stays open, and Discord takes messages there from thread
+    # moderators alone (160005); an apology would be refused the same way.
+    fake.expect_refusals()
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=1.0)):
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.wait_for(lambda _: fake.sent("typing", thread) and fake.sent("reaction_add", thread))
+        await fake.lock_thread(thread)
+        assert await settled(settings, note) == "expired"
+    assert len(fake.refused) == 1 and "locked thread" in fake.refused[0], fake.refused
+
+
+async def test_notes_queued_in_a_thread_locked_open_cost_no_turn_and_no_request(settings, fake, caplog):
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine(delay=1.0)
+    async with running_bot(settings, fake, engine=engine) as h:
+        await caught_up(h.bot)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        first = await fake.send_note(nova, voice_note(), channel_id=thread)
+        queued = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.wait_for(lambda _: fake.sent("typing", thread) and fake.sent("reaction_add", thread))
+        fake.expect_refusals()  # the first note's answer, going out as the lock came
+        await fake.lock_thread(thread)
+        assert await settled(settings, first) == "expired"
+        assert await settled(settings, queued) == "expired"
+    assert len(engine.turns) == 1  # the queued note was not heard
+    assert len(fake.refused) <= 1, fake.refused
+    said = [r.getMessage() for r in caplog.records if str(queued["id"]) in r.getMessage()]
+    assert any(f"thread {thread} is locked" in line for line in said), said
 
 
 async def test_a_note_whose_channel_is_deleted_mid_turn_is_given_up_on(settings, fake, caplog):

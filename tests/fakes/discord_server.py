@@ -919,15 +919,29 @@ class FakeDiscord(Strict):
         self.threads[thread_id].update(archived=True, locked=locked, archive_timestamp=at.isoformat())
         await self.dispatch("THREAD_UPDATE", self.channel_payload(thread_id))
 
+    async def lock_thread(self, thread_id: int) -> None:
+        """A moderator locks a thread and leaves it open: only those who may manage threads post
+        in it from then on. THREAD_UPDATE to a connected bot."""
+        self.threads[thread_id]["locked"] = True
+        await self.dispatch("THREAD_UPDATE", self.channel_payload(thread_id))
+
     async def _unarchive(self, thread_id: int) -> None:
         self.threads[thread_id].update(archived=False, archive_timestamp=now_iso())
         await self.dispatch("THREAD_UPDATE", self.channel_payload(thread_id))
 
     async def _post_in_thread(self, channel_id: int, path: str) -> None:
         """ "Sending a message will automatically unarchive the thread, unless the thread has been
-        locked by a moderator" (Discord's threads topic); a locked one refuses with 50083."""
+        locked by a moderator" (Discord's threads topic); a locked one refuses with 50083, and one
+        locked but left open takes messages from thread moderators alone (160005)."""
         thread = self.threads.get(channel_id)
-        if thread is None or not thread["archived"]:
+        if thread is None:
+            return
+        if thread["locked"] and not thread["archived"] and not self._bot_may(channel_id, MANAGE_THREADS):
+            # Locked and left open: "Thread is locked" to all but thread moderators.
+            self._refuse_as_discord(
+                f"POST {path}: a message in a locked thread", DiscordError(403, 160005, "Thread is locked")
+            )
+        if not thread["archived"]:
             return
         if thread["locked"]:
             self._refuse_as_discord(
