@@ -243,7 +243,7 @@ class VoiceNotes(commands.Cog):
                 message.author.id,
                 len(notes),
             )
-        self.schedule(message, notes[0], several=len(notes) > 1)
+        self.schedule(message, notes[0])
 
     def voiceless(self, message: discord.Message) -> bool:
         """A voice message, or a forward of one, that brings no note to hear: no audio, or (where
@@ -279,10 +279,13 @@ class VoiceNotes(commands.Cog):
         if not hidden and (message.guild is None or self._mentioned(message)):
             self._hint(message, say.VOICE_WITHOUT_AUDIO, "not a note")
 
-    def schedule(self, message: discord.Message, note: discord.Attachment, several: bool = False) -> None:
-        """`answer` as work in flight, counted in its player's backlog until it is over."""
+    def schedule(self, message: discord.Message, note: discord.Attachment) -> None:
+        """`answer` as work in flight, counted in its player's backlog until it is over. Whoever
+        found the note (the live event, a catch-up, a recheck), a message of several is answered
+        by its first with a word about the rest."""
         user = message.author.id
         self._backlog[user] = self._backlog.get(user, 0) + 1
+        several = len(self.voice_notes(message)) > 1
         self.bot.track(self.answer(message, note, several)).add_done_callback(lambda _: self._over(user))
 
     def _over(self, user: int) -> None:

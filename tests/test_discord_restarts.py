@@ -155,6 +155,27 @@ async def test_notes_sent_while_the_bot_was_down_are_answered_once_oldest_first(
     assert first_replies == sorted(first_replies)
 
 
+async def test_a_message_of_two_notes_sent_while_the_bot_was_down_says_only_the_first_is_answered(
+    settings, fake
+) -> None:
+    # As live: the player hears that the second note will not be, rather than never hear of it.
+    note = (await fake.send_note(nova, voice_note(), guild=True, dispatch=False))["attachments"][0]
+    two = await fake.send_message(
+        nova,
+        channel_id=ALLOWED_CHANNEL,
+        guild=True,
+        attachments=[note, {**note, "id": "2"}],
+        flags=VOICE_FLAG,
+        dispatch=False,
+    )
+    async with running_bot(settings, fake):
+        await all_answered(fake, [two])
+        await settle(fake)
+    replies = fake.replies_to(two["id"])
+    assert [r.content for r in replies].count(ONE_AT_A_TIME) == 1
+    assert sum(r.is_voice_message for r in replies) == 1
+
+
 async def test_a_note_sent_while_the_gateway_was_away_is_answered_by_the_new_session(
     settings, fake, monkeypatch
 ) -> None:
