@@ -155,6 +155,9 @@ class VoiceNotes(commands.Cog):
         # Threads Discord said were deleted (THREAD_DELETE): discord.py drops a deleted thread
         # from its cache as it drops an archived one, which still takes a reply.
         self._deleted_threads: dict[int, None] = {}
+        # Private threads a player removed the bot from: until one adds it back, Discord refuses
+        # it everything there (50001) unless it may manage threads.
+        self._left_threads: dict[int, None] = {}
         # Notes a flood limit has weighed already (live, a catch-up, a thread's read-back): the
         # ledger learns of a note only once its claim lands, and a second path weighing it before
         # then would answer it and tell its player "too many" as well.
@@ -465,6 +468,15 @@ class VoiceNotes(commands.Cog):
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
         remember(self._deleted_threads, payload.thread_id, None, MAX_DELETED_THREADS)
 
+    @commands.Cog.listener()
+    async def on_thread_remove(self, thread: discord.Thread) -> None:
+        if thread.type is discord.ChannelType.private_thread:
+            remember(self._left_threads, thread.id, None, MAX_DELETED_THREADS)
+
+    @commands.Cog.listener()
+    async def on_thread_join(self, thread: discord.Thread) -> None:
+        self._left_threads.pop(thread.id, None)
+
     def _gone(self, message: discord.Message) -> bool:
         """Whether the note's guild channel or thread was deleted or the bot removed from its guild
         (Discord said so by CHANNEL_DELETE, THREAD_DELETE or GUILD_DELETE): every request there
@@ -491,6 +503,8 @@ class VoiceNotes(commands.Cog):
             return "its channel or guild is gone"
         if _locked(message):
             return f"thread {message.channel.id} is locked"
+        if message.channel.id in self._left_threads and not _manages_threads(message):
+            return f"the bot is no longer in private thread {message.channel.id}"
         return None
 
     async def _heard(self, message: discord.Message, keys: list[str]) -> None:
@@ -834,8 +848,8 @@ class VoiceNotes(commands.Cog):
         return task
 
     async def _react(self, message: discord.Message, emoji: str, remove: bool = False) -> None:
-        if not may_react(message) or self._gone(message):
-            return  # Discord would refuse it (403 50013, or 10003 / 50001) for every note there
+        if not may_react(message) or self._shut(message):
+            return  # Discord would refuse it (403 50013, or 10003 / 50001 / 160005) for every note there
         if not remove and _archived(message):
             return  # refused (50083) until a message unarchives the thread: a note a catch-up found
         # Shielded: a stop cancels the reactions under way, and a request cancelled while
@@ -896,9 +910,16 @@ def _locked(message: discord.Message) -> bool:
     if not isinstance(channel, discord.Thread):
         return False
     live = channel.guild.get_thread(channel.id) or channel
-    if not live.locked or live.parent is None:
-        return live.locked
-    return not live.permissions_for(live.guild.me).manage_threads
+    return live.locked and not _manages_threads(message)
+
+
+def _manages_threads(message: discord.Message) -> bool:
+    """Whether the bot may manage the threads where `message` is (a thread moderator posts in a
+    locked thread, and sees every private one); False where discord.py cannot tell."""
+    channel = message.channel
+    if not isinstance(channel, discord.Thread) or channel.parent is None or channel.guild.me is None:
+        return False
+    return channel.permissions_for(channel.guild.me).manage_threads
 
 
 async def setup(bot: VoxdeskBot) -> None:

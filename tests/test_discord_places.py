@@ -541,6 +541,27 @@ async def test_notes_queued_in_a_thread_locked_open_cost_no_turn_and_no_request(
     assert any(f"thread {thread} is locked" in line for line in said), said
 
 
+async def test_notes_queued_in_a_private_thread_the_bot_is_removed_from_cost_no_turn(settings, fake, caplog):
+    # Out of a private thread (no Manage Threads), the bot may neither see nor post there: Discord
+    # refuses with Missing Access until a player adds it back.
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine(delay=1.0)
+    async with running_bot(settings, fake, engine=engine) as h:
+        await caught_up(h.bot)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, joined=True)
+        first = await fake.send_note(nova, voice_note(), channel_id=thread)
+        queued = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.wait_for(lambda _: fake.sent("typing", thread) and fake.sent("reaction_add", thread))
+        fake.expect_refusals()  # the first note's answer, going out as the bot was removed
+        await fake.remove_from_thread(thread)
+        assert await settled(settings, first) == "expired"
+        assert await settled(settings, queued) == "expired"
+    assert len(engine.turns) == 1  # the queued note was not heard
+    assert len(fake.refused) <= 1, fake.refused
+    said = [r.getMessage() for r in caplog.records if str(queued["id"]) in r.getMessage()]
+    assert any(f"the bot is no longer in private thread {thread}" in line for line in said), said
+
+
 async def test_a_note_whose_channel_is_deleted_mid_turn_is_given_up_on(settings, fake, caplog):
     fake.expect_refusals()
     chat = 920000000000000099
