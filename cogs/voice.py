@@ -166,7 +166,8 @@ class VoiceNotes(commands.Cog):
         # Notes this process gave a ⏳: the recheck may fetch one before its ⏳ reached Discord
         # (queued behind the channel's reaction limit), and the fetched note would not show it.
         self._later: dict[int, None] = {}
-        self._denying: dict[int, None] = {}  # channels warned of as denying Send Messages
+        # Channels warned of as denying Send Messages, or, (id, True), Send Messages in Threads.
+        self._denying: dict[tuple[int, bool], None] = {}
         # Work that ends by itself, uncut ("typing…", reaction requests, sends given up on): held
         # here alone because asyncio keeps only a weak reference to a task.
         self._on_their_own: set[asyncio.Task[Any]] = set()
@@ -390,7 +391,7 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "failed", "permissions")
             await self._settle(ledger.unanswerable, message)
             return
-        self._denying.pop(message.channel.id, None)
+        self._denying.pop(_permission_place(message), None)
         if several:  # once it is this process's to answer: another bot may have it
             self.bot.track(self._tell(message, say.ONE_AT_A_TIME), aside=True)  # its note is counted
         await self._remember_place(message)
@@ -447,15 +448,15 @@ class VoiceNotes(commands.Cog):
         a thread the permission is Send Messages in Threads, set on its parent channel, which the
         line names: a thread has no permissions of its own to look at."""
         where, who = message.channel.id, message.author.id
-        parent = getattr(message.channel, "parent_id", None)
-        if isinstance(message.channel, discord.Thread) and parent is not None:
-            missing = f"no Send Messages in Threads permission in thread {where} of channel {parent}"
+        place = _permission_place(message)
+        if place[1]:
+            missing = f"no Send Messages in Threads permission in thread {where} of channel {place[0]}"
         else:
             missing = f"no Send Messages permission in channel {where}"
-        if where in self._denying:
+        if place in self._denying:
             log.info("note %s from %s not answered: %s", message.id, who, missing)
             return
-        remember(self._denying, where, None, MAX_DENYING)
+        remember(self._denying, place, None, MAX_DENYING)
         log.warning(
             "note %s from %s not answered: %s (its next notes are logged at info until the bot may"
             " post there)",
@@ -901,6 +902,16 @@ def _archived(message: discord.Message) -> bool:
         return False
     live = channel.guild.get_thread(channel.id)
     return (live or channel).archived
+
+
+def _permission_place(message: discord.Message) -> tuple[int, bool]:
+    """Where the permission to post a note's answer is set: (the channel, False), or for a thread
+    (its parent, True), whose Send Messages in Threads covers every thread under it."""
+    channel = message.channel
+    parent = getattr(channel, "parent_id", None)
+    if isinstance(channel, discord.Thread) and parent is not None:
+        return parent, True
+    return channel.id, False
 
 
 def _locked(message: discord.Message) -> bool:

@@ -496,13 +496,14 @@ async def test_a_thread_denying_send_messages_in_threads_is_logged_by_that_permi
         thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
         note = await fake.send_note(nova, voice_note(), channel_id=thread)
         assert await settled(settings, note) == "expired"
+        # Another thread under it: the same denial, said once for the channel, not per thread.
+        other = await fake.send_note(
+            blaze, voice_note(), channel_id=await fake.add_thread(ALLOWED_CHANNEL, "x")
+        )
+        assert await settled(settings, other) == "expired"
         assert h.engine.turns == []
-    said = [
-        r.getMessage()
-        for r in caplog.records
-        if r.levelno == logging.WARNING and str(note["id"]) in r.getMessage()
-    ]
-    assert len(said) == 1
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(said) == 1 and str(note["id"]) in said[0], said
     assert (
         f"no Send Messages in Threads permission in thread {thread} of channel {ALLOWED_CHANNEL}" in said[0]
     )
