@@ -42,7 +42,7 @@ from bot.bounded import remember
 from bot.logs import Outage
 from cogs.bot import VoxdeskBot
 from cogs.limits import InAnyWindow, room_for
-from cogs.replies import discords_trouble, from_the_edge, limited_for
+from cogs.replies import discords_trouble, from_the_edge, limited_for, timed_out_until
 
 if TYPE_CHECKING:
     from bot.note_ledger import Unanswered
@@ -285,6 +285,11 @@ class CatchUp(commands.Cog):
                         # Its guild in an outage: the bot's permissions there are unknown until it
                         # is back. The note waits for it; the notes kept after it go on.
                         log.debug("note %s waits for the guild of channel %s", left.message_id, left.place_id)
+                        continue
+                    if channel is not None and timed_out_until(getattr(channel, "guild", None)):
+                        # Said when the note was given back: until the timeout ends nothing can be
+                        # posted there, and fetching the note each recheck would only spend requests.
+                        log.debug("note %s waits for the bot's timeout to end", left.message_id)
                         continue
                     if channel is not None and not _may_read(channel):
                         # Discord would refuse the fetch (403 50001), as it does a refusal's: a

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import json
 import logging
 import re
@@ -142,6 +143,15 @@ def _permissions(message: discord.Message) -> discord.Permissions | None:
     if guild is None or not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
         return None
     return channel.permissions_for(guild.me)
+
+
+def timed_out_until(guild: discord.Guild | None) -> datetime.datetime | None:
+    """When the bot's timeout in `guild` ends, if a moderator timed it out (discord.py keeps it
+    from the bot's GUILD_MEMBER_UPDATE); None when it is not, or in a DM."""
+    me = guild.me if guild is not None else None
+    if me is None or not me.is_timed_out():
+        return None
+    return me.timed_out_until
 
 
 def voice_message_allowed(message: discord.Message) -> bool:

@@ -23,7 +23,15 @@ from bot.preferences import Preferences
 from bot.tools.base import ToolContext
 from cogs.bot import VoxdeskBot
 from cogs.limits import InAnyWindow
-from cogs.replies import discords_trouble, limited_for, may_react, may_send, send_answer, send_text
+from cogs.replies import (
+    discords_trouble,
+    limited_for,
+    may_react,
+    may_send,
+    send_answer,
+    send_text,
+    timed_out_until,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -168,6 +176,7 @@ class VoiceNotes(commands.Cog):
         self._later: dict[int, None] = {}
         # Channels warned of as denying Send Messages, or, (id, True), Send Messages in Threads.
         self._denying: dict[tuple[int, bool], None] = {}
+        self._timeouts_said: dict[tuple[int, float], None] = {}  # (guild, end) of timeouts warned of
         # Work that ends by itself, uncut ("typing…", reaction requests, sends given up on): held
         # here alone because asyncio keeps only a weak reference to a task.
         self._on_their_own: set[asyncio.Task[Any]] = set()
@@ -385,6 +394,9 @@ class VoiceNotes(commands.Cog):
             log.info("note %s from %s not answered: %s", message.id, author.id, shut)
             await self._settle(ledger.unanswerable, message)
             return
+        if self._wait_out_timeout(message):
+            await self._release(message)
+            return
         if not may_send(message):
             # Nothing could reach the player there: no turn is spent on an answer that cannot go out.
             self._cannot_post(message)
@@ -414,6 +426,9 @@ class VoiceNotes(commands.Cog):
         finally:
             metrics.NOTES_WAITING.leave(message)
             told = self._answer_out.pop(message.id, None)
+        if reached is not Reached.YES and self._wait_out_timeout(message):  # timed out meanwhile
+            await self._release(message)
+            return
         if reached is Reached.YES:
             await self._heard(message, told or [])
             await self._settle(ledger.answered, message)
@@ -441,6 +456,30 @@ class VoiceNotes(commands.Cog):
                 message.channel.id,
             )
         await self._settle(ledger.unanswerable, message)
+
+    def _wait_out_timeout(self, message: discord.Message) -> bool:
+        """Whether the bot is timed out in the note's guild: a moderator's timeout leaves it only
+        View Channel and Read Message History there, until a time Discord names. The note is
+        given back for the recheck, which answers it once the timeout is over (if it was sent
+        within catch_up_minutes), rather than given up on as a channel that denies Send
+        Messages would be. One warning for each timeout, the notes at info."""
+        until = timed_out_until(message.guild)
+        if until is None:
+            return False
+        assert message.guild is not None  # a DM has no timeout
+        said = (message.guild.id, until.timestamp())
+        level = logging.INFO if said in self._timeouts_said else logging.WARNING
+        remember(self._timeouts_said, said, None, MAX_DENYING)
+        log.log(
+            level,
+            "note %s from %s waits: I am timed out in guild %s until %s; notes there are answered"
+            " once it ends",
+            message.id,
+            message.author.id,
+            message.guild.id,
+            until.isoformat(timespec="seconds"),
+        )
+        return True
 
     def _cannot_post(self, message: discord.Message) -> None:
         """A warning for the first note of a channel that denies the bot Send Messages; the rest
@@ -662,7 +701,7 @@ class VoiceNotes(commands.Cog):
         # queue of waiting notes would otherwise cost requests growing with the square of its length.
         async with self._notes_in_hand:
             metrics.NOTES_WAITING.leave(message)  # the agent counts it again while it waits for a slot
-            if self._shut(message):  # while it waited for the slot (said in answer())
+            if self._shut(message) or timed_out_until(message.guild):  # while it waited (see answer())
                 return False, Reached.NO
             async with self._typing(message):
                 try:

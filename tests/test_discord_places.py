@@ -39,7 +39,7 @@ from tests.fakes.discord_server import (
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_news import eventually
 from tests.test_discord_replies import settled
-from tests.test_discord_restarts import note_state
+from tests.test_discord_restarts import note_state, rechecks
 
 FORUM = 920000000000000077
 
@@ -598,6 +598,52 @@ async def test_add_reactions_taken_away_mid_raid_costs_no_answer_and_no_refused_
             await answered(fake, note)
         reacted = {r.body["message_id"] for r in fake.received if r.kind == "reaction_add"}
         assert not reacted & {n["id"] for n in raid}
+
+
+def waits_out_the_timeout(caplog: pytest.LogCaptureFixture, note: dict) -> bool:
+    return any("timed out" in r.getMessage() and str(note["id"]) in r.getMessage() for r in caplog.records)
+
+
+async def test_a_note_sent_while_the_bot_is_timed_out_is_answered_once_the_timeout_ends(
+    settings, fake, caplog
+):
+    # A moderator's timeout leaves the bot View Channel and Read Message History alone, until a
+    # time Discord names (or until a moderator lifts it): the note waits rather than be given up.
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        await fake.time_out_the_bot(600.0)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: waits_out_the_timeout(caplog, note))
+        await rechecks(h.bot)  # which leave it alone while the timeout lasts
+        assert not fake.sent("message", ALLOWED_CHANNEL)
+        await fake.time_out_the_bot(0.0)  # lifted
+        voice, transcript = await answered(fake, note)
+        await settle(fake)
+        assert len(h.engine.turns) == 1
+    assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
+    assert [r for r in fake.received if r.error is not None] == []  # nothing tried while timed out
+    assert not [r for r in fake.received if r.kind == "get_message"][1:]  # one fetch, once lifted
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "timed out" in said[0], said
+
+
+async def test_a_note_whose_answer_meets_the_bots_timeout_is_answered_once_it_ends(settings, fake, caplog):
+    fake.expect_refusals()  # the answer, going out as the timeout came
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine(delay=0.5)
+    async with running_bot(settings, fake, engine=engine, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda _: fake.sent("typing", ALLOWED_CHANNEL))
+        await fake.time_out_the_bot(600.0)
+        await eventually(lambda: waits_out_the_timeout(caplog, note))
+        await fake.time_out_the_bot(0.0)
+        voice, _ = await answered(fake, note)
+        await settle(fake)
+    assert [r for r in fake.received if r.kind == "message" and r.error == 50013]  # met the timeout
+    assert voice.is_voice_message and len([r for r in fake.replies_to(note["id"]) if r.is_voice_message]) == 1
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "given up on"
 
 
 async def test_notes_still_queued_when_the_bot_is_kicked_cost_no_turn_and_no_request(settings, fake, caplog):

@@ -447,6 +447,9 @@ class FakeDiscord(Strict):
         self.missed: dict[str, list[tuple[str, dict[str, Any]]]] = {}  # session id → events to replay
         self.guild_channels = {ALLOWED_CHANNEL: "voice-help", OTHER_CHANNEL: "general"}
         self.left_guild = False  # the bot was kicked: its guild's channels answer 403 50001
+        # A moderator timed the bot out until then (time.time()): it keeps only View Channel and
+        # Read Message History in the guild's channels, as any member timed out.
+        self.timed_out_until = 0.0
         self.channel_types: dict[int, int] = {}  # guild channel id → its type, when not 0 (text)
         # Thread id → {"parent_id", "name", "type", "archived", "locked", "archive_timestamp",
         # "members": user id → when they joined} (see add_thread()).
@@ -821,6 +824,8 @@ class FakeDiscord(Strict):
         has no roles or overwrites."""
         if not self.in_guild(channel_id):
             return True
+        if time.time() < self.timed_out_until and permission & ~(VIEW_CHANNEL | READ_MESSAGE_HISTORY):
+            return False
         return not (permission & ~self.bot_permissions or self._denied(channel_id) & permission)
 
     async def add_to_thread(self, thread_id: int) -> None:
@@ -871,6 +876,7 @@ class FakeDiscord(Strict):
         }
 
     def _bot_member(self) -> dict[str, Any]:
+        until = self.timed_out_until
         return {
             "user": user_payload(BOT_USER_ID, "voxdesk", bot=True),
             "roles": [],
@@ -878,7 +884,24 @@ class FakeDiscord(Strict):
             "deaf": False,
             "mute": False,
             "flags": 0,
+            **(
+                {
+                    "communication_disabled_until": datetime.datetime.fromtimestamp(
+                        until, datetime.UTC
+                    ).isoformat()
+                }
+                if until > time.time()
+                else {}
+            ),
         }
+
+    async def time_out_the_bot(self, seconds: float) -> None:
+        """A moderator times the bot out for `seconds` (0: lifts its timeout): GUILD_MEMBER_UPDATE
+        with its `communication_disabled_until` (sent for the bot's own member whatever its
+        intents). Nothing is sent when a timeout runs out: clients compare the time with their
+        clock."""
+        self.timed_out_until = time.time() + seconds if seconds > 0 else 0.0
+        await self.dispatch("GUILD_MEMBER_UPDATE", {"guild_id": str(GUILD_ID), **self._bot_member()})
 
     async def add_thread(
         self,
