@@ -154,6 +154,8 @@ class CatchUp(commands.Cog):
         if voice is None or not _may_read(thread):
             return
         await self._paced()  # players adding the bot to many threads at once are a catch-up too
+        if thread.id not in self._joined:
+            return  # removed again while the read waited its turn: Discord refuses it (50001)
         cutoff = self._cutoff()
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()
