@@ -99,7 +99,9 @@ def remove_partials(folder: Path, names: Iterable[str]) -> None:
 
 def _held(partial: Path) -> bool:
     try:
-        fd = os.open(partial, os.O_RDONLY)
+        # For writing: NFS locks (and so flocks) on its server, where an exclusive lock needs a
+        # descriptor that may write; a read-only one gets EBADF, as if no locks were taken there.
+        fd = os.open(partial, os.O_RDWR)
     except FileNotFoundError:
         return True  # renamed into place meanwhile: nothing to remove
     try:

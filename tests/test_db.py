@@ -798,3 +798,37 @@ def test_a_partial_file_its_writer_holds_is_kept_whatever_its_process_id_says(tm
     finally:
         os.close(fd)
     assert writing.exists() and not killed.exists()
+
+
+def test_a_partial_file_held_on_nfs_is_kept(tmp_path: Path, monkeypatch) -> None:
+    # NFS emulates flock with byte-range locks on the server, where an exclusive one needs a
+    # descriptor open for writing (flock(2)): a read-only probe got EBADF, taken for a file system
+    # with no locks, and the other container's Whisper model.bin was removed mid-join.
+    import errno
+    import fcntl
+    import subprocess
+
+    from bot.db import hold, remove_partials
+
+    flock = fcntl.flock
+
+    def nfs_flock(fd: int, operation: int) -> None:
+        if operation & fcntl.LOCK_EX and fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_RDONLY:
+            raise OSError(errno.EBADF, "Bad file descriptor")
+        flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", nfs_flock)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    writing = tmp_path / f".model.bin.{gone.pid}.0a1b2c3d.partial"
+    killed = tmp_path / f".model.bin.{gone.pid}.9e8f7a6b.partial"
+    killed.write_bytes(b"half a model")
+    fd = os.open(writing, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)  # as every writer opens it
+    try:
+        hold(fd)
+        os.write(fd, b"half a model")
+        remove_partials(tmp_path, ["model.bin"])
+    finally:
+        os.close(fd)
+    assert writing.exists(), "a partial its writer holds was removed"
+    assert not killed.exists()
