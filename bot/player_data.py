@@ -309,6 +309,19 @@ def write_private(path: Path, text: str) -> None:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
-            os.link(partial, path)
+            try:
+                os.link(partial, path)
+            except OSError as exc:
+                if exc.errno not in _NO_HARD_LINKS:
+                    raise
+                # A USB stick (FAT, exFAT) or an SMB share: the name claimed, still never over an
+                # existing file, then the whole export renamed onto it. A kill in between leaves
+                # an empty file by that name, never part of a player's data.
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
+
+
+# What link() says on a file system that has no hard links.
+_NO_HARD_LINKS = {errno.EPERM, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS}

@@ -8,6 +8,8 @@ import sqlite3
 import time
 from pathlib import Path
 
+import pytest
+
 from bot.app import storage_paths
 from bot.config import UsageSettings
 from bot.conversations import FORGOTTEN, ConversationStore
@@ -238,6 +240,31 @@ def test_an_export_killed_half_way_leaves_no_file_that_looks_whole_and_is_made_a
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text())["user_id"] == NOVA
     assert [p.name for p in exports.iterdir()] == ["nova.json"]
+
+
+def test_an_export_to_a_file_system_without_hard_links_is_written_and_never_overwrites(
+    tmp_path, monkeypatch
+) -> None:
+    # A USB stick (FAT, exFAT) or an SMB share takes no hard link: link() says EPERM there, and
+    # every export to it failed where the same export written in place had worked.
+    import errno
+    import os
+
+    from bot import player_data
+
+    def no_hard_links(*_args, **_kwargs) -> None:
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    out = tmp_path / "nova.json"
+    player_data.write_private(out, '{"user_id": "nova"}\n')
+    assert out.read_text() == '{"user_id": "nova"}\n'
+    assert out.stat().st_mode & 0o777 == 0o600
+    assert [p.name for p in tmp_path.iterdir()] == ["nova.json"]
+    with pytest.raises(FileExistsError):
+        player_data.write_private(out, "another player's data\n")
+    assert out.read_text() == '{"user_id": "nova"}\n'
+    assert [p.name for p in tmp_path.iterdir()] == ["nova.json"]
 
 
 async def test_export_and_forget_refuse_a_database_a_newer_voxdesk_wrote_and_touch_nothing(settings) -> None:
