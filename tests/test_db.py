@@ -832,3 +832,56 @@ def test_a_partial_file_held_on_nfs_is_kept(tmp_path: Path, monkeypatch) -> None
         os.close(fd)
     assert writing.exists(), "a partial its writer holds was removed"
     assert not killed.exists()
+
+
+@pytest.mark.parametrize("writer", ["domain model", "encoder", "whisper", "export", "safety key"])
+def test_every_writer_holds_its_partial_file_until_it_takes_its_name(
+    tmp_path: Path, monkeypatch, writer: str
+) -> None:
+    # Another container's start on the same volume, sweeping just before this one's rename,
+    # cannot tell this process's id from a dead one's: the writer's lock alone keeps its file.
+    # Here the sweep runs in this very process, whose id remove_partials never trusts.
+    import hashlib
+
+    from bot.db import remove_partials
+
+    rename, link = os.replace, os.link
+
+    def swept_first(real: Callable[..., None]) -> Callable[..., None]:
+        def step(src: Any, dst: Any) -> None:
+            remove_partials(Path(dst).parent, [Path(dst).name])
+            real(src, dst)
+
+        return step
+
+    monkeypatch.setattr(os, "replace", swept_first(rename))
+    monkeypatch.setattr(os, "link", swept_first(link))
+    if writer == "domain model":
+        from bot.speech.recognizer import _replace
+
+        _replace(tmp_path / "domain.arpa", "\\data\\\n")
+        made = tmp_path / "domain.arpa"
+    elif writer == "encoder":
+        from bot.speech.encoder_files import _keep_in
+
+        _keep_in({"model.safetensors": b"weights"}, tmp_path)
+        made = tmp_path / "model.safetensors"
+    elif writer == "whisper":
+        from bot.speech.whisper_recognizer import _join
+
+        piece = tmp_path / "model.bin.part1"
+        piece.write_bytes(b"weights")
+        made = tmp_path / "model.bin"
+        _join([piece], made, hashlib.sha256(b"weights").hexdigest())
+    elif writer == "export":
+        from bot.player_data import write_private
+
+        made = tmp_path / "nova.json"
+        write_private(made, "{}\n")
+    else:
+        from bot.engines.openai import _made
+
+        made = tmp_path / "openai-safety.key"
+        _made(tmp_path, made)
+    assert made.stat().st_size
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
