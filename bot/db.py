@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import glob
 import logging
 import os
 import shutil
@@ -89,7 +90,7 @@ def remove_partials(folder: Path, names: Iterable[str]) -> None:
     this process's id is a killed one's whose id came round again (a container's process is pid 1
     each time): the caller writes none of its own meanwhile."""
     for name in names:
-        for partial in folder.glob(f".{name}.*.partial"):
+        for partial in folder.glob(f".{glob.escape(name)}.*.partial"):  # an export's name: any marks
             pid = partial.name[len(name) + 2 :].split(".", 1)[0]
             if pid.isdigit() and int(pid) != os.getpid() and _running(int(pid)):
                 continue

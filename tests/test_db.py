@@ -885,3 +885,22 @@ def test_every_writer_holds_its_partial_file_until_it_takes_its_name(
         _made(tmp_path, made)
     assert made.stat().st_size
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+def test_a_killed_writers_partial_is_removed_whatever_marks_its_name_holds(tmp_path: Path) -> None:
+    # `player export --out 'nova [2026].json'`: the name went into a glob pattern as it was, its
+    # brackets read as a set of characters, and a killed export's copy of a player's data stayed.
+    import subprocess
+
+    from bot.db import remove_partials
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    name = "nova [2026]*?.json"
+    killed = tmp_path / f".{name}.{gone.pid}.0a1b2c3d.partial"
+    other = tmp_path / f".nova 2.json.{gone.pid}.9e8f7a6b.partial"  # another name's: not asked for
+    for partial in (killed, other):
+        partial.write_text("half a player's data", encoding="utf-8")
+    remove_partials(tmp_path, [name])
+    assert not killed.exists()
+    assert other.exists()
