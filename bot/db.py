@@ -117,6 +117,15 @@ def _held(partial: Path) -> bool:
         fd = os.open(partial, os.O_RDWR)
     except FileNotFoundError:
         return True  # renamed into place meanwhile: nothing to remove
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+            raise
+        # Another user's (`init` run as root, killed), or a read-only mount: read-only, a lock
+        # is still tried on a local disk, and the sweep goes on.
+        try:
+            fd = os.open(partial, os.O_RDONLY)
+        except FileNotFoundError:
+            return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -904,3 +904,30 @@ def test_a_killed_writers_partial_is_removed_whatever_marks_its_name_holds(tmp_p
     remove_partials(tmp_path, [name])
     assert not killed.exists()
     assert other.exists()
+
+
+def test_a_killed_writers_partial_this_user_may_only_read_is_still_removed(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # `init` run as root and killed leaves a 0644 partial of root's in a folder the bot's user
+    # writes: the lock's probe may not open it for writing, and a refusal there stopped the sweep,
+    # and with it Whisper's start and the encoders' cache, where its removal had gone through.
+    import errno
+    import subprocess
+
+    from bot.db import remove_partials
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = tmp_path / f".model.bin.{gone.pid}.0a1b2c3d.partial"
+    killed.write_bytes(b"half a model")
+    opened = os.open
+
+    def read_only(path: Any, flags: int, *args: Any) -> int:
+        if Path(path) == killed and flags & os.O_ACCMODE != os.O_RDONLY:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return opened(path, flags, *args)
+
+    monkeypatch.setattr(os, "open", read_only)
+    remove_partials(tmp_path, ["model.bin"])
+    assert not killed.exists()
