@@ -128,10 +128,10 @@ def _held(partial: Path) -> bool:
             return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    except OSError:
-        return False  # no locks on this file system: its process id said
+    except OSError as exc:
+        # Held: EWOULDBLOCK, or EACCES where flock is emulated by byte-range locks (CIFS).
+        # Anything else: no locks on this file system, and its process id said.
+        return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
     finally:
         os.close(fd)
     return False

@@ -931,3 +931,37 @@ def test_a_killed_writers_partial_this_user_may_only_read_is_still_removed(
     monkeypatch.setattr(os, "open", read_only)
     remove_partials(tmp_path, ["model.bin"])
     assert not killed.exists()
+
+
+def test_a_partial_file_held_on_smb_is_kept(tmp_path: Path, monkeypatch) -> None:
+    # CIFS emulates flock with SMB byte-range locks, and a lock another holds is refused there
+    # with EACCES, not EWOULDBLOCK (as `voxdesk check`'s test of locks knows): that was taken
+    # for a file system with no locks, and the other container's partial removed mid-write.
+    import errno
+    import fcntl
+    import subprocess
+
+    from bot.db import hold, remove_partials
+
+    flock = fcntl.flock
+
+    def smb_flock(fd: int, operation: int) -> None:
+        try:
+            flock(fd, operation)
+        except BlockingIOError:
+            raise PermissionError(errno.EACCES, "Permission denied") from None
+
+    monkeypatch.setattr(fcntl, "flock", smb_flock)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    writing = tmp_path / f".model.bin.{gone.pid}.0a1b2c3d.partial"
+    killed = tmp_path / f".model.bin.{gone.pid}.9e8f7a6b.partial"
+    killed.write_bytes(b"half a model")
+    fd = os.open(writing, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        hold(fd)
+        remove_partials(tmp_path, ["model.bin"])
+    finally:
+        os.close(fd)
+    assert writing.exists(), "a partial its writer holds was removed"
+    assert not killed.exists()
