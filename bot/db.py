@@ -83,8 +83,34 @@ _NO_FOLDER_SYNC = {errno.EINVAL, errno.EBADF, errno.EISDIR, errno.ENOTSUP, errno
 def partial_beside(path: Path) -> Path:
     """The name `path` is written under, whole, before it is renamed or linked into place: this
     process's own, so writers starting together never take each other's, and one a killed writer
-    left is told by its process id (remove_partials). The writer holds it locked (`hold`)."""
+    left is told by its process id (remove_partials). Made by `new_partial`, which holds it."""
     return path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.partial")
+
+
+def new_partial(path: Path, mode: int = 0o666) -> tuple[Path, int]:
+    """A new `partial_beside` file for `path` and a descriptor writing it, held (`hold`) until
+    closed. Another container's start may sweep it between its making and its lock (its process
+    id means nothing there): then it is made again, rather than written whole under no name."""
+    while True:
+        partial = partial_beside(path)
+        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        try:
+            hold(fd)
+            if _named(partial, fd):
+                return partial, fd
+        except BaseException:
+            os.close(fd)
+            partial.unlink(missing_ok=True)
+            raise
+        os.close(fd)
+
+
+def _named(partial: Path, fd: int) -> bool:
+    # By inode, not link count: NFS renames a file unlinked while open to a .nfs name of its own.
+    try:
+        return os.stat(partial).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+        return False
 
 
 def hold(fd: int) -> None:
@@ -106,17 +132,16 @@ def remove_partials(folder: Path, names: Iterable[str]) -> None:
             pid = partial.name[len(name) + 2 :].split(".", 1)[0]
             if pid.isdigit() and int(pid) != os.getpid() and _running(int(pid)):
                 continue
-            if not _held(partial):
-                partial.unlink(missing_ok=True)
+            _remove_unless_held(partial)
 
 
-def _held(partial: Path) -> bool:
+def _remove_unless_held(partial: Path) -> None:
     try:
         # For writing: NFS locks (and so flocks) on its server, where an exclusive lock needs a
         # descriptor that may write; a read-only one gets EBADF, as if no locks were taken there.
         fd = os.open(partial, os.O_RDWR)
     except FileNotFoundError:
-        return True  # renamed into place meanwhile: nothing to remove
+        return  # renamed into place meanwhile
     except OSError as exc:
         if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
             raise
@@ -125,16 +150,20 @@ def _held(partial: Path) -> bool:
         try:
             fd = os.open(partial, os.O_RDONLY)
         except FileNotFoundError:
-            return True
+            return
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        # Held: EWOULDBLOCK, or EACCES where flock is emulated by byte-range locks (CIFS).
-        # Anything else: no locks on this file system, and its process id said.
-        return exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            # Held: EWOULDBLOCK, or EACCES where flock is emulated by byte-range locks (CIFS).
+            # Anything else: no locks on this file system, and its process id said.
+            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+                return
+        # Removed under this lock: a writer that locks its file after it finds the name gone
+        # (new_partial), where one locking between a let-go and the removal would write on.
+        partial.unlink(missing_ok=True)
     finally:
         os.close(fd)
-    return False
 
 
 def _running(pid: int) -> bool:

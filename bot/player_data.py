@@ -30,10 +30,9 @@ from bot.app import StoragePaths
 from bot.conversations import FORGOTTEN
 from bot.db import (
     BUSY_SECONDS,
-    hold,
     kept,
     naming,
-    partial_beside,
+    new_partial,
     refuse_newer,
     remove_partials,
     restore_from_log,
@@ -301,11 +300,9 @@ def write_private(path: Path, text: str) -> None:
     remove_partials(path.parent, [path.name])  # an earlier export of it killed half-way
     if path.exists():  # refused before a player's data is written anywhere
         raise FileExistsError(errno.EEXIST, os.strerror(errno.EEXIST), str(path))
-    partial = partial_beside(path)
+    partial, fd = new_partial(path, 0o600)
     try:
-        fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with open(fd, "w", encoding="utf-8") as out:
-            hold(fd)
             out.write(text)
             out.flush()
             os.fsync(out.fileno())

@@ -841,8 +841,6 @@ def test_every_writer_holds_its_partial_file_until_it_takes_its_name(
     # Another container's start on the same volume, sweeping just before this one's rename,
     # cannot tell this process's id from a dead one's: the writer's lock alone keeps its file.
     # Here the sweep runs in this very process, whose id remove_partials never trusts.
-    import hashlib
-
     from bot.db import remove_partials
 
     rename, link = os.replace, os.link
@@ -856,33 +854,7 @@ def test_every_writer_holds_its_partial_file_until_it_takes_its_name(
 
     monkeypatch.setattr(os, "replace", swept_first(rename))
     monkeypatch.setattr(os, "link", swept_first(link))
-    if writer == "domain model":
-        from bot.speech.recognizer import _replace
-
-        _replace(tmp_path / "domain.arpa", "\\data\\\n")
-        made = tmp_path / "domain.arpa"
-    elif writer == "encoder":
-        from bot.speech.encoder_files import _keep_in
-
-        _keep_in({"model.safetensors": b"weights"}, tmp_path)
-        made = tmp_path / "model.safetensors"
-    elif writer == "whisper":
-        from bot.speech.whisper_recognizer import _join
-
-        piece = tmp_path / "model.bin.part1"
-        piece.write_bytes(b"weights")
-        made = tmp_path / "model.bin"
-        _join([piece], made, hashlib.sha256(b"weights").hexdigest())
-    elif writer == "export":
-        from bot.player_data import write_private
-
-        made = tmp_path / "nova.json"
-        write_private(made, "{}\n")
-    else:
-        from bot.engines.openai import _made
-
-        made = tmp_path / "openai-safety.key"
-        _made(tmp_path, made)
+    made = _write_through(writer, tmp_path)
     assert made.stat().st_size
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
 
@@ -964,4 +936,98 @@ def test_a_partial_file_held_on_smb_is_kept(tmp_path: Path, monkeypatch) -> None
     finally:
         os.close(fd)
     assert writing.exists(), "a partial its writer holds was removed"
+    assert not killed.exists()
+
+
+# Each writer of a partial file, writing `made` in `folder`.
+def _write_through(writer: str, folder: Path) -> Path:
+    import hashlib
+
+    if writer == "domain model":
+        from bot.speech.recognizer import _replace
+
+        _replace(folder / "domain.arpa", "\\data\\\n")
+        return folder / "domain.arpa"
+    if writer == "encoder":
+        from bot.speech.encoder_files import _keep_in
+
+        _keep_in({"model.safetensors": b"weights"}, folder)
+        return folder / "model.safetensors"
+    if writer == "whisper":
+        from bot.speech.whisper_recognizer import _join
+
+        piece = folder / "model.bin.part1"
+        piece.write_bytes(b"weights")
+        _join([piece], folder / "model.bin", hashlib.sha256(b"weights").hexdigest())
+        piece.unlink()
+        return folder / "model.bin"
+    if writer == "export":
+        from bot.player_data import write_private
+
+        write_private(folder / "nova.json", "{}\n")
+        return folder / "nova.json"
+    from bot.engines.openai import _made
+
+    _made(folder, folder / "openai-safety.key")
+    return folder / "openai-safety.key"
+
+
+@pytest.mark.parametrize("writer", ["domain model", "encoder", "whisper", "export", "safety key"])
+def test_a_sweep_between_a_partials_making_and_its_lock_does_not_fail_its_writer(
+    tmp_path: Path, monkeypatch, writer: str
+) -> None:
+    # Two bots starting together in two containers on one volume: one's sweep may find the
+    # other's partial made but not locked yet (its pid unknown there), and remove it. The writer
+    # then wrote a whole model into a file no name led to, and failed at its rename.
+    import fcntl
+
+    from bot.db import remove_partials
+
+    flock, swept = fcntl.flock, []
+
+    def swept_before_the_lock(fd: int, operation: int) -> None:
+        if operation == fcntl.LOCK_EX and not swept:
+            partial = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            swept.append(partial)
+            remove_partials(
+                partial.parent, [partial.name[1:].rsplit(".", 3)[0]]
+            )  # .<name>.<pid>.<hex>.partial
+        flock(fd, operation)
+
+    monkeypatch.setattr(fcntl, "flock", swept_before_the_lock)
+    made = _write_through(writer, tmp_path)
+    assert swept and not swept[0].exists()
+    assert made.stat().st_size
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".partial")] == []
+
+
+def test_a_sweep_removes_a_partial_while_it_holds_its_lock(tmp_path: Path, monkeypatch) -> None:
+    # Let go before the unlink, a writer locking in between took its file for its own, still
+    # named, and went on writing into one the sweep then removed.
+    import fcntl
+    import subprocess
+
+    from bot.db import remove_partials
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = tmp_path / f".model.bin.{gone.pid}.0a1b2c3d.partial"
+    killed.write_bytes(b"half a model")
+    unlink, tried = os.unlink, []
+
+    def writer_locking_first(path: Any, *args: Any, **kwargs: Any) -> None:
+        if Path(path) == killed:
+            fd = os.open(path, os.O_WRONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                tried.append("taken")
+            except BlockingIOError:
+                tried.append("held")
+            finally:
+                os.close(fd)
+        unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", writer_locking_first)
+    remove_partials(tmp_path, ["model.bin"])
+    assert tried == ["held"], "the sweep let go of its lock before removing the file"
     assert not killed.exists()

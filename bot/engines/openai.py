@@ -45,7 +45,7 @@ from bot import sentences as say
 from bot.audio import pcm_to_wav
 from bot.bounded import remember
 from bot.config import OPENAI_VOICES, Settings, shown_url
-from bot.db import fsync_path, hold, partial_beside, remove_partials
+from bot.db import fsync_path, new_partial, remove_partials
 from bot.engines.base import (
     AudioClip,
     EngineError,
@@ -1032,10 +1032,8 @@ def _made_or_read(folder: Path, path: Path) -> bytes:
 
 def _made(folder: Path, path: Path) -> bytes:
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    made = partial_beside(path)
-    fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    made, fd = new_partial(path, 0o600)
     try:
-        hold(fd)
         os.write(fd, secrets.token_bytes(SAFETY_KEY_BYTES))
         os.fsync(fd)
         try:

@@ -22,7 +22,7 @@ import threading
 import zipfile
 from pathlib import Path
 
-from bot.db import hold, partial_beside, remove_partials
+from bot.db import new_partial, remove_partials
 from bot.speech.sentence_encoder import MINILM, MPNET, Files, Model, checked
 
 log = logging.getLogger(__name__)
@@ -103,10 +103,9 @@ def _keep_in(files: dict[str, bytes], folder: Path) -> None:
     # A start killed as it writes them (the OOM killer, mid-inflate) leaves up to 438 MB.
     remove_partials(folder, files)
     for name, data in files.items():
-        partial = partial_beside(folder / name)
+        partial, fd = new_partial(folder / name)
         try:
-            with partial.open("xb") as out:
-                hold(out.fileno())
+            with open(fd, "wb") as out:
                 out.write(data)
                 out.flush()  # whole before its name is taken, and while still held
                 os.replace(partial, folder / name)

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pocketsphinx
 
-from bot.db import fsync_path, hold, partial_beside, remove_partials
+from bot.db import fsync_path, new_partial, remove_partials
 from bot.speech import ngram
 from bot.speech.domain_corpus import domain_sentences
 
@@ -124,10 +124,9 @@ def _replace(path: Path, text: str) -> None:
     starting while `init` runs beside the bot reads the old file or the new one, never half of
     either, and a power cut after the build leaves the new file, not an empty one by its name.
     The other name carries this process's id, for the next build to tell a killed one's."""
-    partial = partial_beside(path)
+    partial, fd = new_partial(path)
     try:
-        with partial.open("x", encoding="utf-8") as out:
-            hold(out.fileno())
+        with open(fd, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())

@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from bot.db import hold, partial_beside, remove_partials
+from bot.db import new_partial, remove_partials
 from bot.speech.domain_corpus import normalise
 from bot.speech.recognizer import RATE, Hypothesis
 from bot.tools.manual_chunks import chunk_manuals
@@ -194,11 +194,10 @@ def _join(pieces: list[Path], target: Path, expected: str) -> None:
     # A file of this process's own beside the target, renamed into place only once it is whole
     # and checked: a bot and a `voxdesk check` starting together never see half a model nor rename
     # each other's file away (two checks in one bot, the desk's, join one at a time).
-    partial = partial_beside(target)
+    partial, fd = new_partial(target)
     digest = hashlib.sha256()
     try:
-        with partial.open("xb") as out:
-            hold(out.fileno())
+        with open(fd, "wb") as out:
             for piece in pieces:
                 if not piece.is_file():
                     raise WhisperUnavailable(f"{piece} is missing: reinstall with {MULTILINGUAL_HINT}")
