@@ -82,8 +82,10 @@ async def test_a_long_rate_limit_sends_the_notes_to_the_fallback_at_once(storage
         {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "1m0s"},
         # Azure's, in seconds with no unit, on a 429 that may come with no retry-after.
         {"x-ratelimit-remaining-tokens": "0", "x-ratelimit-reset-tokens": "37"},
+        # Azure's too, spelled rate-limit, beside the remaining counts spelled ratelimit.
+        {"x-ratelimit-remaining-requests": "12", "x-rate-limit-reset-tokens": "55"},
     ],
-    ids=["openai", "azure"],
+    ids=["openai", "azure", "azure-rate-limit"],
 )
 async def test_a_rate_limit_reset_header_pauses_requests_too(storage, fake, reset) -> None:
     # A 429 names its wait in the reset of the limit it ran out of: tried again sooner, the

@@ -919,7 +919,11 @@ def _pause_asked(headers: Any) -> float | None:
     if named is not None:
         return named
     limit = "requests" if headers.get("x-ratelimit-remaining-requests") == "0" else "tokens"
-    reset = (headers.get(f"x-ratelimit-reset-{limit}") or "").strip()
+    # Azure's 429 has named it x-rate-limit-reset-tokens too ("55", beside an
+    # x-ratelimit-remaining-requests, and no retry-after: openai/openai-python#937).
+    reset = (
+        headers.get(f"x-ratelimit-reset-{limit}") or headers.get(f"x-rate-limit-reset-{limit}") or ""
+    ).strip()
     if RESET_SECONDS.fullmatch(reset):
         # A limit that resets now names no wait (Azure has been seen sending "0" with its counts at -1).
         return float(reset) or None
