@@ -120,6 +120,16 @@ async def test_a_ticket_key_typed_in_full_width_or_with_a_dash_is_found(harness:
     assert harness.fake.violations == []
 
 
+async def test_a_ticket_key_copied_from_right_to_left_text_or_typed_in_kana_is_found(harness: Harness):
+    # Copied out of an Arabic or Hebrew message, a key carries the marks or isolates that kept it
+    # left-to-right there: refused, the reply (which drops isolates) showed "GRV-10" as no key.
+    # A Japanese keyboard writing kana types "ー" for "-".
+    for typed in ("\u2067GRV-10\u2069", "\u200fGRV-10\u200e", "\u200bGRV-10", "ＧＲＶー１０", "GRV\u201410"):
+        text = await ask(harness.fake, nova, "grievance", sub("status", ticket=typed))
+        assert "GRV-10" in text and "Topped up 20 dollars" in text, typed
+    assert harness.fake.violations == []
+
+
 async def test_grievance_file_then_status(harness: Harness):
     filed = await ask(
         harness.fake,

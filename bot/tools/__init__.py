@@ -527,14 +527,19 @@ def too_short(text: str) -> bool:
 
 
 # Dashes a phone keyboard or a copy from a web page puts where a key's hyphen goes: the
-# hyphen, non-breaking hyphen, figure dash, en dash, minus sign.
-_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2212", "-"))
+# hyphen, non-breaking hyphen, figure dash, en and em dash, horizontal bar, minus sign, and the
+# long-vowel mark a Japanese keyboard types for "-" while it writes kana.
+_DASHES = str.maketrans(dict.fromkeys("\u2010\u2011\u2012\u2013\u2014\u2015\u2212\u30fc", "-"))
 
 
 def typed_key(text: str) -> str:
     """A ticket key as a player typed it, in the form keys have: "grv-12" is GRV-12, and so is
-    "ＧＲＶ－１２", as a Japanese, Chinese or Korean keyboard types it in full width."""
-    return unicodedata.normalize("NFKC", text).translate(_DASHES).strip().upper()
+    "ＧＲＶ－１２", as a Japanese, Chinese or Korean keyboard types it in full width. Characters
+    that draw nothing are left out: a key copied from Arabic or Hebrew text brings direction
+    marks or isolates with it, and the refusal, which shows the key without them, named a key
+    that looked right."""
+    shown = unicodedata.normalize("NFKC", text).translate(_DASHES)
+    return "".join(c for c in shown if unicodedata.category(c) != "Cf").strip().upper()
 
 
 def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
