@@ -3452,3 +3452,14 @@ def test_words_clipped_for_a_reply_keep_each_flag_and_accent_whole() -> None:
 
     assert clipped("GRV-" + "🇯🇵" * 5, 7) == "GRV-🇯🇵…"
     assert clipped("cafe\u0301 au lait", 4) == "caf…"
+
+
+def test_a_cut_to_nothing_keeps_nothing() -> None:
+    # A limit of 0 asked cluster_start for the place before the first character: it answered -1,
+    # and text[:-1] kept all of it but its last character.
+    from bot.ticket_news import plain
+    from bot.tools import cluster_start
+    from bot.web import shortened
+
+    assert [cluster_start("", 0), cluster_start("abc", -1), cluster_start("🇯🇵", 1)] == [0, 0, 1]
+    assert shortened("hello world", 0) == "…" and plain("hello world", 0) == "…"

@@ -571,7 +571,10 @@ def cluster_start(text: str, at: int) -> int:
     """`at`, or the nearest place before it where a character a reader sees as one starts: a
     cut there leaves no accent without its letter, no half of a flag (two regional letters) and
     no piece of an emoji joined from several ("👨‍👩‍👧"). `at` itself when no such place is
-    before it (a single cluster longer than the cut)."""
+    before it (a single cluster longer than the cut), and 0 for a cut before the start: as a
+    slice's end, a negative one would keep all but the last characters."""
+    if at <= 0:
+        return 0
     cut = at
     while 0 < cut < len(text) and (_extends(text[cut]) or text[cut - 1] == _ZWJ):
         cut -= 1
