@@ -611,6 +611,24 @@ async def test_the_desk_finds_words_in_any_case_of_any_alphabet(wsettings) -> No
             assert sorted(keys_on(page), reverse=True) == found, typed
 
 
+async def test_the_desk_finds_a_key_pasted_in_full_width_or_with_another_dash(wsettings) -> None:
+    # As a player writes it in a channel, and /grievance status finds it: staff pasting it found
+    # no ticket by its key.
+    at = "2026-01-01T00:00:00Z"
+    async with web_client(wsettings) as (client, core):
+        await core.grievances.local_store.seed(
+            [
+                {"key": key, "user_id": NOVA, "category": "wallet", "description": "gems gone"}
+                | {"status": "open", "created_at": at, "updated_at": at}
+                for key in ("GRV-401", "GRV-402")
+            ]
+        )
+        await log_in(client)
+        for typed in ("ＧＲＶ－４０１", "grv\u2013401", "\u2067GRV-401\u2069"):
+            page = await (await client.get("/desk", params={"q": typed})).text()
+            assert keys_on(page) == ["GRV-401"], typed
+
+
 async def test_the_desk_shortens_a_description_without_splitting_a_flag(wsettings) -> None:
     # Jinja's truncate cut Japanese (no spaces) at its 87th character: here, half of the flag.
     said = "ジ" * 86 + "🇯🇵" + "ジェムが消えました" * 5

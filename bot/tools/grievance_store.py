@@ -45,7 +45,7 @@ from bot.db import (
     writing,
 )
 from bot.logs import Outage
-from bot.tools import complaint_key, filed_in, filing_turn, same_complaint
+from bot.tools import complaint_key, filed_in, filing_turn, same_complaint, typed_key
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import UNFILED, GrievanceSpool, spool_line
 
@@ -1541,7 +1541,10 @@ def _staff_where(
         described = " AND ".join(["instr(folded(description), ?) > 0"] * len(words))
         where.append(f"(local_key = ? OR remote_key = ? OR user_id = ? OR ({described}))")
         term = search.strip()
-        args += [term.upper(), term.upper(), term, *(folded(w) for w in words)]
+        # A key pasted from a player's message may be in full width or carry another dash, as
+        # /grievance status takes it.
+        key = typed_key(term)
+        args += [key, key, term, *(folded(w) for w in words)]
     return " AND ".join(where), args
 
 
