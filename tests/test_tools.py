@@ -3454,6 +3454,16 @@ def test_words_clipped_for_a_reply_keep_each_flag_and_accent_whole() -> None:
     assert clipped("cafe\u0301 au lait", 4) == "caf…"
 
 
+def test_words_clipped_keep_hindi_conjuncts_and_decomposed_hangul_whole() -> None:
+    # "नमस्ते" cut at 4 kept "नमस्", a dead consonant the player never wrote; "한국" as macOS may
+    # send it (six jamo) cut at 4 left a syllable without its vowel.
+    from bot.tools import clipped
+
+    assert clipped("नमस्ते दोस्त", 4) == "नम…"
+    hanguk = "\u1112\u1161\u11ab\u1100\u116e\u11a8"  # 한국 decomposed: 한 is its first three
+    assert clipped(hanguk + " game", 4) == "\u1112\u1161\u11ab…"
+
+
 def test_a_cut_to_nothing_keeps_nothing() -> None:
     # A limit of 0 asked cluster_start for the place before the first character: it answered -1,
     # and text[:-1] kept all of it but its last character.

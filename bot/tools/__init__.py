@@ -551,16 +551,25 @@ _ZWJ = "\u200d"
 
 def _extends(c: str) -> bool:
     """A character drawn as part of the one before it: a combining mark, a zero-width joiner, a
-    variation selector, an emoji's skin tone or a tag of a subdivision flag."""
+    variation selector, an emoji's skin tone, a tag of a subdivision flag, or the vowel or final
+    consonant of a Hangul syllable sent decomposed (as macOS and iOS may)."""
     point = ord(c)
     return (
         unicodedata.category(c) in ("Mn", "Me", "Mc")
         or c == _ZWJ
+        or 0x1160 <= point <= 0x11FF
+        or 0xD7B0 <= point <= 0xD7FF
         or 0xFE00 <= point <= 0xFE0F
         or 0x1F3FB <= point <= 0x1F3FF
         or 0xE0020 <= point <= 0xE007F
         or 0xE0100 <= point <= 0xE01EF
     )
+
+
+def _conjunct(text: str, at: int) -> bool:
+    """Whether a letter at `at` joins the one before a virama: Hindi's "क्ष" is drawn as one
+    character, and cut after its virama it reads as another word's "क्"."""
+    return unicodedata.combining(text[at - 1]) == 9 and text[at].isalpha()
 
 
 def _regional(c: str) -> bool:
@@ -576,7 +585,7 @@ def cluster_start(text: str, at: int) -> int:
     if at <= 0:
         return 0
     cut = at
-    while 0 < cut < len(text) and (_extends(text[cut]) or text[cut - 1] == _ZWJ):
+    while 0 < cut < len(text) and (_extends(text[cut]) or text[cut - 1] == _ZWJ or _conjunct(text, cut)):
         cut -= 1
     if 0 < cut < len(text) and _regional(text[cut]):
         before = cut
