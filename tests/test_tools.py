@@ -1197,7 +1197,7 @@ def test_a_spool_line_the_disk_takes_in_part_is_finished_or_refused(tmp_path, mo
     monkeypatch.setattr(grievance_spool.os, "write", lambda fd, data: real_write(fd, data[:10]))
     spool = grievance_spool.GrievanceSpool(tmp_path / "g.spool.jsonl")
     spool.keep(user_id=BLAZE, category="wallet", description="charged twice", at="t", state="local_only")
-    assert json.loads(spool.path.read_text())["description"] == "twice"
+    assert json.loads(spool.path.read_text())["description"] == "charged twice"
 
     def full_disk(fd: int, data: bytes) -> int:
         if len(data) > 10:
