@@ -59,6 +59,7 @@ from bot.engines.base import (
 )
 from bot.logs import Outage
 from bot.retry_after import seconds_named
+from bot.tools import well_formed
 from bot.tools.base import UNPARSED, ToolCall, too_deep
 
 log = logging.getLogger(__name__)
@@ -850,8 +851,7 @@ def as_json(value: Any) -> str:
     kept to MAX_HISTORY_CHARS characters would be sent as several times the tokens it allows. A
     lone surrogate (half an emoji in a model's arguments) becomes U+FFFD: the SDK sends the body as
     UTF-8, which cannot hold one."""
-    text = json.dumps(value, ensure_ascii=False)
-    return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return well_formed(json.dumps(value, ensure_ascii=False))
 
 
 def _name_and_arguments(call: Any) -> tuple[str, str | dict[str, Any]]:
