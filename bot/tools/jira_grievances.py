@@ -267,7 +267,7 @@ class JiraGrievances:
         except TrackerError as exc:
             # A limit on one issue's writes holds back only that grievance (its row's due time).
             if exc.retry_after is not None and exc.limit != PER_ISSUE_LIMIT:
-                until = time.monotonic() + self._rate_limited_for(exc.retry_after, said=False)
+                until = time.monotonic() + self._rate_limited_for(exc.retry_after, warn=False)
                 if until > self._quiet_until:
                     self._quiet_until, self._quiet_for = until, exc
             raise
@@ -479,14 +479,14 @@ class JiraGrievances:
         s = self._settings
         return min(s.max_backoff_seconds, s.push_interval_seconds * 2.0 ** min(attempts, 30))
 
-    def _rate_limited_for(self, retry_after: float, said: bool = True) -> float:
+    def _rate_limited_for(self, retry_after: float, warn: bool = True) -> float:
         """How long a 429 holds pushes (and lookups) back: as long as Jira asks, up to
         max_backoff_seconds. A Retry-After of days (a proxy's, or an HTTP date from a clock far
         off) would otherwise silence every push for days, while asking once per longest backoff
-        costs Jira nothing. `said`: log a wait cut short (the push's record of it does; the hold
-        on every request that the same 429 sets need not say it twice)."""
+        costs Jira nothing. `warn`: log a wait cut short, as the push's record of it does; the
+        hold the same 429 sets on every request, and the pusher's pause, need not say it twice."""
         cap = self._settings.max_backoff_seconds
-        if retry_after <= cap or not said:
+        if retry_after <= cap or not warn:
             return min(retry_after, cap)
         log.warning(
             "Jira asked for no request within %g s (Retry-After): pushing again in %g s instead",
@@ -506,9 +506,9 @@ class JiraGrievances:
                 cap = self._settings.max_backoff_seconds
                 backoff = min(cap, max(interval, backoff * 2))
                 # A 429's Retry-After is a floor, since asking sooner only earns another 429, up
-                # to the longest backoff (_rate_limited_for, which logs one that was longer).
+                # to the longest backoff (_rate_limited_for; the push's record logged a longer one).
                 asked = getattr(exc, "retry_after", None)
-                wait = backoff if asked is None else max(backoff, self._rate_limited_for(asked, said=False))
+                wait = backoff if asked is None else max(backoff, self._rate_limited_for(asked, warn=False))
                 pending = await self._pending_count()
                 # Told as the soonest row's due time: a round after `wait` pushes none held back
                 # longer (Jira's search lag after a 5xx, a refusal's own backoff).
