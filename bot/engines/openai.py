@@ -928,7 +928,7 @@ def _pause_asked(headers: Any) -> float | None:
         # A limit that resets now names no wait (Azure has been seen sending "0" with its counts at -1).
         return float(reset) or None
     parts = RESET.findall(reset)
-    if not parts or "".join(n + u for n, u in parts) != reset.strip():
+    if not parts or "".join(n + u for n, u in parts) != reset:
         return None
     return sum(float(n) * UNITS[u] for n, u in parts)
 
