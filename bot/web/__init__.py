@@ -223,8 +223,8 @@ def utc_minute(iso: str | None, suffix: bool = True) -> str:
 
 def shortened(text: str | None, limit: int) -> str:
     """`text` in at most `limit` characters and a "…": cut at a word's end in its second half,
-    else (Chinese, Japanese, a long address) where a character a reader sees as one starts.
-    Jinja's truncate cut those anywhere: a flag into a boxed letter, an emoji into its parts."""
+    else (Chinese, Japanese, a long address) where a character a reader sees as one starts:
+    Jinja's truncate cuts anywhere, a flag into a boxed letter, an emoji into its parts."""
     text = text or ""
     if len(text) <= limit:
         return text

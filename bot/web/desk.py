@@ -419,7 +419,7 @@ async def add_note(request: web.Request) -> web.StreamResponse:
     sent = (await security.read_form(request)).get("body", "")
     # A file in its place would be kept as the name Python gives it (its temporary file's path).
     # A browser sends each line break of a textarea as CRLF, yet its maxlength counts one as one
-    # character: counted as sent, a note the page let through was refused.
+    # character: counted as sent, a note the page lets through would be refused.
     body = sent.replace("\r\n", "\n").strip() if isinstance(sent, str) else ""
     if not body or len(body) > MAX_NOTE_CHARS:
         raise web.HTTPBadRequest(text=f"A note is 1 to {MAX_NOTE_CHARS} characters.")
