@@ -68,7 +68,7 @@ from bot.config import NewsSettings
 from bot.db import add_missing_columns, first, opening, prune_due, while_locked, writing
 from bot.logs import Outage
 from bot.preferences import Preferences, PreferenceStore
-from bot.speech.speakable import BIDI_CONTROLS
+from bot.speech.speakable import without_overrides
 from bot.tools import cluster_start, filed_in, filing_turn
 from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, iso_at, utc_now
 
@@ -229,7 +229,7 @@ def plain(text: str, limit: int) -> str:
         parts += [_MARKS.sub(" ", text[at : found.start()]), f" {address} "]
         at = found.end()
     parts.append(_MARKS.sub(" ", text[at:]))
-    words = " ".join("".join(c for c in "".join(parts) if c not in BIDI_CONTROLS).split())
+    words = " ".join(without_overrides("".join(parts)).split())
     if len(words) <= limit:
         return words
     kept = words[: cluster_start(words, limit - 1)].rstrip()

@@ -49,6 +49,7 @@ _LINE_BREAKS = re.compile("\r\n|[\r\x0b\x0c\x85]")
 # the rest of the line around, "Nova, you have 708 points" shown as "stniop 807 evah uoy ,avoN",
 # and lets words someone else wrote make the bot's message say something else.
 BIDI_CONTROLS = frozenset("\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+_NO_BIDI_CONTROLS = dict.fromkeys(map(ord, BIDI_CONTROLS))
 _SPACES = re.compile(r"[ \t]+")
 _SPACE_BEFORE_MARK = re.compile(r" +(?=[,;:.!?])")
 # A clause mark left at a sentence's start once the name before it is gone: ", you have".
@@ -71,12 +72,13 @@ def writable(text: str) -> str:
     takes (the turn was not saved), control characters but line breaks and tabs, and direction
     overrides. Everything that shows stays, zero-width joiners too (they hold emoji sequences
     together), and the marks (LRM, RLM) that set where a neutral character goes."""
-    lines = _LINE_BREAKS.sub("\n", _without_surrogates(text))
-    return "".join(
-        c
-        for c in lines
-        if c in _KEPT_CONTROLS or (unicodedata.category(c) != "Cc" and c not in BIDI_CONTROLS)
-    )
+    lines = without_overrides(_LINE_BREAKS.sub("\n", _without_surrogates(text)))
+    return "".join(c for c in lines if c in _KEPT_CONTROLS or unicodedata.category(c) != "Cc")
+
+
+def without_overrides(text: str) -> str:
+    """`text` without the direction controls (BIDI_CONTROLS) that would turn a line around."""
+    return text.translate(_NO_BIDI_CONTROLS)
 
 
 def _printable(text: str) -> str:
