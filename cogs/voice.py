@@ -50,6 +50,7 @@ MAX_DELETED_THREADS = 1000  # deleted threads remembered, for the notes still qu
 MAX_COUNTED = 10000
 MAX_DENYING = 1000  # channels remembered as warned of for denying the bot Send Messages
 MAX_LATER = 10000  # notes remembered as given a ⏳ that may not have reached Discord yet
+MAX_TOLD_SEVERAL = 10000  # messages of several notes whose player heard only the first is answered
 # Discord types a .webm as video/webm whatever it holds, and an audio-only Ogg or MP4 may come
 # typed as video too. A real video is a note as well: decoding reads its audio and skips the picture.
 AUDIO_AS_VIDEO = {"video/webm", "video/ogg", "video/mp4", "video/quicktime"}
@@ -174,6 +175,9 @@ class VoiceNotes(commands.Cog):
         # Notes this process gave a ⏳: the recheck may fetch one before its ⏳ reached Discord
         # (queued behind the channel's reaction limit), and the fetched note would not show it.
         self._later: dict[int, None] = {}
+        # Messages of several notes told "one at a time": a note given back (Discord failing, the
+        # bot's timeout) is answered again by the recheck, and the player heard it the first time.
+        self._told_several: dict[int, None] = {}
         # Channels warned of as denying Send Messages, or, (id, True), Send Messages in Threads.
         self._denying: dict[tuple[int, bool], None] = {}
         self._timeouts_said: dict[tuple[int, float], None] = {}  # (guild, end) of timeouts warned of
@@ -404,8 +408,9 @@ class VoiceNotes(commands.Cog):
             await self._settle(ledger.unanswerable, message)
             return
         self._denying.pop(_permission_place(message), None)
-        if several:  # once it is this process's to answer: another bot may have it
-            self.bot.track(self._tell(message, say.ONE_AT_A_TIME), aside=True)  # its note is counted
+        if several and message.id not in self._told_several:  # once it is this process's to answer
+            remember(self._told_several, message.id, None, MAX_TOLD_SEVERAL)
+            self.bot.track(self._tell_several(message), aside=True)  # its note is counted
         await self._remember_place(message)
         metrics.NOTES_WAITING.enter(message)  # until a turn's note in hand (_turn)
         try:
@@ -672,6 +677,10 @@ class VoiceNotes(commands.Cog):
         except Exception:
             # Bookkeeping for a later catch-up: the note in hand is answered all the same.
             log.warning("could not remember where note %s came from", message.id, exc_info=True)
+
+    async def _tell_several(self, message: discord.Message) -> None:
+        if await self._tell(message, say.ONE_AT_A_TIME) is not Reached.YES:
+            self._told_several.pop(message.id, None)  # for the note's next answer to say, if any
 
     async def _tell_oops(self, message: discord.Message) -> Reached:
         told = await self._tell(message, say.OOPS)

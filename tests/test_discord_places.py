@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.sentences import ONE_AT_A_TIME
 from tests.discord_harness import (
     blaze,
     caught_up,
@@ -32,6 +33,7 @@ from tests.fakes.discord_server import (
     OTHER_CHANNEL,
     READ_MESSAGE_HISTORY,
     SEND_MESSAGES_IN_THREADS,
+    VOICE_FLAG,
     FakeDiscord,
     Received,
     serving,
@@ -644,6 +646,33 @@ async def test_a_note_whose_answer_meets_the_bots_timeout_is_answered_once_it_en
     assert [r for r in fake.received if r.kind == "message" and r.error == 50013]  # met the timeout
     assert voice.is_voice_message and len([r for r in fake.replies_to(note["id"]) if r.is_voice_message]) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "given up on"
+
+
+async def test_a_message_of_two_notes_meeting_the_bots_timeout_says_one_at_a_time_once(
+    settings, fake, caplog
+):
+    # "One at a time" goes out as the turn is claimed, before the answer meets the timeout; the
+    # recheck answering the note once the timeout ends must not say it again.
+    fake.expect_refusals()  # the answer, going out as the timeout came
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=0.5), recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        audio = (await fake.send_note(nova, voice_note(), guild=True, dispatch=False))["attachments"][0]
+        two = await fake.send_message(
+            nova,
+            channel_id=ALLOWED_CHANNEL,
+            guild=True,
+            attachments=[audio, {**audio, "id": "2"}],
+            flags=VOICE_FLAG,
+        )
+        await fake.wait_for(lambda _: fake.sent("typing", ALLOWED_CHANNEL))
+        await fake.time_out_the_bot(600.0)
+        await eventually(lambda: waits_out_the_timeout(caplog, two))
+        await fake.time_out_the_bot(0.0)
+        await answered(fake, two)
+        await settle(fake)
+    assert len(voice_replies(fake, two)) == 1
+    assert [r.content for r in fake.replies_to(two["id"])].count(ONE_AT_A_TIME) == 1
 
 
 async def test_notes_still_queued_when_the_bot_is_kicked_cost_no_turn_and_no_request(settings, fake, caplog):
