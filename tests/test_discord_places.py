@@ -525,6 +525,19 @@ async def test_a_note_whose_thread_is_locked_open_mid_turn_is_given_up_on_withou
     assert len(fake.refused) == 1 and "locked thread" in fake.refused[0], fake.refused
 
 
+async def test_a_lock_the_bot_has_not_heard_of_yet_costs_no_apology(settings, fake):
+    # The answer's refusal (160005) comes before THREAD_UPDATE: the refusal alone must tell that
+    # an apology would be refused the same way.
+    fake.expect_refusals()
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=1.0)):
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.wait_for(lambda _: fake.sent("typing", thread) and fake.sent("reaction_add", thread))
+        fake.threads[thread]["locked"] = True  # no THREAD_UPDATE yet
+        assert await settled(settings, note) == "expired"
+    assert [r.error for r in fake.received if r.kind == "message"] == [160005], fake.refused
+
+
 async def test_notes_queued_in_a_thread_locked_open_cost_no_turn_and_no_request(settings, fake, caplog):
     caplog.set_level(logging.INFO)
     engine = FrontendEngine(delay=1.0)
