@@ -110,6 +110,18 @@ async def test_a_note_sent_while_the_bot_was_out_of_a_private_thread_is_answered
     assert len(voice_replies(fake, first)) == len(voice_replies(fake, meanwhile)) == 1
 
 
+async def test_a_note_in_a_public_thread_the_bot_was_removed_from_is_answered(settings, fake):
+    # Out of a public thread, the bot still sees it and may post there (its message adds it back):
+    # only a private thread is shut to it.
+    async with running_bot(settings, fake) as h:
+        await caught_up(h.bot)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", joined=True)
+        await fake.remove_from_thread(thread)
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        assert await settled(settings, note) == "answered"
+    assert len(voice_replies(fake, note)) == 1
+
+
 @pytest.mark.parametrize("trouble", ["rate limited for an hour", "503"])
 async def test_a_private_thread_discord_fails_to_read_on_joining_is_read_at_the_recheck(
     settings, fake, caplog, trouble
