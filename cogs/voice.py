@@ -211,6 +211,9 @@ class VoiceNotes(commands.Cog):
 
     @commands.Cog.listener()
     async def on_message(self, message: discord.Message) -> None:
+        # Discord sends a private thread's messages only to who may see it: the bot is back in a
+        # thread it was removed from, added while the gateway was away (no thread_join told).
+        self._left_threads.pop(message.channel.id, None)
         if message.author.bot:
             return
         # The flood limit times a note by when Discord says it was sent, as a catch-up times the
@@ -521,6 +524,15 @@ class VoiceNotes(commands.Cog):
     @commands.Cog.listener()
     async def on_thread_join(self, thread: discord.Thread) -> None:
         self._left_threads.pop(thread.id, None)
+
+    @commands.Cog.listener()
+    async def on_ready(self) -> None:
+        # A new session: discord.py's cache is rebuilt from GUILD_CREATE, which lists the active
+        # threads the bot may see. A private thread a player added it back to while the gateway
+        # was away is among them, and no thread_join tells of that add.
+        for thread_id in list(self._left_threads):
+            if any(guild.get_thread(thread_id) for guild in self.bot.guilds):
+                self._left_threads.pop(thread_id, None)
 
     def _gone(self, message: discord.Message) -> bool:
         """Whether the note's guild channel or thread was deleted or the bot removed from its guild

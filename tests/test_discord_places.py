@@ -36,6 +36,7 @@ from tests.fakes.discord_server import (
     VOICE_FLAG,
     FakeDiscord,
     Received,
+    now_iso,
     serving,
 )
 from tests.frontend_engine import FrontendEngine
@@ -108,6 +109,38 @@ async def test_a_note_sent_while_the_bot_was_out_of_a_private_thread_is_answered
         await fake.add_to_thread(thread)
         await answered(fake, meanwhile)
     assert len(voice_replies(fake, first)) == len(voice_replies(fake, meanwhile)) == 1
+
+
+async def test_a_private_thread_the_bot_was_added_back_to_while_the_gateway_was_away_answers(settings, fake):
+    # The add went to a session Discord dropped: no thread_join tells of it, but the new session's
+    # GUILD_CREATE lists the thread, and the note sent meanwhile is the new session's catch-up's.
+    async with running_bot(settings, fake) as h:
+        await caught_up(h.bot)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, joined=True)
+        await fake.remove_from_thread(thread)
+        identified = len(fake.identify_payloads)
+        fake.gateway_outage()
+        await fake.lose_the_session()
+        await fake.wait_for(lambda _: fake.hanging_connections)
+        await fake.add_to_thread(thread)  # goes nowhere: the session is lost
+        missed = await fake.send_note(nova, voice_note(), channel_id=thread)
+        fake.end_gateway_outage()
+        await fake.wait_for(lambda _: len(fake.identify_payloads) > identified and fake.bot_connected, 60)
+        assert await settled(settings, missed) == "answered"
+    assert len(voice_replies(fake, missed)) == 1
+
+
+async def test_a_live_note_from_a_private_thread_shows_the_bot_is_back_in_it(settings, fake):
+    # Until discord.py's "ready" (guild_ready_timeout after a new session's last GUILD_CREATE) the
+    # bot cannot have looked at the threads it sees: a note it is sent from the thread is proof.
+    async with running_bot(settings, fake) as h:
+        await caught_up(h.bot)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, joined=True)
+        await fake.remove_from_thread(thread)
+        fake.threads[thread]["members"][BOT_USER_ID] = now_iso()  # added back, its events lost
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        assert await settled(settings, note) == "answered"
+    assert len(voice_replies(fake, note)) == 1
 
 
 async def test_a_note_in_a_public_thread_the_bot_was_removed_from_is_answered(settings, fake):
