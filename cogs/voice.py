@@ -781,6 +781,8 @@ class VoiceNotes(commands.Cog):
                         del data
         if refusal is not None:
             return False, await self._tell(message, refusal)
+        if timed_out_until(message.guild):  # came during the turn: the answer would be refused
+            return False, Reached.NO
         told = reply.told_keys
         given_up = False
 

@@ -689,7 +689,8 @@ async def test_a_note_sent_while_the_bot_is_timed_out_is_answered_once_the_timeo
 
 
 async def test_a_note_whose_answer_meets_the_bots_timeout_is_answered_once_it_ends(settings, fake, caplog):
-    fake.expect_refusals()  # the answer, going out as the timeout came
+    # The timeout comes during the turn: its answer, and an apology, would be refused (50013),
+    # requests Discord counts toward the invalid ones that get the bot's address banned.
     caplog.set_level(logging.INFO)
     engine = FrontendEngine(delay=0.5)
     async with running_bot(settings, fake, engine=engine, recheck_seconds=0.2) as h:
@@ -701,7 +702,7 @@ async def test_a_note_whose_answer_meets_the_bots_timeout_is_answered_once_it_en
         await fake.time_out_the_bot(0.0)
         voice, _ = await answered(fake, note)
         await settle(fake)
-    assert [r for r in fake.received if r.kind == "message" and r.error == 50013]  # met the timeout
+    assert not fake.refused, fake.refused
     assert voice.is_voice_message and len([r for r in fake.replies_to(note["id"]) if r.is_voice_message]) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "given up on"
 
@@ -711,7 +712,6 @@ async def test_a_message_of_two_notes_meeting_the_bots_timeout_says_one_at_a_tim
 ):
     # "One at a time" goes out as the turn is claimed, before the answer meets the timeout; the
     # recheck answering the note once the timeout ends must not say it again.
-    fake.expect_refusals()  # the answer, going out as the timeout came
     caplog.set_level(logging.INFO)
     async with running_bot(settings, fake, engine=FrontendEngine(delay=0.5), recheck_seconds=0.2) as h:
         await caught_up(h.bot)
