@@ -696,7 +696,10 @@ async def test_a_note_whose_answer_meets_the_bots_timeout_is_answered_once_it_en
     async with running_bot(settings, fake, engine=engine, recheck_seconds=0.2) as h:
         await caught_up(h.bot)
         note = await fake.send_note(nova, voice_note(), guild=True)
-        await fake.wait_for(lambda _: fake.sent("typing", ALLOWED_CHANNEL))
+        # the 🎧 out first: queued behind the reaction limit, it would meet the timeout
+        await fake.wait_for(
+            lambda _: fake.sent("typing", ALLOWED_CHANNEL) and fake.sent("reaction_add", ALLOWED_CHANNEL)
+        )
         await fake.time_out_the_bot(600.0)
         await eventually(lambda: waits_out_the_timeout(caplog, note))
         await fake.time_out_the_bot(0.0)
@@ -723,7 +726,13 @@ async def test_a_message_of_two_notes_meeting_the_bots_timeout_says_one_at_a_tim
             attachments=[audio, {**audio, "id": "2"}],
             flags=VOICE_FLAG,
         )
-        await fake.wait_for(lambda _: fake.sent("typing", ALLOWED_CHANNEL))
+        await fake.wait_for(
+            lambda _: (
+                fake.sent("typing", ALLOWED_CHANNEL)
+                and fake.sent("reaction_add", ALLOWED_CHANNEL)
+                and [r for r in fake.replies_to(two["id"]) if r.content == ONE_AT_A_TIME]
+            )
+        )
         await fake.time_out_the_bot(600.0)
         await eventually(lambda: waits_out_the_timeout(caplog, two))
         await fake.time_out_the_bot(0.0)
