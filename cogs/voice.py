@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
 import enum
 import logging
 import os
@@ -478,14 +479,21 @@ class VoiceNotes(commands.Cog):
         said = (message.guild.id, until.timestamp())
         level = logging.INFO if said in self._timeouts_said else logging.WARNING
         remember(self._timeouts_said, said, None, MAX_DENYING)
+        # The recheck answers a note no older than catch_up_minutes: past that, a timeout that
+        # runs its course (an hour, a day, a week) leaves the note unanswered.
+        last = message.created_at + datetime.timedelta(minutes=self.settings.catch_up_minutes)
+        if until <= last:
+            then = "notes there are answered once it ends"
+        else:
+            then = f"this note is answered only if it is lifted before {last.isoformat(timespec='seconds')}"
         log.log(
             level,
-            "note %s from %s waits: I am timed out in guild %s until %s; notes there are answered"
-            " once it ends",
+            "note %s from %s waits: I am timed out in guild %s until %s; %s",
             message.id,
             message.author.id,
             message.guild.id,
             until.isoformat(timespec="seconds"),
+            then,
         )
         return True
 

@@ -688,6 +688,22 @@ async def test_a_note_sent_while_the_bot_is_timed_out_is_answered_once_the_timeo
     assert len(said) == 1 and "timed out" in said[0], said
 
 
+async def test_a_timeout_longer_than_catch_up_minutes_says_its_note_waits_for_a_lift(settings, fake, caplog):
+    # An hour's timeout ends after the recheck stops answering the note (catch_up_minutes, 30):
+    # the line must not promise an answer once it ends, only if a moderator lifts it sooner.
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        await fake.time_out_the_bot(3600.0)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: waits_out_the_timeout(caplog, note))
+        await fake.time_out_the_bot(0.0)  # lifted sooner
+        await answered(fake, note)
+        await settle(fake)
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "this note is answered only if it is lifted before" in said[0], said
+
+
 async def test_a_note_whose_answer_meets_the_bots_timeout_is_answered_once_it_ends(settings, fake, caplog):
     # The timeout comes during the turn: its answer, and an apology, would be refused (50013),
     # requests Discord counts toward the invalid ones that get the bot's address banned.
