@@ -726,6 +726,29 @@ async def test_a_note_whose_answer_meets_the_bots_timeout_is_answered_once_it_en
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "given up on"
 
 
+async def test_a_note_queued_behind_one_that_meets_the_bots_timeout_costs_no_turn(settings, fake, caplog):
+    # The second note's turn would only compute an answer the timeout keeps from going out.
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine(delay=0.5)
+    async with running_bot(settings, fake, engine=engine, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        first = await fake.send_note(nova, voice_note(), guild=True)
+        queued = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(
+            lambda _: fake.sent("typing", ALLOWED_CHANNEL) and fake.sent("reaction_add", ALLOWED_CHANNEL)
+        )
+        await fake.time_out_the_bot(600.0)
+        await eventually(
+            lambda: waits_out_the_timeout(caplog, first) and waits_out_the_timeout(caplog, queued)
+        )
+        assert len(engine.turns) == 1  # the first note's, under way as the timeout came
+        await fake.time_out_the_bot(0.0)
+        await answered(fake, first)
+        await answered(fake, queued)
+        await settle(fake)
+    assert not fake.refused, fake.refused
+
+
 async def test_a_message_of_two_notes_meeting_the_bots_timeout_says_one_at_a_time_once(
     settings, fake, caplog
 ):
