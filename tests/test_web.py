@@ -577,6 +577,46 @@ async def test_the_desk_pages_through_every_grievance_with_its_filters_kept(wset
         assert "Page 11 of 11" in last
 
 
+async def test_the_desk_search_folds_in_python_only_what_sqlite_cannot(tmp_path, monkeypatch) -> None:
+    # A search reads every row: a description of ASCII alone is lower-cased by SQLite
+    # itself, and only the rest goes through Python's folding, found the same way.
+    from bot.tools import grievance_store
+
+    asked: list[str] = []
+    real = grievance_store.folded
+
+    def counted(text: str | None) -> str:
+        asked.append(text or "")
+        return real(text)
+
+    monkeypatch.setattr(grievance_store, "folded", counted)
+    store = await grievance_store.LocalGrievanceStore.open(tmp_path / "g.db")
+    try:
+        at = "2026-01-01T00:00:00Z"
+        said = {
+            "GRV-1": "REFUND please, charged twice",
+            "GRV-2": "Écran noir, refund",
+            "GRV-3": "lost coins\nRefund",
+            "GRV-4": "Straße refund_x",
+            "GRV-5": "nothing here",
+        }
+        await store.seed(
+            [
+                {"key": k, "user_id": NOVA, "category": "wallet", "description": d, "status": "open"}
+                | {"created_at": at, "updated_at": at}
+                for k, d in said.items()
+            ]
+        )
+        for typed, found in (("Refund", {"GRV-1", "GRV-2", "GRV-3", "GRV-4"}), ("strasse", {"GRV-4"})):
+            asked.clear()
+            rows = await store.staff_list(search=typed)
+            assert {r.local_key for r in rows} == found, typed
+            described = [a for a in asked if a in said.values()]
+            assert sorted(described) == sorted([said["GRV-2"], said["GRV-4"]]), typed
+    finally:
+        await store.aclose()
+
+
 async def test_the_desk_finds_words_in_any_case_of_any_alphabet(wsettings) -> None:
     said = {
         "GRV-201": "Écran noir après l'achat du pass",
