@@ -46,10 +46,11 @@ TYPING_EVERY = 5.0  # seconds; Discord shows "typing…" for 10 s after each req
 # to every message of a flood would itself flood the channel and run into Discord's rate limits.
 HINT_SECONDS = 60.0
 MAX_UNRECORDED = 1000  # notes remembered in memory while the ledger refuses writes
-MAX_DELETED_THREADS = 1000  # deleted threads remembered, for the notes still queued from them
+MAX_THREADS = 1000  # threads remembered as deleted or left, for the notes still queued from them
 # Notes remembered as weighed against a flood limit: more than one catch-up finds.
 MAX_COUNTED = 10000
-MAX_DENYING = 1000  # channels remembered as warned of for denying the bot Send Messages
+# Places remembered as warned of: channels denying the bot Send Messages, guilds timing it out.
+MAX_WARNED = 1000
 MAX_LATER = 10000  # notes remembered as given a ⏳ that may not have reached Discord yet
 MAX_TOLD_SEVERAL = 10000  # messages of several notes whose player heard only the first is answered
 # Discord types a .webm as video/webm whatever it holds, and an audio-only Ogg or MP4 may come
@@ -478,7 +479,7 @@ class VoiceNotes(commands.Cog):
         assert message.guild is not None  # a DM has no timeout
         said = (message.guild.id, until.timestamp())
         level = logging.INFO if said in self._timeouts_said else logging.WARNING
-        remember(self._timeouts_said, said, None, MAX_DENYING)
+        remember(self._timeouts_said, said, None, MAX_WARNED)
         # The recheck answers a note no older than catch_up_minutes: past that, a timeout that
         # runs its course (an hour, a day, a week) leaves the note unanswered.
         last = message.created_at + datetime.timedelta(minutes=self.settings.catch_up_minutes)
@@ -511,7 +512,7 @@ class VoiceNotes(commands.Cog):
         if place in self._denying:
             log.info("note %s from %s not answered: %s", message.id, who, missing)
             return
-        remember(self._denying, place, None, MAX_DENYING)
+        remember(self._denying, place, None, MAX_WARNED)
         log.warning(
             "note %s from %s not answered: %s (its next notes are logged at info until the bot may"
             " post there)",
@@ -522,12 +523,12 @@ class VoiceNotes(commands.Cog):
 
     @commands.Cog.listener()
     async def on_raw_thread_delete(self, payload: discord.RawThreadDeleteEvent) -> None:
-        remember(self._deleted_threads, payload.thread_id, None, MAX_DELETED_THREADS)
+        remember(self._deleted_threads, payload.thread_id, None, MAX_THREADS)
 
     @commands.Cog.listener()
     async def on_thread_remove(self, thread: discord.Thread) -> None:
         if thread.type is discord.ChannelType.private_thread:
-            remember(self._left_threads, thread.id, None, MAX_DELETED_THREADS)
+            remember(self._left_threads, thread.id, None, MAX_THREADS)
 
     @commands.Cog.listener()
     async def on_thread_join(self, thread: discord.Thread) -> None:
@@ -566,9 +567,12 @@ class VoiceNotes(commands.Cog):
         manage threads, archived or not). None: it may be."""
         if self._gone(message):
             return "its channel or guild is gone"
-        if _locked(message):
+        if _manages_threads(message):
+            return None  # a thread moderator posts in a locked thread, and sees every private one
+        thread = _live_thread(message)
+        if thread is not None and thread.locked:
             return f"thread {message.channel.id} is locked"
-        if message.channel.id in self._left_threads and not _manages_threads(message):
+        if message.channel.id in self._left_threads:
             return f"the bot is no longer in private thread {message.channel.id}"
         return None
 
@@ -964,14 +968,19 @@ async def _keep_typing(message: discord.Message, done: asyncio.Event) -> None:
                 await done.wait()
 
 
-def _archived(message: discord.Message) -> bool:
-    """Whether the note's thread is archived as far as discord.py knows: the cache holds a thread
-    once it is active again, and drops it when it is archived."""
+def _live_thread(message: discord.Message) -> discord.Thread | None:
+    """The note's thread as discord.py knows it now: the cache holds a thread once it is active
+    again, and drops it when it is archived; None for a note in no thread."""
     channel = message.channel
     if not isinstance(channel, discord.Thread):
-        return False
-    live = channel.guild.get_thread(channel.id)
-    return (live or channel).archived
+        return None
+    return channel.guild.get_thread(channel.id) or channel
+
+
+def _archived(message: discord.Message) -> bool:
+    """Whether the note's thread is archived as far as discord.py knows."""
+    thread = _live_thread(message)
+    return thread is not None and thread.archived
 
 
 def _permission_place(message: discord.Message) -> tuple[int, bool]:
@@ -982,16 +991,6 @@ def _permission_place(message: discord.Message) -> tuple[int, bool]:
     if isinstance(channel, discord.Thread) and parent is not None:
         return parent, True
     return channel.id, False
-
-
-def _locked(message: discord.Message) -> bool:
-    """Whether the note's thread is locked to the bot as far as discord.py knows: no message of
-    its goes there unless it may manage threads."""
-    channel = message.channel
-    if not isinstance(channel, discord.Thread):
-        return False
-    live = channel.guild.get_thread(channel.id) or channel
-    return live.locked and not _manages_threads(message)
 
 
 def _manages_threads(message: discord.Message) -> bool:

@@ -602,6 +602,17 @@ async def test_notes_queued_in_a_thread_locked_open_cost_no_turn_and_no_request(
     assert any(f"thread {thread} is locked" in line for line in said), said
 
 
+async def test_a_thread_moderator_answers_a_note_in_a_thread_locked_open(settings, fake):
+    # A lock keeps out whoever may not manage threads: a bot that may is not shut out by it.
+    fake.bot_permissions |= MANAGE_THREADS
+    async with running_bot(settings, fake):
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        await fake.lock_thread(thread)
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        voice, _ = await answered(fake, note)
+        assert voice.channel_id == thread
+
+
 async def test_notes_queued_in_a_private_thread_the_bot_is_removed_from_cost_no_turn(settings, fake, caplog):
     # Out of a private thread (no Manage Threads), the bot may neither see nor post there: Discord
     # refuses with Missing Access until a player adds it back.
