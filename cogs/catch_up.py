@@ -185,13 +185,8 @@ class CatchUp(commands.Cog):
             # The line above said it: kept quietly, for its end to be said once the recheck reads it.
             self._say_unread(level=logging.DEBUG)
             return
-        seen = await self.bot.core.notes.seen(list(found))
-        waiting = [found[m][0] for m in sorted(found) if m not in seen | replied]
-        todo = self._within_flood_limit(voice, waiting, set())
-        if todo:
-            log.info("added to thread %s: answering %d note(s) sent there before", thread.id, len(todo))
-        for message_id in todo:
-            voice.schedule(*found[message_id])
+        if answering := await self._answer_unseen(voice, found, replied):
+            log.info("added to thread %s: answering %d note(s) sent there before", thread.id, answering)
         await self._without_audio(voice, voiceless)
 
     @commands.Cog.listener()
@@ -583,18 +578,29 @@ class CatchUp(commands.Cog):
         cut_short = {u.message_id for u in reading.leftovers if u.state == "started"} & replied
         if not found and not cut_short:
             return
-        seen = await ledger.seen(list(found))
         # Settled now: left 'started' by a dead owner, the recheck would fetch and answer them again.
         await ledger.answered_before_a_crash(sorted(cut_short))
         promised = {u.message_id for u in reading.leftovers}  # kept with a ⏳, or cut by a stop: answered
-        waiting = [found[m][0] for m in sorted(found) if m not in seen | cut_short]
-        todo = self._within_flood_limit(reading.voice, waiting, promised)
-        reading.answered += len(todo)
+        reading.answered += await self._answer_unseen(reading.voice, found, cut_short, promised)
+
+    async def _answer_unseen(
+        self,
+        voice: VoiceNotes,
+        found: dict[int, tuple[discord.Message, discord.Attachment]],
+        skip: set[int],
+        promised: Set[int] = frozenset(),
+    ) -> int:
+        """Answer the notes `found` that the ledger does not know, but for those in `skip`, as far
+        as the flood limit allows (see `_within_flood_limit`); how many."""
+        seen = await self.bot.core.notes.seen(list(found))
+        waiting = [found[m][0] for m in sorted(found) if m not in seen | skip]
+        todo = self._within_flood_limit(voice, waiting, promised)
         for message_id in todo:  # oldest first: each player's lock keeps them in this order
-            reading.voice.schedule(*found[message_id])
+            voice.schedule(*found[message_id])
+        return len(todo)
 
     def _within_flood_limit(
-        self, voice: VoiceNotes, messages: list[discord.Message], promised: set[int]
+        self, voice: VoiceNotes, messages: list[discord.Message], promised: Set[int]
     ) -> list[int]:
         """The notes to answer, oldest first: a player's notes beyond discord.flood_notes in any
         discord.flood_seconds of their sending (a script that kept sending while the bot was
