@@ -57,6 +57,18 @@ def openai_settings(storage: Path, fake, **env: str):
     return make_settings(storage, **{**defaults, **env})
 
 
+def azure_settings(storage: Path, fake, deployment: str = "voxdesk-audio", **env: str):
+    return make_settings(
+        storage,
+        VOXDESK_AGENT_ENGINE="openai",
+        VOXDESK_OPENAI_PROVIDER="azure",
+        VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
+        VOXDESK_OPENAI_AZURE_DEPLOYMENT=deployment,
+        AZURE_OPENAI_API_KEY=AZURE_KEY,
+        **env,
+    )
+
+
 @pytest.fixture
 def storage(settings) -> Path:
     return settings.storage_dir
@@ -476,14 +488,7 @@ async def test_another_players_name_still_returns_the_speakers_data(storage, fak
 
 
 async def test_azure_provider_builds_the_deployment_url(storage, fake) -> None:
-    settings = make_settings(
-        storage,
-        VOXDESK_AGENT_ENGINE="openai",
-        VOXDESK_OPENAI_PROVIDER="azure",
-        VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
-        VOXDESK_OPENAI_AZURE_DEPLOYMENT="voxdesk-audio",
-        AZURE_OPENAI_API_KEY=AZURE_KEY,
-    )
+    settings = azure_settings(storage, fake)
     fake.script = [answer("From Azure.")]
     async with running_app(settings) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
@@ -504,14 +509,7 @@ async def test_on_azure_earlier_replies_go_as_their_words_not_their_audio_ids(st
     """Azure's api-version documents no `audio` in an assistant message (OpenAI's does): named by its
     audio id, the player's last reply had every later note of theirs refused with a 400 while the
     id lived, an hour. On Azure each earlier reply goes as its transcript."""
-    settings = make_settings(
-        storage,
-        VOXDESK_AGENT_ENGINE="openai",
-        VOXDESK_OPENAI_PROVIDER="azure",
-        VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
-        VOXDESK_OPENAI_AZURE_DEPLOYMENT="voxdesk-audio",
-        AZURE_OPENAI_API_KEY=AZURE_KEY,
-    )
+    settings = azure_settings(storage, fake)
     assert settings.openai.audio_history_turns == 1  # the default, which OpenAI gets
     fake.script = [answer("You have 100 points."), answer("You are level 3.")]
     async with running_app(settings) as app:
@@ -901,14 +899,7 @@ async def test_check_on_azure_fails_on_a_deployment_that_does_not_exist(storage,
     from bot.health import check_engine
 
     def azure(deployment: str):  # type: ignore[no-untyped-def]
-        return make_settings(
-            storage,
-            VOXDESK_AGENT_ENGINE="openai",
-            VOXDESK_OPENAI_PROVIDER="azure",
-            VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
-            VOXDESK_OPENAI_AZURE_DEPLOYMENT=deployment,
-            AZURE_OPENAI_API_KEY=AZURE_KEY,
-        )
+        return azure_settings(storage, fake, deployment)
 
     with pytest.raises(RuntimeError, match=r"has no deployment voxdes-audio: check openai\.azure_deployment"):
         await check_engine(azure("voxdes-audio"))
@@ -1212,19 +1203,6 @@ PRICES = {
 }
 
 
-def azure_settings(storage: Path, fake, deployment: str, transcribe: str, **env: str):
-    return make_settings(
-        storage,
-        VOXDESK_AGENT_ENGINE="openai",
-        VOXDESK_OPENAI_PROVIDER="azure",
-        VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
-        VOXDESK_OPENAI_AZURE_DEPLOYMENT=deployment,
-        VOXDESK_OPENAI_TRANSCRIBE_MODEL=transcribe,
-        AZURE_OPENAI_API_KEY=AZURE_KEY,
-        **env,
-    )
-
-
 def billed_apart(fake) -> tuple[dict, dict]:
     """The chat answer's usage and the transcription's, as the fake billed them."""
     (chat,) = [u for u in fake.billed if "prompt_tokens" in u]
@@ -1263,7 +1241,7 @@ async def test_an_azure_turn_is_priced_by_its_deployments_model_and_the_transcri
     usage: dict = {"prices": PRICES}
     if transcribe == "voxdesk-transcribe":
         usage["price_as"] = {"voxdesk-transcribe": "gpt-4o-mini-transcribe"}
-    settings = azure_settings(storage, fake, "voxdesk-audio", transcribe).replace(usage=usage)
+    settings = azure_settings(storage, fake, VOXDESK_OPENAI_TRANSCRIBE_MODEL=transcribe).replace(usage=usage)
     fake.script = [answer("From Azure.")]
     async with running_app(settings) as app:
         await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
@@ -1302,7 +1280,8 @@ async def test_a_model_with_no_price_row_is_told_once_at_start_or_first_turn_and
     from bot.health import check_engine
 
     fake.deployments |= {"voxdesk-mini": "gpt-audio-mini-2025-12-15", "voxdesk-transcribe": "x"}
-    settings = azure_settings(storage, fake, "voxdesk-mini", "voxdesk-transcribe")
+    transcribe = "voxdesk-transcribe"
+    settings = azure_settings(storage, fake, "voxdesk-mini", VOXDESK_OPENAI_TRANSCRIBE_MODEL=transcribe)
     fake.script = [answer("one"), answer("two")]
 
     def told(name: str) -> list[str]:
@@ -1324,7 +1303,7 @@ async def test_a_model_with_no_price_row_is_told_once_at_start_or_first_turn_and
     assert "deployment voxdesk-mini answers as gpt-audio-mini-2025-12-15" in detail
     assert "no usage.prices row for gpt-audio-mini-2025-12-15, voxdesk-transcribe" in detail
     assert "priced as gpt-audio, gpt-4o-mini-transcribe" in await check_engine(
-        azure_settings(storage, fake, "voxdesk-audio", "gpt-4o-mini-transcribe")
+        azure_settings(storage, fake, VOXDESK_OPENAI_TRANSCRIBE_MODEL="gpt-4o-mini-transcribe")
     )
 
 
@@ -1481,15 +1460,8 @@ async def test_check_on_azure_names_the_api_version_azure_does_not_serve(storage
     openai.api_version, not to a deployment that exists, and a turn gets the fallback."""
     from bot.health import check_engine
 
-    settings = make_settings(
-        storage,
-        VOXDESK_AGENT_ENGINE="openai",
-        VOXDESK_OPENAI_PROVIDER="azure",
-        VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
-        VOXDESK_OPENAI_AZURE_DEPLOYMENT="voxdesk-audio",
-        VOXDESK_OPENAI_API_VERSION="2023-05-15",  # retired, and before audio
-        AZURE_OPENAI_API_KEY=AZURE_KEY,
-    )
+    # Retired, and before audio.
+    settings = azure_settings(storage, fake, VOXDESK_OPENAI_API_VERSION="2023-05-15")
     with pytest.raises(RuntimeError, match=r"404 'Resource not found' .*check openai\.api_version") as caught:
         await check_engine(settings)
     assert "no deployment" not in str(caught.value)
@@ -1502,15 +1474,7 @@ async def test_check_on_azure_fails_on_a_transcription_deployment_that_does_not_
     from bot.health import check_engine
 
     def azure(transcribe: str):  # type: ignore[no-untyped-def]
-        return make_settings(
-            storage,
-            VOXDESK_AGENT_ENGINE="openai",
-            VOXDESK_OPENAI_PROVIDER="azure",
-            VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
-            VOXDESK_OPENAI_AZURE_DEPLOYMENT="voxdesk-audio",
-            VOXDESK_OPENAI_TRANSCRIBE_MODEL=transcribe,
-            AZURE_OPENAI_API_KEY=AZURE_KEY,
-        )
+        return azure_settings(storage, fake, VOXDESK_OPENAI_TRANSCRIBE_MODEL=transcribe)
 
     with pytest.raises(RuntimeError, match=r"no deployment voxdesk-hearing: check openai\.transcribe_model"):
         await check_engine(azure("voxdesk-hearing"))
@@ -1645,7 +1609,7 @@ async def test_check_names_the_azure_deployment_that_refused_its_probe(storage, 
     from bot.health import check_engine
 
     fake.transcription_failures = [Failure(status=400, code="OperationNotSupported")]
-    settings = azure_settings(storage, fake, "voxdesk-audio", "gpt-4o-mini-transcribe")
+    settings = azure_settings(storage, fake, VOXDESK_OPENAI_TRANSCRIBE_MODEL="gpt-4o-mini-transcribe")
     with pytest.raises(RuntimeError, match=r"answered 400 \(deployment gpt-4o-mini-transcribe\)"):
         await check_engine(settings)
 
