@@ -248,19 +248,10 @@ async def test_ranking_by_the_last_totals_for_many_questions_is_one_warning(capl
     assert said[-1][1] == "every player's total is read again"
 
 
-async def test_a_blip_on_reading_every_total_holds_off_no_read_of_them(caplog) -> None:
-    """Old totals, and their read again meets a blip (a deadlock victim, a lock): the next
-    question reads them again, as the backend retries a summary that meets one. Only a read that
-    failed for good (the query timeout) holds off the next for a minute, or one blip kept ranks a
-    minute older than they need be."""
-    from bot.tools import stats_sql
-    from bot.tools.stats_sql import ACHIEVEMENT_COUNT, FIND_PLAYER, GAMES_BY_TYPE, TOTALS, Ranking
-
-    totals = [[(10,), (30,), (20,)]]
-    reads: list[str] = []
-
-    class Deadlock(Exception):
-        pass
+def nova_alone(totals: Callable[[], list[tuple[int]]]):  # type: ignore[no-untyped-def]
+    """A stats query for a database holding Nova's summary, whose read of every total is
+    `totals()`."""
+    from bot.tools.stats_sql import ACHIEVEMENT_COUNT, FIND_PLAYER, GAMES_BY_TYPE, TOTALS
 
     async def fetch(sql: str, params: object) -> list[tuple[object, ...]]:
         if sql == FIND_PLAYER:
@@ -268,13 +259,35 @@ async def test_a_blip_on_reading_every_total_holds_off_no_read_of_them(caplog) -
         if sql == GAMES_BY_TYPE:
             return [("arena", 2, 25, 0.0)]
         if sql == TOTALS:
-            reads.append(sql)
-            if len(reads) == 2:
-                raise Deadlock("chosen as the deadlock victim")
-            return totals[0]
+            return list(totals())
         if sql == ACHIEVEMENT_COUNT:
             return [(0,)]
         return []
+
+    return fetch
+
+
+async def test_a_blip_on_reading_every_total_holds_off_no_read_of_them(caplog) -> None:
+    """Old totals, and their read again meets a blip (a deadlock victim, a lock): the next
+    question reads them again, as the backend retries a summary that meets one. Only a read that
+    failed for good (the query timeout) holds off the next for a minute, or one blip kept ranks a
+    minute older than they need be."""
+    from bot.tools import stats_sql
+    from bot.tools.stats_sql import TOTALS, Ranking
+
+    totals = [[(10,), (30,), (20,)]]
+    reads: list[str] = []
+
+    class Deadlock(Exception):
+        pass
+
+    def read_totals() -> list[tuple[int]]:
+        reads.append(TOTALS)
+        if len(reads) == 2:
+            raise Deadlock("chosen as the deadlock victim")
+        return totals[0]
+
+    fetch = nova_alone(read_totals)
 
     def blip(exc: Exception) -> bool:
         return isinstance(exc, Deadlock)
@@ -329,24 +342,18 @@ async def test_while_every_total_cannot_be_read_a_question_does_not_wait_to_read
     totals, before ranking by them. Once one failed, the next are answered at once, until it is
     time to read the totals again."""
     from bot.tools import stats_sql
-    from bot.tools.stats_sql import ACHIEVEMENT_COUNT, FIND_PLAYER, GAMES_BY_TYPE, TOTALS, Ranking
+    from bot.tools.stats_sql import TOTALS, Ranking
 
     reads: list[str] = []
     failing = True
 
-    async def fetch(sql: str, params: object) -> list[tuple[object, ...]]:
-        if sql == FIND_PLAYER:
-            return [(1, "Nova")]
-        if sql == GAMES_BY_TYPE:
-            return [("arena", 2, 25, 0.0)]
-        if sql == TOTALS:
-            reads.append(sql)
-            if failing:
-                raise sqlite3.OperationalError("interrupted")  # the query timeout, as SQLite says it
-            return [(10,), (30,), (25,)]
-        if sql == ACHIEVEMENT_COUNT:
-            return [(0,)]
-        return []
+    def read_totals() -> list[tuple[int]]:
+        reads.append(TOTALS)
+        if failing:
+            raise sqlite3.OperationalError("interrupted")  # the query timeout, as SQLite says it
+        return [(10,), (30,), (25,)]
+
+    fetch = nova_alone(read_totals)
 
     now = [0.0]
     ranking = Ranking(seconds=60.0, clock=lambda: now[0])
@@ -370,23 +377,17 @@ async def test_a_hold_off_of_the_read_of_every_total_is_said_once_not_once_a_que
     without a rank: each logged the failure again at INFO in its words, as though the totals had
     been read and failed once more. One line a hold-off: the read that failed, a minute apart."""
     from bot.tools import stats_sql
-    from bot.tools.stats_sql import ACHIEVEMENT_COUNT, FIND_PLAYER, GAMES_BY_TYPE, TOTALS, Ranking
+    from bot.tools.stats_sql import TOTALS, Ranking
 
     reads: list[str] = []
 
-    async def fetch(sql: str, params: object) -> list[tuple[object, ...]]:
-        if sql == FIND_PLAYER:
-            return [(1, "Nova")]
-        if sql == GAMES_BY_TYPE:
-            return [("arena", 2, 25, 0.0)]
-        if sql == TOTALS:
-            reads.append(sql)
-            if len(reads) < 3:
-                raise sqlite3.OperationalError("interrupted")
-            return [(10,), (30,), (25,)]
-        if sql == ACHIEVEMENT_COUNT:
-            return [(0,)]
-        return []
+    def read_totals() -> list[tuple[int]]:
+        reads.append(TOTALS)
+        if len(reads) < 3:
+            raise sqlite3.OperationalError("interrupted")
+        return [(10,), (30,), (25,)]
+
+    fetch = nova_alone(read_totals)
 
     now = [0.0]
     ranking = Ranking(seconds=60.0, clock=lambda: now[0])
