@@ -19,7 +19,7 @@ from cogs.bot import VoxdeskBot
 from cogs.runner import serve
 from tests.audio_samples import encode, speechlike
 from tests.conftest import BLAZE, NOVA, QUILL, REPO
-from tests.fakes.discord_server import ALLOWED_CHANNEL, TOKEN, FakeDiscord, InjectedUser
+from tests.fakes.discord_server import ALLOWED_CHANNEL, TOKEN, VOICE_FLAG, FakeDiscord, InjectedUser
 from tests.frontend_engine import FrontendEngine
 
 T = TypeVar("T")
@@ -229,6 +229,21 @@ async def caught_up(bot: VoxdeskBot, within: float = 30.0) -> None:
 
 
 _NOTES: dict[float, bytes] = {}
+
+
+async def send_two_notes(
+    fake: FakeDiscord,
+    who: InjectedUser,
+    note: dict[str, Any],
+    channel_id: int = ALLOWED_CHANNEL,
+    guild: bool = True,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """One voice message that carries two notes: `note`, a sent note's attachment, twice."""
+    attachments = [note, {**note, "id": "2"}]
+    return await fake.send_message(
+        who, channel_id=channel_id, guild=guild, attachments=attachments, flags=VOICE_FLAG, **kwargs
+    )
 
 
 def voice_note(seconds: float = 1.5) -> bytes:

@@ -33,6 +33,7 @@ from tests.discord_harness import (
     nova,
     quill,
     running_bot,
+    send_two_notes,
     settle,
     voice_note,
 )
@@ -160,14 +161,7 @@ async def test_a_message_of_two_notes_sent_while_the_bot_was_down_says_only_the_
 ) -> None:
     # As live: the player hears that the second note will not be, rather than never hear of it.
     note = (await fake.send_note(nova, voice_note(), guild=True, dispatch=False))["attachments"][0]
-    two = await fake.send_message(
-        nova,
-        channel_id=ALLOWED_CHANNEL,
-        guild=True,
-        attachments=[note, {**note, "id": "2"}],
-        flags=VOICE_FLAG,
-        dispatch=False,
-    )
+    two = await send_two_notes(fake, nova, note, dispatch=False)
     async with running_bot(settings, fake):
         await all_answered(fake, [two])
         await settle(fake)
@@ -1415,14 +1409,7 @@ async def test_a_killed_turns_note_is_answered_though_a_reply_told_it_something_
         note = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
         if told == "one note per message":
             audio = note["attachments"][0]
-            several = await fake.send_message(
-                nova,
-                channel_id=ALLOWED_CHANNEL,
-                guild=True,
-                attachments=[audio, {**audio, "id": "2"}],
-                flags=VOICE_FLAG,
-                dispatch=False,
-            )
+            several = await send_two_notes(fake, nova, audio, dispatch=False)
             await fake.delete_message(ALLOWED_CHANNEL, note["id"])  # only its audio was wanted
             note = several
         text = ONE_AT_A_TIME if told == "one note per message" else RESTARTING

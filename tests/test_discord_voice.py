@@ -28,6 +28,7 @@ from tests.discord_harness import (
     nova,
     quill,
     running_bot,
+    send_two_notes,
     voice_note,
 )
 from tests.fakes.discord_server import (
@@ -256,13 +257,7 @@ async def test_two_notes_in_one_message_get_the_first_answered_and_a_word_about_
     fake = harness.fake
     one = await fake.send_note(nova, voice_note())
     note = one["attachments"][0]
-    two = await fake.send_message(
-        nova,
-        channel_id=int(one["channel_id"]),
-        guild=False,
-        attachments=[note, {**note, "id": "2"}],
-        flags=VOICE_FLAG,
-    )
+    two = await send_two_notes(fake, nova, note, channel_id=int(one["channel_id"]), guild=False)
     replies = await answered(fake, two, count=3)
     assert any("one voice note per message" in r.content for r in replies)
     assert sum(r.is_voice_message for r in replies) == 1
@@ -363,13 +358,7 @@ async def test_two_bots_of_an_overlapping_deploy_tell_each_word_about_a_note_onc
         await fake.wait_for(lambda _: len(fake.identify_payloads) == 2)
         one, _, third = [await fake.send_note(nova, voice_note()) for _ in range(3)]
         note = one["attachments"][0]
-        several = await fake.send_message(
-            blaze,
-            channel_id=ALLOWED_CHANNEL,
-            guild=True,
-            attachments=[note, {**note, "id": "2"}],
-            flags=VOICE_FLAG,
-        )
+        several = await send_two_notes(fake, blaze, note)
         dm = 940000000000000000 + quill.id % 10**9
         text = await fake.send_message(quill, channel_id=dm, guild=False, content="how many points?")
         await answered(fake, several, count=3)
