@@ -66,6 +66,21 @@ async def answered(fake: FakeDiscord, message: dict, count: int = 2) -> list[Rec
     return await fake.wait_for(lambda _: (r := fake.replies_to(message["id"])) and len(r) >= count and r)
 
 
+def waveformless(fake: FakeDiscord, attachment_id: str) -> dict:
+    """A voice message's attachment as a client that drops its waveform uploads it: audio, and
+    no voice message to discord.py."""
+    url = f"{fake.url}/attachments/1/1/voice-message.ogg"
+    return {
+        "id": attachment_id,
+        "filename": "voice-message.ogg",
+        "content_type": "audio/ogg",
+        "size": 9000,
+        "url": url,
+        "proxy_url": url,
+        "duration_secs": 1.5,
+    }
+
+
 def assert_voice_message(record: Received, settings) -> None:
     assert record.is_voice_message
     assert record.content == ""
@@ -904,24 +919,19 @@ async def test_a_voice_message_without_its_waveform_is_logged_and_told_not_dropp
 
     caplog.set_level(logging.INFO, logger="cogs.voice")
     async with running_bot(settings, fake, any_audio_attachment=False):
-        url = f"{fake.url}/attachments/1/1/voice-message.ogg"
-        bare = {
-            "filename": "voice-message.ogg",
-            "content_type": "audio/ogg",
-            "size": 9000,
-            "url": url,
-            "proxy_url": url,
-            "duration_secs": 1.5,
-        }
         watched = await fake.send_message(
-            blaze, channel_id=ALLOWED_CHANNEL, guild=True, flags=VOICE_FLAG, attachments=[{**bare, "id": "1"}]
+            blaze,
+            channel_id=ALLOWED_CHANNEL,
+            guild=True,
+            flags=VOICE_FLAG,
+            attachments=[waveformless(fake, "1")],
         )
         dm = await fake.send_message(
             nova,
             channel_id=dm_channel_id(nova.id),
             guild=False,
             flags=VOICE_FLAG,
-            attachments=[{**bare, "id": "2"}],
+            attachments=[waveformless(fake, "2")],
         )
         (told,) = await fake.wait_for(lambda _: fake.replies_to(dm["id"]))
         await eventually(lambda: f"voice message {watched['id']} from {blaze.id}" in caplog.text)
@@ -972,18 +982,12 @@ async def test_a_forwarded_voice_message_without_its_waveform_is_told_as_one(set
     from bot.sentences import VOICE_WITHOUT_WAVEFORM
 
     async with running_bot(settings, fake, any_audio_attachment=False):
-        url = f"{fake.url}/attachments/1/1/voice-message.ogg"
-        bare = {
-            "id": "1",
-            "filename": "voice-message.ogg",
-            "content_type": "audio/ogg",
-            "size": 9000,
-            "url": url,
-            "proxy_url": url,
-            "duration_secs": 1.5,
-        }
         original = await fake.send_message(
-            blaze, channel_id=OTHER_CHANNEL, guild=True, flags=VOICE_FLAG, attachments=[bare]
+            blaze,
+            channel_id=OTHER_CHANNEL,
+            guild=True,
+            flags=VOICE_FLAG,
+            attachments=[waveformless(fake, "1")],
         )
         forward = await fake.forward(nova, original)
         (told,) = await fake.wait_for(lambda _: fake.replies_to(forward["id"]))
