@@ -348,9 +348,9 @@ async def test_the_daily_token_budget_stops_a_player_once_spent(settings) -> Non
 
 
 async def test_a_budget_that_cannot_be_read_answers_the_note_rather_than_lose_it(settings, caplog) -> None:
-    # usage.db refusing the read (damaged, or its table gone) failed every turn before the engine
-    # was asked: every player heard "something went wrong" while the engine and the tools were
-    # fine, though spending the same database refuses to record is let through with a line.
+    # usage.db refusing the read (damaged, or its table gone) must not fail the turn before the
+    # engine is asked: every player would hear "something went wrong" while the engine and the
+    # tools are fine. Spending the same database refuses to record is let through with a line too.
     import sqlite3
 
     from bot.usage import SCHEMA as usage_schema

@@ -802,8 +802,8 @@ def test_a_partial_file_its_writer_holds_is_kept_whatever_its_process_id_says(tm
 
 def test_a_partial_file_held_on_nfs_is_kept(tmp_path: Path, monkeypatch) -> None:
     # NFS emulates flock with byte-range locks on the server, where an exclusive one needs a
-    # descriptor open for writing (flock(2)): a read-only probe got EBADF, taken for a file system
-    # with no locks, and the other container's Whisper model.bin was removed mid-join.
+    # descriptor open for writing (flock(2)): a read-only probe gets EBADF, which taken for a file
+    # system with no locks would have the other container's Whisper model.bin removed mid-join.
     import errno
     import fcntl
     import subprocess
@@ -882,8 +882,8 @@ def test_a_killed_writers_partial_this_user_may_only_read_is_still_removed(
     tmp_path: Path, monkeypatch
 ) -> None:
     # `init` run as root and killed leaves a 0644 partial of root's in a folder the bot's user
-    # writes: the lock's probe may not open it for writing, and a refusal there stopped the sweep,
-    # and with it Whisper's start and the encoders' cache, where its removal had gone through.
+    # writes: the lock's probe may not open it for writing, and a refusal there must not stop the
+    # sweep, and with it Whisper's start and the encoders' cache, where its removal goes through.
     import errno
     import subprocess
 
@@ -907,8 +907,8 @@ def test_a_killed_writers_partial_this_user_may_only_read_is_still_removed(
 
 def test_a_partial_file_held_on_smb_is_kept(tmp_path: Path, monkeypatch) -> None:
     # CIFS emulates flock with SMB byte-range locks, and a lock another holds is refused there
-    # with EACCES, not EWOULDBLOCK (as `voxdesk check`'s test of locks knows): that was taken
-    # for a file system with no locks, and the other container's partial removed mid-write.
+    # with EACCES, not EWOULDBLOCK (as `voxdesk check`'s test of locks knows): taken for a file
+    # system with no locks, it would have the other container's partial removed mid-write.
     import errno
     import fcntl
     import subprocess

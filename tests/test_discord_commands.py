@@ -1447,8 +1447,8 @@ async def test_a_repeat_sent_while_a_long_filing_runs_is_told_its_ticket_not_fil
     settings, fake: FakeDiscord, monkeypatch
 ):
     # The claims database refuses, so this process's memory alone tells a repeat. The first
-    # filing ran past the repeat window (a busy database): the repeat was taken for a new
-    # complaint as the window had run from the filing's start, and filed a second ticket.
+    # filing runs past the repeat window (a busy database): a window run from the filing's start
+    # would take the repeat for a new complaint and file a second ticket.
     words = "Bought 500 gems, the wallet never showed them."
     async with running_bot(settings, fake) as h:
         monkeypatch.setattr(sys.modules["cogs.grievance"], "RESUBMIT_SECONDS", 1.0)

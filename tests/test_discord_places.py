@@ -471,9 +471,9 @@ async def test_a_voice_answer_of_the_bots_forwarded_back_to_it_is_not_answered_a
 async def test_a_forward_from_where_the_bot_cannot_read_is_answered_without_asking_for_its_original(
     settings, fake, origin
 ):
-    # Most forwards carry a note from a server the bot is not in or a DM with a friend: the fetch
-    # of the original to tell the bot's own answers was a 403 each, which Discord counts toward
-    # the invalid requests that get the bot's address refused for an hour.
+    # Most forwards carry a note from a server the bot is not in or a DM with a friend: fetching
+    # each one's original to tell the bot's own answers would be a 403 each, which Discord counts
+    # toward the invalid requests that get the bot's address refused for an hour.
     async with running_bot(settings, fake):
         recorded = await fake.send_note(blaze, voice_note(), channel_id=OTHER_CHANNEL)
         original = dict(recorded)

@@ -2614,7 +2614,8 @@ async def test_voice_messages_without_a_note_sent_while_the_bot_was_down_are_sai
 ) -> None:
     # A voice message with no audio, or with an attachment lacking its waveform where only voice
     # messages count: live, it is a line in the log and the player in a DM is asked to send it
-    # again. Read back by the catch-up it went unseen, and the player waited for an answer.
+    # again. Read back by the catch-up it is said and told the same, or the player waits for an
+    # answer that never comes.
     from bot.sentences import VOICE_WITHOUT_AUDIO
 
     caplog.set_level(logging.INFO, logger="cogs.voice")
@@ -2644,9 +2645,9 @@ async def test_voice_messages_without_a_note_sent_while_the_bot_was_down_are_sai
 async def test_fetches_of_notes_another_process_left_wait_their_turn_in_the_catch_ups_pace(
     settings, fake
 ) -> None:
-    # A process stopped in a raid leaves hundreds of notes kept: the recheck fetched them back to
-    # back, taking the global rate limit the answers need, which the catch-up's reads are paced
-    # to leave them. One read every 100 s: the start's read of the channel was the first.
+    # A process stopped in a raid leaves hundreds of notes kept: fetched back to back, they would
+    # take the global rate limit the answers need, which the catch-up's reads are paced to leave
+    # them. One read every 100 s: the start's read of the channel takes the first.
     async with running_bot(
         settings, fake, recheck_seconds=0.2, catch_up_reads_per_second=0.01, shutdown_grace_seconds=0.1
     ) as h:
@@ -2663,9 +2664,9 @@ async def test_fetches_of_notes_another_process_left_wait_their_turn_in_the_catc
 async def test_a_reconnect_as_the_bot_starts_does_not_end_the_starts_catch_up(
     settings, fake, caplog, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A fresh gateway session while the start's catch-up still reads: the outage's catch-up ended
-    # first and set caught_up, and started the recheck, whose fetches of the notes left over the
-    # start's read was about to claim are spent for nothing.
+    # A fresh gateway session while the start's catch-up still reads: the outage's catch-up, ending
+    # first, must neither set caught_up nor start the recheck, whose fetches of the notes left over
+    # the start's read is about to claim would be spent for nothing.
     caplog.set_level(logging.INFO, logger="cogs.catch_up")
     reading, release = asyncio.Event(), asyncio.Event()
     real = NoteLedger.last_handled
@@ -2691,9 +2692,9 @@ async def test_a_reconnect_as_the_bot_starts_does_not_end_the_starts_catch_up(
 
 
 async def test_notes_a_catch_up_answered_count_for_a_thread_read_back_beside_them(settings, fake) -> None:
-    # The catch-up counted into the live limit only the notes of the last flood_seconds: a private
-    # thread the bot was added to later, whose notes were sent in the same second as those, had
-    # them weighed as if none were sent, four notes answered where the limit is two a minute.
+    # The notes a catch-up answers count in the live limit however long ago they were sent: the
+    # notes of a private thread the bot is added to later, sent in the same second as those, are
+    # weighed with them, or four notes are answered where the limit is two a minute.
     thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
     down = [await fake.send_note(nova, voice_note(), guild=True, ago=ago) for ago in (300, 299.8)]
     hidden = [await fake.send_note(nova, voice_note(), channel_id=thread, ago=ago) for ago in (299.6, 299.4)]

@@ -947,8 +947,9 @@ async def test_notes_a_resumed_session_replays_at_once_are_weighed_by_when_they_
     settings, fake: FakeDiscord
 ):
     # A resumed gateway session replays the notes sent during a drop as it comes back. Sent a
-    # minute apart, within two a minute, they were counted as they came, three in a few seconds:
-    # the last told "too fast". A host clock set back held the player at the limit the same way.
+    # minute apart, within two a minute, they are weighed by when they were sent: counted as they
+    # come, three in a few seconds, the last would be told "too fast". A host clock set back would
+    # hold the player at the limit the same way.
     async with running_bot(settings, fake, flood_notes=2, flood_seconds=60) as h:
         await caught_up(h.bot)
         voice = h.bot.get_cog("VoiceNotes")

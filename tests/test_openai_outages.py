@@ -378,8 +378,8 @@ async def test_a_503s_long_retry_after_sends_the_notes_to_the_fallback_at_once(s
 @pytest.mark.parametrize("status", [429, 503])
 async def test_a_retry_after_given_as_an_http_date_pauses_as_its_seconds_would(storage, fake, status) -> None:
     # RFC 9110 allows Retry-After as a date, as a gateway or proxy in front of the service may
-    # send it. Read as no wait, the 503 was sent again after a backoff into the outage, and the
-    # 429 paused a second where 20 were asked. A date a day away is capped as "86400" is.
+    # send it. Read as no wait, the 503 would be sent again after a backoff into the outage, and
+    # the 429 pause a second where 20 are asked. A date a day away is capped as "86400" is.
     import datetime as dt
     import email.utils
 

@@ -246,7 +246,7 @@ def test_an_export_to_a_file_system_without_hard_links_is_written_and_never_over
     tmp_path, monkeypatch
 ) -> None:
     # A USB stick (FAT, exFAT) or an SMB share takes no hard link: link() says EPERM there, and
-    # every export to it failed where the same export written in place had worked.
+    # the export is written in place instead, which works there.
     import errno
     import os
 

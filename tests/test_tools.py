@@ -481,8 +481,8 @@ async def test_check_of_the_embedded_stats_fails_when_a_table_a_summary_reads_is
 
 
 async def test_check_counts_the_grievances_waiting_in_the_spool(settings) -> None:
-    # Grievances the database refused wait in the spool, their one copy: `check` counted only the
-    # database's rows and said all was well while /healthz was not ready for them.
+    # Grievances the database refused wait in the spool, their one copy: counting only the
+    # database's rows, `check` would say all is well while /healthz is not ready for them.
     from bot.health import check_all
     from bot.tools.grievance_spool import GrievanceSpool
 
@@ -2040,7 +2040,8 @@ def test_a_spool_file_whose_maker_was_killed_before_syncing_its_folder_is_synced
 
 def test_a_spool_on_a_file_system_that_syncs_no_folders_keeps_each_grievance(tmp_path, monkeypatch) -> None:
     # Some network and FUSE file systems refuse fsync on a folder (EINVAL): every keep into an
-    # empty spool syncs its folder, so each grievance the database refused was lost there.
+    # empty spool syncs its folder, and failing on it would lose each grievance the database
+    # refused there.
     import errno
     import json
     import stat
@@ -2604,9 +2605,9 @@ def test_a_grievance_the_disk_still_refuses_at_shutdown_is_logged_to_refile_and_
 async def test_a_cancel_while_the_app_closes_still_logs_a_grievance_the_disk_refuses(
     settings, scripted_app_engine, monkeypatch, caplog
 ) -> None:
-    # `ask` hit by Ctrl-C as it closes (or a stop cut short) met the cancel in whichever client
-    # was closing then, and App.aclose left every client after it open: the grievance store
-    # never wrote the complaint it held in memory to the log, its one copy, and it was lost.
+    # `ask` hit by Ctrl-C as it closes (or a stop cut short) meets the cancel in whichever client
+    # is closing then: App.aclose still closes every client after it, or the grievance store
+    # never writes the complaint it holds in memory to the log, its one copy.
     from bot.tools.grievance_spool import UNFILED
 
     closing = asyncio.Event()

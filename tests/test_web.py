@@ -1679,7 +1679,7 @@ async def test_healthz_logs_grievances_waiting_unfiled_as_not_ready_not_as_not_a
     wsettings, monkeypatch, caplog
 ) -> None:
     # The database answers while a grievance it refused waits in the spool: "does not answer"
-    # sent the operator to a database that was up.
+    # would send the operator to a database that is up.
     from bot.tools.grievance_spool import GrievanceSpool
 
     caplog.set_level(logging.INFO, logger="bot.web.ops")

@@ -689,9 +689,9 @@ async def test_a_blip_on_the_read_of_every_total_is_retried_not_answered_without
 async def test_a_blip_on_the_read_of_every_total_too_near_the_deadline_answers_without_a_rank(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A retry whose backoff would end past the pool deadline is no retry: the summary that met a
-    # blip on that read raised it for an attempt that never came, and the player was told stats
-    # are unavailable, with no hold-off begun, though their own figures had read.
+    # A retry whose backoff would end past the pool deadline is no retry: a summary that meets a
+    # blip on that read answers without a rank and holds the read off. Raised for an attempt that
+    # never comes, it would tell the player stats are unavailable though their own figures read.
     own = await embedded_summary(players_db(settings), NOVA)
     assert own is not None
     summary = stats_sql.player_summary
