@@ -42,7 +42,7 @@ from bot.bounded import remember
 from bot.logs import Outage
 from cogs.bot import VoxdeskBot
 from cogs.limits import InAnyWindow, room_for
-from cogs.replies import discords_trouble, from_the_edge, limited_for, timed_out_until
+from cogs.replies import discords_trouble, from_the_edge, limited_for, may_read_history, timed_out_until
 
 if TYPE_CHECKING:
     from bot.note_ledger import Unanswered
@@ -151,7 +151,7 @@ class CatchUp(commands.Cog):
 
     async def _read_joined(self, thread: discord.Thread) -> None:
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
-        if voice is None or not _may_read(thread):
+        if voice is None or not may_read_history(thread):
             return
         await self._paced()  # players adding the bot to many threads at once are a catch-up too
         if thread.id not in self._joined:
@@ -288,7 +288,7 @@ class CatchUp(commands.Cog):
                         # posted there, and fetching the note each recheck would only spend requests.
                         log.debug("note %s waits for the bot's timeout to end", left.message_id)
                         continue
-                    if channel is not None and not _may_read(channel):
+                    if channel is not None and not may_read_history(channel):
                         # Discord would refuse the fetch (403 50001), as it does a refusal's: a
                         # request sure to be refused spends the rate limit and, with enough
                         # others, earns Cloudflare's ban of the address.
@@ -528,7 +528,7 @@ class CatchUp(commands.Cog):
         if _guild_missing(channel):
             reading.unread.add(place_id)  # read once its guild is back from its outage
             return
-        if not _may_read(channel):
+        if not may_read_history(channel):
             # Discord would answer an empty list, not an error: the notes would vanish unseen.
             log.warning(
                 "catch-up cannot read channel %s: no Read Message History permission; notes sent"
@@ -1009,13 +1009,6 @@ def _guild_missing(channel: discord.abc.Messageable) -> bool:
     """A guild channel whose guild discord.py has not had (unavailable in an outage at the start,
     the channel fetched by id): with no member for the bot, its permissions there are unknown."""
     return isinstance(channel, discord.abc.GuildChannel | discord.Thread) and channel.guild.me is None
-
-
-def _may_read(channel: discord.abc.Messageable) -> bool:
-    """False when discord.py knows the bot may not read the channel's history (a guild channel)."""
-    if not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
-        return True
-    return channel.permissions_for(channel.guild.me).read_message_history
 
 
 def _covers(since: datetime.datetime | None, other: datetime.datetime | None) -> bool:

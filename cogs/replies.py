@@ -154,6 +154,14 @@ def timed_out_until(guild: discord.Guild | None) -> datetime.datetime | None:
     return me.timed_out_until
 
 
+def may_read_history(channel: object) -> bool:
+    """False when discord.py knows the bot may not read `channel`'s history: a guild channel where
+    it lacks Read Message History, or View Channel, without which discord.py grants it nothing."""
+    if not isinstance(channel, discord.abc.GuildChannel | discord.Thread):
+        return True
+    return channel.permissions_for(channel.guild.me).read_message_history
+
+
 def voice_message_allowed(message: discord.Message) -> bool:
     """False when the bot knows it lacks the Send Voice Messages permission where it would reply."""
     perms = _permissions(message)

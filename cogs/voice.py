@@ -28,6 +28,7 @@ from cogs.replies import (
     discords_trouble,
     limited_for,
     may_react,
+    may_read_history,
     may_send,
     send_answer,
     send_text,
@@ -860,8 +861,7 @@ class VoiceNotes(commands.Cog):
             channel = guild.get_channel_or_thread(ref.channel_id)
             if channel is None or guild.me is None:
                 return True  # not in the cache (an archived thread): asked
-            allowed = channel.permissions_for(guild.me)
-            return allowed.view_channel and allowed.read_message_history
+            return may_read_history(channel)
         # A DM: the bot's answers to this player are in its DM with them, the very channel when
         # the forward came by DM; any other is a DM between players.
         return message.guild is not None or ref.channel_id == message.channel.id
