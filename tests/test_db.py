@@ -860,8 +860,8 @@ def test_every_writer_holds_its_partial_file_until_it_takes_its_name(
 
 
 def test_a_killed_writers_partial_is_removed_whatever_marks_its_name_holds(tmp_path: Path) -> None:
-    # `player export --out 'nova [2026].json'`: the name went into a glob pattern as it was, its
-    # brackets read as a set of characters, and a killed export's copy of a player's data stayed.
+    # `player export --out 'nova [2026].json'`: put into a glob pattern as it is, the name's
+    # brackets would read as a set of characters, and a killed export's copy of a player's data stay.
     import subprocess
 
     from bot.db import remove_partials
@@ -1002,8 +1002,8 @@ def test_a_sweep_between_a_partials_making_and_its_lock_does_not_fail_its_writer
 
 
 def test_a_sweep_removes_a_partial_while_it_holds_its_lock(tmp_path: Path, monkeypatch) -> None:
-    # Let go before the unlink, a writer locking in between took its file for its own, still
-    # named, and went on writing into one the sweep then removed.
+    # Let go before the unlink, a writer locking in between would take its file for its own, still
+    # named, and go on writing into one the sweep then removes.
     import fcntl
     import subprocess
 

@@ -896,9 +896,10 @@ async def test_a_private_thread_whose_read_on_joining_loses_the_connection_is_re
 
 
 async def test_the_read_of_a_thread_the_bot_is_added_to_waits_its_turn_in_the_catch_ups_pace(settings, fake):
-    # Each read on joining took its request at once: players (or a script) adding the bot to many
-    # private threads spent the global rate limit the answers need, which the catch-up's reads
-    # are paced to leave them. One read every 100 s: the start's read of the channel was the first.
+    # A read on joining that took its request at once would let players (or a script) adding the
+    # bot to many private threads spend the global rate limit the answers need, which the
+    # catch-up's reads are paced to leave them. One read every 100 s: the start's read of the
+    # channel takes the first.
     async with running_bot(settings, fake, catch_up_reads_per_second=0.01, shutdown_grace_seconds=0.1) as h:
         await caught_up(h.bot)
         catch_up = h.bot.get_cog("CatchUp")

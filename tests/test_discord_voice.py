@@ -110,8 +110,8 @@ async def test_dm_note_gets_a_voice_message_then_the_transcript(harness: Harness
 async def test_a_note_is_answered_in_the_default_voice_when_the_preferences_cannot_be_read(
     harness: Harness, caplog
 ):
-    # preferences.db refusing the read (damaged, its table gone) failed every note after its
-    # download: the player heard "something went wrong" for want of a voice and a reply mode.
+    # preferences.db refusing the read (damaged, its table gone) must not fail the note after its
+    # download: the player would hear "something went wrong" for want of a voice and a reply mode.
     import sqlite3
 
     from bot.app import storage_paths

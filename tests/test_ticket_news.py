@@ -678,8 +678,9 @@ async def test_a_rate_limited_poll_waits_out_jiras_retry_after_past_the_pushers_
 async def test_a_clock_stepped_back_does_not_lengthen_a_rate_limited_polls_wait(
     fake: FakeJira, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # The quiet was a time of the wall clock: NTP setting a fast host back an hour during it
-    # silenced the poll for that hour more, and every ticket's news from Jira with it.
+    # The quiet is timed by the monotonic clock: timed by the wall clock, NTP setting a fast host
+    # back an hour during it would silence the poll for that hour more, and every ticket's news
+    # from Jira with it.
     front = Recorder()
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
         await _filed_then_resolved_in_jira(p, fake, front)

@@ -1268,7 +1268,7 @@ async def test_a_desk_form_is_held_to_what_its_fields_need(wsettings) -> None:
         )
         assert done.status == 303
         assert [n.body for n in await core.grievances.local_store.staff_notes("GRV-10")] == [longest]
-        # Written in lines, it is sent with CRLF line breaks, which the textarea counted as one.
+        # Written in lines, it is sent with CRLF line breaks, each of which the textarea counts as one.
         lines = "\r\n".join(["Ligne écrite 🎮!"] * 250)  # 3,999 characters with one for each break
         assert len(lines.replace("\r\n", "\n")) == desk.MAX_NOTE_CHARS - 1
         done = await client.post(

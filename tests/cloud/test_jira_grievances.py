@@ -282,7 +282,7 @@ async def test_jira_down_ten_grievances_acknowledged_at_once_all_pushed_once(fak
 
 async def test_a_round_pushes_every_pending_grievance_batch_after_batch(fake, db, monkeypatch) -> None:
     # More grievances than one batch (an outage's backlog): a round that stopped after the first
-    # left the rest to later rounds, a push interval apart, unseen by staff meanwhile.
+    # would leave the rest to later rounds, a push interval apart, unseen by staff meanwhile.
     from bot.tools import jira_grievances
 
     monkeypatch.setattr(jira_grievances, "PUSH_BATCH", 3)
@@ -446,8 +446,8 @@ async def test_a_status_lookup_on_a_slow_jira_answers_within_one_timeout(fake, d
 
 async def test_one_issues_write_limit_holds_back_neither_lookups_nor_other_pushes(fake, db) -> None:
     # Jira Cloud limits writes to one issue (a 429 with RateLimit-Reason jira-per-issue-on-write):
-    # that issue's transition waits, while every lookup and push went on being held back too, and
-    # players were told their tickets from the local record for as long as Jira asked.
+    # that issue's transition waits, and every lookup and other push goes on. Held back too, they
+    # would have players told their tickets from the local record for as long as Jira asked.
     fake.retry_after = "30"
     fake.fail("429_issue_write", times=1)
     backend = await open_backend(fake, db, max_backoff_seconds=60.0)
@@ -468,7 +468,8 @@ async def test_one_issues_write_limit_holds_back_neither_lookups_nor_other_pushe
 
 async def test_one_issues_write_limit_is_logged_as_a_hold_not_a_refusal(fake, db, caplog) -> None:
     # A 429 on one issue's writes is Jira asking for a pause, which passes by itself: told as
-    # "Jira refused grievance", a WARNING, it sent staff looking for a field or a workflow to fix.
+    # "Jira refused grievance", a WARNING, it would send staff looking for a field or a workflow
+    # to fix.
     fake.retry_after = "30"
     fake.fail("429_issue_write", times=1)
     backend = await open_backend(fake, db, max_backoff_seconds=60.0)
@@ -1097,7 +1098,8 @@ async def test_check_says_who_and_what_is_pending(fake, db) -> None:
 
 
 async def test_check_with_jira_counts_the_grievances_waiting_in_the_spool(fake, db) -> None:
-    # Refused by the outbox's database, they are not pending either: the line counted none of them.
+    # Refused by the outbox's database, they are not pending either: a line counting the pending
+    # alone would count none of them.
     from bot.tools.grievance_spool import GrievanceSpool
 
     spool = GrievanceSpool.beside(db)
