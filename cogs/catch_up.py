@@ -613,11 +613,10 @@ class CatchUp(commands.Cog):
         first = {m.id for m in messages if voice.count_once(m.id)}
         messages = [m for m in messages if m.id in first or m.id in promised]
         limit = self.bot.discord_settings
-        # Each player's uses: those the live limit counted (notes answered live, or weighed at a
-        # stop), then the notes answered here, all by when Discord says they were sent. Weighed
-        # against these alone, the notes a gateway gap hid would be answered on top of a window
+        # Each note is weighed against its player's uses in the live limit: the notes answered
+        # live or weighed at a stop, and those answered here, all by when Discord says they were
+        # sent. Weighed apart, the notes a gateway gap hid would be answered on top of a window
         # the live notes had filled.
-        uses: dict[int, list[float]] = {}
         todo: list[int] = []
         answered: dict[int, int] = {}
         refused: list[discord.Message] = []
@@ -626,9 +625,8 @@ class CatchUp(commands.Cog):
             sent = message.created_at.timestamp()
             flood = voice.flood.get_bucket(message, sent)
             assert isinstance(flood, InAnyWindow)  # a per-user mapping makes one per player
-            taken = uses.setdefault(author, flood.uses())
             if message.id not in promised and not room_for(
-                taken, sent, limit.flood_notes, limit.flood_seconds
+                flood.uses(), sent, limit.flood_notes, limit.flood_seconds
             ):
                 refused.append(message)
                 continue
@@ -638,9 +636,8 @@ class CatchUp(commands.Cog):
                 # Weighed before (the live path counted it, as sent) and given back: the uses hold
                 # it already, and counted again one note would stand for two in the player's window.
                 continue
-            taken.append(sent)
-            # The live limit counts it too: a player whose notes were just read back and answered
-            # gets no fresh flood_notes for the notes they send next.
+            # A player whose notes were just read back and answered gets no fresh flood_notes for
+            # the notes they send next.
             flood.count(sent)
         for message in refused:
             count = answered.get(message.author.id, 0)
