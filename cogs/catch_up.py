@@ -187,7 +187,7 @@ class CatchUp(commands.Cog):
             return
         if answering := await self._answer_unseen(voice, found, replied):
             log.info("added to thread %s: answering %d note(s) sent there before", thread.id, answering)
-        await self._without_audio(voice, voiceless)
+        await self._say_voiceless(voice, voiceless)
 
     @commands.Cog.listener()
     async def on_ready(self) -> None:
@@ -460,7 +460,7 @@ class CatchUp(commands.Cog):
             await self._answer_found(reading, found, replied)
 
         await self._each([p for p in dms if owners[p] not in authors], read_dm)
-        await self._without_audio(voice, reading.voiceless)
+        await self._say_voiceless(voice, reading.voiceless)
 
         too_old = reading.too_old
         if too_old:
@@ -699,7 +699,7 @@ class CatchUp(commands.Cog):
         elif voiceless is not None and voice.voiceless(message) and voice.addressed_here(message):
             voiceless[message.id] = message
 
-    async def _without_audio(self, voice: VoiceNotes, messages: dict[int, discord.Message]) -> None:
+    async def _say_voiceless(self, voice: VoiceNotes, messages: dict[int, discord.Message]) -> None:
         """The voice messages read back with no note to hear, said in the log and told to their
         players as the live path does; not those the ledger knows (a player told already) or
         another path met first (the live event)."""
@@ -708,7 +708,7 @@ class CatchUp(commands.Cog):
         seen = await self.bot.core.notes.seen(list(messages))
         for message_id in sorted(messages):
             if message_id not in seen and voice.count_once(message_id):
-                voice.without_audio(messages[message_id])
+                voice.say_voiceless(messages[message_id])
 
     async def _read_from_last(
         self,

@@ -236,7 +236,7 @@ class VoiceNotes(commands.Cog):
         if not notes:
             if self.voiceless(message) and self.addressed_here(message):
                 if self.count_once(message.id):  # a catch-up may read it back as it comes
-                    self.without_audio(message)
+                    self.say_voiceless(message)
                 return
             # Chat in a channel the bot watches is not for it; a DM or a mention is.
             chatty = message.type in (discord.MessageType.default, discord.MessageType.reply)
@@ -275,7 +275,7 @@ class VoiceNotes(commands.Cog):
             return False
         return not (self.settings.any_audio_attachment and carried_attachments(message))
 
-    def without_audio(self, message: discord.Message) -> None:
+    def say_voiceless(self, message: discord.Message) -> None:
         """A voice message, or a forward of one, with no attachment to hear where the bot answers
         notes, or one whose attachment lacks the waveform that makes it a voice message to
         discord.py where only voice messages are answered: said in the log, not dropped unseen,

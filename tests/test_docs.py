@@ -620,7 +620,7 @@ def test_the_discord_doc_says_which_attachments_are_taken_for_audio() -> None:
     extensions = next(word for word in named if word.startswith(".ogg "))
     assert set(extensions.split()) == AUDIO_EXTENSIONS, row
     assert UNTYPED <= named, row
-    # VoiceCog._without_audio tells a voice message that came without its audio (or, with this
+    # VoiceNotes.say_voiceless tells a voice message that came without its audio (or, with this
     # setting off, without its waveform) in a DM and to a mention alike, not in a DM alone.
     discord = " ".join((REPO / "docs" / "discord.md").read_text(encoding="utf-8").split())
     assert "a player in a DM, or who mentioned the bot where the intent shows the attachments," in discord
