@@ -14,7 +14,7 @@ from discord.http import Route
 
 from bot import sentences as say
 from bot.audio import ReplyAudio
-from bot.speech.speakable import BIDI_CONTROLS
+from bot.speech.speakable import without_overrides
 from bot.tools import cluster_start
 
 log = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def literal(text: str) -> str:
     new line cannot end a quote or start a heading, `[x](https://...)` shows its address, and
     no mention, emoji, timestamp or list is made of it, nor does a direction override turn the
     rest of the line around."""
-    one_line = " ".join("".join(c for c in text if c not in BIDI_CONTROLS).split())
+    one_line = " ".join(without_overrides(text).split())
     escaped = discord.utils.escape_mentions(discord.utils.escape_markdown(one_line))
     return _LEFT_BY_LIBRARY.sub(_escape_left, escaped)
 
