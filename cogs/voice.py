@@ -792,10 +792,11 @@ class VoiceNotes(commands.Cog):
                         # The slot is given back before the answer is sent, which can wait long
                         # behind a busy channel's rate limit: the note must not wait in memory too.
                         del data
+        # Came during the turn: the answer, or the refusal of the note, would be refused (50013).
+        if timed_out_until(message.guild):
+            return False, Reached.NO
         if refusal is not None:
             return False, await self._tell(message, refusal)
-        if timed_out_until(message.guild):  # came during the turn: the answer would be refused
-            return False, Reached.NO
         told = reply.told_keys
         given_up = False
 

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.sentences import ONE_AT_A_TIME
+from bot.sentences import DOWNLOAD_FAILED, ONE_AT_A_TIME
 from tests.discord_harness import (
     blaze,
     caught_up,
@@ -735,6 +735,25 @@ async def test_a_note_whose_answer_meets_the_bots_timeout_is_answered_once_it_en
     assert not fake.refused, fake.refused
     assert voice.is_voice_message and len([r for r in fake.replies_to(note["id"]) if r.is_voice_message]) == 1
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], "given up on"
+
+
+async def test_a_refusal_that_meets_the_bots_timeout_is_not_posted(settings, fake, caplog):
+    # The timeout comes while the note downloads: "could not download" would be refused (50013) as
+    # an answer would; the note waits, and the recheck downloads it again once the timeout ends.
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, download_seconds=1.0, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        note = await fake.send_note(nova, voice_note(), guild=True, stall=30.0)
+        await fake.wait_for(lambda _: fake.sent("cdn") and fake.sent("reaction_add", ALLOWED_CHANNEL))
+        await fake.time_out_the_bot(600.0)
+        await eventually(lambda: waits_out_the_timeout(caplog, note))
+        fake.cdn_stalls.clear()
+        await fake.time_out_the_bot(0.0)
+        voice, _ = await answered(fake, note)
+        await settle(fake)
+    assert not fake.refused, fake.refused
+    assert voice.is_voice_message
+    assert DOWNLOAD_FAILED not in [r.content for r in fake.replies_to(note["id"])]
 
 
 async def test_a_note_queued_behind_one_that_meets_the_bots_timeout_costs_no_turn(settings, fake, caplog):
