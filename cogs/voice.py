@@ -717,6 +717,9 @@ class VoiceNotes(commands.Cog):
         """(answered as the agent meant to, what reached the player). `arrived`: when this process
         took the note (time.monotonic())."""
         limits = self.bot.core.settings.audio
+        # Came while the note waited behind its player's others: a refusal would be refused (50013).
+        if timed_out_until(message.guild):
+            return False, Reached.NO
         if note.size > limits.max_bytes:
             log.info("note %s from %s refused: %d bytes", message.id, message.author.id, note.size)
             metrics.note("discord", "refused", "too_big")

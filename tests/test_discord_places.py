@@ -779,6 +779,30 @@ async def test_a_note_queued_behind_one_that_meets_the_bots_timeout_costs_no_tur
     assert not fake.refused, fake.refused
 
 
+async def test_a_note_too_big_queued_behind_one_that_meets_the_bots_timeout_is_refused_after_it(
+    settings, fake, caplog
+):
+    # Its refusal needs no turn slot, but it is a post all the same: made while the bot is timed
+    # out, Discord refuses it (50013). It waits, and is told once the timeout ends.
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine(delay=0.5)
+    async with running_bot(settings, fake, engine=engine, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        first = await fake.send_note(nova, voice_note(), guild=True)
+        big = await fake.send_note(nova, voice_note(), guild=True, declared_size=50_000_000)
+        await fake.wait_for(
+            lambda _: fake.sent("typing", ALLOWED_CHANNEL) and fake.sent("reaction_add", ALLOWED_CHANNEL)
+        )
+        await fake.time_out_the_bot(600.0)
+        await eventually(lambda: waits_out_the_timeout(caplog, first) and waits_out_the_timeout(caplog, big))
+        await fake.time_out_the_bot(0.0)
+        await answered(fake, first)
+        await fake.wait_for(lambda _: fake.replies_to(big["id"]))
+        await settle(fake)
+    assert not fake.refused, fake.refused
+    assert len(fake.replies_to(big["id"])) == 1
+
+
 async def test_a_message_of_two_notes_meeting_the_bots_timeout_says_one_at_a_time_once(
     settings, fake, caplog
 ):
