@@ -482,8 +482,11 @@ class VoiceNotes(commands.Cog):
         level = logging.INFO if said in self._timeouts_said else logging.WARNING
         remember(self._timeouts_said, said, None, MAX_WARNED)
         # The recheck answers a note no older than catch_up_minutes: past that, a timeout that
-        # runs its course (an hour, a day, a week) leaves the note unanswered.
-        last = message.created_at + datetime.timedelta(minutes=self.settings.catch_up_minutes)
+        # runs its course (an hour, a day, a week) leaves the note unanswered. Its end comes with
+        # no event: the first recheck after it, up to recheck_seconds later, is the one to answer.
+        last = message.created_at + datetime.timedelta(
+            minutes=self.settings.catch_up_minutes, seconds=-self.settings.recheck_seconds
+        )
         if until <= last:
             then = "notes there are answered once it ends"
         else:

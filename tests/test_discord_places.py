@@ -715,6 +715,21 @@ async def test_a_timeout_longer_than_catch_up_minutes_says_its_note_waits_for_a_
     assert len(said) == 1 and "this note is answered only if it is lifted before" in said[0], said
 
 
+async def test_a_timeout_ending_within_a_recheck_of_the_notes_window_promises_no_answer(
+    settings, fake, caplog
+):
+    # A timeout running its course ends with no event: the first recheck after its end answers
+    # the note, up to recheck_seconds later, and by then a note near catch_up_minutes is too old.
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, catch_up_minutes=1.0, recheck_seconds=30.0) as h:
+        await caught_up(h.bot)
+        await fake.time_out_the_bot(45.0)  # ends 15 s before the note's window does
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: waits_out_the_timeout(caplog, note))
+    said = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(said) == 1 and "this note is answered only if it is lifted before" in said[0], said
+
+
 async def test_a_note_whose_answer_meets_the_bots_timeout_is_answered_once_it_ends(settings, fake, caplog):
     # The timeout comes during the turn: its answer, and an apology, would be refused (50013),
     # requests Discord counts toward the invalid ones that get the bot's address banned.
