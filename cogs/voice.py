@@ -891,7 +891,9 @@ class VoiceNotes(commands.Cog):
 
     async def _tell(self, message: discord.Message, text: str) -> Reached:
         """A short reply the player can act on (failures are only logged)."""
-        if self._shut(message):
+        # Denied Send Messages, or timed out (the timeout keeps only View Channel and Read Message
+        # History): Discord would refuse it (50013), a request counted toward an address ban.
+        if self._shut(message) or not may_send(message):
             return Reached.NO
         try:
             await self._bounded(send_text(message, text))

@@ -730,6 +730,23 @@ async def test_a_timeout_ending_within_a_recheck_of_the_notes_window_promises_no
     assert len(said) == 1 and "this note is answered only if it is lifted before" in said[0], said
 
 
+async def test_a_flood_hint_is_not_posted_while_the_bot_is_timed_out(settings, fake, caplog):
+    # "Too fast" is a post like any: Discord refuses it (50013) while the timeout lasts.
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        await fake.time_out_the_bot(600.0)
+        first = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: waits_out_the_timeout(caplog, first))
+        second = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: any(f"flood: note {second['id']}" in r.getMessage() for r in caplog.records))
+        await settle(fake)
+        await fake.time_out_the_bot(0.0)
+        await answered(fake, first)
+        await settle(fake)
+    assert not fake.refused, fake.refused
+
+
 async def test_a_note_whose_answer_meets_the_bots_timeout_is_answered_once_it_ends(settings, fake, caplog):
     # The timeout comes during the turn: its answer, and an apology, would be refused (50013),
     # requests Discord counts toward the invalid ones that get the bot's address banned.
