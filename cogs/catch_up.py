@@ -616,7 +616,11 @@ class CatchUp(commands.Cog):
         # Each note is weighed against its player's uses in the live limit: the notes answered
         # live or weighed at a stop, and those answered here, all by when Discord says they were
         # sent. Weighed apart, the notes a gateway gap hid would be answered on top of a window
-        # the live notes had filled.
+        # the live notes had filled. Kept here too, not read back from the limit: it drops uses
+        # catch_up_minutes + flood_seconds before its newest, and a live note stamped after this
+        # read began (a long catch-up, a host clock behind Discord's) puts the oldest notes read
+        # back that far, each one dropped as soon as it is counted.
+        uses: dict[int, list[float]] = {}
         todo: list[int] = []
         answered: dict[int, int] = {}
         refused: list[discord.Message] = []
@@ -625,8 +629,9 @@ class CatchUp(commands.Cog):
             sent = message.created_at.timestamp()
             flood = voice.flood.get_bucket(message, sent)
             assert isinstance(flood, InAnyWindow)  # a per-user mapping makes one per player
+            taken = uses.setdefault(author, flood.uses())
             if message.id not in promised and not room_for(
-                flood.uses(), sent, limit.flood_notes, limit.flood_seconds
+                taken, sent, limit.flood_notes, limit.flood_seconds
             ):
                 refused.append(message)
                 continue
@@ -636,6 +641,7 @@ class CatchUp(commands.Cog):
                 # Weighed before (the live path counted it, as sent) and given back: the uses hold
                 # it already, and counted again one note would stand for two in the player's window.
                 continue
+            taken.append(sent)
             # A player whose notes were just read back and answered gets no fresh flood_notes for
             # the notes they send next.
             flood.count(sent)

@@ -111,6 +111,22 @@ async def test_a_note_sent_while_the_bot_was_out_of_a_private_thread_is_answered
     assert len(voice_replies(fake, first)) == len(voice_replies(fake, meanwhile)) == 1
 
 
+async def test_a_flood_read_back_far_behind_the_players_newest_live_note_is_held_to_the_limit(settings, fake):
+    # The live limit keeps uses catch_up_minutes + flood_seconds back from the newest: a live note
+    # stamped later than the read began (a long catch-up, a host clock behind Discord's) puts
+    # the oldest notes read back beyond that, and each one counted would drop at once.
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=60.0) as h:
+        await caught_up(h.bot)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        flood = [await fake.send_note(nova, voice_note(), channel_id=thread, ago=1790 - i) for i in range(4)]
+        live = await fake.send_note(nova, voice_note(), guild=True, ago=-120)
+        await answered(fake, live)
+        await fake.add_to_thread(thread)
+        states = [await settled(settings, note) for note in flood]
+        await settle(fake)
+    assert [len(voice_replies(fake, note)) for note in flood] == [1, 1, 0, 0], states
+
+
 async def test_a_private_thread_the_bot_was_added_back_to_while_the_gateway_was_away_answers(settings, fake):
     # The add went to a session Discord dropped: no thread_join tells of it, but the new session's
     # GUILD_CREATE lists the thread, and the note sent meanwhile is the new session's catch-up's.
