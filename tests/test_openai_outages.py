@@ -622,3 +622,29 @@ async def _a_request_sent(engine, content: str = "hi"):
         )
     finally:
         await engine.client.close()
+
+
+def test_a_retry_after_date_with_no_zone_said_is_read_as_gmt() -> None:
+    # "-0000" (RFC 5322: no zone known) parses to a naive date, which taken as it is could not be
+    # compared with now; an HTTP date is GMT whatever it says.
+    import datetime as dt
+    import email.utils
+
+    from bot.retry_after import seconds_named
+
+    later = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(seconds=120)
+    named = email.utils.format_datetime(later)
+    assert named.endswith("-0000")
+    wait = seconds_named(named)
+    assert wait is not None and 60 < wait <= 120
+
+
+def test_a_limit_that_resets_now_names_no_wait_in_either_form() -> None:
+    # A 429 whose limit "resets" in 0 asks for no pause: taken as 0 s, the request would go again
+    # at once, into the same limit, rather than after the 1 s doubling a 429 naming none gets.
+    from bot.engines.openai import _pause_asked
+
+    def asked(reset: str) -> float | None:
+        return _pause_asked({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": reset})
+
+    assert [asked(reset) for reset in ("0", "0s", "0ms", "0.5", "500ms")] == [None, None, None, 0.5, 0.5]

@@ -930,7 +930,7 @@ def _pause_asked(headers: Any) -> float | None:
     parts = RESET.findall(reset)
     if not parts or "".join(n + u for n, u in parts) != reset:
         return None
-    return sum(float(n) * UNITS[u] for n, u in parts)
+    return sum(float(n) * UNITS[u] for n, u in parts) or None  # "0s", as Azure's "0" above
 
 
 def _wait_named(headers: Any) -> float | None:
