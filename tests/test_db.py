@@ -1031,3 +1031,50 @@ def test_a_sweep_removes_a_partial_while_it_holds_its_lock(tmp_path: Path, monke
     remove_partials(tmp_path, ["model.bin"])
     assert tried == ["held"], "the sweep let go of its lock before removing the file"
     assert not killed.exists()
+
+
+def test_a_file_whose_fsync_fails_as_a_folders_may_still_fails_its_write(tmp_path: Path, monkeypatch) -> None:
+    # EINVAL is tolerated from a folder alone (a file system that syncs none): from a file's own
+    # fsync it says the data is not on disk, and the write that counted on it must fail.
+    import errno
+
+    from bot.db import fsync_path
+
+    def refused(fd: int) -> None:
+        raise OSError(errno.EINVAL, "Invalid argument")
+
+    made = tmp_path / "grievances.spool.jsonl"
+    made.write_text("{}\n")
+    monkeypatch.setattr(os, "fsync", refused)
+    fsync_path(tmp_path)
+    with pytest.raises(OSError):
+        fsync_path(made)
+
+
+def test_a_partial_of_this_process_id_left_unheld_is_a_killed_ones_and_removed(tmp_path: Path) -> None:
+    # A container's process is pid 1 at each start: a partial a killed start left carries the
+    # id this one has now, and kept as "running" it would stay for good, one more each restart.
+    from bot.db import remove_partials
+
+    left = tmp_path / f".model.bin.{os.getpid()}.0a1b2c3d.partial"
+    left.write_bytes(b"half a model")
+    remove_partials(tmp_path, ["model.bin"])
+    assert not left.exists()
+
+
+def test_a_partial_of_another_users_running_process_is_kept_where_locks_tell_nothing(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # kill(pid, 0) refused (EPERM) means a live process of another user, `init` run as root:
+    # its partial is being written, locked or not (a file system without locks holds none).
+    from bot.db import remove_partials
+
+    writing = tmp_path / ".model.bin.4242.0a1b2c3d.partial"
+    writing.write_bytes(b"half a model")
+
+    def not_yours(pid: int, sig: int) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "kill", not_yours)
+    remove_partials(tmp_path, ["model.bin"])
+    assert writing.exists()
