@@ -691,3 +691,22 @@ def test_turn_slots_are_stuck_only_when_every_one_is_held_and_even_the_newest_tu
     from bot.agent import TurnLoad
 
     assert TurnLoad(slots=2, turning=turning, newest_turn_seconds=newest).stuck(300.0) is stuck
+
+
+def test_the_newest_turn_is_timed_from_the_last_to_take_a_slot(monkeypatch) -> None:
+    # The slots are stuck when even the latest turn to take one has held it long: timed from the
+    # first, a bot busy for minutes with turns ending and beginning would look hung to /healthz.
+    import types
+
+    from bot import metrics
+
+    now = [1000.0]
+    monkeypatch.setattr(metrics, "time", types.SimpleNamespace(monotonic=lambda: now[0]))
+    turning = metrics.Waiting()
+    turning.enter("first")
+    now[0] += 600
+    turning.enter("latest")
+    now[0] += 5
+    assert turning.newest_seconds() == 5
+    turning.leave("latest")
+    assert turning.newest_seconds() == 605

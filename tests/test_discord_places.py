@@ -5,6 +5,7 @@ GUILD_CREATE, a message unarchiving the thread it is posted in unless it is lock
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -1000,3 +1001,26 @@ async def test_the_read_of_a_thread_the_bot_is_added_to_waits_its_turn_in_the_ca
         await fake.add_to_thread(thread)
         await eventually(lambda: catch_up._next_read > turn or fake.sent("history", thread))
         assert not fake.sent("history", thread)
+
+
+async def test_a_note_queued_in_a_public_thread_the_bot_is_removed_from_is_still_answered(settings, fake):
+    # Removed from a public thread, the bot still sees it and may post there (a post joins it
+    # again): only a private thread is out of its reach until a player adds it back.
+    engine = FrontendEngine(delay=1.0)
+    async with running_bot(settings, fake, engine=engine) as h:
+        await caught_up(h.bot)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=False, joined=True)
+        first = await fake.send_note(nova, voice_note())
+        queued = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.wait_for(lambda _: fake.sent("typing"))  # the first note's turn, in a DM
+        voice_cog = h.bot.get_cog("VoiceNotes")
+
+        async def both_taken() -> None:  # the thread's note queued, behind the first
+            while voice_cog._backlog.get(nova.id) != 2:  # noqa: ASYNC110 - a counter, no event
+                await asyncio.sleep(0.01)
+
+        await asyncio.wait_for(both_taken(), 10)
+        await fake.remove_from_thread(thread)
+        await answered(fake, first)
+        voice, _ = await answered(fake, queued)
+    assert voice.channel_id == thread and len(engine.turns) == 2

@@ -3475,3 +3475,29 @@ def test_a_cut_to_nothing_keeps_nothing() -> None:
 
     assert [cluster_start("", 0), cluster_start("abc", -1), cluster_start("🇯🇵", 1)] == [0, 0, 1]
     assert shortened("hello world", 0) == "…" and plain("hello world", 0) == "…"
+
+
+def test_a_cut_inside_a_conjunct_keeps_it_whole_or_leaves_it_out() -> None:
+    # Devanagari's "क्ष" is one character to a reader: cut after its virama, a ticket's words
+    # would end in "क्", which reads as another word.
+    from bot.tools import clipped, cluster_start
+
+    words = "मेरा क्षेत्र"
+    at = words.index("ष")
+    assert cluster_start(words, at) == words.index("क्ष")
+    assert clipped(words, at) == "मेरा …"
+
+
+async def test_check_says_a_spool_it_cannot_read_wants_a_person(settings) -> None:
+    # A spool that cannot be read may hold grievances the database refused: counting none,
+    # `check` said all was well while /healthz was not ready for it.
+    from bot.health import check_all
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    spool = GrievanceSpool.beside(storage_paths(settings).grievances)
+    spool.path.mkdir()  # unreadable as a file, as a failing disk's sector would be
+    line = {r.service: r for r in await check_all(settings)}["grievances"]
+    assert line.ok and line.warn, line.line()
+    assert line.detail.endswith(
+        f"; {spool.path} cannot be read, and may hold grievances the database refused"
+    ), line.detail

@@ -2563,3 +2563,12 @@ async def test_a_grievance_spool_that_cannot_be_read_is_not_ready_and_said_once(
     store = [r for r in caplog.records if r.name == "bot.tools.grievance_store"]
     said = [(r.levelname, r.getMessage()) for r in store if "spool" in r.getMessage()]
     assert [level for level, _ in said] == ["ERROR", "INFO"], said
+
+
+def test_a_shortened_line_ends_at_a_word_only_in_its_second_half() -> None:
+    # A word's end near the start would show a long description as one word and "…": past half
+    # way the cut is at a word's end, else where a character starts.
+    from bot.web import shortened
+
+    assert shortened("Refund " + "x" * 40, 20) == "Refund " + "x" * 12 + "…"
+    assert shortened("my gems vanished after the update", 20) == "my gems vanished…"
