@@ -13,8 +13,8 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any, TypeVar
 
 import aiohttp
 import discord
@@ -51,6 +51,8 @@ from tests.fakes.discord_server import (
 )
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_news import eventually
+
+T = TypeVar("T")
 
 LATER = "\N{HOURGLASS WITH FLOWING SAND}"
 
@@ -1275,6 +1277,38 @@ async def test_a_killed_turns_note_whose_player_was_only_told_to_slow_down_is_an
     assert answers(fake, note) == 1
 
 
+async def found_after_a_kill(
+    settings: Settings,
+    fake: FakeDiscord,
+    found_by: str,
+    sql: str,
+    sent_and_left: Callable[[FakeDiscord], Awaitable[tuple[T, list[tuple[object, ...]]]]],
+    awaited: Callable[[T], list[dict]],
+) -> T:
+    """What `sent_and_left` sends (while no bot hears it), and the notes.db rows (`sql`) it says a
+    killed process left, found by the start-up catch-up (rows written before the bot starts) or
+    by a running bot's recheck (written under it); returns once `awaited` notes are answered."""
+    if found_by == "start-up catch-up":
+        made, rows = await sent_and_left(fake)
+        ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+        try:
+            await ledger._conn.executemany(sql, rows)
+            await ledger._conn.commit()
+        finally:
+            await ledger.aclose()
+        async with running_bot(settings, fake, recheck_seconds=0.2):
+            await all_answered(fake, awaited(made), within=25)
+            await settle(fake)
+        return made
+    async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
+        await settle(fake)
+        made, rows = await sent_and_left(fake)
+        await survivor.bot.core.notes._conn.executemany(sql, rows)
+        await all_answered(fake, awaited(made), within=25)
+        await settle(fake)
+    return made
+
+
 @pytest.mark.parametrize("found_by", ["start-up catch-up", "recheck"])
 @pytest.mark.parametrize(
     "said",
@@ -1324,24 +1358,11 @@ async def test_a_killed_turns_note_is_answered_though_a_plain_line_after_it_name
             *((int(n["id"]), ALLOWED_CHANNEL, NOVA, "answered", None, None, now) for n in earlier + later),
         ]
 
-    if found_by == "start-up catch-up":
+    async def sent_and_left(fake: FakeDiscord) -> tuple[dict, list[tuple[object, ...]]]:
         note = await sent_then_named(fake)
-        ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
-        try:
-            await ledger._conn.executemany(rows, ledger_rows(note))
-            await ledger._conn.commit()
-        finally:
-            await ledger.aclose()
-        async with running_bot(settings, fake, recheck_seconds=0.2):
-            await all_answered(fake, [note], within=25)
-            await settle(fake)
-    else:
-        async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
-            await settle(fake)
-            note = await sent_then_named(fake)
-            await survivor.bot.core.notes._conn.executemany(rows, ledger_rows(note))
-            await all_answered(fake, [note], within=25)
-            await settle(fake)
+        return note, ledger_rows(note)
+
+    note = await found_after_a_kill(settings, fake, found_by, rows, sent_and_left, lambda note: [note])
     assert answers(fake, note) == 1
     assert all(answers(fake, n) == 0 for n in earlier)  # answered before the kill: not again
 
@@ -1378,24 +1399,13 @@ async def test_a_killed_turns_note_is_answered_though_an_earlier_notes_answer_af
             ],
         )
 
-    if found_by == "start-up catch-up":
+    async def sent_and_left(fake: FakeDiscord) -> tuple[tuple[dict, dict], list[tuple[object, ...]]]:
         first, second, killed = await killed_mid_queue(fake)
-        ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
-        try:
-            await ledger._conn.executemany(rows, killed)
-            await ledger._conn.commit()
-        finally:
-            await ledger.aclose()
-        async with running_bot(settings, fake, recheck_seconds=0.2):
-            await all_answered(fake, [second], within=25)
-            await settle(fake)
-    else:
-        async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
-            await settle(fake)
-            first, second, killed = await killed_mid_queue(fake)
-            await survivor.bot.core.notes._conn.executemany(rows, killed)
-            await all_answered(fake, [second], within=25)
-            await settle(fake)
+        return (first, second), killed
+
+    first, second = await found_after_a_kill(
+        settings, fake, found_by, rows, sent_and_left, lambda notes: [notes[1]]
+    )
     assert answers(fake, second) == 1
     assert answers(fake, first) == 0  # too old to answer now
 
@@ -1428,26 +1438,14 @@ async def test_a_killed_turns_note_is_answered_though_a_reply_told_it_something_
         "INSERT INTO notes (message_id, place_id, user_id, state, owner, lease_until, updated_at)"
         " VALUES (?, ?, ?, 'started', ?, ?, ?)"
     )
-    if found_by == "start-up catch-up":
+
+    async def sent_and_left(fake: FakeDiscord) -> tuple[dict, list[tuple[object, ...]]]:
         note = await told_then_killed(fake)
-        row = (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time())
-        ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
-        try:
-            await ledger._conn.execute(killed, row)
-            await ledger._conn.commit()
-        finally:
-            await ledger.aclose()
-        async with running_bot(settings, fake, recheck_seconds=0.2):
-            await all_answered(fake, [note], within=25)
-            await settle(fake)
-    else:
-        async with running_bot(settings, fake, recheck_seconds=0.2) as survivor:
-            await settle(fake)
-            note = await told_then_killed(fake)
-            row = (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time())
-            await survivor.bot.core.notes._conn.execute(killed, row)
-            await all_answered(fake, [note], within=25)
-            await settle(fake)
+        return note, [
+            (int(note["id"]), ALLOWED_CHANNEL, NOVA, "4194305:1:killed", time.time() + 600, time.time())
+        ]
+
+    note = await found_after_a_kill(settings, fake, found_by, killed, sent_and_left, lambda note: [note])
     assert answers(fake, note) == 1
 
 
