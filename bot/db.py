@@ -130,7 +130,7 @@ def remove_partials(folder: Path, names: Iterable[str]) -> None:
     for name in names:
         for partial in folder.glob(f".{glob.escape(name)}.*.partial"):  # an export's name: any marks
             pid = partial.name[len(name) + 2 :].split(".", 1)[0]
-            if pid.isdigit() and int(pid) != os.getpid() and _running(int(pid)):
+            if pid.isdigit() and int(pid) != os.getpid() and running(int(pid)):
                 continue
             _remove_unless_held(partial)
 
@@ -166,7 +166,8 @@ def _remove_unless_held(partial: Path) -> None:
         os.close(fd)
 
 
-def _running(pid: int) -> bool:
+def running(pid: int) -> bool:
+    """Whether process `pid` is there, under any user, in this pid namespace."""
     try:
         os.kill(pid, 0)
     except (ProcessLookupError, OverflowError):

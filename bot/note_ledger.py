@@ -30,7 +30,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.bounded import remember
-from bot.db import add_missing_columns, first, opening, prune_due, while_locked, writing
+from bot.db import add_missing_columns, first, opening, prune_due, running, while_locked, writing
 
 log = logging.getLogger(__name__)
 
@@ -622,11 +622,6 @@ def _alive(owner: str) -> bool:
     """Whether the process named in a claim may still be answering it."""
     pid_text, _, rest = owner.partition(":")
     started = rest.partition(":")[0]
-    try:
-        pid = int(pid_text)
-        os.kill(pid, 0)
-    except (ValueError, ProcessLookupError):
+    if not pid_text.isdigit() or not running(int(pid_text)):
         return False
-    except PermissionError:  # alive, under another user
-        pass
-    return not started or _process_start(pid) in ("", started)
+    return not started or _process_start(int(pid_text)) in ("", started)

@@ -291,6 +291,13 @@ def test_a_pid_the_system_gave_a_new_process_is_not_the_claims() -> None:
     assert not note_ledger._alive(f"{pid}:1:gone")
 
 
+def test_a_claim_naming_no_pid_this_system_could_give_is_not_alive() -> None:
+    # A claim written by hand, or torn: os.kill refuses a pid past a C int (OverflowError).
+    assert not note_ledger._alive("99999999999999999999999:1:gone")
+    assert not note_ledger._alive("-5:1:gone")
+    assert not note_ledger._alive("x:1:gone")
+
+
 async def test_expired_notes_stay_unanswered_and_old_settled_ones_are_pruned(tmp_path) -> None:
     one = await NoteLedger.open(tmp_path / "notes.db")
     try:
