@@ -352,12 +352,15 @@ async def test_notes_are_decoded_in_worker_processes_and_a_dead_worker_loses_no_
             os.kill(pid, signal.SIGKILL)
         again = await asyncio.gather(*in_flight)
         fresh = await hearing.start()
+        undisturbed = await hearing.hear(pcm * 8, rate)
     finally:
         await hearing.aclose()
         told.close()
     assert workers and os.getpid() not in workers
     assert router.decide(first).name == "get_player_stats"
-    assert all(router.decide(t).name == "get_player_stats" for t in again)
+    # Eight questions run together decode to words a router may read either way, and which way
+    # can differ between machines: a note heard again is heard as one no worker died on.
+    assert [t.text for t in again] == [undisturbed.text] * 3
     assert fresh and not fresh & workers
 
 
