@@ -1232,6 +1232,15 @@ async def test_a_long_running_desk_forgets_logouts_whose_sessions_have_lapsed(se
     assert rows == 1
 
 
+async def test_a_logout_is_on_disk_when_it_is_answered_not_only_in_the_wal(settings) -> None:
+    # synchronous=NORMAL leaves the last commits to the OS's write-back: a power cut took the
+    # logout with it, and a cookie copied before it opened the desk again after the reboot.
+    async with web_client(settings) as (client, _):
+        logins = client.app[STATE].staff_logins
+        full = 2
+        assert [tuple(r) for r in await logins._conn.execute_fetchall("PRAGMA synchronous")] == [(full,)]
+
+
 @pytest.mark.parametrize(
     ("headers", "body"),
     [

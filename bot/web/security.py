@@ -162,7 +162,8 @@ class StaffLogins:
     """Staff logins ended by a logout, on disk until the session would have lapsed anyway.
 
     Sessions live in the encrypted cookie alone, so without this list a cookie copied before a
-    logout would open the desk until it expired."""
+    logout would open the desk until it expired. Synced to disk at each logout (FULL): a logout
+    a power cut took would open the desk to that copy again, and logouts are few."""
 
     def __init__(self, conn: aiosqlite.Connection) -> None:
         self._conn = conn
@@ -171,7 +172,7 @@ class StaffLogins:
     @classmethod
     async def open(cls, path: Path) -> StaffLogins:
         schema = "CREATE TABLE IF NOT EXISTS ended_logins (login TEXT PRIMARY KEY, until REAL NOT NULL);"
-        async with opening(path, schema, version=LOGINS_SCHEMA_VERSION) as conn:
+        async with opening(path, schema, version=LOGINS_SCHEMA_VERSION, durable=True) as conn:
             await conn.execute("DELETE FROM ended_logins WHERE until < ?", (time.time(),))
             await conn.commit()
             return cls(conn)
