@@ -2167,6 +2167,47 @@ def test_a_spool_of_unreadable_lines_alone_is_emptied_and_let_go(tmp_path, line:
     assert spool.rejected.read_text() == line + "\n"
 
 
+def test_a_spool_another_holds_on_smb_is_busy_not_an_error(tmp_path, monkeypatch) -> None:
+    # CIFS emulates flock with SMB byte-range locks, and refuses a lock another holds with EACCES,
+    # not EWOULDBLOCK: the refiler's round failed with PermissionError while another process filed
+    # the spool, and a grievance cut short by a stop was logged as one that could not be kept.
+    import errno
+    import fcntl
+    import os
+
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    flock = fcntl.flock
+
+    def smb_flock(fd: int, operation: int) -> None:
+        try:
+            flock(fd, operation)
+        except BlockingIOError:
+            raise PermissionError(errno.EACCES, "Permission denied") from None
+
+    spool = GrievanceSpool(tmp_path / "g.spool.jsonl")
+    row = {"user_id": NOVA, "category": "wallet", "description": "gems gone", "at": "2026-12-06T04:00:00Z"}
+    assert spool.keep(state="local_only", **row)
+    monkeypatch.setattr(fcntl, "flock", smb_flock)
+    other = os.open(spool.path, os.O_RDWR)  # another process filing the spool
+    try:
+        flock(other, fcntl.LOCK_EX)
+        assert spool.take() is None
+        assert spool.keep(wait=False, state="local_only", **row) is False
+    finally:
+        os.close(other)
+    taken = spool.take()
+    assert taken is not None and len(taken[1]) == 1
+    spool.release(taken[0])
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)  # not "busy": said, not waited out for ever
+    with pytest.raises(OSError, match="No locks"):
+        spool.take()
+
+
 async def test_a_complaint_heard_as_two_when_answered_again_files_the_second(
     settings, scripted_app_engine
 ) -> None:
