@@ -439,7 +439,10 @@ class LocalGrievanceStore:
         a missing one is an empty one in memory), and the spool counted, left to the bot to file."""
         if read_only:
             conn = await open_read_only(path, SCHEMA_VERSION, SCHEMA)
-            return cls(conn, initial_state, GrievanceSpool.beside(path))
+            store = cls(conn, initial_state, GrievanceSpool.beside(path))
+            # `check` says a spool it cannot read in its own line: an ERROR besides says it twice.
+            store._spool_unread.level = logging.DEBUG
+            return store
         emptied = _empty_file(Path(path))
         return await cls._open(path, initial_state, emptied)
 
@@ -1448,12 +1451,19 @@ class LocalGrievanceStore:
         """A `check` line `said`, with the grievances the database refused that wait unfiled (their
         one copy, which no count of the database holds) or a spool that cannot be read: then a
         line that wants a person's eye, as /healthz is not ready."""
-        unfiled = await self.count_unfiled()
+        spooled, held = len(await self._spooled()), len(self._held)
         spool = self._spool.path if self._spool is not None else "the spool"
+        # Only this process's memory: `check`, a process of its own, has none to count, and a
+        # running bot's is its log's and its desk's to say.
+        where = []
+        if spooled:
+            where.append(f"{spooled} in {spool}")
+        if held:
+            where.append(f"{held} in this process's memory")
         if self.spool_unreadable:
             said += f"; {spool} cannot be read, and may hold grievances the database refused"
-        elif unfiled:
-            said += f"; {unfiled} grievance(s) the database refused wait unfiled in {spool} or in memory"
+        elif where:
+            said += f"; grievance(s) the database refused wait unfiled: {' and '.join(where)}"
         else:
             return said
         from bot.health import NeedsHuman

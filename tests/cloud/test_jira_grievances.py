@@ -1090,7 +1090,7 @@ async def test_check_with_jira_counts_the_grievances_waiting_in_the_spool(fake, 
         await backend.aclose()
     assert line == (
         f"Jira {fake.url}: JIRA_EMAIL and JIRA_API_TOKEN accepted, project GRV, 0 pending;"
-        f" 1 grievance(s) the database refused wait unfiled in {spool.path} or in memory"
+        f" grievance(s) the database refused wait unfiled: 1 in {spool.path}"
     )
 
 
