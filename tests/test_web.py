@@ -1381,13 +1381,13 @@ async def test_healthz_is_ready_when_databases_answer_and_discord_is_connected(
 async def test_anonymous_healthz_probes_the_backends_at_most_every_few_seconds(wsettings) -> None:
     async with web_client(wsettings) as (client, core):
         runs = []
-        real = core.grievances.check
+        real = core.grievances.count  # the grievance database's read, one a probe
 
-        async def counted() -> str:
+        async def counted() -> int:
             runs.append(1)
             return await real()
 
-        core.grievances.check = counted  # type: ignore[method-assign]
+        core.grievances.count = counted  # type: ignore[method-assign]
         probes = await asyncio.gather(*(client.get("/healthz") for _ in range(20)))
         assert {p.status for p in probes} == {200} and len(runs) == 1
 
@@ -1714,6 +1714,30 @@ async def test_healthz_logs_grievances_waiting_unfiled_as_not_ready_not_as_not_a
         ),
         ("INFO", "healthz: grievances is ready again"),
     ]
+
+
+async def test_healthz_reads_the_spool_once_a_probe_while_grievances_wait(wsettings, monkeypatch) -> None:
+    # Each probe read the whole spool twice (the database's check counted it, then the probe
+    # again): a full disk's spool grows, and probes come every few seconds.
+    from bot.tools.grievance_spool import GrievanceSpool
+
+    async with web_client(wsettings) as (client, core):
+        spool = core.grievances.local_store._spool
+        assert isinstance(spool, GrievanceSpool)
+        spool.keep(
+            user_id=NOVA,
+            category="wallet",
+            description="gems gone",
+            at="2026-12-06T04:00:00Z",
+            state="local_only",
+        )
+        reads = []
+        lines = spool.lines
+        monkeypatch.setattr(spool, "lines", lambda: reads.append(1) or lines())
+        page = await client.get("/healthz")
+        body = await page.json()
+    assert page.status == 503 and body["checks"]["grievances"]["error"] == "unfiled"
+    assert len(reads) == 1
 
 
 def test_healthz_logs_the_end_of_any_not_ready_as_ready_again(caplog) -> None:

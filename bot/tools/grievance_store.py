@@ -1442,10 +1442,14 @@ class LocalGrievanceStore:
         )
         return {str(row[0]) for row in rows}
 
-    async def check(self) -> str:
+    async def count(self) -> int:
+        """The grievances the database holds: a read that says it answers."""
         rows = await self._conn.execute_fetchall("SELECT COUNT(*) FROM grievances")
         (count,) = first(rows)  # type: ignore[misc]
-        return await self.with_unfiled(f"local grievance store: {count} grievances")
+        return int(count)
+
+    async def check(self) -> str:
+        return await self.with_unfiled(f"local grievance store: {await self.count()} grievances")
 
     async def with_unfiled(self, said: str) -> str:
         """A `check` line `said`, with the grievances the database refused that wait unfiled (their

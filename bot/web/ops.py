@@ -129,8 +129,8 @@ async def _backends(st: Any) -> dict[str, dict[str, Any]]:
 
 
 async def _grievances_kept(store: Any) -> None:
-    await store.check()
-    unfiled = await store.count_unfiled()  # reads the spool
+    await store.count()  # the database answers; not check(), which reads the spool as well
+    unfiled = await store.count_unfiled()  # reads the spool, once a probe
     if store.spool_unreadable:
         raise SpoolUnreadable("the grievance spool cannot be read")
     if unfiled:
