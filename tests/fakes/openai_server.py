@@ -219,7 +219,21 @@ class FakeOpenAI(Strict):
 
     # ---- lifecycle ------------------------------------------------------------------------
 
+    def __post_init__(self) -> None:
+        self._knows_its_versions()
+
+    def _knows_its_versions(self) -> None:
+        """An api-version served with no field table would answer each request with a KeyError's
+        500, which reads as the bot's fault: the test that names one is refused at once."""
+        if lacking := sorted(set(self.api_versions) - set(AZURE_FIELDS)):
+            raise ValueError(
+                f"api_versions names {', '.join(lacking)}, which AZURE_FIELDS has no fields for: add"
+                " its fields from that api-version's inference.json, or serve only "
+                f"{', '.join(sorted(AZURE_FIELDS))}"
+            )
+
     async def start(self) -> FakeOpenAI:
+        self._knows_its_versions()  # api_versions may have been set since
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/audio/transcriptions", self._transcribe)
