@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sqlite3
+import time
 
 import pytest
 
@@ -96,6 +98,30 @@ async def test_a_rate_limit_reset_header_pauses_requests_too(storage, fake, rese
         second = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
     assert (first.kind, second.kind) == ("apology", "apology")
     assert len(fake.chats) == 1
+
+
+async def test_a_rate_limit_reset_in_unix_time_is_a_time_not_a_duration(storage, fake, caplog) -> None:
+    # A compatible server may name when its limit resets as a Unix time: read as seconds to wait,
+    # it paused every player's requests for the longest pause, 300 s, for a limit 30 s away.
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    reset = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": str(int(time.time()) + 30)}
+    fake.failures = [Failure(status=429, headers=reset)]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.kind == "apology"
+    (paused,) = logged(caplog, "bot.engines.openai", "paused")
+    found = re.match(r"OpenAI chat paused for (\d+) s \(rate limited", paused.getMessage())
+    assert found and 25 <= int(found[1]) <= 30, paused.getMessage()
+
+
+async def test_a_rate_limit_reset_at_a_unix_time_gone_by_names_no_wait(storage, fake) -> None:
+    # Past already (the server's clock behind this host's): the 1 s a 429 naming no wait gets,
+    # after which the note is answered, not 300 s of the fallback for every player.
+    reset = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": str(int(time.time()) - 60)}
+    fake.failures = [Failure(status=429, headers=reset)]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.engine, reply.kind, len(fake.chats)) == ("openai", "answer", 2)
 
 
 async def test_a_reply_slower_than_the_read_timeout_is_not_asked_for_again(storage, fake) -> None:

@@ -108,6 +108,9 @@ LONGEST_PAUSE = 300.0  # ... up to this, which bounds a named wait too: then req
 RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")  # x-ratelimit-reset-*: "20ms", "1.5s", "6m0s"
 RESET_SECONDS = re.compile(r"\d+(?:\.\d+)?")  # Azure's x-ratelimit-reset-*: seconds, no unit ("37")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# A reset in bare seconds this large is a Unix time, as some compatible servers send it (GitHub's
+# x-ratelimit-reset style): as a duration it would be 31 years, and pause requests LONGEST_PAUSE.
+UNIX_TIME_FLOOR = 1e9  # 2001-09-09
 # The transport errors (by name, as httpx and httpx2 both call them) of a request that never went
 # out: no connection was made (refused, unreachable, timed out), the proxy would not carry it, or
 # none came free from the pool.
@@ -925,8 +928,12 @@ def _pause_asked(headers: Any) -> float | None:
         headers.get(f"x-ratelimit-reset-{limit}") or headers.get(f"x-rate-limit-reset-{limit}") or ""
     ).strip()
     if RESET_SECONDS.fullmatch(reset):
+        seconds = float(reset)
+        if seconds >= UNIX_TIME_FLOOR:
+            # By the server's clock; one already past names no wait, as "0" does.
+            seconds = max(0.0, seconds - time.time())
         # A limit that resets now names no wait (Azure has been seen sending "0" with its counts at -1).
-        return float(reset) or None
+        return seconds or None
     parts = RESET.findall(reset)
     if not parts or "".join(n + u for n, u in parts) != reset:
         return None
