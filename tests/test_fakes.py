@@ -1005,3 +1005,39 @@ async def test_the_fake_refuses_to_serve_an_api_version_it_has_no_fields_for() -
     fake.api_versions = frozenset({"2024-10-21"})
     with pytest.raises(ValueError, match="AZURE_FIELDS has no fields for"):
         await fake.start()
+
+
+async def test_azure_refuses_a_reply_voice_or_format_its_api_version_does_not_list() -> None:
+    """OpenAI's spec takes any voice name; Azure's 2025-01-01-preview lists six voices (three of
+    them OpenAI's audio models') and five formats (no aac)."""
+    from bot.engines.openai import SILENCE
+
+    async with openai_server.serving() as fake, aiohttp.ClientSession() as http:
+        fake.expect_violations()
+        url = f"{fake.azure_endpoint}/openai/deployments/voxdesk-audio/chat/completions"
+        note = {"type": "input_audio", "input_audio": {"data": SILENCE, "format": "wav"}}
+        body = {
+            "model": "voxdesk-audio",
+            "modalities": ["text", "audio"],
+            "messages": [{"role": "user", "content": [note]}],
+        }
+        answered = []
+        for audio in (
+            {"voice": "shimmer", "format": "opus"},
+            {"voice": "ash", "format": "opus"},
+            {"voice": "alloy", "format": "aac"},
+        ):
+            async with http.post(
+                url,
+                params={"api-version": "2025-01-01-preview"},
+                headers={"api-key": openai_server.AZURE_KEY},
+                json={**body, "audio": audio},
+            ) as response:
+                error = (await response.json()).get("error") or {}
+                answered.append((response.status, error.get("param"), error.get("code")))
+    assert answered == [
+        (200, None, None),
+        (400, "audio.voice", "invalid_value"),
+        (400, "audio.format", "invalid_value"),
+    ]
+    assert "Invalid value: 'ash'" in fake.violations[0] and "'aac'" in fake.violations[1]

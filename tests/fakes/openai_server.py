@@ -17,7 +17,8 @@ JSON, Azure's content filter (told to, or on words it is told to block, wherever
 they are). Its usage can be given the shape a compatible server gives it. A chat or
 transcription on a model it does not list (`models`) is OpenAI's 404 model_not_found; on Azure,
 an api-version it does not serve (`api_versions`) or a deployment it lacks is Azure's 404, and a
-field the api-version does not document (`AZURE_FIELDS`) is Azure's 400. Azure's answers carry
+field the api-version does not document (`AZURE_FIELDS`), or a reply voice or format its enum
+lacks, is Azure's 400. Azure's answers carry
 its content filter's results (`prompt_filter_results`, each choice's `content_filter_results`).
 """
 
@@ -104,6 +105,9 @@ AZURE_FIELDS: dict[str, dict[str, frozenset[str]]] = {
         "tool": frozenset({"role", "content", "tool_call_id"}),
         "function": frozenset({"role", "content", "name"}),
         "user parts": frozenset({"text", "image_url", "input_audio"}),
+        # The values its `audio` (a reply's voice and format) takes: an enum each.
+        "audio.voice": frozenset({"alloy", "echo", "fable", "onyx", "nova", "shimmer"}),
+        "audio.format": frozenset({"wav", "mp3", "flac", "opus", "pcm16"}),
         "transcription": frozenset(
             {
                 "model",
@@ -318,7 +322,7 @@ class FakeOpenAI(Strict):
                     if isinstance(part, dict) and part.get("type") not in fields["user parts"]:
                         unknown.append(f"messages[{i}].content[{j}].type={part.get('type')!r}")
         if not unknown:
-            return None
+            return self._azure_invalid(request, body)
         version = request.query["api-version"]
         message = self.refuse(
             f"Unrecognized request argument{'s' if len(unknown) > 1 else ''} supplied: {', '.join(unknown)}"
@@ -326,6 +330,31 @@ class FakeOpenAI(Strict):
         )
         error = {"message": message, "type": "invalid_request_error", "param": None, "code": None}
         return web.json_response({"error": error}, status=400)
+
+    def _azure_invalid(self, request: web.Request, body: dict[str, Any]) -> web.Response | None:
+        """Azure's 400 for a reply voice or format its api-version's enum lacks (AZURE_FIELDS):
+        OpenAI's spec takes any voice name, and its audio models speak voices this version's
+        enum has not caught up with."""
+        audio = body.get("audio")
+        if request.path.endswith("/audio/transcriptions") or not isinstance(audio, dict):
+            return None
+        version = request.query["api-version"]
+        for name in ("voice", "format"):
+            allowed = AZURE_FIELDS[version][f"audio.{name}"]
+            if name in audio and audio[name] not in allowed:
+                supported = ", ".join(repr(v) for v in sorted(allowed))
+                message = self.refuse(
+                    f"Invalid value: {audio[name]!r}. Supported values are: {supported}"
+                    f" (audio.{name} in api-version {version})"
+                )
+                error = {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": f"audio.{name}",
+                    "code": "invalid_value",
+                }
+                return web.json_response({"error": error}, status=400)
+        return None
 
     def _no_model(self, request: web.Request, model: object) -> web.Response | None:
         """OpenAI's 404 for a model it does not serve (Azure names a deployment instead), as the
