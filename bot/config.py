@@ -422,13 +422,25 @@ SECTIONS: dict[str, type] = {
 
 # The voices of OpenAI's audio models; any other name makes every request a 400.
 OPENAI_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+REPLY_FORMATS = ("opus", "wav", "mp3", "flac", "aac", "pcm16")
+# What a reply's `audio` may ask for in each Azure OpenAI api-version: the enums of its
+# createChatCompletionRequest's audio.voice and audio.format, in its inference.json
+# (github.com/Azure/azure-rest-api-specs, specification/cognitiveservices/data-plane/AzureOpenAI/
+# inference/preview/<version>/inference.json, commit 4c95bb2873f0a0c29340e1fe1e7963fcbf9dc0b2).
+# Azure refuses any other value with a 400, every note. A version not here is not known to.
+AZURE_REPLY_AUDIO: dict[str, dict[str, tuple[str, ...]]] = {
+    "2025-01-01-preview": {
+        "voice": ("alloy", "echo", "fable", "onyx", "nova", "shimmer"),
+        "format": ("wav", "mp3", "flac", "opus", "pcm16"),
+    },
+}
 CHOICES: dict[tuple[str, str], tuple[str, ...]] = {
     ("agent", "engine"): ("offline", "openai"),
     ("openai", "voice"): OPENAI_VOICES,
     ("agent", "fallback"): ("offline", "apology"),
     ("openai", "provider"): ("openai", "azure"),
     ("openai", "safety_identifier"): ("auto", "on", "off"),
-    ("openai", "reply_format"): ("opus", "wav", "mp3", "flac", "aac", "pcm16"),
+    ("openai", "reply_format"): REPLY_FORMATS,
     ("tools", "stats"): ("sqlite", "odbc"),
     ("tools", "manuals"): ("sqlite", "azure"),
     ("tools", "grievances"): ("local", "jira"),
@@ -517,6 +529,15 @@ def load_settings(
     _check_required_secrets(settings)
     _warn_of_another_services_key(settings, environ)
     return settings
+
+
+def reply_audio_choices(o: OpenAISettings, name: str) -> tuple[str, ...]:
+    """The reply voices (`name` "voice") or formats ("format") requests may ask for: OpenAI's, and
+    on Azure those of them its api-version takes."""
+    every = OPENAI_VOICES if name == "voice" else REPLY_FORMATS
+    if o.provider != "azure" or o.api_version not in AZURE_REPLY_AUDIO:
+        return every
+    return tuple(v for v in every if v in AZURE_REPLY_AUDIO[o.api_version][name])
 
 
 def _warn_of_another_services_key(settings: Settings, environ: typing.Mapping[str, str]) -> None:

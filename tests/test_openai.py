@@ -521,6 +521,24 @@ async def test_on_azure_earlier_replies_go_as_their_words_not_their_audio_ids(st
     assert {"role": "assistant", "content": "You have 100 points."} in fake.chats[1].body["messages"]
 
 
+async def test_on_azure_a_voice_its_api_version_refuses_is_neither_offered_nor_sent(
+    storage, fake, caplog
+) -> None:
+    """Azure's 2025-01-01-preview takes six voices, three of them OpenAI's: a player who picked
+    another (before the switch to Azure, from the ten /voice offered) had each note refused with a
+    400 and was told the voice service was down. /voice offers Azure's; one picked before speaks in
+    the configured voice, said once."""
+    fake.script = [answer("From Azure."), answer("Again.")]
+    async with running_app(azure_settings(storage, fake)) as app:
+        assert app.agent.voices() == ["alloy", "echo", "shimmer"]
+        replies = [await app.agent.respond(ToolContext(user_id=NOVA), NOTE, voice="ash") for _ in "ab"]
+        shimmer = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE, voice="shimmer")
+    assert [(r.engine, r.kind) for r in [*replies, shimmer]] == [("openai", "answer")] * 3
+    assert [c.body["audio"]["voice"] for c in fake.chats] == ["alloy", "alloy", "shimmer"]
+    (told,) = [r for r in caplog.records if "a player's voice" in r.getMessage()]
+    assert told.levelno == logging.WARNING and "ash is not one" in told.getMessage()
+
+
 async def test_openai_knows_each_player_by_one_name_that_is_not_their_discord_id(storage, fake) -> None:
     # For its abuse monitoring: a name per player, the same after a restart, which OpenAI cannot
     # turn back into the Discord id (a hash of the id alone it could, by trying ids).

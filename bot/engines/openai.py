@@ -34,7 +34,7 @@ import threading
 import time
 import types
 import urllib.parse
-from collections.abc import Awaitable, Callable, Container
+from collections.abc import Awaitable, Callable, Container, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
@@ -44,7 +44,7 @@ import openai
 from bot import sentences as say
 from bot.audio import pcm_to_wav
 from bot.bounded import remember
-from bot.config import OPENAI_VOICES, Settings, shown_url
+from bot.config import OPENAI_VOICES, Settings, reply_audio_choices, shown_url
 from bot.db import fsync_path, new_partial, remove_partials
 from bot.engines.base import (
     AudioClip,
@@ -260,6 +260,7 @@ class OpenAIEngine:
         system_prompt: str,
         audio_history_turns: int = 1,
         max_reply_tokens: int = 0,
+        voices: Sequence[str] = VOICES,
         max_retries: int = 2,
         turn_deadline: float = 120.0,
         breaker_seconds: float = 30.0,
@@ -269,7 +270,8 @@ class OpenAIEngine:
     ) -> None:
         """`sleep` waits out pauses and backoffs (a test passes one that records the delay chosen).
         `safety_key`: each request names its player by a keyed hash under it (safety_identifier);
-        None sends none."""
+        None sends none. `voices`: those a player may pick, the provider's (Azure's api-version
+        takes fewer than OpenAI's models speak)."""
         self.client = client
         self.safety_key = safety_key
         self._sleep = sleep
@@ -280,6 +282,8 @@ class OpenAIEngine:
         self.turn_deadline = turn_deadline
         self.model = model
         self.voice = voice
+        self.offered = list(voices)
+        self._voices_told: set[str] = set()  # players' voices the provider refuses, each said once
         self.reply_format = reply_format
         self.transcribe_model = transcribe_model
         self.system_prompt = system_prompt
@@ -624,10 +628,7 @@ class OpenAIEngine:
                 refused=self._refused_audio,
             ),
             "modalities": ["text", "audio"],
-            "audio": {
-                "voice": turn.voice if turn.voice in VOICES else self.voice,
-                "format": self.reply_format,
-            },
+            "audio": {"voice": self._voice(turn.voice), "format": self.reply_format},
             "tools": [tool.spec() for tool in turn.tools],
         }
         if self.max_reply_tokens:
@@ -642,7 +643,24 @@ class OpenAIEngine:
         return request
 
     def voices(self) -> list[str]:
-        return list(VOICES)
+        return list(self.offered)
+
+    def _voice(self, chosen: str | None) -> str:
+        """A player's voice, or the configured one for a name this provider does not take: the
+        offline engine's (the player picked it while it answered), or one of OpenAI's voices that
+        Azure's api-version refuses (picked before the switch to Azure), which would have every
+        note of theirs refused."""
+        if chosen in self.offered:
+            return chosen
+        if chosen in VOICES and chosen not in self._voices_told:
+            self._voices_told.add(chosen)
+            log.warning(
+                "a player's voice %s is not one this provider takes (%s): %s speaks to them instead",
+                chosen,
+                ", ".join(self.offered),
+                self.voice,
+            )
+        return self.voice
 
     async def verify_model(self) -> None:
         """Warn at start-up when the configured model is unknown to the provider or retired."""
@@ -1132,6 +1150,7 @@ async def create_openai_engine(
         # earlier reply's audio id: named so, that reply would have each later note refused.
         audio_history_turns=0 if o.provider == "azure" else o.audio_history_turns,
         max_reply_tokens=o.max_reply_tokens,
+        voices=reply_audio_choices(o, "voice"),
         max_retries=o.max_retries,
         turn_deadline=o.turn_deadline_seconds,
         breaker_seconds=o.breaker_seconds,
