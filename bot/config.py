@@ -527,6 +527,7 @@ def load_settings(
     _check_ranges(settings)
     _check_languages(settings.offline)
     _check_required_secrets(settings)
+    _check_azure_audio(settings)
     _warn_of_another_services_key(settings, environ)
     return settings
 
@@ -538,6 +539,21 @@ def reply_audio_choices(o: OpenAISettings, name: str) -> tuple[str, ...]:
     if o.provider != "azure" or o.api_version not in AZURE_REPLY_AUDIO:
         return every
     return tuple(v for v in every if v in AZURE_REPLY_AUDIO[o.api_version][name])
+
+
+def _check_azure_audio(settings: Settings) -> None:
+    """On Azure: a reply voice or format its api-version refuses has every note refused (the
+    fallback answers each), while `check`, which asks for text alone, would pass."""
+    o = settings.openai
+    if settings.agent.engine != "openai" or o.provider != "azure":
+        return
+    for name, value in (("voice", o.voice), ("format", o.reply_format)):
+        if value not in (allowed := reply_audio_choices(o, name)):
+            key = "openai.voice" if name == "voice" else "openai.reply_format"
+            raise ConfigError(
+                f"{key} = {value!r} is not one Azure's api-version {o.api_version} (openai.api_version)"
+                f" takes, and every note would be refused: choose one of {', '.join(allowed)}"
+            )
 
 
 def _warn_of_another_services_key(settings: Settings, environ: typing.Mapping[str, str]) -> None:

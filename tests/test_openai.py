@@ -539,6 +539,22 @@ async def test_on_azure_a_voice_its_api_version_refuses_is_neither_offered_nor_s
     assert told.levelno == logging.WARNING and "ash is not one" in told.getMessage()
 
 
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("VOXDESK_OPENAI_REPLY_FORMAT", "aac"), ("VOXDESK_OPENAI_VOICE", "coral")],
+)
+async def test_on_azure_a_reply_format_or_voice_its_api_version_refuses_stops_start_and_check(
+    storage, fake, setting, value
+) -> None:
+    """OpenAI takes aac and coral; Azure's 2025-01-01-preview neither: every note would be refused
+    and answered by the fallback, while `check` (which asks for text alone) said all was well."""
+    from bot.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"= '{value}' is not one Azure's api-version 2025-01-01-preview"):
+        azure_settings(storage, fake, **{setting: value})
+    openai_settings(storage, fake, **{setting: value})  # OpenAI's own takes it
+
+
 async def test_openai_knows_each_player_by_one_name_that_is_not_their_discord_id(storage, fake) -> None:
     # For its abuse monitoring: a name per player, the same after a restart, which OpenAI cannot
     # turn back into the Discord id (a hash of the id alone it could, by trying ids).
