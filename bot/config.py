@@ -543,7 +543,9 @@ def reply_audio_choices(o: OpenAISettings, name: str) -> tuple[str, ...]:
 
 def _check_azure_audio(settings: Settings) -> None:
     """On Azure: a reply voice or format its api-version refuses has every note refused (the
-    fallback answers each), while `check`, which asks for text alone, would pass."""
+    fallback answers each), while `check`, which asks for text alone, would pass. And earlier
+    replies' audio ids, which its api-versions have no place for, are not sent however many
+    openai.audio_history_turns asks for: said, or a studio would count on them."""
     o = settings.openai
     if settings.agent.engine != "openai" or o.provider != "azure":
         return
@@ -554,6 +556,14 @@ def _check_azure_audio(settings: Settings) -> None:
                 f"{key} = {value!r} is not one Azure's api-version {o.api_version} (openai.api_version)"
                 f" takes, and every note would be refused: choose one of {', '.join(allowed)}"
             )
+    if o.audio_history_turns:
+        log.warning(
+            "openai.audio_history_turns = %d is not used on Azure: its api-versions (%s here) have no"
+            " place for an earlier reply's audio id, so every earlier reply goes as its transcript"
+            " (set it to 0 to say so)",
+            o.audio_history_turns,
+            o.api_version,
+        )
 
 
 def _warn_of_another_services_key(settings: Settings, environ: typing.Mapping[str, str]) -> None:

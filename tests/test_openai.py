@@ -555,6 +555,17 @@ async def test_on_azure_a_reply_format_or_voice_its_api_version_refuses_stops_st
     openai_settings(storage, fake, **{setting: value})  # OpenAI's own takes it
 
 
+async def test_on_azure_audio_history_turns_is_said_to_go_unused(storage, fake, caplog) -> None:
+    azure_settings(storage, fake)
+    (said,) = [r for r in caplog.records if "audio_history_turns" in r.getMessage()]
+    assert said.levelno == logging.WARNING
+    assert "openai.audio_history_turns = 1 is not used on Azure" in said.getMessage()
+    caplog.clear()
+    azure_settings(storage, fake, VOXDESK_OPENAI_AUDIO_HISTORY_TURNS="0")
+    openai_settings(storage, fake)
+    assert not [r for r in caplog.records if "audio_history_turns" in r.getMessage()]
+
+
 async def test_openai_knows_each_player_by_one_name_that_is_not_their_discord_id(storage, fake) -> None:
     # For its abuse monitoring: a name per player, the same after a restart, which OpenAI cannot
     # turn back into the Discord id (a hash of the id alone it could, by trying ids).
