@@ -1257,6 +1257,44 @@ async def test_odd_forms_and_tokens_are_refused_not_a_server_error(wsettings, he
         assert answer.status in (400, 403)
 
 
+async def raw_request(client: TestClient, head: bytes) -> tuple[int, bytes]:
+    """Status and head of the answer to a request sent as these bytes: aiohttp's client will not
+    send a header that is not text, as any other client may."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(head + b"Connection: close\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[0]
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status"),
+    [
+        # A cookie made of bytes that are not UTF-8 (a sibling site's, or a client's own).
+        (b"GET / HTTP/1.1\r\nHost: x\r\nCookie: voxdesk_session=\xff\xfe\r\n", 200),
+        (b"POST /desk/logout HTTP/1.1\r\nHost: x\r\nX-CSRF-Token: \xff\xfe\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nVia: 1.1 lb\r\nAuthorization: Bearer \xff\r\n", 403),
+    ],
+    ids=["session-cookie", "csrf-header", "metrics-token"],
+)
+async def test_header_bytes_that_are_not_text_are_refused_not_a_server_error(
+    wsettings, caplog, request_head, status
+) -> None:
+    tokened = web_settings(wsettings.storage_dir, VOXDESK_WEB_METRICS_TOKEN="scrape-token-0123456789")
+    async with web_client(tokened) as (client, _):
+        if request_head.startswith(b"POST"):  # a session with a token, so the header is compared
+            await csrf_of(client)
+            cookie = next(c for c in client.session.cookie_jar if c.key == "voxdesk_session")
+            request_head += f"Cookie: voxdesk_session={cookie.value}\r\n".encode()
+        with caplog.at_level(logging.ERROR):
+            answered, head = await raw_request(client, request_head)
+    assert answered == status
+    assert b"X-Frame-Options: DENY" in head  # a 500 would come without the page's headers
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_a_desk_form_is_held_to_what_its_fields_need(wsettings) -> None:
     async with web_client(wsettings) as (client, core):
         token = await csrf_of(client, "/desk/login")

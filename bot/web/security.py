@@ -238,7 +238,7 @@ def session_storage(settings: Settings) -> EncryptedCookieStorage:
             ) from None
     else:
         key = Fernet.generate_key().decode()  # sessions then end when the process stops
-    return EncryptedCookieStorage(
+    return _SessionCookies(
         key,
         cookie_name=COOKIE,
         httponly=True,
@@ -246,6 +246,15 @@ def session_storage(settings: Settings) -> EncryptedCookieStorage:
         secure=settings.web.secure_cookies,
         max_age=int(settings.web.session_hours * 3600),
     )
+
+
+class _SessionCookies(EncryptedCookieStorage):
+    def load_cookie(self, request: web.Request) -> str | None:
+        # A Fernet token is ASCII. A cookie that is not (its bytes not UTF-8: the client's own, or
+        # set by a sibling site) is no session, as an unreadable token is: aiohttp-session would
+        # raise encoding it, and every page would be a 500 for that browser.
+        cookie = super().load_cookie(request)
+        return cookie if cookie is not None and cookie.isascii() else None
 
 
 async def csrf_token(request: web.Request) -> str:
@@ -272,8 +281,9 @@ async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamR
     sent = request.headers.get(CSRF_HEADER)
     if sent is None and request.content_type == "application/x-www-form-urlencoded":
         sent = (await read_form(request)).get(CSRF_FIELD)  # type: ignore[assignment]
-    # Compared as bytes: compare_digest refuses non-ASCII str, and a 500 is no answer to a forgery.
-    if not isinstance(sent, str) or not hmac.compare_digest(sent.encode(), str(expected).encode()):
+    # Tokens are ASCII, which compare_digest needs of a str: anything else (a header's bytes that
+    # are not UTF-8 come as surrogates no codec takes) is a forgery, not a 500.
+    if not isinstance(sent, str) or not sent.isascii() or not hmac.compare_digest(sent, str(expected)):
         return _csrf_refused(request)
     return await handler(request)
 
@@ -537,7 +547,10 @@ def metrics_allowed(request: web.Request, token: str) -> bool:
     anyone with the bearer token when one is set."""
     if token:
         scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode()):
+        # As the bytes that were sent: a header that is not UTF-8 comes as surrogates, which UTF-8
+        # alone will not encode.
+        sent = given.strip().encode("utf-8", "surrogateescape")
+        if scheme.lower() == "bearer" and hmac.compare_digest(sent, token.encode()):
             return True
     if any(h in request.headers for h in FORWARDING_HEADERS):
         return False
