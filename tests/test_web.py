@@ -2190,6 +2190,24 @@ async def test_hsts_is_sent_whenever_cookies_are_secure(settings) -> None:
         assert "Secure" in (await client.get("/")).headers["Set-Cookie"]
 
 
+async def test_on_https_a_session_cookie_another_site_could_set_is_not_read(settings) -> None:
+    secure = web_settings(settings.storage_dir, VOXDESK_WEB_SECURE_COOKIES="true")
+    async with web_client(secure) as (attacker, _):
+        page = await attacker.get("/")
+        # The __Host- prefix: browsers take it only Secure, for Path=/, with no Domain, and so never
+        # from a sibling subdomain (or an answer over plain http) of the site.
+        name, _, attributes = page.headers["Set-Cookie"].partition("=")
+        assert name == "__Host-voxdesk_session"
+        assert "Secure" in attributes and "Path=/" in attributes and "Domain" not in attributes
+        planted = page.cookies[name].value
+        token = CSRF.search(await page.text()).group(1)  # type: ignore[union-attr]
+        # The attacker's own session, set under the plain name for a victim by a sibling subdomain:
+        # read as the victim's, the attacker could fetch their reply audio and see what they filed.
+        async with TestClient(TestServer(attacker.app)) as victim:
+            seen = await victim.get("/", headers={"Cookie": f"voxdesk_session={planted}"})
+            assert CSRF.search(await seen.text()).group(1) != token  # type: ignore[union-attr]
+
+
 async def test_a_cookie_set_over_https_is_secure_even_if_secure_cookies_was_forgotten(settings) -> None:
     async with web_client(web_settings(settings.storage_dir)) as (client, _):
         # The local http demo: a Secure cookie would be dropped there, and the desk could not log in.

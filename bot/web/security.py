@@ -240,12 +240,20 @@ def session_storage(settings: Settings) -> EncryptedCookieStorage:
         key = Fernet.generate_key().decode()  # sessions then end when the process stops
     return _SessionCookies(
         key,
-        cookie_name=COOKIE,
+        cookie_name=session_cookie(settings.web),
         httponly=True,
         samesite="Strict",
         secure=settings.web.secure_cookies,
         max_age=int(settings.web.session_hours * 3600),
     )
+
+
+def session_cookie(settings: WebSettings) -> str:
+    """The session cookie's name. On https (secure_cookies) with the __Host- prefix: a browser
+    then keeps it only Secure, for Path=/ and with no Domain, so neither a sibling subdomain nor an
+    answer over plain http can set one, or shadow this one, for a visitor or staff. Not on the
+    local http demo, where a browser would refuse it."""
+    return f"__Host-{COOKIE}" if settings.secure_cookies else COOKIE
 
 
 class _SessionCookies(EncryptedCookieStorage):
