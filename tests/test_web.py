@@ -982,6 +982,36 @@ async def test_charts_draw_usage_per_day_and_notes_per_hour(wsettings) -> None:
         assert "notes per hour" in html and "No usage yet" not in html
 
 
+async def check_again(client: TestClient):  # type: ignore[no-untyped-def]
+    """The check page's "check again" button: a POST with the page's token, then the page."""
+    token = await csrf_of(client, "/desk")  # the session's token, from a page that runs no check
+    return await client.post("/desk/check", data={"csrf": token})
+
+
+async def test_checking_again_is_a_post_with_the_csrf_token(wsettings, monkeypatch) -> None:
+    from bot import health
+
+    real, runs = health.check_all, []
+
+    async def counted(settings, live):  # type: ignore[no-untyped-def]
+        runs.append(1)
+        return await real(settings, live)
+
+    monkeypatch.setattr(health, "check_all", counted)
+    async with web_client(wsettings) as (client, _):
+        await log_in(client)
+        assert (await client.get("/desk/check")).status == 200
+        # A GET any page of the same site can have a staff browser send (an <img>): each check speaks
+        # a line and asks every backend, billed calls and Jira's rate limit spent at will.
+        assert (await client.get("/desk/check?again=1")).status == 200
+        assert len(runs) == 1
+        refused = await client.post("/desk/check", data={}, allow_redirects=False)
+        assert refused.status == 403 and len(runs) == 1
+        page = await check_again(client)
+        assert page.status == 200 and "(0 s ago)" in await page.text()
+        assert len(runs) == 2
+
+
 async def test_check_page_shows_each_service(wsettings) -> None:
     async with web_client(wsettings) as (client, core):
         await log_in(client)
@@ -991,7 +1021,7 @@ async def test_check_page_shows_each_service(wsettings) -> None:
         assert "local grievance store" in html
         assert "the front-end test engine answers" in html  # the running bot's engine, not a new one
         core.engine.down = True  # type: ignore[attr-defined]
-        html = await (await client.get("/desk/check?again")).text()
+        html = await (await check_again(client)).text()
         assert "the model service is unreachable" in html
 
 
@@ -1024,7 +1054,7 @@ async def test_the_desk_checks_the_running_offline_engine_without_new_speech_wor
             await log_in(client)
             html = await (await client.get("/desk/check")).text()
             (wsettings.storage_dir / "speech" / "domain.built.json").unlink(missing_ok=True)  # older
-            stale = await (await client.get("/desk/check?again")).text()
+            stale = await (await check_again(client)).text()
             css = await (await client.get("/static/style.css")).text()
     finally:
         await core.aclose()
@@ -1060,10 +1090,10 @@ async def test_checks_asked_for_at_once_run_once(wsettings, monkeypatch) -> None
     monkeypatch.setattr(health, "check_all", counted)
     async with web_client(wsettings) as (client, _):
         await log_in(client)
-        pages = await asyncio.gather(*(client.get("/desk/check?again") for _ in range(3)))
+        pages = await asyncio.gather(*(check_again(client) for _ in range(3)))
         assert [p.status for p in pages] == [200, 200, 200]
         assert len(runs) == 1  # each check speaks a line and asks every backend
-        await client.get("/desk/check?again")
+        await check_again(client)
         assert len(runs) == 2
 
 

@@ -156,6 +156,9 @@ async def test_staff_resolve_a_ticket_and_the_player_sees_it(browser, settings) 
         assert await staff.locator("tr.fail").count() == 0
         assert await staff.locator("tr.ok").count() >= 4  # engine, stats, manuals, grievances, and more
         await shot(staff, "check")
+        await staff.click("#check-again")  # a form with the page's token, back to the page checked
+        await staff.wait_for_url(base + "/desk/check")
+        assert await staff.locator("tr.ok").count() >= 4
 
         await player.click("#refresh-tickets")
         await player.wait_for_selector("#tickets tr[data-key='GRV-10'] td:text('resolved')")
