@@ -2409,6 +2409,12 @@ async def test_metrics_are_served_to_this_machine_or_with_the_token(settings) ->
                 header
             ]
             assert (await client.get("/metrics", headers={header: value})).status == 403, header
+        # A site whose name a DNS rebinding points at 127.0.0.1 is a loopback peer too, from a
+        # browser on this machine, and reads the answer as its own: it names itself, never an address.
+        rebound = await client.get("/metrics", headers={"Host": "rebound.example:8080"})
+        assert rebound.status == 403 and "voxdesk_" not in await rebound.text()
+        for host in ("localhost:8080", "127.0.0.1", "[::1]:8080"):
+            assert (await client.get("/metrics", headers={"Host": host})).status == 200, host
     async with seen_from(plain, "203.0.113.9") as outside:
         refused = await outside.get("/metrics")
         assert refused.status == 403 and "voxdesk_" not in await refused.text()

@@ -562,10 +562,34 @@ def metrics_allowed(request: web.Request, token: str) -> bool:
             return True
     if any(h in request.headers for h in FORWARDING_HEADERS):
         return False
+    # A site whose name a DNS rebinding has pointed at 127.0.0.1 reaches this from loopback too,
+    # through a browser on this machine, and may read the answer as its own: it names itself.
+    # Prometheus here asks for an address or localhost.
+    if not _names_this_machine(request.host):
+        return False
     try:
         return ipaddress.ip_address(request.remote or "").is_loopback
     except ValueError:
         return False
+
+
+def _names_this_machine(host: str) -> bool:
+    """A Host header of an address ("127.0.0.1:8080", "[::1]:8080") or localhost: no name a DNS
+    answer chose."""
+    if host.startswith("["):
+        name = host[1:].partition("]")[0]
+    elif host.count(":") == 1:
+        name = host.partition(":")[0]
+    else:
+        name = host
+    name = name.rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _subscriber(address: str) -> str:
