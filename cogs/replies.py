@@ -111,8 +111,9 @@ def _hard_cut(text: str, limit: int) -> tuple[int, str]:
 
 
 # Where a sentence ends in scripts written without spaces (Chinese, Japanese): a piece may end
-# after one, its mark kept.
-_SENTENCE_ENDS = "。！？"
+# after one, its mark kept, and the closing brackets and quotes right after it ("。」"): a piece
+# that began with one would close nothing.
+_SENTENCE_END = re.compile("[。！？][」』）〕］｝〉》】〙〗〛”’]*")
 
 
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -122,10 +123,11 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     pieces: list[str] = []
     while len(text) > limit:
         window = text[:limit]
-        ended = max(window.rfind(mark) for mark in _SENTENCE_ENDS)
-        cut = max(
-            window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "), ended + 1 if ended >= 0 else -1
+        ended = max(
+            (e for found in _SENTENCE_END.finditer(text, 0, limit + 1) if (e := found.end()) <= limit),
+            default=-1,
         )
+        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "), ended)
         if cut < limit // 2:  # no good break near the end: cut hard rather than make tiny pieces
             cut, text = _hard_cut(text, limit)
         pieces.append(text[:cut].rstrip())

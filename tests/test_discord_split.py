@@ -40,6 +40,17 @@ def test_japanese_is_cut_after_a_sentence():
     assert "".join(pieces) == sentence * 300
 
 
+def test_a_closing_quote_stays_with_the_sentence_it_closes():
+    # 「ジェムが消えました。」 cut after its 。 began the next message with a lone 」.
+    quoted = "「ジェムが全部消えました。」"  # 14 characters
+    pieces = split_message(quoted * 200)
+    assert all(p.endswith("。」") and len(p) <= 2000 for p in pieces)
+    assert "".join(pieces) == quoted * 200
+    # Its closing mark one past the limit: the piece ends at the sentence before.
+    first, rest = "あ" * 1000 + "。", "い" * 986 + quoted + "う" * 100
+    assert split_message(first + rest) == [first, rest]
+
+
 def test_a_hard_cut_leaves_no_escape_without_its_mark():
     # A backslash left at a piece's end would leave the next piece's "[" unescaped: a masked link
     # the reply's escaping had prevented. 1999 x's, then an escaped backslash, then an escaped "[".
