@@ -100,7 +100,8 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         self.bot = bot
         s = bot.discord_settings
         # Each /grievance file opens a new ticket (in Jira too, when it is on): held to the same
-        # per-player limit as voice notes, so a script cannot bury the desk.
+        # per-player limit as voice notes, so a script cannot bury the desk. Both limits are timed
+        # by time.monotonic(): a host clock set back would hold a player as long.
         self.filings = commands.CooldownMapping(
             InAnyWindow(s.flood_notes, s.flood_seconds), lambda interaction: interaction.user.id
         )
@@ -114,7 +115,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         self.recent: dict[tuple[str, str, str], tuple[float, asyncio.Future[Filed]]] = {}
 
     def _too_soon(self, interaction: discord.Interaction) -> str | None:
-        retry_after = self.lookups.update_rate_limit(interaction)  # type: ignore[arg-type]
+        retry_after = self.lookups.update_rate_limit(interaction, time.monotonic())  # type: ignore[arg-type]
         if not retry_after:
             return None
         log.info("flood: /grievance lookup from %s refused", interaction.user.id)
@@ -284,14 +285,14 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         # Before the flood counter: Discord counts spaces of any kind towards the minimum length,
         # and a slip of the keyboard (or a word alone) is not a ticket.
         empty, short = blank(description), too_short(description)
-        asked_at = time.time()
+        asked_at = time.monotonic()
         retry_after = None if short else self.filings.update_rate_limit(interaction, asked_at)  # type: ignore[arg-type]
         filed: list[str] = []
 
         def repeat(answer: str) -> str:
             # A repeat told its first ticket filed nothing: it gives its filing back, and costs a
             # lookup instead (it looked the ticket up), so repeats alone stay bounded too.
-            if not self.lookups.update_rate_limit(interaction):  # type: ignore[arg-type]
+            if not self.lookups.update_rate_limit(interaction, time.monotonic()):  # type: ignore[arg-type]
                 bucket = self.filings.get_bucket(interaction, asked_at)  # type: ignore[arg-type]
                 if isinstance(bucket, InAnyWindow):
                     bucket.uncount(asked_at)

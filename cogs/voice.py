@@ -145,6 +145,7 @@ class VoiceNotes(commands.Cog):
             InAnyWindow(settings.flood_notes, settings.flood_seconds, keep), commands.BucketType.user
         )
         # Each kind of hint has its own: a player told how to send a note still hears "slow down".
+        # Timed by time.monotonic(): a host clock set back would keep a player untold as long.
         self.hints = {
             kind: commands.CooldownMapping.from_cooldown(1, HINT_SECONDS, commands.BucketType.user)
             for kind in ("not a note", "flood")
@@ -342,7 +343,7 @@ class VoiceNotes(commands.Cog):
     def _hint(self, message: discord.Message, text: str, kind: str) -> None:
         """Tell the player, unless they were told something of the kind a moment ago. Counted
         here whoever tells them, so two bot processes on one storage keep the same quiet."""
-        quiet = bool(self.hints[kind].update_rate_limit(message))
+        quiet = bool(self.hints[kind].update_rate_limit(message, time.monotonic()))
         # Aside: a word to a player is no note in flight, which a stop's count says.
         self.bot.track(self._hint_once(message, text, quiet), aside=True)
 

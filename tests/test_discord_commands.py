@@ -445,6 +445,38 @@ async def test_ticket_lookups_by_command_are_held_to_a_per_player_limit(settings
         assert "GRV-1" in await ask(fake, blaze, "grievance", sub("list"))
 
 
+async def test_a_host_clock_set_back_holds_no_player_longer_at_the_ticket_limits(
+    settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+):
+    # Timed by the host clock, a clock set back an hour told a player who had just filed to wait
+    # an hour and ten minutes for the next ticket or lookup, not ten minutes.
+    from discord.ext import commands
+
+    import cogs.limits
+    from cogs.limits import InAnyWindow
+    from tests.test_discord_voice import HostClock
+
+    async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0) as h:
+        cog = h.bot.get_cog("Grievances")
+        assert cog is not None
+        cog.lookups = commands.CooldownMapping(InAnyWindow(1, 600.0), lambda i: i.user.id)
+        first = sub("file", category="wallet", description="Bought 500 gems, the wallet never showed them.")
+        assert (await ask(fake, nova, "grievance", first)).startswith("Filed ticket")
+        assert "GRV-" in await ask(fake, nova, "grievance", sub("list"))
+        clock = HostClock()
+        clock.back = 3600.0
+        # The module the bot loaded the cog from: an extension is loaded as a module of its own.
+        for module in (sys.modules[type(cog).__module__], cogs.limits):
+            monkeypatch.setattr(module, "time", clock)
+        other = sub("file", category="other", description="My friends list is empty since today.")
+        filed = await ask(fake, nova, "grievance", other)
+        looked = await ask(fake, nova, "grievance", sub("list"))
+    assert filed.startswith("You've filed several tickets just now")
+    assert looked.startswith("You're asking for tickets faster than I can look")
+    waits = [int(re.search(r"(\d+) seconds", told)[1]) for told in (filed, looked)]
+    assert all(wait <= 600 for wait in waits), waits
+
+
 async def test_a_long_ticket_list_continues_in_follow_ups(settings, fake: FakeDiscord):
     async with running_bot(settings, fake, flood_notes=20) as harness:
         await _a_long_ticket_list_continues_in_follow_ups(harness)

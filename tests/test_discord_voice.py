@@ -10,6 +10,7 @@ import itertools
 import logging
 import os
 import signal
+import sys
 import time
 import tracemalloc
 import types
@@ -249,6 +250,43 @@ async def test_a_stalled_download_is_given_up_and_the_players_next_note_answered
         fake.cdn_stall_seconds = 0
         await answered(fake, await fake.send_note(nova, voice_note()))  # not held behind it
         assert h.fake.violations == []
+
+
+class HostClock:
+    """The `time` module as a module of the bot's sees it once patched: the host clock set back
+    `back` seconds, and `ahead` seconds gone by at once on the clock that cannot go back."""
+
+    def __init__(self) -> None:
+        self.back = 0.0
+        self.ahead = 0.0
+
+    def time(self) -> float:
+        return time.time() - self.back
+
+    def monotonic(self) -> float:
+        return time.monotonic() + self.ahead
+
+
+async def test_a_host_clock_set_back_does_not_hold_the_next_hint_back(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+):
+    # Timed by the host clock, a hint's minute of quiet became an hour and a minute when the
+    # clock was set back an hour: a player sending text in a DM was told nothing for that long.
+    from discord.ext.commands import cooldowns
+
+    fake = harness.fake
+    dm = 940000000000000000 + nova.id % 10**9
+    first = await fake.send_message(nova, channel_id=dm, guild=False, content="how many points?")
+    await answered(fake, first, count=1)
+    clock = HostClock()
+    # The module the bot loaded the cog from: an extension is loaded as a module of its own.
+    voice = sys.modules[type(harness.bot.get_cog("VoiceNotes")).__module__]
+    for module in (voice, cooldowns):
+        monkeypatch.setattr(module, "time", clock)
+    clock.back, clock.ahead = 3600.0, 61.0  # set back an hour as a minute goes by
+    again = await fake.send_message(nova, channel_id=dm, guild=False, content="how many points?")
+    (hint,) = await answered(fake, again, count=1)
+    assert "I answer voice notes" in hint.content
 
 
 async def test_a_dm_without_a_voice_note_is_told_how_to_send_one_once_a_minute(harness: Harness, caplog):
