@@ -82,6 +82,32 @@ class InAnyWindow(commands.Cooldown):
         self._times.clear()
 
 
+class Lateness:
+    """How late messages reach the bot, for a wait told to a player to run from when their note
+    came, not from when Discord says it was sent. Read on no clock the host's owner can set: the
+    gap from Discord's stamp to time.monotonic() at arrival is the lateness plus the two clocks'
+    offset, and the smallest gap of the messages of the last `keep` seconds (those that came
+    promptly, as near as can be told) is that offset plus no more than their own lateness. Their
+    difference is never more than the note's true lateness, so a wait less it is never shorter
+    than needed; kept no longer than `keep`, for the clocks' drift to stay out of it."""
+
+    __slots__ = ("_floor", "_floor_at", "keep")
+
+    def __init__(self, keep: float = 600.0) -> None:
+        self.keep = keep
+        self._floor: float | None = None
+        self._floor_at = 0.0
+
+    def of(self, sent: float, now: float | None = None) -> float:
+        """The lateness of a message Discord stamped `sent` (seconds since the epoch), arrived at
+        `now` (time.monotonic()): 0 when none came sooner of late."""
+        now = time.monotonic() if now is None else now
+        gap = now - sent
+        if self._floor is None or gap <= self._floor or now - self._floor_at > self.keep:
+            self._floor, self._floor_at = gap, now
+        return gap - self._floor
+
+
 def room_for(times: list[float], at: float, rate: int, per: float) -> bool:
     """Whether one more use at `at` leaves every window of `per` seconds that holds it at most
     `rate` uses, beside `times` (in any order, before it or after it: a catch-up weighs notes sent

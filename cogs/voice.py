@@ -23,7 +23,7 @@ from bot.bounded import remember
 from bot.preferences import Preferences
 from bot.tools.base import ToolContext
 from cogs.bot import VoxdeskBot
-from cogs.limits import InAnyWindow
+from cogs.limits import InAnyWindow, Lateness
 from cogs.replies import (
     discords_trouble,
     limited_for,
@@ -144,6 +144,7 @@ class VoiceNotes(commands.Cog):
         self.flood = commands.CooldownMapping(
             InAnyWindow(settings.flood_notes, settings.flood_seconds, keep), commands.BucketType.user
         )
+        self.lateness = Lateness()  # of every message that comes, for a wait told to run from then
         # Each kind of hint has its own: a player told how to send a note still hears "slow down".
         # Timed by time.monotonic(): a host clock set back would keep a player untold as long.
         self.hints = {
@@ -218,18 +219,21 @@ class VoiceNotes(commands.Cog):
         # Discord sends a private thread's messages only to who may see it: the bot is back in a
         # thread it was removed from, added while the gateway was away (no thread_join told).
         self._left_threads.pop(message.channel.id, None)
-        if message.author.bot:
-            return
         # The flood limit times a note by when Discord says it was sent, as a catch-up times the
         # notes it reads back: a burst of events replayed by a resumed gateway session is not a
-        # flood, and a host clock set back would hold a player at the limit as long.
+        # flood, and a host clock set back would hold a player at the limit as long. The wait a
+        # player is told runs from when the note came: it was that much less by then. Every
+        # message is weighed, a bot's too: the more that come, the surer the prompt ones are.
         sent = message.created_at.timestamp()
+        late = self.lateness.of(sent)
+        if message.author.bot:
+            return
         if not self.bot.accepting:
             if self.voice_notes(message) and self.addressed_here(message) and self.count_once(message.id):
                 # A kept note is answered after the restart whatever the limit then: weighed now,
                 # or a script sending through the stop's grace would have every note answered.
                 if retry_after := self.flood.update_rate_limit(message, sent):
-                    self.turn_away(message, too_fast(retry_after))
+                    self.turn_away(message, too_fast(retry_after - late))
                 else:
                     self.bot.track(self._keep_for_restart(message))
             return
@@ -258,7 +262,7 @@ class VoiceNotes(commands.Cog):
             return
         retry_after = flood.update_rate_limit(sent)
         if retry_after:
-            self.turn_away(message, too_fast(retry_after))
+            self.turn_away(message, too_fast(retry_after - late))
             return
         if len(notes) > 1:
             log.info(

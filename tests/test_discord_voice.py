@@ -337,6 +337,17 @@ async def test_flooding_player_is_asked_to_slow_down(settings, fake: FakeDiscord
         assert all(h.fake.replies_to(n["id"]) == [] for n in more)
 
 
+async def test_a_note_delivered_late_is_told_the_wait_from_when_it_came(settings, fake: FakeDiscord):
+    # Timed from when Discord says it was sent, a note the gateway delivered 200 s late was told
+    # to wait 800 s: the player could send again 600 s after it came.
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600) as h:
+        for _ in range(2):
+            await h.fake.send_note(nova, voice_note())
+        late = await h.fake.send_note(nova, voice_note(), ago=200)
+        (told,) = await answered(h.fake, late, count=1)
+    assert told.content in (too_fast(600), too_fast(601)), told.content
+
+
 async def test_the_flood_limit_holds_in_any_window_not_only_from_a_players_first_note(harness: Harness):
     # discord.py's Cooldown counts from a window's first use: five notes at its end and five more
     # at the start of the next all passed, ten in two seconds where the limit says five a minute.

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from discord.ext import commands
 
-from cogs.limits import InAnyWindow, room_for
+from cogs.limits import InAnyWindow, Lateness, room_for
 
 RATE, PER = 2, 600.0
 KEEP = 30 * 60 + PER  # catch_up_minutes 30
@@ -37,3 +37,15 @@ def test_a_note_read_back_after_a_quiet_spell_is_weighed_with_the_uses_before_it
 
 def test_uses_older_than_keep_before_the_newest_are_let_go():
     assert uses_at([0.0, 1000.0, 2500.0], 2500.0) == [1000.0, 2500.0]
+
+
+def test_a_notes_lateness_is_never_more_than_it_was_whatever_the_clocks_read():
+    # Discord's clock an hour either side of the host's, or the same: a note that came 200 s
+    # after it was sent, among ones that came within a second, is 200 s late, less no more than
+    # those came late themselves; one that came alone, or after a quiet spell, is on time.
+    for offset in (-3600.0, 0.0, 3600.0):
+        lateness = Lateness(keep=600.0)
+        assert lateness.of(T + offset, now=50.0) == 0.0  # the first to come: nothing to tell by
+        assert lateness.of(T + offset + 10, now=60.5) == 0.5
+        assert lateness.of(T + offset + 20, now=270.0) == 200.0
+        assert lateness.of(T + offset + 700, now=950.0) == 0.0  # the prompt ones are long gone
