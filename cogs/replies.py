@@ -6,7 +6,7 @@ import datetime
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 import discord
@@ -84,6 +84,21 @@ def without_masked_links(text: str) -> str:
     hide where it goes would be the bot vouching for an address nobody checked (what a player
     asked the model to repeat, or a manual's text)."""
     return _LINK_MARKS.sub(lambda found: found["link"] or f"\\{found[0]}", text)
+
+
+def as_posted(text: str, names: Iterable[str] = ()) -> str:
+    """A reply's words as posted: `without_masked_links`, but each of `names` (a player's name as
+    the game holds it, put into the words as it is) `literal`, or a name such as "# Big" or
+    "**x**" would make the line a heading or bold."""
+    shown = sorted({name for name in names if name.strip()}, key=len, reverse=True)
+    if not shown:
+        return without_masked_links(text)
+    pieces: list[str] = []
+    at = 0
+    for found in re.finditer("|".join(map(re.escape, shown)), text):
+        pieces += [without_masked_links(text[at : found.start()]), literal(found[0])]
+        at = found.end()
+    return "".join(pieces) + without_masked_links(text[at:])
 
 
 def _hard_cut(text: str, limit: int) -> tuple[int, str]:
@@ -393,11 +408,13 @@ async def send_answer(
     audio: ReplyAudio | None,
     mode: str,
     answered: Callable[[], None] = lambda: None,
+    names: Iterable[str] = (),
 ) -> str:
     """Answer with the player's chosen style (voice_and_text | voice | file | text); returns how it
     went out: voice | file | text. A refused voice message falls back to the file style.
-    `answered` is called once the voice message is out, before its transcript follows."""
-    text = without_masked_links(text)
+    `answered` is called once the voice message is out, before its transcript follows. `names`:
+    the player names the words may hold, shown as written (see `as_posted`)."""
+    text = as_posted(text, names)
     if audio is None or mode == "text" or not audio.ogg or audio.duration_secs < MIN_VOICE_SECONDS:
         # Nothing to hear and nothing to read would be a note marked answered with nothing sent.
         await send_text(message, text if text.strip() else say.OOPS, answer=True)

@@ -21,7 +21,7 @@ from bot import sentences as say
 from bot.audio import AudioError, too_big_message, too_long_message
 from bot.bounded import remember
 from bot.preferences import Preferences
-from bot.tools.base import ToolContext
+from bot.tools.base import ToolContext, ToolResult
 from cogs.bot import VoxdeskBot
 from cogs.limits import InAnyWindow, Lateness
 from cogs.replies import (
@@ -119,6 +119,15 @@ def carried_attachments(message: discord.Message) -> list[discord.Attachment]:
 def voice_flagged(message: discord.Message) -> bool:
     """Whether Discord marks `message`, or the message a forward carries, as a voice message."""
     return message.flags.voice or any(s.flags.voice for s in message.message_snapshots)
+
+
+def _player_names(results: list[ToolResult]) -> list[str]:
+    """The player names a turn's lookups found: the game's, which its players choose."""
+    return [
+        name
+        for r in results
+        if isinstance(r.result, dict) and isinstance(name := r.result.get("player_name"), str)
+    ]
 
 
 def too_fast(retry_after: float) -> str:
@@ -819,7 +828,13 @@ class VoiceNotes(commands.Cog):
             with metrics.timed("send"):
                 how = await self._bounded(
                     send_answer(
-                        self.bot, message, reply.text, reply.audio, prefs.reply_mode, answered=answered
+                        self.bot,
+                        message,
+                        reply.text,
+                        reply.audio,
+                        prefs.reply_mode,
+                        answered=answered,
+                        names=_player_names(reply.tool_results),
                     )
                 )
         except SendStalled:

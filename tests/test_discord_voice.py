@@ -325,6 +325,24 @@ async def test_long_transcripts_are_split_at_discords_limit(harness: Harness):
     assert " ".join(text).startswith("Nova, you have") and "Tip 59" in text[-1]
 
 
+async def test_a_players_name_shows_as_written_in_the_transcript(settings, fake: FakeDiscord):
+    # A name the game holds as markdown made the posted transcript a heading, bold or underlined:
+    # "# Big **x** __y__, you have 1234 points." (no ping: mentions are never allowed).
+    import sqlite3
+
+    from bot.app import storage_paths
+    from tests.conftest import NOVA
+
+    with contextlib.closing(sqlite3.connect(storage_paths(settings).players)) as conn, conn:
+        conn.execute(
+            "UPDATE players SET player_name = ? WHERE discord_user_id = ?", ("# Big **x** __y__", NOVA)
+        )
+    async with running_bot(settings, fake) as h:
+        note = await h.fake.send_note(nova, voice_note())
+        _, transcript = await answered(h.fake, note)
+    assert transcript.content.startswith(r"\# Big \*\*x\*\* \_\_y\_\_, you have "), transcript.content
+
+
 async def test_flooding_player_is_asked_to_slow_down(settings, fake: FakeDiscord):
     async with running_bot(settings, fake, flood_notes=2, flood_seconds=600) as h:
         notes = [await h.fake.send_note(nova, voice_note()) for _ in range(3)]
