@@ -34,9 +34,11 @@ SILENT = "That voice note has no sound in it. Could you record it again?"
 NO_SOUND_TRACK = "That file has no sound track, so there's nothing for me to hear. Please send a voice note."
 NOTHING_HEARD = "I couldn't hear anything in that voice note. Could you say it again?"
 TOO_SHORT = "That voice note is too short for me to hear anything."
+# {count}: the player's notes the read that found this one is answering, not all they sent: the
+# places a recheck or a thread the bot is added to reads are read apart from the rest.
 TOO_MANY_WHILE_AWAY = (
-    "You sent more notes while I was away than I answer at once; I've answered {count} of them. "
-    "Send me again whatever is still unanswered."
+    "You sent more notes while I was away than I answer at once; of the ones I've just found, "
+    "I'm answering {count}. Send me again whatever is still unanswered."
 )
 TOO_FAST = "You're sending notes faster than I can answer. Try again in {wait}."
 STILL_ANSWERING = (

@@ -430,6 +430,37 @@ async def test_a_recheck_turns_away_notes_past_what_the_live_limit_already_answe
     assert turned == [m.id for m in hidden]
 
 
+async def test_notes_turned_away_by_a_second_read_are_told_what_it_counted(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+):
+    # A recheck reads a place the first catch-up could not: the notes the first read found filled
+    # the player's window, and those the second found were told "I've answered 0 of them" of
+    # the notes they sent while the bot was away, as many as the limit were being answered.
+    from bot.sentences import TOO_MANY_WHILE_AWAY
+
+    voice, catch_up = harness.bot.get_cog("VoiceNotes"), harness.bot.get_cog("CatchUp")
+    rate, per = harness.bot.discord_settings.flood_notes, harness.bot.discord_settings.flood_seconds
+    player = types.SimpleNamespace(id=nova.id)
+    told: list[str] = []
+    monkeypatch.setattr(voice, "turn_away", lambda message, why, backlog=False: told.append(why))
+    now = time.time()
+    first, second = (
+        [
+            types.SimpleNamespace(
+                id=820000000000000100 + 10 * read + i,
+                author=player,
+                created_at=dt.datetime.fromtimestamp(now - per / 2 + 10 * read + i, dt.UTC),
+            )
+            for i in range(rate)
+        ]
+        for read in range(2)
+    )
+    assert catch_up._within_flood_limit(voice, first, set()) == [m.id for m in first]
+    assert catch_up._within_flood_limit(voice, second, set()) == []
+    assert told == [TOO_MANY_WHILE_AWAY.format(count=0)] * rate
+    assert "answered 0 of them" not in told[0] and "of the ones I've just found" in told[0]
+
+
 async def test_two_bots_of_an_overlapping_deploy_tell_each_word_about_a_note_once(settings, fake):
     # Both get every message: each told the player "too fast", "one note per message" and "I
     # answer voice notes" once of its own, twice in all.
