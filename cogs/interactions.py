@@ -4,7 +4,6 @@ Discord's three-second deadline."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -224,9 +223,17 @@ async def _edit_when_free(
 
 
 async def _cancelled(task: asyncio.Future[str]) -> None:
+    """Cancel `task` and wait for it to end (a filing rolls back and spools first). Its own
+    CancelledError is no news; a cancel of the caller meanwhile (a stop out of grace) is raised,
+    or the caller would go on as if never stopped."""
+    me = asyncio.current_task()
+    before = me.cancelling() if me is not None else 0
     task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
+    try:
         await task
+    except asyncio.CancelledError:
+        if me is not None and me.cancelling() > before:
+            raise
 
 
 class AutocompleteNotAnError(logging.Filter):

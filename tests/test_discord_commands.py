@@ -938,6 +938,50 @@ async def test_a_command_still_waiting_near_the_tokens_end_tells_the_player(
     assert answer.kind == "edit_original" and answer.body["content"] == STILL_BUSY
 
 
+async def test_a_stop_landing_while_a_command_given_up_rolls_back_is_not_swallowed() -> None:
+    """A command given up near its token's end has its work cancelled and waited for (a filing
+    rolls back and spools). A stop out of grace landing in that wait was taken for the work's own
+    cancel and dropped: the command went on to tell the player and ended as if never stopped."""
+    from cogs.interactions import _cancelled
+
+    rolling_back = asyncio.Event()
+
+    async def work() -> str:
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            rolling_back.set()
+            await asyncio.Event().wait()  # the rollback, which the stop's cancel reaches too
+        return "never"
+
+    working = asyncio.ensure_future(work())
+    await asyncio.sleep(0)
+    giving_up = asyncio.ensure_future(_cancelled(working))
+    await rolling_back.wait()
+    giving_up.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await giving_up
+    assert working.cancelled()
+
+    # The work's own cancel, in a caller handling a cancel already, is still no news.
+    at_work = asyncio.Event()
+
+    async def cut_then_given_up() -> str:
+        working = asyncio.ensure_future(asyncio.Event().wait())
+        try:
+            at_work.set()
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            await _cancelled(working)
+            return "went on to tell the player"
+        return "never"
+
+    cut = asyncio.ensure_future(cut_then_given_up())
+    await at_work.wait()
+    cut.cancel()
+    assert await cut == "went on to tell the player"
+
+
 async def test_a_command_discord_still_shows_from_before_an_upgrade(harness: Harness, caplog):
     with caplog.at_level("WARNING"):
         removed = await ask(harness.fake, nova, "tickets", [])
