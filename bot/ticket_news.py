@@ -57,7 +57,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import aiosqlite
 
@@ -612,7 +612,21 @@ class NewsStore:
         await self._conn.close()
 
 
+T = TypeVar("T")
+
+
 # ---- finding and delivering ----------------------------------------------------------------
+
+
+async def _outlasting(future: asyncio.Future[T]) -> T:
+    """`future`'s outcome, awaited through any cancel of the caller: each leaves it running, and
+    the caller, cancelled, raises its cancel once this returns."""
+    while True:
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            if future.cancelled():  # its own cancel, not the caller's
+                raise
 
 
 def quiet_for(retry_after: float | None) -> float:
@@ -1014,14 +1028,16 @@ class TicketNews:
 
     async def _give_back(self, claiming: asyncio.Future[list[int]]) -> None:
         """A stop before the DM was tried: what the claim took goes back to pending, for the next
-        round or the next start (at most once is about DMs that may have gone out)."""
+        round or the next start (at most once is about DMs that may have gone out). Waited for
+        through a second cancel, which the caller raises with the first: a claim or a giving back
+        cut loose would leave the news 'sending' once the store closes, never sent."""
         try:
-            mine = await claiming
+            mine = await _outlasting(claiming)
         except Exception:  # the claim itself failed: nothing taken
             return
         if mine:
             try:
-                await asyncio.shield(self.store.give_back(mine))
+                await _outlasting(asyncio.ensure_future(self.store.give_back(mine)))
             except Exception as exc:  # left 'sending': lost, as a crash there would leave it
                 log.error("ticket news claimed for a round cut short not given back: %s", exc)
 

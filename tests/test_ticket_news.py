@@ -1617,6 +1617,41 @@ async def test_news_claimed_by_a_round_a_stop_cuts_short_before_its_dm_goes_out_
         assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
 
 
+async def test_news_a_second_cancel_lands_on_while_given_back_is_pending_once_the_round_ends(
+    tmp_path: Path,
+) -> None:
+    """A stop cut a round short while a DM was spoken, and a second cancel (the stop out of grace,
+    asyncio.run's end) landed while the news was given back: the round ended at once, its giving
+    back cut loose, and the store closed after it found the news still 'sending': never sent."""
+    reached, giving_back, go = asyncio.Event(), asyncio.Event(), asyncio.Event()
+    db = tmp_path / "grievances.db"
+
+    async def speaker(words: str, voice: str) -> Any:
+        reached.set()
+        await asyncio.Event().wait()
+
+    async with news_over(tmp_path, speaker=speaker) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        give_back = p.store.give_back
+
+        async def slow_give_back(ids: list[int]) -> None:
+            giving_back.set()
+            await go.wait()  # the database busy with another process's write
+            await give_back(ids)
+
+        p.store.give_back = slow_give_back  # type: ignore[method-assign]
+        round_ = asyncio.create_task(p.news.run_once(Recorder()))
+        await asyncio.wait_for(reached.wait(), 30)
+        round_.cancel()
+        await asyncio.wait_for(giving_back.wait(), 30)
+        round_.cancel()
+        go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await round_
+        assert sql(tmp_path / "news.db", "SELECT state FROM news") == [("pending",)]
+
+
 async def test_news_a_stop_takes_while_its_retry_is_written_is_tried_again_as_it_was(
     tmp_path: Path,
 ) -> None:
