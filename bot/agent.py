@@ -382,8 +382,7 @@ class VoiceAgent:
         finally:
             # A turn cancelled mid-step (a shutdown out of grace, a deadline) would otherwise leave
             # its transcription running, and billed, for nobody.
-            if turn.heard is not None and not turn.heard.done():
-                turn.heard.cancel()
+            _let_go(turn.heard)
 
     async def _answer(self, engine: Engine, turn: TurnState, watch: _Stopwatch) -> Reply:
         context, clip, text, voice = turn.context, turn.audio, turn.text, turn.voice
@@ -402,13 +401,11 @@ class VoiceAgent:
             spent = [*turn.scratch.get("usage", []), _hearing_cost(turn.heard)]
             await self._charge_failed(context, engine.name, spent)
             if self.fallback is None:
-                if turn.heard is not None:
-                    turn.heard.cancel()
+                _let_go(turn.heard)
                 return await self._apology(turn, watch, exc)
             engine = self.fallback
             # The fallback starts the step loop afresh but keeps tool results already fetched.
-            if turn.heard is not None:
-                turn.heard.cancel()
+            _let_go(turn.heard)
             turn.heard, turn.scratch, turn.allow_tools = None, {}, True
             # Counted afresh: a complaint the failed engine filed is found again by its words (or
             # its place), so the fallback finds that ticket rather than filing it again.
@@ -626,6 +623,21 @@ async def _result_or_none(task: asyncio.Task[Transcript | None], within: float) 
         return None
     heard = task.result()
     return heard.text if heard is not None else None
+
+
+def _let_go(task: asyncio.Task[Transcript | None] | None) -> None:
+    """Stop a transcription nobody will read. One that failed before has its error read (the turn
+    went on without it, or was cut), or asyncio logs it when the task is collected, traceback
+    and all, as an exception never retrieved."""
+    if task is None:
+        return
+    task.cancel()  # no-op once it has ended
+    task.add_done_callback(_read_out)
+
+
+def _read_out(task: asyncio.Task[Transcript | None]) -> None:
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        log.debug("transcription of a turn that went on without it failed: %s", _reason(exc))
 
 
 def _hearing_cost(task: asyncio.Task[Transcript | None] | None) -> Usage | None:

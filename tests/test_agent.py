@@ -552,6 +552,46 @@ async def test_a_turn_cut_while_the_model_thinks_stops_its_transcription(setting
         assert hearing[0].cancelled()
 
 
+async def test_a_transcription_that_failed_before_its_turn_was_cut_is_no_error_at_collection(
+    settings,
+) -> None:
+    """A turn cut (a shutdown out of grace) after its transcription had failed left the failure
+    unread: when the task was collected asyncio logged "Task exception was never retrieved", an
+    ERROR with the recogniser's traceback, for a note that is answered after the restart."""
+    import gc
+
+    heard_failed, thinking = asyncio.Event(), asyncio.Event()
+
+    class DeafModel(ScriptedEngine):
+        async def transcribe(self, audio: AudioClip) -> Transcript | None:
+            heard_failed.set()
+            raise ConnectionError("the transcription service hung up")
+
+        async def complete(self, turn: TurnState) -> EngineReply:
+            thinking.set()
+            await asyncio.Event().wait()
+            raise AssertionError("never answers")
+
+    loop = asyncio.get_running_loop()
+    unread: list[str] = []
+    loop.set_exception_handler(lambda _, context: unread.append(context["message"]))
+    try:
+        async with running_app(settings, DeafModel()) as app:
+            turning = asyncio.create_task(app.agent.respond(ToolContext(user_id=NOVA), NOTE))
+            await heard_failed.wait()
+            await thinking.wait()
+            await asyncio.sleep(0)  # the transcription has ended, failed
+            turning.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await turning
+            del turning
+            await asyncio.sleep(0)
+            gc.collect()
+        assert unread == []
+    finally:
+        loop.set_exception_handler(None)
+
+
 @pytest.mark.parametrize(
     ("text", "told"),
     [
