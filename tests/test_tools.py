@@ -3431,6 +3431,39 @@ async def test_a_claim_is_renewed_while_its_filing_runs_and_lapses_once_let_go(t
         await two.aclose()
 
 
+async def test_a_claim_is_still_renewed_after_a_round_failed_other_than_on_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renewal round that failed with neither sqlite3.Error nor OSError (a symlink loop at the
+    claims file's path: RuntimeError from Path.resolve) ended the renewing task, unsaid until the
+    task was collected: the claims of filings still running lapsed, and a repeat sent to another
+    bot on the folder filed a second ticket."""
+    from bot.tools import grievance_store
+    from bot.tools.grievance_store import Lately
+
+    monkeypatch.setattr(grievance_store, "FILING_LEASE_SECONDS", 1.0)
+    recent, aside = tmp_path / "grievances-recent.db", tmp_path / "aside.db"
+
+    def lease() -> float:
+        with contextlib.closing(sqlite3.connect(recent)) as conn:
+            row = conn.execute("SELECT lease_until FROM lately_filed WHERE turn = 'discord:1:'").fetchone()
+            return float(row[0]) if row else 0.0
+
+    one = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        with caplog.at_level(logging.ERROR, logger="bot.tools.grievance_store"):
+            assert await one.claim_words(BLAZE, ("wallet", "gems gone"), "discord:1:", 600.0) == Lately()
+            recent.rename(aside)
+            recent.symlink_to(recent.name)  # the same file back, through a link to itself
+            await until(lambda: "could not renew" in caplog.text)
+            recent.unlink()
+            aside.rename(recent)
+        first = lease()
+        await until(lambda: lease() > first)
+    finally:
+        await one.aclose()
+
+
 async def test_a_claim_made_in_memory_is_renewed_once_the_claims_file_serves_again(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

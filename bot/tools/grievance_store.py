@@ -947,6 +947,10 @@ class LocalGrievanceStore:
             except (sqlite3.Error, OSError) as exc:
                 # The next round tries again; the lease has three rounds' worth left.
                 log.warning("could not renew %d claim(s) of /grievance file: %s", len(claims), exc)
+            except Exception:
+                # Anything else (a symlink loop at the path, a bug) must not end the renewing
+                # unsaid: the claims of filings still running would lapse until the next filing.
+                log.exception("could not renew %d claim(s) of /grievance file", len(claims))
 
     def stop_renewing(self, user_id: str, words: tuple[str, ...], turn: str) -> None:
         """The filing that claimed `words` for `turn` ended without `settle_words` (cut short, or
