@@ -111,7 +111,9 @@ class CatchUp(commands.Cog):
         self._next_read = 0.0  # when the next catch-up read may begin (the loop's clock)
 
     async def cog_unload(self) -> None:
-        self.recheck.cancel()
+        # Ended before Bot.close() goes on to close the HTTP session and the app goes on to close
+        # the stores: a run cut short would otherwise roll back and read on against closed ones.
+        await self.recheck.stop()
 
     @commands.Cog.listener()
     async def on_disconnect(self) -> None:
@@ -875,9 +877,11 @@ class Every:
         if not self.is_running():
             self._task = asyncio.create_task(self._run(), name=self.name)
 
-    def cancel(self) -> None:
+    async def stop(self) -> None:
+        """Cancel the runs and wait for the one under way to end."""
         if self._task is not None:
             self._task.cancel()
+            await asyncio.wait({self._task})
 
     async def _run(self) -> None:
         while True:

@@ -2356,7 +2356,7 @@ async def test_a_recheck_failing_alike_at_every_run_is_said_once(caplog) -> None
     try:
         await eventually(lambda: every.current_loop >= 7)
     finally:
-        every.cancel()
+        await every.stop()
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and errors[0].exc_info, [r.getMessage() for r in errors]
     again = [r for r in caplog.records if r.levelno == logging.DEBUG and r.name == "cogs.catch_up"]
@@ -2388,7 +2388,7 @@ async def test_a_recheck_run_that_meets_a_stray_cancellation_does_not_end_the_re
     try:
         await eventually(lambda: runs >= 3)
     finally:
-        every.cancel()
+        await every.stop()
     await eventually(lambda: not every.is_running())
     assert every.current_loop == 2
 
@@ -2693,6 +2693,34 @@ async def test_a_reconnect_as_the_bot_starts_does_not_end_the_starts_catch_up(
             release.set()
         await caught_up(h.bot)
         assert catch_up.recheck.is_running()
+
+
+async def test_a_recheck_under_way_has_ended_when_the_catch_up_unloads(settings, fake) -> None:
+    """Bot.close() unloads the catch-up, then closes the HTTP session, and the app its stores. The
+    unload only cancelled the recheck: a run cut short went on (its rollback, what its cancel
+    awaits) after the unload returned, against what close() was closing."""
+    from cogs.catch_up import Every
+
+    async with running_bot(settings, fake) as h:
+        catch_up: Any = h.bot.get_cog("CatchUp")
+        await caught_up(h.bot)
+        await catch_up.cog_unload()  # the start's recheck
+        at_work, wound_up = asyncio.Event(), asyncio.Event()
+
+        async def run() -> None:
+            at_work.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                await asyncio.sleep(0)  # a rollback's round trip to the database's thread
+                wound_up.set()
+                raise
+
+        recheck = catch_up.recheck = Every(60.0, run, "recheck")
+        recheck.start()
+        await asyncio.wait_for(at_work.wait(), 30)
+        await catch_up.cog_unload()
+        assert wound_up.is_set() and not recheck.under_way and not recheck.is_running()
 
 
 async def test_notes_a_catch_up_answered_count_for_a_thread_read_back_beside_them(settings, fake) -> None:
