@@ -2723,6 +2723,31 @@ async def test_a_recheck_under_way_has_ended_when_the_catch_up_unloads(settings,
         assert wound_up.is_set() and not recheck.under_way and not recheck.is_running()
 
 
+async def test_a_recheck_is_under_way_from_its_runs_start_to_its_end() -> None:
+    """`under_way` is what the harness's settle waits on (a recheck that may still send), and a
+    run that fails or is cut must not leave it set."""
+    from cogs.catch_up import Every
+
+    started, finish = asyncio.Event(), asyncio.Event()
+    runs: list[bool] = []
+
+    async def run() -> None:
+        started.set()
+        await finish.wait()
+        runs.append(True)
+        raise ConnectionError("Discord out of reach")  # a failed run ends too
+
+    recheck = Every(60.0, run, "recheck")
+    assert not recheck.under_way
+    recheck.start()
+    await started.wait()
+    assert recheck.under_way
+    finish.set()
+    await eventually(lambda: recheck.current_loop >= 1)
+    assert runs == [True] and not recheck.under_way
+    await recheck.stop()
+
+
 async def test_notes_a_catch_up_answered_count_for_a_thread_read_back_beside_them(settings, fake) -> None:
     # The notes a catch-up answers count in the live limit however long ago they were sent: the
     # notes of a private thread the bot is added to later, sent in the same second as those, are
