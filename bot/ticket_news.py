@@ -652,8 +652,10 @@ class TicketNews:
         speaker: Speaker | None,
         settings: NewsSettings,
         answering: Answering | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.store = store
+        self._clock = clock
         self.settings = settings
         self._preferences = preferences
         self._speaker = speaker
@@ -674,6 +676,9 @@ class TicketNews:
         # With news off: (time.monotonic(), the newest grievance event) at the last look (see
         # `housekeeping`).
         self._unread_events: tuple[float, int] | None = None
+        # `clock` at the start of this process's last Jira poll that finished: the time since, which
+        # a host clock stepped back cannot shorten, bounds the next poll's window from below.
+        self._jira_polled: float | None = None
 
     async def housekeeping(self, now: float | None = None) -> None:
         """The news store's pruning, for a running bot's recheck. With news off, nothing reads
@@ -844,11 +849,18 @@ class TicketNews:
         return 0
 
     async def _find_in_jira(self, jira: Any, local: LocalGrievanceStore) -> int:
-        started = time.time()
+        started, ticked = time.time(), self._clock()
         last = await self.store.cursor("jira-polled-at")
         since = float(last) if last else started - self.settings.poll_seconds
+        away = started - since
+        if self._jira_polled is not None:
+            # The cursor is wall-clock time, kept across restarts: a host clock stepped back since
+            # it was written (NTP correcting a fast host) shrinks `away`, and the changes made in
+            # between would fall outside the window for good. A wider window only finds again
+            # what the markers already tell apart.
+            away = max(away, ticked - self._jira_polled)
         # +1: a minute of overlap for Jira's search index lagging behind its updates, and clocks
-        minutes = min(MAX_WINDOW_MINUTES, math.ceil(max(0.0, started - since) / 60) + 1)
+        minutes = min(MAX_WINDOW_MINUTES, math.ceil(max(0.0, away) / 60) + 1)
         found = 0
         for user_id, issue in await jira.updated_issues(await local.users(), minutes):
             mine, moved = await jira.follow_issue(user_id, issue)
@@ -884,6 +896,7 @@ class TicketNews:
             if mine is not None:
                 await local.update_status(mine.local_key, issue.status, issue.updated_at)
         await self.store.set_cursor("jira-polled-at", repr(started))
+        self._jira_polled = ticked
         return found
 
     async def _add(

@@ -15,7 +15,7 @@ import re
 import sqlite3
 import time
 import types
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -76,7 +76,11 @@ class Parts:
 
 @contextlib.asynccontextmanager
 async def news_over(
-    storage: Path, grievances: Any = None, speaker: Any = None, **settings: Any
+    storage: Path,
+    grievances: Any = None,
+    speaker: Any = None,
+    clock: Callable[[], float] = time.monotonic,
+    **settings: Any,
 ) -> AsyncIterator[Parts]:
     """Ticket news over the stores in `storage`, as bot/app.py builds it; one start of the bot."""
     async with contextlib.AsyncExitStack() as stack:
@@ -87,7 +91,7 @@ async def news_over(
         stack.push_async_callback(preferences.aclose)
         store = await NewsStore.open(storage / "news.db")
         stack.push_async_callback(store.aclose)
-        news = TicketNews(store, grievances, preferences, speaker, NewsSettings(**settings))
+        news = TicketNews(store, grievances, preferences, speaker, NewsSettings(**settings), clock=clock)
         yield Parts(grievances, grievances.local_store, preferences, store, news)
 
 
@@ -594,6 +598,25 @@ async def test_after_an_outage_the_poll_looks_back_as_far_as_it_was_away_up_to_a
         fake.issues["GRV-101"].updated -= dt.timedelta(minutes=50)  # while it was away
         assert await p.news.run_once(front) == 1
     assert fake.jql[-1].endswith(f'updated >= "{window}" ORDER BY updated ASC')
+
+
+async def test_a_host_clock_stepped_back_between_polls_narrows_no_window(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # Ten minutes between two polls (news.poll_seconds), during which NTP stepped a host clock
+    # that ran half an hour fast back: by the wall clock the last poll is in the future.
+    front, ticks = Recorder(), [1000.0]
+    async with news_over(tmp_path, await open_jira(fake, tmp_path), clock=lambda: ticks[0]) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        await p.news.run_once(front)
+        ticks[0] += 10 * 60
+        await p.store.set_cursor("jira-polled-at", repr(time.time() + 20 * 60))
+        fake.set_status("GRV-101", "Done")
+        fake.issues["GRV-101"].updated -= dt.timedelta(minutes=8)
+        assert await p.news.run_once(front) == 1
+    assert fake.jql[-1].endswith('updated >= "-11m" ORDER BY updated ASC')
+    assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
 
 
 async def _filed_then_resolved_in_jira(p: Parts, fake: FakeJira, front: Recorder) -> None:
