@@ -143,12 +143,16 @@ def status_words(status: dict[str, Any] | None) -> str:
 
 
 def iso_utc(jira_time: str | None) -> str:
-    """Jira's 2025-01-31T10:00:00.000+0000 as 2025-01-31T10:00:00Z."""
+    """Jira's 2025-01-31T10:00:00.000+0000 as 2025-01-31T10:00:00Z. A time written otherwise (no
+    milliseconds, an offset with a colon) is read too: the store's times compare as text, and
+    the desk shows them as UTC. One with no offset names no instant, and is kept as it is."""
     if not jira_time:
         return ""
     try:
-        when = dt.datetime.strptime(jira_time, "%Y-%m-%dT%H:%M:%S.%f%z")
+        when = dt.datetime.fromisoformat(jira_time)
     except ValueError:
+        return jira_time
+    if when.tzinfo is None:
         return jira_time
     return iso_at(when.timestamp())
 

@@ -27,7 +27,7 @@ from bot.tools import CATEGORIES, Toolbox, build_tools
 from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
-from bot.tools.jira_tracker import TrackerError, explain, status_words, summary_for
+from bot.tools.jira_tracker import TrackerError, explain, iso_utc, status_words, summary_for
 from tests.conftest import BLAZE, NOVA, QUILL, make_settings
 from tests.fakes.jira_server import FakeJira, running_fake_jira, select_field
 
@@ -1713,3 +1713,19 @@ async def test_a_password_in_jira_url_stays_out_of_the_error_the_desk_and_export
     assert kept is not None and "InvalidURL" in (kept.last_error or "")
     assert password not in (kept.last_error or "")
     assert password not in str(player_data.export(storage_paths(settings), NOVA))
+
+
+@pytest.mark.parametrize(
+    ("jira", "stored"),
+    [
+        ("2026-03-29T01:30:00.000+0100", "2026-03-29T00:30:00Z"),  # Europe/London's first BST hour
+        ("2026-03-29T01:30:00.000+01:00", "2026-03-29T00:30:00Z"),
+        ("2026-03-29T01:30:00+0100", "2026-03-29T00:30:00Z"),  # no milliseconds
+        ("2026-12-31T23:30:00.000-0330", "2027-01-01T03:00:00Z"),  # America/St_Johns, New Year
+        ("2027-01-01T13:44:59.999+1345", "2026-12-31T23:59:59Z"),  # Pacific/Chatham
+        ("2026-10-25T01:30:00.000Z", "2026-10-25T01:30:00Z"),
+        ("2026-03-29T01:30:00.000", "2026-03-29T01:30:00.000"),  # no offset: no instant to tell
+    ],
+)
+def test_a_jira_time_is_stored_as_its_instant_in_utc(jira: str, stored: str) -> None:
+    assert iso_utc(jira) == stored
