@@ -980,6 +980,13 @@ async def test_charts_draw_usage_per_day_and_notes_per_hour(wsettings) -> None:
         html = await (await client.get("/desk/charts")).text()
         assert html.count('<svg class="chart"') == 3 and '<rect x="' in html
         assert "notes per hour" in html and "No usage yet" not in html
+    # Days are UsageMeter's UTC days: staff anywhere read a day's figures as that day.
+    assert re.findall(r"<h2>[^<]*</h2>|<th>Day[^<]*</th>", html) == [
+        "<h2>Estimated model cost per day (last 14 days, UTC)</h2>",
+        "<h2>Notes per day (last 14 days, UTC)</h2>",
+        "<h2>Notes per hour (last 24 hours, UTC)</h2>",
+        "<th>Day (UTC)</th>",
+    ]
 
 
 async def check_again(client: TestClient):  # type: ignore[no-untyped-def]
