@@ -93,6 +93,7 @@ class CatchUp(commands.Cog):
         # note answered live since (before a place is read, or before a failed read is tried
         # again) says nothing of the notes sent while the bot was down.
         self._started_at = time.time()
+        self._started_tick = time.monotonic()
         # Discord's trouble with the catch-up's requests: a ban fails every place, and a place
         # left unread is met again at every recheck, so each reason (two may come in turn: one
         # place's 503, a listing's 429) is said once until every place is read. Its end is the
@@ -114,6 +115,15 @@ class CatchUp(commands.Cog):
         # Ended before Bot.close() goes on to close the HTTP session and the app goes on to close
         # the stores: a run cut short would otherwise roll back and read on against closed ones.
         await self.recheck.stop()
+
+    def _start_as_stamped_now(self) -> float:
+        """This process's start by the ledger's clock (time.time()) as it runs now. A host clock
+        stepped back since (NTP correcting a fast clock at boot) stamps the notes answered live
+        after the start with times before it, which would be read as answered before the start:
+        a read would begin after them and skip the notes sent while the bot was down. Earlier
+        rather than later: a read begun before a note already answered finds it answered."""
+        stepped = (time.time() - self._started_at) - (time.monotonic() - self._started_tick)
+        return self._started_at + min(0.0, stepped)
 
     @commands.Cog.listener()
     async def on_disconnect(self) -> None:
@@ -540,7 +550,7 @@ class CatchUp(commands.Cog):
             return
         last = None
         if reading.since is None:
-            last = await ledger.last_handled(place_id, answered_before=self._started_at)
+            last = await ledger.last_handled(place_id, answered_before=self._start_as_stamped_now())
         # Notes are answered out of order (one queue per player, several players at once), so
         # a note a stopped or killed process left unanswered can be older than the newest one
         # it answered here: reading resumes before the oldest such note, not after the newest.

@@ -350,6 +350,29 @@ async def test_a_thread_discord_failed_to_list_and_active_again_by_the_recheck_i
     assert len(voice_replies(fake, missed)) == len(voice_replies(fake, again)) == 1
 
 
+async def test_a_host_clock_stepped_back_after_the_start_leaves_no_note_sent_while_down_unread(
+    settings, fake
+):
+    # The host's clock read an hour fast when the bot started, and NTP set it right before a live
+    # note was answered: that answer's time is before the start by the ledger's clock. The read
+    # the recheck owes still begins before the note sent while the bot was down.
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
+    missed = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
+    await fake.archive_thread(thread, ago=30)
+    fake.archived_threads_banned = 4  # the start's two listings, and its first recheck's
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        catch_up = h.bot.get_cog("CatchUp")
+        catch_up._started_at += 3600  # the start as the fast clock stamped it
+        await settle(fake)
+        assert fake.archived_threads_banned == 0 and not fake.replies_to(missed["id"])
+        again = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await answered(fake, again)
+        await catch_up._recheck()
+        await answered(fake, missed, within=15)
+        await settle(fake)
+    assert len(voice_replies(fake, missed)) == len(voice_replies(fake, again)) == 1
+
+
 async def test_a_note_in_a_thread_archived_during_a_gateway_outage_is_answered_by_the_new_session(
     settings, fake
 ):
