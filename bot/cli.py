@@ -494,6 +494,7 @@ def configure_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)-8s %(name)s %(message)s",
+        datefmt=logs.PLAIN_DATES,
     )
     logs.quiet_noisy_loggers()
     # The values come with the settings, loaded after this.

@@ -166,7 +166,9 @@ class Outage:
 
 # discord.py's plain format, which `run` prints in (cogs/runner.py).
 PLAIN_FORMAT = "[{asctime}] [{levelname:<8}] {name}: {message}"
-PLAIN_DATES = "%Y-%m-%d %H:%M:%S"
+# The host's local time with its offset: the hour a DST change repeats reads twice otherwise, and
+# staff match a line to the desk's and the grievances' UTC times without knowing the host's zone.
+PLAIN_DATES = "%Y-%m-%d %H:%M:%S%z"
 
 
 def plain_formatter() -> logging.Formatter:

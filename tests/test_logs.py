@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
+import re
+import time
 
 import pytest
 
-from bot import logs
+from bot import cli, logs
 from bot.logs import MASK
 
 from .conftest import make_settings
@@ -325,3 +327,19 @@ def test_an_outages_lines_name_the_place_that_met_it(caplog) -> None:
 
     backend_call()
     assert [(r.funcName, r.filename) for r in caplog.records] == [("backend_call", "test_logs.py")] * 2
+
+
+def test_log_lines_say_their_times_offset_from_utc(monkeypatch) -> None:
+    # 2026-10-25T00:30Z and the hour after are both 01:30 in London: `run`'s plain lines and the
+    # CLI's (`voxdesk web`) tell them apart by the offset, and staff read them beside UTC times.
+    root = logging.getLogger()
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr(root, "level", root.level)
+    cli.configure_logging(False)
+    for at in (1792888200.0, 1792888200.0 + 3600):
+        record = logging.LogRecord("bot", logging.WARNING, __file__, 1, "x", None, None)
+        record.created = at
+        offset = re.escape(time.strftime("%z", time.localtime(at)))
+        for formatter in (logs.plain_formatter(), root.handlers[0].formatter):
+            assert formatter is not None
+            assert re.match(rf"\[?\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d{offset}[\] ]", formatter.format(record))
