@@ -488,13 +488,16 @@ class NewsStore:
 
     async def due(self, limit: int = DELIVER_BATCH) -> list[NewsItem]:
         """The oldest pending news, at most one DM's worth per player: a player with hundreds of
-        tickets closed at once must not fill the batch and hold back everyone else's news."""
+        tickets closed at once must not fill the batch and hold back everyone else's news. A try
+        due later than RETRY_SECONDS from now was set by a clock since stepped back (NTP
+        correcting a fast host): due now, not that much later."""
+        now = time.time()
         rows = await self._conn.execute_fetchall(
             f"SELECT {ITEM_COLUMNS} FROM ("
             " SELECT *, ROW_NUMBER() OVER (PARTITION BY user_id ORDER BY id) AS nth FROM news"
-            " WHERE state = 'pending' AND (next_try_at IS NULL OR next_try_at <= ?)"
+            " WHERE state = 'pending' AND (next_try_at IS NULL OR next_try_at <= ? OR next_try_at > ?)"
             ") WHERE nth <= ? ORDER BY id LIMIT ?",
-            (time.time(), MAX_ITEMS_PER_DM, limit),
+            (now, now + RETRY_SECONDS, MAX_ITEMS_PER_DM, limit),
         )
         return [NewsItem(*row) for row in rows]
 

@@ -384,6 +384,22 @@ async def test_a_send_that_never_reached_discord_is_tried_again_and_a_maybe_sent
         assert [s for *_, s in await p.store.told(BLAZE)] == ["sent", "failed"]
 
 
+async def test_a_retry_set_by_a_clock_since_stepped_back_waits_no_longer_than_a_retry(
+    tmp_path: Path,
+) -> None:
+    # The host's clock ran an hour fast when the DM failed; NTP has set it right since.
+    db, news_db = tmp_path / "grievances.db", tmp_path / "news.db"
+    front = Recorder(outcomes=[Outcome.RETRY])
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        assert await p.news.run_once(front) == 0
+        assert await p.news.run_once(front) == 0  # its retry delay not over
+        sql(news_db, "UPDATE news SET next_try_at = ?", (time.time() + 3600 + ticket_news.RETRY_SECONDS,))
+        assert await p.news.run_once(front) == 1
+    assert [d.user_id for d in front.dms] == [NOVA, NOVA]
+
+
 async def test_a_send_that_never_reaches_discord_is_given_up_after_five_tries(tmp_path: Path) -> None:
     db = tmp_path / "grievances.db"
     front = Recorder(outcomes=[Outcome.RETRY] * 10)
