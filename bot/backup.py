@@ -27,7 +27,16 @@ from pathlib import Path
 from bot import __version__
 from bot.app import StoragePaths, storage_paths
 from bot.config import Settings
-from bot.db import BUSY_SECONDS, fsync_path, kept, naming, private_dir, private_file, restore_from_log
+from bot.db import (
+    BUSY_SECONDS,
+    fsync_path,
+    kept,
+    locked_now,
+    naming,
+    private_dir,
+    private_file,
+    restore_from_log,
+)
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import RESUBMIT_SECONDS
 
@@ -78,9 +87,7 @@ def _sweep_cut_short(into: Path, under_way: int) -> list[str]:
     Every backup holds that shared lock on the folder `into` (flock, which the kernel drops when
     a process dies however it dies): the exclusive lock is had only when no backup is under way
     there, and then every `.partial` is one cut short. With another under way, none is touched."""
-    try:
-        fcntl.flock(under_way, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not locked_now(under_way):
         fcntl.flock(under_way, fcntl.LOCK_SH)
         return []
     lines = []

@@ -155,15 +155,32 @@ def _remove_unless_held(partial: Path) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:
-            # Held: EWOULDBLOCK, or EACCES where flock is emulated by byte-range locks (CIFS).
-            # Anything else: no locks on this file system, and its process id said.
-            if exc.errno in (errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES):
+            # Anything but held: no locks on this file system, and its process id said.
+            if exc.errno in LOCK_HELD:
                 return
         # Removed under this lock: a writer that locks its file after it finds the name gone
         # (new_partial), where one locking between a let-go and the removal would write on.
         partial.unlink(missing_ok=True)
     finally:
         os.close(fd)
+
+
+# What a non-blocking flock answers when another holds the lock: EWOULDBLOCK, or EACCES on CIFS,
+# which emulates flock with SMB byte-range locks. Not a permission problem: those are refused at
+# open(), before any lock is tried.
+LOCK_HELD = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
+
+
+def locked_now(fd: int) -> bool:
+    """Take the exclusive lock on `fd` without waiting: False when another holds it. Any other
+    failure (no locks on this file system) is raised."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno in LOCK_HELD:
+            return False
+        raise
+    return True
 
 
 def running(pid: int) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import os
 import shutil
@@ -338,6 +339,33 @@ def test_a_backup_keeps_the_newest_backups_and_removes_only_older_ones(settings,
     assert len(_backups(into)) == 4
     # With none under way, the .partial is one cut short.
     assert not theirs[0].exists() and theirs[1].exists() and theirs[2].exists()
+
+
+def test_a_backup_while_another_runs_on_smb_leaves_it_be(settings, tmp_path: Path, monkeypatch) -> None:
+    # CIFS emulates flock with SMB byte-range locks and refuses one another holds with EACCES, not
+    # EWOULDBLOCK: a backup started while another ran into the same folder failed with
+    # PermissionError, as if the folder were not the operator's to write.
+    real_flock = fcntl.flock
+
+    def smb_flock(fd: int, operation: int) -> None:
+        try:
+            real_flock(fd, operation)
+        except BlockingIOError:
+            raise PermissionError(errno.EACCES, "Permission denied") from None
+
+    into = tmp_path / "b"
+    into.mkdir()
+    theirs = into / ".voxdesk-20261201T000000Z.partial"
+    theirs.mkdir()
+    under_way = os.open(into, os.O_RDONLY)  # the other backup's hold on the folder
+    try:
+        real_flock(under_way, fcntl.LOCK_SH)
+        monkeypatch.setattr(fcntl, "flock", smb_flock)
+        made, lines = backup(settings, into, now=_at(1))
+    finally:
+        os.close(under_way)
+    assert (made / "players.db").is_file()
+    assert theirs.is_dir() and not [line for line in lines if "cut short" in line]
 
 
 def test_an_empty_backup_removes_no_whole_one(settings, tmp_path: Path) -> None:

@@ -2672,6 +2672,48 @@ async def test_a_storage_folder_without_locks_serves_without_sharing_the_port(
     assert "not shared with another voxdesk process" in caplog.text
 
 
+async def test_a_storage_folder_on_smb_still_shares_the_port(wsettings, monkeypatch, caplog) -> None:
+    # CIFS emulates flock with SMB byte-range locks and refuses one another holds with EACCES, not
+    # EWOULDBLOCK: the next process of the same storage warned "not shared" and was then refused
+    # the port the first one serves, so a rolling restart stopped at start.
+    import errno
+    import fcntl
+    import socket
+
+    import aiohttp
+
+    from bot import web
+    from bot.app import build_app
+    from tests.frontend_engine import FrontendEngine
+
+    real_flock = fcntl.flock
+
+    def smb_flock(fd: int, operation: int) -> None:
+        try:
+            real_flock(fd, operation)
+        except BlockingIOError:
+            raise PermissionError(errno.EACCES, "Permission denied") from None
+
+    monkeypatch.setattr(fcntl, "flock", smb_flock)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    core = await build_app(wsettings.replace(web={"port": port}), FrontendEngine())  # type: ignore[arg-type]
+    try:
+        first = await web.start(core)
+        try:
+            second = await web.start(core)
+            await first.cleanup()
+            async with aiohttp.ClientSession() as http:
+                assert (await http.get(f"http://127.0.0.1:{port}/healthz")).status == 200
+            await second.cleanup()
+        finally:
+            await first.cleanup()
+    finally:
+        await core.aclose()
+    assert "not shared" not in caplog.text
+
+
 async def test_a_grievance_spool_that_cannot_be_read_is_not_ready_and_said_once(
     wsettings, monkeypatch, caplog
 ) -> None:

@@ -10,7 +10,6 @@ while another process files the spool waits for it and is not emptied away unrea
 from __future__ import annotations
 
 import contextlib
-import errno
 import fcntl
 import hashlib
 import json
@@ -21,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from bot.db import fsync_path
+from bot.db import fsync_path, locked_now
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ class GrievanceSpool:
         try:
             if wait:
                 fcntl.flock(fd, fcntl.LOCK_EX)  # waits while another process files the spool
-            elif not _locked_now(fd):
+            elif not locked_now(fd):
                 return False
             size = os.fstat(fd).st_size
             if not size:
@@ -120,7 +119,7 @@ class GrievanceSpool:
         except FileNotFoundError:
             return None
         try:
-            locked = _locked_now(fd)
+            locked = locked_now(fd)
         except BaseException:
             os.close(fd)
             raise
@@ -202,24 +201,6 @@ class GrievanceSpool:
         """Let the spool go unfiled, to be tried again."""
         self._unset.pop(fd, None)
         os.close(fd)
-
-
-# What a non-blocking flock answers when another holds the lock: EWOULDBLOCK, or EACCES on CIFS,
-# which emulates flock with SMB byte-range locks. Not a permission problem: those are refused at
-# open(), before any lock is tried.
-_HELD = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
-
-
-def _locked_now(fd: int) -> bool:
-    """Take the exclusive lock on `fd` without waiting: False when another holds it. Any other
-    failure (no locks on this file system) is raised."""
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as exc:
-        if exc.errno in _HELD:
-            return False
-        raise
-    return True
 
 
 def spool_line(filing_id: str, others: list[str] | None = None, **row: str) -> str:

@@ -29,6 +29,7 @@ from aiohttp_session import setup as setup_sessions
 
 from bot.app import App, storage_paths
 from bot.config import Settings
+from bot.db import locked_now
 from bot.tools import cluster_start
 from bot.web import security
 
@@ -314,11 +315,7 @@ class _Serving:
             log.warning("could not open %s: %s", path, exc)
             return cls(None, False)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                shared = False
-            except BlockingIOError:
-                shared = True
+            shared = not locked_now(fd)
             fcntl.flock(fd, fcntl.LOCK_SH)
         except OSError as exc:
             # A file system without locks (ENOLCK: some network mounts): serving goes on, as on
