@@ -114,6 +114,19 @@ async def test_a_rate_limit_reset_in_unix_time_is_a_time_not_a_duration(storage,
     assert found and 25 <= int(found[1]) <= 30, paused.getMessage()
 
 
+async def test_a_retry_after_in_unix_time_is_a_time_not_a_duration(storage, fake, caplog) -> None:
+    # Some gateways name the end of the wait in Retry-After as a Unix time: read as seconds, it
+    # paused every player's requests for the longest pause, 300 s, for a wait 30 s long.
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    fake.failures = [Failure(status=429, retry_after=int(time.time()) + 30)]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.kind == "apology"
+    (paused,) = logged(caplog, "bot.engines.openai", "paused")
+    found = re.match(r"OpenAI chat paused for (\d+) s \(rate limited", paused.getMessage())
+    assert found and 25 <= int(found[1]) <= 30, paused.getMessage()
+
+
 async def test_a_rate_limit_reset_at_a_unix_time_gone_by_names_no_wait(storage, fake) -> None:
     # Past already (the server's clock behind this host's): the 1 s a 429 naming no wait gets,
     # after which the note is answered, not 300 s of the fallback for every player.

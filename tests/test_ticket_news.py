@@ -696,6 +696,20 @@ async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tm
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
 
 
+async def test_a_retry_after_in_unix_time_quiets_the_poll_until_then(fake: FakeJira, tmp_path: Path) -> None:
+    # Read as seconds, a Retry-After naming the wait's end as a Unix time quieted the poll for the
+    # longest quiet, a quarter hour, for a wait a minute long, and said Jira asked for 56 years.
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await _filed_then_resolved_in_jira(p, fake, front)
+        fake.retry_after = str(int(time.time()) + 60)
+        fake.fail("429", times=1)
+        before = time.monotonic()
+        assert await p.news.run_once(front) == 0
+        quiet_until = p.news._jira_quiet_until
+        assert before + 55 <= quiet_until <= time.monotonic() + 60
+
+
 async def test_a_rate_limited_poll_waits_out_jiras_retry_after_past_the_pushers_backoff_cap(
     fake: FakeJira, tmp_path: Path
 ) -> None:

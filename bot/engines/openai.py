@@ -58,7 +58,7 @@ from bot.engines.base import (
     Usage,
 )
 from bot.logs import Outage
-from bot.retry_after import seconds_named
+from bot.retry_after import UNIX_TIME_FLOOR, seconds_named
 from bot.tools import well_formed
 from bot.tools.base import UNPARSED, ToolCall, too_deep
 
@@ -108,9 +108,6 @@ LONGEST_PAUSE = 300.0  # ... up to this, which bounds a named wait too: then req
 RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")  # x-ratelimit-reset-*: "20ms", "1.5s", "6m0s"
 RESET_SECONDS = re.compile(r"\d+(?:\.\d+)?")  # Azure's x-ratelimit-reset-*: seconds, no unit ("37")
 UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-# A reset in bare seconds this large is a Unix time, as some compatible servers send it (GitHub's
-# x-ratelimit-reset style): as a duration it would be 31 years, and pause requests LONGEST_PAUSE.
-UNIX_TIME_FLOOR = 1e9  # 2001-09-09
 # The transport errors (by name, as httpx and httpx2 both call them) of a request that never went
 # out: no connection was made (refused, unreachable, timed out), the proxy would not carry it, or
 # none came free from the pool.
