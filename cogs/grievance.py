@@ -33,7 +33,7 @@ from bot.tools.base import ToolCall, ToolError
 from bot.tools.grievance_store import FINISHED_STATUSES, RESUBMIT_SECONDS
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller
-from cogs.limits import InAnyWindow
+from cogs.limits import InAnyWindow, Limits
 from cogs.replies import limited_for, literal
 
 log = logging.getLogger(__name__)
@@ -102,14 +102,12 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         # Each /grievance file opens a new ticket (in Jira too, when it is on): held to the same
         # per-player limit as voice notes, so a script cannot bury the desk. Both limits are timed
         # by time.monotonic(): a host clock set back would hold a player as long.
-        self.filings = commands.CooldownMapping(
+        self.filings = Limits(
             InAnyWindow(s.flood_notes, s.flood_seconds), lambda interaction: interaction.user.id
         )
         # Each /grievance status or list searches Jira, when it is on, in the threads every
         # player's lookups share: a script re-running it would keep the others waiting.
-        self.lookups = commands.CooldownMapping(
-            InAnyWindow(LOOKUPS, LOOKUP_SECONDS), lambda interaction: interaction.user.id
-        )
+        self.lookups = Limits(InAnyWindow(LOOKUPS, LOOKUP_SECONDS), lambda interaction: interaction.user.id)
         # (player, category, folded words) -> (when, the first filing: its ticket key, or the
         # answer it had when the store kept it for later; both None when it filed nothing).
         self.recent: dict[tuple[str, str, str], tuple[float, asyncio.Future[Filed]]] = {}

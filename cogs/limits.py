@@ -4,8 +4,21 @@ from __future__ import annotations
 
 import bisect
 import time
+from typing import Any
 
 from discord.ext import commands
+
+
+class Limits(commands.CooldownMapping):
+    """discord.py's CooldownMapping, given the time of every use: its own default is time.time(),
+    while each limit here runs on time.monotonic() or on Discord's timestamps, and a call left to
+    the default would weigh a use on one clock against uses counted on another."""
+
+    def get_bucket(self, message: Any, current: float) -> commands.Cooldown | None:
+        return super().get_bucket(message, current)
+
+    def update_rate_limit(self, message: Any, current: float, tokens: int = 1) -> float | None:
+        return super().update_rate_limit(message, current, tokens)
 
 
 class InAnyWindow(commands.Cooldown):
@@ -32,12 +45,11 @@ class InAnyWindow(commands.Cooldown):
     def _within(self, current: float) -> list[float]:
         return [t for t in self._times if t > current - self.per]
 
-    def get_tokens(self, current: float | None = None) -> int:
-        current = current or time.time()
+    # `current` is required, unlike discord.py's (time.time() when left out): see Limits.
+    def get_tokens(self, current: float) -> int:
         return max(0, self.rate - len(self._within(current)))
 
-    def get_retry_after(self, current: float | None = None) -> float:
-        current = current or time.time()
+    def get_retry_after(self, current: float) -> float:
         return self._wait(current, 1) if self.get_tokens(current) == 0 else 0.0
 
     def _wait(self, current: float, tokens: int) -> float:
@@ -52,8 +64,7 @@ class InAnyWindow(commands.Cooldown):
         # the newest use.
         self._last = max(self._last, current + self.keep - self.per)
 
-    def update_rate_limit(self, current: float | None = None, *, tokens: int = 1) -> float | None:
-        current = current or time.time()
+    def update_rate_limit(self, current: float, *, tokens: int = 1) -> float | None:
         self._used(current)
         if self.get_tokens(current) < tokens:
             return self._wait(current, tokens)

@@ -23,7 +23,7 @@ from bot.bounded import remember
 from bot.preferences import Preferences
 from bot.tools.base import ToolContext, ToolResult
 from cogs.bot import VoxdeskBot
-from cogs.limits import InAnyWindow, Lateness
+from cogs.limits import InAnyWindow, Lateness, Limits
 from cogs.replies import (
     discords_trouble,
     limited_for,
@@ -150,14 +150,14 @@ class VoiceNotes(commands.Cog):
         self.settings = settings
         # A note read back can be catch_up_minutes old, and is weighed in the windows before it.
         keep = settings.catch_up_minutes * 60 + settings.flood_seconds
-        self.flood = commands.CooldownMapping(
+        self.flood = Limits(
             InAnyWindow(settings.flood_notes, settings.flood_seconds, keep), commands.BucketType.user
         )
         self.lateness = Lateness()  # of every message that comes, for a wait told to run from then
         # Each kind of hint has its own: a player told how to send a note still hears "slow down".
         # Timed by time.monotonic(): a host clock set back would keep a player untold as long.
         self.hints = {
-            kind: commands.CooldownMapping.from_cooldown(1, HINT_SECONDS, commands.BucketType.user)
+            kind: Limits.from_cooldown(1, HINT_SECONDS, commands.BucketType.user)
             for kind in ("not a note", "flood")
         }
         # One lock per user around the whole note (download, turn, replies): asyncio.Lock wakes

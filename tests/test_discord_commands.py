@@ -428,11 +428,12 @@ async def test_ticket_lookups_by_command_are_held_to_a_per_player_limit(settings
     from discord.ext import commands
 
     from bot.sentences import NOT_A_TICKET_KEY
+    from cogs.limits import Limits
 
     async with running_bot(settings, fake) as h:
         cog = h.bot.get_cog("Grievances")
         assert cog is not None
-        cog.lookups = commands.CooldownMapping(commands.Cooldown(2, 600.0), lambda i: i.user.id)
+        cog.lookups = Limits(commands.Cooldown(2, 600.0), lambda i: i.user.id)
         not_a_key = await ask(fake, nova, "grievance", sub("status", ticket="refund"))
         assert not_a_key == NOT_A_TICKET_KEY.format(key="refund")  # looks nothing up: not counted
         looked = [
@@ -450,16 +451,14 @@ async def test_a_host_clock_set_back_holds_no_player_longer_at_the_ticket_limits
 ):
     # Timed by the host clock, a clock set back an hour told a player who had just filed to wait
     # an hour and ten minutes for the next ticket or lookup, not ten minutes.
-    from discord.ext import commands
-
     import cogs.limits
-    from cogs.limits import InAnyWindow
+    from cogs.limits import InAnyWindow, Limits
     from tests.test_discord_voice import HostClock
 
     async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0) as h:
         cog = h.bot.get_cog("Grievances")
         assert cog is not None
-        cog.lookups = commands.CooldownMapping(InAnyWindow(1, 600.0), lambda i: i.user.id)
+        cog.lookups = Limits(InAnyWindow(1, 600.0), lambda i: i.user.id)
         first = sub("file", category="wallet", description="Bought 500 gems, the wallet never showed them.")
         assert (await ask(fake, nova, "grievance", first)).startswith("Filed ticket")
         assert "GRV-" in await ask(fake, nova, "grievance", sub("list"))

@@ -3,18 +3,18 @@ it was sent: the times are given, so the windows are exact."""
 
 from __future__ import annotations
 
-from discord.ext import commands
+import pytest
 
-from cogs.limits import InAnyWindow, Lateness, room_for
+from cogs.limits import InAnyWindow, Lateness, Limits, room_for
 
 RATE, PER = 2, 600.0
 KEEP = 30 * 60 + PER  # catch_up_minutes 30
-T = 1_000_000.0  # a start of time (the limit takes 0 for "now")
+T = 1_000_000.0  # a start of time
 
 
 def uses_at(times: list[float], now: float) -> list[float]:
     """A player's uses counted live at `times`, as a catch-up at `now` finds them."""
-    mapping = commands.CooldownMapping(InAnyWindow(RATE, PER, KEEP), lambda player: player)
+    mapping = Limits(InAnyWindow(RATE, PER, KEEP), lambda player: player)
     for at in times:
         bucket = mapping.get_bucket("nova", T + at)
         assert isinstance(bucket, InAnyWindow) and bucket.update_rate_limit(T + at) is None
@@ -49,3 +49,21 @@ def test_a_notes_lateness_is_never_more_than_it_was_whatever_the_clocks_read():
         assert lateness.of(T + offset + 10, now=60.5) == 0.5
         assert lateness.of(T + offset + 20, now=270.0) == 200.0
         assert lateness.of(T + offset + 700, now=950.0) == 0.0  # the prompt ones are long gone
+
+
+def test_a_limit_is_told_the_time_and_never_reads_the_host_clock():
+    # Every limit runs on time.monotonic() or Discord's timestamps. Left out, the time was
+    # discord.py's default, time.time(), and a use weighed on it against uses on the other clock;
+    # a use at 0 (as a monotonic clock may read) was taken for "now" by the host clock, and the
+    # next one, a second on, asked to wait half a century.
+    limit = InAnyWindow(1, 60.0)
+    assert limit.update_rate_limit(0.0) is None
+    assert limit.update_rate_limit(1.0) == 59.0 and limit.get_retry_after(1.0) == 59.0
+    with pytest.raises(TypeError):
+        limit.update_rate_limit()  # type: ignore[call-arg]
+    mapping = Limits(InAnyWindow(1, 60.0), lambda player: player)
+    with pytest.raises(TypeError):
+        mapping.update_rate_limit("nova")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        mapping.get_bucket("nova")  # type: ignore[call-arg]
+    assert mapping.update_rate_limit("nova", 5.0) is None and mapping.update_rate_limit("nova", 6.0) == 59.0
