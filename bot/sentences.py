@@ -36,9 +36,11 @@ NOTHING_HEARD = "I couldn't hear anything in that voice note. Could you say it a
 TOO_SHORT = "That voice note is too short for me to hear anything."
 # {count}: the player's notes the read that found this one is answering, not all they sent: the
 # places a recheck or a thread the bot is added to reads are read apart from the rest.
-TOO_MANY_WHILE_AWAY = (
-    "You sent more notes while I was away than I answer at once; of the ones I've just found, "
-    "I'm answering {count}. Send me again whatever is still unanswered."
+# True of a restart's or an outage's catch-up and of a private thread the bot is just added to
+# alike: the bot did not see these notes as they came, away or not.
+TOO_MANY_UNSEEN = (
+    "You sent more notes before I could see them than I answer at once; of the ones I've just "
+    "found, I'm answering {count}. Send me again whatever is still unanswered."
 )
 TOO_FAST = "You're sending notes faster than I can answer. Try again in {wait}."
 STILL_ANSWERING = (

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.sentences import DOWNLOAD_FAILED, ONE_AT_A_TIME
+from bot.sentences import DOWNLOAD_FAILED, ONE_AT_A_TIME, TOO_MANY_UNSEEN
 from tests.discord_harness import (
     blaze,
     caught_up,
@@ -43,7 +43,7 @@ from tests.fakes.discord_server import (
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_news import eventually
 from tests.test_discord_replies import settled
-from tests.test_discord_restarts import note_state, rechecks
+from tests.test_discord_restarts import TOLD_TOO_MANY, note_state, rechecks
 
 FORUM = 920000000000000077
 
@@ -126,6 +126,9 @@ async def test_a_flood_read_back_far_behind_the_players_newest_live_note_is_held
         states = [await settled(settings, note) for note in flood]
         await settle(fake)
     assert [len(voice_replies(fake, note)) for note in flood] == [1, 1, 0, 0], states
+    # Told once (a hint a minute): the bot was not away, the notes were in a thread it could not see.
+    told = [r.content for note in flood[2:] for r in fake.replies_to(note["id"])]
+    assert told == [TOO_MANY_UNSEEN.format(count=2)] and "away" not in told[0]
 
 
 async def test_a_private_thread_the_bot_was_added_back_to_while_the_gateway_was_away_answers(settings, fake):
@@ -209,7 +212,7 @@ async def test_a_note_both_read_back_on_joining_and_heard_live_is_weighed_agains
     # its player is told they sent too many, not both; and of the two, one is answered.
 
     def told(note: dict) -> int:
-        return len([r for r in fake.replies_to(note["id"]) if "while I was away" in r.content])
+        return len([r for r in fake.replies_to(note["id"]) if TOLD_TOO_MANY in r.content])
 
     async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0) as h:
         await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL))
