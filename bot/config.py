@@ -543,12 +543,23 @@ def reply_audio_choices(o: OpenAISettings, name: str) -> tuple[str, ...]:
 
 def _check_azure_audio(settings: Settings) -> None:
     """On Azure: a reply voice or format its api-version refuses has every note refused (the
-    fallback answers each), while `check`, which asks for text alone, would pass. And earlier
+    fallback answers each), while `check`, which asks for text alone, would pass; an api-version
+    whose voices and formats are not known here is said, as none of them is checked. And earlier
     replies' audio ids, which its api-versions have no place for, are not sent however many
     openai.audio_history_turns asks for: said, or a studio would count on them."""
     o = settings.openai
     if settings.agent.engine != "openai" or o.provider != "azure":
         return
+    if o.api_version not in AZURE_REPLY_AUDIO:
+        # Nothing to check against: every voice and format passes, and /voice offers them all,
+        # while the version may refuse some of them with a 400 on every note.
+        log.warning(
+            "openai.api_version = %r is not one whose reply voices and formats voxdesk knows (%s):"
+            " openai.voice and openai.reply_format could not be checked, and /voice offers every"
+            " voice; one this version refuses has every note answered by the fallback",
+            o.api_version,
+            ", ".join(AZURE_REPLY_AUDIO),
+        )
     for name, value in (("voice", o.voice), ("format", o.reply_format)):
         if value not in (allowed := reply_audio_choices(o, name)):
             key = "openai.voice" if name == "voice" else "openai.reply_format"

@@ -566,6 +566,22 @@ async def test_on_azure_audio_history_turns_is_said_to_go_unused(storage, fake, 
     assert not [r for r in caplog.records if "audio_history_turns" in r.getMessage()]
 
 
+async def test_on_azure_an_api_version_of_unknown_voices_is_said_unchecked(storage, fake, caplog) -> None:
+    # Not in AZURE_REPLY_AUDIO: every voice and format passed without a word, and /voice offered
+    # all ten, while the version may refuse some of them on every note.
+    from bot.config import OPENAI_VOICES, reply_audio_choices
+
+    newer = azure_settings(storage, fake, VOXDESK_OPENAI_API_VERSION="2025-04-01-preview")
+    (said,) = [r for r in caplog.records if "could not be checked" in r.getMessage()]
+    assert said.levelno == logging.WARNING
+    assert said.getMessage().startswith("openai.api_version = '2025-04-01-preview' is not one whose")
+    assert reply_audio_choices(newer.openai, "voice") == OPENAI_VOICES
+    caplog.clear()
+    azure_settings(storage, fake)
+    openai_settings(storage, fake, VOXDESK_OPENAI_API_VERSION="2025-04-01-preview")
+    assert not [r for r in caplog.records if "could not be checked" in r.getMessage()]
+
+
 async def test_openai_knows_each_player_by_one_name_that_is_not_their_discord_id(storage, fake) -> None:
     # For its abuse monitoring: a name per player, the same after a restart, which OpenAI cannot
     # turn back into the Discord id (a hash of the id alone it could, by trying ids).
