@@ -53,17 +53,20 @@ _ADDRESS = re.compile(_LINK)
 # touches the tags of channels, custom emoji, timestamps and slash commands ("<#id>",
 # "<:name:id>", "<t:0:R>", "</cmd:id>"), so every "<" is; nor an ordered list ("1. "). Links are
 # kept as written, with escape_markdown's own pattern for them: a backslash in one would change
-# where it goes.
+# where it goes. A link runs on to the next space or "<", and takes in a backslash before a "<"
+# as its own: the tag after it would be read. A zero-width space after that "<" keeps it apart,
+# for a link as written and for one an escape made longer ("(https://x.example)]" + "\\<").
 _LEFT_BY_LIBRARY = re.compile(
-    rf"(?P<link>{_LINK})"
+    rf"(?P<link>{_LINK})(?P<tag><?)"
     r"|(?<!\\)(?P<escaped>(?:\\\\)*)(?P<mark>[\[<])"
     r"|^(?P<number>\d+)(?P<dot>[.)])(?=\s)"
 )
+_TAG_AFTER_LINK = re.compile(rf"(?P<link>{_LINK})<(?!\u200b)")
 
 
 def _escape_left(found: re.Match[str]) -> str:
     if found["link"]:
-        return found["link"]
+        return found["link"] + ("<\u200b" if found["tag"] else "")
     if found["mark"]:
         return f"{found['escaped']}\\{found['mark']}"
     return f"{found['number']}\\{found['dot']}"
@@ -76,7 +79,8 @@ def literal(text: str) -> str:
     rest of the line around."""
     one_line = " ".join(without_overrides(text).split())
     escaped = discord.utils.escape_mentions(discord.utils.escape_markdown(one_line))
-    return _LEFT_BY_LIBRARY.sub(_escape_left, escaped)
+    escaped = _LEFT_BY_LIBRARY.sub(_escape_left, escaped)
+    return _TAG_AFTER_LINK.sub(lambda found: f"{found['link']}<\u200b", escaped)
 
 
 def without_masked_links(text: str) -> str:

@@ -56,6 +56,18 @@ ZWSP = "\u200b"
         # Links as written: a backslash in one would change where it goes.
         ("see https://example.com/a_b#top?x=[1]", "see https://example.com/a_b#top?x=[1]"),
         ("see <https://example.com/a_b>", "see <https://example.com/a_b>"),
+        # A link runs on to the next "<", a backslash before it included: the tag after a link
+        # is kept apart by a zero-width space, not a backslash the link would take in.
+        (
+            "see https://example.com/x<#123456789012345678>",
+            f"see https://example.com/x<{ZWSP}#123456789012345678>",
+        ),
+        (r"https://example.com/x\<t:1700000000:R>", rf"https://example.com/x\<{ZWSP}t:1700000000:R>"),
+        # "]" cannot end a link, but "]\" can: the escape itself made this one longer.
+        (
+            "(https://example.com)]<:gem:123456789012345678>",
+            rf"(https://example.com)]\<{ZWSP}:gem:123456789012345678>",
+        ),
         # A direction override would turn the rest of the bot's line around: "GRV-3 · open"
         # after "\u202eLost gems" showed as "nepo · 3-VRG". Arabic and its marks stay.
         ("\u202eLost gems \u2067x", "Lost gems x"),
