@@ -710,9 +710,9 @@ def _check_ranges(settings: Settings) -> None:
         for name, price in prices.items():
             if name not in PRICE_KEYS:
                 raise ConfigError(f"usage.prices.{model!r}.{name}: known prices are {', '.join(PRICE_KEYS)}")
-            if isinstance(price, bool) or not isinstance(price, int | float) or price < 0:
+            if isinstance(price, bool) or not isinstance(price, int | float) or not 0 <= price < math.inf:
                 raise ConfigError(
-                    f"usage.prices.{model!r}.{name} = {price!r}: it must be a number, 0 or more"
+                    f"usage.prices.{model!r}.{name} = {price!r}: it must be a finite number, 0 or more"
                 )
     for name, row in settings.usage.price_as.items():
         if not isinstance(row, str) or row not in settings.usage.prices:

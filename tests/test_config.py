@@ -82,6 +82,14 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("[discord]\nrate_limit_seconds = 10\n", {}, "discord.rate_limit_seconds = 10: discord.py waits out"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_in = "2.5"\n', {}, "usage.prices.'gpt-audio-1.5'.text_in"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_inn = 2.5\n', {}, "usage.prices.'gpt-audio-1.5'.text_inn"),
+        # TOML takes nan and inf: a nan cost (inf times no tokens is one) is stored as NULL, which
+        # cost_usd refuses, so no turn's usage was recorded and no daily budget held.
+        ('[usage.prices."gpt-audio-1.5"]\ntext_in = nan\n', {}, "usage.prices.'gpt-audio-1.5'.text_in = nan"),
+        (
+            '[usage.prices."gpt-audio-1.5"]\naudio_out = inf\n',
+            {},
+            "usage.prices.'gpt-audio-1.5'.audio_out = inf",
+        ),
         ("[usage.price_as]\nvoxdesk-audio = 'gpt-audio-15'\n", {}, "usage.price_as.'voxdesk-audio'"),
         # A Windows path in "double quotes": "\v" is no TOML escape.
         ('[storage]\ndir = "C:\\voxdesk\\var"\n', {}, "write a Windows path in 'single quotes'"),
