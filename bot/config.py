@@ -526,6 +526,7 @@ def load_settings(
     _check_storage_place(settings)
     _check_ranges(settings)
     _check_languages(settings.offline)
+    _check_addresses(settings, environ)
     _check_required_secrets(settings)
     _check_azure_audio(settings)
     _warn_of_another_services_key(settings, environ)
@@ -720,6 +721,32 @@ def _check_ranges(settings: Settings) -> None:
                 f"usage.price_as.{name!r} = {row!r}: no [usage.prices] row has that name; "
                 f"name one of {', '.join(settings.usage.prices)}"
             )
+
+
+# Settings that hold a service's address, read by urllib.parse wherever they are shown or checked.
+ADDRESS_SETTINGS = (
+    ("openai", "base_url"),
+    ("openai", "azure_endpoint"),
+    ("search", "endpoint"),
+    ("jira", "url"),
+    ("discord", "api_base"),
+    ("discord", "gateway_url"),
+)
+
+
+def _check_addresses(settings: Settings, environ: typing.Mapping[str, str]) -> None:
+    """An address urllib cannot split (an unclosed "[" reads as an IPv6 host) would stop `check`
+    and `run` on a traceback naming no setting. The message never shows the value: it may hold a
+    password."""
+    given = [
+        (f"{section}.{key}", getattr(getattr(settings, section), key)) for section, key in ADDRESS_SETTINGS
+    ]
+    for name, address in [*given, ("OPENAI_BASE_URL", environ.get("OPENAI_BASE_URL", ""))]:
+        try:
+            urllib.parse.urlsplit(address.strip())
+            shown_url(address)
+        except ValueError as exc:
+            raise ConfigError(f"{name} cannot be read as an address ({exc}): fix it") from None
 
 
 def _check_workers(workers: int) -> None:

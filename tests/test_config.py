@@ -121,6 +121,22 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
             {"AZURE_SEARCH_API_KEY": "k" * 32},
             "set it to https://st.search.windows.net alone (the rest goes in search.index)",
         ),
+        # An unclosed "[" is an IPv6 host to urllib, which raises: a traceback named no setting.
+        (
+            "[tools]\ngrievances = 'jira'\n[jira]\nurl = 'https://[mysite.atlassian.net'\n",
+            {"JIRA_EMAIL": "a@b.c", "JIRA_API_TOKEN": "t" * 16},
+            "jira.url cannot be read as an address (Invalid IPv6 URL)",
+        ),
+        (
+            "",
+            {"VOXDESK_OPENAI_BASE_URL": "http://[::1:8080/v1"},
+            "openai.base_url cannot be read as an address",
+        ),
+        (
+            "",
+            {"OPENAI_BASE_URL": "http://user:pw@[gateway/v1"},
+            "OPENAI_BASE_URL cannot be read as an address",
+        ),
     ],
 )
 def test_bad_settings_stop_with_one_line_naming_the_key(
