@@ -655,6 +655,24 @@ async def test_a_manual_with_one_long_section_gives_a_passage_of_bounded_size(
     assert passage["text"].startswith("Answer 0: restart") and passage["text"].endswith("game. …")
 
 
+async def test_a_manual_whose_file_name_is_not_utf8_is_indexed(tmp_path: Path) -> None:
+    """ "guía.md" zipped on Windows (Latin-1) and unpacked here: the name's byte came as a lone
+    surrogate, and the index's rebuild, which `voxdesk seed` runs, raised on it."""
+    from bot.tools.embedded import FtsManuals
+    from bot.tools.manual_chunks import chunk_manuals
+
+    folder = tmp_path / "manuals"
+    folder.mkdir()
+    (folder / os.fsdecode(b"gu\xeda.md")).write_text("## Start\nPress start to begin.\n", encoding="utf-8")
+    manuals = await FtsManuals.open(tmp_path / "manuals.db")
+    try:
+        await manuals.rebuild(chunk_manuals(folder))
+        (passage,) = await manuals.search("press start", 3)
+    finally:
+        await manuals.aclose()
+    assert (passage.text, passage.source) == ("Press start to begin.", "gu\ufffda.md")
+
+
 async def test_a_question_the_manuals_do_not_cover_finds_no_passage(settings, scripted_app_engine) -> None:
     # Each shares one everyday word with some manual ("change", "than", "last", the "s" of
     # "what's"), which alone ranked a passage about something else first.

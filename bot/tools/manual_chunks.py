@@ -6,6 +6,7 @@ passage has the same stable key everywhere and a re-index updates rather than du
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,10 @@ _HEADING = re.compile(r"^(#{1,6})\s+(.*)$")
 
 def chunk_manual(path: Path) -> list[Chunk]:
     """One chunk per `##` section; text before the first section joins the first chunk."""
-    title = path.stem.replace("-", " ").capitalize()
+    # A file name that is not UTF-8 (a zip made on Windows, unpacked here) comes with a lone
+    # surrogate for each such byte, which neither SQLite nor a JSON body can take.
+    name = Path(os.fsencode(path.name).decode("utf-8", "replace"))
+    title = name.stem.replace("-", " ").capitalize()
     sections: list[tuple[str, list[str]]] = [("", [])]
     for line in path.read_text(encoding="utf-8").splitlines():
         match = _HEADING.match(line.strip())
@@ -46,10 +50,10 @@ def chunk_manual(path: Path) -> list[Chunk]:
         n = len(chunks) + 1
         chunks.append(
             Chunk(
-                key=f"{path.stem}-{n}",
+                key=f"{name.stem}-{n}",
                 title=f"{title}: {heading}" if heading else title,
                 text=text,
-                source=path.name,
+                source=name.name,
             )
         )
     return chunks
