@@ -105,13 +105,21 @@ def as_posted(text: str, names: Iterable[str] = ()) -> str:
     return "".join(pieces) + without_masked_links(text[at:])
 
 
+def _as_text(address: str) -> str:
+    """Part of an address cut in two, which Discord reads as text: its backslashes and brackets
+    escaped, so that neither a bracket nor one the address had escaped opens a masked link, and
+    a zero-width space after each "<", so that no tag is read either."""
+    return re.sub(r"[\\\[\]]", r"\\\g<0>", address).replace("<", "<\u200b")
+
+
 def _hard_cut(text: str, limit: int) -> tuple[int, str]:
     """Where to cut `text` with no break near `limit`, and the text then: each piece is read by
     Discord on its own, so the cut falls neither inside an address (whose tail would be none, and
     whose brackets, kept as written, would open a masked link) nor between a backslash and the
     mark it escapes, nor inside a character drawn from several (a flag, an accented letter, an
-    emoji joined from others). An address longer than a piece is cut, its brackets past the cut
-    escaped."""
+    emoji joined from others). An address longer than a piece is cut, what is past the cut read
+    as text; and what is before it too for one in angle brackets, which is none without its
+    ">"."""
     cut = cluster_start(text, limit)
     for found in _ADDRESS.finditer(text):
         if found.start() >= cut:
@@ -120,8 +128,9 @@ def _hard_cut(text: str, limit: int) -> tuple[int, str]:
             if found.start() > 0:
                 cut = found.start()
             else:
-                tail = re.sub(r"[\[\]]", r"\\\g<0>", text[cut : found.end()])
-                text = text[:cut] + tail + text[found.end() :]
+                start = 0 if found[0].startswith("<") else cut
+                text = text[:start] + _as_text(text[start : found.end()]) + text[found.end() :]
+                cut = cluster_start(text, limit)
             break
     backslashes = len(text[:cut]) - len(text[:cut].rstrip("\\"))
     if backslashes % 2 and cut > backslashes:

@@ -73,3 +73,19 @@ def test_a_hard_cut_leaves_addresses_whole():
     first, second = split_message(link)
     assert first == link[:2000]
     assert second == "y" * 18 + r"\[claim\](https://evil.example)"
+
+
+def test_an_address_cut_in_two_opens_no_masked_link_nor_tag():
+    # Its tail is text: a bracket the address had escaped, given one more backslash alone, was
+    # open again ("\\[" is a backslash, then "["), and the masked link after it worked.
+    link = "https://a.example/" + "y" * 2000 + r"\[claim\](https://evil.example)"
+    first, second = split_message(link)
+    assert first == link[:2000]
+    assert second == "y" * 18 + r"\\\[claim\\\](https://evil.example)"
+    # One in angle brackets is none without its ">": its head is text too, and a "<" in it is
+    # kept from starting a tag.
+    link = "<a:/[claim](https://evil.example)<@&123456789012345678" + "y" * 2000 + ">"
+    first, second = split_message(link)
+    head = "<\u200ba:/\\[claim\\](https://evil.example)<\u200b@&123456789012345678"
+    assert first == head + "y" * (2000 - len(head))
+    assert second == "y" * len(head) + ">"
