@@ -2207,6 +2207,13 @@ async def test_staff_pages_and_pages_that_set_a_cookie_are_never_cached(wsetting
             assert page.status == 200 and page.headers.get("Cache-Control") == "no-store", path
 
 
+async def test_no_answer_names_the_server_software_or_its_version(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        for path in ("/", "/healthz", "/static/style.css", "/no-such-page", "/desk/login"):
+            got = await client.get(path)
+            assert got.headers["Server"] == "voxdesk", path
+
+
 async def test_probes_scrapes_static_files_and_404s_start_no_session(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         for path in ("/healthz", "/healthz?live", "/metrics", "/static/style.css", "/no-such-page"):

@@ -430,6 +430,8 @@ def _secure(request: web.Request, response: web.StreamResponse, settings: WebSet
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("X-Frame-Options", "DENY")
+    # aiohttp would name itself and Python with their versions: a scanner's list of known flaws.
+    h["Server"] = "voxdesk"
 
 
 def _over_tls(request: web.Request) -> bool:
