@@ -75,6 +75,17 @@ async def test_playground_answers_a_note_with_the_tool_timings_and_playable_audi
         assert (await audio.read()).startswith(b"OggS")
 
 
+async def test_playground_answers_are_never_cached(wsettings) -> None:
+    # Each carries what a player's note asked and was told, for this browser session alone.
+    async with web_client(wsettings) as (client, _):
+        token = await csrf_of(client)
+        done = await ask(client, token)
+        assert done.status == 200 and "Set-Cookie" not in done.headers
+        assert done.headers["Cache-Control"] == "no-store"
+        refused = await ask(client, token, player="no such player")
+        assert refused.status == 400 and refused.headers["Cache-Control"] == "no-store"
+
+
 async def test_reply_audio_answers_range_requests_so_players_can_seek(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         url = (await (await ask(client, await csrf_of(client))).json())["audio_url"]

@@ -411,6 +411,9 @@ def _secure(request: web.Request, response: web.StreamResponse, settings: WebSet
     # machine, or behind the proxy, could be shown it.
     if request.path == "/" or request.path.startswith("/desk") or response.cookies:
         h["Cache-Control"] = "no-store"
+    # The playground's answers (what a note asked and was told, reply audio) are one session's.
+    elif request.path.startswith("/playground/"):
+        h.setdefault("Cache-Control", "no-store")
     # A session cookie that came over TLS (here, or to a proxy that says so) must never go back over
     # plain http, whatever secure_cookies says. The header is believed from anyone: a client that
     # forges it only withholds its own cookie from itself over http.
