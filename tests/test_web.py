@@ -2218,6 +2218,39 @@ async def test_staff_pages_and_pages_that_set_a_cookie_are_never_cached(wsetting
             assert page.status == 200 and page.headers.get("Cache-Control") == "no-store", path
 
 
+@pytest.mark.parametrize("path", ["/broken", "/playground/broken"])
+async def test_an_unexpected_error_is_a_plain_500_with_every_security_header(wsettings, caplog, path) -> None:
+    from aiohttp import web
+
+    from bot.app import build_app
+    from bot.web import build_web
+    from tests.frontend_engine import FrontendEngine
+
+    async def broken(request: web.Request) -> web.Response:
+        raise RuntimeError("secret detail of the failure")
+
+    core = await build_app(wsettings, FrontendEngine())
+    try:
+        app = await build_web(core)
+        app.router.add_get(path, broken)  # a handler's bug, whichever route it is in
+        async with TestClient(TestServer(app)) as client:
+            with caplog.at_level(logging.ERROR):
+                got = await client.get(path, headers={"Accept": "text/html"})
+            body = await got.text()
+    finally:
+        await core.aclose()
+    assert got.status == 500
+    assert "secret detail" not in body and "Traceback" not in body
+    if path.startswith("/playground/"):
+        assert (await got.json())["error"] == say.OOPS  # the words the page shows
+    assert "default-src 'self'" in got.headers["Content-Security-Policy"]
+    assert got.headers["X-Content-Type-Options"] == "nosniff"
+    assert got.headers["X-Frame-Options"] == "DENY"
+    assert got.headers["Server"] == "voxdesk"
+    logged = [r for r in caplog.records if r.exc_info and "secret detail" in str(r.exc_info[1])]
+    assert len(logged) == 1 and logged[0].levelno == logging.ERROR
+
+
 async def test_no_answer_names_the_server_software_or_its_version(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         for path in ("/", "/healthz", "/static/style.css", "/no-such-page", "/desk/login"):

@@ -124,7 +124,12 @@ async def build_web(
     security.quiet_broken_bodies()
     app = web.Application(
         client_max_size=settings.audio.max_bytes + UPLOAD_SLACK,
-        middlewares=[security.broken_body_middleware, security.headers_middleware(w), static_ranges],
+        middlewares=[
+            security.broken_body_middleware,
+            security.headers_middleware(w),
+            security.errors_middleware,
+            static_ranges,
+        ],
     )
     from bot.app import storage_paths
 

@@ -33,6 +33,7 @@ from aiohttp_session.cookie_storage import EncryptedCookieStorage
 from cryptography.fernet import Fernet
 from multidict import MultiDictProxy
 
+from bot import sentences as say
 from bot.config import ConfigError, Settings, WebSettings
 from bot.db import first, opening, writing
 from bot.logs import Outage
@@ -384,6 +385,26 @@ def quiet_broken_bodies() -> None:
     server_log = logging.getLogger("aiohttp.server")
     if not any(isinstance(f, BrokenBodyAfterAnswer) for f in server_log.filters):
         server_log.addFilter(BrokenBodyAfterAnswer())
+
+
+SERVER_ERROR = "500 Internal Server Error: something went wrong on our side. Please try again."
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """An exception no handler expected, answered here rather than by aiohttp: its own 500 comes
+    after every middleware, without the headers the others add (CSP, nosniff, no framing), and
+    logs the traceback again. A plain sentence, never the exception's words; the traceback once,
+    in the log. Under /playground/ as JSON with an "error", which the page's script shows."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception:
+        log.exception("web: %s %s failed", request.method, request.path)
+        if request.path.startswith("/playground/"):
+            return web.json_response({"error": say.OOPS}, status=500)
+        return web.Response(status=500, text=SERVER_ERROR)
 
 
 def headers_middleware(
