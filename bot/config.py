@@ -290,6 +290,10 @@ class WebSettings:
     # agent.max_concurrent_turns under `voxdesk run`: Discord players always keep a turn slot.
     playground_turns: int = 2
     playground_notes_per_minute: int = 30  # every client's notes together; more get "busy"
+    # Complaints the playground files onto the desk in any 24 hours: per client, and every client's
+    # together (anonymous visitors; each note may file up to three).
+    playground_complaints: int = 5
+    playground_complaints_per_day: int = 100
     login_attempts: int = 5  # failed staff logins per client ...
     login_seconds: float = 300.0  # ... in this many seconds, then 429 until the window passes
     session_hours: float = 8.0  # a staff login lasts this long
@@ -644,7 +648,8 @@ POSITIVE = {
     ("discord", "send_seconds"), ("discord", "rate_limit_seconds"), ("news", "poll_seconds"),
     ("web", "playground_notes"), ("web", "playground_seconds"), ("web", "login_attempts"),
     ("web", "login_seconds"), ("web", "session_hours"), ("web", "playground_turns"),
-    ("web", "playground_notes_per_minute"),
+    ("web", "playground_notes_per_minute"), ("web", "playground_complaints"),
+    ("web", "playground_complaints_per_day"),
 }  # fmt: skip
 MAX_DEFER_SECONDS = 2.5
 # Each tool round is one more billed request, carrying the whole prompt and every result so far,

@@ -19,6 +19,17 @@ def wait_of(seconds: float) -> str:
     return "1 second" if whole == 1 else f"{whole} seconds"
 
 
+def long_wait_of(seconds: float) -> str:
+    """A wait of up to a day as a player reads it: in seconds, minutes or hours, rounded up."""
+    if seconds <= 60:
+        return wait_of(seconds)
+    if seconds <= 3600:
+        minutes = math.ceil(seconds / 60)
+        return f"{minutes} minutes"
+    hours = math.ceil(seconds / 3600)
+    return "1 hour" if hours == 1 else f"{hours} hours"
+
+
 # ---- a note that cannot be answered, whichever front end took it -----------------------------
 
 EMPTY_NOTE = "That voice note is empty. Could you record it again?"
@@ -51,6 +62,15 @@ STILL_ANSWERING = (
 PLAYGROUND_BUSY = "The playground is busy answering other visitors' notes. Try again in {wait}."
 UPLOAD_TOO_SLOW = "That note took too long to upload. Please send it again, or a shorter one."
 TICKETS_TOO_FAST = "You're asking for tickets faster than I can look. Try again in {wait}."
+# A complaint a playground visitor asks for past the playground's daily limits (web.playground_*).
+PLAYGROUND_COMPLAINTS_SPENT = (
+    "Not filed: the playground takes {count} complaints a day from each visitor, and you've filed "
+    "yours. You can file another in {wait}."
+)
+PLAYGROUND_COMPLAINTS_FULL = (
+    "Not filed: the playground has taken all the complaints it takes from its visitors today. "
+    "You can file another in {wait}."
+)
 
 # ---- no answer this time ---------------------------------------------------------------------
 

@@ -1882,6 +1882,50 @@ async def test_a_complaint_filed_in_the_playground_is_its_sessions_alone(setting
     assert row.user_id != NOVA and not row.user_id.isdigit()
 
 
+async def test_playground_visitors_file_a_few_complaints_a_day_onto_the_desk(settings) -> None:
+    import json
+
+    from tests.scripted_engine import ScriptedEngine, calls, tone_wav_reply
+
+    notes = iter(range(100))
+
+    def two_complaints(turn):  # type: ignore[no-untyped-def]
+        n = next(notes)  # new words each note: none is the same complaint told again
+        return calls(
+            ("register_grievance", {"category": "wallet", "description": f"my gems vanished, note {n}"}),
+            ("register_grievance", {"category": "other", "description": f"the shop charged twice, note {n}"}),
+        )(turn)
+
+    def told(turn):  # type: ignore[no-untyped-def]
+        return tone_wav_reply(json.dumps([r.result for r in turn.rounds[-1].results]))
+
+    limited = web_settings(
+        settings.storage_dir,
+        VOXDESK_WEB_TRUST_FORWARDED="true",  # each visitor its own address, through our proxy
+        VOXDESK_WEB_PLAYGROUND_COMPLAINTS="2",
+        VOXDESK_WEB_PLAYGROUND_COMPLAINTS_PER_DAY="3",
+    )
+
+    async def results(client, address):  # type: ignore[no-untyped-def]
+        headers = {"X-CSRF-Token": await csrf_of(client), "X-Forwarded-For": address}
+        got = await client.post("/playground/ask", data=note_form(), headers=headers)
+        assert got.status == 200, await got.text()
+        return json.loads((await got.json())["answer"])
+
+    engine = ScriptedEngine([two_complaints, told])
+    async with web_client(limited, engine=engine) as (client, core):
+        first = await results(client, "198.51.100.1")
+        spent = await results(client, "198.51.100.1")
+        other = await results(client, "203.0.113.7")
+        rows = await core.grievances.local_store.staff_list()
+    assert all("ticket_key" in r for r in first)
+    assert spent == [{"error": say.PLAYGROUND_COMPLAINTS_SPENT.format(count=2, wait="24 hours")}] * 2
+    # The first visitor's refused ones took nothing from every visitor's allowance.
+    assert "ticket_key" in other[0]
+    assert other[1] == {"error": say.PLAYGROUND_COMPLAINTS_FULL.format(wait="24 hours")}
+    assert len([r for r in rows if r.user_id.startswith("web:")]) == 3
+
+
 # ---- the playground under a flood ----------------------------------------------------------------
 
 

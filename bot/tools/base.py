@@ -90,6 +90,10 @@ class ToolContext:
     # Discord note's or command's snowflake time); 0 where a front end does not say. A /forget
     # sent after it forgets its turn too, even one that waited for a turn slot past the reset.
     sent_at: float = 0.0
+    # Asked before each complaint is filed, by a front end that holds complaints to a limit of its
+    # own (the playground's anonymous visitors): None when it may be filed (and it is counted),
+    # else the sentence saying why it is not.
+    may_file: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
 
     def refile(self) -> None:
         """Count this turn's complaints afresh (another engine runs the turn again)."""

@@ -73,6 +73,8 @@ class WebState:
     notes: security.RateLimit  # per client
     all_notes: security.RateLimit  # every client's together, under the one key ALL
     ticket_views: security.RateLimit  # per client
+    complaints: security.RateLimit  # filed from the playground, per client
+    all_complaints: security.RateLimit  # filed from the playground, every client's, under ALL
     players: dict[str, str]  # who the playground may speak as: user id → name
     visitor_key: bytes  # keys the hash a playground visitor's budget is kept under
     passwords: security.PasswordChecks
@@ -146,6 +148,8 @@ async def build_web(
         notes=security.RateLimit(w.playground_notes, w.playground_seconds),
         all_notes=security.RateLimit(w.playground_notes_per_minute, 60.0),
         ticket_views=security.RateLimit(playground.TICKET_VIEWS, playground.TICKET_VIEW_SECONDS),
+        complaints=security.RateLimit(w.playground_complaints, playground.DAY),
+        all_complaints=security.RateLimit(w.playground_complaints_per_day, playground.DAY),
         players=await playground.allowed_players(core),
         visitor_key=security.visitor_key(settings),
         passwords=passwords,

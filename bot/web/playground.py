@@ -54,7 +54,8 @@ PLAYER_CHUNK = 8 * 1024
 # costly part) are looked up at most once in TICKETS_FRESH_SECONDS, however many ask.
 TICKET_VIEWS, TICKET_VIEW_SECONDS = 20, 60.0
 TICKETS_FRESH_SECONDS = 5.0
-ALL = "all"  # the key of WebState.all_notes
+ALL = "all"  # the key of WebState.all_notes and WebState.all_complaints
+DAY = 24 * 3600.0  # the window of the playground's complaint limits
 # Retry-After for a note refused because the playground's turns are all taken: about one note's time.
 BUSY_SECONDS = 5
 # Uploads read at once, every client's together, for each of web.playground_turns: each holds up to
@@ -185,6 +186,7 @@ async def ask(request: web.Request) -> web.Response:
         grievance_owner=_grievance_owner(owner, user_id),
         budget_owner=spender,
         private=True,  # the answer goes to this browser session alone
+        may_file=lambda: _may_file(st, client),
     )
     st.playground_turns += 1
     try:
@@ -250,6 +252,20 @@ async def _read_note(request: web.Request, spender: str) -> tuple[str, bytes | N
         return _refused(*_unoffered(request, None) or ("", 400), "bad_request")
     metrics.stage("download", time.perf_counter() - started)
     return player, data, started
+
+
+def _may_file(st: WebState, client: str) -> str | None:
+    """Whether a playground visitor's complaint may go onto the desk (it is then counted), else
+    why not. Anonymous visitors, each within its note limits, could otherwise file three a note
+    all day, and from many addresses up to every visitor's ceiling of notes: the desk buried."""
+    if st.all_complaints.spent(ALL):  # the visitor's own is not spent on a complaint not filed
+        wait = st.all_complaints.retry_after(ALL)
+        return say.PLAYGROUND_COMPLAINTS_FULL.format(wait=say.long_wait_of(wait))
+    if wait := st.complaints.retry_after(client):
+        count = st.settings.web.playground_complaints
+        return say.PLAYGROUND_COMPLAINTS_SPENT.format(count=count, wait=say.long_wait_of(wait))
+    st.all_complaints.retry_after(ALL)
+    return None
 
 
 def _visitor(st: WebState, client: str) -> str:
