@@ -1926,6 +1926,29 @@ async def test_playground_visitors_file_a_few_complaints_a_day_onto_the_desk(set
     assert len([r for r in rows if r.user_id.startswith("web:")]) == 3
 
 
+async def test_the_desk_marks_complaints_from_anonymous_playground_visitors(settings) -> None:
+    import json
+
+    from tests.scripted_engine import ScriptedEngine, calls, tone_wav_reply
+
+    complaint = ("register_grievance", {"category": "wallet", "description": "my gems vanished"})
+
+    def told(turn):  # type: ignore[no-untyped-def]
+        return tone_wav_reply(json.dumps([r.result for r in turn.rounds[-1].results]))
+
+    mark = "anonymous playground visitor"
+    engine = ScriptedEngine([calls(complaint), told])
+    async with web_client(web_settings(settings.storage_dir), engine=engine) as (client, _):
+        filed = await ask(client, await csrf_of(client))
+        key = json.loads((await filed.json())["answer"])[0]["ticket_key"]
+        await log_in(client)
+        listed = await (await client.get("/desk")).text()
+        theirs = await (await client.get(f"/desk/ticket/{key}")).text()
+        players = await (await client.get("/desk/ticket/GRV-10")).text()  # a demo player's own
+    assert listed.count(mark) == 1
+    assert mark in theirs and mark not in players
+
+
 # ---- the playground under a flood ----------------------------------------------------------------
 
 

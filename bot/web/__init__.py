@@ -169,6 +169,7 @@ async def build_web(
     )
     env.filters["utc"] = utc_minute
     env.filters["shortened"] = shortened
+    env.tests["from_playground"] = playground.from_playground
     playground.add_routes(app)
     desk.add_routes(app)
     ops.add_routes(app)

@@ -56,6 +56,7 @@ TICKET_VIEWS, TICKET_VIEW_SECONDS = 20, 60.0
 TICKETS_FRESH_SECONDS = 5.0
 ALL = "all"  # the key of WebState.all_notes and WebState.all_complaints
 DAY = 24 * 3600.0  # the window of the playground's complaint limits
+VISITOR_PREFIX = "web:"  # of the owner a playground session's complaints are filed under
 # Retry-After for a note refused because the playground's turns are all taken: about one note's time.
 BUSY_SECONDS = 5
 # Uploads read at once, every client's together, for each of web.playground_turns: each holds up to
@@ -347,7 +348,12 @@ def _ranged(request: web.Request, ogg: bytes) -> web.Response:
 
 def _grievance_owner(owner: str, user_id: str) -> str:
     """Whose complaints this session files as this player: its own (see ToolContext.grievance_owner)."""
-    return f"web:{owner}:{user_id}"
+    return f"{VISITOR_PREFIX}{owner}:{user_id}"
+
+
+def from_playground(user_id: str) -> bool:
+    """Whether a grievance's player is an anonymous playground session, as the desk marks it."""
+    return user_id.startswith(VISITOR_PREFIX)
 
 
 async def tickets(request: web.Request) -> web.Response:
