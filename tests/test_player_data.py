@@ -267,6 +267,29 @@ def test_an_export_to_a_file_system_without_hard_links_is_written_and_never_over
     assert [p.name for p in tmp_path.iterdir()] == ["nova.json"]
 
 
+def test_an_export_without_hard_links_never_replaces_a_file_made_while_it_was_written(
+    tmp_path, monkeypatch
+) -> None:
+    # Another export of the same name (a second `export` run) may make the file after this one
+    # found the name free: claimed with O_EXCL, the name is refused rather than written over.
+    import errno
+    import os
+
+    from bot import player_data
+
+    out = tmp_path / "nova.json"
+
+    def no_hard_links(*_args, **_kwargs) -> None:
+        out.write_text("the other export\n")
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_hard_links)
+    with pytest.raises(FileExistsError):
+        player_data.write_private(out, '{"user_id": "nova"}\n')
+    assert out.read_text() == "the other export\n"
+    assert [p.name for p in tmp_path.iterdir()] == ["nova.json"]
+
+
 async def test_export_and_forget_refuse_a_database_a_newer_voxdesk_wrote_and_touch_nothing(settings) -> None:
     # A downgrade, or a newer install's backup restored here: its usage.db may keep a player's rows
     # where this voxdesk does not look, and a forget half done would erase some databases only.
