@@ -858,9 +858,17 @@ async def test_a_note_too_big_queued_behind_one_that_meets_the_bots_timeout_is_r
     settings, fake, caplog
 ):
     # Its refusal needs no turn slot, but it is a post all the same: made while the bot is timed
-    # out, Discord refuses it (50013). It waits, and is told once the timeout ends.
+    # out, Discord refuses it (50013). It waits, and is told once the timeout ends: counted as
+    # refused then, once, not also for the refusal the timeout kept from being posted.
+    from bot import metrics
+
+    def too_big() -> float:
+        labels = {"frontend": "discord", "outcome": "refused", "reason": "too_big"}
+        return metrics.REGISTRY.get_sample_value("voxdesk_notes_total", labels) or 0.0
+
     caplog.set_level(logging.INFO)
     engine = FrontendEngine(delay=0.5)
+    before = too_big()
     async with running_bot(settings, fake, engine=engine, recheck_seconds=0.2) as h:
         await caught_up(h.bot)
         first = await fake.send_note(nova, voice_note(), guild=True)
@@ -876,6 +884,7 @@ async def test_a_note_too_big_queued_behind_one_that_meets_the_bots_timeout_is_r
         await settle(fake)
     assert not fake.refused, fake.refused
     assert len(fake.replies_to(big["id"])) == 1
+    assert too_big() - before == 1
 
 
 async def test_a_message_of_two_notes_meeting_the_bots_timeout_says_one_at_a_time_once(
