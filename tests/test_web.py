@@ -1991,6 +1991,27 @@ async def test_a_budget_the_playground_cannot_read_is_said_once_not_once_a_visit
     assert "usage.db is read again" in caplog.text
 
 
+async def test_a_budget_the_playground_reads_again_ends_its_outage_without_a_turn(settings, caplog) -> None:
+    # A visitor's read that works says the outage is over even when no turn follows it (an empty
+    # note, an over-budget visitor): else the next outage of the same kind would go unsaid.
+    budgeted = web_settings(settings.storage_dir, VOXDESK_USAGE_DAILY_TOKENS="100000")
+    async with web_client(budgeted) as (client, _):
+        token = await csrf_of(client)
+        other = sqlite3.connect(settings.storage_dir / "usage.db", timeout=1, isolation_level=None)
+        try:
+            caplog.set_level(logging.DEBUG)
+            for _ in range(2):
+                other.execute("ALTER TABLE usage RENAME TO usage_elsewhere")
+                assert (await ask(client, token)).status == 500
+                other.execute("ALTER TABLE usage_elsewhere RENAME TO usage")
+                assert (await ask(client, token, data=b"")).status == 422
+        finally:
+            other.close()
+    said = [r for r in caplog.records if "could not be read" in r.getMessage()]
+    assert [r.levelno for r in said] == [logging.ERROR, logging.ERROR]
+    assert caplog.text.count("usage.db is read again") == 2
+
+
 async def test_a_ticket_view_the_database_cannot_answer_says_so(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         await csrf_of(client)
