@@ -919,6 +919,33 @@ async def test_a_message_of_two_notes_meeting_the_bots_timeout_says_one_at_a_tim
     assert [r.content for r in fake.replies_to(two["id"])].count(ONE_AT_A_TIME) == 1
 
 
+async def test_a_one_at_a_time_that_did_not_reach_the_player_is_said_by_the_notes_next_answer(
+    settings, fake, caplog
+):
+    # Its post cut off, "one at a time" never reached the player: the recheck answering the note
+    # once the bot's timeout ends says it, or the player never learns the other note went unheard.
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=0.5), recheck_seconds=0.2) as h:
+        await caught_up(h.bot)
+        audio = (await fake.send_note(nova, voice_note(), guild=True, dispatch=False))["attachments"][0]
+        fake.posts_cut = 1
+        two = await fake.send_message(
+            nova,
+            channel_id=ALLOWED_CHANNEL,
+            guild=True,
+            attachments=[audio, {**audio, "id": "2"}],
+            flags=VOICE_FLAG,
+        )
+        await eventually(lambda: f"could not reply in channel {ALLOWED_CHANNEL}" in caplog.text)
+        await fake.time_out_the_bot(600.0)
+        await eventually(lambda: waits_out_the_timeout(caplog, two))
+        await fake.time_out_the_bot(0.0)
+        await answered(fake, two)
+        await settle(fake)
+    assert len(voice_replies(fake, two)) == 1
+    assert [r.content for r in fake.replies_to(two["id"])].count(ONE_AT_A_TIME) == 1
+
+
 async def test_notes_still_queued_when_the_bot_is_kicked_cost_no_turn_and_no_request(settings, fake, caplog):
     fake.expect_refusals()  # the note whose answer was going out when the kick came
     caplog.set_level(logging.INFO)
