@@ -287,6 +287,8 @@ async def test_news_whose_players_preferences_cannot_be_read_waits_for_them_not_
         sql(tmp_path / "preferences.db", "ALTER TABLE kept RENAME TO preferences")
         assert await p.news.run_once(front) == 2
     assert sorted(d.user_id for d in front.dms) == sorted([NOVA, BLAZE])
+    # Its end said, once: left open, a later outage of the same kind would be logged at DEBUG.
+    assert caplog.text.count("ticket news: preferences are read again") == 1
 
 
 async def test_one_dm_carries_all_of_a_players_news(tmp_path: Path) -> None:
