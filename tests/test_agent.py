@@ -367,6 +367,9 @@ async def test_a_budget_that_cannot_be_read_answers_the_note_rather_than_lose_it
         # A broken usage.db fails every note alike: one ERROR for it, not one a note.
         said = [r for r in caplog.records if "could not read the budget of user" in r.getMessage()]
         assert [r.levelno for r in said] == [logging.ERROR, logging.DEBUG, logging.DEBUG]
+        # Its records fail for the same reason: said already by the read, no news.
+        unrecorded = [r for r in caplog.records if "could not record the usage of user" in r.getMessage()]
+        assert [r.levelno for r in unrecorded] == [logging.DEBUG] * 3
         with contextlib.closing(sqlite3.connect(storage_paths(budgeted).usage)) as other:
             other.executescript(usage_schema)
         await app.agent.respond_text(ToolContext(user_id=NOVA), "how many points do I have")
