@@ -655,6 +655,25 @@ def test_a_process_killed_making_the_safety_key_leaves_no_copy_of_it_behind(tmp_
     assert [p.name for p in tmp_path.iterdir()] == [SAFETY_KEY_FILE]
 
 
+def test_a_safety_key_another_process_made_meanwhile_is_the_one_used(tmp_path: Path, monkeypatch) -> None:
+    # Two processes starting together (a deploy overlapping the old one) both find no key and make
+    # one each: the second to link its own uses the first's, rather than name no player at all.
+    import os
+
+    from bot.engines import openai as engine
+
+    theirs = b"k" * engine.SAFETY_KEY_BYTES
+    real_link = os.link
+
+    def linked_first(made, path, **kwargs):  # type: ignore[no-untyped-def]
+        Path(path).write_bytes(theirs)
+        return real_link(made, path, **kwargs)
+
+    monkeypatch.setattr(os, "link", linked_first)
+    assert engine.safety_key(tmp_path) == theirs
+    assert [p.name for p in tmp_path.iterdir()] == [engine.SAFETY_KEY_FILE]
+
+
 def test_a_new_safety_key_is_synced_with_its_folder(tmp_path: Path, monkeypatch) -> None:
     # Its name lost to a power cut, the next start makes a new key: every player a new name.
     from bot.engines import openai as engine
