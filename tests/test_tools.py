@@ -2698,6 +2698,30 @@ async def test_a_cancel_while_the_app_closes_still_logs_a_grievance_the_disk_ref
     assert app.closers == []  # every other client closed too
 
 
+async def test_a_cancel_while_the_app_flushes_grievances_to_jira_still_closes_every_client(
+    settings, scripted_app_engine, monkeypatch
+) -> None:
+    # Ctrl-C during `ask`'s last push to Jira (a slow Jira holds it for FLUSH_SECONDS): raised at
+    # once, the clients would stay open, the grievance store's memory unlogged and an aiosqlite
+    # thread keeping the process from exiting.
+    flushing = asyncio.Event()
+
+    async def slow_jira() -> int:
+        flushing.set()
+        await asyncio.Event().wait()
+        return 0
+
+    app_cm = running_app(settings, scripted_app_engine)
+    app = await app_cm.__aenter__()
+    monkeypatch.setattr(app.grievances, "push_pending", slow_jira, raising=False)
+    closer = asyncio.create_task(app_cm.__aexit__(None, None, None))
+    await flushing.wait()
+    closer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await closer
+    assert app.closers == []  # every client closed all the same
+
+
 async def test_a_players_words_logged_at_debug_are_no_unfiled_grievance_to_refile(
     settings, scripted_app_engine
 ) -> None:
