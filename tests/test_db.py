@@ -800,6 +800,40 @@ def test_a_partial_file_its_writer_holds_is_kept_whatever_its_process_id_says(tm
     assert writing.exists() and not killed.exists()
 
 
+HOLDING_A_PARTIAL = """
+import sys
+from pathlib import Path
+from bot.db import new_partial
+partial, fd = new_partial(Path(sys.argv[1]))
+print(partial, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_a_partial_file_new_partial_made_is_held_by_its_writer(tmp_path: Path, monkeypatch) -> None:
+    # Its writer in another container: its process id names none this one can see, and only the
+    # lock new_partial takes keeps the sweep from removing the file mid-write.
+    import subprocess
+    import sys
+
+    from bot import db
+
+    writer = subprocess.Popen(
+        [sys.executable, "-c", HOLDING_A_PARTIAL, str(tmp_path / "model.bin")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writer.stdout is not None
+        partial = Path(writer.stdout.readline().strip())
+        monkeypatch.setattr(db, "running", lambda pid: False)  # another pid namespace's
+        db.remove_partials(tmp_path, ["model.bin"])
+        assert partial.exists()
+    finally:
+        writer.communicate("", timeout=60)
+
+
 def test_a_partial_file_held_on_nfs_is_kept(tmp_path: Path, monkeypatch) -> None:
     # NFS emulates flock with byte-range locks on the server, where an exclusive one needs a
     # descriptor open for writing (flock(2)): a read-only probe gets EBADF, which taken for a file
