@@ -1949,6 +1949,37 @@ async def test_the_desk_marks_complaints_from_anonymous_playground_visitors(sett
     assert mark in theirs and mark not in players
 
 
+async def test_a_playground_complaint_the_fallback_finds_again_is_counted_once(settings) -> None:
+    # The engine failed after filing the visitor's last allowed complaint; the fallback, running
+    # the note again, files it again by its place and finds that same ticket. Counted a second
+    # time, it was refused: the visitor was told "Not filed" of a ticket on the desk.
+    import json
+
+    from bot.engines.base import EngineError
+    from tests.scripted_engine import ScriptedEngine, answer, calls, tone_wav_reply
+
+    complaint = ("register_grievance", {"category": "wallet", "description": "my gems vanished"})
+
+    def fail(turn):  # type: ignore[no-untyped-def]
+        raise EngineError("service down")
+
+    def told(turn):  # type: ignore[no-untyped-def]
+        return tone_wav_reply(json.dumps([r.result for r in turn.rounds[-1].results]))
+
+    limited = web_settings(settings.storage_dir, VOXDESK_WEB_PLAYGROUND_COMPLAINTS="1")
+    async with web_client(limited, engine=ScriptedEngine([calls(complaint), fail])) as (client, core):
+        core.agent.fallback = ScriptedEngine([answer("unused"), calls(complaint), told], name="backup")
+        headers = {"X-CSRF-Token": await csrf_of(client)}
+        got = await client.post("/playground/ask", data=note_form(), headers=headers)
+        assert got.status == 200, await got.text()
+        body = await got.json()
+        rows = await core.grievances.local_store.staff_list()
+    (filed,) = [r for r in rows if r.user_id.startswith("web:")]
+    assert body["engine"] == "backup"
+    ticket = {"ticket_key": filed.local_key, "status": filed.status, "category": "wallet"}
+    assert json.loads(body["answer"]) == [ticket]
+
+
 # ---- the playground under a flood ----------------------------------------------------------------
 
 

@@ -277,8 +277,10 @@ def build_tools(
     async def _register(ctx: ToolContext, description: str, category: str) -> JSON:
         if len(ctx.filed) >= MAX_FILINGS_PER_NOTE:
             raise ToolError(say.TOO_MANY_FILINGS.format(count=MAX_FILINGS_PER_NOTE))
-        if ctx.may_file is not None and (refusal := ctx.may_file()):
-            raise ToolError(refusal)
+        if ctx.may_file is not None and len(ctx.filed) not in ctx.allowed_places:
+            if refusal := ctx.may_file():
+                raise ToolError(refusal)
+            ctx.allowed_places.add(len(ctx.filed))
         # The note, and which of its complaints: the same note heard again (its answer never
         # reached the player, or a restart cut it) finds the tickets it filed the first time, each
         # complaint its own by its words (filing_for), whatever order they come in this time.

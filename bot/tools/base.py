@@ -94,6 +94,9 @@ class ToolContext:
     # own (the playground's anonymous visitors): None when it may be filed (and it is counted),
     # else the sentence saying why it is not.
     may_file: Callable[[], str | None] | None = field(default=None, compare=False, repr=False)
+    # The places (filed[n]) `may_file` let through, kept by `refile`: the fallback filing the
+    # same complaint finds that ticket again, and is neither counted for it again nor refused it.
+    allowed_places: set[int] = field(default_factory=set, compare=False, repr=False)
 
     def refile(self) -> None:
         """Count this turn's complaints afresh (another engine runs the turn again)."""
