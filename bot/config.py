@@ -751,7 +751,17 @@ def _check_addresses(settings: Settings, environ: typing.Mapping[str, str]) -> N
             urllib.parse.urlsplit(address.strip())
             shown_url(address)
         except ValueError as exc:
-            raise ConfigError(f"{name} cannot be read as an address ({exc}): fix it") from None
+            reason = _without_user(str(exc), address)
+            raise ConfigError(f"{name} cannot be read as an address ({reason}): fix it") from None
+
+
+def _without_user(reason: str, address: str) -> str:
+    """urllib's reason for refusing `address` without its user:password@, which the reason for a
+    character NFKC turns into one of / ? # @ : quotes with the rest of the netloc."""
+    rest = address.strip()
+    netloc = re.split(r"[/?#]", rest.split("//", 1)[1] if "//" in rest else rest, maxsplit=1)[0]
+    user, at, _ = netloc.rpartition("@")
+    return reason.replace(user + at, "") if at else reason
 
 
 def _check_workers(workers: int) -> None:

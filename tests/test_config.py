@@ -149,6 +149,18 @@ def test_bad_settings_stop_with_one_line_naming_the_key(
     assert "\n" not in message
 
 
+def test_an_address_urllib_refuses_is_named_without_its_password(tmp_path: Path) -> None:
+    # urllib's reason for a character that NFKC turns into one of / ? # @ : quotes the whole
+    # netloc, user:password@ and all: the config error printed the proxy's password.
+    password = "s3cr\uff03t-pw"
+    env = {"OPENAI_BASE_URL": f"https://gateway:{password}@llm.example/v1"}
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, ""), environ=env)
+    message = str(caught.value)
+    assert message.startswith("OPENAI_BASE_URL cannot be read as an address")
+    assert "NFKC" in message and password not in message and "gateway" not in message
+
+
 @pytest.mark.parametrize(
     "endpoint",
     [
