@@ -14,6 +14,12 @@ class Limits(commands.CooldownMapping):
     while each limit here runs on time.monotonic() or on Discord's timestamps, and a call left to
     the default would weigh a use on one clock against uses counted on another."""
 
+    def copy(self) -> Limits:
+        # discord.py's builds a bare CooldownMapping, which would take time.time() again.
+        copied = type(self)(self._cooldown, self._type)
+        copied._cache = self._cache.copy()
+        return copied
+
     def get_bucket(self, message: Any, current: float) -> commands.Cooldown | None:
         return super().get_bucket(message, current)
 

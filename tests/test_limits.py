@@ -67,3 +67,14 @@ def test_a_limit_is_told_the_time_and_never_reads_the_host_clock():
     with pytest.raises(TypeError):
         mapping.get_bucket("nova")  # type: ignore[call-arg]
     assert mapping.update_rate_limit("nova", 5.0) is None and mapping.update_rate_limit("nova", 6.0) == 59.0
+
+
+def test_a_copy_of_a_limit_is_one_told_the_time_too():
+    # discord.py's CooldownMapping.copy() builds a bare CooldownMapping, which takes time.time()
+    # for a use given no time: the copy must hold to the same contract, with the same players.
+    mapping = Limits(InAnyWindow(1, 60.0), lambda player: player)
+    assert mapping.update_rate_limit("nova", 5.0) is None
+    copied = mapping.copy()
+    assert isinstance(copied, Limits) and copied.update_rate_limit("nova", 6.0) == 59.0
+    with pytest.raises(TypeError):
+        copied.get_bucket("nova")  # type: ignore[call-arg]
