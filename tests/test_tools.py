@@ -673,6 +673,23 @@ async def test_a_manual_whose_file_name_is_not_utf8_is_indexed(tmp_path: Path) -
     assert (passage.text, passage.source) == ("Press start to begin.", "gu\ufffda.md")
 
 
+def test_manuals_whose_names_differ_in_bytes_that_are_not_utf8_keep_keys_of_their_own(
+    tmp_path: Path,
+) -> None:
+    # "café.md" and "cafè.md" in Latin-1: both names read "caf\ufffd" with U+FFFD for the byte, and
+    # as keys the second's passages overwrote the first's in Azure Search.
+    from bot.tools.azure_manuals import document_key
+    from bot.tools.manual_chunks import chunk_manuals
+
+    for name in (b"caf\xe9.md", b"caf\xe8.md"):
+        (tmp_path / os.fsdecode(name)).write_text("## Start\nPress start.\n", encoding="utf-8")
+    chunks = chunk_manuals(tmp_path)
+    assert [c.source for c in chunks] == ["caf\ufffd.md"] * 2
+    assert len({document_key(c.key) for c in chunks}) == 2
+    for c in chunks:
+        c.key.encode()  # no lone surrogate: SQLite and a JSON body take it
+
+
 async def test_a_question_the_manuals_do_not_cover_finds_no_passage(settings, scripted_app_engine) -> None:
     # Each shares one everyday word with some manual ("change", "than", "last", the "s" of
     # "what's"), which alone ranked a passage about something else first.

@@ -28,6 +28,9 @@ def chunk_manual(path: Path) -> list[Chunk]:
     # A file name that is not UTF-8 (a zip made on Windows, unpacked here) comes with a lone
     # surrogate for each such byte, which neither SQLite nor a JSON body can take.
     name = Path(os.fsencode(path.name).decode("utf-8", "replace"))
+    # The key tells such bytes apart ("caf\xe9"), where U+FFFD would make "café" and "cafè" in
+    # Latin-1 one key, and the second's passages replace the first's in Azure Search.
+    stem = os.fsencode(path.stem).decode("utf-8", "backslashreplace")
     title = name.stem.replace("-", " ").capitalize()
     sections: list[tuple[str, list[str]]] = [("", [])]
     for line in path.read_text(encoding="utf-8").splitlines():
@@ -50,7 +53,7 @@ def chunk_manual(path: Path) -> list[Chunk]:
         n = len(chunks) + 1
         chunks.append(
             Chunk(
-                key=f"{name.stem}-{n}",
+                key=f"{stem}-{n}",
                 title=f"{title}: {heading}" if heading else title,
                 text=text,
                 source=name.name,
