@@ -64,7 +64,7 @@ UPLOAD_TOO_SLOW = "That note took too long to upload. Please send it again, or a
 TICKETS_TOO_FAST = "You're asking for tickets faster than I can look. Try again in {wait}."
 # A complaint a playground visitor asks for past the playground's daily limits (web.playground_*).
 PLAYGROUND_COMPLAINTS_SPENT = (
-    "Not filed: the playground takes {count} complaints a day from each visitor, and you've filed "
+    "Not filed: the playground takes {complaints} a day from each visitor, and you've filed "
     "yours. You can file another in {wait}."
 )
 PLAYGROUND_COMPLAINTS_FULL = (

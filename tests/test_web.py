@@ -1919,7 +1919,10 @@ async def test_playground_visitors_file_a_few_complaints_a_day_onto_the_desk(set
         other = await results(client, "203.0.113.7")
         rows = await core.grievances.local_store.staff_list()
     assert all("ticket_key" in r for r in first)
-    assert spent == [{"error": say.PLAYGROUND_COMPLAINTS_SPENT.format(count=2, wait="24 hours")}] * 2
+    assert (
+        spent
+        == [{"error": say.PLAYGROUND_COMPLAINTS_SPENT.format(complaints="2 complaints", wait="24 hours")}] * 2
+    )
     # The first visitor's refused ones took nothing from every visitor's allowance.
     assert "ticket_key" in other[0]
     assert other[1] == {"error": say.PLAYGROUND_COMPLAINTS_FULL.format(wait="24 hours")}
@@ -1978,6 +1981,22 @@ async def test_a_playground_complaint_the_fallback_finds_again_is_counted_once(s
     assert body["engine"] == "backup"
     ticket = {"ticket_key": filed.local_key, "status": filed.status, "category": "wallet"}
     assert json.loads(body["answer"]) == [ticket]
+
+
+def test_a_visitor_allowed_one_complaint_a_day_is_told_of_one_complaint(settings) -> None:
+    from types import SimpleNamespace
+
+    from bot.web.playground import _may_file
+
+    limited = web_settings(settings.storage_dir, VOXDESK_WEB_PLAYGROUND_COMPLAINTS="1")
+    st = SimpleNamespace(
+        settings=limited,
+        complaints=RateLimit(1, playground.DAY),
+        all_complaints=RateLimit(100, playground.DAY),
+    )
+    assert _may_file(st, "198.51.100.1") is None  # type: ignore[arg-type]
+    refusal = _may_file(st, "198.51.100.1")  # type: ignore[arg-type]
+    assert refusal is not None and "takes 1 complaint a day" in refusal
 
 
 # ---- the playground under a flood ----------------------------------------------------------------

@@ -264,7 +264,8 @@ def _may_file(st: WebState, client: str) -> str | None:
         return say.PLAYGROUND_COMPLAINTS_FULL.format(wait=say.long_wait_of(wait))
     if wait := st.complaints.retry_after(client):
         count = st.settings.web.playground_complaints
-        return say.PLAYGROUND_COMPLAINTS_SPENT.format(count=count, wait=say.long_wait_of(wait))
+        complaints = "1 complaint" if count == 1 else f"{count} complaints"
+        return say.PLAYGROUND_COMPLAINTS_SPENT.format(complaints=complaints, wait=say.long_wait_of(wait))
     st.all_complaints.retry_after(ALL)
     return None
 
