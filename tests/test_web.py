@@ -2396,6 +2396,21 @@ async def test_no_answer_names_the_server_software_or_its_version(wsettings) -> 
             assert got.headers["Server"] == "voxdesk", path
 
 
+async def test_a_request_aiohttp_cannot_parse_names_no_server_software_either(wsettings) -> None:
+    # aiohttp answers it (400) before any middleware runs: its answer named "Python/3.11
+    # aiohttp/3.14.5" to anyone who sent one malformed header, a scanner's first probe.
+    async with web_client(wsettings) as (client, _):
+        reader, writer = await asyncio.open_connection(client.host, client.port)
+        try:
+            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n")
+            await writer.drain()
+            head = (await reader.read(4096)).split(b"\r\n\r\n")[0].decode()
+        finally:
+            writer.close()
+    assert head.startswith("HTTP/1.0 400") and "\r\nServer: voxdesk" in head, head
+    assert "aiohttp" not in head
+
+
 async def test_probes_scrapes_static_files_and_404s_start_no_session(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         for path in ("/healthz", "/healthz?live", "/metrics", "/static/style.css", "/no-such-page"):

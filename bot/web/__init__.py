@@ -124,6 +124,7 @@ async def build_web(
     settings = core.settings
     w = settings.web
     security.quiet_broken_bodies()
+    security.name_no_software()
     app = web.Application(
         client_max_size=settings.audio.max_bytes + UPLOAD_SLACK,
         middlewares=[

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import aiosqlite
-from aiohttp import web
+from aiohttp import web, web_response
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_protocol import RequestPayloadError
 from aiohttp.web_request import FileField
@@ -387,6 +387,18 @@ def quiet_broken_bodies() -> None:
         server_log.addFilter(BrokenBodyAfterAnswer())
 
 
+# What every answer says it is served by: no software's name or version, a scanner's list of flaws.
+SERVER = "voxdesk"
+
+
+def name_no_software() -> None:
+    """The Server header aiohttp gives the answers no middleware sees: the 400 of a request it
+    cannot parse, made before the app is reached, named aiohttp and Python with their versions.
+    The default every answer takes, in aiohttp's response module alone (its client's User-Agent
+    is another's)."""
+    web_response.SERVER_SOFTWARE = SERVER
+
+
 SERVER_ERROR = "500 Internal Server Error: something went wrong on our side. Please try again."
 
 
@@ -454,8 +466,7 @@ def _secure(request: web.Request, response: web.StreamResponse, settings: WebSet
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("X-Frame-Options", "DENY")
-    # aiohttp would name itself and Python with their versions: a scanner's list of known flaws.
-    h["Server"] = "voxdesk"
+    h["Server"] = SERVER
 
 
 def _over_tls(request: web.Request) -> bool:
