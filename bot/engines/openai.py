@@ -58,7 +58,7 @@ from bot.engines.base import (
     Usage,
 )
 from bot.logs import Outage
-from bot.retry_after import UNIX_TIME_FLOOR, seconds_named
+from bot.retry_after import seconds_named
 from bot.tools import well_formed
 from bot.tools.base import UNPARSED, ToolCall, too_deep
 
@@ -943,12 +943,9 @@ def _pause_asked(headers: Any) -> float | None:
         headers.get(f"x-ratelimit-reset-{limit}") or headers.get(f"x-rate-limit-reset-{limit}") or ""
     ).strip()
     if RESET_SECONDS.fullmatch(reset):
-        seconds = float(reset)
-        if seconds >= UNIX_TIME_FLOOR:
-            # By the server's clock; one already past names no wait, as "0" does.
-            seconds = max(0.0, seconds - time.time())
-        # A limit that resets now names no wait (Azure has been seen sending "0" with its counts at -1).
-        return seconds or None
+        # Read as a Retry-After's seconds, a Unix time among them. A limit that resets now names no
+        # wait (Azure has been seen sending "0" with its counts at -1), nor does one already past.
+        return seconds_named(reset, past=None) or None
     parts = RESET.findall(reset)
     if not parts or "".join(n + u for n, u in parts) != reset:
         return None
