@@ -34,6 +34,7 @@ from cogs.voice import carried_attachments, is_audio_attachment
 log = logging.getLogger(__name__)
 
 DMS_CLOSED = 50007  # Discord: "Cannot send messages to this user"
+UNKNOWN_MEMBER, UNKNOWN_USER = 10007, 10013
 FILE_FILENAME = "ticket-news.ogg"
 NO_PINGS = {"parse": []}
 
@@ -147,6 +148,17 @@ class TicketNewsDesk(commands.Cog):
         return Outcome.SENT
 
     async def in_channel(self, user_id: str, channel_id: str, text: str) -> bool:
+        if await self._left_server_of(int(user_id), int(channel_id)):
+            # Discord refuses DMs to someone who shares no server with the bot: a player who left
+            # (or was banned) cannot read the channel, whose members would only learn that they
+            # have tickets, one maybe filed against one of them.
+            log.info(
+                "ticket news for %s: DMs refused, and they are no longer in the server of channel %s:"
+                " not told there",
+                user_id,
+                channel_id,
+            )
+            return False
         channel = self.bot.get_partial_messageable(int(channel_id))
         # This one pings: it is for that player alone, in a busy channel. Nobody else can be pinged.
         mentions = discord.AllowedMentions(
@@ -161,6 +173,27 @@ class TicketNewsDesk(commands.Cog):
             log.warning("could not post in channel %s: %s", channel_id, limited_for(exc))
             return False
         return True
+
+    async def _left_server_of(self, user_id: int, channel_id: int) -> bool:
+        """Whether Discord says the player is not a member of the server `channel_id` is in. One
+        member looked up needs no Server Members intent. A look-up that fails says no: Discord's
+        trouble must not cost a player who is still there the one notice that tells them."""
+        try:
+            channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+            guild = getattr(channel, "guild", None)
+            if guild is None:
+                return False
+            await self.bot.http.get_member(guild.id, user_id)
+        except discord.NotFound as exc:
+            return exc.code in (UNKNOWN_MEMBER, UNKNOWN_USER)
+        except (discord.HTTPException, discord.RateLimited, aiohttp.ClientError, ConnectionError) as exc:
+            log.warning(
+                "could not learn whether %s is still in the server of channel %s: %r",
+                user_id,
+                channel_id,
+                exc,
+            )
+        return False
 
     async def _post(self, channel_id: int, d: Delivery) -> AsyncIterator[bool]:
         """Send `d` in the player's reply style, as cogs/replies.py answers notes; yields after

@@ -221,6 +221,28 @@ async def test_closed_dms_are_told_once_in_the_channel_of_the_last_note(
     assert notice.body["allowed_mentions"] == {"parse": [], "users": [int(NOVA)]}  # only Nova is pinged
 
 
+async def test_a_player_who_left_the_server_is_not_told_of_their_tickets_in_its_channel(
+    settings: Settings, fake: FakeDiscord
+) -> None:
+    # Discord refuses a DM to someone who shares no server with the bot, as to closed DMs; but the
+    # channel they last spoke in is no longer theirs to read: a notice there would only tell its
+    # members that this former member has support tickets, such as one filed against one of them.
+    settings = fast(settings)
+    grievances = settings.storage_dir / "grievances.db"
+    async with running_bot(settings, fake):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
+        fake.left_members.add(int(NOVA))
+        await staff(grievances, "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-10'")
+        await eventually(lambda: [s for *_, s in news_states(settings, NOVA)] == ["dms_closed"])
+        # A later round's news, to Blaze: Nova's round, notice or none, is over by then.
+        await staff(grievances, "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-11'")
+        await fake.wait_for(lambda _: dms(fake, BLAZE))
+    assert [m for m in fake.sent("message", ALLOWED_CHANNEL) if m.reply_to is None] == []
+    (asked,) = [r for r in fake.received if r.kind == "get_member"]
+    assert asked.path.endswith(f"/members/{NOVA}") and asked.error == 10007
+
+
 async def test_a_note_forwarded_into_a_watched_channel_is_where_closed_dms_are_told(
     settings: Settings, fake: FakeDiscord
 ) -> None:

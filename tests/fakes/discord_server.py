@@ -266,7 +266,8 @@ class Received:
     """One request a test may assert on."""
 
     # message | typing | reaction_add | reaction_remove | callback | followup | edit_original | sync
-    # | cdn | history | get_message | get_channel | open_dm | archived_threads | active_threads
+    # | cdn | history | get_message | get_channel | get_member | open_dm | archived_threads
+    # | active_threads
     # | message_again (a message POST whose enforced nonce made Discord return the message it made)
     kind: str
     method: str
@@ -325,6 +326,9 @@ class FakeDiscord(Strict):
         self.messages: dict[int, dict[int, dict[str, Any]]] = {}  # channel id → message id → message
         self.dm_channels: dict[int, dict[str, Any]] = {}  # DM channel id → its recipient (user payload)
         self.dms_closed: set[int] = set()  # users who do not take DMs from the bot: 50007
+        # Users who left the guild (or were kicked or banned): the guild knows them no more
+        # (10007), and sharing no server with the bot, they take no DMs from it either (50007).
+        self.left_members: set[int] = set()
         self.token_revoked = False  # see revoke_token
         self._gateway_refusing = False  # see refuse_gateway
         self.gateway_refusals = 0
@@ -481,6 +485,7 @@ class FakeDiscord(Strict):
             "/api/v10/channels/{channel_id}/users/@me/threads/archived/private", self._joined_archived_threads
         )
         r.add_get("/api/v10/guilds/{guild_id}/threads/active", self._active_threads)
+        r.add_get("/api/v10/guilds/{guild_id}/members/{user_id}", self._get_member)
         r.add_post("/api/v10/channels/{channel_id}/typing", self._typing)
         r.add_put("/api/v10/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._react)
         r.add_delete(
@@ -1706,7 +1711,7 @@ class FakeDiscord(Strict):
         recipient = self.dm_channels.get(channel_id)
         if recipient is None:
             self._refuse_as_discord(f"POST {path}: no such channel", _unknown_channel())
-        if int(recipient["id"]) in self.dms_closed:
+        if int(recipient["id"]) in self.dms_closed | self.left_members:
             # The user closed their DMs or blocked the bot: Discord's answer, not the bot's error.
             raise DiscordError(403, 50007, "Cannot send messages to this user")
 
@@ -2040,6 +2045,25 @@ class FakeDiscord(Strict):
             return _json({"message": "503: Service Unavailable", "code": 0}, status=503)
         await self._record(record)
         return _json(record.response)
+
+    async def _get_member(self, request: web.Request) -> web.Response:
+        """GET /guilds/{id}/members/{user}: a member of the guild (no privileged intent needed for
+        one); 10007 for a user who is not, or no longer, in it."""
+        user_id = int(request.match_info["user_id"])
+        record = Received("get_member", request.method, request.path, None)
+        if int(request.match_info["guild_id"]) != GUILD_ID or self.left_guild:
+            record.error = 50001
+            await self._record(record)
+            raise DiscordError(403, 50001, "Missing Access")
+        if user_id in self.left_members:
+            record.error = 10007
+            await self._record(record)
+            raise DiscordError(404, 10007, "Unknown Member")
+        member = {**self._bot_member(), "user": user_payload(user_id, f"player{user_id}")}
+        member.pop("communication_disabled_until", None)
+        record.response = member
+        await self._record(record)
+        return _json(member)
 
     async def _create_dm(self, request: web.Request) -> web.Response:
         """POST /users/@me/channels: the bot's DM channel with a user, made once and returned
