@@ -35,7 +35,7 @@ def long_wait_of(seconds: float) -> str:
 EMPTY_NOTE = "That voice note is empty. Could you record it again?"
 BAD_UPLOAD = "That upload could not be read. Please record or choose the note again on the page."
 NOT_AUDIO = "That file looks like {what}, not audio. Please send a voice note."
-TOO_BIG = "That file is too big for me ({size_mb:.1f} MB). Please keep voice notes under {limit_mb:.0f} MB."
+TOO_BIG = "That file is too big for me ({size_mb} MB). Please keep voice notes under {limit_mb} MB."
 TOO_LONG = "That voice note is too long for me. Please keep it under {limit}."
 UNREADABLE = (
     "I couldn't read that audio file. "

@@ -64,6 +64,20 @@ def test_bad_input_raises_one_friendly_error(data: bytes, says: str) -> None:
         audio.decode(data, LIMITS)
 
 
+@pytest.mark.parametrize(
+    ("size", "max_bytes", "told"),
+    [
+        (8_040_000, 8_000_000, "(8.1 MB). Please keep voice notes under 8 MB."),
+        (8_000_001, 8_000_000, "(8.1 MB). Please keep voice notes under 8 MB."),
+        (7_650_000, 7_600_000, "(7.7 MB). Please keep voice notes under 7.6 MB."),
+        (25_000_000, 8_000_000, "(25.0 MB). Please keep voice notes under 8 MB."),
+    ],
+)
+def test_a_file_just_over_the_limit_is_told_a_size_over_it(size: int, max_bytes: int, told: str) -> None:
+    # Rounded to the nearest 0.1 MB, 8.04 MB read "(8.0 MB) ... under 8 MB".
+    assert audio.too_big_message(size, AudioSettings(max_bytes=max_bytes)).endswith(told)
+
+
 def test_truncated_voice_note_is_refused_or_decoded_never_crashes() -> None:
     data = encode(speechlike(2.0), 48_000, "ogg")
     for cut in (10, 100, len(data) // 3):
