@@ -244,7 +244,7 @@ def when(iso: str) -> str:
     """2025-01-31T10:02:00Z as "31 Jan at 10:02 UTC"."""
     try:
         at = dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(dt.UTC)
-    except ValueError:
+    except (ValueError, OverflowError):  # OverflowError: a time zone takes it before year 1 or past 9999
         return "earlier"
     return f"{at.day} {at:%b} at {at:%H:%M} UTC"
 

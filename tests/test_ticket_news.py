@@ -1746,3 +1746,9 @@ async def test_news_a_stop_takes_while_its_retry_is_written_is_tried_again_as_it
     first, *again = front.dms
     carried = {d.key: [i.id for i in d.items] for d in again}
     assert len(carried) == 2 and carried[first.key] == [i.id for i in first.items]
+
+
+@pytest.mark.parametrize("iso", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00", "not a date"])
+def test_a_time_out_of_range_in_utc_is_told_earlier(iso: str) -> None:
+    # Year 1 an hour east of UTC is before year 1 in UTC: astimezone raised OverflowError.
+    assert ticket_news.when(iso) == "earlier"
