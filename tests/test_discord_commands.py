@@ -130,6 +130,15 @@ async def test_a_ticket_key_copied_from_right_to_left_text_or_typed_in_kana_is_f
     assert harness.fake.violations == []
 
 
+async def test_a_ticket_key_typed_with_arabic_or_persian_digits_is_found(harness: Harness):
+    # An Arabic or Persian keyboard types its own digits, which NFKC keeps: the player was told
+    # "not a ticket key".
+    for typed in ("GRV-١٠", "GRV-۱۰", "\u2067GRV-١٠\u2069", "GRV-१०"):
+        text = await ask(harness.fake, nova, "grievance", sub("status", ticket=typed))
+        assert "GRV-10" in text and "Topped up 20 dollars" in text, typed
+    assert harness.fake.violations == []
+
+
 async def test_grievance_file_then_status(harness: Harness):
     filed = await ask(
         harness.fake,

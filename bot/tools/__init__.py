@@ -541,9 +541,11 @@ def typed_key(text: str) -> str:
     "ＧＲＶ－１２", as a Japanese, Chinese or Korean keyboard types it in full width. Characters
     that draw nothing are left out: a key copied from Arabic or Hebrew text brings direction
     marks or isolates with it, and the refusal, which shows the key without them, named a key
-    that looked right."""
+    that looked right. Digits of any script are the key's digits: an Arabic or Persian keyboard
+    types "GRV-١٢" or "GRV-۱۲", which NFKC leaves as they are."""
     shown = unicodedata.normalize("NFKC", text).translate(_DASHES)
-    return "".join(c for c in shown if unicodedata.category(c) != "Cf").strip().upper()
+    kept = (c if (digit := unicodedata.decimal(c, None)) is None else str(digit) for c in shown)
+    return "".join(c for c in kept if unicodedata.category(c) != "Cf").strip().upper()
 
 
 def clipped(text: str, limit: int = SHOWN_CHARS) -> str:
