@@ -981,6 +981,12 @@ def _load_dotenv() -> None:
                     f" line {line}" if line else ": a line",
                 )
             continue
+        if "\0" in value:
+            # No environment variable can hold one: os.environ stopped start-up with a traceback.
+            raise ConfigError(
+                f"{DOTENV.resolve()}: the value of {var} holds a NUL character, which no environment"
+                " variable can: remove it"
+            )
         present = os.environ.get(var)
         if present is None:
             os.environ[var] = value

@@ -484,6 +484,21 @@ def test_a_dotenv_file_powershell_wrote_is_one_line_saying_so(
     )
 
 
+def test_a_nul_in_a_dotenv_value_is_one_line_naming_the_key_not_the_value(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # os.environ refuses a NUL ("embedded null byte"): start-up stopped with a traceback.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    (tmp_path / ".env").write_bytes(b"OPENAI_API_KEY=sk-secret\x00tail\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        f"{tmp_path / '.env'}: the value of OPENAI_API_KEY holds a NUL character, which no environment"
+        " variable can: remove it"
+    )
+
+
 def test_a_powershell_line_in_dotenv_is_a_warning_naming_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
