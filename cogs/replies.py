@@ -15,7 +15,7 @@ from discord.http import Route
 from bot import sentences as say
 from bot.audio import ReplyAudio
 from bot.speech.speakable import without_overrides
-from bot.tools import cluster_start
+from bot.tools import SENTENCE_END, cluster_start
 
 log = logging.getLogger(__name__)
 
@@ -138,12 +138,6 @@ def _hard_cut(text: str, limit: int) -> tuple[int, str]:
     return cut, text
 
 
-# Where a sentence ends in scripts written without spaces (Chinese, Japanese): a piece may end
-# after one, its mark kept, and the closing brackets and quotes right after it ("。」"): a piece
-# that began with one would close nothing.
-_SENTENCE_END = re.compile("[。！？][」』）〕］｝〉》】〙〗〛”’]*")
-
-
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     """Pieces of at most `limit` characters, cut at a paragraph, line, word or sentence break
     when possible."""
@@ -152,7 +146,7 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     while len(text) > limit:
         window = text[:limit]
         ended = max(
-            (e for found in _SENTENCE_END.finditer(text, 0, limit + 1) if (e := found.end()) <= limit),
+            (e for found in SENTENCE_END.finditer(text, 0, limit + 1) if (e := found.end()) <= limit),
             default=-1,
         )
         cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "), ended)

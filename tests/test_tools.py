@@ -655,6 +655,29 @@ async def test_a_manual_with_one_long_section_gives_a_passage_of_bounded_size(
     assert passage["text"].startswith("Answer 0: restart") and passage["text"].endswith("game. …")
 
 
+@pytest.mark.parametrize(
+    ("text", "kept"),
+    [
+        # The cut fell between the two regional letters of a flag: half a flag reads as a letter.
+        ("x" + "\U0001f1ef\U0001f1f5" * 800, "x" + "\U0001f1ef\U0001f1f5" * 748 + " …"),
+        # An emoji joined from several, cut after its joiner.
+        (
+            "ab" + "\U0001f468\u200d\U0001f469\u200d\U0001f467" * 400,
+            "ab" + "\U0001f468\u200d\U0001f469\u200d\U0001f467" * 299 + " …",
+        ),
+        # Chinese and Japanese sentences end with "。", "！", "？" and no space: the cut was mid-sentence.
+        (
+            "这是一个很长的句子。" * 80 + "最后一句话「好吗？」" * 80,
+            "这是一个很长的句子。" * 80 + "最后一句话「好吗？」" * 69 + " …",
+        ),
+    ],
+)
+def test_a_long_passage_is_cut_where_a_character_or_a_sentence_ends(text: str, kept: str) -> None:
+    from bot.tools import passage_text
+
+    assert passage_text(text, 1500) == kept
+
+
 async def test_a_manual_whose_file_name_is_not_utf8_is_indexed(tmp_path: Path) -> None:
     """ "guía.md" zipped on Windows (Latin-1) and unpacked here: the name's byte came as a lone
     surrogate, and the index's rebuild, which `voxdesk seed` runs, raised on it."""

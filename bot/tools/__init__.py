@@ -422,15 +422,25 @@ def well_formed(value: Any) -> Any:
     return value
 
 
+# Where a sentence ends in scripts written without spaces (Chinese, Japanese): a piece may end
+# after one, its mark kept, and the closing brackets and quotes right after it ("。」"): a piece
+# that began with one would close nothing.
+SENTENCE_END = re.compile("[。！？][」』）〕］｝〉》】〙〗〛”’]*")
+
+
 def passage_text(text: str, limit: int = MAX_PASSAGE_CHARS) -> str:
     """`text` whole, or its first `limit` characters or so, ending with a sentence where one
-    ends in the second half of them, else with a word."""
+    ends in the second half of them (a Chinese or Japanese one too), else with a word, else
+    where a character ends: never inside a flag, an emoji or an accented letter."""
     if len(text) <= limit:
         return text
-    cut = text[: limit - 2]
-    end = max(cut.rfind(mark) for mark in (". ", "! ", "? "))
-    if end >= limit // 2:
-        return cut[: end + 1] + " …"
+    cut = text[: cluster_start(text, limit - 2)]
+    end = max(cut.rfind(mark) + 1 for mark in (". ", "! ", "? "))
+    # Past the cut, a closing bracket would be left out of its sentence: not an end there.
+    ended = (e for found in SENTENCE_END.finditer(text, 0, len(cut) + 1) if (e := found.end()) <= len(cut))
+    end = max(end, max(ended, default=0))
+    if end > limit // 2:
+        return cut[:end] + " …"
     return (cut.rsplit(" ", 1)[0] if " " in cut else cut) + " …"
 
 
