@@ -138,22 +138,62 @@ def _hard_cut(text: str, limit: int) -> tuple[int, str]:
     return cut, text
 
 
+# A code block's fences, and any escaped character, which opens none (escape_markdown's "\`\`\`"):
+# an opening fence's language tag is Discord's, up to the end of its line.
+_FENCE = re.compile(r"\\.|```(?P<tag>[a-z0-9_+\-.#]{1,20}(?=\n))?", re.IGNORECASE | re.DOTALL)
+_CLOSE_FENCE = "\n```"
+
+
+def _open_block(text: str) -> str | None:
+    """The language tag ("" for none) of a code block `text` leaves open; None if it leaves none."""
+    tag = None
+    for found in _FENCE.finditer(text):
+        if not found[0].startswith("\\"):
+            tag = (found["tag"] or "") if tag is None else None
+    return tag
+
+
+def _break(text: str, limit: int, code: bool = False) -> tuple[int, str]:
+    """Where to cut `text` into a piece of at most `limit` characters, and the text then (see
+    `_hard_cut`). In `code`, at a line's end only: a line cut at a space would go on as another."""
+    window = text[:limit]
+    ended = max(
+        (e for found in SENTENCE_END.finditer(text, 0, limit + 1) if (e := found.end()) <= limit),
+        default=-1,
+    )
+    cut = window.rfind("\n") if code else max(window.rfind("\n"), window.rfind(" "), ended)
+    if cut < limit // 2:  # no good break near the end: cut hard rather than make tiny pieces
+        return _hard_cut(text, limit)
+    return cut, text
+
+
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     """Pieces of at most `limit` characters, cut at a paragraph, line, word or sentence break
-    when possible."""
+    when possible. Each message is read on its own: a code block cut in two is closed at the end
+    of one piece and opened again, with its language, at the start of the next; else the first
+    showed the code as a block to its end and the second the rest as text, then opened a block
+    at the fence that closed it."""
     text = text.strip()
     pieces: list[str] = []
+    # The length of the fence a piece was given to open its block again: a cut within it would
+    # give the next piece the same fence and the same text again, for ever.
+    reopened = 0
     while len(text) > limit:
-        window = text[:limit]
-        ended = max(
-            (e for found in SENTENCE_END.finditer(text, 0, limit + 1) if (e := found.end()) <= limit),
-            default=-1,
-        )
-        cut = max(window.rfind("\n\n"), window.rfind("\n"), window.rfind(" "), ended)
-        if cut < limit // 2:  # no good break near the end: cut hard rather than make tiny pieces
-            cut, text = _hard_cut(text, limit)
-        pieces.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
+        cut, cut_text = _break(text, limit)
+        if _open_block(cut_text[:cut]) is not None:
+            cut, cut_text = _break(text, limit - len(_CLOSE_FENCE), code=True)
+        text = cut_text
+        tag = _open_block(text[:cut]) if cut > reopened else None
+        piece, rest = text[:cut].rstrip(), text[cut:]
+        if tag is None:
+            rest, reopened = rest.lstrip(), 0
+        else:
+            # A code line keeps its indentation: only the break cut at goes.
+            rest = rest[1:] if rest[:1] in ("\n", " ") else rest
+            piece += _CLOSE_FENCE
+            rest, reopened = f"```{tag}\n{rest}", len(tag) + 4
+        pieces.append(piece)
+        text = rest
     if text:
         pieces.append(text)
     return pieces

@@ -89,3 +89,29 @@ def test_an_address_cut_in_two_opens_no_masked_link_nor_tag():
     head = "<\u200ba:/\\[claim\\](https://evil.example)<\u200b@&123456789012345678"
     assert first == head + "y" * (2000 - len(head))
     assert second == "y" * len(head) + ">"
+
+
+def _code(pieces: list[str]) -> list[str]:
+    return [line for piece in pieces for line in piece.splitlines() if not line.startswith("```")]
+
+
+def test_a_code_block_cut_in_two_is_closed_and_opened_again_with_its_language():
+    # Each message is read on its own: the first showed its code as a block to the end, the
+    # second showed the rest as text and opened a block at the fence that closed it.
+    code = [f"    total_{i} = compute({i})" for i in range(120)]
+    text = "Try this:\n```python\n" + "\n".join(code) + "\n```\nThen restart the game."
+    pieces = split_message(text)
+    assert len(pieces) == 2 and all(len(p) <= 2000 for p in pieces)
+    assert pieces[0].startswith("Try this:\n```python\n") and pieces[0].endswith("\n```")
+    assert pieces[1].startswith("```python\n    total_") and pieces[1].endswith("```\nThen restart the game.")
+    assert all(p.count("```") == 2 for p in pieces)
+    assert _code(pieces) == ["Try this:", *code, "Then restart the game."]  # indentation kept
+
+
+def test_a_block_without_a_language_cut_hard_is_opened_again_without_one():
+    text = "```\n" + "x" * 4500 + "\n```"
+    pieces = split_message(text)
+    assert all(len(p) <= 2000 and p.count("```") == 2 for p in pieces)
+    assert pieces[1].startswith("```\nx") and "".join(_code(pieces)) == "x" * 4500
+    # Fences escaped (a player's words, shown as written) open no block to close.
+    assert "```" not in "".join(split_message(r"\`\`\`" + " word" * 500))
