@@ -63,6 +63,7 @@ import aiosqlite
 
 from bot import metrics
 from bot import sentences as say
+from bot.addresses import Addresses
 from bot.audio import ReplyAudio
 from bot.config import NewsSettings
 from bot.db import add_missing_columns, first, opening, prune_due, while_locked, writing
@@ -211,8 +212,6 @@ Answering = Callable[[str, str], Awaitable[bool]]
 # ---- what the player is told ----------------------------------------------------------------
 
 
-# An address as Discord finds one in text (discord.utils' pattern), in angle brackets or not.
-_ADDRESS = re.compile(r"<[^: >]+:/[^ >]+>|(?:https?|steam)://[^\s<]+[^<.,:;\"'\]\s]")
 _MARKS = re.compile(r"[`*_~|<>@#\\\[\]]")
 
 
@@ -224,19 +223,19 @@ def plain(text: str, limit: int) -> str:
     out, not cut."""
     parts: list[str] = []
     at = 0
-    for found in _ADDRESS.finditer(text):
-        address = found[0].removeprefix("<").removesuffix(">") if found[0][0] == "<" else found[0]
-        parts += [_MARKS.sub(" ", text[at : found.start()]), f" {address} "]
-        at = found.end()
+    for start, end in Addresses(text):  # as Discord finds them, in angle brackets or not
+        address = text[start + 1 : end - 1] if text[start] == "<" else text[start:end]
+        parts += [_MARKS.sub(" ", text[at:start]), f" {address} "]
+        at = end
     parts.append(_MARKS.sub(" ", text[at:]))
     words = " ".join(without_overrides("".join(parts)).split())
     if len(words) <= limit:
         return words
     kept = words[: cluster_start(words, limit - 1)].rstrip()
-    for found in _ADDRESS.finditer(words):
+    for start, end in Addresses(words):
         # An address at the end, whole or not, would take the "…" into the link Discord makes.
-        if found.start() < len(kept) <= found.end():
-            kept = kept[: found.start()].rstrip()
+        if start < len(kept) <= end:
+            kept = kept[:start].rstrip()
     return kept + "…"
 
 

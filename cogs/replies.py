@@ -12,7 +12,9 @@ from typing import Any
 import discord
 from discord.http import Route
 
+from bot import addresses
 from bot import sentences as say
+from bot.addresses import Addresses
 from bot.audio import ReplyAudio
 from bot.speech.speakable import without_overrides
 from bot.tools import SENTENCE_END, cluster_start
@@ -40,12 +42,13 @@ MIN_VOICE_SECONDS = 0.1
 
 
 # An address as Discord finds one in text (discord.utils' own pattern for it): its characters are
-# never escaped, since a backslash in one would change where it goes.
-_LINK = r"<[^: >]+:/[^ >]+>|(?:https?|steam)://[^\s<]+[^<.,:;\"'\]\s]"
+# never escaped, since a backslash in one would change where it goes. As a regular expression
+# it takes time quadratic in a text's length (see bot.addresses): only `literal` uses it so, on a
+# line of a ticket or a name, as discord.utils.escape_markdown does before it.
+_LINK = addresses.PATTERN
 # A masked link needs both brackets; with the backslash escaped too, none can be made. Within an
 # address Discord reads no masked link, so the brackets there can stay.
-_LINK_MARKS = re.compile(rf"(?P<link>{_LINK})|[\\\[\]]")
-_ADDRESS = re.compile(_LINK)
+_MARK_OR_ADDRESS = re.compile(r"[\\\[\]]|<|https?://|steam://")
 # What discord.utils.escape_markdown and escape_mentions leave working in words someone else
 # wrote, escaped here with a backslash (Discord reads one before any punctuation mark as the mark
 # itself). escape_markdown escapes the "[" of the first masked link on a line only (its pattern
@@ -87,7 +90,18 @@ def without_masked_links(text: str) -> str:
     """A reply's words with every other mark as it was, but no masked link: a link whose words
     hide where it goes would be the bot vouching for an address nobody checked (what a player
     asked the model to repeat, or a manual's text)."""
-    return _LINK_MARKS.sub(lambda found: found["link"] or f"\\{found[0]}", text)
+    found = Addresses(text)
+    pieces: list[str] = []
+    at = seek = 0
+    while mark := _MARK_OR_ADDRESS.search(text, seek):
+        start = mark.start()
+        if text[start] in "\\[]":
+            pieces += [text[at:start], "\\"]
+            at, seek = start, start + 1
+        else:
+            end = found.end(start)
+            seek = end if end > 0 else start + 1
+    return "".join(pieces) + text[at:]
 
 
 def as_posted(text: str, names: Iterable[str] = ()) -> str:
@@ -121,15 +135,15 @@ def _hard_cut(text: str, limit: int) -> tuple[int, str]:
     as text; and what is before it too for one in angle brackets, which is none without its
     ">"."""
     cut = cluster_start(text, limit)
-    for found in _ADDRESS.finditer(text):
-        if found.start() >= cut:
+    for begin, end in Addresses(text):
+        if begin >= cut:
             break
-        if found.end() > cut:
-            if found.start() > 0:
-                cut = found.start()
+        if end > cut:
+            if begin > 0:
+                cut = begin
             else:
-                start = 0 if found[0].startswith("<") else cut
-                text = text[:start] + _as_text(text[start : found.end()]) + text[found.end() :]
+                start = 0 if text.startswith("<") else cut
+                text = text[:start] + _as_text(text[start:end]) + text[end:]
                 cut = cluster_start(text, limit)
             break
     backslashes = len(text[:cut]) - len(text[:cut].rstrip("\\"))
