@@ -126,8 +126,11 @@ def _as_text(address: str) -> str:
     return re.sub(r"[\\\[\]]", r"\\\g<0>", address).replace("<", "<\u200b")
 
 
-def _hard_cut(text: str, limit: int) -> tuple[int, str]:
-    """Where to cut `text` with no break near `limit`, and the text then: each piece is read by
+def _hard_cut(text: str, limit: int, as_text: int) -> tuple[int, str, int]:
+    """Where to cut `text` with no break near `limit`, the text then, and how much of its
+    beginning is an address made text (`as_text`, given for what is left of one: it may still read
+    as an address, and made text again its "<" and escapes would double at each piece). Each
+    piece is read by
     Discord on its own, so the cut falls neither inside an address (whose tail would be none, and
     whose brackets, kept as written, would open a masked link) nor between a backslash and the
     mark it escapes, nor inside a character drawn from several (a flag, an accented letter, an
@@ -138,18 +141,21 @@ def _hard_cut(text: str, limit: int) -> tuple[int, str]:
     for begin, end in Addresses(text):
         if begin >= cut:
             break
+        if begin < as_text:
+            continue
         if end > cut:
             if begin > 0:
                 cut = begin
             else:
                 start = 0 if text.startswith("<") else cut
-                text = text[:start] + _as_text(text[start:end]) + text[end:]
+                made = _as_text(text[start:end])
+                text, as_text = text[:start] + made + text[end:], start + len(made)
                 cut = cluster_start(text, limit)
             break
     backslashes = len(text[:cut]) - len(text[:cut].rstrip("\\"))
     if backslashes % 2 and cut > backslashes:
         cut -= 1  # the mark goes with its backslash
-    return cut, text
+    return cut, text, as_text
 
 
 # A code block's fences, and any escaped character, which opens none (escape_markdown's "\`\`\`"):
@@ -167,9 +173,10 @@ def _open_block(text: str) -> str | None:
     return tag
 
 
-def _break(text: str, limit: int, code: bool = False) -> tuple[int, str]:
-    """Where to cut `text` into a piece of at most `limit` characters, and the text then (see
-    `_hard_cut`). In `code`, at a line's end only: a line cut at a space would go on as another."""
+def _break(text: str, limit: int, as_text: int, code: bool = False) -> tuple[int, str, int]:
+    """Where to cut `text` into a piece of at most `limit` characters, the text then and how much
+    of it is an address made text (see `_hard_cut`). In `code`, at a line's end only: a line cut
+    at a space would go on as another."""
     window = text[:limit]
     ended = max(
         (e for found in SENTENCE_END.finditer(text, 0, limit + 1) if (e := found.end()) <= limit),
@@ -177,8 +184,8 @@ def _break(text: str, limit: int, code: bool = False) -> tuple[int, str]:
     )
     cut = window.rfind("\n") if code else max(window.rfind("\n"), window.rfind(" "), ended)
     if cut < limit // 2:  # no good break near the end: cut hard rather than make tiny pieces
-        return _hard_cut(text, limit)
-    return cut, text
+        return _hard_cut(text, limit, as_text)
+    return cut, text, as_text
 
 
 def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
@@ -191,11 +198,11 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     pieces: list[str] = []
     # The length of the fence a piece was given to open its block again: a cut within it would
     # give the next piece the same fence and the same text again, for ever.
-    reopened = 0
+    reopened = as_text = 0
     while len(text) > limit:
-        cut, cut_text = _break(text, limit)
+        cut, cut_text, made = _break(text, limit, as_text)
         if _open_block(cut_text[:cut]) is not None:
-            cut, cut_text = _break(text, limit - len(_CLOSE_FENCE), code=True)
+            cut, cut_text, made = _break(text, limit - len(_CLOSE_FENCE), as_text, code=True)
         text = cut_text
         tag = _open_block(text[:cut]) if cut > reopened else None
         piece, rest = text[:cut].rstrip(), text[cut:]
@@ -207,6 +214,7 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
             piece += _CLOSE_FENCE
             rest, reopened = f"```{tag}\n{rest}", len(tag) + 4
         pieces.append(piece)
+        as_text = max(0, made - (len(text) - len(rest) + reopened)) + reopened
         text = rest
     if text:
         pieces.append(text)

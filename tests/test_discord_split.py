@@ -115,3 +115,12 @@ def test_a_block_without_a_language_cut_hard_is_opened_again_without_one():
     assert pieces[1].startswith("```\nx") and "".join(_code(pieces)) == "x" * 4500
     # Fences escaped (a player's words, shown as written) open no block to close.
     assert "```" not in "".join(split_message(r"\`\`\`" + " word" * 500))
+
+
+def test_an_address_longer_than_a_piece_is_made_text_once():
+    # What was left of an address made text still read as one, and was made text again at each
+    # piece, its "<" and escapes doubled: 8,000 "<" in one address became 149 messages.
+    pieces = split_message("<" * 8000 + "a:/b>")
+    assert len(pieces) == 9 and "".join(pieces) == "<\u200b" * 8000 + "a:/b>"
+    pieces = split_message("<" + "[" * 5000 + ":/b>")
+    assert "".join(pieces) == "<\u200b" + "\\[" * 5000 + ":/b>"
