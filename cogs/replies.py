@@ -107,13 +107,16 @@ def without_masked_links(text: str) -> str:
 def as_posted(text: str, names: Iterable[str] = ()) -> str:
     """A reply's words as posted: `without_masked_links`, but each of `names` (a player's name as
     the game holds it, put into the words as it is) `literal`, or a name such as "# Big" or
-    "**x**" would make the line a heading or bold."""
+    "**x**" would make the line a heading or bold. Not within an address, which stays as written:
+    a backslash in one would change where it goes."""
     shown = sorted({name for name in names if name.strip()}, key=len, reverse=True)
     if not shown:
         return without_masked_links(text)
     pieces: list[str] = []
     at = 0
-    for found in re.finditer("|".join(map(re.escape, shown)), text):
+    for found in re.finditer(rf"(?P<link>{_LINK})|{'|'.join(map(re.escape, shown))}", text):
+        if found["link"]:
+            continue  # left whole to without_masked_links, which keeps it
         pieces += [without_masked_links(text[at : found.start()]), literal(found[0])]
         at = found.end()
     return "".join(pieces) + without_masked_links(text[at:])

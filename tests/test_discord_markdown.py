@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from cogs.replies import literal, without_masked_links
+from cogs.replies import as_posted, literal, without_masked_links
 
 ZWSP = "\u200b"
 
@@ -98,3 +98,22 @@ def test_words_someone_wrote_show_as_written(written: str, shown: str) -> None:
 )
 def test_a_reply_keeps_its_addresses_but_no_masked_link(written: str, shown: str) -> None:
     assert without_masked_links(written) == shown
+
+
+@pytest.mark.parametrize(
+    ("written", "names", "shown"),
+    [
+        ("# Big **x**, you have 3 points", ["# Big **x**"], r"\# Big \*\*x\*\*, you have 3 points"),
+        # An address holding the name stays as written, or the player's click goes elsewhere.
+        (
+            "dark_knight, see https://game.example/u/dark_knight?x=[1]&y=2",
+            ["dark_knight"],
+            r"dark\_knight, see https://game.example/u/dark_knight?x=[1]&y=2",
+        ),
+        ("_ : <https://x.example/a_b> and [a_b]", ["_"], r"\_ : <https://x.example/a_b> and \[a\_b\]"),
+    ],
+)
+def test_a_players_name_shows_as_written_but_addresses_as_they_go(
+    written: str, names: list[str], shown: str
+) -> None:
+    assert as_posted(written, names) == shown
