@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import datetime
 import json
 import logging
@@ -49,6 +50,8 @@ _LINK = addresses.PATTERN
 # A masked link needs both brackets; with the backslash escaped too, none can be made. Within an
 # address Discord reads no masked link, so the brackets there can stay.
 _MARK_OR_ADDRESS = re.compile(r"[\\\[\]]|<|https?://|steam://")
+# Code, inline or a block, as Discord finds it: its text is shown as it is, marks and all.
+_CODE = re.compile(r"```[\s\S]*?```|``[\s\S]+?``|`[^`]+`")
 # What discord.utils.escape_markdown and escape_mentions leave working in words someone else
 # wrote, escaped here with a backslash (Discord reads one before any punctuation mark as the mark
 # itself). escape_markdown escapes the "[" of the first masked link on a line only (its pattern
@@ -107,19 +110,38 @@ def without_masked_links(text: str) -> str:
 def as_posted(text: str, names: Iterable[str] = ()) -> str:
     """A reply's words as posted: `without_masked_links`, but each of `names` (a player's name as
     the game holds it, put into the words as it is) `literal`, or a name such as "# Big" or
-    "**x**" would make the line a heading or bold. Not within an address, which stays as written:
-    a backslash in one would change where it goes."""
+    "**x**" would make the line a heading or bold. Not within an address, which stays as written
+    (a backslash in one would change where it goes), nor in code, where Discord reads no mark and
+    would show the backslashes."""
     shown = sorted({name for name in names if name.strip()}, key=len, reverse=True)
     if not shown:
         return without_masked_links(text)
+    # Addresses found as `without_masked_links` finds them, in linear time: a reply is long. Code
+    # that starts with a name holding backticks is that name, escaped.
+    links = _Stretches(Addresses(text))
+    code = _Stretches(found.span() for found in _CODE.finditer(text))
     pieces: list[str] = []
     at = 0
-    for found in re.finditer(rf"(?P<link>{_LINK})|{'|'.join(map(re.escape, shown))}", text):
-        if found["link"]:
-            continue  # left whole to without_masked_links, which keeps it
-        pieces += [without_masked_links(text[at : found.start()]), literal(found[0])]
-        at = found.end()
+    for found in re.finditer("|".join(map(re.escape, shown)), text):
+        start, end = found.span()
+        if links.holds(start, start) or code.holds(start - 1, start):
+            continue  # within an address or code: left whole to without_masked_links as the rest
+        pieces += [without_masked_links(text[at:start]), literal(found[0])]
+        at = end
     return "".join(pieces) + without_masked_links(text[at:])
+
+
+class _Stretches:
+    """Stretches of a text that do not overlap, in order."""
+
+    def __init__(self, stretches: Iterable[tuple[int, int]]) -> None:
+        self._stretches = list(stretches)
+        self._lefts = [left for left, _ in self._stretches]
+
+    def holds(self, began_by: int, at: int) -> bool:
+        """Whether a stretch that began by `began_by` runs past `at`."""
+        near = bisect.bisect_right(self._lefts, began_by)
+        return bool(near) and self._stretches[near - 1][1] > at
 
 
 def _as_text(address: str) -> str:

@@ -111,9 +111,18 @@ def test_a_reply_keeps_its_addresses_but_no_masked_link(written: str, shown: str
             r"dark\_knight, see https://game.example/u/dark_knight?x=[1]&y=2",
         ),
         ("_ : <https://x.example/a_b> and [a_b]", ["_"], r"\_ : <https://x.example/a_b> and \[a\_b\]"),
+        # In code, where Discord reads no mark, a backslash would show.
+        ("`dark_knight`, dark_knight", ["dark_knight"], r"`dark_knight`, dark\_knight"),
+        ("```\n**x** *\n``` **x**", ["**x**"], "```\n**x** *\n``` \\*\\*x\\*\\*"),
+        ("``a `**x**` b`` **x**", ["**x**"], "``a `**x**` b`` \\*\\*x\\*\\*"),
+        (
+            "`**x**` (in code as the name holds it)",
+            ["`**x**`"],
+            r"\`\*\*x\*\*\` (in code as the name holds it)",
+        ),
     ],
 )
-def test_a_players_name_shows_as_written_but_addresses_as_they_go(
+def test_a_players_name_shows_as_written_but_not_in_an_address_or_code(
     written: str, names: list[str], shown: str
 ) -> None:
     assert as_posted(written, names) == shown
