@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import logging
 import re
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -2626,6 +2627,11 @@ async def test_metrics_are_served_to_this_machine_or_with_the_token(settings) ->
         assert rebound.status == 403 and "voxdesk_" not in await rebound.text()
         for host in ("localhost:8080", "127.0.0.1", "[::1]:8080"):
             assert (await client.get("/metrics", headers={"Host": host})).status == 200, host
+        # This machine's own name, which Debian's /etc/hosts points at 127.0.1.1: a Prometheus
+        # here scraping it by that name, as it was before the rule, and no site a DNS answer chose.
+        own = await client.get("/metrics", headers={"Host": f"{socket.gethostname().upper()}.:8080"})
+        assert own.status == 200, await own.text()
+        assert "localhost" in await rebound.text()  # the refusal says how it is asked for
     async with seen_from(plain, "203.0.113.9") as outside:
         refused = await outside.get("/metrics")
         assert refused.status == 403 and "voxdesk_" not in await refused.text()

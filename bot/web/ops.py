@@ -154,7 +154,10 @@ async def metrics_page(request: web.Request) -> web.Response:
     st = web_state(request)
     # Cost and counts are the studio's business: this machine, or whoever holds the token.
     if not security.metrics_allowed(request, st.settings.secrets.web_metrics_token):
-        raise web.HTTPForbidden(text="/metrics is served to this machine, or with the metrics token.")
+        raise web.HTTPForbidden(
+            text="/metrics is served to this machine (asked for by address, localhost or its own"
+            " name, through no proxy), or with the metrics token."
+        )
     await _grievance_gauges(st.core.grievances.local_store)
     load = st.core.agent.load()
     metrics.TURN_SLOTS.set(load.slots)

@@ -17,6 +17,7 @@ import hmac
 import ipaddress
 import logging
 import secrets
+import socket
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -601,7 +602,7 @@ def metrics_allowed(request: web.Request, token: str) -> bool:
         return False
     # A site whose name a DNS rebinding has pointed at 127.0.0.1 reaches this from loopback too,
     # through a browser on this machine, and may read the answer as its own: it names itself.
-    # Prometheus here asks for an address or localhost.
+    # Prometheus here asks for an address, localhost or this machine's own name.
     if not _names_this_machine(request.host):
         return False
     try:
@@ -611,8 +612,9 @@ def metrics_allowed(request: web.Request, token: str) -> bool:
 
 
 def _names_this_machine(host: str) -> bool:
-    """A Host header of an address ("127.0.0.1:8080", "[::1]:8080") or localhost: no name a DNS
-    answer chose."""
+    """A Host header of an address ("127.0.0.1:8080", "[::1]:8080"), localhost or this machine's
+    own name (Debian's /etc/hosts points it at 127.0.1.1, and a Prometheus here may scrape by it):
+    no name a DNS answer chose."""
     if host.startswith("["):
         name = host[1:].partition("]")[0]
     elif host.count(":") == 1:
@@ -620,7 +622,7 @@ def _names_this_machine(host: str) -> bool:
     else:
         name = host
     name = name.rstrip(".").lower()
-    if name == "localhost" or name.endswith(".localhost"):
+    if name == "localhost" or name.endswith(".localhost") or name == socket.gethostname().rstrip(".").lower():
         return True
     try:
         ipaddress.ip_address(name)
