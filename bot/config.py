@@ -547,9 +547,11 @@ def reply_audio_choices(o: OpenAISettings, name: str) -> tuple[str, ...]:
 
 
 def _check_azure_audio(settings: Settings) -> None:
-    """On Azure: a reply voice or format its api-version refuses has every note refused (the
-    fallback answers each), while `check`, which asks for text alone, would pass; an api-version
-    whose voices and formats are not known here is said, as none of them is checked. And earlier
+    """On Azure: a reply voice or format its api-version's specification does not list has every
+    note refused where the deployment's model does not take it (the fallback answers each), while
+    `check`, which asks for text alone, would pass: said. Not refused: the specification lags the
+    models (Azure's gpt-audio deployments take all ten voices and aac). An api-version whose
+    voices and formats are not known here is said, as none of them is checked. And earlier
     replies' audio ids, which its api-versions have no place for, are not sent however many
     openai.audio_history_turns asks for: said, or a studio would count on them."""
     o = settings.openai
@@ -568,9 +570,14 @@ def _check_azure_audio(settings: Settings) -> None:
     for name, value in (("voice", o.voice), ("format", o.reply_format)):
         if value not in (allowed := reply_audio_choices(o, name)):
             key = "openai.voice" if name == "voice" else "openai.reply_format"
-            raise ConfigError(
-                f"{key} = {value!r} is not one Azure's api-version {o.api_version} (openai.api_version)"
-                f" takes, and every note would be refused: choose one of {', '.join(allowed)}"
+            log.warning(
+                "%s = %r is not one Azure's api-version %s (openai.api_version) lists: a deployment"
+                " whose model does not take it has every note refused and answered by the fallback"
+                " (those it lists: %s)",
+                key,
+                value,
+                o.api_version,
+                ", ".join(allowed),
             )
     if o.audio_history_turns:
         log.warning(
