@@ -911,6 +911,10 @@ class Every:
             finally:
                 self.under_way = False
             self.current_loop += 1
+            if (me := asyncio.current_task()) is not None and me.cancelling():
+                # A stop the run swallowed (Python 3.11's asyncio.wait_for may, as its inner future
+                # ends): sleeping on would have stop(), and the bot's close with it, wait for ever.
+                raise asyncio.CancelledError
             await asyncio.sleep(self.seconds)
 
     def _failed(self, exc: BaseException) -> None:

@@ -2725,6 +2725,30 @@ async def test_a_recheck_under_way_has_ended_when_the_catch_up_unloads(settings,
         assert wound_up.is_set() and not recheck.under_way and not recheck.is_running()
 
 
+async def test_a_recheck_whose_run_swallows_its_stop_still_ends() -> None:
+    """The catch-up's unload waits for its recheck to end. A run that swallows the cancel (Python
+    3.11's asyncio.wait_for does when its inner future ends as the cancel lands) went on to sleep
+    and run again: the unload, and with it the bot's close, waited for ever."""
+    from cogs.catch_up import Every
+
+    started = asyncio.Event()
+
+    async def run() -> None:
+        started.set()
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.Event().wait()
+
+    recheck = Every(3600.0, run, "recheck")
+    recheck.start()
+    await started.wait()
+    stopping = asyncio.create_task(recheck.stop())
+    done, _ = await asyncio.wait({stopping}, timeout=30)  # a hang's bound, not a speed
+    if not done:
+        recheck._task.cancel()  # type: ignore[union-attr]  # what the unload never did again
+        await stopping
+    assert done and not recheck.is_running()
+
+
 async def test_a_recheck_is_under_way_from_its_runs_start_to_its_end() -> None:
     """`under_way` is what the harness's settle waits on (a recheck that may still send), and a
     run that fails or is cut must not leave it set."""
