@@ -122,6 +122,26 @@ async def test_a_player_speaking_spanish_is_answered_in_spanish(storage, fake) -
     assert "in a few words of English" in search["parameters"]["properties"]["query"]["description"]
 
 
+async def test_the_model_is_told_the_time_in_utc_the_same_on_every_step_of_a_turn(storage, fake) -> None:
+    # Tools give times ending in Z; without the date the model cannot say how long ago one was.
+    import datetime as dt
+
+    fake.script = [tool_calls(("get_grievance_status", {})), answer("Nothing new.")]
+    before = dt.datetime.now(dt.UTC)
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    after = dt.datetime.now(dt.UTC)
+    notes = []
+    for chat in fake.chats:
+        messages = chat.body["messages"]
+        (user,) = [i for i, m in enumerate(messages) if m["role"] == "user"]
+        assert messages[user - 1]["role"] == "system" and messages[user - 1] != messages[0]
+        notes.append(messages[user - 1]["content"])
+    assert len(notes) == 2 and notes[0] == notes[1]
+    assert any(f"{at:%Y-%m-%d %H:%M} UTC" in notes[0] for at in (before, after))
+    assert fake.violations == []
+
+
 async def test_a_tool_result_reaches_the_spoken_answer(storage, fake) -> None:
     fake.script = [tool_calls(("get_player_stats", {})), answer("Your stats: {tool:get_player_stats}")]
     async with running_app(openai_settings(storage, fake)) as app:
@@ -763,7 +783,8 @@ async def test_audio_sent_per_request_stays_flat_over_ten_turns(storage, fake) -
     sent = [c.audio_bytes for c in fake.chats]
     assert len(sent) == 10 and len(set(sent)) == 1  # one note's audio, never the past ones
     assert [len(c.audio_ids) for c in fake.chats] == [0] + [1] * 9  # only the latest reply by audio
-    assert len(fake.chats[-1].body["messages"]) == 1 + 8 * 2 + 1  # history bounded at 8 turns
+    # history bounded at 8 turns, then the time note and the note itself
+    assert len(fake.chats[-1].body["messages"]) == 1 + 8 * 2 + 2
 
 
 async def test_transcription_can_be_switched_off(storage, fake) -> None:

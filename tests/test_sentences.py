@@ -43,6 +43,7 @@ NOT_FOR_PLAYERS = {
     ("bot/tools/jira_tracker.py", "Jira call failed"): "a tracker error for the operator's log",
     ("bot/engines/offline/engine.py", "Whisper model"): "`voxdesk check`, for the operator",
     ("bot/engines/openai.py", "Azure OpenAI"): "`voxdesk check`, for the operator",
+    ("bot/engines/openai.py", "It is now"): "the time, told to the model",
     ("cogs/bot.py", "Message Content intent is off"): "a warning in the operator's log",
     ("cogs/runner.py", "Discord closed the gateway"): "an error in the operator's log",
     ("bot/web/playground.py", "The playground is off"): "staff trying the bot on the web",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import hashlib
 import hmac
 import json
@@ -94,6 +95,7 @@ ASKING = "asking"  # turn.scratch: seconds this turn waited on chat requests, th
 # turn.scratch: the note's WAV in base64, made once a turn off the event loop (a 120 s note's
 # is 7.7 MB, some 10 ms of CPU that every other player's note and the heartbeat would wait for).
 ENCODED = "encoded"
+ASKED_AT = "asked_at"  # scratch: when the turn's first step was sent, Unix seconds
 # The player's words only feed history, and the agent waits for them briefly after the answer: a
 # transcription is short, and sent again only when the server never had it.
 TRANSCRIBE_TIMEOUT = 15.0  # seconds, its tries together
@@ -623,6 +625,8 @@ class OpenAIEngine:
                 replace(turn, history=[]) if turn.afresh else turn,
                 audio_turns,
                 refused=self._refused_audio,
+                # One time for every step of the turn, so each step's prompt begins as the last did.
+                asked_at=turn.scratch.setdefault(ASKED_AT, time.time()),
             ),
             "modalities": ["text", "audio"],
             "audio": {"voice": self._voice(turn.voice), "format": self.reply_format},
@@ -757,14 +761,19 @@ def build_messages(
     audio_turns: int = 1,
     now: float | None = None,
     refused: Container[str] = (),
+    asked_at: float | None = None,
 ) -> list[dict[str, Any]]:
     """The request's messages; `refused`: earlier replies' audio ids the provider refused, sent as
-    their transcripts."""
+    their transcripts; `asked_at`: the time the model is told it is now."""
     now = time.time() if now is None else now
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
     by_audio = len(turn.history) - audio_turns
     for index, past in enumerate(turn.history):
         messages += _past_turn(past, now, by_audio=index >= by_audio and past.audio_id not in refused)
+    # The tools' times are UTC, and without today's date the model cannot say how long ago one
+    # was. The note sits just before the player's words rather than in the system prompt: the
+    # prompt's beginning, which the provider caches, stays the same from turn to turn.
+    messages.append({"role": "system", "content": time_note(now if asked_at is None else asked_at)})
     heard = _heard(turn)
     if turn.rounds and heard:
         # After the first step the player's words, already transcribed, say the same as their
@@ -792,6 +801,11 @@ def build_messages(
             {"role": "tool", "tool_call_id": r.call.id, "content": as_json(r.result)} for r in round_.results
         ]
     return _distinct_call_ids(messages)
+
+
+def time_note(at: float) -> str:
+    when = dt.datetime.fromtimestamp(at, dt.UTC)
+    return f"It is now {when:%A %Y-%m-%d %H:%M} UTC. The player's own time zone is unknown."
 
 
 def _distinct_call_ids(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
