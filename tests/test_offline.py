@@ -756,6 +756,36 @@ def test_ticket_keys_are_spoken_letter_by_letter() -> None:
     assert spoken("Your ticket number is GRV-14.") == "Your ticket number is G R V 14."
 
 
+def test_a_tickets_time_is_said_as_how_long_ago_the_same_in_every_time_zone() -> None:
+    # 02:00 UTC on the 18th is the 17th in the evening for a player in California, as /grievance
+    # shows it them: a UTC date would be a day off.
+    import datetime as dt
+    import time
+
+    from bot.engines.offline.engine import render
+
+    def ticket(hours_ago: float) -> dict[str, Any]:
+        at = dt.datetime.fromtimestamp(time.time() - hours_ago * 3600, dt.UTC)
+        return {"ticket_key": "GRV-3", "category": "billing", "status": "Open", "last_update": at.isoformat()}
+
+    text = render(router.STATUS, {"tickets": [ticket(5.2)]}, "")
+    assert "last updated 5 hours ago." in text and "last updated 5 hours ago." in spoken(text)
+    said = [render(router.STATUS, {"tickets": [ticket(h)]}, "") for h in (0.001, 0.5, 24 * 3 + 1, 24 * 40)]
+    assert [s.split("last updated ")[1].split(".")[0] for s in said] == [
+        "just now",
+        "30 minutes ago",
+        "3 days ago",
+        "5 weeks ago",
+    ]
+    naive = {
+        "ticket_key": "GRV-3",
+        "category": "billing",
+        "status": "Open",
+        "last_update": "2020-01-01T00:00:00",
+    }
+    assert "years ago" in render(router.STATUS, {"tickets": [naive]}, "")
+
+
 def test_english_voices_are_really_available() -> None:
     voices = english_voices()
     assert "en-us" in voices and len(voices) >= 4

@@ -457,12 +457,32 @@ def _record_note(note: str | None) -> str:
     return say.FROM_UNTRACKED if note == say.UNTRACKED_NOTE else say.FROM_LOCAL_RECORD
 
 
-def _when(stamp: str) -> str:
+def _when(stamp: str, now: float | None = None) -> str:
+    """How long before `now` a ticket's time was. Not its date: /grievance shows the date in the
+    player's own time zone, and the UTC date can be the day before or after it."""
     try:
         when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
     except ValueError:
         return stamp
-    return f"{when.day} {when.strftime('%B')}"
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)  # the grievances' times are UTC
+    minutes = int(((time.time() if now is None else now) - when.timestamp()) // 60)
+    days = minutes // (24 * 60)
+    if minutes < 1:
+        return say.UPDATED_JUST_NOW
+    if minutes < 60:
+        count = _count(minutes, "minute")
+    elif days < 1:
+        count = _count(minutes // 60, "hour")
+    elif days < 14:
+        count = _count(days, "day")
+    elif days < 60:
+        count = _count(days // 7, "week")
+    elif days < 730:
+        count = _count(days // 30, "month")
+    else:
+        count = _count(days // 365, "year")
+    return say.UPDATED_AGO.format(count=count)
 
 
 def _count(n: int, noun: str) -> str:
