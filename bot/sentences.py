@@ -84,10 +84,16 @@ NOTE_UNHEARD = (
 )
 FILED_BEFORE_FAILING = "I did file your complaint before that: ticket {ticket_keys}."
 FILED_BEFORE_REFUSING = "I did file your complaint: ticket {ticket_keys}."
+# `when` (RESET_IN_*): the budget starts afresh at midnight UTC, for a player in another time
+# zone perhaps later today, so not "tomorrow".
 OVER_BUDGET = (
-    "You've used up today's voice answers. I'll be happy to help again tomorrow; until then, "
+    "You've used up today's voice answers. I'll be happy to help again {when}; until then, "
     "the slash commands still work."
 )
+RESET_IN_HOURS = "in about {hours} hours"
+RESET_IN_AN_HOUR = "in about an hour"
+RESET_IN_MINUTES = "in {minutes} minutes"
+RESET_IN_A_MINUTE = "in a minute"
 REFUSAL = "Sorry, I can't help with that one. Is there something else about your games I can do?"
 # Kept after an answer cut off at its length limit, in the history the model reads next turn.
 CUT_OFF = "[cut off here: the answer ran past its length limit]"

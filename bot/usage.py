@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import math
 from pathlib import Path
 
 import aiosqlite
@@ -134,7 +135,7 @@ class UsageMeter:
             s.daily_tokens and tokens >= s.daily_tokens
         ):
             log.info("user %s is over today's budget", user_id)
-            return say.OVER_BUDGET
+            return say.OVER_BUDGET.format(when=reset_in(seconds_to_reset()))
         return None
 
     async def record(
@@ -226,3 +227,21 @@ class UsageMeter:
 
     async def aclose(self) -> None:
         await self._conn.close()
+
+
+def seconds_to_reset(now: dt.datetime | None = None) -> float:
+    """Until the daily budgets start afresh: the next UTC midnight (UsageMeter.today)."""
+    now = now or dt.datetime.now(dt.UTC)
+    midnight = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
+    return (midnight - now).total_seconds()
+
+
+def reset_in(seconds: float) -> str:
+    """`seconds` as said to a player: "in about 5 hours", "in 20 minutes"."""
+    hours = round(seconds / 3600)
+    if hours >= 2:
+        return say.RESET_IN_HOURS.format(hours=hours)
+    if seconds >= 45 * 60:
+        return say.RESET_IN_AN_HOUR
+    minutes = math.ceil(seconds / 60)
+    return say.RESET_IN_MINUTES.format(minutes=minutes) if minutes > 1 else say.RESET_IN_A_MINUTE

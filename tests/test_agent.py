@@ -1,7 +1,9 @@
 import asyncio
 import contextlib
+import datetime as dt
 import logging
 import random
+import re
 
 import pytest
 
@@ -11,7 +13,7 @@ from bot.config import UsageSettings
 from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState, Usage
 from bot.sentences import OVER_BUDGET
 from bot.tools.base import ToolContext
-from bot.usage import UsageMeter
+from bot.usage import UsageMeter, reset_in, seconds_to_reset
 from tests.audio_samples import encode, speechlike
 from tests.scripted_engine import BrokenEngine, ScriptedEngine, answer, calls, tone_wav_reply
 
@@ -343,7 +345,7 @@ async def test_the_daily_token_budget_stops_a_player_once_spent(settings) -> Non
         second = await app.agent.respond_text(ToolContext(user_id=NOVA), "two")
         other = await app.agent.respond_text(ToolContext(user_id=BLAZE), "three")
     assert (first.kind, second.kind, other.kind) == ("answer", "over_budget", "answer")
-    assert second.text == OVER_BUDGET
+    assert over_budget(second.text)
     assert len(engine.seen) == 2  # the refused turn never reached the engine
 
 
@@ -398,6 +400,30 @@ async def test_a_usage_db_that_reads_but_will_not_record_is_said_once(settings, 
     assert "again" not in caplog.text
 
 
+def over_budget(text: str | None) -> bool:
+    return bool(text) and re.fullmatch(re.escape(OVER_BUDGET).replace(r"\{when\}", "in .+"), text) is not None
+
+
+async def test_a_spent_budget_says_how_long_until_it_starts_afresh_not_tomorrow(tmp_path) -> None:
+    # The budget starts afresh at midnight UTC: 7 pm in New York, later that same day there.
+    meter = await UsageMeter.open(tmp_path / "usage.db", UsageSettings(daily_tokens=10), model="m")
+    try:
+        await meter.record(NOVA, "scripted", Usage(text_in=10), 0.0)
+        before = seconds_to_reset()
+        text = await meter.refusal(NOVA)
+        after = seconds_to_reset()
+    finally:
+        await meter.aclose()
+    assert text is not None and "tomorrow" not in text
+    assert reset_in(before) in text or reset_in(after) in text
+    midnight = dt.datetime(2026, 11, 18, tzinfo=dt.UTC)
+    said = [
+        reset_in(seconds_to_reset(midnight - dt.timedelta(minutes=m))) for m in (5 * 60 + 10, 50, 20, 1, 0.2)
+    ]
+    assert said == ["in about 5 hours", "in about an hour", "in 20 minutes", "in a minute", "in a minute"]
+    assert reset_in(seconds_to_reset(midnight)) == "in about 24 hours"
+
+
 async def test_the_daily_budget_refuses_at_exactly_the_limit_not_one_past_it(tmp_path) -> None:
     limits = UsageSettings(daily_audio_seconds=2.0, daily_tokens=100)
     meter = await UsageMeter.open(tmp_path / "usage.db", limits, model="m")
@@ -406,12 +432,12 @@ async def test_the_daily_budget_refuses_at_exactly_the_limit_not_one_past_it(tmp
         await meter.record(NOVA, "scripted", Usage(text_in=40, text_out=30, audio_in=20, audio_out=9), 0.0)
         assert await meter.refusal(NOVA) is None  # 99 tokens
         await meter.record(NOVA, "scripted", Usage(audio_out=1), 0.0)
-        assert await meter.refusal(NOVA) == OVER_BUDGET  # 100: exactly the limit
+        assert over_budget(await meter.refusal(NOVA))  # 100: exactly the limit
 
         await meter.record(BLAZE, "scripted", None, 1.5)
         assert await meter.refusal(BLAZE) is None
         await meter.record(BLAZE, "scripted", None, 0.5)  # 2.0 s, exact in binary floating point
-        assert await meter.refusal(BLAZE) == OVER_BUDGET
+        assert over_budget(await meter.refusal(BLAZE))
         assert await meter.refusal(QUILL) is None
     finally:
         await meter.aclose()

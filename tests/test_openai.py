@@ -803,7 +803,7 @@ async def test_daily_budget_refuses_politely_once_spent(storage, fake) -> None:
         other = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
         spent = await app.agent.budget.today_for(NOVA)  # type: ignore[union-attr]
     assert first.text == "first"
-    assert second.kind == "over_budget" and "tomorrow" in second.text
+    assert second.kind == "over_budget" and "help again in " in second.text
     assert other.text == "second"
     assert len(fake.chats) == 2
     assert spent["audio_in"] > 0 and spent["cost_usd"] > 0 and spent["audio_seconds"] > 2

@@ -2254,7 +2254,7 @@ async def test_a_refused_player_is_told_before_the_note_is_read(settings, monkey
             assert await answer.json() == {"error": "Choose one of the playground's players."}
         else:
             assert answer.status == 429 and int(answer.headers["Retry-After"]) > 0
-            assert await answer.json() == {"error": say.OVER_BUDGET}
+            assert (await answer.json())["error"].startswith(say.OVER_BUDGET.split("{")[0])
 
 
 async def test_each_playground_visitor_has_a_daily_budget_of_their_own(settings) -> None:
@@ -2275,7 +2275,8 @@ async def test_each_playground_visitor_has_a_daily_budget_of_their_own(settings)
         assert (await note(client, alice, NOVA)).status == 200  # a note of a few seconds spends it
         for player in (NOVA, BLAZE):
             spent = await note(client, alice, player)
-            assert spent.status == 429 and await spent.json() == {"error": say.OVER_BUDGET}, player
+            assert spent.status == 429, player
+            assert (await spent.json())["error"].startswith(say.OVER_BUDGET.split("{")[0]), player
         async with TestClient(TestServer(client.app)) as alice_without_her_cookie:
             assert (await note(alice_without_her_cookie, alice, QUILL)).status == 429
         async with TestClient(TestServer(client.app)) as other_visitor:

@@ -5,7 +5,6 @@ same friendly errors as Discord."""
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import hashlib
 import hmac
 import logging
@@ -25,6 +24,7 @@ from bot.app import App
 from bot.audio import AudioError, too_big_message
 from bot.bounded import remember
 from bot.tools.base import ToolContext
+from bot.usage import seconds_to_reset
 from bot.web import UPLOAD_SLACK, Reused, WebState, byte_range, security
 from bot.web import state as web_state
 
@@ -301,15 +301,8 @@ async def _refused_player(request: web.Request, player: str, spender: str) -> we
         return web.json_response({"error": say.OOPS}, status=500)
     agent.usage_unread.answered()
     if refusal:
-        return _refused(refusal, 429, "over_budget", _seconds_to_tomorrow())
+        return _refused(refusal, 429, "over_budget", seconds_to_reset())
     return None
-
-
-def _seconds_to_tomorrow() -> float:
-    """Until a daily budget starts afresh: the next UTC midnight (UsageMeter.today)."""
-    now = dt.datetime.now(dt.UTC)
-    tomorrow = dt.datetime.combine(now.date() + dt.timedelta(days=1), dt.time(), dt.UTC)
-    return (tomorrow - now).total_seconds()
 
 
 async def _read_capped(part: BodyPartReader, limit: int, chunk_size: int = CHUNK) -> bytes | None:
