@@ -39,7 +39,7 @@ from bot.db import (
 )
 from bot.schemas import refuse_newer_databases, remedy, versions
 from bot.tools.grievance_spool import GrievanceSpool
-from bot.tools.grievance_store import LATELY_GONE, RESUBMIT_SECONDS, claims_of
+from bot.tools.grievance_store import LATELY_GONE, RESUBMIT_SECONDS, claims_of, iso_at
 
 DISCORD_ID = re.compile(r"[0-9]{1,20}")
 
@@ -56,6 +56,22 @@ BY_USER = {
 # Of the rows under the player's id, those that are theirs alone: an older voxdesk kept a guild
 # channel, everyone's place, under the id of the first player who sent a note there.
 MINE_ONLY = {"places": " AND kind = 'dm'"}
+
+
+# The columns of those tables that keep a time as Unix seconds: ISO 8601 in UTC in the export, as
+# every other time in it is, for a reader who cannot tell 1765000000.0 for a date.
+UNIX_SECONDS = {
+    "turns": ("at", "audio_expires_at"),
+    "latest_forget": ("at", "audio_expires_at"),  # a row of turns
+    "news": ("next_try_at",),
+    "notes": ("lease_until", "updated_at"),
+    "places": ("heard_at",),
+    "grievances": ("next_try_at",),
+    "lately_filed": ("at", "lease_until"),
+}
+# Times kept as text another program may have written with an offset (players.db is the
+# studio's): the same instant, in UTC.
+ISO_TEXT = {"game_sessions": ("played_at",), "achievements": ("earned_at",)}
 
 
 class NotAPlayerId(ValueError):
@@ -130,7 +146,7 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
     checked(user_id)
     held: dict[str, Any] = {
         "user_id": user_id,
-        "exported_at": (now or dt.datetime.now(dt.UTC)).isoformat(timespec="seconds"),
+        "exported_at": iso_at((now or dt.datetime.now(dt.UTC)).timestamp()),
         "storage": str(storage.root),
     }
     _refuse_newer(storage)
@@ -158,7 +174,29 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
                     part["lately_filed"] = _claims(recent, user_id, complaints)
         held[name] = part
     held["players"] = _stats(storage, user_id)
+    for part in (held[name] for name in [*BY_USER, "players"]):
+        for table, rows in part.items():
+            for row in rows if isinstance(rows, list) else []:
+                if isinstance(row, dict):
+                    _in_utc(row, table)
     return held
+
+
+def _in_utc(row: dict[str, Any], table: str) -> None:
+    for column in UNIX_SECONDS.get(table, ()):
+        value = row.get(column)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            row[column] = iso_at(value)
+    for column in ISO_TEXT.get(table, ()):
+        value = row.get(column)
+        if not isinstance(value, str):
+            continue
+        try:
+            at = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            continue  # shown as the studio wrote it
+        if at.tzinfo is not None:
+            row[column] = at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _stats(storage: StoragePaths, user_id: str) -> dict[str, list[dict[str, Any]]]:

@@ -533,3 +533,49 @@ async def test_a_guild_channel_an_older_voxdesk_kept_under_a_player_is_not_their
     assert [p["place_id"] for p in player_data.export(paths_, NOVA)["notes"]["places"]] == [940]
     said = player_data.forget(paths_, NOVA)
     assert any("1 DM channel(s)" in line for line in said), said
+
+
+async def test_every_time_in_an_export_is_iso_8601_in_utc(settings) -> None:
+    # Turns, notes and claims keep Unix seconds: 1765000000.0 beside "2026-12-05T06:00:00Z" in one
+    # file, which a player cannot read as a date. A studio's players.db may write its own offset.
+    import datetime as dt
+
+    from bot import player_data
+
+    storage = settings.storage_dir
+    await _fill(storage, NOVA, "nova was charged twice for gems")
+    await _file_by_command(storage, NOVA, "charged twice for gems", "discord:1:")
+    paths_ = storage_paths_of(storage)
+    with sqlite3.connect(paths_.players) as db:
+        (player_id,) = db.execute(
+            "SELECT player_id FROM players WHERE discord_user_id = ?", (NOVA,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO achievements (player_id, name, earned_at) VALUES (?, 'Early Bird', ?)",
+            (player_id, "2026-11-18T03:00:00+05:00"),
+        )
+    with sqlite3.connect(paths_.news) as db:
+        db.execute("UPDATE news SET next_try_at = 1765000000.5")
+
+    held = player_data.export(paths_, NOVA)
+    times: list[tuple[str, object]] = []
+
+    def walk(value: object, key: str = "") -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(v, k)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v, key)
+        elif (key == "at" or key.endswith(("_at", "_until"))) and value is not None:
+            times.append((key, value))
+
+    walk(held)
+    named = {k for k, _ in times}
+    assert {"exported_at", "at", "updated_at", "lease_until", "next_try_at", "earned_at"} <= named
+    for key, value in times:
+        assert isinstance(value, str) and value.endswith("Z"), (key, value)
+        assert dt.datetime.fromisoformat(value.replace("Z", "+00:00")).utcoffset() == dt.timedelta(0)
+    earned = [a["earned_at"] for a in held["players"]["achievements"] if a["name"] == "Early Bird"]
+    assert earned == ["2026-11-17T22:00:00Z"]
+    assert {n["next_try_at"] for n in held["news"]["news"]} == {"2025-12-06T05:46:40Z"}
