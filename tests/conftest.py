@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import shutil
 import sqlite3
 import warnings
@@ -145,7 +146,13 @@ def summary_from_rows(players_db: Path, user_id: str) -> PlayerSummary | None:
     ]
     # Newest first, ties by name: two stable sorts, the tie-breaker first.
     newest_first = sorted((a for a in earned if a[0] == player_id), key=lambda a: a[1])
-    newest_first.sort(key=lambda a: a[2], reverse=True)
+
+    # By the instant, a time without an offset in UTC: text puts "03:00+05:00" after "23:00Z".
+    def instant(at: str) -> dt.datetime:
+        when = dt.datetime.fromisoformat(at)
+        return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+
+    newest_first.sort(key=lambda a: instant(a[2]), reverse=True)
     return PlayerSummary(
         player_name=player_name,
         total_points=totals[player_id],

@@ -134,6 +134,31 @@ async def test_a_name_stored_in_latin_1_is_read_not_refused(settings, scripted_a
     assert nova["total_points"] == 708 and "query failed" not in caplog.text
 
 
+# Nova's Night Owl (2026-08-17) and three from one evening, each written with another offset: as
+# text "2026-11-18T03:00:00+05:00" (22:00 UTC on the 17th) sorts first, though it is the oldest.
+MIXED_OFFSETS = [
+    ("Late Night", "2026-11-18T03:00:00+05:00"),
+    ("Evening", "2026-11-17T23:00:00Z"),
+    ("No Offset", "2026-11-17T22:30:00"),  # read as UTC
+]
+NEWEST_FIRST = ["Evening", "No Offset", "Late Night", "Night Owl"]
+
+
+async def test_achievements_written_with_mixed_offsets_are_newest_first_by_the_instant(
+    settings, scripted_app_engine
+) -> None:
+    players_db = storage_paths(settings).players
+    with sqlite3.connect(players_db) as conn:
+        conn.executemany(
+            "INSERT INTO achievements (player_id, name, earned_at) VALUES (1, ?, ?)", MIXED_OFFSETS
+        )
+    async with running_app(settings, scripted_app_engine) as app:
+        nova = await run(app, NOVA, "get_player_stats")
+        summary = await app.stats.player_summary(NOVA)
+    assert nova["achievements"] == NEWEST_FIRST and nova["achievement_count"] == 4
+    assert summary == summary_from_rows(players_db, NOVA)
+
+
 async def test_a_player_with_more_than_ten_achievements_gets_the_newest_ten(
     settings, scripted_app_engine
 ) -> None:
@@ -251,7 +276,7 @@ async def test_ranking_by_the_last_totals_for_many_questions_is_one_warning(capl
 def nova_alone(totals: Callable[[], list[tuple[int]]]):  # type: ignore[no-untyped-def]
     """A stats query for a database holding Nova's summary, whose read of every total is
     `totals()`."""
-    from bot.tools.stats_sql import ACHIEVEMENT_COUNT, FIND_PLAYER, GAMES_BY_TYPE, TOTALS
+    from bot.tools.stats_sql import FIND_PLAYER, GAMES_BY_TYPE, TOTALS
 
     async def fetch(sql: str, params: object) -> list[tuple[object, ...]]:
         if sql == FIND_PLAYER:
@@ -260,8 +285,6 @@ def nova_alone(totals: Callable[[], list[tuple[int]]]):  # type: ignore[no-untyp
             return [("arena", 2, 25, 0.0)]
         if sql == TOTALS:
             return list(totals())
-        if sql == ACHIEVEMENT_COUNT:
-            return [(0,)]
         return []
 
     return fetch
@@ -294,12 +317,12 @@ async def test_a_blip_on_reading_every_total_holds_off_no_read_of_them(caplog) -
 
     now = [0.0]
     ranking = Ranking(seconds=60.0, clock=lambda: now[0])
-    first = await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking, blip)
+    first = await stats_sql.player_summary(fetch, NOVA, ranking, blip)
     now[0] += 61
     totals[0] = [(10,), (30,), (20,), (40,)]  # another player has passed Nova meanwhile
     with caplog.at_level(logging.INFO, logger="bot.tools.stats_sql"):
-        blipped = await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking, blip)
-        after = await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking, blip)
+        blipped = await stats_sql.player_summary(fetch, NOVA, ranking, blip)
+        after = await stats_sql.player_summary(fetch, NOVA, ranking, blip)
     assert first is not None and (first.rank, first.players_ranked) == (2, 3)
     assert blipped is not None and (blipped.rank, blipped.players_ranked) == (2, 3)  # the last read
     assert after is not None and (after.rank, after.players_ranked) == (3, 4)
@@ -358,11 +381,11 @@ async def test_while_every_total_cannot_be_read_a_question_does_not_wait_to_read
     now = [0.0]
     ranking = Ranking(seconds=60.0, clock=lambda: now[0])
     with caplog.at_level(logging.INFO, logger="bot.tools.stats_sql"):
-        unranked = [await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking) for _ in range(3)]
+        unranked = [await stats_sql.player_summary(fetch, NOVA, ranking) for _ in range(3)]
         assert len(reads) == 1
         now[0] += 61
         failing = False
-        ranked = await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking)
+        ranked = await stats_sql.player_summary(fetch, NOVA, ranking)
     assert [(s.rank, s.total_points) for s in unranked if s] == [(None, 25)] * 3
     assert ranked is not None and (ranked.rank, ranked.players_ranked) == (2, 3)
     assert len(reads) == 2
@@ -394,9 +417,9 @@ async def test_a_hold_off_of_the_read_of_every_total_is_said_once_not_once_a_que
     with caplog.at_level(logging.INFO, logger="bot.tools.stats_sql"):
         for _ in range(2):  # two hold-offs, five questions each
             for _ in range(5):
-                assert (await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking)).rank is None  # type: ignore[union-attr]
+                assert (await stats_sql.player_summary(fetch, NOVA, ranking)).rank is None  # type: ignore[union-attr]
             now[0] += 61
-        assert (await stats_sql.player_summary(fetch, NOVA, "sqlite", ranking)).rank == 2  # type: ignore[union-attr]
+        assert (await stats_sql.player_summary(fetch, NOVA, ranking)).rank == 2  # type: ignore[union-attr]
     assert len(reads) == 3
     said = [(r.levelno, r.getMessage()) for r in caplog.records]
     unread = [m for _, m in said if "could not be read" in m]

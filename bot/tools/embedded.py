@@ -80,7 +80,7 @@ class SqliteStats:
 
     async def player_summary(self, user_id: str) -> PlayerSummary | None:
         try:
-            summary = await stats_sql.player_summary(self._fetch, user_id, "sqlite", self._ranking)
+            summary = await stats_sql.player_summary(self._fetch, user_id, self._ranking)
         except sqlite3.Error as exc:
             self._outage.failed(str(exc), "player stats query failed: %s", exc)
             raise ToolError(say.STATS_UNAVAILABLE) from None

@@ -164,8 +164,6 @@ class OdbcStats:
         return cls(pool, executor, settings)
 
     async def player_summary(self, user_id: str) -> PlayerSummary | None:
-        dialect = self._settings.dialect
-
         async def summary_of(fetch: Fetch, retried: Callable[[Exception], bool]) -> PlayerSummary | None:
             def blip(exc: Exception) -> bool:
                 # One the summary is tried again after, but a query timeout: a read that outlasts
@@ -174,7 +172,7 @@ class OdbcStats:
                     isinstance(exc, pyodbc.Error) and str(exc.args[0]) in QUERY_TIMEOUTS
                 )
 
-            return await stats_sql.player_summary(fetch, user_id, dialect, self._ranking, blip)
+            return await stats_sql.player_summary(fetch, user_id, self._ranking, blip)
 
         try:
             summary = await self._with_retries(summary_of)

@@ -1,14 +1,16 @@
 """The one set of player-stats SQL, shared by the embedded (SQLite) and ODBC (Azure SQL) paths.
 
-Queries use qmark (`?`) parameters, which both sqlite3 and pyodbc accept. The only dialect
-difference they need, a row limit, lives in `limit_rows`.
+Queries use qmark (`?`) parameters, which both sqlite3 and pyodbc accept, and nothing either
+dialect lacks: no row limit (TOP or LIMIT), no date function.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import datetime as dt
 import logging
+import math
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Sequence
@@ -52,15 +54,11 @@ COLUMNS_READ = (
     "SELECT player_id, name, earned_at FROM achievements WHERE 1 = 0",
 )
 
-ACHIEVEMENT_COUNT = "SELECT COUNT(*) FROM achievements WHERE player_id = ?"
-ACHIEVEMENTS = "SELECT {top}name FROM achievements WHERE player_id = ? ORDER BY earned_at DESC, name{limit}"
-
-
-def limit_rows(template: str, n: int, dialect: str) -> str:
-    """SQLite says `LIMIT n` at the end; SQL Server says `TOP n` after SELECT."""
-    if dialect == "sqlserver":
-        return template.format(top=f"TOP {int(n)} ", limit="")
-    return template.format(top="", limit=f" LIMIT {int(n)}")
+# Every one of the player's, sorted here by the instant: earned_at is text, and
+# "2026-11-18T03:00:00+05:00" (22:00 UTC on the 17th) sorts after "2026-11-17T23:00:00Z" as text
+# though it is earlier. Parsing in SQL takes each dialect's own function (SQLite's julianday, SQL
+# Server's datetimeoffset), a query the SQLite driver that tests the ODBC path could not run.
+ACHIEVEMENTS = "SELECT name, earned_at FROM achievements WHERE player_id = ?"
 
 
 class Ranking:
@@ -169,7 +167,6 @@ def _again(exc: Exception) -> Exception:
 async def player_summary(
     fetch: Fetch,
     user_id: str,
-    dialect: str,
     ranking: Ranking,
     retried: Callable[[Exception], bool] | None = None,
 ) -> PlayerSummary | None:
@@ -210,10 +207,11 @@ async def player_summary(
             ranking.unread.failed(type(exc).__name__, said, exc)
             ranking.failed_for_good(exc)
         rank = ranked = None
-    achievements = [
-        str(row[0]) for row in await fetch(limit_rows(ACHIEVEMENTS, MAX_ACHIEVEMENTS, dialect), (player_id,))
-    ]
-    (earned,) = (await fetch(ACHIEVEMENT_COUNT, (player_id,)))[0]
+    earned = await fetch(ACHIEVEMENTS, (player_id,))
+    # Newest first, ties by name: two stable sorts, the tie-breaker first.
+    newest_first = sorted(earned, key=lambda row: str(row[0]))
+    newest_first.sort(key=lambda row: earned_at_instant(row[1]), reverse=True)
+    achievements = [str(row[0]) for row in newest_first[:MAX_ACHIEVEMENTS]]
     return PlayerSummary(
         player_name=str(player_name),
         total_points=total,
@@ -221,5 +219,18 @@ async def player_summary(
         players_ranked=ranked,
         games=games,
         achievements=achievements,
-        achievement_count=int(earned),
+        achievement_count=len(earned),
     )
+
+
+def earned_at_instant(value: Any) -> float:
+    """An achievement's earned_at as Unix seconds: ISO 8601 text (with "Z" or an offset; without
+    one, UTC), or a date-time column's value. One that is neither sorts as the oldest."""
+    if isinstance(value, str):
+        try:
+            value = dt.datetime.fromisoformat(value.strip())
+        except ValueError:
+            return -math.inf
+    if isinstance(value, dt.datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    return -math.inf

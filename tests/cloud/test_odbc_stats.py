@@ -1,7 +1,7 @@
 """Player stats over ODBC, for real: aioodbc → unixODBC → the SQLite ODBC driver on players.db.
 
 CI installs `unixodbc` and `libsqliteodbc` from Debian; the driver registers itself as `SQLite3`.
-The same SQL runs here as on Azure SQL (only the row-limit dialect differs), so these tests pin
+The same SQL runs here as on Azure SQL, so these tests pin
 the pool, retry, timeout and error handling that production relies on.
 """
 
@@ -759,9 +759,6 @@ async def test_a_deadlock_or_lock_timeout_on_sql_server_is_retried(
         return await execute(conn, sql, *params)
 
     monkeypatch.setattr(aioodbc.connection.Connection, "execute", first_refused)
-    # The SQLite driver stands in for SQL Server: its row limit, not SQL Server's TOP.
-    limit_rows = stats_sql.limit_rows
-    monkeypatch.setattr(stats_sql, "limit_rows", lambda sql, n, dialect: limit_rows(sql, n, "sqlite"))
     caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
     stats = await OdbcStats.open(odbc_string(players_db(settings)), replace(FAST, dialect="sqlserver"))
     try:
@@ -887,3 +884,24 @@ def test_the_demo_seeds_never_delete_a_studios_players(dialect: str) -> None:
     assert "DELETE" not in seed and "TRUNCATE" not in seed and "DROP" not in seed
     if dialect == "sqlserver":  # `init` checks for itself that the SQLite players table is empty
         assert "IF EXISTS (SELECT 1 FROM DBO.PLAYERS)" in seed and "SET NOEXEC ON" in seed
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "sqlserver"])
+async def test_achievements_with_mixed_offsets_are_newest_first_over_odbc_too(
+    settings: Settings, embedded: SqliteStats, dialect: str
+) -> None:
+    # The same order as the embedded path, whichever dialect is named: no dialect's date
+    # functions are used for it.
+    from tests.test_tools import MIXED_OFFSETS, NEWEST_FIRST
+
+    with sqlite3.connect(players_db(settings)) as conn:
+        conn.executemany(
+            "INSERT INTO achievements (player_id, name, earned_at) VALUES (1, ?, ?)", MIXED_OFFSETS
+        )
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), replace(FAST, dialect=dialect))
+    try:
+        summary = await stats.player_summary(NOVA)
+    finally:
+        await stats.aclose()
+    assert summary is not None and summary.achievements == NEWEST_FIRST
+    assert summary == await embedded.player_summary(NOVA)
