@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import datetime
 import json
 import logging
@@ -116,32 +115,26 @@ def as_posted(text: str, names: Iterable[str] = ()) -> str:
     shown = sorted({name for name in names if name.strip()}, key=len, reverse=True)
     if not shown:
         return without_masked_links(text)
-    # Addresses found as `without_masked_links` finds them, in linear time: a reply is long. Code
-    # that starts with a name holding backticks is that name, escaped.
-    links = _Stretches(Addresses(text))
-    code = _Stretches(found.span() for found in _CODE.finditer(text))
+    # One pass from the start, as Discord reads: what begins first holds what follows it, so a
+    # backtick in an escaped name or in an address opens no code, and code found on the text as
+    # a whole (from such a backtick) would hide a later name. At one place an address comes
+    # first, then a name: code that starts with a name holding backticks is that name, escaped.
+    links = Addresses(text)
+    name = re.compile("|".join(map(re.escape, shown)))
+    starts = re.compile(f"{name.pattern}|<|https?://|steam://|`")
     pieces: list[str] = []
-    at = 0
-    for found in re.finditer("|".join(map(re.escape, shown)), text):
-        start, end = found.span()
-        if links.holds(start, start) or code.holds(start - 1, start):
-            continue  # within an address or code: left whole to without_masked_links as the rest
-        pieces += [without_masked_links(text[at:start]), literal(found[0])]
-        at = end
+    at = seek = 0
+    while found := starts.search(text, seek):
+        start = found.start()
+        end = links.end(start) if text[start] in "<hs" else -1
+        if end < 0 and (named := name.match(text, start)):
+            pieces += [without_masked_links(text[at:start]), literal(named[0])]
+            at = end = named.end()
+        elif end < 0:
+            code = _CODE.match(text, start) if text[start] == "`" else None
+            end = code.end() if code else start + 1
+        seek = end
     return "".join(pieces) + without_masked_links(text[at:])
-
-
-class _Stretches:
-    """Stretches of a text that do not overlap, in order."""
-
-    def __init__(self, stretches: Iterable[tuple[int, int]]) -> None:
-        self._stretches = list(stretches)
-        self._lefts = [left for left, _ in self._stretches]
-
-    def holds(self, began_by: int, at: int) -> bool:
-        """Whether a stretch that began by `began_by` runs past `at`."""
-        near = bisect.bisect_right(self._lefts, began_by)
-        return bool(near) and self._stretches[near - 1][1] > at
 
 
 def _as_text(address: str) -> str:

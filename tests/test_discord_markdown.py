@@ -120,6 +120,9 @@ def test_a_reply_keeps_its_addresses_but_no_masked_link(written: str, shown: str
             ["`**x**`"],
             r"\`\*\*x\*\*\` (in code as the name holds it)",
         ),
+        # A backtick Discord shows as text (in an escaped name, in an address) opens no code.
+        ("**b**` wrote `ls` as **b**`.", ["**b**`"], r"\*\*b\*\*\` wrote `ls` as \*\*b\*\*\`."),
+        ("https://x.example/` then **n** and `y`", ["**n**"], r"https://x.example/` then \*\*n\*\* and `y`"),
     ],
 )
 def test_a_players_name_shows_as_written_but_not_in_an_address_or_code(
