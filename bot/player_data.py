@@ -193,10 +193,10 @@ def _in_utc(row: dict[str, Any], table: str) -> None:
             continue
         try:
             at = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
-        except ValueError:
+            if at.tzinfo is not None:
+                row[column] = at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        except (ValueError, OverflowError):  # OverflowError: in UTC before year 1 or past 9999
             continue  # shown as the studio wrote it
-        if at.tzinfo is not None:
-            row[column] = at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _stats(storage: StoragePaths, user_id: str) -> dict[str, list[dict[str, Any]]]:

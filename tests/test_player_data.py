@@ -579,3 +579,24 @@ async def test_every_time_in_an_export_is_iso_8601_in_utc(settings) -> None:
     earned = [a["earned_at"] for a in held["players"]["achievements"] if a["name"] == "Early Bird"]
     assert earned == ["2026-11-17T22:00:00Z"]
     assert {n["next_try_at"] for n in held["news"]["news"]} == {"2025-12-06T05:46:40Z"}
+
+
+async def test_an_achievement_time_before_year_1_in_utc_is_exported_as_written(settings) -> None:
+    # 0001-01-01T00:00:00+05:00 parses, but in UTC it falls in year 0, which no datetime holds:
+    # the export stopped with OverflowError rather than show the studio's text.
+    from bot import player_data
+
+    await _fill(settings.storage_dir, NOVA, "nova was charged twice for gems")
+    paths_ = storage_paths_of(settings.storage_dir)
+    with sqlite3.connect(paths_.players) as db:
+        (player_id,) = db.execute(
+            "SELECT player_id FROM players WHERE discord_user_id = ?", (NOVA,)
+        ).fetchone()
+        db.execute(
+            "INSERT INTO achievements (player_id, name, earned_at) VALUES (?, 'Placeholder', ?)",
+            (player_id, "0001-01-01T00:00:00+05:00"),
+        )
+
+    held = player_data.export(paths_, NOVA)
+    earned = [a["earned_at"] for a in held["players"]["achievements"] if a["name"] == "Placeholder"]
+    assert earned == ["0001-01-01T00:00:00+05:00"]
