@@ -13,6 +13,11 @@ from __future__ import annotations
 import math
 
 
+def too_many_unseen(count: int) -> str:
+    """What a player is told of a note turned away by a catch-up that answers `count` of theirs."""
+    return TOO_MANY_UNSEEN_NONE if count == 0 else TOO_MANY_UNSEEN.format(count=count)
+
+
 def wait_of(seconds: float) -> str:
     """A wait as a player reads it: rounded up, so never "0 seconds", and "1 second" alone."""
     whole = max(1, math.ceil(seconds))
@@ -52,6 +57,11 @@ TOO_SHORT = "That voice note is too short for me to hear anything."
 TOO_MANY_UNSEEN = (
     "You sent more notes before I could see them than I answer at once; of the ones I've just "
     "found, I'm answering {count}. Send me again whatever is still unanswered."
+)
+# When none of them is answered: "I'm answering 0" reads as a count, not as a sentence.
+TOO_MANY_UNSEEN_NONE = (
+    "You sent more notes before I could see them than I answer at once; I'm not answering the ones "
+    "I've just found. Send me again whatever is still unanswered."
 )
 TOO_FAST = "You're sending notes faster than I can answer. Try again in {wait}."
 STILL_ANSWERING = (

@@ -659,7 +659,7 @@ class CatchUp(commands.Cog):
             flood.count(sent)
         for message in refused:
             count = answered.get(message.author.id, 0)
-            voice.turn_away(message, say.TOO_MANY_UNSEEN.format(count=count))
+            voice.turn_away(message, say.too_many_unseen(count))
         return todo
 
     async def _replied_to(self, message: discord.Message, lease_until: float | None) -> bool:

@@ -22,7 +22,14 @@ import pytest
 
 from bot.config import Settings
 from bot.note_ledger import NoteLedger
-from bot.sentences import DMS_CLOSED_NOTICE, ONE_AT_A_TIME, RESTARTING, TOO_FAST, TOO_MANY_UNSEEN
+from bot.sentences import (
+    DMS_CLOSED_NOTICE,
+    ONE_AT_A_TIME,
+    RESTARTING,
+    TOO_FAST,
+    TOO_MANY_UNSEEN,
+    TOO_MANY_UNSEEN_NONE,
+)
 from tests.conftest import NOVA
 from tests.discord_harness import (
     blaze,
@@ -2788,4 +2795,4 @@ async def test_notes_a_catch_up_answered_count_for_a_thread_read_back_beside_the
         told = await fake.wait_for(lambda _: [r for n in hidden for r in fake.replies_to(n["id"])])
         await settle(fake)
     assert [answers(fake, n) for n in [*down, *hidden]] == [1, 1, 0, 0]
-    assert [t.content for t in told] == [TOO_MANY_UNSEEN.format(count=0)]
+    assert [t.content for t in told] == [TOO_MANY_UNSEEN_NONE]

@@ -436,7 +436,7 @@ async def test_notes_turned_away_by_a_second_read_are_told_what_it_counted(
     # A recheck reads a place the first catch-up could not: the notes the first read found filled
     # the player's window, so of those the second finds none is answered, though as many notes as
     # the limit allows are being answered: the count told is of the second read's notes alone.
-    from bot.sentences import TOO_MANY_UNSEEN
+    from bot.sentences import TOO_MANY_UNSEEN_NONE
 
     voice, catch_up = harness.bot.get_cog("VoiceNotes"), harness.bot.get_cog("CatchUp")
     rate, per = harness.bot.discord_settings.flood_notes, harness.bot.discord_settings.flood_seconds
@@ -457,7 +457,7 @@ async def test_notes_turned_away_by_a_second_read_are_told_what_it_counted(
     )
     assert catch_up._within_flood_limit(voice, first, set()) == [m.id for m in first]
     assert catch_up._within_flood_limit(voice, second, set()) == []
-    assert told == [TOO_MANY_UNSEEN.format(count=0)] * rate
+    assert told == [TOO_MANY_UNSEEN_NONE] * rate
 
 
 async def test_two_bots_of_an_overlapping_deploy_tell_each_word_about_a_note_once(settings, fake):
