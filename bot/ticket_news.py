@@ -1032,10 +1032,11 @@ class TicketNews:
             try:
                 await asyncio.shield(putting_back)
             except asyncio.CancelledError:
-                if not putting_back.done():
-                    # A write that fails leaves it claimed: lost, as a crash there would leave it.
-                    with contextlib.suppress(Exception):
-                        await asyncio.shield(putting_back)
+                # Through every further cancel, as `_give_back`: a write cut loose would leave the
+                # news 'sending' once the store closes. One that fails leaves it claimed: lost, as
+                # a crash there would leave it.
+                with contextlib.suppress(Exception):
+                    await _outlasting(putting_back)
                 raise
             return 0
         await self.store.finish(ids, "failed", error or (unreachable if outcome is Outcome.RETRY else None))

@@ -1748,6 +1748,38 @@ async def test_news_a_stop_takes_while_its_retry_is_written_is_tried_again_as_it
     assert len(carried) == 2 and carried[first.key] == [i.id for i in first.items]
 
 
+async def test_news_a_second_cancel_lands_on_while_its_retry_is_written_is_pending_once_the_round_ends(
+    tmp_path: Path,
+) -> None:
+    """A DM Discord failed, its round stopped while the news was put back for a retry, and a
+    second cancel (the stop out of grace, asyncio.run's end) landed on that write: the round ended
+    at once, its write cut loose, and the store closed after it found the news still 'sending':
+    never sent."""
+    reached, go = asyncio.Event(), asyncio.Event()
+    db = tmp_path / "grievances.db"
+
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        putting_back = p.store.retry
+
+        async def retry(*args: Any) -> None:
+            reached.set()
+            await go.wait()  # the database busy with another process's write
+            await putting_back(*args)
+
+        p.store.retry = retry  # type: ignore[method-assign]
+        round_ = asyncio.create_task(p.news.run_once(Recorder(outcomes=[Outcome.RETRY])))
+        await asyncio.wait_for(reached.wait(), 30)
+        round_.cancel()
+        await asyncio.sleep(0)  # the first cancel lands before the second is asked for
+        round_.cancel()
+        go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await round_
+        assert sql(tmp_path / "news.db", "SELECT state FROM news") == [("pending",)]
+
+
 @pytest.mark.parametrize("iso", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00", "not a date"])
 def test_a_time_out_of_range_in_utc_is_told_earlier(iso: str) -> None:
     # Year 1 an hour east of UTC is before year 1 in UTC: astimezone raised OverflowError.
