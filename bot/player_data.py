@@ -271,9 +271,17 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         # by comparing with it, and without it the ticket's status would be told again.
         told = _delete(conn, f"DELETE FROM news WHERE user_id = ? AND {ticket_news.SUPERSEDED}", (user_id,))
         kept = len(_rows(conn, "SELECT id FROM news WHERE user_id = ?", (user_id,)))
+        # A change is compared with the status alone: the words told (the start of the ticket's
+        # description) are kept only where the news is still to be sent.
+        _delete(
+            conn,
+            f"UPDATE news SET text = '' WHERE user_id = ? AND state NOT IN {ticket_news.TO_SEND}",
+            (user_id,),
+        )
         lines.append(
             f"news.db: {told} piece(s) of ticket news and {n} channel note(s) erased;"
-            f" kept: {kept}, the newest of each ticket (so no status is told twice)"
+            f" kept: {kept}, the newest of each ticket (so no status is told twice), its words"
+            " erased once told"
         )
     with _database(storage, "notes") as conn:
         n = len(_rows(conn, "SELECT message_id FROM notes WHERE user_id = ?", (user_id,)))

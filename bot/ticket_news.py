@@ -332,6 +332,10 @@ async def rekey_news(conn: aiosqlite.Connection) -> None:
         raise
 
 
+# The states of news whose text a DM may still carry ('sending' goes back to pending when given
+# back or put back for a retry).
+TO_SEND = "('pending', 'held', 'sending')"
+
 # A piece of news told (or given up) with a newer one of its ticket for its player: what pruning
 # may drop. Each player's newest piece of a ticket stays, since `add` compares a change with it.
 SUPERSEDED = (

@@ -130,6 +130,31 @@ async def test_forget_keeps_a_players_newest_news_of_a_ticket_staff_gave_another
     assert _count(storage_paths_of(storage).news, "SELECT COUNT(*) FROM news WHERE user_id = ?", NOVA) == 1
 
 
+async def test_forget_erases_the_words_of_the_news_it_keeps_once_told(settings) -> None:
+    # The newest piece of a ticket stays for its status; its words quote the ticket's description,
+    # which grievances.db keeps for the studio anyway. News still to send keeps the words it carries.
+    storage = settings.storage_dir
+    paths_ = storage_paths_of(storage)
+    news = await NewsStore.open(paths_.news)
+    for user_id, ticket in ((NOVA, "GRV-9"), (BLAZE, "GRV-8")):
+        assert await news.add(user_id, "jira", ticket, "status", "resolved", f'{ticket} ("charged twice")')
+        await news.finish([i.id for i in await news.due() if i.user_id == user_id], "sent")
+    assert await news.add(NOVA, "jira", "GRV-7", "status", "open", 'GRV-7 ("locked out")')
+    await news.aclose()
+    done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
+    assert done.returncode == 0, done.stderr
+    with contextlib.closing(sqlite3.connect(paths_.news)) as conn:
+        rows = conn.execute("SELECT user_id, ticket, state, text FROM news ORDER BY ticket").fetchall()
+    assert rows == [
+        (NOVA, "GRV-7", "pending", 'GRV-7 ("locked out")'),
+        (BLAZE, "GRV-8", "sent", 'GRV-8 ("charged twice")'),
+        (NOVA, "GRV-9", "sent", ""),
+    ]
+    news = await NewsStore.open(paths_.news)
+    assert not await news.add(NOVA, "jira", "GRV-9", "status", "resolved", "again", marker="2", heard="open")
+    await news.aclose()
+
+
 async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which(settings) -> None:
     storage = settings.storage_dir
     await _fill(storage, NOVA, "nova was charged twice for gems", forgot=True)
