@@ -148,14 +148,16 @@ class TicketNewsDesk(commands.Cog):
         return Outcome.SENT
 
     async def in_channel(self, user_id: str, channel_id: str, text: str) -> bool:
-        if await self._left_server_of(int(user_id), int(channel_id)):
+        if left := await self._left_place_of(int(user_id), int(channel_id)):
             # Discord refuses DMs to someone who shares no server with the bot: a player who left
-            # (or was banned) cannot read the channel, whose members would only learn that they
-            # have tickets, one maybe filed against one of them.
+            # (or was banned) cannot read the channel, nor can one removed from a private thread
+            # read it. Its members would only learn that they have tickets, one maybe filed
+            # against one of them.
             log.info(
-                "ticket news for %s: DMs refused, and they are no longer in the server of channel %s:"
+                "ticket news for %s: DMs refused, and they are no longer in the %s of channel %s:"
                 " not told there",
                 user_id,
+                left,
                 channel_id,
             )
             return False
@@ -174,26 +176,35 @@ class TicketNewsDesk(commands.Cog):
             return False
         return True
 
-    async def _left_server_of(self, user_id: int, channel_id: int) -> bool:
-        """Whether Discord says the player is not a member of the server `channel_id` is in. One
-        member looked up needs no Server Members intent. A look-up that fails says no: Discord's
-        trouble must not cost a player who is still there the one notice that tells them."""
+    async def _left_place_of(self, user_id: int, channel_id: int) -> str | None:
+        """What Discord says the player is no longer a member of: the server `channel_id` is in
+        ("server"), or the private thread it is ("private thread"); None if neither. One member
+        and one thread member looked up need no Server Members intent. A look-up that fails says
+        neither: Discord's trouble must not cost a player who is still there the one notice that
+        tells them."""
+        place = None
         try:
             channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
             guild = getattr(channel, "guild", None)
             if guild is None:
-                return False
+                return None
+            place = "server"
             await self.bot.http.get_member(guild.id, user_id)
+            if getattr(channel, "type", None) is not discord.ChannelType.private_thread:
+                return None  # a public thread shows to all who see its channel, members or not
+            place = "private thread"
+            await self.bot.http.get_thread_member(channel_id, user_id)
         except discord.NotFound as exc:
-            return exc.code in (UNKNOWN_MEMBER, UNKNOWN_USER)
+            return place if exc.code in (UNKNOWN_MEMBER, UNKNOWN_USER) else None
         except (discord.HTTPException, discord.RateLimited, aiohttp.ClientError, ConnectionError) as exc:
             log.warning(
-                "could not learn whether %s is still in the server of channel %s: %r",
+                "could not learn whether %s is still in the %s of channel %s: %r",
                 user_id,
+                place or "server",
                 channel_id,
                 exc,
             )
-        return False
+        return None
 
     async def _post(self, channel_id: int, d: Delivery) -> AsyncIterator[bool]:
         """Send `d` in the player's reply style, as cogs/replies.py answers notes; yields after

@@ -243,6 +243,35 @@ async def test_a_player_who_left_the_server_is_not_told_of_their_tickets_in_its_
     assert asked.path.endswith(f"/members/{NOVA}") and asked.error == 10007
 
 
+@pytest.mark.parametrize("removed", [True, False])
+async def test_a_player_removed_from_the_private_thread_of_their_last_note_is_not_told_there(
+    settings: Settings, fake: FakeDiscord, removed: bool
+) -> None:
+    # A private thread shows only to its members: a notice there after a moderator removed the
+    # player reaches only the others in it. A player still in it is told there.
+    settings = fast(settings)
+    grievances = settings.storage_dir / "grievances.db"
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, joined=True)
+    async with running_bot(settings, fake):
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
+        await eventually(lambda: last_channel(settings, NOVA) == [(str(thread),)])
+        fake.dms_closed.add(int(NOVA))
+        if removed:
+            fake.remove_player_from_thread(thread, int(NOVA))
+        await staff(grievances, "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-10'")
+        await eventually(lambda: [s for *_, s in news_states(settings, NOVA)] == ["dms_closed"])
+        # A later round's news, to Blaze: Nova's round, notice or none, is over by then.
+        await staff(grievances, "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-11'")
+        await fake.wait_for(lambda _: dms(fake, BLAZE))
+    notices = [m.content for m in fake.sent("message", thread) if m.reply_to is None]
+    assert len(notices) == (0 if removed else 1)
+    assert all(n.startswith(f"<@{NOVA}> I have news about your tickets") for n in notices)
+    (asked,) = [r for r in fake.received if r.kind == "get_thread_member"]
+    assert asked.path.endswith(f"/channels/{thread}/thread-members/{NOVA}")
+    assert asked.error == (10007 if removed else None)
+
+
 async def test_a_note_forwarded_into_a_watched_channel_is_where_closed_dms_are_told(
     settings: Settings, fake: FakeDiscord
 ) -> None:

@@ -566,6 +566,33 @@ async def test_the_joined_listing_takes_a_thread_id_before_not_a_timestamp(refus
     assert len(fake.violations) == 2 and "is not snowflake" in fake.violations[0]
 
 
+async def test_a_thread_member_is_served_as_the_spec_says_while_they_are_one(refusing_discord) -> None:
+    # "Get Thread Member": the member object while the player is in the thread (posting joins it),
+    # 404 Unknown Member once a moderator removed them; a channel that is no thread is refused.
+    fake = refusing_discord
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, joined=True)
+    await fake.send_message(nova, channel_id=thread, guild=True, content="hi")
+    headers = {"Authorization": f"Bot {TOKEN}"}
+    url = f"{fake.api_base}/channels/{thread}/thread-members/{nova.id}"
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for query in ({}, {"with_member": "true"}):
+            async with session.get(url, params=query) as response:
+                assert response.status == 200
+                served = await response.json()
+            assert component_errors(DISCORD, "ThreadMemberResponse", served) == []
+            assert served["user_id"] == str(nova.id) and ("member" in served) == bool(query)
+        fake.remove_player_from_thread(thread, nova.id)
+        async with session.get(url) as response:
+            assert (response.status, (await response.json())["code"]) == (404, 10007)
+        assert fake.violations == [] and fake.refused == []
+        fake.expect_refusals()
+        async with session.get(
+            f"{fake.api_base}/channels/{ALLOWED_CHANNEL}/thread-members/{nova.id}"
+        ) as response:
+            assert response.status == 400
+    assert [r.error for r in fake.received if r.kind == "get_thread_member"] == [None, None, 10007, 50024]
+
+
 async def test_history_pages_newest_first_and_discord_py_reads_it_all(settings) -> None:
     async with discord_server.serving() as fake:
         # Chatter in a channel the bot does not answer, posted before it starts: kept, not sent.

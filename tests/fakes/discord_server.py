@@ -25,7 +25,9 @@ Manage Threads, as on Discord: one the bot is not in is left out of GUILD_CREATE
 active-threads listing, no event about it or its messages reaches the bot, and a request for it
 is 403 Missing Access. A player mentioning the bot in a thread, `add_to_thread`, or the bot's own
 message there adds it: THREAD_CREATE, then THREAD_MEMBERS_UPDATE;
-`remove_from_thread` takes it out.
+`remove_from_thread` takes it out. A player's message in a thread makes them a member of it, and
+`remove_player_from_thread` takes them out; one thread member is read by GET
+/channels/{id}/thread-members/{user}.
 
 Every message and interaction body is validated against the official OpenAPI description
 (`tests/fakes/specs/discord-openapi.json.gz`) plus the rules Discord applies to voice messages; a
@@ -267,7 +269,7 @@ class Received:
 
     # message | typing | reaction_add | reaction_remove | callback | followup | edit_original | sync
     # | cdn | history | get_message | get_channel | get_member | open_dm | archived_threads
-    # | active_threads
+    # | active_threads | get_thread_member
     # | message_again (a message POST whose enforced nonce made Discord return the message it made)
     kind: str
     method: str
@@ -486,6 +488,7 @@ class FakeDiscord(Strict):
         )
         r.add_get("/api/v10/guilds/{guild_id}/threads/active", self._active_threads)
         r.add_get("/api/v10/guilds/{guild_id}/members/{user_id}", self._get_member)
+        r.add_get("/api/v10/channels/{channel_id}/thread-members/{user_id}", self._get_thread_member)
         r.add_post("/api/v10/channels/{channel_id}/typing", self._typing)
         r.add_put("/api/v10/channels/{channel_id}/messages/{message_id}/reactions/{emoji}/@me", self._react)
         r.add_delete(
@@ -767,6 +770,9 @@ class FakeDiscord(Strict):
         if self.threads.get(channel_id, {}).get("archived"):
             # A player's message unarchives the thread, as the bot's own would.
             await self._unarchive(channel_id)
+        if channel_id in self.threads:
+            # Posting in a thread joins it, as the bot's own message does (see add_to_thread()).
+            self.threads[channel_id]["members"].setdefault(author.id, now_iso())
         if mention_bot and channel_id in self.threads:
             # "If you mention someone from within a thread, they will be added to the thread
             # automatically"; a private thread "will only appear for someone if they're added
@@ -859,6 +865,12 @@ class FakeDiscord(Strict):
         }
         await self.dispatch("THREAD_MEMBERS_UPDATE", update)
         del self.threads[thread_id]["members"][BOT_USER_ID]
+
+    def remove_player_from_thread(self, thread_id: int, user_id: int) -> None:
+        """A moderator removes a player from a thread: a private one shows to them no more. No
+        event reaches the bot: THREAD_MEMBERS_UPDATE for another user needs the Server Members
+        intent, which the bot does not ask for."""
+        self.threads[thread_id]["members"].pop(user_id, None)
 
     async def _tell_joined(self, thread_id: int) -> None:
         """THREAD_MEMBERS_UPDATE with the bot among `added_members`: without the Guild Members
@@ -2064,6 +2076,61 @@ class FakeDiscord(Strict):
         record.response = member
         await self._record(record)
         return _json(member)
+
+    async def _get_thread_member(self, request: web.Request) -> web.Response:
+        """GET /channels/{id}/thread-members/{user} ("Get Thread Member"): "a thread member object
+        for the specified user if they are a member of the thread", with their guild member when
+        `with_member` is true; 404 10007 otherwise. The middleware answers for a thread the bot
+        may not see; a channel that is no thread is refused as Discord refuses the thread-members
+        routes there (50024)."""
+        channel_id, user_id = int(request.match_info["channel_id"]), int(request.match_info["user_id"])
+        record = Received("get_thread_member", request.method, request.path, channel_id, dict(request.query))
+        try:
+            if set(request.query) - {"with_member"}:
+                self._violate(
+                    50035, f"unknown query parameters: {sorted(set(request.query) - {'with_member'})}"
+                )
+            with_member = request.query.get("with_member", "false")
+            if with_member not in ("true", "false", "True", "False"):
+                self._violate(50035, f'with_member: Value "{with_member}" is not bool.')
+            if channel_id not in self.threads:
+                if channel_id not in self.guild_channels and channel_id not in self.dm_channels:
+                    raise _unknown_channel()
+                self._refuse_as_discord(
+                    f"GET {request.path}: not a thread",
+                    DiscordError(400, 50024, "Cannot execute action on this channel type"),
+                )
+            joined_at = self.threads[channel_id]["members"].get(user_id)
+            if joined_at is None:
+                raise DiscordError(404, 10007, "Unknown Member")
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        body: dict[str, Any] = {
+            "id": str(channel_id),
+            "user_id": str(user_id),
+            "join_timestamp": joined_at,
+            "flags": 0,
+        }
+        if with_member.lower() == "true" and user_id not in self.left_members:
+            body["member"] = {  # every field the spec's GuildMemberResponse requires
+                "user": {**user_payload(user_id, f"player{user_id}"), "flags": 0, "primary_guild": None},
+                "avatar": None,
+                "banner": None,
+                "communication_disabled_until": None,
+                "flags": 0,
+                "joined_at": now_iso(),
+                "nick": None,
+                "pending": False,
+                "premium_since": None,
+                "roles": [],
+                "mute": False,
+                "deaf": False,
+            }
+        record.response = body
+        await self._record(record)
+        return _json(body)
 
     async def _create_dm(self, request: web.Request) -> web.Response:
         """POST /users/@me/channels: the bot's DM channel with a user, made once and returned
