@@ -192,7 +192,7 @@ def _in_utc(row: dict[str, Any], table: str) -> None:
         if not isinstance(value, str):
             continue
         try:
-            at = dt.datetime.fromisoformat(value.replace("Z", "+00:00"))
+            at = dt.datetime.fromisoformat(value)
             if at.tzinfo is not None:
                 row[column] = at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         except (ValueError, OverflowError):  # OverflowError: in UTC before year 1 or past 9999

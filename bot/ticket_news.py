@@ -67,6 +67,7 @@ from bot.addresses import Addresses
 from bot.audio import ReplyAudio
 from bot.config import NewsSettings
 from bot.db import add_missing_columns, first, opening, prune_due, while_locked, writing
+from bot.instants import instant
 from bot.logs import Outage
 from bot.preferences import Preferences, PreferenceStore
 from bot.speech.speakable import without_overrides
@@ -242,7 +243,7 @@ def plain(text: str, limit: int) -> str:
 def when(iso: str) -> str:
     """2025-01-31T10:02:00Z as "31 Jan at 10:02 UTC"."""
     try:
-        at = dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).astimezone(dt.UTC)
+        at = instant(iso).astimezone(dt.UTC)
     except (ValueError, OverflowError):  # OverflowError: a time zone takes it before year 1 or past 9999
         return "earlier"
     return f"{at.day} {at:%b} at {at:%H:%M} UTC"

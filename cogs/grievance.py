@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import itertools
 import logging
 import sqlite3
@@ -17,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import sentences as say
+from bot.instants import instant
 from bot.tools import (
     CATEGORIES,
     TICKET_KEY,
@@ -58,11 +58,9 @@ def shown_time(stamp: str) -> str:
     """A ticket's time as a Discord timestamp, which each player's client shows in their own
     time zone; a time that cannot be read is shown as it is."""
     try:
-        at = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        at = instant(stamp)
     except ValueError:
         return stamp
-    if at.tzinfo is None:
-        at = at.replace(tzinfo=dt.UTC)  # the grievances' times are UTC
     return discord.utils.format_dt(at, "f")
 
 

@@ -16,6 +16,7 @@ from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from bot.instants import instant
 from bot.logs import Outage
 from bot.tools.base import GameSummary, PlayerSummary
 
@@ -228,7 +229,7 @@ def earned_at_instant(value: Any) -> float:
     one, UTC), or a date-time column's value. One that is neither sorts as the oldest."""
     if isinstance(value, str):
         try:
-            value = dt.datetime.fromisoformat(value.strip())
+            return instant(value.strip()).timestamp()
         except ValueError:
             return -math.inf
     if isinstance(value, dt.datetime):

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime as dt
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ from bot import sentences as say
 from bot.config import Settings
 from bot.engines.base import AudioClip, EngineReply, SpeechModelsUnavailable, Transcript, TurnState
 from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_workers, vote_meaning
+from bot.instants import instant
 from bot.intent import meaning, router
 from bot.intent.cues import FILING_WORDS, FUNCTION_WORDS
 from bot.intent.word_tagger import word_tagger
@@ -461,11 +461,9 @@ def _when(stamp: str, now: float | None = None) -> str:
     """How long before `now` a ticket's time was. Not its date: /grievance shows the date in the
     player's own time zone, and the UTC date can be the day before or after it."""
     try:
-        when = dt.datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+        when = instant(stamp)
     except ValueError:
         return stamp
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)  # the grievances' times are UTC
     minutes = int(((time.time() if now is None else now) - when.timestamp()) // 60)
     days = minutes // (24 * 60)
     if minutes < 1:
