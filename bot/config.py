@@ -989,7 +989,7 @@ def _load_dotenv() -> None:
                 )
             continue
         if "\0" in value:
-            # No environment variable can hold one: os.environ stopped start-up with a traceback.
+            # No environment variable can hold one: os.environ would stop start-up with a traceback.
             raise ConfigError(
                 f"{DOTENV.resolve()}: the value of {var} holds a NUL character, which no environment"
                 " variable can: remove it"

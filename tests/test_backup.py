@@ -343,8 +343,8 @@ def test_a_backup_keeps_the_newest_backups_and_removes_only_older_ones(settings,
 
 def test_a_backup_while_another_runs_on_smb_leaves_it_be(settings, tmp_path: Path, monkeypatch) -> None:
     # CIFS emulates flock with SMB byte-range locks and refuses one another holds with EACCES, not
-    # EWOULDBLOCK: a backup started while another ran into the same folder failed with
-    # PermissionError, as if the folder were not the operator's to write.
+    # EWOULDBLOCK: a backup started while another runs into the same folder would fail
+    # with PermissionError, as if the folder were not the operator's to write.
     real_flock = fcntl.flock
 
     def smb_flock(fd: int, operation: int) -> None:

@@ -487,7 +487,7 @@ def test_a_dotenv_file_powershell_wrote_is_one_line_saying_so(
 def test_a_nul_in_a_dotenv_value_is_one_line_naming_the_key_not_the_value(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # os.environ refuses a NUL ("embedded null byte"): start-up stopped with a traceback.
+    # os.environ refuses a NUL ("embedded null byte"): start-up would stop with a traceback.
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     (tmp_path / ".env").write_bytes(b"OPENAI_API_KEY=sk-secret\x00tail\n")

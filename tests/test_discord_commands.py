@@ -131,8 +131,8 @@ async def test_a_ticket_key_copied_from_right_to_left_text_or_typed_in_kana_is_f
 
 
 async def test_a_ticket_key_typed_with_arabic_or_persian_digits_is_found(harness: Harness):
-    # An Arabic or Persian keyboard types its own digits, which NFKC keeps: the player was told
-    # "not a ticket key".
+    # An Arabic or Persian keyboard types its own digits, which NFKC keeps: read as they come, the
+    # player would be told "not a ticket key".
     for typed in ("GRV-١٠", "GRV-۱۰", "\u2067GRV-١٠\u2069", "GRV-१०"):
         text = await ask(harness.fake, nova, "grievance", sub("status", ticket=typed))
         assert "GRV-10" in text and "Topped up 20 dollars" in text, typed
@@ -458,8 +458,8 @@ async def test_ticket_lookups_by_command_are_held_to_a_per_player_limit(settings
 async def test_a_host_clock_set_back_holds_no_player_longer_at_the_ticket_limits(
     settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ):
-    # Timed by the host clock, a clock set back an hour told a player who had just filed to wait
-    # an hour and ten minutes for the next ticket or lookup, not ten minutes.
+    # Timed by the host clock, a clock set back an hour would tell a player who has just filed to
+    # wait an hour and ten minutes for the next ticket or lookup, not ten minutes.
     import cogs.limits
     from cogs.limits import InAnyWindow, Limits
     from tests.test_discord_voice import HostClock

@@ -356,8 +356,8 @@ async def test_flooding_player_is_asked_to_slow_down(settings, fake: FakeDiscord
 
 
 async def test_a_note_delivered_late_is_told_the_wait_from_when_it_came(settings, fake: FakeDiscord):
-    # Timed from when Discord says it was sent, a note the gateway delivered 200 s late was told
-    # to wait 800 s: the player could send again 600 s after it came.
+    # Timed from when Discord says it was sent, a note the gateway delivers 200 s late would be
+    # told to wait 800 s: the player may send again 600 s after it came.
     async with running_bot(settings, fake, flood_notes=2, flood_seconds=600) as h:
         for _ in range(2):
             await h.fake.send_note(nova, voice_note())

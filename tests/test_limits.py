@@ -52,10 +52,10 @@ def test_a_notes_lateness_is_never_more_than_it_was_whatever_the_clocks_read():
 
 
 def test_a_limit_is_told_the_time_and_never_reads_the_host_clock():
-    # Every limit runs on time.monotonic() or Discord's timestamps. Left out, the time was
-    # discord.py's default, time.time(), and a use weighed on it against uses on the other clock;
-    # a use at 0 (as a monotonic clock may read) was taken for "now" by the host clock, and the
-    # next one, a second on, asked to wait half a century.
+    # Every limit runs on time.monotonic() or Discord's timestamps. Left out, the time is
+    # discord.py's default, time.time(), and a use weighed on it against uses on the other clock:
+    # a use at 0 (as a monotonic clock may read) would be taken for "now" by the host clock, and
+    # the next one, a second on, asked to wait half a century.
     limit = InAnyWindow(1, 60.0)
     assert limit.update_rate_limit(0.0) is None
     assert limit.update_rate_limit(1.0) == 59.0 and limit.get_retry_after(1.0) == 59.0

@@ -608,7 +608,7 @@ async def test_every_time_in_an_export_is_iso_8601_in_utc(settings) -> None:
 
 async def test_an_achievement_time_before_year_1_in_utc_is_exported_as_written(settings) -> None:
     # 0001-01-01T00:00:00+05:00 parses, but in UTC it falls in year 0, which no datetime holds:
-    # the export stopped with OverflowError rather than show the studio's text.
+    # the export would stop with OverflowError rather than show the studio's text.
     from bot import player_data
 
     await _fill(settings.storage_dir, NOVA, "nova was charged twice for gems")

@@ -699,8 +699,8 @@ async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tm
 
 
 async def test_a_retry_after_in_unix_time_quiets_the_poll_until_then(fake: FakeJira, tmp_path: Path) -> None:
-    # Read as seconds, a Retry-After naming the wait's end as a Unix time quieted the poll for the
-    # longest quiet, a quarter hour, for a wait a minute long, and said Jira asked for 56 years.
+    # Read as seconds, a Retry-After naming the wait's end as a Unix time would quiet the poll for
+    # the longest quiet, a quarter hour, for a wait a minute long, and say Jira asked for 56 years.
     front = Recorder()
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
         await _filed_then_resolved_in_jira(p, fake, front)
@@ -1782,5 +1782,5 @@ async def test_news_a_second_cancel_lands_on_while_its_retry_is_written_is_pendi
 
 @pytest.mark.parametrize("iso", ["0001-01-01T00:00:00+01:00", "9999-12-31T23:00:00-05:00", "not a date"])
 def test_a_time_out_of_range_in_utc_is_told_earlier(iso: str) -> None:
-    # Year 1 an hour east of UTC is before year 1 in UTC: astimezone raised OverflowError.
+    # Year 1 an hour east of UTC is before year 1 in UTC: astimezone raises OverflowError.
     assert ticket_news.when(iso) == "earlier"

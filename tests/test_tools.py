@@ -688,7 +688,8 @@ async def test_a_manual_with_one_long_section_gives_a_passage_of_bounded_size(
             "ab" + "\U0001f468\u200d\U0001f469\u200d\U0001f467" * 400,
             "ab" + "\U0001f468\u200d\U0001f469\u200d\U0001f467" * 299 + " …",
         ),
-        # Chinese and Japanese sentences end with "。", "！", "？" and no space: the cut was mid-sentence.
+        # Chinese and Japanese sentences end with "。", "！", "？" and no space: a cut at spaces alone
+        # falls mid-sentence.
         (
             "这是一个很长的句子。" * 80 + "最后一句话「好吗？」" * 80,
             "这是一个很长的句子。" * 80 + "最后一句话「好吗？」" * 69 + " …",
@@ -2251,8 +2252,8 @@ def test_a_spool_of_unreadable_lines_alone_is_emptied_and_let_go(tmp_path, line:
 
 def test_a_spool_another_holds_on_smb_is_busy_not_an_error(tmp_path, monkeypatch) -> None:
     # CIFS emulates flock with SMB byte-range locks, and refuses a lock another holds with EACCES,
-    # not EWOULDBLOCK: the refiler's round failed with PermissionError while another process filed
-    # the spool, and a grievance cut short by a stop was logged as one that could not be kept.
+    # not EWOULDBLOCK: the refiler's round would fail with PermissionError while another process
+    # files the spool, and a grievance cut short by a stop be logged as one that could not be kept.
     import errno
     import fcntl
     import os

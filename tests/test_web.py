@@ -1954,9 +1954,9 @@ async def test_the_desk_marks_complaints_from_anonymous_playground_visitors(sett
 
 
 async def test_a_playground_complaint_the_fallback_finds_again_is_counted_once(settings) -> None:
-    # The engine failed after filing the visitor's last allowed complaint; the fallback, running
+    # The engine fails after filing the visitor's last allowed complaint; the fallback, running
     # the note again, files it again by its place and finds that same ticket. Counted a second
-    # time, it was refused: the visitor was told "Not filed" of a ticket on the desk.
+    # time, it would be refused: the visitor told "Not filed" of a ticket on the desk.
     import json
 
     from bot.engines.base import EngineError
@@ -2885,8 +2885,8 @@ async def test_a_storage_folder_without_locks_serves_without_sharing_the_port(
 
 async def test_a_storage_folder_on_smb_still_shares_the_port(wsettings, monkeypatch, caplog) -> None:
     # CIFS emulates flock with SMB byte-range locks and refuses one another holds with EACCES, not
-    # EWOULDBLOCK: the next process of the same storage warned "not shared" and was then refused
-    # the port the first one serves, so a rolling restart stopped at start.
+    # EWOULDBLOCK: the next process of the same storage would warn "not shared" and be refused
+    # the port the first one serves, so a rolling restart would stop at start.
     import errno
     import fcntl
     import socket
