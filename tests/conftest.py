@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
+import fcntl
 import shutil
 import sqlite3
 import warnings
 import weakref
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import aiosqlite
@@ -162,6 +165,21 @@ def summary_from_rows(players_db: Path, user_id: str) -> PlayerSummary | None:
         achievements=[name for _, name, _ in newest_first[:10]],  # the newest ten, as the bot promises
         achievement_count=len(newest_first),
     )
+
+
+def smb_locks(monkeypatch: pytest.MonkeyPatch) -> Callable[[int, int], None]:
+    """fcntl.flock as on a CIFS mount, which emulates it with SMB byte-range locks and refuses a
+    lock another holds with EACCES, not EWOULDBLOCK. Returns the real flock, for the other holder."""
+    real = fcntl.flock
+
+    def smb_flock(fd: int, operation: int) -> None:
+        try:
+            real(fd, operation)
+        except BlockingIOError:
+            raise PermissionError(errno.EACCES, "Permission denied") from None
+
+    monkeypatch.setattr(fcntl, "flock", smb_flock)
+    return real
 
 
 def speech_pools_started(monkeypatch: pytest.MonkeyPatch) -> list[int]:

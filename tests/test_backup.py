@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import errno
 import fcntl
 import os
 import shutil
@@ -16,6 +15,7 @@ from bot.backup import backup
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 
+from .conftest import smb_locks
 from .test_cli import voxdesk
 
 NOVA = "111111111111111111"
@@ -342,25 +342,16 @@ def test_a_backup_keeps_the_newest_backups_and_removes_only_older_ones(settings,
 
 
 def test_a_backup_while_another_runs_on_smb_leaves_it_be(settings, tmp_path: Path, monkeypatch) -> None:
-    # CIFS emulates flock with SMB byte-range locks and refuses one another holds with EACCES, not
-    # EWOULDBLOCK: a backup started while another runs into the same folder would fail
-    # with PermissionError, as if the folder were not the operator's to write.
-    real_flock = fcntl.flock
-
-    def smb_flock(fd: int, operation: int) -> None:
-        try:
-            real_flock(fd, operation)
-        except BlockingIOError:
-            raise PermissionError(errno.EACCES, "Permission denied") from None
-
+    # On SMB a backup started while another runs into the same folder would fail with
+    # PermissionError, as if the folder were not the operator's to write.
     into = tmp_path / "b"
     into.mkdir()
     theirs = into / ".voxdesk-20261201T000000Z.partial"
     theirs.mkdir()
+    flock = smb_locks(monkeypatch)
     under_way = os.open(into, os.O_RDONLY)  # the other backup's hold on the folder
     try:
-        real_flock(under_way, fcntl.LOCK_SH)
-        monkeypatch.setattr(fcntl, "flock", smb_flock)
+        flock(under_way, fcntl.LOCK_SH)
         made, lines = backup(settings, into, now=_at(1))
     finally:
         os.close(under_way)

@@ -940,24 +940,16 @@ def test_a_killed_writers_partial_this_user_may_only_read_is_still_removed(
 
 
 def test_a_partial_file_held_on_smb_is_kept(tmp_path: Path, monkeypatch) -> None:
-    # CIFS emulates flock with SMB byte-range locks, and a lock another holds is refused there
-    # with EACCES, not EWOULDBLOCK (as `voxdesk check`'s test of locks knows): taken for a file
-    # system with no locks, it would have the other container's partial removed mid-write.
-    import errno
-    import fcntl
+    # On SMB a lock another holds is refused with EACCES (as `voxdesk check`'s test of locks
+    # knows): taken for a file system with no locks, it would have the other container's partial
+    # removed mid-write.
     import subprocess
 
     from bot.db import hold, remove_partials
 
-    flock = fcntl.flock
+    from .conftest import smb_locks
 
-    def smb_flock(fd: int, operation: int) -> None:
-        try:
-            flock(fd, operation)
-        except BlockingIOError:
-            raise PermissionError(errno.EACCES, "Permission denied") from None
-
-    monkeypatch.setattr(fcntl, "flock", smb_flock)
+    smb_locks(monkeypatch)
     gone = subprocess.Popen(["true"])
     gone.wait()
     writing = tmp_path / f".model.bin.{gone.pid}.0a1b2c3d.partial"

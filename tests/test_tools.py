@@ -2251,27 +2251,20 @@ def test_a_spool_of_unreadable_lines_alone_is_emptied_and_let_go(tmp_path, line:
 
 
 def test_a_spool_another_holds_on_smb_is_busy_not_an_error(tmp_path, monkeypatch) -> None:
-    # CIFS emulates flock with SMB byte-range locks, and refuses a lock another holds with EACCES,
-    # not EWOULDBLOCK: the refiler's round would fail with PermissionError while another process
-    # files the spool, and a grievance cut short by a stop be logged as one that could not be kept.
+    # On SMB the refiler's round would fail with PermissionError while another process files the
+    # spool, and a grievance cut short by a stop be logged as one that could not be kept.
     import errno
     import fcntl
     import os
 
     from bot.tools.grievance_spool import GrievanceSpool
 
-    flock = fcntl.flock
-
-    def smb_flock(fd: int, operation: int) -> None:
-        try:
-            flock(fd, operation)
-        except BlockingIOError:
-            raise PermissionError(errno.EACCES, "Permission denied") from None
+    from .conftest import smb_locks
 
     spool = GrievanceSpool(tmp_path / "g.spool.jsonl")
     row = {"user_id": NOVA, "category": "wallet", "description": "gems gone", "at": "2026-12-06T04:00:00Z"}
     assert spool.keep(state="local_only", **row)
-    monkeypatch.setattr(fcntl, "flock", smb_flock)
+    flock = smb_locks(monkeypatch)
     other = os.open(spool.path, os.O_RDWR)  # another process filing the spool
     try:
         flock(other, fcntl.LOCK_EX)

@@ -2884,28 +2884,18 @@ async def test_a_storage_folder_without_locks_serves_without_sharing_the_port(
 
 
 async def test_a_storage_folder_on_smb_still_shares_the_port(wsettings, monkeypatch, caplog) -> None:
-    # CIFS emulates flock with SMB byte-range locks and refuses one another holds with EACCES, not
-    # EWOULDBLOCK: the next process of the same storage would warn "not shared" and be refused
-    # the port the first one serves, so a rolling restart would stop at start.
-    import errno
-    import fcntl
+    # On SMB the next process of the same storage would warn "not shared" and be refused the port
+    # the first one serves, so a rolling restart would stop at start.
     import socket
 
     import aiohttp
 
     from bot import web
     from bot.app import build_app
+    from tests.conftest import smb_locks
     from tests.frontend_engine import FrontendEngine
 
-    real_flock = fcntl.flock
-
-    def smb_flock(fd: int, operation: int) -> None:
-        try:
-            real_flock(fd, operation)
-        except BlockingIOError:
-            raise PermissionError(errno.EACCES, "Permission denied") from None
-
-    monkeypatch.setattr(fcntl, "flock", smb_flock)
+    smb_locks(monkeypatch)
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
