@@ -153,11 +153,10 @@ def _remove_unless_held(partial: Path) -> None:
             return
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            # Anything but held: no locks on this file system, and its process id said.
-            if exc.errno in LOCK_HELD:
+            if not locked_now(fd):
                 return
+        except OSError:
+            pass  # no locks on this file system: its process id has said
         # Removed under this lock: a writer that locks its file after it finds the name gone
         # (new_partial), where one locking between a let-go and the removal would write on.
         partial.unlink(missing_ok=True)

@@ -912,6 +912,29 @@ def test_a_killed_writers_partial_is_removed_whatever_marks_its_name_holds(tmp_p
     assert other.exists()
 
 
+def test_a_killed_writers_partial_is_removed_where_the_file_system_takes_no_locks(
+    tmp_path: Path, monkeypatch
+) -> None:
+    # No lock to ask (ENOLCK): its process id, gone, is all there is to go by, and the partial
+    # would be left for good, as large as the file it was writing.
+    import errno
+    import fcntl
+    import subprocess
+
+    from bot.db import remove_partials
+
+    def no_locks(fd: int, operation: int) -> None:
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    killed = tmp_path / f".model.bin.{gone.pid}.0a1b2c3d.partial"
+    killed.write_bytes(b"half a model")
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    remove_partials(tmp_path, ["model.bin"])
+    assert not killed.exists()
+
+
 def test_a_killed_writers_partial_this_user_may_only_read_is_still_removed(
     tmp_path: Path, monkeypatch
 ) -> None:
