@@ -10,6 +10,7 @@ import logging
 import re
 import sqlite3
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -100,25 +101,25 @@ async def test_a_rate_limit_reset_header_pauses_requests_too(storage, fake, rese
     assert len(fake.chats) == 1
 
 
-async def test_a_rate_limit_reset_in_unix_time_is_a_time_not_a_duration(storage, fake, caplog) -> None:
-    # A compatible server may name when its limit resets as a Unix time: read as seconds to wait,
-    # it paused every player's requests for the longest pause, 300 s, for a limit 30 s away.
+@pytest.mark.parametrize(
+    "failure",
+    [
+        lambda at: Failure(
+            status=429,
+            headers={"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": str(at)},
+        ),
+        lambda at: Failure(status=429, retry_after=at),
+    ],
+    ids=["rate limit reset", "retry-after"],
+)
+async def test_a_wait_named_in_unix_time_is_a_time_not_a_duration(
+    storage, fake, caplog, failure: Callable[[int], Failure]
+) -> None:
+    # A compatible server may name when its limit resets, and some gateways the end of the wait in
+    # Retry-After, as a Unix time: read as seconds to wait, it would pause every player's requests
+    # for the longest pause, 300 s, for a wait 30 s long.
     caplog.set_level(logging.INFO, logger="bot.engines.openai")
-    reset = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": str(int(time.time()) + 30)}
-    fake.failures = [Failure(status=429, headers=reset)]
-    async with running_app(openai_settings(storage, fake)) as app:
-        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
-    assert reply.kind == "apology"
-    (paused,) = logged(caplog, "bot.engines.openai", "paused")
-    found = re.match(r"OpenAI chat paused for (\d+) s \(rate limited", paused.getMessage())
-    assert found and 25 <= int(found[1]) <= 30, paused.getMessage()
-
-
-async def test_a_retry_after_in_unix_time_is_a_time_not_a_duration(storage, fake, caplog) -> None:
-    # Some gateways name the end of the wait in Retry-After as a Unix time: read as seconds, it
-    # paused every player's requests for the longest pause, 300 s, for a wait 30 s long.
-    caplog.set_level(logging.INFO, logger="bot.engines.openai")
-    fake.failures = [Failure(status=429, retry_after=int(time.time()) + 30)]
+    fake.failures = [failure(int(time.time()) + 30)]
     async with running_app(openai_settings(storage, fake)) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     assert reply.kind == "apology"
