@@ -560,6 +560,16 @@ async def test_a_guild_channel_an_older_voxdesk_kept_under_a_player_is_not_their
     assert any("1 DM channel(s)" in line for line in said), said
 
 
+def _earned(players_db: Path, user_id: str, name: str, at: str) -> None:
+    """The achievement `name`, earned `at` as a studio wrote it, for the player of `user_id`."""
+    with sqlite3.connect(players_db) as db:
+        db.execute(
+            "INSERT INTO achievements (player_id, name, earned_at)"
+            " SELECT player_id, ?, ? FROM players WHERE discord_user_id = ?",
+            (name, at, user_id),
+        )
+
+
 async def test_every_time_in_an_export_is_iso_8601_in_utc(settings) -> None:
     # Turns, notes and claims keep Unix seconds: 1765000000.0 beside "2026-12-05T06:00:00Z" in one
     # file, which a player cannot read as a date. A studio's players.db may write its own offset.
@@ -571,14 +581,7 @@ async def test_every_time_in_an_export_is_iso_8601_in_utc(settings) -> None:
     await _fill(storage, NOVA, "nova was charged twice for gems")
     await _file_by_command(storage, NOVA, "charged twice for gems", "discord:1:")
     paths_ = storage_paths_of(storage)
-    with sqlite3.connect(paths_.players) as db:
-        (player_id,) = db.execute(
-            "SELECT player_id FROM players WHERE discord_user_id = ?", (NOVA,)
-        ).fetchone()
-        db.execute(
-            "INSERT INTO achievements (player_id, name, earned_at) VALUES (?, 'Early Bird', ?)",
-            (player_id, "2026-11-18T03:00:00+05:00"),
-        )
+    _earned(paths_.players, NOVA, "Early Bird", "2026-11-18T03:00:00+05:00")
     with sqlite3.connect(paths_.news) as db:
         db.execute("UPDATE news SET next_try_at = 1765000000.5")
 
@@ -613,14 +616,7 @@ async def test_an_achievement_time_before_year_1_in_utc_is_exported_as_written(s
 
     await _fill(settings.storage_dir, NOVA, "nova was charged twice for gems")
     paths_ = storage_paths_of(settings.storage_dir)
-    with sqlite3.connect(paths_.players) as db:
-        (player_id,) = db.execute(
-            "SELECT player_id FROM players WHERE discord_user_id = ?", (NOVA,)
-        ).fetchone()
-        db.execute(
-            "INSERT INTO achievements (player_id, name, earned_at) VALUES (?, 'Placeholder', ?)",
-            (player_id, "0001-01-01T00:00:00+05:00"),
-        )
+    _earned(paths_.players, NOVA, "Placeholder", "0001-01-01T00:00:00+05:00")
 
     held = player_data.export(paths_, NOVA)
     earned = [a["earned_at"] for a in held["players"]["achievements"] if a["name"] == "Placeholder"]
