@@ -83,7 +83,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ('[usage.prices."gpt-audio-1.5"]\ntext_in = "2.5"\n', {}, "usage.prices.'gpt-audio-1.5'.text_in"),
         ('[usage.prices."gpt-audio-1.5"]\ntext_inn = 2.5\n', {}, "usage.prices.'gpt-audio-1.5'.text_inn"),
         # TOML takes nan and inf: a nan cost (inf times no tokens is one) is stored as NULL, which
-        # cost_usd refuses, so no turn's usage was recorded and no daily budget held.
+        # cost_usd refuses, so no turn's usage would be recorded and no daily budget hold.
         ('[usage.prices."gpt-audio-1.5"]\ntext_in = nan\n', {}, "usage.prices.'gpt-audio-1.5'.text_in = nan"),
         (
             '[usage.prices."gpt-audio-1.5"]\naudio_out = inf\n',
@@ -121,7 +121,7 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
             {"AZURE_SEARCH_API_KEY": "k" * 32},
             "set it to https://st.search.windows.net alone (the rest goes in search.index)",
         ),
-        # An unclosed "[" is an IPv6 host to urllib, which raises: a traceback named no setting.
+        # An unclosed "[" is an IPv6 host to urllib, which raises: a traceback would name no setting.
         (
             "[tools]\ngrievances = 'jira'\n[jira]\nurl = 'https://[mysite.atlassian.net'\n",
             {"JIRA_EMAIL": "a@b.c", "JIRA_API_TOKEN": "t" * 16},

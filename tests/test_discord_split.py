@@ -76,8 +76,8 @@ def test_a_hard_cut_leaves_addresses_whole():
 
 
 def test_an_address_cut_in_two_opens_no_masked_link_nor_tag():
-    # Its tail is text: a bracket the address had escaped, given one more backslash alone, was
-    # open again ("\\[" is a backslash, then "["), and the masked link after it worked.
+    # Its tail is text: a bracket the address has escaped, given one more backslash alone, would
+    # be open again ("\\[" is a backslash, then "["), and the masked link after it work.
     link = "https://a.example/" + "y" * 2000 + r"\[claim\](https://evil.example)"
     first, second = split_message(link)
     assert first == link[:2000]
@@ -118,8 +118,8 @@ def test_a_block_without_a_language_cut_hard_is_opened_again_without_one():
 
 
 def test_an_address_longer_than_a_piece_is_made_text_once():
-    # What was left of an address made text still read as one, and was made text again at each
-    # piece, its "<" and escapes doubled: 8,000 "<" in one address became 149 messages.
+    # What is left of an address made text, read as one still, would be made text again at each
+    # piece, its "<" and escapes doubled: 8,000 "<" in one address would be 149 messages.
     pieces = split_message("<" * 8000 + "a:/b>")
     assert len(pieces) == 9 and "".join(pieces) == "<\u200b" * 8000 + "a:/b>"
     pieces = split_message("<" + "[" * 5000 + ":/b>")

@@ -3664,8 +3664,8 @@ def test_a_cut_inside_a_conjunct_keeps_it_whole_or_leaves_it_out() -> None:
 
 async def test_check_says_a_spool_it_cannot_read_wants_a_person(settings, caplog) -> None:
     # A spool that cannot be read may hold grievances the database refused: counting none,
-    # `check` said all was well while /healthz was not ready for it. Said once, in its line: an
-    # ERROR logged besides said it twice, as if `check` itself had failed.
+    # `check` would say all is well while /healthz is not ready for it. Said once, in its line: an
+    # ERROR logged besides would say it twice, as if `check` itself had failed.
     from bot.health import check_all
     from bot.tools.grievance_spool import GrievanceSpool
 

@@ -2022,8 +2022,8 @@ async def test_a_note_that_fails_on_our_side_gets_the_words_discord_players_get(
 
 
 async def test_a_budget_the_playground_cannot_read_is_said_once_not_once_a_visitor(settings, caplog) -> None:
-    # usage.db failing logged a traceback at ERROR for every visitor's request, where a Discord
-    # note's read of the same budget is said once for the outage.
+    # usage.db failing would log a traceback at ERROR for every visitor's request, where a
+    # Discord note's read of the same budget is said once for the outage.
     budgeted = web_settings(settings.storage_dir, VOXDESK_USAGE_DAILY_TOKENS="100000")
     async with web_client(budgeted) as (client, _):
         token = await csrf_of(client)
@@ -2399,8 +2399,8 @@ async def test_no_answer_names_the_server_software_or_its_version(wsettings) -> 
 
 
 async def test_a_request_aiohttp_cannot_parse_names_no_server_software_either(wsettings) -> None:
-    # aiohttp answers it (400) before any middleware runs: its answer named "Python/3.11
-    # aiohttp/3.14.5" to anyone who sent one malformed header, a scanner's first probe.
+    # aiohttp answers it (400) before any middleware runs: its answer would name "Python/3.11
+    # aiohttp/3.14.5" to anyone who sends one malformed header, a scanner's first probe.
     async with web_client(wsettings) as (client, _):
         reader, writer = await asyncio.open_connection(client.host, client.port)
         try:
@@ -2629,7 +2629,7 @@ async def test_metrics_are_served_to_this_machine_or_with_the_token(settings) ->
         for host in ("localhost:8080", "127.0.0.1", "[::1]:8080"):
             assert (await client.get("/metrics", headers={"Host": host})).status == 200, host
         # This machine's own name, which Debian's /etc/hosts points at 127.0.1.1: a Prometheus
-        # here scraping it by that name, as it was before the rule, and no site a DNS answer chose.
+        # here may scrape it by that name, and no site a DNS answer chose.
         own = await client.get("/metrics", headers={"Host": f"{socket.gethostname().upper()}.:8080"})
         assert own.status == 200, await own.text()
         assert "localhost" in await rebound.text()  # the refusal says how it is asked for
