@@ -122,7 +122,7 @@ def decode(data: bytes, limits: AudioSettings, rate: int = MODEL_RATE) -> Decode
 def too_big_message(size: int, limits: AudioSettings) -> str:
     """What a player is told about a file over audio.max_bytes, whichever front end took it. The
     size is rounded up and the limit down, to 0.1 MB: rounded to the nearest, a file just over
-    the limit read as one within it ("8.0 MB ... under 8 MB")."""
+    the limit would read as one within it ("8.0 MB ... under 8 MB")."""
     size_mb = -(-size // 100_000) / 10
     limit_mb = limits.max_bytes // 100_000 / 10
     return say.TOO_BIG.format(size_mb=f"{size_mb:.1f}", limit_mb=f"{limit_mb:g}")

@@ -584,9 +584,9 @@ async def test_a_turn_cut_while_the_model_thinks_stops_its_transcription(setting
 async def test_a_transcription_that_failed_before_its_turn_was_cut_is_no_error_at_collection(
     settings,
 ) -> None:
-    """A turn cut (a shutdown out of grace) after its transcription had failed left the failure
-    unread: when the task was collected asyncio logged "Task exception was never retrieved", an
-    ERROR with the recogniser's traceback, for a note that is answered after the restart."""
+    """A turn cut (a shutdown out of grace) after its transcription has failed must read the
+    failure: left unread, asyncio logs "Task exception was never retrieved" when the task is
+    collected, an ERROR with the recogniser's traceback, for a note answered after the restart."""
     import gc
 
     heard_failed, thinking = asyncio.Event(), asyncio.Event()

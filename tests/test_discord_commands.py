@@ -948,8 +948,8 @@ async def test_a_command_still_waiting_near_the_tokens_end_tells_the_player(
 
 async def test_a_stop_landing_while_a_command_given_up_rolls_back_is_not_swallowed() -> None:
     """A command given up near its token's end has its work cancelled and waited for (a filing
-    rolls back and spools). A stop out of grace landing in that wait was taken for the work's own
-    cancel and dropped: the command went on to tell the player and ended as if never stopped."""
+    rolls back and spools). A stop out of grace landing in that wait, taken for the work's own
+    cancel and dropped, would have the command tell the player and end as if never stopped."""
     from cogs.interactions import _cancelled
 
     rolling_back = asyncio.Event()

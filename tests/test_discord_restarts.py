@@ -2705,9 +2705,9 @@ async def test_a_reconnect_as_the_bot_starts_does_not_end_the_starts_catch_up(
 
 
 async def test_a_recheck_under_way_has_ended_when_the_catch_up_unloads(settings, fake) -> None:
-    """Bot.close() unloads the catch-up, then closes the HTTP session, and the app its stores. The
-    unload only cancelled the recheck: a run cut short went on (its rollback, what its cancel
-    awaits) after the unload returned, against what close() was closing."""
+    """Bot.close() unloads the catch-up, then closes the HTTP session, and the app its stores. An
+    unload that only cancelled the recheck would leave a run cut short going on (its rollback,
+    what its cancel awaits) after the unload returned, against what close() is closing."""
     from cogs.catch_up import Every
 
     async with running_bot(settings, fake) as h:
@@ -2734,8 +2734,8 @@ async def test_a_recheck_under_way_has_ended_when_the_catch_up_unloads(settings,
 
 async def test_a_recheck_whose_run_swallows_its_stop_still_ends() -> None:
     """The catch-up's unload waits for its recheck to end. A run that swallows the cancel (Python
-    3.11's asyncio.wait_for does when its inner future ends as the cancel lands) went on to sleep
-    and run again: the unload, and with it the bot's close, waited for ever."""
+    3.11's asyncio.wait_for does when its inner future ends as the cancel lands) would sleep and
+    run again: the unload, and with it the bot's close, would wait for ever."""
     from cogs.catch_up import Every
 
     started = asyncio.Event()

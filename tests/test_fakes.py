@@ -1024,8 +1024,8 @@ async def test_full_lucene_that_does_not_parse_is_a_400(text: str) -> None:
 
 
 async def test_the_fake_refuses_to_serve_an_api_version_it_has_no_fields_for() -> None:
-    """Served, an api-version missing from AZURE_FIELDS failed each Azure request with a KeyError
-    inside the fake (a 500 the test read as the bot's fault)."""
+    """Served, an api-version missing from AZURE_FIELDS would fail each Azure request with a
+    KeyError inside the fake (a 500 a test would read as the bot's fault)."""
     with pytest.raises(ValueError, match=r"2024-10-21, which AZURE_FIELDS has no fields for"):
         openai_server.FakeOpenAI(api_versions=frozenset({"2024-10-21", "2025-01-01-preview"}))
     fake = openai_server.FakeOpenAI()

@@ -545,9 +545,9 @@ async def test_on_azure_a_voice_its_api_version_refuses_is_neither_offered_nor_s
     storage, fake, caplog
 ) -> None:
     """Azure's 2025-01-01-preview takes six voices, three of them OpenAI's: a player who picked
-    another (before the switch to Azure, from the ten /voice offered) had each note refused with a
-    400 and was told the voice service was down. /voice offers Azure's; one picked before speaks in
-    the configured voice, said once."""
+    another (before the switch to Azure, from the ten /voice offers OpenAI's) would have each
+    note refused with a 400 and be told the voice service is down. /voice offers Azure's; one
+    picked before speaks in the configured voice, said once."""
     fake.script = [answer("From Azure."), answer("Again.")]
     async with running_app(azure_settings(storage, fake)) as app:
         assert app.agent.voices() == ["alloy", "echo", "shimmer"]
@@ -568,7 +568,7 @@ async def test_on_azure_a_reply_format_or_voice_its_spec_does_not_list_is_said_n
 ) -> None:
     """Azure's 2025-01-01-preview specification lists neither aac nor coral, and its
     gpt-4o-audio-preview refuses them: every note would go to the fallback while `check` (which asks
-    for text alone) said all was well. But its gpt-audio deployments take both (Microsoft's audio
+    for text alone) says all is well. But its gpt-audio deployments take both (Microsoft's audio
     quickstart: ten voices, aac too), so a start refused for them would stop a studio that works."""
     settings = azure_settings(storage, fake, **{setting: value})
     assert value in (settings.openai.voice, settings.openai.reply_format)

@@ -1675,9 +1675,9 @@ async def test_news_claimed_by_a_round_a_stop_cuts_short_before_its_dm_goes_out_
 async def test_news_a_second_cancel_lands_on_while_given_back_is_pending_once_the_round_ends(
     tmp_path: Path,
 ) -> None:
-    """A stop cut a round short while a DM was spoken, and a second cancel (the stop out of grace,
-    asyncio.run's end) landed while the news was given back: the round ended at once, its giving
-    back cut loose, and the store closed after it found the news still 'sending': never sent."""
+    """A stop cuts a round short while a DM is spoken, and a second cancel (the stop out of grace,
+    asyncio.run's end) lands while the news is given back. Were the round to end at once, its
+    giving back cut loose, the store would close with the news still 'sending': never sent."""
     reached, giving_back, go = asyncio.Event(), asyncio.Event(), asyncio.Event()
     db = tmp_path / "grievances.db"
 

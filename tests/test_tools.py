@@ -703,8 +703,8 @@ def test_a_long_passage_is_cut_where_a_character_or_a_sentence_ends(text: str, k
 
 
 async def test_a_manual_whose_file_name_is_not_utf8_is_indexed(tmp_path: Path) -> None:
-    """ "guía.md" zipped on Windows (Latin-1) and unpacked here: the name's byte came as a lone
-    surrogate, and the index's rebuild, which `voxdesk seed` runs, raised on it."""
+    """ "guía.md" zipped on Windows (Latin-1) and unpacked here: the name's byte comes as a lone
+    surrogate, which the index's rebuild, run by `voxdesk seed`, must take without raising."""
     from bot.tools.embedded import FtsManuals
     from bot.tools.manual_chunks import chunk_manuals
 
@@ -3533,10 +3533,10 @@ async def test_a_claim_is_renewed_while_its_filing_runs_and_lapses_once_let_go(t
 async def test_a_claim_is_still_renewed_after_a_round_failed_other_than_on_the_database(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """A renewal round that failed with neither sqlite3.Error nor OSError (a symlink loop at the
-    claims file's path: RuntimeError from Path.resolve) ended the renewing task, unsaid until the
-    task was collected: the claims of filings still running lapsed, and a repeat sent to another
-    bot on the folder filed a second ticket."""
+    """A renewal round failing with neither sqlite3.Error nor OSError (a symlink loop at the
+    claims file's path: RuntimeError from Path.resolve) must not end the renewing task, unsaid
+    until the task is collected: the claims of filings still running would lapse, and a repeat
+    sent to another bot on the folder file a second ticket."""
     from bot.tools import grievance_store
     from bot.tools.grievance_store import Lately
 

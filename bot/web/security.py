@@ -394,7 +394,7 @@ SERVER = "voxdesk"
 
 def name_no_software() -> None:
     """The Server header aiohttp gives the answers no middleware sees: the 400 of a request it
-    cannot parse, made before the app is reached, named aiohttp and Python with their versions.
+    cannot parse, made before the app is reached, would name aiohttp and Python with their versions.
     The default every answer takes, in aiohttp's response module alone (its client's User-Agent
     is another's)."""
     web_response.SERVER_SOFTWARE = SERVER
