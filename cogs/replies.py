@@ -67,6 +67,10 @@ _LEFT_BY_LIBRARY = re.compile(
     r"|^(?P<number>\d+)(?P<dot>[.)])(?=\s)"
 )
 _TAG_AFTER_LINK = re.compile(rf"(?P<link>{_LINK})<(?!\u200b)")
+# What ends the run of characters a link takes in ("https?://[^\s<]+"), and an escaped "<" that
+# does in a name's `literal` after the characters a link may take in but not end with.
+_RUN_STOP = re.compile(r"[\s<]")
+_STOP_ESCAPED = re.compile(r"^([^\s<\\]*)\\<")
 
 
 def _escape_left(found: re.Match[str]) -> str:
@@ -124,11 +128,22 @@ def as_posted(text: str, names: Iterable[str] = ()) -> str:
     starts = re.compile(f"{name.pattern}|<|https?://|steam://|`")
     pieces: list[str] = []
     at = seek = 0
+    run_from = -1  # where the last address not in angle brackets ends
     while found := starts.search(text, seek):
         start = found.start()
         end = links.end(start) if text[start] in "<hs" else -1
+        if end > 0 and text[start] != "<":
+            run_from = end
         if end < 0 and (named := name.match(text, start)):
-            pieces += [without_masked_links(text[at:start]), literal(named[0])]
+            if run_from >= 0:  # read on from the last name, in linear time
+                run_from = -1 if _RUN_STOP.search(text, run_from, start) else start
+            shown_name = literal(named[0])
+            if run_from >= 0:
+                # Discord's link runs on to the name's "<": the backslash before it would be the
+                # address's last character ("https://x.example\"), so a zero-width space after
+                # the "<" keeps the tag apart, as `literal` does after a link.
+                shown_name = _STOP_ESCAPED.sub("\\g<1><\u200b", shown_name, count=1)
+            pieces += [without_masked_links(text[at:start]), shown_name]
             at = end = named.end()
         elif end < 0:
             code = _CODE.match(text, start) if text[start] == "`" else None

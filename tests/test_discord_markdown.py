@@ -123,6 +123,14 @@ def test_a_reply_keeps_its_addresses_but_no_masked_link(written: str, shown: str
         # A backtick Discord shows as text (in an escaped name, in an address) opens no code.
         ("**b**` wrote `ls` as **b**`.", ["**b**`"], r"\*\*b\*\*\` wrote `ls` as \*\*b\*\*\`."),
         ("https://x.example/` then **n** and `y`", ["**n**"], r"https://x.example/` then \*\*n\*\* and `y`"),
+        # A link runs on to the "<" of a name right after it: a backslash there would end it.
+        ("see https://x.example<b> now", ["<b>"], f"see https://x.example<{ZWSP}b> now"),
+        ("https://x.example).<b>", [".", "<b>"], f"https://x.example).<{ZWSP}b>"),
+        (
+            "<https://x.example><b> or https://x.example <b>",
+            ["<b>"],
+            r"<https://x.example>\<b> or https://x.example \<b>",
+        ),
     ],
 )
 def test_a_players_name_shows_as_written_but_not_in_an_address_or_code(
