@@ -137,7 +137,10 @@ def as_posted(text: str, names: Iterable[str] = ()) -> str:
         if end < 0 and (named := name.match(text, start)):
             if run_from >= 0:  # read on from the last name, in linear time
                 run_from = -1 if _RUN_STOP.search(text, run_from, start) else start
-            shown_name = literal(named[0])
+            # The spaces around a name stay: `literal` drops them, and "Bob " would run into the
+            # word after it.
+            lead = named[0][: len(named[0]) - len(named[0].lstrip())]
+            shown_name = lead + literal(named[0]) + named[0][len(named[0].rstrip()) :]
             if run_from >= 0:
                 # Discord's link runs on to the name's "<": the backslash before it would be the
                 # address's last character ("https://x.example\"), so a zero-width space after
