@@ -49,6 +49,8 @@ _LINK = addresses.PATTERN
 # A masked link needs both brackets; with the backslash escaped too, none can be made. Within an
 # address Discord reads no masked link, so the brackets there can stay.
 _MARK_OR_ADDRESS = re.compile(r"[\\\[\]]|<|https?://|steam://")
+# What a link's run may hold after its address: what cannot end one (bot.addresses).
+_AFTER_LINK = re.compile(r"[.,:;\"'\]]*")
 # Code, inline or a block, as Discord finds it: its text is shown as it is, marks and all.
 _CODE = re.compile(r"```[\s\S]*?```|``[\s\S]+?``|`[^`]+`")
 # What discord.utils.escape_markdown and escape_mentions leave working in words someone else
@@ -106,6 +108,10 @@ def without_masked_links(text: str) -> str:
             at, seek = start, start + 1
         else:
             end = found.end(start)
+            if end > 0 and text[start] != "<":
+                # A "]" in the run the link takes in but cannot end with stays: escaped, the
+                # backslash would end the link. It closes no masked link, nothing after it being "(".
+                end = _AFTER_LINK.match(text, end).end()
             seek = end if end > 0 else start + 1
     return "".join(pieces) + text[at:]
 

@@ -94,6 +94,8 @@ def test_words_someone_wrote_show_as_written(written: str, shown: str) -> None:
         ("see https://example.com/a_b#top?x=[1]&y=a\\b", "see https://example.com/a_b#top?x=[1]&y=a\\b"),
         ("see <https://example.com/[a]\\b>", "see <https://example.com/[a]\\b>"),
         ("(https://example.com/x[2]), then [this]", r"(https://example.com/x[2]), then \[this\]"),
+        # "]" cannot end a link, but "]\" can: escaped after one, it would change where it goes.
+        ("[see https://x.example/a].] [b]", r"\[see https://x.example/a].] \[b\]"),
     ],
 )
 def test_a_reply_keeps_its_addresses_but_no_masked_link(written: str, shown: str) -> None:
