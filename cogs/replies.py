@@ -73,6 +73,7 @@ _TAG_AFTER_LINK = re.compile(rf"(?P<link>{_LINK})<(?!\u200b)")
 # does in a name's `literal` after the characters a link may take in but not end with.
 _RUN_STOP = re.compile(r"[\s<]")
 _STOP_ESCAPED = re.compile(r"^([^\s<\\]*)\\<")
+_ADDRESS_START = re.compile(r"<|https?://|steam://")
 
 
 def _escape_left(found: re.Match[str]) -> str:
@@ -143,22 +144,40 @@ def as_posted(text: str, names: Iterable[str] = ()) -> str:
         if end < 0 and (named := name.match(text, start)):
             if run_from >= 0:  # read on from the last name, in linear time
                 run_from = -1 if _RUN_STOP.search(text, run_from, start) else start
-            # The spaces around a name stay: `literal` drops them, and "Bob " would run into the
-            # word after it.
-            lead = named[0][: len(named[0]) - len(named[0].lstrip())]
-            shown_name = lead + literal(named[0]) + named[0][len(named[0].rstrip()) :]
+            # An address that starts within the name (one ending in "h" before "ttps://") is
+            # Discord's from there: the name is shown up to it, the address as written.
+            cut = _address_within(links, text, start, named.end())
+            shown_name = _as_name(text[start:cut])
             if run_from >= 0:
                 # Discord's link runs on to the name's "<": the backslash before it would be the
                 # address's last character ("https://x.example\"), so a zero-width space after
                 # the "<" keeps the tag apart, as `literal` does after a link.
                 shown_name = _STOP_ESCAPED.sub("\\g<1><\u200b", shown_name, count=1)
             pieces += [without_masked_links(text[at:start]), shown_name]
-            at = end = named.end()
+            at = end = cut
         elif end < 0:
             code = _CODE.match(text, start) if text[start] == "`" else None
             end = code.end() if code else start + 1
         seek = end
     return "".join(pieces) + without_masked_links(text[at:])
+
+
+def _address_within(links: Addresses, text: str, start: int, stop: int) -> int:
+    """Where the first address of `links` after `start` and before `stop` starts; `stop` if none."""
+    at = start + 1
+    while (inner := _ADDRESS_START.search(text, at, stop + len("https://"))) and inner.start() < stop:
+        if links.end(inner.start()) > 0:
+            return inner.start()
+        at = inner.start() + 1
+    return stop
+
+
+def _as_name(word: str) -> str:
+    """`literal`, with the spaces around `word` kept: `literal` drops them, and a name held as
+    "Bob " would run into the word after it."""
+    if not word.strip():
+        return word
+    return word[: len(word) - len(word.lstrip())] + literal(word) + word[len(word.rstrip()) :]
 
 
 def _as_text(address: str) -> str:
