@@ -136,6 +136,7 @@ def as_posted(text: str, names: Iterable[str] = ()) -> str:
     pieces: list[str] = []
     at = seek = 0
     run_from = -1  # where the last address not in angle brackets ends
+    in_run = False
     while found := starts.search(text, seek):
         start = found.start()
         end = links.end(start) if text[start] in "<hs" else -1
@@ -153,13 +154,22 @@ def as_posted(text: str, names: Iterable[str] = ()) -> str:
                 # address's last character ("https://x.example\"), so a zero-width space after
                 # the "<" keeps the tag apart, as `literal` does after a link.
                 shown_name = _STOP_ESCAPED.sub("\\g<1><\u200b", shown_name, count=1)
-            pieces += [without_masked_links(text[at:start]), shown_name]
+            pieces += [_text_after(text[at:start], in_run), shown_name]
+            # A name a link's run holds ("." after "https://x.example") leaves the run open.
+            in_run = run_from >= 0 and not _RUN_STOP.search(text, start, cut)
             at = end = cut
         elif end < 0:
             code = _CODE.match(text, start) if text[start] == "`" else None
             end = code.end() if code else start + 1
         seek = end
-    return "".join(pieces) + without_masked_links(text[at:])
+    return "".join(pieces) + _text_after(text[at:], in_run)
+
+
+def _text_after(text: str, in_run: bool) -> str:
+    """`without_masked_links`, for text after a name; `in_run`: that name was in a link's run,
+    whose characters that cannot end a link stay as `without_masked_links` leaves them after one."""
+    kept = _AFTER_LINK.match(text).end() if in_run else 0
+    return text[:kept] + without_masked_links(text[kept:])
 
 
 def _address_within(links: Addresses, text: str, start: int, stop: int) -> int:

@@ -126,6 +126,7 @@ def test_a_reply_keeps_its_addresses_but_no_masked_link(written: str, shown: str
         ("**b**` wrote `ls` as **b**`.", ["**b**`"], r"\*\*b\*\*\` wrote `ls` as \*\*b\*\*\`."),
         ("https://x.example/` then **n** and `y`", ["**n**"], r"https://x.example/` then \*\*n\*\* and `y`"),
         ("Hi Bob and **x**\n# Big", ["Bob ", "**x**\n"], "Hi Bob and \\*\\*x\\*\\*\n# Big"),
+        ("see https://x.example/a.] [b]", ["."], r"see https://x.example/a.] \[b\]"),
         # An address that starts within a name is Discord's from there, and stays as written.
         ("**Bob**https://x.example/a] ok", ["**Bob**h"], r"\*\*Bob\*\*https://x.example/a] ok"),
         ("Ana<https://x.example/a_b>", ["Ana<"], "Ana<https://x.example/a_b>"),
