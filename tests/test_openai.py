@@ -122,15 +122,42 @@ async def test_a_player_speaking_spanish_is_answered_in_spanish(storage, fake) -
     assert "in a few words of English" in search["parameters"]["properties"]["query"]["description"]
 
 
-async def test_the_model_is_told_the_time_in_utc_the_same_on_every_step_of_a_turn(storage, fake) -> None:
-    # Tools give times ending in Z; without the date the model cannot say how long ago one was.
-    import datetime as dt
+class SteppingClock:
+    """The openai engine's `time`, whose time() moves an hour at each read."""
 
+    def __init__(self, start: float) -> None:
+        self.now = start
+
+    def time(self) -> float:
+        at, self.now = self.now, self.now + 3600
+        return at
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch):
+    # A POSIX zone, needing no tzdata: the host's local time is hours from UTC.
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+async def test_the_model_is_told_the_time_in_utc_the_same_on_every_step_of_a_turn(
+    storage, fake, monkeypatch, far_from_utc
+) -> None:
+    # Tools give times ending in Z; without the date the model cannot say how long ago one was.
+    # The clock moves an hour at each read and the host is not on UTC: a note taken again on the
+    # second step, or in the host's zone, says another hour.
+    from bot.engines import openai as engine
+
+    monkeypatch.setattr(engine, "time", SteppingClock(1_796_000_000))  # Monday 2026-11-30 00:53 UTC
     fake.script = [tool_calls(("get_grievance_status", {})), answer("Nothing new.")]
-    before = dt.datetime.now(dt.UTC)
     async with running_app(openai_settings(storage, fake)) as app:
         await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
-    after = dt.datetime.now(dt.UTC)
     notes = []
     for chat in fake.chats:
         messages = chat.body["messages"]
@@ -138,7 +165,7 @@ async def test_the_model_is_told_the_time_in_utc_the_same_on_every_step_of_a_tur
         assert messages[user - 1]["role"] == "system" and messages[user - 1] != messages[0]
         notes.append(messages[user - 1]["content"])
     assert len(notes) == 2 and notes[0] == notes[1]
-    assert any(f"{at:%Y-%m-%d %H:%M} UTC" in notes[0] for at in (before, after))
+    assert notes[0].startswith("It is now Monday 2026-11-30 00:53 UTC."), notes[0]
     assert fake.violations == []
 
 
