@@ -8,6 +8,7 @@ import errno
 import fcntl
 import shutil
 import sqlite3
+import time
 import warnings
 import weakref
 from collections import defaultdict
@@ -41,6 +42,17 @@ def make_settings(storage: Path, **env: str) -> Settings:
         **env,
     }
     return load_settings(REPO / "config.toml", environ=environ)
+
+
+@pytest.fixture
+def far_from_utc(monkeypatch):
+    """The host's zone hours from UTC (a POSIX zone, needing no tzdata), for what must not
+    depend on where the bot runs."""
+    monkeypatch.setenv("TZ", "IST-5:30")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 @pytest.fixture(scope="session")

@@ -136,16 +136,6 @@ class SteppingClock:
         return getattr(time, name)
 
 
-@pytest.fixture
-def far_from_utc(monkeypatch):
-    # A POSIX zone, needing no tzdata: the host's local time is hours from UTC.
-    monkeypatch.setenv("TZ", "IST-5:30")
-    time.tzset()
-    yield
-    monkeypatch.undo()
-    time.tzset()
-
-
 async def test_the_model_is_told_the_time_in_utc_the_same_on_every_step_of_a_turn(
     storage, fake, monkeypatch, far_from_utc
 ) -> None:

@@ -145,8 +145,9 @@ NEWEST_FIRST = ["Evening", "No Offset", "Late Night", "Night Owl"]
 
 
 async def test_achievements_written_with_mixed_offsets_are_newest_first_by_the_instant(
-    settings, scripted_app_engine
+    settings, scripted_app_engine, far_from_utc
 ) -> None:
+    # On a host hours from UTC: "No Offset" read in the host's zone would sort last.
     players_db = storage_paths(settings).players
     with sqlite3.connect(players_db) as conn:
         conn.executemany(
