@@ -444,7 +444,8 @@ async def test_a_retry_after_given_as_an_http_date_pauses_as_its_seconds_would(s
     assert len(fake.chats) == 2  # one a date, none sent again before it
 
 
-def test_a_retry_after_date_already_past_names_no_wait_and_the_limits_reset_pauses() -> None:
+@pytest.mark.parametrize("form", ["http date", "unix time"])
+def test_a_retry_after_date_already_past_names_no_wait_and_the_limits_reset_pauses(form: str) -> None:
     # A date past on arrival is a proxy's stale page or a clock behind, not "send again now": the
     # limit's own reset, a 429's 1 s doubling and a 5xx's backoff are the waits that still hold.
     import datetime as dt
@@ -452,7 +453,11 @@ def test_a_retry_after_date_already_past_names_no_wait_and_the_limits_reset_paus
 
     from bot.engines.openai import _pause_asked, _wait_named
 
-    past = email.utils.format_datetime(dt.datetime.now(dt.UTC) - dt.timedelta(hours=1), usegmt=True)
+    hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+    if form == "http date":
+        past = email.utils.format_datetime(hour_ago, usegmt=True)
+    else:
+        past = str(int(hour_ago.timestamp()))
     reset = {"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": "6s"}
     assert _wait_named({"retry-after": past}) is None
     assert _pause_asked({"retry-after": past, **reset}) == 6.0
