@@ -137,6 +137,13 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
             {"OPENAI_BASE_URL": "http://user:pw@[gateway/v1"},
             "OPENAI_BASE_URL cannot be read as an address",
         ),
+        # Without a scheme urlsplit finds no host, and passes it; the start's log line reads it
+        # as a host (shown_url), and raised.
+        (
+            "",
+            {"OPENAI_BASE_URL": "user:pw@[gateway/v1"},
+            "OPENAI_BASE_URL cannot be read as an address",
+        ),
     ],
 )
 def test_bad_settings_stop_with_one_line_naming_the_key(
