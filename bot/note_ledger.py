@@ -51,6 +51,10 @@ CREATE TABLE IF NOT EXISTS notes (
 CREATE INDEX IF NOT EXISTS notes_by_state ON notes (state, message_id);
 -- A start asks each place for its newest note answered: without this, a scan of every note each.
 CREATE INDEX IF NOT EXISTS notes_by_place ON notes (place_id, state, message_id);
+-- The hourly prune finds the settled notes past KEEP_SETTLED_SECONDS by this: through
+-- notes_by_state it would read every note settled in that month, holding the write lock that each
+-- note's claim waits on. An index only: an older voxdesk opens the file and keeps it up to date.
+CREATE INDEX IF NOT EXISTS notes_by_age ON notes (state, updated_at);
 CREATE TABLE IF NOT EXISTS places (
     place_id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,         -- dm | channel
@@ -68,6 +72,8 @@ KEEP_SETTLED_SECONDS = 30 * 24 * 3600.0
 # is not seen. A note sent while it runs comes through the gateway and remembers it again.
 KEEP_PLACE_SECONDS = 365 * 24 * 3600.0
 PRUNE_EVERY_SECONDS = 3600.0
+# The settled notes last changed before the cutoff: what prune drops, found through notes_by_age.
+SETTLED_BEFORE = "DELETE FROM notes WHERE state IN ('answered', 'expired', 'refused') AND updated_at < ?"
 # Notes a process answers while the ledger refuses to record them (a full or read-only disk) are
 # held in the kernel instead, the newest this many: far more than are answered in a lease.
 MAX_HELD_UNRECORDED = 1000
@@ -134,10 +140,7 @@ class NoteLedger:
         How many went."""
         now = time.time() if now is None else now
         self._pruned_at = now
-        cursor = await self._write(
-            "DELETE FROM notes WHERE state IN ('answered', 'expired', 'refused') AND updated_at < ?",
-            (now - KEEP_SETTLED_SECONDS,),
-        )
+        cursor = await self._write(SETTLED_BEFORE, (now - KEEP_SETTLED_SECONDS,))
         await self._write("DELETE FROM places WHERE heard_at < ?", (now - KEEP_PLACE_SECONDS,))
         return cursor.rowcount
 

@@ -317,6 +317,15 @@ async def test_expired_notes_stay_unanswered_and_old_settled_ones_are_pruned(tmp
         await again.aclose()
 
 
+async def test_the_prune_reads_only_the_settled_notes_past_the_cutoff(tmp_path) -> None:
+    # A month of a big community's notes is millions of rows: read through notes_by_state, the
+    # hourly prune went over every one of them while holding the lock each note's claim waits on.
+    await (await NoteLedger.open(tmp_path / "notes.db")).aclose()
+    with sqlite3.connect(tmp_path / "notes.db") as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + note_ledger.SETTLED_BEFORE, (0,))]
+    assert plan and all("updated_at<?" in step for step in plan), plan
+
+
 async def test_every_write_waits_out_a_refusal_sqlite_gives_at_once(tmp_path, monkeypatch) -> None:
     one, two = await open_two(tmp_path)
     try:
