@@ -137,10 +137,17 @@ OLD_KEY = ["source", "ticket", "kind", "status"]
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
 SCHEMA_VERSION = 2
+# news.db's indexes, made again on a rebuilt table. Each player's newest piece of every ticket is
+# kept for ever, so the table grows with the tickets: news_by_user finds one player's (the desk's
+# ticket page, and the prune's look for a newer piece) without reading every row.
+NEWS_INDEXES = """
+CREATE INDEX IF NOT EXISTS news_by_state ON news (state, id);
+CREATE INDEX IF NOT EXISTS news_by_user ON news (user_id, source, ticket, id);
+"""
 SCHEMA = (
     NEWS_TABLE.format(table="news")
-    + """
-CREATE INDEX IF NOT EXISTS news_by_state ON news (state, id);
+    + f"""
+{NEWS_INDEXES}
 CREATE TABLE IF NOT EXISTS cursors (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS last_channel (
     user_id TEXT PRIMARY KEY,
@@ -321,7 +328,8 @@ async def rekey_news(conn: aiosqlite.Connection) -> None:
             )
             await conn.execute("DROP TABLE news")
             await conn.execute("ALTER TABLE news_rekeyed RENAME TO news")
-            await conn.execute("CREATE INDEX IF NOT EXISTS news_by_state ON news (state, id)")
+            for index in filter(str.strip, NEWS_INDEXES.split(";")):  # executescript would commit
+                await conn.execute(index)
             if seq is not None:  # ids of news pruned since are not given out again
                 await conn.execute(
                     "UPDATE sqlite_sequence SET seq = MAX(seq, ?) WHERE name = 'news'", (int(seq[0]),)
@@ -333,6 +341,8 @@ async def rekey_news(conn: aiosqlite.Connection) -> None:
         raise
 
 
+# What a player was told, oldest first (the desk's ticket page).
+TOLD = "SELECT ticket, kind, status, state FROM news WHERE user_id = ? ORDER BY id"
 # The states of news whose text a DM may still carry ('sending' goes back to pending when given
 # back or put back for a retry).
 TO_SEND = "('pending', 'held', 'sending')"
@@ -564,9 +574,7 @@ class NewsStore:
 
     async def told(self, user_id: str) -> list[tuple[str, str, str, str]]:
         """(ticket, kind, status, state) of every piece of news for a player, oldest first."""
-        rows = await self._conn.execute_fetchall(
-            "SELECT ticket, kind, status, state FROM news WHERE user_id = ? ORDER BY id", (user_id,)
-        )
+        rows = await self._conn.execute_fetchall(TOLD, (user_id,))
         return [tuple(row) for row in rows]  # type: ignore[misc]
 
     async def cursor(self, name: str) -> str | None:

@@ -1443,6 +1443,17 @@ async def test_each_players_last_news_of_a_ticket_outlives_another_players_later
         )
 
 
+async def test_a_players_news_is_found_without_reading_every_players(tmp_path: Path) -> None:
+    # The newest piece of each ticket is kept for ever: a year on, news.db holds a row for every
+    # ticket, and the desk's ticket page and the prune's look for a newer piece read all of them.
+    await (await NewsStore.open(tmp_path / "news.db")).aclose()
+    newer = "SELECT 1 FROM news AS later WHERE later.user_id = ? AND later.source = ? AND later.ticket = ?"
+    with sqlite3.connect(tmp_path / "news.db") as conn:
+        for query, args in ((ticket_news.TOLD, (NOVA,)), (newer, (NOVA, "jira", "GRV-1"))):
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query, args)]
+            assert any("news_by_user (user_id=?" in step for step in plan), plan
+
+
 async def test_a_clock_stepped_back_does_not_stop_the_pruning_until_it_catches_up(tmp_path: Path) -> None:
     # Pruned at open by a fast clock, then NTP sets it back an hour: the last prune looked an
     # hour in the future, and nothing was pruned until the clock caught up with it.
@@ -1556,6 +1567,7 @@ async def test_an_older_news_db_keeps_what_it_told_and_tells_a_reopened_ticket_r
     assert sql(news_db, "SELECT name FROM sqlite_master WHERE tbl_name = 'news' AND type = 'index'") == [
         ("sqlite_autoindex_news_1",),
         ("news_by_state",),
+        ("news_by_user",),
     ]
     assert front.texts() == [
         'Your ticket GRV-1 ("charged twice") is now open.',
