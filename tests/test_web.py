@@ -589,6 +589,20 @@ async def test_the_desk_pages_through_every_grievance_with_its_filters_kept(wset
         assert "Page 11 of 11" in last
 
 
+async def test_the_desk_finds_one_status_without_reading_every_grievance(tmp_path) -> None:
+    # A year on, "open" is a few thousand among a million resolved: through grievances_by_time the
+    # page and its count read them all, on the connection each player's filing waits on.
+    from bot.tools import grievance_store
+
+    await (await grievance_store.LocalGrievanceStore.open(tmp_path / "grievances.db")).aclose()
+    where, args = grievance_store._staff_where("open", None, None, None, "")
+    page = grievance_store.STAFF_PAGE.format(where=where, order="created_at DESC, id DESC")
+    with contextlib.closing(sqlite3.connect(tmp_path / "grievances.db")) as conn:
+        for query, bound in ((page, (*args, 50, 0)), (grievance_store.STAFF_COUNT.format(where=where), args)):
+            plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + query, bound)]
+            assert any("grievances_by_status (status=?)" in step for step in plan), plan
+
+
 async def test_the_desk_search_folds_in_python_only_what_sqlite_cannot(tmp_path, monkeypatch) -> None:
     # A search reads every row: a description of ASCII alone is lower-cased by SQLite
     # itself, and only the rest goes through Python's folding, found the same way.
