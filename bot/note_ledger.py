@@ -53,8 +53,10 @@ CREATE INDEX IF NOT EXISTS notes_by_state ON notes (state, message_id);
 CREATE INDEX IF NOT EXISTS notes_by_place ON notes (place_id, state, message_id);
 -- The hourly prune finds the settled notes past KEEP_SETTLED_SECONDS by this: through
 -- notes_by_state it would read every note settled in that month, holding the write lock that each
--- note's claim waits on. An index only: an older voxdesk opens the file and keeps it up to date.
-CREATE INDEX IF NOT EXISTS notes_by_age ON notes (state, updated_at);
+-- note's claim waits on. Not (state, updated_at): SQLite would take that for a place's newest
+-- note answered too, and read a month of every place's. An index only: an older voxdesk opens
+-- the file and keeps it up to date.
+CREATE INDEX IF NOT EXISTS notes_by_age ON notes (updated_at);
 CREATE TABLE IF NOT EXISTS places (
     place_id INTEGER PRIMARY KEY,
     kind TEXT NOT NULL,         -- dm | channel
@@ -72,8 +74,16 @@ KEEP_SETTLED_SECONDS = 30 * 24 * 3600.0
 # is not seen. A note sent while it runs comes through the gateway and remembers it again.
 KEEP_PLACE_SECONDS = 365 * 24 * 3600.0
 PRUNE_EVERY_SECONDS = 3600.0
-# The settled notes last changed before the cutoff: what prune drops, found through notes_by_age.
-SETTLED_BEFORE = "DELETE FROM notes WHERE state IN ('answered', 'expired', 'refused') AND updated_at < ?"
+# The settled notes last changed before the cutoff: what prune drops. Named, since SQLite would
+# rather take notes_by_state, knowing nothing of how few notes are past the cutoff.
+SETTLED_BEFORE = (
+    "DELETE FROM notes INDEXED BY notes_by_age"
+    " WHERE state IN ('answered', 'expired', 'refused') AND updated_at < ?"
+)
+# The newest note answered in a place (before a time): one row of notes_by_place.
+LAST_HANDLED = (
+    "SELECT MAX(message_id) FROM notes WHERE place_id = ? AND state = 'answered' AND updated_at < ?"
+)
 # Notes a process answers while the ledger refuses to record them (a full or read-only disk) are
 # held in the kernel instead, the newest this many: far more than are answered in a lease.
 MAX_HELD_UNRECORDED = 1000
@@ -479,7 +489,7 @@ class NoteLedger:
         """The newest note answered in the place; of those answered before `answered_before`
         (time.time()) if given."""
         rows = await self._conn.execute_fetchall(
-            "SELECT MAX(message_id) FROM notes WHERE place_id = ? AND state = 'answered' AND updated_at < ?",
+            LAST_HANDLED,
             (place_id, float("inf") if answered_before is None else answered_before),
         )
         row = first(rows)
