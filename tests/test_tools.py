@@ -1005,6 +1005,28 @@ async def test_the_grievance_spool_files_each_line_once_and_sets_aside_a_torn_on
     assert rejected.stat().st_mode & 0o777 == 0o600  # a grievance's words, as in the spool
 
 
+async def test_a_spool_line_finds_its_turns_grievances_without_reading_every_one(tmp_path) -> None:
+    # After an outage the spool may hold hundreds of lines, and a year holds a million grievances:
+    # each line read them all, holding the lock every player's filing waits on.
+    from bot.tools import filing_turn, grievance_store
+
+    await (await LocalGrievanceStore.open(tmp_path / "grievances.db")).aclose()
+    turn = filing_turn("discord", "7")
+    args = (turn, grievance_store.after_prefix(turn), len(turn), turn)
+    with contextlib.closing(sqlite3.connect(tmp_path / "grievances.db")) as conn:
+        plan = [row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + grievance_store.IN_TURN, args)]
+        ids = [filing_id("discord", r, n) for r in ("7", "70", "6", "8") for n in (0, 1)]
+        ids += ["discord:7;", turn]  # just past the range, and its bound
+        conn.executemany(
+            "INSERT INTO grievances (user_id, category, description, created_at, updated_at, spool_id)"
+            " VALUES ('u', 'bug', 'crash', '', '', ?)",
+            [(i,) for i in ids],
+        )
+        found = sorted(row[0] for row in conn.execute(grievance_store.IN_TURN, args))
+    assert plan == ["SEARCH grievances USING INDEX grievances_by_spool_id (spool_id>? AND spool_id<?)"], plan
+    assert found == sorted(i for i in ids if i.startswith(turn))
+
+
 async def test_a_spool_line_of_a_newer_format_is_set_aside_not_filed(tmp_path) -> None:
     # A newer voxdesk's line (a downgrade): its fields may mean what this version cannot know.
     import json

@@ -828,11 +828,7 @@ class LocalGrievanceStore:
             if await self._filed_alike(r["user_id"], r["category"], r["description"], r["id"]):
                 return None
             turn = filing_turn(*named)
-        rows = await self._conn.execute_fetchall(
-            "SELECT spool_id, category, description, user_id FROM grievances"
-            " WHERE substr(spool_id, 1, ?) = ?",
-            (len(turn), turn),
-        )
+        rows = await self._conn.execute_fetchall(IN_TURN, (turn, after_prefix(turn), len(turn), turn))
         theirs = [(str(f), str(c), str(d)) for f, c, d, u in rows if u == r["user_id"]]
         if unchosen:
             # Not one its own run's other complaints chose: a complaint like it is not it.
@@ -1542,6 +1538,20 @@ DESCRIBED = (
     "(CASE WHEN length(description) = length(CAST(description AS BLOB))"
     " THEN instr(lower(description), ?) ELSE instr(folded(description), ?) END > 0)"
 )
+
+
+# Every grievance a turn filed, of any player: the range finds them on grievances_by_spool_id
+# (substr alone reads every grievance, once for each spool line filed after an outage); substr
+# keeps out what the range lets in past the prefix.
+IN_TURN = (
+    "SELECT spool_id, category, description, user_id FROM grievances"
+    " WHERE spool_id >= ? AND spool_id < ? AND substr(spool_id, 1, ?) = ?"
+)
+
+
+def after_prefix(prefix: str) -> str:
+    """The least text past every text that starts with `prefix` (a non-empty one)."""
+    return prefix[:-1] + chr(ord(prefix[-1]) + 1)
 
 
 # The desk's page of grievances and the count of all its pages, by _staff_where's filters.
