@@ -1766,9 +1766,9 @@ async def test_news_a_second_cancel_lands_on_while_its_retry_is_written_is_pendi
     tmp_path: Path,
 ) -> None:
     """A DM Discord failed, its round stopped while the news was put back for a retry, and a
-    second cancel (the stop out of grace, asyncio.run's end) landed on that write: the round ended
-    at once, its write cut loose, and the store closed after it found the news still 'sending':
-    never sent."""
+    second cancel (the stop out of grace, asyncio.run's end) lands on that write: ended at once,
+    with its write cut loose, the round would leave the news 'sending' in the store closed after
+    it, never sent."""
     reached, go = asyncio.Event(), asyncio.Event()
     db = tmp_path / "grievances.db"
 
