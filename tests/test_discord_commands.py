@@ -111,32 +111,33 @@ async def test_grievance_status_shows_only_the_callers_tickets_privately(harness
     assert harness.fake.violations == []
 
 
-async def test_a_ticket_key_typed_in_full_width_or_with_a_dash_is_found(harness: Harness):
-    # A Japanese, Chinese or Korean keyboard types Latin letters and digits in full width; a
-    # phone's keyboard or a copy from a web page may give an en dash or a minus for the hyphen.
-    for typed in ("ＧＲＶ－１０", "ｇｒｖ－１０", "GRV\u201310", "GRV\u221210"):
+async def finds_grv_10(harness: Harness, *typed_keys: str) -> None:
+    """/grievance status finds Nova's GRV-10 under each of `typed_keys`."""
+    for typed in typed_keys:
         text = await ask(harness.fake, nova, "grievance", sub("status", ticket=typed))
         assert "GRV-10" in text and "Topped up 20 dollars" in text, typed
     assert harness.fake.violations == []
+
+
+async def test_a_ticket_key_typed_in_full_width_or_with_a_dash_is_found(harness: Harness):
+    # A Japanese, Chinese or Korean keyboard types Latin letters and digits in full width; a
+    # phone's keyboard or a copy from a web page may give an en dash or a minus for the hyphen.
+    await finds_grv_10(harness, "ＧＲＶ－１０", "ｇｒｖ－１０", "GRV\u201310", "GRV\u221210")
 
 
 async def test_a_ticket_key_copied_from_right_to_left_text_or_typed_in_kana_is_found(harness: Harness):
     # Copied out of an Arabic or Hebrew message, a key carries the marks or isolates that kept it
     # left-to-right there: refused, the reply (which drops isolates) showed "GRV-10" as no key.
     # A Japanese keyboard writing kana types "ー" for "-".
-    for typed in ("\u2067GRV-10\u2069", "\u200fGRV-10\u200e", "\u200bGRV-10", "ＧＲＶー１０", "GRV\u201410"):
-        text = await ask(harness.fake, nova, "grievance", sub("status", ticket=typed))
-        assert "GRV-10" in text and "Topped up 20 dollars" in text, typed
-    assert harness.fake.violations == []
+    await finds_grv_10(
+        harness, "\u2067GRV-10\u2069", "\u200fGRV-10\u200e", "\u200bGRV-10", "ＧＲＶー１０", "GRV\u201410"
+    )
 
 
 async def test_a_ticket_key_typed_with_arabic_or_persian_digits_is_found(harness: Harness):
     # An Arabic or Persian keyboard types its own digits, which NFKC keeps: read as they come, the
     # player would be told "not a ticket key".
-    for typed in ("GRV-١٠", "GRV-۱۰", "\u2067GRV-١٠\u2069", "GRV-१०"):
-        text = await ask(harness.fake, nova, "grievance", sub("status", ticket=typed))
-        assert "GRV-10" in text and "Topped up 20 dollars" in text, typed
-    assert harness.fake.violations == []
+    await finds_grv_10(harness, "GRV-١٠", "GRV-۱۰", "\u2067GRV-١٠\u2069", "GRV-१०")
 
 
 async def test_grievance_file_then_status(harness: Harness):
