@@ -398,12 +398,26 @@ async def test_a_log_that_holds_no_commit_leaves_a_new_database_as_before(settin
     assert path.stat().st_size == 0 and wal.read_bytes() == restarted
 
 
+def _lock_held(path: Any, flags: int) -> bool:
+    """Whether another holder has `path`'s flock, as a second process opening it with `flags`
+    finds: a lock taken here is let go at once."""
+    import fcntl
+
+    fd = os.open(path, flags)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
 async def test_two_processes_restoring_one_database_take_turns(settings, monkeypatch) -> None:
     # `run` and `web` start together after the power cut: one restores the first page, opens the
     # database and checkpoints it; the other, past its "still empty?" before that, wrote the log's
     # first page over the newer one the checkpoint put there. The whole restore holds the file's
     # lock, and another restorer waits for it, then finds the file restored.
-    import fcntl
 
     from bot import db
 
@@ -412,14 +426,7 @@ async def test_two_processes_restoring_one_database_take_turns(settings, monkeyp
     restored_copy = db._restored_copy
 
     def copying(file: Path, into: Path, *found: bool):
-        fd = os.open(file, os.O_RDONLY)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            other_restorer.append("went ahead")
-        except BlockingIOError:
-            other_restorer.append("waits")
-        finally:
-            os.close(fd)
+        other_restorer.append("waits" if _lock_held(file, os.O_RDONLY) else "went ahead")
         return restored_copy(file, into, *found)
 
     monkeypatch.setattr(db, "_restored_copy", copying)
@@ -1053,7 +1060,6 @@ def test_a_sweep_between_a_partials_making_and_its_lock_does_not_fail_its_writer
 def test_a_sweep_removes_a_partial_while_it_holds_its_lock(tmp_path: Path, monkeypatch) -> None:
     # Let go before the unlink, a writer locking in between would take its file for its own, still
     # named, and go on writing into one the sweep then removes.
-    import fcntl
     import subprocess
 
     from bot.db import remove_partials
@@ -1066,14 +1072,7 @@ def test_a_sweep_removes_a_partial_while_it_holds_its_lock(tmp_path: Path, monke
 
     def writer_locking_first(path: Any, *args: Any, **kwargs: Any) -> None:
         if Path(path) == killed:
-            fd = os.open(path, os.O_WRONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                tried.append("taken")
-            except BlockingIOError:
-                tried.append("held")
-            finally:
-                os.close(fd)
+            tried.append("held" if _lock_held(path, os.O_WRONLY) else "taken")
         unlink(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "unlink", writer_locking_first)
