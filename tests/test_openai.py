@@ -487,21 +487,26 @@ async def test_an_audio_reference_of_another_type_does_not_fail_the_players_next
     assert {"role": "assistant", "content": "Hello there."} in fake.chats[1].body["messages"]
 
 
+async def past_audio_replies(app, now: float, *replies: tuple[str, float]) -> None:
+    """Nova's past turns at `now`, one per (audio id, when it expires), its reply "reply for <id>"."""
+    for audio_id, expires in replies:
+        await app.conversations.append(
+            NOVA,
+            PastTurn(
+                user_text="q",
+                reply_text=f"reply for {audio_id}",
+                audio_id=audio_id,
+                audio_expires_at=int(expires),
+                at=now,
+            ),
+        )
+
+
 async def test_expired_audio_ids_are_not_sent(storage, fake) -> None:
     now = time.time()
     fake.issued_audio["audio_live"] = int(now + 3000)
     async with running_app(openai_settings(storage, fake)) as app:
-        for audio_id, expires in (("audio_old", now - 10), ("audio_live", now + 3000)):
-            await app.conversations.append(
-                NOVA,
-                PastTurn(
-                    user_text="q",
-                    reply_text=f"reply for {audio_id}",
-                    audio_id=audio_id,
-                    audio_expires_at=int(expires),
-                    at=now,
-                ),
-            )
+        await past_audio_replies(app, now, ("audio_old", now - 10), ("audio_live", now + 3000))
         fake.script = [answer("ok")]
         await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     messages = fake.chats[0].body["messages"]
@@ -1094,17 +1099,7 @@ async def test_an_audio_id_refused_among_several_sends_only_that_reply_as_text(s
     fake.issued_audio["audio_live"] = int(now + 3000)
     settings = openai_settings(storage, fake, VOXDESK_OPENAI_AUDIO_HISTORY_TURNS="2")
     async with running_app(settings) as app:
-        for audio_id in ("audio_elsewhere", "audio_live"):
-            await app.conversations.append(
-                NOVA,
-                PastTurn(
-                    user_text="q",
-                    reply_text=f"reply for {audio_id}",
-                    audio_id=audio_id,
-                    audio_expires_at=int(now + 3000),
-                    at=now,
-                ),
-            )
+        await past_audio_replies(app, now, ("audio_elsewhere", now + 3000), ("audio_live", now + 3000))
         fake.script = [answer("ok"), answer("again")]
         replies = [await app.agent.respond(ToolContext(user_id=NOVA), NOTE) for _ in range(2)]
     assert [r.engine for r in replies] == ["openai"] * 2
