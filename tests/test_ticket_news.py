@@ -1721,6 +1721,31 @@ async def test_news_a_second_cancel_lands_on_while_given_back_is_pending_once_th
         assert sql(tmp_path / "news.db", "SELECT state FROM news") == [("pending",)]
 
 
+async def stopped_while_a_retry_is_written(p: Any, db: Path, front: Recorder, twice: bool) -> None:
+    """Nova's resolved ticket news, failed by `front` and its round cancelled (`twice`: a second
+    cancel too) while the store writes the retry, which waits until then."""
+    reached, go = asyncio.Event(), asyncio.Event()
+    await p.local.register(NOVA, "wallet", "charged twice")
+    sql(db, "UPDATE grievances SET status = 'resolved'")
+    putting_back = p.store.retry
+
+    async def retry(*args: Any) -> None:
+        reached.set()
+        await go.wait()  # the write under way when the stop lands (the database busy, say)
+        await putting_back(*args)
+
+    p.store.retry = retry
+    round_ = asyncio.create_task(p.news.run_once(front))
+    await asyncio.wait_for(reached.wait(), 30)
+    round_.cancel()
+    await asyncio.sleep(0)  # the first cancel lands before a second is asked for
+    if twice:
+        round_.cancel()
+    go.set()
+    with pytest.raises(asyncio.CancelledError):
+        await round_
+
+
 async def test_news_a_stop_takes_while_its_retry_is_written_is_tried_again_as_it_was(
     tmp_path: Path,
 ) -> None:
@@ -1729,28 +1754,11 @@ async def test_news_a_stop_takes_while_its_retry_is_written_is_tried_again_as_it
     out, and under its first key (its nonce) with nothing but the news it carried. Given back as
     untried news, it went out with later news under the same nonce, which returns the message
     Discord made the first time: the later news marked sent, never told."""
-    reached, go = asyncio.Event(), asyncio.Event()
     db = tmp_path / "grievances.db"
 
     async with news_over(tmp_path) as p:
-        await p.local.register(NOVA, "wallet", "charged twice")
-        sql(db, "UPDATE grievances SET status = 'resolved'")
-        putting_back = p.store.retry
-
-        async def retry(*args: Any) -> None:
-            reached.set()
-            await go.wait()  # the write under way when the stop lands
-            await putting_back(*args)
-
-        p.store.retry = retry  # type: ignore[method-assign]
         front = Recorder(outcomes=[Outcome.RETRY])
-        round_ = asyncio.create_task(p.news.run_once(front))
-        await asyncio.wait_for(reached.wait(), 30)
-        round_.cancel()
-        await asyncio.sleep(0)
-        go.set()
-        with pytest.raises(asyncio.CancelledError):
-            await round_
+        await stopped_while_a_retry_is_written(p, db, front, twice=False)
         await p.local.register(NOVA, "account", "locked out")
     sql(db, "UPDATE grievances SET status = 'resolved'")
     sql(tmp_path / "news.db", "UPDATE news SET next_try_at = 0 WHERE next_try_at IS NOT NULL")  # delay over
@@ -1769,28 +1777,10 @@ async def test_news_a_second_cancel_lands_on_while_its_retry_is_written_is_pendi
     second cancel (the stop out of grace, asyncio.run's end) lands on that write: ended at once,
     with its write cut loose, the round would leave the news 'sending' in the store closed after
     it, never sent."""
-    reached, go = asyncio.Event(), asyncio.Event()
-    db = tmp_path / "grievances.db"
-
     async with news_over(tmp_path) as p:
-        await p.local.register(NOVA, "wallet", "charged twice")
-        sql(db, "UPDATE grievances SET status = 'resolved'")
-        putting_back = p.store.retry
-
-        async def retry(*args: Any) -> None:
-            reached.set()
-            await go.wait()  # the database busy with another process's write
-            await putting_back(*args)
-
-        p.store.retry = retry  # type: ignore[method-assign]
-        round_ = asyncio.create_task(p.news.run_once(Recorder(outcomes=[Outcome.RETRY])))
-        await asyncio.wait_for(reached.wait(), 30)
-        round_.cancel()
-        await asyncio.sleep(0)  # the first cancel lands before the second is asked for
-        round_.cancel()
-        go.set()
-        with pytest.raises(asyncio.CancelledError):
-            await round_
+        await stopped_while_a_retry_is_written(
+            p, tmp_path / "grievances.db", Recorder(outcomes=[Outcome.RETRY]), twice=True
+        )
         assert sql(tmp_path / "news.db", "SELECT state FROM news") == [("pending",)]
 
 
