@@ -111,7 +111,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         self.recent: dict[tuple[str, str, str], tuple[float, asyncio.Future[Filed]]] = {}
 
     def _too_soon(self, interaction: discord.Interaction) -> str | None:
-        retry_after = self.lookups.update_rate_limit(interaction, time.monotonic())  # type: ignore[arg-type]
+        retry_after = self.lookups.update_rate_limit(interaction, time.monotonic())
         if not retry_after:
             return None
         log.info("flood: /grievance lookup from %s refused", interaction.user.id)
@@ -282,14 +282,14 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         # and a slip of the keyboard (or a word alone) is not a ticket.
         empty, short = blank(description), too_short(description)
         asked_at = time.monotonic()
-        retry_after = None if short else self.filings.update_rate_limit(interaction, asked_at)  # type: ignore[arg-type]
+        retry_after = None if short else self.filings.update_rate_limit(interaction, asked_at)
         filed: list[str] = []
 
         def repeat(answer: str) -> str:
             # A repeat told its first ticket filed nothing: it gives its filing back, and costs a
             # lookup instead (it looked the ticket up), so repeats alone stay bounded too.
-            if not self.lookups.update_rate_limit(interaction, time.monotonic()):  # type: ignore[arg-type]
-                bucket = self.filings.get_bucket(interaction, asked_at)  # type: ignore[arg-type]
+            if not self.lookups.update_rate_limit(interaction, time.monotonic()):
+                bucket = self.filings.get_bucket(interaction, asked_at)
                 if isinstance(bucket, InAnyWindow):
                     bucket.uncount(asked_at)
             log.info("/grievance file from %s again: told the first filing", user_id)
