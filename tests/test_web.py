@@ -1536,7 +1536,11 @@ async def test_metrics_count_notes_stages_tools_and_the_outbox(wsettings) -> Non
     assert re.search(r"^voxdesk_grievance_outbox_depth 0\.0$", text, re.M)
 
 
-async def test_metrics_give_the_oldest_waiting_grievances_age_and_the_unfiled(wsettings) -> None:
+# A time support staff wrote with no offset is UTC (bot/instants.py), on a host hours from UTC too.
+@pytest.mark.parametrize("offset", ["Z", ""])
+async def test_metrics_give_the_oldest_waiting_grievances_age_and_the_unfiled(
+    wsettings, far_from_utc, offset
+) -> None:
     """An operator's alert: one grievance stuck for a day reads like a steady trickle in depth."""
     from bot.tools.grievance_spool import GrievanceSpool
 
@@ -1550,7 +1554,7 @@ async def test_metrics_give_the_oldest_waiting_grievances_age_and_the_unfiled(ws
         day_ago = dt.datetime.now(dt.UTC) - dt.timedelta(days=1)
         await store._conn.execute(
             "UPDATE grievances SET created_at = ? WHERE local_key = ?",
-            (day_ago.strftime("%Y-%m-%dT%H:%M:%SZ"), stuck.key),
+            (day_ago.strftime("%Y-%m-%dT%H:%M:%S") + offset, stuck.key),
         )
         await store._conn.commit()
         GrievanceSpool.beside(core.settings.storage_dir / "grievances.db").keep(

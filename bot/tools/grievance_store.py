@@ -44,6 +44,7 @@ from bot.db import (
     while_locked,
     writing,
 )
+from bot.instants import instant
 from bot.logs import Outage
 from bot.tools import complaint_key, filed_in, filing_turn, same_complaint, typed_key
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
@@ -390,8 +391,8 @@ def utc_now() -> str:
 
 
 def seconds_of(iso: str) -> float:
-    """A grievance time back to unix seconds."""
-    return dt.datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
+    """A grievance time back to unix seconds; one staff wrote with no offset is UTC."""
+    return instant(iso).timestamp()
 
 
 def iso_at(seconds: float) -> str:
