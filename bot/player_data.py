@@ -37,6 +37,7 @@ from bot.db import (
     remove_partials,
     restore_from_log,
 )
+from bot.instants import instant
 from bot.schemas import refuse_newer_databases, remedy, versions
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LATELY_GONE, RESUBMIT_SECONDS, claims_of, iso_at
@@ -69,8 +70,8 @@ UNIX_SECONDS = {
     "grievances": ("next_try_at",),
     "lately_filed": ("at", "lease_until"),
 }
-# Times kept as text another program may have written with an offset (players.db is the
-# studio's): the same instant, in UTC.
+# Times kept as text another program may have written with an offset or none (players.db is the
+# studio's): the same instant, in UTC, one with no offset read as UTC (bot/instants.py).
 ISO_TEXT = {"game_sessions": ("played_at",), "achievements": ("earned_at",)}
 
 
@@ -192,9 +193,7 @@ def _in_utc(row: dict[str, Any], table: str) -> None:
         if not isinstance(value, str):
             continue
         try:
-            at = dt.datetime.fromisoformat(value)
-            if at.tzinfo is not None:
-                row[column] = at.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+            row[column] = instant(value).astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         except (ValueError, OverflowError):  # OverflowError: in UTC before year 1 or past 9999
             continue  # shown as the studio wrote it
 

@@ -570,9 +570,10 @@ def _earned(players_db: Path, user_id: str, name: str, at: str) -> None:
         )
 
 
-async def test_every_time_in_an_export_is_iso_8601_in_utc(settings) -> None:
+async def test_every_time_in_an_export_is_iso_8601_in_utc(settings, far_from_utc) -> None:
     # Turns, notes and claims keep Unix seconds: 1765000000.0 beside "2026-12-05T06:00:00Z" in one
-    # file, which a player cannot read as a date. A studio's players.db may write its own offset.
+    # file, which a player cannot read as a date. A studio's players.db may write its own offset,
+    # or none (UTC, as bot/instants.py reads it, whatever the host's zone).
     import datetime as dt
 
     from bot import player_data
@@ -582,6 +583,9 @@ async def test_every_time_in_an_export_is_iso_8601_in_utc(settings) -> None:
     await _file_by_command(storage, NOVA, "charged twice for gems", "discord:1:")
     paths_ = storage_paths_of(storage)
     _earned(paths_.players, NOVA, "Early Bird", "2026-11-18T03:00:00+05:00")
+    _earned(paths_.players, NOVA, "No Offset", "2026-11-17T22:30:00")
+    with sqlite3.connect(paths_.players) as db:
+        db.execute("UPDATE game_sessions SET played_at = '2026-08-27T20:00:00' WHERE session_id = 1")
     with sqlite3.connect(paths_.news) as db:
         db.execute("UPDATE news SET next_try_at = 1765000000.5")
 
@@ -604,8 +608,11 @@ async def test_every_time_in_an_export_is_iso_8601_in_utc(settings) -> None:
     for key, value in times:
         assert isinstance(value, str) and value.endswith("Z"), (key, value)
         assert dt.datetime.fromisoformat(value.replace("Z", "+00:00")).utcoffset() == dt.timedelta(0)
-    earned = [a["earned_at"] for a in held["players"]["achievements"] if a["name"] == "Early Bird"]
-    assert earned == ["2026-11-17T22:00:00Z"]
+    earned = {a["name"]: a["earned_at"] for a in held["players"]["achievements"]}
+    assert earned["Early Bird"] == "2026-11-17T22:00:00Z"
+    assert earned["No Offset"] == "2026-11-17T22:30:00Z"
+    played = {g["session_id"]: g["played_at"] for g in held["players"]["game_sessions"]}
+    assert played[1] == "2026-08-27T20:00:00Z"
     assert {n["next_try_at"] for n in held["news"]["news"]} == {"2025-12-06T05:46:40Z"}
 
 
