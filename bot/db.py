@@ -164,9 +164,9 @@ def _remove_unless_held(partial: Path) -> None:
         os.close(fd)
 
 
-# What a non-blocking flock answers when another holds the lock: EWOULDBLOCK, or EACCES on CIFS,
-# which emulates flock with SMB byte-range locks. Not a permission problem: those are refused at
-# open(), before any lock is tried.
+# What a non-blocking lock answers when another holds it: a flock EWOULDBLOCK, or EACCES on CIFS,
+# which emulates flock with SMB byte-range locks; an fcntl record lock EAGAIN or EACCES, either of
+# which POSIX allows. Not a permission problem: those are refused at open(), before any lock is tried.
 LOCK_HELD = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.EACCES})
 
 

@@ -8,7 +8,6 @@ the others (building the whole app would stop at the first failure).
 from __future__ import annotations
 
 import asyncio
-import errno
 import fcntl
 import logging
 import os
@@ -20,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, check_discord_token_shape
-from bot.db import kept, naming, other_owner
+from bot.db import LOCK_HELD, kept, naming, other_owner
 from bot.logs import masked
 
 if TYPE_CHECKING:
@@ -280,7 +279,7 @@ def cannot_lock(folder: Path) -> str:
         fcntl.fcntl(fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, 0))
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as exc:
-        if exc.errno in (errno.EAGAIN, errno.EACCES):  # held: locks work
+        if exc.errno in LOCK_HELD:  # held: locks work
             return ""
         return (
             f"the file system of {folder} takes no file locks ({exc.strerror or exc}): `run` would"

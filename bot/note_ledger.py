@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
 import fcntl
 import logging
 import os
@@ -30,7 +29,7 @@ from pathlib import Path
 import aiosqlite
 
 from bot.bounded import remember
-from bot.db import add_missing_columns, first, opening, prune_due, running, while_locked, writing
+from bot.db import LOCK_HELD, add_missing_columns, first, opening, prune_due, running, while_locked, writing
 
 log = logging.getLogger(__name__)
 
@@ -558,7 +557,7 @@ class _Holds:
         try:
             fcntl.fcntl(self._fd, fcntl.F_OFD_SETLK, _flock(fcntl.F_WRLCK, message_id))
         except OSError as exc:
-            if exc.errno in (errno.EAGAIN, errno.EACCES):
+            if exc.errno in LOCK_HELD:
                 return False
             # A file system without such locks: answered twice beats never.
             log.warning("could not hold note %s in %s: %s", message_id, self._path, exc)
