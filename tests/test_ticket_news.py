@@ -1721,6 +1721,37 @@ async def test_news_a_second_cancel_lands_on_while_given_back_is_pending_once_th
         assert sql(tmp_path / "news.db", "SELECT state FROM news") == [("pending",)]
 
 
+@pytest.mark.parametrize("cancels", [1, 2])
+async def test_news_a_stop_lands_on_while_news_of_unread_preferences_is_given_back(
+    tmp_path: Path, cancels: int
+) -> None:
+    """A player's preferences cannot be read, and a stop (`cancels` of them) lands while their
+    claimed news is given back: once the round ends the news is pending, not left 'sending'."""
+    giving_back, go = asyncio.Event(), asyncio.Event()
+    db = tmp_path / "grievances.db"
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        sql(tmp_path / "preferences.db", "ALTER TABLE preferences RENAME TO kept")
+        give_back = p.store.give_back
+
+        async def slow_give_back(ids: list[int]) -> None:
+            giving_back.set()
+            await go.wait()  # the database busy with another process's write
+            await give_back(ids)
+
+        p.store.give_back = slow_give_back  # type: ignore[method-assign]
+        round_ = asyncio.create_task(p.news.run_once(Recorder()))
+        await asyncio.wait_for(giving_back.wait(), 30)
+        for _ in range(cancels):
+            round_.cancel()
+            await asyncio.sleep(0)  # each cancel lands before the next is asked for
+        go.set()
+        with pytest.raises(asyncio.CancelledError):
+            await round_
+        assert sql(tmp_path / "news.db", "SELECT state FROM news") == [("pending",)]
+
+
 async def stopped_while_a_retry_is_written(p: Any, db: Path, front: Recorder, twice: bool) -> None:
     """Nova's resolved ticket news, failed by `front` and its round cancelled (`twice`: a second
     cancel too) while the store writes the retry, which waits until then."""
