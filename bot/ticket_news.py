@@ -1002,6 +1002,8 @@ class TicketNews:
                     exc,
                     level=logging.ERROR,
                 )
+                # Unshielded: a stop landing on it is the `except asyncio.CancelledError` below,
+                # whose `_give_back` gives the claim back through every further cancel.
                 await self.store.give_back(ids)
                 return 0
             self._preferences_unread.answered()
