@@ -76,7 +76,8 @@ from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, iso_a
 
 log = logging.getLogger(__name__)
 
-USER_ID = re.compile(r"^[0-9]{1,20}$")  # only a Discord user can be sent a DM
+# \Z, not $: $ also matches before a final line break, which would pass "<id>\n".
+USER_ID = re.compile(r"^[0-9]{1,20}\Z")  # only a Discord user can be sent a DM
 EVENT_BATCH = 500
 DELIVER_BATCH = 200
 MAX_ITEMS_PER_DM = 10  # more news for one player waits for the next round

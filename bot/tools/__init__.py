@@ -34,7 +34,8 @@ from bot.tools.base import (
 log = logging.getLogger(__name__)
 
 CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
-TICKET_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}-[1-9][0-9]{0,8}$")
+# \Z, not $: $ also matches before a final line break, which would pass "GRV-1\n".
+TICKET_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}-[1-9][0-9]{0,8}\Z")
 MAX_DESCRIPTION = 2000
 MIN_DESCRIPTION_WORDS, MIN_DESCRIPTION_LETTERS = 2, 6
 # A note is one player speaking for a minute or two: more tickets than this from one note, or more

@@ -32,10 +32,11 @@ from bot.tools.grievance_store import KEY_PREFIX, iso_at
 
 log = logging.getLogger(__name__)
 
-PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}$")
-USER_ID = re.compile(r"^[0-9]{1,20}$")  # a Discord snowflake
-LOCAL_KEY = re.compile(rf"^{KEY_PREFIX}-[1-9][0-9]{{0,8}}$")
-LABEL_PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
+# \Z, not $: $ also matches before a final line break, which would pass "<id>\n".
+PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}\Z")
+USER_ID = re.compile(r"^[0-9]{1,20}\Z")  # a Discord snowflake
+LOCAL_KEY = re.compile(rf"^{KEY_PREFIX}-[1-9][0-9]{{0,8}}\Z")
+LABEL_PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,30}\Z")
 SEARCH_FIELDS = ["summary", "description", "labels", "status", "created", "updated"]
 STATUS_WORDS = {"new": "open", "indeterminate": "in progress", "done": "resolved"}
 # The status category a local status (the desk's, grievance_store.STAFF_STATUSES) is in Jira.

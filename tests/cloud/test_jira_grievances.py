@@ -952,6 +952,24 @@ async def test_jql_in_model_arguments_changes_nothing(fake, settings, scripted_a
     assert_only_our_jql(fake)
 
 
+async def test_an_id_or_key_with_a_line_break_after_it_reaches_no_jql_nor_label(fake, db) -> None:
+    # A pattern's `$` also matches before a final line break: "<id>\n" would pass for a Discord id
+    # (a label and JQL with the break in them) and "GRV-1\n" for a key (a request for it).
+    backend = await open_backend(fake, db)
+    try:
+        ticket = await backend.register(f"{NOVA}\n", "wallet", "charged twice for the battle pass")
+        assert await backend.push_pending() == 0  # no Discord user's: kept local
+        (mine,) = await backend.status(f"{NOVA}\n")
+        assert mine.key == ticket.key
+        assert await backend.status(NOVA) == []
+        assert await backend.status(NOVA, "GRV-101\n") == []
+    finally:
+        await backend.aclose()
+    assert fake.issues == {} and not [r for r in fake.received if "/issue/" in r.path]
+    assert sql(db, "SELECT push_state FROM grievances") == [("local_only",)]
+    assert_only_our_jql(fake)  # Nova's own listing, by digits alone
+
+
 async def test_a_players_words_reach_jira_as_words_not_wiki_markup(fake, db) -> None:
     """Jira reads a v2 description as wiki markup: a player's words must not mention (and so mail)
     a staff member, show them an image from elsewhere, hide a link's address or run a macro. Read
