@@ -45,6 +45,14 @@ log = logging.getLogger(__name__)
 # answer (the turn is kept without them).
 TRANSCRIPT_GRACE = 2.0
 
+# Characters of an answer the bot speaks in its own voice when the engine gave none (or none it
+# could read). A model may answer in text alone, at any length its token limit allows: spoken
+# whole, tens of thousands of characters hold the synthesiser (eSpeak's one lock for the whole
+# process, or every core for Piper) for minutes, only to make audio longer than Discord uploads,
+# and past eSpeak's own limit an empty one. About three minutes of speech; a longer answer goes
+# as text.
+MAX_SPOKEN_CHARS = 3000
+
 # Speaks a text in a voice (None: default) → reply audio. The offline synthesizer provides it;
 # the agent uses it for apologies when the engine itself cannot speak.
 Speaker = Callable[[str, str | None], Awaitable[audio.ReplyAudio]]
@@ -536,6 +544,14 @@ class VoiceAgent:
                     _reason(exc),
                 )
         if self.speaker is not None and final.text:
+            if len(final.text) > MAX_SPOKEN_CHARS:
+                log.warning(
+                    "an answer of %d characters came without audio to send, over the %d the bot speaks"
+                    " itself: it goes as text",
+                    len(final.text),
+                    MAX_SPOKEN_CHARS,
+                )
+                return None
             return await self.speaker(final.text, voice)
         return None
 

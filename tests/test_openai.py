@@ -464,6 +464,26 @@ async def test_reply_audio_that_is_not_base64_still_gives_the_answer(storage, fa
     assert "reply audio is not base64" in caplog.text
 
 
+async def test_a_long_answer_in_text_alone_goes_as_text_not_spoken_in_the_bots_voice(
+    storage, fake, caplog
+) -> None:
+    """A model may answer in text alone, as long as its token limit allows: spoken whole in the
+    bot's own voice it held the synthesiser for minutes, for audio longer than Discord uploads (and
+    past eSpeak's limit, a voice message of silence)."""
+    from bot.agent import MAX_SPOKEN_CHARS
+
+    long = "Your points come from matches, trivia and poker, counted every night. " * 60
+    assert len(long.strip()) > MAX_SPOKEN_CHARS
+    fake.script = [lambda body: {"content": long}, lambda body: {"content": "Short and sweet."}]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        short = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.engine, reply.kind, reply.text) == ("openai", "answer", long)
+    assert reply.audio is None  # the front ends send the words, whatever the reply style
+    assert f"an answer of {len(long)} characters came without audio to send" in caplog.text
+    assert short.audio is not None and short.audio.duration_secs > 0.5  # a short one is spoken
+
+
 @pytest.mark.parametrize("reference", [{"expires_at": "soon"}, {"id": 12345}])
 async def test_an_audio_reference_of_another_type_does_not_fail_the_players_next_notes(
     storage, fake, reference
