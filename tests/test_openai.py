@@ -484,12 +484,22 @@ async def test_a_long_answer_in_text_alone_goes_as_text_not_spoken_in_the_bots_v
     assert short.audio is not None and short.audio.duration_secs > 0.5  # a short one is spoken
 
 
-@pytest.mark.parametrize("reference", [{"expires_at": "soon"}, {"id": 12345}])
+@pytest.mark.parametrize(
+    "reference",
+    [
+        {"expires_at": "soon"},
+        {"id": 12345},
+        {"expires_at": 2**64},  # more than SQLite stores: the turn was lost from the history
+        {"expires_at": (int(time.time()) + 3600) * 1000},  # milliseconds: never expired by ours
+    ],
+    ids=["text", "numeric-id", "past-int64", "milliseconds"],
+)
 async def test_an_audio_reference_of_another_type_does_not_fail_the_players_next_notes(
     storage, fake, reference
 ) -> None:
-    """A compatible server's audio id or expiry that is not what the API gives is not kept to be
-    sent back: the next notes would each fail on it until the conversation went idle."""
+    """A compatible server's audio id or expiry that is not what the API gives (an expiry further
+    off than a provider keeps audio is no Unix time in seconds) is not kept to be sent back: the
+    next notes would each fail on it until the conversation went idle."""
     spoken = base64.b64encode(spoken_audio("Hello there.", "opus")).decode()
     audio = {
         "id": "audio_1",

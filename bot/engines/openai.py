@@ -126,6 +126,9 @@ GATEWAY_FAILED = frozenset({502, 504})
 # A server's answer that it gave up waiting for the rest of the request (or an idle keep-alive
 # connection's close, which some servers send as one): it never had the request whole.
 NEVER_HAD_WHOLE = 408
+# Seconds ahead an audio id's expiry may be and still be taken for one: OpenAI keeps a reply's audio
+# for an hour; a day leaves room for a provider that keeps it longer, or whose clock runs ahead.
+AUDIO_KEPT_AT_MOST = 86_400
 GIVEN_AUDIO_KEPT = 1000  # the latest reply audio ids an engine keeps, to know its own when refused
 REFUSED_PARAM = re.compile(r"messages\[(\d+)\]\.audio\.id")  # where an audio_not_found points
 # A provider that refused an audio id it gave well before the id's expiry keeps none: earlier
@@ -484,8 +487,16 @@ class OpenAIEngine:
             spoken = None
         # Kept in the history and sent back with the player's next notes: an id or expiry of another
         # type (a compatible server's) would fail every one of them until the conversation idles.
+        # An expiry further off than any provider keeps audio is no Unix time in seconds (a
+        # compatible server's milliseconds: never expired by this host's clock), and past 2**63
+        # SQLite cannot store it, and the turn would be lost from the history.
         audio_id, expires_at = message.audio.id, message.audio.expires_at
-        referable = isinstance(audio_id, str) and bool(audio_id) and type(expires_at) is int
+        referable = (
+            isinstance(audio_id, str)
+            and bool(audio_id)
+            and type(expires_at) is int
+            and 0 < expires_at < time.time() + AUDIO_KEPT_AT_MOST
+        )
         if referable:
             # A compatible server's `created` of another type or scale: this host's clock instead.
             created = response.created
