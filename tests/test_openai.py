@@ -484,6 +484,27 @@ async def test_a_long_answer_in_text_alone_goes_as_text_not_spoken_in_the_bots_v
     assert short.audio is not None and short.audio.duration_secs > 0.5  # a short one is spoken
 
 
+async def test_an_answer_longer_than_a_reply_is_sent_with_is_cut_and_keeps_the_history(
+    storage, fake, caplog
+) -> None:
+    """With openai.max_reply_tokens 0 a model may answer tens of thousands of characters: posted
+    as dozens of Discord messages, and kept whole, more than the history holds, so the player's
+    next note was answered with no history at all."""
+    from bot.engines.openai import MAX_ANSWER_CHARS
+
+    long = "Your points add up. " * 3000
+    fake.script = [answer("Hello."), lambda body: {"content": long}, answer("Third.")]
+    async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_MAX_REPLY_TOKENS="0")) as app:
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.kind == "answer" and 0 < len(reply.text) <= MAX_ANSWER_CHARS + 1
+    assert reply.text.startswith("Your points add up.") and reply.text.endswith("…")
+    assert f"a reply of 60000 characters, over the {MAX_ANSWER_CHARS} one is sent with" in caplog.text
+    said = [m.get("content") for m in fake.chats[2].body["messages"] if m["role"] == "assistant"]
+    assert said == ["Hello.", f"{reply.text} {say.CUT_OFF}"]
+
+
 @pytest.mark.parametrize(
     "reference",
     [

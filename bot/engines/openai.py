@@ -60,7 +60,7 @@ from bot.engines.base import (
 )
 from bot.logs import Outage
 from bot.retry_after import seconds_named
-from bot.tools import well_formed
+from bot.tools import clipped, well_formed
 from bot.tools.base import UNPARSED, ToolCall, too_deep
 
 log = logging.getLogger(__name__)
@@ -126,6 +126,11 @@ GATEWAY_FAILED = frozenset({502, 504})
 # A server's answer that it gave up waiting for the rest of the request (or an idle keep-alive
 # connection's close, which some servers send as one): it never had the request whole.
 NEVER_HAD_WHOLE = 408
+# Characters of a reply's words a player is sent: five Discord messages. With openai.max_reply_tokens
+# 0 (the model's own limit) a reply may run to tens of thousands, dozens of messages in a channel,
+# and kept whole it would be more than a request carries of the history (MAX_HISTORY_CHARS), which
+# would then hold nothing. openai.max_reply_tokens' default comes to some 8,000 at most.
+MAX_ANSWER_CHARS = 10_000
 # Seconds ahead an audio id's expiry may be and still be taken for one: OpenAI keeps a reply's audio
 # for an hour; a day leaves room for a provider that keeps it longer, or whose clock runs ahead.
 AUDIO_KEPT_AT_MOST = 86_400
@@ -471,6 +476,13 @@ class OpenAIEngine:
                 "reply cut off at openai.max_reply_tokens (%d tokens): what was said goes out",
                 self.max_reply_tokens,
             )
+        if len(said) > MAX_ANSWER_CHARS:
+            log.warning(
+                "a reply of %d characters, over the %d one is sent with: cut there",
+                len(said),
+                MAX_ANSWER_CHARS,
+            )
+            said, cut_off = clipped(said, MAX_ANSWER_CHARS), True
         if message.audio is None:
             return EngineReply(text=said, usage=usage, cut_off=cut_off)
         try:
