@@ -185,7 +185,12 @@ async def test_a_request_the_proxy_refused_to_carry_is_tried_again(storage, fake
 
     proxy = await asyncio.start_server(refuse, "127.0.0.1", 0)
     monkeypatch.setenv("HTTPS_PROXY", f"http://127.0.0.1:{proxy.sockets[0].getsockname()[1]}")
-    settings = openai_settings(storage, fake, VOXDESK_OPENAI_BASE_URL="https://api.openai.test/v1")
+    settings = openai_settings(
+        storage,
+        fake,
+        VOXDESK_OPENAI_BASE_URL="https://api.openai.test/v1",
+        VOXDESK_OPENAI_TIMEOUT_SECONDS=LONG_REQUEST_READ,
+    )
 
     async def no_wait(seconds: float) -> None:
         pass
@@ -206,6 +211,12 @@ async def test_a_request_the_proxy_refused_to_carry_is_tried_again(storage, fake
 
 async def no_wait(seconds: float) -> None:
     pass
+
+
+# The read timeout of a test sending a_long_request: the fake reads and checks 30 MB against the
+# spec before it answers, seconds on a busy machine, which the tests' usual 2 s took for a server
+# that never answered.
+LONG_REQUEST_READ = "30"
 
 
 def a_long_request() -> str:
@@ -263,7 +274,8 @@ async def test_a_request_whose_connection_was_reset_before_it_was_all_sent_is_tr
 
     fake.resets_before_body = 1
     fake.script = [answer("Whole this time.")]
-    engine = await create_openai_engine(openai_settings(storage, fake), verify=False, sleep=no_wait)
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS=LONG_REQUEST_READ)
+    engine = await create_openai_engine(settings, verify=False, sleep=no_wait)
     reply = await _a_request_sent(engine, a_long_request())
     assert reply.choices[0].message.audio.transcript == "Whole this time."
     assert (fake.resets_before_body, len(fake.chats)) == (0, 1)
