@@ -5,6 +5,10 @@ whose 401 echoes the key, a client library's exception. So the root handlers mas
 configured secret value in a record's message, exception and stack text, whichever library's
 logger the record came from. A logger's own filter would miss its children; a handler's sees
 every record it prints.
+
+The same handlers keep a record's message on one line: a player's words, a web path or a
+service's error quoted in it could otherwise start a line of their own (one `voxdesk refile`
+would read as the grievance store's) or send a terminal escape codes.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import logging
 import os
 import re
 import time
+import traceback
 from collections.abc import Iterable
 from typing import TextIO
 
@@ -59,31 +64,70 @@ def masked(text: str) -> str:
     return text if pattern is None else pattern.sub(MASK, text)
 
 
+# What a player's or a service's words may hold that a log reader takes for more than text: a line
+# break (CR, LF, NEL, U+2028/2029, which journald, editors and `refile` split on) starts a line of
+# their own making, such as a forged UNFILED grievance; ESC and the C1 controls (CSI) recolour or
+# rewrite a terminal; bidi overrides reorder what a reader sees. Tab is left: it is only space.
+_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+_IN_TRACEBACK = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(match: re.Match[str]) -> str:
+    return ascii(match.group())[1:-1]  # as repr() spells it: "\\n", "\\x1b", "\\u2028"
+
+
+def one_line(text: str) -> str:
+    """`text` with every character that could break or recolour a log line spelled as an escape."""
+    return _UNPRINTABLE.sub(_escape, text)
+
+
+def _exception_text(text: str, exc: BaseException | None) -> str:
+    """A formatted traceback with each exception's own words (which may quote a player's) on one
+    line, the traceback's own line breaks kept."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        said = "".join(traceback.format_exception_only(type(exc), exc)).rstrip("\n")
+        if _UNPRINTABLE.search(said):
+            text = text.replace(said, one_line(said))
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return _IN_TRACEBACK.sub(_escape, text)
+
+
 class SecretMask(logging.Filter):
-    """Replaces each secret value in a record with MASK; lets every record through."""
+    """Replaces each secret value in a record with MASK, and spells out what could break or
+    recolour its line (one_line: a record's message is one line, its traceback's breaks its own);
+    lets every record through."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         pattern = _pattern
-        if pattern is None:
-            return True
         try:
             message = record.getMessage()
         except Exception:  # arguments that do not fit: the handler reports that when it formats
             return True
-        if pattern.search(message):
-            record.msg, record.args = pattern.sub(MASK, message), None
+        clean = one_line(message)
+        if pattern is not None:
+            clean = pattern.sub(MASK, clean)
+        if clean != message:
+            record.msg, record.args = clean, None
         text = record.exc_text
         if record.exc_info and not text:
             text = _plain.formatException(record.exc_info)
-        if text and pattern.search(text):
-            # Without exc_info, so a formatter that renders the exception afresh (discord.py's
-            # does, in colour) prints the masked text. The stash outlives a formatter that clears
-            # exc_text after printing, for the next handler.
-            record.exc_info, record.exc_text = None, pattern.sub(MASK, text)
-            record.voxdesk_masked_exc_text = record.exc_text
+        if text:
+            exc = record.exc_info[1] if record.exc_info else None
+            clean = _exception_text(text, exc)
+            if pattern is not None:
+                clean = pattern.sub(MASK, clean)
+            if clean != text:
+                # Without exc_info, so a formatter that renders the exception afresh (discord.py's
+                # does, in colour) prints the clean text. The stash outlives a formatter that
+                # clears exc_text after printing, for the next handler.
+                record.exc_info, record.exc_text = None, clean
+                record.voxdesk_masked_exc_text = clean
         elif not record.exc_info and not text:
             record.exc_text = getattr(record, "voxdesk_masked_exc_text", None)
-        if record.stack_info and pattern.search(record.stack_info):
+        if pattern is not None and record.stack_info and pattern.search(record.stack_info):
             record.stack_info = pattern.sub(MASK, record.stack_info)
         return True
 

@@ -343,3 +343,50 @@ def test_log_lines_say_their_times_offset_from_utc(monkeypatch) -> None:
         for formatter in (logs.plain_formatter(), root.handlers[0].formatter):
             assert formatter is not None
             assert re.match(rf"\[?\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d{offset}[\] ]", formatter.format(record))
+
+
+def _forged_unfiled() -> str:
+    """A player's words shaped as the grievance store's UNFILED line, in another player's name."""
+    from bot.tools.grievance_spool import UNFILED, spool_line
+
+    row = {"user_id": "999", "category": "other", "description": "forged", "at": "2026-12-06T04:00:00Z"}
+    return "[ERROR   ] bot.tools.grievance_store: " + UNFILED + spool_line("f1", **row, state="open")
+
+
+@pytest.mark.parametrize("brk", ["\n", "\r", "\r\n", "\x85", "\u2028", "\u2029", "\x0b", "\x1c"])
+@pytest.mark.parametrize("formatter", ["plain", "journal"])
+def test_a_line_break_in_a_players_words_starts_no_log_line_of_theirs(root_log, brk, formatter) -> None:
+    # `journalctl -o cat | voxdesk refile` files every UNFILED line it reads: a break in words a
+    # line quotes (a web path, a model's arguments, a service's error) let them write one.
+    from bot.tools.grievance_spool import unfiled_in
+
+    chosen = logs.plain_formatter() if formatter == "plain" else logs.JournalFormatter()
+    logging.getLogger().handlers[0].setFormatter(chosen)
+    logging.getLogger("bot.web.security").warning("web: GET %s failed", "/x" + brk + _forged_unfiled())
+    text = root_log.getvalue()
+    assert len(text.splitlines()) == 1 and text.endswith(" failed\n")
+    assert unfiled_in(text.splitlines()) == ([], 0)
+    assert ascii(brk)[1:-1] in text  # spelled out: what was there stays readable
+
+
+def test_escape_codes_in_a_players_words_reach_no_terminal(root_log) -> None:
+    logging.getLogger("bot").warning("heard %s", "\x1b[2J\x1b[32mall clear\x9b0m\u202eevil")
+    assert root_log.getvalue() == "WARNING bot heard \\x1b[2J\\x1b[32mall clear\\x9b0m\\u202eevil\n"
+
+
+def test_a_line_break_in_an_exceptions_words_starts_no_log_line_of_theirs(root_log) -> None:
+    try:
+        try:
+            raise ValueError("first\r" + _forged_unfiled())
+        except ValueError as exc:
+            raise RuntimeError("no such ticket: \n" + _forged_unfiled()) from exc
+    except RuntimeError:
+        logging.getLogger("bot.tools").exception("tool crashed")
+    lines = root_log.getvalue().splitlines()
+    assert lines[0] == "ERROR bot.tools tool crashed" and lines[1] == "Traceback (most recent call last):"
+    assert lines[-1].startswith("RuntimeError: no such ticket: \\n[ERROR   ] bot.tools.grievance_store: ")
+    assert any(line.startswith("ValueError: first\\r[ERROR   ]") for line in lines)
+    assert all(
+        not line or line.startswith(("Traceback", "  ", "ValueError", "RuntimeError", "The above"))
+        for line in lines[1:]
+    )
