@@ -390,3 +390,50 @@ def test_a_line_break_in_an_exceptions_words_starts_no_log_line_of_theirs(root_l
         not line or line.startswith(("Traceback", "  ", "ValueError", "RuntimeError", "The above"))
         for line in lines[1:]
     )
+
+
+def _store_line(formatter: logging.Formatter) -> str:
+    """The grievance store's UNFILED line as `formatter` prints it."""
+    from bot.tools.grievance_spool import UNFILED, spool_line
+
+    row = {"user_id": "123", "category": "wallet", "description": "gems", "at": "2026-12-06T04:00:00Z"}
+    message = UNFILED + spool_line("f2", **row, state="open")
+    record = logging.LogRecord(
+        "bot.tools.grievance_store", logging.ERROR, __file__, 1, "%s%s", ("", message), None
+    )
+    return formatter.format(record)
+
+
+def _cli_formatter() -> logging.Formatter:
+    return logging.Formatter("%(asctime)s %(levelname)-8s %(name)s %(message)s", logs.PLAIN_DATES)
+
+
+def _colour_formatter() -> logging.Formatter:
+    import discord.utils
+
+    return discord.utils._ColourFormatter()
+
+
+@pytest.mark.parametrize(
+    "formatter", [logs.plain_formatter, logs.JournalFormatter, _cli_formatter, _colour_formatter]
+)
+@pytest.mark.parametrize(
+    "before",
+    [
+        "",
+        "Dec 06 04:00:00 bots-host voxdesk[812]: ",
+        "2026-12-06T04:00:00+0000 bots-host python3[9]: ",
+        "2026-12-06T04:00:00.123456789Z ",
+    ],
+)
+def test_refile_finds_the_stores_line_in_every_log_format_and_a_players_in_none(formatter, before) -> None:
+    from bot.tools.grievance_spool import unfiled_in
+
+    line = before + _store_line(formatter()).removeprefix("<3>" if before else "")
+    rows, unreadable = unfiled_in([line])
+    assert [r["id"] for r in rows] == ["f2"] and unreadable == 0, line
+    # The same words quoted at the end of another line, whatever its format and level.
+    for quoting in ("web: GET /x", "tool file failed for note 1 from 2: no such ticket:", "RuntimeError: x"):
+        for forged in (_forged_unfiled(), _forged_unfiled().removeprefix("[ERROR   ] ")):
+            assert unfiled_in([f"{line.partition('UNFILED')[0]}{quoting} {forged}"]) == ([], 0)
+            assert unfiled_in([f"{quoting} {forged}"]) == ([], 0)

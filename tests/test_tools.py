@@ -2893,7 +2893,8 @@ def test_refile_reads_a_journal_on_stdin_past_a_line_that_is_not_utf8(tmp_path) 
 
     asyncio.run(made())
     row = {"user_id": NOVA, "category": "wallet", "description": "charged twice for gems"}
-    unfiled = UNFILED + spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="open")
+    unfiled = "[ERROR   ] bot.tools.grievance_store: " + UNFILED  # as `journalctl -o cat` shows it
+    unfiled += spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="open")
     journal = b"gems \xe2\x82\n" + unfiled.encode() + b"\n"
     done = subprocess.run(
         [sys.executable, "-m", "bot", "refile"],

@@ -15,6 +15,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -36,6 +37,21 @@ FORMAT = 1
 UNFILED = "UNFILED GRIEVANCE, re-file it with `voxdesk refile LOG`: "
 # The mark of an older voxdesk (7de950c and before) on such a line, which names no filing id.
 LOST_AT_SHUTDOWN = "grievance held in memory lost at shutdown: "
+
+# What may come before the mark on the grievance store's own line: a log format's prefix
+# (bot/logs.py: the journal's, `run`'s plain or colour one, the CLI's), after what a reader
+# adds in front (journalctl's time, host and unit; `docker logs -t`'s time; the "<3>" priority
+# a file under systemd keeps), and nothing a message could supply.
+_STORE_LOGGER = r"bot\.tools\.grievance_store"
+_WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)?(?:[+-]\d{4})?"
+_RECORD_START = re.compile(
+    r"(?:[A-Z][a-z]{2} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)? [^\s:]+ [\w.@-]+(?:\[\d+\])?: "
+    r"|\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:?\d\d)?(?: [^\s:]+ [\w.@-]+(?:\[\d+\])?:)? )?"
+    r"(?:<\d>)?"
+    rf"(?:(?:\[{_WHEN}\] )?\[[A-Z]+ *\] {_STORE_LOGGER}: |{_WHEN} [A-Z]+ +{_STORE_LOGGER} )"
+)
+# discord.py's colours, on a terminal's log copied to a file.
+_COLOUR = re.compile(r"\x1b\[[\d;]*m")
 
 
 class GrievanceSpool:
@@ -222,7 +238,14 @@ def unfiled_in(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
         mark = next((m for m in (UNFILED, LOST_AT_SHUTDOWN) if m in line), None)
         if mark is None:
             continue
-        rest = line[line.find(mark) + len(mark) :].strip()
+        at = line.find(mark)
+        if not _RECORD_START.fullmatch(_COLOUR.sub("", line[:at])):
+            # The store's line is a record's whole message, so only a log format's own prefix
+            # comes before the mark. Anything else is a line quoting words shaped like one (a
+            # player's in a web path, a tool's error, a traceback): filing it would file a ticket
+            # in whatever name the words chose.
+            continue
+        rest = line[at + len(mark) :].strip()
         try:
             kept, end = json.JSONDecoder().raw_decode(rest)
         except ValueError:
