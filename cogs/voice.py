@@ -20,6 +20,7 @@ from bot import metrics
 from bot import sentences as say
 from bot.audio import AudioError, too_big_message, too_long_message
 from bot.bounded import remember
+from bot.logs import Outage
 from bot.preferences import Preferences
 from bot.tools.base import ToolContext, ToolResult
 from cogs.bot import VoxdeskBot
@@ -198,6 +199,9 @@ class VoiceNotes(commands.Cog):
         # Work that ends by itself, uncut ("typing…", reaction requests, sends given up on): held
         # here alone because asyncio keeps only a weak reference to a task.
         self._on_their_own: set[asyncio.Task[Any]] = set()
+        # A busy or full disk refuses every note's bookkeeping alike for a while: said once a
+        # reason, with its traceback, and its end once.
+        self._places_unkept = Outage(log, "where notes came from is remembered again")
 
     # ---- which messages --------------------------------------------------------------
 
@@ -716,9 +720,16 @@ class VoiceNotes(commands.Cog):
         user = str(message.author.id) if kind == "dm" else None
         try:
             await self.bot.core.notes.remember_place(message.channel.id, kind, user)
-        except Exception:
+        except Exception as exc:
             # Bookkeeping for a later catch-up: the note in hand is answered all the same.
-            log.warning("could not remember where note %s came from", message.id, exc_info=True)
+            self._places_unkept.failed(
+                f"{type(exc).__name__}: {exc}",
+                "could not remember where note %s came from",
+                message.id,
+                exc_info=exc,
+            )
+        else:
+            self._places_unkept.answered()
 
     async def _tell_several(self, message: discord.Message) -> None:
         if await self._tell(message, say.ONE_AT_A_TIME) is not Reached.YES:

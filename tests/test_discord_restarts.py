@@ -1784,6 +1784,26 @@ async def test_a_note_is_answered_when_remembering_where_it_came_from_fails(sett
     assert "could not remember where note" in caplog.text
 
 
+async def test_a_busy_ledger_under_many_notes_logs_one_traceback_and_its_end(settings, fake, caplog) -> None:
+    # A disk busy or full for a while met every note with a WARNING and its whole traceback.
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    async with running_bot(settings, fake) as h:
+        kept = h.bot.core.notes.remember_place
+
+        async def refuse(*_: object) -> None:
+            raise sqlite3.OperationalError("database is locked")
+
+        h.bot.core.notes.remember_place = refuse
+        refused = [await fake.send_note(nova, voice_note()) for _ in range(3)]
+        await all_answered(fake, refused)
+        h.bot.core.notes.remember_place = kept
+        await all_answered(fake, [await fake.send_note(nova, voice_note())])
+    said = [r for r in caplog.records if r.name == "cogs.voice" and r.levelno >= logging.INFO]
+    failed = [r for r in said if "could not remember where" in r.getMessage()]
+    assert len(failed) == 1 and failed[0].levelno == logging.WARNING and failed[0].exc_info
+    assert sum("where notes came from is remembered again" in r.getMessage() for r in said) == 1
+
+
 async def test_a_catch_up_that_fails_is_tried_again_and_the_recheck_still_runs(
     settings, fake, caplog
 ) -> None:
