@@ -424,6 +424,9 @@ def _colour_formatter() -> logging.Formatter:
         "Dec 06 04:00:00 bots-host voxdesk[812]: ",
         "2026-12-06T04:00:00+0000 bots-host python3[9]: ",
         "2026-12-06T04:00:00.123456789Z ",
+        "Dec  6 04:00:00 bots-host voxdesk[812]: ",
+        "Sun 2026-12-06 04:00:00 UTC bots-host voxdesk[812]: ",
+        "[ 8123.456789] bots-host voxdesk[812]: ",
     ],
 )
 def test_refile_finds_the_stores_line_in_every_log_format_and_a_players_in_none(formatter, before) -> None:
