@@ -258,3 +258,47 @@ async def test_a_browser_that_cannot_record_says_so_and_lets_go_of_the_microphon
     finally:
         await runner.cleanup()
         await core.aclose()
+
+
+# What sticks out past the window's right edge: the page then scrolls sideways on a phone, and the
+# staff links that spill out of the dark header are light text on the light page.
+STICKING_OUT = """() => {
+  const width = document.documentElement.clientWidth;
+  return [...document.querySelectorAll("body *")]
+    .filter((e) => e.getBoundingClientRect().right > width + 1 && !e.closest(".scroll"))
+    .map((e) => e.tagName.toLowerCase() + (e.id ? "#" + e.id : "") + (e.className ? "." + e.className : ""));
+}"""
+
+
+async def test_every_page_fits_a_phone_without_scrolling_sideways(browser, settings) -> None:
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    await core.agent.respond(ToolContext(user_id=NOVA, platform="web"), QUESTION.read_bytes())
+    grievance = await core.grievances.register(NOVA, "wallet", "My wallet shows 0 after a top-up")
+    runner = await start(core, port=0)
+    base = f"http://127.0.0.1:{bound_port(runner)}"
+    try:
+        # 320 CSS pixels: WCAG 2.2's reflow width (1.4.10), a small phone held upright.
+        phone = await (await chromium.new_context(viewport={"width": 320, "height": 640})).new_page()
+        await phone.goto(base + "/")
+        await phone.select_option("#player", NOVA)
+        await phone.click("#refresh-tickets")
+        await phone.wait_for_selector("#tickets tr[data-key]")
+        assert await phone.evaluate(STICKING_OUT) == [], "/"
+        await phone.goto(base + "/desk/login")
+        await phone.fill("input[name=password]", STAFF_PASSWORD)
+        await phone.click("button[type=submit]")
+        await phone.wait_for_url(base + "/desk")
+        for path in ("/desk", f"/desk/ticket/{grievance.key}", "/desk/charts", "/desk/check"):
+            await phone.goto(base + path)
+            assert await phone.evaluate(STICKING_OUT) == [], path
+            # A wide table scrolls in its own box, which a keyboard can reach to scroll.
+            for box in await phone.locator(".scroll").all():
+                assert await box.get_attribute("tabindex") == "0", path
+                assert await box.get_attribute("role") == "region", path
+                assert await box.get_attribute("aria-label"), path
+    finally:
+        await runner.cleanup()
+        await core.aclose()

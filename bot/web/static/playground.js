@@ -157,6 +157,6 @@
       tr.append(td);
       rows.append(tr);
     }
-    table.hidden = false;
+    table.parentElement.hidden = false; // its scrolling box, not to be tabbed to while empty
   });
 })();
