@@ -26,7 +26,7 @@ from bot.web.playground import DEMO_PLAYERS
 from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
 
 from .conftest import BLAZE, NOVA, QUILL, REPO, make_settings, speech_pools_started
-from .web_helpers import CSRF, STAFF_HASH, STAFF_PASSWORD, csrf_of, log_in, web_client, web_settings
+from .web_helpers import CSRF, STAFF_HASH, STAFF_PASSWORD, Page, csrf_of, log_in, web_client, web_settings
 
 NOTE = (paths.SAMPLES / "2-how-many-points.ogg").read_bytes()
 FERNET_KEY = Fernet.generate_key().decode()  # sessions that outlive one app, as across a restart
@@ -2965,3 +2965,20 @@ def test_a_shortened_line_ends_at_a_word_only_in_its_second_half() -> None:
 
     assert shortened("Refund " + "x" * 40, 20) == "Refund " + "x" * 12 + "…"
     assert shortened("my gems vanished after the update", 20) == "my gems vanished…"
+
+
+# ---- pages as a screen reader, a keyboard or a phone meets them ---------------------------------
+
+
+async def test_a_wrong_password_is_said_on_the_field_it_is_about(wsettings) -> None:
+    # A screen reader lands on the focused field after the page reloads: the error must be its.
+    async with web_client(wsettings) as (client, _):
+        fresh = Page(await (await client.get("/desk/login")).text()).one("input", name="password")
+        assert "aria-invalid" not in fresh and "aria-describedby" not in fresh
+        token = await csrf_of(client, "/desk/login")
+        refused = await client.post("/desk/login", data={"csrf": token, "password": "wrong"})
+        assert refused.status == 401
+        page = Page(await refused.text())
+        field = page.one("input", name="password")
+        assert field["aria-invalid"] == "true"
+        assert page.text_of(field["aria-describedby"]) == "That password is not right."

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator, Callable
+from html.parser import HTMLParser
 from pathlib import Path
 
 from aiohttp.test_utils import TestClient, TestServer
@@ -61,3 +62,44 @@ async def log_in(client: TestClient, password: str = STAFF_PASSWORD) -> int:
     token = await csrf_of(client, "/desk/login")
     done = await client.post("/desk/login", data={"csrf": token, "password": password}, allow_redirects=False)
     return done.status
+
+
+VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "track", "wbr"}
+
+
+class Page(HTMLParser):
+    """A served page's elements, in order, as an assistive technology walks them: each with its
+    tag, attributes and all the text inside it."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.elements: list[dict[str, str]] = []
+        self._open: list[dict[str, str]] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        element = {k: v or "" for k, v in attrs} | {"<tag>": tag, "<text>": ""}
+        self.elements.append(element)
+        if tag not in VOID:
+            self._open.append(element)
+
+    def handle_endtag(self, tag: str) -> None:
+        while self._open and self._open.pop()["<tag>"] != tag:
+            pass
+
+    def handle_data(self, data: str) -> None:
+        for element in self._open:
+            element["<text>"] += data
+
+    def all(self, tag: str, **attrs: str) -> list[dict[str, str]]:
+        return [
+            e for e in self.elements if e["<tag>"] == tag and all(e.get(k) == v for k, v in attrs.items())
+        ]
+
+    def one(self, tag: str, **attrs: str) -> dict[str, str]:
+        found = self.all(tag, **attrs)
+        assert len(found) == 1, (tag, attrs, found)
+        return found[0]
+
+    def text_of(self, element_id: str) -> str:
+        return " ".join(next(e for e in self.elements if e.get("id") == element_id)["<text>"].split())
