@@ -2982,3 +2982,20 @@ async def test_a_wrong_password_is_said_on_the_field_it_is_about(wsettings) -> N
         field = page.one("input", name="password")
         assert field["aria-invalid"] == "true"
         assert page.text_of(field["aria-describedby"]) == "That password is not right."
+
+
+async def test_every_table_says_what_it_lists_and_what_each_column_is(wsettings) -> None:
+    # A screen reader names a table by its caption and reads each cell with its column's header.
+    async with web_client(wsettings) as (client, _):
+        pages = {"/": Page(await (await client.get("/")).text())}
+        assert await log_in(client) == 303
+        for path in ("/desk", "/desk/charts", "/desk/check"):
+            got = await client.get(path)
+            assert got.status == 200, path
+            pages[path] = Page(await got.text())
+    for path, page in pages.items():
+        tables = page.all("table")
+        assert tables, path
+        assert len(page.all("caption")) == len(tables), path
+        assert all(c["<text>"].strip() for c in page.all("caption")), path
+        assert all(th["<text>"].strip() for th in page.all("th")), path

@@ -298,7 +298,7 @@ async def test_every_page_fits_a_phone_without_scrolling_sideways(browser, setti
             for box in await phone.locator(".scroll").all():
                 assert await box.get_attribute("tabindex") == "0", path
                 assert await box.get_attribute("role") == "region", path
-                assert await box.get_attribute("aria-label"), path
+                assert await box.get_attribute("aria-labelledby"), path
     finally:
         await runner.cleanup()
         await core.aclose()
