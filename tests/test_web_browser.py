@@ -302,3 +302,33 @@ async def test_every_page_fits_a_phone_without_scrolling_sideways(browser, setti
     finally:
         await runner.cleanup()
         await core.aclose()
+
+
+async def test_controls_and_headings_are_named_by_their_words_alone(browser, settings) -> None:
+    # A screen reader says "black circle Record" for "● Record", and reads a button inside a
+    # heading as part of the heading's name.
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    grievance = await core.grievances.register(NOVA, "wallet", "My wallet shows 0 after a top-up")
+    runner = await start(core, port=0)
+    base = f"http://127.0.0.1:{bound_port(runner)}"
+    try:
+        page = await (await chromium.new_context()).new_page()
+        await page.goto(base + "/")
+        for name in ("Record", "Stop and send", "Show this player's tickets"):
+            assert await page.get_by_role("button", name=name, exact=True).count() == 1, name
+        assert await page.get_by_role("heading", name="Tickets", exact=True).count() == 1
+        await page.goto(base + "/desk/login")
+        await page.fill("input[name=password]", STAFF_PASSWORD)
+        await page.click("button[type=submit]")
+        await page.wait_for_url(base + "/desk")
+        await page.goto(f"{base}/desk/ticket/{grievance.key}")
+        assert await page.get_by_role("link", name="All grievances", exact=True).count() == 1
+        await page.goto(base + "/desk/check")
+        assert await page.get_by_role("heading", name="Services", level=1, exact=True).count() == 1
+        assert await page.get_by_role("button", name="check again", exact=True).count() == 1
+    finally:
+        await runner.cleanup()
+        await core.aclose()
