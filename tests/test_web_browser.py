@@ -332,3 +332,32 @@ async def test_controls_and_headings_are_named_by_their_words_alone(browser, set
     finally:
         await runner.cleanup()
         await core.aclose()
+
+
+async def test_showing_tickets_is_said_aloud_and_a_failure_leaves_no_other_players_list(
+    browser, settings
+) -> None:
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    runner = await start(core, port=0)
+    try:
+        page = await (await chromium.new_context()).new_page()
+        await page.goto(f"http://127.0.0.1:{bound_port(runner)}/")
+        await page.select_option("#player", NOVA)
+        await page.click("#refresh-tickets")
+        await page.wait_for_selector("#tickets tr[data-key]")
+        shown = await page.locator("#tickets tr[data-key]").count()
+        # The list appears silently; the status line is what a screen reader hears.
+        assert await page.inner_text("#status") == f"Nova has {shown} ticket{'s' if shown != 1 else ''}."
+        assert await page.inner_text("#tickets caption") == "Tickets of Nova"
+        # Another player's tickets asked for while voxdesk cannot be reached: said, and Nova's go.
+        await page.route("**/playground/tickets*", lambda route: route.abort())
+        await page.select_option("#player", index=1)
+        await page.click("#refresh-tickets")
+        await page.wait_for_selector("#status:text('Could not reach voxdesk')")
+        assert await page.locator("#tickets").is_hidden()
+    finally:
+        await runner.cleanup()
+        await core.aclose()

@@ -128,13 +128,22 @@
   });
 
   $("refresh-tickets").addEventListener("click", async () => {
-    const response = await fetch("/playground/tickets?player=" + encodeURIComponent(player.value));
+    const table = $("tickets");
+    // Whatever this answer is, the list shown is some player's, maybe not the one chosen now.
+    table.parentElement.hidden = true;
+    let response;
+    try {
+      response = await fetch("/playground/tickets?player=" + encodeURIComponent(player.value));
+    } catch (err) {
+      status("Could not reach voxdesk: " + err);
+      return;
+    }
     const body = await response.json().catch(() => ({ error: "Something went wrong (" + response.status + ")." }));
     if (!response.ok) {
       status(body.error || "Something went wrong.");
       return;
     }
-    const table = $("tickets");
+    table.caption.textContent = "Tickets of " + body.player;
     const rows = table.querySelector("tbody");
     rows.replaceChildren();
     for (const t of body.tickets) {
@@ -158,5 +167,8 @@
       rows.append(tr);
     }
     table.parentElement.hidden = false; // its scrolling box, not to be tabbed to while empty
+    // The list appears without a word; the status line is what a screen reader says.
+    const n = body.tickets.length;
+    status(n ? body.player + " has " + n + " ticket" + (n === 1 ? "" : "s") + "." : body.player + " has no tickets.");
   });
 })();
