@@ -2999,3 +2999,18 @@ async def test_every_table_says_what_it_lists_and_what_each_column_is(wsettings)
         assert len(page.all("caption")) == len(tables), path
         assert all(c["<text>"].strip() for c in page.all("caption")), path
         assert all(th["<text>"].strip() for th in page.all("th")), path
+
+
+async def test_a_login_refused_for_now_is_the_login_page_saying_when_to_try_again(settings) -> None:
+    # Not a bare line of text: staff keep the page, its links and the field to try again from.
+    s = web_settings(settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="1", VOXDESK_WEB_LOGIN_SECONDS="90")
+    async with web_client(s) as (client, _):
+        assert await log_in(client, "wrong") == 401
+        token = await csrf_of(client, "/desk/login")
+        refused = await client.post("/desk/login", data={"csrf": token, "password": STAFF_PASSWORD})
+        assert refused.status == 429 and refused.headers["Retry-After"] == "90"
+        assert refused.content_type == "text/html"
+        page = Page(await refused.text())
+        assert page.one("title")["<text>"] == "Staff login · voxdesk"
+        field = page.one("input", name="password")
+        assert page.text_of(field["aria-describedby"]) == "Too many login attempts: try again in 90 seconds."

@@ -210,10 +210,8 @@ async def login(request: web.Request) -> web.StreamResponse:
     if wait:
         # Rounded up, as the playground's: a browser or script told to wait 0 seconds would not.
         seconds = max(1, math.ceil(wait))
-        raise web.HTTPTooManyRequests(
-            text=f"Too many login attempts: try again in {say.wait_of(seconds)}.",
-            headers={"Retry-After": str(seconds)},
-        )
+        error = f"Too many login attempts: try again in {say.wait_of(seconds)}."
+        return _login_refused(request, error, 429, seconds)
     form = await security.read_form(request)
     password = form.get("password")
     ok = bool(st.password_hash) and isinstance(password, str) and bool(password)
@@ -223,11 +221,10 @@ async def login(request: web.Request) -> web.StreamResponse:
         except security.PasswordsBusy:
             # 503, not 429: the server is busy, not this client too quick (it may be staff, caught in
             # another's flood).
-            wait = say.wait_of(LOGIN_BUSY_SECONDS)
-            raise web.HTTPServiceUnavailable(
-                text=f"The desk is checking many logins at once: try again in {wait}.",
-                headers={"Retry-After": str(LOGIN_BUSY_SECONDS)},
-            ) from None
+            error = (
+                f"The desk is checking many logins at once: try again in {say.wait_of(LOGIN_BUSY_SECONDS)}."
+            )
+            return _login_refused(request, error, 503, LOGIN_BUSY_SECONDS)
     if not ok:
         # Who tried, never what they typed. The attempt that uses up the window says so once,
         # rather than a line for each refused try after it.
@@ -240,8 +237,7 @@ async def login(request: web.Request) -> web.StreamResponse:
             )
         else:
             log.warning("staff login failed for client %s", client)
-        context = {"configured": bool(st.password_hash), "error": "That password is not right."}
-        return aiohttp_jinja2.render_template("login.html", request, context, status=401)
+        return _login_refused(request, "That password is not right.", 401)
     st.logins.forget(client)
     # A fresh session (and CSRF token) at login: a cookie planted before it is worth nothing after.
     session = await new_session(request)
@@ -250,6 +246,18 @@ async def login(request: web.Request) -> web.StreamResponse:
     session["login"] = secrets.token_urlsafe(16)
     session["password"] = st.password_mark
     raise web.HTTPSeeOther(str(request.app.router["desk"].url_for()))
+
+
+def _login_refused(
+    request: web.Request, error: str, status: int, retry_after: int | None = None
+) -> web.Response:
+    """The login page again with why, not a bare line of text: staff keep the page's links and the
+    field to try again from, and the error is read out on that field."""
+    context = {"configured": bool(web_state(request).password_hash), "error": error}
+    page = aiohttp_jinja2.render_template("login.html", request, context, status=status)
+    if retry_after is not None:
+        page.headers["Retry-After"] = str(retry_after)
+    return page
 
 
 async def logout(request: web.Request) -> web.StreamResponse:
