@@ -3014,3 +3014,14 @@ async def test_a_login_refused_for_now_is_the_login_page_saying_when_to_try_agai
         assert page.one("title")["<text>"] == "Staff login · voxdesk"
         field = page.one("input", name="password")
         assert page.text_of(field["aria-describedby"]) == "Too many login attempts: try again in 90 seconds."
+
+
+async def test_the_header_says_which_of_its_pages_is_open(wsettings) -> None:
+    async with web_client(wsettings) as (client, _):
+        assert await log_in(client) == 303
+        for path in ("/", "/desk", "/desk/charts", "/desk/check"):
+            page = Page(await (await client.get(path)).text())
+            current = [a["href"] for a in page.all("a") if a.get("aria-current") == "page"]
+            assert current == [path], path
+        page = Page(await (await client.get("/desk/ticket/GRV-10")).text())
+        assert not [a for a in page.all("a") if "aria-current" in a]  # a ticket: none of the header's

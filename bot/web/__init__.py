@@ -265,7 +265,7 @@ async def _template_context(request: web.Request) -> dict[str, object]:
         # Not said here: a page that needs the login refuses with the desk's 503 (and logs it);
         # one that does not (the playground, the login page) is shown without the staff links.
         staff = False
-    return {"csrf": await security.csrf_token(request), "staff": staff}
+    return {"csrf": await security.csrf_token(request), "staff": staff, "here": request.path}
 
 
 async def start(
