@@ -3025,3 +3025,20 @@ async def test_the_header_says_which_of_its_pages_is_open(wsettings) -> None:
             assert current == [path], path
         page = Page(await (await client.get("/desk/ticket/GRV-10")).text())
         assert not [a for a in page.all("a") if "aria-current" in a]  # a ticket: none of the header's
+
+
+async def test_notes_per_hour_are_there_as_text_not_only_as_bars(wsettings) -> None:
+    # A bar's figure is in its SVG <title>: a tooltip for a mouse, nothing for a keyboard or a
+    # touch screen, and a screen reader hears only the chart's name. The days' table holds the
+    # daily charts' figures; the hours need one too.
+    async with web_client(wsettings) as (client, core):
+        await log_in(client)
+        await ask(client, await csrf_of(client))
+        busy = [(hour, n) for hour, n in (await core.agent.budget.by_hour(24)).items() if n]
+        html = await (await client.get("/desk/charts")).text()
+    page = Page(html)
+    assert [c["<text>"] for c in page.all("caption")] == [
+        "Notes per hour (last 24 hours, UTC)",
+        "Usage per day (UTC)",
+    ]
+    assert busy and all(f"<td>{hour[:10]} {hour[11:]}:00</td><td>{n}</td>" in html for hour, n in busy)

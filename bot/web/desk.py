@@ -472,6 +472,8 @@ async def charts_page(request: web.Request) -> dict[str, Any]:
             [(h[11:] + "h", float(n)) for h, n in hours.items()], "notes per hour", "{:.0f}"
         ),
         "days": days,
+        # The bars' figures as text too: their tooltips are a mouse's alone.
+        "hours": [(f"{h[:10]} {h[11:]}:00", n) for h, n in hours.items() if n],
     }
 
 
