@@ -3042,3 +3042,18 @@ async def test_notes_per_hour_are_there_as_text_not_only_as_bars(wsettings) -> N
         "Usage per day (UTC)",
     ]
     assert busy and all(f"<td>{hour[:10]} {hour[11:]}:00</td><td>{n}</td>" in html for hour, n in busy)
+
+
+async def test_the_desks_no_match_row_spans_exactly_the_columns(wsettings) -> None:
+    # A cell spanning columns the table lacks puts a screen reader's table reading out of step.
+    async with web_client(wsettings) as (client, core):
+        await log_in(client)
+        for jira in (False, True):
+            if jira:
+                core.settings = core.settings.replace(
+                    tools={"grievances": "jira"}, jira={"url": "https://studio.atlassian.net"}
+                )
+            page = Page(await (await client.get("/desk?q=no+such+words+anywhere")).text())
+            empty = page.one("td", **{"class": "empty"})
+            assert empty["<text>"] == "No grievances match."
+            assert int(empty["colspan"]) == len(page.all("th")), jira
