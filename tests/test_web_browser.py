@@ -361,3 +361,30 @@ async def test_showing_tickets_is_said_aloud_and_a_failure_leaves_no_other_playe
     finally:
         await runner.cleanup()
         await core.aclose()
+
+
+async def test_a_keyboard_skips_the_header_to_the_page_in_one_key(browser, settings) -> None:
+    # Staff tab past six header links and buttons on every desk page otherwise (WCAG 2.4.1).
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    runner = await start(core, port=0)
+    base = f"http://127.0.0.1:{bound_port(runner)}"
+    try:
+        page = await (await chromium.new_context()).new_page()
+        await page.goto(base + "/desk/login")
+        await page.fill("input[name=password]", STAFF_PASSWORD)
+        await page.click("button[type=submit]")
+        await page.wait_for_url(base + "/desk")
+        skip = page.get_by_role("link", name="Skip to the page", exact=True)
+        assert not await skip.evaluate("a => a.getBoundingClientRect().bottom > 0")  # out of sight
+        await page.keyboard.press("Tab")
+        assert await skip.evaluate("a => a === document.activeElement")
+        assert await skip.evaluate("a => a.getBoundingClientRect().bottom > 0")  # seen once focused
+        await page.keyboard.press("Enter")
+        await page.keyboard.press("Tab")
+        assert await page.evaluate("document.activeElement.name") == "status"  # the first filter
+    finally:
+        await runner.cleanup()
+        await core.aclose()
