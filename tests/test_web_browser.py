@@ -352,6 +352,10 @@ async def test_showing_tickets_is_said_aloud_and_a_failure_leaves_no_other_playe
         # The list appears silently; the status line is what a screen reader hears.
         assert await page.inner_text("#status") == f"Nova has {shown} ticket{'s' if shown != 1 else ''}."
         assert await page.inner_text("#tickets caption") == "Tickets of Nova"
+        # Another player chosen: Nova's list is not left standing under that player's name.
+        await page.select_option("#player", index=1)
+        assert await page.locator("#tickets").is_hidden()
+        await page.select_option("#player", NOVA)
         # Another player's tickets asked for while voxdesk cannot be reached: said, and Nova's go.
         await page.route("**/playground/tickets*", lambda route: route.abort())
         await page.select_option("#player", index=1)

@@ -127,6 +127,9 @@
     e.target.value = "";
   });
 
+  // A list shown is the player's chosen then; another player's name above it would mislead.
+  player.addEventListener("change", () => { $("tickets").parentElement.hidden = true; });
+
   $("refresh-tickets").addEventListener("click", async () => {
     const table = $("tickets");
     // Whatever this answer is, the list shown is some player's, maybe not the one chosen now.
