@@ -3057,3 +3057,22 @@ async def test_the_desks_no_match_row_spans_exactly_the_columns(wsettings) -> No
             empty = page.one("td", **{"class": "empty"})
             assert empty["<text>"] == "No grievances match."
             assert int(empty["colspan"]) == len(page.all("th")), jira
+
+
+async def test_a_note_refused_as_its_ticket_went_to_jira_is_given_back(wsettings) -> None:
+    # Written while the grievance was the desk's, sent once it is Jira's: the words are not lost.
+    async with web_client(wsettings) as (client, core):
+        await log_in(client)
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        await core.grievances.local_store.mark_pushed("GRV-10", "STUDIO-7")
+        core.settings = core.settings.replace(
+            tools={"grievances": "jira"}, jira={"url": "https://studio.atlassian.net"}
+        )
+        note = "Refunded <20> dollars;\nsee the wallet log"
+        refused = await client.post("/desk/ticket/GRV-10/note", data={"csrf": token, "body": note})
+        assert refused.status == 403 and refused.content_type == "text/html"
+        page = Page(await refused.text())
+        assert page.text_of("refused") == "GRV-10 is worked in Jira, not on the desk: add the note there."
+        assert page.one("textarea", id="note-body")["<text>"] == note  # escaped, as sent
+        assert page.one("a", href="https://studio.atlassian.net/browse/STUDIO-7")
+        assert (await core.grievances.local_store.staff_notes("GRV-10")) == []

@@ -411,21 +411,35 @@ def _workable(request: web.Request, row: StaffRow) -> bool:
     return not _jira_on(request) or row.push_state == "local_only" or row.gone_at is not None
 
 
-async def _refuse_if_not_workable(request: web.Request, key: str) -> None:
+async def _jiras(request: web.Request, key: str) -> StaffRow | None:
+    """The grievance if Jira, not the desk, works it (it went there since the page was shown)."""
     if not _jira_on(request):
-        return
+        return None
     row = await _store(request).staff_get(key)
     if row is None:
         raise web.HTTPNotFound(text=f"No grievance {key}.")
-    if not _workable(request, row):
+    return None if _workable(request, row) else row
+
+
+async def _refuse_if_not_workable(request: web.Request, key: str) -> None:
+    if await _jiras(request, key):
         raise web.HTTPForbidden(text=f"{key} is worked in Jira, not on the desk.")
 
 
 @staff_only
 async def add_note(request: web.Request) -> web.StreamResponse:
     key = request.match_info["key"]
-    await _refuse_if_not_workable(request, key)
+    jiras = await _jiras(request, key)
     sent = (await security.read_form(request)).get("body", "")
+    if jiras is not None:
+        # The note written is given back to add in Jira, not lost with the page.
+        context = {
+            "key": key,
+            "note": sent if isinstance(sent, str) else "",
+            "remote_key": jiras.remote_key,
+            "jira_url": _jira_site(request),
+        }
+        return aiohttp_jinja2.render_template("note_refused.html", request, context, status=403)
     # A file in its place would be kept as the name Python gives it (its temporary file's path).
     # A browser sends each line break of a textarea as CRLF, yet its maxlength counts one as one
     # character: counted as sent, a note the page lets through would be refused.
