@@ -3076,3 +3076,11 @@ async def test_a_note_refused_as_its_ticket_went_to_jira_is_given_back(wsettings
         assert page.one("textarea", id="note-body")["<text>"] == note  # escaped, as sent
         assert page.one("a", href="https://studio.atlassian.net/browse/STUDIO-7")
         assert (await core.grievances.local_store.staff_notes("GRV-10")) == []
+        # One still waiting for Jira has no issue to add it to yet.
+        store = core.grievances.local_store
+        pending = (await store.register(NOVA, "wallet", "top-up lost", push_state="pending")).key
+        refused = await client.post(f"/desk/ticket/{pending}/note", data={"csrf": token, "body": note})
+        assert refused.status == 403
+        assert Page(await refused.text()).text_of("refused") == (
+            f"{pending} is waiting to reach Jira, and is worked there once it does: add the note there then."
+        )
