@@ -576,8 +576,13 @@ class VoiceNotes(commands.Cog):
             return True
         if isinstance(channel, discord.PartialMessageable):
             return False  # a channel discord.py has no record of to judge by
-        if self.bot.get_guild(guild.id) is None:
+        now = self.bot.get_guild(guild.id)
+        if now is None:
             return True
+        if now.unavailable:
+            # A new session's READY lists each guild unavailable, with no channels, until its
+            # GUILD_CREATE (which an outage holds back): its cache says nothing of the channel.
+            return False
         # An archived thread leaves discord.py's cache but still takes a reply (which unarchives
         # it): its parent says whether it is there.
         place = getattr(channel, "parent_id", None) if isinstance(channel, discord.Thread) else channel.id

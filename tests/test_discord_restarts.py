@@ -2631,6 +2631,36 @@ async def test_kept_notes_are_answered_while_a_guild_is_in_an_outage(settings, f
     assert "failed" not in caplog.text, caplog.text
 
 
+async def test_a_note_queued_as_a_new_session_begins_in_a_guild_outage_is_answered(
+    settings, fake, caplog
+) -> None:
+    # The session is lost while a player's second channel note waits behind the first, and the
+    # new session's READY lists the guild unavailable, with no channels, its GUILD_CREATE held back
+    # by an outage (only late, without one). The channel is not gone: nothing said it was, and the
+    # REST API still answers for it. Judged gone, the note was settled as unanswerable for good.
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine):
+        first = await fake.send_note(nova, voice_note(), guild=True)
+        await engine.until_asked(1)
+        queued = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.read_by_the_bot()
+        identified = len(fake.identify_payloads)
+        fake.guild_withheld = True
+        await fake.lose_the_session()
+        await fake.wait_for(lambda _: len(fake.identify_payloads) > identified and fake.bot_connected, 60)
+        await fake.read_by_the_bot()  # READY parsed: the guild is unavailable to the bot
+        engine.hold.set()
+        await all_answered(fake, [first])
+        await settle(fake)
+        assert [answers(fake, n) for n in (first, queued)] == [1, 1]
+        await fake.dispatch("GUILD_CREATE", fake.guild_payload())  # the outage ends
+        await settle(fake)
+        assert [answers(fake, n) for n in (first, queued)] == [1, 1]
+    assert "is gone" not in caplog.text
+
+
 async def test_a_token_revoked_while_running_stops_the_bot_as_a_refused_token_not_a_crash(
     settings, fake
 ) -> None:
