@@ -541,6 +541,23 @@ async def _send_piece(message: discord.Message, piece: str, linked: bool, nonce:
         await message.channel.send(content=piece, nonce=nonce)
 
 
+def _upload_failed(message: discord.Message, exc: discord.HTTPException, what: str) -> bool:
+    """Whether Discord failed under an answer's upload (a 5xx its retries did not outlast, or a
+    503, which discord.py does not retry), said in the log: the answer's words go as text
+    instead, so the player has the answer that was made rather than a "try again". A text
+    refused too is Discord failing for every post, and the note is answered again later."""
+    if exc.status < 500:
+        return False
+    log.warning(
+        "Discord failed the %s answering note %s (HTTP %s, code %s): sending its words as text",
+        what,
+        message.id,
+        exc.status,
+        exc.code,
+    )
+    return True
+
+
 async def send_answer(
     client: discord.Client,
     message: discord.Message,
@@ -562,6 +579,7 @@ async def send_answer(
     # Discord would refuse an upload over the limit (413, 40005) as a voice message and as a
     # file alike: the text goes instead, below.
     too_large = audio.size > (limit := upload_limit(message.guild))
+    failed = False  # Discord failed under the audio's upload
     if too_large:
         log.info(
             "reply to note %s: its audio (%d bytes) is over channel %s's upload limit (%d): sending the text",
@@ -581,24 +599,29 @@ async def send_answer(
         try:
             await send_voice_message(client, message, audio)
         except discord.HTTPException as exc:
-            too_large = exc.status == TOO_LARGE
-            if exc.code not in VOICE_REFUSED_CODES and not too_large:
+            too_large, failed = exc.status == TOO_LARGE, _upload_failed(message, exc, "voice message")
+            if exc.code not in VOICE_REFUSED_CODES and not too_large and not failed:
                 raise
-            where, instead = message.channel.id, "the text" if too_large else "a file"
-            log.info("voice message refused in channel %s (%s): sending %s", where, exc.code, instead)
+            if not failed:
+                where, instead = message.channel.id, "the text" if too_large else "a file"
+                log.info("voice message refused in channel %s (%s): sending %s", where, exc.code, instead)
         else:
             answered()
             if mode == "voice_and_text" and text:
                 await send_text(message, text, answer=True)
             return "voice"
-    # The same audio as a file would be over the limit too.
-    if may_attach(message) and not too_large:
+    # The same audio as a file would be over the limit too, or meet the same failing upload.
+    if may_attach(message) and not too_large and not failed:
         try:
             await send_file(client, message, text if mode != "voice" else "", audio)
         except discord.HTTPException as exc:
-            if not _refused_for_permissions(exc) and exc.status != TOO_LARGE:
+            failed = _upload_failed(message, exc, "file reply")
+            if not failed and not _refused_for_permissions(exc) and exc.status != TOO_LARGE:
                 raise
-            log.info("file reply refused in channel %s (%s): sending the text", message.channel.id, exc.code)
+            if not failed:
+                log.info(
+                    "file reply refused in channel %s (%s): sending the text", message.channel.id, exc.code
+                )
         else:
             return "file"
     # Where no audio can go, the words are all the answer there is, whatever style was chosen.

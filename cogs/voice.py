@@ -647,7 +647,12 @@ class VoiceNotes(commands.Cog):
             log.warning("could not reply to note %s: %s %s", message.id, exc.status, exc.text)
             metrics.note("discord", "failed", "send")
             nowhere = exc.code in NOWHERE_TO_POST
-            if not nowhere:
+            if discords_trouble(exc):
+                # Discord failed the answer (its audio, then its words) or the transcript after it:
+                # an unanswered note is the recheck's once Discord is back. An apology that got
+                # through would tell the player to try again, and settle the note unanswered.
+                reached = Reached.YES if message.id in self._answer_out else Reached.LATER
+            elif not nowhere:
                 reached = await self._tell_oops(message)
         except (aiohttp.ClientError, ConnectionError) as exc:
             # The connection to Discord broke under a reply (nothing else in a turn speaks HTTP

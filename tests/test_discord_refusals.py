@@ -70,14 +70,49 @@ async def test_cloudflares_ban_on_the_answer_leaves_the_note_for_later_not_given
     # 429 as an HTML page without Via: discord.py does not retry it. Discord's trouble, which
     # passes, not a channel that refuses the bot: the note is answered once posts go out again.
     caplog.set_level(logging.INFO)
-    fake.posts_banned = 2  # the answer, then the apology
+    fake.posts_banned = 1  # the answer: an apology would meet the ban too, and none is tried
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         note = await fake.send_note(nova, voice_note(), guild=True)
         voice, transcript = await replies(fake, note, 2)
         assert await settled(settings, note) == "answered"
     assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
     assert len(h.engine.turns) == 2
-    assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 429)] * 2
+    assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 429)]
+
+
+@pytest.mark.parametrize("mode", ["voice_and_text", "voice", "file"])
+async def test_an_answer_whose_upload_discord_fails_goes_out_as_its_words(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, mode: str
+):
+    # 503 on the audio's upload (discord.py does not retry a 503): the answer was made, and its
+    # words reach the player. It was a "try again" apology, and the note settled unanswered.
+    caplog.set_level(logging.INFO)
+    fake.posts_unavailable = 1
+    async with running_bot(settings, fake) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), mode)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+    assert [r.content[:14] for r in fake.replies_to(note["id"])] == ["Nova, you have"]
+    assert [(r.error, bool(r.files)) for r in fake.received if r.error is not None] == [(0, True)]
+    assert len(h.engine.turns) == 1
+    assert [line for line in warnings_logged(caplog) if str(note["id"]) in line] == [
+        f"cogs.replies: Discord failed the {'file reply' if mode == 'file' else 'voice message'}"
+        f" answering note {note['id']} (HTTP 503, code 0): sending its words as text"
+    ]
+
+
+async def test_a_text_answer_discord_fails_is_answered_later_not_apologised_for(settings, fake: FakeDiscord):
+    # The words are all the answer (the text style), and Discord fails them (503): the recheck
+    # answers the note once posts go out. An apology that got through told the player to try
+    # again, and the note was settled with no answer.
+    fake.posts_unavailable = 1
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), "text")
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await replies(fake, note, 1)
+        assert await settled(settings, note) == "answered"
+    assert [r.content[:14] for r in fake.replies_to(note["id"])] == ["Nova, you have"]
+    assert len(h.engine.turns) == 2  # heard again: the first answer never got out
 
 
 @pytest.mark.parametrize("global_", [False, True], ids=["route bucket", "global"])

@@ -305,7 +305,7 @@ async def test_a_note_discord_failed_to_take_the_answer_for_is_answered_when_dis
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
 ):
     caplog.set_level(logging.INFO)
-    fake.posts_unavailable = 2  # the answer, then the apology: 503 each, past discord.py's retries
+    fake.posts_unavailable = 2  # the voice message, then its words: 503 each, not retried
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         note = await fake.send_note(nova, voice_note())
         voice, transcript = await replies(fake, note, 2)
@@ -325,7 +325,7 @@ async def test_a_note_answered_again_before_its_hourglass_reached_discord_loses_
     # Discord holds the note's reactions (a raid's queue on the channel's reaction limit) while
     # the recheck fetches the note and answers it: the fetched note shows no ⏳ yet, and a ⏳
     # landing after it would tell the player an answer is still to come.
-    fake.posts_unavailable = 2  # the answer, then the apology: the note is left for the recheck
+    fake.posts_unavailable = 2  # the voice message, then its words: the note is left for the recheck
     fake.reactions_held = asyncio.Event()
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         note = await fake.send_note(nova, voice_note(), guild=True)
@@ -372,12 +372,12 @@ async def test_a_note_whose_typing_loses_the_connection_is_answered(settings, fa
 async def test_a_note_whose_answer_went_out_before_discord_failed_is_not_answered_again(
     settings, fake: FakeDiscord
 ):
-    # The voice message is out; then Discord fails the transcript and the apology for it (503,
-    # past discord.py's retries). The player has their answer: it is not given again later.
+    # The voice message is out; then Discord fails the transcript (503, past discord.py's
+    # retries). The player has their answer: no apology for it, and it is not given again later.
     async def fail_after_the_voice_message(record: Received) -> None:
         if record.is_voice_message:
             fake.after_post = None
-            fake.posts_unavailable = 2
+            fake.posts_unavailable = 1
 
     fake.after_post = fail_after_the_voice_message
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
@@ -385,7 +385,7 @@ async def test_a_note_whose_answer_went_out_before_discord_failed_is_not_answere
         assert await settled(settings, note) == "answered"
         await reactions_settled(fake, note, 2)
     assert [r.is_voice_message for r in fake.replies_to(note["id"])] == [True]
-    assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 0)] * 2
+    assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 0)]
     assert len(h.engine.turns) == 1
 
 

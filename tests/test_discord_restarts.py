@@ -2327,7 +2327,7 @@ async def test_a_note_discord_failed_under_whose_release_failed_is_answered_by_t
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         await settle(fake)
         with ledger_refuses(h.settings, "pending"):
-            fake.posts_unavailable = 2  # the voice message and its apology
+            fake.posts_unavailable = 2  # the voice message, then its words as text
             note = await fake.send_note(nova, voice_note(), guild=True)
             await eventually(lambda: f"could not mark note {note['id']}" in caplog.text)
             # Rechecks while the ledger still refuses: the note is not answered meanwhile.
@@ -2463,7 +2463,7 @@ async def test_a_note_answered_unrecorded_that_discord_failed_is_answered_by_the
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         await settle(fake)
         with ledger_refuses_new_notes(h.settings):
-            fake.posts_unavailable = 2  # the voice message and its apology
+            fake.posts_unavailable = 2  # the voice message, then its words as text
             note = await fake.send_note(nova, voice_note(), guild=True)
             await eventually(lambda: "got no answer because Discord failed" in caplog.text)
             assert f"could not record note {note['id']}" in caplog.text
@@ -2540,7 +2540,7 @@ async def test_a_note_given_back_then_answered_unrecorded_is_not_answered_again_
         await settle(fake)
         with ledger_refuses(h.settings, "started"):
             with ledger_refuses_new_notes(h.settings):
-                fake.posts_unavailable = 2  # the voice message and its apology
+                fake.posts_unavailable = 2  # the voice message, then its words as text
                 note = await fake.send_note(nova, voice_note(), guild=True)
                 await eventually(lambda: f"could not mark note {note['id']}" in caplog.text)
             await all_answered(fake, [note], within=15)
