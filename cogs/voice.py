@@ -656,10 +656,11 @@ class VoiceNotes(commands.Cog):
                 reached = await self._tell_oops(message)
         except (aiohttp.ClientError, ConnectionError) as exc:
             # The connection to Discord broke under a reply (nothing else in a turn speaks HTTP
-            # through aiohttp): Discord's trouble, which a traceback would call a bug here.
+            # through aiohttp): Discord's trouble, which a traceback would call a bug here. As
+            # for a 5xx, no apology: the recheck answers a note none of whose answer got out.
             log.warning("could not reply to note %s: %r", message.id, exc)
             metrics.note("discord", "failed", "send")
-            reached = await self._tell_oops(message)
+            reached = Reached.YES if message.id in self._answer_out else Reached.LATER
         except asyncio.CancelledError:
             cancelled = True
             if message.id in self._answer_out:

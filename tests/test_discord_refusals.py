@@ -46,12 +46,12 @@ async def test_a_voice_message_discord_posted_but_answered_502_for_is_posted_onc
 async def test_audio_discord_posted_as_the_connection_broke_is_not_posted_again_later(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, file: bool
 ):
-    # The audio and then the apology are posted, but their connections break before Discord's
-    # answer: the bot cannot know, and answers the note again once posts go out. The audio
-    # Discord has is not posted a second time; the transcript follows it.
+    # The audio is posted, but its connection breaks before Discord's answer: the bot cannot
+    # know, and answers the note again once posts go out. The audio Discord has is not posted a
+    # second time; the transcript follows it.
     if file:
         fake.refuse_voice_in.add(ALLOWED_CHANNEL)
-    fake.posts_cut_after = 2
+    fake.posts_cut_after = 1
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         note = await fake.send_note(nova, voice_note(), guild=True)
         await fake.wait_for(lambda _: fake.sent("message_again"))
@@ -353,10 +353,9 @@ async def test_a_turn_ending_while_its_typing_waits_out_the_global_limit_leaves_
 async def test_a_text_answer_discord_posted_as_the_connection_broke_is_not_posted_again_later(
     settings, fake: FakeDiscord
 ):
-    # /replies text: the answer and the apology are posted, their connections break before
-    # Discord's answer, and the recheck answers the note again: the text Discord has is not posted
-    # a second time.
-    fake.posts_cut_after = 2
+    # /replies text: the answer is posted, its connection breaks before Discord's answer, and the
+    # recheck answers the note again: the text Discord has is not posted a second time.
+    fake.posts_cut_after = 1
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         await h.bot.core.preferences.set_reply_mode(str(nova.id), "text")
         note = await fake.send_note(nova, voice_note(), guild=True)
