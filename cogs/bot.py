@@ -89,6 +89,16 @@ MESSAGE_CONTENT_OFF = (
     "Message Content intent is off for this application: guild voice notes are only seen when they "
     "reply to the bot with the ping on (DMs still work); enable it under Bot > Privileged Gateway Intents."
 )
+# Discord's application flags: the portal's toggle (GATEWAY_MESSAGE_CONTENT_LIMITED) is the intent
+# "for bots in under 100 servers"; from then on only GATEWAY_MESSAGE_CONTENT, Discord's approval of
+# a verified app, grants it, and an IDENTIFY asking for it without that is closed with 4014.
+LIMITED_INTENT_SERVERS = 100
+MESSAGE_CONTENT_UNAPPROVED = (
+    "Message Content intent: the application has it for bots in under 100 servers only, and the bot"
+    " is in {servers}: guild voice notes are only seen when they reply to the bot with the ping on"
+    " (DMs still work); a verified app needs Discord's approval of the intent (developer portal,"
+    " App Verification)."
+)
 
 
 def point_discord_at(settings: DiscordSettings) -> None:
@@ -302,10 +312,17 @@ class VoxdeskBot(commands.Bot):
         for name in EXTENSIONS:
             await self.load_extension(name)
 
-    def message_content_granted(self) -> bool:
-        """After login: whether the application may receive message content (full or limited)."""
-        flags = self.application.flags if self.application else None
-        return bool(flags and (flags.gateway_message_content or flags.gateway_message_content_limited))
+    def message_content_missing(self) -> str | None:
+        """After login: why the application may not receive message content, as the log says it;
+        None when it may (approved, or the portal's toggle on in under 100 servers)."""
+        app = self.application
+        flags = app.flags if app else None
+        if flags is None or not (flags.gateway_message_content or flags.gateway_message_content_limited):
+            return MESSAGE_CONTENT_OFF
+        servers = app.approximate_guild_count if app else 0
+        if not flags.gateway_message_content and servers >= LIMITED_INTENT_SERVERS:
+            return MESSAGE_CONTENT_UNAPPROVED.format(servers=servers)
+        return None
 
     async def on_message(self, message: discord.Message, /) -> None:
         """No text commands: slash commands only. commands.Bot's own handler would read every

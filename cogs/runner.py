@@ -105,8 +105,8 @@ async def login(settings: Settings, token: str, app: App | None) -> VoxdeskBot:
     for it would get the connection closed (4014): say so in one line and go on without it."""
     wanted = settings.discord.message_content
     bot = await _logged_in(VoxdeskBot(app, settings.discord, message_content=wanted), token)
-    if wanted and not bot.message_content_granted():
-        log.warning(MESSAGE_CONTENT_OFF)
+    if wanted and (missing := bot.message_content_missing()):
+        log.warning(missing)
         await bot.close()
         bot = await _logged_in(VoxdeskBot(app, settings.discord, message_content=False), token)
     elif not wanted:

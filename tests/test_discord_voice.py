@@ -498,6 +498,22 @@ async def test_without_message_content_intent_dms_still_work(settings, fake: Fak
         assert h.fake.replies_to(unseen["id"]) == []  # Discord hid its attachment from the bot
 
 
+async def test_a_bot_in_100_servers_with_only_the_limited_intent_starts_without_it(
+    settings, fake: FakeDiscord, caplog
+):
+    # The portal's toggle (GATEWAY_MESSAGE_CONTENT_LIMITED) grants the intent to bots in under 100
+    # servers only: asked for at 100, Discord closed the first connection with 4014, and the bot
+    # exited saying the intent was switched off while it ran, at every start.
+    fake.approximate_guild_count = 100
+    caplog.set_level(logging.WARNING, logger="cogs")
+    async with running_bot(settings, fake) as h:
+        assert not h.fake.identify_payloads[-1]["intents"] & MESSAGE_CONTENT_INTENT
+        said = [r.getMessage() for r in caplog.records if "Message Content" in r.getMessage()]
+        assert len(said) == 1 and "100 servers" in said[0] and "verif" in said[0], said
+        dm = await h.fake.send_note(nova, voice_note())
+        await answered(h.fake, dm)
+
+
 async def test_a_voice_message_without_its_audio_is_told_or_logged_not_dropped(
     settings, fake: FakeDiscord, caplog
 ):

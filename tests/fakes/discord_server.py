@@ -463,6 +463,11 @@ class FakeDiscord(Strict):
         self.deleted_channels: set[int] = set()  # channels and threads deleted: 404 10003 for any request
         # GATEWAY_MESSAGE_CONTENT granted in the developer portal; clear it to test the fallback.
         self.application_flags = 1 << 19
+        # The application's `approximate_guild_count`. Discord's application flags: the limited
+        # flag (1 << 19, the portal's toggle) is "Intent required for bots in under 100 servers to
+        # receive message content"; from 100 on only GATEWAY_MESSAGE_CONTENT (1 << 18, approval
+        # for a verified app) grants it, and an IDENTIFY asking for it otherwise is closed 4014.
+        self.approximate_guild_count = 1
         self._changed = asyncio.Condition()
         self._sockets: list[_GatewaySession] = []
         self._runner: web.AppRunner | None = None
@@ -1452,6 +1457,7 @@ class FakeDiscord(Strict):
                 "owner": user_payload(1, "owner"),
                 "verify_key": "0" * 64,
                 "flags": self.application_flags,
+                "approximate_guild_count": self.approximate_guild_count,
                 "team": None,
                 "interactions_endpoint_url": None,
             }
@@ -2495,7 +2501,8 @@ class _GatewaySession:
                 self.fake.identify_payloads.append(data)
                 self.intents = int(data.get("intents") or 0)
                 self.fake.sessions[self.session_id] = self.intents
-                granted = self.fake.application_flags & ((1 << 19) | (1 << 18))
+                flags = self.fake.application_flags
+                granted = flags & (1 << 18) or (flags & (1 << 19) and self.fake.approximate_guild_count < 100)
                 if self.intents & MESSAGE_CONTENT_INTENT and not granted:
                     await self.close(4014, b"Disallowed intent(s).")
                     await self.fake.changed()  # a test waiting on identify_payloads: it came, refused
