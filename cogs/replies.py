@@ -544,8 +544,8 @@ async def _send_piece(message: discord.Message, piece: str, linked: bool, nonce:
 def _upload_failed(message: discord.Message, exc: discord.HTTPException, what: str) -> bool:
     """Whether Discord failed under an answer's upload (a 5xx its retries did not outlast, or a
     503, which discord.py does not retry), said in the log: the answer's words go as text
-    instead, so the player has the answer that was made rather than a "try again". A text
-    refused too is Discord failing for every post, and the note is answered again later."""
+    instead, so the player has the answer that was made now. A text refused too is Discord
+    failing for every post, and the note is answered again later."""
     if exc.status < 500:
         return False
     log.warning(
