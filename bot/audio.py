@@ -14,6 +14,7 @@ import io
 import logging
 import math
 import os
+import struct
 import warnings
 import wave
 from collections.abc import Callable
@@ -49,6 +50,7 @@ REPLY_OPUS_COMPLEXITY = 5
 _ENCODE_BLOCK = 48_000  # samples handed to the encoder at a time: one second
 _WINDOW_MS = 10
 _PAD_MS = 120  # keep a breath of silence around speech so words are not clipped
+_LEVEL_WINDOWS = 500  # windows whose levels trim_silence reads at once: 5 s
 
 # Files people attach by mistake; recognised by their first bytes so the reply can say so.
 _NOT_AUDIO_MAGIC = {
@@ -360,8 +362,14 @@ def trim_silence(samples: np.ndarray, rate: int, threshold_db: float, min_speech
     count = len(samples) // window
     if count == 0:
         raise AudioError(say.TOO_SHORT)
-    frames = samples[: count * window].astype(np.float32).reshape(count, window)
-    rms = np.sqrt(np.mean(frames * frames, axis=1)) / 32768.0
+    windows = samples[: count * window].reshape(count, window)
+    # A few seconds of windows at a time: the note whole as float32, and squared, would be four
+    # times its PCM on top of it, for every turn decoding at once.
+    rms = np.empty(count, dtype=np.float32)
+    for at in range(0, count, _LEVEL_WINDOWS):
+        frames = windows[at : at + _LEVEL_WINDOWS].astype(np.float32)
+        rms[at : at + _LEVEL_WINDOWS] = np.sqrt(np.mean(frames * frames, axis=1))
+    rms /= 32768.0
     with np.errstate(divide="ignore"):
         level = 20 * np.log10(np.maximum(rms, 1e-10))
     loud = np.flatnonzero(level > threshold_db)
@@ -374,13 +382,26 @@ def trim_silence(samples: np.ndarray, rate: int, threshold_db: float, min_speech
 
 
 def pcm_to_wav(pcm: bytes, rate: int, channels: int = 1) -> bytes:
-    out = io.BytesIO()
-    with wave.open(out, "wb") as w:
-        w.setnchannels(channels)
-        w.setsampwidth(2)
-        w.setframerate(rate)
-        w.writeframes(pcm)
-    return out.getvalue()
+    # The header the wave module writes, joined to the samples: one copy of them, where its
+    # BytesIO and getvalue() would make two.
+    size = len(pcm)
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF",
+        36 + size,
+        b"WAVE",
+        b"fmt ",
+        16,
+        1,  # PCM
+        channels,
+        rate,
+        rate * channels * 2,
+        channels * 2,
+        16,
+        b"data",
+        size,
+    )
+    return header + pcm
 
 
 def wav_to_pcm(data: bytes) -> tuple[bytes, int]:

@@ -4,6 +4,7 @@ import os
 import struct
 import subprocess
 import sys
+import tracemalloc
 import wave
 from pathlib import Path
 
@@ -295,6 +296,32 @@ def test_decoding_a_long_192khz_eight_channel_flac_stays_under_400_mb(tmp_path) 
     seconds, peak_kib = child.stdout.split()
     assert float(seconds) == pytest.approx(110, abs=0.01)  # decoded to the end, not refused
     assert int(peak_kib) / 1024 < DECODE_PEAK_MB
+
+
+def test_a_long_note_decodes_to_its_wav_holding_no_more_than_two_copies_of_it() -> None:
+    # Every turn decodes at once under a raid: a note of the longest kind (115 s) peaked at five
+    # times its WAV (its levels read as float32, and squared, all at once), 28 MB a turn.
+    data = encode(speechlike(115.0), 48_000, "ogg")
+    tracemalloc.start()
+    try:
+        wav = audio.decode(data, AudioSettings()).wav()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert len(wav) > 5_000_000
+    assert peak <= 2.2 * len(wav), f"peak {peak / len(wav):.1f} times the {len(wav)} bytes of the WAV"
+
+
+@pytest.mark.parametrize(("size", "channels"), [(9600, 1), (9601, 1), (19200, 2), (0, 1)])
+def test_a_wav_is_written_as_the_wave_module_writes_it(size: int, channels: int) -> None:
+    pcm = bytes(n % 251 for n in range(size))
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(channels)
+        w.setsampwidth(2)
+        w.setframerate(24_000)
+        w.writeframes(pcm)
+    assert audio.pcm_to_wav(pcm, 24_000, channels) == out.getvalue()
 
 
 def _garbled(data: bytes, at: int, count: int = 56, sync: bytes = b"") -> bytes:
