@@ -1,4 +1,5 @@
-"""Decode + trim + resample + WAV for a voice note: our in-process path vs pydub's default.
+"""Decode + trim + resample + WAV for a voice note: our in-process path vs pydub's default, and
+the memory it peaks at (tracemalloc) beside the whole-note level reading it replaced.
 
     python bench/audio.py [--repeat N]
 
@@ -15,9 +16,13 @@ import shutil
 import statistics
 import sys
 import time
+import tracemalloc
+import wave
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import numpy as np
 
 from bot import audio
 from bot.config import AudioSettings
@@ -40,6 +45,38 @@ def pydub_default(data: bytes) -> bytes:
     out = io.BytesIO()
     segment.export(out, format="wav")
     return out.getvalue()
+
+
+def whole_note_levels(data: bytes) -> bytes:
+    """The baseline for memory: the levels of the whole note read at once, as float32 and squared,
+    and the WAV written through the wave module's BytesIO."""
+    limits = AudioSettings(max_seconds=600)
+    samples = np.frombuffer(audio._decode_pcm(data, audio.MODEL_RATE, limits.max_seconds), dtype=np.int16)
+    window = audio.MODEL_RATE // 100
+    count = len(samples) // window
+    frames = samples[: count * window].astype(np.float32).reshape(count, window)
+    rms = np.sqrt(np.mean(frames * frames, axis=1)) / 32768.0
+    level = 20 * np.log10(np.maximum(rms, 1e-10))
+    loud = np.flatnonzero(level > limits.silence_threshold_db)
+    trimmed = samples[max(0, loud[0] - 12) * window : (loud[-1] + 13) * window].tobytes()
+    out = io.BytesIO()
+    with wave.open(out, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(audio.MODEL_RATE)
+        w.writeframes(trimmed)
+    return out.getvalue()
+
+
+def peak(fn, data: bytes) -> tuple[int, int]:  # type: ignore[no-untyped-def]
+    """(traced peak bytes, WAV bytes) of one call."""
+    tracemalloc.start()
+    try:
+        wav = fn(data)
+        _, top = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return top, len(wav)
 
 
 def timed(fn, data: bytes, repeat: int) -> float:  # type: ignore[no-untyped-def]
@@ -67,6 +104,14 @@ def main() -> None:
             print(f"{seconds:>5}s {mine:>9.1f} {base:>16.1f} {base / mine:>8.1f}x")
         else:
             print(f"{seconds:>5}s {mine:>9.1f} {'(no ffmpeg)':>16} {'-':>9}")
+    # Every turn decodes at once under a raid: this peak, agent.max_concurrent_turns times.
+    print("\ntraced peak while decoding to the WAV, in WAVs of the note (tracemalloc)")
+    print(f"{'note':>6} {'WAV MB':>7} {'ours':>6} {'whole-note levels':>18}")
+    for seconds in (60, 115):
+        data = encode(speechlike(seconds - 1.0), 48_000, "ogg")
+        mine, size = peak(ours, data)
+        base, _ = peak(whole_note_levels, data)
+        print(f"{seconds:>5}s {size / 1e6:>7.2f} {mine / size:>5.1f}x {base / size:>17.1f}x")
 
 
 if __name__ == "__main__":
