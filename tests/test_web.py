@@ -818,6 +818,56 @@ async def test_a_staff_change_the_database_refuses_leaves_it_free_and_the_desk_c
         assert again.status == 303
 
 
+def status_form(html: str, status: str) -> dict[str, str]:
+    """The ticket page's status form as a browser sends it: its hidden fields, and `status` chosen."""
+    page = Page(html)
+    at = page.elements.index(page.one("form", action="/desk/ticket/GRV-10/status"))
+    fields = {}
+    for e in page.elements[at + 1 :]:
+        if e["<tag>"] == "form":
+            break
+        if e["<tag>"] == "input" and e.get("type") == "hidden":
+            fields[e["name"]] = e["value"]
+    return fields | {"status": status}
+
+
+async def test_a_status_changed_since_the_page_was_loaded_is_not_overwritten_unseen(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        await log_in(client)
+        store = core.grievances.local_store
+        after = max([e if isinstance(e, int) else e.id for e in await store.news_events(0)], default=0)
+        assert (await store.staff_get("GRV-10")).status == "in progress"  # type: ignore[union-attr]
+        # Two staff open GRV-10; one resolves it, then the other, from the page loaded before,
+        # asks its player for more.
+        first = await (await client.get("/desk/ticket/GRV-10")).text()
+        second = await (await client.get("/desk/ticket/GRV-10")).text()
+        resolved = await client.post(
+            "/desk/ticket/GRV-10/status", data=status_form(first, "resolved"), allow_redirects=False
+        )
+        assert resolved.status == 303
+        late = await client.post(
+            "/desk/ticket/GRV-10/status", data=status_form(second, "waiting on player"), allow_redirects=False
+        )
+        # The second is told the status changed under them, and to what, and nothing is changed.
+        assert late.status == 409
+        said = " ".join(Page(await late.text()).text_of("refused").split())
+        assert "it was in progress, and is resolved now" in said and "not set to waiting on player" in said
+        assert (await store.staff_get("GRV-10")).status == "resolved"  # type: ignore[union-attr]
+        events = [e for e in await store.news_events(after) if not isinstance(e, int)]
+        assert [(e.kind, e.status) for e in events] == [("status", "resolved")]
+        # Both choosing the same status is no conflict; a page loaded now sets it again.
+        same = await client.post(
+            "/desk/ticket/GRV-10/status", data=status_form(second, "resolved"), allow_redirects=False
+        )
+        assert same.status == 303
+        fresh = await (await client.get("/desk/ticket/GRV-10")).text()
+        again = await client.post(
+            "/desk/ticket/GRV-10/status", data=status_form(fresh, "waiting on player"), allow_redirects=False
+        )
+        assert again.status == 303
+        assert (await store.staff_get("GRV-10")).status == "waiting on player"  # type: ignore[union-attr]
+
+
 async def test_with_jira_the_desk_is_read_only_and_links_to_the_issue(wsettings) -> None:
     async with web_client(wsettings) as (client, core):
         store = core.grievances.local_store

@@ -188,6 +188,14 @@ BEGIN INSERT INTO news_events (grievance_id, kind, was) VALUES (NEW.id, 'moved',
 """
 
 
+class StatusChanged(Exception):
+    """A staff status change refused: the grievance's status is no longer the one staff saw."""
+
+    def __init__(self, row: StaffRow) -> None:
+        super().__init__(f"{row.local_key} is {row.status} now")
+        self.row = row
+
+
 @dataclass(frozen=True)
 class Lately:
     """What `claim_words` found of a complaint filed lately: its ticket's key, or what its player
@@ -1301,18 +1309,30 @@ class LocalGrievanceStore:
             await self._conn.commit()
             return cursor.rowcount == 1
 
-    async def set_status_by_staff(self, local_key: str, status: str) -> bool:
+    async def set_status_by_staff(self, local_key: str, status: str, was: str | None = None) -> bool:
         """Move a grievance to `status`; the news_status trigger records it, so the player hears
-        of it through ticket news like any other change. False if there is no such grievance."""
+        of it through ticket news like any other change. False if there is no such grievance.
+
+        With `was` (the status staff saw when they chose), only from that status: one another
+        staff member changed meanwhile is left as they set it (StatusChanged), in the statement
+        that would write it, so two desks setting it together cannot both win."""
         if status not in STAFF_STATUSES:
             raise ValueError(f"unknown status {status!r}")
         async with self._writing():
             cursor = await self._conn.execute(
-                "UPDATE grievances SET status = ?, updated_at = ? WHERE local_key = ? AND status != ?",
-                (status, utc_now(), local_key, status),
+                "UPDATE grievances SET status = ?, updated_at = ? WHERE local_key = ? AND status != ?"
+                " AND (? IS NULL OR status = ?)",
+                (status, utc_now(), local_key, status, was, was),
             )
             await self._conn.commit()
-        return cursor.rowcount == 1 or await self.staff_get(local_key) is not None
+        if cursor.rowcount == 1:
+            return True
+        row = await self.staff_get(local_key)
+        if row is None:
+            return False
+        if was is not None and row.status not in (was, status):
+            raise StatusChanged(row)
+        return True
 
     # ---- ticket news: what happened since a reader last looked ------------------------------
 

@@ -22,7 +22,13 @@ from aiohttp_session import get_session, new_session
 from bot import sentences as say
 from bot.config import Settings, shown_url
 from bot.ticket_news import USER_ID
-from bot.tools.grievance_store import CATEGORIES, STAFF_STATUSES, LocalGrievanceStore, StaffRow
+from bot.tools.grievance_store import (
+    CATEGORIES,
+    STAFF_STATUSES,
+    LocalGrievanceStore,
+    StaffRow,
+    StatusChanged,
+)
 from bot.web import charts, security
 from bot.web import state as web_state
 
@@ -455,12 +461,21 @@ async def add_note(request: web.Request) -> web.StreamResponse:
 async def set_status(request: web.Request) -> web.StreamResponse:
     key = request.match_info["key"]
     await _refuse_if_not_workable(request, key)
-    status = str((await security.read_form(request)).get("status", ""))
+    form = await security.read_form(request)
+    status = str(form.get("status", ""))
     if status not in STAFF_STATUSES:
         raise web.HTTPBadRequest(text="Unknown status.")
+    # The status the page showed: another staff member's change since then is not overwritten
+    # unseen. A form without it (a script) sets the status whatever it is.
+    was = form.get("was")
+    was = was if isinstance(was, str) and was in STAFF_STATUSES else None
     # The store's trigger records the change as ticket news: the player is told by the bot.
-    if not await _store(request).set_status_by_staff(key, status):
-        raise web.HTTPNotFound(text=f"No grievance {key}.")
+    try:
+        if not await _store(request).set_status_by_staff(key, status, was):
+            raise web.HTTPNotFound(text=f"No grievance {key}.")
+    except StatusChanged as changed:
+        context = {"key": key, "wanted": status, "was": was, "g": changed.row}
+        return aiohttp_jinja2.render_template("status_refused.html", request, context, status=409)
     web_state(request).ticket_lists.clear()  # the playground shows the new status at once
     raise _back_to(request, key)
 
