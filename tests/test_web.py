@@ -589,6 +589,44 @@ async def test_the_desk_pages_through_every_grievance_with_its_filters_kept(wset
         assert "Page 11 of 11" in last
 
 
+def link_of(html: str, rel: str) -> str | None:
+    found = re.search(rf'href="([^"]+)" rel="{rel}"', html)
+    return found.group(1).replace("&amp;", "&") if found else None
+
+
+async def test_paging_on_while_grievances_are_filed_and_resolved_shows_each_once(wsettings) -> None:
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        await many_grievances(store, 400)
+        await log_in(client)
+        first = await (await client.get("/desk", params={"status": "open"})).text()
+        was_open = {r.local_key for r in await store.staff_list("open", limit=1000)}
+        assert len(was_open) == 202 and len(keys_on(first)) == 100
+        # While one staff member reads the first page of open grievances, players file three more
+        # (on top, newest first) and another staff member resolves five on that page.
+        for i in range(3):
+            await core.grievances.register(NOVA, "wallet", f"filed while the desk was read {i}")
+        for key in keys_on(first)[10:15]:
+            assert await store.set_status_by_staff(key, "resolved")
+        seen = keys_on(first)
+        html, path = first, link_of(first, "next")
+        while path:
+            html = await (await client.get(path)).text()
+            seen += keys_on(html)
+            path = link_of(html, "next")
+            assert path is None or "status=open" in path
+        # None shown twice (the last of a page again at the top of the next), none skipped.
+        assert len(seen) == len(set(seen))
+        assert was_open - set(seen) == set()
+        assert "Page 3 of 3" in html and "199–200 of 200" in html
+        # Previous is the hundred just before the page; the first page once fewer are left.
+        shown = [r.local_key for r in await store.staff_list("open", limit=1000)]
+        back = await (await client.get(link_of(html, "prev"))).text()  # type: ignore[arg-type]
+        assert keys_on(back) == shown[98:198] and "99–198 of 200" in back and "Page 2 of 3" in back
+        top = await (await client.get(link_of(back, "prev"))).text()  # type: ignore[arg-type]
+        assert keys_on(top) == shown[:100] and "1–100 of 200" in top and "Page 1 of 2" in top
+
+
 async def test_the_desk_finds_one_status_without_reading_every_grievance(tmp_path) -> None:
     # A year on, "open" is a few thousand among a million resolved: through grievances_by_time the
     # page and its count read them all, on the connection each player's filing waits on.

@@ -1260,16 +1260,30 @@ class LocalGrievanceStore:
         search: str = "",
         offset: int = 0,
         oldest_first: bool = False,
+        after: int | None = None,
+        before: int | None = None,
     ) -> list[StaffRow]:
         """A page of grievances by the time each was filed, newest first (or oldest), filtered;
         values are bound parameters, never SQL text. By time, not id: a grievance kept in the spool
-        gets its id when it is filed from there, after others made later."""
+        gets its id when it is filed from there, after others made later.
+
+        `after` (or `before`), a grievance's id: the page that follows it in this order (or comes
+        just before it). Grievances filed, or leaving a filter, while staff page through move no
+        other onto the next page, as counting `offset` rows would (shown twice, or never)."""
         where, args = _staff_where(status, category, older_than_days, newer_than_days, search)
-        order = "created_at, id" if oldest_first else "created_at DESC, id DESC"
+        forward = "created_at, id" if oldest_first else "created_at DESC, id DESC"
+        backward = "created_at DESC, id DESC" if oldest_first else "created_at, id"
+        order, cursor = forward, after
+        if before is not None:
+            order, cursor, oldest_first = backward, before, not oldest_first
+        if cursor is not None:
+            where += f" AND (created_at, id) {'>' if oldest_first else '<'} ({AT_ROW})"
+            args = [*args, str(cursor)]
         rows = await self._conn.execute_fetchall(
             STAFF_PAGE.format(where=where, order=order), (*args, limit, max(0, offset))
         )
-        return [_staff_row(row) for row in rows]
+        found = [_staff_row(row) for row in rows]
+        return found[::-1] if before is not None else found
 
     async def staff_count(
         self,
@@ -1279,9 +1293,15 @@ class LocalGrievanceStore:
         newer_than_days: float | None = None,
         *,
         search: str = "",
+        ahead_of: int | None = None,
+        oldest_first: bool = False,
     ) -> int:
-        """How many grievances staff_list's filters match, over all its pages."""
+        """How many grievances staff_list's filters match, over all its pages; with `ahead_of` (a
+        grievance's id), those listed before it in staff_list's order."""
         where, args = _staff_where(status, category, older_than_days, newer_than_days, search)
+        if ahead_of is not None:
+            where += f" AND (created_at, id) {'<' if oldest_first else '>'} ({AT_ROW})"
+            args = [*args, str(ahead_of)]
         rows = await self._conn.execute_fetchall(STAFF_COUNT.format(where=where), args)
         (count,) = first(rows)  # type: ignore[misc]
         return int(count)
@@ -1578,6 +1598,8 @@ def after_prefix(prefix: str) -> str:
 # The desk's page of grievances and the count of all its pages, by _staff_where's filters.
 STAFF_PAGE = "SELECT * FROM grievances WHERE {where} ORDER BY {order} LIMIT ? OFFSET ?"
 STAFF_COUNT = "SELECT COUNT(*) FROM grievances WHERE {where}"
+# Where one grievance is in the desk's order: a page starts after it, or before it.
+AT_ROW = "SELECT created_at, id FROM grievances WHERE id = ?"
 
 
 def _staff_where(

@@ -310,12 +310,31 @@ async def desk(request: web.Request) -> dict[str, Any]:
         older = float(age)
     filters = (status or None, category or None, older, newer)
     store = _store(request)
+    oldest = sort == "oldest"
     total = await store.staff_count(*filters, search=search)
     pages = max(1, -(-total // PAGE_SIZE))
-    page = min(_page_number(q.get("page", "")), pages)
-    rows = await store.staff_list(
-        *filters, PAGE_SIZE, search=search, offset=(page - 1) * PAGE_SIZE, oldest_first=sort == "oldest"
-    )
+    # Next and Previous go from the grievance at the page's end: grievances filed meanwhile (on
+    # top, newest first) or moved out of a status filter by other staff shift no other across it.
+    after, before = _row_id(q.get("after", "")), _row_id(q.get("before", ""))
+    rows: list[StaffRow] = []
+    if after is not None or before is not None:
+        rows = await store.staff_list(
+            *filters, PAGE_SIZE, search=search, oldest_first=oldest, after=after, before=before
+        )
+        if before is not None and len(rows) < PAGE_SIZE:
+            rows = []  # back at the top, which has more than is left before it: the first page
+    if rows:
+        ahead = await store.staff_count(*filters, search=search, ahead_of=rows[0].id, oldest_first=oldest)
+    else:
+        # A page asked for by number, or one whose neighbour left this filter, with nothing past it.
+        page = pages if after is not None else 1 if before is not None else _page_number(q.get("page", ""))
+        page = min(page, pages)
+        ahead = (page - 1) * PAGE_SIZE
+        rows = await store.staff_list(*filters, PAGE_SIZE, search=search, offset=ahead, oldest_first=oldest)
+    last = ahead + len(rows)
+    # Counted from this page: after paging on, the pages before it need not be full ones.
+    page = -(-ahead // PAGE_SIZE) + 1
+    pages = page + -(-(total - last) // PAGE_SIZE)
     chosen = {"status": status, "category": category, "age": age, "sort": sort, "q": search}
     # The filters stay in the page links; empty ones are left out so the links stay short.
     kept = {k: v for k, v in chosen.items() if v}
@@ -327,12 +346,12 @@ async def desk(request: web.Request) -> dict[str, Any]:
         "sorts": SORTS,
         "chosen": chosen,
         "total": total,
-        "first": (page - 1) * PAGE_SIZE + 1 if rows else 0,
-        "last": (page - 1) * PAGE_SIZE + len(rows),
+        "first": ahead + 1 if rows else 0,
+        "last": last,
         "page": page,
         "pages": pages,
-        "previous_page": _desk_url(request, kept, page - 1) if page > 1 else None,
-        "next_page": _desk_url(request, kept, page + 1) if page < pages else None,
+        "previous_page": _desk_url(request, kept, before=rows[0].id) if rows and ahead > 0 else None,
+        "next_page": _desk_url(request, kept, after=rows[-1].id) if rows and last < total else None,
         "jira_on": _jira_on(request),
         "jira_states": JIRA_STATES,
         "jira_url": _jira_site(request),
@@ -346,8 +365,15 @@ def _page_number(value: str) -> int:
     return 1
 
 
-def _desk_url(request: web.Request, kept: dict[str, str], page: int) -> str:
-    query = {**kept, "page": str(page)} if page > 1 else kept
+def _row_id(value: str) -> int | None:
+    """?after=N or ?before=N: a grievance's id, None for anything else."""
+    if value.isascii() and value.isdigit() and len(value) <= 18:
+        return int(value)
+    return None
+
+
+def _desk_url(request: web.Request, kept: dict[str, str], **next_to: int) -> str:
+    query = kept | {k: str(v) for k, v in next_to.items()}
     return str(request.app.router["desk"].url_for().with_query(query))
 
 
