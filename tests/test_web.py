@@ -966,6 +966,31 @@ async def test_with_jira_a_ticket_jira_no_longer_has_is_worked_on_the_desk(wsett
         assert (await store.staff_get("GRV-10")).status == "resolved"  # type: ignore[union-attr]
 
 
+async def test_a_status_set_as_jira_takes_its_ticket_back_is_left_to_jira(wsettings, monkeypatch) -> None:
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        await store.mark_pushed("GRV-10", "STUDIO-7")
+        await store.mark_gone("GRV-10")
+        core.settings = core.settings.replace(
+            tools={"grievances": "jira"}, jira={"url": "https://studio.atlassian.net"}
+        )
+        await log_in(client)
+        form = status_form(await (await client.get("/desk/ticket/GRV-10")).text(), "resolved")
+        looked = desk._jiras
+
+        async def found_again_meanwhile(request, key):  # type: ignore[no-untyped-def]
+            # The bot finds STUDIO-7 in the project again (follow) right after the desk looked.
+            row = await looked(request, key)
+            await store.follow(key, "STUDIO-7")
+            return row
+
+        monkeypatch.setattr(desk, "_jiras", found_again_meanwhile)
+        refused = await client.post("/desk/ticket/GRV-10/status", data=form, allow_redirects=False)
+        assert refused.status == 403 and "worked in Jira" in await refused.text()
+        # Jira's status stays the ticket's: the desk's would stand until the issue next changed.
+        assert (await store.staff_get("GRV-10")).status == "in progress"  # type: ignore[union-attr]
+
+
 async def test_the_ticket_page_says_what_its_player_will_be_told_and_what_they_were(settings) -> None:
     s = web_settings(settings.storage_dir)
     async with web_client(s) as (client, core):

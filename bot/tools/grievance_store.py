@@ -196,6 +196,14 @@ class StatusChanged(Exception):
         self.row = row
 
 
+class WorkedInJira(Exception):
+    """A staff status change refused: the tracker, not the desk, works the grievance now."""
+
+    def __init__(self, row: StaffRow) -> None:
+        super().__init__(f"{row.local_key} is worked in Jira")
+        self.row = row
+
+
 @dataclass(frozen=True)
 class Lately:
     """What `claim_words` found of a complaint filed lately: its ticket's key, or what its player
@@ -1329,20 +1337,25 @@ class LocalGrievanceStore:
             await self._conn.commit()
             return cursor.rowcount == 1
 
-    async def set_status_by_staff(self, local_key: str, status: str, was: str | None = None) -> bool:
+    async def set_status_by_staff(
+        self, local_key: str, status: str, was: str | None = None, *, jira: bool = False
+    ) -> bool:
         """Move a grievance to `status`; the news_status trigger records it, so the player hears
         of it through ticket news like any other change. False if there is no such grievance.
 
         With `was` (the status staff saw when they chose), only from that status: one another
         staff member changed meanwhile is left as they set it (StatusChanged), in the statement
-        that would write it, so two desks setting it together cannot both win."""
+        that would write it, so two desks setting it together cannot both win. With `jira` (the
+        tracker), only a grievance the desk works: one Jira took back since it was looked at
+        (its issue found again) is Jira's to set (WorkedInJira)."""
         if status not in STAFF_STATUSES:
             raise ValueError(f"unknown status {status!r}")
         async with self._writing():
             cursor = await self._conn.execute(
                 "UPDATE grievances SET status = ?, updated_at = ? WHERE local_key = ? AND status != ?"
-                " AND (? IS NULL OR status = ?)",
-                (status, utc_now(), local_key, status, was, was),
+                " AND (? IS NULL OR status = ?)"
+                " AND (NOT ? OR push_state = 'local_only' OR gone_at IS NOT NULL)",
+                (status, utc_now(), local_key, status, was, was, jira),
             )
             await self._conn.commit()
         if cursor.rowcount == 1:
@@ -1350,6 +1363,8 @@ class LocalGrievanceStore:
         row = await self.staff_get(local_key)
         if row is None:
             return False
+        if jira and row.push_state != "local_only" and row.gone_at is None:
+            raise WorkedInJira(row)
         if was is not None and row.status not in (was, status):
             raise StatusChanged(row)
         return True

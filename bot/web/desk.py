@@ -28,6 +28,7 @@ from bot.tools.grievance_store import (
     LocalGrievanceStore,
     StaffRow,
     StatusChanged,
+    WorkedInJira,
 )
 from bot.web import charts, security
 from bot.web import state as web_state
@@ -497,8 +498,11 @@ async def set_status(request: web.Request) -> web.StreamResponse:
     was = was if isinstance(was, str) and was in STAFF_STATUSES else None
     # The store's trigger records the change as ticket news: the player is told by the bot.
     try:
-        if not await _store(request).set_status_by_staff(key, status, was):
+        if not await _store(request).set_status_by_staff(key, status, was, jira=_jira_on(request)):
             raise web.HTTPNotFound(text=f"No grievance {key}.")
+    except WorkedInJira:
+        # Its issue found in Jira again just after the look above.
+        raise web.HTTPForbidden(text=f"{key} is worked in Jira, not on the desk.") from None
     except StatusChanged as changed:
         context = {"key": key, "wanted": status, "was": was, "g": changed.row}
         return aiohttp_jinja2.render_template("status_refused.html", request, context, status=409)
