@@ -323,7 +323,7 @@ async def desk(request: web.Request) -> dict[str, Any]:
             *filters, PAGE_SIZE, search=search, oldest_first=oldest, after=after, before=before
         )
         if before is not None and len(rows) < PAGE_SIZE:
-            rows = []  # back at the top, which has more than is left before it: the first page
+            rows = []  # fewer than a page lie before it: the first page, a full one
     if rows:
         ahead = await store.staff_count(*filters, search=search, ahead_of=rows[0].id, oldest_first=oldest)
     else:
@@ -335,7 +335,7 @@ async def desk(request: web.Request) -> dict[str, Any]:
     last = ahead + len(rows)
     # Counted from this page: after paging on, the pages before it need not be full ones.
     page = -(-ahead // PAGE_SIZE) + 1
-    pages = page + -(-(total - last) // PAGE_SIZE)
+    pages = page + -(-max(0, total - last) // PAGE_SIZE)
     chosen = {"status": status, "category": category, "age": age, "sort": sort, "q": search}
     # The filters stay in the page links; empty ones are left out so the links stay short.
     kept = {k: v for k, v in chosen.items() if v}
