@@ -2757,7 +2757,9 @@ async def test_metrics_are_served_to_this_machine_or_with_the_token(settings) ->
         # browser on this machine, and reads the answer as its own: it names itself, never an address.
         rebound = await client.get("/metrics", headers={"Host": "rebound.example:8080"})
         assert rebound.status == 403 and "voxdesk_" not in await rebound.text()
-        for host in ("localhost:8080", "127.0.0.1", "[::1]:8080"):
+        # RFC 6761's *.localhost, which browsers answer on loopback without asking DNS, and an
+        # IPv6 address as a client without brackets may send it: neither a name DNS chose.
+        for host in ("localhost:8080", "127.0.0.1", "[::1]:8080", "prom.localhost:9090", "::1"):
             assert (await client.get("/metrics", headers={"Host": host})).status == 200, host
         # This machine's own name, which Debian's /etc/hosts points at 127.0.1.1: a Prometheus
         # here may scrape it by that name, and no site a DNS answer chose.
