@@ -1648,6 +1648,8 @@ async def test_news_forgotten_at_a_restart_is_not_told_again_when_jira_shows_the
         ("x" * 57 + "👨\u200d👩\u200d👧 gone", "x" * 57 + "…"),
         # A direction override would turn the rest of the DM around, "is now open" and all.
         ("\u202edesolc \u2066refund\u2069", "desolc refund"),
+        # Whole, an address that ends just where the words are cut is left out too.
+        ("refund please https://shop.example/" + "x" * 24 + " and more words here", "refund please…"),
     ],
 )
 def test_news_words_keep_their_addresses(written: str, shown: str) -> None:
@@ -1693,6 +1695,38 @@ async def test_news_claimed_by_a_round_a_stop_cuts_short_before_its_dm_goes_out_
     async with news_over(tmp_path) as p:
         assert await p.news.run_once(front) == 1
         assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
+
+
+async def test_news_a_second_cancel_lands_on_while_the_claim_commits_is_pending_once_the_round_ends(
+    tmp_path: Path,
+) -> None:
+    """A stop lands on the claim's commit and a second cancel (the stop out of grace) lands while
+    the round waits for that claim to end: were the claim itself cancelled, its commit already
+    through, the store would close with the news 'sending', never given back nor sent."""
+    db = tmp_path / "grievances.db"
+    reached, stopped = asyncio.Event(), asyncio.Event()
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        real_commit = p.store._conn.commit
+
+        async def commit() -> None:
+            await real_commit()
+            if sql(tmp_path / "news.db", "SELECT state FROM news") == [("sending",)]:
+                reached.set()  # the claim's commit is through; its return waits
+                await stopped.wait()
+
+        p.store._conn.commit = commit  # type: ignore[method-assign]
+        round_ = asyncio.create_task(p.news.run_once(Recorder()))
+        await asyncio.wait_for(reached.wait(), 30)
+        round_.cancel()
+        await asyncio.sleep(0)  # the first cancel lands before a second is asked for
+        round_.cancel()
+        stopped.set()
+        with pytest.raises(asyncio.CancelledError):
+            await round_
+        p.store._conn.commit = real_commit  # type: ignore[method-assign]
+        assert sql(tmp_path / "news.db", "SELECT state FROM news") == [("pending",)]
 
 
 async def test_news_a_second_cancel_lands_on_while_given_back_is_pending_once_the_round_ends(
