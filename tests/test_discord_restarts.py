@@ -947,6 +947,29 @@ async def test_a_flood_sent_during_the_drain_is_kept_only_to_the_flood_limit(set
     assert [answers(fake, n) for n in flood] == [1, 1, 0, 0, 0]
 
 
+async def test_a_note_delivered_late_during_the_drain_is_told_the_wait_from_when_it_came(
+    settings, fake
+) -> None:
+    # As a running bot tells it: timed from when Discord says it was sent, a note the gateway
+    # delivers 200 s late would be told to wait 800 s, where the player may send again 600 s
+    # after it came.
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()  # the drain lasts until the late note is judged
+    async with running_bot(settings, fake, engine=engine, flood_notes=2, flood_seconds=600.0) as h:
+        await fake.send_note(nova, voice_note())
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        while h.bot.accepting:  # noqa: ASYNC110 - the bot's own flag; it has no event to wait on
+            await asyncio.sleep(0.01)
+        kept = [await fake.send_note(blaze, voice_note()) for _ in range(2)]
+        await fake.wait_for(lambda rs: all(any(kept_for_later(r, n) for r in rs) for n in kept))
+        late = await fake.send_note(blaze, voice_note(), ago=200)
+        (told,) = await fake.wait_for(lambda _: fake.replies_to(late["id"]))
+        engine.hold.set()
+        await asyncio.wait_for(h.task, 30)
+    assert told.content in (TOO_FAST.format(wait=w) for w in ("600 seconds", "601 seconds")), told.content
+
+
 async def test_a_note_not_for_the_bot_arriving_during_the_drain_is_not_kept(settings, fake) -> None:
     # Chat in a channel the bot does not watch, not pinging it: neither a ⏳ now nor an answer
     # after the restart, as it would get none from a running bot.

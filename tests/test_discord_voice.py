@@ -366,6 +366,21 @@ async def test_a_note_delivered_late_is_told_the_wait_from_when_it_came(settings
     assert told.content in (too_fast(600), too_fast(601)), told.content
 
 
+async def test_a_bots_prompt_message_tells_how_late_a_players_notes_came(settings, fake: FakeDiscord):
+    # Every message that comes is weighed for lateness, a bot's too: the gateway delivering one
+    # player's notes 200 s late, a bot's message that came promptly just before says they are
+    # late, and the wait told runs from when they came. Weighed on the player's notes alone, the
+    # first of them would set the mark and the wait would be told 200 s longer than it is.
+    robot = InjectedUser(555, "otherbot", bot=True)
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=600) as h:
+        await h.fake.send_message(robot, channel_id=ALLOWED_CHANNEL, guild=True, content="status: ok")
+        for _ in range(2):
+            await h.fake.send_note(nova, voice_note(), ago=200)
+        late = await h.fake.send_note(nova, voice_note(), ago=200)
+        (told,) = await answered(h.fake, late, count=1)
+    assert told.content in (too_fast(400), too_fast(401)), told.content
+
+
 async def test_the_flood_limit_holds_in_any_window_not_only_from_a_players_first_note(harness: Harness):
     # discord.py's Cooldown counts from a window's first use: five notes at its end and five more
     # at the start of the next all passed, ten in two seconds where the limit says five a minute.

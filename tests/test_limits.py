@@ -51,6 +51,15 @@ def test_a_notes_lateness_is_never_more_than_it_was_whatever_the_clocks_read():
         assert lateness.of(T + offset + 700, now=950.0) == 0.0  # the prompt ones are long gone
 
 
+def test_a_message_as_prompt_as_the_promptest_keeps_the_mark_for_keep_seconds_more():
+    # The mark is the smallest gap among the messages of the last `keep` seconds: one that came
+    # exactly as promptly renews it, and a note late after that is still told it is late.
+    lateness = Lateness(keep=600.0)
+    assert lateness.of(T, now=10.0) == 0.0
+    assert lateness.of(T + 500, now=510.0) == 0.0  # as prompt: the mark now dates from here
+    assert lateness.of(T + 700, now=730.0) == 20.0
+
+
 def test_a_limit_is_told_the_time_and_never_reads_the_host_clock():
     # Every limit runs on time.monotonic() or Discord's timestamps. Left out, the time is
     # discord.py's default, time.time(), and a use weighed on it against uses on the other clock:
