@@ -8,10 +8,12 @@ import asyncio
 import contextlib
 import sqlite3
 import time
+import types
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import discord
 import pytest
 
 from bot import ticket_news
@@ -241,6 +243,30 @@ async def test_a_player_who_left_the_server_is_not_told_of_their_tickets_in_its_
     assert [m for m in fake.sent("message", ALLOWED_CHANNEL) if m.reply_to is None] == []
     (asked,) = [r for r in fake.received if r.kind == "get_member"]
     assert asked.path.endswith(f"/members/{NOVA}") and asked.error == 10007
+
+
+async def test_a_404_naming_no_member_says_nothing_of_whether_the_player_left(
+    settings: Settings, fake: FakeDiscord
+) -> None:
+    # Only Discord's Unknown Member or Unknown User says the player left. Any other 404 (a proxy's
+    # page, with no code of Discord's) is Discord's trouble, and a player who is still there keeps
+    # the one notice that tells them of their news.
+    settings = fast(settings)
+    grievances = settings.storage_dir / "grievances.db"
+    async with running_bot(settings, fake) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
+        fake.dms_closed.add(int(NOVA))
+
+        async def get_member(guild_id: int, user_id: int) -> Any:
+            raise discord.NotFound(types.SimpleNamespace(status=404, reason="Not Found"), "404: Not Found")
+
+        h.bot.http.get_member = get_member  # type: ignore[method-assign]
+        await staff(grievances, "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-10'")
+        notices = await fake.wait_for(
+            lambda _: [m for m in fake.sent("message", ALLOWED_CHANNEL) if m.reply_to is None]
+        )
+    assert notices[0].content.startswith(f"<@{NOVA}> I have news about your tickets")
 
 
 @pytest.mark.parametrize("removed", [True, False])
