@@ -660,6 +660,14 @@ async def test_on_azure_audio_history_turns_is_said_to_go_unused(storage, fake, 
     caplog.clear()
     azure_settings(storage, fake, VOXDESK_OPENAI_AUDIO_HISTORY_TURNS="0")
     openai_settings(storage, fake)
+    # Answering offline, with Azure's settings kept for a later switch: no request goes to Azure.
+    make_settings(
+        storage,
+        VOXDESK_AGENT_ENGINE="offline",
+        VOXDESK_OPENAI_PROVIDER="azure",
+        VOXDESK_OPENAI_AZURE_ENDPOINT=fake.azure_endpoint,
+        VOXDESK_OPENAI_AZURE_DEPLOYMENT="voxdesk-audio",
+    )
     assert not [r for r in caplog.records if "audio_history_turns" in r.getMessage()]
 
 
