@@ -419,11 +419,12 @@ async def test_a_spent_budget_says_how_long_until_it_starts_afresh_not_tomorrow(
     midnight = dt.datetime(2026, 11, 18, tzinfo=dt.UTC)
     said = [
         reset_in(seconds_to_reset(midnight - dt.timedelta(minutes=m)))
-        for m in (5 * 60 + 10, 50, 20, 19.4, 1, 0.2)
+        for m in (5 * 60 + 10, 120, 50, 20, 19.4, 1, 0.2)
     ]
     # Minutes rounded up: a player told "in 19 minutes" with 19.4 left would ask again too soon.
     assert said == [
         "in about 5 hours",
+        "in about 2 hours",
         "in about an hour",
         "in 20 minutes",
         "in 20 minutes",

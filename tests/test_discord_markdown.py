@@ -127,6 +127,8 @@ def test_a_reply_keeps_its_addresses_but_no_masked_link(written: str, shown: str
         ("https://x.example/` then **n** and `y`", ["**n**"], r"https://x.example/` then \*\*n\*\* and `y`"),
         ("Hi Bob and **x**\n# Big", ["Bob ", "**x**\n"], "Hi Bob and \\*\\*x\\*\\*\n# Big"),
         ("see https://x.example/a.] [b]", ["."], r"see https://x.example/a.] \[b\]"),
+        # A name that begins another is not taken for the longer one's start: its marks stay escaped.
+        ("Top: *x* beat *x", ["*x", "*x*"], r"Top: \*x\* beat \*x"),
         # An address that starts within a name is Discord's from there, and stays as written.
         ("**Bob**https://x.example/a] ok", ["**Bob**h"], r"\*\*Bob\*\*https://x.example/a] ok"),
         ("Ana<https://x.example/a_b>", ["Ana<"], "Ana<https://x.example/a_b>"),

@@ -705,6 +705,14 @@ def test_a_retry_after_date_with_no_zone_said_is_read_as_gmt() -> None:
     assert wait is not None and 60 < wait <= 120
 
 
+def test_seconds_from_the_unix_time_floor_on_are_a_time_and_below_it_a_duration() -> None:
+    # UNIX_TIME_FLOOR itself (2001) is a time long past, not a wait of 31 years.
+    from bot.retry_after import UNIX_TIME_FLOOR, seconds_named
+
+    assert seconds_named(repr(UNIX_TIME_FLOOR), past=None) is None
+    assert seconds_named(str(int(UNIX_TIME_FLOOR) - 1)) == UNIX_TIME_FLOOR - 1
+
+
 def test_a_limit_that_resets_now_names_no_wait_in_either_form() -> None:
     # A 429 whose limit "resets" in 0 asks for no pause: taken as 0 s, the request would go again
     # at once, into the same limit, rather than after the 1 s doubling a 429 naming none gets.

@@ -9,7 +9,7 @@ import ast
 import re
 from pathlib import Path
 
-from bot.sentences import wait_of
+from bot.sentences import long_wait_of, wait_of
 
 from .conftest import REPO
 
@@ -129,4 +129,16 @@ def test_a_wait_a_player_reads_is_rounded_up_and_says_second_alone():
         "2 seconds",
         "60 seconds",
         "600 seconds",
+    ]
+
+
+def test_a_long_wait_is_said_in_seconds_minutes_or_hours_never_one_minutes():
+    # A minute exactly is still seconds: rounded up to minutes it would read "1 minutes".
+    assert [long_wait_of(s) for s in (0.5, 60, 60.5, 3600, 3601, 86400)] == [
+        "1 second",
+        "60 seconds",
+        "2 minutes",
+        "60 minutes",
+        "2 hours",
+        "24 hours",
     ]
