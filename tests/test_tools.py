@@ -120,6 +120,20 @@ async def test_a_summary_holds_the_speakers_achievements_and_points_and_no_one_e
         assert summary == summary_from_rows(players_db, user), user
 
 
+def test_an_achievements_time_in_any_form_sorts_by_its_instant(far_from_utc) -> None:
+    # A SQL Server datetime column comes as a datetime with no zone: UTC, as text with none is,
+    # never the host's zone. A value that is no time sorts as the oldest, not the newest.
+    import datetime as dt
+    import math
+
+    from bot.tools.stats_sql import earned_at_instant
+
+    at = earned_at_instant("2026-11-18T03:00:00Z")
+    assert earned_at_instant(dt.datetime(2026, 11, 18, 3)) == at
+    assert earned_at_instant(dt.datetime(2026, 11, 18, 4, tzinfo=dt.timezone(dt.timedelta(hours=1)))) == at
+    assert earned_at_instant("yesterday") == earned_at_instant(None) == -math.inf
+
+
 async def test_a_name_stored_in_latin_1_is_read_not_refused(settings, scripted_app_engine, caplog) -> None:
     # A players table filled from a Latin-1 source holds "José" as the bytes 4A 6F 73 E9, which
     # are not UTF-8: read strictly, every look-up of that player failed as a database outage.
