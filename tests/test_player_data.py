@@ -588,6 +588,8 @@ async def test_every_time_in_an_export_is_iso_8601_in_utc(settings, far_from_utc
         db.execute("UPDATE game_sessions SET played_at = '2026-08-27T20:00:00' WHERE session_id = 1")
     with sqlite3.connect(paths_.news) as db:
         db.execute("UPDATE news SET next_try_at = 1765000000.5")
+    with sqlite3.connect(paths_.conversations) as db:  # an INTEGER column: whole seconds stay int
+        db.execute("UPDATE turns SET audio_expires_at = 1765000000")
 
     held = player_data.export(paths_, NOVA)
     times: list[tuple[str, object]] = []
@@ -604,7 +606,15 @@ async def test_every_time_in_an_export_is_iso_8601_in_utc(settings, far_from_utc
 
     walk(held)
     named = {k for k, _ in times}
-    assert {"exported_at", "at", "updated_at", "lease_until", "next_try_at", "earned_at"} <= named
+    assert {
+        "exported_at",
+        "at",
+        "updated_at",
+        "lease_until",
+        "next_try_at",
+        "earned_at",
+        "audio_expires_at",
+    } <= named
     for key, value in times:
         assert isinstance(value, str) and value.endswith("Z"), (key, value)
         assert dt.datetime.fromisoformat(value.replace("Z", "+00:00")).utcoffset() == dt.timedelta(0)
