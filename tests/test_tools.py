@@ -505,6 +505,19 @@ async def test_a_stats_database_that_fails_says_stats_are_unavailable(
     assert said[-1][1] == "player stats: the database answers again"
 
 
+async def test_a_running_bots_check_counts_the_grievances_held_in_its_memory(tmp_path: Path) -> None:
+    # Refused by the database and by the spool's disk too, a grievance's one copy is in memory:
+    # the running bot's check line (the desk's, /healthz) says so beside those spooled.
+    store = await LocalGrievanceStore.open(tmp_path / "grievances.db")
+    try:
+        store._held["f1"] = {"user_id": NOVA, "category": "wallet", "description": "gems gone"}
+        said = await store.with_unfiled("local grievance store: 0 grievances")
+    finally:
+        store._held.clear()
+        await store.aclose()
+    assert said.endswith("; grievance(s) the database refused wait unfiled: 1 in this process's memory"), said
+
+
 @pytest.mark.parametrize("table", ["game_sessions", "achievements"])
 async def test_check_of_the_embedded_stats_fails_when_a_table_a_summary_reads_is_missing(
     settings, table
