@@ -536,7 +536,10 @@ def test_the_figures_the_docs_give_for_retries_checks_and_catch_up_are_the_codes
     assert f"Up to {READS_AT_ONCE} places are read at once" in discord
     web = " ".join(WEB_MD.split())
     assert f"At most {PASSWORD_QUEUE} more wait for them" in web
-    assert f'try again in {LOGIN_BUSY_SECONDS} seconds." and `Retry-After: {LOGIN_BUSY_SECONDS}`' in web
+    assert (
+        f'try again in {LOGIN_BUSY_SECONDS} seconds." on the login page and'
+        f" `Retry-After: {LOGIN_BUSY_SECONDS}`"
+    ) in web
 
 
 def test_the_design_doc_names_every_script_and_the_grievance_schema_version() -> None:
