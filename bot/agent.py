@@ -25,6 +25,7 @@ from bot.engines.base import (
     EngineError,
     EnginePaused,
     EngineReply,
+    NoAnswer,
     NoteUnheard,
     PaidTranscript,
     PastTurn,
@@ -487,18 +488,16 @@ class VoiceAgent:
             turn.allow_tools = len(turn.rounds) < self.settings.max_tool_rounds
             with watch.stage("engine"):
                 step = await engine.complete(turn)
+            if step.tool_calls and not turn.allow_tools:
+                # An engine that ignores the bound still gets no more tool calls run.
+                log.warning("engine %s asked for tools after the rounds bound", engine.name)
+                step.tool_calls = []
             if not step.tool_calls:
                 if not step.text.strip() and not step.audio and step.reply_audio is None:
                     if step.usage:
                         usage_log.append(step.usage)
-                    # A cloud model cut off at its length limit before a word: nothing to send,
-                    # and a note marked answered with nothing sent is a note lost.
-                    raise EngineError(f"engine {engine.name} answered with neither words nor audio")
-                return step
-            if not turn.allow_tools:
-                # An engine that ignores the bound still gets no more tool calls run.
-                log.warning("engine %s asked for tools after the rounds bound", engine.name)
-                step.tool_calls = []
+                    # Nothing to send, and a note marked answered with nothing sent is a note lost.
+                    raise NoAnswer(_why_nothing(engine.name, step, turn, self.settings.max_tool_rounds))
                 return step
             if step.usage:
                 usage_log.append(step.usage)
@@ -560,7 +559,13 @@ class VoiceAgent:
         kept in the conversation: a player who heard only "sorry" would file it again."""
         # A note that crashed the recogniser is that note's trouble: other notes are answered,
         # so "my voice service is down, try in a few minutes" would mislead.
-        sorry = say.NOTE_UNHEARD if isinstance(why, NoteUnheard) else say.VOICE_SERVICE_DOWN
+        # Nor does a model that answered with nothing: its service is up, that answer failed.
+        if isinstance(why, NoteUnheard):
+            sorry = say.NOTE_UNHEARD
+        elif isinstance(why, NoAnswer):
+            sorry = say.NO_ANSWER_MADE
+        else:
+            sorry = say.VOICE_SERVICE_DOWN
         keys = _filed_keys(r for rnd in turn.rounds for r in rnd.results)
         if not keys:
             return await self._canned(sorry, "apology", turn.text, turn.voice, watch)
@@ -669,6 +674,17 @@ def _summed(steps: list[Usage | None]) -> Usage:
     for step in steps:
         usage.add(step)
     return usage
+
+
+def _why_nothing(engine: str, step: EngineReply, turn: TurnState, max_rounds: int) -> str:
+    """The log's reason for an answer with neither words nor audio."""
+    if step.cut_off:
+        why = "cut off at its length limit before a word"
+    elif not turn.allow_tools:
+        why = f"said nothing after {len(turn.rounds)} tool rounds (agent.max_tool_rounds = {max_rounds})"
+    else:
+        why = "said nothing"
+    return f"engine {engine} answered with neither words nor audio: {why}"
 
 
 def _expected(exc: BaseException) -> bool:

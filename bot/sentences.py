@@ -92,6 +92,11 @@ NOTE_UNHEARD = (
     "Sorry, something in that voice note tripped up my hearing, so I couldn't answer it. "
     "Could you record it again?"
 )
+# The model answered with nothing to say (cut off before a word, or lost in its tool calls): the
+# service is up, so "try again in a few minutes" would mislead.
+NO_ANSWER_MADE = (
+    "Sorry, I couldn't put an answer together for that one. Could you ask again, maybe more simply?"
+)
 FILED_BEFORE_FAILING = "I did file your complaint before that: ticket {ticket_keys}."
 FILED_BEFORE_REFUSING = "I did file your complaint: ticket {ticket_keys}."
 # `when` (RESET_IN_*): the budget starts afresh at midnight UTC, for a player in another time

@@ -11,7 +11,7 @@ from bot.app import running_app, storage_paths
 from bot.audio import AudioError
 from bot.config import UsageSettings
 from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState, Usage
-from bot.sentences import OVER_BUDGET
+from bot.sentences import NO_ANSWER_MADE, OVER_BUDGET
 from bot.tools.base import ToolContext
 from bot.usage import UsageMeter, reset_in, seconds_to_reset
 from tests.audio_samples import encode, speechlike
@@ -61,11 +61,15 @@ async def test_rounds_are_bounded_and_the_last_step_must_answer(settings) -> Non
     assert reply.text == "done"
 
 
-async def test_an_engine_ignoring_the_bound_gets_no_more_tools_run(settings) -> None:
+async def test_an_engine_ignoring_the_bound_gets_no_more_tools_run(settings, caplog) -> None:
     engine = ScriptedEngine([calls(("get_player_stats", {}))])
     async with running_app(settings, engine) as app:
         reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "hi")
-    assert len(reply.tool_calls) == 3
+    assert engine.allowed == [True, True, True, False]  # three rounds of tools, then no more steps
+    # Its calls past the bound were all it said: the player hears that no answer came together,
+    # not an empty answer, nor that the service is down.
+    assert (reply.kind, reply.text) == ("apology", NO_ANSWER_MADE)
+    assert "said nothing after 3 tool rounds (agent.max_tool_rounds = 3)" in caplog.text
 
 
 async def test_bad_audio_raises_audio_error_and_leaves_history_alone(settings) -> None:

@@ -361,6 +361,41 @@ async def test_the_rounds_bound_forces_an_answer(storage, fake) -> None:
     assert [c.body.get("tool_choice") for c in fake.chats] == [None, None, None, "none"]
 
 
+@pytest.mark.parametrize(
+    ("script", "logged"),
+    [
+        # Tools past the bound (the API was told tool_choice "none"), with no words: nothing to say.
+        (
+            [tool_calls(("search_manuals", {"query": "refund"}))] * 4,
+            "said nothing after 3 tool rounds (agent.max_tool_rounds = 3)",
+        ),
+        (
+            [tool_calls(("search_manuals", {"query": "refund"}))] * 3
+            + [lambda body: {"content": None, "_finish_reason": "length"}],
+            "cut off at its length limit before a word",
+        ),
+        (
+            [lambda body: {"content": "", "_finish_reason": "length"}],
+            "cut off at its length limit before a word",
+        ),
+    ],
+    ids=["tools past the bound", "length after tools", "length at once"],
+)
+async def test_a_model_that_answers_with_nothing_is_not_said_to_be_down(
+    storage, fake, caplog, script, logged
+) -> None:
+    """The service answered, with nothing to say: "my voice service is down, try in a few
+    minutes" would mislead the player, who had better ask again now, more simply."""
+    steps = len(script)
+    fake.script = list(script)
+    async with running_app(openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="apology")) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (reply.kind, reply.text) == ("apology", say.NO_ANSWER_MADE)
+    assert reply.audio is not None  # spoken by the offline synthesizer
+    assert len(fake.chats) == steps
+    assert f"answered with neither words nor audio: {logged}" in caplog.text
+
+
 # 5 s: SHORT_WAIT, the longest wait a turn waits out itself.
 @pytest.mark.parametrize("asked", [0.2, 5.0])
 async def test_a_short_rate_limit_is_waited_out_and_tried_again(storage, fake, monkeypatch, asked) -> None:

@@ -43,6 +43,12 @@ class EnginePaused(EngineError):
     the log when it paused: each note the fallback answers meanwhile needs no warning of its own."""
 
 
+class NoAnswer(EngineError):
+    """The engine's service answered, but with nothing to say: a model cut off at its length limit
+    before a word, or one that kept calling tools past the rounds bound and then said nothing. The
+    service is up; this answer did not come together."""
+
+
 class NoteUnheard(EngineError):
     """This note, not the engine, could not be heard (it crashed the recogniser each time it was
     tried); the engine answers other notes meanwhile."""

@@ -473,8 +473,9 @@ class OpenAIEngine:
         cut_off = choice.finish_reason == "length"
         if cut_off:
             log.warning(
-                "reply cut off at openai.max_reply_tokens (%d tokens): what was said goes out",
+                "reply cut off at openai.max_reply_tokens (%d tokens)%s",
                 self.max_reply_tokens,
+                ": what was said goes out" if said.strip() or message.audio else " before a word",
             )
         if len(said) > MAX_ANSWER_CHARS:
             log.warning(
