@@ -572,9 +572,16 @@ async def send_answer(
     `answered` is called once the voice message is out, before its transcript follows. `names`:
     the player names the words may hold, shown as written (see `as_posted`)."""
     text = as_posted(text, names)
-    if audio is None or mode == "text" or not audio.ogg or audio.duration_secs < MIN_VOICE_SECONDS:
+    words = bool(text.strip())
+    # Where no words came, the audio is all the answer there is, whatever style was chosen.
+    if (
+        audio is None
+        or (mode == "text" and words)
+        or not audio.ogg
+        or audio.duration_secs < MIN_VOICE_SECONDS
+    ):
         # Nothing to hear and nothing to read would be a note marked answered with nothing sent.
-        await send_text(message, text if text.strip() else say.OOPS, answer=True)
+        await send_text(message, text if words else say.OOPS, answer=True)
         return "text"
     # Discord would refuse an upload over the limit (413, 40005) as a voice message and as a
     # file alike: the text goes instead, below.
@@ -588,13 +595,13 @@ async def send_answer(
             message.channel.id,
             limit,
         )
-    # A voice message carries no text: where it cannot be a reply, it could not say whom it
-    # answers, and the file style's words name the player.
+    # A voice message carries no text: where it cannot be a reply, only the words posted after it
+    # say whom it answers; without them, the file style's words name the player.
     if (
         not too_large
         and mode != "file"
         and voice_message_allowed(message)
-        and (mode != "voice" or may_link(message))
+        and (may_link(message) or (mode == "voice_and_text" and words))
     ):
         try:
             await send_voice_message(client, message, audio)
@@ -607,7 +614,7 @@ async def send_answer(
                 log.info("voice message refused in channel %s (%s): sending %s", where, exc.code, instead)
         else:
             answered()
-            if mode == "voice_and_text" and text:
+            if mode == "voice_and_text" and words:
                 await send_text(message, text, answer=True)
             return "voice"
     # The same audio as a file would be over the limit too, or meet the same failing upload.
@@ -625,5 +632,5 @@ async def send_answer(
         else:
             return "file"
     # Where no audio can go, the words are all the answer there is, whatever style was chosen.
-    await send_text(message, text if text.strip() else say.OOPS, answer=True)
+    await send_text(message, text if words else say.OOPS, answer=True)
     return "text"

@@ -177,6 +177,41 @@ async def test_a_reply_with_nothing_to_hear_or_read_is_an_apology_not_silence(se
         assert reply.content == OOPS
 
 
+@pytest.mark.parametrize("words", ["", " \n "], ids=["none", "blanks"])
+@pytest.mark.parametrize("linked", [True, False], ids=["linked", "unlinked"])
+async def test_a_reply_with_nothing_to_read_goes_out_as_audio_in_the_text_style(
+    settings, fake: FakeDiscord, words: str, linked: bool
+):
+    """A model's audio whose transcript came empty: the player who reads their answers gets it to
+    hear, not "something went wrong". Where it cannot be a reply, the file names them."""
+    if not linked:
+        fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, engine=SaysNothingAloud(words, 1.0)) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), "text")
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+    (reply,) = fake.sent("message", ALLOWED_CHANNEL)
+    if linked:
+        assert reply.is_voice_message and reply.reply_to is not None
+    else:
+        assert not reply.is_voice_message and reply.reply_to is None
+        assert reply.content == f"<@{nova.id}>" and reply.files[0].data.startswith(b"OggS")
+    assert fake.violations == []
+
+
+async def test_a_voice_and_text_reply_of_blank_words_unlinked_names_the_player_once(
+    settings, fake: FakeDiscord
+):
+    """Unlinked, a voice message names nobody; the words after it would have been a bare
+    mention. The file style's words name the player instead."""
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, engine=SaysNothingAloud(" \n ", 1.0)):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+    sent = fake.sent("message", ALLOWED_CHANNEL)
+    assert [(r.is_voice_message, r.content, len(r.files)) for r in sent] == [(False, f"<@{nova.id}>", 1)]
+
+
 class RepeatsAfterThePlayer(FrontendEngine):
     """A model talked into saying what a player (or a manual's text) told it to."""
 

@@ -484,6 +484,24 @@ async def test_a_refusal_that_quotes_the_player_is_logged_on_one_line(storage, f
     assert not any(c in logged for c in "\n\r\x1b"), logged
 
 
+async def test_a_transcript_of_blanks_gives_way_to_the_words_in_the_content(storage, fake) -> None:
+    """A compatible server may put the words in `content` and leave the audio's transcript blank:
+    the player who reads their answers gets the words, and the history keeps them."""
+    spoken = base64.b64encode(spoken_audio("You have forty points.", "opus")).decode()
+
+    def blank_transcript(body):
+        audio = {"id": "audio_blank", "data": spoken, "expires_at": int(time.time()) + 3600}
+        return {"content": "You have forty points.", "audio": {**audio, "transcript": " \n "}}
+
+    fake.script = [blank_transcript]
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        (kept,) = await app.conversations.history(NOVA)
+    assert (reply.kind, reply.text) == ("answer", "You have forty points.")
+    assert reply.audio is not None and reply.audio.ogg.startswith(b"OggS")
+    assert kept.reply_text == "You have forty points."
+
+
 @pytest.mark.parametrize("data", ["abc", "not base64 at all é", "UklGRg"])
 async def test_reply_audio_that_is_not_base64_still_gives_the_answer(storage, fake, caplog, data) -> None:
     """The model answered, its audio is garbled: the player hears its words in the bot's own

@@ -443,8 +443,10 @@ class OpenAIEngine:
         if choice.finish_reason == "content_filter":
             # Whatever came before the filter stopped it is not to be said either.
             return _filtered("finish_reason content_filter", usage)
-        # Audio models put their words in the audio's transcript, with no content.
-        said = (message.audio.transcript if message.audio else None) or message.content or ""
+        # Audio models put their words in the audio's transcript, with no content; a transcript
+        # of blanks says nothing the content may say.
+        transcript = message.audio.transcript if message.audio else None
+        said = next((s for s in (transcript, message.content) if isinstance(s, str) and s.strip()), "")
         if message.tool_calls and turn.allow_tools:
             calls: list[ToolCall] = []
             for call in message.tool_calls:
