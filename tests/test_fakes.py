@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import re
+import threading
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -176,6 +177,42 @@ async def test_a_notes_audio_must_be_strict_base64_of_the_format_it_declares() -
             assert reason in error["message"]
             assert fake.violations[-1] == f"messages[1].content[0].input_audio: {error['message']}"
         assert len(fake.violations) == len(refused)
+
+
+async def test_the_fake_answers_other_requests_while_it_checks_a_chat_request(monkeypatch) -> None:
+    """Checking a request against the spec takes a while on a long note: on the event loop, which
+    the test's own clients share, it would hold their timers and their other requests. A check
+    held until the fake has answered another request lets go only if it runs off the loop; on it,
+    nothing could answer, and only its wait running out would end it."""
+    checking, let_go = threading.Event(), threading.Event()
+    released: list[bool] = []
+    check = openai_server.component_errors
+
+    def held(*args: Any) -> list[str]:
+        checking.set()
+        released.append(let_go.wait(10))  # a guard against hanging the test, not a measure
+        return check(*args)
+
+    monkeypatch.setattr(openai_server, "component_errors", held)
+    headers = {"Authorization": f"Bearer {openai_server.API_KEY}"}
+    async with openai_server.serving() as fake, aiohttp.ClientSession() as session:
+        asking = asyncio.create_task(chat(fake, note(encode(speechlike(0.5), 16_000, "wav"), "wav")))
+        await asyncio.to_thread(checking.wait, 10)
+        async with session.get(f"{fake.base_url}/models", headers=headers) as listed:
+            answered = listed.status
+        let_go.set()
+        assert await asking == (200, "")
+    assert (answered, released) == (200, [True])
+
+
+def test_a_refusal_of_a_large_body_names_its_fault_not_the_whole_body() -> None:
+    """A reason quoting a 30 MB note whole would be no reason to read, and building the copies
+    of it (one for each alternative a oneOf tried) took the check seconds."""
+    audio = {"type": "input_audio", "input_audio": {"data": "UklG" * 1_000_000, "format": "ogg"}}
+    errors = chat_errors(messages=[{"role": "user", "content": [audio]}])
+    assert errors and errors[0].startswith("messages/0: ")
+    assert "<4000000 characters: 'UklGUklG" in errors[0]
+    assert max(map(len, errors)) < 2000, [e[:200] for e in errors]
 
 
 # ---- Discord --------------------------------------------------------------------------------
