@@ -38,6 +38,22 @@ INTENT_WITHDRAWN_LINE = (
     f" {INTENT_WITHDRAWN}); started again, the bot runs without it, or switch it back on under"
     " Bot > Privileged Gateway Intents."
 )
+# `run`'s exit status when Discord closed the gateway for what the bot's IDENTIFY says of itself
+# (4010 to 4013): a restart sends the same and is refused the same, so a supervisor should not.
+GATEWAY_REFUSED = 7
+GATEWAY_REFUSALS = {
+    4010: "4010, invalid shard: the bot identified with a shard Discord does not take, though voxdesk"
+    " runs one connection without shards; report it, with the discord.py version logged at start",
+    # discord.py's AutoShardedBot would connect with shards, but the runner stops, drains and
+    # closes one gateway connection (close_gateway) and reads its health from it: not one switch.
+    4011: "4011, sharding required: the bot is in 2,500 servers or more, where Discord takes only"
+    " a connection split into shards, and voxdesk runs one connection without shards; remove the"
+    " bot from servers it does not serve to bring it under 2,500",
+    4012: "4012, invalid API version: Discord no longer takes the gateway version this discord.py"
+    " speaks; upgrade discord.py (its version is logged at start)",
+    4013: "4013, invalid intents: the bot asked for gateway intents Discord does not know; upgrade"
+    " discord.py (its version is logged at start), or report it",
+}
 
 
 def use_discord_logging(level: int) -> None:
@@ -87,6 +103,9 @@ def run(settings: Settings, verbose: bool = False) -> int:
         return 2
     except discord.PrivilegedIntentsRequired:
         return INTENT_WITHDRAWN  # said in one line as the gateway closed (_serve)
+    except GatewayRefused as exc:
+        log.error("%s", exc)
+        return GATEWAY_REFUSED
     except GatewayUnreachable:
         log.error("could not connect to Discord's gateway (the line above says why): try again later")
         return DISCORD_REFUSED
@@ -175,6 +194,17 @@ async def _until_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
     return None
 
 
+class GatewayRefused(Exception):
+    """Discord closed the gateway for what the bot's IDENTIFY says of itself (GATEWAY_REFUSALS):
+    its text is the one line `run` logs."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(
+            f"Discord closed the gateway ({GATEWAY_REFUSALS[code]}). Stopped (exit status {GATEWAY_REFUSED})."
+        )
+        self.code = code
+
+
 class GatewayUnreachable(Exception):
     """The first connection to Discord's gateway failed (logged in over REST, the websocket
     refused or cut off): `run` exits as when Discord cannot be reached, to be started again."""
@@ -229,6 +259,9 @@ async def _serve(
                     raise discord.LoginFailure(
                         "Discord closed the gateway: 4004, authentication failed"
                     ) from None
+                if isinstance(closed, discord.ConnectionClosed) and closed.code in GATEWAY_REFUSALS:
+                    # discord.py closed the client: no notes in flight can be answered.
+                    raise GatewayRefused(closed.code) from None
                 if isinstance(closed, AttributeError) and bot.ws is None:
                     # discord.py 2.x, its first connection failed, reads the session it never had
                     # instead of trying again; the line before this one says why it failed.

@@ -992,6 +992,28 @@ def test_check_warns_of_a_storage_folder_on_a_nearly_full_disk(settings, monkeyp
     assert "free on the disk" not in health.check_storage(settings)
 
 
+async def test_run_in_2500_servers_without_shards_says_so_in_one_line_and_exits_7(settings) -> None:
+    """Discord closes an IDENTIFY without shards from a bot in 2,500 servers with 4011: `run`
+    ended on "an error it does not handle", a ConnectionClosed traceback and status 1."""
+    import asyncio
+
+    from tests.fakes.discord_server import TOKEN, serving
+
+    async with serving() as fake:
+        fake.identify_refused_with = 4011
+        env = {**os.environ, **fake.settings_env(), "DISCORD_TOKEN": TOKEN, "VOXDESK_OFFLINE_WORKERS": "1"}
+        env["VOXDESK_STORAGE_DIR"] = str(settings.storage_dir)
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "bot", "run", env=env, cwd=REPO, stderr=subprocess.PIPE
+        )
+        _, err = await asyncio.wait_for(process.communicate(), 120)
+    said = err.decode()
+    assert process.returncode == 7, said
+    assert "Traceback" not in said and "does not handle" not in said, said
+    (line,) = [line for line in said.splitlines() if "4011" in line]
+    assert "sharding required" in line and "2,500 servers" in line, said
+
+
 async def test_run_whose_first_gateway_connection_is_refused_says_so_and_exits_5(settings) -> None:
     """Logged in over REST, the gateway's edge refusing the websocket (a Discord incident, a
     firewall): one line and status 5, as for any Discord that cannot be reached, not discord.py's

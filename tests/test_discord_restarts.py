@@ -2695,6 +2695,58 @@ async def test_a_token_revoked_while_running_stops_the_bot_as_a_refused_token_no
             await asyncio.wait({h.task}, timeout=30)
 
 
+async def _first_connection_refused(settings: Settings, fake: FakeDiscord, code: int) -> BaseException:
+    """What serve() ends on when Discord closes the bot's first IDENTIFY with `code`."""
+    from cogs.runner import serve
+    from tests.discord_harness import TOKEN, discord_settings
+
+    fake.identify_refused_with = code
+    task = asyncio.create_task(
+        serve(discord_settings(settings, fake), TOKEN, stop=asyncio.Event(), engine=FrontendEngine())
+    )
+    await asyncio.wait({task}, timeout=60)
+    assert task.done(), "serve() went on after the gateway refused the bot"
+    assert fake.identify_payloads, "the bot never identified"
+    assert task.exception() is not None
+    return task.exception()
+
+
+@pytest.mark.parametrize("code", [4010, 4011, 4012, 4013])
+async def test_a_gateway_refusing_the_bots_identify_ends_in_one_line_saying_what_to_do(
+    settings, fake, code
+) -> None:
+    """4010 to 4013 (a bot in 2,500 servers without shards, intents or a gateway version Discord
+    does not take) ended `run` on "an error it does not handle", a ConnectionClosed traceback and
+    exit 1; a restart sends the same IDENTIFY, so each is one line and an exit status of its own."""
+    from cogs.runner import GATEWAY_REFUSED, GatewayRefused
+
+    refused = await _first_connection_refused(settings, fake, code)
+    assert isinstance(refused, GatewayRefused), repr(refused)
+    line = str(refused)
+    assert f"({code}, " in line and f"exit status {GATEWAY_REFUSED}" in line and "\n" not in line, line
+    if code == 4011:
+        assert "2,500 servers" in line and "without shards" in line, line
+
+
+def test_run_exits_with_its_own_status_when_the_gateway_refuses_the_bot(
+    monkeypatch, settings, caplog
+) -> None:
+    from cogs import runner
+    from cogs.runner import GatewayRefused
+    from tests.discord_harness import TOKEN
+
+    async def refused(*args, **kwargs):
+        raise GatewayRefused(4011)
+
+    monkeypatch.setattr(runner, "serve", refused)
+    monkeypatch.setattr(runner, "use_discord_logging", lambda level: None)
+    caplog.set_level(logging.INFO, logger="cogs")
+    assert runner.run(settings.replace(secrets={"discord_token": TOKEN})) == runner.GATEWAY_REFUSED == 7
+    (said,) = [r for r in caplog.records if "4011" in r.getMessage()]
+    assert said.levelno == logging.ERROR and said.exc_info is None
+    assert "sharding required" in said.getMessage()
+
+
 async def test_voice_messages_without_a_note_sent_while_the_bot_was_down_are_said_as_live(
     settings, fake, caplog
 ) -> None:

@@ -78,6 +78,15 @@ OTHER_CHANNEL = 920000000000000002
 TOKEN = "fake-bot-token.for-tests-only"
 
 MESSAGE_CONTENT_INTENT = 1 << 15
+# The gateway's close codes for an IDENTIFY it refuses, with Discord's reasons (its docs' table of
+# gateway close codes).
+GATEWAY_REFUSALS = {
+    4010: b"Invalid shard.",
+    4011: b"Sharding required.",
+    4012: b"Invalid API version.",
+    4013: b"Invalid intent(s).",
+    4014: b"Disallowed intent(s).",
+}
 VOICE_FLAG = 1 << 13  # IS_VOICE_MESSAGE
 EPHEMERAL_FLAG = 1 << 6
 SUPPRESS_EMBEDS, SUPPRESS_NOTIFICATIONS, COMPONENTS_V2 = 1 << 2, 1 << 12, 1 << 15
@@ -333,6 +342,9 @@ class FakeDiscord(Strict):
         self.left_members: set[int] = set()
         self.token_revoked = False  # see revoke_token
         self._gateway_refusing = False  # see refuse_gateway
+        # A close code the gateway answers every IDENTIFY with (one of GATEWAY_REFUSALS), as Discord
+        # refuses a bot in 2,500 servers without shards (4011) or intents it does not know (4013).
+        self.identify_refused_with: int | None = None
         self.gateway_refusals = 0
         self.close_codes: list[int | None] = []  # per gateway session the client ended: its close code
         self.commands: dict[str, list[dict[str, Any]]] = {}  # "global" or guild id → synced commands
@@ -2499,6 +2511,10 @@ class _GatewaySession:
                     await self.close(4004, b"Authentication failed.")
                     return
                 self.fake.identify_payloads.append(data)
+                if (refused := self.fake.identify_refused_with) is not None:
+                    await self.close(refused, GATEWAY_REFUSALS[refused])
+                    await self.fake.changed()  # a test waiting on identify_payloads: it came, refused
+                    return
                 self.intents = int(data.get("intents") or 0)
                 self.fake.sessions[self.session_id] = self.intents
                 flags = self.fake.application_flags
