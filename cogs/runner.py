@@ -15,7 +15,7 @@ import discord
 
 from bot import __version__, logs
 from bot.config import Settings, require_discord_token
-from cogs.bot import MESSAGE_CONTENT_OFF, VoxdeskBot
+from cogs.bot import GATEWAY_RETRIES, MESSAGE_CONTENT_OFF, VoxdeskBot
 from cogs.replies import limited_for
 
 if TYPE_CHECKING:
@@ -26,17 +26,18 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 VOXDESK_LOGGERS = ("bot", "cogs")
 
-# `run`'s exit status when Discord closed the gateway for the Message Content intent (4014): the
-# intent was switched off in the developer portal while the bot ran. The next start sees that at
-# login and runs without it, so a supervisor's restart is the way back.
 # The gateway's close code for a token Discord no longer takes (reset in the developer portal).
 TOKEN_REFUSED = 4004
+# `run`'s exit status when Discord closed the gateway for the Message Content intent (4014): the
+# application lost it since the bot logged in. The next start sees that at login and runs without
+# it, so a supervisor's restart is the way back.
 INTENT_WITHDRAWN = 6
 INTENT_WITHDRAWN_LINE = (
-    "Discord closed the gateway (4014, disallowed intents): the Message Content intent was switched"
-    " off in the developer portal while the bot ran. Stopping after the notes in flight (exit status"
-    f" {INTENT_WITHDRAWN}); started again, the bot runs without it, or switch it back on under"
-    " Bot > Privileged Gateway Intents."
+    "Discord closed the gateway (4014, disallowed intents): the application lost the Message Content"
+    " intent {when} (switched off in the developer portal, or the bot reached 100 servers without"
+    f" Discord's approval of it). Stopping after the notes in flight (exit status {INTENT_WITHDRAWN});"
+    " started again, the bot runs without it, or switch it back on under Bot > Privileged Gateway"
+    " Intents."
 )
 # `run`'s exit status when Discord closed the gateway for what the bot's IDENTIFY says of itself
 # (4010 to 4013): a restart sends the same and is refused the same, so a supervisor should not.
@@ -250,7 +251,9 @@ async def _serve(
                 if isinstance(connection.exception(), discord.PrivilegedIntentsRequired):
                     # discord.py leaves the client open for this close only: REST still works,
                     # so the notes in flight get their answers before the process stops.
-                    log.error(INTENT_WITHDRAWN_LINE)
+                    ran = GATEWAY_RETRIES.connected_once
+                    when = "while the bot ran" if ran else "between the bot's login and its first connection"
+                    log.error(INTENT_WITHDRAWN_LINE.format(when=when))
                     await bot.drain(settings.discord.shutdown_grace_seconds, hurry)
                 closed = connection.exception()
                 if isinstance(closed, discord.ConnectionClosed) and closed.code == TOKEN_REFUSED:

@@ -2747,6 +2747,19 @@ def test_run_exits_with_its_own_status_when_the_gateway_refuses_the_bot(
     assert "sharding required" in said.getMessage()
 
 
+async def test_the_message_content_intent_refused_at_the_first_identify_is_not_said_withdrawn_while_running(
+    settings, fake, caplog
+) -> None:
+    """Granted at login, refused at the first IDENTIFY (switched off in the portal in between):
+    the one line said it was switched off "while the bot ran", before it had run at all."""
+    caplog.set_level(logging.INFO)
+    refused = await _first_connection_refused(settings, fake, 4014)
+    assert isinstance(refused, discord.PrivilegedIntentsRequired), repr(refused)
+    (said,) = [r.getMessage() for r in caplog.records if "4014" in r.getMessage()]
+    assert "while the bot ran" not in said, said
+    assert "between the bot's login and its first connection" in said, said
+
+
 async def test_voice_messages_without_a_note_sent_while_the_bot_was_down_are_said_as_live(
     settings, fake, caplog
 ) -> None:

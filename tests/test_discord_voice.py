@@ -825,6 +825,7 @@ async def test_message_content_switched_off_while_running_ends_in_one_line_after
     assert len(fake.replies_to(note["id"])) == 2  # the note in flight was answered first
     said = [r for r in caplog.records if "4014" in r.getMessage()]
     assert len(said) == 1 and said[0].levelno == logging.ERROR
+    assert "while the bot ran" in said[0].getMessage()
     assert not [r for r in caplog.records if r.exc_info], "a traceback was logged"
 
 
