@@ -244,16 +244,54 @@ def _open_block(text: str) -> str | None:
     return tag
 
 
+# A run of backticks, or an escaped character (an escaped backtick opens no inline code).
+_TICKS = re.compile(r"\\.|`+", re.DOTALL)
+
+
+def _inline_code(text: str) -> list[tuple[int, int, int]]:
+    """Discord's inline code spans in `text`, outside code blocks: (start, end, backticks). One
+    runs from a run of one or two backticks to the next run of as many, across lines too; within
+    it a backslash is its own character, and a run of three or more is a code block's fence."""
+    spans: list[tuple[int, int, int]] = []
+    pos = 0
+    while (found := _TICKS.search(text, pos)) is not None:
+        run, pos = found[0], found.end()
+        if run.startswith("\\"):
+            continue
+        if len(run) >= 3:
+            closing = text.find("```", pos)
+            if closing < 0:
+                break
+            pos = closing + 3
+            continue
+        closing = re.compile(f"(?<!`){run}(?!`)").search(text, pos)
+        if closing is not None:
+            spans.append((found.start(), closing.end(), len(run)))
+            pos = closing.end()
+    return spans
+
+
+def _cut_code(spans: list[tuple[int, int, int]], cut: int) -> int:
+    """The backticks of the inline code span a cut at `cut` falls within, some of its code
+    before the cut; 0 for none."""
+    return next((ticks for start, end, ticks in spans if start + ticks < cut < end), 0)
+
+
 def _break(text: str, limit: int, as_text: int, code: bool = False) -> tuple[int, str, int]:
     """Where to cut `text` into a piece of at most `limit` characters, the text then and how much
     of it is an address made text (see `_hard_cut`). In `code`, at a line's end only: a line cut
-    at a space would go on as another."""
+    at a space would go on as another. Else not within inline code if a break outside one is near
+    the end: its code, cut, is a closing mark in one piece and an opening one in the next."""
     window = text[:limit]
-    ended = max(
-        (e for found in SENTENCE_END.finditer(text, 0, limit + 1) if (e := found.end()) <= limit),
-        default=-1,
-    )
-    cut = window.rfind("\n") if code else max(window.rfind("\n"), window.rfind(" "), ended)
+    if code:
+        cut = window.rfind("\n")
+    else:
+        ended = (e for found in SENTENCE_END.finditer(text, 0, limit + 1) if (e := found.end()) <= limit)
+        breaks = [*(i for i, c in enumerate(window) if c in " \n"), *ended]
+        spans = _inline_code(text)
+        cut = max((b for b in breaks if not any(s < b < e for s, e, _ in spans)), default=-1)
+        if cut < limit // 2:
+            cut = max(breaks, default=-1)  # code longer than half a piece: cut within it
     if cut < limit // 2:  # no good break near the end: cut hard rather than make tiny pieces
         return _hard_cut(text, limit, as_text)
     return cut, text, as_text
@@ -264,7 +302,8 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     when possible. Each message is read on its own: a code block cut in two is closed at the end
     of one piece and opened again, with its language, at the start of the next; else the first
     showed the code as a block to its end and the second the rest as text, then opened a block
-    at the fence that closed it."""
+    at the fence that closed it. Inline code is cut only when longer than half a piece, and then
+    closed and opened again the same way."""
     text = text.strip()
     pieces: list[str] = []
     # The length of the fence a piece was given to open its block again: a cut within it would
@@ -274,11 +313,18 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
         cut, cut_text, made = _break(text, limit, as_text)
         if _open_block(cut_text[:cut]) is not None:
             cut, cut_text, made = _break(text, limit - len(_CLOSE_FENCE), as_text, code=True)
+        elif ticks := _cut_code(_inline_code(cut_text), cut):
+            cut, cut_text, made = _break(text, limit - ticks, as_text)
         text = cut_text
         tag = _open_block(text[:cut]) if cut > reopened else None
         piece, rest = text[:cut].rstrip(), text[cut:]
         if tag is None:
             rest, reopened = rest.lstrip(), 0
+            if ticks := _cut_code(_inline_code(text), cut):
+                # Inline code cut in two is closed and opened again, as a code block is: else
+                # each piece shows a stray backtick, and the next one pairs with a later one.
+                piece += "`" * ticks
+                rest, reopened = "`" * ticks + rest, ticks
         else:
             # A code line keeps its indentation: only the break cut at goes.
             rest = rest[1:] if rest[:1] in ("\n", " ") else rest

@@ -124,3 +124,36 @@ def test_an_address_longer_than_a_piece_is_made_text_once():
     assert len(pieces) == 9 and "".join(pieces) == "<\u200b" * 8000 + "a:/b>"
     pieces = split_message("<" + "[" * 5000 + ":/b>")
     assert "".join(pieces) == "<\u200b" + "\\[" * 5000 + ":/b>"
+
+
+def test_a_cut_falls_before_inline_code_rather_than_within_it():
+    # Cut at its last space, `like this` was a stray backtick ending one message and another
+    # opening the next, which paired with the next backtick and showed the text between as code.
+    text = "x" * 1980 + " run `voxdesk sync --guild 1` then `voxdesk run` again"
+    first, second = split_message(text)
+    assert first == "x" * 1980 + " run"
+    assert second == "`voxdesk sync --guild 1` then `voxdesk run` again"
+    # Two backticks hold one: the span runs to the next two.
+    text = "x" * 1990 + " use ``a ` b c`` now"
+    assert split_message(text) == ["x" * 1990 + " use", "``a ` b c`` now"]
+    # An escaped backtick opens none: the cut is at the last space.
+    assert split_message(r"aaaaaa \`b c` d", limit=12) == [r"aaaaaa \`b", "c` d"]
+
+
+def test_inline_code_longer_than_half_a_piece_is_closed_and_opened_again():
+    code = " ".join(f"arg{i}" for i in range(400))  # 2,289 characters of code
+    text = "Run `" + code + "` and wait."
+    pieces = split_message(text)
+    assert all(len(p) <= 2000 for p in pieces)
+    assert all(p.count("`") == 2 for p in pieces), pieces
+    assert pieces[0].startswith("Run `arg0 ") and pieces[0].endswith("`")
+    assert pieces[1].startswith("`arg") and pieces[1].endswith("` and wait.")
+    assert [w.strip("`") for p in pieces for w in p.split()] == ["Run", *code.split(), "and", "wait."]
+
+
+def test_inline_code_in_a_code_block_is_the_blocks():
+    # Backticks within a block are code; the block alone is closed and opened again.
+    lines = [f"echo `date` {i}" for i in range(200)]
+    pieces = split_message("```sh\n" + "\n".join(lines) + "\n```")
+    assert all(len(p) <= 2000 and p.count("```") == 2 for p in pieces)
+    assert _code(pieces) == lines
