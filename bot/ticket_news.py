@@ -230,14 +230,7 @@ def plain(text: str, limit: int) -> str:
     direction override; whitespace collapsed, at most `limit` characters. An address keeps every
     character (one made a space would link another page), and one that does not fit is left
     out, not cut."""
-    parts: list[str] = []
-    at = 0
-    for start, end in Addresses(text):  # as Discord finds them, in angle brackets or not
-        address = text[start + 1 : end - 1] if text[start] == "<" else text[start:end]
-        parts += [_MARKS.sub(" ", text[at:start]), f" {address} "]
-        at = end
-    parts.append(_MARKS.sub(" ", text[at:]))
-    words = " ".join(without_overrides("".join(parts)).split())
+    words = " ".join(without_overrides(_unmarked(text)).split())
     if len(words) <= limit:
         return words
     kept = words[: cluster_start(words, limit - 1)].rstrip()
@@ -246,6 +239,27 @@ def plain(text: str, limit: int) -> str:
         if start < len(kept) <= end:
             kept = kept[:start].rstrip()
     return kept + "…"
+
+
+# Out of its angle brackets, an address is one still only with the scheme of one that needs none.
+_BARE_SCHEMES = ("https://", "http://", "steam://")
+
+
+def _unmarked(text: str) -> str:
+    """`text` with its marks made spaces and its addresses kept whole, out of their brackets."""
+    parts: list[str] = []
+    at = 0
+    for start, end in Addresses(text):  # as Discord finds them, in angle brackets or not
+        address = text[start:end]
+        if address.startswith("<"):
+            address = address[1:-1]
+            if not address.startswith(_BARE_SCHEMES):
+                # Text now (<x:/@everyone>): its marks would make a mention, a masked link.
+                address = _unmarked(address)
+        parts += [_MARKS.sub(" ", text[at:start]), f" {address} "]
+        at = end
+    parts.append(_MARKS.sub(" ", text[at:]))
+    return "".join(parts)
 
 
 def when(iso: str) -> str:

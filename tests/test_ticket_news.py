@@ -1656,6 +1656,24 @@ def test_news_words_keep_their_addresses(written: str, shown: str) -> None:
     assert plain(written, 60) == shown
 
 
+@pytest.mark.parametrize(
+    ("written", "shown"),
+    [
+        # Out of its brackets "x:/@everyone" is no address but text: a mention, to the eye.
+        ("<x:/@everyone> now", "x:/ everyone now"),
+        ("<a:/#general>", "a:/ general"),
+        # Nor a masked link, whose words would hide where it goes; a web address in it is one.
+        ("<x:/[claim](https://evil.example)>", "x:/ claim ( https://evil.example)"),
+        # A web address needs no brackets: every character kept, "@everyone" is the link's.
+        ("<https://shop.example/@everyone>", "https://shop.example/@everyone"),
+    ],
+)
+def test_news_words_make_an_address_only_text_shows_no_mention_or_masked_link(
+    written: str, shown: str
+) -> None:
+    assert plain(written, 60) == shown
+
+
 @pytest.mark.parametrize("cut", ["after the claim's commit", "while its speech is made"])
 async def test_news_claimed_by_a_round_a_stop_cuts_short_before_its_dm_goes_out_next_start(
     tmp_path: Path, cut: str
