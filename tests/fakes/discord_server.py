@@ -97,6 +97,7 @@ INTERACTION_FLAGS = MESSAGE_FLAGS | EPHEMERAL_FLAG  # a callback's message and f
 DEFERRED_FLAGS = EPHEMERAL_FLAG  # "the only valid flag" on a deferred callback
 EDIT_FLAGS = SUPPRESS_EMBEDS | COMPONENTS_V2 | EPHEMERAL_FLAG  # EPHEMERAL is ignored on an edit
 MENTION_TYPES = {"users", "roles", "everyone"}
+AUTOCOMPLETE_RESULT = 8  # the interaction callback type of an autocomplete's suggestions
 SEND_MESSAGES, ATTACH_FILES, READ_MESSAGE_HISTORY = 1 << 11, 1 << 15, 1 << 16
 VIEW_CHANNEL = 1 << 10
 ADD_REACTIONS = 1 << 6
@@ -366,6 +367,7 @@ class FakeDiscord(Strict):
         # fake does not time callbacks (a slow test machine would fail tests about other things).
         self.first_response_within: float | None = None
         self.interactions: set[str] = set()  # ids of the interactions dispatched: their tokens work
+        self.autocompletes: set[str] = set()  # of them, the autocomplete requests
         # False: every REST answer closes its connection (as a busy edge does), so each request
         # the bot makes next opens a new one, looking up the API's host name if it has none cached.
         self.keep_alive = True
@@ -1086,6 +1088,8 @@ class FakeDiscord(Strict):
         Discord made the interaction that long before it reaches the bot (its id says when)."""
         interaction_id = str(past_snowflake(ago) if ago else snowflake())
         self.interactions.add(interaction_id)
+        if autocomplete:
+            self.autocompletes.add(interaction_id)
         channel_id = ALLOWED_CHANNEL if guild else self._open_dm(user.payload())
         data: dict[str, Any] = {
             "id": interaction_id,
@@ -2271,6 +2275,12 @@ class FakeDiscord(Strict):
                     "interaction was made",
                     DiscordError(404, 10062, "Unknown interaction"),
                 )
+            # An autocomplete request takes suggestions (8) and nothing else; a command, no
+            # suggestions: Discord answers 50035 "In type: Value must be one of {8}." and the like.
+            suggesting = interaction_id in self.autocompletes
+            if suggesting != (body.get("type") == AUTOCOMPLETE_RESULT):
+                allowed = "{8}" if suggesting else "{4, 5, 9, 10, 12}"
+                self._violate(50035, f"type: Value must be one of {allowed}.")
             if body.get("type") == 4 and len((body.get("data") or {}).get("content") or "") > CONTENT_LIMIT:
                 self._violate(50035, f"data.content: Must be {CONTENT_LIMIT} or fewer in length.")
             if body.get("type") in (4, 5):
