@@ -48,32 +48,47 @@ OUTDATED_COMMAND = (
 SUBCOMMAND_TYPES = (1, 2)  # a subcommand, a group of them: its options are within it
 
 
+def _options(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The options typed for the command itself, within its subcommand if any."""
+    options = data.get("options", [])
+    while options and options[0].get("type") in SUBCOMMAND_TYPES:
+        options = options[0].get("options", [])
+    return list(options)
+
+
 def _retyped(command: app_commands.Command[Any, ..., Any], data: dict[str, Any]) -> bool:
     """Whether an option of the interaction comes typed otherwise than `command` declares it: a
     version published long ago (a number where a word is now). discord.py passes a plain `str`
     parameter whatever value came, and the command would fail on it."""
-    options = data.get("options", [])
-    while options and options[0].get("type") in SUBCOMMAND_TYPES:
-        options = options[0].get("options", [])
     declared = {p.display_name: p.type.value for p in command.parameters}
-    return any(o.get("name") in declared and o.get("type") != declared[o["name"]] for o in options)
+    return any(o.get("name") in declared and o.get("type") != declared[o["name"]] for o in _options(data))
+
+
+def _suggests(command: app_commands.Command[Any, ..., Any] | None, data: dict[str, Any]) -> bool:
+    """Whether `command` has suggestions for the option being typed in, as this version types it.
+    Not for a command or an option of another version, which Discord still offers: discord.py
+    takes the one for an error of the command (and its answer, which an autocomplete refuses),
+    the other for an error to log with its traceback, at each keystroke."""
+    if not isinstance(command, app_commands.Command) or _retyped(command, data):
+        return False
+    focused = next((o.get("name") for o in _options(data) if o.get("focused")), None)
+    params = {p.display_name: p for p in command.parameters}
+    return focused in params and params[focused].autocomplete
 
 
 class VoxdeskTree(app_commands.CommandTree):
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
-        kind = interaction.type
-        if kind not in (discord.InteractionType.application_command, discord.InteractionType.autocomplete):
-            return True
-        command = interaction.command
-        if not isinstance(command, app_commands.Command) or not _retyped(
-            command, dict(interaction.data or {})
-        ):
-            return True
+        kind, command = interaction.type, interaction.command
+        data = dict(interaction.data or {})
         if kind is discord.InteractionType.application_command:
-            raise app_commands.CommandSignatureMismatch(command)
+            if isinstance(command, app_commands.Command) and _retyped(command, data):
+                raise app_commands.CommandSignatureMismatch(command)
+            return True
+        if kind is not discord.InteractionType.autocomplete or _suggests(command, data):
+            return True
         # Typing in an option of that old version: no suggestions. Sending the command tells the
         # player and the log, once, rather than a line per keystroke.
-        log.debug("autocomplete for /%s is not this version's: no suggestions", command.qualified_name)
+        log.debug("autocomplete for /%s is not this version's: no suggestions", data.get("name", "?"))
         with contextlib.suppress(discord.HTTPException, discord.RateLimited):
             await interaction.response.autocomplete([])
         return False

@@ -1563,3 +1563,24 @@ async def test_a_repeat_sent_while_a_long_filing_runs_is_told_its_ticket_not_fil
         assert [g.description for g in await store.status(BLAZE)].count(words) == 1
     key = said[0].split("`")[1]
     assert said[1] == SLASH_ALREADY_FILED.format(ticket_key=key)
+
+
+async def test_typing_in_a_command_from_before_an_upgrade_gets_no_suggestions_and_no_log_line(
+    harness: Harness, caplog
+):
+    """Discord still offers a removed command, or an option that had suggestions once: each
+    keystroke in it asks for suggestions. An autocomplete takes only suggestions, and a line a
+    keystroke would fill the log; sending the command tells the player and the log once."""
+    fake = harness.fake
+    typed = [
+        ("tickets", [option("ticket", "GRV", focused=True)]),  # a command this version lacks
+        ("grievance", [{"name": "status", "type": 1, "options": [option("ticket", "GRV", focused=True)]}]),
+        ("voice", [option("name", "ba", focused=True)]),  # an option renamed since
+    ]
+    with caplog.at_level("WARNING"):
+        answers = []
+        for name, options in typed:
+            interaction = await fake.slash(nova, name, options, autocomplete=True)
+            answers.append(await fake.interaction_answer(interaction))
+    assert [(a.body["type"], a.body["data"]["choices"]) for a in answers] == [(8, [])] * 3
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
