@@ -57,11 +57,12 @@ def _options(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _retyped(command: app_commands.Command[Any, ..., Any], data: dict[str, Any]) -> bool:
-    """Whether an option of the interaction comes typed otherwise than `command` declares it: a
-    version published long ago (a number where a word is now). discord.py passes a plain `str`
-    parameter whatever value came, and the command would fail on it."""
+    """Whether an option of the interaction is not one `command` declares, or comes typed
+    otherwise: a version published before (a number where a word is now, an option renamed).
+    discord.py passes a plain `str` parameter whatever value came, and the command would fail on
+    it; an option it does not know it drops, and the command would run without what was asked."""
     declared = {p.display_name: p.type.value for p in command.parameters}
-    return any(o.get("name") in declared and o.get("type") != declared[o["name"]] for o in _options(data))
+    return any(declared.get(o.get("name")) != o.get("type") for o in _options(data))
 
 
 def _suggests(command: app_commands.Command[Any, ..., Any] | None, data: dict[str, Any]) -> bool:

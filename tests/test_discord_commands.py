@@ -1584,3 +1584,14 @@ async def test_typing_in_a_command_from_before_an_upgrade_gets_no_suggestions_an
             answers.append(await fake.interaction_answer(interaction))
     assert [(a.body["type"], a.body["data"]["choices"]) for a in answers] == [(8, [])] * 3
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+async def test_an_option_this_version_does_not_have_is_told_as_an_upgrade(harness: Harness, caplog):
+    """An option renamed or removed since: discord.py drops what it does not declare, and the
+    command ran without it (all of a player's tickets for the one they named)."""
+    renamed = [{"name": "status", "type": 1, "options": [option("key", "GRV-12")]}]
+    with caplog.at_level("WARNING"):
+        told = await ask(harness.fake, nova, "grievance", renamed)
+    assert told == COMMAND_OUTDATED
+    (line,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "voxdesk sync" in line.getMessage() and not line.exc_info
