@@ -397,6 +397,10 @@ class FakeDiscord(Strict):
         self.callbacks_rate_limited = 0
         self.followups_rate_limited = 0
         self.edits_rate_limited = 0
+        # Not None: each edit of an original response waits, read, until it is set (Discord slow
+        # to answer), counted in `edits_waiting`.
+        self.edits_held: asyncio.Event | None = None
+        self.edits_waiting = 0
         # Cloudflare's ban (too many invalid requests): 429 with an HTML page and no `Via`, which
         # discord.py does not retry; while above 0, each message POST is refused so, counting down.
         self.posts_banned = 0
@@ -2341,6 +2345,11 @@ class FakeDiscord(Strict):
         if self.edits_rate_limited > 0:
             self.edits_rate_limited -= 1
             return await self._interaction_rate_limited(record)
+        if self.edits_held is not None:
+            async with self._changed:
+                self.edits_waiting += 1
+                self._changed.notify_all()
+            await self.edits_held.wait()
         try:
             self._check_token(request)
             self._check(
