@@ -313,6 +313,7 @@ class VoxdeskBot(commands.Bot):
         for task in self._later:
             task.cancel()
         await asyncio.gather(*self._later, return_exceptions=True)
+        await self._cut_short_late_arrivals()
         await super().close()
         self._lookups.shutdown(wait=False, cancel_futures=True)
 
@@ -438,6 +439,20 @@ class VoxdeskBot(commands.Bot):
         task.add_done_callback(self._later.discard)
         task.add_done_callback(_log_failure)
         return task
+
+    async def _cut_short_late_arrivals(self) -> None:
+        """Cut short what is in flight still as the client closes: a slash command that arrived
+        while a drain waited for the work it cut short to tell its players (the gateway is open
+        until the drain ends). Left running, it would go on past the HTTP session and the
+        databases it needs, its player told nothing and a filing neither filed nor kept; cut
+        short now, it is kept and its player told, as the drain's own are."""
+        late = set(self._inflight)
+        if not late:
+            return
+        log.warning("cancelled %s that arrived as the bot stopped", self._counted(late) or "work")
+        for task in late:
+            task.cancel()
+        await asyncio.gather(*late, return_exceptions=True)
 
     @property
     def inflight(self) -> int:

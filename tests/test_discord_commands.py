@@ -1595,3 +1595,51 @@ async def test_an_option_this_version_does_not_have_is_told_as_an_upgrade(harnes
     assert told == COMMAND_OUTDATED
     (line,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert "voxdesk sync" in line.getMessage() and not line.exc_info
+
+
+async def test_a_filing_arriving_while_a_stop_tells_the_others_is_kept_and_told_too(
+    settings, fake: FakeDiscord
+):
+    """A stop whose grace ran out cuts the commands in flight short and waits while each tells its
+    player, the gateway still open: a command arriving then came after the stop's last look. It
+    ran on past the client's end, its player told nothing."""
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = settings.storage_dir / "grievances.db"
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        conn = sqlite3.connect(db, timeout=30)
+        conn.execute("BEGIN IMMEDIATE")
+        held.set()
+        release.wait(30)
+        conn.execute("COMMIT")
+        conn.close()
+
+    first, late = "Bought 500 gems before the stop, none came.", "Bought 900 gems as the bot stopped."
+    holder = threading.Thread(target=hold)
+    fake.edits_held = asyncio.Event()
+    try:
+        async with running_bot(settings, fake, shutdown_grace_seconds=0.5) as h:
+            holder.start()
+            await asyncio.to_thread(held.wait, 10)
+            cut = await fake.slash(blaze, "grievance", sub("file", category="wallet", description=first))
+            await fake.wait_for(lambda _: fake.interaction_records(cut) or None, 10)  # deferred
+            h.stop.set()
+            await fake.wait_for(lambda _: fake.edits_waiting >= 1, 10)  # the grace ran out: told
+            arriving = await fake.slash(nova, "grievance", sub("file", category="wallet", description=late))
+            await fake.wait_for(lambda _: fake.interaction_records(arriving) or None, 10)  # deferred
+            fake.edits_held.set()
+            # Told while the database is still held: only being cut short tells it.
+            told = [private_text(await fake.interaction_answer(i, within=10)) for i in (cut, arriving)]
+            release.set()
+    finally:
+        fake.edits_held.set()
+        release.set()
+    holder.join()
+    assert told == [CUT_SHORT_BY_RESTART] * 2
+    store = await LocalGrievanceStore.open(db)  # as the next start opens it: the spool is filed
+    try:
+        assert [g.description for g in await store.status(str(nova.id))].count(late) == 1
+    finally:
+        await store.aclose()
