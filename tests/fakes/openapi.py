@@ -1,6 +1,7 @@
-"""Validating request bodies against the official OpenAPI specs kept in `tests/fakes/specs/`
-(gzipped, with their source, commit and licence in `manifest.json`), with `$ref`s resolved inside
-the spec document. The OpenAI and Discord fakes both use it.
+"""Validating request bodies, and the fakes' answers, against the official OpenAPI specs kept in
+`tests/fakes/specs/` (gzipped, with their source, commit and licence in `manifest.json`), with
+`$ref`s resolved inside the spec document. The OpenAI and Discord fakes both use it: a request
+the spec refuses is the bot's fault, an answer it does not allow is the fake's.
 
 The published schemas are open (an object takes any property it does not name) and the OpenAI
 one still marks some nulls in OpenAPI 3.0 style (`nullable: true`), which a JSON Schema
@@ -19,6 +20,7 @@ from __future__ import annotations
 import functools
 import gzip
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -54,9 +56,22 @@ def _discord_as_served(spec: dict[str, Any]) -> None:
     # overwrite) that the spec's request schemas leave out; discord.py syncs it.
     for name in ("ApplicationCommandCreateRequest", "ApplicationCommandUpdateRequest"):
         schemas[name]["properties"].setdefault("nsfw", {"type": ["boolean", "null"]})
+    # A forward's reference is of type 1 (FORWARD, in Discord's docs); the spec knows only 0.
+    schemas["MessageReferenceType"]["oneOf"].append({"title": "FORWARD", "const": 1})
+    # The guild's active threads come without the `has_more` of the archived listings the spec
+    # shares its schema with: Discord's docs list only `threads` and `members`, and libraries
+    # tested against the API found it absent (discord.js #9164, nyxx #443).
+    active = json.loads(json.dumps(schemas["ThreadsResponse"]))
+    del active["properties"]["has_more"]
+    active["required"].remove("has_more")
+    schemas["GuildActiveThreadsResponse"] = active
+    answer = spec["paths"]["/guilds/{guild_id}/threads/active"]["get"]["responses"]["200"]
+    answer["content"]["application/json"]["schema"] = {
+        "$ref": "#/components/schemas/GuildActiveThreadsResponse"
+    }
 
 
-# Where a spec is stricter than the service it describes, and only there.
+# Where a spec is stricter (or looser) than the service it describes, and only there.
 _PATCHES = {"discord-openapi.json": _discord_as_served}
 
 
@@ -183,10 +198,31 @@ def _validator(name: str, *parts: str) -> jsonschema.Draft202012Validator:
     return jsonschema.Draft202012Validator(schema, registry=_registry(name))
 
 
+def _closest(error: jsonschema.exceptions.ValidationError) -> jsonschema.exceptions.ValidationError:
+    """Inside an anyOf/oneOf that nothing matched (two object shapes a channel may have), the
+    first error of the alternative that came closest: of the ones the value is of the right type
+    for, with the right discriminator (a `type` field's value), the one with the fewest errors.
+    Where it is right for none, the anyOf's own error says more than any one alternative's."""
+    error = jsonschema.exceptions.best_match([error])
+    while error.context:
+        branches: dict[Any, list[jsonschema.exceptions.ValidationError]] = {}
+        for inner in error.context:
+            branches.setdefault(inner.relative_schema_path[0], []).append(inner)
+        near = [
+            errors
+            for errors in branches.values()
+            if not any(e.validator in ("type", "const", "enum") and len(e.relative_path) <= 1 for e in errors)
+        ]
+        if not near:
+            break
+        error = jsonschema.exceptions.best_match(min(near, key=len)) or error
+    return error
+
+
 def _reason(error: jsonschema.exceptions.ValidationError) -> str:
     # "is not valid under any of the given schemas" names no field: say what the closest
     # alternative found wrong instead.
-    deepest = jsonschema.exceptions.best_match([error])
+    deepest = _closest(error)
     path = "/".join(map(str, deepest.absolute_path)) or "<body>"
     return f"{path}: {deepest.message}"
 
@@ -253,3 +289,94 @@ def component_errors(name: str, schema: str, body: Any) -> list[str]:
 
 def request_errors(name: str, path: str, method: str, content_type: str, body: Any) -> list[str]:
     return _errors(request_validator(name, path, method, content_type), body)
+
+
+@functools.cache
+def _templates(name: str) -> list[tuple[re.Pattern[str], str]]:
+    """Each path of spec `name` as a pattern, the most literal first: "/webhooks/{id}/{token}/
+    messages/@original" before "/webhooks/{id}/{token}/messages/{message_id}", which a request
+    for the original message matches too."""
+    found = []
+    for path in spec(name)["paths"]:
+        parts = re.split(r"(\{[^}/]+\})", path)
+        pattern = "".join("[^/]+" if part.startswith("{") else re.escape(part) for part in parts)
+        literal = sum(len(part) for part in parts if not part.startswith("{"))
+        found.append((literal, re.compile(pattern), path))
+    return [(pattern, path) for _, pattern, path in sorted(found, key=lambda f: -f[0])]
+
+
+def spec_path(name: str, path: str) -> str | None:
+    """The path of spec `name` that a request's path (without the API's base) is an instance of."""
+    return next((template for pattern, template in _templates(name) if pattern.fullmatch(path)), None)
+
+
+@functools.cache
+def response_validator(
+    name: str, path: str, method: str, status: int, content_type: str
+) -> jsonschema.Draft202012Validator | None:
+    """A validator for the body an operation of spec `name` answers with `status` as
+    `content_type`; None where the spec gives that answer no body (a 204). KeyError for an
+    answer the operation does not have."""
+    responses = spec(name)["paths"][path][method]["responses"]
+    key = str(status) if str(status) in responses else f"{str(status)[0]}XX"
+    content = responses[key].get("content")
+    if not content:
+        return None
+    content[content_type]["schema"]  # KeyError if absent
+    return _validator(name, "paths", path, method, "responses", key, "content", content_type, "schema")
+
+
+@functools.cache
+def _item_validator(
+    name: str, path: str, method: str, status: int, content_type: str
+) -> jsonschema.Draft202012Validator | None:
+    """For an answer that is a list of one kind (a page of messages), a validator of one item."""
+    responses = spec(name)["paths"][path][method]["responses"]
+    key = str(status) if str(status) in responses else f"{str(status)[0]}XX"
+    schema = responses[key]["content"][content_type]["schema"]
+    if set(schema) - {"type", "items"} or not isinstance(schema.get("items"), dict):
+        return None
+    return _validator(
+        name, "paths", path, method, "responses", key, "content", content_type, "schema", "items"
+    )
+
+
+# Items already found valid, as JSON: the same messages come back page after page, and
+# validating each one every time (a millisecond a message) would slow the tests that read
+# history down. Bounded: cleared when full.
+_VALID_ITEMS: set[str] = set()
+_VALID_ITEMS_MAX = 100_000
+
+
+def _list_errors(validator: jsonschema.Draft202012Validator, body: list[Any]) -> list[str]:
+    errors = []
+    for i, item in enumerate(body):
+        seen = json.dumps(item, sort_keys=True)
+        if seen in _VALID_ITEMS:
+            continue
+        found = _errors(validator, item)
+        if found:
+            errors += [f"{i}/{e}" if not e.startswith("<body>") else f"{i}{e[6:]}" for e in found]
+        else:
+            if len(_VALID_ITEMS) >= _VALID_ITEMS_MAX:
+                _VALID_ITEMS.clear()
+            _VALID_ITEMS.add(seen)
+    return list(dict.fromkeys(errors))  # the item's schema and the list's both close it: one reason
+
+
+def response_errors(
+    name: str, path: str, method: str, status: int, content_type: str, body: Any
+) -> list[str]:
+    """Why the spec does not allow this answer to `method` `path` (a request's own path); [] if it does."""
+    template = spec_path(name, path)
+    try:
+        validator = response_validator(name, template or "", method.lower(), status, content_type)
+    except KeyError:
+        return [f"the spec has no {status} {content_type} answer to {method.upper()} {template or path}"]
+    if validator is None:
+        return [] if body in (None, b"", "") else [f"the spec gives a {status} answer no body"]
+    if isinstance(body, list):
+        items = _item_validator(name, template or "", method.lower(), status, content_type)
+        if items is not None:
+            return _list_errors(items, body)
+    return _errors(validator, body)

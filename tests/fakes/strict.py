@@ -4,7 +4,9 @@ fails the test with the fake's own reasons, rather than leaving the test to time
 an answer that was never going to come.
 
 A refusal a test asked for (a scripted failure, a wrong key on purpose) is not a violation; a
-test that provokes real refusals on purpose calls `expect_violations()`.
+test that provokes real refusals on purpose calls `expect_violations()`. An answer the fake gave
+that the real service never would (one its spec does not allow) fails the test whatever it
+expects: it is the fake's fault, and a bot tested against it could come to rely on it.
 """
 
 from __future__ import annotations
@@ -27,11 +29,17 @@ class Strict:
 
     violations: list[str]
     violations_expected: bool
+    # Replaced, never appended to in place: the empty default is shared by every fake.
+    off_spec_answers: tuple[str, ...] = ()
 
     def refuse(self, reason: str) -> str:
         """Record why a request was refused; returns the reason, for the error body."""
         self.violations.append(reason)
         return reason
+
+    def answered_off_spec(self, reason: str) -> None:
+        """Record an answer the fake gave that the real service's spec does not allow."""
+        self.off_spec_answers = (*self.off_spec_answers, reason)
 
     def expect_violations(self) -> None:
         """This test provokes refusals on purpose: they do not fail it."""
@@ -39,7 +47,8 @@ class Strict:
 
     @property
     def unexpected_violations(self) -> list[str]:
-        return [] if self.violations_expected else list(self.violations)
+        theirs = [] if self.violations_expected else list(self.violations)
+        return [*theirs, *(f"the fake answered off spec: {r}" for r in self.off_spec_answers)]
 
     def check_violations(self) -> None:
         if self.unexpected_violations:
