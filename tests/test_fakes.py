@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 import aiohttp
 import discord
 import pytest
+from aiohttp import web
 
 from tests.audio_samples import encode, speechlike
 from tests.discord_harness import blaze, nova, running_bot, voice_note
@@ -33,7 +34,7 @@ from tests.fakes.discord_server import (
     FakeDiscord,
     dm_channel_id,
 )
-from tests.fakes.openapi import component_errors, request_errors
+from tests.fakes.openapi import component_errors, request_errors, response_errors
 from tests.fakes.strict import FakeRefused
 
 OPENAI = "openai-openapi.json"
@@ -628,6 +629,51 @@ async def test_a_thread_member_is_served_as_the_spec_says_while_they_are_one(ref
         ) as response:
             assert response.status == 400
     assert [r.error for r in fake.received if r.kind == "get_thread_member"] == [None, None, 10007, 50024]
+
+
+async def test_a_guild_member_is_served_with_every_field_the_spec_requires(settings) -> None:
+    # GET /guilds/{id}/members/{user}, GUILD_CREATE's members, GUILD_MEMBER_UPDATE and the thread
+    # member THREAD_MEMBERS_UPDATE adds: each a GuildMemberResponse, as the thread-member answer is.
+    async with discord_server.serving() as fake:
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", tell_the_bot=False)
+        path = f"/guilds/{discord_server.GUILD_ID}/members/{nova.id}"
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bot {TOKEN}"}) as session:
+            async with session.get(f"{fake.api_base}{path}") as response:
+                served = await response.json()
+        assert response_errors(DISCORD, path, "GET", 200, "application/json", served) == []
+        assert served["communication_disabled_until"] is None  # the bot's timeout is not the player's
+        async with running_bot(settings, fake) as h:
+            joined = asyncio.create_task(h.bot.wait_for("thread_join", timeout=30))
+            await fake.add_to_thread(thread)
+            assert (await joined).id == thread
+            await fake.time_out_the_bot(60)
+            await fake.read_by_the_bot()
+            assert h.bot.get_guild(discord_server.GUILD_ID).me.timed_out_until is not None
+        assert fake.off_spec_answers == ()
+
+
+async def test_an_answer_off_the_spec_fails_the_test_whatever_it_expects(monkeypatch) -> None:
+    # The fake's fault, not the bot's: expect_violations() does not excuse it.
+    async def application(self: FakeDiscord, request: web.Request) -> web.Response:
+        return web.json_response({"id": str(discord_server.APPLICATION_ID), "name": "voxdesk"})
+
+    monkeypatch.setattr(FakeDiscord, "_application", application)
+    with pytest.raises(FakeRefused, match=r"answered off spec: GET /api/v10/oauth2/applications/@me 200: "):
+        async with discord_server.serving() as fake:
+            fake.expect_violations()
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bot {TOKEN}"}) as session:
+                async with session.get(f"{fake.api_base}/oauth2/applications/@me") as response:
+                    assert response.status == 200
+
+    async def models(self: openai_server.FakeOpenAI, request: web.Request) -> web.Response:
+        return web.json_response({"object": "list", "data": [{"id": "gpt-audio-1.5"}]})
+
+    monkeypatch.setattr(openai_server.FakeOpenAI, "_models", models)
+    with pytest.raises(FakeRefused, match=r"answered off spec: GET /v1/models 200: data/0: 'object'"):
+        async with openai_server.serving() as openai:
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{openai.base_url}/models") as response:
+                    assert response.status == 200
 
 
 async def test_history_pages_newest_first_and_discord_py_reads_it_all(settings) -> None:

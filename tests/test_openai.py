@@ -218,6 +218,7 @@ async def test_tool_calls_without_an_id_or_sharing_one_each_get_their_own(storag
         call("c1", "get_player_stats"),
         call("c1", "get_grievance_status"),
     ]
+    fake.compatible_server = True
     fake.script = [lambda body: {"content": None, "tool_calls": calls}, answer("Done.")]
     async with running_app(openai_settings(storage, fake)) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
@@ -237,6 +238,7 @@ async def test_tool_calls_of_another_shape_are_answered_as_errors_not_a_failed_t
         {"id": "c1", "type": "function", "function": as_object},
         {"id": "c2", "type": "custom", "custom": {"name": "lookup", "input": "refund"}},
     ]
+    fake.compatible_server = True
     fake.script = [lambda body: {"content": None, "tool_calls": calls}, answer("Done.")]
     async with running_app(openai_settings(storage, fake)) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
@@ -261,6 +263,7 @@ async def test_no_request_carries_two_calls_of_one_id_across_a_players_turns(sto
 
     calls = [call(None, "get_player_stats"), call("call_0", "get_grievance_status")]
     asked = [lambda body: {"content": None, "tool_calls": calls}, answer("Done.")]
+    fake.compatible_server = True
     fake.script = asked * 3
     async with running_app(openai_settings(storage, fake)) as app:
         for _ in range(3):
@@ -581,6 +584,7 @@ async def test_an_audio_reference_of_another_type_does_not_fail_the_players_next
         "expires_at": int(time.time()) + 3600,
         "transcript": "Hello there.",
     }
+    fake.compatible_server = True
     fake.script = [lambda body: {"content": None, "audio": {**audio, **reference}}, answer("Second.")]
     async with running_app(openai_settings(storage, fake)) as app:
         first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)

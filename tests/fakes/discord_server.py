@@ -64,7 +64,7 @@ from typing import Any, NoReturn
 import pytest
 from aiohttp import WSMsgType, web
 
-from tests.fakes.openapi import request_errors
+from tests.fakes.openapi import component_errors, request_errors, response_errors
 from tests.fakes.strict import FakeRefused, Strict, checked
 
 SPEC = "discord-openapi.json"
@@ -187,6 +187,7 @@ def message_payload(
         "pinned": False,
         "type": kind,
         "flags": flags,
+        "components": [],
     }
 
 
@@ -199,6 +200,28 @@ def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
         "avatar": None,
         "bot": bot,
         "public_flags": 0,
+        "flags": 0,
+        "primary_guild": None,
+    }
+
+
+def member_payload(user: dict[str, Any], *, timed_out_until: str | None = None) -> dict[str, Any]:
+    """A guild member as Discord sends one, with every field the spec's GuildMemberResponse
+    requires: what GET /guilds/{id}/members/{user} answers, and what a thread member's `member`,
+    GUILD_CREATE's `members` and GUILD_MEMBER_UPDATE carry."""
+    return {
+        "user": user,
+        "avatar": None,
+        "banner": None,
+        "communication_disabled_until": timed_out_until,
+        "flags": 0,
+        "joined_at": now_iso(),
+        "nick": None,
+        "pending": False,
+        "premium_since": None,
+        "roles": [],
+        "mute": False,
+        "deaf": False,
     }
 
 
@@ -207,6 +230,28 @@ def user_payload(user_id: int, name: str, bot: bool = False) -> dict[str, Any]:
 
 def spec_errors(path: str, method: str, content_type: str, body: Any) -> list[str]:
     return request_errors(SPEC, path, method, content_type, body)
+
+
+def event_errors(event: str, data: dict[str, Any]) -> list[str]:
+    """What the spec does not allow in the parts of a gateway event that are REST objects (the
+    spec describes REST alone): its guild members and thread members."""
+    parts: list[tuple[str, str, Any]] = []
+    if event == "GUILD_CREATE":
+        parts += [(f"members/{i}", "GuildMemberResponse", m) for i, m in enumerate(data.get("members", []))]
+    elif event == "GUILD_MEMBER_UPDATE":
+        parts.append(("", "GuildMemberResponse", {k: v for k, v in data.items() if k != "guild_id"}))
+    elif event == "THREAD_MEMBERS_UPDATE":
+        for i, added in enumerate(data.get("added_members", [])):
+            # `presence` is the event's own, beside the thread member (Discord's gateway docs).
+            member = {k: v for k, v in added.items() if k != "presence"}
+            parts.append((f"added_members/{i}", "ThreadMemberResponse", member))
+    errors = []
+    for where, schema, part in parts:
+        for error in component_errors(SPEC, schema, part):
+            inside, _, reason = error.partition(": ")
+            path = "/".join(p for p in (where, "" if inside == "<body>" else inside) if p) or "<event>"
+            errors.append(f"{path}: {reason}")
+    return errors
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
@@ -818,7 +863,16 @@ class FakeDiscord(Strict):
         message_id = snowflake()
         snapshot = {
             key: original[key]
-            for key in ("type", "content", "embeds", "attachments", "timestamp", "edited_timestamp", "flags")
+            for key in (
+                "type",
+                "content",
+                "embeds",
+                "attachments",
+                "timestamp",
+                "edited_timestamp",
+                "flags",
+                "components",
+            )
         }
         message = message_payload(message_id, channel, author.payload()) | {
             "message_reference": {
@@ -917,23 +971,10 @@ class FakeDiscord(Strict):
 
     def _bot_member(self) -> dict[str, Any]:
         until = self.timed_out_until
-        return {
-            "user": user_payload(BOT_USER_ID, "voxdesk", bot=True),
-            "roles": [],
-            "joined_at": now_iso(),
-            "deaf": False,
-            "mute": False,
-            "flags": 0,
-            **(
-                {
-                    "communication_disabled_until": datetime.datetime.fromtimestamp(
-                        until, datetime.UTC
-                    ).isoformat()
-                }
-                if until > time.time()
-                else {}
-            ),
-        }
+        timed_out = (
+            datetime.datetime.fromtimestamp(until, datetime.UTC).isoformat() if until > time.time() else None
+        )
+        return member_payload(user_payload(BOT_USER_ID, "voxdesk", bot=True), timed_out_until=timed_out)
 
     async def time_out_the_bot(self, seconds: float) -> None:
         """A moderator times the bot out for `seconds` (0: lifts its timeout): GUILD_MEMBER_UPDATE
@@ -1306,17 +1347,14 @@ class FakeDiscord(Strict):
         return {
             "id": str(channel_id),
             "type": kind,
-            **(
-                {"available_tags": [], "default_reaction_emoji": None, "flags": 0}
-                if kind == GUILD_FORUM
-                else {}
-            ),
+            **({"available_tags": [], "default_reaction_emoji": None} if kind == GUILD_FORUM else {}),
             **(
                 {"bitrate": 64000, "user_limit": 0, "rtc_region": None}
                 if kind in (GUILD_VOICE, GUILD_STAGE_VOICE)
                 else {}
             ),
             "guild_id": str(GUILD_ID),
+            "flags": 0,
             "name": self.guild_channels[channel_id],
             "position": list(self.guild_channels).index(channel_id),
             "permission_overwrites": overwrites,
@@ -1412,6 +1450,8 @@ class FakeDiscord(Strict):
                     DiscordError(403, 50001, "Missing Access"),
                 )
             response = await handler(request)
+            if api:
+                self._check_answer(request, response)
         except DiscordError as exc:
             response = exc.response()
         except json.JSONDecodeError as exc:
@@ -1431,6 +1471,20 @@ class FakeDiscord(Strict):
         async with self._changed:  # a waiter may be waiting for what was just refused
             self._changed.notify_all()
         return self._closing(response, api)
+
+    def _check_answer(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Hold a successful answer to the spec: Discord's errors (4XX) have no schema there, and
+        an answer to a connection the fake cut goes to nobody."""
+        if not isinstance(response, web.Response) or not 200 <= response.status < 300:
+            return
+        if request.transport is None or request.transport.is_closing():
+            return
+        raw = response.body
+        body = json.loads(raw) if isinstance(raw, bytes) and raw else None
+        path = request.path.removeprefix("/api/v10")
+        content_type = response.content_type if body is not None else ""
+        for error in response_errors(SPEC, path, request.method, response.status, content_type, body):
+            self.answered_off_spec(f"{request.method} {request.path} {response.status}: {error}")
 
     def _closing(self, response: web.StreamResponse, api: bool) -> web.StreamResponse:
         if api and not self.keep_alive:
@@ -1460,8 +1514,8 @@ class FakeDiscord(Strict):
             {
                 **user_payload(BOT_USER_ID, "voxdesk", bot=True),
                 "verified": True,
-                "flags": 0,
                 "mfa_enabled": False,
+                "locale": "en-US",
             }
         )
 
@@ -1476,10 +1530,18 @@ class FakeDiscord(Strict):
                 "bot_require_code_grant": False,
                 "owner": user_payload(1, "owner"),
                 "verify_key": "0" * 64,
+                "type": None,
                 "flags": self.application_flags,
                 "approximate_guild_count": self.approximate_guild_count,
+                "flags_new": str(self.application_flags),
+                "redirect_uris": [],
                 "team": None,
                 "interactions_endpoint_url": None,
+                "role_connections_verification_url": None,
+                "approximate_user_install_count": 0,
+                "approximate_user_authorization_count": 0,
+                "explicit_content_filter": 0,
+                "eligible_oauth2_scopes": [],
             }
         )
 
@@ -1784,9 +1846,10 @@ class FakeDiscord(Strict):
         return message
 
     def _as_read(self, message: dict[str, Any]) -> dict[str, Any]:
-        """A stored message as REST returns it: no `member` (a gateway-only field), and without
-        the Message Content intent granted, the content of others' guild messages hidden."""
-        message = {k: v for k, v in message.items() if k != "member"}
+        """A stored message as REST returns it: no `member` or `guild_id` (fields of the gateway's
+        MESSAGE_CREATE alone), and without the Message Content intent granted, the content of
+        others' guild messages hidden."""
+        message = {k: v for k, v in message.items() if k not in ("member", "guild_id")}
         granted = self.application_flags & ((1 << 19) | (1 << 18))
         if granted or int(message["author"]["id"]) == BOT_USER_ID:
             return message
@@ -2097,8 +2160,7 @@ class FakeDiscord(Strict):
             record.error = 10007
             await self._record(record)
             raise DiscordError(404, 10007, "Unknown Member")
-        member = {**self._bot_member(), "user": user_payload(user_id, f"player{user_id}")}
-        member.pop("communication_disabled_until", None)
+        member = member_payload(user_payload(user_id, f"player{user_id}"))
         record.response = member
         await self._record(record)
         return _json(member)
@@ -2140,20 +2202,7 @@ class FakeDiscord(Strict):
             "flags": 0,
         }
         if with_member.lower() == "true" and user_id not in self.left_members:
-            body["member"] = {  # every field the spec's GuildMemberResponse requires
-                "user": {**user_payload(user_id, f"player{user_id}"), "flags": 0, "primary_guild": None},
-                "avatar": None,
-                "banner": None,
-                "communication_disabled_until": None,
-                "flags": 0,
-                "joined_at": now_iso(),
-                "nick": None,
-                "pending": False,
-                "premium_since": None,
-                "roles": [],
-                "mute": False,
-                "deaf": False,
-            }
+            body["member"] = member_payload(user_payload(user_id, f"player{user_id}"))
         record.response = body
         await self._record(record)
         return _json(body)
@@ -2310,9 +2359,17 @@ class FakeDiscord(Strict):
         }
         if body["type"] in (4, 5):
             message = self._message_response(ALLOWED_CHANNEL, data, files)
-            message["interaction_metadata"] = {"id": interaction_id, "type": 2, "user": user_payload(1, "x")}
+            message["interaction_metadata"] = {
+                "id": interaction_id,
+                "type": 2,
+                "user": user_payload(1, "x"),
+                "authorizing_integration_owners": {"0": str(GUILD_ID)},  # installed to the guild
+            }
             answer["interaction"]["response_message_id"] = message["id"]
-            answer["resource"] = {"type": body["type"], "message": message}
+            if body["type"] == 4:
+                # The created message is in `resource` only "if type is either
+                # CHANNEL_MESSAGE_WITH_SOURCE or UPDATE_MESSAGE" (Discord's docs).
+                answer["resource"] = {"type": body["type"], "message": message}
         record.response = answer
         if self.callbacks_lost > 0:
             self.callbacks_lost -= 1
@@ -2435,6 +2492,8 @@ class FakeDiscord(Strict):
                 "nsfw": False,
                 **({"guild_id": guild_id} if guild_id else {}),
                 **command,
+                # A command sent without them is installed to the guild: Discord answers so.
+                "integration_types": command.get("integration_types") or [0],
             }
             for command in body
         ]
@@ -2503,6 +2562,8 @@ class _GatewaySession:
                 await self.ws.send_bytes(data)
 
     async def dispatch(self, event: str, data: dict[str, Any]) -> None:
+        for error in event_errors(event, data):
+            self.fake.answered_off_spec(f"{event}: {error}")
         if event == "MESSAGE_CREATE" and not self.intents & MESSAGE_CONTENT_INTENT:
             data = _without_content(data)
         self.sequence += 1

@@ -45,7 +45,7 @@ import numpy as np
 from aiohttp import web
 
 from bot.audio import pcm_to_wav, reply_from_pcm
-from tests.fakes.openapi import component_errors
+from tests.fakes.openapi import component_errors, response_errors
 from tests.fakes.strict import Strict, checked
 
 SPEC = "openai-openapi.json"
@@ -215,6 +215,9 @@ class FakeOpenAI(Strict):
     # A compatible server's own usage: each answer's (chat and transcription) goes out as this
     # makes it, with nulls and fields left out that the API always sends.
     usage_as: Callable[[dict[str, Any]], dict[str, Any]] | None = None
+    # A test's script plays a compatible server whose answers leave the API's spec on purpose (a
+    # call without an id, an audio id that is no string): they are not held to the spec.
+    compatible_server: bool = False
     # A compatible server's own `created` of each completion (milliseconds, say) from the API's.
     created_as: Callable[[int], Any] | None = None
     _runner: web.AppRunner | None = None
@@ -238,7 +241,7 @@ class FakeOpenAI(Strict):
 
     async def start(self) -> FakeOpenAI:
         self._knows_its_versions()  # api_versions may have been set since
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=64 * 1024 * 1024, middlewares=[self._held_to_spec])
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/audio/transcriptions", self._transcribe)
         app.router.add_get("/v1/models", self._models)
@@ -253,6 +256,29 @@ class FakeOpenAI(Strict):
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         return self
+
+    @web.middleware
+    async def _held_to_spec(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """Hold a successful answer of the API to its spec. Not Azure's (its own API, whose spec
+        the repository does not carry), nor a compatible server's a test plays
+        (`compatible_server`, `usage_as`, `created_as`); errors have no schema there."""
+        response = await handler(request)
+        own = not self.compatible_server and self.usage_as is None and self.created_as is None
+        if (
+            own
+            and request.path.startswith("/v1/")
+            and isinstance(response, web.Response)
+            and 200 <= response.status < 300
+            and response.content_type == "application/json"
+            and isinstance(response.body, bytes)
+        ):
+            body = json.loads(response.body)
+            path = request.path.removeprefix("/v1")
+            for error in response_errors(
+                SPEC, path, request.method, response.status, "application/json", body
+            ):
+                self.answered_off_spec(f"{request.method} {request.path} {response.status}: {error}")
+        return response
 
     async def stop(self) -> None:
         # Before the cleanup, which would otherwise wait for every hanging request to finish.
