@@ -19,7 +19,7 @@ from aiohttp import web
 
 from tests.audio_samples import encode, speechlike
 from tests.discord_harness import blaze, nova, running_bot, voice_note
-from tests.fakes import discord_server, openai_server, search_server
+from tests.fakes import discord_server, openai_server, openapi, search_server
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     ATTACH_FILES,
@@ -211,9 +211,11 @@ def test_a_refusal_of_a_large_body_names_its_fault_not_the_whole_body() -> None:
     of it (one for each alternative a oneOf tried) took the check seconds."""
     audio = {"type": "input_audio", "input_audio": {"data": "UklG" * 1_000_000, "format": "ogg"}}
     errors = chat_errors(messages=[{"role": "user", "content": [audio]}])
-    assert errors and errors[0].startswith("messages/0: ")
-    assert "<4000000 characters: 'UklGUklG" in errors[0]
+    assert errors and errors[0].startswith("messages/0/content/0/input_audio/format: 'ogg'")
     assert max(map(len, errors)) < 2000, [e[:200] for e in errors]
+    # What every alternative tried builds its message from: the string in brief.
+    (shown,) = openapi._briefly_shown([audio["input_audio"]["data"]])
+    assert repr(shown) == "<4000000 characters: 'UklGUklGUklGUklGUklGUklGUklGUklGUklGUklG'…>"
 
 
 # ---- Discord --------------------------------------------------------------------------------
