@@ -602,11 +602,14 @@ async def test_a_transcription_that_failed_before_its_turn_was_cut_is_no_error_a
     failure: left unread, asyncio logs "Task exception was never retrieved" when the task is
     collected, an ERROR with the recogniser's traceback, for a note answered after the restart."""
     import gc
+    import weakref
 
     heard_failed, thinking = asyncio.Event(), asyncio.Event()
+    heard: list[weakref.ref[asyncio.Task]] = []
 
     class DeafModel(ScriptedEngine):
         async def transcribe(self, audio: AudioClip) -> Transcript | None:
+            heard.append(weakref.ref(asyncio.current_task()))
             heard_failed.set()
             raise ConnectionError("the transcription service hung up")
 
@@ -630,6 +633,58 @@ async def test_a_transcription_that_failed_before_its_turn_was_cut_is_no_error_a
             del turning
             await asyncio.sleep(0)
             gc.collect()
+            assert heard[0]() is None  # collected: asyncio has had its say
+        assert unread == []
+    finally:
+        loop.set_exception_handler(None)
+
+
+async def test_a_transcription_that_fails_as_its_turn_is_cut_is_no_error_at_collection(settings) -> None:
+    """A transcription still running when its turn is cut can end in an error rather than
+    cancelled (a client whose teardown fails as it is interrupted): that error is read too, or
+    asyncio logs "Task exception was never retrieved" when the task is collected."""
+    import gc
+    import weakref
+
+    hearing_started, thinking = asyncio.Event(), asyncio.Event()
+    heard: list[weakref.ref[asyncio.Task]] = []
+
+    class ClumsyEars(ScriptedEngine):
+        async def transcribe(self, audio: AudioClip) -> Transcript | None:
+            heard.append(weakref.ref(asyncio.current_task()))
+            hearing_started.set()
+            try:
+                await asyncio.Event().wait()
+            except asyncio.CancelledError:
+                raise ConnectionError("the transcription service hung up while closing") from None
+            return None
+
+        async def complete(self, turn: TurnState) -> EngineReply:
+            thinking.set()
+            await asyncio.Event().wait()
+            raise AssertionError("never answers")
+
+    loop = asyncio.get_running_loop()
+    unread: list[str] = []
+    loop.set_exception_handler(lambda _, context: unread.append(context["message"]))
+    try:
+        async with running_app(settings, ClumsyEars()) as app:
+            turning = asyncio.create_task(app.agent.respond(ToolContext(user_id=NOVA), NOTE))
+            await hearing_started.wait()
+            await thinking.wait()
+            turning.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await turning
+            del turning
+            task = heard[0]()
+            for _ in range(20):  # a few passes of the loop: the cancel lands, then its callbacks run
+                await asyncio.sleep(0)
+            # Ended by its error, not cancelled (task.exception() here would read the error itself).
+            assert task is not None and task.done() and not task.cancelled()
+            del task
+            await asyncio.sleep(0)
+            gc.collect()
+            assert heard[0]() is None  # collected: asyncio has had its say
         assert unread == []
     finally:
         loop.set_exception_handler(None)
