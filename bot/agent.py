@@ -647,12 +647,14 @@ async def _result_or_none(task: asyncio.Task[Transcript | None], within: float) 
 
 
 def _let_go(task: asyncio.Task[Transcript | None] | None) -> None:
-    """Stop a transcription nobody will read. One that failed before has its error read (the turn
-    went on without it, or was cut), or asyncio logs it when the task is collected, traceback
-    and all, as an exception never retrieved."""
+    """Stop a transcription nobody will read, and keep its error, if it has one, out of asyncio's
+    "exception was never retrieved" ERROR when the task is collected. cancel() does that for one
+    that failed before (on an ended task it marks the error retrieved, and stops nothing); the
+    callback, for one still running whose cancellation ends in an error rather than cancelled (a
+    client's teardown failing as it is interrupted)."""
     if task is None:
         return
-    task.cancel()  # no-op once it has ended
+    task.cancel()
     task.add_done_callback(_read_out)
 
 
