@@ -212,6 +212,26 @@ def _filed_keys(results: Iterable[ToolResult]) -> list[str]:
     return list(dict.fromkeys(keys))
 
 
+class HandedNote:
+    """An audio file's bytes handed to `VoiceAgent.respond`, which lets go of them once they are
+    decoded: a caller that keeps no other reference does not hold the note (up to
+    audio.max_bytes) through the model's call, only the decoded clip the turn needs. One turn's."""
+
+    __slots__ = ("_data",)
+
+    def __init__(self, data: bytes) -> None:
+        self._data: bytes | None = data
+
+    def __len__(self) -> int:
+        return len(self._data or b"")
+
+    def take(self) -> bytes:
+        data, self._data = self._data, None
+        if data is None:
+            raise RuntimeError("this note was handed to a turn already")
+        return data
+
+
 def _clip(data: bytes, limits: AudioSettings) -> AudioClip:
     decoded = audio.decode(data, limits)
     return AudioClip(wav=decoded.wav(), seconds=decoded.seconds)
@@ -281,12 +301,18 @@ class VoiceAgent:
 
     # ---- public API ---------------------------------------------------------------------
 
-    async def respond(self, context: ToolContext, data: bytes, voice: str | None = None) -> Reply:
-        """One turn from the bytes of an audio file. Raises audio.AudioError for bad input."""
+    async def respond(
+        self, context: ToolContext, data: bytes | HandedNote, voice: str | None = None
+    ) -> Reply:
+        """One turn from the bytes of an audio file (a HandedNote's are let go once decoded).
+        Raises audio.AudioError for bad input."""
         async with self._user_turn(context.speaker):
             watch = _Stopwatch()
             with watch.stage("decode"):
-                clip = await audio.off_loop(_clip, data, self.audio_settings)
+                # Passed straight on: a name here would hold a HandedNote's bytes through the turn.
+                clip = await audio.off_loop(
+                    _clip, data.take() if isinstance(data, HandedNote) else data, self.audio_settings
+                )
             return _measured(await self._turn(context, clip, None, voice, watch))
 
     async def respond_text(self, context: ToolContext, text: str, voice: str | None = None) -> Reply:

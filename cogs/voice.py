@@ -18,6 +18,7 @@ from discord.ext import commands
 
 from bot import metrics
 from bot import sentences as say
+from bot.agent import HandedNote
 from bot.audio import AudioError, too_big_message, too_long_message
 from bot.bounded import remember
 from bot.logs import Outage
@@ -820,8 +821,11 @@ class VoiceNotes(commands.Cog):
                         private=read_by_speaker_alone(message.channel),
                         sent_at=message.created_at.timestamp(),
                     )
+                    # The agent lets go of the bytes once decoded: nothing here may hold them on.
+                    handed = HandedNote(data)
+                    del data
                     try:
-                        reply = await app.agent.respond(context, data, voice=prefs.voice)
+                        reply = await app.agent.respond(context, handed, voice=prefs.voice)
                     except AudioError as exc:
                         # The player's sentence is the same for a cut upload and an unknown codec;
                         # the decoder's reason tells staff which.
@@ -833,7 +837,7 @@ class VoiceNotes(commands.Cog):
                     finally:
                         # The slot is given back before the answer is sent, which can wait long
                         # behind a busy channel's rate limit: the note must not wait in memory too.
-                        del data
+                        del handed
         # Came during the turn: the answer, or the refusal of the note, would be refused (50013).
         if timed_out_until(message.guild):
             return False, Reached.NO

@@ -690,6 +690,39 @@ async def test_a_transcription_that_fails_as_its_turn_is_cut_is_no_error_at_coll
         loop.set_exception_handler(None)
 
 
+async def test_a_handed_note_is_let_go_once_decoded_and_answers_one_turn(settings) -> None:
+    # A note is up to audio.max_bytes: held through the model's call, each turn at once would
+    # keep its note in memory for nothing once the clip the turn needs is decoded.
+    import gc
+
+    from bot.agent import HandedNote
+
+    freed: list[int] = []
+
+    class Download(bytes):
+        def __del__(self) -> None:  # bytes take no weak reference: a finalizer says it went
+            freed.append(len(self))
+
+    thinking, go_on = asyncio.Event(), asyncio.Event()
+
+    class Thoughtful(ScriptedEngine):
+        async def complete(self, turn: TurnState) -> EngineReply:
+            thinking.set()
+            await go_on.wait()
+            return await super().complete(turn)
+
+    handed = HandedNote(Download(NOTE))
+    async with running_app(settings, Thoughtful()) as app:
+        turning = asyncio.create_task(app.agent.respond(ToolContext(user_id=NOVA), handed))
+        await thinking.wait()
+        gc.collect()
+        assert freed == [len(NOTE)]  # while the model thinks
+        go_on.set()
+        assert (await turning).text == "answer 0"
+        with pytest.raises(RuntimeError, match="handed to a turn already"):
+            handed.take()
+
+
 @pytest.mark.parametrize(
     ("text", "told"),
     [

@@ -1122,3 +1122,35 @@ async def test_a_forwarded_voice_message_without_its_waveform_is_told_as_one(set
         forward = await fake.forward(nova, original)
         (told,) = await fake.wait_for(lambda _: fake.replies_to(forward["id"]))
     assert told.content == VOICE_WITHOUT_WAVEFORM
+
+
+async def test_a_notes_download_is_let_go_once_decoded_while_the_model_thinks(
+    settings, fake: FakeDiscord, monkeypatch
+):
+    # A download is up to audio.max_bytes (8 MB of WAV), and a turn's model call can take
+    # seconds: held through it, every concurrent turn keeps its note in memory for nothing.
+    import gc
+
+    import discord
+
+    freed: list[int] = []
+
+    class Download(bytes):
+        def __del__(self) -> None:  # bytes take no weak reference: a finalizer says it went
+            freed.append(len(self))
+
+    read = discord.Attachment.read
+
+    async def read_marked(self: discord.Attachment, **kwargs: object) -> bytes:
+        return Download(await read(self, **kwargs))
+
+    monkeypatch.setattr(discord.Attachment, "read", read_marked)
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine) as h:
+        note = await h.fake.send_note(nova, voice_note())
+        await engine.until_asked(1)  # the turn is in the model's call, which waits to be let go
+        gc.collect()
+        assert freed, "the note's bytes are still held while the model thinks"
+        engine.hold.set()
+        assert len(await answered(h.fake, note)) == 2
