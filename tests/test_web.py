@@ -76,6 +76,48 @@ async def test_playground_answers_a_note_with_the_tool_timings_and_playable_audi
         assert (await audio.read()).startswith(b"OggS")
 
 
+async def test_a_playground_note_is_let_go_once_decoded_while_the_model_thinks(
+    wsettings, monkeypatch
+) -> None:
+    # An upload is up to audio.max_bytes: held through the model's call, each playground turn at
+    # once would keep its note in memory for nothing once the clip the turn needs is decoded.
+    import gc
+
+    from tests.scripted_engine import ScriptedEngine
+
+    freed: list[int] = []
+
+    class Upload(bytes):
+        def __del__(self) -> None:  # bytes take no weak reference: a finalizer says it went
+            freed.append(len(self))
+
+    read_note = playground._read_note
+
+    async def read_marked(*args: object, **kwargs: object) -> object:
+        got = await read_note(*args, **kwargs)
+        if isinstance(got, tuple):
+            user_id, data, started = got
+            return user_id, Upload(data), started
+        return got
+
+    monkeypatch.setattr(playground, "_read_note", read_marked)
+    thinking, go_on = asyncio.Event(), asyncio.Event()
+
+    class Thoughtful(ScriptedEngine):
+        async def complete(self, turn):  # type: ignore[no-untyped-def]
+            thinking.set()
+            await go_on.wait()
+            return await super().complete(turn)
+
+    async with web_client(wsettings, engine=Thoughtful()) as (client, _):
+        asking = asyncio.create_task(ask(client, await csrf_of(client)))
+        await thinking.wait()
+        gc.collect()
+        assert freed == [len(NOTE)]  # while the model thinks
+        go_on.set()
+        assert (await asking).status == 200
+
+
 async def test_playground_answers_are_never_cached(wsettings) -> None:
     # Each carries what a player's note asked and was told, for this browser session alone.
     async with web_client(wsettings) as (client, _):

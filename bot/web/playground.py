@@ -20,6 +20,7 @@ from aiohttp_session import get_session
 
 from bot import metrics
 from bot import sentences as say
+from bot.agent import HandedNote
 from bot.app import App
 from bot.audio import AudioError, too_big_message
 from bot.bounded import remember
@@ -167,6 +168,7 @@ async def ask(request: web.Request) -> web.Response:
     if isinstance(got, web.Response):
         return got
     user_id, data, started = got
+    del got
     if not data:
         return _refused(say.EMPTY_NOTE, 422, "empty")
     # Anonymous notes share the agent with Discord players: never more than the playground's own
@@ -189,9 +191,12 @@ async def ask(request: web.Request) -> web.Response:
         private=True,  # the answer goes to this browser session alone
         may_file=lambda: _may_file(st, client),
     )
+    # The agent lets go of the bytes once decoded: nothing here may hold them on.
+    handed = HandedNote(data)
+    del data
     st.playground_turns += 1
     try:
-        reply = await st.core.agent.respond(context, data)
+        reply = await st.core.agent.respond(context, handed)
     except AudioError as exc:
         return _refused(str(exc), 422, "bad_audio")
     except Exception:
