@@ -1033,6 +1033,38 @@ async def test_a_status_set_as_jira_takes_its_ticket_back_is_left_to_jira(wsetti
         assert (await store.staff_get("GRV-10")).status == "in progress"  # type: ignore[union-attr]
 
 
+async def test_a_note_added_as_jira_takes_its_ticket_back_is_given_back(wsettings, monkeypatch) -> None:
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        await store.mark_pushed("GRV-10", "STUDIO-7")
+        await store.mark_gone("GRV-10")
+        core.settings = core.settings.replace(
+            tools={"grievances": "jira"}, jira={"url": "https://studio.atlassian.net"}
+        )
+        await log_in(client)
+        token = await csrf_of(client, "/desk/ticket/GRV-10")
+        looked = desk._jiras
+
+        async def found_again_meanwhile(request, key):  # type: ignore[no-untyped-def]
+            # The bot finds STUDIO-7 in the project again (follow) right after the desk looked.
+            row = await looked(request, key)
+            await store.follow(key, "STUDIO-7")
+            return row
+
+        monkeypatch.setattr(desk, "_jiras", found_again_meanwhile)
+        note = "Refunded 20 dollars"
+        refused = await client.post(
+            "/desk/ticket/GRV-10/note", data={"csrf": token, "body": note}, allow_redirects=False
+        )
+        # Kept here, it would sit on a ticket staff work in Jira, where nobody reads it.
+        assert refused.status == 403 and refused.content_type == "text/html"
+        page = Page(await refused.text())
+        assert page.text_of("refused") == "GRV-10 is worked in Jira, not on the desk: add the note there."
+        assert page.one("textarea", id="note-body")["<text>"] == note
+        assert page.one("a", href="https://studio.atlassian.net/browse/STUDIO-7")
+        assert await store.staff_notes("GRV-10") == []
+
+
 async def test_the_ticket_page_says_what_its_player_will_be_told_and_what_they_were(settings) -> None:
     s = web_settings(settings.storage_dir)
     async with web_client(s) as (client, core):

@@ -197,7 +197,7 @@ class StatusChanged(Exception):
 
 
 class WorkedInJira(Exception):
-    """A staff status change refused: the tracker, not the desk, works the grievance now."""
+    """A staff status change or note refused: the tracker, not the desk, works the grievance now."""
 
     def __init__(self, row: StaffRow) -> None:
         super().__init__(f"{row.local_key} is worked in Jira")
@@ -232,6 +232,11 @@ class PendingGrievance:
     # A push took it before (a claim or a failure is on the row): only then may an issue in Jira
     # be its own from a create whose answer was lost.
     tried: bool = False
+
+
+# A grievance the desk works with Jira on: one that never goes there, or one Jira no longer has
+# (desk._workable says the same of a row read).
+DESK_WORKS = "(push_state = 'local_only' OR gone_at IS NOT NULL)"
 
 
 # Statuses staff can set on the local backend; the seed and older rows use the same words.
@@ -1327,15 +1332,24 @@ class LocalGrievanceStore:
         )
         return [StaffNote(*row) for row in rows]
 
-    async def add_staff_note(self, local_key: str, author: str, body: str) -> bool:
+    async def add_staff_note(self, local_key: str, author: str, body: str, *, jira: bool = False) -> bool:
+        """Keep a staff note on a grievance; False if there is no such grievance. With `jira` (the
+        tracker), only on a grievance the desk works, in the statement that writes it: one Jira
+        took back since it was looked at is noted in Jira (WorkedInJira), where staff work it."""
         async with self._writing():
             cursor = await self._conn.execute(
                 "INSERT INTO staff_notes (grievance_id, author, body, created_at)"
-                " SELECT id, ?, ?, ? FROM grievances WHERE local_key = ?",
-                (author, body, utc_now(), local_key),
+                " SELECT id, ?, ?, ? FROM grievances WHERE local_key = ?"
+                f" AND (NOT ? OR {DESK_WORKS})",
+                (author, body, utc_now(), local_key, jira),
             )
             await self._conn.commit()
-            return cursor.rowcount == 1
+        if cursor.rowcount == 1:
+            return True
+        row = await self.staff_get(local_key)
+        if row is None:
+            return False
+        raise WorkedInJira(row)
 
     async def set_status_by_staff(
         self, local_key: str, status: str, was: str | None = None, *, jira: bool = False
@@ -1354,7 +1368,7 @@ class LocalGrievanceStore:
             cursor = await self._conn.execute(
                 "UPDATE grievances SET status = ?, updated_at = ? WHERE local_key = ? AND status != ?"
                 " AND (? IS NULL OR status = ?)"
-                " AND (NOT ? OR push_state = 'local_only' OR gone_at IS NOT NULL)",
+                f" AND (NOT ? OR {DESK_WORKS})",
                 (status, utc_now(), local_key, status, was, was, jira),
             )
             await self._conn.commit()

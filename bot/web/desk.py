@@ -459,28 +459,36 @@ async def _refuse_if_not_workable(request: web.Request, key: str) -> None:
         raise web.HTTPForbidden(text=f"{key} is worked in Jira, not on the desk.")
 
 
+def _note_refused(request: web.Request, key: str, sent: object, jiras: StaffRow) -> web.Response:
+    """The note written is given back to add in Jira, not lost with the page."""
+    context = {
+        "key": key,
+        "note": sent if isinstance(sent, str) else "",
+        "remote_key": jiras.remote_key,
+        "jira_url": _jira_site(request),
+    }
+    return aiohttp_jinja2.render_template("note_refused.html", request, context, status=403)
+
+
 @staff_only
 async def add_note(request: web.Request) -> web.StreamResponse:
     key = request.match_info["key"]
     jiras = await _jiras(request, key)
     sent = (await security.read_form(request)).get("body", "")
     if jiras is not None:
-        # The note written is given back to add in Jira, not lost with the page.
-        context = {
-            "key": key,
-            "note": sent if isinstance(sent, str) else "",
-            "remote_key": jiras.remote_key,
-            "jira_url": _jira_site(request),
-        }
-        return aiohttp_jinja2.render_template("note_refused.html", request, context, status=403)
+        return _note_refused(request, key, sent, jiras)
     # A file in its place would be kept as the name Python gives it (its temporary file's path).
     # A browser sends each line break of a textarea as CRLF, yet its maxlength counts one as one
     # character: counted as sent, a note the page lets through would be refused.
     body = sent.replace("\r\n", "\n").strip() if isinstance(sent, str) else ""
     if not body or len(body) > MAX_NOTE_CHARS:
         raise web.HTTPBadRequest(text=f"A note is 1 to {MAX_NOTE_CHARS} characters.")
-    if not await _store(request).add_staff_note(key, "staff", body):
-        raise web.HTTPNotFound(text=f"No grievance {key}.")
+    try:
+        if not await _store(request).add_staff_note(key, "staff", body, jira=_jira_on(request)):
+            raise web.HTTPNotFound(text=f"No grievance {key}.")
+    except WorkedInJira as taken:
+        # Its issue found in Jira again just after the look above.
+        return _note_refused(request, key, sent, taken.row)
     raise _back_to(request, key)
 
 
