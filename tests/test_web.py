@@ -1065,6 +1065,49 @@ async def test_a_note_added_as_jira_takes_its_ticket_back_is_given_back(wsetting
         assert await store.staff_notes("GRV-10") == []
 
 
+async def test_a_status_refused_as_its_ticket_is_jiras_gets_a_page_as_a_note_does(
+    wsettings, monkeypatch
+) -> None:
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        await log_in(client)
+        form = status_form(await (await client.get("/desk/ticket/GRV-10")).text(), "resolved")
+        await store.mark_pushed("GRV-10", "STUDIO-7")
+        core.settings = core.settings.replace(
+            tools={"grievances": "jira"}, jira={"url": "https://studio.atlassian.net"}
+        )
+        pending = (await store.register(NOVA, "wallet", "top-up lost", push_state="pending")).key
+        refused = await client.post("/desk/ticket/GRV-10/status", data=form, allow_redirects=False)
+        # Staff keep the desk's header and links, and are sent to the issue, as for a note.
+        assert refused.status == 403 and refused.content_type == "text/html"
+        page = Page(await refused.text())
+        assert page.one("h1")["<text>"] == "The status of GRV-10 was not changed"
+        assert page.text_of("refused") == "GRV-10 is worked in Jira, not on the desk: set its status there."
+        assert page.one("a", href="https://studio.atlassian.net/browse/STUDIO-7")
+        waiting = await client.post(
+            f"/desk/ticket/{pending}/status", data={**form, "was": "open"}, allow_redirects=False
+        )
+        assert waiting.status == 403 and waiting.content_type == "text/html"
+        assert Page(await waiting.text()).text_of("refused") == (
+            f"{pending} is waiting to reach Jira, and is worked there once it does: set its status"
+            " there then."
+        )
+        # Taken back by Jira between the desk's look and its write: the same page.
+        await store.mark_gone("GRV-10")
+        looked = desk._jiras
+
+        async def found_again_meanwhile(request, key):  # type: ignore[no-untyped-def]
+            row = await looked(request, key)
+            await store.follow(key, "STUDIO-7")
+            return row
+
+        monkeypatch.setattr(desk, "_jiras", found_again_meanwhile)
+        raced = await client.post("/desk/ticket/GRV-10/status", data=form, allow_redirects=False)
+        assert raced.status == 403 and raced.content_type == "text/html"
+        assert Page(await raced.text()).one("a", href="https://studio.atlassian.net/browse/STUDIO-7")
+        assert (await store.staff_get("GRV-10")).status == "in progress"  # type: ignore[union-attr]
+
+
 async def test_the_ticket_page_says_what_its_player_will_be_told_and_what_they_were(settings) -> None:
     s = web_settings(settings.storage_dir)
     async with web_client(s) as (client, core):

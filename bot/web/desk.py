@@ -454,11 +454,6 @@ async def _jiras(request: web.Request, key: str) -> StaffRow | None:
     return None if _workable(request, row) else row
 
 
-async def _refuse_if_not_workable(request: web.Request, key: str) -> None:
-    if await _jiras(request, key):
-        raise web.HTTPForbidden(text=f"{key} is worked in Jira, not on the desk.")
-
-
 def _note_refused(request: web.Request, key: str, sent: object, jiras: StaffRow) -> web.Response:
     """The note written is given back to add in Jira, not lost with the page."""
     context = {
@@ -492,10 +487,18 @@ async def add_note(request: web.Request) -> web.StreamResponse:
     raise _back_to(request, key)
 
 
+def _status_refused(request: web.Request, key: str, jiras: StaffRow) -> web.Response:
+    """A page, as for a refused note: staff keep the desk's links, and are sent to the issue."""
+    context = {"key": key, "g": jiras, "jiras": True, "jira_url": _jira_site(request)}
+    return aiohttp_jinja2.render_template("status_refused.html", request, context, status=403)
+
+
 @staff_only
 async def set_status(request: web.Request) -> web.StreamResponse:
     key = request.match_info["key"]
-    await _refuse_if_not_workable(request, key)
+    jiras = await _jiras(request, key)
+    if jiras is not None:
+        return _status_refused(request, key, jiras)
     form = await security.read_form(request)
     status = str(form.get("status", ""))
     if status not in STAFF_STATUSES:
@@ -508,9 +511,9 @@ async def set_status(request: web.Request) -> web.StreamResponse:
     try:
         if not await _store(request).set_status_by_staff(key, status, was, jira=_jira_on(request)):
             raise web.HTTPNotFound(text=f"No grievance {key}.")
-    except WorkedInJira:
+    except WorkedInJira as taken:
         # Its issue found in Jira again just after the look above.
-        raise web.HTTPForbidden(text=f"{key} is worked in Jira, not on the desk.") from None
+        return _status_refused(request, key, taken.row)
     except StatusChanged as changed:
         context = {"key": key, "wanted": status, "was": was, "g": changed.row}
         return aiohttp_jinja2.render_template("status_refused.html", request, context, status=409)
