@@ -4,9 +4,10 @@ Export gathers every row kept under the player's Discord id, in every database u
 `storage.dir`, and the grievances still waiting in the spool. Forget erases what only serves the
 bot (conversations, settings, usage, where to reach them, their claims on complaints filed
 lately) and keeps what is the studio's record or keeps the bot from acting twice, saying which and
-why: their grievances (and Jira's copies), their stats in players.db (the embedded ones),
-the newest ticket news of each ticket (so no status is told again), and which notes were
-answered (pruned after 30 days). A player who switched ticket news off keeps that choice.
+why: their grievances with each one's status history (and Jira's copies), their stats in
+players.db (the embedded ones), the newest ticket news of each ticket (so no status is told
+again), and which notes were answered (pruned after 30 days). A player who switched ticket news
+off keeps that choice.
 
 Plain sqlite3 on each file, as `backup` does: no model, engine or Discord client is loaded, and
 the bot may run meanwhile (each database's busy wait covers its writes). A turn of the player's
@@ -40,7 +41,14 @@ from bot.db import (
 from bot.instants import instant
 from bot.schemas import refuse_newer_databases, remedy, versions
 from bot.tools.grievance_spool import GrievanceSpool
-from bot.tools.grievance_store import LATELY_GONE, RESUBMIT_SECONDS, claims_of, iso_at
+from bot.tools.grievance_store import (
+    LATELY_GONE,
+    RESUBMIT_SECONDS,
+    STATUS_HISTORY,
+    claims_of,
+    iso_at,
+    status_changes,
+)
 
 DISCORD_ID = re.compile(r"[0-9]{1,20}")
 
@@ -169,6 +177,7 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
                     " (SELECT id FROM grievances WHERE user_id = ?) ORDER BY id",
                     (user_id,),
                 )
+                part["status_changes"] = _status_changes(conn, user_id)
                 part["waiting_in_spool"], part["unreadable_spool_lines"] = _spooled(storage, user_id)
                 with _database(storage, "recent_claims") as recent:
                     complaints = part["grievances"] + part["waiting_in_spool"]
@@ -196,6 +205,20 @@ def _in_utc(row: dict[str, Any], table: str) -> None:
             row[column] = instant(value).astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
         except (ValueError, OverflowError):  # OverflowError: in UTC before year 1 or past 9999
             continue  # shown as the studio wrote it
+
+
+def _status_changes(conn: sqlite3.Connection | None, user_id: str) -> list[dict[str, Any]]:
+    """Each status change of the player's grievances (their history on the desk's ticket page,
+    kept in grievances.db's meta), by grievance, oldest first."""
+    rows = _rows(
+        conn,
+        "SELECT g.id, m.value FROM grievances g JOIN meta m ON m.name = ? || g.id"
+        " WHERE g.user_id = ? ORDER BY g.id",
+        (STATUS_HISTORY, user_id),
+    )
+    return [
+        {"grievance_id": row["id"], **vars(change)} for row in rows for change in status_changes(row["value"])
+    ]
 
 
 def _stats(storage: StoragePaths, user_id: str) -> dict[str, list[dict[str, Any]]]:
@@ -293,6 +316,7 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         )
     with _database(storage, "grievances") as conn:
         mine = _rows(conn, "SELECT category, description FROM grievances WHERE user_id = ?", (user_id,))
+        changes = len(_status_changes(conn, user_id))
     n = len(mine)
     waiting, unreadable = _spooled(storage, user_id)
     with _database(storage, "recent_claims", write=True) as recent:
@@ -310,8 +334,8 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         # Never filed by the bot: staff file them by hand from the spool's .rejected (`check`).
         spooled += f", {len(unreadable)} unreadable spool line(s) naming them, set aside to file by hand"
     lines.append(
-        f"grievances.db: kept {n} grievance(s){spooled}: the studio's record (and Jira's"
-        " copies); `player export` shows them"
+        f"grievances.db: kept {n} grievance(s){spooled}, and {changes} status change(s) of them:"
+        " the studio's record (and Jira's copies); `player export` shows them"
     )
     stats = {table: len(rows) for table, rows in _stats(storage, user_id).items()}
     lines.append(

@@ -45,6 +45,7 @@ async def _fill(storage: Path, user_id: str, words: str, notify: bool = True, fo
     grievances = await LocalGrievanceStore.open(paths_.grievances)
     filed = await grievances.register(user_id, "wallet", words)
     assert await grievances.add_staff_note(filed.key, "staff", f"called back about: {words}")
+    assert await grievances.set_status_by_staff(filed.key, "in progress")
     await grievances.aclose()
     news = await NewsStore.open(paths_.news)
     for status in ("in_progress", "resolved"):
@@ -112,6 +113,15 @@ async def test_export_holds_everything_kept_about_a_player_and_nothing_of_anothe
     assert [n["body"] for n in held["grievances"]["staff_notes"]] == [
         "called back about: nova was charged twice for gems"
     ]
+    (mine,) = [
+        g["id"]
+        for g in held["grievances"]["grievances"]
+        if g["description"] == "nova was charged twice for gems"
+    ]
+    assert [
+        (c["grievance_id"], c["from_status"], c["to_status"], c["changed_by"])
+        for c in held["grievances"]["status_changes"]
+    ] == [(mine, "open", "in progress", "staff")]
     assert "blaze" not in out.read_text() and BLAZE not in out.read_text()
 
 
@@ -172,6 +182,7 @@ async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which
     assert "usage.db: 1 day(s) of usage erased" in said
     assert "news.db: 1 piece(s) of ticket news and 2 channel note(s) erased; kept: 1" in said
     assert f"grievances.db: kept {novas} grievance(s), 1 waiting in the spool" in said
+    assert "and 1 status change(s) of them: the studio's record" in said
     assert "notes.db: kept 1 note id(s)" in said
     assert "backups" in said
 
@@ -183,6 +194,9 @@ async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which
     assert _count(paths_.news, told, NOVA) == 1
     assert _count(paths_.news, "SELECT COUNT(*) FROM last_channel WHERE user_id = ?", NOVA) == 0
     assert _count(paths_.grievances, "SELECT COUNT(*) FROM grievances WHERE user_id = ?", NOVA) >= 1
+    # A ticket's history is the studio's record with it.
+    histories = "SELECT COUNT(*) FROM meta WHERE name LIKE 'status_history:%'"
+    assert _count(paths_.grievances, histories) == 2
 
     # Nothing of another player's went.
     blaze_after = json.loads(voxdesk("player", "export", BLAZE, storage=storage, timeout=60).stdout)

@@ -971,6 +971,40 @@ async def test_a_write_the_database_refuses_leaves_no_transaction_open(tmp_path,
         await write(store)
 
 
+async def test_a_tickets_status_history_is_its_newest_changes_each_said_by_whom(tmp_path) -> None:
+    from bot.app import StoragePaths
+    from bot.db import written_by_newer
+    from bot.tools.grievance_store import SCHEMA_VERSION, STATUS_CHANGES_KEPT
+
+    from .test_db import user_version
+
+    async with store_and_locker(tmp_path) as (store, locker):
+        await store.register(NOVA, "wallet", "charged twice")
+        await store.register(NOVA, "wallet", "charged three times")
+        # Jira's word on a status unchanged (only its time) is no change.
+        await store.update_status("GRV-1", "open", "2026-12-01T10:00:00Z")
+        await store.update_status("GRV-1", "closed", "2026-12-01T11:00:00Z")
+        assert await store.set_status_by_staff("GRV-2", "resolved")
+        assert not await store.set_status_by_staff("GRV-9", "resolved")
+        history = await store.status_history("GRV-1")
+        assert [(c.at, c.from_status, c.to_status, c.changed_by) for c in history] == [
+            ("2026-12-01T11:00:00Z", "open", "closed", "jira")
+        ]
+        for n in range(STATUS_CHANGES_KEPT):
+            await store.set_status_by_staff("GRV-1", "open" if n % 2 else "in progress")
+        history = await store.status_history("GRV-1")
+        assert len(history) == STATUS_CHANGES_KEPT and history[0].from_status == "closed"
+        assert [(c.from_status, c.changed_by) for c in await store.status_history("GRV-2")] == [
+            ("open", "staff")
+        ]
+        # A history edited by hand into something else is no history, not a desk that fails.
+        locker.execute("UPDATE meta SET value = '{\"not\": 1}' WHERE name = 'status_history:2'")
+        assert await store.status_history("GRV-2") == []
+    # Kept in grievances.db as it is: the schema an older voxdesk opens after a rollback.
+    assert SCHEMA_VERSION == user_version(tmp_path / "grievances.db") == 1
+    written_by_newer(StoragePaths(tmp_path).grievances, 1)
+
+
 async def test_kept_grievances_the_database_still_refuses_stay_in_the_spool(tmp_path) -> None:
     # Each filing first files the spool; the database still refusing, what is in the spool stays
     # there (emptied unfiled, those complaints would be lost though their players heard "kept").

@@ -1108,6 +1108,30 @@ async def test_a_status_refused_as_its_ticket_is_jiras_gets_a_page_as_a_note_doe
         assert (await store.staff_get("GRV-10")).status == "in progress"  # type: ignore[union-attr]
 
 
+async def test_the_ticket_page_shows_each_status_change_when_and_by_whom(wsettings) -> None:
+    # Staff share one login, so the desk's changes are "staff"; Jira's, polled back, say so.
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        await log_in(client)
+        fresh = Page(await (await client.get("/desk/ticket/GRV-10")).text())
+        assert fresh.text_of("no-status-history") == "No status change recorded."
+        for status in ("resolved", "open"):
+            form = status_form(await (await client.get("/desk/ticket/GRV-10")).text(), status)
+            moved = await client.post("/desk/ticket/GRV-10/status", data=form, allow_redirects=False)
+            assert moved.status == 303
+        await store.mark_pushed("GRV-10", "STUDIO-7")
+        await store.update_status("GRV-10", "waiting on player", "2026-12-06T10:00:00Z")
+        await store.update_status("GRV-10", "waiting on player", "2026-12-06T10:05:00Z")  # no change
+        page = Page(await (await client.get("/desk/ticket/GRV-10")).text())
+        said = [" ".join(li["<text>"].split()) for li in page.all("li", **{"class": "status-change"})]
+        assert await store.status_history("GRV-11") == []  # each ticket its own
+    staff = r"\d{4}-\d\d-\d\d \d\d:\d\d UTC: "
+    assert len(said) == 3, said
+    assert re.fullmatch(staff + "in progress → resolved, by staff", said[0]), said
+    assert re.fullmatch(staff + "resolved → open, by staff", said[1]), said
+    assert said[2] == "2026-12-06 10:00 UTC: open → waiting on player, by Jira"
+
+
 async def test_the_ticket_page_says_what_its_player_will_be_told_and_what_they_were(settings) -> None:
     s = web_settings(settings.storage_dir)
     async with web_client(s) as (client, core):

@@ -129,6 +129,14 @@ CREATE INDEX IF NOT EXISTS grievances_by_time ON grievances (created_at, id);
 -- grievances_by_time read every grievance. An index only: schema 1 still, which every voxdesk opens.
 CREATE INDEX IF NOT EXISTS grievances_by_status ON grievances (status, created_at, id);
 """
+# Each grievance's status history (its page on the desk): a row of `meta` named this and the
+# grievance's id, its value a JSON list of changes, oldest first ({"at", "from", "to", "by": staff
+# | jira}). In `meta`, not a table of its own: a new table would raise SCHEMA_VERSION, and an older
+# voxdesk, which reads only meta's store_id, would then refuse the file after a rollback (see
+# RECENT below). Kept as long as its grievance, its newest STATUS_CHANGES_KEPT changes: a status
+# set back and forth without end (a script, a Jira automation) grows it no further.
+STATUS_HISTORY = "status_history:"
+STATUS_CHANGES_KEPT = 50
 # Complaints filed lately by a front end that tells a repeat the first ticket (/grievance file),
 # in a database of their own beside grievances.db (`recent_beside`), attached to the store's
 # connection as `recent`: a claim and the grievances it reads are still one transaction, while
@@ -269,6 +277,27 @@ class StaffNote:
     author: str
     body: str
     created_at: str
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """A change of a grievance's status: when (UTC), from and to what, and who made it (staff on
+    the desk, or jira: found there by the bot)."""
+
+    at: str
+    from_status: str
+    to_status: str
+    changed_by: str
+
+
+def status_changes(value: str | None) -> list[StatusChange]:
+    """A status history as `meta` keeps it (STATUS_HISTORY); none for a value that is not one (a
+    row edited by hand)."""
+    try:
+        kept = json.loads(value or "[]")
+        return [StatusChange(c["at"], c["from"], c["to"], c["by"]) for c in kept]
+    except (ValueError, TypeError, KeyError):
+        return []
 
 
 @dataclass(frozen=True)
@@ -1251,14 +1280,54 @@ class LocalGrievanceStore:
             await self._conn.commit()
 
     async def update_status(self, local_key: str, status: str, updated_at: str) -> None:
-        """Cache what the tracker said, so an answer from the local record is as fresh as we know."""
+        """Cache what the tracker said, so an answer from the local record is as fresh as we know.
+        A new status is Jira's change in the grievance's history, at Jira's `updated`."""
         async with self._writing():
-            await self._conn.execute(
+            before = await self._status_before_write(local_key)
+            cursor = await self._conn.execute(
                 "UPDATE grievances SET status = ?, updated_at = ? WHERE local_key = ?"
                 " AND (status != ? OR updated_at != ?)",
                 (status, updated_at, local_key, status, updated_at),
             )
+            if cursor.rowcount == 1 and before is not None and before[1] != status:
+                await self._record_change(before[0], updated_at or utc_now(), before[1], status, "jira")
             await self._conn.commit()
+
+    async def _status_before_write(self, local_key: str) -> tuple[int, str] | None:
+        """(id, status) of the grievance, read in a write transaction begun here: what the write
+        after it changes from, with no other process's write in between."""
+        await self._conn.execute("BEGIN IMMEDIATE")
+        row = first(
+            await self._conn.execute_fetchall(
+                "SELECT id, status FROM grievances WHERE local_key = ?", (local_key,)
+            )
+        )
+        return None if row is None else (int(row[0]), str(row[1]))
+
+    async def _record_change(self, grievance_id: int, at: str, was: str, status: str, by: str) -> None:
+        """Add a change to the grievance's status history, in the write transaction that makes it."""
+        name = f"{STATUS_HISTORY}{grievance_id}"
+        found = first(await self._conn.execute_fetchall("SELECT value FROM meta WHERE name = ?", (name,)))
+        changes = [
+            {"at": c.at, "from": c.from_status, "to": c.to_status, "by": c.changed_by}
+            for c in status_changes(found[0] if found else None)
+        ]
+        changes.append({"at": at, "from": was, "to": status, "by": by})
+        await self._conn.execute(
+            "INSERT INTO meta (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (name, json.dumps(changes[-STATUS_CHANGES_KEPT:])),
+        )
+
+    async def status_history(self, local_key: str) -> list[StatusChange]:
+        """The grievance's status changes kept (the newest STATUS_CHANGES_KEPT), oldest first."""
+        found = first(
+            await self._conn.execute_fetchall(
+                "SELECT m.value FROM meta m JOIN grievances g ON m.name = ? || g.id WHERE g.local_key = ?",
+                (STATUS_HISTORY, local_key),
+            )
+        )
+        return status_changes(found[0] if found else None)
 
     # ---- the support desk (bot/web): every player's grievances, for staff only ---------------
 
@@ -1355,7 +1424,8 @@ class LocalGrievanceStore:
         self, local_key: str, status: str, was: str | None = None, *, jira: bool = False
     ) -> bool:
         """Move a grievance to `status`; the news_status trigger records it, so the player hears
-        of it through ticket news like any other change. False if there is no such grievance.
+        of it through ticket news like any other change, and its status history as staff's.
+        False if there is no such grievance.
 
         With `was` (the status staff saw when they chose), only from that status: one another
         staff member changed meanwhile is left as they set it (StatusChanged), in the statement
@@ -1365,12 +1435,16 @@ class LocalGrievanceStore:
         if status not in STAFF_STATUSES:
             raise ValueError(f"unknown status {status!r}")
         async with self._writing():
+            before = await self._status_before_write(local_key)
+            at = utc_now()
             cursor = await self._conn.execute(
                 "UPDATE grievances SET status = ?, updated_at = ? WHERE local_key = ? AND status != ?"
                 " AND (? IS NULL OR status = ?)"
                 f" AND (NOT ? OR {DESK_WORKS})",
-                (status, utc_now(), local_key, status, was, was, jira),
+                (status, at, local_key, status, was, was, jira),
             )
+            if cursor.rowcount == 1 and before is not None:
+                await self._record_change(before[0], at, before[1], status, "staff")
             await self._conn.commit()
         if cursor.rowcount == 1:
             return True

@@ -65,6 +65,10 @@ NEWS_STATES = {
     "in_answer": "not sent: the answer to the player's note told its number",
 }
 
+# Who made a status change (grievance_store.StatusChange.changed_by), as its page says. Staff
+# share one login: "staff" is all the desk can say of them. No player can set a status.
+CHANGED_BY = {"staff": "by staff", "jira": "by Jira"}
+
 Handler = Callable[[web.Request], Awaitable[Any]]
 
 log = logging.getLogger(__name__)
@@ -389,6 +393,8 @@ async def ticket(request: web.Request) -> dict[str, Any]:
     return {
         "g": row,
         "notes": await store.staff_notes(key),
+        "history": await store.status_history(key),
+        "changed_by": CHANGED_BY,
         "statuses": STAFF_STATUSES,
         # A ticket Jira no longer has is worked here, as on the local backend.
         "jira_on": _jira_on(request) and row.gone_at is None,
