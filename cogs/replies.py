@@ -530,9 +530,16 @@ def _nonce(message: discord.Message, kind: str) -> str:
     return f"{kind}{message.id}"
 
 
-async def send_file(client: discord.Client, message: discord.Message, text: str, reply: ReplyAudio) -> None:
+async def send_file(
+    client: discord.Client,
+    message: discord.Message,
+    text: str,
+    reply: ReplyAudio,
+    posted: Callable[[], None] = lambda: None,
+) -> None:
     """The spoken reply as an Ogg/Opus file where a voice message cannot go, with the first piece
-    of `text`; the rest of `text` follows as plain messages, replies where allowed."""
+    of `text`; the rest of `text` follows as plain messages, replies where allowed. `posted` is
+    called once the file is out, before the rest follows."""
 
     async def send(linked: bool) -> None:
         first, *rest = _pieces(message, text, linked) or [""]
@@ -542,6 +549,7 @@ async def send_file(client: discord.Client, message: discord.Message, text: str,
         if first:
             payload["content"] = first
         await post_reply(client, message, payload, (FILE_FILENAME, reply.ogg), linked, _nonce(message, "f"))
+        posted()
         await _send_rest(message, rest, linked, answer=True)
 
     await _linked_if_allowed(message, send)
@@ -615,7 +623,7 @@ async def send_answer(
 ) -> str:
     """Answer with the player's chosen style (voice_and_text | voice | file | text); returns how it
     went out: voice | file | text. A refused voice message falls back to the file style.
-    `answered` is called once the voice message is out, before its transcript follows. `names`:
+    `answered` is called once the voice message or file is out, before the rest of its words follow. `names`:
     the player names the words may hold, shown as written (see `as_posted`)."""
     text = as_posted(text, names)
     words = bool(text.strip())
@@ -665,9 +673,20 @@ async def send_answer(
             return "voice"
     # The same audio as a file would be over the limit too, or meet the same failing upload.
     if may_attach(message) and not too_large and not failed:
+        file_out = False
+
+        def file_posted() -> None:
+            nonlocal file_out
+            file_out = True
+            answered()
+
         try:
-            await send_file(client, message, text if mode != "voice" else "", audio)
+            await send_file(client, message, text if mode != "voice" else "", audio, file_posted)
         except discord.HTTPException as exc:
+            if file_out:
+                # The file went out with the first piece of the words: what failed is a piece
+                # after it, and the words sent again as text would repeat what the player has.
+                raise
             failed = _upload_failed(message, exc, "file reply")
             if not failed and not _refused_for_permissions(exc) and exc.status != TOO_LARGE:
                 raise

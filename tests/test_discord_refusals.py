@@ -101,6 +101,30 @@ async def test_an_answer_whose_upload_discord_fails_goes_out_as_its_words(
     ]
 
 
+async def test_a_file_answer_whose_later_words_discord_fails_repeats_none_of_them(
+    settings, fake: FakeDiscord
+):
+    # The file goes out with the answer's first piece of words; Discord then fails the second
+    # piece (503). The upload did not fail: its words are not sent again as text (the first
+    # piece twice), and the player, who has the answer, is not answered a second time.
+    engine = FrontendEngine()
+    engine.long_reply = True  # words of two pieces
+
+    async def fail_after_the_file(record) -> None:
+        if record.files:
+            fake.after_post = None
+            fake.posts_unavailable = 1
+
+    fake.after_post = fail_after_the_file
+    async with running_bot(settings, fake, engine=engine, recheck_seconds=0.2) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), "file")
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+    posted = fake.sent("message", ALLOWED_CHANNEL)
+    assert [(bool(r.files), (r.content or "")[:14]) for r in posted] == [(True, "Nova, you have")]
+    assert len(h.engine.turns) == 1
+
+
 async def test_a_text_answer_discord_fails_is_answered_later_not_apologised_for(settings, fake: FakeDiscord):
     # The words are all the answer (the text style), and Discord fails them (503): the recheck
     # answers the note once posts go out. An apology that got through told the player to try
