@@ -209,6 +209,10 @@ def cmd_player(args: argparse.Namespace) -> int:
     return 0
 
 
+# Marked lines refile passes over that it shows whole; the count says how many there were.
+PASSED_OVER_SHOWN = 5
+
+
 def cmd_refile(args: argparse.Namespace) -> int:
     from bot.app import storage_paths
     from bot.db import kept
@@ -233,7 +237,16 @@ def cmd_refile(args: argparse.Namespace) -> int:
         # The bot made it when it started: without it this is not its storage folder, and a
         # database made here would hold grievances no bot reads. Said before a journal is read.
         raise NotInitialised(f"{path} does not exist: is storage.dir the bot's storage folder?")
-    rows, unreadable = unfiled_in(lines())
+    passed_over: list[str] = []  # the first PASSED_OVER_SHOWN, to show
+    how_many = 0
+
+    def pass_over(line: str) -> None:
+        nonlocal how_many
+        how_many += 1
+        if len(passed_over) < PASSED_OVER_SHOWN:
+            passed_over.append(line)
+
+    rows, unreadable = unfiled_in(lines(), pass_over)
     spool = GrievanceSpool.beside(path)
     for row in rows:
         # Each under its own filing id: a line re-filed twice (the log read again) files once.
@@ -254,12 +267,23 @@ def cmd_refile(args: argparse.Namespace) -> int:
             if waiting
             else "refile: filed; ticket news tells each player the key of theirs"
         )
+    for line in passed_over:
+        # Spelled out: the log's colours, or a player's escape codes, stay off the terminal.
+        _complain(f"refile: not filed: {logs.one_line(line)}")
+    if passed_over:
+        # A prefix refile does not know may stand before the store's own line (its last copy), as
+        # a player's words may copy one inside another record: staff look, it files neither.
+        _complain(
+            f"refile: {how_many} marked line(s) not filed: the grievance store's line comes"
+            " first in its log record, after a reader's time, host and unit; read the log without"
+            " another prefix (journalctl -o cat, docker compose logs --no-log-prefix), or file a line"
+            " the store did log by hand (one inside another record is words that copy it)"
+        )
     if unreadable:
         _complain(
             f"refile: {unreadable} marked line(s) could not be read: copy each grievance from the log by hand"
         )
-        return 1
-    return 0
+    return 1 if unreadable or how_many else 0
 
 
 def cmd_index_manuals(args: argparse.Namespace) -> int:

@@ -2969,6 +2969,42 @@ def test_refile_reads_a_journal_on_stdin_past_a_line_that_is_not_utf8(tmp_path) 
     assert b"1 unfiled grievance(s) found" in done.stdout
 
 
+@pytest.mark.parametrize(
+    "before",
+    [
+        "voxdesk-bot-1  | [2026-12-06 04:00:00+0000] ",  # docker compose logs
+        "1733457600.123456 bots-host voxdesk[812]: ",  # journalctl -o short-unix
+        "2026-12-06T04:00:00.123456789Z stderr F [2026-12-06 04:00:00+0000] ",  # a pod's log file
+    ],
+)
+def test_refile_says_which_store_line_it_passes_over_behind_a_prefix_it_does_not_know(
+    tmp_path, before
+) -> None:
+    # The grievance's last copy, behind a prefix refile does not take: passed over without a
+    # word, it said "0 unfiled grievance(s) found" and exited 0, and the operator kept nothing.
+    from bot.tools.grievance_spool import UNFILED, spool_line
+
+    from .test_cli import voxdesk
+
+    storage = tmp_path / "storage"
+    storage.mkdir()
+
+    async def made() -> None:
+        await (await LocalGrievanceStore.open(storage / "grievances.db")).aclose()
+
+    asyncio.run(made())
+    row = {"user_id": NOVA, "category": "wallet", "description": "charged twice for gems"}
+    line = f"{before}[ERROR   ] bot.tools.grievance_store: {UNFILED}"
+    line += spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="open")
+    log_file = tmp_path / "voxdesk.log"
+    log_file.write_text(f"{line}\n")
+    done = voxdesk("refile", str(log_file), storage=storage)
+    assert done.returncode == 1, done.stderr
+    assert "0 unfiled grievance(s) found" in done.stdout  # not filed: it may be words copying one
+    assert f"refile: not filed: {line}\n" in done.stderr
+    assert "refile: 1 marked line(s) not filed" in done.stderr
+
+
 def test_refile_into_a_folder_not_the_bots_says_so_before_reading_a_journal(tmp_path) -> None:
     # `journalctl | voxdesk refile` with the storage folder named wrong: refused at once, not
     # after months of journal were read (here stdin stays open, as a follow would).

@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -233,10 +233,13 @@ def spool_line(filing_id: str, others: list[str] | None = None, **row: str) -> s
     return json.dumps(kept)
 
 
-def unfiled_in(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
+def unfiled_in(
+    lines: Iterable[str], passed_over: Callable[[str], None] | None = None
+) -> tuple[list[dict[str, Any]], int]:
     """The grievances logged as UNFILED in a log's lines, each once, and how many marked lines
     are none (cut, or mangled on their way to the log). Read a line at a time: a journal of
-    months is gigabytes."""
+    months is gigabytes. `passed_over` is called with each line that ends in a marked grievance but
+    is not filed, as what comes before the mark is no prefix of the store's own line."""
     found: dict[str, dict[str, Any]] = {}
     unreadable = 0
     for line in lines:
@@ -248,7 +251,11 @@ def unfiled_in(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
             # The store's line is a record's whole message, so only a log format's own prefix
             # comes before the mark. Anything else is a line quoting words shaped like one (a
             # player's in a web path, a tool's error, a traceback): filing it would file a ticket
-            # in whatever name the words chose.
+            # in whatever name the words chose. Yet it may be the store's line behind a prefix
+            # of a reader this does not know (`docker compose logs`, a log shipper's), its last
+            # copy: the caller says so rather than pass it over without a word.
+            if passed_over is not None and _ends_in_json(line[at + len(mark) :].strip()):
+                passed_over(line.rstrip("\r\n"))
             continue
         rest = line[at + len(mark) :].strip()
         try:
@@ -270,6 +277,15 @@ def unfiled_in(lines: Iterable[str]) -> tuple[list[dict[str, Any]], int]:
             continue
         found.setdefault(row["id"], row)
     return list(found.values()), unreadable
+
+
+def _ends_in_json(rest: str) -> bool:
+    """Whether `rest` is one JSON object and nothing after it."""
+    try:
+        kept, end = json.JSONDecoder().raw_decode(rest)
+    except ValueError:
+        return False
+    return isinstance(kept, dict) and not rest[end:]
 
 
 def _write_all(fd: int, data: bytes) -> None:
