@@ -367,6 +367,42 @@ async def test_showing_tickets_is_said_aloud_and_a_failure_leaves_no_other_playe
         await core.aclose()
 
 
+async def test_a_players_tickets_that_come_after_another_player_was_chosen_are_not_shown(
+    browser, settings
+) -> None:
+    # Nova's list asked for, then another player chosen before it came: it came all the same,
+    # under "Speak as" set to the other player, saying it was Nova's in a caption no one sees.
+    import asyncio
+
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    runner = await start(core, port=0)
+    try:
+        page = await (await chromium.new_context()).new_page()
+        await page.goto(f"http://127.0.0.1:{bound_port(runner)}/")
+        await page.select_option("#player", NOVA)
+        release = asyncio.Event()
+
+        async def held(route) -> None:
+            await release.wait()
+            await route.continue_()
+
+        await page.route("**/playground/tickets*", held)
+        async with page.expect_response("**/playground/tickets*"):
+            await page.click("#refresh-tickets")
+            await page.select_option("#player", index=1)
+            release.set()
+        # The answer's body read and handled: a turn of the page's event loop or two.
+        await page.evaluate("() => new Promise((done) => setTimeout(done, 300))")
+        assert await page.locator("#tickets").is_hidden()
+        assert "Nova has" not in await page.inner_text("#status")
+    finally:
+        await runner.cleanup()
+        await core.aclose()
+
+
 async def test_a_keyboard_skips_the_header_to_the_page_in_one_key(browser, settings) -> None:
     # Staff tab past six header links and buttons on every desk page otherwise (WCAG 2.4.1).
     from tests.frontend_engine import FrontendEngine

@@ -128,20 +128,28 @@
   });
 
   // A list shown is the player's chosen then; another player's name above it would mislead.
-  player.addEventListener("change", () => { $("tickets").parentElement.hidden = true; });
+  // `asked` counts the lists asked for and the players chosen: an answer that comes after either
+  // is some earlier choice's, and is dropped.
+  let asked = 0;
+  player.addEventListener("change", () => {
+    asked += 1;
+    $("tickets").parentElement.hidden = true;
+  });
 
   $("refresh-tickets").addEventListener("click", async () => {
     const table = $("tickets");
+    const mine = ++asked;
     // Whatever this answer is, the list shown is some player's, maybe not the one chosen now.
     table.parentElement.hidden = true;
     let response;
     try {
       response = await fetch("/playground/tickets?player=" + encodeURIComponent(player.value));
     } catch (err) {
-      status("Could not reach voxdesk: " + err);
+      if (mine === asked) status("Could not reach voxdesk: " + err);
       return;
     }
     const body = await response.json().catch(() => ({ error: "Something went wrong (" + response.status + ")." }));
+    if (mine !== asked) return;
     if (!response.ok) {
       status(body.error || "Something went wrong.");
       return;
