@@ -595,19 +595,20 @@ async def _send_piece(message: discord.Message, piece: str, linked: bool, nonce:
         await message.channel.send(content=piece, nonce=nonce)
 
 
-def _upload_failed(message: discord.Message, exc: discord.HTTPException, what: str) -> bool:
+def _upload_failed(message: discord.Message, exc: discord.HTTPException, what: str, text: str) -> bool:
     """Whether Discord failed under an answer's upload (a 5xx its retries did not outlast, or a
     503, which discord.py does not retry), said in the log: the answer's words go as text
     instead, so the player has the answer that was made now. A text refused too is Discord
-    failing for every post, and the note is answered again later."""
+    failing for every post, and the note is answered again later, as is one with no words."""
     if exc.status < 500:
         return False
     log.warning(
-        "Discord failed the %s answering note %s (HTTP %s, code %s): sending its words as text",
+        "Discord failed the %s answering note %s (HTTP %s, code %s): %s",
         what,
         message.id,
         exc.status,
         exc.code,
+        "sending its words as text" if text.strip() else "it has no words to send instead",
     )
     return True
 
@@ -640,7 +641,7 @@ async def send_answer(
     # Discord would refuse an upload over the limit (413, 40005) as a voice message and as a
     # file alike: the text goes instead, below.
     too_large = audio.size > (limit := upload_limit(message.guild))
-    failed = False  # Discord failed under the audio's upload
+    failed: discord.HTTPException | None = None  # Discord's 5xx under the audio's upload
     if too_large:
         log.info(
             "reply to note %s: its audio (%d bytes) is over channel %s's upload limit (%d): sending the text",
@@ -660,10 +661,11 @@ async def send_answer(
         try:
             await send_voice_message(client, message, audio)
         except discord.HTTPException as exc:
-            too_large, failed = exc.status == TOO_LARGE, _upload_failed(message, exc, "voice message")
-            if exc.code not in VOICE_REFUSED_CODES and not too_large and not failed:
+            too_large = exc.status == TOO_LARGE
+            failed = exc if _upload_failed(message, exc, "voice message", text) else None
+            if exc.code not in VOICE_REFUSED_CODES and not too_large and failed is None:
                 raise
-            if not failed:
+            if failed is None:
                 where, instead = message.channel.id, "the text" if too_large else "a file"
                 log.info("voice message refused in channel %s (%s): sending %s", where, exc.code, instead)
         else:
@@ -672,7 +674,7 @@ async def send_answer(
                 await send_text(message, text, answer=True)
             return "voice"
     # The same audio as a file would be over the limit too, or meet the same failing upload.
-    if may_attach(message) and not too_large and not failed:
+    if may_attach(message) and not too_large and failed is None:
         file_out = False
 
         def file_posted() -> None:
@@ -687,15 +689,19 @@ async def send_answer(
                 # The file went out with the first piece of the words: what failed is a piece
                 # after it, and the words sent again as text would repeat what the player has.
                 raise
-            failed = _upload_failed(message, exc, "file reply")
-            if not failed and not _refused_for_permissions(exc) and exc.status != TOO_LARGE:
+            failed = exc if _upload_failed(message, exc, "file reply", text) else None
+            if failed is None and not _refused_for_permissions(exc) and exc.status != TOO_LARGE:
                 raise
-            if not failed:
+            if failed is None:
                 log.info(
                     "file reply refused in channel %s (%s): sending the text", message.channel.id, exc.code
                 )
         else:
             return "file"
+    if failed is not None and not text.strip():
+        # No words to send instead: the "try again" sentence would settle the note unanswered,
+        # where the recheck answers it once Discord takes uploads again.
+        raise failed
     # Where no audio can go, the words are all the answer there is, whatever style was chosen.
     await send_text(message, text if words else say.OOPS, answer=True)
     return "text"

@@ -125,6 +125,30 @@ async def test_a_file_answer_whose_later_words_discord_fails_repeats_none_of_the
     assert len(h.engine.turns) == 1
 
 
+async def test_an_answer_of_audio_alone_whose_upload_discord_fails_is_answered_later(
+    settings, fake: FakeDiscord
+):
+    # An answer with no words (a compatible server's audio without its transcript), and Discord
+    # fails its upload (503): there are no words to send instead. The "try again" sentence went
+    # in their place, and the note was settled as answered.
+    from bot.engines.base import EngineReply
+
+    class AudioAlone(FrontendEngine):
+        async def complete(self, turn):
+            reply = await super().complete(turn)
+            if reply.tool_calls:
+                return reply
+            return EngineReply(text="", audio=reply.audio, audio_format=reply.audio_format)
+
+    fake.posts_unavailable = 1
+    async with running_bot(settings, fake, engine=AudioAlone(), recheck_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await replies(fake, note, 1)
+        assert await settled(settings, note) == "answered"
+    assert [r.is_voice_message for r in fake.replies_to(note["id"])] == [True]
+    assert len(h.engine.turns) == 2  # heard again: none of the first answer got out
+
+
 async def test_a_text_answer_discord_fails_is_answered_later_not_apologised_for(settings, fake: FakeDiscord):
     # The words are all the answer (the text style), and Discord fails them (503): the recheck
     # answers the note once posts go out. An apology that got through told the player to try
