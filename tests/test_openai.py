@@ -561,6 +561,19 @@ async def test_an_answer_longer_than_a_reply_is_sent_with_is_cut_and_keeps_the_h
     assert said == ["Hello.", f"{reply.text} {say.CUT_OFF}"]
 
 
+async def test_an_answer_cut_inside_a_code_block_closes_the_block(storage, fake) -> None:
+    """A reply cut off inside a code block left it open: Discord showed the fence as text and
+    the code after it as markdown, a '# comment' line as a heading."""
+    from bot.engines.openai import MAX_ANSWER_CHARS
+
+    long = "Run this:\n```python\n" + "# add up the points\ntotal = total + 1\n" * 2000
+    fake.script = [lambda body: {"content": long}]
+    async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_MAX_REPLY_TOKENS="0")) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert len(reply.text) <= MAX_ANSWER_CHARS + 5
+    assert reply.text.count("```") == 2 and reply.text.endswith("\n```")
+
+
 @pytest.mark.parametrize(
     "reference",
     [

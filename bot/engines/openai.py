@@ -131,6 +131,8 @@ NEVER_HAD_WHOLE = 408
 # and kept whole it would be more than a request carries of the history (MAX_HISTORY_CHARS), which
 # would then hold nothing. openai.max_reply_tokens' default comes to some 8,000 at most.
 MAX_ANSWER_CHARS = 10_000
+# A code block's fence in markdown, not one escaped with a backslash.
+_FENCE = re.compile(r"(?<!\\)```")
 # Seconds ahead an audio id's expiry may be and still be taken for one: OpenAI keeps a reply's audio
 # for an hour; a day leaves room for a provider that keeps it longer, or whose clock runs ahead.
 AUDIO_KEPT_AT_MOST = 86_400
@@ -486,6 +488,10 @@ class OpenAIEngine:
                 MAX_ANSWER_CHARS,
             )
             said, cut_off = clipped(said, MAX_ANSWER_CHARS), True
+        if cut_off and len(_FENCE.findall(said)) % 2:
+            # Cut inside a code block: left open, Discord shows its fence as text and the code
+            # after it as markdown (a "# comment" line as a heading).
+            said += "\n```"
         if message.audio is None:
             return EngineReply(text=said, usage=usage, cut_off=cut_off)
         try:
