@@ -126,10 +126,11 @@ GATEWAY_FAILED = frozenset({502, 504})
 # A server's answer that it gave up waiting for the rest of the request (or an idle keep-alive
 # connection's close, which some servers send as one): it never had the request whole.
 NEVER_HAD_WHOLE = 408
-# Characters of a reply's words a player is sent: five Discord messages. With openai.max_reply_tokens
-# 0 (the model's own limit) a reply may run to tens of thousands, dozens of messages in a channel,
-# and kept whole it would be more than a request carries of the history (MAX_HISTORY_CHARS), which
-# would then hold nothing. openai.max_reply_tokens' default comes to some 8,000 at most.
+# Characters of a reply's words a player is sent: six Discord messages, cut at words. With
+# openai.max_reply_tokens 0 (the model's own limit) a reply may run to tens of thousands, dozens of
+# messages in a channel, and kept whole it would be more than a request carries of the history
+# (MAX_HISTORY_CHARS), which would then hold nothing. openai.max_reply_tokens' default comes to some
+# 8,000 at most.
 MAX_ANSWER_CHARS = 10_000
 # A code block's fence in markdown, not one escaped with a backslash.
 _FENCE = re.compile(r"(?<!\\)```")
