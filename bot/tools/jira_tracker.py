@@ -223,6 +223,20 @@ def retry_after_seconds(response: requests.Response | None) -> float | None:
     return seconds_named(response.headers.get("Retry-After") if response is not None else None)
 
 
+def rate_limit_reset_seconds(response: requests.Response | None) -> float | None:
+    """Seconds until a 429's X-RateLimit-Reset (yyyy-MM-ddTHH:mmZ, when Jira Cloud's limit
+    resets): the wait it names when it sends no Retry-After. None when it names no time to come."""
+    value = response.headers.get("X-RateLimit-Reset") if response is not None else None
+    try:
+        when = dt.datetime.fromisoformat((value or "").strip())
+    except ValueError:
+        return None
+    if when.tzinfo is None:  # no instant
+        return None
+    seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    return seconds if seconds > 0 else None
+
+
 def screen_values(transition: dict[str, Any], status: str, category: str) -> tuple[dict[str, Any], list[str]]:
     """What a transition's screen (from `expand=transitions.fields`) needs: the values the bot
     gives its required fields, and the ids of those it cannot fill. A resolution it fills only to
@@ -318,6 +332,10 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
         text = " ".join(logs.masked(str(exc.text or "")).split())[:REASON_CHARS]
         # Jira Cloud sends a Retry-After with a 429, and with a 503 at a resource limit.
         retry_after = retry_after_seconds(exc.response) if status in (429, 503) else None
+        if status == 429 and retry_after is None:
+            # Jira Cloud's 429 may come without a Retry-After: asked again before this reset, it
+            # answers with another 429.
+            retry_after = rate_limit_reset_seconds(exc.response)
         headers = exc.response.headers if exc.response is not None and status == 429 else {}
         limit = str(headers.get("RateLimit-Reason") or headers.get("X-RateLimit-Reason") or "")
         if status == 401:

@@ -728,6 +728,36 @@ async def test_a_rate_limited_push_waits_as_long_as_jira_asks(fake, db) -> None:
     assert len(fake.issues) == 1 and delays.chosen == [3.0]
 
 
+async def test_a_429_without_retry_after_waits_until_its_rate_limit_reset(fake, db) -> None:
+    # Jira Cloud's 429 "may be accompanied by Retry-After and X-RateLimit-Reset": without the first,
+    # the second (when the limit resets, to the minute) is the wait. The pusher's own first delay,
+    # a fraction of a second, asks again at once, and a request before the reset only prolongs it.
+    fake.retry_after = ""
+    reset = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=3)
+    fake.rate_limit_reset = reset.strftime("%Y-%m-%dT%H:%MZ")
+    fake.fail("429", times=1)
+    delays = Delays()
+    backend = await open_backend(fake, db, delays.sleep, max_backoff_seconds=600.0)
+    ticket = await backend.register(QUILL, "other", "x")
+    await backend.start()
+    try:
+        assert 120.0 < await delays.next() <= 180.0
+        assert len(fake.received) == 1  # the 429; nothing more until the reset
+        assert await next_try(db, ticket.key) > time.time() + 120.0
+    finally:
+        await backend.aclose()
+
+
+def test_a_rate_limit_reset_past_or_unreadable_is_no_wait() -> None:
+    past = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%MZ")
+    for reset in (past, "soon", ""):
+        response = requests.Response()
+        response.status_code = 429
+        response.headers["X-RateLimit-Reset"] = reset
+        error = explain(JIRAError(status_code=429, text="busy", response=response), "https://jira", 15.0)
+        assert (error.status, error.retry_after) == (429, None), reset
+
+
 @pytest.mark.parametrize("status", ["429", "503"])
 async def test_while_jira_rate_limits_no_lookup_or_push_asks_it_before_retry_after_ends(
     fake, db, status: str

@@ -235,7 +235,9 @@ class FakeJira(Strict):
     first_number: int = 101  # issue numbers start here, so GRV-101 is never mistaken for local GRV-1
     hang_seconds: float = 30.0  # a hang lasts this long unless the server stops first
     delay_seconds: float = 0.0  # every answer this late: a slow Jira, still within the timeout
-    retry_after: str = "1"  # a 429's Retry-After: whole seconds, as Jira Cloud sends it
+    retry_after: str = "1"  # a 429's Retry-After: whole seconds, as Jira Cloud sends it ("": none)
+    # A 429's X-RateLimit-Reset as sent (None: Retry-After's end, to the minute).
+    rate_limit_reset: str | None = None
     issues: dict[str, FakeIssue] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # a moved issue's old key -> its key
     numbered: dict[str, int] = field(default_factory=dict)  # per project, the last number given out
@@ -401,7 +403,7 @@ class FakeJira(Strict):
         if failure == "429":
             # Jira Cloud's rate limiting: the request had no effect; try again after Retry-After.
             response = _errors(429, "Rate limit exceeded.")
-            response.headers["Retry-After"] = self.retry_after
+            self._rate_limit_headers(response)
             response.headers["RateLimit-Reason"] = "jira-quota-tenant-based"
             return response
         if failure == "503":
@@ -418,6 +420,18 @@ class FakeJira(Strict):
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._released.wait(), self.delay_seconds)
         return await handler(request)
+
+    def _rate_limit_headers(self, response: web.Response) -> None:
+        """A 429's headers as Jira Cloud sends them: Retry-After in seconds (not always there), and
+        X-RateLimit-Reset, the request's time plus that wait, to the minute (yyyy-MM-ddTHH:mmZ),
+        here rounded up so that it never ends the wait early."""
+        if self.rate_limit_reset is not None:
+            response.headers["X-RateLimit-Reset"] = self.rate_limit_reset
+        elif self.retry_after.isdigit():
+            ends = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=int(self.retry_after), minutes=1)
+            response.headers["X-RateLimit-Reset"] = ends.strftime("%Y-%m-%dT%H:%MZ")
+        if self.retry_after:
+            response.headers["Retry-After"] = self.retry_after
 
     def _take_failure(self) -> str | None:
         mode = self._failure
@@ -695,7 +709,7 @@ class FakeJira(Strict):
             # Jira Cloud's per-issue write limit: this issue only, every other request goes on.
             self._take_failure()
             response = _errors(429, "Rate limit exceeded for writes to this issue.")
-            response.headers["Retry-After"] = self.retry_after
+            self._rate_limit_headers(response)
             response.headers["RateLimit-Reason"] = "jira-per-issue-on-write"
             return response
         body = request[BODY]
