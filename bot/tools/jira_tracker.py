@@ -322,6 +322,22 @@ def unavailable_reason(transition: dict[str, Any]) -> str:
 PER_ISSUE_LIMIT = "jira-per-issue-on-write"
 
 
+def error_text(exc: JIRAError) -> str:
+    """Jira's error body in one line. Its `errors` name each field by id ({"customfield_10010":
+    "Severity is required."}), which the client's message drops: two fields may share a name (a
+    team-managed project's own beside a company-wide one), and the id says which one to fix."""
+    try:
+        body = exc.response.json() if exc.response is not None else None
+    except ValueError:  # not JSON: a proxy's page
+        body = None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, dict) or not errors:
+        return str(exc.text or "")
+    messages = body.get("errorMessages") if isinstance(body, dict) else None
+    said = [str(m) for m in messages if m] if isinstance(messages, list) else []
+    return ", ".join([*said, *(f"{message} ({field})" for field, message in errors.items())])
+
+
 def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
     """Any failure of the client as a TrackerError with a short reason. `str(JIRAError)` is not
     used: it carries whole response headers and bodies."""
@@ -329,7 +345,7 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
         return exc
     if isinstance(exc, JIRAError):
         status = exc.status_code
-        text = " ".join(logs.masked(str(exc.text or "")).split())[:REASON_CHARS]
+        text = " ".join(logs.masked(error_text(exc)).split())[:REASON_CHARS]
         # Jira Cloud sends a Retry-After with a 429, and with a 503 at a resource limit.
         retry_after = retry_after_seconds(exc.response) if status in (429, 503) else None
         if status == 429 and retry_after is None:

@@ -1241,6 +1241,25 @@ async def test_a_field_jira_requires_of_every_filing_is_said_in_one_line_and_all
     assert fake.issues == {} and all(rows[k][0] == "pending" for k in keys)
 
 
+async def test_a_field_jira_requires_is_named_with_its_id(fake, db) -> None:
+    # Jira's 400 keys each error by the field's id ({"customfield_10080": "Severity is required."});
+    # the client's message keeps the words alone. Two custom fields may share a name (one per
+    # team-managed project, or an app's beside an admin's): the id says which to fix.
+    fake.on_create = (
+        select_field(10080, "Severity", ("Low", "High")),
+        select_field(10081, "Severity", ("S1", "S2"), default="S2"),
+    )
+    fake.expect_violations()
+    backend = await open_backend(fake, db)
+    try:
+        ticket = await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 0
+    finally:
+        await backend.aclose()
+    ((error,),) = sql(db, "SELECT last_error FROM grievances WHERE local_key = ?", (ticket.key,))
+    assert error == "Jira answered HTTP 400: Severity is required. (customfield_10080)"
+
+
 async def test_check_when_jira_is_down_or_slow(fake, db) -> None:
     backend = await open_backend(fake, db, timeout_seconds=0.3)
     try:
