@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html
 import logging
 import re
 import threading
@@ -328,14 +329,27 @@ def error_text(exc: JIRAError) -> str:
     team-managed project's own beside a company-wide one), and the id says which one to fix."""
     try:
         body = exc.response.json() if exc.response is not None else None
-    except ValueError:  # not JSON: a proxy's page
-        body = None
+    except ValueError:  # not JSON: a page for people, Atlassian's edge's while the site is down
+        return _page_title(exc.response) or str(exc.text or "")
     errors = body.get("errors") if isinstance(body, dict) else None
     if not isinstance(errors, dict) or not errors:
         return str(exc.text or "")
     messages = body.get("errorMessages") if isinstance(body, dict) else None
     said = [str(m) for m in messages if m] if isinstance(messages, list) else []
     return ", ".join([*said, *(f"{message} ({field})" for field, message in errors.items())])
+
+
+_TITLE = re.compile(r"<title[^>]*>([^<]*)</title>", re.IGNORECASE)
+
+
+def _page_title(response: requests.Response | None) -> str:
+    """An HTML page's title ("Atlassian Cloud Notifications - Page Unavailable"), or, failing one,
+    what it is: its markup would fill the reason and leave no room for what it says."""
+    if response is None or "html" not in response.headers.get("Content-Type", "").lower():
+        return ""
+    found = _TITLE.search(response.text[:100_000])
+    title = " ".join(html.unescape(found[1]).split()) if found else ""
+    return title or "an HTML page"
 
 
 def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:

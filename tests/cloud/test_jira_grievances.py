@@ -1260,6 +1260,22 @@ async def test_a_field_jira_requires_is_named_with_its_id(fake, db) -> None:
     assert error == "Jira answered HTTP 400: Severity is required. (customfield_10080)"
 
 
+async def test_a_page_for_people_in_jiras_place_is_told_by_its_title(fake, db) -> None:
+    # While a site is down or in maintenance Atlassian's edge answers with an HTML page. Its first
+    # 200 characters, all markup, were the reason the log, the desk and the player's export kept.
+    backend = await open_backend(fake, db)
+    try:
+        ticket = await backend.register(NOVA, "wallet", "charged twice")
+        fake.fail("unavailable_page", times=1)
+        with pytest.raises(TrackerError) as failed:
+            await backend.push_pending()
+    finally:
+        await backend.aclose()
+    said = "Jira answered HTTP 503: Atlassian Cloud Notifications - Page Unavailable"
+    assert str(failed.value) == said
+    assert sql(db, "SELECT last_error FROM grievances WHERE local_key = ?", (ticket.key,)) == [(said,)]
+
+
 async def test_check_when_jira_is_down_or_slow(fake, db) -> None:
     backend = await open_backend(fake, db, timeout_seconds=0.3)
     try:

@@ -16,7 +16,8 @@ else is a 400 and is recorded in `bad_jql`, so a test notices unexpected JQL. Ev
 refused as one Jira would refuse (bad JQL, an issue it would not create, the removed search, an
 endpoint the fake does not serve) is kept in `violations`, which fail the test when the fake
 stops. Switches make it fail: 500 for everything, a hang past the client's timeout, 401, 429 with
-Jira Cloud's Retry-After (rate limited), 503 with one (a resource limit), "create the issue,
+Jira Cloud's Retry-After (rate limited), 503 with one (a resource limit), 503 with Atlassian's
+HTML "Page Unavailable" page (the site down or in maintenance), "create the issue,
 then hang" (a timeout after Jira has already created the issue) and "hang, then create the
 issue" (a create Jira is slow to make: the issue comes when the hang ends, after the client, or
 with a 504 the gateway, gave up; or with a 502 a proxy between them cut it off).
@@ -68,6 +69,7 @@ FAIL_MODES = (
     "401",
     "429",
     "503",
+    "unavailable_page",
     "create_then_hang",
     "hang_then_create",
     "504_then_create",
@@ -75,6 +77,20 @@ FAIL_MODES = (
     "reject_create",
     "429_issue_write",
 )
+
+# What Atlassian's edge answers, whatever was asked, while a site is unavailable.
+UNAVAILABLE_PAGE = """<!DOCTYPE html>
+<html lang="en">
+    <head>
+        <meta charset="utf-8">
+        <meta name="description" content="">
+        <meta name="viewport" content="width=device-width, initial-scale=1">
+        <title>Atlassian Cloud Notifications - Page Unavailable</title>
+        <link rel="stylesheet" href="/_edge/resources/aui-prototyping.css">
+    </head>
+    <body><h1>Page unavailable</h1><p>Your Atlassian Cloud site is currently unavailable.</p></body>
+</html>
+"""
 
 # Page sizes Jira Cloud keeps to whatever maxResults asks: createmeta's fields, and the enhanced
 # search's issues with fields beyond id and key, or with those alone.
@@ -304,7 +320,8 @@ class FakeJira(Strict):
 
     def fail(self, mode: str, times: int | None = None) -> None:
         """Fail from now on: "500", "hang", "401", "429", "503" (with a Retry-After, as Jira Cloud
-        answers at a resource limit), "create_then_hang", "hang_then_create",
+        answers at a resource limit), "unavailable_page" (a 503 with Atlassian's HTML page, as while
+        the site is down or in maintenance), "create_then_hang", "hang_then_create",
         "504_then_create" (Atlassian's gateway gives up on a slow create at once, while Jira
         makes the issue when the hang ends), "502_then_create" (the same, a proxy behind the
         gateway cutting the connection) or "reject_create" (a 400 about the issue's content;
@@ -397,7 +414,8 @@ class FakeJira(Strict):
         request[BODY] = body
         if not self._authorised(request):
             return _unauthorised()
-        failure = self._take_failure() if self._failure in ("500", "hang", "401", "429", "503") else None
+        failing = ("500", "hang", "401", "429", "503", "unavailable_page")
+        failure = self._take_failure() if self._failure in failing else None
         if failure == "401":
             return _unauthorised()
         if failure == "429":
@@ -411,6 +429,9 @@ class FakeJira(Strict):
             response = _errors(503, "Service unavailable: a resource limit was reached (scripted).")
             response.headers["Retry-After"] = self.retry_after
             return response
+        if failure == "unavailable_page":
+            # Atlassian's edge while the site is down or in maintenance: a page for people, not JSON.
+            return web.Response(status=503, text=UNAVAILABLE_PAGE, content_type="text/html")
         if failure == "500":
             return _errors(500, "Internal server error (scripted).")
         if failure == "hang":
