@@ -318,6 +318,10 @@ def unavailable_reason(transition: dict[str, Any]) -> str:
     )
 
 
+# X-Seraph-LoginReason when Jira did not take the credentials sent and answered as to nobody
+# (AUTHENTICATION_DENIED: it asks for a CAPTCHA first).
+LOGIN_REFUSED = ("AUTHENTICATED_FAILED", "AUTHENTICATION_DENIED")
+
 # Jira Cloud's RateLimit-Reason on a 429 that limits writes to one issue alone
 # (https://developer.atlassian.com/cloud/jira/platform/rate-limiting).
 PER_ISSUE_LIMIT = "jira-per-issue-on-write"
@@ -766,6 +770,19 @@ class JiraTracker:
             if not keep:
                 client.close()
 
+    @staticmethod
+    def _refuse_failed_login(response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        # Jira Cloud answers a request whose API token expired or was revoked as one made by
+        # nobody: a search finds nothing, an issue "does not exist", and only this header says
+        # why. Taken at its word, every pushed issue would seem deleted, and no ticket changed.
+        if response.headers.get("X-Seraph-LoginReason", "") in LOGIN_REFUSED:
+            raise JIRAError(
+                "the credentials were not accepted",
+                status_code=401,
+                url=response.url,
+                response=response,
+            )
+
     def _connect(self) -> JIRA:
         # get_server_info: the client asks serverInfo whether this is Cloud, and only then runs
         # the enhanced search. max_retries=0: the library's retries on a dropped connection or a
@@ -779,6 +796,7 @@ class JiraTracker:
             get_server_info=True,
             logging=False,
         )
+        client._session.hooks["response"].append(self._refuse_failed_login)
         if client.deploymentType != "Cloud":
             client.close()
             raise TrackerError(

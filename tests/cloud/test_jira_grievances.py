@@ -1276,6 +1276,35 @@ async def test_a_page_for_people_in_jiras_place_is_told_by_its_title(fake, db) -
     assert sql(db, "SELECT last_error FROM grievances WHERE local_key = ?", (ticket.key,)) == [(said,)]
 
 
+async def test_an_expired_api_token_is_refused_credentials_not_an_empty_jira(fake, db) -> None:
+    # Jira Cloud answers a request with an expired or revoked API token as one made by nobody:
+    # a search finds nothing, an issue "does not exist", and only X-Seraph-LoginReason says why.
+    # Taken at its word, every pushed grievance a player asked after was marked gone from Jira
+    # (worked on the desk from then on), and ticket news heard of no change, silently.
+    backend = await open_backend(fake, db)
+    try:
+        filed = await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 1
+        fake.fail("token_expired")
+        listed = await backend.status(NOVA)
+        one = await backend.status(NOVA, filed.key)
+        with pytest.raises(TrackerError) as news:
+            await backend.updated_issues([NOVA], 5)
+        waiting = await backend.register(NOVA, "other", "lag every evening")
+        with pytest.raises(TrackerError) as push:
+            await backend.push_pending()
+        row = await backend.local_store.staff_get(filed.key)
+    finally:
+        await backend.aclose()
+    for told in (listed, one):
+        assert [(t.key, t.from_local_record, t.untracked) for t in told] == [("GRV-101", True, False)]
+    assert row is not None and row.gone_at is None
+    refused = "Jira refused the credentials (401): check JIRA_EMAIL and JIRA_API_TOKEN"
+    assert (news.value.status, str(news.value)) == (401, refused)
+    assert (push.value.status, str(push.value)) == (401, refused)
+    assert (await local_rows(db))[waiting.key] == ("pending", None)
+
+
 async def test_check_when_jira_is_down_or_slow(fake, db) -> None:
     backend = await open_backend(fake, db, timeout_seconds=0.3)
     try:

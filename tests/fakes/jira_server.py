@@ -17,7 +17,8 @@ refused as one Jira would refuse (bad JQL, an issue it would not create, the rem
 endpoint the fake does not serve) is kept in `violations`, which fail the test when the fake
 stops. Switches make it fail: 500 for everything, a hang past the client's timeout, 401, 429 with
 Jira Cloud's Retry-After (rate limited), 503 with one (a resource limit), 503 with Atlassian's
-HTML "Page Unavailable" page (the site down or in maintenance), "create the issue,
+HTML "Page Unavailable" page (the site down or in maintenance), an API token expired or revoked
+(answered as an anonymous request is, with X-Seraph-LoginReason: AUTHENTICATED_FAILED), "create the issue,
 then hang" (a timeout after Jira has already created the issue) and "hang, then create the
 issue" (a create Jira is slow to make: the issue comes when the hang ends, after the client, or
 with a 504 the gateway, gave up; or with a 502 a proxy between them cut it off).
@@ -70,6 +71,7 @@ FAIL_MODES = (
     "429",
     "503",
     "unavailable_page",
+    "token_expired",
     "create_then_hang",
     "hang_then_create",
     "504_then_create",
@@ -321,7 +323,8 @@ class FakeJira(Strict):
     def fail(self, mode: str, times: int | None = None) -> None:
         """Fail from now on: "500", "hang", "401", "429", "503" (with a Retry-After, as Jira Cloud
         answers at a resource limit), "unavailable_page" (a 503 with Atlassian's HTML page, as while
-        the site is down or in maintenance), "create_then_hang", "hang_then_create",
+        the site is down or in maintenance), "token_expired" (an expired or revoked API token:
+        what anyone may read answers as to nobody, the rest is a 401), "create_then_hang", "hang_then_create",
         "504_then_create" (Atlassian's gateway gives up on a slow create at once, while Jira
         makes the issue when the hang ends), "502_then_create" (the same, a proxy behind the
         gateway cutting the connection) or "reject_create" (a 400 about the issue's content;
@@ -412,6 +415,9 @@ class FakeJira(Strict):
         query = {k: request.query.getall(k) for k in request.query}
         self.received.append(Received(request.method, request.path, query, body))
         request[BODY] = body
+        if self._failure == "token_expired":
+            self._take_failure()
+            return await self._anonymous(request, handler)
         if not self._authorised(request):
             return _unauthorised()
         failing = ("500", "hang", "401", "429", "503", "unavailable_page")
@@ -453,6 +459,25 @@ class FakeJira(Strict):
             response.headers["X-RateLimit-Reset"] = ends.strftime("%Y-%m-%dT%H:%MZ")
         if self.retry_after:
             response.headers["Retry-After"] = self.retry_after
+
+    async def _anonymous(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A request whose API token expired or was revoked, as Jira Cloud answers it: as one
+        made by nobody, saying so only in X-Seraph-LoginReason. What anyone may read answers
+        (server info; a search, which finds nothing nobody may see; an issue, which "does not
+        exist"), and the rest is a 401."""
+        path = request.path.split("/rest/api/", 1)[-1].split("/", 1)[-1]
+        if path == "serverInfo":
+            response: web.StreamResponse = await handler(request)
+        elif path == "search/jql":
+            response = web.json_response({"issues": [], "isLast": True})
+        elif request.method == "GET" and re.fullmatch(r"issue/[^/]+(/transitions)?", path):
+            response = _errors(404, "Issue does not exist or you do not have permission to see it.")
+        else:
+            response = _errors(
+                401, "You are not authenticated. Authentication required to perform this operation."
+            )
+        response.headers["X-Seraph-LoginReason"] = "AUTHENTICATED_FAILED"
+        return response
 
     def _take_failure(self) -> str | None:
         mode = self._failure
