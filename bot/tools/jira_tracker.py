@@ -343,6 +343,9 @@ def error_text(exc: JIRAError) -> str:
     return ", ".join([*said, *(f"{message} ({field})" for field, message in errors.items())])
 
 
+# Jira's answer to JQL or a create naming a project the account cannot browse (without Browse
+# projects a project is as if it did not exist: its issues are 404s, not 403s).
+_NO_PROJECT = re.compile(r"The value '([A-Z][A-Z0-9_]{1,9})' does not exist for the field 'project'")
 _TITLE = re.compile(r"<title[^>]*>([^<]*)</title>", re.IGNORECASE)
 
 
@@ -372,8 +375,14 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
             retry_after = rate_limit_reset_seconds(exc.response)
         headers = exc.response.headers if exc.response is not None and status == 429 else {}
         limit = str(headers.get("RateLimit-Reason") or headers.get("X-RateLimit-Reason") or "")
+        hidden = _NO_PROJECT.search(text) if status == 400 else None
         if status == 401:
             reason = "Jira refused the credentials (401): check JIRA_EMAIL and JIRA_API_TOKEN"
+        elif hidden is not None:
+            reason = (
+                f"Jira shows this account no project {hidden[1]} (400): check jira.project, and that"
+                " the account has the Browse projects permission there"
+            )
         elif status == 403:
             reason = f"Jira refused access (403): the account lacks a permission ({text or 'no detail'})"
         elif status == 429 and limit == PER_ISSUE_LIMIT:
@@ -392,8 +401,9 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
             reason,
             status,
             maybe_done=not (status is not None and 400 <= status < 500),
-            # One issue's writes limited: the grievance waits, the others go on.
-            row_only=True if limit == PER_ISSUE_LIMIT else None,
+            # One issue's writes limited: the grievance waits, the others go on. A project the
+            # account cannot see refuses every request alike.
+            row_only=True if limit == PER_ISSUE_LIMIT else False if hidden is not None else None,
             retry_after=retry_after,
             limit=limit,
         )

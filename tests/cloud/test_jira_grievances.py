@@ -1305,6 +1305,35 @@ async def test_an_expired_api_token_is_refused_credentials_not_an_empty_jira(fak
     assert (await local_rows(db))[waiting.key] == ("pending", None)
 
 
+async def test_an_account_that_lost_browse_permission_holds_every_push_and_says_so(fake, db) -> None:
+    # Without Browse projects Jira Cloud answers as if the project did not exist: an issue is a
+    # 404, and JQL or a create naming the project a 400 "The value 'GRV' does not exist for the
+    # field 'project'". Each grievance was refused as if for its own content, and retried on
+    # its own; the operator read that the project does not exist.
+    backend = await open_backend(fake, db)
+    try:
+        filed = await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 1
+        fake.fail("no_browse")
+        (told,) = await backend.status(NOVA, filed.key)
+        waiting = await backend.register(NOVA, "other", "lag every evening")
+        with pytest.raises(TrackerError) as push:
+            await backend.push_pending()
+        with pytest.raises(TrackerError) as news:
+            await backend.updated_issues([NOVA], 5)
+        row = await backend.local_store.staff_get(filed.key)
+    finally:
+        await backend.aclose()
+    assert (told.key, told.from_local_record, told.untracked) == ("GRV-101", True, False)
+    assert row is not None and row.gone_at is None
+    assert not push.value.row_only and str(push.value) == str(news.value)
+    assert str(push.value) == (
+        "Jira shows this account no project GRV (400): check jira.project, and that the account"
+        " has the Browse projects permission there"
+    )
+    assert (await local_rows(db))[waiting.key] == ("pending", None)
+
+
 async def test_check_when_jira_is_down_or_slow(fake, db) -> None:
     backend = await open_backend(fake, db, timeout_seconds=0.3)
     try:

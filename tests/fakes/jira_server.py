@@ -72,6 +72,7 @@ FAIL_MODES = (
     "503",
     "unavailable_page",
     "token_expired",
+    "no_browse",
     "create_then_hang",
     "hang_then_create",
     "504_then_create",
@@ -324,7 +325,9 @@ class FakeJira(Strict):
         """Fail from now on: "500", "hang", "401", "429", "503" (with a Retry-After, as Jira Cloud
         answers at a resource limit), "unavailable_page" (a 503 with Atlassian's HTML page, as while
         the site is down or in maintenance), "token_expired" (an expired or revoked API token:
-        what anyone may read answers as to nobody, the rest is a 401), "create_then_hang", "hang_then_create",
+        what anyone may read answers as to nobody, the rest is a 401), "no_browse" (the account
+        lost Browse projects: the project and its issues answer as if they did not exist),
+        "create_then_hang", "hang_then_create",
         "504_then_create" (Atlassian's gateway gives up on a slow create at once, while Jira
         makes the issue when the hang ends), "502_then_create" (the same, a proxy behind the
         gateway cutting the connection) or "reject_create" (a 400 about the issue's content;
@@ -418,6 +421,9 @@ class FakeJira(Strict):
         if self._failure == "token_expired":
             self._take_failure()
             return await self._anonymous(request, handler)
+        if self._failure == "no_browse" and self._authorised(request):
+            self._take_failure()
+            return await self._not_browsing(request, handler)
         if not self._authorised(request):
             return _unauthorised()
         failing = ("500", "hang", "401", "429", "503", "unavailable_page")
@@ -478,6 +484,20 @@ class FakeJira(Strict):
             )
         response.headers["X-Seraph-LoginReason"] = "AUTHENTICATED_FAILED"
         return response
+
+    async def _not_browsing(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        """A request of an account without the project's Browse projects permission, as Jira
+        Cloud answers it: the project and its issues are as if they did not exist (a 404, not a
+        403), and JQL or a create naming the project is refused as naming no project."""
+        path = request.path.split("/rest/api/", 1)[-1].split("/", 1)[-1]
+        unknown = f"The value '{self.project}' does not exist for the field 'project'."
+        if path == "search/jql" or (path == "issue" and request.method == "POST"):
+            return _errors(400, unknown)
+        if path.startswith("issue/"):
+            return _errors(404, "Issue does not exist or you do not have permission to see it.")
+        if path.startswith("project/"):
+            return _errors(404, f"No project could be found with key '{self.project}'.")
+        return await handler(request)
 
     def _take_failure(self) -> str | None:
         mode = self._failure
