@@ -785,7 +785,8 @@ class JiraTracker:
         # Jira Cloud answers a request whose API token expired or was revoked as one made by
         # nobody: a search finds nothing, an issue "does not exist", and only this header says
         # why. Taken at its word, every pushed issue would seem deleted, and no ticket changed.
-        if response.headers.get("X-Seraph-LoginReason", "") in LOGIN_REFUSED:
+        said = response.headers.get("X-Seraph-LoginReason", "")
+        if any(reason in said for reason in LOGIN_REFUSED):
             raise JIRAError(
                 "the credentials were not accepted",
                 status_code=401,
