@@ -45,6 +45,7 @@ NOT_FOR_PLAYERS = {
     ("bot/engines/openai.py", "Azure OpenAI"): "`voxdesk check`, for the operator",
     ("bot/engines/openai.py", "It is now"): "the time, told to the model",
     ("cogs/bot.py", "Message Content intent is off"): "a warning in the operator's log",
+    ("cogs/bot.py", "Message Content intent: the application"): "a warning in the operator's log",
     ("cogs/runner.py", "Discord closed the gateway"): "an error in the operator's log",
     ("bot/web/playground.py", "The playground is off"): "staff trying the bot on the web",
     ("bot/web/playground.py", "Choose one of the playground's"): "staff trying the bot on the web",
