@@ -679,3 +679,38 @@ def test_the_readmes_exit_statuses_give_every_way_run_ends_on_discord() -> None:
     assert (
         "Discord refusing `DISCORD_TOKEN` too, at login or once it is reset while `run` runs" in configuration
     )
+
+
+def test_the_limits_the_docs_give_for_answers_status_history_and_the_gateway_are_the_codes() -> None:
+    # Each a bound a studio meets in the log or on the desk, quoted in prose.
+    from bot.agent import MAX_SPOKEN_CHARS
+    from bot.engines.openai import AUDIO_KEPT_AT_MOST, MAX_ANSWER_CHARS
+    from bot.tools.grievance_store import STATUS_CHANGES_KEPT, STATUS_HISTORY
+    from cogs.bot import LIMITED_INTENT_SERVERS
+    from cogs.replies import MESSAGE_LIMIT
+    from cogs.runner import GATEWAY_REFUSALS, GATEWAY_REFUSED
+
+    readme = _readme()
+    design = " ".join((REPO / "docs" / "design.md").read_text(encoding="utf-8").split())
+    discord = " ".join((REPO / "docs" / "discord.md").read_text(encoding="utf-8").split())
+    web = " ".join(WEB_MD.split())
+    assert f"the engine sent no audio it can use ({MAX_SPOKEN_CHARS:,}; a longer one goes as text)" in design
+    assert MAX_ANSWER_CHARS == 5 * MESSAGE_LIMIT
+    assert f"({MAX_ANSWER_CHARS:,}: five Discord messages' worth)" in design
+    assert f"words run past {MAX_ANSWER_CHARS:,} characters (five Discord messages' worth;" in readme
+    assert AUDIO_KEPT_AT_MOST == 24 * 3600
+    assert "Nor is an id kept whose expiry is more than a day ahead" in readme
+    assert f"bounded to its newest {STATUS_CHANGES_KEPT} changes" in design
+    assert f"its newest {STATUS_CHANGES_KEPT} changes, in the grievance database's `meta` table" in web
+    assert f"(a row `{STATUS_HISTORY}<id>`, so its schema stays version 1)" in web
+    # The exit status a unit's RestartPreventExitStatus names, for every refusal that ends `run` so.
+    first, last = min(GATEWAY_REFUSALS), max(GATEWAY_REFUSALS)
+    assert set(GATEWAY_REFUSALS) == set(range(first, last + 1))
+    assert f", {GATEWAY_REFUSED} `run` stopped because Discord's gateway refused" in readme
+    assert f"({first} to {last}: among them a bot in 2,500 servers or more" in readme
+    assert "2,500 servers or more" in GATEWAY_REFUSALS[4011]
+    assert f"RestartPreventExitStatus=2 4 {GATEWAY_REFUSED}" in readme
+    assert f"it exits 2, 4 or {GATEWAY_REFUSED} for, which a restart does not mend" in readme
+    assert f"with 4011: `run` says so in one line and exits with status {GATEWAY_REFUSED}," in discord
+    assert f"so too in {LIMITED_INTENT_SERVERS} servers or more, where the toggle no longer" in discord
+    assert f"or {LIMITED_INTENT_SERVERS} servers reached without Discord's approval of it" in readme
