@@ -1,5 +1,5 @@
 """Decode + trim + resample + WAV for a voice note: our in-process path vs pydub's default, and
-the memory it peaks at (tracemalloc) beside the whole-note level reading it replaced.
+the memory it peaks at (tracemalloc) beside reading the whole note's levels at once.
 
     python bench/audio.py [--repeat N]
 

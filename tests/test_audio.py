@@ -299,8 +299,8 @@ def test_decoding_a_long_192khz_eight_channel_flac_stays_under_400_mb(tmp_path) 
 
 
 def test_a_long_note_decodes_to_its_wav_holding_no_more_than_two_copies_of_it() -> None:
-    # Every turn decodes at once under a raid: a note of the longest kind (115 s) peaked at five
-    # times its WAV (its levels read as float32, and squared, all at once), 28 MB a turn.
+    # Every turn decodes at once under a raid: a note of the longest kind (115 s) whose levels
+    # are read as float32, and squared, all at once peaks at five times its WAV, 28 MB a turn.
     data = encode(speechlike(115.0), 48_000, "ogg")
     tracemalloc.start()
     try:

@@ -85,7 +85,7 @@ async def test_an_answer_whose_upload_discord_fails_goes_out_as_its_words(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, mode: str
 ):
     # 503 on the audio's upload (discord.py does not retry a 503): the answer was made, and its
-    # words reach the player. It was a "try again" apology, and the note settled unanswered.
+    # words reach the player, not a "try again" apology that settles the note unanswered.
     caplog.set_level(logging.INFO)
     fake.posts_unavailable = 1
     async with running_bot(settings, fake) as h:
@@ -151,8 +151,8 @@ async def test_an_answer_of_audio_alone_whose_upload_discord_fails_is_answered_l
 
 async def test_a_text_answer_discord_fails_is_answered_later_not_apologised_for(settings, fake: FakeDiscord):
     # The words are all the answer (the text style), and Discord fails them (503): the recheck
-    # answers the note once posts go out. An apology that got through told the player to try
-    # again, and the note was settled with no answer.
+    # answers the note once posts go out. An apology that got through would tell the player to
+    # try again, and settle the note with no answer.
     fake.posts_unavailable = 1
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         await h.bot.core.preferences.set_reply_mode(str(nova.id), "text")

@@ -429,7 +429,7 @@ async def test_a_note_whose_answer_loses_the_connection_is_answered_later_with_n
 ):
     # The connection to Discord drops under the voice message: the note is Discord's trouble, not
     # the player's, and the recheck answers it once posts go out. An apology that got through
-    # told the player to try again, and the note was settled with no answer.
+    # would tell the player to try again, and settle the note with no answer.
     fake.posts_cut = 1
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         note = await fake.send_note(nova, voice_note(), guild=True)

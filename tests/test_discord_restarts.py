@@ -2660,7 +2660,7 @@ async def test_a_note_queued_as_a_new_session_begins_in_a_guild_outage_is_answer
     # The session is lost while a player's second channel note waits behind the first, and the
     # new session's READY lists the guild unavailable, with no channels, its GUILD_CREATE held back
     # by an outage (only late, without one). The channel is not gone: nothing said it was, and the
-    # REST API still answers for it. Judged gone, the note was settled as unanswerable for good.
+    # REST API still answers for it. Judged gone, the note would be settled as unanswerable for good.
     caplog.set_level(logging.INFO, logger="cogs.voice")
     engine = FrontendEngine()
     engine.hold = asyncio.Event()

@@ -127,8 +127,8 @@ def test_an_address_longer_than_a_piece_is_made_text_once():
 
 
 def test_a_cut_falls_before_inline_code_rather_than_within_it():
-    # Cut at its last space, `like this` was a stray backtick ending one message and another
-    # opening the next, which paired with the next backtick and showed the text between as code.
+    # Cut at its last space, `like this` would be a stray backtick ending one message and another
+    # opening the next, which pairs with the next backtick and shows the text between as code.
     text = "x" * 1980 + " run `voxdesk sync --guild 1` then `voxdesk run` again"
     first, second = split_message(text)
     assert first == "x" * 1980 + " run"

@@ -517,8 +517,8 @@ async def test_a_bot_in_100_servers_with_only_the_limited_intent_starts_without_
     settings, fake: FakeDiscord, caplog
 ):
     # The portal's toggle (GATEWAY_MESSAGE_CONTENT_LIMITED) grants the intent to bots in under 100
-    # servers only: asked for at 100, Discord closed the first connection with 4014, and the bot
-    # exited saying the intent was switched off while it ran, at every start.
+    # servers only: asked for at 100, Discord closes the first connection with 4014, and the bot
+    # would exit at every start, saying the intent was switched off while it ran.
     fake.approximate_guild_count = 100
     caplog.set_level(logging.WARNING, logger="cogs")
     async with running_bot(settings, fake) as h:

@@ -579,7 +579,7 @@ async def test_an_answer_cut_inside_a_code_block_closes_the_block(storage, fake)
     [
         {"expires_at": "soon"},
         {"id": 12345},
-        {"expires_at": 2**64},  # more than SQLite stores: the turn was lost from the history
+        {"expires_at": 2**64},  # more than SQLite stores: the turn would be lost from the history
         {"expires_at": (int(time.time()) + 3600) * 1000},  # milliseconds: never expired by ours
     ],
     ids=["text", "numeric-id", "past-int64", "milliseconds"],
