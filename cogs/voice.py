@@ -641,7 +641,7 @@ class VoiceNotes(commands.Cog):
             why = limited_for(exc) if isinstance(exc, discord.RateLimited) else exc
             log.warning("could not reply to note %s: %s", message.id, why)
             metrics.note("discord", "failed", "send")
-            reached = Reached.YES if message.id in self._answer_out else Reached.LATER
+            reached = self._out_or_later(message)
             # Stalled after the answer went out: its transcript still goes on by itself, so no ⚠️.
             ok = reached is Reached.YES and isinstance(exc, SendStalled)
         except discord.HTTPException as exc:
@@ -649,19 +649,16 @@ class VoiceNotes(commands.Cog):
             metrics.note("discord", "failed", "send")
             nowhere = exc.code in NOWHERE_TO_POST
             if discords_trouble(exc):
-                # Discord failed the answer (its audio, then its words) or the transcript after it:
-                # an unanswered note is the recheck's once Discord is back. An apology that got
-                # through would tell the player to try again, and settle the note unanswered.
-                reached = Reached.YES if message.id in self._answer_out else Reached.LATER
+                # Discord failed the answer (its audio, then its words) or the transcript after it.
+                reached = self._out_or_later(message)
             elif not nowhere:
                 reached = await self._tell_oops(message)
         except (aiohttp.ClientError, ConnectionError) as exc:
             # The connection to Discord broke under a reply (nothing else in a turn speaks HTTP
-            # through aiohttp): Discord's trouble, which a traceback would call a bug here. As
-            # for a 5xx, no apology: the recheck answers a note none of whose answer got out.
+            # through aiohttp): Discord's trouble, which a traceback would call a bug here.
             log.warning("could not reply to note %s: %r", message.id, exc)
             metrics.note("discord", "failed", "send")
-            reached = Reached.YES if message.id in self._answer_out else Reached.LATER
+            reached = self._out_or_later(message)
         except asyncio.CancelledError:
             cancelled = True
             if message.id in self._answer_out:
@@ -746,6 +743,12 @@ class VoiceNotes(commands.Cog):
     async def _tell_several(self, message: discord.Message) -> None:
         if await self._tell(message, say.ONE_AT_A_TIME) is not Reached.YES:
             self._told_several.pop(message.id, None)  # for the note's next answer to say, if any
+
+    def _out_or_later(self, message: discord.Message) -> Reached:
+        """What reached the player when Discord failed: the answer, if it got out before, else
+        nothing until the recheck answers the note (no apology: one that got through would
+        settle the note unanswered)."""
+        return Reached.YES if message.id in self._answer_out else Reached.LATER
 
     async def _tell_oops(self, message: discord.Message) -> Reached:
         told = await self._tell(message, say.OOPS)
