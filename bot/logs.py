@@ -68,9 +68,10 @@ def masked(text: str) -> str:
 # break (CR, LF, NEL, U+2028/2029, which journald, editors and `refile` split on) starts a line of
 # their own making, such as a forged UNFILED grievance; ESC and the C1 controls (CSI) recolour or
 # rewrite a terminal; bidi overrides reorder what a reader sees. Tab is left: it is only space.
-_UNPRINTABLE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
-
-_IN_TRACEBACK = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_BUT_LF = "\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
+_UNPRINTABLE = re.compile(f"[\n{_BUT_LF}]")
+# A formatted traceback's own line breaks are LF: all else is spelled out in it too.
+_IN_TRACEBACK = re.compile(f"[{_BUT_LF}]")
 
 
 def _escape(match: re.Match[str]) -> str:
