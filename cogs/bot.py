@@ -101,19 +101,22 @@ EXTENSIONS = ("cogs.voice", "cogs.catch_up", "cogs.grievance", "cogs.settings", 
 _DEFAULT_API_BASE = discord.http.Route.BASE
 _DEFAULT_GATEWAY = discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY
 
+# The voice notes a bot without the Message Content intent still sees.
+_WITHOUT_CONTENT = (
+    "guild voice notes are only seen when they reply to the bot with the ping on (DMs still work)"
+)
 MESSAGE_CONTENT_OFF = (
-    "Message Content intent is off for this application: guild voice notes are only seen when they "
-    "reply to the bot with the ping on (DMs still work); enable it under Bot > Privileged Gateway Intents."
+    f"Message Content intent is off for this application: {_WITHOUT_CONTENT}; enable it under"
+    " Bot > Privileged Gateway Intents."
 )
 # Discord's application flags: the portal's toggle (GATEWAY_MESSAGE_CONTENT_LIMITED) is the intent
 # "for bots in under 100 servers"; from then on only GATEWAY_MESSAGE_CONTENT, Discord's approval of
 # a verified app, grants it, and an IDENTIFY asking for it without that is closed with 4014.
 LIMITED_INTENT_SERVERS = 100
 MESSAGE_CONTENT_UNAPPROVED = (
-    "Message Content intent: the application has it for bots in under 100 servers only, and the bot"
-    " is in {servers}: guild voice notes are only seen when they reply to the bot with the ping on"
-    " (DMs still work); a verified app needs Discord's approval of the intent (developer portal,"
-    " App Verification)."
+    f"Message Content intent: the application has it for bots in under {LIMITED_INTENT_SERVERS}"
+    f" servers only, and the bot is in {{servers}}: {_WITHOUT_CONTENT}; a verified app needs"
+    " Discord's approval of the intent (developer portal, App Verification)."
 )
 
 
