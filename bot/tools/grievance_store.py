@@ -243,7 +243,7 @@ class PendingGrievance:
 
 
 # A grievance the desk works with Jira on: one that never goes there, or one Jira no longer has
-# (desk._workable says the same of a row read).
+# (StaffRow.desk_works says the same of a row read).
 DESK_WORKS = "(push_state = 'local_only' OR gone_at IS NOT NULL)"
 
 
@@ -270,6 +270,12 @@ class StaffRow:
     push_state: str
     last_error: str | None
     gone_at: str | None = None  # the tracker no longer has its issue: worked on the desk again
+
+    @property
+    def desk_works(self) -> bool:
+        """Whether the desk works it with Jira on (DESK_WORKS, of a row read): it never goes to
+        Jira, or Jira no longer has it."""
+        return self.push_state == "local_only" or self.gone_at is not None
 
 
 @dataclass(frozen=True)
@@ -1451,7 +1457,7 @@ class LocalGrievanceStore:
         row = await self.staff_get(local_key)
         if row is None:
             return False
-        if jira and row.push_state != "local_only" and row.gone_at is None:
+        if jira and not row.desk_works:
             raise WorkedInJira(row)
         if was is not None and row.status not in (was, status):
             raise StatusChanged(row)

@@ -447,7 +447,7 @@ def _workable(request: web.Request, row: StaffRow) -> bool:
     """Worked on the desk: every grievance on the local backend; with Jira on, those that never go
     there (filed while the local backend was in use, or by no Discord user), or nobody could, and
     those Jira no longer has (deleted, or moved out of the project)."""
-    return not _jira_on(request) or row.push_state == "local_only" or row.gone_at is not None
+    return not _jira_on(request) or row.desk_works
 
 
 async def _jiras(request: web.Request, key: str) -> StaffRow | None:
