@@ -465,7 +465,7 @@ def _note_refused(request: web.Request, key: str, sent: object, jiras: StaffRow)
     context = {
         "key": key,
         "note": sent if isinstance(sent, str) else "",
-        "remote_key": jiras.remote_key,
+        "g": jiras,
         "jira_url": _jira_site(request),
     }
     return aiohttp_jinja2.render_template("note_refused.html", request, context, status=403)
