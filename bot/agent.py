@@ -222,9 +222,6 @@ class HandedNote:
     def __init__(self, data: bytes) -> None:
         self._data: bytes | None = data
 
-    def __len__(self) -> int:
-        return len(self._data or b"")
-
     def take(self) -> bytes:
         data, self._data = self._data, None
         if data is None:
