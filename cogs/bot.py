@@ -316,7 +316,11 @@ class VoxdeskBot(commands.Bot):
         for task in self._later:
             task.cancel()
         await asyncio.gather(*self._later, return_exceptions=True)
-        await self._cut_short_late_arrivals()
+        # A slash command that arrived while a drain waited for the work it cut short to tell its
+        # players (the gateway is open until the drain ends): left running, it would go on past
+        # the HTTP session and the databases it needs, its player told nothing and a filing
+        # neither filed nor kept; cut short now, it is kept and its player told.
+        await self._cut_short("that arrived as the bot stopped")
         await super().close()
         self._lookups.shutdown(wait=False, cancel_futures=True)
 
@@ -443,20 +447,6 @@ class VoxdeskBot(commands.Bot):
         task.add_done_callback(_log_failure)
         return task
 
-    async def _cut_short_late_arrivals(self) -> None:
-        """Cut short what is in flight still as the client closes: a slash command that arrived
-        while a drain waited for the work it cut short to tell its players (the gateway is open
-        until the drain ends). Left running, it would go on past the HTTP session and the
-        databases it needs, its player told nothing and a filing neither filed nor kept; cut
-        short now, it is kept and its player told, as the drain's own are."""
-        late = set(self._inflight)
-        if not late:
-            return
-        log.warning("cancelled %s that arrived as the bot stopped", self._counted(late) or "work")
-        for task in late:
-            task.cancel()
-        await asyncio.gather(*late, return_exceptions=True)
-
     @property
     def inflight(self) -> int:
         return len(self._inflight)
@@ -478,13 +468,19 @@ class VoxdeskBot(commands.Bot):
                 await asyncio.wait({*self._inflight, hurried}, timeout=left, return_when=first)
         finally:
             hurried.cancel()
+        return await self._cut_short(f"still running after {grace_seconds:.0f} s")
+
+    async def _cut_short(self, why: str) -> int:
+        """Cancel the work in flight and wait while what was cut short tells its players; the
+        notes and slash commands among it are said in one line, `why` ending it. Returns how
+        many they were."""
         pending = set(self._inflight)
         cut = len(pending - self._aside)
         said = self._counted(pending)
         for task in pending:
             task.cancel()
         if cut:
-            log.warning("cancelled %s still running after %.0f s", said, grace_seconds)
+            log.warning("cancelled %s %s", said, why)
         await asyncio.gather(*pending, return_exceptions=True)
         return cut
 
