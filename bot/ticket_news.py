@@ -71,13 +71,11 @@ from bot.instants import instant
 from bot.logs import Outage
 from bot.preferences import Preferences, PreferenceStore
 from bot.speech.speakable import without_overrides
-from bot.tools import cluster_start, filed_in, filing_turn
+from bot.tools import USER_ID, cluster_start, filed_in, filing_turn
 from bot.tools.grievance_store import GrievanceEvent, LocalGrievanceStore, iso_at, utc_now
 
 log = logging.getLogger(__name__)
 
-# \Z, not $: $ also matches before a final line break, which would pass "<id>\n".
-USER_ID = re.compile(r"^[0-9]{1,20}\Z")  # only a Discord user can be sent a DM
 EVENT_BATCH = 500
 DELIVER_BATCH = 200
 MAX_ITEMS_PER_DM = 10  # more news for one player waits for the next round

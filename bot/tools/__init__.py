@@ -34,8 +34,9 @@ from bot.tools.base import (
 log = logging.getLogger(__name__)
 
 CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
-# \Z, not $: $ also matches before a final line break, which would pass "GRV-1\n".
+# \Z, not $: $ also matches before a final line break, which would pass "GRV-1\n" or "<id>\n".
 TICKET_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}-[1-9][0-9]{0,8}\Z")
+USER_ID = re.compile(r"^[0-9]{1,20}\Z")  # a Discord user's id (a snowflake): only one can be sent a DM
 MAX_DESCRIPTION = 2000
 MIN_DESCRIPTION_WORDS, MIN_DESCRIPTION_LETTERS = 2, 6
 # A note is one player speaking for a minute or two: more tickets than this from one note, or more

@@ -28,14 +28,13 @@ from urllib3.exceptions import NewConnectionError
 from bot import logs
 from bot.config import shown_url
 from bot.retry_after import seconds_named
-from bot.tools import TICKET_KEY, cluster_start, well_formed
+from bot.tools import TICKET_KEY, USER_ID, cluster_start, well_formed
 from bot.tools.grievance_store import KEY_PREFIX, iso_at
 
 log = logging.getLogger(__name__)
 
 # \Z, not $: $ also matches before a final line break, which would pass "<id>\n".
 PROJECT_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}\Z")
-USER_ID = re.compile(r"^[0-9]{1,20}\Z")  # a Discord snowflake
 LOCAL_KEY = re.compile(rf"^{KEY_PREFIX}-[1-9][0-9]{{0,8}}\Z")
 LABEL_PREFIX = re.compile(r"^[a-z][a-z0-9_-]{0,30}\Z")
 SEARCH_FIELDS = ["summary", "description", "labels", "status", "created", "updated"]
