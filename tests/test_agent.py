@@ -723,6 +723,33 @@ async def test_a_handed_note_is_let_go_once_decoded_and_answers_one_turn(setting
             handed.take()
 
 
+@pytest.mark.parametrize("fails", ["nothing said", "engine down"])
+async def test_a_handed_note_is_heard_by_the_fallback_once_taken(settings, fails: str) -> None:
+    # The bytes go once decoded; the fallback (the offline engine, or an engine over its budget)
+    # hears the decoded clip the turn keeps, not the note again.
+    from bot.agent import HandedNote
+
+    heard: list[AudioClip | None] = []
+
+    class Listening(ScriptedEngine):
+        async def complete(self, turn: TurnState) -> EngineReply:
+            heard.append(turn.audio)
+            return await super().complete(turn)
+
+    class SaysNothing(ScriptedEngine):
+        async def complete(self, turn: TurnState) -> EngineReply:
+            return EngineReply(text="", audio=None)
+
+    primary = SaysNothing() if fails == "nothing said" else BrokenEngine()
+    handed = HandedNote(NOTE)
+    async with running_app(settings, primary) as app:
+        app.agent.fallback = Listening([answer("from the fallback")], name="backup")
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), handed)
+    assert (reply.kind, reply.text, reply.engine) == ("answer", "from the fallback", "backup")
+    (clip,) = heard
+    assert clip is not None and clip.seconds > 0.5 and len(clip.pcm) > 0
+
+
 @pytest.mark.parametrize(
     ("text", "told"),
     [
