@@ -102,14 +102,11 @@ class SecretMask(logging.Filter):
     lets every record through."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        pattern = _pattern
         try:
             message = record.getMessage()
         except Exception:  # arguments that do not fit: the handler reports that when it formats
             return True
-        clean = one_line(message)
-        if pattern is not None:
-            clean = pattern.sub(MASK, clean)
+        clean = masked(one_line(message))
         if clean != message:
             record.msg, record.args = clean, None
         text = record.exc_text
@@ -117,9 +114,7 @@ class SecretMask(logging.Filter):
             text = _plain.formatException(record.exc_info)
         if text:
             exc = record.exc_info[1] if record.exc_info else None
-            clean = _exception_text(text, exc)
-            if pattern is not None:
-                clean = pattern.sub(MASK, clean)
+            clean = masked(_exception_text(text, exc))
             if clean != text:
                 # Without exc_info, so a formatter that renders the exception afresh (discord.py's
                 # does, in colour) prints the clean text. The stash outlives a formatter that
@@ -128,8 +123,8 @@ class SecretMask(logging.Filter):
                 record.voxdesk_masked_exc_text = clean
         elif not record.exc_info and not text:
             record.exc_text = getattr(record, "voxdesk_masked_exc_text", None)
-        if pattern is not None and record.stack_info and pattern.search(record.stack_info):
-            record.stack_info = pattern.sub(MASK, record.stack_info)
+        if record.stack_info:
+            record.stack_info = masked(record.stack_info)
         return True
 
 
