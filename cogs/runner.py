@@ -15,7 +15,7 @@ import discord
 
 from bot import __version__, logs
 from bot.config import Settings, require_discord_token
-from cogs.bot import GATEWAY_RETRIES, MESSAGE_CONTENT_OFF, VoxdeskBot
+from cogs.bot import GATEWAY_RETRIES, LIMITED_INTENT_SERVERS, MESSAGE_CONTENT_OFF, VoxdeskBot
 from cogs.replies import limited_for
 
 if TYPE_CHECKING:
@@ -34,8 +34,9 @@ TOKEN_REFUSED = 4004
 INTENT_WITHDRAWN = 6
 INTENT_WITHDRAWN_LINE = (
     "Discord closed the gateway (4014, disallowed intents): the application lost the Message Content"
-    " intent {when} (switched off in the developer portal, or the bot reached 100 servers without"
-    f" Discord's approval of it). Stopping after the notes in flight (exit status {INTENT_WITHDRAWN});"
+    f" intent {{when}} (switched off in the developer portal, or the bot reached"
+    f" {LIMITED_INTENT_SERVERS} servers without Discord's approval of it). Stopping after the notes in"
+    f" flight (exit status {INTENT_WITHDRAWN});"
     " started again, the bot runs without it, or switch it back on under Bot > Privileged Gateway"
     " Intents."
 )
