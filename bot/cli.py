@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sqlite3
 import sys
 import tempfile
@@ -525,9 +526,34 @@ def configure_logging(verbose: bool) -> None:
     logs.install_secret_mask()
 
 
+# Commands that stop themselves on SIGTERM, finishing what is in flight.
+STOP_ON_THEIR_OWN = ("run", "web")
+TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
+class _Terminated:
+    """SIGTERM taken as Ctrl-C is: the speech workers ignore both (the bot finishes its notes
+    before they go), so a command SIGTERM killed outright (`timeout`, `kill`) left them running,
+    holding their models' memory and the pipes of whoever read its output. Interrupted, the
+    command's own shutdown stops them."""
+
+    seen = False
+
+    @classmethod
+    def handle(cls, signum: int, frame: object) -> None:
+        cls.seen = True
+        interrupt = signal.getsignal(signal.SIGINT)
+        if callable(interrupt):  # asyncio.run's: cancels the command and shuts down its workers
+            interrupt(signal.SIGINT, frame)
+        else:  # SIGINT ignored, as in a background job of a script
+            raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
+    if args.command not in STOP_ON_THEIR_OWN:
+        signal.signal(signal.SIGTERM, _Terminated.handle)
     try:
         return args.handler(args)
     except ConfigError as exc:
@@ -554,7 +580,7 @@ def main(argv: list[str] | None = None) -> int:
         _complain(f"a database under the storage folder cannot be used: {exc}")
         return 4
     except KeyboardInterrupt:
-        return 130
+        return TERMINATED if _Terminated.seen else 130
     except Exception:
         # Through the log's handler, which masks the traceback: Python's own hook would print a
         # library's exception (a refused request's address, a server's echo of the key) as it is.

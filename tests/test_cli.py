@@ -4,6 +4,7 @@ import json
 import os
 import pwd
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -1034,3 +1035,51 @@ async def test_run_whose_first_gateway_connection_is_refused_says_so_and_exits_5
     assert process.returncode == 5, said
     assert "AttributeError" not in said, said
     assert "could not connect to Discord's gateway" in said and "503" in said, said
+
+
+def _processes_in_session(sid: int) -> list[int]:
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if os.getsid(int(entry.name)) == sid:
+                    pids.append(int(entry.name))
+    return pids
+
+
+def _children(pid: int) -> list[int]:
+    with contextlib.suppress(OSError):
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    return []
+
+
+def test_sigterm_stops_a_command_with_its_speech_workers(settings) -> None:
+    # The workers ignore SIGTERM; a command killed by it (`timeout`, `kill`) left them running.
+    note = paths.SAMPLES / "4-charged-twice.ogg"
+    done = subprocess.Popen(
+        [sys.executable, "-m", "bot", "demo", "--samples", str(note.parent)],
+        cwd=REPO,
+        env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        for _ in range(1200):  # until a worker is up
+            if len(_children(done.pid)) >= 2:  # the resource tracker and a worker at least
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        done.send_signal(signal.SIGTERM)
+        _, stderr = done.communicate(timeout=45)  # to the end: no worker holds its pipes
+        assert done.returncode == 143, stderr
+        assert "Traceback" not in stderr
+        for _ in range(300):
+            if not _processes_in_session(done.pid):
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        assert _processes_in_session(done.pid) == []
+    finally:
+        for pid in _processes_in_session(done.pid):
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
