@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import select
 import signal
 import sqlite3
 import sys
@@ -549,7 +551,36 @@ class _Terminated:
             raise KeyboardInterrupt
 
 
+READER_GONE = 141  # 128 + SIGPIPE, as a shell reports `... | head` ending a command's output
+
+
+def _reader_gone() -> bool:
+    """Whether whoever read the output closed it (`| head`), not a pipe of the command's own."""
+    poller = select.poll()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            poller.register(stream.fileno(), select.POLLOUT)
+        except (AttributeError, OSError, ValueError):
+            continue
+    return any(events & select.POLLERR for _, events in poller.poll(0))
+
+
 def main(argv: list[str] | None = None) -> int:
+    try:
+        try:
+            return _main(argv)
+        finally:
+            sys.stdout.flush()  # here, not at exit, where a closed pipe is a message and status 120
+    except BrokenPipeError:
+        if not _reader_gone():
+            raise
+        # What is left unwritten goes nowhere, so the flush at exit says nothing.
+        for stream in (sys.stdout, sys.stderr):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        return READER_GONE
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
     if args.command not in STOP_ON_THEIR_OWN:
@@ -572,6 +603,8 @@ def main(argv: list[str] | None = None) -> int:
         _complain(f"{exc.filename}: no such file" if exc.filename else str(exc))
         return 4
     except OSError as exc:  # unreadable, a folder where a file was meant, a port in use
+        if isinstance(exc, BrokenPipeError) and _reader_gone():
+            raise
         where = f"{exc.filename}: " if exc.filename else ""
         owner = other_owner(exc.filename) if isinstance(exc, PermissionError) and exc.filename else ""
         _complain(f"{where}{exc.strerror or exc}{owner}")

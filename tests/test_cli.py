@@ -1083,3 +1083,20 @@ def test_sigterm_stops_a_command_with_its_speech_workers(settings) -> None:
         for pid in _processes_in_session(done.pid):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("buffered", ["", "1"])
+@pytest.mark.parametrize("command", [["init"], ["player", "export", "111111111111111111"]])
+def test_output_whose_reader_went_away_ends_quietly(settings, command, buffered) -> None:
+    # `voxdesk ... | head`: a "Broken pipe" line and status 4, or Python's own message and 120.
+    done = subprocess.Popen(
+        [sys.executable, "-m", "bot", *command],
+        cwd=REPO,
+        env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir), "PYTHONUNBUFFERED": buffered},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    done.stdout.close()
+    stderr = done.stderr.read()
+    assert (done.wait(timeout=120), stderr) == (141, "")
