@@ -177,8 +177,13 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_backup(args: argparse.Namespace) -> int:
     from bot.backup import MANIFEST, backup
 
+    settings = _settings(args)
+    into, storage = Path(args.into).resolve(), settings.storage_dir.resolve()
+    if into.is_relative_to(storage):  # lost with the folder it is meant to bring back
+        _complain(f"backup: {args.into} is inside the storage folder {storage}: give a folder elsewhere")
+        return 2
     try:
-        folder, lines = backup(_settings(args), Path(args.into))
+        folder, lines = backup(settings, Path(args.into))
     except sqlite3.Error as exc:  # the source or the copy: the message names which file
         _complain(f"backup failed, nothing kept: {exc}")
         return 4

@@ -1100,3 +1100,13 @@ def test_output_whose_reader_went_away_ends_quietly(settings, command, buffered)
     done.stdout.close()
     stderr = done.stderr.read()
     assert (done.wait(timeout=120), stderr) == (141, "")
+
+
+@pytest.mark.parametrize("inside", [".", "backups"])
+def test_backup_refuses_a_folder_inside_the_storage_folder(settings, inside) -> None:
+    storage = settings.storage_dir
+    before = sorted(p.name for p in storage.iterdir())
+    done = voxdesk("backup", str(storage / inside), storage=storage)
+    assert done.returncode == 2, done.stderr
+    assert "inside the storage folder" in done.stderr
+    assert sorted(p.name for p in storage.iterdir()) == before
