@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -12,6 +13,7 @@ import signal
 import sqlite3
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -585,11 +587,30 @@ def main(argv: list[str] | None = None) -> int:
         return READER_GONE
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt(command: str) -> Iterator[None]:
+    """SIGTERM taken as Ctrl-C while `command` runs (not `run` or `web`, which stop on their own),
+    the handler before it put back after: main() called in another program's process (a test's)
+    leaves it as it found it."""
+    if command in STOP_ON_THEIR_OWN or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    _Terminated.seen = False
+    before = signal.signal(signal.SIGTERM, _Terminated.handle)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     configure_logging(args.verbose)
-    if args.command not in STOP_ON_THEIR_OWN:
-        signal.signal(signal.SIGTERM, _Terminated.handle)
+    with _sigterm_as_interrupt(args.command):
+        return _handled(args)
+
+
+def _handled(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except ConfigError as exc:

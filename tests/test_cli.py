@@ -1053,6 +1053,22 @@ def _children(pid: int) -> list[int]:
     return []
 
 
+def test_a_command_run_in_another_programs_process_leaves_its_sigterm_handler(capsys) -> None:
+    # main() takes SIGTERM as Ctrl-C while a command runs; called in a test's process (or any
+    # program's), it puts back the handler it found.
+    from bot.cli import main
+
+    def theirs(signum: int, frame: object) -> None:
+        pass
+
+    before = signal.signal(signal.SIGTERM, theirs)
+    try:
+        assert main(["eval", "--as-text", "--recognizer", "whisper", "--split", "nvdev"]) == 2
+        assert signal.getsignal(signal.SIGTERM) is theirs
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_sigterm_stops_a_command_with_its_speech_workers(settings) -> None:
     # The workers ignore SIGTERM; a command killed by it (`timeout`, `kill`) left them running.
     note = paths.SAMPLES / "4-charged-twice.ogg"
