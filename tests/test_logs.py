@@ -377,7 +377,8 @@ def test_escape_codes_in_a_players_words_reach_no_terminal(root_log) -> None:
 def test_a_line_break_in_an_exceptions_words_starts_no_log_line_of_theirs(root_log) -> None:
     try:
         try:
-            raise ValueError("first\r" + _forged_unfiled())
+            # A cause's words too: its line break is no traceback's own.
+            raise ValueError("first\r\n" + _forged_unfiled())
         except ValueError as exc:
             raise RuntimeError("no such ticket: \n" + _forged_unfiled()) from exc
     except RuntimeError:
@@ -385,11 +386,26 @@ def test_a_line_break_in_an_exceptions_words_starts_no_log_line_of_theirs(root_l
     lines = root_log.getvalue().splitlines()
     assert lines[0] == "ERROR bot.tools tool crashed" and lines[1] == "Traceback (most recent call last):"
     assert lines[-1].startswith("RuntimeError: no such ticket: \\n[ERROR   ] bot.tools.grievance_store: ")
-    assert any(line.startswith("ValueError: first\\r[ERROR   ]") for line in lines)
+    assert any(line.startswith("ValueError: first\\r\\n[ERROR   ]") for line in lines)
     assert all(
         not line or line.startswith(("Traceback", "  ", "ValueError", "RuntimeError", "The above"))
         for line in lines[1:]
     )
+
+
+def test_a_traceback_handed_on_as_text_keeps_only_its_own_line_breaks(root_log) -> None:
+    """A record carrying its traceback as text alone (formatted by an earlier handler, or sent
+    from another process) has no exception to tell its words from the traceback's: every
+    character that breaks or recolours a line but the traceback's own line feeds is spelled out."""
+    text = 'Traceback (most recent call last):\n  File "x.py", line 1\nValueError: a\x0bb\x1b[2Jc\u2028d'
+    record = logging.makeLogRecord({"name": "bot.tools", "levelno": logging.ERROR, "levelname": "ERROR"})
+    record.msg, record.exc_text = "tool crashed", text
+    logging.getLogger("bot.tools").handle(record)
+    assert root_log.getvalue().splitlines()[1:] == [
+        "Traceback (most recent call last):",
+        '  File "x.py", line 1',
+        "ValueError: a\\x0bb\\x1b[2Jc\\u2028d",
+    ]
 
 
 def _store_line(formatter: logging.Formatter) -> str:
