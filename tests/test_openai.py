@@ -580,9 +580,10 @@ async def test_an_answer_cut_inside_a_code_block_closes_the_block(storage, fake)
         {"expires_at": "soon"},
         {"id": 12345},
         {"expires_at": 2**64},  # more than SQLite stores: the turn would be lost from the history
+        {"expires_at": -(2**64)},  # less than SQLite stores, and no time a reply was kept till
         {"expires_at": (int(time.time()) + 3600) * 1000},  # milliseconds: never expired by ours
     ],
-    ids=["text", "numeric-id", "past-int64", "milliseconds"],
+    ids=["text", "numeric-id", "past-int64", "before-int64", "milliseconds"],
 )
 async def test_an_audio_reference_of_another_type_does_not_fail_the_players_next_notes(
     storage, fake, reference
