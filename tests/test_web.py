@@ -631,6 +631,25 @@ async def test_the_desk_pages_through_every_grievance_with_its_filters_kept(wset
         assert "Page 11 of 11" in last
 
 
+async def test_paging_back_to_fewer_than_a_page_shows_the_first_page_whole(wsettings) -> None:
+    """?before=N with fewer than a page before N (grievances resolved or filed meanwhile) is the
+    first page, a full one with nothing before it; an id too large to be one is no error."""
+    async with web_client(wsettings) as (client, core):
+        store = core.grievances.local_store
+        await many_grievances(store, 300)  # with the four demo grievances: 152 open
+        await log_in(client)
+        first = await (await client.get("/desk", params={"status": "open"})).text()
+        second = await (await client.get(str(link_of(first, "next")))).text()
+        again = await (await client.get(str(link_of(second, "prev")))).text()
+        assert keys_on(again) == keys_on(first) and len(keys_on(first)) == 100
+        mid = (await store.staff_list("open", limit=60))[50].id
+        back = await (await client.get("/desk", params={"status": "open", "before": str(mid)})).text()
+        assert "1–100 of 152" in back and 'rel="prev"' not in back
+        for way in ("after", "before"):
+            odd = await client.get("/desk", params={"status": "open", way: "9" * 20})
+            assert odd.status == 200, way
+
+
 def link_of(html: str, rel: str) -> str | None:
     found = re.search(rf'href="([^"]+)" rel="{rel}"', html)
     return found.group(1).replace("&amp;", "&") if found else None
