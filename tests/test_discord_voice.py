@@ -529,6 +529,17 @@ async def test_a_bot_in_100_servers_with_only_the_limited_intent_starts_without_
         await answered(h.fake, dm)
 
 
+async def test_a_bot_in_100_servers_approved_for_the_intent_keeps_it(settings, fake: FakeDiscord, caplog):
+    # GATEWAY_MESSAGE_CONTENT, Discord's approval of a verified app, grants the intent in any
+    # number of servers: the limit of 100 is the portal toggle's alone.
+    fake.application_flags = 1 << 18
+    fake.approximate_guild_count = 150
+    caplog.set_level(logging.WARNING, logger="cogs")
+    async with running_bot(settings, fake) as h:
+        assert h.fake.identify_payloads[-1]["intents"] & MESSAGE_CONTENT_INTENT
+        assert not [r for r in caplog.records if "Message Content" in r.getMessage()]
+
+
 async def test_a_voice_message_without_its_audio_is_told_or_logged_not_dropped(
     settings, fake: FakeDiscord, caplog
 ):
