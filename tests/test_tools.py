@@ -3799,3 +3799,19 @@ async def test_check_says_a_spool_it_cannot_read_wants_a_person(settings, caplog
         f"; {spool.path} cannot be read, and may hold grievances the database refused"
     ), line.detail
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_a_key_or_id_with_a_line_break_after_it_is_not_one() -> None:
+    # `$` would match before a final line break: "GRV-1\n" would pass as a key.
+    from bot.tools import TICKET_KEY
+    from bot.tools.jira_tracker import KEY_PREFIX, LABEL_PREFIX, LOCAL_KEY, PROJECT_KEY, USER_ID
+
+    checked = [
+        (TICKET_KEY, "GRV-1"),
+        (PROJECT_KEY, "GRV"),
+        (USER_ID, "111111111111111111"),
+        (LOCAL_KEY, f"{KEY_PREFIX}-1"),
+        (LABEL_PREFIX, "voxdesk"),
+    ]
+    for pattern, good in checked:
+        assert pattern.match(good) and not pattern.match(good + "\n"), pattern.pattern
