@@ -69,3 +69,17 @@ def constant_flac(seconds: int, rate: int, layout: str = "7.1", level: int = 500
         for packet in stream.encode(None):
             container.mux(packet)
     return out.getvalue()
+
+
+async def collected(freed: list[int], tries: int = 500) -> None:
+    """Collect garbage until a note's bytes are `freed` (their finalizer appends to it), or give
+    up after `tries` short waits. The decoding thread hands back its result before it lets go of
+    the work item holding the note, so the event loop can get there first on a busy machine."""
+    import asyncio
+    import gc
+
+    for _ in range(tries):
+        gc.collect()
+        if freed:
+            return
+        await asyncio.sleep(0.01)

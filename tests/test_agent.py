@@ -14,7 +14,7 @@ from bot.engines.base import AudioClip, EngineReply, Transcript, TurnState, Usag
 from bot.sentences import NO_ANSWER_MADE, OVER_BUDGET
 from bot.tools.base import ToolContext
 from bot.usage import UsageMeter, reset_in, seconds_to_reset
-from tests.audio_samples import encode, speechlike
+from tests.audio_samples import collected, encode, speechlike
 from tests.scripted_engine import BrokenEngine, ScriptedEngine, answer, calls, tone_wav_reply
 
 from .conftest import BLAZE, NOVA, QUILL
@@ -693,7 +693,6 @@ async def test_a_transcription_that_fails_as_its_turn_is_cut_is_no_error_at_coll
 async def test_a_handed_note_is_let_go_once_decoded_and_answers_one_turn(settings) -> None:
     # A note is up to audio.max_bytes: held through the model's call, each turn at once would
     # keep its note in memory for nothing once the clip the turn needs is decoded.
-    import gc
 
     from bot.agent import HandedNote
 
@@ -715,7 +714,7 @@ async def test_a_handed_note_is_let_go_once_decoded_and_answers_one_turn(setting
     async with running_app(settings, Thoughtful()) as app:
         turning = asyncio.create_task(app.agent.respond(ToolContext(user_id=NOVA), handed))
         await thinking.wait()
-        gc.collect()
+        await collected(freed)
         assert freed == [len(NOTE)]  # while the model thinks
         go_on.set()
         assert (await turning).text == "answer 0"

@@ -20,7 +20,7 @@ import pytest
 from bot.audio import decode
 from cogs.runner import serve
 from cogs.voice import too_fast
-from tests.audio_samples import encode, speechlike
+from tests.audio_samples import collected, encode, speechlike
 from tests.discord_harness import (
     Harness,
     blaze,
@@ -1140,7 +1140,6 @@ async def test_a_notes_download_is_let_go_once_decoded_while_the_model_thinks(
 ):
     # A download is up to audio.max_bytes (8 MB of WAV), and a turn's model call can take
     # seconds: held through it, every concurrent turn keeps its note in memory for nothing.
-    import gc
 
     import discord
 
@@ -1161,7 +1160,7 @@ async def test_a_notes_download_is_let_go_once_decoded_while_the_model_thinks(
     async with running_bot(settings, fake, engine=engine) as h:
         note = await h.fake.send_note(nova, voice_note())
         await engine.until_asked(1)  # the turn is in the model's call, which waits to be let go
-        gc.collect()
+        await collected(freed)
         assert freed, "the note's bytes are still held while the model thinks"
         engine.hold.set()
         assert len(await answered(h.fake, note)) == 2

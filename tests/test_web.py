@@ -25,6 +25,7 @@ from bot.web import STATE, desk, ops, playground
 from bot.web.playground import DEMO_PLAYERS
 from bot.web.security import RateLimit, hash_password, staff_password_hash, verify_password
 
+from .audio_samples import collected
 from .conftest import BLAZE, NOVA, QUILL, REPO, make_settings, speech_pools_started
 from .web_helpers import CSRF, STAFF_HASH, STAFF_PASSWORD, Page, csrf_of, log_in, web_client, web_settings
 
@@ -81,7 +82,6 @@ async def test_a_playground_note_is_let_go_once_decoded_while_the_model_thinks(
 ) -> None:
     # An upload is up to audio.max_bytes: held through the model's call, each playground turn at
     # once would keep its note in memory for nothing once the clip the turn needs is decoded.
-    import gc
 
     from tests.scripted_engine import ScriptedEngine
 
@@ -112,7 +112,7 @@ async def test_a_playground_note_is_let_go_once_decoded_while_the_model_thinks(
     async with web_client(wsettings, engine=Thoughtful()) as (client, _):
         asking = asyncio.create_task(ask(client, await csrf_of(client)))
         await thinking.wait()
-        gc.collect()
+        await collected(freed)
         assert freed == [len(NOTE)]  # while the model thinks
         go_on.set()
         assert (await asking).status == 200
