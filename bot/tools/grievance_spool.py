@@ -248,6 +248,12 @@ def unfiled_in(
         if mark is None:
             continue
         at = line.find(mark)
+        kept, more = _json_at_start(line[at + len(mark) :].strip())
+        if more:
+            # The store's line is a record's whole message, which every log format ends a line
+            # with. Text after it is another line quoting a player's words (a model's arguments
+            # at DEBUG), which must not file a ticket in anyone's name.
+            continue
         if not _RECORD_START.fullmatch(_COLOUR.sub("", line[:at])):
             # The store's line is a record's whole message, so only a log format's own prefix
             # comes before the mark. Anything else is a line quoting words shaped like one (a
@@ -255,20 +261,9 @@ def unfiled_in(
             # in whatever name the words chose. Yet it may be the store's line behind a prefix
             # of a reader this does not know (`docker compose logs`, a log shipper's), its last
             # copy: the caller says so rather than pass it over without a word.
-            if passed_over is not None and _ends_in_json(line[at + len(mark) :].strip()):
+            if passed_over is not None and isinstance(kept, dict):
                 passed_over(line.rstrip("\r\n"))
             continue
-        rest = line[at + len(mark) :].strip()
-        try:
-            kept, end = json.JSONDecoder().raw_decode(rest)
-        except ValueError:
-            kept = None
-        else:
-            if rest[end:]:
-                # The store's line is a record's whole message, which every log format ends a
-                # line with. Text after it is another line quoting a player's words (a model's
-                # arguments at DEBUG), which must not file a ticket in anyone's name.
-                continue
         if mark is LOST_AT_SHUTDOWN and isinstance(kept, dict) and "id" not in kept:
             # An id of its words, so the log read again files it once.
             kept["id"] = hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:32]
@@ -280,13 +275,13 @@ def unfiled_in(
     return list(found.values()), unreadable
 
 
-def _ends_in_json(rest: str) -> bool:
-    """Whether `rest` is one JSON object and nothing after it."""
+def _json_at_start(rest: str) -> tuple[Any, bool]:
+    """The JSON value `rest` starts with (None for none), and whether text follows it."""
     try:
         kept, end = json.JSONDecoder().raw_decode(rest)
     except ValueError:
-        return False
-    return isinstance(kept, dict) and not rest[end:]
+        return None, False
+    return kept, bool(rest[end:])
 
 
 def _write_all(fd: int, data: bytes) -> None:
