@@ -595,7 +595,7 @@ async def _send_piece(message: discord.Message, piece: str, linked: bool, nonce:
         await message.channel.send(content=piece, nonce=nonce)
 
 
-def _upload_failed(message: discord.Message, exc: discord.HTTPException, what: str, text: str) -> bool:
+def _upload_failed(message: discord.Message, exc: discord.HTTPException, what: str, words: bool) -> bool:
     """Whether Discord failed under an answer's upload (a 5xx its retries did not outlast, or a
     503, which discord.py does not retry), said in the log: the answer's words go as text
     instead, so the player has the answer that was made now. A text refused too is Discord
@@ -608,7 +608,7 @@ def _upload_failed(message: discord.Message, exc: discord.HTTPException, what: s
         message.id,
         exc.status,
         exc.code,
-        "sending its words as text" if text.strip() else "it has no words to send instead",
+        "sending its words as text" if words else "it has no words to send instead",
     )
     return True
 
@@ -662,7 +662,7 @@ async def send_answer(
             await send_voice_message(client, message, audio)
         except discord.HTTPException as exc:
             too_large = exc.status == TOO_LARGE
-            failed = exc if _upload_failed(message, exc, "voice message", text) else None
+            failed = exc if _upload_failed(message, exc, "voice message", words) else None
             if exc.code not in VOICE_REFUSED_CODES and not too_large and failed is None:
                 raise
             if failed is None:
@@ -689,7 +689,7 @@ async def send_answer(
                 # The file went out with the first piece of the words: what failed is a piece
                 # after it, and the words sent again as text would repeat what the player has.
                 raise
-            failed = exc if _upload_failed(message, exc, "file reply", text) else None
+            failed = exc if _upload_failed(message, exc, "file reply", words) else None
             if failed is None and not _refused_for_permissions(exc) and exc.status != TOO_LARGE:
                 raise
             if failed is None:
@@ -698,7 +698,7 @@ async def send_answer(
                 )
         else:
             return "file"
-    if failed is not None and not text.strip():
+    if failed is not None and not words:
         # No words to send instead: the "try again" sentence would settle the note unanswered,
         # where the recheck answers it once Discord takes uploads again.
         raise failed
