@@ -5,6 +5,7 @@ VOXDESK_SCREENSHOTS=1 each page is saved into docs/ (docs/web-*.png)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -15,7 +16,7 @@ import pytest
 import pytest_asyncio
 
 from bot import paths
-from bot.app import build_app
+from bot.app import App, build_app
 from bot.audio import decode, pcm_to_wav
 from bot.tools.base import ToolContext
 from bot.web import bound_port, start
@@ -71,6 +72,18 @@ async def browser(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[tup
             await chromium.close()
 
 
+@contextlib.asynccontextmanager
+async def serving(core: App) -> AsyncIterator[str]:
+    """`core`'s web front end on a port the OS chooses, as its base address; stopped, and `core`
+    closed, after."""
+    runner = await start(core, port=0)
+    try:
+        yield f"http://127.0.0.1:{bound_port(runner)}"
+    finally:
+        await runner.cleanup()
+        await core.aclose()
+
+
 async def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
     if SCREENSHOTS:
         await page.screenshot(path=str(REPO / "docs" / f"web-{name}.png"), full_page=True)
@@ -79,10 +92,9 @@ async def shot(page, name: str) -> None:  # type: ignore[no-untyped-def]
 async def test_a_spoken_question_from_the_microphone_is_answered_aloud(browser, settings) -> None:
     chromium, seconds = browser
     core = await build_app(web_settings(settings.storage_dir))  # the real offline engine
-    runner = await start(core, port=0)
-    try:
+    async with serving(core) as base:
         page = await chromium.new_page(viewport={"width": 1100, "height": 900})
-        await page.goto(f"http://127.0.0.1:{bound_port(runner)}/")
+        await page.goto(base + "/")
         await page.select_option("#player", NOVA)
         focused = "document.activeElement.id || document.activeElement.tagName"
         await page.click("#record")
@@ -109,9 +121,6 @@ async def test_a_spoken_question_from_the_microphone_is_answered_aloud(browser, 
         await page.wait_for_selector("body[data-state=error]", timeout=30_000)
         assert "looks like a PDF" in await page.inner_text("#status")
         assert await page.locator("#result").is_hidden()
-    finally:
-        await runner.cleanup()
-        await core.aclose()
 
 
 async def test_staff_resolve_a_ticket_and_the_player_sees_it(browser, settings) -> None:
@@ -122,9 +131,7 @@ async def test_staff_resolve_a_ticket_and_the_player_sees_it(browser, settings) 
     for _ in range(3):  # some usage for the charts
         await core.agent.respond(ToolContext(user_id=NOVA, platform="web"), QUESTION.read_bytes())
     await core.grievances.register(NOVA, "wallet", 'My wallet shows <b>0</b> after "top-up"')
-    runner = await start(core, port=0)
-    base = f"http://127.0.0.1:{bound_port(runner)}"
-    try:
+    async with serving(core) as base:
         player = await chromium.new_page(viewport={"width": 1100, "height": 900})
         await player.goto(base + "/")
         await player.select_option("#player", NOVA)
@@ -163,9 +170,6 @@ async def test_staff_resolve_a_ticket_and_the_player_sees_it(browser, settings) 
         await player.click("#refresh-tickets")
         await player.wait_for_selector("#tickets tr[data-key='GRV-10'] td:text('resolved')")
         await shot(player, "player-tickets")
-    finally:
-        await runner.cleanup()
-        await core.aclose()
 
 
 async def test_long_words_and_right_to_left_text_keep_the_pages_readable(browser, settings) -> None:
@@ -175,9 +179,7 @@ async def test_long_words_and_right_to_left_text_keep_the_pages_readable(browser
     core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
     unbroken = await core.grievances.register(NOVA, "other", "refund" * 900)  # 5,400 characters, no space
     arabic = await core.grievances.register(NOVA, "wallet", "محفظتي فارغة بعد الشحن")
-    runner = await start(core, port=0)
-    base = f"http://127.0.0.1:{bound_port(runner)}"
-    try:
+    async with serving(core) as base:
         staff = await (await chromium.new_context(viewport={"width": 1100, "height": 800})).new_page()
         await staff.goto(base + "/desk/login")
         await staff.fill("input[name=password]", STAFF_PASSWORD)
@@ -211,9 +213,6 @@ async def test_long_words_and_right_to_left_text_keep_the_pages_readable(browser
         assert await staff.get_by_label("A note for other staff (the player never sees it)").count() == 1
         await staff.goto(f"{base}/desk/ticket/{arabic.key}")
         assert await staff.locator("#description").evaluate("q => getComputedStyle(q).direction") == "rtl"
-    finally:
-        await runner.cleanup()
-        await core.aclose()
 
 
 # Streams the page opened are kept where the test can see whether they were stopped.
@@ -243,21 +242,17 @@ async def test_a_browser_that_cannot_record_says_so_and_lets_go_of_the_microphon
 
     chromium, _ = browser
     core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
-    runner = await start(core, port=0)
-    try:
+    async with serving(core) as base:
         context = await chromium.new_context()
         await context.add_init_script(KEEP_STREAMS + browser_lacks)
         page = await context.new_page()
-        await page.goto(f"http://127.0.0.1:{bound_port(runner)}/")
+        await page.goto(base + "/")
         await page.click("#record")
         await page.wait_for_selector("#status:text('cannot record here')", timeout=30_000)
         assert await page.inner_text("#status") == "This browser cannot record here; upload a file instead."
         assert await page.evaluate(ALL_STOPPED)
         assert await page.is_enabled("#record") and await page.is_disabled("#stop")
         await context.close()
-    finally:
-        await runner.cleanup()
-        await core.aclose()
 
 
 # What sticks out past the window's right edge: the page then scrolls sideways on a phone, and the
@@ -277,9 +272,7 @@ async def test_every_page_fits_a_phone_without_scrolling_sideways(browser, setti
     core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
     await core.agent.respond(ToolContext(user_id=NOVA, platform="web"), QUESTION.read_bytes())
     grievance = await core.grievances.register(NOVA, "wallet", "My wallet shows 0 after a top-up")
-    runner = await start(core, port=0)
-    base = f"http://127.0.0.1:{bound_port(runner)}"
-    try:
+    async with serving(core) as base:
         # 320 CSS pixels: WCAG 2.2's reflow width (1.4.10), a small phone held upright.
         phone = await (await chromium.new_context(viewport={"width": 320, "height": 640})).new_page()
         await phone.goto(base + "/")
@@ -299,9 +292,6 @@ async def test_every_page_fits_a_phone_without_scrolling_sideways(browser, setti
                 assert await box.get_attribute("tabindex") == "0", path
                 assert await box.get_attribute("role") == "region", path
                 assert await box.get_attribute("aria-labelledby"), path
-    finally:
-        await runner.cleanup()
-        await core.aclose()
 
 
 async def test_controls_and_headings_are_named_by_their_words_alone(browser, settings) -> None:
@@ -312,9 +302,7 @@ async def test_controls_and_headings_are_named_by_their_words_alone(browser, set
     chromium, _ = browser
     core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
     grievance = await core.grievances.register(NOVA, "wallet", "My wallet shows 0 after a top-up")
-    runner = await start(core, port=0)
-    base = f"http://127.0.0.1:{bound_port(runner)}"
-    try:
+    async with serving(core) as base:
         page = await (await chromium.new_context()).new_page()
         await page.goto(base + "/")
         for name in ("Record", "Stop and send", "Show this player's tickets"):
@@ -329,9 +317,6 @@ async def test_controls_and_headings_are_named_by_their_words_alone(browser, set
         await page.goto(base + "/desk/check")
         assert await page.get_by_role("heading", name="Services", level=1, exact=True).count() == 1
         assert await page.get_by_role("button", name="check again", exact=True).count() == 1
-    finally:
-        await runner.cleanup()
-        await core.aclose()
 
 
 async def test_showing_tickets_is_said_aloud_and_a_failure_leaves_no_other_players_list(
@@ -341,10 +326,9 @@ async def test_showing_tickets_is_said_aloud_and_a_failure_leaves_no_other_playe
 
     chromium, _ = browser
     core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
-    runner = await start(core, port=0)
-    try:
+    async with serving(core) as base:
         page = await (await chromium.new_context()).new_page()
-        await page.goto(f"http://127.0.0.1:{bound_port(runner)}/")
+        await page.goto(base + "/")
         await page.select_option("#player", NOVA)
         await page.click("#refresh-tickets")
         await page.wait_for_selector("#tickets tr[data-key]")
@@ -362,9 +346,6 @@ async def test_showing_tickets_is_said_aloud_and_a_failure_leaves_no_other_playe
         await page.click("#refresh-tickets")
         await page.wait_for_selector("#status:text('Could not reach voxdesk')")
         assert await page.locator("#tickets").is_hidden()
-    finally:
-        await runner.cleanup()
-        await core.aclose()
 
 
 async def test_a_players_tickets_that_come_after_another_player_was_chosen_are_not_shown(
@@ -378,10 +359,9 @@ async def test_a_players_tickets_that_come_after_another_player_was_chosen_are_n
 
     chromium, _ = browser
     core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
-    runner = await start(core, port=0)
-    try:
+    async with serving(core) as base:
         page = await (await chromium.new_context()).new_page()
-        await page.goto(f"http://127.0.0.1:{bound_port(runner)}/")
+        await page.goto(base + "/")
         await page.select_option("#player", NOVA)
         release = asyncio.Event()
 
@@ -398,9 +378,6 @@ async def test_a_players_tickets_that_come_after_another_player_was_chosen_are_n
         await page.evaluate("() => new Promise((done) => setTimeout(done, 300))")
         assert await page.locator("#tickets").is_hidden()
         assert "Nova has" not in await page.inner_text("#status")
-    finally:
-        await runner.cleanup()
-        await core.aclose()
 
 
 async def test_a_keyboard_skips_the_header_to_the_page_in_one_key(browser, settings) -> None:
@@ -409,9 +386,7 @@ async def test_a_keyboard_skips_the_header_to_the_page_in_one_key(browser, setti
 
     chromium, _ = browser
     core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
-    runner = await start(core, port=0)
-    base = f"http://127.0.0.1:{bound_port(runner)}"
-    try:
+    async with serving(core) as base:
         page = await (await chromium.new_context()).new_page()
         await page.goto(base + "/desk/login")
         await page.fill("input[name=password]", STAFF_PASSWORD)
@@ -425,6 +400,3 @@ async def test_a_keyboard_skips_the_header_to_the_page_in_one_key(browser, setti
         await page.keyboard.press("Enter")
         await page.keyboard.press("Tab")
         assert await page.evaluate("document.activeElement.name") == "status"  # the first filter
-    finally:
-        await runner.cleanup()
-        await core.aclose()
