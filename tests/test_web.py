@@ -1003,6 +1003,19 @@ async def test_the_desks_jira_links_carry_no_password_from_jira_url(wsettings) -
             assert password not in html, path
 
 
+def jira_takes_it_back_after_the_look(monkeypatch, store, remote_key: str) -> None:  # type: ignore[no-untyped-def]
+    """The bot finds a grievance's issue in Jira again (follow) right after the desk looked
+    whether the desk works it: a race between the desk's look and its write."""
+    looked = desk._jiras
+
+    async def found_again_meanwhile(request, key):  # type: ignore[no-untyped-def]
+        row = await looked(request, key)
+        await store.follow(key, remote_key)
+        return row
+
+    monkeypatch.setattr(desk, "_jiras", found_again_meanwhile)
+
+
 async def test_with_jira_a_ticket_jira_no_longer_has_is_worked_on_the_desk(wsettings) -> None:
     async with web_client(wsettings) as (client, core):
         store = core.grievances.local_store
@@ -1037,15 +1050,7 @@ async def test_a_status_set_as_jira_takes_its_ticket_back_is_left_to_jira(wsetti
         )
         await log_in(client)
         form = status_form(await (await client.get("/desk/ticket/GRV-10")).text(), "resolved")
-        looked = desk._jiras
-
-        async def found_again_meanwhile(request, key):  # type: ignore[no-untyped-def]
-            # The bot finds STUDIO-7 in the project again (follow) right after the desk looked.
-            row = await looked(request, key)
-            await store.follow(key, "STUDIO-7")
-            return row
-
-        monkeypatch.setattr(desk, "_jiras", found_again_meanwhile)
+        jira_takes_it_back_after_the_look(monkeypatch, store, "STUDIO-7")
         refused = await client.post("/desk/ticket/GRV-10/status", data=form, allow_redirects=False)
         assert refused.status == 403 and "worked in Jira" in await refused.text()
         # Jira's status stays the ticket's: the desk's would stand until the issue next changed.
@@ -1062,15 +1067,7 @@ async def test_a_note_added_as_jira_takes_its_ticket_back_is_given_back(wsetting
         )
         await log_in(client)
         token = await csrf_of(client, "/desk/ticket/GRV-10")
-        looked = desk._jiras
-
-        async def found_again_meanwhile(request, key):  # type: ignore[no-untyped-def]
-            # The bot finds STUDIO-7 in the project again (follow) right after the desk looked.
-            row = await looked(request, key)
-            await store.follow(key, "STUDIO-7")
-            return row
-
-        monkeypatch.setattr(desk, "_jiras", found_again_meanwhile)
+        jira_takes_it_back_after_the_look(monkeypatch, store, "STUDIO-7")
         note = "Refunded 20 dollars"
         refused = await client.post(
             "/desk/ticket/GRV-10/note", data={"csrf": token, "body": note}, allow_redirects=False
@@ -1113,14 +1110,7 @@ async def test_a_status_refused_as_its_ticket_is_jiras_gets_a_page_as_a_note_doe
         )
         # Taken back by Jira between the desk's look and its write: the same page.
         await store.mark_gone("GRV-10")
-        looked = desk._jiras
-
-        async def found_again_meanwhile(request, key):  # type: ignore[no-untyped-def]
-            row = await looked(request, key)
-            await store.follow(key, "STUDIO-7")
-            return row
-
-        monkeypatch.setattr(desk, "_jiras", found_again_meanwhile)
+        jira_takes_it_back_after_the_look(monkeypatch, store, "STUDIO-7")
         raced = await client.post("/desk/ticket/GRV-10/status", data=form, allow_redirects=False)
         assert raced.status == 403 and raced.content_type == "text/html"
         assert Page(await raced.text()).one("a", href="https://studio.atlassian.net/browse/STUDIO-7")
