@@ -14,6 +14,7 @@ import threading
 import time
 from asyncio.subprocess import PIPE
 from collections.abc import Callable
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
@@ -549,19 +550,9 @@ async def test_ticket_words_in_every_part_of_a_long_list_ping_nobody_and_stay_wo
     assert fake.violations == []
 
 
-@pytest.mark.parametrize("grace, filed_now", [(10.0, True), (0.5, False)])
-async def test_a_filing_in_flight_at_a_stop_is_finished_or_kept_and_the_player_told(
-    settings, fake: FakeDiscord, grace: float, filed_now: bool
-):
-    """Staff hold the grievance database (an UPDATE from the desk) while a player files and the
-    bot is told to stop: the stop waits for the filing; if its grace runs out the filing is kept
-    in the spool and filed at the next start, and the player is told either way."""
-    import sqlite3
-    import threading
-
-    from bot.tools.grievance_store import LocalGrievanceStore
-
-    db = settings.storage_dir / "grievances.db"
+def writes_held(db: Path) -> tuple[threading.Thread, threading.Event, threading.Event]:
+    """(holder, held, release): a thread that, started, holds `db`'s write lock, as staff's update
+    from the desk does, setting `held` once it has it and letting go when `release` is set."""
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -572,8 +563,22 @@ async def test_a_filing_in_flight_at_a_stop_is_finished_or_kept_and_the_player_t
         conn.execute("COMMIT")
         conn.close()
 
+    return threading.Thread(target=hold), held, release
+
+
+@pytest.mark.parametrize("grace, filed_now", [(10.0, True), (0.5, False)])
+async def test_a_filing_in_flight_at_a_stop_is_finished_or_kept_and_the_player_told(
+    settings, fake: FakeDiscord, grace: float, filed_now: bool
+):
+    """Staff hold the grievance database (an UPDATE from the desk) while a player files and the
+    bot is told to stop: the stop waits for the filing; if its grace runs out the filing is kept
+    in the spool and filed at the next start, and the player is told either way."""
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    db = settings.storage_dir / "grievances.db"
+    holder, held, release = writes_held(db)
+
     words = "Bought 500 gems during the stop, none came."
-    holder = threading.Thread(target=hold)
     async with running_bot(settings, fake, shutdown_grace_seconds=grace) as h:
         holder.start()
         await asyncio.to_thread(held.wait, 10)
@@ -1606,18 +1611,9 @@ async def test_a_filing_arriving_while_a_stop_tells_the_others_is_kept_and_told_
     from bot.tools.grievance_store import LocalGrievanceStore
 
     db = settings.storage_dir / "grievances.db"
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        conn = sqlite3.connect(db, timeout=30)
-        conn.execute("BEGIN IMMEDIATE")
-        held.set()
-        release.wait(30)
-        conn.execute("COMMIT")
-        conn.close()
+    holder, held, release = writes_held(db)
 
     first, late = "Bought 500 gems before the stop, none came.", "Bought 900 gems as the bot stopped."
-    holder = threading.Thread(target=hold)
     fake.edits_held = asyncio.Event()
     try:
         async with running_bot(settings, fake, shutdown_grace_seconds=0.5) as h:
