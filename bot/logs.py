@@ -72,6 +72,9 @@ _BUT_LF = "\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069"
 _UNPRINTABLE = re.compile(f"[\n{_BUT_LF}]")
 # A formatted traceback's own line breaks are LF: all else is spelled out in it too.
 _IN_TRACEBACK = re.compile(f"[{_BUT_LF}]")
+# What a group's traceback prints before each line of a member's ("    | "), deeper for a group
+# within it: textwrap.indent's, after every break str.splitlines finds.
+_MARGIN = r"(?: *\| )?"
 
 
 def _escape(match: re.Match[str]) -> str:
@@ -85,14 +88,23 @@ def one_line(text: str) -> str:
 
 def _exception_text(text: str, exc: BaseException | None) -> str:
     """A formatted traceback with each exception's own words (which may quote a player's) on one
-    line, the traceback's own line breaks kept."""
+    line, the traceback's own line breaks kept: those of its causes, its contexts and, in a group
+    (asyncio.TaskGroup's), its members, however deep."""
     seen: set[int] = set()
-    while exc is not None and id(exc) not in seen:
+    waiting = [exc]
+    while waiting:
+        exc = waiting.pop()
+        if exc is None or id(exc) in seen:
+            continue
         seen.add(id(exc))
         said = "".join(traceback.format_exception_only(type(exc), exc)).rstrip("\n")
         if _UNPRINTABLE.search(said):
-            text = text.replace(said, one_line(said))
-        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+            # A group's member is printed behind a margin, put after each of its line breaks.
+            shown = _MARGIN.join(map(re.escape, said.splitlines(keepends=True)))
+            text = re.sub(shown, one_line(said).replace("\\", "\\\\"), text)
+        waiting += [exc.__cause__, exc.__context__]
+        if isinstance(exc, BaseExceptionGroup):
+            waiting += exc.exceptions
     return _IN_TRACEBACK.sub(_escape, text)
 
 

@@ -393,6 +393,42 @@ def test_a_line_break_in_an_exceptions_words_starts_no_log_line_of_theirs(root_l
     )
 
 
+async def test_a_line_break_in_a_grouped_exceptions_words_starts_no_log_line_of_theirs(root_log) -> None:
+    # A TaskGroup raises its tasks' failures as an ExceptionGroup, whose traceback prints each
+    # member (and a member's cause, and a group within it) behind a margin: "    | ".
+    import asyncio
+
+    from bot.tools.grievance_spool import UNFILED, unfiled_in
+
+    async def lookup() -> None:
+        try:
+            raise ValueError("first\r\n" + _forged_unfiled())
+        except ValueError as exc:
+            raise RuntimeError("no such ticket: \n" + _forged_unfiled()) from exc
+
+    async def nested() -> None:
+        raise ExceptionGroup("both\n" + _forged_unfiled(), [OSError("disk\n" + _forged_unfiled())])
+
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(lookup())
+            tasks.create_task(nested())
+    except ExceptionGroup:
+        logging.getLogger("bot.tools").exception("tools crashed")
+    lines = root_log.getvalue().splitlines()
+    marked = [line for line in lines if UNFILED in line]
+    said = {
+        "ValueError: first\\r\\n",
+        "RuntimeError: no such ticket: \\n",
+        "ExceptionGroup: both\\n",
+        "OSError: disk\\n",
+    }
+    assert {next((s for s in said if s in line), "") for line in marked} == said
+    # Each member's words stay on the line its exception's name starts, behind the margin.
+    assert all(re.match(r"[ |]*(ValueError|RuntimeError|ExceptionGroup|OSError): ", line) for line in marked)
+    assert unfiled_in(lines) == ([], 0)
+
+
 def test_a_traceback_handed_on_as_text_keeps_only_its_own_line_breaks(root_log) -> None:
     """A record carrying its traceback as text alone (formatted by an earlier handler, or sent
     from another process) has no exception to tell its words from the traceback's: every
