@@ -36,6 +36,16 @@ QUIET_LOGGERS = (
     "faster_whisper",
 )
 
+# Loggers whose DEBUG lines carry players' words or voice: aiosqlite's each SQL statement with
+# its parameters (a grievance's words, a conversation), openai 1.x's each request's options (a
+# turn's messages, a note's audio in base64), discord.py's gateway events whole and requests'
+# payloads (messages, replies), jira's response bodies on a retry (grievances). `voxdesk -v run`
+# raises voxdesk's own loggers alone, but an operator's logging configuration may set the root's
+# level to DEBUG (and speech workers follow the root's): these stay at INFO then, as players'
+# words belong in voxdesk's own DEBUG lines alone, whose places and one-line form are known. A
+# level set on one of them by name is the operator asking for its lines, and is kept.
+WORDY_LOGGERS = ("aiosqlite", "openai", "discord", "jira")
+
 _values: frozenset[str] = frozenset()
 _pattern: re.Pattern[str] | None = None
 
@@ -154,6 +164,10 @@ def install_secret_mask(logger: logging.Logger | None = None) -> None:
 def quiet_noisy_loggers() -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in WORDY_LOGGERS:
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
 
 
 class Outage:

@@ -6,6 +6,7 @@ import io
 import logging
 import re
 import time
+from collections.abc import Iterator
 
 import pytest
 
@@ -493,3 +494,60 @@ def test_refile_finds_the_stores_line_in_every_log_format_and_a_players_in_none(
         for forged in (_forged_unfiled(), _forged_unfiled().removeprefix("[ERROR   ] ")):
             assert unfiled_in([f"{line.partition('UNFILED')[0]}{quoting} {forged}"]) == ([], 0)
             assert unfiled_in([f"{quoting} {forged}"]) == ([], 0)
+
+
+@pytest.fixture
+def operators_debug_log(monkeypatch) -> Iterator[io.StringIO]:
+    """The root logger at DEBUG, printing to a buffer, as an operator's own logging configuration
+    leaves it before voxdesk's CLI configures its log (basicConfig then keeps it as it is)."""
+    out = io.StringIO()
+    monkeypatch.setattr(logging.getLogger(), "handlers", [logging.StreamHandler(out)])
+    # Through setLevel, which makes every logger forget which levels it let through.
+    loggers = [logging.getLogger(name) for name in ("aiosqlite", "openai", "discord", "jira", "bot")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.NOTSET)
+    root_level = logging.getLogger().level
+    logging.getLogger().setLevel(logging.DEBUG)
+    yield out
+    logging.getLogger().setLevel(root_level)
+    for logger, level in zip(loggers, levels, strict=True):
+        logger.setLevel(level)
+
+
+async def test_sql_parameters_stay_out_of_a_log_an_operator_set_to_debug(operators_debug_log) -> None:
+    # aiosqlite logs each statement at DEBUG with its parameters: a grievance's words, a
+    # player's conversation. Players' words are at voxdesk's own DEBUG alone.
+    import aiosqlite
+
+    cli.configure_logging(False)
+    async with aiosqlite.connect(":memory:") as conn:
+        await conn.execute("CREATE TABLE grievances (description TEXT)")
+        await conn.execute("INSERT INTO grievances VALUES (?)", ("charged twice for gems",))
+    logging.getLogger("bot.tools").debug("a debug line of voxdesk's own")
+    text = operators_debug_log.getvalue()
+    assert "charged twice for gems" not in text
+    assert "a debug line of voxdesk's own" in text
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "openai._base_client",  # openai 1.x: "Request options: {...}", a turn's messages and audio
+        "discord.gateway",  # each event whole, a player's message among them
+        "discord.http",  # each request's payload, a reply's words
+        "jira.resilientsession",  # a response's body on a retry: grievances' descriptions
+    ],
+)
+def test_libraries_debug_lines_stay_out_of_a_log_an_operator_set_to_debug(operators_debug_log, name) -> None:
+    cli.configure_logging(False)
+    logging.getLogger(name).debug("%s", {"content": "charged twice for gems"})
+    logging.getLogger(name).info("connected")
+    assert operators_debug_log.getvalue() == "connected\n"
+
+
+def test_a_librarys_debug_lines_an_operator_asks_for_by_name_are_logged(operators_debug_log) -> None:
+    logging.getLogger("aiosqlite").setLevel(logging.DEBUG)
+    cli.configure_logging(False)
+    logging.getLogger("aiosqlite").debug("executing")
+    assert operators_debug_log.getvalue() == "executing\n"
