@@ -481,6 +481,8 @@ def _colour_formatter() -> logging.Formatter:
         "Sun 2026-12-06 04:00:00 UTC bots-host voxdesk[812]: ",
         "[ 8123.456789] bots-host voxdesk[812]: ",
         "1796529600.123456 bots-host voxdesk[812]: ",  # journalctl -o short-unix
+        "[    5.123456 <    0.000123>] bots-host voxdesk[812]: ",  # journalctl -o short-delta
+        "[12345.123456 <12345.123456>] bots-host voxdesk[812]: ",
     ],
 )
 def test_refile_finds_the_stores_line_in_every_log_format_and_a_players_in_none(formatter, before) -> None:

@@ -2973,7 +2973,7 @@ def test_refile_reads_a_journal_on_stdin_past_a_line_that_is_not_utf8(tmp_path) 
     "before",
     [
         "voxdesk-bot-1  | [2026-12-06 04:00:00+0000] ",  # docker compose logs
-        "[    5.123456 <    0.000123>] bots-host voxdesk[812]: ",  # journalctl -o short-delta
+        "[pod/voxdesk-7d9c4/bot] [2026-12-06 04:00:00+0000] ",  # kubectl logs --prefix
         "2026-12-06T04:00:00.123456789Z stderr F [2026-12-06 04:00:00+0000] ",  # a pod's log file
     ],
 )

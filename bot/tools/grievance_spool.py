@@ -45,11 +45,11 @@ LOST_AT_SHUTDOWN = "grievance held in memory lost at shutdown: "
 _STORE_LOGGER = r"bot\.tools\.grievance_store"
 _WHEN = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d(?:[.,]\d+)?(?:[+-]\d{4})?"
 _ISO = r"\d{4}-\d\d-\d\dT[\d:.]+(?:Z|[+-]\d\d:?\d\d)?"
-# journalctl's short, short-precise, short-iso, short-full, short-monotonic and short-unix
-# times, a syslog file's.
+# journalctl's short, short-precise, short-iso, short-full, short-monotonic, short-delta and
+# short-unix times, a syslog file's.
 _READ_AT = (
     rf"(?:[A-Z][a-z]{{2}} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?|[A-Z][a-z]{{2}} {_WHEN} [\w+:-]+"
-    rf"|{_ISO}|\[ *\d+\.\d+\]|\d+\.\d+)"
+    rf"|{_ISO}|\[ *\d+\.\d+(?: < *\d+\.\d+>)?\]|\d+\.\d+)"
 )
 _RECORD_START = re.compile(
     rf"(?:{_READ_AT} [^\s:]+ [\w.@-]+(?:\[\d+\])?: |{_ISO} )?"
