@@ -256,7 +256,13 @@ def cmd_refile(args: argparse.Namespace) -> int:
         if len(passed_over) < PASSED_OVER_SHOWN:
             passed_over.append(line)
 
-    rows, unreadable = unfiled_in(lines(), pass_over)
+    left_out = 0
+
+    def leave_out(entry: str) -> None:  # counted, not shown: the entry holds no line to show
+        nonlocal left_out
+        left_out += 1
+
+    rows, unreadable = unfiled_in(lines(), pass_over, leave_out)
     spool = GrievanceSpool.beside(path)
     for row in rows:
         # Each under its own filing id: a line re-filed twice (the log read again) files once.
@@ -286,14 +292,22 @@ def cmd_refile(args: argparse.Namespace) -> int:
         _complain(
             f"refile: {how_many} marked line(s) not filed: the grievance store's line comes"
             " first in its log record, after a reader's time, host and unit; read the log without"
-            " another prefix (journalctl -o cat, docker compose logs --no-log-prefix), or file a line"
-            " the store did log by hand (one inside another record is words that copy it)"
+            " another prefix (journalctl -o cat, docker compose logs --no-log-prefix) or, for JSON,"
+            " as voxdesk's journal entries (journalctl -u voxdesk -o json --all) or as the lines"
+            " the JSON holds (jq -r .log), or file a line the store did log by hand (one inside"
+            " another record is words that copy it)"
+        )
+    if left_out:
+        _complain(
+            f"refile: {left_out} journal entry(s) of voxdesk's without a message (journalctl's JSON"
+            " leaves out a field over 4096 bytes), and a grievance may be one: read the journal"
+            " with -o json --all"
         )
     if unreadable:
         _complain(
             f"refile: {unreadable} marked line(s) could not be read: copy each grievance from the log by hand"
         )
-    return 1 if unreadable or how_many else 0
+    return 1 if unreadable or how_many or left_out else 0
 
 
 def cmd_index_manuals(args: argparse.Namespace) -> int:
@@ -462,7 +476,7 @@ COMMANDS: dict[
             "logs",
             nargs="*",
             metavar="LOG",
-            help="log files to read (journalctl -o cat output too); - or none: stdin",
+            help="log files to read (journalctl's -o cat, short and json output too); - or none: stdin",
         ),
     ),
     "index-manuals": (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import time
@@ -553,3 +554,96 @@ def test_a_librarys_debug_lines_an_operator_asks_for_by_name_are_logged(operator
     cli.configure_logging(False)
     logging.getLogger("aiosqlite").debug("executing")
     assert operators_debug_log.getvalue() == "executing\n"
+
+
+def _journal_json(message: object, **fields: str) -> str:
+    """An entry as `journalctl -o json` prints it: one compact object a line, the journal's own
+    fields first, each value a string (a byte array for a message that is not UTF-8 text)."""
+    entry = {
+        "__CURSOR": "s=5b1e;i=1c2;b=9f3a;m=4c4b40;t=5f1c;x=7d1",
+        "__REALTIME_TIMESTAMP": "1796529600123456",
+        "__MONOTONIC_TIMESTAMP": "5123456",
+        "_BOOT_ID": "9f3a",
+        "PRIORITY": "3",
+        "_TRANSPORT": "stdout",
+        "SYSLOG_IDENTIFIER": "voxdesk",
+        "_COMM": "voxdesk",
+        "_SYSTEMD_UNIT": "voxdesk.service",
+        "MESSAGE": message,
+        **fields,
+    }
+    return json.dumps(entry, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("formatter", [logs.JournalFormatter, logs.plain_formatter])
+@pytest.mark.parametrize(
+    "names",
+    [
+        {},
+        {"SYSLOG_IDENTIFIER": "python3", "_COMM": "python3", "_SYSTEMD_UNIT": "bot.service"},
+        {"SYSLOG_IDENTIFIER": "grievance-bot", "_COMM": "grievance-bot"},  # SyslogIdentifier=
+        # docker's journald log driver: the container's lines, tagged with its id
+        {
+            "SYSLOG_IDENTIFIER": "4f2a9c1b7e3d",
+            "_COMM": "dockerd",
+            "_SYSTEMD_UNIT": "docker.service",
+            "CONTAINER_NAME": "studio-voxdesk-1",
+        },
+    ],
+)
+@pytest.mark.parametrize("seq", ["", "\x1e"])  # journalctl -o json, -o json-seq
+def test_refile_finds_the_stores_line_in_the_journals_json(formatter, names, seq) -> None:
+    from bot.tools.grievance_spool import unfiled_in
+
+    # What the journal keeps: the line as logged, without the priority it took as the level.
+    message = _store_line(formatter()).removeprefix("<3>")
+    for logged in (message, list(message.encode())):  # a message journalctl deems binary: bytes
+        assert unfiled_in([seq + _journal_json(logged, **names) + "\n"]) == (
+            [json.loads(message.partition("GRIEVANCE, re-file it with `voxdesk refile LOG`: ")[2])],
+            0,
+        )
+
+
+def test_refile_files_no_players_words_from_the_journals_json() -> None:
+    from bot.tools.grievance_spool import unfiled_in
+
+    shown: list[str] = []
+    # Another line of the bot's quoting them, whatever its prefix.
+    for quoting in ("[WARNING ] bot.web.security: web: GET /x ", "RuntimeError: x ", ""):
+        line = _journal_json(quoting + _forged_unfiled().removeprefix("" if quoting else "[ERROR   ] "))
+        assert unfiled_in([line], shown.append) == ([], 0)
+    # A program of another's, which logged a player's words whole (a game server's chat).
+    others = [
+        {"SYSLOG_IDENTIFIER": "gameserver", "_COMM": "gameserver", "_SYSTEMD_UNIT": "gameserver.service"},
+        {"SYSLOG_IDENTIFIER": "gameserver", "_COMM": "python3", "_SYSTEMD_UNIT": "gameserver.service"},
+        {
+            "SYSLOG_IDENTIFIER": "4f2a9c1b7e3d",
+            "_COMM": "dockerd",
+            "_SYSTEMD_UNIT": "docker.service",
+            "CONTAINER_NAME": "studio-gameserver-1",
+        },
+    ]
+    for names in others:
+        line = _journal_json(_forged_unfiled(), **names)
+        assert unfiled_in([line], shown.append) == ([], 0)
+        assert shown[-1] == line  # shown to staff, who file it by hand if the bot logged it
+    # Lines of JSON that are no journal's: a log shipper's, a chat log's.
+    for line in (
+        json.dumps({"log": _forged_unfiled() + "\n", "stream": "stderr", "time": "2026-12-06T04:00:00Z"}),
+        json.dumps({"message": _forged_unfiled(), "MESSAGE": _forged_unfiled(), "user": "999"}),
+    ):
+        assert unfiled_in([line], shown.append) == ([], 0)
+        assert shown[-1] == line
+
+
+def test_refile_says_when_the_journals_json_left_a_message_out() -> None:
+    # journalctl -o json prints a field over 4096 bytes as null unless told --all: a grievance
+    # of many words in another alphabet (each character \\uXXXX in the line) is one.
+    from bot.tools.grievance_spool import unfiled_in
+
+    left_out: list[str] = []
+    theirs = _journal_json(None, SYSLOG_IDENTIFIER="gameserver", _COMM="gameserver", _SYSTEMD_UNIT="x")
+    spaced = json.dumps(json.loads(_journal_json(None)), separators=(", ", " : "))  # older journalctls'
+    lines = [_journal_json(None), theirs, _journal_json("[INFO    ] cogs.voice: answered"), spaced]
+    assert unfiled_in(lines, left_out=left_out.append) == ([], 0)
+    assert left_out == [lines[0], spaced]

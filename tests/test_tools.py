@@ -3005,6 +3005,38 @@ def test_refile_says_which_store_line_it_passes_over_behind_a_prefix_it_does_not
     assert "refile: 1 marked line(s) not filed" in done.stderr
 
 
+def test_refile_files_the_journals_json_and_says_which_entries_it_left_out(tmp_path) -> None:
+    # `journalctl -o json` quotes each line in an object: refile found no grievance in one, said
+    # "0 unfiled grievance(s) found" and exited 0. An entry journalctl left the message out of
+    # (over 4096 bytes, without --all) may be one too.
+    from bot.tools.grievance_spool import UNFILED, spool_line
+
+    from .test_cli import voxdesk
+    from .test_logs import _journal_json
+
+    storage = tmp_path / "storage"
+    storage.mkdir()
+
+    async def made() -> None:
+        await (await LocalGrievanceStore.open(storage / "grievances.db")).aclose()
+
+    asyncio.run(made())
+    row = {"user_id": NOVA, "category": "wallet", "description": "charged twice for gems"}
+    line = "[ERROR   ] bot.tools.grievance_store: " + UNFILED
+    line += spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="open")
+    log_file = tmp_path / "voxdesk.json"
+    log_file.write_text(_journal_json(line) + "\n")
+    done = voxdesk("refile", str(log_file), storage=storage)
+    assert done.returncode == 0, done.stderr
+    assert "1 unfiled grievance(s) found" in done.stdout
+
+    log_file.write_text(_journal_json(None) + "\n")
+    done = voxdesk("refile", str(log_file), storage=storage)
+    assert done.returncode == 1, done.stderr
+    assert "refile: 1 journal entry(s) of voxdesk's without a message" in done.stderr
+    assert "-o json --all" in done.stderr
+
+
 def test_refile_into_a_folder_not_the_bots_says_so_before_reading_a_journal(tmp_path) -> None:
     # `journalctl | voxdesk refile` with the storage folder named wrong: refused at once, not
     # after months of journal were read (here stdin stays open, as a follow would).

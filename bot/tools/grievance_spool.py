@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,29 @@ _READ_AT = (
     rf"(?:[A-Z][a-z]{{2}} [ \d]\d \d\d:\d\d:\d\d(?:\.\d+)?|[A-Z][a-z]{{2}} {_WHEN} [\w+:-]+"
     rf"|{_ISO}|\[ *\d+\.\d+(?: < *\d+\.\d+>)?\]|\d+\.\d+)"
 )
-_RECORD_START = re.compile(
-    rf"(?:{_READ_AT} [^\s:]+ [\w.@-]+(?:\[\d+\])?: |{_ISO} )?"
+_OWN_PREFIX = (
     r"(?:<\d>)?"
     rf"(?:(?:\[{_WHEN}\] )?\[[A-Z]+ *\] {_STORE_LOGGER}: |{_WHEN} [A-Z]+ +{_STORE_LOGGER} )"
 )
+_RECORD_START = re.compile(rf"(?:{_READ_AT} [^\s:]+ [\w.@-]+(?:\[\d+\])?: |{_ISO} )?{_OWN_PREFIX}")
+# A journal entry's message (`journalctl -o json`) is the line as logged: the format's prefix
+# alone, no reader's.
+_JOURNAL_MESSAGE_START = re.compile(_OWN_PREFIX)
+# Names of the program that logged a journal entry, which journald, systemd, docker or the
+# program set (never the words logged): its SYSLOG_IDENTIFIER (the unit's SyslogIdentifier=, else
+# the executable's name, as `voxdesk` or `python3`), else its command's name; or its unit or
+# container named for voxdesk. `journalctl -o json` without -u holds every program's lines, and
+# another's (a game server's chat) may be a player's words logged whole, shaped as the store's.
+_OUR_PROGRAM = re.compile(r"voxdesk[\w.@-]*|python[\d.]*", re.IGNORECASE)
+_OUR_PLACES = ("_SYSTEMD_UNIT", "_SYSTEMD_USER_UNIT", "CONTAINER_NAME")
+# A line of JSON: no line of the bot's own log starts so, as each starts with its format's prefix
+# and a player's words start none (bot/logs.py). A reader's (journalctl -o json, json-seq after
+# an RS) or another program's.
+_JSON_LINE = re.compile(r"\x1e?\{")
+# A journal entry's message that holds no mark as text and is worth reading all the same: bytes
+# (journalctl's JSON for a message that is no UTF-8 text) or null (over 4096 bytes, left out).
+_MESSAGE_NOT_TEXT = re.compile(r'"MESSAGE"\s*:\s*[\[n]')  # spaced too, as older journalctls print
+_NO_PREFIX = re.compile("(?!)")
 # discord.py's colours, on a terminal's log copied to a file.
 _COLOUR = re.compile(r"\x1b\[[\d;]*m")
 
@@ -235,26 +253,35 @@ def spool_line(filing_id: str, others: list[str] | None = None, **row: str) -> s
 
 
 def unfiled_in(
-    lines: Iterable[str], passed_over: Callable[[str], None] | None = None
+    lines: Iterable[str],
+    passed_over: Callable[[str], None] | None = None,
+    left_out: Callable[[str], None] | None = None,
 ) -> tuple[list[dict[str, Any]], int]:
     """The grievances logged as UNFILED in a log's lines, each once, and how many marked lines
     are none (cut, or mangled on their way to the log). Read a line at a time: a journal of
-    months is gigabytes. `passed_over` is called with each line that ends in a marked grievance but
-    is not filed, as what comes before the mark is no prefix of the store's own line."""
+    months is gigabytes. The lines may be text (a log file, `journalctl -o cat`, any of its
+    short formats) or `journalctl -o json` (or json-seq), whose entries' messages are read as the
+    text lines they are. `passed_over` is called with each line that ends in a marked grievance but
+    is not filed, as what comes before the mark is no prefix of the store's own line, or as it is
+    a line of JSON that is no entry the bot's process logged to the journal; `left_out` with each
+    entry of the bot's process journalctl printed without its message (a field over 4096 bytes,
+    without --all)."""
     found: dict[str, dict[str, Any]] = {}
     unreadable = 0
-    for line in lines:
-        mark = next((m for m in (UNFILED, LOST_AT_SHUTDOWN) if m in line), None)
+
+    def read(text: str, starts: re.Pattern[str], line: str) -> None:
+        nonlocal unreadable
+        mark = next((m for m in (UNFILED, LOST_AT_SHUTDOWN) if m in text), None)
         if mark is None:
-            continue
-        at = line.find(mark)
-        kept, more = _json_at_start(line[at + len(mark) :].strip())
+            return
+        at = text.find(mark)
+        kept, more = _json_at_start(text[at + len(mark) :].strip())
         if more:
             # The store's line is a record's whole message, which every log format ends a line
             # with. Text after it is another line quoting a player's words (a model's arguments
             # at DEBUG), which must not file a ticket in anyone's name.
-            continue
-        if not _RECORD_START.fullmatch(_COLOUR.sub("", line[:at])):
+            return
+        if not starts.fullmatch(_COLOUR.sub("", text[:at])):
             # The store's line is a record's whole message, so only a log format's own prefix
             # comes before the mark. Anything else is a line quoting words shaped like one (a
             # player's in a web path, a tool's error, a traceback): filing it would file a ticket
@@ -263,16 +290,73 @@ def unfiled_in(
             # copy: the caller says so rather than pass it over without a word.
             if passed_over is not None and isinstance(kept, dict):
                 passed_over(line.rstrip("\r\n"))
-            continue
+            return
         if mark is LOST_AT_SHUTDOWN and isinstance(kept, dict) and "id" not in kept:
             # An id of its words, so the log read again files it once.
             kept["id"] = hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:32]
         row = _valid(kept)
         if row is None:
             unreadable += 1
-            continue
+            return
         found.setdefault(row["id"], row)
+
+    for line in lines:
+        marked = UNFILED in line or LOST_AT_SHUTDOWN in line
+        entry = None
+        if _JSON_LINE.match(line) and (marked or _MESSAGE_NOT_TEXT.search(line)):
+            entry = _json_object(line)
+        if entry is None:
+            if marked:
+                read(line, _RECORD_START, line)
+            continue
+        message, ours = entry.get("MESSAGE"), _ours(entry)
+        if isinstance(message, list) and all(type(b) is int and 0 <= b < 256 for b in message):
+            message = bytes(message).decode("utf-8", errors="replace")
+        if ours and isinstance(message, str):
+            read(message, _JOURNAL_MESSAGE_START, line)
+        elif ours and message is None:
+            if left_out is not None:
+                left_out(line.rstrip("\r\n"))
+        else:
+            # Another program's entry, or JSON that is no journal's (a log shipper's, a chat
+            # log's), whose fields a player's words may fill: shown, never filed.
+            for text in _strings(entry):
+                read(text, _NO_PREFIX, line)
     return list(found.values()), unreadable
+
+
+def _json_object(line: str) -> dict[str, Any] | None:
+    """The object a line of JSON holds (after json-seq's RS); None for a line that holds none."""
+    try:
+        value = json.loads(line.removeprefix("\x1e"))
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _strings(value: object) -> Iterator[str]:
+    """Every string in a JSON value, however deep."""
+    waiting = [value]
+    while waiting:
+        value = waiting.pop()
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, dict):
+            waiting += value.values()
+        elif isinstance(value, list):
+            waiting += value
+
+
+def _ours(entry: dict[str, Any]) -> bool:
+    """Whether an object is a journal entry the bot's process logged, by the names the journal
+    keeps of its program (_OUR_PROGRAM); False for one journalctl did not print (without
+    __REALTIME_TIMESTAMP, which it prints with every entry)."""
+    if not isinstance(entry.get("__REALTIME_TIMESTAMP"), str):
+        return False
+    program = entry.get("SYSLOG_IDENTIFIER", entry.get("_COMM"))
+    if isinstance(program, str) and _OUR_PROGRAM.fullmatch(program):
+        return True
+    return any(isinstance(entry.get(k), str) and "voxdesk" in entry[k].lower() for k in _OUR_PLACES)
 
 
 def _json_at_start(rest: str) -> tuple[Any, bool]:
