@@ -591,7 +591,7 @@ def _journal_json(message: object, **fields: str) -> str:
         },
     ],
 )
-@pytest.mark.parametrize("seq", ["", "\x1e"])  # journalctl -o json, -o json-seq
+@pytest.mark.parametrize("seq", ["", "\x1e", "data: "])  # journalctl -o json, json-seq, json-sse
 def test_refile_finds_the_stores_line_in_the_journals_json(formatter, names, seq) -> None:
     from bot.tools.grievance_spool import unfiled_in
 
@@ -647,3 +647,15 @@ def test_refile_says_when_the_journals_json_left_a_message_out() -> None:
     lines = [_journal_json(None), theirs, _journal_json("[INFO    ] cogs.voice: answered"), spaced]
     assert unfiled_in(lines, left_out=left_out.append) == ([], 0)
     assert left_out == [lines[0], spaced]
+
+
+def test_refile_shows_the_stores_line_quoted_in_json_it_cannot_read() -> None:
+    # `journalctl -o json-pretty` spreads an entry over lines, its message JSON-quoted in one:
+    # refile read that line as text, found no grievance after the mark and said nothing.
+    from bot.tools.grievance_spool import unfiled_in
+
+    pretty = json.dumps(json.loads(_journal_json(_store_line(logs.JournalFormatter())[3:])), indent=8)
+    (line,) = [line for line in pretty.splitlines() if '"MESSAGE"' in line]
+    shown: list[str] = []
+    assert unfiled_in(pretty.splitlines(), shown.append) == ([], 0)
+    assert shown == [line]

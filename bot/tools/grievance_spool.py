@@ -67,9 +67,9 @@ _JOURNAL_MESSAGE_START = re.compile(_OWN_PREFIX)
 _OUR_PROGRAM = re.compile(r"voxdesk[\w.@-]*|python[\d.]*", re.IGNORECASE)
 _OUR_PLACES = ("_SYSTEMD_UNIT", "_SYSTEMD_USER_UNIT", "CONTAINER_NAME")
 # A line of JSON: no line of the bot's own log starts so, as each starts with its format's prefix
-# and a player's words start none (bot/logs.py). A reader's (journalctl -o json, json-seq after
-# an RS) or another program's.
-_JSON_LINE = re.compile(r"\x1e?\{")
+# and a player's words start none (bot/logs.py). A reader's (journalctl -o json; json-seq after
+# an RS, json-sse after "data: ") or another program's.
+_JSON_LINE = re.compile(r"(?:\x1e|data: )?\{")
 # A journal entry's message that holds no mark as text and is worth reading all the same: bytes
 # (journalctl's JSON for a message that is no UTF-8 text) or null (over 4096 bytes, left out).
 _MESSAGE_NOT_TEXT = re.compile(r'"MESSAGE"\s*:\s*[\[n]')  # spaced too, as older journalctls print
@@ -260,7 +260,7 @@ def unfiled_in(
     """The grievances logged as UNFILED in a log's lines, each once, and how many marked lines
     are none (cut, or mangled on their way to the log). Read a line at a time: a journal of
     months is gigabytes. The lines may be text (a log file, `journalctl -o cat`, any of its
-    short formats) or `journalctl -o json` (or json-seq), whose entries' messages are read as the
+    short formats) or `journalctl -o json` (json-seq, json-sse), whose entries' messages are read as the
     text lines they are. `passed_over` is called with each line that ends in a marked grievance but
     is not filed, as what comes before the mark is no prefix of the store's own line, or as it is
     a line of JSON that is no entry the bot's process logged to the journal; `left_out` with each
@@ -275,7 +275,8 @@ def unfiled_in(
         if mark is None:
             return
         at = text.find(mark)
-        kept, more = _json_at_start(text[at + len(mark) :].strip())
+        rest = text[at + len(mark) :].strip()
+        kept, more = _json_at_start(rest)
         if more:
             # The store's line is a record's whole message, which every log format ends a line
             # with. Text after it is another line quoting a player's words (a model's arguments
@@ -288,7 +289,8 @@ def unfiled_in(
             # in whatever name the words chose. Yet it may be the store's line behind a prefix
             # of a reader this does not know (`docker compose logs`, a log shipper's), its last
             # copy: the caller says so rather than pass it over without a word.
-            if passed_over is not None and isinstance(kept, dict):
+            # So too a grievance quoted in JSON this cannot read (journalctl -o json-pretty's).
+            if passed_over is not None and (isinstance(kept, dict) or rest.startswith('{\\"')):
                 passed_over(line.rstrip("\r\n"))
             return
         if mark is LOST_AT_SHUTDOWN and isinstance(kept, dict) and "id" not in kept:
@@ -303,8 +305,9 @@ def unfiled_in(
     for line in lines:
         marked = UNFILED in line or LOST_AT_SHUTDOWN in line
         entry = None
-        if _JSON_LINE.match(line) and (marked or _MESSAGE_NOT_TEXT.search(line)):
-            entry = _json_object(line)
+        json_at = _JSON_LINE.match(line)
+        if json_at and (marked or _MESSAGE_NOT_TEXT.search(line)):
+            entry = _json_object(line[json_at.end() - 1 :])
         if entry is None:
             if marked:
                 read(line, _RECORD_START, line)
@@ -325,10 +328,10 @@ def unfiled_in(
     return list(found.values()), unreadable
 
 
-def _json_object(line: str) -> dict[str, Any] | None:
-    """The object a line of JSON holds (after json-seq's RS); None for a line that holds none."""
+def _json_object(text: str) -> dict[str, Any] | None:
+    """The object `text` holds; None for text that holds none."""
     try:
-        value = json.loads(line.removeprefix("\x1e"))
+        value = json.loads(text)
     except (ValueError, RecursionError):  # RecursionError: nested deeper than Python's stack
         return None
     return value if isinstance(value, dict) else None
