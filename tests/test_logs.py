@@ -581,7 +581,7 @@ def _journal_json(message: object, **fields: str) -> str:
     [
         {},
         {"SYSLOG_IDENTIFIER": "python3", "_COMM": "python3", "_SYSTEMD_UNIT": "bot.service"},
-        {"SYSLOG_IDENTIFIER": "grievance-bot", "_COMM": "grievance-bot"},  # SyslogIdentifier=
+        {"SYSLOG_IDENTIFIER": "grievance-bot", "_COMM": "grievance-bot"},  # voxdesk.service's own
         # docker's journald log driver: the container's lines, tagged with its id
         {
             "SYSLOG_IDENTIFIER": "4f2a9c1b7e3d",
@@ -612,7 +612,7 @@ def test_refile_files_no_players_words_from_the_journals_json() -> None:
     for quoting in ("[WARNING ] bot.web.security: web: GET /x ", "RuntimeError: x ", ""):
         line = _journal_json(quoting + _forged_unfiled().removeprefix("" if quoting else "[ERROR   ] "))
         assert unfiled_in([line], shown.append) == ([], 0)
-    # A program of another's, which logged a player's words whole (a game server's chat).
+    # Another program's entries, a player's words logged whole (a game server's chat).
     others = [
         {"SYSLOG_IDENTIFIER": "gameserver", "_COMM": "gameserver", "_SYSTEMD_UNIT": "gameserver.service"},
         {"SYSLOG_IDENTIFIER": "gameserver", "_COMM": "python3", "_SYSTEMD_UNIT": "gameserver.service"},
