@@ -1100,6 +1100,21 @@ async def test_query_syntax_in_a_simple_search_is_flagged(text: str) -> None:
         assert len(fake.violations) == 1
 
 
+async def test_a_document_key_ending_in_a_line_break_is_a_400() -> None:
+    # As the service refuses it: its keys hold letters, digits, _ - = only.
+    async with search_server.running_fake_search() as fake:
+        fake.expect_violations()
+        await search(fake, "refund")  # makes the index
+        url = f"{fake.endpoint}/indexes('manuals')/docs/search.index"
+        params = {"api-version": "2026-04-01"}
+        async with aiohttp.ClientSession(headers={"api-key": fake.api_key}) as session:
+            for key, status in (("ok-1", 200), ("ok-1\n", 400)):
+                body = {"value": [{"@search.action": "upload", "key": key, "text": "x"}]}
+                async with session.post(url, json=body, params=params) as response:
+                    assert response.status == status, key
+        assert "Invalid document key: 'ok-1\n'" in fake.violations[0]
+
+
 @pytest.mark.parametrize("text", ["(refund", "refund)", '"refund', "refund AND", "OR refund"])
 async def test_full_lucene_that_does_not_parse_is_a_400(text: str) -> None:
     async with search_server.running_fake_search() as fake:

@@ -66,7 +66,8 @@ BATCH = 500  # documents per indexing request; the service takes up to 1000
 # JSON bytes per indexing request: the service refuses one over 16 MB with a 413, which the async
 # SDK's own splitting of a batch answers with a TypeError (azure-search-documents 12.0.0).
 BATCH_BYTES = 12 * 1024 * 1024
-_VALID_KEY = re.compile(r"^[A-Za-z0-9\-=][A-Za-z0-9_\-=]{0,1023}$")
+# \Z, not $: $ also matches before a final line break, which the service refuses in a key.
+_VALID_KEY = re.compile(r"^[A-Za-z0-9\-=][A-Za-z0-9_\-=]{0,1023}\Z")
 _TAG = re.compile(r"</?em>")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 

@@ -137,6 +137,14 @@ async def test_document_keys_are_valid_azure_keys(fake: FakeSearch, tmp_path: Pa
     assert set(fake.documents("manuals")) == keys  # stable: a re-run finds the same keys
 
 
+def test_a_chunk_key_ending_in_a_line_break_is_encoded() -> None:
+    # `$` matches before a final line break: "refunds-2\n" passed as a key of its own, which the
+    # service refuses (its keys hold letters, digits, _ - = only).
+    key = document_key("refunds-2\n")
+    assert re.fullmatch(r"[A-Za-z0-9\-=][A-Za-z0-9_\-=]*", key)
+    assert key != document_key("refunds-2")
+
+
 async def test_manuals_over_the_services_request_limit_are_uploaded_in_smaller_batches(
     fake: FakeSearch, tmp_path: Path
 ) -> None:

@@ -52,7 +52,7 @@ ENGLISH_ANALYZERS = {"en.lucene", "en.microsoft"}
 ANALYZERS = ENGLISH_ANALYZERS | {"standard.lucene", "standardasciifolding.lucene", "simple", "keyword"}
 INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
 FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
-DOCUMENT_KEY = re.compile(r"^[A-Za-z0-9\-=][A-Za-z0-9_\-=]{0,1023}$")
+DOCUMENT_KEY = re.compile(r"^[A-Za-z0-9\-=][A-Za-z0-9_\-=]{0,1023}\Z")  # \Z: no final line break
 ACTIONS = {"upload", "merge", "mergeOrUpload", "delete"}
 SEARCH_BODY = {
     "answers", "captions", "count", "debug", "facets", "filter", "highlight", "highlightPostTag",
