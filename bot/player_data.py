@@ -79,7 +79,8 @@ UNIX_SECONDS = {
     "lately_filed": ("at", "lease_until"),
 }
 # Times kept as text another program may have written with an offset or none (players.db is the
-# studio's): the same instant, in UTC, one with no offset read as UTC (bot/instants.py).
+# studio's): the same instant, in UTC, one with no offset read as UTC (bot/instants.py); a date
+# alone stays a date (YYYY-MM-DD).
 ISO_TEXT = {"game_sessions": ("played_at",), "achievements": ("earned_at",)}
 
 
@@ -202,9 +203,18 @@ def _in_utc(row: dict[str, Any], table: str) -> None:
         if not isinstance(value, str):
             continue
         try:
-            row[column] = instant(value).astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+            row[column] = _in_utc_text(value)
         except (ValueError, OverflowError):  # OverflowError: in UTC before year 1 or past 9999
             continue  # shown as the studio wrote it
+
+
+def _in_utc_text(value: str) -> str:
+    try:
+        # A date alone (a DATE column) is a day, not an instant: as midnight UTC it would name a
+        # time nothing happened at, and west of UTC the day before.
+        return dt.date.fromisoformat(value).isoformat()
+    except ValueError:
+        return instant(value).astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
 
 
 def _status_changes(conn: sqlite3.Connection | None, user_id: str) -> list[dict[str, Any]]:

@@ -640,6 +640,24 @@ async def test_every_time_in_an_export_is_iso_8601_in_utc(settings, far_from_utc
     assert {n["next_try_at"] for n in held["news"]["news"]} == {"2025-12-06T05:46:40Z"}
 
 
+async def test_an_achievement_date_alone_is_exported_as_a_date(settings) -> None:
+    # A studio's DATE column holds a day, not an instant: read as midnight UTC it was exported as
+    # "2026-11-18T00:00:00Z", a time the player never earned it at (and a day early west of UTC).
+    from bot import player_data
+
+    await _fill(settings.storage_dir, NOVA, "nova was charged twice for gems")
+    paths_ = storage_paths_of(settings.storage_dir)
+    _earned(paths_.players, NOVA, "Day Only", "2026-11-18")
+    with sqlite3.connect(paths_.players) as db:
+        db.execute("UPDATE game_sessions SET played_at = '2026-08-27' WHERE session_id = 1")
+
+    held = player_data.export(paths_, NOVA)
+    earned = {a["name"]: a["earned_at"] for a in held["players"]["achievements"]}
+    assert earned["Day Only"] == "2026-11-18"
+    played = {g["session_id"]: g["played_at"] for g in held["players"]["game_sessions"]}
+    assert played[1] == "2026-08-27"
+
+
 async def test_an_achievement_time_before_year_1_in_utc_is_exported_as_written(settings) -> None:
     # 0001-01-01T00:00:00+05:00 parses, but in UTC it falls in year 0, which no datetime holds:
     # the export would stop with OverflowError rather than show the studio's text.
