@@ -35,7 +35,8 @@ Delivering (`TicketNews.deliver`) is at most once per piece of news: each player
 claimed on disk ('pending' -> 'sending') before anything is sent, and marked after. A crash in
 between leaves it 'sending', and it is never sent again: a lost DM is preferred to a repeated one
 (the player can still ask `/grievance status`). Only a send that certainly never reached Discord
-(no connection), or news a stop took before its DM was tried, goes back to 'pending' for later. A
+(no connection), or news a stop or unreadable preferences took before its DM was tried, goes back
+to 'pending' for later (news.db refusing that write too, at a later round of the same process). A
 player with `/notify off` gets nothing: their news is marked 'muted', not kept for later. A player
 whose DMs are closed is told so once, in the channel they last sent a voice note in, until a DM to
 them goes through again.
@@ -701,6 +702,10 @@ class TicketNews:
         self._jira_quiet_until = 0.0
         self._jira_outage = Outage(log, "ticket news: Jira answers again")
         self._preferences_unread = Outage(log, "ticket news: preferences are read again")
+        # News this process claimed, tried no DM of, and could not give back (news.db refused the
+        # write): given back at the start of each round until it goes through.
+        self._owed_back: set[int] = set()
+        self._giving_back = Outage(log, "ticket news: claimed news is given back again", level=logging.ERROR)
         # With news off: (time.monotonic(), the newest grievance event) at the last look (see
         # `housekeeping`).
         self._unread_events: tuple[float, int] | None = None
@@ -977,6 +982,8 @@ class TicketNews:
     async def deliver(self, messenger: Messenger) -> int:
         """Send each player their due news, one DM each; how many pieces were sent."""
         await self._release_held()
+        if self._owed_back:
+            await self._give_back_owed(sorted(self._owed_back))
         due = await self.store.due()
         by_user: dict[str, list[NewsItem]] = {}
         for item in due:
@@ -1017,7 +1024,7 @@ class TicketNews:
                 )
                 # Unshielded: a stop landing on it is the `except asyncio.CancelledError` below,
                 # whose `_give_back` gives the claim back through every further cancel.
-                await self.store.give_back(ids)
+                await self._give_back_owed(ids)
                 return 0
             self._preferences_unread.answered()
             if not prefs.notify:
@@ -1069,6 +1076,25 @@ class TicketNews:
             return 0
         await self.store.finish(ids, "failed", error or (unreachable if outcome is Outcome.RETRY else None))
         return 0
+
+    async def _give_back_owed(self, ids: list[int]) -> None:
+        """Claimed news no DM was tried for, pending again; kept owed when news.db refuses it. A
+        failure raised would end the round for every player after this one, and news left
+        'sending' is never sent."""
+        try:
+            await self.store.give_back(ids)
+        except Exception as exc:
+            self._owed_back.update(ids)
+            self._giving_back.failed(
+                type(exc).__name__,
+                "ticket news %s claimed and not given back, owed to the next round: %s",
+                ids,
+                exc,
+            )
+        else:
+            self._owed_back.difference_update(ids)
+            if not self._owed_back:
+                self._giving_back.answered()
 
     async def _give_back(self, claiming: asyncio.Future[list[int]]) -> None:
         """A stop before the DM was tried: what the claim took goes back to pending, for the next

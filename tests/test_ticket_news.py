@@ -300,6 +300,43 @@ async def test_news_whose_players_preferences_cannot_be_read_waits_for_them_not_
     assert caplog.text.count("ticket news: preferences are read again") == 1
 
 
+async def test_news_not_given_back_as_both_databases_fail_ends_no_round_and_is_not_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Nova's preferences cannot be read, and news.db refuses to give her claimed news back as
+    well: the round goes on to Blaze's news, and Nova's, never tried, goes out once both databases
+    answer again (left 'sending', it would never be sent)."""
+    db, news_db, prefs_db = tmp_path / "grievances.db", tmp_path / "news.db", tmp_path / "preferences.db"
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        await p.local.register(BLAZE, "wallet", "lost my skins")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        # Real SQLite errors, for Nova's rows alone: malformed JSON read, and a write aborted.
+        sql(prefs_db, "ALTER TABLE preferences RENAME TO kept")
+        sql(
+            prefs_db,
+            "CREATE VIEW preferences AS SELECT * FROM kept"
+            f" UNION ALL SELECT '{NOVA}', NULL, 'voice_and_text', json('{{')",
+        )
+        sql(
+            news_db,
+            "CREATE TRIGGER refused BEFORE UPDATE OF state ON news WHEN OLD.state = 'sending'"
+            f" AND NEW.state = 'pending' AND OLD.user_id = '{NOVA}'"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+        )
+        assert await p.news.run_once(front) == 1
+        assert [d.user_id for d in front.dms] == [BLAZE]
+        assert "not given back" in caplog.text
+        assert await p.news.run_once(front) == 0  # news.db still refuses: still owed, not lost
+        sql(news_db, "DROP TRIGGER refused")
+        sql(prefs_db, "DROP VIEW preferences")
+        sql(prefs_db, "ALTER TABLE kept RENAME TO preferences")
+        assert await p.news.run_once(front) == 1
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
+    assert [d.user_id for d in front.dms] == [BLAZE, NOVA]
+
+
 async def test_one_dm_carries_all_of_a_players_news(tmp_path: Path) -> None:
     db = tmp_path / "grievances.db"
     front = Recorder()
