@@ -14,7 +14,7 @@ import aiosqlite
 
 from bot.db import add_missing_columns, opening, prune_due, while_locked, writing
 from bot.engines.base import PastTurn
-from bot.tools.base import JSON
+from bot.turns import MAX_HISTORY_CHARS, chars_of
 
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
@@ -60,12 +60,6 @@ FORGOTTEN_TURNS = f"DELETE FROM turns WHERE conversation = '{FORGOTTEN}' AND at 
 ANSWER_MARGIN_SECONDS = 10 * 60.0
 # How often append also drops every player's idle conversations, not only its own player's.
 PRUNE_EVERY_SECONDS = 5 * 60.0
-# Characters of history (words, tool calls and their results) one turn is sent at most, about
-# 12,000 tokens: eight turns that each read three passages of MAX_PASSAGE_CHARS (about 5,400 a
-# turn) fit. One turn that carries a huge tool result or made-up arguments (a looping model) is not
-# billed again with every later request, nor keeps an instruction planted in it before the model
-# for the next eight notes.
-MAX_HISTORY_CHARS = 48_000
 
 
 class ConversationStore:
@@ -142,29 +136,23 @@ class ConversationStore:
         rows = list(rows)
         if not rows or now - rows[0]["at"] > self.idle_seconds:
             return []
-        kept: list[tuple[aiosqlite.Row, list[JSON]]] = []
+        kept: list[PastTurn] = []
         size = 0
         for r in rows:  # newest first: a turn too big to fit ends the history there
-            results = json.loads(r["tool_results"])
-            # In characters, as the words are: stored, each one outside ASCII is a six-character
-            # escape, and a manual in Cyrillic or kana would count six times its length.
-            size += len(r["user_text"] or "") + len(r["reply_text"])
-            size += len(json.dumps(results, ensure_ascii=False))
-            if size > self.max_chars:
-                break
-            kept.append((r, results))
-        return [
-            PastTurn(
+            past = PastTurn(
                 user_text=r["user_text"],
                 reply_text=r["reply_text"],
-                tool_results=results,
+                tool_results=json.loads(r["tool_results"]),
                 audio_id=r["audio_id"],
                 audio_expires_at=r["audio_expires_at"],
                 at=r["at"],
                 engine=r["engine"],
             )
-            for r, results in reversed(kept)
-        ]
+            size += chars_of(past)
+            if size > self.max_chars:
+                break
+            kept.append(past)
+        return kept[::-1]
 
     async def append(
         self,

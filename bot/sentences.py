@@ -320,6 +320,8 @@ TICKET_HEADING = "**Your ticket**"
 TICKET_ROW = "`{ticket_key}` · {category} · **{status}** · updated {updated}"
 TOO_MANY_FILINGS = "Not filed: one note files at most {count} tickets. Send another note for the rest."
 TOO_MANY_CALLS = "Not run: at most {count} tool calls are run at once."
+# In place of an older tool result of the turn, when its results are more than a request carries.
+RESULT_LEFT_OUT = "Left out: too long to send again. Answer from the newer results."
 BLANK_DESCRIPTION = "Not filed: the description is empty. Tell me in a few words what went wrong."
 DESCRIPTION_TOO_SHORT = (
     "Not filed: that's too short for staff to act on. Tell me in a sentence what went wrong, like "

@@ -7,10 +7,18 @@ in the same types.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
 JSON = dict[str, Any]
+
+# Characters of history (words, tool calls and their results) one request carries at most, the
+# turn's own tool results among them, about 12,000 tokens: eight turns that each read three
+# passages of MAX_PASSAGE_CHARS (about 5,400 a turn) fit. One turn that carries a huge tool result
+# or made-up arguments (a looping model) is not billed again with every later request, nor keeps
+# an instruction planted in it before the model for the next eight notes.
+MAX_HISTORY_CHARS = 48_000
 
 
 @dataclass(frozen=True)
@@ -34,3 +42,11 @@ class PastTurn:
     audio_expires_at: int | None = None  # unix seconds
     at: float = 0.0  # unix seconds
     engine: str = ""
+
+
+def chars_of(past: PastTurn) -> int:
+    """A turn's characters as MAX_HISTORY_CHARS counts them: its words, and its tool results as
+    JSON with every letter as written (as \\u escapes, a manual in Cyrillic or kana would count six
+    times its length)."""
+    results = json.dumps(past.tool_results, ensure_ascii=False)
+    return len(past.user_text or "") + len(past.reply_text) + len(results)

@@ -1388,6 +1388,72 @@ async def test_a_refusal_after_a_complaint_was_filed_still_tells_its_ticket(stor
     assert reply.audio is not None and reply.audio.duration_secs > 3  # the whole of it, spoken
 
 
+QUERIES = [
+    "pair my controller", "refund", "two-factor authentication", "cheating", "game crashing",
+    "forgot my password", "controller stick drifting", "gems never arrived", "PC requirements",
+    "limit play time", "season end", "lost phone authenticator", "account locked", "money back",
+]  # fmt: skip
+
+
+def carried(messages: list[dict]) -> tuple[int, dict]:
+    """The characters of history and tool results a request carries (every message but the
+    system prompt, the time note and the player's note), and that note."""
+    last_system = max(i for i, m in enumerate(messages) if m["role"] == "system")
+    size = 0
+    for m in messages[1:last_system] + messages[last_system + 2 :]:
+        size += len(m.get("content") or "") if isinstance(m.get("content"), str) else 0
+        size += sum(len(c["function"]["arguments"]) for c in m.get("tool_calls") or [])
+    return size, messages[last_system + 1]
+
+
+async def test_a_turns_tool_results_and_its_history_fit_what_a_request_carries(storage, fake) -> None:
+    """Ten rounds of eight searches come to more than a request carries of history (48,000
+    characters), before any history at all: the newest results go, the oldest are left out, the
+    oldest earlier turns before them, and the player's note always."""
+    from bot.conversations import MAX_HISTORY_CHARS
+
+    passage = {"passages": [{"title": "Refunds", "text": "Refunds take 14 days. " * 150}]}
+    rounds = [
+        tool_calls(*[("search_manuals", {"query": QUERIES[(8 * r + i) % len(QUERIES)]}) for i in range(8)])
+        for r in range(10)
+    ]
+    fake.script = [*rounds, answer("Done.")]
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_MAX_TOOL_ROUNDS="10")
+    async with running_app(settings) as app:
+        for i in range(8):  # 8 turns of about 5,000 characters: history as the store reads it
+            past = PastTurn(
+                f"question {i}",
+                f"answer {i}",
+                [
+                    {
+                        "id": f"old{i}",
+                        "name": "search_manuals",
+                        "arguments": {"query": "refund"},
+                        "result": passage,
+                        "ok": True,
+                    }
+                ],
+                at=time.time(),
+            )
+            await app.conversations.append(NOVA, past)
+        assert len(await app.conversations.history(NOVA)) == 8
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "tell me everything")
+    assert reply.text == "Done." and len(reply.tool_calls) == 80
+    sizes = []
+    for chat in fake.chats:
+        size, note = carried(chat.body["messages"])
+        sizes.append(size)
+        assert note == {"role": "user", "content": "tell me everything"}
+    # The first request carries every earlier turn: nothing is left out before it must be.
+    assert sum(m["role"] == "user" for m in fake.chats[0].body["messages"]) == 9
+    assert "Left out" not in json.dumps(fake.chats[0].body["messages"])
+    assert max(sizes) <= MAX_HISTORY_CHARS, sizes
+    last = fake.chats[-1].body["messages"]
+    newest = [m["content"] for m in last[-8:]]
+    assert all(m["role"] == "tool" for m in last[-8:]) and all("passages" in c for c in newest)
+    assert fake.violations == []
+
+
 async def test_words_said_with_tool_calls_go_back_with_them(storage, fake) -> None:
     fake.script = [tool_calls(("get_player_stats", {}), said="Let me look that up."), answer("Done.")]
     async with running_app(openai_settings(storage, fake)) as app:

@@ -54,14 +54,16 @@ from bot.engines.base import (
     EngineReply,
     PaidTranscript,
     PastTurn,
+    Round,
     Transcript,
     TurnState,
     Usage,
 )
 from bot.logs import Outage
 from bot.retry_after import seconds_named
-from bot.tools import clipped, well_formed
+from bot.tools import SHOWN_CHARS, clipped, well_formed
 from bot.tools.base import UNPARSED, ToolCall, too_deep
+from bot.turns import MAX_HISTORY_CHARS, chars_of
 
 log = logging.getLogger(__name__)
 
@@ -799,9 +801,10 @@ def build_messages(
     """The request's messages; `refused`: earlier replies' audio ids the provider refused, sent as
     their transcripts; `asked_at`: the time the model is told it is now."""
     now = time.time() if now is None else now
+    history, rounds = fitted(turn.history, turn.rounds)
     messages: list[dict[str, Any]] = [{"role": "system", "content": system_prompt}]
-    by_audio = len(turn.history) - audio_turns
-    for index, past in enumerate(turn.history):
+    by_audio = len(history) - audio_turns
+    for index, past in enumerate(history):
         messages += _past_turn(past, now, by_audio=index >= by_audio and past.audio_id not in refused)
     # The tools' times are UTC, and without today's date the model cannot say how long ago one
     # was. The note sits just before the player's words rather than in the system prompt: the
@@ -822,7 +825,7 @@ def build_messages(
         )
     else:
         messages.append({"role": "user", "content": turn.text or ""})
-    for round_ in turn.rounds:
+    for round_ in rounds:
         messages.append(
             {
                 "role": "assistant",
@@ -834,6 +837,53 @@ def build_messages(
             {"role": "tool", "tool_call_id": r.call.id, "content": as_json(r.result)} for r in round_.results
         ]
     return _distinct_call_ids(messages)
+
+
+def fitted(
+    history: list[PastTurn], rounds: list[Round], budget: int = MAX_HISTORY_CHARS
+) -> tuple[list[PastTurn], list[Round]]:
+    """The history and the turn's tool rounds a request carries, within `budget` characters
+    together (the player's note is no part of it, and always goes). Ten rounds of eight searches
+    come to more than the budget on their own: the newest results go whole, each older one that
+    no longer fits as RESULT_LEFT_OUT (every call is answered, or the API refuses the request),
+    and the history's oldest turns are left out before any of them."""
+    left_out = as_json({"error": say.RESULT_LEFT_OUT})
+
+    def short(call: ToolCall) -> bool:
+        return len(as_json(call.arguments)) <= SHOWN_CHARS
+
+    # What goes whatever fits: each call's stand-in result, its arguments when short.
+    room = budget - sum(
+        len(left_out) + (len(as_json(r.call.arguments)) if short(r.call) else 2)
+        for round_ in rounds
+        for r in round_.results
+    )
+    shown: list[Round] = []
+    for round_ in reversed(rounds):  # newest first
+        calls, results = list(round_.calls), []
+        for i, r in enumerate(round_.results):  # in the calls' order (Toolbox.run_all)
+            whole = len(as_json(r.result)) + len(as_json(r.call.arguments))
+            floor = len(left_out) + (len(as_json(r.call.arguments)) if short(r.call) else 2)
+            if whole - floor <= room:
+                room -= whole - floor
+                results.append(r)
+                continue
+            results.append(replace(r, result={"error": say.RESULT_LEFT_OUT}))
+            if not short(r.call) and i < len(calls):
+                calls[i] = replace(calls[i], arguments={})
+        said = round_.assistant_text
+        if len(said) <= room:
+            room -= len(said)
+        else:
+            said = ""
+        shown.append(Round(calls=calls, results=results, assistant_text=said))
+    kept: list[PastTurn] = []
+    for past in reversed(history):  # newest first: a turn too big to fit ends the history there
+        room -= chars_of(past)
+        if room < 0:
+            break
+        kept.append(past)
+    return kept[::-1], shown[::-1]
 
 
 def time_note(at: float) -> str:
