@@ -122,6 +122,18 @@ class TrackerError(Exception):
         )
 
 
+class _FieldsByName(JIRA):
+    """The client, asking a search for the fields named as they are named. The jira package maps
+    them through every field's JQL clause names (GET /field), the last field of a name winning: a
+    custom field an admin named "labels" or "updated" would be asked for in their place, its value
+    read as the issue's labels (whose player it is) or its last change. Field ids do not avoid it:
+    a system field's id is its clause name."""
+
+    @property
+    def _fields_cache(self) -> dict[str, str]:
+        return {}
+
+
 @dataclass(frozen=True)
 class RemoteIssue:
     key: str
@@ -798,7 +810,7 @@ class JiraTracker:
         # the enhanced search. max_retries=0: the library's retries on a dropped connection or a
         # 429 sleep 20 s and more inside the thread; the outbox does its own retrying with backoff,
         # waiting at least as long as a 429's Retry-After asks (TrackerError.retry_after).
-        client = JIRA(
+        client = _FieldsByName(
             server=self.url,
             basic_auth=self._auth,
             timeout=self.timeout,

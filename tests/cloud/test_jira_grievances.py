@@ -502,6 +502,30 @@ async def test_a_listing_while_the_push_waits_to_find_its_issue_tells_jiras_stat
     assert (listed.key, listed.status, listed.from_local_record) == ("GRV-101", "resolved", False)
 
 
+@pytest.mark.parametrize("clause", ["labels", "updated"])
+async def test_a_custom_field_under_a_fields_clause_name_stands_in_for_no_field(fake, db, clause) -> None:
+    # The jira package maps the fields a search asks for through every field's JQL clause names:
+    # a custom field an admin named "labels" took the place of the issue's labels (whose player
+    # it is), and one named "updated" of the time news is found by.
+    fake.custom_fields = [
+        {"id": "customfield_10100", "name": clause, "custom": True, "clauseNames": ["cf[10100]", clause]}
+    ]
+    issue = fake.add_issue([f"discord-{NOVA}"], summary="filed by staff")
+    issue.values["customfield_10100"] = None
+    backend = await open_backend(fake, db)
+    try:
+        (listed,) = await backend.status(NOVA)
+        updated = await asyncio.to_thread(backend._tracker.updated_in_project, 60)
+    finally:
+        await backend.aclose()
+    assert listed.key == issue.key and not listed.from_local_record
+    assert updated is not None and [i.key for i in updated] == [issue.key]
+    assert updated[0].version and updated[0].updated_at and updated[0].labels == (f"discord-{NOVA}",)
+    for search in fake.requests_to("/search/jql"):
+        asked = search.body["fields"] if search.body else search.query["fields"]
+        assert "customfield_10100" not in ",".join(asked), asked
+
+
 async def test_a_push_cancelled_mid_way_is_not_duplicated_after_restart(fake, db) -> None:
     fake.fail("create_then_hang")
     first = await open_backend(fake, db, timeout_seconds=10.0)

@@ -277,6 +277,9 @@ class FakeJira(Strict):
     # What Jira Cloud hands back of a description it was sent (it keeps rich text as a document
     # and writes it back as wiki markup): None, as sent.
     stored_description: Callable[[str], str] | None = None
+    # Fields /field lists besides Jira's own: an admin's custom fields, as Jira describes them
+    # ({"id": "customfield_10100", "name": ..., "custom": True, "clauseNames": [...]}).
+    custom_fields: list[dict[str, Any]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
     violations_expected: bool = False
     port: int = 0
@@ -590,6 +593,7 @@ class FakeJira(Strict):
                 }
                 for f in FIELDS
             ]
+            + self.custom_fields
         )
 
     async def _project(self, request: web.Request) -> web.Response:
