@@ -134,6 +134,18 @@ def test_an_achievements_time_in_any_form_sorts_by_its_instant(far_from_utc) -> 
     assert earned_at_instant("yesterday") == earned_at_instant(None) == -math.inf
 
 
+def test_an_achievement_date_alone_sorts_as_that_day_not_as_the_oldest() -> None:
+    # A studio's DATE column comes through ODBC as a date with no time: sorted as the oldest,
+    # every achievement of such a table was listed by name, not newest first.
+    import datetime as dt
+
+    from bot.tools.stats_sql import earned_at_instant
+
+    day = earned_at_instant(dt.date(2026, 11, 18))
+    assert day == earned_at_instant("2026-11-18") == earned_at_instant("2026-11-18T00:00:00Z")
+    assert earned_at_instant(dt.date(2026, 11, 17)) < day < earned_at_instant("2026-11-18T03:00:00Z")
+
+
 async def test_a_name_stored_in_latin_1_is_read_not_refused(settings, scripted_app_engine, caplog) -> None:
     # A players table filled from a Latin-1 source holds "José" as the bytes 4A 6F 73 E9, which
     # are not UTF-8: read strictly, every look-up of that player failed as a database outage.

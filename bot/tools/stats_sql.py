@@ -226,7 +226,7 @@ async def player_summary(
 
 def earned_at_instant(value: Any) -> float:
     """An achievement's earned_at as Unix seconds: ISO 8601 text (with "Z" or an offset; without
-    one, UTC), or a date-time column's value. One that is neither sorts as the oldest."""
+    one, UTC), or a date-time or date column's value. One that is none of those sorts as the oldest."""
     if isinstance(value, str):
         try:
             return instant(value.strip()).timestamp()
@@ -234,4 +234,6 @@ def earned_at_instant(value: Any) -> float:
             return -math.inf
     if isinstance(value, dt.datetime):
         return (value if value.tzinfo else value.replace(tzinfo=dt.UTC)).timestamp()
+    if isinstance(value, dt.date):  # a DATE column's: that day's start in UTC, as "2026-11-18" is
+        return dt.datetime.combine(value, dt.time(), dt.UTC).timestamp()
     return -math.inf
