@@ -1454,6 +1454,32 @@ async def test_a_turns_tool_results_and_its_history_fit_what_a_request_carries(s
     assert fake.violations == []
 
 
+def test_a_result_bigger_than_the_budget_and_long_made_up_arguments_are_left_out_alone() -> None:
+    # A newest result over the whole budget goes as the stand-in, while an older one that fits
+    # goes whole; a call left out with arguments a looping model made up sends them as {}.
+    from bot.engines.base import Round
+    from bot.engines.openai import fitted
+    from bot.tools.base import ToolCall, ToolResult
+
+    def result(n: int, size: int, query: str = "refund") -> ToolResult:
+        return ToolResult(ToolCall(f"c{n}", "search_manuals", {"query": query}), {"text": "x" * size})
+
+    old, looped, huge = result(1, 2_000), result(2, 30_000, "y" * 5_000), result(3, 60_000)
+    rounds = [Round([r.call], [r]) for r in (old, looped, huge)]
+    history = [PastTurn(f"question {i}", "answer", at=float(i)) for i in range(3)]
+    kept, shown = fitted(history, rounds, budget=40_000)
+    assert kept == history  # small: still room for them
+    (first,), (second,), (third,) = (r.results for r in shown)
+    assert first.result == old.result and second.result == looped.result  # whole: they fit
+    assert third.result == {"error": say.RESULT_LEFT_OUT} and third.call == huge.call
+    kept, shown = fitted(history, rounds, budget=20_000)
+    (first,), (second,), (third,) = (r.results for r in shown)
+    assert first.result == old.result and second.result == third.result == {"error": say.RESULT_LEFT_OUT}
+    assert shown[1].calls == [replace(looped.call, arguments={})]  # its 5,000 made-up characters
+    assert [c.id for rnd in shown for c in rnd.calls] == [res.call.id for rnd in shown for res in rnd.results]
+    assert rounds[1].calls[0].arguments == {"query": "y" * 5_000}  # what the turn keeps is untouched
+
+
 async def test_words_said_with_tool_calls_go_back_with_them(storage, fake) -> None:
     fake.script = [tool_calls(("get_player_stats", {}), said="Let me look that up."), answer("Done.")]
     async with running_app(openai_settings(storage, fake)) as app:
