@@ -62,7 +62,7 @@ from bot.engines.base import (
 from bot.logs import Outage
 from bot.retry_after import seconds_named
 from bot.tools import SHOWN_CHARS, clipped, well_formed
-from bot.tools.base import UNPARSED, ToolCall, too_deep
+from bot.tools.base import UNPARSED, ToolCall, ToolResult, too_deep
 from bot.turns import MAX_HISTORY_CHARS, chars_of
 
 log = logging.getLogger(__name__)
@@ -852,20 +852,19 @@ def fitted(
     def short(call: ToolCall) -> bool:
         return len(as_json(call.arguments)) <= SHOWN_CHARS
 
-    # What goes whatever fits: each call's stand-in result, its arguments when short.
-    room = budget - sum(
-        len(left_out) + (len(as_json(r.call.arguments)) if short(r.call) else 2)
-        for round_ in rounds
-        for r in round_.results
-    )
+    def least(r: ToolResult) -> int:
+        """What a call costs left out: the stand-in, and its arguments when short ({} if not)."""
+        return len(left_out) + (len(as_json(r.call.arguments)) if short(r.call) else 2)
+
+    # What goes whatever fits (a few thousand characters at most: ten rounds of eight calls).
+    room = budget - sum(least(r) for round_ in rounds for r in round_.results)
     shown: list[Round] = []
     for round_ in reversed(rounds):  # newest first
         calls, results = list(round_.calls), []
         for i, r in enumerate(round_.results):  # in the calls' order (Toolbox.run_all)
-            whole = len(as_json(r.result)) + len(as_json(r.call.arguments))
-            floor = len(left_out) + (len(as_json(r.call.arguments)) if short(r.call) else 2)
-            if whole - floor <= room:
-                room -= whole - floor
+            more = len(as_json(r.result)) + len(as_json(r.call.arguments)) - least(r)
+            if more <= room:
+                room -= more
                 results.append(r)
                 continue
             results.append(replace(r, result={"error": say.RESULT_LEFT_OUT}))
