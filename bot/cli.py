@@ -23,6 +23,7 @@ from bot.audio import AudioError
 from bot.config import ConfigError, Settings, check_port, load_settings, pasted_path
 from bot.db import other_owner
 from bot.engines.base import SpeechModelsUnavailable
+from bot.entry import INTERRUPTED
 
 log = logging.getLogger("bot")
 
@@ -653,7 +654,7 @@ def _handled(args: argparse.Namespace) -> int:
         _complain(f"a database under the storage folder cannot be used: {exc}")
         return 4
     except KeyboardInterrupt:
-        return TERMINATED if _Terminated.seen else 130
+        return TERMINATED if _Terminated.seen else INTERRUPTED
     except Exception:
         # Through the log's handler, which masks the traceback: Python's own hook would print a
         # library's exception (a refused request's address, a server's echo of the key) as it is.

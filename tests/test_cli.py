@@ -1126,3 +1126,39 @@ def test_backup_refuses_a_folder_inside_the_storage_folder(settings, inside) -> 
     assert done.returncode == 2, done.stderr
     assert "inside the storage folder" in done.stderr
     assert sorted(p.name for p in storage.iterdir()) == before
+
+
+# Ctrl-C as `bot.cli` is imported (its first second, loading numpy and the speech code): a real
+# SIGINT, sent as the import reaches bot.app, then the command started as pip's bin/voxdesk
+# starts it from pyproject.toml's entry point, or as `python -m bot`.
+INTERRUPTED_WHILE_IMPORTING = """
+import importlib.abc, os, runpy, signal, sys, tomllib
+
+class CtrlC(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name == "bot.app":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, CtrlC())
+how, sys.argv = sys.argv[1], ["voxdesk", "--help"]
+if how == "-m":
+    runpy.run_module("bot", run_name="__main__", alter_sys=True)
+else:
+    with open("pyproject.toml", "rb") as f:
+        module, _, function = tomllib.load(f)["project"]["scripts"]["voxdesk"].partition(":")
+    exec(f"import sys\\nfrom {module} import {function}\\nsys.exit({function}())")
+"""
+
+
+@pytest.mark.parametrize("how", ["console-script", "-m"])
+def test_ctrl_c_while_the_cli_is_imported_exits_130_quietly(how: str) -> None:
+    # A traceback of importlib's frames and an exit by SIGINT, where any later Ctrl-C is status 130.
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_WHILE_IMPORTING, how],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert (done.returncode, done.stderr, done.stdout) == (130, "", "")
