@@ -1162,3 +1162,37 @@ def test_ctrl_c_while_the_cli_is_imported_exits_130_quietly(how: str) -> None:
         timeout=120,
     )
     assert (done.returncode, done.stderr, done.stdout) == (130, "", "")
+
+
+def test_check_prints_a_storage_folder_its_output_cannot_encode(seeded_storage: Path, tmp_path: Path) -> None:
+    # A service's journal or a cron mail read in ASCII: the first line, the folder's name, was a
+    # UnicodeEncodeError and "an error it does not handle".
+    storage = tmp_path / "vär"
+    shutil.copytree(seeded_storage, storage)
+    done = voxdesk("check", storage=storage, DISCORD_TOKEN="", PYTHONIOENCODING="ascii")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.splitlines()[0].endswith(f"data in {tmp_path}/v\\xe4r")
+
+
+NOT_UTF8 = os.fsdecode(b"n\xc3\xb6te-\xff")  # "nöte-" and a byte no UTF-8 name holds
+
+
+@pytest.mark.parametrize(("encoding", "as_json"), [("ascii", False), ("utf-8", True)])
+def test_ask_prints_names_its_output_cannot_encode_after_the_turn(
+    settings, tmp_path: Path, encoding: str, as_json: bool
+) -> None:
+    # The reply was made (and a complaint perhaps filed), then printing its file's name failed.
+    note = tmp_path / f"{NOT_UTF8}.ogg"
+    shutil.copy(paths.SAMPLES / "2-how-many-points.ogg", note)
+    out = tmp_path / "réponses"
+    args = ["--json"] if as_json else []
+    done = voxdesk(
+        "ask", str(note), "--out", str(out), *args, storage=settings.storage_dir, PYTHONIOENCODING=encoding
+    )
+    assert done.returncode == 0, done.stderr
+    reply = out / f"{NOT_UTF8}-reply.ogg"
+    assert reply.read_bytes().startswith(b"OggS")
+    if as_json:  # the name escaped as JSON reads it back: the reply's own file
+        assert json.loads(done.stdout)["reply_audio"] == str(reply)
+    else:
+        assert f"audio:  {str(reply).encode('ascii', 'backslashreplace').decode()}\n" in done.stdout
