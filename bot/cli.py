@@ -48,12 +48,45 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cannot_take_reply(folder: Path, reply: Path) -> str:
+    """Why `folder` (made if missing) cannot take the reply file `reply`, or "". Asked before the
+    turn: found after it, a complaint was perhaps filed, and the note asked again files it twice."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is a file: --out names the folder the reply goes in"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return _why(exc, exc.filename or str(folder))
+    try:
+        with tempfile.TemporaryFile(dir=folder):  # a file made there and gone: a read-only mount too
+            pass
+    except OSError as exc:  # named after the folder, not the temporary file's name
+        return _why(exc, str(folder))
+    if reply.is_dir():
+        return f"{reply} is a folder, where the reply's file would go: move it, or give another --out"
+    if reply.exists() and not os.access(reply, os.W_OK):
+        return f"{reply}: Permission denied{other_owner(str(reply))}"
+    return ""
+
+
+def _why(exc: OSError, filename: str) -> str:
+    owner = other_owner(filename) if isinstance(exc, PermissionError) else ""
+    return f"{filename}: {exc.strerror or exc}{owner}"
+
+
+def _reply_name(note: str) -> str:
+    return Path(note).stem + "-reply.ogg"
+
+
 def cmd_ask(args: argparse.Namespace) -> int:
     from bot.app import running_app
     from bot.tools.base import ToolContext
 
     settings = _settings(args)
     data = Path(args.file).read_bytes()
+    if args.out and (problem := _cannot_take_reply(Path(args.out), Path(args.out) / _reply_name(args.file))):
+        _complain(f"ask: {problem}; the note was not asked")
+        return 4
 
     async def ask() -> dict[str, object]:
         # Private: the answer is printed for whoever runs this, who reads the databases anyway.
@@ -65,7 +98,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
         audio_path = None
         if reply.audio is not None:
-            audio_path = out_dir / (Path(args.file).stem + "-reply.ogg")
+            audio_path = out_dir / _reply_name(args.file)
             audio_path.write_bytes(reply.audio.ogg)
         return {
             "user_text": reply.user_text,
@@ -394,7 +427,7 @@ COMMANDS: dict[
             p.add_argument(
                 "--out",
                 default=None,
-                help="folder for the reply audio (default: a new one in the temp directory)",
+                help="folder for the reply audio, made if missing (default: a new one in the temp directory)",
             ),
             p.add_argument("--json", action="store_true", help="print one JSON object"),
         ),

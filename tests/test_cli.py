@@ -1196,3 +1196,52 @@ def test_ask_prints_names_its_output_cannot_encode_after_the_turn(
         assert json.loads(done.stdout)["reply_audio"] == str(reply)
     else:
         assert f"audio:  {str(reply).encode('ascii', 'backslashreplace').decode()}\n" in done.stdout
+
+
+def _grievances(storage: Path) -> int:
+    with contextlib.closing(sqlite3.connect(storage / "grievances.db")) as db:
+        return db.execute("SELECT COUNT(*) FROM grievances").fetchone()[0]
+
+
+@pytest.mark.parametrize("out", ["a file", "inside a file", "the reply's name a folder"])
+def test_ask_refuses_an_out_it_cannot_write_the_reply_into_before_the_turn(settings, tmp_path, out) -> None:
+    # Found after the turn, the complaint was filed already, and the note asked again (with a
+    # better --out) filed it a second time.
+    note = paths.SAMPLES / "4-charged-twice.ogg"
+    taken = tmp_path / "taken"
+    taken.write_text("not a folder")
+    folder = {"a file": taken, "inside a file": taken / "replies", "the reply's name a folder": tmp_path}[out]
+    (tmp_path / "4-charged-twice-reply.ogg").mkdir()
+    before = _grievances(settings.storage_dir)
+    done = voxdesk("ask", str(note), "--out", str(folder), storage=settings.storage_dir, timeout=120)
+    assert _grievances(settings.storage_dir) == before, done.stderr
+    assert (done.returncode, done.stdout) == (4, ""), done.stderr
+    said = {
+        "a file": f"{taken} is a file: --out names the folder the reply goes in",
+        "inside a file": f"{folder}: Not a directory",
+        "the reply's name a folder": f"{tmp_path / '4-charged-twice-reply.ogg'} is a folder, where the"
+        " reply's file would go: move it, or give another --out",
+    }[out]
+    assert done.stderr == f"ask: {said}; the note was not asked\n"
+    assert taken.read_text() == "not a folder"
+
+
+def test_ask_refuses_an_out_folder_it_may_not_write_before_the_turn(settings, tmp_path) -> None:
+    # The folder is there and a folder: only writing in it tells (root's override aside).
+    locked = tmp_path / "replies"
+    locked.mkdir(mode=0o500)
+    before = _grievances(settings.storage_dir)
+    note = paths.SAMPLES / "4-charged-twice.ogg"
+    done = subprocess.run(
+        [*_without_root_override(), sys.executable, "-m", "bot", "ask", str(note), "--out", str(locked)],
+        cwd=REPO,
+        env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert _grievances(settings.storage_dir) == before, done.stderr
+    assert (done.returncode, done.stderr) == (
+        4,
+        f"ask: {locked}: Permission denied; the note was not asked\n",
+    )
