@@ -230,16 +230,45 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+def _export_refused(out: Path, user_id: str) -> str:
+    """Why `--out` cannot be the new file an export is written to, or "": said before a player's
+    data is read, in words that say what to give instead (the OSError's own were "File exists")."""
+    if out.is_dir():
+        return (
+            f"{out} is a folder: --out names the new file the export is written to,"
+            f" such as {out / (user_id + '.json')}"
+        )
+    if out.exists() or out.is_symlink():
+        return _written_over(out)
+    if not out.parent.is_dir():
+        return f"{out.parent} is no folder: make it first, or give a file in one that is"
+    return ""
+
+
+def _written_over(out: Path) -> str:
+    return (
+        f"{out} exists, and an export never overwrites a file: give a new file's name, or move"
+        " that one away first"
+    )
+
+
 def cmd_player(args: argparse.Namespace) -> int:
     from bot import player_data
     from bot.app import storage_paths
 
     storage = storage_paths(_settings(args))
+    if args.action == "export" and args.out and (refused := _export_refused(Path(args.out), args.user_id)):
+        _complain(f"player export: {refused}")
+        return 4
     try:
         if args.action == "export":
             text = json.dumps(player_data.export(storage, args.user_id), indent=2, default=str)
             if args.out:
-                player_data.write_private(Path(args.out), text + "\n")
+                try:
+                    player_data.write_private(Path(args.out), text + "\n")
+                except FileExistsError:  # made meanwhile: by another export, say
+                    _complain(f"player export: {_written_over(Path(args.out))}")
+                    return 4
                 print(f"player {args.user_id}: written to {args.out}")
             else:
                 print(text)

@@ -232,6 +232,28 @@ def test_export_never_overwrites_a_file(settings, tmp_path) -> None:
     there.write_text("{}")
     done = voxdesk("player", "export", NOVA, "--out", str(there), storage=settings.storage_dir, timeout=60)
     assert done.returncode == 4 and there.read_text() == "{}"
+    # "File exists" alone read as a failure to make it, not as a refusal to write over it.
+    assert done.stderr == (
+        f"player export: {there} exists, and an export never overwrites a file: give a new file's"
+        " name, or move that one away first\n"
+    )
+
+
+@pytest.mark.parametrize("out", ["a folder", "in no folder"])
+def test_export_to_a_folder_or_into_a_missing_one_says_what_to_give(settings, tmp_path, out) -> None:
+    # A folder was "File exists"; a file in a missing folder, "no such file" naming the hidden
+    # .partial file the export is first written to.
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    given = exports if out == "a folder" else exports / "2026" / "nova.json"
+    done = voxdesk("player", "export", NOVA, "--out", str(given), storage=settings.storage_dir, timeout=60)
+    said = {
+        "a folder": f"{exports} is a folder: --out names the new file the export is written to,"
+        f" such as {exports / (NOVA + '.json')}",
+        "in no folder": f"{exports / '2026'} is no folder: make it first, or give a file in one that is",
+    }[out]
+    assert (done.returncode, done.stdout, done.stderr) == (4, "", f"player export: {said}\n")
+    assert list(exports.iterdir()) == []
 
 
 # `player export --out` killed half-way through writing the player's data (SIGKILL, a reboot).
@@ -670,3 +692,28 @@ async def test_an_achievement_time_before_year_1_in_utc_is_exported_as_written(s
     held = player_data.export(paths_, NOVA)
     earned = [a["earned_at"] for a in held["players"]["achievements"] if a["name"] == "Placeholder"]
     assert earned == ["0001-01-01T00:00:00+05:00"]
+
+
+def test_an_export_whose_file_another_made_meanwhile_is_refused_in_the_same_words(
+    settings, tmp_path, monkeypatch, capsys
+) -> None:
+    # Free when --out was looked at, taken when the export is linked to it (a second export).
+    from bot import cli, player_data
+
+    out = tmp_path / "nova.json"
+    written = player_data.write_private
+
+    def taken_meanwhile(path: Path, text: str) -> None:
+        path.write_text("the other export\n")
+        written(path, text)
+
+    monkeypatch.setattr(player_data, "write_private", taken_meanwhile)
+    monkeypatch.setenv("VOXDESK_STORAGE_DIR", str(settings.storage_dir))
+    assert cli.main(["player", "export", NOVA, "--out", str(out)]) == 4
+    said = capsys.readouterr()
+    assert (said.out, said.err) == (
+        "",
+        f"player export: {out} exists, and an export never overwrites a file:"
+        " give a new file's name, or move that one away first\n",
+    )
+    assert out.read_text() == "the other export\n"
