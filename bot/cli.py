@@ -435,6 +435,12 @@ def cmd_sync(args: argparse.Namespace) -> int:
     return sync(_settings(args), args.guild, args.clear)
 
 
+def _user_path(text: str) -> str:
+    """An --out path with "~" the home folder, as config.toml's paths have it: quoted, or passed by
+    a unit or script no shell reads, it was a folder named "~" in the working one."""
+    return os.path.expanduser(text)
+
+
 SPEAKER_HELP = f"Discord user id of the speaker (default: demo player Nova, {DEMO_USER})"
 
 # name → (handler, help, argument adder)
@@ -456,6 +462,7 @@ COMMANDS: dict[
             p.add_argument(
                 "--out",
                 default=None,
+                type=_user_path,
                 help="folder for the reply audio, made if missing (default: a new one in the temp directory)",
             ),
             p.add_argument("--json", action="store_true", help="print one JSON object"),
@@ -529,7 +536,9 @@ COMMANDS: dict[
                 help="export: everything kept about them; forget: erase what only serves the bot",
             ),
             p.add_argument("user_id", metavar="DISCORD_ID", help="the player's Discord user id"),
-            p.add_argument("--out", default=None, help="export: write the JSON to this new file"),
+            p.add_argument(
+                "--out", default=None, type=_user_path, help="export: write the JSON to this new file"
+            ),
         ),
     ),
     "refile": (

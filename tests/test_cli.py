@@ -1245,3 +1245,38 @@ def test_ask_refuses_an_out_folder_it_may_not_write_before_the_turn(settings, tm
         4,
         f"ask: {locked}: Permission denied; the note was not asked\n",
     )
+
+
+@pytest.mark.parametrize("command", ["ask", "player export"])
+def test_a_quoted_tilde_in_out_is_the_home_folder(settings, tmp_path, command) -> None:
+    # `--out '~/replies'` (quoted, or from a unit or script no shell reads) was a folder named "~"
+    # in the working one, as the settings' paths are not.
+    home = tmp_path / "home"
+    (home / "exports").mkdir(parents=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    # The encoders' files stay where they were unpacked, under the real home's cache.
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    if command == "ask":
+        args = ["ask", str(paths.SAMPLES / "2-how-many-points.ogg"), "--json", "--out", "~/replies"]
+        written = home / "replies" / "2-how-many-points-reply.ogg"
+    else:
+        args = ["player", "export", "111111111111111111", "--out", "~/exports/nova.json"]
+        written = home / "exports" / "nova.json"
+    done = voxdesk(
+        "--config",
+        str(REPO / "config.toml"),
+        *args,
+        storage=settings.storage_dir,
+        cwd=work,
+        PYTHONPATH=str(REPO),
+        HOME=str(home),
+        XDG_CACHE_HOME=cache,
+    )
+    assert list(work.iterdir()) == [], done.stdout + done.stderr
+    assert done.returncode == 0, done.stderr
+    if command == "ask":
+        assert json.loads(done.stdout)["reply_audio"] == str(written)
+    else:
+        assert done.stdout == f"player 111111111111111111: written to {written}\n"
+    assert written.stat().st_size > 0
