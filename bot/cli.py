@@ -232,7 +232,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def _export_refused(out: Path, user_id: str) -> str:
     """Why `--out` cannot be the new file an export is written to, or "": said before a player's
-    data is read, in words that say what to give instead (the OSError's own were "File exists")."""
+    data is read, in words that say what to give instead (the OSError's own say "File exists")."""
     if out.is_dir():
         return (
             f"{out} is a folder: --out names the new file the export is written to,"
@@ -437,7 +437,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def _user_path(text: str) -> str:
     """An --out path with "~" the home folder, as config.toml's paths have it: quoted, or passed by
-    a unit or script no shell reads, it was a folder named "~" in the working one."""
+    a unit or script no shell reads, Path("~/x") is a folder named "~" in the working one."""
     return os.path.expanduser(text)
 
 

@@ -11,8 +11,8 @@ INTERRUPTED = 130  # 128 + SIGINT, the status bot.cli gives a command Ctrl-C sto
 
 def _printing_never_fails() -> None:
     # What an ASCII journal or PYTHONIOENCODING cannot encode (a folder's "ä", a note's name that
-    # is no UTF-8) is spelled as an escape: it failed the command after its work was done, a turn
-    # perhaps with a complaint filed. In --json, the escape reads back as the name itself.
+    # is no UTF-8) is spelled as an escape: a print that fails ends the command after its work is
+    # done, a turn run and a complaint perhaps filed. In --json the escape reads back as the name.
     for stream in (sys.stdout, sys.stderr):
         reconfigure = getattr(stream, "reconfigure", None)  # None: started without that stream
         if reconfigure is not None:
