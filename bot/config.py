@@ -301,6 +301,9 @@ class WebSettings:
     trust_forwarded: bool = False  # behind a reverse proxy: the client is X-Forwarded-For's last hop
     # ... when the request comes from one of these addresses or networks (the proxy's own)
     trusted_proxies: list[str] = field(default_factory=lambda: ["127.0.0.1", "::1"])
+    # Host names the site is asked for by (its public name behind a proxy), besides this machine's
+    # own; empty: only those on a loopback host, any elsewhere; "*": any (docs/web.md).
+    allowed_hosts: list[str] = field(default_factory=list)
 
 
 # Read from the environment by the openai SDK itself: build_client leaves them out, so that the
@@ -803,6 +806,23 @@ def _check_web(settings: Settings) -> None:
                 f"web.trusted_proxies: {proxy!r} is not an IP address or network such as 10.0.0.5 or"
                 " 10.0.0.0/24"
             ) from None
+    for name in web.allowed_hosts:
+        # As the Host header carries it, without its port: an address pasted whole (a scheme, a
+        # path) or a port would match no request, and the site would answer only 421s.
+        bare = name.strip().removeprefix("[").removesuffix("]")
+        if name != "*" and not _is_address(bare) and (not bare or re.search(r"[/\s@:]", bare)):
+            raise ConfigError(
+                f"web.allowed_hosts: {name!r} is not a host name such as support.example.com"
+                " (no scheme, port or path)"
+            )
+
+
+def _is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _values_to_mask(settings: Settings, environ: typing.Mapping[str, str]) -> list[str]:

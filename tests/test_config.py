@@ -68,6 +68,8 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         # Under `voxdesk run` anonymous visitors would hold every turn Discord players need.
         ("[web]\nenabled = true\nplayground_turns = 8\n", {}, "below agent.max_concurrent_turns"),
         ("", {"VOXDESK_WEB_TRUSTED_PROXIES": "127.0.0.1,my-proxy"}, "web.trusted_proxies"),
+        # A name, as the Host header carries it: an address pasted whole would match no request.
+        ("", {"VOXDESK_WEB_ALLOWED_HOSTS": "https://support.example.com/"}, "web.allowed_hosts"),
         ("", {"VOXDESK_OPENAI_VOICE": "Alloy"}, "openai.voice"),
         # Each round is one more billed request carrying the whole prompt: a looping model ran on.
         ("", {"VOXDESK_AGENT_MAX_TOOL_ROUNDS": "1000"}, "agent.max_tool_rounds = 1000: it is 0 to 10"),

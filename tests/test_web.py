@@ -1599,9 +1599,9 @@ async def raw_request(client: TestClient, head: bytes) -> tuple[int, bytes]:
     ("request_head", "status"),
     [
         # A cookie made of bytes that are not UTF-8 (a sibling site's, or a client's own).
-        (b"GET / HTTP/1.1\r\nHost: x\r\nCookie: voxdesk_session=\xff\xfe\r\n", 200),
-        (b"POST /desk/logout HTTP/1.1\r\nHost: x\r\nX-CSRF-Token: \xff\xfe\r\n", 403),
-        (b"GET /metrics HTTP/1.1\r\nHost: x\r\nVia: 1.1 lb\r\nAuthorization: Bearer \xff\r\n", 403),
+        (b"GET / HTTP/1.1\r\nHost: localhost\r\nCookie: voxdesk_session=\xff\xfe\r\n", 200),
+        (b"POST /desk/logout HTTP/1.1\r\nHost: localhost\r\nX-CSRF-Token: \xff\xfe\r\n", 403),
+        (b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nVia: 1.1 lb\r\nAuthorization: Bearer \xff\r\n", 403),
     ],
     ids=["session-cookie", "csrf-header", "metrics-token"],
 )
@@ -1619,6 +1619,94 @@ async def test_header_bytes_that_are_not_text_are_refused_not_a_server_error(
     assert answered == status
     assert b"X-Frame-Options: DENY" in head  # a 500 would come without the page's headers
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def raw_answer(client: TestClient, head: bytes) -> tuple[int, str, str]:
+    """Status, head and body of the answer to a request sent as these bytes, with the Host it
+    names: aiohttp's client sends the one it connected to."""
+    reader, writer = await asyncio.open_connection(client.host, client.port)
+    writer.write(head + b"Connection: close\r\n\r\n")
+    answer = await reader.read()
+    writer.close()
+    await writer.wait_closed()
+    head_part, _, body = answer.decode().partition("\r\n\r\n")
+    return int(head_part.split()[1]), head_part, body
+
+
+async def test_a_page_asked_for_under_another_sites_name_is_refused(wsettings, caplog) -> None:
+    # A DNS rebinding: evil.example's page has its name point at 127.0.0.1, and a browser on this
+    # machine then sends it the playground and the login page as that site's own, to read.
+    async with web_client(wsettings) as (client, _):
+        caplog.set_level(logging.WARNING)
+        for head in (
+            b"GET / HTTP/1.1\r\nHost: evil.example\r\n",
+            b"GET /desk/login HTTP/1.1\r\nHost: evil.example:8080\r\n",
+            b"POST /desk/login HTTP/1.1\r\nHost: EVIL.example.:8080\r\nContent-Length: 0\r\n",
+        ):
+            status, answered, body = await raw_answer(client, head)
+            assert status == 421, (head, answered)
+            assert "Set-Cookie" not in answered  # no session, no CSRF token for the other site
+            assert "X-Frame-Options: DENY" in answered and "text/html" in answered
+            assert "evil.example" in body and "web.allowed_hosts" in body, body
+        status, answered, body = await raw_answer(
+            client, b"POST /playground/ask HTTP/1.1\r\nHost: evil.example\r\nContent-Length: 0\r\n"
+        )
+        assert status == 421 and "application/json" in answered and '"error"' in body, body
+        # A name whose bytes are not UTF-8 is refused as any other, not a server error.
+        status, answered, _ = await raw_answer(client, b"GET / HTTP/1.1\r\nHost: \xff.example\r\n")
+        assert status == 421 and "X-Frame-Options: DENY" in answered
+        # This machine's own names, with any port (an SSH tunnel's, say), and no Host at all.
+        for host in ("localhost:8080", "127.0.0.1", "[::1]:9000", "LOCALHOST.", "desk.localhost:8080"):
+            status, _, _ = await raw_answer(client, f"GET / HTTP/1.1\r\nHost: {host}\r\n".encode())
+            assert status == 200, host
+        status, _, _ = await raw_answer(client, b"GET / HTTP/1.0\r\n")
+        assert status == 200
+        assert (await client.get("/")).status == 200
+    # One warning a name, however often it is asked for.
+    refused = [r.getMessage() for r in caplog.records if "web.allowed_hosts" in r.getMessage()]
+    assert len([line for line in refused if "'evil.example'" in line]) == 1, refused
+
+
+async def test_the_allowed_host_names_are_the_sites_own_and_this_machines(settings) -> None:
+    named = web_settings(settings.storage_dir, VOXDESK_WEB_ALLOWED_HOSTS="support.example.com")
+    assert named.web.allowed_hosts == ["support.example.com"]
+    async with web_client(named) as (client, _):
+        for host, status in (
+            ("support.example.com", 200),  # as a reverse proxy passes it on
+            ("Support.Example.com.:443", 200),
+            ("127.0.0.1:8080", 200),  # Prometheus and probes on this machine
+            ("evil.example", 421),
+            ("www.support.example.com", 421),
+        ):
+            got, _, _ = await raw_answer(client, f"GET / HTTP/1.1\r\nHost: {host}\r\n".encode())
+            assert got == status, host
+    # Bound beyond loopback with no names listed: any name is served (a studio's LAN box by its
+    # address or any name), as is any with "*".
+    for env in ({"VOXDESK_WEB_HOST": "0.0.0.0"}, {"VOXDESK_WEB_ALLOWED_HOSTS": "*"}):
+        async with web_client(web_settings(settings.storage_dir, **env)) as (client, _):
+            got, _, _ = await raw_answer(client, b"GET / HTTP/1.1\r\nHost: evil.example\r\n")
+            assert got == 200, env
+
+
+async def test_a_proxy_without_the_sites_name_listed_is_warned_of_at_start(settings, caplog) -> None:
+    # A reverse proxy passes the name the browser asked for on: every page would be a 421.
+    caplog.set_level(logging.WARNING)
+    proxied = web_settings(settings.storage_dir, VOXDESK_WEB_TRUST_FORWARDED="true")
+    async with web_client(proxied):
+        pass
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("web.allowed_hosts is empty" in line for line in said), said
+    caplog.clear()
+    named = web_settings(
+        settings.storage_dir, VOXDESK_WEB_TRUST_FORWARDED="true", VOXDESK_WEB_ALLOWED_HOSTS="desk.example"
+    )
+    public = web_settings(
+        settings.storage_dir, VOXDESK_WEB_TRUST_FORWARDED="true", VOXDESK_WEB_HOST="0.0.0.0"
+    )
+    for quiet in (named, public):  # a name listed, or every name served
+        async with web_client(quiet):
+            pass
+    assert not [r for r in caplog.records if "allowed_hosts" in r.getMessage()]
 
 
 async def test_a_desk_form_is_held_to_what_its_fields_need(wsettings) -> None:
@@ -2685,7 +2773,7 @@ async def test_a_request_aiohttp_cannot_parse_names_no_server_software_either(ws
     async with web_client(wsettings) as (client, _):
         reader, writer = await asyncio.open_connection(client.host, client.port)
         try:
-            writer.write(b"GET / HTTP/1.1\r\nHost: x\r\nNo colon here\r\n\r\n")
+            writer.write(b"GET / HTTP/1.1\r\nHost: localhost\r\nNo colon here\r\n\r\n")
             await writer.drain()
             head = (await reader.read(4096)).split(b"\r\n\r\n")[0].decode()
         finally:
@@ -2824,7 +2912,8 @@ async def test_a_body_that_breaks_after_its_answer_is_one_warning_line(wsettings
         reader, writer = await asyncio.open_connection(client.host, client.port)
         # No CSRF token: refused before any of the body is read; aiohttp reads the rest after.
         writer.write(
-            b"POST /playground/ask HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=B\r\n"
+            b"POST /playground/ask HTTP/1.1\r\nHost: localhost\r\n"
+            b"Content-Type: multipart/form-data; boundary=B\r\n"
             b"Content-Encoding: gzip\r\nContent-Length: 100\r\n\r\n"
         )
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 403")
@@ -2906,7 +2995,7 @@ async def test_metrics_are_served_to_this_machine_or_with_the_token(settings) ->
         # A site whose name a DNS rebinding points at 127.0.0.1 is a loopback peer too, from a
         # browser on this machine, and reads the answer as its own: it names itself, never an address.
         rebound = await client.get("/metrics", headers={"Host": "rebound.example:8080"})
-        assert rebound.status == 403 and "voxdesk_" not in await rebound.text()
+        assert rebound.status == 421 and "voxdesk_" not in await rebound.text()
         # RFC 6761's *.localhost, which browsers answer on loopback without asking DNS, and an
         # IPv6 address as a client without brackets may send it: neither a name DNS chose.
         for host in ("localhost:8080", "127.0.0.1", "[::1]:8080", "prom.localhost:9090", "::1"):
@@ -2915,6 +3004,11 @@ async def test_metrics_are_served_to_this_machine_or_with_the_token(settings) ->
         # here may scrape it by that name, and no site a DNS answer chose.
         own = await client.get("/metrics", headers={"Host": f"{socket.gethostname().upper()}.:8080"})
         assert own.status == 200, await own.text()
+    # Every host name allowed (web.allowed_hosts = ["*"], or the site's own behind a proxy):
+    # /metrics still wants this machine's.
+    async with web_client(web_settings(settings.storage_dir, VOXDESK_WEB_ALLOWED_HOSTS="*")) as (client, _):
+        rebound = await client.get("/metrics", headers={"Host": "rebound.example:8080"})
+        assert rebound.status == 403 and "voxdesk_" not in await rebound.text()
         assert "localhost" in await rebound.text()  # the refusal says how it is asked for
     async with seen_from(plain, "203.0.113.9") as outside:
         refused = await outside.get("/metrics")

@@ -131,6 +131,8 @@ async def build_web(
             security.broken_body_middleware,
             security.headers_middleware(w),
             security.errors_middleware,
+            # Before the session starts: a page refused for its host name sets no cookie.
+            security.allowed_host_middleware(w),
             static_ranges,
         ],
     )

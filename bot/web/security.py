@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import aiohttp_jinja2
 import aiosqlite
 from aiohttp import web, web_response
 from aiohttp.http_exceptions import HttpProcessingError
@@ -611,17 +612,23 @@ def metrics_allowed(request: web.Request, token: str) -> bool:
         return False
 
 
-def _names_this_machine(host: str) -> bool:
-    """A Host header of an address ("127.0.0.1:8080", "[::1]:8080"), localhost or this machine's
-    own name (Debian's /etc/hosts points it at 127.0.1.1, and a Prometheus here may scrape by it):
-    no name a DNS answer chose."""
+def _host_name(host: str) -> str:
+    """The name a Host header asks for ("Desk.Example.:8080", "[::1]:8080"), as names compare:
+    without its port or final dot, in lower case."""
     if host.startswith("["):
         name = host[1:].partition("]")[0]
     elif host.count(":") == 1:
         name = host.partition(":")[0]
     else:
         name = host
-    name = name.rstrip(".").lower()
+    return name.rstrip(".").lower()
+
+
+def _names_this_machine(host: str) -> bool:
+    """A Host header of an address ("127.0.0.1:8080", "[::1]:8080"), localhost or this machine's
+    own name (Debian's /etc/hosts points it at 127.0.1.1, and a Prometheus here may scrape by it):
+    no name a DNS answer chose."""
+    name = _host_name(host)
     if name == "localhost" or name.endswith(".localhost") or name == socket.gethostname().rstrip(".").lower():
         return True
     try:
@@ -629,6 +636,76 @@ def _names_this_machine(host: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+# Refused host names logged, each once: a scanner trying names by the thousand logs this many.
+REFUSED_HOSTS_LOGGED = 100
+
+
+def allowed_host_middleware(
+    settings: WebSettings,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Answer only the host names the site is asked for by (web.allowed_hosts) and this machine's
+    own, so a DNS rebinding (another site's name pointed at this machine's address, from a browser
+    that can reach it) cannot have a browser read the playground or the login page as that site's.
+    A browser sends the name it was asked for, and cannot forge another. An address, localhost or
+    this machine's name is no site's: a page can be another site's only under a name DNS chose."""
+    names = frozenset(_host_name(name) for name in settings.allowed_hosts)
+    # Bound beyond loopback with no names listed: reachable from elsewhere by any name already,
+    # so it is asked for by whatever name or address people use (a studio's LAN box).
+    anyone = "*" in settings.allowed_hosts or (not names and not _is_loopback_host(settings.host))
+    if settings.trust_forwarded and not names and not anyone:
+        # Said at start: behind a proxy that passes the site's name on, every page would be a 421.
+        log.warning(
+            "web.trust_forwarded is on (a reverse proxy) but web.allowed_hosts is empty: requests"
+            " for the site's name are refused (421) unless the proxy sends Host: localhost; list it"
+            ' there (allowed_hosts = ["support.example.com"])'
+        )
+    logged: set[str] = set()
+
+    @web.middleware
+    async def allowed_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.headers.get("Host")
+        # No Host at all (HTTP/1.0, a script): no browser, which always sends the page's.
+        if anyone or host is None or _host_name(host) in names or _names_this_machine(host):
+            return await handler(request)
+        # As ASCII: a header's bytes that are not UTF-8 come as surrogates no page can be sent in.
+        shown = _host_name(host)[:253].encode("ascii", "backslashreplace").decode()
+        if shown not in logged and len(logged) < REFUSED_HOSTS_LOGGED:
+            logged.add(shown)
+            log.warning(
+                "web: refused requests for the host name %r (421): not in web.allowed_hosts; if it"
+                " is this site's name (a reverse proxy passes it on), list it there",
+                shown,
+            )
+        return _misdirected(request, shown)
+
+    return allowed_host
+
+
+MISDIRECTED = (
+    "421 Misdirected Request: this voxdesk is not served under the name {name}. Open it by its own"
+    " address; if you run it and {name} is its name, add that name to web.allowed_hosts in config.toml."
+)
+
+
+def _misdirected(request: web.Request, name: str) -> web.Response:
+    said = MISDIRECTED.format(name=name)
+    if request.path.startswith("/playground/"):  # the page's script reads JSON (see errors_middleware)
+        return web.json_response({"error": said}, status=421)
+    page = aiohttp_jinja2.get_env(request.app).get_template("misdirected.html").render(said=said)
+    return web.Response(status=421, text=page, content_type="text/html")
+
+
+def _is_loopback_host(host: str) -> bool:
+    """web.host is an address or name of this machine's loopback, reached from this machine alone."""
+    name = host.strip().removeprefix("[").removesuffix("]").rstrip(".").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
 
 
 def _subscriber(address: str) -> str:
