@@ -238,6 +238,8 @@ ALL_STOPPED = "streams.every((s) => s.getTracks().every((t) => t.readyState === 
 async def test_a_browser_that_cannot_record_says_so_and_lets_go_of_the_microphone(
     browser, settings, browser_lacks: str
 ) -> None:
+    from playwright.async_api import expect
+
     from tests.frontend_engine import FrontendEngine
 
     chromium, _ = browser
@@ -250,9 +252,59 @@ async def test_a_browser_that_cannot_record_says_so_and_lets_go_of_the_microphon
         await page.click("#record")
         await page.wait_for_selector("#status:text('cannot record here')", timeout=30_000)
         assert await page.inner_text("#status") == "This browser cannot record here; upload a file instead."
+        # Said of the upload field it points to, and of the button that could not record.
+        upload = page.get_by_label("Upload a voice note")
+        assert await upload.get_attribute("aria-invalid") == "true"
+        await expect(upload).to_have_accessible_description(
+            "This browser cannot record here; upload a file instead."
+        )
+        await expect(page.locator("#record")).to_have_accessible_description(
+            "This browser cannot record here; upload a file instead."
+        )
         assert await page.evaluate(ALL_STOPPED)
         assert await page.is_enabled("#record") and await page.is_disabled("#stop")
         await context.close()
+
+
+async def test_a_refused_note_is_tied_to_the_upload_field_until_the_next_is_answered(
+    browser, settings
+) -> None:
+    # The status line announces the refusal once; a screen reader that comes back to the upload
+    # field (to try another file) then hears it is invalid, and why, from the field itself.
+    from playwright.async_api import expect
+
+    from tests.frontend_engine import FrontendEngine
+
+    chromium, _ = browser
+    core = await build_app(web_settings(settings.storage_dir), FrontendEngine())
+    async with serving(core) as base:
+        page = await (await chromium.new_context()).new_page()
+        await page.goto(base + "/")
+        upload = page.get_by_label("Upload a voice note")
+        await expect(upload).not_to_have_attribute("aria-invalid", "true")
+        await expect(upload).to_have_accessible_description("")
+        pdf = {"name": "note.pdf", "mimeType": "application/pdf", "buffer": b"%PDF-1.4\n" + bytes(2000)}
+        await upload.set_input_files(files=[pdf])
+        await page.wait_for_selector("body[data-state=error]", timeout=30_000)
+        refusal = await page.inner_text("#status")
+        assert "looks like a PDF" in refusal
+        await expect(upload).to_have_attribute("aria-invalid", "true")
+        await expect(upload).to_have_accessible_description(refusal)
+        # A note answered: the field is no longer said to be wrong.
+        note = {"name": "note.ogg", "mimeType": "audio/ogg", "buffer": QUESTION.read_bytes()}
+        await upload.set_input_files(files=[note])
+        await page.wait_for_selector("body[data-state=answered]", timeout=30_000)
+        await expect(upload).not_to_have_attribute("aria-invalid", "true")
+        await expect(upload).to_have_accessible_description("")
+        # Showing tickets says something else in the status line: no note error to tie then.
+        await page.route("**/playground/ask", lambda route: route.abort())
+        await upload.set_input_files(files=[note])
+        await page.wait_for_selector("#status:text('Could not reach voxdesk')")
+        await expect(upload).to_have_attribute("aria-invalid", "true")
+        await page.click("#refresh-tickets")
+        await page.wait_for_selector("#status:text('tickets')")
+        await expect(upload).not_to_have_attribute("aria-invalid", "true")
+        await expect(upload).to_have_accessible_description("")
 
 
 # What sticks out past the window's right edge: the page then scrolls sideways on a phone, and the

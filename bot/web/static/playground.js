@@ -6,7 +6,20 @@
   const $ = (id) => document.getElementById(id);
   const player = $("player");
   if (!player) return;
-  const status = (text) => { $("status").textContent = text; };
+  // A note refused (or not recorded) is said in the status line, and tied to the controls a note
+  // comes from while that line says it: a screen reader back on the upload field hears that it
+  // was refused, and why. Anything else the line says next unties it.
+  const NOTE_CONTROLS = ["upload", "record"];
+  function status(text) {
+    $("status").textContent = text;
+    for (const id of NOTE_CONTROLS) $(id).removeAttribute("aria-describedby");
+    $("upload").removeAttribute("aria-invalid");
+  }
+  function noteError(text) {
+    $("status").textContent = text;
+    for (const id of NOTE_CONTROLS) $(id).setAttribute("aria-describedby", "status");
+    $("upload").setAttribute("aria-invalid", "true"); // not on the button: ARIA gives buttons none
+  }
   let recorder = null;
   let chunks = [];
 
@@ -29,13 +42,13 @@
     try {
       response = await fetch("/playground/ask", { method: "POST", body: form, headers: { "X-CSRF-Token": csrf } });
     } catch (err) {
-      status("Could not reach voxdesk: " + err);
+      noteError("Could not reach voxdesk: " + err);
       document.body.dataset.state = "error";
       return;
     }
     const body = await response.json().catch(() => ({ error: "Something went wrong (" + response.status + ")." }));
     if (!response.ok) {
-      status(body.error || "Something went wrong.");
+      noteError(body.error || "Something went wrong.");
       document.body.dataset.state = "error";
       return;
     }
@@ -78,7 +91,7 @@
   $("record").addEventListener("click", async () => {
     // Without a secure context (plain http off localhost) there is no mediaDevices at all.
     if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia || typeof MediaRecorder === "undefined") {
-      status(CANNOT_RECORD);
+      noteError(CANNOT_RECORD);
       return;
     }
     let stream;
@@ -89,7 +102,7 @@
         audio: { echoCancellation: false, noiseSuppression: false, autoGainControl: false },
       });
     } catch (err) {
-      status("No microphone: " + err.message + ". Upload a file instead.");
+      noteError("No microphone: " + err.message + ". Upload a file instead.");
       return;
     }
     chunks = [];
@@ -104,7 +117,7 @@
     } catch (err) {
       stream.getTracks().forEach((t) => t.stop()); // the microphone is not left open
       recorder = null;
-      status(CANNOT_RECORD);
+      noteError(CANNOT_RECORD);
       return;
     }
     $("stop").disabled = false;
