@@ -388,6 +388,11 @@ async def test_showing_tickets_is_said_aloud_and_a_failure_leaves_no_other_playe
         # The list appears silently; the status line is what a screen reader hears.
         assert await page.inner_text("#status") == f"Nova has {shown} ticket{'s' if shown != 1 else ''}."
         assert await page.inner_text("#tickets caption") == "Tickets of Nova"
+        # Keys as they are: a browser's translation would make "GRV-10" a key that names nothing.
+        keys = page.locator("#tickets tr[data-key] td:first-child")
+        assert set(await keys.evaluate_all("cells => cells.map((c) => c.getAttribute('translate'))")) == {
+            "no"
+        }
         # Another player chosen: Nova's list is not left standing under that player's name.
         await page.select_option("#player", index=1)
         assert await page.locator("#tickets").is_hidden()

@@ -178,6 +178,7 @@
         td.textContent = value;
         tr.append(td);
       }
+      tr.firstChild.translate = false; // a key a browser's translation would make name nothing
       tr.lastChild.dir = "auto"; // the player's own words, in whichever script they wrote them
       tr.lastChild.className = "desc";
       rows.append(tr);
