@@ -31,7 +31,7 @@ def versions() -> dict[str, int]:
         "notes": note_ledger.SCHEMA_VERSION,
         "usage": usage.SCHEMA_VERSION,
         "news": ticket_news.SCHEMA_VERSION,
-        "web": security.LOGINS_SCHEMA_VERSION,
+        "web": security.WEB_SCHEMA_VERSION,
         "recent_claims": grievance_store.RECENT_SCHEMA_VERSION,
     }
 

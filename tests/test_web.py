@@ -2311,6 +2311,87 @@ async def test_playground_visitors_file_a_few_complaints_a_day_onto_the_desk(set
     assert len([r for r in rows if r.user_id.startswith("web:")]) == 3
 
 
+@pytest.mark.parametrize("session_key", [FERNET_KEY, ""], ids=["session-key", "no-session-key"])
+async def test_the_playgrounds_complaint_limits_hold_across_a_restart(settings, session_key) -> None:
+    # A day's limits a deploy or a crash started afresh would let the desk be buried a restart at
+    # a time, as the daily budget, kept in usage.db, never is.
+    import json
+
+    from tests.scripted_engine import ScriptedEngine, calls, tone_wav_reply
+
+    notes = iter(range(100))
+
+    def two_complaints(turn):  # type: ignore[no-untyped-def]
+        n = next(notes)
+        return calls(
+            ("register_grievance", {"category": "wallet", "description": f"my gems vanished, note {n}"}),
+            ("register_grievance", {"category": "other", "description": f"the shop charged twice, note {n}"}),
+        )(turn)
+
+    def told(turn):  # type: ignore[no-untyped-def]
+        return tone_wav_reply(json.dumps([r.result for r in turn.rounds[-1].results]))
+
+    limited = web_settings(
+        settings.storage_dir,
+        VOXDESK_WEB_TRUST_FORWARDED="true",
+        VOXDESK_WEB_PLAYGROUND_COMPLAINTS="2",
+        VOXDESK_WEB_PLAYGROUND_COMPLAINTS_PER_DAY="3",
+        VOXDESK_WEB_SESSION_KEY=session_key,
+    )
+
+    async def results(client, address):  # type: ignore[no-untyped-def]
+        headers = {"X-CSRF-Token": await csrf_of(client), "X-Forwarded-For": address}
+        got = await client.post("/playground/ask", data=note_form(), headers=headers)
+        assert got.status == 200, await got.text()
+        return json.loads((await got.json())["answer"])
+
+    async with web_client(limited, engine=ScriptedEngine([two_complaints, told])) as (client, _):
+        assert all("ticket_key" in r for r in await results(client, "198.51.100.1"))
+    async with web_client(limited, engine=ScriptedEngine([two_complaints, told])) as (client, core):
+        again = await results(client, "198.51.100.1")
+        other = await results(client, "203.0.113.7")
+        rows = await core.grievances.local_store.staff_list()
+    spent = say.PLAYGROUND_COMPLAINTS_SPENT.format(complaints="2 complaints", wait="24 hours")
+    full = say.PLAYGROUND_COMPLAINTS_FULL.format(wait="24 hours")
+    if session_key:  # one visitor under one name in every process
+        assert again == [{"error": spent}] * 2
+        assert "ticket_key" in other[0] and other[1] == {"error": full}
+    else:  # each start keys visitors afresh: only every visitor's count together holds
+        assert "ticket_key" in again[0] and again[1] == {"error": full}
+        assert other == [{"error": full}] * 2
+    assert len([r for r in rows if r.user_id.startswith("web:")]) == 3
+
+
+async def test_a_complaint_count_web_db_refuses_still_holds_until_a_restart(settings, caplog) -> None:
+    import json
+
+    from tests.scripted_engine import ScriptedEngine, calls, tone_wav_reply
+
+    complaint = ("register_grievance", {"category": "wallet", "description": "my gems vanished"})
+
+    def told(turn):  # type: ignore[no-untyped-def]
+        return tone_wav_reply(json.dumps([r.result for r in turn.rounds[-1].results]))
+
+    limited = web_settings(settings.storage_dir, VOXDESK_WEB_PLAYGROUND_COMPLAINTS="1")
+    caplog.set_level(logging.WARNING)
+    engine = ScriptedEngine([calls(complaint), told])
+    async with web_client(limited, engine=engine) as (client, _):
+        other = sqlite3.connect(settings.storage_dir / "web.db", timeout=1, isolation_level=None)
+        try:
+            # web.db cannot take it (damaged, say): its table is not where it was.
+            other.execute("ALTER TABLE playground_complaints RENAME TO elsewhere")
+            first = await (await ask(client, await csrf_of(client))).json()
+            second = await (await ask(client, await csrf_of(client))).json()
+            await asyncio.gather(*client.server.app[STATE].complaint_log._writes)
+        finally:
+            other.close()
+    assert "ticket_key" in json.loads(first["answer"])[0]
+    assert "Not filed" in json.loads(second["answer"])[0]["error"]
+    said = [r.getMessage() for r in caplog.records if "complaint's count" in r.getMessage()]
+    assert len(said) == 1 and "a restart would forget it" in said[0], said
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
 async def test_the_desk_marks_complaints_from_anonymous_playground_visitors(settings) -> None:
     import json
 
@@ -2375,6 +2456,8 @@ def test_a_visitor_allowed_one_complaint_a_day_is_told_of_one_complaint(settings
         settings=limited,
         complaints=RateLimit(1, playground.DAY),
         all_complaints=RateLimit(100, playground.DAY),
+        complaint_log=SimpleNamespace(record=lambda visitor, at, window: None),
+        clock=time.time,
     )
     assert _may_file(st, "198.51.100.1") is None  # type: ignore[arg-type]
     refusal = _may_file(st, "198.51.100.1")  # type: ignore[arg-type]

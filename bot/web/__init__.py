@@ -73,8 +73,9 @@ class WebState:
     notes: security.RateLimit  # per client
     all_notes: security.RateLimit  # every client's together, under the one key ALL
     ticket_views: security.RateLimit  # per client
-    complaints: security.RateLimit  # filed from the playground, per client
-    all_complaints: security.RateLimit  # filed from the playground, every client's, under ALL
+    complaints: security.RateLimit  # filed from the playground, per visitor (playground._visitor)
+    all_complaints: security.RateLimit  # filed from the playground, every visitor's, under ALL
+    complaint_log: security.PlaygroundComplaints  # both, kept in web.db across a restart
     players: dict[str, str]  # who the playground may speak as: user id → name
     visitor_key: bytes  # keys the hash a playground visitor's budget is kept under
     passwords: security.PasswordChecks
@@ -140,6 +141,14 @@ async def build_web(
 
     staff_logins = await security.StaffLogins.open(storage_paths(settings).web)
     core.closers.append(staff_logins)  # closed with the core, whichever runners served the app
+    complaint_log = await security.PlaygroundComplaints.open(storage_paths(settings).web, playground.DAY)
+    core.closers.append(complaint_log)
+    complaints = security.RateLimit(w.playground_complaints, playground.DAY)
+    all_complaints = security.RateLimit(w.playground_complaints_per_day, playground.DAY)
+    now = time.time()
+    for visitor, at in await complaint_log.since(now - playground.DAY):
+        complaints.restore(visitor, now - at)
+        all_complaints.restore(playground.ALL, now - at)
     passwords = security.PasswordChecks()
     core.closers.append(passwords)
     app[STATE] = WebState(
@@ -151,8 +160,9 @@ async def build_web(
         notes=security.RateLimit(w.playground_notes, w.playground_seconds),
         all_notes=security.RateLimit(w.playground_notes_per_minute, 60.0),
         ticket_views=security.RateLimit(playground.TICKET_VIEWS, playground.TICKET_VIEW_SECONDS),
-        complaints=security.RateLimit(w.playground_complaints, playground.DAY),
-        all_complaints=security.RateLimit(w.playground_complaints_per_day, playground.DAY),
+        complaints=complaints,
+        all_complaints=all_complaints,
+        complaint_log=complaint_log,
         players=await playground.allowed_players(core),
         visitor_key=security.visitor_key(settings),
         passwords=passwords,

@@ -189,7 +189,7 @@ async def ask(request: web.Request) -> web.Response:
         grievance_owner=_grievance_owner(owner, user_id),
         budget_owner=spender,
         private=True,  # the answer goes to this browser session alone
-        may_file=lambda: _may_file(st, client),
+        may_file=lambda: _may_file(st, spender),
     )
     # The agent lets go of the bytes once decoded: nothing here may hold them on.
     handed = HandedNote(data)
@@ -260,18 +260,20 @@ async def _read_note(request: web.Request, spender: str) -> tuple[str, bytes | N
     return player, data, started
 
 
-def _may_file(st: WebState, client: str) -> str | None:
-    """Whether a playground visitor's complaint may go onto the desk (it is then counted), else
-    why not. Anonymous visitors, each within its note limits, could otherwise file three a note
-    all day, and from many addresses up to every visitor's ceiling of notes: the desk buried."""
+def _may_file(st: WebState, visitor: str) -> str | None:
+    """Whether a playground visitor's complaint (`visitor`: see _visitor) may go onto the desk (it
+    is then counted, and kept in web.db), else why not. Anonymous visitors, each within its note
+    limits, could otherwise file three a note all day, and from many addresses up to every
+    visitor's ceiling of notes: the desk buried."""
     if st.all_complaints.spent(ALL):  # the visitor's own is not spent on a complaint not filed
         wait = st.all_complaints.retry_after(ALL)
         return say.PLAYGROUND_COMPLAINTS_FULL.format(wait=say.long_wait_of(wait))
-    if wait := st.complaints.retry_after(client):
+    if wait := st.complaints.retry_after(visitor):
         count = st.settings.web.playground_complaints
         complaints = "1 complaint" if count == 1 else f"{count} complaints"
         return say.PLAYGROUND_COMPLAINTS_SPENT.format(complaints=complaints, wait=say.long_wait_of(wait))
     st.all_complaints.retry_after(ALL)
+    st.complaint_log.record(visitor, st.clock(), DAY)
     return None
 
 

@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import secrets
 import socket
+import sqlite3
 import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Mapping
@@ -156,9 +157,16 @@ def password_mark(settings: Settings) -> str:
     return hmac.new(secret.encode(), b"voxdesk staff session", hashlib.sha256).hexdigest()[:32]
 
 
-# Raised with each change to the schema or to what `StaffLogins.open` migrates: an older
-# voxdesk then refuses the file instead of running on a schema it does not know.
-LOGINS_SCHEMA_VERSION = 1
+# web.db's, raised with each change to the schema or to what its stores' `open` migrates: an
+# older voxdesk then refuses the file instead of running on a schema it does not know.
+WEB_SCHEMA_VERSION = 2
+WEB_SCHEMA = """
+CREATE TABLE IF NOT EXISTS ended_logins (login TEXT PRIMARY KEY, until REAL NOT NULL);
+-- The playground's complaints let onto the desk (unix time), each under the keyed hash its
+-- visitor's budget is kept under, never the address.
+CREATE TABLE IF NOT EXISTS playground_complaints (visitor TEXT NOT NULL, at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS playground_complaints_at ON playground_complaints (at);
+"""
 
 
 class StaffLogins:
@@ -174,8 +182,7 @@ class StaffLogins:
 
     @classmethod
     async def open(cls, path: Path) -> StaffLogins:
-        schema = "CREATE TABLE IF NOT EXISTS ended_logins (login TEXT PRIMARY KEY, until REAL NOT NULL);"
-        async with opening(path, schema, version=LOGINS_SCHEMA_VERSION, durable=True) as conn:
+        async with opening(path, WEB_SCHEMA, version=WEB_SCHEMA_VERSION, durable=True) as conn:
             await conn.execute("DELETE FROM ended_logins WHERE until < ?", (time.time(),))
             await conn.commit()
             return cls(conn)
@@ -196,6 +203,58 @@ class StaffLogins:
         return first(rows) is not None
 
     async def aclose(self) -> None:
+        await self._conn.close()
+
+
+class PlaygroundComplaints:
+    """The complaints the playground let onto the desk in the last day, in web.db: read back at
+    start, so the daily limits on them hold across a restart, as a visitor's budget (usage.db)
+    does. Written behind the count: the check counts a complaint before it is filed, with no
+    await between, so side-by-side complaints of one note each see the others."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+        self._write_lock = asyncio.Lock()
+        self._writes: set[asyncio.Task[None]] = set()
+        self._refusing = Outage(log, "web.db keeps the playground's complaint counts again")
+
+    @classmethod
+    async def open(cls, path: Path, window: float) -> PlaygroundComplaints:
+        async with opening(path, WEB_SCHEMA, version=WEB_SCHEMA_VERSION) as conn:
+            await conn.execute("DELETE FROM playground_complaints WHERE at < ?", (time.time() - window,))
+            await conn.commit()
+            return cls(conn)
+
+    async def since(self, since: float) -> list[tuple[str, float]]:
+        """(visitor, unix time) of each complaint kept from `since` on, oldest first."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT visitor, at FROM playground_complaints WHERE at >= ? ORDER BY at", (since,)
+        )
+        return [(str(visitor), float(at)) for visitor, at in rows]
+
+    def record(self, visitor: str, at: float, window: float) -> None:
+        """Keep a complaint let through at `at`; those older than `window` by then go."""
+        task = asyncio.get_running_loop().create_task(self._write(visitor, at, window))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+    async def _write(self, visitor: str, at: float, window: float) -> None:
+        try:
+            async with writing(self._conn, self._write_lock):
+                await self._conn.execute("DELETE FROM playground_complaints WHERE at < ?", (at - window,))
+                await self._conn.execute(
+                    "INSERT INTO playground_complaints (visitor, at) VALUES (?, ?)", (visitor, at)
+                )
+                await self._conn.commit()
+        except (sqlite3.Error, ValueError) as exc:  # ValueError: aiosqlite's, closed under it
+            # Still counted in memory: only a restart before the day is out forgets it.
+            said = "web.db did not keep a playground complaint's count (%s): a restart would forget it"
+            self._refusing.failed(type(exc).__name__, said, exc)
+            return
+        self._refusing.answered()
+
+    async def aclose(self) -> None:
+        await asyncio.gather(*self._writes, return_exceptions=True)
         await self._conn.close()
 
 
@@ -511,6 +570,15 @@ class RateLimit:
         while len(self._events) > MAX_CLIENTS:
             self._events.popitem(last=False)
         return 0.0
+
+    def restore(self, key: str, age: float) -> None:
+        """Count an event of `key`'s `age` seconds ago, one kept across a restart: restored oldest
+        first, as they happened."""
+        events = self._events.setdefault(key, deque())
+        events.append(self.clock() - age)
+        self._events.move_to_end(key)
+        while len(self._events) > MAX_CLIENTS:
+            self._events.popitem(last=False)
 
     def spent(self, key: str) -> bool:
         """`key` has no event left in the current window."""
