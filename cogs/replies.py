@@ -277,6 +277,14 @@ def _cut_code(spans: list[tuple[int, int, int]], cut: int) -> int:
     return next((ticks for start, end, ticks in spans if start + ticks < cut < end), 0)
 
 
+def _before_code(spans: list[tuple[int, int, int]], cut: int) -> int:
+    """Where a cut at `cut` goes instead when it falls within or right after the opening backticks
+    of an inline code span: before them, the span whole in the next piece. Closed and opened again
+    there, the piece would end in a closing mark with no code after its opening one, and neither
+    pairs. `cut` itself where it falls in none, or the span starts the text."""
+    return next((start for start, _, ticks in spans if 0 < start < cut <= start + ticks), cut)
+
+
 def _break(text: str, limit: int, as_text: int, code: bool = False) -> tuple[int, str, int]:
     """Where to cut `text` into a piece of at most `limit` characters, the text then and how much
     of it is an address made text (see `_hard_cut`). In `code`, at a line's end only: a line cut
@@ -303,7 +311,7 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     of one piece and opened again, with its language, at the start of the next; else the first
     showed the code as a block to its end and the second the rest as text, then opened a block
     at the fence that closed it. Inline code is cut only when longer than half a piece, and then
-    closed and opened again the same way."""
+    closed and opened again the same way; never right after its opening backticks."""
     text = text.strip()
     pieces: list[str] = []
     # The length of the fence a piece was given to open its block again: a cut within it would
@@ -316,6 +324,7 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
         elif ticks := _cut_code(_inline_code(cut_text), cut):
             cut, cut_text, made = _break(text, limit - ticks, as_text)
         text = cut_text
+        cut = _before_code(_inline_code(text), cut)
         tag = _open_block(text[:cut]) if cut > reopened else None
         piece, rest = text[:cut].rstrip(), text[cut:]
         if tag is None:

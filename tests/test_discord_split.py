@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from cogs.replies import split_message, without_masked_links
+import random
+import re
+
+from cogs.replies import _inline_code, split_message, without_masked_links
 
 
 def test_short_text_is_one_piece():
@@ -157,3 +160,42 @@ def test_inline_code_in_a_code_block_is_the_blocks():
     pieces = split_message("```sh\n" + "\n".join(lines) + "\n```")
     assert all(len(p) <= 2000 and p.count("```") == 2 for p in pieces)
     assert _code(pieces) == lines
+
+
+def test_inline_code_cut_right_after_its_opening_backtick_goes_whole_to_the_next_piece():
+    # Cut right after its opening backtick, a piece ended in that backtick alone and the next
+    # began with the code and its closing one: each showed a stray backtick.
+    assert split_message("aaa`aa`aa`a`", 11) == ["aaa`aa`aa", "`a`"]
+    assert split_message("a ``a``", 6) == ["a", "``a``"]
+
+
+_TICK_RUN = re.compile(r"\\.|`+", re.DOTALL)
+
+
+def _unpaired_backticks(piece: str) -> list[int]:
+    """Where `piece` has a run of backticks that opens or closes no inline code."""
+    spans = _inline_code(piece)
+    return [
+        run.start()
+        for run in _TICK_RUN.finditer(piece)
+        if not run[0].startswith("\\") and not any(s <= run.start() < e for s, e, _ in spans)
+    ]
+
+
+def test_every_piece_of_text_with_paired_inline_code_has_its_code_paired():
+    # Seeded, so a failure is the same on every run: words, spaces and inline code of one or two
+    # backticks (never two spans touching, which would make a fence), cut at small limits.
+    rng = random.Random(36)
+    for _ in range(20_000):
+        parts: list[str] = []
+        for _ in range(rng.randint(1, 6)):
+            if (parts and parts[-1].endswith("`")) or rng.random() < 0.5:
+                parts.append(rng.choice(["a" * rng.randint(1, 5), " "]))
+            else:
+                ticks = "`" * rng.choice([1, 1, 2])
+                parts.append(ticks + "a" * rng.randint(1, 5) + ticks)
+        text, limit = "".join(parts), rng.randint(6, 14)
+        pieces = split_message(text, limit)
+        assert all(len(p) <= limit for p in pieces), (text, limit, pieces)
+        assert not any(_unpaired_backticks(p) for p in pieces), (text, limit, pieces)
+        assert "".join(pieces).replace("`", "").replace(" ", "") == text.replace("`", "").replace(" ", "")
