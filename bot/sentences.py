@@ -270,6 +270,15 @@ CUT_SHORT_BY_RESTART = (
     "filed; ask /grievance status in a minute."
 )
 OOPS = "Sorry, something went wrong on my side and I couldn't answer that note. Please try again."
+# A spoken answer that came with no words to send instead, and that no upload here can carry.
+SPOKEN_ANSWER_TOO_BIG = (
+    "Sorry, my spoken answer to that note is too big to send here, and I have no written version "
+    "of it. Could you ask again, perhaps a shorter question?"
+)
+SPOKEN_ANSWER_NOT_ALLOWED = (
+    "Sorry, I couldn't send my spoken answer: this channel doesn't let me post voice messages or "
+    "files. A moderator can allow them, or you can send me your note in a DM."
+)
 NOT_A_NOTE = (
     "I answer voice notes: hold the microphone button to record one (or attach an audio file), "
     "and I'll reply out loud. Try /grievance for tickets."

@@ -699,7 +699,8 @@ async def send_answer(
                 # after it, and the words sent again as text would repeat what the player has.
                 raise
             failed = exc if _upload_failed(message, exc, "file reply", words) else None
-            if failed is None and not _refused_for_permissions(exc) and exc.status != TOO_LARGE:
+            too_large = exc.status == TOO_LARGE
+            if failed is None and not _refused_for_permissions(exc) and not too_large:
                 raise
             if failed is None:
                 log.info(
@@ -712,5 +713,8 @@ async def send_answer(
         # where the recheck answers it once Discord takes uploads again.
         raise failed
     # Where no audio can go, the words are all the answer there is, whatever style was chosen.
-    await send_text(message, text if words else say.OOPS, answer=True)
+    # Without them, the player is told why: "something went wrong, try again" would have them
+    # ask for an answer that goes out no better.
+    unsent = say.SPOKEN_ANSWER_TOO_BIG if too_large else say.SPOKEN_ANSWER_NOT_ALLOWED
+    await send_text(message, text if words else unsent, answer=True)
     return "text"

@@ -12,12 +12,28 @@ import discord
 import pytest
 
 import cogs.replies
+from bot import sentences as say
 from tests.conftest import NOVA
 from tests.discord_harness import blaze, caught_up, nova, quill, running_bot, voice_note
-from tests.fakes.discord_server import ALLOWED_CHANNEL, SEND_MESSAGES, FakeDiscord, dm_channel_id, serving
+from tests.fakes.discord_server import (
+    ALLOWED_CHANNEL,
+    ATTACH_FILES,
+    SEND_MESSAGES,
+    SEND_VOICE_MESSAGES,
+    FakeDiscord,
+    dm_channel_id,
+    serving,
+)
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_news import dms, eventually, fast, news_states, sql, staff
-from tests.test_discord_replies import HOURGLASS, note_state, replies, settled, warnings_logged
+from tests.test_discord_replies import (
+    HOURGLASS,
+    SaysNothingAloud,
+    note_state,
+    replies,
+    settled,
+    warnings_logged,
+)
 
 
 @pytest.fixture
@@ -214,6 +230,49 @@ async def test_an_answer_over_the_upload_limit_discord_py_knows_is_not_uploaded(
     said = [r.getMessage() for r in caplog.records if r.name == "cogs.replies"]
     assert len(said) == 1 and "over channel" in said[0] and "upload limit (1000)" in said[0]
     assert warnings_logged(caplog) == []
+
+
+@pytest.mark.parametrize("known", [False, True], ids=["refused 413", "limit known"])
+@pytest.mark.parametrize("mode", ["voice", "file"])
+async def test_an_answer_of_audio_alone_over_the_upload_limit_is_told_it_cannot_go(
+    settings, fake: FakeDiscord, monkeypatch, mode: str, known: bool
+):
+    # Audio with no words to send instead, too big for any upload here: the player is told so,
+    # not that something went wrong, which has them ask again for an answer that goes no better.
+    fake.upload_limit = 1000  # smaller than a second of speech
+    if known:
+        monkeypatch.setattr(discord.Guild, "filesize_limit", property(lambda guild: fake.upload_limit))
+    async with running_bot(settings, fake, engine=SaysNothingAloud("", 1.0)) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), mode)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+    posted = [r for r in fake.sent("message", ALLOWED_CHANNEL) if r.error is None]
+    assert [(r.content, r.files) for r in posted] == [(say.SPOKEN_ANSWER_TOO_BIG, [])]
+    assert {r.error for r in fake.sent("message", ALLOWED_CHANNEL) if r.files} <= {40005}
+
+
+@pytest.mark.parametrize(
+    "voice", ["refused", "denied", "file refused"], ids=["voice refused", "voice denied", "file refused"]
+)
+async def test_an_answer_of_audio_alone_where_no_audio_may_go_is_told_why(
+    settings, fake: FakeDiscord, voice: str
+):
+    # Neither a voice message nor a file may go out in the channel: the player is told that its
+    # permissions keep the spoken answer out, which a moderator can change.
+    if voice == "denied":
+        fake.denied[ALLOWED_CHANNEL] = SEND_VOICE_MESSAGES | ATTACH_FILES
+    else:
+        fake.refuse_voice_in.add(ALLOWED_CHANNEL)
+        if voice == "refused":
+            fake.denied[ALLOWED_CHANNEL] = ATTACH_FILES
+    async with running_bot(settings, fake, engine=SaysNothingAloud("", 1.0)):
+        if voice == "file refused":  # discord.py has not heard of the change yet
+            fake.expect_refusals()
+            await fake.deny(ALLOWED_CHANNEL, ATTACH_FILES, tell_the_bot=False)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "answered"
+    posted = [r for r in fake.sent("message", ALLOWED_CHANNEL) if r.error is None]
+    assert [(r.content, r.files) for r in posted] == [(say.SPOKEN_ANSWER_NOT_ALLOWED, [])]
 
 
 @pytest.mark.parametrize("known", [False, True], ids=["refused 413", "limit known"])
