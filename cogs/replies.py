@@ -513,9 +513,13 @@ async def post_reply(
     await client.http.request(route, form=form)
 
 
-async def send_voice_message(client: discord.Client, message: discord.Message, reply: ReplyAudio) -> None:
+async def send_voice_message(
+    client: discord.Client, message: discord.Message, reply: ReplyAudio, posted: set[str] | None = None
+) -> None:
     """Post `reply` as a native voice message answering `message`: flag 8192, no content, one
-    Ogg/Opus attachment with `duration_secs` and `waveform`."""
+    Ogg/Opus attachment with `duration_secs` and `waveform`. `posted`: see `send_answer`."""
+    if posted is not None and "v" in posted:
+        return
     attachment = {
         "id": "0",
         "filename": VOICE_FILENAME,
@@ -528,6 +532,8 @@ async def send_voice_message(client: discord.Client, message: discord.Message, r
     await _linked_if_allowed(
         message, lambda linked: post_reply(client, message, payload, upload, linked, _nonce(message, "v"))
     )
+    if posted is not None:
+        posted.add("v")
 
 
 def _nonce(message: discord.Message, kind: str) -> str:
@@ -544,11 +550,13 @@ async def send_file(
     message: discord.Message,
     text: str,
     reply: ReplyAudio,
-    posted: Callable[[], None] = lambda: None,
+    out: Callable[[], None] = lambda: None,
+    posted: set[str] | None = None,
 ) -> None:
     """The spoken reply as an Ogg/Opus file where a voice message cannot go, with the first piece
-    of `text`; the rest of `text` follows as plain messages, replies where allowed. `posted` is
-    called once the file is out, before the rest follows."""
+    of `text`; the rest of `text` follows as plain messages, replies where allowed. `out` is
+    called once the file is out, before the rest follows. `posted`: see `send_answer`."""
+    posted = set() if posted is None else posted
 
     async def send(linked: bool) -> None:
         first, *rest = _pieces(message, text, linked) or [""]
@@ -557,33 +565,53 @@ async def send_file(
         }
         if first:
             payload["content"] = first
-        await post_reply(client, message, payload, (FILE_FILENAME, reply.ogg), linked, _nonce(message, "f"))
-        posted()
-        await _send_rest(message, rest, linked, answer=True)
+        if "f" not in posted:
+            upload = (FILE_FILENAME, reply.ogg)
+            await post_reply(client, message, payload, upload, linked, _nonce(message, "f"))
+            posted.add("f")
+        out()
+        await _send_rest(message, rest, linked, answer=True, posted=posted)
 
     await _linked_if_allowed(message, send)
 
 
-async def send_text(message: discord.Message, text: str, answer: bool = False) -> None:
+async def send_text(
+    message: discord.Message, text: str, answer: bool = False, posted: set[str] | None = None
+) -> None:
     """Reply with `text` split at Discord's limit; where the bot may not reply, a plain message
     that names the player. `answer`: the note's answer, whose pieces are posted once however
-    often they are sent (see _nonce); not a line that tells the player something else."""
+    often they are sent (see _nonce); not a line that tells the player something else. `posted`:
+    see `send_answer`."""
+    posted = set() if posted is None else posted
 
     async def send(linked: bool) -> None:
         pieces = _pieces(message, text, linked)
-        if pieces:  # a refused first piece is sent again unlinked, naming the player
+        if not pieces:
+            return
+        if not answer or "t0." not in posted:  # a refused first piece is sent again unlinked
             await _send_piece(message, pieces[0], linked, _nonce(message, "t0.") if answer else None)
-            await _send_rest(message, pieces[1:], linked, answer)
+            posted.add("t0.")
+        await _send_rest(message, pieces[1:], linked, answer, posted)
 
     await _linked_if_allowed(message, send)
 
 
-async def _send_rest(message: discord.Message, pieces: list[str], linked: bool, answer: bool = False) -> None:
+async def _send_rest(
+    message: discord.Message,
+    pieces: list[str],
+    linked: bool,
+    answer: bool = False,
+    posted: set[str] | None = None,
+) -> None:
     """The pieces after the first. A link refused now (Read Message History taken away mid-send)
     sends the rest without it: sending the whole reply again would repeat what went out. `answer`:
-    they are a note's answer, each piece with its nonce."""
+    they are a note's answer, each piece with its nonce, those in `posted` left out."""
+    posted = set() if posted is None else posted
     for index, piece in enumerate(pieces, start=1):
-        nonce = _nonce(message, f"t{index}.") if answer else None
+        kind = f"t{index}."
+        if answer and kind in posted:
+            continue
+        nonce = _nonce(message, kind) if answer else None
         try:
             await _send_piece(message, piece, linked, nonce)
         except discord.HTTPException as exc:
@@ -592,6 +620,7 @@ async def _send_rest(message: discord.Message, pieces: list[str], linked: bool, 
             log.info("reply to note %s refused (%s) mid-send: the rest goes unlinked", message.id, exc.code)
             linked = False
             await _send_piece(message, piece, linked, nonce)
+        posted.add(kind)
 
 
 async def _send_piece(message: discord.Message, piece: str, linked: bool, nonce: str | None = None) -> None:
@@ -630,11 +659,16 @@ async def send_answer(
     mode: str,
     answered: Callable[[], None] = lambda: None,
     names: Iterable[str] = (),
+    posted: set[str] | None = None,
 ) -> str:
     """Answer with the player's chosen style (voice_and_text | voice | file | text); returns how it
     went out: voice | file | text. A refused voice message falls back to the file style.
     `answered` is called once the voice message or file is out, before the rest of its words follow. `names`:
-    the player names the words may hold, shown as written (see `as_posted`)."""
+    the player names the words may hold, shown as written (see `as_posted`). `posted`: the parts
+    of this answer Discord took when it was sent before (their nonces' kinds), not sent again,
+    and where each part Discord takes now is added: an answer Discord failed part way through is
+    sent again whole, and posts only the rest, even past the minutes Discord keeps a nonce."""
+    posted = set() if posted is None else posted
     text = as_posted(text, names)
     words = bool(text.strip())
     # Where no words came, the audio is all the answer there is, whatever style was chosen.
@@ -645,7 +679,7 @@ async def send_answer(
         or audio.duration_secs < MIN_VOICE_SECONDS
     ):
         # Nothing to hear and nothing to read would be a note marked answered with nothing sent.
-        await send_text(message, text if words else say.OOPS, answer=True)
+        await send_text(message, text if words else say.OOPS, answer=True, posted=posted)
         return "text"
     # Discord would refuse an upload over the limit (413, 40005) as a voice message and as a
     # file alike: the text goes instead, below.
@@ -668,7 +702,7 @@ async def send_answer(
         and (may_link(message) or (mode == "voice_and_text" and words))
     ):
         try:
-            await send_voice_message(client, message, audio)
+            await send_voice_message(client, message, audio, posted)
         except discord.HTTPException as exc:
             too_large = exc.status == TOO_LARGE
             failed = exc if _upload_failed(message, exc, "voice message", words) else None
@@ -680,7 +714,7 @@ async def send_answer(
         else:
             answered()
             if mode == "voice_and_text" and words:
-                await send_text(message, text, answer=True)
+                await send_text(message, text, answer=True, posted=posted)
             return "voice"
     # The same audio as a file would be over the limit too, or meet the same failing upload.
     if may_attach(message) and not too_large and failed is None:
@@ -692,7 +726,7 @@ async def send_answer(
             answered()
 
         try:
-            await send_file(client, message, text if mode != "voice" else "", audio, file_posted)
+            await send_file(client, message, text if mode != "voice" else "", audio, file_posted, posted)
         except discord.HTTPException as exc:
             if file_out:
                 # The file went out with the first piece of the words: what failed is a piece
@@ -716,5 +750,5 @@ async def send_answer(
     # Without them, the player is told why: "something went wrong, try again" would have them
     # ask for an answer that goes out no better.
     unsent = say.SPOKEN_ANSWER_TOO_BIG if too_large else say.SPOKEN_ANSWER_NOT_ALLOWED
-    await send_text(message, text if words else unsent, answer=True)
+    await send_text(message, text if words else unsent, answer=True, posted=posted)
     return "text"

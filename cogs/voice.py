@@ -10,6 +10,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
@@ -18,7 +19,7 @@ from discord.ext import commands
 
 from bot import metrics
 from bot import sentences as say
-from bot.agent import HandedNote
+from bot.agent import HandedNote, Reply
 from bot.audio import AudioError, too_big_message, too_long_message
 from bot.bounded import remember
 from bot.logs import Outage
@@ -56,6 +57,9 @@ MAX_COUNTED = 10000
 MAX_WARNED = 1000
 MAX_LATER = 10000  # notes remembered as given a ⏳ that may not have reached Discord yet
 MAX_TOLD_SEVERAL = 10000  # messages of several notes whose player heard only the first is answered
+# Answers made and not yet (wholly) out, kept for the recheck to send: each holds its audio. A
+# note whose answer was forgotten for newer ones is heard again.
+MAX_UNSENT = 200
 # Discord types a .webm as video/webm whatever it holds, and an audio-only Ogg or MP4 may come
 # typed as video too. A real video is a note as well: decoding reads its audio and skips the picture.
 AUDIO_AS_VIDEO = {"video/webm", "video/ogg", "video/mp4", "video/quicktime"}
@@ -90,6 +94,18 @@ class ShortDownload(Exception):
     """A download whose body ended before the attachment's size with no broken connection to say
     so (a body of no stated length, a proxy's cut): decoded, half a question would be answered as
     the whole, or a cut file blamed on the player."""
+
+
+@dataclass
+class Unsent:
+    """An answer made for a note, kept until it is out: sent again, not made again, when Discord
+    failed it, so the player never reads pieces of two answers (the pieces Discord took return
+    by their nonces, and another answer's would follow them). `mode`: the reply style it was
+    first sent in; `posted`: the parts of it Discord took (see cogs.replies.send_answer)."""
+
+    reply: Reply
+    mode: str
+    posted: set[str] = field(default_factory=set)
 
 
 class Reached(enum.Enum):
@@ -177,6 +193,9 @@ class VoiceNotes(commands.Cog):
         self._unrecorded: dict[int, None] = {}  # notes answered though the ledger refused them
         # Notes whose answer is sent, its transcript maybe not yet: the ticket keys it names.
         self._answer_out: dict[int, list[str]] = {}
+        # Notes given back after their answer was made (Discord failed it, or the bot was timed
+        # out): the answer, for the recheck to send.
+        self._unsent: dict[int, Unsent] = {}
         # Threads Discord said were deleted (THREAD_DELETE): discord.py drops a deleted thread
         # from its cache as it drops an archived one, which still takes a reply.
         self._deleted_threads: dict[int, None] = {}
@@ -460,6 +479,7 @@ class VoiceNotes(commands.Cog):
             await self._release(message)
             return
         if reached is Reached.YES:
+            self._unsent.pop(message.id, None)
             await self._heard(message, told or [])
             await self._settle(ledger.answered, message)
             return
@@ -485,6 +505,7 @@ class VoiceNotes(commands.Cog):
                 author.id,
                 message.channel.id,
             )
+        self._unsent.pop(message.id, None)
         await self._settle(ledger.unanswerable, message)
 
     def _wait_out_timeout(self, message: discord.Message) -> bool:
@@ -763,6 +784,9 @@ class VoiceNotes(commands.Cog):
         # Came while the note waited behind its player's others: a refusal would be refused (50013).
         if timed_out_until(message.guild):
             return False, Reached.NO
+        if (unsent := self._unsent.get(message.id)) is not None:
+            log.info("note %s from %s: sending the answer Discord failed", message.id, message.author.id)
+            return await self._send(message, unsent, arrived)
         if note.size > limits.max_bytes:
             log.info("note %s from %s refused: %d bytes", message.id, message.author.id, note.size)
             metrics.note("discord", "refused", "too_big")
@@ -846,6 +870,13 @@ class VoiceNotes(commands.Cog):
             return False, Reached.NO
         if refusal is not None:
             return False, await self._tell(message, refusal)
+        unsent = Unsent(reply, prefs.reply_mode)
+        remember(self._unsent, message.id, unsent, MAX_UNSENT)
+        return await self._send(message, unsent, arrived)
+
+    async def _send(self, message: discord.Message, unsent: Unsent, arrived: float) -> tuple[bool, Reached]:
+        """Send a note's answer, as `_turn` says; kept in `_unsent` until the note is settled."""
+        reply, author = unsent.reply, message.author
         told = reply.told_keys
         given_up = False
 
@@ -861,9 +892,10 @@ class VoiceNotes(commands.Cog):
                         message,
                         reply.text,
                         reply.audio,
-                        prefs.reply_mode,
+                        unsent.mode,
                         answered=answered,
                         names=_player_names(reply.tool_results),
+                        posted=unsent.posted,
                     )
                 )
         except SendStalled:

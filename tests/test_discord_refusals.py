@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from typing import Any
 
 import discord
@@ -63,7 +64,7 @@ async def test_audio_discord_posted_as_the_connection_broke_is_not_posted_again_
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, file: bool
 ):
     # The audio is posted, but its connection breaks before Discord's answer: the bot cannot
-    # know, and answers the note again once posts go out. The audio Discord has is not posted a
+    # know, and sends the answer again once posts go out. The audio Discord has is not posted a
     # second time; the transcript follows it.
     if file:
         fake.refuse_voice_in.add(ALLOWED_CHANNEL)
@@ -72,7 +73,7 @@ async def test_audio_discord_posted_as_the_connection_broke_is_not_posted_again_
         note = await fake.send_note(nova, voice_note(), guild=True)
         await fake.wait_for(lambda _: fake.sent("message_again"))
         assert await settled(settings, note) == "answered"
-    assert len(h.engine.turns) == 2
+    assert len(h.engine.turns) == 1  # sent again, not heard again
     audio = [r for r in fake.replies_to(note["id"]) if r.files]
     assert len(audio) == 1, [(r.content[:40], r.flags) for r in fake.replies_to(note["id"])]
     assert any(r.content.startswith("Nova, you have") for r in fake.replies_to(note["id"]))
@@ -92,7 +93,7 @@ async def test_cloudflares_ban_on_the_answer_leaves_the_note_for_later_not_given
         voice, transcript = await replies(fake, note, 2)
         assert await settled(settings, note) == "answered"
     assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
-    assert len(h.engine.turns) == 2
+    assert len(h.engine.turns) == 1  # sent again, not heard again
     assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 429)]
 
 
@@ -162,7 +163,7 @@ async def test_an_answer_of_audio_alone_whose_upload_discord_fails_is_answered_l
         await replies(fake, note, 1)
         assert await settled(settings, note) == "answered"
     assert [r.is_voice_message for r in fake.replies_to(note["id"])] == [True]
-    assert len(h.engine.turns) == 2  # heard again: none of the first answer got out
+    assert len(h.engine.turns) == 1  # the answer made is sent again, not heard again
 
 
 async def test_a_text_answer_discord_fails_is_answered_later_not_apologised_for(settings, fake: FakeDiscord):
@@ -176,7 +177,57 @@ async def test_a_text_answer_discord_fails_is_answered_later_not_apologised_for(
         await replies(fake, note, 1)
         assert await settled(settings, note) == "answered"
     assert [r.content[:14] for r in fake.replies_to(note["id"])] == ["Nova, you have"]
-    assert len(h.engine.turns) == 2  # heard again: the first answer never got out
+    assert len(h.engine.turns) == 1  # the answer made is sent again, not heard again
+
+
+class NumbersItsAnswers(FrontendEngine):
+    """Answers of two Discord messages whose every sentence says which of its answers it is in:
+    a piece of one posted beside a piece of another shows."""
+
+    def __init__(self) -> None:
+        super().__init__(use_tools=False)
+
+    async def complete(self, turn):
+        reply = await super().complete(turn)
+        count = len(self.turns)
+        reply.text = " ".join(f"Answer {count}, tip {i}: keep your controller charged." for i in range(60))
+        return reply
+
+
+@pytest.mark.parametrize("nonces", ["kept", "forgotten"])
+@pytest.mark.parametrize("mode", ["text", "voice_and_text"])
+async def test_an_answer_partly_posted_before_discord_failed_is_finished_not_made_again(
+    settings, fake: FakeDiscord, monkeypatch, mode: str, nonces: str
+):
+    # The first piece of the words is posted; Discord fails the second (503). The recheck ran a
+    # new turn, whose first piece Discord returned by its nonce (the first answer's) and whose
+    # second it posted: the player read half of one answer and half of another. In the voice
+    # style the voice message's upload fails first, and its words go as text the same way.
+    # Discord's outage may outlast the minutes it keeps a nonce: the first piece is not posted
+    # again then either.
+    if mode == "voice_and_text":
+        fake.posts_unavailable = 1
+    if nonces == "forgotten":
+        monkeypatch.setattr("tests.fakes.discord_server.NONCE_SECONDS", 0.0)
+
+    async def fail_after_the_first_piece(record) -> None:
+        if record.content:
+            fake.after_post = None
+            fake.posts_unavailable = 1
+
+    fake.after_post = fail_after_the_first_piece
+    async with running_bot(settings, fake, engine=NumbersItsAnswers(), recheck_seconds=0.2) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), mode)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda _: any("tip 59:" in r.content for r in fake.replies_to(note["id"])))
+        assert await settled(settings, note) == "answered"
+    words = [r.content for r in fake.replies_to(note["id"]) if r.content]
+    told = " ".join(words)
+    assert len(words) == 2 and told.count("tip 0:") == 1 and told.count("tip 59:") == 1, words
+    assert set(re.findall(r"Answer (\d+),", told)) == {"1"}, words
+    assert len(h.engine.turns) == 1  # the answer made is the one sent: not heard, nor billed, again
+    if mode == "voice_and_text":
+        assert [r.is_voice_message for r in fake.replies_to(note["id"])].count(True) == 1
 
 
 @pytest.mark.parametrize("global_", [False, True], ids=["route bucket", "global"])
@@ -461,14 +512,14 @@ async def test_a_text_answer_discord_posted_as_the_connection_broke_is_not_poste
     settings, fake: FakeDiscord
 ):
     # /replies text: the answer is posted, its connection breaks before Discord's answer, and the
-    # recheck answers the note again: the text Discord has is not posted a second time.
+    # recheck sends the answer again: the text Discord has is not posted a second time.
     fake.posts_cut_after = 1
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         await h.bot.core.preferences.set_reply_mode(str(nova.id), "text")
         note = await fake.send_note(nova, voice_note(), guild=True)
         await fake.wait_for(lambda _: fake.sent("message_again"))
         assert await settled(settings, note) == "answered"
-    assert len(h.engine.turns) == 2
+    assert len(h.engine.turns) == 1  # sent again, not heard again
     answers = [r for r in fake.replies_to(note["id"]) if r.content.startswith("Nova, you have")]
     assert len(answers) == 1, [r.content[:40] for r in fake.replies_to(note["id"])]
 
@@ -521,7 +572,7 @@ async def test_a_rate_limit_of_an_hour_is_not_waited_out_and_the_note_is_answere
             h.bot.http._global_over.set()  # what a regression leaves waiting: the test fails, not hangs
     assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
     assert [r.is_voice_message for r in fake.replies_to(first["id"])] == [True, False]
-    assert len(h.engine.turns) == 3  # the first heard again: its answer never got out
+    assert len(h.engine.turns) == 2  # the first's answer sent again, not heard again
     assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 429)]
     # Discord's trouble, in one line: no traceback, which would say the bot had a bug.
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []
