@@ -563,12 +563,15 @@ async def send_file(
         payload: dict[str, Any] = {
             "attachments": [{"id": "0", "filename": FILE_FILENAME, "description": "spoken reply"}]
         }
-        if first:
+        # The first piece went as text before (the upload failed, and the words went instead):
+        # the file comes without it.
+        words = bool(first) and "t0." not in posted
+        if words:
             payload["content"] = first
         if "f" not in posted:
             upload = (FILE_FILENAME, reply.ogg)
             await post_reply(client, message, payload, upload, linked, _nonce(message, "f"))
-            posted.add("f")
+            posted.update({"f", "t0."} if words else {"f"})
         out()
         await _send_rest(message, rest, linked, answer=True, posted=posted)
 
