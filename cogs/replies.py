@@ -277,12 +277,23 @@ def _cut_code(spans: list[tuple[int, int, int]], cut: int) -> int:
     return next((ticks for start, end, ticks in spans if start + ticks < cut < end), 0)
 
 
-def _before_code(spans: list[tuple[int, int, int]], cut: int) -> int:
-    """Where a cut at `cut` goes instead when it falls within or right after the opening backticks
-    of an inline code span: before them, the span whole in the next piece. Closed and opened again
-    there, the piece would end in a closing mark with no code after its opening one, and neither
-    pairs. `cut` itself where it falls in none, or the span starts the text."""
-    return next((start for start, _, ticks in spans if 0 < start < cut <= start + ticks), cut)
+def _code_at(spans: list[tuple[int, int, int]], cut: int) -> tuple[int, int, int] | None:
+    """The inline code span a cut at `cut` falls within, some of its code before the cut."""
+    return next((span for span in spans if span[0] + span[2] < cut < span[1]), None)
+
+
+def _off_code_marks(text: str, spans: list[tuple[int, int, int]], cut: int) -> int:
+    """Where a cut at `cut` goes instead when it falls in an inline code span with none of its code
+    but blanks before it (within or right after its opening backticks): before the span, which
+    goes whole to the next piece; closed and opened again there, the piece would end in empty
+    code, which Discord shows as its backticks. One within its closing backticks goes before them.
+    `cut` itself where it falls in no span, or the span starts the text."""
+    for start, end, ticks in spans:
+        if start < cut < end:
+            if start > 0 and not text[start + ticks : cut].strip():
+                return start
+            return min(cut, end - ticks)
+    return cut
 
 
 def _break(text: str, limit: int, as_text: int, code: bool = False) -> tuple[int, str, int]:
@@ -324,16 +335,20 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
         elif ticks := _cut_code(_inline_code(cut_text), cut):
             cut, cut_text, made = _break(text, limit - ticks, as_text)
         text = cut_text
-        cut = _before_code(_inline_code(text), cut)
+        cut = _off_code_marks(text, _inline_code(text), cut)
         tag = _open_block(text[:cut]) if cut > reopened else None
         piece, rest = text[:cut].rstrip(), text[cut:]
         if tag is None:
             rest, reopened = rest.lstrip(), 0
-            if ticks := _cut_code(_inline_code(text), cut):
+            if (span := _code_at(_inline_code(text), cut)) is not None:
                 # Inline code cut in two is closed and opened again, as a code block is: else
                 # each piece shows a stray backtick, and the next one pairs with a later one.
+                _, end, ticks = span
                 piece += "`" * ticks
-                rest, reopened = "`" * ticks + rest, ticks
+                if text[cut : end - ticks].strip():
+                    rest, reopened = "`" * ticks + rest, ticks
+                else:  # only blanks of it left: opened again, it would be empty code
+                    rest = text[end:].lstrip()
         else:
             # A code line keeps its indentation: only the break cut at goes.
             rest = rest[1:] if rest[:1] in ("\n", " ") else rest

@@ -163,8 +163,8 @@ def test_inline_code_in_a_code_block_is_the_blocks():
 
 
 def test_inline_code_cut_right_after_its_opening_backtick_goes_whole_to_the_next_piece():
-    # Cut right after its opening backtick, a piece ended in that backtick alone and the next
-    # began with the code and its closing one: each showed a stray backtick.
+    # Cut right after its opening backtick, a piece would end in that backtick alone and the next
+    # begin with the code and its closing one: each would show a stray backtick.
     assert split_message("aaa`aa`aa`a`", 11) == ["aaa`aa`aa", "`a`"]
     assert split_message("a ``a``", 6) == ["a", "``a``"]
 
@@ -184,7 +184,10 @@ def _unpaired_backticks(piece: str) -> list[int]:
 
 def test_every_piece_of_text_with_paired_inline_code_has_its_code_paired():
     # Seeded, so a failure is the same on every run: words, spaces and inline code of one or two
-    # backticks (never two spans touching, which would make a fence), cut at small limits.
+    # backticks (never two spans touching, which would make a fence), cut at small limits. The
+    # code may hold blanks and end in them: cut there, what is left of it is not opened again as
+    # empty code ("``"), which Discord shows as two backticks. Code starting with blanks is not
+    # generated: at the start of a piece too long for it, no cut leaves a part of it that is not.
     rng = random.Random(36)
     for _ in range(20_000):
         parts: list[str] = []
@@ -193,7 +196,8 @@ def test_every_piece_of_text_with_paired_inline_code_has_its_code_paired():
                 parts.append(rng.choice(["a" * rng.randint(1, 5), " "]))
             else:
                 ticks = "`" * rng.choice([1, 1, 2])
-                parts.append(ticks + "a" * rng.randint(1, 5) + ticks)
+                code = "a" + "".join(rng.choice("a ") for _ in range(rng.randint(0, 4)))
+                parts.append(ticks + code + ticks)
         text, limit = "".join(parts), rng.randint(6, 14)
         pieces = split_message(text, limit)
         assert all(len(p) <= limit for p in pieces), (text, limit, pieces)
