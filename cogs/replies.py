@@ -322,7 +322,8 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     of one piece and opened again, with its language, at the start of the next; else the first
     showed the code as a block to its end and the second the rest as text, then opened a block
     at the fence that closed it. Inline code is cut only when longer than half a piece, and then
-    closed and opened again the same way; never right after its opening backticks."""
+    closed and opened again the same way, never so that a piece holds only blanks of it (or
+    none, cut right after its opening backticks): it would show as stray backticks."""
     text = text.strip()
     pieces: list[str] = []
     # The length of the fence a piece was given to open its block again: a cut within it would
