@@ -168,9 +168,10 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
             }
             if name == "conversations":
                 # The row that keeps when their latest /forget was sent is no turn of conversation.
+                # A file no store has opened since an older voxdesk made it may lack the column.
                 rows = part["turns"]
-                part["turns"] = [r for r in rows if r["conversation"] != FORGOTTEN]
-                part["latest_forget"] = [r for r in rows if r["conversation"] == FORGOTTEN]
+                part["turns"] = [r for r in rows if r.get("conversation", "") != FORGOTTEN]
+                part["latest_forget"] = [r for r in rows if r.get("conversation", "") == FORGOTTEN]
             if name == "grievances":
                 part["staff_notes"] = _rows(
                     conn,
@@ -272,8 +273,10 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
     with _database(storage, "conversations", write=True) as conn:
         # Their latest /forget's time is a row of `turns` too (conversations.FORGOTTEN): erased
         # with them, but not counted as a turn.
-        marks = _delete(
-            conn, "DELETE FROM turns WHERE user_id = ? AND conversation = ?", (user_id, FORGOTTEN)
+        marks = (
+            _delete(conn, "DELETE FROM turns WHERE user_id = ? AND conversation = ?", (user_id, FORGOTTEN))
+            if _has_column(conn, "turns", "conversation")
+            else 0
         )
         n = _delete(conn, "DELETE FROM turns WHERE user_id = ?", (user_id,))
         lines.append(
@@ -281,7 +284,8 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
             + (", and when they last used /forget" if marks else "")
         )
     with _database(storage, "preferences", write=True) as conn:
-        prefs = _rows(conn, "SELECT notify FROM preferences WHERE user_id = ?", (user_id,))
+        notify = "notify" if _has_column(conn, "preferences", "notify") else "1 AS notify"
+        prefs = _rows(conn, f"SELECT {notify} FROM preferences WHERE user_id = ?", (user_id,))
         if prefs and not prefs[0]["notify"]:
             # An opt-out erased would switch ticket news back on for someone who asked for none.
             assert conn is not None
@@ -353,6 +357,16 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         f" {stats['achievements']} achievement(s): the game's record of their play"
     )
     return lines
+
+
+def _has_column(conn: sqlite3.Connection | None, table: str, column: str) -> bool:
+    """Whether `table` has `column`. A file an older voxdesk made and no store has opened since
+    (a request handled before the upgraded bot first started) lacks the columns each store adds
+    as it opens: read as that store would make them, a forget erases all it should instead of
+    stopping after the first databases, the player erased from those alone."""
+    if conn is None:
+        return False
+    return any(row["name"] == column for row in conn.execute(f"PRAGMA table_info({table})"))
 
 
 def _delete(conn: sqlite3.Connection | None, sql: str, args: tuple[Any, ...]) -> int:

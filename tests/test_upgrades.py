@@ -514,3 +514,34 @@ async def test_events_70e590f_left_unread_wait_an_hour_with_news_off(tmp_path: P
         await preferences.aclose()
         await grievances.aclose()
     assert rows(storage / "news.db", pending) == [(1,)]
+
+
+@pytest.mark.parametrize("version", OLD_VERSIONS)
+def test_export_and_forget_read_a_folder_no_store_has_opened_since_the_upgrade(
+    version: str, tmp_path: Path
+) -> None:
+    # A player's request handled right after installing this voxdesk, before the bot started on
+    # the folder: its databases are as the older voxdesk left them, without the columns a store
+    # adds as it opens (aa6a9dc's turns have no `conversation`, 2717903's preferences no `notify`).
+    # A forget stopped at one of them would leave the player erased from some databases only.
+    from bot.app import StoragePaths
+    from bot.player_data import export, forget
+
+    old = tmp_path / "old"
+    restore(version, old)
+    storage = StoragePaths(old)
+    mine = f"WHERE user_id = '{NOVA}'"
+    turns = rows(old / "conversations.db", f"SELECT user_text, reply_text FROM turns {mine}")
+    chosen = rows(old / "preferences.db", f"SELECT voice FROM preferences {mine}")
+    assert turns and chosen
+
+    held = export(storage, NOVA)
+    assert [(t["user_text"], t["reply_text"]) for t in held["conversations"]["turns"]] == turns
+    assert held["conversations"]["latest_forget"] == []
+    assert [p["voice"] for p in held["preferences"]["preferences"]] == [voice for (voice,) in chosen]
+
+    said = forget(storage, NOVA)
+    assert said[0] == f"conversations.db: {len(turns)} turn(s) of conversation erased"
+    assert said[1] == "preferences.db: 1 row(s) of settings erased"
+    assert rows(old / "conversations.db", f"SELECT 1 FROM turns {mine}") == []
+    assert rows(old / "preferences.db", f"SELECT 1 FROM preferences {mine}") == []
