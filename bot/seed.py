@@ -52,8 +52,10 @@ async def initialise(settings: Settings, speech: bool = True) -> list[str]:
     for database in storage.databases:  # an empty file whose commits are in its log is no new one
         restore_from_log(database)
     sql = paths.SQL / "sqlite"
-    # A new var/ is one with no players database yet (or the empty file a failed first run left):
-    # an emptied players table is a studio's choice, not an invitation to bring the demo back.
+    # A new var/ is one with no players database yet (or the empty file a failed first run left)
+    # and no grievance but the demo's: an emptied players table is a studio's choice, not an
+    # invitation to bring the demo back, and a bot that needed no `init` (its stats and manuals
+    # elsewhere) may have filed grievances for months.
     first_run = not storage.players.exists() or storage.players.stat().st_size == 0
 
     # The demo tickets before the demo players, whose database says the demo went in: an init
@@ -61,9 +63,9 @@ async def initialise(settings: Settings, speech: bool = True) -> list[str]:
     # (seed() overwrites no row), rather than leave the demo players with none.
     store = await LocalGrievanceStore.open(storage.grievances)
     try:
+        seeded = json.loads(paths.GRIEVANCES.read_text(encoding="utf-8"))
+        first_run = first_run and await store.seed(seeded)
         if first_run:
-            seeded = json.loads(paths.GRIEVANCES.read_text(encoding="utf-8"))
-            await store.seed(seeded)
             grievances = f"grievances: {len(seeded)} demo grievances in {storage.grievances}"
         else:
             grievances = f"grievances: kept in {storage.grievances} ({await store.check()})"

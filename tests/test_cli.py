@@ -391,6 +391,28 @@ def test_init_after_a_studio_empties_the_players_brings_no_demo_data_back(settin
         assert not conn.execute("SELECT 1 FROM grievances WHERE local_key = 'GRV-12'").fetchall()
 
 
+async def test_init_brings_no_demo_data_to_a_folder_the_bot_filed_grievances_in(tmp_path: Path) -> None:
+    # A studio on its own stats and manuals (ODBC, Azure AI Search) and the OpenAI engine needs no
+    # `init` until it turns the offline engine on, or runs `init` as the README says at an upgrade:
+    # its folder has no players.db, yet it is no new one. The demo tickets would have been shown
+    # on the desk among its players' (GRV-10 to GRV-13), and its next player told GRV-14.
+    from bot.seed import initialise
+    from bot.tools.grievance_store import LocalGrievanceStore
+
+    storage = tmp_path / "var"
+    store = await LocalGrievanceStore.open(storage / "grievances.db")
+    try:
+        filed = await store.register("424242424242424242", "billing", "charged twice for gems")
+    finally:
+        await store.aclose()
+    lines = await initialise(make_settings(storage), speech=False)
+    with contextlib.closing(sqlite3.connect(storage / "grievances.db")) as conn:
+        keys = [k for (k,) in conn.execute("SELECT local_key FROM grievances ORDER BY id")]
+    assert keys == [filed.key]
+    assert any(line.startswith("grievances: kept in") for line in lines), lines
+    assert any("players: 0 kept" in line for line in lines), lines
+
+
 # `init` killed as it seeds the demo tickets into a new var/ (SIGKILL, a reboot).
 KILLED_SEEDING_TICKETS = """
 import os, signal, sys
