@@ -157,6 +157,8 @@ def _copy_all(storage: StoragePaths, folder: Path) -> tuple[list[str], dict[str,
         if kept(db):
             try:
                 versions[db.name] = _copy_database(db, folder / db.name)
+            except NoRoom:
+                raise
             except sqlite3.Error as exc:
                 raise naming(db, exc) from exc
             lines.append(f"{db.name}: copied")
@@ -193,16 +195,36 @@ def _write_manifest(folder: Path, stamp: str, versions: dict[str, int]) -> None:
         out.write("\n")
 
 
+class NoRoom(sqlite3.OperationalError):
+    """The disk a backup is written to is full: naming the database copied, SQLite's "disk I/O
+    error" or "database or disk is full" would send staff to a storage folder that is whole."""
+
+
+# Room a copy needs past its database's bytes: its -shm file (SQLite's first 32 KiB) and its -wal.
+COPY_ROOM = 2**20
+
+
 def _copy_database(source: Path, target: Path) -> int:
     """Copy `source` to `target`; the schema version of the copy, as the copy says it."""
     restore_from_log(source)  # opened as it is, SQLite would delete the log that holds its commits
     private_file(target)
-    with (
-        contextlib.closing(sqlite3.connect(source, timeout=BUSY_SECONDS)) as src,
-        contextlib.closing(sqlite3.connect(target)) as dst,
-    ):
-        src.backup(dst)
-        (version,) = dst.execute("PRAGMA user_version").fetchone()
+    try:
+        with (
+            contextlib.closing(sqlite3.connect(source, timeout=BUSY_SECONDS)) as src,
+            contextlib.closing(sqlite3.connect(target)) as dst,
+        ):
+            src.backup(dst)
+            (version,) = dst.execute("PRAGMA user_version").fetchone()
+    except sqlite3.Error as exc:
+        # SQLite says neither which file failed nor, always, that a disk is full (a copy's -shm it
+        # cannot grow is an I/O error): the copy's disk without room for it is the cause.
+        size = source.stat().st_size
+        if (free := shutil.disk_usage(target.parent).free) < size + COPY_ROOM:
+            raise NoRoom(
+                f"{target.parent.parent}: no room for a copy of {source.name} ({size // 1024} KB;"
+                f" {free // 1024} KB free on that disk): {exc}"
+            ) from exc
+        raise
     return int(version)
 
 

@@ -434,3 +434,34 @@ async def test_a_backup_of_a_database_only_in_its_log_holds_its_grievances(setti
     folder, _ = backup(settings, tmp_path / "backups", now=dt.datetime(2026, 12, 5, 8, 30, tzinfo=dt.UTC))
     assert _grievances(folder / "grievances.db") == 1
     assert _grievances(path) == 1
+
+
+def test_a_backup_disk_without_room_is_named_not_the_database_copied(
+    settings, tmp_path: Path, monkeypatch
+) -> None:
+    # The backups' own disk full (a small volume, a quota): SQLite's "disk I/O error", which it
+    # gives when the copy's -shm cannot grow, was said of the storage folder's grievances.db, as if
+    # the bot's database were failing, and sent staff to restore a whole one.
+    from bot import backup as module
+
+    into = tmp_path / "b"
+    real_connect, real_usage = sqlite3.connect, shutil.disk_usage
+
+    def connect(database, *args, **kwargs):
+        if Path(database).parent.name.endswith(".partial"):  # the copy: its disk takes no more
+            return real_connect(f"{Path(database).as_uri()}?mode=ro", uri=True)
+        return real_connect(database, *args, **kwargs)
+
+    def disk_usage(path):
+        usage = real_usage(path)
+        return usage._replace(free=0) if Path(path).is_relative_to(into) else usage
+
+    monkeypatch.setattr(module.sqlite3, "connect", connect)
+    monkeypatch.setattr(module.shutil, "disk_usage", disk_usage)
+    with pytest.raises(sqlite3.Error) as failed:
+        backup(settings, into)
+    said = str(failed.value)
+    assert said.startswith(f"{into}: no room for a copy of "), said
+    assert str(settings.storage_dir) not in said
+    assert "0 KB free on that disk" in said
+    assert list(into.iterdir()) == []
