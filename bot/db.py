@@ -594,8 +594,24 @@ async def roll_back(conn: aiosqlite.Connection) -> None:
 
 def naming(path: Path | str, exc: sqlite3.Error) -> sqlite3.Error:
     """`exc` saying which file it is about: SQLite's own words ("file is not a database",
-    "database is locked") do not, and the storage folder holds nine databases."""
-    return type(exc)(f"{path}: {exc}")
+    "database is locked") do not, and the storage folder holds nine databases. On a file system
+    mounted read-only it says so: SQLite's "unable to open database file" (no -shm can be made
+    beside a WAL database there) names no cause, and the file's owner and mode are not it."""
+    return type(exc)(f"{path}: {exc}{READ_ONLY_MOUNT if mounted_read_only(path) else ''}")
+
+
+READ_ONLY_MOUNT = " (its file system is mounted read-only)"
+
+
+def mounted_read_only(path: Path | str) -> bool:
+    """Whether `path`, or the nearest folder above it that exists, is on a file system mounted
+    read-only (a container's read-only volume or root)."""
+    for place in (Path(path), *Path(path).absolute().parents):
+        try:
+            return bool(os.statvfs(place).f_flag & os.ST_RDONLY)
+        except OSError:
+            continue
+    return False
 
 
 def prune_due(now: float, pruned_at: float, every: float) -> bool:

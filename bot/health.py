@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bot.config import ConfigError, Settings, check_discord_token_shape
-from bot.db import LOCK_HELD, kept, naming, other_owner
+from bot.db import LOCK_HELD, kept, mounted_read_only, naming, other_owner
 from bot.logs import masked
 
 if TYPE_CHECKING:
@@ -174,6 +174,11 @@ def check_storage(settings: Settings) -> str:
     unusable = recent_unusable(paths.recent_claims)
     spool = GrievanceSpool.beside(paths.grievances)
     if locked := unwritable(paths.root, [*paths.databases, spool.path]):
+        if mounted_read_only(locked):
+            raise PermissionError(
+                f"voxdesk cannot write {locked}: its file system is mounted read-only; `run` would"
+                " stop there: mount the storage folder read-write"
+            )
         raise PermissionError(
             f"voxdesk cannot write {locked}: `run` would stop there, or keep no grievance; make the"
             " storage folder and its files the bot's user's"

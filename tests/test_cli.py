@@ -729,6 +729,43 @@ def test_check_fails_a_storage_folder_the_bot_cannot_write(settings, locked) -> 
     assert f"voxdesk cannot write {target}" in done.stderr, done.stderr
 
 
+def _on_a_read_only_mount(storage: Path, mount: Path, *command: str) -> subprocess.CompletedProcess[str]:
+    """`command` run with `storage` bind-mounted read-only at `mount`, in a mount namespace of
+    its own (a user namespace lets one be made without root); skipped where none can be."""
+    mount.mkdir()
+    remount = 'mount --bind "$1" "$2" && mount -o remount,bind,ro "$2" && shift 2 && exec "$@"'
+    unshare = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", remount, "sh"]
+    probe = [*unshare, str(storage), str(mount), "true"]
+    if shutil.which("unshare") is None or subprocess.run(probe, capture_output=True, timeout=60).returncode:
+        pytest.skip("no mount namespace to mount the storage folder read-only in")
+    return subprocess.run(
+        [*unshare, str(storage), str(mount), *command],
+        cwd=REPO,
+        env={**os.environ, "VOXDESK_STORAGE_DIR": str(mount)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_a_storage_folder_on_a_read_only_mount_is_said_to_be_one(settings, tmp_path: Path) -> None:
+    # A container's volume mounted read-only: `check` told to give the folder to the bot's user,
+    # which owns it already, and `ask` or `run` stopped on SQLite's "unable to open database file".
+    mount = tmp_path / "mounted"
+    checked = _on_a_read_only_mount(
+        settings.storage_dir, mount, sys.executable, "-c", CHECK_STORAGE, str(mount)
+    )
+    assert checked.returncode == 1, checked.stdout
+    assert f"voxdesk cannot write {mount}: its file system is mounted read-only" in checked.stderr
+    assert "bot's user's" not in checked.stderr
+    note = str(paths.SAMPLES / "1-hello.ogg")
+    asked = _on_a_read_only_mount(
+        settings.storage_dir, tmp_path / "again", sys.executable, "-m", "bot", "ask", note
+    )
+    assert asked.returncode == 4, asked.stdout
+    assert asked.stderr.strip().endswith("(its file system is mounted read-only)"), asked.stderr
+
+
 def test_a_storage_folder_another_user_owns_is_named_with_its_owner(settings) -> None:
     # `init` as root (or a person), `ask` or `run` as the service's user: "var/players.db:
     # Permission denied" named a file the user could not even look at, and not why.
