@@ -289,6 +289,7 @@ PASSED_OVER_SHOWN = 5
 def cmd_refile(args: argparse.Namespace) -> int:
     from bot.app import storage_paths
     from bot.db import kept
+    from bot.schemas import refuse_newer_databases
     from bot.tools.grievance_spool import FIELDS, GrievanceSpool, unfiled_in
     from bot.tools.grievance_store import LocalGrievanceStore
 
@@ -305,11 +306,14 @@ def cmd_refile(args: argparse.Namespace) -> int:
                 with open(name, encoding="utf-8", errors="replace") as log:
                     yield from log
 
-    path = storage_paths(_settings(args)).grievances
+    storage = storage_paths(_settings(args))
+    path = storage.grievances
     if not kept(path):
         # The bot made it when it started: without it this is not its storage folder, and a
         # database made here would hold grievances no bot reads. Said before a journal is read.
         raise NotInitialised(f"{path} does not exist: is storage.dir the bot's storage folder?")
+    # Before a line is kept in its spool: the newer voxdesk that wrote it is the one to refile.
+    refuse_newer_databases(storage, ["grievances"])
     passed_over: list[str] = []  # the first PASSED_OVER_SHOWN, to show
     how_many = 0
 

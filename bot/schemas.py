@@ -1,6 +1,6 @@
 """The schema version this voxdesk knows for each database of the storage folder, in one table,
-and the refusal of a folder a newer voxdesk wrote: `init`, the bot's start, `check` and
-`player` each read every file they touch before writing any."""
+and the refusal of a folder a newer voxdesk wrote: `init`, the bot's start, `check`, `player` and
+`refile` each read every file they touch before writing any."""
 
 from __future__ import annotations
 

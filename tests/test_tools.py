@@ -2926,6 +2926,28 @@ def test_refile_into_a_storage_folder_without_grievances_files_nothing_there(tmp
     assert list(wrong.iterdir()) == []
 
 
+async def test_refile_into_a_newer_voxdesks_grievances_db_refuses_before_keeping_any(tmp_path) -> None:
+    # A rollback, then a journal's UNFILED line refiled with this voxdesk: it kept the grievance in
+    # the spool, then stopped on the newer grievances.db with the refusal alone, saying nothing of
+    # the line it had written into that folder; as `player` and `init` do, it refuses first.
+    from bot.tools.grievance_spool import UNFILED, spool_line
+
+    from .test_cli import voxdesk
+
+    await (await LocalGrievanceStore.open(tmp_path / "grievances.db")).aclose()
+    with contextlib.closing(sqlite3.connect(tmp_path / "grievances.db")) as conn:
+        conn.execute("PRAGMA user_version = 99")
+    log_file = tmp_path.parent / "voxdesk.log"
+    row = {"user_id": NOVA, "category": "wallet", "description": "charged twice for gems"}
+    line = spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="open")
+    log_file.write_text(f"[ERROR   ] bot.tools.grievance_store: {UNFILED}{line}\n")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    done = voxdesk("refile", str(log_file), storage=tmp_path)
+    assert done.returncode == 4, done.stdout
+    assert "written by a newer voxdesk (schema version 99" in done.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
 def test_refile_run_by_hand_on_a_terminal_says_it_reads_stdin(tmp_path) -> None:
     # With no log named it reads stdin: on a terminal it sat silent, as if hung.
     import pty
