@@ -129,6 +129,10 @@ def _database(storage: StoragePaths, name: str, write: bool = False) -> Iterator
     try:
         # Again on this connection: a newer voxdesk may have started on the file since the check.
         refuse_newer(conn, path, versions()[name], remedy(name))
+        if write:
+            # What is erased is overwritten, not left in the page's free space for `strings` and
+            # every later backup to read: python.org's and uv's SQLite do not do so by default.
+            conn.execute("PRAGMA secure_delete = ON")
     except sqlite3.Error:
         conn.close()
         raise
@@ -138,6 +142,16 @@ def _database(storage: StoragePaths, name: str, write: bool = False) -> Iterator
         raise naming(path, exc) from exc
     finally:
         conn.close()
+
+
+def _settled(conn: sqlite3.Connection | None) -> bool:
+    """Move the erasure into the database file and empty its write-ahead log; whether it was.
+    While the bot runs it keeps the file open, so SQLite leaves the old pages, words and all, in
+    the file until its next checkpoint, and their earlier copies in the log until overwritten."""
+    if conn is None:
+        return True
+    (busy, _, _) = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    return not busy
 
 
 def _rows(conn: sqlite3.Connection | None, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
@@ -351,6 +365,16 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         f"grievances.db: kept {n} grievance(s){spooled}, and {changes} status change(s) of them:"
         " the studio's record (and Jira's copies); `player export` shows them"
     )
+    unsettled = []
+    for name in ERASED_IN:
+        with _database(storage, name, write=True) as conn:
+            if not _settled(conn):
+                unsettled.append(getattr(storage, name).name)
+    if unsettled:
+        lines.append(
+            f"{', '.join(unsettled)}: the bot was reading, so what was erased may stay in the"
+            " file until SQLite's next checkpoint: run this again to be sure"
+        )
     stats = {table: len(rows) for table, rows in _stats(storage, user_id).items()}
     lines.append(
         f"players.db: kept {stats['players']} player record(s), {stats['game_sessions']} game(s) and"
@@ -367,6 +391,10 @@ def _has_column(conn: sqlite3.Connection | None, table: str, column: str) -> boo
     if conn is None:
         return False
     return any(row["name"] == column for row in conn.execute(f"PRAGMA table_info({table})"))
+
+
+# The databases forget writes to.
+ERASED_IN = ("conversations", "preferences", "usage", "news", "recent_claims")
 
 
 def _delete(conn: sqlite3.Connection | None, sql: str, args: tuple[Any, ...]) -> int:

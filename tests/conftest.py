@@ -8,12 +8,15 @@ import errno
 import fcntl
 import shutil
 import sqlite3
+import subprocess
+import sys
 import time
 import warnings
 import weakref
 from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import pytest
@@ -53,6 +56,41 @@ def far_from_utc(monkeypatch):
     yield
     monkeypatch.undo()
     time.tzset()
+
+
+@pytest.fixture
+def sqlite_without_secure_delete(monkeypatch):
+    """SQLite as python.org's macOS and Windows Pythons (and uv's) build it: without
+    SQLITE_SECURE_DELETE, so a deleted row's bytes stay in the file's free space unless the
+    connection asks otherwise. Debian's build has it on, which would hide a store that never asks."""
+    real = sqlite3.connect
+
+    def connect(*args: Any, **kwargs: Any) -> sqlite3.Connection:
+        conn = real(*args, **kwargs)
+        conn.execute("PRAGMA secure_delete = OFF")
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+
+
+def residue(folder: Path, words: bytes, but: tuple[str, ...] = ()) -> list[str]:
+    """The files in `folder` (its databases, their logs, the spool) whose bytes hold `words`.
+    Read by another process: closing a file in this one would drop every lock this process's
+    open databases hold on it (POSIX record locks), and another connection would then take
+    itself for the last one and checkpoint and delete their write-ahead logs."""
+    read = (
+        "import sys, pathlib\n"
+        "folder, words, but = pathlib.Path(sys.argv[1]), sys.argv[2].encode(), sys.argv[3:]\n"
+        "for f in sorted(folder.iterdir()):\n"
+        "    if f.is_file() and f.name not in but and words in f.read_bytes(): print(f.name)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", read, str(folder), words.decode(), *but],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.split()
 
 
 @pytest.fixture(scope="session")

@@ -21,7 +21,7 @@ from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.usage import UsageMeter
 
-from .conftest import BLAZE, NOVA, QUILL
+from .conftest import BLAZE, NOVA, QUILL, residue
 from .test_cli import voxdesk
 
 
@@ -717,3 +717,56 @@ def test_an_export_whose_file_another_made_meanwhile_is_refused_in_the_same_word
         " give a new file's name, or move that one away first\n",
     )
     assert out.read_text() == "the other export\n"
+
+
+def _novas_news(storage: Path) -> list[bytes]:
+    with contextlib.closing(sqlite3.connect(storage_paths_of(storage).news)) as conn:
+        return [row[0].encode() for row in conn.execute("SELECT text FROM news WHERE user_id = ?", (NOVA,))]
+
+
+async def test_forget_leaves_no_erased_words_in_the_files_on_any_sqlite_build(
+    settings, sqlite_without_secure_delete
+) -> None:
+    # A deleted row's bytes stay in its page's free space unless the connection deleting it asks
+    # SQLite to overwrite them: Debian's SQLite does by default, python.org's and uv's do not.
+    # There the erased words were in conversations.db and news.db for `strings` to read, and in
+    # every backup made after the erasure.
+    from bot import player_data
+
+    storage = settings.storage_dir
+    await _fill(storage, BLAZE, "blaze lost a tournament prize")
+    await _fill(storage, NOVA, "nova zebracorn was charged twice")
+    told = _novas_news(storage)
+    assert len(told) == 2
+    player_data.forget(storage_paths_of(storage), NOVA)
+    # grievances.db keeps their grievance, words and all: the studio's record.
+    assert residue(storage, b"zebracorn", but=("grievances.db",)) == []
+    for words in told:
+        assert residue(storage, words) == [], words
+    assert residue(storage, b"blaze lost a tournament prize", but=("grievances.db",)) == ["conversations.db"]
+
+
+async def test_forget_while_the_bot_runs_leaves_no_erased_words_in_the_files(settings) -> None:
+    # The running bot keeps its databases open, so the erasure went into their write-ahead logs
+    # and the pages of the database files that held the words stayed as they were until SQLite's
+    # next checkpoint, which a quiet bot may not reach for days.
+    storage = settings.storage_dir
+    await _fill(storage, BLAZE, "blaze lost a tournament prize")
+    await _fill(storage, NOVA, "nova zebracorn was charged twice")
+    told = _novas_news(storage)
+    paths_ = storage_paths_of(storage)
+    conversations = await ConversationStore.open(paths_.conversations, max_turns=10, idle_minutes=60)
+    news = await NewsStore.open(paths_.news)
+    try:
+        assert residue(storage, b"zebracorn", but=("grievances.db",)) == ["conversations.db"]
+        done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert residue(storage, b"zebracorn", but=("grievances.db",)) == []
+        for words in told:
+            assert residue(storage, words) == [], words
+        assert [t.user_text for t in await conversations.history(BLAZE, "dm")] == [
+            "blaze lost a tournament prize"
+        ]
+    finally:
+        await conversations.aclose()
+        await news.aclose()
