@@ -10,8 +10,9 @@ again), and which notes were answered (pruned after 30 days). A player who switc
 off keeps that choice.
 
 Plain sqlite3 on each file, as `backup` does: no model, engine or Discord client is loaded, and
-the bot may run meanwhile (each database's busy wait covers its writes). A turn of the player's
-being answered at that very moment saves itself after the erasure; the command says so."""
+the bot may run meanwhile (each database's busy wait covers its writes). The erasure's time stays
+in their place in conversations.db, as a /forget's does: a turn of the player's being answered at
+that very moment, saved after the erasure, is refused (its usage figures are counted)."""
 
 from __future__ import annotations
 
@@ -287,15 +288,39 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
     with _database(storage, "conversations", write=True) as conn:
         # Their latest /forget's time is a row of `turns` too (conversations.FORGOTTEN): erased
         # with them, but not counted as a turn.
+        marked = _has_column(conn, "turns", "conversation")
+        latest = (
+            _rows(
+                conn,
+                "SELECT MAX(at) AS at FROM turns WHERE user_id = ? AND conversation = ?",
+                (user_id, FORGOTTEN),
+            )
+            if marked
+            else []
+        )
         marks = (
             _delete(conn, "DELETE FROM turns WHERE user_id = ? AND conversation = ?", (user_id, FORGOTTEN))
-            if _has_column(conn, "turns", "conversation")
+            if marked
             else 0
         )
         n = _delete(conn, "DELETE FROM turns WHERE user_id = ?", (user_id,))
+        if conn is not None and marked:
+            # This erasure's time in their place, as /forget keeps its own: a note of theirs the
+            # running bot is answering now saves its turn after this, and the store refuses a turn
+            # of a note sent before it. The bot prunes it as it prunes a /forget's.
+            at = max(time.time(), (latest[0]["at"] if latest else None) or 0.0)
+            conn.execute(
+                "INSERT INTO turns (user_id, conversation, at, reply_text) VALUES (?, ?, ?, '')",
+                (user_id, FORGOTTEN, at),
+            )
         lines.append(
             f"conversations.db: {n} turn(s) of conversation erased"
             + (", and when they last used /forget" if marks else "")
+            + (
+                "; kept: when this erasure ran (no words), so no turn of a note sent before it is kept"
+                if conn is not None and marked
+                else ""
+            )
         )
     with _database(storage, "preferences", write=True) as conn:
         notify = "notify" if _has_column(conn, "preferences", "notify") else "1 AS notify"
@@ -409,8 +434,8 @@ def _delete(conn: sqlite3.Connection | None, sql: str, args: tuple[Any, ...]) ->
 
 
 FORGET_NOTE = (
-    "not erased here: backups made before now, and a note of theirs the bot was answering at this"
-    " moment (its turn is saved after it: run this again while the bot is stopped to be sure)"
+    "not erased here: backups made before now; a note of theirs the bot is answering at this moment"
+    " is answered, its turn not kept, its usage figures counted"
 )
 
 

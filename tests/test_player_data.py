@@ -74,6 +74,10 @@ def storage_paths_of(storage: Path):  # type: ignore[no-untyped-def]
     return storage_paths(make_settings(storage))
 
 
+# A player's turns of conversation, not the row keeping when they last used /forget or were erased.
+KEPT_WORDS = "SELECT COUNT(*) FROM turns WHERE user_id = ? AND conversation != ?"
+
+
 def _count(db: Path, sql: str, *args: str) -> int:
     with sqlite3.connect(db) as conn:
         return conn.execute(sql, args).fetchone()[0]
@@ -186,7 +190,9 @@ async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which
     assert "notes.db: kept 1 note id(s)" in said
     assert "backups" in said
 
-    assert _count(paths_.conversations, "SELECT COUNT(*) FROM turns WHERE user_id = ?", NOVA) == 0
+    # What stays is the erasure's time, no words: a turn of a note sent before it is not kept.
+    assert _count(paths_.conversations, "SELECT COUNT(*) FROM turns WHERE user_id = ?", NOVA) == 1
+    assert _count(paths_.conversations, KEPT_WORDS, NOVA, FORGOTTEN) == 0
     assert _count(paths_.preferences, "SELECT COUNT(*) FROM preferences WHERE user_id = ?", NOVA) == 0
     assert _count(paths_.usage, "SELECT COUNT(*) FROM usage WHERE user_id = ?", NOVA) == 0
     # The newest news of the ticket stays, or a poll would tell its status again.
@@ -411,7 +417,7 @@ async def test_a_storage_folder_with_url_marks_in_its_name_is_read_and_erased(tm
     assert done.returncode == 0, done.stderr
     assert "conversations.db: 2 turn(s) of conversation erased" in done.stdout
     conversations = storage_paths_of(storage).conversations
-    assert _count(conversations, "SELECT COUNT(*) FROM turns WHERE user_id = ?", NOVA) == 0
+    assert _count(conversations, KEPT_WORDS, NOVA, FORGOTTEN) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [storage.name]  # no stray file beside it
 
 
@@ -770,3 +776,26 @@ async def test_forget_while_the_bot_runs_leaves_no_erased_words_in_the_files(set
     finally:
         await conversations.aclose()
         await news.aclose()
+
+
+async def test_a_turn_being_answered_as_a_player_is_erased_is_not_kept(settings) -> None:
+    # `player forget` while the bot answers the player's note: the turn, saved after the erasure,
+    # brought the player's words back. /forget keeps its time for the store to refuse such a turn;
+    # the erasure does the same.
+    storage = settings.storage_dir
+    paths_ = storage_paths_of(storage)
+    conversations = await ConversationStore.open(paths_.conversations, max_turns=10, idle_minutes=60)
+    try:
+        sent = time.time() - 5  # the note, sent before the erasure and answered after it
+        done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
+        assert done.returncode == 0, done.stderr
+        said = PastTurn(user_text="nova zebracorn was charged twice", reply_text="Filed as GRV-9.")
+        assert not await conversations.append(NOVA, said, "dm", sent_at=sent)
+        assert await conversations.history(NOVA, "dm") == []
+        # A note sent after it is theirs to keep, as after /forget.
+        assert await conversations.append(NOVA, said, "dm", sent_at=time.time() + 1)
+        # Another player's turn of that moment is kept.
+        assert await conversations.append(BLAZE, said, "dm", sent_at=sent)
+    finally:
+        await conversations.aclose()
+    assert residue(storage, b"zebracorn") == ["conversations.db"]
