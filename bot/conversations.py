@@ -246,6 +246,9 @@ class ConversationStore:
                     (user_id, FORGOTTEN, latest),
                 )
             await self._conn.commit()
+            # The turns' words are still in the log's earlier frames, and in the database file's
+            # pages until SQLite's next checkpoint, which a quiet bot may not reach for days.
+            await self._conn.execute_fetchall("PRAGMA wal_checkpoint(TRUNCATE)")
         return turns
 
     async def aclose(self) -> None:

@@ -527,6 +527,10 @@ async def _open(
         # the last seconds of commits with it. That is fine for history or usage; a grievance
         # whose key the player already heard is not to be lost, nor its key given to the next one.
         await conn.execute(f"PRAGMA synchronous={'FULL' if durable else 'NORMAL'}")
+        # What a store deletes (a /forget, words past their time) is overwritten, not left in the
+        # file's free space for a file reader or the next backup: python.org's and uv's SQLite
+        # leave it there by default, Debian's does not.
+        await conn.execute("PRAGMA secure_delete = ON")
         if schema:
             await conn.executescript(schema)
             await conn.commit()

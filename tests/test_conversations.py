@@ -5,6 +5,8 @@ from bot import conversations
 from bot.conversations import ConversationStore
 from bot.engines.base import PastTurn
 
+from .conftest import residue
+
 
 def turn(i: int, at: float | None = None) -> PastTurn:
     return PastTurn(
@@ -316,3 +318,23 @@ async def test_a_running_bot_forgets_idle_words_as_often_as_an_idle_limit_shorte
             assert conn.execute("SELECT COUNT(*) FROM turns").fetchone() == (0,)
     finally:
         await store.aclose()
+
+
+async def test_forget_leaves_no_words_in_the_files_of_a_running_store(
+    tmp_path, sqlite_without_secure_delete
+) -> None:
+    # /forget deleted the rows and left their words in the database's free space (where SQLite is
+    # built without SQLITE_SECURE_DELETE: python.org's, uv's) and, while the bot ran, in its
+    # write-ahead log's earlier frames, for `strings` or a backup made after it to find.
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=5, idle_minutes=30)
+    try:
+        said = PastTurn(user_text="my zebracorn skin vanished", reply_text="Filed as GRV-3.")
+        await store.append("u1", said, "dm")
+        await store.append("u2", turn(2), "dm")
+        assert residue(tmp_path, b"zebracorn") == ["c.db-wal"]
+        assert await store.reset("u1", sent_at=time.time()) == 1
+        assert residue(tmp_path, b"zebracorn") == []
+        assert [t.user_text for t in await store.history("u2", "dm")] == ["question 2"]
+    finally:
+        await store.aclose()
+    assert residue(tmp_path, b"zebracorn") == []
