@@ -799,3 +799,25 @@ async def test_a_turn_being_answered_as_a_player_is_erased_is_not_kept(settings)
     finally:
         await conversations.aclose()
     assert residue(storage, b"zebracorn") == ["conversations.db"]
+
+
+async def test_forget_names_a_database_the_bots_reading_kept_its_erasure_from_settling(
+    settings, monkeypatch
+) -> None:
+    # A read the bot holds open keeps the log from being emptied: the command says so rather than
+    # leave the words in the files unsaid. Its busy wait shortened, or the test waits 30 s.
+    from bot import player_data
+
+    monkeypatch.setattr(player_data, "BUSY_SECONDS", 0.2)
+    await _fill(settings.storage_dir, NOVA, "nova zebracorn was charged twice")
+    paths_ = storage_paths_of(settings.storage_dir)
+    with contextlib.closing(sqlite3.connect(paths_.conversations, isolation_level=None)) as reading:
+        reading.execute("BEGIN")
+        reading.execute("SELECT COUNT(*) FROM turns").fetchone()
+        said = player_data.forget(paths_, NOVA)
+        reading.execute("COMMIT")
+    (unsettled,) = [line for line in said if "next checkpoint" in line]
+    assert unsettled.startswith("conversations.db: the bot was reading")
+    again = player_data.forget(paths_, NOVA)
+    assert not [line for line in again if "next checkpoint" in line]
+    assert residue(settings.storage_dir, b"zebracorn", but=("grievances.db",)) == []
