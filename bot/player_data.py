@@ -346,6 +346,11 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         # by comparing with it, and without it the ticket's status would be told again.
         told = _delete(conn, f"DELETE FROM news WHERE user_id = ? AND {ticket_news.SUPERSEDED}", (user_id,))
         kept = len(_rows(conn, "SELECT id FROM news WHERE user_id = ?", (user_id,)))
+        unsent = len(
+            _rows(
+                conn, f"SELECT id FROM news WHERE user_id = ? AND state IN {ticket_news.TO_SEND}", (user_id,)
+            )
+        )
         # A change is compared with the status alone: the words told (the start of the ticket's
         # description) are kept only where the news is still to be sent.
         _delete(
@@ -355,8 +360,8 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         )
         lines.append(
             f"news.db: {told} piece(s) of ticket news and {n} channel note(s) erased;"
-            f" kept: {kept}, the newest of each ticket (so no status is told twice), its words"
-            " erased once told"
+            f" kept: {kept}, the newest of each ticket (so no status is told twice), its words erased"
+            " if told" + (f": {unsent} still to send keeps them" if unsent else "")
         )
     with _database(storage, "notes") as conn:
         n = len(_rows(conn, "SELECT message_id FROM notes WHERE user_id = ?", (user_id,)))

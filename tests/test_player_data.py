@@ -157,6 +157,8 @@ async def test_forget_erases_the_words_of_the_news_it_keeps_once_told(settings) 
     await news.aclose()
     done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
     assert done.returncode == 0, done.stderr
+    # Said as it is: the piece still to send is sent with its words, and keeps them after.
+    assert "its words erased if told: 1 still to send keeps them" in done.stdout
     with contextlib.closing(sqlite3.connect(paths_.news)) as conn:
         rows = conn.execute("SELECT user_id, ticket, state, text FROM news ORDER BY ticket").fetchall()
     assert rows == [
