@@ -815,6 +815,13 @@ def _check_web(settings: Settings) -> None:
                 f"web.allowed_hosts: {name!r} is not a host name such as support.example.com"
                 " (no scheme, port or path)"
             )
+        if name != "*" and ("*" in bare or bare.startswith(".")):
+            # Names compare whole: a pattern for every subdomain (other frameworks take
+            # "*.example.com" or ".example.com") would match none, and every page would be a 421.
+            raise ConfigError(
+                f"web.allowed_hosts: {name!r} is a pattern, which matches no name here: list each"
+                ' name whole (["support.example.com", "desk.example.com"]), or "*" for any'
+            )
 
 
 def _is_address(text: str) -> bool:

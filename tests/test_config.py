@@ -70,6 +70,10 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
         ("", {"VOXDESK_WEB_TRUSTED_PROXIES": "127.0.0.1,my-proxy"}, "web.trusted_proxies"),
         # A name, as the Host header carries it: an address pasted whole would match no request.
         ("", {"VOXDESK_WEB_ALLOWED_HOSTS": "https://support.example.com/"}, "web.allowed_hosts"),
+        # Another framework's patterns for every subdomain: names compare whole, so every page
+        # would be a 421, the subdomains' too.
+        ("", {"VOXDESK_WEB_ALLOWED_HOSTS": "*.example.com"}, "web.allowed_hosts: '*.example.com'"),
+        ("[web]\nallowed_hosts = ['.example.com']\n", {}, "list each name whole"),
         ("", {"VOXDESK_OPENAI_VOICE": "Alloy"}, "openai.voice"),
         # Each round is one more billed request carrying the whole prompt: a looping model ran on.
         ("", {"VOXDESK_AGENT_MAX_TOOL_ROUNDS": "1000"}, "agent.max_tool_rounds = 1000: it is 0 to 10"),
