@@ -1700,6 +1700,26 @@ async def test_the_allowed_host_names_are_the_sites_own_and_this_machines(settin
             assert got == 200, env
 
 
+async def test_an_allowed_name_is_compared_as_a_browser_sends_it(settings) -> None:
+    # A browser sends an internationalised name in its ASCII form, and config.toml's list may
+    # hold a name with the blanks around it that TOML keeps: each named none, every page a 421.
+    import dataclasses
+
+    named = web_settings(settings.storage_dir, VOXDESK_WEB_ALLOWED_HOSTS="Bücher.example")
+    padded = dataclasses.replace(
+        named, web=dataclasses.replace(named.web, allowed_hosts=[" desk.example ", "Bücher.example"])
+    )
+    async with web_client(padded) as (client, _):
+        for host, status in (
+            ("xn--bcher-kva.example", 200),
+            ("XN--BCHER-KVA.example.:443", 200),
+            ("desk.example", 200),
+            ("bucher.example", 421),
+        ):
+            got, _, _ = await raw_answer(client, f"GET / HTTP/1.1\r\nHost: {host}\r\n".encode())
+            assert got == status, host
+
+
 async def test_a_proxy_without_the_sites_name_listed_is_warned_of_at_start(settings, caplog) -> None:
     # A reverse proxy passes the name the browser asked for on: every page would be a 421.
     caplog.set_level(logging.WARNING)

@@ -718,7 +718,7 @@ def allowed_host_middleware(
     that can reach it) cannot have a browser read the playground or the login page as that site's.
     A browser sends the name it was asked for, and cannot forge another. An address, localhost or
     this machine's name is no site's: a page can be another site's only under a name DNS chose."""
-    names = frozenset(_host_name(name) for name in settings.allowed_hosts)
+    names = frozenset(_listed_name(name) for name in settings.allowed_hosts)
     # Bound beyond loopback with no names listed: reachable from elsewhere by any name already,
     # so it is asked for by whatever name or address people use (a studio's LAN box).
     anyone = "*" in settings.allowed_hosts or (not names and not _is_loopback_host(settings.host))
@@ -749,6 +749,16 @@ def allowed_host_middleware(
         return _misdirected(request, shown)
 
     return allowed_host
+
+
+def _listed_name(name: str) -> str:
+    """A web.allowed_hosts name as a Host header carries it: a browser sends an internationalised
+    name in its ASCII form ("xn--bcher-kva.example"), and TOML keeps blanks around a name."""
+    name = _host_name(name.strip())
+    try:
+        return name.encode("idna").decode("ascii")
+    except UnicodeError:  # a label IDNA refuses (empty, over 63 characters): as written
+        return name
 
 
 MISDIRECTED = (
