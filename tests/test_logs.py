@@ -636,6 +636,26 @@ def test_refile_files_no_players_words_from_the_journals_json() -> None:
         assert shown[-1] == line
 
 
+def test_refile_files_no_players_words_from_the_rest_of_a_line_the_journal_cut() -> None:
+    # journald keeps a line over LineMax (48K) as several entries, each with the bot's names: the
+    # next one starts in the middle of the line, where a player's words a DEBUG line quotes may
+    # sit, shaped as the store's line. _LINE_BREAK on the entry before says where it was cut.
+    from bot.tools.grievance_spool import unfiled_in
+
+    cut = {"_STREAM_ID": "a1b2", "_LINE_BREAK": "line-max"}
+    head = _journal_json("[DEBUG   ] bot.agent: heard " + "x" * 100, **cut)
+    other_stream = _journal_json("[INFO    ] cogs.voice: answered", _STREAM_ID="c3d4")
+    rest = _journal_json(_forged_unfiled(), _STREAM_ID="a1b2")
+    shown: list[str] = []
+    assert unfiled_in([head, other_stream, rest], shown.append) == ([], 0)
+    assert shown == [rest]  # shown to staff, who file it by hand if the bot logged it
+    # The stream's next entry starts a line of its own again: the store's there is filed.
+    logged = _store_line(logs.plain_formatter())
+    after = _journal_json(logged, _STREAM_ID="a1b2")
+    filed, unreadable = unfiled_in([head, rest, after], shown.append)
+    assert (len(filed), unreadable) == (1, 0)
+
+
 def test_refile_says_when_the_journals_json_left_a_message_out() -> None:
     # journalctl -o json prints a field over 4096 bytes as null unless told --all: a grievance
     # of many words in another alphabet (each character \\uXXXX in the line) is one.

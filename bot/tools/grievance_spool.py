@@ -263,7 +263,8 @@ def unfiled_in(
     short formats) or `journalctl -o json` (json-seq, json-sse), whose entries' messages are read as the
     text lines they are. `passed_over` is called with each line that ends in a marked grievance but
     is not filed, as what comes before the mark is no prefix of the store's own line, or as it is
-    a line of JSON that is no entry the bot's process logged to the journal; `left_out` with each
+    a line of JSON that is no entry the bot's process logged to the journal, or the rest of a line
+    of its the journal cut (_LINE_BREAK); `left_out` with each
     entry of the bot's process journalctl printed without its message (a field over 4096 bytes,
     without --all)."""
     found: dict[str, dict[str, Any]] = {}
@@ -302,21 +303,32 @@ def unfiled_in(
             return
         found.setdefault(row["id"], row)
 
+    # The streams (_STREAM_ID) whose last entry journald ended mid-line (_LINE_BREAK: a line
+    # over LineMax, or a NUL): the stream's next entry is the rest of that line, which starts
+    # wherever the cut fell, in words the line quotes too.
+    cut: set[str] = set()
     for line in lines:
         marked = UNFILED in line or LOST_AT_SHUTDOWN in line
         entry = None
         json_at = _JSON_LINE.match(line)
-        if json_at and (marked or _MESSAGE_NOT_TEXT.search(line)):
+        if json_at and (marked or cut or "_LINE_BREAK" in line or _MESSAGE_NOT_TEXT.search(line)):
             entry = _json_object(line[json_at.end() - 1 :])
         if entry is None:
             if marked:
                 read(line, _RECORD_START, line)
             continue
+        stream, continued = entry.get("_STREAM_ID"), False
+        if isinstance(stream, str):
+            continued = stream in cut
+            if entry.get("_LINE_BREAK") in (None, "eof"):  # eof: the stream ended there
+                cut.discard(stream)
+            else:
+                cut.add(stream)
         message, ours = entry.get("MESSAGE"), _ours(entry)
         if isinstance(message, list) and all(type(b) is int and 0 <= b < 256 for b in message):
             message = bytes(message).decode("utf-8", errors="replace")
         if ours and isinstance(message, str):
-            read(message, _JOURNAL_MESSAGE_START, line)
+            read(message, _NO_PREFIX if continued else _JOURNAL_MESSAGE_START, line)
         elif ours and message is None:
             if left_out is not None:
                 left_out(line.rstrip("\r\n"))
