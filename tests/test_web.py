@@ -1720,6 +1720,20 @@ async def test_an_allowed_name_is_compared_as_a_browser_sends_it(settings) -> No
             assert got == status, host
 
 
+async def test_a_bracketed_address_with_more_after_it_names_no_address(wsettings) -> None:
+    # Brackets hold an IPv6 address alone, a port or nothing after them: "[::1]evil.example" is
+    # no Host a browser sends, and no address of this machine's either.
+    async with web_client(wsettings) as (client, _):
+        for host, status in (
+            ("[::1]evil.example", 421),
+            ("[::1].desk.example:80", 421),
+            ("[::1]:8080", 200),
+            ("[::1]", 200),
+        ):
+            got, _, _ = await raw_answer(client, f"GET / HTTP/1.1\r\nHost: {host}\r\n".encode())
+            assert got == status, host
+
+
 async def test_a_proxy_without_the_sites_name_listed_is_warned_of_at_start(settings, caplog) -> None:
     # A reverse proxy passes the name the browser asked for on: every page would be a 421.
     caplog.set_level(logging.WARNING)

@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 import secrets
 import socket
 import sqlite3
@@ -684,7 +685,9 @@ def _host_name(host: str) -> str:
     """The name a Host header asks for ("Desk.Example.:8080", "[::1]:8080"), as names compare:
     without its port or final dot, in lower case."""
     if host.startswith("["):
-        name = host[1:].partition("]")[0]
+        name, _, after = host[1:].partition("]")
+        if after and not re.fullmatch(r":\d*", after):
+            return host.lower()  # no address: as a whole, it names nothing served here
     elif host.count(":") == 1:
         name = host.partition(":")[0]
     else:
