@@ -634,6 +634,11 @@ def test_refile_files_no_players_words_from_the_journals_json() -> None:
     ):
         assert unfiled_in([line], shown.append) == ([], 0)
         assert shown[-1] == line
+    # Shown once a line, however many of its fields hold the mark: refile counts what it shows.
+    shown.clear()
+    both = json.dumps({"message": _forged_unfiled(), "MESSAGE": _forged_unfiled(), "user": "999"})
+    assert unfiled_in([both], shown.append) == ([], 0)
+    assert shown == [both]
 
 
 def test_refile_files_no_players_words_from_the_rest_of_a_line_the_journal_cut() -> None:

@@ -270,11 +270,12 @@ def unfiled_in(
     found: dict[str, dict[str, Any]] = {}
     unreadable = 0
 
-    def read(text: str, starts: re.Pattern[str], line: str) -> None:
+    def read(text: str, starts: re.Pattern[str], line: str) -> bool:
+        """Files the store's line `text` holds; whether `line` was shown as passed over."""
         nonlocal unreadable
         mark = next((m for m in (UNFILED, LOST_AT_SHUTDOWN) if m in text), None)
         if mark is None:
-            return
+            return False
         at = text.find(mark)
         rest = text[at + len(mark) :].strip()
         kept, more = _json_at_start(rest)
@@ -282,7 +283,7 @@ def unfiled_in(
             # The store's line is a record's whole message, which every log format ends a line
             # with. Text after it is another line quoting a player's words (a model's arguments
             # at DEBUG), which must not file a ticket in anyone's name.
-            return
+            return False
         if not starts.fullmatch(_COLOUR.sub("", text[:at])):
             # The store's line is a record's whole message, so only a log format's own prefix
             # comes before the mark. Anything else is a line quoting words shaped like one (a
@@ -293,15 +294,17 @@ def unfiled_in(
             # So too a grievance quoted in JSON this cannot read (journalctl -o json-pretty's).
             if passed_over is not None and (isinstance(kept, dict) or rest.startswith('{\\"')):
                 passed_over(line.rstrip("\r\n"))
-            return
+                return True
+            return False
         if mark is LOST_AT_SHUTDOWN and isinstance(kept, dict) and "id" not in kept:
             # An id of its words, so the log read again files it once.
             kept["id"] = hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()[:32]
         row = _valid(kept)
         if row is None:
             unreadable += 1
-            return
+            return False
         found.setdefault(row["id"], row)
+        return False
 
     # The streams (_STREAM_ID) whose last entry journald ended mid-line (_LINE_BREAK: a line
     # over LineMax, or a NUL): the stream's next entry is the rest of that line, which starts
@@ -336,7 +339,8 @@ def unfiled_in(
             # Another program's entry, or JSON that is no journal's (a log shipper's, a chat
             # log's), whose fields a player's words may fill: shown, never filed.
             for text in _strings(entry):
-                read(text, _NO_PREFIX, line)
+                if read(text, _NO_PREFIX, line):
+                    break  # once a line, however many fields hold a mark: refile counts each shown
     return list(found.values()), unreadable
 
 
