@@ -446,6 +446,17 @@ def test_a_traceback_handed_on_as_text_keeps_only_its_own_line_breaks(root_log) 
     ]
 
 
+def test_a_secret_in_a_records_stack_is_masked(root_log) -> None:
+    """A record's stack (stack_info=True), printed after its message, quotes each frame's code,
+    which may hold what a line was called with."""
+    record = logging.makeLogRecord({"name": "bot", "levelno": logging.WARNING, "levelname": "WARNING"})
+    record.msg = "slow"
+    record.stack_info = f'Stack (most recent call last):\n  File "x.py", line 1\n    login("{KEY}")'
+    logging.getLogger("bot").handle(record)
+    assert KEY not in root_log.getvalue()
+    assert root_log.getvalue().endswith(f'    login("{MASK}")\n')
+
+
 def _store_line(formatter: logging.Formatter) -> str:
     """The grievance store's UNFILED line as `formatter` prints it."""
     from bot.tools.grievance_spool import UNFILED, spool_line
@@ -684,3 +695,13 @@ def test_refile_shows_the_stores_line_quoted_in_json_it_cannot_read() -> None:
     shown: list[str] = []
     assert unfiled_in(pretty.splitlines(), shown.append) == ([], 0)
     assert shown == [line]
+
+
+def test_refile_files_no_store_line_with_words_after_its_grievance() -> None:
+    # The store's line is a record's whole message, so nothing follows its grievance on it: one
+    # with more after it (another writer's words run on to it in a shared file) files nothing.
+    from bot.tools.grievance_spool import unfiled_in
+
+    line = _store_line(logs.plain_formatter())
+    assert [r["id"] for r in unfiled_in([line])[0]] == ["f2"]
+    assert unfiled_in([f"{line} and more"]) == ([], 0)
