@@ -3071,6 +3071,37 @@ def test_refile_files_the_journals_json_and_says_which_entries_it_left_out(tmp_p
     assert "-o json --all" in done.stderr
 
 
+def test_refile_shows_the_first_lines_it_passes_over_spelled_out_and_counts_them_all(tmp_path) -> None:
+    # `docker compose logs` colours its prefix: shown as read, the escape codes reached the
+    # terminal. A journal of many such lines is a count past the first few shown.
+    from bot import logs
+    from bot.cli import PASSED_OVER_SHOWN
+    from bot.tools.grievance_spool import UNFILED, spool_line
+
+    from .test_cli import voxdesk
+
+    storage = tmp_path / "storage"
+    storage.mkdir()
+
+    async def made() -> None:
+        await (await LocalGrievanceStore.open(storage / "grievances.db")).aclose()
+
+    asyncio.run(made())
+    lines = []
+    for n in range(PASSED_OVER_SHOWN + 2):
+        row = {"user_id": NOVA, "category": "wallet", "description": f"charged twice for gems, {n}"}
+        line = f"\x1b[36mvoxdesk-bot-1  |\x1b[0m [ERROR   ] bot.tools.grievance_store: {UNFILED}"
+        lines.append(line + spool_line(f"f{n}", **row, at="2026-12-06T04:00:00Z", state="open"))
+    log_file = tmp_path / "voxdesk.log"
+    log_file.write_text("".join(f"{line}\n" for line in lines))
+    done = voxdesk("refile", str(log_file), storage=storage)
+    assert done.returncode == 1, done.stderr
+    shown = [line for line in done.stderr.splitlines() if line.startswith("refile: not filed: ")]
+    assert shown == [f"refile: not filed: {logs.one_line(line)}" for line in lines[:PASSED_OVER_SHOWN]]
+    assert "\x1b" not in done.stderr
+    assert f"refile: {len(lines)} marked line(s) not filed" in done.stderr
+
+
 def test_refile_into_a_folder_not_the_bots_says_so_before_reading_a_journal(tmp_path) -> None:
     # `journalctl | voxdesk refile` with the storage folder named wrong: refused at once, not
     # after months of journal were read (here stdin stays open, as a follow would).
