@@ -774,7 +774,9 @@ async def test_a_429_without_retry_after_waits_until_its_rate_limit_reset(fake, 
 
 def test_a_rate_limit_reset_past_or_unreadable_is_no_wait() -> None:
     past = (dt.datetime.now(dt.UTC) - dt.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%MZ")
-    for reset in (past, "soon", ""):
+    # A time without its zone (a proxy's or compatible server's) is no instant to wait for.
+    unzoned = (dt.datetime.now(dt.UTC) + dt.timedelta(minutes=2)).strftime("%Y-%m-%dT%H:%M")
+    for reset in (past, "soon", "", unzoned):
         response = requests.Response()
         response.status_code = 429
         response.headers["X-RateLimit-Reset"] = reset
@@ -1327,6 +1329,22 @@ async def test_an_expired_api_token_is_refused_credentials_not_an_empty_jira(fak
     assert (news.value.status, str(news.value)) == (401, refused)
     assert (push.value.status, str(push.value)) == (401, refused)
     assert (await local_rows(db))[waiting.key] == ("pending", None)
+
+
+@pytest.mark.parametrize("reason", ["AUTHENTICATED_FAILED", "AUTHENTICATION_DENIED"])
+def test_a_login_jira_refused_or_holds_for_a_captcha_is_refused_credentials(reason) -> None:
+    # After failed logins Jira asks for a CAPTCHA first (AUTHENTICATION_DENIED), and answers as to
+    # nobody meanwhile, as it does an expired token: an empty search is no empty Jira either way.
+    from bot.tools.jira_tracker import JiraTracker
+
+    response = requests.Response()
+    response.status_code, response.url = 200, "https://jira.example/rest/api/3/search/jql"
+    response.headers["X-Seraph-LoginReason"] = reason
+    with pytest.raises(JIRAError) as refused:
+        JiraTracker._refuse_failed_login(response)
+    assert refused.value.status_code == 401
+    response.headers["X-Seraph-LoginReason"] = "OK"
+    JiraTracker._refuse_failed_login(response)
 
 
 async def test_an_account_that_lost_browse_permission_holds_every_push_and_says_so(fake, db) -> None:
