@@ -528,18 +528,18 @@ async def test_a_long_answer_in_text_alone_goes_as_text_not_spoken_in_the_bots_v
     past eSpeak's limit, a voice message of silence)."""
     from bot.agent import MAX_SPOKEN_CHARS
 
-    # One character over: the bound is the constant's, not some way past it.
+    # One character over: the bound is the constant's, not some way past it; at it, spoken.
     long = ("Your points come from matches, trivia and poker, counted every night. " * 60)[
         : MAX_SPOKEN_CHARS + 1
     ]
-    fake.script = [lambda body: {"content": long}, lambda body: {"content": "Short and sweet."}]
+    fake.script = [lambda body: {"content": long}, lambda body: {"content": long[:MAX_SPOKEN_CHARS]}]
     async with running_app(openai_settings(storage, fake)) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
-        short = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        at_bound = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     assert (reply.engine, reply.kind, reply.text) == ("openai", "answer", long)
     assert reply.audio is None  # the front ends send the words, whatever the reply style
     assert f"an answer of {len(long)} characters came without audio to send" in caplog.text
-    assert short.audio is not None and short.audio.duration_secs > 0.5  # a short one is spoken
+    assert at_bound.audio is not None and at_bound.audio.duration_secs > 0.5
 
 
 async def test_an_answer_longer_than_a_reply_is_sent_with_is_cut_and_keeps_the_history(
@@ -574,6 +574,20 @@ async def test_an_answer_cut_inside_a_code_block_closes_the_block(storage, fake)
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
     assert len(reply.text) <= MAX_ANSWER_CHARS + 5
     assert reply.text.count("```") == 2 and reply.text.endswith("\n```")
+
+
+async def test_only_an_answer_cut_inside_a_code_block_is_given_a_closing_fence(storage, fake) -> None:
+    """An answer that is whole says what it means to, an odd fence and all; and a fence escaped
+    with a backslash opens no block, so a cut after one leaves nothing open to close."""
+    whole = "Type ``` on a line of its own to start a code block."
+    escaped = "Type \\``` to show three backticks. " + "Your points add up. " * 3000
+    fake.script = [lambda body: {"content": whole}, lambda body: {"content": escaped}]
+    async with running_app(openai_settings(storage, fake, VOXDESK_OPENAI_MAX_REPLY_TOKENS="0")) as app:
+        first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        cut = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert first.text == whole
+    assert cut.text.startswith("Type \\``` to show") and cut.text.endswith("…")
+    assert cut.text.count("```") == 1
 
 
 @pytest.mark.parametrize(
