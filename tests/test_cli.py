@@ -1160,6 +1160,39 @@ def test_sigterm_stops_a_command_with_its_speech_workers(settings) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
+def test_sigterm_stops_a_command_run_with_ctrl_c_ignored(tmp_path) -> None:
+    # A script's background job runs with SIGINT ignored: there SIGTERM, taken as Ctrl-C, is
+    # Ctrl-C itself rather than nothing. refile reading a terminal waits until it is stopped.
+    import pty
+
+    (tmp_path / "grievances.db").touch()  # the bot's storage folder: refile goes on to read
+    terminal, its_end = pty.openpty()
+    with subprocess.Popen(
+        ["sh", "-c", 'trap "" INT; exec "$0" -m bot refile', sys.executable],
+        cwd=REPO,
+        env={**os.environ, "VOXDESK_STORAGE_DIR": str(tmp_path)},
+        stdin=its_end,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as refile:
+        os.close(its_end)
+        said = ""
+        while "refile: reading stdin" not in said:  # SIGTERM is taken as Ctrl-C from here on
+            line = refile.stderr.readline()
+            assert line, said
+            said += line
+        refile.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            refile.wait(timeout=30)
+        if refile.returncode is None:  # SIGTERM did nothing: end what it reads, for the test to end
+            os.write(terminal, b"\x04")
+        _, rest = refile.communicate(timeout=60)
+    os.close(terminal)
+    assert refile.returncode == 143, said + rest
+    assert "Traceback" not in said + rest
+
+
 @pytest.mark.parametrize("buffered", ["", "1"])
 @pytest.mark.parametrize("command", [["init"], ["player", "export", "111111111111111111"]])
 def test_output_whose_reader_went_away_ends_quietly(settings, command, buffered) -> None:
@@ -1339,3 +1372,16 @@ def test_a_quoted_tilde_in_out_is_the_home_folder(settings, tmp_path, command) -
     else:
         assert done.stdout == f"player 111111111111111111: written to {written}\n"
     assert written.stat().st_size > 0
+
+
+def test_backup_refuses_a_folder_inside_the_storage_folder_named_from_where_it_runs(settings) -> None:
+    # `cd /srv/voxdesk && voxdesk backup var/backups`: a path from the working directory is
+    # inside the storage folder as much as a whole one.
+    storage = settings.storage_dir
+    before = sorted(p.name for p in storage.iterdir())
+    done = voxdesk(
+        "backup", f"{storage.name}/backups", storage=storage, cwd=storage.parent, PYTHONPATH=str(REPO)
+    )
+    assert done.returncode == 2, done.stderr
+    assert "inside the storage folder" in done.stderr
+    assert sorted(p.name for p in storage.iterdir()) == before
