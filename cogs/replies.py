@@ -310,7 +310,10 @@ def _break(text: str, limit: int, as_text: int, code: bool = False) -> tuple[int
         spans = _inline_code(text)
         cut = max((b for b in breaks if not any(s < b < e for s, e, _ in spans)), default=-1)
         if cut < limit // 2:
-            cut = max(breaks, default=-1)  # code longer than half a piece: cut within it
+            # Code longer than half a piece: cut within it, after some of its code. A cut just
+            # after its opening backticks (code that starts with a space) has none before it to
+            # close, and would leave them alone at the piece's end, the closing ones unpaired.
+            cut = max((b for b in breaks if not any(s < b <= s + t for s, _, t in spans)), default=-1)
     if cut < limit // 2:  # no good break near the end: cut hard rather than make tiny pieces
         return _hard_cut(text, limit, as_text)
     return cut, text, as_text

@@ -154,6 +154,16 @@ def test_inline_code_longer_than_half_a_piece_is_closed_and_opened_again():
     assert [w.strip("`") for p in pieces for w in p.split()] == ["Run", *code.split(), "and", "wait."]
 
 
+def test_inline_code_opening_with_a_space_is_not_cut_just_after_its_mark():
+    # Cut at the space after the opening backtick, no code came before the cut to close: that
+    # backtick alone ended one message, and the code's closing one, unpaired, a later one.
+    text = "x" * 1980 + "` " + "y" * 3000 + "` done"
+    pieces = split_message(text)
+    assert all(len(p) <= 2000 for p in pieces)
+    assert all(p.count("`") == 2 for p in pieces), [p[:5] + "…" + p[-5:] for p in pieces]
+    assert "".join(pieces).replace("`", "") == text.replace("`", "")
+
+
 def test_inline_code_in_a_code_block_is_the_blocks():
     # Backticks within a block are code; the block alone is closed and opened again.
     lines = [f"echo `date` {i}" for i in range(200)]
