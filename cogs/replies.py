@@ -272,9 +272,10 @@ def _inline_code(text: str) -> list[tuple[int, int, int]]:
 
 
 def _cut_code(spans: list[tuple[int, int, int]], cut: int) -> int:
-    """The backticks of the inline code span a cut at `cut` falls within, some of its code
-    before the cut; 0 for none."""
-    return next((ticks for start, end, ticks in spans if start + ticks < cut < end), 0)
+    """The backticks of the inline code span a cut at `cut` falls within, its opening backticks
+    before the cut; 0 for none. A cut just after them holds none of its code: cut again that
+    many characters sooner, it falls before them."""
+    return next((ticks for start, end, ticks in spans if start < cut < end), 0)
 
 
 def _code_at(spans: list[tuple[int, int, int]], cut: int) -> tuple[int, int, int] | None:

@@ -164,6 +164,14 @@ def test_inline_code_opening_with_a_space_is_not_cut_just_after_its_mark():
     assert "".join(pieces).replace("`", "") == text.replace("`", "")
 
 
+def test_a_hard_cut_just_after_inline_codes_opening_backticks_falls_before_them():
+    # Words with no break for a whole piece, then inline code at the limit: cut hard just after
+    # its opening backticks, they ended one message alone and the closing ones, unpaired, the next.
+    for ticks in ("`", "``"):
+        text = "x" * (2000 - len(ticks)) + f"{ticks}code here{ticks} done"
+        assert split_message(text) == ["x" * (2000 - len(ticks)), f"{ticks}code here{ticks} done"]
+
+
 def test_inline_code_in_a_code_block_is_the_blocks():
     # Backticks within a block are code; the block alone is closed and opened again.
     lines = [f"echo `date` {i}" for i in range(200)]
