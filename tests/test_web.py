@@ -983,6 +983,13 @@ async def test_a_status_changed_since_the_page_was_loaded_is_not_overwritten_uns
         )
         assert again.status == 303
         assert (await store.staff_get("GRV-10")).status == "waiting on player"  # type: ignore[union-attr]
+        # A form without the status its sender saw (a script), or with one that is no status, sets
+        # it whatever it is.
+        for was, status in (({}, "open"), ({"was": "bogus"}, "resolved")):
+            form = {k: v for k, v in status_form(fresh, status).items() if k != "was"} | was
+            done = await client.post("/desk/ticket/GRV-10/status", data=form, allow_redirects=False)
+            assert done.status == 303, was
+            assert (await store.staff_get("GRV-10")).status == status  # type: ignore[union-attr]
 
 
 async def test_with_jira_the_desk_is_read_only_and_links_to_the_issue(wsettings) -> None:
@@ -3593,6 +3600,9 @@ async def test_notes_per_hour_are_there_as_text_not_only_as_bars(wsettings) -> N
         "Usage per day (UTC)",
     ]
     assert busy and all(f"<td>{hour[:10]} {hour[11:]}:00</td><td>{n}</td>" in html for hour, n in busy)
+    # Only the hours with notes: the rest are bars of nothing.
+    (table,) = [t for t in html.split("<table")[1:] if "hours-caption" in t]
+    assert table.count("<tr><td>") == len(busy)
 
 
 async def test_the_desks_no_match_row_spans_exactly_the_columns(wsettings) -> None:
