@@ -1286,6 +1286,15 @@ async def test_a_field_jira_requires_is_named_with_its_id(fake, db) -> None:
     assert error == "Jira answered HTTP 400: Severity is required. (customfield_10080)"
 
 
+def test_a_page_for_people_without_a_title_is_told_as_one_not_as_its_markup() -> None:
+    response = requests.Response()
+    response.status_code = 503
+    response.headers["Content-Type"] = "text/html; charset=utf-8"
+    response._content = b"<html><body><div class='x'>" + b"<p>down</p>" * 50 + b"</div></body></html>"
+    error = explain(JIRAError(status_code=503, text=response.text, response=response), "https://jira", 15.0)
+    assert str(error) == "Jira answered HTTP 503: an HTML page"
+
+
 async def test_a_page_for_people_in_jiras_place_is_told_by_its_title(fake, db) -> None:
     # While a site is down or in maintenance Atlassian's edge answers with an HTML page. Its first
     # 200 characters, all markup, were the reason the log, the desk and the player's export kept.
