@@ -487,15 +487,20 @@ async def test_a_refusal_that_quotes_the_player_is_logged_on_one_line(storage, f
     assert not any(c in logged for c in "\n\r\x1b"), logged
 
 
-async def test_a_transcript_of_blanks_gives_way_to_the_words_in_the_content(storage, fake) -> None:
-    """A compatible server may put the words in `content` and leave the audio's transcript blank:
-    the player who reads their answers gets the words, and the history keeps them."""
+@pytest.mark.parametrize("transcript", [" \n ", 42], ids=["blanks", "a number"])
+async def test_a_transcript_of_blanks_gives_way_to_the_words_in_the_content(
+    storage, fake, transcript
+) -> None:
+    """A compatible server may put the words in `content` and leave the audio's transcript blank
+    (or give one of another type): the player who reads their answers gets the words, and the
+    history keeps them."""
     spoken = base64.b64encode(spoken_audio("You have forty points.", "opus")).decode()
 
     def blank_transcript(body):
         audio = {"id": "audio_blank", "data": spoken, "expires_at": int(time.time()) + 3600}
-        return {"content": "You have forty points.", "audio": {**audio, "transcript": " \n "}}
+        return {"content": "You have forty points.", "audio": {**audio, "transcript": transcript}}
 
+    fake.compatible_server = not isinstance(transcript, str)  # off the API's spec
     fake.script = [blank_transcript]
     async with running_app(openai_settings(storage, fake)) as app:
         reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
