@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import typing
 from pathlib import Path
 
@@ -1126,6 +1127,20 @@ def test_a_command_run_in_another_programs_process_leaves_its_sigterm_handler(ca
         assert signal.getsignal(signal.SIGTERM) is theirs
     finally:
         signal.signal(signal.SIGTERM, before)
+
+
+def test_a_command_run_in_another_programs_thread_runs_without_a_sigterm_handler() -> None:
+    # Only the main thread may set a signal handler: main() called in another thread (a test
+    # runner's, a program's worker) would fail on it before running the command.
+    from bot.cli import main
+
+    done: list[int] = []
+    worker = threading.Thread(
+        target=lambda: done.append(main(["eval", "--as-text", "--recognizer", "whisper", "--split", "nvdev"]))
+    )
+    worker.start()
+    worker.join()
+    assert done == [2]
 
 
 def test_sigterm_stops_a_command_with_its_speech_workers(settings) -> None:
