@@ -446,6 +446,15 @@ def test_a_traceback_handed_on_as_text_keeps_only_its_own_line_breaks(root_log) 
     ]
 
 
+def test_an_exception_whose_context_loops_back_is_logged(root_log) -> None:
+    # A library may set __context__ by hand into a loop: Python's traceback stops where it comes
+    # round again, and so must the look for each exception's words (else pytest-timeout ends it).
+    first, second = ValueError("first\nline"), RuntimeError("second")
+    first.__context__, second.__context__ = second, first
+    logging.getLogger("bot").error("failed", exc_info=second)
+    assert "ValueError: first\\nline" in root_log.getvalue()
+
+
 def test_a_secret_in_a_records_stack_is_masked(root_log) -> None:
     """A record's stack (stack_info=True), printed after its message, quotes each frame's code,
     which may hold what a line was called with."""
