@@ -8,7 +8,8 @@ every record it prints.
 
 The same handlers keep a record's message on one line: a player's words, a web path or a
 service's error quoted in it could otherwise start a line of their own (one `voxdesk refile`
-would read as the grievance store's) or send a terminal escape codes.
+would read as the grievance store's) or send a terminal escape codes. They keep each line they
+write under journald's LineMax too (MAX_LINE_BYTES).
 """
 
 from __future__ import annotations
@@ -87,6 +88,35 @@ _IN_TRACEBACK = re.compile(f"[{_BUT_LF}]")
 _MARGIN = r"(?: *\| )?"
 
 
+# journald keeps a line over LineMax (48K bytes by default) as several entries, and a reader of
+# `journalctl -o cat` or a short format sees the rest as a line of its own, starting wherever the
+# cut fell: in a player's words a DEBUG line quotes, which could be shaped as the grievance
+# store's UNFILED line. No line a masking handler writes comes near it; the store's UNFILED line
+# for the longest grievance (tests/test_logs.py sizes it) fits whole, prefix and all.
+MAX_LINE_BYTES = 32 * 1024
+_CUT_ROOM = 40  # for the marker, " … [cut N bytes]"
+# A character written as at most this many bytes: UTF-8's four, or a lone surrogate spelled
+# "\udc80" by a stream's backslashreplace.
+_MAX_CHAR_BYTES = 6
+
+
+def capped(text: str) -> str:
+    """`text` (one line) cut at a character to at most MAX_LINE_BYTES bytes written, with a marker
+    saying how many were cut."""
+    if len(text) * _MAX_CHAR_BYTES <= MAX_LINE_BYTES:
+        return text
+    # As stderr writes a lone surrogate: spelled out, at six bytes.
+    encoded = text.encode("utf-8", "backslashreplace")
+    if len(encoded) <= MAX_LINE_BYTES:
+        return text
+    kept = encoded[: MAX_LINE_BYTES - _CUT_ROOM].decode("utf-8", "ignore")  # a split character goes
+    return f"{kept} … [cut {len(encoded) - len(kept.encode())} bytes]"
+
+
+def _capped_lines(text: str) -> str:
+    return "\n".join(map(capped, text.split("\n")))
+
+
 def _escape(match: re.Match[str]) -> str:
     return ascii(match.group())[1:-1]  # as repr() spells it: "\\n", "\\x1b", "\\u2028"
 
@@ -119,16 +149,16 @@ def _exception_text(text: str, exc: BaseException | None) -> str:
 
 
 class SecretMask(logging.Filter):
-    """Replaces each secret value in a record with MASK, and spells out what could break or
-    recolour its line (one_line: a record's message is one line, its traceback's breaks its own);
-    lets every record through."""
+    """Replaces each secret value in a record with MASK, spells out what could break or recolour
+    its line (one_line: a record's message is one line, its traceback's breaks its own) and cuts
+    each of its lines to MAX_LINE_BYTES (capped); lets every record through."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         try:
             message = record.getMessage()
         except Exception:  # arguments that do not fit: the handler reports that when it formats
             return True
-        clean = masked(one_line(message))
+        clean = capped(masked(one_line(message)))
         if clean != message:
             record.msg, record.args = clean, None
         text = record.exc_text
@@ -136,7 +166,7 @@ class SecretMask(logging.Filter):
             text = _plain.formatException(record.exc_info)
         if text:
             exc = record.exc_info[1] if record.exc_info else None
-            clean = masked(_exception_text(text, exc))
+            clean = _capped_lines(masked(_exception_text(text, exc)))
             if clean != text:
                 # Without exc_info, so a formatter that renders the exception afresh (discord.py's
                 # does, in colour) prints the clean text. The stash outlives a formatter that
@@ -146,7 +176,7 @@ class SecretMask(logging.Filter):
         elif not record.exc_info and not text:
             record.exc_text = getattr(record, "voxdesk_masked_exc_text", None)
         if record.stack_info:
-            record.stack_info = masked(record.stack_info)
+            record.stack_info = _capped_lines(masked(record.stack_info))
         return True
 
 

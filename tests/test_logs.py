@@ -714,3 +714,90 @@ def test_refile_files_no_store_line_with_words_after_its_grievance() -> None:
     line = _store_line(logs.plain_formatter())
     assert [r["id"] for r in unfiled_in([line])[0]] == ["f2"]
     assert unfiled_in([f"{line} and more"]) == ([], 0)
+
+
+JOURNAL_LINE_MAX = 48 * 1024  # journald's LineMax, by default
+
+
+def _as_journal_cuts(text: str) -> list[str]:
+    """The lines a handler wrote to the journal as `journalctl -o cat` prints them: each entry's
+    message (the priority taken off as the level), a line over LineMax as several entries."""
+    entries = []
+    for line in text.splitlines():
+        data = re.sub(r"^<\d>", "", line).encode()
+        for at in range(0, len(data), JOURNAL_LINE_MAX):
+            entries.append(data[at : at + JOURNAL_LINE_MAX].decode(errors="replace"))
+    return entries
+
+
+@pytest.mark.parametrize("formatter", [logs.plain_formatter, logs.JournalFormatter])
+def test_a_line_over_the_cap_is_cut_at_a_character_and_says_how_much(root_log, formatter) -> None:
+    logging.getLogger().handlers[0].setFormatter(formatter())
+    words = "é" * 20_000 + "ツ" * 20_000 + "😀" * 10_000  # 140,000 bytes of UTF-8
+    try:
+        raise ValueError(words)
+    except ValueError:
+        logging.getLogger("bot.agent").error("heard %s", words, exc_info=True)
+    lines = [re.sub(r"^<\d>", "", line) for line in root_log.getvalue().splitlines()]
+    message, said = lines[0], lines[-1]
+    assert said.startswith("ValueError: éé")
+    for line in (message, said):
+        assert len(line.encode()) <= logs.MAX_LINE_BYTES + 100  # the format's prefix
+        kept, cut = re.fullmatch(r"(.*) … \[cut (\d+) bytes\]", line).groups()
+        shown = kept.partition("heard " if line is message else ": ")[2]
+        assert words.startswith(shown)  # whole characters, none split
+        assert len(shown.encode()) + int(cut) == len(words.encode())
+
+
+def test_a_line_under_the_cap_is_left_whole(root_log) -> None:
+    words = "ツ" * (logs.MAX_LINE_BYTES // 3 - 20)
+    logging.getLogger("bot.agent").warning("heard %s", words)
+    assert root_log.getvalue() == f"WARNING bot.agent heard {words}\n"
+
+
+@pytest.mark.parametrize("formatter", [logs.plain_formatter, logs.JournalFormatter])
+def test_refile_files_no_players_words_past_the_journals_line_max(root_log, formatter) -> None:
+    # `journalctl -o cat` prints the rest of a line journald cut as a line of its own, with
+    # nothing to say it is one: a player's words there, shaped as the store's line, would be
+    # filed in another player's name. No line of the bot's reaches LineMax.
+    from bot.tools.grievance_spool import unfiled_in
+
+    logging.getLogger().setLevel(logging.DEBUG)
+    try:
+        handler = logging.getLogger().handlers[0]
+        handler.setFormatter(formatter())
+        head = re.sub(
+            r"^<\d>", "", handler.format(logging.LogRecord("bot.agent", 10, "", 1, "heard ", None, None))
+        )
+        words = "x" * (JOURNAL_LINE_MAX - len(head.encode())) + _forged_unfiled()
+        assert _as_journal_cuts(head + words)[1] == _forged_unfiled()  # where journald cuts
+        logging.getLogger("bot.agent").debug("heard %s", words)
+    finally:
+        logging.getLogger().setLevel(logging.WARNING)
+    entries = _as_journal_cuts(root_log.getvalue())
+    assert unfiled_in(entries) == ([], 0)
+    assert len(entries) == 1 and entries[0].startswith(head)
+
+
+@pytest.mark.parametrize("formatter", [logs.plain_formatter, logs.JournalFormatter, _cli_formatter])
+def test_the_stores_line_for_the_longest_grievance_is_filed_whole(root_log, formatter) -> None:
+    # Every character of the words an astral one (json.dumps spells each as two \\uXXXX, 12
+    # bytes), a playground session's owner, the longest category and state, the other filing ids.
+    from bot.tools import CATEGORIES, MAX_DESCRIPTION, MAX_FILINGS_PER_NOTE
+    from bot.tools.grievance_spool import UNFILED, spool_line, unfiled_in
+
+    row = {
+        "user_id": "web:" + "A" * 43 + ":" + "9" * 20,
+        "category": max(CATEGORIES, key=len),
+        "description": "😀" * MAX_DESCRIPTION,
+        "at": "2026-12-06T04:00:00.123456+00:00",
+        "state": "local_only",
+    }
+    others = ["f" * 64] * MAX_FILINGS_PER_NOTE
+    logging.getLogger().handlers[0].setFormatter(formatter())
+    # As the store logs it at its stop (LocalGrievanceStore.close).
+    logging.getLogger("bot.tools.grievance_store").error("%s%s", UNFILED, spool_line("f" * 64, others, **row))
+    text = root_log.getvalue()
+    assert "[cut " not in text
+    filed, unreadable = unfiled_in(_as_journal_cuts(text))
+    assert unreadable == 0 and [{f: r[f] for f in row} for r in filed] == [row]
