@@ -273,8 +273,16 @@ class CatchUp(commands.Cog):
             return 0
         ledger = self.bot.core.notes
         cutoff = self._cutoff()
+        # Answers kept for notes settled or given up on elsewhere (another process, a moderator)
+        # are let go once the notes are too old to answer.
+        voice.forget_unsent(sent_before=cutoff)
         leftovers = await ledger.unanswered()
         await ledger.expire([u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff])
+
+        async def give_up(message_id: int) -> None:
+            await ledger.expire([message_id])
+            voice.forget_unsent([message_id])
+
         answered = 0
         self._unfetched_said &= {u.message_id for u in leftovers}
         # Discord's trouble with notes not failed before: a ban fails every one, said in one line.
@@ -305,27 +313,28 @@ class CatchUp(commands.Cog):
                         # request sure to be refused spends the rate limit and, with enough
                         # others, earns Cloudflare's ban of the address.
                         log.warning("could not %s %s: %s; giving it up", what, left.message_id, NO_HISTORY)
-                        await ledger.expire([left.message_id])
+                        await give_up(left.message_id)
                         continue
                     message = await channel.fetch_message(left.message_id) if channel else None
                     notes = voice.voice_notes(message) if message else []
                     if message is None or not notes:
-                        await ledger.expire([left.message_id])
+                        await give_up(left.message_id)
                         continue
                     what = "look for my reply to note"
                     if left.state == "started" and await self._replied_to(message, left.lease_until):
                         # Its process died after the reply went out, before it could mark the note.
                         await ledger.answered_before_a_crash([left.message_id])
+                        voice.forget_unsent([left.message_id])
                         continue
                 except discord.NotFound:  # deleted meanwhile: nothing to answer
-                    await ledger.expire([left.message_id])
+                    await give_up(left.message_id)
                     continue
                 except (discord.HTTPException, discord.RateLimited) as exc:
                     if not discords_trouble(exc):
                         # Refused (the bot lost sight of the channel): no recheck would change that,
                         # and an answer there would be refused too.
                         log.warning("could not %s %s: %s; giving it up", what, left.message_id, _why(exc))
-                        await ledger.expire([left.message_id])
+                        await give_up(left.message_id)
                         continue
                     # Left for the next recheck, which meets a long outage every recheck_seconds.
                     if left.message_id not in self._unfetched_said:

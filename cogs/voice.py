@@ -9,7 +9,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -479,7 +479,6 @@ class VoiceNotes(commands.Cog):
             await self._release(message)
             return
         if reached is Reached.YES:
-            self._unsent.pop(message.id, None)
             await self._heard(message, told or [])
             await self._settle(ledger.answered, message)
             return
@@ -505,7 +504,6 @@ class VoiceNotes(commands.Cog):
                 author.id,
                 message.channel.id,
             )
-        self._unsent.pop(message.id, None)
         await self._settle(ledger.unanswerable, message)
 
     def _wait_out_timeout(self, message: discord.Message) -> bool:
@@ -634,15 +632,33 @@ class VoiceNotes(commands.Cog):
         """Give the note back to be answered again: its turn is over and nothing reached the player."""
         ledger = self.bot.core.notes
         if message.id not in self._unrecorded:
-            await self._settle(ledger.release, message)
+            await self._mark(ledger.release, message)
             return
         # Answered unrecorded: `answer` would pass it over for good, and the ledger, which has no
         # row of it, would never list it.
         del self._unrecorded[message.id]
         place, user = message.channel.id, str(message.author.id)
-        await self._settle(lambda m: ledger.release_unrecorded(m, place, user), message)
+        await self._mark(lambda m: ledger.release_unrecorded(m, place, user), message)
 
     async def _settle(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
+        """Mark the note settled, its answer kept for the recheck (if any) let go."""
+        self._unsent.pop(message.id, None)
+        await self._mark(mark, message)
+
+    def forget_unsent(
+        self, message_ids: Iterable[int] = (), sent_before: datetime.datetime | None = None
+    ) -> None:
+        """Let go of the answers kept for these notes, which the recheck gave up on, and of those
+        for notes sent before `sent_before`, which it answers no more: each holds its audio, and a
+        note settled by another process, or too old, would otherwise keep it until MAX_UNSENT
+        newer ones pushed it out."""
+        for message_id in message_ids:
+            self._unsent.pop(message_id, None)
+        if sent_before is not None:
+            for message_id in [m for m in self._unsent if discord.utils.snowflake_time(m) < sent_before]:
+                del self._unsent[message_id]
+
+    async def _mark(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
         try:
             await mark(message.id)
         except Exception as exc:

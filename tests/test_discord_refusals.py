@@ -639,3 +639,34 @@ async def test_a_stop_while_a_player_is_told_how_to_send_a_note_counts_no_note_f
         await asyncio.wait_for(h.task, 30)
     said = [r.getMessage() for r in caplog.records if r.name == "cogs.bot"]
     assert not [line for line in said if "note(s)" in line], said
+
+
+@pytest.mark.parametrize("then", ["deleted", "locked", "too old"])
+async def test_an_answer_kept_for_the_recheck_is_let_go_when_its_note_ends_otherwise(
+    settings, fake: FakeDiscord, monkeypatch, then: str
+):
+    # Discord fails the answer (503): it is kept, audio and all, for the recheck to send. The
+    # note then ends another way (deleted by its player, its thread locked by a moderator, too
+    # old for the recheck): the answer must not stay in memory until MAX_UNSENT newer ones push
+    # it out, as a note settled by another process would keep it too.
+    import datetime
+
+    fake.posts_unavailable = 1
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        voice, catch_up = h.bot.get_cog("VoiceNotes"), h.bot.get_cog("CatchUp")
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), "text")  # no words sent instead
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        note = await fake.send_note(nova, voice_note(), channel_id=thread)
+        assert await settled(settings, note) == "pending"  # given back for the recheck
+        assert int(note["id"]) in voice._unsent
+        if then == "deleted":
+            await fake.delete_message(thread, note["id"])
+        elif then == "locked":
+            await fake.lock_thread(thread)
+        else:
+            later = discord.utils.utcnow() + datetime.timedelta(seconds=1)
+            monkeypatch.setattr(catch_up, "_cutoff", lambda: later)
+        await catch_up.answer_leftovers()
+        await eventually(lambda: note_state(settings, note) == "expired")
+        assert int(note["id"]) not in voice._unsent
+    assert fake.replies_to(note["id"]) == []
