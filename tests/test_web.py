@@ -2441,6 +2441,35 @@ async def test_a_complaint_count_web_db_refuses_still_holds_until_a_restart(sett
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+def test_a_complaint_restored_from_the_future_counts_as_made_now() -> None:
+    # The clock stepped back (an NTP correction, a restored VM) since web.db kept a complaint:
+    # its time lies ahead, and counted there it would hold the limit for longer than a day.
+    now = [1000.0]
+    limit = RateLimit(1, playground.DAY, clock=lambda: now[0])
+    limit.restore("visitor", -2 * playground.DAY)
+    assert limit.spent("visitor")
+    now[0] += playground.DAY + 1
+    assert not limit.spent("visitor")
+
+
+async def test_complaint_times_in_the_future_are_kept_as_now_in_web_db(tmp_path) -> None:
+    # Else every restart within the days the clock was stepped back would count them afresh.
+    from bot.web.security import PlaygroundComplaints
+
+    path = tmp_path / "web.db"
+    log = await PlaygroundComplaints.open(path, playground.DAY)
+    await log.aclose()
+    ahead = time.time() + 2 * playground.DAY
+    with contextlib.closing(sqlite3.connect(path)) as conn, conn:
+        conn.execute("INSERT INTO playground_complaints (visitor, at) VALUES ('v', ?)", (ahead,))
+    log = await PlaygroundComplaints.open(path, playground.DAY)
+    try:
+        (kept,) = await log.since(0.0)
+    finally:
+        await log.aclose()
+    assert kept[0] == "v" and kept[1] <= time.time()
+
+
 async def test_the_desk_marks_complaints_from_anonymous_playground_visitors(settings) -> None:
     import json
 

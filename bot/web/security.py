@@ -222,7 +222,11 @@ class PlaygroundComplaints:
     @classmethod
     async def open(cls, path: Path, window: float) -> PlaygroundComplaints:
         async with opening(path, WEB_SCHEMA, version=WEB_SCHEMA_VERSION) as conn:
-            await conn.execute("DELETE FROM playground_complaints WHERE at < ?", (time.time() - window,))
+            now = time.time()
+            await conn.execute("DELETE FROM playground_complaints WHERE at < ?", (now - window,))
+            # A time ahead of now is the clock stepped back since: counted from then, the limits
+            # would last past a day, anew at each restart until the clock caught up.
+            await conn.execute("UPDATE playground_complaints SET at = ? WHERE at > ?", (now, now))
             await conn.commit()
             return cls(conn)
 
@@ -576,7 +580,8 @@ class RateLimit:
         """Count an event of `key`'s `age` seconds ago, one kept across a restart: restored oldest
         first, as they happened."""
         events = self._events.setdefault(key, deque())
-        events.append(self.clock() - age)
+        # A negative age is a clock stepped back since the event: counted as now, not ahead.
+        events.append(self.clock() - max(age, 0.0))
         self._events.move_to_end(key)
         while len(self._events) > MAX_CLIENTS:
             self._events.popitem(last=False)
