@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from bot import audio, metrics
+from bot import audio, heap, metrics
 from bot import sentences as say
 from bot.config import AgentSettings, AudioSettings
 from bot.conversations import ConversationStore
@@ -286,6 +286,7 @@ class VoiceAgent:
         self._user_locks: dict[str, asyncio.Lock] = {}
         self._user_waiting: dict[str, int] = {}
         self._turning = metrics.Waiting()  # the turns holding a slot, by when each took it
+        self.idle_trim = heap.IdleTrim()
         # usage.db failing fails every note's read and record alike: said once, not once a note.
         # Apart, each beside the other: a busy or full usage.db still reads, and a read's success
         # would end the outage each record then starts again. The playground's reads say theirs
@@ -347,6 +348,7 @@ class VoiceAgent:
         at once (what takes no `slot` waits only for the user's own turns)."""
         lock = self._user_locks.setdefault(user_id, asyncio.Lock())
         self._user_waiting[user_id] = self._user_waiting.get(user_id, 0) + 1
+        self.idle_trim.busy()
         turn = object()
         if slot:
             metrics.NOTES_WAITING.enter(turn)
@@ -363,6 +365,8 @@ class VoiceAgent:
             if self._user_waiting[user_id] == 0:
                 del self._user_waiting[user_id]
                 del self._user_locks[user_id]
+            if not self._user_waiting:
+                self.idle_trim.idle()
 
     # ---- the turn -----------------------------------------------------------------------
 

@@ -124,6 +124,7 @@ class App:
         closes) cuts short the client it lands in and is raised once the others are closed too:
         the grievance store, closed last, logs what the disk refused (its one copy), and an
         aiosqlite thread left open would keep the process from exiting."""
+        self.agent.idle_trim.close()
         cancelled: asyncio.CancelledError | None = None
         try:
             await self._flush_grievances()

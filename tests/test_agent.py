@@ -319,6 +319,42 @@ async def test_one_players_turns_never_overlap_even_with_slots_to_spare(settings
     assert histories[NOVA] == [f"{NOVA}-{n}" for n in range(4)]  # one after another, in order
 
 
+async def test_the_heap_is_trimmed_once_no_turn_runs_or_waits_not_as_each_turn_ends(settings) -> None:
+    """Nova's turn ends while Blaze's still runs: no trim then; one once Blaze's has ended too."""
+    from bot.heap import IdleTrim
+
+    trims: list[int] = []
+    during_blaze: list[int] = []
+    nova_done = asyncio.Event()
+
+    class Staggered(ScriptedEngine):
+        async def complete(self, turn: TurnState) -> EngineReply:
+            if turn.context.user_id == BLAZE:
+                # Not a timing assertion: a guard so a turn that never ends fails the test.
+                await asyncio.wait_for(nova_done.wait(), 30)
+                await asyncio.sleep(0.05)  # the idle timer (0 s) would fire here, were one set
+                during_blaze.extend(trims)
+            return EngineReply(text=f"re {turn.text}")
+
+    async with running_app(settings, Staggered()) as app:
+        app.agent.idle_trim = IdleTrim(0.0, trim=lambda: trims.append(len(trims)))
+
+        async def nova() -> None:
+            await app.agent.respond_text(ToolContext(user_id=NOVA), "hi")
+            nova_done.set()
+
+        blaze = asyncio.create_task(app.agent.respond_text(ToolContext(user_id=BLAZE), "hi"))
+        await nova()
+        assert not blaze.done()
+        await blaze
+        for _ in range(500):  # a guard, not a timing assertion: the trim runs on a thread
+            if trims:
+                break
+            await asyncio.sleep(0.01)
+    assert during_blaze == []
+    assert trims == [0]
+
+
 async def test_a_ticket_filed_is_confirmed_even_when_the_turn_cannot_be_saved(settings, caplog) -> None:
     import sqlite3
 
