@@ -1168,3 +1168,33 @@ async def test_azure_refuses_a_reply_voice_or_format_its_api_version_does_not_li
         (400, "audio.format", "invalid_value"),
     ]
     assert "Invalid value: 'ash'" in fake.violations[0] and "'aac'" in fake.violations[1]
+
+
+async def test_a_throttled_fake_limits_a_channels_posts_as_discord_does() -> None:
+    # Each answer states its bucket; the post past the limit is a 429 with Discord's body and
+    # headers (Via, which discord.py needs to trust it), counted as an invalid request; another
+    # channel's bucket is its own.
+    async with discord_server.serving() as fake:
+        fake.throttle(1000.0)  # windows of 5000 s: none resets within the test
+        channel, other = discord_server.ALLOWED_CHANNEL, discord_server.OTHER_CHANNEL
+        answers = []
+        async with aiohttp.ClientSession(headers={"Authorization": f"Bot {TOKEN}"}) as http:
+            for where in [channel] * 6 + [other]:
+                async with http.post(
+                    f"{fake.api_base}/channels/{where}/messages", json={"content": "x"}
+                ) as r:
+                    answers.append((r.status, dict(r.headers), await r.json()))
+    assert [(s, h["X-RateLimit-Remaining"]) for s, h, _ in answers] == [
+        (200, "4"),
+        (200, "3"),
+        (200, "2"),
+        (200, "1"),
+        (200, "0"),
+        (429, "0"),
+        (200, "4"),
+    ]
+    _, headers, body = answers[5]
+    assert headers["X-RateLimit-Limit"] == "5" and headers["X-RateLimit-Scope"] == "user" and headers["Via"]
+    assert body["global"] is False and 4990 < body["retry_after"] <= 5000
+    assert openapi.component_errors(DISCORD, "RatelimitedResponse", body) == []
+    assert fake.invalid == [f"POST /api/v10/channels/{channel}/messages 429"]

@@ -42,7 +42,11 @@ Discord's own trouble on a message POST is a test's to switch on: 503, a 502 aft
 was posted, a lost connection, a rate limit (per bucket or global, with Discord's headers),
 Cloudflare's ban (429 as an HTML page), an upload over the channel's limit (413, 40005).
 Typing, reactions and an interaction's answers (its callback, follow-ups and edits) may be
-rate-limited too, and reaction and typing requests held unanswered.
+rate-limited too, and reaction and typing requests held unanswered. `throttle()` makes the fake
+limit as Discord does under load instead: per-channel buckets for message POSTs, reactions and
+typing, each answer carrying the bucket's X-RateLimit-* headers, and a 429 for a request over one.
+Every 401, 403 and 429 but a shared one is kept in `invalid`: Discord counts them toward the
+10,000 in 10 minutes that have Cloudflare refuse the bot's address.
 """
 
 from __future__ import annotations
@@ -114,6 +118,13 @@ INVITE_PERMISSIONS = 70645769669696
 CONTENT_LIMIT = 2000  # what a bot may send, tighter than the spec's 4000 (Nitro users)
 TOKEN_SECONDS = 15 * 60  # "Interaction tokens are valid for 15 minutes"
 NONCE_SECONDS = 120.0  # "checked for uniqueness in the past few minutes"
+# The per-channel limits a bot meets under a raid, as Discord's headers state them (its docs publish
+# no figures): 5 messages in 5 s, one reaction in 0.25 s ("1 per 0.25 s", the reaction endpoints'
+# own bucket, PUT and DELETE alike), 5 typing requests in 5 s; 50 requests a second in all.
+ROUTE_LIMITS = {"messages": (5, 5.0), "reactions": (1, 0.25), "typing": (5, 5.0)}
+GLOBAL_LIMIT = (50, 1.0)
+# Statuses Discord counts as invalid requests: "401, 403, or 429" (a 429 of scope shared aside).
+INVALID_STATUSES = frozenset({401, 403, 429})
 
 DISCORD_EPOCH_MS = 1420070400000
 DM_CHANNEL_BASE = 940000000000000000
@@ -433,6 +444,11 @@ class FakeDiscord(Strict):
         self.posts_rate_limited = 0
         self.posts_limit_global = False
         self.retry_after = 0.05
+        # See throttle(): None, or the factor Discord's windows are scaled by (a test's time).
+        self.throttle_scale: float | None = None
+        self._windows: dict[tuple[str, int], list[float]] = {}  # (bucket, channel) → [reset, used]
+        self.throttled: list[Received] = []  # requests throttle() answered 429
+        self.invalid: list[str] = []  # "METHOD path status" of each request Discord counts invalid
         self.typing_rate_limited = 0  # the same for typing requests
         self.typing_limit_global = False
         self.reactions_rate_limited = 0  # the same for reaction requests
@@ -1423,7 +1439,7 @@ class FakeDiscord(Strict):
         api = request.path.startswith("/api/")
         if api and "/webhooks/" not in request.path and "/interactions/" not in request.path:
             if self.token_revoked or request.headers.get("Authorization") != f"Bot {TOKEN}":
-                return _json({"message": "401: Unauthorized", "code": 0}, status=401)
+                return self._counted(request, _json({"message": "401: Unauthorized", "code": 0}, status=401))
         try:
             for name, value in request.match_info.items():
                 if name.endswith("_id") and not value.isdigit():  # as Discord checks a snowflake
@@ -1449,9 +1465,12 @@ class FakeDiscord(Strict):
                     f"{request.method} {request.path}: a private thread the bot is not in",
                     DiscordError(403, 50001, "Missing Access"),
                 )
+            if api and (over := await self._over_a_limit(request)) is not None:
+                return self._closing(over, api, request)
             response = await handler(request)
             if api:
                 self._check_answer(request, response)
+                self._limit_headers(request, response)
         except DiscordError as exc:
             response = exc.response()
         except json.JSONDecodeError as exc:
@@ -1467,10 +1486,10 @@ class FakeDiscord(Strict):
                 raise  # the socket is open already: no HTTP answer can follow
             response = _json({"message": "500: Internal Server Error", "code": 0}, status=500)
         else:
-            return self._closing(response, api)
+            return self._closing(response, api, request)
         async with self._changed:  # a waiter may be waiting for what was just refused
             self._changed.notify_all()
-        return self._closing(response, api)
+        return self._closing(response, api, request)
 
     def _check_answer(self, request: web.Request, response: web.StreamResponse) -> None:
         """Hold a successful answer to the spec: Discord's errors (4XX) have no schema there, and
@@ -1486,10 +1505,115 @@ class FakeDiscord(Strict):
         for error in response_errors(SPEC, path, request.method, response.status, content_type, body):
             self.answered_off_spec(f"{request.method} {request.path} {response.status}: {error}")
 
-    def _closing(self, response: web.StreamResponse, api: bool) -> web.StreamResponse:
+    def _closing(self, response: web.StreamResponse, api: bool, request: web.Request) -> web.StreamResponse:
         if api and not self.keep_alive:
             response.force_close()
+        return self._counted(request, response) if api else response
+
+    def _counted(self, request: web.Request, response: web.StreamResponse) -> web.StreamResponse:
+        """`response`, kept in `invalid` if Discord would count it toward Cloudflare's ban."""
+        shared = response.headers.get("X-RateLimit-Scope") == "shared"
+        if response.status in INVALID_STATUSES and not shared:
+            self.invalid.append(f"{request.method} {request.path} {response.status}")
         return response
+
+    # ---- Discord's rate limits under load (throttle) ------------------------------------
+
+    def throttle(self, scale: float) -> None:
+        """Limit as Discord does (ROUTE_LIMITS per channel, GLOBAL_LIMIT in all), each window
+        `scale` times as long as Discord's: a test's raid meets the same limits in less time."""
+        self.throttle_scale = scale
+
+    @staticmethod
+    def _bucket_of(request: web.Request) -> str | None:
+        path, method = request.path, request.method
+        if method == "POST" and path.endswith("/messages"):
+            return "messages"
+        if method in ("PUT", "DELETE") and "/reactions/" in path:
+            return "reactions"
+        if method == "POST" and path.endswith("/typing"):
+            return "typing"
+        return None
+
+    def _take(self, key: tuple[str, int], limit: int, seconds: float) -> tuple[int, float]:
+        """One use of the window at `key`: (uses left after it, or -1 when none was left; when the
+        window resets, by time.monotonic())."""
+        assert self.throttle_scale is not None
+        now = time.monotonic()
+        window = self._windows.get(key)
+        if window is None or now >= window[0]:
+            window = self._windows[key] = [now + seconds * self.throttle_scale, 0]
+        if window[1] >= limit:
+            return -1, window[0]
+        window[1] += 1
+        return limit - int(window[1]), window[0]
+
+    async def _over_a_limit(self, request: web.Request) -> web.Response | None:
+        """A 429 as Discord answers a request over its route's bucket or the global limit (not
+        interactions': "not bound to the bot's Global Rate Limit"); None to go on, its bucket's
+        state kept for `_limit_headers`."""
+        if self.throttle_scale is None or "/webhooks/" in request.path or "/interactions/" in request.path:
+            return None
+        left, reset = self._take(("global", 0), *GLOBAL_LIMIT)
+        bucket = self._bucket_of(request)
+        channel = request.match_info.get("channel_id", "")
+        if left >= 0 and bucket is not None and channel.isdigit():
+            limit = ROUTE_LIMITS[bucket][0]
+            left, reset = self._take((bucket, int(channel)), *ROUTE_LIMITS[bucket])
+            request["limit"] = (bucket, limit, max(left, 0), reset)
+        if left >= 0:
+            return None
+        retry_after = max(reset - time.monotonic(), 0.001)
+        scope = "user" if "limit" in request else "global"
+        body = {
+            "message": "You are being rate limited.",
+            "retry_after": round(retry_after, 3),
+            "global": scope == "global",
+            "code": 0,
+        }
+        for error in component_errors(SPEC, "RatelimitedResponse", body):
+            self.answered_off_spec(f"{request.method} {request.path} 429: {error}")
+        headers = {
+            "Content-Type": "application/json",
+            "Via": "1.1 google",
+            "Retry-After": str(max(1, round(retry_after))),
+            "X-RateLimit-Scope": scope,
+        }
+        if scope == "global":
+            headers["X-RateLimit-Global"] = "true"
+        response = web.Response(body=json.dumps(body).encode(), status=429, headers=headers)
+        self._limit_headers(request, response)
+        kind = {"messages": "message", "typing": "typing"}.get(self._bucket_of(request) or "", "")
+        if "/reactions/" in request.path:
+            kind = "reaction_add" if request.method == "PUT" else "reaction_remove"
+        record = Received(
+            kind or "other", request.method, request.path, int(channel) if channel.isdigit() else None
+        )
+        if "message_id" in request.match_info:
+            record.body = {
+                "message_id": request.match_info["message_id"],
+                "emoji": request.match_info["emoji"],
+            }
+        record.error = 429
+        self.throttled.append(record)
+        await self._record(record)
+        return response
+
+    def _limit_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        """The X-RateLimit-* headers of the request's bucket, as Discord sends on every answer."""
+        if "limit" not in request:
+            return
+        bucket, limit, left, reset = request["limit"]
+        after = max(reset - time.monotonic(), 0.0)
+        response.headers.update(
+            {
+                "X-RateLimit-Limit": str(limit),
+                "X-RateLimit-Remaining": str(left),
+                "X-RateLimit-Reset": f"{time.time() + after:.3f}",
+                "X-RateLimit-Reset-After": f"{after:.3f}",
+                "X-RateLimit-Bucket": f"fake-{bucket}-bucket",
+            }
+        )
 
     async def _unknown(self, request: web.Request) -> NoReturn:
         self.refuse(f"{request.method} {request.path}: not an endpoint the fake serves")
