@@ -252,8 +252,9 @@ class DiscordSettings:
     flood_notes: int = 5  # at most this many notes per user queued, and as many ...
     flood_seconds: float = 60.0  # ... in this many seconds; more get a "slow down" reply
     download_seconds: float = 30.0  # a voice note not downloaded by then is given up on
-    # A message POST of an answer not done by then is left to the recheck (discord.py's session
-    # only gives up after 300 s, and the player's later notes wait behind it).
+    # A message POST of an answer Discord has not answered this long after it went out is left to
+    # the recheck (discord.py's session only gives up after 300 s, and the player's later notes
+    # wait behind it); its turn in the rate limiter counts only while its channel's queue stands.
     send_seconds: float = 60.0
     # A rate limit longer than this is not waited out: the note is answered later (discord.py
     # raises RateLimited past it, and takes no less than 30 s).

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import functools
 import logging
 import math
@@ -20,6 +21,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot import sentences as say
+from bot.bounded import remember
 from bot.config import DiscordSettings
 from cogs.interactions import AUTOCOMPLETE_NOT_AN_ERROR, FIRST_RESPONSE_SECONDS
 from cogs.replies import limited_for
@@ -214,6 +216,49 @@ def webhook_rate_limit(cap: Callable[[], float]) -> aiohttp.TraceConfig:
     return trace
 
 
+class SendClock:
+    """When the request a send has out went to Discord; None while it has none out: waiting its
+    turn in discord.py's rate limiter, or between discord.py's tries."""
+
+    def __init__(self) -> None:
+        self.out_since: float | None = None
+
+
+# The clock of the send whose task this is (see `timed_requests`); None outside such a task.
+SENDING: contextvars.ContextVar[SendClock | None] = contextvars.ContextVar("voxdesk_sending", default=None)
+MAX_POSTING = 1000  # channels remembered with when Discord last answered a message POST there
+
+
+def _posted_in(method: str, url: yarl.URL) -> int | None:
+    """The channel of a message POST (/channels/{id}/messages), else None."""
+    parts = url.parts
+    if method != "POST" or len(parts) < 4 or parts[-1] != "messages" or parts[-3] != "channels":
+        return None
+    return int(parts[-2]) if parts[-2].isdigit() else None
+
+
+def timed_requests(trace: aiohttp.TraceConfig, posts_answered: dict[int, float]) -> aiohttp.TraceConfig:
+    """`trace`, also keeping each request's time out on the SENDING clock of the task that makes it
+    (aiohttp calls a trace's callbacks in that task, so they see its context), and in
+    `posts_answered` when Discord last answered (or failed) a message POST in each channel."""
+
+    async def out(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
+        if (clock := SENDING.get()) is not None:
+            clock.out_since = time.monotonic()
+
+    async def back(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
+        if (clock := SENDING.get()) is not None:
+            clock.out_since = None
+        if (channel := _posted_in(params.method, params.url)) is not None:
+            posts_answered.pop(channel, None)  # the newest last: the oldest are forgotten first
+            remember(posts_answered, channel, time.monotonic(), MAX_POSTING)
+
+    trace.on_request_start.append(out)
+    trace.on_request_end.insert(0, back)  # before a callback that raises for a webhook's 429
+    trace.on_request_exception.append(back)
+    return trace
+
+
 # discord.py's line for each attempt its gateway reconnect makes after a failure (discord/client.py).
 RECONNECT_LINE = "Attempting a reconnect in %.2fs"
 
@@ -266,6 +311,9 @@ class VoxdeskBot(commands.Bot):
 
     def __init__(self, app: App | None, settings: DiscordSettings, *, message_content: bool = True) -> None:
         point_discord_at(settings)
+        # Channel → when Discord last answered a message POST there (time.monotonic()): an answer
+        # waiting its turn in discord.py's rate limiter is moving while this does (see _bounded).
+        self.posts_answered: dict[int, float] = {}
         super().__init__(
             command_prefix=commands.when_mentioned,  # required; never used (see on_message)
             help_command=None,
@@ -279,7 +327,10 @@ class VoxdeskBot(commands.Bot):
             max_ratelimit_timeout=settings.rate_limit_seconds,
             # The same cap, as discord.py keeps it (no less than 30 s; none for 0), on slash
             # commands' answers.
-            http_trace=webhook_rate_limit(lambda: self.http.max_ratelimit_timeout or math.inf),
+            # And how long each request of an answer has been out, for send_seconds.
+            http_trace=timed_requests(
+                webhook_rate_limit(lambda: self.http.max_ratelimit_timeout or math.inf), self.posts_answered
+            ),
         )
         self.app = app
         self.discord_settings = settings

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime
 import enum
 import logging
@@ -25,7 +26,7 @@ from bot.bounded import remember
 from bot.logs import Outage
 from bot.preferences import Preferences
 from bot.tools.base import ToolContext, ToolResult
-from cogs.bot import VoxdeskBot
+from cogs.bot import SENDING, SendClock, VoxdeskBot
 from cogs.limits import InAnyWindow, Lateness, Limits
 from cogs.replies import (
     discords_trouble,
@@ -86,8 +87,10 @@ def read_by_speaker_alone(channel: object) -> bool:
 
 
 class SendStalled(Exception):
-    """Discord did not finish a send within `send_seconds` (a stalled upload): it goes on by itself,
-    and what it posts late is posted once, its nonce making one message of it and a later answer's."""
+    """Discord did not take a message of a send within `send_seconds`: its request out that long
+    unanswered (a stalled upload), or waiting its turn that long with no message of its channel
+    answered meanwhile (behind one). It goes on by itself, and what it posts late is posted once,
+    its nonce making one message of it and a later answer's."""
 
 
 class ShortDownload(Exception):
@@ -912,7 +915,8 @@ class VoiceNotes(commands.Cog):
                         answered=answered,
                         names=_player_names(reply.tool_results),
                         posted=unsent.posted,
-                    )
+                    ),
+                    message.channel.id,
                 )
         except SendStalled:
             given_up = message.id not in self._answer_out
@@ -993,7 +997,7 @@ class VoiceNotes(commands.Cog):
         if self._shut(message) or not may_send(message):
             return Reached.NO
         try:
-            await self._bounded(send_text(message, text))
+            await self._bounded(send_text(message, text), message.channel.id)
         except (
             discord.HTTPException,
             aiohttp.ClientError,
@@ -1006,14 +1010,29 @@ class VoiceNotes(commands.Cog):
             return Reached.LATER if _discord_failed(exc) else Reached.NO
         return Reached.YES
 
-    async def _bounded(self, send: Coroutine[Any, Any, T]) -> T:
-        """`send` (messages posted) waited for `send_seconds` at most: discord.py's session gives up
-        only after 300 s, and the player's later notes wait behind this one. Given up on, it goes on
-        by itself rather than be cut: a request cancelled while discord.py waits out a global 429
-        never ends that wait for the requests behind it. A stop still cuts it."""
-        task = asyncio.create_task(send)
+    async def _bounded(self, send: Coroutine[Any, Any, T], channel_id: int) -> T:
+        """`send` (messages posted in `channel_id`), given up on once one of its requests has been
+        out to Discord for `send_seconds` unanswered: discord.py's session gives up only after 300
+        s, and the player's later notes wait behind this one. Its wait in discord.py's rate limiter
+        counts only while the channel's queue stands still (Discord answering no message POST
+        there, as behind a stalled upload): under a raid a channel's answers wait there their turn
+        (five messages in five seconds), each on its way, and one given up on would be heard again
+        by the recheck, a second turn for a message posted once and two more POSTs in the same
+        queue. Given up on, it goes on by itself rather than be cut: a request cancelled while
+        discord.py waits out a global 429 never ends that wait for the requests behind it. A stop
+        still cuts it."""
+        clock, limit, began = SendClock(), self.settings.send_seconds, time.monotonic()
+        context = contextvars.copy_context()
+        context.run(SENDING.set, clock)
+        task = asyncio.create_task(send, context=context)
         try:
-            await asyncio.wait({task}, timeout=self.settings.send_seconds)
+            while not task.done():
+                since = clock.out_since
+                if since is None:  # its turn not come: counted from the queue's last move
+                    since = max(began, self.bot.posts_answered.get(channel_id, began))
+                if (left := since + limit - time.monotonic()) <= 0:
+                    break
+                await asyncio.wait({task}, timeout=left)
         except asyncio.CancelledError:
             task.cancel()
             raise
@@ -1021,7 +1040,7 @@ class VoiceNotes(commands.Cog):
             return task.result()
         task.add_done_callback(_stalled_ended)
         self._hold(task)
-        raise SendStalled(f"Discord did not finish a send within {self.settings.send_seconds:g} s")
+        raise SendStalled(f"Discord did not take a message of a send within {limit:g} s")
 
     def _hold(self, task: asyncio.Task[T]) -> asyncio.Task[T]:
         self._on_their_own.add(task)

@@ -1,0 +1,83 @@
+"""A raid under Discord's rate limits: the fake limits as Discord does under load (per-channel
+buckets with their headers, 429s past them), every time of the bot's that Discord's limits are
+weighed against scaled as theirs are, and the notes of many players in one channel and in DMs
+answered through the real discord.py client."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from tests.discord_harness import running_bot, settle, voice_note
+from tests.fakes.discord_server import FakeDiscord, InjectedUser, serving
+from tests.test_discord_replies import note_state
+
+# Discord's windows in a test: 5 messages a channel in 0.25 s, a reaction in 12.5 ms.
+SCALE = 0.05
+RAIDERS = [InjectedUser(700000000000000100 + i, f"raider{i}") for i in range(30)]
+IN_DMS = [InjectedUser(700000000000000200 + i, f"caller{i}") for i in range(6)]
+
+
+@pytest.fixture
+async def fake():
+    async with serving() as running:
+        running.throttle(SCALE)
+        yield running
+
+
+def scaled(**discord: Any) -> dict[str, Any]:
+    """The bot's times Discord's limits are weighed against, scaled as the fake's windows are; a
+    recheck every 0.5 s, which `settle` waits for, so a note given back is answered before it ends."""
+    return {"send_seconds": 60.0 * SCALE, "recheck_seconds": 0.5} | discord
+
+
+async def raid(fake: FakeDiscord) -> list[tuple[InjectedUser, dict[str, Any]]]:
+    """Two notes from each raider in the watched channel and from each caller in their DM."""
+    notes = []
+    for _ in range(2):
+        notes += [(p, await fake.send_note(p, voice_note(), guild=True)) for p in RAIDERS]
+        notes += [(p, await fake.send_note(p, voice_note())) for p in IN_DMS]
+    return notes
+
+
+async def test_a_raid_under_discords_rate_limits_answers_every_note_once_in_order(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, **scaled()) as h:
+        notes = await raid(fake)
+        await settle(fake, within=120)
+    voice = {n["id"]: [r for r in fake.replies_to(n["id"]) if r.is_voice_message] for _, n in notes}
+    assert {i: len(v) for i, v in voice.items() if len(v) != 1} == {}
+    assert {n["id"]: note_state(settings, n) for _, n in notes if note_state(settings, n) != "answered"} == {}
+    for player in {p.id for p, _ in notes}:
+        first, second = [voice[n["id"]][0].at for p, n in notes if p.id == player]
+        assert first < second, player
+    # Each note heard once: an answer waiting its turn behind the channel's limit is on its way,
+    # and heard again it would be a second billed turn, its POSTs two more in the same queue.
+    assert len(h.engine.turns) == len(notes)
+    assert [
+        r.getMessage() for r in caplog.records if r.name == "cogs.voice" and r.levelno >= logging.WARNING
+    ] == []
+
+
+async def test_an_answer_waiting_its_turn_behind_the_channels_limit_is_not_heard_again(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # Eight answers of two messages each in one channel, five messages a window of 1.5 s: the last
+    # wait in discord.py's rate limiter for three windows to pass, longer than send_seconds, the
+    # queue moving at each. They are on their way, not stalled: no note gets a ⏳ or is heard twice.
+    fake.throttle(0.3)
+    async with running_bot(settings, fake, send_seconds=2.0, recheck_seconds=0.2) as h:
+        notes = [await fake.send_note(player, voice_note(), guild=True) for player in RAIDERS[:8]]
+        await settle(fake, within=60)
+    assert [[r.is_voice_message for r in fake.replies_to(n["id"])] for n in notes] == [[True, False]] * 8
+    assert len(h.engine.turns) == 8
+    marks = {r.body["emoji"] for r in fake.received if r.kind == "reaction_add" and r.error is None}
+    assert marks == {"\N{HEADPHONE}"}
+    logged = [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "cogs.voice"
+    ]
+    assert logged == []
