@@ -33,6 +33,9 @@ MISSING_PERMISSIONS = 50013
 REPLY_WITHOUT_HISTORY = 160002
 VOICE_REFUSED_CODES = {50173, MISSING_PERMISSIONS}  # cannot send voice messages in this channel
 TOO_LARGE = 413  # "Request entity too large" (40005): the audio is over the channel's upload limit
+# Discord's limit on the DMs a bot opens (403, "You are opening direct messages too fast"): a burst
+# of ticket news meets it, and it passes.
+DMS_TOO_FAST = 40003
 # Discord's upload limit where nothing raises it: a guild below boost level 2, and a DM, whose
 # limit is the sender's (a bot has no Nitro). discord.py's own default for Guild.filesize_limit.
 DEFAULT_UPLOAD_LIMIT = 10 * 1024 * 1024
@@ -446,13 +449,16 @@ def discords_trouble(exc: BaseException) -> bool:
     discord.py does not wait out (Cloudflare's ban of the bot's address after too many refused
     requests, an HTML page without `Via`), a 403 from Cloudflare's firewall rather than the API
     (an HTML page, not Discord's JSON error with its `code`), or a rate limit longer than
-    `rate_limit_seconds` (discord.RateLimited). Not a refusal of this bot (403 Missing Access, 404
-    Unknown Channel) that trying again would meet."""
+    `rate_limit_seconds` (discord.RateLimited), or Discord's limit on opening DMs (403 40003, no 429
+    that discord.py would wait out). Not a refusal of this bot (403 Missing
+    Access, 404 Unknown Channel) that trying again would meet."""
     if isinstance(exc, discord.RateLimited):
         return True
     if not isinstance(exc, discord.HTTPException):
         return False
-    return exc.status >= 500 or exc.status == 429 or (exc.status == 403 and from_the_edge(exc))
+    if exc.status == 403 and (exc.code == DMS_TOO_FAST or from_the_edge(exc)):
+        return True
+    return exc.status >= 500 or exc.status == 429
 
 
 def from_the_edge(exc: discord.HTTPException) -> bool:

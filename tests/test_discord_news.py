@@ -592,6 +592,27 @@ async def test_news_tried_again_with_more_news_due_is_not_posted_twice(
     assert [r.channel_id for r in fake.received if r.kind == "message_again"] == [dm_channel_id(int(NOVA))]
 
 
+async def test_news_discord_refuses_as_dms_opened_too_fast_is_sent_at_a_later_round(
+    settings: Settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Discord limits the DMs a bot opens, and refuses one past it with 403 40003 ("You are
+    opening direct messages too fast"): a burst of news (staff resolving many tickets at once)
+    meets it. The limit passes: the news is tried again, not given up on as a refusal."""
+    monkeypatch.setattr(ticket_news, "RETRY_SECONDS", 0.0)  # due again at the next round
+    grievances = settings.storage_dir / "grievances.db"
+    async with running_bot(settings.replace(news={"poll_seconds": 3600.0}), fake) as h:
+        desk = h.bot.get_cog("TicketNewsDesk")
+        await desk.cog_unload()  # type: ignore[union-attr]  # its own rounds stop: this test runs them
+        await staff(grievances, "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-10'")
+        fake.dms_too_fast = 1
+        await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
+        assert news_states(settings, NOVA) == [("GRV-10", "resolved", "pending")]
+        await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
+        assert news_states(settings, NOVA) == [("GRV-10", "resolved", "sent")]
+    assert [r.error for r in fake.received if r.kind == "message"][:1] == [40003]
+    assert [m.is_voice_message for m in dms(fake, NOVA)] == [True, False]
+
+
 async def test_news_tried_again_with_less_news_keeps_the_nonce_of_its_first_try(
     settings: Settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ) -> None:

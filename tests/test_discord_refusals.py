@@ -350,6 +350,18 @@ async def test_ticket_news_over_the_upload_limit_reaches_the_player_as_text(
     assert warnings_logged(caplog) == []
 
 
+async def test_a_dm_answer_refused_as_dms_opened_too_fast_is_answered_later(settings, fake: FakeDiscord):
+    # Discord's limit on the DMs a bot opens (403 40003) passes: the note is answered by the
+    # recheck, neither told "try again" nor given up on as a DM that refuses the bot.
+    fake.dms_too_fast = 1  # the answer's voice message
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note())
+        voice, transcript = await replies(fake, note, 2)
+        assert await settled(settings, note) == "answered"
+    assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
+    assert len(h.engine.turns) == 2
+
+
 async def test_held_reactions_and_typing_do_not_hold_the_answers(settings, fake: FakeDiscord):
     # Discord holds every reaction and typing request (a rate limit's queue under a raid): the
     # notes are answered and settled all the same; the 🎧 goes on and off once Discord takes it.

@@ -40,7 +40,8 @@ the fake does not serve (404), a body that is not JSON (50109), or one the fake 
 
 Discord's own trouble on a message POST is a test's to switch on: 503, a 502 after the message
 was posted, a lost connection, a rate limit (per bucket or global, with Discord's headers),
-Cloudflare's ban (429 as an HTML page), an upload over the channel's limit (413, 40005).
+Cloudflare's ban (429 as an HTML page), an upload over the channel's limit (413, 40005), and
+on a DM, its limit on the DMs a bot opens (403, 40003).
 Typing, reactions and an interaction's answers (its callback, follow-ups and edits) may be
 rate-limited too, and reaction and typing requests held unanswered. `throttle()` makes the fake
 limit as Discord does under load instead: per-channel buckets for message POSTs, reactions and
@@ -394,6 +395,9 @@ class FakeDiscord(Strict):
         self.messages: dict[int, dict[int, dict[str, Any]]] = {}  # channel id → message id → message
         self.dm_channels: dict[int, dict[str, Any]] = {}  # DM channel id → its recipient (user payload)
         self.dms_closed: set[int] = set()  # users who do not take DMs from the bot: 50007
+        # Discord's limit on the DMs a bot opens: while above 0, each message POST to a DM channel
+        # is refused 403 40003 "You are opening direct messages too fast", counting down.
+        self.dms_too_fast = 0
         # Users who left the guild (or were kicked or banned): the guild knows them no more
         # (10007), and sharing no server with the bot, they take no DMs from it either (50007).
         self.left_members: set[int] = set()
@@ -1938,6 +1942,9 @@ class FakeDiscord(Strict):
         if int(recipient["id"]) in self.dms_closed | self.left_members:
             # The user closed their DMs or blocked the bot: Discord's answer, not the bot's error.
             raise DiscordError(403, 50007, "Cannot send messages to this user")
+        if self.dms_too_fast > 0:
+            self.dms_too_fast -= 1
+            raise DiscordError(403, 40003, "You are opening direct messages too fast.")
 
     def _reference_stands(self, channel_id: int, body: dict[str, Any], path: str) -> bool:
         """Whether the message keeps its reply reference. One to a message that is gone is
