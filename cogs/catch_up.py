@@ -288,7 +288,7 @@ class CatchUp(commands.Cog):
         # Discord's trouble with notes not failed before: a ban fails every one, said in one line.
         troubled: list[tuple[str, int, str]] = []
         try:
-            for left in leftovers:
+            for index, left in enumerate(leftovers):
                 if _sent_at(left.message_id) < cutoff or not self.bot.accepting:
                     continue
                 # A process stopped in a raid leaves hundreds: fetched back to back, they would take
@@ -341,7 +341,19 @@ class CatchUp(commands.Cog):
                         troubled.append((what, left.message_id, _why(exc)))
                     self._unfetched_said.add(left.message_id)
                     log.debug("could not %s %s: %s", what, left.message_id, _why(exc))
-                    continue
+                    if not _edge_refuses_the_bot(exc):
+                        continue
+                    # Cloudflare refuses the bot's address (its ban, its firewall): each note after
+                    # this one would meet it too, every refused request one more of the invalid
+                    # ones that keep the ban. They wait for the next recheck untried.
+                    for later in leftovers[index + 1 :]:
+                        if (
+                            _sent_at(later.message_id) >= cutoff
+                            and later.message_id not in self._unfetched_said
+                        ):
+                            troubled.append(("fetch note", later.message_id, _why(exc)))
+                            self._unfetched_said.add(later.message_id)
+                    break
                 self._unfetched_said.discard(left.message_id)
                 log.info("answering note %s, kept for later or cut short", left.message_id)
                 voice.schedule(message, notes[0])
@@ -1019,6 +1031,12 @@ def _say_troubled(troubled: list[tuple[str, int, str]]) -> None:
             *troubled[0],
             len(troubled) - 1,
         )
+
+
+def _edge_refuses_the_bot(exc: discord.HTTPException | discord.RateLimited) -> bool:
+    """Whether Cloudflare, not Discord's API, refused the request (429 for its ban of the bot's
+    address after too many invalid requests, 403 for its firewall): every request meets it."""
+    return isinstance(exc, discord.HTTPException) and exc.status in (403, 429) and from_the_edge(exc)
 
 
 def _trouble_reason(exc: discord.HTTPException | discord.RateLimited) -> str:
