@@ -53,8 +53,10 @@ async def test_a_raid_under_discords_rate_limits_answers_every_note_once_in_orde
     assert {i: len(v) for i, v in voice.items() if len(v) != 1} == {}
     assert {n["id"]: note_state(settings, n) for _, n in notes if note_state(settings, n) != "answered"} == {}
     for player in {p.id for p, _ in notes}:
-        first, second = [voice[n["id"]][0].at for p, n in notes if p.id == player]
-        assert first < second, player
+        # The whole answer to a player's first note (its voice message and its words) before any
+        # of the second's.
+        first, second = [fake.replies_to(n["id"]) for p, n in notes if p.id == player]
+        assert max(r.at for r in first) < min(r.at for r in second), player
     # Each note heard once: an answer waiting its turn behind the channel's limit is on its way,
     # and heard again it would be a second billed turn, its POSTs two more in the same queue.
     assert len(h.engine.turns) == len(notes)
