@@ -1593,7 +1593,7 @@ class FakeDiscord(Strict):
         record = Received(
             kind or "other", request.method, request.path, int(channel) if channel.isdigit() else None
         )
-        if "message_id" in request.match_info:
+        if "emoji" in request.match_info:
             record.body = {
                 "message_id": request.match_info["message_id"],
                 "emoji": request.match_info["emoji"],
