@@ -222,6 +222,9 @@ class VoiceNotes(commands.Cog):
         # Work that ends by itself, uncut ("typing…", reaction requests, sends given up on): held
         # here alone because asyncio keeps only a weak reference to a task.
         self._on_their_own: set[asyncio.Task[Any]] = set()
+        # Channel → the end of its "typing…" loop and the notes in hand there: Discord shows the
+        # bot typing in a channel, not per note, so a raid's notes in hand share one loop.
+        self._typing_in: dict[int, tuple[asyncio.Event, list[int]]] = {}
         # A busy or full disk refuses every note's bookkeeping alike for a while: said once a
         # reason, with its traceback, and its end once.
         self._places_unkept = Outage(log, "where notes came from is remembered again")
@@ -981,14 +984,23 @@ class VoiceNotes(commands.Cog):
         if _archived(message):  # nobody sees it in a thread still archived, until the reply
             yield
             return
-        done = asyncio.Event()
-        self._hold(asyncio.create_task(_keep_typing(message, done)))
+        # One loop a channel, however many of its notes are in hand: each more would send the
+        # same "typing…" again, into the channel's rate limit and the bot's global one.
+        place = message.channel.id
+        shared = self._typing_in.get(place)
+        if shared is None:
+            shared = self._typing_in[place] = (asyncio.Event(), [0])
+            self._hold(asyncio.create_task(_keep_typing(message, shared[0])))
+        shared[1][0] += 1
         try:
             yield
         finally:
-            # Told to end, not cancelled: discord.py holds every request back while it waits out a
-            # global 429, and one cancelled in that wait never lets them go.
-            done.set()
+            shared[1][0] -= 1
+            if not shared[1][0]:
+                # Told to end, not cancelled: discord.py holds every request back while it waits
+                # out a global 429, and one cancelled in that wait never lets them go.
+                shared[0].set()
+                del self._typing_in[place]
 
     async def _tell(self, message: discord.Message, text: str) -> Reached:
         """A short reply the player can act on (failures are only logged)."""

@@ -5,6 +5,7 @@ answered through the real discord.py client."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 
 from tests.discord_harness import running_bot, settle, voice_note
 from tests.fakes.discord_server import FakeDiscord, InjectedUser, serving
+from tests.frontend_engine import FrontendEngine
 from tests.test_discord_replies import note_state
 
 # Discord's windows in a test: 5 messages a channel in 0.25 s, a reaction in 12.5 ms.
@@ -83,3 +85,20 @@ async def test_an_answer_waiting_its_turn_behind_the_channels_limit_is_not_heard
         r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and r.name == "cogs.voice"
     ]
     assert logged == []
+
+
+async def test_notes_in_hand_in_one_channel_share_one_typing(settings, fake: FakeDiscord):
+    # Discord shows the bot typing in a channel, not per note: three notes in hand there at once
+    # (their turns held until all three have begun) keep one "typing…" going, not three.
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine, **scaled()):
+        notes = [await fake.send_note(player, voice_note(), guild=True) for player in RAIDERS[:3]]
+        await engine.until_asked(3)
+        engine.hold.set()
+        await settle(fake, within=60)
+    assert [len(fake.replies_to(n["id"])) for n in notes] == [2, 2, 2]
+    typing = [r for r in fake.received if r.kind == "typing" and r.error is None]
+    # One a TYPING_EVERY (5 s) while the notes are in hand: fewer than one a note, however slow
+    # the machine, unless the hold outlasts 10 s.
+    assert len(typing) < len(notes), len(typing)
