@@ -35,6 +35,10 @@ MAX_BACKOFF_SECONDS = 4.0
 # and 40001, a serialization failure (a deadlock victim, a snapshot conflict), whatever native
 # error a driver gives with it: the summary only reads, so it runs again as it is.
 TRANSIENT_SQLSTATES = frozenset({"08S01", "08001", "08003", "08004", "HYT00", "HYT01", "40001"})
+# Microsoft's driver (17.2 and later, 18) restores a dropped idle connection itself, and says
+# IMC01 to IMC06 ("The connection is broken and recovery is not possible") when it cannot: that
+# connection is gone, but a fresh one may well open.
+BROKEN_SQLSTATE_PREFIX = "IMC"
 # A statement that outlasted odbc.query_timeout_seconds (SQL_ATTR_QUERY_TIMEOUT).
 QUERY_TIMEOUTS = frozenset({"HYT00"})
 # Azure SQL's documented transient errors (database unavailable, failover, throttling, network),
@@ -73,7 +77,7 @@ def is_transient(exc: BaseException, dialect: str = "sqlserver") -> bool:
     if len(exc.args) < 2:  # pyodbc's own errors carry only a message
         return bool(exc.args) and str(exc.args[0]).lower().startswith(_CLOSED_CONNECTION)
     sqlstate, message = str(exc.args[0]), str(exc.args[1])
-    if sqlstate in TRANSIENT_SQLSTATES:
+    if sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith(BROKEN_SQLSTATE_PREFIX):
         return True
     codes = {int(n) for n in _NATIVE_ERROR.findall(message)}
     transient = SQLITE_TRANSIENT_ERRORS if dialect == "sqlite" else AZURE_TRANSIENT_ERRORS

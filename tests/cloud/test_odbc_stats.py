@@ -141,8 +141,32 @@ DEADLOCK = driver_error(
 )
 LOCK_TIMEOUT = driver_error("HY000", "[SQL Server]Lock request time out period exceeded.", 1222)
 
+# What ODBC Driver 17.2+ and 18 say when a pooled connection the server or the Azure SQL gateway
+# dropped cannot be restored by the driver's own idle connection resiliency (the IMC states).
+BROKEN_UNRECOVERABLE = driver_error(
+    "IMC06",
+    "The connection is broken and recovery is not possible. The connection is marked by the client"
+    " driver as unrecoverable. No attempt was made to restore the connection.",
+    0,
+)
+BROKEN_RECOVERY_FAILED = driver_error(
+    "IMC01",
+    "The connection is broken and recovery is not possible. The client driver attempted to recover"
+    " the connection one or more times and all attempts failed. Increase the value of"
+    " ConnectRetryCount to increase the number of recovery attempts.",
+    0,
+)
+# A pooled connection the gateway reset, on Linux (errno 104, ECONNRESET).
+RESET = pyodbc.OperationalError(
+    "08S01",
+    "[08S01] [Microsoft][ODBC Driver 18 for SQL Server]TCP Provider: Error code 0x68 (104) (SQLExecDirectW)",
+)
+
 TRANSIENT = [
     (driver_error("08S01", "Communication link failure", 104), "sqlserver"),
+    (BROKEN_UNRECOVERABLE, "sqlserver"),
+    (BROKEN_RECOVERY_FAILED, "sqlserver"),
+    (RESET, "sqlserver"),
     (driver_error("08001", "TCP Provider: Timeout error [258].", 258, "SQLDriverConnect"), "sqlserver"),
     (driver_error("08003", "Connection not open", 0), "sqlserver"),
     (driver_error("08004", "Server rejected the connection", 0, "SQLDriverConnect"), "sqlserver"),
