@@ -2,7 +2,8 @@
 
 The queries are the embedded path's, from `bot.tools.stats_sql`; only the dialect name differs.
 One summary runs on one pooled connection; a transient failure (a dropped connection, Azure SQL
-throttling or failover) discards that connection and retries the whole summary on a fresh one.
+throttling or failover) discards that connection and retries the whole summary on a fresh one;
+a connection found gone discards the idle others with it, which the same drop ended.
 """
 
 from __future__ import annotations
@@ -30,6 +31,11 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 MAX_BACKOFF_SECONDS = 4.0
+# Azure SQL's gateway ends a session idle for 30 minutes (with the Proxy connection policy, the
+# default from outside Azure and through a private endpoint; TCP keepalives do not count). A
+# pooled connection idle this long is closed before an acquire rather than handed to a player
+# to fail on.
+IDLE_SECONDS = 20 * 60.0
 
 # Connection-level SQLSTATEs: link failure, cannot connect, no connection, rejected, timeouts;
 # and 40001, a serialization failure (a deadlock victim, a snapshot conflict), whatever native
@@ -48,6 +54,12 @@ AZURE_TRANSIENT_ERRORS = frozenset(
     {4060, 40197, 40501, 40613, 49918, 49919, 49920, 4221, 10928, 10929, 10053, 10054, 10060, 233, 64}
     | {1205, 1222}
 )
+# The ones that say the connection itself is gone, not the statement refused: a dropped link, a
+# connection not open, one the driver could not restore (IMC), a TCP reset or abort (10054, 10053,
+# 64, 233), the service reconfigured under it (40197, a failover). What ends one session this way
+# (a failover, the gateway restarting) has ended every other the pool keeps idle.
+LOST_SQLSTATES = frozenset({"08S01", "08003"})
+LOST_ERRORS = frozenset({10053, 10054, 64, 233, 40197})
 # SQLite's "busy" and "locked": another writer holds the file; waiting is the cure.
 SQLITE_TRANSIENT_ERRORS = frozenset({5, 6})
 # pyodbc's own words when the driver connection under a pooled one has gone away.
@@ -82,6 +94,18 @@ def is_transient(exc: BaseException, dialect: str = "sqlserver") -> bool:
     codes = {int(n) for n in _NATIVE_ERROR.findall(message)}
     transient = SQLITE_TRANSIENT_ERRORS if dialect == "sqlite" else AZURE_TRANSIENT_ERRORS
     return bool(codes & transient)
+
+
+def is_connection_lost(exc: BaseException) -> bool:
+    """Whether `exc`, raised by a statement, says its connection is gone."""
+    if not isinstance(exc, pyodbc.Error):
+        return False
+    if len(exc.args) < 2:
+        return bool(exc.args) and str(exc.args[0]).lower().startswith(_CLOSED_CONNECTION)
+    sqlstate = str(exc.args[0])
+    if sqlstate in LOST_SQLSTATES or sqlstate.startswith(BROKEN_SQLSTATE_PREFIX):
+        return True
+    return bool({int(n) for n in _NATIVE_ERROR.findall(str(exc.args[1]))} & LOST_ERRORS)
 
 
 _HINTS = {
@@ -265,6 +289,7 @@ class OdbcStats:
         # A full pool or a login the driver does not time out itself must not hold a player
         # forever; a running statement is bounded by the driver's query timeout instead, since
         # abandoning it would hand a busy connection back to the pool.
+        await self._discard_idle(IDLE_SECONDS)
         async with asyncio.timeout_at(deadline):
             conn = await self._pool.acquire()
         in_doubt = False  # a statement on this connection failed or was abandoned
@@ -280,13 +305,17 @@ class OdbcStats:
                 return rows
 
             return await work(fetch)
-        except BaseException:
+        except BaseException as exc:
             # A connection whose statement went wrong is in an unknown state: close it so the pool
             # drops it (a closed connection is not put back) and the next attempt opens a fresh
             # one. An error from elsewhere, such as another player's failed read of every total
             # handed to this one, leaves it idle and healthy.
             if in_doubt:
                 await _close_quietly(conn)
+                if is_connection_lost(exc):
+                    # Else each idle one would be handed to the next attempt, and to the next
+                    # player, to fail in turn: more of them than a summary has attempts.
+                    await self._discard_idle()
             raise
         finally:
             await self._pool.release(conn)
@@ -296,6 +325,16 @@ class OdbcStats:
                 # would wait for ever after a failed query.
                 async with self._pool._cond:
                     self._pool._cond.notify_all()
+
+    async def _discard_idle(self, idle_seconds: float = 0.0) -> None:
+        """Close the pool's idle connections unused for `idle_seconds` or more (every one by
+        default), so that the next acquire opens a fresh one rather than take a dead one."""
+        free = self._pool._free
+        now = asyncio.get_running_loop().time()
+        stale = [conn for conn in free if now - conn.last_usage >= idle_seconds]
+        for conn in stale:
+            free.remove(conn)  # no longer the pool's: nobody is handed it while it closes
+        await asyncio.gather(*(_close_quietly(conn) for conn in stale))
 
 
 async def _close_quietly(conn: aioodbc.Connection) -> None:
