@@ -159,6 +159,10 @@ class OdbcStats:
         self._executor = executor
         self._settings = settings
         self._ranking = stats_sql.Ranking()
+        # One a connection, handed out in the order players asked: aioodbc's pool gives a freed
+        # connection to whoever reaches it first, and under a raid a note arriving just then
+        # overtook one already waiting, who queued again at the back, up to the deadline.
+        self._turns = asyncio.Semaphore(settings.pool_size)
         # Each player asking while queries fail is no news to the log.
         self._outage = Outage(log, "player stats: the database answers again", logging.ERROR, logging.INFO)
 
@@ -291,7 +295,12 @@ class OdbcStats:
         # abandoning it would hand a busy connection back to the pool.
         await self._discard_idle(IDLE_SECONDS)
         async with asyncio.timeout_at(deadline):
-            conn = await self._pool.acquire()
+            await self._turns.acquire()
+            try:
+                conn = await self._pool.acquire()
+            except BaseException:
+                self._turns.release()
+                raise
         in_doubt = False  # a statement on this connection failed or was abandoned
         try:
 
@@ -318,13 +327,16 @@ class OdbcStats:
                     await self._discard_idle()
             raise
         finally:
-            await self._pool.release(conn)
-            if conn.closed:
-                # aioodbc's release() wakes waiters only for a connection that goes back open;
-                # without this a player waiting for a connection, and wait_closed() at shutdown,
-                # would wait for ever after a failed query.
-                async with self._pool._cond:
-                    self._pool._cond.notify_all()
+            try:
+                await self._pool.release(conn)
+                if conn.closed:
+                    # aioodbc's release() wakes waiters only for a connection that goes back
+                    # open; without this wait_closed() at shutdown, and a player waiting in the
+                    # pool, would wait for ever after a failed query.
+                    async with self._pool._cond:
+                        self._pool._cond.notify_all()
+            finally:
+                self._turns.release()  # even if cancelled above: else the pool shrinks for good
 
     async def _discard_idle(self, idle_seconds: float = 0.0) -> None:
         """Close the pool's idle connections unused for `idle_seconds` or more (every one by

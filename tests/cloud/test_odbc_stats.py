@@ -894,6 +894,47 @@ async def test_a_connection_idle_past_the_gateways_limit_is_not_handed_to_a_play
     assert not [r for r in caplog.records if "transient error" in r.getMessage()]
 
 
+async def test_players_waiting_for_a_connection_are_served_in_the_order_they_asked(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A raid: every connection busy, players queued for the next one freed. aioodbc's pool gave a
+    # freed connection to whoever reached it first, and a note arriving just then overtook a player
+    # already waiting, who queued again at the back: a steady raid could hold that player to the
+    # deadline and tell them stats are unavailable while later players were answered.
+    summary = stats_sql.player_summary
+    served: list[str] = []
+    later: list[asyncio.Task[object]] = []
+    first_may_finish, first_served = asyncio.Event(), asyncio.Event()
+
+    async def held(fetch: stats_sql.Fetch, user_id: str, *args: object) -> object:
+        served.append(user_id)
+        if user_id == NOVA:
+            first_served.set()
+            await first_may_finish.wait()
+        result = await summary(fetch, user_id, *args)  # type: ignore[arg-type]
+        if user_id == NOVA:  # another note arrives as this player's connection is freed
+            later.append(asyncio.create_task(stats.player_summary(QUILL)))
+        return result
+
+    monkeypatch.setattr(stats_sql, "player_summary", held)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    try:
+        first = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait_for(first_served.wait(), 30)
+        waiting = asyncio.create_task(stats.player_summary(BLAZE))
+        for _ in range(10):
+            await asyncio.sleep(0)  # BLAZE's turn reaches the wait for a connection
+        assert served == [NOVA]
+        first_may_finish.set()
+        results = await asyncio.wait_for(asyncio.gather(first, waiting), 30)  # a guard, not a timing
+        results.append(await asyncio.wait_for(later[0], 30))
+    finally:
+        await stats.aclose()
+    assert [s.player_name for s in results if s] == ["Nova", "Blaze", "Quill"]
+    assert served == [NOVA, BLAZE, QUILL]
+
+
 async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
