@@ -1048,3 +1048,27 @@ async def test_achievements_with_mixed_offsets_are_newest_first_over_odbc_too(
         await stats.aclose()
     assert summary is not None and summary.achievements == NEWEST_FIRST
     assert summary == await embedded.player_summary(NOVA)
+
+
+async def test_names_and_achievement_titles_in_any_script_round_trip(
+    settings: Settings, embedded: SqliteStats
+) -> None:
+    # NVARCHAR on Azure SQL; pyodbc binds a str as wide characters and reads wide columns back as
+    # UTF-16, so an emoji (a surrogate pair there) and a CJK title come back whole, as they were.
+    name, title = "Zoë 🎮 Ñandú 連勝", "Über-Sieg ★ 連勝 🏆"
+    with sqlite3.connect(players_db(settings)) as conn:
+        conn.execute(
+            "INSERT INTO players (player_id, discord_user_id, player_name) VALUES (99, ?, ?)",
+            ("990099", name),
+        )
+        conn.execute(
+            "INSERT INTO achievements (player_id, name, earned_at) VALUES (99, ?, '2026-11-18T03:00:00Z')",
+            (title,),
+        )
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), replace(FAST, dialect="sqlserver"))
+    try:
+        summary = await stats.player_summary("990099")
+    finally:
+        await stats.aclose()
+    assert summary is not None and summary.player_name == name and summary.achievements == [title]
+    assert summary == await embedded.player_summary("990099")
