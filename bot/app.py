@@ -160,8 +160,10 @@ class NotInitialised(Exception):
 
 async def build_stats_backend(settings: Settings, read_only: bool = False) -> StatsBackend:
     if settings.tools.stats == "odbc":
-        from bot.tools.odbc_stats import OdbcStats
+        from bot.tools.odbc_stats import OdbcStats, say_if_the_driver_is_missing
 
+        if not read_only:  # `check` says so in its own line, from the connection it tries
+            await say_if_the_driver_is_missing(settings.secrets.sql_connection_string)
         return await OdbcStats.open(settings.secrets.sql_connection_string, settings.odbc)
     path = storage_paths(settings).players
     # kept(), as `check` and `backup` ask: a file a crash left only in its log is restored on opening.

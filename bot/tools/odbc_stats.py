@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -115,6 +116,46 @@ _HINTS = {
 # unixODBC's words for a driver it cannot load (not installed, or a wrong library path), under
 # the general warning SQLSTATE 01000 rather than IM002.
 _DRIVER_NOT_LOADED = "Can't open lib"
+
+
+# Driver= and DSN= with their values: {braced}, a brace inside written twice, or up to the next ";".
+_DRIVER_OR_DSN = re.compile(r"(?i)(?:^|;)\s*(driver|dsn)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)")
+# A driver named by its library rather than by its name in odbcinst.ini: the loader searches it.
+_LIBRARY = re.compile(r"(?i)[/\\]|\.(so|dylib|dll)(\.\d+)*$")
+
+
+def missing_driver(connection_string: str) -> str | None:
+    """Why the driver manager will not find the connection string's driver or data source, or None
+    when it will as far as can be told without connecting: what `describe` says of IM002 and
+    "Can't open lib", told at start rather than at the first player's question."""
+    given: dict[str, str] = {}
+    for keyword, value in _DRIVER_OR_DSN.findall(connection_string):
+        value = value.strip()
+        if value.startswith("{") and value.endswith("}"):
+            value = value[1:-1].replace("}}", "}")
+        given.setdefault(keyword.lower(), value)  # ODBC takes a keyword's first value
+    if (driver := given.get("driver")) is not None:
+        if os.path.isabs(driver):
+            return None if os.path.exists(driver) else f"the ODBC driver library {driver} does not exist"
+        installed = pyodbc.drivers()
+        if _LIBRARY.search(driver) or driver.lower() in {d.lower() for d in installed}:
+            return None
+        return f"ODBC driver '{driver}' is not installed (installed: {', '.join(installed) or 'none'})"
+    sources = {name.lower() for name in pyodbc.dataSources()}
+    if (dsn := given.get("dsn")) is not None:
+        return None if dsn.lower() in sources else f"no ODBC data source named '{dsn}'"
+    return None if "default" in sources else "neither Driver= nor DSN= is given"
+
+
+async def say_if_the_driver_is_missing(connection_string: str) -> None:
+    """One ERROR line at start when the driver cannot be loaded. The bot starts all the same, as
+    with the database down, its other tools serving; a player asking hears stats are unavailable."""
+    if (missing := await asyncio.to_thread(missing_driver, connection_string)) is not None:
+        log.error(
+            "player stats: %s: check VOXDESK_SQL_CONNECTION_STRING; until then players hear"
+            " their stats are unavailable",
+            redact(missing),
+        )
 
 
 def describe(exc: BaseException) -> str:

@@ -998,6 +998,69 @@ async def test_check_names_the_reason_without_the_password(tmp_path: Path, broke
     assert PASSWORD not in message and raised.value.__cause__ is None
 
 
+@pytest.mark.parametrize(
+    ("connection_string", "named"),
+    [
+        ("Driver={ODBC Driver 18 for SQL Server};Server=tcp:x.database.windows.net,1433", "ODBC Driver 18"),
+        ("DRIVER=NoSuchDriver;Database=players.db", "NoSuchDriver"),
+        ("Driver=/opt/nowhere/libmsodbcsql-18.so;Server=x", "/opt/nowhere/libmsodbcsql-18.so"),
+        ("DSN=players;Server=x", "players"),
+    ],
+)
+async def test_a_driver_that_is_not_installed_is_one_error_line_at_start(
+    settings: Settings, connection_string: str, named: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The bot starts with the database down (the pool connects on the first question), but a
+    # driver that is not installed is no outage that ends: it was said first when a player asked,
+    # as "stats unavailable", and never at start where whoever deployed it looks. `check` says it
+    # in its stats line alone, not in a log line besides.
+    from bot.app import build_stats_backend
+
+    caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
+    odbc = make_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_STATS="odbc",
+        VOXDESK_SQL_CONNECTION_STRING=f"{connection_string};Uid=bot;Pwd={PASSWORD}",
+    )
+    checking = await build_stats_backend(odbc, read_only=True)  # as `check` builds it
+    try:
+        with pytest.raises(OdbcStatsError):
+            await checking.check()
+    finally:
+        await checking.aclose()  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    stats = await build_stats_backend(odbc)
+    await stats.aclose()  # type: ignore[attr-defined]
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1, errors
+    assert named in errors[0] and "VOXDESK_SQL_CONNECTION_STRING" in errors[0]
+    assert PASSWORD not in caplog.text
+
+
+def _sqlite_driver_files() -> list[str]:
+    return [str(p) for p in sorted(Path("/usr/lib").glob("**/odbc/libsqlite3odbc.so"))]
+
+
+async def test_an_installed_driver_is_no_error_at_start(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    from bot.tools.odbc_stats import say_if_the_driver_is_missing
+
+    caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
+    # By name, braced, and by its library: a file name the loader finds, or its full path.
+    drivers = ["SQLite3", "{SQLite3}", "libsqlite3odbc.so"]
+    drivers += _sqlite_driver_files()[:1]
+    for driver in drivers:
+        connection_string = odbc_string(players_db(settings), driver=driver)
+        await say_if_the_driver_is_missing(connection_string)
+        stats = await OdbcStats.open(connection_string, FAST)
+        try:
+            assert await stats.check() == "ODBC player database: 12 players"
+        finally:
+            await stats.aclose()
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
 async def test_health_check_line_for_odbc_stats(settings: Settings) -> None:
     from bot.health import check_all
 
