@@ -81,6 +81,15 @@ def redact(connection_string: str) -> str:
     return _SECRET_VALUE.sub(r"\1\2***", connection_string)
 
 
+# ODBC Driver 18 encrypts by default and verifies the server's certificate (OpenSSL's words on
+# Linux, Schannel's on Windows): one not trusted, or issued for another name than the one
+# connected to, refuses every connection alike, under SQLSTATE 08001 as a network failure does.
+_UNTRUSTED_CERTIFICATE = re.compile(
+    r"(?i)certificate verify failed|issued by an authority that is not trusted"
+    r"|target principal name is incorrect"
+)
+
+
 def is_transient(exc: BaseException, dialect: str = "sqlserver") -> bool:
     """Whether another attempt on a fresh connection may succeed where this one failed."""
     if isinstance(exc, TimeoutError):  # waiting for a pooled connection or a login
@@ -90,6 +99,8 @@ def is_transient(exc: BaseException, dialect: str = "sqlserver") -> bool:
     if len(exc.args) < 2:  # pyodbc's own errors carry only a message
         return bool(exc.args) and str(exc.args[0]).lower().startswith(_CLOSED_CONNECTION)
     sqlstate, message = str(exc.args[0]), str(exc.args[1])
+    if _UNTRUSTED_CERTIFICATE.search(message):
+        return False
     if sqlstate in TRANSIENT_SQLSTATES or sqlstate.startswith(BROKEN_SQLSTATE_PREFIX):
         return True
     codes = {int(n) for n in _NATIVE_ERROR.findall(message)}
@@ -113,6 +124,11 @@ _HINTS = {
     "28000": "login failed: check the user and password in VOXDESK_SQL_CONNECTION_STRING",
     "IM002": "no such ODBC driver or data source: check Driver= in VOXDESK_SQL_CONNECTION_STRING",
 }
+_UNTRUSTED_HINT = (
+    "the server's TLS certificate is not trusted: connect by the name it was issued for"
+    " (<server>.database.windows.net) with CA certificates installed, or, for a server with a"
+    " self-signed one, add TrustServerCertificate=yes to VOXDESK_SQL_CONNECTION_STRING"
+)
 # unixODBC's words for a driver it cannot load (not installed, or a wrong library path), under
 # the general warning SQLSTATE 01000 rather than IM002.
 _DRIVER_NOT_LOADED = "Can't open lib"
@@ -169,6 +185,8 @@ def describe(exc: BaseException) -> str:
         message = re.sub(r"\s*\(SQL\w+\)\s*$", "", message)
         if sqlstate == "01000" and _DRIVER_NOT_LOADED in message:
             hint = _HINTS["IM002"]
+        elif _UNTRUSTED_CERTIFICATE.search(message):
+            hint = _UNTRUSTED_HINT
         else:
             hint = _HINTS.get(sqlstate, "")
         text = f"{hint} ({message}, SQLSTATE {sqlstate})" if hint else f"{message} (SQLSTATE {sqlstate})"

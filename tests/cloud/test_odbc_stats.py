@@ -190,8 +190,30 @@ TRANSIENT = [
     (TimeoutError(), "sqlserver"),
 ]
 
+# ODBC Driver 18 encrypts by default and checks the server's certificate: one its machine does not
+# trust (no CA certificates in the image, a self-signed server), or issued for another name (the
+# server reached by an IP address or an alias), fails every connection alike.
+UNTRUSTED_CERTIFICATE = [
+    pyodbc.OperationalError(
+        "08001",
+        "[08001] [Microsoft][ODBC Driver 18 for SQL Server]SSL Provider: [error:0A000086:SSL routines::"
+        "certificate verify failed:unable to get local issuer certificate] (-1) (SQLDriverConnect); "
+        "[08001] [Microsoft][ODBC Driver 18 for SQL Server]Client unable to establish connection (-1)",
+    ),
+    driver_error(
+        "08001",
+        "SSL Provider: The certificate chain was issued by an authority that is not trusted.",
+        -2146893019,
+        "SQLDriverConnect",
+    ),
+    driver_error(
+        "08001", "SSL Provider: The target principal name is incorrect.", -2146893022, "SQLDriverConnect"
+    ),
+]
+
 # Not worth another attempt: they would fail the same way.
 PERMANENT = [
+    *[(error, "sqlserver") for error in UNTRUSTED_CERTIFICATE],
     (
         driver_error("28000", "[SQL Server]Login failed for user 'bot'.", 18456, "SQLDriverConnect"),
         "sqlserver",
@@ -246,6 +268,13 @@ def test_describe_names_the_reason_and_hides_the_password() -> None:
     assert "SQLSTATE 28000" in describe(login) and "(SQLDriverConnect)" not in describe(login)
     echoed = pyodbc.Error("HY000", "[HY000] bad option in 'Uid=bot;PWD=hunter2' (0) (SQLDriverConnect)")
     assert PASSWORD not in describe(echoed)
+
+
+@pytest.mark.parametrize("error", UNTRUSTED_CERTIFICATE, ids=["openssl", "schannel", "principal name"])
+def test_describe_says_what_to_do_about_an_untrusted_certificate(error: pyodbc.Error) -> None:
+    said = describe(error)
+    assert said.startswith("the server's TLS certificate is not trusted"), said
+    assert "TrustServerCertificate" in said and "SQLSTATE 08001" in said
 
 
 def _seed_rows(path: Path) -> list[tuple[str, tuple[str, ...], tuple[object, ...]]]:
