@@ -18,6 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 import aioodbc
+import aioodbc.cursor
 import pyodbc
 
 from bot import sentences as say
@@ -361,15 +362,17 @@ class OdbcStats:
                 self._turns.release()
                 raise
         in_doubt = False  # a statement on this connection failed or was abandoned
+        running: aioodbc.cursor.Cursor | None = None  # its cursor, made before it runs
         try:
 
             async def fetch(sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
-                nonlocal in_doubt
+                nonlocal in_doubt, running
                 in_doubt = True
-                cursor = await conn.execute(sql, *params)
+                cursor = running = await conn.cursor()
+                await cursor.execute(sql, *params)
                 rows = list(await cursor.fetchall())
                 await cursor.close()
-                in_doubt = False
+                in_doubt, running = False, None
                 return rows
 
             return await work(fetch)
@@ -379,6 +382,12 @@ class OdbcStats:
             # one. An error from elsewhere, such as another player's failed read of every total
             # handed to this one, leaves it idle and healthy.
             if in_doubt:
+                if running is not None and not isinstance(exc, pyodbc.Error):
+                    # Abandoned while it may still run (the player's turn cancelled): closing
+                    # would wait for it to end, and once closing has begun the driver takes no
+                    # cancel. SQLCancel, the one call ODBC lets another thread make on a running
+                    # statement, ends it now, on the server too.
+                    await _cancel_quietly(conn, running)
                 await _close_quietly(conn)
                 if is_connection_lost(exc):
                     # Else each idle one would be handed to the next attempt, and to the next
@@ -406,6 +415,14 @@ class OdbcStats:
         for conn in stale:
             free.remove(conn)  # no longer the pool's: nobody is handed it while it closes
         await asyncio.gather(*(_close_quietly(conn) for conn in stale))
+
+
+async def _cancel_quietly(conn: aioodbc.Connection, cursor: aioodbc.cursor.Cursor) -> None:
+    try:
+        # On the connection's executor, not the loop: the driver may wait on the network.
+        await conn._execute(cursor._impl.cancel)
+    except pyodbc.Error as exc:  # the statement had ended, or the connection had gone
+        log.debug("cancelling an abandoned ODBC statement: %s", describe(exc))
 
 
 async def _close_quietly(conn: aioodbc.Connection) -> None:

@@ -18,6 +18,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import aioodbc.connection
+import aioodbc.cursor
 import pyodbc
 import pytest
 
@@ -802,16 +803,16 @@ async def test_a_deadlock_or_lock_timeout_on_sql_server_is_retried(
 ) -> None:
     # A report's write holding the tables: SQL Server makes the summary's read the deadlock
     # victim, or its lock wait runs out. The next attempt finds the locks released.
-    execute = aioodbc.connection.Connection.execute
+    execute = aioodbc.cursor.Cursor.execute
     refused: list[str] = []
 
-    async def first_refused(conn: aioodbc.connection.Connection, sql: str, *params: object) -> object:
+    async def first_refused(cursor: aioodbc.cursor.Cursor, sql: str, *params: object) -> object:
         if not refused:
             refused.append(sql)
             raise error
-        return await execute(conn, sql, *params)
+        return await execute(cursor, sql, *params)
 
-    monkeypatch.setattr(aioodbc.connection.Connection, "execute", first_refused)
+    monkeypatch.setattr(aioodbc.cursor.Cursor, "execute", first_refused)
     caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
     stats = await OdbcStats.open(odbc_string(players_db(settings)), replace(FAST, dialect="sqlserver"))
     try:
@@ -859,18 +860,16 @@ def _break(monkeypatch: pytest.MonkeyPatch, broken: set[object], error: pyodbc.E
     """Statements on the `broken` connections fail as the driver fails them on a connection the
     server dropped; closing them works. No TDS server is faked: the error is raised where the
     driver raises it, with its SQLSTATE and native error as msodbcsql gives them."""
-    execute = aioodbc.connection.Connection.execute
+    execute = aioodbc.cursor.Cursor.execute
     failed: list[object] = []
 
-    async def on_a_dropped_connection(
-        conn: aioodbc.connection.Connection, sql: str, *params: object
-    ) -> object:
-        if conn in broken:
-            failed.append(conn)
+    async def on_a_dropped_connection(cursor: aioodbc.cursor.Cursor, sql: str, *params: object) -> object:
+        if cursor.connection in broken:
+            failed.append(cursor.connection)
             raise error
-        return await execute(conn, sql, *params)
+        return await execute(cursor, sql, *params)
 
-    monkeypatch.setattr(aioodbc.connection.Connection, "execute", on_a_dropped_connection)
+    monkeypatch.setattr(aioodbc.cursor.Cursor, "execute", on_a_dropped_connection)
     return failed
 
 
@@ -962,6 +961,49 @@ async def test_players_waiting_for_a_connection_are_served_in_the_order_they_ask
         await stats.aclose()
     assert [s.player_name for s in results if s] == ["Nova", "Blaze", "Quill"]
     assert served == [NOVA, BLAZE, QUILL]
+
+
+async def test_a_turn_cancelled_mid_statement_ends_the_statement_and_frees_its_connection(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A player's turn cancelled (its deadline, shutdown) while the read of every total runs: the
+    # connection is closed as in doubt, and closing waited for the statement to end (on Azure SQL
+    # up to the query timeout, the server running it on meanwhile; the SQLite driver ignores that
+    # timeout), holding the cancelled turn, its pool slot and shutdown. Once closing has begun the
+    # driver takes no cancel: the statement must be cancelled first.
+    totals = stats_sql.TOTALS
+    # Minutes of counting on the SQLite driver, which a cancel ends at once.
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200000000)"
+        " SELECT COUNT(*) FROM c"
+    )
+    monkeypatch.setattr(stats_sql, "TOTALS", endless)
+    summary = stats_sql.player_summary
+    reading = asyncio.Event()
+
+    async def watched(fetch: stats_sql.Fetch, user_id: str, *args: object) -> object:
+        async def reads(sql: str, params: tuple[object, ...]) -> list[object]:
+            if sql == endless:
+                reading.set()
+            return await fetch(sql, params)
+
+        return await summary(reads, user_id, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stats_sql, "player_summary", watched)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=5, retries=0)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    try:
+        turn = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait_for(reading.wait(), 30)
+        await asyncio.sleep(0.2)  # the driver is inside the statement (before it, it never starts)
+        turn.cancel()
+        done, _ = await asyncio.wait({turn}, timeout=10)  # a guard, not a timing assertion
+        assert done and turn.cancelled()
+        monkeypatch.setattr(stats_sql, "TOTALS", totals)
+        again = await asyncio.wait_for(stats.player_summary(QUILL), 30)
+        assert again is not None and again.player_name == "Quill"
+    finally:
+        await asyncio.wait_for(stats.aclose(), 30)
 
 
 async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(
