@@ -135,8 +135,9 @@ _UNTRUSTED_HINT = (
 _DRIVER_NOT_LOADED = "Can't open lib"
 
 
-# Driver= and DSN= with their values: {braced}, a brace inside written twice, or up to the next ";".
-_DRIVER_OR_DSN = re.compile(r"(?i)(?:^|;)\s*(driver|dsn)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)")
+# Driver=, DSN= and FileDSN= with their values: {braced}, a brace inside written twice, or up to
+# the next ";".
+_DRIVER_OR_DSN = re.compile(r"(?i)(?:^|;)\s*(driver|dsn|filedsn)\s*=\s*(\{(?:[^}]|\}\})*\}|[^;]*)")
 # A driver named by its library rather than by its name in odbcinst.ini: the loader searches it.
 _LIBRARY = re.compile(r"(?i)[/\\]|\.(so|dylib|dll)(\.\d+)*$")
 
@@ -158,6 +159,8 @@ def missing_driver(connection_string: str) -> str | None:
         if _LIBRARY.search(driver) or driver.lower() in {d.lower() for d in installed}:
             return None
         return f"ODBC driver '{driver}' is not installed (installed: {', '.join(installed) or 'none'})"
+    if "filedsn" in given:  # the file names the driver: the connection tells
+        return None
     sources = {name.lower() for name in pyodbc.dataSources()}
     if (dsn := given.get("dsn")) is not None:
         return None if dsn.lower() in sources else f"no ODBC data source named '{dsn}'"

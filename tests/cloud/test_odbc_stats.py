@@ -1121,6 +1121,8 @@ async def test_an_installed_driver_is_no_error_at_start(
     # By name, braced, and by its library: a file name the loader finds, or its full path.
     drivers = ["SQLite3", "{SQLite3}", "libsqlite3odbc.so"]
     drivers += _sqlite_driver_files()[:1]
+    # A file DSN names its driver inside: the connection tells.
+    await say_if_the_driver_is_missing(f"FILEDSN=/etc/voxdesk/players.dsn;PWD={PASSWORD}")
     for driver in drivers:
         connection_string = odbc_string(players_db(settings), driver=driver)
         await say_if_the_driver_is_missing(connection_string)
