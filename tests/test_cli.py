@@ -880,6 +880,18 @@ def test_checking_the_databases_versions_leaves_the_storage_folder_as_it_was(set
     assert _files(settings.storage_dir) == before
 
 
+async def test_check_leaves_a_wal_mode_players_db_with_no_log_beside_it(settings) -> None:
+    # The bot's stats store puts players.db in WAL mode; stopped cleanly, it leaves no -wal. The
+    # stats backend's look for its players table must not leave one (and a -shm) there.
+    players = settings.storage_dir / "players.db"
+    with contextlib.closing(sqlite3.connect(players)) as db:
+        assert db.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
+    before = _files(settings.storage_dir)
+    results = {r.service: r for r in await health.check_all(settings)}
+    assert results["stats"].ok, results["stats"].detail
+    assert _files(settings.storage_dir) == before
+
+
 async def test_checks_storage_line_counts_one_database_in_the_singular(tmp_path: Path) -> None:
     from bot.health import check_storage
     from bot.preferences import PreferenceStore

@@ -13,7 +13,15 @@ from typing import Any
 import aiosqlite
 
 from bot import sentences as say
-from bot.db import naming, only_in_log, open_read_only, open_sqlite, readable, refuse_newer
+from bot.db import (
+    naming,
+    only_in_log,
+    open_read_only,
+    open_sqlite,
+    read_only_uri,
+    readable,
+    refuse_newer,
+)
 from bot.logs import Outage
 from bot.tools import stats_sql
 from bot.tools.base import Passage, PlayerSummary, ToolError
@@ -38,7 +46,7 @@ def has_players_table(path: Path) -> bool:
         return False
     with readable(path) as read:
         try:
-            conn = sqlite3.connect(f"{read.resolve().as_uri()}?mode=ro", uri=True)
+            conn = sqlite3.connect(read_only_uri(read), uri=True)
         except sqlite3.Error as exc:
             raise naming(path, exc) from exc
         with contextlib.closing(conn):
