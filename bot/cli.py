@@ -440,8 +440,8 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def _user_path(text: str) -> str:
-    """An --out path with "~" the home folder, as config.toml's paths have it: quoted, or passed by
-    a unit or script no shell reads, Path("~/x") is a folder named "~" in the working one."""
+    """A path argument with "~" the home folder, as config.toml's paths have it: quoted, or passed
+    by a unit or script no shell reads, Path("~/x") is a folder named "~" in the working one."""
     return os.path.expanduser(text)
 
 
@@ -460,7 +460,9 @@ COMMANDS: dict[
         cmd_ask,
         "answer one voice note file and write the spoken reply",
         lambda p: (
-            p.add_argument("file", help="an audio file: ogg, mp3, m4a, wav, webm, flac, amr"),
+            p.add_argument(
+                "file", type=_user_path, help="an audio file: ogg, mp3, m4a, wav, webm, flac, amr"
+            ),
             p.add_argument("--user", default=DEMO_USER, help=SPEAKER_HELP),
             p.add_argument("--voice", default=None, help="reply voice (engine-specific)"),
             p.add_argument(
@@ -477,7 +479,10 @@ COMMANDS: dict[
         "answer every sample voice note voxdesk ships and print a table",
         lambda p: (
             p.add_argument(
-                "--samples", default=str(paths.SAMPLES), help="folder of voice notes (default: the samples)"
+                "--samples",
+                default=str(paths.SAMPLES),
+                type=_user_path,
+                help="folder of voice notes (default: the samples)",
             ),
             p.add_argument("--user", default=DEMO_USER, help=SPEAKER_HELP),
         ),
@@ -526,6 +531,7 @@ COMMANDS: dict[
         lambda p: p.add_argument(
             "into",
             metavar="DIR",
+            type=_user_path,
             help="where the dated backup folder is made; older ones there past the newest"
             " storage.keep_backups (7) are removed",
         ),
@@ -551,6 +557,7 @@ COMMANDS: dict[
         lambda p: p.add_argument(
             "logs",
             nargs="*",
+            type=_user_path,
             metavar="LOG",
             help="log files to read (journalctl's -o cat, short and json output too); - or none: stdin",
         ),
@@ -559,7 +566,10 @@ COMMANDS: dict[
         cmd_index_manuals,
         "create the Azure AI Search index if missing and upload the manuals (re-runs update)",
         lambda p: p.add_argument(
-            "--manuals", default=None, help="folder of *.md manuals (default: storage.manuals_dir)"
+            "--manuals",
+            default=None,
+            type=_user_path,
+            help="folder of *.md manuals (default: storage.manuals_dir)",
         ),
     ),
     "run": (
@@ -597,6 +607,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--config",
         default=None,
+        type=_user_path,
         help="config file (default: VOXDESK_CONFIG, else config.toml in the working directory, "
         "else the built-in settings)",
     )

@@ -1412,3 +1412,46 @@ def test_backup_refuses_a_folder_inside_the_storage_folder_named_from_where_it_r
     assert done.returncode == 2, done.stderr
     assert "inside the storage folder" in done.stderr
     assert sorted(p.name for p in storage.iterdir()) == before
+
+
+@pytest.mark.parametrize(
+    ("args", "name"),
+    [
+        (["--config", "~/x", "check"], "config"),
+        (["ask", "~/x"], "file"),
+        (["demo", "--samples", "~/x"], "samples"),
+        (["index-manuals", "--manuals", "~/x"], "manuals"),
+        (["backup", "~/x"], "into"),
+        (["refile", "~/x"], "logs"),
+    ],
+)
+def test_every_path_argument_takes_a_quoted_tilde_as_the_home_folder(
+    monkeypatch, tmp_path, args, name
+) -> None:
+    # As --out does: `backup '~/backups'` from a unit or script no shell reads made a folder named
+    # "~" in the working one.
+    from bot.cli import build_parser
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    value = getattr(build_parser().parse_args(args), name)
+    assert value == ([str(tmp_path / "x")] if name == "logs" else str(tmp_path / "x"))
+
+
+def test_refile_still_reads_stdin_from_a_dash() -> None:
+    from bot.cli import build_parser
+
+    assert build_parser().parse_args(["refile", "-", "~"]).logs == ["-", os.path.expanduser("~")]
+
+
+def test_backup_into_a_quoted_tilde_makes_no_folder_named_tilde(settings, tmp_path) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    work = tmp_path / "work"
+    work.mkdir()
+    done = voxdesk(
+        "backup", "~/backups", storage=settings.storage_dir, cwd=work, PYTHONPATH=str(REPO), HOME=str(home)
+    )
+    assert done.returncode == 0, done.stderr
+    assert list(work.iterdir()) == []
+    (folder,) = (home / "backups").iterdir()
+    assert done.stdout.endswith(f"backup: {folder}\n")
