@@ -257,10 +257,16 @@ def cmd_player(args: argparse.Namespace) -> int:
     from bot.app import storage_paths
 
     storage = storage_paths(_settings(args))
-    if args.action == "export" and args.out and (refused := _export_refused(Path(args.out), args.user_id)):
-        _complain(f"player export: {refused}")
-        return 4
     try:
+        # The id first: the refusal of a folder as --out suggests a file named after it.
+        player_data.checked(args.user_id)
+        if (
+            args.action == "export"
+            and args.out
+            and (refused := _export_refused(Path(args.out), args.user_id))
+        ):
+            _complain(f"player export: {refused}")
+            return 4
         if args.action == "export":
             text = json.dumps(player_data.export(storage, args.user_id), indent=2, default=str)
             if args.out:

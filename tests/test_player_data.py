@@ -264,6 +264,23 @@ def test_export_to_a_folder_or_into_a_missing_one_says_what_to_give(settings, tm
     assert list(exports.iterdir()) == []
 
 
+def test_export_to_a_folder_for_an_id_that_is_no_discord_id_suggests_no_file_by_it(
+    settings, tmp_path
+) -> None:
+    # The folder's refusal came first and offered "<folder>/../x.json" as the file to give: a path
+    # out of that folder, for an id the export refuses anyway.
+    exports = tmp_path / "exports"
+    exports.mkdir()
+    done = voxdesk(
+        "player", "export", "../x", "--out", str(exports), storage=settings.storage_dir, timeout=60
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "player export: '../x' is not a Discord user id (digits only, e.g. 111111111111111111)\n"
+    )
+    assert list(exports.iterdir()) == []
+
+
 # `player export --out` killed half-way through writing the player's data (SIGKILL, a reboot).
 KILLED_MID_EXPORT = """
 import builtins, os, signal, sys
