@@ -808,6 +808,8 @@ class VoiceNotes(commands.Cog):
             return False, Reached.NO
         if (unsent := self._unsent.get(message.id)) is not None:
             log.info("note %s from %s: sending the answer Discord failed", message.id, message.author.id)
+            # No turn to wait for: a stalled send would read as a queue behind the turn slots.
+            metrics.NOTES_WAITING.leave(message)
             return await self._send(message, unsent, arrived)
         if note.size > limits.max_bytes:
             log.info("note %s from %s refused: %d bytes", message.id, message.author.id, note.size)

@@ -97,6 +97,33 @@ async def test_cloudflares_ban_on_the_answer_leaves_the_note_for_later_not_given
     assert [(r.kind, r.error) for r in fake.received if r.error is not None] == [("message", 429)]
 
 
+async def test_a_kept_answer_the_recheck_sends_counts_as_sending_not_as_waiting_for_a_turn(
+    settings, fake: FakeDiscord
+):
+    # The answer Discord refused is kept and sent by the recheck, with no turn to wait for: counted
+    # in voxdesk_notes_waiting while its send stalled, it read as a queue behind busy turn slots.
+    from bot import metrics
+
+    def waiting() -> float | None:
+        return metrics.REGISTRY.get_sample_value("voxdesk_notes_waiting")
+
+    def sends() -> float:
+        return metrics.REGISTRY.get_sample_value("voxdesk_stage_seconds_count", {"stage": "send"}) or 0.0
+
+    fake.posts_banned = 1  # the first send: the answer is kept for the recheck
+    fake.posts_held, fake.posts_before_held = 1, 1  # the recheck's send: held until released
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: fake.posts_held == 0)  # the recheck's POST, held by Discord
+        sent_before = sends()
+        assert waiting() == 0.0
+        fake.posts_released.set()
+        await replies(fake, note, 2)
+        assert await settled(settings, note) == "answered"
+        assert sends() == sent_before + 1  # the resend is timed as a send
+    assert len(h.engine.turns) == 1
+
+
 @pytest.mark.parametrize("mode", ["voice_and_text", "voice", "file"])
 async def test_an_answer_whose_upload_discord_fails_goes_out_as_its_words(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, mode: str
