@@ -28,11 +28,14 @@ MIN_SECRET_CHARS = 8
 
 # Loggers that say too much at INFO, which `run` logs. HTTP clients log every request's whole
 # address (which may carry a proxy's user and password: openai.base_url =
-# "https://user:pass@proxy/v1"); faster-whisper logs a line for every note it hears.
+# "https://user:pass@proxy/v1"), and their connection pools each connection's host at DEBUG;
+# the openai SDK sends through httpx and httpcore, or, in its newer releases, httpx2 and
+# httpcore2. faster-whisper logs a line for every note it hears.
 QUIET_LOGGERS = (
     "httpx",
     "httpx2",
     "httpcore",
+    "httpcore2",
     "azure.core.pipeline.policies.http_logging_policy",
     "faster_whisper",
 )

@@ -801,3 +801,30 @@ def test_the_stores_line_for_the_longest_grievance_is_filed_whole(root_log, form
     assert "[cut " not in text
     filed, unreadable = unfiled_in(_as_journal_cuts(text))
     assert unreadable == 0 and [{f: r[f] for f in row} for r in filed] == [row]
+
+
+async def test_the_openai_sdks_http_stack_logs_nothing_below_warning_under_a_debug_root(
+    caplog, monkeypatch
+) -> None:
+    # The SDK's HTTP client and its connection pool log each request's address and connection
+    # at DEBUG: under an operator's root at DEBUG, every one of voxdesk's requests. Whichever
+    # packages the installed SDK sends through (httpx or httpx2, httpcore or httpcore2).
+    import openai
+
+    from tests.fakes.openai_server import API_KEY, serving
+
+    for name in {*logs.QUIET_LOGGERS, *logs.WORDY_LOGGERS, "httpx", "httpx2", "httpcore", "httpcore2"}:
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "level", logger.level)  # put back as it was, after the test
+        monkeypatch.setattr(logger, "_cache", {})
+    caplog.set_level(logging.DEBUG)
+    logs.quiet_noisy_loggers()
+    async with serving() as fake:
+        client = openai.AsyncOpenAI(api_key=API_KEY, base_url=fake.base_url, max_retries=0)
+        transport = client._client._transport
+        stack = {type(transport).__module__.split(".")[0], type(transport._pool).__module__.split(".")[0]}
+        await client.models.list()
+        await client.close()
+    assert len(stack) == 2, stack  # the client's package and its connection pool's
+    said = [(r.name, r.levelname) for r in caplog.records if r.name.split(".")[0] in stack]
+    assert [(name, level) for name, level in said if level in ("DEBUG", "INFO")] == []
