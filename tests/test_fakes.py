@@ -1115,6 +1115,30 @@ async def test_a_document_key_ending_in_a_line_break_is_a_400() -> None:
         assert "Invalid document key: 'ok-1\n'" in fake.violations[0]
 
 
+@pytest.mark.parametrize("named", ["index", "field"])
+async def test_an_index_or_field_name_ending_in_a_line_break_is_a_400(named: str) -> None:
+    # As the service refuses them: "$" let a final line break through, as \Z does not.
+    index = {
+        "name": "manuals",
+        "fields": [
+            {"name": "key", "type": "Edm.String", "key": True},
+            {"name": "text", "type": "Edm.String", "searchable": True},
+        ],
+    }
+    if named == "index":
+        index["name"] = "manuals\n"
+    else:
+        index["fields"][1]["name"] = "text\n"  # type: ignore[index]
+    async with search_server.running_fake_search() as fake:
+        fake.expect_violations()
+        async with aiohttp.ClientSession(headers={"api-key": fake.api_key}) as session:
+            params = {"api-version": "2026-04-01"}
+            async with session.post(f"{fake.endpoint}/indexes", json=index, params=params) as response:
+                assert response.status == 400
+        assert fake.indexes == {}
+        assert len(fake.violations) == 1
+
+
 @pytest.mark.parametrize("text", ["(refund", "refund)", '"refund', "refund AND", "OR refund"])
 async def test_full_lucene_that_does_not_parse_is_a_400(text: str) -> None:
     async with search_server.running_fake_search() as fake:

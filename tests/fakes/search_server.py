@@ -50,9 +50,10 @@ QUERY_KEY = "fake-search-query-key"
 API_VERSIONS = {"2023-11-01", "2024-07-01", "2025-09-01", "2026-04-01"}
 ENGLISH_ANALYZERS = {"en.lucene", "en.microsoft"}
 ANALYZERS = ENGLISH_ANALYZERS | {"standard.lucene", "standardasciifolding.lucene", "simple", "keyword"}
-INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}$")
-FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}$")
-DOCUMENT_KEY = re.compile(r"^[A-Za-z0-9\-=][A-Za-z0-9_\-=]{0,1023}\Z")  # \Z: no final line break
+# \Z, not $: the service refuses a name or key ending in a line break, which $ lets through.
+INDEX_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,127}\Z")
+FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,127}\Z")
+DOCUMENT_KEY = re.compile(r"^[A-Za-z0-9\-=][A-Za-z0-9_\-=]{0,1023}\Z")
 ACTIONS = {"upload", "merge", "mergeOrUpload", "delete"}
 SEARCH_BODY = {
     "answers", "captions", "count", "debug", "facets", "filter", "highlight", "highlightPostTag",
