@@ -35,6 +35,7 @@ from bot.db import (
     kept,
     naming,
     new_partial,
+    read_only_uri,
     refuse_newer,
     remove_partials,
     restore_from_log,
@@ -121,7 +122,7 @@ def _database(storage: StoragePaths, name: str, write: bool = False) -> Iterator
         return
     restore_from_log(path)  # opened as it is, SQLite would delete the log that holds its commits
     # As a URI, quoted: a storage folder named "clan #2" must not end the path at "#".
-    uri = path.resolve().as_uri() + ("" if write else "?mode=ro")
+    uri = path.resolve().as_uri() if write else read_only_uri(path)
     try:
         conn = sqlite3.connect(uri, uri=True, timeout=BUSY_SECONDS, isolation_level=None)
     except sqlite3.Error as exc:

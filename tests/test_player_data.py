@@ -840,3 +840,15 @@ async def test_forget_names_a_database_the_bots_reading_kept_its_erasure_from_se
     again = player_data.forget(paths_, NOVA)
     assert not [line for line in again if "next checkpoint" in line]
     assert residue(settings.storage_dir, b"zebracorn", but=("grievances.db",)) == []
+
+
+def test_export_leaves_the_storage_folder_as_it_was(settings) -> None:
+    # A read-only connection to a WAL database with no log beside it (a bot stopped cleanly, a
+    # folder restored from a backup) made an empty -wal and a -shm beside each it read.
+    from bot import player_data
+
+    from .test_cli import _files
+
+    before = _files(settings.storage_dir)
+    assert player_data.export(storage_paths_of(settings.storage_dir), NOVA)["user_id"] == NOVA
+    assert _files(settings.storage_dir) == before
