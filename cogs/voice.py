@@ -811,19 +811,24 @@ class VoiceNotes(commands.Cog):
             # No turn to wait for: a stalled send would read as a queue behind the turn slots.
             metrics.NOTES_WAITING.leave(message)
             return await self._send(message, unsent, arrived)
+        early = None  # a refusal that needs no turn
         if note.size > limits.max_bytes:
             log.info("note %s from %s refused: %d bytes", message.id, message.author.id, note.size)
             metrics.note("discord", "refused", "too_big")
-            return False, await self._tell(message, too_big_message(note.size, limits))
-        if note.duration is not None and note.duration > limits.max_seconds:
+            early = too_big_message(note.size, limits)
+        elif note.duration is not None and note.duration > limits.max_seconds:
             log.info("note %s from %s refused: %.0f s declared", message.id, message.author.id, note.duration)
             metrics.note("discord", "refused", "too_long")
-            return False, await self._tell(message, too_long_message(limits.max_seconds))
-        if await self._forwards_my_answer(message):
+            early = too_long_message(limits.max_seconds)
+        elif await self._forwards_my_answer(message):
             author_id = message.author.id
             log.info("note %s from %s forwards an answer of mine: not answered", message.id, author_id)
             metrics.note("discord", "refused", "own_answer")
-            return False, await self._tell(message, say.OWN_ANSWER)
+            early = say.OWN_ANSWER
+        if early is not None:
+            # No turn to wait for: a stalled send would read as a queue behind the turn slots.
+            metrics.NOTES_WAITING.leave(message)
+            return False, await self._tell(message, early)
         refusal = None  # told after the slot is given back: a slow send must not hold a turn slot
         # "typing…" only once a turn slot is the note's: it is sent again every TYPING_EVERY s, and a
         # queue of waiting notes would otherwise cost requests growing with the square of its length.

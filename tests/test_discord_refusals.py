@@ -124,6 +124,32 @@ async def test_a_kept_answer_the_recheck_sends_counts_as_sending_not_as_waiting_
     assert len(h.engine.turns) == 1
 
 
+@pytest.mark.parametrize(
+    "declared", [{"declared_size": 50_000_000}, {"duration": 600.0}], ids=["too big", "too long"]
+)
+async def test_a_note_refused_before_its_turn_is_not_waiting_for_one_while_told_so(
+    settings, fake: FakeDiscord, declared: dict[str, Any]
+):
+    # Its refusal needs no turn: counted in voxdesk_notes_waiting while the refusal's send
+    # stalled behind Discord, it read as a queue behind busy turn slots.
+    from bot import metrics
+
+    def waiting() -> float | None:
+        return metrics.REGISTRY.get_sample_value("voxdesk_notes_waiting")
+
+    fake.posts_held = 1  # the refusal: held until released
+    async with running_bot(settings, fake) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True, **declared)
+        await eventually(lambda: fake.posts_held == 0)  # the refusal's POST, held by Discord
+        assert waiting() == 0.0
+        assert metrics.REGISTRY.get_sample_value("voxdesk_notes_oldest_waiting_seconds") == 0.0
+        fake.posts_released.set()
+        (told,) = await replies(fake, note, 1)
+        assert await settled(settings, note) == "answered"  # its refusal reached the player
+    assert "too" in told.content
+    assert h.engine.turns == []
+
+
 @pytest.mark.parametrize("mode", ["voice_and_text", "voice", "file"])
 async def test_an_answer_whose_upload_discord_fails_goes_out_as_its_words(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, mode: str
