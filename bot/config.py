@@ -471,7 +471,8 @@ def load_settings(
     raw: dict[str, typing.Any] = {}
     source = "defaults"
     if chosen:
-        file = Path(chosen)
+        # "~" is the home folder, as in config.toml's paths and --config: Environment= expands none.
+        file = Path(chosen).expanduser()
         if not file.is_file():
             raise ConfigError(f"config file {file} not found: pass --config PATH or unset VOXDESK_CONFIG")
         raw, source = _read_toml(file), str(file)

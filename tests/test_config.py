@@ -45,6 +45,19 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
     assert load_settings(environ={"VOXDESK_CONFIG": str(path)}).agent.max_tool_rounds == 7
 
 
+def test_a_config_path_from_the_environment_starting_with_a_tilde_is_in_the_home_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A unit's Environment= does not expand "~", as --config's shell may not: Path("~/x") is a
+    # file in a folder named "~" in the working one.
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    write(home, "[agent]\nmax_tool_rounds = 7\n")
+    assert load_settings(environ={"VOXDESK_CONFIG": "~/config.toml"}).agent.max_tool_rounds == 7
+
+
 @pytest.mark.parametrize(
     ("text", "env", "names"),
     [
