@@ -64,8 +64,9 @@ async def initialise(settings: Settings, speech: bool = True) -> list[str]:
     store = await LocalGrievanceStore.open(storage.grievances)
     try:
         seeded = json.loads(paths.GRIEVANCES.read_text(encoding="utf-8"))
-        first_run = first_run and await store.seed(seeded)
+        first_run = first_run and await store.holds_none_but([r["key"] for r in seeded])
         if first_run:
+            await store.seed(seeded)
             grievances = f"grievances: {len(seeded)} demo grievances in {storage.grievances}"
         else:
             grievances = f"grievances: kept in {storage.grievances} ({await store.check()})"

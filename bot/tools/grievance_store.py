@@ -1661,19 +1661,20 @@ class LocalGrievanceStore:
             remote_key=row["remote_key"],
         )
 
-    async def seed(self, rows: list[dict[str, str]]) -> bool:
-        """Demo grievances for `init`, into a store that holds none but them (a new one, or one an
-        init cut short while seeding them); whether it did. A store holding other grievances (the
-        bot filed them before any `init`) is no new one: the demo tickets would be worked on the
-        desk among real ones. A re-run never overwrites a row, so nothing filed is lost."""
-        keys = [r["key"] for r in rows]
+    async def holds_none_but(self, keys: list[str]) -> bool:
+        """Whether the store holds no grievance but those of `keys` (the demo's): a new one, or one
+        an init cut short while seeding them. A store holding others (the bot filed them before any
+        `init`) is no new one: demo tickets would be worked on the desk among real ones."""
         others = await self._conn.execute_fetchall(
             "SELECT 1 FROM grievances WHERE local_key IS NULL"
             f" OR local_key NOT IN ({', '.join('?' * len(keys))}) LIMIT 1",
             keys,
         )
-        if others:
-            return False
+        return not others
+
+    async def seed(self, rows: list[dict[str, str]]) -> None:
+        """Grievances as given (`init`'s demo ones, into a store `holds_none_but` them); a re-run
+        never overwrites a row, so nothing filed is lost."""
         for r in rows:
             await self._conn.execute(
                 "INSERT OR IGNORE INTO grievances (id, local_key, user_id, category, description,"
@@ -1690,7 +1691,6 @@ class LocalGrievanceStore:
                 ),
             )
         await self._conn.commit()
-        return True
 
 
 # A description holding a searched word, folded. A description of ASCII alone (as many bytes as
