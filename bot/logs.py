@@ -197,6 +197,10 @@ def install_secret_mask(logger: logging.Logger | None = None) -> None:
 def quiet_noisy_loggers() -> None:
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    # Only under a root below INFO: at INFO set on them, a root at WARNING (a one-shot command's
+    # log) would let their INFO lines through.
+    if logging.getLogger().getEffectiveLevel() >= logging.INFO:
+        return
     for name in WORDY_LOGGERS:
         logger = logging.getLogger(name)
         if logger.level == logging.NOTSET:

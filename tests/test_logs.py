@@ -576,6 +576,16 @@ def test_a_librarys_debug_lines_an_operator_asks_for_by_name_are_logged(operator
     assert operators_debug_log.getvalue() == "executing\n"
 
 
+def test_a_librarys_info_lines_stay_out_of_a_one_shot_commands_warning_log(operators_debug_log) -> None:
+    # A command's log at WARNING (`voxdesk sync` without -v): the libraries held at INFO under a
+    # DEBUG root are left to follow it, or discord.py's "logging in using static token" shows.
+    logging.getLogger().setLevel(logging.WARNING)
+    cli.configure_logging(False)
+    logging.getLogger("discord.client").info("logging in using static token")
+    logging.getLogger("discord.client").warning("a warning")
+    assert operators_debug_log.getvalue() == "a warning\n"
+
+
 def _journal_json(message: object, **fields: str) -> str:
     """An entry as `journalctl -o json` prints it: one compact object a line, the journal's own
     fields first, each value a string (a byte array for a message that is not UTF-8 text)."""
