@@ -2972,6 +2972,18 @@ def test_refile_run_by_hand_on_a_terminal_says_it_reads_stdin(tmp_path) -> None:
     assert "refile: reading stdin" in said
 
 
+def _grievance_storage(tmp_path: Path) -> Path:
+    """A storage folder holding an empty grievances.db, as the bot's is before refile files."""
+    storage = tmp_path / "storage"
+    storage.mkdir()
+
+    async def made() -> None:
+        await (await LocalGrievanceStore.open(storage / "grievances.db")).aclose()
+
+    asyncio.run(made())
+    return storage
+
+
 def test_refile_reads_a_journal_on_stdin_past_a_line_that_is_not_utf8(tmp_path) -> None:
     # A journal line cut inside a character (journald's LineMax), piped in on a host whose locale
     # makes stdin strict: refile stopped on it with a traceback, and the grievance after it was
@@ -2980,13 +2992,7 @@ def test_refile_reads_a_journal_on_stdin_past_a_line_that_is_not_utf8(tmp_path) 
 
     from .test_cli import REPO
 
-    storage = tmp_path / "storage"
-    storage.mkdir()
-
-    async def made() -> None:
-        await (await LocalGrievanceStore.open(storage / "grievances.db")).aclose()
-
-    asyncio.run(made())
+    storage = _grievance_storage(tmp_path)
     row = {"user_id": NOVA, "category": "wallet", "description": "charged twice for gems"}
     unfiled = "[ERROR   ] bot.tools.grievance_store: " + UNFILED  # as `journalctl -o cat` shows it
     unfiled += spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="open")
@@ -3020,13 +3026,7 @@ def test_refile_says_which_store_line_it_passes_over_behind_a_prefix_it_does_not
 
     from .test_cli import voxdesk
 
-    storage = tmp_path / "storage"
-    storage.mkdir()
-
-    async def made() -> None:
-        await (await LocalGrievanceStore.open(storage / "grievances.db")).aclose()
-
-    asyncio.run(made())
+    storage = _grievance_storage(tmp_path)
     row = {"user_id": NOVA, "category": "wallet", "description": "charged twice for gems"}
     line = f"{before}[ERROR   ] bot.tools.grievance_store: {UNFILED}"
     line += spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="open")
@@ -3048,13 +3048,7 @@ def test_refile_files_the_journals_json_and_says_which_entries_it_left_out(tmp_p
     from .test_cli import voxdesk
     from .test_logs import _journal_json
 
-    storage = tmp_path / "storage"
-    storage.mkdir()
-
-    async def made() -> None:
-        await (await LocalGrievanceStore.open(storage / "grievances.db")).aclose()
-
-    asyncio.run(made())
+    storage = _grievance_storage(tmp_path)
     row = {"user_id": NOVA, "category": "wallet", "description": "charged twice for gems"}
     line = "[ERROR   ] bot.tools.grievance_store: " + UNFILED
     line += spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="open")
@@ -3080,13 +3074,7 @@ def test_refile_shows_the_first_lines_it_passes_over_spelled_out_and_counts_them
 
     from .test_cli import voxdesk
 
-    storage = tmp_path / "storage"
-    storage.mkdir()
-
-    async def made() -> None:
-        await (await LocalGrievanceStore.open(storage / "grievances.db")).aclose()
-
-    asyncio.run(made())
+    storage = _grievance_storage(tmp_path)
     lines = []
     for n in range(PASSED_OVER_SHOWN + 2):
         row = {"user_id": NOVA, "category": "wallet", "description": f"charged twice for gems, {n}"}
