@@ -32,11 +32,14 @@ nothing. Once told, it is forgotten after a month, but for each player's newest 
 (`NewsStore.prune`), the one a change is compared with.
 
 Delivering (`TicketNews.deliver`) is at most once per piece of news: each player's due news is
-claimed on disk ('pending' -> 'sending') before anything is sent, and marked after. A crash in
-between leaves it 'sending', and it is never sent again: a lost DM is preferred to a repeated one
-(the player can still ask `/grievance status`). Only a send that certainly never reached Discord
-(no connection), or news a stop or unreadable preferences took before its DM was tried, goes back
-to 'pending' for later (news.db refusing that write too, at a later round of the same process). A
+claimed on disk ('pending' -> 'claimed') before anything is sent, marked 'sending' on disk just
+before its DM is tried (only a claim still this process's moves on: another process starting on
+the same storage may have given it back meanwhile), and marked after. A crash after that mark
+leaves it 'sending', and it is never sent again: a lost DM is preferred to a repeated one (the
+player can still ask `/grievance status`). News a stop or unreadable preferences took before its
+DM was tried goes back to 'pending' for later, as does a send that certainly never reached Discord
+(no connection). News left 'claimed' (news.db refusing to give it back: given back at each later
+round of the same process, and at the next start, since no DM was tried for it) is sent later. A
 player with `/notify off` gets nothing: their news is marked 'muted', not kept for later. A player
 whose DMs are closed is told so once, in the channel they last sent a voice note in, until a DM to
 them goes through again.
@@ -109,8 +112,9 @@ CREATE TABLE IF NOT EXISTS {table} (
     kind TEXT NOT NULL,  -- filed | moved | status
     status TEXT NOT NULL,  -- the status told
     text TEXT NOT NULL,
-    -- pending | held | sending | sent | muted | dms_closed | failed | in_answer
-    -- (held: waiting for the answer to a turn; in_answer: that answer named its key)
+    -- pending | held | claimed | sending | sent | muted | dms_closed | failed | in_answer
+    -- (held: waiting for the answer to a turn; in_answer: that answer named its key; claimed: taken
+    -- for a DM not tried yet; sending: its DM tried, maybe sent)
     state TEXT NOT NULL DEFAULT 'pending',
     found_at TEXT NOT NULL,
     done_at TEXT,
@@ -357,14 +361,14 @@ async def rekey_news(conn: aiosqlite.Connection) -> None:
 
 # What a player was told, oldest first (the desk's ticket page).
 TOLD = "SELECT ticket, kind, status, state FROM news WHERE user_id = ? ORDER BY id"
-# The states of news whose text a DM may still carry ('sending' goes back to pending when given
-# back or put back for a retry).
-TO_SEND = "('pending', 'held', 'sending')"
+# The states of news whose text a DM may still carry ('claimed' and 'sending' go back to pending
+# when given back or put back for a retry).
+TO_SEND = "('pending', 'held', 'claimed', 'sending')"
 
 # A piece of news told (or given up) with a newer one of its ticket for its player: what pruning
 # may drop. Each player's newest piece of a ticket stays, since `add` compares a change with it.
 SUPERSEDED = (
-    "state NOT IN ('pending', 'held') AND EXISTS (SELECT 1 FROM news AS later"
+    "state NOT IN ('pending', 'held', 'claimed') AND EXISTS (SELECT 1 FROM news AS later"
     " WHERE later.user_id = news.user_id AND later.source = news.source"
     " AND later.ticket = news.ticket AND later.id > news.id)"
 )
@@ -384,9 +388,13 @@ class NewsStore:
             store = cls(conn)
             stuck = await store.count("sending")
             if stuck:
-                # Claimed, then the bot stopped before it knew how the send went: never sent again.
+                # Its DM tried, then the bot stopped before it knew how the send went: never sent again.
                 said = "%d piece(s) of ticket news were being sent when the bot stopped: not resent"
                 log.warning(said, stuck)
+            untried = await store.give_back_untried()
+            if untried:
+                said = "%d piece(s) of ticket news claimed with no DM tried when the bot stopped: to send"
+                log.warning(said, untried)
             await store.prune()
             return store
 
@@ -546,21 +554,49 @@ class NewsStore:
         async with writing(self._conn, self._lock):
             for news_id in ids:
                 cursor = await self._conn.execute(
-                    "UPDATE news SET state = 'sending' WHERE id = ? AND state = 'pending'", (news_id,)
+                    "UPDATE news SET state = 'claimed' WHERE id = ? AND state = 'pending'", (news_id,)
                 )
                 if cursor.rowcount == 1:
                     mine.append(news_id)
             await self._conn.commit()
         return mine
 
-    async def give_back(self, ids: list[int]) -> None:
+    async def trying(self, ids: list[int]) -> bool:
+        """Claimed news whose DM is about to be tried, 'sending' on disk first: from here on it may
+        reach the player, and is never given back as untried. All or none: False, and nothing
+        written, when a piece is no longer claimed (another process starting on this storage gave
+        it back, and may have claimed it again), so that only one process ever tries a piece."""
+        async with writing(self._conn, self._lock):
+            moved = 0
+            for news_id in ids:
+                cursor = await self._conn.execute(
+                    "UPDATE news SET state = 'sending' WHERE id = ? AND state = 'claimed'", (news_id,)
+                )
+                moved += cursor.rowcount
+            if moved != len(ids):
+                await self._conn.rollback()
+                return False
+            await self._conn.commit()
+        return True
+
+    async def give_back(self, ids: list[int], state: str = "claimed") -> None:
         """News this process claimed and never tried to send (a stop cut the round short before
-        the DM): pending again, as if never claimed."""
+        the DM): pending again, as if never claimed. `state` 'sending': news `trying` marked
+        whose DM a stop kept from being tried after all."""
         async with writing(self._conn, self._lock):
             await self._conn.executemany(
-                "UPDATE news SET state = 'pending' WHERE id = ? AND state = 'sending'", [(i,) for i in ids]
+                "UPDATE news SET state = 'pending' WHERE id = ? AND state = ?", [(i, state) for i in ids]
             )
             await self._conn.commit()
+
+    async def give_back_untried(self) -> int:
+        """Every piece of news claimed with no DM tried, pending again; how many. For a start: what
+        a process that stopped left claimed (news.db refusing to give it back) is sent after all.
+        A process still running whose claim this takes tries no DM of it (`trying`)."""
+        async with writing(self._conn, self._lock):
+            cursor = await self._conn.execute("UPDATE news SET state = 'pending' WHERE state = 'claimed'")
+            await self._conn.commit()
+        return cursor.rowcount
 
     async def finish(self, ids: list[int], state: str, error: str | None = None) -> None:
         async with writing(self._conn, self._lock):
@@ -703,9 +739,10 @@ class TicketNews:
         self._jira_outage = Outage(log, "ticket news: Jira answers again")
         self._preferences_unread = Outage(log, "ticket news: preferences are read again")
         # News this process claimed, tried no DM of, and could not give back (news.db refused the
-        # write): given back at the start of each round until it goes through.
+        # write): given back at the start of each round until it goes through, or at the next start.
         self._owed_back: set[int] = set()
         self._giving_back = Outage(log, "ticket news: claimed news is given back again", level=logging.ERROR)
+        self._unmarked = Outage(log, "ticket news: DMs are marked tried again", level=logging.ERROR)
         # With news off: (time.monotonic(), the newest grievance event) at the last look (see
         # `housekeeping`).
         self._unread_events: tuple[float, int] | None = None
@@ -1004,6 +1041,7 @@ class TicketNews:
         # Shielded: a stop landing on the claim's commit once it went through would leave the news
         # claimed, and never sent, with no DM ever tried.
         claiming = asyncio.ensure_future(self.store.claim([i.id for i in items]))
+        trying: asyncio.Future[bool] | None = None
         try:
             claimed = set(await asyncio.shield(claiming))
             items = [i for i in items if i.id in claimed]
@@ -1033,8 +1071,26 @@ class TicketNews:
                 log.info("ticket news for %s not sent: /notify is off (%d)", user_id, len(ids))
                 return 0
             delivery = await self._prepare(user_id, items, prefs)  # its speech takes seconds
+            # Shielded, as the claim: a stop landing on its commit once through would leave the
+            # news 'sending' with no DM tried, never sent.
+            trying = asyncio.ensure_future(self.store.trying(ids))
+            try:
+                tried = await asyncio.shield(trying)
+            except Exception as exc:  # news.db refused: still claimed, and no DM tried
+                self._unmarked.failed(
+                    type(exc).__name__,
+                    "ticket news for %s waits: news.db refused to mark its DM tried: %s",
+                    user_id,
+                    exc,
+                )
+                tried = False
+            else:
+                self._unmarked.answered()
+            if not tried:
+                await self._give_back_owed(ids)
+                return 0
         except asyncio.CancelledError:
-            await self._give_back(claiming)
+            await self._give_back(claiming, trying)
             raise
         try:
             outcome = await messenger.direct(delivery)
@@ -1078,9 +1134,9 @@ class TicketNews:
         return 0
 
     async def _give_back_owed(self, ids: list[int]) -> None:
-        """Claimed news no DM was tried for, pending again; kept owed when news.db refuses it. A
-        failure raised would end the round for every player after this one, and news left
-        'sending' is never sent."""
+        """Claimed news no DM was tried for, pending again; kept owed when news.db refuses it (and
+        given back at the next start if this process stops first). A failure raised would end the
+        round for every player after this one."""
         try:
             await self.store.give_back(ids)
         except Exception as exc:
@@ -1096,19 +1152,29 @@ class TicketNews:
             if not self._owed_back:
                 self._giving_back.answered()
 
-    async def _give_back(self, claiming: asyncio.Future[list[int]]) -> None:
+    async def _give_back(
+        self, claiming: asyncio.Future[list[int]], trying: asyncio.Future[bool] | None = None
+    ) -> None:
         """A stop before the DM was tried: what the claim took goes back to pending, for the next
-        round or the next start (at most once is about DMs that may have gone out). Waited for
-        through a second cancel, which the caller raises with the first: a claim or a giving back
-        cut loose would leave the news 'sending' once the store closes, never sent."""
+        round or the next start (at most once is about DMs that may have gone out), also when
+        `trying` marked it 'sending' first. Waited for through a second cancel, which the caller
+        raises with the first: a claim, a mark or a giving back cut loose would leave the news
+        claimed or 'sending' once the store closes."""
         try:
             mine = await _outlasting(claiming)
         except Exception:  # the claim itself failed: nothing taken
             return
+        marked = False
+        if trying is not None:
+            with contextlib.suppress(Exception):  # refused: nothing marked
+                marked = await _outlasting(trying)
         if mine:
+            state = "sending" if marked else "claimed"
             try:
-                await _outlasting(asyncio.ensure_future(self.store.give_back(mine)))
-            except Exception as exc:  # left 'sending': lost, as a crash there would leave it
+                await _outlasting(asyncio.ensure_future(self.store.give_back(mine, state)))
+            except Exception as exc:
+                # Left 'claimed', it is given back at the next start; left 'sending', it is lost,
+                # as a crash there would leave it.
                 log.error("ticket news claimed for a round cut short not given back: %s", exc)
 
     async def _prepare(self, user_id: str, items: list[NewsItem], prefs: Preferences) -> Delivery:

@@ -321,7 +321,7 @@ async def test_news_not_given_back_as_both_databases_fail_ends_no_round_and_is_n
         )
         sql(
             news_db,
-            "CREATE TRIGGER refused BEFORE UPDATE OF state ON news WHEN OLD.state = 'sending'"
+            "CREATE TRIGGER refused BEFORE UPDATE OF state ON news WHEN OLD.state = 'claimed'"
             f" AND NEW.state = 'pending' AND OLD.user_id = '{NOVA}'"
             " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
         )
@@ -335,6 +335,102 @@ async def test_news_not_given_back_as_both_databases_fail_ends_no_round_and_is_n
         assert await p.news.run_once(front) == 1
         assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
     assert [d.user_id for d in front.dms] == [BLAZE, NOVA]
+
+
+async def test_news_still_owed_when_the_bot_stops_goes_out_at_the_next_start_and_a_tried_dm_does_not(
+    tmp_path: Path,
+) -> None:
+    """Nova's preferences cannot be read and news.db refuses to give her claimed news back, so it
+    is owed when the bot stops (here as Blaze's DM, tried, kills it). No DM was tried for Nova's:
+    the next start sends it, once. Blaze's DM may have gone out: never sent again."""
+    db, news_db, prefs_db = tmp_path / "grievances.db", tmp_path / "news.db", tmp_path / "preferences.db"
+
+    class Dies(Recorder):
+        async def direct(self, delivery: Delivery) -> Outcome:
+            await super().direct(delivery)
+            raise SystemExit("killed mid-send")  # not an Exception: as a process dying would
+
+    dies = Dies()
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        await p.local.register(BLAZE, "wallet", "lost my skins")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        sql(prefs_db, "ALTER TABLE preferences RENAME TO kept")
+        sql(
+            prefs_db,
+            "CREATE VIEW preferences AS SELECT * FROM kept"
+            f" UNION ALL SELECT '{NOVA}', NULL, 'voice_and_text', json('{{')",
+        )
+        sql(
+            news_db,
+            "CREATE TRIGGER refused BEFORE UPDATE OF state ON news WHEN NEW.state = 'pending'"
+            f" AND OLD.user_id = '{NOVA}' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+        )
+        with pytest.raises(SystemExit):
+            await p.news.run_once(dies)
+    assert [d.user_id for d in dies.dms] == [BLAZE]
+    sql(news_db, "DROP TRIGGER refused")
+    sql(prefs_db, "DROP VIEW preferences")
+    sql(prefs_db, "ALTER TABLE kept RENAME TO preferences")
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        assert await p.news.run_once(front) == 1
+        assert await p.news.run_once(front) == 0
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
+        assert [s for *_, s in await p.store.told(BLAZE)] == ["sending"]
+    assert [d.user_id for d in front.dms] == [NOVA]
+
+
+async def test_news_whose_dm_news_db_refuses_to_mark_tried_is_not_sent_until_it_is(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """news.db refuses to mark Nova's DM tried: unmarked, the DM is not tried (a crash after it
+    would leave news that may have gone out looking untried), her news waits, given back, and
+    Blaze's goes out in the same round."""
+    db, news_db = tmp_path / "grievances.db", tmp_path / "news.db"
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        await p.local.register(BLAZE, "wallet", "lost my skins")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        sql(
+            news_db,
+            "CREATE TRIGGER refused BEFORE UPDATE OF state ON news WHEN NEW.state = 'sending'"
+            f" AND OLD.user_id = '{NOVA}' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+        )
+        assert await p.news.run_once(front) == 1
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "pending")]
+        assert "refused to mark its DM tried" in caplog.text
+        sql(news_db, "DROP TRIGGER refused")
+        assert await p.news.run_once(front) == 1
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
+    assert [d.user_id for d in front.dms] == [BLAZE, NOVA]
+
+
+async def test_news_a_second_bot_starting_gives_back_is_sent_by_one_bot_alone(tmp_path: Path) -> None:
+    """A bot starting on the same storage gives back the news another, still running, claimed
+    and has not tried yet (it cannot tell it from news a stopped bot left claimed): it sends it,
+    and the first, finding its claim gone when it comes to try the DM, does not."""
+    db = tmp_path / "grievances.db"
+    speaking, spoken = asyncio.Event(), asyncio.Event()
+
+    async def speaker(words: str, voice: str) -> Any:
+        speaking.set()
+        await spoken.wait()  # the first bot's DM in the making while the second starts
+
+    first, second = Recorder(), Recorder()
+    async with news_over(tmp_path, speaker=speaker) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        round_ = asyncio.create_task(p.news.run_once(first))
+        await asyncio.wait_for(speaking.wait(), 30)
+        async with news_over(tmp_path) as q:
+            assert await q.news.run_once(second) == 1
+        spoken.set()
+        assert await round_ == 0
+        assert await p.news.run_once(first) == 0
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
+    assert (len(first.dms), len(second.dms)) == (0, 1)
 
 
 async def test_one_dm_carries_all_of_a_players_news(tmp_path: Path) -> None:
@@ -1711,12 +1807,20 @@ def test_news_words_make_an_address_only_text_shows_no_mention_or_masked_link(
     assert plain(written, 60) == shown
 
 
-@pytest.mark.parametrize("cut", ["after the claim's commit", "while its speech is made"])
+@pytest.mark.parametrize(
+    ("cut", "state"),
+    [
+        ("after the claim's commit", "claimed"),
+        ("while its speech is made", ""),
+        ("after the commit that marks its DM tried", "sending"),
+    ],
+)
 async def test_news_claimed_by_a_round_a_stop_cuts_short_before_its_dm_goes_out_next_start(
-    tmp_path: Path, cut: str
+    tmp_path: Path, cut: str, state: str
 ) -> None:
-    """A stop landing on the claim's commit once it had gone through, or on the speech of the DM,
-    left the news claimed ('sending') with no DM ever tried: never sent, at the next start either."""
+    """A stop landing on the claim's commit once it had gone through, on the speech of the DM, or
+    on the commit that marks the DM tried ('sending') before it is: no DM was tried, and the news
+    is given back, sent at the next start. Left 'sending', it would never be sent."""
     db = tmp_path / "grievances.db"
     reached, stopped = asyncio.Event(), asyncio.Event()
 
@@ -1732,8 +1836,8 @@ async def test_news_claimed_by_a_round_a_stop_cuts_short_before_its_dm_goes_out_
 
             async def commit() -> None:
                 await real_commit()
-                if sql(tmp_path / "news.db", "SELECT state FROM news") == [("sending",)]:
-                    reached.set()  # the stop lands as the claim's commit returns
+                if sql(tmp_path / "news.db", "SELECT state FROM news") == [(state,)]:
+                    reached.set()  # the stop lands as that commit returns
                     await stopped.wait()
 
             conn.commit = commit  # type: ignore[method-assign]
@@ -1746,6 +1850,7 @@ async def test_news_claimed_by_a_round_a_stop_cuts_short_before_its_dm_goes_out_
             await round_
         if cut.startswith("after"):
             conn.commit = real_commit  # type: ignore[method-assign]
+        assert sql(tmp_path / "news.db", "SELECT state FROM news") == [("pending",)]
     assert front.dms == []
     async with news_over(tmp_path) as p:
         assert await p.news.run_once(front) == 1
@@ -1767,7 +1872,7 @@ async def test_news_a_second_cancel_lands_on_while_the_claim_commits_is_pending_
 
         async def commit() -> None:
             await real_commit()
-            if sql(tmp_path / "news.db", "SELECT state FROM news") == [("sending",)]:
+            if sql(tmp_path / "news.db", "SELECT state FROM news") == [("claimed",)]:
                 reached.set()  # the claim's commit is through; its return waits
                 await stopped.wait()
 
@@ -1802,10 +1907,10 @@ async def test_news_a_second_cancel_lands_on_while_given_back_is_pending_once_th
         sql(db, "UPDATE grievances SET status = 'resolved'")
         give_back = p.store.give_back
 
-        async def slow_give_back(ids: list[int]) -> None:
+        async def slow_give_back(ids: list[int], *args: Any) -> None:
             giving_back.set()
             await go.wait()  # the database busy with another process's write
-            await give_back(ids)
+            await give_back(ids, *args)
 
         p.store.give_back = slow_give_back  # type: ignore[method-assign]
         round_ = asyncio.create_task(p.news.run_once(Recorder()))
@@ -1833,10 +1938,10 @@ async def test_news_a_stop_lands_on_while_news_of_unread_preferences_is_given_ba
         sql(tmp_path / "preferences.db", "ALTER TABLE preferences RENAME TO kept")
         give_back = p.store.give_back
 
-        async def slow_give_back(ids: list[int]) -> None:
+        async def slow_give_back(ids: list[int], *args: Any) -> None:
             giving_back.set()
             await go.wait()  # the database busy with another process's write
-            await give_back(ids)
+            await give_back(ids, *args)
 
         p.store.give_back = slow_give_back  # type: ignore[method-assign]
         round_ = asyncio.create_task(p.news.run_once(Recorder()))

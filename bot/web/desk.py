@@ -57,6 +57,7 @@ JIRA_STATES = {"local_only": "only here", "pending": "waiting to reach Jira", "p
 NEWS_STATES = {
     "pending": "waiting to be sent",
     "held": "waiting: the note it was filed from is to be answered, which tells its number",
+    "claimed": "about to be sent",
     "sending": "being sent",
     "sent": "sent",
     "muted": "not sent: the player turned /notify off",
