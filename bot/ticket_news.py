@@ -40,7 +40,9 @@ player can still ask `/grievance status`). News a stop or unreadable preferences
 DM was tried goes back to 'pending' for later, as does a send that certainly never reached Discord
 (no connection). News left 'claimed' (news.db refusing to give it back: given back at each later
 round of the same process, and at the next start, since no DM was tried for it) is sent later. A
-player with `/notify off` gets nothing: their news is marked 'muted', not kept for later. A player
+write news.db refuses for one player's news (how their DM went) ends that player's delivery
+alone: the round goes on to the others'. A player with `/notify off` gets nothing: their news is
+marked 'muted', not kept for later. A player
 whose DMs are closed is told so once, in the channel they last sent a voice note in, until a DM to
 them goes through again.
 
@@ -743,6 +745,7 @@ class TicketNews:
         self._owed_back: set[int] = set()
         self._giving_back = Outage(log, "ticket news: claimed news is given back again", level=logging.ERROR)
         self._unmarked = Outage(log, "ticket news: DMs are marked tried again", level=logging.ERROR)
+        self._round_writes = Outage(log, "ticket news: news.db writes go through again", level=logging.ERROR)
         # With news off: (time.monotonic(), the newest grievance event) at the last look (see
         # `housekeeping`).
         self._unread_events: tuple[float, int] | None = None
@@ -1029,12 +1032,27 @@ class TicketNews:
                 mine.append(item)
         sent = 0
         for user_id, items in by_user.items():
-            # A DM tried before is tried again as it was, and alone: Discord may have posted it (its
-            # answer lost), and its nonce then returns it rather than post it again. Were newer
-            # news added, the DM would be another, with a nonce of its own, telling the old news twice.
-            if tried := [i.next_try_at for i in items if i.next_try_at is not None]:
-                items = await self.store.tried_together(user_id, min(tried))
-            sent += await self._deliver_to(messenger, user_id, items)
+            try:
+                # A DM tried before is tried again as it was, and alone: Discord may have posted it
+                # (its answer lost), and its nonce then returns it rather than post it again. Were
+                # newer news added, the DM would be another, with a nonce of its own, telling the
+                # old news twice.
+                if tried := [i.next_try_at for i in items if i.next_try_at is not None]:
+                    items = await self.store.tried_together(user_id, min(tried))
+                sent += await self._deliver_to(messenger, user_id, items)
+            except Exception as exc:
+                # news.db refused a write for this player's news (how their DM went, most likely).
+                # News whose DM was tried stays 'sending', never sent again; the other players'
+                # news is apart from it, and goes out now rather than a round later.
+                self._round_writes.failed(
+                    type(exc).__name__,
+                    "ticket news for %s: %s; the round goes on",
+                    user_id,
+                    exc,
+                    exc_info=exc,
+                )
+            else:
+                self._round_writes.answered()
         return sent
 
     async def _deliver_to(self, messenger: Messenger, user_id: str, items: list[NewsItem]) -> int:
@@ -1066,7 +1084,13 @@ class TicketNews:
                 return 0
             self._preferences_unread.answered()
             if not prefs.notify:
-                await self.store.finish(ids, "muted")
+                try:
+                    await self.store.finish(ids, "muted")
+                except Exception as exc:
+                    # Claimed, and no DM tried: given back, and muted at a later round.
+                    log.error("ticket news for %s not marked muted: %s", user_id, exc)
+                    await self._give_back_owed(ids)
+                    return 0
                 metrics.TICKET_NEWS.labels("muted").inc()
                 log.info("ticket news for %s not sent: /notify is off (%d)", user_id, len(ids))
                 return 0

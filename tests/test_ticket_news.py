@@ -433,6 +433,58 @@ async def test_news_a_second_bot_starting_gives_back_is_sent_by_one_bot_alone(tm
     assert (len(first.dms), len(second.dms)) == (0, 1)
 
 
+@pytest.mark.parametrize(
+    ("outcome", "refused"), [(Outcome.SENT, "sent"), (Outcome.RETRY, "pending"), (Outcome.FAILED, "failed")]
+)
+async def test_news_db_refusing_what_became_of_one_dm_ends_no_round_and_sends_nothing_twice(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, outcome: Outcome, refused: str
+) -> None:
+    """Nova's DM is tried, and news.db refuses to record how it went: the round goes on to
+    Blaze's news, and Nova's, maybe sent, is never sent again (left 'sending', as a crash there
+    would leave it)."""
+    db, news_db = tmp_path / "grievances.db", tmp_path / "news.db"
+    front = Recorder(outcomes=[outcome])
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        await p.local.register(BLAZE, "wallet", "lost my skins")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        sql(
+            news_db,
+            f"CREATE TRIGGER refused BEFORE UPDATE OF state ON news WHEN NEW.state = '{refused}'"
+            f" AND OLD.user_id = '{NOVA}' BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+        )
+        assert await p.news.run_once(front) == 1
+        assert [d.user_id for d in front.dms] == [NOVA, BLAZE]
+        assert "database or disk is full" in caplog.text
+        sql(news_db, "DROP TRIGGER refused")
+        sql(news_db, "UPDATE news SET next_try_at = 0 WHERE next_try_at IS NOT NULL")
+        assert await p.news.run_once(front) == 0
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sending")]
+    assert [d.user_id for d in front.dms] == [NOVA, BLAZE]
+
+
+async def test_news_db_refusing_to_mute_news_ends_no_round_and_mutes_it_later(tmp_path: Path) -> None:
+    """Nova turned /notify off, and news.db refuses to mark her news muted: the round goes on to
+    Blaze's news, and hers, never tried, is muted at a later round, not left claimed."""
+    db, news_db = tmp_path / "grievances.db", tmp_path / "news.db"
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        await p.preferences.set_notify(NOVA, False)
+        await p.local.register(NOVA, "wallet", "charged twice")
+        await p.local.register(BLAZE, "wallet", "lost my skins")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        sql(
+            news_db,
+            "CREATE TRIGGER refused BEFORE UPDATE OF state ON news WHEN NEW.state = 'muted'"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+        )
+        assert await p.news.run_once(front) == 1
+        sql(news_db, "DROP TRIGGER refused")
+        assert await p.news.run_once(front) == 0
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "muted")]
+    assert [d.user_id for d in front.dms] == [BLAZE]
+
+
 async def test_one_dm_carries_all_of_a_players_news(tmp_path: Path) -> None:
     db = tmp_path / "grievances.db"
     front = Recorder()
