@@ -1,13 +1,14 @@
 """`voxdesk player export|forget ID`: what voxdesk holds about one player, on their request.
 
 Export gathers every row kept under the player's Discord id, in every database under
-`storage.dir`, and the grievances still waiting in the spool. Forget erases what only serves the
-bot (conversations, settings, usage, where to reach them, their claims on complaints filed
-lately) and keeps what is the studio's record or keeps the bot from acting twice, saying which and
-why: their grievances with each one's status history (and Jira's copies), their stats in
-players.db (the embedded ones), the newest ticket news of each ticket (so no status is told
-again), and which notes were answered (pruned after 30 days). A player who switched ticket news
-off keeps that choice.
+`storage.dir`, the rows kept under their grievances (staff notes, status history, the changes
+ticket news has still to read), and the grievances still waiting in the spool. Forget erases what
+only serves the bot (conversations, settings, usage, where to reach them, their claims on
+complaints filed lately) and keeps what is the studio's record or keeps the bot from acting
+twice, saying which and why: their grievances with each one's status history (and Jira's
+copies), their stats in players.db (the embedded ones), the newest ticket news of each ticket
+(so no status is told again), and which notes were answered (pruned after 30 days). A player who
+switched ticket news off keeps that choice.
 
 Plain sqlite3 on each file, as `backup` does: no model, engine or Discord client is loaded, and
 the bot may run meanwhile (each database's busy wait covers its writes). The erasure's time stays
@@ -196,6 +197,14 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
                     (user_id,),
                 )
                 part["status_changes"] = _status_changes(conn, user_id)
+                # What ticket news has still to read of their tickets: a move's event keeps the Jira
+                # key the player knew, which the grievance no longer holds.
+                part["news_events"] = _rows(
+                    conn,
+                    "SELECT * FROM news_events WHERE grievance_id IN"
+                    " (SELECT id FROM grievances WHERE user_id = ?) ORDER BY id",
+                    (user_id,),
+                )
                 part["waiting_in_spool"], part["unreadable_spool_lines"] = _spooled(storage, user_id)
                 with _database(storage, "recent_claims") as recent:
                     complaints = part["grievances"] + part["waiting_in_spool"]

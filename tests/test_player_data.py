@@ -130,6 +130,27 @@ async def test_export_holds_everything_kept_about_a_player_and_nothing_of_anothe
     assert "blaze" not in out.read_text() and BLAZE not in out.read_text()
 
 
+async def test_export_holds_the_news_of_a_players_tickets_ticket_news_has_not_read_yet(settings) -> None:
+    # A Jira issue moved to another project: until ticket news reads its event (news off, or the
+    # bot stopped), the key the player knew is kept there alone, the grievance holding the new one.
+    from bot import player_data
+
+    paths_ = storage_paths_of(settings.storage_dir)
+    grievances = await LocalGrievanceStore.open(paths_.grievances)
+    for user_id, old, new in ((NOVA, "OLD-5", "SUP-5"), (BLAZE, "OLD-6", "SUP-6")):
+        filed = await grievances.register(user_id, "wallet", "charged twice")
+        await grievances.mark_pushed(filed.key, old)
+        await grievances.follow(filed.key, new)
+    await grievances.aclose()
+    held = player_data.export(paths_, NOVA)
+    (mine,) = [g["id"] for g in held["grievances"]["grievances"] if g["remote_key"] == "SUP-5"]
+    assert [(e["grievance_id"], e["kind"], e["was"]) for e in held["grievances"]["news_events"]] == [
+        (mine, "pushed", None),
+        (mine, "moved", "OLD-5"),
+    ]
+    assert "OLD-6" not in json.dumps(held)
+
+
 async def test_forget_keeps_a_players_newest_news_of_a_ticket_staff_gave_another(settings) -> None:
     # Each player's newest piece of a ticket is what a change is compared with: a newer piece of
     # the same Jira issue for the player staff gave it to is no reason to erase Nova's.
