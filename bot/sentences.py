@@ -345,11 +345,14 @@ SLASH_FILED = (
     "Filed ticket `{ticket_key}` ({category}); status **{status}**. Ask `/grievance status` any time."
 )
 # What /forget leaves is said too, with or without a conversation to forget: a player who asked
-# to be forgotten may think it was everything.
+# to be forgotten may think it was everything. For as long as the stores keep it: told news 30 days
+# but each ticket's latest piece (ticket_news.py), the channels to reach a player in 90 days
+# (ticket_news.KEEP_CHANNEL_SECONDS) to a year (note_ledger.KEEP_PLACE_SECONDS).
 _KEPT_AFTER_FORGET = (
-    "I keep your tickets and a month of their news, your /voice, /replies and /notify choices, a"
-    " month of usage figures and which of your notes I've answered; the support team can erase most"
-    " of that on request."
+    "I keep your tickets and their news (the latest of each for good, the rest for a month), your"
+    " /voice, /replies and /notify choices, a month of usage figures, which of your notes I've"
+    " answered and where to reach you (90 days to a year); the support team can erase most of that"
+    " on request."
 )
 NOTHING_TO_FORGET = "There was no conversation to forget; your next note starts afresh. " + _KEPT_AFTER_FORGET
 FORGOTTEN = (

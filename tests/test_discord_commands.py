@@ -20,7 +20,7 @@ from typing import NoReturn
 import pytest
 from aiohttp import web
 
-from bot import conversations
+from bot import conversations, note_ledger, ticket_news
 from bot.engines.base import EngineReply, TurnState
 from bot.sentences import (
     BLANK_DESCRIPTION,
@@ -255,6 +255,18 @@ async def test_forget_with_no_conversation_still_says_what_stays(harness: Harnes
     said = await ask(harness.fake, nova, "forget", [], guild=False)
     assert said.startswith("There was no conversation to forget")
     assert "I keep your tickets" in said and "support team can erase" in said
+
+
+async def test_forget_says_for_how_long_the_news_and_channels_it_keeps_stay(harness: Harness):
+    """Told news is kept a month but each ticket's latest piece, which stays for good (a change
+    is compared with it), and the channels a player is reached in stay 90 days (where they last
+    sent a note, their closed-DMs notice) to a year (their DM channel): "a month of their news"
+    alone would tell them less than is kept."""
+    said = await ask(harness.fake, nova, "forget", [], guild=False)
+    day = 24 * 3600
+    assert "the latest of each for good" in said
+    assert ticket_news.KEEP_CHANNEL_SECONDS == 90 * day and note_ledger.KEEP_PLACE_SECONDS == 365 * day
+    assert "where to reach you (90 days to a year)" in said
 
 
 async def test_forget_while_a_note_is_answered_still_starts_the_next_afresh(settings, fake: FakeDiscord):
