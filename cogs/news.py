@@ -61,7 +61,7 @@ class TicketNewsDesk(commands.Cog):
     async def cog_unload(self) -> None:
         # Bot.close() unloads every extension, while its HTTP session is still open: a round in
         # progress may finish recording what it sent. Cut off after the grace period, a DM in
-        # flight stays claimed and is never sent again (at most once).
+        # flight stays marked as being sent and is never sent again (at most once).
         task, self._task = self._task, None
         if task is None:
             return
