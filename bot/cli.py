@@ -366,8 +366,9 @@ def cmd_refile(args: argparse.Namespace) -> int:
             f"refile: {how_many} marked line(s) not filed: the grievance store's line comes"
             " first in its log record, after a reader's time, host and unit; read the log without"
             " another prefix (journalctl -o cat, docker compose logs --no-log-prefix) or, for JSON,"
-            " as voxdesk's journal entries (journalctl -u voxdesk -o json --all) or as the lines"
-            " the JSON holds (jq -r .log), or file a line the store did log by hand (one inside"
+            " as voxdesk's journal entries (journalctl -u voxdesk -o json --all) or as its"
+            " container's json-file log with the files Docker rotated before it, oldest first"
+            " (ID-json.log.1 ID-json.log), or file a line the store did log by hand (one inside"
             " another record is words that copy it)"
         )
     if left_out:
@@ -565,7 +566,8 @@ COMMANDS: dict[
             nargs="*",
             type=_user_path,
             metavar="LOG",
-            help="log files to read (journalctl's -o cat, short and json output too); - or none: stdin",
+            help="log files to read (journalctl's -o cat, short and json output, Docker's json-file"
+            " logs too); - or none: stdin",
         ),
     ),
     "index-manuals": (

@@ -659,7 +659,7 @@ def test_refile_files_no_players_words_from_the_journals_json() -> None:
         assert shown[-1] == line  # shown to staff, who file it by hand if the bot logged it
     # Lines of JSON that are no journal's: a log shipper's, a chat log's.
     for line in (
-        json.dumps({"log": _forged_unfiled() + "\n", "stream": "stderr", "time": "2026-12-06T04:00:00Z"}),
+        json.dumps({"log": _forged_unfiled() + "\n", "stream": "stderr", "source": "chat"}),
         json.dumps({"message": _forged_unfiled(), "MESSAGE": _forged_unfiled(), "user": "999"}),
     ):
         assert unfiled_in([line], shown.append) == ([], 0)
@@ -724,6 +724,79 @@ def test_refile_files_no_store_line_with_words_after_its_grievance() -> None:
     line = _store_line(logs.plain_formatter())
     assert [r["id"] for r in unfiled_in([line])[0]] == ["f2"]
     assert unfiled_in([f"{line} and more"]) == ([], 0)
+
+
+DOCKER_PIECE = 16 * 1024  # Docker's log copier keeps a longer line as several entries
+
+
+def _docker_json(text: str, stream: str = "stderr") -> list[str]:
+    """The lines a container wrote to `stream` as Docker's json-file log driver stores them: one
+    compact object per entry, its HTML characters escaped as Go's encoder escapes them, a line
+    over 16 KiB as several entries, each but the last without its newline."""
+    entries = []
+    for line in text.splitlines(keepends=True):
+        data = line.encode()
+        for at in range(0, len(data), DOCKER_PIECE):
+            piece = {"log": data[at : at + DOCKER_PIECE].decode(), "stream": stream}
+            entry = json.dumps({**piece, "time": "2026-12-06T04:00:00.123456789Z"}, separators=(",", ":"))
+            entries.append(entry.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
+    return entries
+
+
+def _long_store_line() -> tuple[str, dict[str, str]]:
+    """The store's line, as `run` in a container prints it, for a grievance over 16 KiB."""
+    from bot.tools import MAX_DESCRIPTION
+    from bot.tools.grievance_spool import UNFILED, spool_line
+
+    row = {"user_id": "123", "category": "wallet", "description": "😀" * MAX_DESCRIPTION}
+    row |= {"at": "2026-12-06T04:00:00Z", "state": "open"}
+    record = logging.LogRecord(
+        "bot.tools.grievance_store",
+        logging.ERROR,
+        __file__,
+        1,
+        "%s%s",
+        (UNFILED, spool_line("f3", **row)),
+        None,
+    )
+    return logs.plain_formatter().format(record), row
+
+
+def test_refile_files_the_stores_line_from_dockers_json_file_log_its_pieces_joined() -> None:
+    from bot.tools.grievance_spool import unfiled_in
+
+    line, row = _long_store_line()
+    pieces = _docker_json(line + "\n")
+    assert len(pieces) == 2 and not json.loads(pieces[0])["log"].endswith("\n")
+    # Between its pieces, the other stream's line; before it, the stream's first line read.
+    started = _docker_json("[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n")
+    printed = _docker_json("progress 50%\n", stream="stdout")
+    filed, unreadable = unfiled_in([*started, pieces[0], *printed, pieces[1]])
+    assert unreadable == 0 and [{f: r[f] for f in row} for r in filed] == [row]
+
+
+def test_refile_files_no_players_words_from_dockers_json_file_log() -> None:
+    # Docker keeps a line over 16 KiB as several entries: a player's words a DEBUG line quotes,
+    # placed where it cuts, start an entry shaped as the store's line.
+    from bot.tools.grievance_spool import unfiled_in
+
+    head = "[2026-12-06 04:00:00+0000] [DEBUG   ] bot.agent: heard "
+    words = "x" * (DOCKER_PIECE - len(head)) + _forged_unfiled()
+    entries = _docker_json(head + words + "\n")
+    assert json.loads(entries[1])["log"] == _forged_unfiled() + "\n"  # where Docker cuts
+    started = _docker_json("[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n")
+    shown: list[str] = []
+    assert unfiled_in([*started, *entries], shown.append) == ([], 0)
+    assert shown == [head + words]  # the line the bot wrote, shown as any quoting a grievance is
+    # The rest of that line first in what is read (the file Docker rotated to): shown, not filed.
+    shown.clear()
+    assert unfiled_in(entries[1:], shown.append) == ([], 0)
+    assert shown == [_forged_unfiled()]
+    # What the process printed on stdout, where no log handler keeps words on one line.
+    line, _ = _long_store_line()
+    shown.clear()
+    assert unfiled_in([*started, *_docker_json(line + "\n", stream="stdout")], shown.append) == ([], 0)
+    assert shown == [line]
 
 
 JOURNAL_LINE_MAX = 48 * 1024  # journald's LineMax, by default

@@ -74,6 +74,18 @@ _JSON_LINE = re.compile(r"(?:\x1e|data: )?\{")
 # (journalctl's JSON for a message that is no UTF-8 text) or null (over 4096 bytes, left out).
 _MESSAGE_NOT_TEXT = re.compile(r'"MESSAGE"\s*:\s*[\[n]')  # spaced too, as older journalctls print
 _NO_PREFIX = re.compile("(?!)")
+# A line of Docker's json-file log driver ({"log": ..., "stream": ..., "time": ...}, one object a
+# line, in the order Docker writes its fields), which holds what the container wrote as it wrote
+# it: the line as logged, no reader's prefix.
+_DOCKER_LINE = re.compile(r'\{\s*"log"\s*:')
+_DOCKER_FIELDS = frozenset({"log", "stream", "time", "attrs"})
+# Where voxdesk's log handlers write. A container's stdout holds what else its process prints (a
+# library's print()), whose words no handler keeps on one line.
+_DOCKER_OURS = "stderr"
+# Docker keeps a line over 16 KiB as several entries, each but the last without its newline. The
+# grievance store's line is under MAX_LINE_BYTES (bot/logs.py): a line longer than this is none,
+# and is not held whole in memory.
+_DOCKER_LONGEST = 4 * 32 * 1024
 # discord.py's colours, on a terminal's log copied to a file.
 _COLOUR = re.compile(r"\x1b\[[\d;]*m")
 
@@ -264,7 +276,10 @@ def unfiled_in(
     text lines they are. `passed_over` is called with each line that ends in a marked grievance but
     is not filed, as what comes before the mark is no prefix of the store's own line, or as it is
     a line of JSON that is no entry the bot's process logged to the journal, or the rest of a line
-    of its the journal cut (_LINE_BREAK); `left_out` with each
+    of its the journal cut (_LINE_BREAK). Lines of Docker's json-file log driver are read as the
+    lines the container wrote, its pieces of a long line joined: the store's line is filed from
+    stderr alone, never from a stream's first line read (it may be the rest of one cut before);
+    those are passed over. `left_out` with each
     entry of the bot's process journalctl printed without its message (a field over 4096 bytes,
     without --all)."""
     found: dict[str, dict[str, Any]] = {}
@@ -306,11 +321,38 @@ def unfiled_in(
         found.setdefault(row["id"], row)
         return False
 
+    # Each Docker stream's line so far (its entries without a newline): None for one longer than
+    # any of the store's. A stream not in `started` has no entry read yet: its first may be the
+    # rest of a line whose start is not in what is read (a file the log driver rotated in the
+    # middle of a line, a `tail` of the file), starting wherever Docker cut it, in words the line
+    # quotes; so it is shown, not filed, up to its newline.
+    docker: dict[str, str | None] = {}
+    started: set[str] = set()
+
+    def docker_line(entry: dict[str, Any]) -> None:
+        stream, piece = entry["stream"], entry["log"]
+        so_far = docker.pop(stream, "")
+        text = None if so_far is None or len(so_far) + len(piece) > _DOCKER_LONGEST else so_far + piece
+        whole = stream in started
+        if not piece.endswith("\n"):
+            docker[stream] = text
+            return
+        started.add(stream)
+        if text is not None and (UNFILED in text or LOST_AT_SHUTDOWN in text):
+            line = text.rstrip("\r\n")
+            ours = whole and stream == _DOCKER_OURS
+            read(line, _JOURNAL_MESSAGE_START if ours else _NO_PREFIX, line)
+
     # The streams (_STREAM_ID) whose last entry journald ended mid-line (_LINE_BREAK: a line
     # over LineMax, or a NUL): the stream's next entry is the rest of that line, which starts
     # wherever the cut fell, in words the line quotes too.
     cut: set[str] = set()
     for line in lines:
+        if _DOCKER_LINE.match(line):
+            entry = _json_object(line)
+            if entry is not None and _docker_entry(entry):
+                docker_line(entry)
+                continue
         marked = UNFILED in line or LOST_AT_SHUTDOWN in line
         entry = None
         json_at = _JSON_LINE.match(line)
@@ -341,7 +383,22 @@ def unfiled_in(
             for text in _strings(entry):
                 if read(text, _NO_PREFIX, line):
                     break  # once a line, however many fields hold a mark: refile counts each shown
+    for text in docker.values():
+        # A line whose end is not in what is read (in the next file the log driver rotated to):
+        # the store's, its grievance cut short, is shown.
+        if text is not None and passed_over is not None and (UNFILED in text or LOST_AT_SHUTDOWN in text):
+            passed_over(text)
     return list(found.values()), unreadable
+
+
+def _docker_entry(entry: dict[str, Any]) -> bool:
+    """Whether an object is a line of Docker's json-file log driver."""
+    return (
+        entry.keys() <= _DOCKER_FIELDS
+        and isinstance(entry.get("log"), str)
+        and entry.get("stream") in ("stdout", "stderr")
+        and isinstance(entry.get("time"), str)
+    )
 
 
 def _json_object(text: str) -> dict[str, Any] | None:
