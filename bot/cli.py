@@ -296,11 +296,15 @@ def cmd_refile(args: argparse.Namespace) -> int:
     from bot.app import storage_paths
     from bot.db import kept
     from bot.schemas import refuse_newer_databases
-    from bot.tools.grievance_spool import FIELDS, GrievanceSpool, unfiled_in
+    from bot.tools.grievance_spool import FIELDS, GrievanceSpool, UnreadFormat, unfiled_in
     from bot.tools.grievance_store import LocalGrievanceStore
 
+    reading = ""
+
     def lines() -> Iterator[str]:
+        nonlocal reading
         for name in args.logs or ["-"]:
+            reading = "stdin" if name == "-" else name
             if name == "-":
                 if sys.stdin.isatty():  # run by hand with no log named: say what it waits for
                     _complain("refile: reading stdin, as in: journalctl -u voxdesk -o cat | voxdesk refile")
@@ -335,7 +339,15 @@ def cmd_refile(args: argparse.Namespace) -> int:
         nonlocal left_out
         left_out += 1
 
-    rows, unreadable = unfiled_in(lines(), pass_over, leave_out)
+    try:
+        rows, unreadable = unfiled_in(lines(), pass_over, leave_out)
+    except UnreadFormat as exc:
+        _complain(
+            f"refile: {reading} is journalctl's -o {exc} output, which refile does not read; nothing"
+            f" was filed: give it -o cat, short (and its variants), json, json-seq or json-sse, as"
+            f" in: journalctl -u voxdesk -o json --all | voxdesk refile"
+        )
+        return 2
     spool = GrievanceSpool.beside(path)
     for row in rows:
         # Each under its own filing id: a line re-filed twice (the log read again) files once.

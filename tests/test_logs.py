@@ -704,16 +704,35 @@ def test_refile_says_when_the_journals_json_left_a_message_out() -> None:
     assert left_out == [lines[0], spaced]
 
 
-def test_refile_shows_the_stores_line_quoted_in_json_it_cannot_read() -> None:
-    # `journalctl -o json-pretty` spreads an entry over lines, its message JSON-quoted in one:
-    # refile read that line as text, found no grievance after the mark and said nothing.
-    from bot.tools.grievance_spool import unfiled_in
+def _journal_outputs_refile_does_not_read() -> dict[str, str]:
+    """The store's line as journalctl's export, verbose and json-pretty outputs print its entry."""
+    entry = json.loads(_journal_json(_store_line(logs.JournalFormatter())[3:]))
+    cursor, fields = entry["__CURSOR"], [f"{k}={v}" for k, v in entry.items() if k != "__CURSOR"]
+    return {
+        "export": "".join(f"{line}\n" for line in [f"__CURSOR={cursor}", *fields, ""]),
+        "verbose": f"Sun 2026-12-06 04:00:00.123456 UTC [{cursor}]\n"
+        + "".join(f"    {field}\n" for field in fields if not field.startswith("__")),
+        "json-pretty": json.dumps(entry, indent="\t", separators=(",", " : ")) + "\n",
+    }
 
-    pretty = json.dumps(json.loads(_journal_json(_store_line(logs.JournalFormatter())[3:])), indent=8)
-    (line,) = [line for line in pretty.splitlines() if '"MESSAGE"' in line]
-    shown: list[str] = []
-    assert unfiled_in(pretty.splitlines(), shown.append) == ([], 0)
-    assert shown == [line]
+
+@pytest.mark.parametrize("name", ["export", "verbose", "json-pretty"])
+def test_refile_says_which_journal_output_it_does_not_read(name) -> None:
+    # `journalctl -o export` and `-o verbose` print a grievance in a field of an entry whose
+    # names are on other lines: refile said "0 unfiled grievance(s) found", or showed the line.
+    from bot.tools.grievance_spool import UnreadFormat, unfiled_in
+
+    before = "[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n"
+    for text in (
+        _journal_outputs_refile_does_not_read()[name],
+        before + _journal_outputs_refile_does_not_read()[name],
+    ):
+        with pytest.raises(UnreadFormat) as told:
+            unfiled_in(text.splitlines(keepends=True))
+        assert str(told.value) == name
+    spaced = json.dumps(json.loads(_journal_outputs_refile_does_not_read()["json-pretty"]), indent=8)
+    with pytest.raises(UnreadFormat):
+        unfiled_in(spaced.splitlines())
 
 
 def test_refile_files_no_store_line_with_words_after_its_grievance() -> None:

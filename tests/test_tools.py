@@ -3097,6 +3097,30 @@ def test_refile_files_a_containers_json_file_log_with_the_files_docker_rotated_b
     assert asyncio.run(filed()) == [row["description"]]
 
 
+def test_refile_given_journal_output_it_does_not_read_says_so_and_files_nothing(tmp_path) -> None:
+    from bot.tools.grievance_spool import UNFILED, GrievanceSpool, spool_line
+
+    from .test_cli import voxdesk
+    from .test_logs import _journal_outputs_refile_does_not_read
+
+    storage = _grievance_storage(tmp_path)
+    row = {"user_id": NOVA, "category": "wallet", "description": "charged twice for gems"}
+    line = "[ERROR   ] bot.tools.grievance_store: " + UNFILED
+    line += spool_line("f1", **row, at="2026-12-06T04:00:00Z", state="open")
+    text_log, exported = tmp_path / "voxdesk.log", tmp_path / "voxdesk.export"
+    text_log.write_text(f"{line}\n")
+    exported.write_text(_journal_outputs_refile_does_not_read()["export"])
+    done = voxdesk("refile", str(text_log), str(exported), storage=storage)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.splitlines() == [
+        f"refile: {exported} is journalctl's -o export output, which refile does not read; nothing"
+        " was filed: give it -o cat, short (and its variants), json, json-seq or json-sse, as in:"
+        " journalctl -u voxdesk -o json --all | voxdesk refile"
+    ]
+    assert not GrievanceSpool.beside(storage / "grievances.db").waiting()
+
+
 def test_refile_shows_the_first_lines_it_passes_over_spelled_out_and_counts_them_all(tmp_path) -> None:
     # `docker compose logs` colours its prefix: shown as read, the escape codes reached the
     # terminal. A journal of many such lines is a count past the first few shown.

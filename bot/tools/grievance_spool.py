@@ -86,6 +86,20 @@ _DOCKER_OURS = "stderr"
 # grievance store's line is under MAX_LINE_BYTES (bot/logs.py): a line longer than this is none,
 # and is not held whole in memory.
 _DOCKER_LONGEST = 4 * 32 * 1024
+# The first line of each entry of a journalctl output that holds its entries' fields as text of
+# its own, which is not the lines the bot logged: a grievance there is quoted in a field, and its
+# entry's names are on other lines. Named by the option that prints it.
+_UNREAD_FORMATS = (
+    ("export", re.compile(r"__CURSOR=s=[\da-f]+;i=[\da-f]+;b=[\da-f]+;m=[\da-f]+;t=[\da-f]+;x=[\da-f]+\s*")),
+    (
+        "verbose",
+        re.compile(
+            r"[A-Z][a-z]{2} \d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \S+"
+            r" \[s=[\da-f]+;i=[\da-f]+;b=[\da-f]+;m=[\da-f]+;t=[\da-f]+;x=[\da-f]+\]\s*"
+        ),
+    ),
+    ("json-pretty", re.compile(r'\s+"__CURSOR"\s*:\s*"s=[\da-f]+;i=[\da-f]+;')),
+)
 # discord.py's colours, on a terminal's log copied to a file.
 _COLOUR = re.compile(r"\x1b\[[\d;]*m")
 
@@ -264,6 +278,10 @@ def spool_line(filing_id: str, others: list[str] | None = None, **row: str) -> s
     return json.dumps(kept)
 
 
+class UnreadFormat(ValueError):
+    """A log in a journalctl output format refile does not read; its argument names the format."""
+
+
 def unfiled_in(
     lines: Iterable[str],
     passed_over: Callable[[str], None] | None = None,
@@ -281,7 +299,8 @@ def unfiled_in(
     stderr alone, never from a stream's first line read (it may be the rest of one cut before);
     those are passed over. `left_out` with each
     entry of the bot's process journalctl printed without its message (a field over 4096 bytes,
-    without --all)."""
+    without --all). Raises UnreadFormat at the first entry of journalctl's export, verbose or
+    json-pretty output, rather than read on and find nothing."""
     found: dict[str, dict[str, Any]] = {}
     unreadable = 0
 
@@ -353,6 +372,10 @@ def unfiled_in(
             if entry is not None and _docker_entry(entry):
                 docker_line(entry)
                 continue
+        if line.startswith(("_", " ", "\t", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")):
+            for name, first in _UNREAD_FORMATS:
+                if first.fullmatch(line) or (name == "json-pretty" and first.match(line)):
+                    raise UnreadFormat(name)
         marked = UNFILED in line or LOST_AT_SHUTDOWN in line
         entry = None
         json_at = _JSON_LINE.match(line)
