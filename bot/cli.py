@@ -32,8 +32,10 @@ DEMO_USER = "111111111111111111"  # Nova, a linked demo player (bot/data/sql/sql
 
 def _complain(line: str) -> None:
     """A command's error line on stderr, where no log handler masks: an exception's text (a
-    service's reply, a setting's address) may carry a secret."""
-    print(logs.masked(line), file=sys.stderr)
+    service's reply, a setting's address) may carry a secret. Each line is cut as the log's are
+    (logs.capped): a journal reading stderr splits one over its LineMax, and what follows the cut
+    (a log line refile shows, in words a player chose) reads as a line of its own."""
+    print("\n".join(map(logs.capped, logs.masked(line).split("\n"))), file=sys.stderr)
 
 
 def _settings(args: argparse.Namespace) -> Settings:

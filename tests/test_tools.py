@@ -3097,6 +3097,28 @@ def test_refile_files_a_containers_json_file_log_with_the_files_docker_rotated_b
     assert asyncio.run(filed()) == [row["description"]]
 
 
+def test_refiles_own_lines_start_no_grievance_where_the_journal_cuts_them(tmp_path) -> None:
+    # refile run by a unit (or a container's stderr) writes to the journal: a line it shows whole,
+    # another program's over LineMax, was cut by journald where a player's words placed the
+    # store's line, which the next `journalctl -o cat | voxdesk refile` filed.
+    from bot import logs
+    from bot.tools.grievance_spool import unfiled_in
+
+    from .test_cli import voxdesk
+    from .test_logs import JOURNAL_LINE_MAX, _as_journal_cuts, _forged_unfiled
+
+    storage = _grievance_storage(tmp_path)
+    said = "refile: not filed: chat-1  | "
+    line = f"chat-1  | {'x' * (JOURNAL_LINE_MAX - len(said) - 1)} {_forged_unfiled()}"
+    log_file = tmp_path / "voxdesk.log"
+    log_file.write_text(f"{line}\n")
+    done = voxdesk("refile", str(log_file), storage=storage)
+    assert done.returncode == 1, done.stderr
+    assert "refile: 1 marked line(s) not filed" in done.stderr
+    assert unfiled_in(_as_journal_cuts(done.stderr)) == ([], 0)
+    assert all(len(shown.encode()) <= logs.MAX_LINE_BYTES for shown in done.stderr.splitlines())
+
+
 def test_refile_given_journal_output_it_does_not_read_says_so_and_files_nothing(tmp_path) -> None:
     from bot.tools.grievance_spool import UNFILED, GrievanceSpool, spool_line
 
