@@ -1,10 +1,10 @@
 """What every voxdesk process does to its log: the bot's, and its speech workers'.
 
 Our own lines never carry a secret, but a third party's text can: an OpenAI-compatible server
-whose 401 echoes the key, a client library's exception. So the root handlers mask every
-configured secret value in a record's message, exception and stack text, whichever library's
-logger the record came from. A logger's own filter would miss its children; a handler's sees
-every record it prints.
+whose 401 echoes the key, a client library's exception. So the handlers (the root's, and
+any other logger's there when voxdesk configures its log) mask every configured secret value in a
+record's message, exception and stack text, whichever library's logger the record came from. A
+logger's own filter would miss its children; a handler's sees every record it prints.
 
 The same handlers keep a record's message on one line: a player's words, a web path or a
 service's error quoted in it could otherwise start a line of their own (one `voxdesk refile`
@@ -188,10 +188,19 @@ SECRET_MASK = SecretMask()
 
 
 def install_secret_mask(logger: logging.Logger | None = None) -> None:
-    """Mask secrets in every handler the root logger (or this one) has now; call it again after
-    replacing them. Adding the same filter twice keeps one."""
-    for handler in (logger or logging.getLogger()).handlers:
-        handler.addFilter(SECRET_MASK)
+    """Mask secrets in every handler any logger has now (or this logger has); call it again after
+    adding one. Adding the same filter twice keeps one. Not the root's alone: a handler an
+    operator's logging configuration gave a logger of voxdesk's or a library's sees each record
+    before the root's handlers do, and would print it as logged, a player's line break and all."""
+    if logger is not None:
+        loggers = [logger]
+    else:
+        root = logging.getLogger()
+        known = list(root.manager.loggerDict.values())  # a copy: another thread may add a logger
+        loggers = [root, *(each for each in known if isinstance(each, logging.Logger))]
+    for each in loggers:
+        for handler in list(each.handlers):
+            handler.addFilter(SECRET_MASK)
 
 
 def quiet_noisy_loggers() -> None:

@@ -316,6 +316,27 @@ def test_runs_log_into_a_file_under_systemd_has_no_priorities(monkeypatch, tmp_p
     assert line.endswith("] [WARNING ] cogs.voice: could not reply to note 42\n")
 
 
+@pytest.mark.parametrize("name", ["bot", "discord"])
+def test_an_operators_handler_on_a_named_logger_prints_lines_as_the_roots_do(
+    root_log, monkeypatch, name
+) -> None:
+    # A logging configuration of the operator's may hand a logger of its choosing a handler of
+    # its own: it saw each record before the root's handlers made it one masked line under the
+    # cap, and printed a player's line break as the start of a forged UNFILED line of theirs.
+    from bot.tools.grievance_spool import unfiled_in
+
+    out = io.StringIO()
+    theirs = logging.StreamHandler(out)
+    theirs.setFormatter(logs.plain_formatter())
+    monkeypatch.setattr(logging.getLogger(name), "handlers", [theirs])
+    _run_logging_to(io.StringIO(), monkeypatch)
+    words = f"{KEY} {'x' * logs.MAX_LINE_BYTES}\n{_forged_unfiled()}"
+    logging.getLogger(f"{name}.web").warning("GET %s failed", words)
+    (line,) = out.getvalue().splitlines()
+    assert KEY not in line and len(line.encode()) <= logs.MAX_LINE_BYTES + 100  # the format's prefix
+    assert unfiled_in(out.getvalue().splitlines()) == ([], 0)
+
+
 def test_an_outages_lines_name_the_place_that_met_it(caplog) -> None:
     # A format that prints where a line came from points at the backend, not at the helper.
     from bot.logs import Outage
