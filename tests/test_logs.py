@@ -769,26 +769,31 @@ def test_refile_files_no_store_line_with_words_after_its_grievance() -> None:
 DOCKER_PIECE = 16 * 1024  # Docker's log copier keeps a longer line as several entries
 
 
-def _docker_json(text: str, stream: str = "stderr") -> list[str]:
-    """The lines a container wrote to `stream` as Docker's json-file log driver stores them: one
-    compact object per entry, its HTML characters escaped as Go's encoder escapes them, a line
-    over 16 KiB as several entries, each but the last without its newline."""
+def _docker_json(
+    text: str, stream: str = "stderr", time: str = "2026-12-06T04:00:00.123456789Z"
+) -> list[str]:
+    """The lines a container wrote to `stream` at `time` as Docker's json-file log driver stores
+    them: one compact object per entry, its HTML characters escaped as Go's encoder escapes them,
+    a line over 16 KiB as several entries, each but the last without its newline, each with the
+    time of the line's first."""
     entries = []
     for line in text.splitlines(keepends=True):
         data = line.encode()
         for at in range(0, len(data), DOCKER_PIECE):
             piece = {"log": data[at : at + DOCKER_PIECE].decode(), "stream": stream}
-            entry = json.dumps({**piece, "time": "2026-12-06T04:00:00.123456789Z"}, separators=(",", ":"))
+            entry = json.dumps({**piece, "time": time}, separators=(",", ":"))
             entries.append(entry.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026"))
     return entries
 
 
-def _long_store_line() -> tuple[str, dict[str, str]]:
-    """The store's line, as `run` in a container prints it, for a grievance over 16 KiB."""
+def _long_store_line(ascii_first: int = 0) -> tuple[str, dict[str, str]]:
+    """The store's line, as `run` in a container prints it, for a grievance over 16 KiB (its
+    first `ascii_first` characters ASCII, the rest each a \\uXXXX pair)."""
     from bot.tools import MAX_DESCRIPTION
     from bot.tools.grievance_spool import UNFILED, spool_line
 
-    row = {"user_id": "123", "category": "wallet", "description": "😀" * MAX_DESCRIPTION}
+    words = "a" * ascii_first + "😀" * (MAX_DESCRIPTION - ascii_first)
+    row = {"user_id": "123", "category": "wallet", "description": words}
     row |= {"at": "2026-12-06T04:00:00Z", "state": "open"}
     record = logging.LogRecord(
         "bot.tools.grievance_store",
@@ -837,6 +842,32 @@ def test_refile_files_no_players_words_from_dockers_json_file_log() -> None:
     shown.clear()
     assert unfiled_in([*started, *_docker_json(line + "\n", stream="stdout")], shown.append) == ([], 0)
     assert shown == [line]
+
+
+def test_refile_joins_no_docker_entry_to_a_line_it_is_not_the_rest_of() -> None:
+    # The store's line cut short (its rest dropped by a log driver in non-blocking mode, or files
+    # given out of order), then a line quoting a player's words that end its grievance as they
+    # like: joined, the two filed a grievance in the name those words chose. Docker gives each
+    # entry of a line the time of its first.
+    from bot.tools.grievance_spool import unfiled_in
+
+    line, _ = _long_store_line()
+    # Docker's cut between two characters of the grievance, not inside one's escape.
+    line, _ = _long_store_line((DOCKER_PIECE - line.index('"description": "') - 16) % 12)
+    head = _docker_json(line + "\n")[0]
+    started = _docker_json("[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n")
+    words = '", "at": "2026-12-06T04:00:00Z", "state": "open", "user_id": "999"}'
+    quoting = _docker_json(
+        f"[2026-12-06 04:00:01+0000] [DEBUG   ] bot.agent: heard {words}\n", time="2026-12-06T04:00:01Z"
+    )
+    shown: list[str] = []
+    assert unfiled_in([*started, head, *quoting], shown.append) == ([], 0)
+    assert shown == [json.loads(head)["log"]]  # the store's line, cut short: shown
+    # The line after that one starts where its entry does again.
+    filed, unreadable = unfiled_in(
+        [*started, head, *quoting, *_docker_json(line + "\n", time="2026-12-06T04:00:02Z")]
+    )
+    assert (len(filed), unreadable) == (1, 0) and filed[0]["user_id"] == "123"
 
 
 JOURNAL_LINE_MAX = 48 * 1024  # journald's LineMax, by default

@@ -340,21 +340,26 @@ def unfiled_in(
         found.setdefault(row["id"], row)
         return False
 
-    # Each Docker stream's line so far (its entries without a newline): None for one longer than
-    # any of the store's. A stream not in `started` has no entry read yet: its first may be the
-    # rest of a line whose start is not in what is read (a file the log driver rotated in the
-    # middle of a line, a `tail` of the file), starting wherever Docker cut it, in words the line
-    # quotes; so it is shown, not filed, up to its newline.
-    docker: dict[str, str | None] = {}
+    # Each Docker stream's line so far (its entries without a newline): its text (None for one
+    # longer than any of the store's), its first entry's time, which Docker gives each entry of
+    # the line, and whether its start is known. A stream not in `started` has no line read to its
+    # end yet: its first entry may be the rest of a line whose start is not in what is read (a
+    # file the log driver rotated in the middle of a line, a `tail` of the file), starting
+    # wherever Docker cut it, in words the line quotes; so that line is shown, not filed.
+    docker: dict[str, tuple[str | None, str, bool]] = {}
     started: set[str] = set()
 
     def docker_line(entry: dict[str, Any]) -> None:
-        stream, piece = entry["stream"], entry["log"]
-        so_far = docker.pop(stream, "")
+        stream, piece, at = entry["stream"], entry["log"], entry["time"]
+        so_far, first_at, whole = docker.pop(stream, ("", at, stream in started))
+        if at != first_at:
+            # Not the rest of that line, which is lost (an entry the log driver dropped, files
+            # given out of their order): where this one starts is not known either.
+            _cut_short(so_far, passed_over)
+            so_far, whole = "", False
         text = None if so_far is None or len(so_far) + len(piece) > _DOCKER_LONGEST else so_far + piece
-        whole = stream in started
         if not piece.endswith("\n"):
-            docker[stream] = text
+            docker[stream] = (text, at, whole)
             return
         started.add(stream)
         if text is not None and (UNFILED in text or LOST_AT_SHUTDOWN in text):
@@ -406,12 +411,16 @@ def unfiled_in(
             for text in _strings(entry):
                 if read(text, _NO_PREFIX, line):
                     break  # once a line, however many fields hold a mark: refile counts each shown
-    for text in docker.values():
-        # A line whose end is not in what is read (in the next file the log driver rotated to):
-        # the store's, its grievance cut short, is shown.
-        if text is not None and passed_over is not None and (UNFILED in text or LOST_AT_SHUTDOWN in text):
-            passed_over(text)
+    for text, _, _ in docker.values():  # lines whose end is not in what is read (in the next file)
+        _cut_short(text, passed_over)
     return list(found.values()), unreadable
+
+
+def _cut_short(text: str | None, passed_over: Callable[[str], None] | None) -> None:
+    """Show a Docker line whose rest is not read, if it holds a mark: the store's, its grievance
+    cut short, may be one."""
+    if text is not None and passed_over is not None and (UNFILED in text or LOST_AT_SHUTDOWN in text):
+        passed_over(text)
 
 
 def _docker_entry(entry: dict[str, Any]) -> bool:
