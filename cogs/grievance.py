@@ -282,7 +282,6 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         # and a slip of the keyboard (or a word alone) is not a ticket.
         empty, short = blank(description), too_short(description)
         asked_at = time.monotonic()
-        retry_after = None if short else self.filings.update_rate_limit(interaction, asked_at)
         filed: list[str] = []
 
         def repeat(answer: str) -> str:
@@ -300,7 +299,10 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                 return say.BLANK_DESCRIPTION
             if short:
                 return say.DESCRIPTION_TOO_SHORT
-            if retry_after:
+            # Counted once Discord took the deferral, which the work waits for: a filing it refused
+            # (the event reached the bot past its 3 s, or another process of this bot answered it)
+            # files nothing, and the player, told "the application did not respond", tries again.
+            if retry_after := self.filings.update_rate_limit(interaction, asked_at):
                 log.info("flood: /grievance file from %s refused", interaction.user.id)
                 return say.FILING_TOO_FAST.format(wait=say.wait_of(retry_after))
             words = (str(interaction.user.id), *complaint_key(category.value, description))

@@ -780,6 +780,21 @@ async def test_a_filing_discord_no_longer_takes_is_not_filed_and_not_an_error(
         await store.aclose()
 
 
+async def test_a_filing_discord_no_longer_takes_spends_none_of_the_filing_limit(settings, fake: FakeDiscord):
+    # The player saw "the application did not respond": their next try files, not "please wait".
+    fake.first_response_within = 3.0
+    fake.expect_refusals()
+    async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0):
+        words = sub("file", category="wallet", description="Gems bought on Monday never arrived.")
+        late = await fake.slash(blaze, "grievance", words, ago=4.0)
+        await fake.wait_for(lambda _: fake.interaction_records(late))
+        assert [r.error for r in fake.interaction_records(late)] == [10062]
+        assert (await ask(fake, blaze, "grievance", words)).startswith("Filed ticket")
+        other = sub("file", category="other", description="Lag spikes every evening.")
+        refused = await ask(fake, blaze, "grievance", other)
+        assert "Please wait" in refused  # the filing that went through is counted
+
+
 async def test_a_filing_whose_answer_is_lost_reaches_the_player_by_dm(settings, monkeypatch, caplog):
     async def token_gone(self: FakeDiscord, request: object) -> NoReturn:
         raise DiscordError(401, 50027, "Invalid Webhook Token")
