@@ -53,6 +53,15 @@ def age(interaction: discord.Interaction) -> float:
     return max(0.0, (discord.utils.utcnow() - interaction.created_at).total_seconds())
 
 
+def made_at(interaction: discord.Interaction) -> float:
+    """The loop's time when Discord made the interaction, for its token's deadlines, taken as a
+    command's answer starts: by this host's clock, but no more than FIRST_RESPONSE_SECONDS ago.
+    The answer reaches the player only once Discord takes its first response, which it does within
+    those seconds of making the interaction. A clock ahead of Discord's, which would have the token
+    end early (15 minutes ahead, every command given up at once), is then out by those at most."""
+    return asyncio.get_running_loop().time() - min(age(interaction), FIRST_RESPONSE_SECONDS)
+
+
 def _name(interaction: discord.Interaction) -> str:
     command = interaction.command
     return command.qualified_name if command is not None else "?"
@@ -109,7 +118,8 @@ async def _answer(
 ) -> None:
     loop = asyncio.get_running_loop()
     since = age(interaction)
-    give_up_at = loop.time() + GIVE_UP_SECONDS - since
+    made = made_at(interaction)
+    give_up_at = made + GIVE_UP_SECONDS
     task: asyncio.Future[str] | None = None
     try:
         if not defer_first:
@@ -136,7 +146,7 @@ async def _answer(
                     "/%s of user %s still at work %.0f s after it was made: given up before its token ends",
                     _name(interaction),
                     interaction.user.id,
-                    age(interaction),
+                    loop.time() - made,
                 )
                 await _cancelled(task)
                 await _say_cut_short(interaction, too_slow)
@@ -145,7 +155,7 @@ async def _answer(
             try:
                 await interaction.edit_original_response(content=pieces[0])
             except discord.RateLimited as exc:
-                if not edit_later or not _answer_later(interaction, pieces, exc.retry_after):
+                if not edit_later or not _answer_later(interaction, pieces, exc.retry_after, made):
                     raise
                 return
     except asyncio.CancelledError:
@@ -161,21 +171,22 @@ async def _answer(
         except discord.RateLimited as exc:
             # The player has the answer's start: its rest goes when the limit ends, as a deferred
             # answer's whole does, rather than never.
-            if not edit_later or not _answer_later(interaction, pieces, exc.retry_after, sent):
+            if not edit_later or not _answer_later(interaction, pieces, exc.retry_after, made, sent):
                 raise
             return
 
 
 def _answer_later(
-    interaction: discord.Interaction, pieces: list[str], retry_after: float, sent: int = 0
+    interaction: discord.Interaction, pieces: list[str], retry_after: float, made: float, sent: int = 0
 ) -> bool:
     """Send `pieces` from the `sent`th (the first in the deferred response, the others in
     follow-ups) once Discord's rate limit of `retry_after` seconds on them ends, if that is while
-    its token still takes them (with GIVE_UP_SECONDS' minute to spare); whether it will."""
+    its token still takes them (with GIVE_UP_SECONDS' minute to spare; `made`, as `made_at`);
+    whether it will."""
     later = getattr(interaction.client, "later", None)
-    if later is None or age(interaction) + retry_after > GIVE_UP_SECONDS:
+    if later is None or asyncio.get_running_loop().time() - made + retry_after > GIVE_UP_SECONDS:
         return False
-    if later(_edit_when_free(interaction, pieces, retry_after, sent)) is None:
+    if later(_edit_when_free(interaction, pieces, retry_after, made, sent)) is None:
         return False  # the bot is closing: given up as any answer limited past the cap
     log.warning(
         "/%s of user %s: answer rate limited for %.0f s; sent when the limit ends",
@@ -187,16 +198,17 @@ def _answer_later(
 
 
 async def _edit_when_free(
-    interaction: discord.Interaction, pieces: list[str], retry_after: float, sent: int = 0
+    interaction: discord.Interaction, pieces: list[str], retry_after: float, made: float, sent: int = 0
 ) -> None:
-    """`sent`: pieces out already: the first in the original response, the others in follow-ups."""
+    """`sent`: pieces out already: the first in the original response, the others in follow-ups;
+    `made`, as `made_at`."""
     loop = asyncio.get_running_loop()
     while True:
         await asyncio.sleep(retry_after)
         try:
             # discord.py waits out each 429 up to the cap, five times a request, and a 5xx too:
             # the pieces left must not go on past the token's end, where each is refused.
-            async with asyncio.timeout_at(loop.time() + TOKEN_SECONDS - age(interaction)):
+            async with asyncio.timeout_at(made + TOKEN_SECONDS):
                 for piece in pieces[sent:]:
                     if sent == 0:
                         await interaction.edit_original_response(content=piece)
@@ -205,7 +217,7 @@ async def _edit_when_free(
                     sent += 1
             return
         except discord.RateLimited as exc:
-            if age(interaction) + exc.retry_after <= GIVE_UP_SECONDS:
+            if loop.time() - made + exc.retry_after <= GIVE_UP_SECONDS:
                 retry_after = exc.retry_after
                 continue
             why = limited_for(exc)

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
+import discord
 import pytest
 from aiohttp import web
 
@@ -977,6 +978,24 @@ async def test_a_command_still_waiting_near_the_tokens_end_tells_the_player(
             engine.gate.set()
         await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
     assert answer.kind == "edit_original" and answer.body["content"] == STILL_BUSY
+
+
+async def test_a_host_clock_ahead_of_discords_gives_no_command_up_early(
+    settings, fake: FakeDiscord, monkeypatch
+):
+    # By a clock 20 minutes ahead every interaction looks past its token's 15 minutes: a deferred
+    # command was given up as soon as it was deferred, a filing among them, and the player told
+    # "still busy" for each. Discord takes no first response after 3 s: the token is its own.
+    ahead = discord.utils.utcnow
+
+    async with running_bot(settings, fake, defer_after_seconds=0.0):
+        monkeypatch.setattr(discord.utils, "utcnow", lambda: ahead() + dt.timedelta(minutes=20))
+        listed = await ask(fake, nova, "grievance", sub("list"))
+        words = sub("file", category="wallet", description="Gems bought on Monday never arrived.")
+        filed = await ask(fake, nova, "grievance", words)
+    assert "GRV-10" in listed
+    assert filed.startswith("Filed ticket")
+    assert fake.violations == []
 
 
 async def test_a_stop_landing_while_a_command_given_up_rolls_back_is_not_swallowed() -> None:
