@@ -92,7 +92,7 @@ class VoxdeskTree(app_commands.CommandTree):
         # Typing in an option of that old version: no suggestions. Sending the command tells the
         # player and the log, once, rather than a line per keystroke.
         log.debug("autocomplete for /%s is not this version's: no suggestions", data.get("name", "?"))
-        with contextlib.suppress(discord.HTTPException, discord.RateLimited):
+        with contextlib.suppress(discord.HTTPException, discord.RateLimited, aiohttp.ClientError):
             await interaction.response.autocomplete([])
         return False
 
@@ -573,5 +573,7 @@ class VoxdeskBot(commands.Bot):
                 await interaction.followup.send(text, ephemeral=True)
             else:
                 await interaction.response.send_message(text, ephemeral=True)
-        except (discord.HTTPException, discord.RateLimited):
-            log.warning("could not tell the player about the failed command")
+        except (discord.HTTPException, discord.RateLimited, aiohttp.ClientError) as exc:
+            # Raised, it would end discord.py's task for the interaction: "Task exception was
+            # never retrieved", a second traceback for the one failure.
+            log.warning("could not tell the player about the failed command: %s", exc)

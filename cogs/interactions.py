@@ -252,8 +252,9 @@ class AutocompleteNotAnError(logging.Filter):
     """discord.py sends an autocomplete's suggestions itself and logs their refusal with its
     traceback: refused as answered (40060), another process of this bot sent theirs, which is
     no error; refused as too late (10062), the event reached the bot past Discord's 3 s and the
-    player has typed on, and rate limited for longer than rate_limit_seconds: Discord's trouble,
-    said in one line. On discord.py's app-command logger."""
+    player has typed on, rate limited for longer than rate_limit_seconds, and not sent for a
+    connection to Discord lost: Discord's trouble, said in one line. On discord.py's app-command
+    logger."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -276,6 +277,11 @@ class AutocompleteNotAnError(logging.Filter):
             return False
         if isinstance(exc, discord.RateLimited):
             log.warning("an autocomplete was not answered: %s", limited_for(exc))
+            return False
+        if isinstance(exc, aiohttp.ClientError):
+            # The connection to Discord dropped: each keystroke meanwhile would be a traceback.
+            why = f"{type(exc).__name__}: {exc}"
+            self.late.failed(type(exc).__name__, "an autocomplete was not answered: %s", why)
             return False
         return True
 

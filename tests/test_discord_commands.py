@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import logging
 import os
 import re
@@ -39,7 +40,7 @@ from bot.sentences import (
 from bot.tools.base import ToolCall
 from cogs.runner import sync_commands
 from tests.conftest import BLAZE, REPO
-from tests.discord_harness import Harness, blaze, discord_settings, nova, running_bot, voice_note
+from tests.discord_harness import Harness, blaze, discord_settings, nova, running_bot, settle, voice_note
 from tests.fakes.discord_server import (
     EPHEMERAL_FLAG,
     GUILD_ID,
@@ -995,6 +996,42 @@ async def test_a_host_clock_ahead_of_discords_gives_no_command_up_early(
         filed = await ask(fake, nova, "grievance", words)
     assert "GRV-10" in listed
     assert filed.startswith("Filed ticket")
+    assert fake.violations == []
+
+
+async def test_a_connection_to_discord_lost_as_the_bot_answers_is_a_line_not_a_stray_traceback(
+    harness: Harness, caplog
+):
+    """discord.py's webhook layer raises aiohttp's errors as they are: one escaping the command's
+    error handler, or the empty suggestions for a command from before an upgrade, ended discord.py's
+    task for the interaction ("Task exception was never retrieved", whenever it was collected);
+    one sending suggestions was logged with its traceback at each keystroke."""
+    fake = harness.fake
+    with caplog.at_level("WARNING"):
+        for cuts, name, options, autocomplete in (
+            (2, "notify", [option("news", "on")], False),  # the answer, then the apology for it
+            (1, "replies", [option("style", "x", focused=True)], True),
+            (1, "voice", [option("voice", "ba", focused=True)], True),
+        ):
+            fake.callbacks_cut = cuts
+            interaction = await fake.slash(nova, name, options, autocomplete=autocomplete)
+            await fake.wait_for(lambda _, i=interaction, n=cuts: len(fake.interaction_records(i)) >= n)
+
+        def ended(*lines: str) -> bool:
+            gc.collect()  # a task that ended with an exception no one retrieved says so as it goes
+            return sum(line in caplog.text for line in lines) >= 2
+
+        # Told, or its task ended unretrieved; both suggestions said, in a line or a traceback.
+        await _until(lambda: ended("slash command notify failed", "could not tell", "never retrieved"))
+        suggestions = ("an autocomplete was not answered", "Ignoring exception in autocomplete")
+        await _until(lambda: ended(*suggestions, *suggestions))
+        await settle(fake)
+        gc.collect()
+        await asyncio.sleep(0)
+    said = [(r.name, r.levelname, r.getMessage().splitlines()[0]) for r in caplog.records]
+    assert [s for s in said if s[1] == "ERROR"] == [("cogs.bot", "ERROR", "slash command notify failed")]
+    assert [r for r in caplog.records if r.exc_info and r.name != "cogs.bot"] == []
+    assert "could not tell the player about the failed command: Server disconnected" in caplog.text
     assert fake.violations == []
 
 

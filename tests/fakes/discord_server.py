@@ -516,6 +516,7 @@ class FakeDiscord(Strict):
         self.reactions_cut = 0
         self.typing_cut = 0
         self.posts_cut = 0
+        self.callbacks_cut = 0  # an interaction's first response (or suggestions), alike
         # Called once each message POST is stored: a test acting between two pieces of a reply.
         self.after_post: Callable[[Received], Awaitable[None]] | None = None
         # Called once each GET of one message is answered: a test acting between the bot's fetch
@@ -2439,6 +2440,9 @@ class FakeDiscord(Strict):
             self._violate(50027, "Invalid Webhook Token", status=401)
         content_type, body, files = await self._read_body(request)
         record = Received("callback", request.method, request.path, None, body, files)
+        if self.callbacks_cut > 0:
+            self.callbacks_cut -= 1
+            return await self._cut(request, record)
         if self.callbacks_rate_limited > 0:
             self.callbacks_rate_limited -= 1
             return await self._interaction_rate_limited(record)
