@@ -283,6 +283,35 @@ async def test_no_request_carries_two_calls_of_one_id_across_a_players_turns(sto
     assert fake.violations == []
 
 
+async def test_a_history_of_a_servers_long_call_ids_is_not_refused_by_openai(storage, fake) -> None:
+    # vLLM names a call "chatcmpl-tool-" and 32 hex digits, and takes the id back. The studio then
+    # moves to OpenAI, which refuses any call id over 40 characters (string_above_max_length): each
+    # later note of a player who had a tool called went to the fallback until the turn aged out.
+    long_ids = [f"chatcmpl-tool-{n}{'0' * 31}" for n in range(2)]
+    calls = [
+        {"id": call_id, "type": "function", "function": {"name": name, "arguments": "{}"}}
+        for call_id, name in zip(long_ids, ["get_player_stats", "get_grievance_status"], strict=True)
+    ]
+    fake.compatible_server = True
+    fake.script = [lambda body: {"content": None, "tool_calls": calls}, answer("Done.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        assert first.engine == "openai" and [r.ok for r in first.tool_results] == [True, True]
+        fake.compatible_server = False  # now OpenAI itself, with the player's history
+        fake.script = [answer("You have 708 points.")]
+        again = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert (again.engine, again.text) == ("openai", "You have 708 points.")
+    messages = fake.chats[-1].body["messages"]
+    (asked,) = [m for m in messages if m.get("tool_calls")]
+    sent = [c["id"] for c in asked["tool_calls"]]
+    assert len(set(sent)) == 2 and all(len(i) <= 40 for i in sent)
+    # each result still goes back under its own call's id
+    results = [(m["tool_call_id"], json.loads(m["content"])) for m in messages if m["role"] == "tool"]
+    assert [i for i, _ in results] == sent
+    assert results == [(i, r.result) for i, r in zip(sent, first.tool_results, strict=True)]
+    assert fake.violations == []
+
+
 def test_calls_of_one_id_in_two_rounds_of_a_past_turn_each_keep_their_own_result() -> None:
     # A past turn's rounds go back as one assistant message: a server numbering each answer's
     # calls from call_0 gives two of them one id there.
@@ -299,6 +328,26 @@ def test_calls_of_one_id_in_two_rounds_of_a_past_turn_each_keep_their_own_result
     assert [c["id"] for c in asked["tool_calls"]] == ["call_0", "call_0_2"]
     results = [(m["tool_call_id"], json.loads(m["content"])) for m in messages if m["role"] == "tool"]
     assert results == [("call_0", {"points": 5}), ("call_0_2", {"points": 7})]
+
+
+def test_a_repeated_call_id_of_the_longest_length_keeps_to_it_with_its_suffix() -> None:
+    from bot.engines.base import TurnState
+    from bot.engines.openai import build_messages
+
+    longest = "c" * 40
+
+    def result(name: str, points: int) -> dict:
+        return {"id": longest, "name": name, "arguments": {}, "result": {"points": points}}
+
+    past = PastTurn("hi", "You have 5.", [result("get_player_stats", 5), result("get_grievance_status", 7)])
+    turn = TurnState(ToolContext(user_id=NOVA), None, "again", [past], [])
+    messages = build_messages("system", turn)
+    (asked,) = [m for m in messages if m.get("tool_calls")]
+    sent = [c["id"] for c in asked["tool_calls"]]
+    assert sent[0] == longest and len(sent[1]) <= 40 and sent[1] != longest
+    results = [(m["tool_call_id"], json.loads(m["content"])) for m in messages if m["role"] == "tool"]
+    assert results == [(sent[0], {"points": 5}), (sent[1], {"points": 7})]
+    assert build_messages("system", turn) == messages  # the same on every step
 
 
 @pytest.mark.parametrize("depth", [600, 5000])

@@ -140,6 +140,8 @@ _FENCE = re.compile(r"(?<!\\)```")
 # for an hour; a day leaves room for a provider that keeps it longer, or whose clock runs ahead.
 AUDIO_KEPT_AT_MOST = 86_400
 GIVEN_AUDIO_KEPT = 1000  # the latest reply audio ids an engine keeps, to know its own when refused
+# The longest tool call id OpenAI takes in a request (a 400 string_above_max_length past it).
+MAX_CALL_ID = 40
 REFUSED_PARAM = re.compile(r"messages\[(\d+)\]\.audio\.id")  # where an audio_not_found points
 # A provider that refused an audio id it gave well before the id's expiry keeps none: earlier
 # replies go as text for every turn this long, then one reference is tried again.
@@ -891,23 +893,24 @@ def time_note(at: float) -> str:
 
 
 def _distinct_call_ids(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """`messages` with no two calls under one id: a compatible server may number each answer's
-    calls from call_0, and a history may hold ids voxdesk numbered by round. A repeat, and its
-    result, go under the id with a suffix, the same one on every step, so the prompt's cached
-    beginning stays the same."""
+    """`messages` with no two calls under one id, and none over MAX_CALL_ID: a compatible server
+    may number each answer's calls from call_0, a history may hold ids voxdesk numbered by round,
+    and one may hold a server's ids longer than OpenAI takes back (vLLM's are 46 characters). A
+    repeat, and its result, go under the id with a suffix, a long id under its digest: the same
+    on every step, so the prompt's cached beginning stays the same."""
     seen: set[str] = set()
     open_calls: list[tuple[str, str]] = []  # the last calls' ids as sent and as they were, in order
     for message in messages:
         if message.get("tool_calls"):
             open_calls = []
             for call in message["tool_calls"]:
-                old = new = call["id"]
-                suffix = 2
+                old = call["id"]
+                new, suffix = _short_id(old), 2
                 while new in seen:
-                    new, suffix = f"{old}_{suffix}", suffix + 1
+                    new, suffix = _short_id(f"{old}_{suffix}"), suffix + 1
                 seen.add(new)
+                open_calls.append((call["id"], new))
                 call["id"] = new
-                open_calls.append((old, new))
         elif message.get("role") == "tool":
             # Results follow their calls in order: this one answers the first open call of its id.
             for i, (old, new) in enumerate(open_calls):
@@ -916,6 +919,14 @@ def _distinct_call_ids(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     del open_calls[i]
                     break
     return messages
+
+
+def _short_id(call_id: str) -> str:
+    """A call id OpenAI takes back: itself, or when too long "call_" and 24 hex digits of its
+    digest, as long as its own ids."""
+    if len(call_id) <= MAX_CALL_ID:
+        return call_id
+    return "call_" + hashlib.sha256(call_id.encode()).hexdigest()[:24]
 
 
 def _base64(data: bytes) -> str:

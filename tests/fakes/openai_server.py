@@ -3,7 +3,8 @@
 It validates every chat request against `CreateChatCompletionRequest` and every transcription
 against `CreateTranscriptionRequest` from the official spec (closed against unknown fields),
 checks what the API checks beyond the schema (each tool result answers a tool call of the
-assistant message before it, and each tool call is answered), refuses what we never want to send
+assistant message before it, each tool call is answered, and no call's id is over 40
+characters), refuses what we never want to send
 (the deprecated `functions`) and a note's audio that is not strict base64 of the format it
 declares, and, as the audio models it stands for do, a request with neither audio in nor audio
 out. It answers with scripted replies carrying real audio in the format asked for, keeps the
@@ -487,6 +488,10 @@ class FakeOpenAI(Strict):
             param, error = bad_audio[0]
             error_body = {"message": error, "type": "invalid_request_error", "param": param, "code": None}
             return web.json_response({"error": error_body}, status=400)
+        too_long = None if self.compatible_server else _call_id_too_long(body["messages"])
+        if too_long is not None:
+            self.refuse(too_long["message"])
+            return web.json_response({"error": too_long}, status=400)
         unknown = self._unknown_audio(body["messages"])
         if unknown is not None:
             return web.json_response({"error": unknown}, status=400)
@@ -737,6 +742,29 @@ def _has_audio(body: dict[str, Any]) -> bool:
 # What the API answers 400 `invalid_value` for in a message's tool calls (the spec says it only of
 # the tools offered), e.g. the "multi_tool_use.parallel" some models make up.
 FUNCTION_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+
+# The longest id of a tool call a request may carry in an assistant message: the API's 400
+# `string_above_max_length` (its spec gives no such bound). A compatible server's own ids may be
+# longer (vLLM's "chatcmpl-tool-" and 32 hex digits), and it takes them back.
+MAX_CALL_ID = 40
+
+
+def _call_id_too_long(messages: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The API's error for the first tool call id longer than MAX_CALL_ID, as it words it."""
+    for i, message in enumerate(messages):
+        for j, call in enumerate(message.get("tool_calls") or []):
+            call_id = call.get("id")
+            if isinstance(call_id, str) and len(call_id) > MAX_CALL_ID:
+                param = f"messages[{i}].tool_calls[{j}].id"
+                return {
+                    "message": f"Invalid '{param}': string too long. Expected a string with maximum "
+                    f"length {MAX_CALL_ID}, but got a string with length {len(call_id)} instead.",
+                    "type": "invalid_request_error",
+                    "param": param,
+                    "code": "string_above_max_length",
+                }
+    return None
 
 
 def _conversation_errors(messages: list[dict[str, Any]]) -> list[str]:
