@@ -1420,6 +1420,20 @@ async def test_the_token_limit_is_a_setting_and_the_fake_stops_there(storage, fa
     assert reply.audio is not None and kept.reply_text.endswith(say.CUT_OFF)
 
 
+async def test_a_request_openai_refuses_says_why_in_the_log(storage, fake, caplog) -> None:
+    # More tokens than the model answers with, for longer answers: `check` passes (it looks the
+    # model up), and every note goes to the fallback with only "OpenAI answered 400" to go on.
+    settings = openai_settings(
+        storage, fake, VOXDESK_OPENAI_MAX_REPLY_TOKENS="32000", VOXDESK_AGENT_FALLBACK="offline"
+    )
+    async with running_app(settings) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+    assert reply.engine == "offline" and len(fake.chats) == 1  # a 400 is not asked again
+    (line,) = [r.getMessage() for r in caplog.records if "engine openai failed" in r.getMessage()]
+    assert "400" in line and "max_tokens is too large: 32000" in line
+    assert fake.violations == []
+
+
 @pytest.mark.parametrize("provider", ["openai", "azure"])
 async def test_a_blocked_prompt_is_a_refusal_not_an_engine_failure(storage, fake, caplog, provider) -> None:
     env = {"VOXDESK_AGENT_FALLBACK": "offline"}

@@ -397,7 +397,9 @@ class OpenAIEngine:
                 or exc.code == OUT_OF_QUOTA
             ):
                 self.ready = False
-            raise EngineError(f"OpenAI answered {exc.status_code}") from exc
+            # The provider's reason: a request it refuses for a setting (a token limit over the
+            # model's, a voice it does not speak) is refused for every note, and `check` passes.
+            raise EngineError(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
         except (openai.OpenAIError, ValueError) as exc:
             raise EngineError(type(exc).__name__) from exc
         self.ready = True

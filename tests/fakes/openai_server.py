@@ -16,7 +16,8 @@ past the client's timeout, a connection closed with no answer once the request i
 before its body is, malformed
 JSON, Azure's content filter (told to, or on words it is told to block, wherever in the prompt
 they are). Its usage can be given the shape a compatible server gives it. A chat or
-transcription on a model it does not list (`models`) is OpenAI's 404 model_not_found; on Azure,
+transcription on a model it does not list (`models`) is OpenAI's 404 model_not_found, and a
+max_completion_tokens over the model's most (`max_output_tokens`) its 400 invalid_value; on Azure,
 an api-version it does not serve (`api_versions`) or a deployment it lacks is Azure's 404, and a
 field the api-version does not document (`AZURE_FIELDS`), or a reply voice or format its enum
 lacks, is Azure's 400. Azure's answers carry
@@ -192,6 +193,11 @@ class FakeOpenAI(Strict):
     blocked_words: list[str] = field(default_factory=list)
     models: list[str] = field(
         default_factory=lambda: ["gpt-audio-1.5", "gpt-audio", "gpt-4o-mini-transcribe"]
+    )
+    # The most tokens each model answers with: a request's max_completion_tokens over it is
+    # OpenAI's 400 invalid_value, whatever the rest of the request.
+    max_output_tokens: dict[str, int] = field(
+        default_factory=lambda: {"gpt-audio-1.5": 16_384, "gpt-audio": 16_384}
     )
     # Azure's deployments and the model each runs, which its answers name in `model` as Azure's
     # do (a request names the deployment alone); any other is a 404 DeploymentNotFound.
@@ -397,6 +403,21 @@ class FakeOpenAI(Strict):
         }
         return web.json_response({"error": error}, status=404)
 
+    def _too_many_tokens(self, request: web.Request, body: dict[str, Any]) -> web.Response | None:
+        """OpenAI's 400 for a max_completion_tokens over the model's most, worded as it words it
+        (naming max_tokens whichever of the two the request used)."""
+        asked, most = body.get("max_completion_tokens"), self.max_output_tokens.get(body["model"])
+        if request.path.startswith("/openai/") or not isinstance(asked, int) or most is None or asked <= most:
+            return None
+        error = {
+            "message": f"max_tokens is too large: {asked}. This model supports at most {most} completion"
+            f" tokens, whereas you provided {asked}.",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": "invalid_value",
+        }
+        return web.json_response({"error": error}, status=400)
+
     def _authorised(self, request: web.Request) -> bool:
         if request.path.startswith("/openai/"):
             return request.headers.get("api-key") == AZURE_KEY
@@ -478,7 +499,7 @@ class FakeOpenAI(Strict):
             return web.json_response(
                 {"error": {"message": "; ".join(errors), "type": "invalid_request_error"}}, status=400
             )
-        unserved = self._no_model(request, body["model"])
+        unserved = self._no_model(request, body["model"]) or self._too_many_tokens(request, body)
         if unserved is not None:
             return unserved
         bad_audio = await asyncio.to_thread(_input_audio_errors, body["messages"])
