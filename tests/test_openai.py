@@ -1059,6 +1059,28 @@ async def test_start_up_warns_about_unknown_and_retired_models(storage, fake, ca
     assert "no-such-model is not offered" in caplog.text
 
 
+async def test_a_transcription_model_openai_does_not_serve_is_said_at_start_and_by_check(
+    storage, fake, caplog
+) -> None:
+    """Each note's transcription is then a 404, and every turn is kept without the player's words
+    ("(a voice note)" to the model on later notes): a warning a note that named neither the model
+    nor the setting, with `check` passing."""
+    from bot.engines.openai import create_openai_engine
+    from bot.health import check_engine
+
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TRANSCRIBE_MODEL="gpt-4o-mini-transcibe")
+    engine = await create_openai_engine(settings)
+    await engine.aclose()
+    assert (
+        "model gpt-4o-mini-transcibe is not offered by this provider: check openai.transcribe_model"
+        in caplog.text
+    )
+    with pytest.raises(
+        RuntimeError, match=r"does not offer model gpt-4o-mini-transcibe: check openai\.transcribe_model"
+    ):
+        await check_engine(settings)
+
+
 async def test_a_turn_on_a_model_openai_does_not_serve_is_answered_by_the_fallback(
     storage, fake, caplog
 ) -> None:
@@ -2009,7 +2031,7 @@ async def test_check_asks_each_service_once_and_briefly(storage, fake, hanging) 
     # Answered at once, with openai.timeout_seconds at its default: each probe asks briefly, once.
     await check_engine(openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="90", **env))
     probes = [{k.lower(): v for k, v in r.headers.items()} for r in fake.received]
-    assert len(probes) == (1 if hanging == "model lookup" else 2)
+    assert len(probes) == 2  # the chat model and the transcription model's
     assert {p["x-stainless-read-timeout"] for p in probes} == {str(PROBE_TIMEOUT)}
     fake.received.clear()
     never = [Failure(hang=600)] * 3  # the fake stops at the test's end: "never" answers

@@ -703,30 +703,47 @@ class OpenAIEngine:
         return self.voice
 
     async def verify_model(self) -> None:
-        """Warn at start-up when the configured model is unknown to the provider or retired."""
+        """Warn at start-up when the configured model, or the transcription model, is unknown to
+        the provider, or the model is retired."""
         if self.model in SHUTDOWNS:
             log.warning(
                 "model %s is %s: set openai.model to a current audio model", self.model, SHUTDOWNS[self.model]
             )
         where = shown_url(str(self.client.base_url)).rstrip("/")
+        # A lookup is quick or the provider is not answering: one try, no longer than connecting
+        # may take. It only decides a warning, and start-up (the fallback with it) waits for it.
+        lookup = self._once(self.connect_timeout).models.retrieve
         try:
-            # A lookup is quick or the provider is not answering: one try, no longer than connecting
-            # may take. It only decides a warning, and start-up (the fallback with it) waits for it.
-            await self._once(self.connect_timeout).models.retrieve(self.model)
+            await lookup(self.model)
         except openai.NotFoundError:
             log.warning("model %s is not offered by this provider: check openai.model", self.model)
         except openai.AuthenticationError as exc:
             self.ready = False
             log.error("%s refused the API key (401: %s): check OPENAI_API_KEY", where, _said(exc))
+            return
         except openai.PermissionDeniedError as exc:
             self.ready = False
             log.error("%s: the API key may not use model %s (403: %s)", where, self.model, _said(exc))
         except openai.OpenAIError as exc:
             log.info("could not check model %s: %s", self.model, type(exc).__name__)
+            return  # not answering: start-up waits for no second lookup
+        if not self.transcribe_model or self.transcribe_model == self.model:
+            return
+        try:
+            await lookup(self.transcribe_model)
+        except openai.NotFoundError:
+            # Each note's transcription would be a 404, and every turn kept without the words.
+            log.warning(
+                "model %s is not offered by this provider: check openai.transcribe_model",
+                self.transcribe_model,
+            )
+        except openai.OpenAIError as exc:
+            log.info("could not check model %s: %s", self.transcribe_model, type(exc).__name__)
 
     async def check(self) -> str:
-        """For `python -m bot check`: one request that proves the key and the model are good (on
-        Azure, one more for the transcription deployment: half a second of silence heard)."""
+        """For `python -m bot check`: one request that proves the key and the model are good, and
+        one more for the transcription model (on Azure, its deployment hears half a second of
+        silence)."""
         where = shown_url(str(self.client.base_url)).rstrip("/")
         azure = isinstance(self.client, openai.AsyncAzureOpenAI)
         configured = self.client.timeout
@@ -734,7 +751,7 @@ class OpenAIEngine:
         seconds = min(PROBE_TIMEOUT, read) if isinstance(read, int | float) else PROBE_TIMEOUT
         probe = self._once(seconds)
         asking = f"model {self.model}"  # named in the line when the request out fails
-        deployment = (self.model, "openai.azure_deployment")  # on Azure: asked for, and its setting
+        named = (self.model, "openai.azure_deployment")  # what was asked for, and its setting
         try:
             if azure:
                 asking = f"deployment {self.model}"
@@ -754,7 +771,7 @@ class OpenAIEngine:
                 )
                 if self.transcribe_model:
                     asking = f"deployment {self.transcribe_model}"
-                    deployment = (self.transcribe_model, "openai.transcribe_model")
+                    named = (self.transcribe_model, "openai.transcribe_model")
                     # Nor would a missing transcription deployment show but as one warning a note,
                     # and every turn kept without the player's words.
                     await probe.audio.transcriptions.create(
@@ -762,7 +779,13 @@ class OpenAIEngine:
                         file=("check.wav", base64.b64decode(SILENCE), "audio/wav"),
                     )
                 return answers
+            named = (self.model, "openai.model")
             await probe.models.retrieve(self.model)
+            if self.transcribe_model and self.transcribe_model != self.model:
+                # Nor would a transcription model it does not serve show but as one warning a note.
+                asking = f"model {self.transcribe_model}"
+                named = (self.transcribe_model, "openai.transcribe_model")
+                await probe.models.retrieve(self.transcribe_model)
         except openai.AuthenticationError as exc:
             raise RuntimeError(f"{where} refused the API key ({exc.status_code}): check it") from None
         except openai.PermissionDeniedError as exc:
@@ -773,10 +796,10 @@ class OpenAIEngine:
                     f"{where} answered 404 {_said(exc)!r} ({asking}): check openai.api_version, "
                     "which Azure answers so when it does not serve it, and openai.azure_endpoint"
                 ) from None
+            name, setting = named
             if azure:
-                name, setting = deployment
                 raise RuntimeError(f"{where} has no deployment {name}: check {setting}") from None
-            raise RuntimeError(f"{where} does not offer model {self.model}: check openai.model") from None
+            raise RuntimeError(f"{where} does not offer model {name}: check {setting}") from None
         except openai.APITimeoutError:
             raise RuntimeError(f"{where} did not answer within {seconds:g} s ({asking})") from None
         except openai.APIConnectionError as exc:
