@@ -1315,7 +1315,7 @@ async def test_an_audio_id_the_provider_does_not_know_is_sent_again_as_text(stor
 
 
 async def test_an_audio_id_refused_among_several_sends_only_that_reply_as_text(storage, fake) -> None:
-    # The API names the one it refused (messages[i].audio.id): the others it holds go by reference
+    # The API names the one it refused (content.messages[i].audio.id): the others it holds go by reference
     # again from the next note on, rather than as their text for the rest of the conversation.
     now = time.time()
     fake.issued_audio["audio_live"] = int(now + 3000)
@@ -1378,6 +1378,26 @@ async def test_one_players_audio_id_expired_by_the_providers_clock_leaves_the_ot
     assert "expired by its clock" in caplog.text
 
 
+async def test_one_expired_id_among_several_pauses_no_other_players_references(storage, fake, caplog) -> None:
+    # Two replies by reference, the older one the provider holds for an hour yet, the newer one
+    # expired by its clock (this host's is two minutes behind). The API names the refused one as
+    # "content.messages[i].audio.id": read as naming none, both counted as refused, and the held one
+    # made it "a provider that holds no audio", every player's references paused for 15 minutes.
+    fake.clock_ahead = 120
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_AUDIO_HISTORY_TURNS="2")
+    async with running_app(settings) as app:
+        for who in (NOVA, BLAZE):
+            await app.agent.respond(ToolContext(user_id=who), NOTE)
+        fake.audio_ttl = 0
+        await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        fake.audio_ttl = 3600
+        replies = [await app.agent.respond(ToolContext(user_id=who), NOTE) for who in (NOVA, BLAZE)]
+    assert [r.engine for r in replies] == ["openai"] * 2
+    held, blazes, expired = list(fake.issued_audio)[:3]
+    assert [c.audio_ids for c in fake.chats] == [[], [], [held], [held, expired], [], [blazes]]
+    assert "expired by its clock" in caplog.text and "before its expiry" not in caplog.text
+
+
 async def test_a_provider_that_took_no_audio_id_back_is_sent_one_again_after_a_pause(
     storage, fake, monkeypatch
 ) -> None:
@@ -1410,7 +1430,8 @@ async def test_the_fake_refuses_an_audio_id_it_never_issued_as_the_api_does(fake
             audio={"voice": "alloy", "format": "wav"},
         )
     await client.close()
-    assert refused.value.code == "audio_not_found" and refused.value.param == "messages[1].audio.id"
+    assert refused.value.code == "audio_not_found"
+    assert refused.value.param == "content.messages[1].audio.id"  # as the API names the place
     assert fake.violations == []  # the client cannot know: not a malformed request
 
 

@@ -142,7 +142,9 @@ AUDIO_KEPT_AT_MOST = 86_400
 GIVEN_AUDIO_KEPT = 1000  # the latest reply audio ids an engine keeps, to know its own when refused
 # The longest tool call id OpenAI takes in a request (a 400 string_above_max_length past it).
 MAX_CALL_ID = 40
-REFUSED_PARAM = re.compile(r"messages\[(\d+)\]\.audio\.id")  # where an audio_not_found points
+# Where an audio_not_found points: OpenAI names it "content.messages[3].audio.id"; a compatible
+# server may leave "content." out.
+REFUSED_PARAM = re.compile(r"(?:content\.)?messages\[(\d+)\]\.audio\.id")
 # A provider that refused an audio id it gave well before the id's expiry keeps none: earlier
 # replies go as text for every turn this long, then one reference is tried again.
 AUDIO_REFUSED_PAUSE = 900.0  # seconds
@@ -412,7 +414,7 @@ class OpenAIEngine:
         one it never gave (another key's or provider's) is that conversation's alone."""
         messages = request["messages"]
         sent = [m["audio"]["id"] for m in messages if m.get("audio")]
-        # The API names the one it refused ("messages[3].audio.id"); the others may be good.
+        # The API names the one it refused ("content.messages[3].audio.id"); the others may be good.
         named = REFUSED_PARAM.fullmatch(exc.param) if isinstance(exc.param, str) else None
         at = int(named[1]) if named else len(messages)
         if at < len(messages) and messages[at].get("audio"):

@@ -545,10 +545,11 @@ class FakeOpenAI(Strict):
             if audio_id is not None and (
                 not self.takes_audio_back or self.issued_audio.get(audio_id, 0) <= now
             ):
+                # As the API words it, "content." before the message's place included.
                 return {
                     "message": f"Assistant audio {audio_id} not found.",
                     "type": "invalid_request_error",
-                    "param": f"messages[{i}].audio.id",
+                    "param": f"content.messages[{i}].audio.id",
                     "code": "audio_not_found",
                 }
         return None
