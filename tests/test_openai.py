@@ -1150,7 +1150,8 @@ async def test_the_sdk_sends_the_organization_and_project_the_readme_says_it_rea
     headers = [(r.path, {k.lower(): v for k, v in r.headers.items()}) for r in fake.received]
     sent = {(path, h.get("openai-organization"), h.get("openai-project")) for path, h in headers}
     assert sent == {
-        ("/v1/models/gpt-audio-1.5", "org-studio", "proj_voxdesk"),  # the model looked up at start-up
+        ("/v1/models/gpt-audio-1.5", "org-studio", "proj_voxdesk"),  # the models looked up at start-up
+        ("/v1/models/gpt-4o-mini-transcribe", "org-studio", "proj_voxdesk"),
         ("/v1/chat/completions", "org-studio", "proj_voxdesk"),
         ("/v1/audio/transcriptions", "org-studio", "proj_voxdesk"),
     }
