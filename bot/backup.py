@@ -7,9 +7,11 @@ recent grievances, for one. SQLite's online backup copies each database as one t
 sees it, WAL included, and waits for a writer's transaction (up to db.BUSY_SECONDS) rather than
 copying half of it.
 
-Each backup says in voxdesk-backup.json which voxdesk made it and each database's schema
-version: restored into an older voxdesk, a database past the version it knows is refused (`check`
-says so), and the file tells before restoring which version a backup needs."""
+Each backup says in voxdesk-backup.json which voxdesk made it (the installed release's version,
+or 0+unknown from a checkout not installed) and each database's schema version: restored into an
+older voxdesk, a database past the version it knows is refused (`check` says so, from the
+database's own stamp), one before it is brought up to date as it opens, and the file tells before
+restoring which version a backup needs."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from bot import __version__
+from bot import installed_version
 from bot.app import StoragePaths, storage_paths
 from bot.config import Settings
 from bot.db import (
@@ -188,7 +190,11 @@ MANIFEST = "voxdesk-backup.json"
 
 
 def _write_manifest(folder: Path, stamp: str, versions: dict[str, int]) -> None:
-    made = {"voxdesk": __version__, "made_at": stamp, "schema_versions": dict(sorted(versions.items()))}
+    made = {
+        "voxdesk": installed_version(),
+        "made_at": stamp,
+        "schema_versions": dict(sorted(versions.items())),
+    }
     fd = os.open(folder / MANIFEST, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with open(fd, "w", encoding="utf-8") as out:
         json.dump(made, out, indent=2)

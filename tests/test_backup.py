@@ -261,7 +261,7 @@ def test_a_damaged_database_fails_the_backup_in_one_line_naming_it(settings, tmp
 def test_a_backup_says_which_voxdesk_made_it_and_each_database_s_schema_version(settings, tmp_path: Path):
     import json
 
-    from bot import __version__
+    from bot import installed_version
     from bot.app import storage_paths
     from bot.schemas import versions
 
@@ -271,8 +271,74 @@ def test_a_backup_says_which_voxdesk_made_it_and_each_database_s_schema_version(
     storage = storage_paths(settings)
     known = {getattr(storage, n).name: v for n, v in versions().items() if f"{n}.db" in copied}
     assert {"players.db", "grievances.db", "manuals.db"} <= copied
-    assert made == {"voxdesk": __version__, "made_at": "20261205T090000Z", "schema_versions": known}
+    assert made == {"voxdesk": installed_version(), "made_at": "20261205T090000Z", "schema_versions": known}
     assert (folder / "voxdesk-backup.json").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.fixture
+def version_unread():
+    """installed_version() worked out again from the metadata a test installs."""
+    from bot import installed_version
+
+    installed_version.cache_clear()
+    yield
+    installed_version.cache_clear()
+
+
+def _installed(site: Path, version: str, record: str = "", editable_from: Path | None = None) -> None:
+    """A voxdesk-`version`.dist-info in `site`, as pip leaves one: a wheel's lists its files in
+    RECORD, an editable install's names its checkout in direct_url.json."""
+    import json
+
+    info = site / f"voxdesk-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.4\nName: voxdesk\nVersion: {version}\n")
+    (info / "RECORD").write_text(record)
+    if editable_from is not None:
+        url = {"url": editable_from.as_uri(), "dir_info": {"editable": True}}
+        (info / "direct_url.json").write_text(json.dumps(url))
+
+
+@pytest.mark.parametrize(
+    "installed",
+    ["a wheel of this code", "this checkout, editable", "another checkout", "another wheel", "nothing"],
+)
+def test_a_backup_names_the_release_installed_or_says_it_is_unknown(
+    settings, tmp_path: Path, monkeypatch, version_unread, installed: str
+) -> None:
+    # A number written in the code names one release, and every later one made backups that said
+    # the same: which release made a backup was not to be told. The installed metadata says, when
+    # it is this code's; a checkout run beside another copy's install must not borrow its number.
+    import importlib.metadata
+    import json
+
+    from .conftest import REPO
+
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    if installed == "a wheel of this code":
+        (site / "bot").symlink_to(REPO / "bot")  # its files where a wheel's go
+    elif installed == "another wheel":
+        (site / "bot").mkdir()
+        (site / "bot" / "__init__.py").write_text("")
+    elsewhere = {"this checkout, editable": REPO, "another checkout": tmp_path / "other"}
+    record = "bot/__init__.py,,\n" if "wheel" in installed else ""
+    _installed(site, "2.3.4", record=record, editable_from=elsewhere.get(installed))
+    found = importlib.metadata.PathDistribution(site / "voxdesk-2.3.4.dist-info")
+
+    real = importlib.metadata.distribution
+
+    def distribution(name: str) -> importlib.metadata.Distribution:
+        if name != "voxdesk":  # the libraries' own, which some look up as they load
+            return real(name)
+        if installed == "nothing":
+            raise importlib.metadata.PackageNotFoundError(name)
+        return found
+
+    monkeypatch.setattr(importlib.metadata, "distribution", distribution)
+    folder, _ = backup(settings, tmp_path / "b")
+    made = json.loads((folder / "voxdesk-backup.json").read_text())
+    assert made["voxdesk"] == ("2.3.4" if installed.endswith(("this code", "editable")) else "0+unknown")
 
 
 def test_a_newer_voxdesk_s_backup_restored_as_the_readme_says_is_refused_not_read(
