@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import fcntl
 import os
@@ -339,6 +340,44 @@ def test_a_backup_names_the_release_installed_or_says_it_is_unknown(
     folder, _ = backup(settings, tmp_path / "b")
     made = json.loads((folder / "voxdesk-backup.json").read_text())
     assert made["voxdesk"] == ("2.3.4" if installed.endswith(("this code", "editable")) else "0+unknown")
+
+
+async def test_an_older_voxdesk_s_backup_restored_as_the_readme_says_is_brought_up_to_date(
+    tmp_path: Path, seeded_storage
+) -> None:
+    # The other way from the test below: 70e590f's web.db is at schema version 1, which this
+    # voxdesk migrates as it opens the file. Its backup says so, `check` passes it untouched, and
+    # a start brings it to this version's.
+    import json
+
+    from bot.schemas import versions
+
+    from .conftest import make_settings
+    from .test_upgrades import as_an_older_voxdesk_left, restored_70e590f, rows, started_on
+
+    storage = tmp_path / "var"
+    restored_70e590f(storage)
+    as_an_older_voxdesk_left(storage, seeded_storage)
+    folder, _ = backup(make_settings(storage), tmp_path / "b")
+    made = json.loads((folder / "voxdesk-backup.json").read_text())
+    assert made["schema_versions"]["web.db"] == 1 < versions()["web"]
+    restored = tmp_path / "restored"
+    restored.mkdir()
+    for kept in folder.iterdir():
+        shutil.copy(kept, restored / kept.name)
+
+    checked = voxdesk("check", storage=restored)
+    (line,) = [line for line in checked.stdout.splitlines() if line.split()[1:2] == ["storage"]]
+    assert not line.startswith("FAIL"), checked.stdout
+    assert _user_version(restored / "web.db") == 1  # `check` changes nothing
+    await started_on(restored)
+    assert _user_version(restored / "web.db") == versions()["web"]
+    assert rows(restored / "web.db", "SELECT login FROM ended_logins") == [("GVlj2a54jnxixWKttjGFOQ",)]
+
+
+def _user_version(db: Path) -> int:
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        return conn.execute("PRAGMA user_version").fetchone()[0]
 
 
 def test_a_newer_voxdesk_s_backup_restored_as_the_readme_says_is_refused_not_read(
