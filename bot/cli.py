@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import logging
 import os
@@ -50,24 +51,23 @@ def cmd_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cannot_take_reply(folder: Path, reply: Path) -> str:
-    """Why `folder` (made if missing) cannot take the reply file `reply`, or "". Asked before the
-    turn: found after it, a complaint was perhaps filed, and the note asked again files it twice."""
-    if folder.exists() and not folder.is_dir():
-        return f"{folder} is a file: --out names the folder the reply goes in"
+def _cannot_take_reply(folder: Path) -> str:
+    """Why `folder` cannot take the reply's file, or "". Asked before the turn: found after it, a
+    complaint was perhaps filed, and the note asked again files it twice. A missing folder is not
+    made here but where it would be made is tried: a turn that fails leaves no folder behind."""
+    there = folder
+    while not there.exists() and not there.is_symlink() and there.parent != there:
+        there = there.parent
+    if not there.is_dir():
+        if there != folder:  # a file where one of its parents would be
+            return f"{folder}: Not a directory"
+        what = "a file" if there.is_file() else "no folder"
+        return f"{folder} is {what}: --out names the folder the reply goes in"
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return _why(exc, exc.filename or str(folder))
-    try:
-        with tempfile.TemporaryFile(dir=folder):  # a file made there and gone: a read-only mount too
+        with tempfile.TemporaryFile(dir=there):  # a file made there and gone: a read-only mount too
             pass
     except OSError as exc:  # named after the folder, not the temporary file's name
-        return _why(exc, str(folder))
-    if reply.is_dir():
-        return f"{reply} is a folder, where the reply's file would go: move it, or give another --out"
-    if reply.exists() and not os.access(reply, os.W_OK):
-        return f"{reply}: Permission denied{other_owner(str(reply))}"
+        return _why(exc, str(there))
     return ""
 
 
@@ -76,8 +76,25 @@ def _why(exc: OSError, filename: str) -> str:
     return f"{filename}: {exc.strerror or exc}{owner}"
 
 
-def _reply_name(note: str) -> str:
-    return Path(note).stem + "-reply.ogg"
+def _reply_name(note: str, n: int = 1) -> str:
+    return Path(note).stem + ("-reply.ogg" if n == 1 else f"-reply-{n}.ogg")
+
+
+def _write_reply(folder: Path, note: str, ogg: bytes) -> Path:
+    """The reply's file in `folder`, made now if missing: `<note>-reply.ogg`, or where something
+    has that name (an earlier reply, asked again to compare), the first free `<note>-reply-2.ogg`,
+    `-3`…; never written over, as a player's earlier answer may be the one kept."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for n in itertools.count(1):
+        path = folder / _reply_name(note, n)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        with open(fd, "wb") as out:
+            out.write(ogg)
+        return path
+    raise AssertionError("unreachable")
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
@@ -86,7 +103,7 @@ def cmd_ask(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     data = Path(args.file).read_bytes()
-    if args.out and (problem := _cannot_take_reply(Path(args.out), Path(args.out) / _reply_name(args.file))):
+    if args.out and (problem := _cannot_take_reply(Path(args.out))):
         _complain(f"ask: {problem}; the note was not asked")
         return 4
 
@@ -96,12 +113,10 @@ def cmd_ask(args: argparse.Namespace) -> int:
             reply = await app.agent.respond(
                 ToolContext(user_id=args.user, platform="cli", private=True), data, args.voice
             )
-        out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="voxdesk-"))
-        out_dir.mkdir(parents=True, exist_ok=True)
         audio_path = None
         if reply.audio is not None:
-            audio_path = out_dir / _reply_name(args.file)
-            audio_path.write_bytes(reply.audio.ogg)
+            out_dir = Path(args.out) if args.out else Path(tempfile.mkdtemp(prefix="voxdesk-"))
+            audio_path = _write_reply(out_dir, args.file, reply.audio.ogg)
         return {
             "user_text": reply.user_text,
             "reply_text": reply.text,
@@ -119,7 +134,13 @@ def cmd_ask(args: argparse.Namespace) -> int:
         for call in result["tool_calls"]:  # type: ignore[attr-defined]
             print(f"tool:   {call['name']} {json.dumps(call['arguments'])}")
         print(f"reply:  {result['reply_text']}")
-        print(f"audio:  {result['reply_audio']}")
+        audio = result["reply_audio"]
+        taken = (
+            f" ({_reply_name(args.file)} was there already)"
+            if audio and Path(audio).name != _reply_name(args.file)
+            else ""
+        )
+        print(f"audio:  {audio}{taken}")
         print(f"engine: {result['engine']}")
     return 0
 
@@ -490,7 +511,8 @@ COMMANDS: dict[
                 "--out",
                 default=None,
                 type=_user_path,
-                help="folder for the reply audio, made if missing (default: a new one in the temp directory)",
+                help="folder for the reply audio, made if missing (default: a new one in the temp"
+                " directory); an earlier reply there is kept, this one numbered -2, -3...",
             ),
             p.add_argument("--json", action="store_true", help="print one JSON object"),
         ),

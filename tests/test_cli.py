@@ -1322,15 +1322,14 @@ def _grievances(storage: Path) -> int:
         return db.execute("SELECT COUNT(*) FROM grievances").fetchone()[0]
 
 
-@pytest.mark.parametrize("out", ["a file", "inside a file", "the reply's name a folder"])
+@pytest.mark.parametrize("out", ["a file", "inside a file"])
 def test_ask_refuses_an_out_it_cannot_write_the_reply_into_before_the_turn(settings, tmp_path, out) -> None:
     # Found after the turn, the complaint was filed already, and the note asked again (with a
     # better --out) filed it a second time.
     note = paths.SAMPLES / "4-charged-twice.ogg"
     taken = tmp_path / "taken"
     taken.write_text("not a folder")
-    folder = {"a file": taken, "inside a file": taken / "replies", "the reply's name a folder": tmp_path}[out]
-    (tmp_path / "4-charged-twice-reply.ogg").mkdir()
+    folder = {"a file": taken, "inside a file": taken / "replies"}[out]
     before = _grievances(settings.storage_dir)
     done = voxdesk("ask", str(note), "--out", str(folder), storage=settings.storage_dir, timeout=120)
     assert _grievances(settings.storage_dir) == before, done.stderr
@@ -1338,21 +1337,48 @@ def test_ask_refuses_an_out_it_cannot_write_the_reply_into_before_the_turn(setti
     said = {
         "a file": f"{taken} is a file: --out names the folder the reply goes in",
         "inside a file": f"{folder}: Not a directory",
-        "the reply's name a folder": f"{tmp_path / '4-charged-twice-reply.ogg'} is a folder, where the"
-        " reply's file would go: move it, or give another --out",
     }[out]
     assert done.stderr == f"ask: {said}; the note was not asked\n"
     assert taken.read_text() == "not a folder"
 
 
-def test_ask_refuses_an_out_folder_it_may_not_write_before_the_turn(settings, tmp_path) -> None:
-    # The folder is there and a folder: only writing in it tells (root's override aside).
+def test_ask_keeps_an_earlier_reply_and_names_the_new_one_it_numbered(settings, tmp_path) -> None:
+    # Asked again to compare, the same note's reply went over the first: the earlier answer, or a
+    # file the operator had kept under that name, was lost without a word.
+    note = paths.SAMPLES / "2-how-many-points.ogg"
+    out = tmp_path / "replies"
+    out.mkdir()
+    (out / "2-how-many-points-reply.ogg").write_bytes(b"the earlier reply")
+    (out / "2-how-many-points-reply-2.ogg").mkdir()  # a folder by that name is passed over too
+    done = voxdesk("ask", str(note), "--out", str(out), storage=settings.storage_dir, timeout=120)
+    assert done.returncode == 0, done.stderr
+    new = out / "2-how-many-points-reply-3.ogg"
+    assert f"audio:  {new} (2-how-many-points-reply.ogg was there already)\n" in done.stdout
+    assert (out / "2-how-many-points-reply.ogg").read_bytes() == b"the earlier reply"
+    assert new.read_bytes().startswith(b"OggS")
+
+
+def test_ask_makes_no_out_folder_for_a_turn_that_fails(settings, tmp_path) -> None:
+    # The folder was made before the turn, and a note that could not be heard left it behind empty.
+    pdf = tmp_path / "note.ogg"
+    pdf.write_bytes(b"%PDF-1.4\n" + bytes(2000))
+    out = tmp_path / "new" / "replies"
+    done = voxdesk("ask", str(pdf), "--out", str(out), storage=settings.storage_dir)
+    assert done.returncode == 3, done.stderr
+    assert not (tmp_path / "new").exists()
+
+
+@pytest.mark.parametrize("missing", [False, True])
+def test_ask_refuses_an_out_folder_it_may_not_write_before_the_turn(settings, tmp_path, missing) -> None:
+    # The folder (or, missing, the one it would be made in) is there and a folder: only writing
+    # in it tells (root's override aside).
     locked = tmp_path / "replies"
     locked.mkdir(mode=0o500)
+    out = locked / "today" if missing else locked
     before = _grievances(settings.storage_dir)
     note = paths.SAMPLES / "4-charged-twice.ogg"
     done = subprocess.run(
-        [*_without_root_override(), sys.executable, "-m", "bot", "ask", str(note), "--out", str(locked)],
+        [*_without_root_override(), sys.executable, "-m", "bot", "ask", str(note), "--out", str(out)],
         cwd=REPO,
         env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
         capture_output=True,
