@@ -224,7 +224,7 @@ class VoiceNotes(commands.Cog):
         self._on_their_own: set[asyncio.Task[Any]] = set()
         # Channel → the end of its "typing…" loop and the notes in hand there: Discord shows the
         # bot typing in a channel, not per note, so a raid's notes in hand share one loop.
-        self._typing_in: dict[int, tuple[asyncio.Event, list[int]]] = {}
+        self._typing_in: dict[int, SharedTyping] = {}
         # A busy or full disk refuses every note's bookkeeping alike for a while: said once a
         # reason, with its traceback, and its end once.
         self._places_unkept = Outage(log, "where notes came from is remembered again")
@@ -996,17 +996,17 @@ class VoiceNotes(commands.Cog):
         place = message.channel.id
         shared = self._typing_in.get(place)
         if shared is None:
-            shared = self._typing_in[place] = (asyncio.Event(), [0])
-            self._hold(asyncio.create_task(_keep_typing(message, shared[0])))
-        shared[1][0] += 1
+            shared = self._typing_in[place] = SharedTyping()
+            self._hold(asyncio.create_task(_keep_typing(message, shared.done)))
+        shared.notes_in_hand += 1
         try:
             yield
         finally:
-            shared[1][0] -= 1
-            if not shared[1][0]:
+            shared.notes_in_hand -= 1
+            if not shared.notes_in_hand:
                 # Told to end, not cancelled: discord.py holds every request back while it waits
                 # out a global 429, and one cancelled in that wait never lets them go.
-                shared[0].set()
+                shared.done.set()
                 del self._typing_in[place]
 
     async def _tell(self, message: discord.Message, text: str) -> Reached:
@@ -1096,6 +1096,15 @@ class VoiceNotes(commands.Cog):
 def _stalled_ended(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and (exc := task.exception()) is not None:
         log.info("a send given up on ended late: %r", exc)
+
+
+@dataclass
+class SharedTyping:
+    """One channel's "typing…" loop and how many of the channel's notes are in hand under it: the
+    loop is told to end (`done`) when the last of them is."""
+
+    done: asyncio.Event = field(default_factory=asyncio.Event)
+    notes_in_hand: int = 0
 
 
 async def _keep_typing(message: discord.Message, done: asyncio.Event) -> None:
