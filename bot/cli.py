@@ -278,11 +278,23 @@ def _written_over(out: Path) -> str:
 def cmd_player(args: argparse.Namespace) -> int:
     from bot import player_data
     from bot.app import storage_paths
+    from bot.db import kept
 
     storage = storage_paths(_settings(args))
     try:
         # The id first: the refusal of a folder as --out suggests a file named after it.
         player_data.checked(args.user_id)
+        if args.out and args.action == "forget":  # taken for a record of the erasure, none is made
+            _complain("player forget: --out is for export; forget writes no file, it prints what it erased")
+            return 2
+        if not any(kept(db) for db in storage.databases):
+            # A storage.dir set wrong: "0 erased" in every database would read as the player
+            # forgotten, and an export of nothing as a player of whom nothing is kept.
+            _complain(
+                f"player {args.action}: {storage.root} holds none of voxdesk's databases:"
+                " is storage.dir the bot's storage folder?"
+            )
+            return 2
         if (
             args.action == "export"
             and args.out

@@ -874,3 +874,37 @@ def test_export_leaves_the_storage_folder_as_it_was(settings) -> None:
     before = _files(settings.storage_dir)
     assert player_data.export(storage_paths_of(settings.storage_dir), NOVA)["user_id"] == NOVA
     assert _files(settings.storage_dir) == before
+
+
+def test_forget_refuses_an_out_it_would_not_write(settings, tmp_path, monkeypatch, capsys) -> None:
+    # `--out` was taken and never used: an operator keeping a record of the erasure found no file.
+    from bot import cli
+
+    monkeypatch.setenv("VOXDESK_STORAGE_DIR", str(settings.storage_dir))
+    assert cli.main(["player", "forget", NOVA, "--out", str(tmp_path / "forgot.txt")]) == 2
+    said = capsys.readouterr()
+    assert (said.out, said.err) == (
+        "",
+        "player forget: --out is for export; forget writes no file, it prints what it erased\n",
+    )
+    assert not (tmp_path / "forgot.txt").exists()
+
+
+@pytest.mark.parametrize("action", ["export", "forget"])
+def test_a_storage_folder_with_no_databases_is_refused_not_reported_empty(
+    tmp_path, monkeypatch, capsys, action
+) -> None:
+    # storage.dir set wrong: forget said "0 turn(s) erased" of every database and exited 0, as if
+    # the player were forgotten, and export printed a player of whom nothing is kept.
+    from bot import cli
+
+    nowhere = tmp_path / "var"
+    monkeypatch.setenv("VOXDESK_STORAGE_DIR", str(nowhere))
+    assert cli.main(["player", action, NOVA]) == 2
+    said = capsys.readouterr()
+    assert (said.out, said.err) == (
+        "",
+        f"player {action}: {nowhere} holds none of voxdesk's databases: is storage.dir the bot's"
+        " storage folder?\n",
+    )
+    assert not nowhere.exists()
