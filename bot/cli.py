@@ -515,12 +515,16 @@ COMMANDS: dict[
         "answer one voice note file and write the spoken reply",
         lambda p: (
             p.add_argument(
-                "file", type=_user_path, help="an audio file: ogg, mp3, m4a, wav, webm, flac, amr"
+                "file",
+                metavar="NOTE",
+                type=_user_path,
+                help="an audio file: ogg, mp3, m4a, wav, webm, flac, amr",
             ),
-            p.add_argument("--user", default=DEMO_USER, help=SPEAKER_HELP),
-            p.add_argument("--voice", default=None, help="reply voice (engine-specific)"),
+            p.add_argument("--user", metavar="ID", default=DEMO_USER, help=SPEAKER_HELP),
+            p.add_argument("--voice", metavar="NAME", default=None, help="reply voice (engine-specific)"),
             p.add_argument(
                 "--out",
+                metavar="DIR",
                 default=None,
                 type=_user_path,
                 help="folder for the reply audio, made if missing (default: a new one in the temp"
@@ -535,11 +539,12 @@ COMMANDS: dict[
         lambda p: (
             p.add_argument(
                 "--samples",
+                metavar="DIR",
                 default=str(paths.SAMPLES),
                 type=_user_path,
                 help="folder of voice notes (default: the samples)",
             ),
-            p.add_argument("--user", default=DEMO_USER, help=SPEAKER_HELP),
+            p.add_argument("--user", metavar="ID", default=DEMO_USER, help=SPEAKER_HELP),
         ),
     ),
     "eval": (
@@ -602,7 +607,11 @@ COMMANDS: dict[
             ),
             p.add_argument("user_id", metavar="DISCORD_ID", help="the player's Discord user id"),
             p.add_argument(
-                "--out", default=None, type=_user_path, help="export: write the JSON to this new file"
+                "--out",
+                metavar="FILE",
+                default=None,
+                type=_user_path,
+                help="export: write the JSON to this new file",
             ),
         ),
     ),
@@ -623,6 +632,7 @@ COMMANDS: dict[
         "create the Azure AI Search index if missing and upload the manuals (re-runs update)",
         lambda p: p.add_argument(
             "--manuals",
+            metavar="DIR",
             default=None,
             type=_user_path,
             help="folder of *.md manuals (default: storage.manuals_dir)",
@@ -636,7 +646,9 @@ COMMANDS: dict[
     "web": (
         cmd_web,
         "serve the web front end alone: playground, support desk, /healthz, /metrics",
-        lambda p: p.add_argument("--port", type=int, default=None, help="instead of web.port"),
+        lambda p: p.add_argument(
+            "--port", type=int, default=None, help="the port to serve on, instead of web.port"
+        ),
     ),
     "web-password": (
         cmd_web_password,
@@ -647,7 +659,9 @@ COMMANDS: dict[
         cmd_sync,
         "publish the slash commands, globally or to one guild (or remove that guild's copy)",
         lambda p: (
-            p.add_argument("--guild", type=int, default=None, help="guild id: instant, for testing"),
+            p.add_argument(
+                "--guild", metavar="ID", type=int, default=None, help="guild id: instant, for testing"
+            ),
             p.add_argument(
                 "--clear",
                 action="store_true",
@@ -662,6 +676,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voxdesk", description="voxdesk: voice notes in, voice notes out")
     parser.add_argument(
         "--config",
+        metavar="FILE",
         default=None,
         type=_user_path,
         help="config file (default: VOXDESK_CONFIG, else config.toml in the working directory, "
@@ -673,11 +688,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log more: INFO lines; with run, voxdesk's DEBUG lines, which hold players' words",
     )
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, (handler, help_text, add_arguments) in COMMANDS.items():
-        p = sub.add_parser(name, help=help_text)
+        # The line the command list shows, as `voxdesk NAME --help` says it too.
+        p = sub.add_parser(name, help=help_text, description=help_text)
         add_arguments(p)
-        p.set_defaults(handler=handler)
+        p.set_defaults(handler=handler, usage_of=p)
     return parser
 
 
@@ -761,7 +777,14 @@ def _sigterm_as_interrupt(command: str) -> Iterator[None]:
 
 
 def _main(argv: list[str] | None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        # After the command, said with its own usage: the top one shows none of its options.
+        given = sys.argv[1:] if argv is None else argv
+        before = given[: given.index(args.command)] if args.command in given else given
+        wrong = parser if any(u in before for u in unknown) else args.usage_of
+        wrong.error(f"unrecognized arguments: {' '.join(unknown)}")
     configure_logging(args.verbose)
     with _sigterm_as_interrupt(args.command):
         return _handled(args)

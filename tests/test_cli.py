@@ -1481,3 +1481,33 @@ def test_backup_into_a_quoted_tilde_makes_no_folder_named_tilde(settings, tmp_pa
     assert list(work.iterdir()) == []
     (folder,) = (home / "backups").iterdir()
     assert done.stdout.endswith(f"backup: {folder}\n")
+
+
+def test_each_command_s_help_says_what_it_does(capsys) -> None:
+    # `voxdesk init --help` showed its usage and -h alone: what a command does was in the list of
+    # `voxdesk --help` only.
+    from bot.cli import COMMANDS, main
+
+    for name, (_, does, _) in COMMANDS.items():
+        with pytest.raises(SystemExit) as ended:
+            main([name, "--help"])
+        shown = " ".join(capsys.readouterr().out.split())
+        assert ended.value.code == 0
+        assert shown.startswith(f"usage: voxdesk {name} ")
+        assert " ".join(does.split()) in shown, name
+
+
+@pytest.mark.parametrize(
+    ("args", "usage"),
+    [(["check", "--bogus"], "voxdesk check [-h] [--run]"), (["--bogus", "check"], "voxdesk [-h]")],
+)
+def test_an_unknown_argument_is_said_with_the_usage_of_where_it_was_given(capsys, args, usage) -> None:
+    # `check --bogus` printed voxdesk's own usage, which shows none of check's options.
+    from bot.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(args)
+    said = capsys.readouterr().err
+    assert ended.value.code == 2
+    assert said.startswith(f"usage: {usage}")
+    assert said.endswith(": error: unrecognized arguments: --bogus\n")
