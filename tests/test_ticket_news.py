@@ -197,6 +197,8 @@ async def test_a_status_set_by_staff_in_the_database_is_told_once_per_status(tmp
         # Not Nova's either, though `$` matches before its line break and int() drops it: a DM to
         # this id reaches Nova.
         f"{NOVA}\n",
+        # Nor with a leading zero (`voxdesk ask --user`), which int() drops as well.
+        f"0{NOVA}",
     ],
 )
 async def test_a_ticket_of_no_discord_user_is_news_to_nobody(tmp_path: Path, owner: str) -> None:

@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 CATEGORIES = ("wallet", "reward_points", "gaming_experience", "usage_history", "other")
 # \Z, not $: $ also matches before a final line break, which would pass "GRV-1\n" or "<id>\n".
 TICKET_KEY = re.compile(r"^[A-Z][A-Z0-9_]{1,9}-[1-9][0-9]{0,8}\Z")
-USER_ID = re.compile(r"^[0-9]{1,20}\Z")  # a Discord user's id (a snowflake): only one can be sent a DM
+# A Discord user's id (a snowflake): only one can be sent a DM. Never with a leading zero, which
+# Discord never gives and int() drops: news for "0<id>" would be DMed to <id>.
+USER_ID = re.compile(r"^[1-9][0-9]{0,19}\Z")
 MAX_DESCRIPTION = 2000
 MIN_DESCRIPTION_WORDS, MIN_DESCRIPTION_LETTERS = 2, 6
 # A note is one player speaking for a minute or two: more tickets than this from one note, or more
