@@ -102,3 +102,18 @@ async def test_notes_in_hand_in_one_channel_share_one_typing(settings, fake: Fak
     # One a TYPING_EVERY (5 s) while the notes are in hand: fewer than one a note, however slow
     # the machine, unless the hold outlasts 10 s.
     assert len(typing) < len(notes), len(typing)
+
+
+async def test_each_answer_of_a_raid_in_one_channel_is_its_own_players_alone(settings, fake: FakeDiscord):
+    # Notes of many players in one channel at once, answered side by side: each answer (its voice
+    # message and its words) replies to that player's note and says that player's name alone.
+    async with running_bot(settings, fake, **scaled()):
+        notes = await raid(fake)
+        await settle(fake, within=120)
+    for player, note in notes:
+        replies = fake.replies_to(note["id"])
+        assert [r.is_voice_message for r in replies] == [True, False], player.name
+        words = replies[-1].content.lower()  # the fake shows a name capitalised
+        assert words.startswith(f"{player.name}, you have"), (player.name, words)
+        others = {p.name for p, _ in notes if p.id != player.id}
+        assert not {w.strip(",.") for w in words.split()} & others, (player.name, words)
