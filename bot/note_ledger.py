@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
+import json
 import logging
 import os
 import secrets
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notes (
     message_id INTEGER PRIMARY KEY,
@@ -62,6 +63,31 @@ CREATE TABLE IF NOT EXISTS places (
     user_id TEXT,               -- whose DM
     heard_at REAL               -- the newest note from there (NULL: before this was kept)
 );
+-- Answers made for notes given back before they were wholly posted (Discord failed part way, a
+-- stop cut the send, a moderator's timeout): the recheck of any process, after a restart too,
+-- sends the same answer, the parts Discord took left out, instead of making another whose
+-- pieces would follow the first's. Kept while their note is pending or started.
+CREATE TABLE IF NOT EXISTS answers (
+    message_id INTEGER PRIMARY KEY,  -- the note answered
+    user_id TEXT NOT NULL,           -- whose note (a player's export and erasure)
+    made_at REAL NOT NULL,
+    mode TEXT NOT NULL,              -- the reply style it was first sent in
+    kind TEXT NOT NULL,              -- answer | refusal | apology | over_budget
+    engine TEXT NOT NULL,
+    text TEXT NOT NULL,              -- its words as the turn made them
+    names TEXT NOT NULL,             -- JSON list: the player names the words may hold
+    told TEXT NOT NULL,              -- JSON list: the ticket keys the words name
+    posted TEXT NOT NULL,            -- JSON list: the parts Discord took, by their nonces' kinds
+    audio BLOB,                      -- Ogg/Opus; NULL: none, or over MAX_KEPT_AUDIO_BYTES
+    audio_seconds REAL,
+    waveform TEXT
+);
+-- Let go as its note is settled or pruned, by whichever process or path does it.
+CREATE TRIGGER IF NOT EXISTS answers_settled AFTER UPDATE OF state ON notes
+    WHEN NEW.state NOT IN ('pending', 'started')
+    BEGIN DELETE FROM answers WHERE message_id = NEW.message_id; END;
+CREATE TRIGGER IF NOT EXISTS answers_pruned AFTER DELETE ON notes
+    BEGIN DELETE FROM answers WHERE message_id = OLD.message_id; END;
 """
 
 # A claim outlives any turn: a download is given up after 30 s and a shutdown waits 20 s, so a
@@ -73,6 +99,9 @@ KEEP_SETTLED_SECONDS = 30 * 24 * 3600.0
 # is not seen. A note sent while it runs comes through the gateway and remembers it again.
 KEEP_PLACE_SECONDS = 365 * 24 * 3600.0
 PRUNE_EVERY_SECONDS = 3600.0
+# A kept answer's audio above this is kept without it: Discord takes no larger upload where no
+# boost raises the limit, and the words go instead there too. Spoken answers come far smaller.
+MAX_KEPT_AUDIO_BYTES = 10 * 1024 * 1024
 # The settled notes last changed before the cutoff: what prune drops. Named, since SQLite would
 # rather take notes_by_state, knowing nothing of how few notes are past the cutoff.
 SETTLED_BEFORE = (
@@ -104,6 +133,22 @@ class Unanswered:
     state: str
     # A 'started' note's claim: no reply of its turn can come after this (LEASE_SECONDS).
     lease_until: float | None = None
+
+
+@dataclasses.dataclass
+class KeptAnswer:
+    """An answer made for a note and not yet wholly posted (see the `answers` table). `audio`:
+    (Ogg/Opus, seconds, waveform), or None where it had none or it was too big to keep."""
+
+    user_id: str
+    mode: str
+    kind: str
+    engine: str
+    text: str
+    names: list[str]
+    told: list[str]
+    posted: set[str]
+    audio: tuple[bytes, float, str] | None
 
 
 class NoteLedger:
@@ -151,6 +196,13 @@ class NoteLedger:
         self._pruned_at = now
         cursor = await self._write(SETTLED_BEFORE, (now - KEEP_SETTLED_SECONDS,))
         await self._write("DELETE FROM places WHERE heard_at < ?", (now - KEEP_PLACE_SECONDS,))
+        # Answers whose note the ledger has no claim of (one answered unrecorded, never given
+        # back): past a lease, none of its turns is sending them.
+        await self._write(
+            "DELETE FROM answers WHERE made_at < ? AND message_id NOT IN"
+            " (SELECT message_id FROM notes WHERE state IN ('pending', 'started'))",
+            (now - LEASE_SECONDS,),
+        )
         return cursor.rowcount
 
     async def housekeeping(self, now: float | None = None) -> None:
@@ -380,6 +432,54 @@ class NoteLedger:
                 log.debug("could not give note %s back to be answered yet: %s", message_id, exc)
                 return  # the ledger still refuses: the rest wait for the next look too
             log.info("note %s given back to be answered: the ledger takes writes again", message_id)
+
+    async def keep_answer(self, message_id: int, answer: KeptAnswer) -> None:
+        """Keep the answer made for a note about to be given back, with the parts of it posted so
+        far, for whichever recheck answers the note next: before the note is given back, so no
+        process claims it first and finds none."""
+        audio = answer.audio
+        if audio is not None and len(audio[0]) > MAX_KEPT_AUDIO_BYTES:
+            audio = None
+        ogg, seconds, waveform = audio if audio is not None else (None, None, None)
+        await self._write(
+            "INSERT OR REPLACE INTO answers (message_id, user_id, made_at, mode, kind, engine, text,"
+            " names, told, posted, audio, audio_seconds, waveform)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message_id,
+                answer.user_id,
+                time.time(),
+                answer.mode,
+                answer.kind,
+                answer.engine,
+                answer.text,
+                json.dumps(answer.names),
+                json.dumps(answer.told),
+                json.dumps(sorted(answer.posted)),
+                ogg,
+                seconds,
+                waveform,
+            ),
+        )
+
+    async def kept_answer(self, message_id: int) -> KeptAnswer | None:
+        """The answer kept for the note (`keep_answer`), if any."""
+        rows = await self._conn.execute_fetchall("SELECT * FROM answers WHERE message_id = ?", (message_id,))
+        row = first(rows)
+        if row is None:
+            return None
+        audio = None if row["audio"] is None else (bytes(row["audio"]), row["audio_seconds"], row["waveform"])
+        return KeptAnswer(
+            user_id=row["user_id"],
+            mode=row["mode"],
+            kind=row["kind"],
+            engine=row["engine"],
+            text=row["text"],
+            names=json.loads(row["names"]),
+            told=json.loads(row["told"]),
+            posted=set(json.loads(row["posted"])),
+            audio=audio,
+        )
 
     async def keep_for_restart(self, message_id: int, place_id: int, user_id: str) -> bool:
         """Record a note that arrived while shutting down; False if it was known already."""

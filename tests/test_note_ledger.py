@@ -12,6 +12,8 @@ import sys
 import time
 from collections.abc import AsyncIterator
 
+import pytest
+
 from bot import note_ledger
 from bot.config import UsageSettings
 from bot.engines.base import Usage
@@ -723,3 +725,118 @@ async def test_a_note_claimed_by_a_live_process_is_not_answered_unrecorded_by_an
     finally:
         await one.aclose()
         await two.aclose()
+
+
+def an_answer(user_id: str = "u", audio: bytes = b"OggS spoken") -> note_ledger.KeptAnswer:
+    """An answer made for a note, its first piece of words posted before Discord failed."""
+    return note_ledger.KeptAnswer(
+        user_id=user_id,
+        mode="voice_and_text",
+        kind="answer",
+        engine="openai",
+        text="Nova, you have 708 points.",
+        names=["Nova"],
+        told=["GRV-1"],
+        posted={"t0."},
+        audio=(audio, 2.5, "AAEC"),
+    )
+
+
+async def test_an_answer_kept_for_a_note_given_back_is_read_by_another_ledger(tmp_path) -> None:
+    # A restart, or another process on this storage, finishes the answer made: not a new one.
+    one, two = await open_two(tmp_path)
+    try:
+        assert await one.claim(6, 10, "u")
+        await one.keep_answer(6, an_answer())
+        await one.release(6)
+        assert await two.claim(6, 10, "u")
+        assert await two.kept_answer(6) == an_answer()
+        assert await two.kept_answer(7) is None
+        sent_again = an_answer()
+        sent_again.posted |= {"v", "t1."}  # failed again, further on
+        await two.keep_answer(6, sent_again)
+        assert (await one.kept_answer(6)).posted == {"v", "t0.", "t1."}
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+@pytest.mark.parametrize("end", ["answered", "unanswerable", "expired", "answered before a crash", "pruned"])
+async def test_a_kept_answer_is_let_go_when_its_note_ends(tmp_path, end: str) -> None:
+    # Whichever process or path settles the note: the answer, audio and all, is not kept on.
+    one, two = await open_two(tmp_path)
+    try:
+        for message_id in (6, 7):
+            assert await one.claim(message_id, 10, "u")
+            await one.keep_answer(message_id, an_answer())
+        if end == "answered":
+            await one.answered(6)
+        elif end == "unanswerable":
+            await one.unanswerable(6)
+        elif end == "expired":  # too old for the recheck
+            await two.expire([6])
+        elif end == "answered before a crash":
+            await two.answered_before_a_crash([6])
+        else:
+            await one.answered(6)
+            await one.prune(time.time() + note_ledger.KEEP_SETTLED_SECONDS + 1)
+        assert await two.kept_answer(6) is None
+        assert await two.kept_answer(7) == an_answer()  # another note's, still to send
+        with contextlib.closing(sqlite3.connect(tmp_path / "notes.db")) as conn:
+            assert conn.execute("SELECT message_id FROM answers").fetchall() == [(7,)]
+    finally:
+        await one.aclose()
+        await two.aclose()
+
+
+async def test_a_kept_answer_of_a_note_the_ledger_never_recorded_goes_after_a_lease(tmp_path) -> None:
+    # Answered unrecorded (the ledger refused its claim) and never given back: no note row settles it.
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        await ledger.keep_answer(6, an_answer())
+        await ledger.prune()
+        assert await ledger.kept_answer(6) == an_answer()  # its turn may still be sending it
+        await ledger.prune(time.time() + note_ledger.LEASE_SECONDS + 1)
+        assert await ledger.kept_answer(6) is None
+    finally:
+        await ledger.aclose()
+
+
+async def test_a_kept_answers_audio_too_big_to_upload_is_kept_without_it(tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(note_ledger, "MAX_KEPT_AUDIO_BYTES", 8)
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        assert await ledger.claim(6, 10, "u") and await ledger.claim(7, 10, "u")
+        await ledger.keep_answer(6, an_answer(audio=b"12345678"))
+        await ledger.keep_answer(7, an_answer(audio=b"123456789"))
+        assert (await ledger.kept_answer(6)).audio == (b"12345678", 2.5, "AAEC")
+        kept = await ledger.kept_answer(7)
+        assert kept is not None and kept.audio is None and kept.text == an_answer().text
+    finally:
+        await ledger.aclose()
+
+
+async def test_a_ledger_of_schema_version_1_keeps_its_notes_and_keeps_answers_after_the_upgrade(
+    tmp_path,
+) -> None:
+    # notes.db as the last release before kept answers left it: two notes kept for a restart.
+    from tests.test_db import user_version
+    from tests.test_upgrades import UPGRADES
+
+    path = tmp_path / "notes.db"
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        conn.executescript((UPGRADES / "70e590f" / "notes.sql").read_text(encoding="utf-8"))
+    assert user_version(path) == 1
+    ledger = await NoteLedger.open(path)
+    try:
+        assert user_version(path) == 2
+        pending = [u.message_id for u in await ledger.unanswered()]
+        assert pending == [1311000000000000004, 1311000000000000005]
+        assert await ledger.claim(pending[0], 920000000000000001, "u")
+        await ledger.keep_answer(pending[0], an_answer())
+        await ledger.release(pending[0])
+        assert await ledger.kept_answer(pending[0]) == an_answer()
+        await ledger.expire([pending[0]])
+        assert await ledger.kept_answer(pending[0]) is None
+    finally:
+        await ledger.aclose()
