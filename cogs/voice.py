@@ -21,9 +21,10 @@ from discord.ext import commands
 from bot import metrics
 from bot import sentences as say
 from bot.agent import HandedNote, Reply
-from bot.audio import AudioError, too_big_message, too_long_message
+from bot.audio import AudioError, ReplyAudio, too_big_message, too_long_message
 from bot.bounded import remember
 from bot.logs import Outage
+from bot.note_ledger import KeptAnswer
 from bot.preferences import Preferences
 from bot.tools.base import ToolContext, ToolResult
 from cogs.bot import SENDING, SendClock, VoxdeskBot
@@ -58,8 +59,8 @@ MAX_COUNTED = 10000
 MAX_WARNED = 1000
 MAX_LATER = 10000  # notes remembered as given a ⏳ that may not have reached Discord yet
 MAX_TOLD_SEVERAL = 10000  # messages of several notes whose player heard only the first is answered
-# Answers made and not yet (wholly) out, kept for the recheck to send: each holds its audio. A
-# note whose answer was forgotten for newer ones is heard again.
+# Answers made and not yet (wholly) out, kept in memory for the recheck to send: each holds its
+# audio. One forgotten for newer ones is read back from the note ledger, which keeps each given back.
 MAX_UNSENT = 200
 # Discord types a .webm as video/webm whatever it holds, and an audio-only Ogg or MP4 may come
 # typed as video too. A real video is a note as well: decoding reads its audio and skips the picture.
@@ -104,11 +105,43 @@ class Unsent:
     """An answer made for a note, kept until it is out: sent again, not made again, when Discord
     failed it, so the player never reads pieces of two answers (the pieces Discord took return
     by their nonces, and another answer's would follow them). `mode`: the reply style it was
-    first sent in; `posted`: the parts of it Discord took (see cogs.replies.send_answer)."""
+    first sent in; `told`: the ticket keys its words name; `names`: the player names they may
+    hold; `posted`: the parts of it Discord took (see cogs.replies.send_answer)."""
 
-    reply: Reply
+    text: str
+    audio: ReplyAudio | None
     mode: str
+    kind: str
+    engine: str
+    told: list[str]
+    names: list[str]
     posted: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, reply: Reply, mode: str) -> Unsent:
+        names = _player_names(reply.tool_results)
+        return cls(reply.text, reply.audio, mode, reply.kind, reply.engine, reply.told_keys, names)
+
+    def kept(self, user_id: str) -> KeptAnswer:
+        """As the note ledger keeps it, for a recheck after a restart or in another process."""
+        audio = self.audio
+        sound = None if audio is None else (audio.ogg, audio.duration_secs, audio.waveform)
+        return KeptAnswer(
+            user_id,
+            self.mode,
+            self.kind,
+            self.engine,
+            self.text,
+            self.names,
+            self.told,
+            set(self.posted),
+            sound,
+        )
+
+    @classmethod
+    def from_kept(cls, kept: KeptAnswer) -> Unsent:
+        audio = None if kept.audio is None else ReplyAudio(*kept.audio)
+        return cls(kept.text, audio, kept.mode, kept.kind, kept.engine, kept.told, kept.names, kept.posted)
 
 
 class Reached(enum.Enum):
@@ -635,8 +668,16 @@ class VoiceNotes(commands.Cog):
         await self.bot.core.news.heard_in_answer(str(message.author.id), "discord", str(message.id), keys)
 
     async def _release(self, message: discord.Message) -> None:
-        """Give the note back to be answered again: its turn is over and nothing reached the player."""
+        """Give the note back to be answered again: its turn is over and nothing reached the player,
+        or only part of its answer, which is kept in the ledger first for whichever recheck
+        answers the note (this process's after a restart, another's on this storage)."""
         ledger = self.bot.core.notes
+        if (unsent := self._unsent.get(message.id)) is not None:
+            try:
+                await ledger.keep_answer(message.id, unsent.kept(str(message.author.id)))
+            except Exception as exc:
+                # This process's recheck still has it; a restart or another process makes another.
+                log.error("could not keep the answer to note %s in the ledger: %s", message.id, exc)
         if message.id not in self._unrecorded:
             await self._mark(ledger.release, message)
             return
@@ -663,6 +704,20 @@ class VoiceNotes(commands.Cog):
         if sent_before is not None:
             for message_id in [m for m in self._unsent if discord.utils.snowflake_time(m) < sent_before]:
                 del self._unsent[message_id]
+
+    async def _kept(self, message: discord.Message) -> Unsent | None:
+        """The answer the ledger keeps for the note (made before a restart, by another process on
+        this storage, or forgotten here for newer ones), kept in memory again; None if none."""
+        try:
+            kept = await self.bot.core.notes.kept_answer(message.id)
+        except Exception as exc:
+            log.error("could not read the answer kept for note %s, making another: %s", message.id, exc)
+            return None
+        if kept is None:
+            return None
+        unsent = Unsent.from_kept(kept)
+        remember(self._unsent, message.id, unsent, MAX_UNSENT)
+        return unsent
 
     async def _mark(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
         try:
@@ -806,7 +861,7 @@ class VoiceNotes(commands.Cog):
         # Came while the note waited behind its player's others: a refusal would be refused (50013).
         if timed_out_until(message.guild):
             return False, Reached.NO
-        if (unsent := self._unsent.get(message.id)) is not None:
+        if (unsent := self._unsent.get(message.id) or await self._kept(message)) is not None:
             log.info("note %s from %s: sending the answer Discord failed", message.id, message.author.id)
             # No turn to wait for: a stalled send would read as a queue behind the turn slots.
             metrics.NOTES_WAITING.leave(message)
@@ -899,14 +954,13 @@ class VoiceNotes(commands.Cog):
             return False, Reached.NO
         if refusal is not None:
             return False, await self._tell(message, refusal)
-        unsent = Unsent(reply, prefs.reply_mode)
+        unsent = Unsent.of(reply, prefs.reply_mode)
         remember(self._unsent, message.id, unsent, MAX_UNSENT)
         return await self._send(message, unsent, arrived)
 
     async def _send(self, message: discord.Message, unsent: Unsent, arrived: float) -> tuple[bool, Reached]:
         """Send a note's answer, as `_turn` says; kept in `_unsent` until the note is settled."""
-        reply, author = unsent.reply, message.author
-        told = reply.told_keys
+        author, told = message.author, unsent.told
         given_up = False
 
         def answered() -> None:
@@ -919,11 +973,11 @@ class VoiceNotes(commands.Cog):
                     send_answer(
                         self.bot,
                         message,
-                        reply.text,
-                        reply.audio,
+                        unsent.text,
+                        unsent.audio,
                         unsent.mode,
                         answered=answered,
-                        names=_player_names(reply.tool_results),
+                        names=unsent.names,
                         posted=unsent.posted,
                     ),
                     message.channel.id,
@@ -932,7 +986,7 @@ class VoiceNotes(commands.Cog):
             given_up = message.id not in self._answer_out
             raise
         answered()  # out whichever way it went: a text or file answer calls nothing
-        metrics.reply("discord", reply.kind)
+        metrics.reply("discord", unsent.kind)
         metrics.answered_in("discord", time.monotonic() - arrived)
         # The note's one summary line: where, what answered it, and how long the player waited
         # (from Discord's timestamp: the queue, the download, the turn and the send together).
@@ -942,11 +996,11 @@ class VoiceNotes(commands.Cog):
             author.id,
             message.channel.id,
             how,
-            reply.kind,
-            reply.engine,
+            unsent.kind,
+            unsent.engine,
             (discord.utils.utcnow() - message.created_at).total_seconds(),
         )
-        return reply.kind in ("answer", "refusal"), Reached.YES
+        return unsent.kind in ("answer", "refusal"), Reached.YES
 
     async def _forwards_my_answer(self, message: discord.Message) -> bool:
         """Whether `message` forwards a voice answer of the bot's: Discord's copy of a forwarded

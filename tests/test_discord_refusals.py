@@ -237,14 +237,39 @@ class NumbersItsAnswers(FrontendEngine):
     """Answers of two Discord messages whose every sentence says which of its answers it is in:
     a piece of one posted beside a piece of another shows."""
 
-    def __init__(self) -> None:
+    def __init__(self, first: int = 1) -> None:
         super().__init__(use_tools=False)
+        self.first = first  # the number of its first answer: another process's go on from there
 
     async def complete(self, turn):
         reply = await super().complete(turn)
-        count = len(self.turns)
+        count = self.first - 1 + len(self.turns)
         reply.text = " ".join(f"Answer {count}, tip {i}: keep your controller charged." for i in range(60))
         return reply
+
+
+def fail_after_the_first_piece_of_words(fake: FakeDiscord, mode: str) -> None:
+    """Discord fails the answer's audio (503) where it has one, then the piece of its words after
+    the first: the first piece is all the player has of it."""
+    if mode != "text":
+        fake.posts_unavailable = 1
+
+    async def fail_after_the_first_piece(record) -> None:
+        if record.content:
+            fake.after_post = None
+            fake.posts_unavailable = 1
+
+    fake.after_post = fail_after_the_first_piece
+
+
+def one_answer_whole(fake: FakeDiscord, note: dict, mode: str) -> None:
+    """The note's answer was posted once, every piece of it, all of the first answer made."""
+    words = [r.content for r in fake.replies_to(note["id"]) if r.content]
+    told = " ".join(words)
+    assert len(words) == 2 and told.count("tip 0:") == 1 and told.count("tip 59:") == 1, words
+    assert set(re.findall(r"Answer (\d+),", told)) == {"1"}, words
+    if mode != "text":
+        assert len([r for r in fake.replies_to(note["id"]) if r.files]) == 1
 
 
 @pytest.mark.parametrize("nonces", ["kept", "forgotten"])
@@ -258,29 +283,62 @@ async def test_an_answer_partly_posted_before_discord_failed_is_finished_not_mad
     # and file styles the audio's upload fails first, and its words go as text the same way; the
     # file sent then carries no words the player has. Discord's outage may outlast the minutes
     # it keeps a nonce: the first piece is not posted again then either.
-    if mode != "text":
-        fake.posts_unavailable = 1
+    fail_after_the_first_piece_of_words(fake, mode)
     if nonces == "forgotten":
         monkeypatch.setattr("tests.fakes.discord_server.NONCE_SECONDS", 0.0)
-
-    async def fail_after_the_first_piece(record) -> None:
-        if record.content:
-            fake.after_post = None
-            fake.posts_unavailable = 1
-
-    fake.after_post = fail_after_the_first_piece
     async with running_bot(settings, fake, engine=NumbersItsAnswers(), recheck_seconds=0.2) as h:
         await h.bot.core.preferences.set_reply_mode(str(nova.id), mode)
         note = await fake.send_note(nova, voice_note(), guild=True)
         await fake.wait_for(lambda _: any("tip 59:" in r.content for r in fake.replies_to(note["id"])))
         assert await settled(settings, note) == "answered"
-    words = [r.content for r in fake.replies_to(note["id"]) if r.content]
-    told = " ".join(words)
-    assert len(words) == 2 and told.count("tip 0:") == 1 and told.count("tip 59:") == 1, words
-    assert set(re.findall(r"Answer (\d+),", told)) == {"1"}, words
+    one_answer_whole(fake, note, mode)
     assert len(h.engine.turns) == 1  # the answer made is the one sent: not heard, nor billed, again
-    if mode != "text":
-        assert len([r for r in fake.replies_to(note["id"]) if r.files]) == 1
+
+
+@pytest.mark.parametrize("nonces", ["kept", "forgotten"])
+@pytest.mark.parametrize("mode", ["text", "voice_and_text", "file"])
+async def test_an_answer_partly_posted_before_a_restart_is_finished_after_it_not_made_again(
+    settings, fake: FakeDiscord, monkeypatch, mode: str, nonces: str
+):
+    # Discord fails the answer part way (its first piece of words posted), and the bot restarts
+    # before its recheck. The answer was kept in memory alone: the start's catch-up made a new
+    # one, whose first piece Discord returned by its nonce (the first answer's) and whose second
+    # it posted, half of one answer and half of another. Past the minutes Discord keeps a nonce
+    # the first piece came again as well. The answer kept in the ledger is finished instead.
+    fail_after_the_first_piece_of_words(fake, mode)
+    if nonces == "forgotten":
+        monkeypatch.setattr("tests.fakes.discord_server.NONCE_SECONDS", 0.0)
+    async with running_bot(settings, fake, engine=NumbersItsAnswers(), recheck_seconds=3600.0) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), mode)
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "pending"  # given back for the recheck
+        assert len(h.engine.turns) == 1
+    async with running_bot(settings, fake, engine=NumbersItsAnswers(first=2), recheck_seconds=0.2) as h:
+        await fake.wait_for(lambda _: any("tip 59:" in r.content for r in fake.replies_to(note["id"])))
+        assert await settled(settings, note) == "answered"
+    one_answer_whole(fake, note, mode)
+    assert h.engine.turns == []  # not heard, nor billed, again
+    assert sql(settings.storage_dir / "notes.db", "SELECT COUNT(*) FROM answers") == [
+        (0,)
+    ]  # let go once answered
+
+
+async def test_an_answer_forgotten_in_memory_for_newer_ones_is_finished_not_made_again(
+    settings, fake: FakeDiscord
+):
+    # More than MAX_UNSENT answers waited for the recheck, and this one was forgotten in memory
+    # for newer ones: the recheck made a new answer, whose second piece followed the first's.
+    fail_after_the_first_piece_of_words(fake, "text")
+    async with running_bot(settings, fake, engine=NumbersItsAnswers(), recheck_seconds=3600.0) as h:
+        voice, catch_up = h.bot.get_cog("VoiceNotes"), h.bot.get_cog("CatchUp")
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), "text")
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "pending"
+        voice._unsent.clear()
+        await catch_up.answer_leftovers()
+        await eventually(lambda: note_state(settings, note) == "answered")
+    one_answer_whole(fake, note, "text")
+    assert len(h.engine.turns) == 1
 
 
 @pytest.mark.parametrize("global_", [False, True], ids=["route bucket", "global"])
