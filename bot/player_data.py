@@ -3,12 +3,12 @@
 Export gathers every row kept under the player's Discord id, in every database under
 `storage.dir`, the rows kept under their grievances (staff notes, status history, the changes
 ticket news has still to read), and the grievances still waiting in the spool. Forget erases what
-only serves the bot (conversations, settings, usage, where to reach them, their claims on
-complaints filed lately) and keeps what is the studio's record or keeps the bot from acting
-twice, saying which and why: their grievances with each one's status history (and Jira's
-copies), their stats in players.db (the embedded ones), the newest ticket news of each ticket
-(so no status is told again), and which notes were answered (pruned after 30 days). A player who
-switched ticket news off keeps that choice.
+only serves the bot (conversations, settings, usage, where to reach them, answers made for their
+notes and not yet wholly sent, their claims on complaints filed lately) and keeps what is the
+studio's record or keeps the bot from acting twice, saying which and why: their grievances with
+each one's status history (and Jira's copies), their stats in players.db (the embedded ones), the
+newest ticket news of each ticket (so no status is told again), and which notes were answered
+(pruned after 30 days). A player who switched ticket news off keeps that choice.
 
 Plain sqlite3 on each file, as `backup` does: no model, engine or Discord client is loaded, and
 the bot may run meanwhile (each database's busy wait covers its writes). The erasure's time stays
@@ -17,6 +17,7 @@ that very moment, saved after the erasure, is refused (its usage figures are cou
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import datetime as dt
 import errno
@@ -61,7 +62,7 @@ BY_USER = {
     "preferences": ("preferences",),
     "usage": ("usage",),
     "news": ("news", "last_channel", "dms_closed"),
-    "notes": ("notes", "places"),
+    "notes": ("notes", "places", "answers"),
     "grievances": ("grievances",),
 }
 
@@ -78,6 +79,7 @@ UNIX_SECONDS = {
     "news": ("next_try_at",),
     "notes": ("lease_until", "updated_at"),
     "places": ("heard_at",),
+    "answers": ("made_at",),
     "grievances": ("next_try_at",),
     "lately_filed": ("at", "lease_until"),
 }
@@ -215,11 +217,15 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
         for table, rows in part.items():
             for row in rows if isinstance(rows, list) else []:
                 if isinstance(row, dict):
-                    _in_utc(row, table)
+                    _for_json(row, table)
     return held
 
 
-def _in_utc(row: dict[str, Any], table: str) -> None:
+def _for_json(row: dict[str, Any], table: str) -> None:
+    """Its times in ISO 8601 in UTC, its bytes (a kept answer's audio) in base64."""
+    for column, value in row.items():
+        if isinstance(value, bytes):
+            row[column] = base64.b64encode(value).decode("ascii")
     for column in UNIX_SECONDS.get(table, ()):
         value = row.get(column)
         if isinstance(value, int | float) and not isinstance(value, bool):
@@ -373,14 +379,18 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
             f" kept: {kept}, the newest of each ticket (so no status is told twice), its words erased"
             " if told" + (f": {unsent} still to send keeps them" if unsent else "")
         )
-    with _database(storage, "notes") as conn:
+    with _database(storage, "notes", write=True) as conn:
+        # Answers made for their notes and not yet wholly sent (kept for the recheck): their words
+        # and voice. A note of theirs still waiting is then answered anew.
+        a = _delete(conn, "DELETE FROM answers WHERE user_id = ?", (user_id,))
         n = len(_rows(conn, "SELECT message_id FROM notes WHERE user_id = ?", (user_id,)))
         p = len(
             _rows(conn, f"SELECT place_id FROM places WHERE user_id = ?{MINE_ONLY['places']}", (user_id,))
         )
         lines.append(
-            f"notes.db: kept {n} note id(s) and {p} DM channel(s), no words: they keep a note from"
-            " being answered twice; answered notes go after 30 days"
+            f"notes.db: {a} answer(s) not yet wholly sent erased; kept {n} note id(s) and {p} DM"
+            " channel(s), no words: they keep a note from being answered twice; answered notes go"
+            " after 30 days"
         )
     with _database(storage, "grievances") as conn:
         mine = _rows(conn, "SELECT category, description FROM grievances WHERE user_id = ?", (user_id,))
@@ -434,7 +444,7 @@ def _has_column(conn: sqlite3.Connection | None, table: str, column: str) -> boo
 
 
 # The databases forget writes to.
-ERASED_IN = ("conversations", "preferences", "usage", "news", "recent_claims")
+ERASED_IN = ("conversations", "preferences", "usage", "news", "notes", "recent_claims")
 
 
 def _delete(conn: sqlite3.Connection | None, sql: str, args: tuple[Any, ...]) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -15,7 +16,7 @@ from bot.app import storage_paths
 from bot.config import UsageSettings
 from bot.conversations import FORGOTTEN, ConversationStore
 from bot.engines.base import PastTurn, Usage
-from bot.note_ledger import NoteLedger
+from bot.note_ledger import KeptAnswer, NoteLedger
 from bot.preferences import PreferenceStore
 from bot.ticket_news import NewsStore
 from bot.tools.grievance_spool import GrievanceSpool
@@ -59,6 +60,16 @@ async def _fill(storage: Path, user_id: str, words: str, notify: bool = True, fo
     message_id = 9_000 + int(user_id[0])
     assert await ledger.claim(message_id, 777, user_id)
     await ledger.answered(message_id)
+    # A note whose answer Discord failed part way: the answer is kept, words and voice, for the
+    # recheck to finish.
+    waiting = 8_000 + int(user_id[0])
+    assert await ledger.claim(waiting, 777, user_id)
+    spoken = (f"OggS {words}".encode(), 1.5, "AAEC")
+    answer = KeptAnswer(
+        user_id, "voice_and_text", "answer", "offline", f"About {words}: GRV-1.", [], [], {"v"}, spoken
+    )
+    await ledger.keep_answer(waiting, answer)
+    await ledger.release(waiting)
     await ledger.aclose()
 
 
@@ -108,7 +119,13 @@ async def test_export_holds_everything_kept_about_a_player_and_nothing_of_anothe
     assert held["usage"]["usage"][0]["text_in"] == 10
     assert [n["status"] for n in held["news"]["news"]] == ["in_progress", "resolved"]
     assert held["news"]["last_channel"][0]["channel_id"] == "555"
-    assert [n["place_id"] for n in held["notes"]["notes"]] == [777]
+    assert [(n["place_id"], n["state"]) for n in held["notes"]["notes"]] == [
+        (777, "pending"),
+        (777, "answered"),
+    ]
+    (kept,) = held["notes"]["answers"]
+    assert (kept["text"], kept["posted"]) == ("About nova was charged twice for gems: GRV-1.", '["v"]')
+    assert base64.b64decode(kept["audio"]) == b"OggS nova was charged twice for gems"
     descriptions = [g["description"] for g in held["grievances"]["grievances"]]
     assert "nova was charged twice for gems" in descriptions
     assert [g["description"] for g in held["grievances"]["waiting_in_spool"]] == [
@@ -211,7 +228,7 @@ async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which
     assert "news.db: 1 piece(s) of ticket news and 2 channel note(s) erased; kept: 1" in said
     assert f"grievances.db: kept {novas} grievance(s), 1 waiting in the spool" in said
     assert "and 1 status change(s) of them: the studio's record" in said
-    assert "notes.db: kept 1 note id(s)" in said
+    assert "notes.db: 1 answer(s) not yet wholly sent erased; kept 2 note id(s)" in said
     assert "backups" in said
 
     # What stays is the erasure's time, no words: a turn of a note sent before it is not kept.
@@ -219,6 +236,7 @@ async def test_forget_erases_what_serves_the_bot_keeps_the_record_and_says_which
     assert _count(paths_.conversations, KEPT_WORDS, NOVA, FORGOTTEN) == 0
     assert _count(paths_.preferences, "SELECT COUNT(*) FROM preferences WHERE user_id = ?", NOVA) == 0
     assert _count(paths_.usage, "SELECT COUNT(*) FROM usage WHERE user_id = ?", NOVA) == 0
+    assert _count(paths_.notes, "SELECT COUNT(*) FROM answers WHERE user_id = ?", NOVA) == 0
     # The newest news of the ticket stays, or a poll would tell its status again.
     told = "SELECT COUNT(*) FROM news WHERE user_id = ? AND status = 'resolved'"
     assert _count(paths_.news, told, NOVA) == 1
@@ -790,7 +808,11 @@ async def test_forget_leaves_no_erased_words_in_the_files_on_any_sqlite_build(
     assert residue(storage, b"zebracorn", but=("grievances.db",)) == []
     for words in told:
         assert residue(storage, words) == [], words
-    assert residue(storage, b"blaze lost a tournament prize", but=("grievances.db",)) == ["conversations.db"]
+    # Blaze's turns, and the answer kept for a note of theirs still to finish.
+    assert residue(storage, b"blaze lost a tournament prize", but=("grievances.db",)) == [
+        "conversations.db",
+        "notes.db",
+    ]
 
 
 async def test_forget_while_the_bot_runs_leaves_no_erased_words_in_the_files(settings) -> None:
@@ -804,8 +826,9 @@ async def test_forget_while_the_bot_runs_leaves_no_erased_words_in_the_files(set
     paths_ = storage_paths_of(storage)
     conversations = await ConversationStore.open(paths_.conversations, max_turns=10, idle_minutes=60)
     news = await NewsStore.open(paths_.news)
+    notes = await NoteLedger.open(paths_.notes)
     try:
-        assert residue(storage, b"zebracorn", but=("grievances.db",)) == ["conversations.db"]
+        assert residue(storage, b"zebracorn", but=("grievances.db",)) == ["conversations.db", "notes.db"]
         done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
         assert done.returncode == 0, done.stderr
         assert residue(storage, b"zebracorn", but=("grievances.db",)) == []
@@ -814,9 +837,12 @@ async def test_forget_while_the_bot_runs_leaves_no_erased_words_in_the_files(set
         assert [t.user_text for t in await conversations.history(BLAZE, "dm")] == [
             "blaze lost a tournament prize"
         ]
+        kept = await notes.kept_answer(8_000 + int(BLAZE[0]))
+        assert kept is not None and kept.text == "About blaze lost a tournament prize: GRV-1."
     finally:
         await conversations.aclose()
         await news.aclose()
+        await notes.aclose()
 
 
 async def test_a_turn_being_answered_as_a_player_is_erased_is_not_kept(settings) -> None:
