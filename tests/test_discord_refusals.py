@@ -323,6 +323,23 @@ async def test_an_answer_partly_posted_before_a_restart_is_finished_after_it_not
     ]  # let go once answered
 
 
+async def test_an_answer_partly_posted_is_finished_by_the_new_process_of_an_overlapping_deploy(
+    settings, fake: FakeDiscord
+):
+    # The old process made the answer and Discord failed it part way; the new one, on the same
+    # storage, answers the note first (the old one's recheck is further off). It made a new answer
+    # to follow the old one's first pieces.
+    fail_after_the_first_piece_of_words(fake, "voice_and_text")
+    async with running_bot(settings, fake, engine=NumbersItsAnswers(), recheck_seconds=3600.0) as old:
+        await old.bot.core.preferences.set_reply_mode(str(nova.id), "voice_and_text")
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "pending"
+        async with running_bot(settings, fake, engine=NumbersItsAnswers(first=2), recheck_seconds=0.2) as new:
+            await eventually(lambda: note_state(settings, note) == "answered")
+    one_answer_whole(fake, note, "voice_and_text")
+    assert (len(old.engine.turns), new.engine.turns) == (1, [])
+
+
 async def test_an_answer_forgotten_in_memory_for_newer_ones_is_finished_not_made_again(
     settings, fake: FakeDiscord
 ):
