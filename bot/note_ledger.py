@@ -462,6 +462,13 @@ class NoteLedger:
             ),
         )
 
+    async def answer_posted(self, message_id: int, posted: set[str]) -> None:
+        """The parts of the answer kept for the note that Discord has taken by now (a send given up
+        on goes on by itself); nothing if it is kept no more."""
+        await self._write(
+            "UPDATE answers SET posted = ? WHERE message_id = ?", (json.dumps(sorted(posted)), message_id)
+        )
+
     async def kept_answer(self, message_id: int) -> KeptAnswer | None:
         """The answer kept for the note (`keep_answer`), if any."""
         rows = await self._conn.execute_fetchall("SELECT * FROM answers WHERE message_id = ?", (message_id,))

@@ -981,6 +981,7 @@ class VoiceNotes(commands.Cog):
                         posted=unsent.posted,
                     ),
                     message.channel.id,
+                    late=lambda: self._posted_late(message, unsent),
                 )
         except SendStalled:
             given_up = message.id not in self._answer_out
@@ -1001,6 +1002,20 @@ class VoiceNotes(commands.Cog):
             (discord.utils.utcnow() - message.created_at).total_seconds(),
         )
         return unsent.kind in ("answer", "refusal"), Reached.YES
+
+    def _posted_late(self, message: discord.Message, unsent: Unsent) -> None:
+        """A send given up on ended by itself: what it posted meanwhile goes into the answer the
+        ledger keeps, or a recheck after a restart would post it again past Discord's nonce window."""
+        if self._unsent.get(message.id) is not unsent:
+            return  # settled, or answered with another: the ledger keeps none of this one
+
+        async def keep() -> None:
+            try:
+                await self.bot.core.notes.answer_posted(message.id, set(unsent.posted))
+            except Exception as exc:
+                log.error("could not keep what was posted of the answer to note %s: %s", message.id, exc)
+
+        self.bot.track(keep(), aside=True)
 
     async def _forwards_my_answer(self, message: discord.Message) -> bool:
         """Whether `message` forwards a voice answer of the bot's: Discord's copy of a forwarded
@@ -1083,7 +1098,9 @@ class VoiceNotes(commands.Cog):
             return Reached.LATER if _discord_failed(exc) else Reached.NO
         return Reached.YES
 
-    async def _bounded(self, send: Coroutine[Any, Any, T], channel_id: int) -> T:
+    async def _bounded(
+        self, send: Coroutine[Any, Any, T], channel_id: int, late: Callable[[], None] | None = None
+    ) -> T:
         """`send` (messages posted in `channel_id`), given up on once one of its requests has been
         out to Discord for `send_seconds` unanswered: discord.py's session gives up only after 300
         s, and the player's later notes wait behind this one. Its wait in discord.py's rate limiter
@@ -1093,7 +1110,7 @@ class VoiceNotes(commands.Cog):
         by the recheck, a second turn for a message posted once and two more POSTs in the same
         queue. Given up on, it goes on by itself rather than be cut: a request cancelled while
         discord.py waits out a global 429 never ends that wait for the requests behind it. A stop
-        still cuts it."""
+        still cuts it. `late` is called when a send given up on ends, however it ends."""
         clock, limit, began = SendClock(), self.settings.send_seconds, time.monotonic()
         context = contextvars.copy_context()
         context.run(SENDING.set, clock)
@@ -1112,6 +1129,8 @@ class VoiceNotes(commands.Cog):
         if task.done():
             return task.result()
         task.add_done_callback(_stalled_ended)
+        if late is not None:
+            task.add_done_callback(lambda _: late())
         self._hold(task)
         raise SendStalled(f"Discord did not take a message of a send within {limit:g} s")
 

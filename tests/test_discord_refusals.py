@@ -15,7 +15,7 @@ import pytest
 import cogs.replies
 from bot import sentences as say
 from tests.conftest import NOVA
-from tests.discord_harness import blaze, caught_up, nova, quill, running_bot, voice_note
+from tests.discord_harness import blaze, caught_up, nova, quill, running_bot, settle, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     ATTACH_FILES,
@@ -739,6 +739,31 @@ async def test_a_stalled_answer_leaves_the_note_for_later_and_is_posted_once(
     assert voice.is_voice_message and transcript.content.startswith("Nova, you have")
     assert [r.is_voice_message for r in fake.replies_to(first["id"])] == [True, False]
     assert [r.getMessage() for r in caplog.records if r.exc_info] == []
+
+
+async def test_a_stalled_answer_that_went_out_late_is_not_posted_again_after_a_restart(
+    settings, fake: FakeDiscord, monkeypatch
+):
+    # Discord answers the voice message's POST only after send_seconds: the note is given back,
+    # its answer kept with nothing posted, and the send goes on by itself and posts it all. The
+    # ledger's copy still said nothing was posted: the recheck after a restart, past Discord's
+    # nonce window, posted the whole answer a second time.
+    monkeypatch.setattr("tests.fakes.discord_server.NONCE_SECONDS", 0.0)
+    fake.posts_held = 1
+    async with running_bot(settings, fake, recheck_seconds=3600.0, send_seconds=1.0):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(hourglass_on(note))
+        assert await settled(settings, note) == "pending"
+        fake.posts_released.set()
+        await replies(fake, note, 2)
+        kept = "SELECT posted FROM answers"
+        await eventually(
+            lambda: sql(settings.storage_dir / "notes.db", kept) == [('["t0.", "v"]',)], within=10
+        )
+    async with running_bot(settings, fake, recheck_seconds=0.2):
+        await eventually(lambda: note_state(settings, note) == "answered")
+        await settle(fake)
+    assert [r.is_voice_message for r in fake.replies_to(note["id"])] == [True, False]
 
 
 async def test_a_stalled_transcript_after_the_voice_message_marks_no_failure(settings, fake: FakeDiscord):

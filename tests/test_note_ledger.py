@@ -840,3 +840,17 @@ async def test_a_ledger_of_schema_version_1_keeps_its_notes_and_keeps_answers_af
         assert await ledger.kept_answer(pending[0]) is None
     finally:
         await ledger.aclose()
+
+
+async def test_parts_posted_late_are_added_to_a_kept_answer_and_bring_back_none_let_go(tmp_path) -> None:
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        assert await ledger.claim(6, 10, "u")
+        await ledger.keep_answer(6, an_answer())
+        await ledger.answer_posted(6, {"v", "t0.", "t1."})  # a send given up on went on by itself
+        assert (await ledger.kept_answer(6)).posted == {"v", "t0.", "t1."}
+        await ledger.answered(6)
+        await ledger.answer_posted(6, {"v", "t0.", "t1.", "t2."})
+        assert await ledger.kept_answer(6) is None
+    finally:
+        await ledger.aclose()
