@@ -1802,6 +1802,30 @@ async def test_a_desk_form_is_held_to_what_its_fields_need(wsettings) -> None:
         )
 
 
+@pytest.mark.parametrize("path", ["/desk/login", "/no-such-page"])
+async def test_a_desk_form_that_never_ends_is_refused_in_time(wsettings, monkeypatch, path: str) -> None:
+    """A form is read before the CSRF check, on any path: a sender that stops partway must not
+    hold its connection (and the form so far) for as long as it likes, from as many as it likes."""
+    from bot.web import security
+
+    monkeypatch.setattr(security, "FORM_SECONDS", 0.5)
+    never = asyncio.Event()
+
+    async def stalled_form(token: str):  # type: ignore[no-untyped-def]
+        yield f"csrf={token}&password=wrong&pad=".encode()
+        await never.wait()
+
+    async with web_client(wsettings) as (client, _):
+        token = await csrf_of(client, "/desk/login")
+        headers = {"Content-Type": "application/x-www-form-urlencoded"}
+        posting = client.post(path, data=stalled_form(token), headers=headers)
+        # Not a timing assertion: a guard so a form read with no deadline fails the test, not hangs it.
+        answer = await asyncio.wait_for(posting, 15)
+        assert answer.status == 408, await answer.text()
+        assert "took too long" in await answer.text()
+        assert await log_in(client) == 303
+
+
 async def test_a_staff_note_sent_as_a_file_is_refused_not_saved_as_its_python_name(wsettings) -> None:
     async with web_client(wsettings) as (client, core):
         assert await log_in(client) == 303

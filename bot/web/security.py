@@ -66,6 +66,11 @@ UNREADABLE_FORM = (ValueError, LookupError, RuntimeError, HttpProcessingError, w
 # (48 KB), and its token. A form is read before the CSRF check and any rate limit, so the app's own
 # body limit (a whole voice note) would let anyone make the server hold megabytes a request.
 FORM_MAX_BYTES = 64 * 1024
+# ... and within this many seconds (64 KB at 56 kbit/s takes about ten): a form is read on any path
+# once a session has a token, and a sender that stops partway would hold its connection for good,
+# as many times over as it opens connections.
+FORM_SECONDS = 30.0
+FORM_TOO_SLOW = "That form took too long to arrive: send it again."
 FORM = web.RequestKey("form", MultiDictProxy)  # the form read_form read, for the handler after it
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -386,14 +391,21 @@ async def playground_json_middleware(request: web.Request, handler: Handler) -> 
 
 
 async def read_form(request: web.Request) -> Mapping[str, str | bytes | FileField]:
-    """The request's form; 400 for one that cannot be read, never a server error, and 413 for one
-    over FORM_MAX_BYTES, as soon as it passes that, with or without a Content-Length."""
+    """The request's form; 400 for one that cannot be read, never a server error, 413 for one over
+    FORM_MAX_BYTES, as soon as it passes that, with or without a Content-Length, and 408 for one
+    not all there within FORM_SECONDS."""
     form = request.get(FORM)
     if form is None:
         try:
-            form = await request.clone(client_max_size=FORM_MAX_BYTES).post()
+            async with asyncio.timeout(FORM_SECONDS):
+                form = await request.clone(client_max_size=FORM_MAX_BYTES).post()
         except UNREADABLE_FORM:
             raise web.HTTPBadRequest(text="That form could not be read.") from None
+        except TimeoutError:
+            refused = web.HTTPRequestTimeout(text=FORM_TOO_SLOW)
+            # The rest of the body may never come: not waited for to keep the connection.
+            refused.force_close()
+            raise refused from None
         request[FORM] = form
     return form
 
