@@ -3017,6 +3017,34 @@ async def test_on_https_a_session_cookie_another_site_could_set_is_not_read(sett
             assert CSRF.search(await seen.text()).group(1) != token  # type: ignore[union-attr]
 
 
+async def test_on_https_a_logout_deletes_the_cookie_as_a_browser_takes_it(settings) -> None:
+    """A browser takes a __Host- cookie only Secure, for Path=/, with no Domain: its deletion
+    too. Refused, the cookie stays in the browser: the playground session at logout is the next
+    person's at the machine, and a logout web.db could not record leaves that browser logged in."""
+    from http.cookies import SimpleCookie
+
+    secure = web_settings(settings.storage_dir, VOXDESK_WEB_SECURE_COOKIES="true")
+    name = "__Host-voxdesk_session"
+    async with web_client(secure) as (client, _):
+        # As a browser would over https (the test client, on http, keeps a Secure cookie back).
+        page = await client.get("/desk/login")
+        token = CSRF.search(await page.text()).group(1)  # type: ignore[union-attr]
+        cookie = {"Cookie": f"{name}={page.cookies[name].value}"}
+        form = {"csrf": token, "password": STAFF_PASSWORD}
+        done = await client.post("/desk/login", data=form, headers=cookie, allow_redirects=False)
+        assert done.status == 303
+        cookie = {"Cookie": f"{name}={done.cookies[name].value}"}
+        desk_page = await client.get("/desk", headers=cookie, allow_redirects=False)
+        assert desk_page.status == 200
+        token = CSRF.search(await desk_page.text()).group(1)  # type: ignore[union-attr]
+        cookie = {"Cookie": f"{name}={desk_page.cookies[name].value}"}  # now holding that token
+        out = await client.post("/desk/logout", data={"csrf": token}, headers=cookie, allow_redirects=False)
+        assert out.status == 303
+        deleted = SimpleCookie(out.headers["Set-Cookie"])[name]
+        assert deleted.value == "" and deleted["max-age"] == "0"
+        assert deleted["secure"] and deleted["path"] == "/" and not deleted["domain"]
+
+
 async def test_a_cookie_set_over_https_is_secure_even_if_secure_cookies_was_forgotten(settings) -> None:
     async with web_client(web_settings(settings.storage_dir)) as (client, _):
         # The local http demo: a Secure cookie would be dropped there, and the desk could not log in.

@@ -336,6 +336,24 @@ class _SessionCookies(EncryptedCookieStorage):
         cookie = super().load_cookie(request)
         return cookie if cookie is not None and cookie.isascii() else None
 
+    def save_cookie(
+        self, response: web.StreamResponse, cookie_data: str, *, max_age: int | None = None
+    ) -> None:
+        if cookie_data:
+            super().save_cookie(response, cookie_data, max_age=max_age)
+            return
+        # A session ended (a logout) is deleted with the attributes it was set with: aiohttp-session
+        # drops Secure, and a browser refuses a __Host- cookie without it, keeping the session.
+        params = self.cookie_params
+        response.del_cookie(
+            self.cookie_name,
+            domain=params["domain"],
+            path=params["path"],
+            secure=params["secure"],
+            httponly=params["httponly"],
+            samesite=params["samesite"],
+        )
+
 
 async def csrf_token(request: web.Request) -> str:
     session = await get_session(request)
