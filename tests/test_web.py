@@ -328,6 +328,23 @@ async def test_a_forged_or_tampered_session_cookie_is_not_a_login(wsettings) -> 
         assert (await client.get("/desk", allow_redirects=False)).status == 200
 
 
+async def test_a_login_starts_a_session_of_its_own_with_a_new_csrf_token(wsettings) -> None:
+    """Whoever made the session a login starts from (a cookie planted by a sibling subdomain,
+    which SameSite lets send requests with staff's cookie) knows its CSRF token and its playground
+    conversation: neither may go on into the staff session."""
+    async with web_client(wsettings) as (client, _):
+        before = await csrf_of(client)
+        done = await ask(client, before)
+        audio = (await done.json())["audio_url"]
+        assert (await client.get(audio)).status == 200
+        assert await log_in(client) == 303
+        after = await csrf_of(client, "/desk")
+        assert after != before
+        refused = await client.post("/desk/check", data={"csrf": before}, allow_redirects=False)
+        assert refused.status == 403
+        assert (await client.get(audio)).status == 404
+
+
 async def test_session_cookie_is_httponly_and_samesite(wsettings) -> None:
     async with web_client(wsettings) as (client, _):
         page = await client.get("/")
