@@ -405,7 +405,10 @@ async def playground_json_middleware(request: web.Request, handler: Handler) -> 
         if exc.status < 400 or not request.path.startswith("/playground/"):
             raise
         kept = {k: v for k, v in exc.headers.items() if k not in ("Content-Type", "Content-Length")}
-        return web.json_response({"error": exc.text or exc.reason}, status=exc.status, headers=kept)
+        answer = web.json_response({"error": exc.text or exc.reason}, status=exc.status, headers=kept)
+        if exc.keep_alive is False:  # a body not read to its end (read_form's 408) ends its connection
+            answer.force_close()
+        return answer
 
 
 async def read_form(request: web.Request) -> Mapping[str, str | bytes | FileField]:
