@@ -516,6 +516,17 @@ class NoteLedger:
             [(now, m) for m in message_ids],
         )
 
+    async def withdrawn(self, message_ids: list[int]) -> None:
+        """Notes their players deleted: never answered, whoever asks later. Those kept for later
+        or given back, and those a dead process or another live one holds (which hears of the
+        deletion too); a claim of this process's is its turn's to settle."""
+        now = time.time()
+        await self._write_many(
+            "UPDATE notes SET state = 'expired', owner = NULL, lease_until = NULL, updated_at = ?"
+            " WHERE message_id = ? AND state IN ('pending', 'started') AND owner IS NOT ?",
+            [(now, m, self.owner) for m in message_ids],
+        )
+
     async def answered_before_a_crash(self, message_ids: list[int]) -> None:
         """Notes whose turn a dead process had started and whose reply it got out before dying:
         answered, so neither a later start nor a running bot's recheck answers them again."""

@@ -444,6 +444,16 @@ def reply_reference(message: discord.Message) -> discord.MessageReference:
     return message.to_reference(fail_if_not_exists=False)
 
 
+class Withdrawn(Exception):
+    """The player deleted the note while its answer was going out: the parts not posted yet are
+    not posted (see `send_answer`'s `stop`)."""
+
+
+def _go_on(stop: Callable[[], bool]) -> None:
+    if stop():
+        raise Withdrawn
+
+
 def discords_trouble(exc: BaseException) -> bool:
     """A failure on Discord's side, which passes: a 5xx once discord.py's retries are spent, a 429
     discord.py does not wait out (Cloudflare's ban of the bot's address after too many refused
@@ -578,10 +588,11 @@ async def send_file(
     reply: ReplyAudio,
     out: Callable[[], None] = lambda: None,
     posted: set[str] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """The spoken reply as an Ogg/Opus file where a voice message cannot go, with the first piece
     of `text`; the rest of `text` follows as plain messages, replies where allowed. `out` is
-    called once the file is out, before the rest follows. `posted`: see `send_answer`."""
+    called once the file is out, before the rest follows. `posted`, `stop`: see `send_answer`."""
     posted = set() if posted is None else posted
 
     async def send(linked: bool) -> None:
@@ -595,22 +606,27 @@ async def send_file(
         if words:
             payload["content"] = first
         if "f" not in posted:
+            _go_on(stop)
             upload = (FILE_FILENAME, reply.ogg)
             await post_reply(client, message, payload, upload, linked, _nonce(message, "f"))
             posted.update({"f", "t0."} if words else {"f"})
         out()
-        await _send_rest(message, rest, linked, answer=True, posted=posted)
+        await _send_rest(message, rest, linked, answer=True, posted=posted, stop=stop)
 
     await _linked_if_allowed(message, send)
 
 
 async def send_text(
-    message: discord.Message, text: str, answer: bool = False, posted: set[str] | None = None
+    message: discord.Message,
+    text: str,
+    answer: bool = False,
+    posted: set[str] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Reply with `text` split at Discord's limit; where the bot may not reply, a plain message
     that names the player. `answer`: the note's answer, whose pieces are posted once however
-    often they are sent (see _nonce); not a line that tells the player something else. `posted`:
-    see `send_answer`."""
+    often they are sent (see _nonce); not a line that tells the player something else. `posted`,
+    `stop`: see `send_answer`."""
     posted = set() if posted is None else posted
 
     async def send(linked: bool) -> None:
@@ -618,9 +634,10 @@ async def send_text(
         if not pieces:
             return
         if not answer or "t0." not in posted:  # a refused first piece is sent again unlinked
+            _go_on(stop)
             await _send_piece(message, pieces[0], linked, _nonce(message, "t0.") if answer else None)
             posted.add("t0.")
-        await _send_rest(message, pieces[1:], linked, answer, posted)
+        await _send_rest(message, pieces[1:], linked, answer, posted, stop)
 
     await _linked_if_allowed(message, send)
 
@@ -631,6 +648,7 @@ async def _send_rest(
     linked: bool,
     answer: bool = False,
     posted: set[str] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """The pieces after the first. A link refused now (Read Message History taken away mid-send)
     sends the rest without it: sending the whole reply again would repeat what went out. `answer`:
@@ -640,6 +658,7 @@ async def _send_rest(
         kind = f"t{index}."
         if answer and kind in posted:
             continue
+        _go_on(stop)
         nonce = _nonce(message, kind) if answer else None
         try:
             await _send_piece(message, piece, linked, nonce)
@@ -689,6 +708,7 @@ async def send_answer(
     answered: Callable[[], None] = lambda: None,
     names: Iterable[str] = (),
     posted: set[str] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> str:
     """Answer with the player's chosen style (voice_and_text | voice | file | text); returns how it
     went out: voice | file | text. A refused voice message falls back to the file style.
@@ -696,7 +716,9 @@ async def send_answer(
     the player names the words may hold, shown as written (see `as_posted`). `posted`: the parts
     of this answer Discord took when it was sent before (their nonces' kinds), not sent again,
     and where each part Discord takes now is added: an answer Discord failed part way through is
-    sent again whole, and posts only the rest, even past the minutes Discord keeps a nonce."""
+    sent again whole, and posts only the rest, even past the minutes Discord keeps a nonce.
+    `stop`: asked before each part is posted; True (the player deleted the note) raises
+    Withdrawn, what is out left as it is."""
     posted = set() if posted is None else posted
     text = as_posted(text, names)
     words = bool(text.strip())
@@ -708,7 +730,7 @@ async def send_answer(
         or audio.duration_secs < MIN_VOICE_SECONDS
     ):
         # Nothing to hear and nothing to read would be a note marked answered with nothing sent.
-        await send_text(message, text if words else say.OOPS, answer=True, posted=posted)
+        await send_text(message, text if words else say.OOPS, answer=True, posted=posted, stop=stop)
         return "text"
     # Discord would refuse an upload over the limit (413, 40005) as a voice message and as a
     # file alike: the text goes instead, below.
@@ -731,6 +753,8 @@ async def send_answer(
         and (may_link(message) or (mode == "voice_and_text" and words))
     ):
         try:
+            if "v" not in posted:
+                _go_on(stop)
             await send_voice_message(client, message, audio, posted)
         except discord.HTTPException as exc:
             too_large = exc.status == TOO_LARGE
@@ -743,7 +767,7 @@ async def send_answer(
         else:
             answered()
             if mode == "voice_and_text" and words:
-                await send_text(message, text, answer=True, posted=posted)
+                await send_text(message, text, answer=True, posted=posted, stop=stop)
             return "voice"
     # The same audio as a file would be over the limit too, or meet the same failing upload.
     if may_attach(message) and not too_large and failed is None:
@@ -755,7 +779,9 @@ async def send_answer(
             answered()
 
         try:
-            await send_file(client, message, text if mode != "voice" else "", audio, file_posted, posted)
+            await send_file(
+                client, message, text if mode != "voice" else "", audio, file_posted, posted, stop
+            )
         except discord.HTTPException as exc:
             if file_out:
                 # The file went out with the first piece of the words: what failed is a piece
@@ -779,5 +805,5 @@ async def send_answer(
     # Without them, the player is told why: "something went wrong, try again" would have them
     # ask for an answer that goes out no better.
     unsent = say.SPOKEN_ANSWER_TOO_BIG if too_large else say.SPOKEN_ANSWER_NOT_ALLOWED
-    await send_text(message, text if words else unsent, answer=True, posted=posted)
+    await send_text(message, text if words else unsent, answer=True, posted=posted, stop=stop)
     return "text"

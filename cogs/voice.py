@@ -30,6 +30,7 @@ from bot.tools.base import ToolContext, ToolResult
 from cogs.bot import SENDING, SendClock, VoxdeskBot
 from cogs.limits import InAnyWindow, Lateness, Limits
 from cogs.replies import (
+    Withdrawn,
     discords_trouble,
     limited_for,
     may_react,
@@ -58,6 +59,9 @@ MAX_COUNTED = 10000
 # Places remembered as warned of: channels denying the bot Send Messages, guilds timing it out.
 MAX_WARNED = 1000
 MAX_LATER = 10000  # notes remembered as given a ⏳ that may not have reached Discord yet
+# Messages remembered as deleted by Discord's word (MESSAGE_DELETE, MESSAGE_DELETE_BULK): more
+# than are queued or being answered at once.
+MAX_DELETED = 10000
 MAX_TOLD_SEVERAL = 10000  # messages of several notes whose player heard only the first is answered
 # Answers made and not yet (wholly) out, kept in memory for the recheck to send: each holds its
 # audio. One forgotten for newer ones is read back from the note ledger, which keeps each given back.
@@ -243,6 +247,9 @@ class VoiceNotes(commands.Cog):
         # then would answer it and tell its player "too many" as well.
         self._counted: dict[int, None] = {}
         self._reacting: dict[int, asyncio.Task[None]] = {}  # each note's latest reaction under way
+        # Notes their players deleted, as Discord said: the question is withdrawn, and an answer
+        # posted after it would stand alone and say in the channel what the player took back.
+        self._deleted: dict[int, None] = {}
         # Notes this process gave a ⏳: the recheck may fetch one before its ⏳ reached Discord
         # (queued behind the channel's reaction limit), and the fetched note would not show it.
         self._later: dict[int, None] = {}
@@ -477,6 +484,9 @@ class VoiceNotes(commands.Cog):
         if not mine:
             log.info("note %s from %s is answered elsewhere", message.id, author.id)
             return
+        if self._withdrawn(message):
+            await self._give_up_withdrawn(message)
+            return
         if shut := self._shut(message):
             log.info("note %s from %s not answered: %s", message.id, author.id, shut)
             await self._settle(ledger.unanswerable, message)
@@ -506,6 +516,9 @@ class VoiceNotes(commands.Cog):
                 await self._heard(message, self._answer_out[message.id])
                 await self._settle(ledger.answered, message)
                 raise
+            if self._withdrawn(message):
+                await self._give_up_withdrawn(message)
+                raise
             # Shutting down and the grace period ran out, mid-turn or still queued: the note is
             # answered after the restart.
             await self._release(message)
@@ -514,6 +527,9 @@ class VoiceNotes(commands.Cog):
         finally:
             metrics.NOTES_WAITING.leave(message)
             told = self._answer_out.pop(message.id, None)
+        if reached is not Reached.YES and self._withdrawn(message):
+            await self._give_up_withdrawn(message)
+            return
         if reached is not Reached.YES and self._wait_out_timeout(message):  # timed out meanwhile
             await self._release(message)
             return
@@ -544,6 +560,45 @@ class VoiceNotes(commands.Cog):
                 message.channel.id,
             )
         await self._settle(ledger.unanswerable, message)
+
+    def _withdrawn(self, message: discord.Message) -> bool:
+        """Whether the player deleted the note (Discord said so): nothing more is posted for it."""
+        return message.id in self._deleted
+
+    async def _give_up_withdrawn(self, message: discord.Message) -> None:
+        """Settle a note its player deleted before its answer was out: given up on, so no
+        catch-up or recheck answers it later."""
+        log.info("note %s from %s not answered: its player deleted it", message.id, message.author.id)
+        metrics.note("discord", "refused", "deleted")
+        await self._settle(self.bot.core.notes.unanswerable, message)
+
+    @commands.Cog.listener()
+    async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
+        # Raw: discord.py's message cache holds no note read back by a catch-up or fetched by the
+        # recheck, nor any after a restart.
+        self._deleted_now([payload.message_id])
+
+    @commands.Cog.listener()
+    async def on_raw_bulk_message_delete(self, payload: discord.RawBulkMessageDeleteEvent) -> None:
+        # A moderator's bulk delete, or a ban that deletes the player's recent messages.
+        self._deleted_now(sorted(payload.message_ids))
+
+    def _deleted_now(self, message_ids: list[int]) -> None:
+        """Notes deleted: a turn here stops at its next step (see `_withdrawn`), and one kept for
+        later (a stop, Discord failing its answer) or left by a process that died is settled, so
+        no catch-up or recheck answers it."""
+        for message_id in message_ids:
+            remember(self._deleted, message_id, None, MAX_DELETED)
+            self._unsent.pop(message_id, None)
+        # Aside, and waited for by a stop: the ledger stays open until it is written.
+        self.bot.track(self._settle_deleted(message_ids), aside=True)
+
+    async def _settle_deleted(self, message_ids: list[int]) -> None:
+        try:
+            await self.bot.core.notes.withdrawn(message_ids)
+        except Exception as exc:
+            # The recheck's fetch of such a note finds it gone (404) and gives it up all the same.
+            log.error("could not record deleted messages %s in the ledger: %s", message_ids, exc)
 
     def _wait_out_timeout(self, message: discord.Message) -> bool:
         """Whether the bot is timed out in the note's guild: a moderator's timeout leaves it only
@@ -761,7 +816,7 @@ class VoiceNotes(commands.Cog):
             cancelled = True
             if message.id in self._answer_out:
                 ok = True  # its answer went out; only the transcript was cut
-            else:
+            elif not self._withdrawn(message):
                 await self._tell(message, say.RESTARTING)
             raise
         except Exception:
@@ -849,6 +904,8 @@ class VoiceNotes(commands.Cog):
         return Reached.YES if message.id in self._answer_out else Reached.LATER
 
     async def _tell_oops(self, message: discord.Message) -> Reached:
+        if self._withdrawn(message):
+            return Reached.YES if message.id in self._answer_out else Reached.NO
         told = await self._tell(message, say.OOPS)
         return Reached.YES if message.id in self._answer_out else told
 
@@ -859,7 +916,7 @@ class VoiceNotes(commands.Cog):
         took the note (time.monotonic())."""
         limits = self.bot.core.settings.audio
         # Came while the note waited behind its player's others: a refusal would be refused (50013).
-        if timed_out_until(message.guild):
+        if timed_out_until(message.guild) or self._withdrawn(message):
             return False, Reached.NO
         if (unsent := self._unsent.get(message.id) or await self._kept(message)) is not None:
             log.info("note %s from %s: sending the answer Discord failed", message.id, message.author.id)
@@ -889,8 +946,8 @@ class VoiceNotes(commands.Cog):
         # queue of waiting notes would otherwise cost requests growing with the square of its length.
         async with self._notes_in_hand:
             metrics.NOTES_WAITING.leave(message)  # the agent counts it again while it waits for a slot
-            if self._shut(message) or timed_out_until(message.guild):  # while it waited (see answer())
-                return False, Reached.NO
+            if self._shut(message) or timed_out_until(message.guild) or self._withdrawn(message):
+                return False, Reached.NO  # came while it waited (see answer())
             async with self._typing(message):
                 try:
                     # discord.py's session sets no timeout of its own: a stalled download would hold this
@@ -949,8 +1006,9 @@ class VoiceNotes(commands.Cog):
                         # The slot is given back before the answer is sent, which can wait long
                         # behind a busy channel's rate limit: the note must not wait in memory too.
                         del handed
-        # Came during the turn: the answer, or the refusal of the note, would be refused (50013).
-        if timed_out_until(message.guild):
+        # Came during the turn: the answer, or the refusal of the note, would be refused (50013);
+        # or the player deleted the note meanwhile.
+        if timed_out_until(message.guild) or self._withdrawn(message):
             return False, Reached.NO
         if refusal is not None:
             return False, await self._tell(message, refusal)
@@ -979,6 +1037,7 @@ class VoiceNotes(commands.Cog):
                         answered=answered,
                         names=unsent.names,
                         posted=unsent.posted,
+                        stop=lambda: self._withdrawn(message),
                     ),
                     message.channel.id,
                     late=lambda: self._posted_late(message, unsent),
@@ -986,6 +1045,18 @@ class VoiceNotes(commands.Cog):
         except SendStalled:
             given_up = message.id not in self._answer_out
             raise
+        except Withdrawn:
+            # Deleted between two parts of the answer: the rest is not posted. What is out stays
+            # (the player may have heard it before deleting the note), and answers it.
+            if unsent.posted:
+                answered()
+                log.info(
+                    "note %s from %s deleted mid-answer: its answer's other parts not posted",
+                    message.id,
+                    author.id,
+                )
+                return False, Reached.YES
+            return False, Reached.NO
         answered()  # out whichever way it went: a text or file answer calls nothing
         metrics.reply("discord", unsent.kind)
         metrics.answered_in("discord", time.monotonic() - arrived)
@@ -1142,6 +1213,8 @@ class VoiceNotes(commands.Cog):
     async def _react(self, message: discord.Message, emoji: str, remove: bool = False) -> None:
         if not may_react(message) or self._shut(message):
             return  # Discord would refuse it (403 50013, or 10003 / 50001 / 160005) for every note there
+        if self._withdrawn(message):
+            return  # refused (404 10008): the note is gone
         if not remove and _archived(message):
             return  # refused (50083) until a message unarchives the thread: a note a catch-up found
         # Shielded: a stop cancels the reactions under way, and a request cancelled while

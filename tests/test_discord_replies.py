@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from bot import audio
-from bot.engines.base import EngineReply, TurnState
-from tests.discord_harness import nova, running_bot, voice_note
+from bot.engines.base import EngineError, EngineReply, TurnState
+from tests.discord_harness import blaze, nova, running_bot, settle, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
     ATTACH_FILES,
@@ -27,6 +27,7 @@ from tests.fakes.discord_server import (
     serving,
 )
 from tests.frontend_engine import FrontendEngine
+from tests.test_discord_restarts import rechecks
 
 WARNING_SIGN = "\N{WARNING SIGN}"
 
@@ -68,51 +69,113 @@ def warnings_logged(caplog: pytest.LogCaptureFixture, but: str = "") -> list[str
     return [line for line in logged if not but or but not in line]
 
 
-@pytest.mark.parametrize("where", ["dm voice message", "guild file fallback"])
-async def test_a_note_deleted_mid_answer_still_gets_its_whole_answer(
-    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, where: str
+@pytest.mark.parametrize("how", ["dm", "guild", "guild bulk delete"])
+async def test_a_note_deleted_mid_turn_gets_no_answer_and_is_settled(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, how: str
 ):
+    # The player (or a moderator, all at once) deletes the note while its turn runs: the question
+    # is withdrawn. An answer posted now would stand alone and say, in public in a channel, what
+    # the player took back; nothing is posted, and the ledger settles it so no recheck answers it.
     caplog.set_level(logging.INFO)
-    guild = where.startswith("guild")
-    if guild:
-        fake.refuse_voice_in.add(ALLOWED_CHANNEL)
+    guild = how.startswith("guild")
     engine = FrontendEngine()
     engine.hold = asyncio.Event()  # the answer waits until the note is gone, however slow the machine
-    async with running_bot(settings, fake, engine=engine):
+    async with running_bot(settings, fake, engine=engine, recheck_seconds=0.2) as h:
         note = await fake.send_note(nova, voice_note(), guild=guild)
         # Downloaded, and the 🎧 on (it goes out beside the turn): the turn is running.
         await fake.wait_for(lambda _: fake.sent("cdn") and fake.sent("reaction_add"))
-        await fake.delete_message(int(note["channel_id"]), note["id"])
-        engine.hold.set()
-        if guild:
-            (file,) = await replies(fake, note, 1)
-            assert stood_alone(file) and file.content.startswith("Nova, you have") and file.files
+        channel = int(note["channel_id"])
+        if how == "guild bulk delete":
+            chatter = await fake.send_message(blaze, channel_id=channel, guild=True, content="spam")
+            await fake.delete_messages(channel, [note["id"], chatter["id"]])
         else:
-            voice, transcript = await replies(fake, note, 2)
-            assert voice.is_voice_message and stood_alone(voice)
-            assert stood_alone(transcript) and transcript.content.startswith("Nova, you have")
-        tried = await reactions_settled(fake, note, 2)  # 🎧 on, then off: refused, the note is gone
-        assert [(r.kind, r.error) for r in tried] == [("reaction_add", None), ("reaction_remove", 10008)]
+            await fake.delete_message(channel, note["id"])
+        await fake.read_by_the_bot()
+        engine.hold.set()
+        assert await settled(settings, note) == "expired"
+        await rechecks(h.bot, 2)  # nothing left over for the recheck to fetch and answer
+        await settle(fake)
+    assert fake.replies_to(note["id"]) == []
+    assert [r.kind for r in fake.received if r.kind.startswith("reaction")] == ["reaction_add"]
+    assert not fake.sent("get_message")
+    assert warnings_logged(caplog) == []
+    assert fake.refused == []
+    assert f"note {note['id']} from {nova.id} not answered: its player deleted it" in caplog.text
+
+
+@pytest.mark.parametrize("where", ["dm", "guild"])
+async def test_a_note_deleted_between_its_voice_message_and_transcript_gets_no_transcript(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, where: str
+):
+    # The voice message is out when the deletion comes: the player may have heard it, so it stays
+    # and answers the note; the transcript, which would repeat it in writing, is not posted.
+    caplog.set_level(logging.INFO)
+    gone: list[dict[str, Any]] = []
+
+    async def delete_after_the_voice_message(record: Received) -> None:
+        if record.is_voice_message:
+            fake.after_post = None
+            await fake.delete_message(record.channel_id, gone[0]["id"])
+            await fake.read_by_the_bot()
+
+    fake.after_post = delete_after_the_voice_message
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        gone.append(await fake.send_note(nova, voice_note(), guild=where == "guild"))
+        assert await settled(settings, gone[0]) == "answered"
+        await rechecks(h.bot, 2)
+        await settle(fake)
+    assert [r.is_voice_message for r in fake.replies_to(gone[0]["id"])] == [True]
+    assert len(h.engine.turns) == 1
     assert warnings_logged(caplog) == []
     assert fake.refused == []
 
 
-async def test_an_apology_for_a_deleted_note_goes_out_and_the_lost_reaction_is_no_failure(
+async def test_a_note_kept_for_later_and_then_deleted_is_settled_unanswered(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
 ):
+    # Discord fails the answer (503 past discord.py's retries): the note waits for the recheck.
+    # The player deletes it meanwhile: the ledger settles it at once, and the recheck neither
+    # fetches it nor posts the answer kept for it.
     caplog.set_level(logging.INFO)
-    async with running_bot(settings, fake) as h:
-        h.engine.down = True
-        note = await fake.send_note(nova, voice_note())
-        await fake.delete_message(int(note["channel_id"]), note["id"])  # before the bot answers
-        apology = await fake.wait_for(
-            lambda _: [r for r in fake.replies_to(note["id"]) if "voice service is down" in r.content]
-        )
-        assert all(stood_alone(r) for r in fake.replies_to(note["id"]))
-        assert apology
-        tried = await reactions_settled(fake, note, 3)  # 🎧 on and off, then ⚠: all on a gone note
-        assert [r.body["emoji"] for r in tried][-1] == WARNING_SIGN
-        assert {r.error for r in tried} == {10008}
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        fake.posts_unavailable = 10
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "pending"
+        fake.posts_unavailable = 0
+        await fake.delete_message(ALLOWED_CHANNEL, note["id"])
+        assert await settled(settings, note, but="pending") == "expired"
+        catch_up = h.bot.get_cog("CatchUp")
+        assert await catch_up.answer_leftovers() == 0
+        await settle(fake)
+    assert [r for r in fake.replies_to(note["id"]) if r.error is None] == []
+    assert not fake.sent("get_message")
+
+
+class DownOnceHeld(FrontendEngine):
+    """A model service that fails the turn once the test lets it go on."""
+
+    async def complete(self, turn: TurnState) -> EngineReply:
+        await super().complete(turn)
+        raise EngineError("model service unreachable")
+
+
+async def test_no_apology_goes_out_for_a_note_deleted_before_its_turn_failed(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # "The voice service is down, try again" answers a question the player took back: not posted.
+    caplog.set_level(logging.INFO)
+    engine = DownOnceHeld()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine):
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await engine.until_asked(1)
+        await fake.delete_message(ALLOWED_CHANNEL, note["id"])
+        await fake.read_by_the_bot()
+        engine.hold.set()
+        assert await settled(settings, note) == "expired"
+        await settle(fake)
+    assert fake.replies_to(note["id"]) == []
+    assert fake.refused == []
     assert warnings_logged(caplog, but="model service unreachable") == []
 
 
@@ -256,11 +319,12 @@ def note_state(settings, note: dict[str, Any]) -> str | None:
     return row[0] if row else None
 
 
-async def settled(settings, note: dict[str, Any]) -> str:
-    """The note's state once the bot has settled it (the ledger is a file: it is polled)."""
+async def settled(settings, note: dict[str, Any], but: str = "started") -> str:
+    """The note's state once the bot has settled it (the ledger is a file: it is polled); once it
+    is other than `but`, if given."""
     for _ in range(400):
         state = note_state(settings, note)
-        if state not in (None, "started"):
+        if state not in (None, "started", but):
             return state
         await asyncio.sleep(0.05)
     raise TimeoutError(f"note {note['id']} is still {state}")

@@ -9,15 +9,17 @@ ones the bot joined, the guild's active threads, typing, reactions, interaction 
 follow-up webhooks and the original response, application command sync, and a CDN path serving
 attachment bytes.
 Gateway: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats and ACKs, RESUME, zlib-stream
-compression, and dispatches of MESSAGE_CREATE / MESSAGE_DELETE / INTERACTION_CREATE that tests
-inject. What a test injects while no bot is connected is kept in the history only, as Discord
-keeps what players post while a bot is down, and replayed to a session that RESUMEs, as Discord
-replays the events a dropped connection missed; each session's close code is kept in `close_codes`.
+compression, and dispatches of MESSAGE_CREATE / MESSAGE_DELETE / MESSAGE_DELETE_BULK /
+INTERACTION_CREATE that tests inject. What a test injects while no bot is connected is kept in
+the history only, as Discord keeps what players post while a bot is down, and replayed to a
+session that RESUMEs, as Discord replays the events a dropped connection missed; each session's
+close code is kept in `close_codes`.
 
 Every message players and the bot create is kept per channel, so a bot can read back what it
-missed, and a player can delete one (`delete_message`): a reply to it is then refused with
-REPLIES_UNKNOWN_MESSAGE unless it says `fail_if_not_exists: false`, as on Discord. A channel or
-thread an admin deletes (`delete_channel`, `delete_thread`) answers 404 10003 to every request.
+missed, and a player can delete one (`delete_message`), a moderator several at once
+(`delete_messages`): a reply to one is then refused with REPLIES_UNKNOWN_MESSAGE unless it says
+`fail_if_not_exists: false`, as on Discord. A channel or thread an admin deletes
+(`delete_channel`, `delete_thread`) answers 404 10003 to every request.
 
 The bot has the permissions docs/discord.md's invite grants (`bot_permissions`), less what a
 channel's overwrites deny (`deny`). A private thread shows only to its members and to a bot with
@@ -1126,6 +1128,21 @@ class FakeDiscord(Strict):
         if self.in_guild(channel_id):
             event["guild_id"] = str(GUILD_ID)
         await self.dispatch("MESSAGE_DELETE", event)
+
+    async def delete_messages(self, channel_id: int, message_ids: list[int | str]) -> None:
+        """A moderator deletes several messages of a guild channel at once (Bulk Delete Messages,
+        or a ban that deletes the player's recent messages): gone from the history, one
+        MESSAGE_DELETE_BULK (`ids`, `channel_id`, `guild_id`) to a connected bot. Discord bulk
+        deletes in guild channels only."""
+        channel_id, ids = int(channel_id), [int(m) for m in message_ids]
+        if not self.in_guild(channel_id):
+            raise ValueError(f"channel {channel_id} is no guild channel: Discord bulk deletes there only")
+        stored = self.messages.get(channel_id, {})
+        for message_id in ids:
+            if stored.pop(message_id, None) is None:
+                raise KeyError(f"no message {message_id} in channel {channel_id} to delete")
+        event = {"ids": [str(m) for m in ids], "channel_id": str(channel_id), "guild_id": str(GUILD_ID)}
+        await self.dispatch("MESSAGE_DELETE_BULK", event)
 
     def _store(self, message: dict[str, Any]) -> None:
         self.messages.setdefault(int(message["channel_id"]), {})[int(message["id"])] = message
