@@ -15,8 +15,10 @@ A gateway outage that ends in a fresh session (Discord refused to resume the old
 events of the gap: on that READY each place is read again from when the gateway went quiet, and
 every note there that the ledger does not know is answered.
 
-A private thread under a watched channel that a player adds the bot to is read the same way
-when the bot is added: without Manage Threads, Discord delivered none of its notes before.
+A private thread the bot may see only as a member (no Manage Threads) is read from when the
+bot joined it: the notes sent there before went to its members alone, not to the bot, and are
+not answered (but one that @mentions the bot or replies to it), whichever read finds them: a
+start's, a gateway outage's, or the read of the thread when a player adds the bot.
 
 While it runs, the bot also looks every `discord.recheck_seconds` for notes another process left
 unanswered on the same storage: in a deploy that overlaps the old process, a note the old one
@@ -137,10 +139,11 @@ class CatchUp(commands.Cog):
     @commands.Cog.listener()
     async def on_thread_join(self, thread: discord.Thread) -> None:
         """A player added the bot to a private thread under a watched channel. Discord shows such
-        a thread only to its members and to who may manage threads, so the notes sent there
-        before went to nobody: they are answered now, as far back as the catch-up window. The
-        bot's own first reply in a thread it saw already adds it too (discord.py tells of that
-        join the same way): nothing to read then."""
+        a thread only to its members and to who may manage threads: the notes sent there before
+        were its members' among themselves, and are left. The thread is read for a note that
+        addresses the bot (the mention that added it) or was sent as it was added, whose
+        MESSAGE_CREATE may not have reached it. The bot's own first reply in a thread it saw
+        already adds it too (discord.py tells of that join the same way): nothing to read then."""
         if thread.type is not discord.ChannelType.private_thread:
             return
         if thread.parent_id not in self.bot.discord_settings.channels or thread.id in self._joined:
@@ -150,7 +153,10 @@ class CatchUp(commands.Cog):
             return
         # Discord tells of one join twice (THREAD_CREATE, then THREAD_MEMBERS_UPDATE).
         remember(self._joined, thread.id, None, MAX_JOINED)
-        self.bot.track(self._read_joined(thread), aside=True)  # the notes it finds count, not the read
+        # THREAD_CREATE carries no thread member for the bot: it was added as the event came.
+        joined = thread.me.joined_at if thread.me is not None else discord.utils.utcnow()
+        # The notes it finds count, not the read.
+        self.bot.track(self._read_joined(thread, joined), aside=True)
 
     @commands.Cog.listener()
     async def on_thread_remove(self, thread: discord.Thread) -> None:
@@ -161,7 +167,7 @@ class CatchUp(commands.Cog):
         """When the oldest note still answered was sent: `discord.catch_up_minutes` ago."""
         return discord.utils.utcnow() - datetime.timedelta(minutes=self.bot.discord_settings.catch_up_minutes)
 
-    async def _read_joined(self, thread: discord.Thread) -> None:
+    async def _read_joined(self, thread: discord.Thread, joined: datetime.datetime) -> None:
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
         if voice is None or not may_read_history(thread):
             return
@@ -174,7 +180,7 @@ class CatchUp(commands.Cog):
         voiceless: dict[int, discord.Message] = {}
         try:
             async for message in thread.history(limit=None, after=cutoff, oldest_first=True):
-                self._sort(voice, message, found, replied, voiceless)
+                self._sort(voice, message, found, replied, voiceless, joined)
         except (discord.HTTPException, discord.RateLimited, aiohttp.ClientError, TimeoutError) as exc:
             broken = isinstance(exc, aiohttp.ClientError | TimeoutError)
             if not broken and not discords_trouble(exc):
@@ -198,7 +204,7 @@ class CatchUp(commands.Cog):
             self._say_unread(level=logging.DEBUG)
             return
         if answering := await self._answer_unseen(voice, found, replied):
-            log.info("added to thread %s: answering %d note(s) sent there before", thread.id, answering)
+            log.info("added to thread %s: answering %d note(s) for me found there", thread.id, answering)
         await self._say_voiceless(voice, voiceless)
 
     @commands.Cog.listener()
@@ -569,6 +575,11 @@ class CatchUp(commands.Cog):
                 place_id,
             )
             return
+        try:
+            joined = await self._bot_joined(channel)
+        except (discord.HTTPException, discord.RateLimited) as exc:
+            self._not_read(place_id, "look up the bot's membership of", exc, reading.unread)
+            return
         last = None
         if reading.since is None:
             last = await ledger.last_handled(place_id, answered_before=self._start_as_stamped_now())
@@ -581,7 +592,16 @@ class CatchUp(commands.Cog):
             start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
         elif last is not None:
             gap, window_read = await self._read_from_last(
-                voice, place_id, channel, last, cutoff, found, replied, reading.unread, reading.voiceless
+                voice,
+                place_id,
+                channel,
+                last,
+                cutoff,
+                found,
+                replied,
+                reading.unread,
+                reading.voiceless,
+                joined,
             )
             reading.too_old |= gap
             if window_read:
@@ -593,7 +613,7 @@ class CatchUp(commands.Cog):
                 if last is not None and message.id <= last and message.id not in left_here:
                     self._sort(voice, message, {}, replied)
                 else:
-                    self._sort(voice, message, found, replied, reading.voiceless)
+                    self._sort(voice, message, found, replied, reading.voiceless, joined)
         except (discord.HTTPException, discord.RateLimited) as exc:
             self._not_read(place_id, "read", exc, reading.unread)
 
@@ -722,9 +742,11 @@ class CatchUp(commands.Cog):
         found: dict[int, tuple[discord.Message, discord.Attachment]],
         replied: set[int],
         voiceless: dict[int, discord.Message] | None = None,
+        joined: datetime.datetime | None = None,
     ) -> None:
         """`message` into `found` if it is a note to answer, or into `voiceless` if it is a voice
-        message with no note to hear; a reply of the bot's into `replied`."""
+        message with no note to hear; a reply of the bot's into `replied`. `joined`: when the bot
+        joined the private thread `message` is in (see `_bot_joined`)."""
         me = self.bot.user
         if me is not None and message.author.id == me.id:
             if message.reference and message.reference.message_id and not _told_before_the_answer(message):
@@ -732,6 +754,10 @@ class CatchUp(commands.Cog):
             return
         if message.author.bot:
             return
+        # A message's id tells its time to the millisecond, a join's timestamp to the microsecond.
+        joined = joined and joined.replace(microsecond=joined.microsecond // 1000 * 1000)
+        if joined is not None and message.created_at < joined and not voice.addressed_to_me(message):
+            return  # its thread's members' among themselves, before the bot was one of them
         notes = voice.voice_notes(message)
         if notes and voice.addressed_here(message):
             found[message.id] = (message, notes[0])
@@ -760,6 +786,7 @@ class CatchUp(commands.Cog):
         replied: set[int],
         unread: set[int],
         voiceless: dict[int, discord.Message],
+        joined: datetime.datetime | None = None,
     ) -> tuple[set[int], bool]:
         """One read from the last note handled, in a place quiet since before the window: the
         notes before the window's edge are only counted (up to COUNT_AT_MOST), those after it are
@@ -773,15 +800,36 @@ class CatchUp(commands.Cog):
                 limit=None, after=discord.Object(id=last), oldest_first=True
             ):
                 if message.created_at >= cutoff:
-                    self._sort(voice, message, found, replied, voiceless)
+                    self._sort(voice, message, found, replied, voiceless, joined)
                     continue
                 counted += 1
                 if counted > COUNT_AT_MOST:  # a busy channel: the window is read from its edge
                     return set(gap) - replied, False
-                self._sort(voice, message, gap, replied)
+                self._sort(voice, message, gap, replied, joined=joined)
         except (discord.HTTPException, discord.RateLimited) as exc:
             self._not_read(place_id, "read", exc, unread)
         return set(gap) - replied, True
+
+    async def _bot_joined(self, channel: discord.abc.Messageable) -> datetime.datetime | None:
+        """When the bot joined `channel`, a private thread it may see only as a member (it may not
+        manage threads there): Discord showed it none of the notes sent there before, which were
+        not for it. None for any other place. The thread member comes with a thread Discord
+        lists as active (GUILD_CREATE) or serves by id; an archived thread's listing carries
+        none that discord.py keeps, so it is asked for (one request). Raises Discord's errors,
+        but that the bot is no member (10007): then nothing sent there so far was for it."""
+        if not isinstance(channel, discord.Thread) or channel.type is not discord.ChannelType.private_thread:
+            return None
+        me = channel.guild.me
+        if me is not None and channel.parent is not None and channel.permissions_for(me).manage_threads:
+            return None
+        if channel.me is not None:
+            return channel.me.joined_at
+        assert self.bot.user is not None  # logged in before any catch-up
+        try:
+            member = await channel.fetch_member(self.bot.user.id)
+        except discord.NotFound:
+            return discord.utils.utcnow()
+        return member.joined_at
 
     def _threads_of(self, channels: set[int]) -> set[int]:
         """The active threads under the watched channels, a forum's posts among them. A channel's

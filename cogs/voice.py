@@ -285,6 +285,11 @@ class VoiceNotes(commands.Cog):
         parent = getattr(channel, "parent_id", None)
         if channel.id in self.settings.channels or (parent is not None and parent in self.settings.channels):
             return True
+        return self.addressed_to_me(message)
+
+    def addressed_to_me(self, message: discord.Message) -> bool:
+        """A note that @mentions the bot or replies to one of its messages (where
+        `answer_mentions` is on): for the bot wherever it is sent."""
         if self._mentioned(message):
             return True
         if not self.settings.answer_mentions or self.bot.user is None:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.sentences import DOWNLOAD_FAILED, ONE_AT_A_TIME, TOO_MANY_UNSEEN
+from bot.sentences import DOWNLOAD_FAILED, ONE_AT_A_TIME
 from tests.discord_harness import (
     blaze,
     caught_up,
@@ -74,61 +74,96 @@ async def test_a_note_in_a_thread_of_a_watched_channel_is_answered_in_the_thread
         assert transcript.channel_id == thread and transcript.content.startswith("Nova, you have")
 
 
-async def test_a_note_sent_before_a_player_adds_the_bot_to_their_private_thread_is_answered(settings, fake):
+async def asking_the_bot(fake: FakeDiscord, thread: int, dispatch: bool = True) -> dict:
+    """Nova's note that @mentions the bot in `thread`, which adds it there: an audio file, since a
+    voice message carries no text. `dispatch` False: its MESSAGE_CREATE never reaches the bot."""
+    return await fake.send_note(
+        nova,
+        voice_note(),
+        channel_id=thread,
+        voice=False,
+        filename="question.ogg",
+        content="are you there?",
+        mention_bot=True,
+        dispatch=dispatch,
+    )
+
+
+async def test_notes_sent_before_a_player_adds_the_bot_to_their_private_thread_are_left(settings, fake):
     # Discord shows a private thread only to its members and to who may manage threads (the
-    # invite does not ask for Manage Threads): a note sent before the bot is in it never reaches
-    # it. Mentioning the bot adds it (THREAD_CREATE); the note waiting there is answered then,
-    # not at the next restart only.
+    # invite does not ask for Manage Threads): the notes sent before the bot is in it were the
+    # members' among themselves, not questions for the bot. Adding it asks it in from then on:
+    # the note that mentions it is answered, and every note after, not the ones before.
     async with running_bot(settings, fake):
         # The start's catch-up has chosen the places it reads: this thread is not among them.
         await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL))
         thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
-        waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
-        await fake.send_message(
-            nova, channel_id=thread, guild=True, content="are you there?", mention_bot=True
-        )
-        voice, transcript = await answered(fake, waiting)
+        among_them = await fake.send_note(blaze, voice_note(), channel_id=thread, ago=5)
+        asking = await asking_the_bot(fake, thread)
+        voice, transcript = await answered(fake, asking)
         assert voice.channel_id == transcript.channel_id == thread
         later = await fake.send_note(nova, voice_note(), channel_id=thread)
         await answered(fake, later)
-    assert len(voice_replies(fake, waiting)) == len(voice_replies(fake, later)) == 1
+        await fake.wait_for(lambda _: fake.sent("history", thread))  # the read on joining
+        await settle(fake)
+    assert len(voice_replies(fake, asking)) == len(voice_replies(fake, later)) == 1
+    assert fake.replies_to(among_them["id"]) == []
 
 
-async def test_a_note_sent_while_the_bot_was_out_of_a_private_thread_is_answered_when_re_added(
-    settings, fake
-):
-    # Removed from a private thread, the bot hears nothing of it; a player adding it back expects
-    # the note sent meanwhile answered, as at the first time it was added.
+async def test_a_note_its_mention_added_the_bot_with_is_answered_though_its_event_was_lost(settings, fake):
+    # The mention that adds the bot to a private thread may come before the bot is a member, and
+    # its MESSAGE_CREATE not to it: the read of the thread on joining finds it.
     async with running_bot(settings, fake):
         await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL))
         thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        asking = await asking_the_bot(fake, thread, dispatch=False)
+        voice, _ = await answered(fake, asking)
+        await settle(fake)
+    assert voice.channel_id == thread and len(voice_replies(fake, asking)) == 1
+
+
+@pytest.mark.parametrize("archived", [False, True], ids=["active", "archived"])
+async def test_a_start_answers_a_private_thread_s_notes_sent_once_the_bot_was_added_not_before(
+    settings, fake, archived
+):
+    # While the bot was down, players talked in a private thread among themselves, then one added
+    # the bot and asked it something. The start's catch-up reads the thread (active: the guild's
+    # threads with the bot's membership; archived: the joined listing, which carries none that
+    # discord.py keeps, so the membership is asked for) from when the bot was added.
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, tell_the_bot=False, ago=600)
+    among_them = await fake.send_note(blaze, voice_note(), channel_id=thread, ago=300)
+    await fake.add_to_thread(thread)  # no bot connected: no event goes out
+    asked = await fake.send_note(nova, voice_note(), channel_id=thread)
+    if archived:
+        await fake.archive_thread(thread)
+    async with running_bot(settings, fake) as h:
+        voice, _ = await answered(fake, asked)
+        await caught_up(h.bot)
+        await settle(fake)
+    assert voice.channel_id == thread and len(voice_replies(fake, asked)) == 1
+    assert fake.replies_to(among_them["id"]) == []
+    assert bool(fake.sent("get_thread_member", thread)) is archived
+
+
+async def test_a_note_sent_while_the_bot_was_out_of_a_private_thread_is_left_when_it_is_re_added(
+    settings, fake
+):
+    # Removed from a private thread, the bot hears nothing of it: what its members said meanwhile
+    # was not for it. Added back, it answers the notes from then on.
+    async with running_bot(settings, fake):
+        await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL))
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True, joined=True)
         first = await fake.send_note(nova, voice_note(), channel_id=thread)
-        await fake.add_to_thread(thread)
         await answered(fake, first)
         await fake.remove_from_thread(thread)
-        meanwhile = await fake.send_note(nova, voice_note(), channel_id=thread)
+        meanwhile = await fake.send_note(nova, voice_note(), channel_id=thread, ago=1)
         await fake.add_to_thread(thread)
-        await answered(fake, meanwhile)
-    assert len(voice_replies(fake, first)) == len(voice_replies(fake, meanwhile)) == 1
-
-
-async def test_a_flood_read_back_far_behind_the_players_newest_live_note_is_held_to_the_limit(settings, fake):
-    # The live limit keeps uses catch_up_minutes + flood_seconds back from the newest: a live note
-    # stamped later than the read began (a long catch-up, a host clock behind Discord's) puts
-    # the oldest notes read back beyond that, and each one counted would drop at once.
-    async with running_bot(settings, fake, flood_notes=2, flood_seconds=60.0) as h:
-        await caught_up(h.bot)
-        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
-        flood = [await fake.send_note(nova, voice_note(), channel_id=thread, ago=1790 - i) for i in range(4)]
-        live = await fake.send_note(nova, voice_note(), guild=True, ago=-120)
-        await answered(fake, live)
-        await fake.add_to_thread(thread)
-        states = [await settled(settings, note) for note in flood]
+        await fake.wait_for(lambda _: len(fake.sent("history", thread)) >= 1)  # the read on joining
+        after = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await answered(fake, after)
         await settle(fake)
-    assert [len(voice_replies(fake, note)) for note in flood] == [1, 1, 0, 0], states
-    # Told once (a hint a minute): the bot was not away, the notes were in a thread it could not see.
-    told = [r.content for note in flood[2:] for r in fake.replies_to(note["id"])]
-    assert told == [TOO_MANY_UNSEEN.format(count=2)] and "away" not in told[0]
+    assert len(voice_replies(fake, first)) == len(voice_replies(fake, after)) == 1
+    assert fake.replies_to(meanwhile["id"]) == []
 
 
 async def test_a_private_thread_the_bot_was_added_back_to_while_the_gateway_was_away_answers(settings, fake):
@@ -179,17 +214,17 @@ async def test_a_note_in_a_public_thread_the_bot_was_removed_from_is_answered(se
 async def test_a_private_thread_discord_fails_to_read_on_joining_is_read_at_the_recheck(
     settings, fake, caplog, trouble
 ):
-    # Discord fails the read of the thread the bot was just added to: its waiting note is owed as
+    # Discord fails the read of the thread the bot was just added to: the note that added it (its
+    # event lost) is owed as
     # a failed place of a catch-up, read again at the recheck, with no traceback.
     async with running_bot(settings, fake, recheck_seconds=0.2):
         await settle(fake)  # the start's catch-up is done: it does not read this thread
         thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
-        waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
         if trouble == "503":
             fake.history_unavailable_in.add(thread)
         else:
             fake.history_rate_limited, fake.retry_after = 1, 3600.0
-        await fake.add_to_thread(thread)
+        waiting = await asking_the_bot(fake, thread, dispatch=False)
         await fake.wait_for(lambda rs: [r for r in rs if r.kind == "history" and r.channel_id == thread])
         fake.history_unavailable_in.clear()
         voice, _ = await answered(fake, waiting, within=15)
@@ -206,27 +241,23 @@ async def test_a_private_thread_discord_fails_to_read_on_joining_is_read_at_the_
 async def test_a_note_both_read_back_on_joining_and_heard_live_is_weighed_against_the_flood_once(
     settings, fake
 ):
-    # A note sent as the player adds the bot to their private thread is in the history the bot
-    # reads on joining, and its MESSAGE_CREATE comes too; the live event's claim lands in the
-    # ledger just after the read-back looked there. Over the flood limit, the note is answered or
-    # its player is told they sent too many, not both; and of the two, one is answered.
-
-    def told(note: dict) -> int:
-        return len([r for r in fake.replies_to(note["id"]) if TOLD_TOO_MANY in r.content])
-
+    # The note whose mention adds the bot to a private thread is in the history the bot reads on
+    # joining, and its MESSAGE_CREATE comes too; the live event's claim lands in the ledger just
+    # after the read-back looked there. At one note allowed, weighed twice it would be answered
+    # and its player told they sent too many as well.
     async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0) as h:
         await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL))
         thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
-        waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
-        as_added = await fake.send_note(nova, voice_note(), channel_id=thread, dispatch=False)
+        fake.history_held[thread] = held = asyncio.Event()
+        as_added = await asking_the_bot(fake, thread, dispatch=False)
         claim_lands_just_after_a_read_looked(h.bot.core.notes, int(as_added["id"]))
-        await fake.add_to_thread(thread)
+        held.set()
         await fake.dispatch("MESSAGE_CREATE", as_added)
-        await fake.wait_for(lambda _: len(voice_replies(fake, waiting)) + told(waiting) or None)
-        await settled(settings, as_added)
+        assert await settled(settings, as_added) == "answered"
         await settle(fake)
-    assert [len(voice_replies(fake, n)) + told(n) for n in (waiting, as_added)] == [1, 1]
-    assert len(voice_replies(fake, waiting)) + len(voice_replies(fake, as_added)) == 1
+    assert fake.sent("history", thread)
+    assert len(voice_replies(fake, as_added)) == 1
+    assert not [r for r in fake.replies_to(as_added["id"]) if TOLD_TOO_MANY in r.content]
 
 
 async def test_with_manage_threads_a_note_in_any_private_thread_is_answered(settings, fake):
@@ -411,11 +442,11 @@ async def test_without_manage_threads_the_private_archived_threads_the_bot_joine
     # invited or mentioned it in. The one it was never added to is not its to answer.
     caplog.set_level(logging.INFO)
     await fake.deny(ALLOWED_CHANNEL, MANAGE_THREADS, tell_the_bot=False)
-    public = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
+    public = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False, ago=120)
     joined = await fake.add_thread(
-        ALLOWED_CHANNEL, "my account", private=True, joined=True, tell_the_bot=False
+        ALLOWED_CHANNEL, "my account", private=True, joined=True, tell_the_bot=False, ago=120
     )
-    staff = await fake.add_thread(ALLOWED_CHANNEL, "staff only", private=True, tell_the_bot=False)
+    staff = await fake.add_thread(ALLOWED_CHANNEL, "staff only", private=True, tell_the_bot=False, ago=120)
     in_public = await fake.send_note(nova, voice_note(), channel_id=public, ago=60)
     in_joined = await fake.send_note(blaze, voice_note(), channel_id=joined, ago=50)
     in_staff = await fake.send_note(quill, voice_note(), channel_id=staff, ago=40)
@@ -442,7 +473,7 @@ async def test_the_joined_private_threads_are_listed_to_the_end_past_the_window_
     # others, all archived before the 30-minute window, was archived inside it, on the last page.
     await fake.deny(ALLOWED_CHANNEL, MANAGE_THREADS, tell_the_bot=False)
     long_running = await fake.add_thread(
-        ALLOWED_CHANNEL, "since May", private=True, joined=True, tell_the_bot=False
+        ALLOWED_CHANNEL, "since May", private=True, joined=True, tell_the_bot=False, ago=180
     )
     note = await fake.send_note(nova, voice_note(), channel_id=long_running, ago=120)
     await fake.archive_thread(long_running, ago=60)
@@ -987,9 +1018,8 @@ async def test_a_private_thread_discord_failed_to_read_on_joining_says_its_end_o
     async with running_bot(settings, fake, recheck_seconds=0.2):
         await settle(fake)
         thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
-        waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
         fake.history_unavailable_in.add(thread)
-        await fake.add_to_thread(thread)
+        waiting = await asking_the_bot(fake, thread, dispatch=False)
         await fake.wait_for(lambda rs: [r for r in rs if r.kind == "history" and r.channel_id == thread])
         fake.history_unavailable_in.clear()
         await answered(fake, waiting, within=15)
@@ -1004,7 +1034,8 @@ async def test_a_private_thread_whose_read_on_joining_loses_the_connection_is_re
     settings, fake, caplog, monkeypatch
 ):
     # The connection to Discord breaks under the read of the thread the bot was just added to (a
-    # reset, not an answer of Discord's): its waiting note was lost, the read's traceback logged,
+    # reset, not an answer of Discord's): the note that added it (its event lost) was lost, the
+    # read's traceback logged,
     # and the thread, remembered as read, was never read again.
     import aiohttp
     import discord
@@ -1022,9 +1053,8 @@ async def test_a_private_thread_whose_read_on_joining_loses_the_connection_is_re
     async with running_bot(settings, fake, recheck_seconds=0.2):
         await settle(fake)
         thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
-        waiting = await fake.send_note(nova, voice_note(), channel_id=thread)
         broken.add(thread)
-        await fake.add_to_thread(thread)
+        waiting = await asking_the_bot(fake, thread, dispatch=False)
         voice, _ = await answered(fake, waiting, within=15)
         await settle(fake)
     # The read on joining is the one that broke: the answer is the recheck's.

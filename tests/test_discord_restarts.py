@@ -28,7 +28,6 @@ from bot.sentences import (
     RESTARTING,
     TOO_FAST,
     TOO_MANY_UNSEEN,
-    TOO_MANY_UNSEEN_NONE,
 )
 from tests.conftest import NOVA
 from tests.discord_harness import (
@@ -2946,20 +2945,3 @@ async def test_a_recheck_is_under_way_from_its_runs_start_to_its_end() -> None:
     await eventually(lambda: recheck.current_loop >= 1)
     assert runs == [True] and not recheck.under_way
     await recheck.stop()
-
-
-async def test_notes_a_catch_up_answered_count_for_a_thread_read_back_beside_them(settings, fake) -> None:
-    # The notes a catch-up answers count in the live limit however long ago they were sent: the
-    # notes of a private thread the bot is added to later, sent in the same second as those, are
-    # weighed with them, or four notes are answered where the limit is two a minute.
-    thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
-    down = [await fake.send_note(nova, voice_note(), guild=True, ago=ago) for ago in (300, 299.8)]
-    hidden = [await fake.send_note(nova, voice_note(), channel_id=thread, ago=ago) for ago in (299.6, 299.4)]
-    async with running_bot(settings, fake, flood_notes=2, flood_seconds=60.0) as h:
-        await all_answered(fake, down)
-        await caught_up(h.bot)
-        await fake.add_to_thread(thread)
-        told = await fake.wait_for(lambda _: [r for n in hidden for r in fake.replies_to(n["id"])])
-        await settle(fake)
-    assert [answers(fake, n) for n in [*down, *hidden]] == [1, 1, 0, 0]
-    assert [t.content for t in told] == [TOO_MANY_UNSEEN_NONE]

@@ -864,12 +864,13 @@ class FakeDiscord(Strict):
         if channel_id in self.threads:
             # Posting in a thread joins it, as the bot's own message does (see add_to_thread()).
             self.threads[channel_id]["members"].setdefault(author.id, now_iso())
+        self._store(message)
         if mention_bot and channel_id in self.threads:
             # "If you mention someone from within a thread, they will be added to the thread
             # automatically"; a private thread "will only appear for someone if they're added
             # manually, or are @mentioned within the thread itself" (Discord's threads launch post).
+            # Added by the message, which is in the thread's history by then.
             await self.add_to_thread(channel_id)
-        self._store(message)
         if dispatch:
             self.dispatched_at[message["id"]] = time.perf_counter()
             await self.dispatch("MESSAGE_CREATE", message)
@@ -1016,13 +1017,15 @@ class FakeDiscord(Strict):
         archived: bool = False,
         joined: bool = False,
         tell_the_bot: bool = True,
+        ago: float = 0.0,
     ) -> int:
         """A thread a player starts under a guild channel (a post, under a forum channel): the
         bot hears of it by THREAD_CREATE unless `tell_the_bot` is False (made while it was down;
         an active one is in the next GUILD_CREATE's `threads`), or the thread is private and the
         bot neither joined nor may manage threads. `joined`: the player invited the bot as they
-        made it (`add_to_thread`, or a message mentioning it, adds it later). Returns its id."""
-        thread_id = snowflake()
+        made it (`add_to_thread`, or a message mentioning it, adds it later). `ago` seconds > 0:
+        made that far in the past (its id, and the bot's join). Returns its id."""
+        thread_id = past_snowflake(ago) if ago else snowflake()
         self.threads[thread_id] = {
             "parent_id": parent_id,
             "name": name,
