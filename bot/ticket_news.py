@@ -517,6 +517,24 @@ class NewsStore:
             await self._conn.commit()
         return cursor.rowcount
 
+    async def untold_in_answer(
+        self, user_id: str, local_source: str, tickets: list[tuple[str, str | None]]
+    ) -> int:
+        """Undo `told_in_answer` for an answer that did not reach the player after all: its news
+        goes out. How many pieces of news that was."""
+        local = [key for key, _ in tickets]
+        jira = [key for _, key in tickets if key]
+        local_marks, jira_marks = ",".join("?" * len(local)), ",".join("?" * len(jira))
+        async with writing(self._conn, self._lock):
+            cursor = await self._conn.execute(
+                "UPDATE news SET state = 'pending', done_at = NULL WHERE user_id = ? AND kind = 'filed'"
+                f" AND state = 'in_answer' AND ((source = ? AND ticket IN ({local_marks}))"
+                f" OR (source = 'jira' AND ticket IN ({jira_marks})))",
+                (user_id, local_source, *local, *jira),
+            )
+            await self._conn.commit()
+        return cursor.rowcount
+
     async def adopt_local(self, source: str) -> None:
         """News found before sources named their grievance database ("local") is this one's."""
         async with writing(self._conn, self._lock):
@@ -817,6 +835,25 @@ class TicketNews:
         if told:
             log.info(
                 "ticket news for %s not sent: %s told in the answer to their note", user_id, ", ".join(keys)
+            )
+
+    async def unheard_in_answer(self, user_id: str, platform: str, request_id: str, keys: list[str]) -> None:
+        """Undo `heard_in_answer`, made before the answer was sent, for an answer that did not
+        reach the player (Discord refused it): its keys go by DM. Logged, never raised."""
+        if self._local is None or not keys or not request_id:
+            return
+        try:
+            tickets = await self._local.unheard(user_id, filing_turn(platform, request_id), keys)
+            if tickets:
+                local_source = f"local:{await self._local.store_id()}"
+                await self.store.untold_in_answer(user_id, local_source, tickets)
+        except Exception as exc:
+            log.error(
+                "could not record that %s request %s did not tell tickets %s after all: %s",
+                user_id,
+                request_id,
+                keys,
+                exc,
             )
 
     # ---- finding --------------------------------------------------------------------------

@@ -218,10 +218,13 @@ def webhook_rate_limit(cap: Callable[[], float]) -> aiohttp.TraceConfig:
 
 class SendClock:
     """When the request a send has out went to Discord; None while it has none out: waiting its
-    turn in discord.py's rate limiter, or between discord.py's tries."""
+    turn in discord.py's rate limiter, or between discord.py's tries. `began`: when its latest
+    request went, kept once it is over (a cancelled request ends too); None again when Discord
+    refused it for a rate limit (429): discord.py waits, and it is as if it had not gone yet."""
 
     def __init__(self) -> None:
         self.out_since: float | None = None
+        self.began: float | None = None
 
 
 # The clock of the send whose task this is (see `timed_requests`); None outside such a task.
@@ -244,11 +247,13 @@ def timed_requests(trace: aiohttp.TraceConfig, posts_answered: dict[int, float])
 
     async def out(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
         if (clock := SENDING.get()) is not None:
-            clock.out_since = time.monotonic()
+            clock.out_since = clock.began = time.monotonic()
 
     async def back(session: aiohttp.ClientSession, context: Any, params: Any) -> None:
         if (clock := SENDING.get()) is not None:
             clock.out_since = None
+            if getattr(getattr(params, "response", None), "status", None) == 429:
+                clock.began = None
         if (channel := _posted_in(params.method, params.url)) is not None:
             posts_answered.pop(channel, None)  # the newest last: the oldest are forgotten first
             remember(posts_answered, channel, time.monotonic(), MAX_POSTING)

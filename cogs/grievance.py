@@ -31,7 +31,7 @@ from bot.tools import (
 )
 from bot.tools.base import ToolCall, ToolError
 from bot.tools.grievance_store import FINISHED_STATUSES, RESUBMIT_SECONDS
-from cogs.bot import VoxdeskBot
+from cogs.bot import SENDING, SendClock, VoxdeskBot
 from cogs.interactions import answer_privately, caller
 from cogs.limits import InAnyWindow, Limits
 from cogs.replies import limited_for, literal
@@ -340,16 +340,21 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                     return kept
                 return say.FILING_FAILED.format(reason=result["error"])
             filed.append(result["ticket_key"])
+            # Recorded as told before the answer goes: a process ended once the answer reached
+            # Discord, before it heard back, would leave it untold, and the next start would DM
+            # the key the player just read. Undone below if Discord refuses the answer.
+            await self.bot.core.news.heard_in_answer(user_id, "discord", str(interaction.id), filed)
+            told_at[0] = time.monotonic()
             return say.SLASH_FILED.format(
                 ticket_key=result["ticket_key"], category=category.name, status=result["status"]
             )
 
         user_id = str(interaction.user.id)
-
-        async def answered() -> None:
-            # The answer that went out tells its key: its news, held meanwhile, is not sent.
-            await self.bot.core.news.heard_in_answer(user_id, "discord", str(interaction.id), filed)
-
+        # Whether the answer's request went to Discord (one begun once the filing was told: the
+        # defer is over by then): a stop that cuts it there has most likely told the key; one
+        # that cuts it still waiting its turn behind a rate limit has not.
+        clock, told_at = SendClock(), [float("inf")]
+        sending = SENDING.set(clock)
         try:
             with self.bot.core.news.answers_once("discord", str(interaction.id)):
                 # Deferred before anything is filed: a ticket is never filed for an interaction
@@ -361,20 +366,29 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
                     say.CUT_SHORT_BY_RESTART,
                     too_slow=say.STILL_BUSY_FILING,
                     defer_first=True,
-                    answered=answered,
                     edit_later=False,  # a key the answer could not tell goes by ticket news instead
                 )
         except (discord.HTTPException, aiohttp.ClientError, discord.RateLimited) as exc:
             if not filed:
                 raise
-            # Filed as untold: ticket news DMs its key, as for a complaint filed late, rather
+            # Untold after all: ticket news DMs its key, as for a complaint filed late, rather
             # than the player file it again.
+            await self.bot.core.news.unheard_in_answer(user_id, "discord", str(interaction.id), filed)
             log.warning(
                 "ticket %s filed for user %s, but the answer did not reach them (%s): ticket news will DM it",
                 filed[0],
                 user_id,
                 limited_for(exc) if isinstance(exc, discord.RateLimited) else exc,
             )
+        except asyncio.CancelledError:
+            if filed and (clock.began is None or clock.began < told_at[0]):
+                # Cut before its answer went out: untold after all, its key goes by DM.
+                await asyncio.shield(
+                    self.bot.core.news.unheard_in_answer(user_id, "discord", str(interaction.id), filed)
+                )
+            raise
+        finally:
+            SENDING.reset(sending)
 
 
 async def setup(bot: VoxdeskBot) -> None:

@@ -75,7 +75,6 @@ async def answer_privately(
     *,
     too_slow: str = say.STILL_BUSY,
     defer_first: bool = False,
-    answered: Callable[[], Awaitable[None]] | None = None,
     edit_later: bool = True,
 ) -> None:
     """Reply ephemerally with what `work()` produces. If it is not ready `slow_after` seconds
@@ -89,22 +88,14 @@ async def answer_privately(
     The whole answer is in flight for a graceful shutdown (the bot's `track`): a stop waits for
     it, and one whose grace runs out cancels the work and tells the player `cut_short`, before
     the gateway closes, rather than leaving them with "the application did not respond".
-    `answered` runs once the answer is out, in that same work: a stop waits for it too.
 
     A deferred answer Discord rate limits past `discord.rate_limit_seconds` is sent once the limit
     ends, if that is within the token's life: aside (the bot's `later`), so a stop does not wait
     for it. `edit_later` False: raised instead, for a caller that tells the player another way."""
     answering = _answer(interaction, work, slow_after, cut_short, too_slow, defer_first, edit_later)
-    if answered is not None:
-        answering = _then(answering, answered)
     track = getattr(interaction.client, "track", None)
     # Awaited here, so a failure reaches the command tree's error handler, which logs it once.
     await (track(answering, awaited=True, command=True) if track else answering)
-
-
-async def _then(first: Awaitable[None], then: Callable[[], Awaitable[None]]) -> None:
-    await first
-    await then()
 
 
 async def _answer(

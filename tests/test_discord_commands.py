@@ -833,25 +833,83 @@ def _hold_answers(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, async
     return answering, release
 
 
-async def test_a_filing_whose_process_ends_before_its_answer_reaches_the_player_by_dm(settings, monkeypatch):
-    """The filing is committed, then the process ends before the answer telling its key is out (a
-    stop whose grace runs out while Discord is slow to take the answer; a kill is the same to the
-    player): the next start DMs the key, as for a complaint filed late."""
+async def test_a_filing_whose_process_ends_as_its_answer_reaches_discord_is_told_once(settings, monkeypatch):
+    """The filing is committed and its answer sent; the process ends before Discord answers that
+    request (a stop whose grace runs out while Discord is slow to take the answer; a kill is the
+    same): the player reads the key in the answer, and the next start does not DM it again."""
     answering, release = _hold_answers(monkeypatch)
-    words = "Charged twice, never told the ticket."
+    words = "Charged twice, told the ticket once."
+    news = {"poll_seconds": 3600.0}  # rounds run here, when the test says
     async with serving() as fake:
         async with running_bot(settings, fake, shutdown_grace_seconds=0.2) as h:
-            await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+            interaction = await fake.slash(
+                blaze, "grievance", sub("file", category="wallet", description=words)
+            )
             await asyncio.wait_for(answering.wait(), 30)  # filed: its answer is on its way
             h.stop.set()
             await asyncio.wait_for(h.task, 30)
         release.set()
+        said = private_text(await fake.interaction_answer(interaction))
+        assert said.startswith("Filed ticket `GRV-")
+        async with running_bot(settings.replace(news=news), fake) as h:
+            await h.bot.core.news.run_once(h.bot.get_cog("TicketNewsDesk"))  # type: ignore[arg-type]
+        assert [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content] == []
+
+
+async def test_a_filing_whose_stop_cuts_its_answer_waiting_out_a_rate_limit_reaches_the_player_by_dm(
+    settings,
+):
+    """The answer never went: Discord rate limited it (429, waited out by discord.py) and the
+    stop's grace ran out meanwhile. Recorded as told before it was sent, the filing is untold
+    again, and the next start DMs its key."""
+    words = "Charged twice, the answer never came."
+    async with serving() as fake:
+        fake.edits_rate_limited, fake.retry_after = 1, 20.0
+        async with running_bot(settings, fake, shutdown_grace_seconds=0.2) as h:
+            await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+            await fake.wait_for(lambda _: [r for r in fake.received if r.kind == "edit_original"])
+            h.stop.set()
+            await asyncio.wait_for(h.task, 30)
         async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
             dms = await fake.wait_for(
                 lambda _: [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
             )
-    (key,) = re.findall(r"ticket (GRV-\d+)", dms[0].content)
-    assert dms[0].content.endswith(f'("{words}") is now filed as ticket {key}. Its status is open.')
+    assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
+
+
+@pytest.mark.parametrize("found", ["before the answer", "after it"])
+async def test_a_filing_whose_answer_discord_refuses_is_dmed_once_whenever_news_finds_it(
+    settings, monkeypatch, found: str
+):
+    """The filing is recorded as told before its answer goes; Discord then refuses the answer
+    (the token gone): the key goes by DM once, whether a round of news had found the filing while
+    the answer was on its way (held for it) or finds it only after."""
+    answering, release = asyncio.Event(), asyncio.Event()
+
+    async def refused(self: FakeDiscord, request: web.Request) -> NoReturn:
+        await request.read()
+        answering.set()
+        await release.wait()
+        raise DiscordError(401, 50027, "Invalid Webhook Token")
+
+    monkeypatch.setattr(FakeDiscord, "_edit_original", refused)
+    monkeypatch.setattr(FakeDiscord, "_followup", refused)
+    news = {"poll_seconds": 3600.0}  # rounds run here, when the test says
+    words = "Gems bought, never arrived."
+    async with serving() as fake:
+        async with running_bot(settings.replace(news=news), fake) as h:
+            desk = h.bot.get_cog("TicketNewsDesk")
+            await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+            await asyncio.wait_for(answering.wait(), 30)  # filed: its answer is on its way
+            if found == "before the answer":
+                await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
+            release.set()
+            await settle(fake)
+            await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
+            await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
+            dms = [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
+    assert len(dms) == 1
+    assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
 
 async def test_a_filing_whose_answer_reached_the_player_is_no_news(settings, monkeypatch):

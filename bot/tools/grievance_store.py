@@ -1535,6 +1535,36 @@ class LocalGrievanceStore:
             await self._conn.commit()
         return [(str(row["local_key"]), row["remote_key"]) for row in rows]
 
+    async def unheard(self, user_id: str, turn: str, keys: list[str]) -> list[tuple[str, str | None]]:
+        """Undo `heard` for an answer that did not reach the player after all (Discord refused
+        it): the turn's grievances named by `keys` are again ones whose key they never heard, and
+        an event of each goes out for ticket news to find (the one it found first, when the key
+        was marked heard, made no news). (local key, Jira key or None) of each."""
+        if not keys or not turn.endswith(":"):
+            return []
+        marks = ",".join("?" * len(keys))
+        named = (
+            "user_id = ? AND substr(spool_id, 1, ?) = ? AND filed_late = 0"
+            f" AND (local_key IN ({marks}) OR remote_key IN ({marks}))"
+        )
+        args = (user_id, len(turn), turn, *keys, *keys)
+        async with self._writing():
+            rows = await self._conn.execute_fetchall(
+                f"SELECT id, local_key, remote_key, push_state FROM grievances WHERE {named}", args
+            )
+            if not rows:
+                return []
+            await self._conn.execute(f"UPDATE grievances SET filed_late = 1 WHERE {named}", args)
+            # A grievance still on its way to Jira is told by the event its push makes.
+            events = [
+                (row["id"], "filed_late" if row["push_state"] == "local_only" else "pushed")
+                for row in rows
+                if row["push_state"] in ("local_only", "pushed")
+            ]
+            await self._conn.executemany("INSERT INTO news_events (grievance_id, kind) VALUES (?, ?)", events)
+            await self._conn.commit()
+        return [(str(row["local_key"]), row["remote_key"]) for row in rows]
+
     async def last_news_event(self) -> int:
         """The id of the newest event (0: none yet)."""
         rows = await self._conn.execute_fetchall("SELECT COALESCE(MAX(id), 0) FROM news_events")
