@@ -162,22 +162,31 @@ CANCELLED_MIX = 0.25
 # Float samples that are NaN or infinite hold no sound. A few (a stray one from an editor's bad
 # plugin) are zeroed, which no one hears; more than this share of a note is not a recording.
 NON_FINITE_SHARE = 0.01
-_FLOAT_FORMATS = {"flt", "fltp", "dbl", "dblp"}
+_FLOAT_FORMATS = {"flt": np.float32, "fltp": np.float32, "dbl": np.float64, "dblp": np.float64}
 
 
 def _zero_non_finite(frame: av.AudioFrame) -> tuple[av.AudioFrame, int]:
-    """The frame with NaN and infinite samples zeroed, and how many there were."""
-    if frame.format.name not in _FLOAT_FORMATS:
+    """The frame with NaN and infinite samples zeroed, and how many there were.
+
+    Its samples are read and written a plane at a time, never with to_ndarray() or
+    from_ndarray(): PyAV 18 counts nine planes in a planar eight-channel frame and reads or
+    writes one past the last, which kills the process (an 841-byte 7.1 Ogg/Opus note would)."""
+    dtype = _FLOAT_FORMATS.get(frame.format.name)
+    if dtype is None:
         return frame, 0
-    values = frame.to_ndarray()
-    finite = np.isfinite(values)
-    if finite.all():
+    channels = len(frame.layout.channels)
+    planes, count = (channels, frame.samples) if frame.format.is_planar else (1, frame.samples * channels)
+    # A decoder's planes are padded past their samples: `count` reads the samples alone.
+    values = [np.frombuffer(frame.planes[i], dtype=dtype, count=count) for i in range(planes)]
+    finite = [np.isfinite(plane) for plane in values]
+    bad = sum(count - int(np.count_nonzero(ok)) for ok in finite)
+    if not bad:
         return frame, 0
-    clean = av.AudioFrame.from_ndarray(
-        np.where(finite, values, 0).astype(values.dtype), format=frame.format.name, layout=frame.layout
-    )
+    clean = av.AudioFrame(format=frame.format.name, layout=frame.layout, samples=frame.samples)
+    for i, (plane, ok) in enumerate(zip(values, finite, strict=True)):
+        clean.planes[i].update(np.where(ok, plane, 0).astype(dtype))
     clean.sample_rate = frame.sample_rate
-    return clean, int(values.size - np.count_nonzero(finite))
+    return clean, bad
 
 
 class _StereoLevels:

@@ -549,3 +549,55 @@ def test_a_sample_rate_too_low_for_speech_is_unreadable(rate: int, samples: int)
 
 def test_telephone_rate_is_still_heard() -> None:
     assert audio.decode(encode(speechlike(1.5, rate=8_000), 8_000, "wav"), LIMITS).seconds > 1
+
+
+def _surround_opus(samples: np.ndarray, layout: str) -> bytes:
+    """Ogg/Opus of `samples` (48 kHz) on every channel of `layout`, from packed frames: PyAV 18
+    miscounts the planes of a planar eight-channel frame."""
+    channels = av.AudioLayout(layout).nb_channels
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="ogg") as container:
+        stream = container.add_stream("libopus", rate=48_000, layout=layout)
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=48_000)
+        packed = np.repeat(samples[:, None], channels, axis=1).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=layout)
+        frame.sample_rate = 48_000
+        for resampled in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(resampled):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+# Run in a child: the failure this guards against is the process killed, not an exception.
+_DECODE_SURROUND = """
+import sys
+import av
+import numpy as np
+from bot import audio
+from bot.config import AudioSettings
+
+print(audio.decode(open(sys.argv[1], "rb").read(), AudioSettings()).seconds)
+frame = av.AudioFrame(format="fltp", layout="7.1", samples=480)
+for n, plane in enumerate(frame.planes[:8]):
+    plane.update(np.full(480, np.nan if n == 7 else 0.5, dtype=np.float32))
+frame.sample_rate = 48_000
+clean, bad = audio._zero_non_finite(frame)
+print(bad, *(float(np.frombuffer(clean.planes[n], np.float32, count=480).sum()) for n in (0, 7)))
+"""
+
+
+@pytest.mark.parametrize("layout", ["5.1", "7.1"])
+def test_a_surround_opus_note_is_heard_and_its_bad_samples_zeroed(layout: str, tmp_path) -> None:
+    # Opus decodes to planar float, whose samples are checked for NaN: at eight channels PyAV's
+    # to_ndarray() reads a ninth plane that is not there, and a 1 KB note kills the bot.
+    note = tmp_path / "surround.ogg"
+    note.write_bytes(_surround_opus(speechlike(2.0, lead=0.8, tail=0.8), layout))
+    child = subprocess.run(
+        [sys.executable, "-c", _DECODE_SURROUND, str(note)], capture_output=True, text=True, timeout=120
+    )
+    assert child.returncode == 0, child.stderr[-2000:]
+    heard, zeroed = child.stdout.splitlines()
+    assert float(heard) == pytest.approx(2.24, abs=0.08)
+    assert zeroed.split() == ["480", "240.0", "0.0"]
