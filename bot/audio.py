@@ -251,7 +251,13 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float, channel: int | None 
                 # Read, and only pictures (a screen recording sent muted) or nothing: a list of
                 # formats to convert to would not help.
                 raise AudioError(say.NO_SOUND_TRACK)
-            stream = container.streams.audio[0]
+            # A codec FFmpeg does not know (a WAV's unknown format tag, a phone's new codec) has
+            # no decoder, and PyAV gives its stream no codec context, nor a rate: another audio
+            # stream of the file may still be heard.
+            decodable = [s for s in container.streams.audio if s.codec_context is not None]
+            if not decodable:
+                raise unreadable from ValueError("no decoder for the file's audio codec")
+            stream = decodable[0]
             # Before the stated length: a 1 Hz file is no note, however long it says it is.
             if _implausible(stream.rate, None):
                 raise unreadable

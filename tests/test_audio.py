@@ -601,3 +601,14 @@ def test_a_surround_opus_note_is_heard_and_its_bad_samples_zeroed(layout: str, t
     heard, zeroed = child.stdout.splitlines()
     assert float(heard) == pytest.approx(2.24, abs=0.08)
     assert zeroed.split() == ["480", "240.0", "0.0"]
+
+
+def test_a_note_in_a_codec_ffmpeg_does_not_know_is_unreadable() -> None:
+    # A WAV's format tag names its codec; FFmpeg has no decoder for this one, and PyAV then gives
+    # the stream no codec context to ask its sample rate of.
+    data = bytearray(encode(speechlike(1.0, rate=16_000), 16_000, "wav"))
+    tag = data.find(b"fmt ") + 8
+    data[tag : tag + 2] = struct.pack("<H", 0x7777)
+    with pytest.raises(audio.AudioError, match="couldn't read") as refused:
+        audio.decode(bytes(data), LIMITS)
+    assert "no decoder" in str(refused.value.__cause__)
