@@ -155,6 +155,13 @@ def _implausible(rate: int | None, channels: int | None) -> bool:
     return not MIN_RATE <= (rate or MIN_RATE) <= MAX_RATE or (channels or 0) > MAX_CHANNELS
 
 
+# Packets a note may hold for each second of the longest allowed: Opus's shortest frame, 2.5 ms,
+# makes 400 a second, and no voice codec's is shorter. Each packet costs the decoding loop some
+# microseconds whatever it holds: 8 MB of Matroska blocks of one sample each is a million packets,
+# five seconds of sound that cost seconds of CPU (a whole 8 MB WAV decodes in a twentieth of one).
+PACKETS_PER_SECOND = 500
+
+
 # A stereo note whose mono mix is this much quieter than its louder channel has one channel
 # phase-inverted (some phones' two microphones): the mix cancels the speech, so the louder
 # channel is taken alone. Ordinary stereo mixes at 0.7 or more of it, speech in one channel at 0.5.
@@ -295,8 +302,11 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float, channel: int | None 
             # the note.
             packets = bad = 0
             first_bad: av.InvalidDataError | None = None
+            most_packets = PACKETS_PER_SECOND * max_seconds
             for packet in container.demux(stream):
                 packets += packet.size > 0  # the last, empty packet only flushes the decoder
+                if packets > most_packets:
+                    raise unreadable from ValueError(f"more than {most_packets:.0f} packets")
                 try:
                     frames = packet.decode()
                 except av.InvalidDataError as exc:

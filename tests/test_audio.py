@@ -612,3 +612,51 @@ def test_a_note_in_a_codec_ffmpeg_does_not_know_is_unreadable() -> None:
     with pytest.raises(audio.AudioError, match="couldn't read") as refused:
         audio.decode(bytes(data), LIMITS)
     assert "no decoder" in str(refused.value.__cause__)
+
+
+def _matroska_pcm(samples: np.ndarray, rate: int, per_packet: int) -> bytes:
+    """`samples` as 16-bit PCM in Matroska, `per_packet` samples to a block."""
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="matroska") as container:
+        stream = container.add_stream("pcm_s16le", rate=rate, layout="mono")
+        for at in range(0, len(samples), per_packet):
+            frame = av.AudioFrame.from_ndarray(
+                samples[at : at + per_packet].reshape(1, -1), format="s16", layout="mono"
+            )
+            frame.sample_rate = rate
+            frame.pts = at
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+def _opus_of_frames(samples: np.ndarray, milliseconds: str) -> bytes:
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="ogg") as container:
+        stream = container.add_stream("libopus", rate=48_000, layout="mono")
+        stream.codec_context.options = {"frame_duration": milliseconds}
+        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=48_000)
+        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        frame.sample_rate = 48_000
+        for resampled in resampler.resample(frame) + resampler.resample(None):
+            for packet in stream.encode(resampled):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out.getvalue()
+
+
+def test_a_note_of_more_tiny_packets_than_any_codec_makes_is_unreadable() -> None:
+    # Within five seconds a note may hold 2,500 packets; this one's 2.5 s come in blocks of four
+    # samples, 10,000 of them, each costing the decoding loop more than its sound.
+    limits = AudioSettings(max_seconds=5)
+    voice = speechlike(1.5, rate=16_000)
+    assert audio.decode(_matroska_pcm(voice, 16_000, 320), limits).seconds > 1.5
+    with pytest.raises(audio.AudioError, match="couldn't read") as refused:
+        audio.decode(_matroska_pcm(voice, 16_000, 4), limits)
+    assert "more than 2500 packets" in str(refused.value.__cause__)
+    # Opus's shortest frames, for as long as a note may last, are still a note.
+    finest = _opus_of_frames(speechlike(3.8), "2.5")
+    assert audio.decode(finest, limits).original_seconds == pytest.approx(4.8, abs=0.05)
