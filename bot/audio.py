@@ -391,8 +391,11 @@ def trim_silence(samples: np.ndarray, rate: int, threshold_db: float, min_speech
     # A few seconds of windows at a time: the note whole as float32, and squared, would be four
     # times its PCM on top of it, for every turn decoding at once.
     rms = np.empty(count, dtype=np.float32)
+    # Levels about the note's mean: a recorder's DC offset (a cheap microphone's 3% of full
+    # scale is -30 dBFS) is no sound, and counted it would make every window of silence loud.
+    offset = np.float32(np.mean(samples, dtype=np.float64))
     for at in range(0, count, _LEVEL_WINDOWS):
-        frames = windows[at : at + _LEVEL_WINDOWS].astype(np.float32)
+        frames = windows[at : at + _LEVEL_WINDOWS].astype(np.float32) - offset
         rms[at : at + _LEVEL_WINDOWS] = np.sqrt(np.mean(frames * frames, axis=1))
     rms /= 32768.0
     with np.errstate(divide="ignore"):

@@ -50,18 +50,23 @@ def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
 
 
 def constant_flac(seconds: int, rate: int, layout: str = "7.1", level: int = 5000) -> bytes:
-    """A FLAC of one constant level on every channel: FLAC stores each block of it in a few bytes,
-    so a long, high-rate, many-channel file is tiny on disk and huge decoded. Encoded a second at
-    a time so making it never holds the decoded size in memory."""
+    """A FLAC of a constant level on every channel, its sign turned every FLAC block: FLAC stores
+    each block of it in a few bytes, so a long, high-rate, many-channel file is tiny on disk and
+    huge decoded, and the turns make it a slow square wave, not a DC offset heard as silence.
+    Encoded a second at a time so making it never holds the decoded size in memory."""
     out = io.BytesIO()
     with av.open(out, mode="w", format="flac") as container:
         stream = container.add_stream("flac", rate=rate, layout=layout)
         stream.codec_context.format = "s16"
+        stream.codec_context.open()
+        block = stream.codec_context.frame_size
         channels = av.AudioLayout(layout).nb_channels
-        # Packed samples: PyAV 18 miscounts the planes of a planar 7.1 frame.
-        second = np.full((1, channels * rate), level, dtype=np.int16)
         for n in range(seconds):
-            frame = av.AudioFrame.from_ndarray(second, format="s16", layout=layout)
+            turns = (np.arange(n * rate, (n + 1) * rate) // block) % 2
+            second = np.where(turns == 0, level, -level).astype(np.int16)
+            # Packed samples: PyAV 18 miscounts the planes of a planar 7.1 frame.
+            packed = np.repeat(second, channels).reshape(1, -1)
+            frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=layout)
             frame.sample_rate = rate
             frame.pts = n * rate
             for packet in stream.encode(frame):

@@ -94,6 +94,15 @@ def test_silence_only_is_refused() -> None:
         audio.decode(encode(silent, 48_000, "ogg"), LIMITS)
 
 
+def test_a_recorders_dc_offset_is_not_heard_as_speech() -> None:
+    # 1000 of 32768 is -30 dBFS, over the -40 taken for silence, but no sound at all.
+    offset = lambda samples: (samples.astype(np.int32) + 1000).astype(np.int16)  # noqa: E731
+    with pytest.raises(audio.AudioError, match="couldn't hear anything"):
+        audio.decode(encode(offset(np.zeros(48_000 * 3, dtype=np.int16)), 48_000, "wav"), LIMITS)
+    voice = offset(speechlike(2.0, lead=0.8, tail=0.8))
+    assert audio.decode(encode(voice, 48_000, "wav"), LIMITS).seconds == pytest.approx(2.24, abs=0.08)
+
+
 def test_silence_is_refused_when_no_least_speech_is_asked_for() -> None:
     # audio.min_speech_ms = 0 is accepted by the settings: a silent note is still nothing heard.
     silent = np.zeros(48_000 * 3, dtype=np.int16)
