@@ -160,6 +160,10 @@ def _implausible(rate: int | None, channels: int | None) -> bool:
 # microseconds whatever it holds: 8 MB of Matroska blocks of one sample each is a million packets,
 # five seconds of sound that cost seconds of CPU (a whole 8 MB WAV decodes in a twentieth of one).
 PACKETS_PER_SECOND = 500
+# Times a note's format may change (rate or channels): recordings joined into one file, a few. Each
+# change costs a resampler made and flushed, many times its frame's decoding: 0.6 MB of AAC frames
+# turning between 96 and 88.2 kHz would cost 4.4 s of CPU before the length limit stops them.
+MAX_FORMAT_CHANGES = 20
 
 
 # A stereo note whose mono mix is this much quieter than its louder channel has one channel
@@ -300,7 +304,7 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float, channel: int | None 
             # Packet by packet, not container.decode(): a damaged packet (a garbled frame, a cut
             # last frame, a second file's tag between two mp3s) costs its few milliseconds, not
             # the note.
-            packets = bad = 0
+            packets = bad = changes = 0
             first_bad: av.InvalidDataError | None = None
             most_packets = PACKETS_PER_SECOND * max_seconds
             for packet in container.demux(stream):
@@ -329,6 +333,9 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float, channel: int | None 
                     except ValueError:
                         # The format changed mid-stream (two files joined, 44.1 kHz then 22.05):
                         # finish the old one, then a FIFO and a resampler set up for the new one.
+                        changes += 1
+                        if changes > MAX_FORMAT_CHANGES:
+                            raise unreadable from ValueError(f"format changed {changes} times")
                         drain()
                         flush()
                         fifo = av.AudioFifo()

@@ -410,6 +410,19 @@ def test_a_note_whose_sample_rate_changes_midway_is_decoded_whole(fmt: str) -> N
     assert decoded.original_seconds == pytest.approx(5.0, abs=0.2)
 
 
+def test_a_note_whose_format_turns_at_every_frame_is_unreadable() -> None:
+    # Each turn costs a resampler made and flushed; recordings joined turn a few times, not at
+    # every one of a file's 90 frames.
+    def frames(rate: int) -> list[bytes]:
+        with av.open(io.BytesIO(_adts(speechlike(1.0, rate=rate), rate)), format="aac") as container:
+            return [bytes(packet) for packet in container.demux(audio=0) if packet.size]
+
+    turning = b"".join(a + b for a, b in zip(frames(96_000), frames(88_200), strict=False))
+    with pytest.raises(audio.AudioError, match="couldn't read") as refused:
+        audio.decode(turning, LIMITS)
+    assert "format changed 21 times" in str(refused.value.__cause__)
+
+
 def _vbr_mp3_without_xing(samples: np.ndarray, rate: int) -> bytes:
     """A VBR mp3 with no Xing header, which states the frame count: what FFmpeg writes to a pipe."""
     out = io.BytesIO()
