@@ -692,6 +692,19 @@ def test_refile_files_no_players_words_from_the_journals_json() -> None:
     assert shown == [both]
 
 
+def test_refile_files_no_json_line_journalctl_did_not_print() -> None:
+    # journalctl prints __REALTIME_TIMESTAMP with every entry: an object without it, whatever names
+    # it gives (a chat log's line a player wrote whole as JSON), is no journal entry of voxdesk's.
+    from bot.tools.grievance_spool import unfiled_in
+
+    forged = json.loads(_journal_json(_forged_unfiled()))
+    del forged["__REALTIME_TIMESTAMP"]
+    line = json.dumps(forged)
+    shown: list[str] = []
+    assert unfiled_in([line], shown.append) == ([], 0)
+    assert shown == [line]  # shown to staff, never filed
+
+
 def test_refile_files_no_players_words_from_the_rest_of_a_line_the_journal_cut() -> None:
     # journald keeps a line over LineMax (48K) as several entries, each with the bot's names: the
     # next one starts in the middle of the line, where a player's words a DEBUG line quotes may
@@ -901,6 +914,20 @@ def test_a_line_over_the_cap_is_cut_at_a_character_and_says_how_much(root_log, f
         shown = kept.partition("heard " if line is message else ": ")[2]
         assert words.startswith(shown)  # whole characters, none split
         assert len(shown.encode()) + int(cut) == len(words.encode())
+
+
+def test_a_stack_line_over_the_cap_is_cut_too(root_log) -> None:
+    # A record's stack (stack_info=True) quotes each frame's code: a line of it past LineMax would
+    # reach the journal as two entries, the second a line of its own wherever the cut fell.
+    record = logging.makeLogRecord({"name": "bot", "levelno": logging.WARNING, "levelname": "WARNING"})
+    record.msg = "slow"
+    code = "x" * (2 * logs.MAX_LINE_BYTES)
+    record.stack_info = f'Stack (most recent call last):\n  File "x.py", line 1\n    {code}'
+    logging.getLogger("bot").handle(record)
+    lines = root_log.getvalue().splitlines()
+    assert lines[-2] == '  File "x.py", line 1'
+    assert all(len(line.encode()) <= logs.MAX_LINE_BYTES for line in lines), [len(x) for x in lines]
+    assert re.fullmatch(r"    x+ … \[cut \d+ bytes\]", lines[-1])
 
 
 def test_a_line_under_the_cap_is_left_whole(root_log) -> None:
