@@ -355,6 +355,51 @@ async def test_the_heap_is_trimmed_once_no_turn_runs_or_waits_not_as_each_turn_e
     assert trims == [0]
 
 
+async def _timers_fired() -> None:
+    """Past the loop iterations in which 0 s timers fire."""
+    for _ in range(5):
+        await asyncio.sleep(0)
+
+
+async def test_a_turn_starting_cancels_every_idle_timer_set_before_it() -> None:
+    """Two idle spells, then a turn: the earlier spell's timer is cancelled with the later one's."""
+    from bot.heap import IdleTrim
+
+    trims: list[int] = []
+    idle = IdleTrim(0.0, trim=lambda: trims.append(1))
+    idle.idle()
+    idle.idle()
+    idle.busy()
+    await _timers_fired()
+    await asyncio.gather(*idle._running)
+    assert trims == []
+
+
+async def test_a_trim_still_running_is_not_started_again() -> None:
+    """A trim walks every arena's heap on a thread: an idle spell ending while it runs starts none."""
+    import threading
+
+    from bot.heap import IdleTrim
+
+    started, release = threading.Event(), threading.Event()
+    trims: list[int] = []
+
+    def slow_trim() -> None:
+        trims.append(1)
+        started.set()
+        release.wait(30)  # a guard, not a timing assertion: released below
+
+    idle = IdleTrim(0.0, trim=slow_trim)
+    idle.idle()
+    await _timers_fired()
+    assert await asyncio.to_thread(started.wait, 30)
+    idle.idle()
+    await _timers_fired()
+    release.set()
+    await asyncio.gather(*idle._running)
+    assert trims == [1]
+
+
 async def test_a_ticket_filed_is_confirmed_even_when_the_turn_cannot_be_saved(settings, caplog) -> None:
     import sqlite3
 
