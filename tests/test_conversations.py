@@ -33,6 +33,19 @@ async def test_history_is_bounded_ordered_and_per_user(tmp_path) -> None:
         assert conn.execute("SELECT COUNT(*) FROM turns WHERE user_id='u1'").fetchone()[0] == 3
 
 
+async def test_a_tool_result_in_another_alphabet_counts_its_letters_not_their_escapes(tmp_path) -> None:
+    # A manual in Cyrillic, as JSON's \\u escapes, would count six characters a letter: three
+    # passages of one would push every earlier turn out of the history.
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=8, idle_minutes=30)
+    cyrillic = turn(1)
+    letters = conversations.MAX_HISTORY_CHARS // 3
+    cyrillic.tool_results = [{"name": "search_manuals", "arguments": {}, "result": {"text": "ж" * letters}}]
+    for past in (turn(0), cyrillic):
+        await store.append("u1", past)
+    assert [t.user_text for t in await store.history("u1")] == ["question 0", "question 1"]
+    await store.aclose()
+
+
 async def test_history_is_bounded_in_characters_so_one_huge_turn_is_not_sent_for_ever(tmp_path) -> None:
     store = await ConversationStore.open(tmp_path / "c.db", max_turns=8, idle_minutes=30)
     huge = turn(1)
