@@ -187,6 +187,14 @@ def test_inline_code_cut_right_after_its_opening_backtick_goes_whole_to_the_next
     assert split_message("a ``a``", 6) == ["a", "``a``"]
 
 
+def test_inline_code_starting_the_text_with_blanks_is_cut_and_the_text_all_sent():
+    # The cut falls among the code's leading blanks, none of its code before it: moved before the
+    # span, it would fall at the text's start and make an empty piece, the same text again for ever.
+    pieces = split_message("`     `aaaaaaaa", 4)
+    assert all(0 < len(p) <= 4 for p in pieces), pieces
+    assert "".join(pieces).replace("`", "").replace(" ", "") == "aaaaaaaa"
+
+
 _TICK_RUN = re.compile(r"\\.|`+", re.DOTALL)
 
 
