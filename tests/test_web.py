@@ -1732,6 +1732,36 @@ async def test_the_allowed_host_names_are_the_sites_own_and_this_machines(settin
             assert got == 200, env
 
 
+async def test_a_host_named_not_addressed_off_loopback_serves_any_name(settings) -> None:
+    # web.host given as a name (a studio's LAN box by its own): no loopback address, so reachable
+    # from elsewhere by whatever name people use, as 0.0.0.0 is.
+    async with web_client(web_settings(settings.storage_dir, VOXDESK_WEB_HOST="studio-box.lan")) as (
+        client,
+        _,
+    ):
+        got, _, _ = await raw_answer(client, b"GET / HTTP/1.1\r\nHost: studio-box\r\n")
+        assert got == 200
+
+
+async def test_refused_host_names_are_logged_up_to_a_bound(wsettings, caplog, monkeypatch) -> None:
+    # A scanner tries names by the thousand: a warning each would fill the log.
+    from bot.web import security
+
+    monkeypatch.setattr(security, "REFUSED_HOSTS_LOGGED", 2)
+    caplog.set_level(logging.WARNING)
+    async with web_client(wsettings) as (client, _):
+        for n in range(4):
+            got, _, _ = await raw_answer(client, f"GET / HTTP/1.1\r\nHost: scan{n}.example\r\n".encode())
+            assert got == 421
+        # The playground's other JSON route is refused in JSON too: its script reads the error.
+        status, answered, body = await raw_answer(
+            client, b"GET /playground/tickets HTTP/1.1\r\nHost: scan0.example\r\n"
+        )
+        assert status == 421 and "application/json" in answered and '"error"' in body, body
+    refused = [r.getMessage() for r in caplog.records if "web.allowed_hosts" in r.getMessage()]
+    assert len(refused) == 2, refused
+
+
 async def test_an_allowed_name_is_compared_as_a_browser_sends_it(settings) -> None:
     # A browser sends an internationalised name in its ASCII form, and config.toml's list may
     # hold a name with the blanks around it that TOML keeps: each named none, every page a 421.
