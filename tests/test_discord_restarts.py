@@ -722,6 +722,29 @@ async def test_kept_notes_are_not_fetched_one_by_one_into_cloudflares_ban(settin
     ]
 
 
+async def test_kept_notes_are_not_fetched_one_by_one_into_cloudflares_firewall(settings, fake) -> None:
+    # Cloudflare's firewall (its 403 page) refuses the bot's address as its ban does: a recheck
+    # meets it at its first fetch and tries no further kept note. Four refused fetches take four
+    # rechecks; once it lets the bot through, every note is answered once.
+    who = (nova, blaze, quill)
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await caught_up(h.bot)  # only the recheck finds the notes
+        recheck = h.bot.get_cog("CatchUp").recheck  # type: ignore[union-attr]
+        kept = [await fake.send_note(w, voice_note(), guild=True, dispatch=False) for w in who]
+        fake.message_blocked = 10**6
+        _kept_pending(settings, kept, who)
+        began = recheck.current_loop
+        await fake.wait_for(
+            lambda got: len([r for r in got if r.kind == "get_message" and r.error == 403]) >= 4
+        )
+        rounds = recheck.current_loop - began
+        fake.message_blocked = 0
+        await all_answered(fake, kept)
+        await settle(fake)
+    assert rounds >= 3, rounds
+    assert [answers(fake, n) for n in kept] == [1, 1, 1]
+
+
 async def test_a_kept_note_whose_fetch_cloudflare_blocks_with_a_403_page_is_answered_later(
     settings, fake, caplog
 ) -> None:
