@@ -766,6 +766,27 @@ async def test_a_stalled_answer_that_went_out_late_is_not_posted_again_after_a_r
     assert [r.is_voice_message for r in fake.replies_to(note["id"])] == [True, False]
 
 
+async def test_a_stalled_answer_that_went_out_late_is_not_posted_again_past_its_nonce(
+    settings, fake: FakeDiscord, monkeypatch
+):
+    # The voice message's POST stalls past send_seconds: the note is given back, its answer kept.
+    # The POST then ends, and the transcript follows it. The recheck comes after the minutes
+    # Discord keeps a nonce: it knows both posted, and posts neither again.
+    fake.posts_held = 1
+    async with running_bot(settings, fake, recheck_seconds=3600.0, send_seconds=2.0) as h:
+        catch_up = h.bot.get_cog("CatchUp")
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(hourglass_on(note))
+        assert await settled(settings, note) == "pending"
+        fake.posts_released.set()
+        await replies(fake, note, 2)  # the stalled send, ended late
+        monkeypatch.setattr("tests.fakes.discord_server.NONCE_SECONDS", 0.0)
+        await catch_up.answer_leftovers()
+        await eventually(lambda: note_state(settings, note) == "answered")
+    assert [r.is_voice_message for r in fake.replies_to(note["id"])] == [True, False]
+    assert len(h.engine.turns) == 1
+
+
 async def test_a_stalled_transcript_after_the_voice_message_marks_no_failure(settings, fake: FakeDiscord):
     # The voice message went out; its transcript's POST stalls. The note is answered (and marked
     # so in the ledger): a ⚠️ would tell the player it failed, with no apology to say why.
