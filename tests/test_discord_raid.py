@@ -117,3 +117,33 @@ async def test_each_answer_of_a_raid_in_one_channel_is_its_own_players_alone(set
         assert words.startswith(f"{player.name}, you have"), (player.name, words)
         others = {p.name for p, _ in notes if p.id != player.id}
         assert not {w.strip(",.") for w in words.split()} & others, (player.name, words)
+
+
+async def test_a_message_post_that_fails_on_its_way_is_out_no_longer_and_moves_its_channel() -> None:
+    # A POST whose connection fails (refused, dropped) is answered by no one: discord.py waits
+    # before its next try, which must not count as a request out to Discord all that while, and
+    # the channel's queue moved (its turn is over).
+    import contextvars
+    import socket
+
+    import aiohttp
+
+    from cogs.bot import SENDING, SendClock, timed_requests
+
+    with socket.socket() as spare:  # a port nothing listens on
+        spare.bind(("127.0.0.1", 0))
+        port = spare.getsockname()[1]
+    posts_answered: dict[int, float] = {}
+    clock = SendClock()
+
+    async def post() -> None:
+        trace = timed_requests(aiohttp.TraceConfig(), posts_answered)
+        async with aiohttp.ClientSession(trace_configs=[trace]) as session:
+            with pytest.raises(aiohttp.ClientConnectionError):
+                await session.post(f"http://127.0.0.1:{port}/api/v10/channels/123/messages")
+
+    context = contextvars.copy_context()
+    context.run(SENDING.set, clock)
+    await asyncio.create_task(post(), context=context)
+    assert clock.out_since is None
+    assert list(posts_answered) == [123]
