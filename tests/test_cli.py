@@ -1392,27 +1392,33 @@ def test_ask_refuses_an_out_folder_it_may_not_write_before_the_turn(settings, tm
     )
 
 
-def test_ask_refuses_a_reply_file_it_may_not_write_over_before_the_turn(settings, tmp_path) -> None:
-    # A reply of an earlier ask, made read-only (or another user's): writing over it after the
-    # turn failed, the complaint filed already.
+def test_ask_refuses_an_out_folder_it_may_not_write_in_before_the_turn(settings, tmp_path) -> None:
+    # A folder of earlier replies made read-only (or another user's): found after the turn, the
+    # complaint the note makes was filed already, and asking again files it twice.
     replies = tmp_path / "replies"
     replies.mkdir()
     kept = replies / "4-charged-twice-reply.ogg"
     kept.write_bytes(b"an earlier reply")
-    kept.chmod(0o400)
+    replies.chmod(0o500)
     before = _grievances(settings.storage_dir)
     note = paths.SAMPLES / "4-charged-twice.ogg"
-    done = subprocess.run(
-        [*_without_root_override(), sys.executable, "-m", "bot", "ask", str(note), "--out", str(replies)],
-        cwd=REPO,
-        env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-m", "bot", "ask", str(note), "--out", str(replies)],
+            cwd=REPO,
+            env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        replies.chmod(0o700)
     assert _grievances(settings.storage_dir) == before, done.stderr
-    assert (done.returncode, done.stderr) == (4, f"ask: {kept}: Permission denied; the note was not asked\n")
-    assert kept.read_bytes() == b"an earlier reply"
+    assert (done.returncode, done.stderr) == (
+        4,
+        f"ask: {replies}: Permission denied; the note was not asked\n",
+    )
+    assert sorted(p.name for p in replies.iterdir()) == [kept.name]
 
 
 @pytest.mark.parametrize("command", ["ask", "player export"])
