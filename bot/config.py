@@ -480,6 +480,8 @@ def load_settings(
         raw, source = _read_toml(DEFAULT_CONFIG), str(DEFAULT_CONFIG)
 
     sections: dict[str, typing.Any] = {}
+    # Where each setting given was set: a value refused once built is named with it.
+    origins: dict[str, str] = {}
     for name, values in raw.items():
         if isinstance(values, dict):
             for key in values:
@@ -499,6 +501,7 @@ def load_settings(
         if not isinstance(values, dict):
             raise ConfigError(f"{name} in {source} must be a [section] table")
         sections[name] = dict(values)
+        origins.update({f"{name}.{key}": f"set in {source}" for key in values})
     links: list[str] = []
     for key, text in environ.items():
         if not key.startswith(ENV_PREFIX) or key in _ENV_NOT_SETTINGS:
@@ -519,23 +522,30 @@ def load_settings(
             log.warning("%s names no setting, ignored%s", key, _closest_setting(key))
         else:
             sections.setdefault(setting[0], {})[setting[1]] = _EnvText(text)
+            origins[".".join(setting)] = f"set by {key} (the environment or .env)"
     if links:
         log.info("ignored Kubernetes service-link variables: %s", ", ".join(sorted(links)))
 
     built = {
         name: _build_section(name, cls, sections.get(name, {}), source) for name, cls in SECTIONS.items()
     }
-    for section, key in PATH_SETTINGS:
-        built[section] = dataclasses.replace(
-            built[section], **{key: _local_path(f"{section}.{key}", getattr(built[section], key))}
-        )
     secrets = Secrets(**{name: environ.get(var, "").strip() for name, var in Secrets.ENV.items()})
-    settings = Settings(**built, secrets=secrets, source=source)
-    logs.mask_secrets(_values_to_mask(settings, environ))
-    _check_storage_place(settings)
-    _check_ranges(settings)
-    _check_languages(settings.offline)
-    _check_addresses(settings, environ)
+    with _naming_origins(origins):
+        # Refused by a choice its values allow, not by its type (whose message names the file or
+        # the variable): said with where it was set, which may be a file or a variable another
+        # than the one the operator reads.
+        for name in SECTIONS:
+            _check_choices(name, built[name])
+        for section, key in PATH_SETTINGS:
+            built[section] = dataclasses.replace(
+                built[section], **{key: _local_path(f"{section}.{key}", getattr(built[section], key))}
+            )
+        settings = Settings(**built, secrets=secrets, source=source)
+        logs.mask_secrets(_values_to_mask(settings, environ))
+        _check_storage_place(settings)
+        _check_ranges(settings)
+        _check_languages(settings.offline)
+        _check_addresses(settings, environ)
     _check_required_secrets(settings)
     _check_azure_audio(settings)
     _warn_of_another_services_key(settings, environ)
@@ -1121,10 +1131,33 @@ def _build_section(section: str, cls: type, values: dict[str, typing.Any], sourc
                 f"unknown setting {section}.{key} in {source}: {guess}known keys are {', '.join(known)}"
             )
         kwargs[key] = _coerce(f"{section}.{key}", hints[key], value, source)
-        allowed = CHOICES.get((section, key))
-        if allowed and kwargs[key] not in allowed:
-            raise ConfigError(f"{section}.{key} = {kwargs[key]!r}: choose one of {', '.join(allowed)}")
     return cls(**kwargs)
+
+
+def _check_choices(section: str, values: typing.Any) -> None:
+    for f in dataclasses.fields(values):
+        allowed = CHOICES.get((section, f.name))
+        value = getattr(values, f.name)
+        if allowed and value not in allowed:
+            raise ConfigError(f"{section}.{f.name} = {value!r}: choose one of {', '.join(allowed)}")
+
+
+_LEADING_SETTING = re.compile(r"[a-z_]+\.[a-z_]+")
+
+
+@contextlib.contextmanager
+def _naming_origins(origins: dict[str, str]) -> typing.Iterator[None]:
+    """A ConfigError whose message begins with a setting given in the file or the environment
+    ends saying which of them set it."""
+    try:
+        yield
+    except ConfigError as exc:
+        message = str(exc)
+        leading = _LEADING_SETTING.match(message)
+        where = origins.get(leading.group()) if leading else None
+        if where is None:
+            raise
+        raise ConfigError(f"{message}; {where}") from None
 
 
 def _coerce(key: str, hint: typing.Any, value: typing.Any, source: str) -> typing.Any:

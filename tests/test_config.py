@@ -175,6 +175,34 @@ def test_bad_settings_stop_with_one_line_naming_the_key(
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("[agent]\nmax_tool_rounds = 20\n", "agent.max_tool_rounds = 20: it is 0 to 10"),
+        ("[agent]\nengine = 'gpt'\n", "agent.engine = 'gpt': choose one of offline, openai"),
+        ("[offline]\nlanguages = 'en,sp'\n", "offline.languages = 'en,sp'"),
+        ("[web]\nport = 70000\n", "web.port = 70000: a port is 0 to 65535"),
+    ],
+)
+def test_a_value_out_of_range_names_where_it_was_set(tmp_path: Path, text: str, said: str) -> None:
+    # The file may be any of several (--config, VOXDESK_CONFIG), and a VOXDESK_* variable in a
+    # unit or .env overrides it: a message naming the setting alone sent the operator to a
+    # config.toml that holds a good value.
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert str(caught.value).startswith(said)
+    assert str(caught.value).endswith(f"; set in {path}")
+    key = said.split(" ", 1)[0]
+    var = "VOXDESK_" + key.replace(".", "_").upper()
+    value = tomllib.loads(text)[key.split(".")[0]][key.split(".")[1]]
+    good = write(tmp_path, f"[{key.split('.')[0]}]\n")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(good, environ={var: str(value)})
+    assert str(caught.value).startswith(said)
+    assert str(caught.value).endswith(f"; set by {var} (the environment or .env)")
+
+
 def test_an_address_urllib_refuses_is_named_without_its_password(tmp_path: Path) -> None:
     # urllib's reason for a character that NFKC turns into one of / ? # @ : quotes the whole
     # netloc, user:password@ and all: the config error printed the proxy's password.
