@@ -1189,6 +1189,10 @@ def _coerce(key: str, hint: typing.Any, value: typing.Any, source: str) -> typin
                 return float(value)
             raise ValueError
         if hint is str:
+            if from_env:
+                # As numbers are: a CRLF file sourced by a shell leaves "\r" on every value, and no
+                # setting's text ends in a space (a folder named "var\r" would be made).
+                return str(value).strip()
             if isinstance(value, str):
                 return str(value)
             raise ValueError

@@ -40,6 +40,23 @@ def test_environment_overrides_every_kind_of_setting(tmp_path: Path) -> None:
     assert settings.discord.channels == [1, 2, 3]
 
 
+def test_text_settings_from_the_environment_lose_a_line_ends_carriage_return() -> None:
+    # A CRLF file from a Windows editor sourced by a shell (`set -a; . ./voxdesk.env`) leaves a
+    # "\r" on every value: numbers and lists were read, but a text setting kept it, and the data
+    # went to a folder named "voxdesk\r" and every request asked for a model "gpt-audio\r".
+    env = {
+        "VOXDESK_STORAGE_DIR": "/srv/voxdesk\r",
+        "VOXDESK_OPENAI_MODEL": "gpt-audio \r",
+        "VOXDESK_AGENT_ENGINE": "offline\r",
+        "VOXDESK_JIRA_PROJECT": " GRV",
+    }
+    settings = load_settings(REPO / "config.toml", environ=env)
+    assert settings.storage.dir == "/srv/voxdesk"
+    assert settings.openai.model == "gpt-audio"
+    assert settings.agent.engine == "offline"
+    assert settings.jira.project == "GRV"
+
+
 def test_config_path_from_environment(tmp_path: Path) -> None:
     path = write(tmp_path, "[agent]\nmax_tool_rounds = 7\n")
     assert load_settings(environ={"VOXDESK_CONFIG": str(path)}).agent.max_tool_rounds == 7
