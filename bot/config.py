@@ -473,6 +473,9 @@ def load_settings(
     if chosen:
         # "~" is the home folder, as in config.toml's paths and --config: Environment= expands none.
         file = Path(chosen).expanduser()
+        if file.is_dir():
+            such = file / DEFAULT_CONFIG
+            raise ConfigError(f"config file {file} is a folder: name the file, such as {such}")
         if not file.is_file():
             raise ConfigError(f"config file {file} not found: pass --config PATH or unset VOXDESK_CONFIG")
         raw, source = _read_toml(file), str(file)

@@ -441,6 +441,16 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml", environ={})
 
 
+def test_a_config_path_naming_a_folder_says_so(tmp_path: Path) -> None:
+    # VOXDESK_CONFIG=/etc/voxdesk (the folder, not the file in it) was "not found": the operator
+    # looked at a folder that plainly exists.
+    with pytest.raises(ConfigError) as caught:
+        load_settings(environ={"VOXDESK_CONFIG": str(tmp_path)})
+    assert str(caught.value) == (
+        f"config file {tmp_path} is a folder: name the file, such as {tmp_path / 'config.toml'}"
+    )
+
+
 def test_secrets_come_only_from_the_environment_and_never_print(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="set OPENAI_API_KEY in the environment"):
         load_settings(write(tmp_path, "[secrets]\nopenai_api_key = 'sk-x'\n"), environ={})
