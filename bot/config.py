@@ -48,6 +48,26 @@ class ConfigError(Exception):
     """A setting is wrong; the message names the key and what to do, in one line."""
 
 
+# user:password@ in an address; the password runs to the authority's last "@", as urllib reads it.
+_URL_PASSWORD = re.compile(r"(//[^/?#:]*:)[^/?#]*@")
+
+
+class _HoldsAddresses:
+    """A section whose repr shows the password of each address in it as ***: the log masks
+    them, but a settings object printed elsewhere (a REPL, a failing test, an error reporter)
+    is not. Its dataclass is declared with repr=False, which would otherwise replace this."""
+
+    def __repr__(self) -> str:
+        addresses = {key for section, key in ADDRESS_SETTINGS if SECTIONS[section] is type(self)}
+        shown = []
+        for f in dataclasses.fields(typing.cast(typing.Any, self)):
+            value = getattr(self, f.name)
+            if f.name in addresses and isinstance(value, str):
+                value = _URL_PASSWORD.sub(r"\1***@", value)
+            shown.append(f"{f.name}={value!r}")
+        return f"{type(self).__qualname__}({', '.join(shown)})"
+
+
 @dataclass(frozen=True)
 class StorageSettings:
     dir: str = "var"  # SQLite files, the grievance spool, built speech models
@@ -81,8 +101,8 @@ class ConversationSettings:
     idle_minutes: float = 30.0
 
 
-@dataclass(frozen=True)
-class OpenAISettings:
+@dataclass(frozen=True, repr=False)
+class OpenAISettings(_HoldsAddresses):
     provider: str = "openai"  # openai | azure
     base_url: str = ""  # empty: OPENAI_BASE_URL if set, else api.openai.com
     model: str = "gpt-audio-1.5"
@@ -216,8 +236,8 @@ class OdbcSettings:
     dialect: str = "sqlserver"  # sqlserver | sqlite
 
 
-@dataclass(frozen=True)
-class SearchSettings:
+@dataclass(frozen=True, repr=False)
+class SearchSettings(_HoldsAddresses):
     endpoint: str = ""
     index: str = "manuals"
     semantic_configuration: str = ""
@@ -225,8 +245,8 @@ class SearchSettings:
     retries: int = 2  # the SDK's own retries on 5xx, throttling and dropped connections
 
 
-@dataclass(frozen=True)
-class JiraSettings:
+@dataclass(frozen=True, repr=False)
+class JiraSettings(_HoldsAddresses):
     url: str = ""
     project: str = "GRV"
     issue_type: str = "Task"
@@ -238,8 +258,8 @@ class JiraSettings:
     key_label_prefix: str = "voxdesk-"  # label voxdesk-<database id>-GRV-14 finds the push of GRV-14
 
 
-@dataclass(frozen=True)
-class DiscordSettings:
+@dataclass(frozen=True, repr=False)
+class DiscordSettings(_HoldsAddresses):
     channels: list[int] = field(default_factory=list)  # guild channels answered without a mention
     answer_mentions: bool = True  # answer in any channel when mentioned or replied to
     any_audio_attachment: bool = True  # not only native voice messages

@@ -461,6 +461,24 @@ def test_secrets_come_only_from_the_environment_and_never_print(tmp_path: Path) 
     assert "sk-very-secret" not in repr(settings)
 
 
+def test_a_password_in_a_service_address_is_not_in_the_settings_repr(tmp_path: Path) -> None:
+    # A gateway's or a fake's credentials ride in the address (https://user:pass@host): the log
+    # masks them, but a settings object printed (a REPL, a test's failure, an error reporter)
+    # showed them whole.
+    env = {
+        "VOXDESK_OPENAI_BASE_URL": "https://gateway:pw-in-url-1234@llm.example/v1",
+        "VOXDESK_SEARCH_ENDPOINT": "https://admin:search-pass-5678@search.example",
+        "VOXDESK_JIRA_URL": "http://me%40x.y:jira-pass-9012@localhost:8080",
+        "VOXDESK_DISCORD_API_BASE": "http://bot:discord-pass-3456@127.0.0.1:9/api/v10",
+    }
+    settings = load_settings(write(tmp_path, ""), environ=env)
+    shown = repr(settings)
+    for secret in ("pw-in-url-1234", "search-pass-5678", "jira-pass-9012", "discord-pass-3456"):
+        assert secret not in shown and secret not in repr(settings.openai) + repr(settings.jira)
+    assert "https://gateway:***@llm.example/v1" in shown and "model='gpt-audio-1.5'" in shown
+    assert settings.openai.base_url == env["VOXDESK_OPENAI_BASE_URL"]
+
+
 @pytest.mark.parametrize(
     ("text", "env_var"),
     [
