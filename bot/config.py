@@ -644,6 +644,11 @@ def _warn_of_another_services_key(settings: Settings, environ: typing.Mapping[st
 def _check_storage_place(settings: Settings) -> None:
     # A systemd unit without WorkingDirectory= starts in /: the default storage.dir "var" is then
     # the system's /var, where init (as root) would scatter the databases among its files.
+    if not settings.storage.dir.strip():
+        # Path("") is the working directory: the databases would go among config.toml and .env.
+        raise ConfigError(
+            "storage.dir is empty: name the data folder, such as var (the default) or /srv/voxdesk/var"
+        )
     folder = settings.storage_dir
     try:
         cwd = Path.cwd()

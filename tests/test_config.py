@@ -441,6 +441,22 @@ def test_missing_config_file_is_named(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml", environ={})
 
 
+@pytest.mark.parametrize(
+    ("text", "env", "where"),
+    [
+        ("", {"VOXDESK_STORAGE_DIR": ""}, "set by VOXDESK_STORAGE_DIR (the environment or .env)"),
+        ("[storage]\ndir = ''\n", {}, "set in"),
+    ],
+)
+def test_an_empty_storage_folder_is_refused(tmp_path: Path, text: str, env: dict, where: str) -> None:
+    # compose's `VOXDESK_STORAGE_DIR: ${DATA_DIR}` with DATA_DIR unset gives "": the databases
+    # went into the working directory, among config.toml and .env, with no word of it.
+    with pytest.raises(ConfigError) as caught:
+        load_settings(write(tmp_path, text), environ=env)
+    message = str(caught.value)
+    assert message.startswith("storage.dir is empty: name the data folder") and where in message
+
+
 def test_a_config_path_naming_a_folder_says_so(tmp_path: Path) -> None:
     # VOXDESK_CONFIG=/etc/voxdesk (the folder, not the file in it) was "not found": the operator
     # looked at a folder that plainly exists.
