@@ -960,7 +960,8 @@ _SECRET_NAMES = {
 def _secret_variable(*names: str) -> str | None:
     """The variable a secret written under one of these names is read from; None if none is."""
     for name in names:
-        var = _SECRET_NAMES.get(name.lower().replace(".", "_").removeprefix("secrets_"))
+        # "-" as TOML's bare keys may spell a name (api-key).
+        var = _SECRET_NAMES.get(name.lower().replace(".", "_").replace("-", "_").removeprefix("secrets_"))
         if var is not None:
             return var
     return None

@@ -518,6 +518,9 @@ def test_a_password_in_a_service_address_is_not_in_the_settings_repr(tmp_path: P
         ("[jira]\ntoken = 'sk-SECRET123456'\n", "JIRA_API_TOKEN"),
         ("[jira]\npassword = 'sk-SECRET123456'\n", "JIRA_API_TOKEN"),
         ("[web]\npassword = 'sk-SECRET123456'\n", "VOXDESK_WEB_STAFF_PASSWORD"),
+        # TOML's bare keys take "-", as other tools' settings spell them ("api-key").
+        ("[openai]\napi-key = 'sk-SECRET123456'\n", "OPENAI_API_KEY"),
+        ("[secrets]\ndiscord-token = 'sk-SECRET123456'\n", "DISCORD_TOKEN"),
     ],
 )
 def test_a_secret_in_the_config_file_is_refused_naming_its_variable(
