@@ -571,8 +571,21 @@ def load_settings(
         _check_addresses(settings, environ)
     _check_required_secrets(settings)
     _check_azure_audio(settings)
+    _warn_of_quoted_secrets(settings.secrets)
     _warn_of_another_services_key(settings, environ)
     return settings
+
+
+def _warn_of_quoted_secrets(secrets: Secrets) -> None:
+    # Not refused: a password may begin and end with a quote. DISCORD_TOKEN's shape is checked
+    # on its own, before Discord is asked.
+    for name, var in Secrets.ENV.items():
+        if name != "discord_token" and in_quotes(getattr(secrets, name)):
+            log.warning(
+                "%s is in quotes, which are sent as part of it (docker's --env-file keeps them):"
+                " remove them unless they belong to it",
+                var,
+            )
 
 
 def reply_audio_choices(o: OpenAISettings, name: str) -> tuple[str, ...]:
@@ -632,7 +645,13 @@ def _warn_of_another_services_key(settings: Settings, environ: typing.Mapping[st
     # digits, or longer) set as OPENAI_API_KEY is the usual one. Other servers' keys vary: no word.
     key, o = settings.secrets.openai_api_key, settings.openai
     to_openai = not (o.base_url or environ.get("OPENAI_BASE_URL", "").strip())
-    if settings.agent.engine == "openai" and o.provider == "openai" and to_openai and key:
+    if (
+        settings.agent.engine == "openai"
+        and o.provider == "openai"
+        and to_openai
+        and key
+        and not in_quotes(key)
+    ):
         if not key.startswith("sk-"):
             log.warning(
                 "OPENAI_API_KEY does not begin with sk- as OpenAI's keys do: for an Azure OpenAI key set"
@@ -1221,7 +1240,14 @@ def _coerce(key: str, hint: typing.Any, value: typing.Any, source: str) -> typin
             if from_env:
                 # As numbers are: a CRLF file sourced by a shell leaves "\r" on every value, and no
                 # setting's text ends in a space (a folder named "var\r" would be made).
-                return str(value).strip()
+                text = str(value).strip()
+                if in_quotes(text):
+                    # A storage.dir so is a folder in the working directory, not the one named.
+                    raise ConfigError(
+                        f"{key}: {ENV_PREFIX}{key.replace('.', '_').upper()} = {value!r} is in quotes,"
+                        " which are kept as part of the value (docker's --env-file keeps them): remove them"
+                    )
+                return text
             if isinstance(value, str):
                 return str(value)
             raise ValueError
@@ -1252,6 +1278,12 @@ def _coerce(key: str, hint: typing.Any, value: typing.Any, source: str) -> typin
             given = f"{key} = {value!r} in {source}"
         raise ConfigError(f"{given} is not {_article(wanted)}: fix it") from None
     raise TypeError(f"unsupported setting type {hint}")
+
+
+def in_quotes(text: str) -> bool:
+    """Whether `text` is wrapped in a pair of quotes, as docker's --env-file passes a value
+    written NAME="value"."""
+    return len(text) >= 2 and text[0] == text[-1] and text[0] in "'\""
 
 
 def _article(wanted: str) -> str:

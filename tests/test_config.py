@@ -57,6 +57,42 @@ def test_text_settings_from_the_environment_lose_a_line_ends_carriage_return() -
     assert settings.jira.project == "GRV"
 
 
+@pytest.mark.parametrize(
+    ("env", "said"),
+    [
+        ({"VOXDESK_STORAGE_DIR": '"/srv/voxdesk"'}, "storage.dir: VOXDESK_STORAGE_DIR = '\"/srv/voxdesk\"'"),
+        ({"VOXDESK_OPENAI_MODEL": "'gpt-audio' "}, "openai.model: VOXDESK_OPENAI_MODEL = \"'gpt-audio' \""),
+    ],
+)
+def test_a_text_setting_in_quotes_from_the_environment_is_refused(env: dict, said: str) -> None:
+    # docker run --env-file keeps quotes as part of the value: storage.dir was a folder named
+    # '"/srv/voxdesk"' inside the container's working directory, not the volume, and the data
+    # was gone with the container.
+    with pytest.raises(ConfigError) as caught:
+        load_settings(REPO / "config.toml", environ=env)
+    assert str(caught.value) == (
+        f"{said} is in quotes, which are kept as part of the value (docker's --env-file keeps"
+        " them): remove them"
+    )
+
+
+def test_a_secret_in_quotes_is_a_warning_naming_it_not_its_value(caplog: pytest.LogCaptureFixture) -> None:
+    # Sent with its quotes, it is refused by the service with a 401 that names no cause.
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    load_settings(REPO / "config.toml", environ={"JIRA_API_TOKEN": '"ATATT-secret-1234"'})
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said == (
+        "JIRA_API_TOKEN is in quotes, which are sent as part of it (docker's --env-file keeps"
+        " them): remove them unless they belong to it"
+    )
+    # Said once, as what it is: not also as a key of another service's for lacking "sk-" first.
+    caplog.clear()
+    env = {"VOXDESK_AGENT_ENGINE": "openai", "OPENAI_API_KEY": "'sk-proj-secret-5678'"}
+    load_settings(REPO / "config.toml", environ=env)
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith("OPENAI_API_KEY is in quotes") and "secret-5678" not in said
+
+
 def test_config_path_from_environment(tmp_path: Path) -> None:
     path = write(tmp_path, "[agent]\nmax_tool_rounds = 7\n")
     assert load_settings(environ={"VOXDESK_CONFIG": str(path)}).agent.max_tool_rounds == 7
