@@ -1175,6 +1175,9 @@ def _build_section(section: str, cls: type, values: dict[str, typing.Any], sourc
             known = [f.name for f in dataclasses.fields(cls)]
             close = _closest(key, known)
             guess = f"did you mean {close}? " if close else ""
+            if owners := [f"[{name}]" for name in SECTIONS if key in _known_keys(name)]:
+                # Written under the wrong header: the section that has it, not this one's keys.
+                guess = f"{key} belongs under {' or '.join(owners)}; "
             raise ConfigError(
                 f"unknown setting {section}.{key} in {source}: {guess}known keys are {', '.join(known)}"
             )

@@ -493,6 +493,29 @@ def test_an_empty_storage_folder_is_refused(tmp_path: Path, text: str, env: dict
     assert message.startswith("storage.dir is empty: name the data folder") and where in message
 
 
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        (
+            "[openai]\nengine = 'openai'\n",
+            "unknown setting openai.engine in {path}: engine belongs under [agent]; ",
+        ),
+        (
+            "[agent]\nmodel = 'gpt-audio'\n",
+            "unknown setting agent.model in {path}: model belongs under [openai]; ",
+        ),
+        ("[tools]\nvoice = 'alloy'\n", "voice belongs under [openai] or [offline]; "),
+    ],
+)
+def test_a_setting_in_another_section_is_named_with_its_own(tmp_path: Path, text: str, said: str) -> None:
+    # "unknown setting openai.engine: known keys are provider, base_url, ..." listed twenty keys
+    # and not the one section that has it.
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={})
+    assert said.format(path=path) in str(caught.value)
+
+
 def test_a_config_path_naming_a_folder_says_so(tmp_path: Path) -> None:
     # VOXDESK_CONFIG=/etc/voxdesk (the folder, not the file in it) was "not found": the operator
     # looked at a folder that plainly exists.
