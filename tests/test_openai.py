@@ -2104,3 +2104,36 @@ async def test_the_notes_base64_is_let_go_once_the_engine_has_answered(storage, 
         await engine.aclose()
     assert final.text == "Done."
     assert ENCODED not in turn.scratch
+
+
+@pytest.mark.parametrize(
+    ("written", "read"),
+    [
+        ("Café support. Be brief.\n".encode("cp1252"), None),  # Notepad's "ANSI"
+        ("Be brief.\n".encode("utf-16"), None),  # PowerShell 5's `>`
+        (b"\xef\xbb\xbfBe brief.\r\n", "Be brief."),  # Notepad's UTF-8, with a byte-order mark
+    ],
+)
+async def test_a_system_prompt_file_not_in_utf8_is_one_line_naming_the_setting(
+    storage, fake, tmp_path: Path, written: bytes, read: str | None
+) -> None:
+    # A prompt saved on Windows stopped `run` and `ask` with a UnicodeDecodeError's traceback, and
+    # `check` said "'utf-8' codec can't decode byte 0xe9", naming neither the file nor the setting.
+    from bot.config import ConfigError
+    from bot.engines.openai import create_openai_engine
+
+    prompt = tmp_path / "prompt.md"
+    prompt.write_bytes(written)
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_SYSTEM_PROMPT_FILE=str(prompt))
+    if read is None:
+        with pytest.raises(ConfigError) as caught:
+            await create_openai_engine(settings, verify=False)
+        assert str(caught.value) == (
+            f"agent.system_prompt_file = {prompt} is not UTF-8 text: save it as UTF-8"
+        )
+        return
+    engine = await create_openai_engine(settings, verify=False)
+    try:
+        assert engine.system_prompt == read
+    finally:
+        await engine.aclose()

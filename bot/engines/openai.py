@@ -45,7 +45,7 @@ import openai
 from bot import sentences as say
 from bot.audio import pcm_to_wav
 from bot.bounded import remember
-from bot.config import OPENAI_VOICES, Settings, reply_audio_choices, shown_url
+from bot.config import OPENAI_VOICES, ConfigError, Settings, reply_audio_choices, shown_url
 from bot.db import fsync_path, new_partial, remove_partials
 from bot.engines.base import (
     AudioClip,
@@ -1255,6 +1255,16 @@ def _http_client() -> Any:
     )
 
 
+def read_system_prompt(settings: Settings) -> str:
+    path = settings.system_prompt_path
+    try:
+        # A byte-order mark (Notepad's UTF-8) is no part of the prompt.
+        return path.read_bytes().decode("utf-8-sig").strip()
+    except UnicodeDecodeError:
+        # Notepad's "ANSI" or PowerShell 5's UTF-16: a traceback naming no file, otherwise.
+        raise ConfigError(f"agent.system_prompt_file = {path} is not UTF-8 text: save it as UTF-8") from None
+
+
 async def create_openai_engine(
     settings: Settings,
     verify: bool = True,
@@ -1264,7 +1274,7 @@ async def create_openai_engine(
     """`keyed=False`: an engine that names no player, for `check`, which sends no chat request and
     writes nothing, so makes no key (nor a storage.dir set wrong to keep it in)."""
     o = settings.openai
-    prompt = settings.system_prompt_path
+    system_prompt = await asyncio.to_thread(read_system_prompt, settings)
     client = build_client(settings)
     named = keyed and names_players(o.provider, o.safety_identifier, str(client.base_url))
     engine = OpenAIEngine(
@@ -1273,7 +1283,7 @@ async def create_openai_engine(
         voice=o.voice,
         reply_format=o.reply_format,
         transcribe_model=o.transcribe_model,
-        system_prompt=(await asyncio.to_thread(prompt.read_text, encoding="utf-8")).strip(),
+        system_prompt=system_prompt,
         # Azure's api-versions document no `audio` in an assistant message, where OpenAI takes an
         # earlier reply's audio id: named so, that reply would have each later note refused.
         audio_history_turns=0 if o.provider == "azure" else o.audio_history_turns,
