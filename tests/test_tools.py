@@ -3978,3 +3978,23 @@ def test_a_key_or_id_with_a_line_break_after_it_is_not_one() -> None:
     ]
     for pattern, good in checked:
         assert pattern.match(good) and not pattern.match(good + "\n"), pattern.pattern
+
+
+def test_a_manual_not_in_utf8_is_one_line_naming_it_and_a_bom_is_no_text(tmp_path: Path) -> None:
+    # A manual saved on Windows (Notepad's "ANSI") stopped `init` and `index-manuals` with a
+    # UnicodeDecodeError's traceback naming no file; one with Notepad's byte-order mark had its
+    # "# Title" line read as text, so its passages were titled after the file instead.
+    from bot.config import ConfigError
+    from bot.tools.manual_chunks import chunk_manuals
+
+    folder = tmp_path / "manuals"
+    folder.mkdir()
+    (folder / "cafe.md").write_bytes(b"\xef\xbb\xbf# Caf\xc3\xa9 guide\r\n## Hours\r\nOpen at noon.\r\n")
+    (chunk,) = chunk_manuals(folder)
+    assert (chunk.title, chunk.text) == ("Café guide: Hours", "Open at noon.")
+    (folder / "shop.md").write_bytes("# Shop\n## Prices\nTen € a month.\n".encode("cp1252"))
+    with pytest.raises(ConfigError) as caught:
+        chunk_manuals(folder)
+    assert str(caught.value) == (
+        f"storage.manuals_dir: {folder / 'shop.md'} is not UTF-8 text: save it as UTF-8"
+    )

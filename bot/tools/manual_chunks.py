@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from bot.config import ConfigError
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -33,7 +35,7 @@ def chunk_manual(path: Path) -> list[Chunk]:
     stem = os.fsencode(path.stem).decode("utf-8", "backslashreplace")
     title = name.stem.replace("-", " ").capitalize()
     sections: list[tuple[str, list[str]]] = [("", [])]
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in _read_manual(path).splitlines():
         match = _HEADING.match(line.strip())
         if match and len(match.group(1)) == 1:
             title = match.group(2).strip()
@@ -60,6 +62,15 @@ def chunk_manual(path: Path) -> list[Chunk]:
             )
         )
     return chunks
+
+
+def _read_manual(path: Path) -> str:
+    try:
+        # Notepad's UTF-8 begins with a byte-order mark: else the "# Title" line is read as text.
+        return path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError:
+        # Notepad's "ANSI" or PowerShell 5's UTF-16: `init` stopped on a traceback naming no file.
+        raise ConfigError(f"storage.manuals_dir: {path} is not UTF-8 text: save it as UTF-8") from None
 
 
 def chunk_manuals(folder: Path | str) -> list[Chunk]:
