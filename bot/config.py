@@ -567,6 +567,7 @@ def load_settings(
         logs.mask_secrets(_values_to_mask(settings, environ))
         _check_storage_place(settings)
         _check_ranges(settings)
+        _check_not_empty(settings)
         _check_languages(settings.offline)
         _check_addresses(settings, environ)
     _check_required_secrets(settings)
@@ -739,6 +740,28 @@ def check_port(port: int, given: str) -> None:
     """`given`: how the port was set, for the message (a setting, or a command's option)."""
     if not 0 <= port <= 65535:
         raise ConfigError(f"{given}: a port is 0 to 65535")
+
+
+# Settings that name a thing to use: empty (a compose file's ${VAR} with VAR unset) none is named,
+# and the bot ran on with a degraded engine or had every request refused. Other text settings
+# mean "none" or "the default" when empty, as config.toml says.
+NAMES_SOMETHING = (
+    ("offline", "voice"),
+    ("offline", "whisper_model"),
+    ("offline", "meaning_model"),
+    ("openai", "model"),
+    ("openai", "api_version"),
+    ("search", "index"),
+    ("jira", "project"),
+    ("jira", "issue_type"),
+)
+
+
+def _check_not_empty(settings: Settings) -> None:
+    for section, key in NAMES_SOMETHING:
+        if not getattr(getattr(settings, section), key).strip():
+            default = getattr(SECTIONS[section](), key)
+            raise ConfigError(f"{section}.{key} is empty: name one (the default is {default!r})")
 
 
 def _check_ranges(settings: Settings) -> None:

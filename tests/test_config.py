@@ -516,6 +516,31 @@ def test_a_setting_in_another_section_is_named_with_its_own(tmp_path: Path, text
     assert said.format(path=path) in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("key", "default"),
+    [
+        ("offline.voice", "auto"),
+        ("offline.whisper_model", "tiny.en"),
+        ("offline.meaning_model", "auto"),
+        ("openai.model", "gpt-audio-1.5"),
+        ("openai.api_version", "2025-01-01-preview"),
+        ("search.index", "manuals"),
+        ("jira.project", "GRV"),
+        ("jira.issue_type", "Task"),
+    ],
+)
+def test_a_setting_that_names_something_is_not_empty(key: str, default: str) -> None:
+    # compose's `VOXDESK_OFFLINE_VOICE: ${VOICE}` with VOICE unset gives "": `check` passed,
+    # saying "eSpeak NG has no voice ", "no Whisper model in ." or "meaning model not loaded
+    # from ", and a Jira project or an OpenAI model of "" had every request refused.
+    var = "VOXDESK_" + key.replace(".", "_").upper()
+    with pytest.raises(ConfigError) as caught:
+        load_settings(REPO / "config.toml", environ={var: " "})
+    assert str(caught.value) == (
+        f"{key} is empty: name one (the default is {default!r}); set by {var} (the environment or .env)"
+    )
+
+
 def test_a_config_path_naming_a_folder_says_so(tmp_path: Path) -> None:
     # VOXDESK_CONFIG=/etc/voxdesk (the folder, not the file in it) was "not found": the operator
     # looked at a folder that plainly exists.
