@@ -1107,6 +1107,15 @@ def _load_dotenv() -> None:
         present = os.environ.get(var)
         if present is None:
             os.environ[var] = value
+        elif var.startswith(ENV_PREFIX) and var not in Secrets.ENV.values():
+            if present.strip() != value.strip() and _env_setting(var) is not None:
+                # A setting changed in .env while a unit's Environment= or a shell profile still
+                # sets the old one: the environment's is read, and nothing said so.
+                log.warning(
+                    "%s is set in the environment and, to another value, in %s: the environment's is used",
+                    var,
+                    DOTENV.resolve(),
+                )
         elif var in Secrets.ENV.values() and value.strip():
             if not present.strip():
                 # A secret the environment has empty is one it does not have (compose's

@@ -765,6 +765,25 @@ def test_a_secret_in_the_environment_and_otherwise_in_dotenv_says_which_is_used(
     )
 
 
+def test_a_setting_in_the_environment_and_otherwise_in_dotenv_says_which_is_used(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # `.env` says VOXDESK_AGENT_ENGINE=openai, a unit's Environment= or a shell profile still says
+    # offline: the bot answered offline and nothing said which of the two was read.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("VOXDESK_AGENT_ENGINE", "offline")
+    monkeypatch.setenv("VOXDESK_AGENT_MAX_TOOL_ROUNDS", "4")
+    (tmp_path / ".env").write_text("VOXDESK_AGENT_ENGINE=openai\nVOXDESK_AGENT_MAX_TOOL_ROUNDS= 4\n")
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    settings = load_settings()
+    assert settings.agent.engine == "offline"
+    (said,) = [r.getMessage() for r in caplog.records]  # the same value, blank aside, is no news
+    assert said == (
+        f"VOXDESK_AGENT_ENGINE is set in the environment and, to another value, in {tmp_path / '.env'}:"
+        " the environment's is used"
+    )
+
+
 @pytest.mark.parametrize(
     ("token", "said"),
     [
