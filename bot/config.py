@@ -487,7 +487,8 @@ def load_settings(
         if dotenv:
             _load_dotenv()
         environ = os.environ
-    chosen = path or environ.get("VOXDESK_CONFIG")
+    # Stripped as every VOXDESK_* value is: a CRLF file sourced by a shell leaves an unseen "\r".
+    chosen = path or environ.get("VOXDESK_CONFIG", "").strip()
     raw: dict[str, typing.Any] = {}
     source = "defaults"
     if chosen:

@@ -98,6 +98,13 @@ def test_config_path_from_environment(tmp_path: Path) -> None:
     assert load_settings(environ={"VOXDESK_CONFIG": str(path)}).agent.max_tool_rounds == 7
 
 
+def test_a_config_path_from_the_environment_loses_a_line_ends_carriage_return(tmp_path: Path) -> None:
+    # As every VOXDESK_* value does: from a CRLF file sourced by a shell, "config file
+    # /etc/voxdesk/config.toml not found" named a file that plainly exists (the "\r" unseen).
+    path = write(tmp_path, "[agent]\nmax_tool_rounds = 7\n")
+    assert load_settings(environ={"VOXDESK_CONFIG": f"{path}\r"}).agent.max_tool_rounds == 7
+
+
 def test_a_config_path_from_the_environment_starting_with_a_tilde_is_in_the_home_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
