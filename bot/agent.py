@@ -327,7 +327,14 @@ class VoiceAgent:
         # and would save itself after it, and the next note would not start afresh. No turn
         # slot: a reset is quick, and other players' turns have nothing to do with it.
         async with self._user_turn(user_id, slot=False):
-            return await self.conversations.reset(user_id, sent_at)
+            removed = await self.conversations.reset(user_id, sent_at)
+            # Whatever the store held, an engine may still hold the player's words in memory
+            # (the offline engine's sentence cache); only engines that keep any have `forget`.
+            for engine in (self.engine, self.fallback):
+                forget = getattr(engine, "forget", None)
+                if forget is not None:
+                    forget(user_id)
+            return removed
 
     def voices(self) -> list[str]:
         return self.engine.voices()

@@ -387,3 +387,54 @@ async def test_closing_the_speaker_in_a_raid_ends_replies_with_an_error(reply_vo
     with pytest.raises(speaker.SpeakerClosed):
         await speaking.speak_soon("Later still.", JOE)  # one asked for after the close
     assert "failed" not in caplog.text
+
+
+def test_forgetting_a_player_drops_the_sentences_said_to_them_alone(reply_voices, piper_texts) -> None:
+    """A reply's sentences may name the player's points or tickets: after their /forget the
+    cache holds none of them, while another player's stay."""
+    speaking = ReplySpeaker(reply_voices, 165, cache_bytes=8_000_000)
+    try:
+        speaking.speak("Thanks for asking. You have 40 points.", JOE, player="nova")
+        speaking.speak("Thanks for asking. Ticket GRV-7 is open.", JOE, player="rex")  # one from the cache
+        assert speaking.forget("rex") == 2
+        assert [key[2] for key in speaking.cache._items] == ["You have 40 points."]
+        speaking.speak("Ticket GRV-7 is open.", JOE, player="nova")
+        assert piper_texts[-1] == "Ticket GRV-7 is open."  # spoken afresh, not from the cache
+        assert speaking.forget("nova") == 2 and len(speaking.cache) == 0
+    finally:
+        speaking.close()
+
+
+def test_a_sentence_of_a_reply_begun_before_a_forget_is_not_kept() -> None:
+    """A reply still being synthesised when its player forgets (its turn cancelled, its thread
+    still running) caches nothing afterwards: it may be the forgotten player's."""
+    cache = SentenceCache(max_bytes=100)
+    since = cache.forgets
+    cache.put((JOE, 165, "One."), b"aaaa", "nova", since)
+    cache.forget("nova")
+    cache.put((JOE, 165, "You have 40 points."), b"bbbb", "nova", since)
+    cache.said_to("nova", [(JOE, 165, "One.")], since)
+    assert len(cache) == 0
+    cache.put((JOE, 165, "One."), b"aaaa", "rex", cache.forgets)
+    assert cache.get((JOE, 165, "One.")) == b"aaaa"
+
+
+def test_evicted_sentences_leave_no_player_behind() -> None:
+    cache = SentenceCache(max_bytes=8)
+    cache.put((JOE, 165, "One."), b"aaaa", "nova")
+    cache.put((JOE, 165, "Two."), b"bbbb", "rex")
+    cache.put((JOE, 165, "Three."), b"cccc", "rex")  # "One." goes
+    assert cache._sentences_of == {"rex": {(JOE, 165, "Two."), (JOE, 165, "Three.")}}
+    assert cache.forget("nova") == 0 and len(cache) == 2
+
+
+async def test_slash_forget_empties_the_offline_engines_cache_of_the_player(settings, piper_texts) -> None:
+    on = settings.replace(offline={"voice": "auto", "sentence_cache_mb": 3})
+    async with running_app(on) as app:
+        cache = app.agent.engine.speaker.cache  # type: ignore[attr-defined]
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA), "how many points do I have")
+        assert reply.audio is not None
+        said = {key[2] for key in cache._items}
+        assert said and said <= set(sentences(speakable(reply.text)))
+        await app.agent.forget(NOVA)
+        assert len(cache) == 0

@@ -49,15 +49,23 @@ def sentences(text: str) -> list[str]:
 
 
 class SentenceCache:
-    """The most recently used sentences' PCM, up to `max_bytes` (0: off). Thread-safe."""
+    """The most recently used sentences' PCM, up to `max_bytes` (0: off). Thread-safe.
+
+    A sentence may name a player's points or tickets, so each is kept with the players it was
+    said to, and `forget` drops a player's: /forget leaves none of their words in memory."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.enabled = max_bytes > 0
         self.hits = 0
         self.misses = 0
+        # How many `forget`s there have been: a reply begun before one keeps nothing after it,
+        # since the player forgotten may be the one it was spoken for.
+        self.forgets = 0
         self._size = 0
         self._items: OrderedDict[CacheKey, bytes] = OrderedDict()
+        self._said_to: dict[CacheKey, set[str]] = {}
+        self._sentences_of: dict[str, set[CacheKey]] = {}
         self._lock = threading.Lock()
 
     def get(self, key: CacheKey) -> bytes | None:
@@ -72,25 +80,68 @@ class SentenceCache:
             self.hits += 1
             return pcm
 
-    def put(self, key: CacheKey, pcm: bytes) -> None:
+    def put(self, key: CacheKey, pcm: bytes, player: str = "", since: int | None = None) -> None:
+        """`player`: who the sentence was said to ("" for none); `since`: `forgets` when the
+        reply began (None: whatever it is now)."""
         if not self.enabled or len(pcm) > self.max_bytes:
             return
         with self._lock:
-            if key in self._items:
+            if since is not None and since != self.forgets:
                 return
-            self._items[key] = pcm
-            self._size += len(pcm)
+            if key not in self._items:
+                self._items[key] = pcm
+                self._size += len(pcm)
+            self._own(key, player)
             while self._size > self.max_bytes:
-                _, dropped = self._items.popitem(last=False)
-                self._size -= len(dropped)
+                self._drop(next(iter(self._items)))
+
+    def said_to(self, player: str, keys: list[CacheKey], since: int) -> None:
+        """The cached sentences of `keys` were said to `player` too (a reply that found them here
+        or waited for another reply's synthesis)."""
+        if not player:
+            return
+        with self._lock:
+            if since != self.forgets:
+                return
+            for key in keys:
+                if key in self._items:
+                    self._own(key, player)
+
+    def forget(self, player: str) -> int:
+        """Drop every sentence said to `player`; how many went."""
+        with self._lock:
+            self.forgets += 1
+            keys = self._sentences_of.pop(player, set())
+            for key in keys:
+                self._drop(key)
+            return len(keys)
 
     def clear(self) -> None:
         with self._lock:
+            self.forgets += 1
             self._items.clear()
+            self._said_to.clear()
+            self._sentences_of.clear()
             self._size = 0
 
     def __len__(self) -> int:
         return len(self._items)
+
+    def _own(self, key: CacheKey, player: str) -> None:
+        if player:
+            self._said_to.setdefault(key, set()).add(player)
+            self._sentences_of.setdefault(player, set()).add(key)
+
+    def _drop(self, key: CacheKey) -> None:
+        pcm = self._items.pop(key, None)
+        if pcm is not None:
+            self._size -= len(pcm)
+        for player in self._said_to.pop(key, ()):
+            sentences = self._sentences_of.get(player)
+            if sentences is not None:
+                sentences.discard(key)
+                if not sentences:
+                    del self._sentences_of[player]
 
 
 class SpeakerClosed(RuntimeError):
@@ -112,11 +163,14 @@ class ReplySpeaker:
         self._in_flight: dict[CacheKey, Future[bytes]] = {}
         self._lock = threading.Lock()
 
-    async def speak_soon(self, text: str, voice: str | None, keep: bool = True) -> ReplyAudio:
+    async def speak_soon(
+        self, text: str, voice: str | None, keep: bool = True, player: str = ""
+    ) -> ReplyAudio:
         """`speak` on the speaker's own threads: a raid's replies waiting for synthesis hold none
         of asyncio's default threads, which decoding, routing and the grievance spool share."""
         try:
-            waiting = asyncio.get_running_loop().run_in_executor(self._replies, self.speak, text, voice, keep)
+            loop = asyncio.get_running_loop()
+            waiting = loop.run_in_executor(self._replies, self.speak, text, voice, keep, player)
         except RuntimeError:  # the pool has shut down: the same news as a reply cut off by closing
             raise SpeakerClosed("the speaker closed before this reply was spoken") from None
         try:
@@ -129,16 +183,17 @@ class ReplySpeaker:
             # it can answer, not a cancellation it would take for its own.
             raise SpeakerClosed("the speaker closed before this reply was spoken") from None
 
-    def speak(self, text: str, voice: str | None, keep: bool = True) -> ReplyAudio:
+    def speak(self, text: str, voice: str | None, keep: bool = True, player: str = "") -> ReplyAudio:
         """`keep`: whether the sentences synthesised go into the cache. Ticket news and apologies
         share this speaker but say what is rarely said twice: they read the cache, and keeping
-        their sentences would only evict replies' greetings and thanks."""
+        their sentences would only evict replies' greetings and thanks. `player`: who the reply
+        is for, whose /forget (`forget`) drops its sentences from the cache."""
         text = speakable(text)
         name = self.voices.resolve(voice)
         neural = self.voices.neural.get(name)
         if neural is not None:
             try:
-                return self._neural(name, text, keep)
+                return self._neural(name, text, keep, player)
             except CancelledError:
                 raise  # closing: no eSpeak stand-in for a reply that will not be sent
             except Exception:
@@ -149,8 +204,9 @@ class ReplySpeaker:
         writer.write(speech.pcm)
         return writer.finish()
 
-    def _neural(self, name: str, text: str, keep: bool = True) -> ReplyAudio:
+    def _neural(self, name: str, text: str, keep: bool = True, player: str = "") -> ReplyAudio:
         voice = self.voices.neural[name]
+        since = self.cache.forgets
         keys = [(name, self.rate_wpm, sentence) for sentence in sentences(text)]
         ready: dict[CacheKey, bytes] = {}
         jobs: dict[CacheKey, Future[bytes]] = {}
@@ -168,7 +224,7 @@ class ReplySpeaker:
                 job = self._in_flight.get(key) if self.cache.enabled else None
                 if job is None:
                     try:
-                        job = self._pool.submit(self._synthesize, voice, key, keep)
+                        job = self._pool.submit(self._synthesize, voice, key, keep, player, since)
                     except RuntimeError:  # the pool has shut down: the speaker is closing
                         raise CancelledError from None
                     if self.cache.enabled:
@@ -178,21 +234,28 @@ class ReplySpeaker:
         try:
             for key in keys:
                 writer.write(ready[key] if key in ready else jobs[key].result())
+            self.cache.said_to(player, keys, since)
             return writer.finish()
         except BaseException:
             # Jobs are left to finish (another reply may share them); what they make is cached.
             writer.close()
             raise
 
-    def _synthesize(self, voice: NeuralVoice, key: CacheKey, keep: bool = True) -> bytes:
+    def _synthesize(
+        self, voice: NeuralVoice, key: CacheKey, keep: bool = True, player: str = "", since: int | None = None
+    ) -> bytes:
         try:
             pcm = voice.synthesize(key[2], key[1]).pcm
             if keep:
-                self.cache.put(key, pcm)
+                self.cache.put(key, pcm, player, since)
             return pcm
         finally:
             with self._lock:
                 self._in_flight.pop(key, None)
+
+    def forget(self, player: str) -> int:
+        """Drop the cached sentences said to `player` (their /forget); how many went."""
+        return self.cache.forget(player)
 
     def close(self) -> None:
         self._replies.shutdown(wait=False, cancel_futures=True)

@@ -186,7 +186,7 @@ class OfflineEngine:
     async def _say(self, text: str, turn: TurnState) -> EngineReply:
         # Off the event loop: Piper takes about 80 ms of a core a second of speech on this VM.
         if self.speaker.by_sentence:
-            reply = await self.speaker.speak_soon(spoken(text), turn.voice)
+            reply = await self.speaker.speak_soon(spoken(text), turn.voice, player=turn.context.speaker)
             return EngineReply(text=text, reply_audio=reply, user_text=turn.scratch.get("heard"))
         pcm, rate = await asyncio.to_thread(speak_reply, self.reply_voices, text, turn.voice, self.rate_wpm)
         return EngineReply(
@@ -198,6 +198,11 @@ class OfflineEngine:
 
     def voices(self) -> list[str]:
         return self.reply_voices.names()
+
+    def forget(self, user_id: str) -> None:
+        """The player's /forget: their replies' sentences, which may name their points and
+        tickets, leave the sentence cache."""
+        self.speaker.forget(user_id)
 
     async def aclose(self) -> None:
         self.speaker.close()
