@@ -764,6 +764,7 @@ class TicketNews:
         self._giving_back = Outage(log, "ticket news: claimed news is given back again", level=logging.ERROR)
         self._unmarked = Outage(log, "ticket news: DMs are marked tried again", level=logging.ERROR)
         self._round_writes = Outage(log, "ticket news: news.db writes go through again", level=logging.ERROR)
+        self._unmuted = Outage(log, "ticket news: news.db marks news muted again", level=logging.ERROR)
         # With news off: (time.monotonic(), the newest grievance event) at the last look (see
         # `housekeeping`).
         self._unread_events: tuple[float, int] | None = None
@@ -1125,9 +1126,12 @@ class TicketNews:
                     await self.store.finish(ids, "muted")
                 except Exception as exc:
                     # Claimed, and no DM tried: given back, and muted at a later round.
-                    log.error("ticket news for %s not marked muted: %s", user_id, exc)
+                    self._unmuted.failed(
+                        type(exc).__name__, "ticket news for %s not marked muted: %s", user_id, exc
+                    )
                     await self._give_back_owed(ids)
                     return 0
+                self._unmuted.answered()
                 metrics.TICKET_NEWS.labels("muted").inc()
                 log.info("ticket news for %s not sent: /notify is off (%d)", user_id, len(ids))
                 return 0

@@ -487,6 +487,38 @@ async def test_news_db_refusing_to_mute_news_ends_no_round_and_mutes_it_later(tm
     assert [d.user_id for d in front.dms] == [BLAZE]
 
 
+async def test_news_db_refusing_to_mute_news_is_logged_once_an_outage(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Refused round after round, the muting is an ERROR once, then DEBUG; its end is said, and a
+    later outage is an ERROR again."""
+    caplog.set_level(logging.DEBUG, logger="bot.ticket_news")
+    db, news_db = tmp_path / "grievances.db", tmp_path / "news.db"
+    refuse = (
+        "CREATE TRIGGER refused BEFORE UPDATE OF state ON news WHEN NEW.state = 'muted'"
+        " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        await p.preferences.set_notify(NOVA, False)
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        sql(news_db, refuse)
+        for _ in range(3):
+            assert await p.news.run_once(front) == 0
+        sql(news_db, "DROP TRIGGER refused")
+        assert await p.news.run_once(front) == 0
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "muted")]
+        await p.local.register(NOVA, "wallet", "lost my skins")
+        sql(db, "UPDATE grievances SET status = 'resolved' WHERE local_key = 'GRV-2'")
+        sql(news_db, refuse)
+        assert await p.news.run_once(front) == 0
+    unmuted = [r.levelno for r in caplog.records if "not marked muted" in r.getMessage()]
+    assert unmuted == [logging.ERROR, logging.DEBUG, logging.DEBUG, logging.ERROR]
+    assert caplog.text.count("ticket news: news.db marks news muted again") == 1
+    assert front.dms == []
+
+
 async def test_one_dm_carries_all_of_a_players_news(tmp_path: Path) -> None:
     db = tmp_path / "grievances.db"
     front = Recorder()
