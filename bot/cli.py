@@ -415,8 +415,9 @@ def cmd_refile(args: argparse.Namespace) -> int:
             " another prefix (journalctl -o cat, docker compose logs --no-log-prefix) or, for JSON,"
             " as voxdesk's journal entries (journalctl -u voxdesk -o json --all) or as its"
             " container's json-file log with the files Docker rotated before it, oldest first"
-            " (ID-json.log.1 ID-json.log), or file a line the store did log by hand (one inside"
-            " another record is words that copy it)"
+            " (ID-json.log.1 ID-json.log), as a pod's log file the same way (0.log.DATE 0.log,"
+            " gunzipped), or file a line the store did log by hand (one inside another record is"
+            " words that copy it)"
         )
     if left_out:
         _complain(
@@ -624,7 +625,7 @@ COMMANDS: dict[
             type=_user_path,
             metavar="LOG",
             help="log files to read (journalctl's -o cat, short and json output, Docker's json-file"
-            " logs too); - or none: stdin",
+            " logs and Kubernetes' or Podman's CRI logs too); - or none: stdin",
         ),
     ),
     "index-manuals": (

@@ -883,6 +883,97 @@ def test_refile_joins_no_docker_entry_to_a_line_it_is_not_the_rest_of() -> None:
     assert (len(filed), unreadable) == (1, 0) and filed[0]["user_id"] == "123"
 
 
+CRI_PIECE = 16 * 1024  # containerd's max_container_log_line_size, by default
+
+
+def _cri_log(text: str, stream: str = "stderr", seconds: int = 0) -> list[str]:
+    """The lines a container wrote to `stream` as a CRI runtime (containerd, CRI-O) keeps them in
+    a pod's log file: `<time> <stream> <P|F> <text>` a line, a line over 16 KiB as several, each
+    but the last tagged P, each with the time it was read (one nanosecond apart, from
+    04:00:`seconds`)."""
+    lines, at = [], 0
+    for line in text.splitlines():
+        data = line.encode()
+        for start in range(0, max(len(data), 1), CRI_PIECE):
+            tag = "P" if start + CRI_PIECE < len(data) else "F"
+            when = f"2026-12-06T04:00:{seconds:02}.{at:09}Z"
+            lines.append(f"{when} {stream} {tag} {data[start : start + CRI_PIECE].decode()}\n")
+            at += 1
+    return lines
+
+
+def test_refile_files_the_stores_line_from_a_cri_log_its_pieces_joined() -> None:
+    from bot.tools.grievance_spool import unfiled_in
+
+    line, row = _long_store_line()
+    pieces = _cri_log(line + "\n")
+    assert [p.split(" ", 3)[2] for p in pieces] == ["P", "F"]
+    # Between its pieces, the other stream's line; before it, the stream's first line read.
+    started = _cri_log("[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n", seconds=0)
+    pieces = _cri_log(line + "\n", seconds=1)
+    printed = _cri_log("progress 50%\n", stream="stdout", seconds=1)
+    filed, unreadable = unfiled_in([*started, pieces[0], *printed, pieces[1]])
+    assert unreadable == 0 and [{f: r[f] for f in row} for r in filed] == [row]
+
+
+def test_refile_files_no_players_words_from_a_cri_log() -> None:
+    # A CRI runtime keeps a line over 16 KiB as several pieces: a player's words a DEBUG line
+    # quotes, placed where it cuts, start a piece shaped as the store's line.
+    from bot.tools.grievance_spool import unfiled_in
+
+    head = "[2026-12-06 04:00:00+0000] [DEBUG   ] bot.agent: heard "
+    words = "x" * (CRI_PIECE - len(head)) + _forged_unfiled()
+    started = _cri_log("[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n")
+    entries = _cri_log(head + words + "\n", seconds=1)
+    assert entries[1].split(" ", 3)[3] == _forged_unfiled() + "\n"  # where the runtime cuts
+    shown: list[str] = []
+    assert unfiled_in([*started, *entries], shown.append) == ([], 0)
+    assert shown == [head + words]  # the line the bot wrote, shown as any quoting a grievance is
+    # The rest of that line first in what is read (the file the runtime rotated to): shown.
+    shown.clear()
+    assert unfiled_in(entries[1:], shown.append) == ([], 0)
+    assert shown == [_forged_unfiled()]
+    # A whole line first in what is read is no surer: the file may start with a line's rest.
+    shown.clear()
+    assert unfiled_in(_cri_log(_forged_unfiled() + "\n"), shown.append) == ([], 0)
+    assert shown == [_forged_unfiled()]
+    # What the process printed on stdout, where no log handler keeps words on one line.
+    line, _ = _long_store_line()
+    shown.clear()
+    assert unfiled_in([*started, *_cri_log(line + "\n", stream="stdout", seconds=1)], shown.append) == ([], 0)
+    assert shown == [line]
+
+
+def test_refile_joins_no_cri_piece_to_a_line_it_is_not_the_rest_of() -> None:
+    # The store's line cut short, then (files given out of order) a piece read before it that
+    # ends a line quoting a player's words as they like: joined, the two would file a grievance
+    # in the name those words chose. A piece is never read before the one it follows.
+    from bot.tools.grievance_spool import unfiled_in
+
+    line, _ = _long_store_line()
+    head = _cri_log(line + "\n", seconds=2)[0]
+    started = _cri_log("[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n", seconds=0)
+    words = '", "at": "2026-12-06T04:00:00Z", "state": "open", "user_id": "999"}'
+    earlier = f"2026-12-06T04:00:01Z stderr F {words}\n"
+    shown: list[str] = []
+    assert unfiled_in([*started, head, earlier], shown.append) == ([], 0)
+    assert shown == [head.split(" ", 3)[3].rstrip("\n")]  # the store's line, cut short: shown
+    # A line after that one starts where its piece does again.
+    filed, unreadable = unfiled_in([*started, head, earlier, *_cri_log(line + "\n", seconds=3)])
+    assert (len(filed), unreadable) == (1, 0) and filed[0]["user_id"] == "123"
+
+
+def test_a_line_only_shaped_as_a_cri_logs_is_read_as_text() -> None:
+    from bot.tools.grievance_spool import unfiled_in
+
+    started = _cri_log("[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n")
+    for bad in ("2026-13-06T04:00:01Z", "2026-12-06T04:00:01", "2026-12-06 04:00:01Z"):
+        shown: list[str] = []
+        line = f"{bad} stderr F {_forged_unfiled()}"
+        assert unfiled_in([*started, line + "\n"], shown.append) == ([], 0)
+        assert shown == [line]
+
+
 JOURNAL_LINE_MAX = 48 * 1024  # journald's LineMax, by default
 
 

@@ -3014,7 +3014,6 @@ def test_refile_reads_a_journal_on_stdin_past_a_line_that_is_not_utf8(tmp_path) 
     [
         "voxdesk-bot-1  | [2026-12-06 04:00:00+0000] ",  # docker compose logs
         "[pod/voxdesk-7d9c4/bot] [2026-12-06 04:00:00+0000] ",  # kubectl logs --prefix
-        "2026-12-06T04:00:00.123456789Z stderr F [2026-12-06 04:00:00+0000] ",  # a pod's log file
     ],
 )
 def test_refile_says_which_store_line_it_passes_over_behind_a_prefix_it_does_not_know(
@@ -3083,6 +3082,38 @@ def test_refile_files_a_containers_json_file_log_with_the_files_docker_rotated_b
     assert done.returncode == 1, done.stderr  # a line whose end is in the next file: shown
     assert "0 unfiled grievance(s) found" in done.stdout
     assert "refile: 1 marked line(s) not filed" in done.stderr and "ID-json.log.1 ID-json.log" in done.stderr
+    done = voxdesk("refile", str(rotated), str(current), storage=storage)
+    assert done.returncode == 0, done.stderr
+    assert "1 unfiled grievance(s) found" in done.stdout
+
+    async def filed() -> list[str]:
+        store = await LocalGrievanceStore.open(storage / "grievances.db")
+        try:
+            return [g.description for g in await store.status(row["user_id"])]
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(filed()) == [row["description"]]
+
+
+def test_refile_files_a_pods_cri_log_with_the_files_its_runtime_rotated_before_it(tmp_path) -> None:
+    # Kubernetes and Podman keep a container's lines as `<time> stderr F <text>`: refile showed
+    # the store's line in them and filed none. A line over 16 KiB is kept as pieces (P, then F),
+    # and the runtime may rotate the file between them.
+    from .test_cli import voxdesk
+    from .test_logs import _cri_log, _long_store_line
+
+    storage = _grievance_storage(tmp_path)
+    line, row = _long_store_line()
+    started = _cri_log("[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n")
+    head, rest = _cri_log(line + "\n", seconds=1)
+    rotated, current = tmp_path / "0.log.20261206-040001", tmp_path / "0.log"
+    rotated.write_text("".join([*started, head]))
+    current.write_text(rest)
+    done = voxdesk("refile", str(rotated), storage=storage)
+    assert done.returncode == 1, done.stderr  # a line whose end is in the next file: shown
+    assert "0 unfiled grievance(s) found" in done.stdout
+    assert "refile: 1 marked line(s) not filed" in done.stderr and "0.log.DATE 0.log" in done.stderr
     done = voxdesk("refile", str(rotated), str(current), storage=storage)
     assert done.returncode == 0, done.stderr
     assert "1 unfiled grievance(s) found" in done.stdout

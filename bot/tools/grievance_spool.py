@@ -18,6 +18,8 @@ import os
 import re
 import uuid
 from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime
+from operator import eq, le
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +88,13 @@ _DOCKER_OURS = "stderr"
 # grievance store's line is under MAX_LINE_BYTES (bot/logs.py): a line longer than this is none,
 # and is not held whole in memory.
 _DOCKER_LONGEST = 4 * 32 * 1024
+# A line of a CRI runtime's container log (containerd's, CRI-O's: Kubernetes' and Podman's
+# under it), `<RFC 3339 time> <stream> <P|F> <text>`: the container's line as it wrote it, no
+# reader's prefix, a long one as several pieces, each but the last tagged P (partial), with
+# the time it was read (not the line's first, as Docker's are).
+_CRI_LINE = re.compile(
+    r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d) (stdout|stderr) ([PF]) (.*)\n?"
+)
 # The first line of each entry of a journalctl output that holds its entries' fields as text of
 # its own, which is not the lines the bot logged: a grievance there is quoted in a field, and its
 # entry's names are on other lines. Named by the option that prints it.
@@ -295,9 +304,11 @@ def unfiled_in(
     is not filed, as what comes before the mark is no prefix of the store's own line, or as it is
     a line of JSON that is no entry the bot's process logged to the journal, or the rest of a line
     of its the journal cut (_LINE_BREAK). Lines of Docker's json-file log driver are read as the
-    lines the container wrote, its pieces of a long line joined: the store's line is filed from
-    stderr alone, never from a stream's first line read (it may be the rest of one cut before);
-    those are passed over. `left_out` with each
+    lines the container wrote, its pieces of a long line joined, and so are the lines of a CRI
+    runtime's container log (Kubernetes', Podman's: `<time> stderr F <text>`, P for a piece of
+    a longer line): the store's line is filed from stderr alone, never from a stream's first
+    line read (it may be the rest of one cut before), nor from pieces whose times say they are
+    not one line's; those are passed over. `left_out` with each
     entry of the bot's process journalctl printed without its message (a field over 4096 bytes,
     without --all). Raises UnreadFormat at the first entry of journalctl's export, verbose or
     json-pretty output, rather than read on and find nothing."""
@@ -340,31 +351,35 @@ def unfiled_in(
         found.setdefault(row["id"], row)
         return False
 
-    # Each Docker stream's line so far (its entries without a newline): its text (None for one
-    # longer than any of the store's), its first entry's time, which Docker gives each entry of
-    # the line, and whether its start is known. A stream not in `started` has no line read to its
-    # end yet: its first entry may be the rest of a line whose start is not in what is read (a
-    # file the log driver rotated in the middle of a line, a `tail` of the file), starting
-    # wherever Docker cut it, in words the line quotes; so that line is shown, not filed.
-    docker: dict[str, tuple[str | None, str, bool]] = {}
-    started: set[str] = set()
+    # Each container stream's line so far (its pieces without an end: Docker's entries without a
+    # newline, a CRI log's P lines), by log format and stream: its text (None for one longer than
+    # any of the store's), its last piece's time, and whether its start is known. A stream not in
+    # `started` has no line read to its end yet: its first piece may be the rest of a line whose
+    # start is not in what is read (a file the runtime rotated in the middle of a line, a `tail`
+    # of the file), starting wherever the runtime cut it, in words the line quotes; so that line
+    # is shown, not filed.
+    pieces: dict[tuple[str, str], tuple[str | None, Any, bool]] = {}
+    started: set[tuple[str, str]] = set()
 
-    def docker_line(entry: dict[str, Any]) -> None:
-        stream, piece, at = entry["stream"], entry["log"], entry["time"]
-        so_far, first_at, whole = docker.pop(stream, ("", at, stream in started))
-        if at != first_at:
-            # Not the rest of that line, which is lost (an entry the log driver dropped, files
-            # given out of their order): where this one starts is not known either.
+    def container_line(
+        stream: tuple[str, str], piece: str, ends: bool, at: object, follows: Callable[[Any, Any], bool]
+    ) -> None:
+        """One piece of a container's line; `follows(last, at)`: whether a piece read at `at` may be
+        the rest of one read at `last`."""
+        so_far, last_at, whole = pieces.pop(stream, ("", at, stream in started))
+        if not follows(last_at, at):
+            # Not the rest of that line, which is lost (a piece the runtime dropped, files given
+            # out of their order): where this one starts is not known either.
             _cut_short(so_far, passed_over)
             so_far, whole = "", False
         text = None if so_far is None or len(so_far) + len(piece) > _DOCKER_LONGEST else so_far + piece
-        if not piece.endswith("\n"):
-            docker[stream] = (text, at, whole)
+        if not ends:
+            pieces[stream] = (text, at, whole)
             return
         started.add(stream)
         if text is not None and (UNFILED in text or LOST_AT_SHUTDOWN in text):
             line = text.rstrip("\r\n")
-            ours = whole and stream == _DOCKER_OURS
+            ours = whole and stream[1] == _DOCKER_OURS
             read(line, _JOURNAL_MESSAGE_START if ours else _NO_PREFIX, line)
 
     # The streams (_STREAM_ID) whose last entry journald ended mid-line (_LINE_BREAK: a line
@@ -375,8 +390,15 @@ def unfiled_in(
         if _DOCKER_LINE.match(line):
             entry = _json_object(line)
             if entry is not None and _docker_entry(entry):
-                docker_line(entry)
+                piece = entry["log"]
+                # Docker gives each entry of a line the time of its first.
+                container_line(("docker", entry["stream"]), piece, piece.endswith("\n"), entry["time"], eq)
                 continue
+        cri = _CRI_LINE.fullmatch(line)
+        if cri is not None and (at := _cri_time(*cri.group(1, 2, 3))) is not None:
+            # Each piece is given the time it was read: a later piece is never earlier.
+            container_line(("cri", cri[4]), cri[6], cri[5] == "F", at, le)
+            continue
         if line.startswith(("_", " ", "\t", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")):
             for name, first in _UNREAD_FORMATS:
                 if first.fullmatch(line) or (name == "json-pretty" and first.match(line)):
@@ -411,7 +433,7 @@ def unfiled_in(
             for text in _strings(entry):
                 if read(text, _NO_PREFIX, line):
                     break  # once a line, however many fields hold a mark: refile counts each shown
-    for text, _, _ in docker.values():  # lines whose end is not in what is read (in the next file)
+    for text, _, _ in pieces.values():  # lines whose end is not in what is read (in the next file)
         _cut_short(text, passed_over)
     return list(found.values()), unreadable
 
@@ -421,6 +443,16 @@ def _cut_short(text: str | None, passed_over: Callable[[str], None] | None) -> N
     cut short, may be one."""
     if text is not None and passed_over is not None and (UNFILED in text or LOST_AT_SHUTDOWN in text):
         passed_over(text)
+
+
+def _cri_time(when: str, fraction: str | None, offset: str) -> int | None:
+    """A CRI log line's time in nanoseconds since the epoch (None for no date), to order its
+    pieces: its nine digits of fraction are more than datetime keeps."""
+    try:
+        seconds = datetime.fromisoformat(when + ("+00:00" if offset == "Z" else offset)).timestamp()
+    except ValueError:
+        return None
+    return int(seconds) * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
 
 
 def _docker_entry(entry: dict[str, Any]) -> bool:
