@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from bot.sentences import DOWNLOAD_FAILED, ONE_AT_A_TIME
+from bot.sentences import DOWNLOAD_FAILED, ONE_AT_A_TIME, TOO_MANY_UNSEEN
 from tests.discord_harness import (
     blaze,
     caught_up,
@@ -164,6 +164,42 @@ async def test_a_note_sent_while_the_bot_was_out_of_a_private_thread_is_left_whe
         await settle(fake)
     assert len(voice_replies(fake, first)) == len(voice_replies(fake, after)) == 1
     assert fake.replies_to(meanwhile["id"]) == []
+
+
+async def test_a_flood_read_back_far_behind_the_players_newest_live_note_is_held_to_the_limit(settings, fake):
+    # The live limit keeps uses catch_up_minutes + flood_seconds back from the newest: a live note
+    # stamped later than the read began (a long catch-up, a host clock behind Discord's) puts
+    # the oldest notes read back beyond that, and each one counted would drop at once. Read back
+    # here as the notes that asked the bot into a private thread, whose events never reached it.
+    async with running_bot(settings, fake, flood_notes=2, flood_seconds=60.0) as h:
+        await caught_up(h.bot)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        members = fake.threads[thread]["members"]
+        members[BOT_USER_ID] = now_iso()  # each mention's add is one, told once all are sent
+        flood = [
+            await fake.send_note(
+                nova,
+                voice_note(),
+                channel_id=thread,
+                voice=False,
+                filename="question.ogg",
+                content="are you there?",
+                mention_bot=True,
+                dispatch=False,
+                ago=1790 - i,
+            )
+            for i in range(4)
+        ]
+        del members[BOT_USER_ID]
+        live = await fake.send_note(nova, voice_note(), guild=True, ago=-120)
+        await answered(fake, live)
+        await fake.add_to_thread(thread)
+        states = [await settled(settings, note) for note in flood]
+        await settle(fake)
+    assert [len(voice_replies(fake, note)) for note in flood] == [1, 1, 0, 0], states
+    # Told once (a hint a minute): the bot was not away, the notes were in a thread it could not see.
+    told = [r.content for note in flood[2:] for r in fake.replies_to(note["id"])]
+    assert told == [TOO_MANY_UNSEEN.format(count=2)] and "away" not in told[0]
 
 
 async def test_a_private_thread_the_bot_was_added_back_to_while_the_gateway_was_away_answers(settings, fake):
