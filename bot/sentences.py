@@ -71,6 +71,12 @@ STILL_ANSWERING = (
 # The web playground: every visitor's notes together are more than it answers at once or a minute.
 PLAYGROUND_BUSY = "The playground is busy answering other visitors' notes. Try again in {wait}."
 UPLOAD_TOO_SLOW = "That note took too long to upload. Please send it again, or a shorter one."
+# What the web's checks in front of every form (the desk's, the playground's) answer: a form that
+# cannot be read, one not all there within web.security.FORM_SECONDS, and a missing or wrong CSRF
+# token (a page kept open across a restart or a logout).
+FORM_UNREADABLE = "That form could not be read."
+FORM_TOO_SLOW = "That form took too long to arrive: send it again."
+CSRF_REFUSED = "Missing or invalid CSRF token: reload the page and try again."
 TICKETS_TOO_FAST = "You're asking for tickets faster than I can look. Try again in {wait}."
 # A complaint a playground visitor asks for past the playground's daily limits (web.playground_*).
 PLAYGROUND_COMPLAINTS_SPENT = (

@@ -13,7 +13,8 @@ from bot.sentences import long_wait_of, wait_of
 
 from .conftest import REPO
 
-# The modules whose strings reach players: front ends, the agent, audio, tools, engines, news.
+# The modules whose strings reach players: front ends, the agent, audio, tools, engines, news,
+# the web playground and the checks in front of it.
 SPEAKING = [
     *sorted((REPO / "cogs").glob("*.py")),
     REPO / "bot" / "agent.py",
@@ -21,6 +22,8 @@ SPEAKING = [
     REPO / "bot" / "ticket_news.py",
     REPO / "bot" / "usage.py",
     REPO / "bot" / "web" / "playground.py",
+    # Its refusals of a form or a CSRF token answer the playground's visitors too (/playground/).
+    REPO / "bot" / "web" / "security.py",
     *sorted((REPO / "bot" / "tools").glob("*.py")),
     *sorted((REPO / "bot" / "engines").rglob("*.py")),
 ]

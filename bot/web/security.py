@@ -70,7 +70,6 @@ FORM_MAX_BYTES = 64 * 1024
 # once a session has a token, and a sender that stops partway would hold its connection for good,
 # as many times over as it opens connections.
 FORM_SECONDS = 30.0
-FORM_TOO_SLOW = "That form took too long to arrive: send it again."
 FORM = web.RequestKey("form", MultiDictProxy)  # the form read_form read, for the handler after it
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -364,9 +363,6 @@ async def csrf_token(request: web.Request) -> str:
     return str(token)
 
 
-CSRF_REFUSED = "Missing or invalid CSRF token: reload the page and try again."
-
-
 @web.middleware
 async def csrf_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse any state-changing request whose token is missing or not this session's."""
@@ -391,8 +387,8 @@ def _csrf_refused(request: web.Request) -> web.Response:
     # a page whose session ended (a lapsed cookie, a restart without a session key) would only
     # say "Something went wrong (403)", never to reload it.
     if request.path.startswith("/playground/"):
-        return web.json_response({"error": CSRF_REFUSED}, status=403)
-    return web.Response(status=403, text=CSRF_REFUSED)
+        return web.json_response({"error": say.CSRF_REFUSED}, status=403)
+    return web.Response(status=403, text=say.CSRF_REFUSED)
 
 
 @web.middleware
@@ -421,9 +417,9 @@ async def read_form(request: web.Request) -> Mapping[str, str | bytes | FileFiel
             async with asyncio.timeout(FORM_SECONDS):
                 form = await request.clone(client_max_size=FORM_MAX_BYTES).post()
         except UNREADABLE_FORM:
-            raise web.HTTPBadRequest(text="That form could not be read.") from None
+            raise web.HTTPBadRequest(text=say.FORM_UNREADABLE) from None
         except TimeoutError:
-            refused = web.HTTPRequestTimeout(text=FORM_TOO_SLOW)
+            refused = web.HTTPRequestTimeout(text=say.FORM_TOO_SLOW)
             # The rest of the body may never come: not waited for to keep the connection.
             refused.force_close()
             raise refused from None
