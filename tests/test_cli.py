@@ -1513,8 +1513,8 @@ def test_backup_into_a_quoted_tilde_makes_no_folder_named_tilde(settings, tmp_pa
 
 
 def test_each_command_s_help_says_what_it_does(capsys) -> None:
-    # `voxdesk init --help` showed its usage and -h alone: what a command does was in the list of
-    # `voxdesk --help` only.
+    # A command's own --help is where its user looks for what it does, not only `voxdesk --help`'s
+    # list of commands.
     from bot.cli import COMMANDS, main
 
     for name, (_, does, _) in COMMANDS.items():
@@ -1531,7 +1531,7 @@ def test_each_command_s_help_says_what_it_does(capsys) -> None:
     [(["check", "--bogus"], "voxdesk check [-h] [--run]"), (["--bogus", "check"], "voxdesk [-h]")],
 )
 def test_an_unknown_argument_is_said_with_the_usage_of_where_it_was_given(capsys, args, usage) -> None:
-    # `check --bogus` printed voxdesk's own usage, which shows none of check's options.
+    # The usage shown is the command's, whose options the mistaken one is among, not voxdesk's.
     from bot.cli import main
 
     with pytest.raises(SystemExit) as ended:

@@ -321,8 +321,8 @@ def test_an_operators_handler_on_a_named_logger_prints_lines_as_the_roots_do(
     root_log, monkeypatch, name
 ) -> None:
     # A logging configuration of the operator's may hand a logger of its choosing a handler of
-    # its own: it saw each record before the root's handlers made it one masked line under the
-    # cap, and printed a player's line break as the start of a forged UNFILED line of theirs.
+    # its own, which sees each record before the root's handlers do: it too prints one masked
+    # line under the cap, never a player's line break starting a forged UNFILED line of theirs.
     from bot.tools.grievance_spool import unfiled_in
 
     out = io.StringIO()
@@ -753,7 +753,7 @@ def _journal_outputs_refile_does_not_read() -> dict[str, str]:
 @pytest.mark.parametrize("name", ["export", "verbose", "json-pretty"])
 def test_refile_says_which_journal_output_it_does_not_read(name) -> None:
     # `journalctl -o export` and `-o verbose` print a grievance in a field of an entry whose
-    # names are on other lines: refile said "0 unfiled grievance(s) found", or showed the line.
+    # names are on other lines: read on, refile would find nothing, or show the line, as if done.
     from bot.tools.grievance_spool import UnreadFormat, unfiled_in
 
     before = "[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n"

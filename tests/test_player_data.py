@@ -903,7 +903,7 @@ def test_export_leaves_the_storage_folder_as_it_was(settings) -> None:
 
 
 def test_forget_refuses_an_out_it_would_not_write(settings, tmp_path, monkeypatch, capsys) -> None:
-    # `--out` was taken and never used: an operator keeping a record of the erasure found no file.
+    # An operator giving `--out` for a record of the erasure would find no file: refused, not taken.
     from bot import cli
 
     monkeypatch.setenv("VOXDESK_STORAGE_DIR", str(settings.storage_dir))
@@ -920,8 +920,8 @@ def test_forget_refuses_an_out_it_would_not_write(settings, tmp_path, monkeypatc
 def test_a_storage_folder_with_no_databases_is_refused_not_reported_empty(
     tmp_path, monkeypatch, capsys, action
 ) -> None:
-    # storage.dir set wrong: forget said "0 turn(s) erased" of every database and exited 0, as if
-    # the player were forgotten, and export printed a player of whom nothing is kept.
+    # storage.dir set wrong: "0 turn(s) erased" of every database, status 0, would read as the
+    # player forgotten, and an export as a player of whom nothing is kept.
     from bot import cli
 
     nowhere = tmp_path / "var"

@@ -3065,9 +3065,8 @@ def test_refile_files_the_journals_json_and_says_which_entries_it_left_out(tmp_p
 
 
 def test_refile_files_a_containers_json_file_log_with_the_files_docker_rotated_before_it(tmp_path) -> None:
-    # `docker compose` runs the bot with Docker's json-file log driver: refile showed the store's
-    # line in its files and filed none. A line over 16 KiB is stored as pieces, and Docker may
-    # rotate the file between them.
+    # `docker compose` runs the bot with Docker's json-file log driver, whose files refile reads.
+    # A line over 16 KiB is stored as pieces, and Docker may rotate the file between them.
     from .test_cli import voxdesk
     from .test_logs import _docker_json, _long_store_line
 
