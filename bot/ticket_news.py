@@ -502,15 +502,18 @@ class NewsStore:
         self, user_id: str, local_source: str, tickets: list[tuple[str, str | None]]
     ) -> int:
         """The player heard these tickets' keys in an answer: news of their filing that is not
-        sent yet never will be. Each ticket is (its key in `local_source`, its Jira key or None):
-        a key names a ticket only in its own source. How many pieces of news that was."""
+        sent yet never will be, claimed by a round too while its DM is not tried (`trying` then
+        finds the claim gone, and that round tries no DM of it). Each ticket is (its key in
+        `local_source`, its Jira key or None): a key names a ticket only in its own source. How
+        many pieces of news that was."""
         local = [key for key, _ in tickets]
         jira = [key for _, key in tickets if key]
         local_marks, jira_marks = ",".join("?" * len(local)), ",".join("?" * len(jira))
         async with writing(self._conn, self._lock):
             cursor = await self._conn.execute(
                 "UPDATE news SET state = 'in_answer', done_at = ? WHERE user_id = ? AND kind = 'filed'"
-                f" AND state IN ('pending', 'held') AND ((source = ? AND ticket IN ({local_marks}))"
+                " AND state IN ('pending', 'held', 'claimed')"
+                f" AND ((source = ? AND ticket IN ({local_marks}))"
                 f" OR (source = 'jira' AND ticket IN ({jira_marks})))",
                 (utc_now(), user_id, local_source, *local, *jira),
             )

@@ -223,6 +223,27 @@ async def test_a_key_told_in_one_players_answer_holds_back_no_one_elses_news(tmp
         await store.aclose()
 
 
+async def test_a_key_told_in_an_answer_while_its_news_is_claimed_is_not_dmed_too(tmp_path: Path) -> None:
+    # Another bot on this storage (its news not held for a turn it is not answering) has claimed
+    # the news of a filing and is making its DM's speech when this one's answer tells the key: no
+    # DM was tried for it yet, so the news is not sent, and that bot, coming to try it, does not.
+    store = await NewsStore.open(tmp_path / "news.db")
+    try:
+        assert await store.add(NOVA, "local:1", "GRV-2", "filed", "open", "Your ticket GRV-2 was filed.")
+        assert await store.add(NOVA, "local:1", "GRV-3", "status", "resolved", "GRV-3 is resolved.")
+        ids = [n.id for n in await store.due()]
+        assert await store.claim(ids) == ids
+        assert await store.told_in_answer(NOVA, "local:1", [("GRV-2", None)]) == 1
+        assert not await store.trying(ids)
+        await store.give_back(ids)  # as the other bot does, its claim gone
+        assert await store.told(NOVA) == [
+            ("GRV-2", "filed", "open", "in_answer"),
+            ("GRV-3", "status", "resolved", "pending"),
+        ]
+    finally:
+        await store.aclose()
+
+
 async def test_a_status_that_flips_back_before_a_round_is_not_news(tmp_path: Path) -> None:
     db = tmp_path / "grievances.db"
     front = Recorder()
