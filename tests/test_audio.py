@@ -560,6 +560,26 @@ def test_a_few_nan_samples_in_a_good_note_are_zeroed() -> None:
     assert audio.decode(_float_wav(voice, 16_000), LIMITS).seconds == pytest.approx(2.24, abs=0.08)
 
 
+def test_a_few_nan_samples_in_a_stereo_float_note_are_zeroed() -> None:
+    # A packed float frame holds every channel in its one plane: read as one plane a channel, a
+    # stereo float WAV would be read past its planes.
+    voice = speechlike(2.0, rate=16_000, lead=0.8, tail=0.8) / 32768.0
+    both = np.repeat(voice[:, None], 2, axis=1)
+    both[:3, 0] = np.nan  # in the leading silence: left as they are, they would be heard as speech
+    both[-3:, 1] = np.inf
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="wav") as container:
+        stream = container.add_stream("pcm_f32le", rate=16_000, layout="stereo")
+        frame = av.AudioFrame.from_ndarray(
+            both.astype(np.float32).reshape(1, -1), format="flt", layout="stereo"
+        )
+        frame.sample_rate = 16_000
+        frame.pts = 0
+        for packet in list(stream.encode(frame)) + list(stream.encode(None)):
+            container.mux(packet)
+    assert audio.decode(out.getvalue(), LIMITS).seconds == pytest.approx(2.24, abs=0.08)
+
+
 @pytest.mark.parametrize(("rate", "samples"), [(1, 100), (1, 200), (3_000, 9_000)])
 def test_a_sample_rate_too_low_for_speech_is_unreadable(rate: int, samples: int) -> None:
     # 100 samples at 1 Hz last 100 s, under the limit, and decoded to a slow wobble called
