@@ -816,6 +816,22 @@ async def test_a_kept_answers_audio_too_big_to_upload_is_kept_without_it(tmp_pat
         await ledger.aclose()
 
 
+async def test_a_kept_answers_audio_is_kept_up_to_what_discord_takes_without_boosts(tmp_path) -> None:
+    # Audio a channel without boosts takes (or a DM) goes again after a restart as a voice message.
+    from cogs.replies import DEFAULT_UPLOAD_LIMIT
+
+    ledger = await NoteLedger.open(tmp_path / "notes.db")
+    try:
+        assert await ledger.claim(6, 10, "u") and await ledger.claim(7, 10, "u")
+        await ledger.keep_answer(6, an_answer(audio=bytes(DEFAULT_UPLOAD_LIMIT)))
+        await ledger.keep_answer(7, an_answer(audio=bytes(DEFAULT_UPLOAD_LIMIT + 1)))
+        kept, over = (await ledger.kept_answer(6)).audio, (await ledger.kept_answer(7)).audio
+        assert kept is not None and len(kept[0]) == DEFAULT_UPLOAD_LIMIT, "audio Discord takes was dropped"
+        assert over is None, "audio over Discord's upload limit was kept"
+    finally:
+        await ledger.aclose()
+
+
 async def test_a_ledger_of_schema_version_1_keeps_its_notes_and_keeps_answers_after_the_upgrade(
     tmp_path,
 ) -> None:
