@@ -1199,7 +1199,8 @@ async def test_check_names_a_refused_key_and_a_missing_model(storage, fake) -> N
     assert "available" in await check_engine(openai_settings(storage, fake))
     with pytest.raises(RuntimeError, match=r"refused the API key \(401\)"):
         await check_engine(openai_settings(storage, fake, OPENAI_API_KEY="sk-wrong"))
-    with pytest.raises(RuntimeError, match="does not offer model no-such-model"):
+    # Named with its own setting, never Azure's deployment one.
+    with pytest.raises(RuntimeError, match=r"does not offer model no-such-model: check openai\.model$"):
         await check_engine(openai_settings(storage, fake, VOXDESK_OPENAI_MODEL="no-such-model"))
     # A proxy's credentials in the address stay out of what `check` prints.
     guarded = fake.base_url.replace("http://", "http://svc:s3cret@")
