@@ -1246,6 +1246,22 @@ async def test_a_refused_key_is_an_error_at_start_and_healthz_not_ready_until_a_
     await engine.aclose()
 
 
+async def test_a_key_refused_at_start_up_is_not_tried_on_the_transcription_model_too(
+    storage, fake, caplog
+) -> None:
+    # The key is refused for every model: a second lookup would only wait, and log a second line.
+    from bot.engines.openai import create_openai_engine
+
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    engine = await create_openai_engine(openai_settings(storage, fake, OPENAI_API_KEY="sk-wrong"))
+    try:
+        lines = [r.getMessage() for r in caplog.records if r.name == "bot.engines.openai"]
+        assert [line for line in lines if "refused the API key" in line] != []
+        assert [line for line in lines if engine.transcribe_model in line] == []
+    finally:
+        await engine.aclose()
+
+
 async def test_check_on_azure_fails_on_a_deployment_that_does_not_exist(storage, fake) -> None:
     from bot.health import check_engine
 
