@@ -1057,6 +1057,26 @@ async def test_a_host_clock_ahead_of_discords_gives_no_command_up_early(
     assert fake.violations == []
 
 
+@pytest.mark.parametrize(("late", "counted"), [(2.0, 2.0), (1200.0, 3.0)])
+async def test_an_interaction_that_reached_the_bot_late_has_that_much_less_of_its_token(
+    monkeypatch, late: float, counted: float
+):
+    # Its token's deadlines run from when Discord made it, as far back as Discord's 3 s for a
+    # first response: a later answer would be refused, an earlier one is a clock running ahead.
+    from types import SimpleNamespace
+
+    from cogs import interactions
+
+    now = discord.utils.utcnow()
+    monkeypatch.setattr(discord.utils, "utcnow", lambda: now)
+    interaction = SimpleNamespace(created_at=now - dt.timedelta(seconds=late))
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    made = interactions.made_at(interaction)  # type: ignore[arg-type]
+    after = loop.time()
+    assert before - counted <= made <= after - counted
+
+
 async def test_a_connection_to_discord_lost_as_the_bot_answers_is_a_line_not_a_stray_traceback(
     harness: Harness, caplog
 ):
