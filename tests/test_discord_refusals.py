@@ -847,6 +847,10 @@ async def test_an_answer_kept_for_the_recheck_is_let_go_when_its_note_ends_other
         assert int(note["id"]) in voice._unsent
         if then == "deleted":
             await fake.delete_message(thread, note["id"])
+            # Let go as Discord tells of the deletion (which the ledger records after), not only
+            # at the next recheck: its words are the player's, who took the note back.
+            await eventually(lambda: note_state(settings, note) == "expired")
+            assert int(note["id"]) not in voice._unsent
         elif then == "locked":
             await fake.lock_thread(thread)
         else:
