@@ -456,6 +456,24 @@ async def test_news_a_second_bot_starting_gives_back_is_sent_by_one_bot_alone(tm
     assert (len(first.dms), len(second.dms)) == (0, 1)
 
 
+async def test_a_dm_of_news_one_piece_of_which_was_given_back_is_tried_for_none(tmp_path: Path) -> None:
+    # One DM tells a player's pieces together: a piece another process gave back (and may send
+    # itself) leaves the whole DM untried, its other pieces still claimed, none marked tried.
+    store = await NewsStore.open(tmp_path / "news.db")
+    try:
+        assert await store.add(NOVA, "local:1", "GRV-1", "status", "resolved", "GRV-1 is resolved.")
+        assert await store.add(NOVA, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
+        ids = [n.id for n in await store.due()]
+        assert await store.claim(ids) == ids
+        assert await store.give_back_untried() == 2  # a second process starting
+        assert await store.claim(ids[:1]) == ids[:1]  # ... whose round claims one of them
+        assert await store.trying(ids) is False
+        states = sql(tmp_path / "news.db", "SELECT state FROM news ORDER BY id")
+        assert states == [("claimed",), ("pending",)]
+    finally:
+        await store.aclose()
+
+
 @pytest.mark.parametrize(
     ("outcome", "refused"), [(Outcome.SENT, "sent"), (Outcome.RETRY, "pending"), (Outcome.FAILED, "failed")]
 )
