@@ -192,15 +192,19 @@ async def test_forget_erases_the_words_of_the_news_it_keeps_once_told(settings) 
     for user_id, ticket in ((NOVA, "GRV-9"), (BLAZE, "GRV-8")):
         assert await news.add(user_id, "jira", ticket, "status", "resolved", f'{ticket} ("charged twice")')
         await news.finish([i.id for i in await news.due() if i.user_id == user_id], "sent")
+    # Claimed by a bot that stopped before its DM was tried: sent at the next start, words and all.
+    assert await news.add(NOVA, "jira", "GRV-6", "status", "open", 'GRV-6 ("lost my pet")')
+    assert await news.claim([i.id for i in await news.due() if i.ticket == "GRV-6"])
     assert await news.add(NOVA, "jira", "GRV-7", "status", "open", 'GRV-7 ("locked out")')
     await news.aclose()
     done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
     assert done.returncode == 0, done.stderr
-    # Said as it is: the piece still to send is sent with its words, and keeps them after.
-    assert "its words erased if told: 1 still to send keeps them" in done.stdout
+    # Said as it is: the pieces still to send are sent with their words, and keep them after.
+    assert "its words erased if told: 2 still to send keeps them" in done.stdout
     with contextlib.closing(sqlite3.connect(paths_.news)) as conn:
         rows = conn.execute("SELECT user_id, ticket, state, text FROM news ORDER BY ticket").fetchall()
     assert rows == [
+        (NOVA, "GRV-6", "claimed", 'GRV-6 ("lost my pet")'),
         (NOVA, "GRV-7", "pending", 'GRV-7 ("locked out")'),
         (BLAZE, "GRV-8", "sent", 'GRV-8 ("charged twice")'),
         (NOVA, "GRV-9", "sent", ""),
