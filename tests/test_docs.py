@@ -490,6 +490,14 @@ def test_the_readme_tells_a_studio_to_back_up_before_an_upgrade_an_older_voxdesk
     assert "grievances filed since are not in the restored `grievances.db`" in upgrading
 
 
+def test_web_md_gives_the_form_limits_the_code_keeps() -> None:
+    from bot.web.security import FORM_MAX_BYTES, FORM_SECONDS
+
+    said = " ".join(WEB_MD.split())  # its lines wrap anywhere
+    assert f"one over {FORM_MAX_BYTES // 1024} KB" in said
+    assert f"not all there within {FORM_SECONDS:g} seconds is 408" in said
+
+
 def test_the_readme_and_web_md_give_the_quota_pause_and_the_refile_round_the_code_keeps() -> None:
     from bot.engines.openai import LONGEST_PAUSE
     from bot.tools.grievance_store import REFILE_SECONDS
