@@ -877,6 +877,38 @@ async def test_a_filing_whose_stop_cuts_its_answer_waiting_out_a_rate_limit_reac
     assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
 
+async def test_a_filing_whose_stop_cuts_it_once_told_before_its_answer_goes_reaches_the_player_by_dm(
+    settings, monkeypatch
+):
+    """The filing is recorded as told in its answer, and the stop's grace runs out before that
+    answer's request goes (the defer went long before): untold again, the next start DMs its key."""
+    words = "Charged twice, cut before the answer."
+    told, never = asyncio.Event(), asyncio.Event()
+    async with serving() as fake:
+        async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
+            news = h.bot.core.news
+            heard = news.heard_in_answer
+
+            async def heard_then_held(*args: object) -> None:
+                await heard(*args)  # type: ignore[arg-type]
+                told.set()
+                await never.wait()
+
+            monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
+            interaction = await fake.slash(
+                blaze, "grievance", sub("file", category="wallet", description=words)
+            )
+            await asyncio.wait_for(told.wait(), 30)
+            assert [r.kind for r in fake.interaction_records(interaction)] == ["callback"]  # the defer
+            h.stop.set()
+            await asyncio.wait_for(h.task, 30)
+        async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
+            dms = await fake.wait_for(
+                lambda _: [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
+            )
+    assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
+
+
 @pytest.mark.parametrize("found", ["before the answer", "after it"])
 async def test_a_filing_whose_answer_discord_refuses_is_dmed_once_whenever_news_finds_it(
     settings, monkeypatch, found: str
