@@ -28,18 +28,26 @@ def speechlike(seconds: float, rate: int = 48_000, lead: float = 0.5, tail: floa
     return (np.clip(signal, -1, 1) * 20000).astype(np.int16)
 
 
-def encode(samples: np.ndarray, rate: int, fmt: str) -> bytes:
+def encode(
+    samples: np.ndarray, rate: int, fmt: str, layout: str = "mono", options: dict[str, str] | None = None
+) -> bytes:
+    """`samples` (int16 mono) on every channel of `layout`, encoded as `fmt` with the codec's
+    `options`; given packed, since PyAV 18 miscounts the planes of a planar eight-channel frame."""
     container_format, codec, _ = FORMATS[fmt]
     out = io.BytesIO()
     with av.open(out, mode="w", format=container_format) as container:
         codec_rate = 48_000 if codec == "libopus" else rate
-        stream = container.add_stream(codec, rate=codec_rate, layout="mono")
+        stream = container.add_stream(codec, rate=codec_rate, layout=layout)
+        if options:
+            stream.codec_context.options = options
         resampler = av.AudioResampler(
             format=stream.codec_context.format.name if stream.codec_context.format else "s16",
-            layout="mono",
+            layout=layout,
             rate=codec_rate,
         )
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+        channels = av.AudioLayout(layout).nb_channels
+        packed = np.repeat(samples[:, None], channels, axis=1).reshape(1, -1)
+        frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=layout)
         frame.sample_rate = rate
         for resampled in resampler.resample(frame) + resampler.resample(None):
             for packet in stream.encode(resampled):

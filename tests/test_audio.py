@@ -593,25 +593,6 @@ def test_telephone_rate_is_still_heard() -> None:
     assert audio.decode(encode(speechlike(1.5, rate=8_000), 8_000, "wav"), LIMITS).seconds > 1
 
 
-def _surround_opus(samples: np.ndarray, layout: str) -> bytes:
-    """Ogg/Opus of `samples` (48 kHz) on every channel of `layout`, from packed frames: PyAV 18
-    miscounts the planes of a planar eight-channel frame."""
-    channels = av.AudioLayout(layout).nb_channels
-    out = io.BytesIO()
-    with av.open(out, mode="w", format="ogg") as container:
-        stream = container.add_stream("libopus", rate=48_000, layout=layout)
-        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout=layout, rate=48_000)
-        packed = np.repeat(samples[:, None], channels, axis=1).reshape(1, -1)
-        frame = av.AudioFrame.from_ndarray(packed, format="s16", layout=layout)
-        frame.sample_rate = 48_000
-        for resampled in resampler.resample(frame) + resampler.resample(None):
-            for packet in stream.encode(resampled):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return out.getvalue()
-
-
 # Run in a child: the failure this guards against is the process killed, not an exception.
 _DECODE_SURROUND = """
 import sys
@@ -635,7 +616,7 @@ def test_a_surround_opus_note_is_heard_and_its_bad_samples_zeroed(layout: str, t
     # Opus decodes to planar float, whose samples are checked for NaN: at eight channels PyAV's
     # to_ndarray() reads a ninth plane that is not there, and a 1 KB note kills the bot.
     note = tmp_path / "surround.ogg"
-    note.write_bytes(_surround_opus(speechlike(2.0, lead=0.8, tail=0.8), layout))
+    note.write_bytes(encode(speechlike(2.0, lead=0.8, tail=0.8), 48_000, "ogg", layout))
     child = subprocess.run(
         [sys.executable, "-c", _DECODE_SURROUND, str(note)], capture_output=True, text=True, timeout=120
     )
@@ -674,22 +655,6 @@ def _matroska_pcm(samples: np.ndarray, rate: int, per_packet: int) -> bytes:
     return out.getvalue()
 
 
-def _opus_of_frames(samples: np.ndarray, milliseconds: str) -> bytes:
-    out = io.BytesIO()
-    with av.open(out, mode="w", format="ogg") as container:
-        stream = container.add_stream("libopus", rate=48_000, layout="mono")
-        stream.codec_context.options = {"frame_duration": milliseconds}
-        resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=48_000)
-        frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
-        frame.sample_rate = 48_000
-        for resampled in resampler.resample(frame) + resampler.resample(None):
-            for packet in stream.encode(resampled):
-                container.mux(packet)
-        for packet in stream.encode(None):
-            container.mux(packet)
-    return out.getvalue()
-
-
 def test_a_note_of_more_tiny_packets_than_any_codec_makes_is_unreadable() -> None:
     # Within five seconds a note may hold 2,500 packets; this one's 2.5 s come in blocks of four
     # samples, 10,000 of them, each costing the decoding loop more than its sound.
@@ -700,5 +665,5 @@ def test_a_note_of_more_tiny_packets_than_any_codec_makes_is_unreadable() -> Non
         audio.decode(_matroska_pcm(voice, 16_000, 4), limits)
     assert "more than 2500 packets" in str(refused.value.__cause__)
     # Opus's shortest frames, for as long as a note may last, are still a note.
-    finest = _opus_of_frames(speechlike(3.8), "2.5")
+    finest = encode(speechlike(3.8), 48_000, "ogg", options={"frame_duration": "2.5"})
     assert audio.decode(finest, limits).original_seconds == pytest.approx(4.8, abs=0.05)
