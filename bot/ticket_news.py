@@ -506,34 +506,37 @@ class NewsStore:
         finds the claim gone, and that round tries no DM of it). Each ticket is (its key in
         `local_source`, its Jira key or None): a key names a ticket only in its own source. How
         many pieces of news that was."""
-        local = [key for key, _ in tickets]
-        jira = [key for _, key in tickets if key]
-        local_marks, jira_marks = ",".join("?" * len(local)), ",".join("?" * len(jira))
-        async with writing(self._conn, self._lock):
-            cursor = await self._conn.execute(
-                "UPDATE news SET state = 'in_answer', done_at = ? WHERE user_id = ? AND kind = 'filed'"
-                " AND state IN ('pending', 'held', 'claimed')"
-                f" AND ((source = ? AND ticket IN ({local_marks}))"
-                f" OR (source = 'jira' AND ticket IN ({jira_marks})))",
-                (utc_now(), user_id, local_source, *local, *jira),
-            )
-            await self._conn.commit()
-        return cursor.rowcount
+        told = ("state = 'in_answer', done_at = ?", (utc_now(),))
+        return await self._set_filed(user_id, local_source, tickets, told, "('pending', 'held', 'claimed')")
 
     async def untold_in_answer(
         self, user_id: str, local_source: str, tickets: list[tuple[str, str | None]]
     ) -> int:
         """Undo `told_in_answer` for an answer that did not reach the player after all: its news
         goes out. How many pieces of news that was."""
+        untold = ("state = 'pending', done_at = NULL", ())
+        return await self._set_filed(user_id, local_source, tickets, untold, "('in_answer')")
+
+    async def _set_filed(
+        self,
+        user_id: str,
+        local_source: str,
+        tickets: list[tuple[str, str | None]],
+        change: tuple[str, tuple[object, ...]],
+        states: str,
+    ) -> int:
+        """`change` (SET clause, its parameters) on the player's news of these tickets' filing
+        that is in one of `states`; how many pieces of news it changed."""
         local = [key for key, _ in tickets]
         jira = [key for _, key in tickets if key]
         local_marks, jira_marks = ",".join("?" * len(local)), ",".join("?" * len(jira))
+        set_clause, set_args = change
         async with writing(self._conn, self._lock):
             cursor = await self._conn.execute(
-                "UPDATE news SET state = 'pending', done_at = NULL WHERE user_id = ? AND kind = 'filed'"
-                f" AND state = 'in_answer' AND ((source = ? AND ticket IN ({local_marks}))"
+                f"UPDATE news SET {set_clause} WHERE user_id = ? AND kind = 'filed' AND state IN {states}"
+                f" AND ((source = ? AND ticket IN ({local_marks}))"
                 f" OR (source = 'jira' AND ticket IN ({jira_marks})))",
-                (user_id, local_source, *local, *jira),
+                (*set_args, user_id, local_source, *local, *jira),
             )
             await self._conn.commit()
         return cursor.rowcount
