@@ -3064,55 +3064,33 @@ def test_refile_files_the_journals_json_and_says_which_entries_it_left_out(tmp_p
     assert "-o json --all" in done.stderr
 
 
-def test_refile_files_a_containers_json_file_log_with_the_files_docker_rotated_before_it(tmp_path) -> None:
-    # `docker compose` runs the bot with Docker's json-file log driver, whose files refile reads.
-    # A line over 16 KiB is stored as pieces, and Docker may rotate the file between them.
+@pytest.mark.parametrize("runtime", ["docker", "cri"])
+def test_refile_files_a_containers_log_with_the_files_its_runtime_rotated_before_it(tmp_path, runtime):
+    # `docker compose` keeps a container's lines in json-file logs, Kubernetes and Podman in CRI
+    # logs (`<time> stderr F <text>`), both of which refile reads. A line over 16 KiB is kept as
+    # pieces, and the runtime may rotate the file between them.
     from .test_cli import voxdesk
-    from .test_logs import _docker_json, _long_store_line
+    from .test_logs import _cri_log, _docker_json, _long_store_line
 
     storage = _grievance_storage(tmp_path)
     line, row = _long_store_line()
-    started = _docker_json("[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n")
-    head, rest = _docker_json(line + "\n")
-    rotated, current = tmp_path / "c0ffee-json.log.1", tmp_path / "c0ffee-json.log"
-    rotated.write_text("".join(f"{entry}\n" for entry in [*started, head]))
-    current.write_text(f"{rest}\n")
-    done = voxdesk("refile", str(rotated), storage=storage)
-    assert done.returncode == 1, done.stderr  # a line whose end is in the next file: shown
-    assert "0 unfiled grievance(s) found" in done.stdout
-    assert "refile: 1 marked line(s) not filed" in done.stderr and "ID-json.log.1 ID-json.log" in done.stderr
-    done = voxdesk("refile", str(rotated), str(current), storage=storage)
-    assert done.returncode == 0, done.stderr
-    assert "1 unfiled grievance(s) found" in done.stdout
-
-    async def filed() -> list[str]:
-        store = await LocalGrievanceStore.open(storage / "grievances.db")
-        try:
-            return [g.description for g in await store.status(row["user_id"])]
-        finally:
-            await store.aclose()
-
-    assert asyncio.run(filed()) == [row["description"]]
-
-
-def test_refile_files_a_pods_cri_log_with_the_files_its_runtime_rotated_before_it(tmp_path) -> None:
-    # Kubernetes and Podman keep a container's lines as `<time> stderr F <text>`: refile showed
-    # the store's line in them and filed none. A line over 16 KiB is kept as pieces (P, then F),
-    # and the runtime may rotate the file between them.
-    from .test_cli import voxdesk
-    from .test_logs import _cri_log, _long_store_line
-
-    storage = _grievance_storage(tmp_path)
-    line, row = _long_store_line()
-    started = _cri_log("[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n")
-    head, rest = _cri_log(line + "\n", seconds=1)
-    rotated, current = tmp_path / "0.log.20261206-040001", tmp_path / "0.log"
+    started_line = "[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n"
+    if runtime == "docker":
+        started = [f"{entry}\n" for entry in _docker_json(started_line)]
+        head, rest = (f"{entry}\n" for entry in _docker_json(line + "\n"))
+        rotated, current = tmp_path / "c0ffee-json.log.1", tmp_path / "c0ffee-json.log"
+        hint = "ID-json.log.1 ID-json.log"
+    else:
+        started = _cri_log(started_line)
+        head, rest = _cri_log(line + "\n", seconds=1)
+        rotated, current = tmp_path / "0.log.20261206-040001", tmp_path / "0.log"
+        hint = "0.log.DATE 0.log"
     rotated.write_text("".join([*started, head]))
     current.write_text(rest)
     done = voxdesk("refile", str(rotated), storage=storage)
     assert done.returncode == 1, done.stderr  # a line whose end is in the next file: shown
     assert "0 unfiled grievance(s) found" in done.stdout
-    assert "refile: 1 marked line(s) not filed" in done.stderr and "0.log.DATE 0.log" in done.stderr
+    assert "refile: 1 marked line(s) not filed" in done.stderr and hint in done.stderr
     done = voxdesk("refile", str(rotated), str(current), storage=storage)
     assert done.returncode == 0, done.stderr
     assert "1 unfiled grievance(s) found" in done.stdout
