@@ -17,6 +17,7 @@ import base64
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -70,6 +71,10 @@ BATCH_BYTES = 12 * 1024 * 1024
 _VALID_KEY = re.compile(r"^[A-Za-z0-9\-=][A-Za-z0-9_\-=]{0,1023}\Z")
 _TAG = re.compile(r"</?em>")
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+# How long keyword queries stand in for semantic ones after the service refused semantic ranking
+# with a 402 (the free plan's monthly requests spent): asking again each question would cost a
+# refused request each, and billing, once an operator enables it, is used within the hour.
+SEMANTIC_REFUSED_SECONDS = 3600.0
 
 
 class SearchServiceError(Exception):
@@ -229,6 +234,7 @@ class AzureSearchManuals:
         self._outage = Outage(log, "manuals search: the search service answers again", quiet=logging.INFO)
         # A reranker overloaded, or out of its free quota, fails every question for hours.
         self._reranker = Outage(log, "manuals search: semantic ranking works again", quiet=logging.INFO)
+        self._semantic_refused_at: float | None = None  # time.monotonic() of the last 402
 
     @classmethod
     async def open(cls, settings: SearchSettings, api_key: str) -> AzureSearchManuals:
@@ -239,7 +245,7 @@ class AzureSearchManuals:
         client = SearchClient(endpoint, settings.index, credential, **options)
         return cls(client, settings, SearchIndexClient(endpoint, credential, **options))
 
-    def _query(self, query: str, top: int) -> dict[str, Any] | None:
+    def _query(self, query: str, top: int, semantic: bool = True) -> dict[str, Any] | None:
         terms = query_terms(query)
         if not terms:
             return None
@@ -249,12 +255,12 @@ class AzureSearchManuals:
             "select": FIELDS,
             "top": top,
         }
-        semantic = self._settings.semantic_configuration
-        if semantic:
+        configuration = self._settings.semantic_configuration if semantic else ""
+        if configuration:
             # The reranker reads the whole question; it gets the player's words, never their syntax.
             options |= {
                 "query_type": "semantic",
-                "semantic_configuration_name": semantic,
+                "semantic_configuration_name": configuration,
                 "semantic_query": " ".join(words(query)),
                 "query_caption": "extractive",
                 # A reranker that fails or is overloaded leaves the keyword ranking, which answers
@@ -265,15 +271,38 @@ class AzureSearchManuals:
             options |= {"query_type": "simple", "highlight_fields": "text,title"}
         return options
 
+    def _semantic_refused(self) -> bool:
+        refused = self._semantic_refused_at
+        return refused is not None and time.monotonic() - refused < SEMANTIC_REFUSED_SECONDS
+
+    async def _documents(self, options: dict[str, Any]) -> list[dict[str, Any]]:
+        results = await self._client.search(**options)
+        return [doc async for doc in results]
+
     async def search(self, query: str, top: int) -> list[Passage]:
         terms = query_terms(query)
-        options = self._query(query, top * CANDIDATES_PER_RESULT)
+        options = self._query(query, top * CANDIDATES_PER_RESULT, semantic=not self._semantic_refused())
         if options is None:
             return []
         try:
             async with asyncio.timeout(_budget(self._settings)):
-                results = await self._client.search(**options)
-                docs = [doc async for doc in results]
+                try:
+                    docs = await self._documents(options)
+                except HttpResponseError as exc:
+                    # 402: semantic ranking refused (its free monthly requests spent), which no
+                    # semanticErrorHandling softens; the keyword ranking answers as well as it does
+                    # in keyword mode, where the question would otherwise fail until the month ends.
+                    if _status(exc) != 402 or options.get("query_type") != "semantic":
+                        raise
+                    self._semantic_refused_at = time.monotonic()
+                    self._reranker.failed(
+                        "refused",
+                        "manuals search: semantic ranking refused (%s), answering from keyword ranking: %s",
+                        402,
+                        _first_line(exc),
+                    )
+                    options = self._query(query, top * CANDIDATES_PER_RESULT, semantic=False) or {}
+                    docs = await self._documents(options)
                 # The embedded index's rule, on the passages returned whatever ranked them: the
                 # semantic reranker only reorders what the keyword half matched, and a floor on
                 # its score would be a second rule, tuned to a model, the backends would not share.
@@ -326,14 +355,21 @@ class AzureSearchManuals:
         from bot.health import NeedsHuman
 
         settings = self._settings
+        refused = ""
         try:
             async with asyncio.timeout(_budget(settings)):
                 count = await self._client.get_document_count()
                 if count:
                     # A question's own request proves what counting cannot: the fields it reads
                     # and searches are in the index, and any semantic configuration exists.
-                    results = await self._client.search(**(self._query("manual", 1) or {}))
-                    _ = [doc async for doc in results]
+                    try:
+                        await self._documents(self._query("manual", 1) or {})
+                    except HttpResponseError as exc:
+                        if _status(exc) != 402 or not settings.semantic_configuration:
+                            raise
+                        # Questions are answered from keyword ranking meanwhile (see search).
+                        refused = _first_line(exc)
+                        await self._documents(self._query("manual", 1, semantic=False) or {})
                 differences = await self._differences()
         except (AzureError, TimeoutError) as exc:
             raise SearchServiceError(describe(exc, settings)) from exc
@@ -345,6 +381,11 @@ class AzureSearchManuals:
             else "keyword"
         )
         said = f"Azure AI Search index '{settings.index}': {count} documents, {mode} queries"
+        if refused:
+            return NeedsHuman(
+                f"{said}, but semantic ranking is refused (402: {refused}): questions are answered"
+                " from keyword ranking until it is enabled again"
+            )
         if differences is None:
             return f"{said}; its definition not compared (a query key cannot read it)"
         if differences:

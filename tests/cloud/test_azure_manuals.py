@@ -16,6 +16,7 @@ from bot import sentences as say
 from bot.app import running_app
 from bot.config import SearchSettings, Settings
 from bot.health import check_all
+from bot.tools import azure_manuals
 from bot.tools.azure_manuals import (
     AzureSearchManuals,
     SearchServiceError,
@@ -323,6 +324,48 @@ async def test_a_semantic_ranker_failing_for_many_questions_is_one_warning_and_i
     assert [level for level, _ in said] == [logging.WARNING, logging.INFO, logging.INFO, logging.INFO]
     assert all("answering from keyword ranking" in m for _, m in said[:3])
     assert said[3][1] == "manuals search: semantic ranking works again"
+
+
+async def test_a_spent_semantic_quota_answers_from_keyword_ranking(
+    fake: FakeSearch, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The free semantic plan's monthly requests spent: the service answers every semantic query
+    # with a 402, which no semanticErrorHandling turns into keyword results, and every question
+    # was "unavailable" until the month ended, while keyword search worked all along.
+    settings = search_settings(fake, semantic_configuration="manuals-semantic")
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        fake.spend_semantic_quota()
+        with caplog.at_level(logging.INFO, logger="bot.tools.azure_manuals"):
+            first = await manuals.search("How do I turn ON two-factor authentication?", 3)
+            before = len(fake.searches)
+            second = await manuals.search("I want a refund", 3)
+            asked = [r.body["queryType"] for r in fake.searches[before:]]
+            fake.recover()
+            monkeypatch.setattr(azure_manuals, "SEMANTIC_REFUSED_SECONDS", 0.0)
+            reranked = await manuals.search("I want a refund", 3)
+    finally:
+        await manuals.aclose()
+    assert first[0].title.startswith("Two-factor authentication") and second[0].source == "refunds.md"
+    assert asked == ["simple"]  # not a 402 a question for the rest of the month
+    assert reranked[0].excerpt and fake.searches[-1].body["queryType"] == "semantic"
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert said[0][0] == logging.WARNING and "402" in said[0][1], said
+    assert "Free Query Semantic Usage's exceeded" in said[0][1] and "keyword ranking" in said[0][1]
+    assert said[-1] == (logging.INFO, "manuals search: semantic ranking works again")
+    assert not [m for level, m in said if level >= logging.WARNING and "unavailable" in m]
+
+
+async def test_check_warns_of_a_spent_semantic_quota(settings: Settings, fake: FakeSearch) -> None:
+    # `check` ran a semantic query and failed on its 402, as if no question were answered.
+    await index_manuals(search_settings(fake, semantic_configuration="sem"), fake.api_key, MANUALS)
+    fake.spend_semantic_quota()
+    env = {"VOXDESK_SEARCH_SEMANTIC_CONFIGURATION": "sem"}
+    line = {r.service: r for r in await check_all(app_settings(settings, fake, **env))}["manuals"]
+    assert line.ok and line.warn, line.line()
+    assert "semantic ranking is refused (402: Free Query Semantic Usage's exceeded" in line.detail
+    assert "answered from keyword ranking" in line.detail
 
 
 async def test_a_semantic_configuration_is_added_to_an_existing_index(fake: FakeSearch) -> None:

@@ -26,7 +26,9 @@ timeout), `fail_with(429, retry_after=60)` (throttled, with the wait the service
 for every request until `recover()` or for `times` requests; and
 `fail_semantic("capacityOverloaded")`, a semantic ranker that fails while keyword search works: a
 query that asked for `semanticErrorHandling: partial` gets the keyword results with a 206, as on
-the real service, any other semantic query a 503.
+the real service, any other semantic query a 503; `spend_semantic_quota()`, the free semantic
+plan's monthly requests used up: every semantic query a 402, as the service answers it, while
+keyword queries still work.
 """
 
 from __future__ import annotations
@@ -74,6 +76,11 @@ _TERM = re.compile(r'[^\s+|\-"*()\\]+')
 SIMPLE_OPERATORS = set('+|-"*()\\')
 SEMANTIC_ERROR_REASONS = {"maxWaitExceeded", "capacityOverloaded", "transient"}
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# The service's answer to a semantic query once the free plan's requests for the month are spent.
+SEMANTIC_QUOTA_SPENT = (
+    "Free Query Semantic Usage's exceeded for the month. To continue using semantic search, please "
+    "enable semantic billing: https://aka.ms/SemanticPriceDocPage"
+)
 
 
 class SearchError(Exception):
@@ -144,6 +151,7 @@ class FakeSearch(Strict):
         self.received: list[Received] = []
         self.failures: list[Failure] = []
         self.semantic_failure: str | None = None  # a SEMANTIC_ERROR_REASONS value while failing
+        self.semantic_quota_spent = False
         self.violations: list[str] = []
         self.violations_expected = False
         self._released = asyncio.Event()  # set on stop: hanging handlers return at once
@@ -186,6 +194,10 @@ class FakeSearch(Strict):
     def recover(self) -> None:
         self.failures = []
         self.semantic_failure = None
+        self.semantic_quota_spent = False
+
+    def spend_semantic_quota(self) -> None:
+        self.semantic_quota_spent = True
 
     def fail_semantic(self, reason: str = "capacityOverloaded") -> None:
         if reason not in SEMANTIC_ERROR_REASONS:
@@ -415,6 +427,8 @@ class FakeSearch(Strict):
                     400,
                     f"Semantic configuration '{body.get('semanticConfiguration')}' is not in the index.",
                 )
+            if self.semantic_quota_spent:  # whatever semanticErrorHandling asks: no partial answer
+                raise SearchError(402, SEMANTIC_QUOTA_SPENT, violation=False)
         elif body.get("captions") or body.get("answers") or body.get("semanticConfiguration"):
             raise SearchError(400, "captions, answers and semanticConfiguration need queryType 'semantic'.")
         error_mode = body.get("semanticErrorHandling", "fail")
