@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,6 +47,7 @@ from azure.search.documents.indexes.models import (
     SimpleField,
     TextWeights,
 )
+from azure.search.documents.models import IndexingResult
 
 from bot import sentences as say
 from bot.config import SearchSettings, shown_url
@@ -67,6 +68,11 @@ BATCH = 500  # documents per indexing request; the service takes up to 1000
 # JSON bytes per indexing request: the service refuses one over 16 MB with a 413, which the async
 # SDK's own splitting of a batch answers with a TypeError (azure-search-documents 12.0.0).
 BATCH_BYTES = 12 * 1024 * 1024
+# An indexing request's items the service refuses for now (a 207): 503 under heavy load, 409 a
+# version conflict, 422 an index briefly offline for an update. Sent again after 1, 2, 4 s.
+RETRIED_DOCUMENT_STATUSES = frozenset({409, 422, 503})
+DOCUMENT_TRIES = 4
+DOCUMENT_RETRY_SECONDS = 1.0
 # \Z, not $: $ also matches before a final line break, which the service refuses in a key.
 _VALID_KEY = re.compile(r"^[A-Za-z0-9\-=][A-Za-z0-9_\-=]{0,1023}\Z")
 _TAG = re.compile(r"</?em>")
@@ -579,6 +585,34 @@ def _document(chunk: Chunk) -> dict[str, str]:
     return {"key": document_key(chunk.key), "title": chunk.title, "text": chunk.text, "source": chunk.source}
 
 
+async def _send(
+    send: Callable[[list[dict[str, str]]], Awaitable[list[IndexingResult]]], batch: list[dict[str, str]]
+) -> list[IndexingResult]:
+    """Each document's result, the batch's items the service refused for now sent again."""
+    results: dict[str, IndexingResult] = {}
+    pending = batch
+    for attempt in range(DOCUMENT_TRIES):
+        results |= {r.key: r for r in await send(pending)}
+        pending = [
+            d
+            for d in pending
+            if not results[d["key"]].succeeded and results[d["key"]].status_code in RETRIED_DOCUMENT_STATUSES
+        ]
+        if not pending or attempt + 1 == DOCUMENT_TRIES:
+            break
+        wait = DOCUMENT_RETRY_SECONDS * 2**attempt
+        first = results[pending[0]["key"]]
+        log.warning(
+            "the search service refused %d passages (%s) for now, sending them again in %g s: %s",
+            len(pending),
+            first.status_code,
+            wait,
+            first.error_message,
+        )
+        await asyncio.sleep(wait)
+    return [results[d["key"]] for d in batch]
+
+
 async def _stale_keys(client: SearchClient, current: set[str]) -> list[str]:
     """Keys in the index that no manual section has any more (a section or manual removed)."""
     results = await client.search(search_text="*", select=["key"], top=100_000)
@@ -605,7 +639,7 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
         async with SearchClient(endpoint, settings.index, credential, **options) as client:
             results = []
             for batch in _batches(documents):
-                results += await client.merge_or_upload_documents(batch)
+                results += await _send(client.merge_or_upload_documents, batch)
             refused = [r for r in results if not r.succeeded]
             if refused:
                 first = refused[0]
@@ -617,7 +651,12 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
             # As the uploads, in batches: over 1000 keys (a manuals folder reorganised) in one
             # request are refused, every run, and the removed sections go on answering.
             for batch in _batches([{"key": key} for key in stale]):
-                await client.delete_documents(batch)
+                gone = await _send(client.delete_documents, batch)
+                if kept := [r for r in gone if not r.succeeded]:
+                    raise SearchServiceError(
+                        f"{len(kept)} of {len(stale)} removed passages could not be deleted; "
+                        f"{kept[0].key}: {kept[0].error_message} ({kept[0].status_code})"
+                    )
     except AzureError as exc:
         raise SearchServiceError(describe(exc, settings)) from exc
     added = sum(1 for r in results if r.status_code == 201)

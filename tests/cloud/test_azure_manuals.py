@@ -208,6 +208,59 @@ async def test_index_manuals_says_it_waits_out_a_long_retry_after(
     assert not caplog.records, [r.getMessage() for r in caplog.records]
 
 
+@pytest.mark.parametrize("status", [503, 409, 422])
+async def test_passages_the_service_refuses_for_now_are_sent_again(
+    fake: FakeSearch, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    # Under heavy load the service answers an upload with a 207 whose items say 503 "try again
+    # later" (409 and 422 likewise): index-manuals failed, saying they were refused, and a deploy
+    # job running it failed with it.
+    monkeypatch.setattr(azure_manuals, "DOCUMENT_RETRY_SECONDS", 0.0)
+    settings = search_settings(fake)
+    fake.refuse_documents(status, times=2)
+    with caplog.at_level(logging.WARNING, logger="bot.tools.azure_manuals"):
+        summary = await index_manuals(settings, fake.api_key, MANUALS)
+    assert f"({SECTIONS} added, 0 updated, 0 removed)" in summary, summary
+    assert len(fake.documents("manuals")) == SECTIONS
+    indexed = [r for r in fake.received if r.operation == "index"]
+    assert len(indexed) == 3  # refused twice, then taken
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 2 and all(f"{SECTIONS} passages ({status})" in m for m in said), said
+
+
+async def test_removed_sections_the_service_refuses_to_delete_are_not_counted_removed(
+    fake: FakeSearch, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A delete's items refused were not looked at: "1 removed", and the removed section went on
+    # answering players.
+    monkeypatch.setattr(azure_manuals, "DOCUMENT_RETRY_SECONDS", 0.0)
+    (tmp_path / "a.md").write_text("# A\n\n## One\n\nFirst part.\n\n## Two\n\nSecond part.\n")
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, tmp_path)
+    (tmp_path / "a.md").write_text("# A\n\n## One\n\nFirst part.\n")
+    fake.refuse_documents(503, times=1, after=1)  # the upload taken, the delete refused once
+    summary = await index_manuals(settings, fake.api_key, tmp_path)
+    assert "(0 added, 1 updated, 1 removed)" in summary and set(fake.documents("manuals")) == {"a-1"}
+    (tmp_path / "b.md").write_text("# B\n\n## Three\n\nThird part.\n")
+    await index_manuals(settings, fake.api_key, tmp_path)
+    (tmp_path / "b.md").unlink()
+    fake.refuse_documents(503, times=100, after=1)
+    with pytest.raises(SearchServiceError, match=r"^1 of 1 removed passages could not be deleted; b-1: "):
+        await index_manuals(settings, fake.api_key, tmp_path)
+    assert "b-1" in fake.documents("manuals")
+
+
+async def test_passages_refused_for_good_are_said_after_a_few_tries(
+    fake: FakeSearch, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(azure_manuals, "DOCUMENT_RETRY_SECONDS", 0.0)
+    fake.refuse_documents(503, times=100)
+    with pytest.raises(SearchServiceError, match=rf"^{SECTIONS} of {SECTIONS} passages were refused;"):
+        await index_manuals(search_settings(fake), fake.api_key, MANUALS)
+    indexed = [r for r in fake.received if r.operation == "index"]
+    assert len(indexed) == azure_manuals.DOCUMENT_TRIES  # not hammered without end
+
+
 async def test_a_query_key_cannot_index(fake: FakeSearch) -> None:
     with pytest.raises(SearchServiceError, match=r"AZURE_SEARCH_API_KEY was refused \(403\)") as raised:
         await index_manuals(search_settings(fake), fake.query_key, MANUALS)

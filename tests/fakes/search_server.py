@@ -28,7 +28,8 @@ for every request until `recover()` or for `times` requests; and
 query that asked for `semanticErrorHandling: partial` gets the keyword results with a 206, as on
 the real service, any other semantic query a 503; `spend_semantic_quota()`, the free semantic
 plan's monthly requests used up: every semantic query a 402, as the service answers it, while
-keyword queries still work.
+keyword queries still work; `refuse_documents(503, times=1)`, an indexing request whose every
+document is refused (a 207 whose items say so, as the service answers under heavy load).
 """
 
 from __future__ import annotations
@@ -76,6 +77,14 @@ _TERM = re.compile(r'[^\s+|\-"*()\\]+')
 SIMPLE_OPERATORS = set('+|-"*()\\')
 SEMANTIC_ERROR_REASONS = {"maxWaitExceeded", "capacityOverloaded", "transient"}
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+# Why the service refuses one document of an indexing request, for the statuses it may try again.
+ITEM_REFUSED = {
+    409: "A version conflict was detected when attempting to index this document. Please try again.",
+    422: "The index is temporarily unavailable because it was updated with the 'allowIndexDowntime' flag "
+    "set to 'true'. Please try again later.",
+    503: "Your search service is temporarily unavailable, possibly due to heavy load. Please try again "
+    "later.",
+}
 # The service's answer to a semantic query once the free plan's requests for the month are spent.
 SEMANTIC_QUOTA_SPENT = (
     "Free Query Semantic Usage's exceeded for the month. To continue using semantic search, please "
@@ -152,6 +161,8 @@ class FakeSearch(Strict):
         self.failures: list[Failure] = []
         self.semantic_failure: str | None = None  # a SEMANTIC_ERROR_REASONS value while failing
         self.semantic_quota_spent = False
+        # Per indexing request to come: the status every item is refused with, 0 for none.
+        self.documents_refused: list[int] = []
         self.violations: list[str] = []
         self.violations_expected = False
         self._released = asyncio.Event()  # set on stop: hanging handlers return at once
@@ -198,6 +209,10 @@ class FakeSearch(Strict):
 
     def spend_semantic_quota(self) -> None:
         self.semantic_quota_spent = True
+
+    def refuse_documents(self, status: int = 503, *, times: int = 1, after: int = 0) -> None:
+        """Refuse every item of `times` indexing requests, once `after` more have been taken."""
+        self.documents_refused = [0] * after + [status] * times
 
     def fail_semantic(self, reason: str = "capacityOverloaded") -> None:
         if reason not in SEMANTIC_ERROR_REASONS:
@@ -367,6 +382,7 @@ class FakeSearch(Strict):
             raise SearchError(400, "A batch holds between 1 and 1000 actions.")
         fields, key_field = index.fields, index.key_field
         results, all_ok = [], True
+        refused = self.documents_refused.pop(0) if self.documents_refused else None
         for action in body["value"]:
             kind = action.get("@search.action", "upload")
             if kind not in ACTIONS:
@@ -385,6 +401,17 @@ class FakeSearch(Strict):
                     400,
                     f"The property '{sorted(unknown)[0]}' does not exist on type 'search.documentFields'.",
                 )
+            if refused:
+                results.append(
+                    {
+                        "key": key,
+                        "status": False,
+                        "errorMessage": ITEM_REFUSED[refused],
+                        "statusCode": refused,
+                    }
+                )
+                all_ok = False
+                continue
             existed = key in index.documents
             status = 200 if existed else 201
             if kind == "delete":
