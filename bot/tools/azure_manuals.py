@@ -131,6 +131,14 @@ class _ShortWaits(AsyncRetryPolicy):
             return False
         return super().is_retry(settings, response)
 
+    def _is_method_retryable(self, settings: dict[str, Any], request: Any, response: Any = None) -> bool:
+        # azure-core tries a POST again on 500, 503 and 504 only, but a 429 (the service
+        # throttling) has done nothing either: every POST sent here is a search, or indexing
+        # actions (mergeOrUpload, delete) that do the same sent twice.
+        if response is not None and response.status_code == 429:
+            return True
+        return super()._is_method_retryable(settings, request, response)
+
     async def sleep(self, settings: dict[str, Any], transport: Any, response: Any = None) -> None:
         # An hour's Retry-After, slept on without a word, looks like a hang to whoever waits.
         if (wait := self._long_wait(response)) is not None:
@@ -145,7 +153,7 @@ class _ShortWaits(AsyncRetryPolicy):
 def _client_options(settings: SearchSettings, player_waits: bool = True) -> dict[str, Any]:
     """Timeouts and the SDK's own retries (with backoff).
 
-    azure-core retries a search (a POST) on 500, 503 and 504 but not after a read timeout, so a
+    A search (a POST) is tried again on 429, 500, 503 and 504 but not after a read timeout, so a
     hanging service costs a player one timeout; GETs such as the document count retry on both.
     Unless a player waits (`index-manuals` has an operator, and no budget), the service's
     Retry-After is waited out however long, saying so when it is longer than a request's timeout.

@@ -698,6 +698,26 @@ async def test_a_service_asking_for_a_long_wait_is_unavailable_at_once(
     assert any(f"answered {status}: scripted failure" in line for line in logged), logged
 
 
+async def test_a_429_without_retry_after_is_tried_again_as_a_503_is(fake: FakeSearch) -> None:
+    # azure-core retries a POST on 500, 503 and 504 only: a search throttled with a bare 429
+    # failed the player's question at its first refusal, where a second later it was answered.
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        fake.fail_with(429, times=1)
+        before = len(fake.searches)
+        assert (await manuals.search("I want a refund", 3))[0].source == "refunds.md"
+        assert len(fake.searches) - before == 2
+        fake.fail_with(429)
+        before = len(fake.searches)
+        with pytest.raises(ToolError, match="unavailable right now"):
+            await manuals.search("I want a refund", 3)
+        assert len(fake.searches) - before == 1 + settings.retries  # not hammered
+    finally:
+        await manuals.aclose()
+
+
 async def test_search_recovers_after_a_blip_and_a_restart(fake: FakeSearch) -> None:
     settings = search_settings(fake)
     await index_manuals(settings, fake.api_key, MANUALS)
