@@ -131,6 +131,15 @@ class _ShortWaits(AsyncRetryPolicy):
             return False
         return super().is_retry(settings, response)
 
+    def get_backoff_time(self, settings: dict[str, Any]) -> float:
+        # azure-core's first retry follows at once: a service that answered, throttling or
+        # failing without a Retry-After, would be sent the same request again straight away.
+        backoff = super().get_backoff_time(settings)
+        history = settings["history"]
+        if len(history) == 1 and history[0].http_response is not None:
+            return min(settings["backoff"], settings["max_backoff"])
+        return backoff
+
     def _is_method_retryable(self, settings: dict[str, Any], request: Any, response: Any = None) -> bool:
         # azure-core tries a POST again on 500, 503 and 504 only, but a 429 (the service
         # throttling) has done nothing either: every POST sent here is a search, or indexing

@@ -718,6 +718,31 @@ async def test_a_429_without_retry_after_is_tried_again_as_a_503_is(fake: FakeSe
         await manuals.aclose()
 
 
+@pytest.mark.parametrize("status", [429, 503])
+async def test_a_throttled_search_is_not_asked_again_at_once(
+    fake: FakeSearch, monkeypatch: pytest.MonkeyPatch, status: int
+) -> None:
+    # azure-core's first retry has no backoff: a service throttling without a Retry-After was
+    # sent the same search again straight away, which only adds to its load.
+    from azure.core.pipeline.transport import AioHttpTransport
+
+    waits: list[float] = []
+
+    async def sleep(self: object, duration: float) -> None:
+        waits.append(duration)
+
+    settings = search_settings(fake, retries=2)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    monkeypatch.setattr(AioHttpTransport, "sleep", sleep)
+    try:
+        fake.fail_with(status, times=2)
+        assert (await manuals.search("I want a refund", 3))[0].source == "refunds.md"
+    finally:
+        await manuals.aclose()
+    assert len(waits) == 2 and 0 < waits[0] < waits[1], waits
+
+
 async def test_search_recovers_after_a_blip_and_a_restart(fake: FakeSearch) -> None:
     settings = search_settings(fake)
     await index_manuals(settings, fake.api_key, MANUALS)
