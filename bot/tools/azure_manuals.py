@@ -221,6 +221,15 @@ def describe(exc: BaseException, settings: SearchSettings) -> str:
     if problem == "credentials":
         return f"AZURE_SEARCH_API_KEY was refused ({status}) by {endpoint}: check the key"
     if _missing_index(exc):
+        # The service's 404 for a missing index names it ("The index 'manuals' for service '…'
+        # was not found."); another service's (an Azure OpenAI resource's address pasted here)
+        # does not, and `index-manuals` would be told to run itself.
+        said = _first_line(exc)
+        if status == 404 and f"'{settings.index}'" not in said:
+            return (
+                f"{endpoint} answered 404 ({said}), not as an Azure AI Search service: set "
+                "search.endpoint to its address, https://<service>.search.windows.net"
+            )
         return f"index '{settings.index}' not found at {endpoint}: run `python -m bot index-manuals`"
     if isinstance(exc, TimeoutError):
         return f"no answer from {endpoint} within {_budget(settings):.0f} s"

@@ -898,6 +898,44 @@ async def test_check_names_the_reason(fake: FakeSearch, case: str, reason: str) 
     assert "not-the-key" not in str(raised.value)
 
 
+async def test_an_endpoint_that_is_no_search_service_is_said_to_be_one(tmp_path: Path) -> None:
+    # search.endpoint set to the Azure OpenAI resource's address (pasted from openai.azure_endpoint):
+    # its 404 was read as the index missing, and index-manuals itself said to run index-manuals.
+    from aiohttp import web
+
+    from tests.fakes.openai_server import AZURE_NOT_FOUND
+
+    async def not_found(request: web.Request) -> web.Response:
+        return web.json_response({"error": AZURE_NOT_FOUND}, status=404)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    settings = SearchSettings(endpoint=f"http://127.0.0.1:{runner.addresses[0][1]}", timeout_seconds=1.0)
+    said = []
+    try:
+        with pytest.raises(SearchServiceError) as raised:
+            await index_manuals(settings, "key", MANUALS)
+        said.append(str(raised.value))
+        manuals = await AzureSearchManuals.open(settings, "key")
+        try:
+            with pytest.raises(SearchServiceError) as raised:
+                await manuals.check()
+            said.append(str(raised.value))
+        finally:
+            await manuals.aclose()
+    finally:
+        await runner.cleanup()
+    for line in said:
+        assert re.fullmatch(
+            r"http://127\.0\.0\.1:\d+ answered 404 \(Resource not found\), not as an Azure AI Search "
+            r"service: set search\.endpoint to its address, https://<service>\.search\.windows\.net",
+            line,
+        ), line
+
+
 async def test_bot_check_reports_the_search_service(settings: Settings, fake: FakeSearch) -> None:
     await index_manuals(search_settings(fake), fake.api_key, MANUALS)
     good = {r.service: r for r in await check_all(app_settings(settings, fake))}["manuals"]
