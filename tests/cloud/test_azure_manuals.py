@@ -178,6 +178,8 @@ async def test_over_a_thousand_sections_removed_are_deleted_in_batches(
     summary = await index_manuals(settings, fake.api_key, few)
     assert "(1 added, 0 updated, 1100 removed)" in summary
     assert len(fake.documents("manuals")) == 1
+    # The service answers 1000 results a response: the keys past them came on a page of their own.
+    assert [r.body.get("skip", 0) for r in fake.searches] == [0, 1000, 0, 1000]  # a scan a run
 
 
 async def test_index_manuals_waits_out_a_throttled_service(fake: FakeSearch) -> None:

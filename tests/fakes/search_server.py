@@ -77,6 +77,8 @@ _TERM = re.compile(r'[^\s+|\-"*()\\]+')
 SIMPLE_OPERATORS = set('+|-"*()\\')
 SEMANTIC_ERROR_REASONS = {"maxWaitExceeded", "capacityOverloaded", "transient"}
 MAX_REQUEST_BYTES = 16 * 1024 * 1024
+PAGE = 1000  # search results in one response at most; the rest come by nextPageParameters
+MAX_SKIP = 100_000
 # Why the service refuses one document of an indexing request, for the statuses it may try again.
 ITEM_REFUSED = {
     409: "A version conflict was detected when attempting to index this document. Please try again.",
@@ -156,6 +158,7 @@ class FakeSearch(Strict):
         self.service = service
         self.api_key = ADMIN_KEY
         self.query_key = QUERY_KEY
+        self.api_version = ""
         self.indexes: dict[str, FakeIndex] = {}
         self.received: list[Received] = []
         self.failures: list[Failure] = []
@@ -252,6 +255,7 @@ class FakeSearch(Strict):
             version = request.query.get("api-version")
             if version not in API_VERSIONS:
                 raise SearchError(400, "Invalid or missing api-version query string parameter.")
+            self.api_version = version  # the request's own, for the links its answer holds
             failed = await self._fail_if_told()
             if failed is not None:
                 return failed
@@ -479,13 +483,17 @@ class FakeSearch(Strict):
         top, skip = body.get("top", 50), body.get("skip", 0)
         if not isinstance(top, int) or not isinstance(skip, int) or top < 0 or skip < 0:
             raise SearchError(400, "top and skip must be non-negative integers.")
+        if skip > MAX_SKIP:
+            raise SearchError(400, f"Value of $skip must be less than or equal to {MAX_SKIP}.")
         pre, post = body.get("highlightPreTag", "<em>"), body.get("highlightPostTag", "</em>")
         hits = _rank(
             index, body.get("search"), mode, search_fields, index.weights(body.get("scoringProfile"))
         )
         best = max((h[1] for h in hits), default=1.0) or 1.0
         value = []
-        for key, score, snippets in hits[skip : skip + top]:
+        # Server-side paging: past PAGE results the rest is asked for with nextPageParameters.
+        more = top > PAGE and len(hits) > skip + PAGE
+        for key, score, snippets in hits[skip : skip + min(top, PAGE)]:
             document = index.documents[key]
             hit: dict[str, Any] = {"@search.score": score, **{n: document.get(n) for n in select}}
             if highlight:
@@ -508,6 +516,11 @@ class FakeSearch(Strict):
         result: dict[str, Any] = {"value": value}
         if body.get("count"):
             result["@odata.count"] = len(hits)
+        if more:
+            result["@search.nextPageParameters"] = {**body, "skip": skip + PAGE, "top": top - PAGE}
+            result["@odata.nextLink"] = (
+                f"{self.endpoint}/indexes('{name}')/docs/search.post.search?api-version={self.api_version}"
+            )
         if partial:
             result["@search.semanticPartialResponseReason"] = self.semantic_failure
             result["@search.semanticPartialResponseType"] = "baseResults"
