@@ -68,6 +68,7 @@ BATCH = 500  # documents per indexing request; the service takes up to 1000
 # JSON bytes per indexing request: the service refuses one over 16 MB with a 413, which the async
 # SDK's own splitting of a batch answers with a TypeError (azure-search-documents 12.0.0).
 BATCH_BYTES = 12 * 1024 * 1024
+MAX_REQUEST_BYTES = 16 * 1024 * 1024
 # An indexing request's items the service refuses for now (a 207): 503 under heavy load, 409 a
 # version conflict, 422 an index briefly offline for an update. Sent again after 1, 2, 4 s.
 RETRIED_DOCUMENT_STATUSES = frozenset({409, 422, 503})
@@ -596,8 +597,7 @@ def _batches(documents: list[dict[str, str]]) -> Iterator[list[dict[str, str]]]:
     batch: list[dict[str, str]] = []
     size = 0
     for document in documents:
-        # ASCII-escaped JSON is at least as long as what the SDK sends; 64 for the action's name.
-        length = len(json.dumps(document)) + 64
+        length = _json_size(document)
         if batch and (len(batch) >= BATCH or size + length > BATCH_BYTES):
             yield batch
             batch, size = [], 0
@@ -605,6 +605,11 @@ def _batches(documents: list[dict[str, str]]) -> Iterator[list[dict[str, str]]]:
         size += length
     if batch:
         yield batch
+
+
+def _json_size(document: dict[str, str]) -> int:
+    # ASCII-escaped JSON, as azure-core sends a body; 64 for the action's name.
+    return len(json.dumps(document)) + 64
 
 
 def _document(chunk: Chunk) -> dict[str, str]:
@@ -659,6 +664,14 @@ async def index_manuals(settings: SearchSettings, api_key: str, manuals_dir: Pat
     credential = AzureKeyCredential(api_key)
     options = _client_options(settings, player_waits=False)
     documents = [_document(c) for c in chunks]
+    for chunk, document in zip(chunks, documents, strict=True):
+        # Sent alone, the service would refuse it with a bare 413 naming no manual; refused
+        # here, before anything is uploaded, no run leaves the index half updated for it.
+        if (size := _json_size(document)) > MAX_REQUEST_BYTES:
+            raise SearchServiceError(
+                f"section '{chunk.title}' of {chunk.source} is {size / 2**20:.0f} MB, over the 16 MB "
+                "Azure AI Search takes in one request: split it under more ## headings"
+            )
     try:
         async with SearchIndexClient(endpoint, credential, **options) as indexes:
             state = await _ensure_index(indexes, settings)

@@ -162,6 +162,22 @@ async def test_manuals_over_the_services_request_limit_are_uploaded_in_smaller_b
     assert len(indexed) >= 2 and sum(len(r.body["value"]) for r in indexed) == 18
 
 
+async def test_a_section_over_the_services_request_limit_is_named(fake: FakeSearch, tmp_path: Path) -> None:
+    # One section past 16 MB (a changelog under one heading, images inlined as data: URIs) went
+    # alone and was refused with a 413: index-manuals said "answered 413: Operation returned an
+    # invalid status 'Request Entity Too Large'", naming no manual and nothing to do.
+    words = " ".join(f"word{i:060d}" for i in range(270_000))  # 17.6 MB
+    (tmp_path / "changelog.md").write_text(f"# Changelog\n\n## Fixes\n\nSmall.\n\n## Everything\n\n{words}\n")
+    with pytest.raises(SearchServiceError) as raised:
+        await index_manuals(search_settings(fake, timeout_seconds=10.0), fake.api_key, tmp_path)
+    assert re.fullmatch(
+        r"section 'Changelog: Everything' of changelog\.md is 1[78] MB, over the 16 MB Azure AI Search "
+        r"takes in one request: split it under more ## headings",
+        str(raised.value),
+    ), str(raised.value)
+    assert not [r for r in fake.received if r.operation == "index"]  # nothing half uploaded
+
+
 async def test_over_a_thousand_sections_removed_are_deleted_in_batches(
     fake: FakeSearch, tmp_path: Path
 ) -> None:
