@@ -340,7 +340,16 @@ class AzureSearchManuals:
                 # semantic reranker only reorders what the keyword half matched, and a floor on
                 # its score would be a second rule, tuned to a model, the backends would not share.
                 found = evidence(terms, [(str(d.get("title") or ""), str(d.get("text") or "")) for d in docs])
-                every_known = await all_known(terms, found, self._known)
+                try:
+                    every_known = await all_known(terms, found, self._known)
+                except AzureError as exc:
+                    # The passages are in hand: a word not known to be used is taken as unused,
+                    # which leaves out only passages holding a single word of the question.
+                    every_known = False
+                    log.info(
+                        "manuals search: whether the manuals use a word is unknown: %s",
+                        describe(exc, self._settings),
+                    )
         except (AzureError, TimeoutError) as exc:
             self._log_failure(exc)
             raise ToolError(say.MANUALS_UNAVAILABLE) from exc

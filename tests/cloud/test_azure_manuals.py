@@ -761,6 +761,31 @@ async def test_a_throttled_search_is_not_asked_again_at_once(
     assert len(waits) == 2 and 0 < waits[0] < waits[1], waits
 
 
+async def test_a_failed_word_lookup_leaves_the_passages_already_found(
+    fake: FakeSearch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Whether the manuals use a word at all is asked after the search itself: throttled there, the
+    # question was "unavailable", though its passages were in hand. Taken as a "no", it leaves out
+    # only passages holding a single word of the question, as an unknown word would.
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        before = len(fake.searches)
+        answered = await manuals.search("limit my kid's play time", 3)
+        asked = len(fake.searches) - before
+        fake.fail_with(503, after=1)  # the search answered, every word's lookup refused
+        with caplog.at_level(logging.INFO, logger="bot.tools.azure_manuals"):
+            passages = await manuals.search("limit my kid's play time", 3)
+    finally:
+        await manuals.aclose()
+    assert asked == 2  # the search, and whether the manuals use "kid" at all
+    assert [p.title for p in passages] == [p.title for p in answered] and passages
+    said = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert [level for level, _ in said] == [logging.INFO], said
+    assert "answered 503" in said[0][1] and "a word" in said[0][1]
+
+
 async def test_search_recovers_after_a_blip_and_a_restart(fake: FakeSearch) -> None:
     settings = search_settings(fake)
     await index_manuals(settings, fake.api_key, MANUALS)

@@ -23,7 +23,8 @@ Lucene that does not parse is a 400, as on the real service.
 
 Switches: `fail_with(500)`, `fail_with(403)`, `fail_with(hang=30)` (longer than the client's
 timeout), `fail_with(429, retry_after=60)` (throttled, with the wait the service asks for), each
-for every request until `recover()` or for `times` requests; and
+for every request until `recover()` or for `times` requests, from the first or once `after`
+requests are answered; and
 `fail_semantic("capacityOverloaded")`, a semantic ranker that fails while keyword search works: a
 query that asked for `semanticErrorHandling: partial` gets the keyword results with a 206, as on
 the real service, any other semantic query a 503; `spend_semantic_quota()`, the free semantic
@@ -119,6 +120,7 @@ class Failure:
     hang: float = 0.0
     times: int | None = None  # None: until recover()
     retry_after: float | None = None  # seconds, sent in a Retry-After header
+    after: int = 0  # requests answered before the failures begin
 
 
 @dataclass
@@ -202,8 +204,9 @@ class FakeSearch(Strict):
         hang: float = 0.0,
         times: int | None = None,
         retry_after: float | None = None,
+        after: int = 0,
     ) -> None:
-        self.failures = [Failure(status, hang, times, retry_after)]
+        self.failures = [Failure(status, hang, times, retry_after, after)]
 
     def recover(self) -> None:
         self.failures = []
@@ -304,6 +307,9 @@ class FakeSearch(Strict):
         if not self.failures:
             return None
         failure = self.failures[0]
+        if failure.after > 0:
+            failure.after -= 1
+            return None
         if failure.times is not None:
             failure.times -= 1
             if failure.times <= 0:
