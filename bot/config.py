@@ -1403,8 +1403,17 @@ def _check_required_secrets(settings: Settings) -> None:
         missing += pasted_path(o.azure_endpoint, "openai.azure_endpoint", "openai", rest)
     if settings.tools.manuals == "azure":
         missing += pasted_path(settings.search.endpoint, "search.endpoint", "indexes", "search.index")
+        # Refused by the service as a name, it is "not found" to every question and to `check`.
+        if settings.search.index and not _SEARCH_INDEX_NAME.fullmatch(settings.search.index):
+            missing.append(
+                f"search.index = {settings.search.index!r} is no Azure AI Search index name: lowercase"
+                " letters, digits and dashes, a letter or digit first, at most 128"
+            )
     if missing:
         raise ConfigError("; ".join(missing))
+
+
+_SEARCH_INDEX_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,127}")
 
 
 def pasted_path(url: str, key: str, segment: str, goes_in: str) -> list[str]:

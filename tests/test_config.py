@@ -200,6 +200,15 @@ def test_a_config_path_from_the_environment_starting_with_a_tilde_is_in_the_home
             {"AZURE_SEARCH_API_KEY": "k" * 32},
             "set it to https://st.search.windows.net alone (the rest goes in search.index)",
         ),
+        # An index name Azure AI Search refuses: `check` said to run index-manuals, which said
+        # the service refused the name.
+        (
+            "[tools]\nmanuals = 'azure'\n[search]\nendpoint = 'https://st.search.windows.net'\n"
+            "index = 'Game Manuals'\n",
+            {"AZURE_SEARCH_API_KEY": "k" * 32},
+            "search.index = 'Game Manuals' is no Azure AI Search index name: lowercase letters, digits"
+            " and dashes, a letter or digit first, at most 128",
+        ),
         # An unclosed "[" is an IPv6 host to urllib, which raises: a traceback would name no setting.
         (
             "[tools]\ngrievances = 'jira'\n[jira]\nurl = 'https://[mysite.atlassian.net'\n",
