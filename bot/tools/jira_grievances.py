@@ -94,8 +94,10 @@ class JiraGrievances:
         # and the answer that asked for it.
         self._quiet_until = 0.0
         self._quiet_for: TrackerError | None = None
-        # The refusals of grievances the last push round said (push_pending).
+        # The refusals of grievances the last push round said (push_pending), and every one this
+        # process said: a refusal its grievances kept from before a restart is news to its log.
         self._refusals_said: set[str] = set()
+        self._refusals_told: set[str] = set()
 
     @classmethod
     async def open(
@@ -328,11 +330,14 @@ class JiraGrievances:
     def _say_refusals(self, refused: dict[str, tuple[list[str], bool]], pushed: int) -> None:
         """One line for each way Jira refused grievances in a round, with how many: a field made
         required on the create screen refuses every grievance alike, and a line each would bury
-        the log. A refusal said is said again only once Jira took grievances without it."""
+        the log. A refusal said is said again only once Jira took grievances without it, and
+        then only for a grievance it had not met before; one the grievances met before this
+        process began is said at its first round."""
         for reason, (keys, new) in refused.items():
-            if not new or reason in self._refusals_said:
+            if reason in self._refusals_said or (not new and reason in self._refusals_told):
                 continue
             self._refusals_said.add(reason)
+            self._refusals_told.add(reason)
             shown = ", ".join(keys[:5]) + (", …" if len(keys) > 5 else "")
             many = f"{len(keys)} grievances" if len(keys) > 1 else "grievance"
             log.warning("Jira refused %s (%s): %s (kept pending, tried again later)", many, shown, reason)

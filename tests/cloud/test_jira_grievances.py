@@ -1267,6 +1267,33 @@ async def test_a_field_jira_requires_of_every_filing_is_said_in_one_line_and_all
     assert fake.issues == {} and all(rows[k][0] == "pending" for k in keys)
 
 
+async def test_a_refusal_said_before_a_restart_is_said_again_after_it(fake, db, caplog) -> None:
+    # The grievances keep the refusal as their last error. A restarted bot (what an operator does
+    # first about a backlog) met only refusals it had "said already", and its log told nothing of
+    # why every grievance waited until a new one was filed.
+    caplog.set_level(logging.WARNING, logger="bot.tools.jira_grievances")
+    fake.on_create = (select_field(10080, "Severity", ("Low", "High")),)
+    fake.expect_violations()  # the pushes are refused, as Jira refuses them
+    backend = await open_backend(fake, db)
+    try:
+        for i in range(3):
+            await backend.register(NOVA, "wallet", f"charge {i} missing")
+        assert await backend.push_pending() == 0
+    finally:
+        await backend.aclose()
+    caplog.clear()
+    await expire_claims(db)
+    backend = await open_backend(fake, db)  # the next process, on the same database
+    try:
+        assert await backend.push_pending() == 0
+        await expire_claims(db)
+        assert await backend.push_pending() == 0  # its next round: said already
+    finally:
+        await backend.aclose()
+    said = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(said) == 1 and "3 grievances" in said[0] and "Severity is required" in said[0], said
+
+
 async def test_a_field_jira_requires_is_named_with_its_id(fake, db) -> None:
     # Jira's 400 keys each error by the field's id ({"customfield_10080": "Severity is required."});
     # the client's message keeps the words alone. Two custom fields may share a name (one per
