@@ -204,6 +204,8 @@ class JiraGrievances:
                 f"Jira project {project} has no issue type {issue_type!r}: set jira.issue_type to one of "
                 + ", ".join(types)
             )
+        if permissions := await self._in_thread(self._tracker.lacking_permissions):
+            raise TrackerError(permission_reason(project, permissions))
         lacking, unfillable = await self._in_thread(self._tracker.create_screen_gaps)
         if lacking or unfillable:
             raise TrackerError(create_screen_reason(project, issue_type, lacking, unfillable))
@@ -733,6 +735,18 @@ class JiraGrievances:
             local_key=self._tracker.local_key_of(issue),
             remote_key=issue.key,
         )
+
+
+def permission_reason(project: str, lacking: list[str]) -> str:
+    """Why Jira would refuse filings (Create Issues) or the desk's statuses (Transition Issues),
+    for `check`: the permissions the account lacks, by Jira's names."""
+    many = len(lacking) > 1
+    named = " and ".join(lacking)
+    return (
+        f"the Jira account of JIRA_EMAIL lacks the {named} permission{'s' if many else ''} in project"
+        f" {project}: grant {'them' if many else 'it'} in the project's permissions (Project settings >"
+        " Access, or its permission scheme)"
+    )
 
 
 def create_screen_reason(project: str, issue_type: str, lacking: list[str], unfillable: list[str]) -> str:

@@ -87,6 +87,10 @@ CREATE_FIELDS = ("summary", "description", "labels")
 # Required on every create screen with no default shown, yet filled by Jira (with the caller).
 FILLED_BY_JIRA = ("reporter",)
 CREATE_META_PAGE = 50
+# The project permissions voxdesk uses, by Jira's keys: its issues found again (Browse projects is
+# checked by the project answering at all), made, and moved to a status the desk set while a
+# grievance waited.
+NEEDED_PERMISSIONS = ("CREATE_ISSUES", "TRANSITION_ISSUES")
 
 
 class TrackerError(Exception):
@@ -705,6 +709,19 @@ class JiraTracker:
             if f.get("required") and not f.get("hasDefaultValue") and field_id not in sent
         ]
         return lacking, unfillable
+
+    def lacking_permissions(self) -> list[str]:
+        """The names of NEEDED_PERMISSIONS the account does not hold in the project, as Jira
+        names them ("Create Issues"). One Jira does not say it lacks is taken as held."""
+        with self._client() as client:
+            answer = client.my_permissions(projectKey=self.project, permissions=",".join(NEEDED_PERMISSIONS))
+        held = answer.get("permissions") or {}
+        lacking = []
+        for key in NEEDED_PERMISSIONS:
+            permission = held.get(key) or {}
+            if permission.get("havePermission") is False:
+                lacking.append(str(permission.get("name") or key))
+        return lacking
 
     def issue_types(self) -> list[str]:
         """The issue types of the configured project (raises with 404 when it is not visible)."""

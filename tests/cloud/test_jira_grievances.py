@@ -1219,6 +1219,36 @@ async def test_check_names_a_wrong_project_or_issue_type(fake, db, changes, expe
     assert str(failed.value) == expected
 
 
+@pytest.mark.parametrize(
+    ("lacking", "named"),
+    [
+        ({"CREATE_ISSUES"}, "the Create Issues permission in project GRV: grant it"),
+        (
+            {"CREATE_ISSUES", "TRANSITION_ISSUES"},
+            "the Create Issues and Transition Issues permissions in project GRV: grant them",
+        ),
+    ],
+)
+async def test_check_names_a_permission_the_account_lacks_in_the_project(fake, db, lacking, named) -> None:
+    # An account that can browse the project but not create issues in it passed `check`: every
+    # grievance then waited on a refusal found only at the first push. One that cannot transition
+    # issues leaves each status the desk set while its grievance waited off its issue.
+    fake.lacking = frozenset(lacking)
+    backend = await open_backend(fake, db)
+    try:
+        with pytest.raises(TrackerError) as failed:
+            await backend.check()
+        fake.lacking = frozenset()
+        line = await backend.check()
+    finally:
+        await backend.aclose()
+    assert str(failed.value) == (
+        f"the Jira account of JIRA_EMAIL lacks {named} in the project's permissions"
+        " (Project settings > Access, or its permission scheme)"
+    )
+    assert line.endswith("project GRV, 0 pending")
+
+
 async def test_check_names_what_the_create_screen_lacks_or_requires(fake, db) -> None:
     # Each would make every filing a 400: said by `check` before a player files, not found at the
     # first push. The fake refuses those pushes as Jira would.

@@ -64,6 +64,14 @@ RESOLUTIONS = (
     ("10002", "Duplicate"),
     ("10003", "Cannot Reproduce"),
 )
+# Jira's built-in project permissions a caller may ask about: key -> (id, name).
+PERMISSIONS = {
+    "BROWSE_PROJECTS": ("10", "Browse Projects"),
+    "CREATE_ISSUES": ("11", "Create Issues"),
+    "EDIT_ISSUES": ("12", "Edit Issues"),
+    "TRANSITION_ISSUES": ("46", "Transition Issues"),
+    "ADD_COMMENTS": ("15", "Add Comments"),
+}
 FAIL_MODES = (
     "500",
     "hang",
@@ -277,6 +285,10 @@ class FakeJira(Strict):
     # What Jira Cloud hands back of a description it was sent (it keeps rich text as a document
     # and writes it back as wiki markup): None, as sent.
     stored_description: Callable[[str], str] | None = None
+    # Project permissions the account lacks, as GET mypermissions tells them (Jira's keys:
+    # "CREATE_ISSUES", "TRANSITION_ISSUES"). Only that endpoint reads them: how Jira refuses each
+    # operation without its permission is not modelled.
+    lacking: frozenset[str] = frozenset()
     # Fields /field lists besides Jira's own: an admin's custom fields, as Jira describes them
     # ({"id": "customfield_10100", "name": ..., "custom": True, "clauseNames": [...]}).
     custom_fields: list[dict[str, Any]] = field(default_factory=list)
@@ -298,6 +310,7 @@ class FakeJira(Strict):
         app.router.add_get(f"{api}/myself", self._myself)
         app.router.add_get(f"{api}/field", self._fields)
         app.router.add_get(f"{api}/project/{{key}}", self._project)
+        app.router.add_get(f"{api}/mypermissions", self._my_permissions)
         app.router.add_post(f"{api}/issue", self._create)
         app.router.add_get(f"{api}/issue/createmeta/{{key}}/issuetypes/{{type}}", self._create_meta)
         app.router.add_get(f"{api}/issue/{{key}}", self._issue)
@@ -608,6 +621,33 @@ class FakeJira(Strict):
                 "key": key,
                 "name": "Grievances",
                 "issueTypes": types,
+            }
+        )
+
+    async def _my_permissions(self, request: web.Request) -> web.Response:
+        """The caller's permissions in a project: Cloud answers only those `permissions` names."""
+        keys = [k for k in request.query.get("permissions", "").split(",") if k]
+        if not keys:
+            return _errors(400, self.refuse("mypermissions: the 'permissions' query parameter is required."))
+        project = request.query.get("projectKey")
+        if project is not None and project != self.project:
+            return _errors(404, f"No project could be found with key '{project}'.")
+        unknown = [k for k in keys if k not in PERMISSIONS]
+        if unknown:
+            return _errors(400, self.refuse(f"mypermissions: no permission {unknown[0]!r} exists."))
+        return web.json_response(
+            {
+                "permissions": {
+                    k: {
+                        "id": PERMISSIONS[k][0],
+                        "key": k,
+                        "name": PERMISSIONS[k][1],
+                        "type": "PROJECT",
+                        "description": f"Ability to {PERMISSIONS[k][1].lower()}.",
+                        "havePermission": k not in self.lacking,
+                    }
+                    for k in keys
+                }
             }
         )
 
