@@ -1441,6 +1441,26 @@ async def test_a_desk_status_jira_cannot_take_yet_keeps_the_grievance_waiting_ne
     assert pushed is not None and (pushed.push_state, pushed.status) == ("pushed", "resolved")
 
 
+async def test_a_desk_status_an_account_without_transition_issues_cannot_give_says_so(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # Jira lists no transitions at all to an account without the Transition Issues permission.
+    # The grievance waited with "its workflow has no transition to a status like 'resolved'",
+    # sending staff to a workflow that has one, while the account lacked the permission.
+    key = await desk_set_while_jira_was_off(fake, tmp_path, "resolved")
+    fake.lacking = frozenset({"TRANSITION_ISSUES"})
+    async with news_over(tmp_path, await open_jira(fake, tmp_path, settle_seconds=0.0)) as p:
+        assert await p.grievances.push_pending() == 0  # made, but not moved: waits
+        waiting = await p.local.staff_get(key)
+    assert waiting is not None and waiting.push_state == "pending"
+    assert waiting.last_error == (
+        "in Jira as GRV-101, but not moved to 'resolved': the Jira account of JIRA_EMAIL lacks the"
+        " Transition Issues permission in project GRV, so Jira offers it no transition: grant it in"
+        " the project's permissions (Project settings > Access, or its permission scheme)"
+    )
+    assert list(fake.issues) == ["GRV-101"] and fake.transitioned == []
+
+
 async def test_a_desk_status_no_jira_workflow_can_take_is_retried_ever_more_rarely(
     fake: FakeJira, tmp_path: Path
 ) -> None:

@@ -45,6 +45,7 @@ from bot.tools.jira_tracker import (
     JiraTracker,
     RemoteIssue,
     TrackerError,
+    permission_reason,
 )
 
 log = logging.getLogger(__name__)
@@ -735,18 +736,6 @@ class JiraGrievances:
             local_key=self._tracker.local_key_of(issue),
             remote_key=issue.key,
         )
-
-
-def permission_reason(project: str, lacking: list[str]) -> str:
-    """Why Jira would refuse filings (Create Issues) or the desk's statuses (Transition Issues),
-    for `check`: the permissions the account lacks, by Jira's names."""
-    many = len(lacking) > 1
-    named = " and ".join(lacking)
-    return (
-        f"the Jira account of JIRA_EMAIL lacks the {named} permission{'s' if many else ''} in project"
-        f" {project}: grant {'them' if many else 'it'} in the project's permissions (Project settings >"
-        " Access, or its permission scheme)"
-    )
 
 
 def create_screen_reason(project: str, issue_type: str, lacking: list[str], unfillable: list[str]) -> str:

@@ -90,7 +90,8 @@ CREATE_META_PAGE = 50
 # The project permissions voxdesk uses, by Jira's keys: its issues found again (Browse projects is
 # checked by the project answering at all), made, and moved to a status the desk set while a
 # grievance waited.
-NEEDED_PERMISSIONS = ("CREATE_ISSUES", "TRANSITION_ISSUES")
+TRANSITION_ISSUES = "TRANSITION_ISSUES"
+NEEDED_PERMISSIONS = ("CREATE_ISSUES", TRANSITION_ISSUES)
 
 
 class TrackerError(Exception):
@@ -324,6 +325,17 @@ def _target_name(transition: dict[str, Any]) -> Any:
     return (transition.get("to") or {}).get("name") or transition.get("name")
 
 
+def permission_reason(project: str, lacking: list[str], why: str = "") -> str:
+    """Why Jira refuses what voxdesk asks (`why`, said after the project): the project
+    permissions the account lacks, by Jira's names ("Create Issues")."""
+    many = len(lacking) > 1
+    return (
+        f"the Jira account of JIRA_EMAIL lacks the {' and '.join(lacking)} permission{'s' if many else ''}"
+        f" in project {project}{why}: grant {'them' if many else 'it'} in the project's permissions"
+        " (Project settings > Access, or its permission scheme)"
+    )
+
+
 def unavailable_reason(transition: dict[str, Any]) -> str:
     """Why a transition that fails its workflow condition was not tried, for the desk and the log."""
     to = _target_name(transition)
@@ -540,6 +552,11 @@ class JiraTracker:
                 f"issue/{key}/transitions",
                 params={"expand": "transitions.fields", "includeUnavailableTransitions": "true"},
             )["transitions"]
+            # Jira lists none at all to an account without Transition Issues: told as a workflow
+            # with no way there, staff would look for a fault in a workflow that has none.
+            if not listed and (lacking := self._lacking(client, (TRANSITION_ISSUES,), issueKey=key)):
+                reason = permission_reason(self.project, lacking, ", so Jira offers it no transition")
+                raise TrackerError(reason, 403, maybe_done=False, row_only=True)
             into = [
                 t
                 for t in listed
@@ -714,10 +731,14 @@ class JiraTracker:
         """The names of NEEDED_PERMISSIONS the account does not hold in the project, as Jira
         names them ("Create Issues"). One Jira does not say it lacks is taken as held."""
         with self._client() as client:
-            answer = client.my_permissions(projectKey=self.project, permissions=",".join(NEEDED_PERMISSIONS))
+            return self._lacking(client, NEEDED_PERMISSIONS, projectKey=self.project)
+
+    @staticmethod
+    def _lacking(client: JIRA, keys: tuple[str, ...], **where: str) -> list[str]:
+        answer = client.my_permissions(permissions=",".join(keys), **where)
         held = answer.get("permissions") or {}
         lacking = []
-        for key in NEEDED_PERMISSIONS:
+        for key in keys:
             permission = held.get(key) or {}
             if permission.get("havePermission") is False:
                 lacking.append(str(permission.get("name") or key))

@@ -286,8 +286,9 @@ class FakeJira(Strict):
     # and writes it back as wiki markup): None, as sent.
     stored_description: Callable[[str], str] | None = None
     # Project permissions the account lacks, as GET mypermissions tells them (Jira's keys:
-    # "CREATE_ISSUES", "TRANSITION_ISSUES"). Only that endpoint reads them: how Jira refuses each
-    # operation without its permission is not modelled.
+    # "CREATE_ISSUES", "TRANSITION_ISSUES"). Without TRANSITION_ISSUES an issue's transitions are
+    # listed as none, as Jira documents; how Jira refuses other operations without their
+    # permission is not modelled.
     lacking: frozenset[str] = frozenset()
     # Fields /field lists besides Jira's own: an admin's custom fields, as Jira describes them
     # ({"id": "customfield_10100", "name": ..., "custom": True, "clauseNames": [...]}).
@@ -632,6 +633,9 @@ class FakeJira(Strict):
         project = request.query.get("projectKey")
         if project is not None and project != self.project:
             return _errors(404, f"No project could be found with key '{project}'.")
+        issue = request.query.get("issueKey")
+        if issue is not None and self._find(issue) is None:
+            return _errors(404, "Issue does not exist or you do not have permission to see it.")
         unknown = [k for k in keys if k not in PERMISSIONS]
         if unknown:
             return _errors(400, self.refuse(f"mypermissions: no permission {unknown[0]!r} exists."))
@@ -806,7 +810,9 @@ class FakeJira(Strict):
                         ),
                     }
                     for i, to in self._offered(issue).items()
-                    if with_unavailable or to not in self.unavailable
+                    if (with_unavailable or to not in self.unavailable)
+                    # Jira lists none to an account without the permission to make them.
+                    and "TRANSITION_ISSUES" not in self.lacking
                 ],
             }
         )
