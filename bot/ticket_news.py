@@ -878,7 +878,9 @@ class TicketNews:
             try:
                 found += await self._find_in_jira(self._jira, self._local)
             except Exception as exc:
-                self._jira_outage.failed(str(exc), "ticket news: asking Jira what changed failed: %s", exc)
+                # A TrackerError's gist: its reason without the wait a 429 asks, new with each one.
+                said = getattr(exc, "gist", None) or str(exc)
+                self._jira_outage.failed(said, "ticket news: asking Jira what changed failed: %s", exc)
                 # Rate limited: asking again before Jira allows only prolongs the limit, which
                 # the grievance pusher shares. The window stays open, so nothing is missed.
                 self._jira_quiet_until = time.monotonic() + quiet_for(getattr(exc, "retry_after", None))

@@ -967,6 +967,28 @@ async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tm
     assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
 
 
+async def test_a_rate_limit_that_goes_on_is_said_once_by_the_poll(
+    fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each 429 of one long rate limit asks its own wait: with the wait in the reason, every poll
+    # that met one said the outage again at WARNING.
+    caplog.set_level(logging.DEBUG, logger="bot.ticket_news")
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await _filed_then_resolved_in_jira(p, fake, front)
+        fake.fail("429")
+        for wait in ("30", "45", "20"):
+            fake.retry_after = wait
+            assert await p.news.run_once(front) == 0
+            p.news._jira_quiet_until = time.monotonic()  # as if the wait had passed
+            p.news._jira._quiet_until = 0.0
+        fake.recover()
+        assert await p.news.run_once(front) == 1
+    failed = [r.getMessage() for r in caplog.records if "what changed failed" in r.getMessage()]
+    warned = [r for r in caplog.records if r.levelno >= logging.WARNING and "what changed" in r.getMessage()]
+    assert len(failed) == 3 and len(warned) == 1 and "within 30 s" in warned[0].getMessage(), failed
+
+
 async def test_a_retry_after_in_unix_time_quiets_the_poll_until_then(fake: FakeJira, tmp_path: Path) -> None:
     # Read as seconds, a Retry-After naming the wait's end as a Unix time would quiet the poll for
     # the longest quiet, a quarter hour, for a wait a minute long, and say Jira asked for 56 years.

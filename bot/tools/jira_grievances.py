@@ -248,7 +248,7 @@ class JiraGrievances:
         # meets the answer it gave, and asks nothing, until it ends (up to the longest backoff).
         quiet = self._quiet_until - time.monotonic()
         if quiet > 0 and (said := self._quiet_for) is not None:
-            raise TrackerError(str(said), said.status, maybe_done=False, retry_after=quiet)
+            raise TrackerError(str(said), said.status, maybe_done=False, retry_after=quiet, gist=said.gist)
         # Pushes get a thread of their own: status lookups hanging on a slow Jira must not delay
         # a create past the claim that protects it.
         pool = self._push_threads if pushing else self._threads
@@ -465,6 +465,7 @@ class JiraGrievances:
                 row_only=exc.row_only,
                 retry_after=exc.retry_after,
                 limit=exc.limit,
+                gist=f"in Jira as {remote_key}, but not moved to {row.status!r}: {exc.gist}",
             ) from None
         await self._store.update_status(row.local_key, issue.status, issue.updated_at)
         log.info(
@@ -523,7 +524,7 @@ class JiraGrievances:
                 told = max(wait, await self._due_in())
                 if isinstance(exc, TrackerError):
                     self._push_outage.failed(
-                        str(exc),
+                        exc.gist,
                         "pushing grievances to Jira failed: %s; %d pending, next try in %.1f s",
                         exc,
                         pending,
@@ -644,7 +645,7 @@ class JiraGrievances:
         return merged[:limit]
 
     def _lookup_failed(self, what: str, exc: TrackerError) -> None:
-        self._lookup_outage.failed(str(exc), "Jira %s failed, answering from the local record: %s", what, exc)
+        self._lookup_outage.failed(exc.gist, "Jira %s failed, answering from the local record: %s", what, exc)
 
     async def _issue(self, key: str, user_id: str) -> RemoteIssue | None:
         return await self._in_thread(self._tracker.get_for_user, key, user_id)

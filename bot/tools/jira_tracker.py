@@ -109,8 +109,12 @@ class TrackerError(Exception):
         row_only: bool | None = None,
         retry_after: float | None = None,
         limit: str = "",
+        gist: str | None = None,
     ) -> None:
         super().__init__(reason)
+        # The reason without the wait Jira asked for, which differs from one 429 to the next: one
+        # outage, said once however long it goes on (logs.Outage tells a new reason as news).
+        self.gist = reason if gist is None else gist
         self.status = status
         self.maybe_done = maybe_done
         # Seconds Jira asked us to wait before the next request (a 429's Retry-After), if it said.
@@ -403,6 +407,7 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
         headers = exc.response.headers if exc.response is not None and status == 429 else {}
         limit = str(headers.get("RateLimit-Reason") or headers.get("X-RateLimit-Reason") or "")
         hidden = _NO_PROJECT.search(text) if status == 400 else None
+        gist = None
         if status == 401:
             reason = "Jira refused the credentials (401): check JIRA_EMAIL and JIRA_API_TOKEN"
         elif hidden is not None:
@@ -417,12 +422,13 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
             if retry_after is not None:
                 reason += f": it asks for none within {retry_after:g} s"
         elif status == 429 and retry_after is not None:
-            reason = (
-                f"Jira is rate limiting this account (429): it asks for no request within {retry_after:g} s"
-            )
+            reason = "Jira is rate limiting this account (429)"
+            gist = reason
+            reason += f": it asks for no request within {retry_after:g} s"
         else:
             reason = f"Jira answered HTTP {status}: {text or 'no detail'}"
             if retry_after is not None:
+                gist = reason
                 reason += f" (it asks for no request within {retry_after:g} s)"
         return TrackerError(
             reason,
@@ -433,6 +439,7 @@ def explain(exc: BaseException, url: str, timeout: float) -> TrackerError:
             row_only=True if limit == PER_ISSUE_LIMIT else False if hidden is not None else None,
             retry_after=retry_after,
             limit=limit,
+            gist=gist,
         )
     if isinstance(exc, requests.ConnectTimeout):
         return TrackerError(

@@ -853,6 +853,33 @@ async def test_a_retry_after_of_days_holds_pushes_back_no_longer_than_the_longes
     assert "pushing again in 10 s instead" in capped.getMessage()
 
 
+async def test_a_rate_limit_that_goes_on_is_said_once_whatever_wait_each_429_asks(fake, db, caplog) -> None:
+    # Jira Cloud's Retry-After differs from one 429 to the next (and one read from
+    # X-RateLimit-Reset differs with every second it is read in): the outage line, said again for
+    # each "new" reason, came back at WARNING with every 429 of one long rate limit.
+    caplog.set_level(logging.WARNING, logger="bot.tools.jira_grievances")
+    backend = await open_backend(fake, db, max_backoff_seconds=60.0)
+    try:
+        await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 1
+        fake.fail("429")
+        for wait in ("3", "5", "2"):
+            fake.retry_after = wait
+            (told,) = await backend.status(NOVA)
+            assert told.from_local_record
+            rate_limit_ends(backend)
+        fake.retry_after = ""
+        for minutes in (2, 3):
+            reset = dt.datetime.now(dt.UTC) + dt.timedelta(minutes=minutes)
+            fake.rate_limit_reset = reset.strftime("%Y-%m-%dT%H:%MZ")
+            assert (await backend.status(NOVA))[0].from_local_record
+            rate_limit_ends(backend)
+    finally:
+        await backend.aclose()
+    said = [r.getMessage() for r in caplog.records if "429" in r.getMessage()]
+    assert len(said) == 1 and "it asks for no request within 3 s" in said[0], said
+
+
 async def test_a_retry_after_of_days_holds_lookups_back_no_longer_than_the_longest_backoff(
     fake, db, caplog
 ) -> None:
