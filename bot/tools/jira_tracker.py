@@ -374,6 +374,17 @@ def error_text(exc: JIRAError) -> str:
     return ", ".join([*said, *(f"{message} ({field})" for field, message in errors.items())])
 
 
+def field_error(exc: JIRAError, field_id: str) -> str | None:
+    """What Jira's 4xx says of one field (its `errors` by field id), in one line; None if nothing."""
+    try:
+        body = exc.response.json() if exc.response is not None else None
+    except ValueError:
+        return None
+    errors = body.get("errors") if isinstance(body, dict) else None
+    said = errors.get(field_id) if isinstance(errors, dict) else None
+    return " ".join(logs.masked(str(said)).split())[:REASON_CHARS] if said else None
+
+
 # Jira's answer to JQL or a create naming a project the account cannot browse (without Browse
 # projects a project is as if it did not exist: its issues are 404s, not 403s).
 _NO_PROJECT = re.compile(r"The value '([A-Z][A-Z0-9_]{1,9})' does not exist for the field 'project'")
@@ -532,7 +543,20 @@ class JiraTracker:
             "labels": [category, self.user_label(user_id), self.key_label(local_key)],
         }
         with self._client() as client:
-            issue = client.create_issue(fields=fields, prefetch=False)
+            try:
+                issue = client.create_issue(fields=fields, prefetch=False)
+            except JIRAError as exc:
+                # jira.issue_type names a type the project no longer has (renamed or removed by
+                # an admin): Jira's words alone name neither the type nor the setting.
+                said = field_error(exc, "issuetype") if exc.status_code == 400 else None
+                if said is None:
+                    raise
+                raise TrackerError(
+                    f"Jira project {self.project} takes no issue type {self.issue_type!r} (400: {said}):"
+                    " set jira.issue_type to one it has (voxdesk check lists them)",
+                    400,
+                    maybe_done=False,
+                ) from None
         return str(issue.key)
 
     def move_to(self, key: str, status: str) -> RemoteIssue | None:

@@ -1351,6 +1351,28 @@ async def test_a_refusal_said_before_a_restart_is_said_again_after_it(fake, db, 
     assert len(said) == 1 and "3 grievances" in said[0] and "Severity is required" in said[0], said
 
 
+async def test_an_issue_type_the_project_no_longer_has_is_named_with_its_setting(fake, db, caplog) -> None:
+    # An admin renames or removes the issue type jira.issue_type names: every filing is refused,
+    # and the line said "The issue type selected is invalid.", naming neither the type nor the
+    # setting that chose it.
+    caplog.set_level(logging.WARNING, logger="bot.tools.jira_grievances")
+    fake.expect_violations()  # the pushes are refused, as Jira refuses them
+    backend = await open_backend(fake, db, issue_type="Grievance")
+    try:
+        ticket = await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 0
+    finally:
+        await backend.aclose()
+    said = (
+        "Jira project GRV takes no issue type 'Grievance' (400: The issue type selected is invalid.):"
+        " set jira.issue_type to one it has (voxdesk check lists them)"
+    )
+    assert sql(db, "SELECT last_error FROM grievances WHERE local_key = ?", (ticket.key,)) == [(said,)]
+    assert [r.getMessage() for r in caplog.records] == [
+        f"Jira refused grievance ({ticket.key}): {said} (kept pending, tried again later)"
+    ]
+
+
 async def test_a_field_jira_requires_is_named_with_its_id(fake, db) -> None:
     # Jira's 400 keys each error by the field's id ({"customfield_10080": "Severity is required."});
     # the client's message keeps the words alone. Two custom fields may share a name (one per

@@ -673,8 +673,10 @@ class FakeJira(Strict):
             errors["project"] = "Specify a valid project ID or key"
         issue_type = fields.get("issuetype") or {}
         type_name = issue_type.get("name") or ISSUE_TYPES.get(str(issue_type.get("id")))
-        if type_name not in ISSUE_TYPES.values():
+        if not issue_type:
             errors["issuetype"] = "Specify an issue type"
+        elif type_name not in ISSUE_TYPES.values():
+            errors["issuetype"] = "The issue type selected is invalid."
         summary = fields.get("summary")
         if not isinstance(summary, str) or not summary.strip():
             errors["summary"] = "You must specify a summary of the issue."
