@@ -1004,7 +1004,10 @@ class TicketNews:
                 if mine.updated_at < issue.updated_at:
                     await local.update_status(mine.local_key, issue.status, issue.updated_at)
                 continue
-            about = issue.description or issue.summary
+            # A grievance's own words, as a status answer quotes them: staff may have rewritten
+            # the issue's description (triage notes, mentions), which is theirs, not the player's.
+            about = mine.description if mine is not None and mine.description else ""
+            about = about or issue.description or issue.summary
             text = status_text(issue.key, about, issue.status)
             # `updated` tells this change from an earlier one to the same status (a reopened
             # issue resolved again), and the same change found again in an overlapping window.

@@ -914,6 +914,29 @@ async def _filed_then_resolved_in_jira(p: Parts, fake: FakeJira, front: Recorder
     fake.set_status("GRV-101", "Done")
 
 
+async def test_status_news_quotes_the_players_words_not_a_description_staff_rewrote(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # Staff triage in the issue's description (wiki markup through REST v2, an internal note, a
+    # mention). A status answer quotes the player's own words; the DM of the same change quoted
+    # the description's first words, the note and the markup's leftovers with them.
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        await p.grievances.push_pending()
+        await p.news.run_once(front)
+        issue = fake.issues["GRV-101"]
+        issue.description = (
+            "h3. Triage\n[~accountid:5b10ac8d82e05b22cc7d4ef5] says: refund refused, a known"
+            " chargeback abuser\n\nh3. Reported\ncharged twice"
+        )
+        fake.set_status("GRV-101", "Done")
+        assert await p.news.run_once(front) == 1
+        (answer,) = await p.grievances.status(NOVA)
+    assert answer.description == "charged twice"
+    assert front.texts() == ['Your ticket GRV-101 ("charged twice") is now resolved.']
+
+
 async def test_jira_down_keeps_the_window_open_until_it_answers(fake: FakeJira, tmp_path: Path) -> None:
     front = Recorder()
     async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
