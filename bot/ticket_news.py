@@ -762,7 +762,10 @@ class TicketNews:
         # A 429's Retry-After: no poll before this time.monotonic(), which a clock stepped back
         # (NTP correcting a fast host) cannot push later.
         self._jira_quiet_until = 0.0
-        self._jira_outage = Outage(log, "ticket news: Jira answers again")
+        # An outage the grievance pusher said already (an expired API token) is no news here.
+        self._jira_outage = Outage(
+            log, "ticket news: Jira answers again", beside=getattr(self._jira, "push_outage", None)
+        )
         self._preferences_unread = Outage(log, "ticket news: preferences are read again")
         # News this process claimed, tried no DM of, and could not give back (news.db refused the
         # write): given back at the start of each round until it goes through, or at the next start.

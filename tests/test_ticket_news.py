@@ -30,7 +30,7 @@ from bot.ticket_news import MAX_QUIET_SECONDS, Delivery, NewsStore, Outcome, Tic
 from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.jira_grievances import JiraGrievances
-from tests.cloud.test_jira_grievances import jira_settings
+from tests.cloud.test_jira_grievances import Delays, eventually, jira_settings
 from tests.conftest import BLAZE, NOVA
 from tests.fakes.jira_server import (
     JQL,
@@ -967,6 +967,32 @@ async def test_jira_down_for_many_rounds_is_said_once_and_its_end_once(
     failed = [m for level, m in said if level == logging.WARNING and "what changed failed" in m]
     assert len(failed) == 2 and "HTTP 500" in failed[0] and "401" in failed[1]
     assert (logging.INFO, "ticket news: Jira answers again") in said
+
+
+async def test_an_expired_token_the_pusher_said_is_not_said_again_by_the_poll(
+    fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The API token expires with grievances waiting: the pusher says so, and the poll, a minute
+    # on, said the same refusal in a WARNING of its own (players' lookups already keep quiet).
+    caplog.set_level(logging.INFO)
+    delays = Delays()
+    jira = await JiraGrievances.open(
+        jira_settings(fake), fake.email, fake.token, tmp_path / "grievances.db", delays.sleep
+    )
+    async with news_over(tmp_path, jira) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice")
+        fake.fail("token_expired")
+        await p.grievances.start()
+        await delays.next()  # the pusher met the 401 and waits
+        assert await p.news.run_once(Recorder()) == 0
+        fake.recover()
+        delays.let_go()
+        await eventually(lambda: "GRV-101" in fake.issues)
+        await p.news.run_once(Recorder())  # Jira answers the poll again
+    warned = [
+        r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING and "401" in r.getMessage()
+    ]
+    assert len(warned) == 1 and warned[0].startswith("pushing grievances to Jira failed"), warned
 
 
 async def test_a_rate_limited_poll_waits_as_long_as_jira_asks(fake: FakeJira, tmp_path: Path) -> None:

@@ -169,6 +169,12 @@ class JiraGrievances:
             _lookup_until.reset(until)
 
     @property
+    def push_outage(self) -> Outage:
+        """The pusher's view of a Jira outage: what it said, another view of Jira (ticket news)
+        need not say again."""
+        return self._push_outage
+
+    @property
     def local_store(self) -> LocalGrievanceStore:
         """The outbox, which holds every grievance (ticket news reads its events)."""
         return self._store
