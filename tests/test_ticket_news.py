@@ -1532,6 +1532,26 @@ async def test_a_desk_status_an_account_without_transition_issues_cannot_give_sa
     assert list(fake.issues) == ["GRV-101"] and fake.transitioned == []
 
 
+async def test_desk_statuses_jira_refuses_alike_are_said_in_one_line(
+    fake: FakeJira, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Each refused move named its own issue in its reason ("in Jira as GRV-101, but not moved"):
+    # the same refusal of every waiting grievance (the account without Transition Issues) was a
+    # WARNING each, where a refused create of them all is one line.
+    keys = [await desk_set_while_jira_was_off(fake, tmp_path, "resolved") for _ in range(2)]
+    fake.lacking = frozenset({"TRANSITION_ISSUES"})
+    caplog.set_level(logging.WARNING, logger="bot.tools.jira_grievances")
+    async with news_over(tmp_path, await open_jira(fake, tmp_path, settle_seconds=0.0)) as p:
+        assert await p.grievances.push_pending() == 0
+        rows = [await p.local.staff_get(k) for k in keys]
+    errors = [r.last_error if r is not None else None for r in rows]
+    said = [r.getMessage() for r in caplog.records]
+    assert len(said) == 1 and f"2 grievances ({', '.join(keys)})" in said[0], said
+    assert "lacks the Transition Issues permission" in said[0]
+    assert errors[0] is not None and errors[0].startswith("in Jira as GRV-101, but not moved")
+    assert errors[1] is not None and errors[1].startswith("in Jira as GRV-102, but not moved")
+
+
 async def test_a_desk_status_no_jira_workflow_can_take_is_retried_ever_more_rarely(
     fake: FakeJira, tmp_path: Path
 ) -> None:

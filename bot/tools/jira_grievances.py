@@ -326,9 +326,10 @@ class JiraGrievances:
                                     exc,
                                 )
                                 continue
-                            keys, new = refused.get(str(exc), ([], False))
+                            # By its gist: a refused move names its grievance's issue.
+                            keys, new = refused.get(exc.gist, ([], False))
                             keys.append(row.local_key)
-                            refused[str(exc)] = (keys, new or str(exc)[:MAX_ERROR_CHARS] != row.last_error)
+                            refused[exc.gist] = (keys, new or str(exc)[:MAX_ERROR_CHARS] != row.last_error)
                             log.debug("Jira refused grievance %s: %s (it stays pending)", row.local_key, exc)
                     total += pushed
                     if len(rows) < PUSH_BATCH or pushed == 0:
@@ -471,7 +472,7 @@ class JiraGrievances:
                 row_only=exc.row_only,
                 retry_after=exc.retry_after,
                 limit=exc.limit,
-                gist=f"in Jira as {remote_key}, but not moved to {row.status!r}: {exc.gist}",
+                gist=f"in Jira, but not moved to {row.status!r}: {exc.gist}",
             ) from None
         await self._store.update_status(row.local_key, issue.status, issue.updated_at)
         log.info(

@@ -112,8 +112,9 @@ class TrackerError(Exception):
         gist: str | None = None,
     ) -> None:
         super().__init__(reason)
-        # The reason without the wait Jira asked for, which differs from one 429 to the next: one
-        # outage, said once however long it goes on (logs.Outage tells a new reason as news).
+        # The reason without what differs between answers alike: the wait Jira asked for, new with
+        # each 429, and the issue a refused move names. One outage or one refusal of many
+        # grievances is then said once (logs.Outage tells a new reason as news).
         self.gist = reason if gist is None else gist
         self.status = status
         self.maybe_done = maybe_done
