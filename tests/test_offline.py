@@ -637,6 +637,93 @@ async def test_a_worker_that_died_idle_is_replaced_by_the_check_or_the_next_note
     assert "while hearing a note" not in caplog.text and "before this note came" in caplog.text
 
 
+def _stuck_on_silence(pcm: bytes, rate: int) -> int:
+    """A worker's job that loads nothing and never comes back from a silent note, as a native
+    decoder stuck in a loop does; it tells it has begun, so a test knows the worker is stuck."""
+    import os
+    import threading
+
+    _tell_job_begun(pcm)
+    if not any(pcm):
+        threading.Event().wait()
+    return os.getpid()
+
+
+class _StuckOnSilence:
+    """WorkerHearing's parts for the tests of stuck workers: the real workers' context and
+    signals, loading no model, and a silent note sticks its worker."""
+
+    job = staticmethod(_stuck_on_silence)
+
+    def _new_pool(self, workers: int):  # type: ignore[no-untyped-def]
+        from concurrent.futures import ProcessPoolExecutor
+
+        from bot.engines.offline.hearing import WORKER_CONTEXT, ignore_stop_signals
+
+        return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+
+
+# "thread": without a deadline the note is never answered, and the signal method could not say so.
+@pytest.mark.timeout(120, method="thread")
+async def test_a_note_its_worker_is_stuck_on_is_given_up_and_the_others_are_heard(settings) -> None:
+    """A decode that never ends held its player's note, and that worker, for good: the player
+    waited for an answer that never came, and every stuck note took a worker from the pool."""
+    import asyncio
+
+    from bot.engines.base import NoteUnheard
+    from bot.engines.offline.hearing import WorkerHearing
+
+    class Stuck(_StuckOnSilence, WorkerHearing):
+        def deadline(self, pcm: bytes, rate: int) -> float:
+            return 1.0
+
+    hearing = Stuck(settings.storage_dir / "speech", workers=2)
+    try:
+        pids = await hearing.start()
+        stuck = asyncio.ensure_future(hearing.hear(bytes(2), 16_000))
+        others = [asyncio.ensure_future(hearing.hear(b"\x01\x00", 16_000)) for _ in range(4)]
+        outcome, *heard = await asyncio.gather(stuck, *others, return_exceptions=True)
+        after = await hearing.hear(b"\x01\x00", 16_000)
+    finally:
+        await hearing.aclose()
+    assert isinstance(outcome, NoteUnheard)
+    assert all(isinstance(pid, int) for pid in heard) and isinstance(after, int)
+    assert after not in pids  # the stuck worker was killed, and the pool replaced
+
+
+@pytest.mark.timeout(120, method="thread")
+async def test_closing_with_a_worker_stuck_on_a_note_stops_every_worker(
+    settings, tmp_path, monkeypatch
+) -> None:
+    """SIGTERM while a worker is stuck: the note's turn is cancelled when the grace runs out, and
+    closing waited for the stuck worker (which ignores SIGTERM) forever, so the bot never exited."""
+    import asyncio
+    import contextlib
+    import multiprocessing
+
+    from bot.engines.offline.hearing import WorkerHearing
+
+    class Stuck(_StuckOnSilence, WorkerHearing):
+        def deadline(self, pcm: bytes, rate: int) -> float:
+            return 3600.0  # a long note's deadline is minutes away, past any stop's grace
+
+    begun, told = await jobs_begun(tmp_path, monkeypatch)
+    hearing = Stuck(settings.storage_dir / "speech", workers=2)
+    try:
+        pids = await hearing.start()
+        note = asyncio.ensure_future(hearing.hear(bytes(2), 16_000))
+        while (await asyncio.wait_for(begun.get(), 60))[1] != 2:
+            pass
+        note.cancel()  # the turn, cancelled when the stop's grace runs out
+        with contextlib.suppress(asyncio.CancelledError):
+            await note
+    finally:
+        await hearing.aclose()
+        told.close()
+    left = [p.pid for p in multiprocessing.active_children() if p.pid in pids]
+    assert left == [] and not any(_alive(pid) for pid in pids)
+
+
 @pytest.mark.timeout(120)
 async def test_speech_models_that_do_not_load_are_named_in_one_line(settings) -> None:
     from bot.engines.base import SpeechModelsUnavailable

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import pickle
 import signal
@@ -24,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bot import logs
 from bot.engines.base import EngineError, NoteUnheard, Transcript
@@ -184,6 +185,11 @@ def vote_meaning(setting: str, pocketsphinx: bool) -> str:
 
 
 ORPHAN_CHECK_SECONDS = 1.0
+# A worker's deadline on a note: this, and this many seconds more a second of audio.
+DEADLINE_SECONDS = 60.0
+DEADLINE_SECONDS_PER_SECOND = 4.0
+# At closing, how long notes still being heard may take before their workers are killed.
+CLOSE_SECONDS = 5.0
 
 
 def _leave_with_the_bot(bot_pid: int) -> None:
@@ -196,6 +202,20 @@ def _leave_with_the_bot(bot_pid: int) -> None:
 
 def _worker_pid() -> int:
     return os.getpid()
+
+
+def _within(seconds: float, job: Callable[[bytes, int], Transcript], pcm: bytes, rate: int) -> Transcript:
+    """`job` on a note, the worker killed by the kernel if it is not done in `seconds`. SIGALRM
+    left to its default action, not a Python handler: a decoder stuck in native code holding the
+    GIL would never run one. The broken pool is then the pool's usual recovery (WorkerHearing)."""
+    if not hasattr(signal, "alarm"):  # Windows: no deadline
+        return job(pcm, rate)
+    signal.signal(signal.SIGALRM, signal.SIG_DFL)
+    signal.alarm(max(1, math.ceil(seconds)))
+    try:
+        return job(pcm, rate)
+    finally:
+        signal.alarm(0)
 
 
 def _hear_in_worker(pcm: bytes, rate: int) -> Transcript:
@@ -214,6 +234,18 @@ def _bots_formatter() -> bytes | None:
         return None
 
 
+def _stop(workers: list[Any], within: float) -> None:
+    """Wait up to `within` seconds for the workers to leave, then kill those still there."""
+    until = time.monotonic() + within
+    for worker in workers:
+        worker.join(max(0.0, until - time.monotonic()))
+    for worker in workers:
+        if worker.is_alive():
+            log.warning("a speech worker still busy at closing is killed (pid %s)", worker.pid)
+            worker.kill()
+            worker.join()
+
+
 class WorkerHearing:
     """Decodes in worker processes, in parallel across cores, with the event loop left free.
 
@@ -223,7 +255,8 @@ class WorkerHearing:
     only that one gets an apology (NoteUnheard); a lone worker that dies before it takes the note
     is the service's trouble (EngineError). No more lone workers run at once than the pool
     has workers: each loads every model, and eight of them after one OOM kill would invite the
-    next.
+    next. A worker still on a note past its deadline (a decoder stuck in a loop) is killed, and
+    recovered from as one that died: that note alone is given up on, and the worker is not lost.
     """
 
     # What a worker does with a note; a module-level function, since it crosses to the worker by name.
@@ -246,6 +279,7 @@ class WorkerHearing:
         self._closed = False
         self._pool = self._new_pool(self.workers)
         self._lone_workers = asyncio.Semaphore(self.workers)
+        self._alone: set[ProcessPoolExecutor] = set()  # the lone workers' pools, to stop at closing
         # False from a fresh worker dying before it could hear a note (no model loads, no memory
         # for it) until a worker answers again: every note meanwhile gets an apology, and the pool
         # replaced at each one says nothing to /healthz.
@@ -294,6 +328,12 @@ class WorkerHearing:
         self.ready = True
         return pids
 
+    def deadline(self, pcm: bytes, rate: int) -> float:
+        """The seconds a worker may spend on a note before it is killed: far more than a decode
+        takes (tenths of a second a second of audio, the general model's pass too), so that only
+        a stuck one reaches it, and longer the longer the note."""
+        return DEADLINE_SECONDS + DEADLINE_SECONDS_PER_SECOND * len(pcm) / 2 / rate
+
     def _replace(self, broken: ProcessPoolExecutor) -> None:
         if self._pool is broken:  # the other notes in flight saw the same failure: replace it once
             broken.shutdown(wait=False, cancel_futures=True)
@@ -302,9 +342,10 @@ class WorkerHearing:
     async def hear(self, pcm: bytes, rate: int) -> Transcript:
         loop = asyncio.get_running_loop()
         pool = self._pool
+        seconds = self.deadline(pcm, rate)
         try:
             try:
-                waiting = loop.run_in_executor(pool, self.job, pcm, rate)
+                waiting = loop.run_in_executor(pool, _within, seconds, self.job, pcm, rate)
             except BrokenProcessPool:
                 if self._closed:
                     raise
@@ -313,7 +354,7 @@ class WorkerHearing:
                 log.error("a speech worker had died before this note came; starting fresh workers")
                 self._replace(pool)
                 pool = self._pool
-                waiting = loop.run_in_executor(pool, self.job, pcm, rate)
+                waiting = loop.run_in_executor(pool, _within, seconds, self.job, pcm, rate)
             heard = await waiting
             self.ready = True
             return heard
@@ -324,6 +365,7 @@ class WorkerHearing:
             self._replace(pool)
         async with self._lone_workers:
             alone = self._new_pool(1)
+            self._alone.add(alone)
             try:
                 try:
                     await loop.run_in_executor(alone, _worker_pid)
@@ -334,14 +376,27 @@ class WorkerHearing:
                     self.ready = False
                     raise EngineError("the speech workers cannot start") from exc
                 self.ready = True
-                return await loop.run_in_executor(alone, self.job, pcm, rate)
+                return await loop.run_in_executor(alone, _within, seconds, self.job, pcm, rate)
             except BrokenProcessPool as exc:
-                seconds = len(pcm) / 2 / rate
-                log.error("a speech worker died again on the same note (%.1f s of audio)", seconds)
+                log.error(
+                    "a speech worker died again on the same note (%.1f s of audio), or was killed "
+                    "still on it after %.0f s",
+                    len(pcm) / 2 / rate,
+                    seconds,
+                )
                 raise NoteUnheard("the speech recogniser crashed on this note") from exc
             finally:
+                self._alone.discard(alone)
                 alone.shutdown(wait=False, cancel_futures=True)
 
     async def aclose(self) -> None:
+        """Notes in flight are given CLOSE_SECONDS to finish; then their workers are killed. The
+        front end has let its turns finish or cancelled them by now, and a worker ignores SIGTERM:
+        waiting for one that is stuck kept the bot from ever exiting."""
         self._closed = True
-        await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+        pools = [self._pool, *self._alone]
+        # Taken before shutdown(), which forgets them; a pool exposes its processes no other way.
+        workers = [p for pool in pools for p in (getattr(pool, "_processes", None) or {}).values()]
+        for pool in pools:
+            pool.shutdown(wait=False, cancel_futures=True)
+        await asyncio.to_thread(_stop, workers, CLOSE_SECONDS)
