@@ -724,6 +724,66 @@ async def test_closing_with_a_worker_stuck_on_a_note_stops_every_worker(
     assert left == [] and not any(_alive(pid) for pid in pids)
 
 
+# A file's path: a test's worker job crashes on its first note while the file is missing.
+CRASHED_ONCE = "VOXDESK_TEST_CRASHED_ONCE"
+
+
+def _crash_then_stick(pcm: bytes, rate: int) -> int:
+    """A worker's job that dies on its first note, then sticks on it in the lone worker that
+    hears it again: the note is heard alone when its turn is cancelled."""
+    import os
+    import threading
+
+    marker = os.environ[CRASHED_ONCE]
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        os._exit(1)
+    _tell_job_begun(pcm)
+    threading.Event().wait()
+    return os.getpid()
+
+
+@pytest.mark.timeout(120, method="thread")
+async def test_a_note_cancelled_while_a_lone_worker_hears_it_stops_that_worker(
+    settings, tmp_path, monkeypatch
+) -> None:
+    """A stop's grace ran out while a note that had crashed its worker was heard again alone: the
+    lone worker ran on, unseen by closing, and the bot's exit waited for it."""
+    import asyncio
+    import contextlib
+
+    from bot.engines.offline.hearing import WorkerHearing
+
+    class Stuck(_StuckOnSilence, WorkerHearing):
+        job = staticmethod(_crash_then_stick)
+
+        def deadline(self, pcm: bytes, rate: int) -> float:
+            return 3600.0
+
+    monkeypatch.setenv(CRASHED_ONCE, str(tmp_path / "crashed"))
+    begun, told = await jobs_begun(tmp_path, monkeypatch)
+    hearing = Stuck(settings.storage_dir / "speech", workers=1)
+    lone = 0
+    try:
+        pids = await hearing.start()
+        note = asyncio.ensure_future(hearing.hear(b"\x01\x00", 16_000))
+        while (lone := (await asyncio.wait_for(begun.get(), 60))[0]) in pids:
+            pass
+        note.cancel()  # the turn, cancelled when the stop's grace runs out
+        with contextlib.suppress(asyncio.CancelledError):
+            await note
+    finally:
+        await hearing.aclose()
+        told.close()
+    alive = _alive(lone)
+    if alive:
+        import os
+        import signal
+
+        os.kill(lone, signal.SIGKILL)
+    assert not alive, "the lone worker hearing a cancelled note outlived closing"
+
+
 @pytest.mark.timeout(120)
 async def test_speech_models_that_do_not_load_are_named_in_one_line(settings) -> None:
     from bot.engines.base import SpeechModelsUnavailable

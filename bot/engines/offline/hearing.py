@@ -234,6 +234,11 @@ def _bots_formatter() -> bytes | None:
         return None
 
 
+def _processes(pool: ProcessPoolExecutor) -> list[Any]:
+    """The pool's worker processes; a pool exposes them no other way, and forgets them at shutdown."""
+    return list((getattr(pool, "_processes", None) or {}).values())
+
+
 def _stop(workers: list[Any], within: float) -> None:
     """Wait up to `within` seconds for the workers to leave, then kill those still there."""
     until = time.monotonic() + within
@@ -385,6 +390,13 @@ class WorkerHearing:
                     seconds,
                 )
                 raise NoteUnheard("the speech recogniser crashed on this note") from exc
+            except asyncio.CancelledError:
+                # No one waits for the note now (a stop's grace ran out): its worker serves no
+                # other, and would run on to its deadline, unseen by aclose, the bot's exit
+                # waiting for it.
+                for worker in _processes(alone):
+                    worker.kill()
+                raise
             finally:
                 self._alone.discard(alone)
                 alone.shutdown(wait=False, cancel_futures=True)
@@ -395,8 +407,8 @@ class WorkerHearing:
         waiting for one that is stuck kept the bot from ever exiting."""
         self._closed = True
         pools = [self._pool, *self._alone]
-        # Taken before shutdown(), which forgets them; a pool exposes its processes no other way.
-        workers = [p for pool in pools for p in (getattr(pool, "_processes", None) or {}).values()]
+        # Taken before shutdown(), which forgets them.
+        workers = [p for pool in pools for p in _processes(pool)]
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(_stop, workers, CLOSE_SECONDS)
