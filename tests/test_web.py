@@ -1732,15 +1732,53 @@ async def test_the_allowed_host_names_are_the_sites_own_and_this_machines(settin
             assert got == 200, env
 
 
-async def test_a_host_named_not_addressed_off_loopback_serves_any_name(settings) -> None:
+async def test_a_host_named_not_addressed_off_loopback_serves_any_name(settings, monkeypatch) -> None:
     # web.host given as a name (a studio's LAN box by its own): no loopback address, so reachable
     # from elsewhere by whatever name people use, as 0.0.0.0 is.
+    resolving(monkeypatch, "studio-box.lan", "192.0.2.7")
     async with web_client(web_settings(settings.storage_dir, VOXDESK_WEB_HOST="studio-box.lan")) as (
         client,
         _,
     ):
         got, _, _ = await raw_answer(client, b"GET / HTTP/1.1\r\nHost: studio-box\r\n")
         assert got == 200
+
+
+def resolving(monkeypatch, name: str, *addresses: str) -> None:
+    """`name` resolves to these addresses, whatever this machine's /etc/hosts and DNS say; any
+    other name as it does."""
+    real = socket.getaddrinfo
+
+    def getaddrinfo(host, port, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if host != name:
+            return real(host, port, *args, **kwargs)
+        if not addresses:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [
+            (socket.AF_INET6 if ":" in a else socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, port or 0))
+            for a in addresses
+        ]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+
+
+async def test_a_host_named_for_loopback_alone_serves_only_this_machines_names(settings, monkeypatch) -> None:
+    # Debian's /etc/hosts points the machine's own name at 127.0.1.1, and an operator may write
+    # web.host = "myhost": bound to loopback alone, a DNS rebinding must still be refused.
+    resolving(monkeypatch, "myhost", "127.0.1.1", "::1")
+    async with web_client(web_settings(settings.storage_dir, VOXDESK_WEB_HOST="myhost")) as (client, _):
+        got, _, _ = await raw_answer(client, b"GET / HTTP/1.1\r\nHost: evil.example\r\n")
+        assert got == 421
+        got, _, _ = await raw_answer(client, b"GET / HTTP/1.1\r\nHost: localhost:8080\r\n")
+        assert got == 200
+    # One address beyond loopback among them, or a name that does not resolve (the server
+    # cannot bind it either): reachable from elsewhere, as before.
+    resolving(monkeypatch, "lanhost", "127.0.1.1", "192.0.2.7")
+    resolving(monkeypatch, "nowhere.invalid")
+    for host in ("lanhost", "nowhere.invalid"):
+        async with web_client(web_settings(settings.storage_dir, VOXDESK_WEB_HOST=host)) as (client, _):
+            got, _, _ = await raw_answer(client, b"GET / HTTP/1.1\r\nHost: evil.example\r\n")
+            assert got == 200, host
 
 
 async def test_refused_host_names_are_logged_up_to_a_bound(wsettings, caplog, monkeypatch) -> None:

@@ -126,6 +126,7 @@ async def build_web(
     w = settings.web
     security.quiet_broken_bodies()
     security.name_no_software()
+    loopback = await security.loopback_only(w.host)
     app = web.Application(
         client_max_size=settings.audio.max_bytes + UPLOAD_SLACK,
         middlewares=[
@@ -133,7 +134,7 @@ async def build_web(
             security.headers_middleware(w),
             security.errors_middleware,
             # Before the session starts: a page refused for its host name sets no cookie.
-            security.allowed_host_middleware(w),
+            security.allowed_host_middleware(w, loopback),
             static_ranges,
         ],
     )

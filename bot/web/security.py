@@ -748,17 +748,18 @@ REFUSED_HOSTS_LOGGED = 100
 
 
 def allowed_host_middleware(
-    settings: WebSettings,
+    settings: WebSettings, loopback: bool
 ) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
     """Answer only the host names the site is asked for by (web.allowed_hosts) and this machine's
     own, so a DNS rebinding (another site's name pointed at this machine's address, from a browser
     that can reach it) cannot have a browser read the playground or the login page as that site's.
     A browser sends the name it was asked for, and cannot forge another. An address, localhost or
-    this machine's name is no site's: a page can be another site's only under a name DNS chose."""
+    this machine's name is no site's: a page can be another site's only under a name DNS chose.
+    `loopback`: web.host reaches this machine's loopback alone (loopback_only)."""
     names = frozenset(_listed_name(name) for name in settings.allowed_hosts)
     # Bound beyond loopback with no names listed: reachable from elsewhere by any name already,
     # so it is asked for by whatever name or address people use (a studio's LAN box).
-    anyone = "*" in settings.allowed_hosts or (not names and not _is_loopback_host(settings.host))
+    anyone = "*" in settings.allowed_hosts or (not names and not loopback)
     if settings.trust_forwarded and not names and not anyone:
         # Said at start: behind a proxy that passes the site's name on, every page would be a 421.
         log.warning(
@@ -812,14 +813,23 @@ def _misdirected(request: web.Request, name: str) -> web.Response:
     return web.Response(status=421, text=page, content_type="text/html")
 
 
-def _is_loopback_host(host: str) -> bool:
-    """web.host is an address or name of this machine's loopback, reached from this machine alone."""
+async def loopback_only(host: str) -> bool:
+    """web.host is an address or name of this machine's loopback alone, reached from this machine
+    only. A name is resolved (off the loop), as the server binds it: every address it gives must
+    be loopback, as Debian's /etc/hosts makes the machine's own name (127.0.1.1). One that does
+    not resolve counts as beyond loopback: the server cannot bind it either."""
     name = host.strip().removeprefix("[").removesuffix("]").rstrip(".").lower()
     if name == "localhost" or name.endswith(".localhost"):
         return True
-    try:
+    with contextlib.suppress(ValueError):
         return ipaddress.ip_address(name).is_loopback
-    except ValueError:
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(name, None, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):  # gaierror, or a label IDNA refuses
+        return False
+    try:
+        return bool(found) and all(ipaddress.ip_address(info[4][0]).is_loopback for info in found)
+    except ValueError:  # an address family ipaddress does not read: not known to be loopback
         return False
 
 
