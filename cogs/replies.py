@@ -330,7 +330,8 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     showed the code as a block to its end and the second the rest as text, then opened a block
     at the fence that closed it. Inline code is cut only when longer than half a piece, and then
     closed and opened again the same way, never so that a piece holds only blanks of it (or
-    none, cut right after its opening backticks): it would show as stray backticks."""
+    none, cut right after its opening backticks): it would show as stray backticks. A limit too
+    small for these rules (a few characters, where a block's fences fill a piece) is cut hard."""
     text = text.strip()
     pieces: list[str] = []
     # The length of the fence a piece was given to open its block again: a cut within it would
@@ -362,6 +363,16 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
             rest = rest[1:] if rest[:1] in ("\n", " ") else rest
             piece += _CLOSE_FENCE
             rest, reopened = f"```{tag}\n{rest}", len(tag) + 4
+        if not piece or len(piece) > limit or len(rest) >= len(text):
+            # A limit too small for the rules of code (a block's closing fence alone fills a
+            # piece) leaves no room to cut within: the cut sends nothing, or less than the fence
+            # that opens the block again, and the same text comes round for ever; or, sought
+            # within a negative room, it falls from the end. Cut hard at the limit there, rules
+            # or not: every step then leaves less text (only an address made text grows it, once
+            # each: as_text) and no piece is past the limit.
+            cut, text, made = _hard_cut(text, limit, made)
+            cut = cut or limit  # a first character drawn from more than `limit`
+            piece, rest, reopened = text[:cut].rstrip(), text[cut:].lstrip(), 0
         pieces.append(piece)
         as_text = max(0, made - (len(text) - len(rest) + reopened)) + reopened
         text = rest

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import re
 
+import pytest
+
 from cogs.replies import _inline_code, split_message, without_masked_links
 
 
@@ -229,3 +231,34 @@ def test_every_piece_of_text_with_paired_inline_code_has_its_code_paired():
         assert all(len(p) <= limit for p in pieces), (text, limit, pieces)
         assert not any(_unpaired_backticks(p) for p in pieces), (text, limit, pieces)
         assert "".join(pieces).replace("`", "").replace(" ", "") == text.replace("`", "").replace(" ", "")
+
+
+def _subsequence(small: str, big: str) -> bool:
+    left = iter(big)
+    return all(c in left for c in small)
+
+
+@pytest.mark.timeout(10)
+def test_a_code_block_no_piece_can_hold_is_cut_hard_rather_than_for_ever():
+    # At 4 characters a block's closing fence alone fills a piece: cut for its code at a line's
+    # end within none, the piece was empty and the text the same, appended for ever.
+    pieces = split_message("aaaa```aaaa`aaaaaaa`a`", 4)
+    assert all(0 < len(p) <= 4 for p in pieces), pieces
+    assert "".join(pieces).replace("`", "").replace("\n", "") == "a" * 16
+
+
+@pytest.mark.timeout(30)
+def test_every_text_is_split_in_pieces_within_the_limit_however_small():
+    # Seeded, so a failure is the same on every run: words, blanks, line breaks and runs of one to
+    # three backticks, at limits down to one character, where no rule of code can hold and a
+    # hard cut must: each step sends something, so the split ends, and nothing but the marks
+    # and blanks it adds or drops changes.
+    rng = random.Random(37)
+    tokens = ["a", "aa", "aaaa", " ", "\n", "`", "``", "```"]
+    for _ in range(20_000):
+        text = "".join(rng.choice(tokens) for _ in range(rng.randint(1, 12)))
+        limit = rng.randint(1, 12)
+        pieces = split_message(text, limit)
+        assert all(0 < len(p) <= limit for p in pieces), (text, limit, pieces)
+        kept = re.sub(r"[`\s]", "", text)
+        assert _subsequence(kept, re.sub(r"[`\s]", "", "".join(pieces))), (text, limit, pieces)
