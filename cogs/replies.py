@@ -332,6 +332,8 @@ def split_message(text: str, limit: int = MESSAGE_LIMIT) -> list[str]:
     closed and opened again the same way, never so that a piece holds only blanks of it (or
     none, cut right after its opening backticks): it would show as stray backticks. A limit too
     small for these rules (a few characters, where a block's fences fill a piece) is cut hard."""
+    if limit < 1:
+        raise ValueError(f"a piece holds at least one character, not {limit}")
     text = text.strip()
     pieces: list[str] = []
     # The length of the fence a piece was given to open its block again: a cut within it would

@@ -247,6 +247,14 @@ def test_a_code_block_no_piece_can_hold_is_cut_hard_rather_than_for_ever():
     assert "".join(pieces).replace("`", "").replace("\n", "") == "a" * 16
 
 
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize("limit", [0, -3])
+def test_a_limit_no_piece_can_be_cut_within_is_refused(limit):
+    # No piece fits within it: the split would send nothing and go on for ever.
+    with pytest.raises(ValueError, match="at least one character"):
+        split_message("a few words", limit)
+
+
 @pytest.mark.timeout(30)
 def test_every_text_is_split_in_pieces_within_the_limit_however_small():
     # Seeded, so a failure is the same on every run: words, blanks, line breaks and runs of one to
