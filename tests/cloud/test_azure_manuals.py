@@ -279,6 +279,18 @@ async def test_passages_refused_for_good_are_said_after_a_few_tries(
     assert len(indexed) == azure_manuals.DOCUMENT_TRIES  # not hammered without end
 
 
+async def test_passages_refused_for_now_are_sent_again_after_longer_and_longer_waits(
+    fake: FakeSearch, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A service under heavy load that refuses items again needs more time, not the same again.
+    monkeypatch.setattr(azure_manuals, "DOCUMENT_RETRY_SECONDS", 0.001)
+    fake.refuse_documents(503, times=3)
+    with caplog.at_level(logging.WARNING, logger="bot.tools.azure_manuals"):
+        await index_manuals(search_settings(fake), fake.api_key, MANUALS)
+    waits = [re.search(r"sending them again in (\S+) s", r.getMessage()) for r in caplog.records]
+    assert [float(m.group(1)) for m in waits if m] == [0.001, 0.002, 0.004]
+
+
 async def test_a_query_key_cannot_index(fake: FakeSearch) -> None:
     with pytest.raises(SearchServiceError, match=r"AZURE_SEARCH_API_KEY was refused \(403\)") as raised:
         await index_manuals(search_settings(fake), fake.query_key, MANUALS)
