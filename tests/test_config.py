@@ -209,6 +209,13 @@ def test_a_config_path_from_the_environment_starting_with_a_tilde_is_in_the_home
             "search.index = 'Game Manuals' is no Azure AI Search index name: lowercase letters, digits"
             " and dashes, a letter or digit first, at most 128",
         ),
+        # Over 128 characters the service refuses the name as it does 'Game Manuals'.
+        (
+            "[tools]\nmanuals = 'azure'\n[search]\nendpoint = 'https://st.search.windows.net'\n"
+            f"index = '{'m' * 129}'\n",
+            {"AZURE_SEARCH_API_KEY": "k" * 32},
+            f"search.index = '{'m' * 129}' is no Azure AI Search index name",
+        ),
         # An unclosed "[" is an IPv6 host to urllib, which raises: a traceback would name no setting.
         (
             "[tools]\ngrievances = 'jira'\n[jira]\nurl = 'https://[mysite.atlassian.net'\n",
