@@ -880,6 +880,47 @@ async def test_a_rate_limit_that_goes_on_is_said_once_whatever_wait_each_429_ask
     assert len(said) == 1 and "it asks for no request within 3 s" in said[0], said
 
 
+async def test_lookups_a_rate_limit_holds_back_say_it_no_more_than_its_429_did(fake, db, caplog) -> None:
+    # A lookup inside the wait a 429 asked is refused here, not sent; refused with the 429's whole
+    # text as its reason, it was a new outage line next to the 429's own.
+    caplog.set_level(logging.WARNING, logger="bot.tools.jira_grievances")
+    backend = await open_backend(fake, db, max_backoff_seconds=60.0)
+    try:
+        await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 1
+        fake.retry_after = "30"
+        fake.fail("429")
+        for _ in range(3):
+            (told,) = await backend.status(NOVA)
+            assert told.from_local_record
+    finally:
+        await backend.aclose()
+    said = [r.getMessage() for r in caplog.records if "429" in r.getMessage()]
+    assert len(said) == 1 and "it asks for no request within 30 s" in said[0], said
+
+
+async def test_an_overloaded_jira_that_goes_on_is_said_once_whatever_wait_each_503_asks(
+    fake, db, caplog
+) -> None:
+    # Jira Cloud at a resource limit answers 503 with a Retry-After, as a 429 does: each wait
+    # asked is no new outage.
+    caplog.set_level(logging.WARNING, logger="bot.tools.jira_grievances")
+    backend = await open_backend(fake, db, max_backoff_seconds=60.0)
+    try:
+        await backend.register(NOVA, "wallet", "charged twice")
+        assert await backend.push_pending() == 1
+        fake.fail("503")
+        for wait in ("3", "5", "2"):
+            fake.retry_after = wait
+            (told,) = await backend.status(NOVA)
+            assert told.from_local_record
+            rate_limit_ends(backend)
+    finally:
+        await backend.aclose()
+    said = [r.getMessage() for r in caplog.records if "503" in r.getMessage()]
+    assert len(said) == 1 and "it asks for no request within 3 s" in said[0], said
+
+
 async def test_a_retry_after_of_days_holds_lookups_back_no_longer_than_the_longest_backoff(
     fake, db, caplog
 ) -> None:
