@@ -440,6 +440,26 @@ async def test_a_spent_semantic_quota_answers_from_keyword_ranking(
     assert not [m for level, m in said if level >= logging.WARNING and "unavailable" in m]
 
 
+async def test_a_402_to_a_keyword_query_is_no_spent_semantic_quota(
+    fake: FakeSearch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Without semantic ranking there is no reranker to do without: a 402 is the service's own
+    # refusal, not to be asked again in keyword mode nor blamed on semantic ranking.
+    settings = search_settings(fake)
+    await index_manuals(settings, fake.api_key, MANUALS)
+    manuals = await AzureSearchManuals.open(settings, fake.api_key)
+    try:
+        fake.fail_with(402)
+        before = len(fake.searches)
+        with caplog.at_level(logging.INFO, logger="bot.tools.azure_manuals"), pytest.raises(ToolError):
+            await manuals.search("I want a refund", 3)
+        asked = len(fake.searches) - before
+    finally:
+        await manuals.aclose()
+    assert asked == 1
+    assert not [r for r in caplog.records if "semantic" in r.getMessage()], caplog.text
+
+
 async def test_check_warns_of_a_spent_semantic_quota(settings: Settings, fake: FakeSearch) -> None:
     # `check` ran a semantic query and failed on its 402, as if no question were answered.
     await index_manuals(search_settings(fake, semantic_configuration="sem"), fake.api_key, MANUALS)
