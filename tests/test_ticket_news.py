@@ -323,6 +323,21 @@ async def test_news_whose_players_preferences_cannot_be_read_waits_for_them_not_
     assert caplog.text.count("ticket news: preferences are read again") == 1
 
 
+def _novas_preferences_unreadable(prefs_db: Path) -> None:
+    """A real SQLite error for Nova's preferences alone: malformed JSON read."""
+    sql(prefs_db, "ALTER TABLE preferences RENAME TO kept")
+    sql(
+        prefs_db,
+        "CREATE VIEW preferences AS SELECT * FROM kept"
+        f" UNION ALL SELECT '{NOVA}', NULL, 'voice_and_text', json('{{')",
+    )
+
+
+def _novas_preferences_readable(prefs_db: Path) -> None:
+    sql(prefs_db, "DROP VIEW preferences")
+    sql(prefs_db, "ALTER TABLE kept RENAME TO preferences")
+
+
 async def test_news_not_given_back_as_both_databases_fail_ends_no_round_and_is_not_lost(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -335,13 +350,7 @@ async def test_news_not_given_back_as_both_databases_fail_ends_no_round_and_is_n
         await p.local.register(NOVA, "wallet", "charged twice")
         await p.local.register(BLAZE, "wallet", "lost my skins")
         sql(db, "UPDATE grievances SET status = 'resolved'")
-        # Real SQLite errors, for Nova's rows alone: malformed JSON read, and a write aborted.
-        sql(prefs_db, "ALTER TABLE preferences RENAME TO kept")
-        sql(
-            prefs_db,
-            "CREATE VIEW preferences AS SELECT * FROM kept"
-            f" UNION ALL SELECT '{NOVA}', NULL, 'voice_and_text', json('{{')",
-        )
+        _novas_preferences_unreadable(prefs_db)  # and a write of hers aborted, below
         sql(
             news_db,
             "CREATE TRIGGER refused BEFORE UPDATE OF state ON news WHEN OLD.state = 'claimed'"
@@ -353,8 +362,7 @@ async def test_news_not_given_back_as_both_databases_fail_ends_no_round_and_is_n
         assert "not given back" in caplog.text
         assert await p.news.run_once(front) == 0  # news.db still refuses: still owed, not lost
         sql(news_db, "DROP TRIGGER refused")
-        sql(prefs_db, "DROP VIEW preferences")
-        sql(prefs_db, "ALTER TABLE kept RENAME TO preferences")
+        _novas_preferences_readable(prefs_db)
         assert await p.news.run_once(front) == 1
         assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
     assert [d.user_id for d in front.dms] == [BLAZE, NOVA]
@@ -378,12 +386,7 @@ async def test_news_still_owed_when_the_bot_stops_goes_out_at_the_next_start_and
         await p.local.register(NOVA, "wallet", "charged twice")
         await p.local.register(BLAZE, "wallet", "lost my skins")
         sql(db, "UPDATE grievances SET status = 'resolved'")
-        sql(prefs_db, "ALTER TABLE preferences RENAME TO kept")
-        sql(
-            prefs_db,
-            "CREATE VIEW preferences AS SELECT * FROM kept"
-            f" UNION ALL SELECT '{NOVA}', NULL, 'voice_and_text', json('{{')",
-        )
+        _novas_preferences_unreadable(prefs_db)
         sql(
             news_db,
             "CREATE TRIGGER refused BEFORE UPDATE OF state ON news WHEN NEW.state = 'pending'"
@@ -393,8 +396,7 @@ async def test_news_still_owed_when_the_bot_stops_goes_out_at_the_next_start_and
             await p.news.run_once(dies)
     assert [d.user_id for d in dies.dms] == [BLAZE]
     sql(news_db, "DROP TRIGGER refused")
-    sql(prefs_db, "DROP VIEW preferences")
-    sql(prefs_db, "ALTER TABLE kept RENAME TO preferences")
+    _novas_preferences_readable(prefs_db)
     front = Recorder()
     async with news_over(tmp_path) as p:
         assert await p.news.run_once(front) == 1
