@@ -285,6 +285,9 @@ class WorkerHearing:
         self._pool = self._new_pool(self.workers)
         self._lone_workers = asyncio.Semaphore(self.workers)
         self._alone: set[ProcessPoolExecutor] = set()  # the lone workers' pools, to stop at closing
+        # Lone workers killed with their cancelled note: SIGKILL is sent, not yet acted on, and
+        # closing waits until they are gone.
+        self._killed: list[Any] = []
         # False from a fresh worker dying before it could hear a note (no model loads, no memory
         # for it) until a worker answers again: every note meanwhile gets an apology, and the pool
         # replaced at each one says nothing to /healthz.
@@ -394,8 +397,10 @@ class WorkerHearing:
                 # No one waits for the note now (a stop's grace ran out): its worker serves no
                 # other, and would run on to its deadline, unseen by aclose, the bot's exit
                 # waiting for it.
+                self._killed = [w for w in self._killed if w.is_alive()]
                 for worker in _processes(alone):
                     worker.kill()
+                    self._killed.append(worker)
                 raise
             finally:
                 self._alone.discard(alone)
@@ -408,7 +413,7 @@ class WorkerHearing:
         self._closed = True
         pools = [self._pool, *self._alone]
         # Taken before shutdown(), which forgets them.
-        workers = [p for pool in pools for p in _processes(pool)]
+        workers = [p for pool in pools for p in _processes(pool)] + self._killed
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(_stop, workers, CLOSE_SECONDS)
