@@ -890,7 +890,14 @@ async def test_a_refusal_that_meets_the_bots_timeout_is_not_posted(settings, fak
     async with running_bot(settings, fake, download_seconds=1.0, recheck_seconds=0.2) as h:
         await caught_up(h.bot)
         note = await fake.send_note(nova, voice_note(), guild=True, stall=30.0)
-        await fake.wait_for(lambda _: fake.sent("cdn") and fake.sent("reaction_add", ALLOWED_CHANNEL))
+        # the "typing…" out first, as the 🎧: sent after the timeout, Discord would refuse it
+        await fake.wait_for(
+            lambda _: (
+                fake.sent("cdn")
+                and fake.sent("typing", ALLOWED_CHANNEL)
+                and fake.sent("reaction_add", ALLOWED_CHANNEL)
+            )
+        )
         await fake.time_out_the_bot(600.0)
         await eventually(lambda: waits_out_the_timeout(caplog, note))
         fake.cdn_stalls.clear()
