@@ -693,7 +693,7 @@ async def test_a_note_its_worker_is_stuck_on_is_given_up_and_the_others_are_hear
 
 @pytest.mark.timeout(120, method="thread")
 async def test_closing_with_a_worker_stuck_on_a_note_stops_every_worker(
-    settings, tmp_path, monkeypatch
+    settings, tmp_path, monkeypatch, caplog
 ) -> None:
     """SIGTERM while a worker is stuck: the note's turn is cancelled when the grace runs out, and
     closing waited for the stuck worker (which ignores SIGTERM) forever, so the bot never exited."""
@@ -722,6 +722,49 @@ async def test_closing_with_a_worker_stuck_on_a_note_stops_every_worker(
         told.close()
     left = [p.pid for p in multiprocessing.active_children() if p.pid in pids]
     assert left == [] and not any(_alive(pid) for pid in pids)
+    assert "a speech worker still busy at closing is killed" in caplog.text
+
+
+def _slow_to_leave() -> None:
+    """A worker initializer after which the worker, idle, takes a minute to leave: a process
+    joins its threads before it exits, as a worker on a swamped machine is slow to."""
+    import threading
+
+    from bot.engines.offline.hearing import ignore_stop_signals
+
+    ignore_stop_signals()
+    threading.Thread(target=threading.Event().wait, args=(60,)).start()
+
+
+@pytest.mark.timeout(120, method="thread")
+async def test_closing_kills_an_idle_worker_slow_to_leave_without_calling_it_busy(
+    settings, caplog, monkeypatch
+) -> None:
+    """A worker on no note that had not left within the closing grace was killed with a
+    warning that it was still busy: `voxdesk web` stopped by SIGTERM printed it on a loaded
+    machine, where nothing had been heard at all."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.offline import hearing as hearing_module
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing
+
+    class Slow(WorkerHearing):
+        job = staticmethod(_pid)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=_slow_to_leave)
+
+    monkeypatch.setattr(hearing_module, "CLOSE_SECONDS", 0.5)
+    caplog.set_level(logging.DEBUG, logger="bot.engines.offline.hearing")
+    hearing = Slow(settings.storage_dir / "speech", workers=1)
+    try:
+        pids = await hearing.start()
+        assert await hearing.hear(b"\x01\x00", 16_000) in pids
+    finally:
+        await hearing.aclose()
+    assert not any(_alive(pid) for pid in pids)
+    assert "idle speech worker slow to leave" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
 # A file's path: a test's worker job crashes on its first note while the file is missing.

@@ -20,12 +20,12 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from bot import logs
 from bot.engines.base import EngineError, NoteUnheard, Transcript
@@ -39,6 +39,8 @@ from bot.speech.sentence_encoder import MINILM
 from bot.speech.whisper_recognizer import WhisperRecognizer, WhisperSpec
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -239,14 +241,19 @@ def _processes(pool: ProcessPoolExecutor) -> list[Any]:
     return list((getattr(pool, "_processes", None) or {}).values())
 
 
-def _stop(workers: list[Any], within: float) -> None:
-    """Wait up to `within` seconds for the workers to leave, then kill those still there."""
+def _stop(workers: list[Any], within: float, busy: bool) -> None:
+    """Wait up to `within` seconds for the workers to leave, then kill those still there. `busy`:
+    whether any was on a note; an idle worker can be slow to leave on a loaded machine, and
+    killing it then loses nothing worth a warning."""
     until = time.monotonic() + within
     for worker in workers:
         worker.join(max(0.0, until - time.monotonic()))
     for worker in workers:
         if worker.is_alive():
-            log.warning("a speech worker still busy at closing is killed (pid %s)", worker.pid)
+            if busy:
+                log.warning("a speech worker still busy at closing is killed (pid %s)", worker.pid)
+            else:
+                log.debug("an idle speech worker slow to leave at closing is killed (pid %s)", worker.pid)
             worker.kill()
             worker.join()
 
@@ -288,6 +295,9 @@ class WorkerHearing:
         # Lone workers killed with their cancelled note: SIGKILL is sent, not yet acted on, and
         # closing waits until they are gone.
         self._killed: list[Any] = []
+        # Jobs handed to a worker and not yet answered, cancelled notes' included: closing says
+        # whether the workers it kills were busy.
+        self._jobs: set[Future[Any]] = set()
         # False from a fresh worker dying before it could hear a note (no model loads, no memory
         # for it) until a worker answers again: every note meanwhile gets an apology, and the pool
         # replaced at each one says nothing to /healthz.
@@ -329,9 +339,15 @@ class WorkerHearing:
             self._replace(pool)
         return await self._pids()
 
+    def _submit(self, pool: ProcessPoolExecutor, job: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """loop.run_in_executor, with the job kept in `_jobs` until a worker answers it."""
+        submitted = pool.submit(job, *args)
+        self._jobs.add(submitted)
+        submitted.add_done_callback(self._jobs.discard)
+        return asyncio.wrap_future(submitted)
+
     async def _pids(self) -> set[int]:
-        loop = asyncio.get_running_loop()
-        answers = [loop.run_in_executor(self._pool, _worker_pid) for _ in range(self.workers)]
+        answers = [self._submit(self._pool, _worker_pid) for _ in range(self.workers)]
         pids = set(await asyncio.gather(*answers))
         self.ready = True
         return pids
@@ -348,12 +364,11 @@ class WorkerHearing:
             self._pool = self._new_pool(self.workers)
 
     async def hear(self, pcm: bytes, rate: int) -> Transcript:
-        loop = asyncio.get_running_loop()
         pool = self._pool
         seconds = self.deadline(pcm, rate)
         try:
             try:
-                waiting = loop.run_in_executor(pool, _within, seconds, self.job, pcm, rate)
+                waiting = self._submit(pool, _within, seconds, self.job, pcm, rate)
             except BrokenProcessPool:
                 if self._closed:
                     raise
@@ -362,7 +377,7 @@ class WorkerHearing:
                 log.error("a speech worker had died before this note came; starting fresh workers")
                 self._replace(pool)
                 pool = self._pool
-                waiting = loop.run_in_executor(pool, _within, seconds, self.job, pcm, rate)
+                waiting = self._submit(pool, _within, seconds, self.job, pcm, rate)
             heard = await waiting
             self.ready = True
             return heard
@@ -376,7 +391,7 @@ class WorkerHearing:
             self._alone.add(alone)
             try:
                 try:
-                    await loop.run_in_executor(alone, _worker_pid)
+                    await self._submit(alone, _worker_pid)
                 except BrokenProcessPool as exc:
                     # Killed while it loaded the models, or unable to load them: no fault of this
                     # note's, and asking the player to record it again would get them nowhere.
@@ -384,7 +399,7 @@ class WorkerHearing:
                     self.ready = False
                     raise EngineError("the speech workers cannot start") from exc
                 self.ready = True
-                return await loop.run_in_executor(alone, _within, seconds, self.job, pcm, rate)
+                return await self._submit(alone, _within, seconds, self.job, pcm, rate)
             except BrokenProcessPool as exc:
                 log.error(
                     "a speech worker died again on the same note (%.1f s of audio), or was killed "
@@ -414,6 +429,7 @@ class WorkerHearing:
         pools = [self._pool, *self._alone]
         # Taken before shutdown(), which forgets them.
         workers = [p for pool in pools for p in _processes(pool)] + self._killed
+        busy = bool(self._killed) or any(job.running() for job in self._jobs)
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
-        await asyncio.to_thread(_stop, workers, CLOSE_SECONDS)
+        await asyncio.to_thread(_stop, workers, CLOSE_SECONDS, busy)
