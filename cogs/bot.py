@@ -229,6 +229,8 @@ class SendClock:
 
 # The clock of the send whose task this is (see `timed_requests`); None outside such a task.
 SENDING: contextvars.ContextVar[SendClock | None] = contextvars.ContextVar("voxdesk_sending", default=None)
+# How long a stop waits for what the work it cut short starts as it ends: database writes.
+FOLLOW_UP_SECONDS = 10.0
 MAX_POSTING = 1000  # channels remembered with when Discord last answered a message POST there
 
 
@@ -538,7 +540,26 @@ class VoxdeskBot(commands.Bot):
         if cut:
             log.warning("cancelled %s %s", said, why)
         await asyncio.gather(*pending, return_exceptions=True)
+        await self._follow_ups(pending)
         return cut
+
+    async def _follow_ups(self, seen: set[asyncio.Task[Any]]) -> None:
+        """Wait for the aside work that the cut work's awaiters start as it ends (a filing's key
+        given back to ticket news), up to FOLLOW_UP_SECONDS: the stores close next, under it. A
+        note or command arriving meanwhile is not waited for: close() cuts it short."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + FOLLOW_UP_SECONDS
+        seen, waiting = set(seen), set[asyncio.Task[Any]]()
+        while True:
+            await asyncio.sleep(0)  # the awaiters of what just ended run their handlers
+            started = (self._inflight & self._aside) - seen
+            seen |= started
+            if not (waiting := {task for task in waiting | started if not task.done()}):
+                return
+            if (left := deadline - loop.time()) <= 0:
+                log.warning("closing with %d task(s) still ending the work cut short", len(waiting))
+                return
+            await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
 
     def _counted(self, tasks: set[asyncio.Task[Any]]) -> str:
         """The notes and slash commands among `tasks`, as a stop's log line says them; empty for none."""

@@ -382,10 +382,10 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             )
         except asyncio.CancelledError:
             if filed and (clock.began is None or clock.began < told_at[0]):
-                # Cut before its answer went out: untold after all, its key goes by DM.
-                await asyncio.shield(
-                    self.bot.core.news.unheard_in_answer(user_id, "discord", str(interaction.id), filed)
-                )
+                # Cut before its answer went out: untold after all, its key goes by DM. The bot's
+                # work, which a stop waits for before it closes ticket news; this task is not.
+                untelling = self.bot.core.news.unheard_in_answer
+                self.bot.track(untelling(user_id, "discord", str(interaction.id), filed), aside=True)
             raise
         finally:
             SENDING.reset(sending)

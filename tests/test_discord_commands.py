@@ -877,29 +877,31 @@ async def test_a_filing_whose_stop_cuts_its_answer_waiting_out_a_rate_limit_reac
     assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="a known race: the untelling runs shielded in discord.py's dispatch task, which a stop"
-    " does not wait for, so news.db may be closed first (the key then goes by no DM)",
-)
 async def test_a_filing_whose_stop_cuts_it_once_told_before_its_answer_goes_reaches_the_player_by_dm(
     settings, monkeypatch
 ):
     """The filing is recorded as told in its answer, and the stop's grace runs out before that
-    answer's request goes (the defer went long before): untold again, the next start DMs its key."""
+    answer's request goes (the defer went long before): untold again, the next start DMs its key.
+    The untelling, begun as the cut answer ends, ran where the stop did not wait for it, and
+    news.db closed under it: the key went by no DM."""
     words = "Charged twice, cut before the answer."
     told, never = asyncio.Event(), asyncio.Event()
     async with serving() as fake:
         async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
             news = h.bot.core.news
-            heard = news.heard_in_answer
+            heard, unheard = news.heard_in_answer, news.unheard_in_answer
 
             async def heard_then_held(*args: object) -> None:
                 await heard(*args)  # type: ignore[arg-type]
                 told.set()
                 await never.wait()
 
+            async def unheard_slowly(*args: object) -> None:
+                await asyncio.sleep(0.3)  # a busy database: the stop must wait for it all the same
+                await unheard(*args)  # type: ignore[arg-type]
+
             monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
+            monkeypatch.setattr(news, "unheard_in_answer", unheard_slowly)
             interaction = await fake.slash(
                 blaze, "grievance", sub("file", category="wallet", description=words)
             )
