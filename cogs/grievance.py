@@ -372,8 +372,8 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             if not filed:
                 raise
             # Untold after all: ticket news DMs its key, as for a complaint filed late, rather
-            # than the player file it again.
-            await self.bot.core.news.unheard_in_answer(user_id, "discord", str(interaction.id), filed)
+            # than the player file it again. The bot's work, as below: a stop waits for it.
+            self._untell(user_id, interaction, filed)
             log.warning(
                 "ticket %s filed for user %s, but the answer did not reach them (%s): ticket news will DM it",
                 filed[0],
@@ -382,13 +382,17 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
             )
         except asyncio.CancelledError:
             if filed and (clock.began is None or clock.began < told_at[0]):
-                # Cut before its answer went out: untold after all, its key goes by DM. The bot's
-                # work, which a stop waits for before it closes ticket news; this task is not.
-                untelling = self.bot.core.news.unheard_in_answer
-                self.bot.track(untelling(user_id, "discord", str(interaction.id), filed), aside=True)
+                # Cut before its answer went out: untold after all, its key goes by DM.
+                self._untell(user_id, interaction, filed)
             raise
         finally:
             SENDING.reset(sending)
+
+    def _untell(self, user_id: str, interaction: discord.Interaction, filed: list[str]) -> None:
+        """Give the keys an answer did not tell back to ticket news, which DMs them. The bot's
+        work, which a stop waits for before it closes news.db; the command's own task is not."""
+        untelling = self.bot.core.news.unheard_in_answer(user_id, "discord", str(interaction.id), filed)
+        self.bot.track(untelling, aside=True)
 
 
 async def setup(bot: VoxdeskBot) -> None:

@@ -916,6 +916,46 @@ async def test_a_filing_whose_stop_cuts_it_once_told_before_its_answer_goes_reac
     assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
 
+async def test_a_filing_whose_answer_discord_refuses_as_the_bot_stops_reaches_the_player_by_dm(
+    settings, monkeypatch
+):
+    """Discord refuses the answer (the token gone) while a stop waits for it: the key is given
+    back to ticket news as the answer ends. That ran where the stop did not wait for it, news.db
+    closed under it, and the key went by no DM."""
+    answering, release = asyncio.Event(), asyncio.Event()
+
+    async def refused(self: FakeDiscord, request: web.Request) -> NoReturn:
+        await request.read()
+        answering.set()
+        await release.wait()
+        raise DiscordError(401, 50027, "Invalid Webhook Token")
+
+    monkeypatch.setattr(FakeDiscord, "_edit_original", refused)
+    monkeypatch.setattr(FakeDiscord, "_followup", refused)
+    words = "Gems bought as the bot stopped."
+    async with serving() as fake:
+        async with running_bot(settings, fake, shutdown_grace_seconds=30.0) as h:
+            news = h.bot.core.news
+            unheard = news.unheard_in_answer
+
+            async def unheard_slowly(*args: object) -> None:
+                await asyncio.sleep(0.3)  # a busy database: the stop must wait for it all the same
+                await unheard(*args)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(news, "unheard_in_answer", unheard_slowly)
+            await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+            await asyncio.wait_for(answering.wait(), 30)  # filed: its answer is on its way
+            h.stop.set()
+            await asyncio.sleep(0.2)  # the stop is waiting for the answer
+            release.set()
+            await asyncio.wait_for(h.task, 30)
+        async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
+            dms = await fake.wait_for(
+                lambda _: [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
+            )
+    assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
+
+
 @pytest.mark.parametrize("found", ["before the answer", "after it"])
 async def test_a_filing_whose_answer_discord_refuses_is_dmed_once_whenever_news_finds_it(
     settings, monkeypatch, found: str
