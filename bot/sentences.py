@@ -365,6 +365,9 @@ FORGOTTEN = (
     "Done: I've forgotten our conversations (every DM and channel); your next note starts afresh. "
     + _KEPT_AFTER_FORGET
 )
+# /voice, /replies and /notify past their per-player limit, and /forget past its own.
+SETTINGS_TOO_FAST = "You're changing your settings faster than I can keep up. Try again in {wait}."
+FORGET_TOO_FAST = "You've asked me to forget several times just now. Try again in {wait}."
 UNKNOWN_VOICE = "I don't know the voice “{voice}”. Pick one of: {voices}."
 VOICE_CHOSEN = "From now on I'll answer you in the voice **{voice}**."
 REPLY_STYLE_CHOSEN = "From now on I'll answer your notes with {style}."

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import time
+
 import discord
 from discord import app_commands
 from discord.ext import commands
@@ -10,16 +13,40 @@ from bot import sentences as say
 from bot.tools import clipped
 from cogs.bot import VoxdeskBot
 from cogs.interactions import answer_privately, caller, suggest
+from cogs.limits import InAnyWindow, Limits
 from cogs.replies import literal
+
+log = logging.getLogger(__name__)
+
+# Per player, shared by /voice, /replies and /notify: each call writes a row, and a person trying
+# the voices one by one picks a few a minute. /forget also empties the conversations' write-ahead
+# log (a checkpoint of the whole file) each time: a person asks it once, not every few seconds.
+CHANGES, CHANGE_SECONDS = 10, 60.0
+FORGETS, FORGET_SECONDS = 3, 60.0
 
 
 class PlayerSettings(commands.Cog):
     def __init__(self, bot: VoxdeskBot) -> None:
         self.bot = bot
+        # Timed by time.monotonic(): a host clock set back would hold a player as long.
+        self.changes = Limits(InAnyWindow(CHANGES, CHANGE_SECONDS), lambda interaction: interaction.user.id)
+        self.forgets = Limits(InAnyWindow(FORGETS, FORGET_SECONDS), lambda interaction: interaction.user.id)
+
+    def _too_soon(self, interaction: discord.Interaction, limits: Limits, too_fast: str) -> str | None:
+        retry_after = limits.update_rate_limit(interaction, time.monotonic())
+        if not retry_after:
+            return None
+        command = interaction.command.qualified_name if interaction.command else "?"
+        log.info("flood: /%s from %s refused", command, interaction.user.id)
+        return too_fast.format(wait=say.wait_of(retry_after))
 
     @app_commands.command(name="forget", description="Forget our conversation so far")
     async def forget(self, interaction: discord.Interaction) -> None:
+        refused = self._too_soon(interaction, self.forgets, say.FORGET_TOO_FAST)
+
         async def work() -> str:
+            if refused:
+                return refused
             asker = caller(interaction)
             removed = await self.bot.core.agent.forget(asker.user_id, asker.sent_at)
             if not removed:
@@ -31,7 +58,11 @@ class PlayerSettings(commands.Cog):
     @app_commands.command(name="voice", description="Pick the voice I answer you in")
     @app_commands.describe(voice="One of the voices I can speak with")
     async def voice(self, interaction: discord.Interaction, voice: str) -> None:
+        refused = self._too_soon(interaction, self.changes, say.SETTINGS_TOO_FAST)
+
         async def work() -> str:
+            if refused:
+                return refused
             voices = self.bot.core.agent.voices()
             chosen = next((v for v in voices if v.lower() == voice.strip().lower()), None)
             if chosen is None:
@@ -63,7 +94,11 @@ class PlayerSettings(commands.Cog):
         ]
     )
     async def replies(self, interaction: discord.Interaction, style: app_commands.Choice[str]) -> None:
+        refused = self._too_soon(interaction, self.changes, say.SETTINGS_TOO_FAST)
+
         async def work() -> str:
+            if refused:
+                return refused
             await self.bot.core.preferences.set_reply_mode(caller(interaction).user_id, style.value)
             return say.REPLY_STYLE_CHOSEN.format(style=say.REPLY_STYLES[style.value])
 
@@ -75,7 +110,11 @@ class PlayerSettings(commands.Cog):
         news=[app_commands.Choice(name="on", value="on"), app_commands.Choice(name="off", value="off")]
     )
     async def notify(self, interaction: discord.Interaction, news: app_commands.Choice[str]) -> None:
+        refused = self._too_soon(interaction, self.changes, say.SETTINGS_TOO_FAST)
+
         async def work() -> str:
+            if refused:
+                return refused
             on = news.value == "on"
             await self.bot.core.preferences.set_notify(caller(interaction).user_id, on)
             if on:

@@ -471,6 +471,45 @@ async def test_ticket_lookups_by_command_are_held_to_a_per_player_limit(settings
         assert "GRV-1" in await ask(fake, blaze, "grievance", sub("list"))
 
 
+async def test_settings_commands_are_held_to_a_per_player_limit(settings, fake: FakeDiscord, caplog):
+    """Each /voice, /replies and /notify writes a row: a script re-running them is told to wait,
+    what it asked is not written, and the other players are not held."""
+    from cogs.settings import CHANGES
+
+    caplog.set_level(logging.INFO, logger="cogs.settings")
+    changes = [
+        ("voice", [option("voice", "basalt")]),
+        ("replies", [option("style", "text")]),
+        ("notify", [option("news", "on")]),
+    ]
+    async with running_bot(settings, fake) as h:
+        said = [await ask(fake, nova, *changes[i % 3]) for i in range(CHANGES)]
+        assert not any(text.startswith("You're changing your settings") for text in said), said
+        refused = await ask(fake, nova, "notify", [option("news", "off")])
+        assert refused.startswith("You're changing your settings faster than I can keep up. Try again in")
+        assert (await h.bot.core.preferences.get(str(nova.id))).notify  # the refused "off" is not kept
+        assert (await ask(fake, blaze, "notify", [option("news", "off")])).startswith("No more ticket news")
+    assert any(r.getMessage() == f"flood: /notify from {nova.id} refused" for r in caplog.records)
+    assert fake.violations == []
+
+
+async def test_forget_is_held_to_a_stricter_per_player_limit(harness: Harness):
+    """Each /forget erases rows and empties the conversations' write-ahead log: past its limit
+    the player is told to wait, and nothing is forgotten."""
+    from cogs.settings import CHANGES, FORGETS
+
+    assert FORGETS < CHANGES
+    fake = harness.fake
+    for _ in range(FORGETS):
+        assert "afresh" in await ask(fake, nova, "forget", [], guild=False)
+    assert (await reply_to_note(fake, nova))[1].content.endswith("History 0.")
+    refused = await ask(fake, nova, "forget", [], guild=False)
+    assert refused.startswith("You've asked me to forget several times just now. Try again in")
+    assert (await reply_to_note(fake, nova))[1].content.endswith("History 1.")  # not forgotten
+    assert "afresh" in await ask(fake, blaze, "forget", [], guild=False)
+    assert fake.violations == []
+
+
 async def test_a_host_clock_set_back_holds_no_player_longer_at_the_ticket_limits(
     settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
 ):
