@@ -23,7 +23,7 @@ from discord.ext import commands
 from bot import sentences as say
 from bot.bounded import remember
 from bot.config import DiscordSettings
-from cogs.interactions import AUTOCOMPLETE_NOT_AN_ERROR, FIRST_RESPONSE_SECONDS
+from cogs.interactions import AUTOCOMPLETE_NOT_AN_ERROR, arrived, first_response_left
 from cogs.replies import limited_for
 
 if TYPE_CHECKING:
@@ -81,6 +81,7 @@ def _suggests(command: app_commands.Command[Any, ..., Any] | None, data: dict[st
 
 class VoxdeskTree(app_commands.CommandTree):
     async def interaction_check(self, interaction: discord.Interaction) -> bool:
+        arrived(interaction)  # first in the task that sends its first response, for its 3 s
         kind, command = interaction.type, interaction.command
         data = dict(interaction.data or {})
         if kind is discord.InteractionType.application_command:
@@ -177,15 +178,12 @@ def _by_webhook(url: yarl.URL) -> bool:
 
 def _first_response_left(url: yarl.URL) -> float:
     """For an interaction's first response (POST /interactions/{id}/{token}/callback), the
-    seconds left of the 3 s Discord takes it in, from the time in the interaction's id by this
-    host's clock (a clock behind Discord's counts no time gone, as `interactions.age` does);
-    for any other request, no limit."""
+    seconds left of the 3 s Discord takes it in (`interactions.first_response_left`); for any
+    other request, no limit."""
     parts = url.parts
     if len(parts) < 4 or parts[-1] != "callback" or parts[-4] != "interactions" or not parts[-3].isdigit():
         return math.inf
-    made = discord.utils.snowflake_time(int(parts[-3]))
-    gone = max(0.0, (discord.utils.utcnow() - made).total_seconds())
-    return FIRST_RESPONSE_SECONDS - gone
+    return first_response_left(int(parts[-3]))
 
 
 def webhook_rate_limit(cap: Callable[[], float]) -> aiohttp.TraceConfig:

@@ -4,7 +4,9 @@ Discord's three-second deadline."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
@@ -45,6 +47,31 @@ UNKNOWN_INTERACTION = 10062  # Discord's answer to a first response past its 3 s
 # Another process of this bot (a deploy overlapping) answered first, or this one did: Discord took
 # its first response but answered it with a 5xx, and discord.py sent it again.
 ALREADY_ACKNOWLEDGED = 40060
+
+
+# The interaction the task at hand answers, and time.monotonic() when it reached the bot: set as
+# the command tree takes it, in the task that sends its first response (see `arrived`).
+ARRIVED: contextvars.ContextVar[tuple[int, float] | None] = contextvars.ContextVar(
+    "voxdesk_interaction_arrived", default=None
+)
+
+
+def arrived(interaction: discord.Interaction) -> None:
+    """Note that `interaction` reached the bot now, for `first_response_left`."""
+    ARRIVED.set((interaction.id, time.monotonic()))
+
+
+def first_response_left(interaction_id: int) -> float:
+    """The seconds left of the 3 s Discord takes an interaction's first response in, from the
+    time in its id by this host's clock (a clock behind Discord's counts no time gone, as `age`
+    does), and no more than those 3 s from when it reached the bot, by time.monotonic(): a clock
+    behind Discord's would otherwise leave a command 3 s however long it has been in hand."""
+    made = discord.utils.snowflake_time(interaction_id)
+    gone = max(0.0, (discord.utils.utcnow() - made).total_seconds())
+    came = ARRIVED.get()
+    if came is not None and came[0] == interaction_id:
+        gone = max(gone, time.monotonic() - came[1])
+    return FIRST_RESPONSE_SECONDS - gone
 
 
 def age(interaction: discord.Interaction) -> float:

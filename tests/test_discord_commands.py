@@ -1742,6 +1742,35 @@ async def test_a_first_response_limited_past_discords_3_s_is_not_waited_out(
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
+async def test_a_host_clock_behind_discords_waits_out_no_first_response_past_its_3_s(
+    settings, fake: FakeDiscord, caplog, monkeypatch
+):
+    """By a host clock a minute behind Discord's every interaction is brand new: a deferral sent
+    1 s after a late event reached the bot, met by a 429 of 2.5 s, was waited out and retried 4 s
+    after Discord made the interaction, only to be refused as "Unknown interaction". The seconds
+    since the event reached the bot count whatever the host's clock says."""
+    fake.first_response_within = 3.0
+    fake.expect_refusals()  # a retry past the 3 s, should the bot make one
+    engine = GatedEngine()
+    behind = discord.utils.utcnow
+    async with running_bot(settings, fake, engine=engine, defer_after_seconds=1.0) as h:
+        try:
+            note = await fake.send_note(nova, voice_note())
+            await engine.waiting.wait()  # Nova's own turn: her /forget waits for it, then defers
+            monkeypatch.setattr(discord.utils, "utcnow", lambda: behind() - dt.timedelta(minutes=1))
+            fake.callbacks_rate_limited, fake.retry_after = 1, 2.5
+            with caplog.at_level("WARNING", logger="cogs.interactions"):
+                interaction = await fake.slash(nova, "forget", [], guild=False, ago=0.5)
+                await _until(lambda: [r for r in caplog.records if interaction in r.getMessage()])
+        finally:
+            engine.gate.set()
+        await fake.wait_for(lambda _: len(fake.replies_to(note["id"])) >= 2)
+        await _until(lambda: h.bot.inflight == 0)
+    assert [(r.kind, r.error) for r in fake.interaction_records(interaction)] == [("callback", 429)]
+    (said,) = [r.getMessage() for r in caplog.records if interaction in r.getMessage()]
+    assert said.endswith("not answered, rate limited for 2 s"), said
+
+
 async def test_suggestions_discord_rate_limits_for_long_are_one_warning_not_a_traceback(
     harness: Harness, caplog
 ):
