@@ -29,6 +29,7 @@ from pathlib import Path
 
 import aiosqlite
 
+from bot.audio import ReplyAudio
 from bot.bounded import remember
 from bot.db import LOCK_HELD, add_missing_columns, first, opening, prune_due, running, while_locked, writing
 
@@ -137,8 +138,14 @@ class Unanswered:
 
 @dataclasses.dataclass
 class KeptAnswer:
-    """An answer made for a note and not yet wholly posted (see the `answers` table). `audio`:
-    (Ogg/Opus, seconds, waveform), or None where it had none or it was too big to keep."""
+    """An answer made for a note, kept until it is out: sent again, not made again, when Discord
+    failed it, so the player never reads pieces of two answers (the pieces Discord took return
+    by their nonces, and another answer's would follow them). The front end holds it while it
+    sends; the ledger keeps it (the `answers` table) for the recheck after a restart or in another
+    process. `mode`: the reply style it was first sent in; `names`: the player names its words
+    may hold; `told`: the ticket keys they name; `posted`: the parts of it Discord took (see
+    cogs.replies.send_answer); `audio`: None where it had none, or, once kept, was too big to
+    keep."""
 
     user_id: str
     mode: str
@@ -148,7 +155,7 @@ class KeptAnswer:
     names: list[str]
     told: list[str]
     posted: set[str]
-    audio: tuple[bytes, float, str] | None
+    audio: ReplyAudio | None
 
 
 class NoteLedger:
@@ -438,9 +445,11 @@ class NoteLedger:
         far, for whichever recheck answers the note next: before the note is given back, so no
         process claims it first and finds none."""
         audio = answer.audio
-        if audio is not None and len(audio[0]) > MAX_KEPT_AUDIO_BYTES:
+        if audio is not None and audio.size > MAX_KEPT_AUDIO_BYTES:
             audio = None
-        ogg, seconds, waveform = audio if audio is not None else (None, None, None)
+        ogg, seconds, waveform = (
+            (None, None, None) if audio is None else (audio.ogg, audio.duration_secs, audio.waveform)
+        )
         await self._write(
             "INSERT OR REPLACE INTO answers (message_id, user_id, made_at, mode, kind, engine, text,"
             " names, told, posted, audio, audio_seconds, waveform)"
@@ -475,7 +484,11 @@ class NoteLedger:
         row = first(rows)
         if row is None:
             return None
-        audio = None if row["audio"] is None else (bytes(row["audio"]), row["audio_seconds"], row["waveform"])
+        audio = (
+            None
+            if row["audio"] is None
+            else ReplyAudio(bytes(row["audio"]), row["audio_seconds"], row["waveform"])
+        )
         return KeptAnswer(
             user_id=row["user_id"],
             mode=row["mode"],

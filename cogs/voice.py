@@ -21,7 +21,7 @@ from discord.ext import commands
 from bot import metrics
 from bot import sentences as say
 from bot.agent import HandedNote, Reply
-from bot.audio import AudioError, ReplyAudio, too_big_message, too_long_message
+from bot.audio import AudioError, too_big_message, too_long_message
 from bot.bounded import remember
 from bot.logs import Outage
 from bot.note_ledger import KeptAnswer
@@ -104,48 +104,19 @@ class ShortDownload(Exception):
     the whole, or a cut file blamed on the player."""
 
 
-@dataclass
-class Unsent:
-    """An answer made for a note, kept until it is out: sent again, not made again, when Discord
-    failed it, so the player never reads pieces of two answers (the pieces Discord took return
-    by their nonces, and another answer's would follow them). `mode`: the reply style it was
-    first sent in; `told`: the ticket keys its words name; `names`: the player names they may
-    hold; `posted`: the parts of it Discord took (see cogs.replies.send_answer)."""
-
-    text: str
-    audio: ReplyAudio | None
-    mode: str
-    kind: str
-    engine: str
-    told: list[str]
-    names: list[str]
-    posted: set[str] = field(default_factory=set)
-
-    @classmethod
-    def of(cls, reply: Reply, mode: str) -> Unsent:
-        names = _player_names(reply.tool_results)
-        return cls(reply.text, reply.audio, mode, reply.kind, reply.engine, reply.told_keys, names)
-
-    def kept(self, user_id: str) -> KeptAnswer:
-        """As the note ledger keeps it, for a recheck after a restart or in another process."""
-        audio = self.audio
-        sound = None if audio is None else (audio.ogg, audio.duration_secs, audio.waveform)
-        return KeptAnswer(
-            user_id,
-            self.mode,
-            self.kind,
-            self.engine,
-            self.text,
-            self.names,
-            self.told,
-            set(self.posted),
-            sound,
-        )
-
-    @classmethod
-    def from_kept(cls, kept: KeptAnswer) -> Unsent:
-        audio = None if kept.audio is None else ReplyAudio(*kept.audio)
-        return cls(kept.text, audio, kept.mode, kept.kind, kept.engine, kept.told, kept.names, kept.posted)
+def _answer_for(message: discord.Message, reply: Reply, mode: str) -> KeptAnswer:
+    """The answer made for a note, as `_send` sends it and the ledger keeps it until it is out."""
+    return KeptAnswer(
+        user_id=str(message.author.id),
+        mode=mode,
+        kind=reply.kind,
+        engine=reply.engine,
+        text=reply.text,
+        names=_player_names(reply.tool_results),
+        told=reply.told_keys,
+        posted=set(),
+        audio=reply.audio,
+    )
 
 
 class Reached(enum.Enum):
@@ -235,7 +206,7 @@ class VoiceNotes(commands.Cog):
         self._answer_out: dict[int, list[str]] = {}
         # Notes given back after their answer was made (Discord failed it, or the bot was timed
         # out): the answer, for the recheck to send.
-        self._unsent: dict[int, Unsent] = {}
+        self._unsent: dict[int, KeptAnswer] = {}
         # Threads Discord said were deleted (THREAD_DELETE): discord.py drops a deleted thread
         # from its cache as it drops an archived one, which still takes a reply.
         self._deleted_threads: dict[int, None] = {}
@@ -734,7 +705,7 @@ class VoiceNotes(commands.Cog):
         ledger = self.bot.core.notes
         if (unsent := self._unsent.get(message.id)) is not None:
             try:
-                await ledger.keep_answer(message.id, unsent.kept(str(message.author.id)))
+                await ledger.keep_answer(message.id, unsent)
             except Exception as exc:
                 # This process's recheck still has it; a restart or another process makes another.
                 log.error("could not keep the answer to note %s in the ledger: %s", message.id, exc)
@@ -765,7 +736,7 @@ class VoiceNotes(commands.Cog):
             for message_id in [m for m in self._unsent if discord.utils.snowflake_time(m) < sent_before]:
                 del self._unsent[message_id]
 
-    async def _kept(self, message: discord.Message) -> Unsent | None:
+    async def _kept(self, message: discord.Message) -> KeptAnswer | None:
         """The answer the ledger keeps for the note (made before a restart, by another process on
         this storage, or forgotten here for newer ones), kept in memory again; None if none."""
         try:
@@ -773,11 +744,9 @@ class VoiceNotes(commands.Cog):
         except Exception as exc:
             log.error("could not read the answer kept for note %s, making another: %s", message.id, exc)
             return None
-        if kept is None:
-            return None
-        unsent = Unsent.from_kept(kept)
-        remember(self._unsent, message.id, unsent, MAX_UNSENT)
-        return unsent
+        if kept is not None:
+            remember(self._unsent, message.id, kept, MAX_UNSENT)
+        return kept
 
     async def _mark(self, mark: Callable[[int], Awaitable[None]], message: discord.Message) -> None:
         try:
@@ -1017,11 +986,13 @@ class VoiceNotes(commands.Cog):
             return False, Reached.NO
         if refusal is not None:
             return False, await self._tell(message, refusal)
-        unsent = Unsent.of(reply, prefs.reply_mode)
+        unsent = _answer_for(message, reply, prefs.reply_mode)
         remember(self._unsent, message.id, unsent, MAX_UNSENT)
         return await self._send(message, unsent, arrived)
 
-    async def _send(self, message: discord.Message, unsent: Unsent, arrived: float) -> tuple[bool, Reached]:
+    async def _send(
+        self, message: discord.Message, unsent: KeptAnswer, arrived: float
+    ) -> tuple[bool, Reached]:
         """Send a note's answer, as `_turn` says; kept in `_unsent` until the note is settled."""
         author, told = message.author, unsent.told
         given_up = False
@@ -1079,7 +1050,7 @@ class VoiceNotes(commands.Cog):
         )
         return unsent.kind in ("answer", "refusal"), Reached.YES
 
-    def _posted_late(self, message: discord.Message, unsent: Unsent) -> None:
+    def _posted_late(self, message: discord.Message, unsent: KeptAnswer) -> None:
         """A send given up on ended by itself: what it posted meanwhile goes into the answer the
         ledger keeps, or a recheck after a restart would post it again past Discord's nonce window."""
         if self._unsent.get(message.id) is not unsent:

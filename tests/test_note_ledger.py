@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot import note_ledger
+from bot.audio import ReplyAudio
 from bot.config import UsageSettings
 from bot.engines.base import Usage
 from bot.note_ledger import NoteLedger
@@ -738,7 +739,7 @@ def an_answer(user_id: str = "u", audio: bytes = b"OggS spoken") -> note_ledger.
         names=["Nova"],
         told=["GRV-1"],
         posted={"t0."},
-        audio=(audio, 2.5, "AAEC"),
+        audio=ReplyAudio(audio, 2.5, "AAEC"),
     )
 
 
@@ -809,7 +810,7 @@ async def test_a_kept_answers_audio_too_big_to_upload_is_kept_without_it(tmp_pat
         assert await ledger.claim(6, 10, "u") and await ledger.claim(7, 10, "u")
         await ledger.keep_answer(6, an_answer(audio=b"12345678"))
         await ledger.keep_answer(7, an_answer(audio=b"123456789"))
-        assert (await ledger.kept_answer(6)).audio == (b"12345678", 2.5, "AAEC")
+        assert (await ledger.kept_answer(6)).audio == ReplyAudio(b"12345678", 2.5, "AAEC")
         kept = await ledger.kept_answer(7)
         assert kept is not None and kept.audio is None and kept.text == an_answer().text
     finally:
@@ -826,7 +827,7 @@ async def test_a_kept_answers_audio_is_kept_up_to_what_discord_takes_without_boo
         await ledger.keep_answer(6, an_answer(audio=bytes(DEFAULT_UPLOAD_LIMIT)))
         await ledger.keep_answer(7, an_answer(audio=bytes(DEFAULT_UPLOAD_LIMIT + 1)))
         kept, over = (await ledger.kept_answer(6)).audio, (await ledger.kept_answer(7)).audio
-        assert kept is not None and len(kept[0]) == DEFAULT_UPLOAD_LIMIT, "audio Discord takes was dropped"
+        assert kept is not None and kept.size == DEFAULT_UPLOAD_LIMIT, "audio Discord takes was dropped"
         assert over is None, "audio over Discord's upload limit was kept"
     finally:
         await ledger.aclose()

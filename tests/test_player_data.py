@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from bot.app import storage_paths
+from bot.audio import ReplyAudio
 from bot.config import UsageSettings
 from bot.conversations import FORGOTTEN, ConversationStore
 from bot.engines.base import PastTurn, Usage
@@ -64,7 +65,7 @@ async def _fill(storage: Path, user_id: str, words: str, notify: bool = True, fo
     # recheck to finish.
     waiting = 8_000 + int(user_id[0])
     assert await ledger.claim(waiting, 777, user_id)
-    spoken = (f"OggS {words}".encode(), 1.5, "AAEC")
+    spoken = ReplyAudio(f"OggS {words}".encode(), 1.5, "AAEC")
     answer = KeptAnswer(
         user_id, "voice_and_text", "answer", "offline", f"About {words}: GRV-1.", [], [], {"v"}, spoken
     )
