@@ -714,9 +714,9 @@ class OpenAIEngine:
         where = shown_url(str(self.client.base_url)).rstrip("/")
         # A lookup is quick or the provider is not answering: one try, no longer than connecting
         # may take. It only decides a warning, and start-up (the fallback with it) waits for it.
-        lookup = self._once(self.connect_timeout).models.retrieve
+        once = self._once(self.connect_timeout)
         try:
-            await lookup(self.model)
+            await once.models.retrieve(self.model)
         except openai.NotFoundError:
             log.warning("model %s is not offered by this provider: check openai.model", self.model)
         except openai.AuthenticationError as exc:
@@ -729,18 +729,23 @@ class OpenAIEngine:
         except openai.OpenAIError as exc:
             log.info("could not check model %s: %s", self.model, type(exc).__name__)
             return  # not answering: start-up waits for no second lookup
-        if not self.transcribe_model or self.transcribe_model == self.model:
-            return
         try:
-            await lookup(self.transcribe_model)
+            await self._look_up_transcriber(once)
         except openai.NotFoundError:
-            # Each note's transcription would be a 404, and every turn kept without the words.
             log.warning(
                 "model %s is not offered by this provider: check openai.transcribe_model",
                 self.transcribe_model,
             )
         except openai.OpenAIError as exc:
             log.info("could not check model %s: %s", self.transcribe_model, type(exc).__name__)
+
+    async def _look_up_transcriber(self, client: openai.AsyncOpenAI) -> None:
+        """Look up the transcription model, where there is one apart from the chat model, at
+        start-up and for `check`; the provider's error (openai.NotFoundError: it does not serve
+        it) is the caller's to tell. Unseen, each note's transcription would be a 404 told only as
+        one warning a note, and every turn kept without the player's words."""
+        if self.transcribe_model and self.transcribe_model != self.model:
+            await client.models.retrieve(self.transcribe_model)
 
     async def check(self) -> str:
         """For `python -m bot check`: one request that proves the key and the model are good, and
@@ -783,11 +788,9 @@ class OpenAIEngine:
                 return answers
             named = (self.model, "openai.model")
             await probe.models.retrieve(self.model)
-            if self.transcribe_model and self.transcribe_model != self.model:
-                # Nor would a transcription model it does not serve show but as one warning a note.
-                asking = f"model {self.transcribe_model}"
-                named = (self.transcribe_model, "openai.transcribe_model")
-                await probe.models.retrieve(self.transcribe_model)
+            asking = f"model {self.transcribe_model}"
+            named = (self.transcribe_model, "openai.transcribe_model")
+            await self._look_up_transcriber(probe)
         except openai.AuthenticationError as exc:
             raise RuntimeError(f"{where} refused the API key ({exc.status_code}): check it") from None
         except openai.PermissionDeniedError as exc:
