@@ -354,6 +354,29 @@ async def test_session_cookie_is_httponly_and_samesite(wsettings) -> None:
         assert page.headers["X-Content-Type-Options"] == "nosniff"
 
 
+async def test_every_answer_grants_the_microphone_alone_and_isolates_its_origin(wsettings) -> None:
+    """The playground records in the browser (getUserMedia), so the microphone stays ours; no other
+    powerful feature is granted, no other site's window keeps a handle on ours, and no other site
+    may load our answers (reply audio, a ticket view) as resources of its own."""
+    script = (REPO / "bot" / "web" / "static" / "playground.js").read_text()
+    assert "getUserMedia" in script  # what the microphone is granted for
+    async with web_client(wsettings) as (client, _):
+        token = await csrf_of(client)
+        audio = (await (await ask(client, token)).json())["audio_url"]
+        for path in ("/", "/desk/login", "/static/playground.js", audio, "/healthz", "/no-such-page"):
+            got = await client.get(path, allow_redirects=False)
+            policy = {
+                feature.strip(): allowed
+                for feature, _, allowed in (
+                    item.partition("=") for item in got.headers["Permissions-Policy"].split(",")
+                )
+            }
+            assert policy["microphone"] == "(self)", path
+            assert policy["camera"] == policy["geolocation"] == policy["display-capture"] == "()", path
+            assert got.headers["Cross-Origin-Opener-Policy"] == "same-origin", path
+            assert got.headers["Cross-Origin-Resource-Policy"] == "same-origin", path
+
+
 async def test_a_script_in_a_grievance_is_shown_as_text(wsettings) -> None:
     attack = '<script>alert("x")</script><img src=x onerror=alert(1)>'
     async with web_client(wsettings) as (client, core):

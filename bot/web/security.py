@@ -57,6 +57,10 @@ PASSWORD_QUEUE = 16
 MIN_PASSWORD_CHARS = 12  # `voxdesk web-password` and a plain VOXDESK_WEB_STAFF_PASSWORD alike
 # A year: browsers keep to https for the host that long after one answer over TLS.
 HSTS = "max-age=31536000"
+PERMISSIONS_POLICY = (
+    "microphone=(self), camera=(), display-capture=(), geolocation=(), payment=(), usb=(),"
+    " serial=(), hid=(), midi=()"
+)
 # What reading a form the client sent wrong raises: bytes that are not text or a charset nobody
 # has (ValueError, LookupError), aiohttp's multipart parser on a missing boundary, a transfer
 # encoding it does not know (RuntimeError) or a part's broken header, and a body that is not the
@@ -561,6 +565,13 @@ def _secure(request: web.Request, response: web.StreamResponse, settings: WebSet
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("X-Frame-Options", "DENY")
+    # The playground records from the microphone (getUserMedia) on our own pages; nothing here
+    # needs another powerful feature, so none is granted, to us or to anything a page embeds.
+    h.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+    # No window of another site's keeps a handle on ours (window.opener), and no other site may
+    # load our answers (reply audio, a ticket view's JSON) into its page as a resource.
+    h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
+    h.setdefault("Cross-Origin-Resource-Policy", "same-origin")
     h["Server"] = SERVER
 
 
