@@ -429,6 +429,23 @@ async def test_static_files_answer_a_suffix_of_no_bytes_416_as_reply_audio_does(
         assert await tail.read() == css[-16:]
 
 
+async def test_a_missing_static_file_is_the_plain_404_any_unknown_path_gets(wsettings) -> None:
+    # aiohttp's FileResponse looks for the file only as it is sent: a missing one was an empty
+    # application/octet-stream 404, which a browser offers to download.
+    async with web_client(wsettings) as (client, _):
+        unknown = await client.get("/no-such-page")
+        for path in ("/static/nope.css", "/static/no/such/file.js", "/static/style.css.map"):
+            missing = await client.get(path)
+            assert missing.status == 404, path
+            assert missing.content_type == unknown.content_type == "text/plain", path
+            assert await missing.text() == await unknown.text() == "404: Not Found", path
+            assert missing.headers["X-Content-Type-Options"] == "nosniff", path
+            head = await client.head(path)
+            assert (head.status, head.content_type) == (404, "text/plain"), path
+        served = await client.get("/static/style.css")
+        assert served.status == 200 and served.content_type == "text/css"
+
+
 async def test_a_suffix_of_no_bytes_for_a_missing_static_file_is_404(wsettings, caplog) -> None:
     # aiohttp's static handler looks for the file only as its answer is sent: asked for no bytes
     # of a file that is not there, a scanner got a 500 and the log an ERROR traceback each time.

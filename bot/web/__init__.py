@@ -135,7 +135,7 @@ async def build_web(
             security.errors_middleware,
             # Before the session starts: a page refused for its host name sets no cookie.
             security.allowed_host_middleware(w, loopback),
-            static_ranges,
+            static_files,
         ],
     )
     from bot.app import storage_paths
@@ -208,30 +208,42 @@ def byte_range(request: web.Request) -> slice | None:
     return wanted
 
 
+# The static folder's files, as the package was installed: each is served without a look for it
+# here (a thread hop per stylesheet, on the pool a raid's work queues in), only other names are.
+STATIC_FILES = frozenset(entry.name for entry in (PACKAGE / "static").iterdir() if entry.is_file())
+
+
 @web.middleware
-async def static_ranges(request: web.Request, handler: security.Handler) -> web.StreamResponse:
-    """/static answers `Range: bytes=-0` 416, as reply audio does: aiohttp's FileResponse sends the
-    whole file as a 206 for it."""
+async def static_files(request: web.Request, handler: security.Handler) -> web.StreamResponse:
+    """A /static name that is no file there is the plain 404 (403 for no regular file) every other
+    path gets: aiohttp's FileResponse looks for the file only as it is sent, and answers a missing
+    one with an empty `application/octet-stream`. `Range: bytes=-0` is 416, as on reply audio:
+    FileResponse sends the whole file as a 206 for it."""
     response = await handler(request)
     route = request.match_info.route.resource
     if (
         route is None
         or route.name != "static"
-        or "If-Range" in request.headers  # aiohttp may ignore the Range: left to it
         or not isinstance(response, web.FileResponse)
         or response.prepared
-        or byte_range(request) != slice(0, 0)
     ):
         return response
-    # The path the handler took (it refused any outside the folder), as aiohttp sizes it. The
-    # handler does not look for the file: FileResponse does as it is sent, and answers one that
-    # is missing, or no regular file, 404 or 403.
-    found = Path(route.get_info()["directory"], request.match_info["filename"])
+    name = request.match_info["filename"]
+    # If-Range: aiohttp may ignore the Range, left to it.
+    nothing = "If-Range" not in request.headers and byte_range(request) == slice(0, 0)
+    if name in STATIC_FILES and not nothing:
+        return response
+    # The path the handler took (it refused any outside the folder), as aiohttp sizes it.
+    found = Path(route.get_info()["directory"], name)
     try:
         info = await asyncio.to_thread(found.stat)
+    except PermissionError:
+        raise web.HTTPForbidden() from None
     except OSError:
-        return response
+        raise web.HTTPNotFound() from None
     if not stat.S_ISREG(info.st_mode):
+        raise web.HTTPForbidden()
+    if not nothing:
         return response
     headers = {"Content-Range": f"bytes */{info.st_size}", "Accept-Ranges": "bytes"}
     return web.Response(status=416, headers=headers)
