@@ -1551,6 +1551,10 @@ async def test_a_logout_the_database_refuses_says_so_and_holds_no_lock(wsettings
             assert out.status == 503
             said = await out.text()
             assert "logged out in this browser" in said and "database or disk is full" in said
+            # Logged out: the header offers what it offers anyone, no staff page nor a logout.
+            header = Page(said).one("nav")["<text>"].split()
+            assert header == ["Playground", "Support", "desk"], header
+            assert "/desk/charts" not in said and "/desk/check" not in said and "/desk/logout" not in said
             assert (await client.get("/desk", allow_redirects=False)).status == 303
             other.execute("DROP TRIGGER refuse")  # the refused write holds no lock on web.db
         finally:

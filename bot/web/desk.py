@@ -287,7 +287,12 @@ async def logout(request: web.Request) -> web.StreamResponse:
             log.error("desk: could not record a staff logout: %s", exc)
             session.invalidate()
             at = dt.datetime.fromtimestamp(lapses, dt.UTC).isoformat()
-            context = {"reason": _reason_shown(request, exc), "lapses": at}
+            context = {
+                "reason": _reason_shown(request, exc),
+                "lapses": at,
+                # The page's context was made before the logout, as staff: this browser is not now.
+                "staff": False,
+            }
             return aiohttp_jinja2.render_template("logged_out.html", request, context, status=503)
     session.invalidate()
     raise web.HTTPSeeOther(str(request.app.router["login"].url_for()))
