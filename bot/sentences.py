@@ -72,10 +72,12 @@ STILL_ANSWERING = (
 PLAYGROUND_BUSY = "The playground is busy answering other visitors' notes. Try again in {wait}."
 UPLOAD_TOO_SLOW = "That note took too long to upload. Please send it again, or a shorter one."
 # What the web's checks in front of every form (the desk's, the playground's) answer: a form that
-# cannot be read, one not all there within web.security.FORM_SECONDS, and a missing or wrong CSRF
-# token (a page kept open across a restart or a logout).
+# cannot be read, one not all there within web.security.FORM_SECONDS, one past the client's
+# web.security.FORMS_PER_CLIENT being read at once, and a missing or wrong CSRF token (a page kept
+# open across a restart or a logout).
 FORM_UNREADABLE = "That form could not be read."
 FORM_TOO_SLOW = "That form took too long to arrive: send it again."
+FORMS_AT_ONCE = "Too many of your forms are still on their way. Try again in {wait}."
 CSRF_REFUSED = "Missing or invalid CSRF token: reload the page and try again."
 TICKETS_TOO_FAST = "You're asking for tickets faster than I can look. Try again in {wait}."
 # A complaint a playground visitor asks for past the playground's daily limits (web.playground_*).

@@ -1957,6 +1957,57 @@ async def test_a_desk_form_that_never_ends_is_refused_in_time(wsettings, monkeyp
         assert await log_in(client) == 303
 
 
+@pytest.mark.parametrize("path", ["/desk/login", "/no-such-page", "/playground/ask"])
+async def test_one_client_has_only_a_few_forms_read_at_once(settings, path: str) -> None:
+    """The 30 s deadline bounds each slow form, not how many one address holds: opening
+    connections by the hundred, it would hold a form so far on each."""
+    from bot.web import security
+
+    # Behind our proxy, so the test's one address can be several clients.
+    wsettings = web_settings(settings.storage_dir, VOXDESK_WEB_TRUST_FORWARDED="true")
+    sender = {"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-For": "203.0.113.5"}
+    go_on = asyncio.Event()
+
+    async def stalled_form(token: str):  # type: ignore[no-untyped-def]
+        yield f"csrf={token}&password=wrong&pad=".encode()
+        await go_on.wait()
+
+    async with web_client(wsettings) as (client, _):
+        reads = client.app[security.FORM_READS]
+        token = await csrf_of(client, "/desk/login")
+        held = [
+            asyncio.create_task(client.post(path, data=stalled_form(token), headers=sender))
+            for _ in range(security.FORMS_PER_CLIENT)
+        ]
+
+        async def all_being_read() -> None:
+            while reads.by_client.get("203.0.113.5") != security.FORMS_PER_CLIENT:  # noqa: ASYNC110 - a counter, no event
+                await asyncio.sleep(0.01)
+
+        try:
+            # Not a timing assertion: a guard so a stuck read fails the test, not hangs it.
+            await asyncio.wait_for(all_being_read(), 15)
+            refused = await client.post(path, data={"csrf": token, "password": "wrong"}, headers=sender)
+            said = await refused.text()
+            assert refused.status == 429, (refused.status, said[:200])
+            assert "Too many of your forms are still on their way" in said
+            assert refused.headers["Retry-After"] == str(security.FORMS_BUSY_SECONDS)
+            assert refused.headers["Connection"] == "close"  # its body was never read
+            # Another client is not held up by this one's forms.
+            other = {"X-Forwarded-For": "198.51.100.7"}
+            form = {"csrf": token, "password": STAFF_PASSWORD}
+            logged_in = await client.post("/desk/login", data=form, headers=other, allow_redirects=False)
+            assert logged_in.status == 303
+        finally:
+            go_on.set()
+            answered = await asyncio.wait_for(asyncio.gather(*held, return_exceptions=True), 15)
+        assert all(getattr(answer, "status", None) not in (None, 429) for answer in answered), answered
+        assert reads.by_client == {}  # every form read let go of its count
+        token = await csrf_of(client, "/desk/login")
+        again = await client.post(path, data={"csrf": token, "password": "wrong"}, headers=sender)
+        assert again.status != 429
+
+
 async def test_a_staff_note_sent_as_a_file_is_refused_not_saved_as_its_python_name(wsettings) -> None:
     async with web_client(wsettings) as (client, core):
         assert await log_in(client) == 303

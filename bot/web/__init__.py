@@ -171,6 +171,7 @@ async def build_web(
         discord_connected=discord_connected or discord_ready,
     )
 
+    app[security.FORM_READS] = security.FormReads(w)
     # Sessions before CSRF: the token is checked against the session's.
     setup_sessions(app, security.session_storage(settings))
     app.middlewares.append(security.playground_json_middleware)

@@ -22,7 +22,7 @@ import socket
 import sqlite3
 import time
 from collections import OrderedDict, deque
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -75,6 +75,11 @@ FORM_MAX_BYTES = 64 * 1024
 # as many times over as it opens connections.
 FORM_SECONDS = 30.0
 FORM = web.RequestKey("form", MultiDictProxy)  # the form read_form read, for the handler after it
+# ... and at most this many being read at once for one client: a deadline alone lets one address
+# open connections by the hundred, each holding a form so far for FORM_SECONDS. A person, even
+# with a few tabs, sends one at a time.
+FORMS_PER_CLIENT = 4
+FORMS_BUSY_SECONDS = 5  # Retry-After past it: a form takes about this long on a slow line
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -411,22 +416,54 @@ async def playground_json_middleware(request: web.Request, handler: Handler) -> 
         return answer
 
 
+class FormReads:
+    """The forms being read now, by client (client_key): FORMS_PER_CLIENT at most each."""
+
+    def __init__(self, settings: WebSettings) -> None:
+        self.settings = settings
+        self.by_client: dict[str, int] = {}
+
+    @contextlib.contextmanager
+    def reading(self, request: web.Request) -> Iterator[None]:
+        client = client_key(request, self.settings)
+        held = self.by_client.get(client, 0)
+        if held >= FORMS_PER_CLIENT:
+            wait = say.wait_of(FORMS_BUSY_SECONDS)
+            refused = web.HTTPTooManyRequests(
+                text=say.FORMS_AT_ONCE.format(wait=wait), headers={"Retry-After": str(FORMS_BUSY_SECONDS)}
+            )
+            # Its body is not read: aiohttp would otherwise wait for it to keep the connection.
+            refused.force_close()
+            raise refused
+        self.by_client[client] = held + 1
+        try:
+            yield
+        finally:
+            self.by_client[client] -= 1
+            if not self.by_client[client]:
+                del self.by_client[client]
+
+
+FORM_READS = web.AppKey("form_reads", FormReads)
+
+
 async def read_form(request: web.Request) -> Mapping[str, str | bytes | FileField]:
     """The request's form; 400 for one that cannot be read, never a server error, 413 for one over
-    FORM_MAX_BYTES, as soon as it passes that, with or without a Content-Length, and 408 for one
-    not all there within FORM_SECONDS."""
+    FORM_MAX_BYTES, as soon as it passes that, with or without a Content-Length, 408 for one not
+    all there within FORM_SECONDS, and 429 while FORMS_PER_CLIENT of this client's are being read."""
     form = request.get(FORM)
     if form is None:
-        try:
-            async with asyncio.timeout(FORM_SECONDS):
-                form = await request.clone(client_max_size=FORM_MAX_BYTES).post()
-        except UNREADABLE_FORM:
-            raise web.HTTPBadRequest(text=say.FORM_UNREADABLE) from None
-        except TimeoutError:
-            refused = web.HTTPRequestTimeout(text=say.FORM_TOO_SLOW)
-            # The rest of the body may never come: not waited for to keep the connection.
-            refused.force_close()
-            raise refused from None
+        with request.config_dict[FORM_READS].reading(request):
+            try:
+                async with asyncio.timeout(FORM_SECONDS):
+                    form = await request.clone(client_max_size=FORM_MAX_BYTES).post()
+            except UNREADABLE_FORM:
+                raise web.HTTPBadRequest(text=say.FORM_UNREADABLE) from None
+            except TimeoutError:
+                refused = web.HTTPRequestTimeout(text=say.FORM_TOO_SLOW)
+                # The rest of the body may never come: not waited for to keep the connection.
+                refused.force_close()
+                raise refused from None
         request[FORM] = form
     return form
 
