@@ -26,6 +26,7 @@ from bot.engines.base import (
     EnginePaused,
     EngineReply,
     NoAnswer,
+    NoteTooLarge,
     NoteUnheard,
     PaidTranscript,
     PastTurn,
@@ -593,9 +594,12 @@ class VoiceAgent:
         kept in the conversation: a player who heard only "sorry" would file it again."""
         # A note that crashed the recogniser is that note's trouble: other notes are answered,
         # so "my voice service is down, try in a few minutes" would mislead.
-        # Nor does a model that answered with nothing: its service is up, that answer failed.
+        # Nor does a model that answered with nothing: its service is up, that answer failed;
+        # nor a note its service takes no request that large of.
         if isinstance(why, NoteUnheard):
             sorry = say.NOTE_UNHEARD
+        elif isinstance(why, NoteTooLarge):
+            sorry = say.NOTE_TOO_LARGE
         elif isinstance(why, NoAnswer):
             sorry = say.NO_ANSWER_MADE
         else:

@@ -95,6 +95,12 @@ PLAYGROUND_COMPLAINTS_FULL = (
 VOICE_SERVICE_DOWN = (
     "Sorry, I can't answer right now because my voice service is down. Please try again in a few minutes."
 )
+# The note, with what a turn sends along, is more than the voice service takes in one request,
+# however long it waits; other players' notes are still answered meanwhile.
+NOTE_TOO_LARGE = (
+    "Sorry, that voice note is more than my voice service can take in at once. "
+    "Could you send it again in shorter parts?"
+)
 # One note crashed the recogniser, twice; other players' notes are still answered meanwhile.
 NOTE_UNHEARD = (
     "Sorry, something in that voice note tripped up my hearing, so I couldn't answer it. "

@@ -6,18 +6,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import sqlite3
 import time
 import warnings
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 
+from bot import sentences as say
 from bot.app import running_app
 from bot.tools.base import ToolContext
-from tests.fakes.openai_server import Failure, answer, serving, tool_calls
+from bot.turns import PastTurn
+from tests.fakes.openai_server import Failure, answer, request_tokens, serving, tool_calls
 from tests.fakes.search_server import running_fake_search
 from tests.test_openai import NOTE, openai_settings
 
@@ -722,3 +726,66 @@ def test_a_limit_that_resets_now_names_no_wait_in_either_form() -> None:
         return _pause_asked({"x-ratelimit-remaining-requests": "0", "x-ratelimit-reset-requests": reset})
 
     assert [asked(reset) for reset in ("0", "0s", "0ms", "0.5", "500ms")] == [None, None, None, 0.5, 0.5]
+
+
+def long_turns(count: int, chars: int) -> list[PastTurn]:
+    return [PastTurn(f"question {i}", "word " * (chars // 5), at=time.time()) for i in range(count)]
+
+
+async def test_a_request_too_large_for_the_limit_by_its_history_is_asked_again_without_it(
+    storage, fake
+) -> None:
+    """OpenAI answers a request over the tokens per minute on its own with a 429 that no wait
+    cures: sent again as it was, it is refused again, and pausing every player for it would hold
+    back notes the limit has room for. The history is what made it large: the note is asked again
+    without it, and the conversation goes on from that note, or each later one would be refused
+    first."""
+    fake.script = [answer("Sized."), answer("You have 100 points."), answer("You are level 3.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        # Room for a note and then some, not for three long turns before it.
+        fake.tokens_per_minute = request_tokens(fake.chats[0].body) + 2_000
+        for past in long_turns(3, 10_000):
+            await app.conversations.append(NOVA, past)
+        me = ToolContext(user_id=NOVA, request_id="n2")
+        reply = await app.agent.respond(me, NOTE)
+        before = len(fake.chats)
+        later = await app.agent.respond(replace(me, request_id="n3"), NOTE)
+        kept = await app.conversations.history(NOVA)
+    assert (reply.engine, reply.kind, reply.text) == ("openai", "answer", "You have 100 points.")
+    # Once with the history, refused, and once without it.
+    assert ["question 0" in json.dumps(c.body["messages"]) for c in fake.chats[1:3]] == [True, False]
+    assert (later.kind, later.text, len(fake.chats)) == ("answer", "You are level 3.", before + 1)
+    assert [t.reply_text for t in kept] == ["You have 100 points.", "You are level 3."]
+
+
+async def test_a_note_too_large_for_the_limit_on_its_own_is_told_so_and_pauses_no_one(
+    storage, fake, caplog
+) -> None:
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    fake.tokens_per_minute = 100  # under any note's request
+    async with running_app(openai_settings(storage, fake)) as app:
+        reply = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        asked = len(fake.chats)
+        paused = app.agent.engine.chat_gate.wait()
+        fake.tokens_per_minute = None  # another player's note is within the limit
+        other = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+    assert (reply.kind, reply.text) == ("apology", say.NOTE_TOO_LARGE)
+    assert asked == 1  # the same request, sent again, would be refused again
+    assert paused == 0
+    assert (other.engine, other.kind) == ("openai", "answer")
+    assert not logged(caplog, "bot.engines.openai", "paused")
+
+
+async def test_a_limit_run_out_by_the_tokens_used_already_still_pauses_every_note(storage, fake) -> None:
+    # Its message names the limit and the request's tokens as a request too large's does: this one
+    # asks for fewer than the limit, and is cured by the wait it names.
+    message = (
+        "Rate limit reached for gpt-audio-1.5 in organization org-fake on tokens per min (TPM): Limit"
+        " 30000, Used 29652, Requested 1500. Please try again in 30s."
+    )
+    fake.failures = [Failure(status=429, retry_after=30, code="rate_limit_exceeded", message=message)]
+    async with running_app(openai_settings(storage, fake)) as app:
+        first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        second = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+    assert (first.text, second.kind, len(fake.chats)) == (say.VOICE_SERVICE_DOWN, "apology", 1)

@@ -24,6 +24,7 @@ __all__ = [
     "EngineError",
     "EnginePaused",
     "EngineReply",
+    "NoteTooLarge",
     "NoteUnheard",
     "PaidTranscript",
     "PastTurn",
@@ -47,6 +48,11 @@ class NoAnswer(EngineError):
     """The engine's service answered, but with nothing to say: a model cut off at its length limit
     before a word, or one that kept calling tools past the rounds bound and then said nothing. The
     service is up; this answer did not come together."""
+
+
+class NoteTooLarge(EngineError):
+    """This note's request (the note and what the turn sends with it) is over the provider's token
+    limit on its own, which no wait cures; the engine answers other notes meanwhile."""
 
 
 class NoteUnheard(EngineError):

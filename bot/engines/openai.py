@@ -52,6 +52,7 @@ from bot.engines.base import (
     EngineError,
     EnginePaused,
     EngineReply,
+    NoteTooLarge,
     PaidTranscript,
     PastTurn,
     Round,
@@ -89,6 +90,11 @@ FILTERED = {"content_filter", "content_policy_violation", "invalid_prompt"}
 AUDIO_NOT_FOUND = "audio_not_found"
 # The code of a 429 that is no rate limit: the account's credit or the project's budget is spent.
 OUT_OF_QUOTA = "insufficient_quota"
+# A 429 rate_limit_exceeded for a request over a token limit on its own: "Request too large for
+# gpt-4o in organization org-... on tokens per min (TPM): Limit 30000, Requested 41234. The input or
+# output tokens must be reduced ...", where a limit run out says "Limit 30000, Used 29000, Requested
+# 1500. Please try again in 1s".
+LIMIT_REQUESTED = re.compile(r"\bLimit:? ([\d,.]+)(?:, Used:? [\d,.]+)?, Requested:? ([\d,.]+)")
 TEXT_HISTORY = "text_history"  # turn.scratch: this turn sends earlier replies as text only
 # Half a second of silence: audio models refuse a request with neither audio in nor audio out.
 SILENCE = base64.b64encode(pcm_to_wav(bytes(24_000), 24_000)).decode()
@@ -379,6 +385,16 @@ class OpenAIEngine:
                         # The conversation goes on with the transcripts of those replies instead.
                         self._audio_refused(request, exc)
                         turn.scratch[TEXT_HISTORY] = True
+                    elif _too_large(exc) and turn.history and not turn.afresh:
+                        # No wait cures it, and the history is most of a request: kept, it would
+                        # have each later note of the conversation refused first.
+                        log.warning(
+                            "a request over OpenAI's token limit on its own (%s): asking without the"
+                            " history of %d turns, and the conversation goes on from this note",
+                            _said(exc),
+                            len(turn.history),
+                        )
+                        turn.afresh = True
                     elif exc.code in FILTERED and turn.history and not turn.afresh:
                         # A prompt filter reads the whole prompt: words it blocked in an earlier
                         # turn (a threat the player reported) would refuse every note of theirs
@@ -390,6 +406,9 @@ class OpenAIEngine:
                     else:
                         raise
         except openai.APIStatusError as exc:
+            if _too_large(exc):
+                self.ready = True
+                raise NoteTooLarge(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
             if exc.code in FILTERED:
                 self.ready = True
                 # Refused with no earlier turn in it (none, or asked again without them).
@@ -611,6 +630,11 @@ class OpenAIEngine:
             except openai.RateLimitError as exc:
                 if exc.code == OUT_OF_QUOTA:
                     gate.out_of_quota()
+                    raise
+                if _too_large(exc):
+                    # This request alone is over the limit, which may have room for every other:
+                    # sent again it would be refused again, and a pause would hold them back.
+                    gate.answered()
                     raise
                 pause = gate.rate_limited(_pause_asked(exc.response.headers))
                 if (
@@ -1057,6 +1081,21 @@ def _said(exc: openai.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     text = str(body.get("message") or exc.message).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _too_large(exc: openai.APIStatusError) -> bool:
+    """Whether a 429 refuses a request for asking more tokens than the limit allows in all."""
+    if exc.status_code != 429:
+        return False
+    body = exc.body if isinstance(exc.body, dict) else {}
+    found = LIMIT_REQUESTED.search(str(body.get("message") or exc.message))
+    if found is None:
+        return False
+    try:
+        limit, requested = (float(n.replace(",", "")) for n in found.groups())
+    except ValueError:
+        return False
+    return requested > limit
 
 
 def _filtered(why: str, usage: Usage | None) -> EngineReply:

@@ -14,8 +14,9 @@ at `max_completion_tokens` with finish_reason "length", can be told to take its 
 (chat and transcription apart, or at a step of the script): 429 with retry-after, 500, a hang
 past the client's timeout, a connection closed with no answer once the request is read, or reset
 before its body is, malformed
-JSON, Azure's content filter (told to, or on words it is told to block, wherever in the prompt
-they are). Its usage can be given the shape a compatible server gives it. A chat or
+JSON, OpenAI's 429 "Request too large" for a request over the tokens per minute on its own
+(`tokens_per_minute`), Azure's content filter (told to, or on words it is told to block,
+wherever in the prompt they are). Its usage can be given the shape a compatible server gives it. A chat or
 transcription on a model it does not list (`models`) is OpenAI's 404 model_not_found, and a
 max_completion_tokens over the model's most (`max_output_tokens`) its 400 invalid_value; on Azure,
 an api-version it does not serve (`api_versions`) or a deployment it lacks is Azure's 404, and a
@@ -167,6 +168,7 @@ class Failure:
     content_filter: bool = False  # Azure's 400 for a prompt its content filter blocked
     headers: dict[str, str] = field(default_factory=dict)  # such as OpenAI's x-ratelimit-reset-*
     code: str | None = None  # the error's code, such as OpenAI's "insufficient_quota" on a 429
+    message: str = "scripted failure"  # the error's message, such as a 429's naming the limit
     # The request read, the connection closes with no answer (after `hang`): as a proxy's idle
     # timeout cuts off a long generation, or a server that restarts drops what it was answering.
     drop: bool = False
@@ -188,6 +190,10 @@ class FakeOpenAI(Strict):
     violations: list[str] = field(default_factory=list)
     violations_expected: bool = False
     transcript: str = "how many points do i have"
+    # The organisation's tokens per minute: a chat request whose prompt and max_completion_tokens
+    # together come to more is OpenAI's 429 rate_limit_exceeded "Request too large", however long
+    # it waits.
+    tokens_per_minute: int | None = None
     # Words Azure's prompt filter blocks wherever a request holds them (a message's words, a tool
     # call's arguments or result): its 400 content_filter, as for `Failure(content_filter=True)`.
     blocked_words: list[str] = field(default_factory=list)
@@ -458,7 +464,7 @@ class FakeOpenAI(Strict):
         headers = dict(failure.headers)
         if failure.retry_after is not None:
             headers["retry-after"] = str(failure.retry_after)
-        error = {"error": {"message": "scripted failure", "type": "server_error", "code": failure.code}}
+        error = {"error": {"message": failure.message, "type": "server_error", "code": failure.code}}
         return web.json_response(error, status=failure.status, headers=headers)
 
     async def _chat(self, request: web.Request) -> web.Response:
@@ -518,6 +524,9 @@ class FakeOpenAI(Strict):
             return web.json_response({"error": unknown}, status=400)
         if any(word in _prompt_text(body["messages"]) for word in self.blocked_words):
             return web.json_response({"error": AZURE_CONTENT_FILTER}, status=400)
+        too_large = self._too_large(body)
+        if too_large is not None:
+            return too_large
         failed = await self._fail_if_told(request)
         if failed is not None:
             return failed
@@ -535,6 +544,28 @@ class FakeOpenAI(Strict):
             completion["usage"] = self.usage_as(completion["usage"])
         self.billed.append(completion["usage"])
         return web.json_response(completion)
+
+    def _too_large(self, body: dict[str, Any]) -> web.Response | None:
+        """OpenAI's 429 for a request over the tokens per minute on its own (counted as its prompt
+        and the most it may answer with), as its API words it."""
+        if self.tokens_per_minute is None:
+            return None
+        asked = request_tokens(body)
+        if asked <= self.tokens_per_minute:
+            return None
+        message = (
+            f"Request too large for {body['model']} in organization org-fake on tokens per min (TPM):"
+            f" Limit {self.tokens_per_minute}, Requested {asked}. The input or output tokens must be"
+            " reduced in order to run successfully. Visit https://platform.openai.com/account/"
+            "rate-limits to learn more."
+        )
+        error = {"message": message, "type": "tokens", "param": None, "code": "rate_limit_exceeded"}
+        headers = {
+            "x-ratelimit-limit-tokens": str(self.tokens_per_minute),
+            "x-ratelimit-remaining-tokens": str(self.tokens_per_minute),
+            "x-ratelimit-reset-tokens": "0s",
+        }
+        return web.json_response({"error": error}, status=429, headers=headers)
 
     def _unknown_audio(self, messages: list[dict[str, Any]]) -> dict[str, Any] | None:
         """The API's error for an assistant audio id it did not give out, or no longer holds: a
@@ -586,14 +617,7 @@ class FakeOpenAI(Strict):
                 "expires_at": self.issued_audio[audio_id],
                 "transcript": transcript,
             }
-        audio_in = sum(
-            _decoded_size(p["input_audio"]["data"]) / 48_000 * AUDIO_TOKENS_PER_SECOND
-            for m in body["messages"]
-            if isinstance(m.get("content"), list)
-            for p in m["content"]
-            if p.get("type") == "input_audio"
-        )
-        text_in = sum(len(json.dumps(m)) // 4 for m in body["messages"]) - int(audio_in)
+        audio_in, text_in = _prompt_tokens(body["messages"])
         if finish_reason is None:
             finish_reason = "tool_calls" if message.get("tool_calls") else "stop"
         return {
@@ -734,6 +758,29 @@ def _as_azure_answers(completion: dict[str, Any]) -> None:
         withheld = choice["finish_reason"] == "content_filter"
         verdict = {"filtered": True, "severity": "high"} if withheld else AZURE_SAFE["violence"]
         choice["content_filter_results"] = {**AZURE_SAFE, "violence": verdict}
+
+
+def request_tokens(body: dict[str, Any]) -> int:
+    """What a chat request counts against the tokens per minute, roughly as OpenAI counts it: its
+    audio's tokens, its words' and tools' at four characters a token, and the most it may answer
+    with."""
+    messages = body["messages"]
+    audio_in, _ = _prompt_tokens(messages)
+    text = [m for m in messages if not isinstance(m.get("content"), list)]
+    words = len(json.dumps(text)) + len(json.dumps(body.get("tools") or []))
+    return audio_in + words // 4 + (body.get("max_completion_tokens") or 0)
+
+
+def _prompt_tokens(messages: list[dict[str, Any]]) -> tuple[int, int]:
+    """A prompt's audio and text tokens, roughly as OpenAI counts them."""
+    audio_in = sum(
+        _decoded_size(p["input_audio"]["data"]) / 48_000 * AUDIO_TOKENS_PER_SECOND
+        for m in messages
+        if isinstance(m.get("content"), list)
+        for p in m["content"]
+        if p.get("type") == "input_audio"
+    )
+    return int(audio_in), sum(len(json.dumps(m)) // 4 for m in messages) - int(audio_in)
 
 
 def _prompt_text(messages: list[dict[str, Any]]) -> str:
