@@ -789,3 +789,46 @@ async def test_a_limit_run_out_by_the_tokens_used_already_still_pauses_every_not
         first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
         second = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
     assert (first.text, second.kind, len(fake.chats)) == (say.VOICE_SERVICE_DOWN, "apology", 1)
+
+
+async def test_a_400_naming_a_message_of_the_history_is_asked_again_without_it(storage, fake, caplog) -> None:
+    """A 400 for something in an earlier turn, not this note, would refuse each later note of the
+    player until the conversation idles: the note is asked again without the history, and the
+    conversation goes on from it."""
+    caplog.set_level(logging.WARNING, logger="bot.engines.openai")
+    refused = Failure(
+        status=400,
+        error_type="invalid_request_error",
+        param="messages[2].content",
+        message="Invalid 'messages[2].content': string too long.",
+        code="string_above_max_length",
+    )
+    fake.script = [refused, answer("You have 100 points."), answer("You are level 3.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.conversations.append(NOVA, PastTurn("how do I pair", "Hold the button.", at=time.time()))
+        me = ToolContext(user_id=NOVA, request_id="n2")
+        reply = await app.agent.respond(me, NOTE)
+        later = await app.agent.respond(replace(me, request_id="n3"), NOTE)
+        kept = await app.conversations.history(NOVA)
+    assert (reply.engine, reply.kind, reply.text) == ("openai", "answer", "You have 100 points.")
+    assert fake.chats[0].body["messages"][2] == {"role": "assistant", "content": "Hold the button."}
+    assert ["Hold the button." in json.dumps(c.body["messages"]) for c in fake.chats] == [True, False, False]
+    assert later.text == "You are level 3."
+    assert [t.reply_text for t in kept] == ["You have 100 points.", "You are level 3."]
+    (why,) = logged(caplog, "bot.engines.openai", "refused the conversation's history")
+    assert "messages[2].content" in why.getMessage()
+
+
+@pytest.mark.parametrize(
+    "param", ["max_completion_tokens", "messages[4].content[0].input_audio.data"], ids=["setting", "note"]
+)
+async def test_a_400_naming_no_message_of_the_history_keeps_it(storage, fake, param) -> None:
+    # A setting's 400 refuses every note: asked again without the history, each would lose its
+    # player's conversation, and be refused all the same. Nor is this note's own audio the history's.
+    fake.script = [Failure(status=400, error_type="invalid_request_error", param=param, message="Invalid.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.conversations.append(NOVA, PastTurn("how do I pair", "Hold the button.", at=time.time()))
+        reply = await app.agent.respond(ToolContext(user_id=NOVA, request_id="n2"), NOTE)
+        kept = await app.conversations.history(NOVA)
+    assert (reply.kind, len(fake.chats)) == ("apology", 1)
+    assert [t.reply_text for t in kept] == ["Hold the button."]

@@ -151,6 +151,9 @@ MAX_CALL_ID = 40
 # Where an audio_not_found points: OpenAI names it "content.messages[3].audio.id"; a compatible
 # server may leave "content." out.
 REFUSED_PARAM = re.compile(r"(?:content\.)?messages\[(\d+)\]\.audio\.id")
+# Where a 400 names what it refused inside a message: "messages[2].content", "messages.[2].role",
+# "content.messages[2].audio.id", in its param or its message ("Invalid 'messages[2].content': ...").
+IN_MESSAGE = re.compile(r"\bmessages\.?\[(\d+)\]")
 # A provider that refused an audio id it gave well before the id's expiry keeps none: earlier
 # replies go as text for every turn this long, then one reference is tried again.
 AUDIO_REFUSED_PAUSE = 900.0  # seconds
@@ -401,6 +404,16 @@ class OpenAIEngine:
                         # until the conversation idles. This one is asked once more on its own.
                         log.info(
                             "content filter blocked a request with history (%s): asking without it", exc.code
+                        )
+                        turn.afresh = True
+                    elif turn.history and not turn.afresh and _names_history(request, exc):
+                        # Something an earlier turn keeps (not this note, nor a setting) would have
+                        # each later note of the conversation refused until it idles.
+                        log.warning(
+                            "OpenAI refused the conversation's history (%s: %s): asking without it,"
+                            " and the conversation goes on from this note",
+                            exc.param or "no param",
+                            _said(exc),
                         )
                         turn.afresh = True
                     else:
@@ -1096,6 +1109,27 @@ def _too_large(exc: openai.APIStatusError) -> bool:
     except ValueError:
         return False
     return requested > limit
+
+
+def _names_history(request: dict[str, Any], exc: openai.APIStatusError) -> bool:
+    """Whether a 400 names a message of the earlier turns `request` carried (those between the
+    system prompt and the time note) as what it refused."""
+    if exc.status_code != 400:
+        return False
+    body = exc.body if isinstance(exc.body, dict) else {}
+    named = next(
+        (
+            found
+            for text in (exc.param, body.get("message"))
+            if isinstance(text, str) and (found := IN_MESSAGE.search(text))
+        ),
+        None,
+    )
+    if named is None:
+        return False
+    messages = request["messages"]
+    note = next((i for i, m in enumerate(messages) if i and m.get("role") == "system"), 0)
+    return 0 < int(named[1]) < note
 
 
 def _filtered(why: str, usage: Usage | None) -> EngineReply:

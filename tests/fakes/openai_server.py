@@ -169,6 +169,8 @@ class Failure:
     headers: dict[str, str] = field(default_factory=dict)  # such as OpenAI's x-ratelimit-reset-*
     code: str | None = None  # the error's code, such as OpenAI's "insufficient_quota" on a 429
     message: str = "scripted failure"  # the error's message, such as a 429's naming the limit
+    error_type: str = "server_error"  # the error's type, such as "invalid_request_error"
+    param: str | None = None  # what it names as refused, such as "messages[2].content"
     # The request read, the connection closes with no answer (after `hang`): as a proxy's idle
     # timeout cuts off a long generation, or a server that restarts drops what it was answering.
     drop: bool = False
@@ -464,7 +466,14 @@ class FakeOpenAI(Strict):
         headers = dict(failure.headers)
         if failure.retry_after is not None:
             headers["retry-after"] = str(failure.retry_after)
-        error = {"error": {"message": failure.message, "type": "server_error", "code": failure.code}}
+        error = {
+            "error": {
+                "message": failure.message,
+                "type": failure.error_type,
+                "param": failure.param,
+                "code": failure.code,
+            }
+        }
         return web.json_response(error, status=failure.status, headers=headers)
 
     async def _chat(self, request: web.Request) -> web.Response:
