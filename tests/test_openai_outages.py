@@ -832,3 +832,15 @@ async def test_a_400_naming_no_message_of_the_history_keeps_it(storage, fake, pa
         kept = await app.conversations.history(NOVA)
     assert (reply.kind, len(fake.chats)) == ("apology", 1)
     assert [t.reply_text for t in kept] == ["Hold the button."]
+
+
+async def test_a_note_too_large_without_its_history_too_keeps_the_conversation(storage, fake) -> None:
+    # Asked again without the earlier turns, the note alone is still over the limit: they were not
+    # what made it too large, and the fallback's answer goes on from them rather than dropping them.
+    fake.tokens_per_minute = 100
+    async with running_app(openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="offline")) as app:
+        await app.conversations.append(NOVA, PastTurn("how do I pair", "Hold the button.", at=time.time()))
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA, request_id="n2"), "how many points")
+        kept = await app.conversations.history(NOVA)
+    assert (reply.engine, len(fake.chats)) == ("offline", 2)
+    assert [t.user_text for t in kept] == ["how do I pair", "how many points"]

@@ -96,6 +96,8 @@ OUT_OF_QUOTA = "insufficient_quota"
 # 1500. Please try again in 1s".
 LIMIT_REQUESTED = re.compile(r"\bLimit:? ([\d,.]+)(?:, Used:? [\d,.]+)?, Requested:? ([\d,.]+)")
 TEXT_HISTORY = "text_history"  # turn.scratch: this turn sends earlier replies as text only
+# turn.scratch: this turn is asked without its history because a request with it was too large
+TOO_LARGE_WITH_HISTORY = "too_large_with_history"
 # Half a second of silence: audio models refuse a request with neither audio in nor audio out.
 SILENCE = base64.b64encode(pcm_to_wav(bytes(24_000), 24_000)).decode()
 DEADLINE = "deadline"  # turn.scratch: time.monotonic() past which this turn sends no request
@@ -382,6 +384,8 @@ class OpenAIEngine:
                 request = self._request(turn, audio_turns)
                 try:
                     response = await self._ask(turn, request, deadline)
+                    # Answered without it: the history made it too large, and is let go for good.
+                    turn.scratch.pop(TOO_LARGE_WITH_HISTORY, None)
                     break
                 except openai.APIStatusError as exc:
                     if exc.code == AUDIO_NOT_FOUND and audio_turns:
@@ -397,7 +401,7 @@ class OpenAIEngine:
                             _said(exc),
                             len(turn.history),
                         )
-                        turn.afresh = True
+                        turn.afresh = turn.scratch[TOO_LARGE_WITH_HISTORY] = True
                     elif exc.code in FILTERED and turn.history and not turn.afresh:
                         # A prompt filter reads the whole prompt: words it blocked in an earlier
                         # turn (a threat the player reported) would refuse every note of theirs
@@ -420,6 +424,10 @@ class OpenAIEngine:
                         raise
         except openai.APIStatusError as exc:
             if _too_large(exc):
+                if turn.scratch.pop(TOO_LARGE_WITH_HISTORY, False):
+                    # Too large without the history too: the note, not the history, is over the
+                    # limit, and the conversation goes on from the history (a fallback's answer too).
+                    turn.afresh = False
                 self.ready = True
                 raise NoteTooLarge(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
             if exc.code in FILTERED:
