@@ -11,6 +11,7 @@ import logging
 import re
 import sqlite3
 import time
+import types
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
@@ -844,3 +845,36 @@ async def test_a_note_too_large_without_its_history_too_keeps_the_conversation(s
         kept = await app.conversations.history(NOVA)
     assert (reply.engine, len(fake.chats)) == ("offline", 2)
     assert [t.user_text for t in kept] == ["how do I pair", "how many points"]
+
+
+async def test_an_audio_id_that_expires_while_a_request_waits_to_go_again_costs_no_answer(
+    storage, fake, monkeypatch, caplog
+) -> None:
+    # The reference had just over the margin when the request was made; a 500 that took a minute
+    # to come, and the request going again after it, outlive it. Refused, the note is asked once
+    # more with that reply as text, and no other player's references pause.
+    import bot.engines.openai as engine_module
+
+    caplog.set_level(logging.WARNING, logger="bot.engines.openai")
+    ahead = [0.0]
+    clock = types.SimpleNamespace(
+        time=lambda: time.time() + ahead[0], monotonic=lambda: time.monotonic() + ahead[0]
+    )
+    monkeypatch.setattr(engine_module, "time", clock)
+    fake.audio_ttl = 62  # just over the 60 s an id must have left to go by reference
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.agent.respond(ToolContext(user_id=NOVA, request_id="n1"), NOTE)
+
+        async def a_minute_later(seconds: float) -> None:
+            ahead[0] += 63
+            fake.clock_ahead += 63
+
+        app.agent.engine._sleep = a_minute_later
+        fake.failures = [Failure(status=500)]
+        reply = await app.agent.respond(ToolContext(user_id=NOVA, request_id="n2"), NOTE)
+        paused_for_all = app.agent.engine.audio_refused_until > clock.monotonic()
+    (given, *_) = fake.issued_audio
+    assert (reply.engine, reply.kind) == ("openai", "answer")
+    assert [c.audio_ids for c in fake.chats] == [[], [given], [given], []]
+    assert not paused_for_all
+    assert "expired by its clock" in caplog.text
