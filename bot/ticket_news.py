@@ -32,14 +32,18 @@ nothing. Once told, it is forgotten after a month, but for each player's newest 
 (`NewsStore.prune`), the one a change is compared with.
 
 Delivering (`TicketNews.deliver`) is at most once per piece of news: each player's due news is
-claimed on disk ('pending' -> 'claimed') before anything is sent, marked 'sending' on disk just
-before its DM is tried (only a claim still this process's moves on: another process starting on
-the same storage may have given it back meanwhile), and marked after. A crash after that mark
+claimed on disk ('pending' -> 'claimed') before anything is sent, under a lease naming the
+claiming process (a `cursors` row, renewed at each claim and mark, CLAIM_LEASE_SECONDS), marked
+'sending' on disk just before its DM is tried (only a claim still this process's moves on: a
+process may have given it back meanwhile, its lease over), and marked after. A crash after that mark
 leaves it 'sending', and it is never sent again: a lost DM is preferred to a repeated one (the
 player can still ask `/grievance status`). News a stop or unreadable preferences took before its
 DM was tried goes back to 'pending' for later, as does a send that certainly never reached Discord
-(no connection). News left 'claimed' (news.db refusing to give it back: given back at each later
-round of the same process, and at the next start, since no DM was tried for it) is sent later. A
+(no connection). News left 'claimed' (news.db refusing to give it back) is sent later, since no
+DM was tried for it: given back at each later round of the same process, at its store's close,
+or, its process killed, by any process's round once its lease is over. A process starting on the
+same storage (a deploy overlapping the running bot, `voxdesk ask`) gives back at once only claims
+no lease holds (an older voxdesk's): a running bot's claim stays its own. A
 write news.db refuses for one player's news (how their DM went) ends that player's delivery
 alone: the round goes on to the others'. A player with `/notify off` gets nothing: their news is
 marked 'muted', not kept for later. A player
@@ -56,9 +60,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import enum
+import json
 import logging
 import math
+import os
 import re
+import secrets
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, fields
@@ -101,6 +109,13 @@ KEEP_TOLD_SECONDS = 30 * 24 * 3600.0
 # long is unlikely to read that channel.
 KEEP_CHANNEL_SECONDS = 90 * 24 * 3600.0
 PRUNE_EVERY_SECONDS = 3600.0
+# How long a process's claim is its own after its last claim or mark (the lease in `cursors`, see
+# NewsStore.claim): well past the seconds between a claim and its DM's try (preferences, speech).
+# A process killed with news claimed leaves it for this long; one that closes its store gives
+# its claims back there and then.
+CLAIM_LEASE_SECONDS = 15 * 60.0
+# `cursors` rows naming the news each process holds claimed: one per process, `<prefix><claimant>`.
+LEASE_PREFIX = "claims:"
 SNIPPET_CHARS = 60
 STATUS_CHARS = 40
 
@@ -381,6 +396,10 @@ class NewsStore:
         self._conn = conn
         self._lock = asyncio.Lock()
         self._pruned_at = 0.0
+        # Which process this store is, for the lease of its claims: another process on the same
+        # host may have had its pid, and one in another container the same pid.
+        self._lease = f"{LEASE_PREFIX}{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+        self._leased: set[int] = set()  # news this store claimed and has not tried nor given back
 
     @classmethod
     async def open(cls, path: Path | str) -> NewsStore:
@@ -575,7 +594,10 @@ class NewsStore:
 
     async def claim(self, ids: list[int]) -> list[int]:
         """Take pending news for sending, on disk before anything is sent; the ids now ours (news
-        another process claimed first is not)."""
+        another process claimed first is not). The claim is leased to this process in the same
+        transaction (`cursors`, a row per process: the news table, which older voxdesks share,
+        stays as it was): another process gives it back only once this store closed or the lease
+        ran out (`give_back_untried`)."""
         mine = []
         async with writing(self._conn, self._lock):
             for news_id in ids:
@@ -584,14 +606,29 @@ class NewsStore:
                 )
                 if cursor.rowcount == 1:
                     mine.append(news_id)
+            leased = self._leased | set(mine)
+            await self._write_lease(leased)
             await self._conn.commit()
+        self._leased = leased
         return mine
+
+    async def _write_lease(self, ids: set[int], now: float | None = None) -> None:
+        """This process's lease on `ids`, in the caller's transaction; none left when it is empty."""
+        if not ids:
+            await self._conn.execute("DELETE FROM cursors WHERE name = ?", (self._lease,))
+            return
+        until = (time.time() if now is None else now) + CLAIM_LEASE_SECONDS
+        await self._conn.execute(
+            "INSERT INTO cursors (name, value) VALUES (?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (self._lease, json.dumps({"ids": sorted(ids), "until": until})),
+        )
 
     async def trying(self, ids: list[int]) -> bool:
         """Claimed news whose DM is about to be tried, 'sending' on disk first: from here on it may
         reach the player, and is never given back as untried. All or none: False, and nothing
-        written, when a piece is no longer claimed (another process starting on this storage gave
-        it back, and may have claimed it again), so that only one process ever tries a piece."""
+        written, when a piece is no longer claimed (another process gave it back, this one's lease
+        over, and may have claimed it again), so that only one process ever tries a piece."""
         async with writing(self._conn, self._lock):
             moved = 0
             for news_id in ids:
@@ -602,7 +639,10 @@ class NewsStore:
             if moved != len(ids):
                 await self._conn.rollback()
                 return False
+            leased = self._leased - set(ids)
+            await self._write_lease(leased)
             await self._conn.commit()
+        self._leased = leased
         return True
 
     async def give_back(self, ids: list[int], state: str = "claimed") -> None:
@@ -613,16 +653,47 @@ class NewsStore:
             await self._conn.executemany(
                 "UPDATE news SET state = 'pending' WHERE id = ? AND state = ?", [(i, state) for i in ids]
             )
+            leased = self._leased - set(ids)
+            await self._write_lease(leased)
             await self._conn.commit()
+        self._leased = leased
 
-    async def give_back_untried(self) -> int:
-        """Every piece of news claimed with no DM tried, pending again; how many. For a start: what
-        a process that stopped left claimed (news.db refusing to give it back) is sent after all.
-        A process still running whose claim this takes tries no DM of it (`trying`)."""
+    async def give_back_untried(self, now: float | None = None, unleased: bool = True) -> int:
+        """News claimed with no DM tried by a process that is gone, pending again; how many: what
+        a process that stopped left claimed (killed, or news.db refusing to give it back) is sent
+        after all. Gone: its lease ran out (`now`, time.time()). `unleased`, for a start: news
+        claimed under no lease too (a voxdesk that kept none, or one whose store closed while
+        news.db refused to give its claim back). A claim under a live lease is left alone: the
+        process holding it, still running, is about to try its DM. Expired leases are dropped."""
+        now = time.time() if now is None else now
         async with writing(self._conn, self._lock):
-            cursor = await self._conn.execute("UPDATE news SET state = 'pending' WHERE state = 'claimed'")
+            live: set[int] = set()
+            dead: set[int] = set()
+            rows = await self._conn.execute_fetchall(
+                "SELECT name, value FROM cursors WHERE substr(name, 1, ?) = ?",
+                (len(LEASE_PREFIX), LEASE_PREFIX),
+            )
+            for name, value in rows:
+                ids, until = _lease_of(value)
+                if until > now or name == self._lease:
+                    live.update(ids)
+                else:
+                    dead.update(ids)
+                    await self._conn.execute("DELETE FROM cursors WHERE name = ?", (name,))
+            if unleased:
+                kept = ",".join(map(str, sorted(live)))
+                cursor = await self._conn.execute(
+                    f"UPDATE news SET state = 'pending' WHERE state = 'claimed' AND id NOT IN ({kept})"
+                )
+                given = cursor.rowcount
+            else:
+                cursor = await self._conn.executemany(
+                    "UPDATE news SET state = 'pending' WHERE id = ? AND state = 'claimed'",
+                    [(i,) for i in sorted(dead - live)],
+                )
+                given = max(cursor.rowcount, 0)
             await self._conn.commit()
-        return cursor.rowcount
+        return given
 
     async def finish(self, ids: list[int], state: str, error: str | None = None) -> None:
         async with writing(self._conn, self._lock):
@@ -630,7 +701,11 @@ class NewsStore:
                 "UPDATE news SET state = ?, done_at = ?, error = ? WHERE id = ?",
                 [(state, utc_now(), error, i) for i in ids],
             )
+            leased = self._leased - set(ids)  # muted straight from the claim
+            if leased != self._leased:
+                await self._write_lease(leased)
             await self._conn.commit()
+        self._leased = leased
 
     async def retry(self, ids: list[int], at: float, error: str, delivery: int | None) -> None:
         """Back to pending, due at `at`: the send never reached Discord. `delivery`: the DM's key,
@@ -700,7 +775,28 @@ class NewsStore:
             await self._conn.commit()
 
     async def aclose(self) -> None:
+        """Close, giving back what this store still holds claimed (news.db refused to give it back
+        earlier): no DM of it will be tried here. Refused again, its lease is dropped all the
+        same, and the next start gives it back."""
+        if self._leased:
+            try:
+                await self.give_back(sorted(self._leased))
+            except Exception as exc:
+                log.error("ticket news %s claimed and not given back at close: %s", sorted(self._leased), exc)
+                with contextlib.suppress(Exception):
+                    async with writing(self._conn, self._lock):
+                        await self._write_lease(set())
+                        await self._conn.commit()
         await self._conn.close()
+
+
+def _lease_of(value: str) -> tuple[list[int], float]:
+    """(news ids, until) of a lease row; one unreadable (written by hand) holds nothing."""
+    try:
+        lease = json.loads(value)
+        return [int(i) for i in lease["ids"]], float(lease["until"])
+    except (ValueError, TypeError, KeyError):
+        return [], 0.0
 
 
 T = TypeVar("T")
@@ -1076,6 +1172,13 @@ class TicketNews:
         await self._release_held()
         if self._owed_back:
             await self._give_back_owed(sorted(self._owed_back))
+        try:
+            # What a process killed while it held news claimed left (another, or this one's
+            # predecessor): back once its lease is over, without waiting for a start.
+            if gone := await self.store.give_back_untried(unleased=False):
+                log.warning("ticket news: %d piece(s) claimed by a process that is gone: to send", gone)
+        except Exception as exc:  # tried again next round; the due news goes out meanwhile
+            log.error("ticket news: news claimed by a process that is gone not given back: %s", exc)
         due = await self.store.due()
         by_user: dict[str, list[NewsItem]] = {}
         for item in due:
@@ -1214,8 +1317,8 @@ class TicketNews:
 
     async def _give_back_owed(self, ids: list[int]) -> None:
         """Claimed news no DM was tried for, pending again; kept owed when news.db refuses it (and
-        given back at the next start if this process stops first). A failure raised would end the
-        round for every player after this one."""
+        given back at the store's close, or by another process once its lease is over). A failure
+        raised would end the round for every player after this one."""
         try:
             await self.store.give_back(ids)
         except Exception as exc:
@@ -1252,8 +1355,8 @@ class TicketNews:
             try:
                 await _outlasting(asyncio.ensure_future(self.store.give_back(mine, state)))
             except Exception as exc:
-                # Left 'claimed', it is given back at the next start; left 'sending', it is lost,
-                # as a crash there would leave it.
+                # Left 'claimed', it is given back at the store's close or once its lease is over;
+                # left 'sending', it is lost, as a crash there would leave it.
                 log.error("ticket news claimed for a round cut short not given back: %s", exc)
 
     async def _prepare(self, user_id: str, items: list[NewsItem], prefs: Preferences) -> Delivery:

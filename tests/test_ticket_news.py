@@ -432,10 +432,10 @@ async def test_news_whose_dm_news_db_refuses_to_mark_tried_is_not_sent_until_it_
     assert [d.user_id for d in front.dms] == [BLAZE, NOVA]
 
 
-async def test_news_a_second_bot_starting_gives_back_is_sent_by_one_bot_alone(tmp_path: Path) -> None:
-    """A bot starting on the same storage gives back the news another, still running, claimed
-    and has not tried yet (it cannot tell it from news a stopped bot left claimed): it sends it,
-    and the first, finding its claim gone when it comes to try the DM, does not."""
+async def test_news_a_running_bot_claimed_is_not_given_back_by_a_second_starting(tmp_path: Path) -> None:
+    """A bot starting on the same storage (a deploy overlapping the running one, a `voxdesk ask`)
+    leaves alone the news the running bot claimed and has not tried yet: that bot sends it, in the
+    round it claimed it, and the second finds nothing to send."""
     db = tmp_path / "grievances.db"
     speaking, spoken = asyncio.Event(), asyncio.Event()
 
@@ -450,12 +450,86 @@ async def test_news_a_second_bot_starting_gives_back_is_sent_by_one_bot_alone(tm
         round_ = asyncio.create_task(p.news.run_once(first))
         await asyncio.wait_for(speaking.wait(), 30)
         async with news_over(tmp_path) as q:
-            assert await q.news.run_once(second) == 1
+            assert await q.news.run_once(second) == 0
         spoken.set()
-        assert await round_ == 0
-        assert await p.news.run_once(first) == 0
+        assert await round_ == 1
         assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
-    assert (len(first.dms), len(second.dms)) == (0, 1)
+    assert (len(first.dms), len(second.dms)) == (1, 0)
+
+
+async def test_news_claimed_by_a_store_on_the_same_file_is_given_back_only_once_its_lease_is_over(
+    tmp_path: Path,
+) -> None:
+    """Two stores on one news.db, as two processes: opening the second gives back none of the
+    first's claim; the claim of one gone without a word (killed) comes back once its lease is
+    over, and one whose store closed comes back at once."""
+    news_db = tmp_path / "news.db"
+    first = await NewsStore.open(news_db)
+    try:
+        assert await first.add(NOVA, "local:1", "GRV-1", "status", "resolved", "GRV-1 is resolved.")
+        assert await first.add(BLAZE, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
+        nova, blaze = (n.id for n in await first.due())
+        assert await first.claim([nova, blaze]) == [nova, blaze]
+        second = await NewsStore.open(news_db)
+        try:
+            assert await second.give_back_untried() == 0
+            assert await first.trying([nova]) is True  # still the first's, whose DM goes out
+            # The first is killed: its claim of Blaze's news, untried, waits out its lease.
+            later = time.time() + ticket_news.CLAIM_LEASE_SECONDS + 1
+            assert await second.give_back_untried(now=later, unleased=False) == 1
+        finally:
+            await second.aclose()
+        states = sql(news_db, "SELECT state FROM news ORDER BY id")
+        assert states == [("sending",), ("pending",)]
+        assert await first.claim([blaze]) == [blaze]
+    finally:
+        await first.aclose()
+    third = await NewsStore.open(news_db)  # the first closed with its claim untried
+    try:
+        assert sql(news_db, "SELECT state FROM news ORDER BY id") == [("sending",), ("pending",)]
+    finally:
+        await third.aclose()
+
+
+async def test_news_a_killed_bot_held_claimed_goes_out_from_a_running_one_once_its_lease_is_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bot killed with Nova's news claimed, its DM not tried: the bot still running on the
+    storage leaves it while the lease could be a live process's, and sends it once it is over,
+    with no restart."""
+    db = tmp_path / "grievances.db"
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        await p.news.find()
+        killed = await NewsStore.open(tmp_path / "news.db")
+        ids = [n.id for n in await killed.due()]
+        assert await killed.claim(ids) == ids
+        await killed._conn.close()  # killed: nothing given back
+        assert await p.news.run_once(front) == 0
+        over = real_time() + ticket_news.CLAIM_LEASE_SECONDS + 1
+        monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: over))
+        assert await p.news.run_once(front) == 1
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sent")]
+    assert len(front.dms) == 1
+
+
+async def test_news_claimed_by_a_voxdesk_that_keeps_no_lease_is_given_back_at_the_next_start(
+    tmp_path: Path,
+) -> None:
+    news_db = tmp_path / "news.db"
+    store = await NewsStore.open(news_db)
+    try:
+        assert await store.add(NOVA, "local:1", "GRV-1", "status", "resolved", "GRV-1 is resolved.")
+    finally:
+        await store.aclose()
+    sql(news_db, "UPDATE news SET state = 'claimed'")  # as an older voxdesk claims, naming no claimant
+    store = await NewsStore.open(news_db)
+    try:
+        assert sql(news_db, "SELECT state FROM news") == [("pending",)]
+    finally:
+        await store.aclose()
 
 
 async def test_a_dm_of_news_one_piece_of_which_was_given_back_is_tried_for_none(tmp_path: Path) -> None:
@@ -467,11 +541,16 @@ async def test_a_dm_of_news_one_piece_of_which_was_given_back_is_tried_for_none(
         assert await store.add(NOVA, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
         ids = [n.id for n in await store.due()]
         assert await store.claim(ids) == ids
-        assert await store.give_back_untried() == 2  # a second process starting
-        assert await store.claim(ids[:1]) == ids[:1]  # ... whose round claims one of them
-        assert await store.trying(ids) is False
-        states = sql(tmp_path / "news.db", "SELECT state FROM news ORDER BY id")
-        assert states == [("claimed",), ("pending",)]
+        later = time.time() + ticket_news.CLAIM_LEASE_SECONDS + 1
+        other = await NewsStore.open(tmp_path / "news.db")  # a second process, once the lease is over
+        try:
+            assert await other.give_back_untried(now=later, unleased=False) == 2
+            assert await other.claim(ids[:1]) == ids[:1]  # ... whose round claims one of them
+            assert await store.trying(ids) is False
+            states = sql(tmp_path / "news.db", "SELECT state FROM news ORDER BY id")
+            assert states == [("claimed",), ("pending",)]
+        finally:
+            await other.aclose()
     finally:
         await store.aclose()
 
