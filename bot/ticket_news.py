@@ -32,23 +32,23 @@ nothing. Once told, it is forgotten after a month, but for each player's newest 
 (`NewsStore.prune`), the one a change is compared with.
 
 Delivering (`TicketNews.deliver`) is at most once per piece of news: each player's due news is
-claimed on disk ('pending' -> 'claimed') before anything is sent, under a lease naming the
-claiming process (a `cursors` row, renewed at each claim and mark, CLAIM_LEASE_SECONDS), marked
-'sending' on disk just before its DM is tried (only a claim still this process's moves on: a
-process may have given it back meanwhile, its lease over), and marked after. A crash after that mark
-leaves it 'sending', and it is never sent again: a lost DM is preferred to a repeated one (the
-player can still ask `/grievance status`). News a stop or unreadable preferences took before its
-DM was tried goes back to 'pending' for later, as does a send that certainly never reached Discord
-(no connection). News left 'claimed' (news.db refusing to give it back) is sent later, since no
-DM was tried for it: given back at each later round of the same process, at its store's close,
-or, its process killed, by any process's round once its lease is over. A process starting on the
-same storage (a deploy overlapping the running bot, `voxdesk ask`) gives back at once only claims
-no lease holds (an older voxdesk's): a running bot's claim stays its own. A
-write news.db refuses for one player's news (how their DM went) ends that player's delivery
-alone: the round goes on to the others'. A player with `/notify off` gets nothing: their news is
-marked 'muted', not kept for later. A player
-whose DMs are closed is told so once, in the channel they last sent a voice note in, until a DM to
-them goes through again.
+claimed on disk ('pending' -> 'claimed') before anything is sent, under a lease naming the claiming
+process (a `cursors` row, renewed at each claim and mark, CLAIM_LEASE_SECONDS), marked 'sending' on
+disk just before its DM is tried (only a claim still this process's moves on: a process may have
+given it back meanwhile, its lease over), and marked after. A crash after that mark leaves it
+'sending', and it is never sent again: a lost DM is preferred to a repeated one (the player can
+still ask `/grievance status`). News a stop or unreadable preferences took before its DM was tried
+goes back to 'pending' for later, as does a send that certainly never reached Discord (no
+connection). News left 'claimed' (news.db refusing to give it back) is sent later, since no DM was
+tried for it: given back at each later round of the same process, at its store's close, or, its
+process killed, by any process's round once its lease is over. A process starting on the same
+storage (a deploy overlapping the running bot, `voxdesk ask`) gives back at once only claims no
+lease holds (an older voxdesk's): a running bot's claim stays its own. A write news.db refuses for
+one player's news (how their DM went), or any other fault in it, ends that player's delivery alone,
+logged as what failed while doing what (and, once the DM was tried, how Discord took it): the round
+goes on to the others'. A player with `/notify off` gets nothing: their news is marked 'muted', not
+kept for later. A player whose DMs are closed is told so once, in the channel they last sent a
+voice note in, until a DM to them goes through again.
 
 The sending itself is the front end's (`Messenger`: cogs/news.py for Discord); the speech for a
 spoken DM is made here, off the event loop, by the app's speaker.
@@ -67,6 +67,7 @@ import os
 import re
 import secrets
 import socket
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, fields
@@ -816,6 +817,15 @@ async def _outlasting(future: asyncio.Future[T]) -> T:
                 raise
 
 
+# What a delivery does once its DM was tried, by how the try went (`TicketNews._doing`).
+_RECORDING = {
+    Outcome.SENT: "recording its DM, which Discord took, as sent",
+    Outcome.DMS_CLOSED: "recording its DM, which Discord refused (DMs closed)",
+    Outcome.RETRY: "recording its DM, which never reached Discord, for a retry",
+    Outcome.FAILED: "recording its DM, which Discord refused or may have taken, as failed",
+}
+
+
 def quiet_for(retry_after: float | None) -> float:
     """Seconds the Jira poll waits after a failure: a 429's Retry-After, up to MAX_QUIET_SECONDS."""
     if retry_after is None:
@@ -869,6 +879,9 @@ class TicketNews:
         self._giving_back = Outage(log, "ticket news: claimed news is given back again", level=logging.ERROR)
         self._unmarked = Outage(log, "ticket news: DMs are marked tried again", level=logging.ERROR)
         self._round_writes = Outage(log, "ticket news: news.db writes go through again", level=logging.ERROR)
+        self._round_failures = Outage(log, "ticket news: DMs are delivered again", level=logging.ERROR)
+        # What a player's delivery was doing, for the log line of a failure that ends it.
+        self._doing = ""
         self._unmuted = Outage(log, "ticket news: news.db marks news muted again", level=logging.ERROR)
         # With news off: (time.monotonic(), the newest grievance event) at the last look (see
         # `housekeeping`).
@@ -1193,26 +1206,30 @@ class TicketNews:
                 # newer news added, the DM would be another, with a nonce of its own, telling the
                 # old news twice.
                 if tried := [i.next_try_at for i in items if i.next_try_at is not None]:
+                    self._doing = "reading the news of its DM tried before"
                     items = await self.store.tried_together(user_id, min(tried))
                 sent += await self._deliver_to(messenger, user_id, items)
             except Exception as exc:
-                # news.db refused a write for this player's news (how their DM went, most likely).
                 # News whose DM was tried stays 'sending', never sent again; the other players'
                 # news is apart from it, and goes out now rather than a round later.
-                self._round_writes.failed(
-                    type(exc).__name__,
-                    "ticket news for %s: %s; the round goes on",
-                    user_id,
-                    exc,
-                    exc_info=exc,
-                )
+                if isinstance(exc, sqlite3.Error):  # news.db refused (how their DM went, most likely)
+                    outage, said = self._round_writes, "ticket news for %s: news.db failed while %s: %s"
+                else:  # neither news.db nor Discord (`direct` answers for Discord): a fault here
+                    outage, said = (
+                        self._round_failures,
+                        "ticket news for %s failed while %s, not in news.db: %r",
+                    )
+                said += "; the round goes on"
+                outage.failed(type(exc).__name__, said, user_id, self._doing, exc, exc_info=exc)
             else:
                 self._round_writes.answered()
+                self._round_failures.answered()
         return sent
 
     async def _deliver_to(self, messenger: Messenger, user_id: str, items: list[NewsItem]) -> int:
         # Shielded: a stop landing on the claim's commit once it went through would leave the news
         # claimed, and never sent, with no DM ever tried.
+        self._doing = "claiming its news"
         claiming = asyncio.ensure_future(self.store.claim([i.id for i in items]))
         trying: asyncio.Future[bool] | None = None
         try:
@@ -1252,6 +1269,7 @@ class TicketNews:
                 metrics.TICKET_NEWS.labels("muted").inc()
                 log.info("ticket news for %s not sent: /notify is off (%d)", user_id, len(ids))
                 return 0
+            self._doing = "making its DM"
             delivery = await self._prepare(user_id, items, prefs)  # its speech takes seconds
             # Shielded, as the claim: a stop landing on its commit once through would leave the
             # news 'sending' with no DM tried, never sent.
@@ -1282,6 +1300,7 @@ class TicketNews:
         else:
             error = None
         metrics.TICKET_NEWS.labels(outcome.value).inc()
+        self._doing = _RECORDING[outcome]
         if outcome is Outcome.SENT:
             await self.store.finish(ids, "sent")
             await self.store.dms_open(user_id)
@@ -1291,6 +1310,7 @@ class TicketNews:
             return len(ids)
         if outcome is Outcome.DMS_CLOSED:
             await self.store.finish(ids, "dms_closed")
+            self._doing = "telling them in a channel that their DMs are closed"
             await self._tell_dms_closed(messenger, user_id)
             return 0
         unreachable = "not sent: Discord unreachable"

@@ -556,10 +556,16 @@ async def test_a_dm_of_news_one_piece_of_which_was_given_back_is_tried_for_none(
 
 
 @pytest.mark.parametrize(
-    ("outcome", "refused"), [(Outcome.SENT, "sent"), (Outcome.RETRY, "pending"), (Outcome.FAILED, "failed")]
+    ("outcome", "refused", "said"),
+    [
+        (Outcome.SENT, "sent", "which Discord took, as sent"),
+        (Outcome.RETRY, "pending", "which never reached Discord, for a retry"),
+        (Outcome.FAILED, "failed", "which Discord refused or may have taken, as failed"),
+        (Outcome.DMS_CLOSED, "dms_closed", "which Discord refused (DMs closed)"),
+    ],
 )
 async def test_news_db_refusing_what_became_of_one_dm_ends_no_round_and_sends_nothing_twice(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture, outcome: Outcome, refused: str
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, outcome: Outcome, refused: str, said: str
 ) -> None:
     """Nova's DM is tried, and news.db refuses to record how it went: the round goes on to
     Blaze's news, and Nova's, maybe sent, is never sent again (left 'sending', as a crash there
@@ -577,12 +583,40 @@ async def test_news_db_refusing_what_became_of_one_dm_ends_no_round_and_sends_no
         )
         assert await p.news.run_once(front) == 1
         assert [d.user_id for d in front.dms] == [NOVA, BLAZE]
-        assert "database or disk is full" in caplog.text
+        # What failed, after what Discord did: the DM is not to be looked for in Discord's errors.
+        assert f"news.db failed while recording its DM, {said}: database or disk is full" in caplog.text
         sql(news_db, "DROP TRIGGER refused")
         sql(news_db, "UPDATE news SET next_try_at = 0 WHERE next_try_at IS NOT NULL")
         assert await p.news.run_once(front) == 0
         assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "sending")]
     assert [d.user_id for d in front.dms] == [NOVA, BLAZE]
+
+
+async def test_a_fault_in_one_players_delivery_is_not_told_as_news_db_refusing_and_ends_no_round(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Making Nova's DM fails, not news.db nor Discord: the log says so, and Blaze's goes out."""
+    db = tmp_path / "grievances.db"
+    real = ticket_news.message_for
+
+    def message_for(items: list[Any]) -> tuple[str, str]:
+        if items[0].user_id == NOVA:
+            raise KeyError("sentence")
+        return real(items)
+
+    monkeypatch.setattr(ticket_news, "message_for", message_for)
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        await p.local.register(BLAZE, "wallet", "lost my skins")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        assert await p.news.run_once(front) == 1
+    assert [d.user_id for d in front.dms] == [BLAZE]
+    failed = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert failed == [
+        f"ticket news for {NOVA} failed while making its DM, not in news.db: KeyError('sentence');"
+        " the round goes on"
+    ]
 
 
 async def test_news_db_refusing_to_mute_news_ends_no_round_and_mutes_it_later(tmp_path: Path) -> None:
