@@ -668,6 +668,9 @@ class NewsStore:
         process holding it, still running, is about to try its DM. Expired leases are dropped."""
         now = time.time() if now is None else now
         async with writing(self._conn, self._lock):
+            # The leases read and the claims given back are one transaction: a claim another
+            # process commits in between, its lease not read, would be given back as no one's.
+            await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
             live: set[int] = set()
             dead: set[int] = set()
             rows = await self._conn.execute_fetchall(

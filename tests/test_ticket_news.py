@@ -491,6 +491,33 @@ async def test_news_claimed_by_a_store_on_the_same_file_is_given_back_only_once_
         await third.aclose()
 
 
+async def test_news_claimed_while_a_start_reads_the_leases_is_not_given_back(tmp_path: Path) -> None:
+    """A process claims news while another, starting, looks at which claims are leased: the claim
+    waits for that look to end, rather than land between it and the giving back."""
+    news_db = tmp_path / "news.db"
+    starting, running = await NewsStore.open(news_db), await NewsStore.open(news_db)
+    try:
+        assert await running.add(NOVA, "local:1", "GRV-1", "status", "resolved", "GRV-1 is resolved.")
+        ids = [n.id for n in await running.due()]
+        real_read = starting._conn.execute_fetchall
+        claimed: list[asyncio.Task[list[int]]] = []
+
+        async def read(*args: Any, **kwargs: Any) -> Any:
+            rows = await real_read(*args, **kwargs)
+            claimed.append(asyncio.create_task(running.claim(ids)))
+            await asyncio.wait(claimed, timeout=2)  # through, unless the look holds news.db
+            return rows
+
+        starting._conn.execute_fetchall = read  # type: ignore[method-assign]
+        assert await starting.give_back_untried() == 0
+        starting._conn.execute_fetchall = real_read  # type: ignore[method-assign]
+        assert await claimed[0] == ids
+        assert await running.trying(ids) is True
+    finally:
+        await starting.aclose()
+        await running.aclose()
+
+
 async def test_news_a_killed_bot_held_claimed_goes_out_from_a_running_one_once_its_lease_is_over(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
