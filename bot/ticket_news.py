@@ -1292,7 +1292,9 @@ class TicketNews:
             if not tried:
                 await self._give_back_owed(ids)
                 return 0
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, Exception):
+            # A stop, or a fault making the DM: no DM tried, so the news goes out later rather
+            # than stay claimed under this process's lease for as long as it runs.
             await self._give_back(claiming, trying)
             raise
         try:
@@ -1360,9 +1362,9 @@ class TicketNews:
     async def _give_back(
         self, claiming: asyncio.Future[list[int]], trying: asyncio.Future[bool] | None = None
     ) -> None:
-        """A stop before the DM was tried: what the claim took goes back to pending, for the next
-        round or the next start (at most once is about DMs that may have gone out), also when
-        `trying` marked it 'sending' first. Waited for through a second cancel, which the caller
+        """A stop (or a fault) before the DM was tried: what the claim took goes back to pending,
+        for the next round or the next start (at most once is about DMs that may have gone out),
+        also when `trying` marked it 'sending' first. Waited for through a second cancel, which the caller
         raises with the first: a claim, a mark or a giving back cut loose would leave the news
         claimed or 'sending' once the store closes."""
         try:

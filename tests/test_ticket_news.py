@@ -622,7 +622,8 @@ async def test_news_db_refusing_what_became_of_one_dm_ends_no_round_and_sends_no
 async def test_a_fault_in_one_players_delivery_is_not_told_as_news_db_refusing_and_ends_no_round(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Making Nova's DM fails, not news.db nor Discord: the log says so, and Blaze's goes out."""
+    """Making Nova's DM fails, not news.db nor Discord: the log says so, her news, no DM of it
+    tried, is given back, and Blaze's goes out."""
     db = tmp_path / "grievances.db"
     real = ticket_news.message_for
 
@@ -638,6 +639,8 @@ async def test_a_fault_in_one_players_delivery_is_not_told_as_news_db_refusing_a
         await p.local.register(BLAZE, "wallet", "lost my skins")
         sql(db, "UPDATE grievances SET status = 'resolved'")
         assert await p.news.run_once(front) == 1
+        # No DM of Nova's was tried: hers is pending again, not claimed for as long as this runs.
+        assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "pending")]
     assert [d.user_id for d in front.dms] == [BLAZE]
     failed = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     assert failed == [
