@@ -882,6 +882,11 @@ class TicketNews:
         self._giving_back = Outage(log, "ticket news: claimed news is given back again", level=logging.ERROR)
         self._unmarked = Outage(log, "ticket news: DMs are marked tried again", level=logging.ERROR)
         self._round_writes = Outage(log, "ticket news: news.db writes go through again", level=logging.ERROR)
+        self._reclaiming = Outage(
+            log,
+            "ticket news: news claimed by processes that are gone is given back again",
+            level=logging.ERROR,
+        )
         self._round_failures = Outage(log, "ticket news: DMs are delivered again", level=logging.ERROR)
         # What a player's delivery was doing, for the log line of a failure that ends it.
         self._doing = ""
@@ -1194,7 +1199,10 @@ class TicketNews:
             if gone := await self.store.give_back_untried(unleased=False):
                 log.warning("ticket news: %d piece(s) claimed by a process that is gone: to send", gone)
         except Exception as exc:  # tried again next round; the due news goes out meanwhile
-            log.error("ticket news: news claimed by a process that is gone not given back: %s", exc)
+            said = "ticket news: news claimed by a process that is gone not given back: %s"
+            self._reclaiming.failed(type(exc).__name__, said, exc)
+        else:
+            self._reclaiming.answered()
         due = await self.store.due()
         by_user: dict[str, list[NewsItem]] = {}
         for item in due:

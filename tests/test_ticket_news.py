@@ -542,6 +542,39 @@ async def test_news_a_killed_bot_held_claimed_goes_out_from_a_running_one_once_i
     assert len(front.dms) == 1
 
 
+async def test_news_db_refusing_to_give_back_a_killed_bots_claim_is_said_once_and_sent_later(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    db, news_db = tmp_path / "grievances.db", tmp_path / "news.db"
+    front = Recorder()
+    caplog.set_level(logging.INFO, logger="bot.ticket_news")
+    async with news_over(tmp_path) as p:
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        await p.news.find()
+        killed = await NewsStore.open(news_db)
+        ids = [n.id for n in await killed.due()]
+        assert await killed.claim(ids) == ids
+        await killed._conn.close()  # killed: nothing given back
+        sql(
+            news_db,
+            "CREATE TRIGGER refused BEFORE UPDATE OF state ON news WHEN OLD.state = 'claimed'"
+            " BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END",
+        )
+        over = real_time() + ticket_news.CLAIM_LEASE_SECONDS + 1
+        monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: over))
+        assert await p.news.run_once(front) == 0
+        assert await p.news.run_once(front) == 0  # a round a minute: said once, not each time
+        said = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+        assert said == [
+            "ticket news: news claimed by a process that is gone not given back: database or disk is full"
+        ]
+        sql(news_db, "DROP TRIGGER refused")
+        assert await p.news.run_once(front) == 1
+        assert "claimed by processes that are gone is given back again" in caplog.text
+    assert len(front.dms) == 1
+
+
 async def test_news_claimed_by_a_voxdesk_that_keeps_no_lease_is_given_back_at_the_next_start(
     tmp_path: Path,
 ) -> None:
