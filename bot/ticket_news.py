@@ -111,10 +111,12 @@ KEEP_TOLD_SECONDS = 30 * 24 * 3600.0
 KEEP_CHANNEL_SECONDS = 90 * 24 * 3600.0
 PRUNE_EVERY_SECONDS = 3600.0
 # How long a process's claim is its own after its last claim or mark (the lease in `cursors`, see
-# NewsStore.claim): well past the seconds between a claim and its DM's try (preferences, speech).
-# A process killed with news claimed leaves it for this long; one that closes its store gives
-# its claims back there and then.
-CLAIM_LEASE_SECONDS = 15 * 60.0
+# NewsStore.claim): well past the seconds between one mark and the next (preferences, speech, a
+# Discord rate limit waited out up to rate_limit_seconds). A lease that lapses under a live
+# process costs a DM made for nothing, never a second one ('trying' takes only 'claimed'). A
+# process killed with news claimed leaves it for this long; one that closes its store gives its
+# claims back there and then.
+CLAIM_LEASE_SECONDS = 180.0
 # `cursors` rows naming the news each process holds claimed: one per process, `<prefix><claimant>`.
 LEASE_PREFIX = "claims:"
 SNIPPET_CHARS = 60
