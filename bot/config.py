@@ -385,6 +385,9 @@ class Settings:
     web: WebSettings = field(default_factory=WebSettings)
     secrets: Secrets = field(default_factory=Secrets)
     source: str = "defaults"  # which file the settings came from, for log lines
+    # "set in <file>" or "set by VOXDESK_<SECTION>_<KEY> (the environment or .env)" by each setting
+    # given ("agent.system_prompt_file"): a value refused when used, not when read, names it too.
+    origins: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def storage_dir(self) -> Path:
@@ -434,18 +437,30 @@ class Settings:
     def system_prompt_path(self) -> Path:
         return Path(self.agent.system_prompt_file) if self.agent.system_prompt_file else paths.SYSTEM_PROMPT
 
+    def where_set(self, key: str) -> str:
+        """ "; set in <file>" (or by which variable) for a setting such as "agent.system_prompt_file"
+        that was given, to end a refusal with; "" for one left at its default."""
+        where = self.origins.get(key)
+        return f"; {where}" if where else ""
+
     def replace(self, **sections: typing.Any) -> Settings:
         """A copy with some settings changed: `settings.replace(agent={"engine": "openai"})`."""
         changed = {
             name: dataclasses.replace(getattr(self, name), **values) for name, values in sections.items()
         }
-        return dataclasses.replace(self, **changed)
+        # A value changed here was set by no file or variable.
+        kept = {
+            key: where
+            for key, where in self.origins.items()
+            if key.partition(".")[2] not in sections.get(key.partition(".")[0], {})
+        }
+        return dataclasses.replace(self, **changed, origins=kept)
 
 
 SECTIONS: dict[str, type] = {
     f.name: typing.get_type_hints(Settings)[f.name]
     for f in dataclasses.fields(Settings)
-    if f.name not in ("secrets", "source")
+    if f.name not in ("secrets", "source", "origins")
 }
 
 # The voices of OpenAI's audio models; any other name makes every request a 400.
@@ -564,7 +579,7 @@ def load_settings(
             built[section] = dataclasses.replace(
                 built[section], **{key: _local_path(f"{section}.{key}", getattr(built[section], key))}
             )
-        settings = Settings(**built, secrets=secrets, source=source)
+        settings = Settings(**built, secrets=secrets, source=source, origins=origins)
         logs.mask_secrets(_values_to_mask(settings, environ))
         _check_storage_place(settings)
         _check_ranges(settings)

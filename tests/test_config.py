@@ -879,3 +879,38 @@ def test_the_readme_names_every_secret_and_only_variables_voxdesk_reads() -> Non
     # trial docs/offline-engine.md says was not kept.
     not_read = {"VOXDESK_SERVICE_HOST", "VOXDESK_SCREENSHOTS", "VOXDESK_OFFLINE_DENOISE"}
     assert mentioned - settings - set(Secrets.ENV.values()) - {"VOXDESK_CONFIG"} == not_read
+
+
+@pytest.mark.parametrize("kind", ["missing", "folder"])
+def test_a_system_prompt_file_not_found_names_the_setting_and_where_it_was_set(
+    tmp_path: Path, kind: str
+) -> None:
+    # `run`, `ask` and `check` said "<path>: no such file" alone: the operator was left to find
+    # which setting named it, and in which of the config files and VOXDESK_* variables.
+    from bot.engines.openai import read_system_prompt
+
+    prompt = tmp_path / "prompts" / "support.md"
+    if kind == "folder":
+        prompt.mkdir(parents=True)
+    what = "is a folder" if kind == "folder" else "does not exist"
+    said = (
+        f"agent.system_prompt_file = {prompt} {what}: name the prompt's file, or leave it empty"
+        " for the prompt voxdesk ships"
+    )
+    path = write(tmp_path, f"[agent]\nsystem_prompt_file = '{prompt}'\n")
+    with pytest.raises(ConfigError) as caught:
+        read_system_prompt(load_settings(path, environ={}))
+    assert str(caught.value) == f"{said}; set in {path}"
+    var = "VOXDESK_AGENT_SYSTEM_PROMPT_FILE"
+    with pytest.raises(ConfigError) as caught:
+        read_system_prompt(load_settings(write(tmp_path, ""), environ={var: str(prompt)}))
+    assert str(caught.value) == f"{said}; set by {var} (the environment or .env)"
+
+
+def test_a_setting_changed_in_code_is_not_said_to_be_set_by_a_file(tmp_path: Path) -> None:
+    path = write(tmp_path, "[agent]\nsystem_prompt_file = 'a.md'\nmax_tool_rounds = 2\n")
+    settings = load_settings(path, environ={})
+    assert settings.where_set("agent.system_prompt_file") == f"; set in {path}"
+    changed = settings.replace(agent={"system_prompt_file": "b.md"})
+    assert changed.where_set("agent.system_prompt_file") == ""
+    assert changed.where_set("agent.max_tool_rounds") == f"; set in {path}"

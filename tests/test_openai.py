@@ -2147,6 +2147,7 @@ async def test_a_system_prompt_file_not_in_utf8_is_one_line_naming_the_setting(
             await create_openai_engine(settings, verify=False)
         assert str(caught.value) == (
             f"agent.system_prompt_file = {prompt} is not UTF-8 text: save it as UTF-8"
+            "; set by VOXDESK_AGENT_SYSTEM_PROMPT_FILE (the environment or .env)"
         )
         return
     engine = await create_openai_engine(settings, verify=False)

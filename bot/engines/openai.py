@@ -1346,7 +1346,20 @@ def read_system_prompt(settings: Settings) -> str:
         return path.read_bytes().decode("utf-8-sig").strip()
     except UnicodeDecodeError:
         # Notepad's "ANSI" or PowerShell 5's UTF-16: a traceback naming no file, otherwise.
-        raise ConfigError(f"agent.system_prompt_file = {path} is not UTF-8 text: save it as UTF-8") from None
+        raise ConfigError(
+            f"agent.system_prompt_file = {path} is not UTF-8 text: save it as UTF-8"
+            + settings.where_set("agent.system_prompt_file")
+        ) from None
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError) as exc:
+        # Said as "<path>: no such file" alone, the operator was left to find which setting, in
+        # which file or variable, named it.
+        if not settings.agent.system_prompt_file:
+            raise
+        what = "is a folder" if isinstance(exc, IsADirectoryError) else "does not exist"
+        raise ConfigError(
+            f"agent.system_prompt_file = {path} {what}: name the prompt's file, or leave it empty"
+            f" for the prompt voxdesk ships{settings.where_set('agent.system_prompt_file')}"
+        ) from None
 
 
 async def create_openai_engine(
