@@ -2,8 +2,8 @@
 
 Every setting can be overridden with `VOXDESK_<SECTION>_<KEY>`; secrets can only come from the
 environment, so a config file can be committed and shared without leaking anything. Other
-`VOXDESK_*` names (a typo, Kubernetes' service links for a Service named voxdesk) are logged and
-ignored: a pod cannot choose which of those it is given.
+`VOXDESK_*` names (a typo, Kubernetes' service links for a Service named voxdesk) and `voxdesk_*`
+in lower case are logged and ignored: a pod cannot choose which of those it is given.
 """
 
 from __future__ import annotations
@@ -543,6 +543,11 @@ def load_settings(
         origins.update({f"{name}.{key}": f"set in {source}" for key in values})
     links: list[str] = []
     for key, text in environ.items():
+        if not key.startswith(ENV_PREFIX) and key.upper().startswith(ENV_PREFIX):
+            # Names are case-sensitive here (not on Windows, whose environment reads any case):
+            # voxdesk_agent_engine=openai in a unit or .env was ignored with no word.
+            log.warning("%s is not read: variable names are upper case%s", key, _upper_case_name(key))
+            continue
         if not key.startswith(ENV_PREFIX) or key in _ENV_NOT_SETTINGS:
             continue
         setting = _env_setting(key)
@@ -1070,6 +1075,7 @@ class _NamingDotenv(logging.Filter):
 def _load_dotenv() -> None:
     try:
         from dotenv import dotenv_values
+        from dotenv.parser import parse_stream
     except ImportError:  # optional: plain environment variables still work
         return
     try:
@@ -1090,6 +1096,7 @@ def _load_dotenv() -> None:
         values = dotenv_values(stream=io.StringIO(text), interpolate=False)
     finally:
         logging.getLogger("dotenv.main").removeFilter(naming)
+    _warn_of_repeated_names(parse_stream(io.StringIO(text)))
     for var, value in values.items():
         if value is None:
             continue
@@ -1148,6 +1155,27 @@ def _load_dotenv() -> None:
                 )
 
 
+def _warn_of_repeated_names(bindings: typing.Iterable[typing.Any]) -> None:
+    """A name set on two lines of .env is said, by its lines (never its values): the last is
+    read, and the operator who changed the first saw no change."""
+    earlier: dict[str, int] = {}
+    for binding in bindings:
+        name, line = binding.key, binding.original.line
+        # A "name" that is no variable's may be a secret pasted on its own line: said elsewhere.
+        if binding.error or name is None or not _VARIABLE_NAME.fullmatch(name):
+            continue
+        if name in earlier:
+            log.warning(
+                "%s: %s is set on line %d and again on line %d: line %d's is read",
+                DOTENV.resolve(),
+                name,
+                earlier[name],
+                line,
+                line,
+            )
+        earlier[name] = line
+
+
 def _read_toml(path: Path) -> dict[str, typing.Any]:
     try:
         # Notepad and PowerShell's `Out-File -Encoding utf8` begin a file with a byte-order mark,
@@ -1189,6 +1217,16 @@ def _is_service_link(key: str, value: str) -> bool:
     if _SERVICE_LINK_NAME.search(key):
         return True
     return key.endswith("_PORT") and bool(_SERVICE_LINK_ADDRESS.match(value.strip()))
+
+
+def _upper_case_name(key: str) -> str:
+    """': set VOXDESK_X_Y (x.y)' for a name whose upper case voxdesk reads, else ''."""
+    upper = key.upper()
+    if setting := _env_setting(upper):
+        return f": set {upper} ({'.'.join(setting)})"
+    if upper in _ENV_NOT_SETTINGS:
+        return f": set {upper}"
+    return ""
 
 
 def _known_keys(section: str) -> set[str]:

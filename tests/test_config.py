@@ -914,3 +914,46 @@ def test_a_setting_changed_in_code_is_not_said_to_be_set_by_a_file(tmp_path: Pat
     changed = settings.replace(agent={"system_prompt_file": "b.md"})
     assert changed.where_set("agent.system_prompt_file") == ""
     assert changed.where_set("agent.max_tool_rounds") == f"; set in {path}"
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("voxdesk_agent_engine", ": set VOXDESK_AGENT_ENGINE (agent.engine)"),
+        ("Voxdesk_Openai_Model", ": set VOXDESK_OPENAI_MODEL (openai.model)"),
+        ("voxdesk_sql_connection_string", ": set VOXDESK_SQL_CONNECTION_STRING"),
+        ("voxdesk_config", ": set VOXDESK_CONFIG"),
+        ("voxdesk_nothing", ""),
+    ],
+)
+def test_a_lower_case_voxdesk_variable_is_a_warning_naming_it_not_its_value(
+    caplog: pytest.LogCaptureFixture, name: str, hint: str
+) -> None:
+    # Names are case-sensitive: voxdesk_agent_engine=openai in a unit or .env was not read, and
+    # the bot answered offline with no word of it.
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    settings = load_settings(REPO / "config.toml", environ={name: "openai-s3cret"})
+    assert settings.agent.engine == "offline"
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said == f"{name} is not read: variable names are upper case{hint}"
+    assert "s3cret" not in caplog.text
+
+
+def test_a_name_set_twice_in_dotenv_is_a_warning_naming_its_lines_not_its_values(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The later line is read: an operator who renewed the token on the first saw nothing change.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DISCORD_TOKEN", "")  # recorded, so the test's end removes what .env sets
+    monkeypatch.delenv("DISCORD_TOKEN")
+    (tmp_path / ".env").write_text(
+        "DISCORD_TOKEN=MTIz.new-token.first\n# the old one\nexport DISCORD_TOKEN=MTIz.old-token.second\n"
+    )
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    settings = load_settings()
+    assert settings.secrets.discord_token == "MTIz.old-token.second"
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said == (
+        f"{tmp_path / '.env'}: DISCORD_TOKEN is set on line 1 and again on line 3: line 3's is read"
+    )
+    assert "token" not in caplog.text.replace("DISCORD_TOKEN", "")
