@@ -64,6 +64,8 @@ class _HoldsAddresses:
             value = getattr(self, f.name)
             if f.name in addresses and isinstance(value, str):
                 value = _URL_PASSWORD.sub(r"\1***@", value)
+                for secret in query_secrets(value):
+                    value = value.replace(secret, "***")
             shown.append(f"{f.name}={value!r}")
         return f"{type(self).__qualname__}({', '.join(shown)})"
 
@@ -952,7 +954,32 @@ def _values_to_mask(settings: Settings, environ: typing.Mapping[str, str]) -> li
             with contextlib.suppress(ValueError):
                 password = urllib.parse.urlsplit(address).password or ""
                 values += [password, urllib.parse.unquote(password)]
+        if isinstance(address, str) and "?" in address:
+            values += query_secrets(address)
     return values
+
+
+# Query parameters that carry a credential, named as gateways and services name them: a key
+# (?key=, ?api-key=, API Management's ?subscription-key=), a token, a password, an Azure SAS
+# signature (sig), an Azure Functions key (code). Compared with "-" and "_" left out.
+_SECRET_QUERY_NAME = re.compile(r"key|token|secret|pass|pwd|auth|credential|signature|^sig$|^code$")
+
+
+def query_secrets(address: str) -> list[str]:
+    """The values of an address's query parameters that carry a credential, as written and
+    decoded: a library's error quoting the request's address (aiohttp's, an SDK's) prints them.
+    Others (api-version and the like) are not masked, or every line naming one would lose it."""
+    try:
+        query = urllib.parse.urlsplit(address.strip()).query
+    except ValueError:
+        return []
+    found = []
+    for pair in re.split(r"[&;]", query):
+        name, equals, value = pair.partition("=")
+        plain = urllib.parse.unquote_plus(name).lower().replace("-", "").replace("_", "").strip()
+        if equals and value and _SECRET_QUERY_NAME.search(plain):
+            found += [value, urllib.parse.unquote_plus(value)]
+    return found
 
 
 # Secrets the clients voxdesk builds read from the environment themselves, besides its own: the

@@ -593,10 +593,18 @@ def test_a_password_in_a_service_address_is_not_in_the_settings_repr(tmp_path: P
         "VOXDESK_SEARCH_ENDPOINT": "https://admin:search-pass-5678@search.example",
         "VOXDESK_JIRA_URL": "http://me%40x.y:jira-pass-9012@localhost:8080",
         "VOXDESK_DISCORD_API_BASE": "http://bot:discord-pass-3456@127.0.0.1:9/api/v10",
+        "VOXDESK_DISCORD_GATEWAY_URL": "wss://gw.example/?v=10&api-key=gateway-key-7890",
     }
     settings = load_settings(write(tmp_path, ""), environ=env)
     shown = repr(settings)
-    for secret in ("pw-in-url-1234", "search-pass-5678", "jira-pass-9012", "discord-pass-3456"):
+    assert "wss://gw.example/?v=10&api-key=***" in shown
+    for secret in (
+        "pw-in-url-1234",
+        "search-pass-5678",
+        "jira-pass-9012",
+        "discord-pass-3456",
+        "gateway-key-7890",
+    ):
         assert secret not in shown and secret not in repr(settings.openai) + repr(settings.jira)
     assert "https://gateway:***@llm.example/v1" in shown and "model='gpt-audio-1.5'" in shown
     assert settings.openai.base_url == env["VOXDESK_OPENAI_BASE_URL"]

@@ -145,6 +145,24 @@ def test_settings_mask_what_the_clients_read_from_the_environment_themselves(roo
     assert root_log.getvalue() == f"WARNING openai._base_client {' '.join([MASK] * 4)} X-Gateway-Key\n"
 
 
+def test_settings_mask_a_credential_in_an_addresss_query_string(root_log, tmp_path) -> None:
+    # A gateway keyed by its query string (API Management's ?subscription-key=, a proxy's ?key=):
+    # the address's user:password@ was masked, its query's key was not, and a library's error
+    # quoting the request's address (aiohttp's ClientResponseError) printed it.
+    make_settings(
+        tmp_path,
+        VOXDESK_OPENAI_BASE_URL="https://gw.example/v1?api-version=2025-01-01&api-key=gw-key-0123%2B",
+        VOXDESK_SEARCH_ENDPOINT="https://search.example/?Subscription-Key=sub-key-4567",
+        VOXDESK_JIRA_URL="https://jira.example?password=jira-pass-89ab;code=func-code-cdef",
+        HTTPS_PROXY="http://proxy.example:3128/?token=proxy-token-0123",
+    )
+    said = (
+        "gw-key-0123%2B gw-key-0123+ sub-key-4567 jira-pass-89ab func-code-cdef proxy-token-0123 2025-01-01"
+    )
+    logging.getLogger("aiohttp.client").warning(said)
+    assert root_log.getvalue() == f"WARNING aiohttp.client {' '.join([MASK] * 6)} 2025-01-01\n"
+
+
 def _log_a_secret_in_worker() -> None:
     logging.getLogger("bot.hearing_test").warning("a worker saw %s", KEY)
 
