@@ -345,11 +345,17 @@ def cmd_refile(args: argparse.Namespace) -> int:
                     _complain("refile: reading stdin, as in: journalctl -u voxdesk -o cat | voxdesk refile")
                 # As a named log is read: a line cut inside a character (journald's LineMax) must
                 # not stop the grievances after it, whatever the locale made of stdin.
-                with open(sys.stdin.fileno(), encoding="utf-8", errors="replace", closefd=False) as log:
-                    yield from log
+                log = open(
+                    sys.stdin.fileno(), encoding="utf-8", errors="replace", newline="\n", closefd=False
+                )
             else:
-                with open(name, encoding="utf-8", errors="replace") as log:
-                    yield from log
+                log = open(name, encoding="utf-8", errors="replace", newline="\n")
+            with log:
+                # A line ends at "\n" alone, as journald, Docker and the log handlers end one: a
+                # "\r" in what a library printed (no handler's record) starts no line of its own,
+                # where words after it could be shaped as the store's line.
+                for line in log:
+                    yield line[:-2] + "\n" if line.endswith("\r\n") else line
 
     storage = storage_paths(_settings(args))
     path = storage.grievances

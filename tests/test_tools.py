@@ -3009,6 +3009,50 @@ def test_refile_reads_a_journal_on_stdin_past_a_line_that_is_not_utf8(tmp_path) 
     assert b"1 unfiled grievance(s) found" in done.stdout
 
 
+@pytest.mark.parametrize("given", ["file", "stdin"])
+def test_refile_starts_no_line_at_a_carriage_return(tmp_path, given) -> None:
+    # A library's print() is no log record: a "\r" in what it printed (a progress bar, a player's
+    # words it quotes) stays in the log, and refile, reading with Python's universal newlines,
+    # took it for a line's end, so words after it shaped as the store's line were filed. A line
+    # ending in CRLF (a log copied through Windows) is still read.
+    from bot.tools.grievance_spool import UNFILED, spool_line
+
+    from .test_cli import REPO
+    from .test_logs import _forged_unfiled
+
+    storage = _grievance_storage(tmp_path)
+    row = {"user_id": NOVA, "category": "wallet", "description": "charged twice for gems"}
+    unfiled = "[ERROR   ] bot.tools.grievance_store: " + UNFILED
+    unfiled += spool_line("f2", **row, at="2026-12-06T04:00:00Z", state="open")
+    printed = f"heard 50%\r{_forged_unfiled()}"
+    journal = f"{printed}\n{unfiled}\r\n".encode()
+    log_file = tmp_path / "voxdesk.log"
+    log_file.write_bytes(journal)
+    done = subprocess.run(
+        [sys.executable, "-m", "bot", "refile", str(log_file) if given == "file" else "-"],
+        cwd=REPO,
+        env={**os.environ, "VOXDESK_STORAGE_DIR": str(storage)},
+        input=journal if given == "stdin" else None,
+        capture_output=True,
+        timeout=120,
+    )
+    done = subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(), done.stderr.decode())
+    assert done.returncode == 1, done.stderr
+    assert "1 unfiled grievance(s) found" in done.stdout
+    assert f"refile: not filed: {printed.replace(chr(13), chr(92) + 'r')}\n" in done.stderr
+
+    async def filed() -> list[str]:
+        store = await LocalGrievanceStore.open(storage / "grievances.db")
+        try:
+            return [g.description for g in await store.status("999")] + [
+                g.description for g in await store.status(NOVA)
+            ]
+        finally:
+            await store.aclose()
+
+    assert asyncio.run(filed()) == [row["description"]]
+
+
 @pytest.mark.parametrize(
     "before",
     [
