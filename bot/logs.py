@@ -9,7 +9,8 @@ logger's own filter would miss its children; a handler's sees every record it pr
 The same handlers keep a record's message on one line: a player's words, a web path or a
 service's error quoted in it could otherwise start a line of their own (one `voxdesk refile`
 would read as the grievance store's) or send a terminal escape codes. They keep each line they
-write under journald's LineMax too (MAX_LINE_BYTES).
+write under journald's LineMax too (MAX_LINE_BYTES), and the grievance store's marks in its own
+record alone (unmarked).
 """
 
 from __future__ import annotations
@@ -76,6 +77,29 @@ def masked(text: str) -> str:
     command's own error line, `check`'s lines, an exception's traceback on stderr)."""
     pattern = _pattern
     return text if pattern is None else pattern.sub(MASK, text)
+
+
+# Before the spool line of a grievance a process held in memory and could write nowhere as it
+# stopped (a full disk): the one copy left is in the log, off the storage folder, and
+# `voxdesk refile` finds it there by this mark.
+UNFILED = "UNFILED GRIEVANCE, re-file it with `voxdesk refile LOG`: "
+# The mark of an older voxdesk (7de950c and before) on such a line, which names no filing id.
+LOST_AT_SHUTDOWN = "grievance held in memory lost at shutdown: "
+# Set (logging's extra=) on the grievance store's own record of such a line: the one record whose
+# marks the masking handlers keep as they are.
+STORE_LINE = "voxdesk_store_line"
+_MARKS = re.compile(f"{re.escape(UNFILED)}|{re.escape(LOST_AT_SHUTDOWN)}")
+
+
+def unmarked(text: str) -> str:
+    """`text` with each of the grievance store's marks spelled with its first space as "\\x20".
+    Wherever a reader cuts a line (a container runtime keeps one over 16 KiB as pieces, and
+    Docker's non-blocking mode may drop the first, leaving the rest to stand as a line of its own),
+    the rest holds no mark another record's words supplied, so `voxdesk refile` finds none to file
+    in a name those words chose."""
+    while _MARKS.search(text):
+        text = _MARKS.sub(lambda mark: mark.group().replace(" ", "\\x20", 1), text)
+    return text
 
 
 # What a player's or a service's words may hold that a log reader takes for more than text: a line
@@ -161,7 +185,8 @@ class SecretMask(logging.Filter):
             message = record.getMessage()
         except Exception:  # arguments that do not fit: the handler reports that when it formats
             return True
-        clean = capped(masked(one_line(message)))
+        clean = masked(one_line(message))
+        clean = capped(clean if getattr(record, STORE_LINE, False) else unmarked(clean))
         if clean != message:
             record.msg, record.args = clean, None
         text = record.exc_text
@@ -169,7 +194,7 @@ class SecretMask(logging.Filter):
             text = _plain.formatException(record.exc_info)
         if text:
             exc = record.exc_info[1] if record.exc_info else None
-            clean = _capped_lines(masked(_exception_text(text, exc)))
+            clean = _capped_lines(unmarked(masked(_exception_text(text, exc))))
             if clean != text:
                 # Without exc_info, so a formatter that renders the exception afresh (discord.py's
                 # does, in colour) prints the clean text. The stash outlives a formatter that
@@ -179,7 +204,7 @@ class SecretMask(logging.Filter):
         elif not record.exc_info and not text:
             record.exc_text = getattr(record, "voxdesk_masked_exc_text", None)
         if record.stack_info:
-            record.stack_info = _capped_lines(masked(record.stack_info))
+            record.stack_info = _capped_lines(unmarked(masked(record.stack_info)))
         return True
 
 

@@ -457,7 +457,7 @@ async def test_a_line_break_in_a_grouped_exceptions_words_starts_no_log_line_of_
     except ExceptionGroup:
         logging.getLogger("bot.tools").exception("tools crashed")
     lines = root_log.getvalue().splitlines()
-    marked = [line for line in lines if UNFILED in line]
+    marked = [line for line in lines if logs.unmarked(UNFILED) in line]  # the mark spelled out
     said = {
         "ValueError: first\\r\\n",
         "RuntimeError: no such ticket: \\n",
@@ -901,6 +901,44 @@ def test_refile_joins_no_docker_entry_to_a_line_it_is_not_the_rest_of() -> None:
     assert (len(filed), unreadable) == (1, 0) and filed[0]["user_id"] == "123"
 
 
+@pytest.mark.parametrize("runtime", ["docker", "cri"])
+def test_refile_files_no_players_words_from_a_containers_line_whose_first_piece_was_lost(
+    root_log, runtime
+) -> None:
+    # Docker's non-blocking mode drops an entry when its buffer is full: the first piece of a line
+    # over 16 KiB dropped, its rest stood as a line of its own, starting where Docker cut, where a
+    # player's words the line quotes were shaped as the store's line; refile filed it.
+    from bot.tools.grievance_spool import UNFILED, unfiled_in
+
+    handler = logging.getLogger().handlers[0]
+    handler.setFormatter(logs.plain_formatter())
+    head = handler.format(logging.LogRecord("bot.agent", logging.WARNING, "", 1, "heard ", None, None))
+    words = "x" * (DOCKER_PIECE - len(head.encode())) + _forged_unfiled()
+    logging.getLogger("bot.agent").warning("heard %s", words)
+    written = root_log.getvalue()
+    started_line = "[2026-12-06 04:00:00+0000] [INFO    ] bot: started\n"
+    if runtime == "docker":
+        started, pieces = _docker_json(started_line), _docker_json(written)
+        rest = json.loads(pieces[1])["log"]
+    else:
+        started, pieces = _cri_log(started_line), _cri_log(written, seconds=1)
+        rest = pieces[1].split(" ", 3)[3]
+    # Where the runtime cuts: the words shaped as the store's line start the rest.
+    assert len(pieces) == 2 and rest.startswith("[ERROR   ] bot.tools.grievance_store: UNFILED")
+    shown: list[str] = []
+    assert unfiled_in([*started, pieces[1]], shown.append) == ([], 0)
+    assert shown == []  # no mark left in the rest: nothing there is the store's line
+    assert unfiled_in([*started, *pieces], shown.append) == ([], 0)
+    # The store's own line, logged as it logs it, is still filed from the same log.
+    logging.getLogger("bot.tools.grievance_store").error(
+        "%s%s", UNFILED, _forged_unfiled().partition(UNFILED)[2], extra={logs.STORE_LINE: True}
+    )
+    written = root_log.getvalue()
+    whole = _docker_json(written) if runtime == "docker" else _cri_log(written, seconds=1)
+    filed, unreadable = unfiled_in([*started, *whole])
+    assert unreadable == 0 and [r["user_id"] for r in filed] == ["999"]
+
+
 CRI_PIECE = 16 * 1024  # containerd's max_container_log_line_size, by default
 
 
@@ -1086,7 +1124,9 @@ def test_the_stores_line_for_the_longest_grievance_is_filed_whole(root_log, form
     others = ["f" * 64] * MAX_FILINGS_PER_NOTE
     logging.getLogger().handlers[0].setFormatter(formatter())
     # As the store logs it at its stop (LocalGrievanceStore.close).
-    logging.getLogger("bot.tools.grievance_store").error("%s%s", UNFILED, spool_line("f" * 64, others, **row))
+    logging.getLogger("bot.tools.grievance_store").error(
+        "%s%s", UNFILED, spool_line("f" * 64, others, **row), extra={logs.STORE_LINE: True}
+    )
     text = root_log.getvalue()
     assert "[cut " not in text
     filed, unreadable = unfiled_in(_as_journal_cuts(text))

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from bot.db import fsync_path, locked_now
+from bot.logs import LOST_AT_SHUTDOWN, UNFILED
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,6 @@ FIELDS = ("user_id", "category", "description", "at", "state")
 # (a downgrade, its spool restored here), is set aside with the torn ones, not filed on what its
 # fields mean to this one. A line without one is of the first format, written before it was kept.
 FORMAT = 1
-# Before the spool line of a grievance a process held in memory and could write nowhere as it
-# stopped (a full disk): the one copy left is in the log, off the storage folder, and
-# `voxdesk refile` finds it there by this mark.
-UNFILED = "UNFILED GRIEVANCE, re-file it with `voxdesk refile LOG`: "
-# The mark of an older voxdesk (7de950c and before) on such a line, which names no filing id.
-LOST_AT_SHUTDOWN = "grievance held in memory lost at shutdown: "
 
 # What may come before the mark on the grievance store's own line: a log format's prefix
 # (bot/logs.py: the journal's, `run`'s plain or colour one, the CLI's), after what a reader

@@ -45,7 +45,7 @@ from bot.db import (
     writing,
 )
 from bot.instants import instant
-from bot.logs import Outage
+from bot.logs import STORE_LINE, Outage
 from bot.tools import complaint_key, filed_in, filing_turn, same_complaint, typed_key
 from bot.tools.base import MAX_LISTED, Filing, Grievance, ToolError
 from bot.tools.grievance_spool import UNFILED, GrievanceSpool, spool_line
@@ -1675,7 +1675,7 @@ class LocalGrievanceStore:
                 # The disk still refuses it: the log, which lives off the storage folder, keeps the
                 # one copy, as the spool line `voxdesk refile` files (once, by its filing id). Its
                 # player heard no key (HELD_FOR_LATER): ticket news tells the one it is filed as.
-                log.error("%s%s", UNFILED, spool_line(filing_id, **row))
+                log.error("%s%s", UNFILED, spool_line(filing_id, **row), extra={STORE_LINE: True})
             await self._conn.close()
 
     @staticmethod
