@@ -1183,8 +1183,8 @@ def _load_dotenv() -> None:
 
 
 def _warn_of_repeated_names(bindings: typing.Iterable[typing.Any]) -> None:
-    """A name set on two lines of .env is said, by its lines (never its values): the last is
-    read, and the operator who changed the first saw no change."""
+    """A name set on two lines of .env is said, by its lines (never its values): the last is the
+    one .env gives, and the operator who changed the first saw no change."""
     earlier: dict[str, int] = {}
     for binding in bindings:
         name, line = binding.key, binding.original.line
@@ -1193,7 +1193,7 @@ def _warn_of_repeated_names(bindings: typing.Iterable[typing.Any]) -> None:
             continue
         if name in earlier:
             log.warning(
-                "%s: %s is set on line %d and again on line %d: line %d's is read",
+                "%s: %s is set on line %d and again on line %d: .env gives line %d's",
                 DOTENV.resolve(),
                 name,
                 earlier[name],

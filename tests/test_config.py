@@ -962,6 +962,6 @@ def test_a_name_set_twice_in_dotenv_is_a_warning_naming_its_lines_not_its_values
     assert settings.secrets.discord_token == "MTIz.old-token.second"
     (said,) = [r.getMessage() for r in caplog.records]
     assert said == (
-        f"{tmp_path / '.env'}: DISCORD_TOKEN is set on line 1 and again on line 3: line 3's is read"
+        f"{tmp_path / '.env'}: DISCORD_TOKEN is set on line 1 and again on line 3: .env gives line 3's"
     )
     assert "token" not in caplog.text.replace("DISCORD_TOKEN", "")
