@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from bot import logs
 from bot import sentences as say
 from bot.app import running_app, storage_paths
 from bot.tools import CATEGORIES, filed_in, filing_id
@@ -2794,6 +2795,8 @@ def test_a_grievance_the_disk_still_refuses_at_shutdown_is_logged_to_refile_and_
         asyncio.run(held_at_shutdown())
     (logged,) = [r for r in caplog.records if UNFILED in r.getMessage()]
     assert logged.levelno == logging.ERROR
+    # The one record whose mark the log's handlers keep (logs.unmarked spells out any other's).
+    assert getattr(logged, logs.STORE_LINE) is True
     log_file = settings.storage_dir.parent / "voxdesk.log"
     log_file.write_text(f"<3>2026-12-06 04:00:00 ERROR    {logged.name} {logged.getMessage()}\n")
 
