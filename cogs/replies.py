@@ -467,6 +467,31 @@ def _go_on(stop: Callable[[], bool]) -> None:
         raise Withdrawn
 
 
+async def _taken_back(
+    message: discord.Message, kind: str, stop: Callable[[], bool], delete: Callable[[], Awaitable[None]]
+) -> None:
+    """After a part of the note's answer is posted: if the player deleted the note while its POST
+    was under way, the part is deleted too and Withdrawn raised. It went up as the player took the
+    question back, and would stand alone saying in the channel what they withdrew; they cannot
+    have heard it first. Kept when Discord refuses its deletion: it is out, and answers the note."""
+    if not stop():
+        return
+    try:
+        await delete()
+    except discord.NotFound:
+        pass  # gone already (a moderator's doing)
+    except discord.HTTPException as exc:
+        log.warning(
+            "could not delete the %s posted for note %s as its player deleted the note: %s",
+            kind,
+            message.id,
+            exc,
+        )
+        return
+    log.info("note %s deleted while its answer's %s was being posted: that deleted too", message.id, kind)
+    raise Withdrawn
+
+
 def discords_trouble(exc: BaseException) -> bool:
     """A failure on Discord's side, which passes: a 5xx once discord.py's retries are spent, a 429
     discord.py does not wait out (Cloudflare's ban of the bot's address after too many refused
@@ -539,8 +564,9 @@ async def post_reply(
     upload: Upload | None = None,
     linked: bool = True,
     nonce: str | None = None,
-) -> None:
-    """Post one reply to `message` with at most one audio upload; `linked` False: a plain message.
+) -> dict[str, Any]:
+    """Post one reply to `message` with at most one audio upload; `linked` False: a plain message;
+    returns the message posted.
     With a `nonce`, Discord returns the message an earlier POST with it made, if any, rather than
     make a second (discord.py's own sends set a random one, this route none).
 
@@ -559,16 +585,21 @@ async def post_reply(
         filename, data = upload
         form.append({"name": "files[0]", "value": data, "filename": filename, "content_type": "audio/ogg"})
     route = Route("POST", "/channels/{channel_id}/messages", channel_id=message.channel.id)
-    await client.http.request(route, form=form)
+    return await client.http.request(route, form=form)
 
 
 async def send_voice_message(
-    client: discord.Client, message: discord.Message, reply: ReplyAudio, posted: set[str] | None = None
+    client: discord.Client,
+    message: discord.Message,
+    reply: ReplyAudio,
+    posted: set[str] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> None:
     """Post `reply` as a native voice message answering `message`: flag 8192, no content, one
-    Ogg/Opus attachment with `duration_secs` and `waveform`. `posted`: see `send_answer`."""
+    Ogg/Opus attachment with `duration_secs` and `waveform`. `posted`, `stop`: see `send_answer`."""
     if posted is not None and "v" in posted:
         return
+    _go_on(stop)
     attachment = {
         "id": "0",
         "filename": VOICE_FILENAME,
@@ -577,10 +608,14 @@ async def send_voice_message(
     }
     payload = {"flags": VOICE_MESSAGE_FLAG, "attachments": [attachment]}
     upload = (VOICE_FILENAME, reply.ogg)
+    made: list[dict[str, Any]] = []
+
+    async def send(linked: bool) -> None:
+        made.append(await post_reply(client, message, payload, upload, linked, _nonce(message, "v")))
+
     # Without the link it cannot name the player (a voice message has no text): its transcript does.
-    await _linked_if_allowed(
-        message, lambda linked: post_reply(client, message, payload, upload, linked, _nonce(message, "v"))
-    )
+    await _linked_if_allowed(message, send)
+    await _taken_back(message, "voice message", stop, _deleting(client, made[-1]))
     if posted is not None:
         posted.add("v")
 
@@ -621,7 +656,8 @@ async def send_file(
         if "f" not in posted:
             _go_on(stop)
             upload = (FILE_FILENAME, reply.ogg)
-            await post_reply(client, message, payload, upload, linked, _nonce(message, "f"))
+            made = await post_reply(client, message, payload, upload, linked, _nonce(message, "f"))
+            await _taken_back(message, "file", stop, _deleting(client, made))
             posted.update({"f", "t0."} if words else {"f"})
         out()
         await _send_rest(message, rest, linked, answer=True, posted=posted, stop=stop)
@@ -648,7 +684,8 @@ async def send_text(
             return
         if not answer or "t0." not in posted:  # a refused first piece is sent again unlinked
             _go_on(stop)
-            await _send_piece(message, pieces[0], linked, _nonce(message, "t0.") if answer else None)
+            made = await _send_piece(message, pieces[0], linked, _nonce(message, "t0.") if answer else None)
+            await _taken_back(message, "text", stop, made.delete)
             posted.add("t0.")
         await _send_rest(message, pieces[1:], linked, answer, posted, stop)
 
@@ -674,24 +711,33 @@ async def _send_rest(
         _go_on(stop)
         nonce = _nonce(message, kind) if answer else None
         try:
-            await _send_piece(message, piece, linked, nonce)
+            made = await _send_piece(message, piece, linked, nonce)
         except discord.HTTPException as exc:
             if not linked or not _link_refused(exc):
                 raise
             log.info("reply to note %s refused (%s) mid-send: the rest goes unlinked", message.id, exc.code)
             linked = False
-            await _send_piece(message, piece, linked, nonce)
+            made = await _send_piece(message, piece, linked, nonce)
+        await _taken_back(message, "text", stop, made.delete)
         posted.add(kind)
 
 
-async def _send_piece(message: discord.Message, piece: str, linked: bool, nonce: str | None = None) -> None:
+async def _send_piece(
+    message: discord.Message, piece: str, linked: bool, nonce: str | None = None
+) -> discord.Message:
     # The client's AllowedMentions.none() plus mention_author=False: the same NO_PINGS the raw
     # route sends, so no reply of any kind pings anyone. No nonce: discord.py sets a random one.
     if linked:
         reference = reply_reference(message)
-        await message.channel.send(content=piece, reference=reference, mention_author=False, nonce=nonce)
-    else:
-        await message.channel.send(content=piece, nonce=nonce)
+        return await message.channel.send(
+            content=piece, reference=reference, mention_author=False, nonce=nonce
+        )
+    return await message.channel.send(content=piece, nonce=nonce)
+
+
+def _deleting(client: discord.Client, made: dict[str, Any]) -> Callable[[], Awaitable[None]]:
+    """The deletion of a message `post_reply` made."""
+    return lambda: client.http.delete_message(made["channel_id"], made["id"])
 
 
 def _upload_failed(message: discord.Message, exc: discord.HTTPException, what: str, words: bool) -> bool:
@@ -731,7 +777,8 @@ async def send_answer(
     and where each part Discord takes now is added: an answer Discord failed part way through is
     sent again whole, and posts only the rest, even past the minutes Discord keeps a nonce.
     `stop`: asked before each part is posted; True (the player deleted the note) raises
-    Withdrawn, what is out left as it is."""
+    Withdrawn, what is out left as it is. Asked again once a part is posted: one whose POST was
+    under way as the note was deleted is deleted too (see `_taken_back`)."""
     posted = set() if posted is None else posted
     text = as_posted(text, names)
     words = bool(text.strip())
@@ -766,9 +813,7 @@ async def send_answer(
         and (may_link(message) or (mode == "voice_and_text" and words))
     ):
         try:
-            if "v" not in posted:
-                _go_on(stop)
-            await send_voice_message(client, message, audio, posted)
+            await send_voice_message(client, message, audio, posted, stop)
         except discord.HTTPException as exc:
             too_large = exc.status == TOO_LARGE
             failed = exc if _upload_failed(message, exc, "voice message", words) else None

@@ -103,31 +103,77 @@ async def test_a_note_deleted_mid_turn_gets_no_answer_and_is_settled(
     assert f"note {note['id']} from {nova.id} not answered: its player deleted it" in caplog.text
 
 
+def posted_and_deleted(fake: FakeDiscord, reply: Received) -> bool:
+    """Whether the bot deleted `reply` after posting it: a DELETE of it that Discord took, and
+    the message gone from the channel."""
+    assert reply.response is not None
+    deleted = [r.body["message_id"] for r in fake.sent("message_delete", reply.channel_id)]
+    gone = int(reply.response["id"]) not in fake.messages.get(int(reply.channel_id or 0), {})
+    return deleted == [reply.response["id"]] and gone
+
+
 @pytest.mark.parametrize("where", ["dm", "guild"])
-async def test_a_note_deleted_between_its_voice_message_and_transcript_gets_no_transcript(
+async def test_a_note_deleted_while_its_transcript_is_posted_keeps_only_its_voice_message(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, where: str
 ):
     # The voice message is out when the deletion comes: the player may have heard it, so it stays
-    # and answers the note; the transcript, which would repeat it in writing, is not posted.
+    # and answers the note. The transcript, on its way as the note went, would repeat it in
+    # writing where the player took the question back: deleted once Discord has posted it.
     caplog.set_level(logging.INFO)
     gone: list[dict[str, Any]] = []
 
-    async def delete_after_the_voice_message(record: Received) -> None:
-        if record.is_voice_message:
+    async def delete_while_the_transcript_is_posted(record: Received) -> None:
+        if not record.is_voice_message:
             fake.after_post = None
             await fake.delete_message(record.channel_id, gone[0]["id"])
             await fake.read_by_the_bot()
 
-    fake.after_post = delete_after_the_voice_message
+    fake.after_post = delete_while_the_transcript_is_posted
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         gone.append(await fake.send_note(nova, voice_note(), guild=where == "guild"))
         assert await settled(settings, gone[0]) == "answered"
         await rechecks(h.bot, 2)
         await settle(fake)
-    assert [r.is_voice_message for r in fake.replies_to(gone[0]["id"])] == [True]
+    voice, transcript = fake.replies_to(gone[0]["id"])
+    assert voice.is_voice_message and posted_and_deleted(fake, transcript)
+    assert int(voice.response["id"]) in fake.messages[voice.channel_id]
     assert len(h.engine.turns) == 1
     assert warnings_logged(caplog) == []
     assert fake.refused == []
+    said = f"note {gone[0]['id']} deleted while its answer's text was being posted: that deleted too"
+    assert said in caplog.text
+
+
+@pytest.mark.parametrize("where", ["dm", "guild"])
+async def test_a_voice_message_posted_as_its_note_was_deleted_is_deleted_too(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, where: str
+):
+    # The player deletes the note while the voice message's upload is under way: Discord posts it
+    # an instant after the question was taken back, where it would stand alone and say in public
+    # what the player withdrew. It is deleted as soon as Discord answers the POST, the transcript
+    # never goes, and the note is settled unanswered.
+    caplog.set_level(logging.INFO)
+    gone: list[dict[str, Any]] = []
+
+    async def delete_while_the_voice_message_is_posted(record: Received) -> None:
+        if record.is_voice_message:
+            fake.after_post = None
+            await fake.delete_message(record.channel_id, gone[0]["id"])
+            await fake.read_by_the_bot()
+
+    fake.after_post = delete_while_the_voice_message_is_posted
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        gone.append(await fake.send_note(nova, voice_note(), guild=where == "guild"))
+        assert await settled(settings, gone[0]) == "expired"
+        await rechecks(h.bot, 2)
+        await settle(fake)
+    (voice,) = fake.replies_to(gone[0]["id"])
+    assert voice.is_voice_message and posted_and_deleted(fake, voice)
+    assert len(h.engine.turns) == 1
+    assert warnings_logged(caplog) == []
+    assert fake.refused == []
+    said = f"note {gone[0]['id']} deleted while its answer's voice message was being posted: that deleted too"
+    assert said in caplog.text
 
 
 async def test_a_note_kept_for_later_and_then_deleted_is_settled_unanswered(

@@ -340,6 +340,7 @@ class Received:
     # | cdn | history | get_message | get_channel | get_member | open_dm | archived_threads
     # | active_threads | get_thread_member
     # | message_again (a message POST whose enforced nonce made Discord return the message it made)
+    # | message_delete (the bot deleting a message of its own)
     kind: str
     method: str
     path: str
@@ -573,6 +574,7 @@ class FakeDiscord(Strict):
         r.add_post("/api/v10/channels/{channel_id}/messages", self._create_message)
         r.add_get("/api/v10/channels/{channel_id}/messages", self._history)
         r.add_get("/api/v10/channels/{channel_id}/messages/{message_id}", self._get_message)
+        r.add_delete("/api/v10/channels/{channel_id}/messages/{message_id}", self._delete_own_message)
         r.add_get("/api/v10/channels/{channel_id}/threads/archived/{kind}", self._archived_threads)
         r.add_get(
             "/api/v10/channels/{channel_id}/users/@me/threads/archived/private", self._joined_archived_threads
@@ -2046,6 +2048,33 @@ class FakeDiscord(Strict):
         if self.after_fetch is not None:
             await self.after_fetch(record)
         return _json(message)
+
+    async def _delete_own_message(self, request: web.Request) -> web.Response:
+        """The bot deletes a message: one of its own needs no permission, as on Discord. Anyone
+        else's needs Manage Messages, which the invite does not ask for (and in a DM cannot be
+        done at all): the bot has no call to, and such a request fails the test. 204, and the
+        MESSAGE_DELETE Discord sends every session that sees the channel, the bot's too."""
+        channel_id = int(request.match_info["channel_id"])
+        record = Received("message_delete", request.method, request.path, channel_id)
+        record.body = {"message_id": request.match_info["message_id"]}
+        try:
+            message = self._stored(channel_id, request.match_info["message_id"])
+            if int(message["author"]["id"]) != BOT_USER_ID:
+                self._refuse_as_discord(
+                    f"DELETE {request.path}: a message the bot did not post",
+                    DiscordError(403, 50013, "Missing Permissions"),
+                )
+        except DiscordError as exc:
+            record.error = exc.code
+            await self._record(record)
+            raise
+        del self.messages[channel_id][int(message["id"])]
+        await self._record(record)
+        event = {"id": message["id"], "channel_id": str(channel_id)}
+        if self.in_guild(channel_id):
+            event["guild_id"] = str(GUILD_ID)
+        await self.dispatch("MESSAGE_DELETE", event)
+        return web.Response(status=204)
 
     async def _history(self, request: web.Request) -> web.Response:
         """GET /channels/{id}/messages: at most `limit` (1-100, default 50) messages, newest
