@@ -62,6 +62,10 @@ MAX_LATER = 10000  # notes remembered as given a ⏳ that may not have reached D
 # Messages remembered as deleted by Discord's word (MESSAGE_DELETE, MESSAGE_DELETE_BULK): more
 # than are queued or being answered at once.
 MAX_DELETED = 10000
+# Deletions heard within this many seconds of the first are settled in the ledger in one write:
+# MESSAGE_DELETE comes for every message deleted where the bot reads, mostly no note, and a
+# guild's moderation deletes in bursts. A turn learns of a deletion at once (in memory) all the same.
+WITHDRAWALS_EVERY = 0.2
 MAX_TOLD_SEVERAL = 10000  # messages of several notes whose player heard only the first is answered
 # Answers made and not yet (wholly) out, kept in memory for the recheck to send: each holds its
 # audio. One forgotten for newer ones is read back from the note ledger, which keeps each given back.
@@ -221,6 +225,8 @@ class VoiceNotes(commands.Cog):
         # Notes their players deleted, as Discord said: the question is withdrawn, and an answer
         # posted after it would stand alone and say in the channel what the player took back.
         self._deleted: dict[int, None] = {}
+        # Deletions heard and not yet taken by a write to the ledger (see WITHDRAWALS_EVERY).
+        self._withdrawals: list[int] = []
         # Notes this process gave a ⏳: the recheck may fetch one before its ⏳ reached Discord
         # (queued behind the channel's reaction limit), and the fetched note would not show it.
         self._later: dict[int, None] = {}
@@ -566,10 +572,24 @@ class VoiceNotes(commands.Cog):
         for message_id in message_ids:
             remember(self._deleted, message_id, None, MAX_DELETED)
             self._unsent.pop(message_id, None)
-        # Aside, and waited for by a stop: the ledger stays open until it is written.
-        self.bot.track(self._settle_deleted(message_ids), aside=True)
+        first = not self._withdrawals
+        self._withdrawals.extend(message_ids)
+        if first:
+            # Aside, and waited for by a stop: the ledger stays open until it is written.
+            self.bot.track(self._settle_deleted(), aside=True)
 
-    async def _settle_deleted(self, message_ids: list[int]) -> None:
+    async def _settle_deleted(self) -> None:
+        """Settle in one write the deletions heard from now until WITHDRAWALS_EVERY has passed,
+        or until a stop cuts the wait short."""
+        try:
+            await asyncio.sleep(WITHDRAWALS_EVERY)
+        except asyncio.CancelledError:
+            await self._withdraw()
+            raise
+        await self._withdraw()
+
+    async def _withdraw(self) -> None:
+        message_ids, self._withdrawals = self._withdrawals, []
         try:
             await self.bot.core.notes.withdrawn(message_ids)
         except Exception as exc:

@@ -15,6 +15,7 @@ import pytest
 
 from bot import audio
 from bot.engines.base import EngineError, EngineReply, TurnState
+from cogs import voice as voice_cog
 from tests.discord_harness import blaze, nova, running_bot, settle, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
@@ -195,6 +196,63 @@ async def test_a_note_kept_for_later_and_then_deleted_is_settled_unanswered(
         await settle(fake)
     assert [r for r in fake.replies_to(note["id"]) if r.error is None] == []
     assert not fake.sent("get_message")
+
+
+def counting_withdrawals(monkeypatch: pytest.MonkeyPatch, bot: Any) -> list[list[int]]:
+    """The message ids of each write the bot makes to settle deleted messages in its ledger."""
+    ledger, calls = bot.core.notes, []
+    withdrawn = ledger.withdrawn
+
+    async def counted(message_ids: list[int]) -> None:
+        calls.append(list(message_ids))
+        await withdrawn(message_ids)
+
+    monkeypatch.setattr(ledger, "withdrawn", counted)
+    return calls
+
+
+async def test_a_burst_of_deletions_is_settled_in_one_ledger_write(
+    settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+):
+    # A moderator clears a channel one message at a time, a note kept for later among them: one
+    # MESSAGE_DELETE each, mostly for no note, and one write settles them all, the note too.
+    monkeypatch.setattr(voice_cog, "WITHDRAWALS_EVERY", 5.0)  # the burst falls in it however slow the machine
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        fake.posts_unavailable = 10
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "pending"
+        fake.posts_unavailable = 0
+        chatter = [
+            await fake.send_message(blaze, channel_id=ALLOWED_CHANNEL, guild=True, content=f"spam {n}")
+            for n in range(9)
+        ]
+        await fake.read_by_the_bot()
+        calls = counting_withdrawals(monkeypatch, h.bot)
+        for message in [*chatter[:4], note, *chatter[4:]]:
+            await fake.delete_message(ALLOWED_CHANNEL, message["id"])
+        assert await settled(settings, note, but="pending") == "expired"
+        await settle(fake)
+    deleted = [int(m["id"]) for m in [*chatter[:4], note, *chatter[4:]]]
+    assert calls == [deleted]
+
+
+async def test_a_deletion_heard_as_the_bot_stops_is_settled_before_the_ledger_closes(
+    settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+):
+    # The stop cuts the wait for more deletions short: the one heard is written, not lost, and a
+    # restart's recheck does not answer the note.
+    monkeypatch.setattr(voice_cog, "WITHDRAWALS_EVERY", 3600.0)
+    async with running_bot(settings, fake, recheck_seconds=3600.0, shutdown_grace_seconds=0.1) as h:
+        fake.posts_unavailable = 10
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "pending"
+        fake.posts_unavailable = 0
+        calls = counting_withdrawals(monkeypatch, h.bot)
+        await fake.delete_message(ALLOWED_CHANNEL, note["id"])
+        await fake.read_by_the_bot()
+        assert note_state(settings, note) == "pending"  # still waiting for more deletions
+    assert calls == [[int(note["id"])]]
+    assert note_state(settings, note) == "expired"
 
 
 class DownOnceHeld(FrontendEngine):
