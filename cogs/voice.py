@@ -900,7 +900,7 @@ class VoiceNotes(commands.Cog):
     async def _tell_oops(self, message: discord.Message) -> Reached:
         if self._withdrawn(message):
             return Reached.YES if message.id in self._answer_out else Reached.NO
-        told = await self._tell(message, say.OOPS)
+        told = await self._tell(message, say.OOPS, about_the_note=True)
         return Reached.YES if message.id in self._answer_out else told
 
     async def _turn(
@@ -934,7 +934,7 @@ class VoiceNotes(commands.Cog):
         if early is not None:
             # No turn to wait for: a stalled send would read as a queue behind the turn slots.
             metrics.NOTES_WAITING.leave(message)
-            return False, await self._tell(message, early)
+            return False, await self._tell(message, early, about_the_note=True)
         refusal = None  # told after the slot is given back: a slow send must not hold a turn slot
         # "typing…" only once a turn slot is the note's: it is sent again every TYPING_EVERY s, and a
         # queue of waiting notes would otherwise cost requests growing with the square of its length.
@@ -1005,7 +1005,7 @@ class VoiceNotes(commands.Cog):
         if timed_out_until(message.guild) or self._withdrawn(message):
             return False, Reached.NO
         if refusal is not None:
-            return False, await self._tell(message, refusal)
+            return False, await self._tell(message, refusal, about_the_note=True)
         unsent = _answer_for(message, reply, prefs.reply_mode)
         remember(self._unsent, message.id, unsent, MAX_UNSENT)
         return await self._send(message, unsent, arrived)
@@ -1145,14 +1145,19 @@ class VoiceNotes(commands.Cog):
                 shared.done.set()
                 del self._typing_in[place]
 
-    async def _tell(self, message: discord.Message, text: str) -> Reached:
-        """A short reply the player can act on (failures are only logged)."""
+    async def _tell(self, message: discord.Message, text: str, about_the_note: bool = False) -> Reached:
+        """A short reply the player can act on (failures are only logged). `about_the_note`: it
+        speaks of the note (its refusal, an apology for its turn), so is not posted once the
+        player deleted it, and is deleted if posted as they did (see `send_answer`'s `stop`)."""
         # Denied Send Messages, or timed out (the timeout keeps only View Channel and Read Message
         # History): Discord would refuse it (50013), a request counted toward an address ban.
         if self._shut(message) or not may_send(message):
             return Reached.NO
+        stop = (lambda: self._withdrawn(message)) if about_the_note else (lambda: False)
         try:
-            await self._bounded(send_text(message, text), message.channel.id)
+            await self._bounded(send_text(message, text, stop=stop), message.channel.id)
+        except Withdrawn:
+            return Reached.NO
         except (
             discord.HTTPException,
             aiohttp.ClientError,

@@ -198,6 +198,33 @@ async def test_a_note_kept_for_later_and_then_deleted_is_settled_unanswered(
     assert not fake.sent("get_message")
 
 
+@pytest.mark.parametrize("where", ["dm", "guild"])
+async def test_a_refusal_posted_as_its_note_was_deleted_is_deleted_too(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, where: str
+):
+    # "Too big" for a note the player deletes as it goes out: it would stand alone, answering
+    # nothing there is. Deleted once Discord has posted it; the note is settled unanswered.
+    caplog.set_level(logging.INFO)
+
+    async def delete_while_the_refusal_is_posted(record: Received) -> None:
+        fake.after_post = None
+        assert record.reply_to is not None  # the note's, which may be answered before send_note returns
+        await fake.delete_message(record.channel_id, record.reply_to)
+        await fake.read_by_the_bot()
+
+    fake.after_post = delete_while_the_refusal_is_posted
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=where == "guild", declared_size=50_000_000)
+        assert await settled(settings, note) == "expired"
+        await rechecks(h.bot, 2)
+        await settle(fake)
+    (refusal,) = fake.replies_to(note["id"])
+    assert "too big" in refusal.content and posted_and_deleted(fake, refusal)
+    assert not fake.sent("cdn")
+    assert warnings_logged(caplog) == []
+    assert fake.refused == []
+
+
 def counting_withdrawals(monkeypatch: pytest.MonkeyPatch, bot: Any) -> list[list[int]]:
     """The message ids of each write the bot makes to settle deleted messages in its ledger."""
     ledger, calls = bot.core.notes, []
