@@ -785,6 +785,29 @@ async def test_a_reply_to_a_deleted_message_is_refused_unless_it_may_stand_alone
         assert fake.violations == []
 
 
+async def test_the_bot_deletes_its_own_message_and_no_one_elses(settings) -> None:
+    # Discord's Delete Message: one's own needs no permission, and its MESSAGE_DELETE reaches the
+    # bot too; another's needs Manage Messages, which the bot is not given.
+    async with discord_server.serving() as fake, running_bot(settings, fake) as h:
+        fake.expect_refusals()
+        chat = await fake.send_message(nova, channel_id=ALLOWED_CHANNEL, guild=True, content="hi")
+        channel = h.bot.get_channel(ALLOWED_CHANNEL)
+        assert isinstance(channel, discord.TextChannel)
+        mine = await channel.send("answer")
+        deleted = asyncio.create_task(h.bot.wait_for("raw_message_delete", timeout=30))
+        await mine.delete()
+        assert (await deleted).message_id == mine.id
+        assert mine.id not in fake.messages[ALLOWED_CHANNEL]
+        with pytest.raises(discord.NotFound) as again:
+            await mine.delete()
+        assert again.value.code == 10008
+        with pytest.raises(discord.Forbidden) as refused:
+            await channel.get_partial_message(int(chat["id"])).delete()
+        assert refused.value.code == 50013 and int(chat["id"]) in fake.messages[ALLOWED_CHANNEL]
+        assert [r.error for r in fake.received if r.kind == "message_delete"] == [None, 10008, 50013]
+        assert fake.violations == []
+
+
 async def test_a_channel_denying_the_bot_refuses_what_discord_refuses(settings) -> None:
     async with discord_server.serving() as fake, running_bot(settings, fake) as h:
         fake.expect_refusals()
