@@ -198,6 +198,33 @@ async def test_a_note_kept_for_later_and_then_deleted_is_settled_unanswered(
     assert not fake.sent("get_message")
 
 
+async def test_a_file_reply_posted_as_its_note_was_deleted_is_deleted_too(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # Where a voice message is refused the spoken reply goes as a file with the transcript's first
+    # piece: posted as the note was deleted, it goes too, and nothing of the answer stays.
+    caplog.set_level(logging.INFO)
+    fake.refuse_voice_in.add(ALLOWED_CHANNEL)
+
+    async def delete_while_the_file_is_posted(record: Received) -> None:
+        fake.after_post = None
+        assert record.files and record.reply_to is not None
+        await fake.delete_message(record.channel_id, record.reply_to)
+        await fake.read_by_the_bot()
+
+    fake.after_post = delete_while_the_file_is_posted
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "expired"
+        await rechecks(h.bot, 2)
+        await settle(fake)
+    (file_reply,) = [r for r in fake.replies_to(note["id"]) if r.error is None]
+    assert file_reply.files and posted_and_deleted(fake, file_reply)
+    assert warnings_logged(caplog) == []
+    said = f"note {note['id']} deleted while its answer's file was being posted: that deleted too"
+    assert said in caplog.text
+
+
 @pytest.mark.parametrize("where", ["dm", "guild"])
 async def test_a_refusal_posted_as_its_note_was_deleted_is_deleted_too(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture, where: str
