@@ -79,6 +79,9 @@ AUDIO_EXTENSIONS = set(".ogg .oga .opus .mp3 .m4a .aac .wav .webm .weba .flac .a
 # uploader declares, and a client or bridge uploading "some bytes", or Ogg by its generic type,
 # sends these.
 UNTYPED = {"application/octet-stream", "binary/octet-stream", "application/ogg"}
+# Bytes a download may run past the attachment's stated size before it is given up: Discord
+# states the file's exact size, so this is slack, not room for anything the note needs.
+DOWNLOAD_SLACK = 64 * 1024
 
 
 def read_by_speaker_alone(channel: object) -> bool:
@@ -121,6 +124,38 @@ def _answer_for(message: discord.Message, reply: Reply, mode: str) -> KeptAnswer
         posted=set(),
         audio=reply.audio,
     )
+
+
+class LongDownload(Exception):
+    """A download whose body ran past the attachment's stated size (and DOWNLOAD_SLACK): the CDN
+    or a proxy is broken or hostile, and read to its end it could hold hundreds of MB for as long
+    as download_seconds. The note itself, as Discord states it, is within audio.max_bytes: it is
+    the download's fault, not the player's file's."""
+
+
+async def download(http: discord.http.HTTPClient, note: discord.Attachment, cap: int) -> bytes:
+    """The attachment's bytes, as `note.read()` fetches them (discord.py's connector, so its
+    pooled connections and name lookups, and its proxy), but never more than `cap` of them held:
+    discord.py reads a body whole, however long. Raises discord.HTTPException for a status other
+    than 200, LongDownload past `cap`."""
+    proxy = {"proxy": http.proxy, "proxy_auth": http.proxy_auth}
+    # The connector stays discord.py's: this session only borrows it for the one request.
+    async with (
+        aiohttp.ClientSession(
+            connector=http.connector, connector_owner=False, cookie_jar=aiohttp.DummyCookieJar()
+        ) as session,
+        session.get(note.url, **proxy) as resp,
+    ):
+        if resp.status != 200:
+            raise discord.HTTPException(resp, "failed to get asset")
+        if resp.content_length is not None and resp.content_length > cap:
+            raise LongDownload(f"{resp.content_length} bytes declared, over {cap}")
+        body = bytearray()
+        async for chunk in resp.content.iter_any():
+            body += chunk
+            if len(body) > cap:
+                raise LongDownload(f"over {cap} bytes")
+        return bytes(body)
 
 
 class Reached(enum.Enum):
@@ -948,14 +983,23 @@ class VoiceNotes(commands.Cog):
                     # player's later notes for aiohttp's five minutes.
                     async with asyncio.timeout(self.settings.download_seconds):
                         with metrics.timed("download"):
-                            data = await note.read()
+                            cap = min(note.size, limits.max_bytes) + DOWNLOAD_SLACK
+                            data = await download(self.bot.http, note, cap)
                     if len(data) < note.size:
                         raise ShortDownload(f"{len(data)} of {note.size} bytes")
-                except (discord.HTTPException, aiohttp.ClientError, TimeoutError, ShortDownload) as exc:
+                except (
+                    discord.HTTPException,
+                    aiohttp.ClientError,
+                    TimeoutError,
+                    ShortDownload,
+                    LongDownload,
+                ) as exc:
                     if isinstance(exc, discord.HTTPException):
                         why = f"HTTP {exc.status}"
                     elif isinstance(exc, ShortDownload):
                         why = f"got {exc}"
+                    elif isinstance(exc, LongDownload):
+                        why = f"the body ran past its stated {note.size} bytes: {exc}"
                     else:
                         why = type(exc).__name__
                     log.warning("could not download attachment %s of note %s: %s", note.id, message.id, why)

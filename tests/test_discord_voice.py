@@ -928,6 +928,37 @@ async def test_a_download_the_cdn_fails_or_cuts_short_is_said_to_be_the_download
     assert f"could not download attachment {attachment} of note {note['id']}" in caplog.text
 
 
+@pytest.mark.parametrize("declared", [True, False], ids=["length declared", "length unsaid"])
+async def test_a_download_running_past_the_notes_size_is_given_up_not_read_whole(
+    harness: Harness, declared: bool, caplog
+):
+    # A broken or hostile CDN sending far more than the attachment's size had the bot read it all
+    # (for up to download_seconds), to refuse it only once whole, as a file too big.
+    caplog.set_level(logging.INFO, logger="cogs.voice")
+    fake = harness.fake
+    data = voice_note(4.0)
+    note = await fake.send_note(nova, data, dispatch=False)
+    attachment = int(note["attachments"][0]["id"])
+    surplus = 48 * 1024 * 1024
+    fake.cdn_surplus[attachment] = (surplus, declared)
+    await fake.dispatch("MESSAGE_CREATE", note)
+    (reply,) = await answered(fake, note, count=1)
+    assert "couldn't download" in reply.content
+    assert f"could not download attachment {attachment} of note {note['id']}" in caplog.text
+    assert f"ran past its stated {len(data)} bytes" in caplog.text
+    # What the CDN got written is what the bot read, and what the sockets' buffers took.
+    assert fake.cdn_written[attachment] < 16 * 1024 * 1024
+
+
+async def test_a_body_a_little_past_the_notes_size_is_answered(harness: Harness):
+    # Discord states a file's exact size; the slack past it spares a note from a CDN's few bytes.
+    fake = harness.fake
+    note = await fake.send_note(nova, voice_note(), dispatch=False)
+    fake.cdn_surplus[int(note["attachments"][0]["id"])] = (100, False)
+    await fake.dispatch("MESSAGE_CREATE", note)
+    await answered(fake, note)
+
+
 def test_the_wait_a_flooding_player_is_told_is_never_zero_seconds():
     # discord.py's cooldown counts down to the end of its window: in the last half second of it,
     # rounding would tell the player to wait 0 seconds, and the note they send at once is refused.

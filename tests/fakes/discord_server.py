@@ -419,6 +419,11 @@ class FakeDiscord(Strict):
         # Attachment id → (bytes sent, Content-Length declared): the CDN sends that much of the file
         # and drops the connection, or, declaring no length, ends the body there as if it were all.
         self.cdn_cuts: dict[int, tuple[int, bool]] = {}
+        # Attachment id → (zero bytes sent after the file, Content-Length declared): a broken or
+        # hostile CDN sending more than the attachment's size. `cdn_written` keeps how much of such
+        # a body the CDN got written before the client let go (its socket buffers included).
+        self.cdn_surplus: dict[int, tuple[int, bool]] = {}
+        self.cdn_written: dict[int, int] = {}
         self._stopping = asyncio.Event()  # set on stop: stalled downloads end at once
         self._gateway_up = asyncio.Event()  # cleared by gateway_outage(): connections hang
         self._gateway_up.set()
@@ -2713,7 +2718,29 @@ class FakeDiscord(Strict):
             else:
                 await response.write_eof()
             return response
+        if attachment_id in self.cdn_surplus:
+            return await self._cdn_surplus(request, attachment_id, data)
         return web.Response(body=data, content_type="application/octet-stream")
+
+    async def _cdn_surplus(self, request: web.Request, attachment_id: int, data: bytes) -> web.StreamResponse:
+        extra, declared = self.cdn_surplus[attachment_id]
+        response = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+        if declared:
+            response.content_length = len(data) + extra
+        await response.prepare(request)
+        self.cdn_written[attachment_id] = 0
+        chunk = bytes(64 * 1024)
+        try:
+            await response.write(data)
+            self.cdn_written[attachment_id] += len(data)
+            while extra > 0:
+                await response.write(chunk[:extra])
+                self.cdn_written[attachment_id] += min(extra, len(chunk))
+                extra -= len(chunk)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client let go of the body
+        return response
 
 
 class _GatewaySession:
