@@ -840,6 +840,108 @@ async def test_speech_models_that_do_not_load_are_named_in_one_line(settings) ->
         await create_offline_engine(pocketsphinx)
 
 
+# A folder's path: each worker stuck starting writes its process id in it.
+STUCK_DIR = "VOXDESK_TEST_STUCK_DIR"
+
+
+def _stuck_starting() -> None:
+    """A worker initializer that never returns: a worker hung loading its models (a stalled
+    network mount, a deadlock in a native loader)."""
+    import os
+    import threading
+
+    from bot.engines.offline.hearing import ignore_stop_signals
+
+    ignore_stop_signals()
+    open(os.path.join(os.environ[STUCK_DIR], str(os.getpid())), "w").close()
+    threading.Event().wait()
+
+
+async def _engine_with_workers_stuck(
+    settings, tmp_path, monkeypatch, stuck: Callable[[Any], bool], **offline: Any
+) -> tuple[Any, list[int]]:
+    """create_offline_engine with a START_SECONDS of 2, whose workers hang starting where
+    `stuck(hearing)` (the others load no model): its engine, or the exception it raised; and the
+    process ids of the workers that hung. A start that still hangs is given up on after 60 s."""
+    import asyncio
+    import contextlib
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.offline import hearing as hearing_module
+    from bot.engines.offline.engine import create_offline_engine
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
+
+    def new_pool(self: WorkerHearing, workers: int) -> ProcessPoolExecutor:
+        starting = _stuck_starting if stuck(self) else ignore_stop_signals
+        return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=starting)
+
+    folder = tmp_path / "stuck"
+    folder.mkdir()
+    monkeypatch.setenv(STUCK_DIR, str(folder))
+    monkeypatch.setattr(WorkerHearing, "_new_pool", new_pool)
+    monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0, raising=False)
+    try:
+        async with asyncio.timeout(60):
+            made: Any = await create_offline_engine(settings.replace(offline=offline))
+    except Exception as exc:
+        made = exc
+    pids = [int(p.name) for p in folder.iterdir()]
+    if isinstance(made, TimeoutError):  # the start hung: its workers are this test's to end
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    return made, pids
+
+
+@pytest.mark.timeout(120)
+async def test_workers_stuck_loading_their_models_fail_the_start_in_one_line(
+    settings, tmp_path, monkeypatch
+) -> None:
+    """A worker hung while it loaded its models had the bot's start wait for it for good."""
+    from bot.engines.base import SpeechModelsUnavailable
+
+    made, pids = await _engine_with_workers_stuck(
+        settings, tmp_path, monkeypatch, lambda _: True, recognizer="pocketsphinx", workers=2
+    )
+    assert isinstance(made, SpeechModelsUnavailable), repr(made)
+    assert str(made) == "the speech workers had not loaded pocketsphinx's models after 2 s, and were stopped"
+    assert pids and not any(_alive(pid) for pid in pids)
+
+
+@pytest.mark.timeout(120)
+async def test_whisper_workers_stuck_loading_fall_back_to_pocketsphinx(
+    settings, tmp_path, monkeypatch, caplog
+) -> None:
+    # As for a Whisper model that fails to load: players still get answers, and the log says why.
+    from bot.engines.offline.engine import OfflineEngine
+    from bot.speech.whisper_recognizer import WhisperSpec
+
+    caplog.set_level(logging.WARNING, logger="bot.engines.offline.engine")
+    spec = WhisperSpec(str(tmp_path / "whisper"))
+    monkeypatch.setattr("bot.engines.offline.engine._choose_recognizer", _chosen(spec))
+    made, pids = await _engine_with_workers_stuck(
+        settings, tmp_path, monkeypatch, lambda hearing: hearing.whisper is not None, workers=1
+    )
+    assert isinstance(made, OfflineEngine), repr(made)
+    try:
+        assert made.whisper is None
+        assert made.why_not_whisper == f"the model in {spec.model_dir} had not loaded after 2 s"
+        assert len(await made.hearing.ping()) == 1
+    finally:
+        await made.aclose()
+    assert f"hearing with pocketsphinx: the Whisper model in {spec.model_dir} had not loaded" in caplog.text
+    assert pids and not any(_alive(pid) for pid in pids)
+
+
+def _chosen(spec: Any) -> Callable[[Any], Any]:
+    async def choose(settings: Any) -> tuple[Any, str]:
+        return spec, ""
+
+    return choose
+
+
 @pytest.mark.timeout(120)
 async def test_the_offline_engine_names_the_voice_it_replies_in(settings, caplog) -> None:
     # The start of the log said "voice auto": the setting, not the voice players hear.

@@ -26,7 +26,14 @@ from bot import audio
 from bot import sentences as say
 from bot.config import Settings
 from bot.engines.base import AudioClip, EngineReply, SpeechModelsUnavailable, Transcript, TurnState
-from bot.engines.offline.hearing import Heard, Hearing, WorkerHearing, default_workers, vote_meaning
+from bot.engines.offline.hearing import (
+    Heard,
+    Hearing,
+    WorkerHearing,
+    WorkersStuck,
+    default_workers,
+    vote_meaning,
+)
 from bot.instants import instant
 from bot.intent import meaning, router
 from bot.intent.cues import FILING_WORDS, FUNCTION_WORDS
@@ -620,6 +627,22 @@ async def create_offline_engine(
     try:
         try:
             await hearing.start()
+        except WorkersStuck as exc:
+            await hearing.aclose()
+            if whisper is None:
+                raise SpeechModelsUnavailable(
+                    f"the speech workers had not loaded pocketsphinx's models after {exc.seconds:g} s,"
+                    " and were stopped"
+                ) from None
+            # A hang may be Whisper's alone (its model on a stalled mount): pocketsphinx is tried.
+            why_not = f"the model in {whisper.model_dir} had not loaded after {exc.seconds:g} s"
+            log.warning(
+                "hearing with %s: the Whisper model in %s had not loaded after %g s (workers stopped)",
+                POCKETSPHINX,
+                whisper.model_dir,
+                exc.seconds,
+            )
+            return await create_offline_engine(settings, None, why_not)
         except BrokenProcessPool:
             # A worker died loading its models; its traceback is in the log above.
             await hearing.aclose()

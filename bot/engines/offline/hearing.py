@@ -192,6 +192,10 @@ DEADLINE_SECONDS = 60.0
 DEADLINE_SECONDS_PER_SECOND = 4.0
 # At closing, how long notes still being heard may take before their workers are killed.
 CLOSE_SECONDS = 5.0
+# At start, how long the workers may take to load their models, all of them at once: far more
+# than a large Whisper model takes from a slow disk. Past it a worker is stuck (a stalled
+# network mount, a deadlock in a native loader), and would hold the bot's start for good.
+START_SECONDS = 300.0
 
 
 def _leave_with_the_bot(bot_pid: int) -> None:
@@ -258,6 +262,14 @@ def _stop(workers: list[Any], within: float, busy: bool) -> None:
             worker.join()
 
 
+class WorkersStuck(Exception):
+    """The speech workers had not loaded their models after `seconds`; they were killed."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"the speech workers had not loaded their models after {seconds:g} s")
+        self.seconds = seconds
+
+
 class WorkerHearing:
     """Decodes in worker processes, in parallel across cores, with the event loop left free.
 
@@ -322,8 +334,19 @@ class WorkerHearing:
 
     async def start(self) -> set[int]:
         """Start the workers now, so the first notes do not wait for them; returns the process
-        ids that answered (every worker is started, though a quick one may answer for two)."""
-        return await self._pids()
+        ids that answered (every worker is started, though a quick one may answer for two).
+        BrokenProcessPool when a worker dies loading its models; WorkersStuck, the workers
+        killed, when they have not all answered after START_SECONDS."""
+        try:
+            async with asyncio.timeout(START_SECONDS):
+                return await self._pids()
+        except TimeoutError:
+            pool = self._pool
+            workers = _processes(pool)  # taken before shutdown(), which forgets them
+            pool.shutdown(wait=False, cancel_futures=True)
+            # Stuck in their initializer, they would never leave by themselves: none is on a note.
+            await asyncio.to_thread(_stop, workers, 0.0, False)
+            raise WorkersStuck(START_SECONDS) from None
 
     async def ping(self) -> set[int]:
         """The process ids of the workers that answer; they queue behind notes in flight. A pool
