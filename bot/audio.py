@@ -113,7 +113,28 @@ def decode(data: bytes, limits: AudioSettings, rate: int = MODEL_RATE) -> Decode
     for magic, what in _NOT_AUDIO_MAGIC.items():
         if data.startswith(magic):
             raise AudioError(say.NOT_AUDIO.format(what=what))
-    pcm = _decode_pcm(data, rate, limits.max_seconds)
+    try:
+        return _decode_track(data, limits, rate, 0)
+    except AudioError as exc:
+        if str(exc) not in _NOTHING_ON_TRACK:
+            raise
+        # Its traceback would keep the track's decoded samples while the next is decoded.
+        first = exc.with_traceback(None)
+    # The first track holds nothing to hear: a screen recorder's (OBS's) desktop audio, say,
+    # with the player's microphone on the next. What the player is told when no other track is
+    # heard either is what the first track alone would have them told.
+    for track in range(1, min(_decodable_tracks(data), MAX_TRACKS)):
+        try:
+            decoded = _decode_track(data, limits, rate, track)
+        except AudioError:
+            continue
+        log.info("audio track 1 of the file holds nothing to hear: heard track %d", track + 1)
+        return decoded
+    raise first
+
+
+def _decode_track(data: bytes, limits: AudioSettings, rate: int, track: int) -> DecodedAudio:
+    pcm = _decode_pcm(data, rate, limits.max_seconds, track=track)
     samples = np.frombuffer(pcm, dtype=np.int16)
     original = len(samples) / rate
     trimmed = trim_silence(samples, rate, limits.silence_threshold_db, limits.min_speech_ms)
@@ -247,8 +268,36 @@ DEMUXERS = "ogg,matroska,mov,mp3,wav,flac,aac,amr"
 _OPEN_OPTIONS = {"metadata_errors": "ignore"} if int(av.__version__.split(".")[0]) < 19 else {}
 
 
-def _decode_pcm(data: bytes, rate: int, max_seconds: float, channel: int | None = None) -> bytes:
-    """Decoded, mixed to mono and resampled; or, given `channel`, that channel of stereo alone."""
+# Audio tracks of one file tried in turn while each holds nothing to hear (see decode): each is
+# a decoding of the note, so a file of many silent tracks costs a few at most (OBS records up
+# to six).
+MAX_TRACKS = 4
+# What decoding says of a track with no sound above the silence threshold, or too little.
+_NOTHING_ON_TRACK = frozenset({say.SILENT, say.NOTHING_HEARD, say.TOO_SHORT})
+
+
+def _decodable(container: av.container.InputContainer) -> list[av.AudioStream]:
+    """The file's audio streams FFmpeg has a decoder for, in the file's order. A codec FFmpeg
+    does not know (a WAV's unknown format tag, a phone's new codec) has no decoder, and PyAV
+    gives its stream no codec context, nor a rate: another audio stream may still be heard."""
+    return [s for s in container.streams.audio if s.codec_context is not None]
+
+
+def _decodable_tracks(data: bytes) -> int:
+    try:
+        with av.open(
+            io.BytesIO(data), mode="r", options={"format_whitelist": DEMUXERS}, **_OPEN_OPTIONS
+        ) as container:
+            return len(_decodable(container))
+    except (av.FFmpegError, ValueError, IndexError, EOFError):
+        return 0
+
+
+def _decode_pcm(
+    data: bytes, rate: int, max_seconds: float, channel: int | None = None, track: int = 0
+) -> bytes:
+    """Decoded, mixed to mono and resampled; or, given `channel`, that channel of stereo alone.
+    `track`: which of the file's decodable audio streams, in the file's order."""
     unreadable = AudioError(say.UNREADABLE)
     chunks: list[bytes] = []
     stereo = _StereoLevels()
@@ -262,13 +311,10 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float, channel: int | None 
                 # Read, and only pictures (a screen recording sent muted) or nothing: a list of
                 # formats to convert to would not help.
                 raise AudioError(say.NO_SOUND_TRACK)
-            # A codec FFmpeg does not know (a WAV's unknown format tag, a phone's new codec) has
-            # no decoder, and PyAV gives its stream no codec context, nor a rate: another audio
-            # stream of the file may still be heard.
-            decodable = [s for s in container.streams.audio if s.codec_context is not None]
+            decodable = _decodable(container)
             if not decodable:
                 raise unreadable from ValueError("no decoder for the file's audio codec")
-            stream = decodable[0]
+            stream = decodable[track]
             # Before the stated length: a 1 Hz file is no note, however long it says it is.
             if _implausible(stream.rate, None):
                 raise unreadable
@@ -366,7 +412,7 @@ def _decode_pcm(data: bytes, rate: int, max_seconds: float, channel: int | None 
     if channel is None and (louder := stereo.cancelled()) is not None:
         # Rare enough (one phone's recordings) to decode twice rather than keep every note's
         # channels apart, which cost a third more on each stereo note.
-        return _decode_pcm(data, rate, max_seconds, channel=louder)
+        return _decode_pcm(data, rate, max_seconds, channel=louder, track=track)
     return b"".join(chunks)
 
 

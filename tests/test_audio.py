@@ -637,6 +637,57 @@ def test_a_note_in_a_codec_ffmpeg_does_not_know_is_unreadable() -> None:
     assert "no decoder" in str(refused.value.__cause__)
 
 
+def _tracks(*tracks: np.ndarray, rate: int = 48_000) -> bytes:
+    """An MP4 of one AAC track for each of `tracks` (int16 mono), in that order, as OBS records
+    one with several audio tracks (the muxer flags the first default)."""
+    out = io.BytesIO()
+    with av.open(out, mode="w", format="mp4") as container:
+        streams = [container.add_stream("aac", rate=rate, layout="mono") for _ in tracks]
+        for stream, samples in zip(streams, tracks, strict=True):
+            resampler = av.AudioResampler(format=stream.codec_context.format.name, layout="mono", rate=rate)
+            frame = av.AudioFrame.from_ndarray(samples.reshape(1, -1), format="s16", layout="mono")
+            frame.sample_rate = rate
+            for resampled in resampler.resample(frame) + resampler.resample(None):
+                for packet in stream.encode(resampled):
+                    container.mux(packet)
+            for packet in stream.encode(None):
+                container.mux(packet)
+    return out.getvalue()
+
+
+def test_a_recording_whose_first_track_is_silent_is_heard_from_the_next() -> None:
+    # An OBS recording sent as a note: desktop audio on the first track (nothing was playing),
+    # the player's microphone on the second. Only the first was decoded, and the player was told
+    # nothing could be heard.
+    speech = speechlike(3.0)
+    silent = np.zeros_like(speech)
+    data = _tracks(silent, speech)
+    with av.open(io.BytesIO(data)) as container:
+        assert len(container.streams.audio) == 2
+    heard = audio.decode(data, LIMITS)
+    alone = audio.decode(_tracks(speech), LIMITS)
+    assert heard.seconds == pytest.approx(alone.seconds, abs=0.05)
+    assert heard.segment.rms == pytest.approx(alone.segment.rms, rel=0.05)
+
+
+def test_a_recording_with_nothing_on_any_track_is_told_so_as_one_track_would_be() -> None:
+    silent = np.zeros(48_000 * 2, dtype=np.int16)
+    with pytest.raises(audio.AudioError) as one:
+        audio.decode(_tracks(silent), LIMITS)
+    with pytest.raises(audio.AudioError) as several:
+        audio.decode(_tracks(silent, silent, silent), LIMITS)
+    assert str(several.value) == str(one.value)
+
+
+def test_a_recording_with_sound_on_its_first_track_is_heard_from_it() -> None:
+    # Which of two tracks with sound is the player's no cheap measure tells (a game's voices are
+    # speech too): the first is heard, and no other is decoded.
+    speech = speechlike(3.0)
+    desktop = speechlike(1.0, lead=0.0, tail=0.0)
+    heard = audio.decode(_tracks(desktop, speech), LIMITS)
+    assert heard.seconds == pytest.approx(audio.decode(_tracks(desktop), LIMITS).seconds, abs=0.05)
+
+
 def _matroska_pcm(samples: np.ndarray, rate: int, per_packet: int) -> bytes:
     """`samples` as 16-bit PCM in Matroska, `per_packet` samples to a block."""
     out = io.BytesIO()
