@@ -935,6 +935,56 @@ async def test_whisper_workers_stuck_loading_fall_back_to_pocketsphinx(
     assert pids and not any(_alive(pid) for pid in pids)
 
 
+@pytest.mark.timeout(120)
+async def test_a_lone_worker_stuck_loading_its_models_is_the_services_trouble(
+    settings, tmp_path, monkeypatch, caplog
+) -> None:
+    """A note whose worker died is heard again by a fresh worker of its own: one that hung
+    loading its models held the note's turn, and a lone worker's place, for good."""
+    import asyncio
+    import contextlib
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.base import EngineError
+    from bot.engines.offline import hearing as hearing_module
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
+
+    class Workers(WorkerHearing):
+        job = staticmethod(_crash)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            starting = _stuck_starting if workers == 1 else ignore_stop_signals  # the lone one hangs
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=starting)
+
+    folder = tmp_path / "stuck"
+    folder.mkdir()
+    monkeypatch.setenv(STUCK_DIR, str(folder))
+    monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0)
+    hearing = Workers(settings.storage_dir / "speech", workers=2)
+    try:
+        await hearing.start()
+        failed: Exception | None = None
+        try:
+            async with asyncio.timeout(60):
+                await hearing.hear(b"\x01\x00", 16_000)
+        except Exception as exc:
+            failed = exc
+        assert type(failed) is EngineError, repr(failed)
+        assert str(failed) == "the speech workers cannot start"
+        assert not hearing.ready
+    finally:
+        await hearing.aclose()
+        pids = [int(p.name) for p in folder.iterdir()]
+        left = [pid for pid in pids if _alive(pid)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert pids and not left
+    assert "a fresh speech worker had not loaded its models after 2 s" in caplog.text
+
+
 def _chosen(spec: Any) -> Callable[[Any], Any]:
     async def choose(settings: Any) -> tuple[Any, str]:
         return spec, ""

@@ -262,6 +262,14 @@ def _stop(workers: list[Any], within: float, busy: bool) -> None:
             worker.join()
 
 
+async def _kill_stuck(pool: ProcessPoolExecutor) -> None:
+    """Shut `pool` down, its workers killed at once: stuck in their initializer, they would never
+    leave by themselves, and none is on a note."""
+    workers = _processes(pool)  # taken before shutdown(), which forgets them
+    pool.shutdown(wait=False, cancel_futures=True)
+    await asyncio.to_thread(_stop, workers, 0.0, False)
+
+
 class WorkersStuck(Exception):
     """The speech workers had not loaded their models after `seconds`; they were killed."""
 
@@ -341,11 +349,7 @@ class WorkerHearing:
             async with asyncio.timeout(START_SECONDS):
                 return await self._pids()
         except TimeoutError:
-            pool = self._pool
-            workers = _processes(pool)  # taken before shutdown(), which forgets them
-            pool.shutdown(wait=False, cancel_futures=True)
-            # Stuck in their initializer, they would never leave by themselves: none is on a note.
-            await asyncio.to_thread(_stop, workers, 0.0, False)
+            await _kill_stuck(self._pool)
             raise WorkersStuck(START_SECONDS) from None
 
     async def ping(self) -> set[int]:
@@ -414,11 +418,17 @@ class WorkerHearing:
             self._alone.add(alone)
             try:
                 try:
-                    await self._submit(alone, _worker_pid)
-                except BrokenProcessPool as exc:
-                    # Killed while it loaded the models, or unable to load them: no fault of this
-                    # note's, and asking the player to record it again would get them nowhere.
-                    log.error("a fresh speech worker died before it could hear a note")
+                    async with asyncio.timeout(START_SECONDS):
+                        await self._submit(alone, _worker_pid)
+                except (BrokenProcessPool, TimeoutError) as exc:
+                    # Killed while it loaded the models, unable to load them, or stuck loading
+                    # them: no fault of this note's, and asking the player to record it again
+                    # would get them nowhere.
+                    if isinstance(exc, TimeoutError):
+                        await _kill_stuck(alone)
+                        log.error("a fresh speech worker had not loaded its models after %g s", START_SECONDS)
+                    else:
+                        log.error("a fresh speech worker died before it could hear a note")
                     self.ready = False
                     raise EngineError("the speech workers cannot start") from exc
                 self.ready = True
