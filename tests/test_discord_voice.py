@@ -1171,24 +1171,23 @@ async def test_a_notes_download_is_let_go_once_decoded_while_the_model_thinks(
 ):
     # A download is up to audio.max_bytes (8 MB of WAV), and a turn's model call can take
     # seconds: held through it, every concurrent turn keeps its note in memory for nothing.
-
-    import discord
-
     freed: list[int] = []
 
     class Download(bytes):
         def __del__(self) -> None:  # bytes take no weak reference: a finalizer says it went
             freed.append(len(self))
 
-    read = discord.Attachment.read
-
-    async def read_marked(self: discord.Attachment, **kwargs: object) -> bytes:
-        return Download(await read(self, **kwargs))
-
-    monkeypatch.setattr(discord.Attachment, "read", read_marked)
     engine = FrontendEngine()
     engine.hold = asyncio.Event()
     async with running_bot(settings, fake, engine=engine) as h:
+        # The module the bot loaded the cog from: discord.py loads an extension afresh.
+        voice = sys.modules[type(h.bot.get_cog("VoiceNotes")).__module__]
+        download = voice.download
+
+        async def download_marked(*args: object) -> bytes:
+            return Download(await download(*args))
+
+        monkeypatch.setattr(voice, "download", download_marked)
         note = await h.fake.send_note(nova, voice_note())
         await engine.until_asked(1)  # the turn is in the model's call, which waits to be let go
         await collected(freed)
