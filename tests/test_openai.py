@@ -1081,6 +1081,28 @@ async def test_a_transcription_model_openai_does_not_serve_is_said_at_start_and_
         await check_engine(settings)
 
 
+async def test_a_transcription_model_named_as_the_chat_model_is_looked_up_and_told_once(
+    storage, fake, caplog
+) -> None:
+    """One model for both: start-up and `check` ask for it once, and a model the provider does
+    not serve is named once, as openai.model, not a second time as openai.transcribe_model."""
+    from bot.engines.openai import create_openai_engine
+    from bot.health import check_engine
+
+    same = {"VOXDESK_OPENAI_MODEL": "no-such-model", "VOXDESK_OPENAI_TRANSCRIBE_MODEL": "no-such-model"}
+    engine = await create_openai_engine(openai_settings(storage, fake, **same))
+    await engine.aclose()
+    looked_up = [r.path for r in fake.received if "/models" in r.path]
+    assert looked_up == ["/v1/models/no-such-model"]
+    assert "model no-such-model is not offered by this provider: check openai.model" in caplog.text
+    assert "openai.transcribe_model" not in caplog.text
+    fake.received.clear()
+    served = fake.models[0]
+    both = {"VOXDESK_OPENAI_MODEL": served, "VOXDESK_OPENAI_TRANSCRIBE_MODEL": served}
+    await check_engine(openai_settings(storage, fake, **both))
+    assert [r.path for r in fake.received if "/models" in r.path] == [f"/v1/models/{served}"]
+
+
 async def test_a_turn_on_a_model_openai_does_not_serve_is_answered_by_the_fallback(
     storage, fake, caplog
 ) -> None:
