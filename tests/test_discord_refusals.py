@@ -323,6 +323,28 @@ async def test_an_answer_partly_posted_before_a_restart_is_finished_after_it_not
     ]  # let go once answered
 
 
+async def test_an_answer_from_the_ledger_that_discord_fails_again_is_finished_from_where_it_got(
+    settings, fake: FakeDiscord, monkeypatch
+):
+    # The answer kept before a restart, with none of it posted, is sent by the next process, and
+    # Discord fails it again after its first piece. That piece goes into the answer kept for the
+    # next recheck; read again from the ledger as it was, the first piece would go twice once
+    # Discord no longer knows its nonce.
+    monkeypatch.setattr("tests.fakes.discord_server.NONCE_SECONDS", 0.0)
+    fake.posts_unavailable = 1  # the first piece of words: nothing of the answer is out
+    async with running_bot(settings, fake, engine=NumbersItsAnswers(), recheck_seconds=3600.0) as h:
+        await h.bot.core.preferences.set_reply_mode(str(nova.id), "text")
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "pending"
+    assert fake.replies_to(note["id"]) == []
+    fail_after_the_first_piece_of_words(fake, "text")
+    async with running_bot(settings, fake, engine=NumbersItsAnswers(first=2), recheck_seconds=0.2) as h:
+        await fake.wait_for(lambda _: any("tip 59:" in r.content for r in fake.replies_to(note["id"])))
+        assert await settled(settings, note) == "answered"
+    one_answer_whole(fake, note, "text")
+    assert h.engine.turns == []
+
+
 async def test_an_answer_partly_posted_is_finished_by_the_new_process_of_an_overlapping_deploy(
     settings, fake: FakeDiscord
 ):
