@@ -337,6 +337,8 @@ async def test_an_answer_from_the_ledger_that_discord_fails_again_is_finished_fr
         note = await fake.send_note(nova, voice_note(), guild=True)
         assert await settled(settings, note) == "pending"
     assert fake.replies_to(note["id"]) == []
+    # Kept as the player's: `player forget` erases their answers by it.
+    assert sql(settings.storage_dir / "notes.db", "SELECT user_id FROM answers") == [(str(nova.id),)]
     fail_after_the_first_piece_of_words(fake, "text")
     async with running_bot(settings, fake, engine=NumbersItsAnswers(first=2), recheck_seconds=0.2) as h:
         await fake.wait_for(lambda _: any("tip 59:" in r.content for r in fake.replies_to(note["id"])))
