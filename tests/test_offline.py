@@ -767,6 +767,26 @@ async def test_closing_kills_an_idle_worker_slow_to_leave_without_calling_it_bus
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
+async def test_closing_as_a_worker_answers_its_job_still_stops_the_workers(settings) -> None:
+    """A job's answer drops it from the jobs closing looks over, in the pool's own thread, at
+    any moment: read as it changed, the set raised "Set changed size during iteration" and
+    closing stopped there, its workers never told to leave nor waited for."""
+    from concurrent.futures import Future
+
+    from bot.engines.offline.hearing import WorkerHearing
+
+    hearing = WorkerHearing(settings.storage_dir / "speech", workers=1)
+    answered: Future[Any] = Future()
+
+    class AnsweredMeanwhile(Future):  # type: ignore[type-arg]
+        def running(self) -> bool:
+            hearing._jobs.discard(answered)  # as the pool's thread does once a worker answers
+            return False
+
+    hearing._jobs |= {AnsweredMeanwhile(), answered}
+    await hearing.aclose()  # raised, with every pool left running
+
+
 # A file's path: a test's worker job crashes on its first note while the file is missing.
 CRASHED_ONCE = "VOXDESK_TEST_CRASHED_ONCE"
 

@@ -462,7 +462,8 @@ class WorkerHearing:
         pools = [self._pool, *self._alone]
         # Taken before shutdown(), which forgets them.
         workers = [p for pool in pools for p in _processes(pool)] + self._killed
-        busy = bool(self._killed) or any(job.running() for job in self._jobs)
+        # A copy: the pool's own thread drops each job from the set as its worker answers it.
+        busy = bool(self._killed) or any(job.running() for job in list(self._jobs))
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(_stop, workers, CLOSE_SECONDS, busy)
