@@ -488,6 +488,14 @@ async def test_settings_commands_are_held_to_a_per_player_limit(settings, fake: 
         refused = await ask(fake, nova, "notify", [option("news", "off")])
         assert refused.startswith("You're changing your settings faster than I can keep up. Try again in")
         assert (await h.bot.core.preferences.get(str(nova.id))).notify  # the refused "off" is not kept
+        for refused_change in (
+            ("voice", [option("voice", "cinder")]),
+            ("replies", [option("style", "file")]),
+        ):
+            refused = await ask(fake, nova, *refused_change)
+            assert refused.startswith("You're changing your settings faster than I can keep up."), refused
+        kept = await h.bot.core.preferences.get(str(nova.id))
+        assert (kept.voice, kept.reply_mode) == ("basalt", "text")  # nor the refused voice and style
         assert (await ask(fake, blaze, "notify", [option("news", "off")])).startswith("No more ticket news")
     assert any(r.getMessage() == f"flood: /notify from {nova.id} refused" for r in caplog.records)
     assert fake.violations == []
@@ -508,6 +516,28 @@ async def test_forget_is_held_to_a_stricter_per_player_limit(harness: Harness):
     assert (await reply_to_note(fake, nova))[1].content.endswith("History 1.")  # not forgotten
     assert "afresh" in await ask(fake, blaze, "forget", [], guild=False)
     assert fake.violations == []
+
+
+async def test_a_host_clock_set_back_holds_no_player_longer_at_the_settings_limits(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+):
+    # Timed by the host clock, a clock set back an hour would tell a player past the /forget
+    # limit to wait an hour and a minute, not a minute.
+    from cogs.settings import FORGET_SECONDS, FORGETS
+    from tests.test_discord_voice import HostClock
+
+    fake, cog = harness.fake, harness.bot.get_cog("PlayerSettings")
+    assert cog is not None
+    for _ in range(FORGETS):
+        assert "afresh" in await ask(fake, nova, "forget", [], guild=False)
+    clock = HostClock()
+    clock.back = 3600.0
+    # The module the bot loaded the cog from: an extension is loaded as a module of its own.
+    monkeypatch.setattr(sys.modules[type(cog).__module__], "time", clock)
+    refused = await ask(fake, nova, "forget", [], guild=False)
+    assert refused.startswith("You've asked me to forget several times just now. Try again in"), refused
+    wait = int(re.search(r"(\d+) seconds?", refused)[1])
+    assert wait <= FORGET_SECONDS, refused
 
 
 async def test_a_host_clock_set_back_holds_no_player_longer_at_the_ticket_limits(
@@ -1740,6 +1770,17 @@ async def test_a_first_response_limited_past_discords_3_s_is_not_waited_out(
     assert [r.error for r in fake.interaction_records(interaction)] == [429]
     assert [r for r in caplog.records if "not answered, rate limited for 2 s" in r.getMessage()]
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+def test_a_first_response_not_noted_as_arrived_has_no_more_than_3_s_by_a_clock_behind(monkeypatch):
+    # A response the command tree took no note of: by a host clock a minute behind Discord's, the
+    # time in its id is a minute ahead, which must count no time gone, not a minute more to wait.
+    from cogs.interactions import FIRST_RESPONSE_SECONDS, first_response_left
+
+    made = discord.utils.time_snowflake(discord.utils.utcnow())
+    behind = discord.utils.utcnow
+    monkeypatch.setattr(discord.utils, "utcnow", lambda: behind() - dt.timedelta(minutes=1))
+    assert 0 < first_response_left(made) <= FIRST_RESPONSE_SECONDS
 
 
 async def test_a_host_clock_behind_discords_waits_out_no_first_response_past_its_3_s(
