@@ -985,6 +985,78 @@ async def test_a_filing_whose_stop_cuts_it_once_told_before_its_answer_goes_reac
     assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
 
+async def test_two_filings_a_stop_cuts_once_told_reach_both_players_by_dm(settings, monkeypatch):
+    """Two filings cut as above, whose untellings end one after the other: the stop waits for
+    the slower too, not only for the first to end, or news.db closes under it."""
+    words = [
+        (blaze, "Charged twice, cut before the answer."),
+        (nova, "Lost my skins, cut before the answer."),
+    ]
+    slowness = {str(blaze.id): 0.1, str(nova.id): 0.6}
+    told, never = asyncio.Event(), asyncio.Event()
+    async with serving() as fake:
+        async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
+            news = h.bot.core.news
+            heard, unheard = news.heard_in_answer, news.unheard_in_answer
+            held: list[object] = []
+
+            async def heard_then_held(*args: object) -> None:
+                await heard(*args)  # type: ignore[arg-type]
+                held.append(args[0])
+                if len(held) == len(words):
+                    told.set()
+                await never.wait()
+
+            async def unheard_slowly(user_id: str, *args: object) -> None:
+                await asyncio.sleep(slowness[user_id])
+                await unheard(user_id, *args)  # type: ignore[arg-type]
+
+            monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
+            monkeypatch.setattr(news, "unheard_in_answer", unheard_slowly)
+            for player, said in words:
+                await fake.slash(player, "grievance", sub("file", category="wallet", description=said))
+            await asyncio.wait_for(told.wait(), 30)
+            h.stop.set()
+            await asyncio.wait_for(h.task, 30)
+        async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
+            for player, said in words:
+                dms = await fake.wait_for(
+                    lambda _, p=player: [m for m in fake.sent("message", dm_channel_id(p.id)) if m.content]
+                )
+                assert re.search(rf'\("{said}"\) is now filed as ticket GRV-\d+\.', dms[0].content)
+
+
+async def test_a_stop_waits_for_an_untelling_that_hangs_no_longer_than_its_bound_and_says_so(
+    settings, monkeypatch, caplog
+):
+    """An untelling on a database that does not answer holds the stop FOLLOW_UP_SECONDS at most,
+    and the log says what the stop did not wait out."""
+    monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 0.3)
+    told, never = asyncio.Event(), asyncio.Event()
+    async with serving() as fake:
+        async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
+            news = h.bot.core.news
+            heard = news.heard_in_answer
+
+            async def heard_then_held(*args: object) -> None:
+                await heard(*args)  # type: ignore[arg-type]
+                told.set()
+                await never.wait()
+
+            async def unheard_never(*args: object) -> None:
+                await never.wait()
+
+            monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
+            monkeypatch.setattr(news, "unheard_in_answer", unheard_never)
+            words = "Charged twice, and the database hangs."
+            await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+            await asyncio.wait_for(told.wait(), 30)
+            with caplog.at_level(logging.WARNING, logger="cogs.bot"):
+                h.stop.set()
+                await asyncio.wait_for(h.task, 30)
+    assert "closing with 1 task(s) still ending the work cut short" in caplog.text
+
+
 async def test_a_filing_whose_answer_discord_refuses_as_the_bot_stops_reaches_the_player_by_dm(
     settings, monkeypatch
 ):
