@@ -343,6 +343,7 @@ class VoxdeskBot(commands.Bot):
         self._inflight: set[asyncio.Task[Any]] = set()
         self._aside: set[asyncio.Task[Any]] = set()  # of them, what is no note or command itself
         self._commands: set[asyncio.Task[Any]] = set()  # of them, the slash commands' answers
+        self._finishing: set[asyncio.Task[Any]] = set()  # of them, aside work a stop lets finish
         self._later: set[asyncio.Task[Any]] = set()  # see `later`
         self._closing = False  # set as close() starts: `later` takes nothing more
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
@@ -472,16 +473,19 @@ class VoxdeskBot(commands.Bot):
         awaited: bool = False,
         aside: bool = False,
         command: bool = False,
+        finish: bool = False,
     ) -> asyncio.Task[Any]:
         """Work in flight that a stop waits for. Its failure is logged here unless it is
         `awaited` by a caller that reports it (a slash command's error handler). `aside`: not a
         note or a command of its own (a reaction on one, a catch-up's read, whose notes are tracked
         each on its own), left out of the counts a stop logs. `command`: a slash command's answer,
-        counted apart from the notes."""
+        counted apart from the notes. `finish`: aside work a stop does not cancel but waits for,
+        up to FOLLOW_UP_SECONDS (a short write that keeps a player's news)."""
         task = asyncio.create_task(work)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
-        for kind, yes in ((self._aside, aside), (self._commands, command)):
+        kinds = ((self._aside, aside or finish), (self._commands, command), (self._finishing, finish))
+        for kind, yes in kinds:
             if yes:
                 kind.add(task)
                 task.add_done_callback(kind.discard)
@@ -530,7 +534,7 @@ class VoxdeskBot(commands.Bot):
         """Cancel the work in flight and wait while what was cut short tells its players; the
         notes and slash commands among it are said in one line, `why` ending it. Returns how
         many they were."""
-        pending = set(self._inflight)
+        pending = set(self._inflight) - self._finishing
         cut = len(pending - self._aside)
         said = self._counted(pending)
         for task in pending:
@@ -543,8 +547,9 @@ class VoxdeskBot(commands.Bot):
 
     async def _follow_ups(self, seen: set[asyncio.Task[Any]]) -> None:
         """Wait for the aside work that the cut work's awaiters start as it ends (a filing's key
-        given back to ticket news), up to FOLLOW_UP_SECONDS: the stores close next, under it. A
-        note or command arriving meanwhile is not waited for: close() cuts it short."""
+        given back to ticket news), and for the work a stop lets finish, up to FOLLOW_UP_SECONDS:
+        the stores close next, under it. A note or command arriving meanwhile is not waited for:
+        close() cuts it short."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FOLLOW_UP_SECONDS
         seen, waiting = set(seen), set[asyncio.Task[Any]]()

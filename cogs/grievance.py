@@ -392,7 +392,7 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         """Give the keys an answer did not tell back to ticket news, which DMs them. The bot's
         work, which a stop waits for before it closes news.db; the command's own task is not."""
         untelling = self.bot.core.news.unheard_in_answer(user_id, "discord", str(interaction.id), filed)
-        self.bot.track(untelling, aside=True)
+        self.bot.track(untelling, finish=True)
 
 
 async def setup(bot: VoxdeskBot) -> None:

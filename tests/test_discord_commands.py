@@ -1057,12 +1057,16 @@ async def test_a_stop_waits_for_an_untelling_that_hangs_no_longer_than_its_bound
     assert "closing with 1 task(s) still ending the work cut short" in caplog.text
 
 
+@pytest.mark.parametrize(
+    ("grace", "slowness"), [(30.0, 0.3), (0.3, 1.0)], ids=["within the grace", "past the grace"]
+)
 async def test_a_filing_whose_answer_discord_refuses_as_the_bot_stops_reaches_the_player_by_dm(
-    settings, monkeypatch
+    settings, monkeypatch, grace: float, slowness: float
 ):
     """Discord refuses the answer (the token gone) while a stop waits for it: the key is given
     back to ticket news as the answer ends. That ran where the stop did not wait for it, news.db
-    closed under it, and the key went by no DM."""
+    closed under it, and the key went by no DM; and one still being written when the grace ran
+    out was cancelled with the work cut short."""
     answering, release = asyncio.Event(), asyncio.Event()
 
     async def refused(self: FakeDiscord, request: web.Request) -> NoReturn:
@@ -1075,19 +1079,19 @@ async def test_a_filing_whose_answer_discord_refuses_as_the_bot_stops_reaches_th
     monkeypatch.setattr(FakeDiscord, "_followup", refused)
     words = "Gems bought as the bot stopped."
     async with serving() as fake:
-        async with running_bot(settings, fake, shutdown_grace_seconds=30.0) as h:
+        async with running_bot(settings, fake, shutdown_grace_seconds=grace) as h:
             news = h.bot.core.news
             unheard = news.unheard_in_answer
 
             async def unheard_slowly(*args: object) -> None:
-                await asyncio.sleep(0.3)  # a busy database: the stop must wait for it all the same
+                await asyncio.sleep(slowness)  # a busy database: the stop waits for it all the same
                 await unheard(*args)  # type: ignore[arg-type]
 
             monkeypatch.setattr(news, "unheard_in_answer", unheard_slowly)
             await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
             await asyncio.wait_for(answering.wait(), 30)  # filed: its answer is on its way
             h.stop.set()
-            await asyncio.sleep(0.2)  # the stop is waiting for the answer
+            await asyncio.sleep(0.1)  # the stop is waiting for the answer
             release.set()
             await asyncio.wait_for(h.task, 30)
         async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
