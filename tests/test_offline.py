@@ -1007,6 +1007,72 @@ async def test_a_lone_worker_stuck_loading_its_models_is_the_services_trouble(
     assert "a fresh speech worker had not loaded its models after 2 s" in caplog.text
 
 
+@pytest.mark.timeout(120)
+async def test_fresh_workers_stuck_loading_fail_the_notes_queued_for_them_and_the_check(
+    settings, tmp_path, monkeypatch, caplog
+) -> None:
+    """After a worker died idle, the pool was replaced with workers that had no deadline to
+    load their models: hung loading them, they held every note sent to them, and the desk's
+    check, for good (a note's own deadline runs only once a worker takes it)."""
+    import asyncio
+    import contextlib
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.base import EngineError
+    from bot.engines.offline import hearing as hearing_module
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, WorkersStuck, ignore_stop_signals
+
+    pools = 0
+
+    class Light(WorkerHearing):  # the first pool loads no model; every later one hangs loading
+        job = staticmethod(_pid)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            nonlocal pools
+            pools += 1
+            starting = ignore_stop_signals if pools == 1 else _stuck_starting
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=starting)
+
+    async def outcome(asked: Any) -> Any:  # a wait still running after 30 s is given up on
+        try:
+            async with asyncio.timeout(30):
+                return await asked
+        except Exception as exc:
+            return exc
+
+    folder = tmp_path / "stuck"
+    folder.mkdir()
+    monkeypatch.setenv(STUCK_DIR, str(folder))
+    monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0)
+    caplog.set_level(logging.INFO, logger="bot.engines.offline.hearing")
+    hearing = Light(settings.storage_dir / "speech", workers=2)
+    try:
+        pids = await hearing.start()
+        pool = hearing._pool
+        os.kill(next(iter(pids)), signal.SIGKILL)  # the OOM killer takes an idle worker
+        while not pool._broken:  # type: ignore[attr-defined]  # noqa: ASYNC110 - the pool's own flag, no event
+            await asyncio.sleep(0.02)
+        notes = await asyncio.gather(*(outcome(hearing.hear(b"\x01\x00", 16_000)) for _ in range(3)))
+        not_ready = not hearing.ready
+        checked = await outcome(hearing.ping())
+    finally:
+        await hearing.aclose()
+        stuck = [int(p.name) for p in folder.iterdir()]
+        left = [pid for pid in stuck if _alive(pid)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert all(type(note) is EngineError for note in notes), notes
+    assert {str(note) for note in notes} == {"the speech workers cannot start"}
+    assert not_ready
+    assert type(checked) is WorkersStuck, repr(checked)
+    assert stuck and not left
+    assert "fresh speech workers had not loaded their models after 2 s" in caplog.text
+    assert "while hearing a note" not in caplog.text  # no note crashed a worker
+
+
 def _chosen(spec: Any) -> Callable[[Any], Any]:
     async def choose(settings: Any) -> tuple[Any, str]:
         return spec, ""

@@ -19,6 +19,7 @@ import pickle
 import signal
 import threading
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -289,6 +290,9 @@ class WorkerHearing:
     has workers: each loads every model, and eight of them after one OOM kill would invite the
     next. A worker still on a note past its deadline (a decoder stuck in a loop) is killed, and
     recovered from as one that died: that note alone is given up on, and the worker is not lost.
+    Fresh workers that have not loaded their models START_SECONDS after their pool's first job
+    are killed, as start() kills the first pool's: the notes waiting for them are the service's
+    trouble (EngineError), and the check says so (WorkersStuck).
     """
 
     # What a worker does with a note; a module-level function, since it crosses to the worker by name.
@@ -318,6 +322,12 @@ class WorkerHearing:
         # Jobs handed to a worker and not yet answered, cancelled notes' included: closing says
         # whether the workers it kills were busy.
         self._jobs: set[Future[Any]] = set()
+        # Replacement pools no job was handed to yet: a pool starts its workers at its first
+        # job, and their wait to load (see _check_in) starts then. The waits themselves, and the
+        # pools whose workers they killed for not loading: their notes were never taken.
+        self._unchecked: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
+        self._check_ins: set[asyncio.Task[None]] = set()
+        self._stuck: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
         # False from a fresh worker dying before it could hear a note (no model loads, no memory
         # for it) until a worker answers again: every note meanwhile gets an apology, and the pool
         # replaced at each one says nothing to /healthz.
@@ -355,19 +365,37 @@ class WorkerHearing:
     async def ping(self) -> set[int]:
         """The process ids of the workers that answer; they queue behind notes in flight. A pool
         a worker left while idle (the OOM killer) is replaced first: the check says whether
-        notes are heard now, and the next note would replace it anyway."""
+        notes are heard now, and the next note would replace it anyway. WorkersStuck when the
+        pool's workers were killed for not loading their models within START_SECONDS."""
         pool = self._pool
         try:
             return await self._pids()
         except BrokenProcessPool:
             if self._closed:
                 raise
-            log.error("a speech worker had died; starting fresh workers")
             self._replace(pool)
-        return await self._pids()
+            if pool in self._stuck:
+                # Notes are not heard now: this check is not held another START_SECONDS for
+                # the fresh workers, which the next job's check-in waits for.
+                raise WorkersStuck(START_SECONDS) from None
+            log.error("a speech worker had died; starting fresh workers")
+        fresh = self._pool
+        try:
+            return await self._pids()
+        except BrokenProcessPool:
+            if fresh in self._stuck:
+                raise WorkersStuck(START_SECONDS) from None
+            raise
 
     def _submit(self, pool: ProcessPoolExecutor, job: Callable[..., T], *args: Any) -> asyncio.Future[T]:
         """loop.run_in_executor, with the job kept in `_jobs` until a worker answers it."""
+        if pool in self._unchecked:
+            self._unchecked.discard(pool)
+            # Asked ahead of the job, so that the workers answer as soon as they have loaded.
+            answers = [pool.submit(_worker_pid) for _ in range(self.workers)]
+            check_in = asyncio.create_task(self._check_in(pool, answers))
+            self._check_ins.add(check_in)
+            check_in.add_done_callback(self._check_ins.discard)
         submitted = pool.submit(job, *args)
         self._jobs.add(submitted)
         submitted.add_done_callback(self._jobs.discard)
@@ -389,6 +417,27 @@ class WorkerHearing:
         if self._pool is broken:  # the other notes in flight saw the same failure: replace it once
             broken.shutdown(wait=False, cancel_futures=True)
             self._pool = self._new_pool(self.workers)
+            self._unchecked.add(self._pool)
+
+    async def _check_in(self, pool: ProcessPoolExecutor, answers: list[Future[int]]) -> None:
+        """Kill a replacement pool's workers if they have not loaded their models after
+        START_SECONDS, as start() does the first pool's. Notes queued on it wait for a worker to
+        take them, and a note's own deadline runs only from then: workers hung loading would
+        hold every note, and the desk's check, for good. Killed, they break the pool, and each
+        note on it fails as the service's trouble (see hear)."""
+        try:
+            async with asyncio.timeout(START_SECONDS):
+                await asyncio.gather(*map(asyncio.wrap_future, answers))
+        except BrokenProcessPool:  # a worker died loading: the notes on the pool recover as usual
+            return
+        except TimeoutError:
+            if self._closed:
+                return
+            log.error("fresh speech workers had not loaded their models after %g s", START_SECONDS)
+            self._stuck.add(pool)
+            self.ready = False
+            for worker in _processes(pool):
+                worker.kill()
 
     async def hear(self, pcm: bytes, rate: int) -> Transcript:
         pool = self._pool
@@ -408,9 +457,15 @@ class WorkerHearing:
             heard = await waiting
             self.ready = True
             return heard
-        except BrokenProcessPool:
+        except BrokenProcessPool as exc:
             if self._closed:
                 raise
+            if pool in self._stuck:
+                # No worker ever took the note: it crashed nothing, and a lone worker would most
+                # likely hang loading just the same.
+                self._replace(pool)
+                self.ready = False
+                raise EngineError("the speech workers cannot start") from exc
             log.error("a speech worker died while hearing a note; starting fresh workers, hearing it again")
             self._replace(pool)
         async with self._lone_workers:
@@ -459,6 +514,8 @@ class WorkerHearing:
         front end has let its turns finish or cancelled them by now, and a worker ignores SIGTERM:
         waiting for one that is stuck kept the bot from ever exiting."""
         self._closed = True
+        for check_in in list(self._check_ins):
+            check_in.cancel()
         pools = [self._pool, *self._alone]
         # Taken before shutdown(), which forgets them.
         workers = [p for pool in pools for p in _processes(pool)] + self._killed
