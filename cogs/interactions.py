@@ -62,16 +62,21 @@ def arrived(interaction: discord.Interaction) -> None:
 
 
 def first_response_left(interaction_id: int) -> float:
-    """The seconds left of the 3 s Discord takes an interaction's first response in, from the
-    time in its id by this host's clock (a clock behind Discord's counts no time gone, as `age`
-    does), and no more than those 3 s from when it reached the bot, by time.monotonic(): a clock
-    behind Discord's would otherwise leave a command 3 s however long it has been in hand."""
+    """The seconds left of the 3 s Discord takes an interaction's first response in (see `since_made`)."""
+    return FIRST_RESPONSE_SECONDS - since_made(interaction_id)
+
+
+def since_made(interaction_id: int) -> float:
+    """The seconds since Discord made the interaction: from the time in its id by this host's
+    clock (a clock behind Discord's counts no time gone, as `age` does), and at least those since
+    it reached the bot, by time.monotonic(): a clock behind Discord's would otherwise count none
+    however long a command has been in hand."""
     made = discord.utils.snowflake_time(interaction_id)
-    gone = max(0.0, (discord.utils.utcnow() - made).total_seconds())
+    seconds = max(0.0, (discord.utils.utcnow() - made).total_seconds())
     came = ARRIVED.get()
     if came is not None and came[0] == interaction_id:
-        gone = max(gone, time.monotonic() - came[1])
-    return FIRST_RESPONSE_SECONDS - gone
+        seconds = max(seconds, time.monotonic() - came[1])
+    return seconds
 
 
 def age(interaction: discord.Interaction) -> float:
@@ -364,7 +369,7 @@ async def _first_response(interaction: discord.Interaction, response: Awaitable[
             _name(interaction),
             interaction.user.id,
             interaction.id,
-            age(interaction),
+            since_made(interaction.id),
         )
         return False
     return True

@@ -1888,6 +1888,39 @@ async def test_a_host_clock_behind_discords_waits_out_no_first_response_past_its
     assert said.endswith("not answered, rate limited for 2 s"), said
 
 
+async def test_a_first_response_refused_as_late_says_how_long_the_bot_held_it_whatever_its_clock(
+    monkeypatch, caplog
+):
+    """By a host clock behind Discord's, "Discord no longer takes interaction ... (10062)" said
+    it was 0.0 s after Discord made it, however long the bot had held the interaction."""
+    from types import SimpleNamespace
+
+    from cogs import interactions
+
+    behind = discord.utils.utcnow
+    made = discord.utils.time_snowflake(behind())
+    monkeypatch.setattr(discord.utils, "utcnow", lambda: behind() - dt.timedelta(minutes=1))
+    interaction = SimpleNamespace(
+        id=made, command=None, user=SimpleNamespace(id=1), created_at=discord.utils.snowflake_time(made)
+    )
+    refused = discord.HTTPException(
+        SimpleNamespace(status=404, reason="Not Found"), {"code": 10062, "message": "Unknown interaction"}
+    )
+
+    async def response() -> None:
+        raise refused
+
+    held = interactions.ARRIVED.set((made, time.monotonic() - 4.0))  # it reached the bot 4 s ago
+    try:
+        with caplog.at_level("WARNING", logger="cogs.interactions"):
+            assert not await interactions._first_response(interaction, response())  # type: ignore[arg-type]
+    finally:
+        interactions.ARRIVED.reset(held)
+    (said,) = [r.getMessage() for r in caplog.records if r.name == "cogs.interactions"]
+    seconds = re.search(r"\(10062\), ([0-9.]+) s after it made it", said)
+    assert seconds is not None and float(seconds[1]) >= 4.0, said
+
+
 async def test_suggestions_discord_rate_limits_for_long_are_one_warning_not_a_traceback(
     harness: Harness, caplog
 ):
