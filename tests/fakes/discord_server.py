@@ -4,10 +4,10 @@ client talks to, pointed at it by configuration (`discord.api_base`, `discord.ga
 REST: gateway discovery, the bot's user and application, channels and DM channels, channel
 messages (create as JSON or multipart with `payload_json`, with `enforce_nonce` returning the
 message a nonce made before rather than a second one; read one, read the history with
-before/after/around/limit, delete one of the bot's own, MESSAGE_DELETE following), a channel's public and private archived threads and the private
-ones the bot joined, the guild's active threads, typing, reactions, interaction callbacks,
-follow-up webhooks and the original response, application command sync, and a CDN path serving
-attachment bytes.
+before/after/around/limit, delete one of the bot's own, MESSAGE_DELETE following), a channel's
+public and private archived threads and the private ones the bot joined, the guild's active
+threads, typing, reactions, interaction callbacks, follow-up webhooks and the original response,
+application command sync, and a CDN path serving attachment bytes.
 Gateway: HELLO, IDENTIFY -> READY + GUILD_CREATE, heartbeats and ACKs, RESUME, zlib-stream
 compression, and dispatches of MESSAGE_CREATE / MESSAGE_DELETE / MESSAGE_DELETE_BULK /
 INTERACTION_CREATE that tests inject. What a test injects while no bot is connected is kept in
