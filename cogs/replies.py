@@ -9,6 +9,7 @@ import re
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import aiohttp
 import discord
 from discord.http import Route
 
@@ -473,14 +474,15 @@ async def _taken_back(
     """After a part of the note's answer is posted: if the player deleted the note while its POST
     was under way, the part is deleted too and Withdrawn raised. It went up as the player took the
     question back, and would stand alone saying in the channel what they withdrew; they cannot
-    have heard it first. Kept when Discord refuses its deletion: it is out, and answers the note."""
+    have heard it first. Kept when Discord refuses its deletion, or the connection breaks under
+    it: it is out, or may be, and answers the note."""
     if not stop():
         return
     try:
         await delete()
     except discord.NotFound:
         pass  # gone already (a moderator's doing)
-    except discord.HTTPException as exc:
+    except (discord.HTTPException, aiohttp.ClientError, ConnectionError) as exc:
         log.warning(
             "could not delete the %s posted for note %s as its player deleted the note: %s",
             kind,

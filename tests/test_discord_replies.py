@@ -177,6 +177,39 @@ async def test_a_voice_message_posted_as_its_note_was_deleted_is_deleted_too(
     assert said in caplog.text
 
 
+async def test_a_voice_message_whose_deletion_breaks_off_answers_its_deleted_note(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # The note is deleted while its voice message is posted, and the connection breaks under the
+    # bot's DELETE of it: the voice message may stand, so it answers the note, as one Discord
+    # refused to delete does. The broken DELETE is no failure of the answer: the note is not
+    # given back as "answered again later", to be settled unanswered under a voice message.
+    caplog.set_level(logging.INFO)
+    gone: list[dict[str, Any]] = []
+
+    async def delete_while_the_voice_message_is_posted(record: Received) -> None:
+        if record.is_voice_message:
+            fake.after_post = None
+            await fake.delete_message(record.channel_id, gone[0]["id"])
+            await fake.read_by_the_bot()
+
+    fake.after_post = delete_while_the_voice_message_is_posted
+    # Twice: aiohttp sends an idempotent request again once when a reused connection breaks.
+    fake.deletes_cut = 2
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        gone.append(await fake.send_note(nova, voice_note(), guild=True))
+        assert await settled(settings, gone[0]) == "answered"
+        await rechecks(h.bot, 2)
+        await settle(fake)
+    (voice,) = fake.replies_to(gone[0]["id"])
+    assert voice.is_voice_message and int(voice.response["id"]) in fake.messages[voice.channel_id]
+    assert len(fake.sent("message_delete", voice.channel_id)) in (1, 2)
+    assert len(h.engine.turns) == 1
+    cut = f"could not delete the voice message posted for note {gone[0]['id']}"
+    assert [line for line in warnings_logged(caplog) if cut not in line] == []
+    assert cut in caplog.text
+
+
 async def test_a_note_kept_for_later_and_then_deleted_is_settled_unanswered(
     settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
 ):

@@ -450,6 +450,9 @@ class FakeDiscord(Strict):
         self.posts_lost = 0
         # The same, but the connection drops instead of the 502, which discord.py does not retry.
         self.posts_cut_after = 0
+        # A connection broken under the bot's DELETE of a message: while above 0, each such DELETE
+        # is dropped unanswered (its connection closed, the message left as it was), counting down.
+        self.deletes_cut = 0
         # Rate limits, answered as Discord does (429 with `retry_after`, X-RateLimit-* headers and
         # `Via`, which discord.py needs to trust it): while above 0, each message POST is refused
         # so and counts it down. `posts_limit_global` makes them the global limit.
@@ -2073,6 +2076,12 @@ class FakeDiscord(Strict):
             record.error = exc.code
             await self._record(record)
             raise
+        if self.deletes_cut > 0:
+            self.deletes_cut -= 1
+            await self._record(record)
+            assert request.transport is not None
+            request.transport.close()
+            return web.Response(status=204)  # never sent: the connection is gone
         del self.messages[channel_id][int(message["id"])]
         await self._record(record)
         event = {"id": message["id"], "channel_id": str(channel_id)}
