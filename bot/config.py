@@ -547,7 +547,7 @@ def load_settings(
     for key, text in environ.items():
         if not key.startswith(ENV_PREFIX) and key.upper().startswith(ENV_PREFIX):
             # Names are case-sensitive here (not on Windows, whose environment reads any case):
-            # voxdesk_agent_engine=openai in a unit or .env was ignored with no word.
+            # voxdesk_agent_engine=openai in a unit or .env would otherwise go unread unsaid.
             log.warning("%s is not read: variable names are upper case%s", key, _upper_case_name(key))
             continue
         if not key.startswith(ENV_PREFIX) or key in _ENV_NOT_SETTINGS:
