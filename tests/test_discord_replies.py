@@ -8,6 +8,8 @@ import contextlib
 import logging
 import re
 import sqlite3
+import sys
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -15,7 +17,6 @@ import pytest
 
 from bot import audio
 from bot.engines.base import EngineError, EngineReply, TurnState
-from cogs import voice as voice_cog
 from tests.discord_harness import blaze, nova, running_bot, settle, voice_note
 from tests.fakes.discord_server import (
     ALLOWED_CHANNEL,
@@ -285,6 +286,12 @@ async def test_a_refusal_posted_as_its_note_was_deleted_is_deleted_too(
     assert fake.refused == []
 
 
+def loaded_voice(bot: Any) -> ModuleType:
+    """The cogs.voice module the running bot took its cog from: discord.py loads an extension
+    afresh, so the one this file imports is another, and a setting patched there reaches no bot."""
+    return sys.modules[type(bot.get_cog("VoiceNotes")).__module__]
+
+
 def counting_withdrawals(monkeypatch: pytest.MonkeyPatch, bot: Any) -> list[list[int]]:
     """The message ids of each write the bot makes to settle deleted messages in its ledger."""
     ledger, calls = bot.core.notes, []
@@ -303,8 +310,9 @@ async def test_a_burst_of_deletions_is_settled_in_one_ledger_write(
 ):
     # A moderator clears a channel one message at a time, a note kept for later among them: one
     # MESSAGE_DELETE each, mostly for no note, and one write settles them all, the note too.
-    monkeypatch.setattr(voice_cog, "WITHDRAWALS_EVERY", 5.0)  # the burst falls in it however slow the machine
     async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        # The burst falls in it however slow the machine.
+        monkeypatch.setattr(loaded_voice(h.bot), "WITHDRAWALS_EVERY", 5.0)
         fake.posts_unavailable = 10
         note = await fake.send_note(nova, voice_note(), guild=True)
         assert await settled(settings, note) == "pending"
@@ -328,8 +336,9 @@ async def test_a_deletion_heard_as_the_bot_stops_is_settled_before_the_ledger_cl
 ):
     # The stop cuts the wait for more deletions short: the one heard is written, not lost, and a
     # restart's recheck does not answer the note.
-    monkeypatch.setattr(voice_cog, "WITHDRAWALS_EVERY", 3600.0)
     async with running_bot(settings, fake, recheck_seconds=3600.0, shutdown_grace_seconds=0.1) as h:
+        # Only the stop ends the wait, however slow the machine.
+        monkeypatch.setattr(loaded_voice(h.bot), "WITHDRAWALS_EVERY", 3600.0)
         fake.posts_unavailable = 10
         note = await fake.send_note(nova, voice_note(), guild=True)
         assert await settled(settings, note) == "pending"
