@@ -613,6 +613,13 @@ class VoiceNotes(commands.Cog):
             # Aside, and waited for by a stop: the ledger stays open until it is written.
             self.bot.track(self._settle_deleted(), aside=True)
 
+    async def cog_unload(self) -> None:
+        # The client's close unloads the cogs before the app closes the ledger: deletions a stop's
+        # cut caught before their batch's task began (a task cancelled then never runs its body),
+        # or heard after it, are written here.
+        if self._withdrawals:
+            await self._withdraw()
+
     async def _settle_deleted(self) -> None:
         """Settle in one write the deletions heard from now until WITHDRAWALS_EVERY has passed,
         or until a stop cuts the wait short."""

@@ -351,6 +351,24 @@ async def test_a_deletion_heard_as_the_bot_stops_is_settled_before_the_ledger_cl
     assert note_state(settings, note) == "expired"
 
 
+async def test_a_deletion_whose_write_a_stop_cancels_before_it_begins_is_settled_all_the_same(
+    settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch
+):
+    # A task cancelled before its first step never runs its body: the batch's own write at a cut
+    # was skipped, and the deletion heard in that instant was never written to the ledger.
+    async with running_bot(settings, fake, recheck_seconds=3600.0, shutdown_grace_seconds=0.1) as h:
+        fake.posts_unavailable = 10
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "pending"
+        fake.posts_unavailable = 0
+        calls = counting_withdrawals(monkeypatch, h.bot)
+        h.bot.get_cog("VoiceNotes")._deleted_now([int(note["id"])])  # type: ignore[union-attr]
+        await h.bot._cut_short("as the test stops it")  # the batch's task has not begun
+        assert note_state(settings, note) == "pending"
+    assert calls == [[int(note["id"])]]
+    assert note_state(settings, note) == "expired"
+
+
 class DownOnceHeld(FrontendEngine):
     """A model service that fails the turn once the test lets it go on."""
 
