@@ -1057,16 +1057,9 @@ async def test_a_stop_waits_for_an_untelling_that_hangs_no_longer_than_its_bound
     assert "closing with 1 task(s) still ending the work cut short" in caplog.text
 
 
-@pytest.mark.parametrize(
-    ("grace", "slowness"), [(30.0, 0.3), (0.3, 1.0)], ids=["within the grace", "past the grace"]
-)
-async def test_a_filing_whose_answer_discord_refuses_as_the_bot_stops_reaches_the_player_by_dm(
-    settings, monkeypatch, grace: float, slowness: float
-):
-    """Discord refuses the answer (the token gone) while a stop waits for it: the key is given
-    back to ticket news as the answer ends. That ran where the stop did not wait for it, news.db
-    closed under it, and the key went by no DM; and one still being written when the grace ran
-    out was cancelled with the work cut short."""
+def _refuse_answers(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
+    """Events: an answer to a command reached the fake, which holds it; let it go, refused as
+    Discord refuses an answer whose token is gone. For a fake served after this call."""
     answering, release = asyncio.Event(), asyncio.Event()
 
     async def refused(self: FakeDiscord, request: web.Request) -> NoReturn:
@@ -1077,6 +1070,20 @@ async def test_a_filing_whose_answer_discord_refuses_as_the_bot_stops_reaches_th
 
     monkeypatch.setattr(FakeDiscord, "_edit_original", refused)
     monkeypatch.setattr(FakeDiscord, "_followup", refused)
+    return answering, release
+
+
+@pytest.mark.parametrize(
+    ("grace", "slowness"), [(30.0, 0.3), (0.3, 1.0)], ids=["within the grace", "past the grace"]
+)
+async def test_a_filing_whose_answer_discord_refuses_as_the_bot_stops_reaches_the_player_by_dm(
+    settings, monkeypatch, grace: float, slowness: float
+):
+    """Discord refuses the answer (the token gone) while a stop waits for it: the key is given
+    back to ticket news as the answer ends. That ran where the stop did not wait for it, news.db
+    closed under it, and the key went by no DM; and one still being written when the grace ran
+    out was cancelled with the work cut short."""
+    answering, release = _refuse_answers(monkeypatch)
     words = "Gems bought as the bot stopped."
     async with serving() as fake:
         async with running_bot(settings, fake, shutdown_grace_seconds=grace) as h:
@@ -1108,16 +1115,7 @@ async def test_a_filing_whose_answer_discord_refuses_is_dmed_once_whenever_news_
     """The filing is recorded as told before its answer goes; Discord then refuses the answer
     (the token gone): the key goes by DM once, whether a round of news had found the filing while
     the answer was on its way (held for it) or finds it only after."""
-    answering, release = asyncio.Event(), asyncio.Event()
-
-    async def refused(self: FakeDiscord, request: web.Request) -> NoReturn:
-        await request.read()
-        answering.set()
-        await release.wait()
-        raise DiscordError(401, 50027, "Invalid Webhook Token")
-
-    monkeypatch.setattr(FakeDiscord, "_edit_original", refused)
-    monkeypatch.setattr(FakeDiscord, "_followup", refused)
+    answering, release = _refuse_answers(monkeypatch)
     news = {"poll_seconds": 3600.0}  # rounds run here, when the test says
     words = "Gems bought, never arrived."
     async with serving() as fake:
