@@ -3495,6 +3495,40 @@ async def test_a_proxy_that_writes_the_clients_port_too_counts_the_client_once(s
         assert answers == [401, 401, 429]
 
 
+async def test_behind_a_chain_of_trusted_proxies_each_client_counts_once(settings) -> None:
+    # A load balancer (10.0.0.4) in front of nginx on loopback: nginx appends the balancer's
+    # address after the client's. Keyed on that, every visitor would share one limit, and one of
+    # them could lock the playground (or the staff login) for all.
+    from multidict import CIMultiDict
+
+    limited = web_settings(
+        settings.storage_dir,
+        VOXDESK_WEB_LOGIN_ATTEMPTS="2",
+        VOXDESK_WEB_TRUST_FORWARDED="true",
+        VOXDESK_WEB_TRUSTED_PROXIES="127.0.0.1,10.0.0.0/24",
+    )
+
+    async def statuses(client: TestClient, forwarded: list[str]) -> list[int]:
+        token = await csrf_of(client, "/desk/login")
+        answers = []
+        for hops in forwarded:
+            headers = CIMultiDict([("X-Forwarded-For", hops)])
+            answer = await client.post(
+                "/desk/login", data={"csrf": token, "password": "wrong"}, headers=headers
+            )
+            answers.append(answer.status)
+        return answers
+
+    async with web_client(limited) as (client, _):
+        chained = [f"198.51.100.{i + 1}, 10.0.0.4" for i in range(3)]
+        assert await statuses(client, chained) == [401, 401, 401]
+    async with web_client(limited) as (client, _):
+        # What the client wrote left of the first address that is no proxy of ours is its own to
+        # forge: one client, however it varies it.
+        forged = [f"192.0.2.{i + 1}, 10.0.0.9, 203.0.113.7, 10.0.0.4" for i in range(3)]
+        assert await statuses(client, forged) == [401, 401, 429]
+
+
 async def test_failed_staff_logins_and_lockouts_are_logged_without_the_password(settings, caplog) -> None:
     import logging
 

@@ -682,17 +682,22 @@ class RateLimit:
 
 def client_key(request: web.Request, settings: WebSettings) -> str:
     """Who the client is for rate limits: its address or, when it is one of our reverse proxies
-    (`trust_forwarded`, and the peer in `trusted_proxies`), the last address the proxy added to
-    X-Forwarded-For (earlier ones are the client's to forge, and so is the whole header from a
-    peer that is not our proxy)."""
+    (`trust_forwarded`, and the peer in `trusted_proxies`), the last address in X-Forwarded-For
+    that is not one of those proxies too: the one our outermost proxy added (earlier ones are the
+    client's to forge, and so is the whole header from a peer that is not our proxy)."""
     address = request.remote or "unknown"
-    if settings.trust_forwarded and _is_trusted(address, tuple(settings.trusted_proxies)):
+    proxies = tuple(settings.trusted_proxies)
+    if settings.trust_forwarded and _is_trusted(address, proxies):
         # Every line of the header, in order: a proxy may add its own line (HAProxy's `option
         # forwardfor` does) after the one the client sent, and the first line alone is forged.
         forwarded = ",".join(request.headers.getall("X-Forwarded-For", ()))
         hops = [h.strip() for h in forwarded.split(",") if h.strip()]
-        if hops:
-            address = _without_port(hops[-1])
+        # Behind a chain (a load balancer, then nginx) the last hop is the balancer, the same for
+        # every visitor: one of them would spend the limits of all.
+        for hop in reversed(hops):
+            address = _without_port(hop)
+            if not _is_trusted(address, proxies):
+                break
     return _subscriber(address)
 
 
