@@ -3529,6 +3529,34 @@ async def test_behind_a_chain_of_trusted_proxies_each_client_counts_once(setting
         assert await statuses(client, forged) == [401, 401, 429]
 
 
+async def test_a_proxy_whose_forwarded_for_is_ignored_is_said_once(settings, caplog) -> None:
+    # Behind a proxy with web.trust_forwarded off, every visitor counts as the proxy: one spends
+    # every visitor's limits (and locks staff out), and nothing else in the log says why.
+    caplog.set_level(logging.WARNING, logger="bot.web")
+    forwarded = {"X-Forwarded-For": "198.51.100.7"}
+
+    def ignored() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "trust_forwarded is off" in r.getMessage()]
+
+    async with web_client(web_settings(settings.storage_dir)) as (client, _):
+        assert (await client.get("/")).status == 200
+        assert ignored() == []  # no proxy: nothing to say
+        for _ in range(3):
+            assert (await client.get("/", headers=forwarded)).status == 200
+        assert len(ignored()) == 1 and "from 127.0.0.1" in ignored()[0]
+    caplog.clear()
+    # The header from a peer that is no proxy of ours is a client's own: nothing to say either.
+    elsewhere = web_settings(settings.storage_dir, VOXDESK_WEB_TRUSTED_PROXIES="10.0.0.5")
+    async with web_client(elsewhere) as (client, _):
+        assert (await client.get("/", headers=forwarded)).status == 200
+    trusted = web_settings(
+        settings.storage_dir, VOXDESK_WEB_TRUST_FORWARDED="true", VOXDESK_WEB_ALLOWED_HOSTS="*"
+    )
+    async with web_client(trusted) as (client, _):
+        assert (await client.get("/", headers=forwarded)).status == 200
+    assert ignored() == []
+
+
 async def test_failed_staff_logins_and_lockouts_are_logged_without_the_password(settings, caplog) -> None:
     import logging
 

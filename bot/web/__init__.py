@@ -138,6 +138,8 @@ async def build_web(
             static_files,
         ],
     )
+    if not w.trust_forwarded:
+        app.middlewares.append(security.ignored_proxy_middleware(w))
     from bot.app import storage_paths
 
     staff_logins = await security.StaffLogins.open(storage_paths(settings).web)

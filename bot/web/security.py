@@ -796,6 +796,32 @@ def _names_this_machine(host: str) -> bool:
     return True
 
 
+def ignored_proxy_middleware(
+    settings: WebSettings,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """Say once when a request comes through a reverse proxy (a peer in web.trusted_proxies that
+    sends X-Forwarded-For) while web.trust_forwarded is off: every visitor then counts as the
+    proxy, and one of them spends the limits of all (the playground's notes, budget and
+    complaints, the staff login lockout), with nothing else to show why."""
+    proxies = tuple(settings.trusted_proxies)
+    said = False
+
+    @web.middleware
+    async def ignored_proxy(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal said
+        if not said and "X-Forwarded-For" in request.headers and _is_trusted(request.remote or "", proxies):
+            said = True
+            log.warning(
+                "web: requests come through a reverse proxy (X-Forwarded-For from %s) but"
+                " web.trust_forwarded is off: every client counts as the proxy, sharing one rate"
+                " limit, playground budget and staff login lockout; set web.trust_forwarded = true",
+                request.remote,
+            )
+        return await handler(request)
+
+    return ignored_proxy
+
+
 # Refused host names logged, each once: a scanner trying names by the thousand logs this many.
 REFUSED_HOSTS_LOGGED = 100
 
