@@ -139,6 +139,17 @@ async def test_playground_answers_are_never_cached(wsettings) -> None:
         assert done.headers["Cache-Control"] == "no-store"
         refused = await ask(client, token, player="no such player")
         assert refused.status == 400 and refused.headers["Cache-Control"] == "no-store"
+        # Reply audio too, whole or in part: a shared cache (a proxy's) must never serve one
+        # session's answer to another browser asking the same URL.
+        url = (await done.json())["audio_url"]
+        for answer in (await client.get(url), await client.get(url, headers={"Range": "bytes=0-9"})):
+            assert answer.status in (200, 206)
+            assert "no-store" in answer.headers["Cache-Control"]
+            assert answer.headers["Cross-Origin-Resource-Policy"] == "same-origin"
+        stranger = TestClient(TestServer(client.app))
+        async with stranger:
+            missing = await stranger.get(url)
+            assert missing.status == 404 and missing.headers["Cache-Control"] == "no-store"
 
 
 async def test_reply_audio_answers_range_requests_so_players_can_seek(wsettings) -> None:
