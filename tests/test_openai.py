@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import aiohttp
 import openai
 import pytest
 
@@ -2177,3 +2178,36 @@ async def test_a_system_prompt_file_not_in_utf8_is_one_line_naming_the_setting(
         assert engine.system_prompt == read
     finally:
         await engine.aclose()
+
+
+async def test_a_playground_visitor_is_one_name_to_openai_whatever_their_sessions(storage, fake) -> None:
+    # A visitor shares the demo player with everyone, so the player is no one's name; nor is the
+    # browser session, which a dropped cookie starts afresh and would have abuse monitoring see a
+    # new person each time. The visitor's address (the key their budget and complaints go by) is.
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from tests.web_helpers import STAFF_HASH, csrf_of, web_client
+
+    named = openai_settings(
+        storage,
+        fake,
+        VOXDESK_OPENAI_SAFETY_IDENTIFIER="on",
+        VOXDESK_WEB_STAFF_PASSWORD_HASH=STAFF_HASH,
+        VOXDESK_WEB_TRUST_FORWARDED="true",
+    )
+    form = {"player": NOVA}
+
+    async def asked(client: TestClient, address: str) -> None:
+        data = aiohttp.FormData(form)
+        data.add_field("audio", NOTE, filename="note.ogg", content_type="audio/ogg")
+        headers = {"X-CSRF-Token": await csrf_of(client), "X-Forwarded-For": address}
+        assert (await client.post("/playground/ask", data=data, headers=headers)).status == 200
+
+    async with running_app(named) as app, web_client(named, core=app) as (client, _):
+        other_browser = TestClient(TestServer(client.app))
+        async with other_browser:
+            await asked(client, "198.51.100.7")
+            await asked(other_browser, "198.51.100.7")
+            await asked(other_browser, "203.0.113.9")
+    first, again, elsewhere = (c.body.get("safety_identifier") for c in fake.chats)
+    assert first == again != elsewhere and first and elsewhere

@@ -723,7 +723,9 @@ class OpenAIEngine:
         if self.safety_key is not None:
             # In the body rather than as create()'s argument: an SDK pyproject allows (openai 1.91)
             # has no such argument, and would raise TypeError on every note.
-            name = safety_identifier(self.safety_key, turn.context.speaker)
+            # Whose budget the turn spends: the player, or a playground visitor (by address), not
+            # their browser session, which a dropped cookie would make a new person to OpenAI.
+            name = safety_identifier(self.safety_key, turn.context.spender)
             request["extra_body"] = {"safety_identifier": name}
         if not turn.allow_tools:
             request["tool_choice"] = "none"  # the rounds bound is reached: answer now
