@@ -3,7 +3,9 @@
 The queries are the embedded path's, from `bot.tools.stats_sql`; only the dialect name differs.
 One summary runs on one pooled connection; a transient failure (a dropped connection, Azure SQL
 throttling or failover) discards that connection and retries the whole summary on a fresh one;
-a connection found gone discards the idle others with it, which the same drop ended.
+a connection found gone discards the idle others with it, which the same drop ended, and a
+statement that outlasts the query timeout those idle since it began, which a server gone silent
+would leave half-open.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import math
 import os
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -107,6 +110,11 @@ def is_transient(exc: BaseException, dialect: str = "sqlserver") -> bool:
     codes = {int(n) for n in _NATIVE_ERROR.findall(message)}
     transient = SQLITE_TRANSIENT_ERRORS if dialect == "sqlite" else AZURE_TRANSIENT_ERRORS
     return bool(codes & transient)
+
+
+def _timed_out(exc: BaseException) -> bool:
+    """Whether `exc`, raised by a statement, is the driver's query timeout."""
+    return isinstance(exc, pyodbc.Error) and bool(exc.args) and str(exc.args[0]) in QUERY_TIMEOUTS
 
 
 def is_connection_lost(exc: BaseException) -> bool:
@@ -356,7 +364,7 @@ class OdbcStats:
         # A full pool or a login the driver does not time out itself must not hold a player
         # forever; a running statement is bounded by the driver's query timeout instead, since
         # abandoning it would hand a busy connection back to the pool.
-        await self._discard_idle(IDLE_SECONDS)
+        await self._discard_idle(unused_since=asyncio.get_running_loop().time() - IDLE_SECONDS)
         async with asyncio.timeout_at(deadline):
             await self._turns.acquire()
             try:
@@ -366,11 +374,13 @@ class OdbcStats:
                 raise
         in_doubt = False  # a statement on this connection failed or was abandoned
         running: aioodbc.cursor.Cursor | None = None  # its cursor, made before it runs
+        started = 0.0  # loop time the last statement was begun at
         try:
 
             async def fetch(sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
-                nonlocal in_doubt, running
+                nonlocal in_doubt, running, started
                 in_doubt = True
+                started = asyncio.get_running_loop().time()
                 cursor = running = await conn.cursor()
                 await cursor.execute(sql, *params)
                 rows = list(await cursor.fetchall())
@@ -396,6 +406,13 @@ class OdbcStats:
                     # Else each idle one would be handed to the next attempt, and to the next
                     # player, to fail in turn: more of them than a summary has attempts.
                     await self._discard_idle()
+                elif _timed_out(exc):
+                    # A server gone silent (a failover dropping packets rather than resetting
+                    # sessions) is told from a slow one only by this timeout, and every connection
+                    # idle since the statement began may be as dead: the one retry the deadline
+                    # leaves would wait out the timeout again on the next. One used since then
+                    # answered, and stays.
+                    await self._discard_idle(unused_since=started)
             raise
         finally:
             try:
@@ -409,12 +426,11 @@ class OdbcStats:
             finally:
                 self._turns.release()  # even if cancelled above: else the pool shrinks for good
 
-    async def _discard_idle(self, idle_seconds: float = 0.0) -> None:
-        """Close the pool's idle connections unused for `idle_seconds` or more (every one by
-        default), so that the next acquire opens a fresh one rather than take a dead one."""
+    async def _discard_idle(self, unused_since: float = math.inf) -> None:
+        """Close the pool's idle connections last used at or before loop time `unused_since` (every
+        one by default), so that the next acquire opens a fresh one rather than take a dead one."""
         free = self._pool._free
-        now = asyncio.get_running_loop().time()
-        stale = [conn for conn in free if now - conn.last_usage >= idle_seconds]
+        stale = [conn for conn in free if conn.last_usage <= unused_since]
         for conn in stale:
             free.remove(conn)  # no longer the pool's: nobody is handed it while it closes
         await asyncio.gather(*(_close_quietly(conn) for conn in stale))

@@ -899,6 +899,60 @@ async def test_a_pool_whose_idle_connections_all_dropped_still_answers_the_next_
         await stats.aclose()
 
 
+# A statement on a connection whose server went silently (a failover whose packets are dropped,
+# not reset): nothing answers it, and the driver gives up at the query timeout.
+QUERY_TIMED_OUT = driver_error("HYT00", "Query timeout expired", 0)
+
+
+async def test_a_query_timed_out_is_retried_on_a_fresh_connection_not_an_idle_one(
+    settings: Settings, embedded: SqliteStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A failover that drops packets rather than resetting sessions leaves every idle connection
+    # half-open: a statement on one waits out the query timeout. The deadline (twice the query
+    # timeout) leaves room for one retry after that; taken on the next idle connection, as dead,
+    # it waited out the timeout too and the player heard stats are unavailable. retries=1 stands
+    # for that deadline here, with no wall-clock wait.
+    azure = OdbcSettings(
+        dialect="sqlserver", pool_size=3, query_timeout_seconds=5, retries=1, retry_backoff_seconds=0.01
+    )
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), azure)
+    try:
+        dead = set(await _open_pooled(stats, 3))
+        failed = _break(monkeypatch, dead, QUERY_TIMED_OUT)
+        assert await stats.player_summary(NOVA) == await embedded.player_summary(NOVA)
+        assert len(failed) == 1
+        assert not any(conn in dead for conn in stats._pool._free)
+    finally:
+        await stats.aclose()
+
+
+async def test_a_query_timed_out_keeps_idle_connections_used_since_it_began(
+    settings: Settings, embedded: SqliteStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A slow query, not a dead server: a connection another player used after it began answered
+    # then, and is not closed for a reconnect.
+    azure = OdbcSettings(
+        dialect="sqlserver", pool_size=2, query_timeout_seconds=5, retries=1, retry_backoff_seconds=0.01
+    )
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), azure)
+    try:
+        await _open_pooled(stats, 2)
+        slow, alive = stats._pool._free  # the first is handed out first
+        execute = aioodbc.cursor.Cursor.execute
+
+        async def slow_then_used(cursor: aioodbc.cursor.Cursor, sql: str, *params: object) -> object:
+            if cursor.connection is slow:
+                alive._last_usage = asyncio.get_running_loop().time() + 1  # used while this ran
+                raise QUERY_TIMED_OUT
+            return await execute(cursor, sql, *params)
+
+        monkeypatch.setattr(aioodbc.cursor.Cursor, "execute", slow_then_used)
+        assert await stats.player_summary(NOVA) == await embedded.player_summary(NOVA)
+        assert slow.closed and not alive.closed
+    finally:
+        await stats.aclose()
+
+
 async def test_a_connection_idle_past_the_gateways_limit_is_not_handed_to_a_player(
     settings: Settings,
     embedded: SqliteStats,
