@@ -52,6 +52,10 @@ TRANSIENT_SQLSTATES = frozenset({"08S01", "08001", "08003", "08004", "HYT00", "H
 BROKEN_SQLSTATE_PREFIX = "IMC"
 # A statement that outlasted odbc.query_timeout_seconds (SQL_ATTR_QUERY_TIMEOUT).
 QUERY_TIMEOUTS = frozenset({"HYT00"})
+# Times the query timeout a statement runs before it is cancelled here: a driver does not always
+# keep that timeout (the SQLite one ignores it; Microsoft's has been seen to wait minutes past it
+# for a server whose network went away), and the player's note would wait as long.
+STUCK_STATEMENT_TIMEOUTS = 2
 # Azure SQL's documented transient errors (database unavailable, failover, throttling, network),
 # and SQL Server's deadlock victim (1205) and lock timeout (1222): the summary only reads, so
 # running it again once the other transaction has its locks is what SQL Server itself advises.
@@ -218,6 +222,14 @@ def _cause(exc: BaseException) -> str:
     return describe(exc)
 
 
+class StatementStuck(pyodbc.OperationalError):
+    """A statement the driver let run past its query timeout, cancelled here: told as the query
+    timeout the driver should have raised, and retried and logged as one."""
+
+    def __init__(self, seconds: float | None) -> None:
+        super().__init__("HYT00", f"[HYT00] no answer in {seconds or 0:g} s, cancelled (0)")
+
+
 class OdbcStatsError(Exception):
     """`check()` could not reach the database; the message is the driver's reason, scrubbed."""
 
@@ -362,8 +374,8 @@ class OdbcStats:
 
     async def _attempt(self, work: Callable[[Fetch], Awaitable[T]], deadline: float | None) -> T:
         # A full pool or a login the driver does not time out itself must not hold a player
-        # forever; a running statement is bounded by the driver's query timeout instead, since
-        # abandoning it would hand a busy connection back to the pool.
+        # forever; a running statement is bounded by the driver's query timeout, and by
+        # STUCK_STATEMENT_TIMEOUTS of it when the driver does not keep that.
         await self._discard_idle(unused_since=asyncio.get_running_loop().time() - IDLE_SECONDS)
         async with asyncio.timeout_at(deadline):
             await self._turns.acquire()
@@ -375,15 +387,28 @@ class OdbcStats:
         in_doubt = False  # a statement on this connection failed or was abandoned
         running: aioodbc.cursor.Cursor | None = None  # its cursor, made before it runs
         started = 0.0  # loop time the last statement was begun at
+        limit = self._settings.query_timeout_seconds
+        stuck_after = STUCK_STATEMENT_TIMEOUTS * limit if limit > 0 else None
+        stuck = False  # a statement on it ran past stuck_after and was cancelled
         try:
 
             async def fetch(sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
-                nonlocal in_doubt, running, started
+                nonlocal in_doubt, running, started, stuck
+                if stuck:
+                    # The cancelled statement's thread may still be in the driver: the connection
+                    # is not used again, and the summary fails over to a fresh one.
+                    raise StatementStuck(stuck_after)
                 in_doubt = True
                 started = asyncio.get_running_loop().time()
                 cursor = running = await conn.cursor()
-                await cursor.execute(sql, *params)
-                rows = list(await cursor.fetchall())
+                try:
+                    async with asyncio.timeout(stuck_after):
+                        await cursor.execute(sql, *params)
+                        rows = list(await cursor.fetchall())
+                except TimeoutError:
+                    stuck = True
+                    await _cancel_quietly(conn, cursor)
+                    raise StatementStuck(stuck_after) from None
                 await cursor.close()
                 in_doubt, running = False, None
                 return rows

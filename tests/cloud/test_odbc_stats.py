@@ -1060,6 +1060,33 @@ async def test_a_turn_cancelled_mid_statement_ends_the_statement_and_frees_its_c
         await asyncio.wait_for(stats.aclose(), 30)
 
 
+async def test_a_statement_the_driver_never_times_out_is_cancelled_at_twice_the_query_timeout(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The driver's query timeout is all that bounded a statement, and a driver may not keep it:
+    # the SQLite one ignores it, and ODBC Driver 17 and 18 have been seen to wait minutes past it
+    # for a server whose network went away. The player's note waited as long, holding a pool slot.
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000)"
+        " SELECT COUNT(*), ? FROM c"
+    )
+    find_player = stats_sql.FIND_PLAYER
+    monkeypatch.setattr(stats_sql, "FIND_PLAYER", endless)
+    one = OdbcSettings(dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=0)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    try:
+        with caplog.at_level(logging.ERROR, logger="bot.tools.odbc_stats"):
+            with pytest.raises(ToolError):
+                await asyncio.wait_for(stats.player_summary(NOVA), 30)  # a guard, not a timing assertion
+        monkeypatch.setattr(stats_sql, "FIND_PLAYER", find_player)
+        again = await asyncio.wait_for(stats.player_summary(QUILL), 30)
+        assert again is not None and again.player_name == "Quill"
+    finally:
+        await asyncio.wait_for(stats.aclose(), 30)
+    said = [r.getMessage() for r in caplog.records if r.name == "bot.tools.odbc_stats"]
+    assert [m for m in said if "SQLSTATE HYT00" in m], said
+
+
 async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
