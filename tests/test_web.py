@@ -3982,3 +3982,40 @@ async def test_a_note_refused_as_its_ticket_went_to_jira_is_given_back(wsettings
         assert Page(await refused.text()).text_of("refused") == (
             f"{pending} is waiting to reach Jira, and is worked there once it does: add the note there then."
         )
+
+
+async def test_the_playground_looks_its_players_up_together_not_one_after_another(settings) -> None:
+    from types import SimpleNamespace
+
+    from bot.tools.base import PlayerSummary
+    from bot.web.playground import allowed_players
+
+    # Named at start from the studio's database: with it down, each lookup waits out the pool's
+    # deadline (twice the query timeout), and one after another they held the web front end's
+    # start that many times over.
+    ids = [BLAZE, NOVA, QUILL]
+    studio = web_settings(
+        settings.storage_dir,
+        VOXDESK_TOOLS_STATS="odbc",
+        VOXDESK_SQL_CONNECTION_STRING="DSN=studio",
+        VOXDESK_WEB_PLAYGROUND_PLAYERS=",".join(ids),
+    )
+    asked: list[str] = []
+    everyone_asked = asyncio.Event()
+
+    class SlowStats:
+        async def player_summary(self, user_id: str) -> PlayerSummary | None:
+            asked.append(user_id)
+            if len(asked) == len(ids):
+                everyone_asked.set()
+            await everyone_asked.wait()
+            if user_id == NOVA:
+                raise RuntimeError("down")
+            return PlayerSummary(
+                player_name=f"name of {user_id}", total_points=0, rank=None, players_ranked=None
+            )
+
+    core = SimpleNamespace(settings=studio, stats=SlowStats())
+    players = await asyncio.wait_for(allowed_players(core), 30)  # type: ignore[arg-type]  # a guard
+    assert players == {BLAZE: f"name of {BLAZE}", NOVA: f"player {NOVA}", QUILL: f"name of {QUILL}"}
+    assert list(players) == ids

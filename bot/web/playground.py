@@ -77,14 +77,18 @@ async def allowed_players(core: App) -> dict[str, str]:
     ids = list(core.settings.web.playground_players)
     if not ids and core.settings.tools.stats == "sqlite":
         ids = list(DEMO_PLAYERS)
-    players = {}
-    for user_id in ids:
+
+    async def name_of(user_id: str) -> str:
         try:
             summary = await core.stats.player_summary(user_id)
         except Exception:
             summary = None
-        players[user_id] = summary.player_name if summary is not None else f"player {user_id}"
-    return players
+        return summary.player_name if summary is not None else f"player {user_id}"
+
+    # Together: with the database down each waits out the pool's deadline, and the web front end
+    # starts only once they have.
+    names = await asyncio.gather(*(name_of(user_id) for user_id in ids))
+    return dict(zip(ids, names, strict=True))
 
 
 def add_routes(app: web.Application) -> None:
