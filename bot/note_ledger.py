@@ -24,7 +24,7 @@ import secrets
 import struct
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import aiosqlite
@@ -37,7 +37,7 @@ log = logging.getLogger(__name__)
 
 # Raised with each change to the schema or to what `open` migrates: an older voxdesk then refuses
 # the file instead of running on a schema it does not know.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS notes (
     message_id INTEGER PRIMARY KEY,
@@ -82,6 +82,14 @@ CREATE TABLE IF NOT EXISTS answers (
     audio BLOB,                      -- Ogg/Opus; NULL: none, or over MAX_KEPT_AUDIO_BYTES
     audio_seconds REAL,
     waveform TEXT
+);
+-- Places a catch-up could not read for Discord's trouble, and from when (Discord's clock, in
+-- seconds) their notes are still to answer: a start reads them from there, not from their newest
+-- note answered, which a note answered live meanwhile may have put after the notes missed. Gone
+-- once a read of the place covers it.
+CREATE TABLE IF NOT EXISTS owed_reads (
+    place_id INTEGER PRIMARY KEY,
+    since REAL NOT NULL
 );
 -- Let go as its note is settled or pruned, by whichever process or path does it.
 CREATE TRIGGER IF NOT EXISTS answers_settled AFTER UPDATE OF state ON notes
@@ -624,6 +632,27 @@ class NoteLedger:
         )
         row = first(rows)
         return row[0] if row else None
+
+    async def owe_reads(self, place_ids: Iterable[int], since: float) -> None:
+        """Places a catch-up could not read, whose notes from `since` (a Unix time) are still to
+        answer, after a restart too; an earlier `since` owed before stays."""
+        await self._write_many(
+            "INSERT INTO owed_reads (place_id, since) VALUES (?, ?)"
+            " ON CONFLICT (place_id) DO UPDATE SET since = MIN(since, excluded.since)",
+            [(place_id, since) for place_id in place_ids],
+        )
+
+    async def owed_reads(self) -> dict[int, float]:
+        """The places owed a read (`owe_reads`), with when their notes to answer begin."""
+        rows = await self._conn.execute_fetchall("SELECT place_id, since FROM owed_reads")
+        return {row[0]: row[1] for row in rows}
+
+    async def read_through(self, place_id: int, since: float, cutoff: float) -> None:
+        """The place was read from `since`, and notes sent before `cutoff` are too old to answer:
+        what it owed from then on is paid."""
+        await self._write(
+            "DELETE FROM owed_reads WHERE place_id = ? AND MAX(since, ?) >= ?", (place_id, cutoff, since)
+        )
 
     async def remember_place(
         self, place_id: int, kind: str, user_id: str | None = None, now: float | None = None

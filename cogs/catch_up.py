@@ -455,6 +455,7 @@ class CatchUp(commands.Cog):
         minutes = self.bot.discord_settings.catch_up_minutes
         cutoff = self._cutoff()
         leftovers = await ledger.unanswered()
+        owed = await ledger.owed_reads()
         owners = dict(await ledger.dms())  # newest heard first
         channels = set(self.bot.discord_settings.channels)
         unlisted: set[int] = set()  # channels whose archived threads Discord's trouble kept unlisted
@@ -464,7 +465,7 @@ class CatchUp(commands.Cog):
         )
         if only is None:
             threads = self._threads_of(channels) | set(archived)
-            places = channels | threads | set(owners) | {u.place_id for u in leftovers}
+            places = channels | threads | set(owners) | {u.place_id for u in leftovers} | set(owed)
         else:
             # A thread Discord failed to list may be active again by now (a player posted there):
             # no longer listed as archived, it is read as an active one.
@@ -477,6 +478,7 @@ class CatchUp(commands.Cog):
             leftovers,
             archived,
             set(owners),
+            owed,
             too_old={u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff},
         )
         # A DM with no player recorded goes with the guild places: whose notes it holds is unknown.
@@ -518,6 +520,9 @@ class CatchUp(commands.Cog):
             len(places),
         )
         if reading.unread or unlisted:
+            # Kept on disk too: a restart before a recheck reads them must not start there after a
+            # note answered live meanwhile, past the notes this read was for.
+            await ledger.owe_reads(sorted(reading.unread), window_start.timestamp())
             raise PlacesUnread(reading.unread, unlisted)
 
     async def _each(self, place_ids: list[int], read: Callable[[int], Awaitable[None]]) -> None:
@@ -563,6 +568,8 @@ class CatchUp(commands.Cog):
             place_id, dm=place_id in reading.dms, unread=reading.unread
         )
         if channel is None:
+            if place_id in reading.owed and place_id not in reading.unread:
+                await ledger.read_through(place_id, 0.0, 0.0)  # gone: nothing there to answer
             return
         if _guild_missing(channel):
             reading.unread.add(place_id)  # read once its guild is back from its outage
@@ -581,14 +588,20 @@ class CatchUp(commands.Cog):
             self._not_read(place_id, "look up the bot's membership of", exc, reading.unread)
             return
         last = None
-        if reading.since is None:
+        owed = reading.owed.get(place_id)
+        if reading.since is None and owed is None:
             last = await ledger.last_handled(place_id, answered_before=self._start_as_stamped_now())
         # Notes are answered out of order (one queue per player, several players at once), so
         # a note a stopped or killed process left unanswered can be older than the newest one
         # it answered here: reading resumes before the oldest such note, not after the newest.
         left_here = {u.message_id for u in reading.leftovers if u.place_id == place_id} - reading.too_old
         start: discord.abc.Snowflake | datetime.datetime = reading.window_start
-        if last is not None and _sent_at(last) >= cutoff:
+        if owed is not None and reading.since is None:
+            # A read owed since before a restart (or this one's failed read): its newest note
+            # answered may be one answered live after the notes the read was for, so every note
+            # from then that the ledger does not know is answered, as after a gateway outage.
+            start = max(cutoff, datetime.datetime.fromtimestamp(owed, datetime.UTC))
+        elif last is not None and _sent_at(last) >= cutoff:
             start = discord.Object(id=min([last, *(m - 1 for m in left_here)]))
         elif last is not None:
             gap, window_read = await self._read_from_last(
@@ -616,6 +629,10 @@ class CatchUp(commands.Cog):
                     self._sort(voice, message, found, replied, reading.voiceless, joined)
         except (discord.HTTPException, discord.RateLimited) as exc:
             self._not_read(place_id, "read", exc, reading.unread)
+            return
+        if place_id in reading.owed:
+            began = start if isinstance(start, datetime.datetime) else discord.utils.snowflake_time(start.id)
+            await ledger.read_through(place_id, began.timestamp(), cutoff.timestamp())
 
     async def _answer_found(
         self,
@@ -1022,6 +1039,7 @@ class _Reading:
     leftovers: list[Unanswered]
     archived: dict[int, discord.Thread]
     dms: set[int]
+    owed: dict[int, float]  # places owed a read on disk (NoteLedger.owe_reads) as it began
     too_old: set[int]  # notes too old to answer: left over, or counted in a read
     # Voice messages with no note to hear (no audio, no waveform), by id: said as the live path says them.
     voiceless: dict[int, discord.Message] = field(default_factory=dict)

@@ -524,6 +524,26 @@ async def test_a_note_answered_live_in_a_channel_not_yet_read_again_hides_no_mis
     assert answers(fake, missed) == 1 and answers(fake, live) == 1
 
 
+async def test_a_note_a_failed_read_left_is_answered_after_a_restart_past_a_live_answer(
+    settings, fake
+) -> None:
+    # The start's read of the channel fails, a note sent there live is answered and becomes its
+    # newest note handled, and the bot restarts before a recheck read the channel: the next start
+    # must still read from before the note sent while the bot was first down.
+    missed = await fake.send_note(nova, voice_note(), guild=True)
+    fake.history_banned = 10**6
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        await caught_up(h.bot)
+        live = await fake.send_note(blaze, voice_note(), guild=True)
+        await all_answered(fake, [live])
+        await settle(fake)
+    fake.history_banned = 0
+    async with running_bot(settings, fake):
+        await all_answered(fake, [missed], within=15)
+        await settle(fake)
+    assert answers(fake, missed) == 1 and answers(fake, live) == 1
+
+
 async def test_a_channel_discord_keeps_failing_is_said_once_not_at_every_recheck(
     settings, fake, caplog
 ) -> None:

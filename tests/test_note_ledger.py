@@ -18,7 +18,7 @@ from bot import note_ledger
 from bot.audio import ReplyAudio
 from bot.config import UsageSettings
 from bot.engines.base import Usage
-from bot.note_ledger import NoteLedger
+from bot.note_ledger import SCHEMA_VERSION, NoteLedger
 from bot.usage import UsageMeter
 from tests.conftest import NOVA
 from tests.test_db import refusals_noted
@@ -846,7 +846,7 @@ async def test_a_ledger_of_schema_version_1_keeps_its_notes_and_keeps_answers_af
     assert user_version(path) == 1
     ledger = await NoteLedger.open(path)
     try:
-        assert user_version(path) == 2
+        assert user_version(path) == SCHEMA_VERSION
         pending = [u.message_id for u in await ledger.unanswered()]
         assert pending == [1311000000000000004, 1311000000000000005]
         assert await ledger.claim(pending[0], 920000000000000001, "u")
@@ -869,5 +869,25 @@ async def test_parts_posted_late_are_added_to_a_kept_answer_and_bring_back_none_
         await ledger.answered(6)
         await ledger.answer_posted(6, {"v", "t0.", "t1.", "t2."})
         assert await ledger.kept_answer(6) is None
+    finally:
+        await ledger.aclose()
+
+
+async def test_a_read_owed_keeps_its_earliest_start_until_a_read_from_there_pays_it(tmp_path) -> None:
+    path = tmp_path / "notes.db"
+    ledger = await NoteLedger.open(path)
+    try:
+        await ledger.owe_reads([10, 11], 100.0)
+        await ledger.owe_reads([10], 200.0)  # a later failure does not move the earlier start
+    finally:
+        await ledger.aclose()
+    ledger = await NoteLedger.open(path)  # owed across a restart
+    try:
+        assert await ledger.owed_reads() == {10: 100.0, 11: 100.0}
+        await ledger.read_through(10, 150.0, 0.0)  # began after the notes owed: pays nothing
+        await ledger.read_through(11, 150.0, 160.0)  # what it skipped is too old to answer now
+        assert await ledger.owed_reads() == {10: 100.0}
+        await ledger.read_through(10, 100.0, 0.0)
+        assert await ledger.owed_reads() == {}
     finally:
         await ledger.aclose()
