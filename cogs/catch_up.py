@@ -470,6 +470,10 @@ class CatchUp(commands.Cog):
             # A thread Discord failed to list may be active again by now (a player posted there):
             # no longer listed as archived, it is read as an active one.
             places = set(only) | set(archived) | self._threads_of(channels & listings)
+        # Owed on disk until read: a stop, or Discord failing a read, before a place is read leaves
+        # it to the next start, which must not begin there after a note answered live meanwhile,
+        # past the notes this read is for.
+        await ledger.owe_reads(sorted(places), window_start.timestamp())
         reading = _Reading(
             voice,
             since,
@@ -520,9 +524,6 @@ class CatchUp(commands.Cog):
             len(places),
         )
         if reading.unread or unlisted:
-            # Kept on disk too: a restart before a recheck reads them must not start there after a
-            # note answered live meanwhile, past the notes this read was for.
-            await ledger.owe_reads(sorted(reading.unread), window_start.timestamp())
             raise PlacesUnread(reading.unread, unlisted)
 
     async def _each(self, place_ids: list[int], read: Callable[[int], Awaitable[None]]) -> None:
@@ -568,7 +569,7 @@ class CatchUp(commands.Cog):
             place_id, dm=place_id in reading.dms, unread=reading.unread
         )
         if channel is None:
-            if place_id in reading.owed and place_id not in reading.unread:
+            if place_id not in reading.unread:
                 await ledger.read_through(place_id, 0.0, 0.0)  # gone: nothing there to answer
             return
         if _guild_missing(channel):
@@ -618,6 +619,8 @@ class CatchUp(commands.Cog):
             )
             reading.too_old |= gap
             if window_read:
+                if place_id not in reading.unread:
+                    await self._read_through(reading, place_id, _sent_at(last))
                 return
         try:
             async for message in channel.history(limit=None, after=start, oldest_first=True):
@@ -630,9 +633,16 @@ class CatchUp(commands.Cog):
         except (discord.HTTPException, discord.RateLimited) as exc:
             self._not_read(place_id, "read", exc, reading.unread)
             return
-        if place_id in reading.owed:
-            began = start if isinstance(start, datetime.datetime) else discord.utils.snowflake_time(start.id)
-            await ledger.read_through(place_id, began.timestamp(), cutoff.timestamp())
+        await self._read_through(
+            reading, place_id, start if isinstance(start, datetime.datetime) else _sent_at(start.id)
+        )
+
+    async def _read_through(self, reading: _Reading, place_id: int, began: datetime.datetime) -> None:
+        """The place was read to the present from `began`: what this catch-up owed there is paid,
+        as is what an earlier one owed from then on."""
+        await self.bot.core.notes.read_through(
+            place_id, min(began, reading.window_start).timestamp(), reading.cutoff.timestamp()
+        )
 
     async def _answer_found(
         self,

@@ -544,6 +544,38 @@ async def test_a_note_a_failed_read_left_is_answered_after_a_restart_past_a_live
     assert answers(fake, missed) == 1 and answers(fake, live) == 1
 
 
+async def test_a_note_a_stopped_catch_up_had_not_read_yet_is_answered_after_the_next_restart(
+    settings, fake
+) -> None:
+    # The bot stops while its start's read of a DM is still under way, after answering a note
+    # sent there live: the next start must still read from before the note sent while it was
+    # first down, not from the live one.
+    async with running_bot(settings, fake):
+        first = await fake.send_note(nova, voice_note())  # a DM: the bot now knows this place
+        await all_answered(fake, [first])
+    dm = int(first["channel_id"])
+    missed = await fake.send_note(nova, voice_note())
+    held = asyncio.Event()
+    fake.history_held[dm] = held
+    async with running_bot(settings, fake):
+        await eventually(lambda: fake.history_waiting >= 1)
+        live = await fake.send_note(nova, voice_note())
+        await all_answered(fake, [live])
+    del fake.history_held[dm]
+    held.set()
+    async with running_bot(settings, fake) as h:
+        await all_answered(fake, [missed], within=15)
+        await caught_up(h.bot)
+        await settle(fake)
+    assert [answers(fake, n) for n in (first, missed, live)] == [1, 1, 1]
+    # Every place read to the end: the next start reads each from its newest note answered again.
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        assert await ledger.owed_reads() == {}
+    finally:
+        await ledger.aclose()
+
+
 async def test_a_channel_discord_keeps_failing_is_said_once_not_at_every_recheck(
     settings, fake, caplog
 ) -> None:
