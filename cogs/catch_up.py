@@ -104,6 +104,8 @@ class CatchUp(commands.Cog):
         self._places_unread = Outage(log, "catch-up: Discord serves every place again")
         # Said once until it works again, whatever each failure's words.
         self._claims_unkept = Outage(log, "pruning the claims of /grievance file works again")
+        # A full or read-only disk refuses every catch-up's bookkeeping alike: said once.
+        self._owed_unkept = Outage(log, "the places a catch-up is to read are kept on disk again")
         self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
         self._too_old_counted: dict[int, None] = {}
         self.recheck = Every(bot.discord_settings.recheck_seconds, self._recheck, "recheck")
@@ -473,7 +475,7 @@ class CatchUp(commands.Cog):
         # Owed on disk until read: a stop, or Discord failing a read, before a place is read leaves
         # it to the next start, which must not begin there after a note answered live meanwhile,
         # past the notes this read is for.
-        await ledger.owe_reads(sorted(places), window_start.timestamp())
+        await self._keep_owed(lambda: ledger.owe_reads(sorted(places), window_start.timestamp()))
         reading = _Reading(
             voice,
             since,
@@ -569,8 +571,8 @@ class CatchUp(commands.Cog):
             place_id, dm=place_id in reading.dms, unread=reading.unread
         )
         if channel is None:
-            if place_id not in reading.unread:
-                await ledger.read_through(place_id, 0.0, 0.0)  # gone: nothing there to answer
+            if place_id not in reading.unread:  # gone: nothing there to answer
+                await self._keep_owed(lambda: ledger.read_through(place_id, 0.0, 0.0))
             return
         if _guild_missing(channel):
             reading.unread.add(place_id)  # read once its guild is back from its outage
@@ -640,9 +642,22 @@ class CatchUp(commands.Cog):
     async def _read_through(self, reading: _Reading, place_id: int, began: datetime.datetime) -> None:
         """The place was read to the present from `began`: what this catch-up owed there is paid,
         as is what an earlier one owed from then on."""
-        await self.bot.core.notes.read_through(
-            place_id, min(began, reading.window_start).timestamp(), reading.cutoff.timestamp()
-        )
+        ledger = self.bot.core.notes
+        since = min(began, reading.window_start).timestamp()
+        await self._keep_owed(lambda: ledger.read_through(place_id, since, reading.cutoff.timestamp()))
+
+    async def _keep_owed(self, write: Callable[[], Awaitable[None]]) -> None:
+        """Bookkeeping for a restart, which a disk that takes no writes must not hold back the notes
+        found from: they are answered, unrecorded as the ledger allows."""
+        try:
+            await write()
+        except Exception as exc:
+            why = f"{type(exc).__name__}: {exc}"
+            self._owed_unkept.failed(
+                why, "could not keep the places the catch-up is to read in notes.db (%s)", why
+            )
+        else:
+            self._owed_unkept.answered()
 
     async def _answer_found(
         self,

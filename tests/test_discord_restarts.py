@@ -576,6 +576,25 @@ async def test_a_note_a_stopped_catch_up_had_not_read_yet_is_answered_after_the_
         await ledger.aclose()
 
 
+async def test_notes_sent_while_down_are_answered_when_the_places_owed_cannot_be_kept(
+    settings, fake, monkeypatch, caplog
+) -> None:
+    # A full disk refuses the catch-up's bookkeeping for a restart: the notes it reads are
+    # answered all the same, now, not at a recheck once the disk takes writes again.
+    async def full(*_: object) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    monkeypatch.setattr(NoteLedger, "owe_reads", full)
+    monkeypatch.setattr(NoteLedger, "read_through", full)
+    missed = await fake.send_note(nova, voice_note(), guild=True)
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        await all_answered(fake, [missed], within=15)
+        await caught_up(h.bot)
+        await settle(fake)
+    assert answers(fake, missed) == 1
+    assert caplog.text.count("could not keep the places the catch-up is to read") == 1
+
+
 async def test_a_channel_discord_keeps_failing_is_said_once_not_at_every_recheck(
     settings, fake, caplog
 ) -> None:
