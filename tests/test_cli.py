@@ -1249,14 +1249,16 @@ def test_backup_refuses_a_folder_inside_the_storage_folder(settings, inside) -> 
 
 # Ctrl-C as `bot.cli` is imported (its first second, loading numpy and the speech code): a real
 # SIGINT, sent as the import reaches bot.app, then the command started as pip's bin/voxdesk
-# starts it from pyproject.toml's entry point, or as `python -m bot`.
+# starts it from pyproject.toml's entry point, or as `python -m bot`. Sent to the main thread: sent
+# to the process, the kernel may hand it to a math library's thread, and the main thread then
+# sees it only at some later point, on a loaded machine after the import (and --help) is done.
 INTERRUPTED_WHILE_IMPORTING = """
-import importlib.abc, os, runpy, signal, sys, tomllib
+import importlib.abc, runpy, signal, sys, threading, tomllib
 
 class CtrlC(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path, target=None):
         if name == "bot.app":
-            os.kill(os.getpid(), signal.SIGINT)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         return None
 
 sys.meta_path.insert(0, CtrlC())
