@@ -3,6 +3,7 @@
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from types import SimpleNamespace
 from typing import Any
 
@@ -871,21 +872,30 @@ async def test_speech_models_that_do_not_load_are_named_in_one_line(settings) ->
         await create_offline_engine(pocketsphinx)
 
 
-# A folder's path: each worker stuck starting writes its process id in it.
-STUCK_DIR = "VOXDESK_TEST_STUCK_DIR"
-
-
 def _stuck_starting() -> None:
     """A worker initializer that never returns: a worker hung loading its models (a stalled
     network mount, a deadlock in a native loader)."""
-    import os
     import threading
 
     from bot.engines.offline.hearing import ignore_stop_signals
 
     ignore_stop_signals()
-    open(os.path.join(os.environ[STUCK_DIR], str(os.getpid())), "w").close()
     threading.Event().wait()
+
+
+class _StuckPool(ProcessPoolExecutor):
+    """A pool whose workers hang loading their models, recording each one's process id as it
+    starts it: on a loaded machine a worker can be killed before it runs a line of its own."""
+
+    def __init__(self, workers: int, started: list[int]) -> None:
+        from bot.engines.offline.hearing import WORKER_CONTEXT
+
+        super().__init__(workers, mp_context=WORKER_CONTEXT, initializer=_stuck_starting)
+        self.started = started
+
+    def _spawn_process(self) -> None:
+        super()._spawn_process()  # type: ignore[misc]  # the pool's one place that starts a worker
+        self.started.extend(pid for pid in self._processes if pid not in self.started)  # type: ignore[attr-defined]
 
 
 async def _engine_with_workers_stuck(
@@ -904,13 +914,13 @@ async def _engine_with_workers_stuck(
     from bot.engines.offline.engine import create_offline_engine
     from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
 
-    def new_pool(self: WorkerHearing, workers: int) -> ProcessPoolExecutor:
-        starting = _stuck_starting if stuck(self) else ignore_stop_signals
-        return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=starting)
+    pids: list[int] = []
 
-    folder = tmp_path / "stuck"
-    folder.mkdir()
-    monkeypatch.setenv(STUCK_DIR, str(folder))
+    def new_pool(self: WorkerHearing, workers: int) -> ProcessPoolExecutor:
+        if stuck(self):
+            return _StuckPool(workers, pids)
+        return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+
     monkeypatch.setattr(WorkerHearing, "_new_pool", new_pool)
     monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0, raising=False)
     try:
@@ -918,7 +928,6 @@ async def _engine_with_workers_stuck(
             made: Any = await create_offline_engine(settings.replace(offline=offline))
     except Exception as exc:
         made = exc
-    pids = [int(p.name) for p in folder.iterdir()]
     if isinstance(made, TimeoutError):  # the start hung: its workers are this test's to end
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
@@ -982,16 +991,16 @@ async def test_a_lone_worker_stuck_loading_its_models_is_the_services_trouble(
     from bot.engines.offline import hearing as hearing_module
     from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
 
+    pids: list[int] = []
+
     class Workers(WorkerHearing):
         job = staticmethod(_crash)
 
         def _new_pool(self, workers: int) -> ProcessPoolExecutor:
-            starting = _stuck_starting if workers == 1 else ignore_stop_signals  # the lone one hangs
-            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=starting)
+            if workers == 1:  # the lone one hangs
+                return _StuckPool(workers, pids)
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
 
-    folder = tmp_path / "stuck"
-    folder.mkdir()
-    monkeypatch.setenv(STUCK_DIR, str(folder))
     monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0)
     hearing = Workers(settings.storage_dir / "speech", workers=2)
     try:
@@ -1007,7 +1016,6 @@ async def test_a_lone_worker_stuck_loading_its_models_is_the_services_trouble(
         assert not hearing.ready
     finally:
         await hearing.aclose()
-        pids = [int(p.name) for p in folder.iterdir()]
         left = [pid for pid in pids if _alive(pid)]
         for pid in left:
             with contextlib.suppress(ProcessLookupError):
@@ -1027,13 +1035,14 @@ async def test_fresh_workers_stuck_loading_fail_the_notes_queued_for_them_and_th
     import contextlib
     import os
     import signal
-    from concurrent.futures import ProcessPoolExecutor
+    import threading
 
     from bot.engines.base import EngineError
     from bot.engines.offline import hearing as hearing_module
     from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, WorkersStuck, ignore_stop_signals
 
     pools = 0
+    stuck: list[int] = []
 
     class Light(WorkerHearing):  # the first pool loads no model; every later one hangs loading
         job = staticmethod(_pid)
@@ -1041,8 +1050,11 @@ async def test_fresh_workers_stuck_loading_fail_the_notes_queued_for_them_and_th
         def _new_pool(self, workers: int) -> ProcessPoolExecutor:
             nonlocal pools
             pools += 1
-            starting = ignore_stop_signals if pools == 1 else _stuck_starting
-            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=starting)
+            if pools == 1:
+                return ProcessPoolExecutor(
+                    workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals
+                )
+            return _StuckPool(workers, stuck)
 
     async def outcome(asked: Any) -> Any:  # a wait still running after 30 s is given up on
         try:
@@ -1051,10 +1063,22 @@ async def test_fresh_workers_stuck_loading_fail_the_notes_queued_for_them_and_th
         except Exception as exc:
             return exc
 
-    folder = tmp_path / "stuck"
-    folder.mkdir()
-    monkeypatch.setenv(STUCK_DIR, str(folder))
+    kills = 0
+
+    def late_kill(process: Any) -> None:
+        """SIGKILL, acted on when the kernel gets to each process: on a loaded machine, one may
+        still run after the pool has seen another die and failed its jobs."""
+        nonlocal kills
+        kills += 1
+
+        def kill() -> None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+
+        threading.Timer(0.5 * kills, kill).start()
+
     monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0)
+    monkeypatch.setattr(hearing_module._WorkerProcess, "kill", late_kill)
     caplog.set_level(logging.INFO, logger="bot.engines.offline.hearing")
     hearing = Light(settings.storage_dir / "speech", workers=2)
     try:
@@ -1068,7 +1092,6 @@ async def test_fresh_workers_stuck_loading_fail_the_notes_queued_for_them_and_th
         checked = await outcome(hearing.ping())
     finally:
         await hearing.aclose()
-        stuck = [int(p.name) for p in folder.iterdir()]
         left = [pid for pid in stuck if _alive(pid)]
         for pid in left:
             with contextlib.suppress(ProcessLookupError):

@@ -316,8 +316,8 @@ class WorkerHearing:
         self._pool = self._new_pool(self.workers)
         self._lone_workers = asyncio.Semaphore(self.workers)
         self._alone: set[ProcessPoolExecutor] = set()  # the lone workers' pools, to stop at closing
-        # Lone workers killed with their cancelled note: SIGKILL is sent, not yet acted on, and
-        # closing waits until they are gone.
+        # Workers killed and perhaps not gone yet (SIGKILL is sent, not yet acted on): a cancelled
+        # note's lone worker, a replacement pool's stuck loading. Closing waits until they are gone.
         self._killed: list[Any] = []
         # Jobs handed to a worker and not yet answered, cancelled notes' included: closing says
         # whether the workers it kills were busy.
@@ -436,8 +436,13 @@ class WorkerHearing:
             log.error("fresh speech workers had not loaded their models after %g s", START_SECONDS)
             self._stuck.add(pool)
             self.ready = False
-            for worker in _processes(pool):
-                worker.kill()
+            self._kill(_processes(pool))
+
+    def _kill(self, workers: list[Any]) -> None:
+        self._killed = [w for w in self._killed if w.is_alive()]
+        for worker in workers:
+            worker.kill()
+            self._killed.append(worker)
 
     async def hear(self, pcm: bytes, rate: int) -> Transcript:
         pool = self._pool
@@ -500,10 +505,7 @@ class WorkerHearing:
                 # No one waits for the note now (a stop's grace ran out): its worker serves no
                 # other, and would run on to its deadline, unseen by aclose, the bot's exit
                 # waiting for it.
-                self._killed = [w for w in self._killed if w.is_alive()]
-                for worker in _processes(alone):
-                    worker.kill()
-                    self._killed.append(worker)
+                self._kill(_processes(alone))
                 raise
             finally:
                 self._alone.discard(alone)
