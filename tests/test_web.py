@@ -365,24 +365,53 @@ async def test_session_cookie_is_httponly_and_samesite(wsettings) -> None:
         assert page.headers["X-Content-Type-Options"] == "nosniff"
 
 
-async def test_every_answer_grants_the_microphone_alone_and_isolates_its_origin(wsettings) -> None:
-    """The playground records in the browser (getUserMedia), so the microphone stays ours; no other
+def permissions(answer) -> dict[str, str]:  # type: ignore[no-untyped-def]
+    return {
+        feature.strip(): allowed
+        for feature, _, allowed in (
+            item.partition("=") for item in answer.headers["Permissions-Policy"].split(",")
+        )
+    }
+
+
+async def test_the_playground_page_alone_may_use_the_microphone_and_answers_isolate_the_origin(
+    wsettings,
+) -> None:
+    """The playground page records in the browser (getUserMedia), so it may use the microphone, for
+    our origin; no other page of ours may (a browser keeps a grant for the whole site), no other
     powerful feature is granted, no other site's window keeps a handle on ours, and no other site
     may load our answers (reply audio, a ticket view) as resources of its own."""
     script = (REPO / "bot" / "web" / "static" / "playground.js").read_text()
     assert "getUserMedia" in script  # what the microphone is granted for
+    templates = REPO / "bot" / "web" / "templates"
+    recording = {t.name for t in templates.glob("*.html") if 'id="record"' in t.read_text()}
+    assert recording == {"playground.html"}  # the only page the script records on
     async with web_client(wsettings) as (client, _):
         token = await csrf_of(client)
         audio = (await (await ask(client, token)).json())["audio_url"]
-        for path in ("/", "/desk/login", "/static/playground.js", audio, "/healthz", "/no-such-page"):
+        page = await client.get("/")
+        assert page.status == 200 and permissions(page)["microphone"] == "(self)"
+        assert permissions(await client.head("/"))["microphone"] == "(self)"
+        await log_in(client)
+        for path in (
+            "/desk",
+            "/desk/login",
+            "/desk/charts",
+            "/desk/check",
+            "/static/playground.js",
+            audio,
+            "/playground/tickets",
+            "/healthz",
+            "/no-such-page",
+        ):
             got = await client.get(path, allow_redirects=False)
-            policy = {
-                feature.strip(): allowed
-                for feature, _, allowed in (
-                    item.partition("=") for item in got.headers["Permissions-Policy"].split(",")
-                )
-            }
-            assert policy["microphone"] == "(self)", path
+            assert permissions(got)["microphone"] == "()", path
+        # The playground's path, refused: no page that records.
+        foreign = await client.get("/", headers={"Host": "rebound.example"})
+        assert foreign.status == 421 and permissions(foreign)["microphone"] == "()"
+        for path in ("/", "/desk", "/desk/login", audio, "/healthz", "/no-such-page"):
+            got = await client.get(path, allow_redirects=False)
+            policy = permissions(got)
             assert policy["camera"] == policy["geolocation"] == policy["display-capture"] == "()", path
             assert got.headers["Cross-Origin-Opener-Policy"] == "same-origin", path
             assert got.headers["Cross-Origin-Resource-Policy"] == "same-origin", path

@@ -57,10 +57,17 @@ PASSWORD_QUEUE = 16
 MIN_PASSWORD_CHARS = 12  # `voxdesk web-password` and a plain VOXDESK_WEB_STAFF_PASSWORD alike
 # A year: browsers keep to https for the host that long after one answer over TLS.
 HSTS = "max-age=31536000"
+# No powerful feature for anyone, the microphone included: a browser keeps a grant for the whole
+# site, and only the playground page records, so no other page (a desk page showing what players
+# wrote) may use one, whatever got onto it.
 PERMISSIONS_POLICY = (
-    "microphone=(self), camera=(), display-capture=(), geolocation=(), payment=(), usb=(),"
+    "microphone=(), camera=(), display-capture=(), geolocation=(), payment=(), usb=(),"
     " serial=(), hid=(), midi=()"
 )
+# ... but the playground page, which records a note (getUserMedia): the microphone for our origin.
+RECORDING_POLICY = PERMISSIONS_POLICY.replace("microphone=()", "microphone=(self)", 1)
+# The routes whose page records from the microphone.
+RECORDING_ROUTES = frozenset({"playground"})
 # What reading a form the client sent wrong raises: bytes that are not text or a charset nobody
 # has (ValueError, LookupError), aiohttp's multipart parser on a missing boundary, a transfer
 # encoding it does not know (RuntimeError) or a part's broken header, and a body that is not the
@@ -602,14 +609,21 @@ def _secure(request: web.Request, response: web.StreamResponse, settings: WebSet
     h.setdefault("X-Content-Type-Options", "nosniff")
     h.setdefault("Referrer-Policy", "same-origin")
     h.setdefault("X-Frame-Options", "DENY")
-    # The playground records from the microphone (getUserMedia) on our own pages; nothing here
-    # needs another powerful feature, so none is granted, to us or to anything a page embeds.
-    h.setdefault("Permissions-Policy", PERMISSIONS_POLICY)
+    h.setdefault(
+        "Permissions-Policy", RECORDING_POLICY if _records(request, response) else PERMISSIONS_POLICY
+    )
     # No window of another site's keeps a handle on ours (window.opener), and no other site may
     # load our answers (reply audio, a ticket view's JSON) into its page as a resource.
     h.setdefault("Cross-Origin-Opener-Policy", "same-origin")
     h.setdefault("Cross-Origin-Resource-Policy", "same-origin")
     h["Server"] = SERVER
+
+
+def _records(request: web.Request, response: web.StreamResponse) -> bool:
+    """The answer is a page that records from the microphone: a refusal on its path (a 421 for a
+    name not ours, a 405) is no such page."""
+    resource = request.match_info.route.resource
+    return resource is not None and resource.name in RECORDING_ROUTES and response.status < 400
 
 
 def _over_tls(request: web.Request) -> bool:
