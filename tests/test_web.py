@@ -2099,7 +2099,7 @@ async def test_a_playground_request_is_held_to_one_notes_size_whatever_its_parts
         assert answer.status == 400
 
 
-async def test_login_attempts_from_one_ipv6_64_share_a_limit(settings) -> None:
+async def test_login_attempts_from_one_ipv6_64_share_a_limit_and_another_64s_not(settings) -> None:
     limited = web_settings(
         settings.storage_dir, VOXDESK_WEB_LOGIN_ATTEMPTS="3", VOXDESK_WEB_TRUST_FORWARDED="true"
     )
@@ -2113,6 +2113,15 @@ async def test_login_attempts_from_one_ipv6_64_share_a_limit(settings) -> None:
             )
             statuses.append(answer.status)
         assert statuses == [401, 401, 401, 429, 429]
+        # The next /64 is another subscriber's (in the same /48); an IPv4 address is a client of
+        # its own, its neighbour another.
+        for other in ("2001:db8:1:3::1", *["203.0.113.7"] * 3, "203.0.113.8"):
+            answer = await client.post(
+                "/desk/login",
+                data={"csrf": token, "password": "wrong"},
+                headers={"X-Forwarded-For": other},
+            )
+            assert answer.status == 401, other
 
 
 # ---- operations --------------------------------------------------------------------------------
