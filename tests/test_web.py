@@ -3606,6 +3606,41 @@ async def test_a_proxy_whose_forwarded_for_is_ignored_is_said_once(settings, cap
     assert ignored() == []
 
 
+async def test_a_forwarding_peer_missing_from_trusted_proxies_is_said_once(settings, caplog) -> None:
+    # With web.trust_forwarded on, a proxy not in web.trusted_proxies (another container's address)
+    # has its header ignored: every visitor counts as it, one client's 4 forms at once and login
+    # lockout every visitor's, and nothing else in the log says why.
+    caplog.set_level(logging.WARNING, logger="bot.web")
+
+    def unlisted() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "not in web.trusted_proxies" in r.getMessage()]
+
+    elsewhere = web_settings(
+        settings.storage_dir,
+        VOXDESK_WEB_TRUST_FORWARDED="true",
+        VOXDESK_WEB_TRUSTED_PROXIES="10.0.0.5",
+        VOXDESK_WEB_ALLOWED_HOSTS="*",
+    )
+    async with web_client(elsewhere) as (client, _):
+        assert (await client.get("/")).status == 200
+        assert unlisted() == []  # no header: a client of its own, nothing to say
+        for i in range(3):
+            forwarded = {"X-Forwarded-For": f"198.51.100.{i + 1}"}
+            assert (await client.get("/", headers=forwarded)).status == 200
+        assert len(unlisted()) == 1  # once a process, not once a request
+        said = unlisted()[0]
+        assert "from 127.0.0.1" in said and "4 forms at once" in said
+        assert "add it to web.trusted_proxies" in said
+    caplog.clear()
+    # From a listed proxy the header is read: nothing to say.
+    listed = web_settings(
+        settings.storage_dir, VOXDESK_WEB_TRUST_FORWARDED="true", VOXDESK_WEB_ALLOWED_HOSTS="*"
+    )
+    async with web_client(listed) as (client, _):
+        assert (await client.get("/", headers={"X-Forwarded-For": "198.51.100.7"})).status == 200
+    assert unlisted() == []
+
+
 async def test_failed_staff_logins_and_lockouts_are_logged_without_the_password(settings, caplog) -> None:
     import logging
 

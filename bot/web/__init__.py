@@ -138,7 +138,9 @@ async def build_web(
             static_files,
         ],
     )
-    if not w.trust_forwarded:
+    if w.trust_forwarded:
+        app.middlewares.append(security.unlisted_proxy_middleware(w))
+    else:
         app.middlewares.append(security.ignored_proxy_middleware(w))
     from bot.app import storage_paths
 

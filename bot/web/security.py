@@ -836,6 +836,43 @@ def ignored_proxy_middleware(
     return ignored_proxy
 
 
+def unlisted_proxy_middleware(
+    settings: WebSettings,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """With web.trust_forwarded on, say once when X-Forwarded-For comes from a peer that is not in
+    web.trusted_proxies: the header is ignored, so behind a proxy missing from that list (another
+    container's, a load balancer's address) every visitor counts as it, and one of them spends the
+    limits of all (the rate limits, the forms read at once, the playground's budget and complaints,
+    the staff login lockout). It may instead be a client reaching this server around the proxy,
+    which is worth knowing too. With trust_forwarded off such a header is a client's own and says
+    nothing (see ignored_proxy_middleware)."""
+    proxies = tuple(settings.trusted_proxies)
+    said = False
+
+    @web.middleware
+    async def unlisted_proxy(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal said
+        if (
+            not said
+            and "X-Forwarded-For" in request.headers
+            and not _is_trusted(request.remote or "", proxies)
+        ):
+            said = True
+            log.warning(
+                "web: a request with X-Forwarded-For came from %s, which is not in"
+                " web.trusted_proxies: the header is ignored, and if %s is your reverse proxy every"
+                " client counts as it, sharing one rate limit, playground budget, %d forms at once"
+                " and staff login lockout; add it to web.trusted_proxies (if it is not, a client"
+                " reaches this server around the proxy)",
+                request.remote,
+                request.remote,
+                FORMS_PER_CLIENT,
+            )
+        return await handler(request)
+
+    return unlisted_proxy
+
+
 # Refused host names logged, each once: a scanner trying names by the thousand logs this many.
 REFUSED_HOSTS_LOGGED = 100
 
