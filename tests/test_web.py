@@ -3276,6 +3276,34 @@ async def test_on_https_a_logout_deletes_the_cookie_as_a_browser_takes_it(settin
         assert deleted["secure"] and deleted["path"] == "/" and not deleted["domain"]
 
 
+async def test_https_with_secure_cookies_forgotten_is_said_once(settings, caplog) -> None:
+    """Without web.secure_cookies the cookie has no __Host- prefix: a sibling subdomain can plant
+    its own session in a visitor's browser and, holding a copy, see what the visitor files in the
+    playground under it. Over plain http (the local demo) that is the price of a working login; a
+    site served over https has only forgotten the setting."""
+    caplog.set_level(logging.WARNING, logger="bot.web")
+    https = {"X-Forwarded-Proto": "https"}
+
+    def said() -> list[str]:
+        return [r.getMessage() for r in caplog.records if "web.secure_cookies is off" in r.getMessage()]
+
+    async with web_client(web_settings(settings.storage_dir)) as (client, _):
+        assert (await client.get("/")).status == 200
+        assert said() == []  # plain http: the demo
+        for path in ("/", "/desk/login", "/"):
+            assert (await client.get(path, headers=https)).status == 200
+        assert len(said()) == 1 and "set web.secure_cookies = true" in said()[0]
+    caplog.clear()
+    # A client's own X-Forwarded-Proto (its peer no proxy of ours) says nothing of the site.
+    elsewhere = web_settings(settings.storage_dir, VOXDESK_WEB_TRUSTED_PROXIES="10.0.0.5")
+    async with web_client(elsewhere) as (client, _):
+        assert (await client.get("/", headers=https)).status == 200
+    secure = web_settings(settings.storage_dir, VOXDESK_WEB_SECURE_COOKIES="true")
+    async with web_client(secure) as (client, _):
+        assert (await client.get("/", headers=https)).status == 200
+    assert said() == []
+
+
 async def test_a_cookie_set_over_https_is_secure_even_if_secure_cookies_was_forgotten(settings) -> None:
     async with web_client(web_settings(settings.storage_dir)) as (client, _):
         # The local http demo: a Secure cookie would be dropped there, and the desk could not log in.

@@ -142,6 +142,8 @@ async def build_web(
         app.middlewares.append(security.unlisted_proxy_middleware(w))
     else:
         app.middlewares.append(security.ignored_proxy_middleware(w))
+    if not w.secure_cookies:
+        app.middlewares.append(security.plain_cookies_middleware(w))
     from bot.app import storage_paths
 
     staff_logins = await security.StaffLogins.open(storage_paths(settings).web)

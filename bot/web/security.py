@@ -628,8 +628,10 @@ def _records(request: web.Request, response: web.StreamResponse) -> bool:
 
 def _over_tls(request: web.Request) -> bool:
     """Asked for over https: TLS here, or a reverse proxy's X-Forwarded-Proto (its last value)."""
-    if request.secure:
-        return True
+    return request.secure or _forwarded_https(request)
+
+
+def _forwarded_https(request: web.Request) -> bool:
     proto = ",".join(request.headers.getall("X-Forwarded-Proto", ())).split(",")[-1]
     return proto.strip().lower() == "https"
 
@@ -871,6 +873,36 @@ def unlisted_proxy_middleware(
         return await handler(request)
 
     return unlisted_proxy
+
+
+def plain_cookies_middleware(
+    settings: WebSettings,
+) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+    """With web.secure_cookies off, say once when a request comes over https (TLS here, or a
+    proxy of ours, in web.trusted_proxies, saying so in X-Forwarded-Proto): the site is then served
+    over https, and the setting was forgotten. Its session cookie has no __Host- prefix, so a
+    sibling subdomain can plant one of its own in a visitor's browser and read, under it, what that
+    visitor's playground session files; and no HSTS keeps browsers to https. A client's own
+    X-Forwarded-Proto is believed for no warning: it would say nothing of the site."""
+    proxies = tuple(settings.trusted_proxies)
+    said = False
+
+    @web.middleware
+    async def plain_cookies(request: web.Request, handler: Handler) -> web.StreamResponse:
+        nonlocal said
+        if not said and (
+            request.secure or (_forwarded_https(request) and _is_trusted(request.remote or "", proxies))
+        ):
+            said = True
+            log.warning(
+                "web: the site is served over https but web.secure_cookies is off: its session"
+                " cookie is not __Host-, so a sibling subdomain can plant a session of its own in a"
+                " visitor's browser (and read what the visitor files in the playground under it),"
+                " and browsers are not told to keep to https (HSTS); set web.secure_cookies = true"
+            )
+        return await handler(request)
+
+    return plain_cookies
 
 
 # Refused host names logged, each once: a scanner trying names by the thousand logs this many.
