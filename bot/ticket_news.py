@@ -37,18 +37,20 @@ process (a `cursors` row, renewed at each claim and mark, CLAIM_LEASE_SECONDS), 
 disk just before its DM is tried (only a claim still this process's moves on: a process may have
 given it back meanwhile, its lease over), and marked after. A crash after that mark leaves it
 'sending', and it is never sent again: a lost DM is preferred to a repeated one (the player can
-still ask `/grievance status`). News a stop or unreadable preferences took before its DM was tried
-goes back to 'pending' for later, as does a send that certainly never reached Discord (no
-connection). News left 'claimed' (news.db refusing to give it back) is sent later, since no DM was
-tried for it: given back at each later round of the same process, at its store's close, or, its
-process killed, by any process's round once its lease is over. A process starting on the same
-storage (a deploy overlapping the running bot, `voxdesk ask`) gives back at once only claims no
-lease holds (an older voxdesk's): a running bot's claim stays its own. A write news.db refuses for
-one player's news (how their DM went), or any other fault in it, ends that player's delivery alone,
-logged as what failed while doing what (and, once the DM was tried, how Discord took it): the round
-goes on to the others'. A player with `/notify off` gets nothing: their news is marked 'muted', not
-kept for later. A player whose DMs are closed is told so once, in the channel they last sent a
-voice note in, until a DM to them goes through again.
+still ask `/grievance status`). The lease names such news too until how its DM went is recorded: a
+start says how much a stopped process left 'sending', not counting what a live one is sending. News
+a stop or unreadable preferences took before its DM was tried goes back to 'pending' for later, as
+does a send that certainly never reached Discord (no connection). News left 'claimed' (news.db
+refusing to give it back) is sent later, since no DM was tried for it: given back at each later
+round of the same process, at its store's close, or, its process killed, by any process's round once
+its lease is over. A process starting on the same storage (a deploy overlapping the running bot,
+`voxdesk ask`) gives back at once only claims no lease holds (an older voxdesk's): a running bot's
+claim stays its own. A write news.db refuses for one player's news (how their DM went), or any other
+fault in it, ends that player's delivery alone, logged as what failed while doing what (and, once
+the DM was tried, how Discord took it): the round goes on to the others'. A player with
+`/notify off` gets nothing: their news is marked 'muted', not kept for later. A player whose DMs are
+closed is told so once, in the channel they last sent a voice note in, until a DM to them goes
+through again.
 
 The sending itself is the front end's (`Messenger`: cogs/news.py for Discord); the speech for a
 spoken DM is made here, off the event loop, by the app's speaker.
@@ -403,6 +405,9 @@ class NewsStore:
         # host may have had its pid, and one in another container the same pid.
         self._lease = f"{LEASE_PREFIX}{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
         self._leased: set[int] = set()  # news this store claimed and has not tried nor given back
+        # News this store marked 'sending' and has not yet recorded how its DM went: leased too, so
+        # that a process starting meanwhile tells it from news a stopped process left 'sending'.
+        self._sending: set[int] = set()
 
     @classmethod
     async def open(cls, path: Path | str) -> NewsStore:
@@ -410,7 +415,7 @@ class NewsStore:
             await add_missing_columns(conn, "news", {"held_for": "TEXT", "delivery": "INTEGER"})
             await rekey_news(conn)
             store = cls(conn)
-            stuck = await store.count("sending")
+            stuck = await store.count_left_sending()
             if stuck:
                 # Its DM tried, then the bot stopped before it knew how the send went: never sent again.
                 said = "%d piece(s) of ticket news were being sent when the bot stopped: not resent"
@@ -610,21 +615,24 @@ class NewsStore:
                 if cursor.rowcount == 1:
                     mine.append(news_id)
             leased = self._leased | set(mine)
-            await self._write_lease(leased)
+            await self._write_lease(leased, self._sending)
             await self._conn.commit()
         self._leased = leased
         return mine
 
-    async def _write_lease(self, ids: set[int], now: float | None = None) -> None:
-        """This process's lease on `ids`, in the caller's transaction; none left when it is empty."""
-        if not ids:
+    async def _write_lease(self, ids: set[int], sending: set[int]) -> None:
+        """This process's lease on the news it claimed (`ids`) and the news whose DM it is trying
+        (`sending`), in the caller's transaction; none left when both are empty. Only `ids` is a
+        claim (what a voxdesk before `sending` reads of a lease)."""
+        if not ids and not sending:
             await self._conn.execute("DELETE FROM cursors WHERE name = ?", (self._lease,))
             return
-        until = (time.time() if now is None else now) + CLAIM_LEASE_SECONDS
+        until = time.time() + CLAIM_LEASE_SECONDS
+        lease = {"ids": sorted(ids), "sending": sorted(sending), "until": until}
         await self._conn.execute(
             "INSERT INTO cursors (name, value) VALUES (?, ?)"
             " ON CONFLICT (name) DO UPDATE SET value = excluded.value",
-            (self._lease, json.dumps({"ids": sorted(ids), "until": until})),
+            (self._lease, json.dumps(lease)),
         )
 
     async def trying(self, ids: list[int]) -> bool:
@@ -642,10 +650,10 @@ class NewsStore:
             if moved != len(ids):
                 await self._conn.rollback()
                 return False
-            leased = self._leased - set(ids)
-            await self._write_lease(leased)
+            leased, sending = self._leased - set(ids), self._sending | set(ids)
+            await self._write_lease(leased, sending)
             await self._conn.commit()
-        self._leased = leased
+        self._leased, self._sending = leased, sending
         return True
 
     async def give_back(self, ids: list[int], state: str = "claimed") -> None:
@@ -656,10 +664,10 @@ class NewsStore:
             await self._conn.executemany(
                 "UPDATE news SET state = 'pending' WHERE id = ? AND state = ?", [(i, state) for i in ids]
             )
-            leased = self._leased - set(ids)
-            await self._write_lease(leased)
+            leased, sending = self._leased - set(ids), self._sending - set(ids)
+            await self._write_lease(leased, sending)
             await self._conn.commit()
-        self._leased = leased
+        self._leased, self._sending = leased, sending
 
     async def give_back_untried(self, now: float | None = None, unleased: bool = True) -> int:
         """News claimed with no DM tried by a process that is gone, pending again; how many: what
@@ -680,7 +688,7 @@ class NewsStore:
                 (len(LEASE_PREFIX), LEASE_PREFIX),
             )
             for name, value in rows:
-                ids, until = _lease_of(value)
+                ids, _, until = _lease_of(value)
                 if until > now or name == self._lease:
                     live.update(ids)
                 else:
@@ -708,10 +716,11 @@ class NewsStore:
                 [(state, utc_now(), error, i) for i in ids],
             )
             leased = self._leased - set(ids)  # muted straight from the claim
-            if leased != self._leased:
-                await self._write_lease(leased)
+            sending = self._sending - set(ids)
+            if (leased, sending) != (self._leased, self._sending):
+                await self._write_lease(leased, sending)
             await self._conn.commit()
-        self._leased = leased
+        self._leased, self._sending = leased, sending
 
     async def retry(self, ids: list[int], at: float, error: str, delivery: int | None) -> None:
         """Back to pending, due at `at`: the send never reached Discord. `delivery`: the DM's key,
@@ -722,12 +731,32 @@ class NewsStore:
                 " delivery = COALESCE(delivery, ?) WHERE id = ?",
                 [(at, error, delivery, i) for i in ids],
             )
+            sending = self._sending - set(ids)
+            if sending != self._sending:
+                await self._write_lease(self._leased, sending)
             await self._conn.commit()
+        self._sending = sending
 
     async def count(self, state: str) -> int:
         rows = await self._conn.execute_fetchall("SELECT COUNT(*) FROM news WHERE state = ?", (state,))
         (n,) = first(rows)  # type: ignore[misc]
         return int(n)
+
+    async def count_left_sending(self) -> int:
+        """News 'sending' that no live lease holds: its DM tried by a process that stopped before
+        it knew how the send went. Not news another process still running is sending (a bot beside
+        this one, a `voxdesk ask`): its lease names it until the DM's outcome is recorded."""
+        now = time.time()
+        rows = await self._conn.execute_fetchall(
+            "SELECT value FROM cursors WHERE substr(name, 1, ?) = ?", (len(LEASE_PREFIX), LEASE_PREFIX)
+        )
+        live: set[int] = set()
+        for (value,) in rows:
+            _, sending, until = _lease_of(value)
+            if until > now:
+                live.update(sending)
+        rows = await self._conn.execute_fetchall("SELECT id FROM news WHERE state = 'sending'")
+        return sum(1 for (news_id,) in rows if news_id not in live)
 
     async def told(self, user_id: str) -> list[tuple[str, str, str, str]]:
         """(ticket, kind, status, state) of every piece of news for a player, oldest first."""
@@ -789,20 +818,25 @@ class NewsStore:
                 await self.give_back(sorted(self._leased))
             except Exception as exc:
                 log.error("ticket news %s claimed and not given back at close: %s", sorted(self._leased), exc)
-                with contextlib.suppress(Exception):
-                    async with writing(self._conn, self._lock):
-                        await self._write_lease(set())
-                        await self._conn.commit()
+        if self._leased or self._sending:
+            # News still 'sending' here was being sent as this process stopped: the next start
+            # says so.
+            with contextlib.suppress(Exception):
+                async with writing(self._conn, self._lock):
+                    await self._write_lease(set(), set())
+                    await self._conn.commit()
         await self._conn.close()
 
 
-def _lease_of(value: str) -> tuple[list[int], float]:
-    """(news ids, until) of a lease row; one unreadable (written by hand) holds nothing."""
+def _lease_of(value: str) -> tuple[list[int], list[int], float]:
+    """(news ids claimed, news ids whose DM is being tried, until) of a lease row; one unreadable
+    (written by hand) holds nothing, and one a voxdesk before 'sending' was leased wrote, no DM."""
     try:
         lease = json.loads(value)
-        return [int(i) for i in lease["ids"]], float(lease["until"])
-    except (ValueError, TypeError, KeyError):
-        return [], 0.0
+        sending = [int(i) for i in lease.get("sending", [])]
+        return [int(i) for i in lease["ids"]], sending, float(lease["until"])
+    except (ValueError, TypeError, KeyError, AttributeError):
+        return [], [], 0.0
 
 
 T = TypeVar("T")

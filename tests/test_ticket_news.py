@@ -615,6 +615,57 @@ async def test_a_dm_of_news_one_piece_of_which_was_given_back_is_tried_for_none(
         await store.aclose()
 
 
+def _left_sending(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "being sent when the bot stopped" in r.getMessage()]
+
+
+async def test_news_a_live_process_is_sending_is_not_said_left_by_a_stopped_bot_at_a_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Two stores on one news.db, as two processes: a start while the other is trying a DM says
+    nothing of that DM; a start once the other is gone (killed, its lease over) says it was left."""
+    news_db = tmp_path / "news.db"
+    caplog.set_level(logging.INFO, logger="bot.ticket_news")
+    running = await NewsStore.open(news_db)
+    try:
+        assert await running.add(NOVA, "local:1", "GRV-1", "status", "resolved", "GRV-1 is resolved.")
+        ids = [n.id for n in await running.due()]
+        assert await running.claim(ids) == ids
+        assert await running.trying(ids) is True  # its DM on its way to Discord
+        starting = await NewsStore.open(news_db)  # a `voxdesk ask`, a deploy overlapping
+        await starting.aclose()
+        assert _left_sending(caplog) == []
+    finally:
+        await running._conn.close()  # killed mid-send: its lease stays, and lapses
+    over = real_time() + ticket_news.CLAIM_LEASE_SECONDS + 1
+    monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: over))
+    later = await NewsStore.open(news_db)
+    await later.aclose()
+    assert _left_sending(caplog) == [
+        "1 piece(s) of ticket news were being sent when the bot stopped: not resent"
+    ]
+    assert sql(news_db, "SELECT state FROM news") == [("sending",)]
+
+
+async def test_news_being_sent_as_a_store_closes_is_said_left_at_the_next_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store closed while its DM was tried (a stop whose grace ran out on Discord's answer):
+    its lease goes with it, and the next start says what it left, without waiting for a lapse."""
+    news_db = tmp_path / "news.db"
+    caplog.set_level(logging.INFO, logger="bot.ticket_news")
+    store = await NewsStore.open(news_db)
+    assert await store.add(NOVA, "local:1", "GRV-1", "status", "resolved", "GRV-1 is resolved.")
+    ids = [n.id for n in await store.due()]
+    assert await store.claim(ids) == ids
+    assert await store.trying(ids) is True
+    await store.aclose()
+    assert sql(news_db, "SELECT name FROM cursors WHERE name LIKE 'claims:%'") == []
+    store = await NewsStore.open(news_db)
+    await store.aclose()
+    assert len(_left_sending(caplog)) == 1
+
+
 @pytest.mark.parametrize(
     ("outcome", "refused", "said"),
     [
