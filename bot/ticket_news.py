@@ -115,9 +115,10 @@ PRUNE_EVERY_SECONDS = 3600.0
 # How long a process's claim is its own after its last claim or mark (the lease in `cursors`, see
 # NewsStore.claim): well past the seconds between one mark and the next (preferences, speech, a
 # Discord rate limit waited out up to rate_limit_seconds). A lease that lapses under a live
-# process costs a DM made for nothing, never a second one ('trying' takes only 'claimed'). A
-# process killed with news claimed leaves it for this long; one that closes its store gives its
-# claims back there and then.
+# process (or only by the clock of another, minutes ahead) costs a DM made for nothing, never a
+# second one: the process whose lease was taken over tries none of it ('trying' takes only a claim
+# its lease row still names). A process killed with news claimed leaves it for this long; one that
+# closes its store gives its claims back there and then.
 CLAIM_LEASE_SECONDS = 180.0
 # `cursors` rows naming the news each process holds claimed: one per process, `<prefix><claimant>`.
 LEASE_PREFIX = "claims:"
@@ -608,17 +609,42 @@ class NewsStore:
         ran out (`give_back_untried`)."""
         mine = []
         async with writing(self._conn, self._lock):
+            await self._begin()
+            held = await self._still_leased()
             for news_id in ids:
                 cursor = await self._conn.execute(
                     "UPDATE news SET state = 'claimed' WHERE id = ? AND state = 'pending'", (news_id,)
                 )
                 if cursor.rowcount == 1:
                     mine.append(news_id)
-            leased = self._leased | set(mine)
+            leased = held | set(mine)
             await self._write_lease(leased, self._sending)
             await self._conn.commit()
         self._leased = leased
         return mine
+
+    async def _begin(self) -> None:
+        """A write transaction, begun before this store's lease is read: no other process gives
+        back a claim between the read and the writes that rely on it."""
+        await while_locked(lambda: self._conn.execute("BEGIN IMMEDIATE"))
+
+    async def _still_leased(self) -> set[int]:
+        """What this store claimed that is still its own, in the caller's transaction. Another
+        process takes a lease it finds over (`give_back_untried`) whole: it gives its claims back
+        and drops its row. Over only by that process's clock: one running minutes ahead of this
+        one's sees this lease lapse long before CLAIM_LEASE_SECONDS have passed here."""
+        if not self._leased:
+            return set()
+        rows = await self._conn.execute_fetchall("SELECT value FROM cursors WHERE name = ?", (self._lease,))
+        row = first(rows)
+        held = self._leased & set(_lease_of(str(row[0]))[0]) if row else set()
+        if lost := self._leased - held:
+            log.warning(
+                "ticket news %s claimed here was given back by another process, this one's lease over"
+                " by its clock (the two clocks apart?): its DM is tried there, not here",
+                sorted(lost),
+            )
+        return held
 
     async def _write_lease(self, ids: set[int], sending: set[int]) -> None:
         """This process's lease on the news it claimed (`ids`) and the news whose DM it is trying
@@ -641,16 +667,20 @@ class NewsStore:
         written, when a piece is no longer claimed (another process gave it back, this one's lease
         over, and may have claimed it again), so that only one process ever tries a piece."""
         async with writing(self._conn, self._lock):
+            await self._begin()
+            held = await self._still_leased()
             moved = 0
-            for news_id in ids:
-                cursor = await self._conn.execute(
-                    "UPDATE news SET state = 'sending' WHERE id = ? AND state = 'claimed'", (news_id,)
-                )
-                moved += cursor.rowcount
+            if set(ids) <= held:  # 'claimed' alone may be another process's claim of it since
+                for news_id in ids:
+                    cursor = await self._conn.execute(
+                        "UPDATE news SET state = 'sending' WHERE id = ? AND state = 'claimed'", (news_id,)
+                    )
+                    moved += cursor.rowcount
             if moved != len(ids):
                 await self._conn.rollback()
+                self._leased = held
                 return False
-            leased, sending = self._leased - set(ids), self._sending | set(ids)
+            leased, sending = held - set(ids), self._sending | set(ids)
             await self._write_lease(leased, sending)
             await self._conn.commit()
         self._leased, self._sending = leased, sending
@@ -661,10 +691,15 @@ class NewsStore:
         the DM): pending again, as if never claimed. `state` 'sending': news `trying` marked
         whose DM a stop kept from being tried after all."""
         async with writing(self._conn, self._lock):
+            await self._begin()
+            held = await self._still_leased()
+            # Only this process's: a claim another process took over since is its to send.
+            mine = held if state == "claimed" else self._sending
             await self._conn.executemany(
-                "UPDATE news SET state = 'pending' WHERE id = ? AND state = ?", [(i, state) for i in ids]
+                "UPDATE news SET state = 'pending' WHERE id = ? AND state = ?",
+                [(i, state) for i in ids if i in mine],
             )
-            leased, sending = self._leased - set(ids), self._sending - set(ids)
+            leased, sending = held - set(ids), self._sending - set(ids)
             await self._write_lease(leased, sending)
             await self._conn.commit()
         self._leased, self._sending = leased, sending

@@ -666,6 +666,44 @@ async def test_news_being_sent_as_a_store_closes_is_said_left_at_the_next_start(
     assert len(_left_sending(caplog)) == 1
 
 
+async def test_a_claim_taken_over_by_a_process_whose_clock_runs_ahead_is_not_tried_here(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """This process's clock is ten minutes behind the other's: its lease, however fresh here,
+    looks over there, and the other gives its claim back and claims it for a DM of its own (with
+    news held meanwhile and now due: Wren's DM is [held, x], keyed by the held one). That DM
+    meets a 5xx (maybe posted) and is claimed again for its retry, under its key. The stale claim
+    here must not be tried: its DM, keyed by x alone, would pass Discord's nonce and tell x a
+    second time. Nor is the other's claim given back from here."""
+    news_db = tmp_path / "news.db"
+    skew = [0.0]
+    monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: real_time() + skew[0]))
+    behind, ahead = await NewsStore.open(news_db), await NewsStore.open(news_db)
+    try:
+        assert await ahead.add(NOVA, "local:1", "GRV-1", "filed", "open", "GRV-1 is filed.", held_for="d:1:")
+        assert await ahead.add(NOVA, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
+        held, x = (i for (i,) in sql(news_db, "SELECT id FROM news ORDER BY id"))
+        skew[0] = -600.0
+        assert [n.id for n in await behind.due()] == [x]
+        assert await behind.claim([x]) == [x]  # its DM in the making, keyed by x
+        skew[0] = 0.0
+        await ahead.release([held])
+        assert await ahead.give_back_untried(unleased=False) == 1
+        assert await ahead.claim([held, x]) == [held, x]
+        assert await ahead.trying([held, x]) is True
+        await ahead.retry([held, x], real_time(), "not sent: Discord unreachable", delivery=held)
+        assert await ahead.claim([held, x]) == [held, x]  # its retry round
+        skew[0] = -600.0
+        assert await behind.trying([x]) is False
+        await behind.give_back([x])  # as its round does with a DM it may not try
+        skew[0] = 0.0
+        assert await ahead.trying([held, x]) is True
+        assert sql(news_db, "SELECT state FROM news ORDER BY id") == [("sending",), ("sending",)]
+    finally:
+        await behind.aclose()
+        await ahead.aclose()
+
+
 @pytest.mark.parametrize(
     ("outcome", "refused", "said"),
     [
