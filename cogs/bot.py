@@ -344,6 +344,10 @@ class VoxdeskBot(commands.Bot):
         self._aside: set[asyncio.Task[Any]] = set()  # of them, what is no note or command itself
         self._commands: set[asyncio.Task[Any]] = set()  # of them, the slash commands' answers
         self._finishing: set[asyncio.Task[Any]] = set()  # of them, aside work a stop lets finish
+        # Of those, what a stop leaves undone if it does not wait one out, as its log line says it.
+        self._undone: dict[asyncio.Task[Any], str] = {}
+        # What a stop already waited FOLLOW_UP_SECONDS for: close() does not wait for it again.
+        self._waited_out: set[asyncio.Task[Any]] = set()
         self._later: set[asyncio.Task[Any]] = set()  # see `later`
         self._closing = False  # set as close() starts: `later` takes nothing more
         self.tree.on_error = self._on_app_command_error  # type: ignore[method-assign]
@@ -474,13 +478,15 @@ class VoxdeskBot(commands.Bot):
         aside: bool = False,
         command: bool = False,
         finish: bool = False,
+        undone: str | None = None,
     ) -> asyncio.Task[Any]:
         """Work in flight that a stop waits for. Its failure is logged here unless it is
         `awaited` by a caller that reports it (a slash command's error handler). `aside`: not a
         note or a command of its own (a reaction on one, a catch-up's read, whose notes are tracked
         each on its own), left out of the counts a stop logs. `command`: a slash command's answer,
         counted apart from the notes. `finish`: aside work a stop does not cancel but waits for,
-        up to FOLLOW_UP_SECONDS (a short write that keeps a player's news)."""
+        up to FOLLOW_UP_SECONDS (a short write that keeps a player's news); `undone`, what is
+        lost for good should it not end by then, for the stop's log line."""
         task = asyncio.create_task(work)
         self._inflight.add(task)
         task.add_done_callback(self._inflight.discard)
@@ -489,6 +495,9 @@ class VoxdeskBot(commands.Bot):
             if yes:
                 kind.add(task)
                 task.add_done_callback(kind.discard)
+        if undone is not None:
+            self._undone[task] = undone
+            task.add_done_callback(lambda done: self._undone.pop(done, None))
         if not awaited:
             task.add_done_callback(_log_failure)
         return task
@@ -552,7 +561,7 @@ class VoxdeskBot(commands.Bot):
         close() cuts it short."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + FOLLOW_UP_SECONDS
-        seen, waiting = set(seen), set[asyncio.Task[Any]]()
+        seen, waiting = set(seen) | self._waited_out, set[asyncio.Task[Any]]()
         while True:
             await asyncio.sleep(0)  # the awaiters of what just ended run their handlers
             started = (self._inflight & self._aside) - seen
@@ -561,6 +570,9 @@ class VoxdeskBot(commands.Bot):
                 return
             if (left := deadline - loop.time()) <= 0:
                 log.warning("closing with %d task(s) still ending the work cut short", len(waiting))
+                for task in waiting & self._undone.keys():
+                    log.error("closing before %s", self._undone[task])
+                self._waited_out |= waiting
                 return
             await asyncio.wait(waiting, timeout=left, return_when=asyncio.FIRST_COMPLETED)
 

@@ -392,7 +392,14 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         """Give the keys an answer did not tell back to ticket news, which DMs them. The bot's
         work, which a stop waits for before it closes news.db; the command's own task is not."""
         untelling = self.bot.core.news.unheard_in_answer(user_id, "discord", str(interaction.id), filed)
-        self.bot.track(untelling, finish=True)
+        # Its writes wait on grievances.db and news.db, behind another process's write lock for
+        # up to BUSY_SECONDS: a stop that does not wait that out leaves the keys heard, never DMed.
+        keys = ", ".join(filed)
+        undone = (
+            f"giving ticket(s) {keys} back to ticket news: filed for user {user_id}, whose answer"
+            " never told them, they will not be DMed (/grievance status still lists them)"
+        )
+        self.bot.track(untelling, finish=True, undone=undone)
 
 
 async def setup(bot: VoxdeskBot) -> None:

@@ -1030,7 +1030,8 @@ async def test_a_stop_waits_for_an_untelling_that_hangs_no_longer_than_its_bound
     settings, monkeypatch, caplog
 ):
     """An untelling on a database that does not answer holds the stop FOLLOW_UP_SECONDS at most,
-    and the log says what the stop did not wait out."""
+    and the log says what the stop did not wait out: which ticket, whose, and that it will not be
+    DMed."""
     monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 0.3)
     told, never = asyncio.Event(), asyncio.Event()
     async with serving() as fake:
@@ -1055,6 +1056,13 @@ async def test_a_stop_waits_for_an_untelling_that_hangs_no_longer_than_its_bound
                 h.stop.set()
                 await asyncio.wait_for(h.task, 30)
     assert "closing with 1 task(s) still ending the work cut short" in caplog.text
+    undone = [r.getMessage() for r in caplog.records if r.getMessage().startswith("closing before")]
+    assert len(undone) == 1
+    assert re.fullmatch(
+        rf"closing before giving ticket\(s\) GRV-\d+ back to ticket news: filed for user {blaze.id},"
+        r" whose answer never told them, they will not be DMed \(/grievance status still lists them\)",
+        undone[0],
+    )
 
 
 def _refuse_answers(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:
