@@ -746,11 +746,14 @@ class NewsStore:
 
     async def finish(self, ids: list[int], state: str, error: str | None = None) -> None:
         async with writing(self._conn, self._lock):
+            await self._begin()
+            held = await self._still_leased()
+            lost = self._leased - held  # another process's to tell now, muted or not
             await self._conn.executemany(
                 "UPDATE news SET state = ?, done_at = ?, error = ? WHERE id = ?",
-                [(state, utc_now(), error, i) for i in ids],
+                [(state, utc_now(), error, i) for i in ids if i not in lost],
             )
-            leased = self._leased - set(ids)  # muted straight from the claim
+            leased = held - set(ids)  # muted straight from the claim
             sending = self._sending - set(ids)
             if (leased, sending) != (self._leased, self._sending):
                 await self._write_lease(leased, sending)
@@ -766,11 +769,12 @@ class NewsStore:
                 " delivery = COALESCE(delivery, ?) WHERE id = ?",
                 [(at, error, delivery, i) for i in ids],
             )
-            sending = self._sending - set(ids)
-            if sending != self._sending:
-                await self._write_lease(self._leased, sending)
+            # Read once this transaction writes: no other process gives back a claim meanwhile.
+            held, sending = await self._still_leased(), self._sending - set(ids)
+            if (held, sending) != (self._leased, self._sending):
+                await self._write_lease(held, sending)
             await self._conn.commit()
-        self._sending = sending
+        self._leased, self._sending = held, sending
 
     async def count(self, state: str) -> int:
         rows = await self._conn.execute_fetchall("SELECT COUNT(*) FROM news WHERE state = ?", (state,))

@@ -704,6 +704,39 @@ async def test_a_claim_taken_over_by_a_process_whose_clock_runs_ahead_is_not_tri
         await ahead.aclose()
 
 
+async def test_news_muted_from_a_claim_taken_over_leaves_the_others_taken_over_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, the claims of a process whose clock is behind taken over by another, which
+    claims Blaze's news for its DM. Nova's news, muted here straight from its claim, rewrites this
+    process's lease: it must not name Blaze's news again, or that claim would pass for this
+    process's own and be tried here too; nor is Nova's news, not this process's any more, marked
+    here."""
+    news_db = tmp_path / "news.db"
+    skew = [-600.0]
+    monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: real_time() + skew[0]))
+    behind, ahead = await NewsStore.open(news_db), await NewsStore.open(news_db)
+    try:
+        assert await behind.add(NOVA, "local:1", "GRV-1", "status", "resolved", "GRV-1 is resolved.")
+        assert await behind.add(BLAZE, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
+        nova, blaze = (n.id for n in await behind.due())
+        assert await behind.claim([nova]) == [nova]
+        assert await behind.claim([blaze]) == [blaze]
+        skew[0] = 0.0
+        assert await ahead.give_back_untried(unleased=False) == 2
+        assert await ahead.claim([blaze]) == [blaze]
+        skew[0] = -600.0
+        await behind.finish([nova], "muted")  # Nova has /notify off
+        assert await behind.trying([blaze]) is False
+        # Nova's news, given back too, is the other's round's to mute: left as it gave it back.
+        assert sql(news_db, "SELECT state FROM news WHERE id = ?", (nova,)) == [("pending",)]
+        skew[0] = 0.0
+        assert await ahead.trying([blaze]) is True
+    finally:
+        await behind.aclose()
+        await ahead.aclose()
+
+
 @pytest.mark.parametrize(
     ("outcome", "refused", "said"),
     [
