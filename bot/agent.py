@@ -502,7 +502,7 @@ class VoiceAgent:
         # The answer is given whatever happens to the bookkeeping: its tools have run (a ticket
         # may be filed), and "something went wrong" now would send the player to file it twice.
         with watch.stage("save"):
-            await self._save(context, past, afresh=turn.afresh)
+            await self._save(context, past, turn)
         await self._record_usage(context, engine.name, usage, clip.seconds if clip else 0.0)
         return Reply(
             text=final.text,
@@ -617,18 +617,21 @@ class VoiceAgent:
             at=time.time(),
             engine="none",
         )
-        await self._save(turn.context, past, afresh=turn.afresh)
+        await self._save(turn.context, past, turn)
         return reply
 
-    async def _save(self, context: ToolContext, past: PastTurn, afresh: bool = False) -> None:
+    async def _save(self, context: ToolContext, past: PastTurn, turn: TurnState) -> None:
+        # The turns the engine let go to come within its token limit go from the conversation.
+        since = turn.history[turn.let_go].at if 0 < turn.let_go < len(turn.history) else 0.0
         try:
             kept = await self.conversations.append(
                 context.user_id,
                 past,
                 context.conversation,
                 context.request_id,
-                afresh=afresh,
+                afresh=turn.afresh,
                 sent_at=context.sent_at,
+                since=since,
             )
             if not kept:
                 log.info("%s was sent before its player's /forget: its turn is not kept", context.who)

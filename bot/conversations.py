@@ -162,11 +162,13 @@ class ConversationStore:
         request_id: str = "",
         afresh: bool = False,
         sent_at: float = 0.0,
+        since: float = 0.0,
     ) -> bool:
         """Add a turn; whether it was kept. A note answered again (its answer never reached the
         player, or a restart cut its turn) saw its first attempt in the history, and so what that
         attempt filed; its new turn then replaces the first, so the conversation holds each note
-        once. `afresh`: the turn was answered without the conversation's earlier turns, which go.
+        once. `afresh`: the turn was answered without the conversation's earlier turns, which go;
+        `since`: without those before this time (a turn's `at`), which go.
         `sent_at`, when its request was sent: one sent before the player's latest /forget (or in
         its millisecond, which Discord's ids cannot order) is not kept."""
         at = turn.at or time.time()
@@ -190,11 +192,17 @@ class ConversationStore:
                 await self._conn.execute(
                     "DELETE FROM turns WHERE user_id = ? AND conversation = ?", (user_id, conversation)
                 )
-            elif request_id:
-                await self._conn.execute(
-                    "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND request_id = ?",
-                    (user_id, conversation, request_id),
-                )
+            else:
+                if since:
+                    await self._conn.execute(
+                        "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND at < ?",
+                        (user_id, conversation, since),
+                    )
+                if request_id:
+                    await self._conn.execute(
+                        "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND request_id = ?",
+                        (user_id, conversation, request_id),
+                    )
             await self._conn.execute(
                 "INSERT INTO turns (user_id, conversation, request_id, at, user_text, reply_text,"
                 " tool_results, audio_id, audio_expires_at, engine) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",

@@ -136,6 +136,20 @@ async def test_each_place_a_player_talks_in_has_its_own_conversation(tmp_path) -
     await store.aclose()
 
 
+async def test_a_turn_kept_since_a_time_lets_that_conversations_older_turns_go(tmp_path) -> None:
+    # A turn asked without its conversation's oldest turns (too many tokens with them): they go,
+    # in that place alone; a note answered again still replaces its first answer.
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=8, idle_minutes=10)
+    now = time.time()
+    for i in range(4):
+        await store.append("u1", turn(i, at=now - 60 + i), conversation="dm", request_id=f"r{i}")
+    await store.append("u1", turn(8, at=now - 30), conversation="channel")
+    await store.append("u1", turn(3, at=now), conversation="dm", request_id="r3", since=now - 58)
+    assert [t.user_text for t in await store.history("u1", "dm", now=now)] == ["question 2", "question 3"]
+    assert [t.user_text for t in await store.history("u1", "channel", now=now)] == ["question 8"]
+    await store.aclose()
+
+
 async def test_a_database_from_before_places_keeps_its_turns(tmp_path) -> None:
     with sqlite3.connect(tmp_path / "c.db") as conn:
         conn.execute(

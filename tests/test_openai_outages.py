@@ -760,6 +760,54 @@ async def test_a_request_too_large_for_the_limit_by_its_history_is_asked_again_w
     assert [t.reply_text for t in kept] == ["You have 100 points.", "You are level 3."]
 
 
+async def test_a_request_too_large_by_its_oldest_turns_is_asked_again_with_the_newest(
+    storage, fake, caplog
+) -> None:
+    """The 429 names the limit and the tokens asked for: the oldest turns that take the request
+    over it are left out (and let go), and the player's newest turns go on with the conversation,
+    rather than all of it going for what a few old turns cost."""
+    caplog.set_level(logging.WARNING, logger="bot.engines.openai")
+    fake.script = [answer("Sized."), answer("You have 100 points."), answer("You are level 3.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        # Room for the note and about three of the six turns before it, each some 500 tokens, most
+        # of them a manual's passage the turn looked up.
+        fake.tokens_per_minute = request_tokens(fake.chats[0].body) + 2_500
+        for i in range(6):
+            call = {"id": f"call_{i}", "name": "search_manuals", "arguments": {"query": f"pairing {i}"}}
+            looked_up = {**call, "result": {"passages": ["word " * 340]}, "ok": True}
+            await app.conversations.append(
+                NOVA, PastTurn(f"question {i}", "Hold the button.", [looked_up], at=time.time())
+            )
+        me = ToolContext(user_id=NOVA, request_id="n2")
+        reply = await app.agent.respond(me, NOTE)
+        before = len(fake.chats)
+        later = await app.agent.respond(replace(me, request_id="n3"), NOTE)
+        kept = await app.conversations.history(NOVA)
+
+    def asked(chat) -> list[str]:
+        return [f"question {i}" for i in range(6) if f"question {i}" in json.dumps(chat.body["messages"])]
+
+    assert (reply.engine, reply.kind, reply.text) == ("openai", "answer", "You have 100 points.")
+    # Once with the whole history, refused, and once without its oldest turns, within the limit.
+    assert [asked(c) for c in fake.chats[1:3]] == [
+        asked(fake.chats[1]),
+        ["question 3", "question 4", "question 5"],
+    ]
+    assert len(asked(fake.chats[1])) == 6 and before == 3
+    assert request_tokens(fake.chats[2].body) <= fake.tokens_per_minute
+    # Each turn goes whole, its tool call with its result: the fake refuses a request otherwise.
+    assert all(f"call_{i}" in json.dumps(fake.chats[2].body["messages"]) for i in (3, 4, 5))
+    assert not fake.violations
+    # The turns left out are let go: the next note carries the newest, and is answered at once.
+    assert (later.kind, later.text, len(fake.chats)) == ("answer", "You are level 3.", before + 1)
+    assert asked(fake.chats[-1]) == ["question 3", "question 4", "question 5"]
+    assert [t.user_text for t in kept][:3] == ["question 3", "question 4", "question 5"]
+    assert [t.reply_text for t in kept][3:] == ["You have 100 points.", "You are level 3."]
+    (why,) = logged(caplog, "bot.engines.openai", "token limit")
+    assert "without the oldest 3 of the history's 6 turns" in why.getMessage()
+
+
 async def test_a_note_too_large_for_the_limit_on_its_own_is_told_so_and_pauses_no_one(
     storage, fake, caplog
 ) -> None:
@@ -845,6 +893,52 @@ async def test_a_note_too_large_without_its_history_too_keeps_the_conversation(s
         kept = await app.conversations.history(NOVA)
     assert (reply.engine, len(fake.chats)) == ("offline", 2)
     assert [t.user_text for t in kept] == ["how do I pair", "how many points"]
+
+
+@pytest.mark.parametrize("over", [40, 100], ids=["answered without it", "too large without it too"])
+async def test_a_request_still_too_large_without_its_oldest_turns_is_asked_once_without_any(
+    storage, fake, over
+) -> None:
+    """The estimate of what the oldest turns cost can be wrong (here the replies they send back by
+    audio id, counted as speech, which this server counts as their ids alone): refused again, the
+    note is asked once more without the history, and no more. Too large without it too, the
+    conversation is kept whole, by the fallback's answer too."""
+    settings = openai_settings(
+        storage, fake, VOXDESK_OPENAI_AUDIO_HISTORY_TURNS="3", VOXDESK_AGENT_FALLBACK="offline"
+    )
+    fake.script = [answer("Sized."), answer("You have 100 points.")]
+    async with running_app(settings) as app:
+
+        async def spoken_turns(who: str) -> None:
+            for i in range(3):
+                audio_id = f"audio_{who[-4:]}{i:012d}"
+                fake.issued_audio[audio_id] = int(time.time()) + 3600
+                past = PastTurn(f"question {i}", "word " * 200, audio_id=audio_id, at=time.time())
+                await app.conversations.append(
+                    who, replace(past, audio_expires_at=fake.issued_audio[audio_id])
+                )
+
+        await spoken_turns(QUILL)
+        await app.agent.respond_text(ToolContext(user_id=QUILL, request_id="q1"), "how many points")
+        fake.tokens_per_minute = request_tokens(fake.chats[0].body) - over
+        await spoken_turns(NOVA)
+        me = ToolContext(user_id=NOVA, request_id="n2")
+        reply = await app.agent.respond_text(me, "how many points")
+        kept = await app.conversations.history(NOVA)
+
+    def asked(chat) -> list[str]:
+        return [f"question {i}" for i in range(3) if f"question {i}" in json.dumps(chat.body["messages"])]
+
+    every = ["question 0", "question 1", "question 2"]
+    assert request_tokens(fake.chats[1].body) == request_tokens(fake.chats[0].body)
+    # With every turn, without the oldest, without any: three requests at most.
+    assert [asked(c) for c in fake.chats[1:]] == [every, ["question 1", "question 2"], []]
+    if over == 40:
+        assert (reply.engine, reply.text) == ("openai", "You have 100 points.")
+        assert [t.reply_text for t in kept] == ["You have 100 points."]
+    else:
+        assert reply.engine == "offline"
+        assert [t.user_text for t in kept] == [*every, "how many points"]
 
 
 async def test_an_audio_id_that_expires_while_a_request_waits_to_go_again_costs_no_answer(

@@ -150,6 +150,10 @@ class TurnState:
     # conversation afresh whichever engine answers it (a fallback too), or the next note would
     # carry them and be refused first.
     afresh: bool = False
+    # The conversation's oldest turns (of `history`) this turn left out of its requests to come
+    # within the provider's token limit: they go from the conversation as the turn is kept, or
+    # each later note would carry them and be refused first.
+    let_go: int = 0
 
 
 @dataclass

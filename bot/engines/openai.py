@@ -98,6 +98,20 @@ LIMIT_REQUESTED = re.compile(r"\bLimit:? ([\d,.]+)(?:, Used:? [\d,.]+)?, Request
 TEXT_HISTORY = "text_history"  # turn.scratch: this turn sends earlier replies as text only
 # turn.scratch: this turn is asked without its history because a request with it was too large
 TOO_LARGE_WITH_HISTORY = "too_large_with_history"
+# turn.scratch: this step is asked without the history's oldest turns because a request with them
+# was too large; what turn.let_go was before.
+TRIMMED_FROM = "trimmed_from"
+# A request too large names its limit and its tokens; the oldest turns of its history are left out
+# until the request is estimated to come to this share of the limit at most. The estimate
+# (`estimated_tokens`) is rough, and one short of the limit would be refused once more.
+TOO_LARGE_MARGIN = 0.1
+# The estimate's audio: OpenAI counts audio by its length, a note's at about 10 tokens a second,
+# speech it made (an earlier reply sent back by its id) at about 20; a note's WAV is 16-bit mono
+# at 24 kHz, and a reply's words are spoken at some 2.5 a second.
+NOTE_TOKENS_A_SECOND = 10
+SPEECH_TOKENS_A_SECOND = 20
+WAV_BYTES_A_SECOND = 48_000
+WORDS_A_SECOND = 2.5
 # Half a second of silence: audio models refuse a request with neither audio in nor audio out.
 SILENCE = base64.b64encode(pcm_to_wav(bytes(24_000), 24_000)).decode()
 DEADLINE = "deadline"  # turn.scratch: time.monotonic() past which this turn sends no request
@@ -378,14 +392,16 @@ class OpenAIEngine:
         if turn.audio is not None and ENCODED not in turn.scratch:
             turn.scratch[ENCODED] = await asyncio.to_thread(_base64, turn.audio.wav)
         try:
-            while True:  # each retry below sets a flag of its own: at most three requests
+            while True:  # each retry below sets a flag of its own: at most four requests
                 text_only = turn.scratch.get(TEXT_HISTORY) or time.monotonic() < self.audio_refused_until
                 audio_turns = 0 if text_only else self.audio_history_turns
                 request = self._request(turn, audio_turns)
                 try:
                     response = await self._ask(turn, request, deadline)
-                    # Answered without it: the history made it too large, and is let go for good.
+                    # Answered without it, or without its oldest turns: they made it too large,
+                    # and are let go for good.
                     turn.scratch.pop(TOO_LARGE_WITH_HISTORY, None)
+                    turn.scratch.pop(TRIMMED_FROM, None)
                     break
                 except openai.APIStatusError as exc:
                     if exc.code == AUDIO_NOT_FOUND and audio_turns:
@@ -394,14 +410,29 @@ class OpenAIEngine:
                         turn.scratch[TEXT_HISTORY] = True
                     elif _too_large(exc) and turn.history and not turn.afresh:
                         # No wait cures it, and the history is most of a request: kept, it would
-                        # have each later note of the conversation refused first.
-                        log.warning(
-                            "a request over OpenAI's token limit on its own (%s): asking without the"
-                            " history of %d turns, and the conversation goes on from this note",
-                            _said(exc),
-                            len(turn.history),
-                        )
-                        turn.afresh = turn.scratch[TOO_LARGE_WITH_HISTORY] = True
+                        # have each later note of the conversation refused first. The oldest turns
+                        # go first, once a turn; then all of them.
+                        trimmed = self._trimmed(turn, request, audio_turns, exc)
+                        if trimmed < len(turn.history):
+                            log.warning(
+                                "a request over OpenAI's token limit on its own (%s): asking without"
+                                " the oldest %d of the history's %d turns, which the conversation"
+                                " lets go",
+                                _said(exc),
+                                trimmed,
+                                len(turn.history),
+                            )
+                            turn.scratch[TRIMMED_FROM] = turn.let_go
+                            turn.let_go = trimmed
+                        else:
+                            log.warning(
+                                "a request over OpenAI's token limit on its own (%s): asking"
+                                " without the history of %d turns, and the conversation goes on"
+                                " from this note",
+                                _said(exc),
+                                len(turn.history) - turn.let_go,
+                            )
+                            turn.afresh = turn.scratch[TOO_LARGE_WITH_HISTORY] = True
                     elif exc.code in FILTERED and turn.history and not turn.afresh:
                         # A prompt filter reads the whole prompt: words it blocked in an earlier
                         # turn (a threat the player reported) would refuse every note of theirs
@@ -428,6 +459,8 @@ class OpenAIEngine:
                     # Too large without the history too: the note, not the history, is over the
                     # limit, and the conversation goes on from the history (a fallback's answer too).
                     turn.afresh = False
+                if TRIMMED_FROM in turn.scratch:
+                    turn.let_go = turn.scratch.pop(TRIMMED_FROM)
                 self.ready = True
                 raise NoteTooLarge(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
             if exc.code in FILTERED:
@@ -703,17 +736,46 @@ class OpenAIEngine:
             gate.answered()
             return result
 
+    def _trimmed(
+        self, turn: TurnState, request: dict[str, Any], audio_turns: int, exc: openai.APIStatusError
+    ) -> int:
+        """How many of the history's oldest turns to leave out of a request that was too large
+        (`request`, which `exc` refused): the fewest that bring it within the limit by
+        TOO_LARGE_MARGIN as estimated, unless that is every one, or they were left out before in
+        this turn (len(turn.history): ask without the history).
+
+        The estimate starts from the tokens the 429 counted and takes off the difference
+        `estimated_tokens` makes out between the request and the one without those turns (fewer
+        turns leave more room for the turn's own tool results, see `fitted`)."""
+        limit, requested = _limit_and_requested(exc)
+        said = {p.audio_id: p.reply_text for p in turn.history if p.audio_id}
+        sent = estimated_tokens(request["messages"], said)
+
+        def without(oldest: int) -> float:
+            kept = turn.history[oldest:] if oldest < len(turn.history) else []
+            return requested - sent + estimated_tokens(self._messages(turn, kept, audio_turns), said)
+
+        if turn.let_go == 0:
+            for oldest in range(1, len(turn.history)):
+                if without(oldest) <= limit * (1 - TOO_LARGE_MARGIN):
+                    return oldest
+        return len(turn.history)
+
+    def _messages(self, turn: TurnState, history: list[PastTurn], audio_turns: int) -> list[dict[str, Any]]:
+        return build_messages(
+            self.system_prompt,
+            replace(turn, history=history),
+            audio_turns,
+            refused=self._refused_audio,
+            # One time for every step of the turn, so each step's prompt begins as the last did.
+            asked_at=turn.scratch.setdefault(ASKED_AT, time.time()),
+        )
+
     def _request(self, turn: TurnState, audio_turns: int) -> dict[str, Any]:
+        history = [] if turn.afresh else turn.history[turn.let_go :]
         request: dict[str, Any] = {
             "model": self.model,
-            "messages": build_messages(
-                self.system_prompt,
-                replace(turn, history=[]) if turn.afresh else turn,
-                audio_turns,
-                refused=self._refused_audio,
-                # One time for every step of the turn, so each step's prompt begins as the last did.
-                asked_at=turn.scratch.setdefault(ASKED_AT, time.time()),
-            ),
+            "messages": self._messages(turn, history, audio_turns),
             "modalities": ["text", "audio"],
             "audio": {"voice": self._voice(turn.voice), "format": self.reply_format},
             "tools": [tool.spec() for tool in turn.tools],
@@ -1108,17 +1170,54 @@ def _said(exc: openai.APIStatusError) -> str:
 
 def _too_large(exc: openai.APIStatusError) -> bool:
     """Whether a 429 refuses a request for asking more tokens than the limit allows in all."""
+    limit, requested = _limit_and_requested(exc)
+    return requested > limit
+
+
+def _limit_and_requested(exc: openai.APIStatusError) -> tuple[float, float]:
+    """The token limit a 429 names and the tokens it says the request asked for; (0, 0) when
+    it names none."""
     if exc.status_code != 429:
-        return False
+        return 0.0, 0.0
     body = exc.body if isinstance(exc.body, dict) else {}
     found = LIMIT_REQUESTED.search(str(body.get("message") or exc.message))
     if found is None:
-        return False
+        return 0.0, 0.0
     try:
         limit, requested = (float(n.replace(",", "")) for n in found.groups())
     except ValueError:
-        return False
-    return requested > limit
+        return 0.0, 0.0
+    return limit, requested
+
+
+def estimated_tokens(messages: list[dict[str, Any]], said: dict[str, str]) -> float:
+    """Roughly the tokens `messages` come to, only to tell how much of a request too large to
+    leave out: text (each message as JSON) at four characters a token but a character outside
+    ASCII a token of its own (a kana, a Cyrillic letter); a note's audio by its length at
+    NOTE_TOKENS_A_SECOND; an earlier reply sent back by its audio id at SPEECH_TOKENS_A_SECOND of
+    its words (`said`, by id) spoken. Audio is most of a request's tokens when there is any."""
+    tokens = 0.0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, list):
+            for part in content:
+                if part.get("type") == "input_audio":
+                    seconds = len(part["input_audio"]["data"]) * 3 / 4 / WAV_BYTES_A_SECOND
+                    tokens += seconds * NOTE_TOKENS_A_SECOND
+                else:
+                    tokens += _text_tokens(as_json(part))
+            message = {k: v for k, v in message.items() if k != "content"}
+        audio = message.get("audio")
+        if isinstance(audio, dict):
+            words = len(said.get(audio.get("id") or "", "").split())
+            tokens += words / WORDS_A_SECOND * SPEECH_TOKENS_A_SECOND
+        tokens += _text_tokens(as_json(message))
+    return tokens
+
+
+def _text_tokens(text: str) -> float:
+    outside_ascii = len(text) - len(text.encode("ascii", "ignore"))
+    return (len(text) - outside_ascii) / 4 + outside_ascii
 
 
 def _names_history(request: dict[str, Any], exc: openai.APIStatusError) -> bool:
