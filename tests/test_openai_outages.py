@@ -884,14 +884,15 @@ async def test_a_400_naming_no_message_of_the_history_keeps_it(storage, fake, pa
 
 
 async def test_a_note_too_large_without_its_history_too_keeps_the_conversation(storage, fake) -> None:
-    # Asked again without the earlier turns, the note alone is still over the limit: they were not
-    # what made it too large, and the fallback's answer goes on from them rather than dropping them.
+    # Without the earlier turns, the note alone would still be over the limit by far: they are not
+    # what made it too large, it is not asked again without them, and the fallback's answer goes
+    # on from them rather than dropping them.
     fake.tokens_per_minute = 100
     async with running_app(openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK="offline")) as app:
         await app.conversations.append(NOVA, PastTurn("how do I pair", "Hold the button.", at=time.time()))
         reply = await app.agent.respond_text(ToolContext(user_id=NOVA, request_id="n2"), "how many points")
         kept = await app.conversations.history(NOVA)
-    assert (reply.engine, len(fake.chats)) == ("offline", 2)
+    assert (reply.engine, len(fake.chats)) == ("offline", 1)
     assert [t.user_text for t in kept] == ["how do I pair", "how many points"]
 
 
@@ -939,6 +940,28 @@ async def test_a_request_still_too_large_without_its_oldest_turns_is_asked_once_
     else:
         assert reply.engine == "offline"
         assert [t.user_text for t in kept] == [*every, "how many points"]
+
+
+async def test_a_turn_too_large_by_its_own_tool_rounds_is_not_asked_again_without_its_history(
+    storage, fake
+) -> None:
+    # The model's own calls (made-up arguments, a looping model) take the turn's next step over the
+    # limit by far more than its short history comes to: asked again without that history it would
+    # only be refused again, a request more on the way to the "too much at once" answer.
+    looping = tool_calls(("look_up_everything", {"topics": "word " * 3_000}))
+    fake.script = [answer("Sized."), looping, answer("Never asked.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        fake.tokens_per_minute = request_tokens(fake.chats[0].body) + 600  # room for the note
+        await app.conversations.append(NOVA, PastTurn("how do I pair", "Hold the button.", at=time.time()))
+        reply = await app.agent.respond(ToolContext(user_id=NOVA, request_id="n2"), NOTE)
+        kept = await app.conversations.history(NOVA)
+    assert (reply.kind, reply.text) == ("apology", say.NOTE_TOO_LARGE)
+    # The note with its history, answered by a call, then the step carrying the call: refused once.
+    assert len(fake.chats) == 3
+    assert request_tokens(fake.chats[2].body) > fake.tokens_per_minute
+    assert "Hold the button." in json.dumps(fake.chats[2].body["messages"])
+    assert [t.reply_text for t in kept] == ["Hold the button."]
 
 
 async def test_an_audio_id_that_expires_while_a_request_waits_to_go_again_costs_no_answer(

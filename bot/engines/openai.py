@@ -105,6 +105,10 @@ TRIMMED_FROM = "trimmed_from"
 # until the request is estimated to come to this share of the limit at most. The estimate
 # (`estimated_tokens`) is rough, and one short of the limit would be refused once more.
 TOO_LARGE_MARGIN = 0.1
+# A request too large is asked again without its history only if that history, at this many times
+# its estimate, would bring it within the limit: the estimate can be half the count (JSON, or words
+# the tokenizer splits finely), and the request, refused again, costs no more than its wait.
+HISTORY_AT_MOST = 2.0
 # The estimate's audio: OpenAI counts audio by its length, a note's at about 10 tokens a second,
 # speech it made (an earlier reply sent back by its id) at about 20; a note's WAV is 16-bit mono
 # at 24 kHz, and a reply's words are spoken at some 2.5 a second.
@@ -411,8 +415,11 @@ class OpenAIEngine:
                     elif _too_large(exc) and turn.history and not turn.afresh:
                         # No wait cures it, and the history is most of a request: kept, it would
                         # have each later note of the conversation refused first. The oldest turns
-                        # go first, once a turn; then all of them.
+                        # go first, once a turn; then all of them; none when the request would be
+                        # too large without any (its note and its own tool rounds).
                         trimmed = self._trimmed(turn, request, audio_turns, exc)
+                        if trimmed is None:
+                            raise
                         if trimmed < len(turn.history):
                             log.warning(
                                 "a request over OpenAI's token limit on its own (%s): asking without"
@@ -738,11 +745,12 @@ class OpenAIEngine:
 
     def _trimmed(
         self, turn: TurnState, request: dict[str, Any], audio_turns: int, exc: openai.APIStatusError
-    ) -> int:
+    ) -> int | None:
         """How many of the history's oldest turns to leave out of a request that was too large
         (`request`, which `exc` refused): the fewest that bring it within the limit by
         TOO_LARGE_MARGIN as estimated, unless that is every one, or they were left out before in
-        this turn (len(turn.history): ask without the history).
+        this turn (len(turn.history): ask without the history); None when the request would be
+        too large without any history too.
 
         The estimate starts from the tokens the 429 counted and takes off the difference
         `estimated_tokens` makes out between the request and the one without those turns (fewer
@@ -755,6 +763,8 @@ class OpenAIEngine:
             kept = turn.history[oldest:] if oldest < len(turn.history) else []
             return requested - sent + estimated_tokens(self._messages(turn, kept, audio_turns), said)
 
+        if requested - HISTORY_AT_MOST * (requested - without(len(turn.history))) > limit:
+            return None  # the note and its own tool rounds are over the limit on their own
         if turn.let_go == 0:
             for oldest in range(1, len(turn.history)):
                 if without(oldest) <= limit * (1 - TOO_LARGE_MARGIN):
