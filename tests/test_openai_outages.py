@@ -580,6 +580,30 @@ async def test_timeouts_in_a_row_send_the_next_notes_to_the_fallback_at_once(sto
     )
 
 
+async def test_a_model_error_of_one_request_pauses_no_one(storage, fake, caplog) -> None:
+    """OpenAI's 500 model_error ("The model produced invalid content") is about what one request
+    holds (a conversation's tool calls, say): the service answered. Tried again as any 500 is, it
+    does not count towards the breaker, whose pause would send every player's notes to the
+    fallback."""
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    invalid = Failure(
+        status=500,
+        error_type="model_error",
+        message="The model produced invalid content. Consider modifying your prompt if you are seeing"
+        " this error persistently.",
+    )
+    fake.failures = [invalid] * 3
+    fake.script = [answer("You have 100 points.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        failed = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
+        asked, paused = len(fake.chats), app.agent.engine.chat_gate.wait()
+        other = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+    assert (failed.kind, asked) == ("apology", 3)  # its tries, as for any 500
+    assert paused == 0
+    assert (other.engine, other.text) == ("openai", "You have 100 points.")
+    assert not logged(caplog, "bot.engines.openai", "paused")
+
+
 async def test_after_the_pause_one_request_sees_whether_the_service_is_back(storage, fake, caplog) -> None:
     caplog.set_level(logging.INFO, logger="bot.engines.openai")
     fake.failures = [Failure(hang=5)] * 3

@@ -132,7 +132,9 @@ TRANSCRIBE_TIMEOUT = 15.0  # seconds, its tries together
 # the service, so its line names the one that hung.
 PROBE_TIMEOUT = 10.0  # seconds, or openai.timeout_seconds when that is shorter
 SHORT_WAIT = 5.0  # seconds: a turn waits out a pause up to this; past it the fallback answers
-BREAKER_FAILURES = 3  # timeouts, connection failures, 408s or 5xx in a row that pause requests
+# Timeouts, connection failures, 408s or 5xx (but a model_error, one request's) in a row that pause
+# requests.
+BREAKER_FAILURES = 3
 FIRST_PAUSE = 1.0  # seconds: a 429 naming no wait pauses this long, doubled for each in a row ...
 LONGEST_PAUSE = 300.0  # ... up to this, which bounds a named wait too: then requests try again
 RESET = re.compile(r"(\d+(?:\.\d+)?)(ms|h|m|s)")  # x-ratelimit-reset-*: "20ms", "1.5s", "6m0s"
@@ -712,6 +714,16 @@ class OpenAIEngine:
                 if status is not None and status != NEVER_HAD_WHOLE and status < 500:
                     gate.answered()
                     raise
+                if status is not None and _model_error(exc):
+                    # The service answered, about what this request holds: its tries are no
+                    # failures in a row that would pause every player's notes.
+                    gate.answered()
+                    backoff = min(0.5 * 2**tries, 8.0) * (1 - 0.25 * random.random())
+                    if tries < retries and not unsent_only and backoff < deadline - time.monotonic():
+                        tries += 1
+                        await self._sleep(backoff)
+                        continue
+                    raise
                 asked = _wait_named(exc.response.headers) if status is not None else None
                 timed_out = isinstance(exc, openai.APITimeoutError)
                 gate.failed("timed out" if timed_out else str(status or type(exc).__name__), asked)
@@ -1228,6 +1240,14 @@ def estimated_tokens(messages: list[dict[str, Any]], said: dict[str, str]) -> fl
 def _text_tokens(text: str) -> float:
     outside_ascii = len(text) - len(text.encode("ascii", "ignore"))
     return (len(text) - outside_ascii) / 4 + outside_ascii
+
+
+def _model_error(exc: openai.APIStatusError) -> bool:
+    """Whether a 5xx is OpenAI's model_error ("The model produced invalid content. Consider
+    modifying your prompt ..."): the model failed on what this request holds (a history of tool
+    calls has been seen to bring it on every time), not the service."""
+    body = exc.body if isinstance(exc.body, dict) else {}
+    return exc.type == "model_error" or body.get("type") == "model_error"
 
 
 def _names_history(request: dict[str, Any], exc: openai.APIStatusError) -> bool:
