@@ -887,10 +887,12 @@ class _StuckPool(ProcessPoolExecutor):
     """A pool whose workers hang loading their models, recording each one's process id as it
     starts it: on a loaded machine a worker can be killed before it runs a line of its own."""
 
-    def __init__(self, workers: int, started: list[int]) -> None:
+    def __init__(
+        self, workers: int, started: list[int], initializer: Callable[[], None] = _stuck_starting
+    ) -> None:
         from bot.engines.offline.hearing import WORKER_CONTEXT
 
-        super().__init__(workers, mp_context=WORKER_CONTEXT, initializer=_stuck_starting)
+        super().__init__(workers, mp_context=WORKER_CONTEXT, initializer=initializer)
         self.started = started
 
     def _spawn_process(self) -> None:
@@ -1102,6 +1104,97 @@ async def test_fresh_workers_stuck_loading_fail_the_notes_queued_for_them_and_th
     assert type(checked) is WorkersStuck, repr(checked)
     assert stuck and not left
     assert "fresh speech workers had not loaded their models after 2 s" in caplog.text
+    assert "while hearing a note" not in caplog.text  # no note crashed a worker
+
+
+# A file's path: the first worker to create it hangs loading its models, the others load none.
+ONE_STUCK = "VOXDESK_TEST_ONE_STUCK"
+
+
+def _one_stuck_starting() -> None:
+    """A worker initializer under which one worker hangs loading its models beside healthy ones."""
+    import os
+
+    from bot.engines.offline.hearing import ignore_stop_signals
+
+    try:
+        os.close(os.open(os.environ[ONE_STUCK], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        ignore_stop_signals()
+        return
+    _stuck_starting()
+
+
+def _pid_after_tenths(pcm: bytes, rate: int) -> int:
+    """A worker's job that loads nothing and takes as many tenths of a second as the note's
+    first byte says."""
+    import os
+    import time
+
+    time.sleep(pcm[0] / 10)
+    return os.getpid()
+
+
+@pytest.mark.timeout(120)
+async def test_a_fresh_worker_stuck_loading_beside_a_healthy_one_is_killed_and_replaced(
+    settings, tmp_path, monkeypatch, caplog
+) -> None:
+    """One quick worker answered every ask of a replacement pool's check-in: one hung loading
+    beside it was never found, and the pool ran one worker short until the bot closed. Killed,
+    it breaks the pool: the note the healthy worker was on is heard again, and fresh workers
+    take the next ones."""
+    import asyncio
+    import contextlib
+    import os
+    import signal
+
+    from bot.engines.offline import hearing as hearing_module
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, _processes, ignore_stop_signals
+
+    pools = 0
+    started: list[int] = []
+
+    class Light(WorkerHearing):  # the first pool loads no model; in the second one worker hangs
+        job = staticmethod(_pid_after_tenths)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            nonlocal pools
+            pools += 1
+            if pools == 2:
+                return _StuckPool(workers, started, _one_stuck_starting)
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+
+    monkeypatch.setenv(ONE_STUCK, str(tmp_path / "one-stuck"))
+    monkeypatch.setattr(hearing_module, "START_SECONDS", 5.0)
+    caplog.set_level(logging.INFO, logger="bot.engines.offline.hearing")
+    hearing = Light(settings.storage_dir / "speech", workers=2)
+    try:
+        pids = await hearing.start()
+        pool = hearing._pool
+        os.kill(next(iter(pids)), signal.SIGKILL)  # the OOM killer takes an idle worker
+        while not pool._broken:  # type: ignore[attr-defined]  # noqa: ASYNC110 - the pool's own flag, no event
+            await asyncio.sleep(0.02)
+        async with asyncio.timeout(60):
+            # On the healthy worker still when the check-in's wait runs out.
+            long = asyncio.ensure_future(hearing.hear(bytes([80, 0]), 16_000))
+            quick = [await hearing.hear(bytes([1, 0]), 16_000) for _ in range(3)]
+            heard = await long
+            await asyncio.gather(*hearing._check_ins)
+            hung = [pid for pid in started if _alive(pid) and pid not in quick]
+            checked = await hearing.ping()
+            await asyncio.gather(*hearing._check_ins)  # the fresh pool's, which all answer
+            fresh = [worker.pid for worker in _processes(hearing._pool) if _alive(worker.pid)]
+    finally:
+        await hearing.aclose()
+        left = [pid for pid in started if _alive(pid)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert hung == [], "the worker hung loading outlived the check-in"
+    assert all(isinstance(pid, int) for pid in [heard, *quick])
+    assert heard not in started  # the note on the healthy worker, heard again by a fresh one
+    assert len(fresh) == 2 and checked <= set(fresh) and not set(fresh) & set(started)
+    assert caplog.text.count("1 of 2 fresh speech workers had not loaded their models after 5 s") == 1
     assert "while hearing a note" not in caplog.text  # no note crashed a worker
 
 

@@ -197,6 +197,9 @@ CLOSE_SECONDS = 5.0
 # than a large Whisper model takes from a slow disk. Past it a worker is stuck (a stalled
 # network mount, a deadlock in a native loader), and would hold the bot's start for good.
 START_SECONDS = 300.0
+# How often a replacement pool's workers are asked again whether they have loaded, until each
+# one has answered.
+CHECK_IN_PAUSE_SECONDS = 0.25
 
 
 def _leave_with_the_bot(bot_pid: int) -> None:
@@ -292,7 +295,8 @@ class WorkerHearing:
     recovered from as one that died: that note alone is given up on, and the worker is not lost.
     Fresh workers that have not loaded their models START_SECONDS after their pool's first job
     are killed, as start() kills the first pool's: the notes waiting for them are the service's
-    trouble (EngineError), and the check says so (WorkersStuck).
+    trouble (EngineError), and the check says so (WorkersStuck). One that has not, beside others
+    that have, is killed too: its pool breaks, and the notes on it are heard again, each alone.
     """
 
     # What a worker does with a note; a module-level function, since it crosses to the worker by name.
@@ -328,6 +332,9 @@ class WorkerHearing:
         self._unchecked: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
         self._check_ins: set[asyncio.Task[None]] = set()
         self._stuck: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
+        # Pools whose check-in killed a worker hung loading beside others that had loaded: their
+        # notes were taken by those, and crashed nothing.
+        self._short: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
         # False from a fresh worker dying before it could hear a note (no model loads, no memory
         # for it) until a worker answers again: every note meanwhile gets an apology, and the pool
         # replaced at each one says nothing to /healthz.
@@ -420,23 +427,46 @@ class WorkerHearing:
             self._unchecked.add(self._pool)
 
     async def _check_in(self, pool: ProcessPoolExecutor, answers: list[Future[int]]) -> None:
-        """Kill a replacement pool's workers if they have not loaded their models after
+        """Kill a replacement pool's workers that have not loaded their models after
         START_SECONDS, as start() does the first pool's. Notes queued on it wait for a worker to
         take them, and a note's own deadline runs only from then: workers hung loading would
         hold every note, and the desk's check, for good. Killed, they break the pool, and each
-        note on it fails as the service's trouble (see hear)."""
+        note on it fails as the service's trouble (see hear). One hung beside workers that did
+        load holds no note (they take every job), but would leave the pool short until closing:
+        killed, it breaks the pool all the same, and its notes are heard again."""
+        workers = {worker.pid for worker in _processes(pool)}
+        answered: set[int] = set()
         try:
             async with asyncio.timeout(START_SECONDS):
-                await asyncio.gather(*map(asyncio.wrap_future, answers))
+                answered.update(await asyncio.gather(*map(asyncio.wrap_future, answers)))
+                # A worker quick to load can answer every ask: ask again until each has.
+                while not workers <= answered and pool is self._pool:
+                    await asyncio.sleep(CHECK_IN_PAUSE_SECONDS)
+                    if pool is not self._pool:  # replaced, and shut down, meanwhile
+                        return
+                    answers = [pool.submit(_worker_pid) for _ in workers]
+                    answered.update(await asyncio.gather(*map(asyncio.wrap_future, answers)))
         except BrokenProcessPool:  # a worker died loading: the notes on the pool recover as usual
             return
         except TimeoutError:
             if self._closed:
                 return
-            log.error("fresh speech workers had not loaded their models after %g s", START_SECONDS)
-            self._stuck.add(pool)
-            self.ready = False
-            self._kill(_processes(pool))
+            hung = [worker for worker in _processes(pool) if worker.pid not in answered]
+            if answered:
+                log.error(
+                    "%d of %d fresh speech workers had not loaded their models after %g s; "
+                    "killing them (pid %s)",
+                    len(hung),
+                    len(workers),
+                    START_SECONDS,
+                    ", ".join(str(worker.pid) for worker in hung),
+                )
+                self._short.add(pool)
+            else:
+                log.error("fresh speech workers had not loaded their models after %g s", START_SECONDS)
+                self._stuck.add(pool)
+                self.ready = False
+            self._kill(hung)
 
     def _kill(self, workers: list[Any]) -> None:
         self._killed = [w for w in self._killed if w.is_alive()]
@@ -471,7 +501,14 @@ class WorkerHearing:
                 self._replace(pool)
                 self.ready = False
                 raise EngineError("the speech workers cannot start") from exc
-            log.error("a speech worker died while hearing a note; starting fresh workers, hearing it again")
+            if pool in self._short:
+                # A worker that never loaded was killed under it: the note crashed nothing, and is
+                # heard again alone all the same, as every note on a broken pool is.
+                log.info("hearing a note again, in a fresh worker: its pool was short of a worker")
+            else:
+                log.error(
+                    "a speech worker died while hearing a note; starting fresh workers, hearing it again"
+                )
             self._replace(pool)
         async with self._lone_workers:
             alone = self._new_pool(1)
