@@ -1107,6 +1107,69 @@ async def test_fresh_workers_stuck_loading_fail_the_notes_queued_for_them_and_th
     assert "while hearing a note" not in caplog.text  # no note crashed a worker
 
 
+@pytest.mark.timeout(120)
+async def test_a_note_after_the_check_found_fresh_workers_stuck_says_they_had_not_loaded(
+    settings, monkeypatch, caplog
+) -> None:
+    """The desk's check found fresh workers stuck loading, and they were killed; the next note,
+    sent to their pool, logged that "a speech worker had died before this note came"."""
+    import asyncio
+    import contextlib
+    import os
+    import signal
+
+    from bot.engines.base import EngineError
+    from bot.engines.offline import hearing as hearing_module
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, WorkersStuck, ignore_stop_signals
+
+    pools = 0
+    stuck: list[int] = []
+
+    class Light(WorkerHearing):  # the first pool loads no model; every later one hangs loading
+        job = staticmethod(_pid)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            nonlocal pools
+            pools += 1
+            if pools == 1:
+                return ProcessPoolExecutor(
+                    workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals
+                )
+            return _StuckPool(workers, stuck)
+
+    async def outcome(asked: Any) -> Any:  # a wait still running after 30 s is given up on
+        try:
+            async with asyncio.timeout(30):
+                return await asked
+        except Exception as exc:
+            return exc
+
+    monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0)
+    caplog.set_level(logging.INFO, logger="bot.engines.offline.hearing")
+    hearing = Light(settings.storage_dir / "speech", workers=2)
+    try:
+        pids = await hearing.start()
+        pool = hearing._pool
+        os.kill(next(iter(pids)), signal.SIGKILL)  # the OOM killer takes an idle worker
+        while not pool._broken:  # type: ignore[attr-defined]  # noqa: ASYNC110 - the pool's own flag, no event
+            await asyncio.sleep(0.02)
+        checked = await outcome(hearing.ping())
+        caplog.clear()
+        note = await outcome(hearing.hear(b"\x01\x00", 16_000))
+    finally:
+        await hearing.aclose()
+        left = [pid for pid in stuck if _alive(pid)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert type(checked) is WorkersStuck, repr(checked)
+    assert type(note) is EngineError, repr(note)
+    lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert lines[0] == "the speech workers had not loaded their models; starting fresh workers", lines
+    assert "died" not in caplog.text
+    assert stuck and not left
+
+
 # A file's path: the first worker to create it hangs loading its models, the others load none.
 ONE_STUCK = "VOXDESK_TEST_ONE_STUCK"
 

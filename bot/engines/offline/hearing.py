@@ -385,7 +385,7 @@ class WorkerHearing:
                 # Notes are not heard now: this check is not held another START_SECONDS for
                 # the fresh workers, which the next job's check-in waits for.
                 raise WorkersStuck(START_SECONDS) from None
-            log.error("a speech worker had died; starting fresh workers")
+            log.error("%s; starting fresh workers", self._not_loaded(pool) or "a speech worker had died")
         fresh = self._pool
         try:
             return await self._pids()
@@ -468,6 +468,14 @@ class WorkerHearing:
                 self.ready = False
             self._kill(hung)
 
+    def _not_loaded(self, pool: ProcessPoolExecutor) -> str | None:
+        """What broke `pool`, when its check-in killed workers that had not loaded their models."""
+        if pool in self._stuck:
+            return "the speech workers had not loaded their models"
+        if pool in self._short:
+            return "a speech worker had not loaded its models"
+        return None
+
     def _kill(self, workers: list[Any]) -> None:
         self._killed = [w for w in self._killed if w.is_alive()]
         for worker in workers:
@@ -483,9 +491,13 @@ class WorkerHearing:
             except BrokenProcessPool:
                 if self._closed:
                     raise
-                # Broken before this note came (a worker died idle, or on another note): fresh
-                # workers hear it, since it crashed nothing.
-                log.error("a speech worker had died before this note came; starting fresh workers")
+                # Broken before this note came (a worker died idle, or on another note, or its
+                # check-in killed workers that had not loaded): fresh workers hear it, since it
+                # crashed nothing.
+                log.error(
+                    "%s; starting fresh workers",
+                    self._not_loaded(pool) or "a speech worker had died before this note came",
+                )
                 self._replace(pool)
                 pool = self._pool
                 waiting = self._submit(pool, _within, seconds, self.job, pcm, rate)
