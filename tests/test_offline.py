@@ -779,6 +779,56 @@ async def test_closing_kills_an_idle_worker_slow_to_leave_without_calling_it_bus
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
 
 
+@pytest.mark.timeout(120, method="thread")
+async def test_closing_does_not_wait_for_good_on_a_killed_worker_that_stays(
+    settings, caplog, monkeypatch
+) -> None:
+    """A worker in uninterruptible sleep (its models on a stalled network mount) acts on SIGKILL
+    only once its I/O returns: closing waited for it with no bound, and every client closed
+    after the engine (the grievance store among them) with it."""
+    import asyncio
+    import contextlib
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    from bot.engines.offline import hearing as hearing_module
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing
+
+    class Slow(WorkerHearing):
+        job = staticmethod(_pid)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=_slow_to_leave)
+
+    def not_acted_on(process: Any) -> None:  # SIGKILL, sent to a process in the D state
+        pass
+
+    monkeypatch.setattr(hearing_module, "CLOSE_SECONDS", 0.5)
+    monkeypatch.setattr(hearing_module, "KILLED_SECONDS", 0.5)
+    monkeypatch.setattr(hearing_module._WorkerProcess, "kill", not_acted_on)
+    caplog.set_level(logging.DEBUG, logger="bot.engines.offline.hearing")
+    hearing = Slow(settings.storage_dir / "speech", workers=1)
+    pids: set[int] = set()
+    closed: Exception | None = None
+    try:
+        pids = await hearing.start()
+        try:
+            async with asyncio.timeout(20):
+                await hearing.aclose()
+        except TimeoutError as exc:
+            closed = exc
+    finally:
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert closed is None, "closing waited on a killed worker that stayed"
+    (pid,) = pids
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and f"(pid {pid})" in warnings[0], warnings
+    assert warnings[0].startswith("killed speech workers were still there after 0.5 s")
+
+
 async def test_closing_as_a_worker_answers_its_job_still_stops_the_workers(settings) -> None:
     """A job's answer drops it from the jobs closing looks over, in the pool's own thread, at
     any moment: read as it changed, the set raised "Set changed size during iteration" and

@@ -193,6 +193,8 @@ DEADLINE_SECONDS = 60.0
 DEADLINE_SECONDS_PER_SECOND = 4.0
 # At closing, how long notes still being heard may take before their workers are killed.
 CLOSE_SECONDS = 5.0
+# How long killed workers are waited for before closing goes on without them.
+KILLED_SECONDS = 5.0
 # At start, how long the workers may take to load their models, all of them at once: far more
 # than a large Whisper model takes from a slow disk. Past it a worker is stuck (a stalled
 # network mount, a deadlock in a native loader), and would hold the bot's start for good.
@@ -256,6 +258,7 @@ def _stop(workers: list[Any], within: float, busy: bool) -> None:
     until = time.monotonic() + within
     for worker in workers:
         worker.join(max(0.0, until - time.monotonic()))
+    killed = []
     for worker in workers:
         if worker.is_alive():
             if busy:
@@ -263,7 +266,20 @@ def _stop(workers: list[Any], within: float, busy: bool) -> None:
             else:
                 log.debug("an idle speech worker slow to leave at closing is killed (pid %s)", worker.pid)
             worker.kill()
-            worker.join()
+            killed.append(worker)
+    # A worker in uninterruptible sleep (its models on a stalled network mount) acts on SIGKILL
+    # only once its I/O returns: closing, and the clients closed after it, do not wait for that.
+    until = time.monotonic() + KILLED_SECONDS
+    for worker in killed:
+        worker.join(max(0.0, until - time.monotonic()))
+    left = [str(worker.pid) for worker in killed if worker.is_alive()]
+    if left:
+        log.warning(
+            "killed speech workers were still there after %g s (pid %s), perhaps waiting on a "
+            "stalled disk; the bot's process ends once they have gone",
+            KILLED_SECONDS,
+            ", ".join(left),
+        )
 
 
 async def _kill_stuck(pool: ProcessPoolExecutor) -> None:
