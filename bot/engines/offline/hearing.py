@@ -20,7 +20,7 @@ import signal
 import threading
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -290,6 +290,18 @@ async def _kill_stuck(pool: ProcessPoolExecutor) -> None:
     await asyncio.to_thread(_stop, workers, 0.0, False)
 
 
+async def _within_start(pool: ProcessPoolExecutor, answers: Awaitable[T]) -> T:
+    """`answers`, awaited while `pool`'s workers load their models; past START_SECONDS they are
+    killed as stuck (see _kill_stuck) and TimeoutError is raised. A replacement pool's check-in
+    kills its own: notes queued there must fail, not be cancelled (see WorkerHearing._check_in)."""
+    try:
+        async with asyncio.timeout(START_SECONDS):
+            return await answers
+    except TimeoutError:
+        await _kill_stuck(pool)
+        raise
+
+
 class WorkersStuck(Exception):
     """The speech workers had not loaded their models after `seconds`; they were killed."""
 
@@ -379,10 +391,8 @@ class WorkerHearing:
         BrokenProcessPool when a worker dies loading its models; WorkersStuck, the workers
         killed, when they have not all answered after START_SECONDS."""
         try:
-            async with asyncio.timeout(START_SECONDS):
-                return await self._pids()
+            return await _within_start(self._pool, self._pids())
         except TimeoutError:
-            await _kill_stuck(self._pool)
             raise WorkersStuck(START_SECONDS) from None
 
     async def ping(self) -> set[int]:
@@ -543,14 +553,12 @@ class WorkerHearing:
             self._alone.add(alone)
             try:
                 try:
-                    async with asyncio.timeout(START_SECONDS):
-                        await self._submit(alone, _worker_pid)
+                    await _within_start(alone, self._submit(alone, _worker_pid))
                 except (BrokenProcessPool, TimeoutError) as exc:
                     # Killed while it loaded the models, unable to load them, or stuck loading
                     # them: no fault of this note's, and asking the player to record it again
                     # would get them nowhere.
                     if isinstance(exc, TimeoutError):
-                        await _kill_stuck(alone)
                         log.error("a fresh speech worker had not loaded its models after %g s", START_SECONDS)
                     else:
                         log.error("a fresh speech worker died before it could hear a note")
