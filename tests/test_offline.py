@@ -1311,6 +1311,58 @@ async def test_a_fresh_worker_stuck_loading_beside_a_healthy_one_is_killed_and_r
     assert "while hearing a note" not in caplog.text  # no note crashed a worker
 
 
+@pytest.mark.timeout(120)
+async def test_a_worker_stuck_loading_beside_a_healthy_one_at_start_is_killed(
+    settings, tmp_path, monkeypatch, caplog
+) -> None:
+    """start() took one answer per worker, all of which one quick worker could give: one hung
+    loading beside it passed the start, and the first pool ran one worker short for good."""
+    import asyncio
+    import contextlib
+    import os
+    import signal
+
+    from bot.engines.offline import hearing as hearing_module
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
+
+    first: list[int] = []
+
+    class Light(WorkerHearing):  # in the first pool one worker hangs; the later ones load no model
+        job = staticmethod(_pid)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            if not first:
+                return _StuckPool(workers, first, _one_stuck_starting)
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+
+    monkeypatch.setenv(ONE_STUCK, str(tmp_path / "one-stuck"))
+    monkeypatch.setattr(hearing_module, "START_SECONDS", 5.0)
+    caplog.set_level(logging.INFO, logger="bot.engines.offline.hearing")
+    hearing = Light(settings.storage_dir / "speech", workers=2)
+    try:
+        async with asyncio.timeout(60):
+            pids = await hearing.start()
+            pool = hearing._pool
+            await asyncio.gather(*hearing._check_ins)
+            with contextlib.suppress(TimeoutError):  # the pool breaks as the kill is acted on
+                async with asyncio.timeout(10):
+                    while not pool._broken:  # type: ignore[attr-defined]  # noqa: ASYNC110 - the pool's own flag, no event
+                        await asyncio.sleep(0.02)
+            hung = [pid for pid in first if _alive(pid) and pid not in pids]
+            heard = await hearing.hear(b"\x01\x00", 16_000)
+    finally:
+        await hearing.aclose()
+        left = [pid for pid in first if _alive(pid)]
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    assert len(first) == 2 and len(pids) == 1
+    assert hung == [], "the worker hung loading outlived its check-in"
+    assert heard not in first  # by the fresh workers that replaced the pool
+    assert caplog.text.count("1 of 2 fresh speech workers had not loaded their models after 5 s") == 1
+    assert "a speech worker had not loaded its models; starting fresh workers" in caplog.text
+
+
 def _chosen(spec: Any) -> Callable[[Any], Any]:
     async def choose(settings: Any) -> tuple[Any, str]:
         return spec, ""

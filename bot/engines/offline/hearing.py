@@ -359,6 +359,7 @@ class WorkerHearing:
         # pools whose workers they killed for not loading: their notes were never taken.
         self._unchecked: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
         self._check_ins: set[asyncio.Task[None]] = set()
+        self._checked_in: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()  # given one
         self._stuck: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
         # Pools whose check-in killed a worker hung loading beside others that had loaded: their
         # notes were taken by those, and crashed nothing.
@@ -389,11 +390,16 @@ class WorkerHearing:
         """Start the workers now, so the first notes do not wait for them; returns the process
         ids that answered (every worker is started, though a quick one may answer for two).
         BrokenProcessPool when a worker dies loading its models; WorkersStuck, the workers
-        killed, when they have not all answered after START_SECONDS."""
+        killed, when they have not all answered after START_SECONDS. Workers that have not
+        answered yet are checked in as a replacement pool's are (see _check_in)."""
+        pool = self._pool
         try:
-            return await _within_start(self._pool, self._pids())
+            pids = await _within_start(pool, self._pids())
         except TimeoutError:
             raise WorkersStuck(START_SECONDS) from None
+        if pool not in self._checked_in and not {w.pid for w in _processes(pool)} <= pids:
+            self._start_check_in(pool, [], pids)
+        return pids
 
     async def ping(self) -> set[int]:
         """The process ids of the workers that answer; they queue behind notes in flight. A pool
@@ -425,10 +431,7 @@ class WorkerHearing:
         if pool in self._unchecked:
             self._unchecked.discard(pool)
             # Asked ahead of the job, so that the workers answer as soon as they have loaded.
-            answers = [pool.submit(_worker_pid) for _ in range(self.workers)]
-            check_in = asyncio.create_task(self._check_in(pool, answers))
-            self._check_ins.add(check_in)
-            check_in.add_done_callback(self._check_ins.discard)
+            self._start_check_in(pool, [pool.submit(_worker_pid) for _ in range(self.workers)])
         submitted = pool.submit(job, *args)
         self._jobs.add(submitted)
         submitted.add_done_callback(self._jobs.discard)
@@ -452,16 +455,26 @@ class WorkerHearing:
             self._pool = self._new_pool(self.workers)
             self._unchecked.add(self._pool)
 
-    async def _check_in(self, pool: ProcessPoolExecutor, answers: list[Future[int]]) -> None:
+    def _start_check_in(
+        self, pool: ProcessPoolExecutor, answers: list[Future[int]], answered: set[int] | None = None
+    ) -> None:
+        self._checked_in.add(pool)
+        check_in = asyncio.create_task(self._check_in(pool, answers, set(answered or ())))
+        self._check_ins.add(check_in)
+        check_in.add_done_callback(self._check_ins.discard)
+
+    async def _check_in(
+        self, pool: ProcessPoolExecutor, answers: list[Future[int]], answered: set[int]
+    ) -> None:
         """Kill a replacement pool's workers that have not loaded their models after
-        START_SECONDS, as start() does the first pool's. Notes queued on it wait for a worker to
-        take them, and a note's own deadline runs only from then: workers hung loading would
-        hold every note, and the desk's check, for good. Killed, they break the pool, and each
-        note on it fails as the service's trouble (see hear). One hung beside workers that did
-        load holds no note (they take every job), but would leave the pool short until closing:
-        killed, it breaks the pool all the same, and its notes are heard again."""
+        START_SECONDS, as start() does the first pool's (whose workers a quick one answered for
+        are checked in too). Notes queued on a pool wait for a worker to take them, and a note's
+        own deadline runs only from then: workers hung loading would hold every note, and the
+        desk's check, for good. Killed, they break the pool, and each note on it fails as the
+        service's trouble (see hear). One hung beside workers that did load holds no note (they
+        take every job), but would leave the pool short until closing: killed, it breaks the
+        pool all the same, and its notes are heard again."""
         workers = {worker.pid for worker in _processes(pool)}
-        answered: set[int] = set()
         try:
             async with asyncio.timeout(START_SECONDS):
                 answered.update(await asyncio.gather(*map(asyncio.wrap_future, answers)))
