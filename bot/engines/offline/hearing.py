@@ -199,8 +199,8 @@ KILLED_SECONDS = 5.0
 # than a large Whisper model takes from a slow disk. Past it a worker is stuck (a stalled
 # network mount, a deadlock in a native loader), and would hold the bot's start for good.
 START_SECONDS = 300.0
-# How often a replacement pool's workers are asked again whether they have loaded, until each
-# one has answered.
+# How often a pool's workers are asked again whether they have loaded, until each one has
+# answered (see WorkerHearing._check_in).
 CHECK_IN_PAUSE_SECONDS = 0.25
 
 
@@ -479,7 +479,7 @@ class WorkerHearing:
             async with asyncio.timeout(START_SECONDS):
                 answered.update(await asyncio.gather(*map(asyncio.wrap_future, answers)))
                 # A worker quick to load can answer every ask: ask again until each has.
-                while not workers <= answered and pool is self._pool:
+                while not workers <= answered:
                     await asyncio.sleep(CHECK_IN_PAUSE_SECONDS)
                     if pool is not self._pool:  # replaced, and shut down, meanwhile
                         return
