@@ -263,7 +263,10 @@ class JiraSettings(_HoldsAddresses):
 @dataclass(frozen=True, repr=False)
 class DiscordSettings(_HoldsAddresses):
     channels: list[int] = field(default_factory=list)  # guild channels answered without a mention
-    answer_mentions: bool = True  # answer in any channel when mentioned or replied to
+    # Answer in any channel a note that mentions the bot or replies to it, as it comes: a catch-up
+    # reads only `channels`, their threads and DMs (Discord lets a bot search for no mention), so
+    # one sent elsewhere while the bot was down, or whose event the gateway lost, goes unanswered.
+    answer_mentions: bool = True
     any_audio_attachment: bool = True  # not only native voice messages
     api_base: str = ""  # empty: discord.py's default; tests point it at a local fake
     gateway_url: str = ""
