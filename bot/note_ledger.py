@@ -83,10 +83,11 @@ CREATE TABLE IF NOT EXISTS answers (
     audio_seconds REAL,
     waveform TEXT
 );
--- Places a catch-up could not read for Discord's trouble, and from when (Discord's clock, in
--- seconds) their notes are still to answer: a start reads them from there, not from their newest
--- note answered, which a note answered live meanwhile may have put after the notes missed. Gone
--- once a read of the place covers it.
+-- Places a catch-up is to read and has not read yet, and from when (Discord's clock, in seconds)
+-- their notes are still to answer: a start reads them from there, not from their newest note
+-- answered, which a note answered live meanwhile may have put after the notes missed. Gone once
+-- a read of the place covers it. A channel's id negated: the listing of its archived threads,
+-- whose threads are owed a read from then (Discord's ids are positive).
 CREATE TABLE IF NOT EXISTS owed_reads (
     place_id INTEGER PRIMARY KEY,
     since REAL NOT NULL
@@ -644,8 +645,23 @@ class NoteLedger:
 
     async def owed_reads(self) -> dict[int, float]:
         """The places owed a read (`owe_reads`), with when their notes to answer begin."""
-        rows = await self._conn.execute_fetchall("SELECT place_id, since FROM owed_reads")
+        rows = await self._conn.execute_fetchall("SELECT place_id, since FROM owed_reads WHERE place_id > 0")
         return {row[0]: row[1] for row in rows}
+
+    async def owe_listings(self, channel_ids: Iterable[int], since: float) -> None:
+        """Channels whose archived threads a catch-up is to list: every thread of theirs is owed a
+        read from `since`, after a restart too; an earlier `since` owed before stays."""
+        await self.owe_reads((-channel_id for channel_id in channel_ids), since)
+
+    async def owed_listings(self) -> dict[int, float]:
+        """The channels owed a listing (`owe_listings`), with when their threads' notes begin."""
+        rows = await self._conn.execute_fetchall("SELECT -place_id, since FROM owed_reads WHERE place_id < 0")
+        return {row[0]: row[1] for row in rows}
+
+    async def listed_through(self, channel_id: int, since: float, cutoff: float) -> None:
+        """`read_through` for a channel's listing: its threads archived since `since` were listed,
+        and each is owed a read of its own."""
+        await self.read_through(-channel_id, since, cutoff)
 
     async def read_through(self, place_id: int, since: float, cutoff: float) -> None:
         """The place was read from `since`, and notes sent before `cutoff` are too old to answer:

@@ -173,10 +173,15 @@ class CatchUp(commands.Cog):
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
         if voice is None or not may_read_history(thread):
             return
+        ledger = self.bot.core.notes
+        cutoff = self._cutoff()
+        # Owed on disk until read, as a catch-up's places are: a restart before then (Discord
+        # failing the read, a stop while it waits its turn) must read the thread from here, not
+        # from a note answered there live meanwhile, past the note that added the bot.
+        await self._keep_owed(ledger.owe_reads([thread.id], cutoff.timestamp()))
         await self._paced()  # players adding the bot to many threads at once are a catch-up too
         if thread.id not in self._joined:
             return  # removed again while the read waited its turn: Discord refuses it (50001)
-        cutoff = self._cutoff()
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()
         voiceless: dict[int, discord.Message] = {}
@@ -187,6 +192,7 @@ class CatchUp(commands.Cog):
             broken = isinstance(exc, aiohttp.ClientError | TimeoutError)
             if not broken and not discords_trouble(exc):
                 log.warning("could not read thread %s the bot was added to: %s", thread.id, _why(exc))
+                await self._keep_owed(ledger.read_through(thread.id, cutoff.timestamp(), cutoff.timestamp()))
                 return
             # Owed as a place a gateway outage's catch-up failed (none of it read), from the same
             # edge: the recheck reads it until Discord serves it. Else the thread, remembered as
@@ -205,6 +211,7 @@ class CatchUp(commands.Cog):
             # The line above said it: kept quietly, for its end to be said once the recheck reads it.
             self._say_unread(level=logging.DEBUG)
             return
+        await self._keep_owed(ledger.read_through(thread.id, cutoff.timestamp(), cutoff.timestamp()))
         if answering := await self._answer_unseen(voice, found, replied):
             log.info("added to thread %s: answering %d note(s) for me found there", thread.id, answering)
         await self._say_voiceless(voice, voiceless)
@@ -458,13 +465,17 @@ class CatchUp(commands.Cog):
         cutoff = self._cutoff()
         leftovers = await ledger.unanswered()
         owed = await ledger.owed_reads()
+        owed_listings = await ledger.owed_listings()
         owners = dict(await ledger.dms())  # newest heard first
         channels = set(self.bot.discord_settings.channels)
         unlisted: set[int] = set()  # channels whose archived threads Discord's trouble kept unlisted
         window_start = cutoff if since is None else max(cutoff, since)
-        archived = await self._archived_threads(
-            channels if only is None else channels & listings, window_start, unlisted
-        )
+        to_list = channels if only is None else channels & listings
+        # Owed on disk until listed, as a place is until read (below): a thread archived while the
+        # bot was down and active again by the next start (a note answered there live meanwhile)
+        # is no longer listed, and that start must still read it from here.
+        await self._keep_owed(ledger.owe_listings(sorted(to_list), window_start.timestamp()))
+        archived = await self._archived_threads(to_list, window_start, unlisted)
         if only is None:
             threads = self._threads_of(channels) | set(archived)
             places = channels | threads | set(owners) | {u.place_id for u in leftovers} | set(owed)
@@ -472,10 +483,32 @@ class CatchUp(commands.Cog):
             # A thread Discord failed to list may be active again by now (a player posted there):
             # no longer listed as archived, it is read as an active one.
             places = set(only) | set(archived) | self._threads_of(channels & listings)
+        # The threads of a channel whose listing an earlier catch-up owed are read from then, as
+        # places owed are: any of them may have been the one it did not list.
+        listed_late: dict[int, set[int]] = {}
+        for channel_id, listed_since in owed_listings.items():
+            theirs = self._threads_of({channel_id}) | {
+                t for t, thread in archived.items() if thread.parent_id == channel_id
+            }
+            listed_late[channel_id] = theirs & places
+            for thread_id in listed_late[channel_id]:
+                owed[thread_id] = min(owed.get(thread_id, listed_since), listed_since)
         # Owed on disk until read: a stop, or Discord failing a read, before a place is read leaves
         # it to the next start, which must not begin there after a note answered live meanwhile,
         # past the notes this read is for.
-        await self._keep_owed(lambda: ledger.owe_reads(sorted(places), window_start.timestamp()))
+        await self._keep_owed(ledger.owe_reads(sorted(places), window_start.timestamp()))
+        for channel_id, theirs in listed_late.items():
+            listed_since = owed_listings[channel_id]
+            await self._keep_owed(ledger.owe_reads(sorted(theirs), listed_since))
+        # Each thread a listing found is owed on its own now; a channel no longer watched, listed
+        # by no catch-up, has no thread left to read.
+        paid = to_list - unlisted
+        if only is None:
+            paid |= owed_listings.keys() - channels
+        for channel_id in sorted(paid):
+            await self._keep_owed(
+                ledger.listed_through(channel_id, window_start.timestamp(), cutoff.timestamp())
+            )
         reading = _Reading(
             voice,
             since,
@@ -572,7 +605,7 @@ class CatchUp(commands.Cog):
         )
         if channel is None:
             if place_id not in reading.unread:  # gone: nothing there to answer
-                await self._keep_owed(lambda: ledger.read_through(place_id, 0.0, 0.0))
+                await self._keep_owed(ledger.read_through(place_id, 0.0, 0.0))
             return
         if _guild_missing(channel):
             reading.unread.add(place_id)  # read once its guild is back from its outage
@@ -644,13 +677,13 @@ class CatchUp(commands.Cog):
         as is what an earlier one owed from then on."""
         ledger = self.bot.core.notes
         since = min(began, reading.window_start).timestamp()
-        await self._keep_owed(lambda: ledger.read_through(place_id, since, reading.cutoff.timestamp()))
+        await self._keep_owed(ledger.read_through(place_id, since, reading.cutoff.timestamp()))
 
-    async def _keep_owed(self, write: Callable[[], Awaitable[None]]) -> None:
+    async def _keep_owed(self, write: Awaitable[None]) -> None:
         """Bookkeeping for a restart, which a disk that takes no writes must not hold back the notes
         found from: they are answered, unrecorded as the ledger allows."""
         try:
-            await write()
+            await write
         except Exception as exc:
             why = f"{type(exc).__name__}: {exc}"
             self._owed_unkept.failed(

@@ -420,6 +420,30 @@ async def test_a_thread_discord_failed_to_list_and_active_again_by_the_recheck_i
     assert len(voice_replies(fake, missed)) == len(voice_replies(fake, again)) == 1
 
 
+async def test_a_thread_discord_failed_to_list_is_read_after_a_restart_past_a_live_answer(settings, fake):
+    # The start's listing of the channel's archived threads is banned, and its first recheck's, so
+    # the thread archived while the bot was down is not read. Its player posts there again (the
+    # thread is active again) and is answered, which makes that note the thread's newest handled;
+    # the bot restarts before another recheck. The next start must still read the thread from
+    # before the note sent while the bot was first down.
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
+    missed = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
+    await fake.archive_thread(thread, ago=30)
+    fake.archived_threads_banned = 4  # the start's two listings, and its first recheck's
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        await settle(fake)
+        assert fake.archived_threads_banned == 0 and not fake.replies_to(missed["id"])
+        again = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await answered(fake, again)
+        assert await note_state(h.bot.core.notes, again) == "answered"
+        await settle(fake)
+    async with running_bot(settings, fake) as h:
+        await answered(fake, missed, within=15)
+        await caught_up(h.bot)
+        await settle(fake)
+    assert len(voice_replies(fake, missed)) == len(voice_replies(fake, again)) == 1
+
+
 async def test_a_host_clock_stepped_back_after_the_start_leaves_no_note_sent_while_down_unread(
     settings, fake
 ):
@@ -1051,6 +1075,28 @@ async def test_notes_still_queued_when_their_thread_is_deleted_cost_no_turn_and_
     assert not [
         r for r in caplog.records if r.levelno >= logging.ERROR and str(queued[0]["id"]) in r.getMessage()
     ]
+
+
+async def test_a_private_thread_discord_failed_to_read_on_joining_is_read_after_a_restart(settings, fake):
+    # The read of the private thread a player just added the bot to is banned (the note whose
+    # mention added it never reached the bot), a note sent there live is answered, which makes it
+    # the thread's newest note handled, and the bot restarts before a recheck read the thread:
+    # the next start must still read it from before the note that added the bot.
+    async with running_bot(settings, fake, recheck_seconds=3600.0):
+        await settle(fake)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        fake.history_banned = 1
+        waiting = await asking_the_bot(fake, thread, dispatch=False)
+        await fake.wait_for(lambda rs: [r for r in rs if r.kind == "history" and r.channel_id == thread])
+        live = await fake.send_note(nova, voice_note(), channel_id=thread)
+        await answered(fake, live)
+        await settle(fake)
+    assert not fake.replies_to(waiting["id"])
+    async with running_bot(settings, fake) as h:
+        await answered(fake, waiting, within=15)
+        await caught_up(h.bot)
+        await settle(fake)
+    assert len(voice_replies(fake, waiting)) == len(voice_replies(fake, live)) == 1
 
 
 async def test_a_private_thread_discord_failed_to_read_on_joining_says_its_end_once_read(

@@ -891,3 +891,29 @@ async def test_a_read_owed_keeps_its_earliest_start_until_a_read_from_there_pays
         assert await ledger.owed_reads() == {}
     finally:
         await ledger.aclose()
+
+
+async def test_a_listing_owed_is_kept_apart_from_the_place_of_the_same_channel(tmp_path) -> None:
+    # A channel's own read and the listing of its archived threads are owed and paid apart, in
+    # the same table: the one done leaves the other owed, across a restart too.
+    path = tmp_path / "notes.db"
+    ledger = await NoteLedger.open(path)
+    try:
+        await ledger.owe_reads([10], 100.0)
+        await ledger.owe_listings([10, 12], 100.0)
+        await ledger.owe_listings([10], 200.0)  # a later listing does not move the earlier start
+    finally:
+        await ledger.aclose()
+    ledger = await NoteLedger.open(path)
+    try:
+        assert await ledger.owed_reads() == {10: 100.0}
+        assert await ledger.owed_listings() == {10: 100.0, 12: 100.0}
+        await ledger.read_through(10, 100.0, 0.0)
+        await ledger.listed_through(12, 150.0, 0.0)  # listed from after the notes owed: pays nothing
+        assert await ledger.owed_reads() == {}
+        assert await ledger.owed_listings() == {10: 100.0, 12: 100.0}
+        await ledger.listed_through(10, 100.0, 0.0)
+        await ledger.listed_through(12, 150.0, 160.0)  # what it skipped is too old to answer now
+        assert await ledger.owed_listings() == {}
+    finally:
+        await ledger.aclose()
