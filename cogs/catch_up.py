@@ -31,7 +31,7 @@ import asyncio
 import datetime
 import logging
 import time
-from collections.abc import Awaitable, Callable, Set
+from collections.abc import Awaitable, Callable, Iterable, Set
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -106,6 +106,12 @@ class CatchUp(commands.Cog):
         self._claims_unkept = Outage(log, "pruning the claims of /grievance file works again")
         # A full or read-only disk refuses every catch-up's bookkeeping alike: said once.
         self._owed_unkept = Outage(log, "the places a catch-up is to read are kept on disk again")
+        # The rows of owed_reads this process wrote (places; listings as their channels' ids
+        # negated), each with the count of such writes when it was last owed: a read or listing
+        # begun before its place was owed again (a new gateway session's catch-up owing it as a
+        # start's read of it ends) saw none of the notes that catch-up is for, and pays nothing.
+        self._owe_writes = 0
+        self._last_owed: dict[int, int] = {}
         self._unfetched_said: set[int] = set()  # notes left over whose fetch failed: said once
         self._too_old_counted: dict[int, None] = {}
         self.recheck = Every(bot.discord_settings.recheck_seconds, self._recheck, "recheck")
@@ -178,7 +184,8 @@ class CatchUp(commands.Cog):
         # Owed on disk until read, as a catch-up's places are: a restart before then (Discord
         # failing the read, a stop while it waits its turn) must read the thread from here, not
         # from a note answered there live meanwhile, past the note that added the bot.
-        await self._keep_owed(ledger.owe_reads([thread.id], cutoff.timestamp()))
+        await self._owe_on_disk(ledger.owe_reads([thread.id], cutoff.timestamp()), [thread.id])
+        began = self._owe_writes
         await self._paced()  # players adding the bot to many threads at once are a catch-up too
         if thread.id not in self._joined:
             return  # removed again while the read waited its turn: Discord refuses it (50001)
@@ -192,7 +199,10 @@ class CatchUp(commands.Cog):
             broken = isinstance(exc, aiohttp.ClientError | TimeoutError)
             if not broken and not discords_trouble(exc):
                 log.warning("could not read thread %s the bot was added to: %s", thread.id, _why(exc))
-                await self._keep_owed(ledger.read_through(thread.id, cutoff.timestamp(), cutoff.timestamp()))
+                if self._pays(thread.id, began):
+                    await self._keep_owed(
+                        ledger.read_through(thread.id, cutoff.timestamp(), cutoff.timestamp())
+                    )
                 return
             # Owed as a place a gateway outage's catch-up failed (none of it read), from the same
             # edge: the recheck reads it until Discord serves it. Else the thread, remembered as
@@ -211,7 +221,8 @@ class CatchUp(commands.Cog):
             # The line above said it: kept quietly, for its end to be said once the recheck reads it.
             self._say_unread(level=logging.DEBUG)
             return
-        await self._keep_owed(ledger.read_through(thread.id, cutoff.timestamp(), cutoff.timestamp()))
+        if self._pays(thread.id, began):
+            await self._keep_owed(ledger.read_through(thread.id, cutoff.timestamp(), cutoff.timestamp()))
         if answering := await self._answer_unseen(voice, found, replied):
             log.info("added to thread %s: answering %d note(s) for me found there", thread.id, answering)
         await self._say_voiceless(voice, voiceless)
@@ -474,7 +485,10 @@ class CatchUp(commands.Cog):
         # Owed on disk until listed, as a place is until read (below): a thread archived while the
         # bot was down and active again by the next start (a note answered there live meanwhile)
         # is no longer listed, and that start must still read it from here.
-        await self._keep_owed(ledger.owe_listings(sorted(to_list), window_start.timestamp()))
+        await self._owe_on_disk(
+            ledger.owe_listings(sorted(to_list), window_start.timestamp()), [-c for c in to_list]
+        )
+        listing_began = self._owe_writes
         archived = await self._archived_threads(to_list, window_start, unlisted)
         if only is None:
             threads = self._threads_of(channels) | set(archived)
@@ -496,16 +510,17 @@ class CatchUp(commands.Cog):
         # Owed on disk until read: a stop, or Discord failing a read, before a place is read leaves
         # it to the next start, which must not begin there after a note answered live meanwhile,
         # past the notes this read is for.
-        await self._keep_owed(ledger.owe_reads(sorted(places), window_start.timestamp()))
+        await self._owe_on_disk(ledger.owe_reads(sorted(places), window_start.timestamp()), places)
         for channel_id, theirs in listed_late.items():
-            listed_since = owed_listings[channel_id]
-            await self._keep_owed(ledger.owe_reads(sorted(theirs), listed_since))
+            await self._owe_on_disk(ledger.owe_reads(sorted(theirs), owed_listings[channel_id]), theirs)
         # Each thread a listing found is owed on its own now; a channel no longer watched, listed
         # by no catch-up, has no thread left to read.
         paid = to_list - unlisted
         if only is None:
             paid |= owed_listings.keys() - channels
         for channel_id in sorted(paid):
+            if not self._pays(-channel_id, listing_began):
+                continue
             await self._keep_owed(
                 ledger.listed_through(channel_id, window_start.timestamp(), cutoff.timestamp())
             )
@@ -600,6 +615,7 @@ class CatchUp(commands.Cog):
     ) -> None:
         """One place's notes since where the catch-up starts there, sorted into `found`."""
         ledger, voice, cutoff = self.bot.core.notes, reading.voice, reading.cutoff
+        began = self._owe_writes
         channel = reading.archived.get(place_id) or await self._channel(
             place_id, dm=place_id in reading.dms, unread=reading.unread
         )
@@ -655,7 +671,7 @@ class CatchUp(commands.Cog):
             reading.too_old |= gap
             if window_read:
                 if place_id not in reading.unread:
-                    await self._read_through(reading, place_id, _sent_at(last))
+                    await self._read_through(reading, place_id, _sent_at(last), began)
                 return
         try:
             async for message in channel.history(limit=None, after=start, oldest_first=True):
@@ -669,15 +685,36 @@ class CatchUp(commands.Cog):
             self._not_read(place_id, "read", exc, reading.unread)
             return
         await self._read_through(
-            reading, place_id, start if isinstance(start, datetime.datetime) else _sent_at(start.id)
+            reading, place_id, start if isinstance(start, datetime.datetime) else _sent_at(start.id), began
         )
 
-    async def _read_through(self, reading: _Reading, place_id: int, began: datetime.datetime) -> None:
-        """The place was read to the present from `began`: what this catch-up owed there is paid,
-        as is what an earlier one owed from then on."""
+    async def _read_through(
+        self, reading: _Reading, place_id: int, start: datetime.datetime, began: int
+    ) -> None:
+        """The place was read to the present from `start`, the read begun when `began` writes had
+        owed places: what this catch-up owed there is paid, as is what an earlier one owed from
+        then on, unless it was owed again since the read began (`_pays`)."""
+        if not self._pays(place_id, began):
+            return
         ledger = self.bot.core.notes
-        since = min(began, reading.window_start).timestamp()
+        since = min(start, reading.window_start).timestamp()
         await self._keep_owed(ledger.read_through(place_id, since, reading.cutoff.timestamp()))
+
+    async def _owe_on_disk(self, write: Awaitable[None], rows: Iterable[int]) -> None:
+        """`write`, which owes `rows` of owed_reads on disk (see `_last_owed`)."""
+        self._owe_writes += 1
+        for row in rows:
+            self._last_owed[row] = self._owe_writes
+        await self._keep_owed(write)
+
+    def _pays(self, row: int, began: int) -> bool:
+        """Whether a read or listing begun when `began` writes had owed places may pay `row`: not
+        if a catch-up owed it again since, whose notes (a gateway's gap) that read may have been
+        over before."""
+        if self._last_owed.get(row, 0) > began:
+            return False
+        self._last_owed.pop(row, None)
+        return True
 
     async def _keep_owed(self, write: Awaitable[None]) -> None:
         """Bookkeeping for a restart, which a disk that takes no writes must not hold back the notes

@@ -576,6 +576,54 @@ async def test_a_note_a_stopped_catch_up_had_not_read_yet_is_answered_after_the_
         await ledger.aclose()
 
 
+async def test_a_start_ups_read_ending_after_an_outage_owed_its_place_leaves_it_owed_for_a_restart(
+    settings, fake, monkeypatch
+) -> None:
+    # The start's read of the channel has its page, and a note sent just after is lost with the
+    # gateway's session. The page comes in only once the new session's catch-up has owed the
+    # channel again on disk: that read saw none of the gap, so it must not pay what is owed for
+    # it. The bot stops before the outage's read of the channel, after answering a note there
+    # live: the next start must read the channel from before the note the gateway lost.
+    reads = discord.abc.Messageable.history
+    ending, ended = asyncio.Event(), asyncio.Event()
+
+    async def late(
+        self: discord.abc.Messageable, *args: Any, **kwargs: Any
+    ) -> AsyncIterator[discord.Message]:
+        async for message in reads(self, *args, **kwargs):
+            yield message
+        if getattr(self, "id", None) == ALLOWED_CHANNEL and not ended.is_set():
+            ending.set()
+            await ended.wait()
+
+    monkeypatch.setattr(discord.abc.Messageable, "history", late)
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        await asyncio.wait_for(ending.wait(), 30)  # the start's page of the channel is made
+        missed = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)
+        fake.history_held[ALLOWED_CHANNEL] = held = asyncio.Event()
+        # What on_ready does on a fresh session after the gateway was away a minute.
+        outage = asyncio.create_task(
+            h.bot.get_cog("CatchUp").catch_up(discord.utils.utcnow() - datetime.timedelta(minutes=1))
+        )
+        await eventually(lambda: fake.history_waiting >= 1)  # the place is owed on disk again
+        ended.set()
+        await caught_up(h.bot)
+        live = await fake.send_note(blaze, voice_note(), guild=True)
+        await all_answered(fake, [live])
+        assert await note_state(h.bot.core.notes, live) == "answered"  # the newest note handled
+        outage.cancel()  # the stop comes before the outage's read of the channel
+        await asyncio.gather(outage, return_exceptions=True)
+        await settle(fake)
+    del fake.history_held[ALLOWED_CHANNEL]
+    held.set()
+    assert answers(fake, missed) == 0
+    async with running_bot(settings, fake) as h:
+        await all_answered(fake, [missed], within=15)
+        await caught_up(h.bot)
+        await settle(fake)
+    assert answers(fake, missed) == answers(fake, live) == 1
+
+
 async def test_notes_sent_while_down_are_answered_when_the_places_owed_cannot_be_kept(
     settings, fake, monkeypatch, caplog
 ) -> None:
