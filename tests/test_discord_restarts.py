@@ -576,6 +576,36 @@ async def test_a_note_a_stopped_catch_up_had_not_read_yet_is_answered_after_the_
         await ledger.aclose()
 
 
+async def test_a_place_read_from_when_it_was_owed_answers_nothing_its_last_process_handled(
+    settings, fake
+) -> None:
+    # A place carried over from the last process is read from when it was owed, answering every
+    # note there the ledger does not know: the notes that process answered, or turned away for
+    # flooding, are known, and get nothing more.
+    missed = await fake.send_note(quill, voice_note(), guild=True)
+    fake.history_banned = 10**6
+    async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0, recheck_seconds=3600.0) as h:
+        await caught_up(h.bot)
+        answered = await fake.send_note(nova, voice_note(), guild=True)
+        await all_answered(fake, [answered])
+        flooding = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda _: fake.replies_to(flooding["id"]))
+        assert await note_state(h.bot.core.notes, flooding) == "refused"
+        await settle(fake)
+    fake.history_banned = 0
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        assert ALLOWED_CHANNEL in await ledger.owed_reads()
+    finally:
+        await ledger.aclose()
+    async with running_bot(settings, fake, flood_notes=1, flood_seconds=600.0) as h:
+        await all_answered(fake, [missed], within=15)
+        await caught_up(h.bot)
+        await settle(fake)
+    assert [answers(fake, n) for n in (missed, answered, flooding)] == [1, 1, 0]
+    assert len(fake.replies_to(flooding["id"])) == 1  # told once, by the process that heard it
+
+
 async def test_a_start_ups_read_ending_after_an_outage_owed_its_place_leaves_it_owed_for_a_restart(
     settings, fake, monkeypatch
 ) -> None:
