@@ -186,9 +186,17 @@ class CatchUp(commands.Cog):
         # from a note answered there live meanwhile, past the note that added the bot.
         await self._owe_on_disk(ledger.owe_reads([thread.id], cutoff.timestamp()), [thread.id])
         began = self._owe_writes
+
+        async def done() -> None:  # read, or never to be: the row is paid
+            if self._pays(thread.id, began):
+                await self._keep_owed(ledger.read_through(thread.id, cutoff.timestamp(), cutoff.timestamp()))
+
         await self._paced()  # players adding the bot to many threads at once are a catch-up too
         if thread.id not in self._joined:
-            return  # removed again while the read waited its turn: Discord refuses it (50001)
+            # Removed again while the read waited its turn: Discord refuses it (50001), and would
+            # refuse a start's read too.
+            await done()
+            return
         found: dict[int, tuple[discord.Message, discord.Attachment]] = {}
         replied: set[int] = set()
         voiceless: dict[int, discord.Message] = {}
@@ -199,10 +207,7 @@ class CatchUp(commands.Cog):
             broken = isinstance(exc, aiohttp.ClientError | TimeoutError)
             if not broken and not discords_trouble(exc):
                 log.warning("could not read thread %s the bot was added to: %s", thread.id, _why(exc))
-                if self._pays(thread.id, began):
-                    await self._keep_owed(
-                        ledger.read_through(thread.id, cutoff.timestamp(), cutoff.timestamp())
-                    )
+                await done()
                 return
             # Owed as a place a gateway outage's catch-up failed (none of it read), from the same
             # edge: the recheck reads it until Discord serves it. Else the thread, remembered as
@@ -221,8 +226,7 @@ class CatchUp(commands.Cog):
             # The line above said it: kept quietly, for its end to be said once the recheck reads it.
             self._say_unread(level=logging.DEBUG)
             return
-        if self._pays(thread.id, began):
-            await self._keep_owed(ledger.read_through(thread.id, cutoff.timestamp(), cutoff.timestamp()))
+        await done()
         if answering := await self._answer_unseen(voice, found, replied):
             log.info("added to thread %s: answering %d note(s) for me found there", thread.id, answering)
         await self._say_voiceless(voice, voiceless)

@@ -1099,6 +1099,28 @@ async def test_a_private_thread_discord_failed_to_read_on_joining_is_read_after_
     assert len(voice_replies(fake, waiting)) == len(voice_replies(fake, live)) == 1
 
 
+async def test_a_private_thread_the_bot_leaves_before_its_read_on_joining_is_owed_no_read(settings, fake):
+    # Owed on disk as the bot is added, the thread's read waits its turn (one read every 5 s), and
+    # the bot is removed meanwhile: Discord would refuse any read of it, so nothing stays owed
+    # there for each later start to try and warn of.
+    async with running_bot(settings, fake, catch_up_reads_per_second=0.2) as h:
+        await caught_up(h.bot)
+        ledger = h.bot.core.notes
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "my account", private=True)
+        await fake.add_to_thread(thread)
+        for _ in range(300):  # a table, no event: looked at every 50 ms for 15 s
+            if thread in await ledger.owed_reads():
+                break
+            await asyncio.sleep(0.05)
+        await fake.remove_from_thread(thread)
+        for _ in range(300):
+            if thread not in (owed := await ledger.owed_reads()):
+                break
+            await asyncio.sleep(0.05)
+        await settle(fake)
+    assert thread not in owed and not fake.sent("history", thread)
+
+
 async def test_a_private_thread_discord_failed_to_read_on_joining_says_its_end_once_read(
     settings, fake, caplog
 ):
