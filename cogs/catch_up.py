@@ -486,21 +486,26 @@ class CatchUp(commands.Cog):
         unlisted: set[int] = set()  # channels whose archived threads Discord's trouble kept unlisted
         window_start = cutoff if since is None else max(cutoff, since)
         to_list = channels if only is None else channels & listings
-        # Owed on disk until listed, as a place is until read (below): a thread archived while the
-        # bot was down and active again by the next start (a note answered there live meanwhile)
-        # is no longer listed, and that start must still read it from here.
+        if only is None:
+            known = channels | self._threads_of(channels) | set(owners) | {u.place_id for u in leftovers}
+            known |= set(owed)
+        else:
+            known = set(only)
+        # Owed on disk until read: a stop, or Discord failing a read, before a place is read leaves
+        # it to the next start, which must not begin there after a note answered live meanwhile,
+        # past the notes this read is for. So too a channel's archived threads until they are
+        # listed: one archived while the bot was down is active again once a player posts there,
+        # and no longer listed. Before the listings, which may take a while (each joined private
+        # thread of a channel without Manage Threads is listed).
+        await self._owe_on_disk(ledger.owe_reads(sorted(known), window_start.timestamp()), known)
         await self._owe_on_disk(
             ledger.owe_listings(sorted(to_list), window_start.timestamp()), [-c for c in to_list]
         )
         listing_began = self._owe_writes
         archived = await self._archived_threads(to_list, window_start, unlisted)
-        if only is None:
-            threads = self._threads_of(channels) | set(archived)
-            places = channels | threads | set(owners) | {u.place_id for u in leftovers} | set(owed)
-        else:
-            # A thread Discord failed to list may be active again by now (a player posted there):
-            # no longer listed as archived, it is read as an active one.
-            places = set(only) | set(archived) | self._threads_of(channels & listings)
+        # A thread Discord failed to list before may be active again by now (a player posted
+        # there): no longer listed as archived, it is read as an active one.
+        places = known | set(archived) | self._threads_of(to_list)
         # The threads of a channel whose listing an earlier catch-up owed are read from then, as
         # places owed are: any of them may have been the one it did not list.
         listed_late: dict[int, set[int]] = {}
@@ -511,10 +516,10 @@ class CatchUp(commands.Cog):
             listed_late[channel_id] = theirs & places
             for thread_id in listed_late[channel_id]:
                 owed[thread_id] = min(owed.get(thread_id, listed_since), listed_since)
-        # Owed on disk until read: a stop, or Discord failing a read, before a place is read leaves
-        # it to the next start, which must not begin there after a note answered live meanwhile,
-        # past the notes this read is for.
-        await self._owe_on_disk(ledger.owe_reads(sorted(places), window_start.timestamp()), places)
+        # The threads listed, and those active by now.
+        await self._owe_on_disk(
+            ledger.owe_reads(sorted(places - known), window_start.timestamp()), places - known
+        )
         for channel_id, theirs in listed_late.items():
             await self._owe_on_disk(ledger.owe_reads(sorted(theirs), owed_listings[channel_id]), theirs)
         # Each thread a listing found is owed on its own now; a channel no longer watched, listed

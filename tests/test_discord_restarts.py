@@ -576,6 +576,30 @@ async def test_a_note_a_stopped_catch_up_had_not_read_yet_is_answered_after_the_
         await ledger.aclose()
 
 
+async def test_a_note_in_a_dm_a_catch_up_stopped_while_listing_threads_is_answered_after_a_restart(
+    settings, fake
+) -> None:
+    # The bot stops while its start's catch-up still lists the channel's archived threads, before
+    # it read any place, after answering a note sent in a DM live: the next start must still read
+    # that DM from before the note sent while the bot was first down.
+    async with running_bot(settings, fake):
+        first = await fake.send_note(nova, voice_note())  # a DM: the bot now knows this place
+        await all_answered(fake, [first])
+    missed = await fake.send_note(nova, voice_note())
+    fake.archived_threads_held = held = asyncio.Event()
+    async with running_bot(settings, fake):
+        await eventually(lambda: fake.archived_threads_waiting >= 1)
+        live = await fake.send_note(nova, voice_note())
+        await all_answered(fake, [live])
+    fake.archived_threads_held = None
+    held.set()
+    async with running_bot(settings, fake) as h:
+        await all_answered(fake, [missed], within=15)
+        await caught_up(h.bot)
+        await settle(fake)
+    assert [answers(fake, n) for n in (first, missed, live)] == [1, 1, 1]
+
+
 async def test_a_place_read_from_when_it_was_owed_answers_nothing_its_last_process_handled(
     settings, fake
 ) -> None:

@@ -507,6 +507,10 @@ class FakeDiscord(Strict):
         self.guild_withheld = False
         # Cloudflare's ban on listing archived threads (any of the three listings), counting down.
         self.archived_threads_banned = 0
+        # Set: each listing of archived threads waits for it before Discord answers it (a catch-up
+        # still listing while something else happens).
+        self.archived_threads_held: asyncio.Event | None = None
+        self.archived_threads_waiting = 0  # listings held that way right now
         # The channel's upload limit in bytes (10 MiB for a server without boosts, as for a bot's
         # DMs): a message with a larger file is refused 413, 40005.
         self.upload_limit = 10 * 1024 * 1024
@@ -2176,6 +2180,7 @@ class FakeDiscord(Strict):
         Read Message History is required, and for private threads Manage Threads as well."""
         channel_id = int(request.match_info["channel_id"])
         kind = request.match_info["kind"]
+        await self._archived_threads_wait()
         record = Received("archived_threads", request.method, request.path, channel_id, dict(request.query))
         try:
             if kind not in ("public", "private"):
@@ -2196,6 +2201,15 @@ class FakeDiscord(Strict):
         record.response = {"threads": [t["id"] for t in body["threads"]], "has_more": body["has_more"]}
         await self._record(record)
         return _json(body)
+
+    async def _archived_threads_wait(self) -> None:
+        if (held := self.archived_threads_held) is None:
+            return
+        self.archived_threads_waiting += 1
+        try:
+            await held.wait()
+        finally:
+            self.archived_threads_waiting -= 1
 
     async def _archived_threads_ban(self, record: Received) -> web.Response | None:
         if self.archived_threads_banned <= 0:
@@ -2245,6 +2259,7 @@ class FakeDiscord(Strict):
         snowflake here, where the other listings take a timestamp) when given, at most `limit`
         (2-100, 50 by default), and `has_more`. Read Message History is all it requires."""
         channel_id = int(request.match_info["channel_id"])
+        await self._archived_threads_wait()
         record = Received("archived_threads", request.method, request.path, channel_id, dict(request.query))
         try:
             if channel_id not in self.guild_channels:
