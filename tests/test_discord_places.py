@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 
+from bot.note_ledger import NoteLedger
 from bot.sentences import DOWNLOAD_FAILED, ONE_AT_A_TIME, TOO_MANY_UNSEEN
 from tests.discord_harness import (
     blaze,
@@ -442,6 +444,22 @@ async def test_a_thread_discord_failed_to_list_is_read_after_a_restart_past_a_li
         await caught_up(h.bot)
         await settle(fake)
     assert len(voice_replies(fake, missed)) == len(voice_replies(fake, again)) == 1
+
+
+async def test_a_listing_owed_for_a_channel_no_longer_watched_is_not_kept_for_ever(settings, fake):
+    # An earlier process owed the listing of a channel's archived threads; the channel is not
+    # watched any more: no catch-up lists it again, and the start lets the row go.
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        await ledger.owe_listings([OTHER_CHANNEL, ALLOWED_CHANNEL], time.time() - 60)
+    finally:
+        await ledger.aclose()
+    async with running_bot(settings, fake) as h:
+        await caught_up(h.bot)
+        assert await h.bot.core.notes.owed_listings() == {}
+        assert await h.bot.core.notes.owed_reads() == {}
+        await settle(fake)
+    assert not [r for r in fake.received if r.kind == "archived_threads" and r.channel_id == OTHER_CHANNEL]
 
 
 async def test_a_host_clock_stepped_back_after_the_start_leaves_no_note_sent_while_down_unread(
