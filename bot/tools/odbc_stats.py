@@ -5,17 +5,19 @@ One summary runs on one pooled connection; a transient failure (a dropped connec
 throttling or failover) discards that connection and retries the whole summary on a fresh one;
 a connection found gone discards the idle others with it, which the same drop ended, and a
 statement that outlasts the query timeout those idle since it began, which a server gone silent
-would leave half-open.
+would leave half-open. A login that fails holds off every other for a few seconds (`LoginBreaker`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import math
 import os
 import re
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -71,6 +73,11 @@ LOST_SQLSTATES = frozenset({"08S01", "08003"})
 LOST_ERRORS = frozenset({10053, 10054, 64, 233, 40197})
 # SQLite's "busy" and "locked": another writer holds the file; waiting is the cure.
 SQLITE_TRANSIENT_ERRORS = frozenset({5, 6})
+# Seconds after a failed login in which a lookup is answered at once that stats are unavailable,
+# rather than log in again: aioodbc's pool logs in one at a time, holding its lock, so with the
+# database unreachable each note of a raid waited its turn for a login that timed out, to its own
+# deadline. Then one lookup logs in to probe; the others are answered at once until it is done.
+LOGIN_BREAKER_SECONDS = 5.0
 # pyodbc's own words when the driver connection under a pooled one has gone away.
 _CLOSED_CONNECTION = "attempt to use a closed connection"
 
@@ -234,11 +241,103 @@ class OdbcStatsError(Exception):
     """`check()` could not reach the database; the message is the driver's reason, scrubbed."""
 
 
+class LoginsHeldOff(Exception):
+    """A lookup answered without a login, `failure` being the last login's, which failed less than
+    LOGIN_BREAKER_SECONDS ago or is being tried again by another lookup."""
+
+    def __init__(self, failure: BaseException) -> None:
+        super().__init__(describe(failure))
+        self.failure = failure
+
+
+class LoginBreaker:
+    """Whether a lookup may log in. Closed while logins work; open for `seconds` after one fails,
+    every lookup answered at once meanwhile; then the first to log in probes, the others answered
+    at once until its login ends, bounded by the driver's login timeout and the lookup's deadline:
+    it closes the breaker, or opens it again."""
+
+    def __init__(
+        self, seconds: float = LOGIN_BREAKER_SECONDS, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.seconds = seconds
+        self.clock = clock
+        self.failure: BaseException | None = None  # the last login's, while logins fail
+        self._failed_at = 0.0
+        self._probe: asyncio.Task[Any] | None = None  # the lookup logging in to probe
+        self._cut: asyncio.Task[Any] | None = None  # the last lookup whose login was cancelled
+
+    def held_off(self) -> LoginsHeldOff | None:
+        """What the current lookup is answered with at once, or None if it may go on."""
+        if self.failure is None:
+            return None
+        task = asyncio.current_task()
+        if self._probe is not None and not self._probe.done():
+            return None if self._probe is task else LoginsHeldOff(self.failure)
+        if self.clock() - self._failed_at < self.seconds:
+            return LoginsHeldOff(self.failure)
+        return None
+
+    def logging_in(self) -> None:
+        """The current lookup is about to log in: refused while held off, else the probe if the
+        breaker was open."""
+        if (refusal := self.held_off()) is not None:
+            raise refusal
+        if self.failure is not None:
+            self._probe = asyncio.current_task()
+
+    def logged_in(self) -> None:
+        self.failure, self._probe = None, None
+
+    def failed(self, exc: BaseException) -> None:
+        self.failure, self._failed_at, self._probe = exc, self.clock(), None
+
+    def cancelled(self) -> None:
+        """The current lookup's login was cancelled: by its deadline (`cut_short` tells), or with
+        its turn, which says nothing of the database: another lookup probes."""
+        task = self._cut = asyncio.current_task()
+        if self._probe is task:
+            self._probe = None
+
+    def cut_short(self) -> bool:
+        """Whether the current lookup's wait for a connection ended in a login, cancelled."""
+        cut, self._cut = self._cut, None
+        return cut is not None and cut is asyncio.current_task()
+
+
+# Set by `check`, which logs in whatever the breaker says: the health command wants the state now.
+_UNGATED: contextvars.ContextVar[bool] = contextvars.ContextVar("odbc_ungated", default=False)
+
+
+class _GatedPool(aioodbc.Pool):
+    """aioodbc's pool with its logins let through, or refused, by a LoginBreaker."""
+
+    def __init__(self, breaker: LoginBreaker, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.breaker = breaker
+
+    async def _fill_free_pool(self, override_min: bool) -> None:
+        # aioodbc logs in here (minsize is 0) when no connection is free and the pool has room.
+        if self._free or not override_min or self.size >= self.maxsize or _UNGATED.get():
+            await super()._fill_free_pool(override_min)
+            return
+        self.breaker.logging_in()
+        try:
+            await super()._fill_free_pool(override_min)
+        except asyncio.CancelledError:
+            self.breaker.cancelled()
+            raise
+        except Exception as exc:
+            self.breaker.failed(exc)
+            raise
+        self.breaker.logged_in()
+
+
 class OdbcStats:
     """StatsBackend over any ODBC database holding the tables of data/sql/*/schema.sql."""
 
-    def __init__(self, pool: aioodbc.Pool, executor: ThreadPoolExecutor, settings: OdbcSettings) -> None:
+    def __init__(self, pool: _GatedPool, executor: ThreadPoolExecutor, settings: OdbcSettings) -> None:
         self._pool = pool
+        self._breaker = pool.breaker
         self._executor = executor
         self._settings = settings
         self._ranking = stats_sql.Ranking()
@@ -261,10 +360,13 @@ class OdbcStats:
         # The driver's calls block a thread each; their own pool keeps a stuck database from
         # starving the default executor the audio work runs on.
         executor = ThreadPoolExecutor(max_workers=settings.pool_size * 2, thread_name_prefix="odbc")
-        pool = await aioodbc.create_pool(
+        pool = _GatedPool(
+            LoginBreaker(),
             dsn=connection_string,
             minsize=0,
             maxsize=settings.pool_size,
+            echo=False,
+            pool_recycle=-1,
             autocommit=True,  # read-only queries: no transaction to commit on every release
             timeout=timeout,  # login timeout
             executor=executor,
@@ -291,6 +393,14 @@ class OdbcStats:
 
         try:
             summary = await self._with_retries(summary_of)
+        except LoginsHeldOff as held:
+            exc, cause = held.failure, _cause(held.failure)
+            if self._outage.failing and self._outage.reason == cause:
+                # Said when the login failed, or by the probe: no news with each note of a raid.
+                log.debug("player stats unavailable, no login tried: %s", describe(exc))
+            else:  # the lookup whose login failed, its retry held off
+                self._outage.failed(cause, "player stats query failed: %s", describe(exc))
+            raise ToolError(say.STATS_UNAVAILABLE) from None
         except (pyodbc.Error, TimeoutError) as exc:
             self._outage.failed(_cause(exc), "player stats query failed: %s", describe(exc))
             raise ToolError(say.STATS_UNAVAILABLE) from None
@@ -306,11 +416,14 @@ class OdbcStats:
                 await fetch(sql, ())
             return rows
 
+        ungated = _UNGATED.set(True)
         try:
             rows = await self._attempt(probe, self._pool_deadline())
         except (pyodbc.Error, TimeoutError) as exc:
             # `from None`: the driver's original error is not carried along to a log unscrubbed.
             raise OdbcStatsError(describe(exc)) from None
+        finally:
+            _UNGATED.reset(ungated)
         return f"ODBC player database: {rows[0][0]} players"
 
     async def aclose(self) -> None:
@@ -341,6 +454,8 @@ class OdbcStats:
             wait = min(MAX_BACKOFF_SECONDS, self._settings.retry_backoff_seconds * 2**attempt)
             late = deadline is not None and loop.time() + wait >= deadline
             again = attempt < retries and not late and is_transient(exc, self._settings.dialect)
+            # A login failed (this one's or another's): the next attempt would be held off.
+            again = again and self._breaker.held_off() is None
             decided.append((attempt, exc, wait if again else None))
             return decided[-1][2]
 
@@ -376,14 +491,25 @@ class OdbcStats:
         # A full pool or a login the driver does not time out itself must not hold a player
         # forever; a running statement is bounded by the driver's query timeout, and by
         # STUCK_STATEMENT_TIMEOUTS of it when the driver does not keep that.
+        gated = not _UNGATED.get()
+        if gated and (refusal := self._breaker.held_off()) is not None:
+            raise refusal
         await self._discard_idle(unused_since=asyncio.get_running_loop().time() - IDLE_SECONDS)
-        async with asyncio.timeout_at(deadline):
-            await self._turns.acquire()
-            try:
-                conn = await self._pool.acquire()
-            except BaseException:
-                self._turns.release()
-                raise
+        try:
+            async with asyncio.timeout_at(deadline):
+                await self._turns.acquire()
+                try:
+                    if gated and (refusal := self._breaker.held_off()) is not None:
+                        raise refusal  # held off while it waited for a turn
+                    conn = await self._pool.acquire()
+                except BaseException:
+                    self._turns.release()
+                    raise
+        except TimeoutError as exc:
+            if gated and self._breaker.cut_short():
+                # A login the driver did not time out itself: the next one would hang as long.
+                self._breaker.failed(exc)
+            raise
         in_doubt = False  # a statement on this connection failed or was abandoned
         running: aioodbc.cursor.Cursor | None = None  # its cursor, made before it runs
         started = 0.0  # loop time the last statement was begun at

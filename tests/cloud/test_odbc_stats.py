@@ -31,6 +31,7 @@ from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.embedded import FtsManuals, SqliteStats
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.odbc_stats import (
+    LOGIN_BREAKER_SECONDS,
     OdbcStats,
     OdbcStatsError,
     describe,
@@ -547,15 +548,151 @@ async def test_an_azure_failover_asked_about_by_many_players_is_one_error(
     caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
     azure = replace(FAST, dialect="sqlserver")  # where 40613 is retried
     stats = await OdbcStats.open(odbc_string(players_db(settings)), azure)
+    now = [0.0]
+    stats._breaker.clock = lambda: now[0]
     try:
         for who in (NOVA, QUILL, BLAZE):
             with pytest.raises(ToolError):
                 await stats.player_summary(who)
+            now[0] += LOGIN_BREAKER_SECONDS  # each logs in again, and is refused in new words
     finally:
         await stats.aclose()
     failed = [r for r in caplog.records if r.getMessage().startswith("player stats query failed")]
     assert [r.levelno for r in failed] == [logging.ERROR, logging.INFO, logging.INFO]
     assert all("not currently available" in r.getMessage() for r in failed)
+
+
+# What ODBC Driver 18 says when the server does not answer a login within its login timeout (the
+# query timeout here): a host that drops the packets, a firewall, a server that is gone.
+LOGIN_TIMED_OUT = driver_error("HYT00", "Login timeout expired", 0, "SQLDriverConnect")
+
+
+def _logins_that_time_out(monkeypatch: pytest.MonkeyPatch, seconds: float) -> list[object]:
+    """Every login waits `seconds` for a server that never answers, then fails as the driver fails
+    it at its login timeout; the logins begun are counted."""
+    begun: list[object] = []
+
+    async def unanswered(conn: aioodbc.connection.Connection) -> None:
+        begun.append(conn)
+        await asyncio.sleep(seconds)
+        raise LOGIN_TIMED_OUT
+
+    monkeypatch.setattr(aioodbc.connection.Connection, "_connect", unanswered)
+    return begun
+
+
+async def test_notes_during_an_outage_do_not_queue_behind_each_others_failing_logins(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # aioodbc's pool logs in holding its lock, one login at a time: with the database unreachable,
+    # each note of a raid waited its turn for a login that timed out, one after another, until its
+    # own deadline (twice the query timeout), and the database was asked for a login per note.
+    # After a login fails the notes are answered at once that stats are unavailable.
+    begun = _logins_that_time_out(monkeypatch, 0.3)
+    caplog.set_level(logging.DEBUG, logger="bot.tools.odbc_stats")
+    down = OdbcSettings(dialect="sqlserver", pool_size=3, query_timeout_seconds=2, retries=2)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), down)
+    try:
+        raid = [stats.player_summary(who) for who in (NOVA, BLAZE, QUILL, NOVA, BLAZE, QUILL)]
+        results = await asyncio.wait_for(asyncio.gather(*raid, return_exceptions=True), 30)  # a guard
+    finally:
+        await stats.aclose()
+    assert all(isinstance(r, ToolError) and str(r) == say.STATS_UNAVAILABLE for r in results), results
+    assert len(begun) == 1  # the one login failing answered every note waiting for one
+    said = [r for r in caplog.records if r.name == "bot.tools.odbc_stats" and r.levelno >= logging.INFO]
+    failed = [r for r in said if r.getMessage().startswith("player stats query failed")]
+    assert [r.levelno for r in failed] == [logging.ERROR] and "Login timeout expired" in failed[
+        0
+    ].getMessage()
+    assert not [r for r in said if "retrying" in r.getMessage()]
+
+
+async def test_logins_are_tried_again_by_one_probe_after_a_few_seconds(
+    settings: Settings,
+    embedded: SqliteStats,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Held off for good, the database back would go unnoticed: after LOGIN_BREAKER_SECONDS one
+    # lookup logs in again, the others answered at once while it does, and one that works ends it.
+    connect = aioodbc.connection.Connection._connect
+    down = [True]
+    begun: list[object] = []
+    login_begun, login_may_end = asyncio.Event(), asyncio.Event()
+
+    async def while_down(conn: aioodbc.connection.Connection) -> None:
+        begun.append(conn)
+        login_begun.set()
+        if down[0]:
+            await login_may_end.wait()
+            raise LOGIN_TIMED_OUT
+        await connect(conn)
+
+    monkeypatch.setattr(aioodbc.connection.Connection, "_connect", while_down)
+    caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
+    now = [0.0]
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), replace(FAST, dialect="sqlserver"))
+    stats._breaker.clock = lambda: now[0]
+    try:
+        login_may_end.set()
+        with pytest.raises(ToolError):
+            await stats.player_summary(NOVA)
+        now[0] += LOGIN_BREAKER_SECONDS - 0.1
+        with pytest.raises(ToolError):
+            await stats.player_summary(QUILL)
+        assert len(begun) == 1
+        now[0] += 0.1
+        login_begun.clear()
+        login_may_end.clear()
+        probe = asyncio.create_task(stats.player_summary(BLAZE))
+        await asyncio.wait_for(login_begun.wait(), 30)
+        with pytest.raises(ToolError):  # while the probe logs in
+            await stats.player_summary(QUILL)
+        login_may_end.set()
+        with pytest.raises(ToolError):
+            await probe
+        assert len(begun) == 2
+        down[0] = False
+        # The health command logs in whatever the breaker says, and finds the database back.
+        assert await stats.check() == "ODBC player database: 12 players"
+        with pytest.raises(ToolError):  # the window after the probe's failure
+            await stats.player_summary(NOVA)
+        now[0] += LOGIN_BREAKER_SECONDS
+        assert await stats.player_summary(NOVA) == await embedded.player_summary(NOVA)
+        assert await stats.player_summary(QUILL) == await embedded.player_summary(QUILL)
+    finally:
+        await stats.aclose()
+    said = [r for r in caplog.records if r.name == "bot.tools.odbc_stats"]
+    failed = [r.levelno for r in said if r.getMessage().startswith("player stats query failed")]
+    assert failed == [logging.ERROR, logging.INFO]  # the first login, and the probe's
+    assert [r for r in said if r.getMessage() == "player stats: the database answers again"]
+
+
+async def test_a_login_the_driver_never_times_out_holds_off_the_next_ones_too(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A driver that does not keep its login timeout: the lookup's deadline ends the wait, and the
+    # lookups after it are answered at once rather than each wait out a login as stuck.
+    begun: list[object] = []
+
+    async def never(conn: aioodbc.connection.Connection) -> None:
+        begun.append(conn)
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(aioodbc.connection.Connection, "_connect", never)
+    caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
+    quick = OdbcSettings(dialect="sqlserver", pool_size=2, query_timeout_seconds=1, retries=2)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), quick)
+    try:
+        for who in (NOVA, QUILL, BLAZE):
+            with pytest.raises(ToolError):
+                await asyncio.wait_for(stats.player_summary(who), 30)  # a guard
+    finally:
+        await stats.aclose()
+    assert len(begun) == 1
+    failed = [r for r in caplog.records if r.getMessage().startswith("player stats query failed")]
+    assert [r.levelno for r in failed] == [logging.ERROR]
+    assert "the database did not answer" in failed[0].getMessage()
 
 
 async def test_a_database_locked_beyond_the_retries_is_unavailable(
