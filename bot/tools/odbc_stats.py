@@ -340,7 +340,7 @@ class OdbcStats:
         self._breaker = pool.breaker
         self._executor = executor
         self._settings = settings
-        self._ranking = stats_sql.Ranking()
+        self._ranking = stats_sql.Ranking(describe=describe)
         # One a connection, handed out in the order players asked: aioodbc's pool gives a freed
         # connection to whoever reaches it first, and under a raid a note arriving just then
         # overtook one already waiting, who queued again at the back, up to the deadline.

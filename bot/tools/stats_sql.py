@@ -71,11 +71,20 @@ class Ranking:
     waited for it, one query timeout after another: they get its error, or the last totals read
     when there are any. Nor by each player after them: once it failed for good (no retry of the
     summary's left to try it), the totals are read again only `seconds` later; until then a
-    summary is answered at once, by the last totals read, or without a rank."""
+    summary is answered at once, by the last totals read, or without a rank.
 
-    def __init__(self, seconds: float = TOTALS_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+    `describe` words a failed read for the log: the backend's own, which masks what its driver
+    may quote of a connection string."""
+
+    def __init__(
+        self,
+        seconds: float = TOTALS_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+        describe: Callable[[BaseException], str] = str,
+    ) -> None:
         self._seconds = seconds
         self._clock = clock
+        self.describe = describe
         self._totals = array("q")
         self._read_at: float | None = None
         self._read: asyncio.Future[None] | None = None  # the read under way, done when it ends
@@ -115,7 +124,7 @@ class Ranking:
             if self._failed_at is not None and self._clock() - self._failed_at < self._seconds:
                 if self._read_at is not None:
                     return self._totals
-                raise TotalsUnread(self._failure)
+                raise TotalsUnread(self._failure, self.describe)
             # Each waiter reads the outcome itself; an error none waited for is no news.
             read = self._read = asyncio.get_running_loop().create_future()
             read.add_done_callback(lambda f: f.cancelled() or f.exception())
@@ -135,7 +144,7 @@ class Ranking:
                 if retried is None or not retried(exc):
                     self.failed_for_good(exc)
                 said = "every player's total could not be read, ranking by the last read: %s"
-                self.stale.failed(type(exc).__name__, said, exc)
+                self.stale.failed(type(exc).__name__, said, self.describe(exc))
                 return self._totals
             finally:
                 self._read = None
@@ -151,8 +160,8 @@ class Ranking:
 class TotalsUnread(Exception):
     """Every player's total, not read again so soon after a read that failed: `failure`'s."""
 
-    def __init__(self, failure: Exception | None) -> None:
-        super().__init__(str(failure) if failure is not None else "not read")
+    def __init__(self, failure: Exception | None, describe: Callable[[BaseException], str] = str) -> None:
+        super().__init__(describe(failure) if failure is not None else "not read")
 
 
 def _again(exc: Exception) -> Exception:
@@ -205,7 +214,7 @@ async def player_summary(
             log.debug("every player's total is not read again yet, answering without a rank: %s", exc)
         else:
             said = "every player's total could not be read, answering without a rank: %s"
-            ranking.unread.failed(type(exc).__name__, said, exc)
+            ranking.unread.failed(type(exc).__name__, said, ranking.describe(exc))
             ranking.failed_for_good(exc)
         rank = ranked = None
     earned = await fetch(ACHIEVEMENTS, (player_id,))

@@ -22,10 +22,10 @@ import aioodbc.cursor
 import pyodbc
 import pytest
 
-from bot import paths
+from bot import logs, paths
 from bot import sentences as say
 from bot.app import running_app, storage_paths
-from bot.config import ConfigError, OdbcSettings, Settings
+from bot.config import ConfigError, OdbcSettings, Settings, odbc_passwords
 from bot.tools import Toolbox, build_tools, stats_sql
 from bot.tools.base import ToolCall, ToolContext, ToolError
 from bot.tools.embedded import FtsManuals, SqliteStats
@@ -829,6 +829,48 @@ async def test_every_players_total_unreadable_leaves_out_the_rank_not_the_player
     # Once a backend (the embedded one has its own); the players after it, in the hold-off, not.
     assert [r.levelno for r in warned] == [logging.WARNING, logging.WARNING]
     assert "no_such_column" in warned[0].getMessage()
+
+
+@pytest.mark.parametrize("old_totals", [False, True], ids=["no-totals-yet", "ranked-by-the-last"])
+async def test_a_failed_read_of_every_total_logs_no_password(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, old_totals: bool
+) -> None:
+    # Drivers sometimes echo parts of the connection string in their errors. Every other line of
+    # the ODBC backend goes through describe(), which masks each secret keyword's value whatever
+    # its length; the read of every total logged the driver's error as it was, where the log's own
+    # mask takes the configured password only from 8 characters on.
+    connection_string = odbc_string(players_db(settings)) + f";UID=bot;PWD={PASSWORD}"
+    monkeypatch.setattr(logs, "_values", frozenset())
+    monkeypatch.setattr(logs, "_pattern", None)
+    logs.mask_secrets(odbc_passwords(connection_string))  # as loading the settings does
+    logs.install_secret_mask(logging.getLogger())
+    execute = aioodbc.cursor.Cursor.execute
+    refusing = [not old_totals]
+
+    async def totals_refused(cursor: aioodbc.cursor.Cursor, sql: str, *params: object) -> object:
+        if sql == stats_sql.TOTALS and refusing[0]:
+            raise pyodbc.Error(
+                "42000", f"[42000] [SQLite]not authorized for UID=bot;PWD={PASSWORD} (23) (SQLExecDirectW)"
+            )
+        return await execute(cursor, sql, *params)
+
+    monkeypatch.setattr(aioodbc.cursor.Cursor, "execute", totals_refused)
+    caplog.set_level(logging.DEBUG, logger="bot.tools")
+    now = [0.0]
+    stats = await OdbcStats.open(connection_string, FAST)
+    stats._ranking._clock = lambda: now[0]
+    try:
+        if old_totals:
+            assert (await stats.player_summary(NOVA)).rank is not None  # type: ignore[union-attr]
+            now[0] += stats_sql.TOTALS_SECONDS
+            refusing[0] = True
+        for who in (NOVA, QUILL):  # the second in the hold-off the failure began
+            assert await stats.player_summary(who) is not None
+    finally:
+        await stats.aclose()
+    told = [r.getMessage() for r in caplog.records if "every player's total" in r.getMessage()]
+    assert told and all("not authorized" in m for m in told), told
+    assert PASSWORD not in caplog.text
 
 
 async def test_a_blip_on_the_read_of_every_total_is_retried_not_answered_without_a_rank(
