@@ -236,6 +236,37 @@ async def test_on_a_studios_player_database_the_demo_ids_are_nobody_to_speak_as(
         assert NOVA in await allowed_players(core)
 
 
+async def test_a_test_player_added_to_the_database_later_is_offered_by_name(settings) -> None:
+    # The names were read once, at start: a test player linked in the database after it (or named
+    # while the database was down) was offered as "player <id>" for as long as the bot ran. They
+    # are read again, on a page view, at most once a NAMES_SECONDS, without holding that page.
+    later = "424242424242424242"
+    s = web_settings(settings.storage_dir, VOXDESK_WEB_PLAYGROUND_PLAYERS=f"{BLAZE},{later}")
+    async with web_client(s) as (client, _):
+        names = client.app[STATE].player_names
+        now = [0.0]
+        names.clock = lambda: now[0]
+        names.read_at = 0.0
+        html = await (await client.get("/")).text()
+        assert "Blaze" in html and f"player {later}" in html
+        with sqlite3.connect(storage_paths(s).players) as conn:
+            conn.execute(
+                "INSERT INTO players (player_id, discord_user_id, player_name) VALUES (42, ?, 'Tessa')",
+                (later,),
+            )
+        now[0] += playground.NAMES_SECONDS - 1
+        await client.get("/")
+        await asyncio.wait_for(names.settled(), 30)  # a guard, not a timing assertion
+        assert f"player {later}" in await (await client.get("/")).text()  # not read again so soon
+        now[0] += 1
+        await client.get("/")  # answered at once, as the names are read again
+        await asyncio.wait_for(names.settled(), 30)
+        html = await (await client.get("/")).text()
+        assert "Tessa" in html and "Blaze" in html and f"player {later}" not in html
+        ask_as = await ask(client, await csrf_of(client), player=later)
+        assert ask_as.status == 200 and (await ask_as.json())["player"] == "Tessa"
+
+
 async def test_upload_limits_and_bad_audio_get_the_same_friendly_words_as_discord(settings) -> None:
     s = web_settings(settings.storage_dir, VOXDESK_AUDIO_MAX_BYTES="20000", VOXDESK_AUDIO_MAX_SECONDS="1.0")
     async with web_client(s) as (client, _):

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import aiohttp_jinja2
 import jinja2
@@ -32,6 +32,9 @@ from bot.config import Settings
 from bot.db import locked_now
 from bot.tools import cluster_start
 from bot.web import security
+
+if TYPE_CHECKING:  # playground imports this module
+    from bot.web.playground import PlayerNames
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +80,7 @@ class WebState:
     all_complaints: security.RateLimit  # filed from the playground, every visitor's, under ALL
     complaint_log: security.PlaygroundComplaints  # both, kept in web.db across a restart
     players: dict[str, str]  # who the playground may speak as: user id → name
+    player_names: PlayerNames  # reads the names of `players` again
     visitor_key: bytes  # keys the hash a playground visitor's budget is kept under
     passwords: security.PasswordChecks
     discord_ready: Callable[[], bool] | None = None  # None: no Discord in this process
@@ -158,6 +162,12 @@ async def build_web(
         all_complaints.restore(playground.ALL, now - at)
     passwords = security.PasswordChecks()
     core.closers.append(passwords)
+    players = await playground.allowed_players(core)
+    player_names = playground.PlayerNames(core, players)
+
+    async def stop_reading_names(_: web.Application) -> None:
+        await player_names.aclose()
+
     app[STATE] = WebState(
         core=core,
         password_hash=security.staff_password_hash(settings),
@@ -170,12 +180,14 @@ async def build_web(
         complaints=complaints,
         all_complaints=all_complaints,
         complaint_log=complaint_log,
-        players=await playground.allowed_players(core),
+        players=players,
+        player_names=player_names,
         visitor_key=security.visitor_key(settings),
         passwords=passwords,
         discord_ready=discord_ready,
         discord_connected=discord_connected or discord_ready,
     )
+    app.on_cleanup.append(stop_reading_names)
 
     app[security.FORM_READS] = security.FormReads(w)
     # Sessions before CSRF: the token is checked against the session's.

@@ -12,6 +12,7 @@ import math
 import secrets
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp_jinja2
@@ -71,24 +72,67 @@ UPLOAD_SECONDS = 120.0
 log = logging.getLogger(__name__)
 
 
-async def allowed_players(core: App) -> dict[str, str]:
+async def allowed_players(core: App, known: dict[str, str] | None = None) -> dict[str, str]:
     """Whom the playground may speak as. The demo players only on the embedded database: on a
-    studio's real one those ids may be real people's, so there only configured test players."""
+    studio's real one those ids may be real people's, so there only configured test players.
+    `known`: the names read before, kept for a player whose look-up fails now."""
     ids = list(core.settings.web.playground_players)
     if not ids and core.settings.tools.stats == "sqlite":
         ids = list(DEMO_PLAYERS)
+    known = known or {}
 
     async def name_of(user_id: str) -> str:
+        unnamed = f"player {user_id}"
         try:
             summary = await core.stats.player_summary(user_id)
         except Exception:
-            summary = None
-        return summary.player_name if summary is not None else f"player {user_id}"
+            return known.get(user_id, unnamed)
+        return summary.player_name if summary is not None else unnamed
 
     # Together: with the database down each waits out the pool's deadline, and the web front end
     # starts only once they have.
     names = await asyncio.gather(*(name_of(user_id) for user_id in ids))
     return dict(zip(ids, names, strict=True))
+
+
+# The names are read again, on a page view, at most this often: a test player linked in the
+# database after the start, or one named while it was down, is offered by name, not as an id.
+NAMES_SECONDS = 60.0
+
+
+class PlayerNames:
+    """The names of `players` (WebState.players, changed in place: its ids are the
+    configuration's), read again in the background by a page view once NAMES_SECONDS have
+    passed since the last read began; the page is served with the names it has."""
+
+    def __init__(self, core: App, players: dict[str, str]) -> None:
+        self._core = core
+        self.players = players
+        self.clock: Callable[[], float] = time.monotonic
+        self.read_at = self.clock()
+        self._reading: asyncio.Task[None] | None = None
+
+    def refresh(self) -> None:
+        if not self.players or self._reading is not None or self.clock() - self.read_at < NAMES_SECONDS:
+            return
+        self.read_at = self.clock()
+        self._reading = asyncio.get_running_loop().create_task(self._read())
+
+    async def _read(self) -> None:
+        try:
+            self.players.update(await allowed_players(self._core, dict(self.players)))
+        finally:
+            self._reading = None
+
+    async def settled(self) -> None:
+        """Once the read under way, if any, has ended."""
+        if (reading := self._reading) is not None:
+            await asyncio.wait({reading})
+
+    async def aclose(self) -> None:
+        if (reading := self._reading) is not None:
+            reading.cancel()
+            await asyncio.wait({reading})
 
 
 def add_routes(app: web.Application) -> None:
@@ -112,6 +156,7 @@ async def _owner(request: web.Request) -> str:
 async def page(request: web.Request) -> dict[str, Any]:
     st = web_state(request)
     await _owner(request)
+    st.player_names.refresh()
     limits = st.settings.audio
     return {
         "players": st.players,
