@@ -516,10 +516,28 @@ class OdbcStats:
         limit = self._settings.query_timeout_seconds
         stuck_after = STUCK_STATEMENT_TIMEOUTS * limit if limit > 0 else None
         stuck = False  # a statement on it ran past stuck_after and was cancelled
+        failure: BaseException | None = None  # the last statement's, if it failed
+
+        async def drop(exc: BaseException) -> None:
+            """Close the connection, in an unknown state after `exc`, so that the pool drops it
+            (a closed connection is not put back) and the next attempt opens a fresh one."""
+            await _close_quietly(conn)
+            if is_connection_lost(exc):
+                # Else each idle one would be handed to the next attempt, and to the next
+                # player, to fail in turn: more of them than a summary has attempts.
+                await self._discard_idle()
+            elif _timed_out(exc):
+                # A server gone silent (a failover dropping packets rather than resetting
+                # sessions) is told from a slow one only by this timeout, and every connection
+                # idle since the statement began may be as dead: the one retry the deadline
+                # leaves would wait out the timeout again on the next. One used since then
+                # answered, and stays.
+                await self._discard_idle(unused_since=started)
+
         try:
 
             async def fetch(sql: str, params: Sequence[Any]) -> list[Sequence[Any]]:
-                nonlocal in_doubt, running, started, stuck
+                nonlocal in_doubt, running, started, stuck, failure
                 if stuck:
                     # The cancelled statement's thread may still be in the driver: the connection
                     # is not used again, and the summary fails over to a fresh one.
@@ -534,17 +552,26 @@ class OdbcStats:
                 except TimeoutError:
                     stuck = True
                     await _cancel_quietly(conn, cursor)
-                    raise StatementStuck(stuck_after) from None
+                    failure = StatementStuck(stuck_after)
+                    raise failure from None
+                except BaseException as exc:
+                    failure = exc
+                    raise
                 await cursor.close()
-                in_doubt, running = False, None
+                in_doubt, running, failure = False, None, None
                 return rows
 
-            return await work(fetch)
+            result = await work(fetch)
+            if in_doubt and failure is not None and (is_connection_lost(failure) or _timed_out(failure)):
+                # The summary answered without its last statement, the read of every total: a
+                # connection that read says is gone, or that ran out of time (the statement maybe
+                # still in the driver), is not handed out again. One refused a statement is kept.
+                await drop(failure)
+            return result
         except BaseException as exc:
-            # A connection whose statement went wrong is in an unknown state: close it so the pool
-            # drops it (a closed connection is not put back) and the next attempt opens a fresh
-            # one. An error from elsewhere, such as another player's failed read of every total
-            # handed to this one, leaves it idle and healthy.
+            # A connection whose statement went wrong is in an unknown state. An error from
+            # elsewhere, such as another player's failed read of every total handed to this one,
+            # leaves it idle and healthy.
             if in_doubt:
                 if running is not None and not isinstance(exc, pyodbc.Error):
                     # Abandoned while it may still run (the player's turn cancelled): closing
@@ -552,18 +579,7 @@ class OdbcStats:
                     # cancel. SQLCancel, the one call ODBC lets another thread make on a running
                     # statement, ends it now, on the server too.
                     await _cancel_quietly(conn, running)
-                await _close_quietly(conn)
-                if is_connection_lost(exc):
-                    # Else each idle one would be handed to the next attempt, and to the next
-                    # player, to fail in turn: more of them than a summary has attempts.
-                    await self._discard_idle()
-                elif _timed_out(exc):
-                    # A server gone silent (a failover dropping packets rather than resetting
-                    # sessions) is told from a slow one only by this timeout, and every connection
-                    # idle since the statement began may be as dead: the one retry the deadline
-                    # leaves would wait out the timeout again on the next. One used since then
-                    # answered, and stays.
-                    await self._discard_idle(unused_since=started)
+                await drop(exc)
             raise
         finally:
             try:

@@ -197,6 +197,9 @@ async def player_summary(
         for row in await fetch(GAMES_BY_TYPE, (player_id,))
     ]
     total = sum(g.points_earned for g in games)
+    # The speaker's own rows before the read of every total: a read that fails, or outlasts the
+    # query timeout and leaves its connection unfit for another statement, costs the rank alone.
+    earned = await fetch(ACHIEVEMENTS, (player_id,))
     rank: int | None
     ranked: int | None
     try:
@@ -206,8 +209,8 @@ async def player_summary(
         if retried is not None and retried(exc):
             raise  # a blip (a lock, throttling): the backend's next attempt reads the rank too
         # Typically the pass over every game session outlasting the query timeout, as it may on
-        # every try on a big table: the speaker's own figures still answer. A connection gone bad
-        # fails the next statement, and the summary with it.
+        # every try on a big table: the speaker's own figures, read before it, still answer. A
+        # connection the failure leaves unfit is the backend's to drop.
         if isinstance(exc, TotalsUnread):
             # The hold-off after a read that failed for good, which was said then: each question
             # answered without a rank until the next read is no news, and this failure no new one.
@@ -217,7 +220,6 @@ async def player_summary(
             ranking.unread.failed(type(exc).__name__, said, ranking.describe(exc))
             ranking.failed_for_good(exc)
         rank = ranked = None
-    earned = await fetch(ACHIEVEMENTS, (player_id,))
     # Newest first, ties by name: two stable sorts, the tie-breaker first.
     newest_first = sorted(earned, key=lambda row: str(row[0]))
     newest_first.sort(key=lambda row: earned_at_instant(row[1]), reverse=True)

@@ -1266,6 +1266,35 @@ async def test_a_statement_the_driver_never_times_out_is_cancelled_at_twice_the_
     assert [m for m in said if "SQLSTATE HYT00" in m], said
 
 
+async def test_a_read_of_every_total_stuck_past_the_query_timeout_leaves_out_the_rank_alone(
+    settings: Settings, embedded: SqliteStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A read of every total the driver lets run on (the SQLite one ignores the query timeout; ODBC
+    # Driver 18 has been seen to wait minutes past it) is cancelled at twice that timeout, and its
+    # connection is not used again. The speaker's achievements were read after it, on that
+    # connection: the summary failed, and the retry on a fresh one came past the deadline, so the
+    # player heard stats were unavailable though only the rank was. Their own figures answer.
+    own, quill = await embedded.player_summary(NOVA), await embedded.player_summary(QUILL)
+    endless = (
+        "WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 2000000000)"
+        " SELECT COUNT(*) FROM c"
+    )
+    monkeypatch.setattr(stats_sql, "TOTALS", endless)
+    one = OdbcSettings(
+        dialect="sqlite", pool_size=1, query_timeout_seconds=1, retries=2, retry_backoff_seconds=0.01
+    )
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), one)
+    try:
+        summary = await asyncio.wait_for(stats.player_summary(NOVA), 30)  # a guard, not a timing
+        assert summary == replace(own, rank=None, players_ranked=None)  # type: ignore[type-var]
+        assert stats._pool.size == 0  # the stuck statement's connection is closed, not pooled
+        # The read held off: the next player is answered at once, without a rank, on a fresh one.
+        again = await asyncio.wait_for(stats.player_summary(QUILL), 30)
+        assert again == replace(quill, rank=None, players_ranked=None)  # type: ignore[type-var]
+    finally:
+        await asyncio.wait_for(stats.aclose(), 30)
+
+
 async def test_a_full_pool_holds_a_player_twice_the_query_timeout_at_most(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
