@@ -285,7 +285,9 @@ class LoginBreaker:
         if self.failure is not None:
             self._probe = asyncio.current_task()
 
-    def logged_in(self) -> None:
+    def answered(self) -> None:
+        """The database answered: a login, or a lookup on a connection kept from before (else a
+        login after it would still probe, holding off whoever asked meanwhile)."""
         self.failure, self._probe = None, None
 
     def failed(self, exc: BaseException) -> None:
@@ -304,7 +306,8 @@ class LoginBreaker:
         return cut is not None and cut is asyncio.current_task()
 
 
-# Set by `check`, which logs in whatever the breaker says: the health command wants the state now.
+# Set by `check`, which logs in whatever the breaker says, and tells it nothing: the health
+# command wants the state now, and changes none.
 _UNGATED: contextvars.ContextVar[bool] = contextvars.ContextVar("odbc_ungated", default=False)
 
 
@@ -329,7 +332,7 @@ class _GatedPool(aioodbc.Pool):
         except Exception as exc:
             self.breaker.failed(exc)
             raise
-        self.breaker.logged_in()
+        self.breaker.answered()
 
 
 class OdbcStats:
@@ -562,6 +565,8 @@ class OdbcStats:
                 return rows
 
             result = await work(fetch)
+            if gated:
+                self._breaker.answered()
             if in_doubt and failure is not None and (is_connection_lost(failure) or _timed_out(failure)):
                 # The summary answered without its last statement, the read of every total: a
                 # connection that read says is gone, or that ran out of time (the statement maybe
