@@ -233,7 +233,10 @@ class StatementStuck(pyodbc.OperationalError):
     """A statement the driver let run past its query timeout, cancelled here: told as the query
     timeout the driver should have raised, and retried and logged as one."""
 
-    def __init__(self, seconds: float | None) -> None:
+    def __init__(self, seconds: float | str | None, *rest: object) -> None:
+        if isinstance(seconds, str):  # made again from its arguments (stats_sql._again)
+            super().__init__(seconds, *rest)
+            return
         super().__init__("HYT00", f"[HYT00] no answer in {seconds or 0:g} s, cancelled (0)")
 
 

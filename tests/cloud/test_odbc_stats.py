@@ -34,6 +34,7 @@ from bot.tools.odbc_stats import (
     LOGIN_BREAKER_SECONDS,
     OdbcStats,
     OdbcStatsError,
+    StatementStuck,
     describe,
     is_transient,
     redact,
@@ -1508,3 +1509,13 @@ async def test_names_and_achievement_titles_in_any_script_round_trip(
         await stats.aclose()
     assert summary is not None and summary.player_name == name and summary.achievements == [title]
     assert summary == await embedded.player_summary("990099")
+
+
+def test_a_cancelled_statement_handed_to_the_players_waiting_for_its_read_stays_itself() -> None:
+    # The players waiting for a read of every total get its error anew (stats_sql._again, from its
+    # type and arguments). StatementStuck could not be made from its own arguments, so they got a
+    # RuntimeError of pyodbc's tuple: a second WARNING for the one failure, in other words.
+    stuck = StatementStuck(20)
+    again = stats_sql._again(stuck)
+    assert type(again) is StatementStuck and again.args == stuck.args
+    assert describe(again) == describe(stuck) == "no answer in 20 s, cancelled (0) (SQLSTATE HYT00)"
