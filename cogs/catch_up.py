@@ -33,7 +33,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Set
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import aiohttp
 import discord
@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from cogs.voice import VoiceNotes
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 # How far past the window's edge a channel is read only to count what is not answered.
 COUNT_AT_MOST = 500
@@ -164,7 +165,7 @@ class CatchUp(commands.Cog):
         # THREAD_CREATE carries no thread member for the bot: it was added as the event came.
         joined = thread.me.joined_at if thread.me is not None else discord.utils.utcnow()
         # The notes it finds count, not the read.
-        self.bot.track(self._read_joined(thread, joined), aside=True)
+        self.bot.track(self._reading(self._read_joined(thread, joined)), aside=True)
 
     @commands.Cog.listener()
     async def on_thread_remove(self, thread: discord.Thread) -> None:
@@ -298,6 +299,9 @@ class CatchUp(commands.Cog):
     async def answer_leftovers(self) -> int:
         """Answer the notes left unanswered (kept for later, or cut short by a process that died),
         fetched by id; how many."""
+        return await self._reading(self._answer_leftovers())
+
+    async def _answer_leftovers(self) -> int:
         voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
         if voice is None:
             return 0
@@ -404,7 +408,7 @@ class CatchUp(commands.Cog):
         threads of the watched channels in `listings`; None, every place."""
         this, began = Owed(since, places, listings), self._owings
         try:
-            await self._catch_up(since, places, listings)
+            await self._reading(self._catch_up(since, places, listings))
             self._owe(this, None, began)
             self._unreachable.answered()
             if not self._failed:  # another catch-up owed (a start-up's and an outage's) may still fail
@@ -429,6 +433,15 @@ class CatchUp(commands.Cog):
                 if not self.recheck.is_running():
                     self.recheck.start()
                 self.caught_up.set()
+
+    async def _reading(self, read: Awaitable[T]) -> T:
+        """`read`, which reads notes back and schedules those to answer, heard by the voice cog as
+        one (see VoiceNotes.reading): a note deleted as it is read is not answered."""
+        voice: VoiceNotes | None = self.bot.get_cog("VoiceNotes")  # type: ignore[assignment]
+        if voice is None:
+            return await read
+        with voice.reading():
+            return await read
 
     def _say_unread(self, level: int | None = None) -> None:
         """What all the catch-ups owed leave unread, tried in turn at each recheck: said once,

@@ -10,7 +10,7 @@ import enum
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -59,8 +59,10 @@ MAX_COUNTED = 10000
 # Places remembered as warned of: channels denying the bot Send Messages, guilds timing it out.
 MAX_WARNED = 1000
 MAX_LATER = 10000  # notes remembered as given a ⏳ that may not have reached Discord yet
-# Messages remembered as deleted by Discord's word (MESSAGE_DELETE, MESSAGE_DELETE_BULK): more
-# than are queued or being answered at once.
+# Messages remembered as deleted by Discord's word (MESSAGE_DELETE, MESSAGE_DELETE_BULK) out of a
+# turn: notes whose turn is over (for the reactions still to go), and whatever is deleted while a
+# catch-up or the recheck reads notes back to schedule. A note scheduled and deleted is held
+# apart, for as long as it is scheduled, however many other messages go meanwhile.
 MAX_DELETED = 10000
 # Deletions heard within this many seconds of the first are settled in the ledger in one write:
 # MESSAGE_DELETE comes for every message deleted where the bot reads, mostly no note, and a
@@ -259,7 +261,13 @@ class VoiceNotes(commands.Cog):
         self._reacting: dict[int, asyncio.Task[None]] = {}  # each note's latest reaction under way
         # Notes their players deleted, as Discord said: the question is withdrawn, and an answer
         # posted after it would stand alone and say in the channel what the player took back.
+        # A busy guild's moderators delete far more chat than players delete notes, and a bound
+        # shared with their deletions would forget a queued note's: a note scheduled is held
+        # whatever their number, the rest within MAX_DELETED (see `reading`).
+        self._scheduled: dict[int, int] = {}  # note → its answers scheduled and not over
+        self._deleted_scheduled: set[int] = set()
         self._deleted: dict[int, None] = {}
+        self._reads = 0  # catch-ups and rechecks reading notes back (see `reading`)
         # Deletions heard and not yet taken by a write to the ledger (see WITHDRAWALS_EVERY).
         self._withdrawals: list[int] = []
         # Notes this process gave a ⏳: the recheck may fetch one before its ⏳ reached Discord
@@ -409,13 +417,38 @@ class VoiceNotes(commands.Cog):
         by its first with a word about the rest."""
         user = message.author.id
         self._backlog[user] = self._backlog.get(user, 0) + 1
+        self._scheduled[message.id] = self._scheduled.get(message.id, 0) + 1
+        if message.id in self._deleted:  # deleted as it was read back
+            del self._deleted[message.id]
+            self._deleted_scheduled.add(message.id)
         several = len(self.voice_notes(message)) > 1
-        self.bot.track(self.answer(message, note, several)).add_done_callback(lambda _: self._over(user))
+        task = self.bot.track(self.answer(message, note, several))
+        task.add_done_callback(lambda _: self._over(user, message.id))
 
-    def _over(self, user: int) -> None:
+    def _over(self, user: int, message_id: int) -> None:
         self._backlog[user] -= 1
         if not self._backlog[user]:
             del self._backlog[user]
+        self._scheduled[message_id] -= 1
+        if self._scheduled[message_id]:
+            return
+        del self._scheduled[message_id]
+        if message_id in self._deleted_scheduled:
+            # Remembered within MAX_DELETED: its reactions still to go would be refused (404).
+            self._deleted_scheduled.discard(message_id)
+            remember(self._deleted, message_id, None, MAX_DELETED)
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[None]:
+        """A catch-up's or the recheck's read of notes back, and their scheduling: a note Discord
+        served may be deleted before it is scheduled, its MESSAGE_DELETE even heard before the
+        read's answer, so every deletion heard meanwhile is remembered. Outside a read only a
+        scheduled note's deletion matters: nothing else is scheduled but as Discord sends it."""
+        self._reads += 1
+        try:
+            yield
+        finally:
+            self._reads -= 1
 
     def count_once(self, message_id: int) -> bool:
         """Whether this is the first path to weigh the note against a flood limit: only that one
@@ -580,7 +613,7 @@ class VoiceNotes(commands.Cog):
 
     def _withdrawn(self, message: discord.Message) -> bool:
         """Whether the player deleted the note (Discord said so): nothing more is posted for it."""
-        return message.id in self._deleted
+        return message.id in self._deleted_scheduled or message.id in self._deleted
 
     async def _give_up_withdrawn(self, message: discord.Message) -> None:
         """Settle a note its player deleted before its answer was out: given up on, so no
@@ -605,7 +638,10 @@ class VoiceNotes(commands.Cog):
         later (a stop, Discord failing its answer) or left by a process that died is settled, so
         no catch-up or recheck answers it."""
         for message_id in message_ids:
-            remember(self._deleted, message_id, None, MAX_DELETED)
+            if message_id in self._scheduled:
+                self._deleted_scheduled.add(message_id)
+            elif self._reads:
+                remember(self._deleted, message_id, None, MAX_DELETED)
             self._unsent.pop(message_id, None)
         first = not self._withdrawals
         self._withdrawals.extend(message_ids)

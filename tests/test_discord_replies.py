@@ -29,6 +29,7 @@ from tests.fakes.discord_server import (
     serving,
 )
 from tests.frontend_engine import FrontendEngine
+from tests.test_discord_news import eventually
 from tests.test_discord_restarts import rechecks
 
 WARNING_SIGN = "\N{WARNING SIGN}"
@@ -102,6 +103,70 @@ async def test_a_note_deleted_mid_turn_gets_no_answer_and_is_settled(
     assert not fake.sent("get_message")
     assert warnings_logged(caplog) == []
     assert fake.refused == []
+    assert f"note {note['id']} from {nova.id} not answered: its player deleted it" in caplog.text
+
+
+async def chatter_deleted(fake: FakeDiscord, count: int) -> None:
+    """A moderator clears `count` chat messages of the channel, a hundred at a time."""
+    ids = []
+    for _ in range(count):  # only their deletions reach the bot
+        chat = await fake.send_message(blaze, channel_id=ALLOWED_CHANNEL, guild=True, dispatch=False)
+        ids.append(chat["id"])
+    for start in range(0, count, 100):
+        await fake.delete_messages(ALLOWED_CHANNEL, ids[start : start + 100])
+    await fake.read_by_the_bot()
+
+
+async def test_a_queued_note_deleted_before_a_purge_of_chat_is_not_answered(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # The player's second note waits behind their first; they delete it, and then the moderators
+    # of a busy guild delete more chat than the bot remembers deletions of. The queued note's
+    # deletion is not forgotten for theirs: nothing is posted for it, and it is settled.
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine, recheck_seconds=3600.0) as h:
+        first = await fake.send_note(nova, voice_note(), guild=True)
+        await engine.until_asked(1)
+        queued = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: note_state(settings, queued) == "started")  # claimed, and waiting
+        await fake.delete_message(ALLOWED_CHANNEL, queued["id"])
+        await chatter_deleted(fake, loaded_voice(h.bot).MAX_DELETED + 1)
+        engine.hold.set()
+        assert await settled(settings, first) == "answered"
+        assert await settled(settings, queued) == "expired"
+        await settle(fake)
+    assert fake.replies_to(queued["id"]) == []
+    assert len(h.engine.turns) == 1
+    assert warnings_logged(caplog) == []
+    assert f"note {queued['id']} from {nova.id} not answered: its player deleted it" in caplog.text
+
+
+async def test_a_note_deleted_as_the_recheck_fetches_it_is_not_answered(
+    settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    # Given back when Discord failed its answer, the note is fetched by the recheck; the player
+    # deletes it as Discord serves it, and the bot hears the deletion before the fetch's answer,
+    # before the note is scheduled again. It is not answered, by what the bot heard alone: the
+    # ledger's write of the deletion comes later.
+    caplog.set_level(logging.INFO)
+    async with running_bot(settings, fake, recheck_seconds=3600.0, shutdown_grace_seconds=0.1) as h:
+        monkeypatch.setattr(loaded_voice(h.bot), "WITHDRAWALS_EVERY", 3600.0)
+        fake.posts_unavailable = 10
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        assert await settled(settings, note) == "pending"
+        fake.posts_unavailable = 0
+
+        async def deleted_as_it_is_served(record: Received) -> None:
+            fake.after_fetch = None
+            await fake.delete_message(ALLOWED_CHANNEL, note["id"])
+            await fake.read_by_the_bot()
+
+        fake.after_fetch = deleted_as_it_is_served
+        assert await h.bot.get_cog("CatchUp").answer_leftovers() == 1
+        assert await settled(settings, note, but="pending") == "expired"  # by its turn: no reply after
+    assert [r for r in fake.replies_to(note["id"]) if r.error is None] == []
     assert f"note {note['id']} from {nova.id} not answered: its player deleted it" in caplog.text
 
 

@@ -1093,7 +1093,7 @@ async def test_discords_trouble_escaping_a_catch_up_is_one_warning_and_no_traceb
 
     from cogs.catch_up import CatchUp, Owed
 
-    bot = SimpleNamespace(discord_settings=SimpleNamespace(recheck_seconds=30.0))
+    bot = SimpleNamespace(discord_settings=SimpleNamespace(recheck_seconds=30.0), get_cog=lambda name: None)
     cog = CatchUp(bot)  # type: ignore[arg-type]
     cog.recheck = SimpleNamespace(is_running=lambda: True)  # type: ignore[assignment]
     banned = discord.HTTPException(
@@ -2432,7 +2432,7 @@ async def test_a_start_ups_catch_up_and_an_outages_are_owed_apart() -> None:
     from cogs.catch_up import CatchUp, Owed
 
     drop = datetime.datetime(2026, 12, 5, 6, 0, tzinfo=datetime.UTC)
-    bot = SimpleNamespace(discord_settings=SimpleNamespace(recheck_seconds=30.0))
+    bot = SimpleNamespace(discord_settings=SimpleNamespace(recheck_seconds=30.0), get_cog=lambda name: None)
     cog = CatchUp(bot)  # type: ignore[arg-type]
     cog.recheck = SimpleNamespace(is_running=lambda: True)  # type: ignore[assignment]
     outcome: list[Exception | None] = []
@@ -2463,7 +2463,7 @@ async def test_a_catch_up_pays_nothing_owed_after_it_began() -> None:
 
     first_drop = datetime.datetime(2026, 12, 5, 6, 0, tzinfo=datetime.UTC)
     second_drop = first_drop + datetime.timedelta(minutes=5)
-    bot = SimpleNamespace(discord_settings=SimpleNamespace(recheck_seconds=30.0))
+    bot = SimpleNamespace(discord_settings=SimpleNamespace(recheck_seconds=30.0), get_cog=lambda name: None)
     cog = CatchUp(bot)  # type: ignore[arg-type]
     cog.recheck = SimpleNamespace(is_running=lambda: True)  # type: ignore[assignment]
     reading, read = asyncio.Event(), asyncio.Event()
