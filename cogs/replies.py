@@ -463,20 +463,37 @@ class Withdrawn(Exception):
     not posted (see `send_answer`'s `stop`)."""
 
 
-def _go_on(stop: Callable[[], bool]) -> None:
-    if stop():
+class NoteGone(Withdrawn):
+    """Discord posted a part sent as a reply to the note as a message of its own: the note was
+    gone, though the bot heard no deletion (one in a gateway session lost without a RESUME, whose
+    events nobody is sent again)."""
+
+
+def _go_on(stop: Callable[[], bool] | None) -> None:
+    if stop is not None and stop():
         raise Withdrawn
 
 
 async def _taken_back(
-    message: discord.Message, kind: str, stop: Callable[[], bool], delete: Callable[[], Awaitable[None]]
+    message: discord.Message,
+    kind: str,
+    stop: Callable[[], bool] | None,
+    delete: Callable[[], Awaitable[None]],
+    alone: bool,
 ) -> None:
     """After a part of the note's answer is posted: if the player deleted the note while its POST
     was under way, the part is deleted too and Withdrawn raised. It went up as the player took the
     question back, and would stand alone saying in the channel what they withdrew; they cannot
     have heard it first. Kept when Discord refuses its deletion, or the connection breaks under
-    it: it is out, or may be, and answers the note."""
-    if not stop():
+    it: it is out, or may be, and answers the note. `alone`: sent as a reply, it came back as a
+    message of its own (see `reply_reference`): the note may be gone, its deletion unheard, and
+    is fetched to know (the message may be one an earlier POST of the part made, unlinked, which
+    Discord returns for its nonce); gone, the part is deleted and NoteGone raised. `stop` None: a
+    line not about the note, which stands alone as well."""
+    if stop is None:
+        return
+    withdrawn = stop()
+    if not withdrawn and not (alone and await _gone(message)):
         return
     try:
         await delete()
@@ -490,8 +507,30 @@ async def _taken_back(
             exc,
         )
         return
+    if not withdrawn:
+        log.info("note %s was deleted unheard: its answer's %s, posted alone, deleted too", message.id, kind)
+        raise NoteGone
     log.info("note %s deleted while its answer's %s was being posted: that deleted too", message.id, kind)
     raise Withdrawn
+
+
+async def _gone(message: discord.Message) -> bool:
+    """Whether Discord says the note is deleted (404 to its fetch). Any other failure says nothing:
+    what is posted stays, as an answer."""
+    try:
+        await message.channel.fetch_message(message.id)
+    except discord.NotFound:
+        return True
+    except (discord.HTTPException, discord.RateLimited, aiohttp.ClientError, ConnectionError) as exc:
+        log.info("note %s: could not fetch it to see whether it is gone: %r", message.id, exc)
+    return False
+
+
+def _alone(linked: bool, made: dict[str, Any] | discord.Message) -> bool:
+    """Whether a part sent as a reply (`linked`) came back as a message of its own."""
+    if isinstance(made, discord.Message):
+        return linked and made.reference is None
+    return linked and not made.get("message_reference")
 
 
 def discords_trouble(exc: BaseException) -> bool:
@@ -595,7 +634,7 @@ async def send_voice_message(
     message: discord.Message,
     reply: ReplyAudio,
     posted: set[str] | None = None,
-    stop: Callable[[], bool] = lambda: False,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """Post `reply` as a native voice message answering `message`: flag 8192, no content, one
     Ogg/Opus attachment with `duration_secs` and `waveform`. `posted`, `stop`: see `send_answer`."""
@@ -610,14 +649,17 @@ async def send_voice_message(
     }
     payload = {"flags": VOICE_MESSAGE_FLAG, "attachments": [attachment]}
     upload = (VOICE_FILENAME, reply.ogg)
-    made: list[dict[str, Any]] = []
+    made: list[tuple[bool, dict[str, Any]]] = []
 
     async def send(linked: bool) -> None:
-        made.append(await post_reply(client, message, payload, upload, linked, _nonce(message, "v")))
+        made.append(
+            (linked, await post_reply(client, message, payload, upload, linked, _nonce(message, "v")))
+        )
 
     # Without the link it cannot name the player (a voice message has no text): its transcript does.
     await _linked_if_allowed(message, send)
-    await _taken_back(message, "voice message", stop, _deleting(client, made[-1]))
+    linked, voice = made[-1]
+    await _taken_back(message, "voice message", stop, _deleting(client, voice), _alone(linked, voice))
     if posted is not None:
         posted.add("v")
 
@@ -638,7 +680,7 @@ async def send_file(
     reply: ReplyAudio,
     out: Callable[[], None] = lambda: None,
     posted: set[str] | None = None,
-    stop: Callable[[], bool] = lambda: False,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """The spoken reply as an Ogg/Opus file where a voice message cannot go, with the first piece
     of `text`; the rest of `text` follows as plain messages, replies where allowed. `out` is
@@ -659,7 +701,7 @@ async def send_file(
             _go_on(stop)
             upload = (FILE_FILENAME, reply.ogg)
             made = await post_reply(client, message, payload, upload, linked, _nonce(message, "f"))
-            await _taken_back(message, "file", stop, _deleting(client, made))
+            await _taken_back(message, "file", stop, _deleting(client, made), _alone(linked, made))
             posted.update({"f", "t0."} if words else {"f"})
         out()
         await _send_rest(message, rest, linked, answer=True, posted=posted, stop=stop)
@@ -672,7 +714,7 @@ async def send_text(
     text: str,
     answer: bool = False,
     posted: set[str] | None = None,
-    stop: Callable[[], bool] = lambda: False,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """Reply with `text` split at Discord's limit; where the bot may not reply, a plain message
     that names the player. `answer`: the note's answer, whose pieces are posted once however
@@ -687,7 +729,7 @@ async def send_text(
         if not answer or "t0." not in posted:  # a refused first piece is sent again unlinked
             _go_on(stop)
             made = await _send_piece(message, pieces[0], linked, _nonce(message, "t0.") if answer else None)
-            await _taken_back(message, "text", stop, made.delete)
+            await _taken_back(message, "text", stop, made.delete, _alone(linked, made))
             posted.add("t0.")
         await _send_rest(message, pieces[1:], linked, answer, posted, stop)
 
@@ -700,7 +742,7 @@ async def _send_rest(
     linked: bool,
     answer: bool = False,
     posted: set[str] | None = None,
-    stop: Callable[[], bool] = lambda: False,
+    stop: Callable[[], bool] | None = None,
 ) -> None:
     """The pieces after the first. A link refused now (Read Message History taken away mid-send)
     sends the rest without it: sending the whole reply again would repeat what went out. `answer`:
@@ -720,7 +762,7 @@ async def _send_rest(
             log.info("reply to note %s refused (%s) mid-send: the rest goes unlinked", message.id, exc.code)
             linked = False
             made = await _send_piece(message, piece, linked, nonce)
-        await _taken_back(message, "text", stop, made.delete)
+        await _taken_back(message, "text", stop, made.delete, _alone(linked, made))
         posted.add(kind)
 
 
@@ -769,7 +811,7 @@ async def send_answer(
     answered: Callable[[], None] = lambda: None,
     names: Iterable[str] = (),
     posted: set[str] | None = None,
-    stop: Callable[[], bool] = lambda: False,
+    stop: Callable[[], bool] | None = None,
 ) -> str:
     """Answer with the player's chosen style (voice_and_text | voice | file | text); returns how it
     went out: voice | file | text. A refused voice message falls back to the file style.
@@ -780,7 +822,8 @@ async def send_answer(
     sent again whole, and posts only the rest, even past the minutes Discord keeps a nonce.
     `stop`: asked before each part is posted; True (the player deleted the note) raises
     Withdrawn, what is out left as it is. Asked again once a part is posted: one whose POST was
-    under way as the note was deleted is deleted too (see `_taken_back`)."""
+    under way as the note was deleted is deleted too, as is one Discord posted alone, the note
+    gone unheard (NoteGone; see `_taken_back`)."""
     posted = set() if posted is None else posted
     text = as_posted(text, names)
     words = bool(text.strip())

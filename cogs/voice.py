@@ -30,6 +30,7 @@ from bot.tools.base import ToolContext, ToolResult
 from cogs.bot import SENDING, SendClock, VoxdeskBot
 from cogs.limits import InAnyWindow, Lateness, Limits
 from cogs.replies import (
+    NoteGone,
     Withdrawn,
     discords_trouble,
     limited_for,
@@ -1128,7 +1129,9 @@ class VoiceNotes(commands.Cog):
         except SendStalled:
             given_up = message.id not in self._answer_out
             raise
-        except Withdrawn:
+        except Withdrawn as exc:
+            if isinstance(exc, NoteGone):
+                self._deleted_now([message.id])  # as if heard: its turn and reactions stop here
             # Deleted between two parts of the answer: the rest is not posted. What is out stays
             # (the player may have heard it before deleting the note), and answers it.
             if unsent.posted:
@@ -1240,10 +1243,12 @@ class VoiceNotes(commands.Cog):
         # History): Discord would refuse it (50013), a request counted toward an address ban.
         if self._shut(message) or not may_send(message):
             return Reached.NO
-        stop = (lambda: self._withdrawn(message)) if about_the_note else (lambda: False)
+        stop = (lambda: self._withdrawn(message)) if about_the_note else None
         try:
             await self._bounded(send_text(message, text, stop=stop), message.channel.id)
-        except Withdrawn:
+        except Withdrawn as exc:
+            if isinstance(exc, NoteGone):
+                self._deleted_now([message.id])
             return Reached.NO
         except (
             discord.HTTPException,

@@ -9,6 +9,7 @@ import logging
 import re
 import sqlite3
 import sys
+from collections.abc import Awaitable, Callable
 from types import ModuleType
 from typing import Any
 
@@ -30,7 +31,7 @@ from tests.fakes.discord_server import (
 )
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_news import eventually
-from tests.test_discord_restarts import rechecks
+from tests.test_discord_restarts import caught_up, rechecks
 
 WARNING_SIGN = "\N{WARNING SIGN}"
 
@@ -349,6 +350,74 @@ async def test_a_refusal_posted_as_its_note_was_deleted_is_deleted_too(
     assert not fake.sent("cdn")
     assert warnings_logged(caplog) == []
     assert fake.refused == []
+
+
+async def session_lost(fake: FakeDiscord, meanwhile: Callable[[], Awaitable[Any]]) -> None:
+    """The gateway goes away long enough for Discord to forget the bot's session: what happens
+    `meanwhile` sends the bot no event, now or after, and it identifies afresh."""
+    identified = len(fake.identify_payloads)
+    fake.gateway_outage()
+    await fake.lose_the_session()
+    await fake.wait_for(lambda _: fake.hanging_connections)  # the bot knows it is cut off
+    await meanwhile()
+    fake.end_gateway_outage()
+    await fake.wait_for(lambda _: len(fake.identify_payloads) > identified and fake.bot_connected, 60)
+
+
+async def test_a_queued_note_deleted_in_a_lost_gateway_session_gets_no_answer(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # The note waits behind its player's first; they delete it while the bot's gateway session is
+    # lost, and no MESSAGE_DELETE ever comes. Its answer, posted as a reply to a gone message,
+    # stands alone (see reply_reference): Discord's answer says the note may be gone, its fetch
+    # (404) that it is, and the answer is deleted, nothing more posted, the note settled unanswered.
+    caplog.set_level(logging.INFO)
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine, recheck_seconds=0.2) as h:
+        first = await fake.send_note(nova, voice_note(), guild=True)
+        await engine.until_asked(1)
+        queued = await fake.send_note(nova, voice_note(), guild=True)
+        await eventually(lambda: note_state(settings, queued) == "started")  # claimed, and waiting
+        await session_lost(fake, lambda: fake.delete_message(ALLOWED_CHANNEL, queued["id"]))
+        engine.hold.set()
+        assert await settled(settings, first) == "answered"
+        assert await settled(settings, queued) == "expired"
+        await rechecks(h.bot, 2)
+        await settle(fake)
+    (voice,) = fake.replies_to(queued["id"])  # no transcript after it
+    assert voice.is_voice_message and stood_alone(voice) and posted_and_deleted(fake, voice)
+    # Its 🎧, tried as its turn began (the note gone, unknown to the bot): no ⚠️ after.
+    tried = [
+        r for r in fake.received if r.kind.startswith("reaction") and r.body["message_id"] == queued["id"]
+    ]
+    assert [(r.kind, r.body["emoji"]) for r in tried] == [("reaction_add", "\N{HEADPHONE}")]
+    assert warnings_logged(caplog) == []
+    assert fake.refused == []
+    assert f"note {queued['id']} from {nova.id} not answered: its player deleted it" in caplog.text
+
+
+async def test_a_note_sent_and_deleted_in_a_lost_gateway_session_is_not_answered_by_the_catch_up(
+    settings, fake: FakeDiscord
+):
+    # Neither its MESSAGE_CREATE nor its MESSAGE_DELETE reaches the bot: the new session's
+    # catch-up reads the channel, where the note is no more.
+    async with running_bot(settings, fake) as h:
+        await caught_up(h.bot)
+        gone: list[dict[str, Any]] = []
+
+        async def sent_and_deleted() -> None:
+            gone.append(await fake.send_note(nova, voice_note(), guild=True))
+            await fake.delete_message(ALLOWED_CHANNEL, gone[0]["id"])
+
+        reads = len(fake.sent("history", ALLOWED_CHANNEL))
+        await session_lost(fake, sent_and_deleted)
+        later = await fake.send_note(nova, voice_note(), guild=True)
+        await replies(fake, later, 2)
+        await fake.wait_for(lambda _: fake.sent("history", ALLOWED_CHANNEL)[reads:])  # the catch-up's read
+        await settle(fake)
+    assert fake.replies_to(gone[0]["id"]) == []
+    assert note_state(settings, gone[0]) is None
 
 
 def loaded_voice(bot: Any) -> ModuleType:
