@@ -362,6 +362,8 @@ class CatchUp(commands.Cog):
                         continue
                 except discord.NotFound:  # deleted meanwhile: nothing to answer
                     await give_up(left.message_id)
+                    if what == "fetch note" and channel is not None:
+                        await self._take_back_restarting(channel, left.message_id)
                     continue
                 except (discord.HTTPException, discord.RateLimited) as exc:
                     if not discords_trouble(exc):
@@ -836,6 +838,29 @@ class CatchUp(commands.Cog):
             count = answered.get(message.author.id, 0)
             voice.turn_away(message, say.too_many_unseen(count))
         return todo
+
+    async def _take_back_restarting(self, channel: discord.abc.Messageable, note_id: int) -> None:
+        """Delete the "restarting" line a stop told the note, found gone: it promises an answer
+        that will not come, under a question its player took back. Looked for among the messages
+        after the note, as `_replied_to` looks for an answer; not found, or not deleted, it stays."""
+        me = self.bot.user
+        if me is None or not may_read_history(channel):
+            return  # without the read, a line there went unlinked, and cannot be told by its reference
+        try:
+            after = discord.Object(id=note_id)
+            async for later in channel.history(limit=REPLY_SEARCH_AT_MOST, after=after, oldest_first=True):
+                ref = later.reference
+                if (
+                    later.author.id == me.id
+                    and ref
+                    and ref.message_id == note_id
+                    and later.content == say.RESTARTING
+                ):
+                    await later.delete()
+                    log.info("note %s is gone: the restarting line told it deleted too", note_id)
+                    return
+        except (discord.HTTPException, discord.RateLimited, aiohttp.ClientError, TimeoutError) as exc:
+            log.info("note %s is gone: could not look for the restarting line told it: %r", note_id, exc)
 
     async def _replied_to(self, message: discord.Message, lease_until: float | None) -> bool:
         """Whether a message of the bot's answers `message`. Its turn's reply went out between the

@@ -1238,6 +1238,31 @@ async def test_a_turn_cut_by_the_grace_period_is_answered_after_the_restart(sett
     assert last.kind == "reaction_remove" and last.body["emoji"] == LATER
 
 
+async def test_a_turn_cut_by_a_stop_whose_note_is_deleted_meanwhile_takes_its_restarting_line_back(
+    settings, fake, caplog
+) -> None:
+    # The stop tells the player "restarting: I'll answer this"; they delete the note while the bot
+    # is down. After the restart the note is found gone, and the line, a promise under a question
+    # taken back, goes too.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        await asyncio.wait_for(h.task, 20)
+    (line,) = fake.replies_to(note["id"])
+    assert line.content == RESTARTING and line.response is not None
+    await fake.delete_message(ALLOWED_CHANNEL, note["id"])
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await rechecks(h.bot, 2)
+        await settle(fake)
+    assert answers(fake, note) == 0
+    deleted = [r.body["message_id"] for r in fake.sent("message_delete", ALLOWED_CHANNEL)]
+    assert deleted == [line.response["id"]]
+    assert int(line.response["id"]) not in fake.messages[ALLOWED_CHANNEL]
+    assert f"note {note['id']} is gone: the restarting line told it deleted too" in caplog.text
+
+
 async def test_two_bots_on_one_storage_answer_each_note_once(settings, fake) -> None:
     live_engine = FrontendEngine(delay=0.3)
     async with (
