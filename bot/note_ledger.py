@@ -538,16 +538,27 @@ class NoteLedger:
             [(now, m) for m in message_ids],
         )
 
-    async def withdrawn(self, message_ids: list[int]) -> None:
+    async def withdrawn(self, message_ids: list[int]) -> list[tuple[int, int]]:
         """Notes their players deleted: never answered, whoever asks later. Those kept for later
         or given back, and those a dead process or another live one holds (which hears of the
-        deletion too); a claim of this process's is its turn's to settle."""
+        deletion too); a claim of this process's is its turn's to settle. Returns those of them
+        that were waiting for an answer here, with their places."""
+        waiting: list[tuple[int, int]] = []
+        for start in range(0, len(message_ids), 500):  # within SQLite's bound on parameters
+            chunk = message_ids[start : start + 500]
+            rows = await self._conn.execute_fetchall(
+                "SELECT message_id, place_id FROM notes WHERE state IN ('pending', 'started')"
+                f" AND owner IS NOT ? AND message_id IN ({','.join('?' * len(chunk))})",
+                [self.owner, *chunk],
+            )
+            waiting += [(row["message_id"], row["place_id"]) for row in rows]
         now = time.time()
         await self._write_many(
             "UPDATE notes SET state = 'expired', owner = NULL, lease_until = NULL, updated_at = ?"
             " WHERE message_id = ? AND state IN ('pending', 'started') AND owner IS NOT ?",
             [(now, m, self.owner) for m in message_ids],
         )
+        return waiting
 
     async def answered_before_a_crash(self, message_ids: list[int]) -> None:
         """Notes whose turn a dead process had started and whose reply it got out before dying:

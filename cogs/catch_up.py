@@ -363,7 +363,7 @@ class CatchUp(commands.Cog):
                 except discord.NotFound:  # deleted meanwhile: nothing to answer
                     await give_up(left.message_id)
                     if what == "fetch note" and channel is not None:
-                        await self._take_back_restarting(channel, left.message_id)
+                        await self.take_back_restarting(channel, left.message_id)
                     continue
                 except (discord.HTTPException, discord.RateLimited) as exc:
                     if not discords_trouble(exc):
@@ -839,9 +839,10 @@ class CatchUp(commands.Cog):
             voice.turn_away(message, say.too_many_unseen(count))
         return todo
 
-    async def _take_back_restarting(self, channel: discord.abc.Messageable, note_id: int) -> None:
-        """Delete the "restarting" line a stop told the note, found gone: it promises an answer
-        that will not come, under a question its player took back. Looked for among the messages
+    async def take_back_restarting(self, channel: discord.abc.Messageable, note_id: int) -> None:
+        """Delete the "restarting" line a stop told the note, found gone (by its fetch, or the
+        deletion heard while it waited): it promises an answer that will not come, under a
+        question its player took back. Looked for among the messages
         after the note, as `_replied_to` looks for an answer; not found, or not deleted, it stays."""
         me = self.bot.user
         if me is None or not may_read_history(channel):

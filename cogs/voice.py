@@ -670,10 +670,19 @@ class VoiceNotes(commands.Cog):
     async def _withdraw(self) -> None:
         message_ids, self._withdrawals = self._withdrawals, []
         try:
-            await self.bot.core.notes.withdrawn(message_ids)
+            waiting = await self.bot.core.notes.withdrawn(message_ids)
         except Exception as exc:
             # The recheck's fetch of such a note finds it gone (404) and gives it up all the same.
             log.error("could not record deleted messages %s in the ledger: %s", message_ids, exc)
+            return
+        catch_up = self.bot.get_cog("CatchUp")
+        if catch_up is None or not self.bot.accepting:
+            return
+        for message_id, place_id in waiting:
+            # A note cut by a stop was told "restarting", which now promises nothing.
+            channel = self.bot.get_channel(place_id) or self.bot.get_partial_messageable(place_id)
+            take_back = catch_up.take_back_restarting(channel, message_id)  # type: ignore[attr-defined]
+            self.bot.track(take_back, aside=True)
 
     def _wait_out_timeout(self, message: discord.Message) -> bool:
         """Whether the bot is timed out in the note's guild: a moderator's timeout leaves it only

@@ -431,9 +431,9 @@ def counting_withdrawals(monkeypatch: pytest.MonkeyPatch, bot: Any) -> list[list
     ledger, calls = bot.core.notes, []
     withdrawn = ledger.withdrawn
 
-    async def counted(message_ids: list[int]) -> None:
+    async def counted(message_ids: list[int]) -> list[tuple[int, int]]:
         calls.append(list(message_ids))
-        await withdrawn(message_ids)
+        return await withdrawn(message_ids)
 
     monkeypatch.setattr(ledger, "withdrawn", counted)
     return calls
