@@ -622,6 +622,11 @@ class VoiceNotes(commands.Cog):
         log.info("note %s from %s not answered: its player deleted it", message.id, message.author.id)
         metrics.note("discord", "refused", "deleted")
         await self._settle(self.bot.core.notes.unanswerable, message)
+        # Its ⏳ (read back with it): kept or cut by a stop, which may have told it "restarting".
+        catch_up = self.bot.get_cog("CatchUp")
+        if catch_up is not None and any(r.me and r.emoji == LATER for r in message.reactions):
+            take_back = catch_up.take_back_restarting(message.channel, message.id)  # type: ignore[attr-defined]
+            self.bot.track(take_back, aside=True)
 
     @commands.Cog.listener()
     async def on_raw_message_delete(self, payload: discord.RawMessageDeleteEvent) -> None:
