@@ -850,6 +850,35 @@ async def test_a_note_too_large_for_the_limit_on_its_own_is_told_so_and_pauses_n
     assert not logged(caplog, "bot.engines.openai", "paused")
 
 
+@pytest.mark.parametrize("fallback", ["apology", "offline"])
+async def test_a_note_a_proxy_refuses_as_too_large_is_told_so_and_pauses_no_one(
+    storage, fake, caplog, fallback
+) -> None:
+    """A proxy or gateway in front of OpenAI (nginx's client_max_body_size) refuses a long note's
+    request with a 413 page: the note is too much at once, as with OpenAI's own request too large,
+    not a service that is down; no pause holds back the other players' notes, and the
+    conversation is kept."""
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    fake.proxy_max_bytes = 100_000  # under the note's request, over a text turn's
+    settings = openai_settings(storage, fake, VOXDESK_AGENT_FALLBACK=fallback)
+    async with running_app(settings) as app:
+        await app.conversations.append(NOVA, PastTurn("how do I pair", "Hold the button.", at=time.time()))
+        reply = await app.agent.respond(ToolContext(user_id=NOVA, request_id="n2"), NOTE)
+        refused = list(fake.too_big)
+        paused = app.agent.engine.chat_gate.wait()
+        other = await app.agent.respond_text(ToolContext(user_id=BLAZE), "how many points")
+        kept = await app.conversations.history(NOVA)
+    if fallback == "apology":
+        assert (reply.kind, reply.text) == ("apology", say.NOTE_TOO_LARGE)
+    else:
+        assert (reply.engine, reply.kind) == ("offline", "answer")
+    assert refused.count("/v1/chat/completions") == 1  # the same request would be refused again
+    assert paused == 0
+    assert (other.engine, other.kind) == ("openai", "answer")
+    assert not logged(caplog, "bot.engines.openai", "paused")
+    assert kept[0].reply_text == "Hold the button."
+
+
 async def test_a_limit_run_out_by_the_tokens_used_already_still_pauses_every_note(storage, fake) -> None:
     # Its message names the limit and the request's tokens as a request too large's does: this one
     # asks for fewer than the limit, and is cured by the wait it names.

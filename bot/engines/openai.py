@@ -156,6 +156,11 @@ GATEWAY_FAILED = frozenset({502, 504})
 # A server's answer that it gave up waiting for the rest of the request (or an idle keep-alive
 # connection's close, which some servers send as one): it never had the request whole.
 NEVER_HAD_WHOLE = 408
+# A proxy's or gateway's refusal of a request body over its size limit (nginx's
+# client_max_body_size) before OpenAI saw it: a long note's audio is most of those bytes. It names
+# no limit to trim the history to, and the history (earlier replies by audio id, text) is little
+# of them: the note is too large, as for a request too large, and the history is kept.
+PAYLOAD_TOO_LARGE = 413
 # Characters of a reply's words a player is sent: six Discord messages, cut at words. With
 # openai.max_reply_tokens 0 (the model's own limit) a reply may run to tens of thousands, dozens of
 # messages in a channel, and kept whole it would be more than a request carries of the history
@@ -463,7 +468,7 @@ class OpenAIEngine:
                     else:
                         raise
         except openai.APIStatusError as exc:
-            if _too_large(exc):
+            if _too_large(exc) or exc.status_code == PAYLOAD_TOO_LARGE:
                 if turn.scratch.pop(TOO_LARGE_WITH_HISTORY, False):
                     # Too large without the history too: the note, not the history, is over the
                     # limit, and the conversation goes on from the history (a fallback's answer too).

@@ -15,7 +15,8 @@ at `max_completion_tokens` with finish_reason "length", can be told to take its 
 past the client's timeout, a connection closed with no answer once the request is read, or reset
 before its body is, malformed
 JSON, OpenAI's 429 "Request too large" for a request over the tokens per minute on its own
-(`tokens_per_minute`), Azure's content filter (told to, or on words it is told to block,
+(`tokens_per_minute`), a proxy's 413 for a request body over its limit (`proxy_max_bytes`),
+Azure's content filter (told to, or on words it is told to block,
 wherever in the prompt they are). Its usage can be given the shape a compatible server gives it. A chat or
 transcription on a model it does not list (`models`) is OpenAI's 404 model_not_found, and a
 max_completion_tokens over the model's most (`max_output_tokens`) its 400 invalid_value; on Azure,
@@ -196,6 +197,10 @@ class FakeOpenAI(Strict):
     # together come to more is OpenAI's 429 rate_limit_exceeded "Request too large", however long
     # it waits.
     tokens_per_minute: int | None = None
+    # A proxy or gateway in front of the API (nginx's client_max_body_size): a request whose body
+    # is over this many bytes is its 413 page, the API never reached.
+    proxy_max_bytes: int | None = None
+    too_big: list[str] = field(default_factory=list)  # the paths of requests the proxy refused
     # Words Azure's prompt filter blocks wherever a request holds them (a message's words, a tool
     # call's arguments or result): its 400 content_filter, as for `Failure(content_filter=True)`.
     blocked_words: list[str] = field(default_factory=list)
@@ -476,7 +481,26 @@ class FakeOpenAI(Strict):
         }
         return web.json_response(error, status=failure.status, headers=headers)
 
+    async def _over_proxy_limit(self, request: web.Request) -> web.Response | None:
+        """nginx's answer to a request over its client_max_body_size: HTML, not the API's JSON."""
+        if self.proxy_max_bytes is None:
+            return None
+        size = request.content_length
+        if size is None:
+            size = len(await request.read())
+        if size <= self.proxy_max_bytes:
+            return None
+        self.too_big.append(request.path)
+        page = (
+            "<html>\r\n<head><title>413 Request Entity Too Large</title></head>\r\n<body>\r\n"
+            "<center><h1>413 Request Entity Too Large</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n"
+        )
+        return web.Response(status=413, text=page, content_type="text/html")
+
     async def _chat(self, request: web.Request) -> web.Response:
+        if (too_big := await self._over_proxy_limit(request)) is not None:
+            return too_big
         if not self._authorised(request):
             return self._refused(request)
         if self.resets_before_body:
@@ -656,6 +680,8 @@ class FakeOpenAI(Strict):
         }
 
     async def _transcribe(self, request: web.Request) -> web.Response:
+        if (too_big := await self._over_proxy_limit(request)) is not None:
+            return too_big
         if not self._authorised(request):
             return self._refused(request)
         missing = self._not_found(request)
