@@ -744,14 +744,17 @@ class NewsStore:
             await self._conn.commit()
         return given
 
-    async def finish(self, ids: list[int], state: str, error: str | None = None) -> None:
+    async def finish(self, ids: list[int], state: str, error: str | None = None) -> list[int]:
+        """`ids` marked `state`; those marked. Claimed news another process took over (this one's
+        lease over by its clock) is that process's to tell, and is not marked here."""
         async with writing(self._conn, self._lock):
             await self._begin()
             held = await self._still_leased()
             lost = self._leased - held  # another process's to tell now, muted or not
+            marked = [i for i in ids if i not in lost]
             await self._conn.executemany(
                 "UPDATE news SET state = ?, done_at = ?, error = ? WHERE id = ?",
-                [(state, utc_now(), error, i) for i in ids if i not in lost],
+                [(state, utc_now(), error, i) for i in marked],
             )
             leased = held - set(ids)  # muted straight from the claim
             sending = self._sending - set(ids)
@@ -759,6 +762,7 @@ class NewsStore:
                 await self._write_lease(leased, sending)
             await self._conn.commit()
         self._leased, self._sending = leased, sending
+        return marked
 
     async def retry(self, ids: list[int], at: float, error: str, delivery: int | None) -> None:
         """Back to pending, due at `at`: the send never reached Discord. `delivery`: the DM's key,
@@ -1343,7 +1347,7 @@ class TicketNews:
             self._preferences_unread.answered()
             if not prefs.notify:
                 try:
-                    await self.store.finish(ids, "muted")
+                    muted = await self.store.finish(ids, "muted")
                 except Exception as exc:
                     # Claimed, and no DM tried: given back, and muted at a later round.
                     self._unmuted.failed(
@@ -1352,8 +1356,16 @@ class TicketNews:
                     await self._give_back_owed(ids)
                     return 0
                 self._unmuted.answered()
-                metrics.TICKET_NEWS.labels("muted").inc()
-                log.info("ticket news for %s not sent: /notify is off (%d)", user_id, len(ids))
+                if muted:
+                    metrics.TICKET_NEWS.labels("muted").inc()
+                    log.info("ticket news for %s not sent: /notify is off (%d)", user_id, len(muted))
+                if taken := len(ids) - len(muted):
+                    # Its round mutes it, and counts it: counted here too, it would be twice.
+                    log.info(
+                        "ticket news for %s not muted here: another process took its claim over (%d)",
+                        user_id,
+                        taken,
+                    )
                 return 0
             self._doing = "making its DM"
             delivery = await self._prepare(user_id, items, prefs)  # its speech takes seconds

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from bot import ticket_news
+from bot import metrics, ticket_news
 from bot.config import NewsSettings, Settings
 from bot.preferences import PreferenceStore
 from bot.sentences import DMS_CLOSED_NOTICE
@@ -735,6 +735,49 @@ async def test_news_muted_from_a_claim_taken_over_leaves_the_others_taken_over_t
     finally:
         await behind.aclose()
         await ahead.aclose()
+
+
+async def test_muted_news_whose_claim_was_taken_over_is_not_said_or_counted_muted_here(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Nova has /notify off. While this process reads her preferences, another, its clock ahead,
+    finds this one's lease over and takes her news over: this process marks nothing muted, so it
+    neither logs her news muted nor counts a muted DM; the other's round mutes it."""
+    caplog.set_level(logging.INFO, logger="bot.ticket_news")
+    db = tmp_path / "grievances.db"
+
+    def muted() -> float:
+        return metrics.REGISTRY.get_sample_value("voxdesk_ticket_news_total", {"outcome": "muted"}) or 0.0
+
+    async with news_over(tmp_path) as p:
+        await p.preferences.set_notify(NOVA, False)
+        await p.local.register(NOVA, "wallet", "charged twice")
+        sql(db, "UPDATE grievances SET status = 'resolved'")
+        await p.news.find()
+        other = await NewsStore.open(tmp_path / "news.db")
+        real_get = p.preferences.get
+        taken: list[int] = []
+
+        async def get(user_id: str) -> Any:
+            ahead = real_time() + ticket_news.CLAIM_LEASE_SECONDS + 1
+            assert await other.give_back_untried(now=ahead, unleased=False) == 1
+            taken.extend(await other.claim([n.id for n in await other.due()]))
+            return await real_get(user_id)
+
+        monkeypatch.setattr(p.preferences, "get", get)
+        before = muted()
+        try:
+            assert await p.news.run_once(Recorder()) == 0
+            assert len(taken) == 1
+            assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "claimed")]
+            assert muted() == before
+            assert "not sent: /notify is off" not in caplog.text
+            said = f"ticket news for {NOVA} not muted here: another process took its claim over (1)"
+            assert said in caplog.text
+            await other.finish(taken, "muted")  # the other process's round, which mutes it
+            assert await p.store.told(NOVA) == [("GRV-1", "status", "resolved", "muted")]
+        finally:
+            await other.aclose()
 
 
 @pytest.mark.parametrize(
