@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import functools
+import inspect
 import logging
 import math
 import os
@@ -244,6 +245,42 @@ class OdbcStatsError(Exception):
     """`check()` could not reach the database; the message is the driver's reason, scrubbed."""
 
 
+class AioodbcUnlike(RuntimeError):
+    """The installed aioodbc lacks a part, none of them public, that this module relies on."""
+
+
+# What of aioodbc this module reaches beneath its API, as aioodbc 0.5 has it (pyproject.toml keeps
+# it below 0.6): each name, the method of aioodbc's that uses or sets it, and what relies on it. A
+# release that renamed one would have every login go ungated (`_GatedPool._fill_free_pool` no
+# longer called), or fail each lookup, or leave a dead connection in the pool: refused at start
+# instead, naming it. Looked up when checked, so that a release lacking one of those methods is
+# refused as well, not an AttributeError at import.
+_AIOODBC_PARTS = (
+    ("_fill_free_pool", "Pool._acquire", "the pool's logins, which the login breaker gates"),
+    ("_free", "Pool.__init__", "the pool's idle connections, which dead ones are taken from"),
+    ("_cond", "Pool.__init__", "the pool's waiters, woken when a failed query frees its slot"),
+    ("_execute", "Connection.close", "a connection's executor, a stuck statement cancelled on"),
+    ("_conn", "Connection.__init__", "a connection's driver connection, let go once broken"),
+    ("_impl", "cursor.Cursor.__init__", "a cursor's statement, which a stuck one is cancelled by"),
+)
+
+
+def unlike_aioodbc_0_5() -> str | None:
+    """What of aioodbc this module relies on the installed release lacks; None when nothing."""
+    version = getattr(aioodbc, "__version__", "?")
+    for name, where, what in _AIOODBC_PARTS:
+        user: Any = aioodbc
+        for part in where.split("."):
+            user = getattr(user, part, None)
+        code = getattr(user, "__code__", None)
+        if code is None or name not in code.co_names:
+            return f"aioodbc {version}'s {where} uses no {name} ({what})"
+    fill = getattr(aioodbc.Pool, "_fill_free_pool", None)
+    if fill is None or list(inspect.signature(fill).parameters) != ["self", "override_min"]:
+        return f"aioodbc {version} has no Pool._fill_free_pool(self, override_min), the logins gated"
+    return None
+
+
 class LoginsHeldOff(Exception):
     """A lookup answered without a login, `failure` being the last login's, which failed less than
     LOGIN_BREAKER_SECONDS ago or is being tried again by another lookup."""
@@ -358,6 +395,10 @@ class OdbcStats:
     async def open(cls, connection_string: str, settings: OdbcSettings) -> OdbcStats:
         """A pool that connects lazily (minsize 0): the bot starts, and serves its other tools, even
         while the database is down; the first question connects, and `check` reports reachability."""
+        if unlike := unlike_aioodbc_0_5():
+            raise AioodbcUnlike(
+                f"player stats over ODBC need aioodbc 0.5: {unlike}; install aioodbc>=0.5,<0.6"
+            )
         timeout = settings.query_timeout_seconds
 
         async def configure(conn: pyodbc.Connection) -> None:

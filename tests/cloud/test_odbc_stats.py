@@ -8,15 +8,17 @@ the pool, retry, timeout and error handling that production relies on.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import re
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from decimal import Decimal
 from pathlib import Path
 
+import aioodbc
 import aioodbc.connection
 import aioodbc.cursor
 import pyodbc
@@ -32,12 +34,14 @@ from bot.tools.embedded import FtsManuals, SqliteStats
 from bot.tools.grievance_store import LocalGrievanceStore
 from bot.tools.odbc_stats import (
     LOGIN_BREAKER_SECONDS,
+    AioodbcUnlike,
     OdbcStats,
     OdbcStatsError,
     StatementStuck,
     describe,
     is_transient,
     redact,
+    unlike_aioodbc_0_5,
 )
 from tests.conftest import BLAZE, NOVA, QUILL, UNLINKED, make_settings, summary_from_rows
 
@@ -1519,3 +1523,46 @@ def test_a_cancelled_statement_handed_to_the_players_waiting_for_its_read_stays_
     again = stats_sql._again(stuck)
     assert type(again) is StatementStuck and again.args == stuck.args
     assert describe(again) == describe(stuck) == "no answer in 20 s, cancelled (0) (SQLSTATE HYT00)"
+
+
+def test_the_installed_aioodbc_has_the_pool_logins_the_breaker_gates() -> None:
+    # _GatedPool gates logins by overriding aioodbc's private Pool._fill_free_pool, which
+    # Pool._acquire calls: under another name the override would never run, and no login be gated.
+    assert list(inspect.signature(aioodbc.Pool._fill_free_pool).parameters) == ["self", "override_min"]
+    assert "_fill_free_pool" in aioodbc.Pool._acquire.__code__.co_names
+    assert unlike_aioodbc_0_5() is None
+
+
+def _fill_free_pool_renamed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioodbc.Pool, "_fill_pool", aioodbc.Pool._fill_free_pool, raising=False)
+    monkeypatch.delattr(aioodbc.Pool, "_fill_free_pool")
+
+
+def _fill_free_pool_of_another_signature(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def fill(self: aioodbc.Pool) -> None:
+        pass
+
+    monkeypatch.setattr(aioodbc.Pool, "_fill_free_pool", fill)
+
+
+def _fill_free_pool_no_longer_called(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def acquire(self: aioodbc.Pool) -> aioodbc.Connection:
+        raise NotImplementedError
+
+    monkeypatch.setattr(aioodbc.Pool, "_acquire", acquire)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [_fill_free_pool_renamed, _fill_free_pool_of_another_signature, _fill_free_pool_no_longer_called],
+    ids=["renamed", "another signature", "no longer called"],
+)
+async def test_an_aioodbc_whose_pool_logins_the_breaker_cannot_gate_is_refused_at_start(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, change: Callable[[pytest.MonkeyPatch], None]
+) -> None:
+    # The pool logs in lazily, so the bot would start, with its breaker silently gating nothing
+    # (or each lookup failing on the override's call): said at start, naming what changed.
+    change(monkeypatch)
+    with pytest.raises(AioodbcUnlike, match=r"aioodbc 0\.5: .*_fill_free_pool.*install aioodbc>=0\.5,<0\.6"):
+        stats = await OdbcStats.open(odbc_string(players_db(settings)), FAST)
+        await stats.aclose()
