@@ -292,9 +292,9 @@ class LoginsHeldOff(Exception):
 
 class LoginBreaker:
     """Whether a lookup may log in. Closed while logins work; open for `seconds` after one fails,
-    every lookup answered at once meanwhile; then the first to log in probes, the others answered
-    at once until its login ends, bounded by the driver's login timeout and the lookup's deadline:
-    it closes the breaker, or opens it again."""
+    every lookup that would log in answered at once meanwhile; then the first to log in probes,
+    the others answered at once until its login ends, bounded by the driver's login timeout and
+    the lookup's deadline: it closes the breaker, or opens it again."""
 
     def __init__(
         self, seconds: float = LOGIN_BREAKER_SECONDS, clock: Callable[[], float] = time.monotonic
@@ -305,6 +305,10 @@ class LoginBreaker:
         self._failed_at = 0.0
         self._probe: asyncio.Task[Any] | None = None  # the lookup logging in to probe
         self._cut: asyncio.Task[Any] | None = None  # the last lookup whose login was cancelled
+
+    def probing(self) -> bool:
+        """Whether a lookup is logging in to probe (it holds the pool's lock until that ends)."""
+        return self._probe is not None and not self._probe.done()
 
     def held_off(self) -> LoginsHeldOff | None:
         """What the current lookup is answered with at once, or None if it may go on."""
@@ -539,14 +543,14 @@ class OdbcStats:
         # forever; a running statement is bounded by the driver's query timeout, and by
         # STUCK_STATEMENT_TIMEOUTS of it when the driver does not keep that.
         gated = not _UNGATED.get()
-        if gated and (refusal := self._breaker.held_off()) is not None:
+        if gated and (refusal := self._held_off()) is not None:
             raise refusal
         await self._discard_idle(unused_since=asyncio.get_running_loop().time() - IDLE_SECONDS)
         try:
             async with asyncio.timeout_at(deadline):
                 await self._turns.acquire()
                 try:
-                    if gated and (refusal := self._breaker.held_off()) is not None:
+                    if gated and (refusal := self._held_off()) is not None:
                         raise refusal  # held off while it waited for a turn
                     conn = await self._pool.acquire()
                 except BaseException:
@@ -641,6 +645,16 @@ class OdbcStats:
                         self._pool._cond.notify_all()
             finally:
                 self._turns.release()  # even if cancelled above: else the pool shrinks for good
+
+    def _held_off(self) -> LoginsHeldOff | None:
+        """The breaker's answer for a lookup about to take a connection: none while one is idle
+        in the pool, which needs no login (a database refusing new sessions, at its request
+        limit, still answers on those open), unless a probe is logging in, holding the pool's
+        lock. A lookup that finds none idle after all is held off at its login (_GatedPool)."""
+        refusal = self._breaker.held_off()
+        if refusal is not None and self._pool.freesize and not self._breaker.probing():
+            return None
+        return refusal
 
     async def _discard_idle(self, unused_since: float = math.inf) -> None:
         """Close the pool's idle connections last used at or before loop time `unused_since` (every

@@ -660,8 +660,10 @@ async def test_logins_are_tried_again_by_one_probe_after_a_few_seconds(
         down[0] = False
         # The health command logs in whatever the breaker says, and finds the database back.
         assert await stats.check() == "ODBC player database: 12 players"
-        with pytest.raises(ToolError):  # the window after the probe's failure
-            await stats.player_summary(NOVA)
+        assert stats._breaker.held_off() is not None  # the window after the probe's failure
+        # ... but the connection the check left idle needs no login: it answers, and ends it.
+        assert await stats.player_summary(QUILL) == await embedded.player_summary(QUILL)
+        assert stats._breaker.held_off() is None
         now[0] += LOGIN_BREAKER_SECONDS
         assert await stats.player_summary(NOVA) == await embedded.player_summary(NOVA)  # check's
         # The database answers: a login under way, when one is next needed, is no probe that
@@ -682,6 +684,37 @@ async def test_logins_are_tried_again_by_one_probe_after_a_few_seconds(
     failed = [r.levelno for r in said if r.getMessage().startswith("player stats query failed")]
     assert failed == [logging.ERROR, logging.INFO]  # the first login, and the probe's
     assert [r for r in said if r.getMessage() == "player stats: the database answers again"]
+
+
+async def test_a_refused_login_leaves_a_connection_kept_from_before_to_answer(
+    settings: Settings, embedded: SqliteStats, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A database that refuses new sessions (Azure SQL at its request limit) still answers on those
+    # open: a login refused as the pool grew held off every lookup for LOGIN_BREAKER_SECONDS,
+    # the one on an idle connection, which needs no login, too.
+    connect = aioodbc.connection.Connection._connect
+    capped = [False]
+
+    async def capped_logins(conn: aioodbc.connection.Connection) -> None:
+        if capped[0]:
+            raise driver_error(
+                "42000", "[SQL Server]The request limit for the database is 60.", 10928, "SQLDriverConnect"
+            )
+        await connect(conn)
+
+    monkeypatch.setattr(aioodbc.connection.Connection, "_connect", capped_logins)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), replace(FAST, dialect="sqlserver"))
+    stats._breaker.clock = lambda: 0.0  # the breaker's window never ends here
+    try:
+        assert await stats.player_summary(NOVA) == await embedded.player_summary(NOVA)
+        capped[0] = True
+        async with stats._pool.acquire():  # another player's summary holds the one connection
+            with pytest.raises(ToolError):  # a second one is refused
+                await stats.player_summary(QUILL)
+        assert stats._pool.freesize == 1
+        assert await stats.player_summary(BLAZE) == await embedded.player_summary(BLAZE)
+    finally:
+        await stats.aclose()
 
 
 async def test_a_login_the_driver_never_times_out_holds_off_the_next_ones_too(
