@@ -780,6 +780,40 @@ async def test_closing_kills_an_idle_worker_slow_to_leave_without_calling_it_bus
 
 
 @pytest.mark.timeout(120, method="thread")
+async def test_closing_long_after_a_check_in_killed_a_worker_calls_no_idle_one_busy(
+    settings, caplog, monkeypatch
+) -> None:
+    """A worker a check-in killed for hanging as it loaded (on no note), gone long before closing,
+    had closing call every idle worker slow to leave "still busy", with a warning."""
+    import time
+
+    from bot.engines.offline import hearing as hearing_module
+    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing
+
+    class Slow(WorkerHearing):
+        job = staticmethod(_pid)
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=_slow_to_leave)
+
+    monkeypatch.setattr(hearing_module, "CLOSE_SECONDS", 0.5)
+    caplog.set_level(logging.DEBUG, logger="bot.engines.offline.hearing")
+    hearing = Slow(settings.storage_dir / "speech", workers=1)
+    hung = WORKER_CONTEXT.Process(target=time.sleep, args=(60,))  # a worker hung loading
+    hung.start()
+    try:
+        pids = await hearing.start()
+        hearing._kill([hung])  # as _check_in kills one that never answered
+        hung.join(30)
+        assert not hung.is_alive()
+    finally:
+        await hearing.aclose()
+    assert not any(_alive(pid) for pid in pids)
+    assert "idle speech worker slow to leave" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+@pytest.mark.timeout(120, method="thread")
 async def test_closing_does_not_wait_for_good_on_a_killed_worker_that_stays(
     settings, caplog, monkeypatch
 ) -> None:

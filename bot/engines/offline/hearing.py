@@ -607,8 +607,10 @@ class WorkerHearing:
         pools = [self._pool, *self._alone]
         # Taken before shutdown(), which forgets them.
         workers = [p for pool in pools for p in _processes(pool)] + self._killed
-        # A copy: the pool's own thread drops each job from the set as its worker answers it.
-        busy = bool(self._killed) or any(job.running() for job in list(self._jobs))
+        # A copy: the pool's own thread drops each job from the set as its worker answers it. A
+        # killed worker gone by now (a check-in's, hung loading, or a cancelled note's) leaves
+        # nothing for closing to cut short.
+        busy = any(w.is_alive() for w in self._killed) or any(job.running() for job in list(self._jobs))
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(_stop, workers, CLOSE_SECONDS, busy)
