@@ -168,7 +168,8 @@ class ConversationStore:
         player, or a restart cut its turn) saw its first attempt in the history, and so what that
         attempt filed; its new turn then replaces the first, so the conversation holds each note
         once. `afresh`: the turn was answered without the conversation's earlier turns, which go;
-        `since`: without those before this time (a turn's `at`), which go.
+        `since`: without those before its turn whose `at` this is, which go (in the order they were
+        kept, not by `at`: a clock stepped back would put a newer turn's `at` before it).
         `sent_at`, when its request was sent: one sent before the player's latest /forget (or in
         its millisecond, which Discord's ids cannot order) is not kept."""
         at = turn.at or time.time()
@@ -195,8 +196,9 @@ class ConversationStore:
             else:
                 if since:
                     await self._conn.execute(
-                        "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND at < ?",
-                        (user_id, conversation, since),
+                        "DELETE FROM turns WHERE user_id = ? AND conversation = ? AND id < (SELECT"
+                        " MIN(id) FROM turns WHERE user_id = ? AND conversation = ? AND at = ?)",
+                        (user_id, conversation, user_id, conversation, since),
                     )
                 if request_id:
                     await self._conn.execute(

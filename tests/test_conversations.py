@@ -150,6 +150,17 @@ async def test_a_turn_kept_since_a_time_lets_that_conversations_older_turns_go(t
     await store.aclose()
 
 
+async def test_the_turns_let_go_are_those_kept_before_even_with_the_clock_stepped_back(tmp_path) -> None:
+    store = await ConversationStore.open(tmp_path / "c.db", max_turns=8, idle_minutes=10)
+    now = time.time()
+    for i, at in enumerate([now - 60, now - 59, now - 70, now - 69]):  # stepped back 11 s after the second
+        await store.append("u1", turn(i, at=at), conversation="dm")
+    await store.append("u1", turn(4, at=now), conversation="dm", since=now - 59)
+    kept = [t.user_text for t in await store.history("u1", "dm", now=now)]
+    assert kept == ["question 1", "question 2", "question 3", "question 4"]
+    await store.aclose()
+
+
 async def test_a_database_from_before_places_keeps_its_turns(tmp_path) -> None:
     with sqlite3.connect(tmp_path / "c.db") as conn:
         conn.execute(
