@@ -20,7 +20,9 @@ Held news goes out once the turn is settled without naming the key: answered by 
 never answered again (too old). A slash command is never answered again: what it files is filed as
 a grievance whose key its player has not heard, its news held while this process answers it
 (`answers_once`) and dropped once the answer is out, so a process that ends in between (a kill, a
-stop whose grace runs out, an answer Discord would not take) leaves the key to a DM.
+stop whose grace runs out, an answer Discord would not take) leaves the key to a DM. An answer
+recorded as told that did not go after all gives its keys back (`unheard_in_answer`), owed first
+in a `cursors` row: a giving back that a stop cuts, or a failure ends, is done by a later round.
 
 A status is news when it differs from the one the player was last told (queued or sent) of that
 ticket, or, with Jira, from the local copy they last heard: a ticket resolved, reopened and
@@ -122,6 +124,9 @@ PRUNE_EVERY_SECONDS = 3600.0
 CLAIM_LEASE_SECONDS = 180.0
 # `cursors` rows naming the news each process holds claimed: one per process, `<prefix><claimant>`.
 LEASE_PREFIX = "claims:"
+# `cursors` rows naming an untelling owed (`TicketNews.unheard_in_answer`):
+# `<prefix><user id>:<platform>:<request id>`, its value the keys as a JSON list.
+UNTELL_PREFIX = "untell:"
 SNIPPET_CHARS = 60
 STATUS_CHARS = 40
 
@@ -820,6 +825,31 @@ class NewsStore:
             )
             await self._conn.commit()
 
+    async def owe_untelling(self, user_id: str, platform: str, request_id: str, keys: list[str]) -> str:
+        """Keep on disk that these keys, told in no answer, are to go back to ticket news; the
+        row's name, for `paid_untelling`."""
+        name = f"{UNTELL_PREFIX}{user_id}:{platform}:{request_id}"
+        await self.set_cursor(name, json.dumps(keys))
+        return name
+
+    async def untellings_owed(self) -> list[tuple[str, str, str, str, list[str]]]:
+        """(row name, user id, platform, request id, keys) of each untelling owed."""
+        rows = await self._conn.execute_fetchall(
+            "SELECT name, value FROM cursors WHERE substr(name, 1, ?) = ? ORDER BY name",
+            (len(UNTELL_PREFIX), UNTELL_PREFIX),
+        )
+        owed = []
+        for name, value in rows:
+            user_id, platform, request_id = str(name)[len(UNTELL_PREFIX) :].split(":", 2)
+            keys = json.loads(value)
+            owed.append((str(name), user_id, platform, request_id, [str(key) for key in keys]))
+        return owed
+
+    async def paid_untelling(self, name: str) -> None:
+        async with writing(self._conn, self._lock):
+            await self._conn.execute("DELETE FROM cursors WHERE name = ?", (name,))
+            await self._conn.commit()
+
     async def set_last_channel(self, user_id: str, channel_id: str) -> None:
         async with writing(self._conn, self._lock):
             await self._conn.execute(
@@ -1045,9 +1075,30 @@ class TicketNews:
 
     async def unheard_in_answer(self, user_id: str, platform: str, request_id: str, keys: list[str]) -> None:
         """Undo `heard_in_answer`, made before the answer was sent, for an answer that did not
-        reach the player (Discord refused it): its keys go by DM. Logged, never raised."""
+        reach the player (Discord refused it, a stop cut it): its keys go by DM. Owed on disk
+        first, in one short write to news.db: the untelling's own writes may wait out another
+        process's lock on grievances.db, longer than a stop waits, and what a stop cuts, or a
+        failure ends, is done by a later round (`_pay_untellings`), the next start's at the
+        latest. Logged, never raised."""
         if self._local is None or not keys or not request_id:
             return
+        try:
+            owed: str | None = await self.store.owe_untelling(user_id, platform, request_id, keys)
+        except Exception as exc:  # the untelling itself may still go through
+            log.error(
+                "could not keep that %s request %s owes tickets %s to news: %s",
+                user_id,
+                request_id,
+                keys,
+                exc,
+            )
+            owed = None
+        if await self._untell(user_id, platform, request_id, keys) and owed is not None:
+            await self._paid(owed)
+
+    async def _untell(self, user_id: str, platform: str, request_id: str, keys: list[str]) -> bool:
+        """The untelling's writes, each a no-op once done: whether both went through."""
+        assert self._local is not None
         try:
             tickets = await self._local.unheard(user_id, filing_turn(platform, request_id), keys)
             if tickets:
@@ -1061,6 +1112,30 @@ class TicketNews:
                 keys,
                 exc,
             )
+            return False
+        return True
+
+    async def _paid(self, owed: str) -> None:
+        try:
+            await self.store.paid_untelling(owed)
+        except Exception as exc:  # done again by a later round: a no-op
+            log.warning("ticket news: could not drop the untelling %s, done: %s", owed, exc)
+
+    async def _pay_untellings(self) -> None:
+        """The untellings a stop cut or a failure ended, in this process or another on the same
+        storage: done now, before the round reads the events they make. One still under way
+        elsewhere is done twice, to no effect."""
+        try:
+            owed = await self.store.untellings_owed()
+        except Exception:
+            log.exception("ticket news: reading the untellings owed failed")
+            return
+        for name, user_id, platform, request_id, keys in owed:
+            if await self._untell(user_id, platform, request_id, keys):
+                log.info(
+                    "ticket news: ticket(s) %s of %s given back, told in no answer", ", ".join(keys), user_id
+                )
+                await self._paid(name)
 
     # ---- finding --------------------------------------------------------------------------
 
@@ -1072,6 +1147,7 @@ class TicketNews:
             # A grievance kept in the spool is filed before the events are read: its news (its
             # key, which its player never heard) goes out this round.
             await self._local.file_spooled()
+            await self._pay_untellings()
             found += await self._read_events(self._local)
         if self._jira is not None and self._local is not None and time.monotonic() >= self._jira_quiet_until:
             try:

@@ -393,11 +393,12 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         work, which a stop waits for before it closes news.db; the command's own task is not."""
         untelling = self.bot.core.news.unheard_in_answer(user_id, "discord", str(interaction.id), filed)
         # Its writes wait on grievances.db and news.db, behind another process's write lock for
-        # up to BUSY_SECONDS: a stop that does not wait that out leaves the keys heard, never DMed.
+        # up to BUSY_SECONDS: what a stop does not wait out is owed on disk, done at the next start.
         keys = ", ".join(filed)
         undone = (
             f"giving ticket(s) {keys} back to ticket news: filed for user {user_id}, whose answer"
-            " never told them, they will not be DMed (/grievance status still lists them)"
+            " never told them, they will be DMed after the next start (unless news.db refused to"
+            " keep that, as logged)"
         )
         self.bot.track(untelling, finish=True, undone=undone)
 

@@ -1030,8 +1030,8 @@ async def test_a_stop_waits_for_an_untelling_that_hangs_no_longer_than_its_bound
     settings, monkeypatch, caplog
 ):
     """An untelling on a database that does not answer holds the stop FOLLOW_UP_SECONDS at most,
-    and the log says what the stop did not wait out: which ticket, whose, and that it will not be
-    DMed."""
+    and the log says what the stop did not wait out: which ticket, whose, and that it is DMed
+    after the next start."""
     monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 0.3)
     told, never = asyncio.Event(), asyncio.Event()
     async with serving() as fake:
@@ -1060,9 +1060,58 @@ async def test_a_stop_waits_for_an_untelling_that_hangs_no_longer_than_its_bound
     assert len(undone) == 1
     assert re.fullmatch(
         rf"closing before giving ticket\(s\) GRV-\d+ back to ticket news: filed for user {blaze.id},"
-        r" whose answer never told them, they will not be DMed \(/grievance status still lists them\)",
+        r" whose answer never told them, they will be DMed after the next start \(unless news.db"
+        r" refused to keep that, as logged\)",
         undone[0],
     )
+
+
+async def test_an_untelling_a_stop_cuts_behind_another_process_lock_is_done_at_the_next_start(
+    settings, monkeypatch, caplog
+):
+    """Staff hold grievances.db (an UPDATE from the desk) while a stop cuts a filing told before
+    its answer went: its untelling waits for the lock longer than the stop waits for it. Owed on
+    disk before it waited, it is done at the next start: the player gets the key by DM, once."""
+    from bot.app import storage_paths
+
+    monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 0.3)
+    # The lock outlasts the untelling's wait for it, as it outlasts the stop's: cut short either
+    # way, and the test does not wait the 30 s.
+    monkeypatch.setattr("bot.db.BUSY_SECONDS", 2)
+    words = "Charged twice, and staff hold the database."
+    told, never = asyncio.Event(), asyncio.Event()
+    holder, held, release = writes_held(storage_paths(settings).grievances)
+    async with serving() as fake:
+        try:
+            async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
+                news = h.bot.core.news
+                heard = news.heard_in_answer
+
+                async def heard_then_held(*args: object) -> None:
+                    await heard(*args)  # type: ignore[arg-type]
+                    told.set()
+                    await never.wait()
+
+                monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
+                await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+                await asyncio.wait_for(told.wait(), 30)
+                holder.start()
+                assert await asyncio.to_thread(held.wait, 30)
+                with caplog.at_level(logging.WARNING, logger="cogs.bot"):
+                    h.stop.set()
+                    await asyncio.wait_for(h.task, 30)
+        finally:
+            release.set()
+            await asyncio.to_thread(holder.join, 30)
+        assert [r for r in caplog.records if r.getMessage().startswith("closing before giving ticket")]
+        async with running_bot(settings.replace(news={"poll_seconds": 3600.0}), fake) as h:
+            desk = h.bot.get_cog("TicketNewsDesk")
+            for _ in range(2):  # the second round finds nothing left to tell
+                await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
+            assert await h.bot.core.news.store.untellings_owed() == []
+        dms = [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
+    assert len(dms) == 1
+    assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
 
 def _refuse_answers(monkeypatch: pytest.MonkeyPatch) -> tuple[asyncio.Event, asyncio.Event]:

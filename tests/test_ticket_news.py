@@ -1596,6 +1596,25 @@ async def test_a_key_told_in_an_answer_holds_back_no_news_of_another_ticket_it_n
     assert still_told in text
 
 
+async def test_an_untelling_owed_that_ended_half_way_is_finished_at_the_next_start(tmp_path: Path) -> None:
+    """A slash command's key recorded as told, then owed back (the answer never went), whose
+    untelling got as far as grievances.db before its process ended (news.db closed under it by a
+    stop): the next start finishes it, and the key goes by DM, once."""
+    front = Recorder()
+    async with news_over(tmp_path) as p:
+        filed = await p.local.register(NOVA, "wallet", "charged twice", filing_id="discord:7:0", untold=True)
+        assert await p.news.find() == 1
+        await p.news.heard_in_answer(NOVA, "discord", "7", [filed.key])
+        await p.store.owe_untelling(NOVA, "discord", "7", [filed.key])
+        await p.local.unheard(NOVA, "discord:7:", [filed.key])  # its news.db half never came
+    async with news_over(tmp_path) as p:
+        await p.news.run_once(front)
+        await p.news.run_once(front)
+        assert await p.store.untellings_owed() == []
+    (text,) = front.texts(NOVA)
+    assert f"is now filed as ticket {filed.key}." in text
+
+
 async def test_words_written_in_jira_reach_a_dm_as_plain_words_without_a_masked_link(
     fake: FakeJira, tmp_path: Path
 ) -> None:

@@ -1539,26 +1539,32 @@ class LocalGrievanceStore:
         """Undo `heard` for an answer that did not reach the player after all (Discord refused
         it): the turn's grievances named by `keys` are again ones whose key they never heard, and
         an event of each goes out for ticket news to find (the one it found first, when the key
-        was marked heard, made no news). (local key, Jira key or None) of each."""
+        was marked heard, made no news). (local key, Jira key or None) of each, those already
+        unheard too: an untelling replayed after a restart (`TicketNews.unheard_in_answer`) may
+        have ended here the first time, and its news.db half is still to be done."""
         if not keys or not turn.endswith(":"):
             return []
         marks = ",".join("?" * len(keys))
         named = (
-            "user_id = ? AND substr(spool_id, 1, ?) = ? AND filed_late = 0"
+            "user_id = ? AND substr(spool_id, 1, ?) = ?"
             f" AND (local_key IN ({marks}) OR remote_key IN ({marks}))"
         )
         args = (user_id, len(turn), turn, *keys, *keys)
         async with self._writing():
             rows = await self._conn.execute_fetchall(
-                f"SELECT id, local_key, remote_key, push_state FROM grievances WHERE {named}", args
+                f"SELECT id, local_key, remote_key, push_state, filed_late FROM grievances WHERE {named}",
+                args,
             )
-            if not rows:
-                return []
-            await self._conn.execute(f"UPDATE grievances SET filed_late = 1 WHERE {named}", args)
+            heard = [row for row in rows if not row["filed_late"]]
+            if not heard:
+                return [(str(row["local_key"]), row["remote_key"]) for row in rows]
+            await self._conn.execute(
+                f"UPDATE grievances SET filed_late = 1 WHERE {named} AND filed_late = 0", args
+            )
             # A grievance still on its way to Jira is told by the event its push makes.
             events = [
                 (row["id"], "filed_late" if row["push_state"] == "local_only" else "pushed")
-                for row in rows
+                for row in heard
                 if row["push_state"] in ("local_only", "pushed")
             ]
             await self._conn.executemany("INSERT INTO news_events (grievance_id, kind) VALUES (?, ?)", events)
