@@ -4,7 +4,8 @@ Export gathers every row kept under the player's Discord id, in every database u
 `storage.dir`, the rows kept under their grievances (staff notes, status history, the changes
 ticket news has still to read), and the grievances still waiting in the spool. Forget erases what
 only serves the bot (conversations, settings, usage, where to reach them, answers made for their
-notes and not yet wholly sent, their claims on complaints filed lately) and keeps what is the
+notes and not yet wholly sent, their claims on complaints filed lately, the keys an answer never
+told still owed to ticket news) and keeps what is the
 studio's record or keeps the bot from acting twice, saying which and why: their grievances with
 each one's status history (and Jira's copies), their stats in players.db (the embedded ones), the
 newest ticket news of each ticket (so no status is told again), and which notes were answered
@@ -116,6 +117,15 @@ def _refuse_newer(storage: StoragePaths) -> None:
     refuse_newer_databases(storage, [*BY_USER, "players", "recent_claims"])
 
 
+# news.db's untellings owed (`ticket_news.UNTELL_PREFIX`), whose names begin with their player's id.
+UNTELLINGS = "FROM cursors WHERE substr(name, 1, ?) = ?"
+
+
+def _untellings_of(user_id: str) -> tuple[int, str]:
+    prefix = f"{ticket_news.UNTELL_PREFIX}{user_id}:"
+    return (len(prefix), prefix)
+
+
 @contextlib.contextmanager
 def _database(storage: StoragePaths, name: str, write: bool = False) -> Iterator[sqlite3.Connection | None]:
     """The database `name`, or None when voxdesk never made it (nothing is kept there)."""
@@ -191,6 +201,11 @@ def export(storage: StoragePaths, user_id: str, now: dt.datetime | None = None) 
                 rows = part["turns"]
                 part["turns"] = [r for r in rows if r.get("conversation", "") != FORGOTTEN]
                 part["latest_forget"] = [r for r in rows if r.get("conversation", "") == FORGOTTEN]
+            if name == "news":
+                # Their tickets' keys an answer never told, owed back to ticket news to be DMed.
+                part["untellings_owed"] = _rows(
+                    conn, f"SELECT * {UNTELLINGS} ORDER BY name", _untellings_of(user_id)
+                )
             if name == "grievances":
                 part["staff_notes"] = _rows(
                     conn,
@@ -358,6 +373,8 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
     with _database(storage, "news", write=True) as conn:
         n = _delete(conn, "DELETE FROM last_channel WHERE user_id = ?", (user_id,))
         n += _delete(conn, "DELETE FROM dms_closed WHERE user_id = ?", (user_id,))
+        # Whose they are is in the row's name: one left would name the player to every later start.
+        owed = _delete(conn, f"DELETE {UNTELLINGS}", _untellings_of(user_id))
         # Each ticket's newest piece stays (as news.db's own pruning keeps it): a change is told
         # by comparing with it, and without it the ticket's status would be told again.
         told = _delete(conn, f"DELETE FROM news WHERE user_id = ? AND {ticket_news.SUPERSEDED}", (user_id,))
@@ -377,7 +394,14 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
         lines.append(
             f"news.db: {told} piece(s) of ticket news and {n} channel note(s) erased;"
             f" kept: {kept}, the newest of each ticket (so no status is told twice), its words erased"
-            " if told" + (f": {unsent} still to send keeps them" if unsent else "")
+            " if told"
+            + (f": {unsent} still to send keeps them" if unsent else "")
+            + (
+                f"; {owed} record(s) of ticket keys an answer never told erased, so not DMed"
+                " (/grievance status lists them)"
+                if owed
+                else ""
+            )
         )
     with _database(storage, "notes", write=True) as conn:
         # Answers made for their notes and not yet wholly sent (kept for the recheck): their words

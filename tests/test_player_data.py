@@ -169,6 +169,31 @@ async def test_export_holds_the_news_of_a_players_tickets_ticket_news_has_not_re
     assert "OLD-6" not in json.dumps(held)
 
 
+async def test_export_and_forget_cover_a_players_keys_owed_back_to_ticket_news(settings) -> None:
+    # A stop cut the untelling of a /grievance file's key whose answer never went: owed on disk,
+    # under the player's id, until the next start gives it back.
+    from bot import player_data
+
+    storage = settings.storage_dir
+    paths_ = storage_paths_of(storage)
+    news = await NewsStore.open(paths_.news)
+    for user_id, request, key in ((NOVA, "70", "GRV-7"), (BLAZE, "71", "GRV-8"), (NOVA, "72", "GRV-9")):
+        await news.owe_untelling(user_id, "discord", request, [key])
+    await news.aclose()
+    held = player_data.export(paths_, NOVA)
+    owed = [(row["name"], json.loads(row["value"])) for row in held["news"]["untellings_owed"]]
+    assert owed == [(f"untell:{NOVA}:discord:70", ["GRV-7"]), (f"untell:{NOVA}:discord:72", ["GRV-9"])]
+    assert "GRV-8" not in json.dumps(held)
+    done = voxdesk("player", "forget", NOVA, storage=storage, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert "2 record(s) of ticket keys an answer never told erased" in done.stdout
+    news = await NewsStore.open(paths_.news)
+    assert [(user_id, keys) for _, user_id, _, _, keys in await news.untellings_owed()] == [
+        (BLAZE, ["GRV-8"])
+    ]
+    await news.aclose()
+
+
 async def test_forget_keeps_a_players_newest_news_of_a_ticket_staff_gave_another(settings) -> None:
     # Each player's newest piece of a ticket is what a change is compared with: a newer piece of
     # the same Jira issue for the player staff gave it to is no reason to erase Nova's.
