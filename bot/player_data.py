@@ -4,11 +4,11 @@ Export gathers every row kept under the player's Discord id, in every database u
 `storage.dir`, the rows kept under their grievances (staff notes, status history, the changes
 ticket news has still to read), and the grievances still waiting in the spool. Forget erases what
 only serves the bot (conversations, settings, usage, where to reach them, answers made for their
-notes and not yet wholly sent, their claims on complaints filed lately, the keys an answer never
-told still owed to ticket news) and keeps what is the
+notes and not yet wholly sent, their claims on complaints filed lately) and keeps what is the
 studio's record or keeps the bot from acting twice, saying which and why: their grievances with
 each one's status history (and Jira's copies), their stats in players.db (the embedded ones), the
-newest ticket news of each ticket (so no status is told again), and which notes were answered
+newest ticket news of each ticket (so no status is told again), news still to send and the keys
+an answer never told (still DMed), and which notes were answered
 (pruned after 30 days). A player who switched ticket news off keeps that choice.
 
 Plain sqlite3 on each file, as `backup` does: no model, engine or Discord client is loaded, and
@@ -373,8 +373,9 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
     with _database(storage, "news", write=True) as conn:
         n = _delete(conn, "DELETE FROM last_channel WHERE user_id = ?", (user_id,))
         n += _delete(conn, "DELETE FROM dms_closed WHERE user_id = ?", (user_id,))
-        # Whose they are is in the row's name: one left would name the player to every later start.
-        owed = _delete(conn, f"DELETE {UNTELLINGS}", _untellings_of(user_id))
+        # Ticket keys an answer never told, still to DM, as news still to send is: the player's
+        # record of their own grievances, which forget keeps. No words, and gone once DMed.
+        owed = len(_rows(conn, f"SELECT name {UNTELLINGS}", _untellings_of(user_id)))
         # Each ticket's newest piece stays (as news.db's own pruning keeps it): a change is told
         # by comparing with it, and without it the ticket's status would be told again.
         told = _delete(conn, f"DELETE FROM news WHERE user_id = ? AND {ticket_news.SUPERSEDED}", (user_id,))
@@ -396,12 +397,7 @@ def forget(storage: StoragePaths, user_id: str) -> list[str]:
             f" kept: {kept}, the newest of each ticket (so no status is told twice), its words erased"
             " if told"
             + (f": {unsent} still to send keeps them" if unsent else "")
-            + (
-                f"; {owed} record(s) of ticket keys an answer never told erased, so not DMed"
-                " (/grievance status lists them)"
-                if owed
-                else ""
-            )
+            + (f"; kept: {owed} record(s) of ticket keys an answer never told, still to DM" if owed else "")
         )
     with _database(storage, "notes", write=True) as conn:
         # Answers made for their notes and not yet wholly sent (kept for the recheck): their words
