@@ -988,9 +988,9 @@ async def _engine_with_workers_stuck(
     settings, tmp_path, monkeypatch, stuck: Callable[[Any], bool], **offline: Any
 ) -> tuple[Any, list[int]]:
     """create_offline_engine whose workers hang starting where `stuck(hearing)`, given a
-    START_SECONDS of 2 (the others load no model, and have 60 s to start: spawning a worker is
-    most of 2 s on a loaded machine): its engine, or the exception it raised; and the process
-    ids of the workers that hung. A start that still hangs is given up on after 90 s."""
+    START_SECONDS of 2 (the others load no model, and have 60 s to start: spawning a worker can
+    take 2 s and more on a loaded machine): its engine, or the exception it raised; and the
+    process ids of the workers that hung. A start that still hangs is given up on after 90 s."""
     import asyncio
     import contextlib
     import os
@@ -1094,7 +1094,7 @@ async def test_a_lone_worker_stuck_loading_its_models_is_the_services_trouble(
     hearing = Workers(settings.storage_dir / "speech", workers=2)
     try:
         await hearing.start()
-        # For the lone worker only: spawning the pool's took most of 2 s on a loaded machine.
+        # For the lone worker only: spawning the pool's can take 2 s and more on a loaded machine.
         monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0)
         failed: Exception | None = None
         try:
@@ -1173,7 +1173,7 @@ async def test_fresh_workers_stuck_loading_fail_the_notes_queued_for_them_and_th
     hearing = Light(settings.storage_dir / "speech", workers=2)
     try:
         pids = await hearing.start()
-        # For the pools that hang only: spawning the first's took most of 2 s on a loaded machine.
+        # For the pools that hang only: spawning the first can take 2 s and more on a loaded machine.
         monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0)
         pool = hearing._pool
         os.kill(next(iter(pids)), signal.SIGKILL)  # the OOM killer takes an idle worker
@@ -1733,7 +1733,8 @@ def test_speech_workers_leave_when_the_bot_is_killed(settings) -> None:
     finally:
         bot.send_signal(signal.SIGKILL)
         bot.wait()
-    deadline = time.monotonic() + 10
+    # Each looks once a second (ORPHAN_CHECK_SECONDS); the rest is a loaded machine's leeway.
+    deadline = time.monotonic() + 30
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     left = [pid for pid in workers if _alive(pid)]
