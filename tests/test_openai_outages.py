@@ -656,17 +656,21 @@ async def test_a_turn_past_its_deadline_is_answered_by_the_fallback(storage, fak
 
 async def test_a_turn_its_slow_tools_ran_out_of_time_counts_nothing_against_openai(storage, fake) -> None:
     # The manuals service took most of the turn's time, and the step after it was cut off at the
-    # deadline: OpenAI was not slow, and three such turns would pause it for every player.
+    # deadline: OpenAI was not slow, and three such turns would pause it for every player. The
+    # steps before the search (a transcription, the first chat) must leave it time to end within
+    # the deadline: 2.4 s here, a few tenths on a quiet machine; and the deadline, not the
+    # request's own timeout, must cut the step after it.
     async with running_fake_search() as search:
-        search.fail_with(hang=30)  # the search tool waits out its 1.8 s timeout
+        search.fail_with(hang=30)  # the search tool waits out its 3.6 s timeout
         fake.script = [tool_calls(("search_manuals", {"query": "refund"})), Failure(hang=30)]
         settings = openai_settings(
             storage,
             fake,
-            VOXDESK_OPENAI_TURN_DEADLINE_SECONDS="3",
+            VOXDESK_OPENAI_TIMEOUT_SECONDS="30",
+            VOXDESK_OPENAI_TURN_DEADLINE_SECONDS="6",
             VOXDESK_TOOLS_MANUALS="azure",
             VOXDESK_SEARCH_ENDPOINT=search.endpoint,
-            VOXDESK_SEARCH_TIMEOUT_SECONDS="1.8",
+            VOXDESK_SEARCH_TIMEOUT_SECONDS="3.6",
             VOXDESK_SEARCH_RETRIES="0",
             AZURE_SEARCH_API_KEY=search.api_key,
         )
