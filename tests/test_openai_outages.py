@@ -211,7 +211,10 @@ async def test_a_request_the_proxy_refused_to_carry_is_tried_again(storage, fake
                 retries=2,
             )
         await engine.client.close()
-    assert [c.split()[0] for c in connects] == [b"CONNECT"] * 3
+    # HTTPS_PROXY is the whole process's while it is set: another client's tunnel to its own host
+    # (a library's telemetry, sent from its own thread whenever it is due) may come through here.
+    ours = [c for c in connects if c.startswith(b"CONNECT api.openai.test:443 ")]
+    assert len(ours) == 3, connects
 
 
 async def no_wait(seconds: float) -> None:
