@@ -863,6 +863,27 @@ async def test_closing_does_not_wait_for_good_on_a_killed_worker_that_stays(
     assert warnings[0].startswith("killed speech workers were still there after 0.5 s")
 
 
+@pytest.mark.timeout(60, method="thread")
+def test_a_worker_the_pools_own_thread_reaped_first_is_not_called_still_there(caplog) -> None:
+    """A shut-down pool's own thread waits for its workers as closing does: the thread whose
+    waitpid() reaps one first is answered, the other's is refused (ECHILD), and multiprocessing
+    then takes the worker for one still running. Closing warned that a killed speech worker was
+    still there (`voxdesk web` on a loaded machine), though it had gone."""
+    import os
+    import signal
+    import time
+
+    from bot.engines.offline.hearing import WORKER_CONTEXT, _stop
+
+    caplog.set_level(logging.DEBUG, logger="bot.engines.offline.hearing")
+    worker = WORKER_CONTEXT.Process(target=time.sleep, args=(60,))
+    worker.start()
+    os.kill(worker.pid, signal.SIGKILL)
+    os.waitpid(worker.pid, 0)  # reaped by another thread, not through this Process object
+    _stop([worker], 1.0, True)
+    assert [r.getMessage() for r in caplog.records] == []
+
+
 async def test_closing_as_a_worker_answers_its_job_still_stops_the_workers(settings) -> None:
     """A job's answer drops it from the jobs closing looks over, in the pool's own thread, at
     any moment: read as it changed, the set raised "Set changed size during iteration" and

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
+from multiprocessing import connection as mp_connection
 from multiprocessing.context import SpawnContext, SpawnProcess
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -251,28 +252,37 @@ def _processes(pool: ProcessPoolExecutor) -> list[Any]:
     return list((getattr(pool, "_processes", None) or {}).values())
 
 
+def _still_there(workers: list[Any], within: float = 0.0) -> list[Any]:
+    """The workers that have not ended after up to `within` seconds. Told by each one's sentinel,
+    which its end closes, not by join() and is_alive(): a shut-down pool's own thread waits for
+    its workers too, and when its waitpid() reaps one first, this thread's is refused (ECHILD)
+    and multiprocessing takes the worker for one still running. One that ended is reaped, here or
+    by that thread: its end closes the sentinel a moment before the process table lets it go."""
+    until = time.monotonic() + within
+    left = []
+    for worker in workers:
+        if mp_connection.wait([worker.sentinel], max(0.0, until - time.monotonic())):
+            worker.join()
+        else:
+            left.append(worker)
+    return left
+
+
 def _stop(workers: list[Any], within: float, busy: bool) -> None:
     """Wait up to `within` seconds for the workers to leave, then kill those still there. `busy`:
     whether any was on a note; an idle worker can be slow to leave on a loaded machine, and
     killing it then loses nothing worth a warning."""
-    until = time.monotonic() + within
-    for worker in workers:
-        worker.join(max(0.0, until - time.monotonic()))
     killed = []
-    for worker in workers:
-        if worker.is_alive():
-            if busy:
-                log.warning("a speech worker still busy at closing is killed (pid %s)", worker.pid)
-            else:
-                log.debug("an idle speech worker slow to leave at closing is killed (pid %s)", worker.pid)
-            worker.kill()
-            killed.append(worker)
+    for worker in _still_there(workers, within):
+        if busy:
+            log.warning("a speech worker still busy at closing is killed (pid %s)", worker.pid)
+        else:
+            log.debug("an idle speech worker slow to leave at closing is killed (pid %s)", worker.pid)
+        worker.kill()
+        killed.append(worker)
     # A worker in uninterruptible sleep (its models on a stalled network mount) acts on SIGKILL
     # only once its I/O returns: closing, and the clients closed after it, do not wait for that.
-    until = time.monotonic() + KILLED_SECONDS
-    for worker in killed:
-        worker.join(max(0.0, until - time.monotonic()))
-    left = [str(worker.pid) for worker in killed if worker.is_alive()]
+    left = [str(worker.pid) for worker in _still_there(killed, KILLED_SECONDS)]
     if left:
         log.warning(
             "killed speech workers were still there after %g s (pid %s), perhaps waiting on a "
@@ -516,7 +526,7 @@ class WorkerHearing:
         return None
 
     def _kill(self, workers: list[Any]) -> None:
-        self._killed = [w for w in self._killed if w.is_alive()]
+        self._killed = _still_there(self._killed)
         for worker in workers:
             worker.kill()
             self._killed.append(worker)
@@ -610,7 +620,7 @@ class WorkerHearing:
         # A copy: the pool's own thread drops each job from the set as its worker answers it. A
         # killed worker gone by now (a check-in's, hung loading, or a cancelled note's) leaves
         # nothing for closing to cut short.
-        busy = any(w.is_alive() for w in self._killed) or any(job.running() for job in list(self._jobs))
+        busy = bool(_still_there(self._killed)) or any(job.running() for job in list(self._jobs))
         for pool in pools:
             pool.shutdown(wait=False, cancel_futures=True)
         await asyncio.to_thread(_stop, workers, CLOSE_SECONDS, busy)
