@@ -839,6 +839,49 @@ async def test_a_request_too_large_by_its_oldest_turns_is_asked_again_with_the_n
     assert "without the oldest 3 of the history's 6 turns" in why.getMessage()
 
 
+async def test_a_request_too_large_by_its_oldest_turns_in_kana_keeps_the_newest(storage, fake) -> None:
+    # A kana (a Cyrillic letter) is a token or more, not a quarter of one as an ASCII letter is:
+    # counted as a quarter, what leaving out the oldest turns saves looks a fourth of what it is,
+    # and a Japanese player's whole conversation would go for what a few old turns cost.
+    fake.script = [answer("Sized."), answer("You have 100 points.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        fake.tokens_per_minute = request_tokens(fake.chats[0].body) + 2_500
+        for i in range(6):
+            await app.conversations.append(NOVA, PastTurn(f"question {i}", "あ" * 400, at=time.time()))
+        reply = await app.agent.respond(ToolContext(user_id=NOVA, request_id="n2"), NOTE)
+        kept = await app.conversations.history(NOVA)
+
+    def asked(chat) -> list[str]:
+        return [f"question {i}" for i in range(6) if f"question {i}" in json.dumps(chat.body["messages"])]
+
+    assert (reply.engine, reply.kind, reply.text) == ("openai", "answer", "You have 100 points.")
+    assert len(asked(fake.chats[1])) == 6
+    newest = asked(fake.chats[2])
+    assert newest and newest == [f"question {i}" for i in range(6 - len(newest), 6)]
+    assert request_tokens(fake.chats[2].body) <= fake.tokens_per_minute
+    assert [t.user_text for t in kept][:-1] == newest
+
+
+async def test_a_history_costing_more_than_estimated_is_let_go_rather_than_the_note_refused(
+    storage, fake
+) -> None:
+    # The estimate of a history can fall short of what the service counts (here kana, sent as
+    # \u escapes): the note alone looks over the limit by less than the history looks to cost, and
+    # is asked again without the history, which brings it within the limit, rather than refused.
+    fake.script = [answer("Sized."), answer("You have 100 points.")]
+    async with running_app(openai_settings(storage, fake)) as app:
+        await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        fake.tokens_per_minute = request_tokens(fake.chats[0].body) + 500
+        for i in range(3):
+            await app.conversations.append(NOVA, PastTurn(f"question {i}", "あ" * 700, at=time.time()))
+        reply = await app.agent.respond(ToolContext(user_id=NOVA, request_id="n2"), NOTE)
+        kept = await app.conversations.history(NOVA)
+    assert (reply.engine, reply.kind, reply.text) == ("openai", "answer", "You have 100 points.")
+    assert ["question 0" in json.dumps(c.body["messages"]) for c in fake.chats[1:]] == [True, False]
+    assert [t.reply_text for t in kept] == ["You have 100 points."]
+
+
 async def test_a_note_too_large_for_the_limit_on_its_own_is_told_so_and_pauses_no_one(
     storage, fake, caplog
 ) -> None:
