@@ -607,6 +607,24 @@ async def test_a_model_error_of_one_request_pauses_no_one(storage, fake, caplog)
     assert not logged(caplog, "bot.engines.openai", "paused")
 
 
+async def test_a_model_error_between_timeouts_ends_their_run_of_failures(storage, fake, caplog) -> None:
+    # The service answered the model_error: the timeouts before it and the one after are no three
+    # failures in a row, whose pause would send every player's notes to the fallback.
+    caplog.set_level(logging.INFO, logger="bot.engines.openai")
+    invalid = Failure(status=500, error_type="model_error", message="The model produced invalid content.")
+    fake.failures = [Failure(hang=5)] * 2 + [invalid] * 3 + [Failure(hang=5)]
+    fake.script = [answer("You have 100 points.")]
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="0.3")
+    async with running_app(settings) as app:
+        for who in (NOVA, BLAZE, QUILL, NOVA):
+            await app.agent.respond(ToolContext(user_id=who), NOTE)
+        asked, paused = len(fake.chats), app.agent.engine.chat_gate.wait()
+        other = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+    assert (asked, paused) == (6, 0)
+    assert (other.engine, other.text) == ("openai", "You have 100 points.")
+    assert not logged(caplog, "bot.engines.openai", "paused")
+
+
 async def test_after_the_pause_one_request_sees_whether_the_service_is_back(storage, fake, caplog) -> None:
     caplog.set_level(logging.INFO, logger="bot.engines.openai")
     fake.failures = [Failure(hang=5)] * 3
