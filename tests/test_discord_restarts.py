@@ -53,7 +53,9 @@ from tests.fakes.discord_server import (
     InjectedUser,
     Received,
     dm_channel_id,
+    message_payload,
     serving,
+    user_payload,
 )
 from tests.frontend_engine import FrontendEngine
 from tests.test_discord_news import eventually
@@ -1263,6 +1265,35 @@ async def test_a_turn_cut_by_a_stop_whose_note_is_deleted_meanwhile_takes_its_re
     assert deleted == [line.response["id"]]
     assert int(line.response["id"]) not in fake.messages[ALLOWED_CHANNEL]
     assert f"note {note['id']} is gone: the restarting line told it deleted too" in caplog.text
+
+
+async def test_a_gone_notes_take_back_deletes_its_restarting_line_not_an_earlier_reply(
+    settings, fake
+) -> None:
+    # A reply of the bot's to the note before the restarting line (a part of its answer posted
+    # before the stop) stays: it was out, and the player may have heard it. Only the line goes.
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        await asyncio.wait_for(h.task, 20)
+    (line,) = fake.replies_to(note["id"])
+    assert line.content == RESTARTING and line.response is not None
+    part_id = int(note["id"]) + 1
+    assert part_id < int(line.response["id"])
+    part = message_payload(
+        part_id, ALLOWED_CHANNEL, user_payload(BOT_USER_ID, "voxdesk", bot=True), "Part one."
+    )
+    part["type"] = 19  # REPLY
+    part["message_reference"] = {"type": 0, "message_id": note["id"], "channel_id": str(ALLOWED_CHANNEL)}
+    fake.messages[ALLOWED_CHANNEL][part_id] = part
+    await fake.delete_message(ALLOWED_CHANNEL, note["id"])
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await rechecks(h.bot, 2)
+        await settle(fake)
+    deleted = [r.body["message_id"] for r in fake.sent("message_delete", ALLOWED_CHANNEL)]
+    assert deleted == [line.response["id"]]
+    assert part_id in fake.messages[ALLOWED_CHANNEL]
 
 
 async def test_a_restarting_line_goes_with_its_note_deleted_while_it_waits_after_the_restart(
