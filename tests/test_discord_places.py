@@ -446,6 +446,28 @@ async def test_a_thread_discord_failed_to_list_is_read_after_a_restart_past_a_li
     assert len(voice_replies(fake, missed)) == len(voice_replies(fake, again)) == 1
 
 
+async def test_a_thread_owed_a_read_before_its_channels_listing_was_owed_is_read_from_the_earlier(
+    settings, fake
+):
+    # One start failed to read the thread (owed from then); a later one stopped before it listed
+    # the channel's archived threads (owed from later). The next start reads the thread from the
+    # earlier of the two, or the note sent between them is never answered.
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
+    missed = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        await ledger.owe_reads([thread], time.time() - 100)
+        await ledger.owe_listings([ALLOWED_CHANNEL], time.time() - 20)
+    finally:
+        await ledger.aclose()
+    async with running_bot(settings, fake) as h:
+        await answered(fake, missed, within=15)
+        await caught_up(h.bot)
+        assert await h.bot.core.notes.owed_reads() == {}
+        await settle(fake)
+    assert len(voice_replies(fake, missed)) == 1
+
+
 async def test_a_listing_owed_for_a_channel_no_longer_watched_is_not_kept_for_ever(settings, fake):
     # An earlier process owed the listing of a channel's archived threads; the channel is not
     # watched any more: no catch-up lists it again, and the start lets the row go.
