@@ -1352,6 +1352,43 @@ async def test_a_restarting_line_goes_with_its_note_deleted_as_the_restart_answe
     assert f"note {note['id']} is gone: the restarting line told it deleted too" in caplog.text
 
 
+async def test_a_restarting_line_goes_with_its_note_deleted_as_the_restart_answers_it_reacted_to(
+    settings, fake
+) -> None:
+    # The note carries a player's reaction beside the bot's ⏳: the ⏳ alone says a stop kept it.
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        await asyncio.wait_for(h.task, 20)
+    (line,) = fake.replies_to(note["id"])
+    assert line.content == RESTARTING and line.response is not None
+    stored = fake.messages[ALLOWED_CHANNEL][int(note["id"])]
+    assert [r["emoji"]["name"] for r in stored["reactions"]] == [LATER]
+    stored["reactions"].append(
+        {
+            "count": 1,
+            "count_details": {"burst": 0, "normal": 1},
+            "me": False,
+            "me_burst": False,
+            "burst_colors": [],
+            "emoji": {"id": None, "name": "👍"},
+        }
+    )
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine, recheck_seconds=3600.0) as h:
+        await engine.until_asked(1)
+        await fake.delete_message(ALLOWED_CHANNEL, note["id"])
+        await fake.read_by_the_bot()
+        engine.hold.set()
+        assert await note_state(h.bot.core.notes, note) == "expired"
+        await settle(fake)
+    assert answers(fake, note) == 0
+    deleted = [r.body["message_id"] for r in fake.sent("message_delete", ALLOWED_CHANNEL)]
+    assert deleted == [line.response["id"]]
+
+
 async def test_two_bots_on_one_storage_answer_each_note_once(settings, fake) -> None:
     live_engine = FrontendEngine(delay=0.3)
     async with (
