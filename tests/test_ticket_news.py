@@ -780,6 +780,36 @@ async def test_muted_news_whose_claim_was_taken_over_is_not_said_or_counted_mute
             await other.aclose()
 
 
+async def test_a_retry_after_a_claim_was_taken_over_leaves_it_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As above, but Nova's DM, tried here before the takeover, never reached Discord: put back
+    for its retry, it rewrites this process's lease, which must not name Blaze's news again, or
+    that claim would pass for this process's own and Blaze be told twice."""
+    news_db = tmp_path / "news.db"
+    skew = [-600.0]
+    monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: real_time() + skew[0]))
+    behind, ahead = await NewsStore.open(news_db), await NewsStore.open(news_db)
+    try:
+        assert await behind.add(NOVA, "local:1", "GRV-1", "status", "resolved", "GRV-1 is resolved.")
+        assert await behind.add(BLAZE, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
+        nova, blaze = (n.id for n in await behind.due())
+        assert await behind.claim([nova]) == [nova]
+        assert await behind.claim([blaze]) == [blaze]
+        assert await behind.trying([nova]) is True
+        skew[0] = 0.0
+        assert await ahead.give_back_untried(unleased=False) == 1
+        assert await ahead.claim([blaze]) == [blaze]
+        skew[0] = -600.0
+        await behind.retry([nova], real_time(), "not sent: Discord unreachable", delivery=nova)
+        assert await behind.trying([blaze]) is False
+        skew[0] = 0.0
+        assert await ahead.trying([blaze]) is True
+    finally:
+        await behind.aclose()
+        await ahead.aclose()
+
+
 @pytest.mark.parametrize(
     ("outcome", "refused", "said"),
     [
