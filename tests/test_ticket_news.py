@@ -810,6 +810,32 @@ async def test_a_retry_after_a_claim_was_taken_over_leaves_it_the_others(
         await ahead.aclose()
 
 
+async def test_a_give_back_after_a_claim_was_taken_over_leaves_it_the_others(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A stop here while Blaze's DM was being made, after the other process took the claim over:
+    # giving back what this process claimed leaves the other's claim alone, whose DM goes now.
+    news_db = tmp_path / "news.db"
+    skew = [-600.0]
+    monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: real_time() + skew[0]))
+    behind, ahead = await NewsStore.open(news_db), await NewsStore.open(news_db)
+    try:
+        assert await behind.add(BLAZE, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
+        (blaze,) = (n.id for n in await behind.due())
+        assert await behind.claim([blaze]) == [blaze]
+        skew[0] = 0.0
+        assert await ahead.give_back_untried(unleased=False) == 1
+        assert await ahead.claim([blaze]) == [blaze]
+        skew[0] = -600.0
+        await behind.give_back([blaze])
+        assert sql(news_db, "SELECT state FROM news WHERE id = ?", (blaze,)) == [("claimed",)]
+        skew[0] = 0.0
+        assert await ahead.trying([blaze]) is True
+    finally:
+        await behind.aclose()
+        await ahead.aclose()
+
+
 @pytest.mark.parametrize(
     ("outcome", "refused", "said"),
     [
