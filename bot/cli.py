@@ -25,6 +25,7 @@ from bot.config import ConfigError, Settings, check_port, load_settings, pasted_
 from bot.db import other_owner
 from bot.engines.base import SpeechModelsUnavailable
 from bot.entry import INTERRUPTED
+from bot.tools.base import AioodbcUnlike
 
 log = logging.getLogger("bot")
 
@@ -809,7 +810,7 @@ def _handled(args: argparse.Namespace) -> int:
     except NotInitialised as exc:
         _complain(str(exc))
         return 2
-    except SpeechModelsUnavailable as exc:
+    except (SpeechModelsUnavailable, AioodbcUnlike) as exc:  # installed wrong: a restart mends neither
         _complain(str(exc))
         return 4
     except FileNotFoundError as exc:

@@ -599,6 +599,37 @@ async def test_check_points_at_driver_when_the_odbc_driver_library_is_missing(se
     assert "Can't open lib '/nonexistent/libvoxdesk-odbc.so'" in detail and "hunter2" not in detail
 
 
+def test_run_and_check_refuse_an_aioodbc_unlike_0_5_in_one_line(tmp_path: Path) -> None:
+    # The CLI runs in its own process, where no monkeypatch reaches: a sitecustomize on its
+    # PYTHONPATH renames the pool method the login breaker gates, as an aioodbc release might.
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import aioodbc\n"
+        "aioodbc.Pool._fill_pool = aioodbc.Pool._fill_free_pool\n"
+        "del aioodbc.Pool._fill_free_pool\n"
+    )
+    storage = tmp_path / "var"
+    env = {
+        "PYTHONPATH": os.pathsep.join([str(site), str(REPO)]),
+        "VOXDESK_TOOLS_STATS": "odbc",
+        "VOXDESK_SQL_CONNECTION_STRING": f"Driver=SQLite3;Database={tmp_path / 'players.db'}",
+        "DISCORD_TOKEN": "x.y.z",
+        "VOXDESK_DISCORD_API_BASE": "http://127.0.0.1:9",
+    }
+    said = "player stats over ODBC need aioodbc 0.5: aioodbc "
+    ran = voxdesk("run", storage=storage, **env)
+    assert ran.returncode == 4, ran.stderr
+    assert "Traceback" not in ran.stderr and "CRITICAL" not in ran.stderr
+    line = ran.stderr.splitlines()[-1]
+    assert line.startswith(said) and "_fill_free_pool" in line and line.endswith("install aioodbc>=0.5,<0.6")
+    checked = voxdesk("check", storage=storage, **env)
+    assert checked.returncode == 1
+    assert "Traceback" not in checked.stderr
+    stats = [row for row in checked.stdout.splitlines() if row.split()[1:3] == ["stats", "odbc"]]
+    assert len(stats) == 1 and stats[0].startswith("FAIL") and said in stats[0], checked.stdout
+
+
 async def test_check_says_what_run_needs_beyond_the_services(settings) -> None:
     from cryptography.fernet import Fernet
 

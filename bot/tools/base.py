@@ -144,6 +144,11 @@ class ToolError(Exception):
     """A failure the player may hear about, e.g. "the manuals are unavailable right now"."""
 
 
+class AioodbcUnlike(RuntimeError):
+    """The installed aioodbc lacks a part, none of them public, that bot.tools.odbc_stats relies
+    on. Here, not there, so that the command line names it without importing aioodbc and pyodbc."""
+
+
 @dataclass(frozen=True)
 class Tool:
     name: str

@@ -31,7 +31,7 @@ from bot import sentences as say
 from bot.config import OdbcSettings
 from bot.logs import Outage
 from bot.tools import stats_sql
-from bot.tools.base import PlayerSummary, ToolError
+from bot.tools.base import AioodbcUnlike, PlayerSummary, ToolError
 from bot.tools.stats_sql import Fetch
 
 log = logging.getLogger(__name__)
@@ -243,10 +243,6 @@ class StatementStuck(pyodbc.OperationalError):
 
 class OdbcStatsError(Exception):
     """`check()` could not reach the database; the message is the driver's reason, scrubbed."""
-
-
-class AioodbcUnlike(RuntimeError):
-    """The installed aioodbc lacks a part, none of them public, that this module relies on."""
 
 
 # What of aioodbc this module reaches beneath its API, as aioodbc 0.5 has it (pyproject.toml keeps
