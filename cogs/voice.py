@@ -683,11 +683,20 @@ class VoiceNotes(commands.Cog):
         catch_up = self.bot.get_cog("CatchUp")
         if catch_up is None or not self.bot.accepting:
             return
+        if waiting:
+            self.bot.track(self._take_back_restarting(catch_up, waiting), aside=True)
+
+    async def _take_back_restarting(self, catch_up: commands.Cog, waiting: list[tuple[int, int]]) -> None:
+        """A note cut by a stop was told "restarting", which now promises nothing. One history
+        read at a time: a bulk delete (a ban's) may take hundreds of waiting notes at once, and a
+        read each all at once would queue on Discord's global rate limit, which answers share."""
         for message_id, place_id in waiting:
-            # A note cut by a stop was told "restarting", which now promises nothing.
             channel = self.bot.get_channel(place_id) or self.bot.get_partial_messageable(place_id)
-            take_back = catch_up.take_back_restarting(channel, message_id)  # type: ignore[attr-defined]
-            self.bot.track(take_back, aside=True)
+            try:
+                await catch_up.take_back_restarting(channel, message_id)  # type: ignore[attr-defined]
+            except Exception:
+                # One note's failure (a bug) leaves the other notes' lines to be looked for.
+                log.exception("note %s is gone: looking for the restarting line told it failed", message_id)
 
     def _wait_out_timeout(self, message: discord.Message) -> bool:
         """Whether the bot is timed out in the note's guild: a moderator's timeout leaves it only

@@ -1324,6 +1324,62 @@ async def test_a_restarting_line_goes_with_its_note_deleted_while_it_waits_after
     assert f"note {note['id']} is gone: the restarting line told it deleted too" in caplog.text
 
 
+async def test_restarting_lines_of_waiting_notes_bulk_deleted_are_looked_for_one_at_a_time(
+    settings, fake, caplog
+) -> None:
+    # A ban deleting a player's recent messages may take many waiting notes at once: their
+    # restarting lines are each looked for in the channel's history, one read after another, not
+    # all together, and each is still taken back.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
+        players = (nova, blaze, quill)
+        notes = [await fake.send_note(player, voice_note(), guild=True) for player in players]
+        await fake.wait_for(lambda rs: len([r for r in rs if r.kind == "typing"]) >= len(notes))
+        h.stop.set()
+        await asyncio.wait_for(h.task, 20)
+    lines = []
+    for note in notes:
+        (line,) = fake.replies_to(note["id"])
+        assert line.content == RESTARTING and line.response is not None
+        lines.append(line.response["id"])
+    fake.posts_unavailable = 30
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        for player, note in zip(players, notes, strict=True):
+            said = f"note {note['id']} from {player.id} got no answer"
+            await eventually(lambda said=said: said in caplog.text)
+            assert await note_state(h.bot.core.notes, note) == "pending"
+        fake.posts_unavailable = 0
+        catch_up = h.bot.get_cog("CatchUp")
+        take_back = catch_up.take_back_restarting
+        reading, most = 0, 0
+
+        async def counted(channel: Any, note_id: int) -> None:
+            nonlocal reading, most
+            reading += 1
+            most = max(most, reading)
+            try:
+                await take_back(channel, note_id)
+            finally:
+                reading -= 1
+
+        catch_up.take_back_restarting = counted
+        held = fake.history_held[ALLOWED_CHANNEL] = asyncio.Event()
+        await fake.delete_messages(ALLOWED_CHANNEL, [note["id"] for note in notes])
+        await eventually(lambda: fake.history_waiting)
+        # Each take-back was begun, if at all, when its read was sent: the first read now waits
+        # at Discord, and any begun beside it has entered `counted` by now.
+        assert (reading, fake.history_waiting) == (1, 1)
+        held.set()
+        await fake.wait_for(lambda _: len(fake.sent("message_delete", ALLOWED_CHANNEL)) == len(notes))
+        await settle(fake)
+    assert most == 1
+    deleted = sorted(r.body["message_id"] for r in fake.sent("message_delete", ALLOWED_CHANNEL))
+    assert deleted == sorted(lines)
+    for note in notes:
+        assert answers(fake, note) == 0
+        assert f"note {note['id']} is gone: the restarting line told it deleted too" in caplog.text
+
+
 async def test_a_restarting_line_goes_with_its_note_deleted_as_the_restart_answers_it(
     settings, fake, caplog
 ) -> None:
