@@ -1074,10 +1074,11 @@ async def test_an_untelling_a_stop_cuts_behind_another_process_lock_is_done_at_t
     disk before it waited, it is done at the next start: the player gets the key by DM, once."""
     from bot.app import storage_paths
 
-    monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 0.3)
-    # The lock outlasts the untelling's wait for it, as it outlasts the stop's: cut short either
-    # way, and the test does not wait the 30 s.
-    monkeypatch.setattr("bot.db.BUSY_SECONDS", 2)
+    # The stop's wait leaves the owed write, a short one, time on a loaded machine too; the lock
+    # outlasts the untelling's wait for it, which outlasts the stop's: cut short either way, and
+    # the test does not wait the 30 s.
+    monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 2.0)
+    monkeypatch.setattr("bot.db.BUSY_SECONDS", 6)
     words = "Charged twice, and staff hold the database."
     told, never = asyncio.Event(), asyncio.Event()
     holder, held, release = writes_held(storage_paths(settings).grievances)
