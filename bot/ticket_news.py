@@ -1084,6 +1084,15 @@ class TicketNews:
             return
         try:
             owed: str | None = await self.store.owe_untelling(user_id, platform, request_id, keys)
+        except asyncio.CancelledError:  # a stop that waited its bound (news.db locked as long)
+            log.error(
+                "closing before keeping that %s request %s owes tickets %s to news: they are not"
+                " DMed (/grievance status lists them)",
+                user_id,
+                request_id,
+                keys,
+            )
+            raise
         except Exception as exc:  # the untelling itself may still go through
             log.error(
                 "could not keep that %s request %s owes tickets %s to news: %s",

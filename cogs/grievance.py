@@ -397,8 +397,8 @@ class Grievances(commands.GroupCog, group_name="grievance", group_description="Y
         keys = ", ".join(filed)
         undone = (
             f"giving ticket(s) {keys} back to ticket news: filed for user {user_id}, whose answer"
-            " never told them, they will be DMed after the next start (unless news.db refused to"
-            " keep that, as logged)"
+            " never told them, they will be DMed after the next start (unless keeping that was"
+            " refused or cut, as logged)"
         )
         self.bot.track(untelling, finish=True, undone=undone)
 

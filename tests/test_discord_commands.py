@@ -1060,10 +1060,53 @@ async def test_a_stop_waits_for_an_untelling_that_hangs_no_longer_than_its_bound
     assert len(undone) == 1
     assert re.fullmatch(
         rf"closing before giving ticket\(s\) GRV-\d+ back to ticket news: filed for user {blaze.id},"
-        r" whose answer never told them, they will be DMed after the next start \(unless news.db"
-        r" refused to keep that, as logged\)",
+        r" whose answer never told them, they will be DMed after the next start \(unless keeping"
+        r" that was refused or cut, as logged\)",
         undone[0],
     )
+
+
+async def test_a_stop_that_cuts_an_untelling_before_it_is_kept_says_it_is_not_dmed(
+    settings, monkeypatch, caplog
+):
+    """news.db itself locked as long as the stop waits: the untelling's record of what it owes
+    is cut too, and the key is DMed neither now nor after the next start. The log said it would be."""
+    monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 0.3)
+    told, never = asyncio.Event(), asyncio.Event()
+    async with serving() as fake:
+        async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
+            news = h.bot.core.news
+            heard = news.heard_in_answer
+
+            async def heard_then_held(*args: object) -> None:
+                await heard(*args)  # type: ignore[arg-type]
+                told.set()
+                await never.wait()
+
+            async def kept_never(*args: object) -> str:
+                await never.wait()
+                return ""
+
+            monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
+            monkeypatch.setattr(news.store, "owe_untelling", kept_never)
+            words = "Charged twice, and news.db hangs."
+            await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
+            await asyncio.wait_for(told.wait(), 30)
+            with caplog.at_level(logging.WARNING):
+                h.stop.set()
+                await asyncio.wait_for(h.task, 30)
+                # Let finish past the stop's wait, it is cancelled as the process ends
+                # (asyncio.run() cancels what is left).
+                left = [t for t in asyncio.all_tasks() if "unheard_in_answer" in t.get_coro().__qualname__]
+                assert len(left) == 1
+                left[0].cancel()
+                await asyncio.gather(*left, return_exceptions=True)
+    cut = [r.getMessage() for r in caplog.records if r.name == "bot.ticket_news"]
+    assert len(cut) == 1 and re.fullmatch(
+        rf"closing before keeping that {blaze.id} request \d+ owes tickets \['GRV-\d+'\] to news: they"
+        r" are not DMed \(/grievance status lists them\)",
+        cut[0],
+    ), cut
 
 
 async def test_an_untelling_a_stop_cuts_behind_another_process_lock_is_done_at_the_next_start(
