@@ -369,7 +369,6 @@ class WorkerHearing:
         # pools whose workers they killed for not loading: their notes were never taken.
         self._unchecked: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
         self._check_ins: set[asyncio.Task[None]] = set()
-        self._checked_in: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()  # given one
         self._stuck: weakref.WeakSet[ProcessPoolExecutor] = weakref.WeakSet()
         # Pools whose check-in killed a worker hung loading beside others that had loaded: their
         # notes were taken by those, and crashed nothing.
@@ -407,7 +406,7 @@ class WorkerHearing:
             pids = await _within_start(pool, self._pids())
         except TimeoutError:
             raise WorkersStuck(START_SECONDS) from None
-        if pool not in self._checked_in and not {w.pid for w in _processes(pool)} <= pids:
+        if not {w.pid for w in _processes(pool)} <= pids:  # the first pool is checked in here alone
             self._start_check_in(pool, [], pids)
         return pids
 
@@ -468,7 +467,6 @@ class WorkerHearing:
     def _start_check_in(
         self, pool: ProcessPoolExecutor, answers: list[Future[int]], answered: set[int] | None = None
     ) -> None:
-        self._checked_in.add(pool)
         check_in = asyncio.create_task(self._check_in(pool, answers, set(answered or ())))
         self._check_ins.add(check_in)
         check_in.add_done_callback(self._check_ins.discard)
