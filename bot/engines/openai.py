@@ -723,7 +723,7 @@ class OpenAIEngine:
                     # The service answered, about what this request holds: its tries are no
                     # failures in a row that would pause every player's notes.
                     gate.answered()
-                    backoff = min(0.5 * 2**tries, 8.0) * (1 - 0.25 * random.random())
+                    backoff = _backoff(tries)
                     if tries < retries and not unsent_only and backoff < deadline - time.monotonic():
                         tries += 1
                         await self._sleep(backoff)
@@ -748,7 +748,7 @@ class OpenAIEngine:
                         tries += 1
                         continue
                     raise
-                backoff = min(0.5 * 2**tries, 8.0) * (1 - 0.25 * random.random())
+                backoff = _backoff(tries)
                 if tries < retries and gate.wait() == 0 and backoff < deadline - time.monotonic():
                     tries += 1
                     await self._sleep(backoff)
@@ -1245,6 +1245,12 @@ def estimated_tokens(messages: list[dict[str, Any]], said: dict[str, str]) -> fl
 def _text_tokens(text: str) -> float:
     outside_ascii = len(text) - len(text.encode("ascii", "ignore"))
     return (len(text) - outside_ascii) / 4 + outside_ascii
+
+
+def _backoff(tries: int) -> float:
+    """Seconds before try `tries` + 1 of a request the service failed: doubling from half a second
+    up to 8, less up to a quarter at random, so that turns failed together do not retry together."""
+    return min(0.5 * 2**tries, 8.0) * (1 - 0.25 * random.random())
 
 
 def _model_error(exc: openai.APIStatusError) -> bool:
