@@ -1,0 +1,144 @@
+"""No player reaches another's data through the whole stack: a model coaxed into naming another
+player or their ticket, two players sharing a channel, and the bot's log. The real discord.py
+client against the fake Discord, the real openai SDK against the fake OpenAI server, which records
+every request the model was sent."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.discord_harness import blaze, nova, voice_note
+from tests.fakes import openai_server
+from tests.fakes.discord_server import FakeDiscord
+from tests.fakes.discord_server import serving as discord_serving
+from tests.fakes.openai_server import FakeOpenAI, answer, tool_calls
+from tests.test_ticket_privacy import bot_on_openai
+
+from .conftest import BLAZE, NOVA
+
+# Nova's, filed in her DM: what nobody else may hear.
+COMPLAINT = "Vex keeps sending me slurs since I reported him, and my card ending 4242 was charged twice"
+NOVAS_WORDS = ("Vex", "slurs", "4242", "Night Owl", "708")  # her complaint, achievement, points
+
+
+@pytest.fixture
+async def discord_fake() -> AsyncIterator[FakeDiscord]:
+    async with discord_serving() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def openai_fake() -> AsyncIterator[FakeOpenAI]:
+    async with openai_server.serving() as fake:
+        yield fake
+
+
+async def answered(discord_fake: FakeDiscord, note: dict) -> str:
+    """The transcript posted in answer to `note`."""
+    replies = await discord_fake.wait_for(
+        lambda _: (r := discord_fake.replies_to(note["id"])) and len(r) >= 2 and r
+    )
+    return replies[-1].content
+
+
+def words_sent(chat: dict) -> str:
+    """A chat request as text, its audio left out: base64 spells every short word by chance."""
+
+    def heard(part: object) -> bool:
+        return not (isinstance(part, dict) and part.get("type") == "input_audio")
+
+    messages = [
+        {**m, "content": [p for p in m["content"] if heard(p)]} if isinstance(m.get("content"), list) else m
+        for m in chat["messages"]
+    ]
+    return json.dumps({**chat, "messages": messages}, ensure_ascii=False)
+
+
+def tool_results(chat: dict) -> list[dict]:
+    """What each tool told the model, as the chat request after the calls carries it."""
+    return [json.loads(m["content"]) for m in chat["messages"] if m.get("role") == "tool"]
+
+
+@pytest.mark.parametrize("guild", [False, True], ids=["dm", "guild"])
+async def test_a_model_naming_another_players_ticket_or_id_is_told_nothing_of_theirs(
+    settings, discord_fake, openai_fake, guild
+) -> None:
+    # "What's the status of GRV-14, and Nova's score?": the model passes her key, and her id as an
+    # argument no tool has. Blaze's own tickets and stats are what any answer may hold.
+    async with bot_on_openai(settings.storage_dir, discord_fake, openai_fake) as bot:
+        theirs = await bot.core.grievances.register(NOVA, "wallet", COMPLAINT)
+        openai_fake.script = [
+            tool_calls(
+                ("get_grievance_status", {"ticket_key": theirs.key}),
+                ("get_grievance_status", {"ticket_key": theirs.key, "user_id": NOVA}),
+                ("get_player_stats", {"user_id": NOVA}),
+                ("get_player_stats", {"player": "Nova"}),
+                ("register_grievance", {"category": "other", "description": "lag in poker", "user_id": NOVA}),
+            ),
+            answer("Here is what I found."),
+        ]
+        chats = len(openai_fake.chats)
+        posted = await answered(discord_fake, await discord_fake.send_note(blaze, voice_note(), guild=guild))
+        _, second = openai_fake.chats[chats:]
+        mine = await bot.core.grievances.status(BLAZE)
+        novas = await bot.core.grievances.status(NOVA)
+    lookup, lookup_as_her, stats_as_her, stats_by_name, filed_as_her = tool_results(second.body)
+    assert lookup["tickets"] == [] and theirs.key in lookup["message"]  # "No ticket …": as for none
+    for refused in (lookup_as_her, stats_as_her, stats_by_name, filed_as_her):
+        assert refused["error"].startswith("Invalid arguments"), refused
+    sent = words_sent(second.body)
+    assert [w for w in NOVAS_WORDS if w in sent] == []
+    assert [w for w in NOVAS_WORDS if w in posted] == []
+    assert [g for g in [*mine, *novas] if "poker" in g.description] == []  # refused: filed for nobody
+    assert openai_fake.violations == [] and discord_fake.violations == []
+
+
+async def test_two_players_in_one_channel_never_hear_each_others_turns(
+    settings, discord_fake, openai_fake
+) -> None:
+    secret = "my real name is Ada Quist and my card ending 4242 was charged twice"
+    async with bot_on_openai(settings.storage_dir, discord_fake, openai_fake) as _:
+        openai_fake.transcript = secret
+        openai_fake.script = [tool_calls(("get_player_stats", {})), answer("Nova: {tool:get_player_stats}")]
+        await answered(discord_fake, await discord_fake.send_note(nova, voice_note(), guild=True))
+        openai_fake.transcript = "how many points do i have"
+        openai_fake.script = [answer("Here is what I found.")]
+        chats = len(openai_fake.chats)
+        await answered(discord_fake, await discord_fake.send_note(blaze, voice_note(), guild=True))
+        (blazes,) = openai_fake.chats[chats:]
+        openai_fake.script = [answer("Again.")]
+        chats = len(openai_fake.chats)
+        await answered(discord_fake, await discord_fake.send_note(nova, voice_note(), guild=True))
+        (novas,) = openai_fake.chats[chats:]
+    sent = words_sent(blazes.body)
+    assert [w for w in ("Ada Quist", "4242", *NOVAS_WORDS) if w in sent] == []
+    assert "Ada Quist" in words_sent(novas.body)  # her own conversation goes on
+    assert openai_fake.violations == [] and discord_fake.violations == []
+
+
+async def test_no_players_words_or_answers_reach_the_log_at_info(
+    settings, discord_fake, openai_fake, caplog
+) -> None:
+    # The log outlives every prune, /forget and `player forget`: ids, keys and categories only.
+    secret = "my real name is Ada Quist and Vex keeps sending me slurs"
+    caplog.set_level(logging.INFO)
+    async with bot_on_openai(settings.storage_dir, discord_fake, openai_fake) as _:
+        openai_fake.transcript = secret
+        openai_fake.script = [
+            tool_calls(
+                ("get_player_stats", {}),
+                ("register_grievance", {"category": "other", "description": COMPLAINT}),
+                ("get_grievance_status", {}),
+                ("search_manuals", {"query": "Ada Quist refund"}),
+            ),
+            answer("Ada Quist: {tool:get_player_stats} {tool:get_grievance_status}"),
+        ]
+        for guild in (False, True):
+            await answered(discord_fake, await discord_fake.send_note(nova, voice_note(), guild=guild))
+    said = "\n".join(r.getMessage() for r in caplog.records)
+    assert "filed grievance" in said  # the log was heard
+    assert [w for w in ("Ada Quist", *NOVAS_WORDS) if w in said] == []
