@@ -406,9 +406,11 @@ class VoiceAgent:
 
         try:
             with watch.stage("history"):
-                history = await self.conversations.history(context.user_id, context.conversation)
+                # The speaker's: what a visitor says as a shared player is the visitor's, not the
+                # player's to export or /forget.
+                history = await self.conversations.history(context.speaker, context.conversation)
         except Exception as exc:  # the player is still answered, only without the context
-            log.error("could not read the history of user %s: %s", context.user_id, _reason(exc))
+            log.error("could not read the history of user %s: %s", context.speaker, _reason(exc))
             history = []
         if not context.private:
             history = [replace(t, tool_results=heard_in_public(t.tool_results)) for t in history]
@@ -625,7 +627,7 @@ class VoiceAgent:
         since = turn.history[turn.let_go].at if 0 < turn.let_go < len(turn.history) else 0.0
         try:
             kept = await self.conversations.append(
-                context.user_id,
+                context.speaker,
                 past,
                 context.conversation,
                 context.request_id,
@@ -636,7 +638,7 @@ class VoiceAgent:
             if not kept:
                 log.info("%s was sent before its player's /forget: its turn is not kept", context.who)
         except Exception as exc:
-            log.error("could not save the turn of user %s: %s", context.user_id, _reason(exc))
+            log.error("could not save the turn of user %s: %s", context.speaker, _reason(exc))
 
     async def _canned(
         self, text: str, kind: str, user_text: str | None, voice: str | None, watch: _Stopwatch

@@ -196,6 +196,26 @@ async def test_only_the_newest_reply_audio_is_kept(wsettings, monkeypatch) -> No
         assert [(await client.get(url)).status for url in urls] == [404, 200, 200]
 
 
+async def test_a_visitors_conversation_is_the_visitors_not_the_players_it_speaks_as(wsettings) -> None:
+    # A visitor speaks as a demo (or test) player, whose Discord id that may be: what the visitor
+    # said is no data of that player's to export, nor gone with the player's /forget.
+    from bot import player_data
+
+    storage = storage_paths(wsettings)
+    async with web_client(wsettings) as (client, core):
+        token = await csrf_of(client)
+        first = await (await ask(client, token)).json()
+        forgotten = await core.agent.forget(NOVA)
+        second = await (await ask(client, token)).json()
+    assert player_data.export(storage, NOVA)["conversations"]["turns"] == []
+    assert first["answer"].endswith("History 0.") and second["answer"].endswith("History 1."), second
+    assert forgotten == 0
+    with sqlite3.connect(storage.conversations) as conn:
+        kept = conn.execute("SELECT user_id FROM turns WHERE conversation LIKE 'web:%'").fetchall()
+    (owner,) = {user for (user,) in kept}
+    assert owner.startswith("web:") and owner.endswith(f":{NOVA}")
+
+
 async def test_playground_refuses_a_player_it_does_not_offer(wsettings) -> None:
     refused = 'voxdesk_notes_total{frontend="web",outcome="refused",reason="bad_request"}'
     async with web_client(wsettings) as (client, _):

@@ -68,9 +68,10 @@ class ToolContext:
     # a later round, is told that ticket rather than filing a second. Cleared with `filed`.
     filed_words: dict[tuple[str, str], Any] = field(default_factory=dict, compare=False, repr=False)
     # Someone speaking as a player many people share (the web playground's demo players): stats
-    # are the player's, but grievances are filed and read as this id of the speaker's own, so
-    # nobody reads what another filed as the same player; being no Discord id, it keeps them out
-    # of Jira too. The shared player's own tickets (demo data) are listed to everyone.
+    # are the player's, but grievances are filed and read, and the conversation kept, as this id
+    # of the speaker's own, so nobody reads what another filed as the same player, and what they
+    # said is not the player's (`player export`, /forget); being no Discord id, it keeps their
+    # grievances out of Jira too. The shared player's own tickets (demo data) are listed to everyone.
     grievance_owner: str = ""
     # Whose daily budget the turn spends, when not the player's: as a shared player, the speaker's
     # own (a playground visitor's), so one speaker cannot spend it for everyone speaking as them.
