@@ -114,6 +114,17 @@ async def test_grievance_status_shows_only_the_callers_tickets_privately(harness
     assert harness.fake.violations == []
 
 
+async def test_another_players_ticket_key_is_answered_as_a_key_nobody_has(harness: Harness):
+    # Keys count up: were another's answered otherwise than one never given out, a player could
+    # walk them to learn which exist, and how many tickets others file.
+    fake = harness.fake
+    nobodys = await ask(fake, nova, "grievance", sub("status", ticket="GRV-99"))
+    for theirs in ("GRV-11", "grv-13"):  # Blaze's, Quill's
+        answer = await ask(fake, nova, "grievance", sub("status", ticket=theirs))
+        assert answer == nobodys.replace("GRV-99", theirs.upper()), answer
+    assert fake.violations == []
+
+
 async def finds_grv_10(harness: Harness, *typed_keys: str) -> None:
     """/grievance status finds Nova's GRV-10 under each of `typed_keys`."""
     for typed in typed_keys:
