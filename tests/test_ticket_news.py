@@ -1743,6 +1743,27 @@ async def test_an_issue_staff_gave_to_another_player_is_news_to_them_not_on_the_
     assert row is not None and row.status == "open"
 
 
+async def test_an_issue_staff_label_for_a_second_player_is_news_to_neither(
+    fake: FakeJira, tmp_path: Path
+) -> None:
+    # Merged or cloned complaints labelled for two players: each would read the other's words
+    # (the issue's summary is the first one's complaint), so neither is told, as neither is
+    # shown it when asking (JiraTracker.user_of).
+    front = Recorder()
+    async with news_over(tmp_path, await open_jira(fake, tmp_path)) as p:
+        await p.grievances.register(NOVA, "wallet", "charged twice for the winter skin")
+        await p.grievances.register(BLAZE, "other", "my clan tag is gone")
+        await p.grievances.push_pending()  # GRV-101 and GRV-102
+        assert await p.news.run_once(front) == 0
+        fake.issues["GRV-101"].labels.append(f"discord-{BLAZE}")
+        fake.set_status("GRV-101", "Done")
+        fake.add_issue([f"discord-{NOVA}", f"discord-{BLAZE}"], summary="Merged: both charged twice")
+        fake.set_status("GRV-102", "Done")  # Blaze's own: still told
+        assert await p.news.run_once(front) == 1
+    assert front.texts() == ['Your ticket GRV-102 ("my clan tag is gone") is now resolved.']
+    assert [d.user_id for d in front.dms] == [BLAZE]
+
+
 async def test_a_resolved_issue_staff_give_to_another_player_is_told_to_them_and_no_more_to_the_first(
     fake: FakeJira, tmp_path: Path
 ) -> None:
