@@ -11,6 +11,7 @@ would leave half-open. A login that fails holds off every other for a few second
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextvars
 import functools
 import inspect
@@ -290,7 +291,10 @@ class LoginBreaker:
     """Whether a lookup may log in. Closed while logins work; open for `seconds` after one fails,
     every lookup that would log in answered at once meanwhile; then the first to log in probes,
     the others answered at once until its login ends, bounded by the driver's login timeout and
-    the lookup's deadline: it closes the breaker, or opens it again."""
+    the lookup's deadline: it closes the breaker, or opens it again. No login begins while an
+    earlier one is still in the driver (`in_driver`), which a lookup's deadline or cancellation
+    leaves there when the driver does not keep its login timeout: no probe is due until it has
+    returned, and another login waits for it, so that one thread at most is stuck in a login."""
 
     def __init__(
         self, seconds: float = LOGIN_BREAKER_SECONDS, clock: Callable[[], float] = time.monotonic
@@ -301,6 +305,15 @@ class LoginBreaker:
         self._failed_at = 0.0
         self._probe: asyncio.Task[Any] | None = None  # the lookup logging in to probe
         self._cut: asyncio.Task[Any] | None = None  # the last lookup whose login was cancelled
+        self._thread: concurrent.futures.Future[Any] | None = None  # the last login's, in the driver
+
+    def login_thread(self, thread: concurrent.futures.Future[Any]) -> None:
+        """`thread` runs a login, its lookup's wait for it bounded, the driver's call not."""
+        self._thread = thread
+
+    def in_driver(self) -> concurrent.futures.Future[Any] | None:
+        """The last login's thread while it is still in the driver."""
+        return self._thread if self._thread is not None and not self._thread.done() else None
 
     def probing(self) -> bool:
         """Whether a lookup is logging in to probe (it holds the pool's lock until that ends)."""
@@ -313,7 +326,7 @@ class LoginBreaker:
         task = asyncio.current_task()
         if self._probe is not None and not self._probe.done():
             return None if self._probe is task else LoginsHeldOff(self.failure)
-        if self.clock() - self._failed_at < self.seconds:
+        if self.clock() - self._failed_at < self.seconds or self.in_driver() is not None:
             return LoginsHeldOff(self.failure)
         return None
 
@@ -349,6 +362,30 @@ class LoginBreaker:
 # Set by `check`, which logs in whatever the breaker says, and tells it nothing: the health
 # command wants the state now, and changes none.
 _UNGATED: contextvars.ContextVar[bool] = contextvars.ContextVar("odbc_ungated", default=False)
+# Set while aioodbc logs in: the breaker that the login's thread is handed to (_DriverThreads).
+_LOGGING_IN: contextvars.ContextVar[LoginBreaker | None] = contextvars.ContextVar(
+    "odbc_logging_in", default=None
+)
+
+
+class _DriverThreads(ThreadPoolExecutor):
+    """The threads the driver's calls block, aioodbc's `Connection._execute` submitting each; a
+    login's (submitted while _GatedPool logs in) handed to the breaker, which knows it by the
+    future of its thread, not the lookup's wait for it."""
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> concurrent.futures.Future[T]:
+        thread = super().submit(fn, *args, **kwargs)
+        if (breaker := _LOGGING_IN.get()) is not None:
+            breaker.login_thread(thread)
+        return thread
+
+
+async def _returned(thread: concurrent.futures.Future[Any]) -> None:
+    """Once `thread` has returned; cancelling the wait leaves it be."""
+    mirror = asyncio.wrap_future(thread)
+    # Its outcome was its own lookup's to take, or nobody's: not "never retrieved" at exit.
+    mirror.add_done_callback(lambda done: done.cancelled() or done.exception())
+    await asyncio.wait([mirror])
 
 
 class _GatedPool(aioodbc.Pool):
@@ -360,19 +397,33 @@ class _GatedPool(aioodbc.Pool):
 
     async def _fill_free_pool(self, override_min: bool) -> None:
         # aioodbc logs in here (minsize is 0) when no connection is free and the pool has room.
-        if self._free or not override_min or self.size >= self.maxsize or _UNGATED.get():
+        if self._free or not override_min or self.size >= self.maxsize:
             await super()._fill_free_pool(override_min)
             return
-        self.breaker.logging_in()
+        gated = not _UNGATED.get()
+        if gated:
+            self.breaker.logging_in()
         try:
-            await super()._fill_free_pool(override_min)
+            if (earlier := self.breaker.in_driver()) is not None:
+                # One its lookup gave up on (cancelled with its turn, or `check`'s deadline; a
+                # probe is refused instead): the driver may not keep its login timeout, and a
+                # login begun beside it might stay there too.
+                await _returned(earlier)
+            logging_in = _LOGGING_IN.set(self.breaker)
+            try:
+                await super()._fill_free_pool(override_min)
+            finally:
+                _LOGGING_IN.reset(logging_in)
         except asyncio.CancelledError:
-            self.breaker.cancelled()
+            if gated:
+                self.breaker.cancelled()
             raise
         except Exception as exc:
-            self.breaker.failed(exc)
+            if gated:
+                self.breaker.failed(exc)
             raise
-        self.breaker.answered()
+        if gated:
+            self.breaker.answered()
 
 
 class OdbcStats:
@@ -406,7 +457,7 @@ class OdbcStats:
 
         # The driver's calls block a thread each; their own pool keeps a stuck database from
         # starving the default executor the audio work runs on.
-        executor = ThreadPoolExecutor(max_workers=settings.pool_size * 2, thread_name_prefix="odbc")
+        executor = _DriverThreads(max_workers=settings.pool_size * 2, thread_name_prefix="odbc")
         pool = _GatedPool(
             LoginBreaker(),
             dsn=connection_string,

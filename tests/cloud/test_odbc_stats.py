@@ -12,6 +12,7 @@ import inspect
 import logging
 import re
 import sqlite3
+import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -742,6 +743,96 @@ async def test_a_login_the_driver_never_times_out_holds_off_the_next_ones_too(
     failed = [r for r in caplog.records if r.getMessage().startswith("player stats query failed")]
     assert [r.levelno for r in failed] == [logging.ERROR]
     assert "the database did not answer" in failed[0].getMessage()
+
+
+def _logins_stuck_in_the_driver(
+    monkeypatch: pytest.MonkeyPatch,
+) -> tuple[list[str], threading.Event, threading.Event]:
+    """Every login stays in the driver, in its thread, past any deadline (a driver that keeps no
+    login timeout, a server dropping the packets) until `returns` is set, then fails as the driver
+    at last gives up. The logins begun are named by their threads, `logging_in` set at the first."""
+    in_driver: list[str] = []
+    logging_in, returns = threading.Event(), threading.Event()
+
+    def stuck(*args: object, **kwargs: object) -> pyodbc.Connection:
+        in_driver.append(threading.current_thread().name)
+        logging_in.set()
+        returns.wait(120)  # a guard: set by the test
+        raise LOGIN_TIMED_OUT
+
+    monkeypatch.setattr(pyodbc, "connect", stuck)
+    return in_driver, logging_in, returns
+
+
+async def test_no_probe_logs_in_while_an_earlier_login_is_still_in_the_driver(
+    settings: Settings,
+    embedded: SqliteStats,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The lookup's deadline ends its wait for a login, not the login: its thread stays in the
+    # driver. A probe begun beside it would leave another there, one a probe for as long as the
+    # outage lasts, until every thread of the driver's pool was stuck and no statement ran, the
+    # database back or not. None is due while it is there: the lookups are answered at once.
+    connect = pyodbc.connect
+    in_driver, _, returns = _logins_stuck_in_the_driver(monkeypatch)
+    caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
+    now = [0.0]
+    quick = OdbcSettings(dialect="sqlserver", pool_size=2, query_timeout_seconds=1, retries=2)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), quick)
+    stats._breaker.clock = lambda: now[0]
+    try:
+        with pytest.raises(ToolError):
+            await asyncio.wait_for(stats.player_summary(NOVA), 30)  # a guard
+        for who in (QUILL, BLAZE, NOVA):
+            now[0] += LOGIN_BREAKER_SECONDS  # a probe is due
+            with pytest.raises(ToolError):
+                await asyncio.wait_for(stats.player_summary(who), 30)
+        assert len(in_driver) == 1, in_driver
+        failed = [r for r in caplog.records if r.getMessage().startswith("player stats query failed")]
+        assert [r.levelno for r in failed] == [logging.ERROR]  # and no probe's INFO line
+        monkeypatch.setattr(pyodbc, "connect", connect)  # the database back
+        returns.set()  # ... and the stuck login at last out of the driver
+
+        async def answered() -> object:
+            # Answered at once that stats are unavailable until the stuck login's thread has
+            # returned (a moment after the event); then a probe logs in, and works.
+            while True:
+                now[0] += LOGIN_BREAKER_SECONDS
+                try:
+                    return await stats.player_summary(QUILL)
+                except ToolError:
+                    await asyncio.sleep(0.01)
+
+        assert await asyncio.wait_for(answered(), 30) == await embedded.player_summary(QUILL)
+    finally:
+        returns.set()
+        await stats.aclose()
+
+
+async def test_a_login_cut_with_its_turn_is_waited_for_not_begun_again_beside_it(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A player's turn cancelled while its lookup logs in leaves the login in the driver, as a
+    # deadline does, though the breaker is closed: the next login, a lookup's or `check`'s, waits
+    # for it rather than leave a second thread stuck beside it.
+    in_driver, logging_in, returns = _logins_stuck_in_the_driver(monkeypatch)
+    quick = OdbcSettings(dialect="sqlserver", pool_size=2, query_timeout_seconds=1, retries=2)
+    stats = await OdbcStats.open(odbc_string(players_db(settings)), quick)
+    try:
+        turn = asyncio.create_task(stats.player_summary(NOVA))
+        await asyncio.wait_for(asyncio.to_thread(logging_in.wait), 30)  # a guard
+        turn.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await turn
+        with pytest.raises(ToolError):
+            await asyncio.wait_for(stats.player_summary(QUILL), 30)  # a guard
+        with pytest.raises(OdbcStatsError, match="the database did not answer"):
+            await asyncio.wait_for(stats.check(), 30)
+        assert len(in_driver) == 1, in_driver
+    finally:
+        returns.set()
+        await stats.aclose()
 
 
 async def test_a_database_locked_beyond_the_retries_is_unavailable(
