@@ -552,8 +552,12 @@ class OdbcStats:
             wait = min(MAX_BACKOFF_SECONDS, self._settings.retry_backoff_seconds * 2**attempt)
             late = deadline is not None and loop.time() + wait >= deadline
             again = attempt < retries and not late and is_transient(exc, self._settings.dialect)
-            # A login failed (this one's or another's): the next attempt would be held off.
-            again = again and self._breaker.held_off() is None
+            if again and self._breaker.held_off() is not None:
+                # A login failed (this one's or another's): the next attempt is held off, unless
+                # a connection idle in the pool serves it, which needs no login. One found gone,
+                # or a statement timed out, takes the idle ones with it (`drop`).
+                lost = is_connection_lost(exc) or _timed_out(exc)
+                again = not lost and self._held_off() is None
             decided.append((attempt, exc, wait if again else None))
             return decided[-1][2]
 

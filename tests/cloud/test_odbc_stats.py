@@ -718,6 +718,60 @@ async def test_a_refused_login_leaves_a_connection_kept_from_before_to_answer(
         await stats.aclose()
 
 
+@pytest.mark.parametrize(
+    ("error", "answered"),
+    [(DEADLOCK, True), (LOCK_TIMEOUT, True), (RESET, False)],
+    ids=["deadlock victim", "lock timeout", "connection reset"],
+)
+async def test_a_blip_on_a_kept_connection_is_retried_on_another_idle_one_while_logins_fail(
+    settings: Settings,
+    embedded: SqliteStats,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    error: pyodbc.Error,
+    answered: bool,
+) -> None:
+    # A database refusing new sessions (Azure SQL at its request limit) still answers on those
+    # open. A summary chosen as a deadlock victim there was told stats are unavailable, its retry
+    # held off as a login would be, though another connection lay idle for it, needing none. A
+    # connection found gone takes the idle ones with it: that retry would log in, and is not tried.
+    connect = aioodbc.connection.Connection._connect
+    capped = [False]
+
+    async def capped_logins(conn: aioodbc.connection.Connection) -> None:
+        if capped[0]:
+            raise driver_error(
+                "42000", "[SQL Server]The request limit for the database is 60.", 10928, "SQLDriverConnect"
+            )
+        await connect(conn)
+
+    monkeypatch.setattr(aioodbc.connection.Connection, "_connect", capped_logins)
+    caplog.set_level(logging.INFO, logger="bot.tools.odbc_stats")
+    stats = await OdbcStats.open(
+        odbc_string(players_db(settings)), replace(FAST, dialect="sqlserver", pool_size=3)
+    )
+    stats._breaker.clock = lambda: 0.0  # the breaker's window never ends here
+    try:
+        await _open_pooled(stats, 2)
+        capped[0] = True
+        async with stats._pool.acquire(), stats._pool.acquire():  # other players' summaries
+            with pytest.raises(ToolError):  # a third connection is refused its login
+                await stats.player_summary(QUILL)
+        assert stats._pool.freesize == 2
+        assert stats._breaker.held_off() is not None
+        failed = _break(monkeypatch, {stats._pool._free[0]}, error)
+        if answered:
+            assert await stats.player_summary(NOVA) == await embedded.player_summary(NOVA)
+        else:
+            with pytest.raises(ToolError):
+                await stats.player_summary(NOVA)
+        assert len(failed) == 1
+    finally:
+        await stats.aclose()
+    retried = [r for r in caplog.records if "transient error" in r.getMessage()]
+    assert len(retried) == answered
+
+
 async def test_a_login_the_driver_never_times_out_holds_off_the_next_ones_too(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
