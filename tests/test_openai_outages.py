@@ -1063,6 +1063,55 @@ async def test_a_request_still_too_large_without_its_oldest_turns_is_asked_once_
         assert [t.user_text for t in kept] == [*every, "how many points"]
 
 
+@pytest.mark.parametrize(
+    ("turns", "failure", "read_timeout"),
+    [
+        ("oldest", Failure(status=500), "2"),
+        ("oldest", Failure(hang=5), "0.3"),
+        ("all", Failure(status=500), "2"),
+    ],
+    ids=["oldest then 500", "oldest then timeout", "all then 500"],
+)
+async def test_a_request_asked_without_turns_that_then_fails_keeps_them(
+    storage, fake, turns, failure, read_timeout
+) -> None:
+    """The turns left out of a request too large go only once a request without them is answered:
+    failed for another reason (an outage, a timeout), it showed nothing about whether the rest
+    fits, and the fallback's answer goes on from the whole conversation. The next note is sized
+    again, by its own request."""
+    settings = openai_settings(
+        storage,
+        fake,
+        VOXDESK_AGENT_FALLBACK="offline",
+        VOXDESK_OPENAI_MAX_RETRIES="0",
+        VOXDESK_OPENAI_TIMEOUT_SECONDS=read_timeout,
+    )
+    fake.script = [answer("Sized.")]
+    async with running_app(settings) as app:
+        await app.agent.respond_text(ToolContext(user_id=QUILL, request_id="q1"), "how many points")
+        if turns == "oldest":  # some 450 tokens each: a few of the six fit
+            fake.tokens_per_minute = request_tokens(fake.chats[0].body) + 2_500
+            history = long_turns(6, 1_700)
+        else:  # any one of them takes the request over the limit
+            fake.tokens_per_minute = request_tokens(fake.chats[0].body) + 2_000
+            history = long_turns(3, 10_000)
+        for past in history:
+            await app.conversations.append(NOVA, past)
+        fake.failures = [failure]
+        reply = await app.agent.respond_text(ToolContext(user_id=NOVA, request_id="n2"), "how many points")
+        kept = await app.conversations.history(NOVA)
+
+    def asked(chat) -> int:
+        return sum(f"question {i}" in json.dumps(chat.body["messages"]) for i in range(len(history)))
+
+    # With every turn, refused as too large; then without the oldest (or all), which failed.
+    whole, without = (asked(c) for c in fake.chats[1:])
+    assert whole == len(history)
+    assert 0 < without < whole if turns == "oldest" else without == 0
+    assert reply.engine == "offline"
+    assert [t.user_text for t in kept] == [*(p.user_text for p in history), "how many points"]
+
+
 async def test_a_turn_too_large_by_its_own_tool_rounds_is_not_asked_again_without_its_history(
     storage, fake
 ) -> None:

@@ -151,8 +151,8 @@ class TurnState:
     # carry them and be refused first.
     afresh: bool = False
     # The conversation's oldest turns (of `history`) this turn left out of its requests to come
-    # within the provider's token limit: they go from the conversation as the turn is kept, or
-    # each later note would carry them and be refused first.
+    # within the provider's token limit, once a request without them was answered: they go from
+    # the conversation as the turn is kept, or each later note would carry them and be refused first.
     let_go: int = 0
 
 

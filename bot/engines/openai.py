@@ -387,6 +387,8 @@ class OpenAIEngine:
             reply = await self._complete(turn)
             return reply
         finally:
+            if reply is None:
+                _keep_unanswered(turn)
             if reply is None or not reply.tool_calls:
                 # Only a tool round's next step sends the note again: held on through the
                 # transcript's wait, the reply's encoding and the history's saving, or a fallback's
@@ -431,7 +433,7 @@ class OpenAIEngine:
                             log.warning(
                                 "a request over OpenAI's token limit on its own (%s): asking without"
                                 " the oldest %d of the history's %d turns, which the conversation"
-                                " lets go",
+                                " lets go if it is answered",
                                 _said(exc),
                                 trimmed,
                                 len(turn.history),
@@ -441,8 +443,8 @@ class OpenAIEngine:
                         else:
                             log.warning(
                                 "a request over OpenAI's token limit on its own (%s): asking"
-                                " without the history of %d turns, and the conversation goes on"
-                                " from this note",
+                                " without the history of %d turns; answered, the conversation"
+                                " goes on from this note",
                                 _said(exc),
                                 len(turn.history) - turn.let_go,
                             )
@@ -469,12 +471,8 @@ class OpenAIEngine:
                         raise
         except openai.APIStatusError as exc:
             if _too_large(exc) or exc.status_code == PAYLOAD_TOO_LARGE:
-                if turn.scratch.pop(TOO_LARGE_WITH_HISTORY, False):
-                    # Too large without the history too: the note, not the history, is over the
-                    # limit, and the conversation goes on from the history (a fallback's answer too).
-                    turn.afresh = False
-                if TRIMMED_FROM in turn.scratch:
-                    turn.let_go = turn.scratch.pop(TRIMMED_FROM)
+                # Too large without the history too: the note, not the history, is over the limit,
+                # and the conversation goes on from the history (`complete` keeps it).
                 self.ready = True
                 raise NoteTooLarge(f"OpenAI answered {exc.status_code}: {_said(exc)}") from exc
             if exc.code in FILTERED:
@@ -1193,6 +1191,17 @@ def _said(exc: openai.APIStatusError) -> str:
     body = exc.body if isinstance(exc.body, dict) else {}
     text = str(body.get("message") or exc.message).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _keep_unanswered(turn: TurnState) -> None:
+    """The history's turns a step was asked without, for a request too large with them, stay in
+    the conversation (a fallback's answer goes on from them) unless a request without them was
+    answered: one that failed otherwise (a 5xx, a timeout, a pause, too large still) showed
+    nothing about the rest fitting, and the next note is sized by its own request."""
+    if turn.scratch.pop(TOO_LARGE_WITH_HISTORY, False):
+        turn.afresh = False
+    if TRIMMED_FROM in turn.scratch:
+        turn.let_go = turn.scratch.pop(TRIMMED_FROM)
 
 
 def _too_large(exc: openai.APIStatusError) -> bool:
