@@ -24,7 +24,7 @@ from bot.tools.base import ToolContext
 from bot.turns import PastTurn
 from tests.fakes.openai_server import Failure, answer, request_tokens, serving, tool_calls
 from tests.fakes.search_server import running_fake_search
-from tests.test_openai import NOTE, openai_settings
+from tests.test_openai import NOTE, azure_settings, openai_settings
 
 from .conftest import BLAZE, NOVA, QUILL
 
@@ -959,6 +959,27 @@ async def test_a_limit_run_out_by_the_tokens_used_already_still_pauses_every_not
         first = await app.agent.respond(ToolContext(user_id=NOVA), NOTE)
         second = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
     assert (first.text, second.kind, len(fake.chats)) == (say.VOICE_SERVICE_DOWN, "apology", 1)
+
+
+async def test_azures_token_rate_429_names_no_tokens_and_pauses_every_note(storage, fake) -> None:
+    """Azure OpenAI answers a deployment's tokens per minute run out with code "429" and one
+    message, whether the running count or one request alone went over: it names neither the limit
+    nor the request's tokens, so nothing tells a request too large on its own from the limit, and
+    its Retry-After holds every note as any rate limit's does."""
+    message = (
+        "Requests to the ChatCompletions_Create Operation under Azure OpenAI API version"
+        " 2025-01-01-preview have exceeded token rate limit of your current OpenAI S0 pricing tier."
+        " Please retry after 30 seconds. Please go here: https://aka.ms/oai/quotaincrease if you"
+        " would like to further increase the default rate limit."
+    )
+    fake.failures = [Failure(status=429, retry_after=30, code="429", message=message)]
+    async with running_app(azure_settings(storage, fake)) as app:
+        await app.conversations.append(NOVA, PastTurn("how do I pair", "Hold the button.", at=time.time()))
+        first = await app.agent.respond(ToolContext(user_id=NOVA, request_id="n2"), NOTE)
+        second = await app.agent.respond(ToolContext(user_id=BLAZE), NOTE)
+        kept = await app.conversations.history(NOVA)
+    assert (first.text, second.kind, len(fake.chats)) == (say.VOICE_SERVICE_DOWN, "apology", 1)
+    assert [t.reply_text for t in kept] == ["Hold the button."]
 
 
 async def test_a_400_naming_a_message_of_the_history_is_asked_again_without_it(storage, fake, caplog) -> None:
