@@ -85,6 +85,32 @@ async def test_a_long_rate_limit_sends_the_notes_to_the_fallback_at_once(storage
     assert levels == ["WARNING", "INFO", "INFO"]
 
 
+async def test_429s_of_requests_out_together_pause_as_one(storage, fake) -> None:
+    """A 429 naming no wait pauses requests for 1 s, doubled for each 429 in a row. The requests
+    of a raid's notes are out together, and their 429s come together: one burst, not eight 429s in
+    a row each asked again after the last pause (2 minutes for eight, every note to the fallback)."""
+    fake.failures = [Failure(status=429, hang=1.0)] * 8  # all eight are out before any is answered
+    async with running_app(openai_settings(storage, fake)) as app:
+        replies = await asyncio.gather(
+            *(app.agent.respond(ToolContext(user_id=str(10**17 + i)), NOTE) for i in range(8))
+        )
+        paused = app.agent.engine.chat_gate.wait()
+    assert [r.kind for r in replies] == ["answer"] * 8
+    assert (len(fake.chats), paused) == (16, 0)
+
+
+def test_429s_in_a_row_double_the_pause_and_those_out_with_one_do_not() -> None:
+    from bot.engines.openai import Gate
+
+    gate = Gate("chat", 30.0, "the fallback answers")
+    out_together = time.monotonic() - 1.0  # out a second before the first 429 came
+    assert [gate.rate_limited(None, out_together) for _ in range(3)] == [1.0, 1.0, 1.0]
+    # Each sent after the last 429 came (after its pause): one more in a row.
+    assert [gate.rate_limited(None, time.monotonic()) for _ in range(3)] == [2.0, 4.0, 8.0]
+    gate.answered()
+    assert gate.rate_limited(None, out_together) == 1.0  # an answer between: a new run
+
+
 @pytest.mark.parametrize(
     "reset",
     [

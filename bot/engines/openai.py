@@ -198,7 +198,8 @@ class Gate:
     """Whether requests to one endpoint go out, shared by every turn.
 
     A 429 pauses them for as long as the provider asks (retry-after, or its rate-limit reset), or,
-    when it names no wait, for FIRST_PAUSE doubled with each 429 in a row; a 408's or a 5xx's
+    when it names no wait, for FIRST_PAUSE doubled with each 429 in a row (of requests sent after
+    the last one came: those out with it are one burst); a 408's or a 5xx's
     Retry-After, for as long as it names up to `breaker_seconds`. BREAKER_FAILURES timeouts,
     connection failures, 408s or 5xx in a row pause them for `breaker_seconds`; then a single
     request goes to see whether the service is back, and the fallback answers the others until it
@@ -216,6 +217,7 @@ class Gate:
         self.why = ""
         self.failures = 0  # timeouts, connection failures, 408s and 5xx in a row
         self.limited = 0  # 429s in a row
+        self.limited_at = 0.0  # time.monotonic() when the last 429 counted in `limited` came
         self.probing = False  # the one request sent after the breaker's or a spent quota's pause
         self.spent = False  # a 429 insufficient_quota, and no answer since
         # The logged pause: said when it begins, however often it is prolonged, and when it ends.
@@ -247,9 +249,13 @@ class Gate:
         goes on, and was said when it began, so the turn's log line is no news either."""
         return EnginePaused(f"OpenAI {self.what} requests paused: {self.why}")
 
-    def rate_limited(self, asked: float | None) -> float:
-        """A 429: the pause it sets (seconds)."""
-        self.limited += 1
+    def rate_limited(self, asked: float | None, sent: float) -> float:
+        """A 429 of a request sent at `sent` (time.monotonic()): the pause it sets (seconds). One
+        sent before the last 429 came was out with it, as a raid's notes' requests are: counted
+        in a row, eight at once would pause every note for two minutes."""
+        if self.limited == 0 or sent >= self.limited_at:
+            self.limited += 1
+            self.limited_at = time.monotonic()
         self.failures = 0
         self.probing = False
         pause = min(FIRST_PAUSE * 2 ** min(self.limited - 1, 16) if asked is None else asked, LONGEST_PAUSE)
@@ -684,6 +690,7 @@ class OpenAIEngine:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise EngineError("no answer within openai.turn_deadline_seconds")
+            sent = time.monotonic()
             probing = gate.sending()
             try:
                 async with asyncio.timeout(left):
@@ -702,7 +709,7 @@ class OpenAIEngine:
                     # sent again it would be refused again, and a pause would hold them back.
                     gate.answered()
                     raise
-                pause = gate.rate_limited(_pause_asked(exc.response.headers))
+                pause = gate.rate_limited(_pause_asked(exc.response.headers), sent)
                 if (
                     not unsent_only
                     and tries < retries
