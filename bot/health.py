@@ -164,12 +164,16 @@ def check_storage(settings: Settings) -> str:
     the log line that told of it may be long gone. Those, and files other users can read, make it
     NeedsHuman: the bot runs on. And the files `run` and `web` only lock, which they make later:
     one they cannot write is NeedsHuman too, a file system that takes no locks a failure."""
-    from bot.app import storage_paths
+    from bot.app import NotInitialised, storage_paths
     from bot.schemas import refuse_newer_databases
     from bot.tools.grievance_spool import GrievanceSpool
     from bot.tools.grievance_store import recent_unusable
 
     paths = storage_paths(settings)
+    if not paths.root.exists():
+        # Before `init`, or storage.dir set to the wrong folder: this line comes first, and the OS's
+        # bare "No such file or directory" said neither.
+        raise NotInitialised(f"{paths.root} does not exist: run `python -m bot init` first")
     refuse_newer_databases(paths)
     unusable = recent_unusable(paths.recent_claims)
     spool = GrievanceSpool.beside(paths.grievances)

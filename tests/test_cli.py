@@ -558,6 +558,18 @@ def test_check_before_init_names_what_is_missing(tmp_path: Path) -> None:
     assert "Traceback" not in done.stdout + done.stderr
 
 
+def test_check_before_init_says_so_on_the_storage_line(tmp_path: Path) -> None:
+    # The storage line comes first, in the order to mend them: before init (or with storage.dir
+    # set to a folder that is not there) it says what to do, not the OS's bare "No such file".
+    from bot.health import check_storage
+
+    missing = tmp_path / "empty"
+    with pytest.raises(Exception) as caught:
+        check_storage(make_settings(missing))
+    assert str(caught.value) == f"{missing} does not exist: run `python -m bot init` first"
+    assert not missing.exists()  # check looks, and makes nothing
+
+
 def test_check_names_a_storage_folder_it_cannot_use_first(tmp_path: Path) -> None:
     """storage.dir set to a file: every local database and the speech models fail for it, and the
     engine's line says to run init, which would fail there too; the cause is the first line."""
