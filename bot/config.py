@@ -528,9 +528,7 @@ def load_settings(
     origins: dict[str, str] = {}
     for name, values in raw.items():
         if isinstance(values, dict):
-            for key in values:
-                if key not in _known_keys(name) and (var := _secret_variable(f"{name}_{key}", key)):
-                    _refuse_secret(f"{name}.{key} in {source}", var)
+            _refuse_secrets_within((name,), values, source)
         elif var := _secret_variable(name):
             _refuse_secret(f"{name} in {source}", var)
         if name not in SECTIONS and not isinstance(values, dict):
@@ -1058,6 +1056,21 @@ def _secret_variable(*names: str) -> str | None:
         if var is not None:
             return var
     return None
+
+
+def _refuse_secrets_within(path: tuple[str, ...], values: dict[str, typing.Any], source: str) -> None:
+    """Refuse a secret anywhere in a table of the file but under a setting's own key: in a table
+    of its own too ([secrets.openai] api_key, [openai.azure] api_key, or the same as a dotted key
+    or an inline table), which would otherwise be refused as an unknown table naming no variable."""
+    known = _known_keys(path[0]) if len(path) == 1 else set()
+    for key, value in values.items():
+        if key in known:
+            continue
+        here = (*path, key)
+        if var := _secret_variable("_".join(here), f"{path[0]}_{key}", key):
+            _refuse_secret(f"{'.'.join(here)} in {source}", var)
+        if isinstance(value, dict):
+            _refuse_secrets_within(here, value, source)
 
 
 def _refuse_secret(where: str, var: str) -> typing.NoReturn:

@@ -636,6 +636,14 @@ def test_a_password_in_a_service_address_is_not_in_the_settings_repr(tmp_path: P
         # TOML's bare keys take "-", as other tools' settings spell them ("api-key").
         ("[openai]\napi-key = 'sk-SECRET123456'\n", "OPENAI_API_KEY"),
         ("[secrets]\ndiscord-token = 'sk-SECRET123456'\n", "DISCORD_TOKEN"),
+        # In a table of its own (or a dotted key, or an inline table, which TOML reads alike): was
+        # "unknown section [secrets]" or "unknown setting openai.azure", naming no variable.
+        ("[secrets.openai]\napi_key = 'sk-SECRET123456'\n", "OPENAI_API_KEY"),
+        ("[secrets]\ndiscord = {token = 'sk-SECRET123456'}\n", "DISCORD_TOKEN"),
+        ("[openai.azure]\napi_key = 'sk-SECRET123456'\n", "AZURE_OPENAI_API_KEY"),
+        ("[openai]\nazure.api_key = 'sk-SECRET123456'\n", "AZURE_OPENAI_API_KEY"),
+        ("[discord.bot]\ntoken = 'sk-SECRET123456'\n", "DISCORD_TOKEN"),
+        ("[jira.auth]\njira_api_token = 'sk-SECRET123456'\n", "JIRA_API_TOKEN"),
     ],
 )
 def test_a_secret_in_the_config_file_is_refused_naming_its_variable(
