@@ -792,10 +792,25 @@ def _main(argv: list[str] | None) -> int:
         given = sys.argv[1:] if argv is None else argv
         before = given[: given.index(args.command)] if args.command in given else given
         wrong = parser if any(u in before for u in unknown) else args.usage_of
-        wrong.error(f"unrecognized arguments: {' '.join(unknown)}")
+        wrong.error(f"unrecognized arguments: {' '.join(unknown)}{_goes_before(unknown, args.command)}")
     configure_logging(args.verbose)
     with _sigterm_as_interrupt(args.command):
         return _handled(args)
+
+
+# voxdesk's own options, which argparse takes before the command only: the command's usage shown
+# for one written after it lists no such option, as if voxdesk had none.
+_OWN_OPTIONS = {"--config": "--config FILE", "-v": "-v", "--verbose": "--verbose"}
+
+
+def _goes_before(unknown: list[str], command: str) -> str:
+    """'; --config goes before the command, as in ...' for voxdesk's own options among `unknown`."""
+    misplaced = list(dict.fromkeys(u.split("=", 1)[0] for u in unknown if u.split("=", 1)[0] in _OWN_OPTIONS))
+    if not misplaced:
+        return ""
+    verb = "goes" if len(misplaced) == 1 else "go"
+    example = " ".join(_OWN_OPTIONS[name] for name in misplaced)
+    return f"; {' and '.join(misplaced)} {verb} before the command, as in `voxdesk {example} {command}`"
 
 
 def _handled(args: argparse.Namespace) -> int:

@@ -1585,3 +1585,33 @@ def test_an_unknown_argument_is_said_with_the_usage_of_where_it_was_given(capsys
     assert ended.value.code == 2
     assert said.startswith(f"usage: {usage}")
     assert said.endswith(": error: unrecognized arguments: --bogus\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "hint"),
+    [
+        (
+            ["check", "--config", "x.toml"],
+            "--config goes before the command, as in `voxdesk --config FILE check`",
+        ),
+        (
+            ["check", "--config=x.toml"],
+            "--config goes before the command, as in `voxdesk --config FILE check`",
+        ),
+        (["run", "-v"], "-v goes before the command, as in `voxdesk -v run`"),
+        (
+            ["demo", "--verbose", "--config", "x.toml"],
+            "--verbose and --config go before the command, as in `voxdesk --verbose --config FILE demo`",
+        ),
+    ],
+)
+def test_voxdesks_own_options_after_the_command_say_where_they_go(capsys, args, hint) -> None:
+    # "voxdesk check --config x.toml" read "unrecognized arguments: --config x.toml" under check's
+    # usage, which lists no --config: nothing said voxdesk takes it, before the command.
+    from bot.cli import main
+
+    with pytest.raises(SystemExit) as ended:
+        main(args)
+    said = capsys.readouterr().err
+    assert ended.value.code == 2
+    assert said.endswith(f"; {hint}\n"), said
