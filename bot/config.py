@@ -1344,6 +1344,13 @@ def _coerce(key: str, hint: typing.Any, value: typing.Any, source: str) -> typin
     origin = typing.get_origin(hint)
     from_env = isinstance(value, _EnvText)
     wanted = getattr(hint, "__name__", str(hint))
+    if from_env and origin is not dict and in_quotes(str(value).strip()):
+        # A storage.dir so is a folder in the working directory, not the one named; a number or a
+        # switch so was "not an integer", the quotes left to be spotted in the value.
+        raise ConfigError(
+            f"{key}: {ENV_PREFIX}{key.replace('.', '_').upper()} = {value!r} is in quotes,"
+            " which are kept as part of the value (docker's --env-file keeps them): remove them"
+        )
     try:
         if hint is bool:
             if from_env:
@@ -1372,14 +1379,7 @@ def _coerce(key: str, hint: typing.Any, value: typing.Any, source: str) -> typin
             if from_env:
                 # As numbers are: a CRLF file sourced by a shell leaves "\r" on every value, and no
                 # setting's text ends in a space (a folder named "var\r" would be made).
-                text = str(value).strip()
-                if in_quotes(text):
-                    # A storage.dir so is a folder in the working directory, not the one named.
-                    raise ConfigError(
-                        f"{key}: {ENV_PREFIX}{key.replace('.', '_').upper()} = {value!r} is in quotes,"
-                        " which are kept as part of the value (docker's --env-file keeps them): remove them"
-                    )
-                return text
+                return str(value).strip()
             if isinstance(value, str):
                 return str(value)
             raise ValueError

@@ -62,9 +62,19 @@ def test_text_settings_from_the_environment_lose_a_line_ends_carriage_return() -
     [
         ({"VOXDESK_STORAGE_DIR": '"/srv/voxdesk"'}, "storage.dir: VOXDESK_STORAGE_DIR = '\"/srv/voxdesk\"'"),
         ({"VOXDESK_OPENAI_MODEL": "'gpt-audio' "}, "openai.model: VOXDESK_OPENAI_MODEL = \"'gpt-audio' \""),
+        # Numbers, switches and lists too: "'\"3\"' is not an integer" left the quotes to be spotted.
+        (
+            {"VOXDESK_AGENT_MAX_TOOL_ROUNDS": '"3"'},
+            "agent.max_tool_rounds: VOXDESK_AGENT_MAX_TOOL_ROUNDS = '\"3\"'",
+        ),
+        ({"VOXDESK_WEB_ENABLED": "'true'"}, "web.enabled: VOXDESK_WEB_ENABLED = \"'true'\""),
+        (
+            {"VOXDESK_DISCORD_CHANNELS": '"123,456"'},
+            "discord.channels: VOXDESK_DISCORD_CHANNELS = '\"123,456\"'",
+        ),
     ],
 )
-def test_a_text_setting_in_quotes_from_the_environment_is_refused(env: dict, said: str) -> None:
+def test_a_setting_in_quotes_from_the_environment_is_refused(env: dict, said: str) -> None:
     # docker run --env-file keeps quotes as part of the value: storage.dir was a folder named
     # '"/srv/voxdesk"' inside the container's working directory, not the volume, and the data
     # was gone with the container.
