@@ -1528,9 +1528,12 @@ def pasted_path(url: str, key: str, segment: str, goes_in: str) -> list[str]:
     ]
 
 
-def require_discord_token(settings: Settings) -> str:
+def require_discord_token(settings: Settings, command: str = "run") -> str:
+    """The bot token `command` (run, sync) logs in with, refused here when missing or plainly none."""
     if not settings.secrets.discord_token:
-        raise ConfigError("DISCORD_TOKEN is not set but `run` needs it: set it in the environment or .env")
+        raise ConfigError(
+            f"DISCORD_TOKEN is not set but `{command}` needs it: set it in the environment or .env"
+        )
     check_discord_token_shape(settings.secrets.discord_token)
     return settings.secrets.discord_token
 

@@ -320,7 +320,7 @@ def sync(settings: Settings, guild_id: int | None, clear: bool = False) -> int:
     """Publish the slash commands: globally (can take a while to appear everywhere) or to one
     guild (instant; copies the global commands there, for testing). `clear` with a guild removes
     that guild's copy: once the commands are global too, the guild would show each twice."""
-    token = require_discord_token(settings)
+    token = require_discord_token(settings, "sync")
     use_discord_logging(logging.WARNING)
     try:
         names = asyncio.run(sync_commands(settings, token, guild_id, clear))

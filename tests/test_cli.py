@@ -54,6 +54,15 @@ def test_ask_before_init_says_to_run_init(tmp_path: Path) -> None:
     assert "python -m bot init" in done.stderr
 
 
+def test_sync_without_a_token_names_sync(tmp_path: Path) -> None:
+    # "`run` needs it" answered `voxdesk sync`, as if the wrong command had been typed.
+    done = voxdesk("sync", storage=tmp_path, DISCORD_TOKEN="")
+    assert done.returncode == 2
+    assert done.stderr == (
+        "config error: DISCORD_TOKEN is not set but `sync` needs it: set it in the environment or .env\n"
+    )
+
+
 def test_bad_setting_exits_with_one_line(tmp_path: Path) -> None:
     done = voxdesk("init", storage=tmp_path, VOXDESK_AGENT_ENGINE="gpt")
     assert done.returncode == 2
