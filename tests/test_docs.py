@@ -722,3 +722,34 @@ def test_the_limits_the_docs_give_for_answers_status_history_and_the_gateway_are
     assert f"with 4011: `run` says so in one line and exits with status {GATEWAY_REFUSED}," in discord
     assert f"so too in {LIMITED_INTENT_SERVERS} servers or more, where the toggle no longer" in discord
     assert f"or {LIMITED_INTENT_SERVERS} servers reached without Discord's approval of it" in readme
+
+
+def test_scripts_dev_refuses_an_unknown_word_before_it_sets_anything_up(tmp_path: Path) -> None:
+    # `bash scripts/dev tests` (a plural, a typo) installed system packages and every pip package,
+    # and only then said its usage.
+    import shutil
+    import subprocess
+
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    for name in ("dev", "pick-python"):
+        shutil.copy(REPO / "scripts" / name, repo / "scripts" / name)
+    stubs = tmp_path / "stubs"
+    env = _stub_pythons(stubs, python3="3.12")
+    for tool in ("bash", "dirname"):
+        (stubs / tool).symlink_to(shutil.which(tool))
+    calls = tmp_path / "calls"
+    calls.touch()
+    (stubs / "dpkg").write_text(f'#!/bin/sh\necho "dpkg $*" >>{calls}\n')
+    (stubs / "dpkg").chmod(0o755)
+    venv = repo / ".venv" / "bin"
+    venv.mkdir(parents=True)
+    (venv / "python").write_text(
+        f'#!/bin/sh\necho "python $*" >>{calls}\ncase "$*" in *version_info*) echo 3.12 ;; esac\n'
+    )
+    (venv / "python").chmod(0o755)
+    done = subprocess.run(
+        ["/bin/bash", str(repo / "scripts" / "dev"), "tests"], env=env, capture_output=True, text=True
+    )
+    assert (done.returncode, done.stderr) == (2, "usage: bash scripts/dev [demo|test|setup]\n")
+    assert calls.read_text() == ""
