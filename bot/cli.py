@@ -507,6 +507,17 @@ def _user_path(text: str) -> str:
     return os.path.expanduser(text)
 
 
+def _speaker(text: str) -> str:
+    """A --user as `player` takes one: any other text was answered as a player of that name, and a
+    complaint in the note filed under an id no `player` command can name."""
+    from bot.player_data import NotAPlayerId, checked
+
+    try:
+        return checked(text)
+    except NotAPlayerId as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 SPEAKER_HELP = f"Discord user id of the speaker (default: demo player Nova, {DEMO_USER})"
 
 # name → (handler, help, argument adder)
@@ -528,7 +539,7 @@ COMMANDS: dict[
                 type=_user_path,
                 help="an audio file: ogg, mp3, m4a, wav, webm, flac, amr",
             ),
-            p.add_argument("--user", metavar="ID", default=DEMO_USER, help=SPEAKER_HELP),
+            p.add_argument("--user", metavar="ID", default=DEMO_USER, type=_speaker, help=SPEAKER_HELP),
             p.add_argument("--voice", metavar="NAME", default=None, help="reply voice (engine-specific)"),
             p.add_argument(
                 "--out",
@@ -552,7 +563,7 @@ COMMANDS: dict[
                 type=_user_path,
                 help="folder of voice notes (default: the samples)",
             ),
-            p.add_argument("--user", metavar="ID", default=DEMO_USER, help=SPEAKER_HELP),
+            p.add_argument("--user", metavar="ID", default=DEMO_USER, type=_speaker, help=SPEAKER_HELP),
         ),
     ),
     "eval": (

@@ -1624,3 +1624,18 @@ def test_voxdesks_own_options_after_the_command_say_where_they_go(capsys, args, 
     said = capsys.readouterr().err
     assert ended.value.code == 2
     assert said.endswith(f"; {hint}\n"), said
+
+
+@pytest.mark.parametrize("command", [["ask", "note.ogg"], ["demo"]])
+def test_a_speaker_that_is_no_discord_id_is_refused_before_the_note_is_asked(capsys, command) -> None:
+    # `ask --user nova` answered as a player "nova": a complaint in the note was filed under that
+    # id (labelled discord-nova in Jira), which no `player` command could then name.
+    from bot.cli import build_parser
+
+    with pytest.raises(SystemExit) as ended:
+        build_parser().parse_args([*command, "--user", "nova"])
+    assert ended.value.code == 2
+    assert capsys.readouterr().err.endswith(
+        "argument --user: 'nova' is not a Discord user id (digits only, e.g. 111111111111111111)\n"
+    )
+    assert build_parser().parse_args([*command, "--user", "222222222222222222"]).user == "222222222222222222"
