@@ -154,7 +154,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     samples = sorted(Path(args.samples).glob("*.ogg"))
     if not samples:
         _complain(f"no .ogg samples in {args.samples}")
-        return 1
+        return 4
 
     async def demo() -> list[tuple[str, str, str, str, str]]:
         rows = []

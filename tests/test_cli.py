@@ -1639,3 +1639,12 @@ def test_a_speaker_that_is_no_discord_id_is_refused_before_the_note_is_asked(cap
         "argument --user: 'nova' is not a Discord user id (digits only, e.g. 111111111111111111)\n"
     )
     assert build_parser().parse_args([*command, "--user", "222222222222222222"]).user == "222222222222222222"
+
+
+def test_demo_with_no_samples_is_a_file_that_cannot_be_used(tmp_path: Path, capsys) -> None:
+    # Status 1 is a failed check line or an error voxdesk does not handle (README): a folder of no
+    # voice notes is a file that cannot be used, 4, as `ask` of a note that is not there is.
+    from bot.cli import main
+
+    assert main(["demo", "--samples", str(tmp_path / "none")]) == 4
+    assert capsys.readouterr().err.endswith(f"no .ogg samples in {tmp_path / 'none'}\n")
