@@ -1141,8 +1141,6 @@ def _load_dotenv() -> None:
         logging.getLogger("dotenv.main").removeFilter(naming)
     _warn_of_repeated_names(parse_stream(io.StringIO(text)))
     for var, value in values.items():
-        if value is None:
-            continue
         if not _VARIABLE_NAME.fullmatch(var):
             # PowerShell's `$env:DISCORD_TOKEN = "..."` and cmd's `set DISCORD_TOKEN=...` parse as
             # a name no program reads: the secret was "not set" with no word of this line.
@@ -1163,6 +1161,10 @@ def _load_dotenv() -> None:
                     DOTENV.resolve(),
                     f" line {line}" if line else ": a line",
                 )
+            continue
+        if value is None:
+            # A name alone: declared with no value, which sets nothing. Checked after the name, as
+            # a token with no "=" pasted on a line of its own reads so too.
             continue
         if "\0" in value:
             # No environment variable can hold one: os.environ would stop start-up with a traceback.

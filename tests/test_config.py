@@ -793,6 +793,23 @@ def test_a_dotenv_line_with_no_name_is_a_warning_that_never_shows_it(
     assert body not in os.environ
 
 
+def test_a_dotenv_line_of_a_token_alone_is_a_warning_that_never_shows_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A Discord bot token (no "=" in it) pasted on the line after `DISCORD_TOKEN=`: python-dotenv
+    # reads it as a name with no value, and nothing was said but "DISCORD_TOKEN is not set".
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    token = "MTIzNDU2Nzg5MDEy.GaBcDe.fGhIjKlMnOpQrStUvWxYz0123456789abcd"
+    (tmp_path / ".env").write_text(f"DISCORD_TOKEN=\n{token}\nOPENAI_BASE_URL\n")
+    caplog.set_level(logging.WARNING, logger="bot.config")
+    assert load_settings().secrets.discord_token == ""
+    # A name alone (python-dotenv's "declared, no value") is no mistake: said nothing of.
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith(f"{tmp_path / '.env'} line 2 holds no NAME=value, ignored")
+    assert token[:8] not in caplog.text
+
+
 def test_a_secret_in_the_environment_and_otherwise_in_dotenv_says_which_is_used(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
