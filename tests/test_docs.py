@@ -753,3 +753,22 @@ def test_scripts_dev_refuses_an_unknown_word_before_it_sets_anything_up(tmp_path
     )
     assert (done.returncode, done.stderr) == (2, "usage: bash scripts/dev [demo|test|setup]\n")
     assert calls.read_text() == ""
+
+
+def test_the_design_doc_names_every_error_of_the_engine_protocol() -> None:
+    # The agent and the front ends tell a player and the log apart by these: an error added to
+    # bot/engines/base.py (NoteTooLarge, a note over the token limit on its own) without a word in
+    # the layout is one a newcomer reading it does not know to handle.
+    import inspect
+
+    from bot.engines import base
+
+    errors = {
+        name
+        for name, value in vars(base).items()
+        if inspect.isclass(value) and issubclass(value, BaseException) and value.__module__ == base.__name__
+    }
+    design = " ".join((REPO / "docs" / "design.md").read_text(encoding="utf-8").split())
+    line = design.split("base.py (the protocol,", 1)[1].split(" openai.py (", 1)[0]
+    assert len(errors) > 3  # the scan found them
+    assert sorted(name for name in errors if not re.search(rf"\b{name}\b", line)) == []
