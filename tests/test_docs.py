@@ -556,6 +556,9 @@ def test_the_design_doc_names_every_script_and_the_grievance_schema_version() ->
     design = " ".join((REPO / "docs" / "design.md").read_text(encoding="utf-8").split())
     for script in sorted(p for p in (REPO / "scripts").iterdir() if p.is_file()):
         assert f"scripts/{script.name}" in design, script.name
+    # CI's files too: what CI runs is what a change must keep passing.
+    for ci in sorted(p for p in (REPO / ".ci").iterdir() if p.is_file()):
+        assert f".ci/{ci.name}" in design, ci.name
     assert f"grievances.db (schema version {SCHEMA_VERSION}:" in design
     assert f"grievances-recent.db attached (schema version {RECENT_SCHEMA_VERSION}:" in design
 
