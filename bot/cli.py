@@ -235,13 +235,36 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_backup(args: argparse.Namespace) -> int:
+    from bot.app import storage_paths
     from bot.backup import MANIFEST, backup
+    from bot.db import kept
 
     settings = _settings(args)
     into, storage = Path(args.into).resolve(), settings.storage_dir.resolve()
+    if not storage.exists():
+        # Said before DIR is touched: a nightly job from the wrong folder, or with another
+        # storage.dir than the bot's, would otherwise keep empty backups and exit 0.
+        _complain(
+            f"backup: storage.dir {storage} does not exist: is storage.dir the bot's storage folder?"
+            " nothing was copied"
+        )
+        return 2
     if into.is_relative_to(storage):  # lost with the folder it is meant to bring back
         _complain(f"backup: {args.into} is inside the storage folder {storage}: give a folder elsewhere")
         return 2
+    if not any(kept(db) for db in storage_paths(settings).databases):
+        if any(storage.iterdir()):  # the bot's `init` makes its databases before anything else
+            _complain(
+                f"backup: {storage} holds none of voxdesk's databases: is storage.dir the bot's"
+                " storage folder? nothing was copied"
+            )
+            return 2
+        # Status 1, as `check` fails a service: no setting is known to be wrong (a fresh install
+        # not yet through `init`), yet nothing is kept, which a scheduled backup must not hide.
+        _complain(
+            f"backup: nothing to copy yet; the storage folder {storage} is empty (`voxdesk init` fills it)"
+        )
+        return 1
     try:
         folder, lines = backup(settings, Path(args.into))
     except sqlite3.Error as exc:  # the source or the copy: the message names which file
@@ -249,8 +272,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return 4
     for line in lines:
         print(line)
-    copied = (folder / MANIFEST).exists()
-    print(f"backup: {folder}" if copied else f"backup: nothing to copy yet; {folder} is empty")
+    if not (folder / MANIFEST).exists():  # a storage folder emptied meanwhile, say
+        _complain(f"backup: nothing to copy yet; {folder} is empty")
+        return 1
+    print(f"backup: {folder}")
     return 0
 
 

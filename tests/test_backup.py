@@ -108,6 +108,48 @@ def test_backup_command_names_its_folder(settings, tmp_path: Path) -> None:
     assert done.stdout.strip().endswith(f"backup: {folder}")
 
 
+def test_backup_from_a_storage_dir_that_does_not_exist_fails_in_one_line(tmp_path: Path) -> None:
+    # A nightly job with another storage.dir than the bot's (a cron job's working directory, an
+    # environment without VOXDESK_STORAGE_DIR) kept empty backups and exited 0, every night.
+    storage, into = tmp_path.resolve() / "not-the-storage", tmp_path / "b"
+    done = voxdesk("backup", str(into), storage=storage)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"backup: storage.dir {storage} does not exist: is storage.dir the bot's storage folder?"
+        " nothing was copied\n"
+    )
+    assert not into.exists() and not storage.exists()
+
+
+def test_backup_from_a_folder_without_voxdesk_s_databases_fails_in_one_line(tmp_path: Path) -> None:
+    storage, into = tmp_path.resolve() / "home", tmp_path / "b"
+    storage.mkdir()
+    (storage / "notes.txt").write_text("not voxdesk's\n")
+    done = voxdesk("backup", str(into), storage=storage)
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"backup: {storage} holds none of voxdesk's databases: is storage.dir the bot's storage"
+        " folder? nothing was copied\n"
+    )
+    assert not into.exists()
+
+
+def test_backup_of_a_storage_folder_not_yet_initialised_says_there_is_nothing_yet(tmp_path: Path) -> None:
+    # The folder a unit's StateDirectory= or a container's new volume makes, before `init`: not a
+    # setting known to be wrong, yet no backup either, which a scheduled job must see.
+    storage, into = tmp_path.resolve() / "var", tmp_path / "b"
+    storage.mkdir()
+    done = voxdesk("backup", str(into), storage=storage)
+    assert done.returncode == 1, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == (
+        f"backup: nothing to copy yet; the storage folder {storage} is empty (`voxdesk init` fills it)\n"
+    )
+    assert not into.exists()
+
+
 def test_the_spool_is_copied_before_the_grievance_database(settings, tmp_path: Path, monkeypatch) -> None:
     # A grievance the running bot files from the spool between the two copies must be in one of
     # them: in the database's copy if that is taken after the spool's.
