@@ -34,7 +34,9 @@ from bot.db import (
     fsync_path,
     kept,
     locked_now,
+    mounted_read_only,
     naming,
+    other_owner,
     private_dir,
     private_file,
     restore_from_log,
@@ -162,7 +164,7 @@ def _copy_all(storage: StoragePaths, folder: Path) -> tuple[list[str], dict[str,
             except NoRoom:
                 raise
             except sqlite3.Error as exc:
-                raise naming(db, exc) from exc
+                raise _unreadable(db, exc) from exc
             lines.append(f"{db.name}: copied")
     if lines and kept(storage.recent_claims):
         lines.append(f"{storage.recent_claims.name}: {NOT_COPIED}")
@@ -171,6 +173,29 @@ def _copy_all(storage: StoragePaths, folder: Path) -> tuple[list[str], dict[str,
         _write_new(folder / key.name, key.read_bytes())
         lines.append(f"{key.name}: copied (the key players are named to OpenAI by)")
     return lines, versions
+
+
+def _unreadable(db: Path, exc: sqlite3.Error) -> sqlite3.Error:
+    """`exc` naming `db`, and why this user could not read it where that is the cause: SQLite's
+    "attempt to write a readonly database" or "unable to open database file", from a backup,
+    which only reads, says none."""
+    if getattr(exc, "sqlite_errorname", "") not in ("SQLITE_READONLY_DIRECTORY", "SQLITE_CANTOPEN"):
+        return naming(db, exc)
+    if not os.access(db, os.R_OK):
+        why = f"this user cannot read it{other_owner(str(db))}: run backup as the bot's user"
+    elif mounted_read_only(db):  # which naming() says
+        why = f"{_SHM}; back up where that file system is mounted read-write"
+    elif not os.access(db.parent, os.W_OK):
+        owner = other_owner(str(db.parent))
+        why = f"{_SHM}; this user cannot write {db.parent}{owner}: run backup as the bot's user"
+    else:
+        return naming(db, exc)
+    return type(exc)(f"{naming(db, exc)}: {why}")
+
+
+# A WAL database is read through its -shm file, made beside it when no connection has it open:
+# the same backup works while the bot runs, and fails once it is stopped (as before an upgrade).
+_SHM = "with no process holding it open, SQLite makes a -shm file beside a database to read it"
 
 
 def _safety_key(storage: StoragePaths) -> Path | None:

@@ -8,6 +8,8 @@ import fcntl
 import os
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from bot.tools.grievance_spool import GrievanceSpool
 from bot.tools.grievance_store import LocalGrievanceStore
 
 from .conftest import smb_locks
-from .test_cli import voxdesk
+from .test_cli import REPO, _on_a_read_only_mount, _without_root_override, voxdesk
 
 NOVA = "111111111111111111"
 
@@ -581,6 +583,44 @@ async def test_a_backup_of_a_database_only_in_its_log_holds_its_grievances(setti
     folder, _ = backup(settings, tmp_path / "backups", now=dt.datetime(2026, 12, 5, 8, 30, tzinfo=dt.UTC))
     assert _grievances(folder / "grievances.db") == 1
     assert _grievances(path) == 1
+
+
+SHM = "with no process holding it open, SQLite makes a -shm file beside a database to read it"
+
+
+def test_a_backup_of_a_stopped_bot_s_folder_this_user_cannot_write_says_why(settings, tmp_path: Path) -> None:
+    # The same backup works while the bot runs (its -shm files are there to read through) and,
+    # once it is stopped (as before an upgrade), failed on "attempt to write a readonly database".
+    storage = settings.storage_dir
+    storage.chmod(0o500)
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-m", "bot", "backup", str(tmp_path / "b")],
+            cwd=REPO,
+            env={**os.environ, "VOXDESK_STORAGE_DIR": str(storage)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        storage.chmod(0o700)
+    assert done.returncode == 4, done.stdout
+    assert done.stderr == (
+        f"backup failed, nothing kept: {storage / 'manuals.db'}: attempt to write a readonly database:"
+        f" {SHM}; this user cannot write {storage}: run backup as the bot's user\n"
+    )
+
+
+def test_a_backup_from_a_read_only_mount_says_why_it_cannot_read_there(settings, tmp_path: Path) -> None:
+    mount = tmp_path / "mounted"
+    done = _on_a_read_only_mount(
+        settings.storage_dir, mount, sys.executable, "-m", "bot", "backup", str(tmp_path / "b")
+    )
+    assert done.returncode == 4, done.stdout
+    assert done.stderr == (
+        f"backup failed, nothing kept: {mount / 'manuals.db'}: unable to open database file (its file"
+        f" system is mounted read-only): {SHM}; back up where that file system is mounted read-write\n"
+    )
 
 
 def test_a_backup_disk_without_room_is_named_not_the_database_copied(
