@@ -252,6 +252,9 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if into.is_relative_to(storage):  # lost with the folder it is meant to bring back
         _complain(f"backup: {args.into} is inside the storage folder {storage}: give a folder elsewhere")
         return 2
+    if into.exists() and not into.is_dir():  # OSError's own words, "File exists", say nothing of it
+        _complain(f"backup: {args.into} is a file: DIR names the folder the backups go in")
+        return 4
     if not any(kept(db) for db in storage_paths(settings).databases):
         if any(storage.iterdir()):  # the bot's `init` makes its databases before anything else
             _complain(

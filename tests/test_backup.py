@@ -152,6 +152,16 @@ def test_backup_of_a_storage_folder_not_yet_initialised_says_there_is_nothing_ye
     assert not into.exists()
 
 
+def test_backup_into_a_file_says_dir_is_a_folder(settings, tmp_path: Path) -> None:
+    into = tmp_path / "backups"
+    into.write_text("")
+    done = voxdesk("backup", str(into), storage=settings.storage_dir)
+    assert done.returncode == 4, done.stderr
+    assert done.stdout == ""
+    assert done.stderr == f"backup: {into} is a file: DIR names the folder the backups go in\n"
+    assert into.read_text() == ""
+
+
 def test_the_spool_is_copied_before_the_grievance_database(settings, tmp_path: Path, monkeypatch) -> None:
     # A grievance the running bot files from the spool between the two copies must be in one of
     # them: in the database's copy if that is taken after the spool's.
