@@ -294,6 +294,11 @@ def _export_refused(out: Path, user_id: str) -> str:
         return _written_over(out)
     if not out.parent.is_dir():
         return f"{out.parent} is no folder: make it first, or give a file in one that is"
+    try:
+        with tempfile.TemporaryFile(dir=out.parent):  # found writing it, the hidden .partial is named
+            pass
+    except OSError as exc:
+        return _why(exc, str(out.parent))
     return ""
 
 

@@ -335,6 +335,33 @@ def test_export_to_a_folder_or_into_a_missing_one_says_what_to_give(settings, tm
     assert list(exports.iterdir()) == []
 
 
+def test_export_into_a_folder_this_user_cannot_write_names_that_folder(settings, tmp_path) -> None:
+    # Refused as the export was written, the line named the hidden .partial file
+    # (".nova.json.<pid>.<random>.partial: Permission denied"), after the player's data was read.
+    import subprocess
+    import sys
+
+    from .test_cli import REPO, _without_root_override
+
+    exports = tmp_path / "exports"
+    exports.mkdir(mode=0o500)
+    command = ["player", "export", NOVA, "--out", str(exports / "nova.json")]
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-m", "bot", *command],
+            cwd=REPO,
+            env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        exports.chmod(0o700)
+    assert (done.returncode, done.stdout) == (4, "")
+    assert done.stderr == f"player export: {exports}: Permission denied\n"
+    assert list(exports.iterdir()) == []
+
+
 def test_export_to_a_folder_for_an_id_that_is_no_discord_id_suggests_no_file_by_it(
     settings, tmp_path
 ) -> None:
