@@ -268,6 +268,13 @@ def cmd_backup(args: argparse.Namespace) -> int:
             f"backup: nothing to copy yet; the storage folder {storage} is empty (`voxdesk init` fills it)"
         )
         return 1
+    if into.is_dir():
+        try:
+            with tempfile.TemporaryFile(dir=into):  # found making it, the hidden .partial is named
+                pass
+        except OSError as exc:
+            _complain(f"backup: {_why(exc, str(into))}; nothing was copied")
+            return 4
     try:
         folder, lines = backup(settings, Path(args.into))
     except sqlite3.Error as exc:  # the source or the copy: the message names which file

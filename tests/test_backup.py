@@ -162,6 +162,26 @@ def test_backup_into_a_file_says_dir_is_a_folder(settings, tmp_path: Path) -> No
     assert into.read_text() == ""
 
 
+def test_backup_into_a_folder_this_user_cannot_write_names_that_folder(settings, tmp_path: Path) -> None:
+    # It named the hidden `.voxdesk-<UTC time>.partial` folder it could not make there.
+    into = tmp_path / "backups"
+    into.mkdir(mode=0o500)
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-m", "bot", "backup", str(into)],
+            cwd=REPO,
+            env={**os.environ, "VOXDESK_STORAGE_DIR": str(settings.storage_dir)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        into.chmod(0o700)
+    assert (done.returncode, done.stdout) == (4, "")
+    assert done.stderr == f"backup: {into}: Permission denied; nothing was copied\n"
+    assert list(into.iterdir()) == []
+
+
 def test_the_spool_is_copied_before_the_grievance_database(settings, tmp_path: Path, monkeypatch) -> None:
     # A grievance the running bot files from the spool between the two copies must be in one of
     # them: in the database's copy if that is taken after the spool's.
