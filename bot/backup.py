@@ -190,7 +190,7 @@ def _unreadable(db: Path, exc: sqlite3.Error) -> sqlite3.Error:
         why = f"{_SHM}; this user cannot write {db.parent}{owner}: run backup as the bot's user"
     else:
         return naming(db, exc)
-    return type(exc)(f"{naming(db, exc)}: {why}")
+    return type(exc)(f"{naming(db, exc, owner=False)}: {why}")
 
 
 # A WAL database is read through its -shm file, made beside it when no connection has it open:

@@ -596,12 +596,21 @@ async def roll_back(conn: aiosqlite.Connection) -> None:
         await asyncio.shield(conn.rollback())
 
 
-def naming(path: Path | str, exc: sqlite3.Error) -> sqlite3.Error:
+def naming(path: Path | str, exc: sqlite3.Error, owner: bool = True) -> sqlite3.Error:
     """`exc` saying which file it is about: SQLite's own words ("file is not a database",
     "database is locked") do not, and the storage folder holds nine databases. On a file system
     mounted read-only it says so: SQLite's "unable to open database file" (no -shm can be made
-    beside a WAL database there) names no cause, and the file's owner and mode are not it."""
-    return type(exc)(f"{path}: {exc}{READ_ONLY_MOUNT if mounted_read_only(path) else ''}")
+    beside a WAL database there) names no cause, and the file's owner and mode are not it.
+    Elsewhere a file SQLite may not open or write is said with its owner, when another user's
+    (`other_owner`, unless `owner` is False): "attempt to write a readonly database" was all a
+    service's user heard of the databases an `init` run as root left."""
+    if mounted_read_only(path):
+        why = READ_ONLY_MOUNT
+    elif owner and getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
+        why = other_owner(str(path))
+    else:
+        why = ""
+    return type(exc)(f"{path}: {exc}{why}")
 
 
 READ_ONLY_MOUNT = " (its file system is mounted read-only)"

@@ -19,7 +19,7 @@ from bot import health, paths
 from bot.config import ConfigError, load_settings
 from bot.tools import grievance_store
 
-from .conftest import REPO, make_settings
+from .conftest import NOVA, REPO, make_settings
 
 
 def voxdesk(
@@ -1098,6 +1098,39 @@ def test_checks_lines_name_the_other_user_who_owns_a_folder_they_cannot_open(set
     (line,) = [line for line in done.stdout.splitlines() if " storage " in line]
     assert line.startswith("FAIL") and line.endswith(f"{storage}/players.db: {why}"), done.stdout
     assert "[Errno" not in done.stdout
+
+
+def test_a_database_another_user_owns_and_sqlite_refuses_is_named_with_its_owner(settings) -> None:
+    # Files another user owns that this one may read but not write (`init` as root, umask 022;
+    # `ask` or `run` as the service's user): SQLite's "attempt to write a readonly database" was
+    # all it said, where a folder it could not open at all was named with its owner.
+    if os.geteuid() != 0:
+        pytest.skip("giving the files to another user needs root")
+    storage = settings.storage_dir
+    files = [storage, *storage.glob("*.db")]
+    for path in files:
+        os.chown(path, 65534, -1)
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    try:
+        done = subprocess.run(
+            [*_without_root_override(), sys.executable, "-m", "bot", "player", "forget", NOVA],
+            cwd=REPO,
+            env={**os.environ, "VOXDESK_STORAGE_DIR": str(storage)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        for path in files:
+            os.chown(path, 0, -1)
+            path.chmod(0o700 if path.is_dir() else 0o600)
+    owner = pwd.getpwuid(65534).pw_name
+    refused = storage / "grievances-recent.db"
+    assert (done.returncode, done.stdout) == (4, "")
+    assert done.stderr == (
+        f"a database under the storage folder cannot be used: {refused}: attempt to write a readonly"
+        f" database ({refused} is owned by {owner}, and voxdesk runs as root)\n"
+    )
 
 
 def test_check_warns_of_a_storage_folder_on_a_nearly_full_disk(settings, monkeypatch) -> None:
