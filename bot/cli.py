@@ -601,7 +601,7 @@ COMMANDS: dict[
                 metavar="DIR",
                 default=str(paths.SAMPLES),
                 type=_user_path,
-                help="folder of voice notes (default: the samples)",
+                help="folder of .ogg voice notes, each answered (default: the samples)",
             ),
             p.add_argument("--user", metavar="ID", default=DEMO_USER, type=_speaker, help=SPEAKER_HELP),
         ),

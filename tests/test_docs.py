@@ -202,6 +202,16 @@ def test_backup_help_says_it_removes_older_backups() -> None:
     assert "take one before an upgrade" in listed
 
 
+def test_demo_help_says_which_notes_of_its_folder_it_answers() -> None:
+    # "folder of voice notes": a folder of .mp3 or .m4a notes, which `ask` answers, was "no .ogg
+    # samples" to `demo`, which reads its folder's *.ogg alone.
+    from bot.cli import build_parser
+
+    demo = build_parser()._subparsers._group_actions[0].choices["demo"]  # type: ignore[union-attr]
+    text = " ".join(demo.format_help().split())
+    assert "--samples DIR folder of .ogg voice notes, each answered (default: the samples)" in text
+
+
 def test_config_toml_says_the_ranges_the_loader_holds_settings_to() -> None:
     from bot.config import MAX_DEFER_SECONDS, MIN_RATE_LIMIT_SECONDS, POSITIVE
 
