@@ -481,6 +481,7 @@ def cmd_refile(args: argparse.Namespace) -> int:
 
 def cmd_index_manuals(args: argparse.Namespace) -> int:
     from bot.tools.azure_manuals import SearchServiceError, index_manuals
+    from bot.tools.manual_chunks import chunk_manuals
 
     settings = _settings(args)
     if not settings.search.endpoint:
@@ -492,6 +493,14 @@ def cmd_index_manuals(args: argparse.Namespace) -> int:
         raise ConfigError("AZURE_SEARCH_API_KEY is not set: set an admin key in the environment or .env")
     key = settings.secrets.azure_search_api_key
     manuals = Path(args.manuals) if args.manuals else settings.manuals_dir
+    if not chunk_manuals(manuals):  # a wrong argument or setting, as `init` refuses the setting
+        if not args.manuals:
+            raise ConfigError(f"storage.manuals_dir {manuals} holds no manuals: fix the setting")
+        _complain(
+            f"index-manuals: no manuals (*.md) with sections found in {manuals}: --manuals names a"
+            " folder of *.md manuals"
+        )
+        return 2
     try:
         print(asyncio.run(index_manuals(settings.search, key, manuals)))
     except SearchServiceError as exc:

@@ -103,6 +103,30 @@ def test_index_manuals_refuses_an_index_address_as_the_endpoint(tmp_path: Path) 
     )
 
 
+@pytest.mark.parametrize("given", ["--manuals", "storage.manuals_dir"])
+def test_index_manuals_of_a_folder_without_manuals_is_a_wrong_argument(tmp_path: Path, given) -> None:
+    # Status 1, a failed upload's, where `init` refuses the same storage.manuals_dir with 2.
+    empty = tmp_path / "manuals"
+    empty.mkdir()
+    chosen = ["--manuals", str(empty)] if given == "--manuals" else []
+    env = {} if given == "--manuals" else {"VOXDESK_STORAGE_MANUALS_DIR": str(empty)}
+    done = voxdesk(
+        "index-manuals",
+        *chosen,
+        storage=tmp_path,
+        AZURE_SEARCH_API_KEY="k" * 32,
+        VOXDESK_SEARCH_ENDPOINT="http://127.0.0.1:9",
+        **env,
+    )
+    said = (
+        f"index-manuals: no manuals (*.md) with sections found in {empty}: --manuals names a folder"
+        " of *.md manuals"
+        if given == "--manuals"
+        else f"config error: storage.manuals_dir {empty} holds no manuals: fix the setting"
+    )
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", said + "\n")
+
+
 def test_a_damaged_database_is_one_line_and_the_process_ends(settings) -> None:
     # aiosqlite's worker thread is no daemon: a connection left open by a failed open once kept
     # `ask`, `check`, `web` and `run` from ever exiting.
