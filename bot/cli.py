@@ -238,6 +238,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from bot.app import storage_paths
     from bot.backup import MANIFEST, backup
     from bot.db import kept
+    from bot.tools.grievance_spool import GrievanceSpool
 
     settings = _settings(args)
     into, storage = Path(args.into).resolve(), settings.storage_dir.resolve()
@@ -255,7 +256,12 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if into.exists() and not into.is_dir():  # OSError's own words, "File exists", say nothing of it
         _complain(f"backup: {args.into} is a file: DIR names the folder the backups go in")
         return 4
-    if not any(kept(db) for db in storage_paths(settings).databases):
+    found = storage_paths(settings)
+    spool = GrievanceSpool.beside(found.grievances)
+    # The spool too: grievances the database refused, kept where that database was lost.
+    if not any(kept(db) for db in found.databases) and not any(
+        held.exists() for held in (spool.path, spool.rejected)
+    ):
         if any(storage.iterdir()):  # the bot's `init` makes its databases before anything else
             _complain(
                 f"backup: {storage} holds none of voxdesk's databases: is storage.dir the bot's"

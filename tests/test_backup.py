@@ -138,6 +138,20 @@ def test_backup_from_a_folder_without_voxdesk_s_databases_fails_in_one_line(tmp_
     assert not into.exists()
 
 
+def test_backup_of_a_spool_whose_database_was_lost_keeps_its_grievances(tmp_path: Path) -> None:
+    # No database, yet grievances the database refused wait in the spool: a backup, not a
+    # storage.dir set wrong.
+    storage, into = tmp_path.resolve() / "var", tmp_path / "b"
+    storage.mkdir()
+    GrievanceSpool.beside(storage / "grievances.db").keep(
+        "note-1", user_id=NOVA, category="other", description="kept", at="x", state="local_only"
+    )
+    done = voxdesk("backup", str(into), storage=storage)
+    assert done.returncode == 0, done.stderr
+    (folder,) = into.iterdir()
+    assert (folder / "grievances.db.spool.jsonl").read_text(encoding="utf-8").count("note-1") == 1
+
+
 def test_backup_of_a_storage_folder_not_yet_initialised_says_there_is_nothing_yet(tmp_path: Path) -> None:
     # The folder a unit's StateDirectory= or a container's new volume makes, before `init`: not a
     # setting known to be wrong, yet no backup either, which a scheduled job must see.
