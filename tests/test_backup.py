@@ -152,6 +152,18 @@ def test_backup_of_a_spool_whose_database_was_lost_keeps_its_grievances(tmp_path
     assert (folder / "grievances.db.spool.jsonl").read_text(encoding="utf-8").count("note-1") == 1
 
 
+def test_backup_that_finds_nothing_to_copy_after_all_says_so_and_fails(tmp_path: Path) -> None:
+    # A spool the bot emptied once it filed every line, and no database: nothing to keep.
+    storage, into = tmp_path.resolve() / "var", tmp_path / "b"
+    storage.mkdir()
+    GrievanceSpool.beside(storage / "grievances.db").path.write_bytes(b"")
+    done = voxdesk("backup", str(into), storage=storage)
+    assert (done.returncode, done.stdout) == (1, ""), done.stderr
+    (folder,) = into.iterdir()
+    assert done.stderr == f"backup: nothing to copy yet; {folder} is empty\n"
+    assert list(folder.iterdir()) == []
+
+
 def test_backup_of_a_storage_folder_not_yet_initialised_says_there_is_nothing_yet(tmp_path: Path) -> None:
     # The folder a unit's StateDirectory= or a container's new volume makes, before `init`: not a
     # setting known to be wrong, yet no backup either, which a scheduled job must see.
