@@ -602,8 +602,8 @@ def naming(path: Path | str, exc: sqlite3.Error, owner: bool = True) -> sqlite3.
     mounted read-only it says so: SQLite's "unable to open database file" (no -shm can be made
     beside a WAL database there) names no cause, and the file's owner and mode are not it.
     Elsewhere a file SQLite may not open or write is said with its owner, when another user's
-    (`other_owner`, unless `owner` is False): "attempt to write a readonly database" was all a
-    service's user heard of the databases an `init` run as root left."""
+    (`other_owner`, unless `owner` is False): "attempt to write a readonly database" says nothing
+    of the usual cause, an `init` run as root before `run` as the service's user."""
     if mounted_read_only(path):
         why = READ_ONLY_MOUNT
     elif owner and getattr(exc, "sqlite_errorname", "").startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN")):
