@@ -152,9 +152,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     samples = sorted(Path(args.samples).glob("*.ogg"))
-    if not samples:
-        _complain(f"no .ogg samples in {args.samples}")
-        return 4
+    if not samples:  # a wrong argument (status 2), as a `player` id that is no Discord id
+        folder = Path(args.samples)
+        _complain(
+            f"demo: no .ogg samples in {folder}: --samples names a folder of .ogg voice notes"
+            if folder.is_dir()
+            else f"demo: {folder} is no folder: --samples names a folder of .ogg voice notes"
+        )
+        return 2
 
     async def demo() -> list[tuple[str, str, str, str, str]]:
         rows = []

@@ -46,6 +46,22 @@ def test_ask_with_a_pdf_exits_nonzero_with_the_reason_and_no_traceback(settings,
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("given", ["empty", "missing", "a file"])
+def test_demo_with_no_notes_to_answer_is_a_wrong_argument(tmp_path: Path, given) -> None:
+    # Status 1, which the README gives a failed `check` line or an upload, not a wrong argument.
+    samples = tmp_path / "notes"
+    if given == "empty":
+        samples.mkdir()
+    elif given == "a file":
+        samples.write_bytes(b"OggS")
+    done = voxdesk("demo", "--samples", str(samples), storage=tmp_path / "var")
+    assert (done.returncode, done.stdout) == (2, "")
+    why = "no .ogg samples in" if given == "empty" else "is no folder:"
+    assert done.stderr.startswith(f"demo: {why}" if given == "empty" else f"demo: {samples} {why}")
+    assert done.stderr.endswith(": --samples names a folder of .ogg voice notes\n")
+    assert done.stderr.count("\n") == 1
+
+
 def test_ask_before_init_says_to_run_init(tmp_path: Path) -> None:
     note = tmp_path / "n.ogg"
     note.write_bytes(b"OggS")
@@ -1696,12 +1712,3 @@ def test_a_speaker_that_is_no_discord_id_is_refused_before_the_note_is_asked(cap
         "argument --user: 'nova' is not a Discord user id (digits only, e.g. 111111111111111111)\n"
     )
     assert build_parser().parse_args([*command, "--user", "222222222222222222"]).user == "222222222222222222"
-
-
-def test_demo_with_no_samples_is_a_file_that_cannot_be_used(tmp_path: Path, capsys) -> None:
-    # Status 1 is a failed check line or an error voxdesk does not handle (README): a folder of no
-    # voice notes is a file that cannot be used, 4, as `ask` of a note that is not there is.
-    from bot.cli import main
-
-    assert main(["demo", "--samples", str(tmp_path / "none")]) == 4
-    assert capsys.readouterr().err.endswith(f"no .ogg samples in {tmp_path / 'none'}\n")
