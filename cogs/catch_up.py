@@ -58,6 +58,7 @@ COUNT_AT_MOST = 500
 # Read this much before the gateway went quiet: message ids carry Discord's clock, not ours.
 CLOCK_MARGIN = datetime.timedelta(minutes=2)
 MAX_JOINED = 1000  # private threads remembered as read on joining
+MAX_REFUSALS_SAID = 1000  # places whose refused read was said in this process
 MAX_REASONS = 20  # Discord's troubles remembered as said while the catch-up is owed
 # Notes counted as too old to answer: a read Discord failed past its first page counts them again
 # at each recheck. Ten channels' counts (COUNT_AT_MOST each).
@@ -120,6 +121,8 @@ class CatchUp(commands.Cog):
         # live or the recheck's, never read as the start's own (Every has no event for it).
         self.caught_up = asyncio.Event()
         self._joined: dict[int, None] = {}  # private threads a player added the bot to, oldest first
+        # Watched places whose read Discord refuses: said once a process, not at each catch-up.
+        self._refusals_said: dict[int, None] = {}
         self._next_read = 0.0  # when the next catch-up read may begin (the loop's clock)
 
     async def cog_unload(self) -> None:
@@ -501,11 +504,9 @@ class CatchUp(commands.Cog):
         unlisted: set[int] = set()  # channels whose archived threads Discord's trouble kept unlisted
         window_start = cutoff if since is None else max(cutoff, since)
         to_list = channels if only is None else channels & listings
-        if only is None:
-            known = channels | self._threads_of(channels) | set(owners) | {u.place_id for u in leftovers}
-            known |= set(owed)
-        else:
-            known = set(only)
+        # The places a catch-up reads for a reason of their own, not only for their row on disk.
+        watched = channels | self._threads_of(channels) | set(owners) | {u.place_id for u in leftovers}
+        known = watched | set(owed) if only is None else set(only)
         # Owed on disk until read: a stop, or Discord failing a read, before a place is read leaves
         # it to the next start, which must not begin there after a note answered live meanwhile,
         # past the notes this read is for. So too a channel's archived threads until they are
@@ -558,6 +559,7 @@ class CatchUp(commands.Cog):
             set(owners),
             owed,
             too_old={u.message_id for u in leftovers if _sent_at(u.message_id) < cutoff},
+            watched=watched | set(archived),
         )
         # A DM with no player recorded goes with the guild places: whose notes it holds is unknown.
         dms = [p for p, owner in owners.items() if p in places and owner is not None]
@@ -638,6 +640,41 @@ class CatchUp(commands.Cog):
         replied: set[int],
     ) -> None:
         """One place's notes since where the catch-up starts there, sorted into `found`."""
+        await self._read_place(reading, place_id, found, replied)
+        if refusal := reading.refused.get(place_id):
+            await self._refused(reading, place_id, *refusal)
+        elif place_id not in reading.unread:
+            self._refusals_said.pop(place_id, None)  # refused again later, it is said again
+
+    async def _refused(self, reading: _Reading, place_id: int, why: str, gone: bool) -> None:
+        """A place Discord will not let the catch-up read. Gone (deleted), or read only because a
+        row of owed_reads names it (a channel no longer watched, a thread neither active nor
+        archived of late), its row goes: nothing else has a catch-up read it, and kept, every start
+        would read it and warn of it for ever. A place read anyway (a watched channel, its threads,
+        a DM) stays owed, its notes answered from then once the bot may read there (an admin's
+        fix, which a restart reads); said once a process, since every catch-up meets it."""
+        if gone or place_id not in reading.watched:
+            log.info("catch-up skips channel %s: %s", place_id, why)
+            await self._keep_owed(self.bot.core.notes.read_through(place_id, 0.0, 0.0))
+            return
+        said = place_id in self._refusals_said
+        remember(self._refusals_said, place_id, None, MAX_REFUSALS_SAID)
+        log.log(
+            logging.DEBUG if said else logging.WARNING,
+            "catch-up cannot read channel %s: %s; the notes sent there while I was away are answered"
+            " at the first start after the bot is given View Channel and Read Message History there",
+            place_id,
+            why,
+        )
+
+    async def _read_place(
+        self,
+        reading: _Reading,
+        place_id: int,
+        found: dict[int, tuple[discord.Message, discord.Attachment]],
+        replied: set[int],
+    ) -> None:
+        """`_read`, but for a refusal, which it leaves in `reading.refused`."""
         ledger, voice, cutoff = self.bot.core.notes, reading.voice, reading.cutoff
         began = self._owe_writes
         channel = reading.archived.get(place_id) or await self._channel(
@@ -652,16 +689,12 @@ class CatchUp(commands.Cog):
             return
         if not may_read_history(channel):
             # Discord would answer an empty list, not an error: the notes would vanish unseen.
-            log.warning(
-                "catch-up cannot read channel %s: no Read Message History permission; notes sent"
-                " there while I was away are not answered",
-                place_id,
-            )
+            reading.refused[place_id] = (NO_HISTORY, False)
             return
         try:
             joined = await self._bot_joined(channel)
         except (discord.HTTPException, discord.RateLimited) as exc:
-            self._not_read(place_id, "look up the bot's membership of", exc, reading.unread)
+            self._not_read(place_id, "look up the bot's membership of", exc, reading.unread, reading.refused)
             return
         last = None
         owed = reading.owed.get(place_id)
@@ -691,10 +724,11 @@ class CatchUp(commands.Cog):
                 reading.unread,
                 reading.voiceless,
                 joined,
+                reading.refused,
             )
             reading.too_old |= gap
             if window_read:
-                if place_id not in reading.unread:
+                if place_id not in reading.unread and place_id not in reading.refused:
                     await self._read_through(reading, place_id, _sent_at(last), began)
                 return
         try:
@@ -706,7 +740,7 @@ class CatchUp(commands.Cog):
                 else:
                     self._sort(voice, message, found, replied, reading.voiceless, joined)
         except (discord.HTTPException, discord.RateLimited) as exc:
-            self._not_read(place_id, "read", exc, reading.unread)
+            self._not_read(place_id, "read", exc, reading.unread, reading.refused)
             return
         await self._read_through(
             reading, place_id, start if isinstance(start, datetime.datetime) else _sent_at(start.id), began
@@ -947,6 +981,7 @@ class CatchUp(commands.Cog):
         unread: set[int],
         voiceless: dict[int, discord.Message],
         joined: datetime.datetime | None = None,
+        refused: dict[int, tuple[str, bool]] | None = None,
     ) -> tuple[set[int], bool]:
         """One read from the last note handled, in a place quiet since before the window: the
         notes before the window's edge are only counted (up to COUNT_AT_MOST), those after it are
@@ -967,7 +1002,7 @@ class CatchUp(commands.Cog):
                     return set(gap) - replied, False
                 self._sort(voice, message, gap, replied, joined=joined)
         except (discord.HTTPException, discord.RateLimited) as exc:
-            self._not_read(place_id, "read", exc, unread)
+            self._not_read(place_id, "read", exc, unread, refused)
         return set(gap) - replied, True
 
     async def _bot_joined(self, channel: discord.abc.Messageable) -> datetime.datetime | None:
@@ -1044,13 +1079,22 @@ class CatchUp(commands.Cog):
         return found
 
     def _not_read(
-        self, place_id: int, what: str, exc: discord.HTTPException | discord.RateLimited, unread: set[int]
+        self,
+        place_id: int,
+        what: str,
+        exc: discord.HTTPException | discord.RateLimited,
+        unread: set[int],
+        refused: dict[int, tuple[str, bool]] | None = None,
     ) -> None:
         """A place Discord did not let the catch-up read. Discord's trouble leaves it in `unread`,
         read again at every recheck until Discord serves it, and is said once for every place it
-        fails (the catch-up owed names them); a refusal, each time."""
+        fails (the catch-up owed names them); a refusal goes in `refused` (see `_refused`), or
+        without it is said each time."""
         why = _why(exc)
         if not discords_trouble(exc):
+            if refused is not None:
+                refused[place_id] = (why, isinstance(exc, discord.NotFound))
+                return
             log.warning("catch-up could not %s channel %s: %s", what, place_id, why)
             return
         unread.add(place_id)
@@ -1184,9 +1228,13 @@ class _Reading:
     dms: set[int]
     owed: dict[int, float]  # places owed a read on disk (NoteLedger.owe_reads) as it began
     too_old: set[int]  # notes too old to answer: left over, or counted in a read
+    watched: set[int]  # places read for a reason of their own, not only as owed on disk
     # Voice messages with no note to hear (no audio, no waveform), by id: said as the live path says them.
     voiceless: dict[int, discord.Message] = field(default_factory=dict)
     unread: set[int] = field(default_factory=set)  # places Discord's trouble (not a refusal) kept unread
+    # Places Discord refuses to show the bot (or would: no Read Message History), with why, and
+    # whether the place is gone (404).
+    refused: dict[int, tuple[str, bool]] = field(default_factory=dict)
     answered: int = 0  # notes sent to be answered
 
 

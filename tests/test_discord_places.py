@@ -6,10 +6,12 @@ GUILD_CREATE, a message unarchiving the thread it is posted in unless it is lock
 from __future__ import annotations
 
 import asyncio
+import datetime
 import logging
 import time
 from collections.abc import AsyncIterator
 
+import discord
 import pytest
 
 from bot.note_ledger import NoteLedger
@@ -36,6 +38,7 @@ from tests.fakes.discord_server import (
     OTHER_CHANNEL,
     READ_MESSAGE_HISTORY,
     SEND_MESSAGES_IN_THREADS,
+    VIEW_CHANNEL,
     VOICE_FLAG,
     FakeDiscord,
     Received,
@@ -482,6 +485,85 @@ async def test_a_listing_owed_for_a_channel_no_longer_watched_is_not_kept_for_ev
         assert await h.bot.core.notes.owed_reads() == {}
         await settle(fake)
     assert not [r for r in fake.received if r.kind == "archived_threads" and r.channel_id == OTHER_CHANNEL]
+
+
+async def test_a_place_owed_that_the_bot_may_not_read_and_no_longer_watches_is_let_go(settings, fake, caplog):
+    # An earlier process owed a read of a channel then watched; it is watched no more, and an admin
+    # took Read Message History from the bot there. Only its row in owed_reads has a start read
+    # it: kept, every start would read it and warn of it for ever. The first start lets it go.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    ledger = await NoteLedger.open(settings.storage_dir / "notes.db")
+    try:
+        await ledger.owe_reads([OTHER_CHANNEL], time.time() - 60)
+    finally:
+        await ledger.aclose()
+    await fake.deny(OTHER_CHANNEL, READ_MESSAGE_HISTORY)
+    for _ in range(2):
+        async with running_bot(settings, fake) as h:
+            await caught_up(h.bot)
+            assert await h.bot.core.notes.owed_reads() == {}
+            await settle(fake)
+    said = [r.getMessage() for r in caplog.records if str(OTHER_CHANNEL) in r.getMessage()]
+    assert said == [f"catch-up skips channel {OTHER_CHANNEL}: no Read Message History permission"], said
+
+
+@pytest.mark.parametrize("told", [True, False], ids=["told", "cache-behind"])
+async def test_a_watched_channel_the_bot_may_not_read_stays_owed_and_is_warned_of_once(
+    settings, fake, caplog, told
+):
+    # The bot may not read a watched channel's history: an admin took Read Message History from
+    # it while it was down (discord.py knows), or View Channel while it ran (it does not yet, and
+    # Discord refuses the read). The notes sent there meanwhile stay owed, and the catch-ups of
+    # this process (a start's, a new gateway session's) say so once, with what to do. Once the
+    # bot may read there again, the next start answers them, past a note answered live since.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    fake.expect_refusals()  # the reads with the bot's cache behind
+    if told:
+        missed = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.deny(ALLOWED_CHANNEL, READ_MESSAGE_HISTORY)
+    async with running_bot(settings, fake) as h:
+        catch_up = h.bot.get_cog("CatchUp")
+        await caught_up(h.bot)
+        if told:
+            # Heard live all the same: the newest note answered there, after the one missed.
+            live = await fake.send_note(blaze, voice_note(), guild=True)
+            assert await settled(settings, live) == "answered"
+        else:
+            missed = await fake.send_note(nova, voice_note(), guild=True, dispatch=False)  # in a gap
+            await fake.deny(ALLOWED_CHANNEL, VIEW_CHANNEL, tell_the_bot=False)
+        for _ in range(2):  # what on_ready does on a fresh session after the gateway was away
+            await catch_up.catch_up(discord.utils.utcnow() - datetime.timedelta(minutes=1))
+        assert ALLOWED_CHANNEL in await h.bot.core.notes.owed_reads()
+        await settle(fake)
+    refused = [r for r in fake.received if r.kind == "history" and r.error == 50001]
+    assert len(refused) == (0 if told else 2)
+    said = [r.getMessage() for r in caplog.records if f"channel {ALLOWED_CHANNEL}:" in r.getMessage()]
+    assert len(said) == 1 and "Read Message History" in said[0], said
+    assert not voice_replies(fake, missed)
+    fake.denied.pop(ALLOWED_CHANNEL)
+    async with running_bot(settings, fake) as h:
+        await answered(fake, missed, within=15)
+        await caught_up(h.bot)
+        await settle(fake)
+    assert len(voice_replies(fake, missed)) == 1
+
+
+async def test_a_thread_whose_read_discord_answers_unknown_channel_is_no_longer_owed(settings, fake, caplog):
+    # A thread is deleted in a gateway gap, the bot's cache still holding it: the new session's
+    # catch-up reads it, and Discord answers 404 Unknown Channel. It can never be read again, so
+    # it is owed no more, in one line.
+    caplog.set_level(logging.INFO, logger="cogs.catch_up")
+    fake.expect_refusals()  # the read with the bot's cache behind
+    async with running_bot(settings, fake) as h:
+        await caught_up(h.bot)
+        thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+        await fake.send_note(nova, voice_note(), channel_id=thread, dispatch=False)
+        await fake.delete_thread(thread, tell_the_bot=False)
+        await h.bot.get_cog("CatchUp").catch_up(discord.utils.utcnow() - datetime.timedelta(minutes=1))
+        assert thread not in await h.bot.core.notes.owed_reads()
+        await settle(fake)
+    said = [r.getMessage() for r in caplog.records if str(thread) in r.getMessage()]
+    assert said == [f"catch-up skips channel {thread}: 404 Unknown Channel"], said
 
 
 async def test_a_host_clock_stepped_back_after_the_start_leaves_no_note_sent_while_down_unread(

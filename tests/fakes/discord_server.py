@@ -1119,10 +1119,11 @@ class FakeDiscord(Strict):
         self.deleted_channels.add(channel_id)
         await self.dispatch("CHANNEL_DELETE", payload)
 
-    async def delete_thread(self, thread_id: int) -> None:
+    async def delete_thread(self, thread_id: int, *, tell_the_bot: bool = True) -> None:
         """A moderator deletes a thread, its parent staying: THREAD_DELETE to a connected bot,
         whose payload is "a subset of the channel object, containing just the id, guild_id,
-        parent_id, and type fields", and every request for it answered 404 10003 from then on."""
+        parent_id, and type fields", and every request for it answered 404 10003 from then on.
+        `tell_the_bot` False: the bot's cache is behind (an event it has not had yet)."""
         seen = self.bot_sees(thread_id)
         thread = self.threads.pop(thread_id)
         self.messages.pop(thread_id, None)
@@ -1133,7 +1134,7 @@ class FakeDiscord(Strict):
             "parent_id": str(thread["parent_id"]),
             "type": thread["type"],
         }
-        if seen:
+        if seen and tell_the_bot:
             await self.dispatch("THREAD_DELETE", payload)
 
     async def delete_message(self, channel_id: int, message_id: int | str) -> None:
@@ -2113,6 +2114,13 @@ class FakeDiscord(Strict):
             anchor, at, limit = self._history_query(request)
             if not self.in_guild(channel_id) and channel_id not in self.dm_channels:
                 raise _unknown_channel()
+            # Without View Channel a guild channel shows the bot nothing: Missing Access (without
+            # Read Message History alone, an empty page; see below).
+            if not self._bot_may(channel_id, VIEW_CHANNEL):
+                self._refuse_as_discord(
+                    f"GET messages in channel {channel_id} without View Channel",
+                    DiscordError(403, 50001, "Missing Access"),
+                )
         except DiscordError as exc:
             record.error = exc.code
             await self._record(record)
