@@ -955,6 +955,7 @@ class CatchUp(commands.Cog):
         notes = voice.voice_notes(message)
         if notes and voice.addressed_here(message):
             found[message.id] = (message, notes[0])
+            voice.hold(message.id)  # answered once every place is read, perhaps long after
         elif voiceless is not None and voice.voiceless(message) and voice.addressed_here(message):
             voiceless[message.id] = message
 

@@ -264,11 +264,13 @@ class VoiceNotes(commands.Cog):
         # posted after it would stand alone and say in the channel what the player took back.
         # A busy guild's moderators delete far more chat than players delete notes, and a bound
         # shared with their deletions would forget a queued note's: a note scheduled is held
-        # whatever their number, the rest within MAX_DELETED (see `reading`).
+        # whatever their number, and so is one a read under way found (see `hold`); the rest
+        # within MAX_DELETED (see `reading`).
         self._scheduled: dict[int, int] = {}  # note → its answers scheduled and not over
-        self._deleted_scheduled: set[int] = set()
+        self._deleted_held: set[int] = set()
         self._deleted: dict[int, None] = {}
-        self._reads = 0  # catch-ups and rechecks reading notes back (see `reading`)
+        # Catch-ups and rechecks reading notes back (see `reading`), each with the notes it found.
+        self._reads: list[set[int]] = []
         # Deletions heard and not yet taken by a write to the ledger (see WITHDRAWALS_EVERY).
         self._withdrawals: list[int] = []
         # Notes this process gave a ⏳: the recheck may fetch one before its ⏳ reached Discord
@@ -421,7 +423,7 @@ class VoiceNotes(commands.Cog):
         self._scheduled[message.id] = self._scheduled.get(message.id, 0) + 1
         if message.id in self._deleted:  # deleted as it was read back
             del self._deleted[message.id]
-            self._deleted_scheduled.add(message.id)
+            self._deleted_held.add(message.id)
         several = len(self.voice_notes(message)) > 1
         task = self.bot.track(self.answer(message, note, several))
         task.add_done_callback(lambda _: self._over(user, message.id))
@@ -434,22 +436,48 @@ class VoiceNotes(commands.Cog):
         if self._scheduled[message_id]:
             return
         del self._scheduled[message_id]
-        if message_id in self._deleted_scheduled:
-            # Remembered within MAX_DELETED: its reactions still to go would be refused (404).
-            self._deleted_scheduled.discard(message_id)
+        self._let_go(message_id)
+
+    def _let_go(self, message_id: int) -> None:
+        """A note no longer scheduled or held by a read: its deletion, if heard, is remembered
+        within MAX_DELETED from now (its reactions still to go would be refused, 404)."""
+        if message_id in self._scheduled or self._held(message_id):
+            return
+        if message_id in self._deleted_held:
+            self._deleted_held.discard(message_id)
             remember(self._deleted, message_id, None, MAX_DELETED)
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[None]:
         """A catch-up's or the recheck's read of notes back, and their scheduling: a note Discord
         served may be deleted before it is scheduled, its MESSAGE_DELETE even heard before the
-        read's answer, so every deletion heard meanwhile is remembered. Outside a read only a
-        scheduled note's deletion matters: nothing else is scheduled but as Discord sends it."""
-        self._reads += 1
+        read's answer, so every deletion heard meanwhile is remembered; a note the read found
+        (`hold`) is held until the read ends, however many other messages go meanwhile (a long
+        catch-up, moderators clearing chat). Outside a read only a scheduled note's deletion
+        matters: nothing else is scheduled but as Discord sends it."""
+        found: set[int] = set()
+        self._reads.append(found)
         try:
             yield
         finally:
-            self._reads -= 1
+            # By identity: two reads' sets may be equal.
+            del self._reads[next(i for i, read in enumerate(self._reads) if read is found)]
+            for message_id in found:
+                self._let_go(message_id)
+
+    def hold(self, message_id: int) -> None:
+        """A note the reads under way found, to be scheduled once they have read all they will:
+        its deletion is held until they end, one heard as Discord served it too."""
+        if not self._reads:
+            return
+        for found in self._reads:
+            found.add(message_id)
+        if message_id in self._deleted:
+            del self._deleted[message_id]
+            self._deleted_held.add(message_id)
+
+    def _held(self, message_id: int) -> bool:
+        return any(message_id in found for found in self._reads)
 
     def count_once(self, message_id: int) -> bool:
         """Whether this is the first path to weigh the note against a flood limit: only that one
@@ -614,7 +642,7 @@ class VoiceNotes(commands.Cog):
 
     def _withdrawn(self, message: discord.Message) -> bool:
         """Whether the player deleted the note (Discord said so): nothing more is posted for it."""
-        return message.id in self._deleted_scheduled or message.id in self._deleted
+        return message.id in self._deleted_held or message.id in self._deleted
 
     async def _give_up_withdrawn(self, message: discord.Message) -> None:
         """Settle a note its player deleted before its answer was out: given up on, so no
@@ -644,8 +672,8 @@ class VoiceNotes(commands.Cog):
         later (a stop, Discord failing its answer) or left by a process that died is settled, so
         no catch-up or recheck answers it."""
         for message_id in message_ids:
-            if message_id in self._scheduled:
-                self._deleted_scheduled.add(message_id)
+            if message_id in self._scheduled or self._held(message_id):
+                self._deleted_held.add(message_id)
             elif self._reads:
                 remember(self._deleted, message_id, None, MAX_DELETED)
             self._unsent.pop(message_id, None)

@@ -144,6 +144,30 @@ async def test_a_queued_note_deleted_before_a_purge_of_chat_is_not_answered(
     assert f"note {queued['id']} from {nova.id} not answered: its player deleted it" in caplog.text
 
 
+async def test_a_note_read_back_and_deleted_before_a_purge_of_chat_is_not_answered(
+    settings, fake: FakeDiscord, caplog: pytest.LogCaptureFixture
+):
+    # A start's catch-up reads a note sent while the bot was down, and still reads another place
+    # before it answers what it found; the player deletes the note meanwhile, and then the
+    # moderators of a busy guild delete more chat than the bot remembers deletions of. The note's
+    # deletion is not forgotten for theirs: nothing is posted for it.
+    caplog.set_level(logging.INFO)
+    missed = await fake.send_note(nova, voice_note(), guild=True)
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help")
+    fake.history_held[thread] = held = asyncio.Event()
+    async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
+        await eventually(lambda: fake.sent("history", ALLOWED_CHANNEL) and fake.history_waiting)
+        await fake.delete_message(ALLOWED_CHANNEL, missed["id"])
+        await chatter_deleted(fake, loaded_voice(h.bot).MAX_DELETED + 1)
+        del fake.history_held[thread]
+        held.set()
+        await caught_up(h.bot)
+        await settle(fake)
+    assert fake.replies_to(missed["id"]) == []
+    assert h.engine.turns == []
+    assert warnings_logged(caplog) == []
+
+
 async def test_a_note_deleted_as_the_recheck_fetches_it_is_not_answered(
     settings, fake: FakeDiscord, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ):
