@@ -600,6 +600,15 @@ class VoiceNotes(commands.Cog):
                 raise
             # Shutting down and the grace period ran out, mid-turn or still queued: the note is
             # answered after the restart.
+            if not may_read_history(message.channel):
+                # No process may fetch it back (403): settled, its player told to try again.
+                log.info(
+                    "note %s from %s not kept for after the restart: no Read Message History there",
+                    message.id,
+                    author.id,
+                )
+                await self._settle(ledger.unanswerable, message)
+                raise
             await self._release(message)
             await self._react(message, LATER)
             raise
@@ -941,7 +950,10 @@ class VoiceNotes(commands.Cog):
             if message.id in self._answer_out:
                 ok = True  # its answer went out; only the transcript was cut
             elif not self._withdrawn(message):
-                await self._tell(message, say.RESTARTING)
+                # Where the bot may not read history, no later process can fetch the note back to
+                # answer it (see answer()): a promise to would not be kept.
+                kept = may_read_history(message.channel)
+                await self._tell(message, say.RESTARTING if kept else say.COMMAND_CUT_SHORT)
             raise
         except Exception:
             log.exception("note %s from %s failed", message.id, message.author.id)

@@ -23,6 +23,7 @@ import pytest
 from bot.config import Settings
 from bot.note_ledger import NoteLedger
 from bot.sentences import (
+    COMMAND_CUT_SHORT,
     DMS_CLOSED_NOTICE,
     ONE_AT_A_TIME,
     RESTARTING,
@@ -1265,6 +1266,29 @@ async def test_a_turn_cut_by_a_stop_whose_note_is_deleted_meanwhile_takes_its_re
     assert deleted == [line.response["id"]]
     assert int(line.response["id"]) not in fake.messages[ALLOWED_CHANNEL]
     assert f"note {note['id']} is gone: the restarting line told it deleted too" in caplog.text
+
+
+async def test_a_turn_cut_by_a_stop_where_the_bot_may_not_read_history_promises_no_answer(
+    settings, fake, caplog
+) -> None:
+    # Without Read Message History no later process may fetch the note back to answer it: the
+    # stop does not tell the player "restarting: I'll answer this" (a promise nothing keeps, and a
+    # line no later process could find to take back were the note deleted), but to try again; the
+    # note is settled, not left for the next start to give up on.
+    caplog.set_level(logging.INFO, logger="cogs")
+    fake.denied[ALLOWED_CHANNEL] = READ_MESSAGE_HISTORY
+    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
+        note = await fake.send_note(nova, voice_note(), guild=True)
+        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        h.stop.set()
+        await asyncio.wait_for(h.task, 20)
+    said = [r.body["content"] for r in fake.received if r.kind == "message"]
+    assert said == [f"<@{nova.id}> {COMMAND_CUT_SHORT}"], said
+    async with running_bot(settings, fake, recheck_seconds=0.2) as h:
+        await rechecks(h.bot, 2)
+        await settle(fake)
+    assert answers(fake, note) == 0
+    assert [r.getMessage() for r in caplog.records if "could not fetch note" in r.getMessage()] == []
 
 
 async def test_a_gone_notes_take_back_deletes_its_restarting_line_not_an_earlier_reply(
