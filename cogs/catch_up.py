@@ -661,8 +661,9 @@ class CatchUp(commands.Cog):
         remember(self._refusals_said, place_id, None, MAX_REFUSALS_SAID)
         log.log(
             logging.DEBUG if said else logging.WARNING,
-            "catch-up cannot read channel %s: %s; the notes sent there while I was away are answered"
-            " at the first start after the bot is given View Channel and Read Message History there",
+            "catch-up cannot read channel %s: %s; the notes sent there while I was away (within"
+            " catch_up_minutes) are answered at the first start after the bot is given View Channel"
+            " and Read Message History there",
             place_id,
             why,
         )
