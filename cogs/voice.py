@@ -601,7 +601,8 @@ class VoiceNotes(commands.Cog):
             # Shutting down and the grace period ran out, mid-turn or still queued: the note is
             # answered after the restart.
             if not may_read_history(message.channel):
-                # No process may fetch it back (403): settled, its player told to try again.
+                # No process may fetch it back (403): settled; a turn begun told its player to try
+                # again (see _answer).
                 log.info(
                     "note %s from %s not kept for after the restart: no Read Message History there",
                     message.id,
