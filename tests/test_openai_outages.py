@@ -111,6 +111,43 @@ def test_429s_in_a_row_double_the_pause_and_those_out_with_one_do_not() -> None:
     assert gate.rate_limited(None, out_together) == 1.0  # an answer between: a new run
 
 
+RAID = 16  # players at once, a turn slot each
+
+
+def raid_settings(storage, fake, **env: str):
+    return openai_settings(storage, fake, VOXDESK_AGENT_MAX_CONCURRENT_TURNS=str(RAID), **env)
+
+
+async def raid(app) -> list:
+    return await asyncio.gather(
+        *(app.agent.respond(ToolContext(user_id=str(10**17 + i)), NOTE) for i in range(RAID))
+    )
+
+
+async def test_a_persistent_rate_limit_is_asked_again_by_one_request_at_a_time(storage, fake) -> None:
+    """OpenAI counts a refused request against the limit that refused it: a raid's notes each sent
+    again the moment a short pause ended would prolong the limit they wait out. One goes first;
+    the others wait for its answer, and its 429 is one of their tries too."""
+    fake.failures = [Failure(status=429, retry_after=1, hang=0.5)] * RAID + [
+        Failure(status=429, retry_after=1)
+    ] * (3 * RAID)
+    async with running_app(raid_settings(storage, fake)) as app:
+        replies = await raid(app)
+    assert [r.kind for r in replies] == ["apology"] * RAID
+    # Each note's first request (out together), then one for all of them after each of the two
+    # pauses their retries wait out.
+    assert len(fake.chats) == RAID + 2
+
+
+async def test_a_rate_limit_gone_after_one_pause_answers_every_note_of_a_raid(storage, fake) -> None:
+    fake.failures = [Failure(status=429, retry_after=1, hang=0.5)] * RAID  # all out before one is refused
+    async with running_app(raid_settings(storage, fake)) as app:
+        replies = await raid(app)
+        paused = app.agent.engine.chat_gate.wait()
+    assert [r.kind for r in replies] == ["answer"] * RAID
+    assert (len(fake.chats), paused) == (2 * RAID, 0)
+
+
 @pytest.mark.parametrize(
     "reset",
     [

@@ -203,7 +203,10 @@ class Gate:
     Retry-After, for as long as it names up to `breaker_seconds`. BREAKER_FAILURES timeouts,
     connection failures, 408s or 5xx in a row pause them for `breaker_seconds`; then a single
     request goes to see whether the service is back, and the fallback answers the others until it
-    returns. A turn waits out a pause of up to SHORT_WAIT; the fallback answers it during a longer
+    returns. After a 429's pause, too, a single request goes first, and the others wait for its
+    answer: OpenAI counts a refused request against the limit that refused it, and a raid's notes
+    sent again together the moment a pause ends would prolong it; its 429 is one of their tries.
+    A turn waits out a pause of up to SHORT_WAIT; the fallback answers it during a longer
     one. The breaker's pause, and a named one longer than that, are logged when they begin and when
     requests are answered again, not once a note. A 429 insufficient_quota, which no wait cures,
     pauses them for LONGEST_PAUSE at once; then, too, a single request looks whether credit was
@@ -218,7 +221,10 @@ class Gate:
         self.failures = 0  # timeouts, connection failures, 408s and 5xx in a row
         self.limited = 0  # 429s in a row
         self.limited_at = 0.0  # time.monotonic() when the last 429 counted in `limited` came
-        self.probing = False  # the one request sent after the breaker's or a spent quota's pause
+        # Set while one request is out alone after a pause, and set off once it is done: after the
+        # breaker's or a spent quota's pause (`holding` False), or a 429's (`holding`).
+        self.probe: asyncio.Event | None = None
+        self.holding = False  # the other turns wait for that request's answer
         self.spent = False  # a 429 insufficient_quota, and no answer since
         # The logged pause: said when it begins, however often it is prolonged, and when it ends.
         self.outage = Outage(log, "OpenAI %s answers again after a pause of %.0f s (%s)")
@@ -229,19 +235,31 @@ class Gate:
         left = self.until - time.monotonic()
         if left > 0:
             return left
-        return math.inf if self.probing else 0.0
+        return math.inf if self.probe is not None else 0.0
 
-    def sending(self) -> bool:
-        """A request goes out; True when it is the one to see whether the service is back."""
+    def sending(self) -> asyncio.Event | None:
+        """A request goes out; after a pause, alone: then the Event that is set once it is done
+        (`probed`), which the turns `holding` wait for."""
         # After an exhausted quota's pause every note would otherwise get its own 429 while the
         # first is out: one looks whether credit was added, as after the breaker's pause.
-        self.probing = self.failures >= BREAKER_FAILURES or self.spent
-        return self.probing
+        back = self.failures >= BREAKER_FAILURES or self.spent
+        if not back and not self.limited:
+            return None
+        self.holding = not back
+        self.probe = asyncio.Event()
+        return self.probe
+
+    def probed(self, probe: asyncio.Event) -> None:
+        """The request sent alone is done, whatever came of it, even a cancelled turn's."""
+        probe.set()
+        if self.probe is probe:
+            self.probe = None
 
     def answered(self) -> None:
         """Any answer but a 429 or a 5xx: the service is there."""
         self.failures = self.limited = 0
-        self.probing = self.spent = False
+        self.probe = None
+        self.spent = False
         self.outage.answered(self.what, self.outage.seconds(), self.why)
 
     def still_paused(self) -> EnginePaused:
@@ -257,7 +275,7 @@ class Gate:
             self.limited += 1
             self.limited_at = time.monotonic()
         self.failures = 0
-        self.probing = False
+        self.probe = None
         pause = min(FIRST_PAUSE * 2 ** min(self.limited - 1, 16) if asked is None else asked, LONGEST_PAUSE)
         # A short pause is waited out by the turns (see _send): only a longer one needs saying.
         self._pause(pause, "rate limited (429)", logged=pause > SHORT_WAIT)
@@ -268,7 +286,7 @@ class Gate:
         no wait cures. Requests pause for LONGEST_PAUSE (the fallback answers), then one sees
         whether credit was added."""
         self.failures = self.limited = 0
-        self.probing = False
+        self.probe = None
         self.spent = True
         self._pause(
             LONGEST_PAUSE, "429 insufficient_quota: add credit or raise the budget in OpenAI's billing"
@@ -280,7 +298,7 @@ class Gate:
         longer than the breaker's: it is one failure, often a proxy's page (a maintenance 503
         naming an hour), not the provider's limit, and once it is over no probe goes first."""
         self.failures += 1
-        self.probing = False
+        self.probe = None
         if asked is not None:
             pause = min(asked, self.breaker_seconds, LONGEST_PAUSE)
             self._pause(pause, f"{why}, Retry-After {asked:g} s", logged=pause > SHORT_WAIT)
@@ -677,11 +695,26 @@ class OpenAIEngine:
         408), and unless `unsent_only` after a 5xx but a gateway's 502 or 504, or a 429 asking for
         at most SHORT_WAIT. A 408's or a 5xx's Retry-After is waited out as a 429's. Raises the
         SDK's error, EnginePaused when the gate holds requests back for longer than a turn waits,
-        or EngineError at the deadline. A request cut off at a deadline mostly `spent_elsewhere`
-        (by the turn's tools) is not the service's failure: the breaker does not count it."""
+        or EngineError at the deadline (waiting for the request that went first after a 429's
+        pause too), or when that request's 429 was the last of this turn's tries. A request cut
+        off at a deadline mostly `spent_elsewhere` (by the turn's tools) is not the service's
+        failure: the breaker does not count it."""
         tries = 0
         while True:
             wait = gate.wait()
+            if wait > 0 and gate.probe is not None and gate.holding:
+                limited = gate.limited
+                try:
+                    async with asyncio.timeout(deadline - time.monotonic()):
+                        await gate.probe.wait()
+                except TimeoutError:
+                    raise EngineError("no answer within openai.turn_deadline_seconds") from None
+                if gate.limited > limited:
+                    # Refused: as this turn's own request would have been, had it gone.
+                    if unsent_only or tries >= retries:
+                        raise EngineError(f"OpenAI {gate.what} requests {gate.why}")
+                    tries += 1
+                continue
             if wait > 0:
                 if wait > SHORT_WAIT or wait >= deadline - time.monotonic():
                     raise EnginePaused(f"OpenAI {gate.what} requests paused: {gate.why}")
@@ -691,7 +724,10 @@ class OpenAIEngine:
             if left <= 0:
                 raise EngineError("no answer within openai.turn_deadline_seconds")
             sent = time.monotonic()
-            probing = gate.sending()
+            probe = gate.sending()
+            # Seeing whether the service is back: its failure is the pause going on, not this
+            # turn's to try again while the fallback answers the others.
+            probing = probe is not None and not gate.holding
             try:
                 async with asyncio.timeout(left):
                     result = await request()
@@ -760,8 +796,8 @@ class OpenAIEngine:
                     continue
                 raise
             finally:
-                if probing:
-                    gate.probing = False  # whatever came of it, even a cancelled turn
+                if probe is not None:
+                    gate.probed(probe)
             gate.answered()
             return result
 
