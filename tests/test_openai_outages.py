@@ -148,6 +148,49 @@ async def test_a_rate_limit_gone_after_one_pause_answers_every_note_of_a_raid(st
     assert (len(fake.chats), paused) == (2 * RAID, 0)
 
 
+async def test_a_request_gone_first_after_a_rate_limit_whose_turn_is_cancelled_holds_no_one(
+    storage, fake
+) -> None:
+    """The others wait for the answer of the request that went first after a 429's pause. Its turn
+    cancelled (the player deleted the note, a shutdown), one of them goes in its place."""
+    from bot.engines.openai import create_openai_engine
+
+    fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=500, hang=30)]
+    engine = await create_openai_engine(openai_settings(storage, fake), verify=False)
+    ask = engine._once().chat.completions.create
+    asked: list[int] = []  # which turn sent each request
+
+    def request(turn: int):
+        asked.append(turn)
+        return ask(
+            model=engine.model,
+            messages=[{"role": "user", "content": "hi"}],
+            modalities=["text", "audio"],
+            audio={"voice": "alloy", "format": "wav"},
+        )
+
+    def turn(i: int) -> asyncio.Task:
+        return asyncio.create_task(
+            engine._send(engine.chat_gate, lambda: request(i), deadline=time.monotonic() + 10, retries=2)
+        )
+
+    try:
+        turns = [turn(0)]
+        while not engine.chat_gate.wait():  # noqa: ASYNC110 - the gate's pause, no event
+            await asyncio.sleep(0.01)
+        turns += [turn(1), turn(2)]
+        while len(fake.chats) < 2:  # noqa: ASYNC110 - one gone first, into the hang; a counter
+            await asyncio.sleep(0.01)
+        first = turns[asked[1]]
+        first.cancel()
+        others = [t for t in turns if t is not first]
+        answers = await asyncio.gather(*others, return_exceptions=True)
+    finally:
+        await engine.client.close()
+    assert [a if isinstance(a, BaseException) else "answered" for a in answers] == ["answered"] * 2
+    assert len(fake.chats) == 4
+
+
 @pytest.mark.parametrize(
     "reset",
     [
