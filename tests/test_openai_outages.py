@@ -191,6 +191,47 @@ async def test_a_request_gone_first_after_a_rate_limit_whose_turn_is_cancelled_h
     assert len(fake.chats) == 4
 
 
+async def test_a_turn_waiting_for_the_request_gone_first_gives_up_at_its_own_deadline(storage, fake) -> None:
+    """The request that went first after a 429's pause may take as long as any answer; a turn
+    waiting for it is bounded by its own deadline, not by that request's timeout."""
+    from bot.engines.base import EngineError
+    from bot.engines.openai import create_openai_engine
+
+    fake.failures = [Failure(status=429, retry_after=0.3), Failure(status=500, hang=3)]
+    settings = openai_settings(storage, fake, VOXDESK_OPENAI_TIMEOUT_SECONDS="30")
+    engine = await create_openai_engine(settings, verify=False)
+    ask = engine._once().chat.completions.create
+
+    def turn(seconds: float) -> asyncio.Task:
+        return asyncio.create_task(
+            engine._send(
+                engine.chat_gate,
+                lambda: ask(
+                    model=engine.model,
+                    messages=[{"role": "user", "content": "hi"}],
+                    modalities=["text", "audio"],
+                    audio={"voice": "alloy", "format": "wav"},
+                ),
+                deadline=time.monotonic() + seconds,
+                retries=2,
+            )
+        )
+
+    try:
+        first = turn(30)
+        while len(fake.chats) < 2:  # noqa: ASYNC110 - its 429, the pause, then it goes first
+            await asyncio.sleep(0.01)
+        late = turn(1)
+        (gave_up,) = await asyncio.gather(late, return_exceptions=True)
+        still_out = not first.done()
+        first.cancel()
+    finally:
+        await engine.client.close()
+    assert isinstance(gave_up, EngineError) and "turn_deadline" in str(gave_up)
+    assert still_out  # it gave up while the request gone first was still out
+    assert len(fake.chats) == 2
+
+
 @pytest.mark.parametrize(
     "reset",
     [
