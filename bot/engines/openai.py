@@ -206,8 +206,8 @@ class Gate:
     returns. After a 429's pause, too, a single request goes first, and the others wait for its
     answer: OpenAI counts a refused request against the limit that refused it, and a raid's notes
     sent again together the moment a pause ends would prolong it; its 429 is one of their tries.
-    A turn waits out a pause of up to SHORT_WAIT; the fallback answers it during a longer
-    one. The breaker's pause, and a named one longer than that, are logged when they begin and when
+    A turn waits out a pause of up to SHORT_WAIT; the fallback answers it during a longer one.
+    The breaker's pause, and a named one longer than that, are logged when they begin and when
     requests are answered again, not once a note. A 429 insufficient_quota, which no wait cures,
     pauses them for LONGEST_PAUSE at once; then, too, a single request looks whether credit was
     added while the fallback answers the others."""
@@ -221,8 +221,8 @@ class Gate:
         self.failures = 0  # timeouts, connection failures, 408s and 5xx in a row
         self.limited = 0  # 429s in a row
         self.limited_at = 0.0  # time.monotonic() when the last 429 counted in `limited` came
-        # Set while one request is out alone after a pause, and set off once it is done: after the
-        # breaker's or a spent quota's pause (`holding` False), or a 429's (`holding`).
+        # The request out alone after a pause, None when there is none: its Event is set once it
+        # is done. After the breaker's or a spent quota's pause (`holding` False), or a 429's.
         self.probe: asyncio.Event | None = None
         self.holding = False  # the other turns wait for that request's answer
         self.spent = False  # a 429 insufficient_quota, and no answer since
@@ -230,8 +230,7 @@ class Gate:
         self.outage = Outage(log, "OpenAI %s answers again after a pause of %.0f s (%s)")
 
     def wait(self) -> float:
-        """Seconds before a request may go: inf while the one seeing whether the service is back
-        is out."""
+        """Seconds before a request may go: inf while one is out alone after a pause."""
         left = self.until - time.monotonic()
         if left > 0:
             return left
