@@ -666,6 +666,32 @@ async def test_news_being_sent_as_a_store_closes_is_said_left_at_the_next_start(
     assert len(_left_sending(caplog)) == 1
 
 
+@contextlib.asynccontextmanager
+async def stores_behind_and_ahead(
+    news_db: Path, monkeypatch: pytest.MonkeyPatch, skew: list[float]
+) -> AsyncIterator[tuple[NewsStore, NewsStore]]:
+    """Two stores on `news_db`, as two processes, opened in that order: the one whose clock is
+    behind and the one whose clock is not. bot.ticket_news's clock is real time plus `skew[0]`,
+    which the test sets to say which process acts (-600 behind, 0 ahead)."""
+    monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: real_time() + skew[0]))
+    behind, ahead = await NewsStore.open(news_db), await NewsStore.open(news_db)
+    try:
+        yield behind, ahead
+    finally:
+        await behind.aclose()
+        await ahead.aclose()
+
+
+async def claimed_apart(store: NewsStore) -> tuple[int, int]:
+    """Nova's news and Blaze's, added to `store` and claimed by it one after the other: their ids."""
+    assert await store.add(NOVA, "local:1", "GRV-1", "status", "resolved", "GRV-1 is resolved.")
+    assert await store.add(BLAZE, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
+    nova, blaze = (n.id for n in await store.due())
+    assert await store.claim([nova]) == [nova]
+    assert await store.claim([blaze]) == [blaze]
+    return nova, blaze
+
+
 async def test_a_claim_taken_over_by_a_process_whose_clock_runs_ahead_is_not_tried_here(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -677,9 +703,7 @@ async def test_a_claim_taken_over_by_a_process_whose_clock_runs_ahead_is_not_tri
     second time. Nor is the other's claim given back from here."""
     news_db = tmp_path / "news.db"
     skew = [0.0]
-    monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: real_time() + skew[0]))
-    behind, ahead = await NewsStore.open(news_db), await NewsStore.open(news_db)
-    try:
+    async with stores_behind_and_ahead(news_db, monkeypatch, skew) as (behind, ahead):
         assert await ahead.add(NOVA, "local:1", "GRV-1", "filed", "open", "GRV-1 is filed.", held_for="d:1:")
         assert await ahead.add(NOVA, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
         held, x = (i for (i,) in sql(news_db, "SELECT id FROM news ORDER BY id"))
@@ -699,9 +723,6 @@ async def test_a_claim_taken_over_by_a_process_whose_clock_runs_ahead_is_not_tri
         skew[0] = 0.0
         assert await ahead.trying([held, x]) is True
         assert sql(news_db, "SELECT state FROM news ORDER BY id") == [("sending",), ("sending",)]
-    finally:
-        await behind.aclose()
-        await ahead.aclose()
 
 
 async def test_news_muted_from_a_claim_taken_over_leaves_the_others_taken_over_too(
@@ -714,14 +735,8 @@ async def test_news_muted_from_a_claim_taken_over_leaves_the_others_taken_over_t
     here."""
     news_db = tmp_path / "news.db"
     skew = [-600.0]
-    monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: real_time() + skew[0]))
-    behind, ahead = await NewsStore.open(news_db), await NewsStore.open(news_db)
-    try:
-        assert await behind.add(NOVA, "local:1", "GRV-1", "status", "resolved", "GRV-1 is resolved.")
-        assert await behind.add(BLAZE, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
-        nova, blaze = (n.id for n in await behind.due())
-        assert await behind.claim([nova]) == [nova]
-        assert await behind.claim([blaze]) == [blaze]
+    async with stores_behind_and_ahead(news_db, monkeypatch, skew) as (behind, ahead):
+        nova, blaze = await claimed_apart(behind)
         skew[0] = 0.0
         assert await ahead.give_back_untried(unleased=False) == 2
         assert await ahead.claim([blaze]) == [blaze]
@@ -732,9 +747,6 @@ async def test_news_muted_from_a_claim_taken_over_leaves_the_others_taken_over_t
         assert sql(news_db, "SELECT state FROM news WHERE id = ?", (nova,)) == [("pending",)]
         skew[0] = 0.0
         assert await ahead.trying([blaze]) is True
-    finally:
-        await behind.aclose()
-        await ahead.aclose()
 
 
 async def test_muted_news_whose_claim_was_taken_over_is_not_said_or_counted_muted_here(
@@ -788,14 +800,8 @@ async def test_a_retry_after_a_claim_was_taken_over_leaves_it_the_others(
     that claim would pass for this process's own and Blaze be told twice."""
     news_db = tmp_path / "news.db"
     skew = [-600.0]
-    monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: real_time() + skew[0]))
-    behind, ahead = await NewsStore.open(news_db), await NewsStore.open(news_db)
-    try:
-        assert await behind.add(NOVA, "local:1", "GRV-1", "status", "resolved", "GRV-1 is resolved.")
-        assert await behind.add(BLAZE, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
-        nova, blaze = (n.id for n in await behind.due())
-        assert await behind.claim([nova]) == [nova]
-        assert await behind.claim([blaze]) == [blaze]
+    async with stores_behind_and_ahead(news_db, monkeypatch, skew) as (behind, ahead):
+        nova, blaze = await claimed_apart(behind)
         assert await behind.trying([nova]) is True
         skew[0] = 0.0
         assert await ahead.give_back_untried(unleased=False) == 1
@@ -805,9 +811,6 @@ async def test_a_retry_after_a_claim_was_taken_over_leaves_it_the_others(
         assert await behind.trying([blaze]) is False
         skew[0] = 0.0
         assert await ahead.trying([blaze]) is True
-    finally:
-        await behind.aclose()
-        await ahead.aclose()
 
 
 async def test_a_give_back_after_a_claim_was_taken_over_leaves_it_the_others(
@@ -817,9 +820,7 @@ async def test_a_give_back_after_a_claim_was_taken_over_leaves_it_the_others(
     # giving back what this process claimed leaves the other's claim alone, whose DM goes now.
     news_db = tmp_path / "news.db"
     skew = [-600.0]
-    monkeypatch.setattr(ticket_news, "time", types.SimpleNamespace(time=lambda: real_time() + skew[0]))
-    behind, ahead = await NewsStore.open(news_db), await NewsStore.open(news_db)
-    try:
+    async with stores_behind_and_ahead(news_db, monkeypatch, skew) as (behind, ahead):
         assert await behind.add(BLAZE, "local:1", "GRV-2", "status", "resolved", "GRV-2 is resolved.")
         (blaze,) = (n.id for n in await behind.due())
         assert await behind.claim([blaze]) == [blaze]
@@ -831,9 +832,6 @@ async def test_a_give_back_after_a_claim_was_taken_over_leaves_it_the_others(
         assert sql(news_db, "SELECT state FROM news WHERE id = ?", (blaze,)) == [("claimed",)]
         skew[0] = 0.0
         assert await ahead.trying([blaze]) is True
-    finally:
-        await behind.aclose()
-        await ahead.aclose()
 
 
 @pytest.mark.parametrize(
