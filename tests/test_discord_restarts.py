@@ -1222,12 +1222,62 @@ async def test_a_note_not_for_the_bot_arriving_during_the_drain_is_not_kept(sett
     assert fake.replies_to(chat["id"]) == [] and not fake.sent("reaction_add", OTHER_CHANNEL)
 
 
-async def test_a_turn_cut_by_the_grace_period_is_answered_after_the_restart(settings, fake) -> None:
+async def cut_by_a_stop(
+    settings: Settings, fake: FakeDiscord, *players: InjectedUser, guild: bool = True
+) -> list[dict]:
+    """A note of each of `players`' (in the channel, or with guild=False in their DMs) whose turns
+    are all running when the bot stops, its grace too short for them: the notes."""
     async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
-        note = await fake.send_note(nova, voice_note())
-        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
+        notes = [await fake.send_note(player, voice_note(), guild=guild) for player in players]
+        await fake.wait_for(lambda rs: len([r for r in rs if r.kind == "typing"]) >= len(notes))
         h.stop.set()
         await asyncio.wait_for(h.task, 20)
+    return notes
+
+
+def restarting_line(fake: FakeDiscord, note: dict) -> dict:
+    """The message a stop told `note` "restarting" in, its only reply."""
+    (line,) = fake.replies_to(note["id"])
+    assert line.content == RESTARTING and line.response is not None
+    return line.response
+
+
+def deleted_in_channel(fake: FakeDiscord) -> list[str]:
+    """The ids of the messages the bot deleted in the channel, in the order it deleted them."""
+    return [r.body["message_id"] for r in fake.sent("message_delete", ALLOWED_CHANNEL)]
+
+
+def told_gone(note: dict) -> str:
+    """What the log says when `note` is found gone and its restarting line taken back."""
+    return f"note {note['id']} is gone: the restarting line told it deleted too"
+
+
+async def given_back_unanswered(
+    bot: Any, caplog: pytest.LogCaptureFixture, player: InjectedUser, note: dict
+) -> None:
+    """Until the bot has said Discord failed the answer to `player`'s `note`: given back for the
+    recheck."""
+    said = f"note {note['id']} from {player.id} got no answer"
+    await eventually(lambda: said in caplog.text)
+    assert await note_state(bot.core.notes, note) == "pending"
+
+
+async def deleted_as_the_restart_answers_it(settings: Settings, fake: FakeDiscord, note: dict) -> None:
+    """A restart answers `note`, told "restarting", and its player deletes it while that turn
+    runs: settled unanswered."""
+    engine = FrontendEngine()
+    engine.hold = asyncio.Event()
+    async with running_bot(settings, fake, engine=engine, recheck_seconds=3600.0) as h:
+        await engine.until_asked(1)
+        await fake.delete_message(ALLOWED_CHANNEL, note["id"])
+        await fake.read_by_the_bot()
+        engine.hold.set()
+        assert await note_state(h.bot.core.notes, note) == "expired"
+        await settle(fake)
+
+
+async def test_a_turn_cut_by_the_grace_period_is_answered_after_the_restart(settings, fake) -> None:
+    (note,) = await cut_by_a_stop(settings, fake, nova, guild=False)
     assert answers(fake, note) == 0
     assert "restarting" in fake.replies_to(note["id"])[0].content
     assert any(kept_for_later(r, note) for r in fake.received)  # ⏳: an answer comes later
@@ -1250,22 +1300,16 @@ async def test_a_turn_cut_by_a_stop_whose_note_is_deleted_meanwhile_takes_its_re
     # is down. After the restart the note is found gone, and the line, a promise under a question
     # taken back, goes too.
     caplog.set_level(logging.INFO, logger="cogs.catch_up")
-    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
-        note = await fake.send_note(nova, voice_note(), guild=True)
-        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
-        h.stop.set()
-        await asyncio.wait_for(h.task, 20)
-    (line,) = fake.replies_to(note["id"])
-    assert line.content == RESTARTING and line.response is not None
+    (note,) = await cut_by_a_stop(settings, fake, nova)
+    line = restarting_line(fake, note)
     await fake.delete_message(ALLOWED_CHANNEL, note["id"])
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         await rechecks(h.bot, 2)
         await settle(fake)
     assert answers(fake, note) == 0
-    deleted = [r.body["message_id"] for r in fake.sent("message_delete", ALLOWED_CHANNEL)]
-    assert deleted == [line.response["id"]]
-    assert int(line.response["id"]) not in fake.messages[ALLOWED_CHANNEL]
-    assert f"note {note['id']} is gone: the restarting line told it deleted too" in caplog.text
+    assert deleted_in_channel(fake) == [line["id"]]
+    assert int(line["id"]) not in fake.messages[ALLOWED_CHANNEL]
+    assert told_gone(note) in caplog.text
 
 
 async def test_a_turn_cut_by_a_stop_where_the_bot_may_not_read_history_promises_no_answer(
@@ -1296,15 +1340,10 @@ async def test_a_gone_notes_take_back_deletes_its_restarting_line_not_an_earlier
 ) -> None:
     # A reply of the bot's to the note before the restarting line (a part of its answer posted
     # before the stop) stays: it was out, and the player may have heard it. Only the line goes.
-    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
-        note = await fake.send_note(nova, voice_note(), guild=True)
-        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
-        h.stop.set()
-        await asyncio.wait_for(h.task, 20)
-    (line,) = fake.replies_to(note["id"])
-    assert line.content == RESTARTING and line.response is not None
+    (note,) = await cut_by_a_stop(settings, fake, nova)
+    line = restarting_line(fake, note)
     part_id = int(note["id"]) + 1
-    assert part_id < int(line.response["id"])
+    assert part_id < int(line["id"])
     part = message_payload(
         part_id, ALLOWED_CHANNEL, user_payload(BOT_USER_ID, "voxdesk", bot=True), "Part one."
     )
@@ -1315,8 +1354,7 @@ async def test_a_gone_notes_take_back_deletes_its_restarting_line_not_an_earlier
     async with running_bot(settings, fake, recheck_seconds=0.2) as h:
         await rechecks(h.bot, 2)
         await settle(fake)
-    deleted = [r.body["message_id"] for r in fake.sent("message_delete", ALLOWED_CHANNEL)]
-    assert deleted == [line.response["id"]]
+    assert deleted_in_channel(fake) == [line["id"]]
     assert part_id in fake.messages[ALLOWED_CHANNEL]
 
 
@@ -1326,26 +1364,19 @@ async def test_a_restarting_line_goes_with_its_note_deleted_while_it_waits_after
     # Told "restarting", the note waits on after the restart (Discord fails its answer); its player
     # deletes it then, and the bot hears it: settled unanswered, with the line taken back.
     caplog.set_level(logging.INFO, logger="cogs.catch_up")
-    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
-        note = await fake.send_note(nova, voice_note(), guild=True)
-        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
-        h.stop.set()
-        await asyncio.wait_for(h.task, 20)
-    (line,) = fake.replies_to(note["id"])
-    assert line.content == RESTARTING and line.response is not None
+    (note,) = await cut_by_a_stop(settings, fake, nova)
+    line = restarting_line(fake, note)
     fake.posts_unavailable = 10
     async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
-        await eventually(lambda: f"note {note['id']} from {nova.id} got no answer" in caplog.text)
-        assert await note_state(h.bot.core.notes, note) == "pending"  # given back for the recheck
+        await given_back_unanswered(h.bot, caplog, nova, note)
         fake.posts_unavailable = 0
         await fake.delete_message(ALLOWED_CHANNEL, note["id"])
         await fake.wait_for(lambda _: fake.sent("message_delete", ALLOWED_CHANNEL))
         assert await note_state(h.bot.core.notes, note) == "expired"
         await settle(fake)
     assert answers(fake, note) == 0
-    deleted = [r.body["message_id"] for r in fake.sent("message_delete", ALLOWED_CHANNEL)]
-    assert deleted == [line.response["id"]]
-    assert f"note {note['id']} is gone: the restarting line told it deleted too" in caplog.text
+    assert deleted_in_channel(fake) == [line["id"]]
+    assert told_gone(note) in caplog.text
 
 
 async def test_restarting_lines_of_waiting_notes_bulk_deleted_are_looked_for_one_at_a_time(
@@ -1355,23 +1386,13 @@ async def test_restarting_lines_of_waiting_notes_bulk_deleted_are_looked_for_one
     # restarting lines are each looked for in the channel's history, one read after another, not
     # all together, and each is still taken back.
     caplog.set_level(logging.INFO, logger="cogs.catch_up")
-    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
-        players = (nova, blaze, quill)
-        notes = [await fake.send_note(player, voice_note(), guild=True) for player in players]
-        await fake.wait_for(lambda rs: len([r for r in rs if r.kind == "typing"]) >= len(notes))
-        h.stop.set()
-        await asyncio.wait_for(h.task, 20)
-    lines = []
-    for note in notes:
-        (line,) = fake.replies_to(note["id"])
-        assert line.content == RESTARTING and line.response is not None
-        lines.append(line.response["id"])
+    players = (nova, blaze, quill)
+    notes = await cut_by_a_stop(settings, fake, *players)
+    lines = [restarting_line(fake, note)["id"] for note in notes]
     fake.posts_unavailable = 30
     async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
         for player, note in zip(players, notes, strict=True):
-            said = f"note {note['id']} from {player.id} got no answer"
-            await eventually(lambda said=said: said in caplog.text)
-            assert await note_state(h.bot.core.notes, note) == "pending"
+            await given_back_unanswered(h.bot, caplog, player, note)
         fake.posts_unavailable = 0
         catch_up = h.bot.get_cog("CatchUp")
         take_back = catch_up.take_back_restarting
@@ -1397,11 +1418,10 @@ async def test_restarting_lines_of_waiting_notes_bulk_deleted_are_looked_for_one
         await fake.wait_for(lambda _: len(fake.sent("message_delete", ALLOWED_CHANNEL)) == len(notes))
         await settle(fake)
     assert most == 1
-    deleted = sorted(r.body["message_id"] for r in fake.sent("message_delete", ALLOWED_CHANNEL))
-    assert deleted == sorted(lines)
+    assert sorted(deleted_in_channel(fake)) == sorted(lines)
     for note in notes:
         assert answers(fake, note) == 0
-        assert f"note {note['id']} is gone: the restarting line told it deleted too" in caplog.text
+        assert told_gone(note) in caplog.text
 
 
 async def test_a_restarting_line_goes_with_its_note_deleted_as_the_restart_answers_it(
@@ -1410,39 +1430,20 @@ async def test_a_restarting_line_goes_with_its_note_deleted_as_the_restart_answe
     # Told "restarting", the note is answered after the restart; its player deletes it while that
     # turn runs: nothing of the answer is posted, and the line goes too.
     caplog.set_level(logging.INFO, logger="cogs.catch_up")
-    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
-        note = await fake.send_note(nova, voice_note(), guild=True)
-        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
-        h.stop.set()
-        await asyncio.wait_for(h.task, 20)
-    (line,) = fake.replies_to(note["id"])
-    assert line.content == RESTARTING and line.response is not None
-    engine = FrontendEngine()
-    engine.hold = asyncio.Event()
-    async with running_bot(settings, fake, engine=engine, recheck_seconds=3600.0) as h:
-        await engine.until_asked(1)
-        await fake.delete_message(ALLOWED_CHANNEL, note["id"])
-        await fake.read_by_the_bot()
-        engine.hold.set()
-        assert await note_state(h.bot.core.notes, note) == "expired"
-        await settle(fake)
+    (note,) = await cut_by_a_stop(settings, fake, nova)
+    line = restarting_line(fake, note)
+    await deleted_as_the_restart_answers_it(settings, fake, note)
     assert answers(fake, note) == 0
-    deleted = [r.body["message_id"] for r in fake.sent("message_delete", ALLOWED_CHANNEL)]
-    assert deleted == [line.response["id"]]
-    assert f"note {note['id']} is gone: the restarting line told it deleted too" in caplog.text
+    assert deleted_in_channel(fake) == [line["id"]]
+    assert told_gone(note) in caplog.text
 
 
 async def test_a_restarting_line_goes_with_its_note_deleted_as_the_restart_answers_it_reacted_to(
     settings, fake
 ) -> None:
     # The note carries a player's reaction beside the bot's ⏳: the ⏳ alone says a stop kept it.
-    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
-        note = await fake.send_note(nova, voice_note(), guild=True)
-        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
-        h.stop.set()
-        await asyncio.wait_for(h.task, 20)
-    (line,) = fake.replies_to(note["id"])
-    assert line.content == RESTARTING and line.response is not None
+    (note,) = await cut_by_a_stop(settings, fake, nova)
+    line = restarting_line(fake, note)
     stored = fake.messages[ALLOWED_CHANNEL][int(note["id"])]
     assert [r["emoji"]["name"] for r in stored["reactions"]] == [LATER]
     stored["reactions"].append(
@@ -1455,18 +1456,9 @@ async def test_a_restarting_line_goes_with_its_note_deleted_as_the_restart_answe
             "emoji": {"id": None, "name": "👍"},
         }
     )
-    engine = FrontendEngine()
-    engine.hold = asyncio.Event()
-    async with running_bot(settings, fake, engine=engine, recheck_seconds=3600.0) as h:
-        await engine.until_asked(1)
-        await fake.delete_message(ALLOWED_CHANNEL, note["id"])
-        await fake.read_by_the_bot()
-        engine.hold.set()
-        assert await note_state(h.bot.core.notes, note) == "expired"
-        await settle(fake)
+    await deleted_as_the_restart_answers_it(settings, fake, note)
     assert answers(fake, note) == 0
-    deleted = [r.body["message_id"] for r in fake.sent("message_delete", ALLOWED_CHANNEL)]
-    assert deleted == [line.response["id"]]
+    assert deleted_in_channel(fake) == [line["id"]]
 
 
 async def test_two_bots_on_one_storage_answer_each_note_once(settings, fake) -> None:
@@ -2767,11 +2759,7 @@ async def test_a_turn_cut_by_a_stop_is_marked_for_later_not_as_failed(settings, 
     # The cut turn is answered after the restart, which takes its ⏳ off but not a ⚠️: one put on
     # beside the ⏳ would stay on a note that got its answer.
     failed = "\N{WARNING SIGN}"
-    async with running_bot(settings, fake, engine=FrontendEngine(delay=30), shutdown_grace_seconds=0.2) as h:
-        note = await fake.send_note(nova, voice_note())
-        await fake.wait_for(lambda rs: any(r.kind == "typing" for r in rs))
-        h.stop.set()
-        await asyncio.wait_for(h.task, 20)
+    (note,) = await cut_by_a_stop(settings, fake, nova, guild=False)
     marks = [
         r.body["emoji"]
         for r in fake.received
