@@ -1005,6 +1005,78 @@ class _StuckPool(ProcessPoolExecutor):
         self.started.extend(pid for pid in self._processes if pid not in self.started)  # type: ignore[attr-defined]
 
 
+def _light_pool(workers: int) -> ProcessPoolExecutor:
+    """A pool of the real workers' context and signals whose workers load no model."""
+    from bot.engines.offline.hearing import WORKER_CONTEXT, ignore_stop_signals
+
+    return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+
+
+def _light_then_stuck(stuck: list[int]) -> Any:
+    """A WorkerHearing whose job loads nothing, whose first pool loads no model, and whose every
+    later pool hangs loading, the process ids of its workers recorded in `stuck`."""
+    from bot.engines.offline.hearing import WorkerHearing
+
+    class Light(WorkerHearing):
+        job = staticmethod(_pid)
+        pools = 0
+
+        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
+            self.pools += 1
+            return _light_pool(workers) if self.pools == 1 else _StuckPool(workers, stuck)
+
+    return Light
+
+
+async def _outcome(asked: Any) -> Any:
+    """What `asked` returns, or the exception it raises: a wait still running after 30 s is given
+    up on."""
+    import asyncio
+
+    try:
+        async with asyncio.timeout(30):
+            return await asked
+    except Exception as exc:
+        return exc
+
+
+async def _an_idle_worker_killed(hearing: Any, pids: set[int]) -> None:
+    """The OOM killer takes one of `pids`, the idle workers of `hearing`'s pool: until that pool
+    has broken."""
+    import asyncio
+    import os
+    import signal
+
+    pool = hearing._pool
+    os.kill(next(iter(pids)), signal.SIGKILL)
+    while not pool._broken:  # noqa: ASYNC110 - the pool's own flag, no event
+        await asyncio.sleep(0.02)
+
+
+async def _started_then_broken(hearing: Any, monkeypatch: pytest.MonkeyPatch, start_seconds: float) -> None:
+    """`hearing` started, its first pool then broken by an idle worker's death, and the pools
+    after it given `start_seconds` to start (only they: spawning the first can take 2 s and more
+    on a loaded machine)."""
+    from bot.engines.offline import hearing as hearing_module
+
+    pids = await hearing.start()
+    monkeypatch.setattr(hearing_module, "START_SECONDS", start_seconds)
+    await _an_idle_worker_killed(hearing, pids)
+
+
+def _end_left(pids: list[int]) -> list[int]:
+    """Those of `pids` still running, each then killed: they are this test's to end."""
+    import contextlib
+    import os
+    import signal
+
+    left = [pid for pid in pids if _alive(pid)]
+    for pid in left:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return left
+
+
 async def _engine_with_workers_stuck(
     settings, tmp_path, monkeypatch, stuck: Callable[[Any], bool], **offline: Any
 ) -> tuple[Any, list[int]]:
@@ -1020,7 +1092,7 @@ async def _engine_with_workers_stuck(
 
     from bot.engines.offline import hearing as hearing_module
     from bot.engines.offline.engine import create_offline_engine
-    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
+    from bot.engines.offline.hearing import WorkerHearing
 
     pids: list[int] = []
 
@@ -1031,7 +1103,7 @@ async def _engine_with_workers_stuck(
             monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0)
             return _StuckPool(workers, pids)
         monkeypatch.setattr(hearing_module, "START_SECONDS", 60.0)
-        return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+        return _light_pool(workers)
 
     monkeypatch.setattr(WorkerHearing, "_new_pool", new_pool)
     try:
@@ -1093,14 +1165,11 @@ async def test_a_lone_worker_stuck_loading_its_models_is_the_services_trouble(
     """A note whose worker died is heard again by a fresh worker of its own: one that hung
     loading its models held the note's turn, and a lone worker's place, for good."""
     import asyncio
-    import contextlib
-    import os
-    import signal
     from concurrent.futures import ProcessPoolExecutor
 
     from bot.engines.base import EngineError
     from bot.engines.offline import hearing as hearing_module
-    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
+    from bot.engines.offline.hearing import WorkerHearing
 
     pids: list[int] = []
 
@@ -1110,7 +1179,7 @@ async def test_a_lone_worker_stuck_loading_its_models_is_the_services_trouble(
         def _new_pool(self, workers: int) -> ProcessPoolExecutor:
             if workers == 1:  # the lone one hangs
                 return _StuckPool(workers, pids)
-            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+            return _light_pool(workers)
 
     hearing = Workers(settings.storage_dir / "speech", workers=2)
     try:
@@ -1128,10 +1197,7 @@ async def test_a_lone_worker_stuck_loading_its_models_is_the_services_trouble(
         assert not hearing.ready
     finally:
         await hearing.aclose()
-        left = [pid for pid in pids if _alive(pid)]
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        left = _end_left(pids)
     assert pids and not left
     assert "a fresh speech worker had not loaded its models after 2 s" in caplog.text
 
@@ -1151,29 +1217,9 @@ async def test_fresh_workers_stuck_loading_fail_the_notes_queued_for_them_and_th
 
     from bot.engines.base import EngineError
     from bot.engines.offline import hearing as hearing_module
-    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, WorkersStuck, ignore_stop_signals
+    from bot.engines.offline.hearing import WorkersStuck
 
-    pools = 0
     stuck: list[int] = []
-
-    class Light(WorkerHearing):  # the first pool loads no model; every later one hangs loading
-        job = staticmethod(_pid)
-
-        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
-            nonlocal pools
-            pools += 1
-            if pools == 1:
-                return ProcessPoolExecutor(
-                    workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals
-                )
-            return _StuckPool(workers, stuck)
-
-    async def outcome(asked: Any) -> Any:  # a wait still running after 30 s is given up on
-        try:
-            async with asyncio.timeout(30):
-                return await asked
-        except Exception as exc:
-            return exc
 
     kills = 0
 
@@ -1191,24 +1237,15 @@ async def test_fresh_workers_stuck_loading_fail_the_notes_queued_for_them_and_th
 
     monkeypatch.setattr(hearing_module._WorkerProcess, "kill", late_kill)
     caplog.set_level(logging.INFO, logger="bot.engines.offline.hearing")
-    hearing = Light(settings.storage_dir / "speech", workers=2)
+    hearing = _light_then_stuck(stuck)(settings.storage_dir / "speech", workers=2)
     try:
-        pids = await hearing.start()
-        # For the pools that hang only: spawning the first can take 2 s and more on a loaded machine.
-        monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0)
-        pool = hearing._pool
-        os.kill(next(iter(pids)), signal.SIGKILL)  # the OOM killer takes an idle worker
-        while not pool._broken:  # type: ignore[attr-defined]  # noqa: ASYNC110 - the pool's own flag, no event
-            await asyncio.sleep(0.02)
-        notes = await asyncio.gather(*(outcome(hearing.hear(b"\x01\x00", 16_000)) for _ in range(3)))
+        await _started_then_broken(hearing, monkeypatch, 2.0)
+        notes = await asyncio.gather(*(_outcome(hearing.hear(b"\x01\x00", 16_000)) for _ in range(3)))
         not_ready = not hearing.ready
-        checked = await outcome(hearing.ping())
+        checked = await _outcome(hearing.ping())
     finally:
         await hearing.aclose()
-        left = [pid for pid in stuck if _alive(pid)]
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        left = _end_left(stuck)
     assert all(type(note) is EngineError for note in notes), notes
     assert {str(note) for note in notes} == {"the speech workers cannot start"}
     assert not_ready
@@ -1224,56 +1261,21 @@ async def test_a_note_after_the_check_found_fresh_workers_stuck_says_they_had_no
 ) -> None:
     """The desk's check found fresh workers stuck loading, and they were killed; the next note,
     sent to their pool, logged that "a speech worker had died before this note came"."""
-    import asyncio
-    import contextlib
-    import os
-    import signal
-
     from bot.engines.base import EngineError
-    from bot.engines.offline import hearing as hearing_module
-    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, WorkersStuck, ignore_stop_signals
+    from bot.engines.offline.hearing import WorkersStuck
 
-    pools = 0
     stuck: list[int] = []
 
-    class Light(WorkerHearing):  # the first pool loads no model; every later one hangs loading
-        job = staticmethod(_pid)
-
-        def _new_pool(self, workers: int) -> ProcessPoolExecutor:
-            nonlocal pools
-            pools += 1
-            if pools == 1:
-                return ProcessPoolExecutor(
-                    workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals
-                )
-            return _StuckPool(workers, stuck)
-
-    async def outcome(asked: Any) -> Any:  # a wait still running after 30 s is given up on
-        try:
-            async with asyncio.timeout(30):
-                return await asked
-        except Exception as exc:
-            return exc
-
     caplog.set_level(logging.INFO, logger="bot.engines.offline.hearing")
-    hearing = Light(settings.storage_dir / "speech", workers=2)
+    hearing = _light_then_stuck(stuck)(settings.storage_dir / "speech", workers=2)
     try:
-        pids = await hearing.start()
-        # For the pools that hang only: spawning the first can take 2 s and more on a loaded machine.
-        monkeypatch.setattr(hearing_module, "START_SECONDS", 2.0)
-        pool = hearing._pool
-        os.kill(next(iter(pids)), signal.SIGKILL)  # the OOM killer takes an idle worker
-        while not pool._broken:  # type: ignore[attr-defined]  # noqa: ASYNC110 - the pool's own flag, no event
-            await asyncio.sleep(0.02)
-        checked = await outcome(hearing.ping())
+        await _started_then_broken(hearing, monkeypatch, 2.0)
+        checked = await _outcome(hearing.ping())
         caplog.clear()
-        note = await outcome(hearing.hear(b"\x01\x00", 16_000))
+        note = await _outcome(hearing.hear(b"\x01\x00", 16_000))
     finally:
         await hearing.aclose()
-        left = [pid for pid in stuck if _alive(pid)]
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        left = _end_left(stuck)
     assert type(checked) is WorkersStuck, repr(checked)
     assert type(note) is EngineError, repr(note)
     lines = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -1319,12 +1321,9 @@ async def test_a_fresh_worker_stuck_loading_beside_a_healthy_one_is_killed_and_r
     it breaks the pool: the note the healthy worker was on is heard again, and fresh workers
     take the next ones."""
     import asyncio
-    import contextlib
-    import os
-    import signal
 
     from bot.engines.offline import hearing as hearing_module
-    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, _processes, ignore_stop_signals
+    from bot.engines.offline.hearing import WorkerHearing, _processes
 
     pools = 0
     started: list[int] = []
@@ -1337,18 +1336,14 @@ async def test_a_fresh_worker_stuck_loading_beside_a_healthy_one_is_killed_and_r
             pools += 1
             if pools == 2:
                 return _StuckPool(workers, started, _one_stuck_starting)
-            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+            return _light_pool(workers)
 
     monkeypatch.setenv(ONE_STUCK, str(tmp_path / "one-stuck"))
     monkeypatch.setattr(hearing_module, "START_SECONDS", 5.0)
     caplog.set_level(logging.INFO, logger="bot.engines.offline.hearing")
     hearing = Light(settings.storage_dir / "speech", workers=2)
     try:
-        pids = await hearing.start()
-        pool = hearing._pool
-        os.kill(next(iter(pids)), signal.SIGKILL)  # the OOM killer takes an idle worker
-        while not pool._broken:  # type: ignore[attr-defined]  # noqa: ASYNC110 - the pool's own flag, no event
-            await asyncio.sleep(0.02)
+        await _an_idle_worker_killed(hearing, await hearing.start())
         async with asyncio.timeout(60):
             # On the healthy worker still when the check-in's wait runs out.
             long = asyncio.ensure_future(hearing.hear(bytes([80, 0]), 16_000))
@@ -1361,10 +1356,7 @@ async def test_a_fresh_worker_stuck_loading_beside_a_healthy_one_is_killed_and_r
             fresh = [worker.pid for worker in _processes(hearing._pool) if _alive(worker.pid)]
     finally:
         await hearing.aclose()
-        left = [pid for pid in started if _alive(pid)]
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _end_left(started)
     assert hung == [], "the worker hung loading outlived the check-in"
     assert all(isinstance(pid, int) for pid in [heard, *quick])
     assert heard not in started  # the note on the healthy worker, heard again by a fresh one
@@ -1381,11 +1373,9 @@ async def test_a_worker_stuck_loading_beside_a_healthy_one_at_start_is_killed(
     loading beside it passed the start, and the first pool ran one worker short for good."""
     import asyncio
     import contextlib
-    import os
-    import signal
 
     from bot.engines.offline import hearing as hearing_module
-    from bot.engines.offline.hearing import WORKER_CONTEXT, WorkerHearing, ignore_stop_signals
+    from bot.engines.offline.hearing import WorkerHearing
 
     first: list[int] = []
 
@@ -1395,7 +1385,7 @@ async def test_a_worker_stuck_loading_beside_a_healthy_one_at_start_is_killed(
         def _new_pool(self, workers: int) -> ProcessPoolExecutor:
             if not first:
                 return _StuckPool(workers, first, _one_stuck_starting)
-            return ProcessPoolExecutor(workers, mp_context=WORKER_CONTEXT, initializer=ignore_stop_signals)
+            return _light_pool(workers)
 
     monkeypatch.setenv(ONE_STUCK, str(tmp_path / "one-stuck"))
     monkeypatch.setattr(hearing_module, "START_SECONDS", 5.0)
@@ -1414,10 +1404,7 @@ async def test_a_worker_stuck_loading_beside_a_healthy_one_at_start_is_killed(
             heard = await hearing.hear(b"\x01\x00", 16_000)
     finally:
         await hearing.aclose()
-        left = [pid for pid in first if _alive(pid)]
-        for pid in left:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        _end_left(first)
     assert len(first) == 2 and len(pids) == 1
     assert hung == [], "the worker hung loading outlived its check-in"
     assert heard not in first  # by the fresh workers that replaced the pool
