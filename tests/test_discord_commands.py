@@ -23,6 +23,7 @@ import pytest
 from aiohttp import web
 
 from bot import conversations, note_ledger, ticket_news
+from bot.config import Settings
 from bot.engines.base import EngineReply, TurnState
 from bot.sentences import (
     BLANK_DESCRIPTION,
@@ -877,6 +878,39 @@ async def test_a_filing_discord_no_longer_takes_spends_none_of_the_filing_limit(
         assert "Please wait" in refused  # the filing that went through is counted
 
 
+def dms_to(fake: FakeDiscord, player: InjectedUser) -> list[Received]:
+    """The messages with words the bot sent `player` by DM."""
+    return [m for m in fake.sent("message", dm_channel_id(player.id)) if m.content]
+
+
+async def dmed_by_the_next_start(
+    settings: Settings, fake: FakeDiscord, player: InjectedUser
+) -> list[Received]:
+    """The DMs to `player` of a start whose ticket news runs every 0.1 s, once it has sent any."""
+    async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
+        return await fake.wait_for(lambda _: dms_to(fake, player))
+
+
+def answers_held_once_told(
+    monkeypatch: pytest.MonkeyPatch, news: ticket_news.TicketNews, answers: int = 1
+) -> asyncio.Event:
+    """Each filing's answer, once `news` recorded its key as told in it, held for good (its
+    request never goes): an event set once `answers` answers are held."""
+    heard = news.heard_in_answer
+    held: list[object] = []
+    told = asyncio.Event()
+
+    async def heard_then_held(*args: object) -> None:
+        await heard(*args)  # type: ignore[arg-type]
+        held.append(args[0])
+        if len(held) == answers:
+            told.set()
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
+    return told
+
+
 async def test_a_filing_whose_answer_is_lost_reaches_the_player_by_dm(settings, monkeypatch, caplog):
     async def token_gone(self: FakeDiscord, request: object) -> NoReturn:
         raise DiscordError(401, 50027, "Invalid Webhook Token")
@@ -889,9 +923,7 @@ async def test_a_filing_whose_answer_is_lost_reaches_the_player_by_dm(settings, 
         async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
             with caplog.at_level("WARNING"):
                 await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
-                dms = await fake.wait_for(
-                    lambda _: [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
-                )
+                dms = await fake.wait_for(lambda _: dms_to(fake, blaze))
     (key,) = [r.args[0] for r in caplog.records if r.name == "cogs.grievance"]
     assert dms[0].content.endswith(f'("{words}") is now filed as ticket {key}. Its status is open.')
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
@@ -933,7 +965,7 @@ async def test_a_filing_whose_process_ends_as_its_answer_reaches_discord_is_told
         assert said.startswith("Filed ticket `GRV-")
         async with running_bot(settings.replace(news=news), fake) as h:
             await h.bot.core.news.run_once(h.bot.get_cog("TicketNewsDesk"))  # type: ignore[arg-type]
-        assert [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content] == []
+        assert dms_to(fake, blaze) == []
 
 
 async def test_a_filing_whose_stop_cuts_its_answer_waiting_out_a_rate_limit_reaches_the_player_by_dm(
@@ -950,10 +982,7 @@ async def test_a_filing_whose_stop_cuts_its_answer_waiting_out_a_rate_limit_reac
             await fake.wait_for(lambda _: [r for r in fake.received if r.kind == "edit_original"])
             h.stop.set()
             await asyncio.wait_for(h.task, 30)
-        async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
-            dms = await fake.wait_for(
-                lambda _: [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
-            )
+        dms = await dmed_by_the_next_start(settings, fake, blaze)
     assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
 
@@ -965,22 +994,16 @@ async def test_a_filing_whose_stop_cuts_it_once_told_before_its_answer_goes_reac
     The untelling, begun as the cut answer ends, ran where the stop did not wait for it, and
     news.db closed under it: the key went by no DM."""
     words = "Charged twice, cut before the answer."
-    told, never = asyncio.Event(), asyncio.Event()
     async with serving() as fake:
         async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
             news = h.bot.core.news
-            heard, unheard = news.heard_in_answer, news.unheard_in_answer
-
-            async def heard_then_held(*args: object) -> None:
-                await heard(*args)  # type: ignore[arg-type]
-                told.set()
-                await never.wait()
+            unheard = news.unheard_in_answer
+            told = answers_held_once_told(monkeypatch, news)
 
             async def unheard_slowly(*args: object) -> None:
                 await asyncio.sleep(0.3)  # a busy database: the stop must wait for it all the same
                 await unheard(*args)  # type: ignore[arg-type]
 
-            monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
             monkeypatch.setattr(news, "unheard_in_answer", unheard_slowly)
             interaction = await fake.slash(
                 blaze, "grievance", sub("file", category="wallet", description=words)
@@ -989,10 +1012,7 @@ async def test_a_filing_whose_stop_cuts_it_once_told_before_its_answer_goes_reac
             assert [r.kind for r in fake.interaction_records(interaction)] == ["callback"]  # the defer
             h.stop.set()
             await asyncio.wait_for(h.task, 30)
-        async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
-            dms = await fake.wait_for(
-                lambda _: [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
-            )
+        dms = await dmed_by_the_next_start(settings, fake, blaze)
     assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
 
@@ -1004,25 +1024,16 @@ async def test_two_filings_a_stop_cuts_once_told_reach_both_players_by_dm(settin
         (nova, "Lost my skins, cut before the answer."),
     ]
     slowness = {str(blaze.id): 0.1, str(nova.id): 0.6}
-    told, never = asyncio.Event(), asyncio.Event()
     async with serving() as fake:
         async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
             news = h.bot.core.news
-            heard, unheard = news.heard_in_answer, news.unheard_in_answer
-            held: list[object] = []
-
-            async def heard_then_held(*args: object) -> None:
-                await heard(*args)  # type: ignore[arg-type]
-                held.append(args[0])
-                if len(held) == len(words):
-                    told.set()
-                await never.wait()
+            unheard = news.unheard_in_answer
+            told = answers_held_once_told(monkeypatch, news, len(words))
 
             async def unheard_slowly(user_id: str, *args: object) -> None:
                 await asyncio.sleep(slowness[user_id])
                 await unheard(user_id, *args)  # type: ignore[arg-type]
 
-            monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
             monkeypatch.setattr(news, "unheard_in_answer", unheard_slowly)
             for player, said in words:
                 await fake.slash(player, "grievance", sub("file", category="wallet", description=said))
@@ -1031,9 +1042,7 @@ async def test_two_filings_a_stop_cuts_once_told_reach_both_players_by_dm(settin
             await asyncio.wait_for(h.task, 30)
         async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
             for player, said in words:
-                dms = await fake.wait_for(
-                    lambda _, p=player: [m for m in fake.sent("message", dm_channel_id(p.id)) if m.content]
-                )
+                dms = await fake.wait_for(lambda _, p=player: dms_to(fake, p))
                 assert re.search(rf'\("{said}"\) is now filed as ticket GRV-\d+\.', dms[0].content)
 
 
@@ -1044,21 +1053,15 @@ async def test_a_stop_waits_for_an_untelling_that_hangs_no_longer_than_its_bound
     and the log says what the stop did not wait out: which ticket, whose, and that it is DMed
     after the next start."""
     monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 0.3)
-    told, never = asyncio.Event(), asyncio.Event()
+    never = asyncio.Event()
     async with serving() as fake:
         async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
             news = h.bot.core.news
-            heard = news.heard_in_answer
-
-            async def heard_then_held(*args: object) -> None:
-                await heard(*args)  # type: ignore[arg-type]
-                told.set()
-                await never.wait()
+            told = answers_held_once_told(monkeypatch, news)
 
             async def unheard_never(*args: object) -> None:
                 await never.wait()
 
-            monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
             monkeypatch.setattr(news, "unheard_in_answer", unheard_never)
             words = "Charged twice, and the database hangs."
             await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
@@ -1083,22 +1086,16 @@ async def test_a_stop_that_cuts_an_untelling_before_it_is_kept_says_it_is_not_dm
     """news.db itself locked as long as the stop waits: the untelling's record of what it owes
     is cut too, and the key is DMed neither now nor after the next start. The log said it would be."""
     monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 0.3)
-    told, never = asyncio.Event(), asyncio.Event()
+    never = asyncio.Event()
     async with serving() as fake:
         async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
             news = h.bot.core.news
-            heard = news.heard_in_answer
-
-            async def heard_then_held(*args: object) -> None:
-                await heard(*args)  # type: ignore[arg-type]
-                told.set()
-                await never.wait()
+            told = answers_held_once_told(monkeypatch, news)
 
             async def kept_never(*args: object) -> str:
                 await never.wait()
                 return ""
 
-            monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
             monkeypatch.setattr(news.store, "owe_untelling", kept_never)
             words = "Charged twice, and news.db hangs."
             await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
@@ -1134,20 +1131,11 @@ async def test_an_untelling_a_stop_cuts_behind_another_process_lock_is_done_at_t
     monkeypatch.setattr("cogs.bot.FOLLOW_UP_SECONDS", 2.0)
     monkeypatch.setattr("bot.db.BUSY_SECONDS", 6)
     words = "Charged twice, and staff hold the database."
-    told, never = asyncio.Event(), asyncio.Event()
     holder, held, release = writes_held(storage_paths(settings).grievances)
     async with serving() as fake:
         try:
             async with running_bot(settings, fake, shutdown_grace_seconds=0.2, defer_after_seconds=0.0) as h:
-                news = h.bot.core.news
-                heard = news.heard_in_answer
-
-                async def heard_then_held(*args: object) -> None:
-                    await heard(*args)  # type: ignore[arg-type]
-                    told.set()
-                    await never.wait()
-
-                monkeypatch.setattr(news, "heard_in_answer", heard_then_held)
+                told = answers_held_once_told(monkeypatch, h.bot.core.news)
                 await fake.slash(blaze, "grievance", sub("file", category="wallet", description=words))
                 await asyncio.wait_for(told.wait(), 30)
                 holder.start()
@@ -1164,7 +1152,7 @@ async def test_an_untelling_a_stop_cuts_behind_another_process_lock_is_done_at_t
             for _ in range(2):  # the second round finds nothing left to tell
                 await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
             assert await h.bot.core.news.store.untellings_owed() == []
-        dms = [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
+        dms = dms_to(fake, blaze)
     assert len(dms) == 1
     assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
@@ -1213,10 +1201,7 @@ async def test_a_filing_whose_answer_discord_refuses_as_the_bot_stops_reaches_th
             await asyncio.sleep(0.1)  # the stop is waiting for the answer
             release.set()
             await asyncio.wait_for(h.task, 30)
-        async with running_bot(settings.replace(news={"poll_seconds": 0.1}), fake):
-            dms = await fake.wait_for(
-                lambda _: [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
-            )
+        dms = await dmed_by_the_next_start(settings, fake, blaze)
     assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
 
@@ -1241,7 +1226,7 @@ async def test_a_filing_whose_answer_discord_refuses_is_dmed_once_whenever_news_
             await settle(fake)
             await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
             await h.bot.core.news.run_once(desk)  # type: ignore[arg-type]
-            dms = [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
+            dms = dms_to(fake, blaze)
     assert len(dms) == 1
     assert re.search(rf'\("{words}"\) is now filed as ticket GRV-\d+\. Its status is open\.$', dms[0].content)
 
@@ -1264,7 +1249,7 @@ async def test_a_filing_whose_answer_reached_the_player_is_no_news(settings, mon
             assert said.startswith("Filed ticket `GRV-")
         async with running_bot(settings.replace(news=news), fake) as h:
             await h.bot.core.news.run_once(h.bot.get_cog("TicketNewsDesk"))  # type: ignore[arg-type]
-        assert [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content] == []
+        assert dms_to(fake, blaze) == []
 
 
 class GatedEngine(FrontendEngine):
@@ -1756,9 +1741,7 @@ async def test_a_filing_whose_answer_discord_rate_limits_for_long_reaches_the_pl
             interaction = await fake.slash(
                 blaze, "grievance", sub("file", category="wallet", description=words)
             )
-            dms = await fake.wait_for(
-                lambda _: [m for m in fake.sent("message", dm_channel_id(blaze.id)) if m.content]
-            )
+            dms = await fake.wait_for(lambda _: dms_to(fake, blaze))
     (key,) = re.findall(r"ticket (GRV-\d+)", dms[0].content)
     assert dms[0].content.endswith(f'("{words}") is now filed as ticket {key}. Its status is open.')
     assert [(r.kind, r.error) for r in fake.interaction_records(interaction)] == [
