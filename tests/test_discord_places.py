@@ -10,6 +10,7 @@ import datetime
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import discord
 import pytest
@@ -378,6 +379,28 @@ async def test_notes_in_threads_archived_while_the_bot_was_down_are_answered_unl
     assert sorted(r.path.rsplit("/", 1)[-1] for r in listed) == ["private", "public", "public"]
 
 
+async def missed_in_an_archived_thread(fake: FakeDiscord, banned: int) -> tuple[int, dict]:
+    """A thread archived while the bot was down, after Nova sent a note in it, and the next
+    `banned` listings of the channel's archived threads banned by Cloudflare: the thread and the
+    note."""
+    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
+    missed = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
+    await fake.archive_thread(thread, ago=30)
+    fake.archived_threads_banned = banned
+    return thread, missed
+
+
+async def answered_again_unread(fake: FakeDiscord, bot: Any, thread: int, missed: dict) -> dict:
+    """Once the bot settles, every banned listing tried and `missed` still unread, Nova posts in
+    the thread again (active again) and is answered live: that note."""
+    await settle(fake)
+    assert fake.archived_threads_banned == 0 and not fake.replies_to(missed["id"])
+    again = await fake.send_note(nova, voice_note(), channel_id=thread)
+    await answered(fake, again)
+    assert await note_state(bot.core.notes, again) == "answered"
+    return again
+
+
 async def test_threads_discord_failed_to_list_at_the_catch_up_are_listed_and_read_again(
     settings, fake, caplog
 ):
@@ -385,10 +408,7 @@ async def test_threads_discord_failed_to_list_at_the_catch_up_are_listed_and_rea
     # that channel's threads, listed again at the next recheck (the channel itself, read fine, is
     # not read again), and the note in the archived thread is answered.
     caplog.set_level(logging.DEBUG, logger="cogs.catch_up")
-    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
-    note = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
-    await fake.archive_thread(thread, ago=30)
-    fake.archived_threads_banned = 2
+    thread, note = await missed_in_an_archived_thread(fake, banned=2)
     async with running_bot(settings, fake, recheck_seconds=0.2):
         voice, _ = await answered(fake, note, within=15)
         await settle(fake)
@@ -409,16 +429,10 @@ async def test_a_thread_discord_failed_to_list_and_active_again_by_the_recheck_i
     # while the bot was down, and its note, are not read. Its player posts again there before
     # the listing is tried again: the thread is active, no longer listed, and the live note was
     # answered. The note sent while the bot was down is still answered.
-    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
-    missed = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
-    await fake.archive_thread(thread, ago=30)
-    fake.archived_threads_banned = 4  # the start's two listings, and its first recheck's
+    # The start's two listings are banned, and its first recheck's.
+    thread, missed = await missed_in_an_archived_thread(fake, banned=4)
     async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
-        await settle(fake)
-        assert fake.archived_threads_banned == 0 and not fake.replies_to(missed["id"])
-        again = await fake.send_note(nova, voice_note(), channel_id=thread)
-        await answered(fake, again)
-        assert await note_state(h.bot.core.notes, again) == "answered"
+        again = await answered_again_unread(fake, h.bot, thread, missed)
         await h.bot.get_cog("CatchUp")._recheck()
         await answered(fake, missed, within=15)
         await settle(fake)
@@ -431,16 +445,10 @@ async def test_a_thread_discord_failed_to_list_is_read_after_a_restart_past_a_li
     # thread is active again) and is answered, which makes that note the thread's newest handled;
     # the bot restarts before another recheck. The next start must still read the thread from
     # before the note sent while the bot was first down.
-    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
-    missed = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
-    await fake.archive_thread(thread, ago=30)
-    fake.archived_threads_banned = 4  # the start's two listings, and its first recheck's
+    # The start's two listings are banned, and its first recheck's.
+    thread, missed = await missed_in_an_archived_thread(fake, banned=4)
     async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
-        await settle(fake)
-        assert fake.archived_threads_banned == 0 and not fake.replies_to(missed["id"])
-        again = await fake.send_note(nova, voice_note(), channel_id=thread)
-        await answered(fake, again)
-        assert await note_state(h.bot.core.notes, again) == "answered"
+        again = await answered_again_unread(fake, h.bot, thread, missed)
         await settle(fake)
     async with running_bot(settings, fake) as h:
         await answered(fake, missed, within=15)
@@ -572,10 +580,8 @@ async def test_a_host_clock_stepped_back_after_the_start_leaves_no_note_sent_whi
     # The host's clock read an hour fast when the bot started, and NTP set it right before a live
     # note was answered: that answer's time is before the start by the ledger's clock. The read
     # the recheck owes still begins before the note sent while the bot was down.
-    thread = await fake.add_thread(ALLOWED_CHANNEL, "refund help", tell_the_bot=False)
-    missed = await fake.send_note(nova, voice_note(), channel_id=thread, ago=60)
-    await fake.archive_thread(thread, ago=30)
-    fake.archived_threads_banned = 4  # the start's two listings, and its first recheck's
+    # The start's two listings are banned, and its first recheck's.
+    thread, missed = await missed_in_an_archived_thread(fake, banned=4)
     async with running_bot(settings, fake, recheck_seconds=3600.0) as h:
         catch_up = h.bot.get_cog("CatchUp")
         catch_up._started_at += 3600  # the start as the fast clock stamped it
