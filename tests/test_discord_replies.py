@@ -107,6 +107,16 @@ async def test_a_note_deleted_mid_turn_gets_no_answer_and_is_settled(
     assert f"note {note['id']} from {nova.id} not answered: its player deleted it" in caplog.text
 
 
+async def queued_behind_a_held_note(settings, fake: FakeDiscord, engine: FrontendEngine) -> tuple[dict, dict]:
+    """Nova's note, its turn held at `engine`, and her next one, claimed and waiting behind it:
+    the two notes."""
+    first = await fake.send_note(nova, voice_note(), guild=True)
+    await engine.until_asked(1)
+    queued = await fake.send_note(nova, voice_note(), guild=True)
+    await eventually(lambda: note_state(settings, queued) == "started")
+    return first, queued
+
+
 async def chatter_deleted(fake: FakeDiscord, count: int) -> None:
     """A moderator clears `count` chat messages of the channel, a hundred at a time."""
     ids = []
@@ -128,10 +138,7 @@ async def test_a_queued_note_deleted_before_a_purge_of_chat_is_not_answered(
     engine = FrontendEngine()
     engine.hold = asyncio.Event()
     async with running_bot(settings, fake, engine=engine, recheck_seconds=3600.0) as h:
-        first = await fake.send_note(nova, voice_note(), guild=True)
-        await engine.until_asked(1)
-        queued = await fake.send_note(nova, voice_note(), guild=True)
-        await eventually(lambda: note_state(settings, queued) == "started")  # claimed, and waiting
+        first, queued = await queued_behind_a_held_note(settings, fake, engine)
         await fake.delete_message(ALLOWED_CHANNEL, queued["id"])
         await chatter_deleted(fake, loaded_voice(h.bot).MAX_DELETED + 1)
         engine.hold.set()
@@ -400,10 +407,7 @@ async def test_a_queued_note_deleted_in_a_lost_gateway_session_gets_no_answer(
     engine = FrontendEngine()
     engine.hold = asyncio.Event()
     async with running_bot(settings, fake, engine=engine, recheck_seconds=0.2) as h:
-        first = await fake.send_note(nova, voice_note(), guild=True)
-        await engine.until_asked(1)
-        queued = await fake.send_note(nova, voice_note(), guild=True)
-        await eventually(lambda: note_state(settings, queued) == "started")  # claimed, and waiting
+        first, queued = await queued_behind_a_held_note(settings, fake, engine)
         await session_lost(fake, lambda: fake.delete_message(ALLOWED_CHANNEL, queued["id"]))
         engine.hold.set()
         assert await settled(settings, first) == "answered"
